@@ -1,0 +1,33 @@
+# e2a developer tasks. `make run` and `make test` are the two commands in README.md.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: install run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("e2a needs Python >= 3.11 (found %s)" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install e2a with its development tools
+
+run: install  ## run the gateway on ./e2a.db (SMTP 127.0.0.1:2525, HTTP 127.0.0.1:8080)
+	E2A_SHARED_DOMAIN=$${E2A_SHARED_DOMAIN:-agents.localhost} $(BIN)/e2a serve
+
+test: install  ## run the whole test suite
+	$(BIN)/pytest
+
+lint: install  ## ruff and mypy, as CI runs them
+	$(BIN)/ruff check e2a tests bench
+	$(BIN)/ruff format --check e2a tests bench
+	$(BIN)/mypy
+
+bench: install  ## run every benchmark in bench/
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

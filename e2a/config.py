@@ -1,0 +1,275 @@
+"""The gateway's settings: one pydantic model, loaded from TOML and overridden by `E2A_*` env vars.
+
+Every key is validated at start-up; a wrong key or value raises `ConfigError` with a message
+that names the key and says how to fix it. Nothing here opens sockets or databases.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "E2A_"
+
+
+class ConfigError(Exception):
+    """A setting is missing, unknown or invalid; the message says which and how to fix it."""
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """Split `host:port` (or `[v6]:port`) into its parts; raise ValueError when malformed."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"expected host:port, got {value!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    return host.strip("[]"), port
+
+
+class ListenSection(Section):
+    """A section with a `listen = "host:port"` key."""
+
+    listen: str
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        """The host part of `listen`."""
+        return parse_listen_address(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """The port part of `listen`."""
+        return parse_listen_address(self.listen)[1]
+
+
+class SmtpSettings(ListenSection):
+    """The inbound SMTP listener (the gateway is the MX for its domains)."""
+
+    listen: str = "127.0.0.1:2525"
+    hostname: str = Field(default_factory=socket.getfqdn)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_message_bytes: int = Field(default=26_214_400, ge=1024)
+    max_recipients: int = Field(default=100, ge=1, le=10_000)
+    idle_timeout_seconds: float = Field(default=300.0, gt=0)
+
+
+class HttpSettings(ListenSection):
+    """The HTTP listener: REST, WebSocket, MCP and dashboard."""
+
+    listen: str = "127.0.0.1:8080"
+    public_url: str = "http://localhost:8080"
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class DatabaseSettings(Section):
+    """Where the gateway keeps everything: an SQLite file or a PostgreSQL database."""
+
+    url: str = "sqlite:///./e2a.db"
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("use sqlite:///path/to/e2a.db or postgresql://user:pass@host/db")
+        return value
+
+
+class SigningSettings(Section):
+    """The server key behind magic links and signing-secret derivation."""
+
+    hmac_secret: str | None = None
+
+
+class DnsSettings(Section):
+    """Resolvers used for SPF, DKIM, DMARC and domain verification."""
+
+    nameservers: list[str] = Field(default_factory=list)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("nameservers", mode="before")
+    @classmethod
+    def _split_nameservers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+
+class OutboundSmtpSettings(Section):
+    """The relay that carries agents' mail to the outside world."""
+
+    host: str | None = None
+    port: int = Field(default=587, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    from_domain: str | None = None
+
+
+class DkimSettings(Section):
+    """DKIM signing of outbound mail."""
+
+    selector: str | None = None
+    private_key_path: Path | None = None
+
+
+class WebhookSettings(Section):
+    """Webhook delivery to cloud agents."""
+
+    allow_private: bool = False
+
+
+class RetentionSettings(Section):
+    """How long inbound messages are kept."""
+
+    days: int = Field(default=30, ge=1)
+
+
+class LimitSettings(Section):
+    """Request limits (429 with Retry-After when exceeded)."""
+
+    sends_per_agent_per_minute: int = Field(default=60, ge=1)
+    agent_registrations_per_ip_per_hour: int = Field(default=20, ge=1)
+    message_polls_per_user_per_minute: int = Field(default=600, ge=1)
+
+
+class LogSettings(Section):
+    """Log level and format."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class Settings(Section):
+    """Every setting of `e2a serve`. See config.example.toml for each key and its default."""
+
+    env: Literal["development", "production"] = "development"
+    shared_domain: str = ""
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
+    dns: DnsSettings = Field(default_factory=DnsSettings)
+    outbound_smtp: OutboundSmtpSettings = Field(default_factory=OutboundSmtpSettings)
+    dkim: DkimSettings = Field(default_factory=DkimSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("shared_domain")
+    @classmethod
+    def _normalise_domain(cls, value: str) -> str:
+        from e2a.addresses import normalise_domain
+
+        return normalise_domain(value) if value else ""
+
+    @property
+    def is_production(self) -> bool:
+        """True when `env = "production"`."""
+        return self.env == "production"
+
+
+def _section_fields() -> dict[str, type[Section]]:
+    sections: dict[str, type[Section]] = {}
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            sections[name] = annotation
+    return sections
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Collect `E2A_<SECTION>_<KEY>` (and `E2A_<KEY>` for top-level keys) into a nested dict.
+
+    Variables that name no setting (such as the SDK's `E2A_API_KEY`) are ignored: they belong
+    to clients that share the environment.
+    """
+    overrides: dict[str, Any] = {}
+    sections = _section_fields()
+    for key in Settings.model_fields:
+        if key in sections:
+            for sub in sections[key].model_fields:
+                name = f"{ENV_PREFIX}{key}_{sub}".upper()
+                if name in environ:
+                    overrides.setdefault(key, {})[sub] = environ[name]
+        else:
+            name = f"{ENV_PREFIX}{key}".upper()
+            if name in environ:
+                overrides[key] = environ[name]
+    return overrides
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    env_name = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+    if error["type"] == "extra_forbidden":
+        return (
+            f"{key}: unknown setting — remove it or check its spelling against config.example.toml"
+        )
+    got = error.get("input")
+    return f"{key}: {error['msg']} (got {got!r}; fix it in the config file or {env_name})"
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from the TOML file at `path` (if any), then apply env overrides.
+
+    Raises ConfigError naming the offending key when the file or a value is invalid.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"config file {path} does not exist — check the --config path"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    data = _merge(data, env_overrides(environ))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from None
