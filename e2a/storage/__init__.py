@@ -1,0 +1,16 @@
+"""Storage: the `Storage` protocol and the backend chosen by `database.url`."""
+
+from __future__ import annotations
+
+from e2a.storage.base import Storage, StorageUnavailable
+
+
+def open_storage(url: str) -> Storage:
+    """The backend for `url`, not yet migrated; StorageUnavailable if it cannot open."""
+    if url.startswith("sqlite:///"):
+        from e2a.storage.sqlite import SqliteStorage
+
+        return SqliteStorage.open(url.removeprefix("sqlite:///"))
+    raise StorageUnavailable(
+        f"database.url: {url.split('://')[0]} is not supported yet — use sqlite:///path/to/e2a.db"
+    )

@@ -1,0 +1,292 @@
+"""The storage interface of the gateway: a typing Protocol, its row types and its errors.
+
+Every query that touches a user's data takes the owner's `user_id` and filters by it inside the
+backend, so a handler cannot forget the ownership check. SQL lives in the backends only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+AgentMode = Literal["cloud", "local"]
+MessageStatus = Literal["unread", "read"]
+StatusFilter = Literal["unread", "read", "all"]
+
+
+class StorageError(Exception):
+    """Base of the errors a backend raises on purpose."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached or refused the write; the caller should retry later."""
+
+
+class AlreadyExists(StorageError):
+    """A unique resource (agent address, domain) is already taken."""
+
+
+class InUse(StorageError):
+    """The resource is still referenced (a domain with agents)."""
+
+
+class LimitReached(StorageError):
+    """A per-user count limit (signing secrets) is reached."""
+
+
+class LastOne(StorageError):
+    """Refused because it would remove the last resource of its kind (signing secret)."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A person or organisation that owns agents, domains and keys."""
+
+    id: str
+    email: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key's metadata; the key itself is only ever known as its SHA-256 hash."""
+
+    id: str
+    user_id: str
+    name: str
+    key_prefix: str
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+@dataclass(frozen=True)
+class SigningSecret:
+    """A signing secret as stored: the `seed` from which the secret itself is derived."""
+
+    id: str
+    user_id: str
+    name: str
+    seed: str
+    secret_prefix: str
+    created_at: str
+    last_signed_at: str | None
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A custom mail domain registered by a user, verified by a DNS TXT record."""
+
+    user_id: str
+    domain: str
+    verification_token: str
+    verified: bool
+    created_at: str
+    verified_at: str | None
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An inbox: one address of one user, delivered by webhook (cloud) or WebSocket (local)."""
+
+    email: str
+    user_id: str
+    domain: str
+    name: str
+    webhook_url: str | None
+    agent_mode: AgentMode
+    hitl_enabled: bool
+    hitl_ttl_seconds: int
+    hitl_expiration_action: Literal["reject", "approve"]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class AgentChanges:
+    """A partial update of an agent: fields left as None keep their value."""
+
+    name: str | None = None
+    webhook_url: str | None = None
+    agent_mode: AgentMode | None = None
+    hitl_enabled: bool | None = None
+    hitl_ttl_seconds: int | None = None
+    hitl_expiration_action: Literal["reject", "approve"] | None = None
+
+
+@dataclass(frozen=True)
+class NewInboundMessage:
+    """An accepted inbound message for one recipient agent, ready to be stored."""
+
+    id: str
+    agent_email: str
+    envelope_from: str
+    from_addr: str
+    reply_to: str | None
+    to: list[str]
+    cc: list[str]
+    subject: str
+    conversation_id: str | None
+    rfc_message_id: str | None
+    raw_message: bytes
+    auth_headers: dict[str, str]
+    authentication_results: dict[str, str]
+    received_at: str
+    client_ip: str = ""
+    helo: str = ""
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A stored inbound message as the API reads it."""
+
+    id: str
+    seq: int
+    user_id: str
+    agent_email: str
+    from_addr: str
+    reply_to: str | None
+    to: list[str]
+    cc: list[str]
+    subject: str
+    conversation_id: str | None
+    rfc_message_id: str | None
+    status: MessageStatus
+    raw_message: bytes
+    auth_headers: dict[str, str]
+    authentication_results: dict[str, str]
+    delivery_status: str | None
+    received_at: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    """One page of a keyset-paginated message list; `next_after` is None on the last page."""
+
+    messages: list[InboundMessage] = field(default_factory=list)
+    next_after: int | None = None
+
+
+class Storage(Protocol):
+    """What the gateway needs from a database. Implemented by the SQLite and Postgres backends."""
+
+    async def migrate(self) -> list[int]:
+        """Apply pending numbered migrations; return the versions applied now."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable if the database cannot answer a trivial query."""
+        ...
+
+    async def server_secret(self, candidate: str) -> str:
+        """Return the stored development server secret, storing `candidate` if none exists."""
+        ...
+
+    # users and credentials
+    async def ensure_user(self, user_id: str, email: str, now: str) -> tuple[User, bool]:
+        """Return the user with `email`, creating it with `user_id` if absent; (user, created)."""
+        ...
+
+    async def add_api_key(self, key: ApiKey, key_hash: str) -> None:
+        """Store a new API key under its SHA-256 hash."""
+        ...
+
+    async def user_for_key_hash(self, key_hash: str) -> User | None:
+        """Return the owner of a non-revoked API key, or None."""
+        ...
+
+    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
+        """The user's API keys, newest first."""
+        ...
+
+    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> bool:
+        """Revoke one of the user's keys; False when it is not theirs or already revoked."""
+        ...
+
+    async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
+        """Store a new signing secret; LimitReached when the user already has `max_per_user`."""
+        ...
+
+    async def list_signing_secrets(self, user_id: str) -> list[SigningSecret]:
+        """The user's signing secrets, newest first."""
+        ...
+
+    async def delete_signing_secret(self, user_id: str, secret_id: str) -> bool:
+        """Delete one secret; False when not the user's, LastOne when it is their only one."""
+        ...
+
+    # domains
+    async def add_domain(self, domain: Domain) -> None:
+        """Register a domain; AlreadyExists if the user has it or another user verified it."""
+        ...
+
+    async def list_domains(self, user_id: str) -> list[Domain]:
+        """The user's domains, oldest first."""
+        ...
+
+    async def get_domain(self, user_id: str, domain: str) -> Domain | None:
+        """One of the user's domains, or None."""
+        ...
+
+    async def mark_domain_verified(self, user_id: str, domain: str, now: str) -> Domain | None:
+        """Mark the user's domain verified; AlreadyExists if another user verified it first."""
+        ...
+
+    async def delete_domain(self, user_id: str, domain: str) -> bool:
+        """Delete the user's domain; InUse while agents use it; False when not theirs."""
+        ...
+
+    async def is_served_domain(self, domain: str) -> bool:
+        """True when some user has verified `domain` (the gateway is its MX)."""
+        ...
+
+    # agents
+    async def add_agent(self, agent: Agent) -> None:
+        """Store a new agent; AlreadyExists when the address is taken."""
+        ...
+
+    async def list_agents(self, user_id: str) -> list[Agent]:
+        """The user's agents, oldest first."""
+        ...
+
+    async def get_agent(self, user_id: str, email: str) -> Agent | None:
+        """One of the user's agents, or None."""
+        ...
+
+    async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
+        """Apply `changes` to one of the user's agents; None when it is not theirs."""
+        ...
+
+    async def delete_agent(self, user_id: str, email: str) -> bool:
+        """Delete one of the user's agents and its messages; False when not theirs."""
+        ...
+
+    async def find_agent(self, email: str) -> Agent | None:
+        """The agent at `email` whoever owns it: for routing inbound mail only."""
+        ...
+
+    # messages
+    async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
+        """Commit the messages and their delivery jobs in one transaction (all or nothing)."""
+        ...
+
+    async def list_inbound(
+        self,
+        user_id: str,
+        agent_email: str,
+        status: StatusFilter,
+        page_size: int,
+        after_seq: int | None,
+    ) -> MessagePage:
+        """A page of the agent's inbound messages, oldest first, after `after_seq`."""
+        ...
+
+    async def read_inbound(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> InboundMessage | None:
+        """Return one of the agent's messages and mark it read; None when not the user's."""
+        ...

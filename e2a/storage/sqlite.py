@@ -1,0 +1,662 @@
+"""The embedded SQLite backend: stdlib `sqlite3` in WAL mode, driven from trio through threads.
+
+One writer connection serialised by a trio lock (SQLite allows one writer at a time anyway) and
+a small pool of reader connections that never block it. Every write is one `BEGIN IMMEDIATE`
+transaction with `synchronous=FULL`, so a committed write survives a crash or power loss.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from e2a.storage.base import (
+    Agent,
+    AgentChanges,
+    AlreadyExists,
+    ApiKey,
+    Domain,
+    InboundMessage,
+    InUse,
+    LastOne,
+    LimitReached,
+    MessagePage,
+    NewInboundMessage,
+    SigningSecret,
+    StatusFilter,
+    StorageUnavailable,
+    User,
+)
+from e2a.storage.migrations import load_migrations
+
+T = TypeVar("T")
+READER_COUNT = 4
+WEBHOOK_JOB = "webhook"
+
+_AGENT_COLUMNS = (
+    "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "
+    "hitl_expiration_action, created_at"
+)
+_MESSAGE_COLUMNS = (
+    "m.id, m.seq, m.user_id, m.agent_email, m.from_addr, m.reply_to, m.to_json, m.cc_json, "
+    "m.subject, m.conversation_id, m.rfc_message_id, m.status, m.raw_message, "
+    "m.auth_headers_json, m.auth_results_json, m.delivery_status, m.received_at, m.created_at"
+)
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute("PRAGMA synchronous = FULL")
+    return connection
+
+
+@contextmanager
+def _translate_errors() -> Iterator[None]:
+    """Turn sqlite3 operational failures (disk full, I/O error, locked) into StorageUnavailable."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StorageUnavailable(f"sqlite: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.IntegrityError):
+            raise
+        raise StorageUnavailable(f"sqlite: {exc}") from exc
+
+
+def _agent(row: sqlite3.Row | tuple[Any, ...]) -> Agent:
+    return Agent(
+        email=row[0],
+        user_id=row[1],
+        domain=row[2],
+        name=row[3],
+        webhook_url=row[4],
+        agent_mode=row[5],
+        hitl_enabled=bool(row[6]),
+        hitl_ttl_seconds=row[7],
+        hitl_expiration_action=row[8],
+        created_at=row[9],
+    )
+
+
+def _message(row: tuple[Any, ...]) -> InboundMessage:
+    return InboundMessage(
+        id=row[0],
+        seq=row[1],
+        user_id=row[2],
+        agent_email=row[3],
+        from_addr=row[4],
+        reply_to=row[5],
+        to=json.loads(row[6]),
+        cc=json.loads(row[7]),
+        subject=row[8],
+        conversation_id=row[9],
+        rfc_message_id=row[10],
+        status=row[11],
+        raw_message=bytes(row[12]),
+        auth_headers=json.loads(row[13]),
+        authentication_results=json.loads(row[14]),
+        delivery_status=row[15],
+        received_at=row[16],
+        created_at=row[17],
+    )
+
+
+def _domain(row: tuple[Any, ...]) -> Domain:
+    return Domain(
+        user_id=row[0],
+        domain=row[1],
+        verification_token=row[2],
+        verified=bool(row[3]),
+        created_at=row[4],
+        verified_at=row[5],
+    )
+
+
+def _signing_secret(row: tuple[Any, ...]) -> SigningSecret:
+    return SigningSecret(
+        id=row[0],
+        user_id=row[1],
+        name=row[2],
+        seed=row[3],
+        secret_prefix=row[4],
+        created_at=row[5],
+        last_signed_at=row[6],
+    )
+
+
+def _api_key(row: tuple[Any, ...]) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        user_id=row[1],
+        name=row[2],
+        key_prefix=row[3],
+        created_at=row[4],
+        last_used_at=row[5],
+        revoked_at=row[6],
+    )
+
+
+class SqliteStorage:
+    """Storage on one SQLite file. Create with `SqliteStorage.open(path)`."""
+
+    def __init__(self, path: str, writer: sqlite3.Connection, readers: list[sqlite3.Connection]):
+        self.path = path
+        self._writer = writer
+        self._write_lock = trio.Lock()
+        self._readers = readers
+        self._reader_slots = trio.Semaphore(len(readers))
+
+    @classmethod
+    def open(cls, path: str) -> SqliteStorage:
+        """Open (creating if needed) the database file at `path` in WAL mode."""
+        if path != ":memory:":
+            parent = Path(path).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise StorageUnavailable(
+                    f"database.url: cannot open sqlite:///{path}: directory {parent} does not "
+                    "exist — create it or point database.url elsewhere"
+                )
+        try:
+            writer = _connect(path)
+            writer.execute("PRAGMA journal_mode = WAL")
+            readers = [_connect(path) for _ in range(READER_COUNT)]
+        except sqlite3.Error as exc:
+            raise StorageUnavailable(
+                f"database.url: cannot open sqlite:///{path}: {exc} — check the path and its "
+                "permissions"
+            ) from exc
+        return cls(path, writer, readers)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _run_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with _translate_errors():
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(self._writer)
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+            return result
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in one write transaction on the writer thread; commit or roll back."""
+        async with self._write_lock:
+            return await trio.to_thread.run_sync(self._run_transaction, work)
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` on a reader connection (sees everything committed before it started)."""
+        async with self._reader_slots:
+            connection = self._readers.pop()
+            try:
+                return await trio.to_thread.run_sync(self._run_read, connection, work)
+            finally:
+                self._readers.append(connection)
+
+    @staticmethod
+    def _run_read(connection: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+        with _translate_errors():
+            return work(connection)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        """Apply each migration newer than the recorded version, one transaction each."""
+
+        def ensure_table(db: sqlite3.Connection) -> set[int]:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            return {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+
+        applied = await self._write(ensure_table)
+        done: list[int] = []
+        for migration in load_migrations("sqlite"):
+            if migration.version in applied:
+                continue
+
+            def apply(db: sqlite3.Connection, migration: Any = migration) -> None:
+                for statement in _split_sql(migration.sql):
+                    db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) "
+                    "VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
+                    (migration.version, migration.name),
+                )
+
+            await self._write(apply)
+            done.append(migration.version)
+        return done
+
+    async def close(self) -> None:
+        """Close every connection (waits for the writer to finish its transaction)."""
+        async with self._write_lock:
+            self._writer.close()
+        for connection in self._readers:
+            connection.close()
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable unless a trivial query answers."""
+        await self._read(lambda db: db.execute("SELECT 1").fetchone())
+
+    async def server_secret(self, candidate: str) -> str:
+        """The development server secret, stored on first use."""
+
+        def get_or_store(db: sqlite3.Connection) -> str:
+            db.execute(
+                "INSERT OR IGNORE INTO server_state (name, value) VALUES ('hmac_secret', ?)",
+                (candidate,),
+            )
+            row = db.execute("SELECT value FROM server_state WHERE name = 'hmac_secret'").fetchone()
+            return str(row[0])
+
+        return await self._write(get_or_store)
+
+    # -- users and credentials --------------------------------------------------------------
+
+    async def ensure_user(self, user_id: str, email: str, now: str) -> tuple[User, bool]:
+        """Return the user with `email`, creating it if absent."""
+
+        def upsert(db: sqlite3.Connection) -> tuple[User, bool]:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO users (id, email, created_at) VALUES (?, ?, ?)",
+                (user_id, email, now),
+            )
+            row = db.execute(
+                "SELECT id, email, created_at FROM users WHERE email = ?", (email,)
+            ).fetchone()
+            return User(*row), cursor.rowcount == 1
+
+        return await self._write(upsert)
+
+    async def add_api_key(self, key: ApiKey, key_hash: str) -> None:
+        """Store an API key by its hash."""
+        await self._write(
+            lambda db: db.execute(
+                "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (key.id, key.user_id, key.name, key_hash, key.key_prefix, key.created_at),
+            )
+        )
+
+    async def user_for_key_hash(self, key_hash: str) -> User | None:
+        """The owner of a live key with this hash."""
+
+        def lookup(db: sqlite3.Connection) -> User | None:
+            row = db.execute(
+                "SELECT u.id, u.email, u.created_at FROM api_keys k "
+                "JOIN users u ON u.id = k.user_id "
+                "WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+                (key_hash,),
+            ).fetchone()
+            return User(*row) if row else None
+
+        return await self._read(lookup)
+
+    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
+        """The user's keys, newest first."""
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT id, user_id, name, key_prefix, created_at, last_used_at, revoked_at "
+                "FROM api_keys WHERE user_id = ? ORDER BY created_at DESC, rowid DESC",
+                (user_id,),
+            ).fetchall()
+        )
+        return [_api_key(row) for row in rows]
+
+    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> bool:
+        """Revoke one live key of the user."""
+        cursor = await self._write(
+            lambda db: db.execute(
+                "UPDATE api_keys SET revoked_at = ? "
+                "WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+                (now, key_id, user_id),
+            )
+        )
+        return cursor.rowcount == 1
+
+    async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
+        """Store a signing secret unless the user has `max_per_user` already."""
+
+        def insert(db: sqlite3.Connection) -> None:
+            (count,) = db.execute(
+                "SELECT count(*) FROM signing_secrets WHERE user_id = ?", (secret.user_id,)
+            ).fetchone()
+            if count >= max_per_user:
+                raise LimitReached(f"at most {max_per_user} signing secrets per user")
+            db.execute(
+                "INSERT INTO signing_secrets "
+                "(id, seq, user_id, name, seed, secret_prefix, created_at) VALUES "
+                "(?, (SELECT coalesce(max(seq), 0) + 1 FROM signing_secrets), ?, ?, ?, ?, ?)",
+                (
+                    secret.id,
+                    secret.user_id,
+                    secret.name,
+                    secret.seed,
+                    secret.secret_prefix,
+                    secret.created_at,
+                ),
+            )
+
+        await self._write(insert)
+
+    async def list_signing_secrets(self, user_id: str) -> list[SigningSecret]:
+        """The user's secrets, newest first."""
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT id, user_id, name, seed, secret_prefix, created_at, last_signed_at "
+                "FROM signing_secrets WHERE user_id = ? ORDER BY seq DESC",
+                (user_id,),
+            ).fetchall()
+        )
+        return [_signing_secret(row) for row in rows]
+
+    async def delete_signing_secret(self, user_id: str, secret_id: str) -> bool:
+        """Delete one of the user's secrets, never the last."""
+
+        def delete(db: sqlite3.Connection) -> bool:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM signing_secrets WHERE user_id = ?", (user_id,)
+                )
+            ]
+            if secret_id not in ids:
+                return False
+            if len(ids) == 1:
+                raise LastOne("cannot delete the last signing secret")
+            db.execute("DELETE FROM signing_secrets WHERE id = ?", (secret_id,))
+            return True
+
+        return await self._write(delete)
+
+    # -- domains ----------------------------------------------------------------------------
+
+    async def add_domain(self, domain: Domain) -> None:
+        """Register a domain for its user."""
+
+        def insert(db: sqlite3.Connection) -> None:
+            taken = db.execute(
+                "SELECT 1 FROM domains WHERE domain = ? AND (user_id = ? OR verified = 1)",
+                (domain.domain, domain.user_id),
+            ).fetchone()
+            if taken:
+                raise AlreadyExists(domain.domain)
+            db.execute(
+                "INSERT INTO domains (user_id, domain, verification_token, verified, created_at) "
+                "VALUES (?, ?, ?, 0, ?)",
+                (domain.user_id, domain.domain, domain.verification_token, domain.created_at),
+            )
+
+        await self._write(insert)
+
+    async def list_domains(self, user_id: str) -> list[Domain]:
+        """The user's domains, oldest first."""
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT user_id, domain, verification_token, verified, created_at, verified_at "
+                "FROM domains WHERE user_id = ? ORDER BY created_at, domain",
+                (user_id,),
+            ).fetchall()
+        )
+        return [_domain(row) for row in rows]
+
+    async def get_domain(self, user_id: str, domain: str) -> Domain | None:
+        """One of the user's domains."""
+        row = await self._read(
+            lambda db: db.execute(
+                "SELECT user_id, domain, verification_token, verified, created_at, verified_at "
+                "FROM domains WHERE user_id = ? AND domain = ?",
+                (user_id, domain),
+            ).fetchone()
+        )
+        return _domain(row) if row else None
+
+    async def mark_domain_verified(self, user_id: str, domain: str, now: str) -> Domain | None:
+        """Mark verified; AlreadyExists when another user holds it verified."""
+
+        def update(db: sqlite3.Connection) -> Domain | None:
+            try:
+                db.execute(
+                    "UPDATE domains SET verified = 1, verified_at = coalesce(verified_at, ?) "
+                    "WHERE user_id = ? AND domain = ?",
+                    (now, user_id, domain),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(domain) from None
+            row = db.execute(
+                "SELECT user_id, domain, verification_token, verified, created_at, verified_at "
+                "FROM domains WHERE user_id = ? AND domain = ?",
+                (user_id, domain),
+            ).fetchone()
+            return _domain(row) if row else None
+
+        return await self._write(update)
+
+    async def delete_domain(self, user_id: str, domain: str) -> bool:
+        """Delete the user's domain unless agents use it."""
+
+        def delete(db: sqlite3.Connection) -> bool:
+            if not db.execute(
+                "SELECT 1 FROM domains WHERE user_id = ? AND domain = ?", (user_id, domain)
+            ).fetchone():
+                return False
+            if db.execute(
+                "SELECT 1 FROM agents WHERE user_id = ? AND domain = ? LIMIT 1", (user_id, domain)
+            ).fetchone():
+                raise InUse(domain)
+            db.execute("DELETE FROM domains WHERE user_id = ? AND domain = ?", (user_id, domain))
+            return True
+
+        return await self._write(delete)
+
+    async def is_served_domain(self, domain: str) -> bool:
+        """True when a user holds `domain` verified."""
+        row = await self._read(
+            lambda db: db.execute(
+                "SELECT 1 FROM domains WHERE domain = ? AND verified = 1", (domain,)
+            ).fetchone()
+        )
+        return row is not None
+
+    # -- agents -----------------------------------------------------------------------------
+
+    async def add_agent(self, agent: Agent) -> None:
+        """Store a new agent; AlreadyExists when the address is taken."""
+
+        def insert(db: sqlite3.Connection) -> None:
+            try:
+                db.execute(
+                    f"INSERT INTO agents ({_AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        agent.email,
+                        agent.user_id,
+                        agent.domain,
+                        agent.name,
+                        agent.webhook_url,
+                        agent.agent_mode,
+                        int(agent.hitl_enabled),
+                        agent.hitl_ttl_seconds,
+                        agent.hitl_expiration_action,
+                        agent.created_at,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(agent.email) from None
+
+        await self._write(insert)
+
+    async def list_agents(self, user_id: str) -> list[Agent]:
+        """The user's agents, oldest first."""
+        rows = await self._read(
+            lambda db: db.execute(
+                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE user_id = ? ORDER BY created_at, email",
+                (user_id,),
+            ).fetchall()
+        )
+        return [_agent(row) for row in rows]
+
+    async def get_agent(self, user_id: str, email: str) -> Agent | None:
+        """One of the user's agents."""
+        row = await self._read(
+            lambda db: db.execute(
+                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ?",
+                (user_id, email),
+            ).fetchone()
+        )
+        return _agent(row) if row else None
+
+    async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
+        """Apply a partial update to one of the user's agents."""
+        assignments = {
+            column: value for column, value in vars(changes).items() if value is not None
+        }
+
+        def update(db: sqlite3.Connection) -> Agent | None:
+            if assignments:
+                columns = ", ".join(f"{column} = ?" for column in assignments)
+                db.execute(
+                    f"UPDATE agents SET {columns} WHERE user_id = ? AND email = ?",
+                    (*assignments.values(), user_id, email),
+                )
+            row = db.execute(
+                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ?",
+                (user_id, email),
+            ).fetchone()
+            return _agent(row) if row else None
+
+        return await self._write(update)
+
+    async def delete_agent(self, user_id: str, email: str) -> bool:
+        """Delete one of the user's agents; its messages and jobs cascade."""
+        cursor = await self._write(
+            lambda db: db.execute(
+                "DELETE FROM agents WHERE user_id = ? AND email = ?", (user_id, email)
+            )
+        )
+        return cursor.rowcount == 1
+
+    async def find_agent(self, email: str) -> Agent | None:
+        """The agent at `email`, for routing."""
+        row = await self._read(
+            lambda db: db.execute(
+                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE email = ?", (email,)
+            ).fetchone()
+        )
+        return _agent(row) if row else None
+
+    # -- messages ---------------------------------------------------------------------------
+
+    async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
+        """Commit messages and their webhook jobs in one transaction."""
+
+        def insert(db: sqlite3.Connection) -> None:
+            for message in messages:
+                row = db.execute(
+                    "SELECT user_id, agent_mode FROM agents WHERE email = ?",
+                    (message.agent_email,),
+                ).fetchone()
+                if row is None:
+                    raise StorageUnavailable(f"agent {message.agent_email} vanished")
+                user_id, agent_mode = row
+                cloud = agent_mode == "cloud"
+                db.execute(
+                    "INSERT INTO messages (id, user_id, agent_email, envelope_from, from_addr, "
+                    "reply_to, to_json, cc_json, subject, conversation_id, rfc_message_id, "
+                    "raw_message, auth_headers_json, auth_results_json, delivery_status, "
+                    "client_ip, helo, received_at, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        message.id,
+                        user_id,
+                        message.agent_email,
+                        message.envelope_from,
+                        message.from_addr,
+                        message.reply_to,
+                        json.dumps(message.to),
+                        json.dumps(message.cc),
+                        message.subject,
+                        message.conversation_id,
+                        message.rfc_message_id,
+                        message.raw_message,
+                        json.dumps(message.auth_headers),
+                        json.dumps(message.authentication_results),
+                        "pending" if cloud else None,
+                        message.client_ip,
+                        message.helo,
+                        message.received_at,
+                        message.received_at,
+                    ),
+                )
+                if cloud:
+                    db.execute(
+                        "INSERT INTO jobs (kind, message_id, run_at, created_at) "
+                        "VALUES (?, ?, ?, ?)",
+                        (WEBHOOK_JOB, message.id, now, now),
+                    )
+
+        await self._write(insert)
+
+    async def list_inbound(
+        self,
+        user_id: str,
+        agent_email: str,
+        status: StatusFilter,
+        page_size: int,
+        after_seq: int | None,
+    ) -> MessagePage:
+        """A keyset page of the agent's messages, oldest first."""
+        conditions = ["m.user_id = ?", "m.agent_email = ?", "m.direction = 'inbound'", "m.seq > ?"]
+        params: list[Any] = [user_id, agent_email, after_seq or 0]
+        if status != "all":
+            conditions.append("m.status = ?")
+            params.append(status)
+        query = (
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE {' AND '.join(conditions)} "
+            "ORDER BY m.seq LIMIT ?"
+        )
+        params.append(page_size + 1)
+        rows = await self._read(lambda db: db.execute(query, params).fetchall())
+        messages = [_message(row) for row in rows[:page_size]]
+        next_after = messages[-1].seq if len(rows) > page_size else None
+        return MessagePage(messages=messages, next_after=next_after)
+
+    async def read_inbound(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> InboundMessage | None:
+        """Return one of the agent's messages, marking it read."""
+
+        def read(db: sqlite3.Connection) -> InboundMessage | None:
+            db.execute(
+                "UPDATE messages SET status = 'read' WHERE id = ? AND user_id = ? "
+                "AND agent_email = ? AND direction = 'inbound' AND status = 'unread'",
+                (message_id, user_id, agent_email),
+            )
+            row = db.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.id = ? AND m.user_id = ? "
+                "AND m.agent_email = ? AND m.direction = 'inbound'",
+                (message_id, user_id, agent_email),
+            ).fetchone()
+            return _message(row) if row else None
+
+        return await self._write(read)
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration script into statements (our migrations hold no `;` inside literals)."""
+    statements = []
+    for chunk in script.split(";"):
+        lines = [line for line in chunk.splitlines() if not line.strip().startswith("--")]
+        statement = "\n".join(lines).strip()
+        if statement:
+            statements.append(statement)
+    return statements

@@ -1,0 +1,289 @@
+"""The Storage protocol, tested against every backend available (SQLite always)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from e2a.storage import open_storage
+from e2a.storage.base import (
+    Agent,
+    AgentChanges,
+    AlreadyExists,
+    ApiKey,
+    Domain,
+    InUse,
+    LastOne,
+    LimitReached,
+    NewInboundMessage,
+    SigningSecret,
+    Storage,
+    StorageUnavailable,
+)
+from e2a.storage.migrations import load_migrations
+from tests.conftest import POSTGRES_URL_VAR, postgres_url
+
+NOW = "2026-01-01T00:00:00Z"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The database URL of each backend (a sync fixture, so a skip keeps its reason)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    found = postgres_url()
+    if found is None:
+        pytest.skip(
+            f"PostgreSQL half skipped: set {POSTGRES_URL_VAR}=postgresql://… (a throwaway "
+            "database) to run it"
+        )
+    return found
+
+
+@pytest.fixture
+async def storage(storage_url: str) -> AsyncIterator[Storage]:
+    """A migrated, empty storage of each backend."""
+    store = open_storage(storage_url)
+    await store.migrate()
+    yield store
+    await store.close()
+
+
+async def add_user(storage: Storage, email: str = "owner@example.com") -> str:
+    user, _ = await storage.ensure_user(f"usr_{email.split('@')[0]}", email, NOW)
+    return user.id
+
+
+def make_agent(user_id: str, email: str, mode: str = "local") -> Agent:
+    return Agent(
+        email=email,
+        user_id=user_id,
+        domain=email.split("@")[1],
+        name=email.split("@")[0],
+        webhook_url="https://hooks.example.com/x" if mode == "cloud" else None,
+        agent_mode=mode,  # type: ignore[arg-type]
+        hitl_enabled=False,
+        hitl_ttl_seconds=604800,
+        hitl_expiration_action="reject",
+        created_at=NOW,
+    )
+
+
+def make_message(
+    message_id: str, agent_email: str, raw: bytes = b"Subject: hi\r\n\r\nbody\r\n"
+) -> NewInboundMessage:
+    return NewInboundMessage(
+        id=message_id,
+        agent_email=agent_email,
+        envelope_from="sender@example.org",
+        from_addr="sender@example.org",
+        reply_to=None,
+        to=[agent_email],
+        cc=[],
+        subject="hi",
+        conversation_id=None,
+        rfc_message_id=f"<{message_id}@example.org>",
+        raw_message=raw,
+        auth_headers={},
+        authentication_results={},
+        received_at=NOW,
+    )
+
+
+async def test_migrations_are_numbered_and_idempotent(storage: Storage) -> None:
+    assert [m.version for m in load_migrations("sqlite")] == list(
+        range(1, len(load_migrations("sqlite")) + 1)
+    )
+    assert await storage.migrate() == []
+
+
+async def test_sqlite_records_applied_versions(tmp_path: Path) -> None:
+    store = open_storage(f"sqlite:///{tmp_path / 'v.db'}")
+    applied = await store.migrate()
+    await store.close()
+    assert applied == [m.version for m in load_migrations("sqlite")]
+    with sqlite3.connect(tmp_path / "v.db") as db:
+        recorded = [row[0] for row in db.execute("SELECT version FROM schema_migrations")]
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert recorded == applied
+
+
+async def test_open_in_missing_directory_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(StorageUnavailable, match="does not exist"):
+        open_storage(f"sqlite:///{tmp_path / 'nope' / 'e2a.db'}")
+
+
+async def test_ensure_user_is_idempotent(storage: Storage) -> None:
+    first, created = await storage.ensure_user("usr_1", "a@example.com", NOW)
+    again, created_again = await storage.ensure_user("usr_2", "a@example.com", NOW)
+    assert created and not created_again
+    assert again.id == first.id == "usr_1"
+
+
+async def test_api_keys_resolve_until_revoked(storage: Storage) -> None:
+    user_id = await add_user(storage)
+    key = ApiKey("apk_1", user_id, "k", "e2a_abcdefgh", NOW, None, None)
+    await storage.add_api_key(key, "hash-1")
+    found = await storage.user_for_key_hash("hash-1")
+    assert found is not None and found.id == user_id
+    assert await storage.user_for_key_hash("hash-2") is None
+    other = await add_user(storage, "other@example.com")
+    assert not await storage.revoke_api_key(other, "apk_1", NOW)
+    assert await storage.revoke_api_key(user_id, "apk_1", NOW)
+    assert not await storage.revoke_api_key(user_id, "apk_1", NOW)
+    assert await storage.user_for_key_hash("hash-1") is None
+    (listed,) = await storage.list_api_keys(user_id)
+    assert listed.revoked_at == NOW
+
+
+async def test_signing_secrets_limit_order_and_last_one(storage: Storage) -> None:
+    user_id = await add_user(storage)
+    for index in range(3):
+        await storage.add_signing_secret(
+            SigningSecret(f"wsec_{index}", user_id, f"s{index}", f"seed{index}", "p", NOW, None),
+            max_per_user=3,
+        )
+    with pytest.raises(LimitReached):
+        await storage.add_signing_secret(
+            SigningSecret("wsec_x", user_id, "x", "seedx", "p", NOW, None), max_per_user=3
+        )
+    assert [s.id for s in await storage.list_signing_secrets(user_id)] == [
+        "wsec_2",
+        "wsec_1",
+        "wsec_0",
+    ]
+    other = await add_user(storage, "other@example.com")
+    assert not await storage.delete_signing_secret(other, "wsec_0")
+    assert await storage.delete_signing_secret(user_id, "wsec_0")
+    assert await storage.delete_signing_secret(user_id, "wsec_1")
+    with pytest.raises(LastOne):
+        await storage.delete_signing_secret(user_id, "wsec_2")
+
+
+async def test_domain_verified_by_one_user_only(storage: Storage) -> None:
+    alice = await add_user(storage, "alice@example.com")
+    bob = await add_user(storage, "bob@example.com")
+    for owner in (alice, bob):
+        await storage.add_domain(Domain(owner, "corp.example", f"tok-{owner}", False, NOW, None))
+    with pytest.raises(AlreadyExists):
+        await storage.add_domain(Domain(alice, "corp.example", "again", False, NOW, None))
+    assert not await storage.is_served_domain("corp.example")
+    verified = await storage.mark_domain_verified(alice, "corp.example", NOW)
+    assert verified is not None and verified.verified and verified.verified_at == NOW
+    assert await storage.is_served_domain("corp.example")
+    with pytest.raises(AlreadyExists):
+        await storage.mark_domain_verified(bob, "corp.example", NOW)
+    carol = await add_user(storage, "carol@example.com")
+    with pytest.raises(AlreadyExists):
+        await storage.add_domain(Domain(carol, "corp.example", "tok", False, NOW, None))
+
+
+async def test_domain_in_use_cannot_be_deleted(storage: Storage) -> None:
+    alice = await add_user(storage)
+    await storage.add_domain(Domain(alice, "corp.example", "tok", False, NOW, None))
+    await storage.mark_domain_verified(alice, "corp.example", NOW)
+    await storage.add_agent(make_agent(alice, "bot@corp.example"))
+    with pytest.raises(InUse):
+        await storage.delete_domain(alice, "corp.example")
+    assert await storage.delete_agent(alice, "bot@corp.example")
+    assert await storage.delete_domain(alice, "corp.example")
+    assert await storage.get_domain(alice, "corp.example") is None
+
+
+async def test_agents_are_scoped_to_their_owner(storage: Storage) -> None:
+    alice = await add_user(storage, "alice@example.com")
+    bob = await add_user(storage, "bob@example.com")
+    await storage.add_agent(make_agent(alice, "bot@agents.test"))
+    with pytest.raises(AlreadyExists):
+        await storage.add_agent(make_agent(bob, "bot@agents.test"))
+    assert await storage.get_agent(bob, "bot@agents.test") is None
+    assert await storage.list_agents(bob) == []
+    assert await storage.update_agent(bob, "bot@agents.test", AgentChanges(name="x")) is None
+    assert not await storage.delete_agent(bob, "bot@agents.test")
+    updated = await storage.update_agent(
+        alice, "bot@agents.test", AgentChanges(hitl_enabled=True, hitl_ttl_seconds=60)
+    )
+    assert updated is not None and updated.hitl_enabled and updated.hitl_ttl_seconds == 60
+    assert updated.name == "bot"
+    found = await storage.find_agent("bot@agents.test")
+    assert found is not None and found.user_id == alice
+
+
+async def test_store_inbound_is_all_or_nothing(storage: Storage) -> None:
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    batch = [make_message("msg_1", "a@agents.test"), make_message("msg_2", "ghost@agents.test")]
+    with pytest.raises(StorageUnavailable):
+        await storage.store_inbound(batch, 0.0)
+    page = await storage.list_inbound(alice, "a@agents.test", "all", 10, None)
+    assert page.messages == []
+
+
+async def test_inbound_round_trip_is_byte_exact_and_marks_read(storage: Storage) -> None:
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test", mode="cloud"))
+    raw = bytes(range(256)) + b"\r\n.\r\n\x00end"
+    await storage.store_inbound([make_message("msg_1", "a@agents.test", raw)], 0.0)
+    bob = await add_user(storage, "bob@example.com")
+    assert await storage.read_inbound(bob, "a@agents.test", "msg_1") is None
+    message = await storage.read_inbound(alice, "a@agents.test", "msg_1")
+    assert message is not None
+    assert message.raw_message == raw
+    assert message.status == "read"
+    assert message.delivery_status == "pending"
+    assert (await storage.list_inbound(alice, "a@agents.test", "unread", 10, None)).messages == []
+    (read,) = (await storage.list_inbound(alice, "a@agents.test", "read", 10, None)).messages
+    assert read.id == "msg_1"
+
+
+async def test_pagination_is_stable_under_concurrent_inserts(storage: Storage) -> None:
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    for index in range(5):
+        await storage.store_inbound([make_message(f"msg_{index}", "a@agents.test")], 0.0)
+    seen: list[str] = []
+    after = None
+    inserted = 5
+    while True:
+        page = await storage.list_inbound(alice, "a@agents.test", "all", 2, after)
+        seen.extend(message.id for message in page.messages)
+        if inserted < 8:
+            await storage.store_inbound([make_message(f"msg_{inserted}", "a@agents.test")], 0.0)
+            inserted += 1
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert seen == [f"msg_{index}" for index in range(inserted)]
+
+
+async def test_deleting_an_agent_deletes_its_messages(storage: Storage) -> None:
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test", mode="cloud"))
+    await storage.store_inbound([make_message("msg_1", "a@agents.test")], 0.0)
+    assert await storage.delete_agent(alice, "a@agents.test")
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    assert (await storage.list_inbound(alice, "a@agents.test", "all", 10, None)).messages == []
+
+
+async def test_concurrent_writers_do_not_lose_messages(storage: Storage) -> None:
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+
+    async def write(index: int) -> None:
+        await storage.store_inbound([make_message(f"msg_{index:03}", "a@agents.test")], 0.0)
+
+    async with trio.open_nursery() as nursery:
+        for index in range(50):
+            nursery.start_soon(write, index)
+    page = await storage.list_inbound(alice, "a@agents.test", "all", 100, None)
+    assert sorted(message.id for message in page.messages) == [f"msg_{i:03}" for i in range(50)]
+
+
+async def test_server_secret_is_generated_once(storage: Storage) -> None:
+    first = await storage.server_secret("candidate-1")
+    second = await storage.server_secret("candidate-2")
+    assert first == second == "candidate-1"
