@@ -1,0 +1,881 @@
+"""The sans-IO SMTP server session, driven with plain bytes: no sockets, no trio."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from e2a.smtp.protocol import (
+    ConnectionClosed,
+    Envelope,
+    Event,
+    LocalProtocolError,
+    Mailbox,
+    MessageReceived,
+    RecipientRequested,
+    Reply,
+    ServerSession,
+    SessionLimits,
+    SessionState,
+)
+
+HOST = "mx.agents.test"
+G, R, M, T = SessionState.GREETING, SessionState.READY, SessionState.MAIL, SessionState.RCPT
+DATA, CLOSED = SessionState.DATA, SessionState.CLOSED
+
+EHLO = b"EHLO client.example\r\n"
+MAIL = b"MAIL FROM:<sender@example.org>\r\n"
+RCPT = b"RCPT TO:<alice@agents.test>\r\n"
+
+
+class Dialogue:
+    """A session plus a scripted shell: refuses local parts starting "unknown", stores the rest."""
+
+    def __init__(self, **limits: int) -> None:
+        self.session = ServerSession(HOST, SessionLimits(**limits))
+        self.requested: list[Mailbox] = []
+        self.envelopes: list[Envelope] = []
+        self.closed = False
+
+    def send(self, data: bytes) -> list[bytes]:
+        """Feed `data`, answer every decision, return the replies in order."""
+        self.session.receive_data(data)
+        return self.drain()
+
+    def drain(self) -> list[bytes]:
+        replies = []
+        while (event := self.session.next_event()) is not None:
+            if isinstance(event, ConnectionClosed):
+                self.closed = True
+                break
+            if isinstance(event, Reply):
+                replies.append(event.data)
+            elif isinstance(event, RecipientRequested):
+                self.requested.append(event.address)
+                if event.address.local.startswith("unknown"):
+                    self.session.reject_recipient(550, "5.1.1", "no such agent here")
+                else:
+                    self.session.accept_recipient()
+            else:
+                self.envelopes.append(event.envelope)
+                self.session.message_accepted(f"Q{len(self.envelopes)}")
+        return replies
+
+    def statuses(self, data: bytes) -> list[str]:
+        return [status(reply) for reply in self.send(data)]
+
+
+def status(reply: bytes) -> str:
+    """'250 2.1.0' for b'250 2.1.0 Ok\\r\\n'; just the code for replies without enhanced code."""
+    last_line = reply.rstrip(b"\r\n").split(b"\r\n")[-1].decode()
+    code, _, rest = last_line.partition(" ")
+    enhanced = rest.split(" ")[0]
+    return f"{code} {enhanced}" if re.fullmatch(r"[245]\.\d+\.\d+", enhanced) else code
+
+
+def in_state(state: SessionState, **limits: int) -> Dialogue:
+    setup = {G: [], R: [EHLO], M: [EHLO, MAIL], T: [EHLO, MAIL, RCPT]}[state]
+    dialogue = Dialogue(**limits)
+    for command in setup:
+        dialogue.send(command)
+    assert dialogue.session.state is state
+    return dialogue
+
+
+def message(body: bytes) -> bytes:
+    return EHLO + MAIL + RCPT + b"DATA\r\n" + body
+
+
+def split_at(stream: bytes, points: list[int]) -> list[bytes]:
+    """`stream` cut at `points`, without empty chunks (an empty chunk would mean end of input)."""
+    cuts = sorted({0, len(stream), *(point for point in points if point <= len(stream))})
+    return [stream[a:b] for a, b in itertools.pairwise(cuts)]
+
+
+# Every command in every state
+
+COMMANDS: list[tuple[bytes, dict[SessionState, tuple[str, SessionState]]]] = [
+    (b"EHLO client.example", {s: ("250", R) for s in (G, R, M, T)}),
+    (b"HELO client.example", {s: ("250", R) for s in (G, R, M, T)}),
+    (
+        b"MAIL FROM:<bob@example.org>",
+        {G: ("503 5.5.1", G), R: ("250 2.1.0", M), M: ("503 5.5.1", M), T: ("503 5.5.1", T)},
+    ),
+    (
+        b"RCPT TO:<alice@agents.test>",
+        {G: ("503 5.5.1", G), R: ("503 5.5.1", R), M: ("250 2.1.5", T), T: ("250 2.1.5", T)},
+    ),
+    (b"DATA", {G: ("503 5.5.1", G), R: ("503 5.5.1", R), M: ("554 5.5.1", M), T: ("354", DATA)}),
+    (b"RSET", {G: ("250 2.0.0", G), R: ("250 2.0.0", R), M: ("250 2.0.0", R), T: ("250 2.0.0", R)}),
+    (b"NOOP", {s: ("250 2.0.0", s) for s in (G, R, M, T)}),
+    (b"NOOP anything", {s: ("250 2.0.0", s) for s in (G, R, M, T)}),
+    (b"QUIT", {s: ("221 2.0.0", CLOSED) for s in (G, R, M, T)}),
+    (b"VRFY alice", {s: ("252 2.1.5", s) for s in (G, R, M, T)}),
+    (b"HELP", {s: ("214 2.0.0", s) for s in (G, R, M, T)}),
+    (b"EXPN staff", {s: ("502 5.5.1", s) for s in (G, R, M, T)}),
+    (b"STARTTLS", {s: ("502 5.5.1", s) for s in (G, R, M, T)}),
+    (b"AUTH PLAIN", {s: ("502 5.5.1", s) for s in (G, R, M, T)}),
+    (b"FROB", {s: ("500 5.5.2", s) for s in (G, R, M, T)}),
+    (b"", {s: ("500 5.5.2", s) for s in (G, R, M, T)}),
+    (b"EHLO", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
+    (b"HELO", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
+    (b"DATA now", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
+    (b"RSET now", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
+    (b"QUIT now", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
+    (b"VRFY", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "command", "expected", "next_state"),
+    [
+        (state, command, expected, next_state)
+        for command, by_state in COMMANDS
+        for state, (expected, next_state) in by_state.items()
+    ],
+    ids=lambda value: value.decode() if isinstance(value, bytes) else str(value),
+)
+def test_command_in_state(
+    state: SessionState, command: bytes, expected: str, next_state: SessionState
+) -> None:
+    dialogue = in_state(state)
+    assert dialogue.statuses(command + b"\r\n") == [expected]
+    assert dialogue.session.state is next_state
+
+
+@pytest.mark.parametrize("verb", [b"ehlo", b"Ehlo", b"EHLO"])
+def test_verbs_are_case_insensitive(verb: bytes) -> None:
+    assert Dialogue().statuses(verb + b" client.example\r\n") == ["250"]
+
+
+def test_greeting_names_the_host() -> None:
+    assert Dialogue().session.greeting() == b"220 mx.agents.test ESMTP e2a\r\n"
+
+
+def test_ehlo_lists_the_extensions() -> None:
+    assert Dialogue(max_message_bytes=1000).send(EHLO) == [
+        b"250-mx.agents.test\r\n"
+        b"250-SIZE 1000\r\n"
+        b"250-8BITMIME\r\n"
+        b"250-PIPELINING\r\n"
+        b"250-ENHANCEDSTATUSCODES\r\n"
+        b"250 SMTPUTF8\r\n"
+    ]
+
+
+def test_helo_replies_with_one_line() -> None:
+    dialogue = Dialogue()
+    assert dialogue.send(b"HELO client.example\r\n") == [b"250 mx.agents.test\r\n"]
+    assert dialogue.session.helo == "client.example"
+
+
+def test_ehlo_resets_the_transaction() -> None:
+    dialogue = in_state(T)
+    assert dialogue.statuses(EHLO + b"DATA\r\n") == ["250", "503 5.5.1"]
+
+
+def test_rset_keeps_the_introduction() -> None:
+    dialogue = in_state(T)
+    assert dialogue.statuses(b"RSET\r\n" + MAIL + RCPT) == ["250 2.0.0", "250 2.1.0", "250 2.1.5"]
+
+
+def test_quit_closes_and_the_session_stays_closed() -> None:
+    dialogue = in_state(R)
+    assert dialogue.send(b"QUIT\r\nNOOP\r\n") == [
+        b"221 2.0.0 mx.agents.test closing connection\r\n"
+    ]
+    assert dialogue.closed
+    dialogue.session.receive_data(b"NOOP\r\n")
+    assert dialogue.session.next_event() == ConnectionClosed()
+    assert dialogue.session.next_event() == ConnectionClosed()
+
+
+# MAIL and RCPT parameters
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (b"MAIL FROM:<a@example.org> SIZE=1000", "250 2.1.0"),
+        (b"MAIL FROM:<a@example.org> SIZE=1001", "552 5.3.4"),
+        (b"MAIL FROM:<a@example.org> SIZE=99999999999999999999999", "552 5.3.4"),
+        (b"MAIL FROM:<a@example.org> SIZE=12k", "501 5.5.4"),
+        (b"MAIL FROM:<a@example.org> SIZE", "501 5.5.4"),
+        (b"MAIL FROM:<a@example.org> SIZE=", "501 5.5.4"),
+        (b"MAIL FROM:<a@example.org> BODY=8BITMIME", "250 2.1.0"),
+        (b"MAIL FROM:<a@example.org> body=7bit", "250 2.1.0"),
+        (b"MAIL FROM:<a@example.org> BODY=BINARYMIME", "501 5.5.4"),
+        (b"MAIL FROM:<a@example.org> SMTPUTF8", "250 2.1.0"),
+        (b"MAIL FROM:<a@example.org> SMTPUTF8=yes", "501 5.5.4"),
+        (b"MAIL FROM:<a@example.org> SIZE=10 SIZE=10", "501 5.5.4"),
+        (b"MAIL FROM:<a@example.org> RET=HDRS", "555 5.5.4"),
+        (b"MAIL FROM:<a@example.org>  SIZE=10  BODY=8BITMIME ", "250 2.1.0"),
+        (b"MAIL FROM:<a@example.org> =x", "501 5.5.4"),
+        (b"MAIL FROM:<a@example.org>SIZE=10", "501 5.5.4"),
+        (b"MAIL FROM: <a@example.org>", "250 2.1.0"),
+        (b"mail from:<a@example.org>", "250 2.1.0"),
+        (b"MAIL FROM:<>", "250 2.1.0"),
+        (b"MAIL FROM:a@example.org", "501 5.5.4"),
+        (b"MAIL FROM:<a@example.org", "501 5.5.4"),
+        (b"MAIL TO:<a@example.org>", "501 5.5.4"),
+        (b"MAIL", "501 5.5.4"),
+        (b"MAIL FROM:<not an address>", "501 5.1.7"),
+        (b"MAIL FROM:<a@example..org>", "501 5.1.7"),
+        ("MAIL FROM:<j\u00f6rg@example.org>".encode(), "553 5.6.7"),
+        ("MAIL FROM:<j\u00f6rg@example.org> SMTPUTF8".encode(), "250 2.1.0"),
+    ],
+)
+def test_mail_command(command: bytes, expected: str) -> None:
+    dialogue = in_state(R, max_message_bytes=1000)
+    assert dialogue.statuses(command + b"\r\n") == [expected]
+    assert dialogue.session.state is (M if expected == "250 2.1.0" else R)
+
+
+def test_mail_parameters_require_ehlo() -> None:
+    dialogue = Dialogue()
+    dialogue.send(b"HELO client.example\r\n")
+    assert dialogue.statuses(b"MAIL FROM:<a@example.org> BODY=8BITMIME\r\n") == ["555 5.5.4"]
+    assert dialogue.statuses(b"MAIL FROM:<a@example.org>\r\n") == ["250 2.1.0"]
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (b"RCPT TO:<alice@agents.test> NOTIFY=NEVER", "555 5.5.4"),
+        (b"RCPT TO:<alice@agents.test> =", "501 5.5.4"),
+        (b"RCPT TO:alice@agents.test", "501 5.5.4"),
+        (b"RCPT FROM:<alice@agents.test>", "501 5.5.4"),
+        (b"RCPT TO:<alice@agents.test", "501 5.5.4"),
+        (b"RCPT TO:<alice@agents.test>x", "501 5.5.4"),
+        (b'RCPT TO:<"alice@agents.test>', "501 5.5.4"),
+        (b"RCPT TO:<alice@agents.test> ", "250 2.1.5"),
+        (b"RCPT TO: <alice@agents.test>", "250 2.1.5"),
+        ("RCPT TO:<j\u00f6rg@agents.test>".encode(), "553 5.6.7"),
+        ("RCPT TO:<alice@b\u00fccher.example>".encode(), "553 5.6.7"),
+    ],
+)
+def test_rcpt_command(command: bytes, expected: str) -> None:
+    assert in_state(M).statuses(command + b"\r\n") == [expected]
+
+
+def test_smtputf8_transaction_allows_non_ascii_recipients() -> None:
+    dialogue = in_state(R)
+    dialogue.send(b"MAIL FROM:<a@example.org> SMTPUTF8\r\n")
+    assert dialogue.statuses("RCPT TO:<j\u00f6rg@agents.test>\r\n".encode()) == ["250 2.1.5"]
+    assert dialogue.requested == [Mailbox("j\u00f6rg", "agents.test")]
+
+
+def test_too_many_recipients() -> None:
+    dialogue = in_state(M, max_recipients=2)
+    replies = dialogue.statuses(
+        RCPT + b"RCPT TO:<bob@agents.test>\r\nRCPT TO:<carol@agents.test>\r\n"
+    )
+    assert replies == ["250 2.1.5", "250 2.1.5", "452 4.5.3"]
+    assert [mailbox.local for mailbox in dialogue.requested] == ["alice", "bob"]
+    assert dialogue.statuses(b"DATA\r\nhi\r\n.\r\n") == ["354", "250 2.0.0"]
+    assert [mailbox.local for mailbox in dialogue.envelopes[0].recipients] == ["alice", "bob"]
+
+
+def test_refused_recipients_are_not_in_the_envelope() -> None:
+    dialogue = in_state(M)
+    assert dialogue.statuses(b"RCPT TO:<unknown@agents.test>\r\n") == ["550 5.1.1"]
+    assert dialogue.session.state is M
+    assert dialogue.statuses(b"DATA\r\n") == ["554 5.5.1"]
+    assert dialogue.statuses(RCPT + b"RCPT TO:<unknown2@agents.test>\r\n") == [
+        "250 2.1.5",
+        "550 5.1.1",
+    ]
+    assert dialogue.session.state is T
+    dialogue.send(b"DATA\r\nhi\r\n.\r\n")
+    assert dialogue.envelopes[0].recipients == [Mailbox("alice", "agents.test")]
+
+
+# Addresses
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("Alice@Agents.Test", Mailbox("Alice", "agents.test")),
+        ("alice@agents.test.", Mailbox("alice", "agents.test")),
+        ('"john doe"@agents.test', Mailbox("john doe", "agents.test")),
+        ('"a\\"b\\\\c"@agents.test', Mailbox('a"b\\c', "agents.test")),
+        ('"evil@elsewhere.test"@agents.test', Mailbox("evil@elsewhere.test", "agents.test")),
+        ('""@agents.test', Mailbox("", "agents.test")),
+        ("user%elsewhere.test@agents.test", Mailbox("user%elsewhere.test", "agents.test")),
+        ("elsewhere.test!user@agents.test", Mailbox("elsewhere.test!user", "agents.test")),
+        ("@relay.test:alice@agents.test", Mailbox("alice", "agents.test")),
+        ("@relay.test,@other.test:alice@agents.test", Mailbox("alice", "agents.test")),
+        ('@relay.test:"x:y"@agents.test', Mailbox("x:y", "agents.test")),
+        ("alice@[192.0.2.1]", Mailbox("alice", "[192.0.2.1]")),
+        ("alice@[IPv6:2001:DB8:0::1]", Mailbox("alice", "[ipv6:2001:db8::1]")),
+        ("alice@b\u00fccher.example", Mailbox("alice", "xn--bcher-kva.example")),
+        ("alice@B\u00dcCHER.example", Mailbox("alice", "xn--bcher-kva.example")),
+        ("alice@stra\u00dfe.example", Mailbox("alice", "xn--strae-oqa.example")),
+        ("alice@xn--bcher-kva.example", Mailbox("alice", "xn--bcher-kva.example")),
+        ("alice@agents.test\u3002evil", Mailbox("alice", "agents.xn--testevil-rm3g")),
+        ("j\u00f6rg@agents.test", Mailbox("j\u00f6rg", "agents.test")),
+        ("Postmaster", Mailbox("postmaster", HOST)),
+        ("a.b-c+tag@agents.test", Mailbox("a.b-c+tag", "agents.test")),
+    ],
+)
+def test_recipient_address_is_normalised(path: str, expected: Mailbox) -> None:
+    dialogue = in_state(R)
+    dialogue.send(b"MAIL FROM:<a@example.org> SMTPUTF8\r\n")
+    assert dialogue.statuses(f"RCPT TO:<{path}>\r\n".encode()) == ["250 2.1.5"]
+    assert dialogue.requested == [expected]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "",
+        "alice",
+        "alice@",
+        "@agents.test",
+        "elsewhere.test!user",
+        "alice@agents.test..",
+        "alice@agents..test",
+        "a..b@agents.test",
+        ".alice@agents.test",
+        "alice.@agents.test",
+        "a b@agents.test",
+        "a@b@agents.test",
+        '"a"b@agents.test',
+        '"a"',
+        "alice@-agents.test",
+        "alice@agents-.test",
+        "alice@under_score.test",
+        "alice@" + "a" * 64 + ".test",
+        "alice@" + "a." * 127 + "test",
+        "alice@[192.0.2.256]",
+        "alice@[192.0.2.1",
+        "alice@[tag:content]",
+        "alice@[IPv6:fe80::1%eth0]",
+        "alice@[IPv6:192.0.2.1]",
+        "@relay.test,alice@agents.test",
+        "@relay..test:alice@agents.test",
+        "relay.test:alice@agents.test",
+        "alice@\u212aelvin.test",
+    ],
+)
+def test_malformed_recipient_is_refused(path: str) -> None:
+    dialogue = in_state(R)
+    dialogue.send(b"MAIL FROM:<a@example.org> SMTPUTF8\r\n")
+    assert dialogue.statuses(f"RCPT TO:<{path}>\r\n".encode()) == ["501 5.1.3"]
+    assert dialogue.requested == []
+
+
+@pytest.mark.parametrize(
+    ("path", "mail_from"),
+    [
+        ("", ""),
+        ("Bob@Example.ORG.", "Bob@example.org"),
+        ("@relay.test:bob@example.org", "bob@example.org"),
+        ('"bob smith"@example.org', '"bob smith"@example.org'),
+    ],
+)
+def test_sender_address_is_normalised(path: str, mail_from: str) -> None:
+    dialogue = in_state(R)
+    dialogue.send(f"MAIL FROM:<{path}>\r\n".encode() + RCPT + b"DATA\r\nhi\r\n.\r\n")
+    assert dialogue.envelopes[0].mail_from == mail_from
+
+
+@pytest.mark.parametrize(
+    ("mailbox", "address"),
+    [
+        (Mailbox("alice", "agents.test"), "alice@agents.test"),
+        (Mailbox("john doe", "agents.test"), '"john doe"@agents.test'),
+        (Mailbox('a"b\\c', "agents.test"), '"a\\"b\\\\c"@agents.test'),
+        (Mailbox("evil@elsewhere.test", "agents.test"), '"evil@elsewhere.test"@agents.test'),
+        (Mailbox("", "agents.test"), '""@agents.test'),
+    ],
+)
+def test_mailbox_address_quotes_when_needed(mailbox: Mailbox, address: str) -> None:
+    assert mailbox.address == address
+
+
+# Pipelining and decisions
+
+
+def test_pipelined_commands_wait_for_each_decision() -> None:
+    session = ServerSession(HOST, SessionLimits())
+    session.receive_data(EHLO + MAIL + RCPT + b"RCPT TO:<bob@agents.test>\r\nDATA\r\n")
+    assert status(next_reply(session)) == "250"
+    assert status(next_reply(session)) == "250 2.1.0"
+    assert session.next_event() == RecipientRequested(Mailbox("alice", "agents.test"))
+    assert session.next_event() is None
+    assert session.next_event() is None
+    session.accept_recipient()
+    assert status(next_reply(session)) == "250 2.1.5"
+    assert session.next_event() == RecipientRequested(Mailbox("bob", "agents.test"))
+    session.reject_recipient(450, "4.2.1", "try later")
+    assert next_reply(session) == b"450 4.2.1 try later\r\n"
+    assert status(next_reply(session)) == "354"
+    assert session.next_event() is None
+
+
+def test_input_is_held_while_a_message_decision_is_pending() -> None:
+    session = ServerSession(HOST, SessionLimits())
+    session.receive_data(message(b"hi\r\n.\r\nNOOP\r\n"))
+    assert isinstance(advance_to(session, MessageReceived), MessageReceived)
+    session.receive_data(b"QUIT\r\n")
+    assert session.next_event() is None
+    assert session.state is SessionState.AWAITING_MESSAGE
+    session.message_failed(451, "4.3.0", "Temporary storage failure, try again later")
+    assert next_reply(session) == b"451 4.3.0 Temporary storage failure, try again later\r\n"
+    assert status(next_reply(session)) == "250 2.0.0"
+    assert status(next_reply(session)) == "221 2.0.0"
+    assert session.next_event() == ConnectionClosed()
+
+
+def test_message_accepted_reply_names_the_queue_id() -> None:
+    dialogue = Dialogue()
+    assert dialogue.send(message(b"hi\r\n.\r\n"))[-1] == b"250 2.0.0 Ok: queued as Q1\r\n"
+    assert dialogue.session.state is R
+
+
+def next_reply(session: ServerSession) -> bytes:
+    event = session.next_event()
+    assert isinstance(event, Reply), event
+    return event.data
+
+
+def advance_to(session: ServerSession, kind: type[Event]) -> Event:
+    """Run the session, accepting every recipient, until it emits an event of `kind`."""
+    while not isinstance(event := session.next_event(), kind):
+        assert event is not None
+        if isinstance(event, RecipientRequested):
+            session.accept_recipient()
+    return event
+
+
+@pytest.mark.parametrize(
+    "misuse",
+    [
+        lambda session: session.accept_recipient(),
+        lambda session: session.reject_recipient(550, "5.1.1", "no"),
+        lambda session: session.message_accepted("Q1"),
+        lambda session: session.message_failed(451, "4.3.0", "later"),
+    ],
+)
+def test_decisions_out_of_turn_are_shell_bugs(misuse: Callable[[ServerSession], None]) -> None:
+    session = ServerSession(HOST, SessionLimits())
+    with pytest.raises(LocalProtocolError):
+        misuse(session)
+
+
+@pytest.mark.parametrize(
+    ("code", "enhanced", "text"),
+    [
+        (250, "2.0.0", "Ok"),
+        (550, "4.1.1", "class mismatch"),
+        (550, "5.1", "short"),
+        (600, "5.1.1", "too high"),
+        (550, "5.1.1", "line\r\n250 injected"),
+    ],
+)
+def test_shell_refusals_are_checked(code: int, enhanced: str, text: str) -> None:
+    session = ServerSession(HOST, SessionLimits())
+    session.receive_data(EHLO + MAIL + RCPT)
+    advance_to(session, RecipientRequested)
+    with pytest.raises(LocalProtocolError):
+        session.reject_recipient(code, enhanced, text)
+    session.accept_recipient()
+
+
+@pytest.mark.parametrize("queue_id", ["", "Q 1\r\n250 injected", "Q\u00e91"])
+def test_queue_id_must_fit_in_a_reply(queue_id: str) -> None:
+    session = ServerSession(HOST, SessionLimits())
+    session.receive_data(message(b"hi\r\n.\r\n"))
+    advance_to(session, MessageReceived)
+    with pytest.raises(LocalProtocolError):
+        session.message_accepted(queue_id)
+
+
+@pytest.mark.parametrize("hostname", ["", "mx example", "mx\r\n", "m\u00fcx.example"])
+def test_hostname_must_fit_in_a_reply(hostname: str) -> None:
+    with pytest.raises(ValueError, match="SMTP hostname"):
+        ServerSession(hostname, SessionLimits())
+
+
+def test_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_recipients"):
+        SessionLimits(max_recipients=0)
+
+
+# DATA content
+
+
+@pytest.mark.parametrize(
+    ("body", "data"),
+    [
+        (b".\r\n", b""),
+        (b"hi\r\n.\r\n", b"hi\r\n"),
+        (b"..\r\n.\r\n", b".\r\n"),
+        (b"...\r\n.\r\n", b"..\r\n"),
+        (b"..leading dot\r\n.\r\n", b".leading dot\r\n"),
+        (b"a.b\r\n.a\r\n.\r\n", b"a.b\r\na\r\n"),
+        (b"\r\n\r\n.\r\n", b"\r\n\r\n"),
+        (b"trailing spaces  \r\n\tTab\r\n.\r\n", b"trailing spaces  \r\n\tTab\r\n"),
+        (b"\x00\x80\xff 8-bit\r\n.\r\n", b"\x00\x80\xff 8-bit\r\n"),
+        (b"no dot . \r\n. \r\n.\r\n", b"no dot . \r\n \r\n"),
+        (b"QUIT\r\nMAIL FROM:<x@example.org>\r\n.\r\n", b"QUIT\r\nMAIL FROM:<x@example.org>\r\n"),
+    ],
+)
+def test_data_is_unstuffed_and_byte_exact(body: bytes, data: bytes) -> None:
+    dialogue = Dialogue()
+    assert dialogue.statuses(message(body))[-2:] == ["354", "250 2.0.0"]
+    assert dialogue.envelopes == [
+        Envelope("client.example", "sender@example.org", [Mailbox("alice", "agents.test")], data)
+    ]
+
+
+def test_terminator_split_at_every_byte() -> None:
+    stream = message(b"Subject: x\r\n\r\n..dot\r\nbody\r\n.\r\nQUIT\r\n")
+    whole = Dialogue()
+    expected = whole.send(stream)
+    for split in range(len(stream) + 1):
+        dialogue = Dialogue()
+        replies = [reply for chunk in split_at(stream, [split]) for reply in dialogue.send(chunk)]
+        assert replies == expected, split
+        assert dialogue.envelopes == whole.envelopes, split
+
+
+def test_data_fed_byte_by_byte() -> None:
+    dialogue = Dialogue()
+    replies = []
+    for byte in message(b"a\r\n..b\r\n\r\n.\r\n"):
+        replies += dialogue.send(bytes([byte]))
+    assert [status(reply) for reply in replies][-2:] == ["354", "250 2.0.0"]
+    assert dialogue.envelopes[0].data == b"a\r\n.b\r\n\r\n"
+
+
+def test_two_messages_in_one_session() -> None:
+    dialogue = Dialogue()
+    dialogue.send(message(b"one\r\n.\r\n") + MAIL + RCPT + b"DATA\r\ntwo\r\n.\r\n")
+    assert [envelope.data for envelope in dialogue.envelopes] == [b"one\r\n", b"two\r\n"]
+
+
+def test_large_message_is_received_intact() -> None:
+    body = b"".join(b"line %06d " % n + b"x" * 60 + b"\r\n" for n in range(20_000))
+    dialogue = Dialogue()
+    stream = message(body + b".\r\n")
+    for start in range(0, len(stream), 65536):
+        dialogue.send(stream[start : start + 65536])
+    assert dialogue.envelopes[0].data == body
+
+
+SMUGGLING = [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r\n.\r", b"\r\n\n.\r\n"]
+
+
+@pytest.mark.parametrize("ending", SMUGGLING, ids=repr)
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole", "bytewise"])
+def test_smuggled_end_of_data_never_ends_the_message(ending: bytes, chunked: bool) -> None:
+    smuggled = b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<bob@agents.test>\r\nDATA\r\nforged\r\n"
+    stream = message(b"Subject: real\r\n\r\nbody" + ending + smuggled + b".\r\nQUIT\r\n")
+    dialogue = Dialogue()
+    if chunked:
+        replies = [reply for byte in stream for reply in dialogue.send(bytes([byte]))]
+    else:
+        replies = dialogue.send(stream)
+    assert [status(reply) for reply in replies][-3:] == ["354", "550 5.6.11", "221 2.0.0"]
+    assert dialogue.envelopes == []
+    assert [mailbox.local for mailbox in dialogue.requested] == ["alice"]
+
+
+@pytest.mark.parametrize(
+    "body", [b"bare\nLF\r\n", b"bare\rCR\r\n", b"ends with CR\r\r\n", b"..\n\r\n", b"\n\r\n"]
+)
+def test_bare_line_endings_refuse_the_message(body: bytes) -> None:
+    dialogue = Dialogue()
+    assert dialogue.statuses(message(body + b".\r\n"))[-1] == "550 5.6.11"
+    assert dialogue.envelopes == []
+    assert dialogue.session.state is R
+    assert dialogue.statuses(MAIL + RCPT + b"DATA\r\nclean\r\n.\r\n")[-1] == "250 2.0.0"
+
+
+def test_message_size_limit() -> None:
+    dialogue = Dialogue(max_message_bytes=20)
+    assert dialogue.statuses(message(b"x" * 18 + b"\r\n.\r\n"))[-1] == "250 2.0.0"
+    assert dialogue.statuses(MAIL + RCPT + b"DATA\r\n" + b"x" * 19 + b"\r\n.\r\n") == [
+        "250 2.1.0",
+        "250 2.1.5",
+        "354",
+        "552 5.3.4",
+    ]
+    assert [len(envelope.data) for envelope in dialogue.envelopes] == [20]
+
+
+def test_oversized_message_is_discarded_as_it_arrives() -> None:
+    dialogue = Dialogue(max_message_bytes=1000)
+    dialogue.send(message(b""))
+    for _ in range(100):
+        assert dialogue.send(b"y" * 500 + b"\r\n") == []
+        assert len(dialogue.session._buffer) < 2
+    assert dialogue.statuses(b".\r\nNOOP\r\n") == ["552 5.3.4", "250 2.0.0"]
+
+
+def test_dot_stuffing_does_not_count_towards_limits() -> None:
+    dialogue = Dialogue(max_line_length=6, max_message_bytes=6)
+    assert dialogue.statuses(message(b"..abc\r\n.\r\n"))[-1] == "250 2.0.0"
+    assert dialogue.envelopes[0].data == b".abc\r\n"
+
+
+def test_line_length_limit() -> None:
+    dialogue = Dialogue(max_line_length=10)
+    assert dialogue.statuses(message(b"12345678\r\n.\r\n"))[-1] == "250 2.0.0"
+    assert dialogue.statuses(MAIL + RCPT + b"DATA\r\n123456789\r\nok\r\n.\r\n")[-1] == "500 5.5.2"
+    assert len(dialogue.envelopes) == 1
+
+
+def test_bare_line_endings_then_size_then_line_length_decide_the_reply() -> None:
+    dialogue = Dialogue(max_line_length=10, max_message_bytes=30)
+    long_line, bare, big = b"x" * 20 + b"\r\n", b"bare\n\r\n", b"y\r\n" * 10
+    transaction = MAIL + RCPT + b"DATA\r\n"
+    dialogue.send(EHLO)
+    assert dialogue.statuses(transaction + long_line + bare + b".\r\n")[-1] == "550 5.6.11"
+    assert dialogue.statuses(transaction + long_line + big + b".\r\n")[-1] == "552 5.3.4"
+    assert dialogue.statuses(transaction + long_line + b".\r\n")[-1] == "500 5.5.2"
+    assert dialogue.envelopes == []
+
+
+# Command lines
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"NOOP\n",
+        b"NO\rOP\r\n",
+        b"NOOP\r\r\n",
+        b"NOOP \xff\xfe\r\n",
+        b"\xc3\r\n",
+        b"NOOP\x00\r\n",
+        b"NOOP\tx\r\n",
+        "NO\u0085OP\r\n".encode(),
+        "R\u017fET\r\n".encode(),
+        b"\r\n",
+        b" NOOP\r\n",
+    ],
+    ids=repr,
+)
+def test_malformed_command_line_is_refused_and_not_executed(line: bytes) -> None:
+    dialogue = in_state(T)
+    assert dialogue.statuses(line) == ["500 5.5.2"]
+    assert dialogue.session.state is T
+
+
+def test_command_length_limit() -> None:
+    dialogue = in_state(R)
+    longest = b"NOOP " + b"x" * (512 - 7) + b"\r\n"
+    assert len(longest) == 512
+    assert dialogue.statuses(longest) == ["250 2.0.0"]
+    assert dialogue.statuses(b"NOOP " + b"x" * (512 - 6) + b"\r\n") == ["500 5.5.2"]
+    assert dialogue.statuses(b"NOOP\r\n") == ["250 2.0.0"]
+
+
+def test_endless_command_line_is_discarded_as_it_arrives() -> None:
+    dialogue = in_state(R)
+    for _ in range(100):
+        assert dialogue.send(b"x" * 1000) == []
+        assert len(dialogue.session._buffer) == 0
+    assert dialogue.statuses(b"yyy\r\nNOOP\r\n") == ["500 5.5.2", "250 2.0.0"]
+
+
+def test_too_many_errors_close_the_session() -> None:
+    dialogue = Dialogue(max_errors=3)
+    replies = dialogue.send(b"FOO\r\nMAIL FROM:<a@b.test>\r\nBAR\r\nNOOP\r\n")
+    assert [status(reply) for reply in replies] == [
+        "500 5.5.2",
+        "503 5.5.1",
+        "500 5.5.2",
+        "421 4.7.0",
+    ]
+    assert replies[-1] == b"421 4.7.0 mx.agents.test Too many errors, closing connection\r\n"
+    assert dialogue.closed
+    assert dialogue.session.state is CLOSED
+
+
+def test_refused_recipients_and_messages_do_not_count_as_errors() -> None:
+    dialogue = in_state(M, max_errors=2, max_message_bytes=10)
+    dialogue.send(b"RCPT TO:<unknown1@agents.test>\r\nRCPT TO:<unknown2@agents.test>\r\n")
+    dialogue.send(RCPT + b"DATA\r\n" + b"x" * 20 + b"\r\n.\r\n")
+    assert not dialogue.closed
+    assert dialogue.statuses(b"FOO\r\n") == ["500 5.5.2"]
+    assert dialogue.statuses(b"FOO\r\n") == ["500 5.5.2", "421 4.7.0"]
+
+
+# End of the connection
+
+
+def test_client_closing_ends_the_session() -> None:
+    dialogue = in_state(R)
+    assert dialogue.send(b"") == []
+    assert dialogue.closed
+
+
+def test_client_closing_mid_message_loses_nothing_it_was_told_was_stored() -> None:
+    dialogue = Dialogue()
+    dialogue.send(message(b"half a message\r\n"))
+    assert dialogue.send(b"") == []
+    assert dialogue.closed
+    assert dialogue.envelopes == []
+
+
+def test_client_closing_after_pipelined_commands_runs_them_first() -> None:
+    dialogue = Dialogue()
+    dialogue.session.receive_data(message(b"hi\r\n.\r\n") + b"NOOP\r\nincomplete")
+    dialogue.session.receive_data(b"")
+    assert [status(reply) for reply in dialogue.drain()][-2:] == ["250 2.0.0", "250 2.0.0"]
+    assert len(dialogue.envelopes) == 1
+    assert dialogue.closed
+
+
+def test_time_out() -> None:
+    dialogue = in_state(M)
+    dialogue.session.time_out()
+    assert dialogue.drain() == [b"421 4.4.2 mx.agents.test Idle timeout, closing connection\r\n"]
+    assert dialogue.closed
+
+
+# Nothing a client sends can break the session
+
+ATOMS = [
+    EHLO,
+    b"HELO client.example\r\n",
+    MAIL,
+    b"MAIL FROM:<>\r\n",
+    b"MAIL FROM:<a@example.org> SIZE=99999999999 BODY=8BITMIME SMTPUTF8\r\n",
+    RCPT,
+    b"RCPT TO:<unknown@agents.test>\r\n",
+    b"RCPT TO:<x@[192.0.2.1]>\r\n",
+    b'RCPT TO:<@a.test:"q\\"x"@agents.test>\r\n',
+    b"DATA\r\n",
+    b"RSET\r\n",
+    b"NOOP\r\n",
+    b"QUIT\r\n",
+    b"VRFY x\r\n",
+    b"HELP\r\n",
+    b".\r\n",
+    b"..x\r\n",
+    b"line of text\r\n",
+    b"\r\n.\r\n",
+    *SMUGGLING,
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b".",
+    b"\xff\xfe\xc3",
+    b"x" * 70,
+]
+
+
+@st.composite
+def mutated(draw: st.DrawFn, pieces: st.SearchStrategy[bytes]) -> bytes:
+    """A piece with one byte inserted, replaced or deleted."""
+    piece = bytearray(draw(pieces))
+    position = draw(st.integers(0, len(piece)))
+    byte = draw(st.integers(0, 255))
+    match draw(st.sampled_from(["insert", "replace", "delete"])):
+        case "insert":
+            piece.insert(position, byte)
+        case "replace" if position < len(piece):
+            piece[position] = byte
+        case "delete" if position < len(piece):
+            del piece[position]
+    return bytes(piece)
+
+
+PIECES = st.one_of(st.sampled_from(ATOMS), st.binary(max_size=30))
+TRANSACTIONS = st.lists(PIECES, max_size=8).map(
+    lambda body: EHLO + MAIL + RCPT + b"DATA\r\n" + b"".join(body) + b".\r\n"
+)
+STREAMS = st.lists(
+    st.one_of(PIECES, TRANSACTIONS, mutated(PIECES), mutated(TRANSACTIONS)), max_size=20
+).map(b"".join)
+LIMITS = st.builds(
+    SessionLimits,
+    max_message_bytes=st.integers(1, 200),
+    max_recipients=st.integers(1, 3),
+    max_line_length=st.integers(1, 40),
+    max_command_length=st.integers(1, 80),
+    max_errors=st.integers(1, 12),
+)
+REPLY = re.compile(rb"(?:([2-5]\d\d)-[^\r\n]*\r\n)*([2-5]\d\d) [^\r\n]*\r\n")
+
+
+def check_reply(data: bytes) -> None:
+    match = REPLY.fullmatch(data)
+    assert match is not None, data
+    codes = set(re.findall(rb"^(\d{3})[ -]", data, re.MULTILINE))
+    assert len(codes) == 1, data
+
+
+def check_message(envelope: Envelope, limits: SessionLimits) -> None:
+    data = envelope.data
+    assert len(data) <= limits.max_message_bytes
+    assert 1 <= len(envelope.recipients) <= limits.max_recipients
+    if data:
+        assert data.endswith(b"\r\n")
+        lines = data.split(b"\r\n")[:-1]
+        assert not any(b"\r" in line or b"\n" in line for line in lines)
+        assert all(len(line) + 2 <= limits.max_line_length for line in lines)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=STREAMS, limits=LIMITS, choices=st.data())
+def test_any_input_gives_well_formed_replies(
+    stream: bytes, limits: SessionLimits, choices: st.DataObject
+) -> None:
+    session = ServerSession(HOST, limits)
+    split_points = choices.draw(st.lists(st.integers(0, len(stream)), max_size=8))
+    closed = False
+    for chunk in [*split_at(stream, split_points), b""]:
+        session.receive_data(chunk)
+        while (event := session.next_event()) is not None:
+            if closed:
+                assert event == ConnectionClosed()
+                break
+            closed = answer(session, event, limits, choices)
+    assert closed
+
+
+def answer(
+    session: ServerSession, event: Event, limits: SessionLimits, choices: st.DataObject
+) -> bool:
+    """Check one event and answer it at random; True once the session closed."""
+    match event:
+        case Reply(data=data):
+            check_reply(data)
+        case RecipientRequested():
+            if choices.draw(st.booleans()):
+                session.accept_recipient()
+            else:
+                session.reject_recipient(550, "5.1.1", "no such agent here")
+        case MessageReceived(envelope=envelope):
+            check_message(envelope, limits)
+            if choices.draw(st.booleans()):
+                session.message_accepted("Q1")
+            else:
+                session.message_failed(451, "4.3.0", "Temporary storage failure")
+        case ConnectionClosed():
+            assert session.state is CLOSED
+            return True
+    return False
+
+
+@settings(max_examples=200, deadline=None)
+@given(stream=STREAMS, split_points=st.lists(st.integers(0, 2000), max_size=10))
+def test_chunking_never_changes_the_outcome(stream: bytes, split_points: list[int]) -> None:
+    whole = Dialogue(max_line_length=30, max_message_bytes=150, max_errors=50)
+    expected = whole.send(stream)
+    chunked = Dialogue(max_line_length=30, max_message_bytes=150, max_errors=50)
+    replies = [reply for chunk in split_at(stream, split_points) for reply in chunked.send(chunk)]
+    assert replies == expected
+    assert chunked.envelopes == whole.envelopes
