@@ -1,0 +1,86 @@
+"""The caller's own credentials: signing secrets and API keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response
+
+from e2a.accounts import MAX_SIGNING_SECRETS, issue_api_key, issue_signing_secret
+from e2a.api.auth import gateway, requires_user
+from e2a.api.errors import ApiError, not_found
+from e2a.api.requests import CreateApiKey, CreateSigningSecret, read_body
+from e2a.api.views import api_key_view, signing_secret_view
+from e2a.clock import utc_now
+from e2a.storage.base import LastOne, LimitReached, User
+
+blueprint = Blueprint("account", __name__)
+
+
+@blueprint.get("/users/me/signing-secrets")
+@requires_user
+async def list_signing_secrets(user: User) -> dict[str, Any]:
+    """GET /users/me/signing-secrets, newest first."""
+    secrets = await gateway().storage.list_signing_secrets(user.id)
+    return {"secrets": [signing_secret_view(secret) for secret in secrets]}
+
+
+@blueprint.post("/users/me/signing-secrets")
+@requires_user
+async def create_signing_secret(user: User) -> tuple[dict[str, Any], int]:
+    """POST /users/me/signing-secrets: the secret is in this response only."""
+    body = await read_body(CreateSigningSecret, allow_empty=True)
+    try:
+        issued = await issue_signing_secret(
+            gateway().storage, gateway().server_key, user.id, body.name or "unnamed"
+        )
+    except LimitReached:
+        raise ApiError(
+            400,
+            "signing_secret_limit",
+            f"at most {MAX_SIGNING_SECRETS} signing secrets; delete an old one first",
+        ) from None
+    return {**signing_secret_view(issued.secret), "secret": issued.plaintext}, 201
+
+
+@blueprint.delete("/users/me/signing-secrets/<secret_id>")
+@requires_user
+async def delete_signing_secret(user: User, secret_id: str) -> Response:
+    """DELETE /users/me/signing-secrets/{id}: never the last one."""
+    try:
+        deleted = await gateway().storage.delete_signing_secret(user.id, secret_id)
+    except LastOne:
+        raise ApiError(
+            400,
+            "last_signing_secret",
+            "cannot delete your only signing secret; create another first",
+        ) from None
+    if not deleted:
+        raise not_found("signing secret")
+    return Response(b"", status=204)
+
+
+@blueprint.get("/users/me/api-keys")
+@requires_user
+async def list_api_keys(user: User) -> dict[str, Any]:
+    """GET /users/me/api-keys (prefixes only)."""
+    keys = await gateway().storage.list_api_keys(user.id)
+    return {"api_keys": [api_key_view(key) for key in keys]}
+
+
+@blueprint.post("/users/me/api-keys")
+@requires_user
+async def create_api_key(user: User) -> tuple[dict[str, Any], int]:
+    """POST /users/me/api-keys: the plaintext key is in this response only."""
+    body = await read_body(CreateApiKey, allow_empty=True)
+    issued = await issue_api_key(gateway().storage, user.id, body.name or "unnamed")
+    return {**api_key_view(issued.key), "key": issued.plaintext}, 201
+
+
+@blueprint.delete("/users/me/api-keys/<key_id>")
+@requires_user
+async def revoke_api_key(user: User, key_id: str) -> Response:
+    """DELETE /users/me/api-keys/{id}: revoke (the key answers 401 from now on)."""
+    if not await gateway().storage.revoke_api_key(user.id, key_id, utc_now()):
+        raise not_found("API key")
+    return Response(b"", status=204)

@@ -1,0 +1,54 @@
+"""The Quart-Trio application: every HTTP route of the gateway and its JSON error handling."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Response
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from e2a.api import account, agents, domains, messages, meta
+from e2a.api.errors import ApiError, error_response, http_exception_response
+from e2a.gateway import Gateway
+from e2a.storage.base import StorageUnavailable
+
+log = logging.getLogger("e2a.api")
+
+MAX_REQUEST_BYTES = 40 * 1024 * 1024
+
+
+def create_app(gateway: Gateway) -> QuartTrio:
+    """Build the app serving `gateway`."""
+    app = QuartTrio("e2a")
+    app.config["E2A_GATEWAY"] = gateway
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
+    app.register_blueprint(meta.blueprint)
+    for module in (agents, domains, messages, account):
+        app.register_blueprint(module.blueprint, url_prefix="/api/v1")
+
+    @app.errorhandler(ApiError)
+    async def on_api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_exception(exc: HTTPException) -> Response:
+        return http_exception_response(exc)
+
+    @app.errorhandler(StorageUnavailable)
+    async def on_storage_unavailable(exc: StorageUnavailable) -> Response:
+        log.error("storage unavailable: %s", exc)
+        return error_response(
+            503,
+            "storage_unavailable",
+            "the database is not answering; try again shortly",
+            {"Retry-After": "5"},
+        )
+
+    @app.errorhandler(Exception)
+    async def on_unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error in request handler")
+        return error_response(500, "internal_error", "internal error; the gateway log has details")
+
+    return app

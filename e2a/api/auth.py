@@ -1,0 +1,56 @@
+"""API-key authentication: `Authorization: Bearer e2a_<64 hex>` resolves to a user or 401."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Concatenate, ParamSpec, TypeVar
+
+from quart import current_app, request
+
+from e2a.api.errors import ApiError
+from e2a.gateway import Gateway
+from e2a.signing.credentials import hash_api_key, is_well_formed_api_key
+from e2a.storage.base import User
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def gateway() -> Gateway:
+    """The Gateway the running app serves."""
+    found: Gateway = current_app.config["E2A_GATEWAY"]
+    return found
+
+
+def _presented_key() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def authenticate(key: str | None) -> User:
+    """Return the owner of `key`, or raise 401 saying what is wrong."""
+    if key is None:
+        raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer e2a_…'")
+    if not is_well_formed_api_key(key):
+        raise ApiError(401, "unauthorized", "malformed API key: expected e2a_ followed by 64 hex")
+    user = await gateway().storage.user_for_key_hash(hash_api_key(key))
+    if user is None:
+        raise ApiError(401, "unauthorized", "unknown or revoked API key")
+    return user
+
+
+def requires_user(
+    handler: Callable[Concatenate[User, P], Awaitable[R]],
+) -> Callable[P, Awaitable[R]]:
+    """Decorate a route so it runs only for a valid key, receiving the key's owner first."""
+
+    @wraps(handler)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        user = await authenticate(_presented_key())
+        return await handler(user, *args, **kwargs)
+
+    return wrapper

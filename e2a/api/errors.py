@@ -1,0 +1,57 @@
+"""JSON errors: `{"error": {"code", "message"}}` for every non-2xx answer, never HTML."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from quart import Response
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("e2a.api")
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, a snake_case code and a sentence saying how to fix it."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    """Build the JSON error response."""
+    body = json.dumps({"error": {"code": code, "message": message}})
+    return Response(body, status=status, content_type="application/json", headers=headers)
+
+
+def not_found(what: str) -> ApiError:
+    """404 for a resource that does not exist or is not the caller's (indistinguishable)."""
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def http_exception_response(exc: HTTPException) -> Response:
+    """Turn a Werkzeug/Quart HTTP exception (unknown route, wrong method…) into a JSON error."""
+    status = exc.code or 500
+    code = _HTTP_CODES.get(status, "http_error")
+    messages = {
+        404: "no such endpoint — see the REST reference in docs/api.md",
+        405: "method not allowed on this endpoint",
+        413: "request body too large",
+    }
+    return error_response(status, code, messages.get(status, exc.description or exc.name))

@@ -1,0 +1,82 @@
+"""Inbound messages of an agent: keyset-paginated list and full read (which marks read)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from quart import Blueprint, request
+
+from e2a.api.agents import owned_agent
+from e2a.api.auth import gateway, requires_user
+from e2a.api.errors import ApiError, not_found
+from e2a.api.views import message_full_view, message_summary_view
+from e2a.storage.base import StatusFilter, User
+
+blueprint = Blueprint("messages", __name__)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+_STATUSES: dict[str, StatusFilter] = {"unread": "unread", "read": "read", "all": "all"}
+
+
+def encode_page_token(seq: int) -> str:
+    """An opaque page token for the position after `seq`."""
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> int:
+    """The position encoded in a page token; 400 when it was not made by us."""
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        version, _, seq = text.partition(":")
+        if version != "v1" or not seq.isdigit():
+            raise ValueError(text)
+        return int(seq)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ApiError(
+            400, "invalid_token", "token is not a page token from this API; start without it"
+        ) from None
+
+
+def _page_size() -> int:
+    raw = request.args.get("page_size", str(DEFAULT_PAGE_SIZE))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+        raise ApiError(
+            400, "invalid_request", f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}"
+        )
+    return int(raw)
+
+
+@blueprint.get("/agents/<email>/messages")
+@requires_user
+async def list_messages(user: User, email: str) -> dict[str, Any]:
+    """GET /agents/{email}/messages?status=&page_size=&token=."""
+    agent = await owned_agent(user, email)
+    status = _STATUSES.get(request.args.get("status", "unread"))
+    if status is None:
+        raise ApiError(400, "invalid_request", "status must be one of unread, read, all")
+    token = request.args.get("token")
+    page = await gateway().storage.list_inbound(
+        user.id,
+        agent.email,
+        status,
+        _page_size(),
+        decode_page_token(token) if token else None,
+    )
+    return {
+        "messages": [message_summary_view(message) for message in page.messages],
+        "next_token": encode_page_token(page.next_after) if page.next_after is not None else None,
+    }
+
+
+@blueprint.get("/agents/<email>/messages/<message_id>")
+@requires_user
+async def get_message(user: User, email: str, message_id: str) -> dict[str, Any]:
+    """GET /agents/{email}/messages/{id}: the full message; marks it read."""
+    agent = await owned_agent(user, email)
+    message = await gateway().storage.read_inbound(user.id, agent.email, message_id)
+    if message is None:
+        raise not_found("message")
+    return message_full_view(message)

@@ -1,0 +1,175 @@
+"""The nursery that is `e2a serve`: SMTP listener, HTTP app on hypercorn and background workers.
+
+Sockets are bound before anything starts, so a taken port fails fast with a one-line reason.
+Everything runs in one trio nursery; cancelling it (SIGINT/SIGTERM) stops every task, waits
+for database writes in flight, and closes storage.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import socket
+from dataclasses import dataclass
+from functools import partial
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
+
+from e2a.api.app import create_app
+from e2a.config import Settings
+from e2a.gateway import Gateway, open_gateway
+from e2a.inbound.pipeline import InboundMailSink
+from e2a.mailauth.resolver import Resolver
+from e2a.smtp.protocol import SessionLimits
+from e2a.smtp.server import serve_smtp
+from e2a.workers.supervisor import supervise
+
+log = logging.getLogger("e2a")
+
+
+class StartupError(Exception):
+    """The gateway cannot start; the message is one line saying why and what to do."""
+
+
+@dataclass(frozen=True)
+class BoundAddresses:
+    """Where the running gateway listens (useful when ports were chosen by the OS)."""
+
+    smtp_host: str
+    smtp_port: int
+    http_host: str
+    http_port: int
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP listener."""
+        host = f"[{self.http_host}]" if ":" in self.http_host else self.http_host
+        return f"http://{host}:{self.http_port}"
+
+
+@dataclass(frozen=True)
+class RunningGateway:
+    """What `run_gateway` reports once it serves: its addresses and its shared state."""
+
+    addresses: BoundAddresses
+    gateway: Gateway
+
+
+def _bind_error(key: str, listen: str, exc: OSError) -> StartupError:
+    if exc.errno == errno.EADDRINUSE:
+        return StartupError(
+            f"{key} {listen}: address already in use — stop the other process or set {key} "
+            "to a free port"
+        )
+    if exc.errno == errno.EACCES:
+        return StartupError(
+            f"{key} {listen}: permission denied — ports below 1024 need root or "
+            "CAP_NET_BIND_SERVICE; choose a higher port or grant the capability"
+        )
+    return StartupError(f"{key} {listen}: cannot listen: {exc.strerror or exc}")
+
+
+def bind_tcp(host: str, port: int, key: str, listen: str) -> socket.socket:
+    """Bind and listen on host:port, translating failures into StartupError."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"{key} {listen}: cannot resolve host {host!r}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(key, listen, exc) from None
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve_http(
+    gateway: Gateway,
+    sock: socket.socket,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the Quart-Trio app on `sock` with hypercorn's trio worker."""
+    config = HypercornConfig()
+    config.accesslog = None
+    config.errorlog = logging.getLogger("e2a.http")
+    config.graceful_timeout = 5.0
+    app = wrap_app(create_app(gateway), config.wsgi_max_body_size, "asgi")
+    sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
+    await worker_serve(app, config, sockets=sockets, task_status=task_status)
+
+
+async def run_gateway(
+    settings: Settings,
+    *,
+    resolver: Resolver | None = None,
+    task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the whole gateway until cancelled. Reports where it listens once ready."""
+    smtp_sock = bind_tcp(
+        settings.smtp.host, settings.smtp.port, "smtp.listen", settings.smtp.listen
+    )
+    try:
+        http_sock = bind_tcp(
+            settings.http.host, settings.http.port, "http.listen", settings.http.listen
+        )
+    except StartupError:
+        smtp_sock.close()
+        raise
+    smtp_address = smtp_sock.getsockname()
+    http_address = http_sock.getsockname()
+    async with open_gateway(settings, resolver) as gateway, trio.open_nursery() as nursery:
+        limits = SessionLimits(
+            max_message_bytes=settings.smtp.max_message_bytes,
+            max_recipients=settings.smtp.max_recipients,
+        )
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(smtp_sock))
+        sink = InboundMailSink(gateway)
+        nursery.start_soon(
+            supervise,
+            "SMTP listener",
+            partial(
+                serve_smtp,
+                [listener],
+                sink,
+                settings.smtp.hostname,
+                limits,
+                idle_timeout=settings.smtp.idle_timeout_seconds,
+            ),
+        )
+        await nursery.start(_serve_http, gateway, http_sock)
+        bound = BoundAddresses(
+            smtp_host=smtp_address[0],
+            smtp_port=smtp_address[1],
+            http_host=http_address[0],
+            http_port=http_address[1],
+        )
+        log.info(
+            "e2a ready: SMTP %s:%d, HTTP %s (database %s)",
+            bound.smtp_host,
+            bound.smtp_port,
+            bound.http_url,
+            settings.database.url,
+        )
+        task_status.started(RunningGateway(bound, gateway))
+
+
+async def serve_until_signal(settings: Settings) -> None:
+    """Run the gateway until SIGINT or SIGTERM, then shut it down cleanly."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_gateway, settings)
+            async for received in signals:
+                log.info("received %s, shutting down", signal.Signals(received).name)
+                break
+            nursery.cancel_scope.cancel()
+    log.info("e2a stopped")

@@ -1,0 +1,1 @@
+"""The path from accepted DATA to stored message: parse, route, thread, store."""

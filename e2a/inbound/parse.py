@@ -1,0 +1,146 @@
+"""Reading a received message: the headers the gateway indexes and the body parts agents want.
+
+Pure functions over the raw bytes with the stdlib `email` package. They never raise on
+malformed mail: a header that cannot be parsed reads as empty, an undecodable part is skipped.
+"""
+
+from __future__ import annotations
+
+import email
+import email.header
+import email.policy
+import email.utils
+from dataclasses import dataclass, field
+from email.message import EmailMessage, Message
+from email.parser import BytesHeaderParser
+
+
+@dataclass(frozen=True)
+class HeaderSummary:
+    """The header fields the gateway stores and routes on."""
+
+    from_addr: str
+    reply_to: str | None
+    to: list[str]
+    cc: list[str]
+    subject: str
+    message_id: str | None
+    in_reply_to: str | None
+    references: list[str]
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """Metadata of one attachment (the bytes stay in the raw message)."""
+
+    filename: str | None
+    content_type: str
+    size: int
+    content_id: str | None
+
+
+@dataclass(frozen=True)
+class ParsedBody:
+    """The readable parts of a message."""
+
+    text: str | None
+    html: str | None
+    attachments: list[Attachment] = field(default_factory=list)
+
+
+def _header_text(message: Message, name: str) -> str:
+    """A header as text with RFC 2047 words decoded; '' when absent or unparseable."""
+    try:
+        value = message.get(name)
+    except Exception:
+        value = None
+    if value is None:
+        return ""
+    try:
+        return str(email.header.make_header(email.header.decode_header(str(value))))
+    except Exception:
+        return str(value)
+
+
+def _addresses(message: Message, name: str) -> list[str]:
+    """The addresses in every instance of header `name`, lowercased, in order."""
+    try:
+        values = message.get_all(name) or []
+    except Exception:
+        return []
+    found = []
+    for _, address in email.utils.getaddresses([str(value) for value in values]):
+        if "@" in address:
+            found.append(address.strip().lower())
+    return found
+
+
+def _message_ids(text: str) -> list[str]:
+    """Message-IDs (`<…>`) in a header value, in order."""
+    ids = []
+    for chunk in text.replace(">", "> ").split():
+        if chunk.startswith("<") and chunk.endswith(">") and len(chunk) > 2:
+            ids.append(chunk)
+    return ids
+
+
+def summarise_headers(raw: bytes) -> HeaderSummary:
+    """Parse just the header block of `raw` into a HeaderSummary."""
+    headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    from_list = _addresses(headers, "From")
+    reply_to_list = _addresses(headers, "Reply-To")
+    message_ids = _message_ids(_header_text(headers, "Message-ID"))
+    in_reply_to = _message_ids(_header_text(headers, "In-Reply-To"))
+    return HeaderSummary(
+        from_addr=from_list[0] if from_list else "",
+        reply_to=reply_to_list[0] if reply_to_list else None,
+        to=_addresses(headers, "To"),
+        cc=_addresses(headers, "Cc"),
+        subject=_header_text(headers, "Subject"),
+        message_id=message_ids[0] if message_ids else None,
+        in_reply_to=in_reply_to[0] if in_reply_to else None,
+        references=_message_ids(_header_text(headers, "References")),
+    )
+
+
+def _part_text(part: EmailMessage) -> str | None:
+    try:
+        content = part.get_content()
+    except Exception:
+        payload = part.get_payload(decode=True)
+        if not isinstance(payload, bytes):
+            return None
+        content = payload.decode("utf-8", "replace")
+    return content.replace("\r\n", "\n") if isinstance(content, str) else None
+
+
+def _attachment(part: EmailMessage) -> Attachment:
+    payload = part.get_payload(decode=True)
+    content_id = part.get("Content-ID")
+    return Attachment(
+        filename=part.get_filename(),
+        content_type=part.get_content_type(),
+        size=len(payload) if isinstance(payload, bytes) else 0,
+        content_id=str(content_id).strip() if content_id else None,
+    )
+
+
+def parse_body(raw: bytes) -> ParsedBody:
+    """The first text/plain and text/html parts (LF line endings) and every attachment."""
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    text: str | None = None
+    html: str | None = None
+    attachments: list[Attachment] = []
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        disposition = part.get_content_disposition()
+        content_type = part.get_content_type()
+        if disposition != "attachment" and content_type == "text/plain" and text is None:
+            text = _part_text(part)
+        elif disposition != "attachment" and content_type == "text/html" and html is None:
+            html = _part_text(part)
+        elif disposition in ("attachment", "inline") or part.get_filename():
+            attachments.append(_attachment(part))
+    return ParsedBody(text=text, html=html, attachments=attachments)

@@ -1,0 +1,1 @@
+"""Signing: API key and signing-secret material, and (later) X-E2A-Auth-* signatures."""

@@ -1,0 +1,102 @@
+"""Shared fixtures: settings on a temp database, a running gateway, users with API keys."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+import trio
+
+from e2a.accounts import bootstrap_user
+from e2a.app import RunningGateway, run_gateway
+from e2a.config import Settings
+from e2a.mailauth.resolver import FixtureResolver
+
+SHARED_DOMAIN = "agents.test"
+POSTGRES_URL_VAR = "E2A_TEST_POSTGRES_URL"
+
+
+def make_settings(tmp_path: Path, **overrides: object) -> Settings:
+    """Settings for a gateway on loopback, OS-chosen ports and a fresh SQLite file."""
+    values: dict[str, object] = {
+        "shared_domain": SHARED_DOMAIN,
+        "smtp": {"listen": "127.0.0.1:0", "hostname": "mx.agents.test"},
+        "http": {"listen": "127.0.0.1:0"},
+        "database": {"url": f"sqlite:///{tmp_path / 'e2a.db'}"},
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Default test settings."""
+    return make_settings(tmp_path)
+
+
+@pytest.fixture
+def resolver() -> FixtureResolver:
+    """The DNS seen by the gateway under test (empty unless a test adds records)."""
+    return FixtureResolver()
+
+
+@pytest.fixture
+async def running(
+    settings: Settings, resolver: FixtureResolver, nursery: trio.Nursery
+) -> RunningGateway:
+    """A gateway serving SMTP and HTTP in this test's nursery (cancelled at the end)."""
+    started: RunningGateway = await nursery.start(partial(run_gateway, settings, resolver=resolver))
+    return started
+
+
+@dataclass
+class Account:
+    """A user of the running gateway with an API client bound to its key."""
+
+    email: str
+    key: str
+    http: httpx.AsyncClient
+
+
+@pytest.fixture
+async def make_account(running: RunningGateway) -> AsyncIterator[object]:
+    """Factory: `await make_account("alice@example.com")` → Account with a live HTTP client."""
+    clients: list[httpx.AsyncClient] = []
+
+    async def create(email: str) -> Account:
+        gateway = running.gateway
+        _, issued, _ = await bootstrap_user(gateway.storage, gateway.server_key, email)
+        http = httpx.AsyncClient(
+            base_url=running.addresses.http_url,
+            headers={"Authorization": f"Bearer {issued.plaintext}"},
+            timeout=10,
+        )
+        clients.append(http)
+        return Account(email, issued.plaintext, http)
+
+    yield create
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+async def anonymous(running: RunningGateway) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client without credentials."""
+    async with httpx.AsyncClient(base_url=running.addresses.http_url, timeout=10) as client:
+        yield client
+
+
+def agent_path(address: str, suffix: str = "") -> str:
+    """`/api/v1/agents/<percent-encoded address><suffix>`."""
+    return f"/api/v1/agents/{quote(address, safe='')}{suffix}"
+
+
+def postgres_url() -> str | None:
+    """The throwaway PostgreSQL cluster's URL when `make pg`/CI provides one."""
+    return os.environ.get(POSTGRES_URL_VAR) or None

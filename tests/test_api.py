@@ -1,0 +1,335 @@
+"""REST API over real HTTP against a running gateway: resources, errors and ownership."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from e2a.app import RunningGateway
+from e2a.mailauth.resolver import FixtureResolver
+from tests.conftest import SHARED_DOMAIN, Account, agent_path
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is a JSON error with this status and code and a message."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["code"] == code, error
+    assert error["message"]
+    return dict(error)
+
+
+async def test_health_and_info(anonymous: httpx.AsyncClient) -> None:
+    health = await anonymous.get("/api/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    info = (await anonymous.get("/api/v1/info")).json()
+    assert info["shared_domain"] == SHARED_DOMAIN
+    assert info["slug_registration_enabled"] is True
+    assert info["public_url"] == "http://localhost:8080"
+    assert info["version"]
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (None, "missing"),
+        ("Bearer", "missing"),
+        ("Basic abc", "missing"),
+        ("Bearer e2a_123", "malformed"),
+        ("Bearer e2a_" + "0" * 64, "unknown"),
+    ],
+)
+async def test_bad_credentials_get_401(
+    anonymous: httpx.AsyncClient, header: str | None, reason: str
+) -> None:
+    headers = {"Authorization": header} if header else {}
+    response = await anonymous.get("/api/v1/agents", headers=headers)
+    assert reason in assert_error(response, 401, "unauthorized")["message"]
+
+
+async def test_agent_lifecycle(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    created = await alice.http.post(
+        "/api/v1/agents", json={"slug": "bot", "agent_mode": "local", "name": "Bot"}
+    )
+    assert created.status_code == 201, created.text
+    agent = created.json()
+    address = f"bot@{SHARED_DOMAIN}"
+    assert agent == {
+        "id": address,
+        "email": address,
+        "domain": SHARED_DOMAIN,
+        "name": "Bot",
+        "webhook_url": None,
+        "agent_mode": "local",
+        "domain_verified": True,
+        "hitl_enabled": False,
+        "hitl_ttl_seconds": 604800,
+        "hitl_expiration_action": "reject",
+        "created_at": agent["created_at"],
+    }
+    assert agent["created_at"].endswith("Z")
+    listed = (await alice.http.get("/api/v1/agents")).json()["agents"]
+    assert [a["email"] for a in listed] == [address]
+    for path in (agent_path(address), f"/api/v1/agents/{address}"):
+        assert (await alice.http.get(path)).json()["email"] == address
+    assert (await alice.http.get(agent_path(address.upper()))).status_code == 200
+
+    updated = await alice.http.put(
+        agent_path(address),
+        json={"hitl_enabled": True, "hitl_ttl_seconds": 3600, "hitl_expiration_action": "approve"},
+    )
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["hitl_enabled"] is True
+    assert updated.json()["hitl_ttl_seconds"] == 3600
+    assert updated.json()["name"] == "Bot"
+
+    to_cloud = await alice.http.put(agent_path(address), json={"agent_mode": "cloud"})
+    assert_error(to_cloud, 400, "webhook_url_required")
+    to_cloud = await alice.http.put(
+        agent_path(address),
+        json={"agent_mode": "cloud", "webhook_url": "https://hooks.example.com/e2a"},
+    )
+    assert to_cloud.json()["agent_mode"] == "cloud"
+
+    deleted = await alice.http.delete(agent_path(address))
+    assert deleted.status_code == 200 and deleted.json() == {"status": "deleted"}
+    assert_error(await alice.http.get(agent_path(address)), 404, "not_found")
+
+
+async def test_form_encoded_curl_body_is_read_as_json(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    response = await alice.http.post(
+        "/api/v1/agents",
+        content=b'{"slug":"curly","agent_mode":"local"}',
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "invalid_json"),
+        (b"", 400, "invalid_json"),
+        (b"[1, 2]", 400, "invalid_json"),
+        (b'{"slug": "ok-bot", "agent_mode": "local", "colour": "red"}', 400, "invalid_request"),
+        (b'{"agent_mode": "local"}', 400, "invalid_request"),
+        (
+            b'{"slug": "ok-bot", "email": "x@agents.test", "agent_mode": "local"}',
+            400,
+            "invalid_request",
+        ),
+        (b'{"slug": "Bad_Slug", "agent_mode": "local"}', 400, "invalid_slug"),
+        (b'{"slug": "-bot", "agent_mode": "local"}', 400, "invalid_slug"),
+        (b'{"slug": "b", "agent_mode": "local"}', 400, "invalid_slug"),
+        (b'{"slug": "' + b"a" * 41 + b'", "agent_mode": "local"}', 400, "invalid_slug"),
+        (b'{"slug": "postmaster", "agent_mode": "local"}', 400, "reserved_slug"),
+        (b'{"slug": "admin", "agent_mode": "local"}', 400, "reserved_slug"),
+        (b'{"slug": "ok-bot", "agent_mode": "robot"}', 400, "invalid_request"),
+        (b'{"slug": "ok-bot"}', 400, "webhook_url_required"),
+        (b'{"slug": "ok-bot", "webhook_url": "ftp://x.example.com"}', 400, "invalid_webhook_url"),
+        (b'{"slug": "ok-bot", "webhook_url": "http://127.0.0.1:9/x"}', 400, "invalid_webhook_url"),
+        (
+            b'{"slug": "ok-bot", "webhook_url": "http://169.254.169.254/"}',
+            400,
+            "invalid_webhook_url",
+        ),
+        (b'{"email": "not-an-address", "agent_mode": "local"}', 400, "invalid_email"),
+        (b'{"email": "bot@unknown.example", "agent_mode": "local"}', 400, "domain_not_verified"),
+    ],
+)
+async def test_bad_agent_registrations(
+    make_account: Any, body: bytes, status: int, code: str
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    response = await alice.http.post("/api/v1/agents", content=body)
+    assert_error(response, status, code)
+    assert (await alice.http.get("/api/v1/agents")).json()["agents"] == []
+
+
+async def test_unknown_field_is_named(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    response = await alice.http.post(
+        "/api/v1/agents", json={"slug": "ok", "agent_mode": "local", "colour": "red"}
+    )
+    assert "colour" in assert_error(response, 400, "invalid_request")["message"]
+
+
+async def test_duplicate_agent_is_409_even_across_users(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    body = {"slug": "dup", "agent_mode": "local"}
+    assert (await alice.http.post("/api/v1/agents", json=body)).status_code == 201
+    assert_error(await alice.http.post("/api/v1/agents", json=body), 409, "agent_exists")
+    assert_error(await bob.http.post("/api/v1/agents", json=body), 409, "agent_exists")
+
+
+async def test_no_shared_domain_disables_slugs(make_account: Any, running: RunningGateway) -> None:
+    running.gateway.settings.shared_domain = ""
+    alice: Account = await make_account("alice@example.com")
+    response = await alice.http.post("/api/v1/agents", json={"slug": "bot", "agent_mode": "local"})
+    assert_error(response, 400, "slug_registration_disabled")
+    assert (await alice.http.get("/api/v1/info")).json()["slug_registration_enabled"] is False
+
+
+async def test_custom_domain_flow(make_account: Any, running: RunningGateway) -> None:
+    running.gateway.settings.env = "production"
+    resolver = running.gateway.resolver
+    assert isinstance(resolver, FixtureResolver)
+    alice: Account = await make_account("alice@example.com")
+
+    created = await alice.http.post("/api/v1/domains", json={"domain": "Corp.Example."})
+    assert created.status_code == 201, created.text
+    domain = created.json()
+    assert domain["domain"] == "corp.example"
+    assert domain["verified"] is False
+    token = domain["verification_token"]
+    assert token.startswith("e2a-verify=") and len(token) == len("e2a-verify=") + 32
+    assert domain["dns_records"] == {
+        "mx": {"host": "@", "value": "mx.agents.test", "priority": 10},
+        "txt": {"host": "@", "value": token},
+    }
+
+    register = await alice.http.post(
+        "/api/v1/agents", json={"email": "support@corp.example", "agent_mode": "local"}
+    )
+    assert_error(register, 400, "domain_not_verified")
+
+    missing = await alice.http.post("/api/v1/domains/corp.example/verify")
+    assert token in assert_error(missing, 412, "verification_record_missing")["message"]
+
+    resolver.failing.add("corp.example")
+    assert_error(
+        await alice.http.post("/api/v1/domains/corp.example/verify"), 503, "dns_unavailable"
+    )
+    resolver.failing.clear()
+
+    resolver.set_txt("corp.example", ["v=spf1 -all", token])
+    verified = await alice.http.post("/api/v1/domains/corp.example/verify")
+    assert verified.status_code == 200, verified.text
+    assert verified.json()["verified"] is True and verified.json()["verified_at"]
+
+    agent = await alice.http.post(
+        "/api/v1/agents", json={"email": "Support@Corp.Example", "agent_mode": "local"}
+    )
+    assert agent.status_code == 201, agent.text
+    assert agent.json()["email"] == "support@corp.example"
+    assert agent.json()["domain_verified"] is True
+
+    assert_error(await alice.http.delete("/api/v1/domains/corp.example"), 409, "domain_in_use")
+    await alice.http.delete(agent_path("support@corp.example"))
+    assert (await alice.http.delete("/api/v1/domains/corp.example")).status_code == 204
+    assert (await alice.http.get("/api/v1/domains")).json() == {"domains": []}
+
+
+async def test_development_mode_verifies_without_dns(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await alice.http.post("/api/v1/domains", json={"domain": "dev.example"})
+    response = await alice.http.post("/api/v1/domains/dev.example/verify")
+    assert response.status_code == 200 and response.json()["verified"] is True
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"domain": "not a domain"}, 400, "invalid_domain"),
+        ({"domain": "localhost"}, 400, "invalid_domain"),
+        ({"domain": SHARED_DOMAIN}, 400, "domain_reserved"),
+        ({}, 400, "invalid_request"),
+        ({"domain": "ok.example", "extra": 1}, 400, "invalid_request"),
+    ],
+)
+async def test_bad_domains(make_account: Any, body: dict[str, Any], status: int, code: str) -> None:
+    alice: Account = await make_account("alice@example.com")
+    assert_error(await alice.http.post("/api/v1/domains", json=body), status, code)
+
+
+async def test_domain_verified_by_another_user_is_409(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    await alice.http.post("/api/v1/domains", json={"domain": "shared.example"})
+    await bob.http.post("/api/v1/domains", json={"domain": "shared.example"})
+    assert (await alice.http.post("/api/v1/domains/shared.example/verify")).status_code == 200
+    assert_error(await bob.http.post("/api/v1/domains/shared.example/verify"), 409, "domain_exists")
+    carol: Account = await make_account("carol@example.com")
+    assert_error(
+        await carol.http.post("/api/v1/domains", json={"domain": "shared.example"}),
+        409,
+        "domain_exists",
+    )
+
+
+async def test_signing_secrets(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    (default,) = (await alice.http.get("/api/v1/users/me/signing-secrets")).json()["secrets"]
+    assert default["name"] == "default" and default["id"].startswith("wsec_")
+    assert "secret" not in default and "seed" not in default
+    created = await alice.http.post("/api/v1/users/me/signing-secrets", json={"name": "rotate"})
+    assert created.status_code == 201
+    secret = created.json()
+    assert len(secret["secret"]) == 64 and secret["secret_prefix"] == secret["secret"][:12]
+    listed = (await alice.http.get("/api/v1/users/me/signing-secrets")).json()["secrets"]
+    assert [s["name"] for s in listed] == ["rotate", "default"]
+    for _ in range(3):
+        assert (await alice.http.post("/api/v1/users/me/signing-secrets")).status_code == 201
+    assert_error(
+        await alice.http.post("/api/v1/users/me/signing-secrets"), 400, "signing_secret_limit"
+    )
+    ids = [
+        s["id"]
+        for s in (await alice.http.get("/api/v1/users/me/signing-secrets")).json()["secrets"]
+    ]
+    for secret_id in ids[:-1]:
+        assert (
+            await alice.http.delete(f"/api/v1/users/me/signing-secrets/{secret_id}")
+        ).status_code == 204
+    assert_error(
+        await alice.http.delete(f"/api/v1/users/me/signing-secrets/{ids[-1]}"),
+        400,
+        "last_signing_secret",
+    )
+
+
+async def test_api_keys_create_list_revoke(make_account: Any, anonymous: httpx.AsyncClient) -> None:
+    alice: Account = await make_account("alice@example.com")
+    created = await alice.http.post("/api/v1/users/me/api-keys", json={"name": "laptop"})
+    assert created.status_code == 201
+    new_key = created.json()["key"]
+    assert new_key.startswith("e2a_") and len(new_key) == 68
+    listed = (await alice.http.get("/api/v1/users/me/api-keys")).json()["api_keys"]
+    assert {k["name"] for k in listed} == {"bootstrap", "laptop"}
+    assert all("key" not in k and len(k["key_prefix"]) == 12 for k in listed)
+    headers = {"Authorization": f"Bearer {new_key}"}
+    assert (await anonymous.get("/api/v1/agents", headers=headers)).status_code == 200
+    key_id = created.json()["id"]
+    assert (await alice.http.delete(f"/api/v1/users/me/api-keys/{key_id}")).status_code == 204
+    assert_error(await anonymous.get("/api/v1/agents", headers=headers), 401, "unauthorized")
+    assert_error(await alice.http.delete(f"/api/v1/users/me/api-keys/{key_id}"), 404, "not_found")
+
+
+async def test_unknown_route_and_method_are_json(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    assert_error(await alice.http.get("/api/v1/nothing-here"), 404, "not_found")
+    assert_error(await alice.http.patch("/api/v1/agents"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("status=deleted", "invalid_request"),
+        ("page_size=0", "invalid_request"),
+        ("page_size=101", "invalid_request"),
+        ("page_size=ten", "invalid_request"),
+        ("token=garbage!!", "invalid_token"),
+        ("token=djI6MTA", "invalid_token"),
+    ],
+)
+async def test_bad_message_queries(make_account: Any, query: str, code: str) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await alice.http.post("/api/v1/agents", json={"slug": "qq", "agent_mode": "local"})
+    response = await alice.http.get(agent_path(f"qq@{SHARED_DOMAIN}", f"/messages?{query}"))
+    assert_error(response, 400, code)

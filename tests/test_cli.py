@@ -1,0 +1,171 @@
+"""The `e2a` command as a user runs it: a real subprocess, real ports, real signals."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from e2a.cli.main import main
+
+pytestmark = pytest.mark.slow
+
+E2A = [sys.executable, "-m", "e2a"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def write_config(tmp_path: Path, smtp_port: int, http_port: int) -> Path:
+    path = tmp_path / "e2a.toml"
+    path.write_text(
+        'shared_domain = "agents.test"\n'
+        f'[smtp]\nlisten = "127.0.0.1:{smtp_port}"\nhostname = "mx.agents.test"\n'
+        f'[http]\nlisten = "127.0.0.1:{http_port}"\n'
+        f'[database]\nurl = "sqlite:///{tmp_path / "e2a.db"}"\n'
+    )
+    return path
+
+
+def run_e2a(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
+    return subprocess.run(
+        [*E2A, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def wait_healthy(url: str, process: subprocess.Popen[str], timeout: float = 20.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"e2a serve exited early: {process.stderr.read() if process.stderr else ''}"
+            )
+        try:
+            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("e2a serve did not become healthy")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Path, int, str, subprocess.Popen[str]]]:
+    smtp_port, http_port = free_port(), free_port()
+    config = write_config(tmp_path, smtp_port, http_port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
+    process = subprocess.Popen(
+        [*E2A, "serve", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        wait_healthy(url, process)
+        yield config, smtp_port, url, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def test_serve_bootstrap_smtp_rest_and_sigterm(
+    server: tuple[Path, int, str, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    config, smtp_port, url, process = server
+    boot = run_e2a("bootstrap", "--email", "me@example.com", "--config", str(config), cwd=tmp_path)
+    assert boot.returncode == 0, boot.stderr
+    key = boot.stdout.strip()
+    assert key.startswith("e2a_") and len(key) == 68
+    assert key not in boot.stderr
+
+    again = run_e2a("bootstrap", "--email", "me@example.com", "--config", str(config), cwd=tmp_path)
+    assert again.returncode == 0 and "Found user" in again.stderr
+    assert again.stdout.strip() != key
+
+    headers = {"Authorization": f"Bearer {key}"}
+    created = httpx.post(
+        f"{url}/api/v1/agents",
+        headers=headers,
+        content=b'{"slug":"bot","agent_mode":"local"}',
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
+    raw = b"From: a@example.org\r\nTo: bot@agents.test\r\nSubject: hi\r\n\r\nhello\r\n"
+    with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+        assert client.sendmail("a@example.org", ["bot@agents.test"], raw) == {}
+    listing = httpx.get(f"{url}/api/v1/agents/bot%40agents.test/messages", headers=headers).json()
+    (summary,) = listing["messages"]
+    full = httpx.get(
+        f"{url}/api/v1/agents/bot@agents.test/messages/{summary['message_id']}", headers=headers
+    ).json()
+    assert base64.b64decode(full["raw_message"]) == raw
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+    stderr = process.stderr.read() if process.stderr else ""
+    assert "shutting down" in stderr
+    assert "hello" not in stderr and key not in stderr
+
+
+def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = write_config(tmp_path, taken.getsockname()[1], free_port())
+        result = run_e2a("serve", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("e2a:")]
+    assert len(lines) == 1
+    assert "smtp.listen" in lines[0] and "already in use" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config_key_stops_start_up(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[smtp]\nlisen = "127.0.0.1:25"\n')
+    result = run_e2a("serve", "--config", str(path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "smtp.lisen: unknown setting" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_migrate_then_bootstrap_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("E2A_"):
+            monkeypatch.delenv(name)
+    assert main(["migrate"]) == 0
+    assert (tmp_path / "e2a.db").exists()
+    assert main(["bootstrap", "--email", "not-an-email"]) == 1
+    assert "--email" in capsys.readouterr().err
+    assert main(["bootstrap", "--email", "Me@Example.com"]) == 0
+    assert capsys.readouterr().out.strip().startswith("e2a_")
+
+
+def test_usage_errors_exit_2() -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["bootstrap"])
+    assert caught.value.code == 2
+    with pytest.raises(SystemExit) as caught:
+        main(["frobnicate"])
+    assert caught.value.code == 2

@@ -1,0 +1,182 @@
+"""Mail in over real SMTP (smtplib), out over real HTTP: the gateway's spine end to end."""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+from typing import Any
+
+import pytest
+import trio
+
+from e2a.app import RunningGateway
+from tests.conftest import SHARED_DOMAIN, Account, agent_path
+
+MESSAGE = (
+    b"From: Alice Example <Alice@Example.org>\r\n"
+    b"To: bot@agents.test, Other <other@elsewhere.example>\r\n"
+    b"Cc: carol@example.net\r\n"
+    b"Reply-To: replies@example.org\r\n"
+    b"Subject: =?utf-8?q?Caf=C3=A9_order?=\r\n"
+    b"Message-ID: <order-1@example.org>\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/alternative; boundary="b1"\r\n'
+    b"\r\n"
+    b"--b1\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"Two coffees, please.\r\n"
+    b".leading dot survives dot-stuffing\r\n"
+    b"--b1\r\n"
+    b"Content-Type: text/html; charset=utf-8\r\n"
+    b"\r\n"
+    b"<p>Two coffees, please.</p>\r\n"
+    b"--b1--\r\n"
+)
+
+
+def send_mail(port: int, sender: str, recipients: list[str], data: bytes) -> dict[str, Any]:
+    """Send with smtplib; returns the refused-recipient dict (raises on total refusal)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("client.example.org")
+        return dict(client.sendmail(sender, recipients, data))
+
+
+async def smtp_send(
+    running: RunningGateway, recipients: list[str], data: bytes = MESSAGE
+) -> dict[str, Any]:
+    port = running.addresses.smtp_port
+    return await trio.to_thread.run_sync(send_mail, port, "alice@example.org", recipients, data)
+
+
+async def new_agent(account: Account, slug: str) -> str:
+    response = await account.http.post("/api/v1/agents", json={"slug": slug, "agent_mode": "local"})
+    assert response.status_code == 201, response.text
+    return str(response.json()["email"])
+
+
+async def test_message_is_stored_byte_exact_and_readable(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await new_agent(alice, "bot")
+    assert await smtp_send(running, ["BOT@Agents.Test"]) == {}
+
+    listing = (await alice.http.get(agent_path(bot, "/messages"))).json()
+    (summary,) = listing["messages"]
+    assert listing["next_token"] is None
+    assert summary["from"] == "alice@example.org"
+    assert summary["to"] == ["bot@agents.test", "other@elsewhere.example"]
+    assert summary["cc"] == ["carol@example.net"]
+    assert summary["recipient"] == bot
+    assert summary["subject"] == "Café order"
+    assert summary["status"] == "unread"
+    assert summary["conversation_id"] is None
+    assert summary["message_id"].startswith("msg_")
+
+    full = (await alice.http.get(agent_path(bot, f"/messages/{summary['message_id']}"))).json()
+    assert base64.b64decode(full["raw_message"], validate=True) == MESSAGE
+    assert full["text_body"] == "Two coffees, please.\n.leading dot survives dot-stuffing"
+    assert full["html_body"].strip() == "<p>Two coffees, please.</p>"
+    assert full["attachments"] == []
+    assert full["status"] == "read"
+    assert full["received_at"].endswith("Z")
+    assert "delivery_status" not in full
+
+    assert (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"] == []
+    (read,) = (await alice.http.get(agent_path(bot, "/messages?status=read"))).json()["messages"]
+    assert read["status"] == "read"
+
+
+async def test_unknown_agent_and_foreign_domain_are_refused(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await new_agent(alice, "bot")
+    refused = await smtp_send(running, [bot, f"nobody@{SHARED_DOMAIN}", "victim@gmail.example"])
+    assert refused[f"nobody@{SHARED_DOMAIN}"][0] == 550
+    assert b"5.1.1" in refused[f"nobody@{SHARED_DOMAIN}"][1]
+    assert refused["victim@gmail.example"][0] == 550
+    assert b"5.7.1" in refused["victim@gmail.example"][1]
+    assert len((await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]) == 1
+
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as caught:
+        await smtp_send(running, ["victim@gmail.example"])
+    assert caught.value.recipients["victim@gmail.example"][0] == 550
+
+
+async def test_one_message_per_recipient_agent(running: RunningGateway, make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    first = await new_agent(alice, "first")
+    second = await new_agent(bob, "second")
+    assert await smtp_send(running, [first, second, first.upper()]) == {}
+    (for_alice,) = (await alice.http.get(agent_path(first, "/messages"))).json()["messages"]
+    (for_bob,) = (await bob.http.get(agent_path(second, "/messages"))).json()["messages"]
+    assert for_alice["message_id"] != for_bob["message_id"]
+    assert for_alice["recipient"] == first and for_bob["recipient"] == second
+
+
+async def test_pagination_walks_every_message_once(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await new_agent(alice, "pager")
+    for index in range(5):
+        await smtp_send(running, [bot], MESSAGE.replace(b"Two coffees", f"Order {index}".encode()))
+    seen: list[str] = []
+    token = None
+    for _ in range(10):
+        query = "/messages?status=all&page_size=2" + (f"&token={token}" if token else "")
+        page = (await alice.http.get(agent_path(bot, query))).json()
+        seen.extend(message["message_id"] for message in page["messages"])
+        if len(seen) == 2:
+            await smtp_send(running, [bot])
+        token = page["next_token"]
+        if token is None:
+            break
+    assert len(seen) == 6 and len(set(seen)) == 6
+
+
+async def test_another_user_sees_nothing_of_the_first(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    mallory: Account = await make_account("mallory@example.com")
+    bot = await new_agent(alice, "private")
+    await alice.http.post("/api/v1/domains", json={"domain": "alice.example"})
+    await smtp_send(running, [bot])
+    (message,) = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
+    message_id = message["message_id"]
+    (secret,) = (await alice.http.get("/api/v1/users/me/signing-secrets")).json()["secrets"]
+    (key,) = (await alice.http.get("/api/v1/users/me/api-keys")).json()["api_keys"]
+
+    assert (await mallory.http.get("/api/v1/agents")).json() == {"agents": []}
+    assert (await mallory.http.get("/api/v1/domains")).json() == {"domains": []}
+    walks = [
+        ("GET", agent_path(bot), None),
+        ("PUT", agent_path(bot), {"name": "stolen"}),
+        ("DELETE", agent_path(bot), None),
+        ("GET", agent_path(bot, "/messages"), None),
+        ("GET", agent_path(bot, "/messages?status=all"), None),
+        ("GET", agent_path(bot, f"/messages/{message_id}"), None),
+        ("POST", "/api/v1/domains/alice.example/verify", None),
+        ("DELETE", "/api/v1/domains/alice.example", None),
+        ("DELETE", f"/api/v1/users/me/signing-secrets/{secret['id']}", None),
+        ("DELETE", f"/api/v1/users/me/api-keys/{key['id']}", None),
+    ]
+    for method, path, body in walks:
+        response = await mallory.http.request(method, path, json=body)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"]["code"] == "not_found"
+
+    # Mallory's own message id guesses through her own agent do not reach Alice's message.
+    own = await new_agent(mallory, "mallory-bot")
+    response = await mallory.http.get(agent_path(own, f"/messages/{message_id}"))
+    assert response.status_code == 404
+
+    still = (await alice.http.get(agent_path(bot))).json()
+    assert still["name"] == "private"
+    (unread,) = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
+    assert unread["status"] == "unread"
+    assert (await alice.http.get("/api/v1/domains")).json()["domains"][0]["verified"] is False
