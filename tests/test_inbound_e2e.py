@@ -180,3 +180,14 @@ async def test_another_user_sees_nothing_of_the_first(
     (unread,) = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
     assert unread["status"] == "unread"
     assert (await alice.http.get("/api/v1/domains")).json()["domains"][0]["verified"] is False
+
+
+async def test_message_without_from_header_uses_envelope_sender(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await new_agent(alice, "bare")
+    await smtp_send(running, [bot], b"Subject: no from\r\n\r\nbody\r\n")
+    (summary,) = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
+    assert summary["from"] == "alice@example.org"
+    assert summary["to"] == [] and summary["cc"] == []

@@ -54,7 +54,7 @@ class InboundMailSink:
                 id=new_id("msg"),
                 agent_email=normalise_address(recipient.address),
                 envelope_from=envelope.mail_from,
-                from_addr=headers.from_addr,
+                from_addr=headers.from_addr or envelope.mail_from.lower(),
                 reply_to=headers.reply_to,
                 to=headers.to,
                 cc=headers.cc,
