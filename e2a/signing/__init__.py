@@ -1,1 +1,1 @@
-"""Signing: API key and signing-secret material, and (later) X-E2A-Auth-* signatures."""
+"""Signing: API-key and signing-secret material, and the X-E2A-Auth-* identity signature."""

@@ -1,0 +1,138 @@
+"""The signed identity claim: X-E2A-Auth-* headers, their canonical string and HMAC.
+
+Pure functions, following contract/delivery.md exactly: eight values joined with `\\n` in a
+fixed order, HMAC-SHA256 keyed by the owner's signing secret (its hex string as ASCII bytes),
+and a body hash over the exact bytes delivered. No I/O, no clock of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+HEADER_PREFIX = "X-E2A-Auth-"
+VERIFIED = "X-E2A-Auth-Verified"
+SENDER = "X-E2A-Auth-Sender"
+ENTITY_TYPE = "X-E2A-Auth-Entity-Type"
+DOMAIN_CHECK = "X-E2A-Auth-Domain-Check"
+DELEGATION = "X-E2A-Auth-Delegation"
+TIMESTAMP = "X-E2A-Auth-Timestamp"
+MESSAGE_ID = "X-E2A-Auth-Message-Id"
+BODY_HASH = "X-E2A-Auth-Body-Hash"
+SIGNATURE = "X-E2A-Auth-Signature"
+
+MAX_AGE_SECONDS = 300
+MAX_FUTURE_SKEW_SECONDS = 30
+
+_AUTH_FIELD = re.compile(rb"^x-e2a-auth-[^:]*:", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class IdentityClaim:
+    """What the gateway asserts about a delivered message, before signing."""
+
+    verified: bool
+    sender: str
+    entity_type: str
+    domain_check: str
+    delegation: str
+    timestamp: str
+    message_id: str
+    body_hash: str
+
+    def canonical_string(self) -> str:
+        """The eight values joined with newlines, in contract order, no trailing newline."""
+        return "\n".join(
+            [
+                "true" if self.verified else "false",
+                self.sender,
+                self.entity_type,
+                self.domain_check,
+                self.delegation,
+                self.timestamp,
+                self.message_id,
+                self.body_hash,
+            ]
+        )
+
+    def signed_headers(self, secret: str) -> dict[str, str]:
+        """All nine X-E2A-Auth-* headers, the signature computed with `secret`."""
+        return {
+            VERIFIED: "true" if self.verified else "false",
+            SENDER: self.sender,
+            ENTITY_TYPE: self.entity_type,
+            DOMAIN_CHECK: self.domain_check,
+            DELEGATION: self.delegation,
+            TIMESTAMP: self.timestamp,
+            MESSAGE_ID: self.message_id,
+            BODY_HASH: self.body_hash,
+            SIGNATURE: sign(self.canonical_string(), secret),
+        }
+
+
+def sign(canonical: str, secret: str) -> str:
+    """Lowercase hex HMAC-SHA256 of `canonical` keyed by the secret's ASCII bytes."""
+    return hmac.new(secret.encode("ascii"), canonical.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def body_hash(raw: bytes) -> str:
+    """Lowercase hex SHA-256 of the delivered bytes."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def claim_from_headers(headers: Mapping[str, str]) -> IdentityClaim:
+    """Read a claim back from its headers (missing values read as empty)."""
+    return IdentityClaim(
+        verified=headers.get(VERIFIED, "").lower() == "true",
+        sender=headers.get(SENDER, ""),
+        entity_type=headers.get(ENTITY_TYPE, ""),
+        domain_check=headers.get(DOMAIN_CHECK, ""),
+        delegation=headers.get(DELEGATION, ""),
+        timestamp=headers.get(TIMESTAMP, ""),
+        message_id=headers.get(MESSAGE_ID, ""),
+        body_hash=headers.get(BODY_HASH, ""),
+    )
+
+
+def verify_headers(headers: Mapping[str, str], raw: bytes, secret: str, now: float) -> bool:
+    """True when body hash, HMAC (constant-time) and timestamp window all check out."""
+    claim = claim_from_headers(headers)
+    if not hmac.compare_digest(claim.body_hash, body_hash(raw)):
+        return False
+    try:
+        signed_at = datetime.fromisoformat(claim.timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    if signed_at.tzinfo is None:
+        signed_at = signed_at.replace(tzinfo=UTC)
+    age = now - signed_at.timestamp()
+    if age > MAX_AGE_SECONDS or age < -MAX_FUTURE_SKEW_SECONDS:
+        return False
+    return hmac.compare_digest(headers.get(SIGNATURE, ""), sign(claim.canonical_string(), secret))
+
+
+def split_header_block(raw: bytes) -> tuple[bytes, bytes]:
+    """Split a message into (header block incl. its final CRLF, rest incl. the blank line)."""
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        index = raw.find(separator)
+        if index != -1:
+            cut = index + len(separator) // 2
+            return raw[:cut], raw[cut:]
+    return raw, b""
+
+
+def strip_auth_headers(raw: bytes) -> bytes:
+    """Remove every X-E2A-Auth-* header field (with its folded lines) from the header block."""
+    headers, rest = split_header_block(raw)
+    kept: list[bytes] = []
+    dropping = False
+    for line in headers.splitlines(keepends=True):
+        if line[:1] not in (b" ", b"\t"):
+            dropping = _AUTH_FIELD.match(line) is not None
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept) + rest

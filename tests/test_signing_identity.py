@@ -1,0 +1,131 @@
+"""X-E2A-Auth-* signing, checked against a verifier written here from the contract text alone."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import pytest
+
+from e2a.signing.identity import (
+    IdentityClaim,
+    claim_from_headers,
+    split_header_block,
+    strip_auth_headers,
+    verify_headers,
+)
+
+SECRET = "ab" * 32
+NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def contract_verify(headers: dict[str, str], raw: bytes, secret: str) -> bool:
+    """delivery.md: hash the bytes, join eight values with \\n, HMAC-SHA256 keyed by the hex
+    string's ASCII bytes, constant-time compare."""
+    if hashlib.sha256(raw).hexdigest() != headers["X-E2A-Auth-Body-Hash"]:
+        return False
+    canonical = "\n".join(
+        headers[name]
+        for name in (
+            "X-E2A-Auth-Verified",
+            "X-E2A-Auth-Sender",
+            "X-E2A-Auth-Entity-Type",
+            "X-E2A-Auth-Domain-Check",
+            "X-E2A-Auth-Delegation",
+            "X-E2A-Auth-Timestamp",
+            "X-E2A-Auth-Message-Id",
+            "X-E2A-Auth-Body-Hash",
+        )
+    )
+    expected = hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, headers["X-E2A-Auth-Signature"])
+
+
+def claim_for(raw: bytes, timestamp: str = "2026-01-01T00:00:00Z") -> IdentityClaim:
+    return IdentityClaim(
+        verified=True,
+        sender="alice@example.org",
+        entity_type="human",
+        domain_check="spf=pass; dkim=pass; dmarc=pass",
+        delegation="",
+        timestamp=timestamp,
+        message_id="msg_0123456789abcdef01234567",
+        body_hash=hashlib.sha256(raw).hexdigest(),
+    )
+
+
+def test_signed_headers_verify_with_an_independent_implementation() -> None:
+    raw = b"Subject: hi\r\n\r\nbody\r\n"
+    headers = claim_for(raw).signed_headers(SECRET)
+    assert set(headers) == {
+        "X-E2A-Auth-Verified",
+        "X-E2A-Auth-Sender",
+        "X-E2A-Auth-Entity-Type",
+        "X-E2A-Auth-Domain-Check",
+        "X-E2A-Auth-Delegation",
+        "X-E2A-Auth-Timestamp",
+        "X-E2A-Auth-Message-Id",
+        "X-E2A-Auth-Body-Hash",
+        "X-E2A-Auth-Signature",
+    }
+    assert headers["X-E2A-Auth-Verified"] == "true"
+    assert contract_verify(headers, raw, SECRET)
+    assert verify_headers(headers, raw, SECRET, NOW)
+    assert claim_from_headers(headers) == claim_for(raw)
+
+
+@pytest.mark.parametrize(
+    ("change", "now"),
+    [
+        ({"X-E2A-Auth-Sender": "ceo@example.org"}, NOW),
+        ({"X-E2A-Auth-Verified": "false"}, NOW),
+        ({"X-E2A-Auth-Signature": "0" * 64}, NOW),
+        ({}, NOW + 301),
+        ({}, NOW - 31),
+        ({"X-E2A-Auth-Timestamp": "yesterday"}, NOW),
+    ],
+)
+def test_tampering_and_stale_timestamps_are_refused(change: dict[str, str], now: float) -> None:
+    raw = b"Subject: hi\r\n\r\nbody\r\n"
+    headers = {**claim_for(raw).signed_headers(SECRET), **change}
+    assert not verify_headers(headers, raw, SECRET, now)
+
+
+def test_other_body_or_secret_is_refused() -> None:
+    raw = b"Subject: hi\r\n\r\nbody\r\n"
+    headers = claim_for(raw).signed_headers(SECRET)
+    assert not verify_headers(headers, raw + b"x", SECRET, NOW)
+    assert not verify_headers(headers, raw, "cd" * 32, NOW)
+
+
+def test_strip_auth_headers_removes_folded_fields_only_from_the_header_block() -> None:
+    raw = (
+        b"From: a@example.org\r\n"
+        b"X-E2A-Auth-Verified: true\r\n"
+        b"x-e2a-auth-sender: ceo@example.org\r\n"
+        b"X-E2A-Auth-Domain-Check: spf=pass;\r\n"
+        b"\tdkim=pass\r\n"
+        b"Subject: keep\r\n"
+        b" folded subject\r\n"
+        b"\r\n"
+        b"X-E2A-Auth-Verified: true stays in the body\r\n"
+    )
+    assert strip_auth_headers(raw) == (
+        b"From: a@example.org\r\n"
+        b"Subject: keep\r\n"
+        b" folded subject\r\n"
+        b"\r\n"
+        b"X-E2A-Auth-Verified: true stays in the body\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "headers", "rest"),
+    [
+        (b"A: 1\r\n\r\nbody", b"A: 1\r\n", b"\r\nbody"),
+        (b"A: 1\n\nbody", b"A: 1\n", b"\nbody"),
+        (b"A: 1\r\n", b"A: 1\r\n", b""),
+    ],
+)
+def test_split_header_block(raw: bytes, headers: bytes, rest: bytes) -> None:
+    assert split_header_block(raw) == (headers, rest)
