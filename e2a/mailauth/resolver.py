@@ -66,8 +66,9 @@ class Resolver(Protocol):
 class DnsResolver:
     """Resolver backed by dnspython, with its own cache and the configured nameservers.
 
-    Nameservers are `host`, `host:port`, `[v6]:port` or a bare IPv6 address; none means the
-    system's resolv.conf. `timeout` bounds each lookup as a whole, retries included.
+    Nameservers are `host`, `host:port`, `[v6]:port` or a bare IPv6 address, tried in order;
+    none means the system's resolv.conf. `timeout` bounds each lookup as a whole, retries
+    and failover included.
     """
 
     def __init__(self, nameservers: list[str], timeout: float, *, cache: bool = True):
@@ -77,8 +78,10 @@ class DnsResolver:
                 dns.nameserver.Do53Nameserver(_host(server), _port(server))
                 for server in nameservers
             ]
+        # `lifetime` bounds the whole lookup; each nameserver gets a fair share of it to answer
+        # before the next is tried.
         self._resolver.lifetime = timeout
-        self._resolver.timeout = timeout
+        self._resolver.timeout = timeout / max(1, len(self._resolver.nameservers))
         # EDNS0 with the DNS Flag Day 2020 payload: large DKIM keys fit without a TCP retry.
         self._resolver.use_edns(0, 0, _EDNS_PAYLOAD)
         if cache:

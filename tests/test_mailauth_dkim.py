@@ -1,0 +1,307 @@
+"""DKIM and ARC verification: the RFC 8463 example, fresh keys, and every failure mode."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import dkim
+import nacl.signing
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from e2a.mailauth.dkim import MAX_SIGNATURES, verify_arc, verify_dkim
+from e2a.mailauth.resolver import FixtureResolver, Zone
+
+DATA = Path(__file__).parent / "data" / "mailauth"
+
+# RFC 8463 appendix A: the example message signed with ed25519 (brisbane) and RSA (test),
+# and the two key records of section A.2.
+RFC8463_KEYS: Zone = {
+    "brisbane._domainkey.football.example.com": {
+        "TXT": ["v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="]
+    },
+    "test._domainkey.football.example.com": {
+        "TXT": [
+            "v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWRiGs5V6NpP3idY"
+            "6Wk08a5qhdR6wy5bdOKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutACDfzwQ/BC/e/8uBsCR+yz1Lxj"
+            "+PL6lHvqMKrM3rG4hstT5QjvHO9PzoxZyVYLzBfO2EeC3Ip3G+2kryOTIKT+l/K4w3QIDAQAB"
+        ]
+    },
+}
+
+MESSAGE = (
+    b"From: Alice <alice@example.com>\r\n"
+    b"To: agent@agents.test\r\n"
+    b"Subject: Quarterly numbers\r\n"
+    b"Date: Mon, 01 Jan 2024 10:00:00 +0000\r\n"
+    b"Message-ID: <q1@example.com>\r\n"
+    b"\r\n"
+    b"The numbers are in.\r\n"
+    b"Regards, Alice\r\n"
+)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A DKIM key pair for one selector of one domain, and its DNS record."""
+
+    domain: str
+    selector: str
+    algorithm: bytes
+    private: bytes
+    public_record: str
+
+    @property
+    def record_name(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain}"
+
+    def zone(self) -> Zone:
+        return {self.record_name: {"TXT": [self.public_record]}}
+
+    def sign(
+        self, message: bytes, canonicalize: tuple[bytes, bytes] = (b"relaxed", b"relaxed")
+    ) -> bytes:
+        """`message` with this key's DKIM-Signature prepended."""
+        signature = dkim.sign(
+            message,
+            self.selector.encode(),
+            self.domain.encode(),
+            self.private,
+            canonicalize=canonicalize,
+            signature_algorithm=self.algorithm,
+        )
+        return bytes(signature) + message
+
+
+@functools.cache
+def _rsa_private_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def rsa_key(domain: str, selector: str = "rsa1") -> SigningKey:
+    """A 2048-bit RSA key (one per test run, shared by every domain that asks)."""
+    key = _rsa_private_key()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    record = f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode()}"
+    return SigningKey(domain, selector, b"rsa-sha256", private, record)
+
+
+def ed25519_key(domain: str, selector: str = "ed1") -> SigningKey:
+    """A fresh ed25519 key (RFC 8463)."""
+    key = nacl.signing.SigningKey.generate()
+    private = base64.b64encode(bytes(key))
+    public = base64.b64encode(bytes(key.verify_key)).decode()
+    record = f"v=DKIM1; k=ed25519; p={public}"
+    return SigningKey(domain, selector, b"ed25519-sha256", private, record)
+
+
+def test_rfc8463_example_verifies_both_signatures() -> None:
+    message = (DATA / "rfc8463-signed.eml").read_bytes()
+    verdict = verify_dkim(FixtureResolver.from_zone(RFC8463_KEYS), message)
+    assert verdict.result == "pass"
+    assert [(sig.result, sig.selector) for sig in verdict.signatures] == [
+        ("pass", "brisbane"),
+        ("pass", "test"),
+    ]
+    assert verdict.passed_domains == ("football.example.com", "football.example.com")
+
+
+def test_rfc8463_example_altered_body_fails_both() -> None:
+    message = (DATA / "rfc8463-signed.eml").read_bytes().replace(b"hungry", b"thirsty")
+    verdict = verify_dkim(FixtureResolver.from_zone(RFC8463_KEYS), message)
+    assert [sig.result for sig in verdict.signatures] == ["fail", "fail"]
+    assert verdict.result == "fail"
+    assert verdict.passed_domains == ()
+
+
+KEY_MAKERS = [pytest.param(rsa_key, id="rsa"), pytest.param(ed25519_key, id="ed25519")]
+CANONICALISATIONS = [
+    pytest.param((header, body), id=f"{header.decode()}/{body.decode()}")
+    for header in (b"simple", b"relaxed")
+    for body in (b"simple", b"relaxed")
+]
+
+
+@pytest.mark.parametrize("make_key", KEY_MAKERS)
+@pytest.mark.parametrize("canonicalize", CANONICALISATIONS)
+def test_fresh_signature_passes(
+    make_key: Callable[[str], SigningKey], canonicalize: tuple[bytes, bytes]
+) -> None:
+    key = make_key("example.com")
+    verdict = verify_dkim(FixtureResolver.from_zone(key.zone()), key.sign(MESSAGE, canonicalize))
+    assert verdict.result == "pass"
+    assert verdict.signatures[0].domain == "example.com"
+    assert verdict.signatures[0].selector == key.selector
+
+
+@pytest.mark.parametrize("make_key", KEY_MAKERS)
+def test_body_altered_after_signing_fails(make_key: Callable[[str], SigningKey]) -> None:
+    key = make_key("example.com")
+    signed = key.sign(MESSAGE).replace(b"numbers are in", b"numbers are IN")
+    verdict = verify_dkim(FixtureResolver.from_zone(key.zone()), signed)
+    assert verdict.result == "fail"
+    assert "body hash" in verdict.signatures[0].reason
+
+
+def test_header_altered_after_signing_fails() -> None:
+    key = rsa_key("example.com")
+    signed = key.sign(MESSAGE).replace(b"Quarterly numbers", b"Wire the money")
+    verdict = verify_dkim(FixtureResolver.from_zone(key.zone()), signed)
+    assert (verdict.result, verdict.signatures[0].reason) == ("fail", "signature did not verify")
+
+
+def test_relaxed_survives_header_whitespace_but_simple_does_not() -> None:
+    key = ed25519_key("example.com")
+    resolver = FixtureResolver.from_zone(key.zone())
+
+    def rewrap(signed: bytes) -> bytes:
+        return signed.replace(b"Subject: Quarterly numbers", b"subject:  Quarterly   numbers")
+
+    relaxed = rewrap(key.sign(MESSAGE, (b"relaxed", b"relaxed")))
+    simple = rewrap(key.sign(MESSAGE, (b"simple", b"simple")))
+    assert verify_dkim(resolver, relaxed).result == "pass"
+    assert verify_dkim(resolver, simple).result == "fail"
+
+
+def test_missing_key_is_permerror() -> None:
+    """RFC 6376 6.1.2: no key record is PERMFAIL (no key for signature): permerror."""
+    signed = rsa_key("example.com").sign(MESSAGE)
+    verdict = verify_dkim(FixtureResolver(), signed)
+    assert (verdict.result, verdict.signatures[0].reason) == ("permerror", "no key for signature")
+
+
+def test_revoked_key_is_permerror() -> None:
+    """RFC 6376 3.6.1: an empty p= is a revoked key; 6.1.2 makes that PERMFAIL (key revoked)."""
+    key = rsa_key("example.com")
+    resolver = FixtureResolver({key.record_name: ["v=DKIM1; k=rsa; p="]})
+    verdict = verify_dkim(resolver, key.sign(MESSAGE))
+    assert (verdict.result, verdict.signatures[0].reason) == ("permerror", "key revoked")
+
+
+def test_malformed_key_is_permerror() -> None:
+    key = rsa_key("example.com")
+    resolver = FixtureResolver({key.record_name: ["v=DKIM1; k=rsa; p=bm90IGEga2V5"]})
+    verdict = verify_dkim(resolver, key.sign(MESSAGE))
+    assert verdict.result == "permerror"
+    assert verdict.signatures[0].reason.startswith("unusable key")
+
+
+def test_key_of_another_algorithm_fails() -> None:
+    rsa_signed = rsa_key("example.com", "sel").sign(MESSAGE)
+    ed_zone = ed25519_key("example.com", "sel").zone()
+    assert verify_dkim(FixtureResolver.from_zone(ed_zone), rsa_signed).result == "fail"
+
+
+def test_dns_trouble_is_temperror() -> None:
+    key = rsa_key("example.com")
+    resolver = FixtureResolver.from_zone(key.zone())
+    resolver.failing.add(key.record_name)
+    verdict = verify_dkim(resolver, key.sign(MESSAGE))
+    assert verdict.result == "temperror"
+
+
+def test_unsigned_message_is_none() -> None:
+    assert verify_dkim(FixtureResolver(), MESSAGE).result == "none"
+    assert verify_dkim(FixtureResolver(), MESSAGE).signatures == ()
+
+
+def test_unusable_signature_field_is_neutral() -> None:
+    broken = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=sel\r\n" + MESSAGE
+    verdict = verify_dkim(FixtureResolver(), broken)
+    assert verdict.result == "neutral"
+    assert (verdict.signatures[0].domain, verdict.signatures[0].selector) == ("example.com", "sel")
+
+
+def test_signature_not_covering_from_is_neutral() -> None:
+    """RFC 6376 6.1.1: a signature whose h= lacks From must be ignored, whatever it signs."""
+    key = rsa_key("example.com")
+    signed = re.sub(rb"h=[^;]*;", b"h=to : subject;", key.sign(MESSAGE), count=1)
+    verdict = verify_dkim(FixtureResolver.from_zone(key.zone()), signed)
+    assert (verdict.result, verdict.signatures[0].reason) == (
+        "neutral",
+        "unusable signature: From field not signed",
+    )
+
+
+def test_unparsable_header_is_permerror() -> None:
+    verdict = verify_dkim(FixtureResolver(), b"this is not a header\r\n\r\nbody\r\n")
+    assert (verdict.result, verdict.signatures) == ("permerror", ())
+
+
+def test_one_passing_signature_among_failures_passes() -> None:
+    good = rsa_key("example.com", "good")
+    forged = ed25519_key("mailer.example.net", "stale")
+    published = ed25519_key("mailer.example.net", "stale")  # another key under that name
+    signed = forged.sign(good.sign(MESSAGE))
+    resolver = FixtureResolver.from_zone({**good.zone(), **published.zone()})
+    verdict = verify_dkim(resolver, signed)
+    assert verdict.result == "pass"
+    assert [sig.result for sig in verdict.signatures] == ["fail", "pass"]
+    assert verdict.passed_domains == ("example.com",)
+
+
+def test_signatures_beyond_the_limit_are_not_checked() -> None:
+    key = ed25519_key("example.com")
+    signed = MESSAGE
+    for _ in range(MAX_SIGNATURES + 2):
+        signed = key.sign(signed)
+    verdict = verify_dkim(FixtureResolver.from_zone(key.zone()), signed)
+    assert len(verdict.signatures) == MAX_SIGNATURES
+
+
+LIST_MESSAGE = MESSAGE.replace(
+    b"\r\n\r\n",
+    b"\r\nAuthentication-Results: lists.example.org; dkim=pass header.d=example.com\r\n\r\n",
+    1,
+)
+
+
+def arc_sealed(message: bytes, key: SigningKey) -> bytes:
+    """`message` with an ARC set added by `key`'s domain acting as a mailing list."""
+    arc_set = dkim.arc_sign(
+        message,
+        key.selector.encode(),
+        key.domain.encode(),
+        key.private,
+        key.domain.encode(),
+    )
+    return b"".join(arc_set) + message
+
+
+def test_arc_chain_passes() -> None:
+    key = rsa_key("lists.example.org", "arc")
+    sealed = arc_sealed(LIST_MESSAGE, key)
+    assert verify_arc(FixtureResolver.from_zone(key.zone()), sealed) == "pass"
+
+
+def test_arc_chain_with_altered_body_fails() -> None:
+    key = rsa_key("lists.example.org", "arc")
+    sealed = arc_sealed(LIST_MESSAGE, key) + b"P.S. click here\r\n"
+    assert verify_arc(FixtureResolver.from_zone(key.zone()), sealed) == "fail"
+
+
+def test_arc_without_key_fails_and_dns_trouble_is_temperror() -> None:
+    key = rsa_key("lists.example.org", "arc")
+    sealed = arc_sealed(LIST_MESSAGE, key)
+    assert verify_arc(FixtureResolver(), sealed) == "fail"
+    resolver = FixtureResolver.from_zone(key.zone())
+    resolver.failing.add(key.record_name)
+    assert verify_arc(resolver, sealed) == "temperror"
+
+
+def test_no_arc_headers_is_none() -> None:
+    assert verify_arc(FixtureResolver(), MESSAGE) is None
+    assert verify_arc(FixtureResolver(), b"garbage line\r\n\r\n") is None
