@@ -1,0 +1,1 @@
+"""Outbound mail: building messages, the approval state machine, handing off to SMTP."""

@@ -1,0 +1,119 @@
+"""Building outbound messages with the stdlib `email` package. Pure: no I/O, no clock.
+
+Text, text + HTML alternative, attachments; non-ASCII headers RFC 2047-encoded; our own
+Message-ID and Date; threading headers; CR or LF in any header value is refused, so a
+request can never inject a header.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.policy
+import email.utils
+import re
+import secrets
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+
+CONVERSATION_HEADER = "X-E2A-Conversation-Id"
+MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
+_CONTENT_TYPE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*/[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*$")
+_REPLY_PREFIX = re.compile(r"^\s*re\s*:", re.IGNORECASE)
+
+
+class InvalidDraft(ValueError):
+    """The request cannot become a safe message; the text names the field and the problem."""
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A decoded attachment ready to be added to a message."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Everything needed to build one outbound message."""
+
+    from_addr: str
+    to: list[str]
+    subject: str
+    text: str
+    html: str | None = None
+    cc: list[str] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+    conversation_id: str | None = None
+    in_reply_to: str | None = None
+    references: list[str] = field(default_factory=list)
+
+
+def check_header_value(name: str, value: str) -> str:
+    """Return `value` if it holds no CR or LF (header injection), else raise InvalidDraft."""
+    if "\r" in value or "\n" in value:
+        raise InvalidDraft(f"{name} must not contain line breaks (CR or LF)")
+    return value
+
+
+def decode_attachment(index: int, filename: str, content_type: str, data: str) -> Attachment:
+    """Validate one attachment of a request: name, media type and standard base64 data."""
+    label = f"attachments[{index}]"
+    check_header_value(f"{label}.filename", filename)
+    if not filename.strip():
+        raise InvalidDraft(f"{label}.filename must not be empty")
+    if not _CONTENT_TYPE.match(content_type):
+        raise InvalidDraft(f"{label}.content_type must look like type/subtype")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidDraft(f"{label}.data must be standard base64") from None
+    if len(raw) > MAX_ATTACHMENT_BYTES:
+        raise InvalidDraft(f"{label} is larger than {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MiB")
+    return Attachment(filename, content_type.lower(), raw)
+
+
+def reply_subject(subject: str) -> str:
+    """`Re: <subject>`, without stacking prefixes."""
+    return subject if _REPLY_PREFIX.match(subject) else f"Re: {subject}"
+
+
+def new_message_id(domain: str) -> str:
+    """A fresh RFC 5322 Message-ID on `domain`."""
+    return f"<{secrets.token_hex(16)}@{domain}>"
+
+
+def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
+    """The message as bytes with CRLF line endings, ready for SMTP DATA or local delivery.
+
+    Bcc recipients are never written into the message."""
+    for name, value in (("from", draft.from_addr), ("subject", draft.subject)):
+        check_header_value(name, value)
+    for name, values in (("to", draft.to), ("cc", draft.cc), ("references", draft.references)):
+        for value in values:
+            check_header_value(name, value)
+    message = EmailMessage(policy=email.policy.SMTP)
+    message["From"] = draft.from_addr
+    message["To"] = ", ".join(draft.to)
+    if draft.cc:
+        message["Cc"] = ", ".join(draft.cc)
+    message["Subject"] = draft.subject
+    message["Date"] = email.utils.formatdate(date, usegmt=True)
+    message["Message-ID"] = message_id
+    if draft.in_reply_to:
+        message["In-Reply-To"] = check_header_value("in_reply_to", draft.in_reply_to)
+    if draft.references:
+        message["References"] = " ".join(draft.references)
+    if draft.conversation_id:
+        message[CONVERSATION_HEADER] = check_header_value("conversation_id", draft.conversation_id)
+    message.set_content(draft.text)
+    if draft.html is not None:
+        message.add_alternative(draft.html, subtype="html")
+    for attachment in draft.attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        message.add_attachment(
+            attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
+    return message.as_bytes()

@@ -1,0 +1,133 @@
+"""Outbound MIME: what is built parses back to what was asked, and injection is refused."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+from email.message import EmailMessage
+
+import pytest
+
+from e2a.outbound.mime import (
+    Draft,
+    InvalidDraft,
+    build_message,
+    decode_attachment,
+    new_message_id,
+    reply_subject,
+)
+
+PDF = b"%PDF-1.4 \x00\xff binary"
+
+
+def parse(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def test_text_html_and_attachment_round_trip() -> None:
+    attachment = decode_attachment(
+        0, "report.pdf", "application/PDF", base64.b64encode(PDF).decode()
+    )
+    draft = Draft(
+        from_addr="bot@agents.test",
+        to=["alice@example.org", "bob@example.org"],
+        cc=["carol@example.org"],
+        subject="Grüße aus dem Café",
+        text="Hallo Alice,\nsiehe Anhang.",
+        html="<p>Hallo <b>Alice</b></p>",
+        attachments=[attachment],
+        conversation_id="conv-42",
+        in_reply_to="<orig@example.org>",
+        references=["<root@example.org>", "<orig@example.org>"],
+    )
+    message_id = new_message_id("agents.test")
+    raw = build_message(draft, message_id=message_id, date=1_767_225_600)
+    assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
+    assert all(byte < 128 for byte in raw.split(b"\r\n\r\n")[0])
+    parsed = parse(raw)
+    assert parsed["Subject"] == "Grüße aus dem Café"
+    assert parsed["To"] == "alice@example.org, bob@example.org"
+    assert parsed["Cc"] == "carol@example.org"
+    assert parsed["Message-ID"] == message_id
+    assert parsed["Date"] == "Thu, 01 Jan 2026 00:00:00 +0000"
+    assert parsed["In-Reply-To"] == "<orig@example.org>"
+    assert parsed["References"] == "<root@example.org> <orig@example.org>"
+    assert parsed["X-E2A-Conversation-Id"] == "conv-42"
+    body = parsed.get_body(("plain",))
+    html = parsed.get_body(("html",))
+    assert body is not None
+    assert body.get_content().replace("\r\n", "\n").rstrip("\n") == "Hallo Alice,\nsiehe Anhang."
+    assert html is not None and html.get_content().strip() == "<p>Hallo <b>Alice</b></p>"
+    (part,) = list(parsed.iter_attachments())
+    assert part.get_filename() == "report.pdf"
+    assert part.get_content_type() == "application/pdf"
+    assert part.get_content() == PDF
+
+
+def test_plain_text_only() -> None:
+    raw = build_message(
+        Draft(from_addr="bot@agents.test", to=["a@example.org"], subject="hi", text="just text"),
+        message_id="<x@agents.test>",
+        date=0,
+    )
+    parsed = parse(raw)
+    assert parsed.get_content_type() == "text/plain"
+    assert parsed.get_content().strip() == "just text"
+    assert "X-E2A-Conversation-Id" not in parsed
+
+
+@pytest.mark.parametrize(
+    "draft",
+    [
+        Draft(
+            from_addr="bot@agents.test",
+            to=["a@example.org"],
+            subject="hi\r\nBcc: x@evil.example",
+            text="",
+        ),
+        Draft(
+            from_addr="bot@agents.test",
+            to=["a@example.org\nBcc: x@evil.example"],
+            subject="s",
+            text="",
+        ),
+        Draft(
+            from_addr="bot@agents.test", to=["a@example.org"], cc=["c@x\r"], subject="s", text=""
+        ),
+        Draft(
+            from_addr="bot@agents.test",
+            to=["a@example.org"],
+            subject="s",
+            text="",
+            conversation_id="c\nX: y",
+        ),
+    ],
+)
+def test_header_injection_is_refused(draft: Draft) -> None:
+    with pytest.raises(InvalidDraft, match="line breaks"):
+        build_message(draft, message_id="<x@agents.test>", date=0)
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type", "data", "problem"),
+    [
+        ("a.txt", "text/plain", "not base64!", "base64"),
+        ("a.txt", "textplain", "aGk=", "type/subtype"),
+        ("", "text/plain", "aGk=", "empty"),
+        ("a\r\n.txt", "text/plain", "aGk=", "line breaks"),
+    ],
+)
+def test_bad_attachments(filename: str, content_type: str, data: str, problem: str) -> None:
+    with pytest.raises(InvalidDraft, match=problem):
+        decode_attachment(3, filename, content_type, data)
+
+
+@pytest.mark.parametrize(
+    ("subject", "expected"),
+    [("Hello", "Re: Hello"), ("Re: Hello", "Re: Hello"), ("RE:Hello", "RE:Hello"), ("", "Re: ")],
+)
+def test_reply_subject(subject: str, expected: str) -> None:
+    assert reply_subject(subject) == expected
