@@ -1,0 +1,330 @@
+"""A sans-IO SMTP *client* session: replies in, commands out, one message per session.
+
+It speaks ESMTP to a relay: EHLO, STARTTLS when asked (the I/O shell performs the handshake
+and calls `tls_started`), AUTH PLAIN or LOGIN, MAIL, one RCPT per recipient, DATA with
+dot-stuffing, QUIT. It never imports trio and never touches a socket. The outcome says, per
+recipient, whether the relay accepted the message, refused it for good (5xx) or for now (4xx).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+from dataclasses import dataclass, field
+from typing import Literal
+
+TlsMode = Literal["starttls", "implicit", "none"]
+MAX_REPLY_LINE = 4096
+
+
+class ClientProtocolError(Exception):
+    """The server sent something that is not an SMTP reply."""
+
+
+@dataclass(frozen=True)
+class ServerReply:
+    """One complete (possibly multi-line) reply."""
+
+    code: int
+    lines: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        """All lines joined with spaces."""
+        return " ".join(self.lines)
+
+    @property
+    def transient(self) -> bool:
+        """A 4xx reply: try again later."""
+        return 400 <= self.code < 500
+
+
+class ReplyReader:
+    """Splits bytes from the server into complete replies (RFC 5321 section 4.2)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._lines: list[str] = []
+
+    def feed(self, data: bytes) -> list[ServerReply]:
+        """Add bytes; return every reply they complete."""
+        self._buffer += data
+        replies = []
+        while (end := self._buffer.find(b"\n")) != -1:
+            raw = bytes(self._buffer[:end]).rstrip(b"\r")
+            del self._buffer[: end + 1]
+            if len(raw) < 3 or not raw[:3].isdigit() or raw[3:4] not in (b"", b" ", b"-"):
+                raise ClientProtocolError(f"not an SMTP reply line: {raw[:80]!r}")
+            self._lines.append(raw[4:].decode("utf-8", "replace"))
+            if raw[3:4] != b"-":
+                replies.append(ServerReply(int(raw[:3]), tuple(self._lines)))
+                self._lines = []
+        if len(self._buffer) > MAX_REPLY_LINE:
+            raise ClientProtocolError("reply line too long")
+        return replies
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Username and password for SMTP AUTH."""
+
+    username: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to hand to the relay."""
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    data: bytes
+
+
+@dataclass
+class Outcome:
+    """How the hand-off went, per recipient. `error` explains a session-wide failure."""
+
+    accepted: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+    deferred: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SendBytes:
+    """Write these bytes to the server."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class StartTls:
+    """Perform the TLS handshake now, then call `tls_started`."""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The session is over; close the connection."""
+
+    outcome: Outcome
+
+
+Action = SendBytes | StartTls | Finished
+
+
+class _State(enum.Enum):
+    GREETING = "greeting"
+    EHLO = "ehlo"
+    STARTTLS = "starttls"
+    AUTH = "auth"
+    AUTH_LOGIN = "auth_login"
+    AUTH_LOGIN_USERNAME = "auth_login_username"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+    BODY = "body"
+    QUIT = "quit"
+    DONE = "done"
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """The DATA payload: lines starting with '.' doubled, CRLF endings, terminated by CRLF.CRLF."""
+    body = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if body.startswith(b"."):
+        body = b"." + body
+    body = body.replace(b"\r\n.", b"\r\n..")
+    if not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    return body + b".\r\n"
+
+
+class ClientSession:
+    """Drive one message through an SMTP relay. Feed replies with `receive_reply`; perform
+    each returned action; after `StartTls`, call `tls_started`."""
+
+    def __init__(
+        self,
+        hostname: str,
+        message: Outgoing,
+        *,
+        tls: TlsMode = "none",
+        credentials: Credentials | None = None,
+    ) -> None:
+        self._hostname = hostname
+        self._message = message
+        self._tls = tls
+        self._credentials = credentials
+        self._state = _State.GREETING
+        self._secure = tls == "implicit"
+        self._extensions: dict[str, str] = {}
+        self._pending_rcpt = 0
+        self._outcome = Outcome()
+
+    @property
+    def outcome(self) -> Outcome:
+        """What happened so far (final once `Finished` was returned)."""
+        return self._outcome
+
+    def receive_reply(self, reply: ServerReply) -> Action:
+        """The next thing to do after the server said `reply`."""
+        handler = {
+            _State.GREETING: self._on_greeting,
+            _State.EHLO: self._on_ehlo,
+            _State.STARTTLS: self._on_starttls,
+            _State.AUTH: self._on_auth,
+            _State.AUTH_LOGIN: self._on_login_prompt,
+            _State.AUTH_LOGIN_USERNAME: self._on_login_prompt,
+            _State.MAIL: self._on_mail,
+            _State.RCPT: self._on_rcpt,
+            _State.DATA: self._on_data,
+            _State.BODY: self._on_body,
+            _State.QUIT: self._on_quit,
+            _State.DONE: self._on_quit,
+        }[self._state]
+        return handler(reply)
+
+    def connection_lost(self) -> Outcome:
+        """The connection broke: everything not yet accepted is deferred."""
+        if self._state is not _State.QUIT and self._state is not _State.DONE:
+            self._defer_rest("connection lost")
+        self._state = _State.DONE
+        return self._outcome
+
+    def tls_started(self) -> Action:
+        """The handshake succeeded: greet again over TLS (RFC 3207)."""
+        self._secure = True
+        return self._send_ehlo()
+
+    # -- transitions ------------------------------------------------------------------------
+
+    def _command(self, state: _State, line: str) -> SendBytes:
+        self._state = state
+        return SendBytes(line.encode("utf-8") + b"\r\n")
+
+    def _send_ehlo(self) -> SendBytes:
+        return self._command(_State.EHLO, f"EHLO {self._hostname}")
+
+    def _fail_all(self, reply: ServerReply, during: str) -> Action:
+        reason = f"{during}: {reply.code} {reply.text}"
+        self._fail_pending(
+            self._outcome.deferred if reply.transient else self._outcome.refused, reason
+        )
+        return self._quit()
+
+    def _defer_rest(self, reason: str) -> None:
+        self._fail_pending(self._outcome.deferred, reason)
+
+    def _fail_pending(self, bucket: dict[str, str], reason: str) -> None:
+        """The message did not go through: every recipient without a final answer of its
+        own (including those accepted at RCPT) goes into `bucket`."""
+        settled = self._outcome.refused.keys() | self._outcome.deferred.keys()
+        for recipient in self._message.recipients:
+            if recipient in self._outcome.accepted or recipient not in settled:
+                bucket[recipient] = reason
+        self._outcome.accepted.clear()
+        self._outcome.error = self._outcome.error or reason
+
+    def _quit(self) -> Action:
+        return self._command(_State.QUIT, "QUIT")
+
+    def _on_greeting(self, reply: ServerReply) -> Action:
+        if reply.code != 220:
+            return self._fail_all(reply, "greeting")
+        return self._send_ehlo()
+
+    def _on_ehlo(self, reply: ServerReply) -> Action:
+        if reply.code != 250:
+            return self._fail_all(reply, "EHLO")
+        self._extensions = {}
+        for line in reply.lines[1:]:
+            keyword, _, params = line.partition(" ")
+            self._extensions[keyword.upper()] = params
+        if self._tls == "starttls" and not self._secure:
+            if "STARTTLS" not in self._extensions:
+                return self._fail_all(ServerReply(554, ("relay does not offer STARTTLS",)), "EHLO")
+            return self._command(_State.STARTTLS, "STARTTLS")
+        return self._authenticate_or_mail()
+
+    def _on_starttls(self, reply: ServerReply) -> Action:
+        if reply.code != 220:
+            return self._fail_all(reply, "STARTTLS")
+        return StartTls()
+
+    def _authenticate_or_mail(self) -> Action:
+        if self._credentials is None:
+            return self._send_mail()
+        mechanisms = self._extensions.get("AUTH", "").upper().split()
+        user, password = self._credentials.username, self._credentials.password
+        if "PLAIN" in mechanisms:
+            token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+            return self._command(_State.AUTH, f"AUTH PLAIN {token}")
+        if "LOGIN" in mechanisms:
+            return self._command(_State.AUTH_LOGIN, "AUTH LOGIN")
+        return self._fail_all(
+            ServerReply(554, ("relay offers neither AUTH PLAIN nor AUTH LOGIN",)), "AUTH"
+        )
+
+    def _on_login_prompt(self, reply: ServerReply) -> Action:
+        """AUTH LOGIN: 334 asks for the username, then for the password."""
+        if reply.code != 334 or self._credentials is None:
+            return self._fail_all(reply, "AUTH LOGIN")
+        if self._state is _State.AUTH_LOGIN:
+            username = base64.b64encode(self._credentials.username.encode()).decode()
+            return self._command(_State.AUTH_LOGIN_USERNAME, username)
+        password = base64.b64encode(self._credentials.password.encode()).decode()
+        return self._command(_State.AUTH, password)
+
+    def _on_auth(self, reply: ServerReply) -> Action:
+        if reply.code != 235:
+            return self._fail_all(reply, "AUTH")
+        return self._send_mail()
+
+    def _send_mail(self) -> Action:
+        params = ""
+        if "SIZE" in self._extensions:
+            params += f" SIZE={len(self._message.data)}"
+        if "8BITMIME" in self._extensions and any(b > 127 for b in self._message.data):
+            params += " BODY=8BITMIME"
+        return self._command(_State.MAIL, f"MAIL FROM:<{self._message.mail_from}>{params}")
+
+    def _on_mail(self, reply: ServerReply) -> Action:
+        if reply.code != 250:
+            return self._fail_all(reply, "MAIL FROM")
+        self._pending_rcpt = 0
+        return self._next_rcpt()
+
+    def _next_rcpt(self) -> Action:
+        recipient = self._message.recipients[self._pending_rcpt]
+        return self._command(_State.RCPT, f"RCPT TO:<{recipient}>")
+
+    def _on_rcpt(self, reply: ServerReply) -> Action:
+        recipient = self._message.recipients[self._pending_rcpt]
+        reason = f"RCPT TO: {reply.code} {reply.text}"
+        if reply.code in (250, 251):
+            self._outcome.accepted.append(recipient)
+        elif reply.transient:
+            self._outcome.deferred[recipient] = reason
+        else:
+            self._outcome.refused[recipient] = reason
+        self._pending_rcpt += 1
+        if self._pending_rcpt < len(self._message.recipients):
+            return self._next_rcpt()
+        if not self._outcome.accepted:
+            return self._quit()
+        return self._command(_State.DATA, "DATA")
+
+    def _on_data(self, reply: ServerReply) -> Action:
+        if reply.code != 354:
+            return self._fail_all(reply, "DATA")
+        self._state = _State.BODY
+        return SendBytes(dot_stuff(self._message.data))
+
+    def _on_body(self, reply: ServerReply) -> Action:
+        if reply.code != 250:
+            return self._fail_all(reply, "end of DATA")
+        return self._quit()
+
+    def _on_quit(self, reply: ServerReply) -> Action:
+        self._state = _State.DONE
+        return Finished(self._outcome)

@@ -1,0 +1,177 @@
+"""The sans-IO SMTP client session, driven by scripted server replies (no sockets)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from e2a.smtp.client import (
+    Action,
+    ClientProtocolError,
+    ClientSession,
+    Credentials,
+    Finished,
+    Outgoing,
+    ReplyReader,
+    SendBytes,
+    ServerReply,
+    StartTls,
+    dot_stuff,
+)
+
+MESSAGE = Outgoing(
+    "bot@agents.test", ("a@example.org", "b@example.org"), b"Subject: x\r\n\r\nhi\r\n"
+)
+EHLO_AUTH = ServerReply(
+    250, ("relay.test", "SIZE 1000000", "8BITMIME", "STARTTLS", "AUTH LOGIN PLAIN")
+)
+
+
+def reply(code: int, *lines: str) -> ServerReply:
+    return ServerReply(code, lines or ("ok",))
+
+
+def sent(action: Action) -> bytes:
+    assert isinstance(action, SendBytes), action
+    return action.data
+
+
+def run_to_rcpt(session: ClientSession) -> None:
+    assert sent(session.receive_reply(reply(220))) == b"EHLO mx.agents.test\r\n"
+    assert sent(session.receive_reply(reply(250, "relay.test", "SIZE 1000"))).startswith(
+        b"MAIL FROM:<bot@agents.test> SIZE="
+    )
+    assert sent(session.receive_reply(reply(250))) == b"RCPT TO:<a@example.org>\r\n"
+
+
+def test_starttls_then_auth_plain_then_delivery() -> None:
+    session = ClientSession(
+        "mx.agents.test", MESSAGE, tls="starttls", credentials=Credentials("user", "pässword")
+    )
+    assert sent(session.receive_reply(reply(220))) == b"EHLO mx.agents.test\r\n"
+    assert sent(session.receive_reply(EHLO_AUTH)) == b"STARTTLS\r\n"
+    assert isinstance(session.receive_reply(reply(220)), StartTls)
+    assert sent(session.tls_started()) == b"EHLO mx.agents.test\r\n"
+    auth = sent(session.receive_reply(EHLO_AUTH))
+    token = base64.b64encode("\0user\0pässword".encode()).decode()
+    assert auth == f"AUTH PLAIN {token}\r\n".encode()
+    mail = sent(session.receive_reply(reply(235)))
+    assert mail == f"MAIL FROM:<bot@agents.test> SIZE={len(MESSAGE.data)}\r\n".encode()
+    assert sent(session.receive_reply(reply(250))) == b"RCPT TO:<a@example.org>\r\n"
+    assert sent(session.receive_reply(reply(250))) == b"RCPT TO:<b@example.org>\r\n"
+    assert sent(session.receive_reply(reply(250))) == b"DATA\r\n"
+    assert sent(session.receive_reply(reply(354))) == dot_stuff(MESSAGE.data)
+    assert sent(session.receive_reply(reply(250))) == b"QUIT\r\n"
+    finished = session.receive_reply(reply(221))
+    assert isinstance(finished, Finished)
+    assert finished.outcome.accepted == ["a@example.org", "b@example.org"]
+    assert not finished.outcome.refused and not finished.outcome.deferred
+
+
+def test_auth_login() -> None:
+    session = ClientSession("mx.agents.test", MESSAGE, credentials=Credentials("user", "secret"))
+    session.receive_reply(reply(220))
+    assert sent(session.receive_reply(reply(250, "relay.test", "AUTH LOGIN"))) == b"AUTH LOGIN\r\n"
+    assert sent(session.receive_reply(reply(334, "VXNlcm5hbWU6"))) == b"dXNlcg==\r\n"
+    assert sent(session.receive_reply(reply(334, "UGFzc3dvcmQ6"))) == b"c2VjcmV0\r\n"
+    assert sent(session.receive_reply(reply(235))).startswith(b"MAIL FROM:")
+
+
+@pytest.mark.parametrize(
+    ("ehlo", "auth_reply", "expect"),
+    [
+        (reply(250, "relay.test"), None, "neither AUTH PLAIN nor AUTH LOGIN"),
+        (reply(250, "relay.test", "AUTH PLAIN"), reply(535, "bad credentials"), "535"),
+    ],
+)
+def test_auth_failures_refuse_everything(
+    ehlo: ServerReply, auth_reply: ServerReply | None, expect: str
+) -> None:
+    session = ClientSession("mx.agents.test", MESSAGE, credentials=Credentials("u", "p"))
+    session.receive_reply(reply(220))
+    action = session.receive_reply(ehlo)
+    if auth_reply is not None:
+        action = session.receive_reply(auth_reply)
+    assert sent(action) == b"QUIT\r\n"
+    assert expect in (session.outcome.error or "")
+    assert set(session.outcome.refused) == set(MESSAGE.recipients)
+
+
+def test_starttls_required_but_not_offered() -> None:
+    session = ClientSession("mx.agents.test", MESSAGE, tls="starttls")
+    session.receive_reply(reply(220))
+    assert sent(session.receive_reply(reply(250, "relay.test"))) == b"QUIT\r\n"
+    assert "STARTTLS" in (session.outcome.error or "")
+    assert set(session.outcome.refused) == set(MESSAGE.recipients)
+
+
+def test_mixed_recipient_answers() -> None:
+    session = ClientSession("mx.agents.test", MESSAGE)
+    run_to_rcpt(session)
+    assert sent(session.receive_reply(reply(550, "no such user"))) == b"RCPT TO:<b@example.org>\r\n"
+    assert sent(session.receive_reply(reply(250))) == b"DATA\r\n"
+    session.receive_reply(reply(354))
+    session.receive_reply(reply(250))
+    outcome = session.outcome
+    assert outcome.accepted == ["b@example.org"]
+    assert "550" in outcome.refused["a@example.org"]
+
+
+def test_all_recipients_deferred_skips_data() -> None:
+    session = ClientSession("mx.agents.test", MESSAGE)
+    run_to_rcpt(session)
+    session.receive_reply(reply(451, "try later"))
+    assert sent(session.receive_reply(reply(452, "full"))) == b"QUIT\r\n"
+    assert set(session.outcome.deferred) == set(MESSAGE.recipients)
+
+
+@pytest.mark.parametrize(("code", "bucket"), [(451, "deferred"), (554, "refused")])
+def test_failure_at_end_of_data(code: int, bucket: str) -> None:
+    session = ClientSession("mx.agents.test", MESSAGE)
+    run_to_rcpt(session)
+    session.receive_reply(reply(250))
+    session.receive_reply(reply(250))
+    session.receive_reply(reply(354))
+    assert sent(session.receive_reply(reply(code, "no"))) == b"QUIT\r\n"
+    assert session.outcome.accepted == []
+    assert set(getattr(session.outcome, bucket)) == set(MESSAGE.recipients)
+
+
+@pytest.mark.parametrize("code", [421, 554])
+def test_bad_greeting(code: int) -> None:
+    session = ClientSession("mx.agents.test", MESSAGE)
+    assert sent(session.receive_reply(reply(code, "go away"))) == b"QUIT\r\n"
+    bucket = session.outcome.deferred if code == 421 else session.outcome.refused
+    assert set(bucket) == set(MESSAGE.recipients)
+
+
+def test_connection_lost_defers_everything_not_accepted() -> None:
+    session = ClientSession("mx.agents.test", MESSAGE)
+    run_to_rcpt(session)
+    outcome = session.connection_lost()
+    assert set(outcome.deferred) == set(MESSAGE.recipients)
+    assert outcome.error == "connection lost"
+
+
+def test_reply_reader_joins_multiline_replies_across_chunks() -> None:
+    reader = ReplyReader()
+    assert reader.feed(b"250-relay.test\r\n250-SIZE 10") == []
+    (first,) = reader.feed(b"00\r\n250 8BITMIME\r\n")
+    assert first == ServerReply(250, ("relay.test", "SIZE 1000", "8BITMIME"))
+    assert reader.feed(b"354 go\r\n221 bye\r\n") == [reply(354, "go"), reply(221, "bye")]
+    with pytest.raises(ClientProtocolError):
+        reader.feed(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+@pytest.mark.parametrize(
+    ("data", "wire"),
+    [
+        (b"a\r\n.b\r\n", b"a\r\n..b\r\n.\r\n"),
+        (b".start\nbare lf", b"..start\r\nbare lf\r\n.\r\n"),
+        (b"", b"\r\n.\r\n"),
+        (b"x\r\n.\r\ny", b"x\r\n..\r\ny\r\n.\r\n"),
+    ],
+)
+def test_dot_stuffing(data: bytes, wire: bytes) -> None:
+    assert dot_stuff(data) == wire
