@@ -70,7 +70,13 @@ class SmtpSettings(ListenSection):
     tls_key: Path | None = None
     max_message_bytes: int = Field(default=26_214_400, ge=1024)
     max_recipients: int = Field(default=100, ge=1, le=10_000)
-    idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    max_line_length: int = Field(default=1000, ge=1000, le=1_000_000)
+    max_command_length: int = Field(default=512, ge=512, le=65_536)
+    max_errors: int = Field(default=10, ge=1, le=1000)
+    max_sessions: int = Field(default=500, ge=1, le=100_000)
+    max_sessions_per_ip: int = Field(default=50, ge=1, le=100_000)
+    idle_timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    shutdown_grace_seconds: float = Field(default=30.0, gt=0, le=3600)
 
 
 class HttpSettings(ListenSection):
@@ -128,7 +134,9 @@ class OutboundSmtpSettings(Section):
     username: str | None = None
     password: str | None = None
     tls: Literal["starttls", "implicit", "none"] = "starttls"
+    ca_file: Path | None = None
     from_domain: str | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0, le=600)
 
 
 class DkimSettings(Section):

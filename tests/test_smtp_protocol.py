@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,11 +22,15 @@ from e2a.smtp.protocol import (
     ServerSession,
     SessionLimits,
     SessionState,
+    TlsRequested,
+    _MessageReader,
 )
 
 HOST = "mx.agents.test"
 G, R, M, T = SessionState.GREETING, SessionState.READY, SessionState.MAIL, SessionState.RCPT
 DATA, CLOSED = SessionState.DATA, SessionState.CLOSED
+AWAIT_RCPT, AWAIT_MSG = SessionState.AWAITING_RECIPIENT, SessionState.AWAITING_MESSAGE
+STARTING_TLS = SessionState.STARTING_TLS
 
 EHLO = b"EHLO client.example\r\n"
 MAIL = b"MAIL FROM:<sender@example.org>\r\n"
@@ -34,13 +38,19 @@ RCPT = b"RCPT TO:<alice@agents.test>\r\n"
 
 
 class Dialogue:
-    """A session plus a scripted shell: refuses local parts starting "unknown", stores the rest."""
+    """A session plus a scripted shell: refuses local parts starting "unknown", stores the rest.
 
-    def __init__(self, **limits: int) -> None:
-        self.session = ServerSession(HOST, SessionLimits(**limits))
+    With `tls` the session offers STARTTLS and the shell "completes the handshake" at once,
+    after dropping whatever the test feeds through `during_handshake`.
+    """
+
+    def __init__(self, *, tls: bool = False, during_handshake: bytes = b"", **limits: int) -> None:
+        self.session = ServerSession(HOST, SessionLimits(**limits), tls_available=tls)
         self.requested: list[Mailbox] = []
         self.envelopes: list[Envelope] = []
         self.closed = False
+        self.handshakes = 0
+        self.during_handshake = during_handshake
 
     def send(self, data: bytes) -> list[bytes]:
         """Feed `data`, answer every decision, return the replies in order."""
@@ -61,6 +71,11 @@ class Dialogue:
                     self.session.reject_recipient(550, "5.1.1", "no such agent here")
                 else:
                     self.session.accept_recipient()
+            elif isinstance(event, TlsRequested):
+                self.handshakes += 1
+                if self.during_handshake:
+                    self.session.receive_data(self.during_handshake)
+                self.session.tls_started()
             else:
                 self.envelopes.append(event.envelope)
                 self.session.message_accepted(f"Q{len(self.envelopes)}")
@@ -78,9 +93,9 @@ def status(reply: bytes) -> str:
     return f"{code} {enhanced}" if re.fullmatch(r"[245]\.\d+\.\d+", enhanced) else code
 
 
-def in_state(state: SessionState, **limits: int) -> Dialogue:
+def in_state(state: SessionState, *, tls: bool = False, **limits: int) -> Dialogue:
     setup = {G: [], R: [EHLO], M: [EHLO, MAIL], T: [EHLO, MAIL, RCPT]}[state]
-    dialogue = Dialogue(**limits)
+    dialogue = Dialogue(tls=tls, **limits)
     for command in setup:
         dialogue.send(command)
     assert dialogue.session.state is state
@@ -193,6 +208,225 @@ def test_quit_closes_and_the_session_stays_closed() -> None:
     dialogue.session.receive_data(b"NOOP\r\n")
     assert dialogue.session.next_event() == ConnectionClosed()
     assert dialogue.session.next_event() == ConnectionClosed()
+
+
+# STARTTLS (RFC 3207)
+
+TLS_COMMANDS: list[tuple[bytes, dict[SessionState, tuple[str, SessionState]]]] = [
+    (
+        b"STARTTLS",
+        {G: ("503 5.5.1", G), R: ("220 2.0.0", G), M: ("503 5.5.1", M), T: ("503 5.5.1", T)},
+    ),
+    (b"STARTTLS now", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
+    (b"starttls", {G: ("503 5.5.1", G), R: ("220 2.0.0", G)}),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "command", "expected", "next_state"),
+    [
+        (state, command, expected, next_state)
+        for command, by_state in TLS_COMMANDS
+        for state, (expected, next_state) in by_state.items()
+    ],
+    ids=lambda value: value.decode() if isinstance(value, bytes) else str(value),
+)
+def test_starttls_in_state(
+    state: SessionState, command: bytes, expected: str, next_state: SessionState
+) -> None:
+    dialogue = in_state(state, tls=True)
+    assert dialogue.statuses(command + b"\r\n") == [expected]
+    assert dialogue.session.state is next_state
+    assert dialogue.session.secure is (expected == "220 2.0.0")
+
+
+def test_ehlo_offers_starttls_only_before_tls() -> None:
+    dialogue = Dialogue(tls=True)
+    assert dialogue.send(EHLO)[0].endswith(b"250-SMTPUTF8\r\n250 STARTTLS\r\n")
+    assert dialogue.send(b"STARTTLS\r\n") == [b"220 2.0.0 Ready to start TLS\r\n"]
+    assert dialogue.handshakes == 1
+    assert dialogue.session.secure
+    assert b"STARTTLS" not in dialogue.send(EHLO)[0]
+    assert dialogue.statuses(b"STARTTLS\r\n") == ["503 5.5.1"]
+
+
+def test_starttls_after_helo_is_refused() -> None:
+    dialogue = Dialogue(tls=True)
+    dialogue.send(b"HELO client.example\r\n")
+    assert dialogue.statuses(b"STARTTLS\r\n") == ["503 5.5.1"]
+    assert not dialogue.session.secure
+
+
+def test_starttls_is_not_offered_without_tls() -> None:
+    dialogue = Dialogue()
+    assert b"STARTTLS" not in dialogue.send(EHLO)[0]
+    assert dialogue.statuses(b"STARTTLS\r\n") == ["502 5.5.1"]
+
+
+def test_tls_forgets_the_session_so_far() -> None:
+    dialogue = Dialogue(tls=True)
+    dialogue.send(b"EHLO before.example\r\nSTARTTLS\r\n")
+    assert dialogue.session.helo == ""
+    assert dialogue.statuses(MAIL) == ["503 5.5.1"]
+    assert dialogue.statuses(b"EHLO after.example\r\n" + MAIL + RCPT + b"DATA\r\nx\r\n.\r\n") == [
+        "250",
+        "250 2.1.0",
+        "250 2.1.5",
+        "354",
+        "250 2.0.0",
+    ]
+    assert dialogue.envelopes[0].helo == "after.example"
+
+
+INJECTED = MAIL + b"RCPT TO:<bob@agents.test>\r\nDATA\r\ninjected\r\n.\r\nQUIT\r\n"
+
+
+@pytest.mark.parametrize(
+    ("pipelined", "during_handshake"),
+    [(INJECTED, b""), (b"", INJECTED), (INJECTED[:10], INJECTED[10:]), (b"NOOP\r\n", b"")],
+    ids=["pipelined", "before-handshake", "split", "noop"],
+)
+def test_input_before_the_handshake_is_discarded(pipelined: bytes, during_handshake: bytes) -> None:
+    """CVE-2011-0411 / CVE-2024-34083: plaintext after STARTTLS must not run over TLS."""
+    dialogue = Dialogue(tls=True, during_handshake=during_handshake)
+    replies = dialogue.send(EHLO + b"STARTTLS\r\n" + pipelined)
+    assert [status(reply) for reply in replies] == ["250", "220 2.0.0"]
+    assert dialogue.session.state is G
+    assert dialogue.requested == []
+    assert dialogue.statuses(b"NOOP\r\n") == ["250 2.0.0"]
+    assert dialogue.requested == []
+    assert dialogue.envelopes == []
+
+
+def test_starttls_discards_a_half_read_long_line() -> None:
+    dialogue = Dialogue(tls=True)
+    dialogue.send(EHLO)
+    dialogue.session.receive_data(b"STARTTLS\r\n")
+    assert status(next_reply(dialogue.session)) == "220 2.0.0"
+    assert dialogue.session.next_event() == TlsRequested()
+    dialogue.session.receive_data(b"x" * 5000)
+    assert dialogue.session.next_event() is None
+    dialogue.session.tls_started()
+    assert dialogue.statuses(b"NOOP\r\n") == ["250 2.0.0"]
+
+
+def test_client_closing_during_the_handshake_ends_the_session() -> None:
+    session = ServerSession(HOST, SessionLimits(), tls_available=True)
+    session.receive_data(EHLO + b"STARTTLS\r\n")
+    advance_to(session, TlsRequested)
+    session.receive_data(b"")
+    session.tls_started()
+    assert session.next_event() == ConnectionClosed()
+
+
+def test_tls_started_out_of_turn_is_a_shell_bug() -> None:
+    session = ServerSession(HOST, SessionLimits(), tls_available=True)
+    with pytest.raises(LocalProtocolError):
+        session.tls_started()
+
+
+# Connection limits and shutdown
+
+
+def test_decline_turns_the_client_away() -> None:
+    session = ServerSession(HOST, SessionLimits())
+    assert session.decline("Too many connections") == (
+        b"421 4.7.0 mx.agents.test Too many connections\r\n"
+    )
+    assert session.state is CLOSED
+    assert session.next_event() == ConnectionClosed()
+
+
+SHUTDOWN = b"421 4.3.2 mx.agents.test Service shutting down, closing connection\r\n"
+
+
+@pytest.mark.parametrize("state", [G, R, M, T])
+def test_shutdown_of_a_session_without_a_message_in_flight_is_immediate(
+    state: SessionState,
+) -> None:
+    dialogue = in_state(state)
+    dialogue.session.receive_data(b"NOOP\r\n")
+    dialogue.session.shut_down()
+    assert dialogue.drain() == [SHUTDOWN]
+    assert dialogue.closed
+    assert not dialogue.session.in_flight
+
+
+def test_shutdown_lets_the_message_being_sent_finish() -> None:
+    dialogue = in_state(T)
+    assert dialogue.statuses(b"DATA\r\nfirst half\r\n") == ["354"]
+    assert dialogue.session.in_flight
+    dialogue.session.shut_down()
+    assert dialogue.drain() == []
+    replies = dialogue.send(b"second half\r\n.\r\n" + MAIL + RCPT + b"DATA\r\n")
+    assert replies == [b"250 2.0.0 Ok: queued as Q1\r\n", SHUTDOWN]
+    assert dialogue.envelopes[0].data == b"first half\r\nsecond half\r\n"
+    assert dialogue.closed
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_shutdown_waits_for_the_storage_decision(accepted: bool) -> None:
+    session = ServerSession(HOST, SessionLimits())
+    session.receive_data(message(b"hi\r\n.\r\n") + MAIL)
+    advance_to(session, MessageReceived)
+    assert session.in_flight
+    session.shut_down()
+    assert session.next_event() is None
+    if accepted:
+        session.message_accepted("Q1")
+    else:
+        session.message_failed(451, "4.3.0", "Temporary storage failure")
+    assert status(next_reply(session)) == ("250 2.0.0" if accepted else "451 4.3.0")
+    assert next_reply(session) == SHUTDOWN
+    assert session.next_event() == ConnectionClosed()
+
+
+def test_shutdown_waits_for_the_recipient_decision() -> None:
+    session = ServerSession(HOST, SessionLimits())
+    session.receive_data(EHLO + MAIL + RCPT + b"DATA\r\n")
+    advance_to(session, RecipientRequested)
+    session.shut_down()
+    assert session.next_event() is None
+    session.accept_recipient()
+    assert status(next_reply(session)) == "250 2.1.5"
+    assert next_reply(session) == SHUTDOWN
+    assert session.next_event() == ConnectionClosed()
+
+
+def test_shutdown_during_the_tls_handshake_follows_it() -> None:
+    session = ServerSession(HOST, SessionLimits(), tls_available=True)
+    session.receive_data(EHLO + b"STARTTLS\r\n")
+    advance_to(session, TlsRequested)
+    session.shut_down()
+    assert session.next_event() is None
+    session.tls_started()
+    assert next_reply(session) == SHUTDOWN
+    assert session.next_event() == ConnectionClosed()
+
+
+@pytest.mark.parametrize("stage", ["data", "awaiting message", "awaiting recipient"])
+def test_shutdown_immediately_abandons_what_is_in_flight(stage: str) -> None:
+    session = ServerSession(HOST, SessionLimits())
+    session.receive_data(EHLO + MAIL + RCPT + b"DATA\r\n")
+    advance_to(session, RecipientRequested)
+    if stage != "awaiting recipient":
+        session.accept_recipient()
+        session.receive_data(b"hi\r\n.\r\n" if stage == "awaiting message" else b"hi\r\n")
+        while session.next_event() is not None:
+            pass
+    assert session.in_flight
+    session.shut_down(immediately=True)
+    assert next_reply(session) == SHUTDOWN
+    assert session.next_event() == ConnectionClosed()
+    with pytest.raises(LocalProtocolError):
+        session.message_accepted("Q1")
+
+
+def test_shutdown_after_close_does_nothing() -> None:
+    dialogue = in_state(R)
+    dialogue.send(b"QUIT\r\n")
+    dialogue.session.shut_down()
+    assert dialogue.drain() == []
 
 
 # MAIL and RCPT parameters
@@ -762,6 +996,7 @@ ATOMS = [
     b"QUIT\r\n",
     b"VRFY x\r\n",
     b"HELP\r\n",
+    b"STARTTLS\r\n",
     b".\r\n",
     b"..x\r\n",
     b"line of text\r\n",
@@ -833,10 +1068,14 @@ def check_message(envelope: Envelope, limits: SessionLimits) -> None:
 def test_any_input_gives_well_formed_replies(
     stream: bytes, limits: SessionLimits, choices: st.DataObject
 ) -> None:
-    session = ServerSession(HOST, limits)
+    session = ServerSession(HOST, limits, tls_available=choices.draw(st.booleans()))
     split_points = choices.draw(st.lists(st.integers(0, len(stream)), max_size=8))
+    chunks = split_at(stream, split_points)
+    shutdown_at = choices.draw(st.one_of(st.none(), st.integers(0, len(chunks))))
     closed = False
-    for chunk in [*split_at(stream, split_points), b""]:
+    for index, chunk in enumerate([*chunks, b""]):
+        if index == shutdown_at:
+            session.shut_down(immediately=choices.draw(st.booleans()))
         session.receive_data(chunk)
         while (event := session.next_event()) is not None:
             if closed:
@@ -864,6 +1103,9 @@ def answer(
                 session.message_accepted("Q1")
             else:
                 session.message_failed(451, "4.3.0", "Temporary storage failure")
+        case TlsRequested():
+            assert session.state is SessionState.STARTING_TLS
+            session.tls_started()
         case ConnectionClosed():
             assert session.state is CLOSED
             return True
@@ -879,3 +1121,36 @@ def test_chunking_never_changes_the_outcome(stream: bytes, split_points: list[in
     replies = [reply for chunk in split_at(stream, split_points) for reply in chunked.send(chunk)]
     assert replies == expected
     assert chunked.envelopes == whole.envelopes
+
+
+LINES = st.lists(
+    st.one_of(
+        st.sampled_from([b".", b"..", b".x", b"", b"x" * 40, b"\r", b"\n", b"a\rb", b"a\nb"]),
+        st.binary(max_size=50),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=LINES, split_points=st.lists(st.integers(0, 3000), max_size=6))
+def test_the_fast_path_for_plain_lines_agrees_with_the_line_by_line_path(
+    lines: list[bytes], split_points: list[int], monkeypatch_context: pytest.MonkeyPatch
+) -> None:
+    stream = message(b"".join(line + b"\r\n" for line in lines) + b".\r\nNOOP\r\n")
+    limits = {"max_line_length": 40, "max_message_bytes": 400}
+    fast = Dialogue(**limits)
+    fast_replies = [reply for chunk in split_at(stream, split_points) for reply in fast.send(chunk)]
+    with monkeypatch_context.context() as patch:
+        patch.setattr(_MessageReader, "_take_plain_lines", lambda self, buffer: 0)
+        slow = Dialogue(**limits)
+        slow_replies = slow.send(stream)
+    assert fast_replies == slow_replies
+    assert fast.envelopes == slow.envelopes
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_context() -> Iterator[pytest.MonkeyPatch]:
+    """A MonkeyPatch usable inside a Hypothesis test (the function-scoped one is not)."""
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch

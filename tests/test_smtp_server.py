@@ -9,14 +9,24 @@ from __future__ import annotations
 import logging
 import re
 import smtplib
+import ssl
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
+import trustme
 
 from e2a.smtp.protocol import Envelope, Mailbox, SessionLimits
-from e2a.smtp.server import MessageNotStored, RecipientVerdict, serve_smtp
+from e2a.smtp.server import (
+    ListenerLimits,
+    MessageNotStored,
+    RecipientVerdict,
+    serve_smtp,
+    server_tls_context,
+)
 
 HOST = "mx.agents.test"
 TIMEOUT = 10
@@ -31,6 +41,9 @@ class MemorySink:
         self.stored: list[tuple[Envelope, str]] = []
         self.storage_failure: Exception | None = None
         self.check_failure: Exception | None = None
+        self.gate: trio.Event | None = None
+        """While set to an unset event, commits wait for it."""
+        self.committing = trio.Event()
 
     async def check_recipient(self, mailbox: Mailbox) -> RecipientVerdict:
         await trio.lowlevel.checkpoint()
@@ -45,6 +58,9 @@ class MemorySink:
 
     async def accept_message(self, envelope: Envelope, peer: str) -> str:
         await trio.lowlevel.checkpoint()
+        self.committing.set()
+        if self.gate is not None:
+            await self.gate.wait()
         if self.storage_failure is not None:
             raise self.storage_failure
         self.stored.append((envelope, peer))
@@ -52,14 +68,57 @@ class MemorySink:
 
 
 async def start_server(
-    nursery: trio.Nursery, sink: MemorySink, *, idle_timeout: float = 30.0
+    nursery: trio.Nursery,
+    sink: MemorySink,
+    *,
+    idle_timeout: float = 30.0,
+    tls: ssl.SSLContext | None = None,
+    limits: ListenerLimits | None = None,
 ) -> int:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port: int = listeners[0].socket.getsockname()[1]
     await nursery.start(
-        partial(serve_smtp, listeners, sink, HOST, SessionLimits(), idle_timeout=idle_timeout)
+        partial(
+            serve_smtp,
+            listeners,
+            sink,
+            HOST,
+            SessionLimits(),
+            listener_limits=limits or ListenerLimits(idle_timeout=idle_timeout),
+            tls=tls,
+        )
     )
     return port
+
+
+@dataclass
+class StoppableServer:
+    """A listener in its own cancel scope: `stop()` is the shutdown signal."""
+
+    port: int
+    scope: trio.CancelScope
+    stopped: trio.Event
+
+    def stop(self) -> None:
+        self.scope.cancel()
+
+
+async def start_stoppable_server(
+    nursery: trio.Nursery, sink: MemorySink, limits: ListenerLimits
+) -> StoppableServer:
+    scope = trio.CancelScope()
+    stopped = trio.Event()
+
+    async def run(task_status: trio.TaskStatus[int]) -> None:
+        try:
+            with scope:
+                async with trio.open_nursery() as inner:
+                    task_status.started(await start_server(inner, sink, limits=limits))
+        finally:
+            stopped.set()
+
+    port = await nursery.start(run)
+    return StoppableServer(port, scope, stopped)
 
 
 @pytest.fixture
@@ -226,7 +285,7 @@ async def test_session_is_logged_in_one_line_without_the_body(
         await trio.testing.wait_all_tasks_blocked()
     [record] = caplog.records
     assert record.getMessage() == (
-        "SMTP session client=127.0.0.1 helo='client.example' "
+        "SMTP session client=127.0.0.1 helo='client.example' tls=no "
         "messages=[from=<sender@example.org> to=<alice@agents.test> queued as msg_1] "
         "refused=[<nobody@agents.test> 550 5.1.1] end=221 2.0.0 mx.agents.test closing connection"
     )
@@ -332,7 +391,10 @@ async def test_sessions_run_concurrently(port: int) -> None:
         assert codes(await idle.replies(3)) == ["250", "250 2.1.0", "221 2.0.0"]
 
 
-async def test_shutdown_closes_open_connections(sink: MemorySink) -> None:
+SHUTDOWN = b"421 4.3.2 mx.agents.test Service shutting down, closing connection\r\n"
+
+
+async def test_shutdown_closes_idle_connections_with_421(sink: MemorySink) -> None:
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as server:
             port = await start_server(server, sink)
@@ -341,7 +403,9 @@ async def test_shutdown_closes_open_connections(sink: MemorySink) -> None:
             await client.send(b"EHLO client.example\r\n")
             await client.reply()
             server.cancel_scope.cancel()
-        assert await client.rest() == b""
+        assert await client.rest() == SHUTDOWN
+        with pytest.raises(OSError):
+            await trio.open_tcp_stream("127.0.0.1", port)
 
 
 async def test_a_bad_hostname_fails_before_serving(nursery: trio.Nursery, sink: MemorySink) -> None:
@@ -350,3 +414,255 @@ async def test_a_bad_hostname_fails_before_serving(nursery: trio.Nursery, sink: 
         await nursery.start(serve_smtp, listeners, sink, "bad host\r\n", SessionLimits())
     for listener in listeners:
         await listener.aclose()
+
+
+async def test_shutdown_lets_a_message_being_sent_finish(
+    nursery: trio.Nursery, sink: MemorySink
+) -> None:
+    server = await start_stoppable_server(nursery, sink, ListenerLimits(shutdown_grace_period=5))
+    with trio.fail_after(TIMEOUT):
+        sending = await RawClient.connect(server.port)
+        idle = await RawClient.connect(server.port)
+        await idle.reply()
+        await sending.reply()
+        await sending.send(
+            b"EHLO client.example\r\nMAIL FROM:<sender@example.org>\r\n"
+            b"RCPT TO:<alice@agents.test>\r\nDATA\r\nSubject: first half\r\n"
+        )
+        assert codes(await sending.replies(4)) == ["250", "250 2.1.0", "250 2.1.5", "354"]
+        server.stop()
+        assert await idle.rest() == SHUTDOWN
+        await sending.send(b"\r\nsecond half\r\n.\r\nNOOP\r\n")
+        assert codes([await sending.reply()]) == ["250 2.0.0"]
+        assert await sending.rest() == SHUTDOWN
+        await server.stopped.wait()
+    [(envelope, _)] = sink.stored
+    assert envelope.data == b"Subject: first half\r\n\r\nsecond half\r\n"
+
+
+async def test_shutdown_waits_for_the_commit_in_progress(
+    nursery: trio.Nursery, sink: MemorySink
+) -> None:
+    server = await start_stoppable_server(nursery, sink, ListenerLimits(shutdown_grace_period=5))
+    sink.gate = trio.Event()
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(server.port)
+        await client.reply()
+        await client.send(
+            b"EHLO client.example\r\nMAIL FROM:<sender@example.org>\r\n"
+            b"RCPT TO:<alice@agents.test>\r\nDATA\r\nhi\r\n.\r\n"
+        )
+        await client.replies(4)
+        await sink.committing.wait()
+        server.stop()
+        await trio.sleep(0.1)
+        assert not server.stopped.is_set()
+        sink.gate.set()
+        assert codes([await client.reply()]) == ["250 2.0.0"]
+        assert await client.rest() == SHUTDOWN
+        await server.stopped.wait()
+    assert len(sink.stored) == 1
+
+
+async def test_a_transaction_outlasting_the_grace_period_is_abandoned(
+    nursery: trio.Nursery, sink: MemorySink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="e2a.smtp")
+    server = await start_stoppable_server(nursery, sink, ListenerLimits(shutdown_grace_period=0.3))
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(server.port)
+        await client.reply()
+        await client.send(
+            b"EHLO client.example\r\nMAIL FROM:<sender@example.org>\r\n"
+            b"RCPT TO:<alice@agents.test>\r\nDATA\r\nthe client stalls here\r\n"
+        )
+        await client.replies(4)
+        started = trio.current_time()
+        server.stop()
+        assert await client.rest() == SHUTDOWN
+        await server.stopped.wait()
+        assert 0.3 <= trio.current_time() - started < 3
+    assert sink.stored == []
+    assert "end=shutdown grace period expired" in caplog.text
+
+
+async def test_sessions_over_the_total_limit_are_turned_away(
+    nursery: trio.Nursery, sink: MemorySink
+) -> None:
+    port = await start_server(nursery, sink, limits=ListenerLimits(max_sessions=2))
+    with trio.fail_after(TIMEOUT):
+        first, second = await RawClient.connect(port), await RawClient.connect(port)
+        assert codes([await first.reply(), await second.reply()]) == ["220", "220"]
+        third = await RawClient.connect(port)
+        assert await third.rest() == (
+            b"421 4.7.0 mx.agents.test Too many connections, try again later\r\n"
+        )
+        await first.send(b"QUIT\r\n")
+        await first.rest()
+        assert await greeting_when_admitted(port) == b"220 mx.agents.test ESMTP e2a\r\n"
+
+
+async def greeting_when_admitted(port: int, local_address: str | None = None) -> bytes:
+    """Connect until the server has noticed a slot is free; the first reply then."""
+    while True:
+        stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=local_address)
+        client = RawClient(stream)
+        reply = await client.reply()
+        if reply.startswith(b"220"):
+            return reply
+        await client.aclose()
+        await trio.sleep(0.01)
+
+
+async def test_sessions_over_the_per_address_limit_are_turned_away(
+    nursery: trio.Nursery, sink: MemorySink
+) -> None:
+    port = await start_server(nursery, sink, limits=ListenerLimits(max_sessions_per_ip=1))
+    with trio.fail_after(TIMEOUT):
+        first = await RawClient.connect(port)
+        await first.reply()
+        second = await RawClient.connect(port)
+        assert await second.rest() == (
+            b"421 4.7.0 mx.agents.test Too many connections from your address\r\n"
+        )
+        other_address = RawClient(
+            await trio.open_tcp_stream("127.0.0.1", port, local_address="127.0.0.2")
+        )
+        assert codes([await other_address.reply()]) == ["220"]
+
+
+def test_listener_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_sessions_per_ip"):
+        ListenerLimits(max_sessions_per_ip=0)
+    with pytest.raises(ValueError, match="idle_timeout"):
+        ListenerLimits(idle_timeout=float("inf"))
+
+
+# STARTTLS
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def server_tls(ca: trustme.CA, tmp_path: Path) -> ssl.SSLContext:
+    """The server's context, loaded the way the gateway loads smtp.tls_cert/tls_key."""
+    issued = ca.issue_cert(HOST, "127.0.0.1")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(key))
+    return server_tls_context(cert, key)
+
+
+@pytest.fixture
+def client_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+@pytest.fixture
+async def tls_port(nursery: trio.Nursery, sink: MemorySink, server_tls: ssl.SSLContext) -> int:
+    return await start_server(nursery, sink, tls=server_tls)
+
+
+def smtplib_over_tls(port: int, context: ssl.SSLContext, data: bytes) -> tuple[bool, SmtpReply]:
+    """STARTTLS with certificate verification, then one 8-bit message; (offered, DATA reply)."""
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=5) as client:
+        client.ehlo()
+        offered = client.has_extn("starttls")
+        client.starttls(context=context)
+        client.ehlo()
+        assert not client.has_extn("starttls")
+        client.mail("sender@example.org", ["BODY=8BITMIME", "SMTPUTF8"])
+        client.rcpt("alice@agents.test")
+        return offered, client.data(data)
+
+
+async def test_starttls_with_smtplib(
+    tls_port: int,
+    sink: MemorySink,
+    client_tls: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="e2a.smtp")
+    data = "Subject: caf\u00e9\r\n\r\n8-bit body \u00e9\r\n".encode()
+    with trio.fail_after(TIMEOUT):
+        offered, reply = await trio.to_thread.run_sync(smtplib_over_tls, tls_port, client_tls, data)
+        await trio.testing.wait_all_tasks_blocked()
+    assert offered
+    assert reply == (250, b"2.0.0 Ok: queued as msg_1")
+    assert sink.stored[0][0].data == data
+    assert "tls=TLSv1.3" in caplog.text
+
+
+async def test_starttls_is_not_offered_without_a_certificate(port: int) -> None:
+    def ehlo() -> bool:
+        with smtplib.SMTP("127.0.0.1", port, timeout=5) as client:
+            client.ehlo()
+            return client.has_extn("starttls")
+
+    with trio.fail_after(TIMEOUT):
+        assert not await trio.to_thread.run_sync(ehlo)
+
+
+async def tls_client(
+    port: int, context: ssl.SSLContext, pipelined: bytes
+) -> tuple[bytes, trio.SSLStream[trio.SocketStream]]:
+    """Greeted, EHLO'd, STARTTLS (with `pipelined` in the same packet), handshake done."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    plain = RawClient(stream)
+    await plain.reply()
+    await plain.send(b"EHLO client.example\r\n")
+    await plain.reply()
+    await plain.send(b"STARTTLS\r\n" + pipelined)
+    ready = await plain.reply()
+    secure = trio.SSLStream(stream, context, server_hostname=HOST)
+    await secure.do_handshake()
+    return ready, secure
+
+
+async def test_commands_pipelined_after_starttls_are_discarded(
+    tls_port: int, sink: MemorySink, client_tls: ssl.SSLContext
+) -> None:
+    """CVE-2011-0411 / CVE-2024-34083: plaintext injected before the handshake never runs."""
+    injected = (
+        b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<bob@agents.test>\r\nDATA\r\n"
+        b"Subject: injected\r\n\r\nforged\r\n.\r\n"
+    )
+    with trio.fail_after(TIMEOUT):
+        ready, secure = await tls_client(tls_port, client_tls, injected)
+        assert ready == b"220 2.0.0 Ready to start TLS\r\n"
+        client = RawClient(secure)  # type: ignore[arg-type]
+        await client.send(b"RCPT TO:<alice@agents.test>\r\nEHLO client.example\r\nQUIT\r\n")
+        replies = await client.replies(3)
+    assert codes(replies) == ["503 5.5.1", "250", "221 2.0.0"]
+    assert b"STARTTLS" not in replies[1]
+    assert sink.checked == []
+    assert sink.stored == []
+
+
+async def test_a_failed_handshake_ends_only_that_session(
+    tls_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="e2a.smtp")
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(tls_port)
+        await client.reply()
+        await client.send(b"EHLO client.example\r\nSTARTTLS\r\n")
+        await client.replies(2)
+        await client.send(b"this is not a TLS ClientHello\r\n")
+        assert await client.rest() == b""
+        _, data_reply = await send_mail(tls_port, ["alice@agents.test"])
+    assert data_reply == (250, b"2.0.0 Ok: queued as msg_1")
+    assert "end=TLS handshake failed" in caplog.text
+
+
+def test_unusable_certificate_files_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no such file"):
+        server_tls_context(tmp_path / "missing.pem", tmp_path / "missing.key")
+    (tmp_path / "garbage.pem").write_text("not a certificate")
+    with pytest.raises(ValueError, match=r"garbage\.pem"):
+        server_tls_context(tmp_path / "garbage.pem", tmp_path / "garbage.pem")

@@ -30,9 +30,13 @@ Choices it makes on the gateway's behalf:
 * Every reply carries an enhanced status code (RFC 2034, RFC 3463) except where RFC 2034 leaves
   it out: the greeting, the reply to EHLO and HELO, and the 354 intermediate reply.
 
-STARTTLS is not offered yet. When it is, the shell will tell the session the handshake is done
-and the session will drop everything the client pipelined before it (CVE-2024-34083); all
-unread input is kept in one buffer so that one place can do that.
+* STARTTLS (RFC 3207) is offered only when the shell says it can do TLS, only after EHLO and
+  outside a mail transaction. Everything the client sent after the STARTTLS line, and anything
+  fed in before the shell reports the handshake done, is discarded (CVE-2011-0411,
+  CVE-2021-38371, CVE-2024-34083); after the handshake the session starts over and waits for a
+  new EHLO.
+* On shutdown the session answers `421 4.3.2` as soon as no transaction is in flight: a message
+  whose DATA has begun, or a decision the shell is making, is finished and answered first.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ __all__ = [
     "ServerSession",
     "SessionLimits",
     "SessionState",
+    "TlsRequested",
     "check_hostname",
 ]
 
@@ -137,11 +142,17 @@ class MessageReceived:
 
 
 @dataclasses.dataclass(frozen=True)
+class TlsRequested:
+    """STARTTLS was accepted and its 220 emitted: write it, do the TLS handshake as the server,
+    then call `tls_started` (or close the connection if the handshake fails)."""
+
+
+@dataclasses.dataclass(frozen=True)
 class ConnectionClosed:
     """The session is over (QUIT, a 421, or the client went away): close the connection."""
 
 
-Event: TypeAlias = Reply | RecipientRequested | MessageReceived | ConnectionClosed
+Event: TypeAlias = Reply | RecipientRequested | MessageReceived | TlsRequested | ConnectionClosed
 
 
 class SessionState(enum.Enum):
@@ -161,6 +172,8 @@ class SessionState(enum.Enum):
     """`RecipientRequested` emitted; input is buffered until the shell decides."""
     AWAITING_MESSAGE = "awaiting_message"
     """`MessageReceived` emitted; input is buffered until the shell decides."""
+    STARTING_TLS = "starting_tls"
+    """`TlsRequested` emitted; input is discarded until the shell calls `tls_started`."""
     CLOSED = "closed"
     """`ConnectionClosed` emitted; input is ignored."""
 
@@ -182,12 +195,20 @@ class ServerSession:
     every `Reply`, answer every `RecipientRequested` and `MessageReceived`, and close the
     connection on `ConnectionClosed`. Commands may be pipelined (RFC 2920): while a decision
     is pending the session keeps the rest of the input and emits nothing.
+
+    With `tls_available` the session offers STARTTLS and emits `TlsRequested` when a client
+    takes it up; the shell must then secure the connection and call `tls_started`.
     """
 
-    def __init__(self, hostname: str, limits: SessionLimits) -> None:
+    def __init__(
+        self, hostname: str, limits: SessionLimits, *, tls_available: bool = False
+    ) -> None:
         check_hostname(hostname)
         self._hostname = hostname
         self._limits = limits
+        self._tls_available = tls_available
+        self._secure = False
+        self._shutting_down = False
         self._state = SessionState.GREETING
         self._buffer = bytearray()
         self._peer_closed = False
@@ -210,13 +231,35 @@ class ServerSession:
         """The client's EHLO or HELO argument, "" before it introduced itself."""
         return self._helo
 
+    @property
+    def secure(self) -> bool:
+        """True once `tls_started` was called: everything since came over TLS."""
+        return self._secure
+
     def greeting(self) -> bytes:
         """The 220 banner to send as soon as the connection is open."""
         return _reply_lines(220, [f"{self._hostname} ESMTP e2a"]).data
 
+    def decline(self, text: str) -> bytes:
+        """Instead of the greeting: the `421 4.7.0` that turns the client away; the session closes.
+
+        For a server at its connection limits (RFC 5321 section 3.1); `text` says which.
+        """
+        reply = _refusal(421, "4.7.0", f"{self._hostname} {text}")
+        self._close()
+        self._events.clear()
+        return reply.data
+
     def receive_data(self, data: bytes) -> None:
-        """Add bytes read from the client; `b""` means the client closed its side."""
+        """Add bytes read from the client; `b""` means the client closed its side.
+
+        While TLS is being started the bytes are dropped: they cannot be trusted (RFC 3207).
+        """
         if self._state is SessionState.CLOSED or self._peer_closed:
+            return
+        if self._state is SessionState.STARTING_TLS:
+            if not data:
+                self._peer_closed = True
             return
         if data:
             self._buffer += data
@@ -242,6 +285,7 @@ class ServerSession:
         self._transaction.recipients.append(mailbox)
         self._state = SessionState.RCPT
         self._events.append(_reply(250, "2.1.5", "Ok"))
+        self._close_if_shutting_down()
 
     def reject_recipient(self, code: int, enhanced: str, text: str) -> None:
         """Answer the pending `RecipientRequested` with a 4xx or 5xx reply."""
@@ -249,6 +293,7 @@ class ServerSession:
         self._take_pending_recipient()
         self._state = SessionState.RCPT if self._transaction.recipients else SessionState.MAIL
         self._events.append(reply)
+        self._close_if_shutting_down()
 
     def message_accepted(self, queue_id: str) -> None:
         """Answer the pending `MessageReceived`: the message is stored as `queue_id`."""
@@ -263,6 +308,22 @@ class ServerSession:
         self._expect_state(SessionState.AWAITING_MESSAGE)
         self._end_transaction(reply)
 
+    def tls_started(self) -> None:
+        """Answer the pending `TlsRequested`: the handshake is done.
+
+        The session forgets everything the client said before (RFC 3207 section 4.2) and
+        waits for a new EHLO; no new greeting is sent.
+        """
+        self._expect_state(SessionState.STARTING_TLS)
+        self._secure = True
+        self._buffer.clear()
+        self._discarding_long_line = False
+        self._helo = ""
+        self._extended = False
+        self._transaction = _Transaction()
+        self._state = SessionState.GREETING
+        self._close_if_shutting_down()
+
     def time_out(self) -> None:
         """The client was idle too long: answer `421 4.4.2` and close."""
         if self._state is SessionState.CLOSED:
@@ -271,6 +332,31 @@ class ServerSession:
             _reply(421, "4.4.2", f"{self._hostname} Idle timeout, closing connection")
         )
         self._close()
+
+    def shut_down(self, *, immediately: bool = False) -> None:
+        """The server is stopping: answer `421 4.3.2` and close once nothing is in flight.
+
+        A message whose DATA has begun, a pending decision and a TLS handshake are finished
+        first; the 421 then follows their reply, and input pipelined after it is discarded.
+        Otherwise, or `immediately` (the grace period is over), the 421 comes at once and
+        whatever was in flight is abandoned: the client will retry it.
+        """
+        if self._state is SessionState.CLOSED:
+            return
+        self._shutting_down = True
+        if immediately:
+            self._pending_recipient = None
+            self._transaction = _Transaction()
+            self._state = SessionState.READY if self._helo else SessionState.GREETING
+        self._close_if_shutting_down()
+
+    @property
+    def in_flight(self) -> bool:
+        """True while a transaction's DATA, a decision or a TLS handshake is under way.
+
+        A shell that is shutting down lets such a session go on (within its grace period).
+        """
+        return self._state in _IN_FLIGHT_STATES
 
     # Reading input
 
@@ -354,6 +440,8 @@ class ServerSession:
                 self._vrfy(argument)
             case "HELP":
                 self._events.append(_reply(214, "2.0.0", f"Commands: {' '.join(_COMMANDS)}"))
+            case "STARTTLS":
+                self._starttls(argument)
             case _ if verb in _NOT_OFFERED:
                 raise _CommandError(502, "5.5.1", "Command not implemented")
             case _:
@@ -372,13 +460,33 @@ class ServerSession:
             self._events.append(_reply_lines(250, [self._hostname]))
 
     def _extensions(self) -> list[str]:
-        return [
+        extensions = [
             f"SIZE {self._limits.max_message_bytes}",
             "8BITMIME",
             "PIPELINING",
             "ENHANCEDSTATUSCODES",
             "SMTPUTF8",
         ]
+        if self._tls_available and not self._secure:
+            extensions.append("STARTTLS")
+        return extensions
+
+    def _starttls(self, argument: str) -> None:
+        if not self._tls_available:
+            raise _CommandError(502, "5.5.1", "Command not implemented")
+        if argument:
+            raise _CommandError(501, "5.5.4", "Syntax: STARTTLS")
+        if self._secure:
+            raise _CommandError(503, "5.5.1", "TLS already active")
+        if self._state is SessionState.GREETING or not self._extended:
+            raise _CommandError(503, "5.5.1", "Send EHLO first")
+        if self._state is not SessionState.READY:
+            raise _CommandError(503, "5.5.1", "STARTTLS not allowed during a mail transaction")
+        self._buffer.clear()
+        self._discarding_long_line = False
+        self._state = SessionState.STARTING_TLS
+        self._events.append(_reply(220, "2.0.0", "Ready to start TLS"))
+        self._events.append(TlsRequested())
 
     def _mail(self, argument: str) -> None:
         if self._state is SessionState.GREETING:
@@ -470,6 +578,14 @@ class ServerSession:
 
     # Transitions
 
+    def _close_if_shutting_down(self) -> None:
+        """After a transaction or decision ends: the 421 of a pending shutdown, if any."""
+        if self._shutting_down and self._state not in _IN_FLIGHT_STATES:
+            self._events.append(
+                _reply(421, "4.3.2", f"{self._hostname} Service shutting down, closing connection")
+            )
+            self._close()
+
     def _refuse_command(self, error: _CommandError) -> None:
         """Answer a command that could not be executed; close after too many of them."""
         self._events.append(error.reply)
@@ -485,6 +601,7 @@ class ServerSession:
         self._transaction = _Transaction()
         self._state = SessionState.READY if self._helo else SessionState.GREETING
         self._events.append(reply)
+        self._close_if_shutting_down()
 
     def _close(self) -> None:
         self._state = SessionState.CLOSED
@@ -505,10 +622,23 @@ class ServerSession:
 
 
 _WAITING_STATES = frozenset(
-    {SessionState.AWAITING_RECIPIENT, SessionState.AWAITING_MESSAGE, SessionState.CLOSED}
+    {
+        SessionState.AWAITING_RECIPIENT,
+        SessionState.AWAITING_MESSAGE,
+        SessionState.STARTING_TLS,
+        SessionState.CLOSED,
+    }
+)
+_IN_FLIGHT_STATES = frozenset(
+    {
+        SessionState.DATA,
+        SessionState.AWAITING_RECIPIENT,
+        SessionState.AWAITING_MESSAGE,
+        SessionState.STARTING_TLS,
+    }
 )
 _COMMANDS = ("EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP")
-_NOT_OFFERED = frozenset({"EXPN", "TURN", "ETRN", "BDAT", "AUTH", "STARTTLS"})
+_NOT_OFFERED = frozenset({"EXPN", "TURN", "ETRN", "BDAT", "AUTH"})
 _MAIL_PARAMETERS = frozenset({"SIZE", "BODY", "SMTPUTF8"})
 _BODY_TYPES = frozenset({"7BIT", "8BITMIME"})
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -783,7 +913,7 @@ class _MessageReader:
         return content
 
     def _scan(self, buffer: bytearray) -> tuple[int, bool]:
-        position = 0
+        position = self._take_plain_lines(buffer)
         while (crlf := buffer.find(b"\r\n", position)) != -1:
             next_line = crlf + 2
             if self._at_line_start and crlf == position + 1 and buffer[position] == _DOT:
@@ -791,6 +921,37 @@ class _MessageReader:
             self._take(buffer, position, next_line, line_ends=True)
             position = next_line
         return self._take_unfinished_line(buffer, position), False
+
+    def _take_plain_lines(self, buffer: bytearray) -> int:
+        """Fast path: take the whole lines before the terminator at once, if they are plain.
+
+        "Plain" means nothing the line-by-line path would object to: no bare CR or LF, no line
+        over the limit (even counting a stuffed dot), no problem found before. The result is
+        then exactly the line-by-line one, computed by bytes methods in C; anything else is
+        left to the line-by-line path. Returns how many bytes of `buffer` were taken.
+        """
+        if self._problems or not self._at_line_start or buffer.startswith(b".\r\n"):
+            return 0
+        terminator = buffer.find(b"\r\n.\r\n")
+        stop = terminator + 2 if terminator != -1 else buffer.rfind(b"\r\n") + 2
+        if stop < 2:
+            return 0
+        lines = bytes(buffer[:stop])
+        newlines = lines.count(b"\n")
+        if lines.count(b"\r") != newlines or lines.count(b"\r\n") != newlines:
+            return 0
+        if max(map(len, lines.split(b"\r\n"))) + 2 > self._max_line_length:
+            return 0
+        content = lines.replace(b"\r\n.", b"\r\n")
+        if content.startswith(b"."):
+            content = content[1:]
+        self._size += len(content)
+        if self._size > self._max_message_bytes:
+            self._problems.add(_ContentProblem.TOO_BIG)
+            self._content.clear()
+        else:
+            self._content += content
+        return stop
 
     def _take_unfinished_line(self, buffer: bytearray, start: int) -> int:
         """Take what there is of the last line, keeping back what may still become CRLF or "."."""

@@ -1,14 +1,22 @@
 """Trio listener for inbound SMTP: one task per connection, each driving a `ServerSession`.
 
-It moves bytes between sockets and sessions and turns the sessions' decision requests into
+It moves bytes between sockets and sessions, secures connections that ask for STARTTLS, keeps
+the connection limits, shuts down gracefully and turns the sessions' decision requests into
 `MailSink` calls. It must not interpret SMTP (protocol.py does) nor store mail (the sink does),
 and nothing a client or a sink does may take the listener or another session down.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import enum
+import errno
 import logging
+import math
+import os
+import ssl
+from pathlib import Path
 from typing import Protocol
 
 import trio
@@ -22,14 +30,26 @@ from e2a.smtp.protocol import (
     Reply,
     ServerSession,
     SessionLimits,
+    TlsRequested,
     check_hostname,
 )
 
-__all__ = ["MailSink", "MessageNotStored", "RecipientVerdict", "serve_smtp"]
+__all__ = [
+    "ListenerLimits",
+    "MailSink",
+    "MessageNotStored",
+    "RecipientVerdict",
+    "serve_smtp",
+    "server_tls_context",
+]
 
 logger = logging.getLogger("e2a.smtp")
 
 _RECEIVE_BYTES = 65536
+_GOODBYE_SECONDS = 1.0
+"""How long a client turned away (limits, expired grace period) gets to read its 421."""
+_ACCEPT_RETRY_SECONDS = 0.1
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 
 
 class RecipientVerdict(enum.Enum):
@@ -62,58 +82,248 @@ class MailSink(Protocol):
         ...
 
 
+@dataclasses.dataclass(frozen=True)
+class ListenerLimits:
+    """Limits of the listener as a whole, on top of each session's `SessionLimits`."""
+
+    max_sessions: int = 500
+    """Connections served at once; more are turned away with 421 4.7.0."""
+    max_sessions_per_ip: int = 50
+    """Connections served at once from one client IP address; more get 421 4.7.0."""
+    idle_timeout: float = 300.0
+    """Seconds a client may stay silent, or leave replies unread, before 421 4.4.2."""
+    shutdown_grace_period: float = 30.0
+    """Seconds that transactions in flight get to finish once the listener is cancelled."""
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not value > 0 or not math.isfinite(value):
+                raise ValueError(f"ListenerLimits.{field.name} must be positive, not {value}")
+
+
+def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server-side TLS context for STARTTLS from a PEM certificate chain and its key.
+
+    Raises ValueError with a message naming the file when either cannot be loaded.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile=os.fspath(cert), keyfile=os.fspath(key))
+    except FileNotFoundError as error:
+        raise ValueError(f"{error.filename}: no such file") from None
+    except (ssl.SSLError, OSError) as error:
+        raise ValueError(
+            f"cannot load certificate {cert} with key {key}: {error} — both must be PEM files "
+            "and the key must belong to the certificate"
+        ) from None
+    return context
+
+
 async def serve_smtp(
     listeners: list[trio.SocketListener],
     sink: MailSink,
     hostname: str,
     limits: SessionLimits,
     *,
-    idle_timeout: float = 300.0,
+    listener_limits: ListenerLimits | None = None,
+    tls: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve SMTP on `listeners` until cancelled, one task per connection.
+    """Serve SMTP on `listeners` until cancelled, then shut down gracefully.
 
     `hostname` names this server in the greeting and replies; a value that cannot appear in a
-    reply raises ValueError before anything is served. Cancellation closes every connection.
+    reply raises ValueError before anything is served. With `tls`, sessions offer STARTTLS.
+
+    Cancelling this call is the shutdown signal. It returns once the listeners are closed and
+    every session has ended: idle sessions get `421 4.3.2` at once, sessions with a transaction
+    in flight get up to `shutdown_grace_period` seconds to finish it, and any still running
+    after that get their 421 and are closed. The sessions run under a shield for that time, so
+    the caller's cancellation does not cut off a message that is being committed.
     """
     check_hostname(hostname)
+    listener = _Listener(
+        listeners, sink, hostname, limits, listener_limits or ListenerLimits(), tls
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(listener.run)
+        task_status.started(listeners)
+        try:
+            await trio.sleep_forever()
+        finally:
+            listener.shut_down()
 
-    async def serve_connection(stream: trio.SocketStream) -> None:
-        connection = _ClientConnection(stream, ServerSession(hostname, limits), sink, idle_timeout)
-        await connection.serve()
 
-    await trio.serve_listeners(serve_connection, listeners, task_status=task_status)
+class _Listener:
+    """The accept loops and the sessions they started, with the counts the limits need."""
+
+    def __init__(
+        self,
+        listeners: list[trio.SocketListener],
+        sink: MailSink,
+        hostname: str,
+        limits: SessionLimits,
+        listener_limits: ListenerLimits,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        self._listeners = listeners
+        self._sink = sink
+        self._hostname = hostname
+        self._limits = limits
+        self._listener_limits = listener_limits
+        self._tls = tls
+        self._connections: set[_ClientConnection] = set()
+        self._per_ip: collections.Counter[str] = collections.Counter()
+        self._declining = 0
+        self._accepting = trio.CancelScope()
+        self._sessions = trio.CancelScope(shield=True)
+        self._shutting_down = False
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept and serve until `shut_down`, shielded from the caller's cancellation."""
+        with self._sessions:
+            async with trio.open_nursery() as sessions:
+                sessions.start_soon(self._accept_all, sessions)
+                task_status.started()
+
+    def shut_down(self) -> None:
+        """Stop accepting; tell every session to finish up within the grace period."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        self._accepting.cancel()
+        grace = self._listener_limits.shutdown_grace_period
+        self._sessions.deadline = trio.current_time() + grace + 2 * _GOODBYE_SECONDS
+        for connection in list(self._connections):
+            connection.shut_down(grace)
+
+    async def _accept_all(self, sessions: trio.Nursery) -> None:
+        try:
+            with self._accepting:
+                async with trio.open_nursery() as accepting:
+                    for listener in self._listeners:
+                        accepting.start_soon(self._accept, listener, sessions)
+        finally:
+            for listener in self._listeners:
+                await trio.aclose_forcefully(listener)
+
+    async def _accept(self, listener: trio.SocketListener, sessions: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as error:
+                if error.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                logger.error("SMTP accept failed: %s; retrying", os.strerror(error.errno))
+                await trio.sleep(_ACCEPT_RETRY_SECONDS)
+                continue
+            self._admit(stream, sessions)
+
+    def _admit(self, stream: trio.SocketStream, sessions: trio.Nursery) -> None:
+        """Start a session for a new connection, or turn it away when over a limit."""
+        peer = _peer_ip(stream)
+        limits = self._listener_limits
+        if len(self._connections) >= limits.max_sessions:
+            self._decline(stream, peer, sessions, "Too many connections, try again later")
+        elif self._per_ip[peer] >= limits.max_sessions_per_ip:
+            self._decline(stream, peer, sessions, "Too many connections from your address")
+        else:
+            session = ServerSession(self._hostname, self._limits, tls_available=bool(self._tls))
+            connection = _ClientConnection(
+                stream, peer, session, self._sink, self._tls, limits.idle_timeout
+            )
+            self._connections.add(connection)
+            self._per_ip[peer] += 1
+            sessions.start_soon(self._serve, connection)
+
+    async def _serve(self, connection: _ClientConnection) -> None:
+        try:
+            await connection.serve()
+        finally:
+            self._connections.discard(connection)
+            self._per_ip[connection.peer] -= 1
+            if not self._per_ip[connection.peer]:
+                del self._per_ip[connection.peer]
+
+    def _decline(
+        self, stream: trio.SocketStream, peer: str, sessions: trio.Nursery, reason: str
+    ) -> None:
+        logger.warning("SMTP client %s turned away: %s", peer, reason.lower())
+        if self._declining >= self._listener_limits.max_sessions:
+            stream.socket.close()  # a flood: not even a reply
+            return
+        reply = ServerSession(self._hostname, self._limits).decline(reason)
+        self._declining += 1
+        sessions.start_soon(self._send_refusal, stream, reply)
+
+    async def _send_refusal(self, stream: trio.SocketStream, reply: bytes) -> None:
+        try:
+            with trio.move_on_after(_GOODBYE_SECONDS):
+                await stream.send_all(reply)
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            self._declining -= 1
+            await trio.aclose_forcefully(stream)
 
 
 class _ClientConnection:
-    """One SMTP client: its socket, its session, and what its log line will say."""
+    """One SMTP client: its stream, its session, and what its log line will say."""
 
     def __init__(
-        self, stream: trio.SocketStream, session: ServerSession, sink: MailSink, idle_timeout: float
+        self,
+        stream: trio.SocketStream,
+        peer: str,
+        session: ServerSession,
+        sink: MailSink,
+        tls: ssl.SSLContext | None,
+        idle_timeout: float,
     ) -> None:
-        self._stream = stream
+        self.peer = peer
+        self._stream: trio.abc.Stream = stream
         self._session = session
         self._sink = sink
+        self._tls = tls
         self._idle_timeout = idle_timeout
-        self._peer = _peer_ip(stream)
+        self._scope = trio.CancelScope()
+        self._receive_scope: trio.CancelScope | None = None
+        self._shutting_down = False
+        self._tls_version = ""
         self._messages: list[str] = []
         self._refused_recipients: list[str] = []
         self._end = ""
         self._last_reply = b""
 
+    def shut_down(self, grace_period: float) -> None:
+        """The listener is stopping: 421 now if idle, else after the transaction in flight.
+
+        After `grace_period` seconds whatever is still in flight is abandoned with a 421.
+        """
+        self._scope.deadline = min(self._scope.deadline, trio.current_time() + grace_period)
+        self._shutting_down = True
+        self._session.shut_down()
+        if not self._session.in_flight and self._receive_scope is not None:
+            self._receive_scope.cancel()
+
     async def serve(self) -> None:
         """Hold the dialogue until either side ends it, then log one line about the session."""
         try:
-            async with self._stream:
+            with self._scope:
                 await self._converse()
+            if self._scope.cancelled_caught:
+                self._end = "shutdown grace period expired"
+                await self._abandon()
         except trio.BrokenResourceError:
             self._end = "connection lost"
         except trio.TooSlowError:
             self._end = "client stopped reading replies"
         except Exception:
-            logger.exception("SMTP session with %s failed", self._peer)
+            logger.exception("SMTP session with %s failed", self.peer)
             self._end = "internal error"
         finally:
+            with trio.move_on_after(_GOODBYE_SECONDS):
+                await self._stream.aclose()
+            await trio.aclose_forcefully(self._stream)
             self._log_session()
 
     async def _converse(self) -> None:
@@ -134,33 +344,68 @@ class _ClientConnection:
                     await self._decide_recipient(mailbox)
                 case MessageReceived(envelope=envelope):
                     await self._deliver(envelope)
+                case TlsRequested():
+                    if not await self._start_tls():
+                        return
                 case ConnectionClosed():
                     self._end = self._end or _status_line(self._last_reply)
                     return
 
+    async def _abandon(self) -> None:
+        """The grace period is over: tell the client (if it still listens) and give up."""
+        self._session.shut_down(immediately=True)
+        goodbye = b""
+        while isinstance(event := self._session.next_event(), Reply):
+            goodbye += event.data
+        with trio.move_on_after(_GOODBYE_SECONDS):
+            await self._stream.send_all(goodbye)
+
     async def _send(self, data: bytes) -> None:
+        # A bare CancelScope rather than fail_after: this runs for every reply.
         self._last_reply = data
-        with trio.fail_after(self._idle_timeout):
+        with trio.CancelScope(deadline=trio.current_time() + self._idle_timeout) as scope:
             await self._stream.send_all(data)
+        if scope.cancelled_caught:
+            raise trio.TooSlowError
 
     async def _receive(self) -> None:
-        data: bytes | None = None
-        with trio.move_on_after(self._idle_timeout):
+        """Wait for input; a shutdown cuts short the wait of a session with nothing in flight."""
+        data: bytes | bytearray | None = None
+        deadline = trio.current_time() + self._idle_timeout
+        with trio.CancelScope(deadline=deadline) as self._receive_scope:
             data = await self._stream.receive_some(_RECEIVE_BYTES)
-        if data is None:
+        self._receive_scope = None
+        if data is not None:
+            if not data:
+                self._end = "client closed the connection"
+            self._session.receive_data(bytes(data))
+        elif not self._shutting_down or self._session.in_flight:
             self._end = "idle timeout"
             self._session.time_out()
-            return
-        if not data:
-            self._end = "client closed the connection"
-        self._session.receive_data(data)
+
+    async def _start_tls(self) -> bool:
+        """Secure the connection after STARTTLS's 220; False (and close) if the handshake fails."""
+        if self._tls is None:
+            raise RuntimeError("the session offered STARTTLS without a TLS context")
+        secure = trio.SSLStream(self._stream, self._tls, server_side=True)
+        self._stream = secure
+        try:
+            with trio.fail_after(self._idle_timeout):
+                await secure.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError) as error:
+            reason = error.__cause__ or error
+            self._end = f"TLS handshake failed: {reason}"[:200]
+            return False
+        self._tls_version = str(secure.version())
+        self._session.tls_started()
+        return True
 
     async def _decide_recipient(self, mailbox: Mailbox) -> None:
         verdict: RecipientVerdict | None
         try:
             verdict = await self._recipient_verdict(mailbox)
         except Exception:
-            logger.exception("SMTP client %s: checking <%s> failed", self._peer, mailbox.address)
+            logger.exception("SMTP client %s: checking <%s> failed", self.peer, mailbox.address)
             verdict = None
         if verdict is RecipientVerdict.ACCEPT:
             self._session.accept_recipient()
@@ -183,11 +428,11 @@ class _ClientConnection:
         recipients = ",".join(f"<{mailbox.address}>" for mailbox in envelope.recipients)
         summary = f"from=<{envelope.mail_from}> to={recipients}"
         try:
-            queue_id = await self._sink.accept_message(envelope, self._peer)
+            queue_id = await self._sink.accept_message(envelope, self.peer)
         except MessageNotStored as error:
-            logger.warning("SMTP client %s: message not stored: %s", self._peer, error)
+            logger.warning("SMTP client %s: message not stored: %s", self.peer, error)
         except Exception:
-            logger.exception("SMTP client %s: storing a message failed", self._peer)
+            logger.exception("SMTP client %s: storing a message failed", self.peer)
         else:
             self._session.message_accepted(queue_id)
             self._messages.append(f"{summary} queued as {queue_id}")
@@ -197,9 +442,10 @@ class _ClientConnection:
 
     def _log_session(self) -> None:
         logger.info(
-            "SMTP session client=%s helo=%r messages=[%s] refused=[%s] end=%s",
-            self._peer,
+            "SMTP session client=%s helo=%r tls=%s messages=[%s] refused=[%s] end=%s",
+            self.peer,
             self._session.helo,
+            self._tls_version or "no",
             "; ".join(self._messages),
             "; ".join(self._refused_recipients),
             self._end or "server shutdown",

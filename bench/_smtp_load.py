@@ -1,0 +1,176 @@
+"""The SMTP load generator for bench/smtp_ingest.py: many sessions from one trio process.
+
+Each session keeps its connection and sends message after message without pipelining
+(MAIL, RCPT, DATA, content), as an MTA with a queue for one domain does. The latency measured
+is DATA-to-250: from sending the message's last byte (its terminating ".") to reading the 250,
+which is the time the server takes to commit it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import trio
+
+RECEIVE_BYTES = 65536
+CONNECT_SECONDS = 10.0
+REPLY_SECONDS = 30.0
+
+
+@dataclasses.dataclass
+class LoadResult:
+    """What one load run measured: completed messages, wall time, and each one's latency."""
+
+    messages: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = dataclasses.field(default_factory=list)
+    failures: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Messages per second."""
+        return self.messages / self.seconds if self.seconds else 0.0
+
+    def percentile(self, fraction: float) -> float:
+        """The latency (seconds) that `fraction` of messages did not exceed (nearest rank)."""
+        if not self.latencies:
+            return math.nan
+        ordered = sorted(self.latencies)
+        return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def make_message(size: int, recipient: str) -> bytes:
+    """A plain-text message of about `size` bytes (headers included), CRLF lines of 76 chars."""
+    head = (
+        "From: Load Generator <load@example.org>\r\n"
+        f"To: <{recipient}>\r\n"
+        "Subject: benchmark message\r\n"
+        "Message-ID: <bench@example.org>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+    ).encode()
+    line = b"The quick brown fox jumps over the lazy dog; pack my box with five dozen jugs\r\n"
+    lines = max(1, (size - len(head)) // len(line))
+    return head + line * lines
+
+
+class SmtpClient:
+    """One SMTP session for the load generator; raises on any unexpected reply."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    @classmethod
+    async def connect(cls, port: int) -> SmtpClient:
+        with trio.fail_after(CONNECT_SECONDS):
+            client = cls(await trio.open_tcp_stream("127.0.0.1", port))
+            await client.expect(b"220")
+            await client.command(b"EHLO load.example\r\n", b"250")
+        return client
+
+    async def command(self, line: bytes, code: bytes) -> None:
+        await self._stream.send_all(line)
+        await self.expect(code)
+
+    async def expect(self, code: bytes) -> None:
+        reply = await self._reply()
+        if not reply.startswith(code):
+            raise RuntimeError(f"expected {code.decode()}, got {reply[:200]!r}")
+
+    async def send_message(self, sender: str, recipient: str, message: bytes) -> float:
+        """One transaction; its DATA-to-250 latency in seconds."""
+        await self.command(f"MAIL FROM:<{sender}>\r\n".encode(), b"250")
+        await self.command(f"RCPT TO:<{recipient}>\r\n".encode(), b"250")
+        await self.command(b"DATA\r\n", b"354")
+        await self._stream.send_all(message + b".\r\n")
+        sent = time.perf_counter()
+        await self.expect(b"250")
+        return time.perf_counter() - sent
+
+    async def close(self) -> None:
+        with trio.move_on_after(1):
+            await self._stream.send_all(b"QUIT\r\n")
+        await self._stream.aclose()
+
+    async def _reply(self) -> bytes:
+        with trio.fail_after(REPLY_SECONDS):
+            start = 0
+            while True:
+                end = self._buffer.find(b"\r\n", start)
+                if end == -1:
+                    data = await self._stream.receive_some(RECEIVE_BYTES)
+                    if not data:
+                        raise RuntimeError("server closed the connection")
+                    self._buffer += data
+                    continue
+                if self._buffer[start + 3 : start + 4] != b"-":
+                    reply = bytes(self._buffer[: end + 2])
+                    del self._buffer[: end + 2]
+                    return reply
+                start = end + 2
+
+
+async def closed_loop(
+    port: int, sessions: int, message: bytes, recipient: str, *, warmup: float, duration: float
+) -> LoadResult:
+    """`sessions` clients each sending as fast as the server answers; measured after warm-up."""
+    result = LoadResult()
+    clients = [await SmtpClient.connect(port) for _ in range(sessions)]
+    begin = time.perf_counter() + warmup
+    end = begin + duration
+
+    async def run(client: SmtpClient) -> None:
+        while time.perf_counter() < end:
+            try:
+                latency = await client.send_message("load@example.org", recipient, message)
+            except (RuntimeError, trio.BrokenResourceError, trio.TooSlowError):
+                result.failures += 1
+                return
+            if begin <= time.perf_counter() <= end:
+                result.messages += 1
+                result.latencies.append(latency)
+
+    async with trio.open_nursery() as nursery:
+        for client in clients:
+            nursery.start_soon(run, client)
+    result.seconds = duration
+    for client in clients:
+        await client.close()
+    return result
+
+
+async def fixed_rate(
+    port: int, rate: float, sessions: int, message: bytes, recipient: str, *, duration: float
+) -> LoadResult:
+    """Messages started on a fixed schedule of `rate` per second, spread over `sessions`."""
+    result = LoadResult()
+    clients = [await SmtpClient.connect(port) for _ in range(sessions)]
+    total = int(rate * duration)
+    start = trio.current_time() + 0.2
+    next_index = 0
+
+    async def run(client: SmtpClient) -> None:
+        nonlocal next_index
+        while next_index < total:
+            index = next_index
+            next_index += 1
+            await trio.sleep_until(start + index / rate)
+            try:
+                latency = await client.send_message("load@example.org", recipient, message)
+            except (RuntimeError, trio.BrokenResourceError, trio.TooSlowError):
+                result.failures += 1
+                return
+            result.messages += 1
+            result.latencies.append(latency)
+
+    began = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for client in clients:
+            nursery.start_soon(run, client)
+    result.seconds = time.perf_counter() - began - 0.2
+    for client in clients:
+        await client.close()
+    return result
