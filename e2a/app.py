@@ -11,9 +11,11 @@ import errno
 import logging
 import signal
 import socket
+import ssl
 from dataclasses import dataclass
 from functools import partial
 
+import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
@@ -25,11 +27,16 @@ from e2a.config import Settings
 from e2a.gateway import Gateway, open_gateway
 from e2a.inbound.pipeline import InboundMailSink
 from e2a.mailauth.resolver import Resolver
-from e2a.smtp.protocol import SessionLimits
-from e2a.smtp.server import serve_smtp
+from e2a.smtp.protocol import SessionLimits, check_hostname
+from e2a.smtp.server import ListenerLimits, serve_smtp, server_tls_context
+from e2a.storage.group_commit import GroupCommitter
 from e2a.workers.supervisor import supervise
+from e2a.workers.webhook_policy import ATTEMPT_TIMEOUT_SECONDS
+from e2a.workers.webhooks import WebhookWorker
 
 log = logging.getLogger("e2a")
+
+WEBSOCKET_PING_SECONDS = 30.0
 
 
 class StartupError(Exception):
@@ -103,9 +110,52 @@ async def _serve_http(
     config.accesslog = None
     config.errorlog = logging.getLogger("e2a.http")
     config.graceful_timeout = 5.0
+    config.websocket_ping_interval = WEBSOCKET_PING_SECONDS
     app = wrap_app(create_app(gateway), config.wsgi_max_body_size, "asgi")
     sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
     await worker_serve(app, config, sockets=sockets, task_status=task_status)
+
+
+async def _deliver_webhooks(gateway: Gateway) -> None:
+    """Run the webhook worker (supervised) with its own HTTP client: no redirects followed."""
+    async with httpx.AsyncClient(follow_redirects=False, timeout=ATTEMPT_TIMEOUT_SECONDS) as http:
+        await supervise("webhook worker", WebhookWorker(gateway, http).run)
+
+
+def _smtp_options(
+    settings: Settings,
+) -> tuple[SessionLimits, ListenerLimits, ssl.SSLContext | None]:
+    """The SMTP listener's limits and STARTTLS context from settings, checked before start."""
+    smtp = settings.smtp
+    try:
+        check_hostname(smtp.hostname)
+    except ValueError as exc:
+        raise StartupError(
+            f"smtp.hostname: {exc} — set smtp.hostname to this host's name"
+        ) from None
+    tls: ssl.SSLContext | None = None
+    if (smtp.tls_cert is None) != (smtp.tls_key is None):
+        missing = "smtp.tls_key" if smtp.tls_key is None else "smtp.tls_cert"
+        raise StartupError(f"{missing}: STARTTLS needs both smtp.tls_cert and smtp.tls_key")
+    if smtp.tls_cert is not None and smtp.tls_key is not None:
+        try:
+            tls = server_tls_context(smtp.tls_cert, smtp.tls_key)
+        except ValueError as exc:
+            raise StartupError(f"smtp.tls_cert/smtp.tls_key: {exc}") from None
+    limits = SessionLimits(
+        max_message_bytes=smtp.max_message_bytes,
+        max_recipients=smtp.max_recipients,
+        max_line_length=smtp.max_line_length,
+        max_command_length=smtp.max_command_length,
+        max_errors=smtp.max_errors,
+    )
+    listener_limits = ListenerLimits(
+        max_sessions=smtp.max_sessions,
+        max_sessions_per_ip=smtp.max_sessions_per_ip,
+        idle_timeout=smtp.idle_timeout_seconds,
+        shutdown_grace_period=smtp.shutdown_grace_seconds,
+    )
+    return limits, listener_limits, tls
 
 
 async def run_gateway(
@@ -114,7 +164,12 @@ async def run_gateway(
     resolver: Resolver | None = None,
     task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the whole gateway until cancelled. Reports where it listens once ready."""
+    """Run the whole gateway until cancelled. Reports where it listens once ready.
+
+    Cancellation shuts the SMTP listener down gracefully: it stops accepting, lets messages in
+    flight finish within `smtp.shutdown_grace_seconds`, and storage closes only after that.
+    """
+    smtp_limits, smtp_listener_limits, smtp_tls = _smtp_options(settings)
     smtp_sock = bind_tcp(
         settings.smtp.host, settings.smtp.port, "smtp.listen", settings.smtp.listen
     )
@@ -128,25 +183,23 @@ async def run_gateway(
     smtp_address = smtp_sock.getsockname()
     http_address = http_sock.getsockname()
     async with open_gateway(settings, resolver) as gateway, trio.open_nursery() as nursery:
-        limits = SessionLimits(
-            max_message_bytes=settings.smtp.max_message_bytes,
-            max_recipients=settings.smtp.max_recipients,
-        )
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(smtp_sock))
-        sink = InboundMailSink(gateway)
-        nursery.start_soon(
-            supervise,
-            "SMTP listener",
+        sink = InboundMailSink(gateway, GroupCommitter(gateway.storage))
+        # Not supervised: serve_smtp owns its listener, and a session's failure never leaves
+        # it, so anything that escapes is fatal to SMTP and should stop the gateway.
+        await nursery.start(
             partial(
                 serve_smtp,
                 [listener],
                 sink,
                 settings.smtp.hostname,
-                limits,
-                idle_timeout=settings.smtp.idle_timeout_seconds,
-            ),
+                smtp_limits,
+                listener_limits=smtp_listener_limits,
+                tls=smtp_tls,
+            )
         )
         await nursery.start(_serve_http, gateway, http_sock)
+        nursery.start_soon(_deliver_webhooks, gateway)
         bound = BoundAddresses(
             smtp_host=smtp_address[0],
             smtp_port=smtp_address[1],

@@ -10,9 +10,10 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from e2a.config import ConfigError, Settings
+from e2a.hub import Hub
 from e2a.mailauth.resolver import DnsResolver, Resolver
 from e2a.storage import open_storage
 from e2a.storage.base import Storage
@@ -30,6 +31,7 @@ class Gateway:
     storage: Storage
     server_key: str
     resolver: Resolver
+    hub: Hub = field(default_factory=Hub)
 
     def is_shared_domain(self, domain: str) -> bool:
         """True when `domain` is the deployment's shared domain."""

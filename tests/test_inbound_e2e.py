@@ -75,7 +75,11 @@ async def test_message_is_stored_byte_exact_and_readable(
     assert summary["message_id"].startswith("msg_")
 
     full = (await alice.http.get(agent_path(bot, f"/messages/{summary['message_id']}"))).json()
-    assert base64.b64decode(full["raw_message"], validate=True) == MESSAGE
+    raw = base64.b64decode(full["raw_message"], validate=True)
+    assert raw.endswith(MESSAGE)
+    added = raw[: -len(MESSAGE)]
+    assert added.startswith(b"Authentication-Results: mx.agents.test;")
+    assert added.endswith(b"\r\n") and b"\r\n\r\n" not in added
     assert full["text_body"] == "Two coffees, please.\n.leading dot survives dot-stuffing"
     assert full["html_body"].strip() == "<p>Two coffees, please.</p>"
     assert full["attachments"] == []

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 
+CONVERSATION_HEADER = "X-E2A-Conversation-Id"
+
 
 @dataclass(frozen=True)
 class HeaderSummary:
@@ -27,6 +29,14 @@ class HeaderSummary:
     message_id: str | None
     in_reply_to: str | None
     references: list[str]
+    conversation_id: str | None
+
+    def referenced_ids(self) -> list[str]:
+        """Message-IDs this message answers, most relevant first: In-Reply-To, then References
+        from newest to oldest."""
+        ids = [self.in_reply_to] if self.in_reply_to else []
+        ids.extend(reversed(self.references))
+        return list(dict.fromkeys(ids))
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,7 @@ def summarise_headers(raw: bytes) -> HeaderSummary:
         message_id=message_ids[0] if message_ids else None,
         in_reply_to=in_reply_to[0] if in_reply_to else None,
         references=_message_ids(_header_text(headers, "References")),
+        conversation_id=_header_text(headers, CONVERSATION_HEADER).strip() or None,
     )
 
 

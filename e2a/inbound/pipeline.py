@@ -1,32 +1,58 @@
-"""From accepted DATA to stored messages: route each recipient, index headers, commit.
+"""From accepted DATA to stored messages: authenticate, route, thread, sign, commit, notify.
 
 `InboundMailSink` is what the SMTP listener talks to. It answers RCPT checks from storage and
 turns one DATA into one stored message per recipient agent, committed in one transaction
-before the listener may answer 250.
+before the listener may answer 250. Live listeners are told only after the commit.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
+
+import trio
 
 from e2a.addresses import AddressError, normalise_address
 from e2a.clock import format_timestamp
 from e2a.gateway import Gateway
+from e2a.hub.frames import notification_frame
 from e2a.ids import new_id
-from e2a.inbound.parse import summarise_headers
+from e2a.inbound.identity import delivered_message, identity_claim, produced_here
+from e2a.inbound.parse import HeaderSummary, summarise_headers
+from e2a.mailauth.authenticate import authenticate_message
+from e2a.mailauth.results import AuthResults
+from e2a.signing.credentials import derive_signing_secret
 from e2a.smtp.protocol import Envelope, Mailbox
 from e2a.smtp.server import MessageNotStored, RecipientVerdict
-from e2a.storage.base import NewInboundMessage, StorageUnavailable
+from e2a.storage.base import Agent, NewInboundMessage, StorageUnavailable
+from e2a.storage.group_commit import GroupCommitter
 
 log = logging.getLogger("e2a.inbound")
+
+AUTH_THREADS = 16
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """One accepted DATA, authenticated and parsed, before it is split per recipient."""
+
+    envelope: Envelope
+    peer: str
+    auth: AuthResults
+    delivered: bytes
+    headers: HeaderSummary
+    from_here: bool
+    received_at: str
 
 
 class InboundMailSink:
     """The gateway's side of the SMTP listener: routing and durable acceptance."""
 
-    def __init__(self, gateway: Gateway):
+    def __init__(self, gateway: Gateway, committer: GroupCommitter | None = None):
         self._gateway = gateway
+        self._committer = committer
+        self._auth_threads = trio.CapacityLimiter(AUTH_THREADS)
 
     async def _serves_domain(self, domain: str) -> bool:
         if self._gateway.is_shared_domain(domain):
@@ -44,47 +70,126 @@ class InboundMailSink:
         agent = await self._gateway.storage.find_agent(address)
         return RecipientVerdict.ACCEPT if agent is not None else RecipientVerdict.UNKNOWN_USER
 
+    async def authenticate(self, envelope: Envelope, peer: str) -> AuthResults:
+        """SPF, DKIM, DMARC and ARC of the message, within `dns.timeout_seconds`; temperror
+        results when the deadline passes, so DNS trouble never holds the session longer."""
+        deadline = self._gateway.settings.dns.timeout_seconds
+        with trio.move_on_after(deadline):
+            return await trio.to_thread.run_sync(
+                lambda: authenticate_message(
+                    self._gateway.resolver,
+                    client_ip=peer,
+                    helo=envelope.helo,
+                    mail_from=envelope.mail_from,
+                    message=envelope.data,
+                ),
+                abandon_on_cancel=True,
+                limiter=self._auth_threads,
+            )
+        log.warning("authentication of mail from %s timed out after %.1f s", peer, deadline)
+        headers = summarise_headers(envelope.data)
+        return AuthResults.temporary_failure(headers.from_addr.rpartition("@")[2] or None)
+
     async def accept_message(self, envelope: Envelope, peer: str) -> str:
         """Store one message per recipient agent in one transaction; return the first id."""
         now = time.time()
-        received_at = format_timestamp(now)
-        headers = summarise_headers(envelope.data)
-        messages = [
-            NewInboundMessage(
-                id=new_id("msg"),
-                agent_email=normalise_address(recipient.address),
-                envelope_from=envelope.mail_from,
-                from_addr=headers.from_addr or envelope.mail_from.lower(),
-                reply_to=headers.reply_to,
-                to=headers.to,
-                cc=headers.cc,
-                subject=headers.subject,
-                conversation_id=None,
-                rfc_message_id=headers.message_id,
-                raw_message=envelope.data,
-                auth_headers={},
-                authentication_results={},
-                received_at=received_at,
-                client_ip=peer,
-                helo=envelope.helo,
-            )
-            for recipient in _unique(envelope.recipients)
+        auth = await self.authenticate(envelope, peer)
+        delivered = delivered_message(
+            envelope.data, auth.header(self._gateway.settings.smtp.hostname)
+        )
+        arrival = _Arrival(
+            envelope=envelope,
+            peer=peer,
+            auth=auth,
+            delivered=delivered,
+            headers=summarise_headers(delivered),
+            from_here=produced_here(
+                auth, envelope.mail_from, self._gateway.settings.outbound_smtp.from_domain
+            ),
+            received_at=format_timestamp(now),
+        )
+        prepared = [
+            (agent, await self._prepare(arrival, agent))
+            for agent in await self._recipient_agents(envelope.recipients)
         ]
+        if not prepared:
+            raise MessageNotStored("every recipient agent was deleted during the transaction")
+        messages = [message for _, message in prepared]
         try:
-            await self._gateway.storage.store_inbound(messages, now)
+            await (self._committer or self._gateway.storage).store_inbound(messages, now)
         except StorageUnavailable as exc:
             log.error("could not store message from %s: %s", peer, exc)
             raise MessageNotStored(str(exc)) from exc
+        self._notify(prepared)
         return messages[0].id
 
+    async def _recipient_agents(self, recipients: list[Mailbox]) -> list[Agent]:
+        """The agents behind the accepted recipients, each once, skipping any deleted since RCPT."""
+        agents: dict[str, Agent] = {}
+        for mailbox in recipients:
+            address = normalise_address(mailbox.address)
+            if address in agents:
+                continue
+            agent = await self._gateway.storage.find_agent(address)
+            if agent is not None:
+                agents[address] = agent
+        return list(agents.values())
 
-def _unique(recipients: list[Mailbox]) -> list[Mailbox]:
-    """Recipients without repeats (the same agent named twice gets one copy)."""
-    seen: set[str] = set()
-    unique = []
-    for mailbox in recipients:
-        key = mailbox.address.lower()
-        if key not in seen:
-            seen.add(key)
-            unique.append(mailbox)
-    return unique
+    async def _prepare(self, arrival: _Arrival, agent: Agent) -> NewInboundMessage:
+        """The stored form of the message for one agent: threaded and signed for its owner."""
+        storage = self._gateway.storage
+        headers = arrival.headers
+        message_id = new_id("msg")
+        sender = headers.from_addr
+        sender_is_agent = arrival.from_here and await storage.find_agent(sender) is not None
+        seed = await storage.newest_signing_seed(agent.user_id)
+        if seed is None:
+            raise MessageNotStored(f"owner of {agent.email} has no signing secret")
+        claim = identity_claim(
+            auth=arrival.auth,
+            sender=sender,
+            sender_is_agent=sender_is_agent,
+            message_id=message_id,
+            delivered=arrival.delivered,
+            timestamp=arrival.received_at,
+        )
+        return NewInboundMessage(
+            id=message_id,
+            agent_email=agent.email,
+            envelope_from=arrival.envelope.mail_from,
+            from_addr=sender or arrival.envelope.mail_from.lower(),
+            reply_to=headers.reply_to,
+            to=headers.to,
+            cc=headers.cc,
+            subject=headers.subject,
+            conversation_id=await self._conversation(arrival, agent),
+            rfc_message_id=headers.message_id,
+            raw_message=arrival.delivered,
+            auth_headers=claim.signed_headers(
+                derive_signing_secret(self._gateway.server_key, seed)
+            ),
+            authentication_results=arrival.auth.as_dict(),
+            received_at=arrival.received_at,
+            client_ip=arrival.peer,
+            helo=arrival.envelope.helo,
+        )
+
+    async def _conversation(self, arrival: _Arrival, agent: Agent) -> str | None:
+        """delivery.md threading: our own X-E2A-Conversation-Id, else the conversation of the
+        first message named by In-Reply-To, then References (newest first), that this agent
+        sent or received, else None."""
+        if arrival.from_here and arrival.headers.conversation_id:
+            return arrival.headers.conversation_id
+        max_references = 100  # bounds the lookup for mail with absurdly long References
+        return await self._gateway.storage.conversation_for(
+            agent.email, arrival.headers.referenced_ids()[:max_references]
+        )
+
+    def _notify(self, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:
+        """After commit: tell WebSocket listeners of local agents, wake the webhook worker."""
+        hub = self._gateway.hub
+        if any(agent.agent_mode == "cloud" for agent, _ in prepared):
+            hub.jobs_added()
+        for agent, message in prepared:
+            if agent.agent_mode == "local":
+                hub.publish(agent.email, notification_frame(message))

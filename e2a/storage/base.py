@@ -6,6 +6,7 @@ backend, so a handler cannot forget the ownership check. SQL lives in the backen
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -167,6 +168,56 @@ class MessagePage:
     next_after: int | None = None
 
 
+@dataclass(frozen=True)
+class Job:
+    """A unit of background work claimed from the queue under a lease."""
+
+    id: int
+    kind: str
+    message_id: str
+    attempts: int
+    run_at: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """Everything a webhook attempt needs: the message, where it goes, and how to sign it.
+
+    `webhook_url` is None when the agent is no longer a cloud agent with a webhook;
+    `signing_seed` is None when its owner has no signing secret."""
+
+    message: InboundMessage
+    webhook_url: str | None
+    signing_seed: str | None
+
+
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """The record of one POST to a webhook."""
+
+    attempt: int
+    attempted_at: str
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+DeliveryOutcome = Literal["delivered", "retrying", "failed"]
+
+
+@dataclass(frozen=True)
+class FinishedAttempt:
+    """A webhook attempt to record, and what becomes of its job: dropped when the outcome is
+    delivered or failed, due again at `retry_at` when retrying."""
+
+    job_id: int
+    message_id: str
+    attempt: WebhookAttempt
+    outcome: DeliveryOutcome
+    retry_at: float | None
+
+
 class Storage(Protocol):
     """What the gateway needs from a database. Implemented by the SQLite and Postgres backends."""
 
@@ -289,4 +340,55 @@ class Storage(Protocol):
         self, user_id: str, agent_email: str, message_id: str
     ) -> InboundMessage | None:
         """Return one of the agent's messages and mark it read; None when not the user's."""
+        ...
+
+    async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
+        """Mark one of the agent's messages read (WebSocket ack); False when not the user's."""
+        ...
+
+    async def newest_signing_seed(self, user_id: str) -> str | None:
+        """The seed of the user's newest signing secret (the one deliveries are signed with)."""
+        ...
+
+    async def conversation_for(self, agent_email: str, rfc_message_ids: list[str]) -> str | None:
+        """Threading: the conversation id of the first Message-ID in `rfc_message_ids` (in the
+        given order) that names a message the agent sent or received — None when that message
+        has none, or when no id names one of the agent's messages."""
+        ...
+
+    # jobs
+    async def release_leases(self) -> None:
+        """Free every job lease held by a previous run of this process (single-node start-up)."""
+        ...
+
+    async def claim_webhook_jobs(
+        self,
+        now: float,
+        limit: int | None,
+        lease_seconds: float,
+        room: Mapping[str, int],
+        default_room: int,
+    ) -> list[Job]:
+        """Lease due webhook jobs, oldest due first, looking at no more than `limit` (None:
+        every) of them and taking at most `room[url]` jobs for each webhook URL (`default_room`
+        for URLs not in `room`), so a busy receiver's backlog stays in the queue. Nobody else
+        can claim a leased job until the lease expires."""
+        ...
+
+    async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:
+        """For each message that still exists, keyed by id: the message, its agent's webhook
+        URL and its owner's newest signing seed."""
+        ...
+
+    async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
+        """Record the attempts and, in the same transaction, set each message's delivery status
+        and drop or reschedule its job. Attempts of messages deleted meanwhile are skipped."""
+        ...
+
+    async def release_jobs(self, job_ids: list[int]) -> None:
+        """Give claimed jobs back as they were (lease dropped, no attempt counted)."""
+        ...
+
+    async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
+        """Every recorded attempt for a message, in order."""
         ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,8 +22,10 @@ from e2a.storage.base import (
     AlreadyExists,
     ApiKey,
     Domain,
+    FinishedAttempt,
     InboundMessage,
     InUse,
+    Job,
     LastOne,
     LimitReached,
     MessagePage,
@@ -32,6 +34,8 @@ from e2a.storage.base import (
     StatusFilter,
     StorageUnavailable,
     User,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 from e2a.storage.migrations import load_migrations
 
@@ -649,6 +653,177 @@ class SqliteStorage:
             return _message(row) if row else None
 
         return await self._write(read)
+
+    async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
+        """Mark one of the agent's inbound messages read."""
+        cursor = await self._write(
+            lambda db: db.execute(
+                "UPDATE messages SET status = 'read' WHERE id = ? AND user_id = ? "
+                "AND agent_email = ? AND direction = 'inbound'",
+                (message_id, user_id, agent_email),
+            )
+        )
+        return cursor.rowcount == 1
+
+    async def newest_signing_seed(self, user_id: str) -> str | None:
+        """Seed of the user's newest signing secret."""
+        row = await self._read(
+            lambda db: db.execute(
+                "SELECT seed FROM signing_secrets WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
+                (user_id,),
+            ).fetchone()
+        )
+        return str(row[0]) if row else None
+
+    async def conversation_for(self, agent_email: str, rfc_message_ids: list[str]) -> str | None:
+        """Conversation of the first referenced id that names one of the agent's messages (the
+        newest such message when several share the Message-ID)."""
+        if not rfc_message_ids:
+            return None
+        marks = ", ".join("?" for _ in rfc_message_ids)
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT rfc_message_id, conversation_id FROM messages WHERE agent_email = ? "
+                f"AND rfc_message_id IN ({marks}) ORDER BY seq DESC",
+                (agent_email, *rfc_message_ids),
+            ).fetchall()
+        )
+        found: dict[str, str | None] = {}
+        for rfc_id, conversation in rows:
+            found.setdefault(rfc_id, conversation)
+        for rfc_id in rfc_message_ids:
+            if rfc_id in found:
+                return found[rfc_id]
+        return None
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    async def release_leases(self) -> None:
+        """Free all leases: on SQLite only this process works the queue."""
+        await self._write(lambda db: db.execute("UPDATE jobs SET locked_until = NULL"))
+
+    async def claim_webhook_jobs(
+        self,
+        now: float,
+        limit: int | None,
+        lease_seconds: float,
+        room: Mapping[str, int],
+        default_room: int,
+    ) -> list[Job]:
+        """Lease due webhook jobs in order, at most `room[url]` (else `default_room`) per URL."""
+        full = [url for url, free in room.items() if free <= 0]
+        skip = ", ".join("?" for _ in full)
+
+        def claim(db: sqlite3.Connection) -> list[Job]:
+            candidates = db.execute(
+                "SELECT j.id, j.kind, j.message_id, j.attempts, j.run_at, j.created_at, "
+                "coalesce(a.webhook_url, '') FROM jobs j JOIN messages m ON m.id = j.message_id "
+                "JOIN agents a ON a.email = m.agent_email "
+                "WHERE j.kind = ? AND j.run_at <= ? "
+                "AND (j.locked_until IS NULL OR j.locked_until < ?) "
+                f"AND coalesce(a.webhook_url, '') NOT IN ({skip}) "
+                "ORDER BY j.run_at, j.id LIMIT ?",
+                (WEBHOOK_JOB, now, now, *full, -1 if limit is None else limit),
+            ).fetchall()
+            left = dict(room)
+            jobs = []
+            for *job, url in candidates:
+                free = left.get(url, default_room)
+                if free > 0:
+                    left[url] = free - 1
+                    jobs.append(Job(*job))
+            db.executemany(
+                "UPDATE jobs SET locked_until = ? WHERE id = ?",
+                [(now + lease_seconds, job.id) for job in jobs],
+            )
+            return jobs
+
+        return await self._write(claim)
+
+    async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:
+        """The messages with their agents' webhook URLs (cloud agents only) and signing seeds."""
+
+        chunk_size = 500  # well under SQLite's limit on bound parameters
+
+        def load(db: sqlite3.Connection) -> dict[str, WebhookDelivery]:
+            found: dict[str, WebhookDelivery] = {}
+            for start in range(0, len(message_ids), chunk_size):
+                chunk = message_ids[start : start + chunk_size]
+                marks = ", ".join("?" for _ in chunk)
+                for row in db.execute(
+                    f"SELECT {_MESSAGE_COLUMNS}, "
+                    "CASE WHEN a.agent_mode = 'cloud' THEN a.webhook_url END, "
+                    "(SELECT seed FROM signing_secrets s WHERE s.user_id = m.user_id "
+                    " ORDER BY s.seq DESC LIMIT 1) "
+                    f"FROM messages m JOIN agents a ON a.email = m.agent_email "
+                    f"WHERE m.id IN ({marks})",
+                    chunk,
+                ):
+                    message = _message(row[:-2])
+                    found[message.id] = WebhookDelivery(message, row[-2], row[-1])
+            return found
+
+        return await self._read(load)
+
+    async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
+        """Record the attempts, update the statuses, drop or reschedule the jobs, atomically."""
+
+        def finish(db: sqlite3.Connection) -> None:
+            db.executemany(
+                "INSERT INTO webhook_attempts "
+                "(message_id, attempt, attempted_at, status_code, error, duration_ms) "
+                "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?)",
+                [
+                    (
+                        item.message_id,
+                        item.attempt.attempt,
+                        item.attempt.attempted_at,
+                        item.attempt.status_code,
+                        item.attempt.error,
+                        item.attempt.duration_ms,
+                        item.message_id,
+                    )
+                    for item in finished
+                ],
+            )
+            db.executemany(
+                "UPDATE messages SET delivery_status = ? WHERE id = ?",
+                [(item.outcome, item.message_id) for item in finished],
+            )
+            db.executemany(
+                "UPDATE jobs SET run_at = ?, attempts = ?, locked_until = NULL WHERE id = ?",
+                [
+                    (item.retry_at, item.attempt.attempt, item.job_id)
+                    for item in finished
+                    if item.outcome == "retrying"
+                ],
+            )
+            db.executemany(
+                "DELETE FROM jobs WHERE id = ?",
+                [(item.job_id,) for item in finished if item.outcome != "retrying"],
+            )
+
+        await self._write(finish)
+
+    async def release_jobs(self, job_ids: list[int]) -> None:
+        """Give claimed jobs back as they were."""
+        await self._write(
+            lambda db: db.executemany(
+                "UPDATE jobs SET locked_until = NULL WHERE id = ?",
+                [(job_id,) for job_id in job_ids],
+            )
+        )
+
+    async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
+        """Attempts for one message, oldest first."""
+        rows = await self._read(
+            lambda db: db.execute(
+                "SELECT attempt, attempted_at, status_code, error, duration_ms "
+                "FROM webhook_attempts WHERE message_id = ? ORDER BY attempt, id",
+                (message_id,),
+            ).fetchall()
+        )
+        return [WebhookAttempt(*row) for row in rows]
 
 
 def _split_sql(script: str) -> list[str]:

@@ -1,0 +1,49 @@
+"""Deciding what the gateway asserts about an inbound message. Pure: no I/O, no clock.
+
+- the delivered bytes: incoming X-E2A-Auth-* headers removed, our Authentication-Results on top;
+- whether the mail was produced by this deployment (trusted conversation ids, entity `agent`);
+- the identity claim that is signed for each recipient.
+"""
+
+from __future__ import annotations
+
+from e2a.mailauth.results import AuthResults
+from e2a.signing.identity import IdentityClaim, body_hash, strip_auth_headers
+
+
+def delivered_message(data: bytes, authentication_results: bytes) -> bytes:
+    """The bytes agents receive: DATA without X-E2A-Auth-* headers, our A-R header first."""
+    return authentication_results + strip_auth_headers(data)
+
+
+def produced_here(auth: AuthResults, envelope_from: str, outbound_domain: str | None) -> bool:
+    """True for mail that left through this deployment's relay: envelope sender on
+    `outbound_smtp.from_domain` and a passing DKIM signature by that domain."""
+    if not outbound_domain:
+        return False
+    envelope_domain = envelope_from.rpartition("@")[2].lower()
+    return envelope_domain == outbound_domain.lower() and outbound_domain.lower() in {
+        domain.lower() for domain in auth.dkim_domains
+    }
+
+
+def identity_claim(
+    *,
+    auth: AuthResults,
+    sender: str,
+    sender_is_agent: bool,
+    message_id: str,
+    delivered: bytes,
+    timestamp: str,
+) -> IdentityClaim:
+    """The claim for one delivery (unsigned); `sender_is_agent` only for our own agents' mail."""
+    return IdentityClaim(
+        verified=auth.verified,
+        sender=sender,
+        entity_type="agent" if sender_is_agent else "human",
+        domain_check=auth.domain_check,
+        delegation="",
+        timestamp=timestamp,
+        message_id=message_id,
+        body_hash=body_hash(delivered),
+    )

@@ -1,0 +1,361 @@
+"""The webhook worker: claims due delivery jobs from storage and POSTs them to cloud agents.
+
+Every attempt is recorded and its outcome committed together with the job's next state, so a
+crash or restart resumes the schedule. Concurrency is bounded overall and per destination
+host, so one slow receiver cannot starve the others. Targets are re-checked against SSRF rules
+at each attempt and the connection is pinned to the address that was checked.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urlsplit
+
+import httpx
+import trio
+
+from e2a.clock import format_timestamp
+from e2a.gateway import Gateway
+from e2a.mailauth.resolver import DnsTemporaryError, Resolver
+from e2a.signing.credentials import derive_signing_secret
+from e2a.storage.base import (
+    DeliveryOutcome,
+    FinishedAttempt,
+    Job,
+    Storage,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+from e2a.webhook_targets import WebhookTargetError, check_webhook_url, is_public_address
+from e2a.workers.webhook_policy import (
+    ATTEMPT_TIMEOUT_SECONDS,
+    build_request,
+    judge_answer,
+    next_attempt_at,
+    parse_retry_after,
+)
+
+log = logging.getLogger("e2a.webhooks")
+
+LEASE_SECONDS = 60.0
+POLL_SECONDS = 1.0
+MAX_IN_FLIGHT = 64
+MAX_PER_HOST = 8
+MAX_QUEUED_PER_HOST = 2 * MAX_PER_HOST
+MAX_RESPONSE_BYTES = 1024
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What came back from one POST: a status code, or an error when nothing usable did.
+
+    `final` marks errors that no retry can mend (the target is refused or gone)."""
+
+    status_code: int | None
+    retry_after: str | None = None
+    error: str | None = None
+    final: bool = False
+
+
+class TargetRefused(Exception):
+    """The webhook host resolves to an address the gateway will not call."""
+
+
+def _resolve_now(resolver: Resolver, host: str) -> list[str]:
+    return resolver.a(host) + resolver.aaaa(host)
+
+
+async def pinned_address(resolver: Resolver, parts: SplitResult, allow_private: bool) -> str:
+    """Resolve the URL's host through the gateway's resolver and return one address to connect
+    to, after the SSRF check.
+
+    Every address the name resolves to must be public (unless private targets are allowed),
+    so a name that mixes public and private answers cannot be used for rebinding. Raises
+    TargetRefused for a forbidden address, ConnectionError when DNS gives no usable answer."""
+    host = parts.hostname or ""
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        try:
+            addresses = await trio.to_thread.run_sync(
+                _resolve_now, resolver, host, abandon_on_cancel=True
+            )
+        except DnsTemporaryError as exc:
+            raise ConnectionError(f"cannot resolve {host}: {exc}") from exc
+    if not addresses:
+        raise ConnectionError(f"{host} has no address")
+    if not allow_private:
+        refused = [address for address in addresses if not is_public_address(address)]
+        if refused:
+            raise TargetRefused(f"{host} resolves to non-public address {refused[0]}")
+    return addresses[0]
+
+
+class _HostQueue:
+    """The attempts of one destination host: at most MAX_PER_HOST at once, the rest wait."""
+
+    def __init__(self) -> None:
+        self.limiter = trio.CapacityLimiter(MAX_PER_HOST)
+        self.queued = 0
+        """Attempts holding or waiting for a slot."""
+        self.urls: set[str] = set()
+        """The webhook URLs on this host seen in claimed jobs."""
+
+    @property
+    def full(self) -> bool:
+        """True when no more attempts may queue for this host."""
+        return self.queued >= MAX_QUEUED_PER_HOST
+
+
+@dataclass(eq=False)
+class _Ticket:
+    """One finished attempt waiting for the commit that records it."""
+
+    finished: FinishedAttempt
+    done: bool = False
+    error: Exception | None = None
+
+
+class _AttemptLog:
+    """Records finished attempts in batches: one transaction (one fsync) for every attempt that
+    finished while the previous commit ran. Each caller returns only once its own attempt is
+    committed, so nothing is reported done that is not on disk.
+
+    The first caller to find no commit running commits everything queued, shielded from
+    cancellation; the others wait for the commit that holds theirs."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._queue: list[_Ticket] = []
+        self._committing = False
+        self._commit_ended = trio.Event()
+
+    async def record(self, finished: FinishedAttempt) -> None:
+        """Commit `finished` (perhaps with others); raise what storage raised if it failed."""
+        ticket = _Ticket(finished)
+        self._queue.append(ticket)
+        try:
+            while not ticket.done:
+                if self._committing:
+                    await self._commit_ended.wait()
+                else:
+                    await self._commit_queued()
+        except BaseException:
+            if ticket in self._queue:
+                self._queue.remove(ticket)  # never taken into a commit
+            raise
+        if ticket.error is not None:
+            raise ticket.error
+
+    async def _commit_queued(self) -> None:
+        self._committing = True
+        batch, self._queue = self._queue, []
+        try:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._storage.finish_webhook_attempts([t.finished for t in batch])
+                except Exception as exc:
+                    error: Exception | None = exc
+                else:
+                    error = None
+            for ticket in batch:
+                ticket.done, ticket.error = True, error
+        finally:
+            self._committing = False
+            ended, self._commit_ended = self._commit_ended, trio.Event()
+            ended.set()
+
+
+class WebhookWorker:
+    """Delivers webhook jobs. `deliver_due(now)` does one round; `run()` loops forever.
+
+    `clock` gives the wall-clock time used to claim jobs, sign attempts and schedule retries
+    (tests pass a fake one); `attempt_timeout` bounds each POST, connection included."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        http: httpx.AsyncClient,
+        clock: Callable[[], float] = time.time,
+        attempt_timeout: float = ATTEMPT_TIMEOUT_SECONDS,
+    ) -> None:
+        self._gateway = gateway
+        self._http = http
+        self._clock = clock
+        self._attempt_timeout = attempt_timeout
+        self._hosts: dict[str, _HostQueue] = {}
+        self._attempt_log = _AttemptLog(gateway.storage)
+        self._active = 0
+        self._wake = trio.Event()
+
+    async def run(self) -> None:
+        """Deliver due jobs until cancelled, waking early when jobs are committed or a slot
+        frees up."""
+        await self._gateway.storage.release_leases()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._forward_job_signals)
+            while True:
+                wake = self._wake = trio.Event()
+                free = MAX_IN_FLIGHT - self._active
+                claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
+                if claimed == 0 or self._active >= MAX_IN_FLIGHT:
+                    with trio.move_on_after(POLL_SECONDS):
+                        await wake.wait()
+
+    async def deliver_due(self, now: float) -> int:
+        """Claim the jobs due at `now` (a host's backlog beyond its room stays queued), attempt
+        each once and wait for them all; return how many jobs were claimed."""
+        async with trio.open_nursery() as nursery:
+            return await self._dispatch(nursery, now, None)
+
+    async def _forward_job_signals(self) -> None:
+        while True:
+            await self._gateway.hub.job_signal().wait()
+            self._wake.set()
+
+    async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int | None) -> int:
+        """Claim due jobs (looking at up to `limit`, None: all) and start an attempt for each.
+
+        A host takes at most MAX_QUEUED_PER_HOST attempts (MAX_PER_HOST at once, the rest
+        waiting), and the claim takes no more for it than it has room for, so a slow or busy
+        host keeps only its share of the worker and its backlog keeps its place in the queue.
+        Should two URLs on one host overfill it, the extra jobs are given back untouched."""
+        storage = self._gateway.storage
+        room = {
+            url: MAX_QUEUED_PER_HOST - queue.queued
+            for queue in self._hosts.values()
+            for url in queue.urls
+        }
+        jobs = await storage.claim_webhook_jobs(
+            now, limit, LEASE_SECONDS, room, MAX_QUEUED_PER_HOST
+        )
+        if not jobs:
+            return 0
+        deliveries = await storage.webhook_deliveries([job.message_id for job in jobs])
+        given_back: list[int] = []
+        for job in jobs:
+            delivery = deliveries.get(job.message_id)
+            if delivery is None:
+                continue  # the message was deleted, and its job with it
+            url = delivery.webhook_url or ""
+            host = (urlsplit(url).hostname or "").lower()
+            queue = self._hosts.setdefault(host, _HostQueue())
+            queue.urls.add(url)
+            if queue.full:
+                given_back.append(job.id)
+                continue
+            queue.queued += 1
+            self._active += 1
+            nursery.start_soon(self._attempt_in_turn, job, delivery, host, queue)
+        if given_back:
+            await storage.release_jobs(given_back)
+        return len(jobs)
+
+    async def _attempt_in_turn(
+        self, job: Job, delivery: WebhookDelivery, host: str, queue: _HostQueue
+    ) -> None:
+        """Attempt `job` once its host has a free slot."""
+        try:
+            async with queue.limiter:
+                await self._attempt(job, delivery)
+        finally:
+            queue.queued -= 1
+            if queue.queued == 0:
+                self._hosts.pop(host, None)
+            self._active -= 1
+            if queue.queued <= MAX_PER_HOST:
+                self._wake.set()  # room for a batch: claim more (one claim per few attempts)
+
+    async def _attempt(self, job: Job, delivery: WebhookDelivery) -> None:
+        """POST once, then record the attempt with the job's next state in one transaction."""
+        message = delivery.message
+        attempt_number = job.attempts + 1
+        started, started_monotonic = self._clock(), trio.current_time()
+        answer = await self._post(delivery, attempt_number, started)
+        finished = self._clock()
+        verdict = "failed" if answer.final else judge_answer(answer.status_code)
+        outcome: DeliveryOutcome = "delivered" if verdict == "delivered" else "failed"
+        retry_at = None
+        if verdict == "retry":
+            retry_after = parse_retry_after(answer.retry_after, finished)
+            retry_at = next_attempt_at(attempt_number, job.created_at, finished, retry_after)
+            outcome = "retrying" if retry_at is not None else "failed"
+        record = WebhookAttempt(
+            attempt=attempt_number,
+            attempted_at=format_timestamp(started),
+            status_code=answer.status_code,
+            error=answer.error,
+            duration_ms=round((trio.current_time() - started_monotonic) * 1000),
+        )
+        await self._attempt_log.record(
+            FinishedAttempt(job.id, message.id, record, outcome, retry_at)
+        )
+        log.info(
+            "webhook %s attempt %d -> %s (%s)",
+            message.id,
+            attempt_number,
+            outcome,
+            answer.status_code if answer.status_code is not None else answer.error,
+        )
+
+    async def _post(self, delivery: WebhookDelivery, attempt_number: int, now: float) -> Answer:
+        """One signed POST to the agent's webhook, pinned to a checked address."""
+        if delivery.webhook_url is None:
+            return Answer(
+                None,
+                error="agent is no longer a cloud agent with a webhook_url; "
+                "its messages are served over REST and the WebSocket",
+                final=True,
+            )
+        if delivery.signing_seed is None:
+            return Answer(None, error="the agent's owner has no signing secret; create one")
+        settings = self._gateway.settings
+        url = delivery.webhook_url
+        try:
+            check_webhook_url(
+                url,
+                require_https=settings.is_production,
+                allow_private=settings.webhooks.allow_private,
+            )
+            parts = urlsplit(url)
+            host_header = parts.netloc.encode("idna")
+            address = await pinned_address(
+                self._gateway.resolver, parts, settings.webhooks.allow_private
+            )
+        except (WebhookTargetError, TargetRefused, UnicodeError) as exc:
+            return Answer(None, error=f"target refused: {exc}", final=True)
+        except ConnectionError as exc:
+            return Answer(None, error=str(exc))
+        secret = derive_signing_secret(self._gateway.server_key, delivery.signing_seed)
+        request = build_request(delivery.message, secret, attempt_number, now)
+        host_for_url = f"[{address}]" if ":" in address else address
+        netloc = host_for_url + (f":{parts.port}" if parts.port else "")
+        pinned_url = parts._replace(netloc=netloc).geturl()
+        headers = [(name.encode("ascii"), value) for name, value in request.headers.items()]
+        headers.append((b"Host", host_header))
+        extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+        try:
+            with trio.fail_after(self._attempt_timeout):
+                async with self._http.stream(
+                    "POST", pinned_url, content=request.body, headers=headers, extensions=extensions
+                ) as response:
+                    await _read_at_most(response, MAX_RESPONSE_BYTES)
+                    return Answer(response.status_code, response.headers.get("Retry-After"))
+        except trio.TooSlowError:
+            return Answer(None, error=f"timeout after {self._attempt_timeout:g} s")
+        except httpx.HTTPError as exc:
+            return Answer(None, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> None:
+    """Read (and discard) at most `limit` bytes of the body, so a huge answer costs nothing."""
+    received = 0
+    async for chunk in response.aiter_raw():
+        received += len(chunk)
+        if received >= limit:
+            break

@@ -1,0 +1,208 @@
+"""Sender authentication end to end: real SMTP in, a real DNS server on 127.0.0.1, REST out.
+
+The gateway's `dns.nameservers` points at a tiny DNS server started here, so SPF, DKIM and
+DMARC run exactly as in production; the signed headers are then checked with a verifier
+written from the contract text alone (tests/test_signing_identity.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+import socket
+import time
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from e2a.app import RunningGateway, run_gateway
+from e2a.mailauth.resolver import Zone
+from e2a.signing.identity import verify_headers
+from tests.conftest import Account, agent_path, make_settings
+from tests.dns_server import serve_dns
+from tests.test_mailauth_dkim import rsa_key
+from tests.test_signing_identity import contract_verify
+
+SIGNER = rsa_key("example.org", "mail")
+ZONE: Zone = {
+    "example.org": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+    "_dmarc.example.org": {"TXT": ["v=DMARC1; p=reject"]},
+    "attacker.example": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+    "nospf.example": {"A": ["192.0.2.1"]},
+    **SIGNER.zone(),
+}
+
+
+def mail(sender: str, subject: str, extra: bytes = b"") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: bot@agents.test\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '-')}@test>\r\n".encode()
+        + extra
+        + b"\r\nHello agent.\r\n"
+    )
+
+
+@pytest.fixture
+async def dns_port(nursery: trio.Nursery) -> int:
+    port: int = await nursery.start(serve_dns, ZONE)
+    return port
+
+
+@pytest.fixture
+async def gateway(
+    tmp_path: Path, dns_port: int, nursery: trio.Nursery
+) -> AsyncIterator[RunningGateway]:
+    settings = make_settings(tmp_path, dns={"nameservers": [f"127.0.0.1:{dns_port}"]})
+    running: RunningGateway = await nursery.start(partial(run_gateway, settings))
+    yield running
+
+
+async def account_with_bot(running: RunningGateway) -> tuple[Account, str]:
+    from e2a.accounts import bootstrap_user
+
+    _, issued, _ = await bootstrap_user(
+        running.gateway.storage, running.gateway.server_key, "owner@example.com"
+    )
+    http = httpx.AsyncClient(
+        base_url=running.addresses.http_url,
+        headers={"Authorization": f"Bearer {issued.plaintext}"},
+        timeout=10,
+    )
+    created = await http.post("/api/v1/agents", json={"slug": "bot", "agent_mode": "local"})
+    assert created.status_code == 201, created.text
+    secret = (await http.post("/api/v1/users/me/signing-secrets", json={"name": "e2e"})).json()
+    return Account("owner@example.com", issued.plaintext, http), str(secret["secret"])
+
+
+def send(port: int, envelope_from: str, data: bytes) -> float:
+    started = time.monotonic()
+    with smtplib.SMTP("127.0.0.1", port, timeout=15) as client:
+        client.sendmail(envelope_from, ["bot@agents.test"], data)
+    return time.monotonic() - started
+
+
+async def received(account: Account, subject: str) -> dict[str, Any]:
+    listing = (await account.http.get(agent_path("bot@agents.test", "/messages"))).json()
+    (summary,) = [m for m in listing["messages"] if m["subject"] == subject]
+    response = await account.http.get(
+        agent_path("bot@agents.test", f"/messages/{summary['message_id']}")
+    )
+    return dict(response.json())
+
+
+CASES = [
+    # (name, envelope sender, From:, dkim-sign?, verified, domain check)
+    (
+        "aligned spf",
+        "alice@example.org",
+        "alice@example.org",
+        False,
+        True,
+        "spf=pass; dkim=none; dmarc=pass",
+    ),
+    (
+        "forged from",
+        "bob@attacker.example",
+        "ceo@example.org",
+        False,
+        False,
+        "spf=pass; dkim=none; dmarc=fail",
+    ),
+    (
+        "aligned dkim",
+        "bounce@nospf.example",
+        "alice@example.org",
+        True,
+        True,
+        "spf=none; dkim=pass; dmarc=pass",
+    ),
+    (
+        "unauthenticated",
+        "someone@nospf.example",
+        "someone@nospf.example",
+        False,
+        False,
+        "spf=none; dkim=none; dmarc=none",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "envelope", "sender", "signed", "verified", "check"), CASES)
+async def test_signed_identity_headers(
+    gateway: RunningGateway,
+    name: str,
+    envelope: str,
+    sender: str,
+    signed: bool,
+    verified: bool,
+    check: str,
+) -> None:
+    account, secret = await account_with_bot(gateway)
+    original = mail(
+        sender, name, b"X-E2A-Auth-Verified: true\r\nX-E2A-Auth-Sender: ceo@example.org\r\n"
+    )
+    if signed:
+        original = SIGNER.sign(original)
+    await trio.to_thread.run_sync(send, gateway.addresses.smtp_port, envelope, original)
+    message = await received(account, name)
+    headers = message["auth_headers"]
+    raw = base64.b64decode(message["raw_message"])
+
+    assert headers["X-E2A-Auth-Verified"] == ("true" if verified else "false")
+    assert headers["X-E2A-Auth-Sender"] == sender
+    assert headers["X-E2A-Auth-Entity-Type"] == "human"
+    assert headers["X-E2A-Auth-Domain-Check"] == check
+    assert headers["X-E2A-Auth-Delegation"] == ""
+    assert headers["X-E2A-Auth-Message-Id"] == message["message_id"]
+    spf, dkim, dmarc = (part.split("=")[1] for part in check.split("; "))
+    assert message["authentication_results"] == {"spf": spf, "dkim": dkim, "dmarc": dmarc}
+
+    stripped = original.replace(
+        b"X-E2A-Auth-Verified: true\r\nX-E2A-Auth-Sender: ceo@example.org\r\n", b""
+    )
+    assert raw.endswith(stripped)
+    added = raw[: -len(stripped)]
+    assert added.startswith(b"Authentication-Results: mx.agents.test;")
+    assert f"spf={spf}".encode() in added and f"dmarc={dmarc}".encode() in added
+    assert added.endswith(b"\r\n") and b"X-E2A-Auth-" not in added
+
+    assert contract_verify(headers, raw, secret)
+    assert verify_headers(headers, raw, secret, time.time())
+    assert not contract_verify(headers, raw + b"tampered", secret)
+    await account.http.aclose()
+
+
+async def test_dns_that_never_answers_degrades_to_temperror(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        settings = make_settings(
+            tmp_path,
+            dns={"nameservers": [f"127.0.0.1:{silent.getsockname()[1]}"], "timeout_seconds": 1},
+        )
+        running: RunningGateway = await nursery.start(partial(run_gateway, settings))
+        account, _ = await account_with_bot(running)
+        took = await trio.to_thread.run_sync(
+            send,
+            running.addresses.smtp_port,
+            "alice@example.org",
+            mail("alice@example.org", "slow dns"),
+        )
+        assert took < 3.0
+        message = await received(account, "slow dns")
+        assert message["authentication_results"] == {
+            "spf": "temperror",
+            "dkim": "temperror",
+            "dmarc": "temperror",
+        }
+        assert message["auth_headers"]["X-E2A-Auth-Verified"] == "false"
+        await account.http.aclose()
+    finally:
+        silent.close()

@@ -1,0 +1,272 @@
+"""The published e2a SDK (2.2.0) accepts what the gateway delivers, and refuses forgeries.
+
+The SDK's package is also called `e2a`, so it lives in its own virtualenv and runs in a
+subprocess in isolated mode (`-I`): it can neither shadow our package nor be shadowed by it.
+The virtualenv is built once under the user's cache directory (or named by E2A_SDK_PYTHON);
+without network the tests are skipped with the command that pre-installs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from e2a.app import RunningGateway
+from e2a.mailauth.resolver import FixtureResolver
+from e2a.signing.credentials import derive_signing_secret, hash_api_key
+from e2a.workers.webhooks import WebhookWorker
+from tests.conftest import Account, make_settings
+from tests.delivery_support import (
+    accept,
+    create_agent,
+    mail,
+    new_signing_secret,
+    open_account,
+    quiet_gateway,
+    store_with_conversation,
+    wait_until,
+)
+from tests.http_receiver import HttpReceiver
+
+SDK_VERSION = "2.2.0"
+SDK_PYTHON_VAR = "E2A_SDK_PYTHON"
+INSTALL_SECONDS = 300
+SDK_SECONDS = 60
+
+
+def sdk_venv_dir() -> Path:
+    """Where the SDK's virtualenv is cached between runs."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "e2a-tests" / f"sdk-{SDK_VERSION}"
+
+
+def _install_hint() -> str:
+    venv = sdk_venv_dir()
+    return (
+        f"pre-install it with `{sys.executable} -m venv {venv} && "
+        f"{venv}/bin/pip install 'e2a[ws]=={SDK_VERSION}'`, or set {SDK_PYTHON_VAR} to a "
+        "python that has it"
+    )
+
+
+@pytest.fixture(scope="session")
+def sdk_python() -> Path:
+    """A python interpreter with e2a[ws]==2.2.0 installed, apart from this project."""
+    configured = os.environ.get(SDK_PYTHON_VAR)
+    if configured:
+        return Path(configured)
+    venv = sdk_venv_dir()
+    python = venv / "bin" / "python"
+    if (venv / ".installed").exists():
+        return python
+    partial = venv.with_name(venv.name + ".partial")
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--clear", str(partial)],
+            check=True,
+            capture_output=True,
+            timeout=INSTALL_SECONDS,
+        )
+        subprocess.run(
+            [str(partial / "bin" / "pip"), "install", "--quiet", f"e2a[ws]=={SDK_VERSION}"],
+            check=True,
+            capture_output=True,
+            timeout=INSTALL_SECONDS,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        output = getattr(exc, "stderr", b"") or b""
+        pytest.skip(
+            f"e2a SDK {SDK_VERSION} could not be installed ({exc}; "
+            f"{output.decode(errors='replace').strip()[-300:]}) — {_install_hint()}"
+        )
+    (partial / ".installed").touch()
+    partial.rename(venv)
+    return python
+
+
+async def run_sdk(python: Path, script: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Run `script` with the SDK's python in isolated mode, `request` as JSON on stdin; return
+    the JSON it prints. It must have imported the SDK, not our package."""
+    with trio.fail_after(SDK_SECONDS):
+        done = await trio.run_process(
+            [str(python), "-I", "-c", script],
+            stdin=json.dumps(request).encode(),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd="/",
+            # A webhook receiver has its API key in the environment, as the SDK expects.
+            env={"E2A_API_KEY": "e2a_" + "0" * 64},
+        )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    answer: dict[str, Any] = json.loads(done.stdout)
+    assert str(python.parent.parent) in answer["sdk"] or os.environ.get(SDK_PYTHON_VAR)
+    assert "/work/" not in answer["sdk"] or os.environ.get(SDK_PYTHON_VAR)
+    return answer
+
+
+PARSE_WEBHOOKS = """
+import base64, json, sys
+import e2a
+from e2a.v1 import E2AClient
+
+request = json.load(sys.stdin)
+results = []
+for case in request["cases"]:
+    body = base64.b64decode(case["body"])
+    try:
+        email = E2AClient().parse_webhook(body, case["secret"])
+    except PermissionError as exc:
+        results.append({"accepted": False, "error": str(exc)})
+        continue
+    results.append({
+        "accepted": True,
+        "message_id": email.message_id,
+        "conversation_id": email.conversation_id,
+        "sender": email.sender,
+        "recipient": email.recipient,
+        "to": email.to,
+        "subject": email.subject,
+        "text_body": email.text_body,
+        "is_verified": email.is_verified,
+    })
+print(json.dumps({"sdk": e2a.__file__, "results": results}))
+"""
+
+
+def _case(body: bytes, secret: str) -> dict[str, str]:
+    return {"body": base64.b64encode(body).decode(), "secret": secret}
+
+
+def _forge(payload: dict[str, Any], change: dict[str, Any]) -> bytes:
+    return json.dumps({**payload, **change}).encode()
+
+
+@pytest.fixture
+async def receiver(nursery: trio.Nursery) -> HttpReceiver:
+    started = HttpReceiver()
+    await nursery.start(started.serve)
+    return started
+
+
+async def test_parse_webhook_accepts_deliveries_and_refuses_forgeries(
+    tmp_path: Path, resolver: FixtureResolver, receiver: HttpReceiver, sdk_python: Path
+) -> None:
+    settings = make_settings(tmp_path, webhooks={"allow_private": True})
+    async with quiet_gateway(settings, resolver) as quiet:
+        gateway = quiet.gateway
+        account = await open_account(gateway, quiet.http_url, "alice@example.com")
+        async with account.http, httpx.AsyncClient() as http:
+            user = await gateway.storage.user_for_key_hash(hash_api_key(account.key))
+            assert user is not None
+            (bootstrap_secret,) = await gateway.storage.list_signing_secrets(user.id)
+            old_secret = derive_signing_secret(gateway.server_key, bootstrap_secret.seed)
+            secret = await new_signing_secret(account)
+            agent = await create_agent(account, "sdk", receiver.url)
+
+            await accept(gateway, [agent], mail("Stale", body="Six minutes ago."))
+            six_minutes_ago = WebhookWorker(gateway, http, clock=lambda: time.time() - 360)
+            assert await six_minutes_ago.deliver_due(time.time()) == 1
+            await accept(gateway, [agent], mail("Invoice", body="Pay 100 EUR."))
+            await accept(gateway, [agent], mail("Other", body="Something else."))
+            assert await WebhookWorker(gateway, http).deliver_due(time.time()) == 2
+
+    bodies = {json.loads(request.body)["subject"]: request.body for request in receiver.requests}
+    stale, invoice, other = (json.loads(bodies[name]) for name in ("Stale", "Invoice", "Other"))
+    genuine = bodies["Invoice"]
+    raw = base64.b64decode(invoice["raw_message"])
+    assert b"Pay 100" in raw
+    forged_raw = base64.b64encode(raw.replace(b"Pay 100", b"Pay 900")).decode()
+    forged_sender = {**invoice["auth_headers"], "X-E2A-Auth-Sender": "ceo@example.org"}
+    cases = {
+        "genuine": _case(genuine, secret),
+        "other genuine": _case(bodies["Other"], secret),
+        "forged body": _case(_forge(invoice, {"raw_message": forged_raw}), secret),
+        "forged claim": _case(_forge(invoice, {"auth_headers": forged_sender}), secret),
+        "swapped body": _case(_forge(invoice, {"raw_message": other["raw_message"]}), secret),
+        "swapped headers": _case(_forge(invoice, {"auth_headers": other["auth_headers"]}), secret),
+        "replayed old signature": _case(json.dumps(stale).encode(), secret),
+        "wrong secret": _case(genuine, "0" * 64),
+        "rotated-out secret": _case(genuine, old_secret),
+    }
+    answer = await run_sdk(sdk_python, PARSE_WEBHOOKS, {"cases": list(cases.values())})
+    verdicts = dict(zip(cases, answer["results"], strict=True))
+
+    accepted = {name for name, verdict in verdicts.items() if verdict["accepted"]}
+    assert accepted == {"genuine", "other genuine"}
+    email = verdicts["genuine"]
+    assert email["message_id"] == invoice["message_id"]
+    assert email["sender"] == "alice@example.org"
+    assert email["recipient"] == agent
+    assert email["subject"] == "Invoice"
+    assert email["text_body"].strip() == "Pay 100 EUR."
+    assert email["conversation_id"] is None
+    assert verdicts["other genuine"]["subject"] == "Other"
+
+
+LISTEN = """
+import asyncio, json, sys
+import e2a
+from e2a.v1 import AsyncE2AClient
+
+request = json.load(sys.stdin)
+
+async def main():
+    client = AsyncE2AClient(api_key=request["key"], base_url=request["url"])
+    notes = []
+    async for note in client.listen(request["agent"], reconnect=False):
+        notes.append({
+            "message_id": note.message_id,
+            "from": note.from_,
+            "recipient": note.recipient,
+            "subject": note.subject,
+            "received_at": note.received_at,
+            "conversation_id": note.conversation_id,
+        })
+        print("got", note.message_id, file=sys.stderr, flush=True)
+        if len(notes) == request["count"]:
+            break
+    return notes
+
+notes = asyncio.run(asyncio.wait_for(main(), 30))
+print(json.dumps({"sdk": e2a.__file__, "notifications": notes}))
+"""
+
+
+async def test_listen_accepts_the_websocket_frames(
+    running: RunningGateway, make_account: Any, sdk_python: Path, nursery: trio.Nursery
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    agent = await create_agent(alice, "listener")
+    gateway = running.gateway
+    plain = await accept(gateway, [agent], mail("First"))
+    threaded = await store_with_conversation(gateway, agent, "conv-42")
+    request = {"url": running.addresses.http_url, "key": alice.key, "agent": agent, "count": 3}
+    answers: list[dict[str, Any]] = []
+
+    async def listen() -> None:
+        answers.append(await run_sdk(sdk_python, LISTEN, request))
+
+    async with trio.open_nursery() as listening:
+        listening.start_soon(listen)
+        await wait_until(lambda: gateway.hub.subscriber_count(agent) == 1, SDK_SECONDS)
+        live = await accept(gateway, [agent], mail("Live"))
+
+    (answer,) = answers
+    notes = answer["notifications"]
+    assert [note["message_id"] for note in notes] == [plain, threaded, live]
+    assert [note["subject"] for note in notes] == ["First", "Threaded", "Live"]
+    assert [note["conversation_id"] for note in notes] == [None, "conv-42", None]
+    assert {note["from"] for note in notes} == {"alice@example.org"}
+    assert {note["recipient"] for note in notes} == {agent}
+    assert all(note["received_at"].endswith("Z") for note in notes)

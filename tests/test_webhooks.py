@@ -1,0 +1,586 @@
+"""Webhook delivery against a real HTTP receiver on 127.0.0.1.
+
+Most tests drive `WebhookWorker.deliver_due(now)` with a fake wall clock on a gateway that runs
+no worker of its own, so retry timing is exact and instant; the rest run the worker's own loop
+(or the whole gateway) on real time with every wait bounded.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import closing
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from e2a.app import RunningGateway
+from e2a.clock import format_timestamp
+from e2a.config import Settings
+from e2a.mailauth.resolver import FixtureResolver
+from e2a.signing.identity import verify_headers
+from e2a.workers.webhook_policy import DELIVERY_WINDOW_SECONDS, delivery_id
+from e2a.workers.webhooks import MAX_PER_HOST, WebhookWorker
+from tests.conftest import Account, make_settings
+from tests.delivery_support import (
+    QuietGateway,
+    accept,
+    create_agent,
+    delivery_status,
+    mail,
+    new_signing_secret,
+    open_account,
+    quiet_gateway,
+    smtp_send,
+    wait_for_status,
+)
+from tests.http_receiver import CLOSE, HANG, Answer, HttpReceiver, answer_in_turn
+
+WAIT = 10.0
+
+
+class FakeClock:
+    """A wall clock that moves only when the test says so."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Webhook targets on loopback are allowed in these tests."""
+    return make_settings(tmp_path, webhooks={"allow_private": True})
+
+
+@pytest.fixture
+async def quiet(settings: Settings, resolver: FixtureResolver) -> AsyncIterator[QuietGateway]:
+    async with quiet_gateway(settings, resolver) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def alice(quiet: QuietGateway) -> AsyncIterator[Account]:
+    account = await open_account(quiet.gateway, quiet.http_url, "alice@example.com")
+    async with account.http:
+        yield account
+
+
+@pytest.fixture
+async def receiver(nursery: trio.Nursery) -> HttpReceiver:
+    started = HttpReceiver()
+    await nursery.start(started.serve)
+    return started
+
+
+@pytest.fixture
+async def worker_http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(follow_redirects=False) as http:
+        yield http
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(time.time())
+
+
+@pytest.fixture
+def worker(quiet: QuietGateway, worker_http: httpx.AsyncClient, clock: FakeClock) -> WebhookWorker:
+    return WebhookWorker(quiet.gateway, worker_http, clock=clock, attempt_timeout=5.0)
+
+
+def job_due_at(settings: Settings, message_id: str) -> float | None:
+    """When the message's delivery job is next due, read straight from the database file."""
+    path = settings.database.url.removeprefix("sqlite:///")
+    with closing(sqlite3.connect(path)) as db:
+        row = db.execute("SELECT run_at FROM jobs WHERE message_id = ?", (message_id,)).fetchone()
+    return None if row is None else float(row[0])
+
+
+async def accept_at(quiet: QuietGateway, clock: FakeClock, agent: str, subject: str = "Hi") -> str:
+    """Accept one message for `agent` and move the fake clock to the time it was stored."""
+    message_id = await accept(quiet.gateway, [agent], mail(subject))
+    clock.now = time.time()
+    return message_id
+
+
+async def test_a_200_delivers_once_with_the_signed_body_and_headers(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+) -> None:
+    agent = await create_agent(alice, "hooked", receiver.url)
+    secret = await new_signing_secret(alice)
+    message_id = await accept_at(quiet, clock, agent)
+    assert await delivery_status(alice, agent, message_id) == "pending"
+
+    assert await worker.deliver_due(clock.now) == 1
+    (request,) = receiver.requests
+    assert request.method == "POST" and request.target == "/hook"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["host"] == f"127.0.0.1:{receiver.port}"
+    assert request.headers["x-e2a-delivery-id"] == delivery_id(message_id)
+    assert request.headers["x-e2a-delivery-attempt"] == "1"
+    body = json.loads(request.body)
+    assert body["message_id"] == message_id and body["recipient"] == agent
+    raw = base64.b64decode(body["raw_message"], validate=True)
+    assert raw.endswith(mail("Hi"))
+    auth = body["auth_headers"]
+    assert {name: request.headers[name.lower()] for name in auth} == auth
+    assert auth["X-E2A-Auth-Timestamp"] == format_timestamp(clock.now)
+    assert verify_headers(auth, raw, secret, clock.now)
+
+    assert await delivery_status(alice, agent, message_id) == "delivered"
+    (attempt,) = await quiet.gateway.storage.webhook_attempts(message_id)
+    assert (attempt.attempt, attempt.status_code, attempt.error) == (1, 200, None)
+    assert attempt.attempted_at == format_timestamp(clock.now)
+    clock.now += 2 * DELIVERY_WINDOW_SECONDS
+    assert await worker.deliver_due(clock.now) == 0
+    assert len(receiver.requests) == 1
+
+
+async def test_a_500_is_retried_with_doubling_backoff_until_delivered(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+) -> None:
+    receiver.reply = answer_in_turn(Answer(500), Answer(503), Answer(200))
+    agent = await create_agent(alice, "flaky", receiver.url)
+    message_id = await accept_at(quiet, clock, agent)
+    received_at = clock.now
+
+    assert await worker.deliver_due(clock.now) == 1
+    assert await delivery_status(alice, agent, message_id) == "retrying"
+    first_retry = job_due_at(quiet.gateway.settings, message_id)
+    assert first_retry is not None and 24 <= first_retry - clock.now <= 36
+    assert await worker.deliver_due(first_retry - 0.5) == 0
+
+    clock.now = first_retry
+    assert await worker.deliver_due(clock.now) == 1
+    assert await delivery_status(alice, agent, message_id) == "retrying"
+    second_retry = job_due_at(quiet.gateway.settings, message_id)
+    assert second_retry is not None and 48 <= second_retry - clock.now <= 72
+
+    clock.now = second_retry
+    assert await worker.deliver_due(clock.now) == 1
+    assert await delivery_status(alice, agent, message_id) == "delivered"
+    assert job_due_at(quiet.gateway.settings, message_id) is None
+
+    attempts = await quiet.gateway.storage.webhook_attempts(message_id)
+    assert [(a.attempt, a.status_code) for a in attempts] == [(1, 500), (2, 503), (3, 200)]
+    assert [a.attempted_at for a in attempts] == [
+        format_timestamp(t) for t in (received_at, first_retry, second_retry)
+    ]
+    headers = [request.headers for request in receiver.requests]
+    assert [h["x-e2a-delivery-attempt"] for h in headers] == ["1", "2", "3"]
+    assert {h["x-e2a-delivery-id"] for h in headers} == {delivery_id(message_id)}
+    assert len({h["x-e2a-auth-signature"] for h in headers}) == 3
+
+
+@pytest.mark.parametrize("retry_after", ["600", "HTTP-DATE"])
+async def test_429_waits_at_least_retry_after(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+    retry_after: str,
+) -> None:
+    agent = await create_agent(alice, "limited", receiver.url)
+    message_id = await accept_at(quiet, clock, agent)
+    if retry_after == "HTTP-DATE":
+        retry_after = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(clock.now + 600))
+    receiver.reply = answer_in_turn(Answer(429, {"Retry-After": retry_after}), Answer(200))
+
+    assert await worker.deliver_due(clock.now) == 1
+    assert await delivery_status(alice, agent, message_id) == "retrying"
+    due = job_due_at(quiet.gateway.settings, message_id)
+    assert due is not None and 599 <= due - clock.now <= 601
+    assert await worker.deliver_due(clock.now + 590) == 0
+    assert await worker.deliver_due(clock.now + 601) == 1
+    assert await delivery_status(alice, agent, message_id) == "delivered"
+    statuses = [a.status_code for a in await quiet.gateway.storage.webhook_attempts(message_id)]
+    assert statuses == [429, 200]
+
+
+@pytest.mark.parametrize(
+    "final", [Answer(410), Answer(400), Answer(302, {"Location": "http://127.0.0.1:9/elsewhere"})]
+)
+async def test_other_4xx_and_redirects_are_final(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+    final: Answer,
+) -> None:
+    receiver.reply = lambda _: final
+    agent = await create_agent(alice, "gone", receiver.url)
+    message_id = await accept_at(quiet, clock, agent)
+
+    assert await worker.deliver_due(clock.now) == 1
+    assert await delivery_status(alice, agent, message_id) == "failed"
+    (attempt,) = await quiet.gateway.storage.webhook_attempts(message_id)
+    assert attempt.status_code == final.status
+    assert job_due_at(quiet.gateway.settings, message_id) is None
+    assert await worker.deliver_due(clock.now + DELIVERY_WINDOW_SECONDS) == 0
+    assert len(receiver.requests) == 1
+
+
+async def test_a_hanging_receiver_times_out_and_is_retried(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker_http: httpx.AsyncClient,
+    clock: FakeClock,
+) -> None:
+    receiver.reply = answer_in_turn(HANG, Answer(200))
+    worker = WebhookWorker(quiet.gateway, worker_http, clock=clock, attempt_timeout=0.5)
+    agent = await create_agent(alice, "slow", receiver.url)
+    message_id = await accept_at(quiet, clock, agent)
+
+    with trio.fail_after(WAIT):
+        assert await worker.deliver_due(clock.now) == 1
+    await receiver.wait_in_flight(0)  # the worker hung up on it
+    (attempt,) = await quiet.gateway.storage.webhook_attempts(message_id)
+    assert attempt.status_code is None and attempt.error == "timeout after 0.5 s"
+    assert 500 <= attempt.duration_ms < 5000
+    assert await delivery_status(alice, agent, message_id) == "retrying"
+
+    due = job_due_at(quiet.gateway.settings, message_id)
+    assert due is not None
+    assert await worker.deliver_due(due) == 1
+    assert await delivery_status(alice, agent, message_id) == "delivered"
+
+
+async def test_a_closed_connection_and_a_refused_one_are_retried(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+) -> None:
+    receiver.reply = lambda _: CLOSE
+    closing_agent = await create_agent(alice, "closer", receiver.url)
+    refusing_agent = await create_agent(alice, "nobody-home", "http://127.0.0.1:9/hook")
+    closed = await accept_at(quiet, clock, closing_agent)
+    refused = await accept_at(quiet, clock, refusing_agent)
+
+    assert await worker.deliver_due(clock.now) == 2
+    (closed_attempt,) = await quiet.gateway.storage.webhook_attempts(closed)
+    (refused_attempt,) = await quiet.gateway.storage.webhook_attempts(refused)
+    assert closed_attempt.status_code is None
+    assert closed_attempt.error is not None and "RemoteProtocolError" in closed_attempt.error
+    assert refused_attempt.status_code is None
+    assert refused_attempt.error is not None and "ConnectError" in refused_attempt.error
+    assert await delivery_status(alice, closing_agent, closed) == "retrying"
+    assert await delivery_status(alice, refusing_agent, refused) == "retrying"
+
+
+async def test_an_endless_answer_is_not_read_past_the_limit(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+) -> None:
+    receiver.reply = lambda _: Answer(200, body=b"x" * 4096, endless=True)
+    agent = await create_agent(alice, "chatty", receiver.url)
+    message_id = await accept_at(quiet, clock, agent)
+
+    with trio.fail_after(WAIT):
+        assert await worker.deliver_due(clock.now) == 1
+    (attempt,) = await quiet.gateway.storage.webhook_attempts(message_id)
+    assert (attempt.status_code, attempt.error) == (200, None)
+    assert attempt.duration_ms < 4000  # well inside the 5 s attempt timeout
+    assert await delivery_status(alice, agent, message_id) == "delivered"
+
+
+async def test_retries_stop_24_hours_after_receipt(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+) -> None:
+    receiver.reply = lambda _: Answer(500)
+    agent = await create_agent(alice, "doomed", receiver.url)
+    message_id = await accept_at(quiet, clock, agent)
+
+    times: list[float] = []
+    for _ in range(100):
+        due = job_due_at(quiet.gateway.settings, message_id)
+        if due is None:
+            break
+        clock.now = due
+        times.append(due)
+        assert await worker.deliver_due(due) == 1
+    assert await delivery_status(alice, agent, message_id) == "failed"
+    assert times[-1] == times[0] + DELIVERY_WINDOW_SECONDS  # the first was due on receipt
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    for index, gap in enumerate(gaps[:-1]):
+        expected = min(30 * 2**index, 3600)
+        assert 0.8 * expected <= gap <= 1.2 * expected, (index, gap)
+    attempts = await quiet.gateway.storage.webhook_attempts(message_id)
+    assert [a.attempt for a in attempts] == list(range(1, len(times) + 1))
+    assert {a.status_code for a in attempts} == {500}
+    assert len(receiver.requests) == len(times)
+
+
+async def test_a_restart_in_the_middle_of_the_schedule_resumes_it(
+    settings: Settings,
+    resolver: FixtureResolver,
+    receiver: HttpReceiver,
+    worker_http: httpx.AsyncClient,
+    clock: FakeClock,
+) -> None:
+    receiver.reply = answer_in_turn(Answer(500), Answer(200))
+    async with quiet_gateway(settings, resolver) as first:
+        account = await open_account(first.gateway, first.http_url, "alice@example.com")
+        async with account.http:
+            agent = await create_agent(account, "durable", receiver.url)
+            message_id = await accept_at(first, clock, agent)
+            worker = WebhookWorker(first.gateway, worker_http, clock=clock)
+            assert await worker.deliver_due(clock.now) == 1
+    due = job_due_at(settings, message_id)
+    assert due is not None
+
+    async with quiet_gateway(settings, resolver) as second:
+        account = await open_account(second.gateway, second.http_url, "alice@example.com")
+        async with account.http:
+            worker = WebhookWorker(second.gateway, worker_http, clock=clock)
+            assert await delivery_status(account, agent, message_id) == "retrying"
+            assert await worker.deliver_due(due - 1) == 0
+            assert await worker.deliver_due(due) == 1
+            assert await delivery_status(account, agent, message_id) == "delivered"
+            attempts = await second.gateway.storage.webhook_attempts(message_id)
+    assert [(a.attempt, a.status_code) for a in attempts] == [(1, 500), (2, 200)]
+    assert [r.headers["x-e2a-delivery-attempt"] for r in receiver.requests] == ["1", "2"]
+
+
+async def test_a_crash_during_an_attempt_delivers_again_after_restart(
+    settings: Settings, resolver: FixtureResolver, receiver: HttpReceiver
+) -> None:
+    receiver.reply = answer_in_turn(HANG, Answer(200))
+    async with quiet_gateway(settings, resolver) as first:
+        account = await open_account(first.gateway, first.http_url, "alice@example.com")
+        async with account.http, httpx.AsyncClient() as http, trio.open_nursery() as nursery:
+            agent = await create_agent(account, "crashy", receiver.url)
+            message_id = await accept(first.gateway, [agent], mail())
+            nursery.start_soon(WebhookWorker(first.gateway, http).run)
+            await receiver.wait_in_flight(1)
+            nursery.cancel_scope.cancel()  # the process dies mid-attempt: nothing is recorded
+
+    async with quiet_gateway(settings, resolver) as second:
+        account = await open_account(second.gateway, second.http_url, "alice@example.com")
+        async with account.http, httpx.AsyncClient() as http, trio.open_nursery() as nursery:
+            nursery.start_soon(WebhookWorker(second.gateway, http).run)
+            await receiver.wait_for(2)
+            await wait_for_status(account, agent, message_id, "delivered")
+            nursery.cancel_scope.cancel()
+        (attempt,) = await second.gateway.storage.webhook_attempts(message_id)
+    assert (attempt.attempt, attempt.status_code) == (1, 200)
+    ids = {request.headers["x-e2a-delivery-id"] for request in receiver.requests}
+    assert ids == {delivery_id(message_id)}  # the receiver can tell it is the same delivery
+
+
+async def test_a_receiver_down_for_an_hour_gets_every_message_once_back(
+    quiet: QuietGateway,
+    alice: Account,
+    worker: WebhookWorker,
+    clock: FakeClock,
+    nursery: trio.Nursery,
+) -> None:
+    receiver = HttpReceiver()
+    async with trio.open_nursery() as first_life:
+        await first_life.start(receiver.serve)
+        first_life.cancel_scope.cancel()  # the port is known, and nothing listens on it now
+    agent = await create_agent(alice, "patient", receiver.url)
+    message_ids = [await accept_at(quiet, clock, agent, f"Order {n}") for n in range(20)]
+    down_since = clock.now
+
+    while clock.now < down_since + 3600:
+        clock.now += 60
+        await worker.deliver_due(clock.now)
+    for message_id in message_ids:
+        attempts = await quiet.gateway.storage.webhook_attempts(message_id)
+        assert len(attempts) >= 6 and all("ConnectError" in (a.error or "") for a in attempts)
+        assert await delivery_status(alice, agent, message_id) == "retrying"
+
+    await nursery.start(receiver.serve)
+    for _ in range(200):
+        if all(job_due_at(quiet.gateway.settings, m) is None for m in message_ids):
+            break
+        clock.now += 60
+        await worker.deliver_due(clock.now)
+    delivered = [json.loads(request.body)["message_id"] for request in receiver.requests]
+    assert sorted(delivered) == sorted(message_ids)
+    for message_id in message_ids:
+        assert await delivery_status(alice, agent, message_id) == "delivered"
+
+
+async def test_a_hanging_host_does_not_delay_another_host(
+    quiet: QuietGateway,
+    alice: Account,
+    resolver: FixtureResolver,
+    nursery: trio.Nursery,
+) -> None:
+    slow, fast = HttpReceiver(lambda _: HANG), HttpReceiver()
+    await nursery.start(slow.serve)
+    await nursery.start(fast.serve)
+    resolver.load_zone({"slow.hooks.test": {"A": ["127.0.0.1"]}})
+    resolver.load_zone({"fast.hooks.test": {"A": ["127.0.0.1"]}})
+    slow_agent = await create_agent(alice, "stuck", f"http://slow.hooks.test:{slow.port}/hook")
+    fast_agent = await create_agent(alice, "quick", f"http://fast.hooks.test:{fast.port}/hook")
+    for n in range(40):
+        await accept(quiet.gateway, [slow_agent], mail(f"slow {n}"))
+    fast_message = await accept(quiet.gateway, [fast_agent], mail("fast"))
+
+    async with httpx.AsyncClient() as http, trio.open_nursery() as workers:
+        workers.start_soon(WebhookWorker(quiet.gateway, http, attempt_timeout=60).run)
+        await slow.wait_in_flight(MAX_PER_HOST)
+        with trio.fail_after(2):
+            (request,) = await fast.wait_for(1)
+        assert json.loads(request.body)["message_id"] == fast_message
+        assert request.headers["host"] == f"fast.hooks.test:{fast.port}"
+        await trio.sleep(0.2)
+        assert slow.in_flight == slow.max_in_flight == MAX_PER_HOST
+        workers.cancel_scope.cancel()
+    assert await delivery_status(alice, fast_agent, fast_message) == "delivered"
+
+
+async def test_a_name_resolving_to_loopback_is_refused_at_delivery(
+    tmp_path: Path, resolver: FixtureResolver, receiver: HttpReceiver, clock: FakeClock
+) -> None:
+    resolver.load_zone(
+        {
+            "internal.hooks.test": {"A": ["127.0.0.1"]},
+            "mixed.hooks.test": {"A": ["127.0.0.1"], "AAAA": ["2001:4860:4860::8888"]},
+        }
+    )
+    strict = make_settings(tmp_path)
+    assert strict.webhooks.allow_private is False
+    async with quiet_gateway(strict, resolver) as quiet:
+        account = await open_account(quiet.gateway, quiet.http_url, "alice@example.com")
+        async with account.http, httpx.AsyncClient() as http:
+            internal = await create_agent(
+                account, "internal", f"http://internal.hooks.test:{receiver.port}/hook"
+            )
+            mixed = await create_agent(
+                account, "mixed", f"http://mixed.hooks.test:{receiver.port}/hook"
+            )
+            internal_message = await accept_at(quiet, clock, internal)
+            mixed_message = await accept_at(quiet, clock, mixed)
+            worker = WebhookWorker(quiet.gateway, http, clock=clock)
+            assert await worker.deliver_due(clock.now) == 2
+            assert await delivery_status(account, internal, internal_message) == "failed"
+            assert await delivery_status(account, mixed, mixed_message) == "failed"
+            (refused,) = await quiet.gateway.storage.webhook_attempts(internal_message)
+            (mixed_refused,) = await quiet.gateway.storage.webhook_attempts(mixed_message)
+    assert refused.status_code is None
+    assert refused.error == (
+        "target refused: internal.hooks.test resolves to non-public address 127.0.0.1"
+    )
+    assert mixed_refused.error is not None and "127.0.0.1" in mixed_refused.error
+    assert receiver.requests == []
+
+
+async def test_a_loopback_target_is_refused_once_private_targets_are_disallowed(
+    tmp_path: Path,
+    resolver: FixtureResolver,
+    receiver: HttpReceiver,
+    clock: FakeClock,
+    worker_http: httpx.AsyncClient,
+) -> None:
+    receiver.reply = lambda _: Answer(500)
+    lenient = make_settings(tmp_path, webhooks={"allow_private": True})
+    async with quiet_gateway(lenient, resolver) as quiet:
+        account = await open_account(quiet.gateway, quiet.http_url, "alice@example.com")
+        async with account.http:
+            agent = await create_agent(account, "was-allowed", receiver.url)
+            message_id = await accept_at(quiet, clock, agent)
+            assert await WebhookWorker(quiet.gateway, worker_http, clock=clock).deliver_due(
+                clock.now
+            )
+    due = job_due_at(lenient, message_id)
+    assert due is not None
+    async with quiet_gateway(make_settings(tmp_path), resolver) as quiet:
+        worker = WebhookWorker(quiet.gateway, worker_http, clock=clock)
+        assert await worker.deliver_due(due) == 1
+        attempts = await quiet.gateway.storage.webhook_attempts(message_id)
+    assert [a.status_code for a in attempts] == [500, None]
+    assert attempts[1].error is not None and attempts[1].error.startswith("target refused: ")
+    assert len(receiver.requests) == 1
+
+
+async def test_a_message_deleted_during_its_attempt_is_let_go(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+) -> None:
+    receiver.reply = lambda _: HANG
+    agent = await create_agent(alice, "ephemeral", receiver.url)
+    message_id = await accept_at(quiet, clock, agent)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker.deliver_due, clock.now)
+        await receiver.wait_in_flight(1)
+        assert (await alice.http.delete(f"/api/v1/agents/{agent}")).status_code == 200
+        receiver.release()
+    assert await quiet.gateway.storage.webhook_attempts(message_id) == []
+    assert job_due_at(quiet.gateway.settings, message_id) is None
+
+
+async def test_an_agent_switched_to_local_stops_its_webhook_deliveries(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+) -> None:
+    receiver.reply = lambda _: Answer(503)
+    agent = await create_agent(alice, "switcher", receiver.url)
+    message_id = await accept_at(quiet, clock, agent)
+    assert await worker.deliver_due(clock.now) == 1
+    response = await alice.http.put(f"/api/v1/agents/{agent}", json={"agent_mode": "local"})
+    assert response.status_code == 200, response.text
+
+    due = job_due_at(quiet.gateway.settings, message_id)
+    assert due is not None and await worker.deliver_due(due) == 1
+    assert await delivery_status(alice, agent, message_id) == "failed"
+    last = (await quiet.gateway.storage.webhook_attempts(message_id))[-1]
+    assert last.error is not None and "no longer a cloud agent" in last.error
+    assert len(receiver.requests) == 1
+    listing = await alice.http.get(f"/api/v1/agents/{agent}/messages?status=all")
+    listed = listing.json()["messages"]
+    assert [m["message_id"] for m in listed] == [message_id]
+
+
+async def test_mail_over_smtp_reaches_the_webhook(
+    running: RunningGateway, make_account: object, receiver: HttpReceiver
+) -> None:
+    alice: Account = await make_account("alice@example.com")  # type: ignore[operator]
+    agent = await create_agent(alice, "e2e", receiver.url)
+    secret = await new_signing_secret(alice)
+    data = mail("Over the wire", "Message-ID: <wire-1@example.org>\r\n")
+    await smtp_send(running.addresses.smtp_port, [agent], data)
+
+    (request,) = await receiver.wait_for(1)
+    body = json.loads(request.body)
+    raw = base64.b64decode(body["raw_message"], validate=True)
+    assert raw.endswith(data) and body["subject"] == "Over the wire"
+    assert verify_headers(body["auth_headers"], raw, secret, time.time())
+    await wait_for_status(alice, agent, body["message_id"], "delivered")
