@@ -1,13 +1,17 @@
 """Which webhook URLs the gateway will POST to: scheme, host and address checks (SSRF guard).
 
-Pure checks on the URL text and on IP addresses; resolving names is the caller's job so the
-same rules apply at registration and again at each delivery.
+The same rules apply at registration and again at each delivery: the URL text is checked,
+then every address its host resolves to (through the gateway's resolver) must be public.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
+
+import trio
+
+from e2a.mailauth.resolver import DnsTemporaryError, Resolver
 
 
 class WebhookTargetError(ValueError):
@@ -49,3 +53,37 @@ def check_webhook_url(url: str, *, require_https: bool, allow_private: bool) -> 
             "webhooks.allow_private = true)"
         )
     return url
+
+
+class TargetRefused(Exception):
+    """The webhook host resolves to an address the gateway will not call."""
+
+
+def _resolve_now(resolver: Resolver, host: str) -> list[str]:
+    return resolver.a(host) + resolver.aaaa(host)
+
+
+async def pinned_address(resolver: Resolver, parts: SplitResult, allow_private: bool) -> str:
+    """Resolve the URL's host through the gateway's resolver and return one address to connect
+    to, after the SSRF check.
+
+    Every address the name resolves to must be public (unless private targets are allowed),
+    so a name that mixes public and private answers cannot be used for rebinding. Raises
+    TargetRefused for a forbidden address, ConnectionError when DNS gives no usable answer."""
+    host = parts.hostname or ""
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        try:
+            addresses = await trio.to_thread.run_sync(
+                _resolve_now, resolver, host, abandon_on_cancel=True
+            )
+        except DnsTemporaryError as exc:
+            raise ConnectionError(f"cannot resolve {host}: {exc}") from exc
+    if not addresses:
+        raise ConnectionError(f"{host} has no address")
+    if not allow_private:
+        refused = [address for address in addresses if not is_public_address(address)]
+        if refused:
+            raise TargetRefused(f"{host} resolves to non-public address {refused[0]}")
+    return addresses[0]

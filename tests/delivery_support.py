@@ -16,7 +16,7 @@ import httpx
 import trio
 
 from e2a.accounts import bootstrap_user
-from e2a.app import _serve_http, bind_tcp
+from e2a.app import bind_tcp, serve_http
 from e2a.clock import format_timestamp
 from e2a.config import Settings
 from e2a.gateway import Gateway, open_gateway
@@ -58,7 +58,7 @@ async def quiet_gateway(settings: Settings, resolver: Resolver) -> AsyncIterator
     sock = bind_tcp("127.0.0.1", 0, "http.listen", "127.0.0.1:0")
     port = sock.getsockname()[1]
     async with open_gateway(settings, resolver) as gateway, trio.open_nursery() as nursery:
-        await nursery.start(partial(_serve_http, gateway, sock))
+        await nursery.start(partial(serve_http, gateway, sock))
         yield QuietGateway(gateway, f"http://127.0.0.1:{port}")
         nursery.cancel_scope.cancel()
 

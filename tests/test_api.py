@@ -333,3 +333,20 @@ async def test_bad_message_queries(make_account: Any, query: str, code: str) -> 
     await alice.http.post("/api/v1/agents", json={"slug": "qq", "agent_mode": "local"})
     response = await alice.http.get(agent_path(f"qq@{SHARED_DOMAIN}", f"/messages?{query}"))
     assert_error(response, 400, code)
+
+
+async def test_webhook_host_resolving_to_a_private_address_is_refused(
+    make_account: Any, resolver: FixtureResolver
+) -> None:
+    resolver.load_zone(
+        {"internal.example": {"A": ["10.0.0.5"]}, "public.example": {"A": ["93.184.215.14"]}}
+    )
+    alice: Account = await make_account("alice@example.com")
+    refused = await alice.http.post(
+        "/api/v1/agents", json={"slug": "hooked", "webhook_url": "https://internal.example/hook"}
+    )
+    assert "10.0.0.5" in assert_error(refused, 400, "invalid_webhook_url")["message"]
+    accepted = await alice.http.post(
+        "/api/v1/agents", json={"slug": "hooked", "webhook_url": "https://public.example/hook"}
+    )
+    assert accepted.status_code == 201, accepted.text

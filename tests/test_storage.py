@@ -287,3 +287,34 @@ async def test_server_secret_is_generated_once(storage: Storage) -> None:
     first = await storage.server_secret("candidate-1")
     second = await storage.server_secret("candidate-2")
     assert first == second == "candidate-1"
+
+
+async def test_routing_answers_follow_every_change(storage: Storage) -> None:
+    alice = await add_user(storage)
+    assert await storage.find_agent("a@agents.test") is None
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    found = await storage.find_agent("a@agents.test")
+    assert found is not None and found.agent_mode == "local"
+    await storage.update_agent(
+        alice, "a@agents.test", AgentChanges(agent_mode="cloud", webhook_url="https://h.example/x")
+    )
+    found = await storage.find_agent("a@agents.test")
+    assert found is not None and found.agent_mode == "cloud"
+    await storage.delete_agent(alice, "a@agents.test")
+    assert await storage.find_agent("a@agents.test") is None
+
+    await storage.add_domain(Domain(alice, "corp.example", "tok", False, NOW, None))
+    assert not await storage.is_served_domain("corp.example")
+    await storage.mark_domain_verified(alice, "corp.example", NOW)
+    assert await storage.is_served_domain("corp.example")
+    await storage.delete_domain(alice, "corp.example")
+    assert not await storage.is_served_domain("corp.example")
+
+    assert await storage.newest_signing_seed(alice) is None
+    for index in range(2):
+        await storage.add_signing_secret(
+            SigningSecret(f"wsec_{index}", alice, "s", f"seed{index}", "p", NOW, None), 5
+        )
+        assert await storage.newest_signing_seed(alice) == f"seed{index}"
+    await storage.delete_signing_secret(alice, "wsec_1")
+    assert await storage.newest_signing_seed(alice) == "seed0"

@@ -464,10 +464,12 @@ async def test_a_hanging_host_does_not_delay_another_host(
 async def test_a_name_resolving_to_loopback_is_refused_at_delivery(
     tmp_path: Path, resolver: FixtureResolver, receiver: HttpReceiver, clock: FakeClock
 ) -> None:
+    # At registration both names are public; by delivery time DNS points them inward
+    # (rebinding), which the check at each attempt must catch.
     resolver.load_zone(
         {
-            "internal.hooks.test": {"A": ["127.0.0.1"]},
-            "mixed.hooks.test": {"A": ["127.0.0.1"], "AAAA": ["2001:4860:4860::8888"]},
+            "internal.hooks.test": {"A": ["93.184.215.14"]},
+            "mixed.hooks.test": {"A": ["93.184.215.14"]},
         }
     )
     strict = make_settings(tmp_path)
@@ -480,6 +482,12 @@ async def test_a_name_resolving_to_loopback_is_refused_at_delivery(
             )
             mixed = await create_agent(
                 account, "mixed", f"http://mixed.hooks.test:{receiver.port}/hook"
+            )
+            resolver.load_zone(
+                {
+                    "internal.hooks.test": {"A": ["127.0.0.1"]},
+                    "mixed.hooks.test": {"A": ["127.0.0.1"], "AAAA": ["2001:4860:4860::8888"]},
+                }
             )
             internal_message = await accept_at(quiet, clock, internal)
             mixed_message = await accept_at(quiet, clock, mixed)

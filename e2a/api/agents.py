@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from quart import Blueprint
 
@@ -13,7 +14,12 @@ from e2a.api.requests import CreateAgent, UpdateAgent, read_body
 from e2a.api.views import agent_view
 from e2a.clock import utc_now
 from e2a.storage.base import Agent, AgentChanges, AlreadyExists, User
-from e2a.webhook_targets import WebhookTargetError, check_webhook_url
+from e2a.webhook_targets import (
+    TargetRefused,
+    WebhookTargetError,
+    check_webhook_url,
+    pinned_address,
+)
 
 blueprint = Blueprint("agents", __name__)
 
@@ -48,16 +54,19 @@ async def render_agent(agent: Agent) -> dict[str, Any]:
     return agent_view(agent, await _domain_verified(agent))
 
 
-def _checked_webhook_url(url: str) -> str:
+async def _checked_webhook_url(url: str) -> str:
+    """The URL if it may be a webhook target: its text, and every address its host resolves to
+    now (a host that does not resolve yet is accepted; it is checked again at each delivery)."""
     settings = gateway().settings
+    allow_private = settings.webhooks.allow_private
     try:
-        return check_webhook_url(
-            url,
-            require_https=settings.is_production,
-            allow_private=settings.webhooks.allow_private,
-        )
-    except WebhookTargetError as exc:
+        check_webhook_url(url, require_https=settings.is_production, allow_private=allow_private)
+        await pinned_address(gateway().resolver, urlsplit(url), allow_private)
+    except (WebhookTargetError, TargetRefused) as exc:
         raise ApiError(400, "invalid_webhook_url", str(exc)) from None
+    except ConnectionError:
+        pass
+    return url
 
 
 async def _address_for(user: User, body: CreateAgent) -> str:
@@ -113,7 +122,7 @@ async def create_agent(user: User) -> tuple[dict[str, Any], int]:
     body = await read_body(CreateAgent)
     address = await _address_for(user, body)
     mode = body.agent_mode or "cloud"
-    webhook_url = _checked_webhook_url(body.webhook_url) if body.webhook_url else None
+    webhook_url = await _checked_webhook_url(body.webhook_url) if body.webhook_url else None
     if mode == "cloud" and webhook_url is None:
         raise ApiError(
             400,
@@ -153,7 +162,7 @@ async def update_agent(user: User, email: str) -> dict[str, Any]:
     """PUT /agents/{email}: apply any subset of the settings."""
     body = await read_body(UpdateAgent)
     current = await owned_agent(user, email)
-    webhook_url = _checked_webhook_url(body.webhook_url) if body.webhook_url else None
+    webhook_url = await _checked_webhook_url(body.webhook_url) if body.webhook_url else None
     mode = body.agent_mode or current.agent_mode
     if mode == "cloud" and not (webhook_url or current.webhook_url):
         raise ApiError(

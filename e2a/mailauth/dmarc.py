@@ -10,8 +10,8 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import email.utils
-import functools
 import re
+import threading
 from dataclasses import dataclass
 from typing import Literal
 
@@ -186,9 +186,22 @@ def normalise_domain(domain: str) -> str:
         return domain
 
 
-@functools.cache
+_SUFFIX_LIST_LOCK = threading.Lock()
+_suffix_list: PublicSuffixList | None = None
+
+
 def _public_suffix_list() -> PublicSuffixList:
-    return PublicSuffixList()
+    """The Public Suffix List, parsed once (about 0.4 s) even when many threads ask at once."""
+    global _suffix_list
+    with _SUFFIX_LIST_LOCK:
+        if _suffix_list is None:
+            _suffix_list = PublicSuffixList()
+        return _suffix_list
+
+
+def load_public_suffix_list() -> None:
+    """Parse the Public Suffix List now (the gateway does this in the background at start)."""
+    _public_suffix_list()
 
 
 def _dmarc_records(resolver: Resolver, domain: str) -> list[str]:

@@ -156,6 +156,10 @@ class SqliteStorage:
         self._write_lock = trio.Lock()
         self._readers = readers
         self._reader_slots = trio.Semaphore(len(readers))
+        # Routing answers (agent by address, served domains, newest signing seed) asked for
+        # every message; only this process writes them, so each write simply clears the cache.
+        self._routing: dict[tuple[str, str], Any] = {}
+        self._routing_generation = 0
 
     @classmethod
     def open(cls, path: str) -> SqliteStorage:
@@ -191,10 +195,35 @@ class SqliteStorage:
             self._writer.execute("COMMIT")
             return result
 
-    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` in one write transaction on the writer thread; commit or roll back."""
+    async def _write(
+        self, work: Callable[[sqlite3.Connection], T], *, changes_routing: bool = False
+    ) -> T:
+        """Run `work` in one write transaction on the writer thread; commit or roll back.
+
+        `changes_routing` marks writes to agents, verified domains or signing secrets."""
         async with self._write_lock:
-            return await trio.to_thread.run_sync(self._run_transaction, work)
+            try:
+                return await trio.to_thread.run_sync(self._run_transaction, work)
+            finally:
+                if changes_routing:
+                    self._forget_routing()
+
+    def _forget_routing(self) -> None:
+        self._routing.clear()
+        self._routing_generation += 1
+
+    async def _routing_read(
+        self, key: tuple[str, str], work: Callable[[sqlite3.Connection], T]
+    ) -> T:
+        """`_read` for routing answers, remembered until the next write that could change them."""
+        if key in self._routing:
+            cached: T = self._routing[key]
+            return cached
+        generation = self._routing_generation
+        value = await self._read(work)
+        if generation == self._routing_generation:
+            self._routing[key] = value
+        return value
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` on a reader connection (sees everything committed before it started)."""
@@ -351,7 +380,7 @@ class SqliteStorage:
                 ),
             )
 
-        await self._write(insert)
+        await self._write(insert, changes_routing=True)
 
     async def list_signing_secrets(self, user_id: str) -> list[SigningSecret]:
         """The user's secrets, newest first."""
@@ -381,7 +410,7 @@ class SqliteStorage:
             db.execute("DELETE FROM signing_secrets WHERE id = ?", (secret_id,))
             return True
 
-        return await self._write(delete)
+        return await self._write(delete, changes_routing=True)
 
     # -- domains ----------------------------------------------------------------------------
 
@@ -444,7 +473,7 @@ class SqliteStorage:
             ).fetchone()
             return _domain(row) if row else None
 
-        return await self._write(update)
+        return await self._write(update, changes_routing=True)
 
     async def delete_domain(self, user_id: str, domain: str) -> bool:
         """Delete the user's domain unless agents use it."""
@@ -461,14 +490,15 @@ class SqliteStorage:
             db.execute("DELETE FROM domains WHERE user_id = ? AND domain = ?", (user_id, domain))
             return True
 
-        return await self._write(delete)
+        return await self._write(delete, changes_routing=True)
 
     async def is_served_domain(self, domain: str) -> bool:
-        """True when a user holds `domain` verified."""
-        row = await self._read(
+        """True when a user holds `domain` verified (cached until domains change)."""
+        row = await self._routing_read(
+            ("domain", domain),
             lambda db: db.execute(
                 "SELECT 1 FROM domains WHERE domain = ? AND verified = 1", (domain,)
-            ).fetchone()
+            ).fetchone(),
         )
         return row is not None
 
@@ -497,7 +527,7 @@ class SqliteStorage:
             except sqlite3.IntegrityError:
                 raise AlreadyExists(agent.email) from None
 
-        await self._write(insert)
+        await self._write(insert, changes_routing=True)
 
     async def list_agents(self, user_id: str) -> list[Agent]:
         """The user's agents, oldest first."""
@@ -538,23 +568,25 @@ class SqliteStorage:
             ).fetchone()
             return _agent(row) if row else None
 
-        return await self._write(update)
+        return await self._write(update, changes_routing=True)
 
     async def delete_agent(self, user_id: str, email: str) -> bool:
         """Delete one of the user's agents; its messages and jobs cascade."""
         cursor = await self._write(
             lambda db: db.execute(
                 "DELETE FROM agents WHERE user_id = ? AND email = ?", (user_id, email)
-            )
+            ),
+            changes_routing=True,
         )
         return cursor.rowcount == 1
 
     async def find_agent(self, email: str) -> Agent | None:
-        """The agent at `email`, for routing."""
-        row = await self._read(
+        """The agent at `email`, for routing (cached until agents change)."""
+        row = await self._routing_read(
+            ("agent", email),
             lambda db: db.execute(
                 f"SELECT {_AGENT_COLUMNS} FROM agents WHERE email = ?", (email,)
-            ).fetchone()
+            ).fetchone(),
         )
         return _agent(row) if row else None
 
@@ -666,12 +698,13 @@ class SqliteStorage:
         return cursor.rowcount == 1
 
     async def newest_signing_seed(self, user_id: str) -> str | None:
-        """Seed of the user's newest signing secret."""
-        row = await self._read(
+        """Seed of the user's newest signing secret (cached until secrets change)."""
+        row = await self._routing_read(
+            ("seed", user_id),
             lambda db: db.execute(
                 "SELECT seed FROM signing_secrets WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
                 (user_id,),
-            ).fetchone()
+            ).fetchone(),
         )
         return str(row[0]) if row else None
 

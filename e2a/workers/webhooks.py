@@ -8,19 +8,17 @@ at each attempt and the connection is pinned to the address that was checked.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import trio
 
 from e2a.clock import format_timestamp
 from e2a.gateway import Gateway
-from e2a.mailauth.resolver import DnsTemporaryError, Resolver
 from e2a.signing.credentials import derive_signing_secret
 from e2a.storage.base import (
     DeliveryOutcome,
@@ -30,7 +28,12 @@ from e2a.storage.base import (
     WebhookAttempt,
     WebhookDelivery,
 )
-from e2a.webhook_targets import WebhookTargetError, check_webhook_url, is_public_address
+from e2a.webhook_targets import (
+    TargetRefused,
+    WebhookTargetError,
+    check_webhook_url,
+    pinned_address,
+)
 from e2a.workers.webhook_policy import (
     ATTEMPT_TIMEOUT_SECONDS,
     build_request,
@@ -60,40 +63,6 @@ class Answer:
     retry_after: str | None = None
     error: str | None = None
     final: bool = False
-
-
-class TargetRefused(Exception):
-    """The webhook host resolves to an address the gateway will not call."""
-
-
-def _resolve_now(resolver: Resolver, host: str) -> list[str]:
-    return resolver.a(host) + resolver.aaaa(host)
-
-
-async def pinned_address(resolver: Resolver, parts: SplitResult, allow_private: bool) -> str:
-    """Resolve the URL's host through the gateway's resolver and return one address to connect
-    to, after the SSRF check.
-
-    Every address the name resolves to must be public (unless private targets are allowed),
-    so a name that mixes public and private answers cannot be used for rebinding. Raises
-    TargetRefused for a forbidden address, ConnectionError when DNS gives no usable answer."""
-    host = parts.hostname or ""
-    try:
-        addresses = [str(ipaddress.ip_address(host))]
-    except ValueError:
-        try:
-            addresses = await trio.to_thread.run_sync(
-                _resolve_now, resolver, host, abandon_on_cancel=True
-            )
-        except DnsTemporaryError as exc:
-            raise ConnectionError(f"cannot resolve {host}: {exc}") from exc
-    if not addresses:
-        raise ConnectionError(f"{host} has no address")
-    if not allow_private:
-        refused = [address for address in addresses if not is_public_address(address)]
-        if refused:
-            raise TargetRefused(f"{host} resolves to non-public address {refused[0]}")
-    return addresses[0]
 
 
 class _HostQueue:
