@@ -52,7 +52,7 @@ def verify_dkim(resolver: Resolver, message: bytes) -> DkimVerdict:
 
     `none` when the message has no signature; `permerror` when its header cannot be parsed.
     """
-    verifier = _parsed(dkim.DKIM, message)
+    verifier = _parsed(dkim.DKIM, _needed_part(message, b"dkim-signature:"))
     if verifier is None:
         return DkimVerdict("permerror", ())
     headers = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
@@ -70,7 +70,7 @@ def verify_arc(resolver: Resolver, message: bytes) -> AuthResult | None:
 
     None when the message carries no ARC header fields, or its header cannot be parsed.
     """
-    arc = _parsed(dkim.ARC, message)
+    arc = _parsed(dkim.ARC, _needed_part(message, b"arc-"))
     if arc is None or not any(name.lower() in dkim.ARC.ARC_HEADERS for name, _ in arc.headers):
         return None
 
@@ -85,6 +85,18 @@ def verify_arc(resolver: Resolver, message: bytes) -> AuthResult | None:
     except dkim.DKIMException:
         return "fail"
     return "pass" if chain_validation == dkim.CV_Pass else "fail"
+
+
+def _needed_part(message: bytes, marker: bytes) -> bytes:
+    """The whole message when its header section mentions `marker` (lowercase), else just the
+    header section: dkimpy parses every line it is given, and unsigned mail needs no body."""
+    end = message.find(b"\r\n\r\n")
+    if end == -1:
+        end = message.find(b"\n\n")
+    if end == -1:
+        return message
+    header_section = message[: end + 2]
+    return message if marker in header_section.lower() else header_section + b"\r\n"
 
 
 def _parsed(kind: Any, message: bytes) -> Any:
