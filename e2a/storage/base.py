@@ -218,6 +218,68 @@ class FinishedAttempt:
     retry_at: float | None
 
 
+class NotPending(StorageError):
+    """The outbound message is no longer awaiting approval (approve/reject answer 409)."""
+
+
+OutboundStatus = Literal[
+    "pending_approval",
+    "queued",
+    "sent",
+    "failed",
+    "rejected",
+    "expired_approved",
+    "expired_rejected",
+]
+TERMINAL_STATUSES = frozenset({"sent", "failed", "rejected", "expired_rejected"})
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """Mail an agent sends: its envelope, its body while not terminal, and its state."""
+
+    id: str
+    user_id: str
+    agent_email: str
+    kind: Literal["send", "reply", "test"]
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    subject: str
+    body_text: str | None
+    body_html: str | None
+    attachments: list[dict[str, str]] | None
+    conversation_id: str | None
+    in_reply_to: str | None
+    references: list[str]
+    email_message_id: str
+    status: OutboundStatus
+    approval_expires_at: float | None
+    created_at: str
+    created_epoch: float
+    reviewed_at: str | None = None
+    rejection_reason: str | None = None
+    method: Literal["smtp", "local"] | None = None
+    edited: bool = False
+    send_error: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboundEdits:
+    """What a reviewer may change when approving: fields left None keep their value."""
+
+    subject: str | None = None
+    body_text: str | None = None
+    body_html: str | None = None
+    to: list[str] | None = None
+    cc: list[str] | None = None
+    bcc: list[str] | None = None
+    attachments: list[dict[str, str]] | None = None
+
+
+SendOutcome = Literal["sent", "failed", "retry"]
+
+
 class Storage(Protocol):
     """What the gateway needs from a database. Implemented by the SQLite and Postgres backends."""
 
@@ -391,4 +453,65 @@ class Storage(Protocol):
 
     async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
         """Every recorded attempt for a message, in order."""
+        ...
+
+    # outbound
+    async def add_outbound(self, message: OutboundMessage) -> None:
+        """Store an outbound message; in the same commit a `queued` one gets its `outbound`
+        send job and a `pending_approval` one its `approval_notice` job."""
+        ...
+
+    async def count_recent_outbound(self, agent_email: str, since: float) -> int:
+        """How many messages the agent created since `since` (rate limiting)."""
+        ...
+
+    async def list_outbound(
+        self, user_id: str, status: str, agent_email: str | None
+    ) -> list[OutboundMessage]:
+        """The user's outbound messages in `status` (soonest-expiring first while pending)."""
+        ...
+
+    async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
+        """One outbound message; `user_id` None only for magic links and workers."""
+        ...
+
+    async def review_outbound(
+        self,
+        user_id: str | None,
+        message_id: str,
+        approve: bool,
+        edits: OutboundEdits | None,
+        reason: str | None,
+        now: float,
+    ) -> OutboundMessage | None:
+        """Approve (→ queued, with a send job) or reject (→ rejected, body scrubbed) a message
+        that is pending approval, atomically; NotPending when it is not, None when absent."""
+        ...
+
+    async def expire_outbound(self, now: float) -> list[OutboundMessage]:
+        """Apply each overdue pending message's agent's `hitl_expiration_action`: approve →
+        `expired_approved` with a send job, reject → `expired_rejected` (scrubbed)."""
+        ...
+
+    async def claim_jobs(
+        self, kind: str, now: float, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        """Lease due jobs of `kind` (`outbound`, `approval_notice`), oldest first."""
+        ...
+
+    async def finish_job(self, job_id: int, retry_at: float | None) -> None:
+        """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
+        ...
+
+    async def finish_outbound(
+        self,
+        job_id: int,
+        message_id: str,
+        outcome: SendOutcome,
+        method: Literal["smtp", "local"],
+        error: str | None,
+        retry_at: float | None,
+    ) -> None:
+        """Record a send attempt: sent/failed are terminal (body scrubbed, job dropped; an
+        expired-approved message that fails ends `expired_rejected`), retry reschedules."""
         ...

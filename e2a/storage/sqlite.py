@@ -12,10 +12,11 @@ import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import trio
 
+from e2a.clock import format_timestamp
 from e2a.storage.base import (
     Agent,
     AgentChanges,
@@ -30,6 +31,10 @@ from e2a.storage.base import (
     LimitReached,
     MessagePage,
     NewInboundMessage,
+    NotPending,
+    OutboundEdits,
+    OutboundMessage,
+    SendOutcome,
     SigningSecret,
     StatusFilter,
     StorageUnavailable,
@@ -42,6 +47,15 @@ from e2a.storage.migrations import load_migrations
 T = TypeVar("T")
 READER_COUNT = 4
 WEBHOOK_JOB = "webhook"
+OUTBOUND_JOB = "outbound"
+APPROVAL_NOTICE_JOB = "approval_notice"
+_OUTBOUND_COLUMNS = (
+    "id, user_id, agent_email, kind, to_json, cc_json, bcc_json, subject, body_text, body_html, "
+    "attachments_json, conversation_id, in_reply_to, references_json, rfc_message_id, status, "
+    "approval_expires_at, created_at, created_epoch, reviewed_at, rejection_reason, method, "
+    "edited, send_error"
+)
+_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL, raw_message = X''"
 
 _AGENT_COLUMNS = (
     "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "
@@ -109,6 +123,35 @@ def _message(row: tuple[Any, ...]) -> InboundMessage:
         delivery_status=row[15],
         received_at=row[16],
         created_at=row[17],
+    )
+
+
+def _outbound(row: tuple[Any, ...]) -> OutboundMessage:
+    return OutboundMessage(
+        id=row[0],
+        user_id=row[1],
+        agent_email=row[2],
+        kind=row[3],
+        to=json.loads(row[4]),
+        cc=json.loads(row[5]),
+        bcc=json.loads(row[6]),
+        subject=row[7],
+        body_text=row[8],
+        body_html=row[9],
+        attachments=json.loads(row[10]) if row[10] is not None else None,
+        conversation_id=row[11],
+        in_reply_to=row[12],
+        references=json.loads(row[13]),
+        email_message_id=row[14],
+        status=row[15],
+        approval_expires_at=row[16],
+        created_at=row[17],
+        created_epoch=row[18],
+        reviewed_at=row[19],
+        rejection_reason=row[20],
+        method=row[21],
+        edited=bool(row[22]),
+        send_error=row[23],
     )
 
 
@@ -634,11 +677,7 @@ class SqliteStorage:
                     ),
                 )
                 if cloud:
-                    db.execute(
-                        "INSERT INTO jobs (kind, message_id, run_at, created_at) "
-                        "VALUES (?, ?, ?, ?)",
-                        (WEBHOOK_JOB, message.id, now, now),
-                    )
+                    _add_job(db, WEBHOOK_JOB, message.id, now)
 
         await self._write(insert)
 
@@ -857,6 +896,266 @@ class SqliteStorage:
             ).fetchall()
         )
         return [WebhookAttempt(*row) for row in rows]
+
+    # -- outbound ---------------------------------------------------------------------------
+
+    async def add_outbound(self, message: OutboundMessage) -> None:
+        """Insert an outbound message (and its send job when queued)."""
+
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO messages (id, user_id, agent_email, direction, envelope_from, "
+                "from_addr, to_json, cc_json, bcc_json, subject, conversation_id, in_reply_to, "
+                "references_json, rfc_message_id, status, raw_message, auth_headers_json, "
+                "auth_results_json, kind, body_text, body_html, attachments_json, "
+                "approval_expires_at, method, received_at, created_at, created_epoch) VALUES "
+                "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, X'', '{}', '{}', ?, ?, ?, "
+                "?, ?, ?, ?, ?, ?)",
+                (
+                    message.id,
+                    message.user_id,
+                    message.agent_email,
+                    message.agent_email,
+                    message.agent_email,
+                    json.dumps(message.to),
+                    json.dumps(message.cc),
+                    json.dumps(message.bcc),
+                    message.subject,
+                    message.conversation_id,
+                    message.in_reply_to,
+                    json.dumps(message.references),
+                    message.email_message_id,
+                    message.status,
+                    message.kind,
+                    message.body_text,
+                    message.body_html,
+                    json.dumps(message.attachments) if message.attachments is not None else None,
+                    message.approval_expires_at,
+                    message.method,
+                    message.created_at,
+                    message.created_at,
+                    message.created_epoch,
+                ),
+            )
+            if message.status == "queued":
+                _add_job(db, OUTBOUND_JOB, message.id, message.created_epoch)
+            elif message.status == "pending_approval":
+                _add_job(db, APPROVAL_NOTICE_JOB, message.id, message.created_epoch)
+
+        await self._write(insert)
+
+    async def count_recent_outbound(self, agent_email: str, since: float) -> int:
+        """Outbound messages the agent created since `since`."""
+        row = await self._read(
+            lambda db: db.execute(
+                "SELECT count(*) FROM messages WHERE agent_email = ? AND direction = 'outbound' "
+                "AND created_epoch >= ?",
+                (agent_email, since),
+            ).fetchone()
+        )
+        return int(row[0])
+
+    async def list_outbound(
+        self, user_id: str, status: str, agent_email: str | None
+    ) -> list[OutboundMessage]:
+        """The user's outbound messages in `status`."""
+        query = (
+            f"SELECT {_OUTBOUND_COLUMNS} FROM messages WHERE user_id = ? "
+            "AND direction = 'outbound' AND status = ?"
+        )
+        params: list[Any] = [user_id, status]
+        if agent_email is not None:
+            query += " AND agent_email = ?"
+            params.append(agent_email)
+        query += " ORDER BY coalesce(approval_expires_at, created_epoch), seq LIMIT 500"
+        rows = await self._read(lambda db: db.execute(query, params).fetchall())
+        return [_outbound(row) for row in rows]
+
+    async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
+        """One outbound message (scoped to `user_id` unless None)."""
+        row = await self._read(lambda db: _outbound_row(db, user_id, message_id))
+        return _outbound(row) if row else None
+
+    async def review_outbound(
+        self,
+        user_id: str | None,
+        message_id: str,
+        approve: bool,
+        edits: OutboundEdits | None,
+        reason: str | None,
+        now: float,
+    ) -> OutboundMessage | None:
+        """Approve or reject a pending message, exactly once."""
+        reviewed_at = format_timestamp(now)
+
+        def review(db: sqlite3.Connection) -> OutboundMessage | None:
+            row = _outbound_row(db, user_id, message_id)
+            if row is None:
+                return None
+            if row[15] != "pending_approval":
+                raise NotPending(row[15])
+            if approve:
+                changes = _edit_assignments(edits)
+                columns = "".join(f", {column} = ?" for column in changes)
+                db.execute(
+                    f"UPDATE messages SET status = 'queued', reviewed_at = ?, edited = ?{columns} "
+                    "WHERE id = ?",
+                    (reviewed_at, int(bool(changes)), *changes.values(), message_id),
+                )
+                _add_job(db, OUTBOUND_JOB, message_id, now)
+            else:
+                db.execute(
+                    f"UPDATE messages SET status = 'rejected', reviewed_at = ?, "
+                    f"rejection_reason = ?, {_SCRUB} WHERE id = ?",
+                    (reviewed_at, reason, message_id),
+                )
+            return _outbound(_existing_outbound_row(db, message_id))
+
+        return await self._write(review)
+
+    async def expire_outbound(self, now: float) -> list[OutboundMessage]:
+        """Apply the agents' expiration actions to overdue pending messages."""
+        reviewed_at = format_timestamp(now)
+
+        def expire(db: sqlite3.Connection) -> list[OutboundMessage]:
+            due = db.execute(
+                "SELECT m.id, a.hitl_expiration_action FROM messages m "
+                "JOIN agents a ON a.email = m.agent_email WHERE m.direction = 'outbound' "
+                "AND m.status = 'pending_approval' AND m.approval_expires_at <= ? LIMIT 500",
+                (now,),
+            ).fetchall()
+            for message_id, action in due:
+                if action == "approve":
+                    db.execute(
+                        "UPDATE messages SET status = 'expired_approved', reviewed_at = ? "
+                        "WHERE id = ?",
+                        (reviewed_at, message_id),
+                    )
+                    _add_job(db, OUTBOUND_JOB, message_id, now)
+                else:
+                    db.execute(
+                        f"UPDATE messages SET status = 'expired_rejected', reviewed_at = ?, "
+                        f"rejection_reason = 'approval expired', {_SCRUB} WHERE id = ?",
+                        (reviewed_at, message_id),
+                    )
+            return [_outbound(_existing_outbound_row(db, message_id)) for message_id, _ in due]
+
+        return await self._write(expire)
+
+    async def claim_jobs(
+        self, kind: str, now: float, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        """Lease due jobs of `kind` (outbound sends, approval notices), oldest first."""
+
+        def claim(db: sqlite3.Connection) -> list[Job]:
+            rows = db.execute(
+                "SELECT id, kind, message_id, attempts, run_at, created_at FROM jobs "
+                "WHERE kind = ? AND run_at <= ? AND (locked_until IS NULL OR locked_until < ?) "
+                "ORDER BY run_at, id LIMIT ?",
+                (kind, now, now, limit),
+            ).fetchall()
+            db.executemany(
+                "UPDATE jobs SET locked_until = ? WHERE id = ?",
+                [(now + lease_seconds, row[0]) for row in rows],
+            )
+            return [Job(*row) for row in rows]
+
+        return await self._write(claim)
+
+    async def finish_outbound(
+        self,
+        job_id: int,
+        message_id: str,
+        outcome: SendOutcome,
+        method: Literal["smtp", "local"],
+        error: str | None,
+        retry_at: float | None,
+    ) -> None:
+        """Record the result of a send attempt."""
+
+        def finish(db: sqlite3.Connection) -> None:
+            if outcome == "retry":
+                db.execute(
+                    "UPDATE jobs SET run_at = ?, attempts = attempts + 1, locked_until = NULL "
+                    "WHERE id = ?",
+                    (retry_at, job_id),
+                )
+                db.execute(
+                    "UPDATE messages SET send_error = ?, method = ? WHERE id = ?",
+                    (error, method, message_id),
+                )
+                return
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            status = "sent" if outcome == "sent" else "failed"
+            db.execute(
+                "UPDATE messages SET status = CASE WHEN ? = 'failed' AND status = "
+                "'expired_approved' THEN 'expired_rejected' ELSE ? END, method = ?, "
+                f"send_error = ?, {_SCRUB} WHERE id = ?",
+                (status, status, method, error, message_id),
+            )
+
+        await self._write(finish)
+
+    async def finish_job(self, job_id: int, retry_at: float | None) -> None:
+        """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
+
+        def finish(db: sqlite3.Connection) -> None:
+            if retry_at is None:
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            else:
+                db.execute(
+                    "UPDATE jobs SET run_at = ?, attempts = attempts + 1, locked_until = NULL "
+                    "WHERE id = ?",
+                    (retry_at, job_id),
+                )
+
+        await self._write(finish)
+
+
+def _add_job(db: sqlite3.Connection, kind: str, message_id: str, now: float) -> None:
+    db.execute(
+        "INSERT INTO jobs (kind, message_id, run_at, created_at) VALUES (?, ?, ?, ?)",
+        (kind, message_id, now, now),
+    )
+
+
+def _outbound_row(
+    db: sqlite3.Connection, user_id: str | None, message_id: str
+) -> tuple[Any, ...] | None:
+    query = f"SELECT {_OUTBOUND_COLUMNS} FROM messages WHERE id = ? AND direction = 'outbound'"
+    params: tuple[str, ...] = (message_id,)
+    if user_id is not None:
+        query += " AND user_id = ?"
+        params = (message_id, user_id)
+    row: tuple[Any, ...] | None = db.execute(query, params).fetchone()
+    return row
+
+
+def _existing_outbound_row(db: sqlite3.Connection, message_id: str) -> tuple[Any, ...]:
+    row = _outbound_row(db, None, message_id)
+    if row is None:
+        raise StorageUnavailable(f"outbound message {message_id} vanished inside a transaction")
+    return row
+
+
+def _edit_assignments(edits: OutboundEdits | None) -> dict[str, Any]:
+    """Column → value for the fields a reviewer changed."""
+    if edits is None:
+        return {}
+    changes: dict[str, Any] = {}
+    for name, column in (
+        ("subject", "subject"),
+        ("body_text", "body_text"),
+        ("body_html", "body_html"),
+    ):
+        value = getattr(edits, name)
+        if value is not None:
+            changes[column] = value
+    for name in ("to", "cc", "bcc", "attachments"):
+        value = getattr(edits, name)
+        if value is not None:
+            changes[f"{name}_json"] = json.dumps(value)
+    return changes
 
 
 def _split_sql(script: str) -> list[str]:

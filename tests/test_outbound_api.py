@@ -1,0 +1,275 @@
+"""Sending over REST: validation, HITL holding, review, replies and the rate limit."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from e2a.app import RunningGateway
+from tests.conftest import SHARED_DOMAIN, Account, agent_path
+
+
+def error_code(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    return str(response.json()["error"]["code"])
+
+
+async def agent(account: Account, slug: str, hitl: bool = False) -> str:
+    created = await account.http.post("/api/v1/agents", json={"slug": slug, "agent_mode": "local"})
+    assert created.status_code == 201, created.text
+    address = str(created.json()["email"])
+    if hitl:
+        updated = await account.http.put(
+            agent_path(address), json={"hitl_enabled": True, "hitl_ttl_seconds": 3600}
+        )
+        assert updated.json()["hitl_enabled"] is True
+    return address
+
+
+async def test_hitl_agent_gets_202_and_nothing_is_queued(
+    make_account: Any, running: RunningGateway
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await agent(alice, "held", hitl=True)
+    attachment = {
+        "filename": "a.txt",
+        "content_type": "text/plain",
+        "data": base64.b64encode(b"hi").decode(),
+    }
+    response = await alice.http.post(
+        "/api/v1/send",
+        json={
+            "to": ["Someone@Example.org"],
+            "subject": "Quote",
+            "body": "Our price is 10.",
+            "html_body": "<p>10</p>",
+            "attachments": [attachment],
+        },
+    )
+    assert response.status_code == 202, response.text
+    answer = response.json()
+    assert set(answer) == {"status", "message_id", "approval_expires_at"}
+    assert answer["status"] == "pending_approval" and answer["approval_expires_at"].endswith("Z")
+
+    (pending,) = (await alice.http.get("/api/v1/messages")).json()["messages"]
+    assert pending["id"] == answer["message_id"]
+    assert pending["agent_id"] == bot and pending["type"] == "send"
+    assert pending["to"] == ["someone@example.org"]
+    assert pending["body_text"] == "Our price is 10." and pending["attachments"] == [attachment]
+    assert pending["email_message_id"].endswith(f"@{SHARED_DOMAIN}>")
+    stored = await running.gateway.storage.get_outbound(None, answer["message_id"])
+    assert stored is not None and stored.status == "pending_approval"
+    assert await running.gateway.storage.claim_jobs("outbound", 1e12, 10, 60) == []
+
+
+async def test_approve_with_edits_then_409(make_account: Any, running: RunningGateway) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await agent(alice, "held", hitl=True)
+    sent = (
+        await alice.http.post(
+            "/api/v1/send", json={"to": ["x@example.org"], "subject": "s", "body": "b"}
+        )
+    ).json()
+    approved = await alice.http.post(
+        f"/api/v1/messages/{sent['message_id']}/approve",
+        json={"subject": "Better subject", "to": ["y@example.org"]},
+    )
+    assert approved.status_code == 200, approved.text
+    view = approved.json()
+    assert view["edited"] is True and view["subject"] == "Better subject"
+    assert view["to"] == ["y@example.org"] and view["reviewed_at"]
+    assert view["status"] in ("queued", "sent", "failed")
+    again = await alice.http.post(f"/api/v1/messages/{sent['message_id']}/approve")
+    assert error_code(again, 409) == "conflict"
+    assert (
+        error_code(await alice.http.post(f"/api/v1/messages/{sent['message_id']}/reject"), 409)
+        == "conflict"
+    )
+
+
+async def test_reject_scrubs_the_body(make_account: Any, running: RunningGateway) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await agent(alice, "held", hitl=True)
+    sent = (
+        await alice.http.post(
+            "/api/v1/send", json={"to": ["x@example.org"], "subject": "s", "body": "secret draft"}
+        )
+    ).json()
+    rejected = await alice.http.post(
+        f"/api/v1/messages/{sent['message_id']}/reject", json={"reason": "wrong tone"}
+    )
+    assert rejected.status_code == 200
+    view = rejected.json()
+    assert view["status"] == "rejected" and view["rejection_reason"] == "wrong tone"
+    assert "body_text" not in view
+    stored = await running.gateway.storage.get_outbound(None, sent["message_id"])
+    assert stored is not None
+    assert (stored.body_text, stored.body_html, stored.attachments) == (None, None, None)
+    listed = (await alice.http.get("/api/v1/messages?status=rejected")).json()["messages"]
+    assert [m["id"] for m in listed] == [sent["message_id"]]
+
+
+async def test_racing_approvals_succeed_once(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await agent(alice, "held", hitl=True)
+    sent = (
+        await alice.http.post(
+            "/api/v1/send", json={"to": ["x@example.org"], "subject": "s", "body": "b"}
+        )
+    ).json()
+    statuses: list[int] = []
+
+    async def approve() -> None:
+        response = await alice.http.post(f"/api/v1/messages/{sent['message_id']}/approve")
+        statuses.append(response.status_code)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(8):
+            nursery.start_soon(approve)
+    assert sorted(statuses) == [200] + [409] * 7
+
+
+async def test_another_user_cannot_review_or_read(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    mallory: Account = await make_account("mallory@example.com")
+    await agent(alice, "held", hitl=True)
+    sent = (
+        await alice.http.post(
+            "/api/v1/send", json={"to": ["x@example.org"], "subject": "s", "body": "b"}
+        )
+    ).json()
+    message_id = sent["message_id"]
+    for method, path in (
+        ("GET", f"/api/v1/messages/{message_id}"),
+        ("POST", f"/api/v1/messages/{message_id}/approve"),
+        ("POST", f"/api/v1/messages/{message_id}/reject"),
+    ):
+        assert error_code(await mallory.http.request(method, path), 404) == "not_found"
+    assert (await mallory.http.get("/api/v1/messages")).json() == {"messages": []}
+    still = (await alice.http.get(f"/api/v1/messages/{message_id}")).json()
+    assert still["status"] == "pending_approval"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"to": [], "subject": "s", "body": "b"}, 400, "invalid_request"),
+        ({"to": ["x@example.org"], "subject": "s"}, 400, "invalid_request"),
+        (
+            {"to": ["x@example.org"], "subject": "s", "body": "b", "extra": 1},
+            400,
+            "invalid_request",
+        ),
+        ({"to": ["not an address"], "subject": "s", "body": "b"}, 400, "invalid_email"),
+        (
+            {"to": ["x@example.org\r\nBcc: y@evil.example"], "subject": "s", "body": "b"},
+            400,
+            "invalid_header",
+        ),
+        (
+            {"to": ["x@example.org"], "subject": "hi\r\nBcc: y@evil.example", "body": "b"},
+            400,
+            "invalid_header",
+        ),
+        (
+            {"to": ["x@example.org"], "subject": "s", "body": "b", "conversation_id": "c\nX: 1"},
+            400,
+            "invalid_header",
+        ),
+        (
+            {
+                "to": ["x@example.org"],
+                "subject": "s",
+                "body": "b",
+                "attachments": [{"filename": "a", "content_type": "text/plain", "data": "***"}],
+            },
+            400,
+            "invalid_attachment",
+        ),
+        (
+            {"from": "stranger@agents.test", "to": ["x@example.org"], "subject": "s", "body": "b"},
+            400,
+            "invalid_from",
+        ),
+    ],
+)
+async def test_bad_sends(make_account: Any, body: dict[str, Any], status: int, code: str) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await agent(alice, "held", hitl=True)
+    assert error_code(await alice.http.post("/api/v1/send", json=body), status) == code
+    assert (await alice.http.get("/api/v1/messages")).json() == {"messages": []}
+
+
+async def test_from_is_required_with_several_agents(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await agent(alice, "one", hitl=True)
+    two = await agent(alice, "two", hitl=True)
+    body = {"to": ["x@example.org"], "subject": "s", "body": "b"}
+    assert error_code(await alice.http.post("/api/v1/send", json=body), 400) == "invalid_from"
+    chosen = await alice.http.post("/api/v1/send", json={**body, "from": two})
+    assert chosen.status_code == 202
+    (pending,) = (await alice.http.get(f"/api/v1/messages?agent={two}")).json()["messages"]
+    assert pending["agent_id"] == two
+
+
+async def test_rate_limit_per_agent(make_account: Any, running: RunningGateway) -> None:
+    running.gateway.settings.limits.sends_per_agent_per_minute = 3
+    alice: Account = await make_account("alice@example.com")
+    await agent(alice, "busy", hitl=True)
+    body = {"to": ["x@example.org"], "subject": "s", "body": "b"}
+    for _ in range(3):
+        assert (await alice.http.post("/api/v1/send", json=body)).status_code == 202
+    limited = await alice.http.post("/api/v1/send", json=body)
+    assert error_code(limited, 429) == "rate_limited"
+    assert limited.headers["Retry-After"] == "60"
+    assert len((await alice.http.get("/api/v1/messages")).json()["messages"]) == 3
+
+
+async def test_reply_is_threaded(make_account: Any, running: RunningGateway) -> None:
+    from e2a.inbound.pipeline import InboundMailSink
+    from e2a.smtp.protocol import Envelope, Mailbox
+
+    alice: Account = await make_account("alice@example.com")
+    bot = await agent(alice, "replier", hitl=True)
+    original = (
+        b"From: Human <human@example.org>\r\nReply-To: desk@example.org\r\n"
+        b"To: replier@agents.test, colleague@example.org\r\nCc: boss@example.org\r\n"
+        b"Subject: Order 7\r\nMessage-ID: <m2@example.org>\r\nReferences: <m1@example.org>\r\n"
+        b"\r\nwhere is it?\r\n"
+    )
+    sink = InboundMailSink(running.gateway)
+    envelope = Envelope(
+        "client.example.org", "human@example.org", [Mailbox("replier", "agents.test")], original
+    )
+    inbound_id = await sink.accept_message(envelope, "192.0.2.1")
+
+    response = await alice.http.post(
+        agent_path(bot, f"/messages/{inbound_id}/reply"),
+        json={"body": "On its way.", "reply_all": True, "conversation_id": "order-7"},
+    )
+    assert response.status_code == 202, response.text
+    stored = await running.gateway.storage.get_outbound(
+        alice_id := None, response.json()["message_id"]
+    )
+    assert alice_id is None and stored is not None
+    assert stored.kind == "reply" and stored.subject == "Re: Order 7"
+    assert stored.to == ["desk@example.org"]
+    assert stored.cc == ["colleague@example.org", "boss@example.org"]
+    assert stored.in_reply_to == "<m2@example.org>"
+    assert stored.references == ["<m1@example.org>", "<m2@example.org>"]
+    assert stored.conversation_id == "order-7"
+    missing = await alice.http.post(agent_path(bot, "/messages/msg_nope/reply"), json={"body": "x"})
+    assert error_code(missing, 404) == "not_found"
+
+
+async def test_test_endpoint_sends_to_the_agent_itself(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await agent(alice, "tester", hitl=True)
+    response = await alice.http.post(agent_path(bot, "/test"))
+    assert response.status_code == 202
+    (pending,) = (await alice.http.get("/api/v1/messages")).json()["messages"]
+    assert pending["type"] == "test" and pending["to"] == [bot] and pending["method"] == "local"
