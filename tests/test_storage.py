@@ -20,6 +20,9 @@ from e2a.storage.base import (
     LastOne,
     LimitReached,
     NewInboundMessage,
+    NotPending,
+    OutboundEdits,
+    OutboundMessage,
     SigningSecret,
     Storage,
     StorageUnavailable,
@@ -318,3 +321,112 @@ async def test_routing_answers_follow_every_change(storage: Storage) -> None:
         assert await storage.newest_signing_seed(alice) == f"seed{index}"
     await storage.delete_signing_secret(alice, "wsec_1")
     assert await storage.newest_signing_seed(alice) == "seed0"
+
+
+def make_outbound(
+    user_id: str, agent_email: str, message_id: str, status: str, expires: float | None = None
+) -> OutboundMessage:
+    return OutboundMessage(
+        id=message_id,
+        user_id=user_id,
+        agent_email=agent_email,
+        kind="send",
+        to=["x@example.org"],
+        cc=[],
+        bcc=["hidden@example.org"],
+        subject="s",
+        body_text="draft body",
+        body_html="<p>draft</p>",
+        attachments=[{"filename": "a.txt", "content_type": "text/plain", "data": "aGk="}],
+        conversation_id=None,
+        in_reply_to=None,
+        references=[],
+        email_message_id=f"<{message_id}@agents.test>",
+        status=status,  # type: ignore[arg-type]
+        approval_expires_at=expires,
+        created_at=NOW,
+        created_epoch=100.0,
+    )
+
+
+async def test_outbound_expiry_applies_each_agents_action(storage: Storage) -> None:
+    alice = await add_user(storage)
+    for email, action in (("keep@agents.test", "approve"), ("drop@agents.test", "reject")):
+        await storage.add_agent(make_agent(alice, email))
+        await storage.update_agent(alice, email, AgentChanges(hitl_expiration_action=action))  # type: ignore[arg-type]
+    await storage.add_outbound(
+        make_outbound(alice, "keep@agents.test", "msg_keep", "pending_approval", 200.0)
+    )
+    await storage.add_outbound(
+        make_outbound(alice, "drop@agents.test", "msg_drop", "pending_approval", 200.0)
+    )
+    await storage.add_outbound(
+        make_outbound(alice, "drop@agents.test", "msg_later", "pending_approval", 900.0)
+    )
+    assert len(await storage.claim_jobs("approval_notice", 1000.0, 10, 60)) == 3
+    assert await storage.expire_outbound(199.0) == []
+    expired = {message.id: message for message in await storage.expire_outbound(200.0)}
+    assert set(expired) == {"msg_keep", "msg_drop"}
+    assert expired["msg_keep"].status == "expired_approved"
+    assert expired["msg_keep"].body_text == "draft body"
+    assert expired["msg_drop"].status == "expired_rejected"
+    assert (expired["msg_drop"].body_text, expired["msg_drop"].attachments) == (None, None)
+    (job,) = await storage.claim_jobs("outbound", 1000.0, 10, 60)
+    assert job.message_id == "msg_keep"
+    later = await storage.get_outbound(alice, "msg_later")
+    assert later is not None and later.status == "pending_approval"
+
+
+async def test_outbound_finish_states_and_scrubbing(storage: Storage) -> None:
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
+    (job,) = await storage.claim_jobs("outbound", 100.0, 10, 60)
+    assert await storage.claim_jobs("outbound", 100.0, 10, 60) == []
+    await storage.finish_outbound(job.id, "msg_1", "retry", "smtp", "451 busy", 160.0)
+    retried = await storage.get_outbound(alice, "msg_1")
+    assert retried is not None and retried.status == "queued" and retried.send_error == "451 busy"
+    assert await storage.claim_jobs("outbound", 159.0, 10, 60) == []
+    (again,) = await storage.claim_jobs("outbound", 160.0, 10, 60)
+    assert again.attempts == 1
+    await storage.finish_outbound(again.id, "msg_1", "sent", "smtp", None, None)
+    sent = await storage.get_outbound(alice, "msg_1")
+    assert sent is not None and sent.status == "sent" and sent.method == "smtp"
+    assert (sent.body_text, sent.body_html, sent.attachments) == (None, None, None)
+    assert sent.bcc == ["hidden@example.org"]
+    assert await storage.claim_jobs("outbound", 1e9, 10, 60) == []
+
+
+async def test_failed_auto_approval_ends_expired_rejected(storage: Storage) -> None:
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.update_agent(
+        alice, "a@agents.test", AgentChanges(hitl_expiration_action="approve")
+    )
+    await storage.add_outbound(
+        make_outbound(alice, "a@agents.test", "msg_1", "pending_approval", 10.0)
+    )
+    await storage.expire_outbound(20.0)
+    (job,) = await storage.claim_jobs("outbound", 20.0, 10, 60)
+    await storage.finish_outbound(job.id, "msg_1", "failed", "smtp", "554 refused", None)
+    failed = await storage.get_outbound(None, "msg_1")
+    assert failed is not None and failed.status == "expired_rejected"
+    assert failed.send_error == "554 refused"
+
+
+async def test_review_acts_once(storage: Storage) -> None:
+    alice = await add_user(storage)
+    bob = await add_user(storage, "bob@example.com")
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.add_outbound(
+        make_outbound(alice, "a@agents.test", "msg_1", "pending_approval", 10.0)
+    )
+    assert await storage.review_outbound(bob, "msg_1", True, None, None, 5.0) is None
+    approved = await storage.review_outbound(
+        alice, "msg_1", True, OutboundEdits(subject="edited", to=["y@example.org"]), None, 5.0
+    )
+    assert approved is not None and approved.status == "queued" and approved.edited
+    assert (approved.subject, approved.to) == ("edited", ["y@example.org"])
+    with pytest.raises(NotPending):
+        await storage.review_outbound(alice, "msg_1", False, None, "late", 6.0)
+    assert len(await storage.claim_jobs("outbound", 5.0, 10, 60)) == 1
