@@ -9,7 +9,7 @@ learn `sent` at once (`queued` when the relay is slow).
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import trio
 from pydantic import BaseModel, Field
@@ -31,6 +31,7 @@ from e2a.storage.base import (
     NotPending,
     OutboundEdits,
     OutboundMessage,
+    OutboundStatus,
     User,
 )
 
@@ -39,15 +40,7 @@ blueprint = Blueprint("outbound", __name__)
 SEND_WAIT_SECONDS = 5.0
 SEND_POLL_SECONDS = 0.05
 MAX_RECIPIENTS = 100
-OUTBOUND_STATUSES = (
-    "pending_approval",
-    "queued",
-    "sent",
-    "failed",
-    "rejected",
-    "expired_approved",
-    "expired_rejected",
-)
+OUTBOUND_STATUSES: tuple[str, ...] = get_args(OutboundStatus)
 
 
 class AttachmentIn(BaseModel):
