@@ -31,6 +31,8 @@ from e2a.mailauth.resolver import Resolver
 from e2a.smtp.protocol import SessionLimits, check_hostname
 from e2a.smtp.server import ListenerLimits, serve_smtp, server_tls_context
 from e2a.storage.group_commit import GroupCommitter
+from e2a.workers.approvals import ApprovalWorker
+from e2a.workers.outbound import OutboundWorker
 from e2a.workers.supervisor import supervise
 from e2a.workers.webhook_policy import ATTEMPT_TIMEOUT_SECONDS
 from e2a.workers.webhooks import WebhookWorker
@@ -205,6 +207,8 @@ async def run_gateway(
         )
         await nursery.start(serve_http, gateway, http_sock)
         nursery.start_soon(_deliver_webhooks, gateway)
+        nursery.start_soon(supervise, "outbound worker", OutboundWorker(gateway).run)
+        nursery.start_soon(supervise, "approval worker", ApprovalWorker(gateway).run)
         bound = BoundAddresses(
             smtp_host=smtp_address[0],
             smtp_port=smtp_address[1],

@@ -8,7 +8,7 @@ from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from e2a.api import account, agents, domains, messages, meta, outbound, websocket
+from e2a.api import account, agents, approvals, domains, messages, meta, outbound, websocket
 from e2a.api.errors import ApiError, error_response, http_exception_response
 from e2a.gateway import Gateway
 from e2a.storage.base import StorageUnavailable
@@ -25,7 +25,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.register_blueprint(meta.blueprint)
-    for module in (agents, domains, messages, account, websocket, outbound):
+    for module in (agents, domains, messages, account, websocket, outbound, approvals):
         app.register_blueprint(module.blueprint, url_prefix="/api/v1")
 
     @app.errorhandler(ApiError)

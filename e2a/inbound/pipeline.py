@@ -16,6 +16,7 @@ import trio
 from e2a.addresses import AddressError, normalise_address
 from e2a.clock import format_timestamp
 from e2a.gateway import Gateway
+from e2a.hub import Hub
 from e2a.hub.frames import notification_frame
 from e2a.ids import new_id
 from e2a.inbound.identity import delivered_message, identity_claim, produced_here
@@ -120,7 +121,7 @@ class InboundMailSink:
         except StorageUnavailable as exc:
             log.error("could not store message from %s: %s", peer, exc)
             raise MessageNotStored(str(exc)) from exc
-        self._notify(prepared)
+        announce_stored(self._gateway.hub, prepared)
         return messages[0].id
 
     async def _recipient_agents(self, recipients: list[Mailbox]) -> list[Agent]:
@@ -185,11 +186,11 @@ class InboundMailSink:
             agent.email, arrival.headers.referenced_ids()[:max_references]
         )
 
-    def _notify(self, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:
-        """After commit: tell WebSocket listeners of local agents, wake the webhook worker."""
-        hub = self._gateway.hub
-        if any(agent.agent_mode == "cloud" for agent, _ in prepared):
-            hub.jobs_added()
-        for agent, message in prepared:
-            if agent.agent_mode == "local":
-                hub.publish(agent.email, notification_frame(message))
+
+def announce_stored(hub: Hub, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:
+    """After commit: tell WebSocket listeners of local agents, wake the webhook worker."""
+    if any(agent.agent_mode == "cloud" for agent, _ in prepared):
+        hub.jobs_added()
+    for agent, message in prepared:
+        if agent.agent_mode == "local":
+            hub.publish(agent.email, notification_frame(message))

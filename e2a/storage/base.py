@@ -312,6 +312,10 @@ class Storage(Protocol):
         """Return the owner of a non-revoked API key, or None."""
         ...
 
+    async def get_user(self, user_id: str) -> User | None:
+        """The user with `user_id`, or None (workers: the owner to notify of a pending message)."""
+        ...
+
     async def list_api_keys(self, user_id: str) -> list[ApiKey]:
         """The user's API keys, newest first."""
         ...
@@ -514,4 +518,13 @@ class Storage(Protocol):
     ) -> None:
         """Record a send attempt: sent/failed are terminal (body scrubbed, job dropped; an
         expired-approved message that fails ends `expired_rejected`), retry reschedules."""
+        ...
+
+    async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
+        """Merge per-recipient results (address → how it was settled) into an outbound
+        message, so a retry hands off only the recipients still pending."""
+        ...
+
+    async def recipient_results(self, message_id: str) -> dict[str, str]:
+        """The recipients of an outbound message settled so far (address → result)."""
         ...

@@ -378,6 +378,17 @@ class SqliteStorage:
 
         return await self._read(lookup)
 
+    async def get_user(self, user_id: str) -> User | None:
+        """The user with this id."""
+
+        def lookup(db: sqlite3.Connection) -> User | None:
+            row = db.execute(
+                "SELECT id, email, created_at FROM users WHERE id = ?", (user_id,)
+            ).fetchone()
+            return User(*row) if row else None
+
+        return await self._read(lookup)
+
     async def list_api_keys(self, user_id: str) -> list[ApiKey]:
         """The user's keys, newest first."""
         rows = await self._read(
@@ -1095,6 +1106,37 @@ class SqliteStorage:
             )
 
         await self._write(finish)
+
+    # Outbound rows never use `auth_results_json` for authentication results (those are about
+    # inbound senders); for them it holds the per-recipient hand-off results instead.
+    async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
+        """Merge `results` into the message's per-recipient results."""
+
+        def record(db: sqlite3.Connection) -> None:
+            row = db.execute(
+                "SELECT auth_results_json FROM messages WHERE id = ? AND direction = 'outbound'",
+                (message_id,),
+            ).fetchone()
+            if row is None:
+                return
+            merged = {**json.loads(row[0] or "{}"), **results}
+            db.execute(
+                "UPDATE messages SET auth_results_json = ? WHERE id = ?",
+                (json.dumps(merged), message_id),
+            )
+
+        await self._write(record)
+
+    async def recipient_results(self, message_id: str) -> dict[str, str]:
+        """The outbound message's settled recipients (empty when none or no such message)."""
+        row = await self._read(
+            lambda db: db.execute(
+                "SELECT auth_results_json FROM messages WHERE id = ? AND direction = 'outbound'",
+                (message_id,),
+            ).fetchone()
+        )
+        results: dict[str, str] = json.loads(row[0] or "{}") if row else {}
+        return results
 
     async def finish_job(self, job_id: int, retry_at: float | None) -> None:
         """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""

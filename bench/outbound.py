@@ -1,0 +1,167 @@
+"""Outbound throughput: messages/s from queued rows in storage to an SMTP sink on 127.0.0.1.
+
+e2a: a backlog of `queued` messages is stored, then the outbound worker runs (build MIME,
+hand off over a fresh SMTP connection per message, record the result and scrub the body) until
+every message is `sent`. Peer: smtplib sending the same bytes to the same aiosmtpd sink, one
+connection per message, with the same concurrency (threads) — SMTP alone, no storage.
+
+Run: `.venv/bin/python bench/outbound.py [--messages 2000]`. Only 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import smtplib
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+from aiosmtpd.controller import Controller
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from e2a.accounts import bootstrap_user
+from e2a.config import Settings
+from e2a.gateway import open_gateway
+from e2a.ids import new_id
+from e2a.mailauth.resolver import FixtureResolver
+from e2a.outbound.mime import new_message_id
+from e2a.storage.base import Agent, OutboundMessage
+from e2a.workers.outbound import MAX_IN_FLIGHT, OutboundWorker
+
+SENDER = "bench@agents.test"
+RECIPIENT = "someone@example.org"
+
+
+class CountingSink:
+    """aiosmtpd handler that accepts everything and counts messages."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self._lock:
+            self.count += 1
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def outbound(user_id: str, index: int, now: float) -> OutboundMessage:
+    return OutboundMessage(
+        id=new_id("msg"),
+        user_id=user_id,
+        agent_email=SENDER,
+        kind="send",
+        to=[RECIPIENT],
+        cc=[],
+        bcc=[],
+        subject=f"Bench message {index}",
+        body_text="A short status update from the benchmark.\n" * 10,
+        body_html=None,
+        attachments=None,
+        conversation_id=None,
+        in_reply_to=None,
+        references=[],
+        email_message_id=new_message_id("agents.test"),
+        status="queued",
+        approval_expires_at=None,
+        created_at="2026-01-01T00:00:00Z",
+        created_epoch=now,
+    )
+
+
+async def run_e2a(port: int, count: int, sink: CountingSink) -> tuple[float, list[bytes]]:
+    """Seconds for the worker to send `count` queued messages, and the bytes it built."""
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings.model_validate(
+            {
+                "shared_domain": "agents.test",
+                "smtp": {"listen": "127.0.0.1:0", "hostname": "mx.agents.test"},
+                "database": {"url": f"sqlite:///{tmp}/e2a.db"},
+                "outbound_smtp": {"host": "127.0.0.1", "port": port, "tls": "none"},
+            }
+        )
+        async with open_gateway(settings, FixtureResolver()) as gateway:
+            user, _, _ = await bootstrap_user(gateway.storage, gateway.server_key, "b@x.org")
+            await gateway.storage.add_agent(
+                Agent(SENDER, user.id, "agents.test", "bench", None, "local", False, 3600,
+                      "reject", "2026-01-01T00:00:00Z")
+            )  # fmt: skip
+            now = time.time()
+            messages = [outbound(user.id, index, now) for index in range(count)]
+            for message in messages:
+                await gateway.storage.add_outbound(message)
+            worker = OutboundWorker(gateway)
+            samples = [worker.compose(message) for message in messages[:count]]
+            started = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker.run)
+                # Polling is fine here: the sink runs in another thread and storage has no events.
+                while sink.count < count:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+                while await gateway.storage.list_outbound(user.id, "queued", None):  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+            return time.perf_counter() - started, samples
+
+
+def run_peer(port: int, messages: list[bytes], concurrency: int) -> float:
+    """Seconds for smtplib threads to send the same bytes, one connection per message."""
+    pending = list(messages)
+    lock = threading.Lock()
+
+    def sender() -> None:
+        while True:
+            with lock:
+                if not pending:
+                    return
+                data = pending.pop()
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.sendmail(SENDER, [RECIPIENT], data)
+
+    threads = [threading.Thread(target=sender) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=2000, help="messages per run")
+    args = parser.parse_args()
+    sink = CountingSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        seconds, samples = trio.run(run_e2a, port, args.messages, sink)
+        sink.count = 0
+        peer_seconds = run_peer(port, samples, MAX_IN_FLIGHT)
+    finally:
+        controller.stop()
+    print(f"outbound: {args.messages} messages to an aiosmtpd sink on 127.0.0.1")
+    print(f"  {'':44} {'seconds':>8} {'msg/s':>8}")
+    rows = [
+        ("e2a outbound worker (storage → MIME → SMTP)", seconds),
+        (f"peer: smtplib, {MAX_IN_FLIGHT} threads, same bytes", peer_seconds),
+    ]
+    for name, taken in rows:
+        print(f"  {name:44} {taken:8.2f} {args.messages / taken:8.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Magic-link pages for approving or rejecting an outbound message from the notice email.
+
+`GET` only shows a confirmation page (mail scanners prefetch links); `POST` acts, through the
+same once-only storage transition as the REST review. Every answer is a small HTML page that
+is never cached, framed or referred; everything interpolated into it is escaped.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from html import escape
+
+from quart import Blueprint, Response, request
+
+from e2a.api.auth import gateway
+from e2a.clock import format_timestamp
+from e2a.signing.credentials import derive_signing_secret
+from e2a.signing.magic_links import (
+    Action,
+    TokenError,
+    TokenExpired,
+    peek_message_id,
+    verify_token,
+)
+from e2a.storage.base import NotPending, OutboundMessage
+
+blueprint = Blueprint("approvals", __name__)
+
+MAX_TOKEN_CHARS = 1024
+_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+REJECTION_REASON = "rejected by the owner from the email link"
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Robots-Tag": "noindex",
+}
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem;"
+    "line-height:1.5}dt{font-weight:600}dd{margin:0 0 .5rem 0}"
+    "button{font-size:1rem;padding:.5rem 1.25rem}"
+)
+
+
+class LinkRefused(Exception):
+    """The link cannot be used; `status` and `text` say why, for the page."""
+
+    def __init__(self, status: int, title: str, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+        self.title = title
+        self.text = text
+
+
+def render_page(status: int, title: str, body: str) -> Response:
+    """A complete HTML page; `title` is escaped here, `body` must already be safe HTML."""
+    html = (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        '<meta name=robots content="noindex">'
+        f"<title>{escape(title)} — e2a</title><style>{_STYLE}</style></head>"
+        f"<body><h1>{escape(title)}</h1>{body}</body></html>"
+    )
+    return Response(
+        html, status=status, content_type="text/html; charset=utf-8", headers=PAGE_HEADERS
+    )
+
+
+def _summary(message: OutboundMessage) -> str:
+    """Recipients, subject and expiry of `message` as escaped HTML (never the body)."""
+    rows = [("From", message.agent_email), ("To", ", ".join(message.to) or "(none)")]
+    if message.cc:
+        rows.append(("Cc", ", ".join(message.cc)))
+    if message.bcc:
+        rows.append(("Bcc", ", ".join(message.bcc)))
+    rows.append(("Subject", message.subject))
+    if message.approval_expires_at is not None:
+        rows.append(("Expires", format_timestamp(message.approval_expires_at)))
+    items = "".join(f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>" for name, value in rows)
+    return f"<dl>{items}</dl>"
+
+
+def _presented_token(form_token: str | None = None) -> str:
+    """The token from the form or the query (`token`, also `t`); LinkRefused 400 if none."""
+    token = form_token or request.args.get("token") or request.args.get("t") or ""
+    token = token.strip()
+    if not token or len(token) > MAX_TOKEN_CHARS:
+        raise LinkRefused(400, "Invalid link", "This link is incomplete or malformed.")
+    return token
+
+
+async def resolve_link(token: str, action: Action, now: float) -> OutboundMessage:
+    """The message a genuine, unexpired `action` token names, or LinkRefused: 400 bad token,
+    410 expired, 404 message gone. The token is verified with the owner's newest signing
+    secret (so creating a new secret also revokes outstanding links)."""
+    invalid = LinkRefused(400, "Invalid link", "This link is not valid. Was it copied whole?")
+    storage = gateway().storage
+    payload, dot, signature = token.partition(".")
+    try:
+        message_id = peek_message_id(token)
+    except TokenError:
+        raise invalid from None
+    if not (dot and payload and signature and _MESSAGE_ID.match(message_id)):
+        raise invalid
+    message = await storage.get_outbound(None, message_id)
+    if message is None:
+        raise LinkRefused(404, "Message not found", "This message no longer exists.")
+    seed = await storage.newest_signing_seed(message.user_id)
+    if seed is None:
+        raise invalid
+    try:
+        verified = verify_token(derive_signing_secret(gateway().server_key, seed), token, now)
+    except TokenExpired:
+        raise LinkRefused(410, "Link expired", "This link has expired.") from None
+    except TokenError:
+        raise invalid from None
+    if verified.action != action or verified.message_id != message.id:
+        raise invalid
+    return message
+
+
+def _already_resolved(message: OutboundMessage) -> Response:
+    status = message.status.replace("_", " ")
+    return render_page(
+        409,
+        "Already resolved",
+        f"<p>This message is no longer awaiting approval: it is <b>{escape(status)}</b>.</p>"
+        + _summary(message),
+    )
+
+
+async def _confirmation_page(action: Action) -> Response:
+    """GET: show what the link would do and a form to do it; never act."""
+    try:
+        token = _presented_token()
+        message = await resolve_link(token, action, time.time())
+    except LinkRefused as refused:
+        return render_page(refused.status, refused.title, f"<p>{escape(refused.text)}</p>")
+    if message.status != "pending_approval":
+        return _already_resolved(message)
+    verb = "Approve" if action == "approve" else "Reject"
+    consequence = "It will be sent as written." if action == "approve" else "It will not be sent."
+    form = (
+        f'<form method=post action="{escape(action)}">'
+        f'<input type=hidden name=token value="{escape(token)}">'
+        f"<button type=submit>{verb}</button></form>"
+    )
+    return render_page(
+        200,
+        f"{verb} this message?",
+        f"<p>{escape(consequence)}</p>{_summary(message)}{form}",
+    )
+
+
+async def _act(action: Action) -> Response:
+    """POST: perform the action once; 409 when the message was already resolved."""
+    now = time.time()
+    form = await request.form
+    try:
+        token = _presented_token(form.get("token"))
+        message = await resolve_link(token, action, now)
+    except LinkRefused as refused:
+        return render_page(refused.status, refused.title, f"<p>{escape(refused.text)}</p>")
+    approve = action == "approve"
+    try:
+        reviewed = await gateway().storage.review_outbound(
+            None, message.id, approve, None, None if approve else REJECTION_REASON, now
+        )
+    except NotPending:
+        current = await gateway().storage.get_outbound(None, message.id)
+        return _already_resolved(current or message)
+    if reviewed is None:
+        return render_page(404, "Message not found", "<p>This message no longer exists.</p>")
+    if approve:
+        gateway().hub.jobs_added()
+        title, text = "Approved", "The message is queued for sending."
+    else:
+        title, text = "Rejected", "The message will not be sent."
+    return render_page(200, title, f"<p>{escape(text)}</p>{_summary(reviewed)}")
+
+
+@blueprint.get("/approve")
+async def approve_page() -> Response:
+    """GET /approve?token=…: confirmation page for approving."""
+    return await _confirmation_page("approve")
+
+
+@blueprint.post("/approve")
+async def approve_message() -> Response:
+    """POST /approve (form field or query `token`): approve the message."""
+    return await _act("approve")
+
+
+@blueprint.get("/reject")
+async def reject_page() -> Response:
+    """GET /reject?token=…: confirmation page for rejecting."""
+    return await _confirmation_page("reject")
+
+
+@blueprint.post("/reject")
+async def reject_message() -> Response:
+    """POST /reject (form field or query `token`): reject the message."""
+    return await _act("reject")

@@ -1,0 +1,262 @@
+"""The human-in-the-loop worker: emails owners about messages awaiting their approval, and
+applies each agent's `hitl_expiration_action` once a message's approval TTL has passed.
+
+Notices carry recipients, subject, expiry and two magic links — never the body. The worker
+decides nothing about a message itself: approving and rejecting happen in storage, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from e2a.clock import format_timestamp
+from e2a.config import Settings
+from e2a.gateway import Gateway
+from e2a.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
+from e2a.outbound.relay import hand_off
+from e2a.signing.credentials import derive_signing_secret
+from e2a.signing.magic_links import Action, issue_token
+from e2a.smtp.client import Outgoing
+from e2a.storage.base import Agent, Job, OutboundMessage, User
+
+log = logging.getLogger("e2a.approvals")
+
+APPROVAL_NOTICE_JOB = "approval_notice"
+EXPIRY_INTERVAL_SECONDS = 15.0
+NOTICE_POLL_SECONDS = 5.0
+NOTICE_BATCH = 16
+MAX_NOTICES_IN_FLIGHT = 8
+FIRST_RETRY_SECONDS = 30.0
+MAX_RETRY_SECONDS = 3600.0
+EXPIRE_BATCH = 500
+"""`expire_outbound` handles at most this many messages per call; a full batch means more."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One approval notice, ready to hand to the relay."""
+
+    sender: str
+    recipient: str
+    data: bytes
+
+
+def notice_sender(settings: Settings) -> str:
+    """The From of approval notices: `no-reply@<outbound_smtp.from_domain>` when a sending
+    domain is configured, else `e2a@<smtp.hostname>`."""
+    domain = settings.outbound_smtp.from_domain
+    return f"no-reply@{domain}" if domain else f"e2a@{settings.smtp.hostname}"
+
+
+def magic_link(public_url: str, action: Action, token: str) -> str:
+    """`{public_url}/api/v1/<action>?token=<token>` (tokens are base64url: no escaping)."""
+    return f"{public_url.rstrip('/')}/api/v1/{action}?token={token}"
+
+
+def _one_line(text: str) -> str:
+    """`text` with line breaks folded to spaces, so it cannot break a header or the layout."""
+    return " ".join(text.splitlines())
+
+
+def notice_text(
+    message: OutboundMessage, expiration_action: str, approve_url: str, reject_url: str
+) -> str:
+    """The plain-text summary a reviewer reads: who, what subject, until when — no body."""
+    deadline = format_timestamp(message.approval_expires_at or 0.0)
+    fate = "sent anyway" if expiration_action == "approve" else "discarded"
+    lines = [
+        f"Your agent {message.agent_email} wants to send an email that needs your approval.",
+        "",
+        f"To:       {', '.join(message.to) or '(none)'}",
+    ]
+    if message.cc:
+        lines.append(f"Cc:       {', '.join(message.cc)}")
+    if message.bcc:
+        lines.append(f"Bcc:      {', '.join(message.bcc)}")
+    lines += [
+        f"Subject:  {_one_line(message.subject)}",
+        f"Expires:  {deadline} (if nobody decides by then, it is {fate})",
+        f"Message:  {message.id}",
+        "",
+        "Approve (opens a confirmation page):",
+        approve_url,
+        "",
+        "Reject (opens a confirmation page):",
+        reject_url,
+        "",
+        "To read the body or edit the message before approving, use the API",
+        f"(GET /api/v1/messages/{message.id}) or the e2a CLI.",
+        "",
+        "Anyone holding these links can act on this message; do not forward this email.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def build_notice(
+    settings: Settings,
+    message: OutboundMessage,
+    owner: User,
+    agent: Agent | None,
+    secret: str,
+    now: float,
+) -> Notice:
+    """The notice email about `message` for its owner, with freshly issued magic links."""
+    deadline = int(message.approval_expires_at or now)
+    approve = magic_link(
+        settings.http.public_url, "approve", issue_token(secret, message.id, "approve", deadline)
+    )
+    reject = magic_link(
+        settings.http.public_url, "reject", issue_token(secret, message.id, "reject", deadline)
+    )
+    action = agent.hitl_expiration_action if agent is not None else "reject"
+    sender = notice_sender(settings)
+    draft = Draft(
+        from_addr=sender,
+        to=[owner.email],
+        subject=f"Approval needed: {_one_line(message.subject)}"[:200],
+        text=notice_text(message, action, approve, reject),
+    )
+    domain = sender.rpartition("@")[2]
+    data = build_message(draft, message_id=new_message_id(domain), date=now)
+    return Notice(sender, owner.email, data)
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before the next try after `attempts` failed ones: 30 s doubling to 1 h."""
+    return float(min(FIRST_RETRY_SECONDS * 2 ** min(attempts, 20), MAX_RETRY_SECONDS))
+
+
+class ApprovalWorker:
+    """Sends approval notices and applies expiry. `send_due_notices(now)` and
+    `expire_due(now)` each do one round (tests pass their own clock); `run()` loops forever.
+    """
+
+    def __init__(self, gateway: Gateway, clock: Callable[[], float] = time.time) -> None:
+        self._gateway = gateway
+        self._clock = clock
+        self._warned_no_relay = False
+
+    async def run(self) -> None:
+        """Expire overdue messages every EXPIRY_INTERVAL_SECONDS (at once on start, so a
+        restart catches up) and send notices as their jobs come in, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._expire_forever)
+            while True:
+                signal = self._gateway.hub.job_signal()
+                claimed = await self.send_due_notices(self._clock())
+                if claimed < NOTICE_BATCH:
+                    with trio.move_on_after(NOTICE_POLL_SECONDS):
+                        await signal.wait()
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await self.expire_due(self._clock())
+            await trio.sleep(EXPIRY_INTERVAL_SECONDS)
+
+    async def expire_due(self, now: float) -> list[OutboundMessage]:
+        """Apply the expiration action to every message overdue at `now`; wake the send worker
+        when some were auto-approved. Returns the messages expired."""
+        storage = self._gateway.storage
+        expired: list[OutboundMessage] = []
+        while True:
+            batch = await storage.expire_outbound(now)
+            expired += batch
+            if len(batch) < EXPIRE_BATCH:
+                break
+        if any(message.status == "expired_approved" for message in expired):
+            self._gateway.hub.jobs_added()
+        for message in expired:
+            log.info("outbound %s approval expired -> %s", message.id, message.status)
+        return expired
+
+    async def send_due_notices(self, now: float) -> int:
+        """Claim up to NOTICE_BATCH due notice jobs and handle each; return how many."""
+        lease = self._gateway.settings.outbound_smtp.timeout_seconds * 2 + 60
+        jobs = await self._gateway.storage.claim_jobs(APPROVAL_NOTICE_JOB, now, NOTICE_BATCH, lease)
+        limiter = trio.CapacityLimiter(MAX_NOTICES_IN_FLIGHT)
+
+        async def handle(job: Job) -> None:
+            async with limiter:
+                await self._notify(job, now)
+
+        async with trio.open_nursery() as nursery:
+            for job in jobs:
+                nursery.start_soon(handle, job)
+        return len(jobs)
+
+    async def _notify(self, job: Job, now: float) -> None:
+        """Send one notice; drop its job when sent or pointless, else reschedule it."""
+        storage = self._gateway.storage
+        settings = self._gateway.settings
+        message = await storage.get_outbound(None, job.message_id)
+        if message is None or message.status != "pending_approval":
+            await storage.finish_job(job.id, None)
+            return
+        if not settings.outbound_smtp.host:
+            if not self._warned_no_relay:
+                self._warned_no_relay = True
+                log.warning(
+                    "outbound_smtp.host is not set: approval notices are not emailed; review "
+                    "pending messages over the API or the CLI"
+                )
+            await storage.finish_job(job.id, None)
+            return
+        notice = await self._prepare(message, now)
+        if notice is None:
+            await storage.finish_job(job.id, None)
+            return
+        outcome = await hand_off(
+            settings.outbound_smtp,
+            settings.smtp.hostname,
+            Outgoing(notice.sender, (notice.recipient,), notice.data),
+        )
+        if notice.recipient in outcome.accepted:
+            log.info("approval notice for %s sent to %s", message.id, notice.recipient)
+            await storage.finish_job(job.id, None)
+        elif notice.recipient in outcome.refused:
+            log.warning(
+                "approval notice for %s refused by the relay: %s",
+                message.id,
+                outcome.refused[notice.recipient],
+            )
+            await storage.finish_job(job.id, None)
+        else:
+            await self._retry_later(job, message, now, outcome.error or str(outcome.deferred))
+
+    async def _prepare(self, message: OutboundMessage, now: float) -> Notice | None:
+        """The notice for `message`, or None (logged) when its owner cannot be reached."""
+        storage = self._gateway.storage
+        owner = await storage.get_user(message.user_id)
+        seed = await storage.newest_signing_seed(message.user_id)
+        if owner is None or seed is None:
+            log.warning(
+                "approval notice for %s not sent: %s",
+                message.id,
+                "its owner is gone" if owner is None else "its owner has no signing secret",
+            )
+            return None
+        agent = await storage.get_agent(message.user_id, message.agent_email)
+        secret = derive_signing_secret(self._gateway.server_key, seed)
+        try:
+            return build_notice(self._gateway.settings, message, owner, agent, secret, now)
+        except InvalidDraft as exc:
+            log.warning("approval notice for %s not sent: %s", message.id, exc)
+            return None
+
+    async def _retry_later(
+        self, job: Job, message: OutboundMessage, now: float, error: str
+    ) -> None:
+        """Reschedule with backoff, or give up once the retry would come after the deadline."""
+        retry_at = now + retry_delay(job.attempts)
+        deadline = message.approval_expires_at
+        if deadline is not None and retry_at >= deadline:
+            log.warning("approval notice for %s abandoned (deadline near): %s", message.id, error)
+            await self._gateway.storage.finish_job(job.id, None)
+            return
+        log.info("approval notice for %s deferred: %s", message.id, error)
+        await self._gateway.storage.finish_job(job.id, retry_at)

@@ -1,0 +1,340 @@
+"""The outbound send worker: claims `outbound` jobs, builds and DKIM-signs the message, delivers
+it locally to agents of this deployment and hands the rest to the relay (`outbound_smtp`).
+
+Every recipient is settled once: results are stored per recipient before the message's state
+changes, so a retry hands off only the recipients that were deferred. It never holds mail that
+storage does not also hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import dkim
+import trio
+
+from e2a.addresses import AddressError, normalise_address
+from e2a.gateway import Gateway
+from e2a.inbound.local_delivery import deliver_locally
+from e2a.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
+from e2a.outbound.relay import hand_off
+from e2a.smtp.client import Outcome, Outgoing
+from e2a.storage.base import Agent, Job, OutboundMessage, SendOutcome
+from e2a.workers.webhook_policy import next_attempt_at
+
+log = logging.getLogger("e2a.outbound")
+
+POLL_SECONDS = 1.0
+MAX_IN_FLIGHT = 32
+LEASE_MARGIN_SECONDS = 60.0
+SENDABLE_STATUSES = frozenset({"queued", "expired_approved"})
+NO_RELAY = (
+    "outbound_smtp.host is not set — configure outbound_smtp to send mail beyond this deployment"
+)
+ACCEPTED = "accepted"
+LOCAL_PREFIX = "local "
+REFUSED_PREFIX = "refused: "
+GAVE_UP_PREFIX = "gave up: "
+
+
+class DkimKeyError(ValueError):
+    """The configured DKIM key cannot sign; the text says which setting to fix."""
+
+
+class DkimSigner:
+    """Signs outbound mail with the deployment's key (`dkim.selector`,
+    `dkim.private_key_path`) for the sending agent's domain."""
+
+    def __init__(self, selector: str, private_key_path: Path) -> None:
+        try:
+            self._key = private_key_path.read_bytes()
+        except OSError as exc:
+            raise DkimKeyError(
+                f"dkim.private_key_path: cannot read {private_key_path}: {exc.strerror or exc}"
+            ) from None
+        self._selector = selector.encode("ascii")
+        try:
+            self.sign(b"From: probe@example.invalid\r\n\r\nprobe\r\n", "example.invalid")
+        except dkim.DKIMException as exc:
+            raise DkimKeyError(
+                f"dkim.private_key_path: {private_key_path} is not a usable PEM RSA or "
+                f"Ed25519 private key: {exc}"
+            ) from None
+
+    def sign(self, raw: bytes, domain: str) -> bytes:
+        """`raw` with a DKIM-Signature (relaxed/simple, rsa-sha256) for `domain` on top."""
+        signature: bytes = dkim.sign(raw, self._selector, domain.encode("ascii"), self._key)
+        return signature + raw
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What becomes of a message after an attempt: terminal or due again at `retry_at`."""
+
+    outcome: SendOutcome
+    method: Literal["smtp", "local"]
+    error: str | None
+    retry_at: float | None = None
+    gave_up: dict[str, str] = field(default_factory=dict)
+
+
+def recipients_of(message: OutboundMessage) -> list[str]:
+    """To, Cc and Bcc, normalised (lowercased where not a valid agent-style address), each once."""
+    addresses: dict[str, None] = {}
+    for address in [*message.to, *message.cc, *message.bcc]:
+        try:
+            addresses[normalise_address(address)] = None
+        except AddressError:
+            addresses[address.strip().lower()] = None
+    return list(addresses)
+
+
+def draft_of(message: OutboundMessage) -> Draft:
+    """The stored message as a Draft; InvalidDraft when it cannot be built safely."""
+    attachments = [
+        decode_attachment(
+            index,
+            item.get("filename", ""),
+            item.get("content_type", ""),
+            item.get("data", ""),
+        )
+        for index, item in enumerate(message.attachments or [])
+    ]
+    return Draft(
+        from_addr=message.agent_email,
+        to=message.to,
+        cc=message.cc,
+        subject=message.subject,
+        text=message.body_text or "",
+        html=message.body_html,
+        attachments=attachments,
+        conversation_id=message.conversation_id,
+        in_reply_to=message.in_reply_to,
+        references=message.references,
+    )
+
+
+def relay_results(outcome: Outcome) -> tuple[dict[str, str], dict[str, str]]:
+    """Settled recipients (accepted or refused) and deferred ones (address → reason)."""
+    settled = dict.fromkeys(outcome.accepted, ACCEPTED)
+    settled.update({rcpt: REFUSED_PREFIX + reason for rcpt, reason in outcome.refused.items()})
+    # A session-wide error ("relay host:port: connection refused") explains more than the
+    # per-recipient "connection lost".
+    deferred = {
+        rcpt: f"{reason} ({outcome.error})" if outcome.error else reason
+        for rcpt, reason in outcome.deferred.items()
+    }
+    return settled, deferred
+
+
+def settle(
+    results: Mapping[str, str],
+    deferred: Mapping[str, str],
+    *,
+    attempt: int,
+    created_epoch: float,
+    now: float,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> Verdict:
+    """Decide the message's state from every recipient's result so far.
+
+    Deferred recipients are retried (30 s doubling to 1 h, jittered) until 24 h after the
+    message was created; then they count as failed. A settled message is `sent` when at least
+    one recipient got it (the others are named in `error`), `failed` when none did."""
+    method: Literal["smtp", "local"] = (
+        "local"
+        if results and not deferred and all(r.startswith(LOCAL_PREFIX) for r in results.values())
+        else "smtp"
+    )
+    gave_up: dict[str, str] = {}
+    if deferred:
+        retry_at = next_attempt_at(attempt, created_epoch, now, None, uniform)
+        if retry_at is not None:
+            return Verdict("retry", method, _describe(deferred), retry_at)
+        gave_up = {rcpt: GAVE_UP_PREFIX + reason for rcpt, reason in deferred.items()}
+    final = {**results, **gave_up}
+    failures = {
+        rcpt: result
+        for rcpt, result in final.items()
+        if result != ACCEPTED and not result.startswith(LOCAL_PREFIX)
+    }
+    delivered = len(final) - len(failures)
+    outcome: SendOutcome = "sent" if delivered else "failed"
+    return Verdict(outcome, method, _describe(failures) or None, None, gave_up)
+
+
+def _describe(reasons: Mapping[str, str]) -> str:
+    return "; ".join(f"{rcpt}: {reason}" for rcpt, reason in reasons.items())[:1000]
+
+
+class OutboundWorker:
+    """Sends `outbound` jobs. `deliver_due(now)` does one round; `run()` loops forever.
+
+    `clock` gives the wall-clock time used to claim jobs and schedule retries (tests pass a
+    fake one); `uniform` is the jitter source."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        clock: Callable[[], float] = time.time,
+        uniform: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        self._gateway = gateway
+        self._clock = clock
+        self._uniform = uniform
+        dkim_settings = gateway.settings.dkim
+        self._signer = (
+            DkimSigner(dkim_settings.selector, dkim_settings.private_key_path)
+            if dkim_settings.selector and dkim_settings.private_key_path
+            else None
+        )
+        self._lease = gateway.settings.outbound_smtp.timeout_seconds + LEASE_MARGIN_SECONDS
+        self._in_flight: set[str] = set()
+        self._wake = trio.Event()
+
+    async def run(self) -> None:
+        """Send due jobs until cancelled, waking early when jobs are committed or a slot frees."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._forward_job_signals)
+            while True:
+                wake = self._wake = trio.Event()
+                free = MAX_IN_FLIGHT - len(self._in_flight)
+                claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
+                if claimed == 0 or len(self._in_flight) >= MAX_IN_FLIGHT:
+                    with trio.move_on_after(POLL_SECONDS):
+                        await wake.wait()
+
+    async def deliver_due(self, now: float, limit: int = 1000) -> int:
+        """Claim up to `limit` jobs due at `now`, attempt each once and wait for them all;
+        return how many were claimed."""
+        async with trio.open_nursery() as nursery:
+            return await self._dispatch(nursery, now, limit)
+
+    async def _forward_job_signals(self) -> None:
+        while True:
+            await self._gateway.hub.job_signal().wait()
+            self._wake.set()
+
+    async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int) -> int:
+        """Claim due jobs and start an attempt for each one not already being sent here."""
+        jobs = await self._gateway.storage.claim_jobs("outbound", now, limit, self._lease)
+        for job in jobs:
+            # A lease dropped under us (another worker's start-up release) must not send twice.
+            if job.message_id in self._in_flight:
+                continue
+            self._in_flight.add(job.message_id)
+            nursery.start_soon(self._attempt_guarded, job, now)
+        return len(jobs)
+
+    async def _attempt_guarded(self, job: Job, now: float) -> None:
+        """Attempt one job; an unexpected error is logged and the lease left to expire, so the
+        job is tried again later instead of stopping every other send."""
+        try:
+            await self.attempt(job, now)
+        except Exception:
+            log.exception("sending %s failed unexpectedly; it will be retried", job.message_id)
+        finally:
+            self._in_flight.discard(job.message_id)
+            self._wake.set()
+
+    async def attempt(self, job: Job, now: float) -> None:
+        """Send the job's message once to every recipient still pending and record the result."""
+        storage = self._gateway.storage
+        message = await storage.get_outbound(None, job.message_id)
+        if message is None:
+            return  # deleted, and its job with it
+        if message.status not in SENDABLE_STATUSES:  # settled meanwhile; bodies are scrubbed
+            await storage.finish_job(job.id, None)
+            return
+        sender = await storage.find_agent(message.agent_email)
+        if sender is None:
+            await storage.finish_outbound(
+                job.id, message.id, "failed", "smtp", "the sending agent no longer exists", None
+            )
+            return
+        try:
+            raw = self.compose(message)
+        except InvalidDraft as exc:
+            await storage.finish_outbound(
+                job.id, message.id, "failed", "smtp", f"cannot build the message: {exc}", None
+            )
+            return
+        settled = await storage.recipient_results(message.id)
+        pending = [rcpt for rcpt in recipients_of(message) if rcpt not in settled]
+        results, deferred = await self._deliver(message, sender, raw, pending, now)
+        verdict = settle(
+            {**settled, **results},
+            deferred,
+            attempt=job.attempts + 1,
+            created_epoch=message.created_epoch,
+            now=now,
+            uniform=self._uniform,
+        )
+        if verdict.outcome == "retry" and results:
+            # Only a retry needs them (one write fewer per message on the common path).
+            await storage.record_recipient_results(message.id, results)
+        await storage.finish_outbound(
+            job.id, message.id, verdict.outcome, verdict.method, verdict.error, verdict.retry_at
+        )
+        log.info("outbound %s: %s (%s)", message.id, verdict.outcome, verdict.error or "ok")
+
+    def compose(self, message: OutboundMessage) -> bytes:
+        """The message's bytes as sent: MIME from storage, DKIM-signed when a key is set."""
+        raw = build_message(
+            draft_of(message), message_id=message.email_message_id, date=message.created_epoch
+        )
+        if self._signer is None:
+            return raw
+        return self._signer.sign(raw, message.agent_email.rpartition("@")[2])
+
+    async def _deliver(
+        self, message: OutboundMessage, sender: Agent, raw: bytes, pending: list[str], now: float
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Deliver to the pending recipients: agents here locally, the rest via the relay.
+        Returns (settled results, deferred reasons)."""
+        local: list[Agent] = []
+        remote: list[str] = []
+        for rcpt in pending:
+            agent = await self._gateway.storage.find_agent(rcpt)
+            if agent is None:
+                remote.append(rcpt)
+            else:
+                local.append(agent)
+        results: dict[str, str] = {}
+        deferred: dict[str, str] = {}
+        if local:
+            stored = await deliver_locally(
+                self._gateway, raw, sender, local, message.conversation_id, now
+            )
+            for agent in local:
+                if agent.email in stored:
+                    results[agent.email] = LOCAL_PREFIX + stored[agent.email]
+                else:
+                    deferred[agent.email] = "the recipient's owner has no signing secret yet"
+        if remote:
+            settled, relay_deferred = await self._relay(message.agent_email, remote, raw)
+            results.update(settled)
+            deferred.update(relay_deferred)
+        return results, deferred
+
+    async def _relay(
+        self, mail_from: str, recipients: list[str], raw: bytes
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Hand off to `outbound_smtp`; without a relay every remote recipient is refused."""
+        settings = self._gateway.settings
+        if not settings.outbound_smtp.host:
+            return dict.fromkeys(recipients, REFUSED_PREFIX + NO_RELAY), {}
+        outcome = await hand_off(
+            settings.outbound_smtp,
+            settings.smtp.hostname,
+            Outgoing(mail_from, tuple(recipients), raw),
+        )
+        if outcome.error:
+            log.warning("relay hand-off: %s", outcome.error)
+        return relay_results(outcome)

@@ -1,0 +1,461 @@
+"""Human-in-the-loop end to end: notice emails through an aiosmtpd sink on 127.0.0.1 (test
+only), magic-link pages over real HTTP, and expiry driven with a fake clock."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+import socket
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import trio
+from aiosmtpd.controller import Controller
+
+from e2a.app import RunningGateway
+from e2a.config import Settings
+from e2a.gateway import Gateway
+from e2a.ids import new_id
+from e2a.signing.credentials import derive_signing_secret, hash_api_key
+from e2a.signing.magic_links import Action, issue_token
+from e2a.storage.base import AgentChanges, NotPending, OutboundMessage
+from e2a.workers.approvals import ApprovalWorker
+from tests.conftest import Account, make_settings
+from tests.delivery_support import create_agent, open_account, quiet_gateway, wait_until
+
+PUBLIC_URL = "https://e2a.example"
+OWNER = "owner@example.com"
+BODY = "TOP SECRET DRAFT BODY"
+SUBJECT = "Quarterly <b>numbers</b> & plans"
+
+MakeAccount = Callable[[str], Awaitable[Account]]
+
+
+@dataclass
+class Sink:
+    """Records every message the relay accepted."""
+
+    received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
+        return "250 OK"
+
+    def notices(self) -> list[EmailMessage]:
+        """The accepted mails addressed to the owner, parsed."""
+        return [
+            email.message_from_bytes(data, _class=EmailMessage, policy=email.policy.default)
+            for _, recipients, data in self.received
+            if OWNER in recipients
+        ]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (right now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+@pytest.fixture
+def relay_port(sink: Sink) -> Iterator[int]:
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+def relay_settings(tmp_path: Path, port: int) -> Settings:
+    return make_settings(
+        tmp_path,
+        http={"listen": "127.0.0.1:0", "public_url": PUBLIC_URL},
+        outbound_smtp={"host": "127.0.0.1", "port": port, "tls": "none", "timeout_seconds": 10},
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, relay_port: int) -> Settings:
+    """The running gateway relays through the sink and links to PUBLIC_URL."""
+    return relay_settings(tmp_path, relay_port)
+
+
+@dataclass
+class Owner:
+    """An account with one HITL agent, as storage knows them."""
+
+    account: Account
+    user_id: str
+    agent: str
+
+
+async def hitl_owner(
+    gateway: Gateway, account: Account, slug: str = "bot", expiration: str = "reject"
+) -> Owner:
+    """Give `account` a HITL agent with the given expiration action."""
+    user = await gateway.storage.user_for_key_hash(hash_api_key(account.key))
+    assert user is not None
+    agent = await create_agent(account, slug)
+    await gateway.storage.update_agent(
+        user.id,
+        agent,
+        AgentChanges(hitl_enabled=True, hitl_expiration_action=expiration),  # type: ignore[arg-type]
+    )
+    return Owner(account, user.id, agent)
+
+
+async def add_pending(gateway: Gateway, owner: Owner, deadline: float) -> OutboundMessage:
+    """Store a message awaiting approval (with its notice job) and wake the workers."""
+    message_id = new_id("msg")
+    message = OutboundMessage(
+        id=message_id,
+        user_id=owner.user_id,
+        agent_email=owner.agent,
+        kind="send",
+        to=["alice@example.org"],
+        cc=["carol@example.org"],
+        bcc=["hidden@example.org"],
+        subject=SUBJECT,
+        body_text=BODY,
+        body_html=f"<p>{BODY}</p>",
+        attachments=[{"filename": "a.txt", "content_type": "text/plain", "data": "aGk="}],
+        conversation_id=None,
+        in_reply_to=None,
+        references=[],
+        email_message_id=f"<{message_id}@agents.test>",
+        status="pending_approval",
+        approval_expires_at=deadline,
+        created_at="2026-01-01T00:00:00Z",
+        created_epoch=time.time(),
+    )
+    await gateway.storage.add_outbound(message)
+    gateway.hub.jobs_added()
+    return message
+
+
+async def token_for(
+    gateway: Gateway, owner: Owner, message_id: str, action: Action, deadline: float
+) -> str:
+    """A magic-link token signed as the notice would sign it."""
+    seed = await gateway.storage.newest_signing_seed(owner.user_id)
+    assert seed is not None
+    secret = derive_signing_secret(gateway.server_key, seed)
+    return issue_token(secret, message_id, action, int(deadline))
+
+
+def database(settings: Settings) -> sqlite3.Connection:
+    return sqlite3.connect(settings.database.url.removeprefix("sqlite:///"))
+
+
+def stored_row(settings: Settings, message_id: str) -> tuple[Any, ...]:
+    """(status, body_text, body_html, attachments_json) straight from the database."""
+    with database(settings) as db:
+        row = db.execute(
+            "SELECT status, body_text, body_html, attachments_json FROM messages WHERE id = ?",
+            (message_id,),
+        ).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+def job_kinds(settings: Settings, message_id: str) -> list[str]:
+    with database(settings) as db:
+        rows = db.execute("SELECT kind FROM jobs WHERE message_id = ?", (message_id,)).fetchall()
+    return sorted(row[0] for row in rows)
+
+
+def assert_page_headers(response: httpx.Response) -> None:
+    assert response.headers["content-type"].startswith("text/html")
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def local_path(link: str) -> str:
+    """The path and query of a public link, to request from the test server."""
+    parts = urlsplit(link)
+    return f"{parts.path}?{parts.query}"
+
+
+@pytest.fixture
+async def owner(running: RunningGateway, make_account: MakeAccount) -> Owner:
+    return await hitl_owner(running.gateway, await make_account(OWNER))
+
+
+async def test_notice_email_has_both_links_and_no_body(
+    running: RunningGateway, owner: Owner, sink: Sink, anonymous: httpx.AsyncClient
+) -> None:
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    await wait_until(lambda: bool(sink.notices()))
+    [notice] = sink.notices()
+    mail_from, recipients, raw = sink.received[0]
+    assert (mail_from, recipients) == ("e2a@mx.agents.test", [OWNER])
+    assert notice["From"] == "e2a@mx.agents.test"
+    assert SUBJECT in str(notice["Subject"])
+    text = notice.get_content()
+    assert BODY.encode() not in raw and BODY not in text
+    for address in ("alice@example.org", "carol@example.org", "hidden@example.org"):
+        assert address in text
+    assert message.id in text and "Expires:" in text
+    links = re.findall(rf"{re.escape(PUBLIC_URL)}/api/v1/(approve|reject)\?token=(\S+)", text)
+    assert sorted(action for action, _ in links) == ["approve", "reject"]
+    await wait_until(lambda: job_kinds(gateway.settings, message.id) == [])
+
+    # The link from the email works: GET shows the page, POST approves.
+    approve_link = next(
+        f"{PUBLIC_URL}/api/v1/approve?token={t}" for a, t in links if a == "approve"
+    )
+    page = await anonymous.get(local_path(approve_link))
+    assert page.status_code == 200
+    assert stored_row(gateway.settings, message.id)[0] == "pending_approval"
+    token = dict(links)["approve"]
+    done = await anonymous.post("/api/v1/approve", data={"token": token})
+    assert done.status_code == 200, done.text
+    assert stored_row(gateway.settings, message.id)[0] == "queued"
+
+
+async def test_get_shows_a_page_and_never_acts(
+    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
+) -> None:
+    gateway = running.gateway
+    deadline = time.time() + 3600
+    message = await add_pending(gateway, owner, deadline)
+    token = await token_for(gateway, owner, message.id, "approve", deadline)
+    for params in ({"token": token}, {"t": token}):
+        response = await anonymous.get("/api/v1/approve", params=params)
+        assert response.status_code == 200
+        assert_page_headers(response)
+        page = response.text
+        assert "Quarterly &lt;b&gt;numbers&lt;/b&gt; &amp; plans" in page
+        assert "<b>numbers</b>" not in page
+        assert "alice@example.org" in page and BODY not in page
+        assert 'method=post action="approve"' in page and token in page
+    assert stored_row(gateway.settings, message.id)[0] == "pending_approval"
+    assert "outbound" not in job_kinds(gateway.settings, message.id)
+
+
+async def test_post_approves_once_then_409(
+    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
+) -> None:
+    gateway = running.gateway
+    deadline = time.time() + 3600
+    message = await add_pending(gateway, owner, deadline)
+    token = await token_for(gateway, owner, message.id, "approve", deadline)
+    response = await anonymous.post("/api/v1/approve", params={"t": token})
+    assert response.status_code == 200 and "Approved" in response.text
+    assert_page_headers(response)
+    status, body_text, _, _ = stored_row(gateway.settings, message.id)
+    assert (status, body_text) == ("queued", BODY)
+    assert "outbound" in job_kinds(gateway.settings, message.id)
+    again = await anonymous.post("/api/v1/approve", data={"token": token})
+    assert again.status_code == 409 and "queued" in again.text
+    assert_page_headers(again)
+    shown = await anonymous.get("/api/v1/approve", params={"token": token})
+    assert shown.status_code == 409
+
+
+async def test_post_rejects_and_scrubs_the_body(
+    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
+) -> None:
+    gateway = running.gateway
+    deadline = time.time() + 3600
+    message = await add_pending(gateway, owner, deadline)
+    token = await token_for(gateway, owner, message.id, "reject", deadline)
+    response = await anonymous.post("/api/v1/reject", data={"token": token})
+    assert response.status_code == 200 and "Rejected" in response.text
+    assert stored_row(gateway.settings, message.id) == ("rejected", None, None, None)
+    assert "outbound" not in job_kinds(gateway.settings, message.id)
+    reused = await anonymous.post("/api/v1/reject", data={"token": token})
+    assert reused.status_code == 409
+    approve = await token_for(gateway, owner, message.id, "approve", deadline)
+    late = await anonymous.post("/api/v1/approve", data={"token": approve})
+    assert late.status_code == 409
+    assert stored_row(gateway.settings, message.id)[0] == "rejected"
+
+
+async def test_expired_token_gets_410(
+    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
+) -> None:
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    # A deadline an hour ago: the link's grace of 10 minutes is over too.
+    token = await token_for(gateway, owner, message.id, "approve", time.time() - 3600)
+    for method in ("GET", "POST"):
+        response = await anonymous.request(method, "/api/v1/approve", params={"token": token})
+        assert response.status_code == 410, method
+        assert_page_headers(response)
+    assert stored_row(gateway.settings, message.id)[0] == "pending_approval"
+
+
+async def test_bad_tokens_get_400(
+    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
+) -> None:
+    gateway = running.gateway
+    deadline = time.time() + 3600
+    message = await add_pending(gateway, owner, deadline)
+    token = await token_for(gateway, owner, message.id, "approve", deadline)
+    payload, _, signature = token.partition(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    reject_token = await token_for(gateway, owner, message.id, "reject", deadline)
+    for bad in (
+        f"{payload}.{flipped}",
+        payload,
+        "not-a-token",
+        "%%%.***",
+        reject_token,  # a reject token on the approve link
+        "",
+    ):
+        for method in ("GET", "POST"):
+            response = await anonymous.request(method, "/api/v1/approve", params={"token": bad})
+            assert response.status_code == 400, (method, bad)
+            assert_page_headers(response)
+    missing = await anonymous.post("/api/v1/approve")
+    assert missing.status_code == 400
+    assert stored_row(gateway.settings, message.id)[0] == "pending_approval"
+
+
+async def test_unknown_message_gets_404(
+    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
+) -> None:
+    token = await token_for(running.gateway, owner, "msg_gone", "reject", time.time() + 60)
+    for method in ("GET", "POST"):
+        response = await anonymous.request(method, "/api/v1/reject", params={"token": token})
+        assert response.status_code == 404
+        assert_page_headers(response)
+
+
+async def test_ttl_expiry_applies_each_agents_action(
+    running: RunningGateway, make_account: MakeAccount
+) -> None:
+    gateway = running.gateway
+    account = await make_account(OWNER)
+    keen = await hitl_owner(gateway, account, "keen", expiration="approve")
+    wary = await hitl_owner(gateway, account, "wary", expiration="reject")
+    deadline = time.time() + 10_000  # far enough that the gateway's own worker leaves it
+    sent_anyway = await add_pending(gateway, keen, deadline)
+    dropped = await add_pending(gateway, wary, deadline)
+    worker = ApprovalWorker(gateway, clock=lambda: deadline + 30)
+
+    assert await worker.expire_due(deadline - 1) == []
+    assert stored_row(gateway.settings, sent_anyway.id)[0] == "pending_approval"
+
+    signal = gateway.hub.job_signal()
+    expired = await worker.expire_due(deadline + 30)
+    assert {m.id: m.status for m in expired} == {
+        sent_anyway.id: "expired_approved",
+        dropped.id: "expired_rejected",
+    }
+    assert signal.is_set()  # the send worker was woken
+    status, body_text, _, _ = stored_row(gateway.settings, sent_anyway.id)
+    assert (status, body_text) == ("expired_approved", BODY)
+    assert "outbound" in job_kinds(gateway.settings, sent_anyway.id)
+    assert stored_row(gateway.settings, dropped.id) == ("expired_rejected", None, None, None)
+    assert "outbound" not in job_kinds(gateway.settings, dropped.id)
+    assert await worker.expire_due(deadline + 60) == []
+
+
+async def race_approvals(
+    gateway: Gateway, owner: Owner, anonymous: httpx.AsyncClient, message_id: str, token: str
+) -> list[str]:
+    """Approve by magic link and by the storage review at once; each side's verdict."""
+    results: list[str] = []
+
+    async def by_link() -> None:
+        response = await anonymous.post("/api/v1/approve", data={"token": token})
+        assert response.status_code in (200, 409)
+        results.append("ok" if response.status_code == 200 else "conflict")
+
+    async def by_api() -> None:
+        try:
+            await gateway.storage.review_outbound(
+                owner.user_id, message_id, True, None, None, time.time()
+            )
+        except NotPending:
+            results.append("conflict")
+        else:
+            results.append("ok")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(by_link)
+        nursery.start_soon(by_api)
+    return results
+
+
+async def test_racing_approvals_succeed_once(
+    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
+) -> None:
+    gateway = running.gateway
+    deadline = time.time() + 3600
+    for _ in range(5):
+        message = await add_pending(gateway, owner, deadline)
+        token = await token_for(gateway, owner, message.id, "approve", deadline)
+        results = await race_approvals(gateway, owner, anonymous, message.id, token)
+        assert sorted(results) == ["conflict", "ok"]
+        assert stored_row(gateway.settings, message.id)[0] == "queued"
+        assert job_kinds(gateway.settings, message.id).count("outbound") == 1
+
+
+async def test_notice_retries_while_the_relay_is_down_and_drops_without_relay(
+    tmp_path: Path, resolver: Any, sink: Sink
+) -> None:
+    down = relay_settings(tmp_path, free_port())
+    async with quiet_gateway(down, resolver) as quiet:
+        account = await open_account(quiet.gateway, quiet.http_url, OWNER)
+        try:
+            owner = await hitl_owner(quiet.gateway, account)
+            message = await add_pending(quiet.gateway, owner, time.time() + 3600)
+            now = time.time()
+            worker = ApprovalWorker(quiet.gateway, clock=lambda: now)
+            assert await worker.send_due_notices(now) == 1
+            with database(down) as db:
+                run_at, attempts = db.execute(
+                    "SELECT run_at, attempts FROM jobs WHERE message_id = ?", (message.id,)
+                ).fetchone()
+            assert (run_at, attempts) == (pytest.approx(now + 30), 1)
+            assert await worker.send_due_notices(now + 10) == 0  # not due yet
+
+            # Without a relay at all the notice is dropped (review over the API instead).
+            quiet.gateway.settings = make_settings(tmp_path)
+            assert await worker.send_due_notices(now + 31) == 1
+            assert job_kinds(down, message.id) == []
+        finally:
+            await account.http.aclose()
+    assert sink.received == []
+
+
+async def test_notice_for_a_resolved_message_is_not_sent(
+    tmp_path: Path, resolver: Any, sink: Sink, relay_port: int
+) -> None:
+    configured = relay_settings(tmp_path, relay_port)
+    async with quiet_gateway(configured, resolver) as quiet:
+        account = await open_account(quiet.gateway, quiet.http_url, OWNER)
+        try:
+            owner = await hitl_owner(quiet.gateway, account)
+            message = await add_pending(quiet.gateway, owner, time.time() + 3600)
+            now = time.time()
+            await quiet.gateway.storage.review_outbound(None, message.id, False, None, None, now)
+            worker = ApprovalWorker(quiet.gateway, clock=lambda: now)
+            assert await worker.send_due_notices(now) == 1
+            assert job_kinds(configured, message.id) == []
+        finally:
+            await account.http.aclose()
+    assert sink.received == []

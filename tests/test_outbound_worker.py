@@ -1,0 +1,438 @@
+"""The outbound send worker end to end: queued rows in storage, an aiosmtpd sink on 127.0.0.1
+(test-only) as `outbound_smtp`, local agent-to-agent delivery read back over REST, and a fake
+clock for retries."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from email.message import EmailMessage, MIMEPart
+from pathlib import Path
+from typing import Any
+
+import dkim
+import pytest
+import trustme
+from aiosmtpd.controller import Controller
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from e2a.config import Settings
+from e2a.gateway import Gateway
+from e2a.ids import new_id
+from e2a.mailauth.resolver import FixtureResolver
+from e2a.outbound.mime import new_message_id
+from e2a.storage.base import OutboundMessage
+from e2a.workers.outbound import OutboundWorker, settle
+from tests.conftest import Account, agent_path, make_settings
+from tests.delivery_support import create_agent, new_signing_secret, open_account, quiet_gateway
+from tests.test_outbound_relay import Sink, authenticator, free_port
+from tests.test_signing_identity import contract_verify
+
+NOW = time.time()
+EXTERNAL = "carol@example.org"
+PDF = b"%PDF-1.4 not really a pdf \x00\x01\x02" * 10
+
+
+def no_jitter(low: float, high: float) -> float:
+    """Jitter source that always answers the middle (1.0): retries land exactly on 30 s, 60 s…"""
+    return 1.0
+
+
+@dataclass
+class Setup:
+    """A gateway serving its API, an account with agent `sender`, and a worker on a fake clock."""
+
+    gateway: Gateway
+    http_url: str
+    account: Account
+    sender: str
+    worker: OutboundWorker
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+def start_sink(sink: Sink, port: int, **kwargs: Any) -> Controller:
+    controller = Controller(sink, hostname="127.0.0.1", port=port, **kwargs)
+    controller.start()
+    return controller
+
+
+@pytest.fixture
+def relay_port(sink: Sink) -> Iterator[int]:
+    port = free_port()
+    controller = start_sink(sink, port)
+    yield port
+    controller.stop()
+
+
+def relay_settings(tmp_path: Path, port: int | None, **extra: Any) -> Settings:
+    overrides: dict[str, Any] = dict(extra)
+    if port is not None:
+        overrides["outbound_smtp"] = {
+            "host": "127.0.0.1",
+            "port": port,
+            "tls": "none",
+            "timeout_seconds": 10,
+            **overrides.get("outbound_smtp", {}),
+        }
+    return make_settings(tmp_path, **overrides)
+
+
+@asynccontextmanager
+async def open_setup(settings: Settings) -> AsyncIterator[Setup]:
+    async with quiet_gateway(settings, FixtureResolver()) as quiet:
+        account = await open_account(quiet.gateway, quiet.http_url, "owner@example.com")
+        sender = await create_agent(account, "sender")
+        worker = OutboundWorker(quiet.gateway, clock=lambda: NOW, uniform=no_jitter)
+        yield Setup(quiet.gateway, quiet.http_url, account, sender, worker)
+        await account.http.aclose()
+
+
+@pytest.fixture
+async def setup(tmp_path: Path, relay_port: int) -> AsyncIterator[Setup]:
+    async with open_setup(relay_settings(tmp_path, relay_port)) as value:
+        yield value
+
+
+async def queue(setup: Setup, **fields: Any) -> OutboundMessage:
+    """Store a `queued` outbound message from the sender agent, as the REST API would."""
+    agent = await setup.gateway.storage.find_agent(setup.sender)
+    assert agent is not None
+    values: dict[str, Any] = {
+        "id": new_id("msg"),
+        "user_id": agent.user_id,
+        "agent_email": setup.sender,
+        "kind": "send",
+        "to": [EXTERNAL],
+        "cc": [],
+        "bcc": [],
+        "subject": "Quarterly report",
+        "body_text": "Numbers attached.\n",
+        "body_html": None,
+        "attachments": None,
+        "conversation_id": None,
+        "in_reply_to": None,
+        "references": [],
+        "email_message_id": new_message_id("agents.test"),
+        "status": "queued",
+        "approval_expires_at": None,
+        "created_at": "2026-01-01T00:00:00Z",
+        "created_epoch": NOW,
+    }
+    values.update(fields)
+    message = OutboundMessage(**values)
+    await setup.gateway.storage.add_outbound(message)
+    return message
+
+
+async def stored(setup: Setup, message_id: str) -> OutboundMessage:
+    message = await setup.gateway.storage.get_outbound(None, message_id)
+    assert message is not None
+    return message
+
+
+def parsed(raw: bytes) -> EmailMessage:
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def content(part: MIMEPart) -> str:
+    """A text part's content with the wire's CRLF line ends turned back into LF."""
+    return str(part.get_content()).replace("\r\n", "\n")
+
+
+async def test_plain_send_reaches_the_relay_and_scrubs_the_body(setup: Setup, sink: Sink) -> None:
+    message = await queue(setup)
+    assert await setup.worker.deliver_due(NOW) == 1
+
+    ((mail_from, recipients, raw),) = sink.received
+    assert (mail_from, recipients) == (setup.sender, [EXTERNAL])
+    received = parsed(raw)
+    assert received["From"] == setup.sender
+    assert received["To"] == EXTERNAL
+    assert received["Subject"] == "Quarterly report"
+    assert received["Message-ID"] == message.email_message_id
+    assert email.utils.parsedate_to_datetime(received["Date"]).timestamp() == int(NOW)
+    assert "X-E2A-Conversation-Id" not in received
+    body = received.get_body(("plain",))
+    assert body is not None and content(body) == "Numbers attached.\n"
+
+    after = await stored(setup, message.id)
+    assert (after.status, after.method, after.send_error) == ("sent", "smtp", None)
+    assert after.body_text is None and after.attachments is None
+    assert await setup.worker.deliver_due(NOW + 3600) == 0  # the job is gone
+
+
+async def test_html_and_attachment_are_parsed_back(setup: Setup, sink: Sink) -> None:
+    attachment = {
+        "filename": "report.pdf",
+        "content_type": "application/pdf",
+        "data": base64.b64encode(PDF).decode(),
+    }
+    await queue(
+        setup,
+        subject="Rapport für Q3 ✓",
+        body_html="<p>Numbers <b>attached</b>.</p>",
+        attachments=[attachment],
+    )
+    await setup.worker.deliver_due(NOW)
+
+    received = parsed(sink.received[0][2])
+    assert received["Subject"] == "Rapport für Q3 ✓"
+    html = received.get_body(("html",))
+    assert html is not None and "<b>attached</b>" in content(html)
+    plain = received.get_body(("plain",))
+    assert plain is not None and content(plain) == "Numbers attached.\n"
+    (part,) = list(received.iter_attachments())
+    assert part.get_filename() == "report.pdf"
+    assert part.get_content_type() == "application/pdf"
+    assert part.get_content() == PDF
+
+
+async def test_threading_headers_and_bcc(setup: Setup, sink: Sink) -> None:
+    await queue(
+        setup,
+        kind="reply",
+        subject="Re: Plans",
+        to=[EXTERNAL],
+        cc=["Dave@Example.org"],
+        bcc=["audit@example.net", EXTERNAL],
+        conversation_id="conv_0123",
+        in_reply_to="<b@example.org>",
+        references=["<a@example.org>", "<b@example.org>"],
+    )
+    await setup.worker.deliver_due(NOW)
+
+    ((_, recipients, raw),) = sink.received
+    assert sorted(recipients) == ["audit@example.net", EXTERNAL, "dave@example.org"]
+    received = parsed(raw)
+    assert received["In-Reply-To"] == "<b@example.org>"
+    assert received["References"] == "<a@example.org> <b@example.org>"
+    assert received["X-E2A-Conversation-Id"] == "conv_0123"
+    assert received["Cc"] == "Dave@Example.org"
+    assert "Bcc" not in received and b"audit@example.net" not in raw
+
+
+async def test_starttls_with_auth(
+    tmp_path: Path, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    port = free_port()
+    controller = start_sink(
+        sink,
+        port,
+        server_hostname="localhost",
+        tls_context=server_context,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_require_tls=True,
+    )
+    relay = {
+        "host": "localhost",
+        "tls": "starttls",
+        "ca_file": str(ca_file),
+        "username": "agent",
+        "password": "s3cret",
+    }
+    try:
+        async with open_setup(relay_settings(tmp_path, port, outbound_smtp=relay)) as setup:
+            message = await queue(setup)
+            await setup.worker.deliver_due(NOW)
+            assert (await stored(setup, message.id)).status == "sent"
+    finally:
+        controller.stop()
+    assert parsed(sink.received[0][2])["Message-ID"] == message.email_message_id
+
+
+async def test_4xx_is_retried_with_backoff_until_accepted(setup: Setup, sink: Sink) -> None:
+    sink.answer = "451 4.3.0 try again later"
+    message = await queue(setup)
+    await setup.worker.deliver_due(NOW)
+
+    waiting = await stored(setup, message.id)
+    assert waiting.status == "queued" and "451" in (waiting.send_error or "")
+    assert waiting.body_text == "Numbers attached.\n"  # kept for the retry
+    assert await setup.worker.deliver_due(NOW + 29) == 0  # first retry 30 s later
+    assert await setup.worker.deliver_due(NOW + 30) == 1
+    assert await setup.worker.deliver_due(NOW + 89) == 0  # then 60 s after that
+    sink.answer = "250 OK"
+    assert await setup.worker.deliver_due(NOW + 90) == 1
+
+    after = await stored(setup, message.id)
+    assert (after.status, after.send_error, after.body_text) == ("sent", None, None)
+    assert len(sink.received) == 1
+
+
+async def test_retry_hands_off_only_the_deferred_recipients(setup: Setup, sink: Sink) -> None:
+    sink.rcpt_answers["busy@example.net"] = "450 4.2.1 mailbox busy"
+    message = await queue(setup, to=[EXTERNAL, "busy@example.net"])
+    await setup.worker.deliver_due(NOW)
+    assert [rcpts for _, rcpts, _ in sink.received] == [[EXTERNAL]]
+    assert (await stored(setup, message.id)).status == "queued"
+
+    sink.rcpt_answers.clear()
+    await setup.worker.deliver_due(NOW + 30)
+    assert [rcpts for _, rcpts, _ in sink.received] == [[EXTERNAL], ["busy@example.net"]]
+    assert (await stored(setup, message.id)).status == "sent"
+
+
+async def test_5xx_is_final(setup: Setup, sink: Sink) -> None:
+    sink.rcpt_answers[EXTERNAL] = "550 5.1.1 no such user"
+    message = await queue(setup)
+    await setup.worker.deliver_due(NOW)
+
+    after = await stored(setup, message.id)
+    assert after.status == "failed" and "550 5.1.1 no such user" in (after.send_error or "")
+    assert after.body_text is None
+    assert await setup.worker.deliver_due(NOW + 86400) == 0
+
+
+async def test_relay_down_then_up(tmp_path: Path, sink: Sink) -> None:
+    port = free_port()  # nothing listens yet
+    async with open_setup(relay_settings(tmp_path, port)) as setup:
+        message = await queue(setup)
+        await setup.worker.deliver_due(NOW)
+        waiting = await stored(setup, message.id)
+        assert waiting.status == "queued" and "127.0.0.1" in (waiting.send_error or "")
+
+        controller = start_sink(sink, port)
+        try:
+            assert await setup.worker.deliver_due(NOW + 30) == 1
+        finally:
+            controller.stop()
+        assert (await stored(setup, message.id)).status == "sent"
+    assert len(sink.received) == 1
+
+
+async def test_gives_up_24_hours_after_creation(tmp_path: Path) -> None:
+    port = free_port()  # nothing ever listens
+    async with open_setup(relay_settings(tmp_path, port)) as setup:
+        message = await queue(setup)
+        await setup.worker.deliver_due(NOW)
+        await setup.worker.deliver_due(NOW + 86400)
+        after = await stored(setup, message.id)
+        assert after.status == "failed" and "gave up" in (after.send_error or "")
+
+
+async def test_without_a_relay_remote_recipients_fail_clearly(tmp_path: Path) -> None:
+    async with open_setup(relay_settings(tmp_path, None)) as setup:
+        message = await queue(setup)
+        await setup.worker.deliver_due(NOW)
+        after = await stored(setup, message.id)
+        assert after.status == "failed"
+        assert "outbound_smtp.host is not set" in (after.send_error or "")
+
+
+async def test_agent_to_agent_is_delivered_locally_and_signed(tmp_path: Path) -> None:
+    async with open_setup(relay_settings(tmp_path, None)) as setup:
+        other = await open_account(setup.gateway, setup.http_url, "bee@example.com")
+        receiver = await create_agent(other, "receiver")
+        secret = await new_signing_secret(other)
+        with setup.gateway.hub.subscribe(receiver) as frames:
+            message = await queue(
+                setup, to=[receiver.upper()], subject="Hi B", conversation_id="conv_ab"
+            )
+            await setup.worker.deliver_due(NOW)
+            frame = frames.receive_nowait()
+
+        after = await stored(setup, message.id)
+        assert (after.status, after.method, after.body_text) == ("sent", "local", None)
+        local_id = frame["message_id"]
+        assert frame["conversation_id"] == "conv_ab" and frame["from"] == setup.sender
+
+        response = await other.http.get(agent_path(receiver, f"/messages/{local_id}"))
+        assert response.status_code == 200, response.text
+        view = response.json()
+        headers = view["auth_headers"]
+        raw = base64.b64decode(view["raw_message"])
+        assert headers["X-E2A-Auth-Entity-Type"] == "agent"
+        assert headers["X-E2A-Auth-Verified"] == "true"
+        assert headers["X-E2A-Auth-Sender"] == setup.sender
+        assert headers["X-E2A-Auth-Domain-Check"] == "spf=none; dkim=none; dmarc=none"
+        assert headers["X-E2A-Auth-Message-Id"] == local_id
+        assert contract_verify(headers, raw, secret)
+        assert view["conversation_id"] == "conv_ab"
+        assert view["subject"] == "Hi B" and view["from"] == setup.sender
+        assert raw.startswith(
+            b"Authentication-Results: mx.agents.test;\r\n auth=pass (local delivery"
+        )
+        assert parsed(raw)["Message-ID"] == message.email_message_id
+        await other.http.aclose()
+
+
+async def test_mixed_local_and_remote_recipients(setup: Setup, sink: Sink) -> None:
+    colleague = await create_agent(setup.account, "colleague")
+    await new_signing_secret(setup.account)
+    message = await queue(setup, to=[colleague, EXTERNAL])
+    await setup.worker.deliver_due(NOW)
+
+    assert [rcpts for _, rcpts, _ in sink.received] == [[EXTERNAL]]
+    after = await stored(setup, message.id)
+    assert (after.status, after.method) == ("sent", "smtp")
+    page = await setup.account.http.get(agent_path(colleague, "/messages"))
+    assert page.status_code == 200
+    assert [m["subject"] for m in page.json()["messages"]] == ["Quarterly report"]
+
+
+async def test_dkim_signature_verifies(tmp_path: Path, sink: Sink, relay_port: int) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_path = tmp_path / "dkim.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    record = b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    settings = relay_settings(
+        tmp_path, relay_port, dkim={"selector": "e2a", "private_key_path": str(key_path)}
+    )
+    async with open_setup(settings) as setup:
+        await queue(setup, body_html="<p>signed</p>")
+        await setup.worker.deliver_due(NOW)
+
+    raw = sink.received[0][2]
+    assert raw.startswith(b"DKIM-Signature:")
+    signature = parsed(raw)["DKIM-Signature"]
+    assert "d=agents.test" in signature and "s=e2a" in signature
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        return record if name == b"e2a._domainkey.agents.test." else b""
+
+    assert dkim.verify(raw, dnsfunc=dns)
+    assert not dkim.verify(raw.replace(b"Numbers attached.", b"Numbers altered!!"), dnsfunc=dns)
+
+
+def test_settle_policy_on_plain_data() -> None:
+    local = {"b@agents.test": "local msg_1"}
+    assert settle(local, {}, attempt=1, created_epoch=0, now=0).method == "local"
+    partly = settle(
+        {"a@x.org": "accepted", "c@x.org": "refused: 550 no"}, {}, attempt=1, created_epoch=0, now=0
+    )
+    assert (partly.outcome, partly.method) == ("sent", "smtp")
+    assert partly.error == "c@x.org: refused: 550 no"
+    retry = settle({}, {"a@x.org": "451"}, attempt=3, created_epoch=0, now=10, uniform=no_jitter)
+    assert (retry.outcome, retry.retry_at) == ("retry", 10 + 120)
+    capped = settle({}, {"a@x.org": "451"}, attempt=20, created_epoch=0, now=10, uniform=no_jitter)
+    assert capped.retry_at == 10 + 3600
+    late = settle({}, {"a@x.org": "451"}, attempt=30, created_epoch=0, now=86400)
+    assert (late.outcome, late.gave_up) == ("failed", {"a@x.org": "gave up: 451"})
