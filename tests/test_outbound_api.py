@@ -273,3 +273,43 @@ async def test_test_endpoint_sends_to_the_agent_itself(make_account: Any) -> Non
     assert response.status_code == 202
     (pending,) = (await alice.http.get("/api/v1/messages")).json()["messages"]
     assert pending["type"] == "test" and pending["to"] == [bot] and pending["method"] == "local"
+
+
+async def test_agent_to_agent_conversation_round_trip(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    a = await agent(alice, "agent-a")
+    b = await agent(bob, "agent-b")
+
+    sent = await alice.http.post(
+        "/api/v1/send",
+        json={
+            "from": a,
+            "to": [b],
+            "subject": "Shall we?",
+            "body": "Proposal",
+            "conversation_id": "deal-1",
+        },
+    )
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["status"] == "sent" and sent.json()["method"] == "local"
+
+    (arrived,) = (await bob.http.get(agent_path(b, "/messages"))).json()["messages"]
+    assert arrived["conversation_id"] == "deal-1" and arrived["from"] == a
+    full = (await bob.http.get(agent_path(b, f"/messages/{arrived['message_id']}"))).json()
+    assert full["auth_headers"]["X-E2A-Auth-Entity-Type"] == "agent"
+    assert full["auth_headers"]["X-E2A-Auth-Verified"] == "true"
+    assert full["auth_headers"]["X-E2A-Auth-Sender"] == a
+
+    replied = await bob.http.post(
+        agent_path(b, f"/messages/{arrived['message_id']}/reply"), json={"body": "Agreed."}
+    )
+    assert replied.status_code == 200 and replied.json()["status"] == "sent", replied.text
+    (answer,) = (await alice.http.get(agent_path(a, "/messages"))).json()["messages"]
+    assert answer["conversation_id"] == "deal-1"
+    assert answer["subject"] == "Re: Shall we?" and answer["from"] == b
+    original = (await alice.http.get(f"/api/v1/messages/{sent.json()['message_id']}")).json()
+    answer_full = (await alice.http.get(agent_path(a, f"/messages/{answer['message_id']}"))).json()
+    raw = base64.b64decode(answer_full["raw_message"])
+    assert f"In-Reply-To: {original['email_message_id']}".encode() in raw
+    assert original["status"] == "sent" and "body_text" not in original
