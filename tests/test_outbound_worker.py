@@ -436,3 +436,23 @@ def test_settle_policy_on_plain_data() -> None:
     assert capped.retry_at == 10 + 3600
     late = settle({}, {"a@x.org": "451"}, attempt=30, created_epoch=0, now=86400)
     assert (late.outcome, late.gave_up) == ("failed", {"a@x.org": "gave up: 451"})
+
+
+async def test_an_unexpected_error_is_retried_then_fails(
+    setup: Setup, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> bytes:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr("e2a.workers.outbound.build_message", broken)
+    message = await queue(setup)
+    now = NOW
+    for attempt in range(1, 6):
+        assert await setup.worker.deliver_due(now) == 1, attempt
+        after = await stored(setup, message.id)
+        if attempt < 5:
+            assert after.status == "queued" and "internal error" in (after.send_error or "")
+        now += 3 * 3600
+    assert after.status == "failed" and after.body_text is None
+    assert await setup.worker.deliver_due(now + 86400) == 0
+    assert sink.received == []

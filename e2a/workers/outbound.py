@@ -20,19 +20,21 @@ import dkim
 import trio
 
 from e2a.addresses import AddressError, normalise_address
+from e2a.config import ConfigError
 from e2a.gateway import Gateway
 from e2a.inbound.local_delivery import deliver_locally
 from e2a.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
 from e2a.outbound.relay import hand_off
 from e2a.smtp.client import Outcome, Outgoing
-from e2a.storage.base import Agent, Job, OutboundMessage, SendOutcome
-from e2a.workers.webhook_policy import next_attempt_at
+from e2a.storage.base import Agent, Job, OutboundMessage, SendOutcome, StorageUnavailable
+from e2a.workers.webhook_policy import backoff_seconds, next_attempt_at
 
 log = logging.getLogger("e2a.outbound")
 
 POLL_SECONDS = 1.0
 MAX_IN_FLIGHT = 32
 LEASE_MARGIN_SECONDS = 60.0
+MAX_UNEXPECTED_FAILURES = 5
 SENDABLE_STATUSES = frozenset({"queued", "expired_approved"})
 NO_RELAY = (
     "outbound_smtp.host is not set — configure outbound_smtp to send mail beyond this deployment"
@@ -43,7 +45,7 @@ REFUSED_PREFIX = "refused: "
 GAVE_UP_PREFIX = "gave up: "
 
 
-class DkimKeyError(ValueError):
+class DkimKeyError(ConfigError):
     """The configured DKIM key cannot sign; the text says which setting to fix."""
 
 
@@ -233,15 +235,28 @@ class OutboundWorker:
         return len(jobs)
 
     async def _attempt_guarded(self, job: Job, now: float) -> None:
-        """Attempt one job; an unexpected error is logged and the lease left to expire, so the
-        job is tried again later instead of stopping every other send."""
+        """Attempt one job; an unexpected error is logged and recorded as a retry with backoff
+        (a failure after MAX_UNEXPECTED_FAILURES), so a broken message cannot loop forever nor
+        stop the other sends."""
         try:
             await self.attempt(job, now)
         except Exception:
-            log.exception("sending %s failed unexpectedly; it will be retried", job.message_id)
+            log.exception("sending %s failed unexpectedly", job.message_id)
+            await self._record_unexpected_failure(job, now)
         finally:
             self._in_flight.discard(job.message_id)
             self._wake.set()
+
+    async def _record_unexpected_failure(self, job: Job, now: float) -> None:
+        error = "internal error while sending; the gateway log has details"
+        give_up = job.attempts + 1 >= MAX_UNEXPECTED_FAILURES
+        retry_at = None if give_up else now + backoff_seconds(job.attempts + 1, self._uniform)
+        try:
+            await self._gateway.storage.finish_outbound(
+                job.id, job.message_id, "failed" if give_up else "retry", "smtp", error, retry_at
+            )
+        except StorageUnavailable as exc:
+            log.error("could not record the failure of %s: %s", job.message_id, exc)
 
     async def attempt(self, job: Job, now: float) -> None:
         """Send the job's message once to every recipient still pending and record the result."""
