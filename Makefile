@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: install run test lint bench bench-smtp clean
+.PHONY: install run test pg lint bench bench-smtp clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("e2a needs Python >= 3.11 (found %s)" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -20,6 +20,11 @@ run: install  ## run the gateway on ./e2a.db (SMTP 127.0.0.1:2525, HTTP 127.0.0.
 
 test: install  ## run the whole test suite
 	$(BIN)/pytest
+
+pg: install  ## storage tests on a throwaway PostgreSQL 15 (127.0.0.1, temp dir); ARGS=... for pytest
+	@set -e; pg_env=$$(packaging/pg-test-cluster.sh start); eval "$$pg_env"; \
+	trap 'packaging/pg-test-cluster.sh stop "$$E2A_PG_TEST_DIR"' EXIT; \
+	$(BIN)/pytest $${ARGS:-tests/test_storage.py}
 
 lint: install  ## ruff and mypy, as CI runs them
 	$(BIN)/ruff check e2a tests bench

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import sqlite3
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import trio
@@ -33,18 +37,55 @@ from tests.conftest import POSTGRES_URL_VAR, postgres_url
 NOW = "2026-01-01T00:00:00Z"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The database URL of each backend (a sync fixture, so a skip keeps its reason)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
+def _require_postgres() -> str:
+    """The cluster URL from `make pg`/CI, or skip with a reason that says how to provide it."""
     found = postgres_url()
     if found is None:
         pytest.skip(
             f"PostgreSQL half skipped: set {POSTGRES_URL_VAR}=postgresql://… (a throwaway "
-            "database) to run it"
+            "database) to run it — `make pg` starts one and runs these tests"
         )
     return found
+
+
+def _with_database(url: str, name: str) -> str:
+    """`url` pointing at database `name` on the same server."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty database on the test cluster for one test, dropped afterwards."""
+    import psycopg
+
+    cluster = _require_postgres()
+    name = f"e2a_t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(cluster, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(cluster, name)
+    finally:
+        with psycopg.connect(cluster, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The database URL of each backend, empty for each test (a sync fixture, so a skip keeps
+    its reason): a SQLite file in the test's directory, or a new database on the cluster."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_db() -> Iterator[str]:
+    """A fresh PostgreSQL database for the tests of that backend alone."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -353,7 +394,7 @@ async def test_outbound_expiry_applies_each_agents_action(storage: Storage) -> N
     alice = await add_user(storage)
     for email, action in (("keep@agents.test", "approve"), ("drop@agents.test", "reject")):
         await storage.add_agent(make_agent(alice, email))
-        await storage.update_agent(alice, email, AgentChanges(hitl_expiration_action=action))  # type: ignore[arg-type]
+        await storage.update_agent(alice, email, AgentChanges(hitl_expiration_action=action))
     await storage.add_outbound(
         make_outbound(alice, "keep@agents.test", "msg_keep", "pending_approval", 200.0)
     )
@@ -430,3 +471,95 @@ async def test_review_acts_once(storage: Storage) -> None:
     with pytest.raises(NotPending):
         await storage.review_outbound(alice, "msg_1", False, None, "late", 6.0)
     assert len(await storage.claim_jobs("outbound", 5.0, 10, 60)) == 1
+
+
+# -- PostgreSQL only: migrations, errors and several replicas on one database ---------------
+
+
+def test_postgres_migrations_mirror_sqlite_numbering() -> None:
+    sqlite_steps = [(m.version, m.name) for m in load_migrations("sqlite")]
+    assert [(m.version, m.name) for m in load_migrations("postgres")] == sqlite_steps
+
+
+async def test_postgres_cannot_connect_says_how_to_fix_without_password() -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    store = open_storage(f"postgresql://e2a:s3cret-pw@127.0.0.1:{port}/e2a")
+    with pytest.raises(StorageUnavailable) as raised:
+        await store.ping()
+    message = str(raised.value)
+    assert message == (
+        f"database.url: cannot connect to postgresql://e2a@127.0.0.1:{port}/e2a: "
+        "connection refused — is PostgreSQL running?"
+    )
+    await store.close()
+
+
+async def test_postgres_replicas_migrate_once_and_record_versions(postgres_db: str) -> None:
+    import psycopg
+
+    stores = [open_storage(postgres_db) for _ in range(4)]
+    applied: list[list[int]] = []
+
+    async def migrate(store: Storage) -> None:
+        applied.append(await store.migrate())
+
+    async with trio.open_nursery() as nursery:
+        for store in stores:
+            nursery.start_soon(migrate, store)
+    everything = [m.version for m in load_migrations("postgres")]
+    assert sorted(applied) == [[], [], [], everything]
+    for store in stores:
+        await store.close()
+    with psycopg.connect(postgres_db) as db:
+        recorded = [row[0] for row in db.execute("SELECT version FROM schema_migrations")]
+    assert sorted(recorded) == everything
+
+
+@pytest.fixture
+async def replicas(postgres_db: str) -> AsyncIterator[tuple[Storage, Storage]]:
+    """Two backends on one migrated database, as two `e2a serve` processes would have."""
+    first, second = open_storage(postgres_db), open_storage(postgres_db)
+    await first.migrate()
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+async def test_replicas_never_claim_the_same_job(replicas: tuple[Storage, Storage]) -> None:
+    first, second = replicas
+    alice = await add_user(first)
+    await first.add_agent(make_agent(alice, "a@agents.test"))
+    await first.add_agent(make_agent(alice, "hook@agents.test", mode="cloud"))
+    for index in range(60):
+        await first.add_outbound(make_outbound(alice, "a@agents.test", f"out_{index}", "queued"))
+    await first.store_inbound(
+        [make_message(f"in_{index}", "hook@agents.test") for index in range(60)], 0.0
+    )
+    claimed: list[str] = []
+
+    async def drain(store: Storage) -> None:
+        while True:
+            jobs = await store.claim_jobs("outbound", 100.0, 3, 60)
+            jobs += await store.claim_webhook_jobs(100.0, 3, 60, {}, 1000)
+            if not jobs:
+                return
+            claimed.extend(job.message_id for job in jobs)
+
+    async with trio.open_nursery() as nursery:
+        for store in (first, second, first, second):
+            nursery.start_soon(drain, store)
+    assert len(claimed) == len(set(claimed)) == 120
+
+
+async def test_replica_start_keeps_other_leases(replicas: tuple[Storage, Storage]) -> None:
+    first, second = replicas
+    alice = await add_user(first)
+    await first.add_agent(make_agent(alice, "a@agents.test"))
+    await first.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
+    (job,) = await first.claim_jobs("outbound", 100.0, 10, 60)
+    await second.release_leases()
+    assert await second.claim_jobs("outbound", 159.0, 10, 60) == []
+    (taken_over,) = await second.claim_jobs("outbound", 160.5, 10, 60)
+    assert taken_over.id == job.id

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from e2a.storage.base import Storage, StorageUnavailable
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
 
 def open_storage(url: str) -> Storage:
     """The backend for `url`, not yet migrated; StorageUnavailable if it cannot open."""
@@ -11,6 +13,11 @@ def open_storage(url: str) -> Storage:
         from e2a.storage.sqlite import SqliteStorage
 
         return SqliteStorage.open(url.removeprefix("sqlite:///"))
+    if url.startswith(POSTGRES_SCHEMES):
+        from e2a.storage.postgres import PostgresStorage
+
+        return PostgresStorage.open(url)
     raise StorageUnavailable(
-        f"database.url: {url.split('://')[0]} is not supported yet — use sqlite:///path/to/e2a.db"
+        f"database.url: {url.split('://')[0]} is not supported — use sqlite:///path/to/e2a.db "
+        "or postgresql://user:password@host:5432/dbname"
     )

@@ -1,0 +1,1136 @@
+"""The PostgreSQL backend, for several `e2a serve` replicas sharing one database.
+
+psycopg 3's sync API driven from trio through threads, over a small bounded pool of
+connections; every call is one transaction. Nothing is cached in the process, because another
+replica may change anything at any time, and every job claim is `FOR UPDATE SKIP LOCKED` under
+a lease, so replicas never take the same job and take over a dead replica's once it lapses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg.conninfo
+import trio
+
+from e2a.clock import format_timestamp
+from e2a.storage.base import (
+    Agent,
+    AgentChanges,
+    AlreadyExists,
+    ApiKey,
+    Domain,
+    FinishedAttempt,
+    InboundMessage,
+    InUse,
+    Job,
+    LastOne,
+    LimitReached,
+    MessagePage,
+    NewInboundMessage,
+    NotPending,
+    OutboundEdits,
+    OutboundMessage,
+    SendOutcome,
+    SigningSecret,
+    StatusFilter,
+    StorageUnavailable,
+    User,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+from e2a.storage.migrations import load_migrations
+
+# The row shapes and column lists are the same on both backends; they live with the reference
+# backend so that a column added there is read identically here.
+from e2a.storage.sqlite import (
+    _AGENT_COLUMNS,
+    _MESSAGE_COLUMNS,
+    _OUTBOUND_COLUMNS,
+    _agent,
+    _api_key,
+    _domain,
+    _edit_assignments,
+    _message,
+    _outbound,
+    _signing_secret,
+)
+
+T = TypeVar("T")
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+POOL_SIZE = 8
+CONNECT_TIMEOUT_SECONDS = 10
+WEBHOOK_JOB = "webhook"
+OUTBOUND_JOB = "outbound"
+APPROVAL_NOTICE_JOB = "approval_notice"
+# Advisory lock keys. The single-key (bigint) and two-key (int, int) spaces never overlap.
+MIGRATION_LOCK = 0x6532615F6D6967  # "e2a_mig"
+AGENT_INBOX_LOCK = 0x653261  # first key of (AGENT_INBOX_LOCK, hashtext(agent_email))
+_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL, raw_message = ''::bytea"
+
+
+def redacted_url(url: str) -> str:
+    """`url` without its password (and without query parameters that could carry one)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return url.split("://")[0] + "://…"
+    user = f"{parts.username}@" if parts.username else ""
+    if ":" in host:
+        host = f"[{host}]"
+    return urlunsplit((parts.scheme, f"{user}{host}{port}", parts.path, "", ""))
+
+
+_CONNECT_HINTS = (
+    (re.compile(r"connection refused", re.I), "connection refused — is PostgreSQL running?"),
+    (
+        re.compile(r"password authentication failed|no password supplied", re.I),
+        "password authentication failed — check the user and password in database.url",
+    ),
+    (
+        re.compile(r'database "([^"]+)" does not exist', re.I),
+        "database does not exist — create it (createdb) or fix the name in database.url",
+    ),
+    (
+        re.compile(r'role "([^"]+)" does not exist', re.I),
+        "that user (role) does not exist — create it or fix the user in database.url",
+    ),
+    (
+        re.compile(r"could not translate host name|name or service not known", re.I),
+        "unknown host — check the host name in database.url",
+    ),
+    (
+        re.compile(r"timeout expired|timed out", re.I),
+        "timed out — check the host, the port and any firewall between",
+    ),
+    (
+        re.compile(r"no pg_hba.conf entry", re.I),
+        "the server refuses this client — allow it in pg_hba.conf",
+    ),
+)
+
+
+def connect_error_message(display_url: str, exc: Exception) -> str:
+    """A message for an operator: which URL, what failed, what to do about it."""
+    text = str(exc)
+    for pattern, hint in _CONNECT_HINTS:
+        if pattern.search(text):
+            return f"database.url: cannot connect to {display_url}: {hint}"
+    first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"database.url: cannot connect to {display_url}: {first_line}"
+
+
+@contextmanager
+def _translate_errors(display_url: str) -> Iterator[None]:
+    """Turn lost connections, deadlocks and server-side failures into StorageUnavailable.
+
+    Integrity errors pass through for the caller to interpret; programming errors are bugs."""
+    try:
+        yield
+    except psycopg.IntegrityError:
+        raise
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise StorageUnavailable(f"postgres ({display_url}): {exc}".strip()) from exc
+
+
+def _transact(connection: Connection, display_url: str, work: Callable[[Connection], T]) -> T:
+    """Run `work` in one transaction on `connection` (in a worker thread)."""
+    with _translate_errors(display_url), connection.transaction():
+        return work(connection)
+
+
+class PostgresStorage:
+    """Storage on a PostgreSQL database. Create with `PostgresStorage.open(url)`."""
+
+    def __init__(self, url: str, pool_size: int = POOL_SIZE):
+        self.url = url
+        self.display_url = redacted_url(url)
+        self._idle: list[Connection] = []
+        self._slots = trio.Semaphore(pool_size)
+        self._closed = False
+
+    @classmethod
+    def open(cls, url: str) -> PostgresStorage:
+        """Check `url` and return a backend that connects on first use (not yet migrated)."""
+        try:
+            psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise StorageUnavailable(
+                f"database.url: {redacted_url(url)} is not a valid PostgreSQL URL ({exc}) — "
+                "use postgresql://user:password@host:5432/dbname"
+            ) from exc
+        return cls(url)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _connect(self) -> Connection:
+        """A new connection in autocommit mode (transactions are explicit), in a thread."""
+        params = psycopg.conninfo.conninfo_to_dict(self.url)
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+        params.setdefault("application_name", "e2a")
+        try:
+            return psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise StorageUnavailable(connect_error_message(self.display_url, exc)) from exc
+
+    def _give_back(self, connection: Connection) -> None:
+        """Keep a healthy connection for the next call; close a broken one."""
+        if self._closed or connection.closed or connection.broken:
+            connection.close()
+        else:
+            self._idle.append(connection)
+
+    async def _run(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in one transaction on a pooled connection, in a worker thread."""
+        if self._closed:
+            raise StorageUnavailable(f"postgres ({self.display_url}): storage is closed")
+        async with self._slots:
+            if self._idle:
+                connection = self._idle.pop()
+            else:
+                connection = await trio.to_thread.run_sync(self._connect)
+            try:
+                return await trio.to_thread.run_sync(_transact, connection, self.display_url, work)
+            finally:
+                self._give_back(connection)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        """Apply each migration newer than the recorded versions, one transaction each.
+
+        Replicas starting together queue on an advisory lock, so each step runs once."""
+        migrations = load_migrations("postgres")
+
+        def apply_pending(db: Connection) -> list[int]:
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            applied = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+            done: list[int] = []
+            for migration in migrations:
+                if migration.version in applied:
+                    continue
+                with db.transaction():  # a savepoint: the step and its record together
+                    db.execute(migration.sql)
+                    db.execute(
+                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES "
+                        "(%s, %s, to_char(now() AT TIME ZONE 'UTC', "
+                        '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\'))',
+                        (migration.version, migration.name),
+                    )
+                done.append(migration.version)
+            return done
+
+        return await self._run(apply_pending)
+
+    async def close(self) -> None:
+        """Close every idle connection; connections in use close when their call ends."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await trio.to_thread.run_sync(connection.close)
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable unless a trivial query answers."""
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+
+    async def server_secret(self, candidate: str) -> str:
+        """The development server secret, stored on first use."""
+
+        def get_or_store(db: Connection) -> str:
+            db.execute(
+                "INSERT INTO server_state (name, value) VALUES ('hmac_secret', %s) "
+                "ON CONFLICT DO NOTHING",
+                (candidate,),
+            )
+            row = _one(db, "SELECT value FROM server_state WHERE name = 'hmac_secret'")
+            return str(row[0])
+
+        return await self._run(get_or_store)
+
+    # -- users and credentials --------------------------------------------------------------
+
+    async def ensure_user(self, user_id: str, email: str, now: str) -> tuple[User, bool]:
+        """Return the user with `email`, creating it if absent."""
+
+        def upsert(db: Connection) -> tuple[User, bool]:
+            cursor = db.execute(
+                "INSERT INTO users (id, email, created_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (user_id, email, now),
+            )
+            created = cursor.rowcount == 1
+            row = _one(db, "SELECT id, email, created_at FROM users WHERE email = %s", (email,))
+            return User(*row), created
+
+        return await self._run(upsert)
+
+    async def add_api_key(self, key: ApiKey, key_hash: str) -> None:
+        """Store an API key by its hash."""
+        await self._run(
+            lambda db: db.execute(
+                "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (key.id, key.user_id, key.name, key_hash, key.key_prefix, key.created_at),
+            )
+        )
+
+    async def user_for_key_hash(self, key_hash: str) -> User | None:
+        """The owner of a live key with this hash."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT u.id, u.email, u.created_at FROM api_keys k "
+                "JOIN users u ON u.id = k.user_id "
+                "WHERE k.key_hash = %s AND k.revoked_at IS NULL",
+                (key_hash,),
+            ).fetchone()
+        )
+        return User(*row) if row else None
+
+    async def get_user(self, user_id: str) -> User | None:
+        """The user with this id."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT id, email, created_at FROM users WHERE id = %s", (user_id,)
+            ).fetchone()
+        )
+        return User(*row) if row else None
+
+    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
+        """The user's keys, newest first."""
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT id, user_id, name, key_prefix, created_at, last_used_at, revoked_at "
+                "FROM api_keys WHERE user_id = %s ORDER BY created_at DESC, seq DESC",
+                (user_id,),
+            ).fetchall()
+        )
+        return [_api_key(row) for row in rows]
+
+    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> bool:
+        """Revoke one live key of the user."""
+        count = await self._run(
+            lambda db: (
+                db.execute(
+                    "UPDATE api_keys SET revoked_at = %s "
+                    "WHERE id = %s AND user_id = %s AND revoked_at IS NULL",
+                    (now, key_id, user_id),
+                ).rowcount
+            )
+        )
+        return count == 1
+
+    async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
+        """Store a signing secret unless the user has `max_per_user` already."""
+
+        def insert(db: Connection) -> None:
+            _lock_user(db, secret.user_id)
+            (count,) = _one(
+                db, "SELECT count(*) FROM signing_secrets WHERE user_id = %s", (secret.user_id,)
+            )
+            if count >= max_per_user:
+                raise LimitReached(f"at most {max_per_user} signing secrets per user")
+            db.execute(
+                "INSERT INTO signing_secrets "
+                "(id, user_id, name, seed, secret_prefix, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)",
+                (
+                    secret.id,
+                    secret.user_id,
+                    secret.name,
+                    secret.seed,
+                    secret.secret_prefix,
+                    secret.created_at,
+                ),
+            )
+
+        await self._run(insert)
+
+    async def list_signing_secrets(self, user_id: str) -> list[SigningSecret]:
+        """The user's secrets, newest first."""
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT id, user_id, name, seed, secret_prefix, created_at, last_signed_at "
+                "FROM signing_secrets WHERE user_id = %s ORDER BY seq DESC",
+                (user_id,),
+            ).fetchall()
+        )
+        return [_signing_secret(row) for row in rows]
+
+    async def delete_signing_secret(self, user_id: str, secret_id: str) -> bool:
+        """Delete one of the user's secrets, never the last (even against a concurrent delete)."""
+
+        def delete(db: Connection) -> bool:
+            _lock_user(db, user_id)
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM signing_secrets WHERE user_id = %s", (user_id,)
+                )
+            ]
+            if secret_id not in ids:
+                return False
+            if len(ids) == 1:
+                raise LastOne("cannot delete the last signing secret")
+            db.execute("DELETE FROM signing_secrets WHERE id = %s", (secret_id,))
+            return True
+
+        return await self._run(delete)
+
+    # -- domains ----------------------------------------------------------------------------
+
+    async def add_domain(self, domain: Domain) -> None:
+        """Register a domain for its user."""
+
+        def insert(db: Connection) -> None:
+            _lock_domain(db, domain.domain)
+            if db.execute(
+                "SELECT 1 FROM domains WHERE domain = %s AND (user_id = %s OR verified)",
+                (domain.domain, domain.user_id),
+            ).fetchone():
+                raise AlreadyExists(domain.domain)
+            db.execute(
+                "INSERT INTO domains (user_id, domain, verification_token, verified, created_at) "
+                "VALUES (%s, %s, %s, FALSE, %s)",
+                (domain.user_id, domain.domain, domain.verification_token, domain.created_at),
+            )
+
+        await self._run(insert)
+
+    async def list_domains(self, user_id: str) -> list[Domain]:
+        """The user's domains, oldest first."""
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT user_id, domain, verification_token, verified, created_at, verified_at "
+                "FROM domains WHERE user_id = %s ORDER BY created_at, domain",
+                (user_id,),
+            ).fetchall()
+        )
+        return [_domain(row) for row in rows]
+
+    async def get_domain(self, user_id: str, domain: str) -> Domain | None:
+        """One of the user's domains."""
+        row = await self._run(lambda db: _domain_row(db, user_id, domain))
+        return _domain(row) if row else None
+
+    async def mark_domain_verified(self, user_id: str, domain: str, now: str) -> Domain | None:
+        """Mark verified; AlreadyExists when another user holds it verified."""
+
+        def update(db: Connection) -> Domain | None:
+            _lock_domain(db, domain)
+            try:
+                db.execute(
+                    "UPDATE domains SET verified = TRUE, verified_at = coalesce(verified_at, %s) "
+                    "WHERE user_id = %s AND domain = %s",
+                    (now, user_id, domain),
+                )
+            except psycopg.errors.UniqueViolation:
+                raise AlreadyExists(domain) from None
+            row = _domain_row(db, user_id, domain)
+            return _domain(row) if row else None
+
+        return await self._run(update)
+
+    async def delete_domain(self, user_id: str, domain: str) -> bool:
+        """Delete the user's domain unless agents use it."""
+
+        def delete(db: Connection) -> bool:
+            if not db.execute(
+                "SELECT 1 FROM domains WHERE user_id = %s AND domain = %s FOR UPDATE",
+                (user_id, domain),
+            ).fetchone():
+                return False
+            if db.execute(
+                "SELECT 1 FROM agents WHERE user_id = %s AND domain = %s LIMIT 1",
+                (user_id, domain),
+            ).fetchone():
+                raise InUse(domain)
+            db.execute("DELETE FROM domains WHERE user_id = %s AND domain = %s", (user_id, domain))
+            return True
+
+        return await self._run(delete)
+
+    async def is_served_domain(self, domain: str) -> bool:
+        """True when a user holds `domain` verified (asked afresh: other replicas write too)."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT 1 FROM domains WHERE domain = %s AND verified", (domain,)
+            ).fetchone()
+        )
+        return row is not None
+
+    # -- agents -----------------------------------------------------------------------------
+
+    async def add_agent(self, agent: Agent) -> None:
+        """Store a new agent; AlreadyExists when the address is taken."""
+
+        def insert(db: Connection) -> None:
+            try:
+                db.execute(
+                    f"INSERT INTO agents ({_AGENT_COLUMNS}) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        agent.email,
+                        agent.user_id,
+                        agent.domain,
+                        agent.name,
+                        agent.webhook_url,
+                        agent.agent_mode,
+                        agent.hitl_enabled,
+                        agent.hitl_ttl_seconds,
+                        agent.hitl_expiration_action,
+                        agent.created_at,
+                    ),
+                )
+            except psycopg.IntegrityError:
+                raise AlreadyExists(agent.email) from None
+
+        await self._run(insert)
+
+    async def list_agents(self, user_id: str) -> list[Agent]:
+        """The user's agents, oldest first."""
+        rows = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE user_id = %s "
+                "ORDER BY created_at, email",
+                (user_id,),
+            ).fetchall()
+        )
+        return [_agent(row) for row in rows]
+
+    async def get_agent(self, user_id: str, email: str) -> Agent | None:
+        """One of the user's agents."""
+        row = await self._run(lambda db: _agent_row(db, user_id, email))
+        return _agent(row) if row else None
+
+    async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
+        """Apply a partial update to one of the user's agents."""
+        assignments = {
+            column: value for column, value in vars(changes).items() if value is not None
+        }
+
+        def update(db: Connection) -> Agent | None:
+            if assignments:
+                columns = ", ".join(f"{column} = %s" for column in assignments)
+                db.execute(
+                    f"UPDATE agents SET {columns} WHERE user_id = %s AND email = %s",
+                    (*assignments.values(), user_id, email),
+                )
+            row = _agent_row(db, user_id, email)
+            return _agent(row) if row else None
+
+        return await self._run(update)
+
+    async def delete_agent(self, user_id: str, email: str) -> bool:
+        """Delete one of the user's agents; its messages and jobs cascade."""
+        count = await self._run(
+            lambda db: (
+                db.execute(
+                    "DELETE FROM agents WHERE user_id = %s AND email = %s", (user_id, email)
+                ).rowcount
+            )
+        )
+        return count == 1
+
+    async def find_agent(self, email: str) -> Agent | None:
+        """The agent at `email`, for routing (asked afresh: other replicas write too)."""
+        row = await self._run(
+            lambda db: db.execute(
+                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE email = %s", (email,)
+            ).fetchone()
+        )
+        return _agent(row) if row else None
+
+    # -- messages ---------------------------------------------------------------------------
+
+    async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
+        """Commit messages and their webhook jobs in one transaction.
+
+        Each recipient agent's inbox is locked for the transaction, so an agent's messages
+        commit in `seq` order and a reader paging by `seq` never skips one committed late."""
+
+        def insert(db: Connection) -> None:
+            for agent_email in sorted({message.agent_email for message in messages}):
+                db.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                    (AGENT_INBOX_LOCK, agent_email),
+                )
+            for message in messages:
+                row = db.execute(
+                    "SELECT user_id, agent_mode FROM agents WHERE email = %s",
+                    (message.agent_email,),
+                ).fetchone()
+                if row is None:
+                    raise StorageUnavailable(f"agent {message.agent_email} vanished")
+                user_id, agent_mode = row
+                cloud = agent_mode == "cloud"
+                db.execute(
+                    "INSERT INTO messages (id, user_id, agent_email, envelope_from, from_addr, "
+                    "reply_to, to_json, cc_json, subject, conversation_id, rfc_message_id, "
+                    "raw_message, auth_headers_json, auth_results_json, delivery_status, "
+                    "client_ip, helo, received_at, created_at) VALUES "
+                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        message.id,
+                        user_id,
+                        message.agent_email,
+                        message.envelope_from,
+                        message.from_addr,
+                        message.reply_to,
+                        json.dumps(message.to),
+                        json.dumps(message.cc),
+                        message.subject,
+                        message.conversation_id,
+                        message.rfc_message_id,
+                        message.raw_message,
+                        json.dumps(message.auth_headers),
+                        json.dumps(message.authentication_results),
+                        "pending" if cloud else None,
+                        message.client_ip,
+                        message.helo,
+                        message.received_at,
+                        message.received_at,
+                    ),
+                )
+                if cloud:
+                    _add_job(db, WEBHOOK_JOB, message.id, now)
+
+        await self._run(insert)
+
+    async def list_inbound(
+        self,
+        user_id: str,
+        agent_email: str,
+        status: StatusFilter,
+        page_size: int,
+        after_seq: int | None,
+    ) -> MessagePage:
+        """A keyset page of the agent's messages, oldest first."""
+        conditions = [
+            "m.user_id = %s",
+            "m.agent_email = %s",
+            "m.direction = 'inbound'",
+            "m.seq > %s",
+        ]
+        params: list[Any] = [user_id, agent_email, after_seq or 0]
+        if status != "all":
+            conditions.append("m.status = %s")
+            params.append(status)
+        query = (
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE {' AND '.join(conditions)} "
+            "ORDER BY m.seq LIMIT %s"
+        )
+        params.append(page_size + 1)
+        rows = await self._run(lambda db: db.execute(query, params).fetchall())
+        messages = [_message(row) for row in rows[:page_size]]
+        next_after = messages[-1].seq if len(rows) > page_size else None
+        return MessagePage(messages=messages, next_after=next_after)
+
+    async def read_inbound(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> InboundMessage | None:
+        """Return one of the agent's messages, marking it read."""
+
+        def read(db: Connection) -> InboundMessage | None:
+            row = db.execute(
+                "UPDATE messages m SET status = 'read' WHERE m.id = %s AND m.user_id = %s "
+                f"AND m.agent_email = %s AND m.direction = 'inbound' RETURNING {_MESSAGE_COLUMNS}",
+                (message_id, user_id, agent_email),
+            ).fetchone()
+            return _message(row) if row else None
+
+        return await self._run(read)
+
+    async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
+        """Mark one of the agent's inbound messages read."""
+        count = await self._run(
+            lambda db: (
+                db.execute(
+                    "UPDATE messages SET status = 'read' WHERE id = %s AND user_id = %s "
+                    "AND agent_email = %s AND direction = 'inbound'",
+                    (message_id, user_id, agent_email),
+                ).rowcount
+            )
+        )
+        return count == 1
+
+    async def newest_signing_seed(self, user_id: str) -> str | None:
+        """Seed of the user's newest signing secret."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT seed FROM signing_secrets WHERE user_id = %s ORDER BY seq DESC LIMIT 1",
+                (user_id,),
+            ).fetchone()
+        )
+        return str(row[0]) if row else None
+
+    async def conversation_for(self, agent_email: str, rfc_message_ids: list[str]) -> str | None:
+        """Conversation of the first referenced id that names one of the agent's messages (the
+        newest such message when several share the Message-ID)."""
+        if not rfc_message_ids:
+            return None
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT rfc_message_id, conversation_id FROM messages WHERE agent_email = %s "
+                "AND rfc_message_id = ANY(%s::text[]) ORDER BY seq DESC",
+                (agent_email, rfc_message_ids),
+            ).fetchall()
+        )
+        found: dict[str, str | None] = {}
+        for rfc_id, conversation in rows:
+            found.setdefault(rfc_id, conversation)
+        for rfc_id in rfc_message_ids:
+            if rfc_id in found:
+                return found[rfc_id]
+        return None
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    async def release_leases(self) -> None:
+        """Free nothing: other replicas may hold live leases on this database.
+
+        A lease outlives a crashed holder only until it expires; then any replica claims the
+        job. (On SQLite, where this process is the only worker, start-up frees them all.)"""
+
+    async def claim_webhook_jobs(
+        self,
+        now: float,
+        limit: int | None,
+        lease_seconds: float,
+        room: Mapping[str, int],
+        default_room: int,
+    ) -> list[Job]:
+        """Lease due webhook jobs in order, at most `room[url]` (else `default_room`) per URL.
+
+        Jobs another replica holds locked are skipped, not waited for."""
+        full = [url for url, free in room.items() if free <= 0]
+
+        def claim(db: Connection) -> list[Job]:
+            candidates = db.execute(
+                "SELECT j.id, j.kind, j.message_id, j.attempts, j.run_at, j.created_at, "
+                "coalesce(a.webhook_url, '') FROM jobs j JOIN messages m ON m.id = j.message_id "
+                "JOIN agents a ON a.email = m.agent_email "
+                "WHERE j.kind = %s AND j.run_at <= %s "
+                "AND (j.locked_until IS NULL OR j.locked_until < %s) "
+                "AND coalesce(a.webhook_url, '') <> ALL(%s::text[]) "
+                "ORDER BY j.run_at, j.id LIMIT %s FOR UPDATE OF j SKIP LOCKED",
+                (WEBHOOK_JOB, now, now, full, limit),
+            ).fetchall()
+            left = dict(room)
+            jobs = []
+            for *job, url in candidates:
+                free = left.get(url, default_room)
+                if free > 0:
+                    left[url] = free - 1
+                    jobs.append(Job(*job))
+            _lease(db, [job.id for job in jobs], now + lease_seconds)
+            return jobs
+
+        return await self._run(claim)
+
+    async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:
+        """The messages with their agents' webhook URLs (cloud agents only) and signing seeds."""
+
+        def load(db: Connection) -> dict[str, WebhookDelivery]:
+            found: dict[str, WebhookDelivery] = {}
+            for row in db.execute(
+                f"SELECT {_MESSAGE_COLUMNS}, "
+                "CASE WHEN a.agent_mode = 'cloud' THEN a.webhook_url END, "
+                "(SELECT seed FROM signing_secrets s WHERE s.user_id = m.user_id "
+                " ORDER BY s.seq DESC LIMIT 1) "
+                "FROM messages m JOIN agents a ON a.email = m.agent_email "
+                "WHERE m.id = ANY(%s::text[])",
+                (message_ids,),
+            ):
+                message = _message(row[:-2])
+                found[message.id] = WebhookDelivery(message, row[-2], row[-1])
+            return found
+
+        return await self._run(load)
+
+    async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
+        """Record the attempts, update the statuses, drop or reschedule the jobs, atomically."""
+
+        def finish(db: Connection) -> None:
+            with db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO webhook_attempts "
+                    "(message_id, attempt, attempted_at, status_code, error, duration_ms) "
+                    "SELECT %s, %s::integer, %s, %s::integer, %s, %s::integer "
+                    "WHERE EXISTS (SELECT 1 FROM messages WHERE id = %s)",
+                    [
+                        (
+                            item.message_id,
+                            item.attempt.attempt,
+                            item.attempt.attempted_at,
+                            item.attempt.status_code,
+                            item.attempt.error,
+                            item.attempt.duration_ms,
+                            item.message_id,
+                        )
+                        for item in finished
+                    ],
+                )
+                cursor.executemany(
+                    "UPDATE messages SET delivery_status = %s WHERE id = %s",
+                    [(item.outcome, item.message_id) for item in finished],
+                )
+                cursor.executemany(
+                    "UPDATE jobs SET run_at = %s, attempts = %s, locked_until = NULL WHERE id = %s",
+                    [
+                        (item.retry_at, item.attempt.attempt, item.job_id)
+                        for item in finished
+                        if item.outcome == "retrying"
+                    ],
+                )
+                done = [item.job_id for item in finished if item.outcome != "retrying"]
+                if done:
+                    cursor.execute("DELETE FROM jobs WHERE id = ANY(%s::bigint[])", (done,))
+
+        await self._run(finish)
+
+    async def release_jobs(self, job_ids: list[int]) -> None:
+        """Give claimed jobs back as they were."""
+        await self._run(
+            lambda db: db.execute(
+                "UPDATE jobs SET locked_until = NULL WHERE id = ANY(%s::bigint[])", (job_ids,)
+            )
+        )
+
+    async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
+        """Attempts for one message, oldest first."""
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT attempt, attempted_at, status_code, error, duration_ms "
+                "FROM webhook_attempts WHERE message_id = %s ORDER BY attempt, id",
+                (message_id,),
+            ).fetchall()
+        )
+        return [WebhookAttempt(*row) for row in rows]
+
+    # -- outbound ---------------------------------------------------------------------------
+
+    async def add_outbound(self, message: OutboundMessage) -> None:
+        """Insert an outbound message (and its send or approval-notice job)."""
+
+        def insert(db: Connection) -> None:
+            db.execute(
+                "INSERT INTO messages (id, user_id, agent_email, direction, envelope_from, "
+                "from_addr, to_json, cc_json, bcc_json, subject, conversation_id, in_reply_to, "
+                "references_json, rfc_message_id, status, raw_message, auth_headers_json, "
+                "auth_results_json, kind, body_text, body_html, attachments_json, "
+                "approval_expires_at, method, received_at, created_at, created_epoch) VALUES "
+                "(%s, %s, %s, 'outbound', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                "''::bytea, '{}', '{}', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (
+                    message.id,
+                    message.user_id,
+                    message.agent_email,
+                    message.agent_email,
+                    message.agent_email,
+                    json.dumps(message.to),
+                    json.dumps(message.cc),
+                    json.dumps(message.bcc),
+                    message.subject,
+                    message.conversation_id,
+                    message.in_reply_to,
+                    json.dumps(message.references),
+                    message.email_message_id,
+                    message.status,
+                    message.kind,
+                    message.body_text,
+                    message.body_html,
+                    json.dumps(message.attachments) if message.attachments is not None else None,
+                    message.approval_expires_at,
+                    message.method,
+                    message.created_at,
+                    message.created_at,
+                    message.created_epoch,
+                ),
+            )
+            if message.status == "queued":
+                _add_job(db, OUTBOUND_JOB, message.id, message.created_epoch)
+            elif message.status == "pending_approval":
+                _add_job(db, APPROVAL_NOTICE_JOB, message.id, message.created_epoch)
+
+        await self._run(insert)
+
+    async def count_recent_outbound(self, agent_email: str, since: float) -> int:
+        """Outbound messages the agent created since `since` (shared by every replica)."""
+        row = await self._run(
+            lambda db: _one(
+                db,
+                "SELECT count(*) FROM messages WHERE agent_email = %s "
+                "AND direction = 'outbound' AND created_epoch >= %s",
+                (agent_email, since),
+            )
+        )
+        return int(row[0])
+
+    async def list_outbound(
+        self, user_id: str, status: str, agent_email: str | None
+    ) -> list[OutboundMessage]:
+        """The user's outbound messages in `status`."""
+        query = (
+            f"SELECT {_OUTBOUND_COLUMNS} FROM messages WHERE user_id = %s "
+            "AND direction = 'outbound' AND status = %s"
+        )
+        params: list[Any] = [user_id, status]
+        if agent_email is not None:
+            query += " AND agent_email = %s"
+            params.append(agent_email)
+        query += " ORDER BY coalesce(approval_expires_at, created_epoch), seq LIMIT 500"
+        rows = await self._run(lambda db: db.execute(query, params).fetchall())
+        return [_outbound(row) for row in rows]
+
+    async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
+        """One outbound message (scoped to `user_id` unless None)."""
+        row = await self._run(lambda db: _outbound_row(db, user_id, message_id))
+        return _outbound(row) if row else None
+
+    async def review_outbound(
+        self,
+        user_id: str | None,
+        message_id: str,
+        approve: bool,
+        edits: OutboundEdits | None,
+        reason: str | None,
+        now: float,
+    ) -> OutboundMessage | None:
+        """Approve or reject a pending message, exactly once (the row is locked meanwhile)."""
+        reviewed_at = format_timestamp(now)
+
+        def review(db: Connection) -> OutboundMessage | None:
+            row = _outbound_row(db, user_id, message_id, lock=True)
+            if row is None:
+                return None
+            if row[15] != "pending_approval":
+                raise NotPending(row[15])
+            if approve:
+                changes = _edit_assignments(edits)
+                columns = "".join(f", {column} = %s" for column in changes)
+                db.execute(
+                    f"UPDATE messages SET status = 'queued', reviewed_at = %s, edited = %s"
+                    f"{columns} WHERE id = %s",
+                    (reviewed_at, bool(changes), *changes.values(), message_id),
+                )
+                _add_job(db, OUTBOUND_JOB, message_id, now)
+            else:
+                db.execute(
+                    "UPDATE messages SET status = 'rejected', reviewed_at = %s, "
+                    f"rejection_reason = %s, {_SCRUB} WHERE id = %s",
+                    (reviewed_at, reason, message_id),
+                )
+            return _outbound(_existing_outbound_row(db, message_id))
+
+        return await self._run(review)
+
+    async def expire_outbound(self, now: float) -> list[OutboundMessage]:
+        """Apply the agents' expiration actions to overdue pending messages.
+
+        Messages another replica is expiring or reviewing right now are left to it."""
+        reviewed_at = format_timestamp(now)
+
+        def expire(db: Connection) -> list[OutboundMessage]:
+            due = db.execute(
+                "SELECT m.id, a.hitl_expiration_action FROM messages m "
+                "JOIN agents a ON a.email = m.agent_email WHERE m.direction = 'outbound' "
+                "AND m.status = 'pending_approval' AND m.approval_expires_at <= %s "
+                "ORDER BY m.approval_expires_at, m.seq LIMIT 500 FOR UPDATE OF m SKIP LOCKED",
+                (now,),
+            ).fetchall()
+            for message_id, action in due:
+                if action == "approve":
+                    db.execute(
+                        "UPDATE messages SET status = 'expired_approved', reviewed_at = %s "
+                        "WHERE id = %s",
+                        (reviewed_at, message_id),
+                    )
+                    _add_job(db, OUTBOUND_JOB, message_id, now)
+                else:
+                    db.execute(
+                        "UPDATE messages SET status = 'expired_rejected', reviewed_at = %s, "
+                        f"rejection_reason = 'approval expired', {_SCRUB} WHERE id = %s",
+                        (reviewed_at, message_id),
+                    )
+            return [_outbound(_existing_outbound_row(db, message_id)) for message_id, _ in due]
+
+        return await self._run(expire)
+
+    async def claim_jobs(
+        self, kind: str, now: float, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        """Lease due jobs of `kind` (outbound sends, approval notices), oldest first."""
+
+        def claim(db: Connection) -> list[Job]:
+            rows = db.execute(
+                "SELECT id, kind, message_id, attempts, run_at, created_at FROM jobs "
+                "WHERE kind = %s AND run_at <= %s "
+                "AND (locked_until IS NULL OR locked_until < %s) "
+                "ORDER BY run_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (kind, now, now, limit),
+            ).fetchall()
+            _lease(db, [row[0] for row in rows], now + lease_seconds)
+            return [Job(*row) for row in rows]
+
+        return await self._run(claim)
+
+    async def finish_outbound(
+        self,
+        job_id: int,
+        message_id: str,
+        outcome: SendOutcome,
+        method: Literal["smtp", "local"],
+        error: str | None,
+        retry_at: float | None,
+    ) -> None:
+        """Record the result of a send attempt."""
+
+        def finish(db: Connection) -> None:
+            if outcome == "retry":
+                db.execute(
+                    "UPDATE jobs SET run_at = %s, attempts = attempts + 1, locked_until = NULL "
+                    "WHERE id = %s",
+                    (retry_at, job_id),
+                )
+                db.execute(
+                    "UPDATE messages SET send_error = %s, method = %s WHERE id = %s",
+                    (error, method, message_id),
+                )
+                return
+            db.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
+            status = "sent" if outcome == "sent" else "failed"
+            db.execute(
+                "UPDATE messages SET status = CASE WHEN %s = 'failed' AND status = "
+                "'expired_approved' THEN 'expired_rejected' ELSE %s END, method = %s, "
+                f"send_error = %s, {_SCRUB} WHERE id = %s",
+                (status, status, method, error, message_id),
+            )
+
+        await self._run(finish)
+
+    # As on SQLite, an outbound row's `auth_results_json` holds its per-recipient hand-off
+    # results (authentication results only ever describe inbound senders).
+    async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
+        """Merge `results` into the message's per-recipient results (row locked meanwhile)."""
+
+        def record(db: Connection) -> None:
+            row = db.execute(
+                "SELECT auth_results_json FROM messages WHERE id = %s AND direction = 'outbound' "
+                "FOR UPDATE",
+                (message_id,),
+            ).fetchone()
+            if row is None:
+                return
+            merged = {**json.loads(row[0] or "{}"), **results}
+            db.execute(
+                "UPDATE messages SET auth_results_json = %s WHERE id = %s",
+                (json.dumps(merged), message_id),
+            )
+
+        await self._run(record)
+
+    async def recipient_results(self, message_id: str) -> dict[str, str]:
+        """The outbound message's settled recipients (empty when none or no such message)."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT auth_results_json FROM messages WHERE id = %s AND direction = 'outbound'",
+                (message_id,),
+            ).fetchone()
+        )
+        results: dict[str, str] = json.loads(row[0] or "{}") if row else {}
+        return results
+
+    async def finish_job(self, job_id: int, retry_at: float | None) -> None:
+        """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
+
+        def finish(db: Connection) -> None:
+            if retry_at is None:
+                db.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
+            else:
+                db.execute(
+                    "UPDATE jobs SET run_at = %s, attempts = attempts + 1, locked_until = NULL "
+                    "WHERE id = %s",
+                    (retry_at, job_id),
+                )
+
+        await self._run(finish)
+
+
+def _one(db: Connection, query: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
+    """The single row `query` must return."""
+    row = db.execute(query, params).fetchone()
+    if row is None:
+        raise StorageUnavailable(f"postgres: no row where one was certain: {query}")
+    return row
+
+
+def _lock_user(db: Connection, user_id: str) -> None:
+    """Serialise changes to one user's counted resources (signing secrets) across replicas."""
+    db.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
+
+
+def _lock_domain(db: Connection, domain: str) -> None:
+    """Serialise registrations and verifications of one domain name across users."""
+    db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"domain:{domain}",))
+
+
+def _lease(db: Connection, job_ids: list[int], until: float) -> None:
+    if job_ids:
+        db.execute(
+            "UPDATE jobs SET locked_until = %s WHERE id = ANY(%s::bigint[])", (until, job_ids)
+        )
+
+
+def _add_job(db: Connection, kind: str, message_id: str, now: float) -> None:
+    db.execute(
+        "INSERT INTO jobs (kind, message_id, run_at, created_at) VALUES (%s, %s, %s, %s)",
+        (kind, message_id, now, now),
+    )
+
+
+def _domain_row(db: Connection, user_id: str, domain: str) -> tuple[Any, ...] | None:
+    return db.execute(
+        "SELECT user_id, domain, verification_token, verified, created_at, verified_at "
+        "FROM domains WHERE user_id = %s AND domain = %s",
+        (user_id, domain),
+    ).fetchone()
+
+
+def _agent_row(db: Connection, user_id: str, email: str) -> tuple[Any, ...] | None:
+    return db.execute(
+        f"SELECT {_AGENT_COLUMNS} FROM agents WHERE user_id = %s AND email = %s",
+        (user_id, email),
+    ).fetchone()
+
+
+def _outbound_row(
+    db: Connection, user_id: str | None, message_id: str, *, lock: bool = False
+) -> tuple[Any, ...] | None:
+    query = f"SELECT {_OUTBOUND_COLUMNS} FROM messages WHERE id = %s AND direction = 'outbound'"
+    params: tuple[str, ...] = (message_id,)
+    if user_id is not None:
+        query += " AND user_id = %s"
+        params = (message_id, user_id)
+    if lock:
+        query += " FOR UPDATE"
+    return db.execute(query, params).fetchone()
+
+
+def _existing_outbound_row(db: Connection, message_id: str) -> tuple[Any, ...]:
+    row = _outbound_row(db, None, message_id)
+    if row is None:
+        raise StorageUnavailable(f"outbound message {message_id} vanished inside a transaction")
+    return row

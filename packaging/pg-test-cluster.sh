@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL 15 cluster for e2a's tests: loopback only, data in a temp dir.
+#
+#   eval "$(packaging/pg-test-cluster.sh start)"   # exports E2A_TEST_POSTGRES_URL, E2A_PG_TEST_DIR
+#   .venv/bin/pytest tests/test_storage.py         # the PostgreSQL half now runs
+#   packaging/pg-test-cluster.sh stop              # stops it and deletes its directory
+#
+# `start` prints only the export lines on stdout (progress goes to stderr). `stop` takes the
+# cluster directory as its argument or from E2A_PG_TEST_DIR. Run as root, the server runs as
+# the `postgres` OS user; run as anyone else, as that user. Never listens beyond 127.0.0.1.
+set -euo pipefail
+
+PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
+DB_NAME=${E2A_PG_TEST_DB:-e2a_test}
+
+say() { echo "pg-test-cluster: $*" >&2; }
+
+as_server_user() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+ensure_binaries() {
+    if [ -x "$PG_BIN/initdb" ]; then
+        return
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        say "no PostgreSQL 15 in $PG_BIN — install it: sudo apt-get install postgresql-15"
+        exit 1
+    fi
+    say "installing postgresql-15 (Debian package)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends postgresql-15 >/dev/null
+}
+
+free_port() {
+    python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+start() {
+    ensure_binaries
+    local dir port
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/e2a-pg.XXXXXX")
+    chmod 755 "$dir"
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres: "$dir"
+    fi
+    as_server_user "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 \
+        --no-locale --no-sync >"$dir/initdb.log" 2>&1 || {
+        cat "$dir/initdb.log" >&2
+        rm -rf "$dir"
+        exit 1
+    }
+    # A free port can be taken between probing and binding: try a few.
+    for _ in 1 2 3 4 5; do
+        port=$(free_port)
+        if as_server_user "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
+            -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off \
+                -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+            start >/dev/null; then
+            as_server_user "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U postgres "$DB_NAME"
+            echo "$port" >"$dir/port"
+            say "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port, data in $dir"
+            echo "export E2A_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$port/$DB_NAME"
+            echo "export E2A_PG_TEST_DIR=$dir"
+            return
+        fi
+    done
+    cat "$dir/server.log" >&2
+    rm -rf "$dir"
+    say "could not start PostgreSQL (log above)"
+    exit 1
+}
+
+stop() {
+    local dir=${1:-${E2A_PG_TEST_DIR:-}}
+    if [ -z "$dir" ]; then
+        say "stop: which cluster? pass its directory or set E2A_PG_TEST_DIR"
+        exit 2
+    fi
+    case "$dir" in
+    "${TMPDIR:-/tmp}"/e2a-pg.*) ;;
+    *)
+        say "stop: $dir is not a cluster this script made"
+        exit 2
+        ;;
+    esac
+    if [ -d "$dir/data" ]; then
+        as_server_user "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$dir"
+    say "stopped and removed $dir"
+}
+
+case "${1:-}" in
+start) start ;;
+stop) stop "${2:-}" ;;
+*)
+    echo "usage: $0 start | stop [DIR]" >&2
+    exit 2
+    ;;
+esac
