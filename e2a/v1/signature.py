@@ -1,0 +1,102 @@
+"""Verification of the gateway's signed identity headers (X-E2A-Auth-*), per delivery.md.
+
+Pure functions over the headers, the delivered bytes, a secret and a time; no I/O and no
+imports from the server. Order: body hash, HMAC (constant time), then the timestamp window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+MAX_AGE_SECONDS = 300
+MAX_FUTURE_SKEW_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class AuthHeaders:
+    """The X-E2A-Auth-* claim of one delivery.
+
+    `verified` is the gateway's *claim* that SPF or DKIM passed for the From: domain; it only
+    means something once the signature over it has been checked.
+    """
+
+    verified: bool
+    sender: str
+    entity_type: str
+    domain_check: str
+    delegation: str
+    signature: str
+    timestamp: str
+    message_id: str
+    body_hash: str
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str]) -> AuthHeaders:
+        """Read the claim from a header mapping (names as the gateway writes them)."""
+        folded = {name.lower(): value for name, value in headers.items()}
+
+        def value(name: str) -> str:
+            return str(folded.get(f"x-e2a-auth-{name}", ""))
+
+        return cls(
+            verified=value("verified").lower() == "true",
+            sender=value("sender"),
+            entity_type=value("entity-type"),
+            domain_check=value("domain-check"),
+            delegation=value("delegation"),
+            signature=value("signature"),
+            timestamp=value("timestamp"),
+            message_id=value("message-id"),
+            body_hash=value("body-hash"),
+        )
+
+    def canonical_string(self) -> str:
+        """The eight signed values joined with newlines, in the contract's order."""
+        return "\n".join(
+            [
+                "true" if self.verified else "false",
+                self.sender,
+                self.entity_type,
+                self.domain_check,
+                self.delegation,
+                self.timestamp,
+                self.message_id,
+                self.body_hash,
+            ]
+        )
+
+
+def _timestamp_seconds(value: str) -> float | None:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def verify_auth_headers(
+    auth: AuthHeaders, raw_message: bytes, secret: str, now: float | None = None
+) -> bool:
+    """True when `raw_message` is what was signed, the HMAC under `secret` matches and the
+    timestamp is at most 5 minutes old and at most 30 s in the future."""
+    if not auth.signature or not secret:
+        return False
+    if not hmac.compare_digest(auth.body_hash, hashlib.sha256(raw_message).hexdigest()):
+        return False
+    expected = hmac.new(
+        secret.encode("ascii", "replace"), auth.canonical_string().encode("utf-8"), hashlib.sha256
+    ).hexdigest()
+    if not hmac.compare_digest(auth.signature, expected):
+        return False
+    signed_at = _timestamp_seconds(auth.timestamp)
+    if signed_at is None:
+        return False
+    age = (time.time() if now is None else now) - signed_at
+    return -MAX_FUTURE_SKEW_SECONDS <= age <= MAX_AGE_SECONDS

@@ -1,0 +1,483 @@
+"""The SDK (`e2a.v1`) against a live gateway: sync, asyncio and trio clients, and webhooks.
+
+The gateway runs in a background thread under `trio.run`, so the same instance serves a
+synchronous client, an asyncio event loop and a trio one. Nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import queue
+import smtplib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import aclosing
+from dataclasses import dataclass
+from email.message import EmailMessage
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from e2a.accounts import bootstrap_user
+from e2a.app import RunningGateway, run_gateway
+from e2a.mailauth.resolver import FixtureResolver
+from e2a.signing.credentials import hash_api_key
+from e2a.v1 import (
+    AsyncE2AClient,
+    Attachment,
+    E2AApiError,
+    E2AClient,
+    InboundEmail,
+    InvalidSignatureError,
+    MessageList,
+    UnverifiedEmailError,
+    WSNotification,
+)
+from e2a.v1.notifications import backoff_delays, websocket_url
+from e2a.workers.webhook_policy import build_request
+from tests.conftest import make_settings
+
+SENDER = "alice@example.org"
+
+
+@dataclass
+class LiveGateway:
+    """A gateway running in its own thread, and a way to run trio code inside it."""
+
+    running: RunningGateway
+    token: trio.lowlevel.TrioToken
+
+    @property
+    def url(self) -> str:
+        """The HTTP base URL."""
+        return self.running.addresses.http_url
+
+    def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run an async function on the gateway's trio loop and return its result."""
+        return trio.from_thread.run(function, *args, trio_token=self.token)
+
+    def new_key(self, email: str) -> str:
+        """A fresh API key for the user `email` (created when new)."""
+        gateway = self.running.gateway
+        _, issued, _ = self.run(bootstrap_user, gateway.storage, gateway.server_key, email)
+        return str(issued.plaintext)
+
+    def send_mail(self, recipient: str, message: EmailMessage) -> None:
+        """Deliver `message` over real SMTP."""
+        with smtplib.SMTP("127.0.0.1", self.running.addresses.smtp_port, timeout=10) as smtp:
+            smtp.ehlo("mail.example.org")
+            assert smtp.send_message(message, SENDER, [recipient]) == {}
+
+
+async def _serve(settings: Any, ready: queue.Queue[Any]) -> None:
+    async with trio.open_nursery() as nursery:
+        running = await nursery.start(partial(run_gateway, settings, resolver=FixtureResolver()))
+        ready.put((running, trio.lowlevel.current_trio_token(), nursery.cancel_scope))
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+    """One gateway for the module, served from a background thread."""
+    settings = make_settings(tmp_path_factory.mktemp("sdk"))
+    ready: queue.Queue[Any] = queue.Queue()
+    thread = threading.Thread(target=trio.run, args=(_serve, settings, ready), daemon=True)
+    thread.start()
+    running, token, scope = ready.get(timeout=30)
+    yield LiveGateway(running, token)
+    trio.from_thread.run_sync(scope.cancel, trio_token=token)
+    thread.join(timeout=30)
+
+
+def rich_mail(recipient: str, subject: str) -> EmailMessage:
+    """A message with a text body, an HTML alternative and a PDF attachment."""
+    message = EmailMessage()
+    message["From"] = f"Alice <{SENDER}>"
+    message["To"] = recipient
+    message["Subject"] = subject
+    message.set_content("Plain words.\n")
+    message.add_alternative("<p>Rich words.</p>", subtype="html")
+    message.add_attachment(
+        b"%PDF-1.4 tiny", maintype="application", subtype="pdf", filename="invoice.pdf"
+    )
+    return message
+
+
+def wait_for_inbox(fetch: Callable[[], MessageList], count: int = 1) -> MessageList:
+    """Poll an inbox until it holds `count` messages (local delivery is asynchronous)."""
+    deadline = time.monotonic() + 10
+    while True:
+        page = fetch()
+        if len(page.messages) >= count or time.monotonic() > deadline:
+            return page
+        time.sleep(0.05)
+
+
+def assert_rich(email: InboundEmail | Any, agent: str, subject: str) -> None:
+    """The parsed fields of a `rich_mail`."""
+    assert email.verified
+    assert email.recipient == agent
+    assert email.sender == SENDER
+    assert email.subject == subject
+    assert email.text_body.strip() == "Plain words."
+    assert email.html_body is not None and "<p>Rich words.</p>" in email.html_body
+    (attachment,) = email.attachments
+    assert (attachment.filename, attachment.content_type) == ("invoice.pdf", "application/pdf")
+    assert attachment.data == b"%PDF-1.4 tiny"
+    assert attachment.size == len(attachment.data)
+
+
+# Sync client
+
+
+def test_sync_client_reads_parsed_mail_and_replies_locally(live: LiveGateway) -> None:
+    with E2AClient(api_key=live.new_key("sync@example.com"), base_url=live.url) as client:
+        agent = client.register_agent("sync-inbox", agent_mode="local", name="Inbox")
+        peer = client.register_agent("sync-peer", agent_mode="local")
+        assert agent.email == "sync-inbox@agents.test" and agent.name == "Inbox"
+        assert {a.email for a in client.list_agents().agents} == {agent.email, peer.email}
+        assert client.get_agent("sync-inbox@agents.test").agent_mode == "local"
+
+        live.send_mail("sync-inbox@agents.test", rich_mail("sync-inbox@agents.test", "Invoice"))
+        inbox = client.get_messages(agent_email="sync-inbox@agents.test")
+        (summary,) = inbox.messages
+        assert (summary.subject, summary.sender, summary.status) == ("Invoice", SENDER, "unread")
+        assert inbox.next_token is None
+        email = client.get_message(summary.message_id, agent_email="sync-inbox@agents.test")
+        assert_rich(email, "sync-inbox@agents.test", "Invoice")
+        assert client.get_messages(agent_email="sync-inbox@agents.test").messages == []
+        assert len(client.get_messages("read", agent_email="sync-inbox@agents.test").messages) == 1
+
+        sent = client.send(
+            ["sync-peer@agents.test"],
+            "Hello peer",
+            "Body text",
+            attachments=[Attachment("a.txt", "text/plain", b"attached")],
+            agent_email="sync-inbox@agents.test",
+        )
+        assert sent.method == "local" and sent.message_id
+        got = wait_for_inbox(lambda: client.get_messages(agent_email="sync-peer@agents.test"))
+        (arrived,) = got.messages
+        assert arrived.sender == "sync-inbox@agents.test"
+        hello = client.get_message(arrived.message_id, agent_email="sync-peer@agents.test")
+        assert hello.text_body.strip() == "Body text"
+        assert [a.data for a in hello.attachments] == [b"attached"]
+
+        answer = hello.reply("Thanks!")
+        assert answer.method == "local"
+        back = wait_for_inbox(lambda: client.get_messages(agent_email="sync-inbox@agents.test"))
+        (reply,) = back.messages
+        assert reply.subject == "Re: Hello peer"
+
+        client.delete_agent("sync-peer@agents.test")
+        with pytest.raises(E2AApiError) as missing:
+            client.get_agent("sync-peer@agents.test")
+        assert (missing.value.status_code, missing.value.code) == (404, "not_found")
+
+
+def test_sync_client_approves_and_rejects_held_mail(live: LiveGateway) -> None:
+    with E2AClient(api_key=live.new_key("hitl@example.com"), base_url=live.url) as client:
+        client.register_agent("held", agent_mode="local")
+        client.register_agent("held-peer", agent_mode="local")
+        agent = client.update_agent("held@agents.test", hitl_enabled=True, hitl_ttl_seconds=600)
+        assert agent.hitl_enabled is True and agent.hitl_ttl_seconds == 600
+        client.agent_email = "held@agents.test"
+
+        first = client.send(["held-peer@agents.test"], "First", "one")
+        second = client.send(["held-peer@agents.test"], "Second", "two")
+        assert first.status == second.status == "pending_approval"
+        assert first.approval_expires_at
+        pending = {m.id for m in client.list_pending_messages().messages}
+        assert pending == {first.message_id, second.message_id}
+        assert client.get_pending_message(first.message_id).body_text == "one"
+
+        approved = client.approve_message(first.message_id, subject="First, edited")
+        assert approved.edited is True and approved.message_id == first.message_id
+        rejected = client.reject_message(second.message_id, reason="not today")
+        assert (rejected.status, rejected.rejection_reason) == ("rejected", "not today")
+        assert client.list_pending_messages().messages == []
+        with pytest.raises(E2AApiError) as twice:
+            client.approve_message(second.message_id)
+        assert twice.value.status_code == 409
+
+        got = wait_for_inbox(lambda: client.get_messages(agent_email="held-peer@agents.test"))
+        assert [m.subject for m in got.messages] == ["First, edited"]
+
+
+def test_sync_client_domains_and_errors(live: LiveGateway) -> None:
+    with E2AClient(api_key=live.new_key("domains@example.com"), base_url=live.url) as client:
+        domain = client.register_domain("Example-Corp.test")
+        assert domain.domain == "example-corp.test" and domain.verified is False
+        assert str(domain.verification_token).startswith("e2a-verify=")
+        assert [d.domain for d in client.list_domains().domains] == ["example-corp.test"]
+        client.delete_domain("example-corp.test")
+        assert client.list_domains().domains == []
+
+        with pytest.raises(E2AApiError) as bad:
+            client.register_agent("admin", agent_mode="local")
+        assert bad.value.status_code == 400 and bad.value.code
+        assert bad.value.message and bad.value.message in str(bad.value)
+
+    with (
+        E2AClient(api_key="e2a_" + "0" * 64, base_url=live.url) as stranger,
+        pytest.raises(E2AApiError) as refused,
+    ):
+        stranger.list_agents()
+    assert refused.value.status_code == 401
+
+
+def test_client_settings_come_from_the_environment(
+    live: LiveGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2A_API_KEY", live.new_key("env@example.com"))
+    monkeypatch.delenv("E2A_BASE_URL", raising=False)
+    monkeypatch.setenv("E2A_URL", live.url)
+    monkeypatch.setenv("E2A_AGENT_EMAIL", "env-bot@agents.test")
+    with E2AClient() as client:
+        assert client.base_url == live.url
+        client.register_agent("env-bot", agent_mode="local")
+        assert client.get_messages().messages == []
+    monkeypatch.setenv("E2A_BASE_URL", live.url + "/")
+    assert E2AClient().base_url == live.url
+    monkeypatch.delenv("E2A_API_KEY")
+    with pytest.raises(ValueError, match="E2A_API_KEY"):
+        E2AClient()
+    monkeypatch.delenv("E2A_AGENT_EMAIL")
+    with pytest.raises(ValueError, match="E2A_AGENT_EMAIL"):
+        E2AClient(api_key="e2a_x").get_messages()
+
+
+# Async client, under asyncio and trio
+
+
+async def exercise_async_client(live: LiveGateway, name: str, key: str, sleep: Any) -> None:
+    """Register, receive over SMTP, read parsed mail, send and reply, and see errors.
+
+    Blocking calls into the gateway's thread (SMTP) are fine here: it has its own loop."""
+    async with AsyncE2AClient(key, agent_email=f"{name}@agents.test", base_url=live.url) as client:
+        agent = await client.register_agent(name, agent_mode="local")
+        await client.register_agent(f"{name}-peer", agent_mode="local")
+        assert agent.email == f"{name}@agents.test"
+        assert len((await client.list_agents()).agents) == 2
+
+        live.send_mail(f"{name}@agents.test", rich_mail(f"{name}@agents.test", "Async"))
+        (summary,) = (await client.get_messages()).messages
+        email = await client.get_message(summary.message_id)
+        assert_rich(email, f"{name}@agents.test", "Async")
+
+        sent = await client.send([f"{name}-peer@agents.test"], "Ping", "ping", html_body="<b>p</b>")
+        assert sent.method == "local"
+        peer = f"{name}-peer@agents.test"
+        for _ in range(200):
+            page = await client.get_messages(agent_email=peer)
+            if page.messages:
+                break
+            await sleep(0.05)
+        ping = await client.get_message(page.messages[0].message_id, agent_email=peer)
+        assert ping.html_body is not None and "<b>p</b>" in ping.html_body
+        assert (await ping.reply("pong")).method == "local"
+
+        with pytest.raises(E2AApiError) as missing:
+            await client.get_message("msg_nope")
+        assert (missing.value.status_code, missing.value.code) == (404, "not_found")
+        await client.delete_agent(peer)
+
+
+def test_async_client_under_asyncio(live: LiveGateway) -> None:
+    key = live.new_key("asyncio@example.com")
+    asyncio.run(exercise_async_client(live, "on-asyncio", key, asyncio.sleep))
+
+
+def test_async_client_under_trio(live: LiveGateway) -> None:
+    key = live.new_key("trio@example.com")
+    trio.run(exercise_async_client, live, "on-trio", key, trio.sleep)
+
+
+# Notifications
+
+
+async def listen_for_mail(live: LiveGateway, key: str) -> None:
+    """Unread mail first, then live mail; acks mark messages read; refusals raise."""
+    agent = "listener@agents.test"
+    async with AsyncE2AClient(key, agent_email=agent, base_url=live.url) as client:
+        await client.register_agent("listener", agent_mode="local")
+        for subject in ("Waiting 1", "Waiting 2"):
+            live.send_mail(agent, rich_mail(agent, subject))
+        seen: list[WSNotification] = []
+        with trio.fail_after(10):
+            async with aclosing(client.listen(ack=True)) as stream:
+                async for notification in stream:
+                    seen.append(notification)
+                    if len(seen) == 2:
+                        live.send_mail(agent, rich_mail(agent, "Live"))
+                    if len(seen) == 3:
+                        break
+        assert [n.subject for n in seen] == ["Waiting 1", "Waiting 2", "Live"]
+        assert {n.from_ for n in seen} == {SENDER} and {n.recipient for n in seen} == {agent}
+        unread = (await client.get_messages()).messages
+        assert [m.subject for m in unread] == ["Live"]  # the last one was never acked
+
+        with trio.fail_after(10):
+            async with aclosing(client.listen(agent_email="nobody@agents.test")) as refused:
+                with pytest.raises(E2AApiError) as missing:
+                    await refused.__anext__()
+        assert missing.value.status_code == 404
+
+
+def test_listen_under_trio(live: LiveGateway) -> None:
+    trio.run(listen_for_mail, live, live.new_key("listen@example.com"))
+
+
+def test_listen_explains_it_needs_trio(live: LiveGateway) -> None:
+    async def under_asyncio() -> None:
+        async with AsyncE2AClient("e2a_x", "a@agents.test", live.url) as client:
+            with pytest.raises(RuntimeError, match="trio"):
+                await client.listen().__anext__()
+
+    asyncio.run(under_asyncio())
+
+
+def test_reconnect_backoff_doubles_up_to_the_cap() -> None:
+    assert list(itertools.islice(backoff_delays(10), 6)) == [1, 2, 4, 8, 10, 10]
+    url = websocket_url("https://mail.example.com", "bot@example.com", "e2a_k")
+    assert url == "wss://mail.example.com/api/v1/agents/bot%40example.com/ws?token=e2a_k"
+
+
+# Webhooks
+
+
+def new_signing_secret(live: LiveGateway, key: str) -> str:
+    """Create a signing secret (deliveries are signed with the newest) and return it."""
+    response = httpx.post(
+        f"{live.url}/api/v1/users/me/signing-secrets",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"name": "sdk-test"},
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["secret"])
+
+
+def signed_body(live: LiveGateway, key: str, agent: str, message_id: str, **sign: Any) -> bytes:
+    """The webhook body the gateway would POST for `message_id`, signed at `sign["now"]`."""
+
+    async def load() -> Any:
+        storage = live.running.gateway.storage
+        user = await storage.user_for_key_hash(hash_api_key(key))
+        assert user is not None
+        return await storage.read_inbound(user.id, agent, message_id)
+
+    message = live.run(load)
+    return build_request(message, sign["secret"], 1, sign["now"]).body
+
+
+def test_parse_webhook_accepts_gateway_bodies_and_refuses_forgeries(live: LiveGateway) -> None:
+    key = live.new_key("hooks@example.com")
+    with E2AClient(api_key=key, base_url=live.url) as client:
+        client.register_agent("hooks", agent_mode="local")
+        secret = new_signing_secret(live, key)
+        live.send_mail("hooks@agents.test", rich_mail("hooks@agents.test", "Signed"))
+        (summary,) = client.get_messages(agent_email="hooks@agents.test").messages
+        sign = partial(signed_body, live, key, "hooks@agents.test", summary.message_id)
+        now = time.time()
+        genuine = sign(secret=secret, now=now)
+
+        email = client.parse_webhook(genuine, secret)
+        assert_rich(email, "hooks@agents.test", "Signed")
+        assert email.auth.message_id == summary.message_id
+        assert client.parse_webhook(json.loads(genuine), secret).verified
+
+        payload = json.loads(genuine)
+        raw = base64.b64decode(payload["raw_message"])
+        forged_raw = base64.b64encode(raw.replace(b"Plain words", b"Other words")).decode()
+        forged_claim = {**payload["auth_headers"], "X-E2A-Auth-Sender": "ceo@example.org"}
+        refused: dict[str, bytes | str] = {
+            "forged body": json.dumps({**payload, "raw_message": forged_raw}),
+            "forged claim": json.dumps({**payload, "auth_headers": forged_claim}),
+            "six minutes old": sign(secret=secret, now=now - 360),
+            "a minute ahead": sign(secret=secret, now=now + 60),
+        }
+        for name, body in refused.items():
+            with pytest.raises(InvalidSignatureError):
+                client.parse_webhook(body, secret)
+                pytest.fail(f"accepted: {name}")
+        with pytest.raises(PermissionError):
+            client.parse_webhook(genuine, "0" * 64)
+        assert client.parse_webhook(sign(secret=secret, now=now - 240), secret).verified
+        assert client.parse_webhook(sign(secret=secret, now=now + 20), secret).verified
+
+
+def test_unverified_fields_are_gated(live: LiveGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = live.new_key("gate@example.com")
+    with E2AClient(api_key=key, base_url=live.url) as client:
+        client.register_agent("gate", agent_mode="local")
+        secret = new_signing_secret(live, key)
+        live.send_mail("gate@agents.test", rich_mail("gate@agents.test", "Gated"))
+        (summary,) = client.get_messages(agent_email="gate@agents.test").messages
+        body = signed_body(
+            live, key, "gate@agents.test", summary.message_id, secret=secret, now=time.time()
+        )
+        email = InboundEmail(json.loads(body), client.reply)
+        assert not email.verified
+        assert email.unverified_payload["subject"] == "Gated"
+        with pytest.raises(UnverifiedEmailError):
+            _ = email.sender
+        assert email.verify_signature("f" * 64) is False
+        with pytest.raises(UnverifiedEmailError):
+            _ = email.text_body
+        monkeypatch.delenv("E2A_WEBHOOK_SECRET", raising=False)
+        monkeypatch.delenv("E2A_HMAC_SECRET", raising=False)
+        with pytest.raises(ValueError, match="E2A_WEBHOOK_SECRET"):
+            email.verify_signature()
+        monkeypatch.setenv("E2A_WEBHOOK_SECRET", secret)
+        assert email.verify_signature() is True
+        assert email.sender == SENDER
+        assert client.parse_webhook(body).subject == "Gated"
+
+
+def test_api_errors_keep_status_code_and_message() -> None:
+    request = httpx.Request("GET", "https://e2a.test/api/v1/agents")
+    body = {"error": {"code": "rate_limited", "message": "slow down"}}
+    json_error = E2AApiError.from_response(httpx.Response(429, json=body, request=request))
+    assert (json_error.status_code, json_error.code, json_error.message) == (
+        429,
+        "rate_limited",
+        "slow down",
+    )
+    plain = E2AApiError.from_response(httpx.Response(502, text="Bad gateway\n", request=request))
+    assert (plain.status_code, plain.code, plain.message) == (502, None, "Bad gateway")
+
+
+# Packaging
+
+ISOLATION_CHECK = """
+import sys
+for name in ("trio", "quart", "dkim", "spf", "hypercorn", "aiosqlite", "psycopg"):
+    sys.modules[name] = None  # importing any of these now fails
+import e2a.v1
+loaded = sorted(m for m in sys.modules if m.startswith("e2a.") and not m.startswith("e2a.v1"))
+assert loaded == [], loaded
+print("ok")
+"""
+
+
+def test_sdk_imports_without_the_server_dependencies() -> None:
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", ISOLATION_CHECK],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
