@@ -17,6 +17,7 @@ from e2a import __version__
 from e2a.accounts import bootstrap_user
 from e2a.addresses import AddressError, normalise_address
 from e2a.app import StartupError, serve_until_signal
+from e2a.cli.client_commands import CLIENT_COMMANDS, add_client_commands, run_client_command
 from e2a.config import ConfigError, Settings, load_settings
 from e2a.gateway import open_gateway
 from e2a.logs import configure_logging
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _config_argument(migrate)
+    add_client_commands(commands)
     return parser
 
 
@@ -129,6 +131,8 @@ async def _migrate(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `e2a` command; returns the exit code."""
     args = build_parser().parse_args(argv)
+    if args.command in CLIENT_COMMANDS:
+        return run_client_command(args)
     try:
         path = _config_path(args.config)
         settings = load_settings(path)

@@ -1,0 +1,79 @@
+"""How the CLI prints: aligned tables and key/value blocks for people, JSON for scripts.
+
+Colour (bold headers) only when stdout is a terminal and `NO_COLOR` is unset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from e2a.v1 import AsyncInboundEmail, InboundEmail
+
+
+def use_colour() -> bool:
+    """Whether to emit ANSI colour: a TTY, and the user did not set `NO_COLOR`."""
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _bold(text: str) -> str:
+    return f"\033[1m{text}\033[0m" if use_colour() else text
+
+
+def print_json(value: Any) -> None:
+    """Print `value` as indented JSON on stdout."""
+    print(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def cell(value: object) -> str:
+    """One table cell: empty for None, yes/no for booleans, one line of text otherwise."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(item) for item in value)
+    return " ".join(str(value).split())
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> None:
+    """Print rows under headers in plain aligned columns, or `empty` to stderr if none."""
+    if not rows:
+        print(empty, file=sys.stderr)
+        return
+    texts = [[cell(value) for value in row] for row in rows]
+    widths = [max(len(h), *(len(row[i]) for row in texts)) for i, h in enumerate(headers)]
+    header = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+    print(_bold(header))
+    for row in texts:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def print_fields(fields: Sequence[tuple[str, object]]) -> None:
+    """Print `label: value` lines with the labels aligned."""
+    width = max((len(label) for label, _ in fields), default=0)
+    for label, value in fields:
+        print(f"{_bold((label + ':').ljust(width + 1))} {cell(value)}")
+
+
+def email_json(email: InboundEmail | AsyncInboundEmail) -> dict[str, Any]:
+    """A fetched inbound message as JSON: headers, bodies and attachment metadata."""
+    return {
+        "message_id": email.message_id,
+        "conversation_id": email.conversation_id,
+        "from": email.sender,
+        "recipient": email.recipient,
+        "to": email.to,
+        "cc": email.cc,
+        "subject": email.subject,
+        "received_at": email.received_at,
+        "text_body": email.text_body,
+        "html_body": email.html_body,
+        "attachments": [
+            {"filename": a.filename, "content_type": a.content_type, "size": a.size}
+            for a in email.attachments
+        ],
+    }

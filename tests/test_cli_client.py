@@ -1,0 +1,553 @@
+"""The client commands of `e2a` (login, agents, domains, inbox, …) against a live gateway.
+
+The gateway runs in a background thread (as in tests/test_sdk_client.py); the CLI runs
+in-process through `main()` with a temporary HOME, so `~/.e2a/config.json` is the test's own.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import queue
+import smtplib
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from e2a.accounts import bootstrap_user
+from e2a.app import RunningGateway, run_gateway
+from e2a.cli.client_commands import EXAMPLES
+from e2a.cli.main import main
+from e2a.mailauth.resolver import FixtureResolver
+from e2a.v1 import E2AClient
+from tests.conftest import make_settings
+
+SENDER = "alice@example.org"
+DOMAIN = "agents.test"
+_serial = itertools.count(1)
+
+
+@dataclass
+class LiveGateway:
+    """A gateway running in its own thread."""
+
+    running: RunningGateway
+    token: trio.lowlevel.TrioToken
+
+    @property
+    def url(self) -> str:
+        """The HTTP base URL."""
+        return self.running.addresses.http_url
+
+    def new_key(self, email: str) -> str:
+        """A fresh API key for the user `email` (created when new)."""
+        gateway = self.running.gateway
+        _, issued, _ = trio.from_thread.run(
+            bootstrap_user, gateway.storage, gateway.server_key, email, trio_token=self.token
+        )
+        return str(issued.plaintext)
+
+    def send_mail(self, recipient: str, subject: str, body: str) -> None:
+        """Deliver a plain message over real SMTP."""
+        message = EmailMessage()
+        message["From"] = f"Alice <{SENDER}>"
+        message["To"] = recipient
+        message["Subject"] = subject
+        message.set_content(body)
+        with smtplib.SMTP("127.0.0.1", self.running.addresses.smtp_port, timeout=10) as smtp:
+            smtp.ehlo("mail.example.org")
+            assert smtp.send_message(message, SENDER, [recipient]) == {}
+
+
+async def _serve(settings: Any, ready: queue.Queue[Any]) -> None:
+    async with trio.open_nursery() as nursery:
+        running = await nursery.start(partial(run_gateway, settings, resolver=FixtureResolver()))
+        ready.put((running, trio.lowlevel.current_trio_token(), nursery.cancel_scope))
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+    """One gateway for the module, served from a background thread."""
+    settings = make_settings(tmp_path_factory.mktemp("cli"))
+    ready: queue.Queue[Any] = queue.Queue()
+    thread = threading.Thread(target=trio.run, args=(_serve, settings, ready), daemon=True)
+    thread.start()
+    running, token, scope = ready.get(timeout=30)
+    yield LiveGateway(running, token)
+    trio.from_thread.run_sync(scope.cancel, trio_token=token)
+    thread.join(timeout=30)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary HOME and no E2A_* variables, so only the test's config file counts."""
+    for name in ("E2A_URL", "E2A_BASE_URL", "E2A_API_KEY", "E2A_AGENT_EMAIL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("NO_COLOR", "1")
+    return tmp_path
+
+
+@dataclass
+class Cli:
+    """Runs `e2a …` in-process and returns (exit code, stdout, stderr)."""
+
+    capsys: pytest.CaptureFixture[str]
+
+    def __call__(self, *args: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = main(list(args))
+        captured = self.capsys.readouterr()
+        return code, captured.out, captured.err
+
+    def json(self, *args: str) -> Any:
+        """Run with --json, require success and decode stdout."""
+        code, out, err = self(*args, "--json")
+        assert code == 0, err
+        return json.loads(out)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], home: Path) -> Cli:
+    """The CLI with a temporary home."""
+    return Cli(capsys)
+
+
+@dataclass
+class Account:
+    """A logged-in user: its key and a unique prefix for agent slugs."""
+
+    key: str
+    prefix: str
+
+
+@pytest.fixture
+def account(live: LiveGateway, cli: Cli) -> Account:
+    """A fresh user, logged in through `e2a login`."""
+    prefix = f"cli{next(_serial)}"
+    key = live.new_key(f"{prefix}@example.com")
+    code, _, err = cli("login", "--url", live.url, "--api-key", key)
+    assert code == 0, err
+    return Account(key, prefix)
+
+
+def wait_until(check: Callable[[], bool]) -> None:
+    """Poll until `check()` holds (local delivery is asynchronous)."""
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def unread(live: LiveGateway, key: str, agent: str) -> int:
+    """How many unread messages `agent` has, through the SDK."""
+    with E2AClient(api_key=key, base_url=live.url) as client:
+        return len(client.get_messages(agent_email=agent).messages)
+
+
+# Login and config
+
+
+def test_not_logged_in_says_how_to_fix(cli: Cli) -> None:
+    for args in (("agents", "list"), ("inbox",), ("pending", "--json")):
+        code, out, err = cli(*args)
+        assert (code, out) == (1, "")
+        assert "Not logged in: run `e2a login`" in err
+
+
+def test_login_validates_the_key_and_writes_a_private_config(
+    live: LiveGateway, cli: Cli, home: Path
+) -> None:
+    key = live.new_key("login@example.com")
+    code, out, err = cli("login", "--url", live.url + "/", "--api-key", key)
+    assert code == 0, err
+    assert f"Logged in to {live.url}" in out and f"Shared domain: {DOMAIN}" in out
+    path = home / ".e2a" / "config.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == {
+        "api_key": key,
+        "shared_domain": DOMAIN,
+        "url": live.url,
+    }
+    assert key not in out
+
+    summary = cli.json("login", "--url", live.url, "--api-key", key)
+    assert summary["shared_domain"] == DOMAIN and summary["agents"] == []
+    assert summary["config_path"] == str(path) and "api_key" not in summary
+
+
+def test_login_reads_the_key_from_stdin_and_refuses_a_bad_one(
+    live: LiveGateway, cli: Cli, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = live.new_key("stdin@example.com")
+    monkeypatch.setattr("sys.stdin", io.StringIO(key + "\n"))
+    code, _, err = cli("login", "--url", live.url)
+    assert code == 0, err
+    assert json.loads((home / ".e2a" / "config.json").read_text())["api_key"] == key
+
+    code, out, err = cli("login", "--url", live.url, "--api-key", "e2a_wrong")
+    assert (code, out) == (1, "")
+    assert "the gateway refused this API key" in err
+    # A failed login leaves the previous config alone.
+    assert json.loads((home / ".e2a" / "config.json").read_text())["api_key"] == key
+
+
+def test_config_get_of_an_unset_key_says_how_to_set_it(account: Account, cli: Cli) -> None:
+    code, out, err = cli("config", "get", "agent_email")
+    assert (code, out) == (1, "")
+    assert "`e2a config set agent_email VALUE`" in err
+
+
+def test_login_to_an_unreachable_gateway_fails_cleanly(cli: Cli) -> None:
+    code, _, err = cli("login", "--url", "http://127.0.0.1:9", "--api-key", "k")
+    assert code == 1
+    assert "cannot reach the gateway at http://127.0.0.1:9" in err
+
+
+def test_config_get_set_and_env_override(
+    live: LiveGateway, account: Account, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, _ = cli("config")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["KEY", "VALUE", "SOURCE"]
+    assert any(line.split()[:2] == ["url", live.url] for line in lines)
+    assert account.key not in out  # the key is masked in the listing
+
+    assert cli("config", "set", "agent_email", "x@agents.test")[0] == 0
+    assert cli("config", "get", "agent_email")[1] == "x@agents.test\n"
+    assert cli.json("config", "get", "api_key") == {"api_key": account.key}
+    with pytest.raises(SystemExit) as exit_info:
+        main(["config", "get", "nope"])
+    assert exit_info.value.code == 2
+    assert cli("config", "get", "shared_domain") == (0, f"{DOMAIN}\n", "")
+    monkeypatch.setenv("E2A_AGENT_EMAIL", "env@agents.test")
+    assert cli("config", "get", "agent_email")[1] == "env@agents.test\n"
+    assert cli.json("config")["agent_email"] == "env@agents.test"
+
+
+# Agents
+
+
+def test_agents_register_list_update_delete(account: Account, cli: Cli) -> None:
+    slug = f"{account.prefix}-bot"
+    email = f"{slug}@{DOMAIN}"
+    code, out, err = cli("agents", "register", slug, "--mode", "local", "--name", "Bot")
+    assert code == 0, err
+    assert f"Registered {email}" in out and "Mode:" in out
+
+    code, out, _ = cli("agents", "list")
+    header, row = out.splitlines()
+    assert header.split() == ["EMAIL", "MODE", "HITL", "WEBHOOK", "NAME"]
+    assert row.split() == [email, "local", "no", "Bot"]
+    (listed,) = cli.json("agents", "list")
+    assert (listed["email"], listed["agent_mode"], listed["name"]) == (email, "local", "Bot")
+
+    updated = cli.json("agents", "update", email, "--hitl", "--hitl-ttl", "600")
+    assert (updated["hitl_enabled"], updated["hitl_ttl_seconds"]) == (True, 600)
+    code, out, _ = cli("agents", "update", email, "--no-hitl")
+    assert code == 0 and "HITL:        no" in out
+
+    assert cli("agents", "delete", email) == (0, f"Deleted {email}\n", "")
+    assert cli.json("agents", "list") == []
+    code, out, err = cli("agents", "list")
+    assert (code, out) == (0, "") and "No agents yet" in err
+
+
+def test_agent_api_errors_and_usage_errors(account: Account, cli: Cli) -> None:
+    code, out, err = cli("agents", "delete", f"{account.prefix}-ghost@{DOMAIN}")
+    assert (code, out) == (1, "")
+    assert err.startswith("e2a: ") and "(404 not_found)" in err
+
+    assert cli("agents", "register")[0] == 2
+    assert cli("agents", "register", "a", "--email", "b@example.com")[0] == 2
+    code, _, err = cli("agents", "update", f"x@{DOMAIN}")
+    assert code == 2 and "nothing to change" in err
+    for bad in (["inbox", "--limit", "0"], ["agents", "update", "x", "--mode", "moon"], ["nope"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(bad)
+        assert exit_info.value.code == 2
+
+
+# Mail
+
+
+def test_inbox_read_reply_and_send(live: LiveGateway, account: Account, cli: Cli) -> None:
+    inbox_agent = f"{account.prefix}-inbox@{DOMAIN}"
+    peer = f"{account.prefix}-peer@{DOMAIN}"
+    assert cli("agents", "register", inbox_agent.split("@")[0], "--mode", "local")[0] == 0
+    # With one agent, commands pick it; with two, --agent (or a configured agent) is needed.
+    code, out, err = cli("inbox")
+    assert code == 0 and out == "" and f"No unread messages for {inbox_agent}" in err
+    assert cli("agents", "register", peer.split("@")[0], "--mode", "local")[0] == 0
+    code, _, err = cli("inbox")
+    assert code == 1 and "pass --agent EMAIL" in err
+
+    live.send_mail(inbox_agent, "Invoice 7", "Please pay.\n")
+    live.send_mail(inbox_agent, "Invoice 8", "Again.\n")
+    wait_until(lambda: unread(live, account.key, inbox_agent) == 2)
+
+    code, out, _ = cli("inbox", "--agent", inbox_agent)
+    header, first, second = out.splitlines()
+    assert header.split() == ["ID", "FROM", "SUBJECT", "STATUS", "RECEIVED"]
+    assert SENDER in first and "Invoice 7" in first and "unread" in first
+    assert "Invoice 8" in second
+    listed = cli.json("inbox", "--agent", inbox_agent, "--limit", "1")
+    assert [m["subject"] for m in listed] == ["Invoice 7"]
+    message_id = listed[0]["message_id"]
+
+    assert cli("config", "set", "agent_email", inbox_agent)[0] == 0
+    code, out, err = cli("read", message_id)
+    assert code == 0, err
+    assert "Subject: Invoice 7" in out and f"From:    {SENDER}" in out
+    assert out.rstrip().endswith("Please pay.")
+    assert [m["subject"] for m in cli.json("inbox")] == ["Invoice 8"]
+    assert [m["subject"] for m in cli.json("inbox", "--read")] == ["Invoice 7"]
+    assert len(cli.json("inbox", "--all")) == 2
+    detail = cli.json("read", message_id)
+    assert detail["text_body"].strip() == "Please pay." and detail["from"] == SENDER
+
+    sent = cli.json("send", "--to", peer, "--subject", "Hi peer", "--body", "hello")
+    assert sent["method"] == "local" and sent["message_id"]
+    wait_until(lambda: unread(live, account.key, peer) == 1)
+    (arrived,) = cli.json("inbox", "--agent", peer)
+    assert arrived["sender"] == inbox_agent
+
+    code, out, err = cli("reply", arrived["message_id"], "--agent", peer, "--body", "thanks")
+    assert code == 0, err
+    assert out.startswith("Replied ") and "local" in out
+    wait_until(lambda: unread(live, account.key, inbox_agent) == 2)
+    subjects = [m["subject"] for m in cli.json("inbox")]
+    assert subjects == ["Invoice 8", "Re: Hi peer"]
+
+    code, out, err = cli("read", "msg_does_not_exist")
+    assert (code, out) == (1, "") and "404" in err
+
+
+def test_pending_approve_and_reject(live: LiveGateway, account: Account, cli: Cli) -> None:
+    held = f"{account.prefix}-held@{DOMAIN}"
+    peer = f"{account.prefix}-hpeer@{DOMAIN}"
+    for address in (held, peer):
+        assert cli("agents", "register", address.split("@")[0], "--mode", "local")[0] == 0
+    assert cli("agents", "update", held, "--hitl", "--hitl-ttl", "600")[0] == 0
+
+    code, out, err = cli("pending")
+    assert (code, out) == (0, "") and "Nothing is waiting" in err
+    code, out, _ = cli("send", "--agent", held, "--to", peer, "--subject", "One", "--body", "1")
+    assert code == 0 and "held for approval" in out
+    second = cli.json("send", "--agent", held, "--to", peer, "--subject", "Two", "--body", "2")
+    assert second["status"] == "pending_approval"
+
+    code, out, _ = cli("pending")
+    header, *rows = out.splitlines()
+    assert header.split() == ["ID", "TO", "SUBJECT", "STATUS", "EXPIRES"]
+    assert len(rows) == 2 and all(peer in row for row in rows)
+    pending = {m["subject"]: m["id"] for m in cli.json("pending")}
+    assert set(pending) == {"One", "Two"}
+
+    code, out, err = cli("approve", pending["One"])
+    assert code == 0 and out.startswith(f"Approved {pending['One']}"), err
+    rejected = cli.json("reject", pending["Two"], "--reason", "wrong tone")
+    assert rejected["status"] == "rejected" and rejected["rejection_reason"] == "wrong tone"
+    wait_until(lambda: unread(live, account.key, peer) == 1)
+    assert cli.json("pending") == []
+    code, _, err = cli("approve", pending["Two"])
+    assert code == 1 and err.startswith("e2a: ")
+
+
+# Domains
+
+
+def test_domains_add_list_verify_delete(account: Account, cli: Cli) -> None:
+    domain = f"{account.prefix}.example.net"
+    code, out, err = cli("domains", "add", domain)
+    assert code == 0, err
+    assert f"Added {domain}" in out and "Verified: no" in out
+    code, out, _ = cli("domains", "list")
+    header, row = out.splitlines()
+    assert header.split() == ["DOMAIN", "VERIFIED", "CREATED"]
+    assert row.split()[:2] == [domain, "no"]
+    # Development mode verifies without DNS (the gateway logs a warning).
+    assert cli.json("domains", "verify", domain)["verified"] is True
+    assert [d["verified"] for d in cli.json("domains", "list")] == [True]
+    assert cli("domains", "delete", domain) == (0, f"Deleted {domain}\n", "")
+    code, _, err = cli("domains", "delete", domain)
+    assert code == 1 and "404" in err
+
+
+# Listen
+
+
+@dataclass
+class Recorded:
+    """One request the fake forward target received."""
+
+    path: str
+    authorization: str | None
+    body: Any
+
+
+class FakeTarget:
+    """A local HTTP server that records POSTs and answers like the OpenAI Responses API."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        self.requests: list[Recorded] = []
+        target = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = json.loads(self.rfile.read(length))
+                auth = self.headers.get("Authorization")
+                target.requests.append(Recorded(self.path, auth, body))
+                payload = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        """Where to forward."""
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1/responses"
+
+    def close(self) -> None:
+        """Stop the server."""
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def target() -> Iterator[FakeTarget]:
+    """A fake Responses API whose model always answers the same text."""
+    answer = {
+        "id": "resp_1",
+        "object": "response",
+        "output": [
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "Model says hi."}],
+            }
+        ],
+    }
+    fake = FakeTarget(answer)
+    yield fake
+    fake.close()
+
+
+def test_listen_prints_unread_mail_and_marks_it_read(
+    live: LiveGateway, account: Account, cli: Cli
+) -> None:
+    agent = f"{account.prefix}-ear@{DOMAIN}"
+    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    live.send_mail(agent, "First", "one\n")
+    live.send_mail(agent, "Second", "two\n")
+    wait_until(lambda: unread(live, account.key, agent) == 2)
+
+    code, out, err = cli("listen", "--json", "--max", "2")
+    assert code == 0, err
+    assert f"Listening for mail to {agent}" in err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert sorted(m["subject"] for m in lines) == ["First", "Second"]
+    assert all(m["from"] == SENDER and m["recipient"] == agent for m in lines)
+    assert unread(live, account.key, agent) == 0
+
+    live.send_mail(agent, "Third", "three\n")
+    wait_until(lambda: unread(live, account.key, agent) == 1)
+    code, out, _ = cli("listen", "--max", "1")
+    assert code == 0 and "Third" in out and SENDER in out
+
+
+def test_listen_forwards_message_json(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
+) -> None:
+    agent = f"{account.prefix}-fwd@{DOMAIN}"
+    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    live.send_mail(agent, "Forward me", "payload\n")
+    wait_until(lambda: unread(live, account.key, agent) == 1)
+
+    code, _, err = cli("listen", "--max", "1", "--forward", target.url)
+    assert code == 0, err
+    (request,) = target.requests
+    assert request.authorization is None
+    assert request.body["subject"] == "Forward me"
+    assert request.body["text_body"].strip() == "payload"
+    assert "HTTP 200" in err
+
+
+def test_listen_forward_token_asks_the_model_and_replies(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
+) -> None:
+    bot = f"{account.prefix}-llm@{DOMAIN}"
+    human = f"{account.prefix}-human@{DOMAIN}"
+    for address in (bot, human):
+        assert cli("agents", "register", address.split("@")[0], "--mode", "local")[0] == 0
+    sent = cli.json("send", "--agent", human, "--to", bot, "--subject", "Q", "--body", "2+2?")
+    assert sent["method"] == "local"
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+
+    code, _, err = cli(
+        "listen", "--agent", bot, "--max", "1", "--forward", target.url,
+        "--forward-token", "sk-test", "--model", "gpt-test",
+    )  # fmt: skip
+    assert code == 0, err
+    (request,) = target.requests
+    assert request.path == "/v1/responses"
+    assert request.authorization == "Bearer sk-test"
+    assert set(request.body) == {"model", "input"} and request.body["model"] == "gpt-test"
+    assert "Subject: Q" in request.body["input"] and "2+2?" in request.body["input"]
+    assert "replied to" in err
+
+    wait_until(lambda: unread(live, account.key, human) == 1)
+    (reply,) = cli.json("inbox", "--agent", human)
+    assert reply["subject"] == "Re: Q" and reply["sender"] == bot
+    assert cli.json("read", reply["message_id"], "--agent", human)["text_body"].strip() == (
+        "Model says hi."
+    )
+
+
+def test_listen_usage_and_cloud_agent_errors(account: Account, cli: Cli) -> None:
+    code, _, err = cli("listen", "--forward-token", "t")
+    assert code == 2 and "--forward-token needs --forward" in err
+    agent = f"{account.prefix}-cloud@{DOMAIN}"
+    code, _, err = cli("agents", "register", agent.split("@")[0], "--mode", "cloud")
+    assert code == 1 and "cloud agents need a webhook_url" in err  # the server's message
+    hook = "https://hooks.example.com/e2a"
+    code, _, err = cli("agents", "register", agent.split("@")[0], "--webhook-url", hook)
+    assert code == 0, err
+    code, out, err = cli("listen", "--max", "1")
+    assert (code, out.strip()) == (1, "") and err.splitlines()[-1].startswith("e2a: ")
+
+
+# Help
+
+
+@pytest.mark.parametrize("command", sorted(EXAMPLES))
+def test_every_client_command_has_help_with_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command.split(), "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "example:\n  e2a " in out and "--json" in out
