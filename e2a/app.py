@@ -25,6 +25,7 @@ from hypercorn.utils import wrap_app
 from e2a.api.app import create_app
 from e2a.config import Settings
 from e2a.gateway import Gateway, open_gateway
+from e2a.hub.fanout import fanout_for
 from e2a.inbound.pipeline import InboundMailSink
 from e2a.mailauth.dmarc import load_public_suffix_list
 from e2a.mailauth.resolver import Resolver
@@ -190,6 +191,10 @@ async def run_gateway(
         nursery.start_soon(
             partial(trio.to_thread.run_sync, load_public_suffix_list, abandon_on_cancel=True)
         )
+        fanout = fanout_for(gateway.storage, gateway.hub)
+        if fanout is not None:
+            # Other replicas' commits reach this process's WebSocket clients and workers.
+            await nursery.start(fanout.run)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(smtp_sock))
         sink = InboundMailSink(gateway, GroupCommitter(gateway.storage))
         # Not supervised: serve_smtp owns its listener, and a session's failure never leaves

@@ -52,6 +52,15 @@ class Hub:
             except trio.ClosedResourceError:
                 self._subscribers[agent_email].discard(channel)
 
+    def close_subscriptions(self, agent_email: str | None = None) -> None:
+        """End the subscriptions of `agent_email` (of every agent when None), as if they fell
+        behind: their WebSocket clients reconnect and catch up from storage. Used when
+        notifications may have been missed, e.g. after the cross-replica fan-out reconnects."""
+        agents = list(self._subscribers) if agent_email is None else [agent_email]
+        for agent in agents:
+            for channel in self._subscribers.pop(agent, set()):
+                channel.close()
+
     def jobs_added(self) -> None:
         """Wake the job workers now instead of at their next poll."""
         self._jobs_waiting.set()

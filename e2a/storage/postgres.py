@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
@@ -73,6 +74,17 @@ APPROVAL_NOTICE_JOB = "approval_notice"
 # Advisory lock keys. The single-key (bigint) and two-key (int, int) spaces never overlap.
 MIGRATION_LOCK = 0x6532615F6D6967  # "e2a_mig"
 AGENT_INBOX_LOCK = 0x653261  # first key of (AGENT_INBOX_LOCK, hashtext(agent_email))
+# LISTEN/NOTIFY channel on which commits are announced to the other replicas (e2a.hub.fanout).
+FANOUT_CHANNEL = "e2a_fanout"
+# PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; ours stay well below.
+MAX_NOTIFY_PAYLOAD_BYTES = 7000
+JOBS_ADDED_PAYLOAD = '{"jobs": true}'
+LISTEN_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 _SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL, raw_message = ''::bytea"
 
 
@@ -157,6 +169,8 @@ class PostgresStorage:
         self._idle: list[Connection] = []
         self._slots = trio.Semaphore(pool_size)
         self._closed = False
+        self.replica_id = secrets.token_hex(8)
+        """Tags this process's NOTIFY payloads, so its own fan-out listener can skip them."""
 
     @classmethod
     def open(cls, url: str) -> PostgresStorage:
@@ -181,6 +195,25 @@ class PostgresStorage:
             return psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise StorageUnavailable(connect_error_message(self.display_url, exc)) from exc
+
+    def connect_listener(self) -> Connection:
+        """A dedicated connection (outside the pool) that LISTENs on FANOUT_CHANNEL; blocking,
+        so call it in a thread. TCP keepalives let a silently dead peer be noticed."""
+        params = psycopg.conninfo.conninfo_to_dict(self.url)
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+        params.setdefault("application_name", "e2a-fanout")
+        for key, value in LISTEN_KEEPALIVES.items():
+            params.setdefault(key, value)
+        try:
+            connection = psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise StorageUnavailable(connect_error_message(self.display_url, exc)) from exc
+        try:
+            connection.execute(f"LISTEN {FANOUT_CHANNEL}")
+        except psycopg.Error as exc:
+            connection.close()
+            raise StorageUnavailable(f"postgres ({self.display_url}): LISTEN: {exc}") from exc
+        return connection
 
     def _give_back(self, connection: Connection) -> None:
         """Keep a healthy connection for the next call; close a broken one."""
@@ -562,6 +595,7 @@ class PostgresStorage:
         commit in `seq` order and a reader paging by `seq` never skips one committed late."""
 
         def insert(db: Connection) -> None:
+            announcements: dict[str, None] = {}  # NOTIFY payloads, in order, each once
             for agent_email in sorted({message.agent_email for message in messages}):
                 db.execute(
                     "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
@@ -605,7 +639,11 @@ class PostgresStorage:
                     ),
                 )
                 if cloud:
-                    _add_job(db, WEBHOOK_JOB, message.id, now)
+                    _add_job(db, WEBHOOK_JOB, message.id, now, announce=False)
+                    announcements[JOBS_ADDED_PAYLOAD] = None
+                else:
+                    announcements[stored_message_payload(self.replica_id, message)] = None
+            _notify(db, *announcements)
 
         await self._run(insert)
 
@@ -1094,11 +1132,47 @@ def _lease(db: Connection, job_ids: list[int], until: float) -> None:
         )
 
 
-def _add_job(db: Connection, kind: str, message_id: str, now: float) -> None:
+def _add_job(
+    db: Connection, kind: str, message_id: str, now: float, *, announce: bool = True
+) -> None:
+    """Queue a job; `announce` wakes every replica's workers once the transaction commits
+    (identical notifications in one transaction are delivered once)."""
     db.execute(
         "INSERT INTO jobs (kind, message_id, run_at, created_at) VALUES (%s, %s, %s, %s)",
         (kind, message_id, now, now),
     )
+    if announce:
+        _notify(db, JOBS_ADDED_PAYLOAD)
+
+
+def _notify(db: Connection, *payloads: str) -> None:
+    """Announce `payloads` on FANOUT_CHANNEL, in one round trip, when (and only if) the
+    transaction commits."""
+    if payloads:
+        db.execute(
+            "SELECT pg_notify(%s, payload) "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS p(payload, n) ORDER BY n",
+            (FANOUT_CHANNEL, list(payloads)),
+        )
+
+
+def stored_message_payload(origin: str, message: NewInboundMessage) -> str:
+    """The NOTIFY payload for a message stored for a local agent: what its WebSocket frame is
+    built from. A payload too big for NOTIFY (a huge subject) says `resync` instead, and the
+    listener makes that agent's clients reconnect and read it from storage."""
+    summary: dict[str, Any] = {
+        "origin": origin,
+        "agent": message.agent_email,
+        "id": message.id,
+        "from": message.from_addr,
+        "subject": message.subject,
+        "received_at": message.received_at,
+        "conversation_id": message.conversation_id,
+    }
+    payload = json.dumps(summary)
+    if len(payload.encode()) <= MAX_NOTIFY_PAYLOAD_BYTES:
+        return payload
+    return json.dumps({"origin": origin, "agent": message.agent_email, "resync": True})
 
 
 def _domain_row(db: Connection, user_id: str, domain: str) -> tuple[Any, ...] | None:

@@ -1,0 +1,201 @@
+"""Cross-replica fan-out: what other replicas commit reaches this process's `Hub`.
+
+With PostgreSQL, every commit that stores mail for a local agent or adds a job also NOTIFYs
+(inside the same transaction, so only committed work is announced). One task per process
+LISTENs on a dedicated connection and hands what it hears to the local hub. It never holds
+anything storage does not: if the connection is lost, it reconnects and makes every local
+WebSocket client reconnect, and clients re-drain unread mail from storage when they do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Protocol
+
+import psycopg
+import psycopg.pq
+import trio
+
+from e2a.hub import Hub
+from e2a.hub.frames import notification_frame
+from e2a.storage.base import Storage, StorageUnavailable
+from e2a.storage.postgres import PostgresStorage
+
+log = logging.getLogger("e2a.hub")
+
+KEEPALIVE_SECONDS = 30.0
+"""With no notification for this long, ping the server to find a silently dead connection."""
+PING_TIMEOUT_SECONDS = 10.0
+FIRST_BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+MAX_NOTIFIES_PER_WAKE = 10_000
+"""Bounds one read of the connection; the rest are handled on the next turn."""
+
+
+class Fanout(Protocol):
+    """Relays other replicas' commits into the local hub until cancelled."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Relay forever; report started once listening (or once the first attempt failed)."""
+        ...
+
+
+class ConnectionLost(Exception):
+    """The LISTEN connection stopped answering or was closed."""
+
+
+class _StoredMessage:
+    """A NOTIFY payload seen as the message a notification frame is built from."""
+
+    def __init__(self, payload: dict[str, Any]) -> None:
+        self.id = str(payload["id"])
+        self.from_addr = str(payload["from"])
+        self.agent_email = str(payload["agent"])
+        self.subject = str(payload["subject"])
+        self.received_at = str(payload["received_at"])
+        conversation = payload.get("conversation_id")
+        self.conversation_id = None if conversation is None else str(conversation)
+
+
+def relay_payload(hub: Hub, origin: str, payload: str) -> bool:
+    """Hand one NOTIFY payload from a replica to `hub`. Returns True when it announced new
+    jobs (the caller wakes the workers once per batch). Own payloads were already published
+    locally when the commit returned, and are skipped; malformed ones are logged and dropped."""
+    try:
+        decoded = json.loads(payload)
+        if not isinstance(decoded, dict):
+            raise ValueError("not an object")
+        if decoded.get("jobs"):
+            return True
+        if decoded.get("origin") == origin:
+            return False
+        agent = str(decoded["agent"])
+        if decoded.get("resync"):
+            hub.close_subscriptions(agent)
+        elif hub.subscriber_count(agent):
+            hub.publish(agent, notification_frame(_StoredMessage(decoded)))
+    except (ValueError, KeyError) as exc:
+        log.warning("fan-out: ignoring malformed notification %.200r (%s)", payload, exc)
+    return False
+
+
+class PostgresFanout:
+    """LISTENs on the database of a `PostgresStorage` and relays into a `Hub`.
+
+    The connection's socket is awaited with `trio.lowlevel.wait_readable` and read with
+    libpq's non-blocking calls, so waiting costs no thread. Connection loss is retried with
+    capped exponential backoff; after every reconnect all local subscriptions are closed (the
+    clients reconnect and re-drain), and the job workers are woken to look for missed work.
+    """
+
+    def __init__(
+        self,
+        storage: PostgresStorage,
+        hub: Hub,
+        *,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
+        max_backoff_seconds: float = MAX_BACKOFF_SECONDS,
+    ) -> None:
+        self._storage = storage
+        self._hub = hub
+        self._origin = storage.replica_id
+        self._keepalive = keepalive_seconds
+        self._max_backoff = max_backoff_seconds
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen and relay until cancelled, reconnecting whenever the connection is lost."""
+        backoff = FIRST_BACKOFF_SECONDS
+        reported = False
+        connected_before = False
+        while True:
+            try:
+                connection = await trio.to_thread.run_sync(self._storage.connect_listener)
+            except StorageUnavailable as exc:
+                log.warning("fan-out: cannot LISTEN (%s); retrying in %.1f s", exc, backoff)
+            else:
+                if connected_before:
+                    log.info("fan-out: listening again; local WebSocket clients will re-drain")
+                    self._hub.close_subscriptions()
+                    self._hub.jobs_added()
+                connected_before = True
+                backoff = FIRST_BACKOFF_SECONDS
+                if not reported:
+                    task_status.started()
+                    reported = True
+                try:
+                    await self._relay(connection)
+                except (ConnectionLost, psycopg.Error, OSError) as exc:
+                    log.warning("fan-out: LISTEN connection lost (%s); reconnecting", exc)
+                finally:
+                    connection.close()
+            if not reported:
+                task_status.started()
+                reported = True
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, self._max_backoff)
+
+    async def _relay(self, connection: psycopg.Connection[Any]) -> None:
+        """Relay notifications from `connection` until it fails (raises) or we are cancelled."""
+        pgconn = connection.pgconn
+        pgconn.nonblocking = 1
+        fileno = connection.fileno()
+        while True:
+            with trio.move_on_after(self._keepalive) as idle:
+                await trio.lowlevel.wait_readable(fileno)
+            if idle.cancelled_caught:
+                await _ping(pgconn, fileno)
+            else:
+                _consume(pgconn)
+            self._dispatch(pgconn)
+
+    def _dispatch(self, pgconn: psycopg.pq.abc.PGconn) -> None:
+        """Relay every notification already read from the server."""
+        jobs = False
+        for _ in range(MAX_NOTIFIES_PER_WAKE):
+            notify = pgconn.notifies()
+            if notify is None:
+                break
+            jobs |= relay_payload(self._hub, self._origin, notify.extra.decode())
+        if jobs:
+            self._hub.jobs_added()
+
+
+def _consume(pgconn: psycopg.pq.abc.PGconn) -> None:
+    """Read what the server sent; a closed or broken connection raises ConnectionLost."""
+    try:
+        pgconn.consume_input()
+    except psycopg.OperationalError as exc:
+        raise ConnectionLost(str(exc).strip() or "connection closed") from exc
+    if pgconn.status != psycopg.pq.ConnStatus.OK:
+        raise ConnectionLost("connection closed")
+
+
+async def _ping(pgconn: psycopg.pq.abc.PGconn, fileno: int) -> None:
+    """Round-trip `SELECT 1` without blocking; ConnectionLost if no answer in time."""
+    with trio.move_on_after(PING_TIMEOUT_SECONDS) as waited:
+        pgconn.send_query(b"SELECT 1")
+        while pgconn.flush():
+            await trio.lowlevel.wait_writable(fileno)
+        _consume(pgconn)
+        while pgconn.is_busy():
+            await trio.lowlevel.wait_readable(fileno)
+            _consume(pgconn)
+        ok = True
+        for _ in range(8):
+            result = pgconn.get_result()
+            if result is None:
+                break
+            ok &= result.status == psycopg.pq.ExecStatus.TUPLES_OK
+    if waited.cancelled_caught:
+        raise ConnectionLost(f"no answer to a ping in {PING_TIMEOUT_SECONDS:.0f} s")
+    if not ok:
+        raise ConnectionLost("ping failed")
+
+
+def fanout_for(storage: Storage, hub: Hub) -> Fanout | None:
+    """The cross-replica fan-out for `storage`, or None when one process is the only writer
+    (SQLite): then the hub's in-process publishing is all there is."""
+    if isinstance(storage, PostgresStorage):
+        return PostgresFanout(storage, hub)
+    return None

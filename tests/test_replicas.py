@@ -1,0 +1,336 @@
+"""Two `e2a serve` replicas on one PostgreSQL database, as an operator runs them.
+
+Real subprocesses on loopback ports, a fresh database per test: mail accepted by one replica
+reaches a WebSocket client of the other at once, and webhook jobs are delivered exactly once
+between them. Skipped (with a message) unless E2A_TEST_POSTGRES_URL names a test cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import smtplib
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import psycopg
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from e2a.hub import Hub
+from e2a.hub.fanout import PostgresFanout, relay_payload
+from e2a.storage.postgres import FANOUT_CHANNEL, PostgresStorage
+from tests.dns_server import serve_dns
+from tests.http_receiver import HttpReceiver
+from tests.test_cli import free_port
+from tests.test_storage import fresh_postgres_database
+
+E2A = [sys.executable, "-m", "e2a"]
+START_SECONDS = 30.0
+NOTIFY_SECONDS = 5.0
+DELIVERY_SECONDS = 30.0
+MESSAGES = 500
+
+
+@dataclass
+class Replica:
+    """One running `e2a serve`."""
+
+    name: str
+    config: Path
+    smtp_port: int
+    http_url: str
+    process: subprocess.Popen[str]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
+
+
+def write_config(directory: Path, database_url: str, dns_port: int) -> tuple[Path, int, int]:
+    """A config for one replica on free loopback ports. Its DNS is a loopback server with an
+    empty zone: nothing leaves the machine, and SPF/DMARC lookups end at once (NXDOMAIN)
+    instead of waiting out a timeout per message."""
+    directory.mkdir(parents=True, exist_ok=True)
+    smtp_port, http_port = free_port(), free_port()
+    path = directory / "e2a.toml"
+    path.write_text(
+        'shared_domain = "agents.test"\n'
+        f'[smtp]\nlisten = "127.0.0.1:{smtp_port}"\nhostname = "mx.agents.test"\n'
+        f'[http]\nlisten = "127.0.0.1:{http_port}"\n'
+        f"[database]\nurl = {json.dumps(database_url)}\n"
+        f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\ntimeout_seconds = 1\n'
+        "[webhooks]\nallow_private = true\n"
+    )
+    return path, smtp_port, http_port
+
+
+async def wait_healthy(replica: Replica) -> None:
+    """Poll /api/health until it answers 200 (or the process dies, or START_SECONDS pass)."""
+    async with httpx.AsyncClient(timeout=1) as http:
+        with trio.fail_after(START_SECONDS):
+            while True:
+                if replica.process.poll() is not None:
+                    stderr = replica.process.stderr.read() if replica.process.stderr else ""
+                    raise AssertionError(f"replica {replica.name} exited early: {stderr}")
+                try:
+                    if (await http.get(f"{replica.http_url}/api/health")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await trio.sleep(0.05)
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    """Kill `process` if it still runs, and reap it."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=10)
+
+
+def spawn_serve(config: Path) -> subprocess.Popen[str]:
+    """Start `e2a serve` on `config`, its stderr piped (for the reason if it dies early)."""
+    return subprocess.Popen(
+        [*E2A, "serve", "--config", str(config)],
+        cwd=config.parent,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@asynccontextmanager
+async def replica(
+    tmp_path: Path, name: str, database_url: str, dns_port: int
+) -> AsyncIterator[Replica]:
+    """Start one replica and yield it once healthy; kill it on exit."""
+    config, smtp_port, http_port = write_config(tmp_path / name, database_url, dns_port)
+    process = spawn_serve(config)
+    running = Replica(name, config, smtp_port, f"http://127.0.0.1:{http_port}", process)
+    try:
+        await wait_healthy(running)
+        yield running
+    finally:
+        stop(process)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+@pytest.fixture
+def database() -> Iterator[str]:
+    """A fresh database on the test cluster (skips without E2A_TEST_POSTGRES_URL)."""
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@asynccontextmanager
+async def two_replicas(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[Replica, Replica]]:
+    """Replicas A and B on the same database (A migrates it first), with a loopback DNS."""
+    async with trio.open_nursery() as nursery:
+        dns_port = await nursery.start(serve_dns, {})
+        async with (
+            replica(tmp_path, "a", database_url, dns_port) as a,
+            replica(tmp_path, "b", database_url, dns_port) as b,
+        ):
+            yield a, b
+        nursery.cancel_scope.cancel()
+
+
+async def bootstrap(replica: Replica) -> str:
+    """An API key for me@example.com, made with `e2a bootstrap` against the replica's config."""
+    result = await trio.to_thread.run_sync(
+        lambda: subprocess.run(
+            [*E2A, "bootstrap", "--email", "me@example.com", "--config", str(replica.config)],
+            cwd=replica.config.parent,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+async def create_agent(replica: Replica, key: str, body: dict[str, str]) -> str:
+    """Create an agent through `replica`'s API; return its address."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        created = await http.post(
+            f"{replica.http_url}/api/v1/agents",
+            headers={"Authorization": f"Bearer {key}"},
+            json=body,
+        )
+    assert created.status_code == 201, created.text
+    return str(created.json()["email"])
+
+
+def send_mail(smtp_port: int, recipient: str, subjects: list[str]) -> None:
+    """Send one message per subject over one SMTP session (blocking; run it in a thread)."""
+    with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as client:
+        for subject in subjects:
+            raw = (
+                f"From: a@example.org\r\nTo: {recipient}\r\nSubject: {subject}\r\n\r\nhello\r\n"
+            ).encode()
+            assert client.sendmail("a@example.org", [recipient], raw) == {}
+
+
+async def test_mail_into_b_reaches_websocket_client_on_a(tmp_path: Path, database: str) -> None:
+    async with two_replicas(tmp_path, database) as (a, b):
+        key = await bootstrap(a)
+        agent = await create_agent(a, key, {"slug": "bot", "agent_mode": "local"})
+        url = a.http_url.replace("http://", "ws://")
+        ws_url = f"{url}/api/v1/agents/{quote(agent, safe='')}/ws?token={key}"
+        async with open_websocket_url(ws_url, connect_timeout=NOTIFY_SECONDS) as ws:
+            await trio.sleep(0.2)  # the subscription is taken before the (empty) drain ends
+            await trio.to_thread.run_sync(send_mail, b.smtp_port, agent, ["across replicas"])
+            sent_at = trio.current_time()
+            with trio.fail_after(NOTIFY_SECONDS):
+                frame = json.loads(await ws.get_message())
+            latency = trio.current_time() - sent_at
+        assert frame["recipient"] == agent
+        assert frame["subject"] == "across replicas"
+        assert frame["message_id"].startswith("msg")
+        assert latency < 2.0
+
+
+async def test_webhook_jobs_through_both_replicas_are_delivered_exactly_once(
+    tmp_path: Path, database: str
+) -> None:
+    receiver = HttpReceiver()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(receiver.serve)
+        async with two_replicas(tmp_path, database) as (a, b):
+            key = await bootstrap(a)
+            agent = await create_agent(
+                b, key, {"slug": "hook", "agent_mode": "cloud", "webhook_url": receiver.url}
+            )
+            half = MESSAGES // 2
+            async with trio.open_nursery() as senders:
+                for replica_, start in ((a, 0), (b, half)):
+                    subjects = [f"m{n}" for n in range(start, start + half)]
+                    senders.start_soon(
+                        trio.to_thread.run_sync, send_mail, replica_.smtp_port, agent, subjects
+                    )
+            with trio.fail_after(DELIVERY_SECONDS):
+                while len(receiver.requests) < MESSAGES:
+                    await receiver.wait_for(len(receiver.requests) + 1)
+            await trio.sleep(1.0)  # a duplicate, if any, would arrive meanwhile
+        nursery.cancel_scope.cancel()
+    delivery_ids = [request.headers["x-e2a-delivery-id"] for request in receiver.requests]
+    assert len(delivery_ids) == MESSAGES
+    assert len(set(delivery_ids)) == MESSAGES
+    subjects = {json.loads(request.body)["subject"] for request in receiver.requests}
+    assert subjects == {f"m{n}" for n in range(MESSAGES)}
+
+
+# -- the fan-out in process: relaying, skipping own frames, reconnecting ----------------------
+
+
+def test_relay_payload_publishes_others_frames_and_skips_own() -> None:
+    hub = Hub()
+    summary = {
+        "agent": "bot@agents.test",
+        "id": "msg_1",
+        "from": "a@example.org",
+        "subject": "hi",
+        "received_at": "2026-01-01T00:00:00Z",
+        "conversation_id": None,
+    }
+    with hub.subscribe("bot@agents.test") as live:
+        assert not relay_payload(hub, "me", json.dumps({**summary, "origin": "me"}))
+        assert not relay_payload(hub, "me", json.dumps({**summary, "origin": "other"}))
+        assert not relay_payload(hub, "me", "not json")
+        assert relay_payload(hub, "me", '{"jobs": true}')
+        frame = live.receive_nowait()
+        assert frame == {
+            "message_id": "msg_1",
+            "from": "a@example.org",
+            "recipient": "bot@agents.test",
+            "subject": "hi",
+            "received_at": "2026-01-01T00:00:00Z",
+        }
+        with pytest.raises(trio.WouldBlock):
+            live.receive_nowait()
+        relay_payload(
+            hub, "me", json.dumps({"origin": "x", "agent": "bot@agents.test", "resync": 1})
+        )
+        with pytest.raises(trio.EndOfChannel):
+            live.receive_nowait()
+
+
+async def _notify(url: str, payload: str) -> None:
+    def send() -> None:
+        with psycopg.connect(url, autocommit=True) as db:
+            db.execute("SELECT pg_notify(%s, %s)", (FANOUT_CHANNEL, payload))
+
+    await trio.to_thread.run_sync(send)
+
+
+async def _terminate_listeners(url: str) -> int:
+    def terminate() -> int:
+        with psycopg.connect(url, autocommit=True) as db:
+            rows = db.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'e2a-fanout' AND datname = current_database()"
+            ).fetchall()
+        return len(rows)
+
+    return await trio.to_thread.run_sync(terminate)
+
+
+async def test_fanout_relays_notifications_and_recovers_from_a_lost_connection(
+    database: str,
+) -> None:
+    storage = PostgresStorage.open(database)
+    await storage.migrate()
+    hub = Hub()
+    fanout = PostgresFanout(storage, hub, keepalive_seconds=0.5, max_backoff_seconds=0.2)
+    frame = json.dumps(
+        {
+            "origin": "another-replica",
+            "agent": "bot@agents.test",
+            "id": "msg_1",
+            "from": "a@example.org",
+            "subject": "hi",
+            "received_at": "2026-01-01T00:00:00Z",
+            "conversation_id": "conv_1",
+        }
+    )
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fanout.run)
+            with hub.subscribe("bot@agents.test") as live:
+                signal = hub.job_signal()
+                await _notify(database, '{"jobs": true}')
+                await _notify(database, frame)
+                with trio.fail_after(NOTIFY_SECONDS):
+                    await signal.wait()
+                    received = await live.receive()
+                assert received["message_id"] == "msg_1"
+                assert received["conversation_id"] == "conv_1"
+                await trio.sleep(1.2)  # idle past the keepalive: pings keep the connection
+
+                assert await _terminate_listeners(database) == 1
+                # Once listening again, local subscriptions end so their clients re-drain.
+                with trio.fail_after(NOTIFY_SECONDS):
+                    async for _ in live:
+                        pass
+            with hub.subscribe("bot@agents.test") as live:
+                with trio.fail_after(NOTIFY_SECONDS):
+                    while True:  # the fresh LISTEN may still be on its way
+                        await _notify(database, frame)
+                        with trio.move_on_after(0.2):
+                            assert (await live.receive())["message_id"] == "msg_1"
+                            break
+            nursery.cancel_scope.cancel()
+    finally:
+        await storage.close()
