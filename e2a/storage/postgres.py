@@ -47,20 +47,44 @@ from e2a.storage.base import (
     WebhookDelivery,
 )
 from e2a.storage.migrations import load_migrations
-
-# The row shapes and column lists are the same on both backends; they live with the reference
-# backend so that a column added there is read identically here.
-from e2a.storage.sqlite import (
-    _AGENT_COLUMNS,
-    _MESSAGE_COLUMNS,
-    _OUTBOUND_COLUMNS,
-    _agent,
-    _api_key,
-    _domain,
-    _edit_assignments,
-    _message,
-    _outbound,
-    _signing_secret,
+from e2a.storage.rows import (
+    AGENT_COLUMNS,
+    API_KEY_COLUMNS,
+    DOMAIN_COLUMNS,
+    INBOUND_INSERT_COLUMNS,
+    JOB_COLUMNS,
+    MESSAGE_COLUMNS,
+    OUTBOUND_COLUMNS,
+    OUTBOUND_INSERT_COLUMNS,
+    OUTBOUND_JOB,
+    OUTBOUND_STATUS_INDEX,
+    SIGNING_SECRET_COLUMNS,
+    WEBHOOK_ATTEMPT_COLUMNS,
+    WEBHOOK_JOB,
+    agent_assignments,
+    agent_params,
+    api_key_params,
+    attempt_params,
+    decode_agent,
+    decode_api_key,
+    decode_domain,
+    decode_message,
+    decode_outbound,
+    decode_signing_secret,
+    delivery_status_params,
+    domain_params,
+    done_job_ids,
+    edit_assignments,
+    first_conversation,
+    inbound_params,
+    jobs_within_room,
+    merged_recipient_results,
+    message_page,
+    outbound_job_kind,
+    outbound_params,
+    recipient_results,
+    retry_params,
+    signing_secret_params,
 )
 
 T = TypeVar("T")
@@ -68,9 +92,6 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 
 POOL_SIZE = 8
 CONNECT_TIMEOUT_SECONDS = 10
-WEBHOOK_JOB = "webhook"
-OUTBOUND_JOB = "outbound"
-APPROVAL_NOTICE_JOB = "approval_notice"
 # Advisory lock keys. The single-key (bigint) and two-key (int, int) spaces never overlap.
 MIGRATION_LOCK = 0x6532615F6D6967  # "e2a_mig"
 AGENT_INBOX_LOCK = 0x653261  # first key of (AGENT_INBOX_LOCK, hashtext(agent_email))
@@ -316,7 +337,7 @@ class PostgresStorage:
             lambda db: db.execute(
                 "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at) "
                 "VALUES (%s, %s, %s, %s, %s, %s)",
-                (key.id, key.user_id, key.name, key_hash, key.key_prefix, key.created_at),
+                api_key_params(key, key_hash),
             )
         )
 
@@ -345,12 +366,12 @@ class PostgresStorage:
         """The user's keys, newest first."""
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT id, user_id, name, key_prefix, created_at, last_used_at, revoked_at "
+                f"SELECT {API_KEY_COLUMNS} "
                 "FROM api_keys WHERE user_id = %s ORDER BY created_at DESC, seq DESC",
                 (user_id,),
             ).fetchall()
         )
-        return [_api_key(row) for row in rows]
+        return [decode_api_key(row) for row in rows]
 
     async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> bool:
         """Revoke one live key of the user."""
@@ -379,14 +400,7 @@ class PostgresStorage:
                 "INSERT INTO signing_secrets "
                 "(id, user_id, name, seed, secret_prefix, created_at) "
                 "VALUES (%s, %s, %s, %s, %s, %s)",
-                (
-                    secret.id,
-                    secret.user_id,
-                    secret.name,
-                    secret.seed,
-                    secret.secret_prefix,
-                    secret.created_at,
-                ),
+                signing_secret_params(secret),
             )
 
         await self._run(insert)
@@ -395,12 +409,12 @@ class PostgresStorage:
         """The user's secrets, newest first."""
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT id, user_id, name, seed, secret_prefix, created_at, last_signed_at "
+                f"SELECT {SIGNING_SECRET_COLUMNS} "
                 "FROM signing_secrets WHERE user_id = %s ORDER BY seq DESC",
                 (user_id,),
             ).fetchall()
         )
-        return [_signing_secret(row) for row in rows]
+        return [decode_signing_secret(row) for row in rows]
 
     async def delete_signing_secret(self, user_id: str, secret_id: str) -> bool:
         """Delete one of the user's secrets, never the last (even against a concurrent delete)."""
@@ -437,7 +451,7 @@ class PostgresStorage:
             db.execute(
                 "INSERT INTO domains (user_id, domain, verification_token, verified, created_at) "
                 "VALUES (%s, %s, %s, FALSE, %s)",
-                (domain.user_id, domain.domain, domain.verification_token, domain.created_at),
+                domain_params(domain),
             )
 
         await self._run(insert)
@@ -446,17 +460,17 @@ class PostgresStorage:
         """The user's domains, oldest first."""
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT user_id, domain, verification_token, verified, created_at, verified_at "
+                f"SELECT {DOMAIN_COLUMNS} "
                 "FROM domains WHERE user_id = %s ORDER BY created_at, domain",
                 (user_id,),
             ).fetchall()
         )
-        return [_domain(row) for row in rows]
+        return [decode_domain(row) for row in rows]
 
     async def get_domain(self, user_id: str, domain: str) -> Domain | None:
         """One of the user's domains."""
         row = await self._run(lambda db: _domain_row(db, user_id, domain))
-        return _domain(row) if row else None
+        return decode_domain(row) if row else None
 
     async def mark_domain_verified(self, user_id: str, domain: str, now: str) -> Domain | None:
         """Mark verified; AlreadyExists when another user holds it verified."""
@@ -472,7 +486,7 @@ class PostgresStorage:
             except psycopg.errors.UniqueViolation:
                 raise AlreadyExists(domain) from None
             row = _domain_row(db, user_id, domain)
-            return _domain(row) if row else None
+            return decode_domain(row) if row else None
 
         return await self._run(update)
 
@@ -512,20 +526,9 @@ class PostgresStorage:
         def insert(db: Connection) -> None:
             try:
                 db.execute(
-                    f"INSERT INTO agents ({_AGENT_COLUMNS}) "
+                    f"INSERT INTO agents ({AGENT_COLUMNS}) "
                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        agent.email,
-                        agent.user_id,
-                        agent.domain,
-                        agent.name,
-                        agent.webhook_url,
-                        agent.agent_mode,
-                        agent.hitl_enabled,
-                        agent.hitl_ttl_seconds,
-                        agent.hitl_expiration_action,
-                        agent.created_at,
-                    ),
+                    agent_params(agent, flag=bool),
                 )
             except psycopg.IntegrityError:
                 raise AlreadyExists(agent.email) from None
@@ -536,23 +539,20 @@ class PostgresStorage:
         """The user's agents, oldest first."""
         rows = await self._run(
             lambda db: db.execute(
-                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE user_id = %s "
-                "ORDER BY created_at, email",
+                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = %s ORDER BY created_at, email",
                 (user_id,),
             ).fetchall()
         )
-        return [_agent(row) for row in rows]
+        return [decode_agent(row) for row in rows]
 
     async def get_agent(self, user_id: str, email: str) -> Agent | None:
         """One of the user's agents."""
         row = await self._run(lambda db: _agent_row(db, user_id, email))
-        return _agent(row) if row else None
+        return decode_agent(row) if row else None
 
     async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
         """Apply a partial update to one of the user's agents."""
-        assignments = {
-            column: value for column, value in vars(changes).items() if value is not None
-        }
+        assignments = agent_assignments(changes)
 
         def update(db: Connection) -> Agent | None:
             if assignments:
@@ -562,7 +562,7 @@ class PostgresStorage:
                     (*assignments.values(), user_id, email),
                 )
             row = _agent_row(db, user_id, email)
-            return _agent(row) if row else None
+            return decode_agent(row) if row else None
 
         return await self._run(update)
 
@@ -581,10 +581,10 @@ class PostgresStorage:
         """The agent at `email`, for routing (asked afresh: other replicas write too)."""
         row = await self._run(
             lambda db: db.execute(
-                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE email = %s", (email,)
+                f"SELECT {AGENT_COLUMNS} FROM agents WHERE email = %s", (email,)
             ).fetchone()
         )
-        return _agent(row) if row else None
+        return decode_agent(row) if row else None
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -611,32 +611,9 @@ class PostgresStorage:
                 user_id, agent_mode = row
                 cloud = agent_mode == "cloud"
                 db.execute(
-                    "INSERT INTO messages (id, user_id, agent_email, envelope_from, from_addr, "
-                    "reply_to, to_json, cc_json, subject, conversation_id, rfc_message_id, "
-                    "raw_message, auth_headers_json, auth_results_json, delivery_status, "
-                    "client_ip, helo, received_at, created_at) VALUES "
+                    f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES "
                     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        message.id,
-                        user_id,
-                        message.agent_email,
-                        message.envelope_from,
-                        message.from_addr,
-                        message.reply_to,
-                        json.dumps(message.to),
-                        json.dumps(message.cc),
-                        message.subject,
-                        message.conversation_id,
-                        message.rfc_message_id,
-                        message.raw_message,
-                        json.dumps(message.auth_headers),
-                        json.dumps(message.authentication_results),
-                        "pending" if cloud else None,
-                        message.client_ip,
-                        message.helo,
-                        message.received_at,
-                        message.received_at,
-                    ),
+                    inbound_params(message, user_id, cloud),
                 )
                 if cloud:
                     _add_job(db, WEBHOOK_JOB, message.id, now, announce=False)
@@ -667,14 +644,12 @@ class PostgresStorage:
             conditions.append("m.status = %s")
             params.append(status)
         query = (
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE {' AND '.join(conditions)} "
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {' AND '.join(conditions)} "
             "ORDER BY m.seq LIMIT %s"
         )
         params.append(page_size + 1)
         rows = await self._run(lambda db: db.execute(query, params).fetchall())
-        messages = [_message(row) for row in rows[:page_size]]
-        next_after = messages[-1].seq if len(rows) > page_size else None
-        return MessagePage(messages=messages, next_after=next_after)
+        return message_page(rows, page_size)
 
     async def read_inbound(
         self, user_id: str, agent_email: str, message_id: str
@@ -684,10 +659,10 @@ class PostgresStorage:
         def read(db: Connection) -> InboundMessage | None:
             row = db.execute(
                 "UPDATE messages m SET status = 'read' WHERE m.id = %s AND m.user_id = %s "
-                f"AND m.agent_email = %s AND m.direction = 'inbound' RETURNING {_MESSAGE_COLUMNS}",
+                f"AND m.agent_email = %s AND m.direction = 'inbound' RETURNING {MESSAGE_COLUMNS}",
                 (message_id, user_id, agent_email),
             ).fetchone()
-            return _message(row) if row else None
+            return decode_message(row) if row else None
 
         return await self._run(read)
 
@@ -726,13 +701,7 @@ class PostgresStorage:
                 (agent_email, rfc_message_ids),
             ).fetchall()
         )
-        found: dict[str, str | None] = {}
-        for rfc_id, conversation in rows:
-            found.setdefault(rfc_id, conversation)
-        for rfc_id in rfc_message_ids:
-            if rfc_id in found:
-                return found[rfc_id]
-        return None
+        return first_conversation(rows, rfc_message_ids)
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -766,13 +735,7 @@ class PostgresStorage:
                 "ORDER BY j.run_at, j.id LIMIT %s FOR UPDATE OF j SKIP LOCKED",
                 (WEBHOOK_JOB, now, now, full, limit),
             ).fetchall()
-            left = dict(room)
-            jobs = []
-            for *job, url in candidates:
-                free = left.get(url, default_room)
-                if free > 0:
-                    left[url] = free - 1
-                    jobs.append(Job(*job))
+            jobs = jobs_within_room(candidates, room, default_room)
             _lease(db, [job.id for job in jobs], now + lease_seconds)
             return jobs
 
@@ -784,7 +747,7 @@ class PostgresStorage:
         def load(db: Connection) -> dict[str, WebhookDelivery]:
             found: dict[str, WebhookDelivery] = {}
             for row in db.execute(
-                f"SELECT {_MESSAGE_COLUMNS}, "
+                f"SELECT {MESSAGE_COLUMNS}, "
                 "CASE WHEN a.agent_mode = 'cloud' THEN a.webhook_url END, "
                 "(SELECT seed FROM signing_secrets s WHERE s.user_id = m.user_id "
                 " ORDER BY s.seq DESC LIMIT 1) "
@@ -792,7 +755,7 @@ class PostgresStorage:
                 "WHERE m.id = ANY(%s::text[])",
                 (message_ids,),
             ):
-                message = _message(row[:-2])
+                message = decode_message(row[:-2])
                 found[message.id] = WebhookDelivery(message, row[-2], row[-1])
             return found
 
@@ -808,32 +771,17 @@ class PostgresStorage:
                     "(message_id, attempt, attempted_at, status_code, error, duration_ms) "
                     "SELECT %s, %s::integer, %s, %s::integer, %s, %s::integer "
                     "WHERE EXISTS (SELECT 1 FROM messages WHERE id = %s)",
-                    [
-                        (
-                            item.message_id,
-                            item.attempt.attempt,
-                            item.attempt.attempted_at,
-                            item.attempt.status_code,
-                            item.attempt.error,
-                            item.attempt.duration_ms,
-                            item.message_id,
-                        )
-                        for item in finished
-                    ],
+                    attempt_params(finished),
                 )
                 cursor.executemany(
                     "UPDATE messages SET delivery_status = %s WHERE id = %s",
-                    [(item.outcome, item.message_id) for item in finished],
+                    delivery_status_params(finished),
                 )
                 cursor.executemany(
                     "UPDATE jobs SET run_at = %s, attempts = %s, locked_until = NULL WHERE id = %s",
-                    [
-                        (item.retry_at, item.attempt.attempt, item.job_id)
-                        for item in finished
-                        if item.outcome == "retrying"
-                    ],
+                    retry_params(finished),
                 )
-                done = [item.job_id for item in finished if item.outcome != "retrying"]
+                done = done_job_ids(finished)
                 if done:
                     cursor.execute("DELETE FROM jobs WHERE id = ANY(%s::bigint[])", (done,))
 
@@ -851,7 +799,7 @@ class PostgresStorage:
         """Attempts for one message, oldest first."""
         rows = await self._run(
             lambda db: db.execute(
-                "SELECT attempt, attempted_at, status_code, error, duration_ms "
+                f"SELECT {WEBHOOK_ATTEMPT_COLUMNS} "
                 "FROM webhook_attempts WHERE message_id = %s ORDER BY attempt, id",
                 (message_id,),
             ).fetchall()
@@ -865,43 +813,14 @@ class PostgresStorage:
 
         def insert(db: Connection) -> None:
             db.execute(
-                "INSERT INTO messages (id, user_id, agent_email, direction, envelope_from, "
-                "from_addr, to_json, cc_json, bcc_json, subject, conversation_id, in_reply_to, "
-                "references_json, rfc_message_id, status, raw_message, auth_headers_json, "
-                "auth_results_json, kind, body_text, body_html, attachments_json, "
-                "approval_expires_at, method, received_at, created_at, created_epoch) VALUES "
+                f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
                 "(%s, %s, %s, 'outbound', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
                 "''::bytea, '{}', '{}', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    message.id,
-                    message.user_id,
-                    message.agent_email,
-                    message.agent_email,
-                    message.agent_email,
-                    json.dumps(message.to),
-                    json.dumps(message.cc),
-                    json.dumps(message.bcc),
-                    message.subject,
-                    message.conversation_id,
-                    message.in_reply_to,
-                    json.dumps(message.references),
-                    message.email_message_id,
-                    message.status,
-                    message.kind,
-                    message.body_text,
-                    message.body_html,
-                    json.dumps(message.attachments) if message.attachments is not None else None,
-                    message.approval_expires_at,
-                    message.method,
-                    message.created_at,
-                    message.created_at,
-                    message.created_epoch,
-                ),
+                outbound_params(message),
             )
-            if message.status == "queued":
-                _add_job(db, OUTBOUND_JOB, message.id, message.created_epoch)
-            elif message.status == "pending_approval":
-                _add_job(db, APPROVAL_NOTICE_JOB, message.id, message.created_epoch)
+            job_kind = outbound_job_kind(message)
+            if job_kind is not None:
+                _add_job(db, job_kind, message.id, message.created_epoch)
 
         await self._run(insert)
 
@@ -922,7 +841,7 @@ class PostgresStorage:
     ) -> list[OutboundMessage]:
         """The user's outbound messages in `status`."""
         query = (
-            f"SELECT {_OUTBOUND_COLUMNS} FROM messages WHERE user_id = %s "
+            f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE user_id = %s "
             "AND direction = 'outbound' AND status = %s"
         )
         params: list[Any] = [user_id, status]
@@ -931,12 +850,12 @@ class PostgresStorage:
             params.append(agent_email)
         query += " ORDER BY coalesce(approval_expires_at, created_epoch), seq LIMIT 500"
         rows = await self._run(lambda db: db.execute(query, params).fetchall())
-        return [_outbound(row) for row in rows]
+        return [decode_outbound(row) for row in rows]
 
     async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
         """One outbound message (scoped to `user_id` unless None)."""
         row = await self._run(lambda db: _outbound_row(db, user_id, message_id))
-        return _outbound(row) if row else None
+        return decode_outbound(row) if row else None
 
     async def review_outbound(
         self,
@@ -954,10 +873,10 @@ class PostgresStorage:
             row = _outbound_row(db, user_id, message_id, lock=True)
             if row is None:
                 return None
-            if row[15] != "pending_approval":
-                raise NotPending(row[15])
+            if row[OUTBOUND_STATUS_INDEX] != "pending_approval":
+                raise NotPending(row[OUTBOUND_STATUS_INDEX])
             if approve:
-                changes = _edit_assignments(edits)
+                changes = edit_assignments(edits)
                 columns = "".join(f", {column} = %s" for column in changes)
                 db.execute(
                     f"UPDATE messages SET status = 'queued', reviewed_at = %s, edited = %s"
@@ -971,7 +890,7 @@ class PostgresStorage:
                     f"rejection_reason = %s, {_SCRUB} WHERE id = %s",
                     (reviewed_at, reason, message_id),
                 )
-            return _outbound(_existing_outbound_row(db, message_id))
+            return decode_outbound(_existing_outbound_row(db, message_id))
 
         return await self._run(review)
 
@@ -1003,7 +922,9 @@ class PostgresStorage:
                         f"rejection_reason = 'approval expired', {_SCRUB} WHERE id = %s",
                         (reviewed_at, message_id),
                     )
-            return [_outbound(_existing_outbound_row(db, message_id)) for message_id, _ in due]
+            return [
+                decode_outbound(_existing_outbound_row(db, message_id)) for message_id, _ in due
+            ]
 
         return await self._run(expire)
 
@@ -1014,7 +935,7 @@ class PostgresStorage:
 
         def claim(db: Connection) -> list[Job]:
             rows = db.execute(
-                "SELECT id, kind, message_id, attempts, run_at, created_at FROM jobs "
+                f"SELECT {JOB_COLUMNS} FROM jobs "
                 "WHERE kind = %s AND run_at <= %s "
                 "AND (locked_until IS NULL OR locked_until < %s) "
                 "ORDER BY run_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
@@ -1072,10 +993,9 @@ class PostgresStorage:
             ).fetchone()
             if row is None:
                 return
-            merged = {**json.loads(row[0] or "{}"), **results}
             db.execute(
                 "UPDATE messages SET auth_results_json = %s WHERE id = %s",
-                (json.dumps(merged), message_id),
+                (merged_recipient_results(row[0], results), message_id),
             )
 
         await self._run(record)
@@ -1088,8 +1008,7 @@ class PostgresStorage:
                 (message_id,),
             ).fetchone()
         )
-        results: dict[str, str] = json.loads(row[0] or "{}") if row else {}
-        return results
+        return recipient_results(row[0]) if row else {}
 
     async def finish_job(self, job_id: int, retry_at: float | None) -> None:
         """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
@@ -1177,15 +1096,14 @@ def stored_message_payload(origin: str, message: NewInboundMessage) -> str:
 
 def _domain_row(db: Connection, user_id: str, domain: str) -> tuple[Any, ...] | None:
     return db.execute(
-        "SELECT user_id, domain, verification_token, verified, created_at, verified_at "
-        "FROM domains WHERE user_id = %s AND domain = %s",
+        f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = %s AND domain = %s",
         (user_id, domain),
     ).fetchone()
 
 
 def _agent_row(db: Connection, user_id: str, email: str) -> tuple[Any, ...] | None:
     return db.execute(
-        f"SELECT {_AGENT_COLUMNS} FROM agents WHERE user_id = %s AND email = %s",
+        f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = %s AND email = %s",
         (user_id, email),
     ).fetchone()
 
@@ -1193,7 +1111,7 @@ def _agent_row(db: Connection, user_id: str, email: str) -> tuple[Any, ...] | No
 def _outbound_row(
     db: Connection, user_id: str | None, message_id: str, *, lock: bool = False
 ) -> tuple[Any, ...] | None:
-    query = f"SELECT {_OUTBOUND_COLUMNS} FROM messages WHERE id = %s AND direction = 'outbound'"
+    query = f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE id = %s AND direction = 'outbound'"
     params: tuple[str, ...] = (message_id,)
     if user_id is not None:
         query += " AND user_id = %s"

@@ -7,7 +7,6 @@ transaction with `synchronous=FULL`, so a committed write survives a crash or po
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -43,29 +42,49 @@ from e2a.storage.base import (
     WebhookDelivery,
 )
 from e2a.storage.migrations import load_migrations
+from e2a.storage.rows import (
+    AGENT_COLUMNS,
+    API_KEY_COLUMNS,
+    DOMAIN_COLUMNS,
+    INBOUND_INSERT_COLUMNS,
+    JOB_COLUMNS,
+    MESSAGE_COLUMNS,
+    OUTBOUND_COLUMNS,
+    OUTBOUND_INSERT_COLUMNS,
+    OUTBOUND_JOB,
+    OUTBOUND_STATUS_INDEX,
+    SIGNING_SECRET_COLUMNS,
+    WEBHOOK_ATTEMPT_COLUMNS,
+    WEBHOOK_JOB,
+    agent_assignments,
+    agent_params,
+    api_key_params,
+    attempt_params,
+    decode_agent,
+    decode_api_key,
+    decode_domain,
+    decode_message,
+    decode_outbound,
+    decode_signing_secret,
+    delivery_status_params,
+    domain_params,
+    done_job_ids,
+    edit_assignments,
+    first_conversation,
+    inbound_params,
+    jobs_within_room,
+    merged_recipient_results,
+    message_page,
+    outbound_job_kind,
+    outbound_params,
+    recipient_results,
+    retry_params,
+    signing_secret_params,
+)
 
 T = TypeVar("T")
 READER_COUNT = 4
-WEBHOOK_JOB = "webhook"
-OUTBOUND_JOB = "outbound"
-APPROVAL_NOTICE_JOB = "approval_notice"
-_OUTBOUND_COLUMNS = (
-    "id, user_id, agent_email, kind, to_json, cc_json, bcc_json, subject, body_text, body_html, "
-    "attachments_json, conversation_id, in_reply_to, references_json, rfc_message_id, status, "
-    "approval_expires_at, created_at, created_epoch, reviewed_at, rejection_reason, method, "
-    "edited, send_error"
-)
 _SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL, raw_message = X''"
-
-_AGENT_COLUMNS = (
-    "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "
-    "hitl_expiration_action, created_at"
-)
-_MESSAGE_COLUMNS = (
-    "m.id, m.seq, m.user_id, m.agent_email, m.from_addr, m.reply_to, m.to_json, m.cc_json, "
-    "m.subject, m.conversation_id, m.rfc_message_id, m.status, m.raw_message, "
-    "m.auth_headers_json, m.auth_results_json, m.delivery_status, m.received_at, m.created_at"
-)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -86,108 +105,6 @@ def _translate_errors() -> Iterator[None]:
         if isinstance(exc, sqlite3.IntegrityError):
             raise
         raise StorageUnavailable(f"sqlite: {exc}") from exc
-
-
-def _agent(row: sqlite3.Row | tuple[Any, ...]) -> Agent:
-    return Agent(
-        email=row[0],
-        user_id=row[1],
-        domain=row[2],
-        name=row[3],
-        webhook_url=row[4],
-        agent_mode=row[5],
-        hitl_enabled=bool(row[6]),
-        hitl_ttl_seconds=row[7],
-        hitl_expiration_action=row[8],
-        created_at=row[9],
-    )
-
-
-def _message(row: tuple[Any, ...]) -> InboundMessage:
-    return InboundMessage(
-        id=row[0],
-        seq=row[1],
-        user_id=row[2],
-        agent_email=row[3],
-        from_addr=row[4],
-        reply_to=row[5],
-        to=json.loads(row[6]),
-        cc=json.loads(row[7]),
-        subject=row[8],
-        conversation_id=row[9],
-        rfc_message_id=row[10],
-        status=row[11],
-        raw_message=bytes(row[12]),
-        auth_headers=json.loads(row[13]),
-        authentication_results=json.loads(row[14]),
-        delivery_status=row[15],
-        received_at=row[16],
-        created_at=row[17],
-    )
-
-
-def _outbound(row: tuple[Any, ...]) -> OutboundMessage:
-    return OutboundMessage(
-        id=row[0],
-        user_id=row[1],
-        agent_email=row[2],
-        kind=row[3],
-        to=json.loads(row[4]),
-        cc=json.loads(row[5]),
-        bcc=json.loads(row[6]),
-        subject=row[7],
-        body_text=row[8],
-        body_html=row[9],
-        attachments=json.loads(row[10]) if row[10] is not None else None,
-        conversation_id=row[11],
-        in_reply_to=row[12],
-        references=json.loads(row[13]),
-        email_message_id=row[14],
-        status=row[15],
-        approval_expires_at=row[16],
-        created_at=row[17],
-        created_epoch=row[18],
-        reviewed_at=row[19],
-        rejection_reason=row[20],
-        method=row[21],
-        edited=bool(row[22]),
-        send_error=row[23],
-    )
-
-
-def _domain(row: tuple[Any, ...]) -> Domain:
-    return Domain(
-        user_id=row[0],
-        domain=row[1],
-        verification_token=row[2],
-        verified=bool(row[3]),
-        created_at=row[4],
-        verified_at=row[5],
-    )
-
-
-def _signing_secret(row: tuple[Any, ...]) -> SigningSecret:
-    return SigningSecret(
-        id=row[0],
-        user_id=row[1],
-        name=row[2],
-        seed=row[3],
-        secret_prefix=row[4],
-        created_at=row[5],
-        last_signed_at=row[6],
-    )
-
-
-def _api_key(row: tuple[Any, ...]) -> ApiKey:
-    return ApiKey(
-        id=row[0],
-        user_id=row[1],
-        name=row[2],
-        key_prefix=row[3],
-        created_at=row[4],
-        last_used_at=row[5],
-        revoked_at=row[6],
-    )
 
 
 class SqliteStorage:
@@ -360,7 +277,7 @@ class SqliteStorage:
             lambda db: db.execute(
                 "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (key.id, key.user_id, key.name, key_hash, key.key_prefix, key.created_at),
+                api_key_params(key, key_hash),
             )
         )
 
@@ -393,12 +310,12 @@ class SqliteStorage:
         """The user's keys, newest first."""
         rows = await self._read(
             lambda db: db.execute(
-                "SELECT id, user_id, name, key_prefix, created_at, last_used_at, revoked_at "
+                f"SELECT {API_KEY_COLUMNS} "
                 "FROM api_keys WHERE user_id = ? ORDER BY created_at DESC, rowid DESC",
                 (user_id,),
             ).fetchall()
         )
-        return [_api_key(row) for row in rows]
+        return [decode_api_key(row) for row in rows]
 
     async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> bool:
         """Revoke one live key of the user."""
@@ -424,14 +341,7 @@ class SqliteStorage:
                 "INSERT INTO signing_secrets "
                 "(id, seq, user_id, name, seed, secret_prefix, created_at) VALUES "
                 "(?, (SELECT coalesce(max(seq), 0) + 1 FROM signing_secrets), ?, ?, ?, ?, ?)",
-                (
-                    secret.id,
-                    secret.user_id,
-                    secret.name,
-                    secret.seed,
-                    secret.secret_prefix,
-                    secret.created_at,
-                ),
+                signing_secret_params(secret),
             )
 
         await self._write(insert, changes_routing=True)
@@ -440,12 +350,12 @@ class SqliteStorage:
         """The user's secrets, newest first."""
         rows = await self._read(
             lambda db: db.execute(
-                "SELECT id, user_id, name, seed, secret_prefix, created_at, last_signed_at "
+                f"SELECT {SIGNING_SECRET_COLUMNS} "
                 "FROM signing_secrets WHERE user_id = ? ORDER BY seq DESC",
                 (user_id,),
             ).fetchall()
         )
-        return [_signing_secret(row) for row in rows]
+        return [decode_signing_secret(row) for row in rows]
 
     async def delete_signing_secret(self, user_id: str, secret_id: str) -> bool:
         """Delete one of the user's secrets, never the last."""
@@ -481,7 +391,7 @@ class SqliteStorage:
             db.execute(
                 "INSERT INTO domains (user_id, domain, verification_token, verified, created_at) "
                 "VALUES (?, ?, ?, 0, ?)",
-                (domain.user_id, domain.domain, domain.verification_token, domain.created_at),
+                domain_params(domain),
             )
 
         await self._write(insert)
@@ -490,23 +400,22 @@ class SqliteStorage:
         """The user's domains, oldest first."""
         rows = await self._read(
             lambda db: db.execute(
-                "SELECT user_id, domain, verification_token, verified, created_at, verified_at "
+                f"SELECT {DOMAIN_COLUMNS} "
                 "FROM domains WHERE user_id = ? ORDER BY created_at, domain",
                 (user_id,),
             ).fetchall()
         )
-        return [_domain(row) for row in rows]
+        return [decode_domain(row) for row in rows]
 
     async def get_domain(self, user_id: str, domain: str) -> Domain | None:
         """One of the user's domains."""
         row = await self._read(
             lambda db: db.execute(
-                "SELECT user_id, domain, verification_token, verified, created_at, verified_at "
-                "FROM domains WHERE user_id = ? AND domain = ?",
+                f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? AND domain = ?",
                 (user_id, domain),
             ).fetchone()
         )
-        return _domain(row) if row else None
+        return decode_domain(row) if row else None
 
     async def mark_domain_verified(self, user_id: str, domain: str, now: str) -> Domain | None:
         """Mark verified; AlreadyExists when another user holds it verified."""
@@ -521,11 +430,10 @@ class SqliteStorage:
             except sqlite3.IntegrityError:
                 raise AlreadyExists(domain) from None
             row = db.execute(
-                "SELECT user_id, domain, verification_token, verified, created_at, verified_at "
-                "FROM domains WHERE user_id = ? AND domain = ?",
+                f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? AND domain = ?",
                 (user_id, domain),
             ).fetchone()
-            return _domain(row) if row else None
+            return decode_domain(row) if row else None
 
         return await self._write(update, changes_routing=True)
 
@@ -564,19 +472,8 @@ class SqliteStorage:
         def insert(db: sqlite3.Connection) -> None:
             try:
                 db.execute(
-                    f"INSERT INTO agents ({_AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        agent.email,
-                        agent.user_id,
-                        agent.domain,
-                        agent.name,
-                        agent.webhook_url,
-                        agent.agent_mode,
-                        int(agent.hitl_enabled),
-                        agent.hitl_ttl_seconds,
-                        agent.hitl_expiration_action,
-                        agent.created_at,
-                    ),
+                    f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    agent_params(agent, flag=int),
                 )
             except sqlite3.IntegrityError:
                 raise AlreadyExists(agent.email) from None
@@ -587,27 +484,25 @@ class SqliteStorage:
         """The user's agents, oldest first."""
         rows = await self._read(
             lambda db: db.execute(
-                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE user_id = ? ORDER BY created_at, email",
+                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? ORDER BY created_at, email",
                 (user_id,),
             ).fetchall()
         )
-        return [_agent(row) for row in rows]
+        return [decode_agent(row) for row in rows]
 
     async def get_agent(self, user_id: str, email: str) -> Agent | None:
         """One of the user's agents."""
         row = await self._read(
             lambda db: db.execute(
-                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ?",
+                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ?",
                 (user_id, email),
             ).fetchone()
         )
-        return _agent(row) if row else None
+        return decode_agent(row) if row else None
 
     async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
         """Apply a partial update to one of the user's agents."""
-        assignments = {
-            column: value for column, value in vars(changes).items() if value is not None
-        }
+        assignments = agent_assignments(changes)
 
         def update(db: sqlite3.Connection) -> Agent | None:
             if assignments:
@@ -617,10 +512,10 @@ class SqliteStorage:
                     (*assignments.values(), user_id, email),
                 )
             row = db.execute(
-                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ?",
+                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ?",
                 (user_id, email),
             ).fetchone()
-            return _agent(row) if row else None
+            return decode_agent(row) if row else None
 
         return await self._write(update, changes_routing=True)
 
@@ -639,10 +534,10 @@ class SqliteStorage:
         row = await self._routing_read(
             ("agent", email),
             lambda db: db.execute(
-                f"SELECT {_AGENT_COLUMNS} FROM agents WHERE email = ?", (email,)
+                f"SELECT {AGENT_COLUMNS} FROM agents WHERE email = ?", (email,)
             ).fetchone(),
         )
-        return _agent(row) if row else None
+        return decode_agent(row) if row else None
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -660,32 +555,9 @@ class SqliteStorage:
                 user_id, agent_mode = row
                 cloud = agent_mode == "cloud"
                 db.execute(
-                    "INSERT INTO messages (id, user_id, agent_email, envelope_from, from_addr, "
-                    "reply_to, to_json, cc_json, subject, conversation_id, rfc_message_id, "
-                    "raw_message, auth_headers_json, auth_results_json, delivery_status, "
-                    "client_ip, helo, received_at, created_at) "
+                    f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        message.id,
-                        user_id,
-                        message.agent_email,
-                        message.envelope_from,
-                        message.from_addr,
-                        message.reply_to,
-                        json.dumps(message.to),
-                        json.dumps(message.cc),
-                        message.subject,
-                        message.conversation_id,
-                        message.rfc_message_id,
-                        message.raw_message,
-                        json.dumps(message.auth_headers),
-                        json.dumps(message.authentication_results),
-                        "pending" if cloud else None,
-                        message.client_ip,
-                        message.helo,
-                        message.received_at,
-                        message.received_at,
-                    ),
+                    inbound_params(message, user_id, cloud),
                 )
                 if cloud:
                     _add_job(db, WEBHOOK_JOB, message.id, now)
@@ -707,14 +579,12 @@ class SqliteStorage:
             conditions.append("m.status = ?")
             params.append(status)
         query = (
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE {' AND '.join(conditions)} "
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {' AND '.join(conditions)} "
             "ORDER BY m.seq LIMIT ?"
         )
         params.append(page_size + 1)
         rows = await self._read(lambda db: db.execute(query, params).fetchall())
-        messages = [_message(row) for row in rows[:page_size]]
-        next_after = messages[-1].seq if len(rows) > page_size else None
-        return MessagePage(messages=messages, next_after=next_after)
+        return message_page(rows, page_size)
 
     async def read_inbound(
         self, user_id: str, agent_email: str, message_id: str
@@ -728,11 +598,11 @@ class SqliteStorage:
                 (message_id, user_id, agent_email),
             )
             row = db.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.id = ? AND m.user_id = ? "
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ? AND m.user_id = ? "
                 "AND m.agent_email = ? AND m.direction = 'inbound'",
                 (message_id, user_id, agent_email),
             ).fetchone()
-            return _message(row) if row else None
+            return decode_message(row) if row else None
 
         return await self._write(read)
 
@@ -771,13 +641,7 @@ class SqliteStorage:
                 (agent_email, *rfc_message_ids),
             ).fetchall()
         )
-        found: dict[str, str | None] = {}
-        for rfc_id, conversation in rows:
-            found.setdefault(rfc_id, conversation)
-        for rfc_id in rfc_message_ids:
-            if rfc_id in found:
-                return found[rfc_id]
-        return None
+        return first_conversation(rows, rfc_message_ids)
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -808,13 +672,7 @@ class SqliteStorage:
                 "ORDER BY j.run_at, j.id LIMIT ?",
                 (WEBHOOK_JOB, now, now, *full, -1 if limit is None else limit),
             ).fetchall()
-            left = dict(room)
-            jobs = []
-            for *job, url in candidates:
-                free = left.get(url, default_room)
-                if free > 0:
-                    left[url] = free - 1
-                    jobs.append(Job(*job))
+            jobs = jobs_within_room(candidates, room, default_room)
             db.executemany(
                 "UPDATE jobs SET locked_until = ? WHERE id = ?",
                 [(now + lease_seconds, job.id) for job in jobs],
@@ -834,7 +692,7 @@ class SqliteStorage:
                 chunk = message_ids[start : start + chunk_size]
                 marks = ", ".join("?" for _ in chunk)
                 for row in db.execute(
-                    f"SELECT {_MESSAGE_COLUMNS}, "
+                    f"SELECT {MESSAGE_COLUMNS}, "
                     "CASE WHEN a.agent_mode = 'cloud' THEN a.webhook_url END, "
                     "(SELECT seed FROM signing_secrets s WHERE s.user_id = m.user_id "
                     " ORDER BY s.seq DESC LIMIT 1) "
@@ -842,7 +700,7 @@ class SqliteStorage:
                     f"WHERE m.id IN ({marks})",
                     chunk,
                 ):
-                    message = _message(row[:-2])
+                    message = decode_message(row[:-2])
                     found[message.id] = WebhookDelivery(message, row[-2], row[-1])
             return found
 
@@ -856,34 +714,19 @@ class SqliteStorage:
                 "INSERT INTO webhook_attempts "
                 "(message_id, attempt, attempted_at, status_code, error, duration_ms) "
                 "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?)",
-                [
-                    (
-                        item.message_id,
-                        item.attempt.attempt,
-                        item.attempt.attempted_at,
-                        item.attempt.status_code,
-                        item.attempt.error,
-                        item.attempt.duration_ms,
-                        item.message_id,
-                    )
-                    for item in finished
-                ],
+                attempt_params(finished),
             )
             db.executemany(
                 "UPDATE messages SET delivery_status = ? WHERE id = ?",
-                [(item.outcome, item.message_id) for item in finished],
+                delivery_status_params(finished),
             )
             db.executemany(
                 "UPDATE jobs SET run_at = ?, attempts = ?, locked_until = NULL WHERE id = ?",
-                [
-                    (item.retry_at, item.attempt.attempt, item.job_id)
-                    for item in finished
-                    if item.outcome == "retrying"
-                ],
+                retry_params(finished),
             )
             db.executemany(
                 "DELETE FROM jobs WHERE id = ?",
-                [(item.job_id,) for item in finished if item.outcome != "retrying"],
+                [(job_id,) for job_id in done_job_ids(finished)],
             )
 
         await self._write(finish)
@@ -901,7 +744,7 @@ class SqliteStorage:
         """Attempts for one message, oldest first."""
         rows = await self._read(
             lambda db: db.execute(
-                "SELECT attempt, attempted_at, status_code, error, duration_ms "
+                f"SELECT {WEBHOOK_ATTEMPT_COLUMNS} "
                 "FROM webhook_attempts WHERE message_id = ? ORDER BY attempt, id",
                 (message_id,),
             ).fetchall()
@@ -915,43 +758,14 @@ class SqliteStorage:
 
         def insert(db: sqlite3.Connection) -> None:
             db.execute(
-                "INSERT INTO messages (id, user_id, agent_email, direction, envelope_from, "
-                "from_addr, to_json, cc_json, bcc_json, subject, conversation_id, in_reply_to, "
-                "references_json, rfc_message_id, status, raw_message, auth_headers_json, "
-                "auth_results_json, kind, body_text, body_html, attachments_json, "
-                "approval_expires_at, method, received_at, created_at, created_epoch) VALUES "
+                f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
                 "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, X'', '{}', '{}', ?, ?, ?, "
                 "?, ?, ?, ?, ?, ?)",
-                (
-                    message.id,
-                    message.user_id,
-                    message.agent_email,
-                    message.agent_email,
-                    message.agent_email,
-                    json.dumps(message.to),
-                    json.dumps(message.cc),
-                    json.dumps(message.bcc),
-                    message.subject,
-                    message.conversation_id,
-                    message.in_reply_to,
-                    json.dumps(message.references),
-                    message.email_message_id,
-                    message.status,
-                    message.kind,
-                    message.body_text,
-                    message.body_html,
-                    json.dumps(message.attachments) if message.attachments is not None else None,
-                    message.approval_expires_at,
-                    message.method,
-                    message.created_at,
-                    message.created_at,
-                    message.created_epoch,
-                ),
+                outbound_params(message),
             )
-            if message.status == "queued":
-                _add_job(db, OUTBOUND_JOB, message.id, message.created_epoch)
-            elif message.status == "pending_approval":
-                _add_job(db, APPROVAL_NOTICE_JOB, message.id, message.created_epoch)
+            job_kind = outbound_job_kind(message)
+            if job_kind is not None:
+                _add_job(db, job_kind, message.id, message.created_epoch)
 
         await self._write(insert)
 
@@ -971,7 +785,7 @@ class SqliteStorage:
     ) -> list[OutboundMessage]:
         """The user's outbound messages in `status`."""
         query = (
-            f"SELECT {_OUTBOUND_COLUMNS} FROM messages WHERE user_id = ? "
+            f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE user_id = ? "
             "AND direction = 'outbound' AND status = ?"
         )
         params: list[Any] = [user_id, status]
@@ -980,12 +794,12 @@ class SqliteStorage:
             params.append(agent_email)
         query += " ORDER BY coalesce(approval_expires_at, created_epoch), seq LIMIT 500"
         rows = await self._read(lambda db: db.execute(query, params).fetchall())
-        return [_outbound(row) for row in rows]
+        return [decode_outbound(row) for row in rows]
 
     async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
         """One outbound message (scoped to `user_id` unless None)."""
         row = await self._read(lambda db: _outbound_row(db, user_id, message_id))
-        return _outbound(row) if row else None
+        return decode_outbound(row) if row else None
 
     async def review_outbound(
         self,
@@ -1003,10 +817,10 @@ class SqliteStorage:
             row = _outbound_row(db, user_id, message_id)
             if row is None:
                 return None
-            if row[15] != "pending_approval":
-                raise NotPending(row[15])
+            if row[OUTBOUND_STATUS_INDEX] != "pending_approval":
+                raise NotPending(row[OUTBOUND_STATUS_INDEX])
             if approve:
-                changes = _edit_assignments(edits)
+                changes = edit_assignments(edits)
                 columns = "".join(f", {column} = ?" for column in changes)
                 db.execute(
                     f"UPDATE messages SET status = 'queued', reviewed_at = ?, edited = ?{columns} "
@@ -1020,7 +834,7 @@ class SqliteStorage:
                     f"rejection_reason = ?, {_SCRUB} WHERE id = ?",
                     (reviewed_at, reason, message_id),
                 )
-            return _outbound(_existing_outbound_row(db, message_id))
+            return decode_outbound(_existing_outbound_row(db, message_id))
 
         return await self._write(review)
 
@@ -1049,7 +863,9 @@ class SqliteStorage:
                         f"rejection_reason = 'approval expired', {_SCRUB} WHERE id = ?",
                         (reviewed_at, message_id),
                     )
-            return [_outbound(_existing_outbound_row(db, message_id)) for message_id, _ in due]
+            return [
+                decode_outbound(_existing_outbound_row(db, message_id)) for message_id, _ in due
+            ]
 
         return await self._write(expire)
 
@@ -1060,7 +876,7 @@ class SqliteStorage:
 
         def claim(db: sqlite3.Connection) -> list[Job]:
             rows = db.execute(
-                "SELECT id, kind, message_id, attempts, run_at, created_at FROM jobs "
+                f"SELECT {JOB_COLUMNS} FROM jobs "
                 "WHERE kind = ? AND run_at <= ? AND (locked_until IS NULL OR locked_until < ?) "
                 "ORDER BY run_at, id LIMIT ?",
                 (kind, now, now, limit),
@@ -1119,10 +935,9 @@ class SqliteStorage:
             ).fetchone()
             if row is None:
                 return
-            merged = {**json.loads(row[0] or "{}"), **results}
             db.execute(
                 "UPDATE messages SET auth_results_json = ? WHERE id = ?",
-                (json.dumps(merged), message_id),
+                (merged_recipient_results(row[0], results), message_id),
             )
 
         await self._write(record)
@@ -1135,8 +950,7 @@ class SqliteStorage:
                 (message_id,),
             ).fetchone()
         )
-        results: dict[str, str] = json.loads(row[0] or "{}") if row else {}
-        return results
+        return recipient_results(row[0]) if row else {}
 
     async def finish_job(self, job_id: int, retry_at: float | None) -> None:
         """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
@@ -1164,7 +978,7 @@ def _add_job(db: sqlite3.Connection, kind: str, message_id: str, now: float) -> 
 def _outbound_row(
     db: sqlite3.Connection, user_id: str | None, message_id: str
 ) -> tuple[Any, ...] | None:
-    query = f"SELECT {_OUTBOUND_COLUMNS} FROM messages WHERE id = ? AND direction = 'outbound'"
+    query = f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE id = ? AND direction = 'outbound'"
     params: tuple[str, ...] = (message_id,)
     if user_id is not None:
         query += " AND user_id = ?"
@@ -1178,26 +992,6 @@ def _existing_outbound_row(db: sqlite3.Connection, message_id: str) -> tuple[Any
     if row is None:
         raise StorageUnavailable(f"outbound message {message_id} vanished inside a transaction")
     return row
-
-
-def _edit_assignments(edits: OutboundEdits | None) -> dict[str, Any]:
-    """Column → value for the fields a reviewer changed."""
-    if edits is None:
-        return {}
-    changes: dict[str, Any] = {}
-    for name, column in (
-        ("subject", "subject"),
-        ("body_text", "body_text"),
-        ("body_html", "body_html"),
-    ):
-        value = getattr(edits, name)
-        if value is not None:
-            changes[column] = value
-    for name in ("to", "cc", "bcc", "attachments"):
-        value = getattr(edits, name)
-        if value is not None:
-            changes[f"{name}_json"] = json.dumps(value)
-    return changes
 
 
 def _split_sql(script: str) -> list[str]:

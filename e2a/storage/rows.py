@@ -1,0 +1,393 @@
+"""How rows of the storage protocol's dataclasses map to SQL parameters and back.
+
+Shared by both backends (SQLite and PostgreSQL), so a column added to one is encoded and decoded
+identically by the other. Column lists name columns in the order the decoders read them and the
+encoders write them; the backends put them into their own SQL, with their own placeholders (`?`
+or `%s`). Nothing here knows an SQL dialect or touches a connection: it is pure data shaping.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from e2a.storage.base import (
+    Agent,
+    AgentChanges,
+    ApiKey,
+    Domain,
+    FinishedAttempt,
+    InboundMessage,
+    Job,
+    MessagePage,
+    NewInboundMessage,
+    OutboundEdits,
+    OutboundMessage,
+    SigningSecret,
+)
+
+WEBHOOK_JOB = "webhook"
+OUTBOUND_JOB = "outbound"
+APPROVAL_NOTICE_JOB = "approval_notice"
+
+AGENT_COLUMNS = (
+    "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "
+    "hitl_expiration_action, created_at"
+)
+MESSAGE_COLUMNS = (
+    "m.id, m.seq, m.user_id, m.agent_email, m.from_addr, m.reply_to, m.to_json, m.cc_json, "
+    "m.subject, m.conversation_id, m.rfc_message_id, m.status, m.raw_message, "
+    "m.auth_headers_json, m.auth_results_json, m.delivery_status, m.received_at, m.created_at"
+)
+OUTBOUND_COLUMNS = (
+    "id, user_id, agent_email, kind, to_json, cc_json, bcc_json, subject, body_text, body_html, "
+    "attachments_json, conversation_id, in_reply_to, references_json, rfc_message_id, status, "
+    "approval_expires_at, created_at, created_epoch, reviewed_at, rejection_reason, method, "
+    "edited, send_error"
+)
+DOMAIN_COLUMNS = "user_id, domain, verification_token, verified, created_at, verified_at"
+SIGNING_SECRET_COLUMNS = "id, user_id, name, seed, secret_prefix, created_at, last_signed_at"
+API_KEY_COLUMNS = "id, user_id, name, key_prefix, created_at, last_used_at, revoked_at"
+WEBHOOK_ATTEMPT_COLUMNS = "attempt, attempted_at, status_code, error, duration_ms"
+JOB_COLUMNS = "id, kind, message_id, attempts, run_at, created_at"
+
+# -- decoders: a row selected with the matching column list → the protocol's dataclass --------
+
+
+def decode_agent(row: Sequence[Any]) -> Agent:
+    return Agent(
+        email=row[0],
+        user_id=row[1],
+        domain=row[2],
+        name=row[3],
+        webhook_url=row[4],
+        agent_mode=row[5],
+        hitl_enabled=bool(row[6]),
+        hitl_ttl_seconds=row[7],
+        hitl_expiration_action=row[8],
+        created_at=row[9],
+    )
+
+
+def decode_message(row: Sequence[Any]) -> InboundMessage:
+    return InboundMessage(
+        id=row[0],
+        seq=row[1],
+        user_id=row[2],
+        agent_email=row[3],
+        from_addr=row[4],
+        reply_to=row[5],
+        to=json.loads(row[6]),
+        cc=json.loads(row[7]),
+        subject=row[8],
+        conversation_id=row[9],
+        rfc_message_id=row[10],
+        status=row[11],
+        raw_message=bytes(row[12]),
+        auth_headers=json.loads(row[13]),
+        authentication_results=json.loads(row[14]),
+        delivery_status=row[15],
+        received_at=row[16],
+        created_at=row[17],
+    )
+
+
+OUTBOUND_STATUS_INDEX = 15
+"""Position of `status` in a row selected with OUTBOUND_COLUMNS."""
+
+
+def decode_outbound(row: Sequence[Any]) -> OutboundMessage:
+    return OutboundMessage(
+        id=row[0],
+        user_id=row[1],
+        agent_email=row[2],
+        kind=row[3],
+        to=json.loads(row[4]),
+        cc=json.loads(row[5]),
+        bcc=json.loads(row[6]),
+        subject=row[7],
+        body_text=row[8],
+        body_html=row[9],
+        attachments=json.loads(row[10]) if row[10] is not None else None,
+        conversation_id=row[11],
+        in_reply_to=row[12],
+        references=json.loads(row[13]),
+        email_message_id=row[14],
+        status=row[15],
+        approval_expires_at=row[16],
+        created_at=row[17],
+        created_epoch=row[18],
+        reviewed_at=row[19],
+        rejection_reason=row[20],
+        method=row[21],
+        edited=bool(row[22]),
+        send_error=row[23],
+    )
+
+
+def decode_domain(row: Sequence[Any]) -> Domain:
+    return Domain(
+        user_id=row[0],
+        domain=row[1],
+        verification_token=row[2],
+        verified=bool(row[3]),
+        created_at=row[4],
+        verified_at=row[5],
+    )
+
+
+def decode_signing_secret(row: Sequence[Any]) -> SigningSecret:
+    return SigningSecret(
+        id=row[0],
+        user_id=row[1],
+        name=row[2],
+        seed=row[3],
+        secret_prefix=row[4],
+        created_at=row[5],
+        last_signed_at=row[6],
+    )
+
+
+def decode_api_key(row: Sequence[Any]) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        user_id=row[1],
+        name=row[2],
+        key_prefix=row[3],
+        created_at=row[4],
+        last_used_at=row[5],
+        revoked_at=row[6],
+    )
+
+
+# -- encoders: a dataclass → the parameters of the backends' INSERT statements ----------------
+
+
+def api_key_params(key: ApiKey, key_hash: str) -> tuple[Any, ...]:
+    """For `(id, user_id, name, key_hash, key_prefix, created_at)`."""
+    return (key.id, key.user_id, key.name, key_hash, key.key_prefix, key.created_at)
+
+
+def signing_secret_params(secret: SigningSecret) -> tuple[Any, ...]:
+    """For `(id, user_id, name, seed, secret_prefix, created_at)`."""
+    return (
+        secret.id,
+        secret.user_id,
+        secret.name,
+        secret.seed,
+        secret.secret_prefix,
+        secret.created_at,
+    )
+
+
+def domain_params(domain: Domain) -> tuple[Any, ...]:
+    """For `(user_id, domain, verification_token, created_at)` (`verified` starts false)."""
+    return (domain.user_id, domain.domain, domain.verification_token, domain.created_at)
+
+
+def agent_params(agent: Agent, *, flag: Callable[[bool], Any]) -> tuple[Any, ...]:
+    """For AGENT_COLUMNS; `flag` stores a boolean as the backend's column expects it."""
+    return (
+        agent.email,
+        agent.user_id,
+        agent.domain,
+        agent.name,
+        agent.webhook_url,
+        agent.agent_mode,
+        flag(agent.hitl_enabled),
+        agent.hitl_ttl_seconds,
+        agent.hitl_expiration_action,
+        agent.created_at,
+    )
+
+
+INBOUND_INSERT_COLUMNS = (
+    "id, user_id, agent_email, envelope_from, from_addr, "
+    "reply_to, to_json, cc_json, subject, conversation_id, rfc_message_id, "
+    "raw_message, auth_headers_json, auth_results_json, delivery_status, "
+    "client_ip, helo, received_at, created_at"
+)
+
+
+def inbound_params(message: NewInboundMessage, user_id: str, cloud: bool) -> tuple[Any, ...]:
+    """For INBOUND_INSERT_COLUMNS; a cloud agent's message awaits webhook delivery."""
+    return (
+        message.id,
+        user_id,
+        message.agent_email,
+        message.envelope_from,
+        message.from_addr,
+        message.reply_to,
+        json.dumps(message.to),
+        json.dumps(message.cc),
+        message.subject,
+        message.conversation_id,
+        message.rfc_message_id,
+        message.raw_message,
+        json.dumps(message.auth_headers),
+        json.dumps(message.authentication_results),
+        "pending" if cloud else None,
+        message.client_ip,
+        message.helo,
+        message.received_at,
+        message.received_at,
+    )
+
+
+OUTBOUND_INSERT_COLUMNS = (
+    "id, user_id, agent_email, direction, envelope_from, "
+    "from_addr, to_json, cc_json, bcc_json, subject, conversation_id, in_reply_to, "
+    "references_json, rfc_message_id, status, raw_message, auth_headers_json, "
+    "auth_results_json, kind, body_text, body_html, attachments_json, "
+    "approval_expires_at, method, received_at, created_at, created_epoch"
+)
+
+
+def outbound_params(message: OutboundMessage) -> tuple[Any, ...]:
+    """For OUTBOUND_INSERT_COLUMNS minus the constants the backend writes itself: `direction`
+    ('outbound'), `raw_message` (empty), `auth_headers_json` and `auth_results_json` ('{}')."""
+    return (
+        message.id,
+        message.user_id,
+        message.agent_email,
+        message.agent_email,
+        message.agent_email,
+        json.dumps(message.to),
+        json.dumps(message.cc),
+        json.dumps(message.bcc),
+        message.subject,
+        message.conversation_id,
+        message.in_reply_to,
+        json.dumps(message.references),
+        message.email_message_id,
+        message.status,
+        message.kind,
+        message.body_text,
+        message.body_html,
+        json.dumps(message.attachments) if message.attachments is not None else None,
+        message.approval_expires_at,
+        message.method,
+        message.created_at,
+        message.created_at,
+        message.created_epoch,
+    )
+
+
+def outbound_job_kind(message: OutboundMessage) -> str | None:
+    """The job a newly added outbound message needs: a send, an approval notice, or none."""
+    if message.status == "queued":
+        return OUTBOUND_JOB
+    if message.status == "pending_approval":
+        return APPROVAL_NOTICE_JOB
+    return None
+
+
+def attempt_params(finished: Iterable[FinishedAttempt]) -> list[tuple[Any, ...]]:
+    """For `(message_id, attempt, attempted_at, status_code, error, duration_ms)` followed by the
+    message id again (the attempt is recorded only while its message exists)."""
+    return [
+        (
+            item.message_id,
+            item.attempt.attempt,
+            item.attempt.attempted_at,
+            item.attempt.status_code,
+            item.attempt.error,
+            item.attempt.duration_ms,
+            item.message_id,
+        )
+        for item in finished
+    ]
+
+
+def delivery_status_params(finished: Iterable[FinishedAttempt]) -> list[tuple[Any, ...]]:
+    """For `SET delivery_status = _ WHERE id = _`."""
+    return [(item.outcome, item.message_id) for item in finished]
+
+
+def retry_params(finished: Iterable[FinishedAttempt]) -> list[tuple[Any, ...]]:
+    """For `SET run_at = _, attempts = _ ... WHERE id = _`, for the jobs due again."""
+    return [
+        (item.retry_at, item.attempt.attempt, item.job_id)
+        for item in finished
+        if item.outcome == "retrying"
+    ]
+
+
+def done_job_ids(finished: Iterable[FinishedAttempt]) -> list[int]:
+    """The jobs to drop: their deliveries succeeded or gave up."""
+    return [item.job_id for item in finished if item.outcome != "retrying"]
+
+
+# -- pure helpers both backends apply around their queries ------------------------------------
+
+
+def agent_assignments(changes: AgentChanges) -> dict[str, Any]:
+    """Column → value for the agent fields a partial update sets."""
+    return {column: value for column, value in vars(changes).items() if value is not None}
+
+
+def edit_assignments(edits: OutboundEdits | None) -> dict[str, Any]:
+    """Column → value for the fields a reviewer changed."""
+    if edits is None:
+        return {}
+    changes: dict[str, Any] = {}
+    for name, column in (
+        ("subject", "subject"),
+        ("body_text", "body_text"),
+        ("body_html", "body_html"),
+    ):
+        value = getattr(edits, name)
+        if value is not None:
+            changes[column] = value
+    for name in ("to", "cc", "bcc", "attachments"):
+        value = getattr(edits, name)
+        if value is not None:
+            changes[f"{name}_json"] = json.dumps(value)
+    return changes
+
+
+def message_page(rows: Sequence[Sequence[Any]], page_size: int) -> MessagePage:
+    """A page from up to `page_size + 1` rows selected with MESSAGE_COLUMNS in `seq` order (the
+    extra row only says that another page follows)."""
+    messages = [decode_message(row) for row in rows[:page_size]]
+    next_after = messages[-1].seq if len(rows) > page_size else None
+    return MessagePage(messages=messages, next_after=next_after)
+
+
+def first_conversation(rows: Iterable[Sequence[Any]], rfc_message_ids: list[str]) -> str | None:
+    """From `(rfc_message_id, conversation_id)` rows newest first: the conversation of the first
+    of `rfc_message_ids` that any row names (its newest row when several do)."""
+    found: dict[str, str | None] = {}
+    for rfc_id, conversation in rows:
+        found.setdefault(rfc_id, conversation)
+    for rfc_id in rfc_message_ids:
+        if rfc_id in found:
+            return found[rfc_id]
+    return None
+
+
+def jobs_within_room(
+    candidates: Iterable[Sequence[Any]], room: Mapping[str, int], default_room: int
+) -> list[Job]:
+    """From JOB_COLUMNS rows each followed by its webhook URL, in order: the jobs that fit, at
+    most `room[url]` (else `default_room`) per URL."""
+    left = dict(room)
+    jobs = []
+    for *job, url in candidates:
+        free = left.get(url, default_room)
+        if free > 0:
+            left[url] = free - 1
+            jobs.append(Job(*job))
+    return jobs
+
+
+def recipient_results(stored: str | None) -> dict[str, str]:
+    """An outbound row's per-recipient results, from its `auth_results_json`."""
+    results: dict[str, str] = json.loads(stored or "{}")
+    return results
+
+
+def merged_recipient_results(stored: str | None, results: Mapping[str, str]) -> str:
+    """The `auth_results_json` holding `results` on top of the stored ones."""
+    return json.dumps({**json.loads(stored or "{}"), **results})
