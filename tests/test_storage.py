@@ -20,6 +20,7 @@ from e2a.storage.base import (
     AlreadyExists,
     ApiKey,
     Domain,
+    FinishedAttempt,
     InUse,
     LastOne,
     LimitReached,
@@ -30,6 +31,7 @@ from e2a.storage.base import (
     SigningSecret,
     Storage,
     StorageUnavailable,
+    WebhookAttempt,
 )
 from e2a.storage.migrations import load_migrations
 from tests.conftest import POSTGRES_URL_VAR, postgres_url
@@ -563,3 +565,71 @@ async def test_replica_start_keeps_other_leases(replicas: tuple[Storage, Storage
     assert await second.claim_jobs("outbound", 159.0, 10, 60) == []
     (taken_over,) = await second.claim_jobs("outbound", 160.5, 10, 60)
     assert taken_over.id == job.id
+
+
+async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> None:
+    alice = await add_user(storage, "alice@example.com")
+    bob = await add_user(storage, "bob@example.com")
+    for user, name in ((alice, "alice"), (bob, "bob")):
+        await storage.add_api_key(
+            ApiKey(f"key_{name}", user, "k", "e2a_1234", NOW, None, None), f"hash-{name}"
+        )
+        await storage.add_signing_secret(
+            SigningSecret(f"wsec_{name}", user, "s", f"seed-{name}", "whsec_ab", NOW, None), 5
+        )
+        await storage.add_domain(Domain(user, f"{name}.example", f"token-{name}", False, NOW, None))
+        await storage.add_agent(make_agent(user, f"{name}@agents.test", mode="cloud"))
+        await storage.store_inbound([make_message(f"msg_{name}", f"{name}@agents.test")], 1.0)
+        await storage.add_outbound(
+            make_outbound(user, f"{name}@agents.test", f"out_{name}", "pending_approval", 1e12)
+        )
+
+    for job in await storage.claim_webhook_jobs(10.0, None, 60, {}, 1000):
+        attempt = WebhookAttempt(1, NOW, 500, None, 5)
+        await storage.finish_webhook_attempts(
+            [FinishedAttempt(job.id, job.message_id, attempt, "retrying", 20.0)]
+        )
+
+    export = await storage.export_user(alice)
+    assert export["user"] == {"id": alice, "email": "alice@example.com", "created_at": NOW}
+    assert [agent["email"] for agent in export["agents"]] == ["alice@agents.test"]
+    assert [domain["domain"] for domain in export["domains"]] == ["alice.example"]
+    assert [key["id"] for key in export["api_keys"]] == ["key_alice"]
+    assert [secret["id"] for secret in export["signing_secrets"]] == ["wsec_alice"]
+    inbound, outbound = export["messages"]
+    assert (inbound["id"], inbound["size_bytes"], inbound["delivery_status"]) == (
+        "msg_alice",
+        len(b"Subject: hi\r\n\r\nbody\r\n"),
+        "retrying",
+    )
+    assert (outbound["id"], outbound["bcc"], outbound["kind"]) == (
+        "out_alice",
+        ["hidden@example.org"],
+        "send",
+    )
+    text = repr(export)
+    for secret in ("hash-alice", "seed-alice", "draft body", "bob"):
+        assert secret not in text
+
+    deleted = await storage.delete_user(alice)
+    assert deleted == {
+        "agents": 1,
+        "messages": 2,
+        "domains": 1,
+        "api_keys": 1,
+        "signing_secrets": 1,
+        "jobs": 2,  # the inbound message's webhook job and the outbound approval notice
+        "webhook_attempts": 1,
+        "users": 1,
+    }
+    assert await storage.get_user(alice) is None
+    assert await storage.user_for_key_hash("hash-alice") is None
+    assert await storage.find_agent("alice@agents.test") is None
+    assert await storage.delete_user(alice) == dict.fromkeys(deleted, 0)
+    await storage.add_agent(make_agent(bob, "alice@agents.test"))  # the address is free again
+
+    bob_export = await storage.export_user(bob)
+    assert len(bob_export["messages"]) == 2 and len(bob_export["api_keys"]) == 1
+    assert await storage.user_for_key_hash("hash-bob") is not None
+    assert await storage.get_outbound(bob, "out_bob") is not None
+    assert len(await storage.webhook_attempts("msg_bob")) == 1

@@ -1,10 +1,10 @@
-"""The caller's own credentials: signing secrets and API keys."""
+"""The caller's own account: signing secrets, API keys, and their data rights (export, erase)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 
 from e2a.accounts import MAX_SIGNING_SECRETS, issue_api_key, issue_signing_secret
 from e2a.api.auth import gateway, requires_user
@@ -84,3 +84,33 @@ async def revoke_api_key(user: User, key_id: str) -> Response:
     if not await gateway().storage.revoke_api_key(user.id, key_id, utc_now()):
         raise not_found("API key")
     return Response(b"", status=204)
+
+
+EXPORT_SCHEMA_VERSION = "1"
+DELETE_CONFIRMATION = "DELETE"
+
+
+@blueprint.get("/users/me/export")
+@requires_user
+async def export_user(user: User) -> dict[str, Any]:
+    """GET /users/me/export: everything stored about the caller, never hashes or secrets."""
+    exported = await gateway().storage.export_user(user.id)
+    return {
+        "schema_version": EXPORT_SCHEMA_VERSION,
+        "generated_at": utc_now(),
+        **exported,
+    }
+
+
+@blueprint.delete("/users/me")
+@requires_user
+async def delete_user(user: User) -> dict[str, Any]:
+    """DELETE /users/me?confirm=DELETE: erase the caller and all they own, in one transaction."""
+    if request.args.get("confirm") != DELETE_CONFIRMATION:
+        raise ApiError(
+            400,
+            "confirmation_required",
+            "deleting your account erases all its agents, domains, keys and messages for good; "
+            f"repeat the request as DELETE /api/v1/users/me?confirm={DELETE_CONFIRMATION}",
+        )
+    return {"deleted": await gateway().storage.delete_user(user.id)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 AgentMode = Literal["cloud", "local"]
 MessageStatus = Literal["unread", "read"]
@@ -318,6 +318,18 @@ class Storage(Protocol):
 
     async def list_api_keys(self, user_id: str) -> list[ApiKey]:
         """The user's API keys, newest first."""
+        ...
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        """Everything stored about the user, JSON-ready (`e2a.storage.rows.user_export`):
+        `user`, `agents`, `domains`, `api_keys`, `signing_secrets` and `messages` (metadata of
+        inbound and outbound mail), read in one transaction. Never a key hash, signing seed or
+        secret; no raw message bytes or bodies."""
+        ...
+
+    async def delete_user(self, user_id: str) -> dict[str, int]:
+        """Delete the user and everything they own in one transaction; rows deleted per table
+        (`e2a.storage.rows.DELETED_TABLES`). Their agent addresses are free again afterwards."""
         ...
 
     async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> bool:

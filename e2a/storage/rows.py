@@ -391,3 +391,143 @@ def recipient_results(stored: str | None) -> dict[str, str]:
 def merged_recipient_results(stored: str | None, results: Mapping[str, str]) -> str:
     """The `auth_results_json` holding `results` on top of the stored ones."""
     return json.dumps({**json.loads(stored or "{}"), **results})
+
+
+# -- data rights: a user's export, shaped once for both backends -------------------------------
+
+EXPORT_SIGNING_SECRET_COLUMNS = "id, name, secret_prefix, created_at, last_signed_at"
+"""A signing secret's metadata: never `seed`, from which the secret itself is derived."""
+
+EXPORT_MESSAGE_COLUMNS = (
+    "id, direction, agent_email, kind, from_addr, reply_to, to_json, cc_json, bcc_json, "
+    "subject, conversation_id, rfc_message_id, in_reply_to, status, delivery_status, "
+    "reviewed_at, rejection_reason, method, send_error, received_at, created_at, "
+    "length(raw_message)"
+)
+"""Message metadata for an export, inbound and outbound alike: no raw bytes, bodies or
+attachments, no signed headers."""
+
+
+def user_export(
+    user_row: Sequence[Any] | None,
+    agent_rows: Iterable[Sequence[Any]],
+    domain_rows: Iterable[Sequence[Any]],
+    api_key_rows: Iterable[Sequence[Any]],
+    signing_secret_rows: Iterable[Sequence[Any]],
+    message_rows: Iterable[Sequence[Any]],
+) -> dict[str, Any]:
+    """The JSON-ready export of one user from rows selected with `id, email, created_at`,
+    AGENT_COLUMNS, DOMAIN_COLUMNS, API_KEY_COLUMNS, EXPORT_SIGNING_SECRET_COLUMNS and
+    EXPORT_MESSAGE_COLUMNS. Holds no key hash, signing seed or secret."""
+    user = (
+        {"id": user_row[0], "email": user_row[1], "created_at": user_row[2]}
+        if user_row is not None
+        else None
+    )
+    agents = []
+    for row in agent_rows:
+        agent = decode_agent(row)
+        agents.append(
+            {
+                "email": agent.email,
+                "domain": agent.domain,
+                "name": agent.name,
+                "webhook_url": agent.webhook_url,
+                "agent_mode": agent.agent_mode,
+                "hitl_enabled": agent.hitl_enabled,
+                "hitl_ttl_seconds": agent.hitl_ttl_seconds,
+                "hitl_expiration_action": agent.hitl_expiration_action,
+                "created_at": agent.created_at,
+            }
+        )
+    domains = []
+    for row in domain_rows:
+        domain = decode_domain(row)
+        domains.append(
+            {
+                "domain": domain.domain,
+                "verified": domain.verified,
+                "verification_token": domain.verification_token,
+                "created_at": domain.created_at,
+                "verified_at": domain.verified_at,
+            }
+        )
+    api_keys = []
+    for row in api_key_rows:
+        key = decode_api_key(row)
+        api_keys.append(
+            {
+                "id": key.id,
+                "name": key.name,
+                "key_prefix": key.key_prefix,
+                "created_at": key.created_at,
+                "last_used_at": key.last_used_at,
+                "revoked_at": key.revoked_at,
+            }
+        )
+    signing_secrets = [
+        {
+            "id": row[0],
+            "name": row[1],
+            "secret_prefix": row[2],
+            "created_at": row[3],
+            "last_signed_at": row[4],
+        }
+        for row in signing_secret_rows
+    ]
+    return {
+        "user": user,
+        "agents": agents,
+        "domains": domains,
+        "api_keys": api_keys,
+        "signing_secrets": signing_secrets,
+        "messages": [_export_message(row) for row in message_rows],
+    }
+
+
+def _export_message(row: Sequence[Any]) -> dict[str, Any]:
+    inbound = row[1] == "inbound"
+    message: dict[str, Any] = {
+        "id": row[0],
+        "direction": row[1],
+        "agent_email": row[2],
+        "from": row[4],
+        "reply_to": row[5],
+        "to": json.loads(row[6]),
+        "cc": json.loads(row[7]),
+        "subject": row[9],
+        "conversation_id": row[10],
+        "rfc_message_id": row[11],
+        "status": row[13],
+        "received_at": row[19],
+        "created_at": row[20],
+    }
+    if inbound:
+        message["delivery_status"] = row[14]
+        message["size_bytes"] = int(row[21])
+    else:
+        message.update(
+            {
+                "kind": row[3],
+                "bcc": json.loads(row[8]),
+                "in_reply_to": row[12],
+                "reviewed_at": row[15],
+                "rejection_reason": row[16],
+                "method": row[17],
+                "send_error": row[18],
+            }
+        )
+    return message
+
+
+DELETED_TABLES = (
+    "agents",
+    "messages",
+    "domains",
+    "api_keys",
+    "signing_secrets",
+    "jobs",
+    "webhook_attempts",
+    "users",
+)
+"""The tables `delete_user` empties of a user's rows, in the order its counts are reported."""

@@ -45,7 +45,10 @@ from e2a.storage.migrations import load_migrations
 from e2a.storage.rows import (
     AGENT_COLUMNS,
     API_KEY_COLUMNS,
+    DELETED_TABLES,
     DOMAIN_COLUMNS,
+    EXPORT_MESSAGE_COLUMNS,
+    EXPORT_SIGNING_SECRET_COLUMNS,
     INBOUND_INSERT_COLUMNS,
     JOB_COLUMNS,
     MESSAGE_COLUMNS,
@@ -80,6 +83,7 @@ from e2a.storage.rows import (
     recipient_results,
     retry_params,
     signing_secret_params,
+    user_export,
 )
 
 T = TypeVar("T")
@@ -316,6 +320,75 @@ class SqliteStorage:
             ).fetchall()
         )
         return [decode_api_key(row) for row in rows]
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        """Everything stored about the user, from one read snapshot (no hashes or seeds)."""
+
+        def export(db: sqlite3.Connection) -> dict[str, Any]:
+            def rows(query: str) -> list[Any]:
+                return db.execute(query, (user_id,)).fetchall()
+
+            db.execute("BEGIN")  # one snapshot for every query below
+            try:
+                return user_export(
+                    db.execute(
+                        "SELECT id, email, created_at FROM users WHERE id = ?", (user_id,)
+                    ).fetchone(),
+                    rows(
+                        f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? "
+                        "ORDER BY created_at, email"
+                    ),
+                    rows(
+                        f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? "
+                        "ORDER BY created_at, domain"
+                    ),
+                    rows(
+                        f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = ? "
+                        "ORDER BY created_at, rowid"
+                    ),
+                    rows(
+                        f"SELECT {EXPORT_SIGNING_SECRET_COLUMNS} FROM signing_secrets "
+                        "WHERE user_id = ? ORDER BY seq"
+                    ),
+                    rows(
+                        f"SELECT {EXPORT_MESSAGE_COLUMNS} FROM messages WHERE user_id = ? "
+                        "ORDER BY seq"
+                    ),
+                )
+            finally:
+                db.execute("COMMIT")
+
+        return await self._read(export)
+
+    async def delete_user(self, user_id: str) -> dict[str, int]:
+        """Delete the user and all they own in one transaction; rows deleted per table."""
+        owned = "user_id = ? OR agent_email IN (SELECT email FROM agents WHERE user_id = ?)"
+        statements = {
+            "webhook_attempts": (
+                f"DELETE FROM webhook_attempts WHERE message_id IN "
+                f"(SELECT id FROM messages WHERE {owned})",
+                (user_id, user_id),
+            ),
+            "jobs": (
+                f"DELETE FROM jobs WHERE message_id IN (SELECT id FROM messages WHERE {owned})",
+                (user_id, user_id),
+            ),
+            "messages": (f"DELETE FROM messages WHERE {owned}", (user_id, user_id)),
+            "agents": ("DELETE FROM agents WHERE user_id = ?", (user_id,)),
+            "domains": ("DELETE FROM domains WHERE user_id = ?", (user_id,)),
+            "api_keys": ("DELETE FROM api_keys WHERE user_id = ?", (user_id,)),
+            "signing_secrets": ("DELETE FROM signing_secrets WHERE user_id = ?", (user_id,)),
+            "users": ("DELETE FROM users WHERE id = ?", (user_id,)),
+        }
+
+        def delete(db: sqlite3.Connection) -> dict[str, int]:
+            counts = {
+                table: db.execute(query, params).rowcount
+                for table, (query, params) in statements.items()
+            }
+            return {table: counts[table] for table in DELETED_TABLES}
+
+        return await self._write(delete, changes_routing=True)
 
     async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> bool:
         """Revoke one live key of the user."""
