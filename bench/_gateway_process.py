@@ -54,6 +54,9 @@ class GatewayProcess:
             f'[database]\nurl = "sqlite:///{folder / "e2a.db"}"\n'
             f'[dns]\nnameservers = ["{dns}"]\ntimeout_seconds = 2\n'
             '[log]\nlevel = "warning"\n'
+            # Load generators poll hard from one address; the production limits would throttle.
+            "[limits]\nagent_registrations_per_ip_per_hour = 100000\n"
+            "message_polls_per_user_per_minute = 100000\n"
         )
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None

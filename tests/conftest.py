@@ -22,6 +22,13 @@ SHARED_DOMAIN = "agents.test"
 POSTGRES_URL_VAR = "E2A_TEST_POSTGRES_URL"
 
 
+TEST_LIMITS = {
+    "agent_registrations_per_ip_per_hour": 100000,
+    "message_polls_per_user_per_minute": 100000,
+}
+"""Generous request limits for gateways under test (the suite makes many agents and polls)."""
+
+
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     """Settings for a gateway on loopback, OS-chosen ports and a fresh SQLite file."""
     values: dict[str, object] = {
@@ -29,6 +36,9 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "smtp": {"listen": "127.0.0.1:0", "hostname": "mx.agents.test"},
         "http": {"listen": "127.0.0.1:0"},
         "database": {"url": f"sqlite:///{tmp_path / 'e2a.db'}"},
+        # Every test client is 127.0.0.1: the production defaults (20 registrations per IP per
+        # hour) would throttle the suite. tests/test_rate_limits.py lowers them where it counts.
+        "limits": TEST_LIMITS,
     }
     values.update(overrides)
     return Settings.model_validate(values)

@@ -38,6 +38,8 @@ def write_config(tmp_path: Path, smtp_port: int, http_port: int) -> Path:
         f'[database]\nurl = "sqlite:///{tmp_path / "e2a.db"}"\n'
         # No DNS leaves the machine in tests: a loopback port with no server fails fast.
         '[dns]\nnameservers = ["127.0.0.1:9"]\ntimeout_seconds = 1\n'
+        "[limits]\nagent_registrations_per_ip_per_hour = 100000\n"
+        "message_polls_per_user_per_minute = 100000\n"
     )
     return path
 

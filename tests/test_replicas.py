@@ -68,6 +68,8 @@ def write_config(directory: Path, database_url: str, dns_port: int) -> tuple[Pat
         f"[database]\nurl = {json.dumps(database_url)}\n"
         f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\ntimeout_seconds = 1\n'
         "[webhooks]\nallow_private = true\n"
+        "[limits]\nagent_registrations_per_ip_per_hour = 100000\n"
+        "message_polls_per_user_per_minute = 100000\n"
     )
     return path, smtp_port, http_port
 

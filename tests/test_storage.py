@@ -633,3 +633,56 @@ async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> 
     assert await storage.user_for_key_hash("hash-bob") is not None
     assert await storage.get_outbound(bob, "out_bob") is not None
     assert len(await storage.webhook_attempts("msg_bob")) == 1
+
+
+async def test_rate_limit_counts_a_fixed_window_per_key(storage: Storage) -> None:
+    start = 1_800_000_000.0  # a multiple of 60: the start of a window
+    for n in range(3):
+        assert await storage.hit_rate_limit("poll:alice", 60, 3, start + n) is None
+    assert await storage.hit_rate_limit("poll:alice", 60, 3, start + 15) == 45
+    assert await storage.hit_rate_limit("poll:alice", 60, 3, start + 59.5) == 0.5
+    # Another key has its own count; the next window starts from zero.
+    assert await storage.hit_rate_limit("poll:bob", 60, 3, start + 20) is None
+    for n in range(3):
+        assert await storage.hit_rate_limit("poll:alice", 60, 3, start + 60 + n) is None
+    assert await storage.hit_rate_limit("poll:alice", 60, 3, start + 90) == 30
+    # Different window lengths on one clock.
+    assert await storage.hit_rate_limit("register:ip", 3600, 1, start) is None
+    retry = await storage.hit_rate_limit("register:ip", 3600, 1, start + 100)
+    assert retry is not None and 0 < retry <= 3600
+
+
+async def test_rate_limit_prunes_expired_windows(storage_url: str) -> None:
+    store = open_storage(storage_url)
+    await store.migrate()
+    try:
+        start = 1_800_000_000.0
+        for n in range(5):
+            await store.hit_rate_limit(f"old:{n}", 60, 10, start)
+        await store.hit_rate_limit("fresh", 60, 10, start + 3600)
+    finally:
+        await store.close()
+    if storage_url.startswith("sqlite"):
+        with sqlite3.connect(storage_url.removeprefix("sqlite:///")) as db:
+            keys = [row[0] for row in db.execute("SELECT key FROM rate_limits")]
+    else:
+        import psycopg
+
+        with psycopg.connect(storage_url) as pg:
+            keys = [row[0] for row in pg.execute("SELECT key FROM rate_limits")]
+    assert keys == ["fresh"]
+
+
+async def test_replicas_share_one_rate_limit(replicas: tuple[Storage, Storage]) -> None:
+    first, second = replicas
+    now = 1_800_000_000.0
+    verdicts: list[float | None] = []
+
+    async def hit(store: Storage) -> None:
+        verdicts.append(await store.hit_rate_limit("register:10.0.0.1", 3600, 10, now))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(16):
+            nursery.start_soon(hit, first if n % 2 else second)
+    assert verdicts.count(None) == 10
+    assert sorted(v for v in verdicts if v is not None) == [3600.0] * 6

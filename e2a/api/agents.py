@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from quart import Blueprint
+from quart import Blueprint, request
 
 from e2a.addresses import AddressError, check_slug, normalise_address
 from e2a.api.auth import gateway, requires_user
@@ -24,6 +26,7 @@ from e2a.webhook_targets import (
 blueprint = Blueprint("agents", __name__)
 
 DEFAULT_HITL_TTL_SECONDS = 604800
+REGISTRATION_WINDOW_SECONDS = 3600
 
 
 def agent_address(raw: str) -> str:
@@ -40,6 +43,23 @@ async def owned_agent(user: User, raw_email: str) -> Agent:
     if agent is None:
         raise not_found("agent")
     return agent
+
+
+async def enforce_rate_limit(key: str, window_seconds: int, limit: int, what: str) -> None:
+    """Count this request against `key` in the database (so every replica shares the count);
+    429 `rate_limited` with `Retry-After` (whole seconds, at least 1) once over `limit`.
+
+    `what` completes "{limit} {what}", e.g. "agent registrations per hour from this address"."""
+    wait = await gateway().storage.hit_rate_limit(key, window_seconds, limit, time.time())
+    if wait is None:
+        return
+    retry_after = max(1, math.ceil(wait))
+    raise ApiError(
+        429,
+        "rate_limited",
+        f"rate limit reached: {limit} {what}; retry in {retry_after} seconds",
+        {"Retry-After": str(retry_after)},
+    )
 
 
 async def _domain_verified(agent: Agent) -> bool:
@@ -118,7 +138,13 @@ async def list_agents(user: User) -> dict[str, Any]:
 @blueprint.post("/agents")
 @requires_user
 async def create_agent(user: User) -> tuple[dict[str, Any], int]:
-    """POST /agents."""
+    """POST /agents (every authenticated attempt counts against the caller's IP address)."""
+    await enforce_rate_limit(
+        f"agent_registration:ip:{request.remote_addr}",
+        REGISTRATION_WINDOW_SECONDS,
+        gateway().settings.limits.agent_registrations_per_ip_per_hour,
+        "agent registrations per hour from this address",
+    )
     body = await read_body(CreateAgent)
     address = await _address_for(user, body)
     mode = body.agent_mode or "cloud"

@@ -8,7 +8,7 @@ from typing import Any
 
 from quart import Blueprint, request
 
-from e2a.api.agents import owned_agent
+from e2a.api.agents import enforce_rate_limit, owned_agent
 from e2a.api.auth import gateway, requires_user
 from e2a.api.errors import ApiError, not_found
 from e2a.api.views import message_full_view, message_summary_view
@@ -18,6 +18,7 @@ blueprint = Blueprint("messages", __name__)
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
+POLL_WINDOW_SECONDS = 60
 _STATUSES: dict[str, StatusFilter] = {"unread": "unread", "read": "read", "all": "all"}
 
 
@@ -40,6 +41,16 @@ def decode_page_token(token: str) -> int:
         ) from None
 
 
+async def _count_poll(user: User) -> None:
+    """Count one message poll (list or read) against the caller; 429 when over the limit."""
+    await enforce_rate_limit(
+        f"message_poll:user:{user.id}",
+        POLL_WINDOW_SECONDS,
+        gateway().settings.limits.message_polls_per_user_per_minute,
+        "message reads per minute for this account",
+    )
+
+
 def _page_size() -> int:
     raw = request.args.get("page_size", str(DEFAULT_PAGE_SIZE))
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
@@ -53,6 +64,7 @@ def _page_size() -> int:
 @requires_user
 async def list_messages(user: User, email: str) -> dict[str, Any]:
     """GET /agents/{email}/messages?status=&page_size=&token=."""
+    await _count_poll(user)
     agent = await owned_agent(user, email)
     status = _STATUSES.get(request.args.get("status", "unread"))
     if status is None:
@@ -75,6 +87,7 @@ async def list_messages(user: User, email: str) -> dict[str, Any]:
 @requires_user
 async def get_message(user: User, email: str, message_id: str) -> dict[str, Any]:
     """GET /agents/{email}/messages/{id}: the full message; marks it read."""
+    await _count_poll(user)
     agent = await owned_agent(user, email)
     message = await gateway().storage.read_inbound(user.id, agent.email, message_id)
     if message is None:

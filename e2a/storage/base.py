@@ -481,6 +481,16 @@ class Storage(Protocol):
         """How many messages the agent created since `since` (rate limiting)."""
         ...
 
+    # rate limits
+    async def hit_rate_limit(
+        self, key: str, window_seconds: int, limit: int, now: float
+    ) -> float | None:
+        """Count one request against `key` in the fixed window of `window_seconds` holding
+        `now` (atomically, shared by every process using the database); None when it is within
+        `limit`, else the seconds until the window ends. Prunes a bounded number of expired
+        windows on the way."""
+        ...
+
     async def list_outbound(
         self, user_id: str, status: str, agent_email: str | None
     ) -> list[OutboundMessage]:

@@ -61,6 +61,7 @@ from e2a.storage.rows import (
     OUTBOUND_INSERT_COLUMNS,
     OUTBOUND_JOB,
     OUTBOUND_STATUS_INDEX,
+    RATE_LIMIT_PRUNE_BATCH,
     SIGNING_SECRET_COLUMNS,
     WEBHOOK_ATTEMPT_COLUMNS,
     WEBHOOK_JOB,
@@ -85,6 +86,8 @@ from e2a.storage.rows import (
     message_page,
     outbound_job_kind,
     outbound_params,
+    rate_verdict,
+    rate_window,
     recipient_results,
     retry_params,
     signing_secret_params,
@@ -906,6 +909,35 @@ class PostgresStorage:
             )
         )
         return int(row[0])
+
+    # -- rate limits ------------------------------------------------------------------------
+
+    async def hit_rate_limit(
+        self, key: str, window_seconds: int, limit: int, now: float
+    ) -> float | None:
+        """Count one request in `key`'s current window: an atomic upsert, so concurrent
+        replicas never lose a hit; expired windows are pruned a batch at a time, skipping rows
+        another transaction is already deleting."""
+        start, end = rate_window(now, window_seconds)
+
+        def hit(db: Connection) -> int:
+            db.execute(
+                "DELETE FROM rate_limits WHERE (key, window_start) IN ("
+                "SELECT key, window_start FROM rate_limits WHERE expires_at <= %s "
+                "LIMIT %s FOR UPDATE SKIP LOCKED)",
+                (now, RATE_LIMIT_PRUNE_BATCH),
+            )
+            row = _one(
+                db,
+                "INSERT INTO rate_limits (key, window_start, expires_at, hits) "
+                "VALUES (%s, %s, %s, 1) "
+                "ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + 1 "
+                "RETURNING hits",
+                (key, start, end),
+            )
+            return int(row[0])
+
+        return rate_verdict(await self._run(hit), limit, end, now)
 
     async def list_outbound(
         self, user_id: str, status: str, agent_email: str | None

@@ -56,6 +56,7 @@ from e2a.storage.rows import (
     OUTBOUND_INSERT_COLUMNS,
     OUTBOUND_JOB,
     OUTBOUND_STATUS_INDEX,
+    RATE_LIMIT_PRUNE_BATCH,
     SIGNING_SECRET_COLUMNS,
     WEBHOOK_ATTEMPT_COLUMNS,
     WEBHOOK_JOB,
@@ -80,6 +81,8 @@ from e2a.storage.rows import (
     message_page,
     outbound_job_kind,
     outbound_params,
+    rate_verdict,
+    rate_window,
     recipient_results,
     retry_params,
     signing_secret_params,
@@ -852,6 +855,33 @@ class SqliteStorage:
             ).fetchone()
         )
         return int(row[0])
+
+    # -- rate limits ------------------------------------------------------------------------
+
+    async def hit_rate_limit(
+        self, key: str, window_seconds: int, limit: int, now: float
+    ) -> float | None:
+        """Count one request in `key`'s current window (one write transaction)."""
+        start, end = rate_window(now, window_seconds)
+
+        def hit(db: sqlite3.Connection) -> int:
+            db.execute(
+                "DELETE FROM rate_limits WHERE rowid IN (SELECT rowid FROM rate_limits "
+                "WHERE expires_at <= ? LIMIT ?)",
+                (now, RATE_LIMIT_PRUNE_BATCH),
+            )
+            db.execute(
+                "INSERT INTO rate_limits (key, window_start, expires_at, hits) "
+                "VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + 1",
+                (key, start, end),
+            )
+            row = db.execute(
+                "SELECT hits FROM rate_limits WHERE key = ? AND window_start = ?", (key, start)
+            ).fetchone()
+            return int(row[0])
+
+        return rate_verdict(await self._write(hit), limit, end, now)
 
     async def list_outbound(
         self, user_id: str, status: str, agent_email: str | None
