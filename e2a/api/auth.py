@@ -7,6 +7,7 @@ from functools import wraps
 from typing import Concatenate, ParamSpec, TypeVar
 
 from quart import current_app, request
+from werkzeug.datastructures import Headers
 
 from e2a.api.errors import ApiError
 from e2a.gateway import Gateway
@@ -23,9 +24,9 @@ def gateway() -> Gateway:
     return found
 
 
-def _presented_key() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
+def bearer_key(headers: Headers) -> str | None:
+    """The key in an `Authorization: Bearer …` header, or None."""
+    scheme, _, value = str(headers.get("Authorization", "")).partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
@@ -50,7 +51,7 @@ def requires_user(
 
     @wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        user = await authenticate(_presented_key())
+        user = await authenticate(bearer_key(request.headers))
         return await handler(user, *args, **kwargs)
 
     return wrapper

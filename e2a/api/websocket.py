@@ -14,9 +14,10 @@ from typing import Any
 
 import trio
 from quart import Blueprint, Response, request, websocket
+from werkzeug.datastructures import Headers
 
 from e2a.api.agents import owned_agent
-from e2a.api.auth import authenticate, gateway
+from e2a.api.auth import authenticate, bearer_key, gateway
 from e2a.api.errors import ApiError, error_response
 from e2a.hub.frames import notification_frame
 from e2a.storage.base import Agent, User
@@ -28,15 +29,13 @@ DRAIN_PAGE_SIZE = 100
 MAX_CLIENT_FRAME_BYTES = 4096
 
 
-def _presented_key(args: Any, headers: Any) -> str | None:
+def _presented_key(args: Any, headers: Headers) -> str | None:
+    """`?token=` (what browsers and the SDK use for WebSockets), else the Bearer header."""
     token = args.get("token")
-    if token:
-        return str(token)
-    scheme, _, value = str(headers.get("Authorization", "")).partition(" ")
-    return value.strip() or None if scheme.lower() == "bearer" else None
+    return str(token) if token else bearer_key(headers)
 
 
-async def _admit(args: Any, headers: Any, email: str) -> tuple[User, Agent]:
+async def _admit(args: Any, headers: Headers, email: str) -> tuple[User, Agent]:
     """The caller and their local agent, or the ApiError that refuses the connection."""
     user = await authenticate(_presented_key(args, headers))
     agent = await owned_agent(user, email)
