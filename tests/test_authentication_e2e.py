@@ -22,11 +22,10 @@ import trio
 
 from e2a.app import RunningGateway, run_gateway
 from e2a.mailauth.resolver import Zone
-from e2a.signing.identity import verify_headers
 from tests.conftest import Account, agent_path, make_settings
 from tests.dns_server import serve_dns
 from tests.test_mailauth_dkim import rsa_key
-from tests.test_signing_identity import contract_verify
+from tests.test_signing_identity import contract_verify, sdk_verifies
 
 SIGNER = rsa_key("example.org", "mail")
 ZONE: Zone = {
@@ -172,7 +171,7 @@ async def test_signed_identity_headers(
     assert added.endswith(b"\r\n") and b"X-E2A-Auth-" not in added
 
     assert contract_verify(headers, raw, secret)
-    assert verify_headers(headers, raw, secret, time.time())
+    assert sdk_verifies(headers, raw, secret, time.time())
     assert not contract_verify(headers, raw + b"tampered", secret)
     await account.http.aclose()
 

@@ -10,7 +10,7 @@ from email.utils import format_datetime
 import pytest
 
 from e2a.clock import format_timestamp
-from e2a.signing.identity import IdentityClaim, body_hash, verify_headers
+from e2a.signing.identity import IdentityClaim, body_hash
 from e2a.storage.base import InboundMessage
 from e2a.workers.webhook_policy import (
     DELIVERY_WINDOW_SECONDS,
@@ -23,6 +23,7 @@ from e2a.workers.webhook_policy import (
     parse_retry_after,
     webhook_body,
 )
+from tests.test_signing_identity import sdk_verifies
 
 SECRET = "ab" * 32
 RAW = b"Authentication-Results: mx.agents.test; spf=pass\r\nFrom: a@example.org\r\n\r\nhi\r\n"
@@ -111,8 +112,8 @@ def test_each_attempt_is_signed_afresh_with_the_given_time() -> None:
         assert body["auth_headers"] == auth
         assert auth["X-E2A-Auth-Timestamp"] == format_timestamp(when)
         assert auth["X-E2A-Auth-Body-Hash"] == body_hash(RAW)
-        assert verify_headers(auth, RAW, SECRET, when)
-        assert not verify_headers(auth, RAW, "cd" * 32, when)
+        assert sdk_verifies(auth, RAW, SECRET, when)
+        assert not sdk_verifies(auth, RAW, "cd" * 32, when)
         assert request.headers["X-E2A-Delivery-Attempt"] == str(attempt).encode()
         assert request.headers["X-E2A-Delivery-Id"] == delivery_id(message.id).encode()
         assert request.headers["Content-Type"] == b"application/json"
@@ -120,7 +121,7 @@ def test_each_attempt_is_signed_afresh_with_the_given_time() -> None:
     first_auth = json.loads(first.body)["auth_headers"]
     later_auth = json.loads(later.body)["auth_headers"]
     assert first_auth["X-E2A-Auth-Signature"] != later_auth["X-E2A-Auth-Signature"]
-    assert not verify_headers(first_auth, RAW, SECRET, NOW + 301)
+    assert not sdk_verifies(first_auth, RAW, SECRET, NOW + 301)
 
 
 def test_delivery_id_is_stable_and_prefixed() -> None:

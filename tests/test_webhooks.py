@@ -24,7 +24,6 @@ from e2a.app import RunningGateway
 from e2a.clock import format_timestamp
 from e2a.config import Settings
 from e2a.mailauth.resolver import FixtureResolver
-from e2a.signing.identity import verify_headers
 from e2a.workers.webhook_policy import DELIVERY_WINDOW_SECONDS, delivery_id
 from e2a.workers.webhooks import MAX_PER_HOST, WebhookWorker
 from tests.conftest import Account, make_settings
@@ -41,6 +40,7 @@ from tests.delivery_support import (
     wait_for_status,
 )
 from tests.http_receiver import CLOSE, HANG, Answer, HttpReceiver, answer_in_turn
+from tests.test_signing_identity import sdk_verifies
 
 WAIT = 10.0
 
@@ -138,7 +138,7 @@ async def test_a_200_delivers_once_with_the_signed_body_and_headers(
     auth = body["auth_headers"]
     assert {name: request.headers[name.lower()] for name in auth} == auth
     assert auth["X-E2A-Auth-Timestamp"] == format_timestamp(clock.now)
-    assert verify_headers(auth, raw, secret, clock.now)
+    assert sdk_verifies(auth, raw, secret, clock.now)
 
     assert await delivery_status(alice, agent, message_id) == "delivered"
     (attempt,) = await quiet.gateway.storage.webhook_attempts(message_id)
@@ -590,5 +590,5 @@ async def test_mail_over_smtp_reaches_the_webhook(
     body = json.loads(request.body)
     raw = base64.b64decode(body["raw_message"], validate=True)
     assert raw.endswith(data) and body["subject"] == "Over the wire"
-    assert verify_headers(body["auth_headers"], raw, secret, time.time())
+    assert sdk_verifies(body["auth_headers"], raw, secret, time.time())
     await wait_for_status(alice, agent, body["message_id"], "delivered")
