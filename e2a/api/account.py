@@ -6,7 +6,12 @@ from typing import Any
 
 from quart import Blueprint, Response, request
 
-from e2a.accounts import MAX_SIGNING_SECRETS, issue_api_key, issue_signing_secret
+from e2a.accounts import (
+    MAX_SIGNING_SECRETS,
+    IssuedSigningSecret,
+    issue_api_key,
+    issue_signing_secret,
+)
 from e2a.api.auth import gateway, requires_user
 from e2a.api.errors import ApiError, not_found
 from e2a.api.requests import CreateApiKey, CreateSigningSecret, read_body
@@ -25,14 +30,11 @@ async def list_signing_secrets(user: User) -> dict[str, Any]:
     return {"secrets": [signing_secret_view(secret) for secret in secrets]}
 
 
-@blueprint.post("/users/me/signing-secrets")
-@requires_user
-async def create_signing_secret(user: User) -> tuple[dict[str, Any], int]:
-    """POST /users/me/signing-secrets: the secret is in this response only."""
-    body = await read_body(CreateSigningSecret, allow_empty=True)
+async def new_signing_secret(user: User, name: str | None) -> IssuedSigningSecret:
+    """Issue a signing secret for the caller; 400 past the limit."""
     try:
-        issued = await issue_signing_secret(
-            gateway().storage, gateway().server_key, user.id, body.name or "unnamed"
+        return await issue_signing_secret(
+            gateway().storage, gateway().server_key, user.id, name or "unnamed"
         )
     except LimitReached:
         raise ApiError(
@@ -40,13 +42,10 @@ async def create_signing_secret(user: User) -> tuple[dict[str, Any], int]:
             "signing_secret_limit",
             f"at most {MAX_SIGNING_SECRETS} signing secrets; delete an old one first",
         ) from None
-    return {**signing_secret_view(issued.secret), "secret": issued.plaintext}, 201
 
 
-@blueprint.delete("/users/me/signing-secrets/<secret_id>")
-@requires_user
-async def delete_signing_secret(user: User, secret_id: str) -> Response:
-    """DELETE /users/me/signing-secrets/{id}: never the last one."""
+async def remove_signing_secret(user: User, secret_id: str) -> None:
+    """Delete one of the caller's signing secrets: never the last one (400); 404 otherwise."""
     try:
         deleted = await gateway().storage.delete_signing_secret(user.id, secret_id)
     except LastOne:
@@ -57,6 +56,28 @@ async def delete_signing_secret(user: User, secret_id: str) -> Response:
         ) from None
     if not deleted:
         raise not_found("signing secret")
+
+
+async def revoke_key(user: User, key_id: str) -> None:
+    """Revoke one of the caller's API keys (it answers 401 from now on); 404 otherwise."""
+    if not await gateway().storage.revoke_api_key(user.id, key_id, utc_now()):
+        raise not_found("API key")
+
+
+@blueprint.post("/users/me/signing-secrets")
+@requires_user
+async def create_signing_secret(user: User) -> tuple[dict[str, Any], int]:
+    """POST /users/me/signing-secrets: the secret is in this response only."""
+    body = await read_body(CreateSigningSecret, allow_empty=True)
+    issued = await new_signing_secret(user, body.name)
+    return {**signing_secret_view(issued.secret), "secret": issued.plaintext}, 201
+
+
+@blueprint.delete("/users/me/signing-secrets/<secret_id>")
+@requires_user
+async def delete_signing_secret(user: User, secret_id: str) -> Response:
+    """DELETE /users/me/signing-secrets/{id}: never the last one."""
+    await remove_signing_secret(user, secret_id)
     return Response(b"", status=204)
 
 
@@ -81,8 +102,7 @@ async def create_api_key(user: User) -> tuple[dict[str, Any], int]:
 @requires_user
 async def revoke_api_key(user: User, key_id: str) -> Response:
     """DELETE /users/me/api-keys/{id}: revoke (the key answers 401 from now on)."""
-    if not await gateway().storage.revoke_api_key(user.id, key_id, utc_now()):
-        raise not_found("API key")
+    await revoke_key(user, key_id)
     return Response(b"", status=204)
 
 

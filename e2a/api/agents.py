@@ -135,17 +135,15 @@ async def list_agents(user: User) -> dict[str, Any]:
     return {"agents": [await render_agent(agent) for agent in agents]}
 
 
-@blueprint.post("/agents")
-@requires_user
-async def create_agent(user: User) -> tuple[dict[str, Any], int]:
-    """POST /agents (every authenticated attempt counts against the caller's IP address)."""
+async def register_agent(user: User, body: CreateAgent, remote_addr: str | None) -> Agent:
+    """Create an agent for `user` as POST /agents does (every attempt counts against the
+    client's address); ApiError says what is wrong."""
     await enforce_rate_limit(
-        f"agent_registration:ip:{request.remote_addr}",
+        f"agent_registration:ip:{remote_addr}",
         REGISTRATION_WINDOW_SECONDS,
         gateway().settings.limits.agent_registrations_per_ip_per_hour,
         "agent registrations per hour from this address",
     )
-    body = await read_body(CreateAgent)
     address = await _address_for(user, body)
     mode = body.agent_mode or "cloud"
     webhook_url = await _checked_webhook_url(body.webhook_url) if body.webhook_url else None
@@ -172,21 +170,11 @@ async def create_agent(user: User) -> tuple[dict[str, Any], int]:
         await gateway().storage.add_agent(agent)
     except AlreadyExists:
         raise ApiError(409, "agent_exists", f"{address} is already taken; choose another") from None
-    return await render_agent(agent), 201
+    return agent
 
 
-@blueprint.get("/agents/<email>")
-@requires_user
-async def get_agent(user: User, email: str) -> dict[str, Any]:
-    """GET /agents/{email}."""
-    return await render_agent(await owned_agent(user, email))
-
-
-@blueprint.put("/agents/<email>")
-@requires_user
-async def update_agent(user: User, email: str) -> dict[str, Any]:
-    """PUT /agents/{email}: apply any subset of the settings."""
-    body = await read_body(UpdateAgent)
+async def change_agent(user: User, email: str, body: UpdateAgent) -> Agent:
+    """Apply the settings in `body` to the caller's agent at `email`, as PUT does."""
     current = await owned_agent(user, email)
     webhook_url = await _checked_webhook_url(body.webhook_url) if body.webhook_url else None
     mode = body.agent_mode or current.agent_mode
@@ -207,13 +195,41 @@ async def update_agent(user: User, email: str) -> dict[str, Any]:
     updated = await gateway().storage.update_agent(user.id, current.email, changes)
     if updated is None:
         raise not_found("agent")
-    return await render_agent(updated)
+    return updated
+
+
+async def remove_agent(user: User, email: str) -> None:
+    """Delete the caller's agent at `email` and its messages; 404 when it is not theirs."""
+    if not await gateway().storage.delete_agent(user.id, agent_address(email)):
+        raise not_found("agent")
+
+
+@blueprint.post("/agents")
+@requires_user
+async def create_agent(user: User) -> tuple[dict[str, Any], int]:
+    """POST /agents."""
+    agent = await register_agent(user, await read_body(CreateAgent), request.remote_addr)
+    return await render_agent(agent), 201
+
+
+@blueprint.get("/agents/<email>")
+@requires_user
+async def get_agent(user: User, email: str) -> dict[str, Any]:
+    """GET /agents/{email}."""
+    return await render_agent(await owned_agent(user, email))
+
+
+@blueprint.put("/agents/<email>")
+@requires_user
+async def update_agent(user: User, email: str) -> dict[str, Any]:
+    """PUT /agents/{email}: apply any subset of the settings."""
+    body = await read_body(UpdateAgent)
+    return await render_agent(await change_agent(user, email, body))
 
 
 @blueprint.delete("/agents/<email>")
 @requires_user
 async def delete_agent(user: User, email: str) -> dict[str, Any]:
     """DELETE /agents/{email}: the agent and its messages."""
-    if not await gateway().storage.delete_agent(user.id, agent_address(email)):
-        raise not_found("agent")
+    await remove_agent(user, email)
     return {"status": "deleted"}

@@ -28,7 +28,8 @@ def _path_domain(raw: str) -> str:
         raise not_found("domain") from None
 
 
-def _render(domain: Domain) -> dict[str, Any]:
+def render_domain(domain: Domain) -> dict[str, Any]:
+    """The Domain object with the MX host of this deployment."""
     return domain_view(domain, gateway().settings.smtp.hostname)
 
 
@@ -37,17 +38,16 @@ def _render(domain: Domain) -> dict[str, Any]:
 async def list_domains(user: User) -> dict[str, Any]:
     """GET /domains."""
     return {
-        "domains": [_render(domain) for domain in await gateway().storage.list_domains(user.id)]
+        "domains": [
+            render_domain(domain) for domain in await gateway().storage.list_domains(user.id)
+        ]
     }
 
 
-@blueprint.post("/domains")
-@requires_user
-async def create_domain(user: User) -> tuple[dict[str, Any], int]:
-    """POST /domains: register a domain and get the TXT record that proves ownership."""
-    body = await read_body(CreateDomain)
+async def register_domain(user: User, raw_name: str) -> Domain:
+    """Register a domain for the caller, with the TXT token that will prove ownership."""
     try:
-        name = normalise_domain(body.domain)
+        name = normalise_domain(raw_name)
     except AddressError as exc:
         raise ApiError(400, "invalid_domain", str(exc)) from None
     if gateway().is_shared_domain(name):
@@ -72,7 +72,15 @@ async def create_domain(user: User) -> tuple[dict[str, Any], int]:
             "domain_exists",
             f"{name} is already registered (by you, or verified by another user)",
         ) from None
-    return _render(domain), 201
+    return domain
+
+
+@blueprint.post("/domains")
+@requires_user
+async def create_domain(user: User) -> tuple[dict[str, Any], int]:
+    """POST /domains: register a domain and get the TXT record that proves ownership."""
+    body = await read_body(CreateDomain)
+    return render_domain(await register_domain(user, body.domain)), 201
 
 
 async def _txt_proves_ownership(domain: Domain) -> bool:
@@ -95,10 +103,8 @@ async def _txt_proves_ownership(domain: Domain) -> bool:
     return False
 
 
-@blueprint.post("/domains/<name>/verify")
-@requires_user
-async def verify_domain(user: User, name: str) -> dict[str, Any]:
-    """POST /domains/{domain}/verify: check the TXT record at the apex."""
+async def verify_domain_of(user: User, name: str) -> Domain:
+    """Check the TXT record of the caller's domain and mark it verified (412 when missing)."""
     domain = await gateway().storage.get_domain(user.id, _path_domain(name))
     if domain is None:
         raise not_found("domain")
@@ -117,13 +123,11 @@ async def verify_domain(user: User, name: str) -> dict[str, Any]:
         ) from None
     if verified is None:
         raise not_found("domain")
-    return _render(verified)
+    return verified
 
 
-@blueprint.delete("/domains/<name>")
-@requires_user
-async def delete_domain(user: User, name: str) -> Response:
-    """DELETE /domains/{domain}: refused while agents use it."""
+async def remove_domain(user: User, name: str) -> None:
+    """Delete the caller's domain: refused (409) while agents use it; 404 when not theirs."""
     try:
         deleted = await gateway().storage.delete_domain(user.id, _path_domain(name))
     except InUse:
@@ -132,4 +136,18 @@ async def delete_domain(user: User, name: str) -> Response:
         ) from None
     if not deleted:
         raise not_found("domain")
+
+
+@blueprint.post("/domains/<name>/verify")
+@requires_user
+async def verify_domain(user: User, name: str) -> dict[str, Any]:
+    """POST /domains/{domain}/verify: check the TXT record at the apex."""
+    return render_domain(await verify_domain_of(user, name))
+
+
+@blueprint.delete("/domains/<name>")
+@requires_user
+async def delete_domain(user: User, name: str) -> Response:
+    """DELETE /domains/{domain}: refused while agents use it."""
+    await remove_domain(user, name)
     return Response(b"", status=204)

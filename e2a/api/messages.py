@@ -12,7 +12,7 @@ from e2a.api.agents import enforce_rate_limit, owned_agent
 from e2a.api.auth import gateway, requires_user
 from e2a.api.errors import ApiError, not_found
 from e2a.api.views import message_full_view, message_summary_view
-from e2a.storage.base import StatusFilter, User
+from e2a.storage.base import InboundMessage, MessagePage, StatusFilter, User
 
 blueprint = Blueprint("messages", __name__)
 
@@ -60,22 +60,35 @@ def _page_size() -> int:
     return int(raw)
 
 
+async def inbox_page(
+    user: User, email: str, status: StatusFilter, page_size: int, after: int | None
+) -> MessagePage:
+    """A page of the caller's agent's inbound mail (counted as one poll)."""
+    await _count_poll(user)
+    agent = await owned_agent(user, email)
+    return await gateway().storage.list_inbound(user.id, agent.email, status, page_size, after)
+
+
+async def read_message(user: User, email: str, message_id: str) -> InboundMessage:
+    """One message of the caller's agent, marked read (counted as one poll); 404 otherwise."""
+    await _count_poll(user)
+    agent = await owned_agent(user, email)
+    message = await gateway().storage.read_inbound(user.id, agent.email, message_id)
+    if message is None:
+        raise not_found("message")
+    return message
+
+
 @blueprint.get("/agents/<email>/messages")
 @requires_user
 async def list_messages(user: User, email: str) -> dict[str, Any]:
     """GET /agents/{email}/messages?status=&page_size=&token=."""
-    await _count_poll(user)
-    agent = await owned_agent(user, email)
     status = _STATUSES.get(request.args.get("status", "unread"))
     if status is None:
         raise ApiError(400, "invalid_request", "status must be one of unread, read, all")
     token = request.args.get("token")
-    page = await gateway().storage.list_inbound(
-        user.id,
-        agent.email,
-        status,
-        _page_size(),
-        decode_page_token(token) if token else None,
+    page = await inbox_page(
+        user, email, status, _page_size(), decode_page_token(token) if token else None
     )
     return {
         "messages": [message_summary_view(message) for message in page.messages],
@@ -87,9 +100,4 @@ async def list_messages(user: User, email: str) -> dict[str, Any]:
 @requires_user
 async def get_message(user: User, email: str, message_id: str) -> dict[str, Any]:
     """GET /agents/{email}/messages/{id}: the full message; marks it read."""
-    await _count_poll(user)
-    agent = await owned_agent(user, email)
-    message = await gateway().storage.read_inbound(user.id, agent.email, message_id)
-    if message is None:
-        raise not_found("message")
-    return message_full_view(message)
+    return message_full_view(await read_message(user, email, message_id))

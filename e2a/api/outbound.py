@@ -352,18 +352,33 @@ async def send_test(user: User, email: str) -> tuple[dict[str, Any], int]:
     return await _submit(message)
 
 
-@blueprint.get("/messages")
-@requires_user
-async def list_outbound(user: User) -> dict[str, Any]:
-    """GET /messages?status=&agent=: the review queue by default."""
-    status = request.args.get("status", "pending_approval")
+async def outbound_messages(
+    user: User, status: str, agent_filter: str | None
+) -> list[OutboundMessage]:
+    """The caller's outbound messages in `status`, optionally of one of their agents."""
     if status not in OUTBOUND_STATUSES:
         raise ApiError(
             400, "invalid_request", f"status must be one of {', '.join(OUTBOUND_STATUSES)}"
         )
-    agent_filter = request.args.get("agent")
     agent_email = (await owned_agent(user, agent_filter)).email if agent_filter else None
-    messages = await gateway().storage.list_outbound(user.id, status, agent_email)
+    return await gateway().storage.list_outbound(user.id, status, agent_email)
+
+
+async def outbound_message(user: User, message_id: str) -> OutboundMessage:
+    """One of the caller's outbound messages, or 404."""
+    message = await gateway().storage.get_outbound(user.id, message_id)
+    if message is None:
+        raise not_found("message")
+    return message
+
+
+@blueprint.get("/messages")
+@requires_user
+async def list_outbound(user: User) -> dict[str, Any]:
+    """GET /messages?status=&agent=: the review queue by default."""
+    messages = await outbound_messages(
+        user, request.args.get("status", "pending_approval"), request.args.get("agent")
+    )
     return {"messages": [outbound_view(message) for message in messages]}
 
 
@@ -371,15 +386,14 @@ async def list_outbound(user: User) -> dict[str, Any]:
 @requires_user
 async def get_outbound(user: User, message_id: str) -> dict[str, Any]:
     """GET /messages/{id}."""
-    message = await gateway().storage.get_outbound(user.id, message_id)
-    if message is None:
-        raise not_found("message")
-    return outbound_view(message)
+    return outbound_view(await outbound_message(user, message_id))
 
 
-async def _review(
+async def review_message(
     user: User, message_id: str, approve: bool, edits: OutboundEdits | None, reason: str | None
-) -> dict[str, Any]:
+) -> OutboundMessage:
+    """Approve (then wake the send worker) or reject a pending message of the caller, once:
+    409 when it is no longer pending, 404 when it is not theirs."""
     try:
         message = await gateway().storage.review_outbound(
             user.id, message_id, approve, edits, reason, time.time()
@@ -392,15 +406,12 @@ async def _review(
         raise not_found("message")
     if approve:
         gateway().hub.jobs_added()
-    return outbound_view(message)
+    return message
 
 
-@blueprint.post("/messages/<message_id>/approve")
-@requires_user
-async def approve(user: User, message_id: str) -> dict[str, Any]:
-    """POST /messages/{id}/approve, optionally with edits (then `edited: true`)."""
-    body = await read_body(ApproveBody, allow_empty=True)
-    edits = OutboundEdits(
+def approval_edits(body: ApproveBody) -> OutboundEdits:
+    """The checked edits a reviewer asks for when approving."""
+    return OutboundEdits(
         subject=_checked_text("subject", body.subject),
         body_text=body.body_text,
         body_html=body.body_html,
@@ -409,7 +420,14 @@ async def approve(user: User, message_id: str) -> dict[str, Any]:
         bcc=_addresses("bcc", body.bcc) if body.bcc is not None else None,
         attachments=_attachments(body.attachments) if body.attachments is not None else None,
     )
-    return await _review(user, message_id, True, edits, None)
+
+
+@blueprint.post("/messages/<message_id>/approve")
+@requires_user
+async def approve(user: User, message_id: str) -> dict[str, Any]:
+    """POST /messages/{id}/approve, optionally with edits (then `edited: true`)."""
+    body = await read_body(ApproveBody, allow_empty=True)
+    return outbound_view(await review_message(user, message_id, True, approval_edits(body), None))
 
 
 @blueprint.post("/messages/<message_id>/reject")
@@ -417,4 +435,4 @@ async def approve(user: User, message_id: str) -> dict[str, Any]:
 async def reject(user: User, message_id: str) -> dict[str, Any]:
     """POST /messages/{id}/reject with an optional reason."""
     body = await read_body(RejectBody, allow_empty=True)
-    return await _review(user, message_id, False, None, body.reason)
+    return outbound_view(await review_message(user, message_id, False, None, body.reason))
