@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import trio
@@ -46,6 +47,7 @@ from e2a.v1 import (
 from e2a.v1.notifications import backoff_delays, websocket_url
 from e2a.workers.webhook_policy import build_request
 from tests.conftest import make_settings
+from tests.delivery_support import wait_until
 
 SENDER = "alice@example.org"
 
@@ -305,49 +307,85 @@ def test_async_client_under_trio(live: LiveGateway) -> None:
 # Notifications
 
 
-async def listen_for_mail(live: LiveGateway, key: str) -> None:
-    """Unread mail first, then live mail; acks mark messages read; refusals raise."""
-    agent = "listener@agents.test"
+async def listen_for_mail(live: LiveGateway, key: str, name: str) -> None:
+    """Unread mail first, then live mail; acks mark messages read; a connection the server
+    closes is reopened and what is still unread comes again; refusals raise.
+
+    Runs under asyncio and trio alike (anyio only)."""
+    agent = f"{name}@agents.test"
     async with AsyncE2AClient(key, agent_email=agent, base_url=live.url) as client:
-        await client.register_agent("listener", agent_mode="local")
+        await client.register_agent(name, agent_mode="local")
         for subject in ("Waiting 1", "Waiting 2"):
             live.send_mail(agent, rich_mail(agent, subject))
         seen: list[WSNotification] = []
-        with trio.fail_after(10):
+        with anyio.fail_after(20):
             async with aclosing(client.listen(ack=True)) as stream:
                 async for notification in stream:
                     seen.append(notification)
                     if len(seen) == 2:
                         live.send_mail(agent, rich_mail(agent, "Live"))
                     if len(seen) == 3:
+                        # "Live" is not acked yet (that happens on the next step): it is
+                        # sent again after the server drops the connection.
+                        await anyio.to_thread.run_sync(live.run, drop_websockets, live, agent)
+                    if len(seen) == 4:
                         break
-        assert [n.subject for n in seen] == ["Waiting 1", "Waiting 2", "Live"]
+        assert [n.subject for n in seen] == ["Waiting 1", "Waiting 2", "Live", "Live"]
+        assert seen[2].message_id == seen[3].message_id
         assert {n.from_ for n in seen} == {SENDER} and {n.recipient for n in seen} == {agent}
         unread = (await client.get_messages()).messages
         assert [m.subject for m in unread] == ["Live"]  # the last one was never acked
 
-        with trio.fail_after(10):
+        with anyio.fail_after(10):
             async with aclosing(client.listen(agent_email="nobody@agents.test")) as refused:
                 with pytest.raises(E2AApiError) as missing:
                     await refused.__anext__()
         assert missing.value.status_code == 404
 
 
+async def drop_websockets(live: LiveGateway, agent: str) -> None:
+    """Have the gateway close the agent's WebSockets (as when a client falls behind)."""
+    hub = live.running.gateway.hub
+    await wait_until(lambda: hub.subscriber_count(agent) > 0)
+    hub.close_subscriptions(agent)
+
+
 def test_listen_under_trio(live: LiveGateway) -> None:
-    trio.run(listen_for_mail, live, live.new_key("listen@example.com"))
+    trio.run(listen_for_mail, live, live.new_key("listen-trio@example.com"), "ear-trio")
 
 
-def test_listen_explains_it_needs_trio(live: LiveGateway) -> None:
-    async def under_asyncio() -> None:
-        async with AsyncE2AClient("e2a_x", "a@agents.test", live.url) as client:
-            with pytest.raises(RuntimeError, match="trio"):
-                await client.listen().__anext__()
-
-    asyncio.run(under_asyncio())
+def test_listen_under_asyncio(live: LiveGateway) -> None:
+    key = live.new_key("listen-asyncio@example.com")
+    asyncio.run(listen_for_mail(live, key, "ear-asyncio"))
 
 
-def test_reconnect_backoff_doubles_up_to_the_cap() -> None:
-    assert list(itertools.islice(backoff_delays(10), 6)) == [1, 2, 4, 8, 10, 10]
+def test_listen_loop_can_be_left_with_break_under_asyncio(live: LiveGateway) -> None:
+    """The published SDK's users write `async for …: break` without aclosing; the generator
+    is then closed by the event loop in another task, which must not disturb the caller."""
+    key = live.new_key("listen-break@example.com")
+    agent = "ear-break@agents.test"
+    with E2AClient(api_key=key, base_url=live.url) as sync:
+        sync.register_agent("ear-break", agent_mode="local")
+    live.send_mail(agent, rich_mail(agent, "Only"))
+
+    async def main() -> list[str]:
+        client = AsyncE2AClient(key, agent_email=agent, base_url=live.url)
+        subjects = []
+        async for notification in client.listen():
+            subjects.append(notification.subject)
+            break
+        await asyncio.sleep(0.2)  # a leaked cancel scope would cancel this sleep
+        await client.close()
+        return subjects
+
+    assert asyncio.run(asyncio.wait_for(main(), 20)) == ["Only"]
+
+
+def test_reconnect_backoff_is_jittered_and_capped() -> None:
+    for _ in range(20):
+        delays = list(itertools.islice(backoff_delays(10), 6))
+        for delay, ceiling in zip(delays, [1, 2, 4, 8, 10, 10], strict=True):
+            assert ceiling / 2 <= delay <= ceiling
     url = websocket_url("https://mail.example.com", "bot@example.com", "e2a_k")
     assert url == "wss://mail.example.com/api/v1/agents/bot%40example.com/ws?token=e2a_k"
 

@@ -15,8 +15,8 @@ import sys
 from contextlib import aclosing
 from typing import Any
 
+import anyio
 import httpx
-import trio
 
 from e2a.cli.output import email_json
 from e2a.v1 import AsyncE2AClient, AsyncInboundEmail
@@ -117,7 +117,7 @@ async def listen_loop(
         httpx.AsyncClient(timeout=120) as http,
     ):
         _note(f"Listening for mail to {agent} (Ctrl-C to stop)…")
-        # aclosing: the generator holds a WebSocket nursery; it must close in this task.
+        # aclosing: the WebSocket closes as soon as we stop, not when collected.
         async with aclosing(client.listen(agent)) as notifications:
             async for notification in notifications:
                 email = await client.get_message(notification.message_id)
@@ -143,5 +143,5 @@ async def listen_loop(
 def cmd_listen_with(
     args: argparse.Namespace, url: str, key: str, agent: str, *, as_json: bool
 ) -> None:
-    """Run the listener under trio (the SDK's WebSocket client needs it)."""
-    trio.run(lambda: listen_loop(args, url, key, agent, as_json=as_json))
+    """Run the listener on an event loop of its own."""
+    anyio.run(lambda: listen_loop(args, url, key, agent, as_json=as_json))

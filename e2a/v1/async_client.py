@@ -160,11 +160,14 @@ class AsyncE2AClient:
         *,
         ack: bool = False,
     ) -> AsyncGenerator[WSNotification, None]:
-        """Notifications of new mail over the WebSocket (local agents; trio only for now).
+        """Notifications of new mail over the WebSocket (local agents), under asyncio or trio.
 
-        Unread messages come first, then live ones; reconnects with backoff (1 s doubling to
-        `max_backoff`). With `ack`, each one is marked read once you ask for the next; else
-        fetch it with `get_message`, which marks it read too.
+        Unread messages come first, then live ones; after a dropped connection it reconnects
+        with jittered backoff (about 1 s, doubling up to `max_backoff`) and the server sends
+        what is still unread again. With `ack`, each one is marked read once you ask for the
+        next; else fetch it with `get_message`, which marks it read too. A refused connection
+        (bad key, unknown or cloud agent) raises `E2AApiError`. Close it with
+        `contextlib.aclosing` (or `await stream.aclose()`) when you stop early.
         """
         email = require_agent_email(self.agent_email, agent_email)
         url = notifications.websocket_url(self.base_url, email, self.api_key)

@@ -1,20 +1,24 @@
 """WebSocket notifications for local agents: `AsyncE2AClient.listen()`.
 
 Connects to `/api/v1/agents/{email}/ws`, yields one `WSNotification` per message (unread
-ones first, then live ones), optionally acks, and reconnects with exponential backoff.
-Runs under trio with `trio-websocket`, imported only when listening starts.
+ones first, then live ones), optionally acks, and reconnects with jittered exponential
+backoff. Runs under asyncio and trio alike (httpx and wsproto, through anyio).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-from e2a.v1.errors import E2AApiError
+import anyio
+import httpx
+
+from e2a.v1.wsclient import WebSocketClosed, WebSocketRejected, connect_websocket
 
 log = logging.getLogger("e2a.v1.listen")
 
@@ -54,10 +58,11 @@ def websocket_url(base_url: str, agent_email: str, api_key: str) -> str:
 
 
 def backoff_delays(max_backoff: float) -> Iterator[float]:
-    """1 s, 2 s, 4 s… capped at `max_backoff`."""
+    """Delays between reconnections: 1 s, 2 s, 4 s… capped at `max_backoff`, each shortened
+    by a random 0 to 50 % so that many clients dropped at once do not return at once."""
     delay = FIRST_BACKOFF_SECONDS
     while True:
-        yield min(delay, max_backoff)
+        yield min(delay, max_backoff) * random.uniform(0.5, 1.0)
         delay *= 2
 
 
@@ -73,54 +78,31 @@ def _parse_frame(text: str | bytes) -> WSNotification | None:
     return WSNotification.from_payload(payload)
 
 
-def _require_trio() -> None:
-    try:
-        import trio
-
-        trio.lowlevel.current_task()
-    except (ImportError, RuntimeError):
-        raise RuntimeError(
-            "listen() runs under trio with trio-websocket (pip install trio-websocket); "
-            "under asyncio poll with get_messages() instead"
-        ) from None
-
-
 async def listen(
     url: str, *, reconnect: bool = True, max_backoff: float = 30.0, ack: bool = False
 ) -> AsyncGenerator[WSNotification, None]:
     """Yield notifications from `url`, reconnecting after a dropped connection.
 
-    With `ack`, a notification is acknowledged (marked read) when the caller asks for the
-    next one, i.e. once it has been handled. A refused handshake (bad key, unknown or cloud
-    agent) raises `E2AApiError` and is never retried.
+    On every (re)connection the server first sends all unread messages, so nothing is lost
+    while disconnected. With `ack`, a notification is acknowledged (marked read) when the
+    caller asks for the next one, i.e. once it has been handled. A refused handshake (bad
+    key, unknown or cloud agent) raises `E2AApiError` and is never retried.
     """
-    _require_trio()
-    import trio
-    from trio_websocket import (
-        ConnectionClosed,
-        ConnectionRejected,
-        HandshakeError,
-        open_websocket_url,
-    )
-
     delays = backoff_delays(max_backoff)
     while True:
         try:
-            async with open_websocket_url(url) as connection:
+            async with connect_websocket(url) as socket:
                 delays = backoff_delays(max_backoff)
                 while True:
-                    notification = _parse_frame(await connection.get_message())
+                    notification = _parse_frame(await socket.receive_text())
                     if notification is None:
                         continue
                     yield notification
                     if ack:
                         frame = {"type": "ack", "message_id": notification.message_id}
-                        await connection.send_message(json.dumps(frame))
-        except ConnectionRejected as rejected:
-            body = (rejected.body or b"").decode("utf-8", "replace")
-            raise E2AApiError.from_body(rejected.status_code, body) from None
-        except (ConnectionClosed, HandshakeError, OSError) as exc:
+                        await socket.send_text(json.dumps(frame))
+        except (WebSocketClosed, WebSocketRejected, httpx.HTTPError) as exc:
             log.warning("e2a WebSocket disconnected: %s", exc)
         if not reconnect:
             return
-        await trio.sleep(next(delays))
+        await anyio.sleep(next(delays))
