@@ -35,7 +35,6 @@ from e2a.storage.group_commit import GroupCommitter
 from e2a.workers.approvals import ApprovalWorker
 from e2a.workers.outbound import OutboundWorker
 from e2a.workers.supervisor import supervise
-from e2a.workers.webhook_policy import ATTEMPT_TIMEOUT_SECONDS
 from e2a.workers.webhooks import WebhookWorker
 
 log = logging.getLogger("e2a")
@@ -122,7 +121,8 @@ async def serve_http(
 
 async def _deliver_webhooks(gateway: Gateway) -> None:
     """Run the webhook worker (supervised) with its own HTTP client: no redirects followed."""
-    async with httpx.AsyncClient(follow_redirects=False, timeout=ATTEMPT_TIMEOUT_SECONDS) as http:
+    timeout = gateway.settings.webhooks.timeout_seconds
+    async with httpx.AsyncClient(follow_redirects=False, timeout=timeout) as http:
         await supervise("webhook worker", WebhookWorker(gateway, http).run)
 
 
@@ -211,6 +211,8 @@ async def run_gateway(
             )
         )
         await nursery.start(serve_http, gateway, http_sock)
+        # Jobs this replica held when it last stopped are free again before its workers start.
+        await gateway.storage.release_leases()
         nursery.start_soon(_deliver_webhooks, gateway)
         nursery.start_soon(supervise, "outbound worker", OutboundWorker(gateway).run)
         nursery.start_soon(supervise, "approval worker", ApprovalWorker(gateway).run)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "E2A_"
 
@@ -97,6 +97,8 @@ class DatabaseSettings(Section):
     """Where the gateway keeps everything: an SQLite file or a PostgreSQL database."""
 
     url: str = "sqlite:///./e2a.db"
+    replica_id: str = ""
+    """This replica's name on a shared database; empty: `<host name>/<http.listen>`."""
 
     @field_validator("url")
     @classmethod
@@ -150,6 +152,17 @@ class WebhookSettings(Section):
     """Webhook delivery to cloud agents."""
 
     allow_private: bool = False
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    lease_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_attempt(self) -> WebhookSettings:
+        if self.lease_seconds <= self.timeout_seconds:
+            raise ValueError(
+                "lease_seconds must be longer than timeout_seconds (a job's lease has to "
+                "outlast its attempt, or another replica could send it twice)"
+            )
+        return self
 
 
 class RetentionSettings(Section):
@@ -201,6 +214,11 @@ class Settings(Section):
         from e2a.addresses import normalise_domain
 
         return normalise_domain(value) if value else ""
+
+    @property
+    def replica_id(self) -> str:
+        """This replica's stable name, stamped on the job leases it holds."""
+        return self.database.replica_id or f"{socket.gethostname()}/{self.http.listen}"
 
     @property
     def is_production(self) -> bool:

@@ -61,7 +61,7 @@ async def open_gateway(
     settings: Settings, resolver: Resolver | None = None
 ) -> AsyncIterator[Gateway]:
     """Open storage, apply migrations, settle the server key; close storage on exit."""
-    storage = open_storage(settings.database.url)
+    storage = open_storage(settings.database.url, settings.replica_id)
     try:
         applied = await storage.migrate()
         if applied:

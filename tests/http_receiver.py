@@ -32,13 +32,15 @@ class Received:
 
 @dataclass(frozen=True)
 class Answer:
-    """Answer with `status`, `headers` and `body`. An `endless` answer announces a body of a
-    gigabyte, sends `body` and then nothing more until the client goes away."""
+    """Answer with `status`, `headers` and `body` after `delay` seconds (a slow receiver; the
+    request counts as in flight meanwhile). An `endless` answer announces a body of a gigabyte,
+    sends `body` and then nothing more until the client goes away."""
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     endless: bool = False
+    delay: float = 0.0
 
 
 class Hang:
@@ -120,7 +122,12 @@ class HttpReceiver:
                 if isinstance(reply, Hang):
                     await self._hang(stream)
                     return
-                await self._answer(stream, connection, reply)
+                if reply.delay:
+                    await self._hold(reply.delay)
+                try:
+                    await self._answer(stream, connection, reply)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # the client went away while the answer was delayed
                 if reply.endless:
                     await self._hang(stream)
                     return
@@ -161,6 +168,17 @@ class HttpReceiver:
                 )
             elif isinstance(event, h11.ConnectionClosed):
                 return None
+
+    async def _hold(self, seconds: float) -> None:
+        """Keep a request in flight for `seconds` before it is answered."""
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self._notify()
+        try:
+            await trio.sleep(seconds)
+        finally:
+            self.in_flight -= 1
+            self._notify()
 
     async def _hang(self, stream: trio.SocketStream) -> None:
         self.in_flight += 1

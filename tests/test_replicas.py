@@ -28,7 +28,7 @@ from e2a.hub import Hub
 from e2a.hub.fanout import PostgresFanout, relay_payload
 from e2a.storage.postgres import FANOUT_CHANNEL, PostgresStorage
 from tests.dns_server import serve_dns
-from tests.http_receiver import HttpReceiver
+from tests.http_receiver import Answer, HttpReceiver
 from tests.test_cli import free_port
 from tests.test_storage import fresh_postgres_database
 
@@ -37,6 +37,11 @@ START_SECONDS = 30.0
 NOTIFY_SECONDS = 5.0
 DELIVERY_SECONDS = 30.0
 MESSAGES = 500
+KILL_MESSAGES = 30
+SLOW_ANSWER_SECONDS = 1.0
+WEBHOOK_TIMEOUT_SECONDS = 3
+LEASE_SECONDS = 6
+DELIVERY_SLACK_SECONDS = 8.0
 
 
 @dataclass
@@ -54,7 +59,9 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
 
 
-def write_config(directory: Path, database_url: str, dns_port: int) -> tuple[Path, int, int]:
+def write_config(
+    directory: Path, database_url: str, dns_port: int, webhooks: str = ""
+) -> tuple[Path, int, int]:
     """A config for one replica on free loopback ports. Its DNS is a loopback server with an
     empty zone: nothing leaves the machine, and SPF/DMARC lookups end at once (NXDOMAIN)
     instead of waiting out a timeout per message."""
@@ -67,7 +74,7 @@ def write_config(directory: Path, database_url: str, dns_port: int) -> tuple[Pat
         f'[http]\nlisten = "127.0.0.1:{http_port}"\n'
         f"[database]\nurl = {json.dumps(database_url)}\n"
         f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\ntimeout_seconds = 1\n'
-        "[webhooks]\nallow_private = true\n"
+        f"[webhooks]\nallow_private = true\n{webhooks}"
         "[limits]\nagent_registrations_per_ip_per_hour = 100000\n"
         "message_polls_per_user_per_minute = 100000\n"
     )
@@ -111,10 +118,11 @@ def spawn_serve(config: Path) -> subprocess.Popen[str]:
 
 @asynccontextmanager
 async def replica(
-    tmp_path: Path, name: str, database_url: str, dns_port: int
+    tmp_path: Path, name: str, database_url: str, dns_port: int, webhooks: str = ""
 ) -> AsyncIterator[Replica]:
-    """Start one replica and yield it once healthy; kill it on exit."""
-    config, smtp_port, http_port = write_config(tmp_path / name, database_url, dns_port)
+    """Start one replica (`webhooks`: extra lines for its [webhooks] section) and yield it once
+    healthy; kill it on exit."""
+    config, smtp_port, http_port = write_config(tmp_path / name, database_url, dns_port, webhooks)
     process = spawn_serve(config)
     running = Replica(name, config, smtp_port, f"http://127.0.0.1:{http_port}", process)
     try:
@@ -232,6 +240,62 @@ async def test_webhook_jobs_through_both_replicas_are_delivered_exactly_once(
     assert len(set(delivery_ids)) == MESSAGES
     subjects = {json.loads(request.body)["subject"] for request in receiver.requests}
     assert subjects == {f"m{n}" for n in range(MESSAGES)}
+
+
+async def test_replica_killed_mid_delivery_leaves_its_jobs_to_the_other_after_the_lease(
+    tmp_path: Path, database: str
+) -> None:
+    """A holds jobs (some POSTs in flight, some queued) when it is killed with SIGKILL; B, a
+    replica with another name, leaves them alone while A's leases run, then delivers them all.
+    Only the POSTs A had in flight are seen twice: at-least-once, never lost."""
+    receiver = HttpReceiver(lambda _: Answer(200, delay=SLOW_ANSWER_SECONDS))
+    timing = f"timeout_seconds = {WEBHOOK_TIMEOUT_SECONDS}\nlease_seconds = {LEASE_SECONDS}\n"
+    subjects = [f"k{n}" for n in range(KILL_MESSAGES)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(receiver.serve)
+        dns_port = await nursery.start(serve_dns, {})
+        async with replica(tmp_path, "a", database, dns_port, timing) as a:
+            key = await bootstrap(a)
+            agent = await create_agent(
+                a, key, {"slug": "hook", "agent_mode": "cloud", "webhook_url": receiver.url}
+            )
+            sent_at = trio.current_time()
+            await trio.to_thread.run_sync(send_mail, a.smtp_port, agent, subjects)
+            await receiver.wait_in_flight(8)  # A's per-host limit: 8 POSTs held by the receiver
+            a.process.kill()
+            killed_at = trio.current_time()
+            in_flight_at_kill = {json.loads(r.body)["subject"] for r in receiver.requests}
+        async with replica(tmp_path, "b", database, dns_port, timing):
+            with trio.fail_after(DELIVERY_SECONDS):
+                while True:
+                    if await trio.to_thread.run_sync(_all_delivered, database, KILL_MESSAGES):
+                        break
+                    await trio.sleep(0.2)  # polling the database: no event crosses processes
+        nursery.cancel_scope.cancel()
+
+    received: dict[str, list[float]] = {}
+    for request in receiver.requests:
+        received.setdefault(json.loads(request.body)["subject"], []).append(request.at)
+    assert set(received) == set(subjects)
+    assert len(in_flight_at_kill) == 8
+    for subject, times in received.items():
+        if subject in in_flight_at_kill:
+            _, again = times  # A's POST, then B's after A's lease ran out
+            assert again >= sent_at + LEASE_SECONDS - 0.5
+            assert again <= killed_at + LEASE_SECONDS + DELIVERY_SLACK_SECONDS
+        else:
+            assert len(times) == 1, f"{subject} delivered {len(times)} times"
+            assert times[0] > killed_at
+
+
+def _all_delivered(database_url: str, expected: int) -> bool:
+    """True once `expected` messages are delivered and no job is left in the queue."""
+    with psycopg.connect(database_url, autocommit=True) as db:
+        delivered = db.execute(
+            "SELECT count(*) FROM messages WHERE delivery_status = 'delivered'"
+        ).fetchone()
+        jobs = db.execute("SELECT count(*) FROM jobs").fetchone()
+    return delivered == (expected,) and jobs == (0,)
 
 
 # -- the fan-out in process: relaying, skipping own frames, reconnecting ----------------------

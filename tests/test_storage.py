@@ -522,7 +522,7 @@ async def test_postgres_replicas_migrate_once_and_record_versions(postgres_db: s
 @pytest.fixture
 async def replicas(postgres_db: str) -> AsyncIterator[tuple[Storage, Storage]]:
     """Two backends on one migrated database, as two `e2a serve` processes would have."""
-    first, second = open_storage(postgres_db), open_storage(postgres_db)
+    first, second = open_storage(postgres_db, "host-a/8080"), open_storage(postgres_db, "host-b")
     await first.migrate()
     yield first, second
     await first.close()
@@ -565,6 +565,26 @@ async def test_replica_start_keeps_other_leases(replicas: tuple[Storage, Storage
     assert await second.claim_jobs("outbound", 159.0, 10, 60) == []
     (taken_over,) = await second.claim_jobs("outbound", 160.5, 10, 60)
     assert taken_over.id == job.id
+
+
+async def test_restarted_replica_frees_only_the_leases_held_under_its_name(
+    replicas: tuple[Storage, Storage], postgres_db: str
+) -> None:
+    first, second = replicas
+    alice = await add_user(first)
+    await first.add_agent(make_agent(alice, "a@agents.test"))
+    for message_id in ("msg_1", "msg_2"):
+        await first.add_outbound(make_outbound(alice, "a@agents.test", message_id, "queued"))
+    (held_by_first,) = await first.claim_jobs("outbound", 100.0, 1, 60)
+    (held_by_second,) = await second.claim_jobs("outbound", 100.0, 1, 60)
+    restarted = open_storage(postgres_db, "host-a/8080")  # replica A, back after a crash
+    try:
+        await restarted.release_leases()
+        (reclaimed,) = await restarted.claim_jobs("outbound", 101.0, 10, 60)
+    finally:
+        await restarted.close()
+    assert reclaimed.id == held_by_first.id
+    assert held_by_second.id != held_by_first.id
 
 
 async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> None:

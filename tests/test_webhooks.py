@@ -386,6 +386,7 @@ async def test_a_crash_during_an_attempt_delivers_again_after_restart(
     async with quiet_gateway(settings, resolver) as second:
         account = await open_account(second.gateway, second.http_url, "alice@example.com")
         async with account.http, httpx.AsyncClient() as http, trio.open_nursery() as nursery:
+            await second.gateway.storage.release_leases()  # as `e2a serve` does at start
             nursery.start_soon(WebhookWorker(second.gateway, http).run)
             await receiver.wait_for(2)
             await wait_for_status(account, agent, message_id, "delivered")

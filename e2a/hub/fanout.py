@@ -99,7 +99,7 @@ class PostgresFanout:
     ) -> None:
         self._storage = storage
         self._hub = hub
-        self._origin = storage.replica_id
+        self._origin = storage.process_tag
         self._keepalive = keepalive_seconds
         self._max_backoff = max_backoff_seconds
 

@@ -436,7 +436,9 @@ class Storage(Protocol):
 
     # jobs
     async def release_leases(self) -> None:
-        """Free every job lease held by a previous run of this process (single-node start-up)."""
+        """At start-up, free the job leases a previous run of this replica held: every lease on
+        SQLite (one process works the queue), the ones stamped with this replica's name on
+        PostgreSQL (other replicas' leases stay)."""
         ...
 
     async def claim_webhook_jobs(

@@ -191,17 +191,19 @@ def _transact(connection: Connection, display_url: str, work: Callable[[Connecti
 class PostgresStorage:
     """Storage on a PostgreSQL database. Create with `PostgresStorage.open(url)`."""
 
-    def __init__(self, url: str, pool_size: int = POOL_SIZE):
+    def __init__(self, url: str, holder: str = "", pool_size: int = POOL_SIZE):
         self.url = url
+        self.holder = holder
+        """This replica's name, stamped on the job leases it takes."""
         self.display_url = redacted_url(url)
         self._idle: list[Connection] = []
         self._slots = trio.Semaphore(pool_size)
         self._closed = False
-        self.replica_id = secrets.token_hex(8)
+        self.process_tag = secrets.token_hex(8)
         """Tags this process's NOTIFY payloads, so its own fan-out listener can skip them."""
 
     @classmethod
-    def open(cls, url: str) -> PostgresStorage:
+    def open(cls, url: str, holder: str = "") -> PostgresStorage:
         """Check `url` and return a backend that connects on first use (not yet migrated)."""
         try:
             psycopg.conninfo.conninfo_to_dict(url)
@@ -210,7 +212,7 @@ class PostgresStorage:
                 f"database.url: {redacted_url(url)} is not a valid PostgreSQL URL ({exc}) — "
                 "use postgresql://user:password@host:5432/dbname"
             ) from exc
-        return cls(url)
+        return cls(url, holder)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -693,7 +695,7 @@ class PostgresStorage:
                     _add_job(db, WEBHOOK_JOB, message.id, now, announce=False)
                     announcements[JOBS_ADDED_PAYLOAD] = None
                 else:
-                    announcements[stored_message_payload(self.replica_id, message)] = None
+                    announcements[stored_message_payload(self.process_tag, message)] = None
             _notify(db, *announcements)
 
         await self._run(insert)
@@ -780,10 +782,19 @@ class PostgresStorage:
     # -- jobs -------------------------------------------------------------------------------
 
     async def release_leases(self) -> None:
-        """Free nothing: other replicas may hold live leases on this database.
+        """Free the leases held under this replica's name by its previous run, and only those:
+        other replicas may hold live leases on this database.
 
-        A lease outlives a crashed holder only until it expires; then any replica claims the
-        job. (On SQLite, where this process is the only worker, start-up frees them all.)"""
+        A crashed replica that does not come back holds its jobs until the leases expire; then
+        any replica claims them. (On SQLite, where this process is the only worker, start-up
+        frees them all.)"""
+        if self.holder:
+            await self._run(
+                lambda db: db.execute(
+                    "UPDATE jobs SET locked_until = NULL, locked_by = NULL WHERE locked_by = %s",
+                    (self.holder,),
+                )
+            )
 
     async def claim_webhook_jobs(
         self,
@@ -810,7 +821,7 @@ class PostgresStorage:
                 (WEBHOOK_JOB, now, now, full, limit),
             ).fetchall()
             jobs = jobs_within_room(candidates, room, default_room)
-            _lease(db, [job.id for job in jobs], now + lease_seconds)
+            _lease(db, [job.id for job in jobs], now + lease_seconds, self.holder)
             return jobs
 
         return await self._run(claim)
@@ -1044,7 +1055,7 @@ class PostgresStorage:
                 "ORDER BY run_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
                 (kind, now, now, limit),
             ).fetchall()
-            _lease(db, [row[0] for row in rows], now + lease_seconds)
+            _lease(db, [row[0] for row in rows], now + lease_seconds, self.holder)
             return [Job(*row) for row in rows]
 
         return await self._run(claim)
@@ -1147,10 +1158,11 @@ def _lock_domain(db: Connection, domain: str) -> None:
     db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"domain:{domain}",))
 
 
-def _lease(db: Connection, job_ids: list[int], until: float) -> None:
+def _lease(db: Connection, job_ids: list[int], until: float, holder: str) -> None:
     if job_ids:
         db.execute(
-            "UPDATE jobs SET locked_until = %s WHERE id = ANY(%s::bigint[])", (until, job_ids)
+            "UPDATE jobs SET locked_until = %s, locked_by = %s WHERE id = ANY(%s::bigint[])",
+            (until, holder, job_ids),
         )
 
 

@@ -117,8 +117,16 @@ def _translate_errors() -> Iterator[None]:
 class SqliteStorage:
     """Storage on one SQLite file. Create with `SqliteStorage.open(path)`."""
 
-    def __init__(self, path: str, writer: sqlite3.Connection, readers: list[sqlite3.Connection]):
+    def __init__(
+        self,
+        path: str,
+        writer: sqlite3.Connection,
+        readers: list[sqlite3.Connection],
+        holder: str = "",
+    ):
         self.path = path
+        self.holder = holder
+        """Stamped on the job leases this process takes."""
         self._writer = writer
         self._write_lock = trio.Lock()
         self._readers = readers
@@ -129,7 +137,7 @@ class SqliteStorage:
         self._routing_generation = 0
 
     @classmethod
-    def open(cls, path: str) -> SqliteStorage:
+    def open(cls, path: str, holder: str = "") -> SqliteStorage:
         """Open (creating if needed) the database file at `path` in WAL mode."""
         if path != ":memory:":
             parent = Path(path).expanduser().resolve().parent
@@ -147,7 +155,7 @@ class SqliteStorage:
                 f"database.url: cannot open sqlite:///{path}: {exc} — check the path and its "
                 "permissions"
             ) from exc
-        return cls(path, writer, readers)
+        return cls(path, writer, readers, holder)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -723,7 +731,9 @@ class SqliteStorage:
 
     async def release_leases(self) -> None:
         """Free all leases: on SQLite only this process works the queue."""
-        await self._write(lambda db: db.execute("UPDATE jobs SET locked_until = NULL"))
+        await self._write(
+            lambda db: db.execute("UPDATE jobs SET locked_until = NULL, locked_by = NULL")
+        )
 
     async def claim_webhook_jobs(
         self,
@@ -750,8 +760,8 @@ class SqliteStorage:
             ).fetchall()
             jobs = jobs_within_room(candidates, room, default_room)
             db.executemany(
-                "UPDATE jobs SET locked_until = ? WHERE id = ?",
-                [(now + lease_seconds, job.id) for job in jobs],
+                "UPDATE jobs SET locked_until = ?, locked_by = ? WHERE id = ?",
+                [(now + lease_seconds, self.holder, job.id) for job in jobs],
             )
             return jobs
 
@@ -985,8 +995,8 @@ class SqliteStorage:
                 (kind, now, now, limit),
             ).fetchall()
             db.executemany(
-                "UPDATE jobs SET locked_until = ? WHERE id = ?",
-                [(now + lease_seconds, row[0]) for row in rows],
+                "UPDATE jobs SET locked_until = ?, locked_by = ? WHERE id = ?",
+                [(now + lease_seconds, self.holder, row[0]) for row in rows],
             )
             return [Job(*row) for row in rows]
 

@@ -35,7 +35,6 @@ from e2a.webhook_targets import (
     pinned_address,
 )
 from e2a.workers.webhook_policy import (
-    ATTEMPT_TIMEOUT_SECONDS,
     build_request,
     judge_answer,
     next_attempt_at,
@@ -44,7 +43,6 @@ from e2a.workers.webhook_policy import (
 
 log = logging.getLogger("e2a.webhooks")
 
-LEASE_SECONDS = 60.0
 POLL_SECONDS = 1.0
 MAX_IN_FLIGHT = 64
 MAX_PER_HOST = 8
@@ -144,19 +142,23 @@ class WebhookWorker:
     """Delivers webhook jobs. `deliver_due(now)` does one round; `run()` loops forever.
 
     `clock` gives the wall-clock time used to claim jobs, sign attempts and schedule retries
-    (tests pass a fake one); `attempt_timeout` bounds each POST, connection included."""
+    (tests pass a fake one); `attempt_timeout` bounds each POST, connection included
+    (default: `webhooks.timeout_seconds`). Claimed jobs are leased for `webhooks.lease_seconds`.
+    """
 
     def __init__(
         self,
         gateway: Gateway,
         http: httpx.AsyncClient,
         clock: Callable[[], float] = time.time,
-        attempt_timeout: float = ATTEMPT_TIMEOUT_SECONDS,
+        attempt_timeout: float | None = None,
     ) -> None:
+        settings = gateway.settings.webhooks
         self._gateway = gateway
         self._http = http
         self._clock = clock
-        self._attempt_timeout = attempt_timeout
+        self._attempt_timeout = attempt_timeout or settings.timeout_seconds
+        self._lease_seconds = max(settings.lease_seconds, self._attempt_timeout + 1.0)
         self._hosts: dict[str, _HostQueue] = {}
         self._attempt_log = _AttemptLog(gateway.storage)
         self._active = 0
@@ -165,7 +167,6 @@ class WebhookWorker:
     async def run(self) -> None:
         """Deliver due jobs until cancelled, waking early when jobs are committed or a slot
         frees up."""
-        await self._gateway.storage.release_leases()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._forward_job_signals)
             while True:
@@ -201,7 +202,7 @@ class WebhookWorker:
             for url in queue.urls
         }
         jobs = await storage.claim_webhook_jobs(
-            now, limit, LEASE_SECONDS, room, MAX_QUEUED_PER_HOST
+            now, limit, self._lease_seconds, room, MAX_QUEUED_PER_HOST
         )
         if not jobs:
             return 0
