@@ -497,17 +497,24 @@ def test_api_errors_keep_status_code_and_message() -> None:
 # Packaging
 
 ISOLATION_CHECK = """
-import sys
-for name in ("trio", "quart", "dkim", "spf", "hypercorn", "aiosqlite", "psycopg"):
+import contextlib, io, sys
+for name in ("trio", "quart", "quart_trio", "hypercorn", "dkim", "spf", "dns", "nacl", "psycopg"):
     sys.modules[name] = None  # importing any of these now fails
 import e2a.v1
 loaded = sorted(m for m in sys.modules if m.startswith("e2a.") and not m.startswith("e2a.v1"))
 assert loaded == [], loaded
+from e2a.cli.main import main
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    assert main(["serve"]) == 1
+assert "pip install 'e2a[server]'" in err.getvalue(), err.getvalue()
 print("ok")
 """
 
 
-def test_sdk_imports_without_the_server_dependencies() -> None:
+def test_sdk_and_cli_import_without_the_server_dependencies() -> None:
+    """Without the server extra, the SDK and the CLI load and `serve` explains what to
+    install (tests/test_sdk_packaging.py checks the same in a real base-only install)."""
     root = Path(__file__).resolve().parent.parent
     result = subprocess.run(
         [sys.executable, "-c", ISOLATION_CHECK],

@@ -2,8 +2,8 @@
 
 The SDK's package is also called `e2a`, so it lives in its own virtualenv and runs in a
 subprocess in isolated mode (`-I`): it can neither shadow our package nor be shadowed by it.
-The virtualenv is built once under the user's cache directory (or named by E2A_SDK_PYTHON);
-without network the tests are skipped with the command that pre-installs it.
+The virtualenv is built once under the user's cache directory (tests/venvs.py), or named by
+E2A_SDK_PYTHON; without a package index the tests are skipped with the command that builds it.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,61 +35,23 @@ from tests.delivery_support import (
     wait_until,
 )
 from tests.http_receiver import HttpReceiver
+from tests.venvs import cached_venv
+
+pytestmark = pytest.mark.slow
 
 SDK_VERSION = "2.2.0"
 SDK_PYTHON_VAR = "E2A_SDK_PYTHON"
-INSTALL_SECONDS = 300
 SDK_SECONDS = 60
-
-
-def sdk_venv_dir() -> Path:
-    """Where the SDK's virtualenv is cached between runs."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "e2a-tests" / f"sdk-{SDK_VERSION}"
-
-
-def _install_hint() -> str:
-    venv = sdk_venv_dir()
-    return (
-        f"pre-install it with `{sys.executable} -m venv {venv} && "
-        f"{venv}/bin/pip install 'e2a[ws]=={SDK_VERSION}'`, or set {SDK_PYTHON_VAR} to a "
-        "python that has it"
-    )
 
 
 @pytest.fixture(scope="session")
 def sdk_python() -> Path:
-    """A python interpreter with e2a[ws]==2.2.0 installed, apart from this project."""
+    """A python interpreter with e2a[ws]==2.2.0 installed, apart from this project (or the
+    one named by E2A_SDK_PYTHON)."""
     configured = os.environ.get(SDK_PYTHON_VAR)
     if configured:
         return Path(configured)
-    venv = sdk_venv_dir()
-    python = venv / "bin" / "python"
-    if (venv / ".installed").exists():
-        return python
-    partial = venv.with_name(venv.name + ".partial")
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "venv", "--clear", str(partial)],
-            check=True,
-            capture_output=True,
-            timeout=INSTALL_SECONDS,
-        )
-        subprocess.run(
-            [str(partial / "bin" / "pip"), "install", "--quiet", f"e2a[ws]=={SDK_VERSION}"],
-            check=True,
-            capture_output=True,
-            timeout=INSTALL_SECONDS,
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
-        output = getattr(exc, "stderr", b"") or b""
-        pytest.skip(
-            f"e2a SDK {SDK_VERSION} could not be installed ({exc}; "
-            f"{output.decode(errors='replace').strip()[-300:]}) — {_install_hint()}"
-        )
-    (partial / ".installed").touch()
-    partial.rename(venv)
-    return python
+    return cached_venv(f"sdk-{SDK_VERSION}", [f"e2a[ws]=={SDK_VERSION}"])
 
 
 async def run_sdk(python: Path, script: str, request: dict[str, Any]) -> dict[str, Any]:

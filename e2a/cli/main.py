@@ -1,31 +1,22 @@
-"""The `e2a` command: server commands (serve, bootstrap, migrate).
+"""The `e2a` command: the gateway's commands (serve, bootstrap, migrate) and the client
+commands (login, agents, inbox, …).
 
+The client commands need only the SDK's dependencies; the gateway's commands are imported
+when they run, and say how to install the `server` extra when it is missing.
 Exit codes: 0 success, 1 an error the user can fix (the message says how), 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import trio
-
 from e2a import __version__
-from e2a.accounts import bootstrap_user
-from e2a.addresses import AddressError, normalise_address
-from e2a.app import StartupError, serve_until_signal
 from e2a.cli.client_commands import CLIENT_COMMANDS, add_client_commands, run_client_command
-from e2a.config import ConfigError, Settings, load_settings
-from e2a.gateway import open_gateway
-from e2a.logs import configure_logging
-from e2a.storage.base import StorageUnavailable
 
-log = logging.getLogger("e2a")
-
-DEFAULT_CONFIG = Path("e2a.toml")
+SERVER_MISSING = "the gateway is not installed: pip install 'e2a[server]'"
 
 EXAMPLES = {
     "serve": (
@@ -34,10 +25,6 @@ EXAMPLES = {
     "bootstrap": "example:\n  e2a bootstrap --email you@example.com",
     "migrate": "example:\n  e2a migrate --config e2a.toml",
 }
-
-
-class UserError(Exception):
-    """An error the user can fix; printed as one line, exit code 1."""
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
@@ -91,66 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_path(path: Path | None) -> Path | None:
-    if path is None and DEFAULT_CONFIG.exists():
-        return DEFAULT_CONFIG
-    return path
-
-
-def _user_facing(exc: BaseException) -> Exception | None:
-    """The error to print for `exc`, unwrapping exception groups from nurseries."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _user_facing(inner)
-            if found is not None:
-                return found
-        return None
-    if isinstance(exc, ConfigError | StartupError | StorageUnavailable | UserError):
-        return exc
-    return None
-
-
-async def _bootstrap(settings: Settings, email: str) -> None:
-    try:
-        address = normalise_address(email)
-    except AddressError as exc:
-        raise UserError(f"--email: {exc}") from None
-    async with open_gateway(settings) as gateway:
-        user, issued, created = await bootstrap_user(gateway.storage, gateway.server_key, address)
-    print(f"{'Created' if created else 'Found'} user {user.email} ({user.id}).", file=sys.stderr)
-    print("API key (shown once, store it now):", file=sys.stderr)
-    print(issued.plaintext)
-
-
-async def _migrate(settings: Settings) -> None:
-    async with open_gateway(settings):
-        pass
-    print("database is up to date", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `e2a` command; returns the exit code."""
     args = build_parser().parse_args(argv)
     if args.command in CLIENT_COMMANDS:
         return run_client_command(args)
     try:
-        path = _config_path(args.config)
-        settings = load_settings(path)
-        configure_logging(settings.log.level, settings.log.format)
-        if path is None:
-            log.info("no config file: running on defaults (see config.example.toml)")
-        if args.command == "serve":
-            trio.run(serve_until_signal, settings)
-        elif args.command == "bootstrap":
-            trio.run(_bootstrap, settings, args.email)
-        elif args.command == "migrate":
-            trio.run(_migrate, settings)
-    except KeyboardInterrupt:
-        return 130
-    except BaseException as exc:
-        reportable = _user_facing(exc)
-        if reportable is None:
+        from e2a.cli.server_commands import run_server_command
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] == "e2a":
             raise
-        print(f"e2a: {reportable}", file=sys.stderr)
+        print(f"e2a: {SERVER_MISSING} (missing module {exc.name!r})", file=sys.stderr)
         return 1
-    return 0
+    return run_server_command(args)

@@ -1,0 +1,92 @@
+"""The gateway's own commands: serve, bootstrap, migrate.
+
+Imported only when one of them runs, because it needs the `server` extra (trio, Quart,
+hypercorn, the mail-authentication libraries); the client commands work without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import trio
+
+from e2a.accounts import bootstrap_user
+from e2a.addresses import AddressError, normalise_address
+from e2a.app import StartupError, serve_until_signal
+from e2a.config import ConfigError, Settings, load_settings
+from e2a.gateway import open_gateway
+from e2a.logs import configure_logging
+from e2a.storage.base import StorageUnavailable
+
+log = logging.getLogger("e2a")
+
+DEFAULT_CONFIG = Path("e2a.toml")
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line, exit code 1."""
+
+
+def _config_path(path: Path | None) -> Path | None:
+    if path is None and DEFAULT_CONFIG.exists():
+        return DEFAULT_CONFIG
+    return path
+
+
+def _user_facing(exc: BaseException) -> Exception | None:
+    """The error to print for `exc`, unwrapping exception groups from nurseries."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _user_facing(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, ConfigError | StartupError | StorageUnavailable | UserError):
+        return exc
+    return None
+
+
+async def _bootstrap(settings: Settings, email: str) -> None:
+    try:
+        address = normalise_address(email)
+    except AddressError as exc:
+        raise UserError(f"--email: {exc}") from None
+    async with open_gateway(settings) as gateway:
+        user, issued, created = await bootstrap_user(gateway.storage, gateway.server_key, address)
+    print(f"{'Created' if created else 'Found'} user {user.email} ({user.id}).", file=sys.stderr)
+    print("API key (shown once, store it now):", file=sys.stderr)
+    print(issued.plaintext)
+
+
+async def _migrate(settings: Settings) -> None:
+    async with open_gateway(settings):
+        pass
+    print("database is up to date", file=sys.stderr)
+
+
+def run_server_command(args: argparse.Namespace) -> int:
+    """Run `serve`, `bootstrap` or `migrate`; returns the exit code."""
+    try:
+        path = _config_path(args.config)
+        settings = load_settings(path)
+        configure_logging(settings.log.level, settings.log.format)
+        if path is None:
+            log.info("no config file: running on defaults (see config.example.toml)")
+        if args.command == "serve":
+            trio.run(serve_until_signal, settings)
+        elif args.command == "bootstrap":
+            trio.run(_bootstrap, settings, args.email)
+        elif args.command == "migrate":
+            trio.run(_migrate, settings)
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        reportable = _user_facing(exc)
+        if reportable is None:
+            raise
+        print(f"e2a: {reportable}", file=sys.stderr)
+        return 1
+    return 0
