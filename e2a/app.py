@@ -14,11 +14,13 @@ import socket
 import ssl
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
+from hypercorn.middleware.dispatcher import TrioDispatcherMiddleware
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
@@ -29,6 +31,8 @@ from e2a.hub.fanout import fanout_for
 from e2a.inbound.pipeline import InboundMailSink
 from e2a.mailauth.dmarc import load_public_suffix_list
 from e2a.mailauth.resolver import Resolver
+from e2a.mcp.http import MOUNT_PATH as MCP_PATH
+from e2a.mcp.http import McpEndpoint, loopback_url
 from e2a.smtp.protocol import SessionLimits, check_hostname
 from e2a.smtp.server import ListenerLimits, serve_smtp, server_tls_context
 from e2a.storage.group_commit import GroupCommitter
@@ -108,15 +112,19 @@ async def serve_http(
     sock: socket.socket,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the Quart-Trio app on `sock` with hypercorn's trio worker."""
+    """Serve the Quart-Trio app, and the MCP endpoint at /mcp, on `sock` with hypercorn's
+    trio worker. The MCP session manager runs for as long as the server does."""
     config = HypercornConfig()
     config.accesslog = None
     config.errorlog = logging.getLogger("e2a.http")
     config.graceful_timeout = 5.0
     config.websocket_ping_interval = WEBSOCKET_PING_SECONDS
-    app = wrap_app(create_app(gateway), config.wsgi_max_body_size, "asgi")
+    mcp = McpEndpoint(gateway, loopback_url(sock.getsockname()))
+    mounts: dict[str, Any] = {MCP_PATH: mcp, "": create_app(gateway)}
+    app = wrap_app(TrioDispatcherMiddleware(mounts), config.wsgi_max_body_size, "asgi")
     sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
-    await worker_serve(app, config, sockets=sockets, task_status=task_status)
+    async with mcp.running():
+        await worker_serve(app, config, sockets=sockets, task_status=task_status)
 
 
 async def _deliver_webhooks(gateway: Gateway) -> None:

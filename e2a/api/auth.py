@@ -12,7 +12,7 @@ from werkzeug.datastructures import Headers
 from e2a.api.errors import ApiError
 from e2a.gateway import Gateway
 from e2a.signing.credentials import hash_api_key, is_well_formed_api_key
-from e2a.storage.base import User
+from e2a.storage.base import Storage, User
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,16 +32,21 @@ def bearer_key(headers: Headers) -> str | None:
     return None
 
 
-async def authenticate(key: str | None) -> User:
-    """Return the owner of `key`, or raise 401 saying what is wrong."""
+async def user_for_key(storage: Storage, key: str | None) -> User:
+    """Return the owner of `key` in `storage`, or raise 401 saying what is wrong."""
     if key is None:
         raise ApiError(401, "unauthorized", "missing API key: send 'Authorization: Bearer e2a_…'")
     if not is_well_formed_api_key(key):
         raise ApiError(401, "unauthorized", "malformed API key: expected e2a_ followed by 64 hex")
-    user = await gateway().storage.user_for_key_hash(hash_api_key(key))
+    user = await storage.user_for_key_hash(hash_api_key(key))
     if user is None:
         raise ApiError(401, "unauthorized", "unknown or revoked API key")
     return user
+
+
+async def authenticate(key: str | None) -> User:
+    """Return the owner of `key` (in the running app's storage), or raise 401."""
+    return await user_for_key(gateway().storage, key)
 
 
 def requires_user(

@@ -1,0 +1,200 @@
+"""`/mcp` on the gateway's HTTP port: the MCP streamable-HTTP transport behind an API key.
+
+The key is checked by the REST API's own code (401 JSON error otherwise) and a session is
+bound to the key's user. Tools call the gateway's REST API on its own loopback address with
+the caller's key, so ownership is decided by the REST routes alone, as for every other client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import anyio
+from mcp.server import ServerRequestContext
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
+from werkzeug.datastructures import Headers
+
+from e2a.api.auth import bearer_key, user_for_key
+from e2a.api.errors import ApiError
+from e2a.gateway import Gateway
+from e2a.mcp.server import build_server
+from e2a.mcp.tools import Caller
+from e2a.storage.base import StorageUnavailable
+from e2a.v1 import AsyncE2AClient
+
+log = logging.getLogger("e2a.mcp")
+
+MOUNT_PATH = "/mcp"
+AGENT_HEADER = "X-E2A-Agent-Email"
+"""Optional request header naming the default agent (the remote twin of E2A_AGENT_EMAIL)."""
+
+CLIENT_POOL_SIZE = 64
+"""SDK clients kept for recently seen keys: building one costs tens of milliseconds of CPU."""
+
+
+def loopback_url(address: tuple[Any, ...]) -> str:
+    """The base URL under which this process reaches its own HTTP listener at `address`."""
+    host, port = str(address[0]), int(address[1])
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class ClientPool:
+    """SDK clients for the gateway's own address, one per API key recently used.
+
+    At most `size` are kept once idle; the least recently used idle ones are closed first.
+    """
+
+    def __init__(self, base_url: str, size: int = CLIENT_POOL_SIZE) -> None:
+        self._base_url = base_url
+        self._size = size
+        self._clients: OrderedDict[str, AsyncE2AClient] = OrderedDict()
+        self._leases: dict[str, int] = {}
+
+    @asynccontextmanager
+    async def lease(self, api_key: str) -> AsyncIterator[AsyncE2AClient]:
+        """A client sending `api_key`, reserved for the caller until the block ends."""
+        client = self._clients.get(api_key)
+        if client is None:
+            # Loading the CA bundle is CPU work: keep it off the event loop.
+            build = partial(AsyncE2AClient, api_key=api_key, base_url=self._base_url)
+            client = await anyio.to_thread.run_sync(build)
+            if api_key in self._clients:  # another request built one meanwhile
+                await client.close()
+                client = self._clients[api_key]
+            else:
+                self._clients[api_key] = client
+        self._clients.move_to_end(api_key)
+        self._leases[api_key] = self._leases.get(api_key, 0) + 1
+        try:
+            yield client
+        finally:
+            self._leases[api_key] -= 1
+            if not self._leases[api_key]:
+                del self._leases[api_key]
+            await self._close_idle_beyond_size()
+
+    async def _close_idle_beyond_size(self) -> None:
+        idle = [key for key in self._clients if key not in self._leases]
+        for key in idle[: max(0, len(self._clients) - self._size)]:
+            await self._clients.pop(key).close()
+
+    async def close(self) -> None:
+        """Close every client."""
+        clients = list(self._clients.values())
+        self._clients.clear()
+        for client in clients:
+            await client.close()
+
+
+def _api_key(ctx: ServerRequestContext[Any, Any]) -> tuple[str, str]:
+    """The caller's API key and default agent, as `McpEndpoint` left them on the request."""
+    request = ctx.request
+    if not isinstance(request, Request) or not isinstance(
+        request.scope.get("user"), AuthenticatedUser
+    ):
+        raise RuntimeError("an MCP request reached the tools without passing authentication")
+    user: AuthenticatedUser = request.scope["user"]
+    return user.access_token.token, request.headers.get(AGENT_HEADER, "").strip()
+
+
+async def _send_json_error(
+    send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    raw_headers += [
+        (name.lower().encode(), value.encode()) for name, value in (headers or {}).items()
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _answer_lifespan(receive: Receive, send: Send) -> None:
+    """Acknowledge the server's lifespan events: the session manager runs in `running()`."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+class McpEndpoint:
+    """The ASGI app mounted at `/mcp`: Bearer API key, then the MCP session manager."""
+
+    def __init__(self, gateway: Gateway, base_url: str) -> None:
+        self._storage = gateway.storage
+        self._pool = ClientPool(base_url)
+        self._sessions = StreamableHTTPSessionManager(app=build_server(self._open_caller))
+
+    @asynccontextmanager
+    async def _open_caller(self, ctx: ServerRequestContext[Any, Any]) -> AsyncIterator[Caller]:
+        api_key, default_agent = _api_key(ctx)
+        async with self._pool.lease(api_key) as client:
+            yield Caller(client, default_agent)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the session manager (its sessions are tasks) until the block ends."""
+        try:
+            async with self._sessions.run():
+                yield
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._pool.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _answer_lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["path"].rstrip("/") != MOUNT_PATH:
+            await _send_json_error(
+                send, 404, "not_found", f"no such endpoint; MCP is at {MOUNT_PATH}"
+            )
+            return
+        headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
+        key = bearer_key(headers)
+        try:
+            user = await user_for_key(self._storage, key)
+        except ApiError as exc:
+            challenge = {"WWW-Authenticate": 'Bearer realm="e2a"'} if exc.status == 401 else {}
+            await _send_json_error(send, exc.status, exc.code, exc.message, exc.headers | challenge)
+            return
+        except StorageUnavailable as exc:
+            log.error("storage unavailable: %s", exc)
+            await _send_json_error(
+                send,
+                503,
+                "storage_unavailable",
+                "the database is not answering; try again shortly",
+                {"Retry-After": "5"},
+            )
+            return
+        assert key is not None
+        # The session manager binds each session to this principal: another user's key
+        # presenting the session id gets 404, as if the session did not exist.
+        token = AccessToken(token=key, client_id=user.id, scopes=[])
+        await self._sessions.handle_request(
+            {**scope, "user": AuthenticatedUser(token)}, receive, send
+        )

@@ -1,0 +1,306 @@
+"""The MCP server at `/mcp` on a live gateway, driven by the official `mcp` client.
+
+Mail arrives over real SMTP; the tools answer through the REST API with the caller's key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+import trio
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult
+
+from e2a.app import RunningGateway
+from e2a.mcp.tools import TOOLS
+from tests.conftest import Account, agent_path
+from tests.delivery_support import create_agent, mail, smtp_send
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "e2a-tests", "version": "1"},
+    },
+}
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+
+
+@asynccontextmanager
+async def mcp_client(
+    running: RunningGateway, key: str, mode: str = "legacy", agent: str | None = None
+) -> AsyncIterator[Client]:
+    """The official MCP client on `/mcp` with `key` (and optionally a default agent)."""
+    headers = {"Authorization": f"Bearer {key}"}
+    if agent:
+        headers["X-E2A-Agent-Email"] = agent
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http:
+        transport = streamable_http_client(f"{running.addresses.http_url}/mcp", http_client=http)
+        async with Client(transport, mode=mode) as client:
+            yield client
+
+
+async def call(client: Client, name: str, arguments: dict[str, Any] | None = None) -> Any:
+    """Call a tool that must succeed; return its structured answer."""
+    result = await client.call_tool(name, arguments or {})
+    assert not result.is_error, result.content
+    return result.structured_content
+
+
+async def fails(client: Client, name: str, arguments: dict[str, Any] | None = None) -> str:
+    """Call a tool that must fail; return its error text."""
+    result: CallToolResult = await client.call_tool(name, arguments or {})
+    assert result.is_error, result.structured_content
+    assert result.structured_content is None
+    text = result.content[0].text  # type: ignore[union-attr]
+    assert "Traceback" not in text
+    return str(text)
+
+
+async def test_initialize_and_list_tools(running: RunningGateway, make_account: Any) -> None:
+    account: Account = await make_account("lister@example.com")
+    async with mcp_client(running, account.key) as client:
+        assert client.server_info is not None
+        assert client.server_info.name == "e2a"
+        assert client.instructions and "untrusted" in client.instructions
+        listed = await client.list_tools()
+    names = [tool.name for tool in listed.tools]
+    assert names == [tool.name for tool in TOOLS]
+    for tool in listed.tools:
+        assert tool.description and len(tool.description) > 40
+        assert tool.input_schema["type"] == "object"
+    send = next(tool for tool in listed.tools if tool.name == "send_email")
+    assert send.input_schema["required"] == ["to", "subject", "body"]
+
+
+async def test_every_tool_on_a_mailbox(running: RunningGateway, make_account: Any) -> None:
+    account: Account = await make_account("mcp-owner@example.com")
+    support = await create_agent(account, "mcp-support")
+    sales = await create_agent(account, "mcp-sales")
+    smtp_port = running.addresses.smtp_port
+    await smtp_send(smtp_port, [support], mail("Invoice 7", body="Please pay invoice 7."))
+
+    async with mcp_client(running, account.key, agent=support) as client:
+        agents = await call(client, "list_agents")
+        assert sorted(a["email"] for a in agents["agents"]) == sorted([support, sales])
+        assert agents["default_agent"] == support
+
+        info = await call(client, "get_info")
+        assert info["shared_domain"] == "agents.test"
+        assert info["default_agent"] == support
+
+        inbox = await call(client, "get_inbox")
+        assert inbox["agent"] == support
+        [summary] = inbox["messages"]
+        assert summary["subject"] == "Invoice 7"
+        assert summary["from"] == "alice@example.org"
+
+        email = await call(client, "read_email", {"message_id": summary["message_id"]})
+        assert email["text_body"].strip() == "Please pay invoice 7."
+        assert email["verification"]["verified"] is False
+        assert email["verification"]["sender"] == "alice@example.org"
+        assert email["verification"]["summary"].startswith("UNVERIFIED")
+        assert set(email["verification"]["authentication_results"]) >= {"spf", "dkim", "dmarc"}
+        assert (await call(client, "get_inbox"))["messages"] == []
+        read = await call(client, "get_inbox", {"status": "read", "page_size": 1})
+        assert [m["message_id"] for m in read["messages"]] == [summary["message_id"]]
+
+        # Agent to agent on this gateway: delivered locally, and verified on arrival.
+        sent = await call(
+            client, "send_email", {"to": [sales], "subject": "Handover", "body": "Yours now."}
+        )
+        assert sent["method"] == "local"
+        arrived = await call(client, "wait_for_email", {"agent": sales, "timeout_seconds": 10})
+        assert arrived["timed_out"] is False
+        assert arrived["message"]["subject"] == "Handover"
+        assert arrived["message"]["from"] == support
+        assert arrived["message"]["verification"]["verified"] is True
+        assert arrived["message"]["verification"]["entity_type"] == "agent"
+        reply = await call(
+            client,
+            "reply_email",
+            {"agent": sales, "message_id": arrived["message"]["message_id"], "body": "Got it."},
+        )
+        assert reply["method"] == "local"
+        answer = await call(client, "wait_for_email", {"timeout_seconds": 10})
+        assert answer["message"]["subject"] == "Re: Handover"
+        assert answer["message"]["text_body"].strip() == "Got it."
+        assert answer["message"]["conversation_id"] == arrived["message"]["conversation_id"]
+
+        # Approval: the agent's mail is held; the person approves one and rejects another.
+        response = await account.http.put(agent_path(support), json={"hitl_enabled": True})
+        assert response.status_code == 200, response.text
+        held = await call(
+            client, "send_email", {"to": [sales], "subject": "Offer", "body": "10% off."}
+        )
+        assert held["status"] == "pending_approval"
+        assert "approval" in held["note"]
+        dropped = await call(
+            client, "send_email", {"to": [sales], "subject": "Oops", "body": "Wrong."}
+        )
+        pending = await call(client, "list_pending")
+        assert {m["id"] for m in pending["messages"]} == {held["message_id"], dropped["message_id"]}
+        assert {m["body_text"] for m in pending["messages"]} == {"10% off.", "Wrong."}
+        approved = await call(
+            client, "approve_email", {"message_id": held["message_id"], "subject": "Offer (edited)"}
+        )
+        assert approved["status"] != "pending_approval"
+        assert approved["edited"] is True
+        rejected = await call(
+            client, "reject_email", {"message_id": dropped["message_id"], "reason": "wrong"}
+        )
+        assert rejected["status"] == "rejected"
+        assert rejected["rejection_reason"] == "wrong"
+        assert (await call(client, "list_pending"))["messages"] == []
+        offer = await call(client, "wait_for_email", {"agent": sales, "timeout_seconds": 10})
+        assert offer["message"]["subject"] == "Offer (edited)"
+
+
+async def test_tool_errors_are_readable(running: RunningGateway, make_account: Any) -> None:
+    account: Account = await make_account("mcp-errors@example.com")
+    first = await create_agent(account, "mcp-err-one")
+    second = await create_agent(account, "mcp-err-two")
+    async with mcp_client(running, account.key) as client:
+        # Two agents and no default: the model is told to choose.
+        text = await fails(client, "get_inbox")
+        assert first in text and second in text and "agent" in text
+        text = await fails(client, "get_inbox", {"agent": first, "status": "archived"})
+        assert text.startswith("invalid arguments for get_inbox: status:")
+        text = await fails(client, "read_email", {"agent": first, "message_id": "msg_nope"})
+        assert "404" in text and "not found" in text
+        text = await fails(client, "send_email", {"agent": first, "to": [], "subject": "s"})
+        assert "to:" in text and "body:" in text
+        text = await fails(
+            client,
+            "reply_email",
+            {"agent": first, "message_id": "msg_nope", "body": "Hi"},
+        )
+        assert "404" in text
+        assert "404" in await fails(client, "approve_email", {"message_id": "out_nope"})
+        assert "404" in await fails(client, "reject_email", {"message_id": "out_nope"})
+        text = await fails(client, "wait_for_email", {"agent": first, "timeout_seconds": 301})
+        assert "timeout_seconds" in text
+        for name in ("list_agents", "list_pending", "get_info"):
+            assert "extra" in (await fails(client, name, {"surprise": 1})).lower()
+        with pytest.raises(MCPError, match="unknown tool"):
+            await client.call_tool("delete_everything", {})
+
+
+async def test_wait_for_email_returns_mail_sent_while_waiting(
+    running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account("mcp-waiter@example.com")
+    agent = await create_agent(account, "mcp-waiter")
+    async with mcp_client(running, account.key) as client:
+        started = trio.current_time()
+        timed_out = await call(client, "wait_for_email", {"timeout_seconds": 1})
+        assert timed_out == {"agent": agent, "message": None, "timed_out": True}
+        assert 1 <= trio.current_time() - started < 5
+
+        async def send_later() -> None:
+            await trio.sleep(0.5)
+            await smtp_send(running.addresses.smtp_port, [agent], mail("Ping", body="pong?"))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(send_later)
+            got = await call(client, "wait_for_email", {"timeout_seconds": 30})
+        assert got["timed_out"] is False
+        assert got["message"]["subject"] == "Ping"
+        assert got["message"]["text_body"].strip() == "pong?"
+        # It was handed out once: it is read now.
+        assert (await call(client, "get_inbox"))["messages"] == []
+
+
+async def test_one_key_cannot_reach_another_users_agent(
+    running: RunningGateway, make_account: Any
+) -> None:
+    owner: Account = await make_account("mcp-victim@example.com")
+    other: Account = await make_account("mcp-intruder@example.com")
+    agent = await create_agent(owner, "mcp-private")
+    await create_agent(other, "mcp-intruder")
+    await smtp_send(running.addresses.smtp_port, [agent], mail("Secret"))
+    async with mcp_client(running, owner.key) as client:
+        [message] = (await call(client, "get_inbox"))["messages"]
+    async with mcp_client(running, other.key) as client:
+        assert [a["email"] for a in (await call(client, "list_agents"))["agents"]] != [agent]
+        for name, arguments in (
+            ("get_inbox", {"agent": agent}),
+            ("read_email", {"agent": agent, "message_id": message["message_id"]}),
+            ("wait_for_email", {"agent": agent, "timeout_seconds": 1}),
+            ("reply_email", {"agent": agent, "message_id": message["message_id"], "body": "x"}),
+            ("send_email", {"agent": agent, "to": ["a@example.org"], "subject": "s", "body": "b"}),
+        ):
+            text = await fails(client, name, arguments)
+            assert "Secret" not in text
+            assert any(code in text for code in ("400", "403", "404")), text
+    async with mcp_client(running, owner.key) as client:
+        # Still unread: the intruder's attempts read nothing.
+        assert len((await call(client, "get_inbox"))["messages"]) == 1
+
+
+async def test_requests_without_a_valid_key_are_refused(
+    running: RunningGateway, anonymous: httpx.AsyncClient
+) -> None:
+    for headers in (
+        {},
+        {"Authorization": "Bearer not-a-key"},
+        {"Authorization": "Bearer e2a_" + "0" * 64},
+    ):
+        response = await anonymous.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS | headers)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.json()["error"]["code"] == "unauthorized"
+    # The official client cannot even initialise with an unknown key.
+    with pytest.raises(BaseExceptionGroup) as refused:
+        async with mcp_client(running, "e2a_" + "1" * 64):
+            pass
+    assert refused.group_contains(MCPError)
+
+
+async def test_sessions_follow_the_streamable_http_spec(
+    running: RunningGateway, make_account: Any, anonymous: httpx.AsyncClient
+) -> None:
+    owner: Account = await make_account("mcp-session@example.com")
+    other: Account = await make_account("mcp-session-thief@example.com")
+    auth = {"Authorization": f"Bearer {owner.key}"}
+    opened = await anonymous.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS | auth)
+    assert opened.status_code == 200, opened.text
+    session = opened.headers["mcp-session-id"]
+    assert session
+    in_session = MCP_HEADERS | {"Mcp-Session-Id": session, "Mcp-Protocol-Version": "2025-06-18"}
+    notified = await anonymous.post(
+        "/mcp",
+        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+        headers=in_session | auth,
+    )
+    assert notified.status_code == 202
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    listed = await anonymous.post("/mcp", json=listing, headers=in_session | auth)
+    assert listed.status_code == 200 and "send_email" in listed.text
+    # Another user's key cannot use the session.
+    stolen = await anonymous.post(
+        "/mcp", json=listing, headers=in_session | {"Authorization": f"Bearer {other.key}"}
+    )
+    assert stolen.status_code == 404
+    assert (await anonymous.delete("/mcp", headers=in_session | auth)).status_code == 200
+    gone = await anonymous.post("/mcp", json=listing, headers=in_session | auth)
+    assert gone.status_code == 404
+
+
+async def test_protocol_2026_without_sessions(running: RunningGateway, make_account: Any) -> None:
+    account: Account = await make_account("mcp-modern@example.com")
+    agent = await create_agent(account, "mcp-modern")
+    async with mcp_client(running, account.key, mode="auto") as client:
+        assert client.protocol_version.startswith("2026")
+        assert len((await client.list_tools()).tools) == len(TOOLS)
+        assert (await call(client, "get_inbox"))["agent"] == agent
