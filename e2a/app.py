@@ -31,6 +31,7 @@ from e2a.hub.fanout import fanout_for
 from e2a.inbound.pipeline import InboundMailSink
 from e2a.mailauth.dmarc import load_public_suffix_list
 from e2a.mailauth.resolver import Resolver
+from e2a.production import check_production
 from e2a.mcp.http import MOUNT_PATH as MCP_PATH
 from e2a.mcp.http import McpEndpoint, loopback_url
 from e2a.smtp.protocol import SessionLimits, check_hostname
@@ -38,6 +39,7 @@ from e2a.smtp.server import ListenerLimits, serve_smtp, server_tls_context
 from e2a.storage.group_commit import GroupCommitter
 from e2a.workers.approvals import ApprovalWorker
 from e2a.workers.outbound import OutboundWorker
+from e2a.workers.retention import RetentionWorker
 from e2a.workers.supervisor import supervise
 from e2a.workers.webhooks import WebhookWorker
 
@@ -181,6 +183,8 @@ async def run_gateway(
     Cancellation shuts the SMTP listener down gracefully: it stops accepting, lets messages in
     flight finish within `smtp.shutdown_grace_seconds`, and storage closes only after that.
     """
+    for warning in check_production(settings):
+        log.warning("production: %s", warning)
     smtp_limits, smtp_listener_limits, smtp_tls = _smtp_options(settings)
     smtp_sock = bind_tcp(
         settings.smtp.host, settings.smtp.port, "smtp.listen", settings.smtp.listen
@@ -216,6 +220,7 @@ async def run_gateway(
                 smtp_limits,
                 listener_limits=smtp_listener_limits,
                 tls=smtp_tls,
+                observer=gateway.metrics,
             )
         )
         await nursery.start(serve_http, gateway, http_sock)
@@ -224,6 +229,7 @@ async def run_gateway(
         nursery.start_soon(_deliver_webhooks, gateway)
         nursery.start_soon(supervise, "outbound worker", OutboundWorker(gateway).run)
         nursery.start_soon(supervise, "approval worker", ApprovalWorker(gateway).run)
+        nursery.start_soon(supervise, "retention worker", RetentionWorker(gateway).run)
         bound = BoundAddresses(
             smtp_host=smtp_address[0],
             smtp_port=smtp_address[1],

@@ -179,6 +179,12 @@ class LimitSettings(Section):
     message_polls_per_user_per_minute: int = Field(default=600, ge=1)
 
 
+class MetricsSettings(Section):
+    """The Prometheus endpoint."""
+
+    enabled: bool = False
+
+
 class LogSettings(Section):
     """Log level and format."""
 
@@ -207,6 +213,7 @@ class Settings(Section):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("shared_domain")
     @classmethod

@@ -12,15 +12,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from e2a.config import ConfigError, Settings
+from e2a.config import Settings
 from e2a.hub import Hub
 from e2a.mailauth.resolver import DnsResolver, Resolver
+from e2a.metrics import Metrics
+from e2a.production import check_signing_secret
 from e2a.storage import open_storage
 from e2a.storage.base import Storage
 
 log = logging.getLogger("e2a")
-
-MIN_PRODUCTION_SECRET_BYTES = 32
 
 
 @dataclass
@@ -32,6 +32,7 @@ class Gateway:
     server_key: str
     resolver: Resolver
     hub: Hub = field(default_factory=Hub)
+    metrics: Metrics = field(default_factory=Metrics)
 
     def is_shared_domain(self, domain: str) -> bool:
         """True when `domain` is the deployment's shared domain."""
@@ -39,20 +40,13 @@ class Gateway:
 
 
 async def resolve_server_key(settings: Settings, storage: Storage) -> str:
-    """`signing.hmac_secret`, or in development a generated one kept in the database."""
+    """`signing.hmac_secret`, or in development a generated one kept in the database.
+
+    In production a missing, short or placeholder secret is a ConfigError."""
+    check_signing_secret(settings)
     configured = settings.signing.hmac_secret
     if configured:
-        if settings.is_production and len(configured.encode()) < MIN_PRODUCTION_SECRET_BYTES:
-            raise ConfigError(
-                "signing.hmac_secret: must be at least 32 bytes in production — generate one "
-                "with `python -c 'import secrets; print(secrets.token_hex(32))'`"
-            )
         return configured
-    if settings.is_production:
-        raise ConfigError(
-            "signing.hmac_secret: required in production — set it in the config file or "
-            "E2A_SIGNING_HMAC_SECRET (at least 32 bytes)"
-        )
     return await storage.server_secret(secrets.token_hex(32))
 
 

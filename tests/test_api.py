@@ -24,7 +24,8 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 
 async def test_health_and_info(anonymous: httpx.AsyncClient) -> None:
     health = await anonymous.get("/api/health")
-    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert health.status_code == 200
+    assert health.json() == {"status": "ok", "storage": {"backend": "sqlite", "state": "up"}}
     info = (await anonymous.get("/api/v1/info")).json()
     assert info["shared_domain"] == SHARED_DOMAIN
     assert info["slug_registration_enabled"] is True

@@ -8,7 +8,17 @@ from quart import Response
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from e2a.api import account, agents, approvals, domains, messages, meta, outbound, websocket
+from e2a.api import (
+    account,
+    agents,
+    approvals,
+    domains,
+    messages,
+    meta,
+    observability,
+    outbound,
+    websocket,
+)
 from e2a.api.errors import ApiError, error_response, http_exception_response
 from e2a.gateway import Gateway
 from e2a.storage.base import StorageUnavailable
@@ -25,6 +35,8 @@ def create_app(gateway: Gateway) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.register_blueprint(meta.blueprint)
+    app.register_blueprint(observability.blueprint)
+    observability.time_requests(app)
     for module in (agents, domains, messages, account, websocket, outbound, approvals):
         app.register_blueprint(module.blueprint, url_prefix="/api/v1")
 

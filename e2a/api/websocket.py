@@ -78,6 +78,7 @@ async def agent_socket(email: str) -> Response | None:
                 if frame["message_id"] in drained:
                     continue
                 await websocket.send(json.dumps(frame))
+                gateway().metrics.delivered("websocket", "sent")
             # The hub closed our subscription because we fell behind: the client reconnects
             # and catches up from storage.
             await websocket.close(1013, "too far behind; reconnect to catch up")
@@ -95,6 +96,7 @@ async def _send_unread(user: User, agent: Agent) -> set[str]:
         )
         for message in page.messages:
             await websocket.send(json.dumps(notification_frame(message)))
+            gateway().metrics.delivered("websocket", "sent")
             sent.add(message.id)
         if page.next_after is None:
             return sent
@@ -113,5 +115,7 @@ async def _receive_acks(user: User, agent: Agent) -> None:
             continue
         if isinstance(frame, dict) and frame.get("type") == "ack":
             message_id = frame.get("message_id")
-            if isinstance(message_id, str):
-                await gateway().storage.mark_read(user.id, agent.email, message_id)
+            if isinstance(message_id, str) and await gateway().storage.mark_read(
+                user.id, agent.email, message_id
+            ):
+                gateway().metrics.delivered("websocket", "acked")

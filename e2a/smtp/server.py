@@ -39,6 +39,7 @@ __all__ = [
     "MailSink",
     "MessageNotStored",
     "RecipientVerdict",
+    "SmtpObserver",
     "serve_smtp",
     "server_tls_context",
 ]
@@ -80,6 +81,46 @@ class MailSink(Protocol):
         message could not be committed; `peer` is the client's IP address.
         """
         ...
+
+
+class SmtpObserver(Protocol):
+    """What the listener reports as it works (the gateway's metrics). Each call returns at once.
+
+    Reasons for `mail_rejected`: `unknown_user` and `relay_denied` (550 to RCPT),
+    `recipient_check_failed` (451 to RCPT), `not_stored` (451 after DATA) and `connection_limit`
+    (421 to a connection over the listener's limits)."""
+
+    def session_started(self) -> None:
+        """A connection is being served."""
+        ...
+
+    def session_ended(self) -> None:
+        """A connection that was served has closed."""
+        ...
+
+    def message_accepted(self) -> None:
+        """A message was committed and the client told 250."""
+        ...
+
+    def mail_rejected(self, reason: str) -> None:
+        """A recipient, a message or a connection was refused for `reason`."""
+        ...
+
+
+class _Unobserved:
+    """The observer of a listener nobody watches."""
+
+    def session_started(self) -> None:
+        """Nothing to report to."""
+
+    def session_ended(self) -> None:
+        """Nothing to report to."""
+
+    def message_accepted(self) -> None:
+        """Nothing to report to."""
+
+    def mail_rejected(self, reason: str) -> None:
+        """Nothing to report to."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,12 +169,14 @@ async def serve_smtp(
     *,
     listener_limits: ListenerLimits | None = None,
     tls: ssl.SSLContext | None = None,
+    observer: SmtpObserver | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve SMTP on `listeners` until cancelled, then shut down gracefully.
 
     `hostname` names this server in the greeting and replies; a value that cannot appear in a
     reply raises ValueError before anything is served. With `tls`, sessions offer STARTTLS.
+    `observer` hears of sessions, accepted messages and refusals (for metrics).
 
     Cancelling this call is the shutdown signal. It returns once the listeners are closed and
     every session has ended: idle sessions get `421 4.3.2` at once, sessions with a transaction
@@ -143,7 +186,13 @@ async def serve_smtp(
     """
     check_hostname(hostname)
     listener = _Listener(
-        listeners, sink, hostname, limits, listener_limits or ListenerLimits(), tls
+        listeners,
+        sink,
+        hostname,
+        limits,
+        listener_limits or ListenerLimits(),
+        tls,
+        observer or _Unobserved(),
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(listener.run)
@@ -165,6 +214,7 @@ class _Listener:
         limits: SessionLimits,
         listener_limits: ListenerLimits,
         tls: ssl.SSLContext | None,
+        observer: SmtpObserver,
     ) -> None:
         self._listeners = listeners
         self._sink = sink
@@ -172,6 +222,7 @@ class _Listener:
         self._limits = limits
         self._listener_limits = listener_limits
         self._tls = tls
+        self._observer = observer
         self._connections: set[_ClientConnection] = set()
         self._per_ip: collections.Counter[str] = collections.Counter()
         self._declining = 0
@@ -230,8 +281,9 @@ class _Listener:
         else:
             session = ServerSession(self._hostname, self._limits, tls_available=bool(self._tls))
             connection = _ClientConnection(
-                stream, peer, session, self._sink, self._tls, limits.idle_timeout
+                stream, peer, session, self._sink, self._tls, limits.idle_timeout, self._observer
             )
+            self._observer.session_started()
             self._connections.add(connection)
             self._per_ip[peer] += 1
             sessions.start_soon(self._serve, connection)
@@ -240,6 +292,7 @@ class _Listener:
         try:
             await connection.serve()
         finally:
+            self._observer.session_ended()
             self._connections.discard(connection)
             self._per_ip[connection.peer] -= 1
             if not self._per_ip[connection.peer]:
@@ -249,6 +302,7 @@ class _Listener:
         self, stream: trio.SocketStream, peer: str, sessions: trio.Nursery, reason: str
     ) -> None:
         logger.warning("SMTP client %s turned away: %s", peer, reason.lower())
+        self._observer.mail_rejected("connection_limit")
         if self._declining >= self._listener_limits.max_sessions:
             stream.socket.close()  # a flood: not even a reply
             return
@@ -278,6 +332,7 @@ class _ClientConnection:
         sink: MailSink,
         tls: ssl.SSLContext | None,
         idle_timeout: float,
+        observer: SmtpObserver,
     ) -> None:
         self.peer = peer
         self._stream: trio.abc.Stream = stream
@@ -285,6 +340,7 @@ class _ClientConnection:
         self._sink = sink
         self._tls = tls
         self._idle_timeout = idle_timeout
+        self._observer = observer
         self._scope = trio.CancelScope()
         self._receive_scope: trio.CancelScope | None = None
         self._shutting_down = False
@@ -416,6 +472,7 @@ class _ClientConnection:
             code, enhanced, text = 550, "5.7.1", f"<{mailbox.address}>: relay access denied"
         else:
             code, enhanced, text = 451, "4.3.0", "Temporary failure, try again later"
+        self._observer.mail_rejected(verdict.value if verdict else "recipient_check_failed")
         self._session.reject_recipient(code, enhanced, text)
         self._refused_recipients.append(f"<{mailbox.address}> {code} {enhanced}")
 
@@ -435,8 +492,10 @@ class _ClientConnection:
             logger.exception("SMTP client %s: storing a message failed", self.peer)
         else:
             self._session.message_accepted(queue_id)
+            self._observer.message_accepted()
             self._messages.append(f"{summary} queued as {queue_id}")
             return
+        self._observer.mail_rejected("not_stored")
         self._session.message_failed(451, "4.3.0", "Temporary storage failure, try again later")
         self._messages.append(f"{summary} not stored")
 

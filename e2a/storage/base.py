@@ -552,3 +552,21 @@ class Storage(Protocol):
     async def recipient_results(self, message_id: str) -> dict[str, str]:
         """The recipients of an outbound message settled so far (address → result)."""
         ...
+
+    # retention and queue depth
+    async def delete_messages_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` messages created before `cutoff` (RFC 3339 UTC), oldest first,
+        in one short transaction: the rows with their raw bodies and attachments, and (by
+        cascade) their webhook attempts. A message that still has a job (delivery, send,
+        approval notice) or an outbound message not yet finished is never deleted. Returns
+        how many messages went."""
+        ...
+
+    async def delete_webhook_attempts_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` webhook attempt records made before `cutoff`, oldest first, in
+        one short transaction; returns how many went."""
+        ...
+
+    async def count_jobs(self) -> dict[str, int]:
+        """Queue depth: how many jobs of each kind are waiting or in progress."""
+        ...

@@ -52,6 +52,7 @@ from e2a.storage.rows import (
     API_KEY_COLUMNS,
     DELETED_TABLES,
     DOMAIN_COLUMNS,
+    EXPIRABLE_MESSAGE,
     EXPORT_MESSAGE_COLUMNS,
     EXPORT_SIGNING_SECRET_COLUMNS,
     INBOUND_INSERT_COLUMNS,
@@ -1138,6 +1139,41 @@ class PostgresStorage:
                 )
 
         await self._run(finish)
+
+    # -- retention and queue depth ----------------------------------------------------------
+
+    async def delete_messages_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` expired messages, oldest first (attempts go by cascade); rows
+        another replica's sweep holds are skipped, not waited for."""
+
+        def delete(db: Connection) -> int:
+            return db.execute(
+                "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m "
+                f"WHERE m.created_at < %s AND {EXPIRABLE_MESSAGE} ORDER BY m.created_at "
+                "LIMIT %s FOR UPDATE SKIP LOCKED)",
+                (cutoff, limit),
+            ).rowcount
+
+        return await self._run(delete)
+
+    async def delete_webhook_attempts_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` webhook attempts made before `cutoff`, oldest first."""
+
+        def delete(db: Connection) -> int:
+            return db.execute(
+                "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts "
+                "WHERE attempted_at < %s ORDER BY attempted_at LIMIT %s FOR UPDATE SKIP LOCKED)",
+                (cutoff, limit),
+            ).rowcount
+
+        return await self._run(delete)
+
+    async def count_jobs(self) -> dict[str, int]:
+        """Jobs per kind, waiting or leased."""
+        rows = await self._run(
+            lambda db: db.execute("SELECT kind, count(*) FROM jobs GROUP BY kind").fetchall()
+        )
+        return {str(kind): int(count) for kind, count in rows}
 
 
 def _one(db: Connection, query: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:

@@ -47,6 +47,7 @@ from e2a.storage.rows import (
     API_KEY_COLUMNS,
     DELETED_TABLES,
     DOMAIN_COLUMNS,
+    EXPIRABLE_MESSAGE,
     EXPORT_MESSAGE_COLUMNS,
     EXPORT_SIGNING_SECRET_COLUMNS,
     INBOUND_INSERT_COLUMNS,
@@ -1079,6 +1080,40 @@ class SqliteStorage:
                 )
 
         await self._write(finish)
+
+    # -- retention and queue depth ----------------------------------------------------------
+
+    async def delete_messages_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` expired messages, oldest first (attempts go by cascade)."""
+
+        def delete(db: sqlite3.Connection) -> int:
+            return db.execute(
+                "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m "
+                f"WHERE m.created_at < ? AND {EXPIRABLE_MESSAGE} ORDER BY m.created_at "
+                "LIMIT ?)",
+                (cutoff, limit),
+            ).rowcount
+
+        return await self._write(delete)
+
+    async def delete_webhook_attempts_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` webhook attempts made before `cutoff`, oldest first."""
+
+        def delete(db: sqlite3.Connection) -> int:
+            return db.execute(
+                "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts "
+                "WHERE attempted_at < ? ORDER BY attempted_at LIMIT ?)",
+                (cutoff, limit),
+            ).rowcount
+
+        return await self._write(delete)
+
+    async def count_jobs(self) -> dict[str, int]:
+        """Jobs per kind, waiting or leased."""
+        rows = await self._read(
+            lambda db: db.execute("SELECT kind, count(*) FROM jobs GROUP BY kind").fetchall()
+        )
+        return {str(kind): int(count) for kind, count in rows}
 
 
 def _add_job(db: sqlite3.Connection, kind: str, message_id: str, now: float) -> None:

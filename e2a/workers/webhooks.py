@@ -265,6 +265,7 @@ class WebhookWorker:
         await self._attempt_log.record(
             FinishedAttempt(job.id, message.id, record, outcome, retry_at)
         )
+        self._gateway.metrics.delivered("webhook", outcome)
         log.info(
             "webhook %s attempt %d -> %s (%s)",
             message.id,

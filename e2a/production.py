@@ -1,0 +1,115 @@
+"""What `env = "production"` demands of the settings before the gateway starts.
+
+Refusals are `ConfigError`s of one line that name the key and say how to fix it; things that
+are risky but sometimes intended come back as warnings for the log. Development keeps its
+shortcuts (generated server key, domains verified without DNS); production has none of them.
+"""
+
+from __future__ import annotations
+
+from e2a.config import ConfigError, Settings
+
+MIN_SECRET_BYTES = 32
+MIN_DISTINCT_CHARACTERS = 10
+PLACEHOLDER_WORDS = (
+    "change",
+    "replace",
+    "example",
+    "placeholder",
+    "secret",
+    "password",
+    "dummy",
+    "default",
+    "xxxxx",
+)
+"""Text found in secrets copied from documentation rather than generated."""
+RESERVED_SUFFIXES = (".localhost", ".test", ".example", ".invalid", ".local")
+RESERVED_DOMAINS = ("localhost", "example.com", "example.net", "example.org")
+DEVELOPMENT_PUBLIC_URL = "http://localhost:8080"
+GENERATE_SECRET = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
+
+
+def secret_weakness(secret: str) -> str | None:
+    """Why `secret` is not good enough for production, or None when it is."""
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        return f"is shorter than {MIN_SECRET_BYTES} bytes"
+    lowered = secret.lower()
+    for word in PLACEHOLDER_WORDS:
+        if word in lowered:
+            return f"looks like a placeholder (contains {word!r})"
+    if len(set(secret)) < MIN_DISTINCT_CHARACTERS:
+        return "repeats too few characters to be random"
+    return None
+
+
+def check_signing_secret(settings: Settings) -> None:
+    """In production, refuse a missing, short or placeholder `signing.hmac_secret`."""
+    if not settings.is_production:
+        return
+    secret = settings.signing.hmac_secret
+    if not secret:
+        raise ConfigError(
+            "signing.hmac_secret: required in production — set it in the config file or "
+            f"E2A_SIGNING_HMAC_SECRET to the output of `{GENERATE_SECRET}`"
+        )
+    weakness = secret_weakness(secret)
+    if weakness is not None:
+        raise ConfigError(
+            f"signing.hmac_secret: {weakness} — in production use a random value of at least "
+            f"{MIN_SECRET_BYTES} bytes, e.g. the output of `{GENERATE_SECRET}`"
+        )
+
+
+def _is_reserved_domain(domain: str) -> bool:
+    return domain in RESERVED_DOMAINS or domain.endswith(RESERVED_SUFFIXES)
+
+
+def _refusals(settings: Settings) -> list[str]:
+    """Every production problem of `settings` (the signing secret aside), one line each."""
+    problems: list[str] = []
+    if settings.shared_domain and _is_reserved_domain(settings.shared_domain):
+        problems.append(
+            f"shared_domain: {settings.shared_domain} is a reserved name that cannot receive "
+            'mail — set it to a domain whose MX points at this gateway, or to "" to disable '
+            "slug registration"
+        )
+    if settings.http.public_url == DEVELOPMENT_PUBLIC_URL:
+        problems.append(
+            f"http.public_url: still the development default {DEVELOPMENT_PUBLIC_URL} — set it "
+            "to the https:// address people reach this gateway at (magic links use it)"
+        )
+    relay = settings.outbound_smtp
+    if relay.tls == "none" and (relay.username or relay.password):
+        problems.append(
+            'outbound_smtp.tls: "none" would send the relay password in clear text — use '
+            '"starttls" or "implicit" in production'
+        )
+    return problems
+
+
+def check_production(settings: Settings) -> list[str]:
+    """Refuse settings unfit for production (ConfigError naming every bad key, one line);
+    return warnings about risky ones. Does nothing in development."""
+    if not settings.is_production:
+        return []
+    check_signing_secret(settings)
+    problems = _refusals(settings)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    warnings: list[str] = []
+    if settings.smtp.tls_cert is None:
+        warnings.append(
+            "smtp.tls_cert/smtp.tls_key are not set: inbound SMTP offers no STARTTLS, so mail "
+            "reaches this gateway unencrypted — set both to a certificate for smtp.hostname"
+        )
+    if settings.http.public_url.startswith("http://"):
+        warnings.append(
+            "http.public_url is plain http://: magic links travel unencrypted — put the API "
+            "behind TLS and set an https:// public_url"
+        )
+    if settings.webhooks.allow_private:
+        warnings.append(
+            "webhooks.allow_private is true: agents may point webhooks at this host's private "
+            "network — turn it off unless every user is trusted"
+        )
+    return warnings

@@ -1,0 +1,96 @@
+"""The retention sweep: deletes messages (raw bodies and attachments with them) and webhook
+attempt records older than `retention.days`.
+
+It deletes in small batches, each its own short transaction, and pauses between batches, so
+SMTP ingest and API writes always get the database in between. It never touches a message that
+still has work pending (a delivery, a send, an approval notice) or that awaits approval.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from e2a.clock import format_timestamp
+from e2a.gateway import Gateway
+
+log = logging.getLogger("e2a.retention")
+
+SWEEP_INTERVAL_SECONDS = 3600.0
+BATCH_SIZE = 200
+"""Rows deleted per transaction: small enough that a batch holds the writer for milliseconds."""
+BATCH_PAUSE_SECONDS = 0.05
+"""Pause between two batches, leaving the database to ingest and the API."""
+MAX_BATCHES_PER_SWEEP = 500
+"""A bound on one sweep (100,000 rows of each kind by default); the next sweep goes on where
+this one stopped."""
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What one sweep deleted."""
+
+    messages: int
+    webhook_attempts: int
+
+
+class RetentionWorker:
+    """Deletes what is older than `retention.days`. `sweep(now)` does one round (tests pass
+    their own time); `run()` sweeps at start and then every SWEEP_INTERVAL_SECONDS."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        clock: Callable[[], float] = time.time,
+        pause: float = BATCH_PAUSE_SECONDS,
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
+        self._gateway = gateway
+        self._clock = clock
+        self._pause = pause
+        self._batch_size = batch_size
+
+    async def run(self) -> None:
+        """Sweep until cancelled."""
+        while True:
+            await self.sweep(self._clock())
+            await trio.sleep(SWEEP_INTERVAL_SECONDS)
+
+    async def sweep(self, now: float) -> SweepResult:
+        """Delete every message and webhook attempt from before `now - retention.days`."""
+        cutoff = format_timestamp(now - self._gateway.settings.retention.days * SECONDS_PER_DAY)
+        storage = self._gateway.storage
+        result = SweepResult(
+            messages=await self._in_batches("messages", storage.delete_messages_before, cutoff),
+            webhook_attempts=await self._in_batches(
+                "webhook_attempts", storage.delete_webhook_attempts_before, cutoff
+            ),
+        )
+        if result.messages or result.webhook_attempts:
+            log.info(
+                "retention: deleted %d messages and %d webhook attempts from before %s",
+                result.messages,
+                result.webhook_attempts,
+                cutoff,
+            )
+        return result
+
+    async def _in_batches(
+        self, kind: str, delete: Callable[[str, int], Awaitable[int]], cutoff: str
+    ) -> int:
+        """Call `delete(cutoff, batch size)` until a batch comes back short (or the sweep's
+        bound is reached), pausing between batches; return the total deleted."""
+        total = 0
+        for _ in range(MAX_BATCHES_PER_SWEEP):
+            deleted = await delete(cutoff, self._batch_size)
+            total += deleted
+            self._gateway.metrics.retention_deleted.labels(kind).inc(deleted)
+            if deleted < self._batch_size:
+                break
+            await trio.sleep(self._pause)
+        return total

@@ -1,0 +1,158 @@
+"""Retention: the sweep deletes what is older than `retention.days`, in batches, on every
+backend — and never mail with work pending, mail awaiting approval, or anything recent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+
+from e2a.clock import format_timestamp
+from e2a.gateway import Gateway, open_gateway
+from e2a.mailauth.resolver import FixtureResolver
+from e2a.storage.base import FinishedAttempt, Storage, WebhookAttempt
+from e2a.workers.retention import RetentionWorker, SweepResult
+from tests.conftest import make_settings
+from tests.delivery_support import wait_until
+from tests.test_storage import (  # noqa: F401  (storage_url is a fixture)
+    add_user,
+    make_agent,
+    make_message,
+    make_outbound,
+    storage_url,
+)
+
+NOW = 1_800_000_000.0
+DAY = 86_400.0
+OLD = NOW - 40 * DAY
+RECENT = NOW - DAY
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path, storage_url: str) -> AsyncIterator[Gateway]:  # noqa: F811
+    """A gateway on each backend keeping 30 days of mail (no listeners: the test drives it)."""
+    settings = make_settings(tmp_path, database={"url": storage_url}, retention={"days": 30})
+    async with open_gateway(settings, FixtureResolver()) as opened:
+        yield opened
+
+
+async def store_at(storage: Storage, message_id: str, agent: str, at: float) -> None:
+    """Store one inbound message received at `at` (a cloud agent's gets its webhook job)."""
+    message = replace(make_message(message_id, agent), received_at=format_timestamp(at))
+    await storage.store_inbound([message], at)
+
+
+async def inbound_ids(storage: Storage, user_id: str, agent: str) -> list[str]:
+    page = await storage.list_inbound(user_id, agent, "all", 100, None)
+    return [message.id for message in page.messages]
+
+
+async def deliver(storage: Storage, message_id: str, at: float, outcome: str) -> None:
+    """Claim the message's webhook job and record one attempt made at `at`."""
+    jobs = await storage.claim_webhook_jobs(at, None, 60, {}, 16)
+    (job,) = [job for job in jobs if job.message_id == message_id]
+    attempt = WebhookAttempt(
+        1, format_timestamp(at), 500 if outcome == "retrying" else 200, None, 5
+    )
+    retry_at = at + 3600 if outcome == "retrying" else None
+    await storage.finish_webhook_attempts(
+        [FinishedAttempt(job.id, message_id, attempt, outcome, retry_at)]  # type: ignore[arg-type]
+    )
+
+
+async def test_old_mail_goes_recent_and_pending_mail_stays(gateway: Gateway) -> None:
+    storage = gateway.storage
+    alice = await add_user(storage, "alice@example.com")
+    bob = await add_user(storage, "bob@example.com")
+    await storage.add_agent(make_agent(alice, "local@agents.test"))
+    await storage.add_agent(make_agent(alice, "cloud@agents.test", "cloud"))
+    await storage.add_agent(make_agent(bob, "bob@agents.test"))
+    await store_at(storage, "msg_old", "local@agents.test", OLD)
+    await store_at(storage, "msg_recent", "local@agents.test", RECENT)
+    await store_at(storage, "msg_delivered", "cloud@agents.test", OLD)
+    await deliver(storage, "msg_delivered", OLD + 60, "delivered")
+    await store_at(storage, "msg_retrying", "cloud@agents.test", OLD)
+    await deliver(storage, "msg_retrying", OLD + 60, "retrying")
+    await store_at(storage, "msg_bob", "bob@agents.test", RECENT)
+    old_outbound = {"out_sent": "sent", "out_pending": "pending_approval", "out_queued": "queued"}
+    for message_id, status in old_outbound.items():
+        message = make_outbound(alice, "local@agents.test", message_id, status)
+        await storage.add_outbound(replace(message, created_at=format_timestamp(OLD)))
+    # The approval notice is sent: only "awaiting approval" protects the pending message now.
+    (notice,) = await storage.claim_jobs("approval_notice", NOW, 10, 60)
+    await storage.finish_job(notice.id, None)
+
+    swept = await RetentionWorker(gateway, pause=0).sweep(NOW)
+
+    assert swept == SweepResult(messages=3, webhook_attempts=1)
+    assert await inbound_ids(storage, alice, "local@agents.test") == ["msg_recent"]
+    assert await inbound_ids(storage, alice, "cloud@agents.test") == ["msg_retrying"]
+    assert await storage.webhook_attempts("msg_delivered") == []
+    # The retrying message keeps its job; its old attempt record is gone all the same.
+    assert await storage.webhook_attempts("msg_retrying") == []
+    assert await storage.count_jobs() == {"webhook": 1, "outbound": 1}
+    assert await storage.get_outbound(alice, "out_sent") is None
+    for kept in ("out_pending", "out_queued"):
+        message = await storage.get_outbound(alice, kept)
+        assert message is not None and message.body_text == "draft body"
+    assert await inbound_ids(storage, bob, "bob@agents.test") == ["msg_bob"]
+    assert await storage.read_inbound(bob, "bob@agents.test", "msg_bob") is not None
+    assert await RetentionWorker(gateway, pause=0).sweep(NOW) == SweepResult(0, 0)
+
+
+async def test_the_window_is_retention_days(gateway: Gateway) -> None:
+    storage = gateway.storage
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await store_at(storage, "msg_31_days", "a@agents.test", NOW - 31 * DAY)
+    await store_at(storage, "msg_29_days", "a@agents.test", NOW - 29 * DAY)
+
+    assert (await RetentionWorker(gateway, pause=0).sweep(NOW)).messages == 1
+    assert await inbound_ids(storage, alice, "a@agents.test") == ["msg_29_days"]
+    assert (await RetentionWorker(gateway, pause=0).sweep(NOW + 2 * DAY)).messages == 1
+    assert await inbound_ids(storage, alice, "a@agents.test") == []
+
+
+async def test_a_large_backlog_goes_in_small_batches(gateway: Gateway) -> None:
+    storage = gateway.storage
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    batch = [
+        replace(make_message(f"msg_{n}", "a@agents.test"), received_at=format_timestamp(OLD + n))
+        for n in range(7)
+    ]
+    await storage.store_inbound(batch, OLD)
+    calls: list[int] = []
+    delete = storage.delete_messages_before
+
+    async def counting_delete(cutoff: str, limit: int) -> int:
+        deleted = await delete(cutoff, limit)
+        calls.append(deleted)
+        return deleted
+
+    storage.delete_messages_before = counting_delete  # type: ignore[method-assign]
+    swept = await RetentionWorker(gateway, pause=0, batch_size=3).sweep(NOW)
+
+    assert swept.messages == 7 and calls == [3, 3, 1]
+    assert await inbound_ids(storage, alice, "a@agents.test") == []
+    exposed = gateway.metrics.render({}).decode()
+    assert 'e2a_retention_deleted_total{kind="messages"} 7.0' in exposed
+
+
+async def test_the_running_worker_sweeps_at_start_with_its_clock(gateway: Gateway) -> None:
+    storage = gateway.storage
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await store_at(storage, "msg_old", "a@agents.test", OLD)
+    await store_at(storage, "msg_recent", "a@agents.test", RECENT)
+
+    async def swept() -> bool:
+        return await inbound_ids(storage, alice, "a@agents.test") == ["msg_recent"]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(RetentionWorker(gateway, clock=lambda: NOW, pause=0).run)
+        await wait_until(swept)
+        nursery.cancel_scope.cancel()
