@@ -20,6 +20,7 @@ from e2a.api import (
     websocket,
 )
 from e2a.api.errors import ApiError, error_response, http_exception_response
+from e2a.dashboard import blueprint as dashboard_blueprint
 from e2a.gateway import Gateway
 from e2a.storage.base import StorageUnavailable
 
@@ -39,6 +40,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
     observability.time_requests(app)
     for module in (agents, domains, messages, account, websocket, outbound, approvals):
         app.register_blueprint(module.blueprint, url_prefix="/api/v1")
+    app.register_blueprint(dashboard_blueprint)  # the web UI at /, after the API routes
 
     @app.errorhandler(ApiError)
     async def on_api_error(exc: ApiError) -> Response:

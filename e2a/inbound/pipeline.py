@@ -188,9 +188,9 @@ class InboundMailSink:
 
 
 def announce_stored(hub: Hub, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:
-    """After commit: tell WebSocket listeners of local agents, wake the webhook worker."""
+    """After commit: tell live listeners (local agents' WebSockets, open dashboard inboxes of
+    any agent), wake the webhook worker."""
     if any(agent.agent_mode == "cloud" for agent, _ in prepared):
         hub.jobs_added()
     for agent, message in prepared:
-        if agent.agent_mode == "local":
-            hub.publish(agent.email, notification_frame(message))
+        hub.publish(agent.email, notification_frame(message))

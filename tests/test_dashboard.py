@@ -1,0 +1,373 @@
+"""The dashboard over HTTP against a live gateway: sign-in, cookie flags, CSRF, ownership,
+the live inbox stream, and that the REST API around it is untouched."""
+
+from __future__ import annotations
+
+import json
+import re
+import smtplib
+import time
+from functools import partial
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import pytest
+import trio
+
+from e2a.app import RunningGateway, run_gateway
+from e2a.dashboard.sessions import SessionClaims, seal, session_key
+from e2a.mailauth.resolver import FixtureResolver
+from e2a.signing.credentials import hash_api_key
+from tests.conftest import Account, agent_path, make_settings
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token a dashboard page's forms carry."""
+    found = CSRF.search(html)
+    assert found is not None, html[:500]
+    return found.group(1)
+
+
+async def sign_in(client: httpx.AsyncClient, key: str) -> httpx.Response:
+    """Fill in the sign-in form with `key` as a browser would."""
+    form = await client.get("/signin")
+    assert form.status_code == 200
+    return await client.post("/signin", data={"api_key": key, "csrf_token": csrf_token(form.text)})
+
+
+async def session_csrf(client: httpx.AsyncClient) -> str:
+    """The CSRF token of the client's session (from any signed-in page)."""
+    page = await client.get("/agents")
+    assert page.status_code == 200, page.text[:300]
+    return csrf_token(page.text)
+
+
+@pytest.fixture
+async def browser(running: RunningGateway) -> object:
+    """Factory of cookie-keeping HTTP clients, like separate browsers."""
+    clients: list[httpx.AsyncClient] = []
+
+    def open_browser() -> httpx.AsyncClient:
+        client = httpx.AsyncClient(base_url=running.addresses.http_url, timeout=10)
+        clients.append(client)
+        return client
+
+    yield open_browser
+    for client in clients:
+        await client.aclose()
+
+
+async def local_agent(account: Account, slug: str) -> str:
+    response = await account.http.post("/api/v1/agents", json={"slug": slug, "agent_mode": "local"})
+    assert response.status_code == 201, response.text
+    return str(response.json()["email"])
+
+
+def set_cookie_header(response: httpx.Response, name: str) -> str:
+    headers = [value for value in response.headers.get_list("set-cookie") if value.startswith(name)]
+    assert len(headers) == 1, response.headers
+    return headers[0]
+
+
+async def test_pages_need_a_session(browser, running: RunningGateway) -> None:
+    client = browser()
+    response = await client.get("/agents/bot%40agents.test/inbox")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/signin?next=/agents/bot%2540agents.test/inbox" or (
+        response.headers["location"].startswith("/signin?next=")
+    )
+    assert (await client.get("/approvals")).status_code == 303
+
+
+async def test_sign_in_with_a_bad_key_is_refused(browser, make_account) -> None:
+    await make_account("alice@example.com")
+    client = browser()
+    for key in ("e2a_" + "0" * 64, "not-a-key", ""):
+        response = await sign_in(client, key)
+        assert response.status_code == 401
+        assert "not valid" in response.text
+        assert "e2a_session" not in response.headers.get("set-cookie", "")
+    assert (await client.get("/agents")).status_code == 303
+
+
+async def test_session_cookie_is_sealed_httponly_and_strict(browser, make_account) -> None:
+    alice = await make_account("alice@example.com")
+    client = browser()
+    response = await sign_in(client, alice.key)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"
+    cookie = set_cookie_header(response, "e2a_session=")
+    flags = [part.strip().lower() for part in cookie.split(";")]
+    assert "httponly" in flags
+    assert "samesite=strict" in flags
+    assert "path=/" in flags
+    assert "secure" not in flags  # plain http on loopback
+    value = cookie.split(";")[0].split("=", 1)[1]
+    assert alice.key not in value and alice.key[4:] not in value
+    assert hash_api_key(alice.key) not in value
+    home = await client.get("/agents")
+    assert home.status_code == 200
+    assert "alice@example.com" in home.text
+    assert home.headers["cache-control"] == "no-store"
+    assert "frame-ancestors 'none'" in home.headers["content-security-policy"]
+
+
+async def test_cookie_is_secure_behind_https(tmp_path: Path, nursery: trio.Nursery) -> None:
+    settings = make_settings(
+        tmp_path, http={"listen": "127.0.0.1:0", "public_url": "https://e2a.example"}
+    )
+    running: RunningGateway = await nursery.start(
+        partial(run_gateway, settings, resolver=FixtureResolver())
+    )
+    async with httpx.AsyncClient(base_url=running.addresses.http_url) as client:
+        response = await client.get("/signin")
+    flags = [part.strip().lower() for part in set_cookie_header(response, "e2a_signin=").split(";")]
+    assert "secure" in flags and "httponly" in flags and "samesite=strict" in flags
+
+
+async def test_forms_without_the_csrf_token_are_refused(browser, make_account) -> None:
+    alice = await make_account("alice@example.com")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    token = await session_csrf(client)
+    for data in ({"address": "forged"}, {"address": "forged", "csrf_token": "0" * 32}):
+        response = await client.post("/agents", data=data)
+        assert response.status_code == 403
+        assert "reload the page" in response.text
+    assert (await alice.http.get("/api/v1/agents")).json()["agents"] == []
+    # The token of another session does not do either.
+    other = browser()
+    assert (await sign_in(other, alice.key)).status_code == 303
+    assert token != await session_csrf(other)
+    response = await client.post(
+        "/agents", data={"address": "forged", "csrf_token": await session_csrf(other)}
+    )
+    assert response.status_code == 403
+    response = await client.post(
+        "/agents", data={"address": "real", "agent_mode": "local", "csrf_token": token}
+    )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/agents/real@agents.test?done=agent_created"
+    # Sign-in itself needs the token its own cookie holds.
+    fresh = browser()
+    response = await fresh.post("/signin", data={"api_key": alice.key})
+    assert response.status_code == 403
+
+
+async def test_forged_or_revoked_sessions_do_not_count(
+    browser, make_account, running: RunningGateway
+) -> None:
+    alice = await make_account("alice@example.com")
+    client = browser()
+    client.cookies.set("e2a_session", "garbage")
+    assert (await client.get("/agents")).status_code == 303
+    # Sealed under another server key: refused.
+    claims = SessionClaims(hash_api_key(alice.key), "usr_x", int(time.time()) + 60, "t" * 32)
+    client.cookies.set("e2a_session", seal(session_key("another server key"), claims))
+    assert (await client.get("/agents")).status_code == 303
+    # Expired: refused.
+    server_key = running.gateway.server_key
+    user = await running.gateway.storage.user_for_key_hash(hash_api_key(alice.key))
+    assert user is not None
+    expired = SessionClaims(hash_api_key(alice.key), user.id, int(time.time()) - 1, "t" * 32)
+    client.cookies.set("e2a_session", seal(session_key(server_key), expired))
+    assert (await client.get("/agents")).status_code == 303
+    # A genuine session ends when its key is revoked.
+    signed_in = browser()
+    assert (await sign_in(signed_in, alice.key)).status_code == 303
+    assert (await signed_in.get("/agents")).status_code == 200
+    keys = (await alice.http.get("/api/v1/users/me/api-keys")).json()["api_keys"]
+    second = await alice.http.post("/api/v1/users/me/api-keys", json={"name": "spare"})
+    spare = httpx.Headers({"Authorization": f"Bearer {second.json()['key']}"})
+    revoked = await alice.http.delete(f"/api/v1/users/me/api-keys/{keys[0]['id']}", headers=spare)
+    assert revoked.status_code == 204
+    assert (await signed_in.get("/agents")).status_code == 303
+
+
+async def test_sign_out(browser, make_account) -> None:
+    alice = await make_account("alice@example.com")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    token = await session_csrf(client)
+    assert (await client.post("/signout", data={})).status_code == 403
+    response = await client.post("/signout", data={"csrf_token": token})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/signin"
+    assert "max-age=0" in set_cookie_header(response, "e2a_session=").lower()
+    assert (await client.get("/agents")).status_code == 303
+
+
+async def test_another_users_agent_is_not_reachable(browser, make_account) -> None:
+    alice = await make_account("alice@example.com")
+    bob = await make_account("bob@example.com")
+    address = await local_agent(alice, "alices-bot")
+    held = await alice.http.put(agent_path(address), json={"hitl_enabled": True})
+    assert held.status_code == 200
+    sent = await alice.http.post(
+        "/api/v1/send", json={"to": ["x@example.org"], "subject": "Hi", "body": "secret words"}
+    )
+    assert sent.status_code == 202
+    message_id = sent.json()["message_id"]
+    client = browser()
+    assert (await sign_in(client, bob.key)).status_code == 303
+    token = await session_csrf(client)
+    encoded = quote(address, safe="")
+    for path in (
+        f"/agents/{encoded}",
+        f"/agents/{encoded}/inbox",
+        f"/agents/{encoded}/events",
+        f"/approvals/{message_id}",
+    ):
+        response = await client.get(path)
+        assert response.status_code == 404, path
+        assert "not found" in response.text
+    for path in (
+        f"/agents/{encoded}/delete",
+        f"/approvals/{message_id}/approve",
+        f"/approvals/{message_id}/reject",
+    ):
+        response = await client.post(path, data={"csrf_token": token})
+        assert response.status_code == 404, path
+    approvals = await client.get("/approvals")
+    assert "secret words" not in approvals.text
+    assert (await alice.http.get(agent_path(address))).status_code == 200
+    pending = await alice.http.get(f"/api/v1/messages/{message_id}")
+    assert pending.json()["status"] == "pending_approval"
+
+
+async def test_agent_settings_and_review_go_through_the_api_rules(browser, make_account) -> None:
+    alice = await make_account("alice@example.com")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    token = await session_csrf(client)
+    refused = await client.post(
+        "/agents", data={"address": "admin", "agent_mode": "local", "csrf_token": token}
+    )
+    assert refused.status_code == 400
+    assert "reserved" in refused.text
+    cloud = await client.post(
+        "/agents", data={"address": "web", "agent_mode": "cloud", "csrf_token": token}
+    )
+    assert cloud.status_code == 400 and "webhook_url" in cloud.text
+    created = await client.post(
+        "/agents", data={"address": "desk", "agent_mode": "local", "csrf_token": token}
+    )
+    assert created.status_code == 303
+    saved = await client.post(
+        "/agents/desk@agents.test",
+        data={
+            "name": "Front desk",
+            "agent_mode": "local",
+            "hitl_enabled": "on",
+            "hitl_ttl_seconds": "3600",
+            "hitl_expiration_action": "approve",
+            "csrf_token": token,
+        },
+    )
+    assert saved.status_code == 303
+    agent = (await alice.http.get(agent_path("desk@agents.test"))).json()
+    assert agent["name"] == "Front desk"
+    assert agent["hitl_enabled"] is True
+    assert agent["hitl_ttl_seconds"] == 3600
+    assert agent["hitl_expiration_action"] == "approve"
+    ids = []
+    for subject in ("First", "Second"):
+        sent = await alice.http.post(
+            "/api/v1/send",
+            json={"to": ["x@example.org"], "subject": subject, "body": "Hello"},
+        )
+        assert sent.status_code == 202
+        ids.append(sent.json()["message_id"])
+    page = await client.get("/approvals")
+    assert "First" in page.text and "Second" in page.text
+    # Edit-then-approve: only what changed counts as an edit.
+    approved = await client.post(
+        f"/approvals/{ids[0]}/approve",
+        data={
+            "to": "x@example.org",
+            "cc": "",
+            "bcc": "",
+            "subject": "First, edited",
+            "body_text": "Hello",
+            "csrf_token": token,
+        },
+    )
+    assert approved.status_code == 303
+    assert approved.headers["location"] == "/approvals?done=approved"
+    first = (await alice.http.get(f"/api/v1/messages/{ids[0]}")).json()
+    assert first["status"] in ("queued", "failed")  # no relay configured in this test
+    assert first["edited"] is True and first["subject"] == "First, edited"
+    rejected = await client.post(
+        f"/approvals/{ids[1]}/reject", data={"reason": "wrong tone", "csrf_token": token}
+    )
+    assert rejected.status_code == 303
+    second = (await alice.http.get(f"/api/v1/messages/{ids[1]}")).json()
+    assert second["status"] == "rejected" and second["rejection_reason"] == "wrong tone"
+    again = await client.post(f"/approvals/{ids[1]}/approve", data={"csrf_token": token})
+    assert again.status_code == 409
+    assert "not pending_approval" in again.text
+    history = await client.get("/outbound")
+    assert "First, edited" in history.text and "wrong tone" in history.text
+
+
+async def test_api_key_is_shown_once_and_works(browser, make_account, running) -> None:
+    alice = await make_account("alice@example.com")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    token = await session_csrf(client)
+    created = await client.post("/credentials/api-keys", data={"name": "ci", "csrf_token": token})
+    assert created.status_code == 201
+    key = re.search(r'value="(e2a_[0-9a-f]{64})"', created.text)
+    assert key is not None
+    async with httpx.AsyncClient(base_url=running.addresses.http_url) as api:
+        me = await api.get("/api/v1/agents", headers={"Authorization": f"Bearer {key.group(1)}"})
+    assert me.status_code == 200
+    listing = await client.get("/credentials")
+    assert key.group(1) not in listing.text and key.group(1)[:12] in listing.text
+
+
+async def test_inbox_streams_new_mail(browser, make_account, running: RunningGateway) -> None:
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "live")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    inbox = await client.get(f"/agents/{quote(address, safe='')}/inbox")
+    assert inbox.status_code == 200
+    events_url = re.search(r'data-events="([^"]+)"', inbox.text)
+    assert events_url is not None
+
+    def send_mail() -> None:
+        with smtplib.SMTP(running.addresses.smtp_host, running.addresses.smtp_port) as smtp:
+            smtp.sendmail(
+                "carol@example.org",
+                [address],
+                b"From: carol@example.org\r\nTo: live@agents.test\r\n"
+                b"Subject: Live one\r\n\r\nHi\r\n",
+            )
+
+    frames = []
+    with trio.fail_after(10):
+        async with client.stream("GET", events_url.group(1).replace("&amp;", "&")) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            await trio.to_thread.run_sync(send_mail)
+            async for line in stream.aiter_lines():
+                if line.startswith("data: "):
+                    frames.append(json.loads(line[len("data: ") :]))
+                    break
+    assert frames[0]["subject"] == "Live one"
+    assert frames[0]["recipient"] == address
+    page = await client.get(f"/agents/{quote(address, safe='')}/inbox")
+    assert "Live one" in page.text
+
+
+async def test_the_rest_api_keeps_its_json_answers(browser, anonymous) -> None:
+    health = await anonymous.get("/api/health")
+    assert health.json()["status"] == "ok"
+    missing = await anonymous.get("/api/v1/nothing-here")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    css = await anonymous.get("/assets/dashboard.css")
+    assert css.status_code == 200 and "--accent" in css.text
