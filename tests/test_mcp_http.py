@@ -16,12 +16,12 @@ import trio
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult
 
 from e2a.app import RunningGateway
 from e2a.mcp.tools import TOOLS
 from tests.conftest import Account, agent_path
 from tests.delivery_support import create_agent, mail, smtp_send
+from tests.mcp_support import call, fails
 
 INITIALIZE = {
     "jsonrpc": "2.0",
@@ -48,23 +48,6 @@ async def mcp_client(
         transport = streamable_http_client(f"{running.addresses.http_url}/mcp", http_client=http)
         async with Client(transport, mode=mode) as client:
             yield client
-
-
-async def call(client: Client, name: str, arguments: dict[str, Any] | None = None) -> Any:
-    """Call a tool that must succeed; return its structured answer."""
-    result = await client.call_tool(name, arguments or {})
-    assert not result.is_error, result.content
-    return result.structured_content
-
-
-async def fails(client: Client, name: str, arguments: dict[str, Any] | None = None) -> str:
-    """Call a tool that must fail; return its error text."""
-    result: CallToolResult = await client.call_tool(name, arguments or {})
-    assert result.is_error, result.structured_content
-    assert result.structured_content is None
-    text = result.content[0].text  # type: ignore[union-attr]
-    assert "Traceback" not in text
-    return str(text)
 
 
 async def test_initialize_and_list_tools(running: RunningGateway, make_account: Any) -> None:

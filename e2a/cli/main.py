@@ -24,7 +24,11 @@ EXAMPLES = {
     ),
     "bootstrap": "example:\n  e2a bootstrap --email you@example.com",
     "migrate": "example:\n  e2a migrate --config e2a.toml",
+    "mcp": "example:\n  E2A_BASE_URL=https://mail.example.com E2A_API_KEY=e2a_… "
+    "E2A_AGENT_EMAIL=support@agents.example.com e2a mcp\n"
+    "  (in an MCP client's config: command e2a, args [mcp] and these variables in env)",
 }
+MCP_MISSING = "the MCP server is not installed: pip install 'e2a[mcp]'"
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +78,30 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _config_argument(migrate)
+
+    commands.add_parser(
+        "mcp",
+        help="MCP server over stdio for Claude, Cursor and other MCP clients",
+        description="Serve e2a's mail tools (inbox, read, send, reply, wait, approvals) to an "
+        "MCP client over stdin/stdout, against a running gateway. Reads E2A_API_KEY "
+        "(required), E2A_BASE_URL (or E2A_URL) and E2A_AGENT_EMAIL (the default agent).",
+        epilog=EXAMPLES["mcp"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_client_commands(commands)
     return parser
+
+
+def _run_mcp() -> int:
+    """`e2a mcp`, imported only now: it needs the `mcp` package, not the gateway."""
+    try:
+        from e2a.mcp.server import run_stdio
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] == "e2a":
+            raise
+        print(f"e2a: {MCP_MISSING} (missing module {exc.name!r})", file=sys.stderr)
+        return 1
+    return run_stdio()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in CLIENT_COMMANDS:
         return run_client_command(args)
+    if args.command == "mcp":
+        return _run_mcp()
     try:
         from e2a.cli.server_commands import run_server_command
     except ModuleNotFoundError as exc:
