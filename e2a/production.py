@@ -23,8 +23,9 @@ PLACEHOLDER_WORDS = (
     "xxxxx",
 )
 """Text found in secrets copied from documentation rather than generated."""
-RESERVED_SUFFIXES = (".localhost", ".test", ".example", ".invalid", ".local")
-RESERVED_DOMAINS = ("localhost", "example.com", "example.net", "example.org")
+RESERVED_DOMAINS = ("localhost", "test", "example", "invalid", "local")
+RESERVED_DOMAINS += ("example.com", "example.net", "example.org")
+"""Names that never receive mail (RFC 2606, RFC 6761, mDNS), nor do their subdomains."""
 DEVELOPMENT_PUBLIC_URL = "http://localhost:8080"
 GENERATE_SECRET = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
 
@@ -61,7 +62,7 @@ def check_signing_secret(settings: Settings) -> None:
 
 
 def _is_reserved_domain(domain: str) -> bool:
-    return domain in RESERVED_DOMAINS or domain.endswith(RESERVED_SUFFIXES)
+    return any(domain == name or domain.endswith(f".{name}") for name in RESERVED_DOMAINS)
 
 
 def _refusals(settings: Settings) -> list[str]:

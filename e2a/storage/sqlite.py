@@ -160,26 +160,38 @@ class SqliteStorage:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def _run_transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _run_transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
         with _translate_errors():
-            self._writer.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._writer.execute("PRAGMA synchronous = OFF")
             try:
-                result = work(self._writer)
-            except BaseException:
-                self._writer.execute("ROLLBACK")
-                raise
-            self._writer.execute("COMMIT")
-            return result
+                self._writer.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(self._writer)
+                except BaseException:
+                    self._writer.execute("ROLLBACK")
+                    raise
+                self._writer.execute("COMMIT")
+                return result
+            finally:
+                if not durable:
+                    self._writer.execute("PRAGMA synchronous = FULL")
 
     async def _write(
-        self, work: Callable[[sqlite3.Connection], T], *, changes_routing: bool = False
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        *,
+        changes_routing: bool = False,
+        durable: bool = True,
     ) -> T:
         """Run `work` in one write transaction on the writer thread; commit or roll back.
 
-        `changes_routing` marks writes to agents, verified domains or signing secrets."""
+        `changes_routing` marks writes to agents, verified domains or signing secrets.
+        `durable=False` commits without waiting for the disk: only for job leases, which every
+        start frees anyway (the WAL frames reach the disk with the next durable commit)."""
         async with self._write_lock:
             try:
-                return await trio.to_thread.run_sync(self._run_transaction, work)
+                return await trio.to_thread.run_sync(self._run_transaction, work, durable)
             finally:
                 if changes_routing:
                     self._forget_routing()
@@ -766,7 +778,7 @@ class SqliteStorage:
             )
             return jobs
 
-        return await self._write(claim)
+        return await self._write(claim, durable=False)
 
     async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:
         """The messages with their agents' webhook URLs (cloud agents only) and signing seeds."""
@@ -824,7 +836,8 @@ class SqliteStorage:
             lambda db: db.executemany(
                 "UPDATE jobs SET locked_until = NULL WHERE id = ?",
                 [(job_id,) for job_id in job_ids],
-            )
+            ),
+            durable=False,
         )
 
     async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
@@ -1001,7 +1014,7 @@ class SqliteStorage:
             )
             return [Job(*row) for row in rows]
 
-        return await self._write(claim)
+        return await self._write(claim, durable=False)
 
     async def finish_outbound(
         self,

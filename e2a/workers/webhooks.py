@@ -229,20 +229,32 @@ class WebhookWorker:
     async def _attempt_in_turn(
         self, job: Job, delivery: WebhookDelivery, host: str, queue: _HostQueue
     ) -> None:
-        """Attempt `job` once its host has a free slot."""
+        """Attempt `job` once its host has a free slot, then record the attempt. The slot is
+        given back as soon as the answer is in, so the host's next POST does not wait for the
+        disk; the job stays leased until its record is committed."""
         try:
-            async with queue.limiter:
-                await self._attempt(job, delivery)
+            try:
+                async with queue.limiter:
+                    finished = await self._attempt(job, delivery)
+            finally:
+                queue.queued -= 1
+                if queue.queued == 0:
+                    self._hosts.pop(host, None)
+                if queue.queued <= MAX_PER_HOST:
+                    self._wake.set()  # room for a batch: claim more (one claim per few attempts)
+            await self._attempt_log.record(finished)
         finally:
-            queue.queued -= 1
-            if queue.queued == 0:
-                self._hosts.pop(host, None)
             self._active -= 1
-            if queue.queued <= MAX_PER_HOST:
-                self._wake.set()  # room for a batch: claim more (one claim per few attempts)
+        log.info(
+            "webhook %s attempt %d -> %s (%s)",
+            finished.message_id,
+            finished.attempt.attempt,
+            finished.outcome,
+            finished.attempt.status_code or finished.attempt.error,
+        )
 
-    async def _attempt(self, job: Job, delivery: WebhookDelivery) -> None:
-        """POST once, then record the attempt with the job's next state in one transaction."""
+    async def _attempt(self, job: Job, delivery: WebhookDelivery) -> FinishedAttempt:
+        """POST once and judge the answer: the attempt to record with the job's next state."""
         message = delivery.message
         attempt_number = job.attempts + 1
         started, started_monotonic = self._clock(), trio.current_time()
@@ -262,17 +274,7 @@ class WebhookWorker:
             error=answer.error,
             duration_ms=round((trio.current_time() - started_monotonic) * 1000),
         )
-        await self._attempt_log.record(
-            FinishedAttempt(job.id, message.id, record, outcome, retry_at)
-        )
-        self._gateway.metrics.delivered("webhook", outcome)
-        log.info(
-            "webhook %s attempt %d -> %s (%s)",
-            message.id,
-            attempt_number,
-            outcome,
-            answer.status_code if answer.status_code is not None else answer.error,
-        )
+        return FinishedAttempt(job.id, message.id, record, outcome, retry_at)
 
     async def _post(self, delivery: WebhookDelivery, attempt_number: int, now: float) -> Answer:
         """One signed POST to the agent's webhook, pinned to a checked address."""

@@ -1,0 +1,161 @@
+"""Production mode: weak or placeholder settings stop the gateway with one line naming the key,
+webhooks must be https, SMTP without TLS is warned about, and development shortcuts are off."""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from e2a.app import run_gateway
+from e2a.config import ConfigError, Settings, SigningSettings, load_settings
+from e2a.mailauth.resolver import FixtureResolver
+from e2a.production import check_production
+from tests.conftest import Account, agent_path, make_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD_SECRET = "9f2c4e7a1b8d3f6c0e5a2d9b7c4f1e8a3d6b0c9f2e5a8d1b"
+PRODUCTION = {
+    "env": "production",
+    "shared_domain": "agents.e2a-prod.net",
+    "signing": {"hmac_secret": GOOD_SECRET},
+    "http": {"listen": "127.0.0.1:0", "public_url": "https://gateway.e2a-prod.net"},
+}
+
+
+def production_settings(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings a production deployment could run on, with `overrides` applied."""
+    return make_settings(tmp_path, **{**PRODUCTION, **overrides})
+
+
+def refusal(settings: Settings) -> str:
+    """The ConfigError message check_production raises for `settings`."""
+    with pytest.raises(ConfigError) as raised:
+        check_production(settings)
+    message = str(raised.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """The running gateway of these tests is a production one."""
+    return production_settings(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [
+        (None, "required in production"),
+        ("", "required in production"),
+        ("tooshort-1f8e", "shorter than 32 bytes"),
+        ("change-me-change-me-change-me-change-me", "placeholder"),
+        ("replace-with-a-long-random-string-of-48-chars!!", "placeholder"),
+        ("my-super-secret-hmac-key-for-e2a-gateway", "placeholder"),
+        ("a" * 64, "too few characters"),
+        ("0101010101010101010101010101010101010101", "too few characters"),
+    ],
+)
+def test_weak_or_placeholder_secrets_are_refused(
+    tmp_path: Path, secret: str | None, reason: str
+) -> None:
+    message = refusal(production_settings(tmp_path, signing={"hmac_secret": secret}))
+    assert message.startswith("signing.hmac_secret: ") and reason in message
+    assert "secrets.token_hex(32)" in message
+
+
+def test_what_the_example_config_ships_is_refused() -> None:
+    example = load_settings(ROOT / "config.example.toml", environ={"E2A_ENV": "production"})
+    assert "signing.hmac_secret: required in production" in refusal(example)
+    with_secret = example.model_copy(update={"signing": SigningSettings(hmac_secret=GOOD_SECRET)})
+    message = refusal(with_secret)
+    assert "shared_domain: agents.localhost is a reserved name" in message
+    assert "http.public_url: still the development default" in message
+
+
+@pytest.mark.parametrize(
+    "domain", ["agents.test", "mail.example", "example.com", "agents.example.org", "a.localhost"]
+)
+def test_reserved_shared_domains_are_refused(tmp_path: Path, domain: str) -> None:
+    assert refusal(production_settings(tmp_path, shared_domain=domain)).startswith(
+        f"shared_domain: {domain} is a reserved name"
+    )
+
+
+def test_a_relay_password_over_plain_smtp_is_refused(tmp_path: Path) -> None:
+    relay = {"host": "smtp.e2a-prod.net", "username": "u", "password": "p", "tls": "none"}
+    message = refusal(production_settings(tmp_path, outbound_smtp=relay))
+    assert message.startswith('outbound_smtp.tls: "none" would send the relay password')
+    check_production(production_settings(tmp_path, outbound_smtp={**relay, "tls": "starttls"}))
+
+
+def test_good_settings_pass_with_warnings_and_development_is_unchecked(tmp_path: Path) -> None:
+    warnings = check_production(production_settings(tmp_path))
+    assert len(warnings) == 1 and warnings[0].startswith("smtp.tls_cert/smtp.tls_key are not set")
+    risky = production_settings(
+        tmp_path,
+        webhooks={"allow_private": True},
+        http={"listen": "127.0.0.1:0", "public_url": "http://gateway.e2a-prod.net"},
+    )
+    assert [warning.split(" ")[0] for warning in check_production(risky)] == [
+        "smtp.tls_cert/smtp.tls_key",
+        "http.public_url",
+        "webhooks.allow_private",
+    ]
+    assert check_production(make_settings(tmp_path)) == []
+
+
+async def test_the_gateway_does_not_start_on_a_weak_secret(tmp_path: Path) -> None:
+    weak = production_settings(tmp_path, signing={"hmac_secret": "change-me"})
+    with pytest.raises(ConfigError, match=r"^signing\.hmac_secret: is shorter than 32 bytes"):
+        await run_gateway(weak, resolver=FixtureResolver())
+    assert not (tmp_path / "e2a.db").exists()  # refused before anything was opened
+
+
+async def test_smtp_without_tls_is_logged_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, nursery: trio.Nursery
+) -> None:
+    caplog.set_level(logging.WARNING, logger="e2a")
+    await nursery.start(
+        partial(run_gateway, production_settings(tmp_path), resolver=FixtureResolver())
+    )
+    assert any(
+        record.getMessage().startswith("production: smtp.tls_cert/smtp.tls_key are not set")
+        for record in caplog.records
+    )
+    nursery.cancel_scope.cancel()
+
+
+async def test_webhooks_must_be_https(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    plain = await alice.http.post(
+        "/api/v1/agents",
+        json={"slug": "bot", "agent_mode": "cloud", "webhook_url": "http://hooks.e2a-prod.net/x"},
+    )
+    assert plain.status_code == 400
+    error = plain.json()["error"]
+    assert error["code"] == "invalid_webhook_url" and "https://" in error["message"]
+
+    created = await alice.http.post(
+        "/api/v1/agents",
+        json={"slug": "bot", "agent_mode": "cloud", "webhook_url": "https://hooks.e2a-prod.net/x"},
+    )
+    assert created.status_code == 201, created.text
+    downgrade = await alice.http.put(
+        agent_path(created.json()["email"]), json={"webhook_url": "http://hooks.e2a-prod.net/x"}
+    )
+    assert downgrade.status_code == 400
+    assert downgrade.json()["error"]["code"] == "invalid_webhook_url"
+
+
+async def test_domains_are_not_verified_without_their_dns_record(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    added = await alice.http.post("/api/v1/domains", json={"domain": "corp.e2a-prod.net"})
+    assert added.status_code == 201, added.text
+    response = await alice.http.post("/api/v1/domains/corp.e2a-prod.net/verify")
+    assert response.status_code == 412
+    assert response.json()["error"]["code"] == "verification_record_missing"
