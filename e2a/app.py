@@ -113,14 +113,17 @@ async def serve_http(
     gateway: Gateway,
     sock: socket.socket,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    *,
+    ping_seconds: float = WEBSOCKET_PING_SECONDS,
 ) -> None:
     """Serve the Quart-Trio app, and the MCP endpoint at /mcp, on `sock` with hypercorn's
-    trio worker. The MCP session manager runs for as long as the server does."""
+    trio worker. The MCP session manager runs for as long as the server does. WebSockets are
+    kept alive with ping frames every `ping_seconds` (the contract's 30 s)."""
     config = HypercornConfig()
     config.accesslog = None
     config.errorlog = logging.getLogger("e2a.http")
     config.graceful_timeout = 5.0
-    config.websocket_ping_interval = WEBSOCKET_PING_SECONDS
+    config.websocket_ping_interval = ping_seconds
     mcp = McpEndpoint(gateway, loopback_url(sock.getsockname()))
     mounts: dict[str, Any] = {MCP_PATH: mcp, "": create_app(gateway)}
     app = wrap_app(TrioDispatcherMiddleware(mounts), config.wsgi_max_body_size, "asgi")

@@ -5,22 +5,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import trio
 from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 
 from e2a.api.websocket import DRAIN_PAGE_SIZE
-from e2a.app import RunningGateway
+from e2a.app import WEBSOCKET_PING_SECONDS, RunningGateway, bind_tcp, serve_http
+from e2a.config import Settings
+from e2a.gateway import open_gateway
 from e2a.hub import SUBSCRIBER_BUFFER, Hub
+from e2a.mailauth.resolver import FixtureResolver
 from tests.conftest import Account, agent_path
 from tests.delivery_support import (
     SENDER,
     accept,
     create_agent,
     mail,
+    open_account,
     smtp_send,
     store_with_conversation,
     wait_until,
@@ -206,6 +213,70 @@ async def test_a_disconnect_mid_drain_loses_nothing(
         again = await next_frames(ws, len(stored))
         await assert_silent(ws)
     assert [frame["message_id"] for frame in again] == stored
+
+
+async def test_a_live_notification_of_a_message_already_drained_is_not_sent_again(
+    running: RunningGateway, agent: str, connected: Any
+) -> None:
+    """The subscription opens before the drain, so mail committed meanwhile is both in the
+    drain and in the live queue: the client gets it once."""
+    earlier = await accept(running.gateway, [agent], mail("Stored before connecting"))
+    async with connected() as ws:
+        (drained,) = await next_frames(ws, 1)
+        assert drained["message_id"] == earlier
+        running.gateway.hub.publish(agent, dict(drained))  # its live notice, late
+        await smtp_send(running.addresses.smtp_port, [agent], mail("Next one"))
+        (following,) = await next_frames(ws, 1)
+        await assert_silent(ws)
+    assert following["subject"] == "Next one"
+
+
+async def test_keep_alive_is_websocket_pings_never_json_frames(
+    settings: Settings, resolver: FixtureResolver
+) -> None:
+    assert WEBSOCKET_PING_SECONDS == 30.0  # the contract's interval; shortened below
+    sock = bind_tcp("127.0.0.1", 0, "http.listen", "127.0.0.1:0")
+    port = sock.getsockname()[1]
+    async with open_gateway(settings, resolver) as gateway, trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_http, gateway, sock, ping_seconds=0.1))
+        account = await open_account(gateway, f"http://127.0.0.1:{port}", "pings@example.com")
+        async with account.http:
+            agent = await create_agent(account, "pinged")
+        pings, texts = await _watch_raw_websocket(port, agent, account.key, seconds=0.8)
+        nursery.cancel_scope.cancel()
+    assert pings >= 4
+    assert texts == []
+
+
+async def _watch_raw_websocket(
+    port: int, agent: str, key: str, seconds: float
+) -> tuple[int, list[str]]:
+    """Connect with a bare wsproto client, answer pings, and report for `seconds` how many
+    pings came and which text frames."""
+    connection = WSConnection(ConnectionType.CLIENT)
+    pings, texts = 0, []
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        target = f"/api/v1/agents/{quote(agent)}/ws"
+        auth = [(b"authorization", f"Bearer {key}".encode())]
+        await stream.send_all(
+            connection.send(Request(host="127.0.0.1", target=target, extra_headers=auth))
+        )
+        accepted = False
+        with trio.move_on_after(seconds), trio.fail_after(WAIT):
+            while True:
+                data = await stream.receive_some(65536)
+                assert data, "the server closed the connection"
+                connection.receive_data(data)
+                for event in connection.events():
+                    if isinstance(event, AcceptConnection):
+                        accepted = True
+                    elif isinstance(event, Ping):
+                        pings += 1
+                        await stream.send_all(connection.send(event.response()))
+                    elif isinstance(event, TextMessage):
+                        texts.append(event.data)
+    assert accepted
+    return pings, texts
 
 
 async def test_live_notifications_missed_while_away_come_on_the_next_connection(
