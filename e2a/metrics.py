@@ -16,10 +16,14 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 
 from e2a.storage.rows import APPROVAL_NOTICE_JOB, OUTBOUND_JOB, WEBHOOK_JOB
+
+# No `*_created` series: they double the output and Prometheus does not need them.
+disable_created_metrics()
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The media type of `Metrics.render()` (Prometheus text exposition format)."""

@@ -243,6 +243,7 @@ class WebhookWorker:
                 if queue.queued <= MAX_PER_HOST:
                     self._wake.set()  # room for a batch: claim more (one claim per few attempts)
             await self._attempt_log.record(finished)
+            self._gateway.metrics.delivered("webhook", finished.outcome)
         finally:
             self._active -= 1
         log.info(

@@ -1,0 +1,155 @@
+"""GET /metrics on a running gateway: the counters move with real SMTP, webhook, WebSocket and
+HTTP traffic, queue depth comes from storage, and labels never carry addresses or ids."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+from trio_websocket import open_websocket_url
+
+from e2a.app import RunningGateway
+from e2a.config import Settings
+from tests.conftest import Account, agent_path, make_settings
+from tests.delivery_support import SENDER, create_agent, mail, wait_until
+from tests.http_receiver import Answer, HttpReceiver
+from tests.test_websocket import ws_url
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Metrics on; webhooks may go to the loopback receivers of these tests."""
+    return make_settings(tmp_path, metrics={"enabled": True}, webhooks={"allow_private": True})
+
+
+async def serving(nursery: trio.Nursery, status: int) -> HttpReceiver:
+    receiver = HttpReceiver(lambda _: Answer(status))
+    await nursery.start(receiver.serve)
+    return receiver
+
+
+async def scrape(anonymous: httpx.AsyncClient) -> Samples:
+    """Every sample of GET /metrics, keyed by name and sorted labels."""
+    response = await anonymous.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def send_refusing(port: int, recipients: list[str]) -> dict[str, Any]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("mail.example.org")
+        return dict(client.sendmail(SENDER, recipients, mail("Counted")))
+
+
+async def test_counters_move_with_smtp_deliveries_and_requests(
+    running: RunningGateway,
+    make_account: Any,
+    anonymous: httpx.AsyncClient,
+    nursery: trio.Nursery,
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    happy = await create_agent(alice, "happy", (await serving(nursery, 200)).url)
+    failing = await create_agent(alice, "failing", (await serving(nursery, 500)).url)
+    before = await scrape(anonymous)
+    assert value(before, "e2a_smtp_messages_accepted_total") == 0
+    assert value(before, "e2a_storage_up") == 1
+
+    refused = await trio.to_thread.run_sync(
+        send_refusing,
+        running.addresses.smtp_port,
+        [happy, failing, "nobody@agents.test", "someone@elsewhere.example"],
+    )
+    assert set(refused) == {"nobody@agents.test", "someone@elsewhere.example"}
+
+    async def settled() -> bool:
+        now = await scrape(anonymous)
+        return (
+            value(now, "e2a_deliveries_total", channel="webhook", outcome="delivered") == 1
+            and value(now, "e2a_deliveries_total", channel="webhook", outcome="retrying") == 1
+            and value(now, "e2a_smtp_sessions_active") == 0
+        )
+
+    await wait_until(settled)
+    after = await scrape(anonymous)
+    assert value(after, "e2a_smtp_messages_accepted_total") == 1
+    assert value(after, "e2a_smtp_rejected_total", reason="unknown_user") == 1
+    assert value(after, "e2a_smtp_rejected_total", reason="relay_denied") == 1
+    assert value(after, "e2a_smtp_rejected_total", reason="not_stored") == 0
+    assert value(after, "e2a_smtp_sessions_total") == 1
+    assert value(after, "e2a_deliveries_total", channel="webhook", outcome="failed") == 0
+    # The 500 left its job waiting for a retry: queue depth is read from storage.
+    assert value(after, "e2a_queue_jobs", kind="webhook") == 1
+    assert value(after, "e2a_queue_jobs", kind="outbound") == 0
+
+    assert (await alice.http.get(agent_path(happy))).status_code == 200
+    assert (await alice.http.get(agent_path("missing@agents.test"))).status_code == 404
+    assert (await alice.http.get("/no/such/page/x@y.example")).status_code == 404
+    final = await scrape(anonymous)
+    route = {"method": "GET", "route": "/api/v1/agents/<email>"}
+    assert value(final, "e2a_http_request_duration_seconds_count", **route) == 2
+    assert value(final, "e2a_http_responses_total", **route, status="200") == 1
+    assert value(final, "e2a_http_responses_total", **route, status="404") == 1
+    assert value(final, "e2a_http_request_duration_seconds_bucket", **route, le="+Inf") == 2
+    assert value(final, "e2a_http_responses_total", method="GET", route="unmatched", status="404")
+    labels = {label for (_, pairs) in final for _, label in pairs}
+    assert not any("@" in label or "msg_" in label for label in labels), labels
+
+
+async def test_websocket_deliveries_are_counted(
+    running: RunningGateway, make_account: Any, anonymous: httpx.AsyncClient
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    agent = await create_agent(alice, "local-bot")
+    async with open_websocket_url(ws_url(running, agent, alice.key)) as ws:
+        await trio.to_thread.run_sync(send_refusing, running.addresses.smtp_port, [agent])
+        with trio.fail_after(10):
+            frame = json.loads(await ws.get_message())
+        await ws.send_message(json.dumps({"type": "ack", "message_id": frame["message_id"]}))
+
+        async def acked() -> bool:
+            now = await scrape(anonymous)
+            return value(now, "e2a_deliveries_total", channel="websocket", outcome="acked") == 1
+
+        await wait_until(acked)
+    samples = await scrape(anonymous)
+    assert value(samples, "e2a_deliveries_total", channel="websocket", outcome="sent") == 1
+
+
+async def test_metrics_are_off_unless_enabled(
+    running: RunningGateway, anonymous: httpx.AsyncClient
+) -> None:
+    running.gateway.settings.metrics.enabled = False
+    response = await anonymous.get("/metrics")
+    assert response.status_code == 404
+    assert "metrics.enabled" in response.json()["error"]["message"]
+
+
+async def test_health_reports_storage_down(
+    running: RunningGateway, anonymous: httpx.AsyncClient
+) -> None:
+    up = await anonymous.get("/api/health")
+    assert up.json()["storage"] == {"backend": "sqlite", "state": "up"}
+    await running.gateway.storage.close()
+    down = await anonymous.get("/api/health")
+    assert down.status_code == 503
+    body = down.json()
+    assert body["status"] == "degraded"
+    assert body["storage"]["backend"] == "sqlite" and body["storage"]["state"] == "down"
+    assert value(await scrape(anonymous), "e2a_storage_up") == 0
