@@ -106,6 +106,14 @@ _ADDRESS_SPLIT = re.compile(r"[,\s;]+")
 Body = TypeVar("Body", bound=RequestBody)
 
 
+@blueprint.app_template_filter("dashboard_time")
+def minute_utc(value: str | None) -> str:
+    """An RFC 3339 UTC timestamp as people read it: `2026-02-01 12:00 UTC`."""
+    if not value or len(value) < 16 or value[10] != "T":
+        return value or "—"
+    return f"{value[:10]} {value[11:16]} UTC"
+
+
 async def page(
     template: str, session: Session | None, *, status: int = 200, **context: Any
 ) -> Response:

@@ -28,10 +28,18 @@
     return Array.prototype.some.call(body.rows, function (row) { return row.dataset.id === id; });
   }
 
-  function cell(tag, text) {
+  function cell(tag, text, label) {
     var element = document.createElement(tag);
     element.textContent = text;
+    if (label) {
+      element.dataset.label = label;
+    }
     return element;
+  }
+
+  // Same form as the server's dashboard_time filter: "2026-02-01 12:00 UTC".
+  function minuteUtc(value) {
+    return value && value.charAt(10) === "T" ? value.slice(0, 10) + " " + value.slice(11, 16) + " UTC" : value;
   }
 
   function addRow(frame) {
@@ -41,19 +49,19 @@
     var row = document.createElement("tr");
     row.dataset.id = frame.message_id;
     row.className = "unread fresh";
-    row.appendChild(cell("td", frame.from));
-    var subject = document.createElement("th");
+    row.appendChild(cell("td", frame.from, "From"));
+    var subject = cell("th", "", "Subject");
     subject.scope = "row";
     var link = cell("a", frame.subject || "(no subject)");
     link.href = base + encodeURIComponent(frame.message_id);
     subject.appendChild(link);
     row.appendChild(subject);
-    var when = cell("time", frame.received_at);
+    var when = cell("time", minuteUtc(frame.received_at));
     when.setAttribute("datetime", frame.received_at);
-    var received = document.createElement("td");
+    var received = cell("td", "", "Received");
     received.appendChild(when);
     row.appendChild(received);
-    var status = document.createElement("td");
+    var status = cell("td", "", "Status");
     var badge = cell("span", "unread");
     badge.className = "badge info";
     status.appendChild(badge);

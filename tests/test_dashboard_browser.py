@@ -1,0 +1,215 @@
+"""The dashboard in headless Chromium against a live gateway: sign in, create an agent, watch
+mail arrive over real SMTP without reloading, approve (edited) and reject held mail that the
+gateway relays to an SMTP sink on 127.0.0.1, work at phone width, sign out.
+
+The browser is Debian's `chromium` driven by Playwright (no downloaded browser); the test
+skips, saying why, when either is missing. It saves screenshots of the main pages to
+docs/screenshots/ (the README shows them)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import smtplib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from aiosmtpd.controller import Controller
+
+from e2a.app import RunningGateway
+from e2a.config import Settings
+from tests.conftest import Account, make_settings
+from tests.test_outbound_relay import Sink, free_port
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+REMOTE = "someone@example.net"
+WAIT_MS = 10_000
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright for Python is not installed (pip install '.[dev]')"
+)
+if not os.access(CHROMIUM, os.X_OK):
+    pytest.skip(
+        "Chromium not found: install Debian's chromium (apt-get install chromium)",
+        allow_module_level=True,
+    )
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[Sink, int]]:
+    """An SMTP sink on 127.0.0.1 standing in for the outbound relay."""
+    received = Sink()
+    port = free_port()
+    controller = Controller(received, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield received, port
+    controller.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sink: tuple[Sink, int]) -> Settings:
+    """Test settings whose outbound relay is the sink."""
+    relay = {"host": "127.0.0.1", "port": sink[1], "tls": "none", "timeout_seconds": 10}
+    return make_settings(tmp_path, outbound_smtp=relay)
+
+
+def send_mail(running: RunningGateway, to: str, subject: str) -> None:
+    """Deliver a message to the gateway's SMTP listener with smtplib."""
+    data = (
+        f"From: Carol <carol@example.org>\r\nTo: {to}\r\nSubject: {subject}\r\n\r\n"
+        "Could you send me the opening hours?\r\n"
+    ).encode()
+    with smtplib.SMTP(running.addresses.smtp_host, running.addresses.smtp_port) as smtp:
+        smtp.sendmail("carol@example.org", [to], data)
+
+
+def relayed(sink: Sink, timeout: float) -> list[bytes]:
+    """Messages the gateway relayed to REMOTE, waiting up to `timeout` for the first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [raw for _, recipients, raw in sink.received if REMOTE in recipients]
+        if found:
+            return found
+        time.sleep(0.1)
+    return []
+
+
+def hold_two_messages(running: RunningGateway, key: str) -> list[str]:
+    """Two sends by the HITL agent over REST; both wait for approval."""
+    ids = []
+    with httpx.Client(
+        base_url=running.addresses.http_url, headers={"Authorization": f"Bearer {key}"}
+    ) as api:
+        for subject in ("Opening hours", "Special offer!!!"):
+            response = api.post(
+                "/api/v1/send", json={"to": [REMOTE], "subject": subject, "body": "Dear Carol"}
+            )
+            assert response.status_code == 202, response.text
+            ids.append(response.json()["message_id"])
+    return ids
+
+
+def scenario(running: RunningGateway, account: Account, sink: Sink) -> dict[str, Any]:
+    """Drive the dashboard as a reviewer would; returns what the REST checks need."""
+    base = running.addresses.http_url
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 860})
+            page.set_default_timeout(WAIT_MS)
+            expect = sync_api.expect
+            menu = page.get_by_role("navigation", name="Main")
+
+            # Sign in from the keyboard alone: the labelled key field has the focus.
+            page.goto(f"{base}/")
+            assert page.url.startswith(f"{base}/signin")
+            assert page.evaluate("document.activeElement.id") == "api_key"
+            page.keyboard.type(account.key)
+            page.keyboard.press("Enter")
+            expect(page.get_by_role("heading", name="Agents", exact=True)).to_be_visible()
+
+            # Create a local agent by slug, then turn on human approval.
+            page.get_by_label("Slug or address").fill("helpdesk")
+            page.get_by_label("Name").fill("Help desk")
+            page.get_by_role("button", name="Create agent").click()
+            expect(page.get_by_role("status")).to_have_text("Agent created.")
+            page.get_by_label("Hold every message until someone approves it").check()
+            page.get_by_role("button", name="Save settings").click()
+            expect(page.get_by_role("status")).to_have_text("Settings saved.")
+            menu.get_by_role("link", name="Agents").click()
+            page.screenshot(path=str(SCREENSHOTS / "agents.png"), full_page=True)
+
+            # The open inbox shows new mail without a reload.
+            page.get_by_role("link", name="helpdesk@agents.test").click()
+            expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+            page.wait_for_selector("#inbox[data-live=connected]")
+            page.evaluate("window.notReloaded = true")
+            send_mail(running, "helpdesk@agents.test", "Opening hours?")
+            send_mail(running, "helpdesk@agents.test", "Invoice 2041")
+            expect(page.get_by_role("link", name="Opening hours?")).to_be_visible()
+            expect(page.get_by_role("link", name="Invoice 2041")).to_be_visible()
+            expect(page.locator("#live-state")).to_contain_text("Invoice 2041")
+            assert page.evaluate("window.notReloaded") is True
+            page.screenshot(path=str(SCREENSHOTS / "inbox.png"), full_page=True)
+
+            # Reading a message shows the sender checks and offers the raw source.
+            page.get_by_role("link", name="Opening hours?").click()
+            expect(page.get_by_text("not verified")).to_be_visible()
+            expect(page.get_by_text("SPF: none")).to_be_visible()
+            with page.expect_download() as download:
+                page.get_by_role("link", name="Download raw source (.eml)").click()
+            raw = Path(download.value.path()).read_bytes()
+            assert b"Subject: Opening hours?" in raw
+            page.screenshot(path=str(SCREENSHOTS / "message.png"), full_page=True)
+
+            # Two held messages: edit then approve one, reject the other with a reason.
+            held = hold_two_messages(running, account.key)
+            menu.get_by_role("link", name="Approvals").click()
+            expect(page.get_by_role("heading", name="Special offer!!!")).to_be_visible()
+            page.screenshot(path=str(SCREENSHOTS / "approvals.png"), full_page=True)
+            first = page.locator("article", has=page.get_by_role("heading", name="Opening hours"))
+            first.get_by_role("link", name="Edit, then approve").click()
+            page.get_by_label("Subject").fill("Our opening hours")
+            page.get_by_label("Text").fill("Dear Carol,\nwe open at nine.")
+            page.screenshot(path=str(SCREENSHOTS / "review.png"), full_page=True)
+            page.get_by_role("button", name="Approve and send").click()
+            expect(page.get_by_role("status")).to_have_text(
+                "Approved: the message is queued for sending."
+            )
+            second = page.locator("article", has=page.get_by_role("heading", name="Special offer"))
+            second.get_by_label("Reason for rejecting").fill("Too pushy")
+            second.get_by_role("button", name="Reject").click()
+            expect(page.get_by_role("status")).to_have_text(
+                "Rejected: the message will not be sent."
+            )
+            expect(page.get_by_text("Nothing is waiting for approval.")).to_be_visible()
+
+            # The outbound history shows both outcomes.
+            menu.get_by_role("link", name="Outbound").click()
+            expect(page.get_by_text("Reason: Too pushy")).to_be_visible()
+            page.screenshot(path=str(SCREENSHOTS / "outbound.png"), full_page=True)
+
+            # At phone width nothing scrolls sideways and the menu still works.
+            page.set_viewport_size({"width": 375, "height": 812})
+            menu.get_by_role("link", name="Agents").click()
+            page.get_by_role("link", name="helpdesk@agents.test").click()
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= 375, f"the inbox is {width}px wide at a 375px viewport"
+            page.screenshot(path=str(SCREENSHOTS / "phone-inbox.png"), full_page=True)
+
+            # Sign out: the pages are closed again.
+            page.get_by_role("button", name="Sign out").click()
+            expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+            page.goto(f"{base}/approvals")
+            assert page.url.startswith(f"{base}/signin")
+        finally:
+            browser.close()
+    return {"held": held, "relayed": relayed(sink, 15)}
+
+
+async def test_reviewer_flow_in_chromium(
+    running: RunningGateway, make_account: Any, sink: tuple[Sink, int]
+) -> None:
+    account: Account = await make_account("owner@example.com")
+    with trio.fail_after(90):
+        outcome = await trio.to_thread.run_sync(scenario, running, account, sink[0])
+    approved, rejected = outcome["held"]
+    (raw,) = outcome["relayed"]
+    assert b"Subject: Our opening hours" in raw
+    assert b"we open at nine." in raw
+    first = (await account.http.get(f"/api/v1/messages/{approved}")).json()
+    assert first["status"] == "sent" and first["edited"] is True
+    second = (await account.http.get(f"/api/v1/messages/{rejected}")).json()
+    assert second["status"] == "rejected"
+    assert second["rejection_reason"] == "Too pushy"
+    for name in ("agents", "inbox", "message", "approvals"):
+        assert (SCREENSHOTS / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
