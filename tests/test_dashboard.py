@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from e2a.app import RunningGateway, run_gateway
-from e2a.dashboard.sessions import SessionClaims, seal, session_key
+from e2a.dashboard.sessions import SessionClaims, SessionInvalid, seal, session_key, unseal
 from e2a.mailauth.resolver import FixtureResolver
 from e2a.signing.credentials import hash_api_key
 from tests.conftest import Account, agent_path, make_settings
@@ -371,3 +371,58 @@ async def test_the_rest_api_keeps_its_json_answers(browser, anonymous) -> None:
     assert missing.json()["error"]["code"] == "not_found"
     css = await anonymous.get("/assets/dashboard.css")
     assert css.status_code == 200 and "--accent" in css.text
+
+
+async def test_the_stream_catches_up_and_covers_cloud_agents(
+    browser, make_account, running: RunningGateway
+) -> None:
+    alice = await make_account("alice@example.com")
+    created = await alice.http.post(
+        "/api/v1/agents",
+        json={"slug": "hooked", "agent_mode": "cloud", "webhook_url": "https://hooks.example/in"},
+    )
+    assert created.status_code == 201, created.text
+    address = created.json()["email"]
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    inbox = await client.get(f"/agents/{quote(address, safe='')}/inbox")
+    events_url = re.search(r'data-events="([^"]+)"', inbox.text)
+    assert events_url is not None
+
+    def send(subject: str) -> None:
+        with smtplib.SMTP(running.addresses.smtp_host, running.addresses.smtp_port) as smtp:
+            smtp.sendmail(
+                "carol@example.org",
+                [address],
+                f"From: carol@example.org\r\nSubject: {subject}\r\n\r\nHi\r\n".encode(),
+            )
+
+    # Mail that arrives after the page was rendered but before the stream opens is sent
+    # first; then live mail follows, for a cloud agent as for a local one.
+    await trio.to_thread.run_sync(send, "Before the stream")
+    subjects = []
+    with trio.fail_after(10):
+        async with client.stream("GET", events_url.group(1).replace("&amp;", "&")) as stream:
+            async for line in stream.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                subjects.append(json.loads(line[len("data: ") :])["subject"])
+                if len(subjects) == 1:
+                    await trio.to_thread.run_sync(send, "While streaming")
+                else:
+                    break
+    assert subjects == ["Before the stream", "While streaming"]
+
+
+def test_session_tokens_are_sealed() -> None:
+    key = session_key("server key")
+    claims = SessionClaims("ab" * 32, "usr_1", int(time.time()) + 60, "c" * 32)
+    token = seal(key, claims)
+    assert unseal(key, token, time.time()) == claims
+    assert "usr_1" not in token and "ab" * 32 not in token
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    for bad in (tampered, token[:20], "", "x" * 2000, seal(session_key("other"), claims)):
+        with pytest.raises(SessionInvalid):
+            unseal(key, bad, time.time())
+    with pytest.raises(SessionInvalid):
+        unseal(key, token, claims.expires_at)
