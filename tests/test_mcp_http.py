@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,10 +18,11 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from e2a.app import RunningGateway
+from e2a.app import RunningGateway, run_gateway
+from e2a.mailauth.resolver import FixtureResolver
 from e2a.mcp.tools import TOOLS
-from tests.conftest import Account, agent_path
-from tests.delivery_support import create_agent, mail, smtp_send
+from tests.conftest import Account, agent_path, make_settings
+from tests.delivery_support import create_agent, mail, open_account, smtp_send
 from tests.mcp_support import call, fails
 
 INITIALIZE = {
@@ -287,3 +289,44 @@ async def test_protocol_2026_without_sessions(running: RunningGateway, make_acco
         assert client.protocol_version.startswith("2026")
         assert len((await client.list_tools()).tools) == len(TOOLS)
         assert (await call(client, "get_inbox"))["agent"] == agent
+
+
+async def test_gateway_stops_promptly_while_a_tool_call_waits(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    async with trio.open_nursery() as nursery:
+        gateway_scope = trio.CancelScope()
+        stopped = trio.Event()
+
+        async def serve(task_status: trio.TaskStatus[RunningGateway]) -> None:
+            with gateway_scope:
+                await run_gateway(settings, resolver=FixtureResolver(), task_status=task_status)
+            stopped.set()
+
+        running: RunningGateway = await nursery.start(serve)
+        account = await open_account(running.gateway, running.addresses.http_url, "w@example.com")
+        await create_agent(account, "mcp-shutdown")
+        waiting = trio.Event()
+        ended = trio.Event()
+        outcome: list[BaseException] = []
+
+        async def wait_for_mail() -> None:
+            try:
+                async with mcp_client(running, account.key) as client:
+                    waiting.set()
+                    await client.call_tool("wait_for_email", {"timeout_seconds": 120})
+            except Exception as exc:
+                outcome.append(exc)
+            finally:
+                ended.set()
+
+        nursery.start_soon(wait_for_mail)
+        await waiting.wait()
+        await trio.sleep(0.5)
+        gateway_scope.cancel()
+        with trio.fail_after(10):
+            await stopped.wait()
+        await account.http.aclose()
+        with trio.fail_after(10):
+            await ended.wait()
+    # The client's call ended with an error (the server went away), not a hang.
+    assert len(outcome) == 1
