@@ -156,6 +156,6 @@ class Metrics:
         just read from storage, or None when storage did not answer."""
         self.storage_up.set(0 if queue_depths is None else 1)
         if queue_depths is not None:
-            for kind in {*JOB_KINDS, *queue_depths}:
+            for kind in sorted({*JOB_KINDS, *queue_depths}):
                 self.queue_depth.labels(kind).set(queue_depths.get(kind, 0))
         return generate_latest(self.registry)
