@@ -3,8 +3,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+BUILD_STAMP = $(VENV)/.installed-build
+# What the one-file executable is built from: rebuilt only when one of these changes.
+BINARY_SOURCES = packaging/e2a.spec $(shell find e2a -type f -not -path '*/__pycache__/*')
 
-.PHONY: install run test pg lint bench bench-smtp clean
+.PHONY: install run test pg lint bench bench-smtp binary footprint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("e2a needs Python >= 3.11 (found %s)" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -33,6 +36,20 @@ lint: install  ## ruff and mypy, as CI runs them
 
 bench: install  ## run every benchmark in bench/
 	@for script in bench/[!_]*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+$(BUILD_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[build]'
+	touch $(BUILD_STAMP)
+
+dist/e2a: $(BUILD_STAMP) $(BINARY_SOURCES)
+	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller \
+		packaging/e2a.spec
+	@echo "dist/e2a: $$(stat -c %s dist/e2a | awk '{printf "%.1f", $$1 / 1e6}') MB for $$(uname -s) $$(uname -m)"
+
+binary: dist/e2a  ## one-file executable dist/e2a for this machine's OS and CPU (docs/deploy.md)
+
+footprint: dist/e2a  ## size, start time and memory of dist/e2a against `python -m e2a serve`
+	$(BIN)/python bench/footprint.py
 
 bench-smtp: install  ## SMTP ingest: e2a against aiosmtpd, 1 KB and 100 KB, 1/10/50 sessions (~2 min)
 	$(BIN)/python bench/smtp_ingest.py

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -37,10 +38,21 @@ def clean_environment() -> dict[str, str]:
 
 
 class GatewayProcess:
-    """One gateway deployment in `folder`; `start()`/`kill()`/`terminate()` its process."""
+    """One gateway deployment in `folder`; `start()`/`kill()`/`terminate()` its process.
 
-    def __init__(self, folder: Path, dns: str, *, smtp: dict[str, object] | None = None) -> None:
+    `command` runs e2a: this venv's `python -m e2a` by default, or e.g. `["dist/e2a"]`.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        dns: str,
+        *,
+        smtp: dict[str, object] | None = None,
+        command: Sequence[str] = E2A,
+    ) -> None:
         self.folder = folder
+        self.command = list(command)
         self.smtp_port = free_port()
         self.http_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
@@ -65,7 +77,7 @@ class GatewayProcess:
         """Start `e2a serve` and wait until its HTTP health check answers."""
         self._log = (self.folder / "serve.log").open("ab")
         self.process = subprocess.Popen(
-            [*E2A, "serve", "--config", str(self.config)],
+            [*self.command, "serve", "--config", str(self.config)],
             cwd=self.folder,
             env=clean_environment(),
             stdout=self._log,
@@ -123,7 +135,14 @@ class GatewayProcess:
     def bootstrap(self) -> httpx.Client:
         """A user with an API key and the local agent AGENT; an HTTP client using the key."""
         result = subprocess.run(
-            [*E2A, "bootstrap", "--email", "owner@example.com", "--config", str(self.config)],
+            [
+                *self.command,
+                "bootstrap",
+                "--email",
+                "owner@example.com",
+                "--config",
+                str(self.config),
+            ],
             cwd=self.folder,
             env=clean_environment(),
             capture_output=True,

@@ -1,0 +1,121 @@
+"""The one-file executable `dist/e2a` (built by `make binary`) runs the whole gateway.
+
+These tests run the real binary as a process: it serves on loopback with a temp config,
+`bootstrap` prints an API key, a mail sent over SMTP is read back over REST, and SIGTERM stops
+it with exit code 0. CI builds the binary before the tests; elsewhere they are skipped until
+`make binary` has been run.
+"""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench._gateway_process import AGENT, GatewayProcess, clean_environment
+from bench._quiet_dns import QuietDns
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+BINARY = ROOT / "dist" / "e2a"
+PACKAGE = ROOT / "e2a"
+
+requires_binary = pytest.mark.skipif(
+    not BINARY.exists(), reason="dist/e2a is missing: run `make binary` to enable these tests"
+)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    """`dist/e2a serve` on a temp config and SQLite file; killed if a test leaves it running."""
+    with QuietDns() as dns:
+        process = GatewayProcess(tmp_path, dns.address, command=[str(BINARY)])
+        try:
+            process.start()
+            yield process
+        finally:
+            process.kill()
+
+
+@requires_binary
+def test_binary_serves_smtp_and_rest_and_stops_on_sigterm(gateway: GatewayProcess) -> None:
+    api = gateway.bootstrap()
+    raw = (
+        b"From: Sender <sender@example.org>\r\n"
+        + f"To: <{AGENT}>\r\n".encode()
+        + b"Subject: from the binary test\r\n"
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=sel; h=from; bh=AAAA; b=AAAA\r\n"
+        b"\r\n"
+        b"hello from smtplib\r\n"
+    )
+    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=15) as smtp:
+        assert smtp.sendmail("sender@example.org", [AGENT], raw) == {}
+
+    listing = api.get(f"/agents/{AGENT}/messages")
+    assert listing.status_code == 200, listing.text
+    (summary,) = listing.json()["messages"]
+    assert summary["subject"] == "from the binary test"
+    full = api.get(f"/agents/{AGENT}/messages/{summary['message_id']}")
+    assert full.status_code == 200, full.text
+    delivered = base64.b64decode(full.json()["raw_message"])
+    assert delivered.endswith(raw)
+    # SPF, DKIM (dkimpy) and DMARC (Public Suffix List) all ran inside the binary.
+    added = delivered[: -len(raw)].decode()
+    assert added.startswith("Authentication-Results: mx.agents.test;"), added
+    for result in (
+        "spf=none smtp.mailfrom=example.org",
+        "dkim=permerror",
+        "header.d=example.org header.s=sel",
+        "dmarc=none header.from=example.org",
+    ):
+        assert result in added, added
+    api.close()
+
+    assert gateway.terminate(timeout=30) == 0
+    log = gateway.log_text()
+    assert "Traceback" not in log
+    assert "hello from smtplib" not in log
+
+
+@requires_binary
+def test_binary_migrate_and_version(tmp_path: Path) -> None:
+    environment = clean_environment()
+    environment["E2A_DATABASE_URL"] = f"sqlite:///{tmp_path / 'e2a.db'}"
+    version = subprocess.run(
+        [str(BINARY), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert version.returncode == 0 and version.stdout.startswith("e2a "), version.stderr
+    migrate = subprocess.run(
+        [str(BINARY), "migrate"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    assert "database is up to date" in migrate.stderr
+    assert (tmp_path / "e2a.db").stat().st_size > 0
+
+
+@requires_binary
+def test_binary_holds_every_data_file_of_the_package() -> None:
+    archive = pytest.importorskip("PyInstaller.archive.readers")
+    contents = set(archive.CArchiveReader(str(BINARY)).toc)
+    expected = {
+        path.relative_to(ROOT).as_posix()
+        for path in PACKAGE.rglob("*")
+        if path.is_file()
+        and path.suffix not in {".py", ".pyc"}
+        and path.name != "py.typed"
+        and "__pycache__" not in path.parts
+    }
+    assert any(name.endswith(".sql") for name in expected)
+    assert expected <= contents, sorted(expected - contents)
+    assert "publicsuffixlist/public_suffix_list.dat" in contents
