@@ -105,6 +105,12 @@ def scenario(running: RunningGateway, account: Account, sink: Sink) -> dict[str,
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 860})
+            problems: list[str] = []  # script errors and Content-Security-Policy violations
+            page.on("pageerror", lambda error: problems.append(str(error)))
+            page.on(
+                "console",
+                lambda message: problems.append(message.text) if message.type == "error" else None,
+            )
             page.set_default_timeout(WAIT_MS)
             expect = sync_api.expect
             menu = page.get_by_role("navigation", name="Main")
@@ -191,6 +197,7 @@ def scenario(running: RunningGateway, account: Account, sink: Sink) -> dict[str,
             expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
             page.goto(f"{base}/approvals")
             assert page.url.startswith(f"{base}/signin")
+            assert problems == []
         finally:
             browser.close()
     return {"held": held, "relayed": relayed(sink, 15)}
