@@ -23,8 +23,16 @@ PLACEHOLDER_WORDS = (
     "xxxxx",
 )
 """Text found in secrets copied from documentation rather than generated."""
-RESERVED_DOMAINS = ("localhost", "test", "example", "invalid", "local")
-RESERVED_DOMAINS += ("example.com", "example.net", "example.org")
+RESERVED_DOMAINS = (
+    "localhost",
+    "test",
+    "example",
+    "invalid",
+    "local",
+    "example.com",
+    "example.net",
+    "example.org",
+)
 """Names that never receive mail (RFC 2606, RFC 6761, mDNS), nor do their subdomains."""
 DEVELOPMENT_PUBLIC_URL = "http://localhost:8080"
 GENERATE_SECRET = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
