@@ -10,6 +10,7 @@ import io
 import itertools
 import json
 import queue
+import re
 import smtplib
 import stat
 import threading
@@ -374,6 +375,11 @@ def test_domains_add_list_verify_delete(account: Account, cli: Cli) -> None:
     code, out, err = cli("domains", "add", domain)
     assert code == 0, err
     assert f"Added {domain}" in out and "Verified: no" in out
+    records = out.split("Create these DNS records")[1].splitlines()[1:]
+    assert records[0].split() == ["TYPE", "HOST", "VALUE", "PRIORITY"]
+    assert records[1].split()[:2] == ["MX", "@"] and records[1].split()[-1] == "10"
+    kind, host, token = records[2].split()[:3]
+    assert (kind, host) == ("TXT", "@") and re.fullmatch(r"e2a-verify=[0-9a-f]{32}", token)
     code, out, _ = cli("domains", "list")
     header, row = out.splitlines()
     assert header.split() == ["DOMAIN", "VERIFIED", "CREATED"]

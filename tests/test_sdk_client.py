@@ -34,14 +34,24 @@ from e2a.app import RunningGateway, run_gateway
 from e2a.mailauth.resolver import FixtureResolver
 from e2a.signing.credentials import hash_api_key
 from e2a.v1 import (
+    ApprovePendingMessageRequest,
+    AsyncE2AApi,
     AsyncE2AClient,
     Attachment,
+    E2AApi,
     E2AApiError,
     E2AClient,
     InboundEmail,
     InvalidSignatureError,
+    MessageDetail,
     MessageList,
+    RegisterAgentRequest,
+    RegisterDomainRequest,
+    ReplyToMessageRequest,
+    SendEmailRequest,
     UnverifiedEmailError,
+    UpdateAgentRequest,
+    WireAttachment,
     WSNotification,
 )
 from e2a.v1.notifications import backoff_delays, websocket_url
@@ -256,6 +266,103 @@ def test_client_settings_come_from_the_environment(
     monkeypatch.delenv("E2A_AGENT_EMAIL")
     with pytest.raises(ValueError, match="E2A_AGENT_EMAIL"):
         E2AClient(api_key="e2a_x").get_messages()
+
+
+# Raw API (E2AApi, AsyncE2AApi): the published SDK's request and answer models
+
+
+def test_raw_api_speaks_the_published_models(live: LiveGateway) -> None:
+    key = live.new_key("raw@example.com")
+    with E2AApi(api_key=key, base_url=live.url) as api:
+        created = api.register_agent(RegisterAgentRequest(slug="raw", agent_mode="local"))
+        api.register_agent(RegisterAgentRequest(slug="raw-peer", agent_mode="local"))
+        assert created.email == "raw@agents.test"
+        assert {a.email for a in api.list_agents().agents} == {
+            "raw@agents.test",
+            "raw-peer@agents.test",
+        }
+        updated = api.update_agent("raw@agents.test", UpdateAgentRequest(hitl_ttl_seconds=900))
+        assert updated.hitl_ttl_seconds == 900 and updated.agent_mode == "local"
+
+        live.send_mail("raw@agents.test", rich_mail("raw@agents.test", "Raw"))
+        page = api.list_messages("raw@agents.test")
+        (summary,) = page.messages
+        assert (summary.from_, summary.subject, page.next_token) == (SENDER, "Raw", None)
+        detail = api.get_message("raw@agents.test", str(summary.message_id))
+        assert detail.from_ == SENDER and detail.auth_headers
+        assert b"Plain words." in base64.b64decode(str(detail.raw_message))
+        assert api.list_messages("raw@agents.test").messages == []
+
+        sent = api.send_email(
+            SendEmailRequest(
+                from_="raw@agents.test",
+                to=["raw-peer@agents.test"],
+                subject="Raw send",
+                body="hello",
+                attachments=[
+                    WireAttachment(filename="a.txt", content_type="text/plain", data="aGk=")
+                ],
+            )
+        )
+        assert (sent.status, sent.method) == ("sent", "local") and sent.message_id
+        answered = api.reply_to_message(
+            "raw@agents.test", str(summary.message_id), ReplyToMessageRequest(body="thanks")
+        )
+        assert answered.message_id and answered.method == "smtp"
+
+        api.update_agent("raw@agents.test", UpdateAgentRequest(hitl_enabled=True))
+        held = [
+            api.send_email(
+                SendEmailRequest(
+                    from_="raw@agents.test", to=["raw-peer@agents.test"], subject=s, body="b"
+                )
+            )
+            for s in ("Keep", "Drop")
+        ]
+        assert {h.status for h in held} == {"pending_approval"}
+        pending = api.list_pending_messages().messages
+        assert {m.id for m in pending} == {h.message_id for h in held}
+        approved = api.approve_message(
+            str(held[0].message_id), ApprovePendingMessageRequest(subject="Kept")
+        )
+        assert (approved.message_id, approved.edited) == (held[0].message_id, True)
+        rejected = api.reject_message(str(held[1].message_id), "no")
+        assert (rejected.status, rejected.rejection_reason) == ("rejected", "no")
+        assert api.get_pending_message(str(held[1].message_id)).status == "rejected"
+
+        domain = api.register_domain(RegisterDomainRequest(domain="raw.example"))
+        assert domain.dns_records is not None and domain.dns_records.mx is not None
+        assert domain.dns_records.mx.priority == 10
+        assert api.verify_domain("raw.example").verified is True  # development mode
+        api.delete_domain("raw.example")
+        assert api.get_info().shared_domain == "agents.test"
+        with pytest.raises(E2AApiError) as missing:
+            api.get_agent("nobody@agents.test")
+        assert missing.value.status_code == 404
+
+    with E2AClient(api_key=key, base_url=live.url) as client:
+        assert isinstance(client.api, E2AApi) and client.api.base_url == live.url
+        assert len(client.api.list_agents().agents) == 2
+
+
+def test_async_raw_api_under_asyncio(live: LiveGateway) -> None:
+    key = live.new_key("raw-async@example.com")
+
+    async def main() -> None:
+        async with AsyncE2AApi(api_key=key, base_url=live.url) as api:
+            agent = await api.register_agent(
+                RegisterAgentRequest(slug="raw-async", agent_mode="local")
+            )
+            live.send_mail(str(agent.email), rich_mail(str(agent.email), "Async raw"))
+            (summary,) = (await api.list_messages(str(agent.email))).messages
+            detail = await api.get_message(str(agent.email), str(summary.message_id))
+            assert (detail.subject, detail.from_) == ("Async raw", SENDER)
+            await api.delete_agent(str(agent.email))
+            assert (await api.list_agents()).agents == []
+        async with AsyncE2AClient(api_key=key, base_url=live.url) as client:
+            assert isinstance(client.api, AsyncE2AApi)
+
+    asyncio.run(main())
 
 
 # Async client, under asyncio and trio
@@ -479,6 +586,17 @@ def test_unverified_fields_are_gated(live: LiveGateway, monkeypatch: pytest.Monk
         assert email.verify_signature() is True
         assert email.sender == SENDER
         assert client.parse_webhook(body).subject == "Gated"
+        detail = MessageDetail.model_validate_json(body)
+        assert client.parse_webhook(detail).subject == "Gated"
+
+        with pytest.warns(DeprecationWarning, match="parse_webhook"):
+            legacy = client.parse(body)
+        assert not legacy.verified
+        with pytest.raises(UnverifiedEmailError):
+            _ = legacy.subject
+        assert legacy.verify_signature(secret) and legacy.subject == "Gated"
+        with pytest.warns(DeprecationWarning, match="AsyncE2AClient.parse"):
+            assert not AsyncE2AClient(key, base_url=live.url).parse(body).verified
 
 
 def test_api_errors_keep_status_code_and_message() -> None:

@@ -387,11 +387,16 @@ def _print_agent(agent: Agent) -> None:
 
 def _print_domain(domain: Domain) -> None:
     print_fields([("Domain", domain.domain), ("Verified", domain.verified)])
-    records = domain.dns_records or {}
-    if records and not domain.verified:
-        print(f"\nCreate these DNS records, then run `e2a domains verify {domain.domain}`:")
-        for name, record in records.items():
-            print(f"  {name}: {record}")
+    records = domain.dns_records
+    if records is None or domain.verified:
+        return
+    print(f"\nCreate these DNS records, then run `e2a domains verify {domain.domain}`:")
+    rows = [
+        (kind.upper(), record.host, record.value, record.priority)
+        for kind, record in (("mx", records.mx), ("txt", records.txt))
+        if record is not None
+    ]
+    print_table(("TYPE", "HOST", "VALUE", "PRIORITY"), rows, "")
 
 
 def _outbound_json(message: PendingMessageDetail) -> dict[str, Any]:

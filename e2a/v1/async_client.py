@@ -7,13 +7,14 @@ performs I/O; what is sent and how answers are read lives in `e2a.v1.endpoints`.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import AsyncGenerator
-from typing import Any, TypeVar
 
 import httpx
 
 from e2a.v1 import endpoints, notifications
-from e2a.v1.client import require_agent_email, webhook_payload
+from e2a.v1.api import AsyncE2AApi
+from e2a.v1.client import PARSE_DEPRECATED, WebhookBody, require_agent_email, webhook_payload
 from e2a.v1.errors import InvalidSignatureError
 from e2a.v1.inbound import AsyncInboundEmail, Attachment, MessageList, SendResult
 from e2a.v1.models import (
@@ -26,8 +27,6 @@ from e2a.v1.models import (
     PendingMessageDetail,
 )
 from e2a.v1.notifications import WSNotification
-
-T = TypeVar("T")
 
 
 class AsyncE2AClient:
@@ -47,26 +46,22 @@ class AsyncE2AClient:
         base_url: str | None = None,
         timeout: float = 30,
     ) -> None:
-        self.api_key = endpoints.resolve_api_key(api_key)
+        self.api = AsyncE2AApi(api_key, base_url, timeout)
+        """The raw API client underneath (one method per endpoint)."""
+        self.api_key = self.api.api_key
+        self.base_url = self.api.base_url
         self.agent_email = agent_email or os.environ.get("E2A_AGENT_EMAIL", "")
-        self.base_url = endpoints.resolve_base_url(base_url)
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self.api_key}"},
-            timeout=timeout,
-        )
-
-    async def _call(self, call: endpoints.Call[T]) -> T:
-        response = await self._http.request(
-            call.method, call.path, json=call.json, params=call.params
-        )
-        return call.read(endpoints.check(response))
+        self._call = self.api.call
 
     # Webhooks
 
-    def parse_webhook(
-        self, body: bytes | str | dict[str, Any], secret: str | None = None
-    ) -> AsyncInboundEmail:
+    def parse(self, body: WebhookBody, headers: dict[str, str] | None = None) -> AsyncInboundEmail:
+        """Deprecated (as in the published SDK 2.2): an *unverified* `AsyncInboundEmail`; use
+        `parse_webhook`. `headers` is accepted and ignored, as it always was."""
+        warnings.warn(PARSE_DEPRECATED.format("AsyncE2AClient"), DeprecationWarning, stacklevel=2)
+        return AsyncInboundEmail(webhook_payload(body), self.reply)
+
+    def parse_webhook(self, body: WebhookBody, secret: str | None = None) -> AsyncInboundEmail:
         """Parse a webhook body and verify its signature (secret defaults to
         `E2A_WEBHOOK_SECRET`); raise `InvalidSignatureError` (a PermissionError) on failure."""
         email = AsyncInboundEmail(webhook_payload(body), self.reply)
@@ -281,7 +276,7 @@ class AsyncE2AClient:
 
     async def close(self) -> None:
         """Close the HTTP connection pool."""
-        await self._http.aclose()
+        await self.api.close()
 
     async def __aenter__(self) -> AsyncE2AClient:
         return self

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, TypeVar
+import warnings
+from typing import Any
 
 import httpx
+from pydantic import BaseModel
 
 from e2a.v1 import endpoints
+from e2a.v1.api import E2AApi
 from e2a.v1.errors import InvalidSignatureError
 from e2a.v1.inbound import Attachment, InboundEmail, MessageList, SendResult
 from e2a.v1.models import (
@@ -25,11 +28,20 @@ from e2a.v1.models import (
     PendingMessageDetail,
 )
 
-T = TypeVar("T")
+PARSE_DEPRECATED = (
+    "{}.parse() is deprecated and will be removed in 3.0: use parse_webhook(body, secret), "
+    "which parses and verifies the signature in one call (email.unverified_payload shows "
+    "the unchecked values)"
+)
+
+WebhookBody = bytes | str | dict[str, Any] | BaseModel
+"""A webhook request body: its bytes or text, the decoded JSON, or a `MessageDetail`."""
 
 
-def webhook_payload(body: bytes | str | dict[str, Any]) -> dict[str, Any]:
+def webhook_payload(body: WebhookBody) -> dict[str, Any]:
     """The JSON object of a webhook request body."""
+    if isinstance(body, BaseModel):
+        return body.model_dump(by_alias=True, exclude_none=True)
     data = body if isinstance(body, dict) else json.loads(body)
     if not isinstance(data, dict):
         raise ValueError("a webhook body is a JSON object")
@@ -61,24 +73,23 @@ class E2AClient:
         base_url: str | None = None,
         timeout: float = 30,
     ) -> None:
-        self.api_key = endpoints.resolve_api_key(api_key)
+        self.api = E2AApi(api_key, base_url, timeout)
+        """The raw API client underneath (one method per endpoint)."""
+        self.api_key = self.api.api_key
+        self.base_url = self.api.base_url
         self.agent_email = agent_email or os.environ.get("E2A_AGENT_EMAIL", "")
-        self.base_url = endpoints.resolve_base_url(base_url)
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self.api_key}"},
-            timeout=timeout,
-        )
-
-    def _call(self, call: endpoints.Call[T]) -> T:
-        response = self._http.request(call.method, call.path, json=call.json, params=call.params)
-        return call.read(endpoints.check(response))
+        self._call = self.api.call
 
     # Webhooks
 
-    def parse_webhook(
-        self, body: bytes | str | dict[str, Any], secret: str | None = None
-    ) -> InboundEmail:
+    def parse(self, body: WebhookBody, headers: dict[str, str] | None = None) -> InboundEmail:
+        """Deprecated (as in the published SDK 2.2): an *unverified* `InboundEmail` whose
+        fields raise `UnverifiedEmailError` until `verify_signature` succeeds. Use
+        `parse_webhook`. `headers` is accepted and ignored, as it always was."""
+        warnings.warn(PARSE_DEPRECATED.format("E2AClient"), DeprecationWarning, stacklevel=2)
+        return InboundEmail(webhook_payload(body), self.reply)
+
+    def parse_webhook(self, body: WebhookBody, secret: str | None = None) -> InboundEmail:
         """Parse a webhook body and verify its signature (secret defaults to
         `E2A_WEBHOOK_SECRET`); raise `InvalidSignatureError` (a PermissionError) on failure."""
         email = InboundEmail(webhook_payload(body), self.reply)
@@ -266,7 +277,7 @@ class E2AClient:
 
     def close(self) -> None:
         """Close the HTTP connection pool."""
-        self._http.close()
+        self.api.close()
 
     def __enter__(self) -> E2AClient:
         return self

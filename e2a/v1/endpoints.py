@@ -90,6 +90,11 @@ def _model(model: type[M]) -> Callable[[httpx.Response], M]:
     return read
 
 
+def as_model(call: Call[Any], model: type[M]) -> Call[M]:
+    """The same request, its answer read as `model` (for the raw API's typed answers)."""
+    return Call(call.method, call.path, _model(model), json=call.json, params=call.params)
+
+
 def _send_result(response: httpx.Response) -> SendResult:
     body = _json(response)
     return SendResult(
@@ -205,6 +210,11 @@ def reply(
         conversation_id=conversation_id,
         attachments=_attachments(attachments),
     )
+    return reply_payload(agent_email, message_id, payload)
+
+
+def reply_payload(agent_email: str, message_id: str, payload: dict[str, Any]) -> Call[SendResult]:
+    """`POST /agents/{email}/messages/{id}/reply` with a ready JSON body."""
     path = _agent(agent_email, f"/messages/{_segment(message_id)}/reply")
     return Call("POST", path, _send_result, json=payload)
 
@@ -234,7 +244,17 @@ def send(
     )
     if sender:
         payload["from"] = sender
+    return send_payload(payload)
+
+
+def send_payload(payload: dict[str, Any]) -> Call[SendResult]:
+    """`POST /send` with a ready JSON body."""
     return Call("POST", f"{API}/send", _send_result, json=payload)
+
+
+def send_test_email(agent_email: str) -> Call[dict[str, Any]]:
+    """`POST /agents/{email}/test`: a test message to the agent itself."""
+    return Call("POST", _agent(agent_email, "/test"), _json)
 
 
 def list_pending_messages() -> Call[ListPendingMessagesResponse]:
