@@ -6,6 +6,7 @@ in-process through `main()` with a temporary HOME, so `~/.e2a/config.json` is th
 
 from __future__ import annotations
 
+import argparse
 import io
 import itertools
 import json
@@ -29,7 +30,8 @@ import trio
 from e2a.accounts import bootstrap_user
 from e2a.app import RunningGateway, run_gateway
 from e2a.cli.client_commands import EXAMPLES
-from e2a.cli.main import main
+from e2a.cli.main import EXAMPLES as SERVER_EXAMPLES
+from e2a.cli.main import build_parser, main
 from e2a.mailauth.resolver import FixtureResolver
 from e2a.v1 import E2AClient
 from tests.conftest import make_settings
@@ -548,6 +550,27 @@ def test_listen_usage_and_cloud_agent_errors(account: Account, cli: Cli) -> None
 # Help
 
 
+def all_commands() -> list[str]:
+    """Every command and sub-command of the `e2a` parser, e.g. "agents register"."""
+    found: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found.append(" ".join([*prefix, name]))
+                    walk(sub, [*prefix, name])
+
+    walk(build_parser(), [])
+    return found
+
+
+def test_the_examples_cover_every_command() -> None:
+    commands = set(all_commands())
+    assert {"serve", "login", "agents register", "config set", "listen"} <= commands
+    assert commands <= set(EXAMPLES) | set(SERVER_EXAMPLES)
+
+
 @pytest.mark.parametrize("command", sorted(EXAMPLES))
 def test_every_client_command_has_help_with_an_example(
     command: str, capsys: pytest.CaptureFixture[str]
@@ -557,3 +580,14 @@ def test_every_client_command_has_help_with_an_example(
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "example:\n  e2a " in out and "--json" in out
+
+
+@pytest.mark.parametrize("command", sorted(SERVER_EXAMPLES))
+def test_every_server_command_has_help_with_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    example = capsys.readouterr().out.split("example:\n  ")[1]
+    assert f"e2a {command}" in example.splitlines()[0]
