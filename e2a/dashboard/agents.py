@@ -1,0 +1,200 @@
+"""Dashboard pages for agents: the list, settings, the inbox (live), messages and raw source."""
+
+from __future__ import annotations
+
+from quart import Response, request, stream_with_context, url_for
+
+from e2a.api.agents import change_agent, owned_agent, register_agent, remove_agent, render_agent
+from e2a.api.auth import gateway
+from e2a.api.errors import ApiError
+from e2a.api.messages import decode_page_token, encode_page_token, inbox_page, read_message
+from e2a.api.requests import CreateAgent, UpdateAgent
+from e2a.api.views import message_full_view, message_summary_view
+from e2a.dashboard.auth import Session, requires_session
+from e2a.dashboard.live import inbox_events
+from e2a.dashboard.site import PAGE_HEADERS, blueprint, done, form_body, page, see_other
+from e2a.storage.base import StatusFilter
+
+INBOX_PAGE_SIZE = 50
+INBOX_FILTERS: dict[str, StatusFilter] = {"all": "all", "unread": "unread", "read": "read"}
+
+
+@blueprint.get("/")
+@requires_session
+async def home(session: Session) -> Response:
+    """The dashboard's home is the agent list."""
+    return see_other(url_for("dashboard.agents"))
+
+
+async def _agents_page(session: Session, status: int = 200, error: str | None = None) -> Response:
+    agents = await gateway().storage.list_agents(session.user.id)
+    return await page(
+        "agents.html",
+        session,
+        status=status,
+        error=error,
+        agents=[await render_agent(agent) for agent in agents],
+        shared_domain=gateway().settings.shared_domain,
+        form=await request.form if request.method == "POST" else {},
+    )
+
+
+@blueprint.get("/agents")
+@requires_session
+async def agents(session: Session) -> Response:
+    """Every agent of the user, and the form to create one."""
+    return await _agents_page(session)
+
+
+@blueprint.post("/agents")
+@requires_session
+async def create_agent(session: Session) -> Response:
+    """Create an agent by slug (on the shared domain) or by address (on a verified domain)."""
+    form = await request.form
+    address = form.get("address", "").strip()
+    values = {
+        "email" if "@" in address else "slug": address,
+        "name": form.get("name", "").strip(),
+        "agent_mode": form.get("agent_mode", ""),
+        "webhook_url": form.get("webhook_url", "").strip(),
+    }
+    try:
+        body = form_body(CreateAgent, values)
+        agent = await register_agent(session.user, body, request.remote_addr)
+    except ApiError as exc:
+        return await _agents_page(session, exc.status, exc.message)
+    return done("dashboard.agent", "agent_created", email=agent.email)
+
+
+async def _agent_page(
+    session: Session, email: str, status: int = 200, error: str | None = None
+) -> Response:
+    agent = await owned_agent(session.user, email)
+    return await page(
+        "agent.html", session, status=status, error=error, agent=await render_agent(agent)
+    )
+
+
+@blueprint.get("/agents/<email>")
+@requires_session
+async def agent(session: Session, email: str) -> Response:
+    """One agent's settings: mode, webhook, human approval."""
+    return await _agent_page(session, email)
+
+
+@blueprint.post("/agents/<email>")
+@requires_session
+async def update_agent(session: Session, email: str) -> Response:
+    """Save an agent's settings."""
+    form = await request.form
+    values = {
+        "name": form.get("name", "").strip(),
+        "webhook_url": form.get("webhook_url", "").strip(),
+        "agent_mode": form.get("agent_mode", ""),
+        "hitl_enabled": "hitl_enabled" in form,
+        "hitl_ttl_seconds": form.get("hitl_ttl_seconds", "").strip(),
+        "hitl_expiration_action": form.get("hitl_expiration_action", ""),
+    }
+    try:
+        changed = await change_agent(session.user, email, form_body(UpdateAgent, values))
+    except ApiError as exc:
+        if exc.status == 404:
+            raise
+        return await _agent_page(session, email, exc.status, exc.message)
+    return done("dashboard.agent", "agent_saved", email=changed.email)
+
+
+@blueprint.post("/agents/<email>/delete")
+@requires_session
+async def delete_agent(session: Session, email: str) -> Response:
+    """Delete an agent and its messages."""
+    await remove_agent(session.user, email)
+    return done("dashboard.agents", "agent_deleted")
+
+
+# -- inbox -----------------------------------------------------------------------------------
+
+
+@blueprint.get("/agents/<email>/inbox")
+@requires_session
+async def inbox(session: Session, email: str) -> Response:
+    """An agent's inbound mail, oldest first, a page at a time; live on the last page."""
+    shown = request.args.get("status", "all")
+    status = INBOX_FILTERS.get(shown)
+    if status is None:
+        raise ApiError(400, "invalid_request", "status must be one of all, unread, read")
+    token = request.args.get("page")
+    agent = await owned_agent(session.user, email)
+    messages = await inbox_page(
+        session.user,
+        agent.email,
+        status,
+        INBOX_PAGE_SIZE,
+        decode_page_token(token) if token else None,
+    )
+    last_seq = messages.messages[-1].seq if messages.messages else None
+    if last_seq is None and token:
+        last_seq = decode_page_token(token)
+    return await page(
+        "inbox.html",
+        session,
+        agent=await render_agent(agent),
+        shown=shown,
+        messages=[
+            {**message_summary_view(message), "delivery_status": message.delivery_status}
+            for message in messages.messages
+        ],
+        next_page=(
+            encode_page_token(messages.next_after) if messages.next_after is not None else None
+        ),
+        live_after=encode_page_token(last_seq) if last_seq is not None else "",
+    )
+
+
+@blueprint.get("/agents/<email>/events")
+@requires_session
+async def inbox_stream(session: Session, email: str) -> Response:
+    """Server-sent events: mail arriving for the agent after the page's last message."""
+    agent = await owned_agent(session.user, email)
+    after = request.args.get("after")
+    events = stream_with_context(inbox_events)  # the stream outlives the handler
+    response = Response(
+        events(session.user, agent, decode_page_token(after) if after else None),
+        content_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+    response.timeout = None
+    return response
+
+
+@blueprint.get("/agents/<email>/inbox/<message_id>")
+@requires_session
+async def message(session: Session, email: str, message_id: str) -> Response:
+    """One inbound message (marked read): sender checks, body, and webhook attempts."""
+    found = await read_message(session.user, email, message_id)
+    agent = await owned_agent(session.user, found.agent_email)
+    attempts = (
+        await gateway().storage.webhook_attempts(found.id) if agent.agent_mode == "cloud" else []
+    )
+    return await page(
+        "message.html",
+        session,
+        agent=await render_agent(agent),
+        message=message_full_view(found),
+        attempts=attempts,
+    )
+
+
+@blueprint.get("/agents/<email>/inbox/<message_id>/raw")
+@requires_session
+async def raw_message(session: Session, email: str, message_id: str) -> Response:
+    """The message's exact bytes as delivered, as a download."""
+    found = await read_message(session.user, email, message_id)
+    return Response(
+        found.raw_message,
+        content_type="message/rfc822",
+        headers={
+            **PAGE_HEADERS,
+            "Content-Disposition": f'attachment; filename="{found.id}.eml"',
+        },
+    )
