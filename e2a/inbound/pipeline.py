@@ -21,7 +21,7 @@ from e2a.hub.frames import notification_frame
 from e2a.ids import new_id
 from e2a.inbound.identity import delivered_message, identity_claim, produced_here
 from e2a.inbound.parse import HeaderSummary, summarise_headers
-from e2a.mailauth.authenticate import authenticate_message
+from e2a.mailauth.authenticate import RecentSenders, authenticate_from_recent, check_sender
 from e2a.mailauth.results import AuthResults
 from e2a.signing.credentials import derive_signing_secret
 from e2a.smtp.protocol import Envelope, Mailbox
@@ -54,6 +54,7 @@ class InboundMailSink:
         self._gateway = gateway
         self._committer = committer
         self._auth_threads = trio.CapacityLimiter(AUTH_THREADS)
+        self._recent_senders = RecentSenders()
 
     async def _serves_domain(self, domain: str) -> bool:
         if self._gateway.is_shared_domain(domain):
@@ -73,20 +74,26 @@ class InboundMailSink:
 
     async def authenticate(self, envelope: Envelope, peer: str) -> AuthResults:
         """SPF, DKIM, DMARC and ARC of the message, within `dns.timeout_seconds`; temperror
-        results when the deadline passes, so DNS trouble never holds the session longer."""
+        results when the deadline passes, so DNS trouble never holds the session longer.
+
+        Unsigned mail from a sender judged in the last seconds is answered from
+        `RecentSenders` at once; everything else is checked in a worker thread."""
+        resolver = self._gateway.resolver
+        sender = {"client_ip": peer, "helo": envelope.helo, "mail_from": envelope.mail_from}
+        recent = authenticate_from_recent(
+            resolver, self._recent_senders, **sender, message=envelope.data
+        )
+        if recent is not None:
+            return recent
         deadline = self._gateway.settings.dns.timeout_seconds
         with trio.move_on_after(deadline):
-            return await trio.to_thread.run_sync(
-                lambda: authenticate_message(
-                    self._gateway.resolver,
-                    client_ip=peer,
-                    helo=envelope.helo,
-                    mail_from=envelope.mail_from,
-                    message=envelope.data,
-                ),
+            checked = await trio.to_thread.run_sync(
+                lambda: check_sender(resolver, **sender, message=envelope.data),
                 abandon_on_cancel=True,
                 limiter=self._auth_threads,
             )
+            checked.remember_in(self._recent_senders)
+            return checked.results
         log.warning("authentication of mail from %s timed out after %.1f s", peer, deadline)
         headers = summarise_headers(envelope.data)
         return AuthResults.temporary_failure(headers.from_addr.rpartition("@")[2] or None)
