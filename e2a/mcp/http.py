@@ -85,7 +85,8 @@ class ClientPool:
             self._leases[api_key] -= 1
             if not self._leases[api_key]:
                 del self._leases[api_key]
-            await self._close_idle_beyond_size()
+            with anyio.CancelScope(shield=True):
+                await self._close_idle_beyond_size()
 
     async def _close_idle_beyond_size(self) -> None:
         idle = [key for key in self._clients if key not in self._leases]

@@ -26,7 +26,7 @@ from e2a.v1 import (
     MessageSummary,
     PendingMessageDetail,
     SendResult,
-    fetch_info_async,
+    fetch_info,
 )
 
 log = logging.getLogger("e2a.mcp")
@@ -400,7 +400,9 @@ async def wait_for_email(caller: Caller, arguments: WaitArguments) -> dict[str, 
 
 async def get_info(caller: Caller, _: NoArguments) -> dict[str, Any]:
     """The gateway's public settings, and the caller's default agent."""
-    info = await fetch_info_async(caller.client.base_url)
+    # The sync twin in a worker thread: building an HTTP client loads the CA bundle, which is
+    # CPU work the event loop (in the gateway, the whole gateway's) should not wait for.
+    info = await anyio.to_thread.run_sync(fetch_info, caller.client.base_url)
     return {
         **info.model_dump(exclude_none=True),
         "gateway_url": caller.client.base_url,
