@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import itertools
 import json
 import queue
@@ -466,26 +467,29 @@ def test_listen_under_asyncio(live: LiveGateway) -> None:
     asyncio.run(listen_for_mail(live, key, "ear-asyncio"))
 
 
-def test_listen_loop_can_be_left_with_break_under_asyncio(live: LiveGateway) -> None:
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_listen_loop_can_be_left_with_break(live: LiveGateway, backend: str) -> None:
     """The published SDK's users write `async for …: break` without aclosing; the generator
     is then closed by the event loop in another task, which must not disturb the caller."""
-    key = live.new_key("listen-break@example.com")
-    agent = "ear-break@agents.test"
+    key = live.new_key(f"listen-break-{backend}@example.com")
+    agent = f"ear-break-{backend}@agents.test"
     with E2AClient(api_key=key, base_url=live.url) as sync:
-        sync.register_agent("ear-break", agent_mode="local")
+        sync.register_agent(agent.split("@")[0], agent_mode="local")
     live.send_mail(agent, rich_mail(agent, "Only"))
 
     async def main() -> list[str]:
-        client = AsyncE2AClient(key, agent_email=agent, base_url=live.url)
         subjects = []
-        async for notification in client.listen():
-            subjects.append(notification.subject)
-            break
-        await asyncio.sleep(0.2)  # a leaked cancel scope would cancel this sleep
-        await client.close()
+        with anyio.fail_after(20):
+            client = AsyncE2AClient(key, agent_email=agent, base_url=live.url)
+            async for notification in client.listen():
+                subjects.append(notification.subject)
+                break
+            gc.collect()  # finalizes the abandoned generator
+            await anyio.sleep(0.2)  # a leaked cancel scope would cancel this sleep
+            await client.close()
         return subjects
 
-    assert asyncio.run(asyncio.wait_for(main(), 20)) == ["Only"]
+    assert anyio.run(main, backend=backend) == ["Only"]
 
 
 def test_reconnect_backoff_is_jittered_and_capped() -> None:
