@@ -426,3 +426,42 @@ def test_session_tokens_are_sealed() -> None:
             unseal(key, bad, time.time())
     with pytest.raises(SessionInvalid):
         unseal(key, token, claims.expires_at)
+
+
+async def test_domains_and_signing_secrets(browser, make_account) -> None:
+    alice = await make_account("alice@example.com")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    token = await session_csrf(client)
+    added = await client.post("/domains", data={"domain": "Mail.Example.COM", "csrf_token": token})
+    assert added.status_code == 303
+    page = await client.get(added.headers["location"])
+    domain = (await alice.http.get("/api/v1/domains")).json()["domains"][0]
+    assert domain["domain"] == "mail.example.com"
+    assert domain["verification_token"] in page.text
+    assert "mx.agents.test" in page.text  # the MX record to publish
+    reserved = await client.post("/domains", data={"domain": "agents.test", "csrf_token": token})
+    assert reserved.status_code == 400 and "shared domain" in reserved.text
+    # Development mode verifies without DNS, as the API does.
+    verified = await client.post("/domains/mail.example.com/verify", data={"csrf_token": token})
+    assert verified.status_code == 303
+    assert (await alice.http.get("/api/v1/domains")).json()["domains"][0]["verified"] is True
+    deleted = await client.post("/domains/mail.example.com/delete", data={"csrf_token": token})
+    assert deleted.status_code == 303
+    assert (await alice.http.get("/api/v1/domains")).json()["domains"] == []
+
+    only = (await alice.http.get("/api/v1/users/me/signing-secrets")).json()["secrets"]
+    last = await client.post(
+        f"/credentials/signing-secrets/{only[0]['id']}/delete", data={"csrf_token": token}
+    )
+    assert last.status_code == 400 and "only signing secret" in last.text
+    created = await client.post(
+        "/credentials/signing-secrets", data={"name": "rotation", "csrf_token": token}
+    )
+    assert created.status_code == 201
+    secret = re.search(r'value="([0-9a-f]{64})"', created.text)
+    assert secret is not None
+    secrets_now = (await alice.http.get("/api/v1/users/me/signing-secrets")).json()["secrets"]
+    assert secrets_now[0]["name"] == "rotation"
+    assert secret.group(1).startswith(secrets_now[0]["secret_prefix"])
+    assert secret.group(1) not in (await client.get("/credentials")).text
