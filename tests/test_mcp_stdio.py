@@ -138,3 +138,17 @@ def test_missing_api_key_exits_1_with_a_clear_message() -> None:
     assert finished.returncode == 1
     assert "E2A_API_KEY is not set" in finished.stderr
     assert finished.stdout == ""
+
+
+def test_e2a_mcp_needs_no_gateway_module() -> None:
+    # `pip install 'e2a[mcp]'` has no trio, Quart or hypercorn: nothing of the gateway loads.
+    code = (
+        "import sys; import e2a.cli.main, e2a.mcp.server; "
+        "print([m for m in sys.modules if m.partition('.')[0] in "
+        "('quart', 'quart_trio', 'hypercorn', 'trio_websocket', 'psycopg', 'dkim') "
+        "or m.startswith(('e2a.api', 'e2a.storage', 'e2a.gateway', 'e2a.app', 'e2a.mcp.http'))])"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert finished.stdout.strip() == "[]"
