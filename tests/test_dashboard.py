@@ -465,3 +465,39 @@ async def test_domains_and_signing_secrets(browser, make_account) -> None:
     assert secrets_now[0]["name"] == "rotation"
     assert secret.group(1).startswith(secrets_now[0]["secret_prefix"])
     assert secret.group(1) not in (await client.get("/credentials")).text
+
+
+async def test_the_unread_page_catches_up_on_unread_mail_only(
+    browser, make_account, running: RunningGateway
+) -> None:
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "sorter")
+    encoded = quote(address, safe="")
+
+    def send(subject: str) -> None:
+        with smtplib.SMTP(running.addresses.smtp_host, running.addresses.smtp_port) as smtp:
+            smtp.sendmail(
+                "carol@example.org",
+                [address],
+                f"From: carol@example.org\r\nSubject: {subject}\r\n\r\nHi\r\n".encode(),
+            )
+
+    await trio.to_thread.run_sync(send, "Shown")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    inbox = await client.get(f"/agents/{encoded}/inbox?status=unread")
+    assert "Shown" in inbox.text
+    events_url = re.search(r'data-events="([^"]+)"', inbox.text)
+    assert events_url is not None and "status=unread" in events_url.group(1)
+    await trio.to_thread.run_sync(send, "Read elsewhere")
+    listed = await alice.http.get(agent_path(address, "/messages"))
+    read_id = next(m["message_id"] for m in listed.json()["messages"] if m["subject"] != "Shown")
+    assert (await alice.http.get(agent_path(address, f"/messages/{read_id}"))).status_code == 200
+    await trio.to_thread.run_sync(send, "Still unread")
+    with trio.fail_after(10):
+        async with client.stream("GET", events_url.group(1).replace("&amp;", "&")) as stream:
+            async for line in stream.aiter_lines():
+                if line.startswith("data: "):
+                    assert json.loads(line[len("data: ") :])["subject"] == "Still unread"
+                    break
+    assert (await client.get(f"/agents/{encoded}/events?status=read")).status_code == 400

@@ -17,6 +17,7 @@ from e2a.storage.base import StatusFilter
 
 INBOX_PAGE_SIZE = 50
 INBOX_FILTERS: dict[str, StatusFilter] = {"all": "all", "unread": "unread", "read": "read"}
+LIVE_FILTERS: dict[str, StatusFilter] = {"all": "all", "unread": "unread"}
 
 
 @blueprint.get("/")
@@ -156,10 +157,13 @@ async def inbox(session: Session, email: str) -> Response:
 async def inbox_stream(session: Session, email: str) -> Response:
     """Server-sent events: mail arriving for the agent after the page's last message."""
     agent = await owned_agent(session.user, email)
+    shown = LIVE_FILTERS.get(request.args.get("status", "all"))
+    if shown is None:
+        raise ApiError(400, "invalid_request", "status must be all or unread")
     after = request.args.get("after")
     events = stream_with_context(inbox_events)  # the stream outlives the handler
     response = Response(
-        events(session.user, agent, decode_page_token(after) if after else None),
+        events(session.user, agent, shown, decode_page_token(after) if after else None),
         content_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

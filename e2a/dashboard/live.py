@@ -16,7 +16,7 @@ import trio
 from e2a.api.auth import gateway
 from e2a.api.messages import inbox_page
 from e2a.hub.frames import notification_frame
-from e2a.storage.base import Agent, User
+from e2a.storage.base import Agent, StatusFilter, User
 
 STREAM_SECONDS = 300.0
 KEEPALIVE_SECONDS = 15.0
@@ -29,12 +29,15 @@ def event(frame: dict[str, Any]) -> bytes:
     return f"event: message\ndata: {json.dumps(frame)}\n\n".encode()
 
 
-async def inbox_events(user: User, agent: Agent, after_seq: int | None) -> AsyncIterator[bytes]:
-    """The event stream for `agent`'s inbox page: catch-up after `after_seq`, then live mail,
-    with a comment line every KEEPALIVE_SECONDS so proxies keep the connection open."""
+async def inbox_events(
+    user: User, agent: Agent, shown: StatusFilter, after_seq: int | None
+) -> AsyncIterator[bytes]:
+    """The event stream for `agent`'s inbox page showing `shown` mail: catch-up after
+    `after_seq`, then live mail (always unread, so it belongs on either page), with a comment
+    line every KEEPALIVE_SECONDS so proxies keep the connection open."""
     yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
     with gateway().hub.subscribe(agent.email) as live:
-        page = await inbox_page(user, agent.email, "all", CATCH_UP_PAGE_SIZE, after_seq)
+        page = await inbox_page(user, agent.email, shown, CATCH_UP_PAGE_SIZE, after_seq)
         sent = {message.id for message in page.messages}
         for message in page.messages:
             yield event(notification_frame(message))
