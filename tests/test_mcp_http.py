@@ -65,8 +65,13 @@ async def test_initialize_and_list_tools(running: RunningGateway, make_account: 
     for tool in listed.tools:
         assert tool.description and len(tool.description) > 40
         assert tool.input_schema["type"] == "object"
-    send = next(tool for tool in listed.tools if tool.name == "send_email")
-    assert send.input_schema["required"] == ["to", "subject", "body"]
+    tools = {tool.name: tool for tool in listed.tools}
+    assert tools["send_email"].input_schema["required"] == ["to", "subject", "body"]
+    hints = {name: tool.annotations for name, tool in tools.items()}
+    assert hints["get_inbox"] and hints["get_inbox"].read_only_hint is True
+    assert hints["read_email"] and hints["read_email"].read_only_hint is False  # marks read
+    assert hints["send_email"] and hints["send_email"].open_world_hint is True
+    assert hints["reject_email"] and hints["reject_email"].destructive_hint is True
 
 
 async def test_every_tool_on_a_mailbox(running: RunningGateway, make_account: Any) -> None:

@@ -415,7 +415,12 @@ A = TypeVar("A", bound=_Arguments)
 
 @dataclass(frozen=True)
 class ToolSpec(Generic[A]):
-    """One tool: its name, what it is for, its arguments model and what runs it."""
+    """One tool: its name, what it is for, its arguments model and what runs it.
+
+    The flags become the MCP annotation hints: `read_only` changes nothing (reading a message
+    marks it read, so read_email is not), `sends_mail` reaches people outside the gateway,
+    `destructive` cannot be undone.
+    """
 
     name: str
     title: str
@@ -424,6 +429,7 @@ class ToolSpec(Generic[A]):
     run: Callable[[Caller, A], Awaitable[dict[str, Any]]]
     read_only: bool = True
     sends_mail: bool = False
+    destructive: bool = False
 
     def definition(self) -> types.Tool:
         """The tool as `tools/list` describes it."""
@@ -435,7 +441,7 @@ class ToolSpec(Generic[A]):
             annotations=types.ToolAnnotations(
                 title=self.title,
                 read_only_hint=self.read_only,
-                destructive_hint=False,
+                destructive_hint=self.destructive,
                 open_world_hint=self.sends_mail,
             ),
         )
@@ -545,6 +551,7 @@ TOOLS: tuple[ToolSpec[Any], ...] = (
         RejectArguments,
         reject_email,
         read_only=False,
+        destructive=True,
     ),
     ToolSpec(
         "wait_for_email",
