@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from e2a.app import RunningGateway, run_gateway
+from e2a.dashboard.auth import local_path
 from e2a.dashboard.sessions import SessionClaims, SessionInvalid, seal, session_key, unseal
 from e2a.mailauth.resolver import FixtureResolver
 from e2a.signing.credentials import hash_api_key
@@ -501,3 +502,20 @@ async def test_the_unread_page_catches_up_on_unread_mail_only(
                     assert json.loads(line[len("data: ") :])["subject"] == "Still unread"
                     break
     assert (await client.get(f"/agents/{encoded}/events?status=read")).status_code == 400
+
+
+def test_only_local_paths_are_followed_after_sign_in() -> None:
+    for safe in ("/", "/agents", "/agents/bot%40agents.test/inbox?status=unread"):
+        assert local_path(safe) == safe
+    for unsafe in (
+        None,
+        "",
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example/",
+        "/\t/evil.example/",
+        "/agents\n",
+        "/agents\r\nSet-Cookie: x=1",
+        "agents",
+    ):
+        assert local_path(unsafe) == "/", unsafe

@@ -7,6 +7,7 @@ revoked key ends its sessions at once. Every POST must carry the session's CSRF 
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,7 @@ SIGNIN_COOKIE = "e2a_signin"
 """Holds the sign-in form's CSRF token before there is a session (double submit)."""
 SIGNIN_SECONDS = 3600
 CSRF_FIELD = "csrf_token"
+_LOCAL_PATH = re.compile(r"/(?![/\\])[^\\\s\x00-\x1f\x7f]*\Z")
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,8 @@ def signin_redirect() -> Response:
 
 
 def local_path(target: str | None) -> str:
-    """`target` when it is a path on this site, else the dashboard's home (no open redirect)."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
+    """`target` when it is a path on this site, else the dashboard's home (no open redirect:
+    browsers read `//host`, `/\\host` and paths with tabs or newlines as other sites)."""
+    if target and _LOCAL_PATH.match(target):
         return target
     return "/"
