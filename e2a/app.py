@@ -27,15 +27,15 @@ from hypercorn.utils import wrap_app
 from e2a.api.app import create_app
 from e2a.config import Settings
 from e2a.gateway import Gateway, open_gateway
-from e2a.hub.fanout import fanout_for
 from e2a.inbound.pipeline import InboundMailSink
 from e2a.mailauth.dmarc import load_public_suffix_list
 from e2a.mailauth.resolver import Resolver
-from e2a.production import check_production
 from e2a.mcp.http import MOUNT_PATH as MCP_PATH
 from e2a.mcp.http import McpEndpoint, loopback_url
+from e2a.production import check_production
 from e2a.smtp.protocol import SessionLimits, check_hostname
 from e2a.smtp.server import ListenerLimits, serve_smtp, server_tls_context
+from e2a.storage import POSTGRES_SCHEMES
 from e2a.storage.group_commit import GroupCommitter
 from e2a.workers.approvals import ApprovalWorker
 from e2a.workers.outbound import OutboundWorker
@@ -202,14 +202,14 @@ async def run_gateway(
     smtp_address = smtp_sock.getsockname()
     http_address = http_sock.getsockname()
     async with open_gateway(settings, resolver) as gateway, trio.open_nursery() as nursery:
-        # Parsing the Public Suffix List takes ~0.4 s: do it now, off the loop, not on first mail.
-        nursery.start_soon(
-            partial(trio.to_thread.run_sync, load_public_suffix_list, abandon_on_cancel=True)
-        )
-        fanout = fanout_for(gateway.storage, gateway.hub)
-        if fanout is not None:
-            # Other replicas' commits reach this process's WebSocket clients and workers.
-            await nursery.start(fanout.run)
+        if settings.database.url.startswith(POSTGRES_SCHEMES):
+            # Imported here: the fan-out loads psycopg, which SQLite deployments never need.
+            from e2a.hub.fanout import fanout_for
+
+            fanout = fanout_for(gateway.storage, gateway.hub)
+            if fanout is not None:
+                # Other replicas' commits reach this process's WebSocket clients and workers.
+                await nursery.start(fanout.run)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(smtp_sock))
         sink = InboundMailSink(gateway, GroupCommitter(gateway.storage))
         # Not supervised: serve_smtp owns its listener, and a session's failure never leaves
@@ -245,6 +245,11 @@ async def run_gateway(
             bound.smtp_port,
             bound.http_url,
             settings.database.url,
+        )
+        # Parsing the Public Suffix List takes ~0.4 s of CPU: do it off the loop once the
+        # listeners are up, not during start-up (where it would hold the GIL) nor on first mail.
+        nursery.start_soon(
+            partial(trio.to_thread.run_sync, load_public_suffix_list, abandon_on_cancel=True)
         )
         task_status.started(RunningGateway(bound, gateway))
 
