@@ -126,6 +126,14 @@ COMMANDS: list[tuple[bytes, dict[SessionState, tuple[str, SessionState]]]] = [
         {G: ("503 5.5.1", G), R: ("503 5.5.1", R), M: ("250 2.1.5", T), T: ("250 2.1.5", T)},
     ),
     (b"DATA", {G: ("503 5.5.1", G), R: ("503 5.5.1", R), M: ("554 5.5.1", M), T: ("354", DATA)}),
+    (
+        b"BDAT 0",
+        {G: ("503 5.5.1", G), R: ("503 5.5.1", R), M: ("554 5.5.1", M), T: ("250 2.0.0", T)},
+    ),
+    (
+        b"BDAT 0 LAST",
+        {G: ("503 5.5.1", G), R: ("503 5.5.1", R), M: ("554 5.5.1", M), T: ("250 2.0.0", R)},
+    ),
     (b"RSET", {G: ("250 2.0.0", G), R: ("250 2.0.0", R), M: ("250 2.0.0", R), T: ("250 2.0.0", R)}),
     (b"NOOP", {s: ("250 2.0.0", s) for s in (G, R, M, T)}),
     (b"NOOP anything", {s: ("250 2.0.0", s) for s in (G, R, M, T)}),
@@ -140,6 +148,9 @@ COMMANDS: list[tuple[bytes, dict[SessionState, tuple[str, SessionState]]]] = [
     (b"EHLO", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
     (b"HELO", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
     (b"DATA now", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
+    (b"BDAT", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
+    (b"BDAT -1", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
+    (b"BDAT 10 FIRST", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
     (b"RSET now", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
     (b"QUIT now", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
     (b"VRFY", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
@@ -179,7 +190,8 @@ def test_ehlo_lists_the_extensions() -> None:
         b"250-8BITMIME\r\n"
         b"250-PIPELINING\r\n"
         b"250-ENHANCEDSTATUSCODES\r\n"
-        b"250 SMTPUTF8\r\n"
+        b"250-SMTPUTF8\r\n"
+        b"250 CHUNKING\r\n"
     ]
 
 
@@ -242,7 +254,7 @@ def test_starttls_in_state(
 
 def test_ehlo_offers_starttls_only_before_tls() -> None:
     dialogue = Dialogue(tls=True)
-    assert dialogue.send(EHLO)[0].endswith(b"250-SMTPUTF8\r\n250 STARTTLS\r\n")
+    assert dialogue.send(EHLO)[0].endswith(b"250-CHUNKING\r\n250 STARTTLS\r\n")
     assert dialogue.send(b"STARTTLS\r\n") == [b"220 2.0.0 Ready to start TLS\r\n"]
     assert dialogue.handshakes == 1
     assert dialogue.session.secure
@@ -978,6 +990,110 @@ def test_time_out() -> None:
     assert dialogue.closed
 
 
+# CHUNKING (RFC 3030): BDAT
+
+
+def test_a_message_in_chunks_is_assembled_and_each_chunk_answered() -> None:
+    dialogue = in_state(T)
+    assert dialogue.statuses(b"BDAT 5\r\nHello") == ["250 2.0.0"]
+    assert dialogue.send(b"BDAT 8 LAST\r\n world\r\n") == [b"250 2.0.0 Ok: queued as Q1\r\n"]
+    (envelope,) = dialogue.envelopes
+    assert envelope.data == b"Hello world\r\n"
+    assert envelope.recipients == [Mailbox("alice", "agents.test")]
+    assert dialogue.session.state is R
+
+
+def test_chunk_replies_count_the_octets_so_far() -> None:
+    dialogue = in_state(T)
+    assert dialogue.send(b"BDAT 3\r\nabcBDAT 4\r\ndefg") == [
+        b"250 2.0.0 3 octets received\r\n",
+        b"250 2.0.0 7 octets received\r\n",
+    ]
+
+
+@given(st.lists(st.integers(0, 120), max_size=6))
+def test_chunks_read_the_same_however_the_input_is_split(points: list[int]) -> None:
+    stream = EHLO + MAIL + RCPT + b"BDAT 10\r\nline one\r\nBDAT 10 LAST\r\nline two\r\n"
+    dialogue = Dialogue()
+    for piece in split_at(stream, points):
+        dialogue.send(piece)
+    assert [envelope.data for envelope in dialogue.envelopes] == [b"line one\r\nline two\r\n"]
+
+
+def test_chunk_octets_are_data_never_commands_and_never_end_the_message() -> None:
+    """What would end DATA (CRLF.CRLF) or smuggle a second message is just content here."""
+    inner = b"x\r\n.\r\nMAIL FROM:<evil@example.org>\r\nRCPT TO:<bob@agents.test>\r\nDATA\r\n"
+    dialogue = in_state(T)
+    replies = dialogue.statuses(b"BDAT %d LAST\r\n" % len(inner) + inner)
+    assert replies == ["250 2.0.0"]
+    assert [envelope.data for envelope in dialogue.envelopes] == [inner]
+    assert dialogue.requested == [Mailbox("alice", "agents.test")]
+
+
+def test_a_refused_chunk_is_still_read_so_its_octets_are_not_taken_for_commands() -> None:
+    dialogue = in_state(R)
+    assert dialogue.statuses(b"BDAT 6\r\nNOOP\r\nRSET\r\n") == ["503 5.5.1", "250 2.0.0"]
+    dialogue = in_state(M)
+    assert dialogue.statuses(b"BDAT 12 LAST\r\nQUIT\r\nQUIT\r\n") == ["554 5.5.1"]
+    assert dialogue.session.state is M and not dialogue.closed
+
+
+def test_bdat_needs_ehlo() -> None:
+    dialogue = Dialogue()
+    dialogue.send(b"HELO client.example\r\n" + MAIL + RCPT)
+    assert dialogue.statuses(b"BDAT 2 LAST\r\nhi") == ["503 5.5.1"]
+    assert dialogue.envelopes == []
+
+
+def test_a_chunk_beyond_the_size_limit_ends_the_transaction() -> None:
+    dialogue = in_state(T, max_message_bytes=10)
+    assert dialogue.statuses(b"BDAT 6\r\n123456") == ["250 2.0.0"]
+    assert dialogue.statuses(b"BDAT 6\r\n789012") == ["552 5.3.4"]
+    assert dialogue.session.state is R
+    assert dialogue.statuses(b"BDAT 1 LAST\r\nx") == ["503 5.5.1"]
+    assert dialogue.envelopes == []
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"bare\nline feed\r\n", "550 5.6.11"),
+        (b"bare\rcarriage return\r\n", "550 5.6.11"),
+        (b"x" * 1001 + b"\r\n", "500 5.5.2"),
+        (b"no line ending at the end", "250 2.0.0"),
+        (b"", "250 2.0.0"),
+    ],
+)
+def test_chunked_content_is_held_to_the_rules_of_data(content: bytes, expected: str) -> None:
+    dialogue = in_state(T)
+    assert dialogue.statuses(b"BDAT %d LAST\r\n" % len(content) + content) == [expected]
+    assert len(dialogue.envelopes) == (1 if expected == "250 2.0.0" else 0)
+
+
+def test_data_cannot_follow_bdat_in_one_transaction() -> None:
+    dialogue = in_state(T)
+    assert dialogue.statuses(b"BDAT 2\r\nhiDATA\r\n") == ["250 2.0.0", "503 5.5.1"]
+    assert dialogue.statuses(b"BDAT 1 LAST\r\n!") == ["250 2.0.0"]
+    assert [envelope.data for envelope in dialogue.envelopes] == [b"hi!"]
+
+
+def test_a_chunk_in_progress_is_in_flight_and_finishes_before_shutdown() -> None:
+    dialogue = in_state(T)
+    assert dialogue.send(b"BDAT 11 LAST\r\nhalf ") == []
+    assert dialogue.session.in_flight
+    dialogue.session.shut_down()
+    assert dialogue.statuses(b"done\r\n") == ["250 2.0.0", "421 4.3.2"]
+    assert [envelope.data for envelope in dialogue.envelopes] == [b"half done\r\n"]
+
+
+def test_the_client_leaving_mid_chunk_stores_nothing() -> None:
+    dialogue = in_state(T)
+    dialogue.send(b"BDAT 10 LAST\r\nhalf ")
+    dialogue.session.receive_data(b"")
+    assert dialogue.drain() == []
+    assert dialogue.closed and dialogue.envelopes == []
+
+
 # Nothing a client sends can break the session
 
 ATOMS = [
@@ -991,6 +1107,9 @@ ATOMS = [
     b"RCPT TO:<x@[192.0.2.1]>\r\n",
     b'RCPT TO:<@a.test:"q\\"x"@agents.test>\r\n',
     b"DATA\r\n",
+    b"BDAT 5\r\nHello",
+    b"BDAT 12 LAST\r\n world\r\n",
+    b"BDAT 3 LAST\r\n",
     b"RSET\r\n",
     b"NOOP\r\n",
     b"QUIT\r\n",

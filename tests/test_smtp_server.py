@@ -332,6 +332,43 @@ async def test_pipelined_commands_are_answered_in_order(port: int, sink: MemoryS
     assert [mailbox.local for mailbox in envelope.recipients] == ["alice", "bob"]
 
 
+async def test_a_large_message_in_pipelined_bdat_chunks_arrives_byte_exact(
+    port: int, sink: MemorySink
+) -> None:
+    """CHUNKING over a real socket: 300 KB in three chunks sent in one go behind the envelope,
+    the octets split across reads however TCP likes."""
+    body = b"".join(b"line %06d with no dot-stuffing .\r\n.\r\n" % n for n in range(7000))
+    chunks = [body[:100_000], body[100_000:200_000], body[200_000:]]
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        await client.send(
+            b"EHLO client.example\r\nMAIL FROM:<sender@example.org>\r\n"
+            b"RCPT TO:<alice@agents.test>\r\n"
+            + b"".join(
+                b"BDAT %d%s\r\n" % (len(chunk), b" LAST" if n == 2 else b"") + chunk
+                for n, chunk in enumerate(chunks)
+            )
+            + b"QUIT\r\n"
+        )
+        replies = await client.replies(7)
+        assert await client.rest() == b""
+    assert codes(replies) == [
+        "250",
+        "250 2.1.0",
+        "250 2.1.5",
+        "250 2.0.0",
+        "250 2.0.0",
+        "250 2.0.0",
+        "221 2.0.0",
+    ]
+    assert replies[3] == b"250 2.0.0 100000 octets received\r\n"
+    assert replies[5] == b"250 2.0.0 Ok: queued as msg_1\r\n"
+    assert b"CHUNKING" in replies[0]
+    [(envelope, _)] = sink.stored
+    assert envelope.data == body
+
+
 async def test_smuggled_end_of_data_is_refused(port: int, sink: MemorySink) -> None:
     with trio.fail_after(TIMEOUT):
         client = await RawClient.connect(port)

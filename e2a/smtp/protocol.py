@@ -35,8 +35,13 @@ Choices it makes on the gateway's behalf:
   fed in before the shell reports the handshake done, is discarded (CVE-2011-0411,
   CVE-2021-38371, CVE-2024-34083); after the handshake the session starts over and waits for a
   new EHLO.
+* CHUNKING (RFC 3030): a BDAT chunk's octets are always read, even when the command is
+  refused, so they are never taken for commands; its reply follows them. A chunk past the size
+  limit ends the transaction (`552 5.3.4`); after the last chunk the message meets the same
+  line rules as DATA content, so both ways in accept and refuse the same messages.
 * On shutdown the session answers `421 4.3.2` as soon as no transaction is in flight: a message
-  whose DATA has begun, or a decision the shell is making, is finished and answered first.
+  whose DATA or BDAT has begun, or a decision the shell is making, is finished and answered
+  first.
 """
 
 from __future__ import annotations
@@ -168,6 +173,8 @@ class SessionState(enum.Enum):
     """At least one recipient accepted."""
     DATA = "data"
     """Reading message content."""
+    CHUNK = "chunk"
+    """Reading the octets of a BDAT chunk (RFC 3030)."""
     AWAITING_RECIPIENT = "awaiting_recipient"
     """`RecipientRequested` emitted; input is buffered until the shell decides."""
     AWAITING_MESSAGE = "awaiting_message"
@@ -220,6 +227,7 @@ class ServerSession:
         self._transaction = _Transaction()
         self._pending_recipient: Mailbox | None = None
         self._reader = _MessageReader(limits)
+        self._chunk = _Chunk(0, last=False, refusal=None, resume=SessionState.GREETING)
 
     @property
     def state(self) -> SessionState:
@@ -366,6 +374,8 @@ class ServerSession:
             return False
         if self._state is SessionState.DATA:
             progressed = self._read_message()
+        elif self._state is SessionState.CHUNK:
+            progressed = self._read_chunk()
         else:
             progressed = self._read_command()
         if not progressed and self._peer_closed:
@@ -408,6 +418,40 @@ class ServerSession:
         self._events.append(MessageReceived(envelope))
         return True
 
+    def _read_chunk(self) -> bool:
+        """Take the octets of the current BDAT chunk; once all are in, answer the chunk."""
+        chunk = self._chunk
+        if chunk.remaining and not self._buffer:
+            return False
+        taken = bytes(self._buffer[: chunk.remaining])
+        del self._buffer[: len(taken)]
+        chunk.remaining -= len(taken)
+        if chunk.refusal is None:
+            self._transaction.chunks.add(taken)
+        if chunk.remaining:
+            return True
+        if chunk.refusal is not None:
+            self._state = chunk.resume
+            self._refuse_command(_CommandError(*chunk.refusal))
+            return True
+        problem = self._transaction.chunks.problem(final=chunk.last)
+        if problem is not None:
+            self._end_transaction(_reply(*problem.value))
+        elif chunk.last:
+            self._state = SessionState.AWAITING_MESSAGE
+            envelope = Envelope(
+                helo=self._helo,
+                mail_from=self._transaction.mail_from,
+                recipients=list(self._transaction.recipients),
+                data=self._transaction.chunks.take_content(),
+            )
+            self._events.append(MessageReceived(envelope))
+        else:
+            self._state = SessionState.RCPT
+            size = self._transaction.chunks.size
+            self._events.append(_reply(250, "2.0.0", f"{size} octets received"))
+        return True
+
     # Commands
 
     def _execute(self, line: bytes) -> None:
@@ -430,6 +474,8 @@ class ServerSession:
                 self._rcpt(argument)
             case "DATA":
                 self._data(argument)
+            case "BDAT":
+                self._bdat(argument)
             case "RSET":
                 self._rset(argument)
             case "NOOP":
@@ -466,6 +512,7 @@ class ServerSession:
             "PIPELINING",
             "ENHANCEDSTATUSCODES",
             "SMTPUTF8",
+            "CHUNKING",
         ]
         if self._tls_available and not self._secure:
             extensions.append("STARTTLS")
@@ -556,9 +603,35 @@ class ServerSession:
         if not self._transaction.recipients:
             self._events.append(_reply(554, "5.5.1", "No valid recipients"))
             return
+        if self._transaction.chunks.started:
+            raise _CommandError(503, "5.5.1", "DATA cannot follow BDAT in one transaction")
         self._reader = _MessageReader(self._limits)
         self._state = SessionState.DATA
         self._events.append(_reply_lines(354, ["End data with <CR><LF>.<CR><LF>"]))
+
+    def _bdat(self, argument: str) -> None:
+        """BDAT size [LAST] (RFC 3030): the chunk's octets follow the command line at once, so
+        they are read (and dropped) even when the command is refused; its reply comes after."""
+        match argument.upper().split(" "):
+            case [size] if size.isdigit() and len(size) <= 20:
+                last = False
+            case [size, "LAST"] if size.isdigit() and len(size) <= 20:
+                last = True
+            case _:
+                raise _CommandError(501, "5.5.4", "Syntax: BDAT size [LAST]")
+        refusal: tuple[int, str, str] | None = None
+        if self._state is SessionState.GREETING:
+            refusal = (503, "5.5.1", "Send EHLO first")
+        elif not self._extended:
+            refusal = (503, "5.5.1", "BDAT requires EHLO")
+        elif self._state is SessionState.READY:
+            refusal = (503, "5.5.1", "Need MAIL command")
+        elif not self._transaction.recipients:
+            refusal = (554, "5.5.1", "No valid recipients")
+        self._chunk = _Chunk(int(size), last=last, refusal=refusal, resume=self._state)
+        if refusal is None and not self._transaction.chunks.started:
+            self._transaction.chunks = _ChunkedContent(self._limits)
+        self._state = SessionState.CHUNK
 
     def _rset(self, argument: str) -> None:
         if argument:
@@ -632,13 +705,26 @@ _WAITING_STATES = frozenset(
 _IN_FLIGHT_STATES = frozenset(
     {
         SessionState.DATA,
+        SessionState.CHUNK,
         SessionState.AWAITING_RECIPIENT,
         SessionState.AWAITING_MESSAGE,
         SessionState.STARTING_TLS,
     }
 )
-_COMMANDS = ("EHLO", "HELO", "MAIL", "RCPT", "DATA", "RSET", "NOOP", "QUIT", "VRFY", "HELP")
-_NOT_OFFERED = frozenset({"EXPN", "TURN", "ETRN", "BDAT", "AUTH"})
+_COMMANDS = (
+    "EHLO",
+    "HELO",
+    "MAIL",
+    "RCPT",
+    "DATA",
+    "BDAT",
+    "RSET",
+    "NOOP",
+    "QUIT",
+    "VRFY",
+    "HELP",
+)
+_NOT_OFFERED = frozenset({"EXPN", "TURN", "ETRN", "AUTH"})
 _MAIL_PARAMETERS = frozenset({"SIZE", "BODY", "SMTPUTF8"})
 _BODY_TYPES = frozenset({"7BIT", "8BITMIME"})
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -652,6 +738,18 @@ class _Transaction:
     mail_from: str = ""
     smtputf8: bool = False
     recipients: list[Mailbox] = dataclasses.field(default_factory=list)
+    chunks: _ChunkedContent = dataclasses.field(default_factory=lambda: _ChunkedContent(None))
+
+
+@dataclasses.dataclass
+class _Chunk:
+    """The BDAT chunk being read: octets still to come, whether it ends the message, and the
+    refusal to answer once it is read (None when it is taken), back in state `resume`."""
+
+    remaining: int
+    last: bool
+    refusal: tuple[int, str, str] | None
+    resume: SessionState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -987,3 +1085,47 @@ class _MessageReader:
             self._problems.add(_ContentProblem.TOO_BIG)
         if self._line_length > self._max_line_length:
             self._problems.add(_ContentProblem.LINE_TOO_LONG)
+
+
+class _ChunkedContent:
+    """A message arriving in BDAT chunks: kept as it comes (up to the size limit), then held to
+    the same rules as DATA content once the last chunk is in — lines end in CRLF and stay within
+    the line limit — so the two ways in accept and refuse the same messages."""
+
+    def __init__(self, limits: SessionLimits | None) -> None:
+        self.started = limits is not None
+        self._max_message_bytes = limits.max_message_bytes if limits else 0
+        self._max_line_length = limits.max_line_length if limits else 0
+        self._content = bytearray()
+        self.size = 0
+        self._too_big = False
+
+    def add(self, octets: bytes) -> None:
+        """Add one chunk's octets (or part of them)."""
+        self.size += len(octets)
+        if self.size > self._max_message_bytes:
+            self._too_big = True
+            self._content.clear()
+        else:
+            self._content += octets
+
+    def problem(self, *, final: bool) -> _ContentProblem | None:
+        """Why the message must be refused: its size at once, its lines after the last chunk."""
+        if self._too_big:
+            return _ContentProblem.TOO_BIG
+        if not final:
+            return None
+        content = self._content
+        if content.count(b"\r") != content.count(b"\r\n") or content.count(b"\n") != content.count(
+            b"\r\n"
+        ):
+            return _ContentProblem.BARE_LINE_ENDING
+        if max(map(len, content.split(b"\r\n"))) + 2 > self._max_line_length:
+            return _ContentProblem.LINE_TOO_LONG
+        return None
+
+    def take_content(self) -> bytes:
+        """Hand over the whole message; nothing is kept."""
+        content = bytes(self._content)
+        self._content = bytearray()
+        return content
