@@ -24,10 +24,10 @@ from e2a.storage.base import (
     DeliveryOutcome,
     FinishedAttempt,
     Job,
-    Storage,
     WebhookAttempt,
     WebhookDelivery,
 )
+from e2a.storage.group_commit import GroupCommit
 from e2a.webhook_targets import (
     TargetRefused,
     WebhookTargetError,
@@ -79,65 +79,6 @@ class _HostQueue:
         return self.queued >= MAX_QUEUED_PER_HOST
 
 
-@dataclass(eq=False)
-class _Ticket:
-    """One finished attempt waiting for the commit that records it."""
-
-    finished: FinishedAttempt
-    done: bool = False
-    error: Exception | None = None
-
-
-class _AttemptLog:
-    """Records finished attempts in batches: one transaction (one fsync) for every attempt that
-    finished while the previous commit ran. Each caller returns only once its own attempt is
-    committed, so nothing is reported done that is not on disk.
-
-    The first caller to find no commit running commits everything queued, shielded from
-    cancellation; the others wait for the commit that holds theirs."""
-
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
-        self._queue: list[_Ticket] = []
-        self._committing = False
-        self._commit_ended = trio.Event()
-
-    async def record(self, finished: FinishedAttempt) -> None:
-        """Commit `finished` (perhaps with others); raise what storage raised if it failed."""
-        ticket = _Ticket(finished)
-        self._queue.append(ticket)
-        try:
-            while not ticket.done:
-                if self._committing:
-                    await self._commit_ended.wait()
-                else:
-                    await self._commit_queued()
-        except BaseException:
-            if ticket in self._queue:
-                self._queue.remove(ticket)  # never taken into a commit
-            raise
-        if ticket.error is not None:
-            raise ticket.error
-
-    async def _commit_queued(self) -> None:
-        self._committing = True
-        batch, self._queue = self._queue, []
-        try:
-            with trio.CancelScope(shield=True):
-                try:
-                    await self._storage.finish_webhook_attempts([t.finished for t in batch])
-                except Exception as exc:
-                    error: Exception | None = exc
-                else:
-                    error = None
-            for ticket in batch:
-                ticket.done, ticket.error = True, error
-        finally:
-            self._committing = False
-            ended, self._commit_ended = self._commit_ended, trio.Event()
-            ended.set()
-
-
 class WebhookWorker:
     """Delivers webhook jobs. `deliver_due(now)` does one round; `run()` loops forever.
 
@@ -160,7 +101,9 @@ class WebhookWorker:
         self._attempt_timeout = attempt_timeout or settings.timeout_seconds
         self._lease_seconds = max(settings.lease_seconds, self._attempt_timeout + 1.0)
         self._hosts: dict[str, _HostQueue] = {}
-        self._attempt_log = _AttemptLog(gateway.storage)
+        self._attempt_log = GroupCommit(
+            gateway.storage.finish_webhook_attempts, what="webhook attempts"
+        )
         self._active = 0
         self._wake = trio.Event()
 
@@ -242,7 +185,7 @@ class WebhookWorker:
                     self._hosts.pop(host, None)
                 if queue.queued <= MAX_PER_HOST:
                     self._wake.set()  # room for a batch: claim more (one claim per few attempts)
-            await self._attempt_log.record(finished)
+            await self._attempt_log.submit(finished)
             self._gateway.metrics.delivered("webhook", finished.outcome)
         finally:
             self._active -= 1
