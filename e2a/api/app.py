@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -16,6 +16,7 @@ from e2a.api import (
     messages,
     meta,
     observability,
+    openapi,
     outbound,
     websocket,
 )
@@ -36,11 +37,23 @@ def create_app(gateway: Gateway) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.register_blueprint(meta.blueprint)
+    app.register_blueprint(openapi.blueprint)
     app.register_blueprint(observability.blueprint)
     observability.time_requests(app)
     for module in (agents, domains, messages, account, websocket, outbound, approvals):
         app.register_blueprint(module.blueprint, url_prefix="/api/v1")
     app.register_blueprint(dashboard_blueprint)  # the web UI at /, after the API routes
+
+    @app.after_request
+    async def finish_reading_body(response: Response) -> Response:
+        """Receive the rest of the request body before answering. Under hypercorn, an answer
+        that completes before the body has arrived (a 401, 404 or 405 that never looked at it,
+        an automatic OPTIONS) can leave the next request on the keep-alive connection hanging."""
+        try:
+            await request.get_data()  # bounded by MAX_CONTENT_LENGTH
+        except HTTPException:
+            response.headers["Connection"] = "close"  # too large to read: do not reuse
+        return response
 
     @app.errorhandler(ApiError)
     async def on_api_error(exc: ApiError) -> Response:

@@ -49,9 +49,11 @@ def http_exception_response(exc: HTTPException) -> Response:
     """Turn a Werkzeug/Quart HTTP exception (unknown route, wrong method…) into a JSON error."""
     status = exc.code or 500
     code = _HTTP_CODES.get(status, "http_error")
+    # A 405 must say which methods the route allows (RFC 9110 §15.5.6).
+    allow = {name: value for name, value in exc.get_headers() if name == "Allow"}
     messages = {
         404: "no such endpoint — see the REST reference in docs/api.md",
         405: "method not allowed on this endpoint",
         413: "request body too large",
     }
-    return error_response(status, code, messages.get(status, exc.description or exc.name))
+    return error_response(status, code, messages.get(status, exc.description or exc.name), allow)

@@ -12,9 +12,10 @@ from e2a.api.errors import ApiError
 
 
 class RequestBody(BaseModel):
-    """Base of every request body: extra fields are a 400 naming the field."""
+    """Base of every request body: extra fields are a 400 naming the field, and values must
+    have their documented JSON type (`0` is not a boolean, `"5"` not an integer)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
 
 
 class CreateAgent(RequestBody):
