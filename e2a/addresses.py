@@ -1,15 +1,22 @@
-"""Email address and domain rules shared by the SMTP listener and the REST API.
+"""Email address and domain rules shared by the SMTP listener, the REST API and DMARC.
 
 Pure functions over strings: normalisation (lowercase, IDNA, no trailing dot) and the slug
 rules for agents on the shared domain. No I/O.
+
+There is one rule for turning a domain into the form e2a compares and stores
+(`a_label_domain`), so a name registered over the API, a recipient given over SMTP and an
+author's domain judged by DMARC always meet: labels are lowercased, non-ASCII labels become
+A-labels by NFC + Punycode (IDNA 2008 style), and IDNA 2003 mappings (such as "ß" to "ss", or
+"。" as a dot) are deliberately not applied — they would merge names that IDNA 2008 keeps apart,
+and mail must never reach the wrong domain.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$")
-_LABEL_PATTERN = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _LOCAL_PATTERN = re.compile(r"^[a-z0-9!#$&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$&'*+/=?^_`{|}~-]+)*$")
 
 RESERVED_SLUGS = frozenset(
@@ -35,27 +42,53 @@ RESERVED_SLUGS = frozenset(
 )
 
 
+MAX_DOMAIN_LENGTH = 253
+_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
 class AddressError(ValueError):
     """An address or domain that the gateway will not accept; the message says why."""
 
 
+def a_label_domain(domain: str) -> str:
+    """`domain` as e2a compares and stores it: lowercase A-labels, one trailing dot dropped.
+
+    Raises ValueError (with the reason) for an empty or invalid label, a non-ASCII label that
+    folds to ASCII, or a name over MAX_DOMAIN_LENGTH.
+    """
+    if domain.endswith("."):
+        domain = domain[:-1]
+    ascii_form = ".".join(_a_label(label) for label in domain.split("."))
+    if len(ascii_form) > MAX_DOMAIN_LENGTH:
+        raise ValueError("domain too long")
+    return ascii_form
+
+
+def _a_label(label: str) -> str:
+    """One domain label as lowercase LDH; non-ASCII labels as `xn--` + Punycode."""
+    if label.isascii():
+        ascii_label = label.lower()
+    else:
+        folded = unicodedata.normalize("NFC", label.lower())
+        if folded.isascii():
+            raise ValueError("non-ASCII label folds to ASCII")
+        ascii_label = "xn--" + folded.encode("punycode").decode("ascii")
+    if not _LDH_LABEL.fullmatch(ascii_label):
+        raise ValueError("invalid domain label")
+    return ascii_label
+
+
 def normalise_domain(domain: str) -> str:
-    """Lowercase `domain`, drop one trailing dot and encode it as IDNA (punycode).
+    """Lowercase `domain`, drop one trailing dot and encode it as A-labels (`a_label_domain`).
 
     Raises AddressError when it is not a valid host name with at least two labels.
     """
-    candidate = domain.strip()
-    if candidate.endswith("."):
-        candidate = candidate[:-1]
     try:
-        ascii_form = candidate.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise AddressError(f"{domain!r} is not a valid domain name") from None
-    labels = ascii_form.split(".")
-    if len(labels) < 2 or len(ascii_form) > 253:
+        ascii_form = a_label_domain(domain.strip())
+    except ValueError as exc:
+        raise AddressError(f"{domain!r} is not a valid domain name ({exc})") from None
+    if len(ascii_form.split(".")) < 2:
         raise AddressError(f"{domain!r} is not a fully qualified domain name")
-    if not all(_LABEL_PATTERN.match(label) for label in labels):
-        raise AddressError(f"{domain!r} is not a valid domain name")
     return ascii_form
 
 

@@ -17,6 +17,7 @@ from typing import Literal
 
 from publicsuffixlist import PublicSuffixList
 
+from e2a.addresses import a_label_domain
 from e2a.mailauth.resolver import DnsTemporaryError, Resolver
 from e2a.mailauth.results import AuthResult
 
@@ -178,12 +179,13 @@ def organizational_domain(domain: str) -> str:
 
 
 def normalise_domain(domain: str) -> str:
-    """A domain as compared and queried: lowercase, no trailing dot, IDNA A-labels."""
-    domain = domain.strip().rstrip(".").lower()
+    """A domain as compared and queried: `a_label_domain`, or just lowercased when it is not a
+    valid name (it then matches no policy and aligns with nothing but itself)."""
+    domain = domain.strip().rstrip(".")
     try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return domain
+        return a_label_domain(domain)
+    except ValueError:
+        return domain.lower()
 
 
 _SUFFIX_LIST_LOCK = threading.Lock()

@@ -50,9 +50,10 @@ import dataclasses
 import enum
 import ipaddress
 import re
-import unicodedata
 from collections import deque
 from typing import TypeAlias
+
+from e2a.addresses import a_label_domain
 
 __all__ = [
     "ConnectionClosed",
@@ -873,8 +874,6 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]"
 _DOT_STRING = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
 _QUOTED_LOCAL = re.compile(r'"((?:[^"\\\x00-\x1f\x7f]|\\[ -~])*)"@(.*)', re.DOTALL)
 _QUOTED_PAIR = re.compile(r"\\(.)")
-_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_MAX_DOMAIN_LENGTH = 255
 
 
 class _AddressError(ValueError):
@@ -919,27 +918,11 @@ def _split_mailbox(mailbox: str) -> tuple[str, str]:
 
 
 def _normalise_domain(domain: str) -> str:
-    """Lowercase ASCII form of `domain` without its trailing dot."""
-    if domain.endswith("."):
-        domain = domain[:-1]
-    normalised = ".".join(_a_label(label) for label in domain.split("."))
-    if len(normalised) > _MAX_DOMAIN_LENGTH:
-        raise _AddressError("domain too long")
-    return normalised
-
-
-def _a_label(label: str) -> str:
-    """One domain label as lowercase LDH; non-ASCII labels as `xn--` + Punycode."""
-    if label.isascii():
-        ascii_label = label.lower()
-    else:
-        folded = unicodedata.normalize("NFC", label.lower())
-        if folded.isascii():
-            raise _AddressError("non-ASCII label folds to ASCII")
-        ascii_label = "xn--" + folded.encode("punycode").decode("ascii")
-    if not _LDH_LABEL.fullmatch(ascii_label):
-        raise _AddressError("invalid domain label")
-    return ascii_label
+    """Lowercase ASCII form of `domain` without its trailing dot (`a_label_domain`)."""
+    try:
+        return a_label_domain(domain)
+    except ValueError as error:
+        raise _AddressError(str(error)) from None
 
 
 def _normalise_address_literal(literal: str) -> str:
