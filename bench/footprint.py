@@ -1,0 +1,226 @@
+"""Footprint of the one-file executable: size, cold start, and memory at rest and after load.
+
+`dist/e2a serve` (built by `make binary`) is measured next to `python -m e2a serve` from this
+venv, in the same run and the same way: a temp SQLite file, loopback ports, DNS answered by a
+quiet loopback server. For each program:
+
+- cold start: from starting the process to the first 200 from `/api/health` (median of
+  --runs fresh starts, each on a new database), and the CPU seconds the process tree had used
+  by then (less sensitive to a busy machine than the wall clock);
+- idle RSS: resident memory of the process tree a few seconds after start (the one-file
+  binary is two processes: the launcher that unpacked it and the gateway);
+- RSS after --messages 1 KB messages accepted over SMTP by 10 sessions (bench/_smtp_load.py).
+
+Targets (issue 10): binary <= 35 MB, cold start <= 1.0 s, idle RSS <= 90 MB.
+Run: `make footprint`, or `.venv/bin/python bench/footprint.py [--runs N] [--messages N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._gateway_process import AGENT, E2A, GatewayProcess
+from bench._quiet_dns import QuietDns
+from bench._smtp_load import fixed_rate, make_message
+
+BINARY = Path(__file__).resolve().parent.parent / "dist" / "e2a"
+TARGET_MB = 35.0
+TARGET_START_SECONDS = 1.0
+TARGET_IDLE_RSS_MB = 90.0
+SETTLE_SECONDS = 3.0
+LOAD_SESSIONS = 10
+MESSAGE_BYTES = 1024
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Footprint:
+    """What was measured for one program."""
+
+    name: str
+    starts: list[float] = field(default_factory=list)
+    start_cpu: list[float] = field(default_factory=list)
+    idle_rss_mb: float = 0.0
+    loaded_rss_mb: float = 0.0
+    accepted: int = 0
+    failures: int = 0
+    rate: float = 0.0
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (field 3 onwards), or None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and all its descendants that are alive now."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None:
+                parents[int(entry.name)] = int(fields[1])
+    tree = [root]
+    for pid in tree:  # grows while iterating: a breadth-first walk
+        tree.extend(child for child, parent in parents.items() if parent == pid)
+    return tree
+
+
+def tree_rss_mb(root: int) -> float:
+    """Resident memory of the process tree under `root`, in MB (10^6 bytes)."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            resident = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        total += resident * PAGE_BYTES
+    return total / 1e6
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time (user + system) used so far by the tree under `root`, reaped children included."""
+    ticks = 0
+    for pid in process_tree(root):
+        fields = _stat_fields(pid)
+        if fields is not None:
+            ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+    return ticks / CLOCK_TICKS
+
+
+def _pid(gateway: GatewayProcess) -> int:
+    assert gateway.process is not None
+    return gateway.process.pid
+
+
+def measure_starts(result: Footprint, command: list[str], dns: str, runs: int) -> None:
+    """Start `command serve` `runs` times on fresh databases; time each to its first 200."""
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as folder:
+            gateway = GatewayProcess(Path(folder), dns, command=command)
+            try:
+                began = time.perf_counter()
+                gateway.start()
+                result.starts.append(time.perf_counter() - began)
+                result.start_cpu.append(tree_cpu_seconds(_pid(gateway)))
+            finally:
+                gateway.terminate()
+
+
+def measure_memory(result: Footprint, command: list[str], dns: str, messages: int) -> None:
+    """RSS a few seconds after start, then after `messages` accepted over SMTP."""
+    with tempfile.TemporaryDirectory() as folder:
+        gateway = GatewayProcess(
+            Path(folder), dns, smtp={"max_sessions_per_ip": 4 * LOAD_SESSIONS}, command=command
+        )
+        try:
+            gateway.start()
+            gateway.bootstrap().close()
+            time.sleep(SETTLE_SECONDS)
+            result.idle_rss_mb = tree_rss_mb(_pid(gateway))
+            # A rate of `messages` per second for one second: exactly `messages` are sent,
+            # back to back whenever the server is slower than that.
+            load = trio.run(
+                partial(
+                    fixed_rate,
+                    gateway.smtp_port,
+                    float(messages),
+                    LOAD_SESSIONS,
+                    make_message(MESSAGE_BYTES, AGENT),
+                    AGENT,
+                    duration=1.0,
+                )
+            )
+            result.accepted, result.failures = load.messages, load.failures
+            result.rate = load.messages / max(load.seconds, 1e-9)
+            time.sleep(SETTLE_SECONDS)
+            result.loaded_rss_mb = tree_rss_mb(_pid(gateway))
+        finally:
+            gateway.terminate()
+
+
+def measure(name: str, command: list[str], dns: str, runs: int, messages: int) -> Footprint:
+    """Every figure for one program."""
+    print(f"measuring {name} ...", file=sys.stderr, flush=True)
+    result = Footprint(name)
+    measure_starts(result, command, dns, runs)
+    measure_memory(result, command, dns, messages)
+    return result
+
+
+def verdict(ok: bool) -> str:
+    """How a figure compares with its target."""
+    return "meets target" if ok else "MISSES target"
+
+
+def report(rows: list[Footprint], size_mb: float | None, runs: int, messages: int) -> None:
+    """The table, then the binary's figures against the targets."""
+    print(f"runs={runs}, messages={messages} x {MESSAGE_BYTES} B over {LOAD_SESSIONS} sessions")
+    print(
+        f"{'program':26} {'start s':>8} {'min':>6} {'max':>6} {'start CPU s':>12} "
+        f"{'idle RSS MB':>12} {'RSS after MB':>13} {'msg/s':>7} {'failed':>7}"
+    )
+    for row in rows:
+        print(
+            f"{row.name:26} {statistics.median(row.starts):8.3f} {min(row.starts):6.3f} "
+            f"{max(row.starts):6.3f} {statistics.median(row.start_cpu):12.2f} "
+            f"{row.idle_rss_mb:12.1f} {row.loaded_rss_mb:13.1f} {row.rate:7.0f} {row.failures:7d}"
+        )
+    if size_mb is None:
+        print("dist/e2a is missing: run `make binary` (or `make footprint`) to measure it")
+        return
+    binary = rows[0]
+    start = statistics.median(binary.starts)
+    print(
+        f"binary size    {size_mb:6.1f} MB  (target <= {TARGET_MB:.0f})  "
+        f"{verdict(size_mb <= TARGET_MB)}"
+    )
+    print(
+        f"cold start     {start:6.3f} s   (target <= {TARGET_START_SECONDS:.1f})  "
+        f"{verdict(start <= TARGET_START_SECONDS)}"
+    )
+    print(
+        f"idle RSS       {binary.idle_rss_mb:6.1f} MB  (target <= {TARGET_IDLE_RSS_MB:.0f})  "
+        f"{verdict(binary.idle_rss_mb <= TARGET_IDLE_RSS_MB)}"
+    )
+
+
+def main() -> None:
+    """Measure dist/e2a (when built) and the venv's `python -m e2a`, print the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=5, help="cold starts per program")
+    parser.add_argument("--messages", type=int, default=10_000, help="messages sent over SMTP")
+    args = parser.parse_args()
+    programs: list[tuple[str, list[str]]] = []
+    size_mb = None
+    if BINARY.exists():
+        size_mb = BINARY.stat().st_size / 1e6
+        programs.append(("dist/e2a (one file)", [str(BINARY)]))
+    programs.append(("python -m e2a (venv)", E2A))
+    with QuietDns() as dns:
+        rows = [
+            measure(name, command, dns.address, args.runs, args.messages)
+            for name, command in programs
+        ]
+    report(rows, size_mb, args.runs, args.messages)
+
+
+if __name__ == "__main__":
+    main()
