@@ -303,6 +303,18 @@ async def test_values_must_have_their_documented_json_type(
     assert next(iter(change)) in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("page_size", ["\u00b2", "\u0665", "1e1", " 5"])
+async def test_page_size_takes_ascii_digits_only(make_account: Any, page_size: str) -> None:
+    """`"²".isdigit()` holds but `int("²")` fails: that page size used to be a 500."""
+    alice: Account = await make_account("alice@example.com")
+    created = await alice.http.post(AGENTS, json={"slug": "bot", "agent_mode": "local"})
+    response = await alice.http.get(
+        agent_path(created.json()["email"], "/messages"), params={"page_size": page_size}
+    )
+    assert response.status_code == 400, response.text
+    assert "page_size" in response.json()["error"]["message"]
+
+
 def answer_before_body_then_get(
     base_url: str, key: str, method: str, path: str, key_sent: str
 ) -> tuple[int, int]:

@@ -53,7 +53,7 @@ async def _count_poll(user: User) -> None:
 
 def _page_size() -> int:
     raw = request.args.get("page_size", str(DEFAULT_PAGE_SIZE))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE_SIZE:
         raise ApiError(
             400, "invalid_request", f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}"
         )
