@@ -3,40 +3,53 @@
 The key is checked by the REST API's own code (401 JSON error otherwise) and a session is
 bound to the key's user. Tools call the gateway's REST API on its own loopback address with
 the caller's key, so ownership is decided by the REST routes alone, as for every other client.
+
+The MCP library is loaded on the first authenticated request, not at start: it is the largest
+part of the gateway's imports (about 25 MB and 40% of start-up), and many deployments never
+use `/mcp`.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from mcp.server import ServerRequestContext
-from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken
-from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
 from werkzeug.datastructures import Headers
 
 from e2a.api.auth import bearer_key, user_for_key
 from e2a.api.errors import ApiError
 from e2a.gateway import Gateway
-from e2a.mcp.server import build_server
-from e2a.mcp.tools import Caller
 from e2a.storage.base import StorageUnavailable
 from e2a.v1 import AsyncE2AClient
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup, TaskStatus
+    from mcp.server import ServerRequestContext
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+    from starlette.types import Receive, Scope, Send
+
+    from e2a.mcp.tools import Caller
 
 log = logging.getLogger("e2a.mcp")
 
 MOUNT_PATH = "/mcp"
 AGENT_HEADER = "X-E2A-Agent-Email"
 """Optional request header naming the default agent (the remote twin of E2A_AGENT_EMAIL)."""
+
+_MCP_MODULES = (
+    "mcp.server.auth.middleware.bearer_auth",
+    "mcp.server.auth.provider",
+    "mcp.server.streamable_http_manager",
+    "e2a.mcp.server",
+)
+"""What the first MCP request loads (in a thread)."""
 
 CLIENT_POOL_SIZE = 64
 """SDK clients kept for recently seen keys: building one costs tens of milliseconds of CPU."""
@@ -103,6 +116,9 @@ class ClientPool:
 
 def _api_key(ctx: ServerRequestContext[Any, Any]) -> tuple[str, str]:
     """The caller's API key and default agent, as `McpEndpoint` left them on the request."""
+    from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+    from starlette.requests import Request
+
     request = ctx.request
     if not isinstance(request, Request) or not isinstance(
         request.scope.get("user"), AuthenticatedUser
@@ -144,23 +160,54 @@ class McpEndpoint:
     def __init__(self, gateway: Gateway, base_url: str) -> None:
         self._storage = gateway.storage
         self._pool = ClientPool(base_url)
-        self._sessions = StreamableHTTPSessionManager(app=build_server(self._open_caller))
+        self._sessions: StreamableHTTPSessionManager | None = None
+        self._tasks: TaskGroup | None = None
+        self._starting = anyio.Lock()
 
     @asynccontextmanager
     async def _open_caller(self, ctx: ServerRequestContext[Any, Any]) -> AsyncIterator[Caller]:
+        from e2a.mcp.tools import Caller
+
         api_key, default_agent = _api_key(ctx)
         async with self._pool.lease(api_key) as client:
             yield Caller(client, default_agent)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Run the session manager (its sessions are tasks) until the block ends."""
+        """Serve until the block ends; the session manager (its sessions are tasks) runs in
+        here from the first request on, and stops with the block."""
         try:
-            async with self._sessions.run():
-                yield
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                try:
+                    yield
+                finally:
+                    self._tasks = None
+                    tasks.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._pool.close()
+
+    async def _session_manager(self) -> StreamableHTTPSessionManager:
+        """The session manager, started on first use inside `running()`."""
+        async with self._starting:
+            if self._sessions is None:
+                if self._tasks is None:
+                    raise RuntimeError("McpEndpoint used outside its running() block")
+                # Importing the MCP library is CPU work: keep it off the event loop.
+                await anyio.to_thread.run_sync(_import_mcp)
+                self._sessions = await self._tasks.start(self._run_sessions)
+            return self._sessions
+
+    async def _run_sessions(self, *, task_status: TaskStatus[StreamableHTTPSessionManager]) -> None:
+        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+        from e2a.mcp.server import build_server
+
+        sessions = StreamableHTTPSessionManager(app=build_server(self._open_caller))
+        async with sessions.run():
+            task_status.started(sessions)
+            await anyio.sleep_forever()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -193,9 +240,17 @@ class McpEndpoint:
             )
             return
         assert key is not None
+        sessions = await self._session_manager()
+        from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+        from mcp.server.auth.provider import AccessToken
+
         # The session manager binds each session to this principal: another user's key
         # presenting the session id gets 404, as if the session did not exist.
         token = AccessToken(token=key, client_id=user.id, scopes=[])
-        await self._sessions.handle_request(
-            {**scope, "user": AuthenticatedUser(token)}, receive, send
-        )
+        await sessions.handle_request({**scope, "user": AuthenticatedUser(token)}, receive, send)
+
+
+def _import_mcp() -> None:
+    """Load the MCP library and e2a's tools on it (cached in sys.modules afterwards)."""
+    for name in _MCP_MODULES:
+        importlib.import_module(name)
