@@ -157,7 +157,7 @@ def test_sigkill_never_loses_an_acknowledged_message(tmp_path: Path, quiet_dns: 
         assert sha256(received[len(received) - len(sent) :]) == sha256(sent), (
             f"acknowledged message {number} is not intact {context}"
         )
-    assert time.monotonic() - started < 60, f"the crash test is too slow {context}"
+    assert time.monotonic() - started < 120, f"the crash test is too slow {context}"
 
 
 def read_reply(connection: socket.socket) -> bytes:
