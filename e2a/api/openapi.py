@@ -52,7 +52,7 @@ class Reply:
     description: str
     model: type[BaseModel] | None = None
     html: bool = False
-    headers: tuple[str, ...] = ()
+    retry_after: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,9 @@ PATH_PARAMETERS: dict[str, tuple[str, str]] = {
         "bot@agents.test",
     ),
     "name": ("A domain name (matched case-insensitively, IDNA).", "example.com"),
-    "message_id": ("A message id as the API returned it.", "msg_0123456789abcdef"),
-    "secret_id": ("A signing secret's id.", "wsec_0123456789abcdef"),
-    "key_id": ("An API key's id.", "key_0123456789abcdef"),
+    "message_id": ("A message id as the API returned it.", "msg_0123456789abcdef01234567"),
+    "secret_id": ("A signing secret's id.", "wsec_0123456789abcdef01234567"),
+    "key_id": ("An API key's id.", "apk_0123456789abcdef01234567"),
 }
 """Every path parameter of the API: its description and an example value."""
 
@@ -511,21 +511,21 @@ def _response(reply: Reply, refs: dict[type[BaseModel], dict[str, Any]]) -> dict
     response: dict[str, Any] = {"description": reply.description}
     if content:
         response["content"] = content
-    if reply.headers:
-        response["headers"] = {name: _RETRY_AFTER for name in reply.headers}
+    if reply.retry_after:
+        response["headers"] = {"Retry-After": _RETRY_AFTER}
     return response
 
 
 def _replies(operation: Operation, route: Route) -> dict[int, Reply]:
     replies = dict(operation.replies)
     for status, codes in _all_errors(operation, route).items():
-        headers = ("Retry-After",) if status in (429, 503) else ()
+        retry_after = status in (429, 503)
         existing = replies.get(status)
         if existing is None:
-            replies[status] = Reply(_error_reply(codes), schemas.ErrorBody, headers=headers)
+            replies[status] = Reply(_error_reply(codes), schemas.ErrorBody, retry_after=retry_after)
         elif existing.model is None:
             description = f"{existing.description} {_error_reply(codes)}"
-            replies[status] = Reply(description, schemas.ErrorBody, existing.html, headers)
+            replies[status] = Reply(description, schemas.ErrorBody, existing.html, retry_after)
     return dict(sorted(replies.items()))
 
 
@@ -643,5 +643,7 @@ def build_document(app: Quart) -> dict[str, Any]:
 
 @blueprint.get("/api/v1/openapi.json")
 async def document() -> dict[str, Any]:
-    """GET /api/v1/openapi.json (no key needed)."""
-    return build_document(current_app)
+    """GET /api/v1/openapi.json (no key needed), built once per app."""
+    built: dict[str, Any] = current_app.extensions.get("e2a_openapi") or build_document(current_app)
+    current_app.extensions["e2a_openapi"] = built
+    return built
