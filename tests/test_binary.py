@@ -25,6 +25,17 @@ ROOT = Path(__file__).resolve().parent.parent
 BINARY = ROOT / "dist" / "e2a"
 PACKAGE = ROOT / "e2a"
 
+MCP_INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "e2a-binary-test", "version": "1"},
+    },
+}
+
 requires_binary = pytest.mark.skipif(
     not BINARY.exists(), reason="dist/e2a is missing: run `make binary` to enable these tests"
 )
@@ -74,6 +85,15 @@ def test_binary_serves_smtp_and_rest_and_stops_on_sigterm(gateway: GatewayProces
         "dmarc=none header.from=example.org",
     ):
         assert result in added, added
+
+    # /mcp loads the MCP library on first use: it must be inside the binary too.
+    answer = api.post(
+        f"{gateway.url}/mcp",
+        json=MCP_INITIALIZE,
+        headers={"Accept": "application/json, text/event-stream"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert '"name":"e2a"' in answer.text.replace(" ", ""), answer.text
     api.close()
 
     assert gateway.terminate(timeout=30) == 0
