@@ -303,6 +303,14 @@ async def test_values_must_have_their_documented_json_type(
     assert next(iter(change)) in response.json()["error"]["message"]
 
 
+async def test_an_optional_body_is_absent_or_json(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    keys = "/api/v1/users/me/api-keys"
+    assert (await alice.http.post(keys, content=b"")).status_code == 201
+    blank = await alice.http.post(keys, content=b"\n")
+    assert blank.status_code == 400 and blank.json()["error"]["code"] == "invalid_json"
+
+
 @pytest.mark.parametrize("page_size", ["\u00b2", "\u0665", "1e1", " 5"])
 async def test_page_size_takes_ascii_digits_only(make_account: Any, page_size: str) -> None:
     """`"²".isdigit()` holds but `int("²")` fails: that page size used to be a 500."""

@@ -68,7 +68,7 @@ async def read_body(model: type[Body], *, allow_empty: bool = False) -> Body:
     raw = await request.get_data(as_text=False)
     assert isinstance(raw, bytes)
     if not raw.strip():
-        if allow_empty:
+        if allow_empty and not raw:  # an optional body may be left out, not sent as blanks
             raw = b"{}"
         else:
             raise ApiError(400, "invalid_json", "request body is empty; send a JSON object")
