@@ -519,3 +519,18 @@ def test_only_local_paths_are_followed_after_sign_in() -> None:
         "agents",
     ):
         assert local_path(unsafe) == "/", unsafe
+
+
+async def test_a_bad_approval_time_is_refused_with_the_api_message(browser, make_account) -> None:
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "timer")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    token = await session_csrf(client)
+    for typed, says in (("soon", "valid integer"), ("0", "greater than or equal to 1")):
+        response = await client.post(
+            f"/agents/{quote(address, safe='')}",
+            data={"agent_mode": "local", "hitl_ttl_seconds": typed, "csrf_token": token},
+        )
+        assert response.status_code == 400
+        assert says in response.text and "hitl_ttl_seconds" in response.text

@@ -83,6 +83,13 @@ async def agent(session: Session, email: str) -> Response:
     return await _agent_page(session, email)
 
 
+def whole_number(text: str) -> int | str:
+    """A number typed into a form as an int; anything else as typed, for the API's checks to
+    refuse with their own message (request bodies do not convert strings)."""
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() else text
+
+
 @blueprint.post("/agents/<email>")
 @requires_session
 async def update_agent(session: Session, email: str) -> Response:
@@ -93,7 +100,7 @@ async def update_agent(session: Session, email: str) -> Response:
         "webhook_url": form.get("webhook_url", "").strip(),
         "agent_mode": form.get("agent_mode", ""),
         "hitl_enabled": "hitl_enabled" in form,
-        "hitl_ttl_seconds": form.get("hitl_ttl_seconds", "").strip(),
+        "hitl_ttl_seconds": whole_number(form.get("hitl_ttl_seconds", "")),
         "hitl_expiration_action": form.get("hitl_expiration_action", ""),
     }
     try:
