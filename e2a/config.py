@@ -31,7 +31,7 @@ class Section(BaseModel):
 def parse_listen_address(value: str) -> tuple[str, int]:
     """Split `host:port` (or `[v6]:port`) into its parts; raise ValueError when malformed."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not port_text.isdigit():
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
         raise ValueError(f"expected host:port, got {value!r}")
     port = int(port_text)
     if not 0 <= port <= 65535:

@@ -151,6 +151,7 @@ COMMANDS: list[tuple[bytes, dict[SessionState, tuple[str, SessionState]]]] = [
     (b"BDAT", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
     (b"BDAT -1", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
     (b"BDAT 10 FIRST", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
+    ("BDAT \u00b2".encode(), {s: ("501 5.5.4", s) for s in (G, R, M, T)}),  # a digit, not ASCII
     (b"RSET now", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
     (b"QUIT now", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
     (b"VRFY", {s: ("501 5.5.4", s) for s in (G, R, M, T)}),
@@ -1110,6 +1111,7 @@ ATOMS = [
     b"BDAT 5\r\nHello",
     b"BDAT 12 LAST\r\n world\r\n",
     b"BDAT 3 LAST\r\n",
+    "BDAT \u0663 LAST\r\n".encode(),
     b"RSET\r\n",
     b"NOOP\r\n",
     b"QUIT\r\n",

@@ -161,6 +161,8 @@ def test_retry_after_in_seconds_and_as_http_date() -> None:
     assert parse_retry_after("", NOW) is None
     assert parse_retry_after("soon", NOW) is None
     assert parse_retry_after("-5", NOW) is None
+    assert parse_retry_after("\u00b2", NOW) is None  # a digit to str.isdigit, not to HTTP
+    assert parse_retry_after("\u0663\u0660", NOW) is None
 
 
 def test_backoff_doubles_from_30_seconds_and_caps_at_an_hour() -> None:

@@ -71,7 +71,8 @@ def verify_token(secret: str, token: str, now: float) -> ApprovalToken:
     if not hmac.compare_digest(expected, _b64decode(signature)):
         raise TokenError("token signature does not match")
     parts = payload.decode("utf-8", "replace").split("|")
-    if len(parts) != 3 or parts[1] not in ("approve", "reject") or not parts[2].isdigit():
+    well_formed = len(parts) == 3 and parts[1] in ("approve", "reject")
+    if not well_formed or not (parts[2].isascii() and parts[2].isdigit()):
         raise TokenError("token payload is malformed")
     action: Action = "approve" if parts[1] == "approve" else "reject"
     token_data = ApprovalToken(parts[0], action, int(parts[2]))

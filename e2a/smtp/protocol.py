@@ -614,9 +614,9 @@ class ServerSession:
         """BDAT size [LAST] (RFC 3030): the chunk's octets follow the command line at once, so
         they are read (and dropped) even when the command is refused; its reply comes after."""
         match argument.upper().split(" "):
-            case [size] if size.isdigit() and len(size) <= 20:
+            case [size] if size.isascii() and size.isdigit() and len(size) <= 20:
                 last = False
-            case [size, "LAST"] if size.isdigit() and len(size) <= 20:
+            case [size, "LAST"] if size.isascii() and size.isdigit() and len(size) <= 20:
                 last = True
             case _:
                 raise _CommandError(501, "5.5.4", "Syntax: BDAT size [LAST]")
