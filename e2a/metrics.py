@@ -23,7 +23,7 @@ from prometheus_client import (
 from e2a.storage.rows import APPROVAL_NOTICE_JOB, OUTBOUND_JOB, WEBHOOK_JOB
 
 # No `*_created` series: they double the output and Prometheus does not need them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The media type of `Metrics.render()` (Prometheus text exposition format)."""
