@@ -13,7 +13,7 @@ import dataclasses
 import getpass
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -28,8 +28,12 @@ from e2a.cli.config_file import (
 )
 from e2a.cli.listen import add_listen_arguments, cmd_listen_with
 from e2a.cli.output import email_json, print_fields, print_json, print_table
-from e2a.v1 import E2AApiError, E2AClient, MessageSummary, fetch_info
-from e2a.v1.models import Agent, Domain, PendingMessageDetail
+
+# The SDK is imported when a client command runs, not with this module: `e2a serve` builds
+# the same argument parser, and the gateway starts faster without loading the SDK.
+if TYPE_CHECKING:
+    from e2a.v1 import E2AClient, MessageSummary
+    from e2a.v1.models import Agent, Domain, PendingMessageDetail
 
 NOT_LOGGED_IN = "Not logged in: run `e2a login` (or set E2A_API_KEY and E2A_URL)"
 
@@ -106,6 +110,8 @@ class Context:
 
     def client(self) -> E2AClient:
         """An SDK client for the configured gateway and key."""
+        from e2a.v1 import E2AClient
+
         if self._client is None:
             key = effective("api_key", self.values)
             if not key:
@@ -420,6 +426,8 @@ def _sent(ctx: Context, result: Any, verb: str) -> None:
 
 def cmd_login(ctx: Context) -> None:
     """Validate the key, discover the shared domain, save the config file."""
+    from e2a.v1 import E2AApiError, E2AClient, fetch_info
+
     args = ctx.args
     interactive = sys.stdin.isatty()
     url = args.url or env_override("url") or ctx.values.get("url")
@@ -746,6 +754,8 @@ def cmd_config(ctx: Context) -> None:
 
 def run_client_command(args: argparse.Namespace) -> int:
     """Run a parsed client command; returns the exit code (0, 1 or 2)."""
+    from e2a.v1 import E2AApiError
+
     try:
         ctx = Context(args, load_config())
     except ConfigFileError as exc:

@@ -13,13 +13,15 @@ import argparse
 import json
 import sys
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
 
 from e2a.cli.output import email_json
-from e2a.v1 import AsyncE2AClient, AsyncInboundEmail
+
+if TYPE_CHECKING:  # the SDK loads when `e2a listen` runs (see client_commands.py)
+    from e2a.v1 import AsyncInboundEmail
 
 DEFAULT_MODEL = "gpt-4o-mini"
 INSTRUCTIONS = (
@@ -111,6 +113,8 @@ async def listen_loop(
     args: argparse.Namespace, url: str, key: str, agent: str, *, as_json: bool
 ) -> None:
     """Print (and forward) messages until interrupted or `--max` is reached."""
+    from e2a.v1 import AsyncE2AClient
+
     seen = 0
     async with (
         AsyncE2AClient(api_key=key, agent_email=agent, base_url=url) as client,

@@ -9,9 +9,10 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from e2a.v1 import AsyncInboundEmail, InboundEmail
+if TYPE_CHECKING:
+    from e2a.v1 import AsyncInboundEmail, InboundEmail
 
 
 def use_colour() -> bool:

@@ -27,7 +27,6 @@ from e2a.api.auth import bearer_key, user_for_key
 from e2a.api.errors import ApiError
 from e2a.gateway import Gateway
 from e2a.storage.base import StorageUnavailable
-from e2a.v1 import AsyncE2AClient
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
@@ -36,6 +35,7 @@ if TYPE_CHECKING:
     from starlette.types import Receive, Scope, Send
 
     from e2a.mcp.tools import Caller
+    from e2a.v1 import AsyncE2AClient
 
 log = logging.getLogger("e2a.mcp")
 
@@ -80,6 +80,8 @@ class ClientPool:
     @asynccontextmanager
     async def lease(self, api_key: str) -> AsyncIterator[AsyncE2AClient]:
         """A client sending `api_key`, reserved for the caller until the block ends."""
+        from e2a.v1 import AsyncE2AClient
+
         client = self._clients.get(api_key)
         if client is None:
             # Loading the CA bundle is CPU work: keep it off the event loop.
