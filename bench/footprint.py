@@ -110,18 +110,17 @@ def _pid(gateway: GatewayProcess) -> int:
     return gateway.process.pid
 
 
-def measure_starts(result: Footprint, command: list[str], dns: str, runs: int) -> None:
-    """Start `command serve` `runs` times on fresh databases; time each to its first 200."""
-    for _ in range(runs):
-        with tempfile.TemporaryDirectory() as folder:
-            gateway = GatewayProcess(Path(folder), dns, command=command)
-            try:
-                began = time.perf_counter()
-                gateway.start()
-                result.starts.append(time.perf_counter() - began)
-                result.start_cpu.append(tree_cpu_seconds(_pid(gateway)))
-            finally:
-                gateway.terminate()
+def measure_start(result: Footprint, command: list[str], dns: str) -> None:
+    """Start `command serve` on a fresh database; time it to its first 200."""
+    with tempfile.TemporaryDirectory() as folder:
+        gateway = GatewayProcess(Path(folder), dns, command=command)
+        try:
+            began = time.perf_counter()
+            gateway.start()
+            result.starts.append(time.perf_counter() - began)
+            result.start_cpu.append(tree_cpu_seconds(_pid(gateway)))
+        finally:
+            gateway.terminate()
 
 
 def measure_memory(result: Footprint, command: list[str], dns: str, messages: int) -> None:
@@ -156,13 +155,20 @@ def measure_memory(result: Footprint, command: list[str], dns: str, messages: in
             gateway.terminate()
 
 
-def measure(name: str, command: list[str], dns: str, runs: int, messages: int) -> Footprint:
-    """Every figure for one program."""
-    print(f"measuring {name} ...", file=sys.stderr, flush=True)
-    result = Footprint(name)
-    measure_starts(result, command, dns, runs)
-    measure_memory(result, command, dns, messages)
-    return result
+def measure(
+    programs: list[tuple[str, list[str]]], dns: str, runs: int, messages: int
+) -> list[Footprint]:
+    """Every figure for each program. Starts alternate between the programs, so that a
+    change in the machine's load during the run weighs on all of them alike."""
+    results = [Footprint(name) for name, _ in programs]
+    for run in range(runs):
+        print(f"cold start {run + 1}/{runs} ...", file=sys.stderr, flush=True)
+        for result, (_, command) in zip(results, programs, strict=True):
+            measure_start(result, command, dns)
+    for result, (name, command) in zip(results, programs, strict=True):
+        print(f"memory under load: {name} ...", file=sys.stderr, flush=True)
+        measure_memory(result, command, dns, messages)
+    return results
 
 
 def verdict(ok: bool) -> str:
@@ -172,7 +178,11 @@ def verdict(ok: bool) -> str:
 
 def report(rows: list[Footprint], size_mb: float | None, runs: int, messages: int) -> None:
     """The table, then the binary's figures against the targets."""
-    print(f"runs={runs}, messages={messages} x {MESSAGE_BYTES} B over {LOAD_SESSIONS} sessions")
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    print(
+        f"runs={runs}, messages={messages} x {MESSAGE_BYTES} B over {LOAD_SESSIONS} sessions; "
+        f"{os.cpu_count()} CPUs, load average {load}"
+    )
     print(
         f"{'program':26} {'start s':>8} {'min':>6} {'max':>6} {'start CPU s':>12} "
         f"{'idle RSS MB':>12} {'RSS after MB':>13} {'msg/s':>7} {'failed':>7}"
@@ -215,10 +225,7 @@ def main() -> None:
         programs.append(("dist/e2a (one file)", [str(BINARY)]))
     programs.append(("python -m e2a (venv)", E2A))
     with QuietDns() as dns:
-        rows = [
-            measure(name, command, dns.address, args.runs, args.messages)
-            for name, command in programs
-        ]
+        rows = measure(programs, dns.address, args.runs, args.messages)
     report(rows, size_mb, args.runs, args.messages)
 
 
