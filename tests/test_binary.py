@@ -55,46 +55,48 @@ def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
 
 @requires_binary
 def test_binary_serves_smtp_and_rest_and_stops_on_sigterm(gateway: GatewayProcess) -> None:
-    api = gateway.bootstrap()
-    raw = (
-        b"From: Sender <sender@example.org>\r\n"
-        + f"To: <{AGENT}>\r\n".encode()
-        + b"Subject: from the binary test\r\n"
-        b"DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=sel; h=from; bh=AAAA; b=AAAA\r\n"
-        b"\r\n"
-        b"hello from smtplib\r\n"
-    )
-    with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=15) as smtp:
-        assert smtp.sendmail("sender@example.org", [AGENT], raw) == {}
+    api = gateway.bootstrap()  # already used once: closed below, not re-entered with `with`
+    try:
+        raw = (
+            b"From: Sender <sender@example.org>\r\n"
+            + f"To: <{AGENT}>\r\n".encode()
+            + b"Subject: from the binary test\r\n"
+            b"DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=sel; h=from; bh=AAAA; b=AAAA\r\n"
+            b"\r\n"
+            b"hello from smtplib\r\n"
+        )
+        with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=15) as smtp:
+            assert smtp.sendmail("sender@example.org", [AGENT], raw) == {}
 
-    listing = api.get(f"/agents/{AGENT}/messages")
-    assert listing.status_code == 200, listing.text
-    (summary,) = listing.json()["messages"]
-    assert summary["subject"] == "from the binary test"
-    full = api.get(f"/agents/{AGENT}/messages/{summary['message_id']}")
-    assert full.status_code == 200, full.text
-    delivered = base64.b64decode(full.json()["raw_message"])
-    assert delivered.endswith(raw)
-    # SPF, DKIM (dkimpy) and DMARC (Public Suffix List) all ran inside the binary.
-    added = delivered[: -len(raw)].decode()
-    assert added.startswith("Authentication-Results: mx.agents.test;"), added
-    for result in (
-        "spf=none smtp.mailfrom=example.org",
-        "dkim=permerror",
-        "header.d=example.org header.s=sel",
-        "dmarc=none header.from=example.org",
-    ):
-        assert result in added, added
+        listing = api.get(f"/agents/{AGENT}/messages")
+        assert listing.status_code == 200, listing.text
+        (summary,) = listing.json()["messages"]
+        assert summary["subject"] == "from the binary test"
+        full = api.get(f"/agents/{AGENT}/messages/{summary['message_id']}")
+        assert full.status_code == 200, full.text
+        delivered = base64.b64decode(full.json()["raw_message"])
+        assert delivered.endswith(raw)
+        # SPF, DKIM (dkimpy) and DMARC (Public Suffix List) all ran inside the binary.
+        added = delivered[: -len(raw)].decode()
+        assert added.startswith("Authentication-Results: mx.agents.test;"), added
+        for result in (
+            "spf=none smtp.mailfrom=example.org",
+            "dkim=permerror",
+            "header.d=example.org header.s=sel",
+            "dmarc=none header.from=example.org",
+        ):
+            assert result in added, added
 
-    # /mcp loads the MCP library on first use: it must be inside the binary too.
-    answer = api.post(
-        f"{gateway.url}/mcp",
-        json=MCP_INITIALIZE,
-        headers={"Accept": "application/json, text/event-stream"},
-    )
-    assert answer.status_code == 200, answer.text
-    assert '"name":"e2a"' in answer.text.replace(" ", ""), answer.text
-    api.close()
+        # /mcp loads the MCP library on first use: it must be inside the binary too.
+        answer = api.post(
+            f"{gateway.url}/mcp",
+            json=MCP_INITIALIZE,
+            headers={"Accept": "application/json, text/event-stream"},
+        )
+        assert answer.status_code == 200, answer.text
+        assert '"name":"e2a"' in answer.text.replace(" ", ""), answer.text
+    finally:
+        api.close()
 
     assert gateway.terminate(timeout=30) == 0
     log = gateway.log_text()
