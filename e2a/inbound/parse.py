@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser
 
+from e2a.rfc5322 import header_section
+
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
 
 
@@ -96,7 +98,7 @@ def _message_ids(text: str) -> list[str]:
 
 def summarise_headers(raw: bytes) -> HeaderSummary:
     """Parse just the header block of `raw` into a HeaderSummary."""
-    headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(header_section(raw))
     from_list = _addresses(headers, "From")
     reply_to_list = _addresses(headers, "Reply-To")
     message_ids = _message_ids(_header_text(headers, "Message-ID"))

@@ -23,6 +23,7 @@ from e2a.mailauth.dmarc import Author, DmarcResult, author_of, evaluate_dmarc
 from e2a.mailauth.resolver import Resolver
 from e2a.mailauth.results import AuthResult, AuthResults
 from e2a.mailauth.spf import SpfResult, check_spf
+from e2a.rfc5322 import header_section
 
 RECENT_SECONDS = 30.0
 """How long an unsigned sender's SPF and DMARC verdicts are reused. Short next to the TTL of
@@ -154,11 +155,8 @@ def authenticate_from_recent(
 
 def _unsigned(message: bytes) -> bool:
     """True when the header section has no DKIM-Signature and no ARC field."""
-    end = message.find(b"\r\n\r\n")
-    if end == -1:
-        end = message.find(b"\n\n")
-    header_section = (message if end == -1 else message[:end]).lower()
-    return not any(marker in header_section for marker in _SIGNATURE_MARKERS)
+    headers = header_section(message).lower()
+    return not any(marker in headers for marker in _SIGNATURE_MARKERS)
 
 
 def _sender_key(client_ip: str, helo: str, mail_from: str, author: Author) -> _SenderKey:

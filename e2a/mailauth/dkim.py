@@ -26,6 +26,7 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 
 from e2a.mailauth.resolver import DnsTemporaryError, Resolver
 from e2a.mailauth.results import AuthResult, DkimSignatureResult
+from e2a.rfc5322 import header_section
 
 # RFC 6376 section 6.1 lets a verifier limit the signatures it checks; each costs a lookup.
 MAX_SIGNATURES = 8
@@ -90,13 +91,10 @@ def verify_arc(resolver: Resolver, message: bytes) -> AuthResult | None:
 def _needed_part(message: bytes, marker: bytes) -> bytes:
     """The whole message when its header section mentions `marker` (lowercase), else just the
     header section: dkimpy parses every line it is given, and unsigned mail needs no body."""
-    end = message.find(b"\r\n\r\n")
-    if end == -1:
-        end = message.find(b"\n\n")
-    if end == -1:
+    headers = header_section(message)
+    if len(headers) == len(message) or marker in headers.lower():
         return message
-    header_section = message[: end + 2]
-    return message if marker in header_section.lower() else header_section + b"\r\n"
+    return headers + b"\r\n"
 
 
 def _parsed(kind: Any, message: bytes) -> Any:

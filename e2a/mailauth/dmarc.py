@@ -20,6 +20,7 @@ from publicsuffixlist import PublicSuffixList
 from e2a.addresses import a_label_domain
 from e2a.mailauth.resolver import DnsTemporaryError, Resolver
 from e2a.mailauth.results import AuthResult
+from e2a.rfc5322 import header_section
 
 Alignment = Literal["r", "s"]
 Disposition = Literal["none", "quarantine", "reject"]
@@ -30,7 +31,6 @@ _DISPOSITIONS: dict[str, Disposition] = {
     "reject": "reject",
 }
 _VERSION = re.compile(r"v\s*=\s*DMARC1\s*(;|$)")
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,8 @@ class InvalidPolicyRecord(Exception):
 
 def author_of(message: bytes) -> Author:
     """The author's domain from the message's `From:` field(s), lowercased, IDNA-encoded."""
-    header_section = _HEADER_END.split(message, maxsplit=1)[0].decode("utf-8", "replace")
-    headers = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(header_section)
+    text = header_section(message).decode("utf-8", "replace")
+    headers = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
     values: list[str] = headers.get_all("From", [])
     addresses = [address for _name, address in email.utils.getaddresses(values) if address]
     if len(addresses) != 1:
