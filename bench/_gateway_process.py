@@ -7,6 +7,7 @@ agent `bot@agents.test` through the real CLI and REST API.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -30,6 +31,29 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (field 3 onwards), or None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and all its descendants that are alive now (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = stat_fields(int(entry.name))
+            if fields is not None:
+                parents[int(entry.name)] = int(fields[1])
+    tree = [root]
+    for pid in tree:  # grows while iterating: a breadth-first walk
+        tree.extend(child for child, parent in parents.items() if parent == pid)
+    return tree
 
 
 def clean_environment() -> dict[str, str]:
@@ -82,6 +106,9 @@ class GatewayProcess:
             env=clean_environment(),
             stdout=self._log,
             stderr=self._log,
+            # Its own process group: the one-file binary is a launcher and the gateway, and
+            # SIGKILL must reach both (a launcher cannot forward a SIGKILL).
+            start_new_session=True,
         )
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
@@ -97,7 +124,8 @@ class GatewayProcess:
         raise RuntimeError(f"e2a serve did not become healthy in {START_SECONDS} s")
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, exactly like a power cut for the process."""
+        """SIGKILL to the whole process group: no shutdown code runs, exactly like a power cut
+        for the process."""
         self._stop(signal.SIGKILL)
 
     def terminate(self, timeout: float = 30.0) -> int:
@@ -115,17 +143,25 @@ class GatewayProcess:
         code = 0
         if self.process is not None:
             if self.process.poll() is None:
-                self.process.send_signal(how)
+                if how == signal.SIGKILL:
+                    self._kill_group()
+                else:
+                    self.process.send_signal(how)  # the binary's launcher forwards it
             try:
                 code = self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                self._kill_group()
                 code = self.process.wait(timeout=10)
             self.process = None
         if self._log is not None:
             self._log.close()
             self._log = None
         return code
+
+    def _kill_group(self) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def log_text(self) -> str:
         """What the process wrote to stdout and stderr so far."""

@@ -31,7 +31,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._gateway_process import AGENT, E2A, GatewayProcess
+from bench._gateway_process import AGENT, E2A, GatewayProcess, process_tree, stat_fields
 from bench._quiet_dns import QuietDns
 from bench._smtp_load import fixed_rate, make_message
 
@@ -60,29 +60,6 @@ class Footprint:
     rate: float = 0.0
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """/proc/PID/stat after the command name (field 3 onwards), or None if it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rindex(")") + 2 :].split()
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and all its descendants that are alive now."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _stat_fields(int(entry.name))
-            if fields is not None:
-                parents[int(entry.name)] = int(fields[1])
-    tree = [root]
-    for pid in tree:  # grows while iterating: a breadth-first walk
-        tree.extend(child for child, parent in parents.items() if parent == pid)
-    return tree
-
-
 def tree_rss_mb(root: int) -> float:
     """Resident memory of the process tree under `root`, in MB (10^6 bytes)."""
     total = 0
@@ -99,7 +76,7 @@ def tree_cpu_seconds(root: int) -> float:
     """CPU time (user + system) used so far by the tree under `root`, reaped children included."""
     ticks = 0
     for pid in process_tree(root):
-        fields = _stat_fields(pid)
+        fields = stat_fields(pid)
         if fields is not None:
             ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
     return ticks / CLOCK_TICKS

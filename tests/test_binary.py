@@ -11,12 +11,13 @@ from __future__ import annotations
 import base64
 import smtplib
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench._gateway_process import AGENT, GatewayProcess, clean_environment
+from bench._gateway_process import AGENT, GatewayProcess, clean_environment, process_tree
 from bench._quiet_dns import QuietDns
 
 pytestmark = pytest.mark.slow
@@ -42,8 +43,12 @@ requires_binary = pytest.mark.skipif(
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
-    """`dist/e2a serve` on a temp config and SQLite file; killed if a test leaves it running."""
+def gateway(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[GatewayProcess]:
+    """`dist/e2a serve` on a temp config and SQLite file; killed if a test leaves it running.
+
+    The binary unpacks itself under $TMPDIR: here a folder of the test's own."""
+    (tmp_path / "unpack").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "unpack"))
     with QuietDns() as dns:
         process = GatewayProcess(tmp_path, dns.address, command=[str(BINARY)])
         try:
@@ -99,9 +104,24 @@ def test_binary_serves_smtp_and_rest_and_stops_on_sigterm(gateway: GatewayProces
         api.close()
 
     assert gateway.terminate(timeout=30) == 0
+    assert not list((gateway.folder / "unpack").iterdir())  # the launcher cleaned up
     log = gateway.log_text()
     assert "Traceback" not in log
     assert "hello from smtplib" not in log
+
+
+@requires_binary
+def test_sigkill_stops_the_launcher_and_the_gateway(gateway: GatewayProcess) -> None:
+    # The one-file binary runs as two processes: the launcher that unpacked it, and the
+    # gateway. A SIGKILL cannot be forwarded, so it must reach both.
+    assert gateway.process is not None
+    pids = process_tree(gateway.process.pid)
+    assert len(pids) >= 2, pids
+    gateway.kill()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.05)
+    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
 
 
 @requires_binary
