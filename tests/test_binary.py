@@ -19,23 +19,13 @@ import pytest
 
 from bench._gateway_process import AGENT, GatewayProcess, clean_environment, process_tree
 from bench._quiet_dns import QuietDns
+from tests.test_mcp_http import INITIALIZE
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = ROOT / "dist" / "e2a"
 PACKAGE = ROOT / "e2a"
-
-MCP_INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "e2a-binary-test", "version": "1"},
-    },
-}
 
 requires_binary = pytest.mark.skipif(
     not BINARY.exists(), reason="dist/e2a is missing: run `make binary` to enable these tests"
@@ -95,7 +85,7 @@ def test_binary_serves_smtp_and_rest_and_stops_on_sigterm(gateway: GatewayProces
         # /mcp loads the MCP library on first use: it must be inside the binary too.
         answer = api.post(
             f"{gateway.url}/mcp",
-            json=MCP_INITIALIZE,
+            json=INITIALIZE,
             headers={"Accept": "application/json, text/event-stream"},
         )
         assert answer.status_code == 200, answer.text
