@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import httpx
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
@@ -41,7 +40,8 @@ from e2a.workers.approvals import ApprovalWorker
 from e2a.workers.outbound import OutboundWorker
 from e2a.workers.retention import RetentionWorker
 from e2a.workers.supervisor import supervise
-from e2a.workers.webhooks import WebhookWorker
+from e2a.workers.webhook_connections import WebhookConnections
+from e2a.workers.webhooks import MAX_IN_FLIGHT, MAX_PER_HOST, WebhookWorker
 
 log = logging.getLogger("e2a")
 
@@ -133,10 +133,9 @@ async def serve_http(
 
 
 async def _deliver_webhooks(gateway: Gateway) -> None:
-    """Run the webhook worker (supervised) with its own HTTP client: no redirects followed."""
-    timeout = gateway.settings.webhooks.timeout_seconds
-    async with httpx.AsyncClient(follow_redirects=False, timeout=timeout) as http:
-        await supervise("webhook worker", WebhookWorker(gateway, http).run)
+    """Run the webhook worker (supervised) with its own keep-alive connections."""
+    async with WebhookConnections(per_origin=MAX_PER_HOST, max_idle=MAX_IN_FLIGHT) as connections:
+        await supervise("webhook worker", WebhookWorker(gateway, connections).run)
 
 
 def _smtp_options(

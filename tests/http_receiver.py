@@ -69,6 +69,8 @@ class HttpReceiver:
         self.port = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.connections = 0
+        """TCP connections accepted so far."""
         self._changed = trio.Event()
         self._released = trio.Event()
 
@@ -109,6 +111,7 @@ class HttpReceiver:
 
     async def _serve_connection(self, stream: trio.SocketStream) -> None:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_BYTES)
+        self.connections += 1
         async with stream:
             while True:
                 request = await self._read_request(stream, connection)

@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
 from e2a.app import RunningGateway
 from e2a.mailauth.resolver import FixtureResolver
 from e2a.signing.credentials import derive_signing_secret, hash_api_key
+from e2a.workers.webhook_connections import WebhookConnections
 from e2a.workers.webhooks import WebhookWorker
 from tests.conftest import Account, make_settings
 from tests.delivery_support import (
@@ -128,7 +128,7 @@ async def test_parse_webhook_accepts_deliveries_and_refuses_forgeries(
     async with quiet_gateway(settings, resolver) as quiet:
         gateway = quiet.gateway
         account = await open_account(gateway, quiet.http_url, "alice@example.com")
-        async with account.http, httpx.AsyncClient() as http:
+        async with account.http, WebhookConnections() as http:
             user = await gateway.storage.user_for_key_hash(hash_api_key(account.key))
             assert user is not None
             (bootstrap_secret,) = await gateway.storage.list_signing_secrets(user.id)

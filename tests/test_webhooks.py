@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
@@ -24,6 +23,7 @@ from e2a.app import RunningGateway
 from e2a.clock import format_timestamp
 from e2a.config import Settings
 from e2a.mailauth.resolver import FixtureResolver
+from e2a.workers.webhook_connections import WebhookConnections
 from e2a.workers.webhook_policy import DELIVERY_WINDOW_SECONDS, delivery_id
 from e2a.workers.webhooks import MAX_PER_HOST, WebhookWorker
 from tests.conftest import Account, make_settings
@@ -82,9 +82,9 @@ async def receiver(nursery: trio.Nursery) -> HttpReceiver:
 
 
 @pytest.fixture
-async def worker_http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(follow_redirects=False) as http:
-        yield http
+async def connections() -> AsyncIterator[WebhookConnections]:
+    async with WebhookConnections() as connections:
+        yield connections
 
 
 @pytest.fixture
@@ -93,8 +93,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def worker(quiet: QuietGateway, worker_http: httpx.AsyncClient, clock: FakeClock) -> WebhookWorker:
-    return WebhookWorker(quiet.gateway, worker_http, clock=clock, attempt_timeout=5.0)
+def worker(quiet: QuietGateway, connections: WebhookConnections, clock: FakeClock) -> WebhookWorker:
+    return WebhookWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5.0)
 
 
 def job_due_at(settings: Settings, message_id: str) -> float | None:
@@ -243,11 +243,11 @@ async def test_a_hanging_receiver_times_out_and_is_retried(
     quiet: QuietGateway,
     alice: Account,
     receiver: HttpReceiver,
-    worker_http: httpx.AsyncClient,
+    connections: WebhookConnections,
     clock: FakeClock,
 ) -> None:
     receiver.reply = answer_in_turn(HANG, Answer(200))
-    worker = WebhookWorker(quiet.gateway, worker_http, clock=clock, attempt_timeout=0.5)
+    worker = WebhookWorker(quiet.gateway, connections, clock=clock, attempt_timeout=0.5)
     agent = await create_agent(alice, "slow", receiver.url)
     message_id = await accept_at(quiet, clock, agent)
 
@@ -343,7 +343,7 @@ async def test_a_restart_in_the_middle_of_the_schedule_resumes_it(
     settings: Settings,
     resolver: FixtureResolver,
     receiver: HttpReceiver,
-    worker_http: httpx.AsyncClient,
+    connections: WebhookConnections,
     clock: FakeClock,
 ) -> None:
     receiver.reply = answer_in_turn(Answer(500), Answer(200))
@@ -352,7 +352,7 @@ async def test_a_restart_in_the_middle_of_the_schedule_resumes_it(
         async with account.http:
             agent = await create_agent(account, "durable", receiver.url)
             message_id = await accept_at(first, clock, agent)
-            worker = WebhookWorker(first.gateway, worker_http, clock=clock)
+            worker = WebhookWorker(first.gateway, connections, clock=clock)
             assert await worker.deliver_due(clock.now) == 1
     due = job_due_at(settings, message_id)
     assert due is not None
@@ -360,7 +360,7 @@ async def test_a_restart_in_the_middle_of_the_schedule_resumes_it(
     async with quiet_gateway(settings, resolver) as second:
         account = await open_account(second.gateway, second.http_url, "alice@example.com")
         async with account.http:
-            worker = WebhookWorker(second.gateway, worker_http, clock=clock)
+            worker = WebhookWorker(second.gateway, connections, clock=clock)
             assert await delivery_status(account, agent, message_id) == "retrying"
             assert await worker.deliver_due(due - 1) == 0
             assert await worker.deliver_due(due) == 1
@@ -376,18 +376,18 @@ async def test_a_crash_during_an_attempt_delivers_again_after_restart(
     receiver.reply = answer_in_turn(HANG, Answer(200))
     async with quiet_gateway(settings, resolver) as first:
         account = await open_account(first.gateway, first.http_url, "alice@example.com")
-        async with account.http, httpx.AsyncClient() as http, trio.open_nursery() as nursery:
+        async with account.http, WebhookConnections() as connections, trio.open_nursery() as nursery:
             agent = await create_agent(account, "crashy", receiver.url)
             message_id = await accept(first.gateway, [agent], mail())
-            nursery.start_soon(WebhookWorker(first.gateway, http).run)
+            nursery.start_soon(WebhookWorker(first.gateway, connections).run)
             await receiver.wait_in_flight(1)
             nursery.cancel_scope.cancel()  # the process dies mid-attempt: nothing is recorded
 
     async with quiet_gateway(settings, resolver) as second:
         account = await open_account(second.gateway, second.http_url, "alice@example.com")
-        async with account.http, httpx.AsyncClient() as http, trio.open_nursery() as nursery:
+        async with account.http, WebhookConnections() as connections, trio.open_nursery() as nursery:
             await second.gateway.storage.release_leases()  # as `e2a serve` does at start
-            nursery.start_soon(WebhookWorker(second.gateway, http).run)
+            nursery.start_soon(WebhookWorker(second.gateway, connections).run)
             await receiver.wait_for(2)
             await wait_for_status(account, agent, message_id, "delivered")
             nursery.cancel_scope.cancel()
@@ -449,8 +449,8 @@ async def test_a_hanging_host_does_not_delay_another_host(
         await accept(quiet.gateway, [slow_agent], mail(f"slow {n}"))
     fast_message = await accept(quiet.gateway, [fast_agent], mail("fast"))
 
-    async with httpx.AsyncClient() as http, trio.open_nursery() as workers:
-        workers.start_soon(WebhookWorker(quiet.gateway, http, attempt_timeout=60).run)
+    async with WebhookConnections() as connections, trio.open_nursery() as workers:
+        workers.start_soon(WebhookWorker(quiet.gateway, connections, attempt_timeout=60).run)
         await slow.wait_in_flight(MAX_PER_HOST)
         with trio.fail_after(2):
             (request,) = await fast.wait_for(1)
@@ -477,7 +477,7 @@ async def test_a_name_resolving_to_loopback_is_refused_at_delivery(
     assert strict.webhooks.allow_private is False
     async with quiet_gateway(strict, resolver) as quiet:
         account = await open_account(quiet.gateway, quiet.http_url, "alice@example.com")
-        async with account.http, httpx.AsyncClient() as http:
+        async with account.http, WebhookConnections() as connections:
             internal = await create_agent(
                 account, "internal", f"http://internal.hooks.test:{receiver.port}/hook"
             )
@@ -492,7 +492,7 @@ async def test_a_name_resolving_to_loopback_is_refused_at_delivery(
             )
             internal_message = await accept_at(quiet, clock, internal)
             mixed_message = await accept_at(quiet, clock, mixed)
-            worker = WebhookWorker(quiet.gateway, http, clock=clock)
+            worker = WebhookWorker(quiet.gateway, connections, clock=clock)
             assert await worker.deliver_due(clock.now) == 2
             assert await delivery_status(account, internal, internal_message) == "failed"
             assert await delivery_status(account, mixed, mixed_message) == "failed"
@@ -511,7 +511,7 @@ async def test_a_loopback_target_is_refused_once_private_targets_are_disallowed(
     resolver: FixtureResolver,
     receiver: HttpReceiver,
     clock: FakeClock,
-    worker_http: httpx.AsyncClient,
+    connections: WebhookConnections,
 ) -> None:
     receiver.reply = lambda _: Answer(500)
     lenient = make_settings(tmp_path, webhooks={"allow_private": True})
@@ -520,13 +520,13 @@ async def test_a_loopback_target_is_refused_once_private_targets_are_disallowed(
         async with account.http:
             agent = await create_agent(account, "was-allowed", receiver.url)
             message_id = await accept_at(quiet, clock, agent)
-            assert await WebhookWorker(quiet.gateway, worker_http, clock=clock).deliver_due(
+            assert await WebhookWorker(quiet.gateway, connections, clock=clock).deliver_due(
                 clock.now
             )
     due = job_due_at(lenient, message_id)
     assert due is not None
     async with quiet_gateway(make_settings(tmp_path), resolver) as quiet:
-        worker = WebhookWorker(quiet.gateway, worker_http, clock=clock)
+        worker = WebhookWorker(quiet.gateway, connections, clock=clock)
         assert await worker.deliver_due(due) == 1
         attempts = await quiet.gateway.storage.webhook_attempts(message_id)
     assert [a.status_code for a in attempts] == [500, None]

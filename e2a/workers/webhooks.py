@@ -34,6 +34,7 @@ from e2a.webhook_targets import (
     check_webhook_url,
     pinned_address,
 )
+from e2a.workers.webhook_connections import WebhookConnections
 from e2a.workers.webhook_policy import (
     build_request,
     judge_answer,
@@ -90,13 +91,13 @@ class WebhookWorker:
     def __init__(
         self,
         gateway: Gateway,
-        http: httpx.AsyncClient,
+        connections: WebhookConnections,
         clock: Callable[[], float] = time.time,
         attempt_timeout: float | None = None,
     ) -> None:
         settings = gateway.settings.webhooks
         self._gateway = gateway
-        self._http = http
+        self._connections = connections
         self._clock = clock
         self._attempt_timeout = attempt_timeout or settings.timeout_seconds
         self._lease_seconds = max(settings.lease_seconds, self._attempt_timeout + 1.0)
@@ -256,23 +257,32 @@ class WebhookWorker:
         headers = [(name.encode("ascii"), value) for name, value in request.headers.items()]
         headers.append((b"Host", host_header))
         extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+        origin = (parts.scheme, address, parts.port, parts.hostname or "")
+        connection = self._connections.borrow(origin)
+        post = httpx.Request(
+            "POST", pinned_url, content=request.body, headers=headers, extensions=extensions
+        )
         try:
             with trio.fail_after(self._attempt_timeout):
-                async with self._http.stream(
-                    "POST", pinned_url, content=request.body, headers=headers, extensions=extensions
-                ) as response:
+                response = await connection.handle_async_request(post)
+                try:
                     await _read_at_most(response, MAX_RESPONSE_BYTES)
-                    return Answer(response.status_code, response.headers.get("Retry-After"))
+                finally:
+                    await response.aclose()
         except trio.TooSlowError:
+            await self._connections.discard(connection)
             return Answer(None, error=f"timeout after {self._attempt_timeout:g} s")
         except httpx.HTTPError as exc:
+            await self._connections.discard(connection)
             return Answer(None, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        await self._connections.give_back(origin, connection)
+        return Answer(response.status_code, response.headers.get("Retry-After"))
 
 
 async def _read_at_most(response: httpx.Response, limit: int) -> None:
     """Read (and discard) at most `limit` bytes of the body, so a huge answer costs nothing."""
     received = 0
-    async for chunk in response.aiter_raw():
+    async for chunk in response.stream:  # type: ignore[union-attr]
         received += len(chunk)
         if received >= limit:
             break
