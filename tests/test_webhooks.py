@@ -376,7 +376,11 @@ async def test_a_crash_during_an_attempt_delivers_again_after_restart(
     receiver.reply = answer_in_turn(HANG, Answer(200))
     async with quiet_gateway(settings, resolver) as first:
         account = await open_account(first.gateway, first.http_url, "alice@example.com")
-        async with account.http, WebhookConnections() as connections, trio.open_nursery() as nursery:
+        async with (
+            account.http,
+            WebhookConnections() as connections,
+            trio.open_nursery() as nursery,
+        ):
             agent = await create_agent(account, "crashy", receiver.url)
             message_id = await accept(first.gateway, [agent], mail())
             nursery.start_soon(WebhookWorker(first.gateway, connections).run)
@@ -385,7 +389,11 @@ async def test_a_crash_during_an_attempt_delivers_again_after_restart(
 
     async with quiet_gateway(settings, resolver) as second:
         account = await open_account(second.gateway, second.http_url, "alice@example.com")
-        async with account.http, WebhookConnections() as connections, trio.open_nursery() as nursery:
+        async with (
+            account.http,
+            WebhookConnections() as connections,
+            trio.open_nursery() as nursery,
+        ):
             await second.gateway.storage.release_leases()  # as `e2a serve` does at start
             nursery.start_soon(WebhookWorker(second.gateway, connections).run)
             await receiver.wait_for(2)
