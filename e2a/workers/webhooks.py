@@ -275,6 +275,10 @@ class WebhookWorker:
         except httpx.HTTPError as exc:
             await self._connections.discard(connection)
             return Answer(None, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        except BaseException:  # cancelled mid-attempt (shutdown): close it, then go
+            with trio.CancelScope(shield=True):
+                await self._connections.discard(connection)
+            raise
         await self._connections.give_back(origin, connection)
         return Answer(response.status_code, response.headers.get("Retry-After"))
 
