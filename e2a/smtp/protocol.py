@@ -228,7 +228,7 @@ class ServerSession:
         self._transaction = _Transaction()
         self._pending_recipient: Mailbox | None = None
         self._reader = _MessageReader(limits)
-        self._chunk = _Chunk(0, last=False, refusal=None, resume=SessionState.GREETING)
+        self._chunk: _Chunk | None = None
 
     @property
     def state(self) -> SessionState:
@@ -422,20 +422,23 @@ class ServerSession:
     def _read_chunk(self) -> bool:
         """Take the octets of the current BDAT chunk; once all are in, answer the chunk."""
         chunk = self._chunk
+        if chunk is None:
+            raise LocalProtocolError("no BDAT chunk is being read")
         if chunk.remaining and not self._buffer:
             return False
         taken = bytes(self._buffer[: chunk.remaining])
         del self._buffer[: len(taken)]
         chunk.remaining -= len(taken)
-        if chunk.refusal is None:
-            self._transaction.chunks.add(taken)
+        if isinstance(chunk.into, _CommandError):  # refused: the octets are dropped
+            if not chunk.remaining:
+                self._state = chunk.resume
+                self._refuse_command(chunk.into)
+            return True
+        content = chunk.into
+        content.add(taken)
         if chunk.remaining:
             return True
-        if chunk.refusal is not None:
-            self._state = chunk.resume
-            self._refuse_command(_CommandError(*chunk.refusal))
-            return True
-        problem = self._transaction.chunks.problem(final=chunk.last)
+        problem = content.problem(final=chunk.last)
         if problem is not None:
             self._end_transaction(_reply(*problem.value))
         elif chunk.last:
@@ -444,13 +447,12 @@ class ServerSession:
                 helo=self._helo,
                 mail_from=self._transaction.mail_from,
                 recipients=list(self._transaction.recipients),
-                data=self._transaction.chunks.take_content(),
+                data=content.take_content(),
             )
             self._events.append(MessageReceived(envelope))
         else:
             self._state = SessionState.RCPT
-            size = self._transaction.chunks.size
-            self._events.append(_reply(250, "2.0.0", f"{size} octets received"))
+            self._events.append(_reply(250, "2.0.0", f"{content.size} octets received"))
         return True
 
     # Commands
@@ -604,7 +606,7 @@ class ServerSession:
         if not self._transaction.recipients:
             self._events.append(_reply(554, "5.5.1", "No valid recipients"))
             return
-        if self._transaction.chunks.started:
+        if self._transaction.chunks is not None:
             raise _CommandError(503, "5.5.1", "DATA cannot follow BDAT in one transaction")
         self._reader = _MessageReader(self._limits)
         self._state = SessionState.DATA
@@ -620,18 +622,20 @@ class ServerSession:
                 last = True
             case _:
                 raise _CommandError(501, "5.5.4", "Syntax: BDAT size [LAST]")
-        refusal: tuple[int, str, str] | None = None
+        into: _ChunkedContent | _CommandError
         if self._state is SessionState.GREETING:
-            refusal = (503, "5.5.1", "Send EHLO first")
+            into = _CommandError(503, "5.5.1", "Send EHLO first")
         elif not self._extended:
-            refusal = (503, "5.5.1", "BDAT requires EHLO")
+            into = _CommandError(503, "5.5.1", "BDAT requires EHLO")
         elif self._state is SessionState.READY:
-            refusal = (503, "5.5.1", "Need MAIL command")
+            into = _CommandError(503, "5.5.1", "Need MAIL command")
         elif not self._transaction.recipients:
-            refusal = (554, "5.5.1", "No valid recipients")
-        self._chunk = _Chunk(int(size), last=last, refusal=refusal, resume=self._state)
-        if refusal is None and not self._transaction.chunks.started:
-            self._transaction.chunks = _ChunkedContent(self._limits)
+            into = _CommandError(554, "5.5.1", "No valid recipients")
+        else:
+            if self._transaction.chunks is None:
+                self._transaction.chunks = _ChunkedContent(self._limits)
+            into = self._transaction.chunks
+        self._chunk = _Chunk(int(size), last=last, into=into, resume=self._state)
         self._state = SessionState.CHUNK
 
     def _rset(self, argument: str) -> None:
@@ -739,17 +743,19 @@ class _Transaction:
     mail_from: str = ""
     smtputf8: bool = False
     recipients: list[Mailbox] = dataclasses.field(default_factory=list)
-    chunks: _ChunkedContent = dataclasses.field(default_factory=lambda: _ChunkedContent(None))
+    chunks: _ChunkedContent | None = None
+    """The message so far when it comes by BDAT (None until the first chunk is taken)."""
 
 
 @dataclasses.dataclass
 class _Chunk:
-    """The BDAT chunk being read: octets still to come, whether it ends the message, and the
-    refusal to answer once it is read (None when it is taken), back in state `resume`."""
+    """The BDAT chunk being read: octets still to come, whether it ends the message, and where
+    the octets go — the transaction's content, or nowhere, to be answered with the refusal once
+    they are read (back in state `resume`)."""
 
     remaining: int
     last: bool
-    refusal: tuple[int, str, str] | None
+    into: _ChunkedContent | _CommandError
     resume: SessionState
 
 
@@ -1075,10 +1081,9 @@ class _ChunkedContent:
     the same rules as DATA content once the last chunk is in — lines end in CRLF and stay within
     the line limit — so the two ways in accept and refuse the same messages."""
 
-    def __init__(self, limits: SessionLimits | None) -> None:
-        self.started = limits is not None
-        self._max_message_bytes = limits.max_message_bytes if limits else 0
-        self._max_line_length = limits.max_line_length if limits else 0
+    def __init__(self, limits: SessionLimits) -> None:
+        self._max_message_bytes = limits.max_message_bytes
+        self._max_line_length = limits.max_line_length
         self._content = bytearray()
         self.size = 0
         self._too_big = False
