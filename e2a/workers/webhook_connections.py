@@ -63,7 +63,7 @@ class WebhookConnections:
         idle = self._idle.setdefault(origin, [])
         self._idle.move_to_end(origin)
         if len(idle) >= self._per_origin:
-            await transport.aclose()
+            await self.discard(transport)
             return
         idle.append(transport)
         self._idle_count += 1
