@@ -145,17 +145,6 @@ async def _send_json_error(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _answer_lifespan(receive: Receive, send: Send) -> None:
-    """Acknowledge the server's lifespan events: the session manager runs in `running()`."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
 class McpEndpoint:
     """The ASGI app mounted at `/mcp`: Bearer API key, then the MCP session manager."""
 
@@ -212,9 +201,6 @@ class McpEndpoint:
             await anyio.sleep_forever()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await _answer_lifespan(receive, send)
-            return
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})
             return
