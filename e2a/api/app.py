@@ -16,7 +16,6 @@ from e2a.api import (
     messages,
     meta,
     observability,
-    openapi,
     outbound,
     websocket,
 )
@@ -37,7 +36,6 @@ def create_app(gateway: Gateway) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.register_blueprint(meta.blueprint)
-    app.register_blueprint(openapi.blueprint)
     app.register_blueprint(observability.blueprint)
     observability.time_requests(app)
     for module in (agents, domains, messages, account, websocket, outbound, approvals):

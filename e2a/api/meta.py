@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint
+import trio
+from quart import Blueprint, current_app
 
 from e2a import __version__
 from e2a.api.auth import gateway
@@ -38,3 +39,21 @@ async def info() -> dict[str, Any]:
         "public_url": settings.http.public_url,
         "version": __version__,
     }
+
+
+@blueprint.get("/api/v1/openapi.json")
+async def openapi_document() -> dict[str, Any]:
+    """GET /api/v1/openapi.json (no key needed): built on first request, in a worker thread,
+    then kept. The describing module and its models load only then, not at start-up."""
+    built: dict[str, Any] | None = current_app.extensions.get("e2a_openapi")
+    if built is None:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        built = await trio.to_thread.run_sync(_build_openapi, app)
+        current_app.extensions["e2a_openapi"] = built
+    return built
+
+
+def _build_openapi(app: Any) -> dict[str, Any]:
+    from e2a.api.openapi import build_document
+
+    return build_document(app)

@@ -1,4 +1,4 @@
-"""`GET /api/v1/openapi.json`: the REST API as an OpenAPI 3.1 document.
+"""The REST API as an OpenAPI 3.1 document, served by `GET /api/v1/openapi.json` (meta.py).
 
 Paths and methods come from the app's own URL map; this module only describes each route,
 by endpoint name, with the pydantic models of its request and response bodies. A route under
@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
-from quart import Blueprint, Quart, current_app
+from quart import Quart
 from werkzeug.routing import Map, Rule
 
 from e2a import __version__
@@ -33,8 +33,6 @@ from e2a.api.requests import (
     CreateSigningSecret,
     UpdateAgent,
 )
-
-blueprint = Blueprint("openapi", __name__)
 
 OPENAPI_VERSION = "3.1.0"
 DOCUMENTED_PREFIX = "/api/"
@@ -164,7 +162,7 @@ OPERATIONS: dict[str, Operation] = {
         security="none",
         uses_storage=False,
     ),
-    "openapi.document": Operation(
+    "meta.openapi_document": Operation(
         "meta",
         "This document",
         {200: Reply("The OpenAPI 3.1 document of the REST API.", schemas.OpenApiDocument)},
@@ -639,11 +637,3 @@ def build_document(app: Quart) -> dict[str, Any]:
             },
         },
     }
-
-
-@blueprint.get("/api/v1/openapi.json")
-async def document() -> dict[str, Any]:
-    """GET /api/v1/openapi.json (no key needed), built once per app."""
-    built: dict[str, Any] = current_app.extensions.get("e2a_openapi") or build_document(current_app)
-    current_app.extensions["e2a_openapi"] = built
-    return built
