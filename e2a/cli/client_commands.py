@@ -15,8 +15,6 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from e2a.cli.config_file import (
     KEYS,
     ConfigFileError,
@@ -29,8 +27,8 @@ from e2a.cli.config_file import (
 from e2a.cli.listen import add_listen_arguments, cmd_listen_with
 from e2a.cli.output import email_json, print_fields, print_json, print_table
 
-# The SDK is imported when a client command runs, not with this module: `e2a serve` builds
-# the same argument parser, and the gateway starts faster without loading the SDK.
+# The SDK (and httpx) is imported when a client command runs, not with this module: `e2a serve`
+# builds the same argument parser, and the gateway starts faster without loading the SDK.
 if TYPE_CHECKING:
     from e2a.v1 import E2AClient, MessageSummary
     from e2a.v1.models import Agent, Domain, PendingMessageDetail
@@ -754,6 +752,8 @@ def cmd_config(ctx: Context) -> None:
 
 def run_client_command(args: argparse.Namespace) -> int:
     """Run a parsed client command; returns the exit code (0, 1 or 2)."""
+    import httpx
+
     from e2a.v1 import E2AApiError
 
     try:

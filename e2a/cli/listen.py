@@ -16,11 +16,12 @@ from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 
 from e2a.cli.output import email_json
 
-if TYPE_CHECKING:  # the SDK loads when `e2a listen` runs (see client_commands.py)
+if TYPE_CHECKING:  # the SDK and httpx load when `e2a listen` runs (see client_commands.py)
+    import httpx
+
     from e2a.v1 import AsyncInboundEmail
 
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -113,6 +114,8 @@ async def listen_loop(
     args: argparse.Namespace, url: str, key: str, agent: str, *, as_json: bool
 ) -> None:
     """Print (and forward) messages until interrupted or `--max` is reached."""
+    import httpx
+
     from e2a.v1 import AsyncE2AClient
 
     seen = 0
