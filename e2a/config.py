@@ -6,6 +6,7 @@ that names the key and says how to fix it. Nothing here opens sockets or databas
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import tomllib
@@ -37,6 +38,34 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is out of range 0-65535")
     return host.strip("[]"), port
+
+
+def nameserver_address(server: str) -> tuple[str, int]:
+    """(address, port) of a `dns.nameservers` entry — `ip`, `ip:port`, `[ipv6]:port` or a bare
+    IPv6 address, port 53 unless given; raise ValueError saying what is wrong otherwise."""
+    host, port = server, 53
+    if server.startswith("["):
+        host, _, rest = server[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"expected [ipv6]:port, got {server!r}")
+            port = _nameserver_port(server, rest[1:])
+    elif server.count(":") == 1:
+        host, port_text = server.split(":")
+        port = _nameserver_port(server, port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"a nameserver is an IP address (optionally :port), got {server!r}"
+        ) from None
+    return host, port
+
+
+def _nameserver_port(server: str, text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
+        raise ValueError(f"nameserver {server!r}: the port must be a number from 1 to 65535")
+    return int(text)
 
 
 class ListenSection(Section):
@@ -125,6 +154,13 @@ class DnsSettings(Section):
     def _split_nameservers(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("nameservers")
+    @classmethod
+    def _check_nameservers(cls, value: list[str]) -> list[str]:
+        for server in value:
+            nameserver_address(server)
         return value
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from e2a.config import ConfigError, load_settings
+from e2a.config import ConfigError, load_settings, nameserver_address
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,6 +79,9 @@ def test_env_overrides_file(tmp_path: Path) -> None:
         ('[log]\nformat = "xml"\n', {}, "log.format"),
         ('shared_domain = "not a domain"\n', {}, "shared_domain"),
         ("smtp = [", {}, "not valid TOML"),
+        ('[dns]\nnameservers = ["dns.google"]\n', {}, "dns.nameservers"),
+        ("", {"E2A_DNS_NAMESERVERS": "127.0.0.1:53x"}, "port must be a number from 1 to 65535"),
+        ('[dns]\nnameservers = ["[::1]53"]\n', {}, "[ipv6]:port"),
     ],
 )
 def test_bad_settings_name_the_key(
@@ -87,6 +90,21 @@ def test_bad_settings_name_the_key(
     with pytest.raises(ConfigError) as caught:
         load_settings(write(tmp_path, text), environ=environ)
     assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "address"),
+    [
+        ("192.0.2.1", ("192.0.2.1", 53)),
+        ("192.0.2.1:5353", ("192.0.2.1", 5353)),
+        ("2001:db8::1", ("2001:db8::1", 53)),
+        ("[2001:db8::1]", ("2001:db8::1", 53)),
+        ("[2001:db8::1]:5353", ("2001:db8::1", 5353)),
+    ],
+)
+def test_nameserver_entries(entry: str, address: tuple[str, int]) -> None:
+    assert nameserver_address(entry) == address
+    assert load_settings(None, environ={"E2A_DNS_NAMESERVERS": entry}).dns.nameservers == [entry]
 
 
 def test_missing_file_is_reported(tmp_path: Path) -> None:

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import binascii
 from dataclasses import dataclass
-from typing import Any
-
-import dkim
-from dkim.util import InvalidTagValueList, parse_tag_value
+from typing import TYPE_CHECKING, Any
 
 from e2a.mailauth.resolver import DnsTemporaryError, Resolver
 from e2a.mailauth.results import AuthResult, DkimSignatureResult
 from e2a.rfc5322 import header_section
+
+if TYPE_CHECKING:
+    import dkim
 
 # RFC 6376 section 6.1 lets a verifier limit the signatures it checks; each costs a lookup.
 MAX_SIGNATURES = 8
@@ -53,6 +53,7 @@ def verify_dkim(resolver: Resolver, message: bytes) -> DkimVerdict:
 
     `none` when the message has no signature; `permerror` when its header cannot be parsed.
     """
+    dkim = dkimpy()
     verifier = _parsed(dkim.DKIM, _needed_part(message, b"dkim-signature:"))
     if verifier is None:
         return DkimVerdict("permerror", ())
@@ -71,6 +72,7 @@ def verify_arc(resolver: Resolver, message: bytes) -> AuthResult | None:
 
     None when the message carries no ARC header fields, or its header cannot be parsed.
     """
+    dkim = dkimpy()
     arc = _parsed(dkim.ARC, _needed_part(message, b"arc-"))
     if arc is None or not any(name.lower() in dkim.ARC.ARC_HEADERS for name, _ in arc.headers):
         return None
@@ -101,13 +103,14 @@ def _parsed(kind: Any, message: bytes) -> Any:
     """`kind(message)` (dkimpy's DKIM or ARC); None when the header section is malformed."""
     try:
         return kind(message)
-    except (dkim.DKIMException, IndexError):  # IndexError: a folded line before any field
+    except (dkimpy().DKIMException, IndexError):  # IndexError: a folded line before any field
         return None
 
 
 def _verify_signature(
     resolver: Resolver, verifier: dkim.DKIM, index: int, value: bytes
 ) -> DkimSignatureResult:
+    dkim = dkimpy()
     tags = _tags(value)
     domain = tags.get(b"d", b"").decode("utf-8", "replace").lower()
     selector = tags.get(b"s", b"").decode("utf-8", "replace")
@@ -152,8 +155,18 @@ def _verify_signature(
 
 def _tags(value: bytes) -> dict[bytes, bytes]:
     """A DKIM tag=value list as a dict; {} when it cannot be parsed."""
+    util = dkimpy().util
     try:
-        tags: dict[bytes, bytes] = parse_tag_value(value)
-    except InvalidTagValueList:
+        tags: dict[bytes, bytes] = util.parse_tag_value(value)
+    except util.InvalidTagValueList:
         return {}
     return tags
+
+
+def dkimpy() -> Any:
+    """The dkimpy module (with `dkim.util`), imported on first use rather than at start-up: it
+    imports dnspython (a tenth of a second), and verification runs in worker threads."""
+    import dkim
+    import dkim.util
+
+    return dkim

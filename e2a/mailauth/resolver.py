@@ -1,4 +1,5 @@
-"""The one door to DNS: a `Resolver` protocol, a dnspython implementation and a fixture one.
+"""The one door to DNS: a `Resolver` protocol, the network one (`DnsResolver`, over dnspython
+in dnspython_resolver.py) and a fixture one.
 
 Lookups are synchronous (pyspf and dkimpy call them from their own code); trio callers use
 `lookup_txt`, which runs the lookup in a worker thread. Missing names answer an empty list;
@@ -8,28 +9,18 @@ the gateway may query DNS any other way.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Protocol, TypedDict, TypeVar
 
-import dns.exception
-import dns.name
-import dns.nameserver
-import dns.rdtypes.ANY.MX
-import dns.rdtypes.ANY.PTR
-import dns.rdtypes.ANY.TXT
-import dns.rdtypes.IN.A
-import dns.rdtypes.IN.AAAA
-import dns.resolver
 import trio
 
-from e2a.config import DnsSettings
+from e2a.config import DnsSettings, nameserver_address
 
 MxRecord = tuple[int, str]
 """An MX record: (preference, exchange host name without the trailing dot)."""
 
 _T = TypeVar("_T")
-
-_EDNS_PAYLOAD = 1232
 
 # A chain of CNAMEs longer than this is treated like a loop (no data), as resolvers do.
 _MAX_CNAME_CHAIN = 8
@@ -64,28 +55,22 @@ class Resolver(Protocol):
 
 
 class DnsResolver:
-    """Resolver backed by dnspython, with its own cache and the configured nameservers.
-
-    Nameservers are `host`, `host:port`, `[v6]:port` or a bare IPv6 address, tried in order;
-    none means the system's resolv.conf. `timeout` bounds each lookup as a whole, retries
+    """Resolver over the network with dnspython, with its own cache and the configured
+    nameservers (`host`, `host:port`, `[v6]:port` or a bare IPv6 address, tried in order;
+    none means the system's resolv.conf). `timeout` bounds each lookup as a whole, retries
     and failover included.
+
+    dnspython is imported, and its resolver built, on the first lookup (about a tenth of a
+    second of CPU): lookups run in worker threads, so neither start-up nor the event loop
+    waits for it.
     """
 
     def __init__(self, nameservers: list[str], timeout: float, *, cache: bool = True):
-        self._resolver = dns.resolver.Resolver(configure=not nameservers)
-        if nameservers:
-            self._resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(_host(server), _port(server))
-                for server in nameservers
-            ]
-        # `lifetime` bounds the whole lookup; each nameserver gets a fair share of it to answer
-        # before the next is tried.
-        self._resolver.lifetime = timeout
-        self._resolver.timeout = timeout / max(1, len(self._resolver.nameservers))
-        # EDNS0 with the DNS Flag Day 2020 payload: large DKIM keys fit without a TCP retry.
-        self._resolver.use_edns(0, 0, _EDNS_PAYLOAD)
-        if cache:
-            self._resolver.cache = dns.resolver.LRUCache()
+        for server in nameservers:
+            nameserver_address(server)  # a bad entry fails here, not on the first lookup
+        self._options = (list(nameservers), timeout, cache)
+        self._built: Resolver | None = None
+        self._building = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: DnsSettings) -> DnsResolver:
@@ -94,51 +79,33 @@ class DnsResolver:
 
     def txt(self, name: str) -> list[str]:
         """TXT strings at `name`, each record's chunks joined, decoded as UTF-8."""
-        return [
-            b"".join(record.strings).decode("utf-8", "replace")
-            for record in self._records(name, "TXT", dns.rdtypes.ANY.TXT.TXT)
-        ]
+        return self._resolver().txt(name)
 
     def a(self, name: str) -> list[str]:
         """IPv4 addresses at `name`."""
-        return [record.address for record in self._records(name, "A", dns.rdtypes.IN.A.A)]
+        return self._resolver().a(name)
 
     def aaaa(self, name: str) -> list[str]:
         """IPv6 addresses at `name`."""
-        return [record.address for record in self._records(name, "AAAA", dns.rdtypes.IN.AAAA.AAAA)]
+        return self._resolver().aaaa(name)
 
     def mx(self, name: str) -> list[MxRecord]:
         """MX records at `name`."""
-        return [
-            (record.preference, record.exchange.to_text(omit_final_dot=True))
-            for record in self._records(name, "MX", dns.rdtypes.ANY.MX.MX)
-        ]
+        return self._resolver().mx(name)
 
     def ptr(self, name: str) -> list[str]:
         """PTR targets at `name`."""
-        return [
-            record.target.to_text(omit_final_dot=True)
-            for record in self._records(name, "PTR", dns.rdtypes.ANY.PTR.PTR)
-        ]
+        return self._resolver().ptr(name)
 
-    def _records(self, name: str, rdtype: str, kind: type[_T]) -> list[_T]:
-        """The answer's records of `rdtype` (CNAMEs followed by dnspython); [] for none."""
-        try:
-            qname = dns.name.from_text(name)
-            answer = self._resolver.resolve(qname, rdtype, search=False)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return []
-        except (
-            dns.name.EmptyLabel,
-            dns.name.LabelTooLong,
-            dns.name.NameTooLong,
-            dns.name.BadEscape,
-            dns.name.IDNAException,
-        ):
-            return []  # a name that cannot be written in DNS has no records
-        except dns.exception.DNSException as exc:
-            raise DnsTemporaryError(f"{rdtype} {name}: {exc}") from exc
-        return [record for record in answer if isinstance(record, kind)]
+    def _resolver(self) -> Resolver:
+        if self._built is None:
+            with self._building:
+                if self._built is None:
+                    from e2a.mailauth.dnspython_resolver import DnspythonResolver
+
+                    nameservers, timeout, cache = self._options
+                    self._built = DnspythonResolver(nameservers, timeout, cache=cache)
+        return self._built
 
 
 class ZoneEntry(TypedDict, total=False):
@@ -227,17 +194,3 @@ async def lookup_txt(resolver: Resolver, name: str) -> list[str]:
 
 def _key(name: str) -> str:
     return name.lower().rstrip(".")
-
-
-def _host(server: str) -> str:
-    if server.startswith("["):
-        return server[1 : server.index("]")]
-    return server.rsplit(":", 1)[0] if server.count(":") == 1 else server
-
-
-def _port(server: str) -> int:
-    if server.startswith("[") and "]:" in server:
-        return int(server.rsplit(":", 1)[1])
-    if server.count(":") == 1:
-        return int(server.rsplit(":", 1)[1])
-    return 53

@@ -1,9 +1,10 @@
 """SPF (RFC 7208) for one SMTP transaction: pyspf evaluating records fetched through our Resolver.
 
 pyspf looks names up through its module-level `spf.DNSLookup`; this module replaces that
-function once, at import, with one that asks the `Resolver` of the check in progress. pyspf
-therefore never reaches DNS on its own, and a lookup outside `check_spf` fails instead of
-touching the network.
+function, when it first imports pyspf, with one that asks the `Resolver` of the check in
+progress. pyspf therefore never reaches DNS on its own, and a lookup outside `check_spf` fails
+instead of touching the network. pyspf is imported on the first check, not at start-up: it
+imports dnspython (a tenth of a second), and checks run in worker threads.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Literal, cast
-
-import spf
+from typing import Any, Literal, cast
 
 from e2a.mailauth.resolver import DnsTemporaryError, Resolver
 from e2a.mailauth.results import AuthResult
@@ -46,6 +45,7 @@ def check_spf(resolver: Resolver, *, client_ip: str, helo: str, mail_from: str) 
     DNS trouble gives `temperror`; a broken policy gives `permerror`. Never raises for
     anything the client sent.
     """
+    spf = pyspf()
     scope: Literal["mailfrom", "helo"] = "mailfrom" if mail_from else "helo"
     try:
         query = spf.query(i=client_ip, s=mail_from, h=helo)
@@ -69,7 +69,7 @@ def _lookup(name: str, qtype: str, *_pyspf_options: object) -> list[_Answer]:
     try:
         return list(_answers(resolver, name, qtype))
     except DnsTemporaryError as exc:
-        raise spf.TempError(f"DNS {exc}") from exc
+        raise pyspf().TempError(f"DNS {exc}") from exc
 
 
 def _answers(resolver: Resolver, name: str, qtype: str) -> Iterator[_Answer]:
@@ -88,4 +88,9 @@ def _answers(resolver: Resolver, name: str, qtype: str) -> Iterator[_Answer]:
     # mode, which we do not use; it has no answer here.
 
 
-spf.DNSLookup = _lookup
+def pyspf() -> Any:
+    """The pyspf module, its DNS hook pointed at our Resolver (imported on the first call)."""
+    import spf
+
+    spf.DNSLookup = _lookup
+    return spf

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import dkim
 import trio
 
 from e2a.addresses import AddressError, normalise_address
 from e2a.config import ConfigError
 from e2a.gateway import Gateway
 from e2a.inbound.local_delivery import deliver_locally
+from e2a.mailauth.dkim import dkimpy
 from e2a.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
 from e2a.outbound.relay import hand_off
 from e2a.smtp.client import Outcome, Outgoing
@@ -63,7 +63,7 @@ class DkimSigner:
         self._selector = selector.encode("ascii")
         try:
             self.sign(b"From: probe@example.invalid\r\n\r\nprobe\r\n", "example.invalid")
-        except dkim.DKIMException as exc:
+        except dkimpy().DKIMException as exc:
             raise DkimKeyError(
                 f"dkim.private_key_path: {private_key_path} is not a usable PEM RSA or "
                 f"Ed25519 private key: {exc}"
@@ -71,7 +71,7 @@ class DkimSigner:
 
     def sign(self, raw: bytes, domain: str) -> bytes:
         """`raw` with a DKIM-Signature (relaxed/simple, rsa-sha256) for `domain` on top."""
-        signature: bytes = dkim.sign(raw, self._selector, domain.encode("ascii"), self._key)
+        signature: bytes = dkimpy().sign(raw, self._selector, domain.encode("ascii"), self._key)
         return signature + raw
 
 
