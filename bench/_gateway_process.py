@@ -7,6 +7,7 @@ agent `bot@agents.test` through the real CLI and REST API.
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import os
 import signal
@@ -24,6 +25,16 @@ SHARED_DOMAIN = "agents.test"
 AGENT = f"bot@{SHARED_DOMAIN}"
 START_SECONDS = 30.0
 E2A = [sys.executable, "-m", "e2a"]
+
+
+def compile_bytecode() -> None:
+    """Byte-compile the e2a package as `pip install` does for an installed copy, so that
+    `python -m e2a` starts as it would on a user's machine even where PYTHONDONTWRITEBYTECODE
+    keeps the interpreter from caching bytecode (an editable install would recompile every
+    module on every start)."""
+    package = Path(__file__).resolve().parent.parent / "e2a"
+    if not compileall.compile_dir(package, quiet=1):
+        raise RuntimeError(f"cannot byte-compile {package}")
 
 
 def free_port() -> int:

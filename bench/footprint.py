@@ -31,7 +31,14 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._gateway_process import AGENT, E2A, GatewayProcess, process_tree, stat_fields
+from bench._gateway_process import (
+    AGENT,
+    E2A,
+    GatewayProcess,
+    compile_bytecode,
+    process_tree,
+    stat_fields,
+)
 from bench._quiet_dns import QuietDns
 from bench._smtp_load import fixed_rate, make_message
 
@@ -201,6 +208,7 @@ def main() -> None:
         size_mb = BINARY.stat().st_size / 1e6
         programs.append(("dist/e2a (one file)", [str(BINARY)]))
     programs.append(("python -m e2a (venv)", E2A))
+    compile_bytecode()
     with QuietDns() as dns:
         rows = measure(programs, dns.address, args.runs, args.messages)
     report(rows, size_mb, args.runs, args.messages)

@@ -2,7 +2,8 @@
 
 The peer is the smallest program on the same web stack (Quart-Trio on hypercorn's trio worker
 answering one route), so the difference is what e2a itself adds: config, storage, migrations,
-SMTP listener. Run: `.venv/bin/python bench/startup.py [--runs N]`.
+SMTP listener. e2a is byte-compiled first, as an installed copy is. Run:
+`.venv/bin/python bench/startup.py [--runs N]`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._gateway_process import compile_bytecode
 
 PEER_APP = """
 import trio
@@ -102,6 +107,7 @@ def measure_peer(runs: int) -> list[float]:
 
 
 def main() -> None:
+    compile_bytecode()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
