@@ -3,7 +3,7 @@
 These are the tools mail administrators point at a server, so they catch what hand-written
 clients agree with us about. Each test skips, saying how to install the tool, when it is absent:
 
-    apt-get install -y swaks
+    apt-get install -y swaks libnet-ssleay-perl libio-socket-ssl-perl   # swaks STARTTLS needs both
     apt-get download postfix && dpkg -x postfix_*.deb /opt/postfix-tools   # smtp-source only
 
 `E2A_TEST_SMTP_SOURCE=/path/to/smtp-source` points at an smtp-source elsewhere.
