@@ -15,7 +15,8 @@ from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallabl
 
 class MountedApp:
     """Route `path` and everything below it (`path/…`, not `pathX`) to `mounted`, the rest to
-    `main`."""
+    `main`. `mounted` is any ASGI callable; it is typed loosely because apps built on Starlette
+    (the MCP endpoint) declare Starlette's ASGI types rather than hypercorn's."""
 
     def __init__(self, main: ASGIFramework, path: str, mounted: Any) -> None:
         if not path.startswith("/") or path.endswith("/"):
