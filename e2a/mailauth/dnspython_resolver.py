@@ -14,7 +14,6 @@ import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.resolver
 
-from e2a.config import nameserver_address
 from e2a.mailauth.resolver import DnsTemporaryError, MxRecord
 
 _T = TypeVar("_T")
@@ -23,13 +22,14 @@ _EDNS_PAYLOAD = 1232
 
 
 class DnspythonResolver:
-    """The Resolver over dnspython that `DnsResolver` builds on its first lookup."""
+    """The Resolver over dnspython that `DnsResolver` builds on its first lookup, for
+    nameservers given as (address, port); none means the system's resolv.conf."""
 
-    def __init__(self, nameservers: list[str], timeout: float, *, cache: bool = True):
+    def __init__(self, nameservers: list[tuple[str, int]], timeout: float, *, cache: bool = True):
         self._resolver = dns.resolver.Resolver(configure=not nameservers)
         if nameservers:
             self._resolver.nameservers = [
-                dns.nameserver.Do53Nameserver(*nameserver_address(server)) for server in nameservers
+                dns.nameserver.Do53Nameserver(address, port) for address, port in nameservers
             ]
         # `lifetime` bounds the whole lookup; each nameserver gets a fair share of it to answer
         # before the next is tried.

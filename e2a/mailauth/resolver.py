@@ -66,9 +66,8 @@ class DnsResolver:
     """
 
     def __init__(self, nameservers: list[str], timeout: float, *, cache: bool = True):
-        for server in nameservers:
-            nameserver_address(server)  # a bad entry fails here, not on the first lookup
-        self._options = (list(nameservers), timeout, cache)
+        # Parsed here, so a bad entry fails at once rather than on the first lookup.
+        self._options = ([nameserver_address(server) for server in nameservers], timeout, cache)
         self._built: Resolver | None = None
         self._building = threading.Lock()
 
