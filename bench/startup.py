@@ -107,10 +107,10 @@ def measure_peer(runs: int) -> list[float]:
 
 
 def main() -> None:
-    compile_bytecode()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    compile_bytecode()
     rows = [("e2a serve (fresh SQLite)", measure_e2a(args.runs))]
     rows.append(("bare Quart-Trio + hypercorn", measure_peer(args.runs)))
     print(f"{'program':32} {'median s':>9} {'min s':>7} {'max s':>7}  (runs={args.runs})")
