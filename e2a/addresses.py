@@ -105,6 +105,17 @@ def normalise_address(address: str) -> str:
     return f"{local}@{normalise_domain(domain)}"
 
 
+def lowercase_address(address: str) -> str:
+    """An address as e2a reports a sender or recipient named in a header (RFC 6532 allows
+    UTF-8 there): lowercased by Unicode's default case mapping (`str.lower`, locale-independent;
+    not case folding, so "ß" stays "ß"), then NFC-normalised.
+
+    The domain keeps the form the message gave it (U-labels stay U-labels, A-labels stay
+    A-labels): the result is for reading and signing, not routing (`normalise_address` routes).
+    """
+    return unicodedata.normalize("NFC", address.strip().lower())
+
+
 def check_slug(slug: str) -> str:
     """Return `slug` if it may name an agent on the shared domain, else raise AddressError."""
     if not SLUG_PATTERN.match(slug):

@@ -1,22 +1,30 @@
 """Reading a received message: the headers the gateway indexes and the body parts agents want.
 
-Pure functions over the raw bytes with the stdlib `email` package. They never raise on
-malformed mail: a header that cannot be parsed reads as empty, an undecodable part is skipped.
+Pure functions over the raw bytes with the stdlib `email` package. Header fields are read as
+UTF-8 (RFC 6532) with RFC 2047 encoded words decoded (`e2a.rfc5322.header_text`). They never
+raise on malformed mail: a header that cannot be parsed reads as empty, an undecodable part is
+skipped.
 """
 
 from __future__ import annotations
 
 import email
-import email.header
+import email.headerregistry
 import email.policy
 import email.utils
+import re
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
-from email.parser import BytesHeaderParser
+from email.parser import HeaderParser
 
-from e2a.rfc5322 import header_section
+from e2a.addresses import lowercase_address
+from e2a.rfc5322 import header_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_UNSTRUCTURED = email.headerregistry.HeaderRegistry(use_default_map=False)
+"""Reads every field as unstructured text: RFC 2047 words decoded, anything else as it is."""
 
 
 @dataclass(frozen=True)
@@ -61,29 +69,24 @@ class ParsedBody:
 
 
 def _header_text(message: Message, name: str) -> str:
-    """A header as text with RFC 2047 words decoded; '' when absent or unparseable."""
-    try:
-        value = message.get(name)
-    except Exception:
-        value = None
+    """A header unfolded, with RFC 2047 words decoded; '' when absent."""
+    value = message.get(name)
     if value is None:
         return ""
+    unfolded = _LINE_BREAK.sub("", str(value))
     try:
-        return str(email.header.make_header(email.header.decode_header(str(value))))
+        return str(_UNSTRUCTURED(name, unfolded))
     except Exception:
-        return str(value)
+        return unfolded
 
 
 def _addresses(message: Message, name: str) -> list[str]:
-    """The addresses in every instance of header `name`, lowercased, in order."""
-    try:
-        values = message.get_all(name) or []
-    except Exception:
-        return []
+    """The addresses in every instance of header `name`, lowercased (`lowercase_address`)."""
+    values = message.get_all(name) or []
     found = []
     for _, address in email.utils.getaddresses([str(value) for value in values]):
         if "@" in address:
-            found.append(address.strip().lower())
+            found.append(lowercase_address(address))
     return found
 
 
@@ -98,7 +101,7 @@ def _message_ids(text: str) -> list[str]:
 
 def summarise_headers(raw: bytes) -> HeaderSummary:
     """Parse just the header block of `raw` into a HeaderSummary."""
-    headers = BytesHeaderParser(policy=email.policy.compat32).parsebytes(header_section(raw))
+    headers = HeaderParser(policy=email.policy.compat32).parsestr(header_text(raw))
     from_list = _addresses(headers, "From")
     reply_to_list = _addresses(headers, "Reply-To")
     message_ids = _message_ids(_header_text(headers, "Message-ID"))
