@@ -166,7 +166,8 @@ async def test_signed_identity_headers(
     )
     assert raw.endswith(stripped)
     added = raw[: -len(stripped)]
-    assert added.startswith(b"Authentication-Results: mx.agents.test;")
+    assert added.startswith(b"Return-Path: ")
+    assert b"\r\nAuthentication-Results: mx.agents.test;" in added
     assert f"spf={spf}".encode() in added and f"dmarc={dmarc}".encode() in added
     assert added.endswith(b"\r\n") and b"X-E2A-Auth-" not in added
 

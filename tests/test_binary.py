@@ -73,7 +73,8 @@ def test_binary_serves_smtp_and_rest_and_stops_on_sigterm(gateway: GatewayProces
         assert delivered.endswith(raw)
         # SPF, DKIM (dkimpy) and DMARC (Public Suffix List) all ran inside the binary.
         added = delivered[: -len(raw)].decode()
-        assert added.startswith("Authentication-Results: mx.agents.test;"), added
+        assert added.startswith("Return-Path: <"), added
+        assert "\r\nAuthentication-Results: mx.agents.test;" in added, added
         for result in (
             "spf=none smtp.mailfrom=example.org",
             "dkim=permerror",

@@ -121,7 +121,8 @@ def test_serve_bootstrap_smtp_rest_and_sigterm(
         f"{url}/api/v1/agents/bot@agents.test/messages/{summary['message_id']}", headers=headers
     ).json()
     delivered = base64.b64decode(full["raw_message"])
-    assert delivered.endswith(raw) and delivered.startswith(b"Authentication-Results: ")
+    assert delivered.endswith(raw) and delivered.startswith(b"Return-Path: <a@example.org>\r\n")
+    assert b"\r\nAuthentication-Results: " in delivered
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 0

@@ -78,7 +78,10 @@ async def test_message_is_stored_byte_exact_and_readable(
     raw = base64.b64decode(full["raw_message"], validate=True)
     assert raw.endswith(MESSAGE)
     added = raw[: -len(MESSAGE)]
-    assert added.startswith(b"Authentication-Results: mx.agents.test;")
+    assert added.startswith(
+        b"Return-Path: <alice@example.org>\r\nReceived: from client.example.org"
+    )
+    assert b"\r\nAuthentication-Results: mx.agents.test;" in added
     assert added.endswith(b"\r\n") and b"\r\n\r\n" not in added
     assert full["text_body"] == "Two coffees, please.\n.leading dot survives dot-stuffing"
     assert full["html_body"].strip() == "<p>Two coffees, please.</p>"

@@ -369,8 +369,9 @@ async def test_agent_to_agent_is_delivered_locally_and_signed(tmp_path: Path) ->
         assert view["conversation_id"] == "conv_ab"
         assert view["subject"] == "Hi B" and view["from"] == setup.sender
         assert raw.startswith(
-            b"Authentication-Results: mx.agents.test;\r\n auth=pass (local delivery"
+            f"Return-Path: <{setup.sender}>\r\nReceived: by mx.agents.test".encode()
         )
+        assert b"\r\nAuthentication-Results: mx.agents.test;\r\n auth=pass (local delivery" in raw
         assert parsed(raw)["Message-ID"] == message.email_message_id
         await other.http.aclose()
 

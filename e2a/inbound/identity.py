@@ -1,6 +1,7 @@
 """Deciding what the gateway asserts about an inbound message. Pure: no I/O, no clock.
 
-- the delivered bytes: incoming X-E2A-Auth-* headers removed, our Authentication-Results on top;
+- the delivered bytes: incoming X-E2A-Auth-* headers removed, our Authentication-Results on
+  top, and above it the trace fields (Return-Path, Received);
 - whether the mail was produced by this deployment (trusted conversation ids, entity `agent`);
 - the identity claim that is signed for each recipient.
 """
@@ -11,9 +12,10 @@ from e2a.mailauth.results import AuthResults
 from e2a.signing.identity import IdentityClaim, body_hash, strip_auth_headers
 
 
-def delivered_message(data: bytes, authentication_results: bytes) -> bytes:
-    """The bytes agents receive: DATA without X-E2A-Auth-* headers, our A-R header first."""
-    return authentication_results + strip_auth_headers(data)
+def delivered_message(data: bytes, authentication_results: bytes, trace: bytes) -> bytes:
+    """The bytes agents receive (and the body hash covers): the trace fields, our A-R header,
+    then DATA without X-E2A-Auth-* headers."""
+    return trace + authentication_results + strip_auth_headers(data)
 
 
 def produced_here(auth: AuthResults, envelope_from: str, outbound_domain: str | None) -> bool:

@@ -15,6 +15,7 @@ from e2a.ids import new_id
 from e2a.inbound.identity import delivered_message, identity_claim
 from e2a.inbound.parse import HeaderSummary, summarise_headers
 from e2a.inbound.pipeline import announce_stored
+from e2a.inbound.trace import local_received_field, return_path_field
 from e2a.mailauth.results import AuthResults
 from e2a.signing.credentials import derive_signing_secret
 from e2a.storage.base import Agent, NewInboundMessage
@@ -61,15 +62,30 @@ async def deliver_locally(
 
     Returns recipient address → stored message id. A recipient whose owner has no signing
     secret is left out (nothing can be signed for it); the caller decides what to do."""
+    if not recipients:
+        return {}
     hostname = gateway.settings.smtp.hostname
     auth = local_auth(sender)
-    delivered = delivered_message(raw, local_authentication_results(hostname, sender.email))
+    message_ids = [new_id("msg") for _ in recipients]
+    only = recipients[0].email if len(recipients) == 1 else None
+    trace = return_path_field(sender.email) + local_received_field(
+        hostname, sender.email, message_ids[0], only, now
+    )
+    delivered = delivered_message(raw, local_authentication_results(hostname, sender.email), trace)
     headers = summarise_headers(delivered)
     received_at = format_timestamp(now)
     prepared: list[tuple[Agent, NewInboundMessage]] = []
-    for agent in recipients:
+    for agent, message_id in zip(recipients, message_ids, strict=True):
         message = await _signed_copy(
-            gateway, agent, sender, auth, delivered, headers, conversation_id, received_at
+            gateway,
+            agent,
+            message_id,
+            sender,
+            auth,
+            delivered,
+            headers,
+            conversation_id,
+            received_at,
         )
         if message is None:
             log.warning(
@@ -86,6 +102,7 @@ async def deliver_locally(
 async def _signed_copy(
     gateway: Gateway,
     agent: Agent,
+    message_id: str,
     sender: Agent,
     auth: AuthResults,
     delivered: bytes,
@@ -98,7 +115,6 @@ async def _signed_copy(
     seed = await storage.newest_signing_seed(agent.user_id)
     if seed is None:
         return None
-    message_id = new_id("msg")
     claim = identity_claim(
         auth=auth,
         sender=sender.email,

@@ -21,6 +21,7 @@ from e2a.hub.frames import notification_frame
 from e2a.ids import new_id
 from e2a.inbound.identity import delivered_message, identity_claim, produced_here
 from e2a.inbound.parse import HeaderSummary, summarise_headers
+from e2a.inbound.trace import Hop, confirmed_host_name, trace_fields, transmission_type
 from e2a.mailauth.authenticate import RecentSenders, authenticate_from_recent, check_sender
 from e2a.mailauth.results import AuthResults
 from e2a.signing.credentials import derive_signing_secret
@@ -98,12 +99,47 @@ class InboundMailSink:
         headers = summarise_headers(envelope.data)
         return AuthResults.temporary_failure(headers.from_addr.rpartition("@")[2] or None)
 
+    async def _client_name(self, peer: str) -> str | None:
+        """The client's forward-confirmed reverse DNS name for the Received line; None when it
+        has none or DNS does not answer within `dns.timeout_seconds`."""
+        resolver = self._gateway.resolver
+        with trio.move_on_after(self._gateway.settings.dns.timeout_seconds):
+            return await trio.to_thread.run_sync(
+                confirmed_host_name,
+                resolver,
+                peer,
+                abandon_on_cancel=True,
+                limiter=self._auth_threads,
+            )
+        return None
+
+    async def _authenticate_and_name(
+        self, envelope: Envelope, peer: str
+    ) -> tuple[AuthResults, str | None]:
+        """`authenticate`, and the client's name looked up meanwhile."""
+        client_name: str | None = None
+
+        async def look_up_name() -> None:
+            nonlocal client_name
+            client_name = await self._client_name(peer)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(look_up_name)
+            auth = await self.authenticate(envelope, peer)
+        return auth, client_name
+
     async def accept_message(self, envelope: Envelope, peer: str) -> str:
         """Store one message per recipient agent in one transaction; return the first id."""
         now = time.time()
-        auth = await self.authenticate(envelope, peer)
+        auth, client_name = await self._authenticate_and_name(envelope, peer)
+        agents = await self._recipient_agents(envelope.recipients)
+        if not agents:
+            raise MessageNotStored("every recipient agent was deleted during the transaction")
+        message_ids = [new_id("msg") for _ in agents]
+        hostname = self._gateway.settings.smtp.hostname
+        hop = smtp_hop(envelope, peer, client_name, hostname, message_ids[0], agents, now)
         delivered = delivered_message(
-            envelope.data, auth.header(self._gateway.settings.smtp.hostname)
+            envelope.data, auth.header(hostname), trace_fields(envelope.mail_from, hop)
         )
         arrival = _Arrival(
             envelope=envelope,
@@ -117,11 +153,9 @@ class InboundMailSink:
             received_at=format_timestamp(now),
         )
         prepared = [
-            (agent, await self._prepare(arrival, agent))
-            for agent in await self._recipient_agents(envelope.recipients)
+            (agent, await self._prepare(arrival, agent, message_id))
+            for agent, message_id in zip(agents, message_ids, strict=True)
         ]
-        if not prepared:
-            raise MessageNotStored("every recipient agent was deleted during the transaction")
         messages = [message for _, message in prepared]
         try:
             await (self._committer or self._gateway.storage).store_inbound(messages, now)
@@ -143,11 +177,10 @@ class InboundMailSink:
                 agents[address] = agent
         return list(agents.values())
 
-    async def _prepare(self, arrival: _Arrival, agent: Agent) -> NewInboundMessage:
+    async def _prepare(self, arrival: _Arrival, agent: Agent, message_id: str) -> NewInboundMessage:
         """The stored form of the message for one agent: threaded and signed for its owner."""
         storage = self._gateway.storage
         headers = arrival.headers
-        message_id = new_id("msg")
         sender = headers.from_addr
         sender_is_agent = arrival.from_here and await storage.find_agent(sender) is not None
         seed = await storage.newest_signing_seed(agent.user_id)
@@ -192,6 +225,32 @@ class InboundMailSink:
         return await self._gateway.storage.conversation_for(
             agent.email, arrival.headers.referenced_ids()[:max_references]
         )
+
+
+def smtp_hop(
+    envelope: Envelope,
+    peer: str,
+    client_name: str | None,
+    hostname: str,
+    queue_id: str,
+    agents: list[Agent],
+    now: float,
+) -> Hop:
+    """The Received line's facts for one DATA. It names its recipient (`for`) only when there
+    is one: the copies for several agents carry the same bytes, and no agent learns of the
+    others (Bcc included)."""
+    return Hop(
+        helo=envelope.helo,
+        client_ip=peer,
+        client_name=client_name,
+        hostname=hostname,
+        protocol=transmission_type(
+            extended=envelope.extended, tls=envelope.tls, smtputf8=envelope.smtputf8
+        ),
+        queue_id=queue_id,
+        recipient=agents[0].email if len(agents) == 1 else None,
+        when=now,
+    )
 
 
 def announce_stored(hub: Hub, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:

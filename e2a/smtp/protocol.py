@@ -124,6 +124,12 @@ class Envelope:
     mail_from: str
     recipients: list[Mailbox]
     data: bytes
+    extended: bool = True
+    """The client introduced itself with EHLO (False: HELO)."""
+    tls: bool = False
+    """The transaction came over TLS (STARTTLS)."""
+    smtputf8: bool = False
+    """MAIL FROM carried the SMTPUTF8 parameter."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -415,6 +421,9 @@ class ServerSession:
             mail_from=self._transaction.mail_from,
             recipients=list(self._transaction.recipients),
             data=self._reader.take_content(),
+            extended=self._extended,
+            tls=self._secure,
+            smtputf8=self._transaction.smtputf8,
         )
         self._events.append(MessageReceived(envelope))
         return True
@@ -448,6 +457,9 @@ class ServerSession:
                 mail_from=self._transaction.mail_from,
                 recipients=list(self._transaction.recipients),
                 data=content.take_content(),
+                extended=self._extended,
+                tls=self._secure,
+                smtputf8=self._transaction.smtputf8,
             )
             self._events.append(MessageReceived(envelope))
         else:
