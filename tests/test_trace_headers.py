@@ -25,14 +25,16 @@ import trustme
 from e2a.app import RunningGateway
 from e2a.config import Settings
 from e2a.inbound.trace import (
+    ClientNames,
     Hop,
+    KnownName,
     address_literal,
     confirmed_host_name,
     local_received_field,
     received_field,
     transmission_type,
 )
-from e2a.mailauth.resolver import FixtureResolver
+from e2a.mailauth.resolver import DnsTemporaryError, FixtureResolver
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import create_agent, new_signing_secret
 from tests.test_signing_identity import contract_verify
@@ -142,7 +144,22 @@ def test_the_client_name_is_forward_confirmed() -> None:
     assert confirmed_host_name(resolver, "192.0.2.1") is None  # no PTR
     assert confirmed_host_name(resolver, "unknown") is None
     resolver.failing.add("25.2.0.192.in-addr.arpa")
-    assert confirmed_host_name(resolver, "192.0.2.25") is None
+    with pytest.raises(DnsTemporaryError):
+        confirmed_host_name(resolver, "192.0.2.25")
+
+
+def test_client_names_are_kept_for_a_while_and_bounded() -> None:
+    now = [0.0]
+    names = ClientNames(seconds=60, capacity=2, clock=lambda: now[0])
+    names.remember("192.0.2.1", "one.example.org")
+    names.remember("192.0.2.2", None)
+    assert names.get("192.0.2.1") == KnownName("one.example.org", 60)
+    known = names.get("192.0.2.2")
+    assert known is not None and known.name is None  # known to have no name
+    names.remember("192.0.2.3", "three.example.org")  # evicts the least recently used
+    assert names.get("192.0.2.1") is None
+    now[0] = 60.0
+    assert names.get("192.0.2.3") is None
 
 
 # Over real SMTP.
@@ -269,3 +286,26 @@ async def test_several_recipients_share_one_received_line_without_for(
     assert f" id {full_first['message_id']};" in received  # the id the 250 reply names
     for full, raw in ((full_first, raw_first), (full_second, raw_second)):
         assert contract_verify(full["auth_headers"], raw, secret)
+
+
+async def test_a_client_name_dns_cannot_confirm_is_left_out(
+    running: RunningGateway, make_account: Any, resolver: FixtureResolver
+) -> None:
+    account: Account = await make_account("trace-dns@example.com")
+    bot = await create_agent(account, "bot")
+    resolver.failing.add("1.0.0.127.in-addr.arpa")
+    await trio.to_thread.run_sync(lambda: send(running.addresses.smtp_port, [bot]))
+    resolver.failing.clear()
+    await trio.to_thread.run_sync(lambda: send(running.addresses.smtp_port, [bot]))
+
+    listing = (await account.http.get(agent_path(bot, "/messages"))).json()["messages"]
+    received = []
+    for summary in listing:
+        full = (
+            await account.http.get(agent_path(bot, f"/messages/{summary['message_id']}"))
+        ).json()
+        message = email.message_from_bytes(base64.b64decode(full["raw_message"]))
+        received.append(" ".join(str(message["Received"]).split()))
+    # The failure was not remembered: the next message from the client names it.
+    assert received[0].startswith("from mail.example.org ([127.0.0.1]) by ")
+    assert received[1].startswith("from mail.example.org (client.example.org [127.0.0.1]) by ")

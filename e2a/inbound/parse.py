@@ -74,6 +74,8 @@ def _header_text(message: Message, name: str) -> str:
     if value is None:
         return ""
     unfolded = _LINE_BREAK.sub("", str(value))
+    if "=?" not in unfolded:  # no encoded word: nothing to decode (and parsing costs)
+        return unfolded
     try:
         return str(_UNSTRUCTURED(name, unfolded))
     except Exception:

@@ -21,8 +21,15 @@ from e2a.hub.frames import notification_frame
 from e2a.ids import new_id
 from e2a.inbound.identity import delivered_message, identity_claim, produced_here
 from e2a.inbound.parse import HeaderSummary, summarise_headers
-from e2a.inbound.trace import Hop, confirmed_host_name, trace_fields, transmission_type
+from e2a.inbound.trace import (
+    ClientNames,
+    Hop,
+    confirmed_host_name,
+    trace_fields,
+    transmission_type,
+)
 from e2a.mailauth.authenticate import RecentSenders, authenticate_from_recent, check_sender
+from e2a.mailauth.resolver import DnsTemporaryError
 from e2a.mailauth.results import AuthResults
 from e2a.signing.credentials import derive_signing_secret
 from e2a.smtp.protocol import Envelope, Mailbox
@@ -56,6 +63,7 @@ class InboundMailSink:
         self._committer = committer
         self._auth_threads = trio.CapacityLimiter(AUTH_THREADS)
         self._recent_senders = RecentSenders()
+        self._client_names = ClientNames()
 
     async def _serves_domain(self, domain: str) -> bool:
         if self._gateway.is_shared_domain(domain):
@@ -101,22 +109,31 @@ class InboundMailSink:
 
     async def _client_name(self, peer: str) -> str | None:
         """The client's forward-confirmed reverse DNS name for the Received line; None when it
-        has none or DNS does not answer within `dns.timeout_seconds`."""
+        has none, or DNS fails or does not answer within `dns.timeout_seconds` (not kept)."""
         resolver = self._gateway.resolver
         with trio.move_on_after(self._gateway.settings.dns.timeout_seconds):
-            return await trio.to_thread.run_sync(
-                confirmed_host_name,
-                resolver,
-                peer,
-                abandon_on_cancel=True,
-                limiter=self._auth_threads,
-            )
+            try:
+                name = await trio.to_thread.run_sync(
+                    confirmed_host_name,
+                    resolver,
+                    peer,
+                    abandon_on_cancel=True,
+                    limiter=self._auth_threads,
+                )
+            except DnsTemporaryError:
+                return None
+            self._client_names.remember(peer, name)
+            return name
         return None
 
     async def _authenticate_and_name(
         self, envelope: Envelope, peer: str
     ) -> tuple[AuthResults, str | None]:
-        """`authenticate`, and the client's name looked up meanwhile."""
+        """`authenticate`, and the client's name: known from a recent message, or looked up
+        meanwhile."""
+        known = self._client_names.get(peer)
+        if known is not None:
+            return await self.authenticate(envelope, peer), known.name
         client_name: str | None = None
 
         async def look_up_name() -> None:

@@ -2,18 +2,22 @@
 `Return-Path:` with the envelope sender and a `Received:` line for the hop into e2a.
 
 Building them is pure (the caller supplies names, ids and time); `confirmed_host_name` asks
-the injected resolver and blocks, so callers run it in a worker thread with a deadline.
+the injected resolver and blocks, so callers run it in a worker thread with a deadline, and
+keep its answers for a while in `ClientNames`.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from e2a.addresses import a_label_domain
-from e2a.mailauth.resolver import DnsTemporaryError, Resolver
+from e2a.mailauth.resolver import Resolver
 
 
 @dataclass(frozen=True)
@@ -125,23 +129,70 @@ MAX_PTR_NAMES = 10
 """At most this many PTR names are checked (as SPF's `ptr` mechanism bounds them)."""
 
 
+NAME_SECONDS = 300.0
+"""How long a client's name (or that it has none) is kept before DNS is asked again."""
+NAME_CAPACITY = 10_000
+"""At most this many clients' names are kept; the least recently used goes first."""
+
+
 def confirmed_host_name(resolver: Resolver, ip: str) -> str | None:
     """The name the client's address points back to (PTR) whose own A or AAAA records hold
-    that address again — forward-confirmed reverse DNS — or None. Blocks on DNS."""
+    that address again — forward-confirmed reverse DNS — or None. Blocks on DNS; raises
+    DnsTemporaryError when DNS could not answer."""
     address = client_address(ip)
     if address is None:
         return None
-    try:
-        for name in resolver.ptr(address.reverse_pointer)[:MAX_PTR_NAMES]:
-            name = name.rstrip(".").lower()
-            if not _is_host_name(name):
-                continue
-            found = resolver.a(name) if address.version == 4 else resolver.aaaa(name)
-            if any(client_address(candidate) == address for candidate in found):
-                return name
-    except DnsTemporaryError:
-        return None
+    for name in resolver.ptr(address.reverse_pointer)[:MAX_PTR_NAMES]:
+        name = name.rstrip(".").lower()
+        if not _is_host_name(name):
+            continue
+        found = resolver.a(name) if address.version == 4 else resolver.aaaa(name)
+        if any(client_address(candidate) == address for candidate in found):
+            return name
     return None
+
+
+@dataclass(frozen=True)
+class KnownName:
+    """A client's confirmed name (None: it has none), known until `expires`."""
+
+    name: str | None
+    expires: float
+
+
+class ClientNames:
+    """Recent clients' confirmed names, so that a busy sender's messages do not each wait
+    for a DNS lookup in a worker thread. Not thread-safe: use it from the event loop only."""
+
+    def __init__(
+        self,
+        *,
+        seconds: float = NAME_SECONDS,
+        capacity: int = NAME_CAPACITY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._seconds = seconds
+        self._capacity = capacity
+        self._clock = clock
+        self._names: OrderedDict[str, KnownName] = OrderedDict()
+
+    def get(self, ip: str) -> KnownName | None:
+        """What is known of the client at `ip`, if it is still fresh."""
+        known = self._names.get(ip)
+        if known is None:
+            return None
+        if known.expires <= self._clock():
+            del self._names[ip]
+            return None
+        self._names.move_to_end(ip)
+        return known
+
+    def remember(self, ip: str, name: str | None) -> None:
+        """Keep the client's `name` (None: it has none)."""
+        self._names[ip] = KnownName(name, self._clock() + self._seconds)
+        self._names.move_to_end(ip)
+        while len(self._names) > self._capacity:
+            self._names.popitem(last=False)
 
 
 def _is_host_name(name: str) -> bool:
