@@ -215,6 +215,20 @@ class LimitSettings(Section):
     message_polls_per_user_per_minute: int = Field(default=600, ge=1)
 
 
+class PostmasterSettings(Section):
+    """Where mail for postmaster (RFC 5321 section 4.5.1) goes."""
+
+    deliver_to: str = ""
+    """An agent of this gateway; empty: the postmaster inbox of the first user (docs/smtp.md)."""
+
+    @field_validator("deliver_to")
+    @classmethod
+    def _normalise_agent(cls, value: str) -> str:
+        from e2a.addresses import normalise_address
+
+        return normalise_address(value) if value else ""
+
+
 class MetricsSettings(Section):
     """The Prometheus endpoint."""
 
@@ -250,6 +264,7 @@ class Settings(Section):
     limits: LimitSettings = Field(default_factory=LimitSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    postmaster: PostmasterSettings = Field(default_factory=PostmasterSettings)
 
     @field_validator("shared_domain")
     @classmethod

@@ -170,6 +170,18 @@ async def test_ensure_user_is_idempotent(storage: Storage) -> None:
     assert again.id == first.id == "usr_1"
 
 
+async def test_first_user_is_the_earliest_created(storage: Storage) -> None:
+    assert await storage.first_user() is None
+    await storage.ensure_user("usr_b", "later@example.com", "2026-01-02T00:00:00Z")
+    await storage.ensure_user("usr_z", "first@example.com", NOW)
+    await storage.ensure_user("usr_a", "same-second@example.com", "2026-01-02T00:00:00Z")
+    first = await storage.first_user()
+    assert first is not None and first.email == "first@example.com"
+    await storage.delete_user("usr_z")
+    second = await storage.first_user()
+    assert second is not None and second.id == "usr_a"  # same second: the smaller id
+
+
 async def test_api_keys_resolve_until_revoked(storage: Storage) -> None:
     user_id = await add_user(storage)
     key = ApiKey("apk_1", user_id, "k", "e2a_abcdefgh", NOW, None, None)

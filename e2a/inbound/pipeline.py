@@ -21,6 +21,12 @@ from e2a.hub.frames import notification_frame
 from e2a.ids import new_id
 from e2a.inbound.identity import delivered_message, identity_claim, produced_here
 from e2a.inbound.parse import HeaderSummary, summarise_headers
+from e2a.inbound.postmaster import (
+    NoPostmaster,
+    is_own_hostname,
+    names_postmaster,
+    postmaster_agent,
+)
 from e2a.inbound.trace import (
     ClientNames,
     Hop,
@@ -71,9 +77,15 @@ class InboundMailSink:
         return await self._gateway.storage.is_served_domain(domain)
 
     async def check_recipient(self, mailbox: Mailbox) -> RecipientVerdict:
-        """ACCEPT a registered agent, UNKNOWN_USER on our domains, RELAY_DENIED elsewhere."""
+        """ACCEPT a registered agent, and postmaster on our domains and at `smtp.hostname`;
+        UNKNOWN_USER for anyone else on our domains, RELAY_DENIED elsewhere."""
+        postmaster = names_postmaster(mailbox)
+        if postmaster and is_own_hostname(self._gateway.settings, mailbox.domain):
+            return RecipientVerdict.ACCEPT
         if not await self._serves_domain(mailbox.domain):
             return RecipientVerdict.RELAY_DENIED
+        if postmaster:
+            return RecipientVerdict.ACCEPT
         try:
             address = normalise_address(mailbox.address)
         except AddressError:
@@ -186,13 +198,23 @@ class InboundMailSink:
         """The agents behind the accepted recipients, each once, skipping any deleted since RCPT."""
         agents: dict[str, Agent] = {}
         for mailbox in recipients:
-            address = normalise_address(mailbox.address)
-            if address in agents:
-                continue
-            agent = await self._gateway.storage.find_agent(address)
+            agent = await self._recipient_agent(mailbox)
             if agent is not None:
-                agents[address] = agent
+                agents.setdefault(agent.email, agent)
         return list(agents.values())
+
+    async def _recipient_agent(self, mailbox: Mailbox) -> Agent | None:
+        """The agent at an accepted address; for postmaster without one, the agent that takes
+        postmaster mail (`e2a.inbound.postmaster`). None: the agent was deleted since RCPT."""
+        storage = self._gateway.storage
+        agent = await storage.find_agent(normalise_address(mailbox.address))
+        if agent is not None or not names_postmaster(mailbox):
+            return agent
+        try:
+            return await postmaster_agent(self._gateway.settings, storage)
+        except NoPostmaster as exc:
+            log.error("postmaster mail not stored: %s", exc)
+            raise MessageNotStored(str(exc)) from exc
 
     async def _prepare(self, arrival: _Arrival, agent: Agent, message_id: str) -> NewInboundMessage:
         """The stored form of the message for one agent: threaded and signed for its owner."""

@@ -316,6 +316,11 @@ class Storage(Protocol):
         """The user with `user_id`, or None (workers: the owner to notify of a pending message)."""
         ...
 
+    async def first_user(self) -> User | None:
+        """The user created first (the same second: the smaller id), or None when there is
+        none — the deployment's operator, who owns the postmaster inbox."""
+        ...
+
     async def list_api_keys(self, user_id: str) -> list[ApiKey]:
         """The user's API keys, newest first."""
         ...

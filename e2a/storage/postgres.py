@@ -372,6 +372,15 @@ class PostgresStorage:
         )
         return User(*row) if row else None
 
+    async def first_user(self) -> User | None:
+        """The user created first (the same second: the smaller id)."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT id, email, created_at FROM users ORDER BY created_at, id LIMIT 1"
+            ).fetchone()
+        )
+        return User(*row) if row else None
+
     async def list_api_keys(self, user_id: str) -> list[ApiKey]:
         """The user's keys, newest first."""
         rows = await self._run(

@@ -334,6 +334,17 @@ class SqliteStorage:
 
         return await self._read(lookup)
 
+    async def first_user(self) -> User | None:
+        """The user created first (the same second: the smaller id)."""
+
+        def lookup(db: sqlite3.Connection) -> User | None:
+            row = db.execute(
+                "SELECT id, email, created_at FROM users ORDER BY created_at, id LIMIT 1"
+            ).fetchone()
+            return User(*row) if row else None
+
+        return await self._read(lookup)
+
     async def list_api_keys(self, user_id: str) -> list[ApiKey]:
         """The user's keys, newest first."""
         rows = await self._read(
