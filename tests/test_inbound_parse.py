@@ -72,3 +72,11 @@ def test_addresses_are_lowercased_and_normalised_to_nfc() -> None:
 )
 def test_lowercase_address(address: str, reported: str) -> None:
     assert lowercase_address(address) == reported
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85", "\x0b", "\x0c", "\x1c"])
+def test_unicode_line_separators_do_not_start_a_new_field(separator: str) -> None:
+    raw = f"Subject: a{separator}From: <ceo@bank.example>\r\nFrom: <x@evil.example>\r\n\r\n"
+    summary = summarise_headers(raw.encode())
+    assert summary.from_addr == "x@evil.example"
+    assert summary.subject == f"a{separator}From: <ceo@bank.example>"
