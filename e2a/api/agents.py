@@ -75,12 +75,15 @@ async def render_agent(agent: Agent) -> dict[str, Any]:
 
 
 async def _checked_webhook_url(url: str) -> str:
-    """The URL if it may be a webhook target: its text, and every address its host resolves to
-    now (a host that does not resolve yet is accepted; it is checked again at each delivery)."""
+    """The URL, normalised, if it may be a webhook target: its text, and every address its host
+    resolves to now (a host that does not resolve yet is accepted; it is checked again at each
+    delivery)."""
     settings = gateway().settings
     allow_private = settings.webhooks.allow_private
     try:
-        check_webhook_url(url, require_https=settings.is_production, allow_private=allow_private)
+        url = check_webhook_url(
+            url, require_https=settings.is_production, allow_private=allow_private
+        )
         await pinned_address(gateway().resolver, urlsplit(url), allow_private)
     except (WebhookTargetError, TargetRefused) as exc:
         raise ApiError(400, "invalid_webhook_url", str(exc)) from None
