@@ -139,12 +139,20 @@ async def list_agents(user: User) -> dict[str, Any]:
 
 
 async def register_agent(user: User, body: CreateAgent, remote_addr: str | None) -> Agent:
-    """Create an agent for `user` as POST /agents does (every attempt counts against the
-    client's address); ApiError says what is wrong."""
+    """Create an agent for `user` as POST /agents does (every attempt counts against the user
+    and against the client's address, as `http.trusted_proxies` reveal it); ApiError says what
+    is wrong."""
+    limits = gateway().settings.limits
+    await enforce_rate_limit(
+        f"agent_registration:user:{user.id}",
+        REGISTRATION_WINDOW_SECONDS,
+        limits.agent_registrations_per_user_per_hour,
+        "agent registrations per hour for this account",
+    )
     await enforce_rate_limit(
         f"agent_registration:ip:{remote_addr}",
         REGISTRATION_WINDOW_SECONDS,
-        gateway().settings.limits.agent_registrations_per_ip_per_hour,
+        limits.agent_registrations_per_ip_per_hour,
         "agent registrations per hour from this address",
     )
     address = await _address_for(user, body)
