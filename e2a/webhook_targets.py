@@ -67,17 +67,24 @@ def describe_address(address: str) -> str:
     return f"{ip} (which reaches {embedded})" if embedded is not None else str(ip)
 
 
+def ends_in_a_number(host: str) -> bool:
+    """Whether `host`'s last label (a trailing dot aside) is a number, decimal or 0x-hex: such
+    a host is an IPv4 address to browsers and resolvers, never a domain name."""
+    last = host.removesuffix(".").rpartition(".")[2]
+    return bool(_DECIMAL.fullmatch(last) or _HEX.fullmatch(last))
+
+
 def ipv4_spelling(host: str) -> ipaddress.IPv4Address | None:
     """The IPv4 address a host written as numbers denotes, read as browsers and inet_aton()
     read it (`127.1`, `0x7f000001`, `0177.0.0.1`, `2130706433`); None for a host name.
 
     A host whose last label is a number is an address (WHATWG URL "ends in a number"); one that
     cannot be read as an address raises WebhookTargetError."""
+    if not ends_in_a_number(host):
+        return None
     parts = host.split(".")
     if len(parts) > 1 and parts[-1] == "":
         parts.pop()
-    if not (_DECIMAL.fullmatch(parts[-1]) or _HEX.fullmatch(parts[-1])):
-        return None
     invalid = WebhookTargetError(f"webhook_url host {host!r} is not a valid IPv4 address")
     if len(parts) > 4:
         raise invalid

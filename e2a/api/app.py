@@ -41,6 +41,10 @@ def guard_requests(app: ASGIFramework, settings: HttpSettings) -> ASGIFramework:
 def create_app(gateway: Gateway) -> QuartTrio:
     """Build the app serving `gateway`."""
     app = QuartTrio("e2a")
+    # No redirects made by the router: it would build their Location from the request's Host
+    # header (`//` merged, a slash added). A path that is not a route is a plain 404.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.config["E2A_GATEWAY"] = gateway
     app.config["MAX_CONTENT_LENGTH"] = gateway.settings.http.max_request_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
