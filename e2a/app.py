@@ -23,7 +23,7 @@ from hypercorn.config import Sockets
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
 
-from e2a.api.app import create_app
+from e2a.api.app import create_app, guard_requests
 from e2a.asgi_mount import MountedApp
 from e2a.config import Settings
 from e2a.gateway import Gateway, open_gateway
@@ -130,7 +130,7 @@ async def serve_http(
     config.websocket_ping_interval = ping_seconds
     mcp = McpEndpoint(gateway, loopback_url(sock.getsockname()))
     routed = MountedApp(create_app(gateway), MCP_PATH, mcp)
-    app = wrap_app(routed, config.wsgi_max_body_size, "asgi")
+    app = wrap_app(guard_requests(routed, gateway.settings.http), config.wsgi_max_body_size, "asgi")
     sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
     async with mcp.running():
         await worker_serve(app, config, sockets=sockets, task_status=task_status)

@@ -68,6 +68,23 @@ def _nameserver_port(server: str, text: str) -> int:
     return int(text)
 
 
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def proxy_networks(entries: list[str]) -> list[IpNetwork]:
+    """The networks of `http.trusted_proxies` entries (an address or a CIDR block each); raise
+    ValueError naming an entry that is neither."""
+    networks: list[IpNetwork] = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{entry!r} is not an IP address or CIDR block (e.g. 10.0.0.1 or 10.0.0.0/8)"
+            ) from None
+    return networks
+
+
 class ListenSection(Section):
     """A section with a `listen = "host:port"` key."""
 
@@ -113,6 +130,27 @@ class HttpSettings(ListenSection):
 
     listen: str = "127.0.0.1:8080"
     public_url: str = "http://localhost:8080"
+    max_request_bytes: int = Field(default=41_943_040, ge=65_536, le=1_073_741_824)
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For names the client."""
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_trusted_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: list[str]) -> list[str]:
+        proxy_networks(value)
+        return value
+
+    @property
+    def trusted_networks(self) -> list[IpNetwork]:
+        """`trusted_proxies` as networks."""
+        return proxy_networks(self.trusted_proxies)
 
     @field_validator("public_url")
     @classmethod
@@ -212,6 +250,7 @@ class LimitSettings(Section):
 
     sends_per_agent_per_minute: int = Field(default=60, ge=1)
     agent_registrations_per_ip_per_hour: int = Field(default=20, ge=1)
+    agent_registrations_per_user_per_hour: int = Field(default=20, ge=1)
     message_polls_per_user_per_minute: int = Field(default=600, ge=1)
 
 

@@ -7,10 +7,23 @@ shortcuts (generated server key, domains verified without DNS); production has n
 
 from __future__ import annotations
 
+import math
+import string
+
 from e2a.config import ConfigError, Settings
 
 MIN_SECRET_BYTES = 32
-MIN_DISTINCT_CHARACTERS = 10
+MIN_SECRET_BITS = 256
+"""What 32 random bytes carry: 64 hex digits, 43 base64 characters, 40 of printable ASCII."""
+MIN_DISTINCT_SHARE = 0.6
+"""A random value of n characters drawn from an alphabet of a characters shows about
+a * (1 - (1 - 1/a) ** n) distinct ones; a secret with fewer than this share of that number is
+not random."""
+REPEAT_LENGTH = 8
+"""A sequence of this many characters seen twice means the secret repeats itself."""
+_HEX = frozenset(string.hexdigits)
+_BASE64 = frozenset(string.ascii_letters + string.digits + "+/=-_")
+_PRINTABLE_ASCII = 95
 PLACEHOLDER_WORDS = (
     "change",
     "replace",
@@ -38,16 +51,60 @@ DEVELOPMENT_PUBLIC_URL = "http://localhost:8080"
 GENERATE_SECRET = "python3 -c 'import secrets; print(secrets.token_hex(32))'"
 
 
+def alphabet_size(secret: str) -> int:
+    """The alphabet `secret` looks drawn from: hex digits (16), base64 or base64url (64), else
+    printable ASCII (95)."""
+    if set(secret) <= _HEX:
+        return len(_HEX) - 6  # either case: 0-9 and a-f
+    if set(secret) <= _BASE64:
+        return 64
+    return _PRINTABLE_ASCII
+
+
+def estimated_bits(secret: str) -> int:
+    """How much randomness `secret` can carry at most: its length times the bits of each
+    character of its alphabet (a random value of that length and alphabet carries this)."""
+    return math.floor(len(secret) * math.log2(alphabet_size(secret)))
+
+
+def _too_few_distinct(secret: str) -> bool:
+    size = alphabet_size(secret)
+    expected = size * (1 - (1 - 1 / size) ** len(secret))
+    return len(set(secret)) < MIN_DISTINCT_SHARE * expected
+
+
+def _repeats_itself(secret: str) -> bool:
+    seen: set[str] = set()
+    for start in range(len(secret) - REPEAT_LENGTH + 1):
+        part = secret[start : start + REPEAT_LENGTH]
+        if part in seen:
+            return True
+        seen.add(part)
+    return False
+
+
 def secret_weakness(secret: str) -> str | None:
-    """Why `secret` is not good enough for production, or None when it is."""
+    """Why `secret` is not good enough for production, or None when it is: it must be at least
+    32 bytes, carry at least MIN_SECRET_BITS by its length and alphabet, and look random (no
+    placeholder words, about as many distinct characters as a random value shows, no repeated
+    sequence)."""
     if len(secret.encode()) < MIN_SECRET_BYTES:
         return f"is shorter than {MIN_SECRET_BYTES} bytes"
     lowered = secret.lower()
     for word in PLACEHOLDER_WORDS:
         if word in lowered:
             return f"looks like a placeholder (contains {word!r})"
-    if len(set(secret)) < MIN_DISTINCT_CHARACTERS:
+    bits = estimated_bits(secret)
+    if bits < MIN_SECRET_BITS:
+        return (
+            f"carries at most {bits} bits of randomness by its length and alphabet; "
+            f"{MIN_SECRET_BITS} are needed (32 random bytes: 64 hex digits, 43 base64 "
+            "characters or 40 of printable ASCII)"
+        )
+    if _too_few_distinct(secret):
         return "repeats too few characters to be random"
+    if _repeats_itself(secret):
+        return f"repeats a sequence of {REPEAT_LENGTH} characters, so it is not random"
     return None
 
 
@@ -64,8 +121,8 @@ def check_signing_secret(settings: Settings) -> None:
     weakness = secret_weakness(secret)
     if weakness is not None:
         raise ConfigError(
-            f"signing.hmac_secret: {weakness} — in production use a random value of at least "
-            f"{MIN_SECRET_BYTES} bytes, e.g. the output of `{GENERATE_SECRET}`"
+            f"signing.hmac_secret: {weakness} — in production use {MIN_SECRET_BYTES} random "
+            f"bytes' worth (64 hex digits), e.g. the output of `{GENERATE_SECRET}`"
         )
 
 

@@ -24,6 +24,7 @@ POSTGRES_URL_VAR = "E2A_TEST_POSTGRES_URL"
 
 TEST_LIMITS = {
     "agent_registrations_per_ip_per_hour": 100000,
+    "agent_registrations_per_user_per_hour": 100000,
     "message_polls_per_user_per_minute": 100000,
 }
 """Generous request limits for gateways under test (the suite makes many agents and polls)."""

@@ -351,3 +351,62 @@ async def test_webhook_host_resolving_to_a_private_address_is_refused(
         "/api/v1/agents", json={"slug": "hooked", "webhook_url": "https://public.example/hook"}
     )
     assert accepted.status_code == 201, accepted.text
+
+
+@pytest.mark.parametrize(
+    "domain",
+    ["192.0.2.10", "127.0.0.1", "10.1", "0x7f.1", "1.2.3.4.5", "mail.example.123", "10.0.0.1."],
+)
+async def test_ip_literals_are_not_domains(make_account: Any, domain: str) -> None:
+    alice: Account = await make_account("alice@example.com")
+    response = await alice.http.post("/api/v1/domains", json={"domain": domain})
+    message = assert_error(response, 400, "invalid_domain")["message"]
+    assert "is an IP address, not a domain name" in message
+    assert (await alice.http.get("/api/v1/domains")).json() == {"domains": []}
+
+
+@pytest.mark.parametrize(
+    ("domain", "owner"),
+    [
+        ("mx.agents.test", "smtp.hostname"),  # the test gateway's smtp.hostname
+        ("MX.Agents.Test.", "smtp.hostname"),
+        ("bots.agents.test", "under shared_domain agents.test"),
+        ("a.b.mx.agents.test", "under shared_domain agents.test"),
+        ("gateway.e2a-prod.net", "the host of http.public_url"),
+        ("eu.gateway.e2a-prod.net", "under the host of http.public_url gateway.e2a-prod.net"),
+    ],
+)
+async def test_the_gateways_own_names_cannot_be_registered(
+    make_account: Any, running: RunningGateway, domain: str, owner: str
+) -> None:
+    running.gateway.settings.http.public_url = "https://gateway.e2a-prod.net"
+    alice: Account = await make_account("alice@example.com")
+    response = await alice.http.post("/api/v1/domains", json={"domain": domain})
+    message = assert_error(response, 400, "domain_reserved")["message"]
+    assert f"is one of this gateway's own names ({owner})" in message
+    assert (await alice.http.get("/api/v1/domains")).json() == {"domains": []}
+    parent = await alice.http.post("/api/v1/domains", json={"domain": "e2a-prod.net"})
+    assert parent.status_code == 201, parent.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1//agents",
+        "/api//health",
+        "//api/v1/agents",
+        "/api/v1/agents//",
+        "/agents//bot@agents.test",
+        "/static//x",
+        "/api/v1/agents/",
+        "/agents/",
+        "/",
+    ],
+)
+async def test_no_answer_echoes_the_host_header(anonymous: httpx.AsyncClient, path: str) -> None:
+    """Redirects are relative (or built from http.public_url), never from the Host header."""
+    response = await anonymous.get(path, headers={"Host": "evil.example"})
+    assert "evil.example" not in response.text
+    assert all("evil.example" not in value for value in response.headers.values())
+    location = response.headers.get("location")
+    assert location is None or (location.startswith("/") and not location.startswith("//"))

@@ -82,6 +82,9 @@ def test_env_overrides_file(tmp_path: Path) -> None:
         ('[dns]\nnameservers = ["dns.google"]\n', {}, "dns.nameservers"),
         ("", {"E2A_DNS_NAMESERVERS": "127.0.0.1:53x"}, "port must be a number from 1 to 65535"),
         ('[dns]\nnameservers = ["[::1]53"]\n', {}, "[ipv6]:port"),
+        ('[http]\ntrusted_proxies = ["proxy.internal"]\n', {}, "http.trusted_proxies"),
+        ("", {"E2A_HTTP_TRUSTED_PROXIES": "10.0.0.0/33"}, "not an IP address or CIDR block"),
+        ("[http]\nmax_request_bytes = 100\n", {}, "http.max_request_bytes"),
     ],
 )
 def test_bad_settings_name_the_key(
@@ -110,3 +113,13 @@ def test_nameserver_entries(entry: str, address: tuple[str, int]) -> None:
 def test_missing_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "absent.toml", environ={})
+
+
+def test_trusted_proxies_from_the_environment() -> None:
+    settings = load_settings(None, environ={"E2A_HTTP_TRUSTED_PROXIES": "10.0.0.1, 2001:db8::/32"})
+    assert settings.http.trusted_proxies == ["10.0.0.1", "2001:db8::/32"]
+    assert [str(network) for network in settings.http.trusted_networks] == [
+        "10.0.0.1/32",
+        "2001:db8::/32",
+    ]
+    assert load_settings(None, environ={}).http.trusted_proxies == []

@@ -313,3 +313,92 @@ async def test_agent_to_agent_conversation_round_trip(make_account: Any) -> None
     raw = base64.b64decode(answer_full["raw_message"])
     assert f"In-Reply-To: {original['email_message_id']}".encode() in raw
     assert original["status"] == "sent" and "body_text" not in original
+
+
+SEPARATORS = {"nul": "\x00", "nel": "\x85", "line-sep": "\u2028", "para-sep": "\u2029"}
+UNSAFE_FIELDS = {
+    "subject": lambda bad: {"subject": f"hi{bad}Bcc: y@evil.example"},
+    "to": lambda bad: {"to": [f"x{bad}y@example.org"]},
+    "cc": lambda bad: {"cc": [f"c{bad}c@example.org"]},
+    "bcc": lambda bad: {"bcc": [f"b@example.org{bad}x"]},
+    "conversation_id": lambda bad: {"conversation_id": f"conv{bad}X-Evil: 1"},
+}
+
+
+@pytest.mark.parametrize("separator", SEPARATORS.values(), ids=SEPARATORS.keys())
+@pytest.mark.parametrize("field", UNSAFE_FIELDS)
+async def test_line_separators_and_nul_in_any_header_field_are_refused(
+    make_account: Any, running: RunningGateway, field: str, separator: str
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await agent(alice, "direct")
+    body = {"to": ["x@example.org"], "subject": "s", "body": "b"}
+    body.update(UNSAFE_FIELDS[field](separator))
+    response = await alice.http.post("/api/v1/send", json=body)
+    assert error_code(response, 400) == "invalid_header"
+    message = response.json()["error"]["message"]
+    assert message == (
+        f"{field} must not contain line breaks or control characters (found U+{ord(separator):04X})"
+    )
+    for status in ("queued", "pending_approval", "failed", "sent"):
+        listed = await alice.http.get(f"/api/v1/messages?status={status}")
+        assert listed.json() == {"messages": []}
+
+
+@pytest.mark.parametrize("separator", SEPARATORS.values(), ids=SEPARATORS.keys())
+async def test_line_separators_in_edits_and_attachment_names_are_refused(
+    make_account: Any, separator: str
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await agent(alice, "held", hitl=True)
+    attachment = {"filename": f"a{separator}b.txt", "content_type": "text/plain", "data": "aGk="}
+    body = {"to": ["x@example.org"], "subject": "s", "body": "b", "attachments": [attachment]}
+    refused = await alice.http.post("/api/v1/send", json=body)
+    assert error_code(refused, 400) == "invalid_attachment"
+    assert refused.json()["error"]["message"].startswith("attachments[0].filename must not")
+
+    del body["attachments"]
+    held = await alice.http.post("/api/v1/send", json=body)
+    assert held.status_code == 202, held.text
+    message_id = held.json()["message_id"]
+    edit = await alice.http.post(
+        f"/api/v1/messages/{message_id}/approve", json={"subject": f"new{separator}subject"}
+    )
+    assert error_code(edit, 400) == "invalid_header"
+    assert edit.json()["error"]["message"].startswith("subject must not contain line breaks")
+    still = (await alice.http.get(f"/api/v1/messages/{message_id}")).json()
+    assert still["status"] == "pending_approval" and still["subject"] == "s"
+
+
+async def test_a_reply_to_mail_with_odd_header_text_can_be_built(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """A received subject may decode to line separators and a received Message-ID may hold
+    control characters; the reply takes the subject with spaces instead and leaves such ids
+    out of its threading headers, so it can always be built."""
+    from e2a.inbound.pipeline import InboundMailSink
+    from e2a.smtp.protocol import Envelope, Mailbox
+    from e2a.workers.outbound import OutboundWorker
+
+    alice: Account = await make_account("alice@example.com")
+    bot = await agent(alice, "odd", hitl=True)
+    original = (
+        b"From: Human <human@example.org>\r\nTo: odd@agents.test\r\n"
+        b"Subject: =?utf-8?q?Order=E2=80=A87=C2=85now?=\r\n"
+        b"Message-ID: <m\x01x@example.org>\r\nReferences: <m1@example.org> <m\x7f2@example.org>\r\n"
+        b"\r\nwhere is it?\r\n"
+    )
+    envelope = Envelope(
+        "client.example.org", "human@example.org", [Mailbox("odd", "agents.test")], original
+    )
+    inbound_id = await InboundMailSink(running.gateway).accept_message(envelope, "192.0.2.1")
+    response = await alice.http.post(
+        agent_path(bot, f"/messages/{inbound_id}/reply"), json={"body": "On its way."}
+    )
+    assert response.status_code == 202, response.text
+    stored = await running.gateway.storage.get_outbound(None, response.json()["message_id"])
+    assert stored is not None
+    assert stored.subject == "Re: Order 7 now"
+    assert stored.in_reply_to is None and stored.references == ["<m1@example.org>"]
+    raw = OutboundWorker(running.gateway).compose(stored)
+    assert b"Subject: Re: Order 7 now\r\n" in raw

@@ -442,10 +442,10 @@ def test_settle_policy_on_plain_data() -> None:
 async def test_an_unexpected_error_is_retried_then_fails(
     setup: Setup, sink: Sink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*args: Any, **kwargs: Any) -> bytes:
+    async def broken(*args: Any, **kwargs: Any) -> bytes:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr("e2a.workers.outbound.build_message", broken)
+    monkeypatch.setattr("e2a.workers.outbound.hand_off", broken)
     message = await queue(setup)
     now = NOW
     for attempt in range(1, 6):
@@ -456,4 +456,35 @@ async def test_an_unexpected_error_is_retried_then_fails(
         now += 3 * 3600
     assert after.status == "failed" and after.body_text is None
     assert await setup.worker.deliver_due(now + 86400) == 0
+    assert sink.received == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        (
+            {"subject": "Quarterly\u2028report"},
+            "subject must not contain line breaks or control characters (found U+2028)",
+        ),
+        ({"to": [f"{EXTERNAL}\x00"]}, "to must not contain line breaks"),
+        (
+            {"email_message_id": "<id\u2029@agents.test>"},
+            "Header values may not contain linefeed or carriage return characters",
+        ),
+    ],
+    ids=["subject", "to", "message-id"],
+)
+async def test_a_message_that_cannot_be_built_fails_at_once_with_the_reason(
+    setup: Setup, sink: Sink, fields: dict[str, Any], reason: str
+) -> None:
+    """Rows written before today's request checks (stored here straight through storage) are
+    settled on their first attempt, not left queued for retries that cannot help."""
+    message = await queue(setup, **fields)
+    assert await setup.worker.deliver_due(NOW) == 1
+    after = await stored(setup, message.id)
+    assert after.status == "failed" and after.body_text is None
+    assert after.send_error is not None
+    assert after.send_error.startswith("cannot build the message: ")
+    assert reason in after.send_error
+    assert await setup.worker.deliver_due(NOW + 86400) == 0
     assert sink.received == []

@@ -3,7 +3,11 @@ webhooks must be https, SMTP without TLS is warned about, and development shortc
 
 from __future__ import annotations
 
+import base64
 import logging
+import secrets
+import string
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,11 +18,11 @@ import trio
 from e2a.app import run_gateway
 from e2a.config import ConfigError, Settings, SigningSettings, load_settings
 from e2a.mailauth.resolver import FixtureResolver
-from e2a.production import check_production
+from e2a.production import check_production, secret_weakness
 from tests.conftest import Account, agent_path, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-GOOD_SECRET = "9f2c4e7a1b8d3f6c0e5a2d9b7c4f1e8a3d6b0c9f2e5a8d1b"
+GOOD_SECRET = "f7e53d13ed58993df48d4f54e11f7e0210f19cdab80c93c7e461b91c10e1ce3d"
 PRODUCTION = {
     "env": "production",
     "shared_domain": "agents.e2a-prod.net",
@@ -57,7 +61,14 @@ def settings(tmp_path: Path) -> Settings:
         ("replace-with-a-long-random-string-of-48-chars!!", "placeholder"),
         ("my-super-secret-hmac-key-for-e2a-gateway", "placeholder"),
         ("a" * 64, "too few characters"),
-        ("0101010101010101010101010101010101010101", "too few characters"),
+        ("0101010101010101010101010101010101010101", "at most 160 bits"),
+        # 10 distinct characters, 64 of them: once accepted.
+        ("deeeegcgaddbhdhjciigaegccdchdegjcajihfcbdeaghaiejehegeabcedfgedf", "too few characters"),
+        ("abcdefghij" * 4, "at most 240 bits"),
+        ("9f2c4e7a1b8d3f6c0e5a2d9b7c4f1e8a3d6b0c9f2e5a8d1b", "at most 192 bits"),  # 24 bytes
+        ("f52693a6717799d54d9f7f4a2eca986d", "at most 128 bits"),  # token_hex(16)
+        ("a1b2c3d4e5" * 7, "repeats a sequence of 8 characters"),
+        ("Kq7#vR2!pL9@xM4$" * 3, "too few characters"),
     ],
 )
 def test_weak_or_placeholder_secrets_are_refused(
@@ -66,6 +77,23 @@ def test_weak_or_placeholder_secrets_are_refused(
     message = refusal(production_settings(tmp_path, signing={"hmac_secret": secret}))
     assert message.startswith("signing.hmac_secret: ") and reason in message
     assert "secrets.token_hex(32)" in message
+
+
+@pytest.mark.parametrize(
+    "generate",
+    [
+        lambda: secrets.token_hex(32),
+        lambda: secrets.token_urlsafe(32),
+        lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+        lambda: "".join(secrets.choice(string.printable[:94]) for _ in range(40)),
+    ],
+    ids=["token_hex-32", "token_urlsafe-32", "base64-32-bytes", "printable-40"],
+)
+def test_random_secrets_of_32_bytes_are_always_accepted(generate: Callable[[], str]) -> None:
+    """What `secrets` or `openssl rand -hex 32 / -base64 32` make passes every time (2,000
+    draws each), so the checks refuse weak values without refusing real ones."""
+    refused = [secret for secret in (generate() for _ in range(2000)) if secret_weakness(secret)]
+    assert refused == []
 
 
 def test_what_the_example_config_ships_is_refused() -> None:
@@ -159,3 +187,16 @@ async def test_domains_are_not_verified_without_their_dns_record(make_account: A
     response = await alice.http.post("/api/v1/domains/corp.e2a-prod.net/verify")
     assert response.status_code == 412
     assert response.json()["error"]["code"] == "verification_record_missing"
+
+
+async def test_webhook_urls_with_a_port_out_of_range_are_refused(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    for url in ("https://hooks.e2a-prod.net:99999/x", "https://hooks.e2a-prod.net:0/x"):
+        response = await alice.http.post(
+            "/api/v1/agents", json={"slug": "bot", "agent_mode": "cloud", "webhook_url": url}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"] == {
+            "code": "invalid_webhook_url",
+            "message": "webhook_url port must be a number from 1 to 65535",
+        }

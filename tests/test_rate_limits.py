@@ -1,14 +1,21 @@
-"""Request limits over real HTTP: agent registrations per IP per hour, message polls per user
-per minute (429 `rate_limited` with `Retry-After`, counted in the database)."""
+"""Request limits over real HTTP: agent registrations per user and per client address per
+hour (the address told by trusted proxies only), message polls per user per minute (429
+`rate_limited` with `Retry-After`, counted in the database)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from e2a.api.proxies import client_address
 from e2a.app import RunningGateway
-from tests.conftest import Account, agent_path
+from e2a.config import proxy_networks
+from e2a.mailauth.resolver import FixtureResolver
+from tests.conftest import TEST_LIMITS, Account, agent_path, make_settings
+from tests.delivery_support import open_account, quiet_gateway
 
 
 def assert_limited(response: httpx.Response, window_seconds: int) -> None:
@@ -36,7 +43,7 @@ async def test_fourth_registration_in_the_hour_is_refused(
     assert sorted(agent["name"] for agent in listed) == ["bot-0", "bot-1", "bot-2"]
 
 
-async def test_registration_limit_is_per_address_not_per_user(
+async def test_users_at_one_address_share_its_registration_limit(
     make_account: Any, running: RunningGateway
 ) -> None:
     """Every test client connects from 127.0.0.1, so a second user shares the first's count;
@@ -92,3 +99,84 @@ async def test_message_polling_is_limited_per_user(
     )
     assert bad.status_code == 401
     assert (await alice.http.get(agent_path(alice_bot))).status_code == 200
+
+
+async def test_registrations_count_per_user_as_well(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """Behind one address many users are told apart by their own count."""
+    running.gateway.settings.limits.agent_registrations_per_user_per_hour = 2
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    for n in range(2):
+        assert (await register(alice, f"alice-{n}")).status_code == 201
+    limited = await register(alice, "alice-2")
+    assert_limited(limited, 3600)
+    assert "2 agent registrations per hour for this account" in limited.json()["error"]["message"]
+    assert (await register(bob, "bob-0")).status_code == 201
+
+
+async def register_from(account: Account, slug: str, forwarded_for: str) -> httpx.Response:
+    return await account.http.post(
+        "/api/v1/agents",
+        json={"slug": slug, "agent_mode": "local"},
+        headers={"X-Forwarded-For": forwarded_for},
+    )
+
+
+async def test_behind_a_trusted_proxy_each_client_address_has_its_own_limit(
+    tmp_path: Path,
+) -> None:
+    """The test client at 127.0.0.1 plays the proxy; 10.0.0.0/8 holds further proxies."""
+    settings = make_settings(
+        tmp_path,
+        http={"listen": "127.0.0.1:0", "trusted_proxies": ["127.0.0.1", "10.0.0.0/8"]},
+        limits={**TEST_LIMITS, "agent_registrations_per_ip_per_hour": 2},
+    )
+    async with quiet_gateway(settings, FixtureResolver()) as quiet:
+        alice = await open_account(quiet.gateway, quiet.http_url, "alice@example.com")
+        bob = await open_account(quiet.gateway, quiet.http_url, "bob@example.com")
+        async with alice.http, bob.http:
+            assert (await register_from(alice, "a-0", "198.51.100.7")).status_code == 201
+            # What a client writes itself is left of what the proxy saw, and ignored.
+            forged = "203.0.113.99, 198.51.100.7"
+            assert (await register_from(alice, "a-1", forged)).status_code == 201
+            assert_limited(await register_from(alice, "a-2", "198.51.100.7"), 3600)
+            assert (await register_from(bob, "b-0", "198.51.100.8")).status_code == 201
+            # A chain of trusted proxies is walked back to the first address outside it.
+            for n, proxy in enumerate(["10.1.2.3", "10.9.9.9"]):
+                via = f"198.51.100.9, {proxy}"
+                assert (await register_from(bob, f"c-{n}", via)).status_code == 201
+            assert_limited(await register_from(bob, "c-2", "198.51.100.9"), 3600)
+
+
+async def test_without_trusted_proxies_x_forwarded_for_is_ignored(
+    make_account: Any, running: RunningGateway
+) -> None:
+    running.gateway.settings.limits.agent_registrations_per_ip_per_hour = 2
+    alice: Account = await make_account("alice@example.com")
+    assert (await register_from(alice, "a-0", "198.51.100.1")).status_code == 201
+    assert (await register_from(alice, "a-1", "198.51.100.2")).status_code == 201
+    assert_limited(await register_from(alice, "a-2", "198.51.100.3"), 3600)
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("192.0.2.1", ["198.51.100.7"], "192.0.2.1"),  # not a proxy: its header is ignored
+        ("10.0.0.2", ["198.51.100.7"], "198.51.100.7"),
+        ("10.0.0.2", ["203.0.113.5, 198.51.100.7"], "198.51.100.7"),
+        ("10.0.0.2", ["203.0.113.5", "198.51.100.7, 10.0.0.3"], "198.51.100.7"),
+        ("10.0.0.2", ["10.0.0.4, 10.0.0.3"], "10.0.0.4"),  # all trusted: the farthest one
+        ("10.0.0.2", ["198.51.100.7:4711"], "198.51.100.7"),
+        ("10.0.0.2", ["[2001:db8::7]:4711"], "2001:db8::7"),
+        ("10.0.0.2", ["unknown"], "10.0.0.2"),
+        ("10.0.0.2", ["198.51.100.7, garbage"], "10.0.0.2"),
+        ("10.0.0.2", [], "10.0.0.2"),
+    ],
+)
+def test_client_address_walks_back_through_trusted_proxies_only(
+    peer: str, forwarded: list[str], client: str
+) -> None:
+    trusted = proxy_networks(["10.0.0.0/8"])
+    assert client_address(peer, forwarded, trusted) == client

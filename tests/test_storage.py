@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -19,6 +20,7 @@ from e2a.storage.base import (
     AgentChanges,
     AlreadyExists,
     ApiKey,
+    ConversationClaim,
     Domain,
     FinishedAttempt,
     InUse,
@@ -718,3 +720,40 @@ async def test_replicas_share_one_rate_limit(replicas: tuple[Storage, Storage]) 
             nursery.start_soon(hit, first if n % 2 else second)
     assert verdicts.count(None) == 10
     assert sorted(v for v in verdicts if v is not None) == [3600.0] * 6
+
+
+async def test_threading_reads_only_the_owners_messages_and_weighs_claims(
+    storage: Storage,
+) -> None:
+    """A conversation id a sending agent gives is taken where it is new to the recipient agent,
+    already holds mail from that sender, or is where the references lead — never to join
+    another tenant's conversation by naming it; and the lookup reads the owner's rows only."""
+    bob = await add_user(storage, "bob@example.com")
+    alice = await add_user(storage, "alice@example.com")
+    await storage.add_agent(make_agent(bob, "b@agents.test"))
+    in_bobs_thread = replace(
+        make_message("msg_b1", "b@agents.test"),
+        from_addr="carol@example.org",
+        conversation_id="conv-bob",
+        rfc_message_id="<b1@example.org>",
+    )
+    elsewhere = replace(
+        make_message("msg_b2", "b@agents.test"),
+        conversation_id="conv-other",
+        rfc_message_id="<b2@example.org>",
+    )
+    await storage.store_inbound([in_bobs_thread, elsewhere], 0)
+
+    def lookup(
+        user_id: str, refs: list[str], claim: ConversationClaim | None = None
+    ) -> Awaitable[str | None]:
+        return storage.conversation_for(user_id, "b@agents.test", refs, claim)
+
+    assert await lookup(bob, ["<b1@example.org>"]) == "conv-bob"
+    assert await lookup(alice, ["<b1@example.org>"]) is None
+    by_alice = ConversationClaim("conv-bob", "a@agents.test")
+    assert await lookup(bob, [], by_alice) is None
+    assert await lookup(bob, ["<b2@example.org>"], by_alice) == "conv-other"
+    assert await lookup(bob, ["<b1@example.org>"], by_alice) == "conv-bob"
+    assert await lookup(bob, [], ConversationClaim("conv-bob", "carol@example.org")) == "conv-bob"
+    assert await lookup(bob, [], ConversationClaim("conv-new", "a@agents.test")) == "conv-new"

@@ -146,3 +146,64 @@ async def test_a_forged_conversation_header_from_outside_is_ignored(
     assert await conversation_of(running, alice, agent, forged, sender, key) is None
     threaded = forged + "In-Reply-To: <b@agents.test>\r\n"
     assert await conversation_of(running, alice, agent, threaded, sender, key) == "conv-b"
+
+
+async def send(account: Account, sender: str, to: str, conversation_id: str, **extra: Any) -> None:
+    """Send over REST from `sender` to the local agent `to` and wait for the hand-off."""
+    body = {"from": sender, "to": [to], "subject": "Re: thread", "body": "hi", **extra}
+    response = await account.http.post(
+        "/api/v1/send", json={**body, "conversation_id": conversation_id}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "status": "sent",
+        "message_id": response.json()["message_id"],
+        "method": "local",
+    }
+
+
+async def newest_conversation(account: Account, agent: str) -> str | None:
+    listing = (await account.http.get(agent_path(agent, "/messages?status=all"))).json()
+    conversation = listing["messages"][-1]["conversation_id"]
+    return None if conversation is None else str(conversation)
+
+
+async def test_another_users_agent_cannot_thread_into_a_conversation(
+    running: RunningGateway, alice: Account, agent: str, make_account: Any
+) -> None:
+    """Alice's agent holds conv-a (with alice@example.org). Mallory's agent names conv-a when
+    writing to it: the message arrives outside that conversation. Her own fresh id, and the
+    ids between Alice's own agents, are kept."""
+    mallory: Account = await make_account("mallory@example.com")
+    intruder = await create_agent(mallory, "intruder")
+    await send(mallory, intruder, agent, "conv-a")
+    assert await newest_conversation(alice, agent) is None
+
+    await send(mallory, intruder, agent, "conv-mallory")
+    assert await newest_conversation(alice, agent) == "conv-mallory"
+    await send(mallory, intruder, agent, "conv-mallory")  # she is in it now: it holds
+    assert await newest_conversation(alice, agent) == "conv-mallory"
+
+    colleague = await create_agent(alice, "colleague")
+    await send(alice, colleague, agent, "conv-a")
+    assert await newest_conversation(alice, agent) == "conv-a"
+
+
+async def test_our_own_mail_naming_a_conversation_it_is_not_in_is_not_threaded_into_it(
+    running: RunningGateway, alice: Account, agent: str, resolver: FixtureResolver
+) -> None:
+    """Mail this deployment produced (our envelope domain, our DKIM) from an agent that is not
+    in conv-a names it: ignored unless the mail replies to a message of that conversation."""
+    key = ed25519_key(OUR_DOMAIN)
+    resolver.load_zone(key.zone())
+    sender = f"stranger@{OUR_DOMAIN}"
+    for n, (extra, expected) in enumerate(
+        [("", None), ("In-Reply-To: <a@agents.test>\r\n", "conv-a")]
+    ):
+        data = (
+            f"From: Stranger <{sender}>\r\nTo: {agent}\r\nSubject: Re: thread\r\n"
+            f"Message-ID: <stranger-{n}@{OUR_DOMAIN}>\r\n"
+            f"X-E2A-Conversation-Id: conv-a\r\n{extra}\r\nhi\r\n"
+        ).encode()
+        await smtp_send(running.addresses.smtp_port, [agent], key.sign(data), sender=sender)
+        assert await newest_conversation(alice, agent) == expected

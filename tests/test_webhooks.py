@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -22,7 +23,9 @@ import trio
 from e2a.app import RunningGateway
 from e2a.clock import format_timestamp
 from e2a.config import Settings
+from e2a.ids import new_id
 from e2a.mailauth.resolver import FixtureResolver
+from e2a.storage.base import AgentChanges, SigningSecret
 from e2a.workers.webhook_connections import WebhookConnections
 from e2a.workers.webhook_policy import DELIVERY_WINDOW_SECONDS, delivery_id
 from e2a.workers.webhooks import MAX_PER_HOST, WebhookWorker
@@ -601,3 +604,86 @@ async def test_mail_over_smtp_reaches_the_webhook(
     assert raw.endswith(data) and body["subject"] == "Over the wire"
     assert sdk_verifies(body["auth_headers"], raw, secret, time.time())
     await wait_for_status(alice, agent, body["message_id"], "delivered")
+
+
+@pytest.mark.parametrize(
+    ("bad_url", "reason"),
+    [
+        ("http://loop.x.test:99999/x", "port must be a number from 1 to 65535"),
+        ("http://loop.x.test/x\x00y", "control characters (found U+0000"),
+        ("http://[::1/x", "not a valid URL"),
+    ],
+    ids=["port-99999", "nul", "unclosed-bracket"],
+)
+async def test_a_bad_webhook_url_in_the_database_fails_alone(
+    running: RunningGateway,
+    make_account: Any,
+    receiver: HttpReceiver,
+    resolver: FixtureResolver,
+    bad_url: str,
+    reason: str,
+) -> None:
+    """A URL stored before today's checks (written here straight through storage, as such an
+    old row is) must not stop the worker: another user's delivery goes through, and the bad
+    job ends failed with the reason recorded."""
+    resolver.load_zone({"loop.x.test": {"A": ["127.0.0.1"]}})
+    storage = running.gateway.storage
+    mallory: Account = await make_account("mallory@example.com")
+    broken = await create_agent(mallory, "broken")
+    user_id = (await storage.find_agent(broken)).user_id  # type: ignore[union-attr]
+    changes = AgentChanges(webhook_url=bad_url, agent_mode="cloud")
+    assert await storage.update_agent(user_id, broken, changes) is not None
+    bob: Account = await make_account("bob@example.com")
+    healthy = await create_agent(bob, "healthy", receiver.url)
+
+    broken_message = await accept(running.gateway, [broken], mail("to the broken agent"))
+    healthy_message = await accept(running.gateway, [healthy], mail("to the healthy agent"))
+
+    (request,) = await receiver.wait_for(1)
+    assert json.loads(request.body)["message_id"] == healthy_message
+    await wait_for_status(bob, healthy, healthy_message, "delivered")
+    await wait_for_status(mallory, broken, broken_message, "failed")
+    (attempt,) = await storage.webhook_attempts(broken_message)
+    assert attempt.status_code is None
+    assert attempt.error is not None and attempt.error.startswith("target refused: webhook_url")
+    assert reason in attempt.error
+
+
+async def test_an_attempt_that_raises_is_recorded_and_the_others_go_on(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+) -> None:
+    """Whatever a job's data does to an attempt, the worker records it and goes on: here the
+    owner's newest signing seed, written straight through storage after the mail was stored,
+    is unreadable (not ASCII)."""
+    storage = quiet.gateway.storage
+    bob = await open_account(quiet.gateway, quiet.http_url, "bob@example.com")
+    async with bob.http:
+        bobs_agent = await create_agent(bob, "unsignable", receiver.url)
+        alices_agent = await create_agent(alice, "fine", receiver.url)
+        bobs_message = await accept_at(quiet, clock, bobs_agent)
+        alices_message = await accept_at(quiet, clock, alices_agent)
+        user_id = (await storage.find_agent(bobs_agent)).user_id  # type: ignore[union-attr]
+        unreadable = SigningSecret(
+            id=new_id("wsec"),
+            user_id=user_id,
+            name="corrupt",
+            seed="s\u00e9ed",
+            secret_prefix="corrupt",
+            created_at=format_timestamp(clock.now),
+            last_signed_at=None,
+        )
+        await storage.add_signing_secret(unreadable, 100)
+
+        assert await worker.deliver_due(clock.now) == 2
+        (request,) = receiver.requests
+        assert json.loads(request.body)["message_id"] == alices_message
+        assert await delivery_status(alice, alices_agent, alices_message) == "delivered"
+        assert await delivery_status(bob, bobs_agent, bobs_message) == "retrying"
+        (attempt,) = await storage.webhook_attempts(bobs_message)
+    assert attempt.error is not None
+    assert attempt.error.startswith("internal error: UnicodeEncodeError")
+    assert job_due_at(quiet.gateway.settings, bobs_message) is not None

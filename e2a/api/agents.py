@@ -75,12 +75,15 @@ async def render_agent(agent: Agent) -> dict[str, Any]:
 
 
 async def _checked_webhook_url(url: str) -> str:
-    """The URL if it may be a webhook target: its text, and every address its host resolves to
-    now (a host that does not resolve yet is accepted; it is checked again at each delivery)."""
+    """The URL, normalised, if it may be a webhook target: its text, and every address its host
+    resolves to now (a host that does not resolve yet is accepted; it is checked again at each
+    delivery)."""
     settings = gateway().settings
     allow_private = settings.webhooks.allow_private
     try:
-        check_webhook_url(url, require_https=settings.is_production, allow_private=allow_private)
+        url = check_webhook_url(
+            url, require_https=settings.is_production, allow_private=allow_private
+        )
         await pinned_address(gateway().resolver, urlsplit(url), allow_private)
     except (WebhookTargetError, TargetRefused) as exc:
         raise ApiError(400, "invalid_webhook_url", str(exc)) from None
@@ -136,12 +139,20 @@ async def list_agents(user: User) -> dict[str, Any]:
 
 
 async def register_agent(user: User, body: CreateAgent, remote_addr: str | None) -> Agent:
-    """Create an agent for `user` as POST /agents does (every attempt counts against the
-    client's address); ApiError says what is wrong."""
+    """Create an agent for `user` as POST /agents does (every attempt counts against the user
+    and against the client's address, as `http.trusted_proxies` reveal it); ApiError says what
+    is wrong."""
+    limits = gateway().settings.limits
+    await enforce_rate_limit(
+        f"agent_registration:user:{user.id}",
+        REGISTRATION_WINDOW_SECONDS,
+        limits.agent_registrations_per_user_per_hour,
+        "agent registrations per hour for this account",
+    )
     await enforce_rate_limit(
         f"agent_registration:ip:{remote_addr}",
         REGISTRATION_WINDOW_SECONDS,
-        gateway().settings.limits.agent_registrations_per_ip_per_hour,
+        limits.agent_registrations_per_ip_per_hour,
         "agent registrations per hour from this address",
     )
     address = await _address_for(user, body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from hypercorn.typing import ASGIFramework
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -19,21 +20,33 @@ from e2a.api import (
     outbound,
     websocket,
 )
+from e2a.api.body_limit import BodyLimit
 from e2a.api.errors import ApiError, error_response, http_exception_response
+from e2a.api.proxies import TrustedProxies
+from e2a.config import HttpSettings
 from e2a.dashboard import blueprint as dashboard_blueprint
 from e2a.gateway import Gateway
 from e2a.storage.base import StorageUnavailable
 
 log = logging.getLogger("e2a.api")
 
-MAX_REQUEST_BYTES = 40 * 1024 * 1024
+
+def guard_requests(app: ASGIFramework, settings: HttpSettings) -> ASGIFramework:
+    """`app` behind what every HTTP request passes before any route: the client's address
+    taken from trusted proxies (`http.trusted_proxies`), and the bound on the body
+    (`http.max_request_bytes`)."""
+    return TrustedProxies(BodyLimit(app, settings.max_request_bytes), settings.trusted_networks)
 
 
 def create_app(gateway: Gateway) -> QuartTrio:
     """Build the app serving `gateway`."""
     app = QuartTrio("e2a")
+    # No redirects made by the router: it would build their Location from the request's Host
+    # header (`//` merged, a slash added). A path that is not a route is a plain 404.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
     app.config["E2A_GATEWAY"] = gateway
-    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = gateway.settings.http.max_request_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.register_blueprint(meta.blueprint)
     app.register_blueprint(observability.blueprint)

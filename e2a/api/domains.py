@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 from quart import Blueprint, Response
 
-from e2a.addresses import AddressError, normalise_domain
+from e2a.addresses import AddressError, a_label_domain, normalise_domain
 from e2a.api.auth import gateway, requires_user
 from e2a.api.errors import ApiError, not_found
 from e2a.api.requests import CreateDomain, read_body
@@ -16,6 +17,7 @@ from e2a.api.views import domain_view
 from e2a.clock import utc_now
 from e2a.mailauth.resolver import DnsTemporaryError, lookup_txt
 from e2a.storage.base import AlreadyExists, Domain, InUse, User
+from e2a.webhook_targets import ends_in_a_number
 
 blueprint = Blueprint("domains", __name__)
 log = logging.getLogger("e2a.api")
@@ -44,6 +46,30 @@ async def list_domains(user: User) -> dict[str, Any]:
     }
 
 
+def _gateway_name_holding(name: str) -> str | None:
+    """Which of the gateway's own host names `name` is, or lies under (described by its
+    setting); None when it is none of them."""
+    settings = gateway().settings
+    own = {
+        "shared_domain": settings.shared_domain,
+        "smtp.hostname": settings.smtp.hostname,
+        "the host of http.public_url": urlsplit(settings.http.public_url).hostname or "",
+    }
+    hosts: dict[str, str] = {}
+    for what, host in own.items():
+        try:
+            hosts[what] = a_label_domain(host) if host else ""
+        except ValueError:
+            continue  # not a domain name (an address, say): nothing to register under it
+    for what, host in hosts.items():
+        if host and name == host:
+            return what
+    for what, host in hosts.items():
+        if host and name.endswith(f".{host}"):
+            return f"under {what} {host}"
+    return None
+
+
 async def register_domain(user: User, raw_name: str) -> Domain:
     """Register a domain for the caller, with the TXT token that will prove ownership."""
     try:
@@ -55,6 +81,19 @@ async def register_domain(user: User, raw_name: str) -> Domain:
             400,
             "domain_reserved",
             f"{name} is this deployment's shared domain; register agents on it by slug",
+        )
+    if ends_in_a_number(name):
+        raise ApiError(
+            400,
+            "invalid_domain",
+            f"{name} is an IP address, not a domain name; register a domain name you own",
+        )
+    owner = _gateway_name_holding(name)
+    if owner is not None:
+        raise ApiError(
+            400,
+            "domain_reserved",
+            f"{name} is one of this gateway's own names ({owner}); register a domain you own",
         )
     domain = Domain(
         user_id=user.id,

@@ -19,6 +19,10 @@ blueprint = Blueprint("messages", __name__)
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 POLL_WINDOW_SECONDS = 60
+MAX_SEQ = 2**63 - 1
+"""The largest position a page token can hold: a signed 64-bit integer, as both databases
+store it."""
+MAX_SEQ_DIGITS = len(str(MAX_SEQ))
 _STATUSES: dict[str, StatusFilter] = {"unread": "unread", "read": "read", "all": "all"}
 
 
@@ -32,7 +36,9 @@ def decode_page_token(token: str) -> int:
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         version, _, seq = text.partition(":")
-        if version != "v1" or not seq.isdigit():
+        if version != "v1" or not (seq.isascii() and seq.isdigit()) or len(seq) > MAX_SEQ_DIGITS:
+            raise ValueError(text)
+        if int(seq) > MAX_SEQ:
             raise ValueError(text)
         return int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError):

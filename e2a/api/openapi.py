@@ -270,8 +270,9 @@ OPERATIONS: dict[str, Operation] = {
         "sending",
         "Send a message from one of the caller's agents",
         _SEND_REPLIES,
-        description="`from` may be left out when the caller has exactly one agent. CR or LF "
-        "in any header value is refused.",
+        description="`from` may be left out when the caller has exactly one agent. A line "
+        "break (CR, LF, NEL, U+2028, U+2029) or other control character in any header value "
+        "is refused.",
         errors=_SEND_ERRORS,
         body=SendBody,
     ),

@@ -23,7 +23,13 @@ from e2a.api.requests import RequestBody, read_body
 from e2a.clock import format_timestamp
 from e2a.ids import new_id
 from e2a.inbound.parse import summarise_headers
-from e2a.outbound.mime import InvalidDraft, check_header_value, decode_attachment, reply_subject
+from e2a.outbound.mime import (
+    InvalidDraft,
+    check_header_value,
+    decode_attachment,
+    header_text,
+    reply_subject,
+)
 from e2a.outbound.mime import new_message_id as rfc_message_id
 from e2a.storage.base import (
     TERMINAL_STATUSES,
@@ -164,6 +170,15 @@ def _checked_text(field: str, value: str | None) -> str | None:
         return check_header_value(field, value)
     except InvalidDraft as exc:
         raise ApiError(400, "invalid_header", str(exc)) from None
+
+
+def _fits_header(message_id: str | None) -> bool:
+    """Whether a Message-ID taken from received mail can be written into our headers."""
+    try:
+        check_header_value("message_id", message_id or "")
+    except InvalidDraft:
+        return False
+    return bool(message_id)
 
 
 async def _sender(user: User, requested: str | None) -> Agent:
@@ -309,9 +324,10 @@ async def reply(user: User, email: str, message_id: str) -> tuple[dict[str, Any]
         others = [a for a in [*original.to, *original.cc] if a not in (agent.email, *to)]
         cc = _addresses("cc", [*others, *cc])
     headers = summarise_headers(original.raw_message)
-    references = list(headers.references)
-    if original.rfc_message_id and original.rfc_message_id not in references:
-        references.append(original.rfc_message_id)
+    in_reply_to = original.rfc_message_id if _fits_header(original.rfc_message_id) else None
+    references = [ref for ref in headers.references if _fits_header(ref)]
+    if in_reply_to and in_reply_to not in references:
+        references.append(in_reply_to)
     message = await _new_message(
         user,
         agent,
@@ -319,13 +335,13 @@ async def reply(user: User, email: str, message_id: str) -> tuple[dict[str, Any]
         to=to,
         cc=cc,
         bcc=_addresses("bcc", body.bcc),
-        subject=reply_subject(original.subject),
+        subject=reply_subject(header_text(original.subject)),
         body=body.body,
         html=body.html_body,
         attachments=_attachments(body.attachments),
         conversation_id=_checked_text("conversation_id", body.conversation_id)
         or original.conversation_id,
-        in_reply_to=original.rfc_message_id,
+        in_reply_to=in_reply_to,
         references=references,
     )
     return await _submit(message)

@@ -10,6 +10,9 @@ from quart import request
 
 from e2a.api.errors import ApiError
 
+MAX_JSON_DEPTH = 32
+"""The deepest nesting of arrays and objects a request body may have (the API needs 3)."""
+
 
 class RequestBody(BaseModel):
     """Base of every request body: extra fields are a 400 naming the field, and values must
@@ -74,14 +77,41 @@ async def read_body(model: type[Body], *, allow_empty: bool = False) -> Body:
             raise ApiError(400, "invalid_json", "request body is empty; send a JSON object")
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise _too_deep()
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ApiError(400, "invalid_request", describe_validation_error(exc)) from None
+
+
+def json_depth(value: object) -> int:
+    """How deeply `value` nests arrays and objects (a scalar is 0, `[]` and `{}` are 1)."""
+    deepest = 0
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            pending.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def _too_deep() -> ApiError:
+    return ApiError(
+        400,
+        "invalid_json",
+        f"request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep; "
+        "no request of this API needs more",
+    )
 
 
 def describe_validation_error(exc: ValidationError) -> str:

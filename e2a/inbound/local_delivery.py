@@ -18,7 +18,7 @@ from e2a.inbound.pipeline import announce_stored
 from e2a.inbound.trace import local_received_field, return_path_field
 from e2a.mailauth.results import AuthResults
 from e2a.signing.credentials import derive_signing_secret
-from e2a.storage.base import Agent, NewInboundMessage
+from e2a.storage.base import Agent, ConversationClaim, NewInboundMessage
 
 log = logging.getLogger("e2a.inbound")
 
@@ -99,6 +99,24 @@ async def deliver_locally(
     return {agent.email: message.id for agent, message in prepared}
 
 
+async def _conversation(
+    gateway: Gateway,
+    agent: Agent,
+    sender: Agent,
+    headers: HeaderSummary,
+    conversation_id: str | None,
+) -> str | None:
+    """The recipient's conversation: the sender's id among one owner's agents; from another
+    owner's agent, the id only where Storage.conversation_for allows it (it may not thread into
+    this agent's conversations); without an id, threaded like any inbound mail."""
+    if conversation_id and sender.user_id == agent.user_id:
+        return conversation_id
+    given = ConversationClaim(conversation_id, sender.email) if conversation_id else None
+    return await gateway.storage.conversation_for(
+        agent.user_id, agent.email, headers.referenced_ids()[:MAX_REFERENCES], given
+    )
+
+
 async def _signed_copy(
     gateway: Gateway,
     agent: Agent,
@@ -123,10 +141,7 @@ async def _signed_copy(
         delivered=delivered,
         timestamp=received_at,
     )
-    # Our own X-E2A-Conversation-Id is trusted; without one, thread like any inbound mail.
-    conversation = conversation_id or await storage.conversation_for(
-        agent.email, headers.referenced_ids()[:MAX_REFERENCES]
-    )
+    conversation = await _conversation(gateway, agent, sender, headers, conversation_id)
     return NewInboundMessage(
         id=message_id,
         agent_email=agent.email,

@@ -40,7 +40,7 @@ from e2a.mailauth.results import AuthResults
 from e2a.signing.credentials import derive_signing_secret
 from e2a.smtp.protocol import Envelope, Mailbox
 from e2a.smtp.server import MessageNotStored, RecipientVerdict
-from e2a.storage.base import Agent, NewInboundMessage, StorageUnavailable
+from e2a.storage.base import Agent, ConversationClaim, NewInboundMessage, StorageUnavailable
 from e2a.storage.group_commit import GroupCommitter
 
 log = logging.getLogger("e2a.inbound")
@@ -257,12 +257,16 @@ class InboundMailSink:
     async def _conversation(self, arrival: _Arrival, agent: Agent) -> str | None:
         """delivery.md threading: our own X-E2A-Conversation-Id, else the conversation of the
         first message named by In-Reply-To, then References (newest first), that this agent
-        sent or received, else None."""
-        if arrival.from_here and arrival.headers.conversation_id:
-            return arrival.headers.conversation_id
+        sent or received, else None. Our own id names a conversation of this agent only when
+        the sender is already in it or the references lead to it (another tenant's agent
+        cannot thread into it)."""
+        headers = arrival.headers
+        claim = None
+        if arrival.from_here and headers.conversation_id:
+            claim = ConversationClaim(headers.conversation_id, headers.from_addr or "")
         max_references = 100  # bounds the lookup for mail with absurdly long References
         return await self._gateway.storage.conversation_for(
-            agent.email, arrival.headers.referenced_ids()[:max_references]
+            agent.user_id, agent.email, headers.referenced_ids()[:max_references], claim
         )
 
 

@@ -1,8 +1,9 @@
 """Building outbound messages with the stdlib `email` package. Pure: no I/O, no clock.
 
 Text, text + HTML alternative, attachments; non-ASCII headers RFC 2047-encoded; our own
-Message-ID and Date; threading headers; CR or LF in any header value is refused, so a
-request can never inject a header.
+Message-ID and Date; threading headers. A line break of any kind (CR, LF, NEL, U+2028, U+2029)
+or another control character in a header value is refused, so a request can never inject a
+header nor make a message that cannot be built.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ CONVERSATION_HEADER = "X-E2A-Conversation-Id"
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
 _CONTENT_TYPE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*/[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*$")
 _REPLY_PREFIX = re.compile(r"^\s*re\s*:", re.IGNORECASE)
+_UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+"""C0 controls but TAB, DEL, C1 controls (NEL among them) and the Unicode line and paragraph
+separators: each either breaks a header line or has no business in one."""
 
 
 class InvalidDraft(ValueError):
@@ -52,10 +56,21 @@ class Draft:
 
 
 def check_header_value(name: str, value: str) -> str:
-    """Return `value` if it holds no CR or LF (header injection), else raise InvalidDraft."""
-    if "\r" in value or "\n" in value:
-        raise InvalidDraft(f"{name} must not contain line breaks (CR or LF)")
+    """Return `value` if it holds no line break nor control character (header injection), else
+    raise InvalidDraft naming the field and the character."""
+    found = _UNSAFE_IN_HEADER.search(value)
+    if found is not None:
+        raise InvalidDraft(
+            f"{name} must not contain line breaks or control characters "
+            f"(found U+{ord(found.group()):04X})"
+        )
     return value
+
+
+def header_text(value: str) -> str:
+    """`value` with each line break or control character replaced by a space: text from a
+    received message made fit for a header of ours."""
+    return _UNSAFE_IN_HEADER.sub(" ", value)
 
 
 def decode_attachment(index: int, filename: str, content_type: str, data: str) -> Attachment:

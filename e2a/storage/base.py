@@ -161,6 +161,15 @@ class InboundMessage:
 
 
 @dataclass(frozen=True)
+class ConversationClaim:
+    """A conversation id that a message's sending agent gave it (local delivery, or our own
+    X-E2A-Conversation-Id), and that agent's address."""
+
+    conversation_id: str
+    sender: str
+
+
+@dataclass(frozen=True)
 class MessagePage:
     """One page of a keyset-paginated message list; `next_after` is None on the last page."""
 
@@ -433,10 +442,20 @@ class Storage(Protocol):
         """The seed of the user's newest signing secret (the one deliveries are signed with)."""
         ...
 
-    async def conversation_for(self, agent_email: str, rfc_message_ids: list[str]) -> str | None:
-        """Threading: the conversation id of the first Message-ID in `rfc_message_ids` (in the
-        given order) that names a message the agent sent or received — None when that message
-        has none, or when no id names one of the agent's messages."""
+    async def conversation_for(
+        self,
+        user_id: str,
+        agent_email: str,
+        rfc_message_ids: list[str],
+        claim: ConversationClaim | None = None,
+    ) -> str | None:
+        """Threading for a message to the user's agent, from the user's messages only.
+
+        The referenced conversation is that of the first Message-ID in `rfc_message_ids` (in
+        the given order) naming a message the agent sent or received (None when that message
+        has none, or no id names one). A `claim` is taken when it names no conversation of the
+        agent yet, one that already holds mail from the same sender, or the referenced one;
+        otherwise — another tenant naming this agent's conversation — the referenced one is."""
         ...
 
     # jobs

@@ -26,6 +26,7 @@ from e2a.storage.base import (
     AgentChanges,
     AlreadyExists,
     ApiKey,
+    ConversationClaim,
     Domain,
     FinishedAttempt,
     InboundMessage,
@@ -70,6 +71,7 @@ from e2a.storage.rows import (
     agent_params,
     api_key_params,
     attempt_params,
+    chosen_conversation,
     decode_agent,
     decode_api_key,
     decode_domain,
@@ -775,19 +777,40 @@ class PostgresStorage:
         )
         return str(row[0]) if row else None
 
-    async def conversation_for(self, agent_email: str, rfc_message_ids: list[str]) -> str | None:
-        """Conversation of the first referenced id that names one of the agent's messages (the
-        newest such message when several share the Message-ID)."""
-        if not rfc_message_ids:
-            return None
-        rows = await self._run(
-            lambda db: db.execute(
-                "SELECT rfc_message_id, conversation_id FROM messages WHERE agent_email = %s "
-                "AND rfc_message_id = ANY(%s::text[]) ORDER BY seq DESC",
-                (agent_email, rfc_message_ids),
-            ).fetchall()
-        )
-        return first_conversation(rows, rfc_message_ids)
+    async def conversation_for(
+        self,
+        user_id: str,
+        agent_email: str,
+        rfc_message_ids: list[str],
+        claim: ConversationClaim | None = None,
+    ) -> str | None:
+        """Threading from the user's messages of the agent (Storage.conversation_for)."""
+
+        def read(db: Connection) -> str | None:
+            referenced = None
+            if rfc_message_ids:
+                rows = db.execute(
+                    "SELECT rfc_message_id, conversation_id FROM messages "
+                    "WHERE user_id = %s AND agent_email = %s "
+                    "AND rfc_message_id = ANY(%s::text[]) ORDER BY seq DESC",
+                    (user_id, agent_email, rfc_message_ids),
+                ).fetchall()
+                referenced = first_conversation(rows, rfc_message_ids)
+            if claim is None:
+                return referenced
+            in_agent = (
+                "FROM messages WHERE user_id = %s AND agent_email = %s AND conversation_id = %s"
+            )
+            scope = (user_id, agent_email, claim.conversation_id)
+            row = db.execute(
+                f"SELECT EXISTS (SELECT 1 {in_agent}), "
+                f"EXISTS (SELECT 1 {in_agent} AND from_addr = %s)",
+                (*scope, *scope, claim.sender),
+            ).fetchone()
+            assert row is not None
+            return chosen_conversation(referenced, claim, bool(row[0]), bool(row[1]))
+
+        return await self._run(read)
 
     # -- jobs -------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from e2a.storage.base import (
     Agent,
     AgentChanges,
     ApiKey,
+    ConversationClaim,
     Domain,
     FinishedAttempt,
     InboundMessage,
@@ -354,6 +355,22 @@ def message_page(rows: Sequence[Sequence[Any]], page_size: int) -> MessagePage:
     messages = [decode_message(row) for row in rows[:page_size]]
     next_after = messages[-1].seq if len(rows) > page_size else None
     return MessagePage(messages=messages, next_after=next_after)
+
+
+def chosen_conversation(
+    referenced: str | None,
+    claim: ConversationClaim | None,
+    claimed_exists: bool,
+    claimed_by_sender: bool,
+) -> str | None:
+    """The conversation a message joins (see Storage.conversation_for): the claim when the
+    agent has no message in it yet (`claimed_exists`), has one from the same sender
+    (`claimed_by_sender`) or the references lead to it; else where the references lead."""
+    if claim is None:
+        return referenced
+    if not claimed_exists or claimed_by_sender or referenced == claim.conversation_id:
+        return claim.conversation_id
+    return referenced
 
 
 def first_conversation(rows: Iterable[Sequence[Any]], rfc_message_ids: list[str]) -> str | None:

@@ -21,6 +21,7 @@ from e2a.storage.base import (
     AgentChanges,
     AlreadyExists,
     ApiKey,
+    ConversationClaim,
     Domain,
     FinishedAttempt,
     InboundMessage,
@@ -65,6 +66,7 @@ from e2a.storage.rows import (
     agent_params,
     api_key_params,
     attempt_params,
+    chosen_conversation,
     decode_agent,
     decode_api_key,
     decode_domain,
@@ -736,20 +738,38 @@ class SqliteStorage:
         )
         return str(row[0]) if row else None
 
-    async def conversation_for(self, agent_email: str, rfc_message_ids: list[str]) -> str | None:
-        """Conversation of the first referenced id that names one of the agent's messages (the
-        newest such message when several share the Message-ID)."""
-        if not rfc_message_ids:
-            return None
+    async def conversation_for(
+        self,
+        user_id: str,
+        agent_email: str,
+        rfc_message_ids: list[str],
+        claim: ConversationClaim | None = None,
+    ) -> str | None:
+        """Threading from the user's messages of the agent (Storage.conversation_for)."""
         marks = ", ".join("?" for _ in rfc_message_ids)
-        rows = await self._read(
-            lambda db: db.execute(
-                "SELECT rfc_message_id, conversation_id FROM messages WHERE agent_email = ? "
-                f"AND rfc_message_id IN ({marks}) ORDER BY seq DESC",
-                (agent_email, *rfc_message_ids),
-            ).fetchall()
-        )
-        return first_conversation(rows, rfc_message_ids)
+
+        def read(db: sqlite3.Connection) -> str | None:
+            referenced = None
+            if rfc_message_ids:
+                rows = db.execute(
+                    "SELECT rfc_message_id, conversation_id FROM messages "
+                    f"WHERE user_id = ? AND agent_email = ? AND rfc_message_id IN ({marks}) "
+                    "ORDER BY seq DESC",
+                    (user_id, agent_email, *rfc_message_ids),
+                ).fetchall()
+                referenced = first_conversation(rows, rfc_message_ids)
+            if claim is None:
+                return referenced
+            in_agent = "FROM messages WHERE user_id = ? AND agent_email = ? AND conversation_id = ?"
+            scope = (user_id, agent_email, claim.conversation_id)
+            exists, by_sender = db.execute(
+                f"SELECT EXISTS (SELECT 1 {in_agent}), "
+                f"EXISTS (SELECT 1 {in_agent} AND from_addr = ?)",
+                (*scope, *scope, claim.sender),
+            ).fetchone()
+            return chosen_conversation(referenced, claim, bool(exists), bool(by_sender))
+
+        return await self._read(read)
 
     # -- jobs -------------------------------------------------------------------------------
 

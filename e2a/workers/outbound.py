@@ -35,6 +35,7 @@ POLL_SECONDS = 1.0
 MAX_IN_FLIGHT = 32
 LEASE_MARGIN_SECONDS = 60.0
 MAX_UNEXPECTED_FAILURES = 5
+MAX_ERROR_CHARS = 1000
 SENDABLE_STATUSES = frozenset({"queued", "expired_approved"})
 NO_RELAY = (
     "outbound_smtp.host is not set — configure outbound_smtp to send mail beyond this deployment"
@@ -172,7 +173,7 @@ def settle(
 
 
 def _describe(reasons: Mapping[str, str]) -> str:
-    return "; ".join(f"{rcpt}: {reason}" for rcpt, reason in reasons.items())[:1000]
+    return "; ".join(f"{rcpt}: {reason}" for rcpt, reason in reasons.items())[:MAX_ERROR_CHARS]
 
 
 class OutboundWorker:
@@ -275,10 +276,11 @@ class OutboundWorker:
             return
         try:
             raw = self.compose(message)
-        except InvalidDraft as exc:
-            await storage.finish_outbound(
-                job.id, message.id, "failed", "smtp", f"cannot build the message: {exc}", None
-            )
+        except Exception as exc:  # the stored message decides: trying again cannot help
+            if not isinstance(exc, InvalidDraft):
+                log.exception("outbound %s cannot be built", message.id)
+            reason = f"cannot build the message: {exc}"[:MAX_ERROR_CHARS]
+            await storage.finish_outbound(job.id, message.id, "failed", "smtp", reason, None)
             return
         settled = await storage.recipient_results(message.id)
         pending = [rcpt for rcpt in recipients_of(message) if rcpt not in settled]
@@ -300,7 +302,10 @@ class OutboundWorker:
         log.info("outbound %s: %s (%s)", message.id, verdict.outcome, verdict.error or "ok")
 
     def compose(self, message: OutboundMessage) -> bytes:
-        """The message's bytes as sent: MIME from storage, DKIM-signed when a key is set."""
+        """The message's bytes as sent: MIME from storage, DKIM-signed when a key is set.
+
+        Raises InvalidDraft, or whatever the email package or the signer raise, when the stored
+        message cannot be built."""
         raw = build_message(
             draft_of(message), message_id=message.email_message_id, date=message.created_epoch
         )

@@ -157,7 +157,7 @@ class WebhookWorker:
             if delivery is None:
                 continue  # the message was deleted, and its job with it
             url = delivery.webhook_url or ""
-            host = (urlsplit(url).hostname or "").lower()
+            host = _host_of(url)
             queue = self._hosts.setdefault(host, _HostQueue())
             queue.urls.add(url)
             if queue.full:
@@ -199,11 +199,20 @@ class WebhookWorker:
         )
 
     async def _attempt(self, job: Job, delivery: WebhookDelivery) -> FinishedAttempt:
-        """POST once and judge the answer: the attempt to record with the job's next state."""
+        """POST once and judge the answer: the attempt to record with the job's next state.
+
+        Whatever a job's data does to the attempt, the worker goes on: an unexpected error is
+        logged and recorded as this attempt's error, and the job is retried on the usual
+        schedule like an attempt that got no answer."""
         message = delivery.message
         attempt_number = job.attempts + 1
         started, started_monotonic = self._clock(), trio.current_time()
-        answer = await self._post(delivery, attempt_number, started)
+        try:
+            answer = await self._post(delivery, attempt_number, started)
+        except Exception as exc:
+            log.exception("webhook %s: attempt failed unexpectedly", message.id)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            answer = Answer(None, error=reason[:MAX_ERROR_CHARS])
         finished = self._clock()
         verdict = "failed" if answer.final else judge_answer(answer.status_code)
         outcome: DeliveryOutcome = "delivered" if verdict == "delivered" else "failed"
@@ -233,20 +242,18 @@ class WebhookWorker:
         if delivery.signing_seed is None:
             return Answer(None, error="the agent's owner has no signing secret; create one")
         settings = self._gateway.settings
-        url = delivery.webhook_url
         try:
-            check_webhook_url(
-                url,
+            url = check_webhook_url(
+                delivery.webhook_url,
                 require_https=settings.is_production,
                 allow_private=settings.webhooks.allow_private,
             )
             parts = urlsplit(url)
-            host_header = parts.netloc.encode("idna")
             address = await pinned_address(
                 self._gateway.resolver, parts, settings.webhooks.allow_private
             )
-        except (WebhookTargetError, TargetRefused, UnicodeError) as exc:
-            return Answer(None, error=f"target refused: {exc}", final=True)
+        except (WebhookTargetError, TargetRefused) as exc:
+            return Answer(None, error=f"target refused: {exc}"[:MAX_ERROR_CHARS], final=True)
         except ConnectionError as exc:
             return Answer(None, error=str(exc))
         secret = derive_signing_secret(self._gateway.server_key, delivery.signing_seed)
@@ -255,7 +262,7 @@ class WebhookWorker:
         netloc = host_for_url + (f":{parts.port}" if parts.port else "")
         pinned_url = parts._replace(netloc=netloc).geturl()
         headers = [(name.encode("ascii"), value) for name, value in request.headers.items()]
-        headers.append((b"Host", host_header))
+        headers.append((b"Host", parts.netloc.encode("ascii")))
         extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
         origin = (parts.scheme, address, parts.port, parts.hostname or "")
         connection = self._connections.borrow(origin)
@@ -281,6 +288,15 @@ class WebhookWorker:
             raise
         await self._connections.give_back(origin, connection)
         return Answer(response.status_code, response.headers.get("Retry-After"))
+
+
+def _host_of(url: str) -> str:
+    """The host part of a stored webhook URL, lowercased ("" when the URL cannot be read; the
+    attempt then fails with the reason)."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
 
 
 async def _read_at_most(response: httpx.Response, limit: int) -> None:
