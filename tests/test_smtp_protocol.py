@@ -1418,7 +1418,7 @@ LINES = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(lines=LINES, split_points=st.lists(st.integers(0, 3000), max_size=6))
-def test_the_fast_path_for_plain_lines_agrees_with_the_line_by_line_path(
+def test_whole_lines_taken_at_once_agree_with_the_line_by_line_path(
     lines: list[bytes], split_points: list[int], monkeypatch_context: pytest.MonkeyPatch
 ) -> None:
     stream = message(b"".join(line + b"\r\n" for line in lines) + b".\r\nNOOP\r\n")
@@ -1432,11 +1432,18 @@ def test_the_fast_path_for_plain_lines_agrees_with_the_line_by_line_path(
     fast = Dialogue(**limits)
     fast_replies = [reply for chunk in split_at(stream, split_points) for reply in fast.send(chunk)]
     with monkeypatch_context.context() as patch:
-        patch.setattr(_MessageReader, "_take_plain_lines", lambda self, buffer: 0)
+        patch.setattr(_MessageReader, "_take_whole_lines", take_one_line)
         slow = Dialogue(**limits)
         slow_replies = slow.send(stream)
     assert fast_replies == slow_replies
     assert fast.envelopes == slow.envelopes
+
+
+def take_one_line(reader: _MessageReader, buffer: bytearray, start: int) -> int:
+    """`_MessageReader._take_whole_lines` the slow way: one line, as a split line is taken."""
+    stop = buffer.find(b"\r\n", start) + 2
+    reader._take(buffer, start, stop, line_ends=True)
+    return stop
 
 
 @pytest.fixture(scope="module")

@@ -73,6 +73,8 @@ class HeaderSectionCheck:
     @property
     def problem(self) -> HeaderProblem | None:
         """The problem that decides the reply, None while the section is within the limits."""
+        if not self._problems:
+            return None
         return next((problem for problem in HeaderProblem if problem in self._problems), None)
 
     def feed(self, content: bytes | bytearray) -> None:

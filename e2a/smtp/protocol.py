@@ -95,7 +95,7 @@ class SessionLimits:
     max_errors: int = 10
     max_header_fields: int = 1000
     """Fields in a message's header section."""
-    max_header_bytes: int = 1_048_576
+    max_header_bytes: int = 262_144
     """Octets in a message's header section, line endings included."""
     max_header_continuation_lines: int = 1000
     """Lines one header field may be folded over, after its first."""
@@ -1056,7 +1056,8 @@ class _MessageReader:
     """Reads DATA content up to CRLF.CRLF, undoing dot-stuffing and enforcing the limits.
 
     Content is taken out of the receive buffer as it arrives, so memory stays bounded by the
-    size limit and each byte is examined a constant number of times. Once a problem is found
+    size limit and each byte is examined a constant number of times, mostly by bytes methods
+    in C: only a line split between reads is taken piece by piece. Once a problem is found
     the content is no longer kept, only checked, so that the verdict does not depend on how
     the input was split into reads.
     """
@@ -1089,42 +1090,38 @@ class _MessageReader:
         return content
 
     def _scan(self, buffer: bytearray) -> tuple[int, bool]:
-        position = self._take_plain_lines(buffer)
+        position = 0
         while (crlf := buffer.find(b"\r\n", position)) != -1:
             next_line = crlf + 2
             if self._at_line_start and crlf == position + 1 and buffer[position] == _DOT:
                 return next_line, True
-            self._take(buffer, position, next_line, line_ends=True)
-            position = next_line
+            if self._at_line_start:
+                position = self._take_whole_lines(buffer, position)
+            else:  # the rest of a line begun in an earlier read
+                self._take(buffer, position, next_line, line_ends=True)
+                position = next_line
         return self._take_unfinished_line(buffer, position), False
 
-    def _take_plain_lines(self, buffer: bytearray) -> int:
-        """Fast path: take the whole lines before the terminator at once, if they are plain.
-
-        "Plain" means nothing the line-by-line path would object to: no bare CR or LF, no line
-        over the limit (even counting a stuffed dot). The result is then exactly the
-        line-by-line one, computed by bytes methods in C; anything else is left to the
-        line-by-line path. Returns how many bytes of `buffer` were taken.
-        """
-        if not self._at_line_start or buffer.startswith(b".\r\n"):
-            return 0
-        terminator = buffer.find(b"\r\n.\r\n")
-        stop = terminator + 2 if terminator != -1 else buffer.rfind(b"\r\n") + 2
-        if stop < 2:
-            return 0
-        lines = bytes(buffer[:stop])
-        newlines = lines.count(b"\n")
-        if lines.count(b"\r") != newlines or lines.count(b"\r\n") != newlines:
-            return 0
-        if max(map(len, lines.split(b"\r\n"))) + 2 > self._max_line_length:
-            return 0
+    def _take_whole_lines(self, buffer: bytearray, start: int) -> int:
+        """Take the whole lines from `start`, a line start, up to the terminator or the last
+        CRLF in `buffer`, checked all at once by bytes methods in C: exactly what taking them
+        one by one would do, in a time that does not depend on how short they are. Returns
+        where the lines taken end."""
+        terminator = buffer.find(b"\r\n.\r\n", start)
+        stop = terminator + 2 if terminator != -1 else buffer.rfind(b"\r\n", start) + 2
+        lines = bytes(buffer[start:stop])
+        line_ends = lines.count(b"\r\n")
+        if lines.count(b"\r") != line_ends or lines.count(b"\n") != line_ends:
+            self._problems.add(_ContentProblem.BARE_LINE_ENDING)
         content = lines.replace(b"\r\n.", b"\r\n")
         if content.startswith(b"."):
             content = content[1:]
+        if max(map(len, content.split(b"\r\n"))) + 2 > self._max_line_length:
+            self._problems.add(_ContentProblem.LINE_TOO_LONG)
         self._size += len(content)
-        self._headers.feed(content)
         if self._size > self._max_message_bytes:
             self._problems.add(_ContentProblem.TOO_BIG)
+        self._headers.feed(content)
         self._keep(content)
         return stop
 
