@@ -2,7 +2,9 @@
 
 `InboundMailSink` is what the SMTP listener talks to. It answers RCPT checks from storage and
 turns one DATA into one stored message per recipient agent, committed in one transaction
-before the listener may answer 250. Live listeners are told only after the commit.
+before the listener may answer 250. Live listeners are told only after the commit. Work whose
+cost grows with the message (parsing, rewriting, hashing) runs in worker threads, never on the
+event loop that serves every session and HTTP request.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
@@ -22,7 +25,7 @@ from e2a.ids import new_id
 from e2a.inbound.identity import delivered_message, identity_claim, produced_here
 from e2a.inbound.parse import HeaderSummary, summarise_headers
 from e2a.mailauth.authenticate import RecentSenders, authenticate_from_recent, check_sender
-from e2a.mailauth.results import AuthResults
+from e2a.mailauth.results import AuthResults, without_results_of
 from e2a.signing.credentials import derive_signing_secret
 from e2a.smtp.protocol import Envelope, Mailbox
 from e2a.smtp.server import MessageNotStored, RecipientVerdict
@@ -74,10 +77,12 @@ class InboundMailSink:
 
     async def authenticate(self, envelope: Envelope, peer: str) -> AuthResults:
         """SPF, DKIM, DMARC and ARC of the message, within `dns.timeout_seconds`; temperror
-        results when the deadline passes, so DNS trouble never holds the session longer.
+        results when the deadline passes, so neither DNS trouble nor a message that is slow to
+        parse holds the session longer. A check that outlasts the deadline is abandoned in its
+        worker thread; the SMTP header limits bound what it can still cost.
 
-        Unsigned mail from a sender judged in the last seconds is answered from
-        `RecentSenders` at once; everything else is checked in a worker thread."""
+        Unsigned mail with a small header from a sender judged in the last seconds is answered
+        from `RecentSenders` at once; everything else is checked in a worker thread."""
         resolver = self._gateway.resolver
         sender = {"client_ip": peer, "helo": envelope.helo, "mail_from": envelope.mail_from}
         recent = authenticate_from_recent(
@@ -95,22 +100,22 @@ class InboundMailSink:
             checked.remember_in(self._recent_senders)
             return checked.results
         log.warning("authentication of mail from %s timed out after %.1f s", peer, deadline)
-        headers = summarise_headers(envelope.data)
+        headers = await trio.to_thread.run_sync(summarise_headers, envelope.data)
         return AuthResults.temporary_failure(headers.from_addr.rpartition("@")[2] or None)
 
     async def accept_message(self, envelope: Envelope, peer: str) -> str:
         """Store one message per recipient agent in one transaction; return the first id."""
         now = time.time()
         auth = await self.authenticate(envelope, peer)
-        delivered = delivered_message(
-            envelope.data, auth.header(self._gateway.settings.smtp.hostname)
+        delivered, headers = await trio.to_thread.run_sync(
+            _delivered_form, envelope.data, auth, self._gateway.settings.smtp.hostname
         )
         arrival = _Arrival(
             envelope=envelope,
             peer=peer,
             auth=auth,
             delivered=delivered,
-            headers=summarise_headers(delivered),
+            headers=headers,
             from_here=produced_here(
                 auth, envelope.mail_from, self._gateway.settings.outbound_smtp.from_domain
             ),
@@ -153,13 +158,16 @@ class InboundMailSink:
         seed = await storage.newest_signing_seed(agent.user_id)
         if seed is None:
             raise MessageNotStored(f"owner of {agent.email} has no signing secret")
-        claim = identity_claim(
-            auth=arrival.auth,
-            sender=sender,
-            sender_is_agent=sender_is_agent,
-            message_id=message_id,
-            delivered=arrival.delivered,
-            timestamp=arrival.received_at,
+        claim = await trio.to_thread.run_sync(  # hashes the delivered bytes
+            partial(
+                identity_claim,
+                auth=arrival.auth,
+                sender=sender,
+                sender_is_agent=sender_is_agent,
+                message_id=message_id,
+                delivered=arrival.delivered,
+                timestamp=arrival.received_at,
+            )
         )
         return NewInboundMessage(
             id=message_id,
@@ -192,6 +200,15 @@ class InboundMailSink:
         return await self._gateway.storage.conversation_for(
             agent.email, arrival.headers.referenced_ids()[:max_references]
         )
+
+
+def _delivered_form(
+    data: bytes, auth: AuthResults, authserv_id: str
+) -> tuple[bytes, HeaderSummary]:
+    """The bytes agents receive — without Authentication-Results fields forged in our name
+    (RFC 8601 section 5), ours on top — and the header fields indexed from them."""
+    delivered = delivered_message(without_results_of(data, authserv_id), auth.header(authserv_id))
+    return delivered, summarise_headers(delivered)
 
 
 def announce_stored(hub: Hub, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:
