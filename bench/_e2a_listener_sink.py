@@ -78,7 +78,9 @@ async def serve(port: int, path: str) -> None:
                     StoringSink(storage),
                     "mx.agents.test",
                     SessionLimits(),
-                    listener_limits=ListenerLimits(max_sessions_per_ip=500),
+                    listener_limits=ListenerLimits(
+                        max_sessions_per_ip=500, max_sessions_per_network=500
+                    ),
                 )
             )
             print("ready", flush=True)

@@ -183,11 +183,19 @@ def _smtp_options(
         max_line_length=smtp.max_line_length,
         max_command_length=smtp.max_command_length,
         max_errors=smtp.max_errors,
+        max_header_fields=smtp.max_header_fields,
+        max_header_bytes=smtp.max_header_bytes,
+        max_header_continuation_lines=smtp.max_header_continuation_lines,
     )
     listener_limits = ListenerLimits(
         max_sessions=smtp.max_sessions,
         max_sessions_per_ip=smtp.max_sessions_per_ip,
+        max_sessions_per_network=smtp.max_sessions_per_network,
+        ipv4_network_prefix=smtp.ipv4_network_prefix,
+        ipv6_network_prefix=smtp.ipv6_network_prefix,
         idle_timeout=smtp.idle_timeout_seconds,
+        command_timeout=smtp.command_timeout_seconds,
+        data_timeout=smtp.data_timeout_seconds,
         shutdown_grace_period=smtp.shutdown_grace_seconds,
     )
     return limits, listener_limits, tls

@@ -119,9 +119,17 @@ class SmtpSettings(ListenSection):
     max_line_length: int = Field(default=1000, ge=1000, le=1_000_000)
     max_command_length: int = Field(default=512, ge=512, le=65_536)
     max_errors: int = Field(default=10, ge=1, le=1000)
+    max_header_fields: int = Field(default=1000, ge=1, le=1_000_000)
+    max_header_bytes: int = Field(default=262_144, ge=1024, le=1_073_741_824)
+    max_header_continuation_lines: int = Field(default=1000, ge=1, le=100_000_000)
     max_sessions: int = Field(default=500, ge=1, le=100_000)
     max_sessions_per_ip: int = Field(default=50, ge=1, le=100_000)
+    max_sessions_per_network: int = Field(default=100, ge=1, le=100_000)
+    ipv4_network_prefix: int = Field(default=24, ge=8, le=32)
+    ipv6_network_prefix: int = Field(default=64, ge=16, le=128)
     idle_timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    command_timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    data_timeout_seconds: float = Field(default=600.0, gt=0, le=86_400)
     shutdown_grace_seconds: float = Field(default=30.0, gt=0, le=3600)
 
 

@@ -8,6 +8,7 @@ written from the contract text alone (tests/test_signing_identity.py).
 from __future__ import annotations
 
 import base64
+import hashlib
 import smtplib
 import socket
 import time
@@ -206,3 +207,37 @@ async def test_dns_that_never_answers_degrades_to_temperror(
         await account.http.aclose()
     finally:
         silent.close()
+
+
+async def test_authentication_results_forged_in_our_name_are_not_stored(
+    gateway: RunningGateway,
+) -> None:
+    """RFC 8601 section 5: fields claiming our authserv-id are removed before ours is added;
+    those of other authserv-ids stay; the signed body hash covers exactly the stored bytes."""
+    account, secret = await account_with_bot(gateway)
+    forged = (
+        b"Authentication-Results: mx.agents.test; dkim=pass header.d=example.org\r\n"
+        b"Authentication-Results: relay.example; spf=pass smtp.mailfrom=example.org\r\n"
+        b"Authentication-Results: (looks like us) MX.Agents.Test;\r\n\tdmarc=pass\r\n"
+    )
+    original = forged + mail("someone@nospf.example", "forged results")
+    await trio.to_thread.run_sync(
+        send, gateway.addresses.smtp_port, "someone@nospf.example", original
+    )
+    message = await received(account, "forged results")
+    raw = base64.b64decode(message["raw_message"])
+
+    kept = b"Authentication-Results: relay.example; spf=pass smtp.mailfrom=example.org\r\n"
+    assert raw.endswith(kept + mail("someone@nospf.example", "forged results"))
+    added = raw[: -len(kept + mail("someone@nospf.example", "forged results"))]
+    trace, _, ours = added.partition(b"Authentication-Results: ")
+    assert trace.startswith(b"Return-Path: ") and b"\r\nReceived: " in trace
+    assert ours.startswith(b"mx.agents.test;\r\n spf=none")
+    assert raw.lower().count(b"authentication-results: mx.agents.test") == 1
+    assert b"MX.Agents.Test" not in raw
+    assert b"dkim=pass" not in raw and b"dmarc=pass" not in raw
+    headers = message["auth_headers"]
+    assert headers["X-E2A-Auth-Body-Hash"] == hashlib.sha256(raw).hexdigest()
+    assert headers["X-E2A-Auth-Verified"] == "false"
+    assert contract_verify(headers, raw, secret)
+    await account.http.aclose()

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import pytest
 
 from e2a.mailauth.authenticate import (
+    RECENT_MAX_HEADER_BYTES,
     RecentSenders,
     authenticate_from_recent,
     authenticate_message,
@@ -18,6 +19,7 @@ from e2a.mailauth.dmarc import Author, DmarcResult
 from e2a.mailauth.resolver import FixtureResolver
 from e2a.mailauth.results import AuthResults
 from e2a.mailauth.spf import SpfResult
+from e2a.rfc5322 import header_section
 from tests.test_mailauth_authenticate import ATTACKER_IP, SENDER_IP, zone_with
 from tests.test_mailauth_dkim import MESSAGE, rsa_key
 
@@ -133,6 +135,18 @@ def test_a_malformed_unsigned_header_still_gets_its_own_dkim_verdict(
     assert remembered == authenticate_message(
         resolver, client_ip=SENDER_IP, helo=HELO, mail_from=MAIL_FROM, message=malformed
     )
+
+
+def test_only_a_small_header_is_answered_from_memory(resolver: CountingResolver) -> None:
+    """That path runs on the event loop; a header's parse takes time that grows with it."""
+    recent = RecentSenders()
+    judged(resolver, recent, MESSAGE)
+    header_size = len(header_section(MESSAGE))
+    filler = RECENT_MAX_HEADER_BYTES - header_size - len(b"X-Filler: \r\n")
+    largest = b"X-Filler: " + b"f" * filler + b"\r\n" + MESSAGE
+    assert len(header_section(largest)) == RECENT_MAX_HEADER_BYTES
+    assert from_recent(resolver, recent, largest) is not None
+    assert from_recent(resolver, recent, b"X-Filler: f\r\n" + largest) is None
 
 
 def test_temporary_errors_are_not_remembered(resolver: CountingResolver) -> None:

@@ -10,7 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from e2a.smtp.header_limits import HeaderSectionCheck
 from e2a.smtp.protocol import (
+    Awaiting,
     ConnectionClosed,
     Envelope,
     Event,
@@ -22,7 +24,9 @@ from e2a.smtp.protocol import (
     ServerSession,
     SessionLimits,
     SessionState,
+    Timeout,
     TlsRequested,
+    _ChunkedContent,
     _MessageReader,
 )
 
@@ -892,6 +896,77 @@ def test_bare_line_endings_then_size_then_line_length_decide_the_reply() -> None
     assert dialogue.envelopes == []
 
 
+FOLDED = b"Subject: folded\r\n" + b"\tx\r\n" * 5 + b"\r\nbody\r\n"
+HEADER_REFUSALS = [
+    ({"max_header_continuation_lines": 4}, "554 5.6.0", b"Header field folded over too many lines"),
+    (
+        {"max_header_fields": 0 + 1, "max_header_bytes": 10_000},
+        "552 5.3.4",
+        b"Too many header fields",
+    ),
+    (
+        {"max_header_bytes": len(FOLDED) - 9},
+        "552 5.3.4",
+        b"Header section exceeds fixed maximum size",
+    ),
+]
+
+
+def two_fields(content: bytes) -> bytes:
+    return b"From: a@b.test\r\n" + content
+
+
+@pytest.mark.parametrize(("limits", "expected", "text"), HEADER_REFUSALS)
+def test_a_header_over_a_limit_is_read_to_the_end_and_refused(
+    limits: dict[str, int], expected: str, text: bytes
+) -> None:
+    dialogue = Dialogue(**limits)
+    content = two_fields(FOLDED)
+    replies = dialogue.send(message(content + b".\r\nNOOP\r\n"))
+    assert [status(reply) for reply in replies[-2:]] == [expected, "250 2.0.0"]
+    assert text in replies[-2]
+    assert dialogue.envelopes == []
+    assert dialogue.statuses(MAIL + RCPT + b"DATA\r\nSubject: ok\r\n\r\n.\r\n")[-1] == ("250 2.0.0")
+
+
+@pytest.mark.parametrize(("limits", "expected", "text"), HEADER_REFUSALS)
+def test_chunked_content_meets_the_same_header_limits(
+    limits: dict[str, int], expected: str, text: bytes
+) -> None:
+    dialogue = in_state(T, **limits)
+    content = two_fields(FOLDED)
+    middle = len(content) // 2
+    assert dialogue.statuses(b"BDAT %d\r\n" % middle + content[:middle]) == ["250 2.0.0"]
+    rest = content[middle:]
+    assert dialogue.statuses(b"BDAT %d LAST\r\n" % len(rest) + rest) == [expected]
+    assert dialogue.envelopes == []
+
+
+def test_a_header_within_the_limits_is_accepted() -> None:
+    dialogue = Dialogue(
+        max_header_fields=2, max_header_continuation_lines=5, max_header_bytes=len(FOLDED) + 16
+    )
+    assert dialogue.statuses(message(two_fields(FOLDED) + b".\r\n"))[-1] == "250 2.0.0"
+    assert dialogue.envelopes[0].data == two_fields(FOLDED)
+
+
+def test_line_rules_decide_before_the_header_limits() -> None:
+    dialogue = Dialogue(max_line_length=20, max_header_continuation_lines=1)
+    dialogue.send(EHLO)
+    transaction = MAIL + RCPT + b"DATA\r\n"
+    assert dialogue.statuses(transaction + FOLDED + b"x" * 30 + b"\r\n.\r\n")[-1] == "500 5.5.2"
+    assert dialogue.statuses(transaction + FOLDED + b".\r\n")[-1] == "554 5.6.0"
+
+
+def test_a_header_flood_is_not_kept_while_it_is_read() -> None:
+    dialogue = Dialogue()
+    dialogue.send(message(b"X-Flood: start\r\n"))
+    for _ in range(200):
+        assert dialogue.send(b"\ta\r\n" * 4096) == []
+    assert len(dialogue.session._reader._content) == 0
+    assert dialogue.statuses(b"\r\nbody\r\n.\r\n") == ["554 5.6.0"]
+
+
 # Command lines
 
 
@@ -989,6 +1064,74 @@ def test_time_out() -> None:
     dialogue.session.time_out()
     assert dialogue.drain() == [b"421 4.4.2 mx.agents.test Idle timeout, closing connection\r\n"]
     assert dialogue.closed
+
+
+@pytest.mark.parametrize(
+    ("timeout", "text"),
+    [
+        (Timeout.COMMAND, b"Command not received in time"),
+        (Timeout.MESSAGE, b"Message not received in time"),
+    ],
+)
+def test_time_out_says_which_deadline_passed(timeout: Timeout, text: bytes) -> None:
+    dialogue = Dialogue()
+    dialogue.send(message(b"half a message\r\n"))
+    dialogue.session.time_out(timeout)
+    assert dialogue.drain() == [b"421 4.4.2 mx.agents.test " + text + b", closing connection\r\n"]
+    assert dialogue.closed and dialogue.envelopes == []
+
+
+# What the session is reading, for the shell's deadlines
+
+
+def test_each_command_line_is_awaited_afresh() -> None:
+    dialogue = Dialogue()
+    first = dialogue.session.awaiting
+    assert first[0] is Awaiting.COMMAND
+    dialogue.send(b"EHLO client.exa")
+    assert dialogue.session.awaiting == first  # the same line, still arriving
+    dialogue.send(b"mple\r\n")
+    second = dialogue.session.awaiting
+    assert second[0] is Awaiting.COMMAND and second != first
+    dialogue.send(b"FOO\r\n" + b"x" * 600)  # a refused command and an endless line
+    third = dialogue.session.awaiting
+    assert third[0] is Awaiting.COMMAND and third != second
+    dialogue.send(b"x" * 600)
+    assert dialogue.session.awaiting == third
+
+
+def test_a_message_is_awaited_as_a_whole_from_data_to_its_terminator() -> None:
+    dialogue = in_state(T)
+    dialogue.send(b"DATA\r\n")
+    reading = dialogue.session.awaiting
+    assert reading[0] is Awaiting.MESSAGE
+    dialogue.send(b"Subject: x\r\n\r\nline\r\n")
+    assert dialogue.session.awaiting == reading
+    dialogue.send(b".\r\n")
+    assert dialogue.session.awaiting[0] is Awaiting.COMMAND
+    dialogue.send(MAIL + RCPT + b"DATA\r\n")
+    assert dialogue.session.awaiting[0] is Awaiting.MESSAGE
+    assert dialogue.session.awaiting != reading
+
+
+def test_bdat_chunks_and_the_commands_between_them_are_one_message() -> None:
+    dialogue = in_state(T)
+    dialogue.send(b"BDAT 10\r\nHello")
+    reading = dialogue.session.awaiting
+    assert reading[0] is Awaiting.MESSAGE
+    dialogue.send(b" worl")
+    assert dialogue.session.awaiting == reading  # between chunks
+    dialogue.send(b"BDAT 3 LA")
+    assert dialogue.session.awaiting == reading  # the next BDAT command, still arriving
+    dialogue.send(b"ST\r\nd\r\n")
+    assert dialogue.session.awaiting[0] is Awaiting.COMMAND
+    assert [envelope.data for envelope in dialogue.envelopes] == [b"Hello world\r\n"]
+
+
+def test_a_refused_chunk_is_read_as_part_of_its_command() -> None:
+    dialogue = in_state(M)
+    dialogue.send(b"BDAT 100\r\nsome")
+    assert dialogue.session.awaiting[0] is Awaiting.COMMAND
 
 
 # CHUNKING (RFC 3030): BDAT
@@ -1162,6 +1305,9 @@ LIMITS = st.builds(
     max_line_length=st.integers(1, 40),
     max_command_length=st.integers(1, 80),
     max_errors=st.integers(1, 12),
+    max_header_fields=st.integers(1, 4),
+    max_header_bytes=st.integers(1, 100),
+    max_header_continuation_lines=st.integers(1, 3),
 )
 REPLY = re.compile(rb"(?:([2-5]\d\d)-[^\r\n]*\r\n)*([2-5]\d\d) [^\r\n]*\r\n")
 
@@ -1177,11 +1323,18 @@ def check_message(envelope: Envelope, limits: SessionLimits) -> None:
     data = envelope.data
     assert len(data) <= limits.max_message_bytes
     assert 1 <= len(envelope.recipients) <= limits.max_recipients
-    if data:
-        assert data.endswith(b"\r\n")
-        lines = data.split(b"\r\n")[:-1]
-        assert not any(b"\r" in line or b"\n" in line for line in lines)
-        assert all(len(line) + 2 <= limits.max_line_length for line in lines)
+    lines = data.split(b"\r\n") if data else []  # BDAT 0 LAST alone carries no line
+    if data.endswith(b"\r\n"):  # DATA content always does; BDAT content need not
+        lines.pop()
+    assert not any(b"\r" in line or b"\n" in line for line in lines)
+    assert all(len(line) + 2 <= limits.max_line_length for line in lines)
+    headers = HeaderSectionCheck(
+        max_fields=limits.max_header_fields,
+        max_bytes=limits.max_header_bytes,
+        max_continuation_lines=limits.max_header_continuation_lines,
+    )
+    headers.feed(data)
+    assert headers.problem is None
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1236,9 +1389,17 @@ def answer(
 @settings(max_examples=200, deadline=None)
 @given(stream=STREAMS, split_points=st.lists(st.integers(0, 2000), max_size=10))
 def test_chunking_never_changes_the_outcome(stream: bytes, split_points: list[int]) -> None:
-    whole = Dialogue(max_line_length=30, max_message_bytes=150, max_errors=50)
+    limits = {
+        "max_line_length": 30,
+        "max_message_bytes": 150,
+        "max_errors": 50,
+        "max_header_fields": 3,
+        "max_header_bytes": 60,
+        "max_header_continuation_lines": 2,
+    }
+    whole = Dialogue(**limits)
     expected = whole.send(stream)
-    chunked = Dialogue(max_line_length=30, max_message_bytes=150, max_errors=50)
+    chunked = Dialogue(**limits)
     replies = [reply for chunk in split_at(stream, split_points) for reply in chunked.send(chunk)]
     assert replies == expected
     assert chunked.envelopes == whole.envelopes
@@ -1246,7 +1407,9 @@ def test_chunking_never_changes_the_outcome(stream: bytes, split_points: list[in
 
 LINES = st.lists(
     st.one_of(
-        st.sampled_from([b".", b"..", b".x", b"", b"x" * 40, b"\r", b"\n", b"a\rb", b"a\nb"]),
+        st.sampled_from(
+            [b".", b"..", b".x", b"", b"x" * 40, b"\r", b"\n", b"a\rb", b"a\nb", b"A: b", b"\tc"]
+        ),
         st.binary(max_size=50),
     ),
     max_size=30,
@@ -1255,19 +1418,32 @@ LINES = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(lines=LINES, split_points=st.lists(st.integers(0, 3000), max_size=6))
-def test_the_fast_path_for_plain_lines_agrees_with_the_line_by_line_path(
+def test_whole_lines_taken_at_once_agree_with_the_line_by_line_path(
     lines: list[bytes], split_points: list[int], monkeypatch_context: pytest.MonkeyPatch
 ) -> None:
     stream = message(b"".join(line + b"\r\n" for line in lines) + b".\r\nNOOP\r\n")
-    limits = {"max_line_length": 40, "max_message_bytes": 400}
+    limits = {
+        "max_line_length": 40,
+        "max_message_bytes": 400,
+        "max_header_fields": 4,
+        "max_header_bytes": 80,
+        "max_header_continuation_lines": 2,
+    }
     fast = Dialogue(**limits)
     fast_replies = [reply for chunk in split_at(stream, split_points) for reply in fast.send(chunk)]
     with monkeypatch_context.context() as patch:
-        patch.setattr(_MessageReader, "_take_plain_lines", lambda self, buffer: 0)
+        patch.setattr(_MessageReader, "_take_whole_lines", take_one_line)
         slow = Dialogue(**limits)
         slow_replies = slow.send(stream)
     assert fast_replies == slow_replies
     assert fast.envelopes == slow.envelopes
+
+
+def take_one_line(reader: _MessageReader, buffer: bytearray, start: int) -> int:
+    """`_MessageReader._take_whole_lines` the slow way: one line, as a split line is taken."""
+    stop = buffer.find(b"\r\n", start) + 2
+    reader._take(buffer, start, stop, line_ends=True)
+    return stop
 
 
 @pytest.fixture(scope="module")
@@ -1275,3 +1451,34 @@ def monkeypatch_context() -> Iterator[pytest.MonkeyPatch]:
     """A MonkeyPatch usable inside a Hypothesis test (the function-scoped one is not)."""
     with pytest.MonkeyPatch.context() as patch:
         yield patch
+
+
+def old_chunk_rules(content: bytes, limits: SessionLimits) -> str | None:
+    """The rules BDAT content was held to after its last chunk, read from the whole content at
+    once (before they were checked as the chunks arrive)."""
+    if len(content) > limits.max_message_bytes:
+        return "TOO_BIG"
+    crlf = content.count(b"\r\n")
+    if content.count(b"\r") != crlf or content.count(b"\n") != crlf:
+        return "BARE_LINE_ENDING"
+    if max(map(len, content.split(b"\r\n"))) + 2 > limits.max_line_length:
+        return "LINE_TOO_LONG"
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    content=st.lists(
+        st.sampled_from([b"\r", b"\n", b"\r\n", b"x", b"y" * 7, b"\r\r\n"]), max_size=30
+    ).map(b"".join),
+    points=st.lists(st.integers(0, 120), max_size=8),
+)
+def test_chunk_line_rules_checked_as_octets_arrive_agree_with_the_whole_content(
+    content: bytes, points: list[int]
+) -> None:
+    limits = SessionLimits(max_line_length=12, max_message_bytes=100)
+    chunked = _ChunkedContent(limits)
+    for piece in split_at(content, points):
+        chunked.add(piece)
+    problem = chunked.problem(final=True)
+    assert (problem.name if problem else None) == old_chunk_rules(content, limits)

@@ -24,6 +24,7 @@ from e2a.smtp.server import (
     ListenerLimits,
     MessageNotStored,
     RecipientVerdict,
+    client_network,
     serve_smtp,
     server_tls_context,
 )
@@ -303,6 +304,125 @@ async def test_idle_client_is_disconnected(nursery: trio.Nursery, sink: MemorySi
         )
 
 
+async def drip(client: RawClient, data: bytes, interval: float) -> None:
+    """Send `data` a byte at a time, `interval` seconds apart, until the server hangs up."""
+    for byte in data:
+        try:
+            await client.send(bytes([byte]))
+        except trio.BrokenResourceError:
+            return
+        await trio.sleep(interval)
+
+
+SLOW = ListenerLimits(idle_timeout=1.0, command_timeout=0.6, data_timeout=0.8)
+"""Deadlines that a client dripping a byte every 0.05 s never meets, while it is never idle."""
+
+
+async def test_a_command_dripped_byte_by_byte_meets_its_deadline(
+    nursery: trio.Nursery, sink: MemorySink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="e2a.smtp")
+    port = await start_server(nursery, sink, limits=SLOW)
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        started = trio.current_time()
+        nursery.start_soon(drip, client, b"EHLO " + b"x" * 100 + b"\r\n", 0.05)
+        assert await client.rest() == (
+            b"421 4.4.2 mx.agents.test Command not received in time, closing connection\r\n"
+        )
+        assert 0.6 <= trio.current_time() - started < 0.9
+        await trio.testing.wait_all_tasks_blocked()  # the session logs once it has closed
+    assert "end=command timeout" in caplog.text
+
+
+async def test_each_command_gets_its_own_deadline(nursery: trio.Nursery, sink: MemorySink) -> None:
+    port = await start_server(nursery, sink, limits=SLOW)
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        for _ in range(6):  # 2.4 s in all, each command well within its 0.6 s
+            await trio.sleep(0.4)
+            await client.send(b"NOOP\r\n")
+            assert codes([await client.reply()]) == ["250 2.0.0"]
+        await client.send(b"QUIT\r\n")
+        assert codes([await client.reply()]) == ["221 2.0.0"]
+
+
+async def test_a_message_dripped_line_by_line_meets_its_deadline(
+    nursery: trio.Nursery, sink: MemorySink
+) -> None:
+    port = await start_server(nursery, sink, limits=SLOW)
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        await client.send(
+            b"EHLO client.example\r\nMAIL FROM:<s@example.org>\r\n"
+            b"RCPT TO:<alice@agents.test>\r\nDATA\r\n"
+        )
+        assert codes(await client.replies(4))[-1] == "354"
+        started = trio.current_time()
+        for _ in range(40):  # a whole line every 0.05 s: never idle, never a slow command
+            try:
+                await client.send(b"Subject: slowly\r\n")
+            except trio.BrokenResourceError:
+                break
+            await trio.sleep(0.05)
+        assert await client.rest() == (
+            b"421 4.4.2 mx.agents.test Message not received in time, closing connection\r\n"
+        )
+        assert 0.8 <= trio.current_time() - started < 1.2
+    assert sink.stored == []
+
+
+async def test_bdat_chunks_and_the_commands_between_them_share_one_deadline(
+    nursery: trio.Nursery, sink: MemorySink
+) -> None:
+    port = await start_server(nursery, sink, limits=SLOW)
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        await client.send(
+            b"EHLO client.example\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<alice@agents.test>\r\n"
+        )
+        await client.replies(3)
+        started = trio.current_time()
+        replies = b""
+        for _ in range(40):  # a small chunk every 0.05 s, each answered at once
+            try:
+                await client.send(b"BDAT 3\r\nhi\n")
+                replies += await client.reply()
+            except (trio.BrokenResourceError, AssertionError):
+                break
+            await trio.sleep(0.05)
+        replies += await client.rest()
+        assert replies.endswith(
+            b"421 4.4.2 mx.agents.test Message not received in time, closing connection\r\n"
+        )
+        assert 0.8 <= trio.current_time() - started < 1.2
+    assert sink.stored == []
+
+
+async def test_a_message_within_its_deadline_is_taken_after_slow_commands(
+    nursery: trio.Nursery, sink: MemorySink
+) -> None:
+    port = await start_server(nursery, sink, limits=SLOW)
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        for command in [b"EHLO client.example", b"MAIL FROM:<s@example.org>", b"DATA"]:
+            if command == b"DATA":
+                await client.send(b"RCPT TO:<alice@agents.test>\r\n")
+                await client.reply()
+            await trio.sleep(0.4)
+            await client.send(command + b"\r\n")
+            await client.reply()
+        await trio.sleep(0.5)
+        await client.send(b"Subject: in time\r\n\r\nbody\r\n.\r\n")
+        assert codes([await client.reply()]) == ["250 2.0.0"]
+    assert [envelope.data for envelope, _ in sink.stored] == [b"Subject: in time\r\n\r\nbody\r\n"]
+
+
 async def test_pipelined_commands_are_answered_in_order(port: int, sink: MemorySink) -> None:
     with trio.fail_after(TIMEOUT):
         client = await RawClient.connect(port)
@@ -573,6 +693,55 @@ def test_listener_limits_must_be_positive() -> None:
         ListenerLimits(max_sessions_per_ip=0)
     with pytest.raises(ValueError, match="idle_timeout"):
         ListenerLimits(idle_timeout=float("inf"))
+    with pytest.raises(ValueError, match="data_timeout"):
+        ListenerLimits(data_timeout=0)
+    with pytest.raises(ValueError, match="network prefixes"):
+        ListenerLimits(ipv4_network_prefix=33)
+    with pytest.raises(ValueError, match="network prefixes"):
+        ListenerLimits(ipv6_network_prefix=129)
+
+
+async def test_sessions_over_the_per_network_limit_are_turned_away(
+    nursery: trio.Nursery, sink: MemorySink
+) -> None:
+    limits = ListenerLimits(max_sessions_per_network=2)
+    port = await start_server(nursery, sink, limits=limits)
+
+    async def from_address(address: str) -> RawClient:
+        return RawClient(await trio.open_tcp_stream("127.0.0.1", port, local_address=address))
+
+    with trio.fail_after(TIMEOUT):
+        first, second = await from_address("127.0.0.1"), await from_address("127.0.0.2")
+        assert codes([await first.reply(), await second.reply()]) == ["220", "220"]
+        third = await from_address("127.0.0.3")
+        assert await third.rest() == (
+            b"421 4.7.0 mx.agents.test Too many connections from your network\r\n"
+        )
+        other_network = await from_address("127.0.1.1")
+        assert codes([await other_network.reply()]) == ["220"]
+        await second.send(b"QUIT\r\n")
+        await second.rest()
+        assert (await greeting_when_admitted(port, "127.0.0.3")).startswith(b"220 ")
+
+
+@pytest.mark.parametrize(
+    ("peer", "network"),
+    [
+        ("192.0.2.77", "192.0.2.0/24"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("::ffff:192.0.2.77", "192.0.2.0/24"),
+        ("fe80::1:2%eth0", "fe80::/64"),
+        ("unknown", "unknown"),
+    ],
+)
+def test_client_network(peer: str, network: str) -> None:
+    assert client_network(peer, ListenerLimits()) == network
+
+
+def test_client_network_prefixes_are_configurable() -> None:
+    limits = ListenerLimits(ipv4_network_prefix=32, ipv6_network_prefix=48)
+    assert client_network("192.0.2.77", limits) == "192.0.2.77/32"
+    assert client_network("2001:db8:1:2:3:4:5:6", limits) == "2001:db8:1::/48"
 
 
 # STARTTLS

@@ -2,7 +2,9 @@
 
 `InboundMailSink` is what the SMTP listener talks to. It answers RCPT checks from storage and
 turns one DATA into one stored message per recipient agent, committed in one transaction
-before the listener may answer 250. Live listeners are told only after the commit.
+before the listener may answer 250. Live listeners are told only after the commit. Work whose
+cost grows with the message (parsing, rewriting, hashing) runs in worker threads, never on the
+event loop that serves every session and HTTP request.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 
 import trio
 
@@ -36,7 +39,7 @@ from e2a.inbound.trace import (
 )
 from e2a.mailauth.authenticate import RecentSenders, authenticate_from_recent, check_sender
 from e2a.mailauth.resolver import DnsTemporaryError
-from e2a.mailauth.results import AuthResults
+from e2a.mailauth.results import AuthResults, without_results_of
 from e2a.signing.credentials import derive_signing_secret
 from e2a.smtp.protocol import Envelope, Mailbox
 from e2a.smtp.server import MessageNotStored, RecipientVerdict
@@ -95,10 +98,12 @@ class InboundMailSink:
 
     async def authenticate(self, envelope: Envelope, peer: str) -> AuthResults:
         """SPF, DKIM, DMARC and ARC of the message, within `dns.timeout_seconds`; temperror
-        results when the deadline passes, so DNS trouble never holds the session longer.
+        results when the deadline passes, so neither DNS trouble nor a message that is slow to
+        parse holds the session longer. A check that outlasts the deadline is abandoned in its
+        worker thread; the SMTP header limits bound what it can still cost.
 
-        Unsigned mail from a sender judged in the last seconds is answered from
-        `RecentSenders` at once; everything else is checked in a worker thread."""
+        Unsigned mail with a small header from a sender judged in the last seconds is answered
+        from `RecentSenders` at once; everything else is checked in a worker thread."""
         resolver = self._gateway.resolver
         sender = {"client_ip": peer, "helo": envelope.helo, "mail_from": envelope.mail_from}
         recent = authenticate_from_recent(
@@ -116,7 +121,7 @@ class InboundMailSink:
             checked.remember_in(self._recent_senders)
             return checked.results
         log.warning("authentication of mail from %s timed out after %.1f s", peer, deadline)
-        headers = summarise_headers(envelope.data)
+        headers = await trio.to_thread.run_sync(summarise_headers, envelope.data)
         return AuthResults.temporary_failure(headers.from_addr.rpartition("@")[2] or None)
 
     async def _client_name(self, peer: str) -> str | None:
@@ -167,15 +172,13 @@ class InboundMailSink:
         message_ids = [new_id("msg") for _ in agents]
         hostname = self._gateway.settings.smtp.hostname
         hop = smtp_hop(envelope, peer, client_name, hostname, message_ids[0], agents, now)
-        delivered = delivered_message(
-            envelope.data, auth.header(hostname), trace_fields(envelope.mail_from, hop)
-        )
+        delivered, headers = await trio.to_thread.run_sync(_delivered_form, envelope, auth, hop)
         arrival = _Arrival(
             envelope=envelope,
             peer=peer,
             auth=auth,
             delivered=delivered,
-            headers=summarise_headers(delivered),
+            headers=headers,
             from_here=produced_here(
                 auth, envelope.mail_from, self._gateway.settings.outbound_smtp.from_domain
             ),
@@ -225,13 +228,16 @@ class InboundMailSink:
         seed = await storage.newest_signing_seed(agent.user_id)
         if seed is None:
             raise MessageNotStored(f"owner of {agent.email} has no signing secret")
-        claim = identity_claim(
-            auth=arrival.auth,
-            sender=sender,
-            sender_is_agent=sender_is_agent,
-            message_id=message_id,
-            delivered=arrival.delivered,
-            timestamp=arrival.received_at,
+        claim = await trio.to_thread.run_sync(  # hashes the delivered bytes
+            partial(
+                identity_claim,
+                auth=arrival.auth,
+                sender=sender,
+                sender_is_agent=sender_is_agent,
+                message_id=message_id,
+                delivered=arrival.delivered,
+                timestamp=arrival.received_at,
+            )
         )
         return NewInboundMessage(
             id=message_id,
@@ -294,6 +300,19 @@ def smtp_hop(
         recipient=agents[0].email if len(agents) == 1 else None,
         when=now,
     )
+
+
+def _delivered_form(envelope: Envelope, auth: AuthResults, hop: Hop) -> tuple[bytes, HeaderSummary]:
+    """The bytes agents receive — trace fields, then our Authentication-Results, then the
+    message without Authentication-Results fields forged in our name (RFC 8601 section 5) —
+    and the header fields indexed from them."""
+    authserv_id = hop.hostname
+    delivered = delivered_message(
+        without_results_of(envelope.data, authserv_id),
+        auth.header(authserv_id),
+        trace_fields(envelope.mail_from, hop),
+    )
+    return delivered, summarise_headers(delivered)
 
 
 def announce_stored(hub: Hub, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:

@@ -8,7 +8,8 @@ to do with the results is the caller's business.
 Mail that carries no DKIM or ARC header fields is judged by SPF and DMARC alone, and those
 depend only on the client, its HELO, the reverse path and the author's domain. `RecentSenders`
 remembers those verdicts for a short while, so a burst from one sender is judged once and the
-rest of it without a DNS lookup or a worker thread (`authenticate_from_recent`).
+rest of it without a DNS lookup or a worker thread (`authenticate_from_recent`) — as long as
+its header section is small, since that path runs on the event loop.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ RECENT_SECONDS = 30.0
 the SPF and DMARC records themselves (an hour is usual), so a changed policy is seen soon."""
 RECENT_SENDERS = 10_000
 """How many senders are remembered at most; the least recently used is forgotten first."""
+RECENT_MAX_HEADER_BYTES = 16_384
+"""The largest header section judged from `RecentSenders`, on the event loop: parsing a header
+takes time that grows with it (faster than linearly in dkimpy), so larger ones go the way of
+all other mail, to a worker thread under the authentication deadline."""
 _SIGNATURE_MARKERS = (b"dkim-signature:", b"arc-")
 
 _SenderKey = tuple[str, str, str, Author]
@@ -140,9 +145,12 @@ def authenticate_from_recent(
     message: bytes,
 ) -> AuthResults | None:
     """The results of unsigned mail whose sender `recent` remembers, found without DNS (an
-    unsigned message's DKIM verdict needs none); None when the message is signed or its
-    sender is not remembered."""
-    if not _unsigned(message):
+    unsigned message's DKIM verdict needs none); None when the message is signed, its header
+    section is over RECENT_MAX_HEADER_BYTES or its sender is not remembered.
+
+    Its cost is bounded by RECENT_MAX_HEADER_BYTES, whatever the size of the message: the
+    caller may run it on the event loop."""
+    if not _small_header(message) or not _unsigned(message):
         return None
     author = author_of(message)
     remembered = recent.get(_sender_key(client_ip, helo, mail_from, author))
@@ -151,6 +159,13 @@ def authenticate_from_recent(
     spf, dmarc = remembered
     dkim = verify_dkim(resolver, message)  # no signature: `none`, or `permerror` if malformed
     return _combine(spf, dkim, dmarc, author, None)
+
+
+def _small_header(message: bytes) -> bool:
+    """True when the header section has at most RECENT_MAX_HEADER_BYTES, found by looking at
+    no more of the message than that."""
+    start = message[: RECENT_MAX_HEADER_BYTES + 4]  # room for the empty line after the limit
+    return len(header_section(start)) <= RECENT_MAX_HEADER_BYTES
 
 
 def _unsigned(message: bytes) -> bool:

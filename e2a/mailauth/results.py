@@ -1,4 +1,5 @@
-"""Authentication results as data, and their RFC 8601 `Authentication-Results` rendering.
+"""Authentication results as data, their RFC 8601 `Authentication-Results` rendering, and the
+removal of such fields that claim to come from us.
 
 Pure values and text: this module looks nothing up and decides nothing; `authenticate`
 fills these in. Everything rendered from a value the client chose (HELO name, domains,
@@ -11,6 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from e2a.rfc5322 import header_section
+
 AuthResult = Literal["pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"]
 """A result as RFC 8601 names them (DMARC uses pass, fail, none, temperror, permerror)."""
 
@@ -18,6 +21,10 @@ AuthResult = Literal["pass", "fail", "softfail", "neutral", "none", "temperror",
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_REASON = 120
+_RESULTS_FIELD = re.compile(rb"authentication-results[ \t]*:", re.IGNORECASE)
+_LINE = re.compile(rb"[^\n]*\n|[^\n]+")
+_AUTHSERV_TOKEN = re.compile(r'[^\s;()"]+')
+_QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -124,3 +131,63 @@ def _pvalue(text: str) -> str:
 def _quoted(text: str) -> str:
     escaped = _CONTROL.sub("", text).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
+
+
+def without_results_of(message: bytes, authserv_id: str) -> bytes:
+    """`message` without the `Authentication-Results` fields that name `authserv_id` (compared
+    without regard to case), folded lines included; all other bytes as they were.
+
+    A border MTA must remove such fields before adding its own (RFC 8601 section 5): whoever
+    sent them is forging our verdict. Fields of other authserv-ids are kept. Time is linear
+    in the header section.
+    """
+    header = header_section(message)
+    if b"authentication-results" not in header.lower():
+        return message
+    ours = authserv_id.lower()
+    fields = _fields(header)
+    kept = [field for field in fields if _results_authserv_id(field) != ours]
+    if len(kept) == len(fields):
+        return message
+    return b"".join(line for field in kept for line in field) + message[len(header) :]
+
+
+def _fields(header: bytes) -> list[list[bytes]]:
+    """The header section cut into fields, each a list of its lines with their line endings."""
+    fields: list[list[bytes]] = []
+    for line in _LINE.findall(header):
+        if fields and line[:1] in (b" ", b"\t"):
+            fields[-1].append(line)
+        else:
+            fields.append([line])
+    return fields
+
+
+def _results_authserv_id(field: list[bytes]) -> str | None:
+    """The lowercased authserv-id of an `Authentication-Results` field; None for other fields."""
+    name = _RESULTS_FIELD.match(field[0])
+    if name is None:
+        return None
+    value = _after_cfws(b"".join(field)[name.end() :].decode("utf-8", "replace"))
+    quoted = _QUOTED_STRING.match(value)
+    if quoted is not None:
+        return re.sub(r"\\(.)", r"\1", quoted.group(1), flags=re.DOTALL).lower()
+    token = _AUTHSERV_TOKEN.match(value)
+    return token.group(0).lower() if token is not None else ""
+
+
+def _after_cfws(value: str) -> str:
+    """`value` after the whitespace and comments (nestable, with quoted-pairs) it starts with."""
+    position = 0
+    while True:
+        while position < len(value) and value[position].isspace():
+            position += 1
+        if not value.startswith("(", position):
+            return value[position:]
+        depth = 0
+        while position < len(value):
+            char = value[position]
+            position += 2 if char == "\\" else 1
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth == 0:
+                break

@@ -13,9 +13,12 @@ Choices it makes on the gateway's behalf:
   A command line ending in a bare LF, or holding a bare CR, is refused with `500 5.5.2` and
   never executed.
 * A message over the size limit, or with a text line over the line limit, is likewise read to
-  its terminator, discarded as it arrives and refused (`552 5.3.4`, `500 5.5.2`). When a
-  message has several problems, bare line endings decide the reply, then size, then line
-  length, however the input was split into reads.
+  its terminator, discarded as it arrives and refused (`552 5.3.4`, `500 5.5.2`). So is one
+  whose header section has too many fields (`552 5.3.4`), a field folded over too many lines
+  (`554 5.6.0`) or too many octets (`552 5.3.4`): the parsers that read headers later take
+  time that grows faster than the header, and these limits bound it (`header_limits.py`).
+  When a message has several problems, bare line endings decide the reply, then size, then
+  line length, then the header limits in that order, however the input was split into reads.
 * Source routes (`<@a,@b:user@c>`) are accepted and ignored, as RFC 5321 section 3.3 asks: only
   the final mailbox counts. `%` and `!` stay in the local part, so they can never name another
   domain. Quoted local parts are unquoted into `Mailbox.local`.
@@ -38,7 +41,11 @@ Choices it makes on the gateway's behalf:
 * CHUNKING (RFC 3030): a BDAT chunk's octets are always read, even when the command is
   refused, so they are never taken for commands; its reply follows them. A chunk past the size
   limit ends the transaction (`552 5.3.4`); after the last chunk the message meets the same
-  line rules as DATA content, so both ways in accept and refuse the same messages.
+  line and header rules as DATA content, checked as the chunks arrive, so both ways in accept
+  and refuse the same messages.
+* The session keeps no clock, but says what it is reading (`awaiting`): a command line or a
+  message's content, numbered, so that the shell can give each a deadline as a whole — not
+  only a limit on silence, which a client dripping a byte at a time never reaches.
 * On shutdown the session answers `421 4.3.2` as soon as no transaction is in flight: a message
   whose DATA or BDAT has begun, or a decision the shell is making, is finished and answered
   first.
@@ -54,8 +61,10 @@ from collections import deque
 from typing import TypeAlias
 
 from e2a.addresses import a_label_domain
+from e2a.smtp.header_limits import HeaderProblem, HeaderSectionCheck
 
 __all__ = [
+    "Awaiting",
     "ConnectionClosed",
     "Envelope",
     "Event",
@@ -67,6 +76,7 @@ __all__ = [
     "ServerSession",
     "SessionLimits",
     "SessionState",
+    "Timeout",
     "TlsRequested",
     "check_hostname",
 ]
@@ -83,6 +93,12 @@ class SessionLimits:
     max_command_length: int = 512
     """Octets in one command line, CRLF included."""
     max_errors: int = 10
+    max_header_fields: int = 1000
+    """Fields in a message's header section."""
+    max_header_bytes: int = 262_144
+    """Octets in a message's header section, line endings included."""
+    max_header_continuation_lines: int = 1000
+    """Lines one header field may be folded over, after its first."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -192,6 +208,24 @@ class SessionState(enum.Enum):
     """`ConnectionClosed` emitted; input is ignored."""
 
 
+class Awaiting(enum.Enum):
+    """What the session reads from the client while it waits for input."""
+
+    COMMAND = "command"
+    """A command line (or the octets of a refused BDAT chunk, which belong to its command)."""
+    MESSAGE = "message"
+    """A message's content: DATA up to its terminator, or BDAT chunks up to the LAST one,
+    the BDAT command lines between chunks included."""
+
+
+class Timeout(enum.Enum):
+    """Which of the shell's clocks ran out; the value is the text of the `421 4.4.2`."""
+
+    IDLE = "Idle timeout"
+    COMMAND = "Command not received in time"
+    MESSAGE = "Message not received in time"
+
+
 class LocalProtocolError(RuntimeError):
     """The I/O shell used the session out of turn: a bug in the shell, never the client's."""
 
@@ -228,6 +262,8 @@ class ServerSession:
         self._peer_closed = False
         self._events: deque[Event] = deque()
         self._errors = 0
+        self._commands_read = 0
+        self._messages_begun = 0
         self._discarding_long_line = False
         self._helo = ""
         self._extended = False
@@ -250,6 +286,14 @@ class ServerSession:
     def secure(self) -> bool:
         """True once `tls_started` was called: everything since came over TLS."""
         return self._secure
+
+    @property
+    def awaiting(self) -> tuple[Awaiting, int]:
+        """What the session is reading now, and its number: it changes as soon as a new
+        command line or message is awaited, so the shell can time each one as a whole."""
+        if self._state is SessionState.DATA or self._receiving_chunks():
+            return Awaiting.MESSAGE, self._messages_begun
+        return Awaiting.COMMAND, self._commands_read
 
     def greeting(self) -> bytes:
         """The 220 banner to send as soon as the connection is open."""
@@ -339,12 +383,13 @@ class ServerSession:
         self._state = SessionState.GREETING
         self._close_if_shutting_down()
 
-    def time_out(self) -> None:
-        """The client was idle too long: answer `421 4.4.2` and close."""
+    def time_out(self, timeout: Timeout = Timeout.IDLE) -> None:
+        """The client was idle too long, or took too long over a command or a message:
+        answer `421 4.4.2` and close. Whatever was in flight is abandoned."""
         if self._state is SessionState.CLOSED:
             return
         self._events.append(
-            _reply(421, "4.4.2", f"{self._hostname} Idle timeout, closing connection")
+            _reply(421, "4.4.2", f"{self._hostname} {timeout.value}, closing connection")
         )
         self._close()
 
@@ -400,6 +445,7 @@ class ServerSession:
             return False
         line = bytes(self._buffer[: newline + 1])
         del self._buffer[: newline + 1]
+        self._commands_read += 1
         if self._discarding_long_line or len(line) > self._limits.max_command_length:
             self._discarding_long_line = False
             self._refuse_command(_CommandError(500, "5.5.2", "Line too long"))
@@ -621,6 +667,7 @@ class ServerSession:
         if self._transaction.chunks is not None:
             raise _CommandError(503, "5.5.1", "DATA cannot follow BDAT in one transaction")
         self._reader = _MessageReader(self._limits)
+        self._messages_begun += 1
         self._state = SessionState.DATA
         self._events.append(_reply_lines(354, ["End data with <CR><LF>.<CR><LF>"]))
 
@@ -646,6 +693,7 @@ class ServerSession:
         else:
             if self._transaction.chunks is None:
                 self._transaction.chunks = _ChunkedContent(self._limits)
+                self._messages_begun += 1
             into = self._transaction.chunks
         self._chunk = _Chunk(int(size), last=last, into=into, resume=self._state)
         self._state = SessionState.CHUNK
@@ -697,6 +745,14 @@ class ServerSession:
         self._state = SessionState.CLOSED
         self._buffer.clear()
         self._events.append(ConnectionClosed())
+
+    def _receiving_chunks(self) -> bool:
+        """True from a transaction's first accepted BDAT chunk until its message is complete."""
+        if self._transaction.chunks is None:
+            return False
+        if self._state is SessionState.CHUNK:
+            return self._chunk is not None and self._chunk.into is self._transaction.chunks
+        return self._state is SessionState.RCPT
 
     def _take_pending_recipient(self) -> Mailbox:
         self._expect_state(SessionState.AWAITING_RECIPIENT)
@@ -978,13 +1034,42 @@ class _ContentProblem(enum.Enum):
     BARE_LINE_ENDING = (550, "5.6.11", "Bare CR or LF not allowed; lines must end with CRLF")
     TOO_BIG = (552, "5.3.4", "Message size exceeds fixed maximum message size")
     LINE_TOO_LONG = (500, "5.5.2", "Line too long")
+    TOO_MANY_HEADER_FIELDS = (552, "5.3.4", "Too many header fields")
+    HEADER_FIELD_FOLDED_TOO_OFTEN = (554, "5.6.0", "Header field folded over too many lines")
+    HEADER_TOO_LARGE = (552, "5.3.4", "Header section exceeds fixed maximum size")
+
+
+_HEADER_PROBLEMS = {
+    HeaderProblem.TOO_MANY_FIELDS: _ContentProblem.TOO_MANY_HEADER_FIELDS,
+    HeaderProblem.FOLDED_TOO_OFTEN: _ContentProblem.HEADER_FIELD_FOLDED_TOO_OFTEN,
+    HeaderProblem.TOO_LARGE: _ContentProblem.HEADER_TOO_LARGE,
+}
+
+
+def _header_check(limits: SessionLimits) -> HeaderSectionCheck:
+    return HeaderSectionCheck(
+        max_fields=limits.max_header_fields,
+        max_bytes=limits.max_header_bytes,
+        max_continuation_lines=limits.max_header_continuation_lines,
+    )
+
+
+def _deciding_problem(
+    problems: set[_ContentProblem], headers: HeaderSectionCheck
+) -> _ContentProblem | None:
+    """Of `problems` and the header section's problem, the one that decides the reply."""
+    header_problem = headers.problem
+    if header_problem is not None:
+        problems = problems | {_HEADER_PROBLEMS[header_problem]}
+    return next((problem for problem in _ContentProblem if problem in problems), None)
 
 
 class _MessageReader:
     """Reads DATA content up to CRLF.CRLF, undoing dot-stuffing and enforcing the limits.
 
     Content is taken out of the receive buffer as it arrives, so memory stays bounded by the
-    size limit and each byte is examined a constant number of times. Once a problem is found
+    size limit and each byte is examined a constant number of times, mostly by bytes methods
+    in C: only a line split between reads is taken piece by piece. Once a problem is found
     the content is no longer kept, only checked, so that the verdict does not depend on how
     the input was split into reads.
     """
@@ -992,6 +1077,7 @@ class _MessageReader:
     def __init__(self, limits: SessionLimits) -> None:
         self._max_message_bytes = limits.max_message_bytes
         self._max_line_length = limits.max_line_length
+        self._headers = _header_check(limits)
         self._content = bytearray()
         self._size = 0
         self._line_length = 0
@@ -1001,7 +1087,7 @@ class _MessageReader:
     @property
     def problem(self) -> _ContentProblem | None:
         """The problem that decides the reply, None for a message that can be accepted."""
-        return next((problem for problem in _ContentProblem if problem in self._problems), None)
+        return _deciding_problem(self._problems, self._headers)
 
     def read(self, buffer: bytearray) -> bool:
         """Move content out of `buffer`; True once the terminating ".\\r\\n" has been consumed."""
@@ -1016,44 +1102,39 @@ class _MessageReader:
         return content
 
     def _scan(self, buffer: bytearray) -> tuple[int, bool]:
-        position = self._take_plain_lines(buffer)
+        position = 0
         while (crlf := buffer.find(b"\r\n", position)) != -1:
             next_line = crlf + 2
             if self._at_line_start and crlf == position + 1 and buffer[position] == _DOT:
                 return next_line, True
-            self._take(buffer, position, next_line, line_ends=True)
-            position = next_line
+            if self._at_line_start:
+                position = self._take_whole_lines(buffer, position)
+            else:  # the rest of a line begun in an earlier read
+                self._take(buffer, position, next_line, line_ends=True)
+                position = next_line
         return self._take_unfinished_line(buffer, position), False
 
-    def _take_plain_lines(self, buffer: bytearray) -> int:
-        """Fast path: take the whole lines before the terminator at once, if they are plain.
-
-        "Plain" means nothing the line-by-line path would object to: no bare CR or LF, no line
-        over the limit (even counting a stuffed dot), no problem found before. The result is
-        then exactly the line-by-line one, computed by bytes methods in C; anything else is
-        left to the line-by-line path. Returns how many bytes of `buffer` were taken.
-        """
-        if self._problems or not self._at_line_start or buffer.startswith(b".\r\n"):
-            return 0
-        terminator = buffer.find(b"\r\n.\r\n")
-        stop = terminator + 2 if terminator != -1 else buffer.rfind(b"\r\n") + 2
-        if stop < 2:
-            return 0
-        lines = bytes(buffer[:stop])
-        newlines = lines.count(b"\n")
-        if lines.count(b"\r") != newlines or lines.count(b"\r\n") != newlines:
-            return 0
-        if max(map(len, lines.split(b"\r\n"))) + 2 > self._max_line_length:
-            return 0
+    def _take_whole_lines(self, buffer: bytearray, start: int) -> int:
+        """Take the whole lines from `start`, a line start, up to the terminator or the last
+        CRLF in `buffer`, checked all at once by bytes methods in C: exactly what taking them
+        one by one would do, in a time that does not depend on how short they are. Returns
+        where the lines taken end."""
+        terminator = buffer.find(b"\r\n.\r\n", start)
+        stop = terminator + 2 if terminator != -1 else buffer.rfind(b"\r\n", start) + 2
+        lines = bytes(buffer[start:stop])
+        line_ends = lines.count(b"\r\n")
+        if lines.count(b"\r") != line_ends or lines.count(b"\n") != line_ends:
+            self._problems.add(_ContentProblem.BARE_LINE_ENDING)
         content = lines.replace(b"\r\n.", b"\r\n")
         if content.startswith(b"."):
             content = content[1:]
+        if max(map(len, content.split(b"\r\n"))) + 2 > self._max_line_length:
+            self._problems.add(_ContentProblem.LINE_TOO_LONG)
         self._size += len(content)
         if self._size > self._max_message_bytes:
             self._problems.add(_ContentProblem.TOO_BIG)
-            self._content.clear()
-        else:
-            self._content += content
+        self._headers.feed(content)
+        self._keep(content)
         return stop
 
     def _take_unfinished_line(self, buffer: bytearray, start: int) -> int:
@@ -1074,13 +1155,19 @@ class _MessageReader:
         self._at_line_start = line_ends
         self._size += stop - start
         self._line_length += stop - start
+        taken = buffer[start:stop]
+        self._headers.feed(taken)
         self._check(buffer, start, stop - 2 if line_ends else stop)
-        if self._problems:
-            self._content.clear()
-        else:
-            self._content += buffer[start:stop]
+        self._keep(taken)
         if line_ends:
             self._line_length = 0
+
+    def _keep(self, content: bytes | bytearray) -> None:
+        """Keep `content` while the message can still be accepted; after that, nothing."""
+        if self._problems or self._headers.problem is not None:
+            self._content.clear()
+        else:
+            self._content += content
 
     def _check(self, buffer: bytearray, start: int, end: int) -> None:
         """Check the text `buffer[start:end]` (no line ending) and the running totals."""
@@ -1093,43 +1180,70 @@ class _MessageReader:
 
 
 class _ChunkedContent:
-    """A message arriving in BDAT chunks: kept as it comes (up to the size limit), then held to
-    the same rules as DATA content once the last chunk is in — lines end in CRLF and stay within
-    the line limit — so the two ways in accept and refuse the same messages."""
+    """A message arriving in BDAT chunks: kept as it comes (up to the size limit) and held to
+    the same rules as DATA content — lines end in CRLF and stay within the line limit, the
+    header section within its limits — checked as the octets arrive, so that the work per
+    chunk is bounded by the chunk and both ways in accept and refuse the same messages."""
 
     def __init__(self, limits: SessionLimits) -> None:
         self._max_message_bytes = limits.max_message_bytes
         self._max_line_length = limits.max_line_length
+        self._headers = _header_check(limits)
         self._content = bytearray()
         self.size = 0
-        self._too_big = False
+        self._line_length = 0
+        """Octets of the line being read so far, a CR held back at the end not counted."""
+        self._held_cr = False
+        """The octets so far end in a CR that the next octets decide about (CRLF or bare)."""
+        self._problems: set[_ContentProblem] = set()
 
     def add(self, octets: bytes) -> None:
         """Add one chunk's octets (or part of them)."""
         self.size += len(octets)
         if self.size > self._max_message_bytes:
-            self._too_big = True
+            self._problems.add(_ContentProblem.TOO_BIG)
+        self._headers.feed(octets)
+        self._check_lines(b"\r" + octets if self._held_cr else octets)
+        if self._problems or self._headers.problem is not None:
             self._content.clear()
         else:
             self._content += octets
 
     def problem(self, *, final: bool) -> _ContentProblem | None:
-        """Why the message must be refused: its size at once, its lines after the last chunk."""
-        if self._too_big:
+        """Why the message must be refused: its size at once, the rest after the last chunk."""
+        if _ContentProblem.TOO_BIG in self._problems:
             return _ContentProblem.TOO_BIG
         if not final:
             return None
-        content = self._content
-        if content.count(b"\r") != content.count(b"\r\n") or content.count(b"\n") != content.count(
-            b"\r\n"
-        ):
-            return _ContentProblem.BARE_LINE_ENDING
-        if max(map(len, content.split(b"\r\n"))) + 2 > self._max_line_length:
-            return _ContentProblem.LINE_TOO_LONG
-        return None
+        problems = set(self._problems)
+        if self._held_cr:
+            problems.add(_ContentProblem.BARE_LINE_ENDING)
+        if self._line_length + 2 > self._max_line_length:  # the last line, CRLF or not
+            problems.add(_ContentProblem.LINE_TOO_LONG)
+        return _deciding_problem(problems, self._headers)
 
     def take_content(self) -> bytes:
         """Hand over the whole message; nothing is kept."""
         content = bytes(self._content)
         self._content = bytearray()
         return content
+
+    def _check_lines(self, text: bytes) -> None:
+        """Check `text`, which continues the line being read: no bare CR or LF, no line over the
+        limit. A CR at its end is held back until the next octets show whether LF follows."""
+        self._held_cr = text.endswith(b"\r")
+        if self._held_cr:
+            text = text[:-1]
+        line_ends = text.count(b"\r\n")
+        if text.count(b"\r") != line_ends or text.count(b"\n") != line_ends:
+            self._problems.add(_ContentProblem.BARE_LINE_ENDING)
+        if not line_ends:
+            self._line_length += len(text)
+            return
+        first, last = text.find(b"\r\n"), text.rfind(b"\r\n")
+        longest = self._line_length + first
+        if last - first > self._max_line_length:  # a line in between may be too long
+            longest = max(longest, *map(len, text[first + 2 : last].split(b"\r\n")))
+        if longest + 2 > self._max_line_length:
+            self._problems.add(_ContentProblem.LINE_TOO_LONG)
+        self._line_length = len(text) - last - 2

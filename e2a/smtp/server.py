@@ -1,9 +1,10 @@
 """Trio listener for inbound SMTP: one task per connection, each driving a `ServerSession`.
 
 It moves bytes between sockets and sessions, secures connections that ask for STARTTLS, keeps
-the connection limits, shuts down gracefully and turns the sessions' decision requests into
-`MailSink` calls. It must not interpret SMTP (protocol.py does) nor store mail (the sink does),
-and nothing a client or a sink does may take the listener or another session down.
+the connection limits and the clocks (silence, each command line, each message as a whole),
+shuts down gracefully and turns the sessions' decision requests into `MailSink` calls. It must
+not interpret SMTP (protocol.py does) nor store mail (the sink does), and nothing a client or a
+sink does may take the listener or another session down.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import collections
 import dataclasses
 import enum
 import errno
+import ipaddress
 import logging
 import math
 import os
@@ -22,6 +24,7 @@ from typing import Protocol
 import trio
 
 from e2a.smtp.protocol import (
+    Awaiting,
     ConnectionClosed,
     Envelope,
     Mailbox,
@@ -30,6 +33,7 @@ from e2a.smtp.protocol import (
     Reply,
     ServerSession,
     SessionLimits,
+    Timeout,
     TlsRequested,
     check_hostname,
 )
@@ -40,6 +44,7 @@ __all__ = [
     "MessageNotStored",
     "RecipientVerdict",
     "SmtpObserver",
+    "client_network",
     "serve_smtp",
     "server_tls_context",
 ]
@@ -131,8 +136,18 @@ class ListenerLimits:
     """Connections served at once; more are turned away with 421 4.7.0."""
     max_sessions_per_ip: int = 50
     """Connections served at once from one client IP address; more get 421 4.7.0."""
+    max_sessions_per_network: int = 100
+    """Connections served at once from one network (`client_network`); more get 421 4.7.0."""
+    ipv4_network_prefix: int = 24
+    """The prefix length that makes an IPv4 client's network."""
+    ipv6_network_prefix: int = 64
+    """The prefix length that makes an IPv6 client's network (a /64 is one site's LAN)."""
     idle_timeout: float = 300.0
     """Seconds a client may stay silent, or leave replies unread, before 421 4.4.2."""
+    command_timeout: float = 300.0
+    """Seconds a whole command line may take, from when the server is ready for it."""
+    data_timeout: float = 600.0
+    """Seconds a whole message may take: DATA to its terminator, or BDAT to its LAST chunk."""
     shutdown_grace_period: float = 30.0
     """Seconds that transactions in flight get to finish once the listener is cancelled."""
 
@@ -141,6 +156,28 @@ class ListenerLimits:
             value = getattr(self, field.name)
             if not value > 0 or not math.isfinite(value):
                 raise ValueError(f"ListenerLimits.{field.name} must be positive, not {value}")
+        if self.ipv4_network_prefix > 32 or self.ipv6_network_prefix > 128:
+            raise ValueError(
+                "ListenerLimits network prefixes must be at most 32 (IPv4), 128 (IPv6)"
+            )
+
+
+def client_network(peer: str, limits: ListenerLimits) -> str:
+    """The network whose sessions `peer` counts towards, e.g. `192.0.2.0/24`, `2001:db8::/64`.
+
+    An IPv4 address mapped into IPv6 (a dual-stack listener) counts as IPv4. A peer that is no
+    IP address is a network of its own.
+    """
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is None:
+            unscoped = ipaddress.IPv6Address(int(address))
+            return str(ipaddress.IPv6Network((unscoped, limits.ipv6_network_prefix), strict=False))
+        address = address.ipv4_mapped
+    return str(ipaddress.IPv4Network((address, limits.ipv4_network_prefix), strict=False))
 
 
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -225,6 +262,7 @@ class _Listener:
         self._observer = observer
         self._connections: set[_ClientConnection] = set()
         self._per_ip: collections.Counter[str] = collections.Counter()
+        self._per_network: collections.Counter[str] = collections.Counter()
         self._declining = 0
         self._accepting = trio.CancelScope()
         self._sessions = trio.CancelScope(shield=True)
@@ -273,19 +311,23 @@ class _Listener:
     def _admit(self, stream: trio.SocketStream, sessions: trio.Nursery) -> None:
         """Start a session for a new connection, or turn it away when over a limit."""
         peer = _peer_ip(stream)
+        network = client_network(peer, self._listener_limits)
         limits = self._listener_limits
         if len(self._connections) >= limits.max_sessions:
             self._decline(stream, peer, sessions, "Too many connections, try again later")
         elif self._per_ip[peer] >= limits.max_sessions_per_ip:
             self._decline(stream, peer, sessions, "Too many connections from your address")
+        elif self._per_network[network] >= limits.max_sessions_per_network:
+            self._decline(stream, peer, sessions, "Too many connections from your network")
         else:
             session = ServerSession(self._hostname, self._limits, tls_available=bool(self._tls))
             connection = _ClientConnection(
-                stream, peer, session, self._sink, self._tls, limits.idle_timeout, self._observer
+                stream, peer, network, session, self._sink, self._tls, limits, self._observer
             )
             self._observer.session_started()
             self._connections.add(connection)
             self._per_ip[peer] += 1
+            self._per_network[network] += 1
             sessions.start_soon(self._serve, connection)
 
     async def _serve(self, connection: _ClientConnection) -> None:
@@ -294,9 +336,8 @@ class _Listener:
         finally:
             self._observer.session_ended()
             self._connections.discard(connection)
-            self._per_ip[connection.peer] -= 1
-            if not self._per_ip[connection.peer]:
-                del self._per_ip[connection.peer]
+            _release(self._per_ip, connection.peer)
+            _release(self._per_network, connection.network)
 
     def _decline(
         self, stream: trio.SocketStream, peer: str, sessions: trio.Nursery, reason: str
@@ -328,18 +369,28 @@ class _ClientConnection:
         self,
         stream: trio.SocketStream,
         peer: str,
+        network: str,
         session: ServerSession,
         sink: MailSink,
         tls: ssl.SSLContext | None,
-        idle_timeout: float,
+        limits: ListenerLimits,
         observer: SmtpObserver,
     ) -> None:
         self.peer = peer
+        self.network = network
         self._stream: trio.abc.Stream = stream
         self._session = session
         self._sink = sink
         self._tls = tls
-        self._idle_timeout = idle_timeout
+        self._idle_timeout = limits.idle_timeout
+        self._reading_timeouts = {
+            Awaiting.COMMAND: limits.command_timeout,
+            Awaiting.MESSAGE: limits.data_timeout,
+        }
+        self._reading: tuple[Awaiting, int] | None = None
+        """What the session was reading when it last waited for input."""
+        self._reading_deadline = math.inf
+        """When that command line or message must be complete."""
         self._observer = observer
         self._scope = trio.CancelScope()
         self._receive_scope: trio.CancelScope | None = None
@@ -425,9 +476,17 @@ class _ClientConnection:
             raise trio.TooSlowError
 
     async def _receive(self) -> None:
-        """Wait for input; a shutdown cuts short the wait of a session with nothing in flight."""
+        """Wait for input, no longer than the idle timeout nor past the deadline of the command
+        line or message being read, which is set when the session starts awaiting it — a
+        client that sends a byte now and then keeps the first clock from running out, not
+        the second. A shutdown cuts short the wait of a session with nothing in flight."""
+        now = trio.current_time()
+        reading = self._session.awaiting
+        if reading != self._reading:
+            self._reading = reading
+            self._reading_deadline = now + self._reading_timeouts[reading[0]]
         data: bytes | bytearray | None = None
-        deadline = trio.current_time() + self._idle_timeout
+        deadline = min(now + self._idle_timeout, self._reading_deadline)
         with trio.CancelScope(deadline=deadline) as self._receive_scope:
             data = await self._stream.receive_some(_RECEIVE_BYTES)
         self._receive_scope = None
@@ -436,8 +495,11 @@ class _ClientConnection:
                 self._end = "client closed the connection"
             self._session.receive_data(bytes(data))
         elif not self._shutting_down or self._session.in_flight:
-            self._end = "idle timeout"
-            self._session.time_out()
+            timeout = Timeout.IDLE
+            if trio.current_time() >= self._reading_deadline:
+                timeout = Timeout.COMMAND if reading[0] is Awaiting.COMMAND else Timeout.MESSAGE
+            self._end = f"{timeout.name.lower()} timeout"
+            self._session.time_out(timeout)
 
     async def _start_tls(self) -> bool:
         """Secure the connection after STARTTLS's 220; False (and close) if the handshake fails."""
@@ -509,6 +571,13 @@ class _ClientConnection:
             "; ".join(self._refused_recipients),
             self._end or "server shutdown",
         )
+
+
+def _release(counts: collections.Counter[str], key: str) -> None:
+    """One session fewer for `key`, forgetting keys that have none left."""
+    counts[key] -= 1
+    if not counts[key]:
+        del counts[key]
 
 
 def _peer_ip(stream: trio.SocketStream) -> str:
