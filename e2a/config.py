@@ -113,6 +113,7 @@ class HttpSettings(ListenSection):
 
     listen: str = "127.0.0.1:8080"
     public_url: str = "http://localhost:8080"
+    keep_alive_seconds: float = Field(default=15.0, gt=0, le=3600)
 
     @field_validator("public_url")
     @classmethod

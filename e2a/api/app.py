@@ -20,6 +20,7 @@ from e2a.api import (
     websocket,
 )
 from e2a.api.errors import ApiError, error_response, http_exception_response
+from e2a.api.expect_continue import ContinueHTTPConnection, ContinueRequest
 from e2a.dashboard import blueprint as dashboard_blueprint
 from e2a.gateway import Gateway
 from e2a.storage.base import StorageUnavailable
@@ -32,6 +33,8 @@ MAX_REQUEST_BYTES = 40 * 1024 * 1024
 def create_app(gateway: Gateway) -> QuartTrio:
     """Build the app serving `gateway`."""
     app = QuartTrio("e2a")
+    app.request_class = ContinueRequest
+    app.asgi_http_class = ContinueHTTPConnection
     app.config["E2A_GATEWAY"] = gateway
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
@@ -46,7 +49,12 @@ def create_app(gateway: Gateway) -> QuartTrio:
     async def finish_reading_body(response: Response) -> Response:
         """Receive the rest of the request body before answering. Under hypercorn, an answer
         that completes before the body has arrived (a 401, 404 or 405 that never looked at it,
-        an automatic OPTIONS) can leave the next request on the keep-alive connection hanging."""
+        an automatic OPTIONS) can leave the next request on the keep-alive connection hanging.
+        A client waiting for `100 Continue` is not asked for a body nobody read: the
+        connection closes after the answer instead."""
+        if isinstance(request, ContinueRequest) and request.awaits_continue:
+            response.headers["Connection"] = "close"
+            return response
         try:
             await request.get_data()  # bounded by MAX_CONTENT_LENGTH
         except HTTPException:
