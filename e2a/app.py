@@ -23,6 +23,7 @@ from hypercorn.config import Config as HypercornConfig
 from e2a.api.app import create_app
 from e2a.asgi_mount import MountedApp
 from e2a.config import Settings
+from e2a.cors import with_cors
 from e2a.gateway import Gateway, open_gateway
 from e2a.http_server import serve_asgi
 from e2a.inbound.pipeline import InboundMailSink
@@ -119,9 +120,10 @@ async def serve_http(
     ping_seconds: float = WEBSOCKET_PING_SECONDS,
 ) -> None:
     """Serve the Quart-Trio app, and the MCP endpoint at /mcp, on `sock` with hypercorn's
-    protocol code (`e2a.http_server`). The MCP session manager runs for as long as the server
-    does. WebSockets are kept alive with ping frames every `ping_seconds` (the contract's
-    30 s); an idle connection is closed after `http.keep_alive_seconds`."""
+    protocol code (`e2a.http_server`), behind CORS when `http.cors_allowed_origins` lists
+    origins. The MCP session manager runs for as long as the server does. WebSockets are kept
+    alive with ping frames every `ping_seconds` (the contract's 30 s); an idle connection is
+    closed after `http.keep_alive_seconds`."""
     http = gateway.settings.http
     config = HypercornConfig()
     config.accesslog = None
@@ -132,7 +134,9 @@ async def serve_http(
     mcp = McpEndpoint(gateway, loopback_url(sock.getsockname()))
     routed = MountedApp(create_app(gateway), MCP_PATH, mcp)
     async with mcp.running():
-        await serve_asgi(routed, config, sock, task_status=task_status)
+        await serve_asgi(
+            with_cors(routed, http.cors_allowed_origins), config, sock, task_status=task_status
+        )
 
 
 async def _deliver_webhooks(gateway: Gateway) -> None:
