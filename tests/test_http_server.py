@@ -13,15 +13,18 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import trio
+from trio_websocket import open_websocket_url
 
 from e2a.accounts import bootstrap_user
 from e2a.api.app import MAX_REQUEST_BYTES
 from e2a.app import RunningGateway, run_gateway
 from e2a.mailauth.resolver import FixtureResolver
 from tests.conftest import make_settings
+from tests.delivery_support import create_agent, mail, open_account, smtp_send
 
 MCP_INITIALIZE = json.dumps(
     {
@@ -194,6 +197,21 @@ async def test_a_connection_that_never_sends_a_request_is_closed_too(tmp_path: P
         connection = await connect(running)
         await connection.send(b"GET /api/hea")  # half a request line, then nothing
         assert await connection.closed_within(5) is not None
+
+
+async def test_a_websocket_is_not_idle_however_quiet(tmp_path: Path) -> None:
+    async with gateway(tmp_path, keep_alive_seconds=0.3) as running:
+        account = await open_account(running.gateway, running.addresses.http_url, "ws@x.com")
+        agent = await create_agent(account, "quiet")
+        await account.http.aclose()
+        base = running.addresses.http_url.replace("http://", "ws://")
+        url = f"{base}/api/v1/agents/{quote(agent, safe='')}/ws?token={account.key}"
+        async with open_websocket_url(url, connect_timeout=10) as ws:
+            await trio.sleep(1.5)  # five keep-alive timeouts without a frame
+            await smtp_send(running.addresses.smtp_port, [agent], mail("Still there"))
+            with trio.fail_after(10):
+                frame = json.loads(await ws.get_message())
+        assert frame["subject"] == "Still there"
 
 
 @pytest.mark.parametrize(
