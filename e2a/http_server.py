@@ -1,11 +1,6 @@
-"""The gateway's HTTP/1.1 server: hypercorn's trio connection and protocol code, with the fixes
-e2a carries for it. h11 parses and frames every message; nothing here reads HTTP itself.
-
-The fixes: a connection closes when its answer says so (`Connection: close`, HTTP/1.0) and after
-`http.keep_alive_seconds` idle; `100 Continue` goes out only once the app reads the body; status
-lines carry reason phrases; a request framed by both Content-Length and Transfer-Encoding is
-refused. hypercorn's `worker_serve` builds its own connection class, so `serve_asgi` takes its
-place with the same steps (lifespan, listener, connections).
+"""The gateway's HTTP/1.1 server: hypercorn's trio connection and protocol code with the fixes
+e2a carries (closing, keep-alive timer, `100 Continue`, framing, reason phrases; docs/api.md).
+h11 parses and frames every message: nothing here reads HTTP itself.
 """
 
 from __future__ import annotations
@@ -55,7 +50,8 @@ async def serve_asgi(
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` over HTTP/1.1 on the listening socket `sock` until cancelled: its lifespan
-    first, then one `_Connection` per accepted connection (h2c upgrades as hypercorn does)."""
+    first, then one `_Connection` per accepted connection (h2c upgrades as hypercorn does).
+    The steps of hypercorn's `worker_serve`, which builds its own connection class."""
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     state: LifespanState = {}
     lifespan = Lifespan(wrapped, config, state)

@@ -1,8 +1,6 @@
 """`Expect: 100-continue` in the Quart app: the body of such a request is received only once a
-handler reads it, so the client is told to send it (`100 Continue`, by the HTTP server on that
-first read) only after the checks that come first — API key, rate limit, declared size.
-
-Quart-Trio receives every body as soon as the request starts; for these requests it waits.
+handler reads it, so `100 Continue` (sent by the HTTP server on that first read) comes after
+the checks before it — API key, rate limit, declared size. Quart-Trio would receive it at once.
 """
 
 from __future__ import annotations
