@@ -20,12 +20,13 @@ import trio
 from trio_websocket import open_websocket_url
 
 from e2a.accounts import bootstrap_user
-from e2a.api.app import MAX_REQUEST_BYTES
 from e2a.app import RunningGateway, run_gateway
 from e2a.mailauth.resolver import FixtureResolver
 from tests.conftest import make_settings
 from tests.delivery_support import create_agent, mail, open_account, smtp_send
 
+TERABYTE = 10**12
+"""A declared body length over any bound the gateway has."""
 MCP_INITIALIZE = json.dumps(
     {
         "jsonrpc": "2.0",
@@ -351,7 +352,7 @@ async def test_a_body_too_large_is_refused_without_100_continue(tmp_path: Path) 
         await connection.send(
             b"POST /api/v1/agents HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             + f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n".encode()
-            + f"Content-Length: {MAX_REQUEST_BYTES + 1}\r\nExpect: 100-continue\r\n\r\n".encode()
+            + f"Content-Length: {TERABYTE}\r\nExpect: 100-continue\r\n\r\n".encode()
         )
         answer = await connection.answer()
         assert answer.status_line == "HTTP/1.1 413 Request Entity Too Large"
