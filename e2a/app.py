@@ -19,14 +19,13 @@ from typing import TYPE_CHECKING
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.config import Sockets
-from hypercorn.trio.run import worker_serve
-from hypercorn.utils import wrap_app
 
 from e2a.api.app import create_app, guard_requests
 from e2a.asgi_mount import MountedApp
 from e2a.config import Settings
+from e2a.cors import with_cors
 from e2a.gateway import Gateway, open_gateway
+from e2a.http_server import serve_asgi
 from e2a.inbound.pipeline import InboundMailSink
 from e2a.mailauth.dkim import dkimpy
 from e2a.mailauth.dmarc import load_public_suffix_list
@@ -116,24 +115,31 @@ def bind_tcp(host: str, port: int, key: str, listen: str) -> socket.socket:
 async def serve_http(
     gateway: Gateway,
     sock: socket.socket,
-    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     *,
     ping_seconds: float = WEBSOCKET_PING_SECONDS,
 ) -> None:
     """Serve the Quart-Trio app, and the MCP endpoint at /mcp, on `sock` with hypercorn's
-    trio worker. The MCP session manager runs for as long as the server does. WebSockets are
-    kept alive with ping frames every `ping_seconds` (the contract's 30 s)."""
+    protocol code (`e2a.http_server`), behind CORS when `http.cors_allowed_origins` lists
+    origins. The MCP session manager runs for as long as the server does. WebSockets are kept
+    alive with ping frames every `ping_seconds` (the contract's 30 s); an idle connection is
+    closed after `http.keep_alive_seconds`."""
+    http = gateway.settings.http
     config = HypercornConfig()
     config.accesslog = None
     config.errorlog = logging.getLogger("e2a.http")
     config.graceful_timeout = 5.0
+    config.keep_alive_timeout = http.keep_alive_seconds
     config.websocket_ping_interval = ping_seconds
     mcp = McpEndpoint(gateway, loopback_url(sock.getsockname()))
     routed = MountedApp(create_app(gateway), MCP_PATH, mcp)
-    app = wrap_app(guard_requests(routed, gateway.settings.http), config.wsgi_max_body_size, "asgi")
-    sockets = Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[])
     async with mcp.running():
-        await worker_serve(app, config, sockets=sockets, task_status=task_status)
+        await serve_asgi(
+            with_cors(guard_requests(routed, http), http.cors_allowed_origins),
+            config,
+            sock,
+            task_status=task_status,
+        )
 
 
 async def _deliver_webhooks(gateway: Gateway) -> None:

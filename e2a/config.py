@@ -13,6 +13,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -38,6 +39,30 @@ def parse_listen_address(value: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is out of range 0-65535")
     return host.strip("[]"), port
+
+
+def web_origin(value: str, *, path_allowed: bool = False) -> str:
+    """`value` as a browser writes it in an `Origin` header — `scheme://host[:port]`, lowercase,
+    no default port; raise ValueError saying what is wrong when it is not an http(s) origin."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an origin such as https://app.example.com, got {value!r}")
+    if parts.username is not None or parts.query or parts.fragment:
+        raise ValueError(f"an origin is scheme://host[:port] only, got {value!r}")
+    if not path_allowed and parts.path not in ("", "/"):
+        raise ValueError(f"an origin has no path, got {value!r}")
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" if port in (None, default_port) else f"{scheme}://{host}:{port}"
 
 
 def nameserver_address(server: str) -> tuple[str, int]:
@@ -139,6 +164,8 @@ class HttpSettings(ListenSection):
     listen: str = "127.0.0.1:8080"
     public_url: str = "http://localhost:8080"
     max_request_bytes: int = Field(default=41_943_040, ge=65_536, le=1_073_741_824)
+    keep_alive_seconds: float = Field(default=15.0, gt=0, le=3600)
+    cors_allowed_origins: list[str] = Field(default_factory=list)
     trusted_proxies: list[str] = Field(default_factory=list)
     """Reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For names the client."""
 
@@ -165,7 +192,25 @@ class HttpSettings(ListenSection):
     def _check_public_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        web_origin(value, path_allowed=True)
         return value.rstrip("/")
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        return [web_origin(origin) for origin in value]
+
+    @property
+    def public_origin(self) -> str:
+        """The origin (scheme://host[:port]) of `public_url`, as a browser sends it."""
+        return web_origin(self.public_url, path_allowed=True)
 
 
 class DatabaseSettings(Section):

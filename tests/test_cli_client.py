@@ -10,10 +10,14 @@ import argparse
 import io
 import itertools
 import json
+import os
 import queue
 import re
+import shlex
 import smtplib
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -313,13 +317,23 @@ def test_inbox_read_reply_and_send(live: LiveGateway, account: Account, cli: Cli
     assert cli("config", "set", "agent_email", inbox_agent)[0] == 0
     code, out, err = cli("read", message_id)
     assert code == 0, err
-    assert "Subject: Invoice 7" in out and f"From:    {SENDER}" in out
+    assert "Subject:  Invoice 7" in out and f"From:     {SENDER}" in out
+    # Nothing vouches for alice@example.org here (no DNS records): the reader is told so.
+    assert (
+        f"Verified: NO (spf=none, dkim=none, dmarc=none): nothing proves it came from {SENDER}\n"
+    ) in out
     assert out.rstrip().endswith("Please pay.")
     assert [m["subject"] for m in cli.json("inbox")] == ["Invoice 8"]
     assert [m["subject"] for m in cli.json("inbox", "--read")] == ["Invoice 7"]
     assert len(cli.json("inbox", "--all")) == 2
     detail = cli.json("read", message_id)
     assert detail["text_body"].strip() == "Please pay." and detail["from"] == SENDER
+    assert detail["verification"] == {
+        "verified": False,
+        "sender": SENDER,
+        "entity_type": "human",
+        "authentication_results": {"spf": "none", "dkim": "none", "dmarc": "none"},
+    }
 
     sent = cli.json("send", "--to", peer, "--subject", "Hi peer", "--body", "hello")
     assert sent["method"] == "local" and sent["message_id"]
@@ -333,9 +347,41 @@ def test_inbox_read_reply_and_send(live: LiveGateway, account: Account, cli: Cli
     wait_until(lambda: unread(live, account.key, inbox_agent) == 2)
     subjects = [m["subject"] for m in cli.json("inbox")]
     assert subjects == ["Invoice 8", "Re: Hi peer"]
+    reply_id = cli.json("inbox")[1]["message_id"]
+    code, out, err = cli("read", reply_id)
+    assert code == 0, err
+    # Mail from an agent of this gateway is vouched for by the gateway itself.
+    assert "Verified: yes (an agent of this gateway" in out
 
     code, out, err = cli("read", "msg_does_not_exist")
     assert (code, out) == (1, "") and "404" in err
+
+
+def test_a_closed_pipe_ends_the_command_quietly(
+    live: LiveGateway, account: Account, cli: Cli, home: Path
+) -> None:
+    agent = f"{account.prefix}-piped@{DOMAIN}"
+    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    for number in range(3):
+        live.send_mail(agent, f"Piped {number}", "Hello.\n")
+    wait_until(lambda: unread(live, account.key, agent) == 3)
+    command = [sys.executable, "-m", "e2a", "inbox", "--json", "--all"]
+    env = os.environ | {"HOME": str(home)}
+    # The reader is gone before the command writes: every write fails with EPIPE.
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        done = subprocess.run(command, stdout=writer, stderr=subprocess.PIPE, env=env, timeout=60)
+    finally:
+        os.close(writer)
+    assert (done.returncode, done.stderr) == (141, b"")
+    # As a shell runs it: head takes one line and leaves.
+    pipeline = " ".join(shlex.quote(part) for part in command) + " | head -1"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", pipeline], capture_output=True, env=env, timeout=60
+    )
+    assert done.returncode in (0, 141)
+    assert (done.stdout, done.stderr) == (b"[\n", b"")
 
 
 def test_pending_approve_and_reject(live: LiveGateway, account: Account, cli: Cli) -> None:
@@ -354,8 +400,8 @@ def test_pending_approve_and_reject(live: LiveGateway, account: Account, cli: Cl
 
     code, out, _ = cli("pending")
     header, *rows = out.splitlines()
-    assert header.split() == ["ID", "TO", "SUBJECT", "STATUS", "EXPIRES"]
-    assert len(rows) == 2 and all(peer in row for row in rows)
+    assert header.split() == ["ID", "FROM", "TO", "SUBJECT", "STATUS", "EXPIRES"]
+    assert len(rows) == 2 and all(row.split()[1:3] == [held, peer] for row in rows)
     pending = {m["subject"]: m["id"] for m in cli.json("pending")}
     assert set(pending) == {"One", "Two"}
 

@@ -5,8 +5,10 @@ Mail arrives over real SMTP; the tools answer through the REST API with the call
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,17 @@ async def mcp_client(
         transport = streamable_http_client(f"{running.addresses.http_url}/mcp", http_client=http)
         async with Client(transport, mode=mode) as client:
             yield client
+
+
+def mcp_errors(group: BaseExceptionGroup[BaseException]) -> list[MCPError]:
+    """The MCP errors inside `group`, however deeply nested."""
+    found: list[MCPError] = []
+    for error in group.exceptions:
+        if isinstance(error, BaseExceptionGroup):
+            found += mcp_errors(error)
+        elif isinstance(error, MCPError):
+            found.append(error)
+    return found
 
 
 async def test_initialize_and_list_tools(running: RunningGateway, make_account: Any) -> None:
@@ -239,23 +252,157 @@ async def test_one_key_cannot_reach_another_users_agent(
         assert len((await call(client, "get_inbox"))["messages"]) == 1
 
 
+@pytest.mark.parametrize(
+    ("authorization", "message"),
+    [
+        (None, "missing API key: send 'Authorization: Bearer e2a_…'"),
+        ("Bearer not-a-key", "malformed API key: expected e2a_ followed by 64 hex"),
+        ("Bearer e2a_" + "0" * 64, "unknown or revoked API key"),
+    ],
+)
 async def test_requests_without_a_valid_key_are_refused(
-    running: RunningGateway, anonymous: httpx.AsyncClient
+    anonymous: httpx.AsyncClient, authorization: str | None, message: str
 ) -> None:
-    for headers in (
-        {},
-        {"Authorization": "Bearer not-a-key"},
-        {"Authorization": "Bearer e2a_" + "0" * 64},
-    ):
-        response = await anonymous.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS | headers)
-        assert response.status_code == 401
-        assert response.headers["www-authenticate"].startswith("Bearer")
-        assert response.json()["error"]["code"] == "unauthorized"
-    # The official client cannot even initialise with an unknown key.
+    headers = {"Authorization": authorization} if authorization else {}
+    response = await anonymous.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS | headers)
+    assert response.status_code == 401
+    # A JSON-RPC error without an id, as the streamable-HTTP spec allows on an HTTP error.
+    assert response.json() == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32000, "message": message, "data": {"code": "unauthorized"}},
+    }
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith('Bearer realm="e2a"')
+    # No pointer to OAuth metadata: clients must not start an OAuth flow for an e2a key.
+    assert "resource_metadata" not in challenge
+    if authorization is not None:
+        assert 'error="invalid_token"' in challenge
+    assert "mcp-session-id" not in response.headers
+
+
+async def test_the_official_client_shows_why_its_key_was_refused(running: RunningGateway) -> None:
     with pytest.raises(BaseExceptionGroup) as refused:
         async with mcp_client(running, "e2a_" + "1" * 64):
             pass
-    assert refused.group_contains(MCPError)
+    assert [str(error) for error in mcp_errors(refused.value)] == ["unknown or revoked API key"]
+
+
+async def test_origins_other_than_the_gateways_own_are_refused(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        http={
+            "listen": "127.0.0.1:0",
+            "public_url": "https://mail.example.com/",
+            "cors_allowed_origins": ["https://ui.example.com"],
+        },
+    )
+    running: RunningGateway = await nursery.start(
+        partial(run_gateway, settings, resolver=FixtureResolver())
+    )
+    account = await open_account(running.gateway, running.addresses.http_url, "o@example.com")
+    auth = {"Authorization": f"Bearer {account.key}"}
+    async with httpx.AsyncClient(base_url=running.addresses.http_url, timeout=10) as http:
+        for origin in ("http://evil.example", "https://mail.example.com.evil.example", "null"):
+            for headers in ({}, auth):  # checked before the key
+                refused = await http.post(
+                    "/mcp", json=INITIALIZE, headers=MCP_HEADERS | headers | {"Origin": origin}
+                )
+                assert refused.status_code == 403
+                error = refused.json()["error"]
+                assert error["data"] == {"code": "forbidden_origin"}
+                assert error["message"] == (
+                    f"origin {origin} may not use /mcp: add it to http.cors_allowed_origins"
+                )
+                assert "mcp-session-id" not in refused.headers
+        for allowed in (
+            {},
+            {"Origin": "https://mail.example.com"},
+            {"Origin": "https://ui.example.com"},
+        ):
+            opened = await http.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS | auth | allowed)
+            assert opened.status_code == 200, opened.text
+    # The official client, sent from a page on a foreign origin, is told why.
+    headers = auth | {"Origin": "http://evil.example"}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as http2:
+        transport = streamable_http_client(f"{running.addresses.http_url}/mcp", http_client=http2)
+        with pytest.raises(BaseExceptionGroup) as refused_client:
+            async with Client(transport):
+                pass
+    [error] = mcp_errors(refused_client.value)
+    assert str(error).startswith("origin http://evil.example may not use /mcp")
+    await account.http.aclose()
+
+
+async def test_refused_requests_name_no_session(
+    running: RunningGateway, make_account: Any, anonymous: httpx.AsyncClient
+) -> None:
+    account: Account = await make_account("mcp-refusals@example.com")
+    auth = MCP_HEADERS | {"Authorization": f"Bearer {account.key}"}
+    batch = [INITIALIZE, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}]
+    refusals = [
+        await anonymous.post("/mcp", json=batch, headers=auth),
+        await anonymous.post(
+            "/mcp",
+            content=b"  \n [" + json.dumps(INITIALIZE).encode() + b"]",
+            headers=auth | {"Content-Type": "application/json"},
+        ),
+        await anonymous.post(
+            "/mcp", content=b"{nope", headers=auth | {"Content-Type": "application/json"}
+        ),
+        await anonymous.post(
+            "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=auth
+        ),
+        await anonymous.get("/mcp", headers=auth),
+    ]
+    for refused in refusals:
+        assert refused.status_code == 400, refused.text
+        assert "mcp-session-id" not in refused.headers
+        assert refused.json()["error"]["message"]
+    # A batch is refused in one line, not with the JSON-RPC validator's report.
+    for refused in refusals[:2]:
+        assert refused.json()["error"] == {
+            "code": -32600,
+            "message": "JSON-RPC batches are not supported: send one message per request",
+            "data": {"code": "invalid_request"},
+        }
+    # The endpoint still opens sessions after all that.
+    opened = await anonymous.post("/mcp", json=INITIALIZE, headers=auth)
+    assert opened.status_code == 200 and opened.headers["mcp-session-id"]
+
+
+async def test_send_and_reply_failures_carry_the_rest_apis_reason(
+    running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account("mcp-failures@example.com")
+    agent = await create_agent(account, "mcp-failing")
+    bad_send = {"to": ["not an address"], "subject": "s", "body": "b"}
+    rest = await account.http.post("/api/v1/send", json=bad_send | {"from": agent})
+    rest_error = rest.json()["error"]
+    bad_reply = {"body": "b"}
+    rest_reply = await account.http.post(
+        agent_path(agent, "/messages/msg_nope/reply"), json=bad_reply
+    )
+    reply_error = rest_reply.json()["error"]
+    async with mcp_client(running, account.key) as client:
+        assert await fails(client, "send_email", bad_send) == (
+            f"send_email: the gateway answered {rest.status_code} {rest_error['code']}: "
+            f"{rest_error['message']}"
+        )
+        assert await fails(client, "reply_email", bad_reply | {"message_id": "msg_nope"}) == (
+            f"reply_email: the gateway answered {rest_reply.status_code} "
+            f"{reply_error['code']}: {reply_error['message']}"
+        )
+        # Accepted, then failed (no relay is configured): the reason REST records for it.
+        text = await fails(
+            client, "send_email", {"to": ["bob@example.org"], "subject": "s", "body": "b"}
+        )
+    message_id = text.split()[2]
+    recorded = (await account.http.get(f"/api/v1/messages/{message_id}")).json()
+    assert recorded["status"] == "failed"
+    assert text == f"send_email: message {message_id} was not sent: {recorded['error']}"
 
 
 async def test_sessions_follow_the_streamable_http_spec(

@@ -62,7 +62,7 @@ async def test_json_nested_too_deep_on_mcp_is_a_parse_error(make_account: Any) -
     alice: Account = await make_account("alice@example.com")
     response = await alice.http.post(
         "/mcp",
-        content=b"[" * DEEP + b"]" * DEEP,
+        content=b'{"a":' * DEEP + b"1" + b"}" * DEEP,
         headers=MCP_HEADERS,
     )
     assert response.status_code == 400, response.text

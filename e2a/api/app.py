@@ -22,6 +22,7 @@ from e2a.api import (
 )
 from e2a.api.body_limit import BodyLimit
 from e2a.api.errors import ApiError, error_response, http_exception_response
+from e2a.api.expect_continue import ContinueHTTPConnection, ContinueRequest
 from e2a.api.proxies import TrustedProxies
 from e2a.config import HttpSettings
 from e2a.dashboard import blueprint as dashboard_blueprint
@@ -45,6 +46,8 @@ def create_app(gateway: Gateway) -> QuartTrio:
     # header (`//` merged, a slash added). A path that is not a route is a plain 404.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
+    app.request_class = ContinueRequest
+    app.asgi_http_class = ContinueHTTPConnection
     app.config["E2A_GATEWAY"] = gateway
     app.config["MAX_CONTENT_LENGTH"] = gateway.settings.http.max_request_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
@@ -59,7 +62,12 @@ def create_app(gateway: Gateway) -> QuartTrio:
     async def finish_reading_body(response: Response) -> Response:
         """Receive the rest of the request body before answering. Under hypercorn, an answer
         that completes before the body has arrived (a 401, 404 or 405 that never looked at it,
-        an automatic OPTIONS) can leave the next request on the keep-alive connection hanging."""
+        an automatic OPTIONS) can leave the next request on the keep-alive connection hanging.
+        A client waiting for `100 Continue` is not asked for a body nobody read: the
+        connection closes after the answer instead."""
+        if isinstance(request, ContinueRequest) and request.awaits_continue:
+            response.headers["Connection"] = "close"
+            return response
         try:
             await request.get_data()  # bounded by MAX_CONTENT_LENGTH
         except HTTPException:

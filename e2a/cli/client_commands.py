@@ -30,7 +30,7 @@ from e2a.cli.output import email_json, print_fields, print_json, print_table
 # The SDK (and httpx) is imported when a client command runs, not with this module: `e2a serve`
 # builds the same argument parser, and the gateway starts faster without loading the SDK.
 if TYPE_CHECKING:
-    from e2a.v1 import E2AClient, MessageSummary
+    from e2a.v1 import E2AClient, InboundEmail, MessageSummary
     from e2a.v1.models import Agent, Domain, PendingMessageDetail
 
 NOT_LOGGED_IN = "Not logged in: run `e2a login` (or set E2A_API_KEY and E2A_URL)"
@@ -610,14 +610,45 @@ def cmd_inbox(ctx: Context) -> None:
     )
 
 
+def _verification(email: InboundEmail) -> dict[str, Any]:
+    """What the gateway found about the sender: verified or not, and the SPF, DKIM and DMARC
+    results (`X-E2A-Auth-Verified`, `-Sender`, `-Entity-Type`, `-Domain-Check`)."""
+    auth = email.auth
+    results = {}
+    for item in auth.domain_check.split(";"):
+        method, _, result = item.strip().partition("=")
+        if method and result:
+            results[method] = result
+    return {
+        "verified": auth.verified,
+        "sender": auth.sender or email.sender,
+        "entity_type": auth.entity_type or None,
+        "authentication_results": results,
+    }
+
+
+def _verification_line(verification: dict[str, Any]) -> str:
+    """`yes (spf=pass, dkim=pass, dmarc=pass)` or `NO (…): the sender is not proven`."""
+    results = verification["authentication_results"]
+    checks = ", ".join(f"{method}={result}" for method, result in results.items())
+    checks = checks or "no authentication results"
+    if verification["entity_type"] == "agent":
+        checks = f"an agent of this gateway; {checks}"
+    if verification["verified"]:
+        return f"yes ({checks})"
+    return f"NO ({checks}): nothing proves it came from {verification['sender']}"
+
+
 def cmd_read(ctx: Context) -> None:
-    """`read <id>`."""
+    """`read <id>`: the message with the gateway's verification of its sender."""
     email = ctx.client().get_message(ctx.args.id, agent_email=ctx.agent())
+    verification = _verification(email)
     if ctx.json:
-        print_json(email_json(email))
+        print_json({**email_json(email), "verification": verification})
         return
     fields: list[tuple[str, object]] = [
         ("From", email.sender),
+        ("Verified", _verification_line(verification)),
         ("To", email.to or email.recipient),
     ]
     if email.cc:
@@ -665,14 +696,14 @@ def cmd_send(ctx: Context) -> None:
 
 
 def cmd_pending(ctx: Context) -> None:
-    """`pending`."""
+    """`pending`: held mail of all your agents, with the agent that sends it."""
     messages = ctx.client().list_pending_messages().messages
     if ctx.json:
         print_json([_outbound_json(m) for m in messages])
         return
     print_table(
-        ("ID", "TO", "SUBJECT", "STATUS", "EXPIRES"),
-        [(m.id, m.to, m.subject, m.status, m.approval_expires_at) for m in messages],
+        ("ID", "FROM", "TO", "SUBJECT", "STATUS", "EXPIRES"),
+        [(m.id, m.agent_id, m.to, m.subject, m.status, m.approval_expires_at) for m in messages],
         "Nothing is waiting for approval.",
     )
 

@@ -3,12 +3,14 @@ commands (login, agents, inbox, …).
 
 The client commands need only the SDK's dependencies; the gateway's commands are imported
 when they run, and say how to install the `server` extra when it is missing.
-Exit codes: 0 success, 1 an error the user can fix (the message says how), 2 bad usage.
+Exit codes: 0 success, 1 an error the user can fix (the message says how), 2 bad usage,
+141 the reader of stdout went away (a closed pipe).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,8 +106,24 @@ def _run_mcp() -> int:
     return run_stdio()
 
 
+EXIT_CLOSED_PIPE = 141
+"""What a shell reports for a command stopped by SIGPIPE (128 + 13), as `yes | head -1` does."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `e2a` command; returns the exit code."""
+    """Entry point of the `e2a` command; returns the exit code. When the reader of stdout goes
+    away (`e2a inbox --json | head -1`), it stops quietly with `EXIT_CLOSED_PIPE`."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # the last output is written here, not at exit where it can't fail
+    except BrokenPipeError:
+        # Anything still buffered for stdout would fail again when Python exits.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in CLIENT_COMMANDS:
         return run_client_command(args)

@@ -1,8 +1,10 @@
 """`/mcp` on the gateway's HTTP port: the MCP streamable-HTTP transport behind an API key.
 
-The key is checked by the REST API's own code (401 JSON error otherwise) and a session is
-bound to the key's user. Tools call the gateway's REST API on its own loopback address with
-the caller's key, so ownership is decided by the REST routes alone, as for every other client.
+Before the MCP library sees a request, the endpoint refuses a foreign `Origin` (403), a missing
+or bad key (401, checked by the REST API's own code) and a JSON-RPC batch (400), each with a
+JSON-RPC error an MCP client shows; a session is bound to the key's user. Tools call the
+gateway's REST API on its own loopback address with the caller's key, so ownership is decided
+by the REST routes alone, as for every other client.
 
 The MCP library is loaded on the first authenticated request, not at start: it is the largest
 part of the gateway's imports (about 25 MB and 40% of start-up), and many deployments never
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
     from mcp.server import ServerRequestContext
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-    from starlette.types import Receive, Scope, Send
+    from starlette.types import Message, Receive, Scope, Send
 
     from e2a.mcp.tools import Caller
     from e2a.v1 import AsyncE2AClient
@@ -53,6 +55,11 @@ _MCP_MODULES = (
 
 CLIENT_POOL_SIZE = 64
 """SDK clients kept for recently seen keys: building one costs tens of milliseconds of CPU."""
+
+SERVER_ERROR = -32000
+"""JSON-RPC's implementation-defined server error: what the endpoint's refusals carry."""
+INVALID_REQUEST = -32600
+"""JSON-RPC's code for a message that is not a valid request (a batch, here)."""
 
 
 def loopback_url(address: tuple[Any, ...]) -> str:
@@ -130,10 +137,19 @@ def _api_key(ctx: ServerRequestContext[Any, Any]) -> tuple[str, str]:
     return user.access_token.token, request.headers.get(AGENT_HEADER, "").strip()
 
 
-async def _send_json_error(
-    send: Send, status: int, code: str, message: str, headers: dict[str, str] | None = None
+async def _send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    rpc_code: int = SERVER_ERROR,
 ) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    """Answer with a JSON-RPC error without an id (what the streamable-HTTP spec allows on an
+    HTTP error, and what MCP clients show), e2a's error code in its `data`."""
+    error = {"code": rpc_code, "message": message, "data": {"code": code}}
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
     raw_headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -145,10 +161,74 @@ async def _send_json_error(
     await send({"type": "http.response.body", "body": body})
 
 
+def _bearer_challenge(error: ApiError, key: str | None) -> str:
+    """`WWW-Authenticate` for a refused key (RFC 6750 section 3): the realm, and for a key that
+    was sent, why it was refused. No `resource_metadata`: e2a keys are not OAuth tokens, and
+    an MCP client that finds one starts an OAuth flow the gateway does not offer."""
+    if key is None:
+        return 'Bearer realm="e2a"'
+    description = error.message.replace('"', "'").replace("\\", "/")
+    if not description.isascii():
+        return 'Bearer realm="e2a", error="invalid_token"'
+    return f'Bearer realm="e2a", error="invalid_token", error_description="{description}"'
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _peek_body(receive: Receive) -> tuple[list[Message], bytes]:
+    """Receive a request body up to its first byte that is not JSON whitespace; return the
+    messages received (to hand on) and that byte (empty for a blank body)."""
+    received: list[Message] = []
+    while True:
+        message = await receive()
+        received.append(message)
+        if message["type"] != "http.request":
+            return received, b""
+        start = message.get("body", b"").lstrip(b" \t\r\n")
+        if start:
+            return received, start[:1]
+        if not message.get("more_body", False):
+            return received, b""
+
+
+def _replaying(received: list[Message], receive: Receive) -> Receive:
+    """`receive` that first hands out the messages already received."""
+    pending = list(received)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
+def _no_fresh_session_on_error(send: Send) -> Send:
+    """`send` that drops `Mcp-Session-Id` from an error answer to a request without one: the
+    MCP library names a new session on every answer, but a refused request opens none."""
+
+    async def send_answer(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            headers = [
+                (name, value)
+                for name, value in message.get("headers", [])
+                if bytes(name).lower() != b"mcp-session-id"
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_answer
+
+
 class McpEndpoint:
-    """The ASGI app mounted at `/mcp`: Bearer API key, then the MCP session manager."""
+    """The ASGI app mounted at `/mcp`: origin, Bearer API key, then the MCP session manager."""
 
     def __init__(self, gateway: Gateway, base_url: str) -> None:
+        http = gateway.settings.http
+        self._allowed_origins = frozenset([http.public_origin, *http.cors_allowed_origins])
         self._storage = gateway.storage
         self._pool = ClientPool(base_url)
         self._sessions: StreamableHTTPSessionManager | None = None
@@ -205,37 +285,71 @@ class McpEndpoint:
             await send({"type": "websocket.close", "code": 1008})
             return
         if scope["path"].rstrip("/") != MOUNT_PATH:
-            await _send_json_error(
-                send, 404, "not_found", f"no such endpoint; MCP is at {MOUNT_PATH}"
-            )
+            await _send_error(send, 404, "not_found", f"no such endpoint; MCP is at {MOUNT_PATH}")
             return
-        headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
-        key = bearer_key(headers)
-        try:
-            user = await user_for_key(self._storage, key)
-        except ApiError as exc:
-            challenge = {"WWW-Authenticate": 'Bearer realm="e2a"'} if exc.status == 401 else {}
-            await _send_json_error(send, exc.status, exc.code, exc.message, exc.headers | challenge)
-            return
-        except StorageUnavailable as exc:
-            log.error("storage unavailable: %s", exc)
-            await _send_json_error(
+        origin = _header(scope, b"origin")
+        if origin is not None and origin not in self._allowed_origins:
+            # The streamable-HTTP spec's defence against DNS rebinding: a page on another
+            # origin (a rebound name included) must not reach the endpoint.
+            await _send_error(
                 send,
-                503,
-                "storage_unavailable",
-                "the database is not answering; try again shortly",
-                {"Retry-After": "5"},
+                403,
+                "forbidden_origin",
+                f"origin {origin} may not use {MOUNT_PATH}: add it to http.cors_allowed_origins",
             )
             return
-        assert key is not None
+        user = await self._authenticate(scope, send)
+        if user is None:
+            return
+        key, user_id = user
+        if scope["method"] == "POST":
+            received, start = await _peek_body(receive)
+            if start == b"[":
+                await _send_error(
+                    send,
+                    400,
+                    "invalid_request",
+                    "JSON-RPC batches are not supported: send one message per request",
+                    rpc_code=INVALID_REQUEST,
+                )
+                return
+            receive = _replaying(received, receive)
         sessions = await self._session_manager()
         from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
         from mcp.server.auth.provider import AccessToken
 
         # The session manager binds each session to this principal: another user's key
         # presenting the session id gets 404, as if the session did not exist.
-        token = AccessToken(token=key, client_id=user.id, scopes=[])
+        token = AccessToken(token=key, client_id=user_id, scopes=[])
+        if _header(scope, b"mcp-session-id") is None:
+            send = _no_fresh_session_on_error(send)
         await sessions.handle_request({**scope, "user": AuthenticatedUser(token)}, receive, send)
+
+    async def _authenticate(self, scope: Scope, send: Send) -> tuple[str, str] | None:
+        """The request's API key and its owner's id, or None once refused (401, or 503 when
+        the database does not answer)."""
+        headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
+        key = bearer_key(headers)
+        try:
+            user = await user_for_key(self._storage, key)
+        except ApiError as exc:
+            challenge = (
+                {"WWW-Authenticate": _bearer_challenge(exc, key)} if exc.status == 401 else {}
+            )
+            await _send_error(send, exc.status, exc.code, exc.message, exc.headers | challenge)
+            return None
+        except StorageUnavailable as exc:
+            log.error("storage unavailable: %s", exc)
+            await _send_error(
+                send,
+                503,
+                "storage_unavailable",
+                "the database is not answering; try again shortly",
+                {"Retry-After": "5"},
+            )
+            return None
+        assert key is not None
+        return key, user.id
 
 
 def _import_mcp() -> None:

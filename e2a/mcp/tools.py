@@ -253,7 +253,13 @@ def _summary(message: MessageSummary) -> dict[str, Any]:
     }
 
 
-def _sent(result: SendResult) -> dict[str, Any]:
+async def _sent(caller: Caller, result: SendResult) -> dict[str, Any]:
+    """The answer to a send or reply; a message that failed is a tool failure with the
+    reason the REST API records for it (`error` of GET /messages/{id})."""
+    if result.status == "failed":
+        detail = await caller.client.get_pending_message(result.message_id)
+        reason = (detail.model_extra or {}).get("error") or "the gateway recorded no reason"
+        raise ToolFailure(f"message {result.message_id} was not sent: {reason}")
     answer = dataclasses.asdict(result)
     if result.status == "pending_approval":
         answer["note"] = (
@@ -339,7 +345,7 @@ async def send_email(caller: Caller, arguments: SendArguments) -> dict[str, Any]
         conversation_id=arguments.conversation_id,
         agent_email=agent,
     )
-    return _sent(result)
+    return await _sent(caller, result)
 
 
 async def reply_email(caller: Caller, arguments: ReplyArguments) -> dict[str, Any]:
@@ -354,7 +360,7 @@ async def reply_email(caller: Caller, arguments: ReplyArguments) -> dict[str, An
         bcc=arguments.bcc,
         agent_email=agent,
     )
-    return _sent(result)
+    return await _sent(caller, result)
 
 
 async def list_pending(caller: Caller, _: NoArguments) -> dict[str, Any]:
@@ -614,7 +620,9 @@ async def call_tool(
     except ToolFailure as exc:
         return _error(f"{tool.name}: {exc}")
     except E2AApiError as exc:
-        return _error(f"{tool.name}: the gateway answered {exc.status_code}: {exc.message}")
+        # The status, code and message the REST API answered, as a REST client sees them.
+        status = f"{exc.status_code} {exc.code}" if exc.code else str(exc.status_code)
+        return _error(f"{tool.name}: the gateway answered {status}: {exc.message}")
     except httpx.HTTPError as exc:
         return _error(
             f"{tool.name}: cannot reach the e2a gateway at {caller.client.base_url}: "

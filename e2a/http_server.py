@@ -1,0 +1,271 @@
+"""The gateway's HTTP/1.1 server: hypercorn's trio connection and protocol code with the fixes
+e2a carries (closing, keep-alive timer, `100 Continue`, framing, reason phrases; docs/api.md).
+h11 parses and frames every message: nothing here reads HTTP itself.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from functools import partial
+from http import HTTPStatus
+from typing import Any
+
+import h11
+import trio
+from hypercorn.config import Config
+from hypercorn.events import Event
+from hypercorn.protocol import ProtocolWrapper
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.task_group import TaskGroup
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import (
+    AppWrapper,
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ConnectionState,
+    H11SendableEvent,
+    LifespanState,
+    Scope,
+)
+from hypercorn.utils import parse_socket_addr, wrap_app
+
+AMBIGUOUS_FRAMING = (
+    "Content-Length and Transfer-Encoding together leave the body's length ambiguous "
+    "(RFC 9112 section 6.1); send only one of them"
+)
+
+
+async def serve_asgi(
+    app: ASGIFramework,
+    config: Config,
+    sock: socket.socket,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` over HTTP/1.1 on the listening socket `sock` until cancelled: its lifespan
+    first, then one `_Connection` per accepted connection (h2c upgrades as hypercorn does).
+    The steps of hypercorn's `worker_serve`, which builds its own connection class."""
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    state: LifespanState = {}
+    lifespan = Lifespan(wrapped, config, state)
+    context = WorkerContext(None)
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    connection = partial(_Connection, wrapped, config, context, ConnectionState(state.copy()))
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as connections:
+            try:
+                await connections.start(
+                    partial(
+                        trio.serve_listeners, connection, [listener], handler_nursery=connections
+                    )
+                )
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                await context.terminated.set()
+                connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
+
+
+class _Connection(TCPServer):
+    """hypercorn's trio connection, with every connection event handled to its end.
+
+    hypercorn handles `Connection: close`, the end of an HTTP/1.0 answer and the start of the
+    keep-alive timer inside the app's `send`. Quart-Trio cancels its request task as soon as
+    the answer is out, so the close and the timer were cancelled before they happened and the
+    connection stayed open until the client left (hypercorn issue #330). Shielded, they happen.
+    """
+
+    async def run(self) -> None:
+        """hypercorn's `TCPServer.run` for plain TCP (TLS ends at the reverse proxy), with
+        e2a's HTTP/1.1 protocol, and a close that cancellation cannot skip."""
+        sock = self.stream.socket
+        try:
+            client = parse_socket_addr(sock.family, sock.getpeername())
+            server = parse_socket_addr(sock.family, sock.getsockname())
+            async with TaskGroup() as task_group:
+                self._task_group = task_group
+                self.protocol = _Protocols(
+                    self.app,
+                    self.config,
+                    self.context,
+                    task_group,
+                    ConnectionState(self.state),
+                    False,
+                    client,
+                    server,
+                    self.protocol_send,
+                    "http/1.1",
+                )
+                await self.protocol.initiate()
+                await self.idle_task.restart(self._task_group, self._idle_timeout)
+                await self._read_data()
+        except OSError:
+            pass
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close()
+
+    async def protocol_send(self, event: Event) -> None:
+        """Write, close or (re)start the idle timer, even from a cancelled request task."""
+        with trio.CancelScope(shield=True):
+            await super().protocol_send(event)
+
+
+class _Protocols(ProtocolWrapper):
+    """hypercorn's protocol switch (HTTP/1.1, upgraded to h2c on request) with `_Http11` as its
+    HTTP/1.1 protocol."""
+
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: Config,
+        context: WorkerContext,
+        task_group: TaskGroup,
+        state: ConnectionState,
+        ssl: bool,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+        send: Callable[[Event], Any],
+        alpn_protocol: str | None = None,
+    ) -> None:
+        super().__init__(
+            app, config, context, task_group, state, ssl, client, server, send, alpn_protocol
+        )
+        if isinstance(self.protocol, H11Protocol):
+            self.protocol = _Http11(
+                app, config, context, task_group, state, ssl, client, server, send
+            )
+
+
+class _ContinueWhenAsked(h11.Connection):
+    """An h11 server connection that owns up to a client waiting for `100 Continue` only once
+    the app has asked for the request body (hypercorn sends 100 whenever h11 reports one)."""
+
+    body_wanted = False
+
+    @property
+    def they_are_waiting_for_100_continue(self) -> bool:
+        return self.body_wanted and super().they_are_waiting_for_100_continue
+
+    def start_next_cycle(self) -> None:
+        super().start_next_cycle()
+        self.body_wanted = False
+
+
+class _Http11(H11Protocol):
+    """hypercorn's HTTP/1.1 protocol with e2a's rules for `100 Continue`, request framing and
+    status lines."""
+
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: Config,
+        context: WorkerContext,
+        task_group: TaskGroup,
+        connection_state: ConnectionState,
+        ssl: bool,
+        client: tuple[str, int] | None,
+        server: tuple[str, int] | None,
+        send: Callable[[Event], Any],
+    ) -> None:
+        super().__init__(
+            self._serve_request,
+            config,
+            context,
+            task_group,
+            connection_state,
+            ssl,
+            client,
+            server,
+            send,
+        )
+        self._app = app
+        self.connection = _ContinueWhenAsked(
+            h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size
+        )
+
+    async def _serve_request(
+        self,
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        sync_spawn: Callable[..., Any],
+        call_soon: Callable[..., Any],
+    ) -> None:
+        """Run the app for one request; its first read of the body lets the body come."""
+        if scope["type"] == "http" and _framing_is_ambiguous(scope["headers"]):
+            await _refuse(send, 400, "invalid_request", AMBIGUOUS_FRAMING)
+            return
+
+        async def receive_body() -> ASGIReceiveEvent:
+            await self._let_body_come(scope)
+            return await receive()
+
+        await self._app(scope, receive_body, send, sync_spawn, call_soon)
+
+    async def _let_body_come(self, scope: Scope) -> None:
+        """Send `100 Continue` if the client of the request `scope` still waits for it."""
+        current = isinstance(self.stream, HTTPStream) and self.stream.scope is scope
+        if not current or not isinstance(self.connection, _ContinueWhenAsked):
+            return
+        self.connection.body_wanted = True
+        if self.connection.they_are_waiting_for_100_continue:
+            await self._send_h11_event(
+                h11.InformationalResponse(
+                    status_code=100, headers=self.config.response_headers("h11")
+                )
+            )
+
+    async def _send_h11_event(self, event: H11SendableEvent) -> None:
+        """Send `event`, a status line with its reason phrase (`200 OK`, not `200 `)."""
+        if isinstance(event, h11.Response | h11.InformationalResponse) and not event.reason:
+            event = type(event)(
+                status_code=event.status_code,
+                headers=event.headers.raw_items(),
+                http_version=event.http_version,
+                reason=_reason_phrase(event.status_code),
+            )
+        await super()._send_h11_event(event)
+
+
+def _reason_phrase(status: int) -> bytes:
+    """The standard reason phrase of `status`, empty for a code without one."""
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+def _framing_is_ambiguous(headers: Any) -> bool:
+    """Whether a request carries both Content-Length and Transfer-Encoding."""
+    names = {bytes(name).lower() for name, _ in headers}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
+async def _refuse(send: ASGISendCallable, status: int, code: str, message: str) -> None:
+    """Answer with e2a's JSON error and close the connection after it."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+            "trailers": False,
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,380 @@
+"""The HTTP server over raw sockets: when connections close, `100 Continue`, request framing and
+status lines — the bytes on the wire, as curl, proxies and monitoring checks see them."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from e2a.accounts import bootstrap_user
+from e2a.app import RunningGateway, run_gateway
+from e2a.mailauth.resolver import FixtureResolver
+from tests.conftest import make_settings
+from tests.delivery_support import create_agent, mail, open_account, smtp_send
+
+TERABYTE = 10**12
+"""A declared body length over any bound the gateway has."""
+MCP_INITIALIZE = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "e2a-tests", "version": "1"},
+        },
+    }
+).encode()
+
+
+@dataclass
+class Answer:
+    """One HTTP response as read off the socket."""
+
+    status_line: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def status(self) -> int:
+        """The status code."""
+        return int(self.status_line.split(" ")[1])
+
+    def json(self) -> object:
+        """The body as JSON."""
+        return json.loads(self.body)
+
+
+class RawConnection:
+    """One TCP connection to the gateway's HTTP port, written and read byte by byte."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = b""
+
+    async def send(self, data: bytes) -> None:
+        """Write `data` as is."""
+        await self.stream.send_all(data)
+
+    async def _more(self) -> bool:
+        chunk = await self.stream.receive_some(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    async def answer(self, seconds: float = 10) -> Answer:
+        """Read one response (head, and a Content-Length or chunked body) within `seconds`."""
+        with trio.fail_after(seconds):
+            while b"\r\n\r\n" not in self.buffer:
+                if not await self._more():
+                    raise AssertionError(f"connection closed mid-answer: {self.buffer!r}")
+            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+            status_line, *lines = head.decode("latin-1").split("\r\n")
+            headers: dict[str, str] = {}
+            for line in lines:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            if headers.get("transfer-encoding", "").lower() == "chunked":
+                body = await self._chunks()
+            else:
+                body = await self._exactly(int(headers.get("content-length", "0")))
+        return Answer(status_line, headers, body)
+
+    async def _exactly(self, length: int) -> bytes:
+        while len(self.buffer) < length:
+            if not await self._more():
+                raise AssertionError("connection closed mid-body")
+        data, self.buffer = self.buffer[:length], self.buffer[length:]
+        return data
+
+    async def _line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            if not await self._more():
+                raise AssertionError("connection closed mid-body")
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    async def _chunks(self) -> bytes:
+        body = b""
+        while size := int((await self._line()).split(b";")[0], 16):
+            body += await self._exactly(size)
+            await self._line()
+        while await self._line():  # trailer section, then the blank line
+            pass
+        return body
+
+    async def closed_within(self, seconds: float) -> float | None:
+        """Seconds until the gateway closed the connection, or None if it stayed open."""
+        started = trio.current_time()
+        with trio.move_on_after(seconds):
+            try:
+                while await self._more():
+                    pass
+            except trio.BrokenResourceError:  # reset: closed as well
+                pass
+            return trio.current_time() - started
+        return None
+
+    async def aclose(self) -> None:
+        """Close our side."""
+        await self.stream.aclose()
+
+
+@asynccontextmanager
+async def gateway(tmp_path: Path, **http: object) -> AsyncIterator[RunningGateway]:
+    """A gateway with these `[http]` settings, stopped at the end of the block."""
+    settings = make_settings(tmp_path, http={"listen": "127.0.0.1:0", **http})
+    async with trio.open_nursery() as nursery:
+        running: RunningGateway = await nursery.start(
+            partial(run_gateway, settings, resolver=FixtureResolver())
+        )
+        yield running
+        nursery.cancel_scope.cancel()
+
+
+def open_sockets() -> int:
+    """How many sockets this process (tests and gateway) has open."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+async def connect(running: RunningGateway) -> RawConnection:
+    """A new connection to the gateway's HTTP port."""
+    return RawConnection(await trio.open_tcp_stream("127.0.0.1", running.addresses.http_port))
+
+
+async def api_key(running: RunningGateway, email: str = "raw@example.com") -> str:
+    """A fresh API key of a new user."""
+    _, issued, _ = await bootstrap_user(running.gateway.storage, running.gateway.server_key, email)
+    return str(issued.plaintext)
+
+
+def get(path: str, *headers: str, version: str = "1.1") -> bytes:
+    """A GET request with a Host header (HTTP/1.1) and `headers`."""
+    lines = [f"GET {path} HTTP/{version}", "Host: 127.0.0.1", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def post(path: str, body: bytes, *headers: str, length: bool = True) -> tuple[bytes, bytes]:
+    """A POST's head (with Content-Length unless told not to) and its body."""
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", *headers]
+    if length:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode(), body
+
+
+# When connections close
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(tmp_path: Path) -> None:
+    async with gateway(tmp_path, keep_alive_seconds=0.5) as running:
+        connection = await connect(running)
+        for _ in range(2):  # kept alive between requests
+            await connection.send(get("/api/health"))
+            assert (await connection.answer()).status == 200
+        closed_after = await connection.closed_within(5)
+        assert closed_after is not None, "the idle connection was never closed"
+        assert 0.3 <= closed_after < 3
+
+
+async def test_a_connection_that_never_sends_a_request_is_closed_too(tmp_path: Path) -> None:
+    async with gateway(tmp_path, keep_alive_seconds=0.5) as running:
+        connection = await connect(running)
+        await connection.send(b"GET /api/hea")  # half a request line, then nothing
+        assert await connection.closed_within(5) is not None
+
+
+async def test_a_websocket_is_not_idle_however_quiet(tmp_path: Path) -> None:
+    async with gateway(tmp_path, keep_alive_seconds=0.3) as running:
+        account = await open_account(running.gateway, running.addresses.http_url, "ws@x.com")
+        agent = await create_agent(account, "quiet")
+        await account.http.aclose()
+        base = running.addresses.http_url.replace("http://", "ws://")
+        url = f"{base}/api/v1/agents/{quote(agent, safe='')}/ws?token={account.key}"
+        async with open_websocket_url(url, connect_timeout=10) as ws:
+            await trio.sleep(1.5)  # five keep-alive timeouts without a frame
+            await smtp_send(running.addresses.smtp_port, [agent], mail("Still there"))
+            with trio.fail_after(10):
+                frame = json.loads(await ws.get_message())
+        assert frame["subject"] == "Still there"
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        get("/api/health", "Connection: close"),
+        get("/api/health", version="1.0"),
+        get("/", "Connection: close"),  # the dashboard
+        get("/no/such/page", "Connection: close"),
+    ],
+    ids=["connection-close", "http-1.0", "dashboard", "not-found"],
+)
+async def test_the_connection_closes_after_an_answer_that_says_so(
+    tmp_path: Path, request_bytes: bytes
+) -> None:
+    async with gateway(tmp_path, keep_alive_seconds=60) as running:
+        connection = await connect(running)
+        await connection.send(request_bytes)
+        answer = await connection.answer()
+        assert answer.headers["connection"].lower() == "close"
+        closed_after = await connection.closed_within(5)
+        assert closed_after is not None and closed_after < 1
+
+
+async def test_three_hundred_idle_connections_are_released(tmp_path: Path) -> None:
+    count = 300
+    async with gateway(tmp_path, keep_alive_seconds=3) as running:
+        await trio.sleep(0.5)  # let start-up's deferred loading open what it opens
+        gc.collect()  # and earlier tests' leftovers close now, not during the count
+        before = open_sockets()
+        connections: list[RawConnection] = []
+
+        async def open_one() -> None:
+            connection = await connect(running)
+            connections.append(connection)
+            await connection.send(get("/api/health"))
+            assert (await connection.answer(30)).status == 200
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                nursery.start_soon(open_one)
+        assert open_sockets() >= before + 2 * count  # both ends are in this process
+        closed: list[float | None] = []
+
+        async def wait_closed(connection: RawConnection) -> None:
+            closed.append(await connection.closed_within(15))
+
+        async with trio.open_nursery() as nursery:
+            for connection in connections:
+                nursery.start_soon(wait_closed, connection)
+        assert None not in closed and len(closed) == count
+        for connection in connections:
+            await connection.aclose()
+        assert open_sockets() <= before + 5
+
+
+# Request framing and 100 Continue
+
+
+@pytest.mark.parametrize("path", ["/api/v1/agents", "/mcp"])
+async def test_content_length_with_transfer_encoding_is_refused(tmp_path: Path, path: str) -> None:
+    async with gateway(tmp_path) as running:
+        key = await api_key(running)
+        connection = await connect(running)
+        head, body = post(
+            path,
+            b"0\r\n\r\n",
+            f"Authorization: Bearer {key}",
+            "Content-Type: application/json",
+            "Content-Length: 5",
+            "Transfer-Encoding: chunked",
+            length=False,
+        )
+        await connection.send(head + body)
+        answer = await connection.answer()
+        assert answer.status_line == "HTTP/1.1 400 Bad Request"
+        assert answer.json() == {
+            "error": {
+                "code": "invalid_request",
+                "message": "Content-Length and Transfer-Encoding together leave the body's "
+                "length ambiguous (RFC 9112 section 6.1); send only one of them",
+            }
+        }
+        assert answer.headers["connection"] == "close"
+        assert await connection.closed_within(5) is not None
+        assert connection.buffer == b""
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "body"),
+    [
+        ("/api/v1/agents", "application/json", b'{"slug": "patient", "agent_mode": "local"}'),
+        ("/mcp", "application/json", MCP_INITIALIZE),
+    ],
+)
+async def test_100_continue_comes_only_after_the_key_is_checked(
+    tmp_path: Path, path: str, content_type: str, body: bytes
+) -> None:
+    async with gateway(tmp_path) as running:
+        key = await api_key(running)
+        mcp = ("Accept: application/json, text/event-stream",) if path == "/mcp" else ()
+        for bad in ("Bearer e2a_" + "0" * 64, "Bearer nonsense", None):
+            connection = await connect(running)
+            auth = (f"Authorization: {bad}",) if bad else ()
+            head, _ = post(
+                path, body, *auth, *mcp, f"Content-Type: {content_type}", "Expect: 100-continue"
+            )
+            await connection.send(head)  # and never the body
+            answer = await connection.answer()
+            assert answer.status_line == "HTTP/1.1 401 Unauthorized", answer
+            assert await connection.closed_within(5) is not None
+            assert connection.buffer == b""  # no 100 Continue anywhere
+
+        connection = await connect(running)
+        head, _ = post(
+            path,
+            body,
+            f"Authorization: Bearer {key}",
+            *mcp,
+            f"Content-Type: {content_type}",
+            "Expect: 100-continue",
+        )
+        await connection.send(head)
+        go_on = await connection.answer()
+        assert go_on.status_line == "HTTP/1.1 100 Continue"
+        await connection.send(body)
+        answer = await connection.answer()
+        assert answer.status in (200, 201), answer
+        await connection.send(get("/api/health"))  # the connection lives on
+        assert (await connection.answer()).status == 200
+
+
+async def test_a_body_too_large_is_refused_without_100_continue(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as running:
+        key = await api_key(running)
+        connection = await connect(running)
+        await connection.send(
+            b"POST /api/v1/agents HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n".encode()
+            + f"Content-Length: {TERABYTE}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        answer = await connection.answer()
+        assert answer.status_line == "HTTP/1.1 413 Request Entity Too Large"
+        assert await connection.closed_within(5) is not None
+
+
+# Status lines
+
+
+async def test_status_lines_carry_reason_phrases(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as running:
+        connection = await connect(running)
+        for request_bytes, status_line in (
+            (get("/api/health"), "HTTP/1.1 200 OK"),
+            (get("/no/such/page"), "HTTP/1.1 404 Not Found"),
+            (get("/api/v1/agents"), "HTTP/1.1 401 Unauthorized"),
+        ):
+            await connection.send(request_bytes)
+            assert (await connection.answer()).status_line == status_line
+        # hypercorn's own answer to a request h11 cannot parse
+        broken = await connect(running)
+        await broken.send(b"GET /api/health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        assert (await broken.answer()).status_line == "HTTP/1.1 400 Bad Request"
+        status_lines = re.compile(rb"HTTP/1\.1 \d{3} \S")
+        assert status_lines.match(b"HTTP/1.1 200 OK")
