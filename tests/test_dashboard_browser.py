@@ -3,8 +3,9 @@ mail arrive over real SMTP without reloading, approve (edited) and reject held m
 gateway relays to an SMTP sink on 127.0.0.1, work at phone width, sign out.
 
 The browser is Debian's `chromium` driven by Playwright (no downloaded browser); the test
-skips, saying why, when either is missing. It saves screenshots of the main pages to
-docs/screenshots/ (the README shows them)."""
+skips, saying why, when either is missing. It saves screenshots of the main pages in the
+test's temporary folder, or in the folder `E2A_SCREENSHOTS_DIR` names:
+`E2A_SCREENSHOTS_DIR=docs/screenshots` refreshes the ones the README shows."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from tests.conftest import Account, make_settings
 from tests.test_outbound_relay import Sink, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+SCREENSHOTS_VAR = "E2A_SCREENSHOTS_DIR"
 REMOTE = "someone@example.net"
 WAIT_MS = 10_000
 
@@ -97,10 +98,19 @@ def hold_two_messages(running: RunningGateway, key: str) -> list[str]:
     return ids
 
 
-def scenario(running: RunningGateway, account: Account, sink: Sink) -> dict[str, Any]:
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    """Where the screenshots go: `E2A_SCREENSHOTS_DIR`, else the test's temporary folder."""
+    folder = Path(os.environ.get(SCREENSHOTS_VAR) or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def scenario(
+    running: RunningGateway, account: Account, sink: Sink, screenshots: Path
+) -> dict[str, Any]:
     """Drive the dashboard as a reviewer would; returns what the REST checks need."""
     base = running.addresses.http_url
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
@@ -132,7 +142,7 @@ def scenario(running: RunningGateway, account: Account, sink: Sink) -> dict[str,
             page.get_by_role("button", name="Save settings").click()
             expect(page.get_by_role("status")).to_have_text("Settings saved.")
             menu.get_by_role("link", name="Agents").click()
-            page.screenshot(path=str(SCREENSHOTS / "agents.png"), full_page=True)
+            page.screenshot(path=str(screenshots / "agents.png"), full_page=True)
 
             # The open inbox shows new mail without a reload.
             page.get_by_role("link", name="helpdesk@agents.test").click()
@@ -145,7 +155,7 @@ def scenario(running: RunningGateway, account: Account, sink: Sink) -> dict[str,
             expect(page.get_by_role("link", name="Invoice 2041")).to_be_visible()
             expect(page.locator("#live-state")).to_contain_text("Invoice 2041")
             assert page.evaluate("window.notReloaded") is True
-            page.screenshot(path=str(SCREENSHOTS / "inbox.png"), full_page=True)
+            page.screenshot(path=str(screenshots / "inbox.png"), full_page=True)
 
             # Reading a message shows the sender checks and offers the raw source.
             page.get_by_role("link", name="Opening hours?").click()
@@ -155,18 +165,18 @@ def scenario(running: RunningGateway, account: Account, sink: Sink) -> dict[str,
                 page.get_by_role("link", name="Download raw source (.eml)").click()
             raw = Path(download.value.path()).read_bytes()
             assert b"Subject: Opening hours?" in raw
-            page.screenshot(path=str(SCREENSHOTS / "message.png"), full_page=True)
+            page.screenshot(path=str(screenshots / "message.png"), full_page=True)
 
             # Two held messages: edit then approve one, reject the other with a reason.
             held = hold_two_messages(running, account.key)
             menu.get_by_role("link", name="Approvals").click()
             expect(page.get_by_role("heading", name="Special offer!!!")).to_be_visible()
-            page.screenshot(path=str(SCREENSHOTS / "approvals.png"), full_page=True)
+            page.screenshot(path=str(screenshots / "approvals.png"), full_page=True)
             first = page.locator("article", has=page.get_by_role("heading", name="Opening hours"))
             first.get_by_role("link", name="Edit, then approve").click()
             page.get_by_label("Subject").fill("Our opening hours")
             page.get_by_label("Text").fill("Dear Carol,\nwe open at nine.")
-            page.screenshot(path=str(SCREENSHOTS / "review.png"), full_page=True)
+            page.screenshot(path=str(screenshots / "review.png"), full_page=True)
             page.get_by_role("button", name="Approve and send").click()
             expect(page.get_by_role("status")).to_have_text(
                 "Approved: the message is queued for sending."
@@ -182,7 +192,7 @@ def scenario(running: RunningGateway, account: Account, sink: Sink) -> dict[str,
             # The outbound history shows both outcomes.
             menu.get_by_role("link", name="Outbound").click()
             expect(page.get_by_text("Reason: Too pushy")).to_be_visible()
-            page.screenshot(path=str(SCREENSHOTS / "outbound.png"), full_page=True)
+            page.screenshot(path=str(screenshots / "outbound.png"), full_page=True)
 
             # At phone width nothing scrolls sideways and the menu still works.
             page.set_viewport_size({"width": 375, "height": 812})
@@ -190,7 +200,7 @@ def scenario(running: RunningGateway, account: Account, sink: Sink) -> dict[str,
             page.get_by_role("link", name="helpdesk@agents.test").click()
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 375, f"the inbox is {width}px wide at a 375px viewport"
-            page.screenshot(path=str(SCREENSHOTS / "phone-inbox.png"), full_page=True)
+            page.screenshot(path=str(screenshots / "phone-inbox.png"), full_page=True)
 
             # Sign out: the pages are closed again.
             page.get_by_role("button", name="Sign out").click()
@@ -204,11 +214,11 @@ def scenario(running: RunningGateway, account: Account, sink: Sink) -> dict[str,
 
 
 async def test_reviewer_flow_in_chromium(
-    running: RunningGateway, make_account: Any, sink: tuple[Sink, int]
+    running: RunningGateway, make_account: Any, sink: tuple[Sink, int], screenshots: Path
 ) -> None:
     account: Account = await make_account("owner@example.com")
     with trio.fail_after(90):
-        outcome = await trio.to_thread.run_sync(scenario, running, account, sink[0])
+        outcome = await trio.to_thread.run_sync(scenario, running, account, sink[0], screenshots)
     approved, rejected = outcome["held"]
     (raw,) = outcome["relayed"]
     assert b"Subject: Our opening hours" in raw
@@ -219,4 +229,4 @@ async def test_reviewer_flow_in_chromium(
     assert second["status"] == "rejected"
     assert second["rejection_reason"] == "Too pushy"
     for name in ("agents", "inbox", "message", "approvals"):
-        assert (SCREENSHOTS / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (screenshots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
