@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 import sqlite3
+import stat
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import trio
 
+from e2a.accounts import bootstrap_user
+from e2a.app import run_gateway
+from e2a.mailauth.resolver import FixtureResolver
 from e2a.storage import open_storage
 from e2a.storage.base import (
     Agent,
@@ -34,7 +41,7 @@ from e2a.storage.base import (
     WebhookAttempt,
 )
 from e2a.storage.migrations import load_migrations
-from tests.conftest import POSTGRES_URL_VAR, postgres_url
+from tests.conftest import POSTGRES_URL_VAR, make_settings, postgres_url
 
 NOW = "2026-01-01T00:00:00Z"
 
@@ -156,6 +163,54 @@ async def test_sqlite_records_applied_versions(tmp_path: Path) -> None:
         recorded = [row[0] for row in db.execute("SELECT version FROM schema_migrations")]
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert recorded == applied
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Run with the process umask set to `mask` (restored afterwards)."""
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def file_mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_sqlite_files_are_private_under_a_permissive_umask(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """The database (and in development the server key in it) is readable by its owner only:
+    the file, its -wal and its -shm are 0600 even under umask 022."""
+    settings = make_settings(tmp_path)
+    with umask(0o022):
+        running = await nursery.start(partial(run_gateway, settings, resolver=FixtureResolver()))
+        await bootstrap_user(running.gateway.storage, running.gateway.server_key, "a@example.com")
+    database = tmp_path / "e2a.db"
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        assert path.exists(), path
+        assert file_mode(path) == 0o600, f"{path.name}: {oct(file_mode(path))}"
+
+
+async def test_an_existing_readable_database_is_made_private_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = tmp_path / "old.db"
+    store = open_storage(f"sqlite:///{database}")
+    await store.migrate()
+    await store.close()
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        if path.exists():
+            path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="e2a.storage"):
+        store = open_storage(f"sqlite:///{database}")
+        await store.migrate()
+    await store.close()
+    assert file_mode(database) == 0o600
+    told = f"{database}: mode 0644 let other users read the database; changed to 0600"
+    assert told in caplog.text
 
 
 async def test_open_in_missing_directory_says_how_to_fix(tmp_path: Path) -> None:

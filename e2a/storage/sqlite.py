@@ -7,7 +7,10 @@ transaction with `synchronous=FULL`, so a committed write survives a crash or po
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,8 +94,32 @@ from e2a.storage.rows import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("e2a.storage")
 READER_COUNT = 4
+PRIVATE_MODE = 0o600
+SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
 _SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL, raw_message = X''"
+
+
+def _make_private(path: str) -> None:
+    """Create the database file readable and writable by its owner only (SQLite gives its
+    -wal and -shm files the database file's mode), and take group and other permissions
+    away from an existing database and its side files, saying so in the log."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    os.close(descriptor)
+    for candidate in (path, *(path + suffix for suffix in SIDE_FILE_SUFFIXES)):
+        try:
+            mode = stat.S_IMODE(os.stat(candidate).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(candidate, mode & 0o700)
+            log.warning(
+                "%s: mode %04o let other users read the database; changed to %04o",
+                candidate,
+                mode,
+                mode & 0o700,
+            )
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -148,10 +175,12 @@ class SqliteStorage:
                     "exist — create it or point database.url elsewhere"
                 )
         try:
+            if path != ":memory:":
+                _make_private(path)
             writer = _connect(path)
             writer.execute("PRAGMA journal_mode = WAL")
             readers = [_connect(path) for _ in range(READER_COUNT)]
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(
                 f"database.url: cannot open sqlite:///{path}: {exc} — check the path and its "
                 "permissions"
