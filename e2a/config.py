@@ -113,6 +113,8 @@ class HttpSettings(ListenSection):
 
     listen: str = "127.0.0.1:8080"
     public_url: str = "http://localhost:8080"
+    max_websockets_per_key: int = Field(default=20, ge=1, le=10_000)
+    """Open agent WebSockets one API key may hold on this process; more answer 429."""
 
     @field_validator("public_url")
     @classmethod

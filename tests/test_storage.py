@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -12,11 +13,14 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import trio
 
+import e2a.storage.postgres
+import e2a.storage.sqlite
 from e2a.accounts import bootstrap_user
 from e2a.app import run_gateway
 from e2a.mailauth.resolver import FixtureResolver
@@ -213,6 +217,32 @@ async def test_an_existing_readable_database_is_made_private_and_logged(
     assert told in caplog.text
 
 
+async def migrated_to(url: str, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Create the schema of `version` at `url` (an older database, to migrate further)."""
+    backend = "sqlite" if url.startswith("sqlite") else "postgres"
+    module = e2a.storage.sqlite if backend == "sqlite" else e2a.storage.postgres
+    older = [m for m in load_migrations(backend) if m.version <= version]
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "load_migrations", lambda _: older)
+        store = open_storage(url)
+        try:
+            assert await store.migrate() == list(range(1, version + 1))
+        finally:
+            await store.close()
+
+
+def run_sql(url: str, statement: str, *params: object) -> list[tuple[Any, ...]]:
+    """Run one statement (`?` placeholders) straight on the database at `url`; its rows."""
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
+            return db.execute(statement, params).fetchall()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        cursor = db.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
+        return cursor.fetchall() if cursor.description else []
+
+
 async def test_open_in_missing_directory_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(StorageUnavailable, match="does not exist"):
         open_storage(f"sqlite:///{tmp_path / 'nope' / 'e2a.db'}")
@@ -293,6 +323,55 @@ async def test_domain_in_use_cannot_be_deleted(storage: Storage) -> None:
     assert await storage.delete_agent(alice, "bot@corp.example")
     assert await storage.delete_domain(alice, "corp.example")
     assert await storage.get_domain(alice, "corp.example") is None
+
+
+async def test_an_address_registered_again_is_another_agent(storage: Storage) -> None:
+    """Live subscriptions are bound to an agent's id: deleting an agent returns it, and the
+    same address registered again (here by another user) gets a new one."""
+    alice = await add_user(storage, "alice@example.com")
+    bob = await add_user(storage, "bob@example.com")
+    first = make_agent(alice, "handover@agents.test")
+    await storage.add_agent(first)
+    found = await storage.find_agent("handover@agents.test")
+    assert found is not None and found.id == first.id and first.id.startswith("agt_")
+    assert await storage.delete_agent(bob, "handover@agents.test") is None
+    assert await storage.delete_agent(alice, "handover@agents.test") == first.id
+    assert await storage.delete_agent(alice, "handover@agents.test") is None
+    second = make_agent(bob, "handover@agents.test")
+    await storage.add_agent(second)
+    found = await storage.find_agent("handover@agents.test")
+    assert found is not None and (found.id, found.user_id) == (second.id, bob)
+    assert second.id != first.id
+
+
+async def test_revoking_a_key_returns_its_hash_once(storage: Storage) -> None:
+    alice = await add_user(storage)
+    await storage.add_api_key(ApiKey("apk_1", alice, "k", "e2a_0000", NOW, None, None), "h" * 64)
+    assert await storage.revoke_api_key(alice, "apk_1", NOW) == "h" * 64
+    assert await storage.revoke_api_key(alice, "apk_1", NOW) is None
+
+
+async def test_migration_8_gives_existing_agents_distinct_ids(
+    storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await migrated_to(storage_url, 7, monkeypatch)
+    run_sql(storage_url, "INSERT INTO users VALUES ('usr_1', 'o@x', ?)", NOW)
+    for address in ("one@agents.test", "two@agents.test"):
+        run_sql(
+            storage_url,
+            "INSERT INTO agents (email, user_id, domain, name, agent_mode, created_at) "
+            "VALUES (?, 'usr_1', 'agents.test', 'n', 'local', ?)",
+            address,
+            NOW,
+        )
+    store = open_storage(storage_url)
+    try:
+        assert await store.migrate() == list(range(8, len(load_migrations("sqlite")) + 1))
+        agents = await store.list_agents("usr_1")
+    finally:
+        await store.close()
+    ids = {agent.id for agent in agents}
+    assert len(ids) == 2 and all(id_.startswith("agt_") and len(id_) == 28 for id_ in ids)
 
 
 async def test_agents_are_scoped_to_their_owner(storage: Storage) -> None:

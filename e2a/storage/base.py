@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from e2a.ids import new_id
+
 AgentMode = Literal["cloud", "local"]
 MessageStatus = Literal["unread", "read"]
 StatusFilter = Literal["unread", "read", "all"]
@@ -100,6 +102,9 @@ class Agent:
     hitl_ttl_seconds: int
     hitl_expiration_action: Literal["reject", "approve"]
     created_at: str
+    id: str = field(default_factory=lambda: new_id("agt"))
+    """The agent's stable internal identity. A new agent gets a fresh one; an address deleted
+    and registered again (by anyone) is another agent with another id."""
 
 
 @dataclass(frozen=True)
@@ -329,11 +334,14 @@ class Storage(Protocol):
 
     async def delete_user(self, user_id: str) -> dict[str, int]:
         """Delete the user and everything they own in one transaction; rows deleted per table
-        (`e2a.storage.rows.DELETED_TABLES`). Their agent addresses are free again afterwards."""
+        (`e2a.storage.rows.DELETED_TABLES`). Their agent addresses are free again afterwards.
+        On PostgreSQL the deletion is announced to the other replicas when it commits."""
         ...
 
-    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> bool:
-        """Revoke one of the user's keys; False when it is not theirs or already revoked."""
+    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> str | None:
+        """Revoke one of the user's keys and return its hash (live subscriptions it opened are
+        ended by it); None when it is not theirs or already revoked. On PostgreSQL the
+        revocation is announced to the other replicas when it commits."""
         ...
 
     async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
@@ -390,8 +398,10 @@ class Storage(Protocol):
         """Apply `changes` to one of the user's agents; None when it is not theirs."""
         ...
 
-    async def delete_agent(self, user_id: str, email: str) -> bool:
-        """Delete one of the user's agents and its messages; False when not theirs."""
+    async def delete_agent(self, user_id: str, email: str) -> str | None:
+        """Delete one of the user's agents and its messages; return the deleted agent's id, or
+        None when it is not theirs. On PostgreSQL the deletion is announced to the other
+        replicas when it commits."""
         ...
 
     async def find_agent(self, email: str) -> Agent | None:

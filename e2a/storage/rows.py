@@ -34,7 +34,7 @@ APPROVAL_NOTICE_JOB = "approval_notice"
 
 AGENT_COLUMNS = (
     "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "
-    "hitl_expiration_action, created_at"
+    "hitl_expiration_action, created_at, id"
 )
 MESSAGE_COLUMNS = (
     "m.id, m.seq, m.user_id, m.agent_email, m.from_addr, m.reply_to, m.to_json, m.cc_json, "
@@ -68,6 +68,7 @@ def decode_agent(row: Sequence[Any]) -> Agent:
         hitl_ttl_seconds=row[7],
         hitl_expiration_action=row[8],
         created_at=row[9],
+        id=row[10],
     )
 
 
@@ -200,6 +201,7 @@ def agent_params(agent: Agent, *, flag: Callable[[bool], Any]) -> tuple[Any, ...
         agent.hitl_ttl_seconds,
         agent.hitl_expiration_action,
         agent.created_at,
+        agent.id,
     )
 
 

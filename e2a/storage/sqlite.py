@@ -443,16 +443,16 @@ class SqliteStorage:
 
         return await self._write(delete, changes_routing=True)
 
-    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> bool:
-        """Revoke one live key of the user."""
-        cursor = await self._write(
+    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> str | None:
+        """Revoke one live key of the user; its hash, or None."""
+        row = await self._write(
             lambda db: db.execute(
                 "UPDATE api_keys SET revoked_at = ? "
-                "WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+                "WHERE id = ? AND user_id = ? AND revoked_at IS NULL RETURNING key_hash",
                 (now, key_id, user_id),
-            )
+            ).fetchone()
         )
-        return cursor.rowcount == 1
+        return str(row[0]) if row else None
 
     async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
         """Store a signing secret unless the user has `max_per_user` already."""
@@ -598,7 +598,8 @@ class SqliteStorage:
         def insert(db: sqlite3.Connection) -> None:
             try:
                 db.execute(
-                    f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO agents ({AGENT_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     agent_params(agent, flag=int),
                 )
             except sqlite3.IntegrityError:
@@ -645,15 +646,15 @@ class SqliteStorage:
 
         return await self._write(update, changes_routing=True)
 
-    async def delete_agent(self, user_id: str, email: str) -> bool:
-        """Delete one of the user's agents; its messages and jobs cascade."""
-        cursor = await self._write(
+    async def delete_agent(self, user_id: str, email: str) -> str | None:
+        """Delete one of the user's agents (its messages and jobs cascade); its id, or None."""
+        row = await self._write(
             lambda db: db.execute(
-                "DELETE FROM agents WHERE user_id = ? AND email = ?", (user_id, email)
-            ),
+                "DELETE FROM agents WHERE user_id = ? AND email = ? RETURNING id", (user_id, email)
+            ).fetchone(),
             changes_routing=True,
         )
-        return cursor.rowcount == 1
+        return str(row[0]) if row else None
 
     async def find_agent(self, email: str) -> Agent | None:
         """The agent at `email`, for routing (cached until agents change)."""
