@@ -449,6 +449,109 @@ async def test_deleting_an_agent_deletes_its_messages(storage: Storage) -> None:
     assert (await storage.list_inbound(alice, "a@agents.test", "all", 10, None)).messages == []
 
 
+BIG = b"Subject: big\r\n\r\n" + b"0123456789abcdef" * 65_536  # 1 MiB of body
+
+
+def raw_table(url: str) -> tuple[int, int]:
+    """Rows in `raw_messages` and the bytes they hold."""
+    ((rows, size),) = run_sql(
+        url, "SELECT count(*), coalesce(sum(length(raw)), 0) FROM raw_messages"
+    )
+    return int(rows), int(size)
+
+
+async def test_one_message_to_many_agents_stores_its_bytes_once(
+    storage: Storage, storage_url: str
+) -> None:
+    """One DATA to five agents of two users: one copy of the bytes, which every agent reads
+    back exactly; it goes only with the last message that points at it."""
+    alice = await add_user(storage, "alice@example.com")
+    bob = await add_user(storage, "bob@example.com")
+    owners = {f"a{n}@agents.test": alice for n in range(4)} | {"b0@agents.test": bob}
+    for address, owner in owners.items():
+        await storage.add_agent(make_agent(owner, address))
+    await storage.add_agent(make_agent(alice, "other@agents.test"))
+    await storage.store_inbound(
+        [make_message(f"msg_{n}", address, BIG) for n, address in enumerate(owners)], 0.0
+    )
+    await storage.store_inbound([make_message("msg_other", "other@agents.test")], 0.0)
+    assert raw_table(storage_url) == (2, len(BIG) + len(make_message("x", "x").raw_message))
+    for n, (address, owner) in enumerate(owners.items()):
+        read = await storage.read_inbound(owner, address, f"msg_{n}")
+        assert read is not None and read.raw_message == BIG
+    # The same bytes arriving again (another DATA, another object) are not stored again.
+    await storage.store_inbound([make_message("msg_again", "a0@agents.test", bytes(BIG))], 0.0)
+    assert raw_table(storage_url)[0] == 2
+
+    assert await storage.delete_agent(alice, "a1@agents.test")
+    assert (await storage.delete_user(bob))["messages"] == 1
+    assert raw_table(storage_url)[0] == 2
+    read = await storage.read_inbound(alice, "a2@agents.test", "msg_2")
+    assert read is not None and read.raw_message == BIG
+    for address in ("a0@agents.test", "a2@agents.test"):
+        assert await storage.delete_agent(alice, address)
+    assert raw_table(storage_url)[0] == 2  # a3 still points at it
+    assert await storage.delete_agent(alice, "a3@agents.test")
+    assert raw_table(storage_url) == (1, len(make_message("x", "x").raw_message))
+    other = await storage.read_inbound(alice, "other@agents.test", "msg_other")
+    assert other is not None and other.raw_message == make_message("x", "x").raw_message
+    await storage.delete_user(alice)
+    assert raw_table(storage_url) == (0, 0)
+
+
+async def test_migration_9_moves_raw_bytes_out_merging_copies(
+    storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, each recipient's row held its own copy: after, one copy per distinct message,
+    every row reading back exactly its bytes; outbound rows (no bytes) point nowhere."""
+    await migrated_to(storage_url, 8, monkeypatch)
+    run_sql(storage_url, "INSERT INTO users VALUES ('usr_1', 'o@x', ?)", NOW)
+    columns = (
+        "id, user_id, agent_email, direction, envelope_from, from_addr, to_json, cc_json, "
+        "subject, raw_message, auth_headers_json, auth_results_json, received_at, created_at"
+    )
+    rows = {
+        "msg_1": ("one@agents.test", "inbound", BIG),
+        "msg_2": ("two@agents.test", "inbound", BIG),
+        "msg_3": ("two@agents.test", "inbound", b"Subject: small\r\n\r\nhi\r\n"),
+        "out_1": ("one@agents.test", "outbound", b""),
+    }
+    for address in ("one@agents.test", "two@agents.test"):
+        run_sql(
+            storage_url,
+            "INSERT INTO agents (email, user_id, domain, name, agent_mode, created_at, id) "
+            "VALUES (?, 'usr_1', 'agents.test', 'n', 'local', ?, ?)",
+            address,
+            NOW,
+            f"agt_{address[:3]}",
+        )
+    for message_id, (address, direction, raw) in rows.items():
+        run_sql(
+            storage_url,
+            f"INSERT INTO messages ({columns}) "
+            "VALUES (?, 'usr_1', ?, ?, 's@x', 's@x', '[]', '[]', 's', ?, '{}', '{}', ?, ?)",
+            message_id,
+            address,
+            direction,
+            raw,
+            NOW,
+            NOW,
+        )
+    store = open_storage(storage_url)
+    try:
+        assert 9 in await store.migrate()
+        for message_id, (address, direction, raw) in rows.items():
+            if direction == "inbound":
+                read = await store.read_inbound("usr_1", address, message_id)
+                assert read is not None and read.raw_message == raw, message_id
+    finally:
+        await store.close()
+    assert raw_table(storage_url) == (2, len(BIG) + len(rows["msg_3"][2]))
+    assert run_sql(storage_url, "SELECT raw_digest FROM messages WHERE id = 'out_1'") == [(None,)]
+    with pytest.raises(Exception, match="raw_message"):
+        run_sql(storage_url, "SELECT raw_message FROM messages")
+
+
 async def test_concurrent_writers_do_not_lose_messages(storage: Storage) -> None:
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "a@agents.test"))
@@ -661,6 +764,40 @@ async def replicas(postgres_db: str) -> AsyncIterator[tuple[Storage, Storage]]:
     yield first, second
     await first.close()
     await second.close()
+
+
+async def test_replicas_racing_over_shared_raw_bytes_neither_lose_nor_leak_them(
+    replicas: tuple[Storage, Storage], postgres_db: str
+) -> None:
+    """Round after round, two replicas each delete one of the last two agents pointing at a
+    message's bytes at the same moment (the bytes must go), then one deletes the last agent
+    pointing at them while the other stores the same bytes for another agent (which must then
+    read them back)."""
+    first, second = replicas
+    alice = await add_user(first)
+    for round_ in range(30):
+        raw = b"Subject: race\r\n\r\n%d\r\n" % round_
+        a, b, c, d = (f"{name}{round_}@agents.test" for name in "abcd")
+        for address in (a, b, c, d):
+            await first.add_agent(make_agent(alice, address))
+        await first.store_inbound(
+            [make_message(f"msg_{round_}_a", a, raw), make_message(f"msg_{round_}_b", b, raw)],
+            0.0,
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first.delete_agent, alice, a)
+            nursery.start_soon(second.delete_agent, alice, b)
+        assert raw_table(postgres_db) == (0, 0), round_
+
+        await first.store_inbound([make_message(f"msg_{round_}_a2", c, raw)], 0.0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first.delete_agent, alice, c)
+            nursery.start_soon(second.store_inbound, [make_message(f"msg_{round_}_d", d, raw)], 0.0)
+        kept = await second.read_inbound(alice, d, f"msg_{round_}_d")
+        assert kept is not None and kept.raw_message == raw, round_
+        assert raw_table(postgres_db) == (1, len(raw)), round_
+        assert await first.delete_agent(alice, d)
+        assert raw_table(postgres_db) == (0, 0), round_
 
 
 async def test_replicas_never_claim_the_same_job(replicas: tuple[Storage, Storage]) -> None:

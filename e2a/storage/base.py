@@ -410,7 +410,10 @@ class Storage(Protocol):
 
     # messages
     async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
-        """Commit the messages and their delivery jobs in one transaction (all or nothing)."""
+        """Commit the messages and their delivery jobs in one transaction (all or nothing).
+        Raw bytes are stored once per distinct message (by SHA-256), however many of
+        `messages` carry them; they are deleted with the last message pointing at them, by
+        whatever deletes it (retention, agent or account deletion)."""
         ...
 
     async def list_inbound(
@@ -566,10 +569,10 @@ class Storage(Protocol):
     # retention and queue depth
     async def delete_messages_before(self, cutoff: str, limit: int) -> int:
         """Delete up to `limit` messages created before `cutoff` (RFC 3339 UTC), oldest first,
-        in one short transaction: the rows with their raw bodies and attachments, and (by
-        cascade) their webhook attempts. A message that still has a job (delivery, send,
-        approval notice) or an outbound message not yet finished is never deleted. Returns
-        how many messages went."""
+        in one short transaction: the rows with their bodies and attachments, their raw bytes
+        when no other message points at them, and (by cascade) their webhook attempts. A
+        message that still has a job (delivery, send, approval notice) or an outbound message
+        not yet finished is never deleted. Returns how many messages went."""
         ...
 
     async def delete_webhook_attempts_before(self, cutoff: str, limit: int) -> int:

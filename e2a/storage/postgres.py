@@ -89,6 +89,7 @@ from e2a.storage.rows import (
     outbound_params,
     rate_verdict,
     rate_window,
+    raw_messages_of,
     recipient_results,
     retry_params,
     signing_secret_params,
@@ -114,7 +115,7 @@ LISTEN_KEEPALIVES = {
     "keepalives_interval": 5,
     "keepalives_count": 3,
 }
-_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL, raw_message = ''::bytea"
+_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL"
 
 
 def redacted_url(url: str) -> str:
@@ -679,7 +680,10 @@ class PostgresStorage:
         """Commit messages and their webhook jobs in one transaction.
 
         Each recipient agent's inbox is locked for the transaction, so an agent's messages
-        commit in `seq` order and a reader paging by `seq` never skips one committed late."""
+        commit in `seq` order and a reader paging by `seq` never skips one committed late.
+        Each distinct raw message is stored once; its row stays locked until the commit, so
+        a concurrent deletion of its last other reference cannot take it away meanwhile."""
+        raw = await trio.to_thread.run_sync(raw_messages_of, messages)
 
         def insert(db: Connection) -> None:
             announcements: dict[str, None] = {}  # NOTIFY payloads, in order, each once
@@ -688,7 +692,13 @@ class PostgresStorage:
                     "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                     (AGENT_INBOX_LOCK, agent_email),
                 )
-            for message in messages:
+            for digest in sorted(raw.distinct):
+                db.execute(
+                    "INSERT INTO raw_messages (digest, raw) VALUES (%s, %s) "
+                    "ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest",
+                    (digest, raw.distinct[digest]),
+                )
+            for message, digest in zip(messages, raw.digests, strict=True):
                 row = db.execute(
                     "SELECT user_id, agent_mode, id FROM agents WHERE email = %s",
                     (message.agent_email,),
@@ -700,7 +710,7 @@ class PostgresStorage:
                 db.execute(
                     f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES "
                     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    inbound_params(message, user_id, cloud),
+                    inbound_params(message, user_id, cloud, digest),
                 )
                 if cloud:
                     _add_job(db, WEBHOOK_JOB, message.id, now, announce=False)
@@ -912,7 +922,7 @@ class PostgresStorage:
             db.execute(
                 f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
                 "(%s, %s, %s, 'outbound', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                "''::bytea, '{}', '{}', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "'{}', '{}', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 outbound_params(message),
             )
             job_kind = outbound_job_kind(message)

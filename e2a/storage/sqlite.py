@@ -87,6 +87,8 @@ from e2a.storage.rows import (
     outbound_params,
     rate_verdict,
     rate_window,
+    raw_digest,
+    raw_messages_of,
     recipient_results,
     retry_params,
     signing_secret_params,
@@ -98,7 +100,7 @@ log = logging.getLogger("e2a.storage")
 READER_COUNT = 4
 PRIVATE_MODE = 0o600
 SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
-_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL, raw_message = X''"
+_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL"
 
 
 def _make_private(path: str) -> None:
@@ -126,6 +128,7 @@ def _connect(path: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
     connection.execute("PRAGMA foreign_keys = ON")
     connection.execute("PRAGMA synchronous = FULL")
+    connection.create_function("e2a_sha256", 1, raw_digest, deterministic=True)
     return connection
 
 
@@ -669,10 +672,16 @@ class SqliteStorage:
     # -- messages ---------------------------------------------------------------------------
 
     async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
-        """Commit messages and their webhook jobs in one transaction."""
+        """Commit messages and their webhook jobs in one transaction, each distinct raw
+        message once (digested in a worker thread first, outside the write lock)."""
+        raw = await trio.to_thread.run_sync(raw_messages_of, messages)
 
         def insert(db: sqlite3.Connection) -> None:
-            for message in messages:
+            db.executemany(
+                "INSERT OR IGNORE INTO raw_messages (digest, raw) VALUES (?, ?)",
+                raw.distinct.items(),
+            )
+            for message, digest in zip(messages, raw.digests, strict=True):
                 row = db.execute(
                     "SELECT user_id, agent_mode FROM agents WHERE email = ?",
                     (message.agent_email,),
@@ -684,7 +693,7 @@ class SqliteStorage:
                 db.execute(
                     f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    inbound_params(message, user_id, cloud),
+                    inbound_params(message, user_id, cloud, digest),
                 )
                 if cloud:
                     _add_job(db, WEBHOOK_JOB, message.id, now)
@@ -889,7 +898,7 @@ class SqliteStorage:
         def insert(db: sqlite3.Connection) -> None:
             db.execute(
                 f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
-                "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, X'', '{}', '{}', ?, ?, ?, "
+                "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', '{}', ?, ?, ?, "
                 "?, ?, ?, ?, ?, ?)",
                 outbound_params(message),
             )
@@ -1186,11 +1195,19 @@ def _existing_outbound_row(db: sqlite3.Connection, message_id: str) -> tuple[Any
 
 
 def _split_sql(script: str) -> list[str]:
-    """Split a migration script into statements (our migrations hold no `;` inside literals)."""
-    statements = []
-    for chunk in script.split(";"):
-        lines = [line for line in chunk.splitlines() if not line.strip().startswith("--")]
-        statement = "\n".join(lines).strip()
-        if statement:
-            statements.append(statement)
+    """Split a migration script into statements, as SQLite itself reads them (so a trigger's
+    body, with its own semicolons, stays one statement); comment lines are dropped."""
+    statements: list[str] = []
+    pending: list[str] = []
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        pending.append(line)
+        text = "\n".join(pending).strip()
+        if text and sqlite3.complete_statement(text):
+            statements.append(text.removesuffix(";").strip())
+            pending = []
+    unfinished = "\n".join(pending).strip()
+    if unfinished:
+        raise ValueError(f"migration ends inside a statement: {unfinished[:200]}")
     return statements
