@@ -2,14 +2,16 @@
 
 Run as a process: `python bench/_aiosmtpd_sink.py PORT DATABASE`. The database must already
 hold e2a's schema, a user and the agent. RCPT looks the agent up on a reader connection in a
-thread; DATA parses the headers (with e2a's own parser) and commits one row per recipient
-agent (plus its webhook job) in one `BEGIN IMMEDIATE` transaction on a single writer thread,
-with WAL and synchronous=FULL. One transaction per message: aiosmtpd has no group commit.
+thread; DATA parses the headers (with e2a's own parser) and commits the raw message once and one row
+per recipient agent (plus its webhook job) in one `BEGIN IMMEDIATE` transaction on a single
+writer thread, with WAL and synchronous=FULL. One transaction per message: aiosmtpd has no
+group commit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import signal
 import sqlite3
@@ -27,7 +29,7 @@ from e2a.inbound.parse import summarise_headers
 INSERT_MESSAGE = (
     "INSERT INTO messages (id, user_id, agent_email, envelope_from, from_addr, "
     "reply_to, to_json, cc_json, subject, conversation_id, rfc_message_id, "
-    "raw_message, auth_headers_json, auth_results_json, delivery_status, "
+    "raw_digest, auth_headers_json, auth_results_json, delivery_status, "
     "client_ip, helo, received_at, created_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
@@ -100,6 +102,11 @@ class SqliteHandler:
         db = self._writer
         db.execute("BEGIN IMMEDIATE")
         try:
+            content = rows[0][9]
+            digest = hashlib.sha256(content).hexdigest()
+            db.execute(
+                "INSERT OR IGNORE INTO raw_messages (digest, raw) VALUES (?, ?)", (digest, content)
+            )
             for row in rows:
                 found = db.execute(
                     "SELECT user_id, agent_mode FROM agents WHERE email = ?", (row[1],)
@@ -107,7 +114,7 @@ class SqliteHandler:
                 user_id, agent_mode = found
                 cloud = agent_mode == "cloud"
                 (message_id, agent, sender, from_addr, reply_to, to, cc, subject) = row[:8]
-                (rfc_id, content, client_ip, helo, received_at) = row[8:]
+                (rfc_id, _, client_ip, helo, received_at) = row[8:]
                 db.execute(
                     INSERT_MESSAGE,
                     (
@@ -122,7 +129,7 @@ class SqliteHandler:
                         subject,
                         None,
                         rfc_id,
-                        content,
+                        digest,
                         "{}",
                         "{}",
                         "pending" if cloud else None,

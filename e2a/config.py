@@ -166,6 +166,8 @@ class HttpSettings(ListenSection):
     max_request_bytes: int = Field(default=41_943_040, ge=65_536, le=1_073_741_824)
     keep_alive_seconds: float = Field(default=15.0, gt=0, le=3600)
     cors_allowed_origins: list[str] = Field(default_factory=list)
+    max_websockets_per_key: int = Field(default=20, ge=1, le=10_000)
+    """Open agent WebSockets one API key may hold on this process; more answer 429."""
     trusted_proxies: list[str] = Field(default_factory=list)
     """Reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For names the client."""
 

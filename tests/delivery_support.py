@@ -82,6 +82,13 @@ async def create_agent(account: Account, slug: str, webhook_url: str | None = No
     return str(response.json()["email"])
 
 
+async def agent_id(gateway: Gateway, address: str) -> str:
+    """The internal id of the agent at `address` (what live subscriptions are bound to)."""
+    agent = await gateway.storage.find_agent(address)
+    assert agent is not None, address
+    return agent.id
+
+
 async def new_signing_secret(account: Account) -> str:
     """Create a signing secret over REST (deliveries are signed with the newest) and return it."""
     response = await account.http.post("/api/v1/users/me/signing-secrets", json={"name": "test"})

@@ -3,11 +3,15 @@ only), magic-link pages over real HTTP, and expiry driven with a fake clock."""
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
+import hashlib
+import hmac
 import re
 import socket
 import sqlite3
+import string
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,7 +30,7 @@ from e2a.config import Settings
 from e2a.gateway import Gateway
 from e2a.ids import new_id
 from e2a.signing.credentials import derive_signing_secret, hash_api_key
-from e2a.signing.magic_links import Action, issue_token
+from e2a.signing.magic_links import LINK_GRACE_SECONDS, Action, issue_token, link_key
 from e2a.storage.base import AgentChanges, NotPending, OutboundMessage
 from e2a.workers.approvals import ApprovalWorker
 from tests.conftest import Account, make_settings
@@ -155,10 +159,7 @@ async def token_for(
     gateway: Gateway, owner: Owner, message_id: str, action: Action, deadline: float
 ) -> str:
     """A magic-link token signed as the notice would sign it."""
-    seed = await gateway.storage.newest_signing_seed(owner.user_id)
-    assert seed is not None
-    secret = derive_signing_secret(gateway.server_key, seed)
-    return issue_token(secret, message_id, action, int(deadline))
+    return issue_token(link_key(gateway.server_key), message_id, action, int(deadline))
 
 
 def database(settings: Settings) -> sqlite3.Connection:
@@ -331,6 +332,78 @@ async def test_bad_tokens_get_400(
     missing = await anonymous.post("/api/v1/approve")
     assert missing.status_code == 400
     assert stored_row(gateway.settings, message.id)[0] == "pending_approval"
+
+
+def forged_with(secret: str, message_id: str, action: Action, deadline: float) -> str:
+    """A token made as magic links once were: HMAC-SHA256 keyed by a signing secret, which
+    every webhook receiver of the owner holds."""
+    payload = f"{message_id}|{action}|{int(deadline) + LINK_GRACE_SECONDS}".encode()
+    mac = hmac.new(secret.encode("ascii"), payload, hashlib.sha256).digest()
+    return ".".join(base64.urlsafe_b64encode(part).decode().rstrip("=") for part in (payload, mac))
+
+
+async def test_a_webhook_receiver_cannot_approve_with_the_signing_secret(
+    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
+) -> None:
+    """The signing secret signs deliveries, so every receiver of the owner's webhooks holds
+    it; a link forged with it is refused and the message stays held."""
+    gateway = running.gateway
+    deadline = time.time() + 3600
+    message = await add_pending(gateway, owner, deadline)
+    created = await owner.account.http.post(
+        "/api/v1/users/me/signing-secrets", json={"name": "receiver"}
+    )
+    assert created.status_code == 201, created.text
+    for secret in (created.json()["secret"], await newest_secret(gateway, owner)):
+        forged = forged_with(secret, message.id, "approve", deadline)
+        for method in ("GET", "POST"):
+            response = await anonymous.request(method, "/api/v1/approve", params={"token": forged})
+            assert response.status_code == 400, (method, response.text)
+            assert_page_headers(response)
+    assert stored_row(gateway.settings, message.id)[0] == "pending_approval"
+    assert "outbound" not in job_kinds(gateway.settings, message.id)
+
+
+async def newest_secret(gateway: Gateway, owner: Owner) -> str:
+    """The owner's newest signing secret, as a receiver of their webhooks holds it."""
+    seed = await gateway.storage.newest_signing_seed(owner.user_id)
+    assert seed is not None
+    return derive_signing_secret(gateway.server_key, seed)
+
+
+async def test_only_canonical_tokens_are_accepted(
+    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
+) -> None:
+    """Padding, trailing characters, characters a lenient decoder skips, the standard alphabet
+    and non-zero unused bits spell the same bytes; each is refused, then the genuine link
+    still works."""
+    gateway = running.gateway
+    deadline = time.time() + 3600
+    message = await add_pending(gateway, owner, deadline)
+    token = await token_for(gateway, owner, message.id, "approve", deadline)
+    payload, _, signature = token.partition(".")
+    alphabet = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+    loose_end = alphabet[alphabet.index(signature[-1]) ^ 1]
+    spellings = [
+        f"{payload}=.{signature}",
+        f"{payload}.{signature}=",
+        f"{payload}.{signature} ",
+        f"{payload}.{signature}\n",
+        f"{payload}.{signature}.x",
+        f"{payload}.{signature[:-1]}{loose_end}",
+        f"{payload[:4]}*{payload[4:]}.{signature}",
+    ]
+    standard = token.replace("-", "+").replace("_", "/")
+    if standard != token:
+        spellings.append(standard)
+    for spelling in spellings:
+        get = await anonymous.get("/api/v1/approve", params={"token": spelling})
+        post = await anonymous.post("/api/v1/approve", data={"token": spelling})
+        assert (get.status_code, post.status_code) == (400, 400), spelling
+    assert stored_row(gateway.settings, message.id)[0] == "pending_approval"
+    done = await anonymous.post("/api/v1/approve", data={"token": token})
+    assert done.status_code == 200, done.text
+    assert stored_row(gateway.settings, message.id)[0] == "queued"
 
 
 async def test_unknown_message_gets_404(

@@ -7,6 +7,7 @@ in-process through `main()` with a temporary HOME, so `~/.e2a/config.json` is th
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import itertools
 import json
@@ -36,6 +37,7 @@ from e2a.app import RunningGateway, run_gateway
 from e2a.cli.client_commands import EXAMPLES
 from e2a.cli.main import EXAMPLES as SERVER_EXAMPLES
 from e2a.cli.main import build_parser, main
+from e2a.cli.output import cell, terminal_text
 from e2a.mailauth.resolver import FixtureResolver
 from e2a.v1 import E2AClient
 from tests.conftest import make_settings
@@ -530,6 +532,92 @@ def test_listen_prints_unread_mail_and_marks_it_read(
     wait_until(lambda: unread(live, account.key, agent) == 1)
     code, out, _ = cli("listen", "--max", "1")
     assert code == 0 and "Third" in out and SENDER in out
+
+
+ESCAPES = ("\x1b", "\x9b", "\x9d", "\x07", "\x08", "\r", "\x00", "\u202e", "\u2066")
+"""What must never reach a terminal from mail: ESC and 8-bit CSI/OSC (sequences that move the
+cursor, retitle the window, rewrite the clipboard, hide text), BEL, backspace, a carriage
+return that overwrites the line, NUL, and bidirectional overrides that reorder it."""
+
+
+def encoded_word(text: str) -> str:
+    """`text` as an RFC 2047 encoded word, which may carry any character."""
+    return f"=?utf-8?b?{base64.b64encode(text.encode()).decode()}?="
+
+
+def hostile_mail(recipient: str) -> bytes:
+    """Mail whose subject, sender name and body carry terminal escapes."""
+    subject = "Invoice\x1b]0;pwned\x07 \x1b[2J\x1b[31mpaid\u202e\r\x9b31mok\x9d2;x\x07"
+    name = "Bank\x1b[8m hidden\x08\x08\u2066"
+    body = "Pay now.\r\nSecond line\x1b[1A\x1b[2K\rFAKE\x00\tend\u202e\r\n"
+    return (
+        f"From: {encoded_word(name)} <{SENDER}>\r\nTo: {recipient}\r\n"
+        f"Subject: {encoded_word(subject)}\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(body.encode()).decode().replace("\n", "\r\n")
+    ).encode()
+
+
+def assert_terminal_safe(text: str) -> None:
+    found = [repr(escape) for escape in ESCAPES if escape in text]
+    assert not found, f"{found} in {text!r}"
+
+
+@pytest.mark.parametrize(
+    ("text", "one_line", "lines"),
+    [
+        ("plain café 日本 שלום 🙂", "plain café 日本 שלום 🙂", "plain café 日本 שלום 🙂"),
+        ("a\x1b[31;1mred\x1b[0m b", "ared b", "ared b"),  # CSI, removed whole
+        ("a\x9b2Jb", "ab", "ab"),  # 8-bit CSI
+        ("t\x1b]0;title\x07x", "tx", "tx"),  # OSC ended by BEL
+        ("t\x1b]8;;http://evil\x1b\\link\x1b]8;;\x1b\\", "tlink", "tlink"),  # by ST
+        ("t\x9d52;c;Zm9v\x9cx", "tx", "tx"),  # 8-bit OSC and ST
+        ("a\x1bPq#0;1\x1b\\b", "ab", "ab"),  # DCS
+        ("a\x1b]0;never ended\nnext", "a next", "a\nnext"),  # unterminated: its line only
+        ("a\x1bcb\x1b7c", "abc", "abc"),  # other escapes (reset, save cursor)
+        ("bell\x07 back\x08\x7f nul\x00", "bell back nul", "bell back nul"),
+        ("evil\u202egnp.exe \u2066x\u2069", "evilgnp.exe x", "evilgnp.exe x"),
+        ("one\r\ntwo\rthree", "one two three", "one\ntwo\nthree"),  # CR overwrites nothing
+        ("a\tb\x85c\u2028d", "a b c d", "a\tb\nc\nd"),
+    ],
+)
+def test_terminal_text_keeps_text_and_drops_control(text: str, one_line: str, lines: str) -> None:
+    assert cell(text) == one_line
+    assert terminal_text(text, multiline=True) == lines
+
+
+def test_mail_cannot_drive_the_terminal(live: LiveGateway, account: Account, cli: Cli) -> None:
+    """inbox, read and listen strip control characters, escape sequences and bidi overrides
+    from what they print for people; --json keeps the data exactly as it came."""
+    agent = f"{account.prefix}-term@{DOMAIN}"
+    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    with smtplib.SMTP("127.0.0.1", live.running.addresses.smtp_port, timeout=10) as smtp:
+        assert smtp.sendmail(SENDER, [agent], hostile_mail(agent)) == {}
+    wait_until(lambda: unread(live, account.key, agent) == 1)
+
+    code, out, err = cli("inbox")
+    assert code == 0, err
+    assert_terminal_safe(out)
+    assert "Invoice paid ok" in " ".join(out.split()) and SENDER in out
+    (listed,) = cli.json("inbox")
+    assert "\x1b[2J" in listed["subject"] and "\u202e" in listed["subject"]
+
+    code, out, err = cli("read", listed["message_id"])
+    assert code == 0, err
+    assert_terminal_safe(out)
+    assert "Pay now.\nSecond line\nFAKE\tend\n" in out + "\n"
+    assert "Subject: Invoice" in out
+    detail = cli.json("read", listed["message_id"])
+    assert "\x1b[1A" in detail["text_body"]
+
+    live.send_mail(agent, "plain", "x\n")
+    with smtplib.SMTP("127.0.0.1", live.running.addresses.smtp_port, timeout=10) as smtp:
+        assert smtp.sendmail(SENDER, [agent], hostile_mail(agent)) == {}
+    wait_until(lambda: unread(live, account.key, agent) == 2)
+    code, out, err = cli("listen", "--max", "2")
+    assert code == 0, err
+    assert_terminal_safe(out + err)
+    assert "Invoice" in out and "paid" in out
 
 
 def test_listen_forwards_message_json(

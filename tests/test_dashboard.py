@@ -9,6 +9,7 @@ import smtplib
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -413,6 +414,60 @@ async def test_the_stream_catches_up_and_covers_cloud_agents(
                 else:
                     break
     assert subjects == ["Before the stream", "While streaming"]
+
+
+async def open_stream(client: httpx.AsyncClient, address: str) -> str:
+    """The event-stream URL of `address`'s inbox page, as the page gives it."""
+    inbox = await client.get(f"/agents/{quote(address, safe='')}/inbox")
+    assert inbox.status_code == 200
+    events_url = re.search(r'data-events="([^"]+)"', inbox.text)
+    assert events_url is not None
+    return events_url.group(1).replace("&amp;", "&")
+
+
+async def stream_until_closed(client: httpx.AsyncClient, url: str, end_access: Any) -> float:
+    """Open the stream at `url`, call `end_access()` once it is flowing, and return how long
+    the server then took to end the stream (failing after 5 s: a stream otherwise lasts 5
+    minutes)."""
+    async with client.stream("GET", url) as stream:
+        lines = stream.aiter_lines()
+        assert (await lines.__anext__()).startswith("retry:")
+        ended_at = trio.current_time()
+        await end_access()
+        with trio.fail_after(5):
+            async for line in lines:
+                assert not line.startswith("data:"), line
+        return trio.current_time() - ended_at
+
+
+async def test_revoking_the_key_ends_its_open_live_streams(browser, make_account) -> None:
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "streamed")
+    spare = await alice.http.post("/api/v1/users/me/api-keys", json={"name": "browser"})
+    browser_key, browser_key_id = spare.json()["key"], spare.json()["id"]
+    client = browser()
+    assert (await sign_in(client, browser_key)).status_code == 303
+    url = await open_stream(client, address)
+
+    async def revoke() -> None:
+        revoked = await alice.http.delete(f"/api/v1/users/me/api-keys/{browser_key_id}")
+        assert revoked.status_code == 204
+
+    assert await stream_until_closed(client, url, revoke) < 1.0
+    assert (await client.get(url)).status_code == 303  # the browser's reconnection is refused
+
+
+async def test_deleting_the_agent_ends_its_open_live_streams(browser, make_account) -> None:
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "doomed")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    url = await open_stream(client, address)
+
+    async def delete_agent() -> None:
+        assert (await alice.http.delete(agent_path(address))).status_code == 200
+
+    assert await stream_until_closed(client, url, delete_agent) < 1.0
 
 
 def test_session_tokens_are_sealed() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,25 @@ async def test_batches_respect_the_byte_limit() -> None:
             await trio.testing.wait_all_tasks_blocked()
         store.gate.set()
     assert store.transactions == [["a"], ["b", "c"], ["d"]]
+
+
+async def test_a_message_to_many_agents_weighs_its_bytes_once() -> None:
+    """Its recipients share one stored copy, so a DATA to 50 agents weighs as one message's
+    bytes and still shares a transaction with the next arrivals."""
+    store = FakeStore()
+    committer = GroupCommitter(store, max_batch_bytes=60)
+    store.gate = trio.Event()
+    shared = make_message("x").raw_message
+    to_many = [replace(make_message(f"m{n}"), raw_message=shared) for n in range(50)]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(committer.store_inbound, [make_message("first")], 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(committer.store_inbound, to_many, 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(committer.store_inbound, [make_message("last")], 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        store.gate.set()
+    assert store.transactions == [["first"], [*(m.id for m in to_many), "last"]]
 
 
 async def test_a_caller_cancelled_while_queued_stores_nothing() -> None:

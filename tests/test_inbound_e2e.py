@@ -11,6 +11,7 @@ import trio
 
 from e2a.app import RunningGateway
 from tests.conftest import SHARED_DOMAIN, Account, agent_path
+from tests.test_storage import raw_table
 
 MESSAGE = (
     b"From: Alice Example <Alice@Example.org>\r\n"
@@ -198,3 +199,27 @@ async def test_message_without_from_header_uses_envelope_sender(
     (summary,) = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
     assert summary["from"] == "alice@example.org"
     assert summary["to"] == [] and summary["cc"] == []
+
+
+async def test_one_data_to_many_agents_is_stored_once(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """A 1 MiB message to 20 agents of two users: one copy on disk, identical bytes for each."""
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    agents = {await new_agent(alice, f"many-{n}"): alice for n in range(15)}
+    agents |= {await new_agent(bob, f"bobs-{n}"): bob for n in range(5)}
+    body = b"".join(b"line %06d of a long report\r\n" % n for n in range(36_000))
+    data = MESSAGE.replace(b"Two coffees, please.\r\n", body, 1)
+    assert len(data) > 1_000_000
+    assert await smtp_send(running, list(agents), data) == {}
+
+    raws = set()
+    for address, account in agents.items():
+        (listed,) = (await account.http.get(agent_path(address, "/messages"))).json()["messages"]
+        got = await account.http.get(agent_path(address, f"/messages/{listed['message_id']}"))
+        raws.add(base64.b64decode(got.json()["raw_message"]))
+    (raw,) = raws
+    assert body in raw
+    url = running.gateway.settings.database.url
+    assert raw_table(url) == (1, len(raw))

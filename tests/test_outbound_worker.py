@@ -18,6 +18,7 @@ from typing import Any
 
 import dkim
 import pytest
+import trio
 import trustme
 from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
@@ -25,13 +26,20 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from e2a.config import Settings
 from e2a.gateway import Gateway
+from e2a.hub import Listener
 from e2a.ids import new_id
 from e2a.mailauth.resolver import FixtureResolver
 from e2a.outbound.mime import new_message_id
 from e2a.storage.base import OutboundMessage
 from e2a.workers.outbound import OutboundWorker, settle
 from tests.conftest import Account, agent_path, make_settings
-from tests.delivery_support import create_agent, new_signing_secret, open_account, quiet_gateway
+from tests.delivery_support import (
+    agent_id,
+    create_agent,
+    new_signing_secret,
+    open_account,
+    quiet_gateway,
+)
 from tests.test_outbound_relay import Sink, authenticator, free_port
 from tests.test_signing_identity import contract_verify
 
@@ -343,12 +351,15 @@ async def test_agent_to_agent_is_delivered_locally_and_signed(tmp_path: Path) ->
         other = await open_account(setup.gateway, setup.http_url, "bee@example.com")
         receiver = await create_agent(other, "receiver")
         secret = await new_signing_secret(other)
-        with setup.gateway.hub.subscribe(receiver) as frames:
+        listener = Listener(await agent_id(setup.gateway, receiver), "usr_b", "hash", "websocket")
+        with setup.gateway.hub.subscribe(listener) as frames:
             message = await queue(
                 setup, to=[receiver.upper()], subject="Hi B", conversation_id="conv_ab"
             )
             await setup.worker.deliver_due(NOW)
-            frame = frames.receive_nowait()
+            with trio.fail_after(5):
+                frame = await frames.receive()
+        assert frame is not None
 
         after = await stored(setup, message.id)
         assert (after.status, after.method, after.body_text) == ("sent", "local", None)

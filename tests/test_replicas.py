@@ -22,9 +22,9 @@ import httpx
 import psycopg
 import pytest
 import trio
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from e2a.hub import Hub
+from e2a.hub import Ended, Hub, Listener
 from e2a.hub.fanout import PostgresFanout, relay_payload
 from e2a.storage.postgres import FANOUT_CHANNEL, PostgresStorage
 from tests.dns_server import serve_dns
@@ -212,6 +212,49 @@ async def test_mail_into_b_reaches_websocket_client_on_a(tmp_path: Path, databas
         assert latency < 2.0
 
 
+async def test_revocations_on_b_close_websockets_on_a(tmp_path: Path, database: str) -> None:
+    """A key revoked, an agent deleted, through replica B: the WebSockets they opened on
+    replica A are closed within seconds, and only those."""
+    async with two_replicas(tmp_path, database) as (a, b):
+        key = await bootstrap(a)
+        bot = await create_agent(a, key, {"slug": "bot", "agent_mode": "local"})
+        other = await create_agent(a, key, {"slug": "other", "agent_mode": "local"})
+        async with httpx.AsyncClient(
+            base_url=b.http_url, headers={"Authorization": f"Bearer {key}"}, timeout=10
+        ) as via_b:
+            spare = (await via_b.post("/api/v1/users/me/api-keys", json={"name": "spare"})).json()
+            base = a.http_url.replace("http://", "ws://") + "/api/v1/agents"
+            async with (
+                open_websocket_url(f"{base}/{quote(bot)}/ws?token={spare['key']}") as by_spare,
+                open_websocket_url(f"{base}/{quote(other)}/ws?token={key}") as on_other,
+                open_websocket_url(f"{base}/{quote(bot)}/ws?token={key}") as on_bot,
+            ):
+                await trio.sleep(0.2)  # subscribed before the (empty) drain ends
+                revoked = await via_b.delete(f"/api/v1/users/me/api-keys/{spare['id']}")
+                assert revoked.status_code == 204
+                assert await closed_within(by_spare, NOTIFY_SECONDS) == (
+                    1008,
+                    "the API key was revoked",
+                )
+                assert (await via_b.delete(f"/api/v1/agents/{quote(other)}")).status_code == 200
+                assert await closed_within(on_other, NOTIFY_SECONDS) == (
+                    1008,
+                    "the agent was deleted",
+                )
+                await trio.to_thread.run_sync(send_mail, b.smtp_port, bot, ["still here"])
+                with trio.fail_after(NOTIFY_SECONDS):
+                    frame = json.loads(await on_bot.get_message())
+        assert frame["subject"] == "still here"
+
+
+async def closed_within(ws: WebSocketConnection, seconds: float) -> tuple[int, str | None]:
+    """The code and reason with which the server closes `ws` (failing after `seconds`)."""
+    with trio.fail_after(seconds), pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await ws.get_message()
+    return closed.value.reason.code, closed.value.reason.reason
+
+
 async def test_webhook_jobs_through_both_replicas_are_delivered_exactly_once(
     tmp_path: Path, database: str
 ) -> None:
@@ -301,9 +344,13 @@ def _all_delivered(database_url: str, expected: int) -> bool:
 # -- the fan-out in process: relaying, skipping own frames, reconnecting ----------------------
 
 
-def test_relay_payload_publishes_others_frames_and_skips_own() -> None:
+BOT = Listener("agt_bot", "usr_1", "key_1", "websocket")
+
+
+async def test_relay_payload_publishes_others_frames_and_skips_own() -> None:
     hub = Hub()
     summary = {
+        "agent_id": "agt_bot",
         "agent": "bot@agents.test",
         "id": "msg_1",
         "from": "a@example.org",
@@ -311,12 +358,13 @@ def test_relay_payload_publishes_others_frames_and_skips_own() -> None:
         "received_at": "2026-01-01T00:00:00Z",
         "conversation_id": None,
     }
-    with hub.subscribe("bot@agents.test") as live:
+    with hub.subscribe(BOT) as live:
         assert not relay_payload(hub, "me", json.dumps({**summary, "origin": "me"}))
         assert not relay_payload(hub, "me", json.dumps({**summary, "origin": "other"}))
         assert not relay_payload(hub, "me", "not json")
         assert relay_payload(hub, "me", '{"jobs": true}')
-        frame = live.receive_nowait()
+        with trio.fail_after(1):
+            frame = await live.receive()
         assert frame == {
             "message_id": "msg_1",
             "from": "a@example.org",
@@ -324,13 +372,31 @@ def test_relay_payload_publishes_others_frames_and_skips_own() -> None:
             "subject": "hi",
             "received_at": "2026-01-01T00:00:00Z",
         }
-        with pytest.raises(trio.WouldBlock):
-            live.receive_nowait()
-        relay_payload(
-            hub, "me", json.dumps({"origin": "x", "agent": "bot@agents.test", "resync": 1})
-        )
-        with pytest.raises(trio.EndOfChannel):
-            live.receive_nowait()
+        relay_payload(hub, "me", json.dumps({"origin": "x", "agent_id": "agt_bot", "resync": 1}))
+        assert live.ended is Ended.BEHIND
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "ended"),
+    [
+        ("agent", "agt_bot", Ended.AGENT_DELETED),
+        ("key", "key_1", Ended.KEY_REVOKED),
+        ("user", "usr_1", Ended.ACCOUNT_DELETED),
+    ],
+)
+def test_relay_payload_ends_what_another_replica_revoked(
+    kind: str, value: str, ended: Ended
+) -> None:
+    hub = Hub()
+    other = Listener("agt_other", "usr_2", "key_2", "dashboard")
+    with hub.subscribe(BOT) as live, hub.subscribe(other) as bystander:
+        revocation = {"revoke": kind, "id": value}
+        assert not relay_payload(hub, "me", json.dumps({**revocation, "origin": "me"}))
+        assert live.ended is None  # this replica ended its own subscriptions already
+        assert not relay_payload(hub, "me", json.dumps({**revocation, "origin": "other"}))
+        assert (live.ended, bystander.ended) == (ended, None)
+        assert not relay_payload(hub, "me", json.dumps({"origin": "x", "revoke": "all", "id": 1}))
+        assert bystander.ended is None
 
 
 async def _notify(url: str, payload: str) -> None:
@@ -363,6 +429,7 @@ async def test_fanout_relays_notifications_and_recovers_from_a_lost_connection(
     frame = json.dumps(
         {
             "origin": "another-replica",
+            "agent_id": "agt_bot",
             "agent": "bot@agents.test",
             "id": "msg_1",
             "from": "a@example.org",
@@ -374,13 +441,14 @@ async def test_fanout_relays_notifications_and_recovers_from_a_lost_connection(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(fanout.run)
-            with hub.subscribe("bot@agents.test") as live:
+            with hub.subscribe(BOT) as live:
                 signal = hub.job_signal()
                 await _notify(database, '{"jobs": true}')
                 await _notify(database, frame)
                 with trio.fail_after(NOTIFY_SECONDS):
                     await signal.wait()
                     received = await live.receive()
+                assert received is not None
                 assert received["message_id"] == "msg_1"
                 assert received["conversation_id"] == "conv_1"
                 await trio.sleep(1.2)  # idle past the keepalive: pings keep the connection
@@ -390,12 +458,13 @@ async def test_fanout_relays_notifications_and_recovers_from_a_lost_connection(
                 with trio.fail_after(NOTIFY_SECONDS):
                     async for _ in live:
                         pass
-            with hub.subscribe("bot@agents.test") as live:
+            with hub.subscribe(BOT) as live:
                 with trio.fail_after(NOTIFY_SECONDS):
                     while True:  # the fresh LISTEN may still be on its way
                         await _notify(database, frame)
                         with trio.move_on_after(0.2):
-                            assert (await live.receive())["message_id"] == "msg_1"
+                            again = await live.receive()
+                            assert again is not None and again["message_id"] == "msg_1"
                             break
             nursery.cancel_scope.cancel()
     finally:

@@ -18,10 +18,12 @@ from e2a.workers.retention import RetentionWorker, SweepResult
 from tests.conftest import make_settings
 from tests.delivery_support import wait_until
 from tests.test_storage import (  # noqa: F401  (storage_url is a fixture)
+    BIG,
     add_user,
     make_agent,
     make_message,
     make_outbound,
+    raw_table,
     storage_url,
 )
 
@@ -156,3 +158,33 @@ async def test_the_running_worker_sweeps_at_start_with_its_clock(gateway: Gatewa
         nursery.start_soon(RetentionWorker(gateway, clock=lambda: NOW, pause=0).run)
         await wait_until(swept)
         nursery.cancel_scope.cancel()
+
+
+async def test_raw_bytes_shared_by_recipients_go_with_the_last_of_them(
+    gateway: Gateway,
+    storage_url: str,  # noqa: F811
+) -> None:
+    """One message to three agents is stored once; the sweep removing two of the rows keeps
+    the bytes for the third, which still reads them, and removing the third removes them."""
+    storage = gateway.storage
+    alice = await add_user(storage)
+    agents = [f"a{n}@agents.test" for n in range(3)]
+    for agent in agents:
+        await storage.add_agent(make_agent(alice, agent))
+    received = [OLD, OLD, RECENT]
+    await storage.store_inbound(
+        [
+            replace(make_message(f"msg_{n}", agent, BIG), received_at=format_timestamp(at))
+            for n, (agent, at) in enumerate(zip(agents, received, strict=True))
+        ],
+        OLD,
+    )
+    assert raw_table(storage_url) == (1, len(BIG))
+
+    assert (await RetentionWorker(gateway, pause=0).sweep(NOW)).messages == 2
+    assert raw_table(storage_url) == (1, len(BIG))
+    kept = await storage.read_inbound(alice, "a2@agents.test", "msg_2")
+    assert kept is not None and kept.raw_message == BIG
+
+    assert (await RetentionWorker(gateway, pause=0).sweep(NOW + 30 * DAY)).messages == 1
+    assert raw_table(storage_url) == (0, 0)

@@ -58,7 +58,7 @@ from e2a.v1 import (
 from e2a.v1.notifications import backoff_delays, websocket_url
 from e2a.workers.webhook_policy import build_request
 from tests.conftest import make_settings
-from tests.delivery_support import wait_until
+from tests.delivery_support import agent_id, wait_until
 
 SENDER = "alice@example.org"
 
@@ -454,8 +454,9 @@ async def listen_for_mail(live: LiveGateway, key: str, name: str) -> None:
 async def drop_websockets(live: LiveGateway, agent: str) -> None:
     """Have the gateway close the agent's WebSockets (as when a client falls behind)."""
     hub = live.running.gateway.hub
-    await wait_until(lambda: hub.subscriber_count(agent) > 0)
-    hub.close_subscriptions(agent)
+    subscribed = await agent_id(live.running.gateway, agent)
+    await wait_until(lambda: hub.subscriber_count(subscribed) > 0)
+    hub.close_subscriptions(subscribed)
 
 
 def test_listen_under_trio(live: LiveGateway) -> None:

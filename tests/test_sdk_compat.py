@@ -27,6 +27,7 @@ from e2a.workers.webhooks import WebhookWorker
 from tests.conftest import Account, make_settings
 from tests.delivery_support import (
     accept,
+    agent_id,
     create_agent,
     mail,
     new_signing_secret,
@@ -221,7 +222,8 @@ async def test_listen_accepts_the_websocket_frames(
 
     async with trio.open_nursery() as listening:
         listening.start_soon(listen)
-        await wait_until(lambda: gateway.hub.subscriber_count(agent) == 1, SDK_SECONDS)
+        subscribed = await agent_id(gateway, agent)
+        await wait_until(lambda: gateway.hub.subscriber_count(subscribed) == 1, SDK_SECONDS)
         live = await accept(gateway, [agent], mail("Live"))
 
     (answer,) = answers

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import socket
 import sqlite3
+import stat
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import trio
 
+import e2a.storage.postgres
+import e2a.storage.sqlite
+from e2a.accounts import bootstrap_user
+from e2a.app import run_gateway
+from e2a.mailauth.resolver import FixtureResolver
 from e2a.storage import open_storage
 from e2a.storage.base import (
     Agent,
@@ -36,7 +47,7 @@ from e2a.storage.base import (
     WebhookAttempt,
 )
 from e2a.storage.migrations import load_migrations
-from tests.conftest import POSTGRES_URL_VAR, postgres_url
+from tests.conftest import POSTGRES_URL_VAR, make_settings, postgres_url
 
 NOW = "2026-01-01T00:00:00Z"
 
@@ -160,6 +171,80 @@ async def test_sqlite_records_applied_versions(tmp_path: Path) -> None:
     assert recorded == applied
 
 
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    """Run with the process umask set to `mask` (restored afterwards)."""
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def file_mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_sqlite_files_are_private_under_a_permissive_umask(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """The database (and in development the server key in it) is readable by its owner only:
+    the file, its -wal and its -shm are 0600 even under umask 022."""
+    settings = make_settings(tmp_path)
+    with umask(0o022):
+        running = await nursery.start(partial(run_gateway, settings, resolver=FixtureResolver()))
+        await bootstrap_user(running.gateway.storage, running.gateway.server_key, "a@example.com")
+    database = tmp_path / "e2a.db"
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        assert path.exists(), path
+        assert file_mode(path) == 0o600, f"{path.name}: {oct(file_mode(path))}"
+
+
+async def test_an_existing_readable_database_is_made_private_and_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = tmp_path / "old.db"
+    store = open_storage(f"sqlite:///{database}")
+    await store.migrate()
+    await store.close()
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        if path.exists():
+            path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="e2a.storage"):
+        store = open_storage(f"sqlite:///{database}")
+        await store.migrate()
+    await store.close()
+    assert file_mode(database) == 0o600
+    told = f"{database}: mode 0644 let other users read the database; changed to 0600"
+    assert told in caplog.text
+
+
+async def migrated_to(url: str, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Create the schema of `version` at `url` (an older database, to migrate further)."""
+    backend = "sqlite" if url.startswith("sqlite") else "postgres"
+    module = e2a.storage.sqlite if backend == "sqlite" else e2a.storage.postgres
+    older = [m for m in load_migrations(backend) if m.version <= version]
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "load_migrations", lambda _: older)
+        store = open_storage(url)
+        try:
+            assert await store.migrate() == list(range(1, version + 1))
+        finally:
+            await store.close()
+
+
+def run_sql(url: str, statement: str, *params: object) -> list[tuple[Any, ...]]:
+    """Run one statement (`?` placeholders) straight on the database at `url`; its rows."""
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
+            return db.execute(statement, params).fetchall()
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        cursor = db.execute(statement.replace("?", "%s"), params)  # type: ignore[arg-type]
+        return cursor.fetchall() if cursor.description else []
+
+
 async def test_open_in_missing_directory_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(StorageUnavailable, match="does not exist"):
         open_storage(f"sqlite:///{tmp_path / 'nope' / 'e2a.db'}")
@@ -254,6 +339,55 @@ async def test_domain_in_use_cannot_be_deleted(storage: Storage) -> None:
     assert await storage.get_domain(alice, "corp.example") is None
 
 
+async def test_an_address_registered_again_is_another_agent(storage: Storage) -> None:
+    """Live subscriptions are bound to an agent's id: deleting an agent returns it, and the
+    same address registered again (here by another user) gets a new one."""
+    alice = await add_user(storage, "alice@example.com")
+    bob = await add_user(storage, "bob@example.com")
+    first = make_agent(alice, "handover@agents.test")
+    await storage.add_agent(first)
+    found = await storage.find_agent("handover@agents.test")
+    assert found is not None and found.id == first.id and first.id.startswith("agt_")
+    assert await storage.delete_agent(bob, "handover@agents.test") is None
+    assert await storage.delete_agent(alice, "handover@agents.test") == first.id
+    assert await storage.delete_agent(alice, "handover@agents.test") is None
+    second = make_agent(bob, "handover@agents.test")
+    await storage.add_agent(second)
+    found = await storage.find_agent("handover@agents.test")
+    assert found is not None and (found.id, found.user_id) == (second.id, bob)
+    assert second.id != first.id
+
+
+async def test_revoking_a_key_returns_its_hash_once(storage: Storage) -> None:
+    alice = await add_user(storage)
+    await storage.add_api_key(ApiKey("apk_1", alice, "k", "e2a_0000", NOW, None, None), "h" * 64)
+    assert await storage.revoke_api_key(alice, "apk_1", NOW) == "h" * 64
+    assert await storage.revoke_api_key(alice, "apk_1", NOW) is None
+
+
+async def test_migration_8_gives_existing_agents_distinct_ids(
+    storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await migrated_to(storage_url, 7, monkeypatch)
+    run_sql(storage_url, "INSERT INTO users VALUES ('usr_1', 'o@x', ?)", NOW)
+    for address in ("one@agents.test", "two@agents.test"):
+        run_sql(
+            storage_url,
+            "INSERT INTO agents (email, user_id, domain, name, agent_mode, created_at) "
+            "VALUES (?, 'usr_1', 'agents.test', 'n', 'local', ?)",
+            address,
+            NOW,
+        )
+    store = open_storage(storage_url)
+    try:
+        assert await store.migrate() == list(range(8, len(load_migrations("sqlite")) + 1))
+        agents = await store.list_agents("usr_1")
+    finally:
+        await store.close()
+    ids = {agent.id for agent in agents}
+    assert len(ids) == 2 and all(id_.startswith("agt_") and len(id_) == 28 for id_ in ids)
+
+
 async def test_agents_are_scoped_to_their_owner(storage: Storage) -> None:
     alice = await add_user(storage, "alice@example.com")
     bob = await add_user(storage, "bob@example.com")
@@ -327,6 +461,109 @@ async def test_deleting_an_agent_deletes_its_messages(storage: Storage) -> None:
     assert await storage.delete_agent(alice, "a@agents.test")
     await storage.add_agent(make_agent(alice, "a@agents.test"))
     assert (await storage.list_inbound(alice, "a@agents.test", "all", 10, None)).messages == []
+
+
+BIG = b"Subject: big\r\n\r\n" + b"0123456789abcdef" * 65_536  # 1 MiB of body
+
+
+def raw_table(url: str) -> tuple[int, int]:
+    """Rows in `raw_messages` and the bytes they hold."""
+    ((rows, size),) = run_sql(
+        url, "SELECT count(*), coalesce(sum(length(raw)), 0) FROM raw_messages"
+    )
+    return int(rows), int(size)
+
+
+async def test_one_message_to_many_agents_stores_its_bytes_once(
+    storage: Storage, storage_url: str
+) -> None:
+    """One DATA to five agents of two users: one copy of the bytes, which every agent reads
+    back exactly; it goes only with the last message that points at it."""
+    alice = await add_user(storage, "alice@example.com")
+    bob = await add_user(storage, "bob@example.com")
+    owners = {f"a{n}@agents.test": alice for n in range(4)} | {"b0@agents.test": bob}
+    for address, owner in owners.items():
+        await storage.add_agent(make_agent(owner, address))
+    await storage.add_agent(make_agent(alice, "other@agents.test"))
+    await storage.store_inbound(
+        [make_message(f"msg_{n}", address, BIG) for n, address in enumerate(owners)], 0.0
+    )
+    await storage.store_inbound([make_message("msg_other", "other@agents.test")], 0.0)
+    assert raw_table(storage_url) == (2, len(BIG) + len(make_message("x", "x").raw_message))
+    for n, (address, owner) in enumerate(owners.items()):
+        read = await storage.read_inbound(owner, address, f"msg_{n}")
+        assert read is not None and read.raw_message == BIG
+    # The same bytes arriving again (another DATA, another object) are not stored again.
+    await storage.store_inbound([make_message("msg_again", "a0@agents.test", bytes(BIG))], 0.0)
+    assert raw_table(storage_url)[0] == 2
+
+    assert await storage.delete_agent(alice, "a1@agents.test")
+    assert (await storage.delete_user(bob))["messages"] == 1
+    assert raw_table(storage_url)[0] == 2
+    read = await storage.read_inbound(alice, "a2@agents.test", "msg_2")
+    assert read is not None and read.raw_message == BIG
+    for address in ("a0@agents.test", "a2@agents.test"):
+        assert await storage.delete_agent(alice, address)
+    assert raw_table(storage_url)[0] == 2  # a3 still points at it
+    assert await storage.delete_agent(alice, "a3@agents.test")
+    assert raw_table(storage_url) == (1, len(make_message("x", "x").raw_message))
+    other = await storage.read_inbound(alice, "other@agents.test", "msg_other")
+    assert other is not None and other.raw_message == make_message("x", "x").raw_message
+    await storage.delete_user(alice)
+    assert raw_table(storage_url) == (0, 0)
+
+
+async def test_migration_9_moves_raw_bytes_out_merging_copies(
+    storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, each recipient's row held its own copy: after, one copy per distinct message,
+    every row reading back exactly its bytes; outbound rows (no bytes) point nowhere."""
+    await migrated_to(storage_url, 8, monkeypatch)
+    run_sql(storage_url, "INSERT INTO users VALUES ('usr_1', 'o@x', ?)", NOW)
+    columns = (
+        "id, user_id, agent_email, direction, envelope_from, from_addr, to_json, cc_json, "
+        "subject, raw_message, auth_headers_json, auth_results_json, received_at, created_at"
+    )
+    rows = {
+        "msg_1": ("one@agents.test", "inbound", BIG),
+        "msg_2": ("two@agents.test", "inbound", BIG),
+        "msg_3": ("two@agents.test", "inbound", b"Subject: small\r\n\r\nhi\r\n"),
+        "out_1": ("one@agents.test", "outbound", b""),
+    }
+    for address in ("one@agents.test", "two@agents.test"):
+        run_sql(
+            storage_url,
+            "INSERT INTO agents (email, user_id, domain, name, agent_mode, created_at, id) "
+            "VALUES (?, 'usr_1', 'agents.test', 'n', 'local', ?, ?)",
+            address,
+            NOW,
+            f"agt_{address[:3]}",
+        )
+    for message_id, (address, direction, raw) in rows.items():
+        run_sql(
+            storage_url,
+            f"INSERT INTO messages ({columns}) "
+            "VALUES (?, 'usr_1', ?, ?, 's@x', 's@x', '[]', '[]', 's', ?, '{}', '{}', ?, ?)",
+            message_id,
+            address,
+            direction,
+            raw,
+            NOW,
+            NOW,
+        )
+    store = open_storage(storage_url)
+    try:
+        assert 9 in await store.migrate()
+        for message_id, (address, direction, raw) in rows.items():
+            if direction == "inbound":
+                read = await store.read_inbound("usr_1", address, message_id)
+                assert read is not None and read.raw_message == raw, message_id
+    finally:
+        await store.close()
+    assert raw_table(storage_url) == (2, len(BIG) + len(rows["msg_3"][2]))
+    assert run_sql(storage_url, "SELECT raw_digest FROM messages WHERE id = 'out_1'") == [(None,)]
+    with pytest.raises(Exception, match="raw_message"):
+        run_sql(storage_url, "SELECT raw_message FROM messages")
 
 
 async def test_concurrent_writers_do_not_lose_messages(storage: Storage) -> None:
@@ -541,6 +778,40 @@ async def replicas(postgres_db: str) -> AsyncIterator[tuple[Storage, Storage]]:
     yield first, second
     await first.close()
     await second.close()
+
+
+async def test_replicas_racing_over_shared_raw_bytes_neither_lose_nor_leak_them(
+    replicas: tuple[Storage, Storage], postgres_db: str
+) -> None:
+    """Round after round, two replicas each delete one of the last two agents pointing at a
+    message's bytes at the same moment (the bytes must go), then one deletes the last agent
+    pointing at them while the other stores the same bytes for another agent (which must then
+    read them back)."""
+    first, second = replicas
+    alice = await add_user(first)
+    for round_ in range(30):
+        raw = b"Subject: race\r\n\r\n%d\r\n" % round_
+        a, b, c, d = (f"{name}{round_}@agents.test" for name in "abcd")
+        for address in (a, b, c, d):
+            await first.add_agent(make_agent(alice, address))
+        await first.store_inbound(
+            [make_message(f"msg_{round_}_a", a, raw), make_message(f"msg_{round_}_b", b, raw)],
+            0.0,
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first.delete_agent, alice, a)
+            nursery.start_soon(second.delete_agent, alice, b)
+        assert raw_table(postgres_db) == (0, 0), round_
+
+        await first.store_inbound([make_message(f"msg_{round_}_a2", c, raw)], 0.0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first.delete_agent, alice, c)
+            nursery.start_soon(second.store_inbound, [make_message(f"msg_{round_}_d", d, raw)], 0.0)
+        kept = await second.read_inbound(alice, d, f"msg_{round_}_d")
+        assert kept is not None and kept.raw_message == raw, round_
+        assert raw_table(postgres_db) == (1, len(raw)), round_
+        assert await first.delete_agent(alice, d)
+        assert raw_table(postgres_db) == (0, 0), round_
 
 
 async def test_replicas_never_claim_the_same_job(replicas: tuple[Storage, Storage]) -> None:

@@ -1,30 +1,49 @@
 """The agents' WebSocket over real sockets (trio-websocket as the client) on a running gateway:
-refusals before the upgrade, drain of unread mail, live notifications, acks, at-least-once."""
+refusals before the upgrade, drain of unread mail, live notifications, acks, at-least-once,
+closing when access ends (agent, key or account gone), and the cap per API key."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import trio
-from trio_websocket import ConnectionRejected, WebSocketConnection, open_websocket_url
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    open_websocket_url,
+)
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 
 from e2a.api.websocket import DRAIN_PAGE_SIZE
-from e2a.app import WEBSOCKET_PING_SECONDS, RunningGateway, bind_tcp, serve_http
+from e2a.app import WEBSOCKET_PING_SECONDS, RunningGateway, bind_tcp, run_gateway, serve_http
 from e2a.config import Settings
 from e2a.gateway import open_gateway
-from e2a.hub import SUBSCRIBER_BUFFER, Hub
+from e2a.hub import (
+    SUBSCRIBER_BUFFER,
+    Channel,
+    Ended,
+    Hub,
+    Listener,
+    Revocation,
+    TooManyListeners,
+)
+from e2a.hub.access import lost_access
 from e2a.mailauth.resolver import FixtureResolver
-from tests.conftest import Account, agent_path
+from e2a.signing.credentials import hash_api_key
+from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import (
     SENDER,
     accept,
+    agent_id,
     create_agent,
     mail,
     open_account,
@@ -191,13 +210,14 @@ async def test_frames_carry_a_conversation_id_only_when_there_is_one(
 async def test_two_connections_both_receive_every_notification(
     running: RunningGateway, agent: str, connected: Any
 ) -> None:
+    subscribed = await agent_id(running.gateway, agent)
     async with connected() as one, connected() as two:
-        await wait_until(lambda: running.gateway.hub.subscriber_count(agent) == 2)
+        await wait_until(lambda: running.gateway.hub.subscriber_count(subscribed) == 2)
         await smtp_send(running.addresses.smtp_port, [agent], mail("For both"))
         (first,) = await next_frames(one, 1)
         (second,) = await next_frames(two, 1)
     assert first == second and first["subject"] == "For both"
-    await wait_until(lambda: running.gateway.hub.subscriber_count(agent) == 0)
+    await wait_until(lambda: running.gateway.hub.subscriber_count(subscribed) == 0)
 
 
 async def test_a_disconnect_mid_drain_loses_nothing(
@@ -224,7 +244,8 @@ async def test_a_live_notification_of_a_message_already_drained_is_not_sent_agai
     async with connected() as ws:
         (drained,) = await next_frames(ws, 1)
         assert drained["message_id"] == earlier
-        running.gateway.hub.publish(agent, dict(drained))  # its live notice, late
+        subscribed = await agent_id(running.gateway, agent)
+        running.gateway.hub.publish(subscribed, dict(drained))  # its live notice, late
         await smtp_send(running.addresses.smtp_port, [agent], mail("Next one"))
         (following,) = await next_frames(ws, 1)
         await assert_silent(ws)
@@ -282,8 +303,9 @@ async def _watch_raw_websocket(
 async def test_live_notifications_missed_while_away_come_on_the_next_connection(
     running: RunningGateway, agent: str, connected: Any
 ) -> None:
+    subscribed = await agent_id(running.gateway, agent)
     async with connected() as ws:
-        await wait_until(lambda: running.gateway.hub.subscriber_count(agent) == 1)
+        await wait_until(lambda: running.gateway.hub.subscriber_count(subscribed) == 1)
         live = await accept(running.gateway, [agent], mail("Seen live"))
         (frame,) = await next_frames(ws, 1)
     assert frame["message_id"] == live
@@ -325,18 +347,78 @@ async def test_an_ack_marks_read_and_stops_redelivery(
     assert [message["message_id"] for message in bobs_unread] == [bobs_message]
 
 
+def listener(
+    agent: str = "agt_slow",
+    user: str = "usr_1",
+    key: str = "hash_1",
+    channel: Channel = "websocket",
+) -> Listener:
+    return Listener(agent, user, key, channel)
+
+
 async def test_a_hub_subscriber_that_falls_behind_is_closed_not_blocking() -> None:
     hub = Hub()
-    with hub.subscribe("slow@agents.test") as slow, hub.subscribe("slow@agents.test") as fast:
+    with hub.subscribe(listener()) as slow, hub.subscribe(listener()) as fast:
         for n in range(SUBSCRIBER_BUFFER + 1):
-            hub.publish("slow@agents.test", {"message_id": f"msg_{n}"})
+            hub.publish("agt_slow", {"message_id": f"msg_{n}"})
             if n < SUBSCRIBER_BUFFER:
-                assert (await fast.receive())["message_id"] == f"msg_{n}"
+                assert (await fast.receive()) == {"message_id": f"msg_{n}"}
         received = [frame["message_id"] async for frame in slow]
         assert received == [f"msg_{n}" for n in range(SUBSCRIBER_BUFFER)]
-        assert hub.subscriber_count("slow@agents.test") == 1
-        assert (await fast.receive())["message_id"] == f"msg_{SUBSCRIBER_BUFFER}"
-    assert hub.subscriber_count("slow@agents.test") == 0
+        assert slow.ended is Ended.BEHIND and fast.ended is None
+        assert hub.subscriber_count("agt_slow") == 1
+        assert (await fast.receive()) == {"message_id": f"msg_{SUBSCRIBER_BUFFER}"}
+    assert hub.subscriber_count("agt_slow") == 0
+
+
+async def test_a_revocation_ends_exactly_the_subscriptions_that_depended_on_it() -> None:
+    """By agent id, by key hash, by account; frames already buffered are not handed out."""
+    hub = Hub()
+    with (
+        hub.subscribe(listener("agt_a", "usr_1", "key_1")) as a_by_key_1,
+        hub.subscribe(listener("agt_a", "usr_1", "key_2", "dashboard")) as a_by_key_2,
+        hub.subscribe(listener("agt_b", "usr_1", "key_1")) as b_by_key_1,
+        hub.subscribe(listener("agt_c", "usr_2", "key_3")) as other_user,
+    ):
+        hub.publish("agt_a", {"message_id": "msg_1"})
+        hub.revoke(Revocation("key", "key_1"))
+        assert (a_by_key_1.ended, b_by_key_1.ended) == (Ended.KEY_REVOKED, Ended.KEY_REVOKED)
+        assert await a_by_key_1.receive() is None  # msg_1 was buffered, and is not handed out
+        assert await a_by_key_2.receive() == {"message_id": "msg_1"}
+        hub.revoke(Revocation("agent", "agt_a"))
+        assert a_by_key_2.ended is Ended.AGENT_DELETED
+        assert a_by_key_1.ended is Ended.KEY_REVOKED  # the first reason stays
+        assert [frame async for frame in a_by_key_2] == []
+        assert other_user.ended is None
+        hub.revoke(Revocation("user", "usr_2"))
+        assert other_user.ended is Ended.ACCOUNT_DELETED
+        assert hub.subscriber_count("agt_a") == hub.subscriber_count("agt_c") == 0
+
+
+async def test_a_revocation_overrides_falling_behind() -> None:
+    hub = Hub()
+    with hub.subscribe(listener()) as slow:
+        for n in range(SUBSCRIBER_BUFFER + 1):
+            hub.publish("agt_slow", {"message_id": f"msg_{n}"})
+        assert slow.ended is Ended.BEHIND
+        hub.revoke(Revocation("key", "hash_1"))
+        assert slow.ended is Ended.KEY_REVOKED
+        assert await slow.receive() is None
+
+
+def test_the_hub_counts_open_subscriptions_per_key_and_channel() -> None:
+    hub = Hub()
+    with hub.subscribe(listener(key="k"), limit=2), hub.subscribe(listener(key="k"), limit=2):
+        with pytest.raises(TooManyListeners), hub.subscribe(listener(key="k"), limit=2):
+            pass
+        with hub.subscribe(listener(key="k", channel="dashboard"), limit=2):
+            assert hub.listener_count("k", "websocket") == 2
+            assert hub.listener_count("k", "dashboard") == 1
+        with hub.subscribe(listener(key="other"), limit=2):
+            pass
+    assert hub.listener_count("k", "websocket") == 0
+    with hub.subscribe(listener(key="k"), limit=2):
+        assert hub.listener_count("k", "websocket") == 1
 
 
 async def test_the_job_signal_is_set_by_the_next_jobs_added() -> None:
@@ -346,3 +428,138 @@ async def test_the_job_signal_is_set_by_the_next_jobs_added() -> None:
     hub.jobs_added()
     assert signal.is_set()
     assert not hub.job_signal().is_set()
+
+
+# -- access that ends closes the connection: agent deleted, key revoked, account deleted -------
+
+CLOSE_SECONDS = 3.0
+"""A revocation closes an open connection within this (it is immediate; this is slack)."""
+
+
+async def closed_with(ws: WebSocketConnection) -> tuple[int, str | None, list[str]]:
+    """Wait (at most CLOSE_SECONDS) for the server to close `ws`; its code and reason, and the
+    frames that came before."""
+    frames: list[str] = []
+    with trio.fail_after(CLOSE_SECONDS), pytest.raises(ConnectionClosed) as closed:
+        while True:
+            frames.append(await ws.get_message())
+    return closed.value.reason.code, closed.value.reason.reason, frames
+
+
+async def test_a_reregistered_address_never_reaches_the_old_owners_socket(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """A listens on handover@, deletes the agent; B registers handover@ and gets mail there.
+    A's socket is closed when the agent goes, and hears nothing of B's mail."""
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    handover = await create_agent(alice, "handover")
+    async with open_websocket_url(ws_url(running, handover, alice.key)) as alices:
+        await assert_silent(alices)
+        deleted = await alice.http.delete(agent_path(handover, ""))
+        assert deleted.status_code == 200
+        assert await create_agent(bob, "handover") == handover
+        async with open_websocket_url(ws_url(running, handover, bob.key)) as bobs:
+            await smtp_send(running.addresses.smtp_port, [handover], mail("For Bob only"))
+            (frame,) = await next_frames(bobs, 1)
+        code, reason, heard = await closed_with(alices)
+    assert frame["subject"] == "For Bob only"
+    assert (code, reason, heard) == (1008, "the agent was deleted", [])
+
+
+async def test_revoking_a_key_closes_its_sockets_at_once_and_only_its_own(
+    running: RunningGateway, alice: Account, agent: str
+) -> None:
+    created = await alice.http.post("/api/v1/users/me/api-keys", json={"name": "laptop"})
+    assert created.status_code == 201, created.text
+    laptop_key, laptop_id = created.json()["key"], created.json()["id"]
+    async with (
+        open_websocket_url(ws_url(running, agent, laptop_key)) as laptop,
+        open_websocket_url(ws_url(running, agent, alice.key)) as main,
+    ):
+        await assert_silent(laptop)
+        revoked_at = trio.current_time()
+        revoked = await alice.http.delete(f"/api/v1/users/me/api-keys/{laptop_id}")
+        assert revoked.status_code == 204
+        code, reason, _ = await closed_with(laptop)
+        took = trio.current_time() - revoked_at
+        await smtp_send(running.addresses.smtp_port, [agent], mail("Still flowing"))
+        (frame,) = await next_frames(main, 1)
+    assert (code, reason) == (1008, "the API key was revoked")
+    assert took < 1.0
+    assert frame["subject"] == "Still flowing"
+    with trio.fail_after(WAIT), pytest.raises(ConnectionRejected) as refused:
+        async with open_websocket_url(ws_url(running, agent, laptop_key)):
+            pass
+    assert refused.value.status_code == 401
+
+
+async def test_deleting_the_account_closes_its_sockets(
+    running: RunningGateway, alice: Account, agent: str
+) -> None:
+    async with open_websocket_url(ws_url(running, agent, alice.key)) as ws:
+        await assert_silent(ws)
+        gone = await alice.http.delete("/api/v1/users/me", params={"confirm": "DELETE"})
+        assert gone.status_code == 200, gone.text
+        code, reason, _ = await closed_with(ws)
+    assert (code, reason) == (1008, "the account was deleted")
+
+
+# -- at most http.max_websockets_per_key connections per API key ------------------------------
+
+
+async def test_websockets_per_key_are_capped_with_a_clear_429(
+    tmp_path: Path, resolver: FixtureResolver, nursery: trio.Nursery
+) -> None:
+    settings = make_settings(tmp_path, http={"listen": "127.0.0.1:0", "max_websockets_per_key": 2})
+    running: RunningGateway = await nursery.start(partial(run_gateway, settings, resolver=resolver))
+    account = await open_account(running.gateway, running.addresses.http_url, "cap@example.com")
+    async with account.http:
+        agent = await create_agent(account, "capped")
+        other = await create_agent(account, "second")
+        spare = await account.http.post("/api/v1/users/me/api-keys", json={"name": "spare"})
+        spare_key = spare.json()["key"]
+        url = ws_url(running, agent, account.key)
+        async with open_websocket_url(url), open_websocket_url(ws_url(running, other, account.key)):
+            with trio.fail_after(WAIT), pytest.raises(ConnectionRejected) as refused:
+                async with open_websocket_url(url):
+                    pass
+            plain = await account.http.get(agent_path(agent, "/ws"))
+            async with open_websocket_url(ws_url(running, agent, spare_key)) as by_spare:
+                await assert_silent(by_spare)  # another key has its own allowance
+        async with open_websocket_url(url) as again:  # the first two are closed: room again
+            await assert_silent(again)
+    assert refused.value.status_code == 429
+    error = json.loads(refused.value.body or b"")["error"]
+    assert error["code"] == "too_many_websockets"
+    assert "2 WebSocket connections" in error["message"]
+    assert "http.max_websockets_per_key" in error["message"]
+    assert plain.status_code == 429 and plain.json()["error"] == error
+    assert Settings().http.max_websockets_per_key == 20
+
+
+async def test_access_lost_before_subscribing_is_caught_by_asking_again(
+    running: RunningGateway, alice: Account, agent: str, make_account: Any
+) -> None:
+    """What a connection checks once subscribed: the same key, owner and agent (by id)."""
+    storage = running.gateway.storage
+    user = await storage.user_for_key_hash(hash_api_key(alice.key))
+    assert user is not None
+    listener = Listener(
+        await agent_id(running.gateway, agent), user.id, hash_api_key(alice.key), "websocket"
+    )
+    assert await lost_access(storage, listener, agent) is None
+    assert await lost_access(storage, replace(listener, user_id="usr_other"), agent) is (
+        Ended.KEY_REVOKED
+    )
+    assert await lost_access(storage, replace(listener, agent_id="agt_old"), agent) is (
+        Ended.AGENT_DELETED
+    )
+    assert (await alice.http.delete(agent_path(agent))).status_code == 200
+    assert await lost_access(storage, listener, agent) is Ended.AGENT_DELETED
+    keys = (await alice.http.get("/api/v1/users/me/api-keys")).json()["api_keys"]
+    spare = await alice.http.post("/api/v1/users/me/api-keys", json={"name": "spare"})
+    headers = {"Authorization": f"Bearer {spare.json()['key']}"}
+    revoked = await alice.http.delete(f"/api/v1/users/me/api-keys/{keys[0]['id']}", headers=headers)
+    assert revoked.status_code == 204
+    assert await lost_access(storage, listener, agent) is Ended.KEY_REVOKED

@@ -17,6 +17,7 @@ from e2a.api.errors import ApiError, not_found
 from e2a.api.requests import CreateApiKey, CreateSigningSecret, read_body
 from e2a.api.views import api_key_view, signing_secret_view
 from e2a.clock import utc_now
+from e2a.hub import Revocation
 from e2a.storage.base import LastOne, LimitReached, User
 
 blueprint = Blueprint("account", __name__)
@@ -59,9 +60,12 @@ async def remove_signing_secret(user: User, secret_id: str) -> None:
 
 
 async def revoke_key(user: User, key_id: str) -> None:
-    """Revoke one of the caller's API keys (it answers 401 from now on); 404 otherwise."""
-    if not await gateway().storage.revoke_api_key(user.id, key_id, utc_now()):
+    """Revoke one of the caller's API keys (it answers 401 from now on, and the WebSockets and
+    dashboard streams it opened are closed); 404 otherwise."""
+    key_hash = await gateway().storage.revoke_api_key(user.id, key_id, utc_now())
+    if key_hash is None:
         raise not_found("API key")
+    gateway().hub.revoke(Revocation("key", key_hash))
 
 
 @blueprint.post("/users/me/signing-secrets")
@@ -133,4 +137,6 @@ async def delete_user(user: User) -> dict[str, Any]:
             "deleting your account erases all its agents, domains, keys and messages for good; "
             f"repeat the request as DELETE /api/v1/users/me?confirm={DELETE_CONFIRMATION}",
         )
-    return {"deleted": await gateway().storage.delete_user(user.id)}
+    deleted = await gateway().storage.delete_user(user.id)
+    gateway().hub.revoke(Revocation("user", user.id))
+    return {"deleted": deleted}

@@ -15,6 +15,7 @@ from e2a.api.errors import ApiError, not_found
 from e2a.api.requests import CreateAgent, UpdateAgent, read_body
 from e2a.api.views import agent_view
 from e2a.clock import utc_now
+from e2a.hub import Revocation
 from e2a.storage.base import Agent, AgentChanges, AlreadyExists, User
 from e2a.webhook_targets import (
     TargetRefused,
@@ -210,9 +211,12 @@ async def change_agent(user: User, email: str, body: UpdateAgent) -> Agent:
 
 
 async def remove_agent(user: User, email: str) -> None:
-    """Delete the caller's agent at `email` and its messages; 404 when it is not theirs."""
-    if not await gateway().storage.delete_agent(user.id, agent_address(email)):
+    """Delete the caller's agent at `email` and its messages, and close its live connections
+    (WebSocket, dashboard streams); 404 when it is not theirs."""
+    agent_id = await gateway().storage.delete_agent(user.id, agent_address(email))
+    if agent_id is None:
         raise not_found("agent")
+    gateway().hub.revoke(Revocation("agent", agent_id))
 
 
 @blueprint.post("/agents")

@@ -15,20 +15,13 @@ from quart import Blueprint, Response, request
 
 from e2a.api.auth import gateway
 from e2a.clock import format_timestamp
-from e2a.signing.credentials import derive_signing_secret
-from e2a.signing.magic_links import (
-    Action,
-    TokenError,
-    TokenExpired,
-    peek_message_id,
-    verify_token,
-)
+from e2a.signing.magic_links import Action, TokenError, TokenExpired, link_key, verify_token
 from e2a.storage.base import NotPending, OutboundMessage
 
 blueprint = Blueprint("approvals", __name__)
 
 MAX_TOKEN_CHARS = 1024
-_MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 REJECTION_REASON = "rejected by the owner from the email link"
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -85,9 +78,9 @@ def _summary(message: OutboundMessage) -> str:
 
 
 def _presented_token(form_token: str | None = None) -> str:
-    """The token from the form or the query (`token`, also `t`); LinkRefused 400 if none."""
+    """The token from the form or the query (`token`, also `t`), exactly as sent; LinkRefused
+    400 if none."""
     token = form_token or request.args.get("token") or request.args.get("t") or ""
-    token = token.strip()
     if not token or len(token) > MAX_TOKEN_CHARS:
         raise LinkRefused(400, "Invalid link", "This link is incomplete or malformed.")
     return token
@@ -95,31 +88,20 @@ def _presented_token(form_token: str | None = None) -> str:
 
 async def resolve_link(token: str, action: Action, now: float) -> OutboundMessage:
     """The message a genuine, unexpired `action` token names, or LinkRefused: 400 bad token,
-    410 expired, 404 message gone. The token is verified with the owner's newest signing
-    secret (so creating a new secret also revokes outstanding links)."""
+    410 expired, 404 message gone. The token is checked against the gateway's magic-link key
+    before anything is read from storage."""
     invalid = LinkRefused(400, "Invalid link", "This link is not valid. Was it copied whole?")
-    storage = gateway().storage
-    payload, dot, signature = token.partition(".")
     try:
-        message_id = peek_message_id(token)
-    except TokenError:
-        raise invalid from None
-    if not (dot and payload and signature and _MESSAGE_ID.match(message_id)):
-        raise invalid
-    message = await storage.get_outbound(None, message_id)
-    if message is None:
-        raise LinkRefused(404, "Message not found", "This message no longer exists.")
-    seed = await storage.newest_signing_seed(message.user_id)
-    if seed is None:
-        raise invalid
-    try:
-        verified = verify_token(derive_signing_secret(gateway().server_key, seed), token, now)
+        verified = verify_token(link_key(gateway().server_key), token, now)
     except TokenExpired:
         raise LinkRefused(410, "Link expired", "This link has expired.") from None
     except TokenError:
         raise invalid from None
-    if verified.action != action or verified.message_id != message.id:
+    if verified.action != action or not _MESSAGE_ID.fullmatch(verified.message_id):
         raise invalid
+    message = await gateway().storage.get_outbound(None, verified.message_id)
+    if message is None:
+        raise LinkRefused(404, "Message not found", "This message no longer exists.")
     return message
 
 

@@ -259,10 +259,13 @@ OPERATIONS: dict[str, Operation] = {
         {},
         description="Connect with a WebSocket client (`Upgrade: websocket`, answered with 101) "
         "to receive every unread message and then live ones. A plain GET gets the refusals "
-        "the upgrade would get, or 426 when the upgrade would succeed.",
+        "the upgrade would get, or 426 when the upgrade would succeed. An API key holds at "
+        "most `http.max_websockets_per_key` connections (default 20). A connection is closed "
+        "(code 1008) when its agent is deleted or its key revoked.",
         errors={
             400: ("not_local_agent",),
             426: ("upgrade_required",),
+            429: ("too_many_websockets",),
         },
         security="bearer_or_query_token",
     ),

@@ -25,7 +25,7 @@ from e2a.cli.config_file import (
     save_config,
 )
 from e2a.cli.listen import add_listen_arguments, cmd_listen_with
-from e2a.cli.output import email_json, print_fields, print_json, print_table
+from e2a.cli.output import email_json, print_fields, print_json, print_table, terminal_text
 
 # The SDK (and httpx) is imported when a client command runs, not with this module: `e2a serve`
 # builds the same argument parser, and the gateway starts faster without loading the SDK.
@@ -663,7 +663,7 @@ def cmd_read(ctx: Context) -> None:
         )
     print_fields(fields)
     print()
-    print(email.text_body.rstrip("\n") or "(no text body)")
+    print(terminal_text(email.text_body.rstrip("\n"), multiline=True) or "(no text body)")
 
 
 def cmd_reply(ctx: Context) -> None:
@@ -803,7 +803,7 @@ def run_client_command(args: argparse.Namespace) -> int:
         return 1
     except E2AApiError as exc:
         code = f"{exc.status_code} {exc.code}" if exc.code else str(exc.status_code)
-        print(f"e2a: {exc.message} ({code})", file=sys.stderr)
+        print(f"e2a: {terminal_text(exc.message)} ({code})", file=sys.stderr)
         return 1
     except httpx.HTTPError as exc:
         url = getattr(args, "url", None) or effective("url", ctx.values)

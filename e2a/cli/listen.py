@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from e2a.cli.output import email_json
+from e2a.cli.output import cell, email_json
 
 if TYPE_CHECKING:  # the SDK and httpx load when `e2a listen` runs (see client_commands.py)
     import httpx
@@ -132,11 +132,8 @@ async def listen_loop(
                 if as_json:
                     print(json.dumps(data, sort_keys=True), flush=True)
                 else:
-                    print(
-                        f"{data['received_at'] or ''}  {data['from']}  {data['subject']}  "
-                        f"{data['message_id']}",
-                        flush=True,
-                    )
+                    shown = (data["received_at"], data["from"], data["subject"], data["message_id"])
+                    print("  ".join(cell(value) for value in shown), flush=True)
                 if args.forward:
                     try:
                         await _forward(http, email, data, args)

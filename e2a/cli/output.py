@@ -1,18 +1,49 @@
 """How the CLI prints: aligned tables and key/value blocks for people, JSON for scripts.
 
-Colour (bold headers) only when stdout is a terminal and `NO_COLOR` is unset.
+Colour (bold headers) only when stdout is a terminal and `NO_COLOR` is unset. Text that came
+from mail or from the gateway is shown through `terminal_text`, so it cannot drive the
+terminal; JSON output keeps it exactly as it came.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
+import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from e2a.v1 import AsyncInboundEmail, InboundEmail
+
+
+_ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"  # CSI: cursor moves, erasing, colours, ...
+    r"|(?:\x1b[]PX^_]|[\x90\x98\x9d-\x9f])[^\x07\x1b\x9c\n]*(?:\x07|\x1b\\|\x9c)?"  # OSC, ...
+    r"|\x1b[ -/]*[0-~]?"  # any other escape
+)
+"""Terminal control sequences, 7-bit (ESC …) and 8-bit (C1) alike: each is removed whole."""
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+"""Marks, embeddings, overrides and isolates, which reorder how a line is displayed."""
+_LINE_BREAKS = re.compile(r"\r\n?|\x85|\u2028|\u2029")
+
+
+def terminal_text(text: str, *, multiline: bool = False) -> str:
+    """`text` safe to show on a terminal: escape sequences removed whole, then every other
+    control character (C0, DEL, C1) and bidirectional control. Line breaks (CRLF, a lone CR,
+    NEL, U+2028/2029) become newlines, and with `multiline` they and tabs stay; otherwise all
+    whitespace runs become single spaces, for one line."""
+    text = _LINE_BREAKS.sub("\n", text)
+    safe = "".join(
+        char
+        for char in _ESCAPE_SEQUENCE.sub("", text)
+        if char in "\n\t" or (unicodedata.category(char) != "Cc" and char not in _BIDI_CONTROLS)
+    )
+    return safe if multiline else " ".join(safe.split())
 
 
 def use_colour() -> bool:
@@ -30,14 +61,15 @@ def print_json(value: Any) -> None:
 
 
 def cell(value: object) -> str:
-    """One table cell: empty for None, yes/no for booleans, one line of text otherwise."""
+    """One table cell: empty for None, yes/no for booleans, one line of terminal-safe text
+    otherwise."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list | tuple):
-        return ", ".join(str(item) for item in value)
-    return " ".join(str(value).split())
+        return ", ".join(terminal_text(str(item)) for item in value)
+    return terminal_text(str(value))
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> None:

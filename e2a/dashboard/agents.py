@@ -170,7 +170,7 @@ async def inbox_stream(session: Session, email: str) -> Response:
     after = request.args.get("after")
     events = stream_with_context(inbox_events)  # the stream outlives the handler
     response = Response(
-        events(session.user, agent, shown, decode_page_token(after) if after else None),
+        events(session, agent, shown, decode_page_token(after) if after else None),
         content_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -44,9 +44,11 @@ _LOCAL_PATH = re.compile(r"/(?![/\\])[^\\\s\x00-\x1f\x7f]*\Z")
 
 @dataclass(frozen=True)
 class Session:
-    """A signed-in dashboard user and the CSRF token their forms must carry."""
+    """A signed-in dashboard user, the API key they signed in with (by hash: revoking it ends
+    the session and its live streams) and the CSRF token their forms must carry."""
 
     user: User
+    key_hash: str
     csrf_token: str
 
 
@@ -85,7 +87,7 @@ async def current_session() -> Session | None:
     user = await gateway().storage.user_for_key_hash(claims.key_hash)
     if user is None or user.id != claims.user_id:
         return None
-    return Session(user, claims.csrf_token)
+    return Session(user, claims.key_hash, claims.csrf_token)
 
 
 async def start_session(api_key: str) -> tuple[User, str]:

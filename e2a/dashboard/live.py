@@ -2,7 +2,8 @@
 
 It first sends what arrived after the last message the page shows (so nothing committed
 between rendering and connecting is missed), then what the hub announces. A stream lasts a
-few minutes and then ends; the browser's EventSource reconnects by itself.
+few minutes and then ends; the browser's EventSource reconnects by itself. It ends at once
+when the agent or account is deleted or the session's API key revoked.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ from typing import Any
 import trio
 
 from e2a.api.auth import gateway
+from e2a.api.errors import ApiError
 from e2a.api.messages import inbox_page
+from e2a.dashboard.auth import Session
+from e2a.hub import Listener
+from e2a.hub.access import lost_access
 from e2a.hub.frames import notification_frame
-from e2a.storage.base import Agent, StatusFilter, User
+from e2a.storage.base import Agent, StatusFilter
 
 STREAM_SECONDS = 300.0
 KEEPALIVE_SECONDS = 15.0
@@ -30,28 +35,32 @@ def event(frame: dict[str, Any]) -> bytes:
 
 
 async def inbox_events(
-    user: User, agent: Agent, shown: StatusFilter, after_seq: int | None
+    session: Session, agent: Agent, shown: StatusFilter, after_seq: int | None
 ) -> AsyncIterator[bytes]:
     """The event stream for `agent`'s inbox page showing `shown` mail: catch-up after
     `after_seq`, then live mail (always unread, so it belongs on either page), with a comment
     line every KEEPALIVE_SECONDS so proxies keep the connection open."""
     yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
-    with gateway().hub.subscribe(agent.email) as live:
-        page = await inbox_page(user, agent.email, shown, CATCH_UP_PAGE_SIZE, after_seq)
+    listener = Listener(agent.id, session.user.id, session.key_hash, "dashboard")
+    with gateway().hub.subscribe(listener) as live:
+        if await lost_access(gateway().storage, listener, agent.email) is not None:
+            return  # revoked while the stream opened: the reconnection is refused
+        try:
+            page = await inbox_page(session.user, agent.email, shown, CATCH_UP_PAGE_SIZE, after_seq)
+        except ApiError:
+            return  # the agent went meanwhile, or too many polls: the reconnection says which
         sent = {message.id for message in page.messages}
         for message in page.messages:
+            if live.revoked:
+                return
             yield event(notification_frame(message))
         deadline = trio.current_time() + STREAM_SECONDS
         while trio.current_time() < deadline:
             frame: dict[str, Any] | None = None
-            ended = False
-            with trio.move_on_after(KEEPALIVE_SECONDS):
-                try:
-                    frame = await live.receive()
-                except (trio.EndOfChannel, trio.ClosedResourceError):
-                    ended = True  # fell behind: the browser reconnects and catches up
-            if ended:
-                return
+            with trio.move_on_after(KEEPALIVE_SECONDS) as waiting:
+                frame = await live.receive()
+            if frame is None and not waiting.cancelled_caught:
+                return  # ended: fell behind (the browser reconnects and catches up) or revoked
             if frame is None:
                 yield b": keepalive\n\n"
             elif frame["message_id"] not in sent:

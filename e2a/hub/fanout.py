@@ -1,7 +1,8 @@
 """Cross-replica fan-out: what other replicas commit reaches this process's `Hub`.
 
-With PostgreSQL, every commit that stores mail for a local agent or adds a job also NOTIFYs
-(inside the same transaction, so only committed work is announced). One task per process
+With PostgreSQL, every commit that stores mail for a local agent, adds a job, deletes an agent
+or an account, or revokes an API key also NOTIFYs (inside the same transaction, so only
+committed work is announced). One task per process
 LISTENs on a dedicated connection and hands what it hears to the local hub. It never holds
 anything storage does not: if the connection is lost, it reconnects and makes every local
 WebSocket client reconnect, and clients re-drain unread mail from storage when they do.
@@ -17,7 +18,7 @@ import psycopg
 import psycopg.pq
 import trio
 
-from e2a.hub import Hub
+from e2a.hub import Hub, Revocation
 from e2a.hub.frames import notification_frame
 from e2a.storage.base import Storage, StorageUnavailable
 from e2a.storage.postgres import PostgresStorage
@@ -60,7 +61,7 @@ class _StoredMessage:
 
 def relay_payload(hub: Hub, origin: str, payload: str) -> bool:
     """Hand one NOTIFY payload from a replica to `hub`. Returns True when it announced new
-    jobs (the caller wakes the workers once per batch). Own payloads were already published
+    jobs (the caller wakes the workers once per batch). Own payloads were already handled
     locally when the commit returned, and are skipped; malformed ones are logged and dropped."""
     try:
         decoded = json.loads(payload)
@@ -70,14 +71,26 @@ def relay_payload(hub: Hub, origin: str, payload: str) -> bool:
             return True
         if decoded.get("origin") == origin:
             return False
-        agent = str(decoded["agent"])
+        if "revoke" in decoded:
+            hub.revoke(_revocation(decoded))
+            return False
+        agent_id = str(decoded["agent_id"])
         if decoded.get("resync"):
-            hub.close_subscriptions(agent)
-        elif hub.subscriber_count(agent):
-            hub.publish(agent, notification_frame(_StoredMessage(decoded)))
+            hub.close_subscriptions(agent_id)
+        elif hub.subscriber_count(agent_id):
+            hub.publish(agent_id, notification_frame(_StoredMessage(decoded)))
     except (ValueError, KeyError) as exc:
         log.warning("fan-out: ignoring malformed notification %.200r (%s)", payload, exc)
     return False
+
+
+def _revocation(decoded: dict[str, Any]) -> Revocation:
+    """The revocation a `{"revoke": kind, "id": value}` payload announces; ValueError if
+    malformed."""
+    kind, value = decoded["revoke"], decoded["id"]
+    if kind not in ("agent", "key", "user") or not isinstance(value, str) or not value:
+        raise ValueError("not a revocation")
+    return Revocation(kind, value)
 
 
 class PostgresFanout:

@@ -321,4 +321,4 @@ def announce_stored(hub: Hub, prepared: list[tuple[Agent, NewInboundMessage]]) -
     if any(agent.agent_mode == "cloud" for agent, _ in prepared):
         hub.jobs_added()
     for agent, message in prepared:
-        hub.publish(agent.email, notification_frame(message))
+        hub.publish(agent.id, notification_frame(message))

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from e2a.ids import new_id
+
 AgentMode = Literal["cloud", "local"]
 MessageStatus = Literal["unread", "read"]
 StatusFilter = Literal["unread", "read", "all"]
@@ -100,6 +102,9 @@ class Agent:
     hitl_ttl_seconds: int
     hitl_expiration_action: Literal["reject", "approve"]
     created_at: str
+    id: str = field(default_factory=lambda: new_id("agt"))
+    """The agent's stable internal identity. A new agent gets a fresh one; an address deleted
+    and registered again (by anyone) is another agent with another id."""
 
 
 @dataclass(frozen=True)
@@ -343,11 +348,14 @@ class Storage(Protocol):
 
     async def delete_user(self, user_id: str) -> dict[str, int]:
         """Delete the user and everything they own in one transaction; rows deleted per table
-        (`e2a.storage.rows.DELETED_TABLES`). Their agent addresses are free again afterwards."""
+        (`e2a.storage.rows.DELETED_TABLES`). Their agent addresses are free again afterwards.
+        On PostgreSQL the deletion is announced to the other replicas when it commits."""
         ...
 
-    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> bool:
-        """Revoke one of the user's keys; False when it is not theirs or already revoked."""
+    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> str | None:
+        """Revoke one of the user's keys and return its hash (live subscriptions it opened are
+        ended by it); None when it is not theirs or already revoked. On PostgreSQL the
+        revocation is announced to the other replicas when it commits."""
         ...
 
     async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
@@ -404,8 +412,10 @@ class Storage(Protocol):
         """Apply `changes` to one of the user's agents; None when it is not theirs."""
         ...
 
-    async def delete_agent(self, user_id: str, email: str) -> bool:
-        """Delete one of the user's agents and its messages; False when not theirs."""
+    async def delete_agent(self, user_id: str, email: str) -> str | None:
+        """Delete one of the user's agents and its messages; return the deleted agent's id, or
+        None when it is not theirs. On PostgreSQL the deletion is announced to the other
+        replicas when it commits."""
         ...
 
     async def find_agent(self, email: str) -> Agent | None:
@@ -414,7 +424,10 @@ class Storage(Protocol):
 
     # messages
     async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
-        """Commit the messages and their delivery jobs in one transaction (all or nothing)."""
+        """Commit the messages and their delivery jobs in one transaction (all or nothing).
+        Raw bytes are stored once per distinct message (by SHA-256), however many of
+        `messages` carry them; they are deleted with the last message pointing at them, by
+        whatever deletes it (retention, agent or account deletion)."""
         ...
 
     async def list_inbound(
@@ -580,10 +593,10 @@ class Storage(Protocol):
     # retention and queue depth
     async def delete_messages_before(self, cutoff: str, limit: int) -> int:
         """Delete up to `limit` messages created before `cutoff` (RFC 3339 UTC), oldest first,
-        in one short transaction: the rows with their raw bodies and attachments, and (by
-        cascade) their webhook attempts. A message that still has a job (delivery, send,
-        approval notice) or an outbound message not yet finished is never deleted. Returns
-        how many messages went."""
+        in one short transaction: the rows with their bodies and attachments, their raw bytes
+        when no other message points at them, and (by cascade) their webhook attempts. A
+        message that still has a job (delivery, send, approval notice) or an outbound message
+        not yet finished is never deleted. Returns how many messages went."""
         ...
 
     async def delete_webhook_attempts_before(self, cutoff: str, limit: int) -> int:

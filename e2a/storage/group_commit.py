@@ -182,7 +182,8 @@ class GroupCommitter:
 
     Every session's messages go into the next transaction together with those of every other
     session that finished DATA meanwhile (see `GroupCommit`); a batch stays within
-    `max_batch_messages` and `max_batch_bytes` of raw message.
+    `max_batch_messages` and `max_batch_bytes` of raw message (each DATA counted once, as it
+    is stored once however many agents it goes to).
     """
 
     def __init__(
@@ -223,4 +224,6 @@ class GroupCommitter:
 
 
 def _weigh_arrival(arrival: _Arrival) -> tuple[int, int]:
-    return len(arrival.messages), sum(len(message.raw_message) for message in arrival.messages)
+    """Messages, and bytes of raw message: a message's recipients share one copy of it."""
+    distinct = {id(message.raw_message): message.raw_message for message in arrival.messages}
+    return len(arrival.messages), sum(len(raw) for raw in distinct.values())

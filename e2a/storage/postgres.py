@@ -91,6 +91,7 @@ from e2a.storage.rows import (
     outbound_params,
     rate_verdict,
     rate_window,
+    raw_messages_of,
     recipient_results,
     retry_params,
     signing_secret_params,
@@ -116,7 +117,7 @@ LISTEN_KEEPALIVES = {
     "keepalives_interval": 5,
     "keepalives_count": 3,
 }
-_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL, raw_message = ''::bytea"
+_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL"
 
 
 def redacted_url(url: str) -> str:
@@ -457,22 +458,27 @@ class PostgresStorage:
                 table: db.execute(query, params).rowcount
                 for table, (query, params) in statements.items()
             }
+            _notify(db, revocation_payload(self.process_tag, "user", user_id))
             return {table: counts[table] for table in DELETED_TABLES}
 
         return await self._run(delete)
 
-    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> bool:
-        """Revoke one live key of the user."""
-        count = await self._run(
-            lambda db: (
-                db.execute(
-                    "UPDATE api_keys SET revoked_at = %s "
-                    "WHERE id = %s AND user_id = %s AND revoked_at IS NULL",
-                    (now, key_id, user_id),
-                ).rowcount
-            )
-        )
-        return count == 1
+    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> str | None:
+        """Revoke one live key of the user; its hash, or None. The other replicas hear of it
+        when it commits, and end the live subscriptions the key opened."""
+
+        def revoke(db: Connection) -> str | None:
+            row = db.execute(
+                "UPDATE api_keys SET revoked_at = %s "
+                "WHERE id = %s AND user_id = %s AND revoked_at IS NULL RETURNING key_hash",
+                (now, key_id, user_id),
+            ).fetchone()
+            if row is None:
+                return None
+            _notify(db, revocation_payload(self.process_tag, "key", row[0]))
+            return str(row[0])
+
+        return await self._run(revoke)
 
     async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
         """Store a signing secret unless the user has `max_per_user` already."""
@@ -615,7 +621,7 @@ class PostgresStorage:
             try:
                 db.execute(
                     f"INSERT INTO agents ({AGENT_COLUMNS}) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     agent_params(agent, flag=bool),
                 )
             except psycopg.IntegrityError:
@@ -654,16 +660,21 @@ class PostgresStorage:
 
         return await self._run(update)
 
-    async def delete_agent(self, user_id: str, email: str) -> bool:
-        """Delete one of the user's agents; its messages and jobs cascade."""
-        count = await self._run(
-            lambda db: (
-                db.execute(
-                    "DELETE FROM agents WHERE user_id = %s AND email = %s", (user_id, email)
-                ).rowcount
-            )
-        )
-        return count == 1
+    async def delete_agent(self, user_id: str, email: str) -> str | None:
+        """Delete one of the user's agents (its messages and jobs cascade); its id, or None.
+        The other replicas hear of it when it commits, and end its live subscriptions."""
+
+        def delete(db: Connection) -> str | None:
+            row = db.execute(
+                "DELETE FROM agents WHERE user_id = %s AND email = %s RETURNING id",
+                (user_id, email),
+            ).fetchone()
+            if row is None:
+                return None
+            _notify(db, revocation_payload(self.process_tag, "agent", row[0]))
+            return str(row[0])
+
+        return await self._run(delete)
 
     async def find_agent(self, email: str) -> Agent | None:
         """The agent at `email`, for routing (asked afresh: other replicas write too)."""
@@ -680,7 +691,10 @@ class PostgresStorage:
         """Commit messages and their webhook jobs in one transaction.
 
         Each recipient agent's inbox is locked for the transaction, so an agent's messages
-        commit in `seq` order and a reader paging by `seq` never skips one committed late."""
+        commit in `seq` order and a reader paging by `seq` never skips one committed late.
+        Each distinct raw message is stored once; its row stays locked until the commit, so
+        a concurrent deletion of its last other reference cannot take it away meanwhile."""
+        raw = await trio.to_thread.run_sync(raw_messages_of, messages)
 
         def insert(db: Connection) -> None:
             announcements: dict[str, None] = {}  # NOTIFY payloads, in order, each once
@@ -689,25 +703,32 @@ class PostgresStorage:
                     "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
                     (AGENT_INBOX_LOCK, agent_email),
                 )
-            for message in messages:
+            for digest in sorted(raw.distinct):
+                db.execute(
+                    "INSERT INTO raw_messages (digest, raw) VALUES (%s, %s) "
+                    "ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest",
+                    (digest, raw.distinct[digest]),
+                )
+            for message, digest in zip(messages, raw.digests, strict=True):
                 row = db.execute(
-                    "SELECT user_id, agent_mode FROM agents WHERE email = %s",
+                    "SELECT user_id, agent_mode, id FROM agents WHERE email = %s",
                     (message.agent_email,),
                 ).fetchone()
                 if row is None:
                     raise StorageUnavailable(f"agent {message.agent_email} vanished")
-                user_id, agent_mode = row
+                user_id, agent_mode, agent_id = row
                 cloud = agent_mode == "cloud"
                 db.execute(
                     f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES "
                     "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    inbound_params(message, user_id, cloud),
+                    inbound_params(message, user_id, cloud, digest),
                 )
                 if cloud:
                     _add_job(db, WEBHOOK_JOB, message.id, now, announce=False)
                     announcements[JOBS_ADDED_PAYLOAD] = None
                 else:
-                    announcements[stored_message_payload(self.process_tag, message)] = None
+                    payload = stored_message_payload(self.process_tag, agent_id, message)
+                    announcements[payload] = None
             _notify(db, *announcements)
 
         await self._run(insert)
@@ -933,7 +954,7 @@ class PostgresStorage:
             db.execute(
                 f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
                 "(%s, %s, %s, 'outbound', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                "''::bytea, '{}', '{}', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "'{}', '{}', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 outbound_params(message),
             )
             job_kind = outbound_job_kind(message)
@@ -1258,12 +1279,13 @@ def _notify(db: Connection, *payloads: str) -> None:
         )
 
 
-def stored_message_payload(origin: str, message: NewInboundMessage) -> str:
-    """The NOTIFY payload for a message stored for a local agent: what its WebSocket frame is
-    built from. A payload too big for NOTIFY (a huge subject) says `resync` instead, and the
-    listener makes that agent's clients reconnect and read it from storage."""
+def stored_message_payload(origin: str, agent_id: str, message: NewInboundMessage) -> str:
+    """The NOTIFY payload for a message stored for the local agent `agent_id`: what its
+    WebSocket frame is built from. A payload too big for NOTIFY (a huge subject) says `resync`
+    instead, and the listener makes that agent's clients reconnect and read it from storage."""
     summary: dict[str, Any] = {
         "origin": origin,
+        "agent_id": agent_id,
         "agent": message.agent_email,
         "id": message.id,
         "from": message.from_addr,
@@ -1274,7 +1296,14 @@ def stored_message_payload(origin: str, message: NewInboundMessage) -> str:
     payload = json.dumps(summary)
     if len(payload.encode()) <= MAX_NOTIFY_PAYLOAD_BYTES:
         return payload
-    return json.dumps({"origin": origin, "agent": message.agent_email, "resync": True})
+    return json.dumps({"origin": origin, "agent_id": agent_id, "resync": True})
+
+
+def revocation_payload(origin: str, kind: Literal["agent", "key", "user"], value: str) -> str:
+    """The NOTIFY payload saying that access ended — an agent deleted (its id), an API key
+    revoked (its hash), an account deleted (its id) — so every replica ends the live
+    subscriptions that depended on it."""
+    return json.dumps({"origin": origin, "revoke": kind, "id": value})
 
 
 def _domain_row(db: Connection, user_id: str, domain: str) -> tuple[Any, ...] | None:

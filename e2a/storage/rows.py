@@ -8,8 +8,10 @@ or `%s`). Nothing here knows an SQL dialect or touches a connection: it is pure 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from e2a.storage.base import (
@@ -35,13 +37,15 @@ APPROVAL_NOTICE_JOB = "approval_notice"
 
 AGENT_COLUMNS = (
     "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "
-    "hitl_expiration_action, created_at"
+    "hitl_expiration_action, created_at, id"
 )
 MESSAGE_COLUMNS = (
     "m.id, m.seq, m.user_id, m.agent_email, m.from_addr, m.reply_to, m.to_json, m.cc_json, "
-    "m.subject, m.conversation_id, m.rfc_message_id, m.status, m.raw_message, "
+    "m.subject, m.conversation_id, m.rfc_message_id, m.status, "
+    "(SELECT r.raw FROM raw_messages r WHERE r.digest = m.raw_digest), "
     "m.auth_headers_json, m.auth_results_json, m.delivery_status, m.received_at, m.created_at"
 )
+"""Columns of `messages m` for an InboundMessage; the raw bytes come from `raw_messages`."""
 OUTBOUND_COLUMNS = (
     "id, user_id, agent_email, kind, to_json, cc_json, bcc_json, subject, body_text, body_html, "
     "attachments_json, conversation_id, in_reply_to, references_json, rfc_message_id, status, "
@@ -69,6 +73,7 @@ def decode_agent(row: Sequence[Any]) -> Agent:
         hitl_ttl_seconds=row[7],
         hitl_expiration_action=row[8],
         created_at=row[9],
+        id=row[10],
     )
 
 
@@ -86,7 +91,7 @@ def decode_message(row: Sequence[Any]) -> InboundMessage:
         conversation_id=row[9],
         rfc_message_id=row[10],
         status=row[11],
-        raw_message=bytes(row[12]),
+        raw_message=bytes(row[12] or b""),
         auth_headers=json.loads(row[13]),
         authentication_results=json.loads(row[14]),
         delivery_status=row[15],
@@ -201,19 +206,53 @@ def agent_params(agent: Agent, *, flag: Callable[[bool], Any]) -> tuple[Any, ...
         agent.hitl_ttl_seconds,
         agent.hitl_expiration_action,
         agent.created_at,
+        agent.id,
     )
+
+
+def raw_digest(raw: bytes) -> str:
+    """The key of raw message bytes in `raw_messages`: their SHA-256, lowercase hex."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+@dataclass(frozen=True)
+class RawMessages:
+    """The raw bytes of a batch of inbound messages: each message's digest, in order, and
+    each distinct message's bytes once (what goes into `raw_messages`), by digest."""
+
+    digests: list[str]
+    distinct: dict[str, bytes]
+
+
+def raw_messages_of(messages: Sequence[NewInboundMessage]) -> RawMessages:
+    """Digest the raw bytes of `messages`, hashing bytes shared by several recipients of one
+    message (the same object) once. CPU-bound for big mail: call it in a worker thread."""
+    by_object: dict[int, str] = {}
+    digests: list[str] = []
+    distinct: dict[str, bytes] = {}
+    for message in messages:
+        raw = message.raw_message
+        digest = by_object.get(id(raw))
+        if digest is None:
+            digest = by_object[id(raw)] = raw_digest(raw)
+            distinct.setdefault(digest, raw)
+        digests.append(digest)
+    return RawMessages(digests, distinct)
 
 
 INBOUND_INSERT_COLUMNS = (
     "id, user_id, agent_email, envelope_from, from_addr, "
     "reply_to, to_json, cc_json, subject, conversation_id, rfc_message_id, "
-    "raw_message, auth_headers_json, auth_results_json, delivery_status, "
+    "raw_digest, auth_headers_json, auth_results_json, delivery_status, "
     "client_ip, helo, received_at, created_at"
 )
 
 
-def inbound_params(message: NewInboundMessage, user_id: str, cloud: bool) -> tuple[Any, ...]:
-    """For INBOUND_INSERT_COLUMNS; a cloud agent's message awaits webhook delivery."""
+def inbound_params(
+    message: NewInboundMessage, user_id: str, cloud: bool, digest: str
+) -> tuple[Any, ...]:
+    """For INBOUND_INSERT_COLUMNS; the raw bytes are stored apart, under `digest`. A cloud
+    agent's message awaits webhook delivery."""
     return (
         message.id,
         user_id,
@@ -226,7 +265,7 @@ def inbound_params(message: NewInboundMessage, user_id: str, cloud: bool) -> tup
         message.subject,
         message.conversation_id,
         message.rfc_message_id,
-        message.raw_message,
+        digest,
         json.dumps(message.auth_headers),
         json.dumps(message.authentication_results),
         "pending" if cloud else None,
@@ -240,7 +279,7 @@ def inbound_params(message: NewInboundMessage, user_id: str, cloud: bool) -> tup
 OUTBOUND_INSERT_COLUMNS = (
     "id, user_id, agent_email, direction, envelope_from, "
     "from_addr, to_json, cc_json, bcc_json, subject, conversation_id, in_reply_to, "
-    "references_json, rfc_message_id, status, raw_message, auth_headers_json, "
+    "references_json, rfc_message_id, status, auth_headers_json, "
     "auth_results_json, kind, body_text, body_html, attachments_json, "
     "approval_expires_at, method, received_at, created_at, created_epoch"
 )
@@ -248,7 +287,8 @@ OUTBOUND_INSERT_COLUMNS = (
 
 def outbound_params(message: OutboundMessage) -> tuple[Any, ...]:
     """For OUTBOUND_INSERT_COLUMNS minus the constants the backend writes itself: `direction`
-    ('outbound'), `raw_message` (empty), `auth_headers_json` and `auth_results_json` ('{}')."""
+    ('outbound'), `auth_headers_json` and `auth_results_json` ('{}'). Outbound rows have no
+    raw bytes (`raw_digest` stays null)."""
     return (
         message.id,
         message.user_id,
@@ -420,7 +460,7 @@ EXPORT_MESSAGE_COLUMNS = (
     "id, direction, agent_email, kind, from_addr, reply_to, to_json, cc_json, bcc_json, "
     "subject, conversation_id, rfc_message_id, in_reply_to, status, delivery_status, "
     "reviewed_at, rejection_reason, method, send_error, received_at, created_at, "
-    "length(raw_message)"
+    "coalesce((SELECT length(r.raw) FROM raw_messages r WHERE r.digest = messages.raw_digest), 0)"
 )
 """Message metadata for an export, inbound and outbound alike: no raw bytes, bodies or
 attachments, no signed headers."""

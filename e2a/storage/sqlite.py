@@ -7,7 +7,10 @@ transaction with `synchronous=FULL`, so a committed write survives a crash or po
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,6 +89,8 @@ from e2a.storage.rows import (
     outbound_params,
     rate_verdict,
     rate_window,
+    raw_digest,
+    raw_messages_of,
     recipient_results,
     retry_params,
     signing_secret_params,
@@ -93,14 +98,39 @@ from e2a.storage.rows import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("e2a.storage")
 READER_COUNT = 4
-_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL, raw_message = X''"
+PRIVATE_MODE = 0o600
+SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
+_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL"
+
+
+def _make_private(path: str) -> None:
+    """Create the database file readable and writable by its owner only (SQLite gives its
+    -wal and -shm files the database file's mode), and take group and other permissions
+    away from an existing database and its side files, saying so in the log."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    os.close(descriptor)
+    for candidate in (path, *(path + suffix for suffix in SIDE_FILE_SUFFIXES)):
+        try:
+            mode = stat.S_IMODE(os.stat(candidate).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(candidate, mode & 0o700)
+            log.warning(
+                "%s: mode %04o let other users read the database; changed to %04o",
+                candidate,
+                mode,
+                mode & 0o700,
+            )
 
 
 def _connect(path: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
     connection.execute("PRAGMA foreign_keys = ON")
     connection.execute("PRAGMA synchronous = FULL")
+    connection.create_function("e2a_sha256", 1, raw_digest, deterministic=True)
     return connection
 
 
@@ -150,10 +180,12 @@ class SqliteStorage:
                     "exist — create it or point database.url elsewhere"
                 )
         try:
+            if path != ":memory:":
+                _make_private(path)
             writer = _connect(path)
             writer.execute("PRAGMA journal_mode = WAL")
             readers = [_connect(path) for _ in range(READER_COUNT)]
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(
                 f"database.url: cannot open sqlite:///{path}: {exc} — check the path and its "
                 "permissions"
@@ -427,16 +459,16 @@ class SqliteStorage:
 
         return await self._write(delete, changes_routing=True)
 
-    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> bool:
-        """Revoke one live key of the user."""
-        cursor = await self._write(
+    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> str | None:
+        """Revoke one live key of the user; its hash, or None."""
+        row = await self._write(
             lambda db: db.execute(
                 "UPDATE api_keys SET revoked_at = ? "
-                "WHERE id = ? AND user_id = ? AND revoked_at IS NULL",
+                "WHERE id = ? AND user_id = ? AND revoked_at IS NULL RETURNING key_hash",
                 (now, key_id, user_id),
-            )
+            ).fetchone()
         )
-        return cursor.rowcount == 1
+        return str(row[0]) if row else None
 
     async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
         """Store a signing secret unless the user has `max_per_user` already."""
@@ -582,7 +614,8 @@ class SqliteStorage:
         def insert(db: sqlite3.Connection) -> None:
             try:
                 db.execute(
-                    f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO agents ({AGENT_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     agent_params(agent, flag=int),
                 )
             except sqlite3.IntegrityError:
@@ -629,15 +662,15 @@ class SqliteStorage:
 
         return await self._write(update, changes_routing=True)
 
-    async def delete_agent(self, user_id: str, email: str) -> bool:
-        """Delete one of the user's agents; its messages and jobs cascade."""
-        cursor = await self._write(
+    async def delete_agent(self, user_id: str, email: str) -> str | None:
+        """Delete one of the user's agents (its messages and jobs cascade); its id, or None."""
+        row = await self._write(
             lambda db: db.execute(
-                "DELETE FROM agents WHERE user_id = ? AND email = ?", (user_id, email)
-            ),
+                "DELETE FROM agents WHERE user_id = ? AND email = ? RETURNING id", (user_id, email)
+            ).fetchone(),
             changes_routing=True,
         )
-        return cursor.rowcount == 1
+        return str(row[0]) if row else None
 
     async def find_agent(self, email: str) -> Agent | None:
         """The agent at `email`, for routing (cached until agents change)."""
@@ -652,10 +685,16 @@ class SqliteStorage:
     # -- messages ---------------------------------------------------------------------------
 
     async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
-        """Commit messages and their webhook jobs in one transaction."""
+        """Commit messages and their webhook jobs in one transaction, each distinct raw
+        message once (digested in a worker thread first, outside the write lock)."""
+        raw = await trio.to_thread.run_sync(raw_messages_of, messages)
 
         def insert(db: sqlite3.Connection) -> None:
-            for message in messages:
+            db.executemany(
+                "INSERT OR IGNORE INTO raw_messages (digest, raw) VALUES (?, ?)",
+                raw.distinct.items(),
+            )
+            for message, digest in zip(messages, raw.digests, strict=True):
                 row = db.execute(
                     "SELECT user_id, agent_mode FROM agents WHERE email = ?",
                     (message.agent_email,),
@@ -667,7 +706,7 @@ class SqliteStorage:
                 db.execute(
                     f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    inbound_params(message, user_id, cloud),
+                    inbound_params(message, user_id, cloud, digest),
                 )
                 if cloud:
                     _add_job(db, WEBHOOK_JOB, message.id, now)
@@ -890,7 +929,7 @@ class SqliteStorage:
         def insert(db: sqlite3.Connection) -> None:
             db.execute(
                 f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
-                "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, X'', '{}', '{}', ?, ?, ?, "
+                "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', '{}', ?, ?, ?, "
                 "?, ?, ?, ?, ?, ?)",
                 outbound_params(message),
             )
@@ -1187,11 +1226,19 @@ def _existing_outbound_row(db: sqlite3.Connection, message_id: str) -> tuple[Any
 
 
 def _split_sql(script: str) -> list[str]:
-    """Split a migration script into statements (our migrations hold no `;` inside literals)."""
-    statements = []
-    for chunk in script.split(";"):
-        lines = [line for line in chunk.splitlines() if not line.strip().startswith("--")]
-        statement = "\n".join(lines).strip()
-        if statement:
-            statements.append(statement)
+    """Split a migration script into statements, as SQLite itself reads them (so a trigger's
+    body, with its own semicolons, stays one statement); comment lines are dropped."""
+    statements: list[str] = []
+    pending: list[str] = []
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        pending.append(line)
+        text = "\n".join(pending).strip()
+        if text and sqlite3.complete_statement(text):
+            statements.append(text.removesuffix(";").strip())
+            pending = []
+    unfinished = "\n".join(pending).strip()
+    if unfinished:
+        raise ValueError(f"migration ends inside a statement: {unfinished[:200]}")
     return statements

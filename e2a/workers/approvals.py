@@ -19,8 +19,7 @@ from e2a.config import Settings
 from e2a.gateway import Gateway
 from e2a.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
 from e2a.outbound.relay import hand_off
-from e2a.signing.credentials import derive_signing_secret
-from e2a.signing.magic_links import Action, issue_token
+from e2a.signing.magic_links import Action, issue_token, link_key
 from e2a.smtp.client import Outgoing
 from e2a.storage.base import Agent, Job, OutboundMessage, User
 
@@ -102,16 +101,17 @@ def build_notice(
     message: OutboundMessage,
     owner: User,
     agent: Agent | None,
-    secret: str,
+    key: bytes,
     now: float,
 ) -> Notice:
-    """The notice email about `message` for its owner, with freshly issued magic links."""
+    """The notice email about `message` for its owner, with magic links freshly issued under
+    `key` (`link_key` of the server key)."""
     deadline = int(message.approval_expires_at or now)
     approve = magic_link(
-        settings.http.public_url, "approve", issue_token(secret, message.id, "approve", deadline)
+        settings.http.public_url, "approve", issue_token(key, message.id, "approve", deadline)
     )
     reject = magic_link(
-        settings.http.public_url, "reject", issue_token(secret, message.id, "reject", deadline)
+        settings.http.public_url, "reject", issue_token(key, message.id, "reject", deadline)
     )
     action = agent.hitl_expiration_action if agent is not None else "reject"
     sender = notice_sender(settings)
@@ -232,18 +232,13 @@ class ApprovalWorker:
         """The notice for `message`, or None (logged) when its owner cannot be reached."""
         storage = self._gateway.storage
         owner = await storage.get_user(message.user_id)
-        seed = await storage.newest_signing_seed(message.user_id)
-        if owner is None or seed is None:
-            log.warning(
-                "approval notice for %s not sent: %s",
-                message.id,
-                "its owner is gone" if owner is None else "its owner has no signing secret",
-            )
+        if owner is None:
+            log.warning("approval notice for %s not sent: its owner is gone", message.id)
             return None
         agent = await storage.get_agent(message.user_id, message.agent_email)
-        secret = derive_signing_secret(self._gateway.server_key, seed)
+        key = link_key(self._gateway.server_key)
         try:
-            return build_notice(self._gateway.settings, message, owner, agent, secret, now)
+            return build_notice(self._gateway.settings, message, owner, agent, key, now)
         except InvalidDraft as exc:
             log.warning("approval notice for %s not sent: %s", message.id, exc)
             return None
