@@ -606,7 +606,7 @@ def test_mail_cannot_drive_the_terminal(live: LiveGateway, account: Account, cli
     assert code == 0, err
     assert_terminal_safe(out)
     assert "Pay now.\nSecond line\nFAKE\tend\n" in out + "\n"
-    assert "Subject: Invoice" in out
+    assert re.search(r"^Subject: +Invoice", out, re.MULTILINE), out
     detail = cli.json("read", listed["message_id"])
     assert "\x1b[1A" in detail["text_body"]
 
