@@ -13,6 +13,7 @@ reading alone. Auto-replies (RFC 3834 and the common vendor headers) are never b
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email
 import email.errors
@@ -20,6 +21,7 @@ import email.header
 import email.message
 import email.utils
 import html
+import quopri
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,20 +34,25 @@ MAX_DIAGNOSTIC_CHARS = 1000
 
 _ENHANCED_STATUS = re.compile(r"(?<![\w.#])#?([45])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
 """A failure's enhanced status code in free text (4.x.x or 5.x.x, not inside an IP address)."""
-_REPLY_CODE = re.compile(r"(?<![\w.:/-])([45]\d\d)(?=[ -])(?![\d.])")
+_REPLY_CODE = re.compile(r"(?<![\w.:/-])([45]\d\d)(?=[ :-])(?![\d.])")
 _DSN_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _NOT_ABOUT_THE_ADDRESS = {("2", "2"), ("2", "3"), ("3", "4")}
 """Mailbox full and message too large: RFC 3463 treats mailbox full as persistent transient, and
 neither says the address is bad, so neither suppresses it (as SES classifies them)."""
 _TRANSIENT_REPLY_CODES = {"552"}
 """552 without an enhanced code: exceeded storage allocation (mailbox full or message too big)."""
-_FAILING_ACTIONS = {"failed", "delayed", "error"}
 _DELIVERY_STATUS_TYPES = {
     "message/delivery-status",
     "message/global-delivery-status",
     "text/delivery-status",
 }
-_HEADERS_TYPES = {"text/rfc822-headers", "message/rfc822-headers", "message/rfc822"}
+_HEADERS_TYPES = {
+    "text/rfc822-headers",
+    "message/rfc822-headers",
+    "message/rfc822",
+    "message/global",
+    "message/global-headers",
+}
 _RETURNED_MESSAGE = re.compile(
     r"^[ \t]*(?:-{2,}.*?(?:original message|unsent message|copy of the message|returned message"
     r"|message headers|undelivered message|message follows)"
@@ -86,6 +93,8 @@ class FailedRecipient:
     """One recipient a bounce reports, with what the report says about it."""
 
     address: str
+    """The recipient as we addressed it: RFC 3464 `Original-Recipient` when the report gives an
+    email address there, else `Final-Recipient`, else the address the notice names."""
     bounce_type: BounceType
     status: str | None = None
     """The enhanced status code (RFC 3463), e.g. `5.1.1`; None when the report gives none."""
@@ -94,8 +103,9 @@ class FailedRecipient:
     diagnostic: str | None = None
     """What the remote server said (RFC 3464 `Diagnostic-Code`, or the bounce's own text)."""
     remote_mta: str | None = None
-    original_address: str | None = None
-    """RFC 3464 `Original-Recipient`, when the report gives it."""
+    final_address: str | None = None
+    """RFC 3464 `Final-Recipient` when it differs from `address` (the mailbox the reporting
+    MTA was delivering to after forwarding or aliasing)."""
 
 
 @dataclass(frozen=True)
@@ -149,10 +159,15 @@ def read_returned_mail(raw: bytes) -> Verdict | None:
             return _delivery_status_notification(message, status_part, recipients)
         if reported:
             return None  # a report of successful deliveries only
-    marker = _auto_reply_marker(message)
+    marker = None if status_part or _is_report(message) else _auto_reply_marker(message)
     if marker is not None:
         return AutoReply(marker, _header_message_id(message.get("in-reply-to")))
     return _non_standard_bounce(message)
+
+
+def _is_report(message: email.message.Message) -> bool:
+    """True for a multipart/report (a machine's notice, such as a Sieve rejection)."""
+    return message.get_content_type() == "multipart/report"
 
 
 def classify(status: str | None, action: str | None = None) -> BounceType:
@@ -194,7 +209,7 @@ def _delivery_status_notification(
     return Bounce(
         recipients,
         "rfc3464",
-        reporting_mta=_typed_value(per_message.get("reporting-mta")),
+        reporting_mta=_mta_name(per_message.get("reporting-mta")),
         original_message_id=_returned_message_id(message),
     )
 
@@ -219,29 +234,60 @@ def _reported_recipients(
 def _failed_recipient(block: email.message.Message) -> FailedRecipient | None:
     address = _recipient_address(block)
     diagnostic = _unfolded(block.get("diagnostic-code"))
-    status = _dsn_status(block.get("status")) or _status_code(diagnostic)
-    action = _unfolded(block.get("action"))
-    action = action.split()[0].lower() if action else _action_of(status)
-    if address is None or action not in _FAILING_ACTIONS:
+    status_field = _unfolded(block.get("status"))
+    status = _dsn_status(status_field) or _status_code(status_field)
+    detailed = _status_code(diagnostic)
+    if status is None or (_is_unspecific(status) and _refines(detailed, status)):
+        status = detailed
+    action = _dsn_action(block.get("action"), status)
+    if address is None or action is None:
         return None
-    action = "failed" if action == "error" else action
+    final = _typed_value(block.get("final-recipient"))
+    final = final.strip("<>'\" ") if final else None
     return FailedRecipient(
         address,
         classify(status, action),
         status=status,
         action=action,
         diagnostic=diagnostic,
-        remote_mta=_typed_value(block.get("remote-mta")),
-        original_address=_typed_value(block.get("original-recipient")),
+        remote_mta=_mta_name(block.get("remote-mta")),
+        final_address=final if final and final.lower() != address.lower() else None,
     )
 
 
 def _recipient_address(block: email.message.Message) -> str | None:
-    for field in ("final-recipient", "original-recipient", "x-actual-recipient"):
+    """The recipient a per-recipient block is about, preferring the address as the sender gave
+    it (`Original-Recipient`, when it is an email address) to the one finally tried."""
+    original = _typed_value(block.get("original-recipient"))
+    if original and "@" in original:
+        return original.strip("<>'\" ")
+    for field in ("final-recipient", "x-actual-recipient"):
         value = _typed_value(block.get(field))
         if value:
             return value.strip("<>'\" ")
     return None
+
+
+def _is_unspecific(status: str) -> bool:
+    """`5.0.0`, `4.0.0`: a class without a subject; so is a bare reply code."""
+    return status.endswith(".0.0") or "." not in status
+
+
+def _refines(detailed: str | None, status: str) -> bool:
+    """True when `detailed` (from the diagnostic) is an enhanced code of the same class."""
+    return detailed is not None and "." in detailed and detailed[0] == status[0]
+
+
+def _dsn_action(value: str | None, status: str | None) -> Literal["failed", "delayed"] | None:
+    """`failed` or `delayed` for a failing recipient block (also the non-standard `failure`
+    and `error`; a block without Action is judged by its status), None for a success."""
+    words = (_unfolded(value) or "").lower().split()
+    action = words[0] if words else _action_of(status)
+    if action is None:
+        return None
+    if action.startswith(("fail", "error")):
+        return "failed"
+    return "delayed" if action.startswith("delayed") else None
 
 
 def _action_of(status: str | None) -> str | None:
@@ -252,22 +298,26 @@ def _action_of(status: str | None) -> str | None:
 
 
 def _status_blocks(part: email.message.Message) -> list[email.message.Message]:
-    """The header blocks of a delivery-status part: per-message first, then per-recipient."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        if part.get_content_type() == "message/delivery-status":
-            return [block for block in payload if isinstance(block, email.message.Message)]
-        # Another message/* subtype is parsed as one enclosed message: its headers are the
-        # first block and its body holds the others.
-        inner = payload[0] if payload and isinstance(payload[0], email.message.Message) else None
-        if inner is None:
-            return []
-        first = email.message.Message()
-        for name, value in inner.items():
-            first[name] = value
-        rest = inner.get_payload()
-        return [first, *_parse_blocks(rest if isinstance(rest, str) else "")]
-    return _parse_blocks(_part_text(part))
+    """The header blocks of a delivery-status part: per-message first, then per-recipient.
+    Read from the part's own bytes, so a transfer-encoded or UTF-8 (RFC 6533) part reads as
+    well as a plain one."""
+    return _parse_blocks(_field_text(part))
+
+
+def _field_text(part: email.message.Message) -> str:
+    """The body of a part made of header fields (delivery-status, feedback-report) as text,
+    transfer-decoded, whatever the parser made of its structure."""
+    try:
+        raw = part.as_bytes()
+    except (LookupError, UnicodeError, ValueError, TypeError):
+        return _part_text(part)
+    _, _, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+    encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if encoding == "base64":
+        body = base64.b64decode(re.sub(rb"[^A-Za-z0-9+/=]", b"", body) + b"===")
+    elif encoding == "quoted-printable":
+        body = quopri.decodestring(body)
+    return body.decode("utf-8", "replace")
 
 
 def _parse_blocks(text: str) -> list[email.message.Message]:
@@ -283,15 +333,17 @@ def _typed_value(value: str | None) -> str | None:
     return text.split(";", 1)[1].strip() if ";" in text else text.strip()
 
 
+def _mta_name(value: str | None) -> str | None:
+    """`dns; mx.example.net. (198.51.100.25, …)` → `mx.example.net`."""
+    words = (_typed_value(value) or "").split()
+    return words[0].rstrip(".") or None if words else None
+
+
 # RFC 5965 feedback reports
 
 
 def _complaint(message: email.message.Message, part: email.message.Message) -> Complaint:
-    payload = part.get_payload()
-    if isinstance(payload, list) and payload and isinstance(payload[0], email.message.Message):
-        fields = payload[0]
-    else:
-        fields = email.message_from_string(_part_text(part))
+    fields = email.message_from_string(_field_text(part).lstrip("\n"))
     recipients = [_unfolded(value) or "" for value in fields.get_all("original-rcpt-to", [])]
     if not any(recipients):
         returned = _find_part(message, _HEADERS_TYPES)
