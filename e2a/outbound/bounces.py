@@ -14,6 +14,7 @@ reading alone. Auto-replies (RFC 3834 and the common vendor headers) are never b
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import email
 import email.errors
@@ -309,12 +310,13 @@ def _field_text(part: email.message.Message) -> str:
     transfer-decoded, whatever the parser made of its structure."""
     try:
         raw = part.as_bytes()
-    except (LookupError, UnicodeError, ValueError, TypeError):
+    except (email.errors.MessageError, LookupError, UnicodeError, ValueError, TypeError):
         return _part_text(part)
     _, _, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
     encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
     if encoding == "base64":
-        body = base64.b64decode(re.sub(rb"[^A-Za-z0-9+/=]", b"", body) + b"===")
+        with contextlib.suppress(binascii.Error):  # left as it came when it cannot be decoded
+            body = base64.b64decode(re.sub(rb"[^A-Za-z0-9+/=]", b"", body) + b"===")
     elif encoding == "quoted-printable":
         body = quopri.decodestring(body)
     return body.decode("utf-8", "replace")
@@ -346,13 +348,9 @@ def _complaint(message: email.message.Message, part: email.message.Message) -> C
     fields = email.message_from_string(_field_text(part).lstrip("\n"))
     recipients = [_unfolded(value) or "" for value in fields.get_all("original-rcpt-to", [])]
     if not any(recipients):
-        returned = _find_part(message, _HEADERS_TYPES)
-        headers = _returned_headers(returned) if returned is not None else None
-        recipients = (
-            [a for _, a in email.utils.getaddresses(headers.get_all("to", []))]
-            if (headers is not None)
-            else []
-        )
+        headers = _find_returned_headers(message)
+        to = [str(value) for value in headers.get_all("to", [])] if headers else []
+        recipients = [address for _, address in email.utils.getaddresses(to)]
     return Complaint(
         tuple(address.strip("<> ") for address in recipients if address.strip("<> ")),
         (_unfolded(fields.get("feedback-type")) or "abuse").lower(),
@@ -367,7 +365,7 @@ def _complaint(message: email.message.Message, part: email.message.Message) -> C
 def _auto_reply_marker(message: email.message.Message) -> str | None:
     """The header that marks `message` as an automatic response, if any. Mail from a mailer
     daemon is never one: MTAs put `Auto-Submitted: auto-replied` on their bounces."""
-    sender = email.utils.parseaddr(message.get("from", ""))[1]
+    sender = _sender(message)
     if _DAEMON_SENDER.match(sender):
         return None
     auto_submitted = _unfolded(message.get("auto-submitted"))
@@ -434,7 +432,7 @@ def _decoded(addresses: frozenset[bytes]) -> set[str]:
 
 
 def _looks_like_failure_notice(message: email.message.Message) -> bool:
-    sender = email.utils.parseaddr(message.get("from", ""))[1]
+    sender = _sender(message)
     subject = _unfolded(message.get("subject")) or ""
     return bool(
         _DAEMON_SENDER.match(sender)
@@ -651,6 +649,11 @@ def _status_code(text: str | None) -> str | None:
     return reply.group(1) if reply else None
 
 
+def _sender(message: email.message.Message) -> str:
+    """The address in a notice's From (a header with raw 8-bit bytes arrives as an object)."""
+    return email.utils.parseaddr(str(message.get("from", "")))[1]
+
+
 def _dsn_status(value: str | None) -> str | None:
     """An RFC 3464 `Status` field's code (`5.1.1`; `2.0.0` for a success), or None."""
     match = _DSN_STATUS.match(_unfolded(value) or "")
@@ -663,7 +666,7 @@ def _unfolded(value: object) -> str | None:
         return None
     text = str(value)
     # An unreadable encoded word is kept as it stands.
-    with contextlib.suppress(email.errors.HeaderParseError, LookupError, UnicodeError):
+    with contextlib.suppress(email.errors.MessageError, LookupError, UnicodeError):
         text = str(email.header.make_header(email.header.decode_header(text)))
     return _collapsed(text)
 
