@@ -1,14 +1,11 @@
-"""Reading mail that came back to our envelope senders: a bounce (per failed recipient: status,
-diagnostic, remote MTA, permanent/transient/undetermined), a spam complaint, an auto-reply, or
-none of these. Pure: bytes in, a verdict out; no I/O, no storage, no clock.
+"""Reading mail that came back to our envelope senders: a bounce (per recipient: status code,
+diagnostic, remote MTA, permanent/transient/undetermined), a complaint, an auto-reply, or
+nothing we know. Pure: bytes in, a verdict out; no I/O, no storage.
 
-RFC 3464 delivery status notifications and RFC 5965 feedback reports are read here with the
-stdlib `email` package: their fields carry the status codes and the classification needs no
-guessing. Bounces in other formats (Exim, qmail, old Postfix and Sendmail, Exchange, Yahoo and
-the long tail) are found by flufl.bounce, GNU Mailman's maintained detectors, which name the
-failed addresses but no codes; the status, diagnostic and remote MTA of each address are then
-read from the text around it. A failure notice that no detector knows falls back to that text
-reading alone. Auto-replies (RFC 3834 and the common vendor headers) are never bounces.
+RFC 3464 reports and RFC 5965 complaints are read with the stdlib `email` package (their fields
+carry the codes). Other formats (Exim, qmail, old Postfix and Sendmail, Exchange, Yahoo, …) are
+found by flufl.bounce, GNU Mailman's maintained detectors, which name addresses but no codes:
+each address's code, diagnostic and host are then read from the text around it.
 """
 
 from __future__ import annotations
@@ -115,7 +112,8 @@ class Bounce:
 
     recipients: tuple[FailedRecipient, ...]
     source: str
-    """`rfc3464`, flufl.bounce's detector that recognised the format, or `text`."""
+    """`rfc3464`; `flufl.bounce` when its detectors found the addresses; `text` for a failure
+    notice read from its text alone (no detector knew it)."""
     reporting_mta: str | None = None
     original_message_id: str | None = None
     """The returned message's Message-ID (with angle brackets), to match it when the envelope

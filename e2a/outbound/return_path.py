@@ -1,12 +1,10 @@
-"""Per-message return paths (VERP): the envelope sender that lets a bounce name the message and
-recipient it is about. Pure: no I/O; the token is authenticated, so a forged or altered
-address is refused rather than trusted.
+"""Per-message return paths (VERP): `bounces+<token>@<domain>` names the outbound message, and
+optionally the recipient, a bounce is about. Pure, no I/O; the token is authenticated, so a
+forged or altered one is refused.
 
-`bounces+<token>@<domain>`, the token base32 (lowercase, case-insensitive on the way back) of
-`version ‖ message id (12 bytes) ‖ [recipient tag (5 bytes)] ‖ HMAC-SHA256 (10 bytes)`: 37
-characters without a recipient, 45 with one, so the local part stays within RFC 5321's 64
-octets (53 at most). The recipient is carried as a tag, not in clear (an address may be 254
-octets long): `ReturnPath.recipient_among` picks it from the message's stored recipients.
+Token: lowercase base32 of version ‖ message id (12 bytes) ‖ [recipient tag, 5 bytes] ‖
+HMAC-SHA256 (10 bytes); 45 characters at most, so the local part stays within 64 octets. The
+recipient is a tag, not the address (which may be 254 octets): `recipient_among` finds it.
 """
 
 from __future__ import annotations
