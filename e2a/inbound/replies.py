@@ -121,16 +121,15 @@ _REPL = re.compile(r"^>>>(?: |$)")
 
 def _text_lines(text: str) -> list[_Line]:
     """The text part's lines with their quote markers; authored code kept literal."""
-    raws = _LINE_BREAK.split(text.replace("\ufeff", ""))
-    while len(raws) > 1 and not raws[-1].strip():
-        raws.pop()
+    raws = _LINE_BREAK.split(text)
+    if len(raws) > 1 and raws[-1] == "":
+        raws.pop()  # the last line's terminator, not a line
     lines = []
     for raw in raws:
         marked = _MARKERS.match(raw)
-        if marked:
-            lines.append(_Line(raw, marked.group().count(">"), raw[marked.end() :]))
-        else:
-            lines.append(_Line(raw, 0, raw))
+        markers = marked.group().count(">") if marked else 0
+        content = raw[marked.end() :] if marked else raw
+        lines.append(_Line(raw, markers, content.replace("\ufeff", "")))
     _mark_literal(lines)
     return lines
 
@@ -625,7 +624,7 @@ def _placements(lines: list[_Line], spans: list[_Span]) -> list[_Placed]:
             previous_markers = markers
             index = span.end
             continue
-        if not line.content.strip() and placed:
+        if not line.content.strip() and placed and line.markers <= placed[-1].depth:
             placed.append(_Placed(placed[-1].depth, placed[-1].attribution))
             index += 1
             continue
@@ -646,9 +645,8 @@ def _parts(lines: list[_Line]) -> list[MessagePart]:
     for index in range(1, len(lines) + 1):
         if index < len(lines):
             here, before = placed[index], placed[index - 1]
-            blank = not lines[index].content.strip()
             same = here.depth == before.depth and here.attribution is before.attribution
-            if not here.opens and (blank or same):
+            if not here.opens and same:
                 continue
         parts.extend(_runs_to_parts(lines, placed, start, index))
         start = index
