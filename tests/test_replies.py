@@ -224,3 +224,54 @@ def test_an_unmarked_quote_after_a_header_block_holds_until_the_end() -> None:
     )
     assert [(p.kind, p.depth) for p in split.parts] == [("authored", 0), ("quoted", 1)]
     assert split.parts[1].content == "Question?\n\n--\nAl"
+
+
+def test_docs_gmail_example() -> None:
+    """The Gmail example of docs/replies.md."""
+    split = split_reply(
+        "Thursday at 3pm works for me.\n\nBob\n\n"
+        "On Tue, Mar 3, 2026 at 10:02 AM Alice Example <alice@example.org> wrote:\n\n"
+        "> Hi Bob, could we meet this week?\n>\n"
+        "> On Mon, Mar 2, 2026 at 6:40 PM Carol Jones <carol@example.net> wrote:\n>\n"
+        ">> Alice, please set up a meeting with Bob.\n"
+    )
+    assert split.reply_text == "Thursday at 3pm works for me.\n\nBob"
+    assert [(p.kind, p.start, p.end, p.depth) for p in split.parts] == [
+        ("authored", 0, 4, 0),
+        ("quoted", 4, 8, 1),
+        ("quoted", 8, 11, 2),
+    ]
+    carol = split.parts[2]
+    assert carol.content == "Alice, please set up a meeting with Bob."
+    assert carol.attribution is not None
+    assert (carol.attribution.name, carol.attribution.address, carol.attribution.date) == (
+        "Carol Jones",
+        "carol@example.net",
+        "Mon, Mar 2, 2026 at 6:40 PM",
+    )
+
+
+def test_docs_outlook_example() -> None:
+    """The Outlook example of docs/replies.md."""
+    split = split_reply(
+        "The purchase order is approved.\n\nSent from Mail for Windows\n\n"
+        "From: Sam Turner <sam.turner@contoso.example>\n"
+        "Sent: Tuesday, March 3, 2026 10:02 AM\n"
+        "To: Olivia Brown <olivia.brown@fabrikam.example>\n"
+        "Subject: PO 2026-118 for approval\n\n"
+        "Please approve PO 2026-118 (12 laptops, USD 14,400).\n"
+    )
+    assert split.reply_text == "The purchase order is approved."
+    assert [(p.kind, p.start, p.end, p.depth) for p in split.parts] == [
+        ("authored", 0, 2, 0),
+        ("signature", 2, 4, 0),
+        ("quoted", 4, 10, 1),
+    ]
+    sam = split.parts[2].attribution
+    assert sam is not None
+    assert (sam.name, sam.address, sam.date, sam.subject) == (
+        "Sam Turner",
+        "sam.turner@contoso.example",
+        "Tuesday, March 3, 2026 10:02 AM",
+        "PO 2026-118 for approval",
+    )
