@@ -200,7 +200,7 @@ def test_html_quotes_are_rendered_with_markers_and_entities_decoded() -> None:
         "<p>Ok &amp; thanks</p><blockquote type='cite'><p>Ready?</p>"
         "<blockquote type='cite'>Q</blockquote></blockquote>",
     )
-    assert split.lines == ("Ok & thanks", "> Ready?", "> > Q")
+    assert split.lines == ("Ok & thanks", "", "> Ready?", ">", "> > Q")
     assert [(p.kind, p.depth) for p in split.parts] == [
         ("authored", 0),
         ("quoted", 1),

@@ -797,7 +797,7 @@ _BLOCK_TAGS = frozenset(
     )
 )
 _SKIPPED_TAGS = frozenset(("head", "style", "script", "title", "template", "xml"))
-_TRACKED_TAGS = frozenset(("blockquote", "div", "pre", "span", *_SKIPPED_TAGS))
+_TRACKED_TAGS = frozenset(("blockquote", "div", "p", "pre", "span", *_SKIPPED_TAGS))
 _SIGNATURE_MARKS = re.compile(
     r"gmail_signature|moz-signature|applemailsignature|^signature$|x_signature|"
     r"ms-outlook-mobile-signature|yahoo_signature|signature_",
@@ -811,6 +811,8 @@ class _Open:
     tag: str
     quote: bool = False
     signature: bool = False
+    paragraph: bool = False
+    """A <p> shown with space after it (not Word's zero-margin MsoNormal lines)."""
 
 
 class _HtmlRenderer(HTMLParser):
@@ -845,6 +847,7 @@ class _HtmlRenderer(HTMLParser):
                     tag,
                     quote=tag == "blockquote" and _is_quote_blockquote(values),
                     signature=any(_SIGNATURE_MARKS.search(mark) for mark in marks),
+                    paragraph=tag == "p" and _is_spaced_paragraph(values),
                 )
             )
 
@@ -859,7 +862,10 @@ class _HtmlRenderer(HTMLParser):
         if tag in _TRACKED_TAGS:
             for position in range(len(self._open) - 1, -1, -1):
                 if self._open[position].tag == tag:
+                    spaced = self._open[position].paragraph
                     del self._open[position:]
+                    if spaced and not self._skipping():
+                        self._flush(force=True)  # the blank line a paragraph's margin shows
                     break
 
     def handle_data(self, data: str) -> None:
@@ -906,6 +912,12 @@ def _is_quote_blockquote(attributes: dict[str, str]) -> bool:
         return True
     indent_only = "margin" in style and "border" not in style
     return not ("border:none" in style or indent_only)
+
+
+def _is_spaced_paragraph(attributes: dict[str, str]) -> bool:
+    style = attributes.get("style", "").replace(" ", "").lower()
+    zero_margin = re.search(r"margin(?:-bottom)?:0(?:[a-z]*)?(?:;|$)", style)
+    return "msonormal" not in attributes.get("class", "").lower() and not zero_margin
 
 
 def _html_lines(html: str) -> list[_Line]:
