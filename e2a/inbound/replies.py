@@ -5,8 +5,8 @@ The split is by line: every line belongs to exactly one part (authored, quoted w
 attribution, or signature), so nothing is dropped and nothing is claimed twice.
 
 Why not a library: on the corpus (tests/data/replies, bench/reply_split.py) the libraries split
-far fewer messages as a person would (e2a 98 %; email-reply-parser 59 %, unmaintained since
-2020; mail-parser-reply 49 %; quotequail 46 %), and none returns what the trust map needs: a
+far fewer messages as a person would (e2a 98 %; email-reply-parser 58 %, unmaintained since
+2020; mail-parser-reply 49 %; quotequail 47 %), and none returns what the trust map needs: a
 part for every line, the quote depth, and the attribution (who was quoted, when). So the rules
 are ours, written from the clients' quoting formats.
 """
@@ -722,6 +722,9 @@ _MOBILE_FOOTER = re.compile(
     re.IGNORECASE,
 )
 _MAX_LOOSE_SIGNATURE_LINES = 12
+_LIST_FOOTER_RULE = re.compile(r"^_{20,}\s*$")
+_LIST_FOOTER_WORDS = re.compile(r"mailing list|/listinfo|/mailman/|unsubscribe", re.IGNORECASE)
+_MAX_LIST_FOOTER_LINES = 6
 
 
 def _is_delimiter(line: _Line) -> bool:
@@ -732,9 +735,10 @@ def _signature_start(lines: list[_Line], start: int, end: int) -> int:
     """Where the signature of authored lines [start, end) begins; `end` when there is none.
 
     A signature is what follows the "-- " delimiter (RFC 3676 section 4.3; "--" also, when at
-    most a dozen lines follow it), a mobile client's footer ("Sent from my iPhone", "Get Outlook
-    for iOS") as the last line, or an HTML signature element at the end. Nothing else: a
-    sign-off ("Thanks, Alice") is the sender's text.
+    most a dozen lines follow it), a mailing list's footer (Mailman's rule of underscores over
+    the list's name and "listinfo" link) at the end, a mobile client's footer ("Sent from my
+    iPhone", "Get Outlook for iOS") as the last line, or an HTML signature element at the end.
+    Nothing else: a sign-off ("Thanks, Alice") is the sender's text.
     """
     for index in range(start, end):
         line = lines[index]
@@ -747,6 +751,9 @@ def _signature_start(lines: list[_Line], start: int, end: int) -> int:
         last -= 1
     if last == start:
         return end
+    footer = _list_footer_start(lines, start, last)
+    if footer is not None:
+        return footer
     if not lines[last - 1].literal and _MOBILE_FOOTER.match(lines[last - 1].content):
         return last - 1
     hinted = last
@@ -755,6 +762,16 @@ def _signature_start(lines: list[_Line], start: int, end: int) -> int:
     while hinted < last and not lines[hinted].raw:
         hinted += 1
     return hinted if hinted < last else end
+
+
+def _list_footer_start(lines: list[_Line], start: int, last: int) -> int | None:
+    """The rule line of a mailing list's footer ending at `last`, if there is one."""
+    for index in range(max(start, last - _MAX_LIST_FOOTER_LINES - 1), last):
+        if not lines[index].literal and _LIST_FOOTER_RULE.match(lines[index].content):
+            below = lines[index + 1 : last]
+            if any(_LIST_FOOTER_WORDS.search(line.content) for line in below):
+                return index
+    return None
 
 
 # --- HTML -----------------------------------------------------------------------------------
