@@ -137,9 +137,9 @@ def _text_lines(text: str) -> list[_Line]:
 def _mark_literal(lines: list[_Line]) -> None:
     """Lines a person reads as the sender's own code, whatever their first character.
 
-    A fenced block (``` or ~~~) written at quote level 0, a Python session (">>> " prompts with
-    no shallower quote around them) and shell continuation lines ("> " right under a "$ "
-    command) are authored, not quoted.
+    A fenced block (``` or ~~~) written at quote level 0, a Python session (a run of marked
+    lines that are all ">>> " prompts) and shell continuation lines ("> " right under a "$ ",
+    "% " or "# " prompt, or under a line ending in a backslash) are authored, not quoted.
     """
     fence: str | None = None
     for index, line in enumerate(lines):
