@@ -21,13 +21,17 @@ install: $(STAMP)  ## create .venv and install e2a with its development tools
 run: install  ## run the gateway on ./e2a.db (SMTP 127.0.0.1:2525, HTTP 127.0.0.1:8080)
 	E2A_SHARED_DOMAIN=$${E2A_SHARED_DOMAIN:-agents.localhost} $(BIN)/e2a serve
 
-test: install  ## run the whole test suite
+test: install  ## run the whole test suite; with E2A_TEST_POSTGRES_URL set, again on PostgreSQL
 	$(BIN)/pytest
+	@if [ -n "$${E2A_TEST_POSTGRES_URL:-}" ]; then \
+		echo "== again, every gateway under test on PostgreSQL (E2A_TEST_BACKEND=postgres)"; \
+		E2A_TEST_BACKEND=postgres $(BIN)/pytest; \
+	fi
 
-pg: install  ## storage tests on a throwaway PostgreSQL 15 (127.0.0.1, temp dir); ARGS=... for pytest
+pg: install  ## tests with gateways on a throwaway PostgreSQL 15 (127.0.0.1, temp dir); ARGS=... for pytest
 	@set -e; pg_env=$$(packaging/pg-test-cluster.sh start); eval "$$pg_env"; \
 	trap 'packaging/pg-test-cluster.sh stop "$$E2A_PG_TEST_DIR"' EXIT; \
-	$(BIN)/pytest $${ARGS:-tests/test_storage.py}
+	E2A_TEST_BACKEND=postgres $(BIN)/pytest $${ARGS:-tests/test_storage.py}
 
 lint: install  ## ruff and mypy, as CI runs them
 	$(BIN)/ruff check e2a tests bench

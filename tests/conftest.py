@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -17,9 +16,14 @@ from e2a.accounts import bootstrap_user
 from e2a.app import RunningGateway, run_gateway
 from e2a.config import Settings
 from e2a.mailauth.resolver import FixtureResolver
+from tests.databases import (
+    databases_made,
+    drop_gateway_databases,
+    gateway_backend,
+    gateway_database_url,
+)
 
 SHARED_DOMAIN = "agents.test"
-POSTGRES_URL_VAR = "E2A_TEST_POSTGRES_URL"
 
 
 TEST_LIMITS = {
@@ -31,17 +35,19 @@ TEST_LIMITS = {
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
-    """Settings for a gateway on loopback, OS-chosen ports and a fresh SQLite file."""
+    """Settings for a gateway on loopback, OS-chosen ports and a fresh database: a SQLite file
+    in `tmp_path`, or a new PostgreSQL database under `E2A_TEST_BACKEND=postgres`."""
     values: dict[str, object] = {
         "shared_domain": SHARED_DOMAIN,
         "smtp": {"listen": "127.0.0.1:0", "hostname": "mx.agents.test"},
         "http": {"listen": "127.0.0.1:0"},
-        "database": {"url": f"sqlite:///{tmp_path / 'e2a.db'}"},
         # Every test client is 127.0.0.1: the production defaults (20 registrations per IP per
         # hour) would throttle the suite. tests/test_rate_limits.py lowers them where it counts.
         "limits": TEST_LIMITS,
     }
     values.update(overrides)
+    if "database" not in values:
+        values["database"] = {"url": gateway_database_url(tmp_path)}
     return Settings.model_validate(values)
 
 
@@ -108,6 +114,22 @@ def agent_path(address: str, suffix: str = "") -> str:
     return f"/api/v1/agents/{quote(address, safe='')}{suffix}"
 
 
-def postgres_url() -> str | None:
-    """The throwaway PostgreSQL cluster's URL when `make pg`/CI provides one."""
-    return os.environ.get(POSTGRES_URL_VAR) or None
+def pytest_report_header() -> str:
+    """Say which database the gateways under test use."""
+    return f"gateways under test store on: {gateway_backend()}"
+
+
+@pytest.fixture(autouse=True)
+def _gateway_databases() -> Iterator[None]:
+    """Drop the PostgreSQL databases a test's gateways used, once everything else of the test
+    (its gateways included) has stopped; those of module-scoped gateways live on."""
+    made_before = databases_made()
+    yield
+    drop_gateway_databases(keep=made_before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _every_gateway_database() -> Iterator[None]:
+    """Drop what is left (module-scoped gateways' databases) when the run ends."""
+    yield
+    drop_gateway_databases()

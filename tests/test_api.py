@@ -10,6 +10,7 @@ import pytest
 from e2a.app import RunningGateway
 from e2a.mailauth.resolver import FixtureResolver
 from tests.conftest import SHARED_DOMAIN, Account, agent_path
+from tests.databases import reported_backend
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -25,7 +26,8 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 async def test_health_and_info(anonymous: httpx.AsyncClient) -> None:
     health = await anonymous.get("/api/health")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "storage": {"backend": "sqlite", "state": "up"}}
+    storage = {"backend": reported_backend(), "state": "up"}
+    assert health.json() == {"status": "ok", "storage": storage}
     info = (await anonymous.get("/api/v1/info")).json()
     assert info["shared_domain"] == SHARED_DOMAIN
     assert info["slug_registration_enabled"] is True

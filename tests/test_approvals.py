@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import re
 import socket
-import sqlite3
 import string
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,6 +33,7 @@ from e2a.signing.magic_links import LINK_GRACE_SECONDS, Action, issue_token, lin
 from e2a.storage.base import AgentChanges, NotPending, OutboundMessage
 from e2a.workers.approvals import ApprovalWorker
 from tests.conftest import Account, make_settings
+from tests.databases import query
 from tests.delivery_support import create_agent, open_account, quiet_gateway, wait_until
 
 PUBLIC_URL = "https://e2a.example"
@@ -162,24 +162,18 @@ async def token_for(
     return issue_token(link_key(gateway.server_key), message_id, action, int(deadline))
 
 
-def database(settings: Settings) -> sqlite3.Connection:
-    return sqlite3.connect(settings.database.url.removeprefix("sqlite:///"))
-
-
 def stored_row(settings: Settings, message_id: str) -> tuple[Any, ...]:
     """(status, body_text, body_html, attachments_json) straight from the database."""
-    with database(settings) as db:
-        row = db.execute(
-            "SELECT status, body_text, body_html, attachments_json FROM messages WHERE id = ?",
-            (message_id,),
-        ).fetchone()
-    assert row is not None
-    return tuple(row)
+    (row,) = query(
+        settings.database.url,
+        "SELECT status, body_text, body_html, attachments_json FROM messages WHERE id = ?",
+        (message_id,),
+    )
+    return row
 
 
 def job_kinds(settings: Settings, message_id: str) -> list[str]:
-    with database(settings) as db:
-        rows = db.execute("SELECT kind FROM jobs WHERE message_id = ?", (message_id,)).fetchall()
+    rows = query(settings.database.url, "SELECT kind FROM jobs WHERE message_id = ?", (message_id,))
     return sorted(row[0] for row in rows)
 
 
@@ -499,10 +493,11 @@ async def test_notice_retries_while_the_relay_is_down_and_drops_without_relay(
             now = time.time()
             worker = ApprovalWorker(quiet.gateway, clock=lambda: now)
             assert await worker.send_due_notices(now) == 1
-            with database(down) as db:
-                run_at, attempts = db.execute(
-                    "SELECT run_at, attempts FROM jobs WHERE message_id = ?", (message.id,)
-                ).fetchone()
+            ((run_at, attempts),) = query(
+                down.database.url,
+                "SELECT run_at, attempts FROM jobs WHERE message_id = ?",
+                (message.id,),
+            )
             assert (run_at, attempts) == (pytest.approx(now + 30), 1)
             assert await worker.send_due_notices(now + 10) == 0  # not due yet
 

@@ -17,6 +17,7 @@ from trio_websocket import open_websocket_url
 from e2a.app import RunningGateway
 from e2a.config import Settings
 from tests.conftest import Account, agent_path, make_settings
+from tests.databases import reported_backend
 from tests.delivery_support import SENDER, create_agent, mail, wait_until
 from tests.http_receiver import Answer, HttpReceiver
 from tests.test_websocket import ws_url
@@ -145,11 +146,12 @@ async def test_health_reports_storage_down(
     running: RunningGateway, anonymous: httpx.AsyncClient
 ) -> None:
     up = await anonymous.get("/api/health")
-    assert up.json()["storage"] == {"backend": "sqlite", "state": "up"}
+    assert up.json()["storage"] == {"backend": reported_backend(), "state": "up"}
     await running.gateway.storage.close()
     down = await anonymous.get("/api/health")
     assert down.status_code == 503
     body = down.json()
     assert body["status"] == "degraded"
-    assert body["storage"]["backend"] == "sqlite" and body["storage"]["state"] == "down"
+    assert body["storage"]["backend"] == reported_backend()
+    assert body["storage"]["state"] == "down"
     assert value(await scrape(anonymous), "e2a_storage_up") == 0

@@ -27,10 +27,10 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 from e2a.hub import Ended, Hub, Listener
 from e2a.hub.fanout import PostgresFanout, relay_payload
 from e2a.storage.postgres import FANOUT_CHANNEL, PostgresStorage
+from tests.databases import fresh_postgres_database
 from tests.dns_server import serve_dns
 from tests.http_receiver import Answer, HttpReceiver
 from tests.test_cli import free_port
-from tests.test_storage import fresh_postgres_database
 
 E2A = [sys.executable, "-m", "e2a"]
 START_SECONDS = 30.0

@@ -8,14 +8,12 @@ import os
 import socket
 import sqlite3
 import stat
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import trio
@@ -47,42 +45,10 @@ from e2a.storage.base import (
     WebhookAttempt,
 )
 from e2a.storage.migrations import load_migrations
-from tests.conftest import POSTGRES_URL_VAR, make_settings, postgres_url
+from tests.conftest import make_settings
+from tests.databases import fresh_postgres_database
 
 NOW = "2026-01-01T00:00:00Z"
-
-
-def _require_postgres() -> str:
-    """The cluster URL from `make pg`/CI, or skip with a reason that says how to provide it."""
-    found = postgres_url()
-    if found is None:
-        pytest.skip(
-            f"PostgreSQL half skipped: set {POSTGRES_URL_VAR}=postgresql://… (a throwaway "
-            "database) to run it — `make pg` starts one and runs these tests"
-        )
-    return found
-
-
-def _with_database(url: str, name: str) -> str:
-    """`url` pointing at database `name` on the same server."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-
-
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A new, empty database on the test cluster for one test, dropped afterwards."""
-    import psycopg
-
-    cluster = _require_postgres()
-    name = f"e2a_t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(cluster, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _with_database(cluster, name)
-    finally:
-        with psycopg.connect(cluster, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -190,7 +156,7 @@ async def test_sqlite_files_are_private_under_a_permissive_umask(
 ) -> None:
     """The database (and in development the server key in it) is readable by its owner only:
     the file, its -wal and its -shm are 0600 even under umask 022."""
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, database={"url": f"sqlite:///{tmp_path / 'e2a.db'}"})
     with umask(0o022):
         running = await nursery.start(partial(run_gateway, settings, resolver=FixtureResolver()))
         await bootstrap_user(running.gateway.storage, running.gateway.server_key, "a@example.com")

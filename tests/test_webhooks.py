@@ -10,10 +10,8 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import sqlite3
 import time
 from collections.abc import AsyncIterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from e2a.workers.webhook_connections import WebhookConnections
 from e2a.workers.webhook_policy import DELIVERY_WINDOW_SECONDS, delivery_id
 from e2a.workers.webhooks import MAX_PER_HOST, WebhookWorker
 from tests.conftest import Account, make_settings
+from tests.databases import gateway_backend, query
 from tests.delivery_support import (
     QuietGateway,
     accept,
@@ -101,11 +100,11 @@ def worker(quiet: QuietGateway, connections: WebhookConnections, clock: FakeCloc
 
 
 def job_due_at(settings: Settings, message_id: str) -> float | None:
-    """When the message's delivery job is next due, read straight from the database file."""
-    path = settings.database.url.removeprefix("sqlite:///")
-    with closing(sqlite3.connect(path)) as db:
-        row = db.execute("SELECT run_at FROM jobs WHERE message_id = ?", (message_id,)).fetchone()
-    return None if row is None else float(row[0])
+    """When the message's delivery job is next due, read straight from the database."""
+    rows = query(
+        settings.database.url, "SELECT run_at FROM jobs WHERE message_id = ?", (message_id,)
+    )
+    return float(rows[0][0]) if rows else None
 
 
 async def accept_at(quiet: QuietGateway, clock: FakeClock, agent: str, subject: str = "Hi") -> str:
@@ -536,7 +535,8 @@ async def test_a_loopback_target_is_refused_once_private_targets_are_disallowed(
             )
     due = job_due_at(lenient, message_id)
     assert due is not None
-    async with quiet_gateway(make_settings(tmp_path), resolver) as quiet:
+    strict = make_settings(tmp_path, database={"url": lenient.database.url})  # same database
+    async with quiet_gateway(strict, resolver) as quiet:
         worker = WebhookWorker(quiet.gateway, connections, clock=clock)
         assert await worker.deliver_due(due) == 1
         attempts = await quiet.gateway.storage.webhook_attempts(message_id)
@@ -610,7 +610,14 @@ async def test_mail_over_smtp_reaches_the_webhook(
     ("bad_url", "reason"),
     [
         ("http://loop.x.test:99999/x", "port must be a number from 1 to 65535"),
-        ("http://loop.x.test/x\x00y", "control characters (found U+0000"),
+        pytest.param(
+            "http://loop.x.test/x\x00y",
+            "control characters (found U+0000",
+            marks=pytest.mark.skipif(
+                gateway_backend() == "postgres",
+                reason="PostgreSQL text cannot hold NUL, so no stored URL can carry one",
+            ),
+        ),
         ("http://[::1/x", "not a valid URL"),
     ],
     ids=["port-99999", "nul", "unclosed-bracket"],

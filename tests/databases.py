@@ -1,0 +1,131 @@
+"""The databases tests run on: a SQLite file per test, or a fresh database on the throwaway
+PostgreSQL cluster that `make pg` and CI start (`E2A_TEST_POSTGRES_URL`).
+
+`E2A_TEST_BACKEND=postgres` puts every gateway the suite starts (`make_settings`) on its own
+new PostgreSQL database, dropped when its test ends; the default is SQLite. The storage tests
+run on both backends in either case.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+POSTGRES_URL_VAR = "E2A_TEST_POSTGRES_URL"
+BACKEND_VAR = "E2A_TEST_BACKEND"
+BACKENDS = ("sqlite", "postgres")
+
+_created: list[str] = []
+"""Databases made for gateways by `gateway_database_url` and not dropped yet."""
+
+
+def postgres_url() -> str | None:
+    """The throwaway PostgreSQL cluster's URL when `make pg`/CI provides one."""
+    return os.environ.get(POSTGRES_URL_VAR) or None
+
+
+def gateway_backend() -> str:
+    """The backend of the gateways the suite starts: `E2A_TEST_BACKEND`, SQLite by default."""
+    backend = os.environ.get(BACKEND_VAR) or "sqlite"
+    if backend not in BACKENDS:
+        raise pytest.UsageError(f"{BACKEND_VAR}={backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend == "postgres" and postgres_url() is None:
+        raise pytest.UsageError(
+            f"{BACKEND_VAR}=postgres needs {POSTGRES_URL_VAR}=postgresql://… (a throwaway "
+            "cluster): `make pg ARGS=tests` starts one"
+        )
+    return backend
+
+
+def reported_backend() -> str:
+    """The backend name the gateways under test report (`/api/health`, `/metrics`)."""
+    return {"sqlite": "sqlite", "postgres": "postgresql"}[gateway_backend()]
+
+
+def require_postgres() -> str:
+    """The cluster URL from `make pg`/CI, or skip with a reason that says how to provide it."""
+    found = postgres_url()
+    if found is None:
+        pytest.skip(
+            f"PostgreSQL half skipped: set {POSTGRES_URL_VAR}=postgresql://… (a throwaway "
+            "database) to run it — `make pg` starts one and runs these tests"
+        )
+    return found
+
+
+def _with_database(url: str, name: str) -> str:
+    """`url` pointing at database `name` on the same server."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def _create_database(cluster: str) -> str:
+    import psycopg
+
+    name = f"e2a_t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(cluster, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+def _drop_database(cluster: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(cluster, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty database on the test cluster for one test, dropped afterwards."""
+    cluster = require_postgres()
+    name = _create_database(cluster)
+    try:
+        yield _with_database(cluster, name)
+    finally:
+        _drop_database(cluster, name)
+
+
+def gateway_database_url(tmp_path: Path) -> str:
+    """The database of a gateway under test: a SQLite file in `tmp_path`, or with
+    `E2A_TEST_BACKEND=postgres` a new database, dropped by `drop_gateway_databases`."""
+    if gateway_backend() == "sqlite":
+        return f"sqlite:///{tmp_path / 'e2a.db'}"
+    cluster = require_postgres()
+    name = _create_database(cluster)
+    _created.append(name)
+    return _with_database(cluster, name)
+
+
+def databases_made() -> int:
+    """How many databases `gateway_database_url` has made and not dropped yet."""
+    return len(_created)
+
+
+def drop_gateway_databases(keep: int = 0) -> None:
+    """Drop the databases `gateway_database_url` made, but the first `keep` of them (those of
+    wider-scoped fixtures still in use)."""
+    cluster = postgres_url()
+    while len(_created) > keep and cluster is not None:
+        _drop_database(cluster, _created.pop())
+
+
+def query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of one query (`?` placeholders) run straight on a gateway's database, either
+    backend: for tests that check what was stored, beneath the API."""
+    if database_url.startswith("sqlite:///"):
+        with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db, db:
+            return [tuple(row) for row in db.execute(sql, params).fetchall()]
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as db:
+        cursor = db.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
