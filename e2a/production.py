@@ -8,6 +8,7 @@ shortcuts (generated server key, domains verified without DNS); production has n
 from __future__ import annotations
 
 import math
+import re
 import string
 
 from e2a.config import ConfigError, Settings
@@ -35,7 +36,11 @@ PLACEHOLDER_WORDS = (
     "default",
     "xxxxx",
 )
-"""Text found in secrets copied from documentation rather than generated."""
+"""Words found in secrets copied from documentation rather than generated (as words: not
+next to another letter, so a random value that happens to spell one inside is not refused)."""
+_PLACEHOLDER = re.compile(
+    "|".join(rf"(?<![a-z]){word}(?![a-z])" for word in PLACEHOLDER_WORDS), re.IGNORECASE
+)
 RESERVED_DOMAINS = (
     "localhost",
     "test",
@@ -90,10 +95,9 @@ def secret_weakness(secret: str) -> str | None:
     sequence)."""
     if len(secret.encode()) < MIN_SECRET_BYTES:
         return f"is shorter than {MIN_SECRET_BYTES} bytes"
-    lowered = secret.lower()
-    for word in PLACEHOLDER_WORDS:
-        if word in lowered:
-            return f"looks like a placeholder (contains {word!r})"
+    placeholder = _PLACEHOLDER.search(secret)
+    if placeholder is not None:
+        return f"looks like a placeholder (contains {placeholder[0].lower()!r})"
     bits = estimated_bits(secret)
     if bits < MIN_SECRET_BITS:
         return (
