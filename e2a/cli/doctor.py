@@ -453,9 +453,8 @@ def run_checks(ctx: Context) -> Report:
         return report
     if info is None:
         return report
-    with E2AClient(api_key=key, agent_email="", base_url=report.url, timeout=TIMEOUT_SECONDS) as (
-        client
-    ):
+    client = E2AClient(api_key=key, agent_email="", base_url=report.url, timeout=TIMEOUT_SECONDS)
+    with client:
         if not _check_key(report, client, key):
             return report
         agent = _check_agent(report, ctx, client)
