@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from e2a.env_names import E2A_ALIASES, unknown_variable_warnings
+
 ENV_PREFIX = "E2A_"
 
 
@@ -387,25 +389,57 @@ def _section_fields() -> dict[str, type[Section]]:
     return sections
 
 
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """Collect `E2A_<SECTION>_<KEY>` (and `E2A_<KEY>` for top-level keys) into a nested dict.
-
-    Variables that name no setting (such as the SDK's `E2A_API_KEY`) are ignored: they belong
-    to clients that share the environment.
-    """
-    overrides: dict[str, Any] = {}
+def setting_env_names() -> dict[str, tuple[str, ...]]:
+    """Every setting's variable name (`E2A_<SECTION>_<KEY>`, `E2A_<KEY>` at the top level)
+    and where it goes in the settings."""
+    names: dict[str, tuple[str, ...]] = {}
     sections = _section_fields()
     for key in Settings.model_fields:
         if key in sections:
             for sub in sections[key].model_fields:
-                name = f"{ENV_PREFIX}{key}_{sub}".upper()
-                if name in environ:
-                    overrides.setdefault(key, {})[sub] = environ[name]
+                names[f"{ENV_PREFIX}{key}_{sub}".upper()] = (key, sub)
         else:
-            name = f"{ENV_PREFIX}{key}".upper()
-            if name in environ:
-                overrides[key] = environ[name]
+            names[f"{ENV_PREFIX}{key}".upper()] = (key,)
+    return names
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Collect `E2A_<SECTION>_<KEY>` (and `E2A_<KEY>` for top-level keys) into a nested dict,
+    and e2a's own names for them (`E2A_HMAC_SECRET`, `E2A_PUBLIC_URL`; an empty one counts as
+    unset, as in e2a). Both names set to different values is a ConfigError naming both.
+
+    Variables that name no setting (such as the SDK's `E2A_API_KEY`) set nothing: they
+    belong to clients that share the environment (see `env_warnings`).
+    """
+    overrides: dict[str, Any] = {}
+    names = setting_env_names()
+    for name, path in names.items():
+        if name in environ:
+            _place(overrides, path, environ[name])
+    for alias, path in E2A_ALIASES.items():
+        value = environ.get(alias, "")
+        if not value:
+            continue
+        ours = next(name for name, where in names.items() if where == path)
+        if ours in environ and environ[ours] != value:
+            raise ConfigError(
+                f"{alias} and {ours} are both set, to different values: {alias} is e2a's name "
+                f"for {'.'.join(path)} ({ours}); keep one of them"
+            )
+        _place(overrides, path, value)
     return overrides
+
+
+def _place(tree: dict[str, Any], path: tuple[str, ...], value: str) -> None:
+    for part in path[:-1]:
+        tree = tree.setdefault(part, {})
+    tree[path[-1]] = value
+
+
+def env_warnings(environ: Mapping[str, str]) -> list[str]:
+    """What to tell the operator about `E2A_*` variables that set nothing (see
+    `e2a.env_names.unknown_variable_warnings`)."""
+    return unknown_variable_warnings(environ, setting_env_names())
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

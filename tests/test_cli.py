@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 import os
+import re
 import signal
 import smtplib
 import socket
@@ -15,8 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiosmtpd.controller import Controller
 
 from e2a.cli.main import main
+from e2a.signing.magic_links import link_key, verify_token
 
 pytestmark = pytest.mark.slow
 
@@ -175,3 +180,90 @@ def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as caught:
         main(["frobnicate"])
     assert caught.value.code == 2
+
+
+class Sink:
+    """An outbound relay on loopback that keeps every message it accepts."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.received.append(envelope.original_content)  # type: ignore[attr-defined]
+        return "250 OK"
+
+
+HMAC_SECRET = "4b6f1d0c9e8a7f3b2d5c6e1a0f9b8c7d3e2a1f0b9c8d7e6f5a4b3c2d1e0f9a8b"
+PUBLIC_URL = "https://mail.e2a-users.example"
+
+
+def test_serve_reads_e2a_environment_names(tmp_path: Path) -> None:
+    """An operator moving from e2a sets E2A_HMAC_SECRET and E2A_PUBLIC_URL: the approval
+    email's links start with that URL and are signed with that secret; a misspelt E2A_*
+    variable is named in a warning with the setting it resembles."""
+    sink = Sink()
+    relay = Controller(sink, hostname="127.0.0.1", port=free_port())
+    relay.start()
+    smtp_port, http_port = free_port(), free_port()
+    config = write_config(tmp_path, smtp_port, http_port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
+    env |= {
+        "E2A_HMAC_SECRET": HMAC_SECRET,
+        "E2A_PUBLIC_URL": PUBLIC_URL,
+        "E2A_OUTBOUND_SMTP_HOST": "127.0.0.1",
+        "E2A_OUTBOUND_SMTP_PORT": str(relay.port),
+        "E2A_OUTBOUND_SMTP_TLS": "none",
+        "E2A_HTTP_PUBLIK_URL": "typo",
+    }
+    process = subprocess.Popen(
+        [*E2A, "serve", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{http_port}"
+    try:
+        wait_healthy(url, process)
+        assert httpx.get(f"{url}/api/v1/info", timeout=5).json()["public_url"] == PUBLIC_URL
+        boot = subprocess.run(
+            [*E2A, "bootstrap", "--email", "owner@example.com", "--config", str(config)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        headers = {"Authorization": f"Bearer {boot.stdout.strip()}"}
+        agent = {"slug": "held", "agent_mode": "local"}
+        assert httpx.post(f"{url}/api/v1/agents", headers=headers, json=agent).status_code == 201
+        hitl = {"hitl_enabled": True, "hitl_ttl_seconds": 3600}
+        agent_url = f"{url}/api/v1/agents/held@agents.test"
+        assert httpx.put(agent_url, headers=headers, json=hitl).status_code == 200
+        mail = {"to": ["alice@example.org"], "subject": "Hello", "body": "Hi"}
+        sent = httpx.post(f"{url}/api/v1/send", headers=headers, json=mail).json()
+        assert sent["status"] == "pending_approval"
+
+        deadline = time.monotonic() + 20
+        while not sink.received:
+            assert time.monotonic() < deadline, "no approval email reached the relay"
+            time.sleep(0.05)
+        notice = email.message_from_bytes(sink.received[0], policy=email.policy.default)
+        text = notice.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        links = dict(
+            re.findall(rf"{re.escape(PUBLIC_URL)}/api/v1/(approve|reject)\?token=(\S+)", text)
+        )
+        assert set(links) == {"approve", "reject"}, text
+        verified = verify_token(link_key(HMAC_SECRET), links["approve"], int(time.time()))
+        assert (verified.message_id, verified.action) == (sent["message_id"], "approve")
+        approved = httpx.post(f"{url}/api/v1/approve", data={"token": links["approve"]})
+        assert approved.status_code == 200, approved.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=15)
+        relay.stop()
+    stderr = process.stderr.read() if process.stderr else ""
+    assert "E2A_HTTP_PUBLIK_URL" in stderr and "did you mean E2A_HTTP_PUBLIC_URL?" in stderr
+    assert HMAC_SECRET not in stderr and "typo" not in stderr

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 (the fixtures imported from tests.cli_support are this module's parameters)
 """The client commands of `e2a` (login, agents, domains, inbox, …) against a live gateway.
 
 The gateway runs in a background thread (as in tests/test_sdk_client.py); the CLI runs
@@ -9,161 +10,40 @@ from __future__ import annotations
 import argparse
 import base64
 import io
-import itertools
 import json
 import os
-import queue
 import re
 import shlex
 import smtplib
 import stat
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from email.message import EmailMessage
-from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-import trio
 
-from e2a.accounts import bootstrap_user
-from e2a.app import RunningGateway, run_gateway
 from e2a.cli.client_commands import EXAMPLES
 from e2a.cli.main import EXAMPLES as SERVER_EXAMPLES
 from e2a.cli.main import build_parser, main
 from e2a.cli.output import cell, terminal_text
-from e2a.mailauth.resolver import FixtureResolver
 from e2a.v1 import E2AClient
-from tests.conftest import make_settings
-
-SENDER = "alice@example.org"
-DOMAIN = "agents.test"
-_serial = itertools.count(1)
-
-
-@dataclass
-class LiveGateway:
-    """A gateway running in its own thread."""
-
-    running: RunningGateway
-    token: trio.lowlevel.TrioToken
-
-    @property
-    def url(self) -> str:
-        """The HTTP base URL."""
-        return self.running.addresses.http_url
-
-    def new_key(self, email: str) -> str:
-        """A fresh API key for the user `email` (created when new)."""
-        gateway = self.running.gateway
-        _, issued, _ = trio.from_thread.run(
-            bootstrap_user, gateway.storage, gateway.server_key, email, trio_token=self.token
-        )
-        return str(issued.plaintext)
-
-    def send_mail(self, recipient: str, subject: str, body: str) -> None:
-        """Deliver a plain message over real SMTP."""
-        message = EmailMessage()
-        message["From"] = f"Alice <{SENDER}>"
-        message["To"] = recipient
-        message["Subject"] = subject
-        message.set_content(body)
-        with smtplib.SMTP("127.0.0.1", self.running.addresses.smtp_port, timeout=10) as smtp:
-            smtp.ehlo("mail.example.org")
-            assert smtp.send_message(message, SENDER, [recipient]) == {}
-
-
-async def _serve(settings: Any, ready: queue.Queue[Any]) -> None:
-    async with trio.open_nursery() as nursery:
-        running = await nursery.start(partial(run_gateway, settings, resolver=FixtureResolver()))
-        ready.put((running, trio.lowlevel.current_trio_token(), nursery.cancel_scope))
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
-    """One gateway for the module, served from a background thread."""
-    settings = make_settings(tmp_path_factory.mktemp("cli"))
-    ready: queue.Queue[Any] = queue.Queue()
-    thread = threading.Thread(target=trio.run, args=(_serve, settings, ready), daemon=True)
-    thread.start()
-    running, token, scope = ready.get(timeout=30)
-    yield LiveGateway(running, token)
-    trio.from_thread.run_sync(scope.cancel, trio_token=token)
-    thread.join(timeout=30)
-
-
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A temporary HOME and no E2A_* variables, so only the test's config file counts."""
-    for name in ("E2A_URL", "E2A_BASE_URL", "E2A_API_KEY", "E2A_AGENT_EMAIL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("NO_COLOR", "1")
-    return tmp_path
-
-
-@dataclass
-class Cli:
-    """Runs `e2a …` in-process and returns (exit code, stdout, stderr)."""
-
-    capsys: pytest.CaptureFixture[str]
-
-    def __call__(self, *args: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = main(list(args))
-        captured = self.capsys.readouterr()
-        return code, captured.out, captured.err
-
-    def json(self, *args: str) -> Any:
-        """Run with --json, require success and decode stdout."""
-        code, out, err = self(*args, "--json")
-        assert code == 0, err
-        return json.loads(out)
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], home: Path) -> Cli:
-    """The CLI with a temporary home."""
-    return Cli(capsys)
-
-
-@dataclass
-class Account:
-    """A logged-in user: its key and a unique prefix for agent slugs."""
-
-    key: str
-    prefix: str
-
-
-@pytest.fixture
-def account(live: LiveGateway, cli: Cli) -> Account:
-    """A fresh user, logged in through `e2a login`."""
-    prefix = f"cli{next(_serial)}"
-    key = live.new_key(f"{prefix}@example.com")
-    code, _, err = cli("login", "--url", live.url, "--api-key", key)
-    assert code == 0, err
-    return Account(key, prefix)
-
-
-def wait_until(check: Callable[[], bool]) -> None:
-    """Poll until `check()` holds (local delivery is asynchronous)."""
-    deadline = time.monotonic() + 10
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def unread(live: LiveGateway, key: str, agent: str) -> int:
-    """How many unread messages `agent` has, through the SDK."""
-    with E2AClient(api_key=key, base_url=live.url) as client:
-        return len(client.get_messages(agent_email=agent).messages)
-
+from tests.cli_support import (  # noqa: F401 (fixtures)
+    DOMAIN,
+    SENDER,
+    Account,
+    Cli,
+    FakeTarget,
+    LiveGateway,
+    account,
+    cli,
+    home,
+    live,
+    target,
+    unread,
+    wait_until,
+)
 
 # Login and config
 
@@ -445,72 +325,6 @@ def test_domains_add_list_verify_delete(account: Account, cli: Cli) -> None:
 # Listen
 
 
-@dataclass
-class Recorded:
-    """One request the fake forward target received."""
-
-    path: str
-    authorization: str | None
-    body: Any
-
-
-class FakeTarget:
-    """A local HTTP server that records POSTs and answers like the OpenAI Responses API."""
-
-    def __init__(self, answer: dict[str, Any]) -> None:
-        self.requests: list[Recorded] = []
-        target = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                body = json.loads(self.rfile.read(length))
-                auth = self.headers.get("Authorization")
-                target.requests.append(Recorded(self.path, auth, body))
-                payload = json.dumps(answer).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        """Where to forward."""
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1/responses"
-
-    def close(self) -> None:
-        """Stop the server."""
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def target() -> Iterator[FakeTarget]:
-    """A fake Responses API whose model always answers the same text."""
-    answer = {
-        "id": "resp_1",
-        "object": "response",
-        "output": [
-            {
-                "type": "message",
-                "role": "assistant",
-                "content": [{"type": "output_text", "text": "Model says hi."}],
-            }
-        ],
-    }
-    fake = FakeTarget(answer)
-    yield fake
-    fake.close()
-
-
 def test_listen_prints_unread_mail_and_marks_it_read(
     live: LiveGateway, account: Account, cli: Cli
 ) -> None:
@@ -620,24 +434,67 @@ def test_mail_cannot_drive_the_terminal(live: LiveGateway, account: Account, cli
     assert "Invoice" in out and "paid" in out
 
 
-def test_listen_forwards_message_json(
+def new_signing_secret(live: LiveGateway, key: str) -> str:
+    """A new signing secret of the key's user (deliveries are signed with the newest)."""
+    response = httpx.post(
+        f"{live.url}/api/v1/users/me/signing-secrets",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"name": "cli-test"},
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["secret"])
+
+
+def sent_by(live: LiveGateway, key: str, agent: str) -> list[Any]:
+    """Every outbound message of `agent`, whatever its state."""
+    found: list[Any] = []
+    for status in ("pending_approval", "queued", "sent", "failed"):
+        response = httpx.get(
+            f"{live.url}/api/v1/messages",
+            params={"status": status, "agent": agent},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert response.status_code == 200, response.text
+        found += response.json()["messages"]
+    return found
+
+
+def test_listen_forward_posts_the_full_message_with_the_token_and_never_replies(
     live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
 ) -> None:
-    agent = f"{account.prefix}-fwd@{DOMAIN}"
-    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
-    live.send_mail(agent, "Forward me", "payload\n")
-    wait_until(lambda: unread(live, account.key, agent) == 1)
+    """e2a's rule: a forward to any path but …/v1/responses is the message JSON, the token
+    is only its bearer header, and nothing is replied to the sender (even though this target
+    answers like a model)."""
+    bot = f"{account.prefix}-fwd@{DOMAIN}"
+    human = f"{account.prefix}-fwdhuman@{DOMAIN}"
+    for address in (bot, human):
+        assert cli("agents", "register", address.split("@")[0], "--mode", "local")[0] == 0
+    secret = new_signing_secret(live, account.key)
+    sent = cli.json("send", "--agent", human, "--to", bot, "--subject", "Forward me", "--body", "x")
+    assert sent["method"] == "local"
+    wait_until(lambda: unread(live, account.key, bot) == 1)
 
-    code, _, err = cli("listen", "--max", "1", "--forward", target.url)
+    code, out, err = cli(
+        "listen", "--agent", bot, "--max", "1",
+        "--forward", target.url("/hook"), "--forward-token", "hook-token",
+    )  # fmt: skip
     assert code == 0, err
+    assert "Forward me" in out and "HTTP 200" in err and "replied" not in err
     (request,) = target.requests
-    assert request.authorization is None
-    assert request.body["subject"] == "Forward me"
-    assert request.body["text_body"].strip() == "payload"
-    assert "HTTP 200" in err
+    assert (request.path, request.authorization) == ("/hook", "Bearer hook-token")
+    body = request.body
+    assert body["subject"] == "Forward me" and body["recipient"] == bot
+    assert body["from"] == human and body["text_body"].strip() == "x"
+    assert {"raw_message", "auth_headers", "message_id", "received_at"} <= set(body)
+    with E2AClient(api_key=account.key, base_url=live.url) as client:
+        verified = client.parse_webhook(json.dumps(body), secret)  # the handler's own check
+    assert verified.subject == "Forward me" and verified.sender == human
+
+    assert sent_by(live, account.key, bot) == []
+    assert unread(live, account.key, human) == 0
 
 
-def test_listen_forward_token_asks_the_model_and_replies(
+def test_listen_forward_to_a_responses_url_asks_the_model_and_replies(
     live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
 ) -> None:
     bot = f"{account.prefix}-llm@{DOMAIN}"
@@ -649,7 +506,7 @@ def test_listen_forward_token_asks_the_model_and_replies(
     wait_until(lambda: unread(live, account.key, bot) == 1)
 
     code, _, err = cli(
-        "listen", "--agent", bot, "--max", "1", "--forward", target.url,
+        "listen", "--agent", bot, "--max", "1", "--forward", target.url(),
         "--forward-token", "sk-test", "--model", "gpt-test",
     )  # fmt: skip
     assert code == 0, err
@@ -658,6 +515,7 @@ def test_listen_forward_token_asks_the_model_and_replies(
     assert request.authorization == "Bearer sk-test"
     assert set(request.body) == {"model", "input"} and request.body["model"] == "gpt-test"
     assert "Subject: Q" in request.body["input"] and "2+2?" in request.body["input"]
+    assert "--- BEGIN UNTRUSTED EMAIL BODY ---\n2+2?" in request.body["input"]
     assert "replied to" in err
 
     wait_until(lambda: unread(live, account.key, human) == 1)
@@ -685,13 +543,18 @@ def test_listen_usage_and_cloud_agent_errors(account: Account, cli: Cli) -> None
 
 
 def all_commands() -> list[str]:
-    """Every command and sub-command of the `e2a` parser, e.g. "agents register"."""
+    """Every command and sub-command of the `e2a` parser under its own name, e.g. "agents
+    register" (an alias such as "domains add" shares its command's parser and is left out)."""
     found: list[str] = []
 
     def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> None:
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
+                seen: set[int] = set()
                 for name, sub in action.choices.items():
+                    if id(sub) in seen:
+                        continue
+                    seen.add(id(sub))
                     found.append(" ".join([*prefix, name]))
                     walk(sub, [*prefix, name])
 

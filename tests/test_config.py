@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from e2a.config import ConfigError, load_settings, nameserver_address
+from e2a.config import (
+    ConfigError,
+    env_warnings,
+    load_settings,
+    nameserver_address,
+    setting_env_names,
+)
+from e2a.env_names import E2A_ALIASES, UNUSED_E2A_VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,3 +131,182 @@ def test_trusted_proxies_from_the_environment() -> None:
         "2001:db8::/32",
     ]
     assert load_settings(None, environ={}).http.trusted_proxies == []
+
+
+# e2a's environment names
+
+SECRET = "9f2c4e6a8b0d1f3e5a7c9e1b3d5f7a9c2e4f6a8b0c1d3e5f7a9b1c3d5e7f9a0b"
+
+E2A_DOCUMENTED = (
+    # e2a's docs/deployment.md (server operator), and the names its config loader reads
+    "E2A_DATABASE_URL",
+    "E2A_HMAC_SECRET",
+    "E2A_PUBLIC_URL",
+    "E2A_SHARED_DOMAIN",
+    "E2A_GOOGLE_CLIENT_ID",
+    "E2A_GOOGLE_CLIENT_SECRET",
+    "E2A_OIDC_ENABLED",
+    "E2A_OIDC_ISSUER_URL",
+    "E2A_OIDC_CLIENT_ID",
+    "E2A_OIDC_CLIENT_SECRET",
+    "E2A_OIDC_REDIRECT_URL",
+    "E2A_OIDC_USER_ID_CLAIM",
+    "E2A_OUTBOUND_SMTP_HOST",
+    "E2A_OUTBOUND_SMTP_PORT",
+    "E2A_OUTBOUND_SMTP_USERNAME",
+    "E2A_OUTBOUND_SMTP_PASSWORD",
+    "E2A_OUTBOUND_SMTP_FROM_DOMAIN",
+    "E2A_OUTBOUND_SMTP_REQUIRE_TLS",
+    "E2A_OUTBOUND_SMTP_MESSAGE_ID_DOMAIN",
+    "E2A_SMTP_PROXY_TRUSTED_CIDRS",
+    "E2A_USAGE_TRACKING",
+    "E2A_GEMINI_DETECTOR_ENABLED",
+    "E2A_METRICS_ENABLED",
+    "E2A_METRICS_LISTEN_ADDR",
+    "E2A_INTERNAL_API_SECRET",
+    "E2A_OAUTH_REDIRECT_URL",
+    "E2A_OAUTH_SIGNING_KEY",
+    "E2A_TRASH_RETENTION_DAYS",
+    "E2A_ENV",
+    # its clients (CLI, SDK, MCP)
+    "E2A_URL",
+    "E2A_API_URL",
+    "E2A_API_KEY",
+    "E2A_BASE_URL",
+    "E2A_AGENT_EMAIL",
+    "E2A_WEBHOOK_SECRET",
+)
+
+
+def test_e2a_server_names_set_our_keys() -> None:
+    settings = load_settings(
+        None,
+        environ={
+            "E2A_HMAC_SECRET": SECRET,
+            "E2A_PUBLIC_URL": "https://mail.example.com/",
+            "E2A_DATABASE_URL": "postgres://e2a:e2a@localhost:5433/e2a?sslmode=disable",
+            "E2A_SHARED_DOMAIN": "agents.example.com",
+            "E2A_OUTBOUND_SMTP_HOST": "email-smtp.us-east-1.amazonaws.com",
+            "E2A_OUTBOUND_SMTP_PORT": "587",
+            "E2A_OUTBOUND_SMTP_USERNAME": "AKIA",
+            "E2A_OUTBOUND_SMTP_PASSWORD": "relay password",
+            "E2A_OUTBOUND_SMTP_FROM_DOMAIN": "example.com",
+            "E2A_METRICS_ENABLED": "true",
+            "E2A_ENV": "production",
+        },
+    )
+    assert settings.signing.hmac_secret == SECRET
+    assert settings.http.public_url == "https://mail.example.com"
+    assert settings.database.url.startswith("postgres://e2a:e2a@localhost:5433/")
+    assert settings.shared_domain == "agents.example.com"
+    smtp = settings.outbound_smtp
+    assert (smtp.host, smtp.port, smtp.username, smtp.password, smtp.from_domain) == (
+        "email-smtp.us-east-1.amazonaws.com",
+        587,
+        "AKIA",
+        "relay password",
+        "example.com",
+    )
+    assert settings.metrics.enabled and settings.is_production
+
+
+def test_e2a_names_override_the_file_and_an_empty_one_is_unset(tmp_path: Path) -> None:
+    path = write(tmp_path, '[http]\npublic_url = "https://file.example.com"\n')
+    assert load_settings(path, environ={"E2A_PUBLIC_URL": ""}).http.public_url == (
+        "https://file.example.com"
+    )
+    settings = load_settings(path, environ={"E2A_PUBLIC_URL": "https://env.example.com"})
+    assert settings.http.public_url == "https://env.example.com"
+
+
+@pytest.mark.parametrize(
+    ("alias", "ours", "value"),
+    [
+        ("E2A_HMAC_SECRET", "E2A_SIGNING_HMAC_SECRET", SECRET),
+        ("E2A_PUBLIC_URL", "E2A_HTTP_PUBLIC_URL", "https://mail.example.com"),
+    ],
+)
+def test_both_names_must_agree(alias: str, ours: str, value: str) -> None:
+    assert load_settings(None, environ={alias: value, ours: value})  # the same value: fine
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={alias: value, ours: value + "x"})
+    message = str(caught.value)
+    assert alias in message and ours in message and "keep one" in message
+    assert value not in message  # a secret is never echoed
+
+
+def test_a_bad_value_under_an_e2a_name_names_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"http\.public_url"):
+        load_settings(None, environ={"E2A_PUBLIC_URL": "mail.example.com"})
+
+
+def test_unknown_variables_are_warned_about_with_the_closest_name() -> None:
+    warnings = env_warnings(
+        {
+            "E2A_HTTP_PUBLIK_URL": "https://secret-value.example",
+            "E2A_SIGNING_HMAC_SECRT": "hunter2hunter2",
+            "E2A_DATABSE_URL": "sqlite:///x.db",
+            "E2A_API_KYE": "e2a_x",
+        }
+    )
+    guesses = {line.split()[0]: line.split("did you mean ")[1].split("?")[0] for line in warnings}
+    assert guesses == {
+        "E2A_HTTP_PUBLIK_URL": "E2A_HTTP_PUBLIC_URL",
+        "E2A_SIGNING_HMAC_SECRT": "E2A_SIGNING_HMAC_SECRET",
+        "E2A_DATABSE_URL": "E2A_DATABASE_URL",
+        "E2A_API_KYE": "E2A_API_KEY",
+    }
+    assert all("ignored" in line for line in warnings)
+    joined = "\n".join(warnings)
+    assert "secret-value" not in joined and "hunter2" not in joined
+
+
+def test_e2a_settings_without_a_counterpart_say_so() -> None:
+    warnings = env_warnings(
+        {"E2A_GOOGLE_CLIENT_ID": "x", "E2A_USAGE_TRACKING": "true", "E2A_PROBE_API_KEY": "k"}
+    )
+    assert len(warnings) == 3
+    assert all("is an e2a setting not used by this gateway" in line for line in warnings)
+    assert any("API key" in line for line in warnings if line.startswith("E2A_GOOGLE"))
+
+
+def test_client_and_test_variables_are_known() -> None:
+    clients = {
+        name: "x"
+        for name in (
+            "E2A_API_KEY",
+            "E2A_BASE_URL",
+            "E2A_URL",
+            "E2A_API_URL",
+            "E2A_AGENT_EMAIL",
+            "E2A_WEBHOOK_SECRET",
+            "E2A_TEST_BACKEND",
+            "E2A_TEST_POSTGRES_URL",
+            "E2A_TEST_ANYTHING_NEW",
+            "E2A_PG_TEST_DIR",
+            "E2A_SCREENSHOTS_DIR",
+            "NOT_OURS_AT_ALL",
+        )
+    }
+    assert env_warnings(clients) == []
+    ours = {"E2A_SMTP_LISTEN": "x", "E2A_ENV": "x", "E2A_HMAC_SECRET": "x"}
+    assert env_warnings(ours) == []
+
+
+def test_every_name_e2a_documents_is_understood() -> None:
+    """None of e2a's documented names is taken for a typo: each sets a key, is a client's,
+    or is reported as not used here."""
+    warnings = env_warnings(dict.fromkeys(E2A_DOCUMENTED, "x"))
+    assert not [line for line in warnings if "did you mean" in line]
+    assert all("not used by this gateway" in line for line in warnings)
+
+
+def test_the_advice_names_real_settings() -> None:
+    names = setting_env_names()
+    advised = {
+        name
+        for reason in UNUSED_E2A_VARIABLES.values()
+        for name in re.findall(r"E2A_[A-Z0-9_]+", reason)
+    }
+    assert advised and advised <= set(names)
+    assert all(path in names.values() for path in E2A_ALIASES.values())

@@ -2,7 +2,9 @@
 
 `login` saves the gateway URL and API key in `~/.e2a/config.json`; every other command reads
 them from there, with `E2A_URL`/`E2A_BASE_URL`, `E2A_API_KEY` and `E2A_AGENT_EMAIL` taking
-precedence. Output is a table for people and JSON with `--json`. Exit codes: 0 success,
+precedence. The spellings of e2a's own CLI work too (`pending approve`, `domains register`,
+`--hitl-expiration-action`, `config get api_url`), beside ours (`approve`, `domains add`,
+`--hitl-expire`). Output is a table for people and JSON with `--json`. Exit codes: 0 success,
 1 an error the user can fix (API errors print the server's message), 2 bad usage.
 """
 
@@ -12,130 +14,99 @@ import argparse
 import dataclasses
 import getpass
 import sys
-from collections.abc import Callable
+import textwrap
 from typing import TYPE_CHECKING, Any
 
+from e2a.cli.approvals import (
+    cmd_approve,
+    cmd_pending_list,
+    cmd_pending_show,
+    cmd_reject,
+)
+from e2a.cli.compose import ComposeError, add_body_arguments, attachments, message_bodies
 from e2a.cli.config_file import (
+    E2A_KEYS,
     KEYS,
     ConfigFileError,
+    canonical_key,
     config_path,
     effective,
     env_override,
     load_config,
     save_config,
+    saved,
+    set_saved,
 )
+from e2a.cli.context import ClientError, Context, Handler, UsageError
+from e2a.cli.doctor import add_doctor_arguments, cmd_doctor
 from e2a.cli.listen import add_listen_arguments, cmd_listen_with
 from e2a.cli.output import email_json, print_fields, print_json, print_table, terminal_text
 
 # The SDK (and httpx) is imported when a client command runs, not with this module: `e2a serve`
 # builds the same argument parser, and the gateway starts faster without loading the SDK.
 if TYPE_CHECKING:
-    from e2a.v1 import E2AClient, InboundEmail, MessageSummary
-    from e2a.v1.models import Agent, Domain, PendingMessageDetail
-
-NOT_LOGGED_IN = "Not logged in: run `e2a login` (or set E2A_API_KEY and E2A_URL)"
+    from e2a.v1 import InboundEmail, MessageSummary
+    from e2a.v1.models import Agent, Domain
 
 EXAMPLES = {
     "login": "example:\n  e2a login --url http://127.0.0.1:8080 --api-key e2a_…\n"
     '  echo "$KEY" | e2a login --url http://127.0.0.1:8080',
+    "whoami": "example:\n  e2a whoami\n  e2a whoami --json | jq -r .key.name",
+    "doctor": "example:\n  e2a doctor\n  e2a doctor --agent support@example.com "
+    "--dkim-selector e2a --nameserver 1.1.1.1",
     "agents": "example:\n  e2a agents register support\n  e2a agents list",
     "agents register": "example:\n  e2a agents register support --mode local\n"
     "  e2a agents register --email bot@example.com --webhook-url https://example.com/hook",
     "agents list": "example:\n  e2a agents list\n  e2a agents list --json",
     "agents update": "example:\n  e2a agents update support@agents.example.com --hitl "
-    "--hitl-ttl 3600 --hitl-expire reject",
+    "--hitl-ttl 3600 --hitl-expiration-action reject\n"
+    "  e2a agents update support --no-hitl    (a slug is on the shared domain)",
     "agents delete": "example:\n  e2a agents delete support@agents.example.com",
-    "domains": "example:\n  e2a domains add example.com\n  e2a domains verify example.com",
-    "domains add": "example:\n  e2a domains add example.com",
+    "domains": "example:\n  e2a domains register example.com\n  e2a domains verify example.com",
+    "domains register": "example:\n  e2a domains register example.com\n"
+    "  e2a domains add example.com    (the same)",
     "domains list": "example:\n  e2a domains list --json",
     "domains verify": "example:\n  e2a domains verify example.com",
     "domains delete": "example:\n  e2a domains delete example.com",
     "inbox": "example:\n  e2a inbox\n  e2a inbox --agent support@agents.example.com --all "
-    "--limit 50",
+    "--limit 50\n  e2a inbox --all --limit 50 --token <token printed by the last page>",
     "read": "example:\n  e2a read msg_123\n  e2a read msg_123 --json | jq -r .text_body",
     "reply": "example:\n  e2a reply msg_123 --body 'Thanks, on it.'\n"
-    "  generate-answer | e2a reply msg_123 --body -",
-    "send": "example:\n  e2a send --to alice@example.org --subject Hello --body 'Hi Alice'",
-    "pending": "example:\n  e2a pending",
-    "approve": "example:\n  e2a approve out_123",
+    "  generate-answer | e2a reply msg_123 --body - --cc boss@example.org "
+    "--attach report.pdf",
+    "send": "example:\n  e2a send --to alice@example.org --subject Hello --body 'Hi Alice'\n"
+    "  e2a send --to alice@example.org --bcc audit@example.org --subject Report "
+    "--html-file report.html --attach report.pdf",
+    "pending": "example:\n  e2a pending\n  e2a pending approve out_123 --edit",
+    "pending list": "example:\n  e2a pending list --json",
+    "pending show": "example:\n  e2a pending show out_123",
+    "pending approve": "example:\n  e2a pending approve out_123\n"
+    "  EDITOR=nano e2a pending approve out_123 --edit",
+    "pending reject": "example:\n  e2a pending reject out_123 --reason 'wrong tone'",
+    "approve": "example:\n  e2a approve out_123    (the same as `e2a pending approve`)",
     "reject": "example:\n  e2a reject out_123 --reason 'wrong tone'",
     "config": "example:\n  e2a config\n  e2a config get url\n"
     "  e2a config set agent_email support@agents.example.com",
     "listen": "example:\n  e2a listen\n  e2a listen --json | jq -r .subject\n"
-    '  e2a listen --forward https://api.openai.com/v1/responses --forward-token "$OPENAI_API_KEY"',
-    "config get": "example:\n  e2a config get url",
+    '  e2a listen --forward http://127.0.0.1:3000/hook --forward-token "$HOOK_TOKEN"\n'
+    '  e2a listen --forward https://api.openai.com/v1/responses --forward-token "$OPENAI_API_KEY"'
+    "\n  e2a listen --once --until 10m --conversation conv_42 --json",
+    "config list": "example:\n  e2a config list --json",
+    "config get": "example:\n  e2a config get url\n  e2a config get api_url    (e2a's name)",
     "config set": "example:\n  e2a config set agent_email support@agents.example.com",
 }
 
 CLIENT_COMMANDS = frozenset(
-    {"login", "agents", "domains", "inbox", "read", "reply", "send", "pending", "approve"}
-    | {"reject", "config", "listen"}
+    {"login", "whoami", "doctor", "agents", "domains", "inbox", "read", "reply", "send"}
+    | {"pending", "approve", "reject", "config", "listen"}
 )
 """The top-level commands this module handles."""
 
+DESCRIPTION_WIDTH = 88
+"""Columns a command's description is wrapped to in its --help (the examples are not)."""
 
-class ClientError(Exception):
-    """An error the user can fix; printed as one line, exit code 1."""
-
-
-class UsageError(Exception):
-    """The command line is inconsistent in a way argparse cannot express; exit code 2."""
-
-
-Handler = Callable[["Context"], None]
-
-
-@dataclasses.dataclass
-class Context:
-    """One command's arguments, the saved settings and (lazily) an SDK client."""
-
-    args: argparse.Namespace
-    values: dict[str, str]
-    _client: E2AClient | None = None
-
-    @property
-    def json(self) -> bool:
-        """Whether the user asked for JSON output."""
-        return bool(getattr(self.args, "json", False))
-
-    @property
-    def url(self) -> str:
-        """The gateway URL (environment, then config file)."""
-        url = effective("url", self.values)
-        if not url:
-            raise ClientError(NOT_LOGGED_IN)
-        return url
-
-    def client(self) -> E2AClient:
-        """An SDK client for the configured gateway and key."""
-        from e2a.v1 import E2AClient
-
-        if self._client is None:
-            key = effective("api_key", self.values)
-            if not key:
-                raise ClientError(NOT_LOGGED_IN)
-            self._client = E2AClient(api_key=key, agent_email="", base_url=self.url)
-        return self._client
-
-    def agent(self) -> str:
-        """`--agent`, else the configured agent, else the key's only agent."""
-        chosen = getattr(self.args, "agent", None) or effective("agent_email", self.values)
-        if chosen:
-            return str(chosen)
-        agents = [a.email for a in self.client().list_agents().agents if a.email]
-        if len(agents) == 1:
-            return agents[0]
-        if not agents:
-            raise ClientError("this key has no agents: run `e2a agents register <slug>`")
-        raise ClientError(
-            f"this key has {len(agents)} agents: pass --agent EMAIL or run "
-            "`e2a config set agent_email EMAIL`"
-        )
-
-    def close(self) -> None:
-        """Close the HTTP connections, if any were opened."""
-        if self._client is not None:
-            self._client.close()
+CONFIG_KEYS = (*KEYS, *E2A_KEYS)
+"""The names `e2a config get|set` accepts: ours and e2a's CLI's."""
 
 
 # Parser
@@ -152,13 +123,19 @@ def _positive(text: str) -> int:
 
 
 def _add(
-    commands: Any, name: str, handler: Handler | None, help_text: str, description: str
+    commands: Any,
+    name: str,
+    handler: Handler | None,
+    help_text: str,
+    description: str,
+    aliases: tuple[str, ...] = (),
 ) -> argparse.ArgumentParser:
     """A subcommand with `--json`, its example epilog and its handler."""
     parser: argparse.ArgumentParser = commands.add_parser(
         name.split()[-1],
+        aliases=list(aliases),
         help=help_text,
-        description=description,
+        description=textwrap.fill(description, DESCRIPTION_WIDTH),
         epilog=EXAMPLES[name],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -190,8 +167,11 @@ def _agent_settings(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_client_commands(commands: Any) -> None:
-    """Register the client commands on the `e2a` parser's subparsers."""
+def _addresses(parser: argparse.ArgumentParser, flag: str, help_text: str) -> None:
+    parser.add_argument(f"--{flag}", action="append", metavar="ADDR", help=help_text)
+
+
+def _account_commands(commands: Any) -> None:
     login = _add(
         commands,
         "login",
@@ -205,6 +185,30 @@ def add_client_commands(commands: Any) -> None:
     login.add_argument("--api-key", metavar="KEY", help="an API key from `e2a bootstrap`")
     login.add_argument("--agent", metavar="EMAIL", help="the default agent for later commands")
 
+    _add(
+        commands,
+        "whoami",
+        cmd_whoami,
+        "show the gateway, the key and the agents it reaches",
+        "Check the saved (or E2A_*) settings against the gateway: its URL and version, which "
+        "API key this is, the key's agents and the default one.",
+    )
+    doctor = _add(
+        commands,
+        "doctor",
+        cmd_doctor,
+        "check the gateway, key, agent, DNS and WebSocket; say what to fix",
+        "Read-only diagnostics (sends no mail, marks nothing read): the gateway answers "
+        "/api/health and /api/v1/info, the key works, the agent exists, the DNS of the "
+        "agent's domain (MX to the gateway's SMTP host, the verification TXT, SPF, DKIM, "
+        "DMARC) and, for a local agent, its WebSocket. Each check prints ✓ or ✗ with what "
+        "to fix; exit 1 when one failed. Every step gives up after 5 seconds.",
+    )
+    _agent_option(doctor)
+    add_doctor_arguments(doctor)
+
+
+def _agent_commands(commands: Any) -> None:
     agents = _add(
         commands, "agents", None, "register, list, update and delete agents", "Manage agents."
     )
@@ -228,7 +232,7 @@ def add_client_commands(commands: Any) -> None:
         "change an agent's settings",
         "Change only the settings given; the others keep their values.",
     )
-    update.add_argument("email", help="the agent's address")
+    update.add_argument("email", help="the agent's address (a bare slug: on the shared domain)")
     _agent_settings(update)
     update.add_argument(
         "--hitl",
@@ -238,7 +242,11 @@ def add_client_commands(commands: Any) -> None:
     )
     update.add_argument("--hitl-ttl", type=_positive, metavar="SECONDS", help="approval window")
     update.add_argument(
-        "--hitl-expire", choices=("approve", "reject"), help="what happens when the window ends"
+        "--hitl-expiration-action",
+        "--hitl-expire",
+        dest="hitl_expire",
+        choices=("approve", "reject"),
+        help="what happens when the window ends",
     )
     delete = _add(
         agent_commands,
@@ -247,29 +255,46 @@ def add_client_commands(commands: Any) -> None:
         "delete an agent and its messages",
         "Delete an agent and all its messages.",
     )
-    delete.add_argument("email", help="the agent's address")
+    delete.add_argument("email", help="the agent's address (a bare slug: on the shared domain)")
 
+
+def _domain_commands(commands: Any) -> None:
     domains = _add(
-        commands, "domains", None, "add, list, verify and delete domains", "Manage domains."
+        commands, "domains", None, "register, list, verify and delete domains", "Manage domains."
     )
     domain_commands = domains.add_subparsers(
         dest="domains_command", metavar="ACTION", required=True
     )
-    for name, handler, help_text in (
-        ("add", cmd_domains_add, "add a domain and print the DNS records to create"),
-        ("verify", cmd_domains_verify, "check the domain's TXT record"),
-        ("delete", cmd_domains_delete, "remove a domain no agent uses"),
+    for name, handler, help_text, aliases in (
+        (
+            "register",
+            cmd_domains_register,
+            "add a domain; print the DNS records to create",
+            ("add",),
+        ),
+        ("verify", cmd_domains_verify, "check the domain's TXT record", ()),
+        ("delete", cmd_domains_delete, "remove a domain no agent uses", ()),
     ):
-        sub = _add(domain_commands, f"domains {name}", handler, help_text, help_text.capitalize())
+        sub = _add(
+            domain_commands,
+            f"domains {name}",
+            handler,
+            help_text,
+            help_text.capitalize() + ".",
+            aliases,
+        )
         sub.add_argument("domain", help="the domain name, e.g. example.com")
     _add(domain_commands, "domains list", cmd_domains_list, "list your domains", "List domains.")
 
+
+def _mail_commands(commands: Any) -> None:
     inbox = _add(
         commands,
         "inbox",
         cmd_inbox,
         "list an agent's inbound messages",
-        "List an agent's inbound messages, oldest first (unread by default).",
+        "List an agent's inbound messages, oldest first (unread by default). When more are "
+        "left, the token of the next page is printed on stderr.",
     )
     _agent_option(inbox)
     status = inbox.add_mutually_exclusive_group()
@@ -281,6 +306,7 @@ def add_client_commands(commands: Any) -> None:
     inbox.add_argument(
         "--limit", type=_positive, default=20, metavar="N", help="at most N (default 20)"
     )
+    inbox.add_argument("--token", help="start at this page (printed after a listing)")
 
     read = _add(
         commands,
@@ -300,9 +326,10 @@ def add_client_commands(commands: Any) -> None:
         "Reply to an inbound message (to its Reply-To or From, subject `Re: …`, threaded).",
     )
     reply.add_argument("id", help="the message id")
-    reply.add_argument("--body", required=True, help="the text body; `-` reads stdin")
-    reply.add_argument("--html", metavar="HTML", help="an HTML body as well")
+    add_body_arguments(reply)
     reply.add_argument("--reply-all", action="store_true", help="copy the other recipients")
+    _addresses(reply, "cc", "copy (repeatable)")
+    _addresses(reply, "bcc", "blind copy (repeatable)")
     _agent_option(reply)
 
     send = _add(
@@ -311,64 +338,111 @@ def add_client_commands(commands: Any) -> None:
     send.add_argument(
         "--to", action="append", required=True, metavar="ADDR", help="recipient (repeatable)"
     )
-    send.add_argument("--cc", action="append", metavar="ADDR", help="copy (repeatable)")
+    _addresses(send, "cc", "copy (repeatable)")
+    _addresses(send, "bcc", "blind copy (repeatable)")
     send.add_argument("--subject", required=True)
-    send.add_argument("--body", required=True, help="the text body; `-` reads stdin")
-    send.add_argument("--html", metavar="HTML", help="an HTML body as well")
+    add_body_arguments(send)
+    send.add_argument(
+        "--conversation-id",
+        "--conversation",
+        dest="conversation_id",
+        metavar="ID",
+        help="the thread this message belongs to",
+    )
     _agent_option(send)
 
-    _add(
+
+def _approval_commands(commands: Any) -> None:
+    pending = _add(
         commands,
         "pending",
-        cmd_pending,
-        "list outbound mail waiting for approval",
-        "List outbound messages held for a person's approval.",
+        cmd_pending_list,
+        "outbound mail waiting for approval: list, show, approve, reject",
+        "Outbound messages held for a person's approval. Without an action: list them.",
     )
-    approve = _add(
-        commands, "approve", cmd_approve, "approve a held message", "Approve and send it."
+    actions = pending.add_subparsers(dest="pending_command", metavar="ACTION")
+    _add(actions, "pending list", cmd_pending_list, "list held messages", "List held messages.")
+    show = _add(
+        actions,
+        "pending show",
+        cmd_pending_show,
+        "show a held message with its body",
+        "Show one outbound message: recipients, subject, status, expiry and body.",
     )
-    approve.add_argument("id", help="the outbound message id (from `e2a pending`)")
-    reject = _add(
-        commands, "reject", cmd_reject, "reject a held message", "Reject it; it is never sent."
-    )
-    reject.add_argument("id", help="the outbound message id (from `e2a pending`)")
-    reject.add_argument("--reason", default="", help="why (kept with the message)")
+    show.add_argument("id", help="the outbound message id (from `e2a pending`)")
+    for parent, prefix in ((actions, "pending "), (commands, "")):
+        approve = _add(
+            parent,
+            f"{prefix}approve",
+            cmd_approve,
+            "approve a held message",
+            "Approve it and send it. --edit opens it in $VISUAL/$EDITOR first (subject, to, "
+            "cc, bcc lines, then the body); only what you change is sent as edits.",
+        )
+        approve.add_argument("id", help="the outbound message id (from `e2a pending`)")
+        approve.add_argument("--edit", action="store_true", help="edit it before approving")
+        reject = _add(
+            parent,
+            f"{prefix}reject",
+            cmd_reject,
+            "reject a held message",
+            "Reject it; it is never sent.",
+        )
+        reject.add_argument("id", help="the outbound message id (from `e2a pending`)")
+        reject.add_argument("--reason", default="", help="why (kept with the message)")
 
+
+def _listen_command(commands: Any) -> None:
     listen = _add(
         commands,
         "listen",
         cmd_listen,
         "print (or forward) new mail as it arrives",
         "Wait for mail to a local-mode agent over the WebSocket: unread messages first, then "
-        "new ones, each fetched and marked read. --forward POSTs each message's JSON to a URL; "
-        "with --forward-token it sends an OpenAI Responses API request instead and replies to "
-        "the email with the model's output text.",
+        "new ones, each fetched and marked read. --forward URL POSTs each message's full JSON "
+        "(as GET /api/v1/agents/{email}/messages/{id} returns it, raw_message and "
+        "auth_headers included, so the handler can verify it with the SDK) to URL, with "
+        "`Authorization: Bearer TOKEN` when --forward-token is given; nothing is replied. "
+        "Only when URL's path ends in /v1/responses (OpenAI Responses API, as in e2a's CLI) "
+        "is the POST a model request ({model, input}), and the model's output text is sent "
+        "back as the reply to the email.",
     )
     _agent_option(listen)
     add_listen_arguments(listen)
 
+
+def _config_command(commands: Any) -> None:
     config = _add(
         commands,
         "config",
         cmd_config,
         "show or change the saved client settings",
-        f"Show or change ~/.e2a/config.json. Keys: {', '.join(KEYS)}. Environment "
-        "variables (E2A_URL, E2A_API_KEY, E2A_AGENT_EMAIL) override the file.",
+        f"Show or change ~/.e2a/config.json. Keys: {', '.join(KEYS)} (e2a's CLI's api_url "
+        "is url; a config file e2a's CLI wrote is read as it is). Environment variables "
+        "(E2A_BASE_URL or E2A_URL, E2A_API_KEY, E2A_AGENT_EMAIL, E2A_SHARED_DOMAIN) "
+        "override the file.",
     )
-    config_commands = config.add_subparsers(dest="config_command", metavar="ACTION")
-    get = _add(config_commands, "config get", cmd_config, "print one setting", "Print one setting.")
-    get.add_argument("key", choices=KEYS)
-    put = _add(config_commands, "config set", cmd_config, "save one setting", "Save one setting.")
-    put.add_argument("key", choices=KEYS)
+    actions = config.add_subparsers(dest="config_command", metavar="ACTION")
+    _add(actions, "config list", cmd_config, "show every setting", "Show every setting.")
+    get = _add(actions, "config get", cmd_config, "print one setting", "Print one setting.")
+    get.add_argument("key", choices=CONFIG_KEYS)
+    put = _add(actions, "config set", cmd_config, "save one setting", "Save one setting.")
+    put.add_argument("key", choices=CONFIG_KEYS)
     put.add_argument("value")
 
 
+def add_client_commands(commands: Any) -> None:
+    """Register the client commands on the `e2a` parser's subparsers."""
+    _account_commands(commands)
+    _agent_commands(commands)
+    _domain_commands(commands)
+    _mail_commands(commands)
+    _approval_commands(commands)
+    _listen_command(commands)
+    _config_command(commands)
+
+
 # Helpers
-
-
-def _text(value: str) -> str:
-    """A body argument: `-` means read stdin."""
-    return sys.stdin.read() if value == "-" else value
 
 
 def _agent_json(agent: Agent) -> dict[str, Any]:
@@ -403,10 +477,6 @@ def _print_domain(domain: Domain) -> None:
     print_table(("TYPE", "HOST", "VALUE", "PRIORITY"), rows, "")
 
 
-def _outbound_json(message: PendingMessageDetail) -> dict[str, Any]:
-    return message.model_dump(mode="json", exclude_none=True)
-
-
 def _sent(ctx: Context, result: Any, verb: str) -> None:
     if ctx.json:
         print_json(dataclasses.asdict(result))
@@ -428,7 +498,7 @@ def cmd_login(ctx: Context) -> None:
 
     args = ctx.args
     interactive = sys.stdin.isatty()
-    url = args.url or env_override("url") or ctx.values.get("url")
+    url = args.url or effective("url", ctx.values)
     if not url:
         if not interactive:
             raise UsageError("--url is required when stdin is not a terminal")
@@ -449,7 +519,8 @@ def cmd_login(ctx: Context) -> None:
             raise
     info = fetch_info(url)
     values = dict(ctx.values)
-    values.update(url=url, api_key=key)
+    set_saved(values, "url", url)
+    set_saved(values, "api_key", key)
     values.pop("agent_email", None)
     if info.shared_domain:
         values["shared_domain"] = info.shared_domain
@@ -524,7 +595,7 @@ def cmd_agents_update(ctx: Context) -> None:
     }
     if all(value is None for value in changes.values()):
         raise UsageError("nothing to change: give at least one option (see --help)")
-    agent = ctx.client().update_agent(args.email, **changes)
+    agent = ctx.client().update_agent(ctx.address(args.email), **changes)
     if ctx.json:
         print_json(_agent_json(agent))
         return
@@ -534,15 +605,16 @@ def cmd_agents_update(ctx: Context) -> None:
 
 def cmd_agents_delete(ctx: Context) -> None:
     """`agents delete <email>`."""
-    ctx.client().delete_agent(ctx.args.email)
+    email = ctx.address(ctx.args.email)
+    ctx.client().delete_agent(email)
     if ctx.json:
-        print_json({"deleted": ctx.args.email})
+        print_json({"deleted": email})
     else:
-        print(f"Deleted {ctx.args.email}")
+        print(f"Deleted {email}")
 
 
-def cmd_domains_add(ctx: Context) -> None:
-    """`domains add <domain>`."""
+def cmd_domains_register(ctx: Context) -> None:
+    """`domains register <domain>` (also `domains add`)."""
     domain = ctx.client().register_domain(ctx.args.domain)
     if ctx.json:
         print_json(domain.model_dump(mode="json", exclude_none=True))
@@ -560,7 +632,7 @@ def cmd_domains_list(ctx: Context) -> None:
     print_table(
         ("DOMAIN", "VERIFIED", "CREATED"),
         [(d.domain, d.verified, d.created_at) for d in domains],
-        "No domains yet: run `e2a domains add <domain>`.",
+        "No domains yet: run `e2a domains register <domain>`.",
     )
 
 
@@ -587,10 +659,11 @@ def cmd_domains_delete(ctx: Context) -> None:
 
 
 def cmd_inbox(ctx: Context) -> None:
-    """`inbox`: up to --limit messages, following pages as needed."""
+    """`inbox`: up to --limit messages from --token on, following pages as needed; the token
+    of the next page goes to stderr."""
     client, agent, limit = ctx.client(), ctx.agent(), ctx.args.limit
     messages: list[MessageSummary] = []
-    token: str | None = None
+    token: str | None = ctx.args.token
     while len(messages) < limit:
         page = client.get_messages(
             ctx.args.status, min(limit - len(messages), 100), token, agent_email=agent
@@ -599,15 +672,16 @@ def cmd_inbox(ctx: Context) -> None:
         token = page.next_token
         if not token or not page.messages:
             break
-    messages = messages[:limit]
     if ctx.json:
         print_json([dataclasses.asdict(m) for m in messages])
-        return
-    print_table(
-        ("ID", "FROM", "SUBJECT", "STATUS", "RECEIVED"),
-        [(m.message_id, m.sender, m.subject, m.status, m.created_at) for m in messages],
-        f"No {'' if ctx.args.status == 'all' else ctx.args.status + ' '}messages for {agent}.",
-    )
+    else:
+        print_table(
+            ("ID", "FROM", "SUBJECT", "STATUS", "RECEIVED"),
+            [(m.message_id, m.sender, m.subject, m.status, m.created_at) for m in messages],
+            f"No {'' if ctx.args.status == 'all' else ctx.args.status + ' '}messages for {agent}.",
+        )
+    if token and messages:
+        print(f"Next page: e2a inbox --token {token}", file=sys.stderr)
 
 
 def _verification(email: InboundEmail) -> dict[str, Any]:
@@ -666,14 +740,23 @@ def cmd_read(ctx: Context) -> None:
     print(terminal_text(email.text_body.rstrip("\n"), multiline=True) or "(no text body)")
 
 
+def _list(values: list[str] | None) -> list[str]:
+    """Repeated and comma-separated addresses as one list."""
+    return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
+
+
 def cmd_reply(ctx: Context) -> None:
     """`reply <id> --body …`."""
     args = ctx.args
+    bodies = message_bodies(args)
     result = ctx.client().reply(
         args.id,
-        _text(args.body),
-        html_body=args.html,
+        bodies.text,
+        html_body=bodies.html,
         reply_all=True if args.reply_all else None,
+        cc=_list(args.cc) or None,
+        bcc=_list(args.bcc) or None,
+        attachments=attachments(args),
         agent_email=ctx.agent(),
     )
     _sent(ctx, result, "Replied")
@@ -682,57 +765,63 @@ def cmd_reply(ctx: Context) -> None:
 def cmd_send(ctx: Context) -> None:
     """`send --to … --subject … --body …`."""
     args = ctx.args
-    to = [addr.strip() for value in args.to for addr in value.split(",") if addr.strip()]
-    cc = [addr.strip() for value in args.cc or [] for addr in value.split(",") if addr.strip()]
+    bodies = message_bodies(args)
     result = ctx.client().send(
-        to,
+        _list(args.to),
         args.subject,
-        _text(args.body),
-        html_body=args.html,
-        cc=cc or None,
+        bodies.text,
+        html_body=bodies.html,
+        cc=_list(args.cc) or None,
+        bcc=_list(args.bcc) or None,
+        conversation_id=args.conversation_id,
+        attachments=attachments(args),
         agent_email=ctx.agent(),
     )
     _sent(ctx, result, "Sent")
 
 
-def cmd_pending(ctx: Context) -> None:
-    """`pending`: held mail of all your agents, with the agent that sends it."""
-    messages = ctx.client().list_pending_messages().messages
-    if ctx.json:
-        print_json([_outbound_json(m) for m in messages])
-        return
-    print_table(
-        ("ID", "FROM", "TO", "SUBJECT", "STATUS", "EXPIRES"),
-        [(m.id, m.agent_id, m.to, m.subject, m.status, m.approval_expires_at) for m in messages],
-        "Nothing is waiting for approval.",
-    )
-
-
-def cmd_approve(ctx: Context) -> None:
-    """`approve <id>`."""
-    message = ctx.client().approve_message(ctx.args.id)
-    if ctx.json:
-        print_json(_outbound_json(message))
-    else:
-        print(f"Approved {message.id} ({message.status})")
-
-
-def cmd_reject(ctx: Context) -> None:
-    """`reject <id> [--reason]`."""
-    message = ctx.client().reject_message(ctx.args.id, ctx.args.reason)
-    if ctx.json:
-        print_json(_outbound_json(message))
-    else:
-        print(f"Rejected {message.id} ({message.status})")
-
-
-def cmd_listen(ctx: Context) -> None:
-    """`listen [--forward URL [--forward-token T]]`."""
+def cmd_listen(ctx: Context) -> int:
+    """`listen [--forward URL [--forward-token T]] [--once] [--until WHEN] …`."""
     if ctx.args.forward_token and not ctx.args.forward:
-        raise UsageError("--forward-token needs --forward URL (the Responses API endpoint)")
+        raise UsageError("--forward-token needs --forward URL (it is that POST's bearer token)")
     agent = ctx.agent()
-    key = effective("api_key", ctx.values) or ""
-    cmd_listen_with(ctx.args, ctx.url, key, agent, as_json=ctx.json)
+    return cmd_listen_with(ctx.args, ctx.url, ctx.key, agent, as_json=ctx.json)
+
+
+def cmd_whoami(ctx: Context) -> None:
+    """`whoami`: the gateway, this key, its agents and the default agent."""
+    from e2a.v1 import fetch_info
+
+    client, key = ctx.client(), ctx.key
+    info = fetch_info(ctx.url)
+    keys = client.api.list_api_keys().api_keys
+    mine = next((k for k in keys if k.key_prefix and key.startswith(k.key_prefix)), None)
+    agents = client.list_agents().agents
+    default = effective("agent_email", ctx.values)
+    if default is None and len(agents) == 1:
+        default = agents[0].email
+    if ctx.json:
+        print_json(
+            {
+                "url": ctx.url,
+                "version": info.version,
+                "shared_domain": info.shared_domain or None,
+                "key": mine.model_dump(mode="json", exclude_none=True) if mine else None,
+                "agents": [a.email for a in agents],
+                "agent_email": default,
+            }
+        )
+        return
+    named = f"{mine.name} ({mine.id}, {mine.key_prefix}…)" if mine else f"{key[:12]}…"
+    print_fields(
+        [
+            ("Gateway", f"{ctx.url} (e2a {info.version})"),
+            ("Shared domain", info.shared_domain or "none"),
+            ("Key", named),
+            ("Agents", [a.email for a in agents] or "none yet"),
+            ("Default agent", default or "none: pass --agent or `e2a config set agent_email`"),
+        ]
+    )
 
 
 def _masked(key: str, value: str) -> str:
@@ -740,17 +829,24 @@ def _masked(key: str, value: str) -> str:
 
 
 def cmd_config(ctx: Context) -> None:
-    """`config`, `config get KEY`, `config set KEY VALUE`."""
+    """`config [list]`, `config get KEY`, `config set KEY VALUE` (KEY ours or e2a's)."""
     args = ctx.args
     action = getattr(args, "config_command", None)
     if action == "set":
         values = dict(ctx.values)
-        values[args.key] = args.value
+        set_saved(values, args.key, args.value)
         path = save_config(values)
         if ctx.json:
-            print_json({args.key: _masked(args.key, args.value), "config_path": str(path)})
+            print_json(
+                {args.key: _masked(canonical_key(args.key), args.value), "config_path": str(path)}
+            )
         else:
             print(f"Set {args.key} in {path}")
+        if env_override(args.key):
+            print(
+                f"Note: an environment variable overrides {args.key} until it is unset.",
+                file=sys.stderr,
+            )
         return
     if action == "get":
         value = effective(args.key, ctx.values)
@@ -764,7 +860,7 @@ def cmd_config(ctx: Context) -> None:
     rows = []
     for key in KEYS:
         value = effective(key, ctx.values)
-        source = "env" if env_override(key) else ("file" if key in ctx.values else "")
+        source = "env" if env_override(key) else ("file" if saved(key, ctx.values) else "")
         rows.append((key, _masked(key, value or ""), source))
     if ctx.json:
         print_json(
@@ -782,7 +878,7 @@ def cmd_config(ctx: Context) -> None:
 
 
 def run_client_command(args: argparse.Namespace) -> int:
-    """Run a parsed client command; returns the exit code (0, 1 or 2)."""
+    """Run a parsed client command; returns the exit code."""
     import httpx
 
     from e2a.v1 import E2AApiError
@@ -794,8 +890,8 @@ def run_client_command(args: argparse.Namespace) -> int:
         return 1
     handler: Handler = args.handler
     try:
-        handler(ctx)
-    except UsageError as exc:
+        return handler(ctx) or 0
+    except (UsageError, ComposeError) as exc:
         print(f"e2a {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except ClientError as exc:
@@ -813,4 +909,3 @@ def run_client_command(args: argparse.Namespace) -> int:
         return 130
     finally:
         ctx.close()
-    return 0

@@ -1,7 +1,9 @@
 """The client's settings file, `~/.e2a/config.json`, and how env vars override it.
 
-The file holds `url`, `api_key`, `shared_domain` and `agent_email`. It is written with mode
-0600 because it contains an API key. `HOME` decides where it lives (tests use a temp home).
+The file holds `url`, `api_key`, `shared_domain` and `agent_email`; a file e2a's own CLI
+wrote (either of its layouts) names the URL `api_url`, and keeps that spelling when we change
+it. It is written with mode 0600 because it contains an API key. `HOME` decides where it
+lives (tests use a temp home).
 """
 
 from __future__ import annotations
@@ -13,6 +15,17 @@ from pathlib import Path
 KEYS = ("url", "api_key", "shared_domain", "agent_email")
 """The settings `e2a config` knows; anything else in the file is kept but not shown."""
 
+E2A_KEYS = {"api_url": "url"}
+"""e2a's CLI's names for our keys (`e2a config get api_url` works too)."""
+
+ENVIRONMENT = {
+    "url": ("E2A_BASE_URL", "E2A_URL"),
+    "api_key": ("E2A_API_KEY",),
+    "agent_email": ("E2A_AGENT_EMAIL",),
+    "shared_domain": ("E2A_SHARED_DOMAIN",),
+}
+"""The variables that override each key, first set wins."""
+
 
 class ConfigFileError(Exception):
     """The config file exists but cannot be read; the message says which file and why."""
@@ -23,8 +36,13 @@ def config_path() -> Path:
     return Path(os.environ.get("HOME") or Path.home()) / ".e2a" / "config.json"
 
 
+def canonical_key(name: str) -> str:
+    """Our name of a setting given by either CLI's name (`api_url` is `url`)."""
+    return E2A_KEYS.get(name, name)
+
+
 def load_config() -> dict[str, str]:
-    """The saved settings, or an empty dict when the file does not exist yet."""
+    """The saved settings as the file spells them, or an empty dict when there is no file."""
     path = config_path()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -35,6 +53,28 @@ def load_config() -> dict[str, str]:
     if not isinstance(data, dict):
         raise ConfigFileError(f"{path} is not a JSON object: fix or delete it, then `e2a login`")
     return {str(key): str(value) for key, value in data.items() if value is not None}
+
+
+def saved(key: str, values: dict[str, str]) -> str | None:
+    """The file's value of `key` under our name or e2a's (`url` or `api_url`)."""
+    key = canonical_key(key)
+    if values.get(key):
+        return values[key]
+    for e2a_name, ours in E2A_KEYS.items():
+        if ours == key and values.get(e2a_name):
+            return values[e2a_name]
+    return None
+
+
+def set_saved(values: dict[str, str], key: str, value: str) -> None:
+    """Set `key` in `values` under the spelling the file already uses (e2a's `api_url` stays
+    `api_url`, so e2a's CLI reading the same file sees the change); ours otherwise."""
+    key = canonical_key(key)
+    spellings = [name for name, ours in E2A_KEYS.items() if ours == key and name in values]
+    if key in values or not spellings:
+        values[key] = value
+    for name in spellings:
+        values[name] = value
 
 
 def save_config(values: dict[str, str]) -> Path:
@@ -53,15 +93,12 @@ def save_config(values: dict[str, str]) -> Path:
 
 def env_override(key: str) -> str | None:
     """The environment variable value that overrides `key`, if one is set."""
-    if key == "url":
-        return os.environ.get("E2A_BASE_URL") or os.environ.get("E2A_URL") or None
-    if key == "api_key":
-        return os.environ.get("E2A_API_KEY") or None
-    if key == "agent_email":
-        return os.environ.get("E2A_AGENT_EMAIL") or None
+    for name in ENVIRONMENT.get(canonical_key(key), ()):
+        if os.environ.get(name):
+            return os.environ[name]
     return None
 
 
 def effective(key: str, values: dict[str, str]) -> str | None:
     """A setting as the CLI uses it: the environment first, then the file."""
-    return env_override(key) or values.get(key) or None
+    return env_override(key) or saved(key, values)

@@ -4,7 +4,8 @@ commands (login, agents, inbox, …).
 The client commands need only the SDK's dependencies; the gateway's commands are imported
 when they run, and say how to install the `server` extra when it is missing.
 Exit codes: 0 success, 1 an error the user can fix (the message says how), 2 bad usage,
-141 the reader of stdout went away (a closed pipe).
+6 `listen --once --until` saw no message in time (as e2a's CLI), 141 the reader of stdout
+went away (a closed pipe).
 """
 
 from __future__ import annotations

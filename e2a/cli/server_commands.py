@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import trio
 from e2a.accounts import bootstrap_user
 from e2a.addresses import AddressError, normalise_address
 from e2a.app import StartupError, serve_until_signal
-from e2a.config import ConfigError, Settings, load_settings
+from e2a.config import ConfigError, Settings, env_warnings, load_settings
 from e2a.gateway import open_gateway
 from e2a.logs import configure_logging
 from e2a.storage.base import StorageUnavailable
@@ -76,6 +77,8 @@ def run_server_command(args: argparse.Namespace) -> int:
         path = _config_path(args.config)
         settings = load_settings(path)
         configure_logging(settings.log.level, settings.log.format)
+        for warning in env_warnings(os.environ):
+            log.warning("%s", warning)
         if path is None:
             log.info("no config file: running on defaults (see config.example.toml)")
         if args.command == "serve":

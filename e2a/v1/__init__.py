@@ -20,6 +20,7 @@ from e2a.v1.inbound import (
 )
 from e2a.v1.models import (
     Agent,
+    ApiKeySummary,
     ApprovePendingMessageRequest,
     ApprovePendingMessageResponse,
     CreateSigningSecretResponse,
@@ -28,6 +29,7 @@ from e2a.v1.models import (
     DNSRecords,
     Domain,
     ListAgentsResponse,
+    ListApiKeysResponse,
     ListDomainsResponse,
     ListMessagesResponse,
     ListPendingMessagesResponse,
@@ -53,6 +55,7 @@ from e2a.v1.signature import AuthHeaders, verify_auth_headers
 
 __all__ = [
     "Agent",
+    "ApiKeySummary",
     "ApprovePendingMessageRequest",
     "ApprovePendingMessageResponse",
     "AsyncE2AApi",
@@ -71,6 +74,7 @@ __all__ = [
     "InboundEmail",
     "InvalidSignatureError",
     "ListAgentsResponse",
+    "ListApiKeysResponse",
     "ListDomainsResponse",
     "ListMessagesResponse",
     "ListPendingMessagesResponse",

@@ -20,6 +20,7 @@ from e2a.v1.models import (
     DeploymentInfo,
     Domain,
     ListAgentsResponse,
+    ListApiKeysResponse,
     ListDomainsResponse,
     ListMessagesResponse,
     ListPendingMessagesResponse,
@@ -171,6 +172,10 @@ class E2AApi:
         """`POST /messages/{id}/reject`."""
         return self.call(endpoints.reject_message(message_id, reason))
 
+    def list_api_keys(self) -> ListApiKeysResponse:
+        """`GET /users/me/api-keys`: the caller's keys, prefixes only."""
+        return self.call(endpoints.list_api_keys())
+
     def get_info(self) -> DeploymentInfo:
         """`GET /info` (needs no key)."""
         return self.call(endpoints.get_info())
@@ -292,6 +297,10 @@ class AsyncE2AApi:
     ) -> RejectPendingMessageResponse:
         """`POST /messages/{id}/reject`."""
         return await self.call(endpoints.reject_message(message_id, reason))
+
+    async def list_api_keys(self) -> ListApiKeysResponse:
+        """`GET /users/me/api-keys`: the caller's keys, prefixes only."""
+        return await self.call(endpoints.list_api_keys())
 
     async def get_info(self) -> DeploymentInfo:
         """`GET /info` (needs no key)."""

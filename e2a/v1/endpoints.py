@@ -22,6 +22,7 @@ from e2a.v1.models import (
     DeploymentInfo,
     Domain,
     ListAgentsResponse,
+    ListApiKeysResponse,
     ListDomainsResponse,
     ListPendingMessagesResponse,
     PendingMessageDetail,
@@ -279,6 +280,11 @@ def reject_message(message_id: str, reason: str) -> Call[PendingMessageDetail]:
     path = f"{API}/messages/{_segment(message_id)}/reject"
     body = {"reason": reason} if reason else {}
     return Call("POST", path, _model(PendingMessageDetail), json=body)
+
+
+def list_api_keys() -> Call[ListApiKeysResponse]:
+    """`GET /users/me/api-keys` (prefixes only)."""
+    return Call("GET", f"{API}/users/me/api-keys", _model(ListApiKeysResponse))
 
 
 def get_info() -> Call[DeploymentInfo]:

@@ -260,6 +260,23 @@ class ListSigningSecretsResponse(_Model):
     secrets: list[SigningSecretSummary] = []
 
 
+class ApiKeySummary(_Model):
+    """An API key of the caller, without the key itself (its first characters only)."""
+
+    id: str | None = None
+    name: str | None = None
+    key_prefix: str | None = None
+    created_at: str | None = None
+    last_used_at: str | None = None
+    revoked_at: str | None = None
+
+
+class ListApiKeysResponse(_Model):
+    """`GET /users/me/api-keys`."""
+
+    api_keys: list[ApiKeySummary] = []
+
+
 # The gateway answers these requests with its full objects, so the published SDK's narrower
 # answer types are the same models under their published names.
 RegisterAgentResponse = Agent

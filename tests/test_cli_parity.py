@@ -1,0 +1,491 @@
+# ruff: noqa: F811 (the fixtures imported from tests.cli_support are this module's parameters)
+"""e2a's CLI spellings against a live gateway: its config file layouts and key names, `pending`
+actions, `domains register`, `--hitl-expiration-action`, send/reply with files and blind
+copies, inbox pages, `whoami`, `doctor` (DNS from a local server) and `listen --once --until
+--conversation`. Our own spellings stay as aliases.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from e2a.mailauth.resolver import Zone
+from e2a.v1 import E2AClient
+from tests.cli_support import (  # noqa: F401 (fixtures)
+    DOMAIN,
+    Account,
+    Cli,
+    LiveGateway,
+    account,
+    cli,
+    home,
+    live,
+    unread,
+    wait_until,
+)
+from tests.dns_server import serve_dns
+
+MX_HOST = "mx.agents.test"
+"""The gateway's smtp.hostname in tests/conftest.py."""
+
+
+def register(cli: Cli, *addresses: str) -> None:
+    for address in addresses:
+        code, _, err = cli("agents", "register", address.split("@")[0], "--mode", "local")
+        assert code == 0, err
+
+
+def write_e2a_config(home: Path, values: dict[str, str]) -> Path:
+    """~/.e2a/config.json as e2a's CLI writes it (two-space JSON, mode 0600)."""
+    path = home / ".e2a" / "config.json"
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    path.write_text(json.dumps(values, indent=2) + "\n")
+    path.chmod(0o600)
+    return path
+
+
+# Config files written by e2a's CLI
+
+
+def test_a_seed_era_e2a_config_file_works_and_keeps_its_layout(
+    live: LiveGateway, cli: Cli, home: Path
+) -> None:
+    key = live.new_key("seed-era@example.com")
+    with E2AClient(api_key=key, base_url=live.url) as client:
+        client.register_agent("seedbot", agent_mode="local")
+    agent = f"seedbot@{DOMAIN}"
+    path = write_e2a_config(
+        home, {"api_key": key, "api_url": live.url, "agent_email": agent, "shared_domain": DOMAIN}
+    )
+
+    assert cli("config", "get", "api_url") == (0, f"{live.url}\n", "")
+    assert cli("config", "get", "url") == (0, f"{live.url}\n", "")
+    listing = cli.json("config", "list")
+    assert (listing["url"], listing["agent_email"], listing["shared_domain"]) == (
+        live.url,
+        agent,
+        DOMAIN,
+    )
+    out = cli("config", "list")[1]
+    assert any(line.split() == ["url", live.url, "file"] for line in out.splitlines())
+    assert [a["email"] for a in cli.json("agents", "list")] == [agent]
+    assert cli.json("inbox") == []  # the file's agent_email is the default agent
+
+    assert cli("config", "set", "api_url", live.url + "/")[0] == 0
+    saved = json.loads(path.read_text())
+    assert saved["api_url"] == live.url + "/" and "url" not in saved  # e2a's CLI still reads it
+    assert cli.json("agents", "list")[0]["email"] == agent
+
+
+def test_a_current_e2a_config_file_works_and_keeps_its_fields(
+    live: LiveGateway, cli: Cli, home: Path
+) -> None:
+    key = live.new_key("current@example.com")
+    path = write_e2a_config(home, {"api_key": key, "api_url": live.url, "key_scope": "account"})
+    assert cli.json("whoami")["url"] == live.url
+    assert cli("config", "set", "agent_email", f"bot@{DOMAIN}")[0] == 0
+    assert json.loads(path.read_text()) == {
+        "api_key": key,
+        "api_url": live.url,
+        "key_scope": "account",
+        "agent_email": f"bot@{DOMAIN}",
+    }
+
+
+def test_an_e2a_config_without_api_url_says_how_to_fix(
+    live: LiveGateway, cli: Cli, home: Path
+) -> None:
+    """e2a's CLI leaves api_url out when it is its hosted default: nothing is sent anywhere."""
+    write_e2a_config(home, {"api_key": live.new_key("hosted@example.com")})
+    code, out, err = cli("agents", "list")
+    assert (code, out) == (1, "")
+    assert "no api_url" in err and "e2a config set api_url URL" in err
+
+
+def test_environment_overrides_and_shared_domain(
+    live: LiveGateway, account: Account, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2A_SHARED_DOMAIN", "elsewhere.test")
+    assert cli("config", "get", "shared_domain") == (0, "elsewhere.test\n", "")
+    code, _, err = cli("config", "set", "shared_domain", "x.test")
+    assert code == 0 and "environment variable overrides shared_domain" in err
+
+
+# Agents and domains
+
+
+def test_agents_update_takes_e2a_flag_names_and_slugs(account: Account, cli: Cli) -> None:
+    email = f"{account.prefix}-hitl@{DOMAIN}"
+    register(cli, email)
+    updated = cli.json(
+        "agents", "update", email.split("@")[0], "--hitl", "--hitl-expiration-action", "approve"
+    )
+    assert (updated["email"], updated["hitl_enabled"]) == (email, True)
+    assert updated["hitl_expiration_action"] == "approve"
+    ours = cli.json("agents", "update", email, "--hitl-expire", "reject")
+    assert ours["hitl_expiration_action"] == "reject"
+    assert cli("agents", "delete", email.split("@")[0]) == (0, f"Deleted {email}\n", "")
+
+
+def test_domains_register_and_its_alias_add(account: Account, cli: Cli) -> None:
+    first, second = f"{account.prefix}-a.example.net", f"{account.prefix}-b.example.net"
+    code, out, err = cli("domains", "register", first)
+    assert code == 0 and f"Added {first}" in out and MX_HOST in out, err
+    assert cli.json("domains", "add", second)["domain"] == second
+    assert sorted(d["domain"] for d in cli.json("domains", "list")) == [first, second]
+    code, _, err = cli("domains", "list")
+    assert code == 0
+
+
+# Sending
+
+
+def test_send_with_bcc_attachments_and_body_files(
+    live: LiveGateway, account: Account, cli: Cli, tmp_path: Path
+) -> None:
+    sender, to, hidden = (f"{account.prefix}-{name}@{DOMAIN}" for name in ("s", "t", "h"))
+    register(cli, sender, to, hidden)
+    body = tmp_path / "body.txt"
+    body.write_text("Numbers attached.\n")
+    report = tmp_path / "report.pdf"
+    report.write_bytes(b"%PDF-1.4 not really\n")
+    table = tmp_path / "table.csv"
+    table.write_text("a,b\n1,2\n")
+    blob = tmp_path / "blob.e2a-unknown"
+    blob.write_bytes(bytes(range(256)))
+    sent = cli.json(
+        "send", "--agent", sender, "--to", to, "--bcc", hidden, "--subject", "Report",
+        "--body-file", str(body), "--attach", str(report), "--attach", str(table),
+        "--attach", str(blob),
+    )  # fmt: skip
+    assert sent["method"] == "local"
+    wait_until(
+        lambda: unread(live, account.key, to) == 1 and unread(live, account.key, hidden) == 1
+    )
+
+    with E2AClient(api_key=account.key, base_url=live.url) as client:
+        (summary,) = client.get_messages(agent_email=to).messages
+        email = client.get_message(summary.message_id, agent_email=to)
+        assert email.text_body.replace("\r\n", "\n") == "Numbers attached.\n"
+        files = {a.filename: (a.content_type, a.data) for a in email.attachments}
+        assert files == {
+            "report.pdf": ("application/pdf", report.read_bytes()),
+            "table.csv": ("text/csv", table.read_bytes()),
+            "blob.e2a-unknown": ("application/octet-stream", blob.read_bytes()),
+        }
+        assert hidden.encode() not in email.raw_message  # a blind copy stays blind
+        (copy,) = client.get_messages(agent_email=hidden).messages
+        assert copy.subject == "Report"
+
+
+def test_send_html_file_alone_gets_a_text_body(
+    live: LiveGateway, account: Account, cli: Cli, tmp_path: Path
+) -> None:
+    sender, to = f"{account.prefix}-hs@{DOMAIN}", f"{account.prefix}-ht@{DOMAIN}"
+    register(cli, sender, to)
+    page = tmp_path / "page.html"
+    page.write_text(
+        "<html><head><style>p{color:red}</style></head><body><h1>Hello</h1>"
+        "<p>Line <b>one</b> &amp; more</p><ul><li>a</li><li>b</li></ul></body></html>"
+    )
+    code, _, err = cli(
+        "send", "--agent", sender, "--to", to, "--subject", "H", "--html-file", str(page)
+    )
+    assert code == 0, err
+    wait_until(lambda: unread(live, account.key, to) == 1)
+    with E2AClient(api_key=account.key, base_url=live.url) as client:
+        (summary,) = client.get_messages(agent_email=to).messages
+        email = client.get_message(summary.message_id, agent_email=to)
+    assert email.text_body.replace("\r\n", "\n") == "Hello\n\nLine one & more\n\na\nb\n"
+    assert email.html_body is not None and "<h1>Hello</h1>" in email.html_body
+
+
+def test_send_and_reply_errors_are_usage_errors(account: Account, cli: Cli, tmp_path: Path) -> None:
+    sender = f"{account.prefix}-err@{DOMAIN}"
+    register(cli, sender)
+    base = ("send", "--agent", sender, "--to", sender, "--subject", "S")
+    code, out, err = cli(*base)
+    assert (code, out) == (2, "") and "give a body" in err
+    code, _, err = cli(*base, "--body", "x", "--attach", str(tmp_path / "missing.pdf"))
+    assert code == 2 and "--attach" in err and "missing.pdf" in err
+    code, _, err = cli(*base, "--body-file", str(tmp_path / "none.txt"))
+    assert code == 2 and "--body-file" in err
+    with pytest.raises(SystemExit) as exit_info:
+        from e2a.cli.main import main
+
+        main([*base, "--body", "x", "--body-file", "y"])
+    assert exit_info.value.code == 2
+
+
+def test_reply_with_cc_bcc_and_attachment(
+    live: LiveGateway, account: Account, cli: Cli, tmp_path: Path
+) -> None:
+    bot, human, boss, audit = (f"{account.prefix}-{n}@{DOMAIN}" for n in ("rb", "rh", "rc", "ra"))
+    register(cli, bot, human, boss, audit)
+    assert cli("send", "--agent", human, "--to", bot, "--subject", "Q", "--body", "?")[0] == 0
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+    (message,) = cli.json("inbox", "--agent", bot)
+    note = tmp_path / "answer.txt"
+    note.write_text("42\n")
+    replied = cli.json(
+        "reply", message["message_id"], "--agent", bot, "--body", "See attached.",
+        "--cc", boss, "--bcc", audit, "--attach", str(note),
+    )  # fmt: skip
+    assert replied["method"] == "local"
+    for mailbox in (human, boss, audit):
+        wait_until(lambda mailbox=mailbox: unread(live, account.key, mailbox) == 1)
+    with E2AClient(api_key=account.key, base_url=live.url) as client:
+        (summary,) = client.get_messages(agent_email=boss).messages
+        email = client.get_message(summary.message_id, agent_email=boss)
+    assert email.subject == "Re: Q" and email.cc == [boss]
+    assert [(a.filename, a.content_type, a.data) for a in email.attachments] == [
+        ("answer.txt", "text/plain", b"42\n")
+    ]
+
+
+def test_inbox_pages_with_token(live: LiveGateway, account: Account, cli: Cli) -> None:
+    agent = f"{account.prefix}-pages@{DOMAIN}"
+    register(cli, agent)
+    for number in range(3):
+        live.send_mail(agent, f"Page {number}", "x\n")
+    wait_until(lambda: unread(live, account.key, agent) == 3)
+
+    code, out, err = cli("inbox", "--agent", agent, "--limit", "2")
+    assert code == 0 and [line.split()[2:4] for line in out.splitlines()[1:]] == [
+        ["Page", "0"],
+        ["Page", "1"],
+    ]
+    token = err.split("e2a inbox --token ")[1].split()[0]
+    rest = cli.json("inbox", "--agent", agent, "--limit", "2", "--token", token)
+    assert [m["subject"] for m in rest] == ["Page 2"]
+    code, _, err = cli("inbox", "--agent", agent, "--token", "garbage")
+    assert code == 1 and err.startswith("e2a: ")
+
+
+# Approvals
+
+
+EDITOR = """\
+import sys
+from pathlib import Path
+path = Path(sys.argv[1])
+text = path.read_text()
+assert "--- body ---" in text and text.startswith("# Edit")
+text = text.replace("subject: Draft", "subject: Final")
+text = text.split("--- body ---")[0] + "--- body ---\\nEdited body.\\n"
+path.write_text(text)
+"""
+
+
+def test_pending_list_show_approve_edit_and_reject(
+    live: LiveGateway, account: Account, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held, peer = f"{account.prefix}-ph@{DOMAIN}", f"{account.prefix}-pp@{DOMAIN}"
+    register(cli, held, peer)
+    assert cli("agents", "update", held, "--hitl")[0] == 0
+    for subject in ("Draft", "Other"):
+        out = cli.json("send", "--agent", held, "--to", peer, "--subject", subject, "--body", "v1")
+        assert out["status"] == "pending_approval"
+    listed = {m["subject"]: m["id"] for m in cli.json("pending", "list")}
+    assert set(listed) == {"Draft", "Other"} and cli.json("pending") == cli.json("pending", "list")
+
+    code, out, err = cli("pending", "show", listed["Draft"])
+    assert code == 0, err
+    assert out.rstrip().endswith("v1") and "ID:" in out and "pending_approval" in out
+    assert cli.json("pending", "show", listed["Draft"])["body_text"] == "v1"
+
+    editor = tmp_path / "editor.py"
+    editor.write_text(EDITOR)
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {editor}")
+    code, out, err = cli("pending", "approve", listed["Draft"], "--edit")
+    assert code == 0, err
+    assert out.startswith(f"Approved {listed['Draft']}") and "edited: body_text, subject" in out
+    approved = cli.json("pending", "show", listed["Draft"])
+    assert approved["edited"] is True and approved["subject"] == "Final"
+
+    monkeypatch.setenv("EDITOR", "false")  # an editor that fails approves nothing
+    code, _, err = cli("pending", "approve", listed["Other"], "--edit")
+    assert code == 1 and "nothing was approved" in err
+    rejected = cli.json("pending", "reject", listed["Other"], "--reason", "no")
+    assert (rejected["status"], rejected["rejection_reason"]) == ("rejected", "no")
+    code, _, err = cli("pending", "approve", listed["Other"], "--edit")
+    assert code == 1 and "not pending" in err
+
+    wait_until(lambda: unread(live, account.key, peer) == 1)
+    (final,) = cli.json("inbox", "--agent", peer)
+    assert final["subject"] == "Final"
+    assert cli.json("read", final["message_id"], "--agent", peer)["text_body"].strip() == (
+        "Edited body."
+    )
+
+
+# whoami
+
+
+def test_whoami(live: LiveGateway, account: Account, cli: Cli) -> None:
+    agent = f"{account.prefix}-who@{DOMAIN}"
+    register(cli, agent)
+    me = cli.json("whoami")
+    assert me["url"] == live.url and me["shared_domain"] == DOMAIN and me["version"]
+    assert me["key"]["key_prefix"] and account.key.startswith(me["key"]["key_prefix"])
+    assert (me["agents"], me["agent_email"]) == ([agent], agent)
+    code, out, err = cli("whoami")
+    assert code == 0, err
+    assert f"Gateway:       {live.url}" in out and agent in out
+    assert account.key not in out
+
+
+# doctor
+
+
+@contextmanager
+def dns_server(zone: Zone) -> Iterator[int]:
+    """An authoritative DNS server for `zone` on loopback (UDP and TCP); its port."""
+    ready: queue.Queue[Any] = queue.Queue()
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_dns, zone)
+            ready.put((port, trio.lowlevel.current_trio_token(), nursery.cancel_scope))
+
+    thread = threading.Thread(target=trio.run, args=(serve,), daemon=True)
+    thread.start()
+    port, token, scope = ready.get(timeout=10)
+    try:
+        yield port
+    finally:
+        trio.from_thread.run_sync(scope.cancel, trio_token=token)
+        thread.join(timeout=10)
+
+
+GOOD_ZONE: Zone = {
+    DOMAIN: {"MX": [(10, MX_HOST)], "TXT": ["v=spf1 ip4:192.0.2.0/24 -all"]},
+    MX_HOST: {"A": ["192.0.2.25"]},
+    f"e2a._domainkey.{DOMAIN}": {"TXT": ["v=DKIM1; k=rsa; p=MIIBIjANBgkq"]},
+    f"_dmarc.{DOMAIN}": {"TXT": ["v=DMARC1; p=none"]},
+}
+BROKEN_ZONE: Zone = {
+    DOMAIN: {"MX": [(10, "mail.elsewhere.example")], "TXT": ["v=spf1 -all", "v=spf1 ~all"]},
+}
+
+
+def statuses(report: dict[str, Any]) -> dict[str, str]:
+    """check id → status (the last one of an id)."""
+    return {check["id"]: check["status"] for check in report["checks"]}
+
+
+def test_doctor_passes_a_healthy_setup(live: LiveGateway, account: Account, cli: Cli) -> None:
+    agent = f"{account.prefix}-doc@{DOMAIN}"
+    register(cli, agent)
+    assert cli("domains", "register", f"{account.prefix}-doc.example.net")[0] == 0  # names MX_HOST
+    with dns_server(GOOD_ZONE) as port:
+        ns = ("--nameserver", f"127.0.0.1:{port}")
+        code, out, err = cli("doctor", *ns, "--dkim-selector", "e2a")
+        report = cli.json("doctor", *ns, "--dkim-selector", "e2a")
+    assert code == 0, out + err
+    assert statuses(report) == {
+        "gateway.health": "pass",
+        "gateway.info": "pass",
+        "api.key": "pass",
+        "agent": "pass",
+        "dns.mx": "pass",
+        "dns.mx_address": "pass",
+        "dns.spf": "pass",
+        "dns.dkim": "pass",
+        "dns.dmarc": "pass",
+        "websocket": "pass",
+    }
+    assert report["ok"] is True and report["agent"] == agent
+    assert "✓ dns.mx" in out and f"{DOMAIN} → {MX_HOST}" in out and "✗" not in out
+    assert "0 failed" in out
+    assert account.key not in out + json.dumps(report)
+    assert unread(live, account.key, agent) == 0  # nothing was sent, nothing marked read
+
+
+def test_doctor_says_what_to_fix(account: Account, cli: Cli) -> None:
+    agent = f"{account.prefix}-sick@{DOMAIN}"
+    register(cli, agent)
+    assert cli("domains", "register", f"{account.prefix}-sick.example.net")[0] == 0
+    with dns_server(BROKEN_ZONE) as port:
+        code, out, err = cli("doctor", "--nameserver", f"127.0.0.1:{port}")
+        json_code, json_out, _ = cli("doctor", "--nameserver", f"127.0.0.1:{port}", "--json")
+    assert code == json_code == 1, err
+    report = json.loads(json_out)
+    checks = {check["id"]: check for check in report["checks"]}
+    assert checks["dns.mx"]["status"] == "fail"
+    assert checks["dns.mx"]["fix"].startswith(f"publish MX {DOMAIN} → {MX_HOST} (priority 10)")
+    assert checks["dns.spf"]["status"] == "fail" and "merge" in checks["dns.spf"]["fix"]
+    assert checks["dns.dkim"]["status"] == "skip"
+    assert checks["dns.dmarc"]["status"] == "warn"
+    assert checks["websocket"]["status"] == "pass" and report["ok"] is False
+    assert "✗ dns.mx" in out and f"fix: publish MX {DOMAIN} → {MX_HOST}" in out
+
+
+def test_doctor_without_a_gateway_or_with_a_bad_key(
+    live: LiveGateway, account: Account, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2A_URL", "http://127.0.0.1:9")
+    code, out, _ = cli("doctor")
+    assert code == 1 and "✗ gateway.health" in out and "e2a serve" in out
+    monkeypatch.setenv("E2A_URL", live.url)
+    monkeypatch.setenv("E2A_API_KEY", "e2a_" + "0" * 64)
+    code, out, _ = cli("doctor")
+    assert code == 1 and "✓ gateway.health" in out and "✗ api.key" in out
+    assert "e2a login" in out
+
+
+# listen --once --until --conversation
+
+
+def test_listen_once_until_times_out(account: Account, cli: Cli) -> None:
+    agent = f"{account.prefix}-quiet@{DOMAIN}"
+    register(cli, agent)
+    started = time.monotonic()
+    code, out, err = cli("listen", "--agent", agent, "--once", "--until", "1s")
+    assert (code, out) == (6, "TIMEOUT\n"), err
+    assert 0.9 <= time.monotonic() - started < 10
+    code, out, _ = cli("listen", "--agent", agent, "--once", "--until", "2020-01-01T00:00:00Z")
+    assert (code, out) == (6, "TIMEOUT\n")
+    for bad in ("soon", "2030-01-01T00:00:00"):  # a word; a time without its zone
+        with pytest.raises(SystemExit) as exit_info:
+            from e2a.cli.main import main
+
+            main(["listen", "--until", bad])
+        assert exit_info.value.code == 2
+
+
+def test_listen_once_takes_the_first_message_of_a_conversation(
+    live: LiveGateway, account: Account, cli: Cli
+) -> None:
+    bot, human = f"{account.prefix}-conv@{DOMAIN}", f"{account.prefix}-convh@{DOMAIN}"
+    register(cli, bot, human)
+    for subject, conversation in (("Other thread", "conv_b"), ("Wanted", "conv_a")):
+        sent = cli.json(
+            "send", "--agent", human, "--to", bot, "--subject", subject, "--body", "x",
+            "--conversation-id", conversation,
+        )  # fmt: skip
+        assert sent["method"] == "local"
+    wait_until(lambda: unread(live, account.key, bot) == 2)
+
+    code, out, err = cli(
+        "listen", "--agent", bot, "--once", "--until", "30s", "--conversation", "conv_a", "--json"
+    )
+    assert code == 0, err
+    (line,) = out.splitlines()
+    message = json.loads(line)
+    assert (message["subject"], message["conversation_id"]) == ("Wanted", "conv_a")
+    # The other conversation's message was not fetched: it is still unread.
+    with E2AClient(api_key=account.key, base_url=live.url) as client:
+        (left,) = client.get_messages(agent_email=bot).messages
+    assert (left.subject, left.conversation_id) == ("Other thread", "conv_b")
