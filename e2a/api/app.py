@@ -27,7 +27,10 @@ from e2a.api.proxies import TrustedProxies
 from e2a.config import HttpSettings
 from e2a.dashboard import blueprint as dashboard_blueprint
 from e2a.gateway import Gateway
+from e2a.operations.errors import OperationError
 from e2a.storage.base import StorageUnavailable
+from e2a.web.context import bind_gateway
+from e2a.web.errors import headers_of, status_of
 
 log = logging.getLogger("e2a.api")
 
@@ -48,7 +51,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
     app.url_map.strict_slashes = False
     app.request_class = ContinueRequest
     app.asgi_http_class = ContinueHTTPConnection
-    app.config["E2A_GATEWAY"] = gateway
+    bind_gateway(app, gateway)
     app.config["MAX_CONTENT_LENGTH"] = gateway.settings.http.max_request_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     app.register_blueprint(meta.blueprint)
@@ -77,6 +80,10 @@ def create_app(gateway: Gateway) -> QuartTrio:
     @app.errorhandler(ApiError)
     async def on_api_error(exc: ApiError) -> Response:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.errorhandler(OperationError)
+    async def on_refused(exc: OperationError) -> Response:
+        return error_response(status_of(exc), exc.code, exc.message, headers_of(exc))
 
     @app.errorhandler(HTTPException)
     async def on_http_exception(exc: HTTPException) -> Response:

@@ -19,13 +19,16 @@ from quart import Blueprint, Response, request, websocket
 from werkzeug.datastructures import Headers
 
 from e2a.api.agents import owned_agent
-from e2a.api.auth import authenticate, bearer_key, gateway
+from e2a.api.auth import gateway
 from e2a.api.errors import ApiError, error_response, not_found
 from e2a.hub import Ended, Listener, Subscription, TooManyListeners
 from e2a.hub.access import lost_access
 from e2a.hub.frames import notification_frame
-from e2a.signing.credentials import hash_api_key
+from e2a.operations.caller import authenticate
+from e2a.operations.errors import OperationError
 from e2a.storage.base import Agent, User
+from e2a.web.context import bearer_key
+from e2a.web.errors import status_of
 
 blueprint = Blueprint("websocket", __name__)
 log = logging.getLogger("e2a.ws")
@@ -72,8 +75,8 @@ def _too_many(limit: int) -> ApiError:
 async def _admit(args: Any, headers: Headers, email: str) -> _Admitted:
     """The caller and their local agent, or the ApiError that refuses the connection."""
     key = _presented_key(args, headers)
-    user = await authenticate(key)
-    agent = await owned_agent(user, email)
+    caller = await authenticate(gateway(), key)
+    agent = await owned_agent(caller.user, email)
     if agent.agent_mode != "local":
         raise ApiError(
             400,
@@ -81,7 +84,7 @@ async def _admit(args: Any, headers: Headers, email: str) -> _Admitted:
             "this agent is a cloud agent (delivered by webhook); switch it to "
             '"agent_mode": "local" to use the WebSocket',
         )
-    admitted = _Admitted(user, agent, hash_api_key(key or ""))
+    admitted = _Admitted(caller.user, agent, caller.key_hash)
     limit = gateway().settings.http.max_websockets_per_key
     if gateway().hub.listener_count(admitted.key_hash, "websocket") >= limit:
         raise _too_many(limit)
@@ -95,6 +98,8 @@ async def explain_websocket(email: str) -> Response:
         await _admit(request.args, request.headers, email)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message)
+    except OperationError as refused:
+        return error_response(status_of(refused), refused.code, refused.message)
     return error_response(
         426, "upgrade_required", "connect with a WebSocket client (Upgrade: websocket)"
     )
@@ -107,6 +112,8 @@ async def agent_socket(email: str) -> Response | None:
         admitted = await _admit(websocket.args, websocket.headers, email)
     except ApiError as exc:
         return error_response(exc.status, exc.code, exc.message)
+    except OperationError as refused:
+        return error_response(status_of(refused), refused.code, refused.message)
     limit = gateway().settings.http.max_websockets_per_key
     try:
         # Subscribed before the upgrade (the cap is counted here, without a pause since the

@@ -17,7 +17,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from quart import Response, request, url_for
 
-from e2a.api.auth import authenticate, gateway
+from e2a.api.auth import gateway
 from e2a.api.errors import ApiError
 from e2a.dashboard.sessions import (
     SESSION_SECONDS,
@@ -28,7 +28,7 @@ from e2a.dashboard.sessions import (
     session_key,
     unseal,
 )
-from e2a.signing.credentials import hash_api_key
+from e2a.operations.caller import authenticate, caller_for_key_hash
 from e2a.storage.base import User
 
 P = ParamSpec("P")
@@ -84,18 +84,18 @@ async def current_session() -> Session | None:
         claims = unseal(session_key(gateway().server_key), token, time.time())
     except SessionInvalid:
         return None
-    user = await gateway().storage.user_for_key_hash(claims.key_hash)
-    if user is None or user.id != claims.user_id:
+    caller = await caller_for_key_hash(gateway(), claims.key_hash)
+    if caller is None or caller.user_id != claims.user_id:
         return None
-    return Session(user, claims.key_hash, claims.csrf_token)
+    return Session(caller.user, claims.key_hash, claims.csrf_token)
 
 
 async def start_session(api_key: str) -> tuple[User, str]:
-    """Check `api_key` exactly as the REST API does (ApiError 401 otherwise) and return its
+    """Check `api_key` exactly as the REST API does (Unauthorized otherwise) and return its
     owner with the sealed session cookie value to set."""
-    user = await authenticate(api_key)
-    claims = new_claims(hash_api_key(api_key), user.id, time.time())
-    return user, seal(session_key(gateway().server_key), claims)
+    caller = await authenticate(gateway(), api_key)
+    claims = new_claims(caller.key_hash, caller.user_id, time.time())
+    return caller.user, seal(session_key(gateway().server_key), claims)
 
 
 def session_cookie_seconds() -> int:

@@ -33,7 +33,9 @@ from e2a.dashboard.auth import (
     signin_token,
     start_session,
 )
+from e2a.operations.errors import OperationError, Unauthorized
 from e2a.storage.base import StorageUnavailable
+from e2a.web.errors import headers_of, status_of
 
 log = logging.getLogger("e2a.dashboard")
 
@@ -126,6 +128,16 @@ async def on_api_error(exc: ApiError) -> Response:
     return response
 
 
+@blueprint.errorhandler(OperationError)
+async def on_refused(exc: OperationError) -> Response:
+    """An action the rules refuse, on a page of its own (forms show errors in place)."""
+    response = await page(
+        "error.html", await current_session(), status=status_of(exc), message=exc.message
+    )
+    response.headers.update(headers_of(exc))
+    return response
+
+
 @blueprint.errorhandler(StorageUnavailable)
 async def on_storage_unavailable(exc: StorageUnavailable) -> Response:
     """The database does not answer: say so, without details."""
@@ -172,7 +184,7 @@ async def signin_submit() -> Response:
     form = await request.form
     try:
         _, cookie = await start_session(form.get("api_key", "").strip())
-    except ApiError:
+    except Unauthorized:
         return await _signin_page(401, "That API key is not valid. Check it and try again.")
     response = see_other(local_path(request.args.get("next")))
     set_cookie(response, SESSION_COOKIE, cookie, session_cookie_seconds())

@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from werkzeug.datastructures import Headers
 
-from e2a.api.auth import bearer_key, user_for_key
-from e2a.api.errors import ApiError
 from e2a.gateway import Gateway
+from e2a.operations.caller import authenticate
+from e2a.operations.errors import Unauthorized
 from e2a.storage.base import StorageUnavailable
+from e2a.web.context import bearer_key
+from e2a.web.errors import status_of
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
@@ -161,7 +163,7 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-def _bearer_challenge(error: ApiError, key: str | None) -> str:
+def _bearer_challenge(error: Unauthorized, key: str | None) -> str:
     """`WWW-Authenticate` for a refused key (RFC 6750 section 3): the realm, and for a key that
     was sent, why it was refused. No `resource_metadata`: e2a keys are not OAuth tokens, and
     an MCP client that finds one starts an OAuth flow the gateway does not offer."""
@@ -229,7 +231,7 @@ class McpEndpoint:
     def __init__(self, gateway: Gateway, base_url: str) -> None:
         http = gateway.settings.http
         self._allowed_origins = frozenset([http.public_origin, *http.cors_allowed_origins])
-        self._storage = gateway.storage
+        self._gateway = gateway
         self._pool = ClientPool(base_url)
         self._sessions: StreamableHTTPSessionManager | None = None
         self._tasks: TaskGroup | None = None
@@ -331,12 +333,10 @@ class McpEndpoint:
         headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
         key = bearer_key(headers)
         try:
-            user = await user_for_key(self._storage, key)
-        except ApiError as exc:
-            challenge = (
-                {"WWW-Authenticate": _bearer_challenge(exc, key)} if exc.status == 401 else {}
-            )
-            await _send_error(send, exc.status, exc.code, exc.message, exc.headers | challenge)
+            caller = await authenticate(self._gateway, key)
+        except Unauthorized as refused:
+            challenge = {"WWW-Authenticate": _bearer_challenge(refused, key)}
+            await _send_error(send, status_of(refused), refused.code, refused.message, challenge)
             return None
         except StorageUnavailable as exc:
             log.error("storage unavailable: %s", exc)
@@ -349,7 +349,7 @@ class McpEndpoint:
             )
             return None
         assert key is not None
-        return key, user.id
+        return key, caller.user_id
 
 
 def _import_mcp() -> None:
