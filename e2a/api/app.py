@@ -21,7 +21,7 @@ from e2a.api import (
     websocket,
 )
 from e2a.api.body_limit import BodyLimit
-from e2a.api.errors import ApiError, error_response, http_exception_response
+from e2a.api.errors import error_response, http_exception_response
 from e2a.api.expect_continue import ContinueHTTPConnection, ContinueRequest
 from e2a.api.proxies import TrustedProxies
 from e2a.config import HttpSettings
@@ -76,10 +76,6 @@ def create_app(gateway: Gateway) -> QuartTrio:
         except HTTPException:
             response.headers["Connection"] = "close"  # too large to read: do not reuse
         return response
-
-    @app.errorhandler(ApiError)
-    async def on_api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.errorhandler(OperationError)
     async def on_refused(exc: OperationError) -> Response:

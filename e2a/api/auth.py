@@ -9,18 +9,11 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from quart import request
 
-from e2a.gateway import Gateway
 from e2a.operations.caller import Caller, authenticate
-from e2a.storage.base import User
 from e2a.web.context import bearer_key, current_gateway
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def gateway() -> Gateway:
-    """The Gateway the running app serves."""
-    return current_gateway()
 
 
 def requires_caller(
@@ -32,18 +25,5 @@ def requires_caller(
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         caller = await authenticate(current_gateway(), bearer_key(request.headers))
         return await handler(caller, *args, **kwargs)
-
-    return wrapper
-
-
-def requires_user(
-    handler: Callable[Concatenate[User, P], Awaitable[R]],
-) -> Callable[P, Awaitable[R]]:
-    """Decorate a route so it runs only for a valid key, receiving the key's owner first."""
-
-    @wraps(handler)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        caller = await authenticate(current_gateway(), bearer_key(request.headers))
-        return await handler(caller.user, *args, **kwargs)
 
     return wrapper
