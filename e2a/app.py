@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from e2a.api.app import create_app, guard_requests
 from e2a.asgi_mount import MountedApp
 from e2a.config import Settings
 from e2a.cors import with_cors
 from e2a.gateway import Gateway, open_gateway
+from e2a.http_app import create_app, guard_requests
 from e2a.http_server import serve_asgi
 from e2a.inbound.pipeline import InboundMailSink
 from e2a.mailauth.dkim import dkimpy
