@@ -16,13 +16,10 @@ from e2a.operations.messages import (
     decode_page_token,
     encode_page_token,
 )
-from e2a.storage.base import StatusFilter
 from e2a.web.context import current_gateway
 from e2a.web.views import message_full_view, message_summary_view
 
 blueprint = Blueprint("messages", __name__)
-
-_STATUSES: dict[str, StatusFilter] = {"unread": "unread", "read": "read", "all": "all"}
 
 
 def _page_size() -> int:
@@ -36,9 +33,7 @@ def _page_size() -> int:
 @requires_caller
 async def list_messages(caller: Caller, email: str) -> dict[str, Any]:
     """GET /agents/{email}/messages?status=&page_size=&token=."""
-    status = _STATUSES.get(request.args.get("status", "unread"))
-    if status is None:
-        raise Invalid("invalid_request", "status must be one of unread, read, all")
+    status = messages.status_filter(request.args.get("status", "unread"))
     token = request.args.get("token")
     page = await messages.inbox_page(
         current_gateway(),

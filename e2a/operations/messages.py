@@ -24,6 +24,15 @@ MAX_SEQ = 2**63 - 1
 """The largest position a page token can hold: a signed 64-bit integer, as both databases
 store it."""
 MAX_SEQ_DIGITS = len(str(MAX_SEQ))
+_STATUSES: dict[str, StatusFilter] = {"unread": "unread", "read": "read", "all": "all"}
+
+
+def status_filter(text: str) -> StatusFilter:
+    """Which messages a page shows, from its name; Invalid for any other name."""
+    found = _STATUSES.get(text)
+    if found is None:
+        raise Invalid("invalid_request", "status must be one of unread, read, all")
+    return found
 
 
 def encode_page_token(seq: int) -> str:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from e2a import __version__
 from e2a.clock import format_timestamp
+from e2a.config import Settings
 from e2a.inbound.parse import parse_body
 from e2a.operations import lifecycle
 from e2a.operations.agents import AgentEntry
@@ -161,3 +163,13 @@ def submission_view(submission: Submission) -> dict[str, Any]:
             "approval_expires_at": format_timestamp(message.approval_expires_at),
         }
     return {"status": submission.status, "message_id": message.id, "method": message.method}
+
+
+def info_view(settings: Settings) -> dict[str, Any]:
+    """What a client needs to know before it logs in (`GET /info`)."""
+    return {
+        "shared_domain": settings.shared_domain,
+        "slug_registration_enabled": bool(settings.shared_domain),
+        "public_url": settings.http.public_url,
+        "version": __version__,
+    }
