@@ -1,14 +1,16 @@
 """The outbound message's approval lifecycle as a table, in the manner of h11's `_state.py`:
-which event moves a message from which state to which, which states are final, and which
-keep the body. Pure data and lookups, no I/O; storage applies the moves inside its
-transactions (so two approvals racing send once), and every Python check of a status asks here.
+which event moves a message from which state to which, which states are final, and which keep
+the body. Pure data and lookups, no I/O: storage makes each move inside one transaction (so
+two approvals racing send once), and every check of a status in Python asks here.
 
-    send/reply ──▶ pending_approval ── approve ──▶ queued ── hand_off ──▶ sent
-       │held            │ reject ──▶ rejected       │ retry ⟲   └ give_up ──▶ failed
-       └──────────▶ queued
-                        │ expire_approved ──▶ expired_approved ── hand_off ──▶ sent
-                        │                        │ retry ⟲  └ give_up ──▶ expired_rejected
-                        └ expire_rejected ──▶ expired_rejected
+    send/reply ─┬─ held ────▶ pending_approval ─┬─ approve ─────────▶ queued
+                │                               ├─ reject ──────────▶ rejected
+                │                               ├─ expire_approved ─▶ expired_approved
+                │                               └─ expire_rejected ─▶ expired_rejected
+                └─ not held ────────────────────────────────────────▶ queued
+
+    queued            hand_off ▶ sent   retry ▶ queued             give_up ▶ failed
+    expired_approved  hand_off ▶ sent   retry ▶ expired_approved   give_up ▶ expired_rejected
 """
 
 from __future__ import annotations
