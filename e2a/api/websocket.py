@@ -87,11 +87,10 @@ async def _admit(args: Any, headers: Headers, email: str) -> _Admitted:
             "this agent is a cloud agent (delivered by webhook); switch it to "
             '"agent_mode": "local" to use the WebSocket',
         )
-    admitted = _Admitted(caller, agent)
     limit = gateway.settings.http.max_websockets_per_key
     if gateway.hub.listener_count(caller.key_hash, "websocket") >= limit:
         raise _too_many(limit)
-    return admitted
+    return _Admitted(caller, agent)
 
 
 @blueprint.get("/agents/<email>/ws")
