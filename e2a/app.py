@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from e2a.api.app import create_app, guard_requests
 from e2a.asgi_mount import MountedApp
 from e2a.config import Settings
 from e2a.cors import with_cors
 from e2a.gateway import Gateway, open_gateway
+from e2a.http_app import create_app, guard_requests
 from e2a.http_server import serve_asgi
 from e2a.inbound.pipeline import InboundMailSink
 from e2a.mailauth.dkim import dkimpy
@@ -32,7 +32,7 @@ from e2a.mailauth.dmarc import load_public_suffix_list
 from e2a.mailauth.resolver import Resolver
 from e2a.mailauth.spf import pyspf
 from e2a.mcp.http import MOUNT_PATH as MCP_PATH
-from e2a.mcp.http import McpEndpoint, loopback_url
+from e2a.mcp.http import McpEndpoint
 from e2a.production import check_production
 from e2a.smtp.protocol import SessionLimits, check_hostname
 from e2a.smtp.server import ListenerLimits, serve_smtp, server_tls_context
@@ -131,7 +131,7 @@ async def serve_http(
     config.graceful_timeout = 5.0
     config.keep_alive_timeout = http.keep_alive_seconds
     config.websocket_ping_interval = ping_seconds
-    mcp = McpEndpoint(gateway, loopback_url(sock.getsockname()))
+    mcp = McpEndpoint(gateway)
     routed = MountedApp(create_app(gateway), MCP_PATH, mcp)
     async with mcp.running():
         await serve_asgi(

@@ -1,6 +1,6 @@
 """The MCP server at `/mcp` on a live gateway, driven by the official `mcp` client.
 
-Mail arrives over real SMTP; the tools answer through the REST API with the caller's key.
+Mail arrives over real SMTP; the tools answer through the gateway's operations.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from mcp.shared.exceptions import MCPError
 
 from e2a.app import RunningGateway, run_gateway
 from e2a.mailauth.resolver import FixtureResolver
-from e2a.mcp.http import ClientPool, loopback_url
 from e2a.mcp.tools import TOOLS
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import create_agent, mail, open_account, smtp_send
@@ -483,29 +482,3 @@ async def test_gateway_stops_promptly_while_a_tool_call_waits(tmp_path: Path) ->
             await ended.wait()
     # The client's call ended with an error (the server went away), not a hang.
     assert len(outcome) == 1
-
-
-def test_loopback_url_reaches_the_listener_from_inside() -> None:
-    assert loopback_url(("127.0.0.1", 8080)) == "http://127.0.0.1:8080"
-    assert loopback_url(("0.0.0.0", 8080)) == "http://127.0.0.1:8080"
-    assert loopback_url(("::", 8080, 0, 0)) == "http://[::1]:8080"
-    assert loopback_url(("::1", 9000, 0, 0)) == "http://[::1]:9000"
-
-
-async def test_client_pool_keeps_recent_keys_and_closes_the_rest() -> None:
-    pool = ClientPool("http://127.0.0.1:9", size=2)
-    async with pool.lease("key-a") as first, pool.lease("key-a") as again:
-        assert again is first
-        assert first.api_key == "key-a"
-    async with pool.lease("key-b"), pool.lease("key-c"):
-        pass
-    # Three keys for two places: the least recently used (key-a) was closed and is rebuilt.
-    async with pool.lease("key-a") as rebuilt:
-        assert rebuilt is not first
-    with pytest.raises(RuntimeError, match="closed"):
-        await first.list_agents()
-    async with pool.lease("key-c") as kept:
-        pass
-    await pool.close()
-    with pytest.raises(RuntimeError, match="closed"):
-        await kept.list_agents()

@@ -23,9 +23,9 @@ from quart import Quart
 from schemathesis import engine
 from schemathesis.engine import StopReason, events
 
-from e2a.api.app import create_app
 from e2a.api.openapi import OPERATIONS, api_routes, undescribed_routes
 from e2a.app import RunningGateway, run_gateway
+from e2a.http_app import create_app
 from e2a.mailauth.resolver import FixtureResolver
 from e2a.signing.credentials import hash_api_key
 from tests.conftest import SHARED_DOMAIN, Account, agent_path, make_settings

@@ -1,28 +1,29 @@
 """Magic-link pages for approving or rejecting an outbound message from the notice email.
 
 `GET` only shows a confirmation page (mail scanners prefetch links); `POST` acts, through the
-same once-only storage transition as the REST review. Every answer is a small HTML page that
-is never cached, framed or referred; everything interpolated into it is escaped.
+same once-only transition as the REST review (operations.reviews). Every answer is a small HTML
+page that is never cached, framed or referred; everything interpolated into it is escaped.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from html import escape
 
 from quart import Blueprint, Response, request
 
-from e2a.api.auth import gateway
 from e2a.clock import format_timestamp
-from e2a.signing.magic_links import Action, TokenError, TokenExpired, link_key, verify_token
-from e2a.storage.base import NotPending, OutboundMessage
+from e2a.operations import lifecycle, reviews
+from e2a.operations.errors import Gone, Invalid, NotFound, OperationError
+from e2a.operations.reviews import AlreadyResolved
+from e2a.signing.magic_links import Action
+from e2a.storage.base import OutboundMessage
+from e2a.web.context import current_gateway
+from e2a.web.errors import status_of
 
 blueprint = Blueprint("approvals", __name__)
 
 MAX_TOKEN_CHARS = 1024
-_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-REJECTION_REASON = "rejected by the owner from the email link"
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
@@ -37,16 +38,12 @@ _STYLE = (
     "line-height:1.5}dt{font-weight:600}dd{margin:0 0 .5rem 0}"
     "button{font-size:1rem;padding:.5rem 1.25rem}"
 )
-
-
-class LinkRefused(Exception):
-    """The link cannot be used; `status` and `text` say why, for the page."""
-
-    def __init__(self, status: int, title: str, text: str) -> None:
-        super().__init__(text)
-        self.status = status
-        self.title = title
-        self.text = text
+_TITLES: dict[type[OperationError], str] = {
+    Invalid: "Invalid link",
+    Gone: "Link expired",
+    NotFound: "Message not found",
+}
+"""The page title of each way a link is refused."""
 
 
 def render_page(status: int, title: str, body: str) -> Response:
@@ -60,6 +57,12 @@ def render_page(status: int, title: str, body: str) -> Response:
     )
     return Response(
         html, status=status, content_type="text/html; charset=utf-8", headers=PAGE_HEADERS
+    )
+
+
+def _refused(refused: Invalid | Gone | NotFound) -> Response:
+    return render_page(
+        status_of(refused), _TITLES[type(refused)], f"<p>{escape(refused.message)}</p>"
     )
 
 
@@ -78,31 +81,12 @@ def _summary(message: OutboundMessage) -> str:
 
 
 def _presented_token(form_token: str | None = None) -> str:
-    """The token from the form or the query (`token`, also `t`), exactly as sent; LinkRefused
-    400 if none."""
+    """The token from the form or the query (`token`, also `t`), exactly as sent; Invalid if
+    none."""
     token = form_token or request.args.get("token") or request.args.get("t") or ""
     if not token or len(token) > MAX_TOKEN_CHARS:
-        raise LinkRefused(400, "Invalid link", "This link is incomplete or malformed.")
+        raise Invalid("invalid_link", "This link is incomplete or malformed.")
     return token
-
-
-async def resolve_link(token: str, action: Action, now: float) -> OutboundMessage:
-    """The message a genuine, unexpired `action` token names, or LinkRefused: 400 bad token,
-    410 expired, 404 message gone. The token is checked against the gateway's magic-link key
-    before anything is read from storage."""
-    invalid = LinkRefused(400, "Invalid link", "This link is not valid. Was it copied whole?")
-    try:
-        verified = verify_token(link_key(gateway().server_key), token, now)
-    except TokenExpired:
-        raise LinkRefused(410, "Link expired", "This link has expired.") from None
-    except TokenError:
-        raise invalid from None
-    if verified.action != action or not _MESSAGE_ID.fullmatch(verified.message_id):
-        raise invalid
-    message = await gateway().storage.get_outbound(None, verified.message_id)
-    if message is None:
-        raise LinkRefused(404, "Message not found", "This message no longer exists.")
-    return message
 
 
 def _already_resolved(message: OutboundMessage) -> Response:
@@ -119,10 +103,10 @@ async def _confirmation_page(action: Action) -> Response:
     """GET: show what the link would do and a form to do it; never act."""
     try:
         token = _presented_token()
-        message = await resolve_link(token, action, time.time())
-    except LinkRefused as refused:
-        return render_page(refused.status, refused.title, f"<p>{escape(refused.text)}</p>")
-    if message.status != "pending_approval":
+        message = await reviews.message_for_link(current_gateway(), token, action, time.time())
+    except (Invalid, Gone, NotFound) as refused:
+        return _refused(refused)
+    if not lifecycle.awaits_review(message.status):
         return _already_resolved(message)
     verb = "Approve" if action == "approve" else "Reject"
     consequence = "It will be sent as written." if action == "approve" else "It will not be sent."
@@ -140,25 +124,18 @@ async def _confirmation_page(action: Action) -> Response:
 
 async def _act(action: Action) -> Response:
     """POST: perform the action once; 409 when the message was already resolved."""
+    gateway = current_gateway()
     now = time.time()
     form = await request.form
     try:
         token = _presented_token(form.get("token"))
-        message = await resolve_link(token, action, now)
-    except LinkRefused as refused:
-        return render_page(refused.status, refused.title, f"<p>{escape(refused.text)}</p>")
-    approve = action == "approve"
-    try:
-        reviewed = await gateway().storage.review_outbound(
-            None, message.id, approve, None, None if approve else REJECTION_REASON, now
-        )
-    except NotPending:
-        current = await gateway().storage.get_outbound(None, message.id)
-        return _already_resolved(current or message)
-    if reviewed is None:
-        return render_page(404, "Message not found", "<p>This message no longer exists.</p>")
-    if approve:
-        gateway().hub.jobs_added()
+        message = await reviews.message_for_link(gateway, token, action, now)
+        reviewed = await reviews.act_on_link(gateway, message, action, now)
+    except AlreadyResolved as resolved:
+        return _already_resolved(resolved.outbound)
+    except (Invalid, Gone, NotFound) as refused:
+        return _refused(refused)
+    if action == "approve":
         title, text = "Approved", "The message is queued for sending."
     else:
         title, text = "Rejected", "The message will not be sent."

@@ -11,28 +11,12 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger("e2a.api")
 
 
-class ApiError(Exception):
-    """An error answer: HTTP status, a snake_case code and a sentence saying how to fix it."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-
-
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> Response:
     """Build the JSON error response."""
     body = json.dumps({"error": {"code": code, "message": message}})
     return Response(body, status=status, content_type="application/json", headers=headers)
-
-
-def not_found(what: str) -> ApiError:
-    """404 for a resource that does not exist or is not the caller's (indistinguishable)."""
-    return ApiError(404, "not_found", f"{what} not found")
 
 
 _HTTP_CODES = {

@@ -7,10 +7,10 @@ from typing import Any
 import trio
 from quart import Blueprint, current_app
 
-from e2a import __version__
-from e2a.api.auth import gateway
 from e2a.storage import POSTGRES_SCHEMES
 from e2a.storage.base import StorageUnavailable
+from e2a.web.context import current_gateway
+from e2a.web.views import info_view
 
 blueprint = Blueprint("meta", __name__)
 
@@ -19,10 +19,11 @@ blueprint = Blueprint("meta", __name__)
 async def health() -> tuple[dict[str, Any], int]:
     """GET /api/health: 200 ok, or 503 degraded when storage does not answer; both say which
     storage backend is in use and whether it is up."""
-    url = gateway().settings.database.url
+    gateway = current_gateway()
+    url = gateway.settings.database.url
     backend = "postgresql" if url.startswith(POSTGRES_SCHEMES) else "sqlite"
     try:
-        await gateway().storage.ping()
+        await gateway.storage.ping()
     except StorageUnavailable as exc:
         storage = {"backend": backend, "state": "down", "detail": str(exc)}
         return {"status": "degraded", "storage": storage}, 503
@@ -32,13 +33,7 @@ async def health() -> tuple[dict[str, Any], int]:
 @blueprint.get("/api/v1/info")
 async def info() -> dict[str, Any]:
     """GET /api/v1/info: what a client needs to know before it logs in."""
-    settings = gateway().settings
-    return {
-        "shared_domain": settings.shared_domain,
-        "slug_registration_enabled": bool(settings.shared_domain),
-        "public_url": settings.http.public_url,
-        "version": __version__,
-    }
+    return info_view(current_gateway().settings)
 
 
 @blueprint.get("/api/v1/openapi.json")

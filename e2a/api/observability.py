@@ -12,10 +12,10 @@ import time
 from quart import Blueprint, Response, g, request
 from quart_trio import QuartTrio
 
-from e2a.api.auth import gateway
-from e2a.api.errors import ApiError
 from e2a.metrics import CONTENT_TYPE, UNMATCHED_ROUTE
+from e2a.operations.errors import NotFound
 from e2a.storage.base import StorageUnavailable
+from e2a.web.context import current_gateway
 
 blueprint = Blueprint("observability", __name__)
 
@@ -23,15 +23,14 @@ blueprint = Blueprint("observability", __name__)
 @blueprint.get("/metrics")
 async def metrics() -> Response:
     """GET /metrics: every counter, histogram and gauge; queue depth is read from storage now."""
-    if not gateway().settings.metrics.enabled:
-        raise ApiError(
-            404, "not_found", "metrics are off; set metrics.enabled = true to serve /metrics"
-        )
+    gateway = current_gateway()
+    if not gateway.settings.metrics.enabled:
+        raise NotFound("not_found", "metrics are off; set metrics.enabled = true to serve /metrics")
     try:
-        depths: dict[str, int] | None = await gateway().storage.count_jobs()
+        depths: dict[str, int] | None = await gateway.storage.count_jobs()
     except StorageUnavailable:
         depths = None
-    return Response(gateway().metrics.render(depths), content_type=CONTENT_TYPE)
+    return Response(gateway.metrics.render(depths), content_type=CONTENT_TYPE)
 
 
 def time_requests(app: QuartTrio) -> None:
@@ -47,7 +46,7 @@ def time_requests(app: QuartTrio) -> None:
         if started is not None:
             rule = request.url_rule
             route = rule.rule if rule is not None else UNMATCHED_ROUTE
-            gateway().metrics.request_served(
+            current_gateway().metrics.request_served(
                 request.method, route, response.status_code, time.perf_counter() - started
             )
         return response

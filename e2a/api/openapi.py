@@ -18,21 +18,13 @@ from werkzeug.routing import Map, Rule
 
 from e2a import __version__
 from e2a.api import schemas
-from e2a.api.messages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from e2a.api.outbound import (
-    OUTBOUND_STATUSES,
-    ApproveBody,
-    RejectBody,
-    ReplyBody,
-    SendBody,
-)
-from e2a.api.requests import (
-    CreateAgent,
-    CreateApiKey,
-    CreateDomain,
-    CreateSigningSecret,
-    UpdateAgent,
-)
+from e2a.operations.agents import CreateAgent, UpdateAgent
+from e2a.operations.domains import CreateDomain
+from e2a.operations.keys import CreateApiKey, CreateSigningSecret
+from e2a.operations.lifecycle import STATES
+from e2a.operations.messages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from e2a.operations.reviews import ApproveBody, RejectBody
+from e2a.operations.sending import ReplyBody, SendBody
 
 OPENAPI_VERSION = "3.1.0"
 DOCUMENTED_PREFIX = "/api/"
@@ -290,7 +282,7 @@ OPERATIONS: dict[str, Operation] = {
                 "Outbound status to list.",
                 {
                     "type": "string",
-                    "enum": list(OUTBOUND_STATUSES),
+                    "enum": list(STATES),
                     "default": "pending_approval",
                 },
             ),

@@ -1,6 +1,6 @@
 """Response bodies of the REST API as pydantic models, for the OpenAPI document.
 
-The handlers build their answers as plain dicts (e2a/api/views.py and the blueprints); these
+The handlers build their answers as plain dicts (e2a/web/views.py and the blueprints); these
 models describe exactly those dicts, strictly (unknown fields are not allowed), and
 tests/test_openapi.py checks real answers against them so the two cannot drift apart.
 """
@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from e2a.api.outbound import AttachmentIn
+from e2a.operations.drafts import AttachmentIn
 from e2a.storage.base import OutboundStatus
 
 Timestamp = Annotated[

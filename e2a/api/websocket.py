@@ -18,14 +18,23 @@ import trio
 from quart import Blueprint, Response, request, websocket
 from werkzeug.datastructures import Headers
 
-from e2a.api.agents import owned_agent
-from e2a.api.auth import authenticate, bearer_key, gateway
-from e2a.api.errors import ApiError, error_response, not_found
+from e2a.api.errors import error_response
 from e2a.hub import Ended, Listener, Subscription, TooManyListeners
 from e2a.hub.access import lost_access
 from e2a.hub.frames import notification_frame
-from e2a.signing.credentials import hash_api_key
-from e2a.storage.base import Agent, User
+from e2a.operations import messages
+from e2a.operations.agents import owned_agent
+from e2a.operations.caller import Caller, authenticate
+from e2a.operations.errors import (
+    Invalid,
+    NotFound,
+    OperationError,
+    RateLimited,
+    Unauthorized,
+)
+from e2a.storage.base import Agent
+from e2a.web.context import bearer_key, current_gateway
+from e2a.web.errors import status_of
 
 blueprint = Blueprint("websocket", __name__)
 log = logging.getLogger("e2a.ws")
@@ -34,9 +43,9 @@ DRAIN_PAGE_SIZE = 100
 MAX_CLIENT_FRAME_BYTES = 4096
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_POLICY_VIOLATION = 1008
-_LOST = {
-    Ended.KEY_REVOKED: ApiError(401, "unauthorized", "unknown or revoked API key"),
-    Ended.AGENT_DELETED: not_found("agent"),
+_LOST: dict[Ended, OperationError] = {
+    Ended.KEY_REVOKED: Unauthorized("unauthorized", "unknown or revoked API key"),
+    Ended.AGENT_DELETED: NotFound.of("agent"),
 }
 """The refusal for access lost between admission and subscription."""
 
@@ -45,13 +54,12 @@ _LOST = {
 class _Admitted:
     """A connection that passed the checks: whose key, which agent."""
 
-    user: User
+    caller: Caller
     agent: Agent
-    key_hash: str
 
     @property
     def listener(self) -> Listener:
-        return Listener(self.agent.id, self.user.id, self.key_hash, "websocket")
+        return Listener(self.agent.id, self.caller.user_id, self.caller.key_hash, "websocket")
 
 
 def _presented_key(args: Any, headers: Headers) -> str | None:
@@ -60,9 +68,8 @@ def _presented_key(args: Any, headers: Headers) -> str | None:
     return str(token) if token else bearer_key(headers)
 
 
-def _too_many(limit: int) -> ApiError:
-    return ApiError(
-        429,
+def _too_many(limit: int) -> RateLimited:
+    return RateLimited(
         "too_many_websockets",
         f"this API key already has {limit} WebSocket connections open, the most allowed "
         "(http.max_websockets_per_key); close one, or use another API key",
@@ -70,22 +77,20 @@ def _too_many(limit: int) -> ApiError:
 
 
 async def _admit(args: Any, headers: Headers, email: str) -> _Admitted:
-    """The caller and their local agent, or the ApiError that refuses the connection."""
-    key = _presented_key(args, headers)
-    user = await authenticate(key)
-    agent = await owned_agent(user, email)
+    """The caller and their local agent, or the OperationError that refuses the connection."""
+    gateway = current_gateway()
+    caller = await authenticate(gateway, _presented_key(args, headers))
+    agent = await owned_agent(gateway, caller, email)
     if agent.agent_mode != "local":
-        raise ApiError(
-            400,
+        raise Invalid(
             "not_local_agent",
             "this agent is a cloud agent (delivered by webhook); switch it to "
             '"agent_mode": "local" to use the WebSocket',
         )
-    admitted = _Admitted(user, agent, hash_api_key(key or ""))
-    limit = gateway().settings.http.max_websockets_per_key
-    if gateway().hub.listener_count(admitted.key_hash, "websocket") >= limit:
+    limit = gateway.settings.http.max_websockets_per_key
+    if gateway.hub.listener_count(caller.key_hash, "websocket") >= limit:
         raise _too_many(limit)
-    return admitted
+    return _Admitted(caller, agent)
 
 
 @blueprint.get("/agents/<email>/ws")
@@ -93,8 +98,8 @@ async def explain_websocket(email: str) -> Response:
     """A plain GET gets the same refusals as the upgrade would, or 426 when all is well."""
     try:
         await _admit(request.args, request.headers, email)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message)
+    except OperationError as refused:
+        return _refusal(refused)
     return error_response(
         426, "upgrade_required", "connect with a WebSocket client (Upgrade: websocket)"
     )
@@ -105,24 +110,28 @@ async def agent_socket(email: str) -> Response | None:
     """Serve one WebSocket connection of a local agent."""
     try:
         admitted = await _admit(websocket.args, websocket.headers, email)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message)
-    limit = gateway().settings.http.max_websockets_per_key
+    except OperationError as refused:
+        return _refusal(refused)
+    gateway = current_gateway()
+    limit = gateway.settings.http.max_websockets_per_key
     try:
         # Subscribed before the upgrade (the cap is counted here, without a pause since the
         # check) and before the drain (so nothing accepted meanwhile is missed); access is
         # checked once more, so a revocation that came in between is not missed either.
-        with gateway().hub.subscribe(admitted.listener, limit=limit) as subscription:
-            lost = await lost_access(gateway().storage, admitted.listener, admitted.agent.email)
+        with gateway.hub.subscribe(admitted.listener, limit=limit) as subscription:
+            lost = await lost_access(gateway.storage, admitted.listener, admitted.agent.email)
             if lost is not None:
-                refusal = _LOST[lost]
-                return error_response(refusal.status, refusal.code, refusal.message)
+                return _refusal(_LOST[lost])
             await websocket.accept()
             await _serve(admitted, subscription)
     except TooManyListeners:
-        refusal = _too_many(limit)
-        return error_response(refusal.status, refusal.code, refusal.message)
+        return _refusal(_too_many(limit))
     return None
+
+
+def _refusal(refused: OperationError) -> Response:
+    """The JSON error refusing a connection (before any upgrade)."""
+    return error_response(status_of(refused), refused.code, refused.message)
 
 
 async def _serve(admitted: _Admitted, subscription: Subscription) -> None:
@@ -130,12 +139,12 @@ async def _serve(admitted: _Admitted, subscription: Subscription) -> None:
     subscription; then close, saying why."""
     drained = await _send_unread(admitted, subscription)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_receive_acks, admitted.user, admitted.agent)
+        nursery.start_soon(_receive_acks, admitted)
         async for frame in subscription:
             if frame["message_id"] in drained:
                 continue
             await websocket.send(json.dumps(frame))
-            gateway().metrics.delivered("websocket", "sent")
+            current_gateway().metrics.delivered("websocket", "sent")
         ended = subscription.ended or Ended.BEHIND
         # Fell behind: the client reconnects and catches up from storage. Revoked: it is
         # refused when it tries.
@@ -147,17 +156,18 @@ async def _serve(admitted: _Admitted, subscription: Subscription) -> None:
 async def _send_unread(admitted: _Admitted, subscription: Subscription) -> set[str]:
     """Send every unread message, oldest first, page by page (stopping if access is revoked
     meanwhile); return their ids."""
+    gateway = current_gateway()
     sent: set[str] = set()
     after: int | None = None
     while not subscription.revoked:
-        page = await gateway().storage.list_inbound(
-            admitted.user.id, admitted.agent.email, "unread", DRAIN_PAGE_SIZE, after
+        page = await messages.unread_page(
+            gateway, admitted.caller, admitted.agent, DRAIN_PAGE_SIZE, after
         )
         for message in page.messages:
             if subscription.revoked:
                 break
             await websocket.send(json.dumps(notification_frame(message)))
-            gateway().metrics.delivered("websocket", "sent")
+            gateway.metrics.delivered("websocket", "sent")
             sent.add(message.id)
         if page.next_after is None:
             break
@@ -165,8 +175,9 @@ async def _send_unread(admitted: _Admitted, subscription: Subscription) -> set[s
     return sent
 
 
-async def _receive_acks(user: User, agent: Agent) -> None:
+async def _receive_acks(admitted: _Admitted) -> None:
     """Read client frames: `ack` marks a message read; anything else is ignored."""
+    gateway = current_gateway()
     while True:
         data = await websocket.receive()
         if isinstance(data, bytes) or len(data) > MAX_CLIENT_FRAME_BYTES:
@@ -177,7 +188,7 @@ async def _receive_acks(user: User, agent: Agent) -> None:
             continue
         if isinstance(frame, dict) and frame.get("type") == "ack":
             message_id = frame.get("message_id")
-            if isinstance(message_id, str) and await gateway().storage.mark_read(
-                user.id, agent.email, message_id
+            if isinstance(message_id, str) and await messages.acknowledge(
+                gateway, admitted.caller, admitted.agent, message_id
             ):
-                gateway().metrics.delivered("websocket", "acked")
+                gateway.metrics.delivered("websocket", "acked")

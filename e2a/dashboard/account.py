@@ -6,15 +6,14 @@ from collections.abc import Mapping
 
 from quart import Response, request
 
-from e2a.accounts import issue_api_key
-from e2a.api.account import new_signing_secret, remove_signing_secret, revoke_key
-from e2a.api.auth import gateway
-from e2a.api.domains import register_domain, remove_domain, render_domain, verify_domain_of
-from e2a.api.errors import ApiError
-from e2a.api.views import api_key_view
-from e2a.api.views import signing_secret_view as secret_view
 from e2a.dashboard.auth import Session, requires_session
 from e2a.dashboard.site import blueprint, done, page
+from e2a.operations import domains as domain_operations
+from e2a.operations import keys
+from e2a.operations.errors import NotFound, OperationError
+from e2a.web.context import current_gateway
+from e2a.web.errors import status_of
+from e2a.web.views import api_key_view, domain_view, signing_secret_view
 
 
 async def _credentials_page(
@@ -23,7 +22,7 @@ async def _credentials_page(
     error: str | None = None,
     created: dict[str, str] | None = None,
 ) -> Response:
-    storage = gateway().storage
+    gateway = current_gateway()
     return await page(
         "credentials.html",
         session,
@@ -31,9 +30,10 @@ async def _credentials_page(
         error=error,
         created=created,
         secrets=[
-            secret_view(secret) for secret in await storage.list_signing_secrets(session.user.id)
+            signing_secret_view(secret)
+            for secret in await keys.list_signing_secrets(gateway, session.caller)
         ],
-        keys=[api_key_view(key) for key in await storage.list_api_keys(session.user.id)],
+        keys=[api_key_view(key) for key in await keys.list_api_keys(gateway, session.caller)],
     )
 
 
@@ -52,10 +52,11 @@ def _name(form: Mapping[str, str]) -> str | None:
 @requires_session
 async def create_signing_secret(session: Session) -> Response:
     """Create a signing secret and show it, once."""
+    name = _name(await request.form)
     try:
-        issued = await new_signing_secret(session.user, _name(await request.form))
-    except ApiError as exc:
-        return await _credentials_page(session, exc.status, exc.message)
+        issued = await keys.new_signing_secret(current_gateway(), session.caller, name)
+    except OperationError as refused:
+        return await _credentials_page(session, status_of(refused), refused.message)
     created = {"kind": "signing secret", "name": issued.secret.name, "value": issued.plaintext}
     return await _credentials_page(session, 201, created=created)
 
@@ -65,11 +66,11 @@ async def create_signing_secret(session: Session) -> Response:
 async def delete_signing_secret(session: Session, secret_id: str) -> Response:
     """Delete a signing secret (never the last one)."""
     try:
-        await remove_signing_secret(session.user, secret_id)
-    except ApiError as exc:
-        if exc.status == 404:
-            raise
-        return await _credentials_page(session, exc.status, exc.message)
+        await keys.remove_signing_secret(current_gateway(), session.caller, secret_id)
+    except NotFound:
+        raise
+    except OperationError as refused:
+        return await _credentials_page(session, status_of(refused), refused.message)
     return done("dashboard.credentials", "secret_deleted")
 
 
@@ -77,9 +78,8 @@ async def delete_signing_secret(session: Session, secret_id: str) -> Response:
 @requires_session
 async def create_api_key(session: Session) -> Response:
     """Create an API key and show it, once."""
-    issued = await issue_api_key(
-        gateway().storage, session.user.id, _name(await request.form) or "unnamed"
-    )
+    name = _name(await request.form)
+    issued = await keys.new_api_key(current_gateway(), session.caller, name)
     created = {"kind": "API key", "name": issued.key.name, "value": issued.plaintext}
     return await _credentials_page(session, 201, created=created)
 
@@ -88,7 +88,7 @@ async def create_api_key(session: Session) -> Response:
 @requires_session
 async def revoke_api_key(session: Session, key_id: str) -> Response:
     """Revoke an API key (revoking the one signed in with ends this session too)."""
-    await revoke_key(session.user, key_id)
+    await keys.revoke_api_key(current_gateway(), session.caller, key_id)
     return done("dashboard.credentials", "key_revoked")
 
 
@@ -96,13 +96,15 @@ async def revoke_api_key(session: Session, key_id: str) -> Response:
 
 
 async def _domains_page(session: Session, status: int = 200, error: str | None = None) -> Response:
-    domains = await gateway().storage.list_domains(session.user.id)
+    gateway = current_gateway()
+    found = await domain_operations.list_domains(gateway, session.caller)
+    mx_host = gateway.settings.smtp.hostname
     return await page(
         "domains.html",
         session,
         status=status,
         error=error,
-        domains=[render_domain(domain) for domain in domains],
+        domains=[domain_view(domain, mx_host) for domain in found],
     )
 
 
@@ -117,10 +119,11 @@ async def domains(session: Session) -> Response:
 @requires_session
 async def create_domain(session: Session) -> Response:
     """Register a domain."""
+    name = (await request.form).get("domain", "").strip()
     try:
-        await register_domain(session.user, (await request.form).get("domain", "").strip())
-    except ApiError as exc:
-        return await _domains_page(session, exc.status, exc.message)
+        await domain_operations.register_domain(current_gateway(), session.caller, name)
+    except OperationError as refused:
+        return await _domains_page(session, status_of(refused), refused.message)
     return done("dashboard.domains", "domain_added")
 
 
@@ -129,11 +132,11 @@ async def create_domain(session: Session) -> Response:
 async def verify_domain(session: Session, name: str) -> Response:
     """Check a domain's TXT record."""
     try:
-        await verify_domain_of(session.user, name)
-    except ApiError as exc:
-        if exc.status == 404:
-            raise
-        return await _domains_page(session, exc.status, exc.message)
+        await domain_operations.verify_domain(current_gateway(), session.caller, name)
+    except NotFound:
+        raise
+    except OperationError as refused:
+        return await _domains_page(session, status_of(refused), refused.message)
     return done("dashboard.domains", "domain_verified")
 
 
@@ -142,9 +145,9 @@ async def verify_domain(session: Session, name: str) -> Response:
 async def delete_domain(session: Session, name: str) -> Response:
     """Delete a domain no agent uses."""
     try:
-        await remove_domain(session.user, name)
-    except ApiError as exc:
-        if exc.status == 404:
-            raise
-        return await _domains_page(session, exc.status, exc.message)
+        await domain_operations.remove_domain(current_gateway(), session.caller, name)
+    except NotFound:
+        raise
+    except OperationError as refused:
+        return await _domains_page(session, status_of(refused), refused.message)
     return done("dashboard.domains", "domain_deleted")

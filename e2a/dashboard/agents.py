@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from quart import Response, request, stream_with_context, url_for
 
-from e2a.api.agents import change_agent, owned_agent, register_agent, remove_agent, render_agent
-from e2a.api.auth import gateway
-from e2a.api.errors import ApiError
-from e2a.api.messages import decode_page_token, encode_page_token, inbox_page, read_message
-from e2a.api.requests import CreateAgent, UpdateAgent
-from e2a.api.views import message_full_view, message_summary_view
 from e2a.dashboard.auth import Session, requires_session
 from e2a.dashboard.live import inbox_events
 from e2a.dashboard.site import PAGE_HEADERS, blueprint, done, form_body, page, see_other
+from e2a.operations import messages
+from e2a.operations.agents import (
+    CreateAgent,
+    UpdateAgent,
+    change_agent,
+    get_agent,
+    list_agents,
+    owned_agent,
+    register_agent,
+    remove_agent,
+)
+from e2a.operations.errors import Invalid, NotFound, OperationError
+from e2a.operations.messages import decode_page_token, encode_page_token
 from e2a.storage.base import StatusFilter
+from e2a.web.context import current_gateway
+from e2a.web.errors import status_of
+from e2a.web.views import agent_view, message_full_view, message_summary_view
 
 INBOX_PAGE_SIZE = 50
 INBOX_FILTERS: dict[str, StatusFilter] = {"all": "all", "unread": "unread", "read": "read"}
@@ -28,14 +38,15 @@ async def home(session: Session) -> Response:
 
 
 async def _agents_page(session: Session, status: int = 200, error: str | None = None) -> Response:
-    agents = await gateway().storage.list_agents(session.user.id)
+    gateway = current_gateway()
+    entries = await list_agents(gateway, session.caller)
     return await page(
         "agents.html",
         session,
         status=status,
         error=error,
-        agents=[await render_agent(agent) for agent in agents],
-        shared_domain=gateway().settings.shared_domain,
+        agents=[agent_view(entry) for entry in entries],
+        shared_domain=gateway.settings.shared_domain,
         form=await request.form if request.method == "POST" else {},
     )
 
@@ -61,19 +72,17 @@ async def create_agent(session: Session) -> Response:
     }
     try:
         body = form_body(CreateAgent, values)
-        agent = await register_agent(session.user, body, request.remote_addr)
-    except ApiError as exc:
-        return await _agents_page(session, exc.status, exc.message)
-    return done("dashboard.agent", "agent_created", email=agent.email)
+        entry = await register_agent(current_gateway(), session.caller, body, request.remote_addr)
+    except OperationError as refused:
+        return await _agents_page(session, status_of(refused), refused.message)
+    return done("dashboard.agent", "agent_created", email=entry.agent.email)
 
 
 async def _agent_page(
     session: Session, email: str, status: int = 200, error: str | None = None
 ) -> Response:
-    agent = await owned_agent(session.user, email)
-    return await page(
-        "agent.html", session, status=status, error=error, agent=await render_agent(agent)
-    )
+    entry = await get_agent(current_gateway(), session.caller, email)
+    return await page("agent.html", session, status=status, error=error, agent=agent_view(entry))
 
 
 @blueprint.get("/agents/<email>")
@@ -84,8 +93,8 @@ async def agent(session: Session, email: str) -> Response:
 
 
 def whole_number(text: str) -> int | str:
-    """A number typed into a form as an int; anything else as typed, for the API's checks to
-    refuse with their own message (request bodies do not convert strings)."""
+    """A number typed into a form as an int; anything else as typed, for the request model's
+    checks to refuse with their own message (requests do not convert strings)."""
     text = text.strip()
     return int(text) if text.isascii() and text.isdigit() else text
 
@@ -104,19 +113,20 @@ async def update_agent(session: Session, email: str) -> Response:
         "hitl_expiration_action": form.get("hitl_expiration_action", ""),
     }
     try:
-        changed = await change_agent(session.user, email, form_body(UpdateAgent, values))
-    except ApiError as exc:
-        if exc.status == 404:
-            raise
-        return await _agent_page(session, email, exc.status, exc.message)
-    return done("dashboard.agent", "agent_saved", email=changed.email)
+        changes = form_body(UpdateAgent, values)
+        changed = await change_agent(current_gateway(), session.caller, email, changes)
+    except NotFound:
+        raise
+    except OperationError as refused:
+        return await _agent_page(session, email, status_of(refused), refused.message)
+    return done("dashboard.agent", "agent_saved", email=changed.agent.email)
 
 
 @blueprint.post("/agents/<email>/delete")
 @requires_session
 async def delete_agent(session: Session, email: str) -> Response:
     """Delete an agent and its messages."""
-    await remove_agent(session.user, email)
+    await remove_agent(current_gateway(), session.caller, email)
     return done("dashboard.agents", "agent_deleted")
 
 
@@ -127,34 +137,34 @@ async def delete_agent(session: Session, email: str) -> Response:
 @requires_session
 async def inbox(session: Session, email: str) -> Response:
     """An agent's inbound mail, oldest first, a page at a time; live on the last page."""
+    gateway = current_gateway()
     shown = request.args.get("status", "all")
     status = INBOX_FILTERS.get(shown)
     if status is None:
-        raise ApiError(400, "invalid_request", "status must be one of all, unread, read")
+        raise Invalid("invalid_request", "status must be one of all, unread, read")
     token = request.args.get("page")
-    agent = await owned_agent(session.user, email)
-    messages = await inbox_page(
-        session.user,
-        agent.email,
+    entry = await get_agent(gateway, session.caller, email)
+    found = await messages.inbox_page(
+        gateway,
+        session.caller,
+        entry.agent.email,
         status,
         INBOX_PAGE_SIZE,
         decode_page_token(token) if token else None,
     )
-    last_seq = messages.messages[-1].seq if messages.messages else None
+    last_seq = found.messages[-1].seq if found.messages else None
     if last_seq is None and token:
         last_seq = decode_page_token(token)
     return await page(
         "inbox.html",
         session,
-        agent=await render_agent(agent),
+        agent=agent_view(entry),
         shown=shown,
         messages=[
             {**message_summary_view(message), "delivery_status": message.delivery_status}
-            for message in messages.messages
+            for message in found.messages
         ],
-        next_page=(
-            encode_page_token(messages.next_after) if messages.next_after is not None else None
-        ),
+        next_page=encode_page_token(found.next_after) if found.next_after is not None else None,
         live_after=encode_page_token(last_seq) if last_seq is not None else "",
     )
 
@@ -163,10 +173,10 @@ async def inbox(session: Session, email: str) -> Response:
 @requires_session
 async def inbox_stream(session: Session, email: str) -> Response:
     """Server-sent events: mail arriving for the agent after the page's last message."""
-    agent = await owned_agent(session.user, email)
+    agent = await owned_agent(current_gateway(), session.caller, email)
     shown = LIVE_FILTERS.get(request.args.get("status", "all"))
     if shown is None:
-        raise ApiError(400, "invalid_request", "status must be all or unread")
+        raise Invalid("invalid_request", "status must be all or unread")
     after = request.args.get("after")
     events = stream_with_context(inbox_events)  # the stream outlives the handler
     response = Response(
@@ -182,15 +192,16 @@ async def inbox_stream(session: Session, email: str) -> Response:
 @requires_session
 async def message(session: Session, email: str, message_id: str) -> Response:
     """One inbound message (marked read): sender checks, body, and webhook attempts."""
-    found = await read_message(session.user, email, message_id)
-    agent = await owned_agent(session.user, found.agent_email)
+    gateway = current_gateway()
+    found = await messages.read_message(gateway, session.caller, email, message_id)
+    entry = await get_agent(gateway, session.caller, found.agent_email)
     attempts = (
-        await gateway().storage.webhook_attempts(found.id) if agent.agent_mode == "cloud" else []
+        await messages.webhook_attempts(gateway, found) if entry.agent.agent_mode == "cloud" else []
     )
     return await page(
         "message.html",
         session,
-        agent=await render_agent(agent),
+        agent=agent_view(entry),
         message=message_full_view(found),
         attempts=attempts,
     )
@@ -200,7 +211,7 @@ async def message(session: Session, email: str, message_id: str) -> Response:
 @requires_session
 async def raw_message(session: Session, email: str, message_id: str) -> Response:
     """The message's exact bytes as delivered, as a download."""
-    found = await read_message(session.user, email, message_id)
+    found = await messages.read_message(current_gateway(), session.caller, email, message_id)
     return Response(
         found.raw_message,
         content_type="message/rfc822",

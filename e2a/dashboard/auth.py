@@ -17,8 +17,6 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from quart import Response, request, url_for
 
-from e2a.api.auth import authenticate, gateway
-from e2a.api.errors import ApiError
 from e2a.dashboard.sessions import (
     SESSION_SECONDS,
     SessionInvalid,
@@ -28,8 +26,10 @@ from e2a.dashboard.sessions import (
     session_key,
     unseal,
 )
-from e2a.signing.credentials import hash_api_key
+from e2a.operations.caller import Caller, authenticate, caller_for_key_hash
+from e2a.operations.errors import Forbidden
 from e2a.storage.base import User
+from e2a.web.context import current_gateway
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,17 +44,23 @@ _LOCAL_PATH = re.compile(r"/(?![/\\])[^\\\s\x00-\x1f\x7f]*\Z")
 
 @dataclass(frozen=True)
 class Session:
-    """A signed-in dashboard user, the API key they signed in with (by hash: revoking it ends
-    the session and its live streams) and the CSRF token their forms must carry."""
+    """A signed-in dashboard user as the caller of the API key they signed in with (by hash:
+    revoking it ends the session and its live streams), and the CSRF token their forms must
+    carry."""
 
-    user: User
-    key_hash: str
+    caller: Caller
     csrf_token: str
+
+    @property
+    def user(self) -> User:
+        """Who is signed in."""
+        return self.caller.user
 
 
 def _secure() -> bool:
     """True when cookies must be Secure: the request or the public URL is https."""
-    return request.scheme == "https" or gateway().settings.http.public_url.startswith("https://")
+    public_url = current_gateway().settings.http.public_url
+    return request.scheme == "https" or public_url.startswith("https://")
 
 
 def set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
@@ -80,22 +86,24 @@ async def current_session() -> Session | None:
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
+    gateway = current_gateway()
     try:
-        claims = unseal(session_key(gateway().server_key), token, time.time())
+        claims = unseal(session_key(gateway.server_key), token, time.time())
     except SessionInvalid:
         return None
-    user = await gateway().storage.user_for_key_hash(claims.key_hash)
-    if user is None or user.id != claims.user_id:
+    caller = await caller_for_key_hash(gateway, claims.key_hash)
+    if caller is None or caller.user_id != claims.user_id:
         return None
-    return Session(user, claims.key_hash, claims.csrf_token)
+    return Session(caller, claims.csrf_token)
 
 
 async def start_session(api_key: str) -> tuple[User, str]:
-    """Check `api_key` exactly as the REST API does (ApiError 401 otherwise) and return its
+    """Check `api_key` exactly as the REST API does (Unauthorized otherwise) and return its
     owner with the sealed session cookie value to set."""
-    user = await authenticate(api_key)
-    claims = new_claims(hash_api_key(api_key), user.id, time.time())
-    return user, seal(session_key(gateway().server_key), claims)
+    gateway = current_gateway()
+    caller = await authenticate(gateway, api_key)
+    claims = new_claims(caller.key_hash, caller.user_id, time.time())
+    return caller.user, seal(session_key(gateway.server_key), claims)
 
 
 def session_cookie_seconds() -> int:
@@ -116,10 +124,9 @@ async def check_signin_token() -> None:
         raise csrf_refused()
 
 
-def csrf_refused() -> ApiError:
+def csrf_refused() -> Forbidden:
     """403 for a form without the right CSRF token."""
-    return ApiError(
-        403,
+    return Forbidden(
         "csrf_failed",
         "this form has expired or did not come from the dashboard; reload the page and retry",
     )

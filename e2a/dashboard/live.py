@@ -14,14 +14,14 @@ from typing import Any
 
 import trio
 
-from e2a.api.auth import gateway
-from e2a.api.errors import ApiError
-from e2a.api.messages import inbox_page
 from e2a.dashboard.auth import Session
 from e2a.hub import Listener
 from e2a.hub.access import lost_access
 from e2a.hub.frames import notification_frame
+from e2a.operations.errors import OperationError
+from e2a.operations.messages import inbox_page
 from e2a.storage.base import Agent, StatusFilter
+from e2a.web.context import current_gateway
 
 STREAM_SECONDS = 300.0
 KEEPALIVE_SECONDS = 15.0
@@ -41,13 +41,17 @@ async def inbox_events(
     `after_seq`, then live mail (always unread, so it belongs on either page), with a comment
     line every KEEPALIVE_SECONDS so proxies keep the connection open."""
     yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
-    listener = Listener(agent.id, session.user.id, session.key_hash, "dashboard")
-    with gateway().hub.subscribe(listener) as live:
-        if await lost_access(gateway().storage, listener, agent.email) is not None:
+    gateway = current_gateway()
+    caller = session.caller
+    listener = Listener(agent.id, caller.user_id, caller.key_hash, "dashboard")
+    with gateway.hub.subscribe(listener) as live:
+        if await lost_access(gateway.storage, listener, agent.email) is not None:
             return  # revoked while the stream opened: the reconnection is refused
         try:
-            page = await inbox_page(session.user, agent.email, shown, CATCH_UP_PAGE_SIZE, after_seq)
-        except ApiError:
+            page = await inbox_page(
+                gateway, caller, agent.email, shown, CATCH_UP_PAGE_SIZE, after_seq
+            )
+        except OperationError:
             return  # the agent went meanwhile, or too many polls: the reconnection says which
         sent = {message.id for message in page.messages}
         for message in page.messages:

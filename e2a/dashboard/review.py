@@ -6,23 +6,18 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ValidationError
 from quart import Response, request
 
-from e2a.api.auth import gateway
-from e2a.api.errors import ApiError
-from e2a.api.outbound import (
-    OUTBOUND_STATUSES,
-    ApproveBody,
-    approval_edits,
-    outbound_message,
-    outbound_messages,
-    outbound_view,
-    review_message,
-)
-from e2a.api.requests import describe_validation_error
 from e2a.dashboard.auth import Session, requires_session
 from e2a.dashboard.site import blueprint, done, page
+from e2a.operations import lifecycle, reviews
+from e2a.operations.agents import owned_agents
+from e2a.operations.errors import NotFound, OperationError
+from e2a.operations.requests import parse_request
+from e2a.operations.reviews import ApproveBody
+from e2a.web.context import current_gateway
+from e2a.web.errors import status_of
+from e2a.web.views import outbound_view
 
 HISTORY_LIMIT = 200
 _ADDRESS_SPLIT = re.compile(r"[,\s;]+")
@@ -36,7 +31,9 @@ def address_list(text: str) -> list[str]:
 async def _approvals_page(
     session: Session, status: int = 200, error: str | None = None
 ) -> Response:
-    pending = await outbound_messages(session.user, "pending_approval", None)
+    pending = await reviews.outbound_messages(
+        current_gateway(), session.caller, lifecycle.PENDING_APPROVAL, None
+    )
     return await page(
         "approvals.html",
         session,
@@ -56,7 +53,7 @@ async def approvals(session: Session) -> Response:
 async def _review_page(
     session: Session, message_id: str, status: int = 200, error: str | None = None
 ) -> Response:
-    found = await outbound_message(session.user, message_id)
+    found = await reviews.outbound_message(current_gateway(), session.caller, message_id)
     return await page(
         "review.html", session, status=status, error=error, message=outbound_view(found)
     )
@@ -85,17 +82,16 @@ def _changed_fields(form: Mapping[str, str], current: dict[str, Any]) -> dict[st
 @requires_session
 async def approve(session: Session, message_id: str) -> Response:
     """Approve a held message, with the edits the review form made, if any."""
+    gateway = current_gateway()
     form = await request.form
-    current = outbound_view(await outbound_message(session.user, message_id))
+    current = outbound_view(await reviews.outbound_message(gateway, session.caller, message_id))
     try:
-        body = ApproveBody.model_validate(_changed_fields(form, current))
-        await review_message(session.user, message_id, True, approval_edits(body), None)
-    except ValidationError as exc:
-        return await _review_page(session, message_id, 400, describe_validation_error(exc))
-    except ApiError as exc:
-        if exc.status == 404:
-            raise
-        return await _review_page(session, message_id, exc.status, exc.message)
+        edits = parse_request(ApproveBody, _changed_fields(form, current))
+        await reviews.approve(gateway, session.caller, message_id, edits)
+    except NotFound:
+        raise
+    except OperationError as refused:
+        return await _review_page(session, message_id, status_of(refused), refused.message)
     return done("dashboard.approvals", "approved")
 
 
@@ -106,11 +102,11 @@ async def reject(session: Session, message_id: str) -> Response:
     form = await request.form
     reason = form.get("reason", "").strip()[:1000] or None
     try:
-        await review_message(session.user, message_id, False, None, reason)
-    except ApiError as exc:
-        if exc.status == 404:
-            raise
-        return await _approvals_page(session, exc.status, exc.message)
+        await reviews.reject(current_gateway(), session.caller, message_id, reason)
+    except NotFound:
+        raise
+    except OperationError as refused:
+        return await _approvals_page(session, status_of(refused), refused.message)
     return done("dashboard.approvals", "rejected")
 
 
@@ -118,22 +114,23 @@ async def reject(session: Session, message_id: str) -> Response:
 @requires_session
 async def outbound(session: Session) -> Response:
     """Sent and held mail with its state, newest first; filter by status and agent."""
+    gateway = current_gateway()
     status = request.args.get("status", "")
     agent_filter = request.args.get("agent") or None
-    statuses = [status] if status else list(OUTBOUND_STATUSES)
+    statuses = [status] if status else list(lifecycle.STATES)
     found = [
         message
         for each in statuses
-        for message in await outbound_messages(session.user, each, agent_filter)
+        for message in await reviews.outbound_messages(gateway, session.caller, each, agent_filter)
     ]
     found.sort(key=lambda message: message.created_epoch, reverse=True)
     return await page(
         "outbound.html",
         session,
         messages=[outbound_view(message) for message in found[:HISTORY_LIMIT]],
-        statuses=OUTBOUND_STATUSES,
+        statuses=lifecycle.STATES,
         shown=status,
         agent_filter=agent_filter or "",
-        agents=await gateway().storage.list_agents(session.user.id),
+        agents=await owned_agents(gateway, session.caller),
         limit=HISTORY_LIMIT,
     )

@@ -2,8 +2,8 @@
 
 Every page needs a session (see `e2a.dashboard.auth`); every form POSTs with the session's
 CSRF token and then redirects (post/redirect/get), or shows the page again with the error.
-Actions call the functions behind the REST routes, so rules and ownership checks (made
-inside the storage queries) are the same; nothing here talks to storage on its own terms.
+Actions call the same operations as the REST routes (`e2a.operations`), so rules and ownership
+checks (made inside the storage queries) are the same; nothing here talks to storage.
 """
 
 from __future__ import annotations
@@ -12,11 +12,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
 from quart import Blueprint, Response, render_template, request, url_for
 
-from e2a.api.errors import ApiError
-from e2a.api.requests import RequestBody, describe_validation_error
 from e2a.dashboard.auth import (
     CSRF_FIELD,
     SESSION_COOKIE,
@@ -33,7 +30,10 @@ from e2a.dashboard.auth import (
     signin_token,
     start_session,
 )
+from e2a.operations.errors import OperationError, Unauthorized
+from e2a.operations.requests import RequestBody, parse_request
 from e2a.storage.base import StorageUnavailable
+from e2a.web.errors import headers_of, status_of
 
 log = logging.getLogger("e2a.dashboard")
 
@@ -108,21 +108,18 @@ def done(endpoint: str, notice: str, **values: str) -> Response:
 
 
 def form_body(model: type[Body], values: Mapping[str, object]) -> Body:
-    """A REST request body built from form values; blank fields count as not given."""
+    """An operation's request built from form values; blank fields count as not given."""
     data = {name: value for name, value in values.items() if value not in ("", None)}
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise ApiError(400, "invalid_request", describe_validation_error(exc)) from None
+    return parse_request(model, data)
 
 
-@blueprint.errorhandler(ApiError)
-async def on_api_error(exc: ApiError) -> Response:
+@blueprint.errorhandler(OperationError)
+async def on_refused(exc: OperationError) -> Response:
     """An action the rules refuse, on a page of its own (forms show errors in place)."""
     response = await page(
-        "error.html", await current_session(), status=exc.status, message=exc.message
+        "error.html", await current_session(), status=status_of(exc), message=exc.message
     )
-    response.headers.update(exc.headers)
+    response.headers.update(headers_of(exc))
     return response
 
 
@@ -172,7 +169,7 @@ async def signin_submit() -> Response:
     form = await request.form
     try:
         _, cookie = await start_session(form.get("api_key", "").strip())
-    except ApiError:
+    except Unauthorized:
         return await _signin_page(401, "That API key is not valid. Check it and try again.")
     response = see_other(local_path(request.args.get("next")))
     set_cookie(response, SESSION_COOKIE, cookie, session_cookie_seconds())

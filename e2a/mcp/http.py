@@ -1,10 +1,10 @@
 """`/mcp` on the gateway's HTTP port: the MCP streamable-HTTP transport behind an API key.
 
 Before the MCP library sees a request, the endpoint refuses a foreign `Origin` (403), a missing
-or bad key (401, checked by the REST API's own code) and a JSON-RPC batch (400), each with a
+or bad key (401, checked by the caller's own operation) and a JSON-RPC batch (400), each with a
 JSON-RPC error an MCP client shows; a session is bound to the key's user. Tools call the
-gateway's REST API on its own loopback address with the caller's key, so ownership is decided
-by the REST routes alone, as for every other client.
+gateway's operations in-process (`in_process.OperationsPort`) for the key's owner, the very
+operations the REST API runs, so ownership is decided where it is for every other client.
 
 The MCP library is loaded on the first authenticated request, not at start: it is the largest
 part of the gateway's imports (about 25 MB and 40% of start-up), and many deployments never
@@ -16,19 +16,19 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from werkzeug.datastructures import Headers
 
-from e2a.api.auth import bearer_key, user_for_key
-from e2a.api.errors import ApiError
 from e2a.gateway import Gateway
+from e2a.operations.caller import authenticate
+from e2a.operations.errors import Unauthorized
 from e2a.storage.base import StorageUnavailable
+from e2a.web.context import bearer_key
+from e2a.web.errors import status_of
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
@@ -36,8 +36,7 @@ if TYPE_CHECKING:
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
     from starlette.types import Message, Receive, Scope, Send
 
-    from e2a.mcp.tools import Caller
-    from e2a.v1 import AsyncE2AClient
+    from e2a.mcp.tools import ToolCaller
 
 log = logging.getLogger("e2a.mcp")
 
@@ -50,77 +49,14 @@ _MCP_MODULES = (
     "mcp.server.auth.provider",
     "mcp.server.streamable_http_manager",
     "e2a.mcp.server",
+    "e2a.mcp.in_process",
 )
 """What the first MCP request loads (in a thread)."""
-
-CLIENT_POOL_SIZE = 64
-"""SDK clients kept for recently seen keys: building one costs tens of milliseconds of CPU."""
 
 SERVER_ERROR = -32000
 """JSON-RPC's implementation-defined server error: what the endpoint's refusals carry."""
 INVALID_REQUEST = -32600
 """JSON-RPC's code for a message that is not a valid request (a batch, here)."""
-
-
-def loopback_url(address: tuple[Any, ...]) -> str:
-    """The base URL under which this process reaches its own HTTP listener at `address`."""
-    host, port = str(address[0]), int(address[1])
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-class ClientPool:
-    """SDK clients for the gateway's own address, one per API key recently used.
-
-    At most `size` are kept once idle; the least recently used idle ones are closed first.
-    """
-
-    def __init__(self, base_url: str, size: int = CLIENT_POOL_SIZE) -> None:
-        self._base_url = base_url
-        self._size = size
-        self._clients: OrderedDict[str, AsyncE2AClient] = OrderedDict()
-        self._leases: dict[str, int] = {}
-
-    @asynccontextmanager
-    async def lease(self, api_key: str) -> AsyncIterator[AsyncE2AClient]:
-        """A client sending `api_key`, reserved for the caller until the block ends."""
-        from e2a.v1 import AsyncE2AClient
-
-        client = self._clients.get(api_key)
-        if client is None:
-            # Loading the CA bundle is CPU work: keep it off the event loop.
-            build = partial(AsyncE2AClient, api_key=api_key, base_url=self._base_url)
-            client = await anyio.to_thread.run_sync(build)
-            if api_key in self._clients:  # another request built one meanwhile
-                await client.close()
-                client = self._clients[api_key]
-            else:
-                self._clients[api_key] = client
-        self._clients.move_to_end(api_key)
-        self._leases[api_key] = self._leases.get(api_key, 0) + 1
-        try:
-            yield client
-        finally:
-            self._leases[api_key] -= 1
-            if not self._leases[api_key]:
-                del self._leases[api_key]
-            with anyio.CancelScope(shield=True):
-                await self._close_idle_beyond_size()
-
-    async def _close_idle_beyond_size(self) -> None:
-        idle = [key for key in self._clients if key not in self._leases]
-        for key in idle[: max(0, len(self._clients) - self._size)]:
-            await self._clients.pop(key).close()
-
-    async def close(self) -> None:
-        """Close every client."""
-        clients = list(self._clients.values())
-        self._clients.clear()
-        for client in clients:
-            await client.close()
 
 
 def _api_key(ctx: ServerRequestContext[Any, Any]) -> tuple[str, str]:
@@ -161,7 +97,7 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-def _bearer_challenge(error: ApiError, key: str | None) -> str:
+def _bearer_challenge(error: Unauthorized, key: str | None) -> str:
     """`WWW-Authenticate` for a refused key (RFC 6750 section 3): the realm, and for a key that
     was sent, why it was refused. No `resource_metadata`: e2a keys are not OAuth tokens, and
     an MCP client that finds one starts an OAuth flow the gateway does not offer."""
@@ -226,38 +162,33 @@ def _no_fresh_session_on_error(send: Send) -> Send:
 class McpEndpoint:
     """The ASGI app mounted at `/mcp`: origin, Bearer API key, then the MCP session manager."""
 
-    def __init__(self, gateway: Gateway, base_url: str) -> None:
+    def __init__(self, gateway: Gateway) -> None:
         http = gateway.settings.http
         self._allowed_origins = frozenset([http.public_origin, *http.cors_allowed_origins])
-        self._storage = gateway.storage
-        self._pool = ClientPool(base_url)
+        self._gateway = gateway
         self._sessions: StreamableHTTPSessionManager | None = None
         self._tasks: TaskGroup | None = None
         self._starting = anyio.Lock()
 
     @asynccontextmanager
-    async def _open_caller(self, ctx: ServerRequestContext[Any, Any]) -> AsyncIterator[Caller]:
-        from e2a.mcp.tools import Caller
+    async def _open_caller(self, ctx: ServerRequestContext[Any, Any]) -> AsyncIterator[ToolCaller]:
+        from e2a.mcp.in_process import OperationsPort
+        from e2a.mcp.tools import ToolCaller
 
         api_key, default_agent = _api_key(ctx)
-        async with self._pool.lease(api_key) as client:
-            yield Caller(client, default_agent)
+        yield ToolCaller(OperationsPort(self._gateway, api_key), default_agent)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Serve until the block ends; the session manager (its sessions are tasks) runs in
         here from the first request on, and stops with the block."""
-        try:
-            async with anyio.create_task_group() as tasks:
-                self._tasks = tasks
-                try:
-                    yield
-                finally:
-                    self._tasks = None
-                    tasks.cancel_scope.cancel()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self._pool.close()
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            try:
+                yield
+            finally:
+                self._tasks = None
+                tasks.cancel_scope.cancel()
 
     async def _session_manager(self) -> StreamableHTTPSessionManager:
         """The session manager, started on first use inside `running()`."""
@@ -331,12 +262,10 @@ class McpEndpoint:
         headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
         key = bearer_key(headers)
         try:
-            user = await user_for_key(self._storage, key)
-        except ApiError as exc:
-            challenge = (
-                {"WWW-Authenticate": _bearer_challenge(exc, key)} if exc.status == 401 else {}
-            )
-            await _send_error(send, exc.status, exc.code, exc.message, exc.headers | challenge)
+            caller = await authenticate(self._gateway, key)
+        except Unauthorized as refused:
+            challenge = {"WWW-Authenticate": _bearer_challenge(refused, key)}
+            await _send_error(send, status_of(refused), refused.code, refused.message, challenge)
             return None
         except StorageUnavailable as exc:
             log.error("storage unavailable: %s", exc)
@@ -349,7 +278,7 @@ class McpEndpoint:
             )
             return None
         assert key is not None
-        return key, user.id
+        return key, caller.user_id
 
 
 def _import_mcp() -> None:

@@ -20,11 +20,11 @@ from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
 
 from e2a import __version__
-from e2a.mcp.tools import TOOLS, TOOLS_BY_NAME, Caller, call_tool, tool_schema
-from e2a.v1 import AsyncE2AClient
+from e2a.mcp.remote import SdkPort
+from e2a.mcp.tools import TOOLS, TOOLS_BY_NAME, ToolCaller, call_tool, tool_schema
 
-OpenCaller = Callable[[ServerRequestContext[Any, Any]], AbstractAsyncContextManager[Caller]]
-"""Given a request's context, open the `Caller` the tool runs for (and release it after)."""
+OpenCaller = Callable[[ServerRequestContext[Any, Any]], AbstractAsyncContextManager[ToolCaller]]
+"""Given a request's context, open the `ToolCaller` the tool runs for (and release it after)."""
 
 INSTRUCTIONS = (
     "e2a gives you email mailboxes (agents). Read mail with get_inbox and read_email, or "
@@ -66,11 +66,12 @@ def build_server(open_caller: OpenCaller) -> Server[Any]:
 
 async def serve_stdio(api_key: str, agent_email: str, base_url: str | None) -> None:
     """Serve the tools over stdin/stdout for one client, against the gateway at `base_url`."""
-    async with AsyncE2AClient(api_key=api_key, agent_email=agent_email, base_url=base_url) as sdk:
-        caller = Caller(sdk, agent_email)
+    port = SdkPort(api_key=api_key, agent_email=agent_email, base_url=base_url)
+    async with port:
+        caller = ToolCaller(port, agent_email)
 
         @asynccontextmanager
-        async def same_caller(ctx: ServerRequestContext[Any, Any]) -> AsyncIterator[Caller]:
+        async def same_caller(ctx: ServerRequestContext[Any, Any]) -> AsyncIterator[ToolCaller]:
             yield caller
 
         server = build_server(same_caller)

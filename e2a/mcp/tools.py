@@ -1,8 +1,10 @@
 """The MCP tools of e2a: what each one takes (a JSON schema), does and answers.
 
-Each tool calls the gateway through the SDK (`AsyncE2AClient`) with the caller's key, so
-ownership is checked where it always is, by the REST API. Failures become tool errors
-with a readable sentence, never tracebacks. Runs under asyncio or trio (anyio only).
+Every tool works through a `GatewayPort` (e2a.mcp.port) for its caller: the SDK against a
+remote gateway, or the operations of the gateway the tools run in, so ownership is checked
+where it always is. Failures become tool errors with a readable sentence, never tracebacks.
+Runs under asyncio or trio (anyio only). To add a tool: an arguments model, a function of
+(ToolCaller, arguments), and a ToolSpec in TOOLS.
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ import httpx
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from e2a.mcp.port import GatewayPort
 from e2a.v1 import (
-    AsyncE2AClient,
     AsyncInboundEmail,
     E2AApiError,
     MessageSummary,
     PendingMessageDetail,
     SendResult,
-    fetch_info,
 )
 
 log = logging.getLogger("e2a.mcp")
@@ -46,10 +47,10 @@ class ToolFailure(Exception):
 
 
 @dataclass
-class Caller:
-    """Who is calling: an SDK client bound to their API key, and their default agent."""
+class ToolCaller:
+    """Who calls a tool: the gateway as their API key reaches it, and their default agent."""
 
-    client: AsyncE2AClient
+    port: GatewayPort
     default_agent: str = ""
 
     async def agent(self, chosen: str | None) -> str:
@@ -58,7 +59,7 @@ class Caller:
             return chosen
         if self.default_agent:
             return self.default_agent
-        agents = [a.email for a in (await self.client.list_agents()).agents if a.email]
+        agents = [a.email for a in (await self.port.list_agents()).agents if a.email]
         if len(agents) == 1:
             return agents[0]
         if not agents:
@@ -253,11 +254,11 @@ def _summary(message: MessageSummary) -> dict[str, Any]:
     }
 
 
-async def _sent(caller: Caller, result: SendResult) -> dict[str, Any]:
+async def _sent(caller: ToolCaller, result: SendResult) -> dict[str, Any]:
     """The answer to a send or reply; a message that failed is a tool failure with the
     reason the REST API records for it (`error` of GET /messages/{id})."""
     if result.status == "failed":
-        detail = await caller.client.get_pending_message(result.message_id)
+        detail = await caller.port.get_pending_message(result.message_id)
         reason = (detail.model_extra or {}).get("error") or "the gateway recorded no reason"
         raise ToolFailure(f"message {result.message_id} was not sent: {reason}")
     answer = dataclasses.asdict(result)
@@ -298,9 +299,9 @@ def _outbound(message: PendingMessageDetail) -> dict[str, Any]:
 # The tools.
 
 
-async def list_agents(caller: Caller, _: NoArguments) -> dict[str, Any]:
+async def list_agents(caller: ToolCaller, _: NoArguments) -> dict[str, Any]:
     """The caller's agents."""
-    agents = (await caller.client.list_agents()).agents
+    agents = (await caller.port.list_agents()).agents
     return {
         "agents": [
             agent.model_dump(
@@ -312,10 +313,10 @@ async def list_agents(caller: Caller, _: NoArguments) -> dict[str, Any]:
     }
 
 
-async def get_inbox(caller: Caller, arguments: InboxArguments) -> dict[str, Any]:
+async def get_inbox(caller: ToolCaller, arguments: InboxArguments) -> dict[str, Any]:
     """One page of an agent's inbox, oldest first."""
     agent = await caller.agent(arguments.agent)
-    page = await caller.client.get_messages(
+    page = await caller.port.get_messages(
         arguments.status, arguments.page_size, arguments.page, agent
     )
     return {
@@ -326,16 +327,16 @@ async def get_inbox(caller: Caller, arguments: InboxArguments) -> dict[str, Any]
     }
 
 
-async def read_email(caller: Caller, arguments: ReadArguments) -> dict[str, Any]:
+async def read_email(caller: ToolCaller, arguments: ReadArguments) -> dict[str, Any]:
     """One message in full, with its verification; marks it read."""
     agent = await caller.agent(arguments.agent)
-    return inbound_message(await caller.client.get_message(arguments.message_id, agent))
+    return inbound_message(await caller.port.get_message(arguments.message_id, agent))
 
 
-async def send_email(caller: Caller, arguments: SendArguments) -> dict[str, Any]:
+async def send_email(caller: ToolCaller, arguments: SendArguments) -> dict[str, Any]:
     """A new message from the agent."""
     agent = await caller.agent(arguments.agent)
-    result = await caller.client.send(
+    result = await caller.port.send(
         arguments.to,
         arguments.subject,
         arguments.body,
@@ -348,10 +349,10 @@ async def send_email(caller: Caller, arguments: SendArguments) -> dict[str, Any]
     return await _sent(caller, result)
 
 
-async def reply_email(caller: Caller, arguments: ReplyArguments) -> dict[str, Any]:
+async def reply_email(caller: ToolCaller, arguments: ReplyArguments) -> dict[str, Any]:
     """A reply to an inbound message, threaded."""
     agent = await caller.agent(arguments.agent)
-    result = await caller.client.reply(
+    result = await caller.port.reply(
         arguments.message_id,
         arguments.body,
         html_body=arguments.html_body,
@@ -363,55 +364,53 @@ async def reply_email(caller: Caller, arguments: ReplyArguments) -> dict[str, An
     return await _sent(caller, result)
 
 
-async def list_pending(caller: Caller, _: NoArguments) -> dict[str, Any]:
+async def list_pending(caller: ToolCaller, _: NoArguments) -> dict[str, Any]:
     """Outbound messages of all the caller's agents held for approval."""
-    pending = await caller.client.list_pending_messages()
+    pending = await caller.port.list_pending_messages()
     return {"messages": [_outbound(message) for message in pending.messages]}
 
 
-async def approve_email(caller: Caller, arguments: ApproveArguments) -> dict[str, Any]:
+async def approve_email(caller: ToolCaller, arguments: ApproveArguments) -> dict[str, Any]:
     """Approve a held message, optionally edited."""
-    message = await caller.client.approve_message(
+    message = await caller.port.approve_message(
         arguments.message_id, subject=arguments.subject, body_text=arguments.body_text
     )
     return _outbound(message)
 
 
-async def reject_email(caller: Caller, arguments: RejectArguments) -> dict[str, Any]:
+async def reject_email(caller: ToolCaller, arguments: RejectArguments) -> dict[str, Any]:
     """Reject a held message."""
-    return _outbound(await caller.client.reject_message(arguments.message_id, arguments.reason))
+    return _outbound(await caller.port.reject_message(arguments.message_id, arguments.reason))
 
 
-async def _first_unread(client: AsyncE2AClient, agent: str) -> str:
+async def _first_unread(port: GatewayPort, agent: str) -> str:
     """The id of the agent's oldest unread message, polling until there is one."""
     while True:
-        page = await client.get_messages("unread", 1, None, agent)
+        page = await port.get_messages("unread", 1, None, agent)
         if page.messages:
             return page.messages[0].message_id
         await anyio.sleep(POLL_INTERVAL_SECONDS)
 
 
-async def wait_for_email(caller: Caller, arguments: WaitArguments) -> dict[str, Any]:
+async def wait_for_email(caller: ToolCaller, arguments: WaitArguments) -> dict[str, Any]:
     """The oldest unread message, waiting for one up to the timeout."""
     agent = await caller.agent(arguments.agent)
     found: str | None = None
     with anyio.move_on_after(arguments.timeout_seconds):
-        found = await _first_unread(caller.client, agent)
+        found = await _first_unread(caller.port, agent)
     if found is None:
         return {"agent": agent, "message": None, "timed_out": True}
     # Outside the timeout: once fetched, the message is read, so it must reach the caller.
-    message = inbound_message(await caller.client.get_message(found, agent))
+    message = inbound_message(await caller.port.get_message(found, agent))
     return {"agent": agent, "message": message, "timed_out": False}
 
 
-async def get_info(caller: Caller, _: NoArguments) -> dict[str, Any]:
+async def get_info(caller: ToolCaller, _: NoArguments) -> dict[str, Any]:
     """The gateway's public settings, and the caller's default agent."""
-    # The sync twin in a worker thread: building an HTTP client loads the CA bundle, which is
-    # CPU work the event loop (in the gateway, the whole gateway's) should not wait for.
-    info = await anyio.to_thread.run_sync(fetch_info, caller.client.base_url)
+    info = await caller.port.get_info()
     return {
         **info.model_dump(exclude_none=True),
-        "gateway_url": caller.client.base_url,
+        "gateway_url": caller.port.gateway_url,
         "default_agent": caller.default_agent or None,
     }
 
@@ -432,7 +431,7 @@ class ToolSpec(Generic[A]):
     title: str
     description: str
     arguments: type[A]
-    run: Callable[[Caller, A], Awaitable[dict[str, Any]]]
+    run: Callable[[ToolCaller, A], Awaitable[dict[str, Any]]]
     read_only: bool = True
     sends_mail: bool = False
     destructive: bool = False
@@ -608,7 +607,7 @@ def _result(answer: dict[str, Any]) -> types.CallToolResult:
 
 
 async def call_tool(
-    tool: ToolSpec[Any], caller: Caller, arguments: dict[str, Any]
+    tool: ToolSpec[Any], caller: ToolCaller, arguments: dict[str, Any]
 ) -> types.CallToolResult:
     """Run `tool` for `caller`; every failure becomes a tool error with a readable message."""
     try:
@@ -620,12 +619,12 @@ async def call_tool(
     except ToolFailure as exc:
         return _error(f"{tool.name}: {exc}")
     except E2AApiError as exc:
-        # The status, code and message the REST API answered, as a REST client sees them.
+        # The refusal's status, code and message, as the REST API answers it.
         status = f"{exc.status_code} {exc.code}" if exc.code else str(exc.status_code)
         return _error(f"{tool.name}: the gateway answered {status}: {exc.message}")
     except httpx.HTTPError as exc:
         return _error(
-            f"{tool.name}: cannot reach the e2a gateway at {caller.client.base_url}: "
+            f"{tool.name}: cannot reach the e2a gateway at {caller.port.gateway_url}: "
             f"{exc or type(exc).__name__}"
         )
     except Exception:

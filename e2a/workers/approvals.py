@@ -17,6 +17,7 @@ import trio
 from e2a.clock import format_timestamp
 from e2a.config import Settings
 from e2a.gateway import Gateway
+from e2a.operations import lifecycle
 from e2a.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
 from e2a.outbound.relay import hand_off
 from e2a.signing.magic_links import Action, issue_token, link_key
@@ -168,7 +169,7 @@ class ApprovalWorker:
             expired += batch
             if len(batch) < EXPIRE_BATCH:
                 break
-        if any(message.status == "expired_approved" for message in expired):
+        if any(message.status in lifecycle.AWAITING_HAND_OFF for message in expired):
             self._gateway.hub.jobs_added()
         for message in expired:
             log.info("outbound %s approval expired -> %s", message.id, message.status)
@@ -194,7 +195,7 @@ class ApprovalWorker:
         storage = self._gateway.storage
         settings = self._gateway.settings
         message = await storage.get_outbound(None, job.message_id)
-        if message is None or message.status != "pending_approval":
+        if message is None or not lifecycle.awaits_review(message.status):
             await storage.finish_job(job.id, None)
             return
         if not settings.outbound_smtp.host:

@@ -23,6 +23,7 @@ from e2a.config import ConfigError
 from e2a.gateway import Gateway
 from e2a.inbound.local_delivery import deliver_locally
 from e2a.mailauth.dkim import dkimpy
+from e2a.operations import lifecycle
 from e2a.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
 from e2a.outbound.relay import hand_off
 from e2a.smtp.client import Outcome, Outgoing
@@ -36,7 +37,6 @@ MAX_IN_FLIGHT = 32
 LEASE_MARGIN_SECONDS = 60.0
 MAX_UNEXPECTED_FAILURES = 5
 MAX_ERROR_CHARS = 1000
-SENDABLE_STATUSES = frozenset({"queued", "expired_approved"})
 NO_RELAY = (
     "outbound_smtp.host is not set — configure outbound_smtp to send mail beyond this deployment"
 )
@@ -265,7 +265,7 @@ class OutboundWorker:
         message = await storage.get_outbound(None, job.message_id)
         if message is None:
             return  # deleted, and its job with it
-        if message.status not in SENDABLE_STATUSES:  # settled meanwhile; bodies are scrubbed
+        if message.status not in lifecycle.AWAITING_HAND_OFF:  # settled meanwhile; body scrubbed
             await storage.finish_job(job.id, None)
             return
         sender = await storage.find_agent(message.agent_email)

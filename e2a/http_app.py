@@ -1,35 +1,25 @@
-"""The Quart-Trio application: every HTTP route of the gateway and its JSON error handling."""
+"""The gateway's HTTP app: the faces' routes (REST `/api/v1`, the dashboard at `/`) in one
+Quart-Trio app bound to the gateway, and the guards every HTTP request passes first.
+
+This is the one place that knows every Quart face; the faces know operations and `e2a.web`,
+never each other. MCP (`/mcp`) is mounted in front of this app by `e2a.app`.
+"""
 
 from __future__ import annotations
-
-import logging
 
 from hypercorn.typing import ASGIFramework
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from e2a.api import (
-    account,
-    agents,
-    approvals,
-    domains,
-    messages,
-    meta,
-    observability,
-    outbound,
-    websocket,
-)
 from e2a.api.body_limit import BodyLimit
-from e2a.api.errors import ApiError, error_response, http_exception_response
 from e2a.api.expect_continue import ContinueHTTPConnection, ContinueRequest
 from e2a.api.proxies import TrustedProxies
+from e2a.api.routes import register_api
 from e2a.config import HttpSettings
 from e2a.dashboard import blueprint as dashboard_blueprint
 from e2a.gateway import Gateway
-from e2a.storage.base import StorageUnavailable
-
-log = logging.getLogger("e2a.api")
+from e2a.web.context import bind_gateway
 
 
 def guard_requests(app: ASGIFramework, settings: HttpSettings) -> ASGIFramework:
@@ -48,14 +38,10 @@ def create_app(gateway: Gateway) -> QuartTrio:
     app.url_map.strict_slashes = False
     app.request_class = ContinueRequest
     app.asgi_http_class = ContinueHTTPConnection
-    app.config["E2A_GATEWAY"] = gateway
+    bind_gateway(app, gateway)
     app.config["MAX_CONTENT_LENGTH"] = gateway.settings.http.max_request_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
-    app.register_blueprint(meta.blueprint)
-    app.register_blueprint(observability.blueprint)
-    observability.time_requests(app)
-    for module in (agents, domains, messages, account, websocket, outbound, approvals):
-        app.register_blueprint(module.blueprint, url_prefix="/api/v1")
+    register_api(app)
     app.register_blueprint(dashboard_blueprint)  # the web UI at /, after the API routes
 
     @app.after_request
@@ -73,28 +59,5 @@ def create_app(gateway: Gateway) -> QuartTrio:
         except HTTPException:
             response.headers["Connection"] = "close"  # too large to read: do not reuse
         return response
-
-    @app.errorhandler(ApiError)
-    async def on_api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
-
-    @app.errorhandler(HTTPException)
-    async def on_http_exception(exc: HTTPException) -> Response:
-        return http_exception_response(exc)
-
-    @app.errorhandler(StorageUnavailable)
-    async def on_storage_unavailable(exc: StorageUnavailable) -> Response:
-        log.error("storage unavailable: %s", exc)
-        return error_response(
-            503,
-            "storage_unavailable",
-            "the database is not answering; try again shortly",
-            {"Retry-After": "5"},
-        )
-
-    @app.errorhandler(Exception)
-    async def on_unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error in request handler")
-        return error_response(500, "internal_error", "internal error; the gateway log has details")
 
     return app

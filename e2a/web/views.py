@@ -1,16 +1,24 @@
-"""How stored rows look on the wire (contract/rest.md objects). Pure functions, no I/O."""
+"""How stored rows look in e2a's 2.x contract (contract/rest.md objects), for every face that
+shows them: REST answers, the dashboard's pages, MCP tool results. Pure functions, no I/O."""
 
 from __future__ import annotations
 
 import base64
 from typing import Any
 
+from e2a import __version__
+from e2a.clock import format_timestamp
+from e2a.config import Settings
 from e2a.inbound.parse import parse_body
-from e2a.storage.base import Agent, ApiKey, Domain, InboundMessage, SigningSecret
+from e2a.operations import lifecycle
+from e2a.operations.agents import AgentEntry
+from e2a.operations.sending import Submission
+from e2a.storage.base import ApiKey, Domain, InboundMessage, OutboundMessage, SigningSecret
 
 
-def agent_view(agent: Agent, domain_verified: bool) -> dict[str, Any]:
+def agent_view(entry: AgentEntry) -> dict[str, Any]:
     """The Agent object."""
+    agent = entry.agent
     return {
         "id": agent.email,
         "email": agent.email,
@@ -18,7 +26,7 @@ def agent_view(agent: Agent, domain_verified: bool) -> dict[str, Any]:
         "name": agent.name,
         "webhook_url": agent.webhook_url,
         "agent_mode": agent.agent_mode,
-        "domain_verified": domain_verified,
+        "domain_verified": entry.domain_verified,
         "hitl_enabled": agent.hitl_enabled,
         "hitl_ttl_seconds": agent.hitl_ttl_seconds,
         "hitl_expiration_action": agent.hitl_expiration_action,
@@ -105,3 +113,63 @@ def message_full_view(message: InboundMessage) -> dict[str, Any]:
     if message.delivery_status is not None:
         view["delivery_status"] = message.delivery_status
     return view
+
+
+def outbound_view(message: OutboundMessage) -> dict[str, Any]:
+    """The Outbound message object: the body only while it is kept, the hand-off error only
+    where it explains the state."""
+    view: dict[str, Any] = {
+        "id": message.id,
+        "message_id": message.id,
+        "agent_id": message.agent_email,
+        "direction": "outbound",
+        "type": message.kind,
+        "to": message.to,
+        "cc": message.cc,
+        "bcc": message.bcc,
+        "subject": message.subject,
+        "conversation_id": message.conversation_id,
+        "status": message.status,
+        "approval_expires_at": (
+            format_timestamp(message.approval_expires_at)
+            if message.approval_expires_at is not None
+            else None
+        ),
+        "created_at": message.created_at,
+        "reviewed_at": message.reviewed_at,
+        "rejection_reason": message.rejection_reason,
+        "email_message_id": message.email_message_id,
+        "method": message.method,
+        "edited": message.edited,
+    }
+    if message.status in lifecycle.BODY_KEPT:
+        view["body_text"] = message.body_text
+        view["body_html"] = message.body_html
+        view["attachments"] = message.attachments or []
+    if message.send_error and message.status in lifecycle.SEND_ERROR_SHOWN:
+        view["error"] = message.send_error
+    return view
+
+
+def submission_view(submission: Submission) -> dict[str, Any]:
+    """The answer to a send, reply or test: the approval deadline while the message is held,
+    else the state its hand-off reached and how it travels."""
+    message = submission.message
+    if submission.held:
+        assert message.approval_expires_at is not None
+        return {
+            "status": submission.status,
+            "message_id": message.id,
+            "approval_expires_at": format_timestamp(message.approval_expires_at),
+        }
+    return {"status": submission.status, "message_id": message.id, "method": message.method}
+
+
+def info_view(settings: Settings) -> dict[str, Any]:
+    """What a client needs to know before it logs in (`GET /info`)."""
+    return {
+        "shared_domain": settings.shared_domain,
+        "slug_registration_enabled": bool(settings.shared_domain),
+        "public_url": settings.http.public_url,
+        "version": __version__,
+    }

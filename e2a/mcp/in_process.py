@@ -1,0 +1,246 @@
+"""The tools' port inside the gateway (`/mcp`): the same operations the REST API runs, called
+in-process for the caller whose key the MCP request presented, instead of a round trip through
+the SDK over loopback HTTP.
+
+Each call authenticates the key again and validates its request as the REST API would, renders
+the answer with the REST API's views and reads it as the SDK does, and turns a refusal into the
+`E2AApiError` the REST API's answer would have raised: a tool answers alike over either port.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from e2a.gateway import Gateway
+from e2a.operations import agents, lifecycle, messages, reviews, sending
+from e2a.operations.caller import Caller, authenticate
+from e2a.operations.errors import OperationError
+from e2a.operations.requests import parse_request
+from e2a.operations.reviews import ApproveBody, RejectBody
+from e2a.operations.sending import ReplyBody, SendBody, Submission
+from e2a.storage.base import OutboundMessage, StorageUnavailable
+from e2a.v1 import (
+    Agent,
+    AsyncInboundEmail,
+    Attachment,
+    DeploymentInfo,
+    E2AApiError,
+    ListAgentsResponse,
+    ListPendingMessagesResponse,
+    MessageList,
+    PendingMessageDetail,
+    SendResult,
+)
+from e2a.v1.inbound import summary_from_json
+from e2a.web.errors import status_of
+from e2a.web.views import (
+    agent_view,
+    info_view,
+    message_full_view,
+    message_summary_view,
+    outbound_view,
+    submission_view,
+)
+
+log = logging.getLogger("e2a.mcp")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    """The fields that are given, as the SDK puts them in a request body."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _wire(attachments: list[Attachment] | None) -> list[dict[str, str]] | None:
+    return [item.to_wire() for item in attachments] if attachments else None
+
+
+def _send_result(submission: Submission) -> SendResult:
+    answer = submission_view(submission)
+    return SendResult(
+        status=str(answer["status"]),
+        message_id=str(answer["message_id"]),
+        method=str(answer.get("method") or ""),
+        approval_expires_at=answer.get("approval_expires_at"),
+    )
+
+
+def _detail(message: OutboundMessage) -> PendingMessageDetail:
+    return PendingMessageDetail.model_validate(outbound_view(message))
+
+
+class OperationsPort:
+    """`GatewayPort` over the operations of `gateway`, for the holder of `api_key`."""
+
+    def __init__(self, gateway: Gateway, api_key: str) -> None:
+        self._gateway = gateway
+        self._api_key = api_key
+
+    async def _run(
+        self,
+        operation: Callable[Concatenate[Gateway, Caller, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`operation` for the key's owner (checked again now); a refusal as E2AApiError."""
+        try:
+            caller = await authenticate(self._gateway, self._api_key)
+            return await operation(self._gateway, caller, *args, **kwargs)
+        except OperationError as refused:
+            raise E2AApiError(status_of(refused), refused.message, refused.code) from None
+        except StorageUnavailable as exc:
+            log.error("storage unavailable: %s", exc)
+            raise E2AApiError(
+                503, "the database is not answering; try again shortly", "storage_unavailable"
+            ) from None
+
+    @property
+    def gateway_url(self) -> str:
+        """The gateway's public URL (`http.public_url`)."""
+        return self._gateway.settings.http.public_url
+
+    async def get_info(self) -> DeploymentInfo:
+        """The gateway's public settings."""
+        return DeploymentInfo.model_validate(info_view(self._gateway.settings))
+
+    async def list_agents(self) -> ListAgentsResponse:
+        """The caller's agents."""
+        entries = await self._run(agents.list_agents)
+        return ListAgentsResponse(agents=[Agent.model_validate(agent_view(e)) for e in entries])
+
+    async def get_messages(
+        self,
+        status: str = "unread",
+        page_size: int = 50,
+        token: str | None = None,
+        agent_email: str | None = None,
+    ) -> MessageList:
+        """One page of an agent's inbox, oldest first."""
+
+        async def page(gateway: Gateway, caller: Caller) -> MessageList:
+            shown = messages.status_filter(status)
+            after = messages.decode_page_token(token) if token else None
+            found = await messages.inbox_page(
+                gateway, caller, agent_email or "", shown, page_size, after
+            )
+            following = found.next_after
+            return MessageList(
+                messages=[summary_from_json(message_summary_view(m)) for m in found.messages],
+                next_token=(
+                    messages.encode_page_token(following) if following is not None else None
+                ),
+            )
+
+        return await self._run(page)
+
+    async def get_message(
+        self, message_id: str, agent_email: str | None = None
+    ) -> AsyncInboundEmail:
+        """One inbound message in full; marks it read."""
+        found = await self._run(messages.read_message, agent_email or "", message_id)
+        return AsyncInboundEmail(message_full_view(found), self.reply, trusted=True)
+
+    async def send(
+        self,
+        to: list[str],
+        subject: str,
+        body: str,
+        html_body: str | None = None,
+        cc: list[str] | None = None,
+        bcc: list[str] | None = None,
+        conversation_id: str | None = None,
+        attachments: list[Attachment] | None = None,
+        agent_email: str | None = None,
+    ) -> SendResult:
+        """A new message from an agent."""
+        fields = _present(
+            to=to,
+            subject=subject,
+            body=body,
+            html_body=html_body,
+            cc=cc,
+            bcc=bcc,
+            conversation_id=conversation_id,
+            attachments=_wire(attachments),
+        )
+        if agent_email:
+            fields["from"] = agent_email
+
+        async def submit(gateway: Gateway, caller: Caller) -> Submission:
+            return await sending.send(gateway, caller, parse_request(SendBody, fields))
+
+        return _send_result(await self._run(submit))
+
+    async def reply(
+        self,
+        message_id: str,
+        body: str,
+        html_body: str | None = None,
+        reply_all: bool | None = None,
+        cc: list[str] | None = None,
+        bcc: list[str] | None = None,
+        conversation_id: str | None = None,
+        attachments: list[Attachment] | None = None,
+        agent_email: str | None = None,
+    ) -> SendResult:
+        """A reply to an inbound message of an agent, threaded."""
+        fields = _present(
+            body=body,
+            html_body=html_body,
+            reply_all=reply_all,
+            cc=cc,
+            bcc=bcc,
+            conversation_id=conversation_id,
+            attachments=_wire(attachments),
+        )
+
+        async def submit(gateway: Gateway, caller: Caller) -> Submission:
+            request = parse_request(ReplyBody, fields)
+            return await sending.reply(gateway, caller, agent_email or "", message_id, request)
+
+        return _send_result(await self._run(submit))
+
+    async def list_pending_messages(self) -> ListPendingMessagesResponse:
+        """The caller's outbound messages held for approval."""
+        held = await self._run(reviews.outbound_messages, lifecycle.PENDING_APPROVAL, None)
+        return ListPendingMessagesResponse(messages=[_detail(message) for message in held])
+
+    async def get_pending_message(self, message_id: str) -> PendingMessageDetail:
+        """One of the caller's outbound messages, in any state."""
+        return _detail(await self._run(reviews.outbound_message, message_id))
+
+    async def approve_message(
+        self,
+        message_id: str,
+        *,
+        subject: str | None = None,
+        body_text: str | None = None,
+        body_html: str | None = None,
+        to: list[str] | None = None,
+        cc: list[str] | None = None,
+        bcc: list[str] | None = None,
+    ) -> PendingMessageDetail:
+        """Approve a held message, optionally with edits."""
+        fields = _present(
+            subject=subject, body_text=body_text, body_html=body_html, to=to, cc=cc, bcc=bcc
+        )
+
+        async def approve(gateway: Gateway, caller: Caller) -> OutboundMessage:
+            request = parse_request(ApproveBody, fields)
+            return await reviews.approve(gateway, caller, message_id, request)
+
+        return _detail(await self._run(approve))
+
+    async def reject_message(self, message_id: str, reason: str = "") -> PendingMessageDetail:
+        """Reject a held message, keeping `reason` with it."""
+        fields = {"reason": reason} if reason else {}
+
+        async def reject(gateway: Gateway, caller: Caller) -> OutboundMessage:
+            request = parse_request(RejectBody, fields)
+            return await reviews.reject(gateway, caller, message_id, request.reason)
+
+        return _detail(await self._run(reject))

@@ -1,0 +1,98 @@
+"""The outbound message's approval lifecycle as a table, in the manner of h11's `_state.py`:
+which event moves a message from which state to which, which states are final, and which keep
+the body. Pure data and lookups, no I/O: storage makes each move inside one transaction (so
+two approvals racing send once), and every check of a status in Python asks here.
+
+    send/reply ─┬─ held ────▶ pending_approval ─┬─ approve ─────────▶ queued
+                │                               ├─ reject ──────────▶ rejected
+                │                               ├─ expire_approved ─▶ expired_approved
+                │                               └─ expire_rejected ─▶ expired_rejected
+                └─ not held ────────────────────────────────────────▶ queued
+
+    queued            hand_off ▶ sent   retry ▶ queued             give_up ▶ failed
+    expired_approved  hand_off ▶ sent   retry ▶ expired_approved   give_up ▶ expired_rejected
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+from e2a.storage.base import OutboundStatus
+
+PENDING_APPROVAL: Final = "pending_approval"
+QUEUED: Final = "queued"
+SENT: Final = "sent"
+FAILED: Final = "failed"
+REJECTED: Final = "rejected"
+EXPIRED_APPROVED: Final = "expired_approved"
+EXPIRED_REJECTED: Final = "expired_rejected"
+
+STATES: tuple[OutboundStatus, ...] = get_args(OutboundStatus)
+"""Every state, in the order the contract lists them."""
+
+Event = Literal[
+    "approve", "reject", "expire_approved", "expire_rejected", "hand_off", "retry", "give_up"
+]
+"""What happens to a message: a reviewer approves or rejects it; its approval deadline passes
+with the agent's action; the send worker hands it off, will retry, or gives up."""
+
+TRANSITIONS: dict[OutboundStatus, dict[Event, OutboundStatus]] = {
+    PENDING_APPROVAL: {
+        "approve": QUEUED,
+        "reject": REJECTED,
+        "expire_approved": EXPIRED_APPROVED,
+        "expire_rejected": EXPIRED_REJECTED,
+    },
+    QUEUED: {"hand_off": SENT, "retry": QUEUED, "give_up": FAILED},
+    # An auto-approval that cannot be sent ends rejected, with the reason (contract/hitl.md).
+    EXPIRED_APPROVED: {"hand_off": SENT, "retry": EXPIRED_APPROVED, "give_up": EXPIRED_REJECTED},
+    SENT: {},
+    FAILED: {},
+    REJECTED: {},
+    EXPIRED_REJECTED: {},
+}
+"""Every move there is: state → event → the state it leads to. A pair absent here is refused."""
+
+TERMINAL: frozenset[OutboundStatus] = frozenset(
+    state for state, moves in TRANSITIONS.items() if not moves
+)
+"""States nothing leaves; the body is scrubbed from storage on entering one."""
+
+BODY_KEPT: frozenset[OutboundStatus] = frozenset(TRANSITIONS) - TERMINAL
+"""States whose body (text, HTML, attachments) is still stored and shown."""
+
+AWAITING_HAND_OFF: frozenset[OutboundStatus] = frozenset(
+    state for state, moves in TRANSITIONS.items() if "hand_off" in moves
+)
+"""States with a send job outstanding: the send worker may hand the message off."""
+
+SEND_ERROR_SHOWN: frozenset[OutboundStatus] = frozenset({QUEUED, FAILED, EXPIRED_REJECTED})
+"""States in which the last hand-off error explains the state: a retry pending, a failure, an
+auto-approval that could not be sent."""
+
+
+class TransitionRefused(Exception):
+    """`event` cannot happen to a message in `state`."""
+
+    def __init__(self, state: OutboundStatus, event: Event) -> None:
+        super().__init__(f"an outbound message that is {state} cannot take {event}")
+        self.state = state
+        self.event = event
+
+
+def initial_state(held: bool) -> OutboundStatus:
+    """Where a new message starts: held for approval, or straight to the send worker."""
+    return PENDING_APPROVAL if held else QUEUED
+
+
+def next_state(state: OutboundStatus, event: Event) -> OutboundStatus:
+    """The state `event` moves a message in `state` to; TransitionRefused when it cannot."""
+    try:
+        return TRANSITIONS[state][event]
+    except KeyError:
+        raise TransitionRefused(state, event) from None
+
+
+def awaits_review(state: OutboundStatus) -> bool:
+    """Whether a reviewer may still approve or reject a message in `state`."""
+    return "approve" in TRANSITIONS[state]
