@@ -28,6 +28,7 @@ from e2a.app import RunningGateway
 from e2a.config import Settings
 from e2a.gateway import Gateway
 from e2a.ids import new_id
+from e2a.mailauth.resolver import FixtureResolver
 from e2a.signing.credentials import derive_signing_secret, hash_api_key
 from e2a.signing.magic_links import LINK_GRACE_SECONDS, Action, issue_token, link_key
 from e2a.storage.base import AgentChanges, NotPending, OutboundMessage
@@ -467,18 +468,22 @@ async def race_approvals(
     return results
 
 
-async def test_racing_approvals_succeed_once(
-    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
-) -> None:
-    gateway = running.gateway
-    deadline = time.time() + 3600
-    for _ in range(5):
-        message = await add_pending(gateway, owner, deadline)
-        token = await token_for(gateway, owner, message.id, "approve", deadline)
-        results = await race_approvals(gateway, owner, anonymous, message.id, token)
-        assert sorted(results) == ["conflict", "ok"]
-        assert stored_row(gateway.settings, message.id)[0] == "queued"
-        assert job_kinds(gateway.settings, message.id).count("outbound") == 1
+async def test_racing_approvals_succeed_once(settings: Settings, resolver: FixtureResolver) -> None:
+    """Approval by link and by the API at the same moment: one wins, one is told it lost, and
+    exactly one send job exists. On a gateway without workers, so nothing moves the message on
+    while the test reads it."""
+    async with quiet_gateway(settings, resolver) as quiet:
+        account = await open_account(quiet.gateway, quiet.http_url, OWNER)
+        async with account.http, httpx.AsyncClient(base_url=quiet.http_url) as anonymous:
+            owner = await hitl_owner(quiet.gateway, account)
+            deadline = time.time() + 3600
+            for _ in range(5):
+                message = await add_pending(quiet.gateway, owner, deadline)
+                token = await token_for(quiet.gateway, owner, message.id, "approve", deadline)
+                results = await race_approvals(quiet.gateway, owner, anonymous, message.id, token)
+                assert sorted(results) == ["conflict", "ok"]
+                assert stored_row(settings, message.id)[0] == "queued"
+                assert job_kinds(settings, message.id).count("outbound") == 1
 
 
 async def test_notice_retries_while_the_relay_is_down_and_drops_without_relay(
