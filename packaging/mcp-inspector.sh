@@ -33,7 +33,7 @@ step() { printf '== %s\n' "$*" >&2; }
 for era in legacy modern; do
     step "HTTP ${base_url}/mcp (${era}): tools/list --strict"
     over_http --protocol-era "${era}" --method tools/list --strict >/dev/null
-    for tool in get_info list_agents; do
+    for tool in whoami list_agents; do
         step "HTTP ${base_url}/mcp (${era}): tools/call ${tool}"
         over_http --protocol-era "${era}" --method tools/call --tool-name "${tool}" \
             | grep -q '"isError": false'

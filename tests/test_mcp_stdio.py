@@ -8,31 +8,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import trio
-from mcp import Client, StdioServerParameters
 
 from e2a.app import RunningGateway, bind_tcp
 from e2a.mcp.tools import TOOLS
 from tests.conftest import Account, agent_path
 from tests.delivery_support import create_agent, mail, smtp_send
-from tests.mcp_support import call, fails
+from tests.mcp_support import call, fails, failure, stdio_client
 
 pytestmark = pytest.mark.slow
-
-
-@asynccontextmanager
-async def stdio_client(base_url: str, key: str, agent: str = "") -> AsyncIterator[Client]:
-    """`python -m e2a mcp` as a subprocess, connected to with the official stdio client."""
-    env = {"E2A_BASE_URL": base_url, "E2A_API_KEY": key, "E2A_AGENT_EMAIL": agent}
-    server = StdioServerParameters(command=sys.executable, args=["-m", "e2a", "mcp"], env=env)
-    with trio.fail_after(60):
-        async with Client(server, mode="legacy") as client:
-            yield client
 
 
 async def test_every_tool_over_stdio(running: RunningGateway, make_account: Any) -> None:
@@ -49,54 +35,56 @@ async def test_every_tool_over_stdio(running: RunningGateway, make_account: Any)
         assert [tool.name for tool in (await client.list_tools()).tools] == [
             tool.name for tool in TOOLS
         ]
-        info = await call(client, "get_info")
-        assert info["gateway_url"] == base_url
-        assert info["default_agent"] == support
+        me = await call(client, "whoami")
+        assert me["gateway"]["url"] == base_url
+        assert me["agent_email"] == support
         agents = await call(client, "list_agents")
         assert sorted(agent["email"] for agent in agents["agents"]) == sorted([support, sales])
 
-        [summary] = (await call(client, "get_inbox"))["messages"]
-        email = await call(client, "read_email", {"message_id": summary["message_id"]})
+        [summary] = (await call(client, "list_messages"))["messages"]
+        email = await call(client, "get_message", {"message_id": summary["message_id"]})
         assert email["subject"] == "Quote"
         assert email["verification"]["verified"] is False
         assert "UNVERIFIED" in email["verification"]["summary"]
 
-        sent = await call(client, "send_email", {"to": [sales], "subject": "Hi", "body": "Hello"})
+        sent = await call(client, "send_message", {"to": [sales], "subject": "Hi", "text": "Hello"})
         assert sent["method"] == "local"
-        got = await call(client, "wait_for_email", {"agent": sales, "timeout_seconds": 10})
+        got = await call(client, "wait_for_email", {"agent_email": sales, "timeout_seconds": 10})
         assert got["message"]["subject"] == "Hi"
         assert got["message"]["verification"]["verified"] is True
 
         # sales needs approval: its reply is held until approved.
         reply_to = got["message"]["message_id"]
         held = await call(
-            client, "reply_email", {"agent": sales, "message_id": reply_to, "body": "Hey"}
+            client, "reply_to_message", {"email": sales, "message_id": reply_to, "text": "Hey"}
         )
         assert held["status"] == "pending_approval"
         other = await call(
-            client, "send_email", {"agent": sales, "to": [support], "subject": "No", "body": "x"}
+            client, "send_message", {"email": sales, "to": [support], "subject": "No", "text": "x"}
         )
-        pending = await call(client, "list_pending")
-        assert {m["id"] for m in pending["messages"]} == {held["message_id"], other["message_id"]}
-        approved = await call(client, "approve_email", {"message_id": held["message_id"]})
+        reviews = await call(client, "list_reviews")
+        assert {m["id"] for m in reviews["reviews"]} == {held["message_id"], other["message_id"]}
+        approved = await call(client, "approve_review", {"message_id": held["message_id"]})
         assert approved["status"] != "pending_approval"
-        rejected = await call(client, "reject_email", {"message_id": other["message_id"]})
+        rejected = await call(client, "reject_review", {"message_id": other["message_id"]})
         assert rejected["status"] == "rejected"
         answer = await call(client, "wait_for_email", {"timeout_seconds": 10})
         assert answer["message"]["subject"] == "Re: Hi"
         timed_out = await call(client, "wait_for_email", {"timeout_seconds": 1})
         assert timed_out["timed_out"] is True
 
-        # One error per tool, each a readable sentence.
+        # Errors, each e2a's structured error with one readable sentence.
         assert "extra" in (await fails(client, "list_agents", {"x": 1})).lower()
-        assert "extra" in (await fails(client, "get_info", {"x": 1})).lower()
-        assert "extra" in (await fails(client, "list_pending", {"x": 1})).lower()
-        assert "status" in await fails(client, "get_inbox", {"status": "spam"})
-        assert "404" in await fails(client, "read_email", {"message_id": "msg_missing"})
-        assert "to" in await fails(client, "send_email", {"to": [], "subject": "s", "body": "b"})
-        assert "404" in await fails(client, "reply_email", {"message_id": "msg_x", "body": "b"})
-        assert "404" in await fails(client, "approve_email", {"message_id": "out_missing"})
-        assert "404" in await fails(client, "reject_email", {"message_id": "out_missing"})
+        assert "extra" in (await fails(client, "whoami", {"x": 1})).lower()
+        assert "extra" in (await fails(client, "list_reviews", {"x": 1})).lower()
+        assert "status" in await fails(client, "list_messages", {"status": "spam"})
+        missing = await failure(client, "get_message", {"message_id": "msg_missing"})
+        assert missing["status"] == 404 and missing["code"] == "not_found"
+        assert "to" in await fails(client, "send_message", {"to": [], "subject": "s", "text": "b"})
+        reply = await failure(client, "reply_to_message", {"message_id": "msg_x", "body": "b"})
+        assert reply["status"] == 404
+        for name in ("approve_review", "reject_review", "get_review"):
+            assert (await failure(client, name, {"message_id": "out_missing"}))["status"] == 404
         assert "timeout" in await fails(client, "wait_for_email", {"timeout_seconds": 0})
 
 
@@ -109,9 +97,9 @@ async def test_another_users_agent_is_out_of_reach(
     await smtp_send(running.addresses.smtp_port, [agent], mail("Private"))
     # The intruder names the owner's agent as their default: the gateway still says no.
     async with stdio_client(running.addresses.http_url, intruder.key, agent=agent) as client:
-        text = await fails(client, "get_inbox")
-        assert "404" in text and "Private" not in text
-        assert "404" in await fails(client, "wait_for_email", {"timeout_seconds": 1})
+        error = await failure(client, "list_messages")
+        assert error["status"] == 404 and "Private" not in error["message"]
+        assert (await failure(client, "wait_for_email", {"timeout_seconds": 1}))["status"] == 404
 
 
 async def test_unreachable_gateway_is_a_readable_tool_error(make_account: Any) -> None:
@@ -120,8 +108,10 @@ async def test_unreachable_gateway_is_a_readable_tool_error(make_account: Any) -
     port = closed.getsockname()[1]
     closed.close()
     async with stdio_client(f"http://127.0.0.1:{port}", account.key) as client:
-        text = await fails(client, "list_agents")
-    assert text.startswith(f"list_agents: cannot reach the e2a gateway at http://127.0.0.1:{port}")
+        error = await failure(client, "list_agents")
+    assert error["code"] == "gateway_unreachable"
+    assert error["retryable"] is True and error["status"] == 0
+    assert error["message"].startswith(f"cannot reach the e2a gateway at http://127.0.0.1:{port}")
 
 
 def test_missing_api_key_exits_1_with_a_clear_message() -> None:

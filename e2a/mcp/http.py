@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
     from starlette.types import Message, Receive, Scope, Send
 
-    from e2a.mcp.tools import ToolCaller
+    from e2a.mcp.toolkit import ToolCaller
 
 log = logging.getLogger("e2a.mcp")
 
@@ -59,8 +59,9 @@ INVALID_REQUEST = -32600
 """JSON-RPC's code for a message that is not a valid request (a batch, here)."""
 
 
-def _api_key(ctx: ServerRequestContext[Any, Any]) -> tuple[str, str]:
-    """The caller's API key and default agent, as `McpEndpoint` left them on the request."""
+def _api_key(ctx: ServerRequestContext[Any, Any]) -> tuple[str, str, str | None]:
+    """The caller's API key, default agent and address (trusted proxies already applied), as
+    `McpEndpoint` left them on the request."""
     from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
     from starlette.requests import Request
 
@@ -70,7 +71,8 @@ def _api_key(ctx: ServerRequestContext[Any, Any]) -> tuple[str, str]:
     ):
         raise RuntimeError("an MCP request reached the tools without passing authentication")
     user: AuthenticatedUser = request.scope["user"]
-    return user.access_token.token, request.headers.get(AGENT_HEADER, "").strip()
+    address = request.client.host if request.client else None
+    return user.access_token.token, request.headers.get(AGENT_HEADER, "").strip(), address
 
 
 async def _send_error(
@@ -173,10 +175,10 @@ class McpEndpoint:
     @asynccontextmanager
     async def _open_caller(self, ctx: ServerRequestContext[Any, Any]) -> AsyncIterator[ToolCaller]:
         from e2a.mcp.in_process import OperationsPort
-        from e2a.mcp.tools import ToolCaller
+        from e2a.mcp.toolkit import ToolCaller
 
-        api_key, default_agent = _api_key(ctx)
-        yield ToolCaller(OperationsPort(self._gateway, api_key), default_agent)
+        api_key, default_agent, address = _api_key(ctx)
+        yield ToolCaller(OperationsPort(self._gateway, api_key, address), default_agent)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -14,20 +14,27 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from e2a.gateway import Gateway
-from e2a.operations import agents, lifecycle, messages, reviews, sending
+from e2a.operations import agents, domains, keys, lifecycle, messages, reviews, sending
+from e2a.operations.agents import AgentEntry, CreateAgent, UpdateAgent
 from e2a.operations.caller import Caller, authenticate
+from e2a.operations.domains import CreateDomain
 from e2a.operations.errors import OperationError
 from e2a.operations.requests import parse_request
 from e2a.operations.reviews import ApproveBody, RejectBody
 from e2a.operations.sending import ReplyBody, SendBody, Submission
+from e2a.storage.base import Domain as StoredDomain
 from e2a.storage.base import OutboundMessage, StorageUnavailable
 from e2a.v1 import (
     Agent,
+    ApiKeySummary,
     AsyncInboundEmail,
     Attachment,
     DeploymentInfo,
+    Domain,
     E2AApiError,
     ListAgentsResponse,
+    ListApiKeysResponse,
+    ListDomainsResponse,
     ListPendingMessagesResponse,
     MessageList,
     PendingMessageDetail,
@@ -37,6 +44,8 @@ from e2a.v1.inbound import summary_from_json
 from e2a.web.errors import status_of
 from e2a.web.views import (
     agent_view,
+    api_key_view,
+    domain_view,
     info_view,
     message_full_view,
     message_summary_view,
@@ -73,12 +82,18 @@ def _detail(message: OutboundMessage) -> PendingMessageDetail:
     return PendingMessageDetail.model_validate(outbound_view(message))
 
 
+def _agent(entry: AgentEntry) -> Agent:
+    return Agent.model_validate(agent_view(entry))
+
+
 class OperationsPort:
     """`GatewayPort` over the operations of `gateway`, for the holder of `api_key`."""
 
-    def __init__(self, gateway: Gateway, api_key: str) -> None:
+    def __init__(self, gateway: Gateway, api_key: str, remote_addr: str | None = None) -> None:
         self._gateway = gateway
         self._api_key = api_key
+        self._remote_addr = remote_addr
+        """The client's address (behind trusted proxies), for the per-address limits."""
 
     async def _run(
         self,
@@ -98,6 +113,9 @@ class OperationsPort:
                 503, "the database is not answering; try again shortly", "storage_unavailable"
             ) from None
 
+    def _domain(self, domain: StoredDomain) -> Domain:
+        return Domain.model_validate(domain_view(domain, self._gateway.settings.smtp.hostname))
+
     @property
     def gateway_url(self) -> str:
         """The gateway's public URL (`http.public_url`)."""
@@ -110,7 +128,45 @@ class OperationsPort:
     async def list_agents(self) -> ListAgentsResponse:
         """The caller's agents."""
         entries = await self._run(agents.list_agents)
-        return ListAgentsResponse(agents=[Agent.model_validate(agent_view(e)) for e in entries])
+        return ListAgentsResponse(agents=[_agent(entry) for entry in entries])
+
+    async def get_agent(self, email: str) -> Agent:
+        """One of the caller's agents."""
+        return _agent(await self._run(agents.get_agent, email))
+
+    async def register_agent(
+        self,
+        slug: str | None = None,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        webhook_url: str | None = None,
+        agent_mode: str | None = None,
+    ) -> Agent:
+        """A new agent: `slug@<shared domain>`, or `email` on a domain the caller verified."""
+        fields = _present(
+            slug=slug, email=email, name=name, webhook_url=webhook_url, agent_mode=agent_mode
+        )
+
+        async def register(gateway: Gateway, caller: Caller) -> AgentEntry:
+            request = parse_request(CreateAgent, fields)
+            return await agents.register_agent(gateway, caller, request, self._remote_addr)
+
+        return _agent(await self._run(register))
+
+    async def update_agent(self, email: str, *, name: str | None = None) -> Agent:
+        """Rename one of the caller's agents."""
+        fields = _present(name=name)
+
+        async def change(gateway: Gateway, caller: Caller) -> AgentEntry:
+            request = parse_request(UpdateAgent, fields)
+            return await agents.change_agent(gateway, caller, email, request)
+
+        return _agent(await self._run(change))
+
+    async def delete_agent(self, email: str) -> None:
+        """Delete one of the caller's agents with its messages."""
+        await self._run(agents.remove_agent, email)
 
     async def get_messages(
         self,
@@ -244,3 +300,36 @@ class OperationsPort:
             return await reviews.reject(gateway, caller, message_id, request.reason)
 
         return _detail(await self._run(reject))
+
+    async def list_domains(self) -> ListDomainsResponse:
+        """The caller's custom domains."""
+        found = await self._run(domains.list_domains)
+        return ListDomainsResponse(domains=[self._domain(domain) for domain in found])
+
+    async def register_domain(self, domain: str) -> Domain:
+        """Add a domain; the answer names the DNS records to publish."""
+
+        async def register(gateway: Gateway, caller: Caller) -> StoredDomain:
+            request = parse_request(CreateDomain, {"domain": domain})
+            return await domains.register_domain(gateway, caller, request.domain)
+
+        return self._domain(await self._run(register))
+
+    async def verify_domain(self, domain: str) -> Domain:
+        """Check a domain's DNS records."""
+        return self._domain(await self._run(domains.verify_domain, domain))
+
+    async def delete_domain(self, domain: str) -> None:
+        """Remove a domain no agent uses."""
+        await self._run(domains.remove_domain, domain)
+
+    async def list_api_keys(self) -> ListApiKeysResponse:
+        """The caller's API keys (prefixes only)."""
+        found = await self._run(keys.list_api_keys)
+        return ListApiKeysResponse(
+            api_keys=[ApiKeySummary.model_validate(api_key_view(key)) for key in found]
+        )
+
+    async def delete_api_key(self, key_id: str) -> None:
+        """Revoke one of the caller's API keys."""
+        await self._run(keys.revoke_api_key, key_id)

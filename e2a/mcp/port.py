@@ -13,10 +13,14 @@ from __future__ import annotations
 from typing import Protocol
 
 from e2a.v1 import (
+    Agent,
     AsyncInboundEmail,
     Attachment,
     DeploymentInfo,
+    Domain,
     ListAgentsResponse,
+    ListApiKeysResponse,
+    ListDomainsResponse,
     ListPendingMessagesResponse,
     MessageList,
     PendingMessageDetail,
@@ -38,6 +42,30 @@ class GatewayPort(Protocol):
 
     async def list_agents(self) -> ListAgentsResponse:
         """The caller's agents."""
+        ...
+
+    async def get_agent(self, email: str) -> Agent:
+        """One of the caller's agents."""
+        ...
+
+    async def register_agent(
+        self,
+        slug: str | None = None,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        webhook_url: str | None = None,
+        agent_mode: str | None = None,
+    ) -> Agent:
+        """A new agent: `slug@<shared domain>`, or `email` on a domain the caller verified."""
+        ...
+
+    async def update_agent(self, email: str, *, name: str | None = None) -> Agent:
+        """Rename one of the caller's agents."""
+        ...
+
+    async def delete_agent(self, email: str) -> None:
+        """Delete one of the caller's agents with its messages."""
         ...
 
     async def get_messages(
@@ -110,4 +138,28 @@ class GatewayPort(Protocol):
 
     async def reject_message(self, message_id: str, reason: str = "") -> PendingMessageDetail:
         """Reject a held message, keeping `reason` with it."""
+        ...
+
+    async def list_domains(self) -> ListDomainsResponse:
+        """The caller's custom domains."""
+        ...
+
+    async def register_domain(self, domain: str) -> Domain:
+        """Add a domain; the answer names the DNS records to publish."""
+        ...
+
+    async def verify_domain(self, domain: str) -> Domain:
+        """Check a domain's DNS records."""
+        ...
+
+    async def delete_domain(self, domain: str) -> None:
+        """Remove a domain no agent uses."""
+        ...
+
+    async def list_api_keys(self) -> ListApiKeysResponse:
+        """The caller's API keys (prefixes only)."""
+        ...
+
+    async def delete_api_key(self, key_id: str) -> None:
+        """Revoke one of the caller's API keys."""
         ...

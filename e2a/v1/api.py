@@ -176,6 +176,10 @@ class E2AApi:
         """`GET /users/me/api-keys`: the caller's keys, prefixes only."""
         return self.call(endpoints.list_api_keys())
 
+    def delete_api_key(self, key_id: str) -> None:
+        """`DELETE /users/me/api-keys/{id}`: revoke one of the caller's keys."""
+        self.call(endpoints.delete_api_key(key_id))
+
     def get_info(self) -> DeploymentInfo:
         """`GET /info` (needs no key)."""
         return self.call(endpoints.get_info())
@@ -301,6 +305,10 @@ class AsyncE2AApi:
     async def list_api_keys(self) -> ListApiKeysResponse:
         """`GET /users/me/api-keys`: the caller's keys, prefixes only."""
         return await self.call(endpoints.list_api_keys())
+
+    async def delete_api_key(self, key_id: str) -> None:
+        """`DELETE /users/me/api-keys/{id}`: revoke one of the caller's keys."""
+        await self.call(endpoints.delete_api_key(key_id))
 
     async def get_info(self) -> DeploymentInfo:
         """`GET /info` (needs no key)."""

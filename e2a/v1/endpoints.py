@@ -287,6 +287,11 @@ def list_api_keys() -> Call[ListApiKeysResponse]:
     return Call("GET", f"{API}/users/me/api-keys", _model(ListApiKeysResponse))
 
 
+def delete_api_key(key_id: str) -> Call[None]:
+    """`DELETE /users/me/api-keys/{id}`: revoke a key for good."""
+    return Call("DELETE", f"{API}/users/me/api-keys/{_segment(key_id)}", _nothing)
+
+
 def get_info() -> Call[DeploymentInfo]:
     """`GET /info` (no key needed)."""
     return Call("GET", f"{API}/info", _model(DeploymentInfo))

@@ -1,0 +1,317 @@
+"""e2a's MCP tool names and arguments, as an MCP client sees them over both transports (`/mcp`
+in-process and `e2a mcp` on stdio against a live gateway), with the official `mcp` client.
+
+The oracle is e2a's own list of names (`tests/data/e2a/tool-names.v1.json`, vendored with its
+licence): every name is served or listed in `MISSING` with why. The argument names are e2a's,
+as its first server (commit 15323fcb) and its current one (220fe0a7) declare them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+
+from e2a.app import RunningGateway
+from e2a.mcp.tools import MISSING, TOOLS, TOOLS_BY_NAME
+from tests.conftest import Account, agent_path
+from tests.delivery_support import create_agent, mail, smtp_send
+from tests.mcp_support import call, failure, mcp_client, stdio_client
+
+REFERENCE = Path(__file__).parent / "data" / "e2a" / "tool-names.v1.json"
+E2A_NAMES: list[str] = json.loads(REFERENCE.read_text())
+
+FIRST_SERVER: dict[str, set[str]] = {
+    "send_email": {
+        "to", "subject", "body", "html_body", "cc", "bcc", "conversation_id", "agent_email",
+        "attachments",
+    },
+    "reply_to_message": {
+        "message_id", "body", "html_body", "reply_all", "cc", "bcc", "conversation_id",
+        "agent_email", "attachments",
+    },
+    "list_messages": {"status", "page_size", "token", "agent_email"},
+    "get_message": {"message_id", "agent_email"},
+    "list_agents": set(),
+    "whoami": set(),
+    "create_agent": {"slug", "name", "agent_mode", "webhook_url"},
+    "list_pending_messages": set(),
+    "get_pending_message": {"message_id"},
+    "approve_pending_message": {
+        "message_id", "subject", "body_text", "body_html", "to", "cc", "bcc",
+    },
+    "reject_pending_message": {"message_id", "reason"},
+}  # fmt: skip
+"""The 11 tools of e2a's first MCP server and their arguments (attachments on send and reply
+as its later servers take them). Every one must be served, taking every one of these."""
+
+CURRENT_SERVER: dict[str, set[str]] = {
+    "whoami": set(),
+    "list_agents": {"cursor", "limit", "deleted"},
+    "get_agent": {"email"},
+    "create_agent": {"email", "name"},
+    "update_agent": {"email", "name"},
+    "delete_agent": {"email", "confirm"},
+    "list_domains": {"cursor", "limit"},
+    "get_domain": {"domain"},
+    "register_domain": {"domain"},
+    "verify_domain": {"domain"},
+    "delete_domain": {"domain", "confirm"},
+    "list_api_keys": {"cursor", "limit"},
+    "delete_api_key": {"id", "confirm"},
+    "send_message": {
+        "to", "subject", "text", "html", "template_id", "template_alias", "template_data", "cc",
+        "bcc", "attachments", "conversation_id", "reply_to", "idempotency_key", "email",
+    },
+    "send_email": {
+        "to", "subject", "body", "html_body", "cc", "bcc", "attachments", "conversation_id",
+        "idempotency_key", "agent_email",
+    },
+    "reply_to_message": {
+        "message_id", "text", "html", "reply_all", "cc", "bcc", "attachments", "conversation_id",
+        "reply_to", "idempotency_key", "email",
+    },
+    "list_messages": {
+        "direction", "read_status", "cursor", "limit", "sort", "from_", "subject_contains",
+        "conversation_id", "since", "until", "labels", "deleted", "email",
+    },
+    "get_message": {"message_id", "email"},
+    "get_attachment": {"message_id", "attachment_index", "inline", "email"},
+    "get_attachment_data": {"message_id", "attachment_index", "agent_email"},
+    "list_reviews": {"cursor", "limit"},
+    "get_review": {"message_id"},
+    "approve_review": {
+        "message_id", "subject", "text", "html", "to", "cc", "bcc", "attachments",
+        "idempotency_key",
+    },
+    "reject_review": {"message_id", "reason"},
+    "list_pending_messages": set(),
+    "get_pending_message": {"message_id"},
+    "approve_pending_message": {
+        "message_id", "subject", "body_text", "body_html", "to", "cc", "bcc", "attachments",
+        "idempotency_key",
+    },
+    "reject_pending_message": {"message_id", "reason"},
+    "approve_message": {
+        "message_id", "subject", "text", "html", "to", "cc", "bcc", "attachments",
+        "idempotency_key",
+    },
+    "reject_message": {"message_id", "reason"},
+}  # fmt: skip
+"""The arguments e2a's current server declares for each name of its list the gateway serves:
+each is taken, or refused as not supported yet with why (`ToolSpec.unsupported`)."""
+
+OURS = {"wait_for_email", "get_inbox", "read_email", "reply_email", "list_pending"} | {
+    "approve_email",
+    "reject_email",
+    "get_info",
+}
+"""This gateway's own tool and its earlier names (deprecated aliases for one release)."""
+
+
+def test_every_e2a_name_is_served_or_named_missing() -> None:
+    assert len(E2A_NAMES) == len(set(E2A_NAMES)) == 60
+    served = {tool.name for tool in TOOLS} & set(E2A_NAMES)
+    assert served == set(CURRENT_SERVER)
+    assert set(FIRST_SERVER) <= served
+    assert served.isdisjoint(MISSING)
+    assert served | set(MISSING) == set(E2A_NAMES)
+    assert all(len(why) > 20 for why in MISSING.values())
+    assert {tool.name for tool in TOOLS} - set(E2A_NAMES) == OURS
+
+
+@asynccontextmanager
+async def _client(
+    transport: str, running: RunningGateway, key: str, agent: str
+) -> AsyncIterator[Client]:
+    if transport == "http":
+        async with mcp_client(running, key, agent=agent) as client:
+            yield client
+    else:
+        async with stdio_client(running.addresses.http_url, key, agent=agent) as client:
+            yield client
+
+
+TRANSPORTS = [pytest.param("http", id="mcp-http"), pytest.param("stdio", id="e2a-mcp-stdio")]
+
+
+def opener(
+    transport: str, running: RunningGateway
+) -> Any:  # a function of (key, agent) opening a client
+    def open_client(key: str, agent: str = "") -> AbstractAsyncContextManager[Client]:
+        return _client(transport, running, key, agent)
+
+    return open_client
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_tools_list_has_e2a_names_with_e2a_arguments(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"names-{transport}@example.com")
+    async with opener(transport, running)(account.key) as client:
+        listed = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert set(listed) == {tool.name for tool in TOOLS}
+    for name, arguments in FIRST_SERVER.items():
+        taken = set(listed[name].input_schema["properties"])
+        assert arguments <= taken, (name, arguments - taken)
+    for name, arguments in CURRENT_SERVER.items():
+        taken = set(listed[name].input_schema["properties"])
+        not_yet = set(TOOLS_BY_NAME[name].unsupported)
+        assert arguments <= taken | not_yet, (name, arguments - taken - not_yet)
+        assert not taken & not_yet, name
+    for name in MISSING:
+        assert name not in listed
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_the_first_eleven_with_e2a_arguments(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    """Each of e2a's first 11 tools, called with its own argument names."""
+    account: Account = await make_account(f"eleven-{transport}@example.com")
+    support = await create_agent(account, f"eleven-{transport}")
+    await smtp_send(running.addresses.smtp_port, [support], mail("First", body="One."))
+    await smtp_send(running.addresses.smtp_port, [support], mail("Second", body="Two."))
+    report = {"filename": "notes.txt", "content_type": "text/plain", "data": "bm90ZXMK"}
+    async with opener(transport, running)(account.key, support) as client:
+        me = await call(client, "whoami")
+        assert me["email"] == me["agent_email"] == support
+        assert me["agent_mode"] == "local"
+
+        sales = await call(
+            client,
+            "create_agent",
+            {"slug": f"eleven-sales-{transport}", "name": "Sales", "agent_mode": "local"},
+        )
+        assert sales["email"] == f"eleven-sales-{transport}@agents.test"
+        assert sales["name"] == "Sales" and sales["agent_mode"] == "local"
+        agents = await call(client, "list_agents")
+        assert {agent["email"] for agent in agents["agents"]} == {support, sales["email"]}
+
+        first = await call(
+            client, "list_messages", {"agent_email": support, "status": "unread", "page_size": 1}
+        )
+        assert [m["subject"] for m in first["messages"]] == ["First"]
+        assert first["next_token"]
+        second = await call(
+            client,
+            "list_messages",
+            {"agent_email": support, "status": "all", "page_size": 1, "token": first["next_token"]},
+        )
+        assert [m["subject"] for m in second["messages"]] == ["Second"]
+        message = await call(
+            client,
+            "get_message",
+            {"message_id": first["messages"][0]["message_id"], "agent_email": support},
+        )
+        assert message["subject"] == "First" and message["text_body"].strip() == "One."
+        assert message["verification"]["verified"] is False
+
+        handover = {
+            "to": [sales["email"]],
+            "subject": "Handover",
+            "body": "Yours now.",
+            "html_body": "<p>Yours now.</p>",
+            "cc": [support],
+            "bcc": [],
+            "conversation_id": "conv-eleven",
+            "attachments": [report],
+            "agent_email": support,
+        }
+        sent = await call(client, "send_email", handover)
+        assert sent["status"] == "sent" and sent["method"] == "local"
+        [arrived] = (await call(client, "list_messages", {"agent_email": sales["email"]}))[
+            "messages"
+        ]
+        assert arrived["conversation_id"] == "conv-eleven"
+        arrived_id = arrived["message_id"]
+        got = await call(
+            client, "get_message", {"message_id": arrived_id, "agent_email": sales["email"]}
+        )
+        assert got["html_body"].strip() == "<p>Yours now.</p>" and got["cc"] == [support]
+        assert got["attachments"][0]["filename"] == "notes.txt"
+        assert got["verification"]["verified"] is True
+
+        reply = await call(
+            client,
+            "reply_to_message",
+            {
+                "message_id": arrived_id,
+                "body": "Thanks.",
+                "html_body": "<p>Thanks.</p>",
+                "reply_all": True,
+                "cc": [],
+                "bcc": [],
+                "attachments": [report],
+                "agent_email": sales["email"],
+            },
+        )
+        assert reply["method"] == "local"
+        answer = await call(client, "list_messages", {"status": "unread"})
+        # (support was on Cc: of its own handover)
+        assert [m["subject"] for m in answer["messages"]] == ["Second", "Handover", "Re: Handover"]
+
+        # Approval: held mail listed, read, approved with every override, and rejected.
+        held_agent = await account.http.put(agent_path(support), json={"hitl_enabled": True})
+        assert held_agent.status_code == 200, held_agent.text
+        drafts = [
+            await call(
+                client,
+                "send_email",
+                {"to": [sales["email"]], "subject": subject, "body": "Draft."},
+            )
+            for subject in ("Offer", "Oops")
+        ]
+        assert {draft["status"] for draft in drafts} == {"pending_approval"}
+        pending = await call(client, "list_pending_messages")
+        assert [m["subject"] for m in pending["messages"]] == ["Offer", "Oops"]
+        detail = await call(client, "get_pending_message", {"message_id": drafts[0]["message_id"]})
+        assert detail["body_text"] == "Draft." and detail["status"] == "pending_approval"
+        approved = await call(
+            client,
+            "approve_pending_message",
+            {
+                "message_id": drafts[0]["message_id"],
+                "subject": "Offer (edited)",
+                "body_text": "Edited.",
+                "body_html": "<p>Edited.</p>",
+                "to": [sales["email"]],
+                "cc": [support],
+                "bcc": [],
+            },
+        )
+        assert approved["edited"] is True and approved["subject"] == "Offer (edited)"
+        assert approved["status"] != "pending_approval"
+        rejected = await call(
+            client,
+            "reject_pending_message",
+            {"message_id": drafts[1]["message_id"], "reason": "wrong recipient"},
+        )
+        assert rejected["status"] == "rejected"
+        assert rejected["rejection_reason"] == "wrong recipient"
+        assert (await call(client, "list_pending_messages"))["messages"] == []
+        again = await failure(
+            client, "approve_pending_message", {"message_id": drafts[1]["message_id"]}
+        )
+        assert again["status"] == 409 and again["code"] == "conflict"
+        offer = await call(client, "wait_for_email", {"agent_email": sales["email"]})
+        assert offer["message"]["subject"] == "Offer (edited)"
+        assert offer["message"]["text_body"].strip() == "Edited."
+
+
+def test_an_attachment_argument_must_be_base64() -> None:
+    arguments = TOOLS_BY_NAME["send_message"].arguments
+    bad = {"filename": "a.txt", "content_type": "text/plain", "data": "not base64!"}
+    with pytest.raises(ValueError, match="not standard base64"):
+        arguments.model_validate(
+            {"to": ["a@b.c"], "subject": "s", "text": "t", "attachments": [bad]}
+        )
+    good = bad | {"data": base64.b64encode(b"a").decode()}
+    arguments.model_validate({"to": ["a@b.c"], "subject": "s", "text": "t", "attachments": [good]})
