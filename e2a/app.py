@@ -29,7 +29,7 @@ from e2a.http_server import serve_asgi
 from e2a.inbound.pipeline import InboundMailSink
 from e2a.mailauth.dkim import dkimpy
 from e2a.mailauth.dmarc import load_public_suffix_list
-from e2a.mailauth.resolver import Resolver
+from e2a.mailauth.dns_answers import Resolver
 from e2a.mailauth.spf import pyspf
 from e2a.mcp.http import MOUNT_PATH as MCP_PATH
 from e2a.mcp.http import McpEndpoint

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from e2a.config import Settings
 from e2a.hub import Hub
-from e2a.mailauth.resolver import DnsResolver, Resolver
+from e2a.mailauth.dns_answers import Resolver
+from e2a.mailauth.resolver import DnsResolver
 from e2a.metrics import Metrics
 from e2a.production import check_signing_secret
 from e2a.storage import open_storage

@@ -17,7 +17,7 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 import trio
 
 from e2a.addresses import a_label_domain
-from e2a.mailauth.resolver import DnsTemporaryError, Resolver
+from e2a.mailauth.dns_answers import DnsTemporaryError, Resolver
 
 MAX_URL_LENGTH = 2048
 NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")

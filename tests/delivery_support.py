@@ -22,7 +22,7 @@ from e2a.config import Settings
 from e2a.gateway import Gateway, open_gateway
 from e2a.ids import new_id
 from e2a.inbound.pipeline import InboundMailSink
-from e2a.mailauth.resolver import Resolver
+from e2a.mailauth.dns_answers import Resolver
 from e2a.smtp.protocol import Envelope, Mailbox
 from e2a.storage.base import NewInboundMessage
 from tests.conftest import Account

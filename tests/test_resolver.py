@@ -10,7 +10,8 @@ import pytest
 import trio
 
 from e2a.config import DnsSettings
-from e2a.mailauth.resolver import DnsResolver, DnsTemporaryError, FixtureResolver, Zone, lookup_txt
+from e2a.mailauth.dns_answers import DnsTemporaryError
+from e2a.mailauth.resolver import DnsResolver, FixtureResolver, Zone, lookup_txt
 from e2a.mailauth.spf import check_spf
 from tests.dns_server import serve_dns
 

@@ -34,7 +34,8 @@ from e2a.inbound.trace import (
     received_field,
     transmission_type,
 )
-from e2a.mailauth.resolver import DnsTemporaryError, FixtureResolver
+from e2a.mailauth.dns_answers import DnsTemporaryError
+from e2a.mailauth.resolver import FixtureResolver
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import create_agent, new_signing_secret
 from tests.test_signing_identity import contract_verify

@@ -19,7 +19,7 @@ from e2a.cli.context import Context
 from e2a.cli.output import print_json, terminal_text, use_colour
 
 if TYPE_CHECKING:
-    from e2a.mailauth.resolver import Resolver
+    from e2a.mailauth.dns_answers import Resolver
     from e2a.v1 import E2AClient
     from e2a.v1.models import Agent, Domain
 
@@ -238,7 +238,7 @@ def _lookup(
     report: Report, id: str, what: str, lookup: Callable[[], list[Any]]
 ) -> list[Any] | None:
     """Run one lookup; a DNS failure (not an empty answer) is a failed check and None."""
-    from e2a.mailauth.resolver import DnsTemporaryError
+    from e2a.mailauth.dns_answers import DnsTemporaryError
 
     try:
         return lookup()

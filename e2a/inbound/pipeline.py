@@ -38,7 +38,7 @@ from e2a.inbound.trace import (
     transmission_type,
 )
 from e2a.mailauth.authenticate import RecentSenders, authenticate_from_recent, check_sender
-from e2a.mailauth.resolver import DnsTemporaryError
+from e2a.mailauth.dns_answers import DnsTemporaryError
 from e2a.mailauth.results import AuthResults, without_results_of
 from e2a.signing.credentials import derive_signing_secret
 from e2a.smtp.protocol import Envelope, Mailbox

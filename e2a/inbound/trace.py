@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from email.utils import format_datetime
 
 from e2a.addresses import a_label_domain
-from e2a.mailauth.resolver import Resolver
+from e2a.mailauth.dns_answers import Resolver
 
 
 @dataclass(frozen=True)

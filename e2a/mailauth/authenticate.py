@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from e2a.mailauth.dkim import DkimVerdict, verify_arc, verify_dkim
 from e2a.mailauth.dmarc import Author, DmarcResult, author_of, evaluate_dmarc
-from e2a.mailauth.resolver import Resolver
+from e2a.mailauth.dns_answers import Resolver
 from e2a.mailauth.results import AuthResult, AuthResults
 from e2a.mailauth.spf import SpfResult, check_spf
 from e2a.rfc5322 import header_section

@@ -21,7 +21,7 @@ import binascii
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from e2a.mailauth.resolver import DnsTemporaryError, Resolver
+from e2a.mailauth.dns_answers import DnsTemporaryError, Resolver
 from e2a.mailauth.results import AuthResult, DkimSignatureResult
 from e2a.rfc5322 import header_section
 

@@ -18,7 +18,7 @@ from typing import Literal
 from publicsuffixlist import PublicSuffixList
 
 from e2a.addresses import a_label_domain
-from e2a.mailauth.resolver import DnsTemporaryError, Resolver
+from e2a.mailauth.dns_answers import DnsTemporaryError, Resolver
 from e2a.mailauth.results import AuthResult
 from e2a.rfc5322 import header_section
 

@@ -14,7 +14,7 @@ import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.resolver
 
-from e2a.mailauth.resolver import DnsTemporaryError, MxRecord
+from e2a.mailauth.dns_answers import DnsTemporaryError, MxRecord
 
 _T = TypeVar("_T")
 

@@ -1,5 +1,5 @@
-"""The one door to DNS: a `Resolver` protocol, the network one (`DnsResolver`, over dnspython
-in dnspython_resolver.py) and a fixture one.
+"""The one door to DNS: the network `Resolver` (`DnsResolver`, over dnspython in
+dnspython_resolver.py) and a fixture one; the protocol itself is in dns_answers.py.
 
 Lookups are synchronous (pyspf and dkimpy call them from their own code); trio callers use
 `lookup_txt`, which runs the lookup in a worker thread. Missing names answer an empty list;
@@ -11,47 +11,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import Protocol, TypedDict, TypeVar
+from typing import TypedDict, TypeVar
 
 import trio
 
 from e2a.config import DnsSettings, nameserver_address
-
-MxRecord = tuple[int, str]
-"""An MX record: (preference, exchange host name without the trailing dot)."""
+from e2a.mailauth.dns_answers import DnsTemporaryError, MxRecord, Resolver
 
 _T = TypeVar("_T")
 
 # A chain of CNAMEs longer than this is treated like a loop (no data), as resolvers do.
 _MAX_CNAME_CHAIN = 8
-
-
-class DnsTemporaryError(Exception):
-    """DNS could not answer (timeout, SERVFAIL, no nameserver); the answer may exist."""
-
-
-class Resolver(Protocol):
-    """What the gateway asks of DNS. Each method answers [] when the name has no such record."""
-
-    def txt(self, name: str) -> list[str]:
-        """The TXT strings at `name` (each record's chunks joined); [] when there are none."""
-        ...
-
-    def a(self, name: str) -> list[str]:
-        """The IPv4 addresses at `name`, dotted quads."""
-        ...
-
-    def aaaa(self, name: str) -> list[str]:
-        """The IPv6 addresses at `name`, in text form."""
-        ...
-
-    def mx(self, name: str) -> list[MxRecord]:
-        """The MX records at `name` as (preference, exchange)."""
-        ...
-
-    def ptr(self, name: str) -> list[str]:
-        """The PTR targets at `name` (a reverse name such as `4.3.2.1.in-addr.arpa`)."""
-        ...
 
 
 class DnsResolver:

@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from e2a.mailauth.resolver import DnsTemporaryError, Resolver
+from e2a.mailauth.dns_answers import DnsTemporaryError, Resolver
 from e2a.mailauth.results import AuthResult
 
 _resolver: ContextVar[Resolver] = ContextVar("e2a_spf_resolver")

@@ -15,7 +15,8 @@ from pydantic import Field
 from e2a.addresses import AddressError, a_label_domain, normalise_domain
 from e2a.clock import utc_now
 from e2a.gateway import Gateway
-from e2a.mailauth.resolver import DnsTemporaryError, lookup_txt
+from e2a.mailauth.dns_answers import DnsTemporaryError
+from e2a.mailauth.resolver import lookup_txt
 from e2a.operations.caller import Caller
 from e2a.operations.errors import Conflict, Invalid, NotFound, PreconditionUnmet, Unavailable
 from e2a.operations.requests import RequestBody
