@@ -13,6 +13,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,10 +28,8 @@ from e2a.storage.base import (
     AlreadyExists,
     ApiKey,
     ConversationClaim,
-    Domain,
     FinishedAttempt,
     InboundMessage,
-    InUse,
     Job,
     LastOne,
     LimitReached,
@@ -74,12 +73,10 @@ from e2a.storage.rows import (
     chosen_conversation,
     decode_agent,
     decode_api_key,
-    decode_domain,
     decode_message,
     decode_outbound,
     decode_signing_secret,
     delivery_status_params,
-    domain_params,
     done_job_ids,
     edit_assignments,
     first_conversation,
@@ -97,6 +94,10 @@ from e2a.storage.rows import (
     signing_secret_params,
     user_export,
 )
+from e2a.storage.sql.dialect import POSTGRES
+from e2a.storage.sql.runner import Work
+from e2a.storage.sql.store import SqlStorage
+from e2a.storage.sql.transaction import AccessEnded, Announcement, JobsAdded, Transaction
 
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -192,13 +193,12 @@ def _transact(connection: Connection, display_url: str, work: Callable[[Connecti
         return work(connection)
 
 
-class PostgresStorage:
+class PostgresStorage(SqlStorage):
     """Storage on a PostgreSQL database. Create with `PostgresStorage.open(url)`."""
 
     def __init__(self, url: str, holder: str = "", pool_size: int = POOL_SIZE):
         self.url = url
         self.holder = holder
-        """This replica's name, stamped on the job leases it takes."""
         self.display_url = redacted_url(url)
         self._idle: list[Connection] = []
         self._slots = trio.Semaphore(pool_size)
@@ -270,6 +270,42 @@ class PostgresStorage:
             finally:
                 self._give_back(connection)
 
+    async def _read(
+        self,
+        work: Work[T],
+        *,
+        snapshot: bool = False,
+        routing: tuple[str, str] | None = None,
+    ) -> T:
+        """Run `work` in one transaction (REPEATABLE READ for a `snapshot`). Nothing is
+        remembered for `routing`: other replicas may change anything at any time."""
+        return await self._run(partial(self._unit, work, snapshot))
+
+    async def _write(
+        self, work: Work[T], *, changes_routing: bool = False, durable: bool = True
+    ) -> T:
+        """Run `work` in one transaction; every commit waits for the disk."""
+        return await self._run(partial(self._unit, work, False))
+
+    def _unit(self, work: Work[T], snapshot: bool, connection: Connection) -> T:
+        """Run `work` inside the open transaction of `connection`, then NOTIFY what it
+        announced (delivered to the listeners only if the transaction commits)."""
+        if snapshot:
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        transaction = Transaction(connection, POSTGRES, psycopg.IntegrityError)
+        result = work(transaction)
+        payloads = dict.fromkeys(self._payload(item) for item in transaction.announcements)
+        _notify(connection, *payloads)
+        return result
+
+    def _payload(self, announcement: Announcement) -> str:
+        """The NOTIFY payload that tells other replicas of `announcement`."""
+        if isinstance(announcement, JobsAdded):
+            return JOBS_ADDED_PAYLOAD
+        if isinstance(announcement, AccessEnded):
+            return revocation_payload(self.process_tag, announcement.kind, announcement.value)
+        return stored_message_payload(self.process_tag, announcement.agent_id, announcement.message)
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def migrate(self) -> list[int]:
@@ -308,24 +344,6 @@ class PostgresStorage:
         idle, self._idle = self._idle, []
         for connection in idle:
             await trio.to_thread.run_sync(connection.close)
-
-    async def ping(self) -> None:
-        """Raise StorageUnavailable unless a trivial query answers."""
-        await self._run(lambda db: db.execute("SELECT 1").fetchone())
-
-    async def server_secret(self, candidate: str) -> str:
-        """The development server secret, stored on first use."""
-
-        def get_or_store(db: Connection) -> str:
-            db.execute(
-                "INSERT INTO server_state (name, value) VALUES ('hmac_secret', %s) "
-                "ON CONFLICT DO NOTHING",
-                (candidate,),
-            )
-            row = _one(db, "SELECT value FROM server_state WHERE name = 'hmac_secret'")
-            return str(row[0])
-
-        return await self._run(get_or_store)
 
     # -- users and credentials --------------------------------------------------------------
 
@@ -531,86 +549,6 @@ class PostgresStorage:
         return await self._run(delete)
 
     # -- domains ----------------------------------------------------------------------------
-
-    async def add_domain(self, domain: Domain) -> None:
-        """Register a domain for its user."""
-
-        def insert(db: Connection) -> None:
-            _lock_domain(db, domain.domain)
-            if db.execute(
-                "SELECT 1 FROM domains WHERE domain = %s AND (user_id = %s OR verified)",
-                (domain.domain, domain.user_id),
-            ).fetchone():
-                raise AlreadyExists(domain.domain)
-            db.execute(
-                "INSERT INTO domains (user_id, domain, verification_token, verified, created_at) "
-                "VALUES (%s, %s, %s, FALSE, %s)",
-                domain_params(domain),
-            )
-
-        await self._run(insert)
-
-    async def list_domains(self, user_id: str) -> list[Domain]:
-        """The user's domains, oldest first."""
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {DOMAIN_COLUMNS} "
-                "FROM domains WHERE user_id = %s ORDER BY created_at, domain",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_domain(row) for row in rows]
-
-    async def get_domain(self, user_id: str, domain: str) -> Domain | None:
-        """One of the user's domains."""
-        row = await self._run(lambda db: _domain_row(db, user_id, domain))
-        return decode_domain(row) if row else None
-
-    async def mark_domain_verified(self, user_id: str, domain: str, now: str) -> Domain | None:
-        """Mark verified; AlreadyExists when another user holds it verified."""
-
-        def update(db: Connection) -> Domain | None:
-            _lock_domain(db, domain)
-            try:
-                db.execute(
-                    "UPDATE domains SET verified = TRUE, verified_at = coalesce(verified_at, %s) "
-                    "WHERE user_id = %s AND domain = %s",
-                    (now, user_id, domain),
-                )
-            except psycopg.errors.UniqueViolation:
-                raise AlreadyExists(domain) from None
-            row = _domain_row(db, user_id, domain)
-            return decode_domain(row) if row else None
-
-        return await self._run(update)
-
-    async def delete_domain(self, user_id: str, domain: str) -> bool:
-        """Delete the user's domain unless agents use it."""
-
-        def delete(db: Connection) -> bool:
-            if not db.execute(
-                "SELECT 1 FROM domains WHERE user_id = %s AND domain = %s FOR UPDATE",
-                (user_id, domain),
-            ).fetchone():
-                return False
-            if db.execute(
-                "SELECT 1 FROM agents WHERE user_id = %s AND domain = %s LIMIT 1",
-                (user_id, domain),
-            ).fetchone():
-                raise InUse(domain)
-            db.execute("DELETE FROM domains WHERE user_id = %s AND domain = %s", (user_id, domain))
-            return True
-
-        return await self._run(delete)
-
-    async def is_served_domain(self, domain: str) -> bool:
-        """True when a user holds `domain` verified (asked afresh: other replicas write too)."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT 1 FROM domains WHERE domain = %s AND verified", (domain,)
-            ).fetchone()
-        )
-        return row is not None
 
     # -- agents -----------------------------------------------------------------------------
 

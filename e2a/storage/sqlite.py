@@ -11,7 +11,7 @@ import logging
 import os
 import sqlite3
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -25,10 +25,8 @@ from e2a.storage.base import (
     AlreadyExists,
     ApiKey,
     ConversationClaim,
-    Domain,
     FinishedAttempt,
     InboundMessage,
-    InUse,
     Job,
     LastOne,
     LimitReached,
@@ -72,12 +70,10 @@ from e2a.storage.rows import (
     chosen_conversation,
     decode_agent,
     decode_api_key,
-    decode_domain,
     decode_message,
     decode_outbound,
     decode_signing_secret,
     delivery_status_params,
-    domain_params,
     done_job_ids,
     edit_assignments,
     first_conversation,
@@ -96,6 +92,10 @@ from e2a.storage.rows import (
     signing_secret_params,
     user_export,
 )
+from e2a.storage.sql.dialect import SQLITE
+from e2a.storage.sql.runner import Work
+from e2a.storage.sql.store import SqlStorage
+from e2a.storage.sql.transaction import Transaction
 
 T = TypeVar("T")
 log = logging.getLogger("e2a.storage")
@@ -147,7 +147,7 @@ def _translate_errors() -> Iterator[None]:
         raise StorageUnavailable(f"sqlite: {exc}") from exc
 
 
-class SqliteStorage:
+class SqliteStorage(SqlStorage):
     """Storage on one SQLite file. Create with `SqliteStorage.open(path)`."""
 
     def __init__(
@@ -159,7 +159,6 @@ class SqliteStorage:
     ):
         self.path = path
         self.holder = holder
-        """Stamped on the job leases this process takes."""
         self._writer = writer
         self._write_lock = trio.Lock()
         self._readers = readers
@@ -192,16 +191,17 @@ class SqliteStorage:
             ) from exc
         return cls(path, writer, readers, holder)
 
-    # -- plumbing ---------------------------------------------------------------------------
+    # -- plumbing: the runner ---------------------------------------------------------------
 
-    def _run_transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
+    def _transact(self, work: Work[T], durable: bool) -> T:
+        """Run `work` in one `BEGIN IMMEDIATE` transaction on the writer (in its thread)."""
         with _translate_errors():
             if not durable:
                 self._writer.execute("PRAGMA synchronous = OFF")
             try:
                 self._writer.execute("BEGIN IMMEDIATE")
                 try:
-                    result = work(self._writer)
+                    result = work(Transaction(self._writer, SQLITE, sqlite3.IntegrityError))
                 except BaseException:
                     self._writer.execute("ROLLBACK")
                     raise
@@ -212,66 +212,55 @@ class SqliteStorage:
                     self._writer.execute("PRAGMA synchronous = FULL")
 
     async def _write(
-        self,
-        work: Callable[[sqlite3.Connection], T],
-        *,
-        changes_routing: bool = False,
-        durable: bool = True,
+        self, work: Work[T], *, changes_routing: bool = False, durable: bool = True
     ) -> T:
         """Run `work` in one write transaction on the writer thread; commit or roll back.
 
-        `changes_routing` marks writes to agents, verified domains or signing secrets.
-        `durable=False` commits without waiting for the disk: only for job leases, which every
-        start frees anyway (the WAL frames reach the disk with the next durable commit)."""
+        A write that `changes_routing` clears the routing answers remembered so far.
+        `durable=False` commits without waiting for the disk (the WAL frames reach it with the
+        next durable commit)."""
         async with self._write_lock:
             try:
-                return await trio.to_thread.run_sync(self._run_transaction, work, durable)
+                return await trio.to_thread.run_sync(self._transact, work, durable)
             finally:
                 if changes_routing:
-                    self._forget_routing()
+                    self._routing.clear()
+                    self._routing_generation += 1
 
-    def _forget_routing(self) -> None:
-        self._routing.clear()
-        self._routing_generation += 1
-
-    async def _routing_read(
-        self, key: tuple[str, str], work: Callable[[sqlite3.Connection], T]
+    async def _read(
+        self,
+        work: Work[T],
+        *,
+        snapshot: bool = False,
+        routing: tuple[str, str] | None = None,
     ) -> T:
-        """`_read` for routing answers, remembered until the next write that could change them."""
-        if key in self._routing:
-            cached: T = self._routing[key]
+        """Run `work` on a reader connection (it never blocks the writer). A `routing` answer
+        is remembered until the next write that could change it."""
+        if routing is not None and routing in self._routing:
+            cached: T = self._routing[routing]
             return cached
         generation = self._routing_generation
-        value = await self._read(work)
-        if generation == self._routing_generation:
-            self._routing[key] = value
-        return value
-
-    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` on a reader connection (sees everything committed before it started)."""
         async with self._reader_slots:
             connection = self._readers.pop()
             try:
-                return await trio.to_thread.run_sync(self._run_read, connection, work)
+                value = await trio.to_thread.run_sync(_read_on, connection, work, snapshot)
             finally:
                 self._readers.append(connection)
-
-    @staticmethod
-    def _run_read(connection: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-        with _translate_errors():
-            return work(connection)
+        if routing is not None and generation == self._routing_generation:
+            self._routing[routing] = value
+        return value
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def migrate(self) -> list[int]:
         """Apply each migration newer than the recorded version, one transaction each."""
 
-        def ensure_table(db: sqlite3.Connection) -> set[int]:
+        def ensure_table(db: Transaction) -> set[int]:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations ("
                 "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
-            return {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+            return {row[0] for row in db.all("SELECT version FROM schema_migrations")}
 
         applied = await self._write(ensure_table)
         done: list[int] = []
@@ -279,7 +268,7 @@ class SqliteStorage:
             if migration.version in applied:
                 continue
 
-            def apply(db: sqlite3.Connection, migration: Any = migration) -> None:
+            def apply(db: Transaction, migration: Any = migration) -> None:
                 for statement in _split_sql(migration.sql):
                     db.execute(statement)
                 db.execute(
@@ -299,29 +288,12 @@ class SqliteStorage:
         for connection in self._readers:
             connection.close()
 
-    async def ping(self) -> None:
-        """Raise StorageUnavailable unless a trivial query answers."""
-        await self._read(lambda db: db.execute("SELECT 1").fetchone())
-
-    async def server_secret(self, candidate: str) -> str:
-        """The development server secret, stored on first use."""
-
-        def get_or_store(db: sqlite3.Connection) -> str:
-            db.execute(
-                "INSERT OR IGNORE INTO server_state (name, value) VALUES ('hmac_secret', ?)",
-                (candidate,),
-            )
-            row = db.execute("SELECT value FROM server_state WHERE name = 'hmac_secret'").fetchone()
-            return str(row[0])
-
-        return await self._write(get_or_store)
-
     # -- users and credentials --------------------------------------------------------------
 
     async def ensure_user(self, user_id: str, email: str, now: str) -> tuple[User, bool]:
         """Return the user with `email`, creating it if absent."""
 
-        def upsert(db: sqlite3.Connection) -> tuple[User, bool]:
+        def upsert(db: Transaction) -> tuple[User, bool]:
             cursor = db.execute(
                 "INSERT OR IGNORE INTO users (id, email, created_at) VALUES (?, ?, ?)",
                 (user_id, email, now),
@@ -346,7 +318,7 @@ class SqliteStorage:
     async def user_for_key_hash(self, key_hash: str) -> User | None:
         """The owner of a live key with this hash."""
 
-        def lookup(db: sqlite3.Connection) -> User | None:
+        def lookup(db: Transaction) -> User | None:
             row = db.execute(
                 "SELECT u.id, u.email, u.created_at FROM api_keys k "
                 "JOIN users u ON u.id = k.user_id "
@@ -360,7 +332,7 @@ class SqliteStorage:
     async def get_user(self, user_id: str) -> User | None:
         """The user with this id."""
 
-        def lookup(db: sqlite3.Connection) -> User | None:
+        def lookup(db: Transaction) -> User | None:
             row = db.execute(
                 "SELECT id, email, created_at FROM users WHERE id = ?", (user_id,)
             ).fetchone()
@@ -371,7 +343,7 @@ class SqliteStorage:
     async def first_user(self) -> User | None:
         """The user created first (the same second: the smaller id)."""
 
-        def lookup(db: sqlite3.Connection) -> User | None:
+        def lookup(db: Transaction) -> User | None:
             row = db.execute(
                 "SELECT id, email, created_at FROM users ORDER BY created_at, id LIMIT 1"
             ).fetchone()
@@ -393,7 +365,7 @@ class SqliteStorage:
     async def export_user(self, user_id: str) -> dict[str, Any]:
         """Everything stored about the user, from one read snapshot (no hashes or seeds)."""
 
-        def export(db: sqlite3.Connection) -> dict[str, Any]:
+        def export(db: Transaction) -> dict[str, Any]:
             def rows(query: str) -> list[Any]:
                 return db.execute(query, (user_id,)).fetchall()
 
@@ -450,7 +422,7 @@ class SqliteStorage:
             "users": ("DELETE FROM users WHERE id = ?", (user_id,)),
         }
 
-        def delete(db: sqlite3.Connection) -> dict[str, int]:
+        def delete(db: Transaction) -> dict[str, int]:
             counts = {
                 table: db.execute(query, params).rowcount
                 for table, (query, params) in statements.items()
@@ -473,7 +445,7 @@ class SqliteStorage:
     async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
         """Store a signing secret unless the user has `max_per_user` already."""
 
-        def insert(db: sqlite3.Connection) -> None:
+        def insert(db: Transaction) -> None:
             (count,) = db.execute(
                 "SELECT count(*) FROM signing_secrets WHERE user_id = ?", (secret.user_id,)
             ).fetchone()
@@ -502,12 +474,10 @@ class SqliteStorage:
     async def delete_signing_secret(self, user_id: str, secret_id: str) -> bool:
         """Delete one of the user's secrets, never the last."""
 
-        def delete(db: sqlite3.Connection) -> bool:
+        def delete(db: Transaction) -> bool:
             ids = [
                 row[0]
-                for row in db.execute(
-                    "SELECT id FROM signing_secrets WHERE user_id = ?", (user_id,)
-                )
+                for row in db.all("SELECT id FROM signing_secrets WHERE user_id = ?", (user_id,))
             ]
             if secret_id not in ids:
                 return False
@@ -520,98 +490,12 @@ class SqliteStorage:
 
     # -- domains ----------------------------------------------------------------------------
 
-    async def add_domain(self, domain: Domain) -> None:
-        """Register a domain for its user."""
-
-        def insert(db: sqlite3.Connection) -> None:
-            taken = db.execute(
-                "SELECT 1 FROM domains WHERE domain = ? AND (user_id = ? OR verified = 1)",
-                (domain.domain, domain.user_id),
-            ).fetchone()
-            if taken:
-                raise AlreadyExists(domain.domain)
-            db.execute(
-                "INSERT INTO domains (user_id, domain, verification_token, verified, created_at) "
-                "VALUES (?, ?, ?, 0, ?)",
-                domain_params(domain),
-            )
-
-        await self._write(insert)
-
-    async def list_domains(self, user_id: str) -> list[Domain]:
-        """The user's domains, oldest first."""
-        rows = await self._read(
-            lambda db: db.execute(
-                f"SELECT {DOMAIN_COLUMNS} "
-                "FROM domains WHERE user_id = ? ORDER BY created_at, domain",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_domain(row) for row in rows]
-
-    async def get_domain(self, user_id: str, domain: str) -> Domain | None:
-        """One of the user's domains."""
-        row = await self._read(
-            lambda db: db.execute(
-                f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? AND domain = ?",
-                (user_id, domain),
-            ).fetchone()
-        )
-        return decode_domain(row) if row else None
-
-    async def mark_domain_verified(self, user_id: str, domain: str, now: str) -> Domain | None:
-        """Mark verified; AlreadyExists when another user holds it verified."""
-
-        def update(db: sqlite3.Connection) -> Domain | None:
-            try:
-                db.execute(
-                    "UPDATE domains SET verified = 1, verified_at = coalesce(verified_at, ?) "
-                    "WHERE user_id = ? AND domain = ?",
-                    (now, user_id, domain),
-                )
-            except sqlite3.IntegrityError:
-                raise AlreadyExists(domain) from None
-            row = db.execute(
-                f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? AND domain = ?",
-                (user_id, domain),
-            ).fetchone()
-            return decode_domain(row) if row else None
-
-        return await self._write(update, changes_routing=True)
-
-    async def delete_domain(self, user_id: str, domain: str) -> bool:
-        """Delete the user's domain unless agents use it."""
-
-        def delete(db: sqlite3.Connection) -> bool:
-            if not db.execute(
-                "SELECT 1 FROM domains WHERE user_id = ? AND domain = ?", (user_id, domain)
-            ).fetchone():
-                return False
-            if db.execute(
-                "SELECT 1 FROM agents WHERE user_id = ? AND domain = ? LIMIT 1", (user_id, domain)
-            ).fetchone():
-                raise InUse(domain)
-            db.execute("DELETE FROM domains WHERE user_id = ? AND domain = ?", (user_id, domain))
-            return True
-
-        return await self._write(delete, changes_routing=True)
-
-    async def is_served_domain(self, domain: str) -> bool:
-        """True when a user holds `domain` verified (cached until domains change)."""
-        row = await self._routing_read(
-            ("domain", domain),
-            lambda db: db.execute(
-                "SELECT 1 FROM domains WHERE domain = ? AND verified = 1", (domain,)
-            ).fetchone(),
-        )
-        return row is not None
-
     # -- agents -----------------------------------------------------------------------------
 
     async def add_agent(self, agent: Agent) -> None:
         """Store a new agent; AlreadyExists when the address is taken."""
 
-        def insert(db: sqlite3.Connection) -> None:
+        def insert(db: Transaction) -> None:
             try:
                 db.execute(
                     f"INSERT INTO agents ({AGENT_COLUMNS}) "
@@ -647,7 +531,7 @@ class SqliteStorage:
         """Apply a partial update to one of the user's agents."""
         assignments = agent_assignments(changes)
 
-        def update(db: sqlite3.Connection) -> Agent | None:
+        def update(db: Transaction) -> Agent | None:
             if assignments:
                 columns = ", ".join(f"{column} = ?" for column in assignments)
                 db.execute(
@@ -674,11 +558,11 @@ class SqliteStorage:
 
     async def find_agent(self, email: str) -> Agent | None:
         """The agent at `email`, for routing (cached until agents change)."""
-        row = await self._routing_read(
-            ("agent", email),
+        row = await self._read(
             lambda db: db.execute(
                 f"SELECT {AGENT_COLUMNS} FROM agents WHERE email = ?", (email,)
             ).fetchone(),
+            routing=("agent", email),
         )
         return decode_agent(row) if row else None
 
@@ -689,7 +573,7 @@ class SqliteStorage:
         message once (digested in a worker thread first, outside the write lock)."""
         raw = await trio.to_thread.run_sync(raw_messages_of, messages)
 
-        def insert(db: sqlite3.Connection) -> None:
+        def insert(db: Transaction) -> None:
             db.executemany(
                 "INSERT OR IGNORE INTO raw_messages (digest, raw) VALUES (?, ?)",
                 raw.distinct.items(),
@@ -740,7 +624,7 @@ class SqliteStorage:
     ) -> InboundMessage | None:
         """Return one of the agent's messages, marking it read."""
 
-        def read(db: sqlite3.Connection) -> InboundMessage | None:
+        def read(db: Transaction) -> InboundMessage | None:
             db.execute(
                 "UPDATE messages SET status = 'read' WHERE id = ? AND user_id = ? "
                 "AND agent_email = ? AND direction = 'inbound' AND status = 'unread'",
@@ -768,12 +652,12 @@ class SqliteStorage:
 
     async def newest_signing_seed(self, user_id: str) -> str | None:
         """Seed of the user's newest signing secret (cached until secrets change)."""
-        row = await self._routing_read(
-            ("seed", user_id),
+        row = await self._read(
             lambda db: db.execute(
                 "SELECT seed FROM signing_secrets WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
                 (user_id,),
             ).fetchone(),
+            routing=("seed", user_id),
         )
         return str(row[0]) if row else None
 
@@ -787,7 +671,7 @@ class SqliteStorage:
         """Threading from the user's messages of the agent (Storage.conversation_for)."""
         marks = ", ".join("?" for _ in rfc_message_ids)
 
-        def read(db: sqlite3.Connection) -> str | None:
+        def read(db: Transaction) -> str | None:
             referenced = None
             if rfc_message_ids:
                 rows = db.execute(
@@ -830,7 +714,7 @@ class SqliteStorage:
         full = [url for url, free in room.items() if free <= 0]
         skip = ", ".join("?" for _ in full)
 
-        def claim(db: sqlite3.Connection) -> list[Job]:
+        def claim(db: Transaction) -> list[Job]:
             candidates = db.execute(
                 "SELECT j.id, j.kind, j.message_id, j.attempts, j.run_at, j.created_at, "
                 "coalesce(a.webhook_url, '') FROM jobs j JOIN messages m ON m.id = j.message_id "
@@ -855,12 +739,12 @@ class SqliteStorage:
 
         chunk_size = 500  # well under SQLite's limit on bound parameters
 
-        def load(db: sqlite3.Connection) -> dict[str, WebhookDelivery]:
+        def load(db: Transaction) -> dict[str, WebhookDelivery]:
             found: dict[str, WebhookDelivery] = {}
             for start in range(0, len(message_ids), chunk_size):
                 chunk = message_ids[start : start + chunk_size]
                 marks = ", ".join("?" for _ in chunk)
-                for row in db.execute(
+                for row in db.all(
                     f"SELECT {MESSAGE_COLUMNS}, "
                     "CASE WHEN a.agent_mode = 'cloud' THEN a.webhook_url END, "
                     "(SELECT seed FROM signing_secrets s WHERE s.user_id = m.user_id "
@@ -878,7 +762,7 @@ class SqliteStorage:
     async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
         """Record the attempts, update the statuses, drop or reschedule the jobs, atomically."""
 
-        def finish(db: sqlite3.Connection) -> None:
+        def finish(db: Transaction) -> None:
             db.executemany(
                 "INSERT INTO webhook_attempts "
                 "(message_id, attempt, attempted_at, status_code, error, duration_ms) "
@@ -926,7 +810,7 @@ class SqliteStorage:
     async def add_outbound(self, message: OutboundMessage) -> None:
         """Insert an outbound message (and its send job when queued)."""
 
-        def insert(db: sqlite3.Connection) -> None:
+        def insert(db: Transaction) -> None:
             db.execute(
                 f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
                 "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', '{}', ?, ?, ?, "
@@ -958,7 +842,7 @@ class SqliteStorage:
         """Count one request in `key`'s current window (one write transaction)."""
         start, end = rate_window(now, window_seconds)
 
-        def hit(db: sqlite3.Connection) -> int:
+        def hit(db: Transaction) -> int:
             db.execute(
                 "DELETE FROM rate_limits WHERE rowid IN (SELECT rowid FROM rate_limits "
                 "WHERE expires_at <= ? LIMIT ?)",
@@ -1010,7 +894,7 @@ class SqliteStorage:
         """Approve or reject a pending message, exactly once."""
         reviewed_at = format_timestamp(now)
 
-        def review(db: sqlite3.Connection) -> OutboundMessage | None:
+        def review(db: Transaction) -> OutboundMessage | None:
             row = _outbound_row(db, user_id, message_id)
             if row is None:
                 return None
@@ -1039,7 +923,7 @@ class SqliteStorage:
         """Apply the agents' expiration actions to overdue pending messages."""
         reviewed_at = format_timestamp(now)
 
-        def expire(db: sqlite3.Connection) -> list[OutboundMessage]:
+        def expire(db: Transaction) -> list[OutboundMessage]:
             due = db.execute(
                 "SELECT m.id, a.hitl_expiration_action FROM messages m "
                 "JOIN agents a ON a.email = m.agent_email WHERE m.direction = 'outbound' "
@@ -1071,7 +955,7 @@ class SqliteStorage:
     ) -> list[Job]:
         """Lease due jobs of `kind` (outbound sends, approval notices), oldest first."""
 
-        def claim(db: sqlite3.Connection) -> list[Job]:
+        def claim(db: Transaction) -> list[Job]:
             rows = db.execute(
                 f"SELECT {JOB_COLUMNS} FROM jobs "
                 "WHERE kind = ? AND run_at <= ? AND (locked_until IS NULL OR locked_until < ?) "
@@ -1097,7 +981,7 @@ class SqliteStorage:
     ) -> None:
         """Record the result of a send attempt."""
 
-        def finish(db: sqlite3.Connection) -> None:
+        def finish(db: Transaction) -> None:
             if outcome == "retry":
                 db.execute(
                     "UPDATE jobs SET run_at = ?, attempts = attempts + 1, locked_until = NULL "
@@ -1125,7 +1009,7 @@ class SqliteStorage:
     async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
         """Merge `results` into the message's per-recipient results."""
 
-        def record(db: sqlite3.Connection) -> None:
+        def record(db: Transaction) -> None:
             row = db.execute(
                 "SELECT auth_results_json FROM messages WHERE id = ? AND direction = 'outbound'",
                 (message_id,),
@@ -1152,7 +1036,7 @@ class SqliteStorage:
     async def finish_job(self, job_id: int, retry_at: float | None) -> None:
         """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
 
-        def finish(db: sqlite3.Connection) -> None:
+        def finish(db: Transaction) -> None:
             if retry_at is None:
                 db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             else:
@@ -1169,7 +1053,7 @@ class SqliteStorage:
     async def delete_messages_before(self, cutoff: str, limit: int) -> int:
         """Delete up to `limit` expired messages, oldest first (attempts go by cascade)."""
 
-        def delete(db: sqlite3.Connection) -> int:
+        def delete(db: Transaction) -> int:
             return db.execute(
                 "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m "
                 f"WHERE m.created_at < ? AND {EXPIRABLE_MESSAGE} ORDER BY m.created_at "
@@ -1182,7 +1066,7 @@ class SqliteStorage:
     async def delete_webhook_attempts_before(self, cutoff: str, limit: int) -> int:
         """Delete up to `limit` webhook attempts made before `cutoff`, oldest first."""
 
-        def delete(db: sqlite3.Connection) -> int:
+        def delete(db: Transaction) -> int:
             return db.execute(
                 "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts "
                 "WHERE attempted_at < ? ORDER BY attempted_at LIMIT ?)",
@@ -1199,16 +1083,14 @@ class SqliteStorage:
         return {str(kind): int(count) for kind, count in rows}
 
 
-def _add_job(db: sqlite3.Connection, kind: str, message_id: str, now: float) -> None:
+def _add_job(db: Transaction, kind: str, message_id: str, now: float) -> None:
     db.execute(
         "INSERT INTO jobs (kind, message_id, run_at, created_at) VALUES (?, ?, ?, ?)",
         (kind, message_id, now, now),
     )
 
 
-def _outbound_row(
-    db: sqlite3.Connection, user_id: str | None, message_id: str
-) -> tuple[Any, ...] | None:
+def _outbound_row(db: Transaction, user_id: str | None, message_id: str) -> tuple[Any, ...] | None:
     query = f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE id = ? AND direction = 'outbound'"
     params: tuple[str, ...] = (message_id,)
     if user_id is not None:
@@ -1218,11 +1100,24 @@ def _outbound_row(
     return row
 
 
-def _existing_outbound_row(db: sqlite3.Connection, message_id: str) -> tuple[Any, ...]:
+def _existing_outbound_row(db: Transaction, message_id: str) -> tuple[Any, ...]:
     row = _outbound_row(db, None, message_id)
     if row is None:
         raise StorageUnavailable(f"outbound message {message_id} vanished inside a transaction")
     return row
+
+
+def _read_on(connection: sqlite3.Connection, work: Work[T], snapshot: bool) -> T:
+    """Run `work` on a reader `connection` (in a worker thread); in one snapshot if asked."""
+    with _translate_errors():
+        transaction = Transaction(connection, SQLITE, sqlite3.IntegrityError)
+        if not snapshot:
+            return work(transaction)
+        connection.execute("BEGIN")
+        try:
+            return work(transaction)
+        finally:
+            connection.execute("COMMIT")
 
 
 def _split_sql(script: str) -> list[str]:
