@@ -23,9 +23,6 @@ import trio
 
 from e2a.clock import format_timestamp
 from e2a.storage.base import (
-    Agent,
-    AgentChanges,
-    AlreadyExists,
     ApiKey,
     ConversationClaim,
     FinishedAttempt,
@@ -66,12 +63,9 @@ from e2a.storage.rows import (
     SIGNING_SECRET_COLUMNS,
     WEBHOOK_ATTEMPT_COLUMNS,
     WEBHOOK_JOB,
-    agent_assignments,
-    agent_params,
     api_key_params,
     attempt_params,
     chosen_conversation,
-    decode_agent,
     decode_api_key,
     decode_message,
     decode_outbound,
@@ -551,77 +545,6 @@ class PostgresStorage(SqlStorage):
     # -- domains ----------------------------------------------------------------------------
 
     # -- agents -----------------------------------------------------------------------------
-
-    async def add_agent(self, agent: Agent) -> None:
-        """Store a new agent; AlreadyExists when the address is taken."""
-
-        def insert(db: Connection) -> None:
-            try:
-                db.execute(
-                    f"INSERT INTO agents ({AGENT_COLUMNS}) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    agent_params(agent, flag=bool),
-                )
-            except psycopg.IntegrityError:
-                raise AlreadyExists(agent.email) from None
-
-        await self._run(insert)
-
-    async def list_agents(self, user_id: str) -> list[Agent]:
-        """The user's agents, oldest first."""
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = %s ORDER BY created_at, email",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_agent(row) for row in rows]
-
-    async def get_agent(self, user_id: str, email: str) -> Agent | None:
-        """One of the user's agents."""
-        row = await self._run(lambda db: _agent_row(db, user_id, email))
-        return decode_agent(row) if row else None
-
-    async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
-        """Apply a partial update to one of the user's agents."""
-        assignments = agent_assignments(changes)
-
-        def update(db: Connection) -> Agent | None:
-            if assignments:
-                columns = ", ".join(f"{column} = %s" for column in assignments)
-                db.execute(
-                    f"UPDATE agents SET {columns} WHERE user_id = %s AND email = %s",
-                    (*assignments.values(), user_id, email),
-                )
-            row = _agent_row(db, user_id, email)
-            return decode_agent(row) if row else None
-
-        return await self._run(update)
-
-    async def delete_agent(self, user_id: str, email: str) -> str | None:
-        """Delete one of the user's agents (its messages and jobs cascade); its id, or None.
-        The other replicas hear of it when it commits, and end its live subscriptions."""
-
-        def delete(db: Connection) -> str | None:
-            row = db.execute(
-                "DELETE FROM agents WHERE user_id = %s AND email = %s RETURNING id",
-                (user_id, email),
-            ).fetchone()
-            if row is None:
-                return None
-            _notify(db, revocation_payload(self.process_tag, "agent", row[0]))
-            return str(row[0])
-
-        return await self._run(delete)
-
-    async def find_agent(self, email: str) -> Agent | None:
-        """The agent at `email`, for routing (asked afresh: other replicas write too)."""
-        row = await self._run(
-            lambda db: db.execute(
-                f"SELECT {AGENT_COLUMNS} FROM agents WHERE email = %s", (email,)
-            ).fetchone()
-        )
-        return decode_agent(row) if row else None
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -1180,11 +1103,6 @@ def _lock_user(db: Connection, user_id: str) -> None:
     db.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
 
 
-def _lock_domain(db: Connection, domain: str) -> None:
-    """Serialise registrations and verifications of one domain name across users."""
-    db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"domain:{domain}",))
-
-
 def _lease(db: Connection, job_ids: list[int], until: float, holder: str) -> None:
     if job_ids:
         db.execute(
@@ -1242,20 +1160,6 @@ def revocation_payload(origin: str, kind: Literal["agent", "key", "user"], value
     revoked (its hash), an account deleted (its id) — so every replica ends the live
     subscriptions that depended on it."""
     return json.dumps({"origin": origin, "revoke": kind, "id": value})
-
-
-def _domain_row(db: Connection, user_id: str, domain: str) -> tuple[Any, ...] | None:
-    return db.execute(
-        f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = %s AND domain = %s",
-        (user_id, domain),
-    ).fetchone()
-
-
-def _agent_row(db: Connection, user_id: str, email: str) -> tuple[Any, ...] | None:
-    return db.execute(
-        f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = %s AND email = %s",
-        (user_id, email),
-    ).fetchone()
 
 
 def _outbound_row(

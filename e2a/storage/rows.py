@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,8 +193,8 @@ def domain_params(domain: Domain) -> tuple[Any, ...]:
     return (domain.user_id, domain.domain, domain.verification_token, domain.created_at)
 
 
-def agent_params(agent: Agent, *, flag: Callable[[bool], Any]) -> tuple[Any, ...]:
-    """For AGENT_COLUMNS; `flag` stores a boolean as the backend's column expects it."""
+def agent_params(agent: Agent) -> tuple[Any, ...]:
+    """For AGENT_COLUMNS (both drivers store a Python bool as their boolean column wants)."""
     return (
         agent.email,
         agent.user_id,
@@ -202,7 +202,7 @@ def agent_params(agent: Agent, *, flag: Callable[[bool], Any]) -> tuple[Any, ...
         agent.name,
         agent.webhook_url,
         agent.agent_mode,
-        flag(agent.hitl_enabled),
+        agent.hitl_enabled,
         agent.hitl_ttl_seconds,
         agent.hitl_expiration_action,
         agent.created_at,

@@ -20,9 +20,6 @@ import trio
 
 from e2a.clock import format_timestamp
 from e2a.storage.base import (
-    Agent,
-    AgentChanges,
-    AlreadyExists,
     ApiKey,
     ConversationClaim,
     FinishedAttempt,
@@ -63,12 +60,9 @@ from e2a.storage.rows import (
     SIGNING_SECRET_COLUMNS,
     WEBHOOK_ATTEMPT_COLUMNS,
     WEBHOOK_JOB,
-    agent_assignments,
-    agent_params,
     api_key_params,
     attempt_params,
     chosen_conversation,
-    decode_agent,
     decode_api_key,
     decode_message,
     decode_outbound,
@@ -491,80 +485,6 @@ class SqliteStorage(SqlStorage):
     # -- domains ----------------------------------------------------------------------------
 
     # -- agents -----------------------------------------------------------------------------
-
-    async def add_agent(self, agent: Agent) -> None:
-        """Store a new agent; AlreadyExists when the address is taken."""
-
-        def insert(db: Transaction) -> None:
-            try:
-                db.execute(
-                    f"INSERT INTO agents ({AGENT_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    agent_params(agent, flag=int),
-                )
-            except sqlite3.IntegrityError:
-                raise AlreadyExists(agent.email) from None
-
-        await self._write(insert, changes_routing=True)
-
-    async def list_agents(self, user_id: str) -> list[Agent]:
-        """The user's agents, oldest first."""
-        rows = await self._read(
-            lambda db: db.execute(
-                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? ORDER BY created_at, email",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_agent(row) for row in rows]
-
-    async def get_agent(self, user_id: str, email: str) -> Agent | None:
-        """One of the user's agents."""
-        row = await self._read(
-            lambda db: db.execute(
-                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ?",
-                (user_id, email),
-            ).fetchone()
-        )
-        return decode_agent(row) if row else None
-
-    async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
-        """Apply a partial update to one of the user's agents."""
-        assignments = agent_assignments(changes)
-
-        def update(db: Transaction) -> Agent | None:
-            if assignments:
-                columns = ", ".join(f"{column} = ?" for column in assignments)
-                db.execute(
-                    f"UPDATE agents SET {columns} WHERE user_id = ? AND email = ?",
-                    (*assignments.values(), user_id, email),
-                )
-            row = db.execute(
-                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ?",
-                (user_id, email),
-            ).fetchone()
-            return decode_agent(row) if row else None
-
-        return await self._write(update, changes_routing=True)
-
-    async def delete_agent(self, user_id: str, email: str) -> str | None:
-        """Delete one of the user's agents (its messages and jobs cascade); its id, or None."""
-        row = await self._write(
-            lambda db: db.execute(
-                "DELETE FROM agents WHERE user_id = ? AND email = ? RETURNING id", (user_id, email)
-            ).fetchone(),
-            changes_routing=True,
-        )
-        return str(row[0]) if row else None
-
-    async def find_agent(self, email: str) -> Agent | None:
-        """The agent at `email`, for routing (cached until agents change)."""
-        row = await self._read(
-            lambda db: db.execute(
-                f"SELECT {AGENT_COLUMNS} FROM agents WHERE email = ?", (email,)
-            ).fetchone(),
-            routing=("agent", email),
-        )
-        return decode_agent(row) if row else None
 
     # -- messages ---------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ threads, migrations and (PostgreSQL) announcements to other replicas.
 
 from __future__ import annotations
 
+from e2a.storage.sql.agents import AgentsSql
 from e2a.storage.sql.domains import DomainsSql
 from e2a.storage.sql.transaction import Transaction
 
@@ -13,7 +14,7 @@ SERVER_SECRET = "hmac_secret"
 """The `server_state` row of the development server secret."""
 
 
-class SqlStorage(DomainsSql):
+class SqlStorage(AgentsSql, DomainsSql):
     """`Storage` over a backend's `Runner` methods."""
 
     async def ping(self) -> None:
