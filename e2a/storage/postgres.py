@@ -23,35 +23,24 @@ import trio
 
 from e2a.clock import format_timestamp
 from e2a.storage.base import (
-    ApiKey,
     ConversationClaim,
     FinishedAttempt,
     InboundMessage,
     Job,
-    LastOne,
-    LimitReached,
     MessagePage,
     NewInboundMessage,
     NotPending,
     OutboundEdits,
     OutboundMessage,
     SendOutcome,
-    SigningSecret,
     StatusFilter,
     StorageUnavailable,
-    User,
     WebhookAttempt,
     WebhookDelivery,
 )
 from e2a.storage.migrations import load_migrations
 from e2a.storage.rows import (
-    AGENT_COLUMNS,
-    API_KEY_COLUMNS,
-    DELETED_TABLES,
-    DOMAIN_COLUMNS,
     EXPIRABLE_MESSAGE,
-    EXPORT_MESSAGE_COLUMNS,
-    EXPORT_SIGNING_SECRET_COLUMNS,
     INBOUND_INSERT_COLUMNS,
     JOB_COLUMNS,
     MESSAGE_COLUMNS,
@@ -60,16 +49,12 @@ from e2a.storage.rows import (
     OUTBOUND_JOB,
     OUTBOUND_STATUS_INDEX,
     RATE_LIMIT_PRUNE_BATCH,
-    SIGNING_SECRET_COLUMNS,
     WEBHOOK_ATTEMPT_COLUMNS,
     WEBHOOK_JOB,
-    api_key_params,
     attempt_params,
     chosen_conversation,
-    decode_api_key,
     decode_message,
     decode_outbound,
-    decode_signing_secret,
     delivery_status_params,
     done_job_ids,
     edit_assignments,
@@ -85,8 +70,6 @@ from e2a.storage.rows import (
     raw_messages_of,
     recipient_results,
     retry_params,
-    signing_secret_params,
-    user_export,
 )
 from e2a.storage.sql.dialect import POSTGRES
 from e2a.storage.sql.runner import Work
@@ -341,207 +324,6 @@ class PostgresStorage(SqlStorage):
 
     # -- users and credentials --------------------------------------------------------------
 
-    async def ensure_user(self, user_id: str, email: str, now: str) -> tuple[User, bool]:
-        """Return the user with `email`, creating it if absent."""
-
-        def upsert(db: Connection) -> tuple[User, bool]:
-            cursor = db.execute(
-                "INSERT INTO users (id, email, created_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
-                (user_id, email, now),
-            )
-            created = cursor.rowcount == 1
-            row = _one(db, "SELECT id, email, created_at FROM users WHERE email = %s", (email,))
-            return User(*row), created
-
-        return await self._run(upsert)
-
-    async def add_api_key(self, key: ApiKey, key_hash: str) -> None:
-        """Store an API key by its hash."""
-        await self._run(
-            lambda db: db.execute(
-                "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                api_key_params(key, key_hash),
-            )
-        )
-
-    async def user_for_key_hash(self, key_hash: str) -> User | None:
-        """The owner of a live key with this hash."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT u.id, u.email, u.created_at FROM api_keys k "
-                "JOIN users u ON u.id = k.user_id "
-                "WHERE k.key_hash = %s AND k.revoked_at IS NULL",
-                (key_hash,),
-            ).fetchone()
-        )
-        return User(*row) if row else None
-
-    async def get_user(self, user_id: str) -> User | None:
-        """The user with this id."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT id, email, created_at FROM users WHERE id = %s", (user_id,)
-            ).fetchone()
-        )
-        return User(*row) if row else None
-
-    async def first_user(self) -> User | None:
-        """The user created first (the same second: the smaller id)."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT id, email, created_at FROM users ORDER BY created_at, id LIMIT 1"
-            ).fetchone()
-        )
-        return User(*row) if row else None
-
-    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
-        """The user's keys, newest first."""
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {API_KEY_COLUMNS} "
-                "FROM api_keys WHERE user_id = %s ORDER BY created_at DESC, seq DESC",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_api_key(row) for row in rows]
-
-    async def export_user(self, user_id: str) -> dict[str, Any]:
-        """Everything stored about the user, from one REPEATABLE READ snapshot (no hashes or
-        seeds)."""
-
-        def export(db: Connection) -> dict[str, Any]:
-            def rows(query: str) -> list[Any]:
-                return db.execute(query, (user_id,)).fetchall()
-
-            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            return user_export(
-                db.execute(
-                    "SELECT id, email, created_at FROM users WHERE id = %s", (user_id,)
-                ).fetchone(),
-                rows(
-                    f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = %s "
-                    "ORDER BY created_at, email"
-                ),
-                rows(
-                    f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = %s "
-                    "ORDER BY created_at, domain"
-                ),
-                rows(
-                    f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = %s "
-                    "ORDER BY created_at, seq"
-                ),
-                rows(
-                    f"SELECT {EXPORT_SIGNING_SECRET_COLUMNS} FROM signing_secrets "
-                    "WHERE user_id = %s ORDER BY seq"
-                ),
-                rows(
-                    f"SELECT {EXPORT_MESSAGE_COLUMNS} FROM messages WHERE user_id = %s ORDER BY seq"
-                ),
-            )
-
-        return await self._run(export)
-
-    async def delete_user(self, user_id: str) -> dict[str, int]:
-        """Delete the user and all they own in one transaction; rows deleted per table."""
-        owned = "user_id = %s OR agent_email IN (SELECT email FROM agents WHERE user_id = %s)"
-        statements = {
-            "webhook_attempts": (
-                f"DELETE FROM webhook_attempts WHERE message_id IN "
-                f"(SELECT id FROM messages WHERE {owned})",
-                (user_id, user_id),
-            ),
-            "jobs": (
-                f"DELETE FROM jobs WHERE message_id IN (SELECT id FROM messages WHERE {owned})",
-                (user_id, user_id),
-            ),
-            "messages": (f"DELETE FROM messages WHERE {owned}", (user_id, user_id)),
-            "agents": ("DELETE FROM agents WHERE user_id = %s", (user_id,)),
-            "domains": ("DELETE FROM domains WHERE user_id = %s", (user_id,)),
-            "api_keys": ("DELETE FROM api_keys WHERE user_id = %s", (user_id,)),
-            "signing_secrets": ("DELETE FROM signing_secrets WHERE user_id = %s", (user_id,)),
-            "users": ("DELETE FROM users WHERE id = %s", (user_id,)),
-        }
-
-        def delete(db: Connection) -> dict[str, int]:
-            _lock_user(db, user_id)
-            counts = {
-                table: db.execute(query, params).rowcount
-                for table, (query, params) in statements.items()
-            }
-            _notify(db, revocation_payload(self.process_tag, "user", user_id))
-            return {table: counts[table] for table in DELETED_TABLES}
-
-        return await self._run(delete)
-
-    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> str | None:
-        """Revoke one live key of the user; its hash, or None. The other replicas hear of it
-        when it commits, and end the live subscriptions the key opened."""
-
-        def revoke(db: Connection) -> str | None:
-            row = db.execute(
-                "UPDATE api_keys SET revoked_at = %s "
-                "WHERE id = %s AND user_id = %s AND revoked_at IS NULL RETURNING key_hash",
-                (now, key_id, user_id),
-            ).fetchone()
-            if row is None:
-                return None
-            _notify(db, revocation_payload(self.process_tag, "key", row[0]))
-            return str(row[0])
-
-        return await self._run(revoke)
-
-    async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
-        """Store a signing secret unless the user has `max_per_user` already."""
-
-        def insert(db: Connection) -> None:
-            _lock_user(db, secret.user_id)
-            (count,) = _one(
-                db, "SELECT count(*) FROM signing_secrets WHERE user_id = %s", (secret.user_id,)
-            )
-            if count >= max_per_user:
-                raise LimitReached(f"at most {max_per_user} signing secrets per user")
-            db.execute(
-                "INSERT INTO signing_secrets "
-                "(id, user_id, name, seed, secret_prefix, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                signing_secret_params(secret),
-            )
-
-        await self._run(insert)
-
-    async def list_signing_secrets(self, user_id: str) -> list[SigningSecret]:
-        """The user's secrets, newest first."""
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {SIGNING_SECRET_COLUMNS} "
-                "FROM signing_secrets WHERE user_id = %s ORDER BY seq DESC",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_signing_secret(row) for row in rows]
-
-    async def delete_signing_secret(self, user_id: str, secret_id: str) -> bool:
-        """Delete one of the user's secrets, never the last (even against a concurrent delete)."""
-
-        def delete(db: Connection) -> bool:
-            _lock_user(db, user_id)
-            ids = [
-                row[0]
-                for row in db.execute(
-                    "SELECT id FROM signing_secrets WHERE user_id = %s", (user_id,)
-                )
-            ]
-            if secret_id not in ids:
-                return False
-            if len(ids) == 1:
-                raise LastOne("cannot delete the last signing secret")
-            db.execute("DELETE FROM signing_secrets WHERE id = %s", (secret_id,))
-            return True
-
-        return await self._run(delete)
-
     # -- domains ----------------------------------------------------------------------------
 
     # -- agents -----------------------------------------------------------------------------
@@ -648,16 +430,6 @@ class PostgresStorage(SqlStorage):
             )
         )
         return count == 1
-
-    async def newest_signing_seed(self, user_id: str) -> str | None:
-        """Seed of the user's newest signing secret."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT seed FROM signing_secrets WHERE user_id = %s ORDER BY seq DESC LIMIT 1",
-                (user_id,),
-            ).fetchone()
-        )
-        return str(row[0]) if row else None
 
     async def conversation_for(
         self,
@@ -1096,11 +868,6 @@ def _one(db: Connection, query: str, params: tuple[Any, ...] = ()) -> tuple[Any,
     if row is None:
         raise StorageUnavailable(f"postgres: no row where one was certain: {query}")
     return row
-
-
-def _lock_user(db: Connection, user_id: str) -> None:
-    """Serialise changes to one user's counted resources (signing secrets) across replicas."""
-    db.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
 
 
 def _lease(db: Connection, job_ids: list[int], until: float, holder: str) -> None:

@@ -20,35 +20,24 @@ import trio
 
 from e2a.clock import format_timestamp
 from e2a.storage.base import (
-    ApiKey,
     ConversationClaim,
     FinishedAttempt,
     InboundMessage,
     Job,
-    LastOne,
-    LimitReached,
     MessagePage,
     NewInboundMessage,
     NotPending,
     OutboundEdits,
     OutboundMessage,
     SendOutcome,
-    SigningSecret,
     StatusFilter,
     StorageUnavailable,
-    User,
     WebhookAttempt,
     WebhookDelivery,
 )
 from e2a.storage.migrations import load_migrations
 from e2a.storage.rows import (
-    AGENT_COLUMNS,
-    API_KEY_COLUMNS,
-    DELETED_TABLES,
-    DOMAIN_COLUMNS,
     EXPIRABLE_MESSAGE,
-    EXPORT_MESSAGE_COLUMNS,
-    EXPORT_SIGNING_SECRET_COLUMNS,
     INBOUND_INSERT_COLUMNS,
     JOB_COLUMNS,
     MESSAGE_COLUMNS,
@@ -57,16 +46,12 @@ from e2a.storage.rows import (
     OUTBOUND_JOB,
     OUTBOUND_STATUS_INDEX,
     RATE_LIMIT_PRUNE_BATCH,
-    SIGNING_SECRET_COLUMNS,
     WEBHOOK_ATTEMPT_COLUMNS,
     WEBHOOK_JOB,
-    api_key_params,
     attempt_params,
     chosen_conversation,
-    decode_api_key,
     decode_message,
     decode_outbound,
-    decode_signing_secret,
     delivery_status_params,
     done_job_ids,
     edit_assignments,
@@ -83,8 +68,6 @@ from e2a.storage.rows import (
     raw_messages_of,
     recipient_results,
     retry_params,
-    signing_secret_params,
-    user_export,
 )
 from e2a.storage.sql.dialect import SQLITE
 from e2a.storage.sql.runner import Work
@@ -284,204 +267,6 @@ class SqliteStorage(SqlStorage):
 
     # -- users and credentials --------------------------------------------------------------
 
-    async def ensure_user(self, user_id: str, email: str, now: str) -> tuple[User, bool]:
-        """Return the user with `email`, creating it if absent."""
-
-        def upsert(db: Transaction) -> tuple[User, bool]:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO users (id, email, created_at) VALUES (?, ?, ?)",
-                (user_id, email, now),
-            )
-            row = db.execute(
-                "SELECT id, email, created_at FROM users WHERE email = ?", (email,)
-            ).fetchone()
-            return User(*row), cursor.rowcount == 1
-
-        return await self._write(upsert)
-
-    async def add_api_key(self, key: ApiKey, key_hash: str) -> None:
-        """Store an API key by its hash."""
-        await self._write(
-            lambda db: db.execute(
-                "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                api_key_params(key, key_hash),
-            )
-        )
-
-    async def user_for_key_hash(self, key_hash: str) -> User | None:
-        """The owner of a live key with this hash."""
-
-        def lookup(db: Transaction) -> User | None:
-            row = db.execute(
-                "SELECT u.id, u.email, u.created_at FROM api_keys k "
-                "JOIN users u ON u.id = k.user_id "
-                "WHERE k.key_hash = ? AND k.revoked_at IS NULL",
-                (key_hash,),
-            ).fetchone()
-            return User(*row) if row else None
-
-        return await self._read(lookup)
-
-    async def get_user(self, user_id: str) -> User | None:
-        """The user with this id."""
-
-        def lookup(db: Transaction) -> User | None:
-            row = db.execute(
-                "SELECT id, email, created_at FROM users WHERE id = ?", (user_id,)
-            ).fetchone()
-            return User(*row) if row else None
-
-        return await self._read(lookup)
-
-    async def first_user(self) -> User | None:
-        """The user created first (the same second: the smaller id)."""
-
-        def lookup(db: Transaction) -> User | None:
-            row = db.execute(
-                "SELECT id, email, created_at FROM users ORDER BY created_at, id LIMIT 1"
-            ).fetchone()
-            return User(*row) if row else None
-
-        return await self._read(lookup)
-
-    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
-        """The user's keys, newest first."""
-        rows = await self._read(
-            lambda db: db.execute(
-                f"SELECT {API_KEY_COLUMNS} "
-                "FROM api_keys WHERE user_id = ? ORDER BY created_at DESC, rowid DESC",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_api_key(row) for row in rows]
-
-    async def export_user(self, user_id: str) -> dict[str, Any]:
-        """Everything stored about the user, from one read snapshot (no hashes or seeds)."""
-
-        def export(db: Transaction) -> dict[str, Any]:
-            def rows(query: str) -> list[Any]:
-                return db.execute(query, (user_id,)).fetchall()
-
-            db.execute("BEGIN")  # one snapshot for every query below
-            try:
-                return user_export(
-                    db.execute(
-                        "SELECT id, email, created_at FROM users WHERE id = ?", (user_id,)
-                    ).fetchone(),
-                    rows(
-                        f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? "
-                        "ORDER BY created_at, email"
-                    ),
-                    rows(
-                        f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? "
-                        "ORDER BY created_at, domain"
-                    ),
-                    rows(
-                        f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = ? "
-                        "ORDER BY created_at, rowid"
-                    ),
-                    rows(
-                        f"SELECT {EXPORT_SIGNING_SECRET_COLUMNS} FROM signing_secrets "
-                        "WHERE user_id = ? ORDER BY seq"
-                    ),
-                    rows(
-                        f"SELECT {EXPORT_MESSAGE_COLUMNS} FROM messages WHERE user_id = ? "
-                        "ORDER BY seq"
-                    ),
-                )
-            finally:
-                db.execute("COMMIT")
-
-        return await self._read(export)
-
-    async def delete_user(self, user_id: str) -> dict[str, int]:
-        """Delete the user and all they own in one transaction; rows deleted per table."""
-        owned = "user_id = ? OR agent_email IN (SELECT email FROM agents WHERE user_id = ?)"
-        statements = {
-            "webhook_attempts": (
-                f"DELETE FROM webhook_attempts WHERE message_id IN "
-                f"(SELECT id FROM messages WHERE {owned})",
-                (user_id, user_id),
-            ),
-            "jobs": (
-                f"DELETE FROM jobs WHERE message_id IN (SELECT id FROM messages WHERE {owned})",
-                (user_id, user_id),
-            ),
-            "messages": (f"DELETE FROM messages WHERE {owned}", (user_id, user_id)),
-            "agents": ("DELETE FROM agents WHERE user_id = ?", (user_id,)),
-            "domains": ("DELETE FROM domains WHERE user_id = ?", (user_id,)),
-            "api_keys": ("DELETE FROM api_keys WHERE user_id = ?", (user_id,)),
-            "signing_secrets": ("DELETE FROM signing_secrets WHERE user_id = ?", (user_id,)),
-            "users": ("DELETE FROM users WHERE id = ?", (user_id,)),
-        }
-
-        def delete(db: Transaction) -> dict[str, int]:
-            counts = {
-                table: db.execute(query, params).rowcount
-                for table, (query, params) in statements.items()
-            }
-            return {table: counts[table] for table in DELETED_TABLES}
-
-        return await self._write(delete, changes_routing=True)
-
-    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> str | None:
-        """Revoke one live key of the user; its hash, or None."""
-        row = await self._write(
-            lambda db: db.execute(
-                "UPDATE api_keys SET revoked_at = ? "
-                "WHERE id = ? AND user_id = ? AND revoked_at IS NULL RETURNING key_hash",
-                (now, key_id, user_id),
-            ).fetchone()
-        )
-        return str(row[0]) if row else None
-
-    async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
-        """Store a signing secret unless the user has `max_per_user` already."""
-
-        def insert(db: Transaction) -> None:
-            (count,) = db.execute(
-                "SELECT count(*) FROM signing_secrets WHERE user_id = ?", (secret.user_id,)
-            ).fetchone()
-            if count >= max_per_user:
-                raise LimitReached(f"at most {max_per_user} signing secrets per user")
-            db.execute(
-                "INSERT INTO signing_secrets "
-                "(id, seq, user_id, name, seed, secret_prefix, created_at) VALUES "
-                "(?, (SELECT coalesce(max(seq), 0) + 1 FROM signing_secrets), ?, ?, ?, ?, ?)",
-                signing_secret_params(secret),
-            )
-
-        await self._write(insert, changes_routing=True)
-
-    async def list_signing_secrets(self, user_id: str) -> list[SigningSecret]:
-        """The user's secrets, newest first."""
-        rows = await self._read(
-            lambda db: db.execute(
-                f"SELECT {SIGNING_SECRET_COLUMNS} "
-                "FROM signing_secrets WHERE user_id = ? ORDER BY seq DESC",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_signing_secret(row) for row in rows]
-
-    async def delete_signing_secret(self, user_id: str, secret_id: str) -> bool:
-        """Delete one of the user's secrets, never the last."""
-
-        def delete(db: Transaction) -> bool:
-            ids = [
-                row[0]
-                for row in db.all("SELECT id FROM signing_secrets WHERE user_id = ?", (user_id,))
-            ]
-            if secret_id not in ids:
-                return False
-            if len(ids) == 1:
-                raise LastOne("cannot delete the last signing secret")
-            db.execute("DELETE FROM signing_secrets WHERE id = ?", (secret_id,))
-            return True
-
-        return await self._write(delete, changes_routing=True)
-
     # -- domains ----------------------------------------------------------------------------
 
     # -- agents -----------------------------------------------------------------------------
@@ -569,17 +354,6 @@ class SqliteStorage(SqlStorage):
             )
         )
         return cursor.rowcount == 1
-
-    async def newest_signing_seed(self, user_id: str) -> str | None:
-        """Seed of the user's newest signing secret (cached until secrets change)."""
-        row = await self._read(
-            lambda db: db.execute(
-                "SELECT seed FROM signing_secrets WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
-                (user_id,),
-            ).fetchone(),
-            routing=("seed", user_id),
-        )
-        return str(row[0]) if row else None
 
     async def conversation_for(
         self,

@@ -6,6 +6,7 @@ threads, migrations and (PostgreSQL) announcements to other replicas.
 
 from __future__ import annotations
 
+from e2a.storage.sql.accounts import AccountsSql
 from e2a.storage.sql.agents import AgentsSql
 from e2a.storage.sql.domains import DomainsSql
 from e2a.storage.sql.transaction import Transaction
@@ -14,7 +15,7 @@ SERVER_SECRET = "hmac_secret"
 """The `server_state` row of the development server secret."""
 
 
-class SqlStorage(AgentsSql, DomainsSql):
+class SqlStorage(AccountsSql, AgentsSql, DomainsSql):
     """`Storage` over a backend's `Runner` methods."""
 
     async def ping(self) -> None:
