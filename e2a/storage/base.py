@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from e2a.ids import new_id
+from e2a.storage.vocabulary import TERMINAL_STATUSES as TERMINAL_STATUSES  # callers read it here
 
 AgentMode = Literal["cloud", "local"]
 MessageStatus = Literal["unread", "read"]
@@ -245,7 +246,6 @@ OutboundStatus = Literal[
     "expired_approved",
     "expired_rejected",
 ]
-TERMINAL_STATUSES = frozenset({"sent", "failed", "rejected", "expired_rejected"})
 
 
 @dataclass(frozen=True)

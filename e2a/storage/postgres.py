@@ -23,17 +23,13 @@ import trio
 
 from e2a.clock import format_timestamp
 from e2a.storage.base import (
-    ConversationClaim,
     FinishedAttempt,
-    InboundMessage,
     Job,
-    MessagePage,
     NewInboundMessage,
     NotPending,
     OutboundEdits,
     OutboundMessage,
     SendOutcome,
-    StatusFilter,
     StorageUnavailable,
     WebhookAttempt,
     WebhookDelivery,
@@ -41,7 +37,6 @@ from e2a.storage.base import (
 from e2a.storage.migrations import load_migrations
 from e2a.storage.rows import (
     EXPIRABLE_MESSAGE,
-    INBOUND_INSERT_COLUMNS,
     JOB_COLUMNS,
     MESSAGE_COLUMNS,
     OUTBOUND_COLUMNS,
@@ -52,22 +47,17 @@ from e2a.storage.rows import (
     WEBHOOK_ATTEMPT_COLUMNS,
     WEBHOOK_JOB,
     attempt_params,
-    chosen_conversation,
     decode_message,
     decode_outbound,
     delivery_status_params,
     done_job_ids,
     edit_assignments,
-    first_conversation,
-    inbound_params,
     jobs_within_room,
     merged_recipient_results,
-    message_page,
     outbound_job_kind,
     outbound_params,
     rate_verdict,
     rate_window,
-    raw_messages_of,
     recipient_results,
     retry_params,
 )
@@ -329,142 +319,6 @@ class PostgresStorage(SqlStorage):
     # -- agents -----------------------------------------------------------------------------
 
     # -- messages ---------------------------------------------------------------------------
-
-    async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
-        """Commit messages and their webhook jobs in one transaction.
-
-        Each recipient agent's inbox is locked for the transaction, so an agent's messages
-        commit in `seq` order and a reader paging by `seq` never skips one committed late.
-        Each distinct raw message is stored once; its row stays locked until the commit, so
-        a concurrent deletion of its last other reference cannot take it away meanwhile."""
-        raw = await trio.to_thread.run_sync(raw_messages_of, messages)
-
-        def insert(db: Connection) -> None:
-            announcements: dict[str, None] = {}  # NOTIFY payloads, in order, each once
-            for agent_email in sorted({message.agent_email for message in messages}):
-                db.execute(
-                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                    (AGENT_INBOX_LOCK, agent_email),
-                )
-            for digest in sorted(raw.distinct):
-                db.execute(
-                    "INSERT INTO raw_messages (digest, raw) VALUES (%s, %s) "
-                    "ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest",
-                    (digest, raw.distinct[digest]),
-                )
-            for message, digest in zip(messages, raw.digests, strict=True):
-                row = db.execute(
-                    "SELECT user_id, agent_mode, id FROM agents WHERE email = %s",
-                    (message.agent_email,),
-                ).fetchone()
-                if row is None:
-                    raise StorageUnavailable(f"agent {message.agent_email} vanished")
-                user_id, agent_mode, agent_id = row
-                cloud = agent_mode == "cloud"
-                db.execute(
-                    f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES "
-                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    inbound_params(message, user_id, cloud, digest),
-                )
-                if cloud:
-                    _add_job(db, WEBHOOK_JOB, message.id, now, announce=False)
-                    announcements[JOBS_ADDED_PAYLOAD] = None
-                else:
-                    payload = stored_message_payload(self.process_tag, agent_id, message)
-                    announcements[payload] = None
-            _notify(db, *announcements)
-
-        await self._run(insert)
-
-    async def list_inbound(
-        self,
-        user_id: str,
-        agent_email: str,
-        status: StatusFilter,
-        page_size: int,
-        after_seq: int | None,
-    ) -> MessagePage:
-        """A keyset page of the agent's messages, oldest first."""
-        conditions = [
-            "m.user_id = %s",
-            "m.agent_email = %s",
-            "m.direction = 'inbound'",
-            "m.seq > %s",
-        ]
-        params: list[Any] = [user_id, agent_email, after_seq or 0]
-        if status != "all":
-            conditions.append("m.status = %s")
-            params.append(status)
-        query = (
-            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {' AND '.join(conditions)} "
-            "ORDER BY m.seq LIMIT %s"
-        )
-        params.append(page_size + 1)
-        rows = await self._run(lambda db: db.execute(query, params).fetchall())
-        return message_page(rows, page_size)
-
-    async def read_inbound(
-        self, user_id: str, agent_email: str, message_id: str
-    ) -> InboundMessage | None:
-        """Return one of the agent's messages, marking it read."""
-
-        def read(db: Connection) -> InboundMessage | None:
-            row = db.execute(
-                "UPDATE messages m SET status = 'read' WHERE m.id = %s AND m.user_id = %s "
-                f"AND m.agent_email = %s AND m.direction = 'inbound' RETURNING {MESSAGE_COLUMNS}",
-                (message_id, user_id, agent_email),
-            ).fetchone()
-            return decode_message(row) if row else None
-
-        return await self._run(read)
-
-    async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
-        """Mark one of the agent's inbound messages read."""
-        count = await self._run(
-            lambda db: (
-                db.execute(
-                    "UPDATE messages SET status = 'read' WHERE id = %s AND user_id = %s "
-                    "AND agent_email = %s AND direction = 'inbound'",
-                    (message_id, user_id, agent_email),
-                ).rowcount
-            )
-        )
-        return count == 1
-
-    async def conversation_for(
-        self,
-        user_id: str,
-        agent_email: str,
-        rfc_message_ids: list[str],
-        claim: ConversationClaim | None = None,
-    ) -> str | None:
-        """Threading from the user's messages of the agent (Storage.conversation_for)."""
-
-        def read(db: Connection) -> str | None:
-            referenced = None
-            if rfc_message_ids:
-                rows = db.execute(
-                    "SELECT rfc_message_id, conversation_id FROM messages "
-                    "WHERE user_id = %s AND agent_email = %s "
-                    "AND rfc_message_id = ANY(%s::text[]) ORDER BY seq DESC",
-                    (user_id, agent_email, rfc_message_ids),
-                ).fetchall()
-                referenced = first_conversation(rows, rfc_message_ids)
-            if claim is None:
-                return referenced
-            in_agent = (
-                "FROM messages WHERE user_id = %s AND agent_email = %s AND conversation_id = %s"
-            )
-            scope = (user_id, agent_email, claim.conversation_id)
-            row = db.execute(
-                f"SELECT EXISTS (SELECT 1 {in_agent}), "
-                f"EXISTS (SELECT 1 {in_agent} AND from_addr = %s)",
-                (*scope, *scope, claim.sender),
-            ).fetchone()
-            assert row is not None
-            return chosen_conversation(referenced, claim, bool(row[0]), bool(row[1]))
-
-        return await self._run(read)
 
     # -- jobs -------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from e2a.storage.base import (
-    TERMINAL_STATUSES,
     Agent,
     AgentChanges,
     ApiKey,
@@ -30,10 +29,17 @@ from e2a.storage.base import (
     OutboundMessage,
     SigningSecret,
 )
+from e2a.storage.vocabulary import APPROVAL_NOTICE_JOB as APPROVAL_NOTICE_JOB
+from e2a.storage.vocabulary import (
+    DELIVERY_PENDING,
+    PENDING_APPROVAL,
+    QUEUED,
+    TERMINAL_STATUSES,
+)
+from e2a.storage.vocabulary import OUTBOUND_JOB as OUTBOUND_JOB
+from e2a.storage.vocabulary import WEBHOOK_JOB as WEBHOOK_JOB
 
-WEBHOOK_JOB = "webhook"
-OUTBOUND_JOB = "outbound"
-APPROVAL_NOTICE_JOB = "approval_notice"
+# The three job kinds are re-exported (`X as X`): e2a.metrics reads them from here.
 
 AGENT_COLUMNS = (
     "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "
@@ -268,7 +274,7 @@ def inbound_params(
         digest,
         json.dumps(message.auth_headers),
         json.dumps(message.authentication_results),
-        "pending" if cloud else None,
+        DELIVERY_PENDING if cloud else None,
         message.client_ip,
         message.helo,
         message.received_at,
@@ -318,9 +324,9 @@ def outbound_params(message: OutboundMessage) -> tuple[Any, ...]:
 
 def outbound_job_kind(message: OutboundMessage) -> str | None:
     """The job a newly added outbound message needs: a send, an approval notice, or none."""
-    if message.status == "queued":
+    if message.status == QUEUED:
         return OUTBOUND_JOB
-    if message.status == "pending_approval":
+    if message.status == PENDING_APPROVAL:
         return APPROVAL_NOTICE_JOB
     return None
 

@@ -20,17 +20,12 @@ import trio
 
 from e2a.clock import format_timestamp
 from e2a.storage.base import (
-    ConversationClaim,
     FinishedAttempt,
-    InboundMessage,
     Job,
-    MessagePage,
-    NewInboundMessage,
     NotPending,
     OutboundEdits,
     OutboundMessage,
     SendOutcome,
-    StatusFilter,
     StorageUnavailable,
     WebhookAttempt,
     WebhookDelivery,
@@ -38,7 +33,6 @@ from e2a.storage.base import (
 from e2a.storage.migrations import load_migrations
 from e2a.storage.rows import (
     EXPIRABLE_MESSAGE,
-    INBOUND_INSERT_COLUMNS,
     JOB_COLUMNS,
     MESSAGE_COLUMNS,
     OUTBOUND_COLUMNS,
@@ -49,23 +43,18 @@ from e2a.storage.rows import (
     WEBHOOK_ATTEMPT_COLUMNS,
     WEBHOOK_JOB,
     attempt_params,
-    chosen_conversation,
     decode_message,
     decode_outbound,
     delivery_status_params,
     done_job_ids,
     edit_assignments,
-    first_conversation,
-    inbound_params,
     jobs_within_room,
     merged_recipient_results,
-    message_page,
     outbound_job_kind,
     outbound_params,
     rate_verdict,
     rate_window,
     raw_digest,
-    raw_messages_of,
     recipient_results,
     retry_params,
 )
@@ -272,121 +261,6 @@ class SqliteStorage(SqlStorage):
     # -- agents -----------------------------------------------------------------------------
 
     # -- messages ---------------------------------------------------------------------------
-
-    async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
-        """Commit messages and their webhook jobs in one transaction, each distinct raw
-        message once (digested in a worker thread first, outside the write lock)."""
-        raw = await trio.to_thread.run_sync(raw_messages_of, messages)
-
-        def insert(db: Transaction) -> None:
-            db.executemany(
-                "INSERT OR IGNORE INTO raw_messages (digest, raw) VALUES (?, ?)",
-                raw.distinct.items(),
-            )
-            for message, digest in zip(messages, raw.digests, strict=True):
-                row = db.execute(
-                    "SELECT user_id, agent_mode FROM agents WHERE email = ?",
-                    (message.agent_email,),
-                ).fetchone()
-                if row is None:
-                    raise StorageUnavailable(f"agent {message.agent_email} vanished")
-                user_id, agent_mode = row
-                cloud = agent_mode == "cloud"
-                db.execute(
-                    f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    inbound_params(message, user_id, cloud, digest),
-                )
-                if cloud:
-                    _add_job(db, WEBHOOK_JOB, message.id, now)
-
-        await self._write(insert)
-
-    async def list_inbound(
-        self,
-        user_id: str,
-        agent_email: str,
-        status: StatusFilter,
-        page_size: int,
-        after_seq: int | None,
-    ) -> MessagePage:
-        """A keyset page of the agent's messages, oldest first."""
-        conditions = ["m.user_id = ?", "m.agent_email = ?", "m.direction = 'inbound'", "m.seq > ?"]
-        params: list[Any] = [user_id, agent_email, after_seq or 0]
-        if status != "all":
-            conditions.append("m.status = ?")
-            params.append(status)
-        query = (
-            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {' AND '.join(conditions)} "
-            "ORDER BY m.seq LIMIT ?"
-        )
-        params.append(page_size + 1)
-        rows = await self._read(lambda db: db.execute(query, params).fetchall())
-        return message_page(rows, page_size)
-
-    async def read_inbound(
-        self, user_id: str, agent_email: str, message_id: str
-    ) -> InboundMessage | None:
-        """Return one of the agent's messages, marking it read."""
-
-        def read(db: Transaction) -> InboundMessage | None:
-            db.execute(
-                "UPDATE messages SET status = 'read' WHERE id = ? AND user_id = ? "
-                "AND agent_email = ? AND direction = 'inbound' AND status = 'unread'",
-                (message_id, user_id, agent_email),
-            )
-            row = db.execute(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ? AND m.user_id = ? "
-                "AND m.agent_email = ? AND m.direction = 'inbound'",
-                (message_id, user_id, agent_email),
-            ).fetchone()
-            return decode_message(row) if row else None
-
-        return await self._write(read)
-
-    async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
-        """Mark one of the agent's inbound messages read."""
-        cursor = await self._write(
-            lambda db: db.execute(
-                "UPDATE messages SET status = 'read' WHERE id = ? AND user_id = ? "
-                "AND agent_email = ? AND direction = 'inbound'",
-                (message_id, user_id, agent_email),
-            )
-        )
-        return cursor.rowcount == 1
-
-    async def conversation_for(
-        self,
-        user_id: str,
-        agent_email: str,
-        rfc_message_ids: list[str],
-        claim: ConversationClaim | None = None,
-    ) -> str | None:
-        """Threading from the user's messages of the agent (Storage.conversation_for)."""
-        marks = ", ".join("?" for _ in rfc_message_ids)
-
-        def read(db: Transaction) -> str | None:
-            referenced = None
-            if rfc_message_ids:
-                rows = db.execute(
-                    "SELECT rfc_message_id, conversation_id FROM messages "
-                    f"WHERE user_id = ? AND agent_email = ? AND rfc_message_id IN ({marks}) "
-                    "ORDER BY seq DESC",
-                    (user_id, agent_email, *rfc_message_ids),
-                ).fetchall()
-                referenced = first_conversation(rows, rfc_message_ids)
-            if claim is None:
-                return referenced
-            in_agent = "FROM messages WHERE user_id = ? AND agent_email = ? AND conversation_id = ?"
-            scope = (user_id, agent_email, claim.conversation_id)
-            exists, by_sender = db.execute(
-                f"SELECT EXISTS (SELECT 1 {in_agent}), "
-                f"EXISTS (SELECT 1 {in_agent} AND from_addr = ?)",
-                (*scope, *scope, claim.sender),
-            ).fetchone()
-            return chosen_conversation(referenced, claim, bool(exists), bool(by_sender))
-
-        return await self._read(read)
 
     # -- jobs -------------------------------------------------------------------------------
 
