@@ -23,43 +23,29 @@ import trio
 
 from e2a.clock import format_timestamp
 from e2a.storage.base import (
-    FinishedAttempt,
-    Job,
     NewInboundMessage,
     NotPending,
     OutboundEdits,
     OutboundMessage,
     SendOutcome,
     StorageUnavailable,
-    WebhookAttempt,
-    WebhookDelivery,
 )
 from e2a.storage.migrations import load_migrations
 from e2a.storage.rows import (
     EXPIRABLE_MESSAGE,
-    JOB_COLUMNS,
-    MESSAGE_COLUMNS,
     OUTBOUND_COLUMNS,
     OUTBOUND_INSERT_COLUMNS,
     OUTBOUND_JOB,
     OUTBOUND_STATUS_INDEX,
     RATE_LIMIT_PRUNE_BATCH,
-    WEBHOOK_ATTEMPT_COLUMNS,
-    WEBHOOK_JOB,
-    attempt_params,
-    decode_message,
     decode_outbound,
-    delivery_status_params,
-    done_job_ids,
     edit_assignments,
-    jobs_within_room,
     merged_recipient_results,
     outbound_job_kind,
     outbound_params,
     rate_verdict,
     rate_window,
     recipient_results,
-    retry_params,
 )
 from e2a.storage.sql.dialect import POSTGRES
 from e2a.storage.sql.runner import Work
@@ -163,6 +149,8 @@ def _transact(connection: Connection, display_url: str, work: Callable[[Connecti
 class PostgresStorage(SqlStorage):
     """Storage on a PostgreSQL database. Create with `PostgresStorage.open(url)`."""
 
+    dialect = POSTGRES
+
     def __init__(self, url: str, holder: str = "", pool_size: int = POOL_SIZE):
         self.url = url
         self.holder = holder
@@ -259,7 +247,7 @@ class PostgresStorage(SqlStorage):
         announced (delivered to the listeners only if the transaction commits)."""
         if snapshot:
             connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        transaction = Transaction(connection, POSTGRES, psycopg.IntegrityError)
+        transaction = Transaction(connection, self.dialect, psycopg.IntegrityError)
         result = work(transaction)
         payloads = dict.fromkeys(self._payload(item) for item in transaction.announcements)
         _notify(connection, *payloads)
@@ -321,116 +309,6 @@ class PostgresStorage(SqlStorage):
     # -- messages ---------------------------------------------------------------------------
 
     # -- jobs -------------------------------------------------------------------------------
-
-    async def release_leases(self) -> None:
-        """Free the leases held under this replica's name by its previous run, and only those:
-        other replicas may hold live leases on this database.
-
-        A crashed replica that does not come back holds its jobs until the leases expire; then
-        any replica claims them. (On SQLite, where this process is the only worker, start-up
-        frees them all.)"""
-        if self.holder:
-            await self._run(
-                lambda db: db.execute(
-                    "UPDATE jobs SET locked_until = NULL, locked_by = NULL WHERE locked_by = %s",
-                    (self.holder,),
-                )
-            )
-
-    async def claim_webhook_jobs(
-        self,
-        now: float,
-        limit: int | None,
-        lease_seconds: float,
-        room: Mapping[str, int],
-        default_room: int,
-    ) -> list[Job]:
-        """Lease due webhook jobs in order, at most `room[url]` (else `default_room`) per URL.
-
-        Jobs another replica holds locked are skipped, not waited for."""
-        full = [url for url, free in room.items() if free <= 0]
-
-        def claim(db: Connection) -> list[Job]:
-            candidates = db.execute(
-                "SELECT j.id, j.kind, j.message_id, j.attempts, j.run_at, j.created_at, "
-                "coalesce(a.webhook_url, '') FROM jobs j JOIN messages m ON m.id = j.message_id "
-                "JOIN agents a ON a.email = m.agent_email "
-                "WHERE j.kind = %s AND j.run_at <= %s "
-                "AND (j.locked_until IS NULL OR j.locked_until < %s) "
-                "AND coalesce(a.webhook_url, '') <> ALL(%s::text[]) "
-                "ORDER BY j.run_at, j.id LIMIT %s FOR UPDATE OF j SKIP LOCKED",
-                (WEBHOOK_JOB, now, now, full, limit),
-            ).fetchall()
-            jobs = jobs_within_room(candidates, room, default_room)
-            _lease(db, [job.id for job in jobs], now + lease_seconds, self.holder)
-            return jobs
-
-        return await self._run(claim)
-
-    async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:
-        """The messages with their agents' webhook URLs (cloud agents only) and signing seeds."""
-
-        def load(db: Connection) -> dict[str, WebhookDelivery]:
-            found: dict[str, WebhookDelivery] = {}
-            for row in db.execute(
-                f"SELECT {MESSAGE_COLUMNS}, "
-                "CASE WHEN a.agent_mode = 'cloud' THEN a.webhook_url END, "
-                "(SELECT seed FROM signing_secrets s WHERE s.user_id = m.user_id "
-                " ORDER BY s.seq DESC LIMIT 1) "
-                "FROM messages m JOIN agents a ON a.email = m.agent_email "
-                "WHERE m.id = ANY(%s::text[])",
-                (message_ids,),
-            ):
-                message = decode_message(row[:-2])
-                found[message.id] = WebhookDelivery(message, row[-2], row[-1])
-            return found
-
-        return await self._run(load)
-
-    async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
-        """Record the attempts, update the statuses, drop or reschedule the jobs, atomically."""
-
-        def finish(db: Connection) -> None:
-            with db.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO webhook_attempts "
-                    "(message_id, attempt, attempted_at, status_code, error, duration_ms) "
-                    "SELECT %s, %s::integer, %s, %s::integer, %s, %s::integer "
-                    "WHERE EXISTS (SELECT 1 FROM messages WHERE id = %s)",
-                    attempt_params(finished),
-                )
-                cursor.executemany(
-                    "UPDATE messages SET delivery_status = %s WHERE id = %s",
-                    delivery_status_params(finished),
-                )
-                cursor.executemany(
-                    "UPDATE jobs SET run_at = %s, attempts = %s, locked_until = NULL WHERE id = %s",
-                    retry_params(finished),
-                )
-                done = done_job_ids(finished)
-                if done:
-                    cursor.execute("DELETE FROM jobs WHERE id = ANY(%s::bigint[])", (done,))
-
-        await self._run(finish)
-
-    async def release_jobs(self, job_ids: list[int]) -> None:
-        """Give claimed jobs back as they were."""
-        await self._run(
-            lambda db: db.execute(
-                "UPDATE jobs SET locked_until = NULL WHERE id = ANY(%s::bigint[])", (job_ids,)
-            )
-        )
-
-    async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
-        """Attempts for one message, oldest first."""
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {WEBHOOK_ATTEMPT_COLUMNS} "
-                "FROM webhook_attempts WHERE message_id = %s ORDER BY attempt, id",
-                (message_id,),
-            ).fetchall()
-        )
-        return [WebhookAttempt(*row) for row in rows]
 
     # -- outbound ---------------------------------------------------------------------------
 
@@ -583,24 +461,6 @@ class PostgresStorage(SqlStorage):
 
         return await self._run(expire)
 
-    async def claim_jobs(
-        self, kind: str, now: float, limit: int, lease_seconds: float
-    ) -> list[Job]:
-        """Lease due jobs of `kind` (outbound sends, approval notices), oldest first."""
-
-        def claim(db: Connection) -> list[Job]:
-            rows = db.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs "
-                "WHERE kind = %s AND run_at <= %s "
-                "AND (locked_until IS NULL OR locked_until < %s) "
-                "ORDER BY run_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
-                (kind, now, now, limit),
-            ).fetchall()
-            _lease(db, [row[0] for row in rows], now + lease_seconds, self.holder)
-            return [Job(*row) for row in rows]
-
-        return await self._run(claim)
-
     async def finish_outbound(
         self,
         job_id: int,
@@ -665,21 +525,6 @@ class PostgresStorage(SqlStorage):
         )
         return recipient_results(row[0]) if row else {}
 
-    async def finish_job(self, job_id: int, retry_at: float | None) -> None:
-        """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
-
-        def finish(db: Connection) -> None:
-            if retry_at is None:
-                db.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
-            else:
-                db.execute(
-                    "UPDATE jobs SET run_at = %s, attempts = attempts + 1, locked_until = NULL "
-                    "WHERE id = %s",
-                    (retry_at, job_id),
-                )
-
-        await self._run(finish)
-
     # -- retention and queue depth ----------------------------------------------------------
 
     async def delete_messages_before(self, cutoff: str, limit: int) -> int:
@@ -707,13 +552,6 @@ class PostgresStorage(SqlStorage):
             ).rowcount
 
         return await self._run(delete)
-
-    async def count_jobs(self) -> dict[str, int]:
-        """Jobs per kind, waiting or leased."""
-        rows = await self._run(
-            lambda db: db.execute("SELECT kind, count(*) FROM jobs GROUP BY kind").fetchall()
-        )
-        return {str(kind): int(count) for kind, count in rows}
 
 
 def _one(db: Connection, query: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:

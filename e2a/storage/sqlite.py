@@ -20,35 +20,22 @@ import trio
 
 from e2a.clock import format_timestamp
 from e2a.storage.base import (
-    FinishedAttempt,
-    Job,
     NotPending,
     OutboundEdits,
     OutboundMessage,
     SendOutcome,
     StorageUnavailable,
-    WebhookAttempt,
-    WebhookDelivery,
 )
 from e2a.storage.migrations import load_migrations
 from e2a.storage.rows import (
     EXPIRABLE_MESSAGE,
-    JOB_COLUMNS,
-    MESSAGE_COLUMNS,
     OUTBOUND_COLUMNS,
     OUTBOUND_INSERT_COLUMNS,
     OUTBOUND_JOB,
     OUTBOUND_STATUS_INDEX,
     RATE_LIMIT_PRUNE_BATCH,
-    WEBHOOK_ATTEMPT_COLUMNS,
-    WEBHOOK_JOB,
-    attempt_params,
-    decode_message,
     decode_outbound,
-    delivery_status_params,
-    done_job_ids,
     edit_assignments,
-    jobs_within_room,
     merged_recipient_results,
     outbound_job_kind,
     outbound_params,
@@ -56,7 +43,6 @@ from e2a.storage.rows import (
     rate_window,
     raw_digest,
     recipient_results,
-    retry_params,
 )
 from e2a.storage.sql.dialect import SQLITE
 from e2a.storage.sql.runner import Work
@@ -116,6 +102,8 @@ def _translate_errors() -> Iterator[None]:
 class SqliteStorage(SqlStorage):
     """Storage on one SQLite file. Create with `SqliteStorage.open(path)`."""
 
+    dialect = SQLITE
+
     def __init__(
         self,
         path: str,
@@ -167,7 +155,7 @@ class SqliteStorage(SqlStorage):
             try:
                 self._writer.execute("BEGIN IMMEDIATE")
                 try:
-                    result = work(Transaction(self._writer, SQLITE, sqlite3.IntegrityError))
+                    result = work(Transaction(self._writer, self.dialect, sqlite3.IntegrityError))
                 except BaseException:
                     self._writer.execute("ROLLBACK")
                     raise
@@ -263,115 +251,6 @@ class SqliteStorage(SqlStorage):
     # -- messages ---------------------------------------------------------------------------
 
     # -- jobs -------------------------------------------------------------------------------
-
-    async def release_leases(self) -> None:
-        """Free all leases: on SQLite only this process works the queue."""
-        await self._write(
-            lambda db: db.execute("UPDATE jobs SET locked_until = NULL, locked_by = NULL")
-        )
-
-    async def claim_webhook_jobs(
-        self,
-        now: float,
-        limit: int | None,
-        lease_seconds: float,
-        room: Mapping[str, int],
-        default_room: int,
-    ) -> list[Job]:
-        """Lease due webhook jobs in order, at most `room[url]` (else `default_room`) per URL."""
-        full = [url for url, free in room.items() if free <= 0]
-        skip = ", ".join("?" for _ in full)
-
-        def claim(db: Transaction) -> list[Job]:
-            candidates = db.execute(
-                "SELECT j.id, j.kind, j.message_id, j.attempts, j.run_at, j.created_at, "
-                "coalesce(a.webhook_url, '') FROM jobs j JOIN messages m ON m.id = j.message_id "
-                "JOIN agents a ON a.email = m.agent_email "
-                "WHERE j.kind = ? AND j.run_at <= ? "
-                "AND (j.locked_until IS NULL OR j.locked_until < ?) "
-                f"AND coalesce(a.webhook_url, '') NOT IN ({skip}) "
-                "ORDER BY j.run_at, j.id LIMIT ?",
-                (WEBHOOK_JOB, now, now, *full, -1 if limit is None else limit),
-            ).fetchall()
-            jobs = jobs_within_room(candidates, room, default_room)
-            db.executemany(
-                "UPDATE jobs SET locked_until = ?, locked_by = ? WHERE id = ?",
-                [(now + lease_seconds, self.holder, job.id) for job in jobs],
-            )
-            return jobs
-
-        return await self._write(claim, durable=False)
-
-    async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:
-        """The messages with their agents' webhook URLs (cloud agents only) and signing seeds."""
-
-        chunk_size = 500  # well under SQLite's limit on bound parameters
-
-        def load(db: Transaction) -> dict[str, WebhookDelivery]:
-            found: dict[str, WebhookDelivery] = {}
-            for start in range(0, len(message_ids), chunk_size):
-                chunk = message_ids[start : start + chunk_size]
-                marks = ", ".join("?" for _ in chunk)
-                for row in db.all(
-                    f"SELECT {MESSAGE_COLUMNS}, "
-                    "CASE WHEN a.agent_mode = 'cloud' THEN a.webhook_url END, "
-                    "(SELECT seed FROM signing_secrets s WHERE s.user_id = m.user_id "
-                    " ORDER BY s.seq DESC LIMIT 1) "
-                    f"FROM messages m JOIN agents a ON a.email = m.agent_email "
-                    f"WHERE m.id IN ({marks})",
-                    chunk,
-                ):
-                    message = decode_message(row[:-2])
-                    found[message.id] = WebhookDelivery(message, row[-2], row[-1])
-            return found
-
-        return await self._read(load)
-
-    async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
-        """Record the attempts, update the statuses, drop or reschedule the jobs, atomically."""
-
-        def finish(db: Transaction) -> None:
-            db.executemany(
-                "INSERT INTO webhook_attempts "
-                "(message_id, attempt, attempted_at, status_code, error, duration_ms) "
-                "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?)",
-                attempt_params(finished),
-            )
-            db.executemany(
-                "UPDATE messages SET delivery_status = ? WHERE id = ?",
-                delivery_status_params(finished),
-            )
-            db.executemany(
-                "UPDATE jobs SET run_at = ?, attempts = ?, locked_until = NULL WHERE id = ?",
-                retry_params(finished),
-            )
-            db.executemany(
-                "DELETE FROM jobs WHERE id = ?",
-                [(job_id,) for job_id in done_job_ids(finished)],
-            )
-
-        await self._write(finish)
-
-    async def release_jobs(self, job_ids: list[int]) -> None:
-        """Give claimed jobs back as they were."""
-        await self._write(
-            lambda db: db.executemany(
-                "UPDATE jobs SET locked_until = NULL WHERE id = ?",
-                [(job_id,) for job_id in job_ids],
-            ),
-            durable=False,
-        )
-
-    async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
-        """Attempts for one message, oldest first."""
-        rows = await self._read(
-            lambda db: db.execute(
-                f"SELECT {WEBHOOK_ATTEMPT_COLUMNS} "
-                "FROM webhook_attempts WHERE message_id = ? ORDER BY attempt, id",
-                (message_id,),
-            ).fetchall()
-        )
-        return [WebhookAttempt(*row) for row in rows]
 
     # -- outbound ---------------------------------------------------------------------------
 
@@ -518,26 +397,6 @@ class SqliteStorage(SqlStorage):
 
         return await self._write(expire)
 
-    async def claim_jobs(
-        self, kind: str, now: float, limit: int, lease_seconds: float
-    ) -> list[Job]:
-        """Lease due jobs of `kind` (outbound sends, approval notices), oldest first."""
-
-        def claim(db: Transaction) -> list[Job]:
-            rows = db.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs "
-                "WHERE kind = ? AND run_at <= ? AND (locked_until IS NULL OR locked_until < ?) "
-                "ORDER BY run_at, id LIMIT ?",
-                (kind, now, now, limit),
-            ).fetchall()
-            db.executemany(
-                "UPDATE jobs SET locked_until = ?, locked_by = ? WHERE id = ?",
-                [(now + lease_seconds, self.holder, row[0]) for row in rows],
-            )
-            return [Job(*row) for row in rows]
-
-        return await self._write(claim, durable=False)
-
     async def finish_outbound(
         self,
         job_id: int,
@@ -601,21 +460,6 @@ class SqliteStorage(SqlStorage):
         )
         return recipient_results(row[0]) if row else {}
 
-    async def finish_job(self, job_id: int, retry_at: float | None) -> None:
-        """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
-
-        def finish(db: Transaction) -> None:
-            if retry_at is None:
-                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            else:
-                db.execute(
-                    "UPDATE jobs SET run_at = ?, attempts = attempts + 1, locked_until = NULL "
-                    "WHERE id = ?",
-                    (retry_at, job_id),
-                )
-
-        await self._write(finish)
-
     # -- retention and queue depth ----------------------------------------------------------
 
     async def delete_messages_before(self, cutoff: str, limit: int) -> int:
@@ -642,13 +486,6 @@ class SqliteStorage(SqlStorage):
             ).rowcount
 
         return await self._write(delete)
-
-    async def count_jobs(self) -> dict[str, int]:
-        """Jobs per kind, waiting or leased."""
-        rows = await self._read(
-            lambda db: db.execute("SELECT kind, count(*) FROM jobs GROUP BY kind").fetchall()
-        )
-        return {str(kind): int(count) for kind, count in rows}
 
 
 def _add_job(db: Transaction, kind: str, message_id: str, now: float) -> None:

@@ -9,14 +9,16 @@ from __future__ import annotations
 from e2a.storage.sql.accounts import AccountsSql
 from e2a.storage.sql.agents import AgentsSql
 from e2a.storage.sql.domains import DomainsSql
+from e2a.storage.sql.jobs import JobsSql
 from e2a.storage.sql.messages import MessagesSql
 from e2a.storage.sql.transaction import Transaction
+from e2a.storage.sql.webhooks import WebhooksSql
 
 SERVER_SECRET = "hmac_secret"
 """The `server_state` row of the development server secret."""
 
 
-class SqlStorage(AccountsSql, AgentsSql, DomainsSql, MessagesSql):
+class SqlStorage(AccountsSql, AgentsSql, DomainsSql, JobsSql, MessagesSql, WebhooksSql):
     """`Storage` over a backend's `Runner` methods."""
 
     async def ping(self) -> None:
