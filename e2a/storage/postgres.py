@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -21,31 +21,16 @@ import psycopg
 import psycopg.conninfo
 import trio
 
-from e2a.clock import format_timestamp
 from e2a.storage.base import (
     NewInboundMessage,
-    NotPending,
-    OutboundEdits,
-    OutboundMessage,
-    SendOutcome,
     StorageUnavailable,
 )
 from e2a.storage.migrations import load_migrations
 from e2a.storage.rows import (
     EXPIRABLE_MESSAGE,
-    OUTBOUND_COLUMNS,
-    OUTBOUND_INSERT_COLUMNS,
-    OUTBOUND_JOB,
-    OUTBOUND_STATUS_INDEX,
     RATE_LIMIT_PRUNE_BATCH,
-    decode_outbound,
-    edit_assignments,
-    merged_recipient_results,
-    outbound_job_kind,
-    outbound_params,
     rate_verdict,
     rate_window,
-    recipient_results,
 )
 from e2a.storage.sql.dialect import POSTGRES
 from e2a.storage.sql.runner import Work
@@ -312,34 +297,6 @@ class PostgresStorage(SqlStorage):
 
     # -- outbound ---------------------------------------------------------------------------
 
-    async def add_outbound(self, message: OutboundMessage) -> None:
-        """Insert an outbound message (and its send or approval-notice job)."""
-
-        def insert(db: Connection) -> None:
-            db.execute(
-                f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
-                "(%s, %s, %s, 'outbound', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                "'{}', '{}', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                outbound_params(message),
-            )
-            job_kind = outbound_job_kind(message)
-            if job_kind is not None:
-                _add_job(db, job_kind, message.id, message.created_epoch)
-
-        await self._run(insert)
-
-    async def count_recent_outbound(self, agent_email: str, since: float) -> int:
-        """Outbound messages the agent created since `since` (shared by every replica)."""
-        row = await self._run(
-            lambda db: _one(
-                db,
-                "SELECT count(*) FROM messages WHERE agent_email = %s "
-                "AND direction = 'outbound' AND created_epoch >= %s",
-                (agent_email, since),
-            )
-        )
-        return int(row[0])
-
     # -- rate limits ------------------------------------------------------------------------
 
     async def hit_rate_limit(
@@ -368,162 +325,6 @@ class PostgresStorage(SqlStorage):
             return int(row[0])
 
         return rate_verdict(await self._run(hit), limit, end, now)
-
-    async def list_outbound(
-        self, user_id: str, status: str, agent_email: str | None
-    ) -> list[OutboundMessage]:
-        """The user's outbound messages in `status`."""
-        query = (
-            f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE user_id = %s "
-            "AND direction = 'outbound' AND status = %s"
-        )
-        params: list[Any] = [user_id, status]
-        if agent_email is not None:
-            query += " AND agent_email = %s"
-            params.append(agent_email)
-        query += " ORDER BY coalesce(approval_expires_at, created_epoch), seq LIMIT 500"
-        rows = await self._run(lambda db: db.execute(query, params).fetchall())
-        return [decode_outbound(row) for row in rows]
-
-    async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
-        """One outbound message (scoped to `user_id` unless None)."""
-        row = await self._run(lambda db: _outbound_row(db, user_id, message_id))
-        return decode_outbound(row) if row else None
-
-    async def review_outbound(
-        self,
-        user_id: str | None,
-        message_id: str,
-        approve: bool,
-        edits: OutboundEdits | None,
-        reason: str | None,
-        now: float,
-    ) -> OutboundMessage | None:
-        """Approve or reject a pending message, exactly once (the row is locked meanwhile)."""
-        reviewed_at = format_timestamp(now)
-
-        def review(db: Connection) -> OutboundMessage | None:
-            row = _outbound_row(db, user_id, message_id, lock=True)
-            if row is None:
-                return None
-            if row[OUTBOUND_STATUS_INDEX] != "pending_approval":
-                raise NotPending(row[OUTBOUND_STATUS_INDEX])
-            if approve:
-                changes = edit_assignments(edits)
-                columns = "".join(f", {column} = %s" for column in changes)
-                db.execute(
-                    f"UPDATE messages SET status = 'queued', reviewed_at = %s, edited = %s"
-                    f"{columns} WHERE id = %s",
-                    (reviewed_at, bool(changes), *changes.values(), message_id),
-                )
-                _add_job(db, OUTBOUND_JOB, message_id, now)
-            else:
-                db.execute(
-                    "UPDATE messages SET status = 'rejected', reviewed_at = %s, "
-                    f"rejection_reason = %s, {_SCRUB} WHERE id = %s",
-                    (reviewed_at, reason, message_id),
-                )
-            return decode_outbound(_existing_outbound_row(db, message_id))
-
-        return await self._run(review)
-
-    async def expire_outbound(self, now: float) -> list[OutboundMessage]:
-        """Apply the agents' expiration actions to overdue pending messages.
-
-        Messages another replica is expiring or reviewing right now are left to it."""
-        reviewed_at = format_timestamp(now)
-
-        def expire(db: Connection) -> list[OutboundMessage]:
-            due = db.execute(
-                "SELECT m.id, a.hitl_expiration_action FROM messages m "
-                "JOIN agents a ON a.email = m.agent_email WHERE m.direction = 'outbound' "
-                "AND m.status = 'pending_approval' AND m.approval_expires_at <= %s "
-                "ORDER BY m.approval_expires_at, m.seq LIMIT 500 FOR UPDATE OF m SKIP LOCKED",
-                (now,),
-            ).fetchall()
-            for message_id, action in due:
-                if action == "approve":
-                    db.execute(
-                        "UPDATE messages SET status = 'expired_approved', reviewed_at = %s "
-                        "WHERE id = %s",
-                        (reviewed_at, message_id),
-                    )
-                    _add_job(db, OUTBOUND_JOB, message_id, now)
-                else:
-                    db.execute(
-                        "UPDATE messages SET status = 'expired_rejected', reviewed_at = %s, "
-                        f"rejection_reason = 'approval expired', {_SCRUB} WHERE id = %s",
-                        (reviewed_at, message_id),
-                    )
-            return [
-                decode_outbound(_existing_outbound_row(db, message_id)) for message_id, _ in due
-            ]
-
-        return await self._run(expire)
-
-    async def finish_outbound(
-        self,
-        job_id: int,
-        message_id: str,
-        outcome: SendOutcome,
-        method: Literal["smtp", "local"],
-        error: str | None,
-        retry_at: float | None,
-    ) -> None:
-        """Record the result of a send attempt."""
-
-        def finish(db: Connection) -> None:
-            if outcome == "retry":
-                db.execute(
-                    "UPDATE jobs SET run_at = %s, attempts = attempts + 1, locked_until = NULL "
-                    "WHERE id = %s",
-                    (retry_at, job_id),
-                )
-                db.execute(
-                    "UPDATE messages SET send_error = %s, method = %s WHERE id = %s",
-                    (error, method, message_id),
-                )
-                return
-            db.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
-            status = "sent" if outcome == "sent" else "failed"
-            db.execute(
-                "UPDATE messages SET status = CASE WHEN %s = 'failed' AND status = "
-                "'expired_approved' THEN 'expired_rejected' ELSE %s END, method = %s, "
-                f"send_error = %s, {_SCRUB} WHERE id = %s",
-                (status, status, method, error, message_id),
-            )
-
-        await self._run(finish)
-
-    # As on SQLite, an outbound row's `auth_results_json` holds its per-recipient hand-off
-    # results (authentication results only ever describe inbound senders).
-    async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
-        """Merge `results` into the message's per-recipient results (row locked meanwhile)."""
-
-        def record(db: Connection) -> None:
-            row = db.execute(
-                "SELECT auth_results_json FROM messages WHERE id = %s AND direction = 'outbound' "
-                "FOR UPDATE",
-                (message_id,),
-            ).fetchone()
-            if row is None:
-                return
-            db.execute(
-                "UPDATE messages SET auth_results_json = %s WHERE id = %s",
-                (merged_recipient_results(row[0], results), message_id),
-            )
-
-        await self._run(record)
-
-    async def recipient_results(self, message_id: str) -> dict[str, str]:
-        """The outbound message's settled recipients (empty when none or no such message)."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT auth_results_json FROM messages WHERE id = %s AND direction = 'outbound'",
-                (message_id,),
-            ).fetchone()
-        )
-        return recipient_results(row[0]) if row else {}
 
     # -- retention and queue depth ----------------------------------------------------------
 
@@ -562,27 +363,6 @@ def _one(db: Connection, query: str, params: tuple[Any, ...] = ()) -> tuple[Any,
     return row
 
 
-def _lease(db: Connection, job_ids: list[int], until: float, holder: str) -> None:
-    if job_ids:
-        db.execute(
-            "UPDATE jobs SET locked_until = %s, locked_by = %s WHERE id = ANY(%s::bigint[])",
-            (until, holder, job_ids),
-        )
-
-
-def _add_job(
-    db: Connection, kind: str, message_id: str, now: float, *, announce: bool = True
-) -> None:
-    """Queue a job; `announce` wakes every replica's workers once the transaction commits
-    (identical notifications in one transaction are delivered once)."""
-    db.execute(
-        "INSERT INTO jobs (kind, message_id, run_at, created_at) VALUES (%s, %s, %s, %s)",
-        (kind, message_id, now, now),
-    )
-    if announce:
-        _notify(db, JOBS_ADDED_PAYLOAD)
-
-
 def _notify(db: Connection, *payloads: str) -> None:
     """Announce `payloads` on FANOUT_CHANNEL, in one round trip, when (and only if) the
     transaction commits."""
@@ -619,23 +399,3 @@ def revocation_payload(origin: str, kind: Literal["agent", "key", "user"], value
     revoked (its hash), an account deleted (its id) — so every replica ends the live
     subscriptions that depended on it."""
     return json.dumps({"origin": origin, "revoke": kind, "id": value})
-
-
-def _outbound_row(
-    db: Connection, user_id: str | None, message_id: str, *, lock: bool = False
-) -> tuple[Any, ...] | None:
-    query = f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE id = %s AND direction = 'outbound'"
-    params: tuple[str, ...] = (message_id,)
-    if user_id is not None:
-        query += " AND user_id = %s"
-        params = (message_id, user_id)
-    if lock:
-        query += " FOR UPDATE"
-    return db.execute(query, params).fetchone()
-
-
-def _existing_outbound_row(db: Connection, message_id: str) -> tuple[Any, ...]:
-    row = _outbound_row(db, None, message_id)
-    if row is None:
-        raise StorageUnavailable(f"outbound message {message_id} vanished inside a transaction")
-    return row

@@ -11,38 +11,23 @@ import logging
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
-from e2a.clock import format_timestamp
 from e2a.storage.base import (
-    NotPending,
-    OutboundEdits,
-    OutboundMessage,
-    SendOutcome,
     StorageUnavailable,
 )
 from e2a.storage.migrations import load_migrations
 from e2a.storage.rows import (
     EXPIRABLE_MESSAGE,
-    OUTBOUND_COLUMNS,
-    OUTBOUND_INSERT_COLUMNS,
-    OUTBOUND_JOB,
-    OUTBOUND_STATUS_INDEX,
     RATE_LIMIT_PRUNE_BATCH,
-    decode_outbound,
-    edit_assignments,
-    merged_recipient_results,
-    outbound_job_kind,
-    outbound_params,
     rate_verdict,
     rate_window,
     raw_digest,
-    recipient_results,
 )
 from e2a.storage.sql.dialect import SQLITE
 from e2a.storage.sql.runner import Work
@@ -254,33 +239,6 @@ class SqliteStorage(SqlStorage):
 
     # -- outbound ---------------------------------------------------------------------------
 
-    async def add_outbound(self, message: OutboundMessage) -> None:
-        """Insert an outbound message (and its send job when queued)."""
-
-        def insert(db: Transaction) -> None:
-            db.execute(
-                f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
-                "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', '{}', ?, ?, ?, "
-                "?, ?, ?, ?, ?, ?)",
-                outbound_params(message),
-            )
-            job_kind = outbound_job_kind(message)
-            if job_kind is not None:
-                _add_job(db, job_kind, message.id, message.created_epoch)
-
-        await self._write(insert)
-
-    async def count_recent_outbound(self, agent_email: str, since: float) -> int:
-        """Outbound messages the agent created since `since`."""
-        row = await self._read(
-            lambda db: db.execute(
-                "SELECT count(*) FROM messages WHERE agent_email = ? AND direction = 'outbound' "
-                "AND created_epoch >= ?",
-                (agent_email, since),
-            ).fetchone()
-        )
-        return int(row[0])
-
     # -- rate limits ------------------------------------------------------------------------
 
     async def hit_rate_limit(
@@ -308,158 +266,6 @@ class SqliteStorage(SqlStorage):
 
         return rate_verdict(await self._write(hit), limit, end, now)
 
-    async def list_outbound(
-        self, user_id: str, status: str, agent_email: str | None
-    ) -> list[OutboundMessage]:
-        """The user's outbound messages in `status`."""
-        query = (
-            f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE user_id = ? "
-            "AND direction = 'outbound' AND status = ?"
-        )
-        params: list[Any] = [user_id, status]
-        if agent_email is not None:
-            query += " AND agent_email = ?"
-            params.append(agent_email)
-        query += " ORDER BY coalesce(approval_expires_at, created_epoch), seq LIMIT 500"
-        rows = await self._read(lambda db: db.execute(query, params).fetchall())
-        return [decode_outbound(row) for row in rows]
-
-    async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
-        """One outbound message (scoped to `user_id` unless None)."""
-        row = await self._read(lambda db: _outbound_row(db, user_id, message_id))
-        return decode_outbound(row) if row else None
-
-    async def review_outbound(
-        self,
-        user_id: str | None,
-        message_id: str,
-        approve: bool,
-        edits: OutboundEdits | None,
-        reason: str | None,
-        now: float,
-    ) -> OutboundMessage | None:
-        """Approve or reject a pending message, exactly once."""
-        reviewed_at = format_timestamp(now)
-
-        def review(db: Transaction) -> OutboundMessage | None:
-            row = _outbound_row(db, user_id, message_id)
-            if row is None:
-                return None
-            if row[OUTBOUND_STATUS_INDEX] != "pending_approval":
-                raise NotPending(row[OUTBOUND_STATUS_INDEX])
-            if approve:
-                changes = edit_assignments(edits)
-                columns = "".join(f", {column} = ?" for column in changes)
-                db.execute(
-                    f"UPDATE messages SET status = 'queued', reviewed_at = ?, edited = ?{columns} "
-                    "WHERE id = ?",
-                    (reviewed_at, int(bool(changes)), *changes.values(), message_id),
-                )
-                _add_job(db, OUTBOUND_JOB, message_id, now)
-            else:
-                db.execute(
-                    f"UPDATE messages SET status = 'rejected', reviewed_at = ?, "
-                    f"rejection_reason = ?, {_SCRUB} WHERE id = ?",
-                    (reviewed_at, reason, message_id),
-                )
-            return decode_outbound(_existing_outbound_row(db, message_id))
-
-        return await self._write(review)
-
-    async def expire_outbound(self, now: float) -> list[OutboundMessage]:
-        """Apply the agents' expiration actions to overdue pending messages."""
-        reviewed_at = format_timestamp(now)
-
-        def expire(db: Transaction) -> list[OutboundMessage]:
-            due = db.execute(
-                "SELECT m.id, a.hitl_expiration_action FROM messages m "
-                "JOIN agents a ON a.email = m.agent_email WHERE m.direction = 'outbound' "
-                "AND m.status = 'pending_approval' AND m.approval_expires_at <= ? LIMIT 500",
-                (now,),
-            ).fetchall()
-            for message_id, action in due:
-                if action == "approve":
-                    db.execute(
-                        "UPDATE messages SET status = 'expired_approved', reviewed_at = ? "
-                        "WHERE id = ?",
-                        (reviewed_at, message_id),
-                    )
-                    _add_job(db, OUTBOUND_JOB, message_id, now)
-                else:
-                    db.execute(
-                        f"UPDATE messages SET status = 'expired_rejected', reviewed_at = ?, "
-                        f"rejection_reason = 'approval expired', {_SCRUB} WHERE id = ?",
-                        (reviewed_at, message_id),
-                    )
-            return [
-                decode_outbound(_existing_outbound_row(db, message_id)) for message_id, _ in due
-            ]
-
-        return await self._write(expire)
-
-    async def finish_outbound(
-        self,
-        job_id: int,
-        message_id: str,
-        outcome: SendOutcome,
-        method: Literal["smtp", "local"],
-        error: str | None,
-        retry_at: float | None,
-    ) -> None:
-        """Record the result of a send attempt."""
-
-        def finish(db: Transaction) -> None:
-            if outcome == "retry":
-                db.execute(
-                    "UPDATE jobs SET run_at = ?, attempts = attempts + 1, locked_until = NULL "
-                    "WHERE id = ?",
-                    (retry_at, job_id),
-                )
-                db.execute(
-                    "UPDATE messages SET send_error = ?, method = ? WHERE id = ?",
-                    (error, method, message_id),
-                )
-                return
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            status = "sent" if outcome == "sent" else "failed"
-            db.execute(
-                "UPDATE messages SET status = CASE WHEN ? = 'failed' AND status = "
-                "'expired_approved' THEN 'expired_rejected' ELSE ? END, method = ?, "
-                f"send_error = ?, {_SCRUB} WHERE id = ?",
-                (status, status, method, error, message_id),
-            )
-
-        await self._write(finish)
-
-    # Outbound rows never use `auth_results_json` for authentication results (those are about
-    # inbound senders); for them it holds the per-recipient hand-off results instead.
-    async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
-        """Merge `results` into the message's per-recipient results."""
-
-        def record(db: Transaction) -> None:
-            row = db.execute(
-                "SELECT auth_results_json FROM messages WHERE id = ? AND direction = 'outbound'",
-                (message_id,),
-            ).fetchone()
-            if row is None:
-                return
-            db.execute(
-                "UPDATE messages SET auth_results_json = ? WHERE id = ?",
-                (merged_recipient_results(row[0], results), message_id),
-            )
-
-        await self._write(record)
-
-    async def recipient_results(self, message_id: str) -> dict[str, str]:
-        """The outbound message's settled recipients (empty when none or no such message)."""
-        row = await self._read(
-            lambda db: db.execute(
-                "SELECT auth_results_json FROM messages WHERE id = ? AND direction = 'outbound'",
-                (message_id,),
-            ).fetchone()
-        )
-        return recipient_results(row[0]) if row else {}
-
     # -- retention and queue depth ----------------------------------------------------------
 
     async def delete_messages_before(self, cutoff: str, limit: int) -> int:
@@ -486,30 +292,6 @@ class SqliteStorage(SqlStorage):
             ).rowcount
 
         return await self._write(delete)
-
-
-def _add_job(db: Transaction, kind: str, message_id: str, now: float) -> None:
-    db.execute(
-        "INSERT INTO jobs (kind, message_id, run_at, created_at) VALUES (?, ?, ?, ?)",
-        (kind, message_id, now, now),
-    )
-
-
-def _outbound_row(db: Transaction, user_id: str | None, message_id: str) -> tuple[Any, ...] | None:
-    query = f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE id = ? AND direction = 'outbound'"
-    params: tuple[str, ...] = (message_id,)
-    if user_id is not None:
-        query += " AND user_id = ?"
-        params = (message_id, user_id)
-    row: tuple[Any, ...] | None = db.execute(query, params).fetchone()
-    return row
-
-
-def _existing_outbound_row(db: Transaction, message_id: str) -> tuple[Any, ...]:
-    row = _outbound_row(db, None, message_id)
-    if row is None:
-        raise StorageUnavailable(f"outbound message {message_id} vanished inside a transaction")
-    return row
 
 
 def _read_on(connection: sqlite3.Connection, work: Work[T], snapshot: bool) -> T:

@@ -11,6 +11,7 @@ from e2a.storage.sql.agents import AgentsSql
 from e2a.storage.sql.domains import DomainsSql
 from e2a.storage.sql.jobs import JobsSql
 from e2a.storage.sql.messages import MessagesSql
+from e2a.storage.sql.outbound import OutboundSql
 from e2a.storage.sql.transaction import Transaction
 from e2a.storage.sql.webhooks import WebhooksSql
 
@@ -18,7 +19,9 @@ SERVER_SECRET = "hmac_secret"
 """The `server_state` row of the development server secret."""
 
 
-class SqlStorage(AccountsSql, AgentsSql, DomainsSql, JobsSql, MessagesSql, WebhooksSql):
+class SqlStorage(
+    AccountsSql, AgentsSql, DomainsSql, JobsSql, MessagesSql, OutboundSql, WebhooksSql
+):
     """`Storage` over a backend's `Runner` methods."""
 
     async def ping(self) -> None:
