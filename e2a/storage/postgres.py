@@ -26,12 +26,6 @@ from e2a.storage.base import (
     StorageUnavailable,
 )
 from e2a.storage.migrations import load_migrations
-from e2a.storage.rows import (
-    EXPIRABLE_MESSAGE,
-    RATE_LIMIT_PRUNE_BATCH,
-    rate_verdict,
-    rate_window,
-)
 from e2a.storage.sql.dialect import POSTGRES
 from e2a.storage.sql.runner import Work
 from e2a.storage.sql.store import SqlStorage
@@ -56,7 +50,6 @@ LISTEN_KEEPALIVES = {
     "keepalives_interval": 5,
     "keepalives_count": 3,
 }
-_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL"
 
 
 def redacted_url(url: str) -> str:
@@ -299,68 +292,7 @@ class PostgresStorage(SqlStorage):
 
     # -- rate limits ------------------------------------------------------------------------
 
-    async def hit_rate_limit(
-        self, key: str, window_seconds: int, limit: int, now: float
-    ) -> float | None:
-        """Count one request in `key`'s current window: an atomic upsert, so concurrent
-        replicas never lose a hit; expired windows are pruned a batch at a time, skipping rows
-        another transaction is already deleting."""
-        start, end = rate_window(now, window_seconds)
-
-        def hit(db: Connection) -> int:
-            db.execute(
-                "DELETE FROM rate_limits WHERE (key, window_start) IN ("
-                "SELECT key, window_start FROM rate_limits WHERE expires_at <= %s "
-                "LIMIT %s FOR UPDATE SKIP LOCKED)",
-                (now, RATE_LIMIT_PRUNE_BATCH),
-            )
-            row = _one(
-                db,
-                "INSERT INTO rate_limits (key, window_start, expires_at, hits) "
-                "VALUES (%s, %s, %s, 1) "
-                "ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + 1 "
-                "RETURNING hits",
-                (key, start, end),
-            )
-            return int(row[0])
-
-        return rate_verdict(await self._run(hit), limit, end, now)
-
     # -- retention and queue depth ----------------------------------------------------------
-
-    async def delete_messages_before(self, cutoff: str, limit: int) -> int:
-        """Delete up to `limit` expired messages, oldest first (attempts go by cascade); rows
-        another replica's sweep holds are skipped, not waited for."""
-
-        def delete(db: Connection) -> int:
-            return db.execute(
-                "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m "
-                f"WHERE m.created_at < %s AND {EXPIRABLE_MESSAGE} ORDER BY m.created_at "
-                "LIMIT %s FOR UPDATE SKIP LOCKED)",
-                (cutoff, limit),
-            ).rowcount
-
-        return await self._run(delete)
-
-    async def delete_webhook_attempts_before(self, cutoff: str, limit: int) -> int:
-        """Delete up to `limit` webhook attempts made before `cutoff`, oldest first."""
-
-        def delete(db: Connection) -> int:
-            return db.execute(
-                "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts "
-                "WHERE attempted_at < %s ORDER BY attempted_at LIMIT %s FOR UPDATE SKIP LOCKED)",
-                (cutoff, limit),
-            ).rowcount
-
-        return await self._run(delete)
-
-
-def _one(db: Connection, query: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
-    """The single row `query` must return."""
-    row = db.execute(query, params).fetchone()
-    if row is None:
-        raise StorageUnavailable(f"postgres: no row where one was certain: {query}")
-    return row
 
 
 def _notify(db: Connection, *payloads: str) -> None:

@@ -34,7 +34,6 @@ from e2a.storage.vocabulary import (
     DELIVERY_PENDING,
     PENDING_APPROVAL,
     QUEUED,
-    TERMINAL_STATUSES,
 )
 from e2a.storage.vocabulary import OUTBOUND_JOB as OUTBOUND_JOB
 from e2a.storage.vocabulary import WEBHOOK_JOB as WEBHOOK_JOB
@@ -615,12 +614,3 @@ def rate_verdict(hits: int, limit: int, window_end: int, now: float) -> float | 
     if hits <= limit:
         return None
     return max(window_end - now, 0.0)
-
-
-EXPIRABLE_MESSAGE = (
-    "(m.direction = 'inbound' OR m.status IN ("
-    + ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
-    + ")) AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message_id = m.id)"
-)
-"""SQL condition on `messages m` that the retention sweep may delete the row: inbound mail, or
-outbound mail that is finished, and in either case no job (delivery, send, notice) pending."""

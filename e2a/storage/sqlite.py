@@ -18,17 +18,9 @@ from typing import Any, TypeVar
 
 import trio
 
-from e2a.storage.base import (
-    StorageUnavailable,
-)
+from e2a.storage.base import StorageUnavailable
 from e2a.storage.migrations import load_migrations
-from e2a.storage.rows import (
-    EXPIRABLE_MESSAGE,
-    RATE_LIMIT_PRUNE_BATCH,
-    rate_verdict,
-    rate_window,
-    raw_digest,
-)
+from e2a.storage.rows import raw_digest
 from e2a.storage.sql.dialect import SQLITE
 from e2a.storage.sql.runner import Work
 from e2a.storage.sql.store import SqlStorage
@@ -39,7 +31,6 @@ log = logging.getLogger("e2a.storage")
 READER_COUNT = 4
 PRIVATE_MODE = 0o600
 SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
-_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL"
 
 
 def _make_private(path: str) -> None:
@@ -241,57 +232,7 @@ class SqliteStorage(SqlStorage):
 
     # -- rate limits ------------------------------------------------------------------------
 
-    async def hit_rate_limit(
-        self, key: str, window_seconds: int, limit: int, now: float
-    ) -> float | None:
-        """Count one request in `key`'s current window (one write transaction)."""
-        start, end = rate_window(now, window_seconds)
-
-        def hit(db: Transaction) -> int:
-            db.execute(
-                "DELETE FROM rate_limits WHERE rowid IN (SELECT rowid FROM rate_limits "
-                "WHERE expires_at <= ? LIMIT ?)",
-                (now, RATE_LIMIT_PRUNE_BATCH),
-            )
-            db.execute(
-                "INSERT INTO rate_limits (key, window_start, expires_at, hits) "
-                "VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + 1",
-                (key, start, end),
-            )
-            row = db.execute(
-                "SELECT hits FROM rate_limits WHERE key = ? AND window_start = ?", (key, start)
-            ).fetchone()
-            return int(row[0])
-
-        return rate_verdict(await self._write(hit), limit, end, now)
-
     # -- retention and queue depth ----------------------------------------------------------
-
-    async def delete_messages_before(self, cutoff: str, limit: int) -> int:
-        """Delete up to `limit` expired messages, oldest first (attempts go by cascade)."""
-
-        def delete(db: Transaction) -> int:
-            return db.execute(
-                "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m "
-                f"WHERE m.created_at < ? AND {EXPIRABLE_MESSAGE} ORDER BY m.created_at "
-                "LIMIT ?)",
-                (cutoff, limit),
-            ).rowcount
-
-        return await self._write(delete)
-
-    async def delete_webhook_attempts_before(self, cutoff: str, limit: int) -> int:
-        """Delete up to `limit` webhook attempts made before `cutoff`, oldest first."""
-
-        def delete(db: Transaction) -> int:
-            return db.execute(
-                "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts "
-                "WHERE attempted_at < ? ORDER BY attempted_at LIMIT ?)",
-                (cutoff, limit),
-            ).rowcount
-
-        return await self._write(delete)
 
 
 def _read_on(connection: sqlite3.Connection, work: Work[T], snapshot: bool) -> T:

@@ -12,6 +12,8 @@ from e2a.storage.sql.domains import DomainsSql
 from e2a.storage.sql.jobs import JobsSql
 from e2a.storage.sql.messages import MessagesSql
 from e2a.storage.sql.outbound import OutboundSql
+from e2a.storage.sql.rate_limits import RateLimitsSql
+from e2a.storage.sql.retention import RetentionSql
 from e2a.storage.sql.transaction import Transaction
 from e2a.storage.sql.webhooks import WebhooksSql
 
@@ -20,7 +22,15 @@ SERVER_SECRET = "hmac_secret"
 
 
 class SqlStorage(
-    AccountsSql, AgentsSql, DomainsSql, JobsSql, MessagesSql, OutboundSql, WebhooksSql
+    AccountsSql,
+    AgentsSql,
+    DomainsSql,
+    MessagesSql,
+    OutboundSql,
+    JobsSql,
+    WebhooksSql,
+    RateLimitsSql,
+    RetentionSql,
 ):
     """`Storage` over a backend's `Runner` methods."""
 
