@@ -21,12 +21,10 @@ import psycopg
 import psycopg.conninfo
 import trio
 
-from e2a.storage.base import (
-    NewInboundMessage,
-    StorageUnavailable,
-)
+from e2a.storage.base import NewInboundMessage, StorageUnavailable
 from e2a.storage.migrations import load_migrations
 from e2a.storage.sql.dialect import POSTGRES
+from e2a.storage.sql.lifecycle import applied_versions, record_migration
 from e2a.storage.sql.runner import Work
 from e2a.storage.sql.store import SqlStorage
 from e2a.storage.sql.transaction import AccessEnded, Announcement, JobsAdded, Transaction
@@ -36,9 +34,10 @@ Connection = psycopg.Connection[tuple[Any, ...]]
 
 POOL_SIZE = 8
 CONNECT_TIMEOUT_SECONDS = 10
-# Advisory lock keys. The single-key (bigint) and two-key (int, int) spaces never overlap.
+# The advisory lock that migrations queue on. The SQL's own locks (e2a.storage.sql) take
+# hashtext() of a name, the inboxes' in the two-key (int, int) space, which never overlaps the
+# single-key (bigint) one.
 MIGRATION_LOCK = 0x6532615F6D6967  # "e2a_mig"
-AGENT_INBOX_LOCK = 0x653261  # first key of (AGENT_INBOX_LOCK, hashtext(agent_email))
 # LISTEN/NOTIFY channel on which commits are announced to the other replicas (e2a.hub.fanout).
 FANOUT_CHANNEL = "e2a_fanout"
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; ours stay well below.
@@ -248,24 +247,16 @@ class PostgresStorage(SqlStorage):
         migrations = load_migrations("postgres")
 
         def apply_pending(db: Connection) -> list[int]:
-            db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            applied = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+            tx = Transaction(db, self.dialect, psycopg.IntegrityError)
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+            applied = applied_versions(tx)
             done: list[int] = []
             for migration in migrations:
                 if migration.version in applied:
                     continue
                 with db.transaction():  # a savepoint: the step and its record together
-                    db.execute(migration.sql)
-                    db.execute(
-                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES "
-                        "(%s, %s, to_char(now() AT TIME ZONE 'UTC', "
-                        '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\'))',
-                        (migration.version, migration.name),
-                    )
+                    db.execute(migration.sql)  # the whole script, as one simple query
+                    record_migration(tx, migration)
                 done.append(migration.version)
             return done
 
@@ -277,22 +268,6 @@ class PostgresStorage(SqlStorage):
         idle, self._idle = self._idle, []
         for connection in idle:
             await trio.to_thread.run_sync(connection.close)
-
-    # -- users and credentials --------------------------------------------------------------
-
-    # -- domains ----------------------------------------------------------------------------
-
-    # -- agents -----------------------------------------------------------------------------
-
-    # -- messages ---------------------------------------------------------------------------
-
-    # -- jobs -------------------------------------------------------------------------------
-
-    # -- outbound ---------------------------------------------------------------------------
-
-    # -- rate limits ------------------------------------------------------------------------
-
-    # -- retention and queue depth ----------------------------------------------------------
 
 
 def _notify(db: Connection, *payloads: str) -> None:

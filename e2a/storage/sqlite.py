@@ -19,9 +19,10 @@ from typing import Any, TypeVar
 import trio
 
 from e2a.storage.base import StorageUnavailable
-from e2a.storage.migrations import load_migrations
+from e2a.storage.migrations import Migration, load_migrations
 from e2a.storage.rows import raw_digest
 from e2a.storage.sql.dialect import SQLITE
+from e2a.storage.sql.lifecycle import applied_versions, record_migration
 from e2a.storage.sql.runner import Work
 from e2a.storage.sql.store import SqlStorage
 from e2a.storage.sql.transaction import Transaction
@@ -121,7 +122,7 @@ class SqliteStorage(SqlStorage):
             ) from exc
         return cls(path, writer, readers, holder)
 
-    # -- plumbing: the runner ---------------------------------------------------------------
+    # -- the runner ---------------------------------------------------------------------
 
     def _transact(self, work: Work[T], durable: bool) -> T:
         """Run `work` in one `BEGIN IMMEDIATE` transaction on the writer (in its thread)."""
@@ -184,28 +185,16 @@ class SqliteStorage(SqlStorage):
 
     async def migrate(self) -> list[int]:
         """Apply each migration newer than the recorded version, one transaction each."""
-
-        def ensure_table(db: Transaction) -> set[int]:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            return {row[0] for row in db.all("SELECT version FROM schema_migrations")}
-
-        applied = await self._write(ensure_table)
+        applied = await self._write(applied_versions)
         done: list[int] = []
         for migration in load_migrations("sqlite"):
             if migration.version in applied:
                 continue
 
-            def apply(db: Transaction, migration: Any = migration) -> None:
+            def apply(tx: Transaction, migration: Migration = migration) -> None:
                 for statement in _split_sql(migration.sql):
-                    db.execute(statement)
-                db.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) "
-                    "VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
-                    (migration.version, migration.name),
-                )
+                    tx.execute(statement)
+                record_migration(tx, migration)
 
             await self._write(apply)
             done.append(migration.version)
@@ -217,22 +206,6 @@ class SqliteStorage(SqlStorage):
             self._writer.close()
         for connection in self._readers:
             connection.close()
-
-    # -- users and credentials --------------------------------------------------------------
-
-    # -- domains ----------------------------------------------------------------------------
-
-    # -- agents -----------------------------------------------------------------------------
-
-    # -- messages ---------------------------------------------------------------------------
-
-    # -- jobs -------------------------------------------------------------------------------
-
-    # -- outbound ---------------------------------------------------------------------------
-
-    # -- rate limits ------------------------------------------------------------------------
-
-    # -- retention and queue depth ----------------------------------------------------------
 
 
 def _read_on(connection: sqlite3.Connection, work: Work[T], snapshot: bool) -> T:

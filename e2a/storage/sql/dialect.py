@@ -2,8 +2,8 @@
 
 Statements are written once with `?` placeholders; a `Dialect` turns them into its driver's
 paramstyle and supplies the few fragments the two databases do not share: boolean literals,
-row locks (PostgreSQL's replicas) or their absence (SQLite's single writer), lists bound as one
-parameter, upserts that keep a row locked, advisory locks, and "no limit".
+the time, row locks (PostgreSQL's replicas) or their absence (SQLite's single writer), lists
+bound as one parameter, upserts that keep a row locked, advisory locks, and "no limit".
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class Dialect(abc.ABC):
     and no job is ever held by somebody else."""
     insertion_order: ClassVar[str]
     """The column that orders `api_keys` rows by insertion (ties of `created_at`)."""
+    utc_now: ClassVar[str]
+    """The current time as RFC 3339 UTC text (`2026-01-01T00:00:00Z`), to the second."""
 
     @abc.abstractmethod
     def sql(self, query: str) -> str:
@@ -83,6 +85,7 @@ class SqliteDialect(Dialect):
     no_limit = -1
     single_writer = True
     insertion_order = "rowid"
+    utc_now = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
 
     def sql(self, query: str) -> str:
         return query
@@ -121,6 +124,7 @@ class PostgresDialect(Dialect):
     no_limit = None
     single_writer = False
     insertion_order = "seq"
+    utc_now = """to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
 
     def sql(self, query: str) -> str:
         return query.replace("%", "%%").replace("?", "%s")
