@@ -25,7 +25,7 @@ from e2a.storage.base import NewInboundMessage, StorageUnavailable
 from e2a.storage.migrations import load_migrations
 from e2a.storage.sql.dialect import POSTGRES
 from e2a.storage.sql.lifecycle import applied_versions, record_migration
-from e2a.storage.sql.runner import Work
+from e2a.storage.sql.runner import Routing, Work
 from e2a.storage.sql.store import SqlStorage
 from e2a.storage.sql.transaction import AccessEnded, Announcement, JobsAdded, Transaction
 
@@ -202,13 +202,7 @@ class PostgresStorage(SqlStorage):
             finally:
                 self._give_back(connection)
 
-    async def _read(
-        self,
-        work: Work[T],
-        *,
-        snapshot: bool = False,
-        routing: tuple[str, str] | None = None,
-    ) -> T:
+    async def _read(self, work: Work[T], *, snapshot: bool = False, routing: Routing = None) -> T:
         """Run `work` in one transaction (REPEATABLE READ for a `snapshot`). Nothing is
         remembered for `routing`: other replicas may change anything at any time."""
         return await self._run(partial(self._unit, work, snapshot))

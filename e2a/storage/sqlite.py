@@ -23,7 +23,7 @@ from e2a.storage.migrations import Migration, load_migrations
 from e2a.storage.rows import raw_digest
 from e2a.storage.sql.dialect import SQLITE
 from e2a.storage.sql.lifecycle import applied_versions, record_migration
-from e2a.storage.sql.runner import Work
+from e2a.storage.sql.runner import Routing, Work
 from e2a.storage.sql.store import SqlStorage
 from e2a.storage.sql.transaction import Transaction
 
@@ -158,13 +158,7 @@ class SqliteStorage(SqlStorage):
                     self._routing.clear()
                     self._routing_generation += 1
 
-    async def _read(
-        self,
-        work: Work[T],
-        *,
-        snapshot: bool = False,
-        routing: tuple[str, str] | None = None,
-    ) -> T:
+    async def _read(self, work: Work[T], *, snapshot: bool = False, routing: Routing = None) -> T:
         """Run `work` on a reader connection (it never blocks the writer). A `routing` answer
         is remembered until the next write that could change it."""
         if routing is not None and routing in self._routing:

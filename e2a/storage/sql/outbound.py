@@ -82,40 +82,6 @@ def _reread(tx: Transaction, message_id: str) -> OutboundMessage:
     return decode_outbound(row)
 
 
-def _review(
-    tx: Transaction,
-    user_id: str | None,
-    message_id: str,
-    approve: bool,
-    edits: OutboundEdits | None,
-    reason: str | None,
-    now: float,
-) -> OutboundMessage | None:
-    """Approve (→ queued, with a send job) or reject (→ rejected, scrubbed) a pending message."""
-    row = _outbound_row(tx, user_id, message_id, lock=True)
-    if row is None:
-        return None
-    if row[OUTBOUND_STATUS_INDEX] != PENDING_APPROVAL:
-        raise NotPending(row[OUTBOUND_STATUS_INDEX])
-    reviewed_at = format_timestamp(now)
-    if approve:
-        changes = edit_assignments(edits)
-        columns = "".join(f", {column} = ?" for column in changes)
-        tx.execute(
-            f"UPDATE messages SET status = '{QUEUED}', reviewed_at = ?, edited = ?{columns} "
-            "WHERE id = ?",
-            (reviewed_at, bool(changes), *changes.values(), message_id),
-        )
-        add_job(tx, OUTBOUND_JOB, message_id, now)
-    else:
-        tx.execute(
-            f"UPDATE messages SET status = '{REJECTED}', reviewed_at = ?, rejection_reason = ?, "
-            f"{SCRUB} WHERE id = ?",
-            (reviewed_at, reason, message_id),
-        )
-    return _reread(tx, message_id)
-
-
 def _expire(tx: Transaction, now: float) -> list[OutboundMessage]:
     """Apply each overdue pending message's agent's expiration action; messages another replica
     is expiring or reviewing right now are left to it."""
@@ -142,34 +108,6 @@ def _expire(tx: Transaction, now: float) -> list[OutboundMessage]:
                 (reviewed_at, message_id),
             )
     return [_reread(tx, message_id) for message_id, _ in due]
-
-
-def _finish_send(
-    tx: Transaction,
-    job_id: int,
-    message_id: str,
-    outcome: SendOutcome,
-    method: Literal["smtp", "local"],
-    error: str | None,
-    retry_at: float | None,
-) -> None:
-    """Record a send attempt: a retry reschedules the job; sent or failed drops it and
-    scrubs the body (an expired-approved message that fails ends expired-rejected)."""
-    if outcome == "retry":
-        retry_job(tx, job_id, retry_at)
-        tx.execute(
-            "UPDATE messages SET send_error = ?, method = ? WHERE id = ?",
-            (error, method, message_id),
-        )
-        return
-    tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-    status = SENT if outcome == "sent" else FAILED
-    tx.execute(
-        f"UPDATE messages SET status = CASE WHEN ? = '{FAILED}' AND status = "
-        f"'{EXPIRED_APPROVED}' THEN '{EXPIRED_REJECTED}' ELSE ? END, method = ?, "
-        f"send_error = ?, {SCRUB} WHERE id = ?",
-        (status, status, method, error, message_id),
-    )
 
 
 def _record_recipients(tx: Transaction, message_id: str, results: Mapping[str, str]) -> None:
@@ -243,10 +181,34 @@ class OutboundSql(Runner):
         reason: str | None,
         now: float,
     ) -> OutboundMessage | None:
-        """Approve or reject a pending message, exactly once (NotPending when it is not)."""
-        return await self._write(
-            lambda tx: _review(tx, user_id, message_id, approve, edits, reason, now)
-        )
+        """Approve (→ queued, with a send job) or reject (→ rejected, scrubbed) a pending
+        message, exactly once (NotPending when it is not)."""
+        reviewed_at = format_timestamp(now)
+
+        def review(tx: Transaction) -> OutboundMessage | None:
+            row = _outbound_row(tx, user_id, message_id, lock=True)
+            if row is None:
+                return None
+            if row[OUTBOUND_STATUS_INDEX] != PENDING_APPROVAL:
+                raise NotPending(row[OUTBOUND_STATUS_INDEX])
+            if approve:
+                changes = edit_assignments(edits)
+                columns = "".join(f", {column} = ?" for column in changes)
+                tx.execute(
+                    f"UPDATE messages SET status = '{QUEUED}', reviewed_at = ?, edited = ?"
+                    f"{columns} WHERE id = ?",
+                    (reviewed_at, bool(changes), *changes.values(), message_id),
+                )
+                add_job(tx, OUTBOUND_JOB, message_id, now)
+            else:
+                tx.execute(
+                    f"UPDATE messages SET status = '{REJECTED}', reviewed_at = ?, "
+                    f"rejection_reason = ?, {SCRUB} WHERE id = ?",
+                    (reviewed_at, reason, message_id),
+                )
+            return _reread(tx, message_id)
+
+        return await self._write(review)
 
     async def expire_outbound(self, now: float) -> list[OutboundMessage]:
         """Apply the agents' expiration actions to overdue pending messages."""
@@ -261,10 +223,27 @@ class OutboundSql(Runner):
         error: str | None,
         retry_at: float | None,
     ) -> None:
-        """Record the result of a send attempt."""
-        await self._write(
-            lambda tx: _finish_send(tx, job_id, message_id, outcome, method, error, retry_at)
-        )
+        """Record a send attempt: a retry reschedules the job; sent or failed drops it and
+        scrubs the body (an expired-approved message that fails ends expired-rejected)."""
+
+        def finish(tx: Transaction) -> None:
+            if outcome == "retry":
+                retry_job(tx, job_id, retry_at)
+                tx.execute(
+                    "UPDATE messages SET send_error = ?, method = ? WHERE id = ?",
+                    (error, method, message_id),
+                )
+                return
+            tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            status = SENT if outcome == "sent" else FAILED
+            tx.execute(
+                f"UPDATE messages SET status = CASE WHEN ? = '{FAILED}' AND status = "
+                f"'{EXPIRED_APPROVED}' THEN '{EXPIRED_REJECTED}' ELSE ? END, method = ?, "
+                f"send_error = ?, {SCRUB} WHERE id = ?",
+                (status, status, method, error, message_id),
+            )
+
+        await self._write(finish)
 
     async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
         """Merge `results` into the message's per-recipient results."""

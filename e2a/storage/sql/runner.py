@@ -16,6 +16,8 @@ from e2a.storage.sql.transaction import Transaction
 T = TypeVar("T")
 Work = Callable[[Transaction], T]
 """A unit of work: statements run on one transaction, returning what the caller wants."""
+Routing = tuple[str, str] | None
+"""The key of a routing answer that `_read` may remember (what it asks, of what), or None."""
 
 
 class Runner(abc.ABC):
@@ -26,13 +28,7 @@ class Runner(abc.ABC):
     """Stamped on the job leases this process takes."""
 
     @abc.abstractmethod
-    async def _read(
-        self,
-        work: Work[T],
-        *,
-        snapshot: bool = False,
-        routing: tuple[str, str] | None = None,
-    ) -> T:
+    async def _read(self, work: Work[T], *, snapshot: bool = False, routing: Routing = None) -> T:
         """Run `work`, which only reads, on a connection that sees everything committed before.
 
         `snapshot` puts every statement of `work` in one consistent snapshot. `routing` names
