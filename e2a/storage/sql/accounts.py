@@ -39,7 +39,7 @@ def _user(row: Any) -> User | None:
 
 
 class AccountsSql(Runner):
-    """The user, API key and signing secret methods of `Storage`."""
+    """`Accounts` in SQL, and the newest signing seed that `Directory` routes with."""
 
     async def ensure_user(self, user_id: str, email: str, now: str) -> tuple[User, bool]:
         """Return the user with `email`, creating it with `user_id` if absent; (user, created)."""

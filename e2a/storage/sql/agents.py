@@ -21,7 +21,7 @@ def _agent_row(tx: Transaction, user_id: str, email: str) -> Any:
 
 
 class AgentsSql(Runner):
-    """The agent methods of `Storage`."""
+    """The agents of `Directory` in SQL."""
 
     async def add_agent(self, agent: Agent) -> None:
         """Store a new agent; AlreadyExists when the address is taken."""

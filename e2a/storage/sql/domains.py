@@ -26,7 +26,7 @@ def _domain_row(tx: Transaction, user_id: str, domain: str) -> Any:
 
 
 class DomainsSql(Runner):
-    """The domain methods of `Storage`."""
+    """The domains of `Directory` in SQL."""
 
     async def add_domain(self, domain: Domain) -> None:
         """Register a domain for its user; AlreadyExists if they have it or another user

@@ -44,7 +44,7 @@ def retry_job(tx: Transaction, job_id: int, retry_at: float | None) -> None:
 
 
 class JobsSql(Runner):
-    """The job queue methods of `Storage` (webhook jobs have their own claim, in webhooks)."""
+    """`JobQueueStore` in SQL (webhook jobs have their own claim, in `WebhooksSql`)."""
 
     async def release_leases(self) -> None:
         """At start-up, free the leases a previous run of this process held: every lease under

@@ -33,7 +33,7 @@ def record_migration(tx: Transaction, migration: Migration) -> None:
 
 
 class LifecycleSql(Runner):
-    """The shared lifecycle methods of `Storage` (each backend migrates and closes its own)."""
+    """`Lifecycle` in SQL, but for `migrate` and `close`, which each backend does its own way."""
 
     async def ping(self) -> None:
         """Raise StorageUnavailable unless a trivial query answers."""

@@ -90,7 +90,7 @@ def _referenced_conversation(
 
 
 class MessagesSql(Runner):
-    """The inbound mail methods of `Storage`."""
+    """`Mailboxes` in SQL."""
 
     async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
         """Commit messages and their webhook jobs in one transaction, each distinct raw

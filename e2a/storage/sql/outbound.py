@@ -121,7 +121,7 @@ def _record_recipients(tx: Transaction, message_id: str, results: Mapping[str, s
 
 
 class OutboundSql(Runner):
-    """The outbound mail methods of `Storage`."""
+    """`Outbox` in SQL."""
 
     async def add_outbound(self, message: OutboundMessage) -> None:
         """Insert an outbound message, and in the same commit its send job (queued) or its

@@ -29,7 +29,7 @@ def _count_hit(tx: Transaction, key: str, start: int, end: int, now: float) -> i
 
 
 class RateLimitsSql(Runner):
-    """The rate limit method of `Storage`."""
+    """`RateLimits` in SQL."""
 
     async def hit_rate_limit(
         self, key: str, window_seconds: int, limit: int, now: float

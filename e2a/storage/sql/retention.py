@@ -19,7 +19,7 @@ that is finished, and in either case no job (delivery, send, notice) pending."""
 
 
 class RetentionSql(Runner):
-    """The retention methods of `Storage`."""
+    """`Retention` in SQL."""
 
     async def delete_messages_before(self, cutoff: str, limit: int) -> int:
         """Delete up to `limit` expired messages, oldest first (their attempts by cascade, their

@@ -54,7 +54,7 @@ def _record_attempts(tx: Transaction, finished: list[FinishedAttempt]) -> None:
 
 
 class WebhooksSql(Runner):
-    """The webhook delivery methods of `Storage`."""
+    """`WebhookDeliveries` in SQL."""
 
     async def claim_webhook_jobs(
         self,
