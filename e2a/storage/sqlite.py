@@ -122,7 +122,7 @@ class SqliteStorage(SqlStorage):
             ) from exc
         return cls(path, writer, readers, holder)
 
-    # -- the runner ---------------------------------------------------------------------
+    # -- the runner -------------------------------------------------------------------------
 
     def _transact(self, work: Work[T], durable: bool) -> T:
         """Run `work` in one `BEGIN IMMEDIATE` transaction on the writer (in its thread)."""
