@@ -15,7 +15,7 @@ from e2a.signing.credentials import (
     generate_api_key,
     new_secret_seed,
 )
-from e2a.storage.base import ApiKey, SigningSecret, Storage, User
+from e2a.storage.base import Accounts, ApiKey, SigningSecret, User
 
 MAX_SIGNING_SECRETS = 5
 DEFAULT_SECRET_NAME = "default"
@@ -37,7 +37,7 @@ class IssuedSigningSecret:
     plaintext: str
 
 
-async def issue_api_key(storage: Storage, user_id: str, name: str) -> IssuedApiKey:
+async def issue_api_key(storage: Accounts, user_id: str, name: str) -> IssuedApiKey:
     """Create and store a new API key for the user."""
     generated = generate_api_key()
     key = ApiKey(
@@ -54,7 +54,7 @@ async def issue_api_key(storage: Storage, user_id: str, name: str) -> IssuedApiK
 
 
 async def issue_signing_secret(
-    storage: Storage, server_key: str, user_id: str, name: str
+    storage: Accounts, server_key: str, user_id: str, name: str
 ) -> IssuedSigningSecret:
     """Create a signing secret for the user (LimitReached past MAX_SIGNING_SECRETS)."""
     seed = new_secret_seed()
@@ -73,7 +73,7 @@ async def issue_signing_secret(
 
 
 async def bootstrap_user(
-    storage: Storage, server_key: str, email: str
+    storage: Accounts, server_key: str, email: str
 ) -> tuple[User, IssuedApiKey, bool]:
     """Create the user if needed (with a `default` signing secret) and issue a new API key.
 

@@ -19,7 +19,7 @@ from e2a.mailauth.resolver import DnsResolver
 from e2a.metrics import Metrics
 from e2a.production import check_signing_secret
 from e2a.storage import open_storage
-from e2a.storage.base import Storage
+from e2a.storage.base import Lifecycle, Storage
 
 log = logging.getLogger("e2a")
 
@@ -40,7 +40,7 @@ class Gateway:
         return bool(self.settings.shared_domain) and domain == self.settings.shared_domain
 
 
-async def resolve_server_key(settings: Settings, storage: Storage) -> str:
+async def resolve_server_key(settings: Settings, storage: Lifecycle) -> str:
     """`signing.hmac_secret`, or in development a generated one kept in the database.
 
     In production a missing, short or placeholder secret is a ConfigError."""

@@ -1,7 +1,9 @@
-"""The storage interface of the gateway: a typing Protocol, its row types and its errors.
+"""The storage interface of the gateway: typing Protocols by role, their row types and errors.
 
-Every query that touches a user's data takes the owner's `user_id` and filters by it inside the
-backend, so a handler cannot forget the ownership check. SQL lives in the backends only.
+`Storage` is the union of the roles (`Accounts`, `Directory`, `Mailboxes`, `Outbox`, ...); a
+caller that needs one role types against it. Every query that touches a user's data takes the
+owner's `user_id` and filters by it inside storage, so a handler cannot forget the ownership
+check. SQL lives in `e2a.storage.sql` only.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from e2a.ids import new_id
+from e2a.storage.vocabulary import TERMINAL_STATUSES as TERMINAL_STATUSES  # callers read it here
 
 AgentMode = Literal["cloud", "local"]
 MessageStatus = Literal["unread", "read"]
@@ -245,7 +248,6 @@ OutboundStatus = Literal[
     "expired_approved",
     "expired_rejected",
 ]
-TERMINAL_STATUSES = frozenset({"sent", "failed", "rejected", "expired_rejected"})
 
 
 @dataclass(frozen=True)
@@ -294,8 +296,8 @@ class OutboundEdits:
 SendOutcome = Literal["sent", "failed", "retry"]
 
 
-class Storage(Protocol):
-    """What the gateway needs from a database. Implemented by the SQLite and Postgres backends."""
+class Lifecycle(Protocol):
+    """The store itself: schema, connections, liveness, and the development server secret."""
 
     async def migrate(self) -> list[int]:
         """Apply pending numbered migrations; return the versions applied now."""
@@ -313,7 +315,10 @@ class Storage(Protocol):
         """Return the stored development server secret, storing `candidate` if none exists."""
         ...
 
-    # users and credentials
+
+class Accounts(Protocol):
+    """Users and their credentials: API keys (by hash), signing secrets, export and deletion."""
+
     async def ensure_user(self, user_id: str, email: str, now: str) -> tuple[User, bool]:
         """Return the user with `email`, creating it with `user_id` if absent; (user, created)."""
         ...
@@ -370,7 +375,10 @@ class Storage(Protocol):
         """Delete one secret; False when not the user's, LastOne when it is their only one."""
         ...
 
-    # domains
+
+class Directory(Protocol):
+    """Domains and agents, and the routing look-ups inbound mail asks for every message."""
+
     async def add_domain(self, domain: Domain) -> None:
         """Register a domain; AlreadyExists if the user has it or another user verified it."""
         ...
@@ -395,7 +403,6 @@ class Storage(Protocol):
         """True when some user has verified `domain` (the gateway is its MX)."""
         ...
 
-    # agents
     async def add_agent(self, agent: Agent) -> None:
         """Store a new agent; AlreadyExists when the address is taken."""
         ...
@@ -422,7 +429,14 @@ class Storage(Protocol):
         """The agent at `email` whoever owns it: for routing inbound mail only."""
         ...
 
-    # messages
+    async def newest_signing_seed(self, user_id: str) -> str | None:
+        """The seed of the user's newest signing secret (the one deliveries are signed with)."""
+        ...
+
+
+class Mailboxes(Protocol):
+    """Agents' inbound mail: stored with its jobs, listed, read, and threaded."""
+
     async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
         """Commit the messages and their delivery jobs in one transaction (all or nothing).
         Raw bytes are stored once per distinct message (by SHA-256), however many of
@@ -451,10 +465,6 @@ class Storage(Protocol):
         """Mark one of the agent's messages read (WebSocket ack); False when not the user's."""
         ...
 
-    async def newest_signing_seed(self, user_id: str) -> str | None:
-        """The seed of the user's newest signing secret (the one deliveries are signed with)."""
-        ...
-
     async def conversation_for(
         self,
         user_id: str,
@@ -471,46 +481,10 @@ class Storage(Protocol):
         otherwise — another tenant naming this agent's conversation — the referenced one is."""
         ...
 
-    # jobs
-    async def release_leases(self) -> None:
-        """At start-up, free the job leases a previous run of this replica held: every lease on
-        SQLite (one process works the queue), the ones stamped with this replica's name on
-        PostgreSQL (other replicas' leases stay)."""
-        ...
 
-    async def claim_webhook_jobs(
-        self,
-        now: float,
-        limit: int | None,
-        lease_seconds: float,
-        room: Mapping[str, int],
-        default_room: int,
-    ) -> list[Job]:
-        """Lease due webhook jobs, oldest due first, looking at no more than `limit` (None:
-        every) of them and taking at most `room[url]` jobs for each webhook URL (`default_room`
-        for URLs not in `room`), so a busy receiver's backlog stays in the queue. Nobody else
-        can claim a leased job until the lease expires."""
-        ...
+class Outbox(Protocol):
+    """Mail agents send: drafts, their review and expiry, and the send worker's results."""
 
-    async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:
-        """For each message that still exists, keyed by id: the message, its agent's webhook
-        URL and its owner's newest signing seed."""
-        ...
-
-    async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
-        """Record the attempts and, in the same transaction, set each message's delivery status
-        and drop or reschedule its job. Attempts of messages deleted meanwhile are skipped."""
-        ...
-
-    async def release_jobs(self, job_ids: list[int]) -> None:
-        """Give claimed jobs back as they were (lease dropped, no attempt counted)."""
-        ...
-
-    async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
-        """Every recorded attempt for a message, in order."""
-        ...
-
-    # outbound
     async def add_outbound(self, message: OutboundMessage) -> None:
         """Store an outbound message; in the same commit a `queued` one gets its `outbound`
         send job and a `pending_approval` one its `approval_notice` job."""
@@ -518,16 +492,6 @@ class Storage(Protocol):
 
     async def count_recent_outbound(self, agent_email: str, since: float) -> int:
         """How many messages the agent created since `since` (rate limiting)."""
-        ...
-
-    # rate limits
-    async def hit_rate_limit(
-        self, key: str, window_seconds: int, limit: int, now: float
-    ) -> float | None:
-        """Count one request against `key` in the fixed window of `window_seconds` holding
-        `now` (atomically, shared by every process using the database); None when it is within
-        `limit`, else the seconds until the window ends. Prunes a bounded number of expired
-        windows on the way."""
         ...
 
     async def list_outbound(
@@ -558,16 +522,6 @@ class Storage(Protocol):
         `expired_approved` with a send job, reject → `expired_rejected` (scrubbed)."""
         ...
 
-    async def claim_jobs(
-        self, kind: str, now: float, limit: int, lease_seconds: float
-    ) -> list[Job]:
-        """Lease due jobs of `kind` (`outbound`, `approval_notice`), oldest first."""
-        ...
-
-    async def finish_job(self, job_id: int, retry_at: float | None) -> None:
-        """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
-        ...
-
     async def finish_outbound(
         self,
         job_id: int,
@@ -590,7 +544,84 @@ class Storage(Protocol):
         """The recipients of an outbound message settled so far (address → result)."""
         ...
 
-    # retention and queue depth
+
+class JobQueueStore(Protocol):
+    """The job queue in the database: leases claimed, finished, released, counted."""
+
+    async def release_leases(self) -> None:
+        """At start-up, free the job leases a previous run of this replica held: every lease on
+        SQLite (one process works the queue), the ones stamped with this replica's name on
+        PostgreSQL (other replicas' leases stay)."""
+        ...
+
+    async def claim_jobs(
+        self, kind: str, now: float, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        """Lease due jobs of `kind` (`outbound`, `approval_notice`), oldest first."""
+        ...
+
+    async def finish_job(self, job_id: int, retry_at: float | None) -> None:
+        """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
+        ...
+
+    async def release_jobs(self, job_ids: list[int]) -> None:
+        """Give claimed jobs back as they were (lease dropped, no attempt counted)."""
+        ...
+
+    async def count_jobs(self) -> dict[str, int]:
+        """Queue depth: how many jobs of each kind are waiting or in progress."""
+        ...
+
+
+class WebhookDeliveries(Protocol):
+    """Webhook delivery: due deliveries claimed per receiver, what an attempt needs, and the
+    record of every attempt."""
+
+    async def claim_webhook_jobs(
+        self,
+        now: float,
+        limit: int | None,
+        lease_seconds: float,
+        room: Mapping[str, int],
+        default_room: int,
+    ) -> list[Job]:
+        """Lease due webhook jobs, oldest due first, looking at no more than `limit` (None:
+        every) of them and taking at most `room[url]` jobs for each webhook URL (`default_room`
+        for URLs not in `room`), so a busy receiver's backlog stays in the queue. Nobody else
+        can claim a leased job until the lease expires."""
+        ...
+
+    async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:
+        """For each message that still exists, keyed by id: the message, its agent's webhook
+        URL and its owner's newest signing seed."""
+        ...
+
+    async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
+        """Record the attempts and, in the same transaction, set each message's delivery status
+        and drop or reschedule its job. Attempts of messages deleted meanwhile are skipped."""
+        ...
+
+    async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
+        """Every recorded attempt for a message, in order."""
+        ...
+
+
+class RateLimits(Protocol):
+    """Fixed-window request counters shared by every process using the database."""
+
+    async def hit_rate_limit(
+        self, key: str, window_seconds: int, limit: int, now: float
+    ) -> float | None:
+        """Count one request against `key` in the fixed window of `window_seconds` holding
+        `now` (atomically, shared by every process using the database); None when it is within
+        `limit`, else the seconds until the window ends. Prunes a bounded number of expired
+        windows on the way."""
+        ...
+
+
+class Retention(Protocol):
+    """The retention sweep: old messages and webhook attempt records deleted in batches."""
+
     async def delete_messages_before(self, cutoff: str, limit: int) -> int:
         """Delete up to `limit` messages created before `cutoff` (RFC 3339 UTC), oldest first,
         in one short transaction: the rows with their bodies and attachments, their raw bytes
@@ -604,6 +635,18 @@ class Storage(Protocol):
         one short transaction; returns how many went."""
         ...
 
-    async def count_jobs(self) -> dict[str, int]:
-        """Queue depth: how many jobs of each kind are waiting or in progress."""
-        ...
+
+class Storage(
+    Lifecycle,
+    Accounts,
+    Directory,
+    Mailboxes,
+    Outbox,
+    JobQueueStore,
+    WebhookDeliveries,
+    RateLimits,
+    Retention,
+    Protocol,
+):
+    """What the gateway needs from a database, all roles together. Implemented by the SQLite and
+    PostgreSQL backends; a caller that needs one role types against that role."""

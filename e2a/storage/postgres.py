@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,92 +21,23 @@ import psycopg
 import psycopg.conninfo
 import trio
 
-from e2a.clock import format_timestamp
-from e2a.storage.base import (
-    Agent,
-    AgentChanges,
-    AlreadyExists,
-    ApiKey,
-    ConversationClaim,
-    Domain,
-    FinishedAttempt,
-    InboundMessage,
-    InUse,
-    Job,
-    LastOne,
-    LimitReached,
-    MessagePage,
-    NewInboundMessage,
-    NotPending,
-    OutboundEdits,
-    OutboundMessage,
-    SendOutcome,
-    SigningSecret,
-    StatusFilter,
-    StorageUnavailable,
-    User,
-    WebhookAttempt,
-    WebhookDelivery,
-)
+from e2a.storage.base import NewInboundMessage, StorageUnavailable
 from e2a.storage.migrations import load_migrations
-from e2a.storage.rows import (
-    AGENT_COLUMNS,
-    API_KEY_COLUMNS,
-    DELETED_TABLES,
-    DOMAIN_COLUMNS,
-    EXPIRABLE_MESSAGE,
-    EXPORT_MESSAGE_COLUMNS,
-    EXPORT_SIGNING_SECRET_COLUMNS,
-    INBOUND_INSERT_COLUMNS,
-    JOB_COLUMNS,
-    MESSAGE_COLUMNS,
-    OUTBOUND_COLUMNS,
-    OUTBOUND_INSERT_COLUMNS,
-    OUTBOUND_JOB,
-    OUTBOUND_STATUS_INDEX,
-    RATE_LIMIT_PRUNE_BATCH,
-    SIGNING_SECRET_COLUMNS,
-    WEBHOOK_ATTEMPT_COLUMNS,
-    WEBHOOK_JOB,
-    agent_assignments,
-    agent_params,
-    api_key_params,
-    attempt_params,
-    chosen_conversation,
-    decode_agent,
-    decode_api_key,
-    decode_domain,
-    decode_message,
-    decode_outbound,
-    decode_signing_secret,
-    delivery_status_params,
-    domain_params,
-    done_job_ids,
-    edit_assignments,
-    first_conversation,
-    inbound_params,
-    jobs_within_room,
-    merged_recipient_results,
-    message_page,
-    outbound_job_kind,
-    outbound_params,
-    rate_verdict,
-    rate_window,
-    raw_messages_of,
-    recipient_results,
-    retry_params,
-    signing_secret_params,
-    user_export,
-)
+from e2a.storage.sql.dialect import POSTGRES
+from e2a.storage.sql.lifecycle import applied_versions, record_migration
+from e2a.storage.sql.runner import Routing, Work
+from e2a.storage.sql.store import SqlStorage
+from e2a.storage.sql.transaction import AccessEnded, Announcement, JobsAdded, Transaction
 
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
 
 POOL_SIZE = 8
 CONNECT_TIMEOUT_SECONDS = 10
-# Advisory lock keys. The single-key (bigint) and two-key (int, int) spaces never overlap.
+# The advisory lock that migrations queue on. The SQL's own locks (e2a.storage.sql) take
+# hashtext() of a name, the inboxes' in the two-key (int, int) space, which never overlaps the
+# single-key (bigint) one.
 MIGRATION_LOCK = 0x6532615F6D6967  # "e2a_mig"
-AGENT_INBOX_LOCK = 0x653261  # first key of (AGENT_INBOX_LOCK, hashtext(agent_email))
 # LISTEN/NOTIFY channel on which commits are announced to the other replicas (e2a.hub.fanout).
 FANOUT_CHANNEL = "e2a_fanout"
 # PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; ours stay well below.
@@ -117,7 +49,6 @@ LISTEN_KEEPALIVES = {
     "keepalives_interval": 5,
     "keepalives_count": 3,
 }
-_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL"
 
 
 def redacted_url(url: str) -> str:
@@ -192,13 +123,14 @@ def _transact(connection: Connection, display_url: str, work: Callable[[Connecti
         return work(connection)
 
 
-class PostgresStorage:
+class PostgresStorage(SqlStorage):
     """Storage on a PostgreSQL database. Create with `PostgresStorage.open(url)`."""
+
+    dialect = POSTGRES
 
     def __init__(self, url: str, holder: str = "", pool_size: int = POOL_SIZE):
         self.url = url
         self.holder = holder
-        """This replica's name, stamped on the job leases it takes."""
         self.display_url = redacted_url(url)
         self._idle: list[Connection] = []
         self._slots = trio.Semaphore(pool_size)
@@ -270,6 +202,36 @@ class PostgresStorage:
             finally:
                 self._give_back(connection)
 
+    async def _read(self, work: Work[T], *, snapshot: bool = False, routing: Routing = None) -> T:
+        """Run `work` in one transaction (REPEATABLE READ for a `snapshot`). Nothing is
+        remembered for `routing`: other replicas may change anything at any time."""
+        return await self._run(partial(self._unit, work, snapshot))
+
+    async def _write(
+        self, work: Work[T], *, changes_routing: bool = False, durable: bool = True
+    ) -> T:
+        """Run `work` in one transaction; every commit waits for the disk."""
+        return await self._run(partial(self._unit, work, False))
+
+    def _unit(self, work: Work[T], snapshot: bool, connection: Connection) -> T:
+        """Run `work` inside the open transaction of `connection`, then NOTIFY what it
+        announced (delivered to the listeners only if the transaction commits)."""
+        if snapshot:
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        transaction = Transaction(connection, self.dialect, psycopg.IntegrityError)
+        result = work(transaction)
+        payloads = dict.fromkeys(self._payload(item) for item in transaction.announcements)
+        _notify(connection, *payloads)
+        return result
+
+    def _payload(self, announcement: Announcement) -> str:
+        """The NOTIFY payload that tells other replicas of `announcement`."""
+        if isinstance(announcement, JobsAdded):
+            return JOBS_ADDED_PAYLOAD
+        if isinstance(announcement, AccessEnded):
+            return revocation_payload(self.process_tag, announcement.kind, announcement.value)
+        return stored_message_payload(self.process_tag, announcement.agent_id, announcement.message)
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def migrate(self) -> list[int]:
@@ -279,24 +241,16 @@ class PostgresStorage:
         migrations = load_migrations("postgres")
 
         def apply_pending(db: Connection) -> list[int]:
-            db.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            applied = {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
+            tx = Transaction(db, self.dialect, psycopg.IntegrityError)
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+            applied = applied_versions(tx)
             done: list[int] = []
             for migration in migrations:
                 if migration.version in applied:
                     continue
                 with db.transaction():  # a savepoint: the step and its record together
-                    db.execute(migration.sql)
-                    db.execute(
-                        "INSERT INTO schema_migrations (version, name, applied_at) VALUES "
-                        "(%s, %s, to_char(now() AT TIME ZONE 'UTC', "
-                        '\'YYYY-MM-DD"T"HH24:MI:SS"Z"\'))',
-                        (migration.version, migration.name),
-                    )
+                    db.execute(migration.sql)  # the whole script, as one simple query
+                    record_migration(tx, migration)
                 done.append(migration.version)
             return done
 
@@ -308,964 +262,6 @@ class PostgresStorage:
         idle, self._idle = self._idle, []
         for connection in idle:
             await trio.to_thread.run_sync(connection.close)
-
-    async def ping(self) -> None:
-        """Raise StorageUnavailable unless a trivial query answers."""
-        await self._run(lambda db: db.execute("SELECT 1").fetchone())
-
-    async def server_secret(self, candidate: str) -> str:
-        """The development server secret, stored on first use."""
-
-        def get_or_store(db: Connection) -> str:
-            db.execute(
-                "INSERT INTO server_state (name, value) VALUES ('hmac_secret', %s) "
-                "ON CONFLICT DO NOTHING",
-                (candidate,),
-            )
-            row = _one(db, "SELECT value FROM server_state WHERE name = 'hmac_secret'")
-            return str(row[0])
-
-        return await self._run(get_or_store)
-
-    # -- users and credentials --------------------------------------------------------------
-
-    async def ensure_user(self, user_id: str, email: str, now: str) -> tuple[User, bool]:
-        """Return the user with `email`, creating it if absent."""
-
-        def upsert(db: Connection) -> tuple[User, bool]:
-            cursor = db.execute(
-                "INSERT INTO users (id, email, created_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
-                (user_id, email, now),
-            )
-            created = cursor.rowcount == 1
-            row = _one(db, "SELECT id, email, created_at FROM users WHERE email = %s", (email,))
-            return User(*row), created
-
-        return await self._run(upsert)
-
-    async def add_api_key(self, key: ApiKey, key_hash: str) -> None:
-        """Store an API key by its hash."""
-        await self._run(
-            lambda db: db.execute(
-                "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                api_key_params(key, key_hash),
-            )
-        )
-
-    async def user_for_key_hash(self, key_hash: str) -> User | None:
-        """The owner of a live key with this hash."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT u.id, u.email, u.created_at FROM api_keys k "
-                "JOIN users u ON u.id = k.user_id "
-                "WHERE k.key_hash = %s AND k.revoked_at IS NULL",
-                (key_hash,),
-            ).fetchone()
-        )
-        return User(*row) if row else None
-
-    async def get_user(self, user_id: str) -> User | None:
-        """The user with this id."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT id, email, created_at FROM users WHERE id = %s", (user_id,)
-            ).fetchone()
-        )
-        return User(*row) if row else None
-
-    async def first_user(self) -> User | None:
-        """The user created first (the same second: the smaller id)."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT id, email, created_at FROM users ORDER BY created_at, id LIMIT 1"
-            ).fetchone()
-        )
-        return User(*row) if row else None
-
-    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
-        """The user's keys, newest first."""
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {API_KEY_COLUMNS} "
-                "FROM api_keys WHERE user_id = %s ORDER BY created_at DESC, seq DESC",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_api_key(row) for row in rows]
-
-    async def export_user(self, user_id: str) -> dict[str, Any]:
-        """Everything stored about the user, from one REPEATABLE READ snapshot (no hashes or
-        seeds)."""
-
-        def export(db: Connection) -> dict[str, Any]:
-            def rows(query: str) -> list[Any]:
-                return db.execute(query, (user_id,)).fetchall()
-
-            db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            return user_export(
-                db.execute(
-                    "SELECT id, email, created_at FROM users WHERE id = %s", (user_id,)
-                ).fetchone(),
-                rows(
-                    f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = %s "
-                    "ORDER BY created_at, email"
-                ),
-                rows(
-                    f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = %s "
-                    "ORDER BY created_at, domain"
-                ),
-                rows(
-                    f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = %s "
-                    "ORDER BY created_at, seq"
-                ),
-                rows(
-                    f"SELECT {EXPORT_SIGNING_SECRET_COLUMNS} FROM signing_secrets "
-                    "WHERE user_id = %s ORDER BY seq"
-                ),
-                rows(
-                    f"SELECT {EXPORT_MESSAGE_COLUMNS} FROM messages WHERE user_id = %s ORDER BY seq"
-                ),
-            )
-
-        return await self._run(export)
-
-    async def delete_user(self, user_id: str) -> dict[str, int]:
-        """Delete the user and all they own in one transaction; rows deleted per table."""
-        owned = "user_id = %s OR agent_email IN (SELECT email FROM agents WHERE user_id = %s)"
-        statements = {
-            "webhook_attempts": (
-                f"DELETE FROM webhook_attempts WHERE message_id IN "
-                f"(SELECT id FROM messages WHERE {owned})",
-                (user_id, user_id),
-            ),
-            "jobs": (
-                f"DELETE FROM jobs WHERE message_id IN (SELECT id FROM messages WHERE {owned})",
-                (user_id, user_id),
-            ),
-            "messages": (f"DELETE FROM messages WHERE {owned}", (user_id, user_id)),
-            "agents": ("DELETE FROM agents WHERE user_id = %s", (user_id,)),
-            "domains": ("DELETE FROM domains WHERE user_id = %s", (user_id,)),
-            "api_keys": ("DELETE FROM api_keys WHERE user_id = %s", (user_id,)),
-            "signing_secrets": ("DELETE FROM signing_secrets WHERE user_id = %s", (user_id,)),
-            "users": ("DELETE FROM users WHERE id = %s", (user_id,)),
-        }
-
-        def delete(db: Connection) -> dict[str, int]:
-            _lock_user(db, user_id)
-            counts = {
-                table: db.execute(query, params).rowcount
-                for table, (query, params) in statements.items()
-            }
-            _notify(db, revocation_payload(self.process_tag, "user", user_id))
-            return {table: counts[table] for table in DELETED_TABLES}
-
-        return await self._run(delete)
-
-    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> str | None:
-        """Revoke one live key of the user; its hash, or None. The other replicas hear of it
-        when it commits, and end the live subscriptions the key opened."""
-
-        def revoke(db: Connection) -> str | None:
-            row = db.execute(
-                "UPDATE api_keys SET revoked_at = %s "
-                "WHERE id = %s AND user_id = %s AND revoked_at IS NULL RETURNING key_hash",
-                (now, key_id, user_id),
-            ).fetchone()
-            if row is None:
-                return None
-            _notify(db, revocation_payload(self.process_tag, "key", row[0]))
-            return str(row[0])
-
-        return await self._run(revoke)
-
-    async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
-        """Store a signing secret unless the user has `max_per_user` already."""
-
-        def insert(db: Connection) -> None:
-            _lock_user(db, secret.user_id)
-            (count,) = _one(
-                db, "SELECT count(*) FROM signing_secrets WHERE user_id = %s", (secret.user_id,)
-            )
-            if count >= max_per_user:
-                raise LimitReached(f"at most {max_per_user} signing secrets per user")
-            db.execute(
-                "INSERT INTO signing_secrets "
-                "(id, user_id, name, seed, secret_prefix, created_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s)",
-                signing_secret_params(secret),
-            )
-
-        await self._run(insert)
-
-    async def list_signing_secrets(self, user_id: str) -> list[SigningSecret]:
-        """The user's secrets, newest first."""
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {SIGNING_SECRET_COLUMNS} "
-                "FROM signing_secrets WHERE user_id = %s ORDER BY seq DESC",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_signing_secret(row) for row in rows]
-
-    async def delete_signing_secret(self, user_id: str, secret_id: str) -> bool:
-        """Delete one of the user's secrets, never the last (even against a concurrent delete)."""
-
-        def delete(db: Connection) -> bool:
-            _lock_user(db, user_id)
-            ids = [
-                row[0]
-                for row in db.execute(
-                    "SELECT id FROM signing_secrets WHERE user_id = %s", (user_id,)
-                )
-            ]
-            if secret_id not in ids:
-                return False
-            if len(ids) == 1:
-                raise LastOne("cannot delete the last signing secret")
-            db.execute("DELETE FROM signing_secrets WHERE id = %s", (secret_id,))
-            return True
-
-        return await self._run(delete)
-
-    # -- domains ----------------------------------------------------------------------------
-
-    async def add_domain(self, domain: Domain) -> None:
-        """Register a domain for its user."""
-
-        def insert(db: Connection) -> None:
-            _lock_domain(db, domain.domain)
-            if db.execute(
-                "SELECT 1 FROM domains WHERE domain = %s AND (user_id = %s OR verified)",
-                (domain.domain, domain.user_id),
-            ).fetchone():
-                raise AlreadyExists(domain.domain)
-            db.execute(
-                "INSERT INTO domains (user_id, domain, verification_token, verified, created_at) "
-                "VALUES (%s, %s, %s, FALSE, %s)",
-                domain_params(domain),
-            )
-
-        await self._run(insert)
-
-    async def list_domains(self, user_id: str) -> list[Domain]:
-        """The user's domains, oldest first."""
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {DOMAIN_COLUMNS} "
-                "FROM domains WHERE user_id = %s ORDER BY created_at, domain",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_domain(row) for row in rows]
-
-    async def get_domain(self, user_id: str, domain: str) -> Domain | None:
-        """One of the user's domains."""
-        row = await self._run(lambda db: _domain_row(db, user_id, domain))
-        return decode_domain(row) if row else None
-
-    async def mark_domain_verified(self, user_id: str, domain: str, now: str) -> Domain | None:
-        """Mark verified; AlreadyExists when another user holds it verified."""
-
-        def update(db: Connection) -> Domain | None:
-            _lock_domain(db, domain)
-            try:
-                db.execute(
-                    "UPDATE domains SET verified = TRUE, verified_at = coalesce(verified_at, %s) "
-                    "WHERE user_id = %s AND domain = %s",
-                    (now, user_id, domain),
-                )
-            except psycopg.errors.UniqueViolation:
-                raise AlreadyExists(domain) from None
-            row = _domain_row(db, user_id, domain)
-            return decode_domain(row) if row else None
-
-        return await self._run(update)
-
-    async def delete_domain(self, user_id: str, domain: str) -> bool:
-        """Delete the user's domain unless agents use it."""
-
-        def delete(db: Connection) -> bool:
-            if not db.execute(
-                "SELECT 1 FROM domains WHERE user_id = %s AND domain = %s FOR UPDATE",
-                (user_id, domain),
-            ).fetchone():
-                return False
-            if db.execute(
-                "SELECT 1 FROM agents WHERE user_id = %s AND domain = %s LIMIT 1",
-                (user_id, domain),
-            ).fetchone():
-                raise InUse(domain)
-            db.execute("DELETE FROM domains WHERE user_id = %s AND domain = %s", (user_id, domain))
-            return True
-
-        return await self._run(delete)
-
-    async def is_served_domain(self, domain: str) -> bool:
-        """True when a user holds `domain` verified (asked afresh: other replicas write too)."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT 1 FROM domains WHERE domain = %s AND verified", (domain,)
-            ).fetchone()
-        )
-        return row is not None
-
-    # -- agents -----------------------------------------------------------------------------
-
-    async def add_agent(self, agent: Agent) -> None:
-        """Store a new agent; AlreadyExists when the address is taken."""
-
-        def insert(db: Connection) -> None:
-            try:
-                db.execute(
-                    f"INSERT INTO agents ({AGENT_COLUMNS}) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    agent_params(agent, flag=bool),
-                )
-            except psycopg.IntegrityError:
-                raise AlreadyExists(agent.email) from None
-
-        await self._run(insert)
-
-    async def list_agents(self, user_id: str) -> list[Agent]:
-        """The user's agents, oldest first."""
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = %s ORDER BY created_at, email",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_agent(row) for row in rows]
-
-    async def get_agent(self, user_id: str, email: str) -> Agent | None:
-        """One of the user's agents."""
-        row = await self._run(lambda db: _agent_row(db, user_id, email))
-        return decode_agent(row) if row else None
-
-    async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
-        """Apply a partial update to one of the user's agents."""
-        assignments = agent_assignments(changes)
-
-        def update(db: Connection) -> Agent | None:
-            if assignments:
-                columns = ", ".join(f"{column} = %s" for column in assignments)
-                db.execute(
-                    f"UPDATE agents SET {columns} WHERE user_id = %s AND email = %s",
-                    (*assignments.values(), user_id, email),
-                )
-            row = _agent_row(db, user_id, email)
-            return decode_agent(row) if row else None
-
-        return await self._run(update)
-
-    async def delete_agent(self, user_id: str, email: str) -> str | None:
-        """Delete one of the user's agents (its messages and jobs cascade); its id, or None.
-        The other replicas hear of it when it commits, and end its live subscriptions."""
-
-        def delete(db: Connection) -> str | None:
-            row = db.execute(
-                "DELETE FROM agents WHERE user_id = %s AND email = %s RETURNING id",
-                (user_id, email),
-            ).fetchone()
-            if row is None:
-                return None
-            _notify(db, revocation_payload(self.process_tag, "agent", row[0]))
-            return str(row[0])
-
-        return await self._run(delete)
-
-    async def find_agent(self, email: str) -> Agent | None:
-        """The agent at `email`, for routing (asked afresh: other replicas write too)."""
-        row = await self._run(
-            lambda db: db.execute(
-                f"SELECT {AGENT_COLUMNS} FROM agents WHERE email = %s", (email,)
-            ).fetchone()
-        )
-        return decode_agent(row) if row else None
-
-    # -- messages ---------------------------------------------------------------------------
-
-    async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
-        """Commit messages and their webhook jobs in one transaction.
-
-        Each recipient agent's inbox is locked for the transaction, so an agent's messages
-        commit in `seq` order and a reader paging by `seq` never skips one committed late.
-        Each distinct raw message is stored once; its row stays locked until the commit, so
-        a concurrent deletion of its last other reference cannot take it away meanwhile."""
-        raw = await trio.to_thread.run_sync(raw_messages_of, messages)
-
-        def insert(db: Connection) -> None:
-            announcements: dict[str, None] = {}  # NOTIFY payloads, in order, each once
-            for agent_email in sorted({message.agent_email for message in messages}):
-                db.execute(
-                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                    (AGENT_INBOX_LOCK, agent_email),
-                )
-            for digest in sorted(raw.distinct):
-                db.execute(
-                    "INSERT INTO raw_messages (digest, raw) VALUES (%s, %s) "
-                    "ON CONFLICT (digest) DO UPDATE SET digest = excluded.digest",
-                    (digest, raw.distinct[digest]),
-                )
-            for message, digest in zip(messages, raw.digests, strict=True):
-                row = db.execute(
-                    "SELECT user_id, agent_mode, id FROM agents WHERE email = %s",
-                    (message.agent_email,),
-                ).fetchone()
-                if row is None:
-                    raise StorageUnavailable(f"agent {message.agent_email} vanished")
-                user_id, agent_mode, agent_id = row
-                cloud = agent_mode == "cloud"
-                db.execute(
-                    f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES "
-                    "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                    inbound_params(message, user_id, cloud, digest),
-                )
-                if cloud:
-                    _add_job(db, WEBHOOK_JOB, message.id, now, announce=False)
-                    announcements[JOBS_ADDED_PAYLOAD] = None
-                else:
-                    payload = stored_message_payload(self.process_tag, agent_id, message)
-                    announcements[payload] = None
-            _notify(db, *announcements)
-
-        await self._run(insert)
-
-    async def list_inbound(
-        self,
-        user_id: str,
-        agent_email: str,
-        status: StatusFilter,
-        page_size: int,
-        after_seq: int | None,
-    ) -> MessagePage:
-        """A keyset page of the agent's messages, oldest first."""
-        conditions = [
-            "m.user_id = %s",
-            "m.agent_email = %s",
-            "m.direction = 'inbound'",
-            "m.seq > %s",
-        ]
-        params: list[Any] = [user_id, agent_email, after_seq or 0]
-        if status != "all":
-            conditions.append("m.status = %s")
-            params.append(status)
-        query = (
-            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {' AND '.join(conditions)} "
-            "ORDER BY m.seq LIMIT %s"
-        )
-        params.append(page_size + 1)
-        rows = await self._run(lambda db: db.execute(query, params).fetchall())
-        return message_page(rows, page_size)
-
-    async def read_inbound(
-        self, user_id: str, agent_email: str, message_id: str
-    ) -> InboundMessage | None:
-        """Return one of the agent's messages, marking it read."""
-
-        def read(db: Connection) -> InboundMessage | None:
-            row = db.execute(
-                "UPDATE messages m SET status = 'read' WHERE m.id = %s AND m.user_id = %s "
-                f"AND m.agent_email = %s AND m.direction = 'inbound' RETURNING {MESSAGE_COLUMNS}",
-                (message_id, user_id, agent_email),
-            ).fetchone()
-            return decode_message(row) if row else None
-
-        return await self._run(read)
-
-    async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
-        """Mark one of the agent's inbound messages read."""
-        count = await self._run(
-            lambda db: (
-                db.execute(
-                    "UPDATE messages SET status = 'read' WHERE id = %s AND user_id = %s "
-                    "AND agent_email = %s AND direction = 'inbound'",
-                    (message_id, user_id, agent_email),
-                ).rowcount
-            )
-        )
-        return count == 1
-
-    async def newest_signing_seed(self, user_id: str) -> str | None:
-        """Seed of the user's newest signing secret."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT seed FROM signing_secrets WHERE user_id = %s ORDER BY seq DESC LIMIT 1",
-                (user_id,),
-            ).fetchone()
-        )
-        return str(row[0]) if row else None
-
-    async def conversation_for(
-        self,
-        user_id: str,
-        agent_email: str,
-        rfc_message_ids: list[str],
-        claim: ConversationClaim | None = None,
-    ) -> str | None:
-        """Threading from the user's messages of the agent (Storage.conversation_for)."""
-
-        def read(db: Connection) -> str | None:
-            referenced = None
-            if rfc_message_ids:
-                rows = db.execute(
-                    "SELECT rfc_message_id, conversation_id FROM messages "
-                    "WHERE user_id = %s AND agent_email = %s "
-                    "AND rfc_message_id = ANY(%s::text[]) ORDER BY seq DESC",
-                    (user_id, agent_email, rfc_message_ids),
-                ).fetchall()
-                referenced = first_conversation(rows, rfc_message_ids)
-            if claim is None:
-                return referenced
-            in_agent = (
-                "FROM messages WHERE user_id = %s AND agent_email = %s AND conversation_id = %s"
-            )
-            scope = (user_id, agent_email, claim.conversation_id)
-            row = db.execute(
-                f"SELECT EXISTS (SELECT 1 {in_agent}), "
-                f"EXISTS (SELECT 1 {in_agent} AND from_addr = %s)",
-                (*scope, *scope, claim.sender),
-            ).fetchone()
-            assert row is not None
-            return chosen_conversation(referenced, claim, bool(row[0]), bool(row[1]))
-
-        return await self._run(read)
-
-    # -- jobs -------------------------------------------------------------------------------
-
-    async def release_leases(self) -> None:
-        """Free the leases held under this replica's name by its previous run, and only those:
-        other replicas may hold live leases on this database.
-
-        A crashed replica that does not come back holds its jobs until the leases expire; then
-        any replica claims them. (On SQLite, where this process is the only worker, start-up
-        frees them all.)"""
-        if self.holder:
-            await self._run(
-                lambda db: db.execute(
-                    "UPDATE jobs SET locked_until = NULL, locked_by = NULL WHERE locked_by = %s",
-                    (self.holder,),
-                )
-            )
-
-    async def claim_webhook_jobs(
-        self,
-        now: float,
-        limit: int | None,
-        lease_seconds: float,
-        room: Mapping[str, int],
-        default_room: int,
-    ) -> list[Job]:
-        """Lease due webhook jobs in order, at most `room[url]` (else `default_room`) per URL.
-
-        Jobs another replica holds locked are skipped, not waited for."""
-        full = [url for url, free in room.items() if free <= 0]
-
-        def claim(db: Connection) -> list[Job]:
-            candidates = db.execute(
-                "SELECT j.id, j.kind, j.message_id, j.attempts, j.run_at, j.created_at, "
-                "coalesce(a.webhook_url, '') FROM jobs j JOIN messages m ON m.id = j.message_id "
-                "JOIN agents a ON a.email = m.agent_email "
-                "WHERE j.kind = %s AND j.run_at <= %s "
-                "AND (j.locked_until IS NULL OR j.locked_until < %s) "
-                "AND coalesce(a.webhook_url, '') <> ALL(%s::text[]) "
-                "ORDER BY j.run_at, j.id LIMIT %s FOR UPDATE OF j SKIP LOCKED",
-                (WEBHOOK_JOB, now, now, full, limit),
-            ).fetchall()
-            jobs = jobs_within_room(candidates, room, default_room)
-            _lease(db, [job.id for job in jobs], now + lease_seconds, self.holder)
-            return jobs
-
-        return await self._run(claim)
-
-    async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:
-        """The messages with their agents' webhook URLs (cloud agents only) and signing seeds."""
-
-        def load(db: Connection) -> dict[str, WebhookDelivery]:
-            found: dict[str, WebhookDelivery] = {}
-            for row in db.execute(
-                f"SELECT {MESSAGE_COLUMNS}, "
-                "CASE WHEN a.agent_mode = 'cloud' THEN a.webhook_url END, "
-                "(SELECT seed FROM signing_secrets s WHERE s.user_id = m.user_id "
-                " ORDER BY s.seq DESC LIMIT 1) "
-                "FROM messages m JOIN agents a ON a.email = m.agent_email "
-                "WHERE m.id = ANY(%s::text[])",
-                (message_ids,),
-            ):
-                message = decode_message(row[:-2])
-                found[message.id] = WebhookDelivery(message, row[-2], row[-1])
-            return found
-
-        return await self._run(load)
-
-    async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
-        """Record the attempts, update the statuses, drop or reschedule the jobs, atomically."""
-
-        def finish(db: Connection) -> None:
-            with db.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO webhook_attempts "
-                    "(message_id, attempt, attempted_at, status_code, error, duration_ms) "
-                    "SELECT %s, %s::integer, %s, %s::integer, %s, %s::integer "
-                    "WHERE EXISTS (SELECT 1 FROM messages WHERE id = %s)",
-                    attempt_params(finished),
-                )
-                cursor.executemany(
-                    "UPDATE messages SET delivery_status = %s WHERE id = %s",
-                    delivery_status_params(finished),
-                )
-                cursor.executemany(
-                    "UPDATE jobs SET run_at = %s, attempts = %s, locked_until = NULL WHERE id = %s",
-                    retry_params(finished),
-                )
-                done = done_job_ids(finished)
-                if done:
-                    cursor.execute("DELETE FROM jobs WHERE id = ANY(%s::bigint[])", (done,))
-
-        await self._run(finish)
-
-    async def release_jobs(self, job_ids: list[int]) -> None:
-        """Give claimed jobs back as they were."""
-        await self._run(
-            lambda db: db.execute(
-                "UPDATE jobs SET locked_until = NULL WHERE id = ANY(%s::bigint[])", (job_ids,)
-            )
-        )
-
-    async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
-        """Attempts for one message, oldest first."""
-        rows = await self._run(
-            lambda db: db.execute(
-                f"SELECT {WEBHOOK_ATTEMPT_COLUMNS} "
-                "FROM webhook_attempts WHERE message_id = %s ORDER BY attempt, id",
-                (message_id,),
-            ).fetchall()
-        )
-        return [WebhookAttempt(*row) for row in rows]
-
-    # -- outbound ---------------------------------------------------------------------------
-
-    async def add_outbound(self, message: OutboundMessage) -> None:
-        """Insert an outbound message (and its send or approval-notice job)."""
-
-        def insert(db: Connection) -> None:
-            db.execute(
-                f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
-                "(%s, %s, %s, 'outbound', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                "'{}', '{}', %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                outbound_params(message),
-            )
-            job_kind = outbound_job_kind(message)
-            if job_kind is not None:
-                _add_job(db, job_kind, message.id, message.created_epoch)
-
-        await self._run(insert)
-
-    async def count_recent_outbound(self, agent_email: str, since: float) -> int:
-        """Outbound messages the agent created since `since` (shared by every replica)."""
-        row = await self._run(
-            lambda db: _one(
-                db,
-                "SELECT count(*) FROM messages WHERE agent_email = %s "
-                "AND direction = 'outbound' AND created_epoch >= %s",
-                (agent_email, since),
-            )
-        )
-        return int(row[0])
-
-    # -- rate limits ------------------------------------------------------------------------
-
-    async def hit_rate_limit(
-        self, key: str, window_seconds: int, limit: int, now: float
-    ) -> float | None:
-        """Count one request in `key`'s current window: an atomic upsert, so concurrent
-        replicas never lose a hit; expired windows are pruned a batch at a time, skipping rows
-        another transaction is already deleting."""
-        start, end = rate_window(now, window_seconds)
-
-        def hit(db: Connection) -> int:
-            db.execute(
-                "DELETE FROM rate_limits WHERE (key, window_start) IN ("
-                "SELECT key, window_start FROM rate_limits WHERE expires_at <= %s "
-                "LIMIT %s FOR UPDATE SKIP LOCKED)",
-                (now, RATE_LIMIT_PRUNE_BATCH),
-            )
-            row = _one(
-                db,
-                "INSERT INTO rate_limits (key, window_start, expires_at, hits) "
-                "VALUES (%s, %s, %s, 1) "
-                "ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + 1 "
-                "RETURNING hits",
-                (key, start, end),
-            )
-            return int(row[0])
-
-        return rate_verdict(await self._run(hit), limit, end, now)
-
-    async def list_outbound(
-        self, user_id: str, status: str, agent_email: str | None
-    ) -> list[OutboundMessage]:
-        """The user's outbound messages in `status`."""
-        query = (
-            f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE user_id = %s "
-            "AND direction = 'outbound' AND status = %s"
-        )
-        params: list[Any] = [user_id, status]
-        if agent_email is not None:
-            query += " AND agent_email = %s"
-            params.append(agent_email)
-        query += " ORDER BY coalesce(approval_expires_at, created_epoch), seq LIMIT 500"
-        rows = await self._run(lambda db: db.execute(query, params).fetchall())
-        return [decode_outbound(row) for row in rows]
-
-    async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
-        """One outbound message (scoped to `user_id` unless None)."""
-        row = await self._run(lambda db: _outbound_row(db, user_id, message_id))
-        return decode_outbound(row) if row else None
-
-    async def review_outbound(
-        self,
-        user_id: str | None,
-        message_id: str,
-        approve: bool,
-        edits: OutboundEdits | None,
-        reason: str | None,
-        now: float,
-    ) -> OutboundMessage | None:
-        """Approve or reject a pending message, exactly once (the row is locked meanwhile)."""
-        reviewed_at = format_timestamp(now)
-
-        def review(db: Connection) -> OutboundMessage | None:
-            row = _outbound_row(db, user_id, message_id, lock=True)
-            if row is None:
-                return None
-            if row[OUTBOUND_STATUS_INDEX] != "pending_approval":
-                raise NotPending(row[OUTBOUND_STATUS_INDEX])
-            if approve:
-                changes = edit_assignments(edits)
-                columns = "".join(f", {column} = %s" for column in changes)
-                db.execute(
-                    f"UPDATE messages SET status = 'queued', reviewed_at = %s, edited = %s"
-                    f"{columns} WHERE id = %s",
-                    (reviewed_at, bool(changes), *changes.values(), message_id),
-                )
-                _add_job(db, OUTBOUND_JOB, message_id, now)
-            else:
-                db.execute(
-                    "UPDATE messages SET status = 'rejected', reviewed_at = %s, "
-                    f"rejection_reason = %s, {_SCRUB} WHERE id = %s",
-                    (reviewed_at, reason, message_id),
-                )
-            return decode_outbound(_existing_outbound_row(db, message_id))
-
-        return await self._run(review)
-
-    async def expire_outbound(self, now: float) -> list[OutboundMessage]:
-        """Apply the agents' expiration actions to overdue pending messages.
-
-        Messages another replica is expiring or reviewing right now are left to it."""
-        reviewed_at = format_timestamp(now)
-
-        def expire(db: Connection) -> list[OutboundMessage]:
-            due = db.execute(
-                "SELECT m.id, a.hitl_expiration_action FROM messages m "
-                "JOIN agents a ON a.email = m.agent_email WHERE m.direction = 'outbound' "
-                "AND m.status = 'pending_approval' AND m.approval_expires_at <= %s "
-                "ORDER BY m.approval_expires_at, m.seq LIMIT 500 FOR UPDATE OF m SKIP LOCKED",
-                (now,),
-            ).fetchall()
-            for message_id, action in due:
-                if action == "approve":
-                    db.execute(
-                        "UPDATE messages SET status = 'expired_approved', reviewed_at = %s "
-                        "WHERE id = %s",
-                        (reviewed_at, message_id),
-                    )
-                    _add_job(db, OUTBOUND_JOB, message_id, now)
-                else:
-                    db.execute(
-                        "UPDATE messages SET status = 'expired_rejected', reviewed_at = %s, "
-                        f"rejection_reason = 'approval expired', {_SCRUB} WHERE id = %s",
-                        (reviewed_at, message_id),
-                    )
-            return [
-                decode_outbound(_existing_outbound_row(db, message_id)) for message_id, _ in due
-            ]
-
-        return await self._run(expire)
-
-    async def claim_jobs(
-        self, kind: str, now: float, limit: int, lease_seconds: float
-    ) -> list[Job]:
-        """Lease due jobs of `kind` (outbound sends, approval notices), oldest first."""
-
-        def claim(db: Connection) -> list[Job]:
-            rows = db.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs "
-                "WHERE kind = %s AND run_at <= %s "
-                "AND (locked_until IS NULL OR locked_until < %s) "
-                "ORDER BY run_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
-                (kind, now, now, limit),
-            ).fetchall()
-            _lease(db, [row[0] for row in rows], now + lease_seconds, self.holder)
-            return [Job(*row) for row in rows]
-
-        return await self._run(claim)
-
-    async def finish_outbound(
-        self,
-        job_id: int,
-        message_id: str,
-        outcome: SendOutcome,
-        method: Literal["smtp", "local"],
-        error: str | None,
-        retry_at: float | None,
-    ) -> None:
-        """Record the result of a send attempt."""
-
-        def finish(db: Connection) -> None:
-            if outcome == "retry":
-                db.execute(
-                    "UPDATE jobs SET run_at = %s, attempts = attempts + 1, locked_until = NULL "
-                    "WHERE id = %s",
-                    (retry_at, job_id),
-                )
-                db.execute(
-                    "UPDATE messages SET send_error = %s, method = %s WHERE id = %s",
-                    (error, method, message_id),
-                )
-                return
-            db.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
-            status = "sent" if outcome == "sent" else "failed"
-            db.execute(
-                "UPDATE messages SET status = CASE WHEN %s = 'failed' AND status = "
-                "'expired_approved' THEN 'expired_rejected' ELSE %s END, method = %s, "
-                f"send_error = %s, {_SCRUB} WHERE id = %s",
-                (status, status, method, error, message_id),
-            )
-
-        await self._run(finish)
-
-    # As on SQLite, an outbound row's `auth_results_json` holds its per-recipient hand-off
-    # results (authentication results only ever describe inbound senders).
-    async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
-        """Merge `results` into the message's per-recipient results (row locked meanwhile)."""
-
-        def record(db: Connection) -> None:
-            row = db.execute(
-                "SELECT auth_results_json FROM messages WHERE id = %s AND direction = 'outbound' "
-                "FOR UPDATE",
-                (message_id,),
-            ).fetchone()
-            if row is None:
-                return
-            db.execute(
-                "UPDATE messages SET auth_results_json = %s WHERE id = %s",
-                (merged_recipient_results(row[0], results), message_id),
-            )
-
-        await self._run(record)
-
-    async def recipient_results(self, message_id: str) -> dict[str, str]:
-        """The outbound message's settled recipients (empty when none or no such message)."""
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT auth_results_json FROM messages WHERE id = %s AND direction = 'outbound'",
-                (message_id,),
-            ).fetchone()
-        )
-        return recipient_results(row[0]) if row else {}
-
-    async def finish_job(self, job_id: int, retry_at: float | None) -> None:
-        """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
-
-        def finish(db: Connection) -> None:
-            if retry_at is None:
-                db.execute("DELETE FROM jobs WHERE id = %s", (job_id,))
-            else:
-                db.execute(
-                    "UPDATE jobs SET run_at = %s, attempts = attempts + 1, locked_until = NULL "
-                    "WHERE id = %s",
-                    (retry_at, job_id),
-                )
-
-        await self._run(finish)
-
-    # -- retention and queue depth ----------------------------------------------------------
-
-    async def delete_messages_before(self, cutoff: str, limit: int) -> int:
-        """Delete up to `limit` expired messages, oldest first (attempts go by cascade); rows
-        another replica's sweep holds are skipped, not waited for."""
-
-        def delete(db: Connection) -> int:
-            return db.execute(
-                "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m "
-                f"WHERE m.created_at < %s AND {EXPIRABLE_MESSAGE} ORDER BY m.created_at "
-                "LIMIT %s FOR UPDATE SKIP LOCKED)",
-                (cutoff, limit),
-            ).rowcount
-
-        return await self._run(delete)
-
-    async def delete_webhook_attempts_before(self, cutoff: str, limit: int) -> int:
-        """Delete up to `limit` webhook attempts made before `cutoff`, oldest first."""
-
-        def delete(db: Connection) -> int:
-            return db.execute(
-                "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts "
-                "WHERE attempted_at < %s ORDER BY attempted_at LIMIT %s FOR UPDATE SKIP LOCKED)",
-                (cutoff, limit),
-            ).rowcount
-
-        return await self._run(delete)
-
-    async def count_jobs(self) -> dict[str, int]:
-        """Jobs per kind, waiting or leased."""
-        rows = await self._run(
-            lambda db: db.execute("SELECT kind, count(*) FROM jobs GROUP BY kind").fetchall()
-        )
-        return {str(kind): int(count) for kind, count in rows}
-
-
-def _one(db: Connection, query: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...]:
-    """The single row `query` must return."""
-    row = db.execute(query, params).fetchone()
-    if row is None:
-        raise StorageUnavailable(f"postgres: no row where one was certain: {query}")
-    return row
-
-
-def _lock_user(db: Connection, user_id: str) -> None:
-    """Serialise changes to one user's counted resources (signing secrets) across replicas."""
-    db.execute("SELECT 1 FROM users WHERE id = %s FOR UPDATE", (user_id,))
-
-
-def _lock_domain(db: Connection, domain: str) -> None:
-    """Serialise registrations and verifications of one domain name across users."""
-    db.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"domain:{domain}",))
-
-
-def _lease(db: Connection, job_ids: list[int], until: float, holder: str) -> None:
-    if job_ids:
-        db.execute(
-            "UPDATE jobs SET locked_until = %s, locked_by = %s WHERE id = ANY(%s::bigint[])",
-            (until, holder, job_ids),
-        )
-
-
-def _add_job(
-    db: Connection, kind: str, message_id: str, now: float, *, announce: bool = True
-) -> None:
-    """Queue a job; `announce` wakes every replica's workers once the transaction commits
-    (identical notifications in one transaction are delivered once)."""
-    db.execute(
-        "INSERT INTO jobs (kind, message_id, run_at, created_at) VALUES (%s, %s, %s, %s)",
-        (kind, message_id, now, now),
-    )
-    if announce:
-        _notify(db, JOBS_ADDED_PAYLOAD)
 
 
 def _notify(db: Connection, *payloads: str) -> None:
@@ -1304,37 +300,3 @@ def revocation_payload(origin: str, kind: Literal["agent", "key", "user"], value
     revoked (its hash), an account deleted (its id) — so every replica ends the live
     subscriptions that depended on it."""
     return json.dumps({"origin": origin, "revoke": kind, "id": value})
-
-
-def _domain_row(db: Connection, user_id: str, domain: str) -> tuple[Any, ...] | None:
-    return db.execute(
-        f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = %s AND domain = %s",
-        (user_id, domain),
-    ).fetchone()
-
-
-def _agent_row(db: Connection, user_id: str, email: str) -> tuple[Any, ...] | None:
-    return db.execute(
-        f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = %s AND email = %s",
-        (user_id, email),
-    ).fetchone()
-
-
-def _outbound_row(
-    db: Connection, user_id: str | None, message_id: str, *, lock: bool = False
-) -> tuple[Any, ...] | None:
-    query = f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE id = %s AND direction = 'outbound'"
-    params: tuple[str, ...] = (message_id,)
-    if user_id is not None:
-        query += " AND user_id = %s"
-        params = (message_id, user_id)
-    if lock:
-        query += " FOR UPDATE"
-    return db.execute(query, params).fetchone()
-
-
-def _existing_outbound_row(db: Connection, message_id: str) -> tuple[Any, ...]:
-    row = _outbound_row(db, None, message_id)
-    if row is None:
-        raise StorageUnavailable(f"outbound message {message_id} vanished inside a transaction")
-    return row

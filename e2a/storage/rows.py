@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from e2a.storage.base import (
-    TERMINAL_STATUSES,
     Agent,
     AgentChanges,
     ApiKey,
@@ -30,10 +29,16 @@ from e2a.storage.base import (
     OutboundMessage,
     SigningSecret,
 )
+from e2a.storage.vocabulary import APPROVAL_NOTICE_JOB as APPROVAL_NOTICE_JOB
+from e2a.storage.vocabulary import (
+    DELIVERY_PENDING,
+    PENDING_APPROVAL,
+    QUEUED,
+)
+from e2a.storage.vocabulary import OUTBOUND_JOB as OUTBOUND_JOB
+from e2a.storage.vocabulary import WEBHOOK_JOB as WEBHOOK_JOB
 
-WEBHOOK_JOB = "webhook"
-OUTBOUND_JOB = "outbound"
-APPROVAL_NOTICE_JOB = "approval_notice"
+# The three job kinds are re-exported (`X as X`): e2a.metrics reads them from here.
 
 AGENT_COLUMNS = (
     "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "
@@ -193,8 +198,8 @@ def domain_params(domain: Domain) -> tuple[Any, ...]:
     return (domain.user_id, domain.domain, domain.verification_token, domain.created_at)
 
 
-def agent_params(agent: Agent, *, flag: Callable[[bool], Any]) -> tuple[Any, ...]:
-    """For AGENT_COLUMNS; `flag` stores a boolean as the backend's column expects it."""
+def agent_params(agent: Agent) -> tuple[Any, ...]:
+    """For AGENT_COLUMNS (both drivers store a Python bool as their boolean column wants)."""
     return (
         agent.email,
         agent.user_id,
@@ -202,7 +207,7 @@ def agent_params(agent: Agent, *, flag: Callable[[bool], Any]) -> tuple[Any, ...
         agent.name,
         agent.webhook_url,
         agent.agent_mode,
-        flag(agent.hitl_enabled),
+        agent.hitl_enabled,
         agent.hitl_ttl_seconds,
         agent.hitl_expiration_action,
         agent.created_at,
@@ -268,7 +273,7 @@ def inbound_params(
         digest,
         json.dumps(message.auth_headers),
         json.dumps(message.authentication_results),
-        "pending" if cloud else None,
+        DELIVERY_PENDING if cloud else None,
         message.client_ip,
         message.helo,
         message.received_at,
@@ -318,9 +323,9 @@ def outbound_params(message: OutboundMessage) -> tuple[Any, ...]:
 
 def outbound_job_kind(message: OutboundMessage) -> str | None:
     """The job a newly added outbound message needs: a send, an approval notice, or none."""
-    if message.status == "queued":
+    if message.status == QUEUED:
         return OUTBOUND_JOB
-    if message.status == "pending_approval":
+    if message.status == PENDING_APPROVAL:
         return APPROVAL_NOTICE_JOB
     return None
 
@@ -609,12 +614,3 @@ def rate_verdict(hits: int, limit: int, window_end: int, now: float) -> float | 
     if hits <= limit:
         return None
     return max(window_end - now, 0.0)
-
-
-EXPIRABLE_MESSAGE = (
-    "(m.direction = 'inbound' OR m.status IN ("
-    + ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
-    + ")) AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message_id = m.id)"
-)
-"""SQL condition on `messages m` that the retention sweep may delete the row: inbound mail, or
-outbound mail that is finished, and in either case no job (delivery, send, notice) pending."""

@@ -11,98 +11,27 @@ import logging
 import os
 import sqlite3
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
-from e2a.clock import format_timestamp
-from e2a.storage.base import (
-    Agent,
-    AgentChanges,
-    AlreadyExists,
-    ApiKey,
-    ConversationClaim,
-    Domain,
-    FinishedAttempt,
-    InboundMessage,
-    InUse,
-    Job,
-    LastOne,
-    LimitReached,
-    MessagePage,
-    NewInboundMessage,
-    NotPending,
-    OutboundEdits,
-    OutboundMessage,
-    SendOutcome,
-    SigningSecret,
-    StatusFilter,
-    StorageUnavailable,
-    User,
-    WebhookAttempt,
-    WebhookDelivery,
-)
-from e2a.storage.migrations import load_migrations
-from e2a.storage.rows import (
-    AGENT_COLUMNS,
-    API_KEY_COLUMNS,
-    DELETED_TABLES,
-    DOMAIN_COLUMNS,
-    EXPIRABLE_MESSAGE,
-    EXPORT_MESSAGE_COLUMNS,
-    EXPORT_SIGNING_SECRET_COLUMNS,
-    INBOUND_INSERT_COLUMNS,
-    JOB_COLUMNS,
-    MESSAGE_COLUMNS,
-    OUTBOUND_COLUMNS,
-    OUTBOUND_INSERT_COLUMNS,
-    OUTBOUND_JOB,
-    OUTBOUND_STATUS_INDEX,
-    RATE_LIMIT_PRUNE_BATCH,
-    SIGNING_SECRET_COLUMNS,
-    WEBHOOK_ATTEMPT_COLUMNS,
-    WEBHOOK_JOB,
-    agent_assignments,
-    agent_params,
-    api_key_params,
-    attempt_params,
-    chosen_conversation,
-    decode_agent,
-    decode_api_key,
-    decode_domain,
-    decode_message,
-    decode_outbound,
-    decode_signing_secret,
-    delivery_status_params,
-    domain_params,
-    done_job_ids,
-    edit_assignments,
-    first_conversation,
-    inbound_params,
-    jobs_within_room,
-    merged_recipient_results,
-    message_page,
-    outbound_job_kind,
-    outbound_params,
-    rate_verdict,
-    rate_window,
-    raw_digest,
-    raw_messages_of,
-    recipient_results,
-    retry_params,
-    signing_secret_params,
-    user_export,
-)
+from e2a.storage.base import StorageUnavailable
+from e2a.storage.migrations import Migration, load_migrations
+from e2a.storage.rows import raw_digest
+from e2a.storage.sql.dialect import SQLITE
+from e2a.storage.sql.lifecycle import applied_versions, record_migration
+from e2a.storage.sql.runner import Routing, Work
+from e2a.storage.sql.store import SqlStorage
+from e2a.storage.sql.transaction import Transaction
 
 T = TypeVar("T")
 log = logging.getLogger("e2a.storage")
 READER_COUNT = 4
 PRIVATE_MODE = 0o600
 SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
-_SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL"
 
 
 def _make_private(path: str) -> None:
@@ -147,8 +76,10 @@ def _translate_errors() -> Iterator[None]:
         raise StorageUnavailable(f"sqlite: {exc}") from exc
 
 
-class SqliteStorage:
+class SqliteStorage(SqlStorage):
     """Storage on one SQLite file. Create with `SqliteStorage.open(path)`."""
+
+    dialect = SQLITE
 
     def __init__(
         self,
@@ -159,7 +90,6 @@ class SqliteStorage:
     ):
         self.path = path
         self.holder = holder
-        """Stamped on the job leases this process takes."""
         self._writer = writer
         self._write_lock = trio.Lock()
         self._readers = readers
@@ -192,16 +122,17 @@ class SqliteStorage:
             ) from exc
         return cls(path, writer, readers, holder)
 
-    # -- plumbing ---------------------------------------------------------------------------
+    # -- the runner -------------------------------------------------------------------------
 
-    def _run_transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool) -> T:
+    def _transact(self, work: Work[T], durable: bool) -> T:
+        """Run `work` in one `BEGIN IMMEDIATE` transaction on the writer (in its thread)."""
         with _translate_errors():
             if not durable:
                 self._writer.execute("PRAGMA synchronous = OFF")
             try:
                 self._writer.execute("BEGIN IMMEDIATE")
                 try:
-                    result = work(self._writer)
+                    result = work(Transaction(self._writer, self.dialect, sqlite3.IntegrityError))
                 except BaseException:
                     self._writer.execute("ROLLBACK")
                     raise
@@ -212,81 +143,52 @@ class SqliteStorage:
                     self._writer.execute("PRAGMA synchronous = FULL")
 
     async def _write(
-        self,
-        work: Callable[[sqlite3.Connection], T],
-        *,
-        changes_routing: bool = False,
-        durable: bool = True,
+        self, work: Work[T], *, changes_routing: bool = False, durable: bool = True
     ) -> T:
         """Run `work` in one write transaction on the writer thread; commit or roll back.
 
-        `changes_routing` marks writes to agents, verified domains or signing secrets.
-        `durable=False` commits without waiting for the disk: only for job leases, which every
-        start frees anyway (the WAL frames reach the disk with the next durable commit)."""
+        A write that `changes_routing` clears the routing answers remembered so far.
+        `durable=False` commits without waiting for the disk (the WAL frames reach it with the
+        next durable commit)."""
         async with self._write_lock:
             try:
-                return await trio.to_thread.run_sync(self._run_transaction, work, durable)
+                return await trio.to_thread.run_sync(self._transact, work, durable)
             finally:
                 if changes_routing:
-                    self._forget_routing()
+                    self._routing.clear()
+                    self._routing_generation += 1
 
-    def _forget_routing(self) -> None:
-        self._routing.clear()
-        self._routing_generation += 1
-
-    async def _routing_read(
-        self, key: tuple[str, str], work: Callable[[sqlite3.Connection], T]
-    ) -> T:
-        """`_read` for routing answers, remembered until the next write that could change them."""
-        if key in self._routing:
-            cached: T = self._routing[key]
+    async def _read(self, work: Work[T], *, snapshot: bool = False, routing: Routing = None) -> T:
+        """Run `work` on a reader connection (it never blocks the writer). A `routing` answer
+        is remembered until the next write that could change it."""
+        if routing is not None and routing in self._routing:
+            cached: T = self._routing[routing]
             return cached
         generation = self._routing_generation
-        value = await self._read(work)
-        if generation == self._routing_generation:
-            self._routing[key] = value
-        return value
-
-    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` on a reader connection (sees everything committed before it started)."""
         async with self._reader_slots:
             connection = self._readers.pop()
             try:
-                return await trio.to_thread.run_sync(self._run_read, connection, work)
+                value = await trio.to_thread.run_sync(_read_on, connection, work, snapshot)
             finally:
                 self._readers.append(connection)
-
-    @staticmethod
-    def _run_read(connection: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
-        with _translate_errors():
-            return work(connection)
+        if routing is not None and generation == self._routing_generation:
+            self._routing[routing] = value
+        return value
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def migrate(self) -> list[int]:
         """Apply each migration newer than the recorded version, one transaction each."""
-
-        def ensure_table(db: sqlite3.Connection) -> set[int]:
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            return {row[0] for row in db.execute("SELECT version FROM schema_migrations")}
-
-        applied = await self._write(ensure_table)
+        applied = await self._write(applied_versions)
         done: list[int] = []
         for migration in load_migrations("sqlite"):
             if migration.version in applied:
                 continue
 
-            def apply(db: sqlite3.Connection, migration: Any = migration) -> None:
+            def apply(tx: Transaction, migration: Migration = migration) -> None:
                 for statement in _split_sql(migration.sql):
-                    db.execute(statement)
-                db.execute(
-                    "INSERT INTO schema_migrations (version, name, applied_at) "
-                    "VALUES (?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))",
-                    (migration.version, migration.name),
-                )
+                    tx.execute(statement)
+                record_migration(tx, migration)
 
             await self._write(apply)
             done.append(migration.version)
@@ -299,930 +201,18 @@ class SqliteStorage:
         for connection in self._readers:
             connection.close()
 
-    async def ping(self) -> None:
-        """Raise StorageUnavailable unless a trivial query answers."""
-        await self._read(lambda db: db.execute("SELECT 1").fetchone())
 
-    async def server_secret(self, candidate: str) -> str:
-        """The development server secret, stored on first use."""
-
-        def get_or_store(db: sqlite3.Connection) -> str:
-            db.execute(
-                "INSERT OR IGNORE INTO server_state (name, value) VALUES ('hmac_secret', ?)",
-                (candidate,),
-            )
-            row = db.execute("SELECT value FROM server_state WHERE name = 'hmac_secret'").fetchone()
-            return str(row[0])
-
-        return await self._write(get_or_store)
-
-    # -- users and credentials --------------------------------------------------------------
-
-    async def ensure_user(self, user_id: str, email: str, now: str) -> tuple[User, bool]:
-        """Return the user with `email`, creating it if absent."""
-
-        def upsert(db: sqlite3.Connection) -> tuple[User, bool]:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO users (id, email, created_at) VALUES (?, ?, ?)",
-                (user_id, email, now),
-            )
-            row = db.execute(
-                "SELECT id, email, created_at FROM users WHERE email = ?", (email,)
-            ).fetchone()
-            return User(*row), cursor.rowcount == 1
-
-        return await self._write(upsert)
-
-    async def add_api_key(self, key: ApiKey, key_hash: str) -> None:
-        """Store an API key by its hash."""
-        await self._write(
-            lambda db: db.execute(
-                "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                api_key_params(key, key_hash),
-            )
-        )
-
-    async def user_for_key_hash(self, key_hash: str) -> User | None:
-        """The owner of a live key with this hash."""
-
-        def lookup(db: sqlite3.Connection) -> User | None:
-            row = db.execute(
-                "SELECT u.id, u.email, u.created_at FROM api_keys k "
-                "JOIN users u ON u.id = k.user_id "
-                "WHERE k.key_hash = ? AND k.revoked_at IS NULL",
-                (key_hash,),
-            ).fetchone()
-            return User(*row) if row else None
-
-        return await self._read(lookup)
-
-    async def get_user(self, user_id: str) -> User | None:
-        """The user with this id."""
-
-        def lookup(db: sqlite3.Connection) -> User | None:
-            row = db.execute(
-                "SELECT id, email, created_at FROM users WHERE id = ?", (user_id,)
-            ).fetchone()
-            return User(*row) if row else None
-
-        return await self._read(lookup)
-
-    async def first_user(self) -> User | None:
-        """The user created first (the same second: the smaller id)."""
-
-        def lookup(db: sqlite3.Connection) -> User | None:
-            row = db.execute(
-                "SELECT id, email, created_at FROM users ORDER BY created_at, id LIMIT 1"
-            ).fetchone()
-            return User(*row) if row else None
-
-        return await self._read(lookup)
-
-    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
-        """The user's keys, newest first."""
-        rows = await self._read(
-            lambda db: db.execute(
-                f"SELECT {API_KEY_COLUMNS} "
-                "FROM api_keys WHERE user_id = ? ORDER BY created_at DESC, rowid DESC",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_api_key(row) for row in rows]
-
-    async def export_user(self, user_id: str) -> dict[str, Any]:
-        """Everything stored about the user, from one read snapshot (no hashes or seeds)."""
-
-        def export(db: sqlite3.Connection) -> dict[str, Any]:
-            def rows(query: str) -> list[Any]:
-                return db.execute(query, (user_id,)).fetchall()
-
-            db.execute("BEGIN")  # one snapshot for every query below
-            try:
-                return user_export(
-                    db.execute(
-                        "SELECT id, email, created_at FROM users WHERE id = ?", (user_id,)
-                    ).fetchone(),
-                    rows(
-                        f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? "
-                        "ORDER BY created_at, email"
-                    ),
-                    rows(
-                        f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? "
-                        "ORDER BY created_at, domain"
-                    ),
-                    rows(
-                        f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = ? "
-                        "ORDER BY created_at, rowid"
-                    ),
-                    rows(
-                        f"SELECT {EXPORT_SIGNING_SECRET_COLUMNS} FROM signing_secrets "
-                        "WHERE user_id = ? ORDER BY seq"
-                    ),
-                    rows(
-                        f"SELECT {EXPORT_MESSAGE_COLUMNS} FROM messages WHERE user_id = ? "
-                        "ORDER BY seq"
-                    ),
-                )
-            finally:
-                db.execute("COMMIT")
-
-        return await self._read(export)
-
-    async def delete_user(self, user_id: str) -> dict[str, int]:
-        """Delete the user and all they own in one transaction; rows deleted per table."""
-        owned = "user_id = ? OR agent_email IN (SELECT email FROM agents WHERE user_id = ?)"
-        statements = {
-            "webhook_attempts": (
-                f"DELETE FROM webhook_attempts WHERE message_id IN "
-                f"(SELECT id FROM messages WHERE {owned})",
-                (user_id, user_id),
-            ),
-            "jobs": (
-                f"DELETE FROM jobs WHERE message_id IN (SELECT id FROM messages WHERE {owned})",
-                (user_id, user_id),
-            ),
-            "messages": (f"DELETE FROM messages WHERE {owned}", (user_id, user_id)),
-            "agents": ("DELETE FROM agents WHERE user_id = ?", (user_id,)),
-            "domains": ("DELETE FROM domains WHERE user_id = ?", (user_id,)),
-            "api_keys": ("DELETE FROM api_keys WHERE user_id = ?", (user_id,)),
-            "signing_secrets": ("DELETE FROM signing_secrets WHERE user_id = ?", (user_id,)),
-            "users": ("DELETE FROM users WHERE id = ?", (user_id,)),
-        }
-
-        def delete(db: sqlite3.Connection) -> dict[str, int]:
-            counts = {
-                table: db.execute(query, params).rowcount
-                for table, (query, params) in statements.items()
-            }
-            return {table: counts[table] for table in DELETED_TABLES}
-
-        return await self._write(delete, changes_routing=True)
-
-    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> str | None:
-        """Revoke one live key of the user; its hash, or None."""
-        row = await self._write(
-            lambda db: db.execute(
-                "UPDATE api_keys SET revoked_at = ? "
-                "WHERE id = ? AND user_id = ? AND revoked_at IS NULL RETURNING key_hash",
-                (now, key_id, user_id),
-            ).fetchone()
-        )
-        return str(row[0]) if row else None
-
-    async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
-        """Store a signing secret unless the user has `max_per_user` already."""
-
-        def insert(db: sqlite3.Connection) -> None:
-            (count,) = db.execute(
-                "SELECT count(*) FROM signing_secrets WHERE user_id = ?", (secret.user_id,)
-            ).fetchone()
-            if count >= max_per_user:
-                raise LimitReached(f"at most {max_per_user} signing secrets per user")
-            db.execute(
-                "INSERT INTO signing_secrets "
-                "(id, seq, user_id, name, seed, secret_prefix, created_at) VALUES "
-                "(?, (SELECT coalesce(max(seq), 0) + 1 FROM signing_secrets), ?, ?, ?, ?, ?)",
-                signing_secret_params(secret),
-            )
-
-        await self._write(insert, changes_routing=True)
-
-    async def list_signing_secrets(self, user_id: str) -> list[SigningSecret]:
-        """The user's secrets, newest first."""
-        rows = await self._read(
-            lambda db: db.execute(
-                f"SELECT {SIGNING_SECRET_COLUMNS} "
-                "FROM signing_secrets WHERE user_id = ? ORDER BY seq DESC",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_signing_secret(row) for row in rows]
-
-    async def delete_signing_secret(self, user_id: str, secret_id: str) -> bool:
-        """Delete one of the user's secrets, never the last."""
-
-        def delete(db: sqlite3.Connection) -> bool:
-            ids = [
-                row[0]
-                for row in db.execute(
-                    "SELECT id FROM signing_secrets WHERE user_id = ?", (user_id,)
-                )
-            ]
-            if secret_id not in ids:
-                return False
-            if len(ids) == 1:
-                raise LastOne("cannot delete the last signing secret")
-            db.execute("DELETE FROM signing_secrets WHERE id = ?", (secret_id,))
-            return True
-
-        return await self._write(delete, changes_routing=True)
-
-    # -- domains ----------------------------------------------------------------------------
-
-    async def add_domain(self, domain: Domain) -> None:
-        """Register a domain for its user."""
-
-        def insert(db: sqlite3.Connection) -> None:
-            taken = db.execute(
-                "SELECT 1 FROM domains WHERE domain = ? AND (user_id = ? OR verified = 1)",
-                (domain.domain, domain.user_id),
-            ).fetchone()
-            if taken:
-                raise AlreadyExists(domain.domain)
-            db.execute(
-                "INSERT INTO domains (user_id, domain, verification_token, verified, created_at) "
-                "VALUES (?, ?, ?, 0, ?)",
-                domain_params(domain),
-            )
-
-        await self._write(insert)
-
-    async def list_domains(self, user_id: str) -> list[Domain]:
-        """The user's domains, oldest first."""
-        rows = await self._read(
-            lambda db: db.execute(
-                f"SELECT {DOMAIN_COLUMNS} "
-                "FROM domains WHERE user_id = ? ORDER BY created_at, domain",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_domain(row) for row in rows]
-
-    async def get_domain(self, user_id: str, domain: str) -> Domain | None:
-        """One of the user's domains."""
-        row = await self._read(
-            lambda db: db.execute(
-                f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? AND domain = ?",
-                (user_id, domain),
-            ).fetchone()
-        )
-        return decode_domain(row) if row else None
-
-    async def mark_domain_verified(self, user_id: str, domain: str, now: str) -> Domain | None:
-        """Mark verified; AlreadyExists when another user holds it verified."""
-
-        def update(db: sqlite3.Connection) -> Domain | None:
-            try:
-                db.execute(
-                    "UPDATE domains SET verified = 1, verified_at = coalesce(verified_at, ?) "
-                    "WHERE user_id = ? AND domain = ?",
-                    (now, user_id, domain),
-                )
-            except sqlite3.IntegrityError:
-                raise AlreadyExists(domain) from None
-            row = db.execute(
-                f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? AND domain = ?",
-                (user_id, domain),
-            ).fetchone()
-            return decode_domain(row) if row else None
-
-        return await self._write(update, changes_routing=True)
-
-    async def delete_domain(self, user_id: str, domain: str) -> bool:
-        """Delete the user's domain unless agents use it."""
-
-        def delete(db: sqlite3.Connection) -> bool:
-            if not db.execute(
-                "SELECT 1 FROM domains WHERE user_id = ? AND domain = ?", (user_id, domain)
-            ).fetchone():
-                return False
-            if db.execute(
-                "SELECT 1 FROM agents WHERE user_id = ? AND domain = ? LIMIT 1", (user_id, domain)
-            ).fetchone():
-                raise InUse(domain)
-            db.execute("DELETE FROM domains WHERE user_id = ? AND domain = ?", (user_id, domain))
-            return True
-
-        return await self._write(delete, changes_routing=True)
-
-    async def is_served_domain(self, domain: str) -> bool:
-        """True when a user holds `domain` verified (cached until domains change)."""
-        row = await self._routing_read(
-            ("domain", domain),
-            lambda db: db.execute(
-                "SELECT 1 FROM domains WHERE domain = ? AND verified = 1", (domain,)
-            ).fetchone(),
-        )
-        return row is not None
-
-    # -- agents -----------------------------------------------------------------------------
-
-    async def add_agent(self, agent: Agent) -> None:
-        """Store a new agent; AlreadyExists when the address is taken."""
-
-        def insert(db: sqlite3.Connection) -> None:
-            try:
-                db.execute(
-                    f"INSERT INTO agents ({AGENT_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    agent_params(agent, flag=int),
-                )
-            except sqlite3.IntegrityError:
-                raise AlreadyExists(agent.email) from None
-
-        await self._write(insert, changes_routing=True)
-
-    async def list_agents(self, user_id: str) -> list[Agent]:
-        """The user's agents, oldest first."""
-        rows = await self._read(
-            lambda db: db.execute(
-                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? ORDER BY created_at, email",
-                (user_id,),
-            ).fetchall()
-        )
-        return [decode_agent(row) for row in rows]
-
-    async def get_agent(self, user_id: str, email: str) -> Agent | None:
-        """One of the user's agents."""
-        row = await self._read(
-            lambda db: db.execute(
-                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ?",
-                (user_id, email),
-            ).fetchone()
-        )
-        return decode_agent(row) if row else None
-
-    async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
-        """Apply a partial update to one of the user's agents."""
-        assignments = agent_assignments(changes)
-
-        def update(db: sqlite3.Connection) -> Agent | None:
-            if assignments:
-                columns = ", ".join(f"{column} = ?" for column in assignments)
-                db.execute(
-                    f"UPDATE agents SET {columns} WHERE user_id = ? AND email = ?",
-                    (*assignments.values(), user_id, email),
-                )
-            row = db.execute(
-                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ?",
-                (user_id, email),
-            ).fetchone()
-            return decode_agent(row) if row else None
-
-        return await self._write(update, changes_routing=True)
-
-    async def delete_agent(self, user_id: str, email: str) -> str | None:
-        """Delete one of the user's agents (its messages and jobs cascade); its id, or None."""
-        row = await self._write(
-            lambda db: db.execute(
-                "DELETE FROM agents WHERE user_id = ? AND email = ? RETURNING id", (user_id, email)
-            ).fetchone(),
-            changes_routing=True,
-        )
-        return str(row[0]) if row else None
-
-    async def find_agent(self, email: str) -> Agent | None:
-        """The agent at `email`, for routing (cached until agents change)."""
-        row = await self._routing_read(
-            ("agent", email),
-            lambda db: db.execute(
-                f"SELECT {AGENT_COLUMNS} FROM agents WHERE email = ?", (email,)
-            ).fetchone(),
-        )
-        return decode_agent(row) if row else None
-
-    # -- messages ---------------------------------------------------------------------------
-
-    async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
-        """Commit messages and their webhook jobs in one transaction, each distinct raw
-        message once (digested in a worker thread first, outside the write lock)."""
-        raw = await trio.to_thread.run_sync(raw_messages_of, messages)
-
-        def insert(db: sqlite3.Connection) -> None:
-            db.executemany(
-                "INSERT OR IGNORE INTO raw_messages (digest, raw) VALUES (?, ?)",
-                raw.distinct.items(),
-            )
-            for message, digest in zip(messages, raw.digests, strict=True):
-                row = db.execute(
-                    "SELECT user_id, agent_mode FROM agents WHERE email = ?",
-                    (message.agent_email,),
-                ).fetchone()
-                if row is None:
-                    raise StorageUnavailable(f"agent {message.agent_email} vanished")
-                user_id, agent_mode = row
-                cloud = agent_mode == "cloud"
-                db.execute(
-                    f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    inbound_params(message, user_id, cloud, digest),
-                )
-                if cloud:
-                    _add_job(db, WEBHOOK_JOB, message.id, now)
-
-        await self._write(insert)
-
-    async def list_inbound(
-        self,
-        user_id: str,
-        agent_email: str,
-        status: StatusFilter,
-        page_size: int,
-        after_seq: int | None,
-    ) -> MessagePage:
-        """A keyset page of the agent's messages, oldest first."""
-        conditions = ["m.user_id = ?", "m.agent_email = ?", "m.direction = 'inbound'", "m.seq > ?"]
-        params: list[Any] = [user_id, agent_email, after_seq or 0]
-        if status != "all":
-            conditions.append("m.status = ?")
-            params.append(status)
-        query = (
-            f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {' AND '.join(conditions)} "
-            "ORDER BY m.seq LIMIT ?"
-        )
-        params.append(page_size + 1)
-        rows = await self._read(lambda db: db.execute(query, params).fetchall())
-        return message_page(rows, page_size)
-
-    async def read_inbound(
-        self, user_id: str, agent_email: str, message_id: str
-    ) -> InboundMessage | None:
-        """Return one of the agent's messages, marking it read."""
-
-        def read(db: sqlite3.Connection) -> InboundMessage | None:
-            db.execute(
-                "UPDATE messages SET status = 'read' WHERE id = ? AND user_id = ? "
-                "AND agent_email = ? AND direction = 'inbound' AND status = 'unread'",
-                (message_id, user_id, agent_email),
-            )
-            row = db.execute(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ? AND m.user_id = ? "
-                "AND m.agent_email = ? AND m.direction = 'inbound'",
-                (message_id, user_id, agent_email),
-            ).fetchone()
-            return decode_message(row) if row else None
-
-        return await self._write(read)
-
-    async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
-        """Mark one of the agent's inbound messages read."""
-        cursor = await self._write(
-            lambda db: db.execute(
-                "UPDATE messages SET status = 'read' WHERE id = ? AND user_id = ? "
-                "AND agent_email = ? AND direction = 'inbound'",
-                (message_id, user_id, agent_email),
-            )
-        )
-        return cursor.rowcount == 1
-
-    async def newest_signing_seed(self, user_id: str) -> str | None:
-        """Seed of the user's newest signing secret (cached until secrets change)."""
-        row = await self._routing_read(
-            ("seed", user_id),
-            lambda db: db.execute(
-                "SELECT seed FROM signing_secrets WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
-                (user_id,),
-            ).fetchone(),
-        )
-        return str(row[0]) if row else None
-
-    async def conversation_for(
-        self,
-        user_id: str,
-        agent_email: str,
-        rfc_message_ids: list[str],
-        claim: ConversationClaim | None = None,
-    ) -> str | None:
-        """Threading from the user's messages of the agent (Storage.conversation_for)."""
-        marks = ", ".join("?" for _ in rfc_message_ids)
-
-        def read(db: sqlite3.Connection) -> str | None:
-            referenced = None
-            if rfc_message_ids:
-                rows = db.execute(
-                    "SELECT rfc_message_id, conversation_id FROM messages "
-                    f"WHERE user_id = ? AND agent_email = ? AND rfc_message_id IN ({marks}) "
-                    "ORDER BY seq DESC",
-                    (user_id, agent_email, *rfc_message_ids),
-                ).fetchall()
-                referenced = first_conversation(rows, rfc_message_ids)
-            if claim is None:
-                return referenced
-            in_agent = "FROM messages WHERE user_id = ? AND agent_email = ? AND conversation_id = ?"
-            scope = (user_id, agent_email, claim.conversation_id)
-            exists, by_sender = db.execute(
-                f"SELECT EXISTS (SELECT 1 {in_agent}), "
-                f"EXISTS (SELECT 1 {in_agent} AND from_addr = ?)",
-                (*scope, *scope, claim.sender),
-            ).fetchone()
-            return chosen_conversation(referenced, claim, bool(exists), bool(by_sender))
-
-        return await self._read(read)
-
-    # -- jobs -------------------------------------------------------------------------------
-
-    async def release_leases(self) -> None:
-        """Free all leases: on SQLite only this process works the queue."""
-        await self._write(
-            lambda db: db.execute("UPDATE jobs SET locked_until = NULL, locked_by = NULL")
-        )
-
-    async def claim_webhook_jobs(
-        self,
-        now: float,
-        limit: int | None,
-        lease_seconds: float,
-        room: Mapping[str, int],
-        default_room: int,
-    ) -> list[Job]:
-        """Lease due webhook jobs in order, at most `room[url]` (else `default_room`) per URL."""
-        full = [url for url, free in room.items() if free <= 0]
-        skip = ", ".join("?" for _ in full)
-
-        def claim(db: sqlite3.Connection) -> list[Job]:
-            candidates = db.execute(
-                "SELECT j.id, j.kind, j.message_id, j.attempts, j.run_at, j.created_at, "
-                "coalesce(a.webhook_url, '') FROM jobs j JOIN messages m ON m.id = j.message_id "
-                "JOIN agents a ON a.email = m.agent_email "
-                "WHERE j.kind = ? AND j.run_at <= ? "
-                "AND (j.locked_until IS NULL OR j.locked_until < ?) "
-                f"AND coalesce(a.webhook_url, '') NOT IN ({skip}) "
-                "ORDER BY j.run_at, j.id LIMIT ?",
-                (WEBHOOK_JOB, now, now, *full, -1 if limit is None else limit),
-            ).fetchall()
-            jobs = jobs_within_room(candidates, room, default_room)
-            db.executemany(
-                "UPDATE jobs SET locked_until = ?, locked_by = ? WHERE id = ?",
-                [(now + lease_seconds, self.holder, job.id) for job in jobs],
-            )
-            return jobs
-
-        return await self._write(claim, durable=False)
-
-    async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:
-        """The messages with their agents' webhook URLs (cloud agents only) and signing seeds."""
-
-        chunk_size = 500  # well under SQLite's limit on bound parameters
-
-        def load(db: sqlite3.Connection) -> dict[str, WebhookDelivery]:
-            found: dict[str, WebhookDelivery] = {}
-            for start in range(0, len(message_ids), chunk_size):
-                chunk = message_ids[start : start + chunk_size]
-                marks = ", ".join("?" for _ in chunk)
-                for row in db.execute(
-                    f"SELECT {MESSAGE_COLUMNS}, "
-                    "CASE WHEN a.agent_mode = 'cloud' THEN a.webhook_url END, "
-                    "(SELECT seed FROM signing_secrets s WHERE s.user_id = m.user_id "
-                    " ORDER BY s.seq DESC LIMIT 1) "
-                    f"FROM messages m JOIN agents a ON a.email = m.agent_email "
-                    f"WHERE m.id IN ({marks})",
-                    chunk,
-                ):
-                    message = decode_message(row[:-2])
-                    found[message.id] = WebhookDelivery(message, row[-2], row[-1])
-            return found
-
-        return await self._read(load)
-
-    async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
-        """Record the attempts, update the statuses, drop or reschedule the jobs, atomically."""
-
-        def finish(db: sqlite3.Connection) -> None:
-            db.executemany(
-                "INSERT INTO webhook_attempts "
-                "(message_id, attempt, attempted_at, status_code, error, duration_ms) "
-                "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE id = ?)",
-                attempt_params(finished),
-            )
-            db.executemany(
-                "UPDATE messages SET delivery_status = ? WHERE id = ?",
-                delivery_status_params(finished),
-            )
-            db.executemany(
-                "UPDATE jobs SET run_at = ?, attempts = ?, locked_until = NULL WHERE id = ?",
-                retry_params(finished),
-            )
-            db.executemany(
-                "DELETE FROM jobs WHERE id = ?",
-                [(job_id,) for job_id in done_job_ids(finished)],
-            )
-
-        await self._write(finish)
-
-    async def release_jobs(self, job_ids: list[int]) -> None:
-        """Give claimed jobs back as they were."""
-        await self._write(
-            lambda db: db.executemany(
-                "UPDATE jobs SET locked_until = NULL WHERE id = ?",
-                [(job_id,) for job_id in job_ids],
-            ),
-            durable=False,
-        )
-
-    async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
-        """Attempts for one message, oldest first."""
-        rows = await self._read(
-            lambda db: db.execute(
-                f"SELECT {WEBHOOK_ATTEMPT_COLUMNS} "
-                "FROM webhook_attempts WHERE message_id = ? ORDER BY attempt, id",
-                (message_id,),
-            ).fetchall()
-        )
-        return [WebhookAttempt(*row) for row in rows]
-
-    # -- outbound ---------------------------------------------------------------------------
-
-    async def add_outbound(self, message: OutboundMessage) -> None:
-        """Insert an outbound message (and its send job when queued)."""
-
-        def insert(db: sqlite3.Connection) -> None:
-            db.execute(
-                f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
-                "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', '{}', ?, ?, ?, "
-                "?, ?, ?, ?, ?, ?)",
-                outbound_params(message),
-            )
-            job_kind = outbound_job_kind(message)
-            if job_kind is not None:
-                _add_job(db, job_kind, message.id, message.created_epoch)
-
-        await self._write(insert)
-
-    async def count_recent_outbound(self, agent_email: str, since: float) -> int:
-        """Outbound messages the agent created since `since`."""
-        row = await self._read(
-            lambda db: db.execute(
-                "SELECT count(*) FROM messages WHERE agent_email = ? AND direction = 'outbound' "
-                "AND created_epoch >= ?",
-                (agent_email, since),
-            ).fetchone()
-        )
-        return int(row[0])
-
-    # -- rate limits ------------------------------------------------------------------------
-
-    async def hit_rate_limit(
-        self, key: str, window_seconds: int, limit: int, now: float
-    ) -> float | None:
-        """Count one request in `key`'s current window (one write transaction)."""
-        start, end = rate_window(now, window_seconds)
-
-        def hit(db: sqlite3.Connection) -> int:
-            db.execute(
-                "DELETE FROM rate_limits WHERE rowid IN (SELECT rowid FROM rate_limits "
-                "WHERE expires_at <= ? LIMIT ?)",
-                (now, RATE_LIMIT_PRUNE_BATCH),
-            )
-            db.execute(
-                "INSERT INTO rate_limits (key, window_start, expires_at, hits) "
-                "VALUES (?, ?, ?, 1) "
-                "ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + 1",
-                (key, start, end),
-            )
-            row = db.execute(
-                "SELECT hits FROM rate_limits WHERE key = ? AND window_start = ?", (key, start)
-            ).fetchone()
-            return int(row[0])
-
-        return rate_verdict(await self._write(hit), limit, end, now)
-
-    async def list_outbound(
-        self, user_id: str, status: str, agent_email: str | None
-    ) -> list[OutboundMessage]:
-        """The user's outbound messages in `status`."""
-        query = (
-            f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE user_id = ? "
-            "AND direction = 'outbound' AND status = ?"
-        )
-        params: list[Any] = [user_id, status]
-        if agent_email is not None:
-            query += " AND agent_email = ?"
-            params.append(agent_email)
-        query += " ORDER BY coalesce(approval_expires_at, created_epoch), seq LIMIT 500"
-        rows = await self._read(lambda db: db.execute(query, params).fetchall())
-        return [decode_outbound(row) for row in rows]
-
-    async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
-        """One outbound message (scoped to `user_id` unless None)."""
-        row = await self._read(lambda db: _outbound_row(db, user_id, message_id))
-        return decode_outbound(row) if row else None
-
-    async def review_outbound(
-        self,
-        user_id: str | None,
-        message_id: str,
-        approve: bool,
-        edits: OutboundEdits | None,
-        reason: str | None,
-        now: float,
-    ) -> OutboundMessage | None:
-        """Approve or reject a pending message, exactly once."""
-        reviewed_at = format_timestamp(now)
-
-        def review(db: sqlite3.Connection) -> OutboundMessage | None:
-            row = _outbound_row(db, user_id, message_id)
-            if row is None:
-                return None
-            if row[OUTBOUND_STATUS_INDEX] != "pending_approval":
-                raise NotPending(row[OUTBOUND_STATUS_INDEX])
-            if approve:
-                changes = edit_assignments(edits)
-                columns = "".join(f", {column} = ?" for column in changes)
-                db.execute(
-                    f"UPDATE messages SET status = 'queued', reviewed_at = ?, edited = ?{columns} "
-                    "WHERE id = ?",
-                    (reviewed_at, int(bool(changes)), *changes.values(), message_id),
-                )
-                _add_job(db, OUTBOUND_JOB, message_id, now)
-            else:
-                db.execute(
-                    f"UPDATE messages SET status = 'rejected', reviewed_at = ?, "
-                    f"rejection_reason = ?, {_SCRUB} WHERE id = ?",
-                    (reviewed_at, reason, message_id),
-                )
-            return decode_outbound(_existing_outbound_row(db, message_id))
-
-        return await self._write(review)
-
-    async def expire_outbound(self, now: float) -> list[OutboundMessage]:
-        """Apply the agents' expiration actions to overdue pending messages."""
-        reviewed_at = format_timestamp(now)
-
-        def expire(db: sqlite3.Connection) -> list[OutboundMessage]:
-            due = db.execute(
-                "SELECT m.id, a.hitl_expiration_action FROM messages m "
-                "JOIN agents a ON a.email = m.agent_email WHERE m.direction = 'outbound' "
-                "AND m.status = 'pending_approval' AND m.approval_expires_at <= ? LIMIT 500",
-                (now,),
-            ).fetchall()
-            for message_id, action in due:
-                if action == "approve":
-                    db.execute(
-                        "UPDATE messages SET status = 'expired_approved', reviewed_at = ? "
-                        "WHERE id = ?",
-                        (reviewed_at, message_id),
-                    )
-                    _add_job(db, OUTBOUND_JOB, message_id, now)
-                else:
-                    db.execute(
-                        f"UPDATE messages SET status = 'expired_rejected', reviewed_at = ?, "
-                        f"rejection_reason = 'approval expired', {_SCRUB} WHERE id = ?",
-                        (reviewed_at, message_id),
-                    )
-            return [
-                decode_outbound(_existing_outbound_row(db, message_id)) for message_id, _ in due
-            ]
-
-        return await self._write(expire)
-
-    async def claim_jobs(
-        self, kind: str, now: float, limit: int, lease_seconds: float
-    ) -> list[Job]:
-        """Lease due jobs of `kind` (outbound sends, approval notices), oldest first."""
-
-        def claim(db: sqlite3.Connection) -> list[Job]:
-            rows = db.execute(
-                f"SELECT {JOB_COLUMNS} FROM jobs "
-                "WHERE kind = ? AND run_at <= ? AND (locked_until IS NULL OR locked_until < ?) "
-                "ORDER BY run_at, id LIMIT ?",
-                (kind, now, now, limit),
-            ).fetchall()
-            db.executemany(
-                "UPDATE jobs SET locked_until = ?, locked_by = ? WHERE id = ?",
-                [(now + lease_seconds, self.holder, row[0]) for row in rows],
-            )
-            return [Job(*row) for row in rows]
-
-        return await self._write(claim, durable=False)
-
-    async def finish_outbound(
-        self,
-        job_id: int,
-        message_id: str,
-        outcome: SendOutcome,
-        method: Literal["smtp", "local"],
-        error: str | None,
-        retry_at: float | None,
-    ) -> None:
-        """Record the result of a send attempt."""
-
-        def finish(db: sqlite3.Connection) -> None:
-            if outcome == "retry":
-                db.execute(
-                    "UPDATE jobs SET run_at = ?, attempts = attempts + 1, locked_until = NULL "
-                    "WHERE id = ?",
-                    (retry_at, job_id),
-                )
-                db.execute(
-                    "UPDATE messages SET send_error = ?, method = ? WHERE id = ?",
-                    (error, method, message_id),
-                )
-                return
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            status = "sent" if outcome == "sent" else "failed"
-            db.execute(
-                "UPDATE messages SET status = CASE WHEN ? = 'failed' AND status = "
-                "'expired_approved' THEN 'expired_rejected' ELSE ? END, method = ?, "
-                f"send_error = ?, {_SCRUB} WHERE id = ?",
-                (status, status, method, error, message_id),
-            )
-
-        await self._write(finish)
-
-    # Outbound rows never use `auth_results_json` for authentication results (those are about
-    # inbound senders); for them it holds the per-recipient hand-off results instead.
-    async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
-        """Merge `results` into the message's per-recipient results."""
-
-        def record(db: sqlite3.Connection) -> None:
-            row = db.execute(
-                "SELECT auth_results_json FROM messages WHERE id = ? AND direction = 'outbound'",
-                (message_id,),
-            ).fetchone()
-            if row is None:
-                return
-            db.execute(
-                "UPDATE messages SET auth_results_json = ? WHERE id = ?",
-                (merged_recipient_results(row[0], results), message_id),
-            )
-
-        await self._write(record)
-
-    async def recipient_results(self, message_id: str) -> dict[str, str]:
-        """The outbound message's settled recipients (empty when none or no such message)."""
-        row = await self._read(
-            lambda db: db.execute(
-                "SELECT auth_results_json FROM messages WHERE id = ? AND direction = 'outbound'",
-                (message_id,),
-            ).fetchone()
-        )
-        return recipient_results(row[0]) if row else {}
-
-    async def finish_job(self, job_id: int, retry_at: float | None) -> None:
-        """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
-
-        def finish(db: sqlite3.Connection) -> None:
-            if retry_at is None:
-                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            else:
-                db.execute(
-                    "UPDATE jobs SET run_at = ?, attempts = attempts + 1, locked_until = NULL "
-                    "WHERE id = ?",
-                    (retry_at, job_id),
-                )
-
-        await self._write(finish)
-
-    # -- retention and queue depth ----------------------------------------------------------
-
-    async def delete_messages_before(self, cutoff: str, limit: int) -> int:
-        """Delete up to `limit` expired messages, oldest first (attempts go by cascade)."""
-
-        def delete(db: sqlite3.Connection) -> int:
-            return db.execute(
-                "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m "
-                f"WHERE m.created_at < ? AND {EXPIRABLE_MESSAGE} ORDER BY m.created_at "
-                "LIMIT ?)",
-                (cutoff, limit),
-            ).rowcount
-
-        return await self._write(delete)
-
-    async def delete_webhook_attempts_before(self, cutoff: str, limit: int) -> int:
-        """Delete up to `limit` webhook attempts made before `cutoff`, oldest first."""
-
-        def delete(db: sqlite3.Connection) -> int:
-            return db.execute(
-                "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts "
-                "WHERE attempted_at < ? ORDER BY attempted_at LIMIT ?)",
-                (cutoff, limit),
-            ).rowcount
-
-        return await self._write(delete)
-
-    async def count_jobs(self) -> dict[str, int]:
-        """Jobs per kind, waiting or leased."""
-        rows = await self._read(
-            lambda db: db.execute("SELECT kind, count(*) FROM jobs GROUP BY kind").fetchall()
-        )
-        return {str(kind): int(count) for kind, count in rows}
-
-
-def _add_job(db: sqlite3.Connection, kind: str, message_id: str, now: float) -> None:
-    db.execute(
-        "INSERT INTO jobs (kind, message_id, run_at, created_at) VALUES (?, ?, ?, ?)",
-        (kind, message_id, now, now),
-    )
-
-
-def _outbound_row(
-    db: sqlite3.Connection, user_id: str | None, message_id: str
-) -> tuple[Any, ...] | None:
-    query = f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE id = ? AND direction = 'outbound'"
-    params: tuple[str, ...] = (message_id,)
-    if user_id is not None:
-        query += " AND user_id = ?"
-        params = (message_id, user_id)
-    row: tuple[Any, ...] | None = db.execute(query, params).fetchone()
-    return row
-
-
-def _existing_outbound_row(db: sqlite3.Connection, message_id: str) -> tuple[Any, ...]:
-    row = _outbound_row(db, None, message_id)
-    if row is None:
-        raise StorageUnavailable(f"outbound message {message_id} vanished inside a transaction")
-    return row
+def _read_on(connection: sqlite3.Connection, work: Work[T], snapshot: bool) -> T:
+    """Run `work` on a reader `connection` (in a worker thread); in one snapshot if asked."""
+    with _translate_errors():
+        transaction = Transaction(connection, SQLITE, sqlite3.IntegrityError)
+        if not snapshot:
+            return work(transaction)
+        connection.execute("BEGIN")
+        try:
+            return work(transaction)
+        finally:
+            connection.execute("COMMIT")
 
 
 def _split_sql(script: str) -> list[str]:

@@ -1,0 +1,160 @@
+"""Where SQLite and PostgreSQL spell e2a's SQL differently, and nothing else.
+
+Statements are written once with `?` placeholders; a `Dialect` turns them into its driver's
+paramstyle and supplies the few fragments the two databases do not share: boolean literals,
+the time, row locks (PostgreSQL's replicas) or their absence (SQLite's single writer), lists
+bound as one parameter, upserts that keep a row locked, advisory locks, and "no limit".
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+ListType = Literal["text", "bigint"]
+"""What a list parameter holds (PostgreSQL casts it to an array of that type)."""
+
+
+class Dialect(abc.ABC):
+    """The pieces of SQL one database spells its own way."""
+
+    name: ClassVar[str]
+    true: ClassVar[str]
+    """The literal of a boolean column's true value."""
+    false: ClassVar[str]
+    no_limit: ClassVar[int | None]
+    """The `LIMIT ?` parameter that means every row."""
+    single_writer: ClassVar[bool]
+    """One process writes, one transaction at a time: nothing needs a row or advisory lock,
+    and no job is ever held by somebody else."""
+    insertion_order: ClassVar[str]
+    """The column that orders `api_keys` rows by insertion (ties of `created_at`)."""
+    utc_now: ClassVar[str]
+    """The current time as RFC 3339 UTC text (`2026-01-01T00:00:00Z`), to the second."""
+
+    @abc.abstractmethod
+    def sql(self, query: str) -> str:
+        """`query` (written with `?` placeholders) in the driver's paramstyle."""
+
+    @abc.abstractmethod
+    def for_update(self, of: str | None = None) -> str:
+        """The clause that locks the selected rows until the commit (in a join, those of the
+        table aliased `of` only); empty under a single writer."""
+
+    @abc.abstractmethod
+    def skip_locked(self, of: str | None = None) -> str:
+        """The clause that locks the selected rows and passes over rows another transaction
+        holds, so concurrent workers take different ones; empty under a single writer."""
+
+    @abc.abstractmethod
+    def in_list(self, expression: str, element: ListType) -> str:
+        """The condition that `expression` is one of a list bound as one parameter
+        (`list_param`)."""
+
+    @abc.abstractmethod
+    def not_in_list(self, expression: str, element: ListType) -> str:
+        """The condition that `expression` is none of a list bound as one parameter."""
+
+    @abc.abstractmethod
+    def list_param(self, values: Sequence[Any]) -> Any:
+        """`values` as the one parameter of `in_list` or `not_in_list`."""
+
+    @abc.abstractmethod
+    def next_in_sequence(self, table: str, column: str) -> str:
+        """The value an INSERT gives `column`, numbering the rows of `table` in order."""
+
+    @abc.abstractmethod
+    def insert_or_lock(self, key: str) -> str:
+        """The ON CONFLICT clause of an INSERT that leaves an existing row with the same `key`
+        as it is, but locked until the commit (so nobody deletes it meanwhile)."""
+
+    @abc.abstractmethod
+    def advisory_lock(self, name: str, space: int | None = None) -> tuple[str, tuple[Any, ...]]:
+        """A statement and its parameters that take a lock on `name` (in the key `space`, when
+        given) until the commit; an empty statement under a single writer."""
+
+
+class SqliteDialect(Dialect):
+    """SQLite: one writer, booleans stored as integers, lists bound as JSON."""
+
+    name = "sqlite"
+    true = "1"  # as the partial index `domains_verified_once` is written, so it is used
+    false = "0"
+    no_limit = -1
+    single_writer = True
+    insertion_order = "rowid"
+    utc_now = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
+
+    def sql(self, query: str) -> str:
+        return query
+
+    def for_update(self, of: str | None = None) -> str:
+        return ""
+
+    def skip_locked(self, of: str | None = None) -> str:
+        return ""
+
+    def in_list(self, expression: str, element: ListType) -> str:
+        return f"{expression} IN (SELECT value FROM json_each(?))"
+
+    def not_in_list(self, expression: str, element: ListType) -> str:
+        return f"{expression} NOT IN (SELECT value FROM json_each(?))"
+
+    def list_param(self, values: Sequence[Any]) -> Any:
+        return json.dumps(list(values))
+
+    def next_in_sequence(self, table: str, column: str) -> str:
+        return f"(SELECT coalesce(max({column}), 0) + 1 FROM {table})"
+
+    def insert_or_lock(self, key: str) -> str:
+        return f"ON CONFLICT ({key}) DO NOTHING"
+
+    def advisory_lock(self, name: str, space: int | None = None) -> tuple[str, tuple[Any, ...]]:
+        return "", ()
+
+
+class PostgresDialect(Dialect):
+    """PostgreSQL: several replicas write at once, so rows and names are locked."""
+
+    name = "postgres"
+    true = "TRUE"
+    false = "FALSE"
+    no_limit = None
+    single_writer = False
+    insertion_order = "seq"
+    utc_now = """to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+
+    def sql(self, query: str) -> str:
+        return query.replace("%", "%%").replace("?", "%s")
+
+    def for_update(self, of: str | None = None) -> str:
+        return f" FOR UPDATE OF {of}" if of else " FOR UPDATE"
+
+    def skip_locked(self, of: str | None = None) -> str:
+        return f"{self.for_update(of)} SKIP LOCKED"
+
+    def in_list(self, expression: str, element: ListType) -> str:
+        return f"{expression} = ANY(?::{element}[])"
+
+    def not_in_list(self, expression: str, element: ListType) -> str:
+        return f"{expression} <> ALL(?::{element}[])"
+
+    def list_param(self, values: Sequence[Any]) -> Any:
+        return list(values)
+
+    def next_in_sequence(self, table: str, column: str) -> str:
+        return "DEFAULT"  # an identity column: concurrent inserts never share a number
+
+    def insert_or_lock(self, key: str) -> str:
+        return f"ON CONFLICT ({key}) DO UPDATE SET {key} = excluded.{key}"
+
+    def advisory_lock(self, name: str, space: int | None = None) -> tuple[str, tuple[Any, ...]]:
+        if space is None:
+            return "SELECT pg_advisory_xact_lock(hashtext(?))", (name,)
+        return "SELECT pg_advisory_xact_lock(?, hashtext(?))", (space, name)
+
+
+SQLITE = SqliteDialect()
+POSTGRES = PostgresDialect()

@@ -1,0 +1,49 @@
+"""The SQL of the retention sweep: old messages and webhook attempt records deleted in batches.
+
+Each batch is one short transaction that passes over rows another replica's sweep holds. A
+message that still has a job, or outbound mail not yet finished, is never deleted.
+"""
+
+from __future__ import annotations
+
+from e2a.storage.sql.runner import Runner
+from e2a.storage.vocabulary import INBOUND, TERMINAL_STATUSES
+
+FINISHED = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
+EXPIRABLE_MESSAGE = (
+    f"(m.direction = '{INBOUND}' OR m.status IN ({FINISHED})) "
+    "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message_id = m.id)"
+)
+"""Condition on `messages m` that the sweep may delete the row: inbound mail, or outbound mail
+that is finished, and in either case no job (delivery, send, notice) pending."""
+
+
+class RetentionSql(Runner):
+    """`Retention` in SQL."""
+
+    async def delete_messages_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` expired messages, oldest first (their attempts by cascade, their
+        raw bytes with the last message pointing at them); how many went."""
+        return await self._write(
+            lambda tx: (
+                tx.execute(
+                    "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m "
+                    f"WHERE m.created_at < ? AND {EXPIRABLE_MESSAGE} ORDER BY m.created_at "
+                    f"LIMIT ?{tx.dialect.skip_locked()})",
+                    (cutoff, limit),
+                ).rowcount
+            )
+        )
+
+    async def delete_webhook_attempts_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` webhook attempts made before `cutoff`, oldest first."""
+        return await self._write(
+            lambda tx: (
+                tx.execute(
+                    "DELETE FROM webhook_attempts WHERE id IN (SELECT id FROM webhook_attempts "
+                    "WHERE attempted_at < ? ORDER BY attempted_at "
+                    f"LIMIT ?{tx.dialect.skip_locked()})",
+                    (cutoff, limit),
+                ).rowcount
+            )
+        )

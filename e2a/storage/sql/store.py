@@ -1,0 +1,43 @@
+"""`SqlStorage`: the whole `Storage` protocol, joined from the SQL of every aggregate.
+
+Both backends are an `SqlStorage` that adds what is theirs alone: connections, transactions,
+threads, migrations and (PostgreSQL) announcements to other replicas.
+"""
+
+from __future__ import annotations
+
+import abc
+
+from e2a.storage.sql.accounts import AccountsSql
+from e2a.storage.sql.agents import AgentsSql
+from e2a.storage.sql.domains import DomainsSql
+from e2a.storage.sql.jobs import JobsSql
+from e2a.storage.sql.lifecycle import LifecycleSql
+from e2a.storage.sql.messages import MessagesSql
+from e2a.storage.sql.outbound import OutboundSql
+from e2a.storage.sql.rate_limits import RateLimitsSql
+from e2a.storage.sql.retention import RetentionSql
+from e2a.storage.sql.webhooks import WebhooksSql
+
+
+class SqlStorage(
+    LifecycleSql,
+    AccountsSql,
+    DomainsSql,
+    AgentsSql,
+    MessagesSql,
+    OutboundSql,
+    JobsSql,
+    WebhooksSql,
+    RateLimitsSql,
+    RetentionSql,
+):
+    """`Storage` over a backend's `Runner` methods, which the backend supplies with these."""
+
+    @abc.abstractmethod
+    async def migrate(self) -> list[int]:
+        """Apply pending numbered migrations; return the versions applied now."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections and threads."""

@@ -1,0 +1,53 @@
+"""The words storage writes into its status, direction, mode and kind columns, each spelled once.
+
+The SQL of every aggregate refers to these constants, never to a literal of its own; the
+protocol's `Literal` types in `e2a.storage.base` name the same words (a test holds them equal).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Which way a row of `messages` went.
+INBOUND: Final = "inbound"
+OUTBOUND: Final = "outbound"
+
+# An inbound message, as its agent has seen it (`MessageStatus`).
+UNREAD: Final = "unread"
+READ: Final = "read"
+
+DELIVERY_PENDING: Final = "pending"
+"""An inbound message for a cloud agent whose webhook has not been attempted yet; afterwards its
+`delivery_status` is the last attempt's outcome (`DeliveryOutcome`)."""
+
+# An outbound message's place in the approval lifecycle (`OutboundStatus`).
+PENDING_APPROVAL: Final = "pending_approval"
+QUEUED: Final = "queued"
+SENT: Final = "sent"
+FAILED: Final = "failed"
+REJECTED: Final = "rejected"
+EXPIRED_APPROVED: Final = "expired_approved"
+EXPIRED_REJECTED: Final = "expired_rejected"
+OUTBOUND_STATUSES: Final = (
+    PENDING_APPROVAL,
+    QUEUED,
+    SENT,
+    FAILED,
+    REJECTED,
+    EXPIRED_APPROVED,
+    EXPIRED_REJECTED,
+)
+TERMINAL_STATUSES: Final = frozenset({SENT, FAILED, REJECTED, EXPIRED_REJECTED})
+"""Outbound statuses nothing leaves: the body is scrubbed and retention may delete the row."""
+
+# How an agent receives its mail (`AgentMode`), and what its overdue approvals become.
+CLOUD: Final = "cloud"
+LOCAL: Final = "local"
+EXPIRE_BY_APPROVING: Final = "approve"
+EXPIRE_BY_REJECTING: Final = "reject"
+
+# What a row of `jobs` asks a worker to do.
+WEBHOOK_JOB: Final = "webhook"
+OUTBOUND_JOB: Final = "outbound"
+APPROVAL_NOTICE_JOB: Final = "approval_notice"
+JOB_KINDS: Final = (WEBHOOK_JOB, OUTBOUND_JOB, APPROVAL_NOTICE_JOB)

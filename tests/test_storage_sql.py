@@ -1,0 +1,174 @@
+"""The pieces under the SQL written once: the vocabulary of stored words, the roles of the
+Storage protocol, and each dialect's fragments run on its own database."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from typing import Any, get_args, get_type_hints
+
+import pytest
+
+from e2a.storage import base, vocabulary
+from e2a.storage.postgres import PostgresStorage
+from e2a.storage.sql.dialect import POSTGRES, SQLITE
+from e2a.storage.sql.store import SqlStorage
+from e2a.storage.sql.transaction import Transaction
+from e2a.storage.sqlite import SqliteStorage
+from tests.databases import fresh_postgres_database
+
+ROLES = (
+    base.Lifecycle,
+    base.Accounts,
+    base.Directory,
+    base.Mailboxes,
+    base.Outbox,
+    base.JobQueueStore,
+    base.WebhookDeliveries,
+    base.RateLimits,
+    base.Retention,
+)
+
+
+def test_the_protocol_types_name_the_vocabulary_words() -> None:
+    assert get_args(base.OutboundStatus) == vocabulary.OUTBOUND_STATUSES
+    assert set(vocabulary.OUTBOUND_STATUSES) > vocabulary.TERMINAL_STATUSES
+    assert get_args(base.MessageStatus) == (vocabulary.UNREAD, vocabulary.READ)
+    assert get_args(base.AgentMode) == (vocabulary.CLOUD, vocabulary.LOCAL)
+    expiration = get_type_hints(base.Agent)["hitl_expiration_action"]
+    assert set(get_args(expiration)) == {
+        vocabulary.EXPIRE_BY_APPROVING,
+        vocabulary.EXPIRE_BY_REJECTING,
+    }
+    assert vocabulary.DELIVERY_PENDING not in get_args(base.DeliveryOutcome)
+
+
+def test_every_vocabulary_word_can_stand_quoted_in_sql() -> None:
+    """The SQL writes the words between single quotes: none may hold a quote or anything else
+    that would end or change the literal."""
+    words = [
+        value
+        for name, value in vars(vocabulary).items()
+        if name.isupper() and isinstance(value, str)
+    ]
+    assert len(words) > 15
+    assert all(re.fullmatch(r"[a-z_]+", word) for word in words), words
+    assert len(set(vocabulary.JOB_KINDS)) == 3
+
+
+def protocol_methods(protocol: type) -> set[str]:
+    return {
+        name
+        for name, member in vars(protocol).items()
+        if inspect.iscoroutinefunction(member) and not name.startswith("_")
+    }
+
+
+def test_storage_is_the_union_of_disjoint_roles() -> None:
+    by_role = [protocol_methods(role) for role in ROLES]
+    together = set().union(*by_role)
+    assert sum(len(methods) for methods in by_role) == len(together)  # no method in two roles
+    assert set().union(*(protocol_methods(cls) for cls in base.Storage.__mro__)) == together
+    assert len(together) == 55
+
+
+@pytest.mark.parametrize("backend", [SqliteStorage, PostgresStorage])
+def test_each_backend_implements_every_role(backend: type[SqlStorage]) -> None:
+    for role in ROLES:
+        for name in protocol_methods(role):
+            implementation = getattr(backend, name)
+            assert inspect.iscoroutinefunction(implementation), f"{backend.__name__}.{name}"
+            declared = inspect.signature(getattr(role, name)).parameters
+            assert list(inspect.signature(implementation).parameters) == list(declared), name
+    assert not inspect.isabstract(backend)
+
+
+@contextmanager
+def transaction_on(backend: str) -> Iterator[Transaction]:
+    """A Transaction on a real, empty database of `backend`, rolled back afterwards."""
+    if backend == "sqlite":
+        with closing(sqlite3.connect(":memory:", isolation_level=None)) as connection:
+            connection.execute("BEGIN")
+            yield Transaction(connection, SQLITE, sqlite3.IntegrityError)
+        return
+    import psycopg
+
+    with (
+        fresh_postgres_database() as url,
+        psycopg.connect(url, autocommit=True) as connection,
+        connection.transaction(force_rollback=True),
+    ):
+        yield Transaction(connection, POSTGRES, psycopg.IntegrityError)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def tx(request: pytest.FixtureRequest) -> Iterator[Transaction]:
+    with transaction_on(request.param) as transaction:
+        dialect = transaction.dialect
+        transaction.execute(
+            "CREATE TABLE words (id INTEGER PRIMARY KEY, word TEXT NOT NULL, "
+            f"flag BOOLEAN NOT NULL DEFAULT {dialect.false})"
+        )
+        transaction.executemany(
+            "INSERT INTO words (id, word) VALUES (?, ?)",
+            [(1, "a%b"), (2, "it's"), (3, "?")],
+        )
+        yield transaction
+
+
+def words(tx: Transaction, condition: str, params: tuple[Any, ...] = ()) -> list[str]:
+    return [
+        row[0] for row in tx.all(f"SELECT word FROM words WHERE {condition} ORDER BY id", params)
+    ]
+
+
+def test_placeholders_leave_literals_with_percent_signs_alone(tx: Transaction) -> None:
+    assert words(tx, "word LIKE 'a%' AND id = ?", (1,)) == ["a%b"]
+    assert words(tx, "word = ?", ("?",)) == ["?"]
+    assert words(tx, "word = ?", ("it's",)) == ["it's"]
+
+
+def test_a_list_is_one_parameter_empty_or_not(tx: Transaction) -> None:
+    dialect = tx.dialect
+    assert words(tx, dialect.in_list("word", "text"), (dialect.list_param(["?", "a%b"]),)) == [
+        "a%b",
+        "?",
+    ]
+    assert words(tx, dialect.in_list("word", "text"), (dialect.list_param([]),)) == []
+    assert words(tx, dialect.not_in_list("word", "text"), (dialect.list_param([]),)) == [
+        "a%b",
+        "it's",
+        "?",
+    ]
+    assert words(tx, dialect.in_list("id", "bigint"), (dialect.list_param([3, 1]),)) == [
+        "a%b",
+        "?",
+    ]
+
+
+def test_booleans_limits_and_the_time(tx: Transaction) -> None:
+    dialect = tx.dialect
+    tx.execute(f"UPDATE words SET flag = {dialect.true} WHERE id = ?", (2,))
+    assert words(tx, f"flag = {dialect.true}") == ["it's"]
+    assert words(tx, f"flag = {dialect.false}") == ["a%b", "?"]
+    rows = tx.all("SELECT word FROM words ORDER BY id LIMIT ?", (dialect.no_limit,))
+    assert len(rows) == 3
+    (now,) = tx.one(f"SELECT {dialect.utc_now}")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", now), now
+
+
+def test_an_existing_row_is_kept_by_insert_or_lock_and_conflicts_raise_as_asked(
+    tx: Transaction,
+) -> None:
+    tx.execute(
+        f"INSERT INTO words (id, word) VALUES (?, ?) {tx.dialect.insert_or_lock('id')}",
+        (1, "other"),
+    )
+    assert words(tx, "id = ?", (1,)) == ["a%b"]
+    with pytest.raises(LookupError, match="taken"):
+        tx.execute(
+            "INSERT INTO words (id, word) VALUES (?, ?)", (2, "x"), conflict=LookupError("taken")
+        )
