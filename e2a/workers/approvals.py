@@ -23,10 +23,10 @@ from e2a.outbound.relay import hand_off
 from e2a.signing.magic_links import Action, issue_token, link_key
 from e2a.smtp.client import Outgoing
 from e2a.storage.base import Agent, Job, OutboundMessage, User
+from e2a.storage.vocabulary import APPROVAL_NOTICE_JOB
 
 log = logging.getLogger("e2a.approvals")
 
-APPROVAL_NOTICE_JOB = "approval_notice"
 EXPIRY_INTERVAL_SECONDS = 15.0
 NOTICE_POLL_SECONDS = 5.0
 NOTICE_BATCH = 16
