@@ -128,7 +128,8 @@ async def hitl_owner(
 
 
 async def add_pending(gateway: Gateway, owner: Owner, deadline: float) -> OutboundMessage:
-    """Store a message awaiting approval (with its notice job) and wake the workers."""
+    """Store a message awaiting approval (with its notice job, whose commit wakes the
+    approval worker)."""
     message_id = new_id("msg")
     message = OutboundMessage(
         id=message_id,
@@ -152,7 +153,6 @@ async def add_pending(gateway: Gateway, owner: Owner, deadline: float) -> Outbou
         created_epoch=time.time(),
     )
     await gateway.storage.add_outbound(message)
-    gateway.hub.jobs_added()
     return message
 
 
@@ -426,7 +426,7 @@ async def test_ttl_expiry_applies_each_agents_action(
     assert await worker.expire_due(deadline - 1) == []
     assert stored_row(gateway.settings, sent_anyway.id)[0] == "pending_approval"
 
-    signal = gateway.hub.job_signal()
+    signal = gateway.jobs.added("outbound")
     expired = await worker.expire_due(deadline + 30)
     assert {m.id: m.status for m in expired} == {
         sent_anyway.id: "expired_approved",

@@ -137,22 +137,37 @@ class ApprovalWorker:
     `expire_due(now)` each do one round (tests pass their own clock); `run()` loops forever.
     """
 
-    def __init__(self, gateway: Gateway, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        clock: Callable[[], float] = time.time,
+        poll_seconds: float = NOTICE_POLL_SECONDS,
+    ) -> None:
         self._gateway = gateway
         self._clock = clock
+        self._poll_seconds = poll_seconds
         self._warned_no_relay = False
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Expire overdue messages every EXPIRY_INTERVAL_SECONDS (at once on start, so a
-        restart catches up) and send notices as their jobs come in, until cancelled."""
+        restart catches up) and send notices as their jobs are committed (looking again every
+        `poll_seconds` regardless), until cancelled; report started once the first look at
+        the queue is done."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._expire_forever)
+            added, claimed = await self._look()
+            task_status.started()
             while True:
-                signal = self._gateway.hub.job_signal()
-                claimed = await self.send_due_notices(self._clock())
                 if claimed < NOTICE_BATCH:
-                    with trio.move_on_after(NOTICE_POLL_SECONDS):
-                        await signal.wait()
+                    with trio.move_on_after(self._poll_seconds):
+                        await added.wait()
+                added, claimed = await self._look()
+
+    async def _look(self) -> tuple[trio.Event, int]:
+        """Send the notices due now: the wake-up for notices added meanwhile (armed before
+        looking) and how many were claimed."""
+        added = self._gateway.jobs.added(APPROVAL_NOTICE_JOB)
+        return added, await self.send_due_notices(self._clock())
 
     async def _expire_forever(self) -> None:
         while True:
@@ -160,8 +175,9 @@ class ApprovalWorker:
             await trio.sleep(EXPIRY_INTERVAL_SECONDS)
 
     async def expire_due(self, now: float) -> list[OutboundMessage]:
-        """Apply the expiration action to every message overdue at `now`; wake the send worker
-        when some were auto-approved. Returns the messages expired."""
+        """Apply the expiration action to every message overdue at `now` (the commit of an
+        auto-approval queues its send and wakes the send worker). Returns the messages
+        expired."""
         storage = self._gateway.storage
         expired: list[OutboundMessage] = []
         while True:
@@ -169,8 +185,6 @@ class ApprovalWorker:
             expired += batch
             if len(batch) < EXPIRE_BATCH:
                 break
-        if any(message.status in lifecycle.AWAITING_HAND_OFF for message in expired):
-            self._gateway.hub.jobs_added()
         for message in expired:
             log.info("outbound %s approval expired -> %s", message.id, message.status)
         return expired

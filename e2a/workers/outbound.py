@@ -28,6 +28,7 @@ from e2a.outbound.mime import Draft, InvalidDraft, build_message, decode_attachm
 from e2a.outbound.relay import hand_off
 from e2a.smtp.client import Outcome, Outgoing
 from e2a.storage.base import Agent, Job, OutboundMessage, SendOutcome, StorageUnavailable
+from e2a.storage.vocabulary import OUTBOUND_JOB
 from e2a.workers.webhook_policy import backoff_seconds, next_attempt_at
 
 log = logging.getLogger("e2a.outbound")
@@ -180,16 +181,19 @@ class OutboundWorker:
     """Sends `outbound` jobs. `deliver_due(now)` does one round; `run()` loops forever.
 
     `clock` gives the wall-clock time used to claim jobs and schedule retries (tests pass a
-    fake one); `uniform` is the jitter source."""
+    fake one); `uniform` is the jitter source. With nothing to do, it looks again after
+    `poll_seconds`, or as soon as outbound jobs are committed."""
 
     def __init__(
         self,
         gateway: Gateway,
         clock: Callable[[], float] = time.time,
         uniform: Callable[[float, float], float] = random.uniform,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self._gateway = gateway
         self._clock = clock
+        self._poll_seconds = poll_seconds
         self._uniform = uniform
         dkim_settings = gateway.settings.dkim
         self._signer = (
@@ -201,17 +205,26 @@ class OutboundWorker:
         self._in_flight: set[str] = set()
         self._wake = trio.Event()
 
-    async def run(self) -> None:
-        """Send due jobs until cancelled, waking early when jobs are committed or a slot frees."""
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Send due jobs until cancelled, waking early when jobs are committed or a slot frees;
+        report started once the first look at the queue is done."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._forward_job_signals)
+            nursery.start_soon(self._gateway.jobs.wake_on_jobs, OUTBOUND_JOB, self._wake_up)
+            idle = await self._look(nursery)
+            task_status.started()
             while True:
-                wake = self._wake = trio.Event()
-                free = MAX_IN_FLIGHT - len(self._in_flight)
-                claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
-                if claimed == 0 or len(self._in_flight) >= MAX_IN_FLIGHT:
-                    with trio.move_on_after(POLL_SECONDS):
-                        await wake.wait()
+                if idle:
+                    with trio.move_on_after(self._poll_seconds):
+                        await self._wake.wait()
+                idle = await self._look(nursery)
+
+    async def _look(self, nursery: trio.Nursery) -> bool:
+        """Claim what is due and has room; True when nothing was or no slot is left, so the
+        worker should wait. The wake-up is armed first: work arriving meanwhile is not missed."""
+        self._wake = trio.Event()
+        free = MAX_IN_FLIGHT - len(self._in_flight)
+        claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
+        return claimed == 0 or len(self._in_flight) >= MAX_IN_FLIGHT
 
     async def deliver_due(self, now: float, limit: int = 1000) -> int:
         """Claim up to `limit` jobs due at `now`, attempt each once and wait for them all;
@@ -219,14 +232,13 @@ class OutboundWorker:
         async with trio.open_nursery() as nursery:
             return await self._dispatch(nursery, now, limit)
 
-    async def _forward_job_signals(self) -> None:
-        while True:
-            await self._gateway.hub.job_signal().wait()
-            self._wake.set()
+    def _wake_up(self) -> None:
+        """Look at the queue again now (jobs were added, or a slot is free)."""
+        self._wake.set()
 
     async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int) -> int:
         """Claim due jobs and start an attempt for each one not already being sent here."""
-        jobs = await self._gateway.storage.claim_jobs("outbound", now, limit, self._lease)
+        jobs = await self._gateway.storage.claim_jobs(OUTBOUND_JOB, now, limit, self._lease)
         for job in jobs:
             # A lease dropped under us (another worker's start-up release) must not send twice.
             if job.message_id in self._in_flight:
