@@ -515,6 +515,23 @@ async def test_notice_retries_while_the_relay_is_down_and_drops_without_relay(
     assert sink.received == []
 
 
+async def test_a_notice_is_abandoned_once_its_retry_would_come_after_the_deadline(
+    tmp_path: Path, resolver: Any
+) -> None:
+    down = relay_settings(tmp_path, free_port())
+    async with quiet_gateway(down, resolver) as quiet:
+        account = await open_account(quiet.gateway, quiet.http_url, OWNER)
+        async with account.http:
+            owner = await hitl_owner(quiet.gateway, account)
+            message = await add_pending(quiet.gateway, owner, time.time() + 75)
+            now = time.time()
+            worker = ApprovalWorker(quiet.gateway, clock=lambda: now)
+            assert await worker.send_due_notices(now) == 1  # deferred: again at +30
+            assert job_kinds(down, message.id) == ["approval_notice"]
+            assert await worker.send_due_notices(now + 30) == 1  # +90 is past the deadline
+            assert job_kinds(down, message.id) == []
+
+
 async def test_notice_for_a_resolved_message_is_not_sent(
     tmp_path: Path, resolver: Any, sink: Sink, relay_port: int
 ) -> None:

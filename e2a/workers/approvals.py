@@ -24,6 +24,7 @@ from e2a.signing.magic_links import Action, issue_token, link_key
 from e2a.smtp.client import Outgoing
 from e2a.storage.base import Agent, Job, OutboundMessage, User
 from e2a.storage.vocabulary import APPROVAL_NOTICE_JOB
+from e2a.workers.retry_schedules import APPROVAL_NOTICE
 
 log = logging.getLogger("e2a.approvals")
 
@@ -31,8 +32,6 @@ EXPIRY_INTERVAL_SECONDS = 15.0
 NOTICE_POLL_SECONDS = 5.0
 NOTICE_BATCH = 16
 MAX_NOTICES_IN_FLIGHT = 8
-FIRST_RETRY_SECONDS = 30.0
-MAX_RETRY_SECONDS = 3600.0
 EXPIRE_BATCH = 500
 """`expire_outbound` handles at most this many messages per call; a full batch means more."""
 
@@ -125,11 +124,6 @@ def build_notice(
     domain = sender.rpartition("@")[2]
     data = build_message(draft, message_id=new_message_id(domain), date=now)
     return Notice(sender, owner.email, data)
-
-
-def retry_delay(attempts: int) -> float:
-    """Seconds before the next try after `attempts` failed ones: 30 s doubling to 1 h."""
-    return float(min(FIRST_RETRY_SECONDS * 2 ** min(attempts, 20), MAX_RETRY_SECONDS))
 
 
 class ApprovalWorker:
@@ -261,10 +255,13 @@ class ApprovalWorker:
     async def _retry_later(
         self, job: Job, message: OutboundMessage, now: float, error: str
     ) -> None:
-        """Reschedule with backoff, or give up once the retry would come after the deadline."""
-        retry_at = now + retry_delay(job.attempts)
+        """Reschedule on the APPROVAL_NOTICE schedule, or give up once the retry would come
+        after the approval deadline (a notice is useless then)."""
+        retry_at = APPROVAL_NOTICE.next_attempt_at(
+            job.attempts + 1, now=now, first_at=job.created_at
+        )
         deadline = message.approval_expires_at
-        if deadline is not None and retry_at >= deadline:
+        if retry_at is None or (deadline is not None and retry_at >= deadline):
             log.warning("approval notice for %s abandoned (deadline near): %s", message.id, error)
             await self._gateway.storage.finish_job(job.id, None)
             return

@@ -29,14 +29,13 @@ from e2a.outbound.relay import hand_off
 from e2a.smtp.client import Outcome, Outgoing
 from e2a.storage.base import Agent, Job, OutboundMessage, SendOutcome, StorageUnavailable
 from e2a.storage.vocabulary import OUTBOUND_JOB
-from e2a.workers.webhook_policy import backoff_seconds, next_attempt_at
+from e2a.workers.retry_schedules import OUTBOUND_HAND_OFF, OUTBOUND_INTERNAL_ERROR
 
 log = logging.getLogger("e2a.outbound")
 
 POLL_SECONDS = 1.0
 MAX_IN_FLIGHT = 32
 LEASE_MARGIN_SECONDS = 60.0
-MAX_UNEXPECTED_FAILURES = 5
 MAX_ERROR_CHARS = 1000
 NO_RELAY = (
     "outbound_smtp.host is not set — configure outbound_smtp to send mail beyond this deployment"
@@ -148,9 +147,10 @@ def settle(
 ) -> Verdict:
     """Decide the message's state from every recipient's result so far.
 
-    Deferred recipients are retried (30 s doubling to 1 h, jittered) until 24 h after the
-    message was created; then they count as failed. A settled message is `sent` when at least
-    one recipient got it (the others are named in `error`), `failed` when none did."""
+    Deferred recipients are retried on the OUTBOUND_HAND_OFF schedule (30 s doubling to 1 h,
+    jittered) until 24 h after the message was created; then they count as failed. A settled
+    message is `sent` when at least one recipient got it (the others are named in `error`),
+    `failed` when none did."""
     method: Literal["smtp", "local"] = (
         "local"
         if results and not deferred and all(r.startswith(LOCAL_PREFIX) for r in results.values())
@@ -158,7 +158,9 @@ def settle(
     )
     gave_up: dict[str, str] = {}
     if deferred:
-        retry_at = next_attempt_at(attempt, created_epoch, now, None, uniform)
+        retry_at = OUTBOUND_HAND_OFF.next_attempt_at(
+            attempt, now=now, first_at=created_epoch, uniform=uniform
+        )
         if retry_at is not None:
             return Verdict("retry", method, _describe(deferred), retry_at)
         gave_up = {rcpt: GAVE_UP_PREFIX + reason for rcpt, reason in deferred.items()}
@@ -248,9 +250,9 @@ class OutboundWorker:
         return len(jobs)
 
     async def _attempt_guarded(self, job: Job, now: float) -> None:
-        """Attempt one job; an unexpected error is logged and recorded as a retry with backoff
-        (a failure after MAX_UNEXPECTED_FAILURES), so a broken message cannot loop forever nor
-        stop the other sends."""
+        """Attempt one job; an unexpected error is logged and recorded as a retry on the
+        OUTBOUND_INTERNAL_ERROR schedule (a failure once it gives up), so a broken message
+        cannot loop forever nor stop the other sends."""
         try:
             await self.attempt(job, now)
         except Exception:
@@ -262,11 +264,13 @@ class OutboundWorker:
 
     async def _record_unexpected_failure(self, job: Job, now: float) -> None:
         error = "internal error while sending; the gateway log has details"
-        give_up = job.attempts + 1 >= MAX_UNEXPECTED_FAILURES
-        retry_at = None if give_up else now + backoff_seconds(job.attempts + 1, self._uniform)
+        retry_at = OUTBOUND_INTERNAL_ERROR.next_attempt_at(
+            job.attempts + 1, now=now, first_at=job.created_at, uniform=self._uniform
+        )
+        outcome: SendOutcome = "failed" if retry_at is None else "retry"
         try:
             await self._gateway.storage.finish_outbound(
-                job.id, job.message_id, "failed" if give_up else "retry", "smtp", error, retry_at
+                job.id, job.message_id, outcome, "smtp", error, retry_at
             )
         except StorageUnavailable as exc:
             log.error("could not record the failure of %s: %s", job.message_id, exc)

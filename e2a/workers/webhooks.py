@@ -35,13 +35,9 @@ from e2a.webhook_targets import (
     check_webhook_url,
     pinned_address,
 )
+from e2a.workers.retry_schedules import WEBHOOK_DELIVERY
 from e2a.workers.webhook_connections import WebhookConnections
-from e2a.workers.webhook_policy import (
-    build_request,
-    judge_answer,
-    next_attempt_at,
-    parse_retry_after,
-)
+from e2a.workers.webhook_policy import build_request, judge_answer, parse_retry_after
 
 log = logging.getLogger("e2a.webhooks")
 
@@ -231,7 +227,9 @@ class WebhookWorker:
         retry_at = None
         if verdict == "retry":
             retry_after = parse_retry_after(answer.retry_after, finished)
-            retry_at = next_attempt_at(attempt_number, job.created_at, finished, retry_after)
+            retry_at = WEBHOOK_DELIVERY.next_attempt_at(
+                attempt_number, now=finished, first_at=job.created_at, retry_after=retry_after
+            )
             outcome = "retrying" if retry_at is not None else "failed"
         record = WebhookAttempt(
             attempt=attempt_number,
