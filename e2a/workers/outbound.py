@@ -1,5 +1,6 @@
-"""The outbound send worker: claims `outbound` jobs, builds and DKIM-signs the message, delivers
-it locally to agents of this deployment and hands the rest to the relay (`outbound_smtp`).
+"""The outbound send worker: claims `outbound` jobs, builds and DKIM-signs the message
+(`e2a.outbound`), delivers it locally to agents of this deployment and hands the rest to the
+relay (`outbound_smtp`).
 
 Every recipient is settled once: results are stored per recipient before the message's state
 changes, so a retry hands off only the recipients that were deferred. It never holds mail that
@@ -13,17 +14,15 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import trio
 
 from e2a.addresses import AddressError, normalise_address
-from e2a.config import ConfigError
 from e2a.gateway import Gateway
 from e2a.inbound.local_delivery import deliver_locally
-from e2a.mailauth.dkim import dkimpy
 from e2a.operations import lifecycle
+from e2a.outbound.dkim_signing import DkimSigner
 from e2a.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
 from e2a.outbound.relay import hand_off
 from e2a.smtp.client import Outcome, Outgoing
@@ -44,36 +43,6 @@ ACCEPTED = "accepted"
 LOCAL_PREFIX = "local "
 REFUSED_PREFIX = "refused: "
 GAVE_UP_PREFIX = "gave up: "
-
-
-class DkimKeyError(ConfigError):
-    """The configured DKIM key cannot sign; the text says which setting to fix."""
-
-
-class DkimSigner:
-    """Signs outbound mail with the deployment's key (`dkim.selector`,
-    `dkim.private_key_path`) for the sending agent's domain."""
-
-    def __init__(self, selector: str, private_key_path: Path) -> None:
-        try:
-            self._key = private_key_path.read_bytes()
-        except OSError as exc:
-            raise DkimKeyError(
-                f"dkim.private_key_path: cannot read {private_key_path}: {exc.strerror or exc}"
-            ) from None
-        self._selector = selector.encode("ascii")
-        try:
-            self.sign(b"From: probe@example.invalid\r\n\r\nprobe\r\n", "example.invalid")
-        except dkimpy().DKIMException as exc:
-            raise DkimKeyError(
-                f"dkim.private_key_path: {private_key_path} is not a usable PEM RSA or "
-                f"Ed25519 private key: {exc}"
-            ) from None
-
-    def sign(self, raw: bytes, domain: str) -> bytes:
-        """`raw` with a DKIM-Signature (relaxed/simple, rsa-sha256) for `domain` on top."""
-        signature: bytes = dkimpy().sign(raw, self._selector, domain.encode("ascii"), self._key)
-        return signature + raw
 
 
 @dataclass(frozen=True)
