@@ -20,7 +20,7 @@ import trio
 
 from e2a.addresses import AddressError, normalise_address
 from e2a.gateway import Gateway
-from e2a.inbound.local_delivery import deliver_locally
+from e2a.local_delivery import deliver_locally
 from e2a.operations import lifecycle
 from e2a.outbound.dkim_signing import DkimSigner
 from e2a.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
