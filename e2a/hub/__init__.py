@@ -19,13 +19,13 @@ from typing import Any, Literal
 import trio
 
 from e2a.hub.frames import NotifiableMessage, notification_frame
+from e2a.storage.announcements import RevokedKind
 
 log = logging.getLogger("e2a.hub")
 
 SUBSCRIBER_BUFFER = 1024
 
 Channel = Literal["websocket", "dashboard"]
-RevokedKind = Literal["agent", "key", "user"]
 
 
 class Ended(enum.Enum):

@@ -10,13 +10,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
-from e2a.storage.announcements import AccessEnded, Announcement, JobsAdded, MessageStored
+from e2a.storage.announcements import (
+    AccessEnded,
+    Announcement,
+    JobsAdded,
+    MessageStored,
+    RevokedKind,
+)
 from e2a.storage.vocabulary import JOB_KINDS
 
 MAX_NOTIFY_PAYLOAD_BYTES = 7000
-REVOKED_KINDS = ("agent", "key", "user")
+REVOKED_KINDS = get_args(RevokedKind)
 
 
 @dataclass(frozen=True)
