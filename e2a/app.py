@@ -238,7 +238,7 @@ async def run_gateway(
             # Imported here: the fan-out loads psycopg, which SQLite deployments never need.
             from e2a.hub.fanout import fanout_for
 
-            fanout = fanout_for(gateway.storage, gateway.hub)
+            fanout = fanout_for(gateway.storage, gateway.hub, gateway.jobs)
             if fanout is not None:
                 # Other replicas' commits reach this process's WebSocket clients and workers.
                 await nursery.start(fanout.run)

@@ -20,7 +20,6 @@ from e2a.addresses import AddressError, normalise_address
 from e2a.clock import format_timestamp
 from e2a.gateway import Gateway
 from e2a.hub import Hub
-from e2a.hub.frames import notification_frame
 from e2a.ids import new_id
 from e2a.inbound.identity import delivered_message, identity_claim, produced_here
 from e2a.inbound.parse import HeaderSummary, summarise_headers
@@ -317,8 +316,6 @@ def _delivered_form(envelope: Envelope, auth: AuthResults, hop: Hop) -> tuple[by
 
 def announce_stored(hub: Hub, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:
     """After commit: tell live listeners (local agents' WebSockets, open dashboard inboxes of
-    any agent), wake the webhook worker."""
-    if any(agent.agent_mode == "cloud" for agent, _ in prepared):
-        hub.jobs_added()
+    any agent). The commit itself woke the webhook worker for cloud agents' mail."""
     for agent, message in prepared:
-        hub.publish(agent.id, notification_frame(message))
+        hub.publish_message(agent.id, message)

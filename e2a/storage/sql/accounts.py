@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from e2a.storage.announcements import AccessEnded
 from e2a.storage.base import ApiKey, LastOne, LimitReached, SigningSecret, User
 from e2a.storage.rows import (
     AGENT_COLUMNS,
@@ -24,7 +25,7 @@ from e2a.storage.rows import (
     user_export,
 )
 from e2a.storage.sql.runner import Runner
-from e2a.storage.sql.transaction import AccessEnded, Transaction
+from e2a.storage.sql.transaction import Transaction
 
 USER_COLUMNS = "id, email, created_at"
 

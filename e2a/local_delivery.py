@@ -1,8 +1,10 @@
-"""Delivering an agent's outbound mail to other agents of this deployment, without SMTP.
+"""Delivering an agent's outbound mail to other agents of this deployment, without SMTP: where
+one agent's sending becomes another's receiving, so it belongs to neither direction.
 
 The gateway itself vouches for the sender (it authenticated the agent's API key), so the
 message is stored as inbound mail with entity type `agent` and `Verified: true`, signed per
-recipient owner exactly like mail that arrived over SMTP. It must not touch the relay.
+recipient owner exactly like mail that arrived over SMTP (inbound's pure pieces: the delivered
+form, the identity claim, the trace fields). It must not touch the relay.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from e2a.gateway import Gateway
 from e2a.ids import new_id
 from e2a.inbound.identity import delivered_message, identity_claim
 from e2a.inbound.parse import HeaderSummary, summarise_headers
-from e2a.inbound.pipeline import announce_stored
 from e2a.inbound.trace import local_received_field, return_path_field
 from e2a.mailauth.results import AuthResults
 from e2a.signing.credentials import derive_signing_secret
@@ -95,7 +96,8 @@ async def deliver_locally(
         prepared.append((agent, message))
     if prepared:
         await gateway.storage.store_inbound([message for _, message in prepared], now)
-        announce_stored(gateway.hub, prepared)
+        for agent, message in prepared:
+            gateway.hub.publish_message(agent.id, message)
     return {agent.email: message.id for agent, message in prepared}
 
 
