@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 
 import trio
 
@@ -41,6 +41,7 @@ from e2a.mailauth.authenticate import RecentSenders, authenticate_from_recent, c
 from e2a.mailauth.resolver import DnsTemporaryError
 from e2a.mailauth.results import AuthResults, without_results_of
 from e2a.signing.credentials import derive_signing_secret
+from e2a.signing.identity import body_hash
 from e2a.smtp.protocol import Envelope, Mailbox
 from e2a.smtp.server import MessageNotStored, RecipientVerdict
 from e2a.storage.base import Agent, ConversationClaim, NewInboundMessage, StorageUnavailable
@@ -49,6 +50,9 @@ from e2a.storage.group_commit import GroupCommitter
 log = logging.getLogger("e2a.inbound")
 
 AUTH_THREADS = 16
+INLINE_MAX_BYTES = 16 * 1024
+"""Messages up to this size get their delivered form built on the event loop: for them the
+work costs less than handing it to a worker thread and back."""
 
 
 @dataclass(frozen=True)
@@ -59,17 +63,34 @@ class _Arrival:
     peer: str
     auth: AuthResults
     delivered: bytes
+    body_hash: str
+    """Of the delivered bytes, for every recipient's identity claim."""
     headers: HeaderSummary
     from_here: bool
     received_at: str
 
 
-class InboundMailSink:
-    """The gateway's side of the SMTP listener: routing and durable acceptance."""
+Prepared = list[tuple[Agent, NewInboundMessage]]
+"""One DATA's stored form: each recipient agent and the message stored for it."""
 
-    def __init__(self, gateway: Gateway, committer: GroupCommitter | None = None):
+
+class InboundMailSink:
+    """The gateway's side of the SMTP listener: routing and durable acceptance.
+
+    The messages of each DATA are committed with `commit_and_announce`, unless `store` is
+    given: an SMTP acceptor process hands them to the main process that way
+    (`e2a.inbound.acceptors`)."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        committer: GroupCommitter | None = None,
+        *,
+        store: Callable[[Prepared, float], Awaitable[None]] | None = None,
+    ):
         self._gateway = gateway
         self._committer = committer
+        self._store = store or self.commit_and_announce
         self._auth_threads = trio.CapacityLimiter(AUTH_THREADS)
         self._recent_senders = RecentSenders()
         self._client_names = ClientNames()
@@ -172,12 +193,18 @@ class InboundMailSink:
         message_ids = [new_id("msg") for _ in agents]
         hostname = self._gateway.settings.smtp.hostname
         hop = smtp_hop(envelope, peer, client_name, hostname, message_ids[0], agents, now)
-        delivered, headers = await trio.to_thread.run_sync(_delivered_form, envelope, auth, hop)
+        if len(envelope.data) <= INLINE_MAX_BYTES:
+            delivered, digest, headers = _delivered_form(envelope, auth, hop)
+        else:
+            delivered, digest, headers = await trio.to_thread.run_sync(
+                _delivered_form, envelope, auth, hop
+            )
         arrival = _Arrival(
             envelope=envelope,
             peer=peer,
             auth=auth,
             delivered=delivered,
+            body_hash=digest,
             headers=headers,
             from_here=produced_here(
                 auth, envelope.mail_from, self._gateway.settings.outbound_smtp.from_domain
@@ -188,14 +215,19 @@ class InboundMailSink:
             (agent, await self._prepare(arrival, agent, message_id))
             for agent, message_id in zip(agents, message_ids, strict=True)
         ]
+        await self._store(prepared, now)
+        return prepared[0][1].id
+
+    async def commit_and_announce(self, prepared: Prepared, now: float) -> None:
+        """Commit one DATA's messages (and their jobs) in one transaction, then tell live
+        listeners; MessageNotStored when storage could not commit them."""
         messages = [message for _, message in prepared]
         try:
             await (self._committer or self._gateway.storage).store_inbound(messages, now)
         except StorageUnavailable as exc:
-            log.error("could not store message from %s: %s", peer, exc)
+            log.error("could not store message from %s: %s", messages[0].client_ip, exc)
             raise MessageNotStored(str(exc)) from exc
         announce_stored(self._gateway.hub, prepared)
-        return messages[0].id
 
     async def _recipient_agents(self, recipients: list[Mailbox]) -> list[Agent]:
         """The agents behind the accepted recipients, each once, skipping any deleted since RCPT."""
@@ -228,16 +260,13 @@ class InboundMailSink:
         seed = await storage.newest_signing_seed(agent.user_id)
         if seed is None:
             raise MessageNotStored(f"owner of {agent.email} has no signing secret")
-        claim = await trio.to_thread.run_sync(  # hashes the delivered bytes
-            partial(
-                identity_claim,
-                auth=arrival.auth,
-                sender=sender,
-                sender_is_agent=sender_is_agent,
-                message_id=message_id,
-                delivered=arrival.delivered,
-                timestamp=arrival.received_at,
-            )
+        claim = identity_claim(
+            auth=arrival.auth,
+            sender=sender,
+            sender_is_agent=sender_is_agent,
+            message_id=message_id,
+            body_hash=arrival.body_hash,
+            timestamp=arrival.received_at,
         )
         return NewInboundMessage(
             id=message_id,
@@ -271,8 +300,11 @@ class InboundMailSink:
         if arrival.from_here and headers.conversation_id:
             claim = ConversationClaim(headers.conversation_id, headers.from_addr or "")
         max_references = 100  # bounds the lookup for mail with absurdly long References
+        referenced = headers.referenced_ids()[:max_references]
+        if not referenced and claim is None:
+            return None  # nothing to thread by: a new conversation, no query needed
         return await self._gateway.storage.conversation_for(
-            agent.user_id, agent.email, headers.referenced_ids()[:max_references], claim
+            agent.user_id, agent.email, referenced, claim
         )
 
 
@@ -302,17 +334,19 @@ def smtp_hop(
     )
 
 
-def _delivered_form(envelope: Envelope, auth: AuthResults, hop: Hop) -> tuple[bytes, HeaderSummary]:
+def _delivered_form(
+    envelope: Envelope, auth: AuthResults, hop: Hop
+) -> tuple[bytes, str, HeaderSummary]:
     """The bytes agents receive — trace fields, then our Authentication-Results, then the
     message without Authentication-Results fields forged in our name (RFC 8601 section 5) —
-    and the header fields indexed from them."""
+    their body hash, and the header fields indexed from them."""
     authserv_id = hop.hostname
     delivered = delivered_message(
         without_results_of(envelope.data, authserv_id),
         auth.header(authserv_id),
         trace_fields(envelope.mail_from, hop),
     )
-    return delivered, summarise_headers(delivered)
+    return delivered, body_hash(delivered), summarise_headers(delivered)
 
 
 def announce_stored(hub: Hub, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:
