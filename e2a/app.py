@@ -26,6 +26,7 @@ from e2a.config import Settings
 from e2a.cors import with_cors
 from e2a.gateway import Gateway, open_gateway
 from e2a.http_server import serve_asgi
+from e2a.inbound.acceptors import AcceptorPool
 from e2a.inbound.pipeline import InboundMailSink
 from e2a.mailauth.dkim import dkimpy
 from e2a.mailauth.dmarc import load_public_suffix_list
@@ -163,7 +164,7 @@ def _webhook_connections() -> WebhookConnections:
     return WebhookConnections(per_origin=MAX_PER_HOST, max_idle=MAX_IN_FLIGHT)
 
 
-def _smtp_options(
+def smtp_options(
     settings: Settings,
 ) -> tuple[SessionLimits, ListenerLimits, ssl.SSLContext | None]:
     """The SMTP listener's limits and STARTTLS context from settings, checked before start."""
@@ -220,7 +221,7 @@ async def run_gateway(
     """
     for warning in check_production(settings):
         log.warning("production: %s", warning)
-    smtp_limits, smtp_listener_limits, smtp_tls = _smtp_options(settings)
+    smtp_limits, smtp_listener_limits, smtp_tls = smtp_options(settings)
     smtp_sock = bind_tcp(
         settings.smtp.host, settings.smtp.port, "smtp.listen", settings.smtp.listen
     )
@@ -258,6 +259,17 @@ async def run_gateway(
                 observer=gateway.metrics,
             )
         )
+        if settings.smtp.processes > 1:
+            acceptors = AcceptorPool(
+                settings,
+                gateway.server_key,
+                smtp_sock,
+                settings.smtp.processes - 1,
+                gateway.storage,
+                sink.commit_and_announce,
+                gateway.metrics,
+            )
+            await nursery.start(acceptors.serve)
         await nursery.start(serve_http, gateway, http_sock)
         # Jobs this replica held when it last stopped are free again before its workers start.
         await gateway.storage.release_leases()
@@ -280,12 +292,12 @@ async def run_gateway(
         )
         # Off the loop once the listeners are up: not during start-up, nor on the first mail.
         nursery.start_soon(
-            partial(trio.to_thread.run_sync, _load_for_first_mail, abandon_on_cancel=True)
+            partial(trio.to_thread.run_sync, load_for_first_mail, abandon_on_cancel=True)
         )
         task_status.started(RunningGateway(bound, gateway))
 
 
-def _load_for_first_mail() -> None:
+def load_for_first_mail() -> None:
     """Load what checking mail needs and answering HTTP does not: the Public Suffix List
     (about 0.4 s of CPU to parse) and the mail-authentication libraries (dnspython, pyspf,
     dkimpy: about 0.1 s to import). Each would otherwise load on first use."""
