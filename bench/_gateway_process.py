@@ -105,6 +105,7 @@ class GatewayProcess:
             + (f'[log]\nlevel = "{log_level}"\n' if log_level else "")
             # Load generators poll hard from one address; the production limits would throttle.
             + "[limits]\nagent_registrations_per_ip_per_hour = 100000\n"
+            "agent_registrations_per_user_per_hour = 100000\n"
             "message_polls_per_user_per_minute = 100000\n"
         )
         self.process: subprocess.Popen[bytes] | None = None

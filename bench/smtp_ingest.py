@@ -119,10 +119,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def e2a_server(folder: Path, dns: str) -> Iterator[Server]:
-    """`e2a serve` at the default log level on a fresh database with the agent registered."""
+def e2a_server(folder: Path, dns: str, processes: int) -> Iterator[Server]:
+    """`e2a serve` at the default log level on a fresh database with the agent registered,
+    `processes` processes accepting SMTP (`smtp.processes`)."""
     folder.mkdir()
-    gateway = GatewayProcess(folder, dns, smtp={"max_sessions_per_ip": 200}, log_level=None)
+    smtp: dict[str, object] = {"max_sessions_per_ip": 200, "processes": processes}
+    gateway = GatewayProcess(folder, dns, smtp=smtp, log_level=None)
     gateway.start()
     try:
         gateway.bootstrap().close()
@@ -382,14 +384,14 @@ def print_targets(cells: list[Cell], fixed: LoadResult | None) -> None:
 
 
 def start_servers(
-    stack: ExitStack, names: list[str], folder: Path, dns: str, size: str
+    stack: ExitStack, args: argparse.Namespace, folder: Path, dns: str, size: str
 ) -> list[Server]:
     """Every server named, each on fresh state; Postfix skipped with the reason if it cannot run."""
     servers = []
-    for name in names:
+    for name in args.servers:
         place = folder / f"{name}-{SIZES[size]}"
         if name == "e2a":
-            servers.append(stack.enter_context(e2a_server(place, dns)))
+            servers.append(stack.enter_context(e2a_server(place, dns, args.e2a_processes)))
         elif name == "postfix":
             try:
                 servers.append(stack.enter_context(postfix(place)))
@@ -410,6 +412,12 @@ def main() -> None:
     parser.add_argument(
         "--servers", nargs="+", choices=[*SERVERS, "e2a-smtp"], default=list(SERVERS)
     )
+    parser.add_argument(
+        "--e2a-processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="e2a's smtp.processes (default: one per CPU)",
+    )
     args = parser.parse_args()
     try:
         smtp_source()
@@ -419,7 +427,8 @@ def main() -> None:
     started = time.monotonic()
     print(
         f"SMTP ingest on {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{args.seconds:g} s x {args.rounds} rounds per cell, load average "
+        f"{args.seconds:g} s x {args.rounds} rounds per cell, e2a with smtp.processes = "
+        f"{args.e2a_processes}, load average "
         f"{' '.join(f'{load:.2f}' for load in os.getloadavg())} (progress on stderr)",
         flush=True,
     )
@@ -428,7 +437,7 @@ def main() -> None:
     with QuietDns() as dns, tempfile.TemporaryDirectory(prefix="e2a-bench-") as temp:
         for size in args.sizes:
             with ExitStack() as stack:
-                servers = start_servers(stack, args.servers, Path(temp), dns.address, size)
+                servers = start_servers(stack, args, Path(temp), dns.address, size)
                 measure_size(size, servers, args, cells)
                 e2a = next((server for server in servers if server.name == "e2a"), None)
                 if e2a is not None and size == "1 KB":
