@@ -266,7 +266,7 @@ async def run_gateway(
                 smtp_sock,
                 settings.smtp.processes - 1,
                 gateway.storage,
-                sink.commit_and_announce,
+                partial(sink.deliver, recheck=True),
                 gateway.metrics,
             )
             await nursery.start(acceptors.serve)

@@ -22,7 +22,7 @@ from e2a.app import RunningGateway, bind_tcp, run_gateway
 from e2a.config import Settings
 from e2a.gateway import Gateway, open_gateway
 from e2a.inbound.acceptors import AcceptorPool
-from e2a.inbound.pipeline import InboundMailSink, Prepared
+from e2a.inbound.pipeline import Arrival, InboundMailSink
 from e2a.metrics import Metrics
 from e2a.smtp.server import MessageNotStored
 from e2a.storage.group_commit import GroupCommitter
@@ -47,11 +47,11 @@ class Main:
     sink: InboundMailSink
     metrics: Metrics
     port: int
-    committed: list[Prepared]
+    delivered: list[tuple[Arrival, str]]
 
 
 async def smtp_dialogue(
-    port: int, recipient: str = AGENT, replies: list[bytes] | None = None
+    port: int, recipient: str | list[str] = AGENT, replies: list[bytes] | None = None
 ) -> list[bytes]:
     """One message over a new connection; every reply (also added to `replies` as it comes),
     the DATA's last but one."""
@@ -78,10 +78,11 @@ async def smtp_dialogue(
         for command in (b"EHLO client.example", b"MAIL FROM:<sender@example.org>"):
             await stream.send_all(command + b"\r\n")
             await reply()
-        await stream.send_all(f"RCPT TO:<{recipient}>\r\n".encode())
-        if not (await reply()).startswith(b"250"):
-            await stream.aclose()
-            return replies
+        for address in [recipient] if isinstance(recipient, str) else recipient:
+            await stream.send_all(f"RCPT TO:<{address}>\r\n".encode())
+            if not (await reply()).startswith(b"250"):
+                await stream.aclose()
+                return replies
         await stream.send_all(b"DATA\r\n")
         await reply()
         await stream.send_all(MESSAGE + b".\r\n")
@@ -114,8 +115,7 @@ async def main(acceptor_settings: Settings) -> AsyncIterator[Main]:
         await bootstrap_user(gateway.storage, gateway.server_key, "o@example.com")
         metrics = Metrics()
         sink = InboundMailSink(gateway, GroupCommitter(gateway.storage))
-        committed: list[Prepared] = []
-        yield Main(gateway, sink, metrics, 0, committed)
+        yield Main(gateway, sink, metrics, 0, [])
 
 
 async def start_pool(
@@ -124,9 +124,10 @@ async def start_pool(
     listening = bind_tcp("127.0.0.1", 0, "smtp.listen", "127.0.0.1:0")
     main.port = listening.getsockname()[1]
 
-    async def commit(prepared: Prepared, now: float) -> None:
-        await main.sink.commit_and_announce(prepared, now)
-        main.committed.append(prepared)
+    async def deliver(arrival: Arrival) -> str:
+        stored = await main.sink.deliver(arrival, recheck=True)
+        main.delivered.append((arrival, stored))
+        return stored
 
     pool = AcceptorPool(
         main.gateway.settings,
@@ -134,25 +135,25 @@ async def start_pool(
         listening,
         count,
         main.gateway.storage,
-        store or commit,  # type: ignore[arg-type]
+        store or deliver,  # type: ignore[arg-type]
         main.metrics,
     )
     await nursery.start(pool.serve)
     return pool, listening
 
 
-async def add_agent(main: Main) -> None:
-    """The local agent bot@agents.test for the bootstrapped user."""
+async def add_agent(main: Main, email: str = AGENT) -> None:
+    """A local agent (bot@agents.test) for the bootstrapped user."""
     from e2a.storage.base import Agent
 
     user = await main.gateway.storage.first_user()
     assert user is not None
     await main.gateway.storage.add_agent(
         Agent(
-            email=AGENT,
+            email=email,
             user_id=user.id,
             domain="agents.test",
-            name="bot",
+            name=email.split("@")[0],
             webhook_url=None,
             agent_mode="local",
             hitl_enabled=False,
@@ -177,13 +178,16 @@ async def test_an_acceptor_serves_the_session_and_the_main_process_commits(
     _, listening = await start_pool(nursery, main)
     replies = await smtp_dialogue(main.port)
     assert replies[-2].startswith(b"250 2.0.0"), replies
-    assert len(main.committed) == 1
-    [(agent, message)] = main.committed[0]
-    assert agent.email == AGENT and message.agent_email == AGENT
-    assert message.raw_message.endswith(MESSAGE)
-    assert "X-E2A-Auth-Signature" in message.auth_headers
-    stored = await main.gateway.storage.find_agent(AGENT)
-    assert stored is not None
+    [(arrival, message_id)] = main.delivered
+    assert [agent.email for agent in arrival.agents] == [AGENT]
+    assert arrival.envelope.data == b""  # only the delivered form crosses between processes
+    assert message_id.encode() in replies[-2]
+    agent = await main.gateway.storage.find_agent(AGENT)
+    assert agent is not None
+    stored = await main.gateway.storage.read_inbound(agent.user_id, AGENT, message_id)
+    assert stored is not None and stored.raw_message.endswith(MESSAGE)
+    assert stored.raw_message.startswith(b"Return-Path: <sender@example.org>")
+    assert "X-E2A-Auth-Signature" in stored.auth_headers
     for _ in range(100):  # the acceptor reports its counts every half second
         if metric(main.metrics, "e2a_smtp_messages_accepted_total") >= 1:
             break
@@ -210,11 +214,11 @@ async def test_no_250_before_the_main_process_has_committed(
     await add_agent(main)
     release = trio.Event()
 
-    async def slow_commit(prepared: Prepared, now: float) -> None:
+    async def slow_deliver(arrival: Arrival) -> str:
         await release.wait()
-        await main.sink.commit_and_announce(prepared, now)
+        return await main.sink.deliver(arrival, recheck=True)
 
-    await start_pool(nursery, main, slow_commit)
+    await start_pool(nursery, main, slow_deliver)
     replies: list[bytes] = []
     async with trio.open_nursery() as clients:
         clients.start_soon(partial(smtp_dialogue, main.port, replies=replies))
@@ -233,7 +237,7 @@ async def test_a_commit_that_fails_in_the_main_process_is_451(
 ) -> None:
     await add_agent(main)
 
-    async def failing(prepared: Prepared, now: float) -> None:
+    async def failing(arrival: Arrival) -> str:
         raise MessageNotStored("database is down")
 
     await start_pool(nursery, main, failing)
@@ -291,3 +295,26 @@ async def test_a_gateway_with_two_processes_stores_every_message(
         listed = await http.get(agent_path(AGENT, "/messages"), params={"limit": 50})
         assert listed.status_code == 200, listed.text
         assert len(listed.json()["messages"]) == count
+
+
+async def test_an_agent_deleted_since_an_acceptor_found_it_gets_no_copy(
+    main: Main, nursery: trio.Nursery
+) -> None:
+    other = "other@agents.test"
+    await add_agent(main)
+    await add_agent(main, other)
+    await start_pool(nursery, main)
+    assert (await smtp_dialogue(main.port, [AGENT, other]))[-2].startswith(b"250 2.0.0")
+    agent = await main.gateway.storage.find_agent(other)
+    assert agent is not None
+    assert await main.gateway.storage.delete_agent(agent.user_id, other) is not None
+    # The acceptor still remembers the deleted agent at RCPT (for ROUTING_SECONDS); the main
+    # process, looking both agents up again, stores the copy of the one that is left.
+    replies = await smtp_dialogue(main.port, [AGENT, other])
+    if replies[-1].startswith(b"550 5.1.1"):
+        return  # a slow machine: over ROUTING_SECONDS went by and the acceptor asked again
+    assert replies[-2].startswith(b"250 2.0.0"), replies
+    arrival, message_id = main.delivered[-1]
+    assert [agent.email for agent in arrival.agents] == [AGENT, other]
+    stored = await main.gateway.storage.read_inbound(agent.user_id, AGENT, message_id)
+    assert stored is not None and stored.agent_email == AGENT

@@ -2,17 +2,19 @@
 
 With `smtp.processes = N` (N > 1) `e2a serve` starts N-1 acceptor processes that accept on its
 own SMTP listening socket. Each runs its own trio loop with the SMTP listener and the inbound
-pipeline (sessions, authentication, threading, signing). What it needs from storage, and the
-commit itself, it asks of the main process, which answers from its own storage (and its
-routing caches), adds each commit to its group commit and announces it to live listeners before
-it answers: the client still hears 250 only after the commit, storage has one owner, and one
-group commit serves every process.
+pipeline up to the message's delivered form (sessions, authentication, trace fields, body
+hash). The recipient checks it asks of the main process (which answers from its own storage and
+caches; an agent found is remembered for ROUTING_SECONDS), and it hands each message's arrival
+to the main process, which looks its agents up again, threads and signs each copy, adds them to
+its group commit and announces them before it answers: the client still hears 250 only after
+the commit, storage has one owner, and one group commit serves every process.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import pickle
@@ -27,28 +29,24 @@ from typing import Any, cast
 import trio
 
 from e2a.config import Settings
-from e2a.inbound.pipeline import Prepared
+from e2a.inbound.pipeline import Arrival
 from e2a.smtp.server import MessageNotStored, SmtpObserver
-from e2a.storage.base import Storage, StorageUnavailable
+from e2a.storage.base import Agent, Storage, StorageUnavailable
 
 __all__ = ["AcceptorPool", "acceptor_main"]
 
 log = logging.getLogger("e2a.smtp")
 
-Store = Callable[[Prepared, float], Awaitable[None]]
-"""Commits one DATA's messages (raising when they are not stored) and announces them."""
-STORAGE_CALLS = frozenset(
-    {
-        "add_agent",
-        "conversation_for",
-        "find_agent",
-        "first_user",
-        "is_served_domain",
-        "newest_signing_seed",
-    }
-)
-"""The storage methods the inbound pipeline calls (e2a.inbound.pipeline, .postmaster)."""
-_COMMIT = "commit"
+Deliver = Callable[[Arrival], Awaitable[str]]
+"""Stores one arrival for its agents (raising MessageNotStored when it cannot); the first id."""
+STORAGE_CALLS = frozenset({"add_agent", "find_agent", "first_user", "is_served_domain"})
+"""The storage methods an acceptor's pipeline calls before `deliver` (recipient checks,
+postmaster's agent; e2a.inbound.pipeline, .postmaster)."""
+ROUTING_SECONDS = 2.0
+"""How long an acceptor remembers an agent or domain the main process found. Deletion within
+that time is still caught: the main process looks the agents up again on delivery."""
+_ROUTING_ENTRIES = 10_000
+_DELIVER = "deliver"
 
 _LENGTH = struct.Struct("!I")
 _RECEIVE_BYTES = 262_144
@@ -146,8 +144,8 @@ class _Counts:
 
 class AcceptorPool:
     """The main process's side: starts `count` acceptors on `listening`, answers their
-    storage calls from `storage`, commits what they send with `store`, restarts any that dies,
-    and stops them on shutdown."""
+    storage calls from `storage`, stores the arrivals they send with `deliver`, restarts any
+    that dies, and stops them on shutdown."""
 
     def __init__(
         self,
@@ -156,7 +154,7 @@ class AcceptorPool:
         listening: socket.socket,
         count: int,
         storage: Storage,
-        store: Store,
+        deliver: Deliver,
         observer: SmtpObserver,
     ) -> None:
         self._settings = settings
@@ -164,7 +162,7 @@ class AcceptorPool:
         self._server_key = server_key
         self._listening = listening
         self._count = count
-        self._store = store
+        self._deliver = deliver
         self._observer = observer
         self._stopping = trio.Event()
         self._scope = trio.CancelScope(shield=True)
@@ -243,9 +241,8 @@ class AcceptorPool:
         ok = False
         value: Any
         try:
-            if name == _COMMIT:
-                await self._store(*args)
-                value = None
+            if name == _DELIVER:
+                value = await self._deliver(*args)
             elif name in STORAGE_CALLS:
                 value = await getattr(self._storage, name)(*args)
             else:
@@ -302,9 +299,12 @@ class _MainProcess:
             raise value
         return value
 
-    async def store(self, prepared: Prepared, now: float) -> None:
-        """Have the main process commit and announce; MessageNotStored if it did not."""
-        await self.call(_COMMIT, prepared, now)
+    async def deliver(self, arrival: Arrival) -> str:
+        """Have the main process store `arrival` (without the received message, which the
+        delivered form holds); the first id, or MessageNotStored."""
+        slim = dataclasses.replace(arrival.envelope, data=b"")
+        stored: str = await self.call(_DELIVER, dataclasses.replace(arrival, envelope=slim))
+        return stored
 
     async def read_answers(self) -> None:
         """Hand each answer to its waiting session until the main process says stop or goes."""
@@ -364,7 +364,7 @@ async def _serve(
     main = _MainProcess(_Channel(trio.SocketStream(trio.socket.from_stdlib_socket(channel))))
     storage = cast(Storage, _StorageInMain(main))
     gateway = Gateway(settings, storage, server_key, DnsResolver.from_settings(settings.dns))
-    sink = InboundMailSink(gateway, store=main.store)
+    sink = InboundMailSink(gateway, deliver=main.deliver)
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(listening))
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -393,11 +393,35 @@ async def _serve(
 
 
 class _StorageInMain:
-    """An acceptor's storage: each call the pipeline makes (STORAGE_CALLS) is answered by the
-    main process, so that the acceptor sees what the main process's caches see."""
+    """An acceptor's storage: each call its pipeline makes (STORAGE_CALLS) is answered by the
+    main process; agents and domains found are remembered for ROUTING_SECONDS (what is not
+    found is asked again: a new agent gets mail at once)."""
 
     def __init__(self, main: _MainProcess) -> None:
         self._main = main
+        self._found: dict[tuple[str, str], tuple[float, Any]] = {}
+
+    async def find_agent(self, email: str) -> Agent | None:
+        """The agent at `email`, as the main process's storage has it."""
+        agent: Agent | None = await self._remembered("find_agent", email)
+        return agent
+
+    async def is_served_domain(self, domain: str) -> bool:
+        """Whether a user holds `domain` verified, as the main process's storage has it."""
+        served: bool = await self._remembered("is_served_domain", domain)
+        return served
+
+    async def _remembered(self, name: str, key: str) -> Any:
+        now = trio.current_time()
+        found = self._found.get((name, key))
+        if found is not None and found[0] > now:
+            return found[1]
+        value = await self._main.call(name, key)
+        if value:
+            if len(self._found) >= _ROUTING_ENTRIES:
+                self._found.clear()
+            self._found[(name, key)] = (now + ROUTING_SECONDS, value)
+        return value
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
         if name not in STORAGE_CALLS:

@@ -56,8 +56,9 @@ work costs less than handing it to a worker thread and back."""
 
 
 @dataclass(frozen=True)
-class _Arrival:
-    """One accepted DATA, authenticated and parsed, before it is split per recipient."""
+class Arrival:
+    """One accepted DATA, authenticated and in the form agents receive, with the agents it
+    goes to and the id of each one's copy: what is left is per recipient (`deliver`)."""
 
     envelope: Envelope
     peer: str
@@ -68,6 +69,9 @@ class _Arrival:
     headers: HeaderSummary
     from_here: bool
     received_at: str
+    now: float
+    agents: list[Agent]
+    message_ids: list[str]
 
 
 Prepared = list[tuple[Agent, NewInboundMessage]]
@@ -77,20 +81,20 @@ Prepared = list[tuple[Agent, NewInboundMessage]]
 class InboundMailSink:
     """The gateway's side of the SMTP listener: routing and durable acceptance.
 
-    The messages of each DATA are committed with `commit_and_announce`, unless `store` is
-    given: an SMTP acceptor process hands them to the main process that way
-    (`e2a.inbound.acceptors`)."""
+    Each DATA is authenticated and put in its delivered form here, then handed to `deliver`,
+    unless another `deliver` is given: an SMTP acceptor process hands it to the main process
+    that way (`e2a.inbound.acceptors`)."""
 
     def __init__(
         self,
         gateway: Gateway,
         committer: GroupCommitter | None = None,
         *,
-        store: Callable[[Prepared, float], Awaitable[None]] | None = None,
+        deliver: Callable[[Arrival], Awaitable[str]] | None = None,
     ):
         self._gateway = gateway
         self._committer = committer
-        self._store = store or self.commit_and_announce
+        self._deliver = deliver or self.deliver
         self._auth_threads = trio.CapacityLimiter(AUTH_THREADS)
         self._recent_senders = RecentSenders()
         self._client_names = ClientNames()
@@ -199,7 +203,7 @@ class InboundMailSink:
             delivered, digest, headers = await trio.to_thread.run_sync(
                 _delivered_form, envelope, auth, hop
             )
-        arrival = _Arrival(
+        arrival = Arrival(
             envelope=envelope,
             peer=peer,
             auth=auth,
@@ -210,15 +214,34 @@ class InboundMailSink:
                 auth, envelope.mail_from, self._gateway.settings.outbound_smtp.from_domain
             ),
             received_at=format_timestamp(now),
+            now=now,
+            agents=agents,
+            message_ids=message_ids,
         )
+        return await self._deliver(arrival)
+
+    async def deliver(self, arrival: Arrival, *, recheck: bool = False) -> str:
+        """Thread and sign each agent's copy, commit them all in one transaction, then tell
+        live listeners; the first copy's id. With `recheck` (an arrival from an SMTP acceptor,
+        whose recipients were known a moment ago) each agent is looked up again, and one
+        deleted since is left out."""
+        copies = list(zip(arrival.agents, arrival.message_ids, strict=True))
+        if recheck:
+            storage = self._gateway.storage
+            copies = [
+                (current, message_id)
+                for agent, message_id in copies
+                if (current := await storage.find_agent(agent.email)) is not None
+            ]
+            if not copies:
+                raise MessageNotStored("every recipient agent was deleted during the transaction")
         prepared = [
-            (agent, await self._prepare(arrival, agent, message_id))
-            for agent, message_id in zip(agents, message_ids, strict=True)
+            (agent, await self._prepare(arrival, agent, message_id)) for agent, message_id in copies
         ]
-        await self._store(prepared, now)
+        await self._commit_and_announce(prepared, arrival.now)
         return prepared[0][1].id
 
-    async def commit_and_announce(self, prepared: Prepared, now: float) -> None:
+    async def _commit_and_announce(self, prepared: Prepared, now: float) -> None:
         """Commit one DATA's messages (and their jobs) in one transaction, then tell live
         listeners; MessageNotStored when storage could not commit them."""
         messages = [message for _, message in prepared]
@@ -251,7 +274,7 @@ class InboundMailSink:
             log.error("postmaster mail not stored: %s", exc)
             raise MessageNotStored(str(exc)) from exc
 
-    async def _prepare(self, arrival: _Arrival, agent: Agent, message_id: str) -> NewInboundMessage:
+    async def _prepare(self, arrival: Arrival, agent: Agent, message_id: str) -> NewInboundMessage:
         """The stored form of the message for one agent: threaded and signed for its owner."""
         storage = self._gateway.storage
         headers = arrival.headers
@@ -289,7 +312,7 @@ class InboundMailSink:
             helo=arrival.envelope.helo,
         )
 
-    async def _conversation(self, arrival: _Arrival, agent: Agent) -> str | None:
+    async def _conversation(self, arrival: Arrival, agent: Agent) -> str | None:
         """delivery.md threading: our own X-E2A-Conversation-Id, else the conversation of the
         first message named by In-Reply-To, then References (newest first), that this agent
         sent or received, else None. Our own id names a conversation of this agent only when
