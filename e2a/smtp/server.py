@@ -511,7 +511,7 @@ class _ClientConnection:
         data: bytes | bytearray | None = None
         deadline = min(now + self._idle_timeout, self._reading_deadline)
         with trio.CancelScope(deadline=deadline) as self._receive_scope:
-            data = await self._stream.receive_some(_RECEIVE_BYTES)
+            data = await self._read_some()
         self._receive_scope = None
         if data is not None:
             if not data:
@@ -523,6 +523,22 @@ class _ClientConnection:
                 timeout = Timeout.COMMAND if reading[0] is Awaiting.COMMAND else Timeout.MESSAGE
             self._end = f"{timeout.name.lower()} timeout"
             self._session.time_out(timeout)
+
+    async def _read_some(self) -> bytes | bytearray:
+        """The next bytes from the client, b"" once it has closed. On a plain connection the
+        client has usually not answered yet when this is called: it waits for the socket and
+        then reads, where receive_some would try a read first, fail, and then wait."""
+        if not isinstance(self._stream, trio.SocketStream):
+            return await self._stream.receive_some(_RECEIVE_BYTES)
+        socket = self._stream.socket
+        while True:
+            await trio.lowlevel.wait_readable(socket)
+            try:
+                return os.read(socket.fileno(), _RECEIVE_BYTES)
+            except BlockingIOError:
+                continue  # woken without data after all
+            except OSError as error:
+                raise trio.BrokenResourceError(error) from error
 
     async def _start_tls(self) -> bool:
         """Secure the connection after STARTTLS's 220; False (and close) if the handshake fails."""
