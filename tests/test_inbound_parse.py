@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from e2a.addresses import lowercase_address
-from e2a.inbound.parse import HeaderFields, summarise_headers
+from e2a.inbound.parse import summarise_headers
+from e2a.rfc5322 import HeaderFields
 from e2a.v1.inbound import parse_raw_email
 
 
