@@ -354,7 +354,7 @@ def acceptor_main(
 async def _serve(
     settings: Settings, server_key: str, listening: socket.socket, channel: socket.socket
 ) -> None:
-    from e2a.app import load_for_first_mail, smtp_options
+    from e2a.app import load_then_settle, smtp_options
     from e2a.gateway import Gateway
     from e2a.inbound.pipeline import InboundMailSink
     from e2a.mailauth.resolver import DnsResolver
@@ -371,7 +371,7 @@ async def _serve(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(main.read_answers)
                 nursery.start_soon(main.report_counts)
-                nursery.start_soon(partial(trio.to_thread.run_sync, load_for_first_mail))
+                nursery.start_soon(load_then_settle)
                 async with trio.open_nursery() as smtp:
                     await smtp.start(
                         partial(
