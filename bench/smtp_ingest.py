@@ -6,7 +6,8 @@ time per message, and the p50/p99 DATA-to-250 latency (from the message's final 
 that promises it is on disk). Every server commits before 250:
 
 * e2a is `e2a serve` with its whole inbound pipeline (SPF/DKIM/DMARC, signing, threading) at
-  the default log level, on a fresh SQLite file (WAL, synchronous=FULL);
+  the default log level, on a fresh SQLite file (WAL, synchronous=FULL), with one SMTP process
+  per CPU (`smtp.processes`, `--e2a-processes`);
 * Postfix is the Debian package unpacked with `dpkg -x` (bench/_postfix_peer.py), private
   config and queue, `discard:` transport: its queue file is written and synced before 250;
 * aiosmtpd commits one row per recipient to SQLite the same way (bench/_aiosmtpd_sink.py).
@@ -14,8 +15,9 @@ that promises it is on disk). Every server commits before 250:
 msg/s comes from Postfix's `smtp-source` (C, a small share of a core), the same loader for
 every server; each cell is measured `--rounds` times, the servers' order rotating from round to
 round, and the rate is all messages over all time. The latencies come from a second, shorter
-pass with bench/_smtp_load.py, which times each reply. The load average is printed with each
-round: the machine may be shared, so compare the ratios, which are measured under the same load.
+pass with bench/_smtp_load.py, which times each reply (without smtp-source, that loader
+measures everything). The load average is printed with each round: the machine may be shared,
+so compare the ratios, which are measured under the same load.
 
 Run: `make bench-smtp` or `.venv/bin/python bench/smtp_ingest.py [--seconds 3] [--rounds 2]`
 (about eight minutes); `--sizes`, `--modes`, `--sessions`, `--servers` select a part.
@@ -119,7 +121,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextmanager
-def e2a_server(folder: Path, dns: str, processes: int) -> Iterator[Server]:
+def e2a_server(folder: Path, dns: str, processes: int, name: str = "e2a") -> Iterator[Server]:
     """`e2a serve` at the default log level on a fresh database with the agent registered,
     `processes` processes accepting SMTP (`smtp.processes`)."""
     folder.mkdir()
@@ -129,7 +131,7 @@ def e2a_server(folder: Path, dns: str, processes: int) -> Iterator[Server]:
     try:
         gateway.bootstrap().close()
         assert gateway.process is not None
-        yield Server("e2a", gateway.smtp_port, gateway.process.pid)
+        yield Server(name, gateway.smtp_port, gateway.process.pid)
     finally:
         code = gateway.terminate()
         if code != 0:
@@ -232,6 +234,33 @@ def source_run(server: Server, cell: Cell, count: int) -> None:
     cell.seconds += elapsed
 
 
+def python_run(server: Server, cell: Cell, seconds: float) -> None:
+    """One run of bench/_smtp_load.py (without smtp-source): rate, CPU time and latencies."""
+    message = make_message(SIZES[cell.size], AGENT)
+    run = partial(
+        closed_loop,
+        server.port,
+        cell.sessions,
+        message,
+        AGENT,
+        warmup=0.0,
+        duration=seconds,
+        per_connection=cell.mode == "per-connection",
+    )
+    cpu_before = cpu_seconds(server.pid)
+    result = trio.run(run)
+    cell.cpu_seconds += cpu_seconds(server.pid) - cpu_before
+    cell.loads.append(load_average())
+    cell.messages += result.messages
+    cell.seconds += result.seconds
+    cell.failures += result.failures
+    if cell.latency is None:
+        cell.latency = LoadResult()
+    cell.latency.messages += result.messages
+    cell.latency.seconds += result.seconds
+    cell.latency.latencies += result.latencies
+
+
 def latency_run(server: Server, cell: Cell, seconds: float) -> None:
     """DATA-to-250 latencies of the same configuration from bench/_smtp_load.py."""
     message = make_message(SIZES[cell.size], AGENT)
@@ -262,13 +291,17 @@ def measure_size(
                     cell = row[server.name]
                     count = max(2 * sessions, int(estimate[server.name] * args.seconds))
                     seconds_before, messages_before = cell.seconds, cell.messages
+                    if args.python_loader:
+                        python_run(server, cell, args.seconds)
+                        continue
                     source_run(server, cell, count)
                     if cell.seconds > seconds_before:
                         estimate[server.name] = (cell.messages - messages_before) / (
                             cell.seconds - seconds_before
                         )
             for server in servers:
-                latency_run(server, row[server.name], args.seconds / 2)
+                if not args.python_loader:
+                    latency_run(server, row[server.name], args.seconds / 2)
                 cells.append(row[server.name])
                 progress(row[server.name])
 
@@ -340,6 +373,7 @@ def print_ratios(cells: list[Cell]) -> None:
     found = {(cell.server, cell.size, cell.mode, cell.sessions): cell for cell in cells}
     present = {cell.server for cell in cells}
     peers = [name for name in ("postfix", "aiosmtpd", "e2a-smtp") if name in present]
+    peers += sorted(name for name in present if name.startswith("e2a-") and name.endswith("p"))
     lines = []
     for (server, size, mode, sessions), cell in found.items():
         if server != "e2a":
@@ -391,7 +425,12 @@ def start_servers(
     for name in args.servers:
         place = folder / f"{name}-{SIZES[size]}"
         if name == "e2a":
-            servers.append(stack.enter_context(e2a_server(place, dns, args.e2a_processes)))
+            first, *others = args.e2a_processes
+            servers.append(stack.enter_context(e2a_server(place, dns, first)))
+            for count in others:  # the same gateway with more processes, for comparison
+                other = f"e2a-{count}p"
+                where = folder / f"{other}-{SIZES[size]}"
+                servers.append(stack.enter_context(e2a_server(where, dns, count, other)))
         elif name == "postfix":
             try:
                 servers.append(stack.enter_context(postfix(place)))
@@ -415,20 +454,23 @@ def main() -> None:
     parser.add_argument(
         "--e2a-processes",
         type=int,
-        default=os.cpu_count() or 1,
-        help="e2a's smtp.processes (default: one per CPU)",
+        nargs="+",
+        default=[os.cpu_count() or 1],
+        help="e2a's smtp.processes (default: one per CPU); more values add e2a-Np servers",
     )
     args = parser.parse_args()
+    args.python_loader = False
     try:
         smtp_source()
     except PostfixUnavailable as reason:
-        raise SystemExit(f"smtp-source is the load generator: {reason}") from None
+        print(f"smtp-source not found, bench/_smtp_load.py loads every server instead: {reason}")
+        args.python_loader = True
     compile_bytecode()
     started = time.monotonic()
     print(
         f"SMTP ingest on {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{args.seconds:g} s x {args.rounds} rounds per cell, e2a with smtp.processes = "
-        f"{args.e2a_processes}, load average "
+        f"{args.e2a_processes[0]}, load average "
         f"{' '.join(f'{load:.2f}' for load in os.getloadavg())} (progress on stderr)",
         flush=True,
     )

@@ -9,6 +9,7 @@ event loop that serves every session and HTTP request.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -115,7 +116,7 @@ class InboundMailSink:
         if postmaster:
             return RecipientVerdict.ACCEPT
         try:
-            address = normalise_address(mailbox.address)
+            address = _normalised(mailbox.address)
         except AddressError:
             return RecipientVerdict.UNKNOWN_USER
         agent = await self._gateway.storage.find_agent(address)
@@ -265,7 +266,7 @@ class InboundMailSink:
         """The agent at an accepted address; for postmaster without one, the agent that takes
         postmaster mail (`e2a.inbound.postmaster`). None: the agent was deleted since RCPT."""
         storage = self._gateway.storage
-        agent = await storage.find_agent(normalise_address(mailbox.address))
+        agent = await storage.find_agent(_normalised(mailbox.address))
         if agent is not None or not names_postmaster(mailbox):
             return agent
         try:
@@ -303,9 +304,7 @@ class InboundMailSink:
             conversation_id=await self._conversation(arrival, agent),
             rfc_message_id=headers.message_id,
             raw_message=arrival.delivered,
-            auth_headers=claim.signed_headers(
-                derive_signing_secret(self._gateway.server_key, seed)
-            ),
+            auth_headers=claim.signed_headers(_signing_secret(self._gateway.server_key, seed)),
             authentication_results=arrival.auth.as_dict(),
             received_at=arrival.received_at,
             client_ip=arrival.peer,
@@ -329,6 +328,12 @@ class InboundMailSink:
         return await self._gateway.storage.conversation_for(
             agent.user_id, agent.email, referenced, claim
         )
+
+
+_normalised = functools.lru_cache(maxsize=4096)(normalise_address)
+"""`normalise_address`, remembered: every RCPT and every copy of a message asks it again."""
+_signing_secret = functools.lru_cache(maxsize=1024)(derive_signing_secret)
+"""`derive_signing_secret`, remembered: the copies for one owner's agents share a secret."""
 
 
 def smtp_hop(
