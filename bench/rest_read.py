@@ -180,7 +180,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating runs per cell")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
-        raise SystemExit("wrk is the load generator: install it with `apt-get install wrk`")
+        print("REST reads skipped: wrk is the load generator (`apt-get install wrk`)")
+        return
     compile_bytecode()
     print(
         f"REST reads on {os.cpu_count()} CPUs, Python {platform.python_version()}, "
