@@ -257,7 +257,7 @@ class AcceptorPool:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             try:
                 await channel.send(("result", request, ok, value))
-            except pickle.PicklingError:
+            except (pickle.PicklingError, TypeError, AttributeError):  # an unpicklable exception
                 failed = RuntimeError(f"{name} failed in the main process: {value!r}")
                 await channel.send(("result", request, False, failed))
 
