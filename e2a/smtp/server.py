@@ -451,7 +451,11 @@ class _ClientConnection:
             if isinstance(event, Reply):
                 outgoing += event.data
                 continue
-            if outgoing:
+            if outgoing and not isinstance(event, RecipientRequested):
+                # Replies wait while recipients are checked, and go out together before anything
+                # else: a client that pipelines (RFC 2920) a transaction's RCPT commands gets
+                # their replies in one write, not one per recipient. A message's commit never
+                # holds replies back.
                 await self._send(bytes(outgoing))
                 outgoing.clear()
             match event:
