@@ -19,6 +19,7 @@ from e2a.inbound.parse import HeaderSummary, summarise_headers
 from e2a.inbound.trace import local_received_field, return_path_field
 from e2a.mailauth.results import AuthResults
 from e2a.signing.credentials import derive_signing_secret
+from e2a.signing.identity import body_hash
 from e2a.storage.base import Agent, ConversationClaim, NewInboundMessage
 
 log = logging.getLogger("e2a.inbound")
@@ -74,6 +75,7 @@ async def deliver_locally(
     )
     delivered = delivered_message(raw, local_authentication_results(hostname, sender.email), trace)
     headers = summarise_headers(delivered)
+    digest = body_hash(delivered)
     received_at = format_timestamp(now)
     prepared: list[tuple[Agent, NewInboundMessage]] = []
     for agent, message_id in zip(recipients, message_ids, strict=True):
@@ -83,7 +85,7 @@ async def deliver_locally(
             message_id,
             sender,
             auth,
-            delivered,
+            (delivered, digest),
             headers,
             conversation_id,
             received_at,
@@ -125,12 +127,14 @@ async def _signed_copy(
     message_id: str,
     sender: Agent,
     auth: AuthResults,
-    delivered: bytes,
+    delivered: tuple[bytes, str],
     headers: HeaderSummary,
     conversation_id: str | None,
     received_at: str,
 ) -> NewInboundMessage | None:
-    """The stored form for one recipient agent, signed for its owner (None: no secret)."""
+    """The stored form for one recipient agent, signed for its owner (None: no secret);
+    `delivered` is the bytes and their body hash."""
+    raw, digest = delivered
     storage = gateway.storage
     seed = await storage.newest_signing_seed(agent.user_id)
     if seed is None:
@@ -140,7 +144,7 @@ async def _signed_copy(
         sender=sender.email,
         sender_is_agent=True,
         message_id=message_id,
-        delivered=delivered,
+        body_hash=digest,
         timestamp=received_at,
     )
     conversation = await _conversation(gateway, agent, sender, headers, conversation_id)
@@ -155,7 +159,7 @@ async def _signed_copy(
         subject=headers.subject,
         conversation_id=conversation,
         rfc_message_id=headers.message_id,
-        raw_message=delivered,
+        raw_message=raw,
         auth_headers=claim.signed_headers(derive_signing_secret(gateway.server_key, seed)),
         authentication_results={**auth.as_dict(), "auth": "pass"},
         received_at=received_at,
