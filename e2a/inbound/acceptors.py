@@ -356,6 +356,7 @@ async def _serve(
 ) -> None:
     from e2a.app import load_then_settle, smtp_options
     from e2a.gateway import Gateway
+    from e2a.hub.job_queue import JobQueue
     from e2a.inbound.pipeline import InboundMailSink
     from e2a.mailauth.resolver import DnsResolver
     from e2a.smtp.server import serve_smtp
@@ -363,7 +364,9 @@ async def _serve(
     limits, listener_limits, tls = smtp_options(settings)
     main = _MainProcess(_Channel(trio.SocketStream(trio.socket.from_stdlib_socket(channel))))
     storage = cast(Storage, _StorageInMain(main))
-    gateway = Gateway(settings, storage, server_key, DnsResolver.from_settings(settings.dns))
+    # Jobs are committed (and their workers woken) in the main process; this queue stays idle.
+    resolver = DnsResolver.from_settings(settings.dns)
+    gateway = Gateway(settings, storage, server_key, resolver, JobQueue())
     sink = InboundMailSink(gateway, deliver=main.deliver)
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(listening))
     try:
