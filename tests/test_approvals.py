@@ -50,6 +50,16 @@ class Sink:
     """Records every message the relay accepted."""
 
     received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    refused: set[str] = field(default_factory=set)
+    """Recipients the relay refuses for good (550)."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address in self.refused:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.received.append(
@@ -439,6 +449,50 @@ async def test_ttl_expiry_applies_each_agents_action(
     assert stored_row(gateway.settings, dropped.id) == ("expired_rejected", None, None, None)
     assert "outbound" not in job_kinds(gateway.settings, dropped.id)
     assert await worker.expire_due(deadline + 60) == []
+
+
+async def test_an_auto_approval_handed_on_stays_expired_approved(
+    running: RunningGateway, make_account: MakeAccount, sink: Sink
+) -> None:
+    gateway = running.gateway
+    account = await make_account(OWNER)
+    keen = await hitl_owner(gateway, account, "keen", expiration="approve")
+    message = await add_pending(gateway, keen, time.time() - 1)
+    await ApprovalWorker(gateway).expire_due(time.time())  # or the gateway's own worker does
+
+    def delivered() -> list[list[str]]:
+        return [rcpts for _, rcpts, _ in sink.received if OWNER not in rcpts]
+
+    await wait_until(lambda: bool(delivered()) and not job_kinds(gateway.settings, message.id))
+    assert delivered() == [["alice@example.org", "carol@example.org", "hidden@example.org"]]
+    view = (await account.http.get(f"/api/v1/messages/{message.id}")).json()
+    assert view["status"] == "expired_approved"
+    assert view["method"] == "smtp" and view["sent_at"].endswith("Z")
+    assert "body_text" not in view and "error" not in view
+    assert stored_row(gateway.settings, message.id) == ("expired_approved", None, None, None)
+    listed = (await account.http.get("/api/v1/messages?status=expired_approved")).json()
+    assert [m["id"] for m in listed["messages"]] == [message.id]
+    assert (await account.http.get("/api/v1/messages?status=sent")).json()["messages"] == []
+
+
+async def test_an_auto_approval_that_cannot_be_sent_ends_expired_rejected(
+    running: RunningGateway, make_account: MakeAccount, sink: Sink
+) -> None:
+    gateway = running.gateway
+    account = await make_account(OWNER)
+    keen = await hitl_owner(gateway, account, "keen", expiration="approve")
+    sink.refused |= {"alice@example.org", "carol@example.org", "hidden@example.org"}
+    message = await add_pending(gateway, keen, time.time() - 1)
+    await ApprovalWorker(gateway).expire_due(time.time())  # or the gateway's own worker does
+
+    await wait_until(lambda: stored_row(gateway.settings, message.id)[0] != "expired_approved")
+    view = (await account.http.get(f"/api/v1/messages/{message.id}")).json()
+    assert view["status"] == "expired_rejected" and view["sent_at"] is None
+    assert "550 5.1.1 no such user" in view["error"]
+    assert view["rejection_reason"].startswith("approved at expiry, but sending failed: ")
+    assert "550 5.1.1 no such user" in view["rejection_reason"]
+    assert stored_row(gateway.settings, message.id) == ("expired_rejected", None, None, None)
+    assert [rcpts for _, rcpts, _ in sink.received if OWNER not in rcpts] == []
 
 
 async def race_approvals(

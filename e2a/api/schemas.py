@@ -195,7 +195,8 @@ class InboundMessagePage(ResponseBody):
 
 class OutboundMessage(ResponseBody):
     """Mail an agent sends. `body_text`, `body_html` and `attachments` are present only while
-    the message is not terminal; `error` explains a failed or retried hand-off."""
+    the message is not final (terminal, or handed on); `error` explains a failed or retried
+    hand-off; `sent_at` is when it was handed on (`sent`, or `expired_approved` once sent)."""
 
     id: str
     message_id: str
@@ -215,6 +216,7 @@ class OutboundMessage(ResponseBody):
     email_message_id: str
     method: Literal["smtp", "local"] | None
     edited: bool
+    sent_at: Timestamp | None
     body_text: str | None = None
     body_html: str | None = None
     attachments: list[AttachmentIn] | None = None

@@ -278,6 +278,9 @@ class OutboundMessage:
     method: Literal["smtp", "local"] | None = None
     edited: bool = False
     send_error: str | None = None
+    sent_at: str | None = None
+    """When the message was handed on (`sent`, or an auto-approval that stays
+    `expired_approved`); None before, and for mail handed on before e2a recorded it."""
 
 
 @dataclass(frozen=True)

@@ -141,8 +141,9 @@ def outbound_view(message: OutboundMessage) -> dict[str, Any]:
         "email_message_id": message.email_message_id,
         "method": message.method,
         "edited": message.edited,
+        "sent_at": message.sent_at,
     }
-    if message.status in lifecycle.BODY_KEPT:
+    if lifecycle.body_kept(message.status, handed_on=message.sent_at is not None):
         view["body_text"] = message.body_text
         view["body_html"] = message.body_html
         view["attachments"] = message.attachments or []
