@@ -230,9 +230,11 @@ class OutboundMessageList(ResponseBody):
 
 
 class SendResult(ResponseBody):
-    """200 from sending: committed and handed to the send worker (`queued` while it works)."""
+    """200 from sending: durably queued for the send worker and not refused. `status` is
+    `sent`, the word e2a 2.x clients know for accepted mail, whether or not the relay has
+    answered yet; the message's own progress is on `GET /messages/{id}`."""
 
-    status: Literal["queued", "sent", "failed"]
+    status: Literal["sent"]
     message_id: str
     method: Literal["smtp", "local"] | None
 

@@ -211,8 +211,9 @@ class ReplyToMessageRequest(_Model):
 
 
 class SendEmailResponse(_Model):
-    """The answer to a send or reply: `status` (`sent`, `queued`, `pending_approval`),
-    `message_id`, `method` (`smtp` or `local`) and, when held, `approval_expires_at`."""
+    """The answer to a send or reply: `status` (`sent`: accepted for delivery, its progress on
+    `get_pending_message`; or `pending_approval`), `message_id`, `method` (`smtp` or `local`)
+    and, when held, `approval_expires_at`."""
 
     status: str | None = None
     message_id: str | None = None

@@ -154,7 +154,11 @@ def outbound_view(message: OutboundMessage) -> dict[str, Any]:
 
 def submission_view(submission: Submission) -> dict[str, Any]:
     """The answer to a send, reply or test: the approval deadline while the message is held,
-    else the state its hand-off reached and how it travels."""
+    else `sent` and how it travels.
+
+    `sent` means durably accepted and not refused, whether or not the relay has answered yet:
+    e2a 2.x said `sent` once a message was handed on, and its SDKs know no other word for
+    accepted mail (docs/api.md). The message's own progress is on `GET /messages/{id}`."""
     message = submission.message
     if submission.held:
         assert message.approval_expires_at is not None
@@ -163,7 +167,7 @@ def submission_view(submission: Submission) -> dict[str, Any]:
             "message_id": message.id,
             "approval_expires_at": format_timestamp(message.approval_expires_at),
         }
-    return {"status": submission.status, "message_id": message.id, "method": message.method}
+    return {"status": lifecycle.SENT, "message_id": message.id, "method": message.method}
 
 
 def info_view(settings: Settings) -> dict[str, Any]:
