@@ -33,7 +33,7 @@ from e2a.signing.credentials import derive_signing_secret, hash_api_key
 from e2a.signing.magic_links import LINK_GRACE_SECONDS, Action, issue_token, link_key
 from e2a.storage.base import AgentChanges, NotPending, OutboundMessage
 from e2a.workers.approvals import ApprovalWorker
-from tests.conftest import Account, make_settings
+from tests.conftest import Account, agent_path, make_settings
 from tests.databases import query
 from tests.delivery_support import create_agent, open_account, quiet_gateway, wait_until
 
@@ -237,6 +237,34 @@ async def test_notice_email_has_both_links_and_no_body(
     done = await anonymous.post("/api/v1/approve", data={"token": token})
     assert done.status_code == 200, done.text
     assert stored_row(gateway.settings, message.id)[0] == "queued"
+
+
+async def test_an_agent_with_approval_notifications_off_gets_no_notice(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    gateway = running.gateway
+    http = owner.account.http
+    assert (await http.get(agent_path(owner.agent))).json()["approval_notifications"] is True
+    quiet = await http.put(agent_path(owner.agent), json={"approval_notifications": False})
+    assert quiet.status_code == 200, quiet.text
+    assert quiet.json()["approval_notifications"] is False
+    assert quiet.json()["hitl_enabled"] is True  # the other settings keep their values
+    wrong = await http.put(agent_path(owner.agent), json={"approval_notifications": "no"})
+    assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "invalid_request"
+
+    silent = await add_pending(gateway, owner, time.time() + 3600)
+    await wait_until(lambda: job_kinds(gateway.settings, silent.id) == [])
+    assert sink.notices() == []
+    assert stored_row(gateway.settings, silent.id)[0] == "pending_approval"  # still held
+    pending = (await http.get("/api/v1/messages")).json()["messages"]
+    assert [m["id"] for m in pending] == [silent.id]
+
+    loud = await http.put(agent_path(owner.agent), json={"approval_notifications": True})
+    assert loud.json()["approval_notifications"] is True
+    noticed = await add_pending(gateway, owner, time.time() + 3600)
+    await wait_until(lambda: bool(sink.notices()))
+    [notice] = sink.notices()
+    assert noticed.id in notice.get_content() and silent.id not in notice.get_content()
 
 
 async def test_get_shows_a_page_and_never_acts(

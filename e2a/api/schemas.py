@@ -94,6 +94,10 @@ class Agent(ResponseBody):
     hitl_enabled: bool
     hitl_ttl_seconds: int = Field(ge=1, le=604800)
     hitl_expiration_action: Literal["reject", "approve"]
+    approval_notifications: bool = Field(
+        description="Whether the owner is emailed when a message is held for approval "
+        "(default true; an addition to e2a 2.x)."
+    )
     created_at: Timestamp
 
 

@@ -42,7 +42,7 @@ from e2a.storage.vocabulary import WEBHOOK_JOB as WEBHOOK_JOB
 
 AGENT_COLUMNS = (
     "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "
-    "hitl_expiration_action, created_at, id"
+    "hitl_expiration_action, created_at, id, approval_notifications"
 )
 MESSAGE_COLUMNS = (
     "m.id, m.seq, m.user_id, m.agent_email, m.from_addr, m.reply_to, m.to_json, m.cc_json, "
@@ -79,6 +79,7 @@ def decode_agent(row: Sequence[Any]) -> Agent:
         hitl_expiration_action=row[8],
         created_at=row[9],
         id=row[10],
+        approval_notifications=bool(row[11]),
     )
 
 
@@ -213,6 +214,7 @@ def agent_params(agent: Agent) -> tuple[Any, ...]:
         agent.hitl_expiration_action,
         agent.created_at,
         agent.id,
+        agent.approval_notifications,
     )
 
 
@@ -501,6 +503,7 @@ def user_export(
                 "hitl_enabled": agent.hitl_enabled,
                 "hitl_ttl_seconds": agent.hitl_ttl_seconds,
                 "hitl_expiration_action": agent.hitl_expiration_action,
+                "approval_notifications": agent.approval_notifications,
                 "created_at": agent.created_at,
             }
         )

@@ -29,6 +29,7 @@ class Agent(_Model):
     hitl_enabled: bool | None = None
     hitl_ttl_seconds: int | None = None
     hitl_expiration_action: str | None = None
+    approval_notifications: bool | None = None
     created_at: str | None = None
 
 
@@ -176,6 +177,7 @@ class UpdateAgentRequest(_Model):
     hitl_enabled: bool | None = None
     hitl_ttl_seconds: int | None = None
     hitl_expiration_action: str | None = None
+    approval_notifications: bool | None = None
 
 
 class RegisterDomainRequest(_Model):

@@ -30,6 +30,7 @@ def agent_view(entry: AgentEntry) -> dict[str, Any]:
         "hitl_enabled": agent.hitl_enabled,
         "hitl_ttl_seconds": agent.hitl_ttl_seconds,
         "hitl_expiration_action": agent.hitl_expiration_action,
+        "approval_notifications": agent.approval_notifications,
         "created_at": agent.created_at,
     }
 
