@@ -58,6 +58,7 @@ from e2a.v1 import (
 from e2a.v1.notifications import backoff_delays, websocket_url
 from e2a.workers.webhook_policy import build_request
 from tests.conftest import make_settings
+from tests.databases import query
 from tests.delivery_support import agent_id, wait_until
 
 SENDER = "alice@example.org"
@@ -454,10 +455,14 @@ async def listen_for_mail(live: LiveGateway, key: str, name: str) -> None:
 
 
 async def drop_websockets(live: LiveGateway, agent: str) -> None:
-    """Have the gateway close the agent's WebSockets (as when a client falls behind)."""
-    hub = live.running.gateway.hub
-    subscribed = await agent_id(live.running.gateway, agent)
+    """Have the gateway close the agent's WebSockets (as when a client falls behind), once the
+    acks already sent have marked their messages read (only "Live" is still unread)."""
+    gateway = live.running.gateway
+    hub = gateway.hub
+    subscribed = await agent_id(gateway, agent)
     await wait_until(lambda: hub.subscriber_count(subscribed) > 0)
+    unread = "SELECT subject FROM messages WHERE agent_email = ? AND status = 'unread'"
+    await wait_until(lambda: query(gateway.settings.database.url, unread, (agent,)) == [("Live",)])
     hub.close_subscriptions(subscribed)
 
 

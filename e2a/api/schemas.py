@@ -315,6 +315,7 @@ class ExportedAgent(ResponseBody):
     hitl_enabled: bool
     hitl_ttl_seconds: int
     hitl_expiration_action: Literal["reject", "approve"]
+    approval_notifications: bool
     created_at: Timestamp
 
 
