@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from e2a.config import Settings
 from e2a.hub import Hub
 from e2a.hub.job_queue import JobQueue
+from e2a.local_rate_counts import LocalRateCounts
 from e2a.mailauth.dns_answers import Resolver
 from e2a.mailauth.resolver import DnsResolver
 from e2a.metrics import Metrics
@@ -37,6 +38,8 @@ class Gateway:
     """Wakes this process's job workers; storage reports its commits to it."""
     hub: Hub = field(default_factory=Hub)
     metrics: Metrics = field(default_factory=Metrics)
+    local_counts: LocalRateCounts = field(default_factory=LocalRateCounts)
+    """Request counts this process keeps in memory (message polls)."""
 
     def is_shared_domain(self, domain: str) -> bool:
         """True when `domain` is the deployment's shared domain."""

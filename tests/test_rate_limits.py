@@ -1,6 +1,6 @@
 """Request limits over real HTTP: agent registrations per user and per client address per
-hour (the address told by trusted proxies only), message polls per user per minute (429
-`rate_limited` with `Retry-After`, counted in the database)."""
+hour (the address told by trusted proxies only, counted in the database), message polls per
+user per minute (counted in the process's memory); 429 `rate_limited` with `Retry-After`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from e2a.app import RunningGateway
 from e2a.config import proxy_networks
 from e2a.mailauth.resolver import FixtureResolver
 from tests.conftest import TEST_LIMITS, Account, agent_path, make_settings
+from tests.databases import query
 from tests.delivery_support import open_account, quiet_gateway
 
 
@@ -99,6 +100,11 @@ async def test_message_polling_is_limited_per_user(
     )
     assert bad.status_code == 401
     assert (await alice.http.get(agent_path(alice_bot))).status_code == 200
+
+    # A poll is never a durable write: the counts live in memory, the database holds none.
+    database = running.gateway.settings.database.url
+    assert query(database, "SELECT key FROM rate_limits WHERE key LIKE 'message_poll%'") == []
+    assert query(database, "SELECT count(*) FROM rate_limits")[0][0] >= 2  # registrations
 
 
 async def test_registrations_count_per_user_as_well(

@@ -14,7 +14,7 @@ from e2a.gateway import Gateway
 from e2a.operations.agents import owned_agent
 from e2a.operations.caller import Caller
 from e2a.operations.errors import Invalid, NotFound
-from e2a.operations.rate_limits import count_request
+from e2a.operations.rate_limits import count_local_request
 from e2a.storage.base import Agent, InboundMessage, MessagePage, StatusFilter, WebhookAttempt
 
 DEFAULT_PAGE_SIZE = 50
@@ -56,9 +56,10 @@ def decode_page_token(token: str) -> int:
         ) from None
 
 
-async def _count_poll(gateway: Gateway, caller: Caller) -> None:
-    """Count one message poll (list or read) against the caller; RateLimited when over."""
-    await count_request(
+def _count_poll(gateway: Gateway, caller: Caller) -> None:
+    """Count one message poll (list or read) against the caller, in this process's memory;
+    RateLimited when over."""
+    count_local_request(
         gateway,
         f"message_poll:user:{caller.user_id}",
         POLL_WINDOW_SECONDS,
@@ -76,7 +77,7 @@ async def inbox_page(
     after: int | None,
 ) -> MessagePage:
     """A page of the caller's agent's inbound mail after position `after` (one poll)."""
-    await _count_poll(gateway, caller)
+    _count_poll(gateway, caller)
     agent = await owned_agent(gateway, caller, email)
     return await gateway.storage.list_inbound(caller.user_id, agent.email, status, page_size, after)
 
@@ -85,7 +86,7 @@ async def read_message(
     gateway: Gateway, caller: Caller, email: str, message_id: str
 ) -> InboundMessage:
     """One message of the caller's agent, marked read (one poll); NotFound otherwise."""
-    await _count_poll(gateway, caller)
+    _count_poll(gateway, caller)
     agent = await owned_agent(gateway, caller, email)
     message = await gateway.storage.read_inbound(caller.user_id, agent.email, message_id)
     if message is None:

@@ -1,0 +1,35 @@
+"""The in-memory fixed-window counters that limit message polls: the same windows and verdicts
+as the database's counters, and bounded memory."""
+
+from __future__ import annotations
+
+from e2a.local_rate_counts import LocalRateCounts
+
+
+def test_a_window_allows_its_limit_then_tells_the_wait() -> None:
+    counts = LocalRateCounts()
+    assert [counts.hit("a", 60, 3, 120.0 + n) for n in range(3)] == [None, None, None]
+    assert counts.hit("a", 60, 3, 150.0) == 30.0  # the window [120, 180) ends in 30 s
+    assert counts.hit("b", 60, 3, 150.0) is None  # another key counts on its own
+
+
+def test_the_next_window_starts_the_count_again() -> None:
+    counts = LocalRateCounts()
+    for n in range(5):
+        counts.hit("a", 60, 2, 61.0 + n)
+    assert counts.hit("a", 60, 2, 119.5) == 0.5
+    assert counts.hit("a", 60, 2, 120.0) is None
+    assert counts.hit("a", 60, 2, 121.0) is None
+    assert counts.hit("a", 60, 2, 122.0) is not None
+
+
+def test_memory_is_bounded_and_ended_windows_go_first() -> None:
+    counts = LocalRateCounts(max_keys=4)
+    for key in "abc":
+        counts.hit(key, 60, 1, 0.0)  # windows of long ago
+    counts.hit("d", 60, 1, 7200.0)
+    assert counts.hit("e", 60, 1, 7200.0) is None  # room made by dropping a, b and c
+    assert counts.hit("d", 60, 1, 7201.0) is not None  # the recent one was kept and counted
+    for key in "fghijk":
+        counts.hit(key, 60, 1, 7202.0)  # nothing has ended: the oldest half makes room
+    assert len(counts) <= 4
