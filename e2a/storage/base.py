@@ -16,6 +16,7 @@ from e2a.ids import new_id
 from e2a.storage.vocabulary import TERMINAL_STATUSES as TERMINAL_STATUSES  # callers read it here
 
 AgentMode = Literal["cloud", "local"]
+KeyScope = Literal["account", "agent"]
 MessageStatus = Literal["unread", "read"]
 StatusFilter = Literal["unread", "read", "all"]
 
@@ -55,7 +56,11 @@ class User:
 
 @dataclass(frozen=True)
 class ApiKey:
-    """An API key's metadata; the key itself is only ever known as its SHA-256 hash."""
+    """An API key's metadata; the key itself is only ever known as its SHA-256 hash.
+
+    An `account` key reaches everything of its account; an `agent` key only the agent whose
+    stable id is `agent_id` (`agent_email` is that agent's address when read, None once the
+    agent is gone). A key past `expires_at` is refused like a revoked one."""
 
     id: str
     user_id: str
@@ -64,6 +69,34 @@ class ApiKey:
     created_at: str
     last_used_at: str | None
     revoked_at: str | None
+    scope: KeyScope = "account"
+    agent_id: str | None = None
+    expires_at: str | None = None
+    agent_email: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyHolder:
+    """Who a live API key speaks for: its owner, its scope, and for an agent key the agent it
+    is bound to (by stable id, and that agent's address)."""
+
+    user: User
+    scope: KeyScope
+    agent_id: str | None
+    agent_email: str | None
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """What a write sent with an Idempotency-Key may do: `acquired` (run it, then complete or
+    release the claim `token`), `replay` (answer `status` and the stored `answer` instead),
+    `mismatch` (the key was used for another request) or `in_flight` (its first request still
+    runs)."""
+
+    outcome: Literal["acquired", "replay", "mismatch", "in_flight"]
+    token: str | None = None
+    status: int | None = None
+    answer: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -328,7 +361,12 @@ class Accounts(Protocol):
         ...
 
     async def user_for_key_hash(self, key_hash: str) -> User | None:
-        """Return the owner of a non-revoked API key, or None."""
+        """Return the owner of a live API key (`key_holder`), or None."""
+        ...
+
+    async def key_holder(self, key_hash: str) -> KeyHolder | None:
+        """Who the API key with this hash speaks for, while it is live: not revoked, not past
+        its expiry, and (an agent key) its agent still there. None otherwise."""
         ...
 
     async def get_user(self, user_id: str) -> User | None:
@@ -342,6 +380,13 @@ class Accounts(Protocol):
 
     async def list_api_keys(self, user_id: str) -> list[ApiKey]:
         """The user's API keys, newest first."""
+        ...
+
+    async def api_key_page(
+        self, user_id: str, limit: int, after: tuple[str, str] | None
+    ) -> list[ApiKey]:
+        """Up to `limit` of the user's live keys (not revoked, not expired), newest first by
+        `(created_at, id)`, after the position `after` when given."""
         ...
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
@@ -619,6 +664,30 @@ class RateLimits(Protocol):
         ...
 
 
+class Idempotency(Protocol):
+    """Answers to writes sent with an Idempotency-Key, per user, so a retry replays the first
+    answer. A claim is taken before the write, then completed with the answer or released."""
+
+    async def claim_idempotency_key(
+        self, user_id: str, key_hash: str, request_hash: str, now: float, stale_before: float
+    ) -> IdempotencyClaim:
+        """Claim `key_hash` of the user for the request hashed `request_hash`, in one
+        transaction: a fresh key (or a claim left unfinished since before `stale_before`, its
+        request having died) is acquired; a completed one replays for the same request and is
+        a mismatch for another; a claim still running is in flight."""
+        ...
+
+    async def complete_idempotency_key(
+        self, user_id: str, key_hash: str, token: str, status: int, answer: bytes, now: float
+    ) -> None:
+        """Store the answer of the claim `token` (nothing when the claim is no longer held)."""
+        ...
+
+    async def release_idempotency_key(self, user_id: str, key_hash: str, token: str) -> None:
+        """Drop the unfinished claim `token`, so a retry runs the write again."""
+        ...
+
+
 class Retention(Protocol):
     """The retention sweep: old messages and webhook attempt records deleted in batches."""
 
@@ -635,6 +704,11 @@ class Retention(Protocol):
         one short transaction; returns how many went."""
         ...
 
+    async def delete_idempotency_keys_before(self, cutoff: float, limit: int) -> int:
+        """Delete up to `limit` idempotency keys claimed, and completed (if ever), before the
+        epoch `cutoff`, in one short transaction; returns how many went."""
+        ...
+
 
 class Storage(
     Lifecycle,
@@ -645,6 +719,7 @@ class Storage(
     JobQueueStore,
     WebhookDeliveries,
     RateLimits,
+    Idempotency,
     Retention,
     Protocol,
 ):

@@ -59,7 +59,13 @@ OUTBOUND_COLUMNS = (
 )
 DOMAIN_COLUMNS = "user_id, domain, verification_token, verified, created_at, verified_at"
 SIGNING_SECRET_COLUMNS = "id, user_id, name, seed, secret_prefix, created_at, last_signed_at"
-API_KEY_COLUMNS = "id, user_id, name, key_prefix, created_at, last_used_at, revoked_at"
+API_KEY_COLUMNS = (
+    "k.id, k.user_id, k.name, k.key_prefix, k.created_at, k.last_used_at, k.revoked_at, "
+    "k.scope, k.agent_id, k.expires_at, a.email"
+)
+API_KEYS_WITH_AGENTS = "api_keys k LEFT JOIN agents a ON a.id = k.agent_id"
+"""What API_KEY_COLUMNS are selected from: each key with the address of the agent it is bound
+to (an agent key), if that agent is still there."""
 WEBHOOK_ATTEMPT_COLUMNS = "attempt, attempted_at, status_code, error, duration_ms"
 JOB_COLUMNS = "id, kind, message_id, attempts, run_at, created_at"
 
@@ -170,6 +176,10 @@ def decode_api_key(row: Sequence[Any]) -> ApiKey:
         created_at=row[4],
         last_used_at=row[5],
         revoked_at=row[6],
+        scope=row[7],
+        agent_id=row[8],
+        expires_at=row[9],
+        agent_email=row[10],
     )
 
 
@@ -177,8 +187,19 @@ def decode_api_key(row: Sequence[Any]) -> ApiKey:
 
 
 def api_key_params(key: ApiKey, key_hash: str) -> tuple[Any, ...]:
-    """For `(id, user_id, name, key_hash, key_prefix, created_at)`."""
-    return (key.id, key.user_id, key.name, key_hash, key.key_prefix, key.created_at)
+    """For `(id, user_id, name, key_hash, key_prefix, created_at, scope, agent_id,
+    expires_at)`."""
+    return (
+        key.id,
+        key.user_id,
+        key.name,
+        key_hash,
+        key.key_prefix,
+        key.created_at,
+        key.scope,
+        key.agent_id,
+        key.expires_at,
+    )
 
 
 def signing_secret_params(secret: SigningSecret) -> tuple[Any, ...]:
