@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -91,6 +91,16 @@ async def list_api_keys(gateway: Gateway, caller: Caller) -> list[ApiKey]:
     """The caller's API keys (prefixes only)."""
     caller.require_account("manage API keys")
     return await gateway.storage.list_api_keys(caller.user_id)
+
+
+async def api_key_page(
+    gateway: Gateway, caller: Caller, limit: int, after: tuple[Any, ...] | None
+) -> list[ApiKey]:
+    """Up to `limit` of the caller's live keys, newest first, after the position `after` (the
+    `(created_at, id)` of the last key of the previous page)."""
+    caller.require_account("manage API keys")
+    position = (str(after[0]), str(after[1])) if after else None
+    return await gateway.storage.api_key_page(caller.user_id, limit, position)
 
 
 async def new_api_key(gateway: Gateway, caller: Caller, name: str | None) -> IssuedApiKey:
