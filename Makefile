@@ -7,7 +7,7 @@ BUILD_STAMP = $(VENV)/.installed-build
 # What the one-file executable is built from: rebuilt only when one of these changes.
 BINARY_SOURCES = packaging/e2a.spec $(shell find e2a -type f -not -path '*/__pycache__/*')
 
-.PHONY: install run test pg lint bench bench-smtp binary footprint clean
+.PHONY: install run test pg lint bench bench-smtp bench-fanout bench-rest binary footprint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("e2a needs Python >= 3.11 (found %s)" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -55,8 +55,14 @@ binary: dist/e2a  ## one-file executable dist/e2a for this machine's OS and CPU 
 footprint: dist/e2a  ## size, start time and memory of dist/e2a against `python -m e2a serve`
 	$(BIN)/python bench/footprint.py
 
-bench-smtp: install  ## SMTP ingest: e2a against aiosmtpd, 1 KB and 100 KB, 1/10/50 sessions (~2 min)
+bench-smtp: install  ## SMTP ingest: e2a against Postfix and aiosmtpd, per connection and persistent (~8 min)
 	$(BIN)/python bench/smtp_ingest.py
+
+bench-fanout: install  ## one 100 KB message to 1, 10 and 50 local agents per transaction (~1 min)
+	$(BIN)/python bench/fanout.py
+
+bench-rest: install  ## REST reads against a bare Quart-Trio app, 1/16/64 connections; needs wrk (~1 min)
+	$(BIN)/python bench/rest_read.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

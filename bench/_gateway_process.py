@@ -75,7 +75,8 @@ def clean_environment() -> dict[str, str]:
 class GatewayProcess:
     """One gateway deployment in `folder`; `start()`/`kill()`/`terminate()` its process.
 
-    `command` runs e2a: this venv's `python -m e2a` by default, or e.g. `["dist/e2a"]`.
+    `command` runs e2a: this venv's `python -m e2a` by default, or e.g. `["dist/e2a"]`;
+    `log_level` None leaves the gateway's default level (info).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class GatewayProcess:
         *,
         smtp: dict[str, object] | None = None,
         command: Sequence[str] = E2A,
+        log_level: str | None = "warning",
     ) -> None:
         self.folder = folder
         self.command = list(command)
@@ -100,9 +102,10 @@ class GatewayProcess:
             f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n'
             f'[database]\nurl = "sqlite:///{folder / "e2a.db"}"\n'
             f'[dns]\nnameservers = ["{dns}"]\ntimeout_seconds = 2\n'
-            '[log]\nlevel = "warning"\n'
+            + (f'[log]\nlevel = "{log_level}"\n' if log_level else "")
             # Load generators poll hard from one address; the production limits would throttle.
-            "[limits]\nagent_registrations_per_ip_per_hour = 100000\n"
+            + "[limits]\nagent_registrations_per_ip_per_hour = 100000\n"
+            "agent_registrations_per_user_per_hour = 100000\n"
             "message_polls_per_user_per_minute = 100000\n"
         )
         self.process: subprocess.Popen[bytes] | None = None

@@ -158,6 +158,8 @@ class SmtpSettings(ListenSection):
     command_timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
     data_timeout_seconds: float = Field(default=600.0, gt=0, le=86_400)
     shutdown_grace_seconds: float = Field(default=30.0, gt=0, le=3600)
+    processes: int = Field(default=1, ge=1, le=64)
+    """Processes accepting SMTP: the main one and `processes - 1` acceptors (docs/smtp.md)."""
 
 
 class HttpSettings(ListenSection):

@@ -1,7 +1,7 @@
 """The running gateway's shared state: settings, storage, server key and DNS resolver.
 
-`open_gateway` opens and migrates storage and settles the server key; everything that serves
-requests (SMTP, HTTP, workers) receives the same `Gateway`.
+`open_gateway` opens and migrates storage (whose commits wake the job workers) and settles the
+server key; everything that serves requests (SMTP, HTTP, workers) receives the same `Gateway`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from e2a.config import Settings
 from e2a.hub import Hub
+from e2a.hub.job_queue import JobQueue
 from e2a.mailauth.dns_answers import Resolver
 from e2a.mailauth.resolver import DnsResolver
 from e2a.metrics import Metrics
@@ -32,6 +33,8 @@ class Gateway:
     storage: Storage
     server_key: str
     resolver: Resolver
+    jobs: JobQueue
+    """Wakes this process's job workers; storage reports its commits to it."""
     hub: Hub = field(default_factory=Hub)
     metrics: Metrics = field(default_factory=Metrics)
 
@@ -56,7 +59,8 @@ async def open_gateway(
     settings: Settings, resolver: Resolver | None = None
 ) -> AsyncIterator[Gateway]:
     """Open storage, apply migrations, settle the server key; close storage on exit."""
-    storage = open_storage(settings.database.url, settings.replica_id)
+    jobs = JobQueue()
+    storage = open_storage(settings.database.url, settings.replica_id, jobs.committed)
     try:
         applied = await storage.migrate()
         if applied:
@@ -67,6 +71,7 @@ async def open_gateway(
             storage=storage,
             server_key=server_key,
             resolver=resolver or DnsResolver.from_settings(settings.dns),
+            jobs=jobs,
         )
     finally:
         await storage.close()

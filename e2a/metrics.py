@@ -20,7 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from e2a.storage.rows import APPROVAL_NOTICE_JOB, OUTBOUND_JOB, WEBHOOK_JOB
+from e2a.storage.vocabulary import JOB_KINDS
 
 # No `*_created` series: they double the output and Prometheus does not need them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
@@ -46,7 +46,6 @@ DELIVERY_OUTCOMES = {
 """Delivery outcomes per channel: a webhook attempt ends delivered, retrying or failed; a
 WebSocket frame is sent, and the client may ack it."""
 
-JOB_KINDS = (WEBHOOK_JOB, OUTBOUND_JOB, APPROVAL_NOTICE_JOB)
 RETENTION_KINDS = ("messages", "webhook_attempts", "idempotency_keys")
 HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED_ROUTE = "unmatched"

@@ -1,4 +1,5 @@
-"""Raw Internet messages (RFC 5322) as bytes: where the header section ends, and its text.
+"""Raw Internet messages (RFC 5322) as bytes: where the header section ends, its text, and
+its fields.
 
 Parsing a whole message to read a few header fields costs time in proportion to its body;
 every reader of headers in e2a cuts the header section out first, and decodes it, the same way.
@@ -29,3 +30,59 @@ def header_text(message: bytes) -> str:
     a charset the message never declared. The stored bytes keep the original octets.
     """
     return header_section(message).decode("utf-8", "replace")
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n|$)")
+_FIELD_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
+"""A line the stdlib's parser takes as part of the header section (its `headerRE`)."""
+
+
+class HeaderFields:
+    """The fields of a header section as the stdlib's compat32 parser reads them
+    (`email.parser.HeaderParser(policy=compat32)`, `Message.get`/`get_all`), found without it.
+
+    Its feed parser handles the message line by line in Python and builds a message object;
+    this keeps just the fields, by the same rules: lines end at CRLF, CR or LF; the section
+    ends at the first line that is neither a field, a continuation nor a "From " line; a
+    continuation before any field, a field without a name and a "From " line are ignored;
+    values lose the whitespace after the colon and the final line ending."""
+
+    def __init__(self, text: str) -> None:
+        lines = [line for line in _LINE.findall(text) if line]
+        section = []
+        for line in lines:
+            if not _FIELD_LINE.match(line):
+                break
+            section.append(line)
+        self._fields: list[tuple[str, str]] = []
+        name, value = "", [""]
+        for line in section:
+            if line[0] in " \t":
+                if name:
+                    value.append(line)
+                continue
+            if name:
+                self._add(name, value)
+                name = ""
+            if line.startswith("From "):
+                continue  # a Unix "From " line, or one misplaced: no field
+            colon = line.find(":")
+            if colon == 0:
+                continue  # no field name
+            name, value = line[:colon], [line]
+        if name:
+            self._add(name, value)
+
+    def _add(self, name: str, lines: list[str]) -> None:
+        first = lines[0].split(":", 1)[1].lstrip(" \t")
+        self._fields.append((name.lower(), (first + "".join(lines[1:])).rstrip("\r\n")))
+
+    def get(self, name: str) -> str | None:
+        """The first field called `name` (any case), or None."""
+        wanted = name.lower()
+        return next((value for key, value in self._fields if key == wanted), None)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every field called `name` (any case), in order."""
+        wanted = name.lower()
+        return [value for key, value in self._fields if key == wanted]

@@ -128,7 +128,8 @@ async def hitl_owner(
 
 
 async def add_pending(gateway: Gateway, owner: Owner, deadline: float) -> OutboundMessage:
-    """Store a message awaiting approval (with its notice job) and wake the workers."""
+    """Store a message awaiting approval (with its notice job, whose commit wakes the
+    approval worker)."""
     message_id = new_id("msg")
     message = OutboundMessage(
         id=message_id,
@@ -152,7 +153,6 @@ async def add_pending(gateway: Gateway, owner: Owner, deadline: float) -> Outbou
         created_epoch=time.time(),
     )
     await gateway.storage.add_outbound(message)
-    gateway.hub.jobs_added()
     return message
 
 
@@ -426,7 +426,7 @@ async def test_ttl_expiry_applies_each_agents_action(
     assert await worker.expire_due(deadline - 1) == []
     assert stored_row(gateway.settings, sent_anyway.id)[0] == "pending_approval"
 
-    signal = gateway.hub.job_signal()
+    signal = gateway.jobs.added("outbound")
     expired = await worker.expire_due(deadline + 30)
     assert {m.id: m.status for m in expired} == {
         sent_anyway.id: "expired_approved",
@@ -513,6 +513,23 @@ async def test_notice_retries_while_the_relay_is_down_and_drops_without_relay(
         finally:
             await account.http.aclose()
     assert sink.received == []
+
+
+async def test_a_notice_is_abandoned_once_its_retry_would_come_after_the_deadline(
+    tmp_path: Path, resolver: Any
+) -> None:
+    down = relay_settings(tmp_path, free_port())
+    async with quiet_gateway(down, resolver) as quiet:
+        account = await open_account(quiet.gateway, quiet.http_url, OWNER)
+        async with account.http:
+            owner = await hitl_owner(quiet.gateway, account)
+            message = await add_pending(quiet.gateway, owner, time.time() + 75)
+            now = time.time()
+            worker = ApprovalWorker(quiet.gateway, clock=lambda: now)
+            assert await worker.send_due_notices(now) == 1  # deferred: again at +30
+            assert job_kinds(down, message.id) == ["approval_notice"]
+            assert await worker.send_due_notices(now + 30) == 1  # +90 is past the deadline
+            assert job_kinds(down, message.id) == []
 
 
 async def test_notice_for_a_resolved_message_is_not_sent(

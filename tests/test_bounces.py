@@ -452,3 +452,14 @@ def test_truncated_or_garbled_samples_never_raise(path: Path, cut: float, noise:
         read_returned_mail(raw[:at] + noise)
     finally:
         logging.getLogger("flufl.bounce").disabled = False
+
+
+def test_a_charset_name_with_a_null_character_does_not_raise() -> None:
+    """Found by test_truncated_or_garbled_samples_never_raise: such a name is no LookupError
+    for bytes.decode but a ValueError; the part is read as UTF-8 like any unknown charset."""
+    raw = (
+        b"From: MAILER-DAEMON@example.org\r\nTo: x@agents.test\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\n"
+        b'Content-Type: text/html; charset="ab\x00c"\r\n\r\n<p>delivery failed</p>\r\n'
+    )
+    read_returned_mail(raw)

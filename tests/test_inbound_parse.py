@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import email.message
+import email.parser
+import email.policy
 import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from e2a.addresses import lowercase_address
 from e2a.inbound.parse import summarise_headers
+from e2a.rfc5322 import HeaderFields
 from e2a.v1.inbound import parse_raw_email
 
 
@@ -80,3 +86,65 @@ def test_unicode_line_separators_do_not_start_a_new_field(separator: str) -> Non
     summary = summarise_headers(raw.encode())
     assert summary.from_addr == "x@evil.example"
     assert summary.subject == f"a{separator}From: <ceo@bank.example>"
+
+
+# HeaderFields reads a header section exactly as the stdlib's compat32 HeaderParser does
+# (summarise_headers relied on that parser before; it is several times slower).
+
+FIELD_NAMES = ["From", "from", "To", "Cc", "Subject", "Message-ID", "References", "X-A"]
+HEADER_PIECES = st.sampled_from(
+    [
+        *(f"{name}:" for name in FIELD_NAMES),
+        "From ",
+        ":",
+        " ",
+        "\t",
+        "\r\n",
+        "\r",
+        "\n",
+        "a@example.org",
+        "<id@x>",
+        "Ünïcode",
+        "=?utf-8?q?caf=C3=A9?=",
+        "x",
+        ",",
+        "\x0b",
+        "\u2028",
+        "no colon here",
+    ]
+)
+
+
+def stdlib_fields(text: str) -> email.message.Message:
+    return email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(HEADER_PIECES, max_size=40).map("".join))
+def test_header_fields_are_read_as_the_stdlib_reads_them(text: str) -> None:
+    fields = HeaderFields(text)
+    expected = stdlib_fields(text)
+    for name in [*FIELD_NAMES, "Missing"]:
+        assert fields.get_all(name) == [str(value) for value in expected.get_all(name) or []]
+        first = expected.get(name)
+        assert fields.get(name) == (None if first is None else str(first))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "From sender@example.org Mon Jan  1 00:00:00 2026\r\nFrom: a@example.org\r\n",
+        "From: a@example.org\r\nFrom someone\r\nTo: b@example.org\r\n",
+        "From: a@example.org\r\nTo: b@example.org\r\nFrom the body\r\n",
+        " continued first\r\nSubject: s\r\n",
+        ": nameless\r\nSubject: s\r\n",
+        "Subject: one\r\n two\r\n\tthree\r\nTo: b@example.org",
+        "Subject: s\r\nnot a field\r\nTo: hidden@example.org\r\n",
+        "Subject: s\rTo: b@example.org\nCc: c@example.org\r\n",
+    ],
+)
+def test_header_fields_edge_cases_match_the_stdlib(text: str) -> None:
+    fields = HeaderFields(text)
+    expected = stdlib_fields(text)
+    for name in ("From", "To", "Cc", "Subject"):
+        assert fields.get_all(name) == [str(value) for value in expected.get_all(name) or []]

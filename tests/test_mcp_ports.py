@@ -180,7 +180,7 @@ async def test_sending_and_reviewing_answer_alike(
         )
         assert rejected[0]["rejection_reason"] == "not now"
         assert without(rejected[0], VARYING) == without(rejected[1], VARYING)
-        again = {"message_id": ids[0]}
+        again = {"message_id": ids[2]}  # rejected: a state no worker moves on
         conflict = (
             await run(remote, "approve_review", again),
             await run(local, "approve_review", again),

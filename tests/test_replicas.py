@@ -26,7 +26,9 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from e2a.hub import Ended, Hub, Listener
 from e2a.hub.fanout import PostgresFanout, relay_payload
+from e2a.hub.job_queue import JobQueue
 from e2a.storage.postgres import FANOUT_CHANNEL, PostgresStorage
+from e2a.storage.vocabulary import JOB_KINDS
 from tests.databases import fresh_postgres_database
 from tests.dns_server import serve_dns
 from tests.http_receiver import Answer, HttpReceiver
@@ -362,7 +364,9 @@ async def test_relay_payload_publishes_others_frames_and_skips_own() -> None:
         assert not relay_payload(hub, "me", json.dumps({**summary, "origin": "me"}))
         assert not relay_payload(hub, "me", json.dumps({**summary, "origin": "other"}))
         assert not relay_payload(hub, "me", "not json")
-        assert relay_payload(hub, "me", '{"jobs": true}')
+        assert relay_payload(hub, "me", '{"jobs": true}') == set(JOB_KINDS)
+        assert relay_payload(hub, "me", '{"origin": "other", "jobs": ["outbound"]}') == {"outbound"}
+        assert not relay_payload(hub, "me", '{"origin": "me", "jobs": ["outbound"]}')
         with trio.fail_after(1):
             frame = await live.receive()
         assert frame == {
@@ -425,7 +429,8 @@ async def test_fanout_relays_notifications_and_recovers_from_a_lost_connection(
     storage = PostgresStorage.open(database)
     await storage.migrate()
     hub = Hub()
-    fanout = PostgresFanout(storage, hub, keepalive_seconds=0.5, max_backoff_seconds=0.2)
+    jobs = JobQueue()
+    fanout = PostgresFanout(storage, hub, jobs, keepalive_seconds=0.5, max_backoff_seconds=0.2)
     frame = json.dumps(
         {
             "origin": "another-replica",
@@ -442,7 +447,7 @@ async def test_fanout_relays_notifications_and_recovers_from_a_lost_connection(
         async with trio.open_nursery() as nursery:
             await nursery.start(fanout.run)
             with hub.subscribe(BOT) as live:
-                signal = hub.job_signal()
+                signal = jobs.added("webhook")
                 await _notify(database, '{"jobs": true}')
                 await _notify(database, frame)
                 with trio.fail_after(NOTIFY_SECONDS):

@@ -872,3 +872,39 @@ def test_unusable_certificate_files_are_named(tmp_path: Path) -> None:
     (tmp_path / "garbage.pem").write_text("not a certificate")
     with pytest.raises(ValueError, match=r"garbage\.pem"):
         server_tls_context(tmp_path / "garbage.pem", tmp_path / "garbage.pem")
+
+
+class GatedRecipientSink(MemorySink):
+    """Checking bob@ waits for `bob_checked` to be set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bob_checked = trio.Event()
+
+    async def check_recipient(self, mailbox: Mailbox) -> RecipientVerdict:
+        if mailbox.local == "bob":
+            await self.bob_checked.wait()
+        return await super().check_recipient(mailbox)
+
+
+async def test_pipelined_recipients_are_answered_together(nursery: trio.Nursery) -> None:
+    """RFC 2920: the replies to MAIL and every RCPT of a pipelined transaction go out in one
+    write once the recipients are checked, not one write per command."""
+    sink = GatedRecipientSink()
+    port = await start_server(nursery, sink)
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        await client.send(b"EHLO client.example\r\n")
+        await client.reply()
+        await client.send(
+            b"MAIL FROM:<sender@example.org>\r\nRCPT TO:<alice@agents.test>\r\n"
+            b"RCPT TO:<bob@agents.test>\r\nDATA\r\n"
+        )
+        early: list[bytes] = []
+        with trio.move_on_after(0.5):
+            early.append(await client.reply())
+        assert early == []  # MAIL's and alice's replies wait for bob's check
+        sink.bob_checked.set()
+        assert codes(await client.replies(4)) == ["250 2.1.0", "250 2.1.5", "250 2.1.5", "354"]
+        await client.aclose()

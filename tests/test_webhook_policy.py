@@ -1,4 +1,5 @@
-"""The pure half of webhook delivery: body, headers, re-signing, verdicts, backoff, Retry-After."""
+"""The pure half of webhook delivery: body, headers, re-signing, verdicts, Retry-After (the
+retry schedule itself: tests/test_retry_schedules.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,9 @@ from e2a.clock import format_timestamp
 from e2a.signing.identity import IdentityClaim, body_hash
 from e2a.storage.base import InboundMessage
 from e2a.workers.webhook_policy import (
-    DELIVERY_WINDOW_SECONDS,
-    MAX_RETRY_SECONDS,
-    backoff_seconds,
     build_request,
     delivery_id,
     judge_answer,
-    next_attempt_at,
     parse_retry_after,
     webhook_body,
 )
@@ -163,35 +160,3 @@ def test_retry_after_in_seconds_and_as_http_date() -> None:
     assert parse_retry_after("-5", NOW) is None
     assert parse_retry_after("\u00b2", NOW) is None  # a digit to str.isdigit, not to HTTP
     assert parse_retry_after("\u0663\u0660", NOW) is None
-
-
-def test_backoff_doubles_from_30_seconds_and_caps_at_an_hour() -> None:
-    def middle(low: float, high: float) -> float:
-        return (low + high) / 2
-
-    delays = [backoff_seconds(attempt, middle) for attempt in range(1, 10)]
-    assert delays == [30, 60, 120, 240, 480, 960, 1920, 3600, 3600]
-    assert backoff_seconds(1, lambda low, _: low) == pytest.approx(24.0)
-    assert backoff_seconds(1, lambda _, high: high) == pytest.approx(36.0)
-    assert backoff_seconds(50, lambda _, high: high) == pytest.approx(MAX_RETRY_SECONDS * 1.2)
-
-
-def test_next_attempt_honours_retry_after_as_a_minimum() -> None:
-    def middle(low: float, high: float) -> float:
-        return (low + high) / 2
-
-    assert next_attempt_at(1, NOW, NOW, None, middle) == NOW + 30
-    assert next_attempt_at(1, NOW, NOW, 120.0, middle) == NOW + 120
-    assert next_attempt_at(1, NOW, NOW, 5.0, middle) == NOW + 30
-
-
-def test_retries_stop_at_the_end_of_the_24_hour_window() -> None:
-    deadline = NOW + DELIVERY_WINDOW_SECONDS
-
-    def middle(low: float, high: float) -> float:
-        return (low + high) / 2
-
-    assert next_attempt_at(9, NOW, deadline - 60, None, middle) == deadline
-    assert next_attempt_at(1, NOW, deadline - 60, 10 * 86400.0, middle) == deadline
-    assert next_attempt_at(10, NOW, deadline, None, middle) is None
-    assert next_attempt_at(10, NOW, deadline + 1, None, middle) is None

@@ -421,15 +421,6 @@ def test_the_hub_counts_open_subscriptions_per_key_and_channel() -> None:
         assert hub.listener_count("k", "websocket") == 1
 
 
-async def test_the_job_signal_is_set_by_the_next_jobs_added() -> None:
-    hub = Hub()
-    signal = hub.job_signal()
-    assert not signal.is_set()
-    hub.jobs_added()
-    assert signal.is_set()
-    assert not hub.job_signal().is_set()
-
-
 # -- access that ends closes the connection: agent deleted, key revoked, account deleted -------
 
 CLOSE_SECONDS = 3.0

@@ -15,6 +15,7 @@ from e2a.operations.agents import owned_agents
 from e2a.operations.errors import NotFound, OperationError
 from e2a.operations.requests import parse_request
 from e2a.operations.reviews import ApproveBody
+from e2a.storage.vocabulary import PENDING_APPROVAL
 from e2a.web.context import current_gateway
 from e2a.web.errors import status_of
 from e2a.web.views import outbound_view
@@ -32,7 +33,7 @@ async def _approvals_page(
     session: Session, status: int = 200, error: str | None = None
 ) -> Response:
     pending = await reviews.outbound_messages(
-        current_gateway(), session.caller, lifecycle.PENDING_APPROVAL, None
+        current_gateway(), session.caller, PENDING_APPROVAL, None
     )
     return await page(
         "approvals.html",

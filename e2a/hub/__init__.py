@@ -1,4 +1,5 @@
-"""In-process fan-out: live subscriptions to agents' mail, and a wake-up for the job workers.
+"""In-process fan-out: live subscriptions to agents' mail (the job workers' wake-up is
+`job_queue`).
 
 A subscription is bound to the agent's internal id (never its address, which can pass to
 another user) and to the API key that opened it; deleting the agent, revoking the key or
@@ -17,12 +18,14 @@ from typing import Any, Literal
 
 import trio
 
+from e2a.hub.frames import NotifiableMessage, notification_frame
+from e2a.storage.announcements import RevokedKind
+
 log = logging.getLogger("e2a.hub")
 
 SUBSCRIBER_BUFFER = 1024
 
 Channel = Literal["websocket", "dashboard"]
-RevokedKind = Literal["agent", "key", "user"]
 
 
 class Ended(enum.Enum):
@@ -116,7 +119,6 @@ class Hub:
         self._senders: dict[Subscription, trio.MemorySendChannel[dict[str, Any]]] = {}
         self._by_agent: dict[str, set[Subscription]] = {}
         self._per_key: Counter[tuple[str, Channel]] = Counter()
-        self._jobs_waiting = trio.Event()
 
     def listener_count(self, key_hash: str, channel: Channel) -> int:
         """How many subscriptions of `channel` the API key with `key_hash` holds open."""
@@ -163,6 +165,12 @@ class Hub:
                 log.warning("a subscriber of agent %s fell behind; closing it", agent_id)
                 self._end(subscription, Ended.BEHIND)
 
+    def publish_message(self, agent_id: str, message: NotifiableMessage) -> None:
+        """Tell the live subscribers of the agent `agent_id` of `message`, just committed for it
+        (`publish` of its notification frame, built only when someone listens)."""
+        if self.subscriber_count(agent_id):
+            self.publish(agent_id, notification_frame(message))
+
     def close_subscriptions(self, agent_id: str | None = None) -> None:
         """End the subscriptions of the agent `agent_id` (of every agent when None), as if they
         fell behind: their WebSocket clients reconnect and catch up from storage. Used when
@@ -192,13 +200,3 @@ class Hub:
         if subscription.ended in (None, Ended.BEHIND):
             subscription.ended = reason
         self._senders[subscription].close()
-
-    def jobs_added(self) -> None:
-        """Wake the job workers now instead of at their next poll."""
-        self._jobs_waiting.set()
-        self._jobs_waiting = trio.Event()
-
-    def job_signal(self) -> trio.Event:
-        """An event set by the next `jobs_added`. Take it *before* looking for work, so jobs
-        added while a worker is busy are not missed."""
-        return self._jobs_waiting

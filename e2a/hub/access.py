@@ -6,11 +6,17 @@ subscription to end; asking again once subscribed closes that gap.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from e2a.hub import Ended, Listener
-from e2a.storage.base import Storage
+from e2a.storage.base import Accounts, Directory
 
 
-async def lost_access(storage: Storage, listener: Listener, agent_email: str) -> Ended | None:
+class AccessRecords(Accounts, Directory, Protocol):
+    """What the check reads: API keys by hash (`Accounts`) and agents (`Directory`)."""
+
+
+async def lost_access(storage: AccessRecords, listener: Listener, agent_email: str) -> Ended | None:
     """None while the key that opened the subscription is live and still its owner's and the
     agent at `agent_email` is still theirs and the same agent (same id); else what ended."""
     user = await storage.user_for_key_hash(listener.key_hash)

@@ -1,16 +1,15 @@
-"""Cross-replica fan-out: what other replicas commit reaches this process's `Hub`.
+"""Cross-replica fan-out: what other replicas commit reaches this process's `Hub` and workers.
 
 With PostgreSQL, every commit that stores mail for a local agent, adds a job, deletes an agent
 or an account, or revokes an API key also NOTIFYs (inside the same transaction, so only
-committed work is announced). One task per process
-LISTENs on a dedicated connection and hands what it hears to the local hub. It never holds
-anything storage does not: if the connection is lost, it reconnects and makes every local
-WebSocket client reconnect, and clients re-drain unread mail from storage when they do.
+committed work is announced; the payloads are `e2a.storage.notify_payloads`). One task per
+process LISTENs on a dedicated connection and hands what it hears to the local hub and job
+queue. It never holds anything storage does not: if the connection is lost, it reconnects and
+makes every local WebSocket client reconnect, and clients re-drain unread mail from storage.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Protocol
 
@@ -19,8 +18,10 @@ import psycopg.pq
 import trio
 
 from e2a.hub import Hub, Revocation
-from e2a.hub.frames import notification_frame
+from e2a.hub.job_queue import JobQueue
+from e2a.storage.announcements import AccessEnded, JobsAdded
 from e2a.storage.base import Storage, StorageUnavailable
+from e2a.storage.notify_payloads import Resync, decode_payload
 from e2a.storage.postgres import PostgresStorage
 
 log = logging.getLogger("e2a.hub")
@@ -46,55 +47,32 @@ class ConnectionLost(Exception):
     """The LISTEN connection stopped answering or was closed."""
 
 
-class _StoredMessage:
-    """A NOTIFY payload seen as the message a notification frame is built from."""
-
-    def __init__(self, payload: dict[str, Any]) -> None:
-        self.id = str(payload["id"])
-        self.from_addr = str(payload["from"])
-        self.agent_email = str(payload["agent"])
-        self.subject = str(payload["subject"])
-        self.received_at = str(payload["received_at"])
-        conversation = payload.get("conversation_id")
-        self.conversation_id = None if conversation is None else str(conversation)
-
-
-def relay_payload(hub: Hub, origin: str, payload: str) -> bool:
-    """Hand one NOTIFY payload from a replica to `hub`. Returns True when it announced new
-    jobs (the caller wakes the workers once per batch). Own payloads were already handled
-    locally when the commit returned, and are skipped; malformed ones are logged and dropped."""
+def relay_payload(hub: Hub, origin: str, payload: str) -> set[str]:
+    """Hand one NOTIFY payload from a replica to `hub`. Returns the kinds of job it announced
+    (the caller wakes their workers once per batch). Own payloads were already handled locally
+    when the commit returned, and are skipped; malformed ones are logged and dropped."""
     try:
-        decoded = json.loads(payload)
-        if not isinstance(decoded, dict):
-            raise ValueError("not an object")
-        if decoded.get("jobs"):
-            return True
-        if decoded.get("origin") == origin:
-            return False
-        if "revoke" in decoded:
-            hub.revoke(_revocation(decoded))
-            return False
-        agent_id = str(decoded["agent_id"])
-        if decoded.get("resync"):
-            hub.close_subscriptions(agent_id)
-        elif hub.subscriber_count(agent_id):
-            hub.publish(agent_id, notification_frame(_StoredMessage(decoded)))
-    except (ValueError, KeyError) as exc:
+        decoded = decode_payload(payload)
+    except ValueError as exc:
         log.warning("fan-out: ignoring malformed notification %.200r (%s)", payload, exc)
-    return False
-
-
-def _revocation(decoded: dict[str, Any]) -> Revocation:
-    """The revocation a `{"revoke": kind, "id": value}` payload announces; ValueError if
-    malformed."""
-    kind, value = decoded["revoke"], decoded["id"]
-    if kind not in ("agent", "key", "user") or not isinstance(value, str) or not value:
-        raise ValueError("not a revocation")
-    return Revocation(kind, value)
+        return set()
+    if decoded.origin == origin:
+        return set()
+    job_kinds: set[str] = set()
+    for news in decoded.news:
+        if isinstance(news, JobsAdded):
+            job_kinds.add(news.kind)
+        elif isinstance(news, AccessEnded):
+            hub.revoke(Revocation(news.kind, news.value))
+        elif isinstance(news, Resync):
+            hub.close_subscriptions(news.agent_id)
+        else:
+            hub.publish_message(news.agent_id, news)
+    return job_kinds
 
 
 class PostgresFanout:
-    """LISTENs on the database of a `PostgresStorage` and relays into a `Hub`.
+    """LISTENs on the database of a `PostgresStorage` and relays into a `Hub` and a `JobQueue`.
 
     The connection's socket is awaited with `trio.lowlevel.wait_readable` and read with
     libpq's non-blocking calls, so waiting costs no thread. Connection loss is retried with
@@ -106,12 +84,14 @@ class PostgresFanout:
         self,
         storage: PostgresStorage,
         hub: Hub,
+        jobs: JobQueue,
         *,
         keepalive_seconds: float = KEEPALIVE_SECONDS,
         max_backoff_seconds: float = MAX_BACKOFF_SECONDS,
     ) -> None:
         self._storage = storage
         self._hub = hub
+        self._jobs = jobs
         self._origin = storage.process_tag
         self._keepalive = keepalive_seconds
         self._max_backoff = max_backoff_seconds
@@ -130,7 +110,7 @@ class PostgresFanout:
                 if connected_before:
                     log.info("fan-out: listening again; local WebSocket clients will re-drain")
                     self._hub.close_subscriptions()
-                    self._hub.jobs_added()
+                    self._jobs.jobs_added()
                 connected_before = True
                 backoff = FIRST_BACKOFF_SECONDS
                 if not reported:
@@ -164,14 +144,14 @@ class PostgresFanout:
 
     def _dispatch(self, pgconn: psycopg.pq.abc.PGconn) -> None:
         """Relay every notification already read from the server."""
-        jobs = False
+        job_kinds: set[str] = set()
         for _ in range(MAX_NOTIFIES_PER_WAKE):
             notify = pgconn.notifies()
             if notify is None:
                 break
-            jobs |= relay_payload(self._hub, self._origin, notify.extra.decode())
-        if jobs:
-            self._hub.jobs_added()
+            job_kinds |= relay_payload(self._hub, self._origin, notify.extra.decode())
+        if job_kinds:
+            self._jobs.jobs_added(job_kinds)
 
 
 def _consume(pgconn: psycopg.pq.abc.PGconn) -> None:
@@ -206,9 +186,9 @@ async def _ping(pgconn: psycopg.pq.abc.PGconn, fileno: int) -> None:
         raise ConnectionLost("ping failed")
 
 
-def fanout_for(storage: Storage, hub: Hub) -> Fanout | None:
+def fanout_for(storage: Storage, hub: Hub, jobs: JobQueue) -> Fanout | None:
     """The cross-replica fan-out for `storage`, or None when one process is the only writer
     (SQLite): then the hub's in-process publishing is all there is."""
     if isinstance(storage, PostgresStorage):
-        return PostgresFanout(storage, hub)
+        return PostgresFanout(storage, hub, jobs)
     return None

@@ -3,13 +3,14 @@
 - the delivered bytes: incoming X-E2A-Auth-* headers removed, our Authentication-Results on
   top, and above it the trace fields (Return-Path, Received);
 - whether the mail was produced by this deployment (trusted conversation ids, entity `agent`);
-- the identity claim that is signed for each recipient.
+- the identity claim that is signed for each recipient (the body hash, computed once per
+  message, is the same for all of them).
 """
 
 from __future__ import annotations
 
 from e2a.mailauth.results import AuthResults
-from e2a.signing.identity import IdentityClaim, body_hash, strip_auth_headers
+from e2a.signing.identity import IdentityClaim, strip_auth_headers
 
 
 def delivered_message(data: bytes, authentication_results: bytes, trace: bytes) -> bytes:
@@ -35,10 +36,11 @@ def identity_claim(
     sender: str,
     sender_is_agent: bool,
     message_id: str,
-    delivered: bytes,
+    body_hash: str,
     timestamp: str,
 ) -> IdentityClaim:
-    """The claim for one delivery (unsigned); `sender_is_agent` only for our own agents' mail."""
+    """The claim for one delivery (unsigned); `sender_is_agent` only for our own agents' mail,
+    `body_hash` that of the delivered bytes (`e2a.signing.identity.body_hash`)."""
     return IdentityClaim(
         verified=auth.verified,
         sender=sender,
@@ -47,5 +49,5 @@ def identity_claim(
         delegation="",
         timestamp=timestamp,
         message_id=message_id,
-        body_hash=body_hash(delivered),
+        body_hash=body_hash,
     )

@@ -14,11 +14,10 @@ import email.policy
 import email.utils
 import re
 from dataclasses import dataclass, field
-from email.message import EmailMessage, Message
-from email.parser import HeaderParser
+from email.message import EmailMessage
 
 from e2a.addresses import lowercase_address
-from e2a.rfc5322 import header_text
+from e2a.rfc5322 import HeaderFields, header_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
 
@@ -68,7 +67,7 @@ class ParsedBody:
     attachments: list[Attachment] = field(default_factory=list)
 
 
-def _header_text(message: Message, name: str) -> str:
+def _header_text(message: HeaderFields, name: str) -> str:
     """A header unfolded, with RFC 2047 words decoded; '' when absent."""
     value = message.get(name)
     if value is None:
@@ -82,11 +81,10 @@ def _header_text(message: Message, name: str) -> str:
         return unfolded
 
 
-def _addresses(message: Message, name: str) -> list[str]:
+def _addresses(message: HeaderFields, name: str) -> list[str]:
     """The addresses in every instance of header `name`, lowercased (`lowercase_address`)."""
-    values = message.get_all(name) or []
     found = []
-    for _, address in email.utils.getaddresses([str(value) for value in values]):
+    for _, address in email.utils.getaddresses(message.get_all(name)):
         if "@" in address:
             found.append(lowercase_address(address))
     return found
@@ -103,7 +101,7 @@ def _message_ids(text: str) -> list[str]:
 
 def summarise_headers(raw: bytes) -> HeaderSummary:
     """Parse just the header block of `raw` into a HeaderSummary."""
-    headers = HeaderParser(policy=email.policy.compat32).parsestr(header_text(raw))
+    headers = HeaderFields(header_text(raw))
     from_list = _addresses(headers, "From")
     reply_to_list = _addresses(headers, "Reply-To")
     message_ids = _message_ids(_header_text(headers, "Message-ID"))

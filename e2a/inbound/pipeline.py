@@ -9,10 +9,11 @@ event loop that serves every session and HTTP request.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 
 import trio
 
@@ -20,7 +21,6 @@ from e2a.addresses import AddressError, normalise_address
 from e2a.clock import format_timestamp
 from e2a.gateway import Gateway
 from e2a.hub import Hub
-from e2a.hub.frames import notification_frame
 from e2a.ids import new_id
 from e2a.inbound.identity import delivered_message, identity_claim, produced_here
 from e2a.inbound.parse import HeaderSummary, summarise_headers
@@ -41,6 +41,7 @@ from e2a.mailauth.authenticate import RecentSenders, authenticate_from_recent, c
 from e2a.mailauth.dns_answers import DnsTemporaryError
 from e2a.mailauth.results import AuthResults, without_results_of
 from e2a.signing.credentials import derive_signing_secret
+from e2a.signing.identity import body_hash
 from e2a.smtp.protocol import Envelope, Mailbox
 from e2a.smtp.server import MessageNotStored, RecipientVerdict
 from e2a.storage.base import Agent, ConversationClaim, NewInboundMessage, StorageUnavailable
@@ -49,27 +50,51 @@ from e2a.storage.group_commit import GroupCommitter
 log = logging.getLogger("e2a.inbound")
 
 AUTH_THREADS = 16
+INLINE_MAX_BYTES = 16 * 1024
+"""Messages up to this size get their delivered form built on the event loop: for them the
+work costs less than handing it to a worker thread and back."""
 
 
 @dataclass(frozen=True)
-class _Arrival:
-    """One accepted DATA, authenticated and parsed, before it is split per recipient."""
+class Arrival:
+    """One accepted DATA, authenticated and in the form agents receive, with the agents it
+    goes to and the id of each one's copy: what is left is per recipient (`deliver`)."""
 
     envelope: Envelope
     peer: str
     auth: AuthResults
     delivered: bytes
+    body_hash: str
+    """Of the delivered bytes, for every recipient's identity claim."""
     headers: HeaderSummary
     from_here: bool
     received_at: str
+    now: float
+    agents: list[Agent]
+    message_ids: list[str]
+
+
+Prepared = list[tuple[Agent, NewInboundMessage]]
+"""One DATA's stored form: each recipient agent and the message stored for it."""
 
 
 class InboundMailSink:
-    """The gateway's side of the SMTP listener: routing and durable acceptance."""
+    """The gateway's side of the SMTP listener: routing and durable acceptance.
 
-    def __init__(self, gateway: Gateway, committer: GroupCommitter | None = None):
+    Each DATA is authenticated and put in its delivered form here, then handed to `deliver`,
+    unless another `deliver` is given: an SMTP acceptor process hands it to the main process
+    that way (`e2a.inbound.acceptors`)."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        committer: GroupCommitter | None = None,
+        *,
+        deliver: Callable[[Arrival], Awaitable[str]] | None = None,
+    ):
         self._gateway = gateway
         self._committer = committer
+        self._deliver = deliver or self.deliver
         self._auth_threads = trio.CapacityLimiter(AUTH_THREADS)
         self._recent_senders = RecentSenders()
         self._client_names = ClientNames()
@@ -90,7 +115,7 @@ class InboundMailSink:
         if postmaster:
             return RecipientVerdict.ACCEPT
         try:
-            address = normalise_address(mailbox.address)
+            address = _normalised(mailbox.address)
         except AddressError:
             return RecipientVerdict.UNKNOWN_USER
         agent = await self._gateway.storage.find_agent(address)
@@ -172,30 +197,60 @@ class InboundMailSink:
         message_ids = [new_id("msg") for _ in agents]
         hostname = self._gateway.settings.smtp.hostname
         hop = smtp_hop(envelope, peer, client_name, hostname, message_ids[0], agents, now)
-        delivered, headers = await trio.to_thread.run_sync(_delivered_form, envelope, auth, hop)
-        arrival = _Arrival(
+        if len(envelope.data) <= INLINE_MAX_BYTES:
+            delivered, digest, headers = _delivered_form(envelope, auth, hop)
+        else:
+            delivered, digest, headers = await trio.to_thread.run_sync(
+                _delivered_form, envelope, auth, hop
+            )
+        arrival = Arrival(
             envelope=envelope,
             peer=peer,
             auth=auth,
             delivered=delivered,
+            body_hash=digest,
             headers=headers,
             from_here=produced_here(
                 auth, envelope.mail_from, self._gateway.settings.outbound_smtp.from_domain
             ),
             received_at=format_timestamp(now),
+            now=now,
+            agents=agents,
+            message_ids=message_ids,
         )
+        return await self._deliver(arrival)
+
+    async def deliver(self, arrival: Arrival, *, recheck: bool = False) -> str:
+        """Thread and sign each agent's copy, commit them all in one transaction, then tell
+        live listeners; the first copy's id. With `recheck` (an arrival from an SMTP acceptor,
+        whose recipients were known a moment ago) each agent is looked up again, and one
+        deleted since is left out."""
+        copies = list(zip(arrival.agents, arrival.message_ids, strict=True))
+        if recheck:
+            storage = self._gateway.storage
+            copies = [
+                (current, message_id)
+                for agent, message_id in copies
+                if (current := await storage.find_agent(agent.email)) is not None
+            ]
+            if not copies:
+                raise MessageNotStored("every recipient agent was deleted during the transaction")
         prepared = [
-            (agent, await self._prepare(arrival, agent, message_id))
-            for agent, message_id in zip(agents, message_ids, strict=True)
+            (agent, await self._prepare(arrival, agent, message_id)) for agent, message_id in copies
         ]
+        await self._commit_and_announce(prepared, arrival.now)
+        return prepared[0][1].id
+
+    async def _commit_and_announce(self, prepared: Prepared, now: float) -> None:
+        """Commit one DATA's messages (and their jobs) in one transaction, then tell live
+        listeners; MessageNotStored when storage could not commit them."""
         messages = [message for _, message in prepared]
         try:
             await (self._committer or self._gateway.storage).store_inbound(messages, now)
         except StorageUnavailable as exc:
-            log.error("could not store message from %s: %s", peer, exc)
+            log.error("could not store message from %s: %s", messages[0].client_ip, exc)
             raise MessageNotStored(str(exc)) from exc
         announce_stored(self._gateway.hub, prepared)
-        return messages[0].id
 
     async def _recipient_agents(self, recipients: list[Mailbox]) -> list[Agent]:
         """The agents behind the accepted recipients, each once, skipping any deleted since RCPT."""
@@ -210,7 +265,7 @@ class InboundMailSink:
         """The agent at an accepted address; for postmaster without one, the agent that takes
         postmaster mail (`e2a.inbound.postmaster`). None: the agent was deleted since RCPT."""
         storage = self._gateway.storage
-        agent = await storage.find_agent(normalise_address(mailbox.address))
+        agent = await storage.find_agent(_normalised(mailbox.address))
         if agent is not None or not names_postmaster(mailbox):
             return agent
         try:
@@ -219,7 +274,7 @@ class InboundMailSink:
             log.error("postmaster mail not stored: %s", exc)
             raise MessageNotStored(str(exc)) from exc
 
-    async def _prepare(self, arrival: _Arrival, agent: Agent, message_id: str) -> NewInboundMessage:
+    async def _prepare(self, arrival: Arrival, agent: Agent, message_id: str) -> NewInboundMessage:
         """The stored form of the message for one agent: threaded and signed for its owner."""
         storage = self._gateway.storage
         headers = arrival.headers
@@ -228,16 +283,13 @@ class InboundMailSink:
         seed = await storage.newest_signing_seed(agent.user_id)
         if seed is None:
             raise MessageNotStored(f"owner of {agent.email} has no signing secret")
-        claim = await trio.to_thread.run_sync(  # hashes the delivered bytes
-            partial(
-                identity_claim,
-                auth=arrival.auth,
-                sender=sender,
-                sender_is_agent=sender_is_agent,
-                message_id=message_id,
-                delivered=arrival.delivered,
-                timestamp=arrival.received_at,
-            )
+        claim = identity_claim(
+            auth=arrival.auth,
+            sender=sender,
+            sender_is_agent=sender_is_agent,
+            message_id=message_id,
+            body_hash=arrival.body_hash,
+            timestamp=arrival.received_at,
         )
         return NewInboundMessage(
             id=message_id,
@@ -251,16 +303,14 @@ class InboundMailSink:
             conversation_id=await self._conversation(arrival, agent),
             rfc_message_id=headers.message_id,
             raw_message=arrival.delivered,
-            auth_headers=claim.signed_headers(
-                derive_signing_secret(self._gateway.server_key, seed)
-            ),
+            auth_headers=claim.signed_headers(_signing_secret(self._gateway.server_key, seed)),
             authentication_results=arrival.auth.as_dict(),
             received_at=arrival.received_at,
             client_ip=arrival.peer,
             helo=arrival.envelope.helo,
         )
 
-    async def _conversation(self, arrival: _Arrival, agent: Agent) -> str | None:
+    async def _conversation(self, arrival: Arrival, agent: Agent) -> str | None:
         """delivery.md threading: our own X-E2A-Conversation-Id, else the conversation of the
         first message named by In-Reply-To, then References (newest first), that this agent
         sent or received, else None. Our own id names a conversation of this agent only when
@@ -271,9 +321,18 @@ class InboundMailSink:
         if arrival.from_here and headers.conversation_id:
             claim = ConversationClaim(headers.conversation_id, headers.from_addr or "")
         max_references = 100  # bounds the lookup for mail with absurdly long References
+        referenced = headers.referenced_ids()[:max_references]
+        if not referenced and claim is None:
+            return None  # nothing to thread by: a new conversation, no query needed
         return await self._gateway.storage.conversation_for(
-            agent.user_id, agent.email, headers.referenced_ids()[:max_references], claim
+            agent.user_id, agent.email, referenced, claim
         )
+
+
+_normalised = functools.lru_cache(maxsize=4096)(normalise_address)
+"""`normalise_address`, remembered: every RCPT and every copy of a message asks it again."""
+_signing_secret = functools.lru_cache(maxsize=1024)(derive_signing_secret)
+"""`derive_signing_secret`, remembered: the copies for one owner's agents share a secret."""
 
 
 def smtp_hop(
@@ -302,23 +361,23 @@ def smtp_hop(
     )
 
 
-def _delivered_form(envelope: Envelope, auth: AuthResults, hop: Hop) -> tuple[bytes, HeaderSummary]:
+def _delivered_form(
+    envelope: Envelope, auth: AuthResults, hop: Hop
+) -> tuple[bytes, str, HeaderSummary]:
     """The bytes agents receive — trace fields, then our Authentication-Results, then the
     message without Authentication-Results fields forged in our name (RFC 8601 section 5) —
-    and the header fields indexed from them."""
+    their body hash, and the header fields indexed from them."""
     authserv_id = hop.hostname
     delivered = delivered_message(
         without_results_of(envelope.data, authserv_id),
         auth.header(authserv_id),
         trace_fields(envelope.mail_from, hop),
     )
-    return delivered, summarise_headers(delivered)
+    return delivered, body_hash(delivered), summarise_headers(delivered)
 
 
 def announce_stored(hub: Hub, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:
     """After commit: tell live listeners (local agents' WebSockets, open dashboard inboxes of
-    any agent), wake the webhook worker."""
-    if any(agent.agent_mode == "cloud" for agent, _ in prepared):
-        hub.jobs_added()
+    any agent). The commit itself woke the webhook worker for cloud agents' mail."""
     for agent, message in prepared:
-        hub.publish(agent.id, notification_frame(message))
+        hub.publish_message(agent.id, message)

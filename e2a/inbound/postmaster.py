@@ -9,18 +9,24 @@ gateway creates for the first user at `postmaster@<shared_domain>` (or `smtp.hos
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from e2a.addresses import a_label_domain
 from e2a.clock import utc_now
 from e2a.config import Settings
 from e2a.smtp.protocol import Mailbox
-from e2a.storage.base import Agent, AlreadyExists, Storage
+from e2a.storage.base import Accounts, Agent, AlreadyExists, Directory
 
 log = logging.getLogger("e2a.inbound")
 
 POSTMASTER = "postmaster"
 INBOX_HITL_TTL_SECONDS = 604_800
 """The approval window the inbox gets, as agents registered over the API (HITL starts off)."""
+
+
+class PostmasterRecords(Accounts, Directory, Protocol):
+    """What finding the postmaster agent needs: agents (`Directory`) and, to own the inbox,
+    the first user (`Accounts`)."""
 
 
 class NoPostmaster(Exception):
@@ -46,7 +52,7 @@ def inbox_address(settings: Settings) -> str:
     return f"{POSTMASTER}@{domain}"
 
 
-async def postmaster_agent(settings: Settings, storage: Storage) -> Agent:
+async def postmaster_agent(settings: Settings, storage: PostmasterRecords) -> Agent:
     """The agent that receives postmaster mail: `postmaster.deliver_to` when it names an
     agent, else the postmaster inbox, created for the first user if need be.
 
@@ -65,7 +71,7 @@ async def postmaster_agent(settings: Settings, storage: Storage) -> Agent:
     return await _inbox(settings, storage)
 
 
-async def _inbox(settings: Settings, storage: Storage) -> Agent:
+async def _inbox(settings: Settings, storage: PostmasterRecords) -> Agent:
     address = inbox_address(settings)
     found = await storage.find_agent(address)
     if found is not None:

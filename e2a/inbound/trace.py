@@ -8,6 +8,7 @@ keep its answers for a while in `ClientNames`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections import OrderedDict
@@ -92,7 +93,7 @@ def received_field(hop: Hop) -> bytes:
     tcp_info = address_literal(hop.client_ip)
     if hop.client_name:
         tcp_info = f"{hop.client_name} {tcp_info}"
-    date = format_datetime(datetime.fromtimestamp(hop.when, UTC))
+    date = _date(hop.when)
     clauses = [
         f"Received: from {_from_domain(hop.helo, hop.client_ip)} ({tcp_info})",
         f"by {hop.hostname} (e2a) with {hop.protocol} id {hop.queue_id}",
@@ -111,8 +112,19 @@ def local_received_field(
     clauses = [f"Received: by {hostname} (e2a local delivery from {sender}) id {queue_id}"]
     if recipient:
         clauses.append(f"for <{recipient}>")
-    date = format_datetime(datetime.fromtimestamp(when, UTC))
+    date = _date(when)
     return ("\r\n\t".join(clauses) + f"; {date}\r\n").encode()
+
+
+def _date(when: float) -> str:
+    """The RFC 5322 date-time of Unix time `when` (whole seconds, UTC)."""
+    return _date_of_second(int(when))
+
+
+@functools.lru_cache(maxsize=64)
+def _date_of_second(second: int) -> str:
+    """`_date`, remembered: a busy gateway writes the same second into many Received lines."""
+    return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
 def return_path_field(sender: str) -> bytes:

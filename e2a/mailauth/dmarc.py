@@ -7,8 +7,6 @@ Organisational domains come from the Public Suffix List shipped with `publicsuff
 
 from __future__ import annotations
 
-import email.parser
-import email.policy
 import email.utils
 import re
 import threading
@@ -20,7 +18,7 @@ from publicsuffixlist import PublicSuffixList
 from e2a.addresses import a_label_domain
 from e2a.mailauth.dns_answers import DnsTemporaryError, Resolver
 from e2a.mailauth.results import AuthResult
-from e2a.rfc5322 import header_section
+from e2a.rfc5322 import HeaderFields, header_text
 
 Alignment = Literal["r", "s"]
 Disposition = Literal["none", "quarantine", "reject"]
@@ -81,9 +79,7 @@ class InvalidPolicyRecord(Exception):
 
 def author_of(message: bytes) -> Author:
     """The author's domain from the message's `From:` field(s), lowercased, IDNA-encoded."""
-    text = header_section(message).decode("utf-8", "replace")
-    headers = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
-    values: list[str] = headers.get_all("From", [])
+    values = HeaderFields(header_text(message)).get_all("From")
     addresses = [address for _name, address in email.utils.getaddresses(values) if address]
     if len(addresses) != 1:
         return Author(len(addresses), None)

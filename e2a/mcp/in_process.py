@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from e2a.gateway import Gateway
-from e2a.operations import agents, domains, keys, lifecycle, messages, reviews, sending
+from e2a.operations import agents, domains, keys, messages, reviews, sending
 from e2a.operations.agents import AgentEntry, CreateAgent, UpdateAgent
 from e2a.operations.caller import Caller, authenticate
 from e2a.operations.domains import CreateDomain
@@ -24,6 +24,7 @@ from e2a.operations.reviews import ApproveBody, RejectBody
 from e2a.operations.sending import ReplyBody, SendBody, Submission
 from e2a.storage.base import Domain as StoredDomain
 from e2a.storage.base import OutboundMessage, StorageUnavailable
+from e2a.storage.vocabulary import PENDING_APPROVAL
 from e2a.v1 import (
     Agent,
     ApiKeySummary,
@@ -262,7 +263,7 @@ class OperationsPort:
 
     async def list_pending_messages(self) -> ListPendingMessagesResponse:
         """The caller's outbound messages held for approval."""
-        held = await self._run(reviews.outbound_messages, lifecycle.PENDING_APPROVAL, None)
+        held = await self._run(reviews.outbound_messages, PENDING_APPROVAL, None)
         return ListPendingMessagesResponse(messages=[_detail(message) for message in held])
 
     async def get_pending_message(self, message_id: str) -> PendingMessageDetail:

@@ -15,19 +15,21 @@ two approvals racing send once), and every check of a status in Python asks here
 
 from __future__ import annotations
 
-from typing import Final, Literal, get_args
+from typing import Literal
 
 from e2a.storage.base import OutboundStatus
+from e2a.storage.vocabulary import (
+    EXPIRED_APPROVED,
+    EXPIRED_REJECTED,
+    FAILED,
+    OUTBOUND_STATUSES,
+    PENDING_APPROVAL,
+    QUEUED,
+    REJECTED,
+    SENT,
+)
 
-PENDING_APPROVAL: Final = "pending_approval"
-QUEUED: Final = "queued"
-SENT: Final = "sent"
-FAILED: Final = "failed"
-REJECTED: Final = "rejected"
-EXPIRED_APPROVED: Final = "expired_approved"
-EXPIRED_REJECTED: Final = "expired_rejected"
-
-STATES: tuple[OutboundStatus, ...] = get_args(OutboundStatus)
+STATES: tuple[OutboundStatus, ...] = OUTBOUND_STATUSES
 """Every state, in the order the contract lists them."""
 
 Event = Literal[

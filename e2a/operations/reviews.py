@@ -98,8 +98,9 @@ def approval_edits(request: ApproveBody) -> OutboundEdits:
 async def approve(
     gateway: Gateway, caller: Caller, message_id: str, request: ApproveBody
 ) -> OutboundMessage:
-    """Approve a held message of the caller, with the edits `request` asks for, and wake the
-    send worker; Conflict when it is no longer held, NotFound when it is not theirs."""
+    """Approve a held message of the caller, with the edits `request` asks for (the commit
+    queues its send and wakes the send worker); Conflict when it is no longer held, NotFound
+    when it is not theirs."""
     caller.require_account("approve held messages")
     edits = approval_edits(request)
     return await _review(gateway, caller.user_id, message_id, True, edits, None, time.time())
@@ -133,8 +134,6 @@ async def _review(
         ) from None
     if message is None:
         raise NotFound.of("message")
-    if approve:
-        gateway.hub.jobs_added()
     return message
 
 

@@ -246,10 +246,9 @@ async def _new_message(
 
 
 async def _submit(gateway: Gateway, message: OutboundMessage) -> Submission:
-    """Store the message (with its send job or approval notice) and wake the workers; for a
-    message queued to send, wait up to SEND_WAIT_SECONDS for the hand-off."""
+    """Store the message (with its send job or approval notice, whose commit wakes the worker);
+    for a message queued to send, wait up to SEND_WAIT_SECONDS for the hand-off."""
     await gateway.storage.add_outbound(message)
-    gateway.hub.jobs_added()
     status = message.status
     if lifecycle.awaits_review(status):
         return Submission(message, status)

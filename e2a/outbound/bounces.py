@@ -632,7 +632,7 @@ def _part_text(part: email.message.Message) -> str:
     charset = part.get_content_charset() or "utf-8"
     try:
         return data.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, ValueError):  # an unknown name, or one with a null character
         return data.decode("utf-8", "replace")
 
 

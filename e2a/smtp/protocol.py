@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import ipaddress
 import re
 from collections import deque
@@ -998,9 +999,13 @@ def _split_mailbox(mailbox: str) -> tuple[str, str]:
 def _normalise_domain(domain: str) -> str:
     """Lowercase ASCII form of `domain` without its trailing dot (`a_label_domain`)."""
     try:
-        return a_label_domain(domain)
+        return _a_label_domain(domain)
     except ValueError as error:
         raise _AddressError(str(error)) from None
+
+
+_a_label_domain = functools.lru_cache(maxsize=4096)(a_label_domain)
+"""`a_label_domain`, remembered: mail comes from and to the same domains again and again."""
 
 
 def _normalise_address_literal(literal: str) -> str:

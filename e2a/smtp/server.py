@@ -13,6 +13,7 @@ import collections
 import dataclasses
 import enum
 import errno
+import functools
 import ipaddress
 import logging
 import math
@@ -168,6 +169,12 @@ def client_network(peer: str, limits: ListenerLimits) -> str:
     An IPv4 address mapped into IPv6 (a dual-stack listener) counts as IPv4. A peer that is no
     IP address is a network of its own.
     """
+    return _network_of(peer, limits.ipv4_network_prefix, limits.ipv6_network_prefix)
+
+
+@functools.lru_cache(maxsize=4096)
+def _network_of(peer: str, ipv4_prefix: int, ipv6_prefix: int) -> str:
+    """`client_network`, remembered: clients come back, and parsing costs more than a look-up."""
     try:
         address = ipaddress.ip_address(peer)
     except ValueError:
@@ -175,9 +182,9 @@ def client_network(peer: str, limits: ListenerLimits) -> str:
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is None:
             unscoped = ipaddress.IPv6Address(int(address))
-            return str(ipaddress.IPv6Network((unscoped, limits.ipv6_network_prefix), strict=False))
+            return str(ipaddress.IPv6Network((unscoped, ipv6_prefix), strict=False))
         address = address.ipv4_mapped
-    return str(ipaddress.IPv4Network((address, limits.ipv4_network_prefix), strict=False))
+    return str(ipaddress.IPv4Network((address, ipv4_prefix), strict=False))
 
 
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -428,9 +435,12 @@ class _ClientConnection:
             logger.exception("SMTP session with %s failed", self.peer)
             self._end = "internal error"
         finally:
-            with trio.move_on_after(_GOODBYE_SECONDS):
-                await self._stream.aclose()
-            await trio.aclose_forcefully(self._stream)
+            if isinstance(self._stream, trio.SocketStream):
+                self._stream.socket.close()  # nothing to say at closing, unlike TLS
+            else:
+                with trio.move_on_after(_GOODBYE_SECONDS):
+                    await self._stream.aclose()
+                await trio.aclose_forcefully(self._stream)
             self._log_session()
 
     async def _converse(self) -> None:
@@ -441,7 +451,11 @@ class _ClientConnection:
             if isinstance(event, Reply):
                 outgoing += event.data
                 continue
-            if outgoing:
+            if outgoing and not isinstance(event, RecipientRequested):
+                # Replies wait while recipients are checked, and go out together before anything
+                # else: a client that pipelines (RFC 2920) a transaction's RCPT commands gets
+                # their replies in one write, not one per recipient. A message's commit never
+                # holds replies back.
                 await self._send(bytes(outgoing))
                 outgoing.clear()
             match event:
@@ -468,8 +482,21 @@ class _ClientConnection:
             await self._stream.send_all(goodbye)
 
     async def _send(self, data: bytes) -> None:
-        # A bare CancelScope rather than fail_after: this runs for every reply.
         self._last_reply = data
+        if isinstance(self._stream, trio.SocketStream):
+            # A reply almost always fits the socket's send buffer: written at once, it needs
+            # no clock nor a wait, which send_all would set up for every reply. The next
+            # receive is the checkpoint.
+            try:
+                sent = os.write(self._stream.socket.fileno(), data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as error:
+                raise trio.BrokenResourceError(error) from error
+            if sent == len(data):
+                return
+            data = data[sent:]
+        # A bare CancelScope rather than fail_after: this runs for every reply.
         with trio.CancelScope(deadline=trio.current_time() + self._idle_timeout) as scope:
             await self._stream.send_all(data)
         if scope.cancelled_caught:
@@ -488,7 +515,7 @@ class _ClientConnection:
         data: bytes | bytearray | None = None
         deadline = min(now + self._idle_timeout, self._reading_deadline)
         with trio.CancelScope(deadline=deadline) as self._receive_scope:
-            data = await self._stream.receive_some(_RECEIVE_BYTES)
+            data = await self._read_some()
         self._receive_scope = None
         if data is not None:
             if not data:
@@ -500,6 +527,22 @@ class _ClientConnection:
                 timeout = Timeout.COMMAND if reading[0] is Awaiting.COMMAND else Timeout.MESSAGE
             self._end = f"{timeout.name.lower()} timeout"
             self._session.time_out(timeout)
+
+    async def _read_some(self) -> bytes | bytearray:
+        """The next bytes from the client, b"" once it has closed. On a plain connection the
+        client has usually not answered yet when this is called: it waits for the socket and
+        then reads, where receive_some would try a read first, fail, and then wait."""
+        if not isinstance(self._stream, trio.SocketStream):
+            return await self._stream.receive_some(_RECEIVE_BYTES)
+        socket = self._stream.socket
+        while True:
+            await trio.lowlevel.wait_readable(socket)
+            try:
+                return os.read(socket.fileno(), _RECEIVE_BYTES)
+            except BlockingIOError:
+                continue  # woken without data after all
+            except OSError as error:
+                raise trio.BrokenResourceError(error) from error
 
     async def _start_tls(self) -> bool:
         """Secure the connection after STARTTLS's 220; False (and close) if the handshake fails."""

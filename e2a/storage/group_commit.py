@@ -14,25 +14,17 @@ import collections
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 import trio
 
-from e2a.storage.base import NewInboundMessage, StorageUnavailable
+from e2a.storage.base import Mailboxes, NewInboundMessage, StorageUnavailable
 
-__all__ = ["GroupCommit", "GroupCommitter", "InboundStore"]
+__all__ = ["GroupCommit", "GroupCommitter"]
 
 log = logging.getLogger("e2a.storage")
 
 T = TypeVar("T")
-
-
-class InboundStore(Protocol):
-    """The part of `Storage` that group commit builds on."""
-
-    async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
-        """Commit `messages` (and their jobs) in one transaction, or raise and commit none."""
-        ...
 
 
 @dataclasses.dataclass(eq=False)
@@ -188,7 +180,7 @@ class GroupCommitter:
 
     def __init__(
         self,
-        store: InboundStore,
+        store: Mailboxes,
         *,
         max_batch_messages: int = 512,
         max_batch_bytes: int = 64 * 1024 * 1024,

@@ -8,26 +8,27 @@ a lease, so replicas never take the same job and take over a dead replica's once
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg.conninfo
 import trio
 
-from e2a.storage.base import NewInboundMessage, StorageUnavailable
+from e2a.storage.announcements import Announcement, CommitObserver
+from e2a.storage.base import StorageUnavailable
 from e2a.storage.migrations import load_migrations
+from e2a.storage.notify_payloads import encode_payloads
 from e2a.storage.sql.dialect import POSTGRES
 from e2a.storage.sql.lifecycle import applied_versions, record_migration
 from e2a.storage.sql.runner import Routing, Work
 from e2a.storage.sql.store import SqlStorage
-from e2a.storage.sql.transaction import AccessEnded, Announcement, JobsAdded, Transaction
+from e2a.storage.sql.transaction import Transaction
 
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -40,9 +41,6 @@ CONNECT_TIMEOUT_SECONDS = 10
 MIGRATION_LOCK = 0x6532615F6D6967  # "e2a_mig"
 # LISTEN/NOTIFY channel on which commits are announced to the other replicas (e2a.hub.fanout).
 FANOUT_CHANNEL = "e2a_fanout"
-# PostgreSQL refuses NOTIFY payloads of 8000 bytes or more; ours stay well below.
-MAX_NOTIFY_PAYLOAD_BYTES = 7000
-JOBS_ADDED_PAYLOAD = '{"jobs": true}'
 LISTEN_KEEPALIVES = {
     "keepalives": 1,
     "keepalives_idle": 10,
@@ -128,7 +126,14 @@ class PostgresStorage(SqlStorage):
 
     dialect = POSTGRES
 
-    def __init__(self, url: str, holder: str = "", pool_size: int = POOL_SIZE):
+    def __init__(
+        self,
+        url: str,
+        holder: str = "",
+        pool_size: int = POOL_SIZE,
+        on_commit: CommitObserver | None = None,
+    ):
+        super().__init__(on_commit)
         self.url = url
         self.holder = holder
         self.display_url = redacted_url(url)
@@ -139,8 +144,11 @@ class PostgresStorage(SqlStorage):
         """Tags this process's NOTIFY payloads, so its own fan-out listener can skip them."""
 
     @classmethod
-    def open(cls, url: str, holder: str = "") -> PostgresStorage:
-        """Check `url` and return a backend that connects on first use (not yet migrated)."""
+    def open(
+        cls, url: str, holder: str = "", on_commit: CommitObserver | None = None
+    ) -> PostgresStorage:
+        """Check `url` and return a backend that connects on first use (not yet migrated);
+        `on_commit` hears what each write announced once it has committed."""
         try:
             psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
@@ -148,7 +156,7 @@ class PostgresStorage(SqlStorage):
                 f"database.url: {redacted_url(url)} is not a valid PostgreSQL URL ({exc}) — "
                 "use postgresql://user:password@host:5432/dbname"
             ) from exc
-        return cls(url, holder)
+        return cls(url, holder, on_commit=on_commit)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -205,32 +213,26 @@ class PostgresStorage(SqlStorage):
     async def _read(self, work: Work[T], *, snapshot: bool = False, routing: Routing = None) -> T:
         """Run `work` in one transaction (REPEATABLE READ for a `snapshot`). Nothing is
         remembered for `routing`: other replicas may change anything at any time."""
-        return await self._run(partial(self._unit, work, snapshot))
+        result, _ = await self._run(partial(self._unit, work, snapshot))
+        return result
 
-    async def _write(
-        self, work: Work[T], *, changes_routing: bool = False, durable: bool = True
-    ) -> T:
+    async def _commit(
+        self, work: Work[T], *, changes_routing: bool, durable: bool
+    ) -> tuple[T, list[Announcement]]:
         """Run `work` in one transaction; every commit waits for the disk."""
         return await self._run(partial(self._unit, work, False))
 
-    def _unit(self, work: Work[T], snapshot: bool, connection: Connection) -> T:
+    def _unit(
+        self, work: Work[T], snapshot: bool, connection: Connection
+    ) -> tuple[T, list[Announcement]]:
         """Run `work` inside the open transaction of `connection`, then NOTIFY what it
         announced (delivered to the listeners only if the transaction commits)."""
         if snapshot:
             connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         transaction = Transaction(connection, self.dialect, psycopg.IntegrityError)
         result = work(transaction)
-        payloads = dict.fromkeys(self._payload(item) for item in transaction.announcements)
-        _notify(connection, *payloads)
-        return result
-
-    def _payload(self, announcement: Announcement) -> str:
-        """The NOTIFY payload that tells other replicas of `announcement`."""
-        if isinstance(announcement, JobsAdded):
-            return JOBS_ADDED_PAYLOAD
-        if isinstance(announcement, AccessEnded):
-            return revocation_payload(self.process_tag, announcement.kind, announcement.value)
-        return stored_message_payload(self.process_tag, announcement.agent_id, announcement.message)
+        _notify(connection, *encode_payloads(self.process_tag, transaction.announcements))
+        return result, transaction.announcements
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -273,30 +275,3 @@ def _notify(db: Connection, *payloads: str) -> None:
             "FROM unnest(%s::text[]) WITH ORDINALITY AS p(payload, n) ORDER BY n",
             (FANOUT_CHANNEL, list(payloads)),
         )
-
-
-def stored_message_payload(origin: str, agent_id: str, message: NewInboundMessage) -> str:
-    """The NOTIFY payload for a message stored for the local agent `agent_id`: what its
-    WebSocket frame is built from. A payload too big for NOTIFY (a huge subject) says `resync`
-    instead, and the listener makes that agent's clients reconnect and read it from storage."""
-    summary: dict[str, Any] = {
-        "origin": origin,
-        "agent_id": agent_id,
-        "agent": message.agent_email,
-        "id": message.id,
-        "from": message.from_addr,
-        "subject": message.subject,
-        "received_at": message.received_at,
-        "conversation_id": message.conversation_id,
-    }
-    payload = json.dumps(summary)
-    if len(payload.encode()) <= MAX_NOTIFY_PAYLOAD_BYTES:
-        return payload
-    return json.dumps({"origin": origin, "agent_id": agent_id, "resync": True})
-
-
-def revocation_payload(origin: str, kind: Literal["agent", "key", "user"], value: str) -> str:
-    """The NOTIFY payload saying that access ended — an agent deleted (its id), an API key
-    revoked (its hash), an account deleted (its id) — so every replica ends the live
-    subscriptions that depended on it."""
-    return json.dumps({"origin": origin, "revoke": kind, "id": value})

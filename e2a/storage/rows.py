@@ -29,16 +29,13 @@ from e2a.storage.base import (
     OutboundMessage,
     SigningSecret,
 )
-from e2a.storage.vocabulary import APPROVAL_NOTICE_JOB as APPROVAL_NOTICE_JOB
 from e2a.storage.vocabulary import (
+    APPROVAL_NOTICE_JOB,
     DELIVERY_PENDING,
+    OUTBOUND_JOB,
     PENDING_APPROVAL,
     QUEUED,
 )
-from e2a.storage.vocabulary import OUTBOUND_JOB as OUTBOUND_JOB
-from e2a.storage.vocabulary import WEBHOOK_JOB as WEBHOOK_JOB
-
-# The three job kinds are re-exported (`X as X`): e2a.metrics reads them from here.
 
 AGENT_COLUMNS = (
     "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from e2a.storage.announcements import Announcement, CommitObserver
 from e2a.storage.base import StorageUnavailable
 from e2a.storage.migrations import Migration, load_migrations
 from e2a.storage.rows import raw_digest
@@ -87,7 +88,9 @@ class SqliteStorage(SqlStorage):
         writer: sqlite3.Connection,
         readers: list[sqlite3.Connection],
         holder: str = "",
+        on_commit: CommitObserver | None = None,
     ):
+        super().__init__(on_commit)
         self.path = path
         self.holder = holder
         self._writer = writer
@@ -100,8 +103,11 @@ class SqliteStorage(SqlStorage):
         self._routing_generation = 0
 
     @classmethod
-    def open(cls, path: str, holder: str = "") -> SqliteStorage:
-        """Open (creating if needed) the database file at `path` in WAL mode."""
+    def open(
+        cls, path: str, holder: str = "", on_commit: CommitObserver | None = None
+    ) -> SqliteStorage:
+        """Open (creating if needed) the database file at `path` in WAL mode; `on_commit`
+        hears what each write announced once it has committed."""
         if path != ":memory:":
             parent = Path(path).expanduser().resolve().parent
             if not parent.is_dir():
@@ -120,31 +126,32 @@ class SqliteStorage(SqlStorage):
                 f"database.url: cannot open sqlite:///{path}: {exc} — check the path and its "
                 "permissions"
             ) from exc
-        return cls(path, writer, readers, holder)
+        return cls(path, writer, readers, holder, on_commit)
 
     # -- the runner -------------------------------------------------------------------------
 
-    def _transact(self, work: Work[T], durable: bool) -> T:
+    def _transact(self, work: Work[T], durable: bool) -> tuple[T, list[Announcement]]:
         """Run `work` in one `BEGIN IMMEDIATE` transaction on the writer (in its thread)."""
         with _translate_errors():
             if not durable:
                 self._writer.execute("PRAGMA synchronous = OFF")
             try:
                 self._writer.execute("BEGIN IMMEDIATE")
+                transaction = Transaction(self._writer, self.dialect, sqlite3.IntegrityError)
                 try:
-                    result = work(Transaction(self._writer, self.dialect, sqlite3.IntegrityError))
+                    result = work(transaction)
                 except BaseException:
                     self._writer.execute("ROLLBACK")
                     raise
                 self._writer.execute("COMMIT")
-                return result
+                return result, transaction.announcements
             finally:
                 if not durable:
                     self._writer.execute("PRAGMA synchronous = FULL")
 
-    async def _write(
-        self, work: Work[T], *, changes_routing: bool = False, durable: bool = True
-    ) -> T:
+    async def _commit(
+        self, work: Work[T], *, changes_routing: bool, durable: bool
+    ) -> tuple[T, list[Announcement]]:
         """Run `work` in one write transaction on the writer thread; commit or roll back.
 
         A write that `changes_routing` clears the routing answers remembered so far.

@@ -23,16 +23,15 @@ from e2a.outbound.relay import hand_off
 from e2a.signing.magic_links import Action, issue_token, link_key
 from e2a.smtp.client import Outgoing
 from e2a.storage.base import Agent, Job, OutboundMessage, User
+from e2a.storage.vocabulary import APPROVAL_NOTICE_JOB
+from e2a.workers.retry_schedules import APPROVAL_NOTICE
 
 log = logging.getLogger("e2a.approvals")
 
-APPROVAL_NOTICE_JOB = "approval_notice"
 EXPIRY_INTERVAL_SECONDS = 15.0
 NOTICE_POLL_SECONDS = 5.0
 NOTICE_BATCH = 16
 MAX_NOTICES_IN_FLIGHT = 8
-FIRST_RETRY_SECONDS = 30.0
-MAX_RETRY_SECONDS = 3600.0
 EXPIRE_BATCH = 500
 """`expire_outbound` handles at most this many messages per call; a full batch means more."""
 
@@ -127,32 +126,42 @@ def build_notice(
     return Notice(sender, owner.email, data)
 
 
-def retry_delay(attempts: int) -> float:
-    """Seconds before the next try after `attempts` failed ones: 30 s doubling to 1 h."""
-    return float(min(FIRST_RETRY_SECONDS * 2 ** min(attempts, 20), MAX_RETRY_SECONDS))
-
-
 class ApprovalWorker:
     """Sends approval notices and applies expiry. `send_due_notices(now)` and
     `expire_due(now)` each do one round (tests pass their own clock); `run()` loops forever.
     """
 
-    def __init__(self, gateway: Gateway, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        clock: Callable[[], float] = time.time,
+        poll_seconds: float = NOTICE_POLL_SECONDS,
+    ) -> None:
         self._gateway = gateway
         self._clock = clock
+        self._poll_seconds = poll_seconds
         self._warned_no_relay = False
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Expire overdue messages every EXPIRY_INTERVAL_SECONDS (at once on start, so a
-        restart catches up) and send notices as their jobs come in, until cancelled."""
+        restart catches up) and send notices as their jobs are committed (looking again every
+        `poll_seconds` regardless), until cancelled; report started once the first look at
+        the queue is done."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._expire_forever)
+            added, claimed = await self._look()
+            task_status.started()
             while True:
-                signal = self._gateway.hub.job_signal()
-                claimed = await self.send_due_notices(self._clock())
                 if claimed < NOTICE_BATCH:
-                    with trio.move_on_after(NOTICE_POLL_SECONDS):
-                        await signal.wait()
+                    with trio.move_on_after(self._poll_seconds):
+                        await added.wait()
+                added, claimed = await self._look()
+
+    async def _look(self) -> tuple[trio.Event, int]:
+        """Send the notices due now: the wake-up for notices added meanwhile (armed before
+        looking) and how many were claimed."""
+        added = self._gateway.jobs.added(APPROVAL_NOTICE_JOB)
+        return added, await self.send_due_notices(self._clock())
 
     async def _expire_forever(self) -> None:
         while True:
@@ -160,8 +169,9 @@ class ApprovalWorker:
             await trio.sleep(EXPIRY_INTERVAL_SECONDS)
 
     async def expire_due(self, now: float) -> list[OutboundMessage]:
-        """Apply the expiration action to every message overdue at `now`; wake the send worker
-        when some were auto-approved. Returns the messages expired."""
+        """Apply the expiration action to every message overdue at `now` (the commit of an
+        auto-approval queues its send and wakes the send worker). Returns the messages
+        expired."""
         storage = self._gateway.storage
         expired: list[OutboundMessage] = []
         while True:
@@ -169,8 +179,6 @@ class ApprovalWorker:
             expired += batch
             if len(batch) < EXPIRE_BATCH:
                 break
-        if any(message.status in lifecycle.AWAITING_HAND_OFF for message in expired):
-            self._gateway.hub.jobs_added()
         for message in expired:
             log.info("outbound %s approval expired -> %s", message.id, message.status)
         return expired
@@ -247,10 +255,13 @@ class ApprovalWorker:
     async def _retry_later(
         self, job: Job, message: OutboundMessage, now: float, error: str
     ) -> None:
-        """Reschedule with backoff, or give up once the retry would come after the deadline."""
-        retry_at = now + retry_delay(job.attempts)
+        """Reschedule on the APPROVAL_NOTICE schedule, or give up once the retry would come
+        after the approval deadline (a notice is useless then)."""
+        retry_at = APPROVAL_NOTICE.next_attempt_at(
+            job.attempts + 1, now=now, first_at=job.created_at
+        )
         deadline = message.approval_expires_at
-        if deadline is not None and retry_at >= deadline:
+        if retry_at is None or (deadline is not None and retry_at >= deadline):
             log.warning("approval notice for %s abandoned (deadline near): %s", message.id, error)
             await self._gateway.storage.finish_job(job.id, None)
             return

@@ -1,5 +1,6 @@
-"""The outbound send worker: claims `outbound` jobs, builds and DKIM-signs the message, delivers
-it locally to agents of this deployment and hands the rest to the relay (`outbound_smtp`).
+"""The outbound send worker: claims `outbound` jobs, builds and DKIM-signs the message
+(`e2a.outbound`), delivers it locally to agents of this deployment and hands the rest to the
+relay (`outbound_smtp`).
 
 Every recipient is settled once: results are stored per recipient before the message's state
 changes, so a retry hands off only the recipients that were deferred. It never holds mail that
@@ -13,29 +14,27 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 import trio
 
 from e2a.addresses import AddressError, normalise_address
-from e2a.config import ConfigError
 from e2a.gateway import Gateway
-from e2a.inbound.local_delivery import deliver_locally
-from e2a.mailauth.dkim import dkimpy
+from e2a.local_delivery import deliver_locally
 from e2a.operations import lifecycle
+from e2a.outbound.dkim_signing import DkimSigner
 from e2a.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
 from e2a.outbound.relay import hand_off
 from e2a.smtp.client import Outcome, Outgoing
 from e2a.storage.base import Agent, Job, OutboundMessage, SendOutcome, StorageUnavailable
-from e2a.workers.webhook_policy import backoff_seconds, next_attempt_at
+from e2a.storage.vocabulary import OUTBOUND_JOB
+from e2a.workers.retry_schedules import OUTBOUND_HAND_OFF, OUTBOUND_INTERNAL_ERROR
 
 log = logging.getLogger("e2a.outbound")
 
 POLL_SECONDS = 1.0
 MAX_IN_FLIGHT = 32
 LEASE_MARGIN_SECONDS = 60.0
-MAX_UNEXPECTED_FAILURES = 5
 MAX_ERROR_CHARS = 1000
 NO_RELAY = (
     "outbound_smtp.host is not set — configure outbound_smtp to send mail beyond this deployment"
@@ -44,36 +43,6 @@ ACCEPTED = "accepted"
 LOCAL_PREFIX = "local "
 REFUSED_PREFIX = "refused: "
 GAVE_UP_PREFIX = "gave up: "
-
-
-class DkimKeyError(ConfigError):
-    """The configured DKIM key cannot sign; the text says which setting to fix."""
-
-
-class DkimSigner:
-    """Signs outbound mail with the deployment's key (`dkim.selector`,
-    `dkim.private_key_path`) for the sending agent's domain."""
-
-    def __init__(self, selector: str, private_key_path: Path) -> None:
-        try:
-            self._key = private_key_path.read_bytes()
-        except OSError as exc:
-            raise DkimKeyError(
-                f"dkim.private_key_path: cannot read {private_key_path}: {exc.strerror or exc}"
-            ) from None
-        self._selector = selector.encode("ascii")
-        try:
-            self.sign(b"From: probe@example.invalid\r\n\r\nprobe\r\n", "example.invalid")
-        except dkimpy().DKIMException as exc:
-            raise DkimKeyError(
-                f"dkim.private_key_path: {private_key_path} is not a usable PEM RSA or "
-                f"Ed25519 private key: {exc}"
-            ) from None
-
-    def sign(self, raw: bytes, domain: str) -> bytes:
-        """`raw` with a DKIM-Signature (relaxed/simple, rsa-sha256) for `domain` on top."""
-        signature: bytes = dkimpy().sign(raw, self._selector, domain.encode("ascii"), self._key)
-        return signature + raw
 
 
 @dataclass(frozen=True)
@@ -147,9 +116,10 @@ def settle(
 ) -> Verdict:
     """Decide the message's state from every recipient's result so far.
 
-    Deferred recipients are retried (30 s doubling to 1 h, jittered) until 24 h after the
-    message was created; then they count as failed. A settled message is `sent` when at least
-    one recipient got it (the others are named in `error`), `failed` when none did."""
+    Deferred recipients are retried on the OUTBOUND_HAND_OFF schedule (30 s doubling to 1 h,
+    jittered) until 24 h after the message was created; then they count as failed. A settled
+    message is `sent` when at least one recipient got it (the others are named in `error`),
+    `failed` when none did."""
     method: Literal["smtp", "local"] = (
         "local"
         if results and not deferred and all(r.startswith(LOCAL_PREFIX) for r in results.values())
@@ -157,7 +127,9 @@ def settle(
     )
     gave_up: dict[str, str] = {}
     if deferred:
-        retry_at = next_attempt_at(attempt, created_epoch, now, None, uniform)
+        retry_at = OUTBOUND_HAND_OFF.next_attempt_at(
+            attempt, now=now, first_at=created_epoch, uniform=uniform
+        )
         if retry_at is not None:
             return Verdict("retry", method, _describe(deferred), retry_at)
         gave_up = {rcpt: GAVE_UP_PREFIX + reason for rcpt, reason in deferred.items()}
@@ -180,16 +152,19 @@ class OutboundWorker:
     """Sends `outbound` jobs. `deliver_due(now)` does one round; `run()` loops forever.
 
     `clock` gives the wall-clock time used to claim jobs and schedule retries (tests pass a
-    fake one); `uniform` is the jitter source."""
+    fake one); `uniform` is the jitter source. With nothing to do, it looks again after
+    `poll_seconds`, or as soon as outbound jobs are committed."""
 
     def __init__(
         self,
         gateway: Gateway,
         clock: Callable[[], float] = time.time,
         uniform: Callable[[float, float], float] = random.uniform,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self._gateway = gateway
         self._clock = clock
+        self._poll_seconds = poll_seconds
         self._uniform = uniform
         dkim_settings = gateway.settings.dkim
         self._signer = (
@@ -201,17 +176,26 @@ class OutboundWorker:
         self._in_flight: set[str] = set()
         self._wake = trio.Event()
 
-    async def run(self) -> None:
-        """Send due jobs until cancelled, waking early when jobs are committed or a slot frees."""
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Send due jobs until cancelled, waking early when jobs are committed or a slot frees;
+        report started once the first look at the queue is done."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._forward_job_signals)
+            nursery.start_soon(self._gateway.jobs.wake_on_jobs, OUTBOUND_JOB, self._wake_up)
+            idle = await self._look(nursery)
+            task_status.started()
             while True:
-                wake = self._wake = trio.Event()
-                free = MAX_IN_FLIGHT - len(self._in_flight)
-                claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
-                if claimed == 0 or len(self._in_flight) >= MAX_IN_FLIGHT:
-                    with trio.move_on_after(POLL_SECONDS):
-                        await wake.wait()
+                if idle:
+                    with trio.move_on_after(self._poll_seconds):
+                        await self._wake.wait()
+                idle = await self._look(nursery)
+
+    async def _look(self, nursery: trio.Nursery) -> bool:
+        """Claim what is due and has room; True when nothing was or no slot is left, so the
+        worker should wait. The wake-up is armed first: work arriving meanwhile is not missed."""
+        self._wake = trio.Event()
+        free = MAX_IN_FLIGHT - len(self._in_flight)
+        claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
+        return claimed == 0 or len(self._in_flight) >= MAX_IN_FLIGHT
 
     async def deliver_due(self, now: float, limit: int = 1000) -> int:
         """Claim up to `limit` jobs due at `now`, attempt each once and wait for them all;
@@ -219,14 +203,13 @@ class OutboundWorker:
         async with trio.open_nursery() as nursery:
             return await self._dispatch(nursery, now, limit)
 
-    async def _forward_job_signals(self) -> None:
-        while True:
-            await self._gateway.hub.job_signal().wait()
-            self._wake.set()
+    def _wake_up(self) -> None:
+        """Look at the queue again now (jobs were added, or a slot is free)."""
+        self._wake.set()
 
     async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int) -> int:
         """Claim due jobs and start an attempt for each one not already being sent here."""
-        jobs = await self._gateway.storage.claim_jobs("outbound", now, limit, self._lease)
+        jobs = await self._gateway.storage.claim_jobs(OUTBOUND_JOB, now, limit, self._lease)
         for job in jobs:
             # A lease dropped under us (another worker's start-up release) must not send twice.
             if job.message_id in self._in_flight:
@@ -236,9 +219,9 @@ class OutboundWorker:
         return len(jobs)
 
     async def _attempt_guarded(self, job: Job, now: float) -> None:
-        """Attempt one job; an unexpected error is logged and recorded as a retry with backoff
-        (a failure after MAX_UNEXPECTED_FAILURES), so a broken message cannot loop forever nor
-        stop the other sends."""
+        """Attempt one job; an unexpected error is logged and recorded as a retry on the
+        OUTBOUND_INTERNAL_ERROR schedule (a failure once it gives up), so a broken message
+        cannot loop forever nor stop the other sends."""
         try:
             await self.attempt(job, now)
         except Exception:
@@ -250,11 +233,13 @@ class OutboundWorker:
 
     async def _record_unexpected_failure(self, job: Job, now: float) -> None:
         error = "internal error while sending; the gateway log has details"
-        give_up = job.attempts + 1 >= MAX_UNEXPECTED_FAILURES
-        retry_at = None if give_up else now + backoff_seconds(job.attempts + 1, self._uniform)
+        retry_at = OUTBOUND_INTERNAL_ERROR.next_attempt_at(
+            job.attempts + 1, now=now, first_at=job.created_at, uniform=self._uniform
+        )
+        outcome: SendOutcome = "failed" if retry_at is None else "retry"
         try:
             await self._gateway.storage.finish_outbound(
-                job.id, job.message_id, "failed" if give_up else "retry", "smtp", error, retry_at
+                job.id, job.message_id, outcome, "smtp", error, retry_at
             )
         except StorageUnavailable as exc:
             log.error("could not record the failure of %s: %s", job.message_id, exc)

@@ -1,17 +1,14 @@
 """What a webhook attempt sends and what its answer means. Pure: no sockets, no clock.
 
 - the JSON body and HTTP headers of an attempt (re-signed with a fresh timestamp each time);
-- the outcome of an answer (delivered, retry, final failure);
-- when to retry: exponential backoff from 30 s, doubling, capped at 1 h, with jitter,
-  honouring Retry-After, never past 24 h after receipt.
+- the outcome of an answer (delivered, retry, final failure), and how long it asks us to wait
+  (Retry-After). When to retry is `retry_schedules.WEBHOOK_DELIVERY`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import random
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Literal
@@ -20,10 +17,6 @@ from e2a.clock import format_timestamp
 from e2a.signing.identity import claim_from_headers
 from e2a.storage.base import InboundMessage
 
-FIRST_RETRY_SECONDS = 30.0
-MAX_RETRY_SECONDS = 3600.0
-DELIVERY_WINDOW_SECONDS = 24 * 3600.0
-JITTER = 0.2
 RETRYABLE_STATUSES = frozenset({408, 429})
 
 Verdict = Literal["delivered", "retry", "failed"]
@@ -95,30 +88,3 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - now)
-
-
-def backoff_seconds(
-    attempt: int, uniform: Callable[[float, float], float] = random.uniform
-) -> float:
-    """Delay after the `attempt`-th failure: 30 s doubling, capped at 1 h, ±20 % jitter."""
-    base = min(FIRST_RETRY_SECONDS * 2 ** (attempt - 1), MAX_RETRY_SECONDS)
-    return float(base * uniform(1 - JITTER, 1 + JITTER))
-
-
-def next_attempt_at(
-    attempt: int,
-    received_at: float,
-    now: float,
-    retry_after: float | None,
-    uniform: Callable[[float, float], float] = random.uniform,
-) -> float | None:
-    """When to try again after the `attempt`-th failure, or None when the 24 h window is over.
-
-    Retry-After is honoured as a minimum; the last attempt is made at the window's end."""
-    deadline = received_at + DELIVERY_WINDOW_SECONDS
-    if now >= deadline:
-        return None
-    delay = backoff_seconds(attempt, uniform)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return min(now + delay, deadline)

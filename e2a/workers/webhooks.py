@@ -28,19 +28,16 @@ from e2a.storage.base import (
     WebhookDelivery,
 )
 from e2a.storage.group_commit import GroupCommit
+from e2a.storage.vocabulary import WEBHOOK_JOB
 from e2a.webhook_targets import (
     TargetRefused,
     WebhookTargetError,
     check_webhook_url,
     pinned_address,
 )
+from e2a.workers.retry_schedules import WEBHOOK_DELIVERY
 from e2a.workers.webhook_connections import WebhookConnections
-from e2a.workers.webhook_policy import (
-    build_request,
-    judge_answer,
-    next_attempt_at,
-    parse_retry_after,
-)
+from e2a.workers.webhook_policy import build_request, judge_answer, parse_retry_after
 
 log = logging.getLogger("e2a.webhooks")
 
@@ -86,6 +83,8 @@ class WebhookWorker:
     `clock` gives the wall-clock time used to claim jobs, sign attempts and schedule retries
     (tests pass a fake one); `attempt_timeout` bounds each POST, connection included
     (default: `webhooks.timeout_seconds`). Claimed jobs are leased for `webhooks.lease_seconds`.
+    With nothing to do, it looks again after `poll_seconds`, or as soon as webhook jobs are
+    committed.
     """
 
     def __init__(
@@ -94,9 +93,11 @@ class WebhookWorker:
         connections: WebhookConnections,
         clock: Callable[[], float] = time.time,
         attempt_timeout: float | None = None,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
         settings = gateway.settings.webhooks
         self._gateway = gateway
+        self._poll_seconds = poll_seconds
         self._connections = connections
         self._clock = clock
         self._attempt_timeout = attempt_timeout or settings.timeout_seconds
@@ -108,18 +109,26 @@ class WebhookWorker:
         self._active = 0
         self._wake = trio.Event()
 
-    async def run(self) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Deliver due jobs until cancelled, waking early when jobs are committed or a slot
-        frees up."""
+        frees up; report started once the first look at the queue is done."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._forward_job_signals)
+            nursery.start_soon(self._gateway.jobs.wake_on_jobs, WEBHOOK_JOB, self._wake_up)
+            idle = await self._look(nursery)
+            task_status.started()
             while True:
-                wake = self._wake = trio.Event()
-                free = MAX_IN_FLIGHT - self._active
-                claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
-                if claimed == 0 or self._active >= MAX_IN_FLIGHT:
-                    with trio.move_on_after(POLL_SECONDS):
-                        await wake.wait()
+                if idle:
+                    with trio.move_on_after(self._poll_seconds):
+                        await self._wake.wait()
+                idle = await self._look(nursery)
+
+    async def _look(self, nursery: trio.Nursery) -> bool:
+        """Claim what is due and has room; True when nothing was or no slot is left, so the
+        worker should wait. The wake-up is armed first: work arriving meanwhile is not missed."""
+        self._wake = trio.Event()
+        free = MAX_IN_FLIGHT - self._active
+        claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
+        return claimed == 0 or self._active >= MAX_IN_FLIGHT
 
     async def deliver_due(self, now: float) -> int:
         """Claim the jobs due at `now` (a host's backlog beyond its room stays queued), attempt
@@ -127,10 +136,9 @@ class WebhookWorker:
         async with trio.open_nursery() as nursery:
             return await self._dispatch(nursery, now, None)
 
-    async def _forward_job_signals(self) -> None:
-        while True:
-            await self._gateway.hub.job_signal().wait()
-            self._wake.set()
+    def _wake_up(self) -> None:
+        """Look at the queue again now (jobs were added, or a slot is free)."""
+        self._wake.set()
 
     async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int | None) -> int:
         """Claim due jobs (looking at up to `limit`, None: all) and start an attempt for each.
@@ -219,7 +227,9 @@ class WebhookWorker:
         retry_at = None
         if verdict == "retry":
             retry_after = parse_retry_after(answer.retry_after, finished)
-            retry_at = next_attempt_at(attempt_number, job.created_at, finished, retry_after)
+            retry_at = WEBHOOK_DELIVERY.next_attempt_at(
+                attempt_number, now=finished, first_at=job.created_at, retry_after=retry_after
+            )
             outcome = "retrying" if retry_at is not None else "failed"
         record = WebhookAttempt(
             attempt=attempt_number,

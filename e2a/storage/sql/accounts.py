@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from e2a.storage.announcements import AccessEnded
 from e2a.storage.base import ApiKey, KeyHolder, LastOne, LimitReached, SigningSecret, User
 from e2a.storage.rows import (
     AGENT_COLUMNS,
@@ -26,7 +27,7 @@ from e2a.storage.rows import (
 )
 from e2a.storage.sql.keyset import after_newest_first
 from e2a.storage.sql.runner import Runner
-from e2a.storage.sql.transaction import AccessEnded, Transaction
+from e2a.storage.sql.transaction import Transaction
 from e2a.storage.vocabulary import ACCOUNT_SCOPE
 
 USER_COLUMNS = "id, email, created_at"

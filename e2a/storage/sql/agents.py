@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from e2a.storage.announcements import AccessEnded
 from e2a.storage.base import Agent, AgentChanges, AlreadyExists
 from e2a.storage.rows import AGENT_COLUMNS, agent_assignments, agent_params, decode_agent
 from e2a.storage.sql.runner import Runner
-from e2a.storage.sql.transaction import AccessEnded, Transaction
+from e2a.storage.sql.transaction import Transaction
 
 
 def _agent_row(tx: Transaction, user_id: str, email: str) -> Any:

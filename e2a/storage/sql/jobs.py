@@ -7,22 +7,23 @@ nobody else takes them until the lease lapses; a restarted process frees its own
 
 from __future__ import annotations
 
+from e2a.storage.announcements import JobsAdded
 from e2a.storage.base import Job
 from e2a.storage.rows import JOB_COLUMNS
 from e2a.storage.sql.runner import Runner
-from e2a.storage.sql.transaction import JobsAdded, Transaction
+from e2a.storage.sql.transaction import Transaction
 
 UNLEASE = "UPDATE jobs SET locked_until = NULL, locked_by = NULL"
 
 
 def add_job(tx: Transaction, kind: str, message_id: str, now: float) -> None:
-    """Queue a job of `kind` for `message_id`, due at `now`, and announce it (every replica's
-    workers look once the transaction commits)."""
+    """Queue a job of `kind` for `message_id`, due at `now`, and announce it (the workers of
+    that kind, on every replica, look once the transaction commits)."""
     tx.execute(
         "INSERT INTO jobs (kind, message_id, run_at, created_at) VALUES (?, ?, ?, ?)",
         (kind, message_id, now, now),
     )
-    tx.announce(JobsAdded())
+    tx.announce(JobsAdded(kind))
 
 
 def lease(tx: Transaction, job_ids: list[int], until: float, holder: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import trio
 
+from e2a.storage.announcements import MessageStored
 from e2a.storage.base import (
     ConversationClaim,
     InboundMessage,
@@ -32,7 +33,7 @@ from e2a.storage.rows import (
 )
 from e2a.storage.sql.jobs import add_job
 from e2a.storage.sql.runner import Runner
-from e2a.storage.sql.transaction import MessageStored, Transaction
+from e2a.storage.sql.transaction import Transaction
 from e2a.storage.vocabulary import CLOUD, INBOUND, READ, UNREAD, WEBHOOK_JOB
 
 AGENT_INBOX_LOCK = 0x653261

@@ -2,6 +2,7 @@
 
 The aggregates' mixins (`e2a.storage.sql.*`) call `_read` and `_write`; the SQLite and
 PostgreSQL backends implement them with their connections, threads and locks, and nothing else.
+What a write announces reaches the commit observer only once the write has committed.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import abc
 from collections.abc import Callable
 from typing import ClassVar, TypeVar
 
+from e2a.storage.announcements import Announcement, CommitObserver
 from e2a.storage.sql.dialect import Dialect
 from e2a.storage.sql.transaction import Transaction
 
@@ -27,6 +29,9 @@ class Runner(abc.ABC):
     holder: str
     """Stamped on the job leases this process takes."""
 
+    def __init__(self, on_commit: CommitObserver | None = None) -> None:
+        self._on_commit = on_commit
+
     @abc.abstractmethod
     async def _read(self, work: Work[T], *, snapshot: bool = False, routing: Routing = None) -> T:
         """Run `work`, which only reads, on a connection that sees everything committed before.
@@ -35,12 +40,25 @@ class Runner(abc.ABC):
         a routing answer (an agent by address, a served domain, a newest signing seed) that the
         backend may remember until a write marked `changes_routing` (`_write`)."""
 
-    @abc.abstractmethod
     async def _write(
         self, work: Work[T], *, changes_routing: bool = False, durable: bool = True
     ) -> T:
         """Run `work` in one write transaction: commit its effects, or none if it raises.
+        Once committed, what it announced goes to the commit observer.
 
         `changes_routing` marks writes to agents, verified domains or signing secrets.
         `durable=False` may commit without waiting for the disk: only for job leases, which
         every start frees anyway."""
+        result, announcements = await self._commit(
+            work, changes_routing=changes_routing, durable=durable
+        )
+        if announcements and self._on_commit is not None:
+            self._on_commit(announcements)
+        return result
+
+    @abc.abstractmethod
+    async def _commit(
+        self, work: Work[T], *, changes_routing: bool, durable: bool
+    ) -> tuple[T, list[Announcement]]:
+        """Run `work` in one write transaction and commit it (as `_write` says); its result
+        and what it announced."""

@@ -2,17 +2,17 @@
 
 A backend opens the transaction on its DB-API connection, hands a `Transaction` to the work and
 commits afterwards; the work runs its statements here, written once with `?` placeholders, and
-says what other replicas should hear of once it commits (`announce`). Never commits itself.
+says what should be told once it commits (`announce`). Never commits itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from contextlib import closing
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from e2a.storage.base import NewInboundMessage, StorageUnavailable
+from e2a.storage.announcements import Announcement
+from e2a.storage.base import StorageUnavailable
 from e2a.storage.sql.dialect import Dialect
 
 
@@ -39,32 +39,6 @@ class Connection(Protocol):
     def cursor(self) -> Cursor: ...
 
 
-@dataclass(frozen=True)
-class JobsAdded:
-    """Jobs were queued: every replica's workers should look for work."""
-
-
-@dataclass(frozen=True)
-class AccessEnded:
-    """An agent was deleted (`value` its id), an API key revoked (its hash) or an account
-    deleted (its id): live subscriptions that depended on it end on every replica."""
-
-    kind: Literal["agent", "key", "user"]
-    value: str
-
-
-@dataclass(frozen=True)
-class MessageStored:
-    """A message was stored for the local agent `agent_id`: its live subscribers, on whichever
-    replica, should hear of it."""
-
-    agent_id: str
-    message: NewInboundMessage
-
-
-Announcement = JobsAdded | AccessEnded | MessageStored
-
-
 class Transaction:
     """Runs a unit of work's statements on `connection`, in `dialect`, inside the transaction
     its backend opened; `integrity_error` is the driver's exception for a broken constraint."""
@@ -77,7 +51,7 @@ class Transaction:
     ) -> None:
         self.dialect = dialect
         self.announcements: list[Announcement] = []
-        """What the work announced, in order, for the backend to tell other replicas."""
+        """What the work announced, in order, for the backend to tell once it commits."""
         self._connection = connection
         self._integrity_error = integrity_error
 
@@ -129,5 +103,6 @@ class Transaction:
             )
 
     def announce(self, announcement: Announcement) -> None:
-        """Have `announcement` told to the other replicas if (and when) the work commits."""
+        """Have `announcement` told to this process's commit observer and to the other
+        replicas if (and when) the work commits."""
         self.announcements.append(announcement)

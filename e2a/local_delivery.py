@@ -1,8 +1,10 @@
-"""Delivering an agent's outbound mail to other agents of this deployment, without SMTP.
+"""Delivering an agent's outbound mail to other agents of this deployment, without SMTP: where
+one agent's sending becomes another's receiving, so it belongs to neither direction.
 
 The gateway itself vouches for the sender (it authenticated the agent's API key), so the
 message is stored as inbound mail with entity type `agent` and `Verified: true`, signed per
-recipient owner exactly like mail that arrived over SMTP. It must not touch the relay.
+recipient owner exactly like mail that arrived over SMTP (inbound's pure pieces: the delivered
+form, the identity claim, the trace fields). It must not touch the relay.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from e2a.gateway import Gateway
 from e2a.ids import new_id
 from e2a.inbound.identity import delivered_message, identity_claim
 from e2a.inbound.parse import HeaderSummary, summarise_headers
-from e2a.inbound.pipeline import announce_stored
 from e2a.inbound.trace import local_received_field, return_path_field
 from e2a.mailauth.results import AuthResults
 from e2a.signing.credentials import derive_signing_secret
+from e2a.signing.identity import body_hash
 from e2a.storage.base import Agent, ConversationClaim, NewInboundMessage
 
 log = logging.getLogger("e2a.inbound")
@@ -73,6 +75,7 @@ async def deliver_locally(
     )
     delivered = delivered_message(raw, local_authentication_results(hostname, sender.email), trace)
     headers = summarise_headers(delivered)
+    digest = body_hash(delivered)
     received_at = format_timestamp(now)
     prepared: list[tuple[Agent, NewInboundMessage]] = []
     for agent, message_id in zip(recipients, message_ids, strict=True):
@@ -82,7 +85,7 @@ async def deliver_locally(
             message_id,
             sender,
             auth,
-            delivered,
+            (delivered, digest),
             headers,
             conversation_id,
             received_at,
@@ -95,7 +98,8 @@ async def deliver_locally(
         prepared.append((agent, message))
     if prepared:
         await gateway.storage.store_inbound([message for _, message in prepared], now)
-        announce_stored(gateway.hub, prepared)
+        for agent, message in prepared:
+            gateway.hub.publish_message(agent.id, message)
     return {agent.email: message.id for agent, message in prepared}
 
 
@@ -123,12 +127,14 @@ async def _signed_copy(
     message_id: str,
     sender: Agent,
     auth: AuthResults,
-    delivered: bytes,
+    delivered: tuple[bytes, str],
     headers: HeaderSummary,
     conversation_id: str | None,
     received_at: str,
 ) -> NewInboundMessage | None:
-    """The stored form for one recipient agent, signed for its owner (None: no secret)."""
+    """The stored form for one recipient agent, signed for its owner (None: no secret);
+    `delivered` is the bytes and their body hash."""
+    raw, digest = delivered
     storage = gateway.storage
     seed = await storage.newest_signing_seed(agent.user_id)
     if seed is None:
@@ -138,7 +144,7 @@ async def _signed_copy(
         sender=sender.email,
         sender_is_agent=True,
         message_id=message_id,
-        delivered=delivered,
+        body_hash=digest,
         timestamp=received_at,
     )
     conversation = await _conversation(gateway, agent, sender, headers, conversation_id)
@@ -153,7 +159,7 @@ async def _signed_copy(
         subject=headers.subject,
         conversation_id=conversation,
         rfc_message_id=headers.message_id,
-        raw_message=delivered,
+        raw_message=raw,
         auth_headers=claim.signed_headers(derive_signing_secret(gateway.server_key, seed)),
         authentication_results={**auth.as_dict(), "auth": "pass"},
         received_at=received_at,

@@ -1,0 +1,201 @@
+"""Fan-out: one 100 KB message to 1, 10 and 50 local agents per SMTP transaction.
+
+`e2a serve` (default log level, `smtp.processes` one per CPU, SQLite WAL with
+synchronous=FULL) with 50 local agents; bench/_smtp_load.py keeps SESSIONS connections busy
+with transactions naming 1, 10 or 50 of them, pipelined (RFC 2920) as MTAs send them. For
+each count it prints transactions and deliveries per second, the p50/p99 DATA-to-250 latency,
+and per transaction the bytes the gateway's processes wrote to disk (/proc/PID/io
+write_bytes: the database, its WAL and checkpoints, the log) and the growth of the database
+(pages in use). The raw message is stored once per transaction, whatever the number of
+recipients. Runs alternate between the three counts, `--rounds` times.
+
+Run: `.venv/bin/python bench/fanout.py [--seconds 4] [--rounds 2]` (about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sqlite3
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._gateway_process import (
+    AGENT,
+    SHARED_DOMAIN,
+    GatewayProcess,
+    compile_bytecode,
+    process_tree,
+)
+from bench._quiet_dns import QuietDns
+from bench._smtp_load import LoadResult, closed_loop, make_message
+
+RECIPIENTS = (1, 10, 50)
+SESSIONS = 10
+SIZE = 100 * 1024
+
+
+@dataclass
+class Row:
+    """One recipient count, summed over the rounds."""
+
+    recipients: int
+    messages: int = 0
+    seconds: float = 0.0
+    written: int = 0
+    grown: int = 0
+    latencies: list[float] = field(default_factory=list)
+    failures: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Transactions per second."""
+        return self.messages / self.seconds if self.seconds else 0.0
+
+
+def written_bytes(pid: int) -> int:
+    """Bytes `pid`'s process tree has caused to be written to storage (/proc/PID/io)."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            text = Path(f"/proc/{member}/io").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("write_bytes:"):
+                total += int(line.split()[1])
+    return total
+
+
+def database_bytes(path: Path) -> int:
+    """Bytes in use in the database (pages less free pages), WAL included."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        free = db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * size)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    return LoadResult(latencies=values).percentile(fraction)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="time per measured run")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating runs per count")
+    parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    args = parser.parse_args()
+    compile_bytecode()
+    print(
+        f"Fan-out of a 100 KB message on {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, {SESSIONS} sessions, smtp.processes = {args.processes}, "
+        f"load average {' '.join(f'{load:.2f}' for load in os.getloadavg())}",
+        flush=True,
+    )
+    agents = [AGENT] + [f"agent{number}@{SHARED_DOMAIN}" for number in range(1, max(RECIPIENTS))]
+    rows = {count: Row(count) for count in RECIPIENTS}
+    with QuietDns() as dns, tempfile.TemporaryDirectory(prefix="e2a-bench-") as temp:
+        folder = Path(temp)
+        smtp: dict[str, object] = {"max_sessions_per_ip": 200, "processes": args.processes}
+        gateway = GatewayProcess(folder, dns.address, smtp=smtp, log_level=None)
+        gateway.start()
+        try:
+            client = gateway.bootstrap()
+            for address in agents[1:]:
+                slug = address.split("@")[0]
+                created = client.post("/agents", json={"slug": slug, "agent_mode": "local"})
+                created.raise_for_status()
+            client.close()
+            assert gateway.process is not None
+            message = make_message(SIZE, AGENT)
+            for round_number in range(args.rounds):
+                order = RECIPIENTS if round_number % 2 == 0 else RECIPIENTS[::-1]
+                for count in order:
+                    row = rows[count]
+                    written = written_bytes(gateway.process.pid)
+                    size = database_bytes(folder / "e2a.db")
+                    run = partial(
+                        closed_loop,
+                        gateway.smtp_port,
+                        SESSIONS,
+                        message,
+                        agents[:count],
+                        warmup=0.0,
+                        duration=args.seconds,
+                        pipelining=True,
+                    )
+                    result = trio.run(run)
+                    time.sleep(0.5)  # transactions begun in the last moments commit
+                    done = result.messages
+                    row.written += written_bytes(gateway.process.pid) - written
+                    row.grown += database_bytes(folder / "e2a.db") - size
+                    row.messages += done
+                    row.seconds += result.seconds
+                    row.latencies += result.latencies
+                    row.failures += result.failures
+                    print(
+                        f"  {count:>2} recipients: {result.rate:6.1f} msg/s "
+                        f"(load {os.getloadavg()[0]:.1f})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        finally:
+            code = gateway.terminate()
+            if code != 0:
+                print(f"e2a serve exited with {code}:\n{gateway.log_text()}", file=sys.stderr)
+    print_rows(list(rows.values()))
+
+
+def print_rows(rows: list[Row]) -> None:
+    header = (
+        "recipients",
+        "msg/s",
+        "deliveries/s",
+        "p50 ms",
+        "p99 ms",
+        "written KB/msg",
+        "db growth KB/msg",
+        "failed",
+    )
+    lines = [header]
+    for row in rows:
+        per = max(row.messages, 1)
+        lines.append(
+            (
+                str(row.recipients),
+                f"{row.rate:.1f}",
+                f"{row.rate * row.recipients:.0f}",
+                f"{percentile(row.latencies, 0.5) * 1000:.1f}",
+                f"{percentile(row.latencies, 0.99) * 1000:.1f}",
+                f"{row.written / per / 1024:.1f}",
+                f"{row.grown / per / 1024:.1f}",
+                str(row.failures),
+            )
+        )
+    widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+    print()
+    for index, line in enumerate(lines):
+        print("  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)))
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+    single, widest = rows[0], rows[-1]
+    ratio = widest.rate / single.rate if single.rate else 0.0
+    verdict = "PASS" if ratio >= 0.5 else "MISS"
+    print(
+        f"\n{verdict}  fan-out to {widest.recipients} agents >= 0.5x single-recipient msg/s: "
+        f"{ratio:.2f}x (load average {os.getloadavg()[0]:.2f})"
+    )
+
+
+if __name__ == "__main__":
+    main()

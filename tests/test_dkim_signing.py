@@ -1,0 +1,56 @@
+"""DKIM-signing outbound mail (e2a/outbound/dkim_signing.py) with plain data: a key made here,
+the signature checked by dkimpy against its public half, unusable keys refused naming the
+setting."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from e2a.outbound.dkim_signing import DkimKeyError, DkimSigner
+
+MESSAGE = b"From: bot@agents.test\r\nTo: carol@example.org\r\nSubject: Hi\r\n\r\nNumbers.\r\n"
+
+
+def write_rsa_key(path: Path) -> bytes:
+    """Write a new RSA key as PEM to `path`; return the DNS record of its public half."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def test_a_signed_message_verifies_for_the_agents_domain(tmp_path: Path) -> None:
+    record = write_rsa_key(tmp_path / "dkim.pem")
+    signed = DkimSigner("e2a", tmp_path / "dkim.pem").sign(MESSAGE, "agents.test")
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        return record if name == b"e2a._domainkey.agents.test." else b""
+
+    assert signed.startswith(b"DKIM-Signature:") and signed.endswith(MESSAGE)
+    assert dkim.verify(signed, dnsfunc=dns)
+    assert not dkim.verify(signed.replace(b"Numbers.", b"Altered!"), dnsfunc=dns)
+
+
+def test_a_missing_key_file_names_the_setting(tmp_path: Path) -> None:
+    with pytest.raises(DkimKeyError, match=r"^dkim\.private_key_path: cannot read .*nope\.pem"):
+        DkimSigner("e2a", tmp_path / "nope.pem")
+
+
+def test_a_file_that_is_not_a_key_names_the_setting(tmp_path: Path) -> None:
+    (tmp_path / "dkim.pem").write_text("not a key\n")
+    with pytest.raises(DkimKeyError, match=r"^dkim\.private_key_path: .* is not a usable PEM"):
+        DkimSigner("e2a", tmp_path / "dkim.pem")

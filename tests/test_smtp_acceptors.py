@@ -1,0 +1,320 @@
+"""SMTP acceptor processes (`smtp.processes`): real processes on a shared listening socket.
+
+Each test starts acceptors with `AcceptorPool` on a socket the test process does not serve
+itself, so every connection is served by an acceptor, which asks this process for storage
+answers and for the commit. Also: a whole gateway with `smtp.processes = 2` stores mail.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from e2a.accounts import bootstrap_user
+from e2a.app import RunningGateway, bind_tcp, run_gateway
+from e2a.config import Settings
+from e2a.gateway import Gateway, open_gateway
+from e2a.inbound.acceptors import AcceptorPool
+from e2a.inbound.pipeline import Arrival, InboundMailSink
+from e2a.metrics import Metrics
+from e2a.smtp.server import MessageNotStored
+from e2a.storage.group_commit import GroupCommitter
+from tests.conftest import agent_path, make_settings
+from tests.dns_server import serve_dns
+
+pytestmark = pytest.mark.slow
+
+AGENT = "bot@agents.test"
+MESSAGE = (
+    b"From: Sender <sender@example.org>\r\nTo: <bot@agents.test>\r\n"
+    b"Subject: through an acceptor\r\nMessage-ID: <acceptor@example.org>\r\n\r\nHello.\r\n"
+)
+START_SECONDS = 30.0
+
+
+@dataclass
+class Main:
+    """This test process as the gateway's main process: storage, sink, metrics, the pool."""
+
+    gateway: Gateway
+    sink: InboundMailSink
+    metrics: Metrics
+    port: int
+    delivered: list[tuple[Arrival, str]]
+
+
+async def smtp_dialogue(
+    port: int, recipient: str | list[str] = AGENT, replies: list[bytes] | None = None
+) -> list[bytes]:
+    """One message over a new connection; every reply (also added to `replies` as it comes),
+    the DATA's last but one."""
+    replies = [] if replies is None else replies
+    with trio.fail_after(START_SECONDS):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        buffer = b""
+
+        async def reply() -> bytes:
+            nonlocal buffer
+            while True:
+                lines = buffer.split(b"\r\n")
+                for index, line in enumerate(lines[:-1]):
+                    if line[3:4] == b" ":
+                        buffer = b"\r\n".join(lines[index + 1 :])
+                        replies.append(line)
+                        return line
+                data = await stream.receive_some(4096)
+                if not data:
+                    raise ConnectionError("closed")
+                buffer += data
+
+        await reply()
+        for command in (b"EHLO client.example", b"MAIL FROM:<sender@example.org>"):
+            await stream.send_all(command + b"\r\n")
+            await reply()
+        for address in [recipient] if isinstance(recipient, str) else recipient:
+            await stream.send_all(f"RCPT TO:<{address}>\r\n".encode())
+            if not (await reply()).startswith(b"250"):
+                await stream.aclose()
+                return replies
+        await stream.send_all(b"DATA\r\n")
+        await reply()
+        await stream.send_all(MESSAGE + b".\r\n")
+        await reply()
+        await stream.send_all(b"QUIT\r\n")
+        await reply()
+        await stream.aclose()
+    return replies
+
+
+@pytest.fixture
+async def dns_port(nursery: trio.Nursery) -> int:
+    port: int = await nursery.start(serve_dns, {})
+    return port
+
+
+@pytest.fixture
+def acceptor_settings(tmp_path: Path, dns_port: int) -> Settings:
+    return make_settings(
+        tmp_path,
+        dns={"nameservers": [f"127.0.0.1:{dns_port}"], "timeout_seconds": 2},
+        smtp={"listen": "127.0.0.1:0", "hostname": "mx.agents.test", "shutdown_grace_seconds": 5},
+    )
+
+
+@pytest.fixture
+async def main(acceptor_settings: Settings) -> AsyncIterator[Main]:
+    """Storage with a user and the agent; the sink whose commit the acceptors call."""
+    async with open_gateway(acceptor_settings) as gateway:
+        await bootstrap_user(gateway.storage, gateway.server_key, "o@example.com")
+        metrics = Metrics()
+        sink = InboundMailSink(gateway, GroupCommitter(gateway.storage))
+        yield Main(gateway, sink, metrics, 0, [])
+
+
+async def start_pool(
+    nursery: trio.Nursery, main: Main, store: object = None, count: int = 1
+) -> tuple[AcceptorPool, socket.socket]:
+    listening = bind_tcp("127.0.0.1", 0, "smtp.listen", "127.0.0.1:0")
+    main.port = listening.getsockname()[1]
+
+    async def deliver(arrival: Arrival) -> str:
+        stored = await main.sink.deliver(arrival, recheck=True)
+        main.delivered.append((arrival, stored))
+        return stored
+
+    pool = AcceptorPool(
+        main.gateway.settings,
+        main.gateway.server_key,
+        listening,
+        count,
+        main.gateway.storage,
+        store or deliver,  # type: ignore[arg-type]
+        main.metrics,
+    )
+    await nursery.start(pool.serve)
+    return pool, listening
+
+
+async def add_agent(main: Main, email: str = AGENT) -> None:
+    """A local agent (bot@agents.test) for the bootstrapped user."""
+    from e2a.storage.base import Agent
+
+    user = await main.gateway.storage.first_user()
+    assert user is not None
+    await main.gateway.storage.add_agent(
+        Agent(
+            email=email,
+            user_id=user.id,
+            domain="agents.test",
+            name=email.split("@")[0],
+            webhook_url=None,
+            agent_mode="local",
+            hitl_enabled=False,
+            hitl_ttl_seconds=604800,
+            hitl_expiration_action="reject",
+            created_at="2026-01-01T00:00:00Z",
+        )
+    )
+
+
+def metric(metrics: Metrics, name: str) -> float:
+    for line in metrics.render(None).decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def test_an_acceptor_serves_the_session_and_the_main_process_commits(
+    main: Main, nursery: trio.Nursery
+) -> None:
+    await add_agent(main)
+    _, listening = await start_pool(nursery, main)
+    replies = await smtp_dialogue(main.port)
+    assert replies[-2].startswith(b"250 2.0.0"), replies
+    [(arrival, message_id)] = main.delivered
+    assert [agent.email for agent in arrival.agents] == [AGENT]
+    assert arrival.envelope.data == b""  # only the delivered form crosses between processes
+    assert message_id.encode() in replies[-2]
+    agent = await main.gateway.storage.find_agent(AGENT)
+    assert agent is not None
+    stored = await main.gateway.storage.read_inbound(agent.user_id, AGENT, message_id)
+    assert stored is not None and stored.raw_message.endswith(MESSAGE)
+    assert stored.raw_message.startswith(b"Return-Path: <sender@example.org>")
+    assert "X-E2A-Auth-Signature" in stored.auth_headers
+    for _ in range(100):  # the acceptor reports its counts every half second
+        if metric(main.metrics, "e2a_smtp_messages_accepted_total") >= 1:
+            break
+        await trio.sleep(0.05)
+    assert metric(main.metrics, "e2a_smtp_messages_accepted_total") == 1
+    assert metric(main.metrics, "e2a_smtp_sessions_total") == 1
+    listening.close()
+
+
+async def test_an_acceptor_refuses_an_unknown_agent_from_the_main_process_storage(
+    main: Main, nursery: trio.Nursery
+) -> None:
+    await start_pool(nursery, main)
+    replies = await smtp_dialogue(main.port, "nobody@agents.test")
+    assert replies[-1].startswith(b"550 5.1.1"), replies
+    await add_agent(main)  # created in the main process: the acceptor sees it at once
+    replies = await smtp_dialogue(main.port)
+    assert replies[-2].startswith(b"250 2.0.0"), replies
+
+
+async def test_no_250_before_the_main_process_has_committed(
+    main: Main, nursery: trio.Nursery
+) -> None:
+    await add_agent(main)
+    release = trio.Event()
+
+    async def slow_deliver(arrival: Arrival) -> str:
+        await release.wait()
+        return await main.sink.deliver(arrival, recheck=True)
+
+    await start_pool(nursery, main, slow_deliver)
+    replies: list[bytes] = []
+    async with trio.open_nursery() as clients:
+        clients.start_soon(partial(smtp_dialogue, main.port, replies=replies))
+        for _ in range(int(START_SECONDS / 0.05)):  # an acceptor process is starting
+            if replies and replies[-1].startswith(b"354"):
+                break
+            await trio.sleep(0.05)
+        await trio.sleep(1.0)  # the message's terminator has long been sent
+        assert replies[-1].startswith(b"354"), replies  # ... and it has no answer yet
+        release.set()
+    assert replies[-2].startswith(b"250 2.0.0"), replies
+
+
+async def test_a_commit_that_fails_in_the_main_process_is_451(
+    main: Main, nursery: trio.Nursery
+) -> None:
+    await add_agent(main)
+
+    async def failing(arrival: Arrival) -> str:
+        raise MessageNotStored("database is down")
+
+    await start_pool(nursery, main, failing)
+    replies = await smtp_dialogue(main.port)
+    assert replies[-2].startswith(b"451 4.3.0"), replies
+
+
+async def test_cancelling_the_pool_stops_its_acceptors(main: Main) -> None:
+    await add_agent(main)
+    async with trio.open_nursery() as nursery:
+        pool, listening = await start_pool(nursery, main, count=2)
+        replies = await smtp_dialogue(main.port)
+        assert replies[-2].startswith(b"250 2.0.0"), replies
+        children = [pid for pid in pool.pids if pid is not None]
+        assert len(children) == 2
+        nursery.cancel_scope.cancel()
+    assert not any(map(_running, children))
+    listening.close()
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and is no zombie."""
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z")
+    except OSError:
+        return False
+
+
+async def test_a_gateway_with_two_processes_stores_every_message(
+    acceptor_settings: Settings, nursery: trio.Nursery
+) -> None:
+    settings = acceptor_settings.model_copy(
+        update={"smtp": acceptor_settings.smtp.model_copy(update={"processes": 2})}
+    )
+    running: RunningGateway = await nursery.start(partial(run_gateway, settings))
+    gateway = running.gateway
+    _, issued, _ = await bootstrap_user(gateway.storage, gateway.server_key, "o@example.com")
+    async with httpx.AsyncClient(
+        base_url=running.addresses.http_url,
+        headers={"Authorization": f"Bearer {issued.plaintext}"},
+        timeout=10,
+    ) as http:
+        created = await http.post("/api/v1/agents", json={"slug": "bot", "agent_mode": "local"})
+        assert created.status_code == 201, created.text
+        count = 12
+        answers: list[bytes] = []
+
+        async def send() -> None:
+            answers.append((await smtp_dialogue(running.addresses.smtp_port))[-2])
+
+        async with trio.open_nursery() as clients:
+            for _ in range(count):
+                clients.start_soon(send)
+        assert all(answer.startswith(b"250 2.0.0") for answer in answers), answers
+        listed = await http.get(agent_path(AGENT, "/messages"), params={"limit": 50})
+        assert listed.status_code == 200, listed.text
+        assert len(listed.json()["messages"]) == count
+
+
+async def test_an_agent_deleted_since_an_acceptor_found_it_gets_no_copy(
+    main: Main, nursery: trio.Nursery
+) -> None:
+    other = "other@agents.test"
+    await add_agent(main)
+    await add_agent(main, other)
+    await start_pool(nursery, main)
+    assert (await smtp_dialogue(main.port, [AGENT, other]))[-2].startswith(b"250 2.0.0")
+    agent = await main.gateway.storage.find_agent(other)
+    assert agent is not None
+    assert await main.gateway.storage.delete_agent(agent.user_id, other) is not None
+    # The acceptor still remembers the deleted agent at RCPT (for ROUTING_SECONDS); the main
+    # process, looking both agents up again, stores the copy of the one that is left.
+    replies = await smtp_dialogue(main.port, [AGENT, other])
+    if replies[-1].startswith(b"550 5.1.1"):
+        return  # a slow machine: over ROUTING_SECONDS went by and the acceptor asked again
+    assert replies[-2].startswith(b"250 2.0.0"), replies
+    arrival, message_id = main.delivered[-1]
+    assert [agent.email for agent in arrival.agents] == [AGENT, other]
+    stored = await main.gateway.storage.read_inbound(agent.user_id, AGENT, message_id)
+    assert stored is not None and stored.agent_email == AGENT
