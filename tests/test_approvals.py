@@ -33,7 +33,7 @@ from e2a.signing.credentials import derive_signing_secret, hash_api_key
 from e2a.signing.magic_links import LINK_GRACE_SECONDS, Action, issue_token, link_key
 from e2a.storage.base import AgentChanges, NotPending, OutboundMessage
 from e2a.workers.approvals import ApprovalWorker
-from tests.conftest import Account, make_settings
+from tests.conftest import Account, agent_path, make_settings
 from tests.databases import query
 from tests.delivery_support import create_agent, open_account, quiet_gateway, wait_until
 
@@ -50,6 +50,16 @@ class Sink:
     """Records every message the relay accepted."""
 
     received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    refused: set[str] = field(default_factory=set)
+    """Recipients the relay refuses for good (550)."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address in self.refused:
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.received.append(
@@ -227,6 +237,34 @@ async def test_notice_email_has_both_links_and_no_body(
     done = await anonymous.post("/api/v1/approve", data={"token": token})
     assert done.status_code == 200, done.text
     assert stored_row(gateway.settings, message.id)[0] == "queued"
+
+
+async def test_an_agent_with_approval_notifications_off_gets_no_notice(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    gateway = running.gateway
+    http = owner.account.http
+    assert (await http.get(agent_path(owner.agent))).json()["approval_notifications"] is True
+    quiet = await http.put(agent_path(owner.agent), json={"approval_notifications": False})
+    assert quiet.status_code == 200, quiet.text
+    assert quiet.json()["approval_notifications"] is False
+    assert quiet.json()["hitl_enabled"] is True  # the other settings keep their values
+    wrong = await http.put(agent_path(owner.agent), json={"approval_notifications": "no"})
+    assert wrong.status_code == 400 and wrong.json()["error"]["code"] == "invalid_request"
+
+    silent = await add_pending(gateway, owner, time.time() + 3600)
+    await wait_until(lambda: job_kinds(gateway.settings, silent.id) == [])
+    assert sink.notices() == []
+    assert stored_row(gateway.settings, silent.id)[0] == "pending_approval"  # still held
+    pending = (await http.get("/api/v1/messages")).json()["messages"]
+    assert [m["id"] for m in pending] == [silent.id]
+
+    loud = await http.put(agent_path(owner.agent), json={"approval_notifications": True})
+    assert loud.json()["approval_notifications"] is True
+    noticed = await add_pending(gateway, owner, time.time() + 3600)
+    await wait_until(lambda: bool(sink.notices()))
+    [notice] = sink.notices()
+    assert noticed.id in notice.get_content() and silent.id not in notice.get_content()
 
 
 async def test_get_shows_a_page_and_never_acts(
@@ -439,6 +477,50 @@ async def test_ttl_expiry_applies_each_agents_action(
     assert stored_row(gateway.settings, dropped.id) == ("expired_rejected", None, None, None)
     assert "outbound" not in job_kinds(gateway.settings, dropped.id)
     assert await worker.expire_due(deadline + 60) == []
+
+
+async def test_an_auto_approval_handed_on_stays_expired_approved(
+    running: RunningGateway, make_account: MakeAccount, sink: Sink
+) -> None:
+    gateway = running.gateway
+    account = await make_account(OWNER)
+    keen = await hitl_owner(gateway, account, "keen", expiration="approve")
+    message = await add_pending(gateway, keen, time.time() - 1)
+    await ApprovalWorker(gateway).expire_due(time.time())  # or the gateway's own worker does
+
+    def delivered() -> list[list[str]]:
+        return [rcpts for _, rcpts, _ in sink.received if OWNER not in rcpts]
+
+    await wait_until(lambda: bool(delivered()) and not job_kinds(gateway.settings, message.id))
+    assert delivered() == [["alice@example.org", "carol@example.org", "hidden@example.org"]]
+    view = (await account.http.get(f"/api/v1/messages/{message.id}")).json()
+    assert view["status"] == "expired_approved"
+    assert view["method"] == "smtp" and view["sent_at"].endswith("Z")
+    assert "body_text" not in view and "error" not in view
+    assert stored_row(gateway.settings, message.id) == ("expired_approved", None, None, None)
+    listed = (await account.http.get("/api/v1/messages?status=expired_approved")).json()
+    assert [m["id"] for m in listed["messages"]] == [message.id]
+    assert (await account.http.get("/api/v1/messages?status=sent")).json()["messages"] == []
+
+
+async def test_an_auto_approval_that_cannot_be_sent_ends_expired_rejected(
+    running: RunningGateway, make_account: MakeAccount, sink: Sink
+) -> None:
+    gateway = running.gateway
+    account = await make_account(OWNER)
+    keen = await hitl_owner(gateway, account, "keen", expiration="approve")
+    sink.refused |= {"alice@example.org", "carol@example.org", "hidden@example.org"}
+    message = await add_pending(gateway, keen, time.time() - 1)
+    await ApprovalWorker(gateway).expire_due(time.time())  # or the gateway's own worker does
+
+    await wait_until(lambda: stored_row(gateway.settings, message.id)[0] != "expired_approved")
+    view = (await account.http.get(f"/api/v1/messages/{message.id}")).json()
+    assert view["status"] == "expired_rejected" and view["sent_at"] is None
+    assert "550 5.1.1 no such user" in view["error"]
+    assert view["rejection_reason"].startswith("approved at expiry, but sending failed: ")
+    assert "550 5.1.1 no such user" in view["rejection_reason"]
+    assert stored_row(gateway.settings, message.id) == ("expired_rejected", None, None, None)
+    assert [rcpts for _, rcpts, _ in sink.received if OWNER not in rcpts] == []
 
 
 async def race_approvals(

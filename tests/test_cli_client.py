@@ -146,7 +146,11 @@ def test_agents_register_list_update_delete(account: Account, cli: Cli) -> None:
     updated = cli.json("agents", "update", email, "--hitl", "--hitl-ttl", "600")
     assert (updated["hitl_enabled"], updated["hitl_ttl_seconds"]) == (True, 600)
     code, out, _ = cli("agents", "update", email, "--no-hitl")
-    assert code == 0 and "HITL:        no" in out
+    assert code == 0 and "HITL:        no" in out and "HITL emails: yes" in out
+    quiet = cli.json("agents", "update", email, "--no-approval-notifications")
+    assert (quiet["approval_notifications"], quiet["hitl_ttl_seconds"]) == (False, 600)
+    code, out, _ = cli("agents", "update", email, "--approval-notifications")
+    assert code == 0 and "HITL emails: yes" in out
 
     assert cli("agents", "delete", email) == (0, f"Deleted {email}\n", "")
     assert cli.json("agents", "list") == []

@@ -22,7 +22,9 @@ from e2a.operations.lifecycle import (
     Event,
     TransitionRefused,
     awaits_review,
+    body_kept,
     initial_state,
+    is_final,
     next_state,
 )
 from e2a.storage.base import (
@@ -87,7 +89,24 @@ def test_who_may_act_on_which_state() -> None:
     assert [state for state in STATES if awaits_review(state)] == ["pending_approval"]
     assert {"queued", "expired_approved"} == AWAITING_HAND_OFF
     assert (initial_state(True), initial_state(False)) == ("pending_approval", "queued")
-    assert {"queued", "failed", "expired_rejected"} == lifecycle.SEND_ERROR_SHOWN
+    assert {"queued", "failed", "expired_approved", "expired_rejected"} == (
+        lifecycle.SEND_ERROR_SHOWN
+    )
+
+
+def test_an_auto_approval_handed_on_stays_expired_approved_and_is_final() -> None:
+    assert next_state("expired_approved", "hand_off") == "expired_approved"
+    assert next_state("expired_approved", "give_up") == "expired_rejected"
+    assert body_kept("expired_approved", handed_on=False)
+    assert not body_kept("expired_approved", handed_on=True)
+    assert is_final("expired_approved", handed_on=True)
+    assert not is_final("expired_approved", handed_on=False)
+    for state in STATES:
+        for event in EVENTS:
+            with pytest.raises(TransitionRefused):
+                next_state(state, event, handed_on=True)
+        assert is_final(state, False) == (state in TERMINAL)
+        assert body_kept(state, False) == (state in BODY_KEPT)
 
 
 # Storage against the table: each move made by the storage call that makes it.
@@ -164,9 +183,16 @@ async def test_storage_moves_messages_as_the_table_says(storage: Storage) -> Non
     checked: set[tuple[OutboundStatus, Event]] = set()
 
     async def expect(message_id: str, before: OutboundStatus, event: Event) -> None:
-        state, body_kept = await _status(storage, message_id)
+        found = await storage.get_outbound(None, message_id)
+        assert found is not None
+        state, handed_on = found.status, found.sent_at is not None
         assert state == next_state(before, event), (before, event)
-        assert body_kept == (state in BODY_KEPT), state
+        assert handed_on == (event == "hand_off"), (before, event)
+        assert (found.body_text is not None) == body_kept(state, handed_on), (before, event)
+        if handed_on:  # final, whatever its state says
+            assert is_final(state, handed_on) and found.method == "smtp"
+            with pytest.raises(TransitionRefused):
+                next_state(state, "hand_off", handed_on)
         checked.add((before, event))
 
     reviews: tuple[Event, ...] = ("approve", "reject")

@@ -442,16 +442,16 @@ async def test_send_and_reply_failures_carry_the_rest_apis_reason(
             "retryable": False,
             "status": rest_reply.status_code,
         }
-        # Accepted, then failed (no relay is configured): the reason REST records for it.
+        # Refused while the send waited (no relay is configured): REST's 422 and its reason.
         text = await fails(
             client, "send_message", {"to": ["bob@example.org"], "subject": "s", "text": "b"}
         )
-    message_id = text.split()[5]
+    message_id = text.split()[4]
     recorded = (await account.http.get(f"/api/v1/messages/{message_id}")).json()
     assert recorded["status"] == "failed"
     assert text == (
-        f"e2a error [send_failed]: send_message: message {message_id} was not sent: "
-        f"{recorded['error']}"
+        f"e2a error [send_failed]: message {message_id} was not sent: {recorded['error']} "
+        f"(kept as failed: GET /api/v1/messages/{message_id})"
     )
 
 

@@ -202,8 +202,9 @@ async def test_real_answers_match_the_document(
     await call(http, "POST", SEND, 400, json={**send, "to": []})
     test = await call(http, "POST", AGENT + "/test", 200, agent_path(cloud, "/test"))
     assert (test["status"], test["method"]) == ("sent", "local")
-    relayed = await call(http, "POST", SEND, 200, json={**send, "from": cloud})
-    assert relayed["status"] == "failed"  # no relay is configured: nothing leaves the machine
+    # No relay is configured: nothing leaves the machine, and the send says so.
+    refused = await call(http, "POST", SEND, 422, json={**send, "from": cloud})
+    assert refused["error"]["code"] == "send_failed"
 
     # Review over REST.
     pending = (await call(http, "GET", OUTBOUND, 200))["messages"]

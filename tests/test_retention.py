@@ -13,7 +13,7 @@ import trio
 from e2a.clock import format_timestamp
 from e2a.gateway import Gateway, open_gateway
 from e2a.mailauth.resolver import FixtureResolver
-from e2a.storage.base import FinishedAttempt, Storage, WebhookAttempt
+from e2a.storage.base import AgentChanges, FinishedAttempt, Storage, WebhookAttempt
 from e2a.workers.retention import RetentionWorker, SweepResult
 from tests.conftest import make_settings
 from tests.delivery_support import wait_until
@@ -103,6 +103,35 @@ async def test_old_mail_goes_recent_and_pending_mail_stays(gateway: Gateway) -> 
     assert await inbound_ids(storage, bob, "bob@agents.test") == ["msg_bob"]
     assert await storage.read_inbound(bob, "bob@agents.test", "msg_bob") is not None
     assert await RetentionWorker(gateway, pause=0).sweep(NOW) == SweepResult(0, 0)
+
+
+async def test_an_auto_approval_goes_once_handed_on_not_before(gateway: Gateway) -> None:
+    storage = gateway.storage
+    alice = await add_user(storage, "alice@example.com")
+    await storage.add_agent(make_agent(alice, "keen@agents.test"))
+    await storage.update_agent(
+        alice, "keen@agents.test", AgentChanges(hitl_expiration_action="approve")
+    )
+    for message_id in ("out_handed_on", "out_retrying"):
+        message = make_outbound(alice, "keen@agents.test", message_id, "pending_approval", OLD)
+        await storage.add_outbound(replace(message, created_at=format_timestamp(OLD)))
+    for notice in await storage.claim_jobs("approval_notice", NOW, 10, 60):
+        await storage.finish_job(notice.id, None)
+    await storage.expire_outbound(OLD + 60)
+    jobs = {job.message_id: job for job in await storage.claim_jobs("outbound", NOW, 10, 60)}
+    await storage.finish_outbound(
+        jobs["out_handed_on"].id, "out_handed_on", "sent", "smtp", None, None
+    )
+    await storage.finish_outbound(
+        jobs["out_retrying"].id, "out_retrying", "retry", "smtp", "451 busy", NOW + 60
+    )
+
+    assert await RetentionWorker(gateway, pause=0).sweep(NOW) == SweepResult(1, 0)
+
+    assert await storage.get_outbound(alice, "out_handed_on") is None
+    retrying = await storage.get_outbound(alice, "out_retrying")
+    assert retrying is not None and retrying.status == "expired_approved"
+    assert retrying.body_text == "draft body" and retrying.sent_at is None
 
 
 async def test_the_window_is_retention_days(gateway: Gateway) -> None:

@@ -306,10 +306,12 @@ def test_raw_api_speaks_the_published_models(live: LiveGateway) -> None:
             )
         )
         assert (sent.status, sent.method) == ("sent", "local") and sent.message_id
-        answered = api.reply_to_message(
-            "raw@agents.test", str(summary.message_id), ReplyToMessageRequest(body="thanks")
-        )
-        assert answered.message_id and answered.method == "smtp"
+        # The reply goes to a remote sender and no relay is configured: refused, 422.
+        with pytest.raises(E2AApiError) as refused:
+            api.reply_to_message(
+                "raw@agents.test", str(summary.message_id), ReplyToMessageRequest(body="thanks")
+            )
+        assert (refused.value.status_code, refused.value.code) == (422, "send_failed")
 
         api.update_agent("raw@agents.test", UpdateAgentRequest(hitl_enabled=True))
         held = [

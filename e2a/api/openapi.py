@@ -89,11 +89,16 @@ PATH_PARAMETERS: dict[str, tuple[str, str]] = {
 """Every path parameter of the API: its description and an example value."""
 
 _SEND_REPLIES = {
-    200: Reply("Committed and handed to the send worker.", schemas.SendResult),
+    200: Reply(
+        "Durably queued for delivery and not refused (`sent`, as e2a 2.x clients expect); "
+        "the message's progress is on GET /messages/{id}.",
+        schemas.SendResult,
+    ),
     202: Reply("Held for human approval (the agent has HITL enabled).", schemas.HeldForApproval),
 }
 _SEND_ERRORS: dict[int, tuple[str, ...]] = {
     400: ("invalid_from", "invalid_email", "invalid_header", "invalid_attachment"),
+    422: ("send_failed",),
     429: ("rate_limited",),
 }
 _LINK_REPLIES = {
@@ -204,7 +209,7 @@ OPERATIONS: dict[str, Operation] = {
         "sending",
         "Send a test message from the agent to itself",
         _SEND_REPLIES,
-        errors={429: ("rate_limited",)},
+        errors={422: ("send_failed",), 429: ("rate_limited",)},
     ),
     "messages.list_messages": Operation(
         "inbox",

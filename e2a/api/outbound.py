@@ -1,7 +1,8 @@
 """Sending mail: `/send`, replies, test mail, and the review queue (list, approve, reject).
 
-A send answers 202 while the message is held for approval, else 200 with the state its
-hand-off reached (operations.sending says how long it waits).
+A send answers 202 while the message is held for approval; 422 `send_failed` when it was
+refused for good while the operation waited for its hand-off; else 200 `sent`, as e2a 2.x
+clients expect (operations.sending says how long it waits, docs/api.md why `sent`).
 """
 
 from __future__ import annotations

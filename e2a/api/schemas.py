@@ -94,6 +94,10 @@ class Agent(ResponseBody):
     hitl_enabled: bool
     hitl_ttl_seconds: int = Field(ge=1, le=604800)
     hitl_expiration_action: Literal["reject", "approve"]
+    approval_notifications: bool = Field(
+        description="Whether the owner is emailed when a message is held for approval "
+        "(default true; an addition to e2a 2.x)."
+    )
     created_at: Timestamp
 
 
@@ -195,7 +199,8 @@ class InboundMessagePage(ResponseBody):
 
 class OutboundMessage(ResponseBody):
     """Mail an agent sends. `body_text`, `body_html` and `attachments` are present only while
-    the message is not terminal; `error` explains a failed or retried hand-off."""
+    the message is not final (terminal, or handed on); `error` explains a failed or retried
+    hand-off; `sent_at` is when it was handed on (`sent`, or `expired_approved` once sent)."""
 
     id: str
     message_id: str
@@ -215,6 +220,7 @@ class OutboundMessage(ResponseBody):
     email_message_id: str
     method: Literal["smtp", "local"] | None
     edited: bool
+    sent_at: Timestamp | None
     body_text: str | None = None
     body_html: str | None = None
     attachments: list[AttachmentIn] | None = None
@@ -228,9 +234,11 @@ class OutboundMessageList(ResponseBody):
 
 
 class SendResult(ResponseBody):
-    """200 from sending: committed and handed to the send worker (`queued` while it works)."""
+    """200 from sending: durably queued for the send worker and not refused. `status` is
+    `sent`, the word e2a 2.x clients know for accepted mail, whether or not the relay has
+    answered yet; the message's own progress is on `GET /messages/{id}`."""
 
-    status: Literal["queued", "sent", "failed"]
+    status: Literal["sent"]
     message_id: str
     method: Literal["smtp", "local"] | None
 

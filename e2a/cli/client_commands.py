@@ -248,6 +248,12 @@ def _agent_commands(commands: Any) -> None:
         choices=("approve", "reject"),
         help="what happens when the window ends",
     )
+    update.add_argument(
+        "--approval-notifications",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="email the owner when a message is held (on by default)",
+    )
     delete = _add(
         agent_commands,
         "agents delete",
@@ -459,6 +465,7 @@ def _print_agent(agent: Agent) -> None:
             ("HITL", agent.hitl_enabled),
             ("HITL TTL", agent.hitl_ttl_seconds),
             ("HITL expiry", agent.hitl_expiration_action),
+            ("HITL emails", agent.approval_notifications),
         ]
     )
 
@@ -592,6 +599,7 @@ def cmd_agents_update(ctx: Context) -> None:
         "hitl_enabled": args.hitl,
         "hitl_ttl_seconds": args.hitl_ttl,
         "hitl_expiration_action": args.hitl_expire,
+        "approval_notifications": args.approval_notifications,
     }
     if all(value is None for value in changes.values()):
         raise UsageError("nothing to change: give at least one option (see --help)")

@@ -111,6 +111,7 @@ async def update_agent(session: Session, email: str) -> Response:
         "hitl_enabled": "hitl_enabled" in form,
         "hitl_ttl_seconds": whole_number(form.get("hitl_ttl_seconds", "")),
         "hitl_expiration_action": form.get("hitl_expiration_action", ""),
+        "approval_notifications": "approval_notifications" in form,
     }
     try:
         changes = form_body(UpdateAgent, values)

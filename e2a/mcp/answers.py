@@ -9,7 +9,7 @@ import base64
 import dataclasses
 from typing import Any
 
-from e2a.mcp.toolkit import ToolCaller, ToolFailure
+from e2a.mcp.toolkit import ToolFailure
 from e2a.v1 import AsyncInboundEmail, MessageSummary, PendingMessageDetail, SendResult
 
 MAX_BODY_CHARS = 50_000
@@ -132,13 +132,9 @@ def _attachment_metadata(item: Any) -> Any:
     return shown
 
 
-async def sent(caller: ToolCaller, result: SendResult) -> dict[str, Any]:
-    """The answer to a send or reply; a message that failed is a tool failure with the
-    reason the REST API records for it (`error` of GET /messages/{id})."""
-    if result.status == "failed":
-        detail = await caller.port.get_pending_message(result.message_id)
-        reason = (detail.model_extra or {}).get("error") or "the gateway recorded no reason"
-        raise ToolFailure(f"message {result.message_id} was not sent: {reason}", "send_failed")
+def sent(result: SendResult) -> dict[str, Any]:
+    """The answer to a send or reply the gateway accepted (one it refused, `send_failed`
+    included, is the gateway's error, as REST answers it)."""
     answer = dataclasses.asdict(result)
     if result.status == "pending_approval":
         answer["note"] = (

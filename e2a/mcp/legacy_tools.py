@@ -114,7 +114,7 @@ async def reply_email(caller: ToolCaller, arguments: ReplyArguments) -> dict[str
         bcc=arguments.bcc,
         agent_email=agent,
     )
-    return await sent(caller, result)
+    return sent(result)
 
 
 async def list_pending(caller: ToolCaller, _: NoArguments) -> dict[str, Any]:

@@ -213,7 +213,7 @@ async def send_email(caller: ToolCaller, arguments: SendEmailArguments) -> dict[
         attachments=attachments(arguments.attachments),
         agent_email=agent,
     )
-    return await sent(caller, result)
+    return sent(result)
 
 
 async def send_message(caller: ToolCaller, arguments: SendMessageArguments) -> dict[str, Any]:
@@ -230,7 +230,7 @@ async def send_message(caller: ToolCaller, arguments: SendMessageArguments) -> d
         attachments=attachments(arguments.attachments),
         agent_email=agent,
     )
-    return await sent(caller, result)
+    return sent(result)
 
 
 async def reply_to_message(caller: ToolCaller, arguments: ReplyArguments) -> dict[str, Any]:
@@ -250,7 +250,7 @@ async def reply_to_message(caller: ToolCaller, arguments: ReplyArguments) -> dic
         attachments=attachments(arguments.attachments),
         agent_email=agent,
     )
-    return await sent(caller, result)
+    return sent(result)
 
 
 async def _attachment(
@@ -340,8 +340,9 @@ async def wait_for_email(caller: ToolCaller, arguments: WaitArguments) -> dict[s
 
 
 SEND_NOTE = (
-    " The answer's status is sent or queued, or pending_approval when the agent's mail waits "
-    "for a person's approval: all three are success, do not send again."
+    " The answer's status is sent (accepted for delivery; get_message shows its progress), or "
+    "pending_approval when the agent's mail waits for a person's approval: both are success, "
+    "do not send again."
 )
 
 MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (

@@ -52,6 +52,8 @@ class UpdateAgent(RequestBody):
     hitl_enabled: bool | None = None
     hitl_ttl_seconds: int | None = Field(default=None, ge=1, le=604800)
     hitl_expiration_action: Literal["approve", "reject"] | None = None
+    approval_notifications: bool | None = None
+    """Whether the owner is emailed when a message is held (an addition to e2a 2.x)."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,7 @@ async def change_agent(
         hitl_enabled=request.hitl_enabled,
         hitl_ttl_seconds=request.hitl_ttl_seconds,
         hitl_expiration_action=request.hitl_expiration_action,
+        approval_notifications=request.approval_notifications,
     )
     updated = await gateway.storage.update_agent(caller.user_id, current.email, changes)
     if updated is None:

@@ -50,6 +50,12 @@ class Gone(OperationError):
     """It existed, and has expired for good (a magic link past its deadline)."""
 
 
+class Undeliverable(OperationError):
+    """The request was sound, but the message was refused for good where it was handed on (a
+    relay's 5xx, no relay for a remote recipient): nothing was sent, and sending it again as
+    it is would be refused again."""
+
+
 class PreconditionUnmet(OperationError):
     """Something outside the request is not in place yet (a DNS record): set it up, retry."""
 

@@ -9,8 +9,15 @@ two approvals racing send once), and every check of a status in Python asks here
                 │                               └─ expire_rejected ─▶ expired_rejected
                 └─ not held ────────────────────────────────────────▶ queued
 
-    queued            hand_off ▶ sent   retry ▶ queued             give_up ▶ failed
-    expired_approved  hand_off ▶ sent   retry ▶ expired_approved   give_up ▶ expired_rejected
+    queued            hand_off ▶ sent                retry ▶ queued
+                      give_up  ▶ failed
+    expired_approved  hand_off ▶ expired_approved *  retry ▶ expired_approved
+                      give_up  ▶ expired_rejected
+
+    * An auto-approval handed on keeps its state, as docs/approvals.md says: it stays
+      expired_approved, with its hand-off time (`sent_at`) and method recorded. A message is
+      final once its state has no moves or once it was handed on; it then takes no event and
+      its body is scrubbed.
 """
 
 from __future__ import annotations
@@ -47,7 +54,11 @@ TRANSITIONS: dict[OutboundStatus, dict[Event, OutboundStatus]] = {
     },
     QUEUED: {"hand_off": SENT, "retry": QUEUED, "give_up": FAILED},
     # An auto-approval that cannot be sent ends rejected, with the reason (contract/hitl.md).
-    EXPIRED_APPROVED: {"hand_off": SENT, "retry": EXPIRED_APPROVED, "give_up": EXPIRED_REJECTED},
+    EXPIRED_APPROVED: {
+        "hand_off": EXPIRED_APPROVED,
+        "retry": EXPIRED_APPROVED,
+        "give_up": EXPIRED_REJECTED,
+    },
     SENT: {},
     FAILED: {},
     REJECTED: {},
@@ -61,16 +72,19 @@ TERMINAL: frozenset[OutboundStatus] = frozenset(
 """States nothing leaves; the body is scrubbed from storage on entering one."""
 
 BODY_KEPT: frozenset[OutboundStatus] = frozenset(TRANSITIONS) - TERMINAL
-"""States whose body (text, HTML, attachments) is still stored and shown."""
+"""States whose body (text, HTML, attachments) is stored until the message is handed on."""
 
 AWAITING_HAND_OFF: frozenset[OutboundStatus] = frozenset(
     state for state, moves in TRANSITIONS.items() if "hand_off" in moves
 )
-"""States with a send job outstanding: the send worker may hand the message off."""
+"""States with a send job outstanding until the message is handed on: the send worker may
+hand it off."""
 
-SEND_ERROR_SHOWN: frozenset[OutboundStatus] = frozenset({QUEUED, FAILED, EXPIRED_REJECTED})
-"""States in which the last hand-off error explains the state: a retry pending, a failure, an
-auto-approval that could not be sent."""
+SEND_ERROR_SHOWN: frozenset[OutboundStatus] = frozenset(
+    {QUEUED, FAILED, EXPIRED_APPROVED, EXPIRED_REJECTED}
+)
+"""States in which the last hand-off error explains the state: a retry pending (or, once
+handed on, the recipients that refused), a failure, an auto-approval that could not be sent."""
 
 
 class TransitionRefused(Exception):
@@ -87,12 +101,24 @@ def initial_state(held: bool) -> OutboundStatus:
     return PENDING_APPROVAL if held else QUEUED
 
 
-def next_state(state: OutboundStatus, event: Event) -> OutboundStatus:
-    """The state `event` moves a message in `state` to; TransitionRefused when it cannot."""
-    try:
-        return TRANSITIONS[state][event]
-    except KeyError:
-        raise TransitionRefused(state, event) from None
+def next_state(state: OutboundStatus, event: Event, handed_on: bool = False) -> OutboundStatus:
+    """The state `event` moves a message in `state` to; TransitionRefused when it cannot (a
+    message already handed on takes no event)."""
+    moves = {} if handed_on else TRANSITIONS[state]
+    if event not in moves:
+        raise TransitionRefused(state, event)
+    return moves[event]
+
+
+def is_final(state: OutboundStatus, handed_on: bool) -> bool:
+    """Whether nothing more happens to a message: its state has no moves, or it was handed
+    on (an auto-approval sent stays `expired_approved`)."""
+    return state in TERMINAL or handed_on
+
+
+def body_kept(state: OutboundStatus, handed_on: bool) -> bool:
+    """Whether a message's body is still stored and shown: until it is final."""
+    return not is_final(state, handed_on)
 
 
 def awaits_review(state: OutboundStatus) -> bool:

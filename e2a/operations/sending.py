@@ -3,8 +3,9 @@ outbound message.
 
 An agent with HITL enabled has its message held (`pending_approval`) and nothing leaves until
 a reviewer approves; otherwise it is queued for the send worker, and the operation waits
-briefly for the hand-off so callers usually learn `sent` at once (`queued` when the relay is
-slow).
+briefly for the first hand-off attempt: mail refused for good meanwhile is refused here too
+(Undeliverable, the message kept as `failed`); mail handed off, deferred or still in flight
+is durably accepted, and the worker records its progress on the message.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ from e2a.operations.drafts import (
     checked_text,
     fits_header,
 )
-from e2a.operations.errors import Invalid, NotFound, RateLimited
+from e2a.operations.errors import Invalid, NotFound, RateLimited, Undeliverable
 from e2a.operations.requests import RequestBody
 from e2a.outbound.mime import header_text, reply_subject
 from e2a.outbound.mime import new_message_id as rfc_message_id
 from e2a.storage.base import Agent, OutboundMessage, OutboundStatus
+from e2a.storage.vocabulary import FAILED
 
 SEND_WAIT_SECONDS = 5.0
 SEND_POLL_SECONDS = 0.05
@@ -247,14 +249,24 @@ async def _new_message(
 
 async def _submit(gateway: Gateway, message: OutboundMessage) -> Submission:
     """Store the message (with its send job or approval notice, whose commit wakes the worker);
-    for a message queued to send, wait up to SEND_WAIT_SECONDS for the hand-off."""
+    for a message queued to send, wait up to SEND_WAIT_SECONDS for the first attempt's outcome
+    (handed off, failed, or deferred: an error recorded while it stays queued).
+
+    Raises Undeliverable (`send_failed`) when it failed meanwhile: nothing was sent."""
     await gateway.storage.add_outbound(message)
-    status = message.status
+    status, error = message.status, None
     if lifecycle.awaits_review(status):
         return Submission(message, status)
     with trio.move_on_after(SEND_WAIT_SECONDS):
-        while status in lifecycle.AWAITING_HAND_OFF:
+        while status in lifecycle.AWAITING_HAND_OFF and error is None:
             await trio.sleep(SEND_POLL_SECONDS)
             current = await gateway.storage.get_outbound(message.user_id, message.id)
-            status = current.status if current is not None else status
+            if current is not None:
+                status, error = current.status, current.send_error
+    if status == FAILED:
+        raise Undeliverable(
+            "send_failed",
+            f"message {message.id} was not sent: {error or 'no reason recorded'} "
+            f"(kept as failed: GET /api/v1/messages/{message.id})",
+        )
     return Submission(message, status)

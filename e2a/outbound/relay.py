@@ -53,9 +53,18 @@ async def hand_off(settings: OutboundSmtpSettings, hostname: str, message: Outgo
         return outcome
     except (OSError, trio.BrokenResourceError, ssl.SSLError, ClientProtocolError) as exc:
         outcome = session.connection_lost()
-        cause = exc.__cause__ or exc
+        cause = _first_cause(exc)
         outcome.error = f"relay {host}:{settings.port}: {type(cause).__name__}: {cause}"[:500]
         return outcome
+
+
+def _first_cause(exc: BaseException) -> BaseException:
+    """What went wrong, told plainly: the cause trio's connect error wraps, and the first
+    attempt's error rather than the group of them ("ConnectionRefusedError: …")."""
+    cause = exc.__cause__ or exc
+    while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
+        cause = cause.exceptions[0]
+    return cause
 
 
 async def _converse(settings: OutboundSmtpSettings, host: str, session: ClientSession) -> Outcome:

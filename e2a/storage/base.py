@@ -141,6 +141,8 @@ class Agent:
     id: str = field(default_factory=lambda: new_id("agt"))
     """The agent's stable internal identity. A new agent gets a fresh one; an address deleted
     and registered again (by anyone) is another agent with another id."""
+    approval_notifications: bool = True
+    """Whether the owner is emailed when a message of this agent is held for approval."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class AgentChanges:
     hitl_enabled: bool | None = None
     hitl_ttl_seconds: int | None = None
     hitl_expiration_action: Literal["reject", "approve"] | None = None
+    approval_notifications: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -311,6 +314,9 @@ class OutboundMessage:
     method: Literal["smtp", "local"] | None = None
     edited: bool = False
     send_error: str | None = None
+    sent_at: str | None = None
+    """When the message was handed on (`sent`, or an auto-approval that stays
+    `expired_approved`); None before, and for mail handed on before e2a recorded it."""
 
 
 @dataclass(frozen=True)

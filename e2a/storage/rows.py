@@ -39,7 +39,7 @@ from e2a.storage.vocabulary import (
 
 AGENT_COLUMNS = (
     "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "
-    "hitl_expiration_action, created_at, id"
+    "hitl_expiration_action, created_at, id, approval_notifications"
 )
 MESSAGE_COLUMNS = (
     "m.id, m.seq, m.user_id, m.agent_email, m.from_addr, m.reply_to, m.to_json, m.cc_json, "
@@ -52,7 +52,7 @@ OUTBOUND_COLUMNS = (
     "id, user_id, agent_email, kind, to_json, cc_json, bcc_json, subject, body_text, body_html, "
     "attachments_json, conversation_id, in_reply_to, references_json, rfc_message_id, status, "
     "approval_expires_at, created_at, created_epoch, reviewed_at, rejection_reason, method, "
-    "edited, send_error"
+    "edited, send_error, sent_at"
 )
 DOMAIN_COLUMNS = "user_id, domain, verification_token, verified, created_at, verified_at"
 SIGNING_SECRET_COLUMNS = "id, user_id, name, seed, secret_prefix, created_at, last_signed_at"
@@ -82,6 +82,7 @@ def decode_agent(row: Sequence[Any]) -> Agent:
         hitl_expiration_action=row[8],
         created_at=row[9],
         id=row[10],
+        approval_notifications=bool(row[11]),
     )
 
 
@@ -138,6 +139,7 @@ def decode_outbound(row: Sequence[Any]) -> OutboundMessage:
         method=row[21],
         edited=bool(row[22]),
         send_error=row[23],
+        sent_at=row[24],
     )
 
 
@@ -230,6 +232,7 @@ def agent_params(agent: Agent) -> tuple[Any, ...]:
         agent.hitl_expiration_action,
         agent.created_at,
         agent.id,
+        agent.approval_notifications,
     )
 
 
@@ -518,6 +521,7 @@ def user_export(
                 "hitl_enabled": agent.hitl_enabled,
                 "hitl_ttl_seconds": agent.hitl_ttl_seconds,
                 "hitl_expiration_action": agent.hitl_expiration_action,
+                "approval_notifications": agent.approval_notifications,
                 "created_at": agent.created_at,
             }
         )

@@ -38,7 +38,9 @@ OUTBOUND_STATUSES: Final = (
     EXPIRED_REJECTED,
 )
 TERMINAL_STATUSES: Final = frozenset({SENT, FAILED, REJECTED, EXPIRED_REJECTED})
-"""Outbound statuses nothing leaves: the body is scrubbed and retention may delete the row."""
+"""Outbound statuses nothing leaves: the body is scrubbed and retention may delete the row (as
+it may once `sent_at` says a message was handed on: an auto-approval sent stays
+`expired_approved`)."""
 
 # How an agent receives its mail (`AgentMode`), and what its overdue approvals become.
 CLOUD: Final = "cloud"

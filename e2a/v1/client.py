@@ -203,8 +203,10 @@ class E2AClient:
         hitl_enabled: bool | None = None,
         hitl_ttl_seconds: int | None = None,
         hitl_expiration_action: str | None = None,
+        approval_notifications: bool | None = None,
     ) -> Agent:
-        """Change only the settings given; the others keep their values."""
+        """Change only the settings given; the others keep their values.
+        `approval_notifications=False` stops the email to the owner about held mail."""
         changes = {
             "name": name,
             "webhook_url": webhook_url,
@@ -212,6 +214,7 @@ class E2AClient:
             "hitl_enabled": hitl_enabled,
             "hitl_ttl_seconds": hitl_ttl_seconds,
             "hitl_expiration_action": hitl_expiration_action,
+            "approval_notifications": approval_notifications,
         }
         return self._call(endpoints.update_agent(email, changes))
 

@@ -45,7 +45,8 @@ class Attachment:
 
 @dataclass
 class SendResult:
-    """The gateway's answer to a send or reply: `sent`, `pending_approval`, `queued`…"""
+    """The gateway's answer to a send or reply: `sent` (accepted for delivery) or
+    `pending_approval`."""
 
     status: str
     message_id: str

@@ -29,6 +29,7 @@ class Agent(_Model):
     hitl_enabled: bool | None = None
     hitl_ttl_seconds: int | None = None
     hitl_expiration_action: str | None = None
+    approval_notifications: bool | None = None
     created_at: str | None = None
 
 
@@ -176,6 +177,7 @@ class UpdateAgentRequest(_Model):
     hitl_enabled: bool | None = None
     hitl_ttl_seconds: int | None = None
     hitl_expiration_action: str | None = None
+    approval_notifications: bool | None = None
 
 
 class RegisterDomainRequest(_Model):
@@ -211,8 +213,9 @@ class ReplyToMessageRequest(_Model):
 
 
 class SendEmailResponse(_Model):
-    """The answer to a send or reply: `status` (`sent`, `queued`, `pending_approval`),
-    `message_id`, `method` (`smtp` or `local`) and, when held, `approval_expires_at`."""
+    """The answer to a send or reply: `status` (`sent`: accepted for delivery, its progress on
+    `get_pending_message`; or `pending_approval`), `message_id`, `method` (`smtp` or `local`)
+    and, when held, `approval_expires_at`."""
 
     status: str | None = None
     message_id: str | None = None

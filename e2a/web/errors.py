@@ -14,6 +14,7 @@ from e2a.operations.errors import (
     RateLimited,
     Unauthorized,
     Unavailable,
+    Undeliverable,
     Unprocessable,
 )
 
@@ -25,6 +26,7 @@ STATUSES: dict[type[OperationError], int] = {
     Conflict: 409,
     Gone: 410,
     PreconditionUnmet: 412,
+    Undeliverable: 422,
     Unprocessable: 422,
     RateLimited: 429,
     Unavailable: 503,

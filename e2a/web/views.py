@@ -14,6 +14,7 @@ from e2a.operations import lifecycle
 from e2a.operations.agents import AgentEntry
 from e2a.operations.sending import Submission
 from e2a.storage.base import ApiKey, Domain, InboundMessage, OutboundMessage, SigningSecret
+from e2a.storage.vocabulary import SENT
 
 
 def agent_view(entry: AgentEntry) -> dict[str, Any]:
@@ -30,6 +31,7 @@ def agent_view(entry: AgentEntry) -> dict[str, Any]:
         "hitl_enabled": agent.hitl_enabled,
         "hitl_ttl_seconds": agent.hitl_ttl_seconds,
         "hitl_expiration_action": agent.hitl_expiration_action,
+        "approval_notifications": agent.approval_notifications,
         "created_at": agent.created_at,
     }
 
@@ -141,8 +143,9 @@ def outbound_view(message: OutboundMessage) -> dict[str, Any]:
         "email_message_id": message.email_message_id,
         "method": message.method,
         "edited": message.edited,
+        "sent_at": message.sent_at,
     }
-    if message.status in lifecycle.BODY_KEPT:
+    if lifecycle.body_kept(message.status, handed_on=message.sent_at is not None):
         view["body_text"] = message.body_text
         view["body_html"] = message.body_html
         view["attachments"] = message.attachments or []
@@ -153,7 +156,11 @@ def outbound_view(message: OutboundMessage) -> dict[str, Any]:
 
 def submission_view(submission: Submission) -> dict[str, Any]:
     """The answer to a send, reply or test: the approval deadline while the message is held,
-    else the state its hand-off reached and how it travels."""
+    else `sent` and how it travels.
+
+    `sent` means durably accepted and not refused, whether or not the relay has answered yet:
+    e2a 2.x said `sent` once a message was handed on, and its SDKs know no other word for
+    accepted mail (docs/api.md). The message's own progress is on `GET /messages/{id}`."""
     message = submission.message
     if submission.held:
         assert message.approval_expires_at is not None
@@ -162,7 +169,7 @@ def submission_view(submission: Submission) -> dict[str, Any]:
             "message_id": message.id,
             "approval_expires_at": format_timestamp(message.approval_expires_at),
         }
-    return {"status": submission.status, "message_id": message.id, "method": message.method}
+    return {"status": SENT, "message_id": message.id, "method": message.method}
 
 
 def info_view(settings: Settings) -> dict[str, Any]:

@@ -238,13 +238,21 @@ class ApprovalWorker:
             await self._retry_later(job, message, now, outcome.error or str(outcome.deferred))
 
     async def _prepare(self, message: OutboundMessage, now: float) -> Notice | None:
-        """The notice for `message`, or None (logged) when its owner cannot be reached."""
+        """The notice for `message`, or None (logged) when its owner cannot be reached or
+        has turned the agent's approval notifications off."""
         storage = self._gateway.storage
         owner = await storage.get_user(message.user_id)
         if owner is None:
             log.warning("approval notice for %s not sent: its owner is gone", message.id)
             return None
         agent = await storage.get_agent(message.user_id, message.agent_email)
+        if agent is not None and not agent.approval_notifications:
+            log.info(
+                "approval notice for %s not sent: %s has approval notifications off",
+                message.id,
+                agent.email,
+            )
+            return None
         key = link_key(self._gateway.server_key)
         try:
             return build_notice(self._gateway.settings, message, owner, agent, key, now)

@@ -39,7 +39,7 @@ class AgentsSql(Runner):
         """Store a new agent; AlreadyExists when the address is taken."""
         await self._write(
             lambda tx: tx.execute(
-                f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 agent_params(agent),
                 conflict=AlreadyExists(agent.email),
             ),

@@ -224,7 +224,9 @@ class OutboundSql(Runner):
         retry_at: float | None,
     ) -> None:
         """Record a send attempt: a retry reschedules the job; sent or failed drops it and
-        scrubs the body (an expired-approved message that fails ends expired-rejected)."""
+        scrubs the body. Handed on, a queued message becomes sent and an expired-approved one
+        stays expired-approved, both with `sent_at`; an expired-approved message that fails
+        ends expired-rejected with the reason."""
 
         def finish(tx: Transaction) -> None:
             if outcome == "retry":
@@ -235,12 +237,26 @@ class OutboundSql(Runner):
                 )
                 return
             tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            status = SENT if outcome == "sent" else FAILED
+            if outcome == "sent":
+                tx.execute(
+                    f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
+                    f"THEN status ELSE '{SENT}' END, sent_at = {tx.dialect.utc_now}, "
+                    f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
+                    (method, error, message_id),
+                )
+                return
             tx.execute(
-                f"UPDATE messages SET status = CASE WHEN ? = '{FAILED}' AND status = "
-                f"'{EXPIRED_APPROVED}' THEN '{EXPIRED_REJECTED}' ELSE ? END, method = ?, "
-                f"send_error = ?, {SCRUB} WHERE id = ?",
-                (status, status, method, error, message_id),
+                f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
+                f"THEN '{EXPIRED_REJECTED}' ELSE '{FAILED}' END, "
+                f"rejection_reason = CASE WHEN status = '{EXPIRED_APPROVED}' "
+                "THEN ? ELSE rejection_reason END, "
+                f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
+                (
+                    f"approved at expiry, but sending failed: {error or 'no reason given'}",
+                    method,
+                    error,
+                    message_id,
+                ),
             )
 
         await self._write(finish)
