@@ -317,6 +317,8 @@ class OutboundMessage:
     sent_at: str | None = None
     """When the message was handed on (`sent`, or an auto-approval that stays
     `expired_approved`); None before, and for mail handed on before e2a recorded it."""
+    reply_to: str | None = None
+    """The Reply-To the sender asked for (a `/v1` send), written into the message."""
 
 
 @dataclass(frozen=True)
@@ -333,6 +335,79 @@ class OutboundEdits:
 
 
 SendOutcome = Literal["sent", "failed", "retry"]
+
+MessageDirection = Literal["inbound", "outbound"]
+
+
+@dataclass(frozen=True)
+class MessageFilters:
+    """Which messages of an agent a `/v1` listing shows: every condition given must hold
+    (None: any). `from_text` and `subject_text` match case-insensitively anywhere in the
+    sender and the subject; a message must carry every one of `labels`; `since` and `until`
+    bound `created_at` (RFC 3339 UTC to the second, since inclusive, until exclusive)."""
+
+    directions: tuple[MessageDirection, ...] = ("inbound", "outbound")
+    read_status: StatusFilter = "all"
+    from_text: str | None = None
+    subject_text: str | None = None
+    conversation_id: str | None = None
+    labels: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
+    deleted: bool = False
+    newest_first: bool = True
+
+
+@dataclass(frozen=True)
+class FiledMessage:
+    """A message of an agent's mailbox as `/v1` lists it, inbound or outbound: its envelope,
+    its state, its labels and its trash time (None while live). `status` is the inbound read
+    state or the outbound lifecycle state; `size` the raw bytes' length (inbound only)."""
+
+    id: str
+    seq: int
+    direction: MessageDirection
+    agent_email: str
+    envelope_from: str
+    from_addr: str
+    reply_to: str | None
+    to: list[str]
+    cc: list[str]
+    subject: str
+    conversation_id: str | None
+    rfc_message_id: str | None
+    status: str
+    delivery_status: str | None
+    authentication_results: dict[str, str]
+    created_at: str
+    deleted_at: str | None
+    labels: list[str]
+    size: int | None
+    method: str | None = None
+    send_error: str | None = None
+    sent_at: str | None = None
+    reviewed_at: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    """A thread of an agent's live messages sharing a `conversation_id`: its span, counts,
+    whether any inbound message is unread, and its newest message's subject and sender."""
+
+    id: str
+    first_message_at: str
+    last_message_at: str
+    message_count: int
+    inbound_count: int
+    outbound_count: int
+    has_unread: bool
+    latest_subject: str
+    latest_from: str
+    last_seq: int
+
+
+class LabelsRefused(StorageError):
+    """A labels change would leave a message with more labels than allowed."""
 
 
 class Lifecycle(Protocol):
@@ -596,6 +671,83 @@ class Outbox(Protocol):
         ...
 
 
+class Mailbox(Protocol):
+    """An agent's messages as `/v1` files them, inbound and outbound together: filtered
+    keyset pages, one message, labels, the trash, and conversations. Every query is scoped
+    by the owner's user id and the agent's address."""
+
+    async def filed_page(
+        self,
+        user_id: str,
+        agent_email: str,
+        filters: MessageFilters,
+        limit: int,
+        after_seq: int | None,
+    ) -> list[FiledMessage]:
+        """Up to `limit` messages matching `filters`, in `seq` order (newest first unless the
+        filters say otherwise), after position `after_seq`."""
+        ...
+
+    async def filed_message(
+        self, user_id: str, agent_email: str, message_id: str, *, mark_read: bool
+    ) -> FiledMessage | None:
+        """One message of the agent, trashed or not (an unread inbound one marked read first
+        when `mark_read`); None when it is not the user's agent's."""
+        ...
+
+    async def change_labels(
+        self,
+        user_id: str,
+        agent_email: str,
+        message_id: str,
+        add: list[str],
+        remove: list[str],
+        max_labels: int,
+    ) -> list[str] | None:
+        """Add then remove labels on one message, atomically; its labels after, sorted.
+        None when it is not the user's agent's; LabelsRefused over `max_labels`."""
+        ...
+
+    async def trash_message(
+        self, user_id: str, agent_email: str, message_id: str, now: str
+    ) -> FiledMessage | None:
+        """Move one live message to the trash (a trashed one stays as it is); the message
+        as it was before, or None when it is not the user's agent's. A message held for
+        review is left alone (the caller refuses it from the returned state)."""
+        ...
+
+    async def restore_message(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> FiledMessage | None:
+        """Bring a trashed message back; the message as it is after, or None when it is not
+        the user's agent's (a live one is returned unchanged: `deleted_at` None)."""
+        ...
+
+    async def purge_message(self, user_id: str, agent_email: str, message_id: str) -> bool:
+        """Delete a message in the trash for good; False unless it was the agent's, trashed."""
+        ...
+
+    async def conversation_page(
+        self,
+        user_id: str,
+        agent_email: str,
+        since: str | None,
+        until: str | None,
+        limit: int,
+        before_seq: int | None,
+    ) -> list[ConversationSummary]:
+        """Up to `limit` conversations of the agent's live mail, most recently active first,
+        whose last message falls in [since, until), after position `before_seq`."""
+        ...
+
+    async def conversation(
+        self, user_id: str, agent_email: str, conversation_id: str, max_messages: int
+    ) -> tuple[ConversationSummary, list[FiledMessage]] | None:
+        """One conversation of the agent's live mail and its first `max_messages` messages,
+        oldest first; None when it has none."""
+        ...
+
+
 class JobQueueStore(Protocol):
     """The job queue in the database: leases claimed, finished, released, counted."""
 
@@ -722,6 +874,7 @@ class Storage(
     Directory,
     Mailboxes,
     Outbox,
+    Mailbox,
     JobQueueStore,
     WebhookDeliveries,
     RateLimits,

@@ -52,7 +52,7 @@ OUTBOUND_COLUMNS = (
     "id, user_id, agent_email, kind, to_json, cc_json, bcc_json, subject, body_text, body_html, "
     "attachments_json, conversation_id, in_reply_to, references_json, rfc_message_id, status, "
     "approval_expires_at, created_at, created_epoch, reviewed_at, rejection_reason, method, "
-    "edited, send_error, sent_at"
+    "edited, send_error, sent_at, reply_to"
 )
 DOMAIN_COLUMNS = "user_id, domain, verification_token, verified, created_at, verified_at"
 SIGNING_SECRET_COLUMNS = "id, user_id, name, seed, secret_prefix, created_at, last_signed_at"
@@ -140,6 +140,7 @@ def decode_outbound(row: Sequence[Any]) -> OutboundMessage:
         edited=bool(row[22]),
         send_error=row[23],
         sent_at=row[24],
+        reply_to=row[25],
     )
 
 
@@ -307,7 +308,7 @@ OUTBOUND_INSERT_COLUMNS = (
     "from_addr, to_json, cc_json, bcc_json, subject, conversation_id, in_reply_to, "
     "references_json, rfc_message_id, status, auth_headers_json, "
     "auth_results_json, kind, body_text, body_html, attachments_json, "
-    "approval_expires_at, method, received_at, created_at, created_epoch"
+    "approval_expires_at, method, received_at, created_at, created_epoch, reply_to"
 )
 
 
@@ -339,6 +340,7 @@ def outbound_params(message: OutboundMessage) -> tuple[Any, ...]:
         message.created_at,
         message.created_at,
         message.created_epoch,
+        message.reply_to,
     )
 
 

@@ -14,6 +14,7 @@ from e2a.storage.sql.domains import DomainsSql
 from e2a.storage.sql.idempotency import IdempotencySql
 from e2a.storage.sql.jobs import JobsSql
 from e2a.storage.sql.lifecycle import LifecycleSql
+from e2a.storage.sql.mailbox import MailboxSql
 from e2a.storage.sql.messages import MessagesSql
 from e2a.storage.sql.outbound import OutboundSql
 from e2a.storage.sql.rate_limits import RateLimitsSql
@@ -28,6 +29,7 @@ class SqlStorage(
     AgentsSql,
     MessagesSql,
     OutboundSql,
+    MailboxSql,
     JobsSql,
     WebhooksSql,
     RateLimitsSql,
