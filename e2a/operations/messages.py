@@ -56,7 +56,7 @@ def decode_page_token(token: str) -> int:
         ) from None
 
 
-async def _count_poll(gateway: Gateway, caller: Caller) -> None:
+async def count_poll(gateway: Gateway, caller: Caller) -> None:
     """Count one message poll (list or read) against the caller; RateLimited when over."""
     await count_request(
         gateway,
@@ -76,7 +76,7 @@ async def inbox_page(
     after: int | None,
 ) -> MessagePage:
     """A page of the caller's agent's inbound mail after position `after` (one poll)."""
-    await _count_poll(gateway, caller)
+    await count_poll(gateway, caller)
     agent = await owned_agent(gateway, caller, email)
     return await gateway.storage.list_inbound(caller.user_id, agent.email, status, page_size, after)
 
@@ -85,7 +85,7 @@ async def read_message(
     gateway: Gateway, caller: Caller, email: str, message_id: str
 ) -> InboundMessage:
     """One message of the caller's agent, marked read (one poll); NotFound otherwise."""
-    await _count_poll(gateway, caller)
+    await count_poll(gateway, caller)
     agent = await owned_agent(gateway, caller, email)
     message = await gateway.storage.read_inbound(caller.user_id, agent.email, message_id)
     if message is None:
