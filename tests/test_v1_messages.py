@@ -136,7 +136,8 @@ async def test_send_reply_forward_with_idempotency_keys(
     assert subjects == ["Fwd: Re: Hello pal", "Re: Hello pal"]  # the first was read by get
     pending = value(made[12], "SendResultView")
     assert pending["status"] == "pending_review" and "approval_expires_at" in pending
-    error(made[13], "E2AServerError", "not_implemented", 501)
+    refused = error(made[13], "E2AValidationError", "invalid_request", 422)
+    assert refused["details"]["fields"][0]["location"] == "body.send_at"
     assert value(made[14], "SendResultView")["status"] in ("accepted", "sent")
 
     forwarded = await alice.http.get(v1_path(pal), params={"subject_contains": "fwd:"})

@@ -35,6 +35,18 @@ IMPLEMENTED = (
     "listApiKeys",
     "createApiKey",
     "deleteApiKey",
+    "listMessages",
+    "sendMessage",
+    "getMessage",
+    "updateMessage",
+    "deleteMessage",
+    "restoreMessage",
+    "getAttachment",
+    "replyToMessage",
+    "forwardMessage",
+    "getMessageLifecycle",
+    "listConversations",
+    "getConversation",
 )
 """e2a's operations the gateway serves (docs/api.md lists them, and those left, with why)."""
 

@@ -296,14 +296,12 @@ async def get_message_lifecycle(caller: Caller, email: str, message_id: str) -> 
 
 
 def _available(body: ComposeBody) -> Any:
-    """`body`, unless it asks for what this gateway does not do (501 `not_implemented`)."""
+    """`body`, unless it asks for what this gateway does not do: 422 `invalid_request` naming
+    the field (never silently sent without it)."""
     field = body.unavailable()
     if field is not None:
-        raise V1Error(
-            501,
-            "not_implemented",
-            f"'{field}' is not available on this gateway (docs/api.md, /v1); send without it",
-        )
+        message = f"'{field}' is not available on this gateway (docs/api.md, /v1); send without it"
+        raise invalid(422, message, (f"body.{field}", "not available on this gateway"))
     return body
 
 
