@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import email.policy
+import time
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from functools import partial
@@ -20,7 +21,9 @@ import pytest
 import trio
 
 from e2a.app import RunningGateway, run_gateway
+from e2a.mailauth.resolver import FixtureResolver
 from e2a.storage.base import MessageFilters
+from e2a.workers.retention import RetentionWorker
 from tests.conftest import Account, make_settings
 from tests.delivery_support import accept, create_agent, open_account, store_with_conversation
 from tests.dns_server import serve_dns
@@ -386,3 +389,62 @@ async def test_labels_trash_restore_and_conversations(
     value(made[20], "DeleteMessageResult")
     value(made[21], "DeleteMessageResult")
     error(made[22], "E2ANotFoundError", "not_found", 404)
+
+
+async def test_the_trash_is_emptied_30_days_after_deletion(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    settings = make_settings(tmp_path, retention={"days": 365})
+    running: RunningGateway = await nursery.start(
+        partial(run_gateway, settings, resolver=FixtureResolver())
+    )
+    gateway = running.gateway
+    owner = await open_account(gateway, running.addresses.http_url, "owner@example.com")
+    bot = await create_agent(owner, "bot")
+    kept = await store_with_conversation(gateway, bot, None, subject="Kept")
+    trashed = await store_with_conversation(gateway, bot, None, subject="Trashed")
+    deleted = await owner.http.delete(v1_path(bot, f"/{trashed}"))
+    assert deleted.status_code == 200, deleted.text
+    now = time.time()
+    worker = RetentionWorker(gateway, pause=0)
+    assert (await worker.sweep(now + 29 * 86_400)).trashed_messages == 0
+    assert (await owner.http.get(v1_path(bot, f"/{trashed}"))).status_code == 200
+    swept = await worker.sweep(now + 31 * 86_400)
+    assert (swept.messages, swept.trashed_messages) == (0, 1)
+    assert (await owner.http.get(v1_path(bot, f"/{trashed}"))).status_code == 404
+    assert (await owner.http.get(v1_path(bot, f"/{kept}"))).status_code == 200
+    await owner.http.aclose()
+
+
+async def test_an_agent_key_reaches_its_own_agents_mail_only(
+    running: RunningGateway, make_account: Any, sdk5_python: Path
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    pal = await create_agent(alice, "pal")
+    mine = await store_with_conversation(running.gateway, bot, None, subject="Mine")
+    theirs = await store_with_conversation(running.gateway, pal, None, subject="Theirs")
+    created = await alice.http.post(
+        "/v1/account/api-keys", json={"name": "bot", "scope": "agent", "agent_email": bot}
+    )
+    assert created.status_code == 201, created.text
+    made = await run_sdk(
+        sdk5_python,
+        running.addresses.http_url,
+        {"default": created.json()["key"]},
+        [
+            {"do": "messages.list", "args": [bot]},
+            {"do": "messages.list", "args": [pal]},
+            {"do": "messages.get", "args": [pal, theirs]},
+            {"do": "messages.send", "args": [pal, {"to": [bot], "subject": "As pal", "text": "x"}]},
+            {"do": "conversations.list", "args": [pal]},
+            {"do": "messages.delete", "args": [bot, mine]},
+            {"do": "messages.delete", "args": [bot, mine], "kwargs": {"permanent": True}},
+        ],
+    )
+    assert [m["subject"] for m in value(made[0])] == ["Mine"]
+    for refused in made[1:5]:
+        found = error(refused, "E2APermissionError", "forbidden", 403)
+        assert bot in found["message"]
+    value(made[5], "DeleteMessageResult")
+    error(made[6], "E2APermissionError", "forbidden", 403)  # deleting for good: account keys

@@ -41,6 +41,8 @@ LABEL = re.compile(r"[a-z0-9:_-]{1,64}")
 RESERVED_LABEL_PREFIX = "e2a:"
 MAX_CONVERSATION_MESSAGES = 200
 """The most messages a conversation's detail lists (oldest first)."""
+TRASH_KEPT_SECONDS = 30 * 86_400
+"""How long a message stays in the trash, restorable, before the retention sweep deletes it."""
 INLINE_ATTACHMENT_BYTES = 256 * 1024
 """e2a's cap on an attachment returned inline (base64 in the answer)."""
 

@@ -727,6 +727,11 @@ class Mailbox(Protocol):
         """Delete a message in the trash for good; False unless it was the agent's, trashed."""
         ...
 
+    async def delete_trashed_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` messages moved to the trash before `cutoff` (RFC 3339 UTC),
+        in one short transaction (as `Retention.delete_messages_before` does); how many went."""
+        ...
+
     async def conversation_page(
         self,
         user_id: str,

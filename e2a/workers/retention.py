@@ -1,5 +1,6 @@
 """The retention sweep: deletes messages (raw bodies and attachments with them) and webhook
-attempt records older than `retention.days`, and idempotency keys past their window.
+attempt records older than `retention.days`, idempotency keys past their window, and messages
+in the `/v1` trash for longer than TRASH_KEPT_SECONDS.
 
 It deletes in small batches, each its own short transaction, and pauses between batches, so
 SMTP ingest and API writes always get the database in between. It never touches a message that
@@ -19,6 +20,7 @@ import trio
 from e2a.clock import format_timestamp
 from e2a.gateway import Gateway
 from e2a.operations.idempotency import KEPT_SECONDS as IDEMPOTENCY_KEPT_SECONDS
+from e2a.operations.mailbox import TRASH_KEPT_SECONDS
 
 log = logging.getLogger("e2a.retention")
 
@@ -42,6 +44,7 @@ class SweepResult:
     messages: int
     webhook_attempts: int
     idempotency_keys: int = 0
+    trashed_messages: int = 0
 
 
 class RetentionWorker:
@@ -81,6 +84,11 @@ class RetentionWorker:
                 storage.delete_idempotency_keys_before,
                 now - IDEMPOTENCY_KEPT_SECONDS,
             ),
+            trashed_messages=await self._in_batches(
+                "trashed_messages",
+                storage.delete_trashed_before,
+                format_timestamp(now - TRASH_KEPT_SECONDS),
+            ),
         )
         if result.messages or result.webhook_attempts:
             log.info(
@@ -91,6 +99,8 @@ class RetentionWorker:
             )
         if result.idempotency_keys:
             log.info("retention: deleted %d expired idempotency keys", result.idempotency_keys)
+        if result.trashed_messages:
+            log.info("retention: emptied %d messages from the trash", result.trashed_messages)
         return result
 
     async def _in_batches(

@@ -286,6 +286,20 @@ class MailboxSql(Runner):
         )
         return count == 1
 
+    async def delete_trashed_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` messages trashed before `cutoff`, longest trashed first."""
+        return await self._write(
+            lambda tx: (
+                tx.execute(
+                    "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m "
+                    "WHERE m.deleted_at < ? AND NOT EXISTS "
+                    "(SELECT 1 FROM jobs j WHERE j.message_id = m.id) ORDER BY m.deleted_at "
+                    f"LIMIT ?{tx.dialect.skip_locked()})",
+                    (cutoff, limit),
+                ).rowcount
+            )
+        )
+
     async def conversation_page(
         self,
         user_id: str,
