@@ -203,6 +203,15 @@ async def test_list_with_each_filter(
     assert "filter" in str(refused["details"])
     error(made[-1], "E2AValidationError", "invalid_request", 400)
 
+    for bound, moment, count in (
+        ("since", "0001-01-01T00:00:00+01:00", 3),  # before year 1 in UTC: everything
+        ("until", "0001-01-01T00:00:00Z", 0),
+        ("since", "9999-12-31T23:59:59-14:00", 0),  # after year 9999 in UTC: nothing
+        ("until", "9999-12-31T23:59:59.5-14:00", 3),
+    ):
+        edge = await alice.http.get(v1_path(bot), params={"read_status": "all", bound: moment})
+        assert edge.status_code == 200, edge.text
+        assert len(edge.json()["items"]) == count, (bound, moment)
     unknown = await alice.http.get(v1_path(bot), params={"status": "unread"})
     assert unknown.status_code == 422
     assert unknown.json()["error"]["details"]["fields"][0]["location"] == "query.status"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from e2a.clock import format_timestamp
@@ -100,7 +100,8 @@ def listing_filters(
 
 def instant(name: str, text: str | None) -> str | None:
     """An RFC 3339 time as stored times are written (UTC, whole seconds, rounded up so that
-    `>=` and `<` against stored times keep their meaning); Invalid naming `name` otherwise."""
+    `>=` and `<` against stored times keep their meaning; years 0001-9999, four digits, so
+    that they compare as text); Invalid naming `name` otherwise."""
     if text is None or text == "":
         return None
     try:
@@ -112,9 +113,16 @@ def instant(name: str, text: str | None) -> str | None:
             "invalid_request",
             f"{name} must be an RFC 3339 time with a UTC offset, e.g. 2026-01-31T12:00:00Z",
         )
-    seconds = moment.astimezone(UTC).timestamp()
-    whole = int(seconds) + (1 if seconds > int(seconds) else 0)
-    return format_timestamp(whole)
+    try:
+        utc = moment.astimezone(UTC)
+        if utc.microsecond:
+            utc = utc.replace(microsecond=0) + timedelta(seconds=1)
+    except OverflowError:  # an offset takes it past year 1 or 9999
+        utc = datetime.min if moment.year < 5000 else datetime.max.replace(microsecond=0)
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}Z"
+    )
 
 
 async def message_page(
