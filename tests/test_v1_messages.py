@@ -457,3 +457,29 @@ async def test_an_agent_key_reaches_its_own_agents_mail_only(
         assert bot in found["message"]
     value(made[5], "DeleteMessageResult")
     error(made[6], "E2APermissionError", "forbidden", 403)  # deleting for good: account keys
+
+
+async def test_a_nul_character_is_refused_before_the_database(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """PostgreSQL cannot hold or compare text with NUL: such a filter, id or body is refused
+    (or names nothing), never a 500."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    http = alice.http
+    listed = await http.get(v1_path(bot), params={"subject_contains": "a\x00b"})
+    assert listed.status_code == 400, listed.text
+    assert listed.json()["error"]["code"] == "invalid_request"
+    for method, path, body in (
+        ("GET", v1_path(bot, "/msg_%00x"), None),
+        ("PATCH", v1_path(bot, "/msg_%00x"), {"add_labels": ["a"]}),
+        ("DELETE", v1_path(bot, "/msg_%00x"), None),
+        ("POST", v1_path(bot, "/msg_%00x/restore"), None),
+        ("POST", v1_path(bot, "/msg_%00x/reply"), {"text": "hi"}),
+        ("GET", f"/v1/agents/{quote(bot, safe='')}/conversations/c%00", None),
+    ):
+        answer = await http.request(method, path, json=body)
+        assert answer.status_code == 404, (method, path, answer.text)
+    sent = await http.post(v1_path(bot), json={"to": [bot], "subject": "s", "text": "a\x00b"})
+    assert sent.status_code == 400, sent.text
+    assert "NUL" in sent.json()["error"]["message"]

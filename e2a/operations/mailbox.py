@@ -87,9 +87,9 @@ def listing_filters(
     return MessageFilters(
         directions=directions,
         read_status=read_status,
-        from_text=from_text or None,
-        subject_text=subject_text or None,
-        conversation_id=conversation_id or None,
+        from_text=_plain("from", from_text) or None,
+        subject_text=_plain("subject_contains", subject_text) or None,
+        conversation_id=_plain("conversation_id", conversation_id) or None,
         labels=tuple(dict.fromkeys(_checked_label(label) for label in labels)),
         since=instant("since", since),
         until=instant("until", until),
@@ -146,6 +146,7 @@ async def open_message(
     """One message of the caller's agent at `email`, in the trash or not; mail received is
     marked read (one poll). NotFound when it is not the agent's."""
     await count_poll(gateway, caller)
+    message_id = _named(message_id)
     agent = await owned_agent(gateway, caller, email)
     storage = gateway.storage
     filed = await storage.filed_message(caller.user_id, agent.email, message_id, mark_read=True)
@@ -187,6 +188,7 @@ async def change_labels(
             raise Invalid("invalid_request", f"{name} takes at most {MAX_LABELS_PER_CHANGE}")
     adding = [_checked_label(label, settable=True) for label in add]
     removing = [_checked_label(label, settable=True) for label in remove]
+    message_id = _named(message_id)
     agent = await owned_agent(gateway, caller, email)
     try:
         after = await gateway.storage.change_labels(
@@ -205,6 +207,7 @@ async def change_labels(
 async def trash(gateway: Gateway, caller: Caller, email: str, message_id: str) -> None:
     """Move a message of the caller's agent to the trash (again: nothing changes). Mail held
     for review, or still to be handed on, stays: Conflict."""
+    message_id = _named(message_id)
     agent = await owned_agent(gateway, caller, email)
     now = format_timestamp(time.time())
     before = await gateway.storage.trash_message(caller.user_id, agent.email, message_id, now)
@@ -228,6 +231,7 @@ async def purge(gateway: Gateway, caller: Caller, email: str, message_id: str) -
     """Delete for good a message of the caller's agent that is in the trash (account keys
     only); Conflict (`not_in_trash`) for a live one."""
     caller.require_account("delete messages permanently")
+    message_id = _named(message_id)
     agent = await owned_agent(gateway, caller, email)
     if await gateway.storage.purge_message(caller.user_id, agent.email, message_id):
         return
@@ -244,6 +248,7 @@ async def purge(gateway: Gateway, caller: Caller, email: str, message_id: str) -
 
 async def restore(gateway: Gateway, caller: Caller, email: str, message_id: str) -> OpenedMessage:
     """Bring a message of the caller's agent back from the trash; the message, live."""
+    message_id = _named(message_id)
     agent = await owned_agent(gateway, caller, email)
     before = await gateway.storage.restore_message(caller.user_id, agent.email, message_id)
     if before is None:
@@ -286,6 +291,7 @@ async def conversation(
 ) -> tuple[ConversationSummary, list[FiledMessage]]:
     """One conversation of the caller's agent and its messages, oldest first (one poll)."""
     await count_poll(gateway, caller)
+    conversation_id = _named(conversation_id, "conversation")
     agent = await owned_agent(gateway, caller, email)
     found = await gateway.storage.conversation(
         caller.user_id, agent.email, conversation_id, MAX_CONVERSATION_MESSAGES
@@ -308,3 +314,19 @@ def _checked_label(label: str, *, settable: bool = False) -> str:
             "invalid_request", f"labels starting {RESERVED_LABEL_PREFIX!r} are reserved by e2a"
         )
     return label
+
+
+def _plain(name: str, text: str | None) -> str | None:
+    """`text` of a filter, which no stored text can match if it holds a NUL (and PostgreSQL
+    cannot compare with): Invalid naming `name`."""
+    if text is not None and "\x00" in text:
+        raise Invalid("invalid_request", f"{name} must not contain NUL characters")
+    return text
+
+
+def _named(message_id: str, what: str = "message") -> str:
+    """An id from a path; one holding a NUL names nothing (NotFound), so it never reaches a
+    database that cannot compare it."""
+    if "\x00" in message_id:
+        raise NotFound.of(what)
+    return message_id

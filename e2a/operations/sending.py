@@ -299,6 +299,12 @@ class ComposeBody(RequestBody):
     unsubscribe: dict[str, object] | None = None
     send_at: str | None = None
 
+    def without_nul(self) -> None:
+        """Invalid when the text or HTML body holds a NUL character (no mail carries one)."""
+        for name in ("text", "html"):
+            if "\x00" in (getattr(self, name) or ""):
+                raise Invalid("invalid_request", f"{name} must not contain NUL characters")
+
     def unavailable(self) -> str | None:
         """The field that asks for what this gateway does not do, if any."""
         for name in ("unsubscribe", "send_at", "template_id", "template_alias", "template_data"):
@@ -337,6 +343,7 @@ async def send_message(
 ) -> Submission:
     """A new message from the caller's agent at `email`: a new thread, in the conversation the
     request names or in a new one."""
+    request.without_nul()
     agent = await owned_agent(gateway, caller, email)
     if request.text is None and request.html is None:
         raise Invalid("invalid_request", "give the message a body: 'text', 'html' or both")
@@ -370,6 +377,7 @@ async def reply_to_message(
     sender of mail it received (Reply-To, else From), to the recipients of mail it sent (which
     must have been handed on: it has no Message-ID to thread onto before). `reply_all` adds
     the original's other recipients; `quote_history` quotes the original's text beneath."""
+    request.without_nul()
     agent = await owned_agent(gateway, caller, email)
     original = await _original(gateway, caller, agent, message_id)
     if isinstance(original, OutboundMessage):
@@ -431,6 +439,7 @@ async def forward_message(
     original quoted beneath `text`, its attachments carried over before the request's own. Mail
     the agent sent cannot be forwarded: its body is not kept once it is handed on. A forward
     starts a new thread (in a new conversation unless the request names one)."""
+    request.without_nul()
     agent = await owned_agent(gateway, caller, email)
     original = await _original(gateway, caller, agent, message_id)
     if isinstance(original, OutboundMessage):
@@ -481,6 +490,8 @@ async def _original(
 ) -> InboundMessage | OutboundMessage:
     """The live message of `agent` that a reply or forward refers to; NotFound when it is not
     the agent's, or is in the trash."""
+    if "\x00" in message_id:
+        raise NotFound.of("message")
     filed = await gateway.storage.filed_message(
         caller.user_id, agent.email, message_id, mark_read=False
     )
