@@ -15,7 +15,7 @@ from e2a.signing.credentials import (
     generate_api_key,
     new_secret_seed,
 )
-from e2a.storage.base import Accounts, ApiKey, SigningSecret, User
+from e2a.storage.base import Accounts, Agent, ApiKey, SigningSecret, User
 
 MAX_SIGNING_SECRETS = 5
 DEFAULT_SECRET_NAME = "default"
@@ -37,8 +37,16 @@ class IssuedSigningSecret:
     plaintext: str
 
 
-async def issue_api_key(storage: Accounts, user_id: str, name: str) -> IssuedApiKey:
-    """Create and store a new API key for the user."""
+async def issue_api_key(
+    storage: Accounts,
+    user_id: str,
+    name: str,
+    *,
+    agent: Agent | None = None,
+    expires_at: str | None = None,
+) -> IssuedApiKey:
+    """Create and store a new API key for the user: an account key, or bound to `agent` (one
+    of the user's) when given; valid until `expires_at` (RFC 3339 UTC) when given."""
     generated = generate_api_key()
     key = ApiKey(
         id=new_id("apk"),
@@ -48,6 +56,10 @@ async def issue_api_key(storage: Accounts, user_id: str, name: str) -> IssuedApi
         created_at=utc_now(),
         last_used_at=None,
         revoked_at=None,
+        scope="account" if agent is None else "agent",
+        agent_id=None if agent is None else agent.id,
+        expires_at=expires_at,
+        agent_email=None if agent is None else agent.email,
     )
     await storage.add_api_key(key, generated.key_hash)
     return IssuedApiKey(key, generated.plaintext)

@@ -1,5 +1,5 @@
-"""The gateway's HTTP app: the faces' routes (REST `/api/v1`, the dashboard at `/`) in one
-Quart-Trio app bound to the gateway, and the guards every HTTP request passes first.
+"""The gateway's HTTP app: the faces' routes (REST `/api/v1` and `/v1`, the dashboard at `/`) in
+one Quart-Trio app bound to the gateway, and the guards every HTTP request passes first.
 
 This is the one place that knows every Quart face; the faces know operations and `e2a.web`,
 never each other. MCP (`/mcp`) is mounted in front of this app by `e2a.app`.
@@ -16,6 +16,7 @@ from e2a.api.body_limit import BodyLimit
 from e2a.api.expect_continue import ContinueHTTPConnection, ContinueRequest
 from e2a.api.proxies import TrustedProxies
 from e2a.api.routes import register_api
+from e2a.api.v1 import register_v1
 from e2a.config import HttpSettings
 from e2a.dashboard import blueprint as dashboard_blueprint
 from e2a.gateway import Gateway
@@ -42,6 +43,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = gateway.settings.http.max_request_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     register_api(app)
+    register_v1(app)  # e2a's current API at /v1, beside /api/v1
     app.register_blueprint(dashboard_blueprint)  # the web UI at /, after the API routes
 
     @app.after_request

@@ -150,3 +150,23 @@ async def test_a_body_at_the_bound_is_served(small: Account, chunked: bool) -> N
     content: bytes | AsyncIterator[bytes] = chunks(body) if chunked else body
     response = await small.http.post("/api/v1/agents", content=content)
     assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_bodies_over_the_bound_on_v1_are_e2as_envelope(small: Account, chunked: bool) -> None:
+    body = padded(SMALL_LIMIT + 1)
+    content: bytes | AsyncIterator[bytes] = chunks(body) if chunked else body
+    response = await small.http.post("/v1/account/api-keys", content=content)
+    assert_json_error(response, 413, "payload_too_large")
+    error = response.json()["error"]
+    assert error["request_id"] == response.headers["X-Request-Id"]
+    assert error["details"]["scope"] == "request_body"
+    assert error["details"]["max_bytes"] == SMALL_LIMIT
+    assert error["details"]["actual_bytes"] > SMALL_LIMIT
+
+
+async def test_json_nested_too_deep_on_v1_is_a_400(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    response = await alice.http.post("/v1/account/api-keys", content=b"[" * DEEP + b"]" * DEEP)
+    message = assert_json_error(response, 400, "invalid_request")
+    assert "more than 32 levels deep" in message

@@ -217,3 +217,19 @@ async def test_raw_bytes_shared_by_recipients_go_with_the_last_of_them(
 
     assert (await RetentionWorker(gateway, pause=0).sweep(NOW + 30 * DAY)).messages == 1
     assert raw_table(storage_url) == (0, 0)
+
+
+async def test_idempotency_keys_go_a_day_after_they_completed(gateway: Gateway) -> None:
+    """Whatever `retention.days` says: kept at least 24 hours (e2a's published floor), then
+    swept."""
+    storage = gateway.storage
+    alice = await add_user(storage)
+    for key, at in [("yesterday", NOW - DAY - 60), ("today", NOW - DAY + 60)]:
+        claim = await storage.claim_idempotency_key(alice, key, "r", at, 0.0)
+        assert claim.token is not None
+        await storage.complete_idempotency_key(alice, key, claim.token, 200, b"x", at)
+    swept = await RetentionWorker(gateway, pause=0).sweep(NOW)
+    assert swept == SweepResult(0, 0, idempotency_keys=1)
+    assert (await storage.claim_idempotency_key(alice, "today", "r", NOW, 0.0)).outcome == "replay"
+    fresh = await storage.claim_idempotency_key(alice, "yesterday", "other", NOW, 0.0)
+    assert fresh.outcome == "acquired"

@@ -251,6 +251,130 @@ async def test_api_keys_resolve_until_revoked(storage: Storage) -> None:
     assert listed.revoked_at == NOW
 
 
+async def test_a_key_holder_names_scope_and_bound_agent(storage: Storage) -> None:
+    alice = await add_user(storage)
+    agent = make_agent(alice, "a@agents.test")
+    await storage.add_agent(agent)
+    await storage.add_api_key(ApiKey("apk_acct", alice, "k", "e2a_1", NOW, None, None), "h-acct")
+    bound = ApiKey("apk_agt", alice, "k", "e2a_2", NOW, None, None, "agent", agent.id)
+    await storage.add_api_key(bound, "h-agent")
+    account = await storage.key_holder("h-acct")
+    assert account is not None and account.user.id == alice
+    assert (account.scope, account.agent_id, account.agent_email) == ("account", None, None)
+    assert await storage.key_holder("h-agent") == replace(
+        account, scope="agent", agent_id=agent.id, agent_email="a@agents.test"
+    )
+    listed = {key.id: key for key in await storage.list_api_keys(alice)}
+    bound_listed = listed["apk_agt"]
+    assert (bound_listed.scope, bound_listed.agent_id) == ("agent", agent.id)
+    assert bound_listed.agent_email == "a@agents.test"
+    assert listed["apk_acct"].scope == "account" and listed["apk_acct"].agent_id is None
+
+    # The agent goes: its keys are refused, and revoked for good (a new agent at the same
+    # address is another agent).
+    assert await storage.delete_agent(alice, "a@agents.test") == agent.id
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    assert await storage.key_holder("h-agent") is None
+    assert await storage.user_for_key_hash("h-agent") is None
+    revoked = {key.id: key for key in await storage.list_api_keys(alice)}["apk_agt"]
+    assert revoked.revoked_at is not None and revoked.agent_email is None
+    assert await storage.key_holder("h-acct") is not None
+
+
+async def test_a_key_past_its_expiry_is_refused(storage: Storage) -> None:
+    alice = await add_user(storage)
+    past = ApiKey("apk_old", alice, "k", "e2a_1", NOW, None, None, expires_at=NOW)
+    future = ApiKey(
+        "apk_new", alice, "k", "e2a_2", NOW, None, None, expires_at="2999-01-01T00:00:00Z"
+    )
+    await storage.add_api_key(past, "h-old")
+    await storage.add_api_key(future, "h-new")
+    assert await storage.key_holder("h-old") is None
+    assert await storage.user_for_key_hash("h-old") is None
+    holder = await storage.key_holder("h-new")
+    assert holder is not None and holder.user.id == alice
+    assert [key.id for key in await storage.api_key_page(alice, 10, None)] == ["apk_new"]
+
+
+async def test_key_pages_run_newest_first_without_revoked_keys(storage: Storage) -> None:
+    alice = await add_user(storage)
+    bob = await add_user(storage, "bob@example.com")
+    for index, created in enumerate(["2026-01-01T00:00:01Z"] * 3 + ["2026-01-01T00:00:02Z"] * 2):
+        await storage.add_api_key(
+            ApiKey(f"apk_{index}", alice, "k", "e2a_x", created, None, None), f"h{index}"
+        )
+    await storage.add_api_key(ApiKey("apk_bob", bob, "k", "e2a_y", NOW, None, None), "hb")
+    await storage.revoke_api_key(alice, "apk_3", NOW)
+    first = await storage.api_key_page(alice, 2, None)
+    assert [key.id for key in first] == ["apk_4", "apk_2"]
+    last = first[-1]
+    second = await storage.api_key_page(alice, 2, (last.created_at, last.id))
+    assert [key.id for key in second] == ["apk_1", "apk_0"]
+    assert await storage.api_key_page(alice, 2, ("2026-01-01T00:00:01Z", "apk_0")) == []
+
+
+async def test_an_idempotency_key_is_claimed_once_and_replays(storage: Storage) -> None:
+    alice = await add_user(storage)
+    bob = await add_user(storage, "bob@example.com")
+    first = await storage.claim_idempotency_key(alice, "k1", "req-a", 100.0, 0.0)
+    assert first.outcome == "acquired" and first.token
+    assert (await storage.claim_idempotency_key(alice, "k1", "req-a", 101.0, 0.0)).outcome == (
+        "in_flight"
+    )
+    # The same key of another user is theirs alone.
+    assert (await storage.claim_idempotency_key(bob, "k1", "req-b", 101.0, 0.0)).outcome == (
+        "acquired"
+    )
+    await storage.complete_idempotency_key(alice, "k1", "not-the-token", 201, b"no", 102.0)
+    assert (await storage.claim_idempotency_key(alice, "k1", "req-a", 103.0, 0.0)).outcome == (
+        "in_flight"
+    )
+    await storage.complete_idempotency_key(alice, "k1", first.token, 201, b"sealed", 104.0)
+    replay = await storage.claim_idempotency_key(alice, "k1", "req-a", 105.0, 0.0)
+    assert (replay.outcome, replay.status, replay.answer) == ("replay", 201, b"sealed")
+    assert (await storage.claim_idempotency_key(alice, "k1", "req-c", 105.0, 0.0)).outcome == (
+        "mismatch"
+    )
+
+
+async def test_an_idempotency_claim_is_released_or_taken_over_once_stale(storage: Storage) -> None:
+    alice = await add_user(storage)
+    claim = await storage.claim_idempotency_key(alice, "k1", "req-a", 100.0, 0.0)
+    assert claim.token is not None
+    await storage.release_idempotency_key(alice, "k1", claim.token)
+    again = await storage.claim_idempotency_key(alice, "k1", "req-b", 110.0, 0.0)
+    assert again.outcome == "acquired" and again.token is not None
+    # Left unfinished (its request died): in flight until it is stale, then taken over.
+    assert (await storage.claim_idempotency_key(alice, "k1", "req-b", 200.0, 109.0)).outcome == (
+        "in_flight"
+    )
+    taken = await storage.claim_idempotency_key(alice, "k1", "req-c", 400.0, 111.0)
+    assert taken.outcome == "acquired" and taken.token not in (None, again.token)
+    await storage.complete_idempotency_key(alice, "k1", again.token, 200, b"late", 401.0)
+    await storage.release_idempotency_key(alice, "k1", again.token)
+    assert (await storage.claim_idempotency_key(alice, "k1", "req-c", 402.0, 0.0)).outcome == (
+        "in_flight"
+    )
+    await storage.complete_idempotency_key(alice, "k1", taken.token, 200, b"mine", 403.0)
+    replay = await storage.claim_idempotency_key(alice, "k1", "req-c", 404.0, 0.0)
+    assert replay.answer == b"mine"
+
+
+async def test_idempotency_keys_are_swept_a_window_after_completion(storage: Storage) -> None:
+    alice = await add_user(storage)
+    for key, claimed in [("old", 10.0), ("late", 10.0), ("new", 500.0), ("stuck", 20.0)]:
+        claim = await storage.claim_idempotency_key(alice, key, "r", claimed, 0.0)
+        assert claim.token is not None
+        if key != "stuck":
+            done = 600.0 if key == "late" else claimed + 1
+            await storage.complete_idempotency_key(alice, key, claim.token, 200, b"x", done)
+    assert await storage.delete_idempotency_keys_before(100.0, 10) == 2  # old, stuck
+    assert await storage.delete_idempotency_keys_before(100.0, 10) == 0
+    assert (await storage.claim_idempotency_key(alice, "late", "r", 700.0, 0.0)).outcome == "replay"
+    assert await storage.delete_idempotency_keys_before(1000.0, 1) == 1
+    assert await storage.delete_idempotency_keys_before(1000.0, 10) == 1
+
+
 async def test_signing_secrets_limit_order_and_last_one(storage: Storage) -> None:
     user_id = await add_user(storage)
     for index in range(3):

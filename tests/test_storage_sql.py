@@ -26,9 +26,11 @@ ROLES = (
     base.Directory,
     base.Mailboxes,
     base.Outbox,
+    base.Mailbox,
     base.JobQueueStore,
     base.WebhookDeliveries,
     base.RateLimits,
+    base.Idempotency,
     base.Retention,
 )
 
@@ -38,6 +40,7 @@ def test_the_protocol_types_name_the_vocabulary_words() -> None:
     assert set(vocabulary.OUTBOUND_STATUSES) > vocabulary.TERMINAL_STATUSES
     assert get_args(base.MessageStatus) == (vocabulary.UNREAD, vocabulary.READ)
     assert get_args(base.AgentMode) == (vocabulary.CLOUD, vocabulary.LOCAL)
+    assert get_args(base.KeyScope) == (vocabulary.ACCOUNT_SCOPE, vocabulary.AGENT_SCOPE)
     expiration = get_type_hints(base.Agent)["hitl_expiration_action"]
     assert set(get_args(expiration)) == {
         vocabulary.EXPIRE_BY_APPROVING,
@@ -72,7 +75,7 @@ def test_storage_is_the_union_of_disjoint_roles() -> None:
     together = set().union(*by_role)
     assert sum(len(methods) for methods in by_role) == len(together)  # no method in two roles
     assert set().union(*(protocol_methods(cls) for cls in base.Storage.__mro__)) == together
-    assert len(together) == 55
+    assert len(together) == 70
 
 
 @pytest.mark.parametrize("backend", [SqliteStorage, PostgresStorage])

@@ -4,7 +4,8 @@ route — REST, dashboard and the MCP endpoint alike — before the app reads a 
 A declared Content-Length over the bound is answered at once; a chunked body is counted as it
 arrives, and once it passes the bound the app is told the client left and the answer is sent
 here. Either way: 413 `payload_too_large` in the API's JSON error shape, and the connection is
-closed (the rest of the body is never read).
+closed (the rest of the body is never read). Under `/v1` the answer is e2a's envelope, with a
+request id (`X-Request-Id`) and the sizes in `details`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from hypercorn.typing import (
     ASGIReceiveEvent,
     ASGISendCallable,
     ASGISendEvent,
+    HTTPScope,
     Scope,
 )
+
+from e2a.web.request_ids import HEADER as REQUEST_ID_HEADER
+from e2a.web.request_ids import request_id_for
 
 
 @dataclass
@@ -46,7 +51,7 @@ class BodyLimit:
             return
         declared = declared_length(scope["headers"])
         if declared is not None and declared > self._max_bytes:
-            await self._refuse(send)
+            await self._refuse(send, scope, declared)
             return
         progress = _Progress()
 
@@ -70,30 +75,42 @@ class BodyLimit:
 
         await self._app(scope, bounded_receive, guarded_send)
         if progress.over and not progress.answered:
-            await self._refuse(send)
+            await self._refuse(send, scope, progress.received)
 
-    async def _refuse(self, send: ASGISendCallable) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"request body too large: at most {self._max_bytes} bytes "
-                    "(http.max_request_bytes)",
-                }
+    async def _refuse(self, send: ASGISendCallable, scope: HTTPScope, received: int) -> None:
+        error: dict[str, object] = {
+            "code": "payload_too_large",
+            "message": f"request body too large: at most {self._max_bytes} bytes "
+            "(http.max_request_bytes)",
+        }
+        extra: list[tuple[bytes, bytes]] = []
+        path = scope["path"]
+        if path == "/v1" or path.startswith("/v1/"):  # e2a's envelope, with a request id
+            request_id = request_id_for(_header(scope["headers"], b"x-request-id"))
+            error["request_id"] = request_id
+            error["details"] = {
+                "scope": "request_body",
+                "actual_bytes": received,
+                "max_bytes": self._max_bytes,
             }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
+            extra.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
+        body = json.dumps({"error": error}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *extra,
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The value of header `name` (lowercase), as text, or None."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
 
 
 def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:

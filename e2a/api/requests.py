@@ -3,17 +3,13 @@ the operation's request model (unknown fields refused)."""
 
 from __future__ import annotations
 
-import json
 from typing import TypeVar
 
 from quart import request
 
 from e2a.operations.errors import Invalid
 from e2a.operations.requests import RequestBody, parse_request
-
-MAX_JSON_DEPTH = 32
-"""The deepest nesting of arrays and objects a request body may have (the API needs 3)."""
-
+from e2a.web.json_bodies import NotAJsonObject, json_object
 
 Body = TypeVar("Body", bound=RequestBody)
 
@@ -31,35 +27,7 @@ async def read_body(model: type[Body], *, allow_empty: bool = False) -> Body:
         else:
             raise Invalid("invalid_json", "request body is empty; send a JSON object")
     try:
-        data = json.loads(raw)
-    except RecursionError:
-        raise _too_deep() from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Invalid("invalid_json", f"request body is not valid JSON: {exc}") from None
-    if json_depth(data) > MAX_JSON_DEPTH:
-        raise _too_deep()
-    if not isinstance(data, dict):
-        raise Invalid("invalid_json", "request body must be a JSON object")
+        data = json_object(raw)
+    except NotAJsonObject as exc:
+        raise Invalid("invalid_json", str(exc)) from None
     return parse_request(model, data)
-
-
-def json_depth(value: object) -> int:
-    """How deeply `value` nests arrays and objects (a scalar is 0, `[]` and `{}` are 1)."""
-    deepest = 0
-    pending: list[tuple[object, int]] = [(value, 0)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            deepest = max(deepest, depth + 1)
-            pending.extend((child, depth + 1) for child in item)
-    return deepest
-
-
-def _too_deep() -> Invalid:
-    return Invalid(
-        "invalid_json",
-        f"request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep; "
-        "no request of this API needs more",
-    )

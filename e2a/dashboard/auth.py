@@ -99,9 +99,11 @@ async def current_session() -> Session | None:
 
 async def start_session(api_key: str) -> tuple[User, str]:
     """Check `api_key` exactly as the REST API does (Unauthorized otherwise) and return its
-    owner with the sealed session cookie value to set."""
+    owner with the sealed session cookie value to set; the dashboard is the account's, so an
+    agent key is Forbidden."""
     gateway = current_gateway()
     caller = await authenticate(gateway, api_key)
+    caller.require_account("sign in to the dashboard")
     claims = new_claims(caller.key_hash, caller.user_id, time.time())
     return caller.user, seal(session_key(gateway.server_key), claims)
 

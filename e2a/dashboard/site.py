@@ -30,7 +30,7 @@ from e2a.dashboard.auth import (
     signin_token,
     start_session,
 )
-from e2a.operations.errors import OperationError, Unauthorized
+from e2a.operations.errors import Forbidden, OperationError, Unauthorized
 from e2a.operations.requests import RequestBody, parse_request
 from e2a.storage.base import StorageUnavailable
 from e2a.web.errors import headers_of, status_of
@@ -171,6 +171,10 @@ async def signin_submit() -> Response:
         _, cookie = await start_session(form.get("api_key", "").strip())
     except Unauthorized:
         return await _signin_page(401, "That API key is not valid. Check it and try again.")
+    except Forbidden:
+        return await _signin_page(
+            403, "That API key is bound to one agent. Sign in with an account key."
+        )
     response = see_other(local_path(request.args.get("next")))
     set_cookie(response, SESSION_COOKIE, cookie, session_cookie_seconds())
     clear_cookie(response, SIGNIN_COOKIE)

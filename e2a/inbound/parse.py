@@ -141,22 +141,50 @@ def _attachment(part: EmailMessage) -> Attachment:
     )
 
 
-def parse_body(raw: bytes) -> ParsedBody:
-    """The first text/plain and text/html parts (LF line endings) and every attachment."""
+def _parts(raw: bytes) -> list[tuple[str, EmailMessage]]:
+    """Each leaf part of `raw` with its role: `text` and `html` for the first text/plain and
+    text/html bodies, `attachment` for every attachment (in document order), `other` else."""
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert isinstance(message, EmailMessage)
-    text: str | None = None
-    html: str | None = None
-    attachments: list[Attachment] = []
+    parts: list[tuple[str, EmailMessage]] = []
+    seen: set[str] = set()
     for part in message.walk():
         if part.is_multipart():
             continue
         disposition = part.get_content_disposition()
         content_type = part.get_content_type()
-        if disposition != "attachment" and content_type == "text/plain" and text is None:
-            text = _part_text(part)
-        elif disposition != "attachment" and content_type == "text/html" and html is None:
-            html = _part_text(part)
+        role = "other"
+        if disposition != "attachment" and content_type == "text/plain" and "text" not in seen:
+            role = "text"
+        elif disposition != "attachment" and content_type == "text/html" and "html" not in seen:
+            role = "html"
         elif disposition in ("attachment", "inline") or part.get_filename():
+            role = "attachment"
+        seen.add(role)
+        parts.append((role, part))
+    return parts
+
+
+def parse_body(raw: bytes) -> ParsedBody:
+    """The first text/plain and text/html parts (LF line endings) and every attachment."""
+    text: str | None = None
+    html: str | None = None
+    attachments: list[Attachment] = []
+    for role, part in _parts(raw):
+        if role == "text":
+            text = _part_text(part)
+        elif role == "html":
+            html = _part_text(part)
+        elif role == "attachment":
             attachments.append(_attachment(part))
     return ParsedBody(text=text, html=html, attachments=attachments)
+
+
+def attachment_data(raw: bytes, index: int) -> tuple[Attachment, bytes] | None:
+    """The attachment at `index` (parse_body's order) with its decoded bytes; None when the
+    message has no such attachment."""
+    found = [part for role, part in _parts(raw) if role == "attachment"]
+    if not 0 <= index < len(found):
+        return None
+    payload = found[index].get_payload(decode=True)
+    return _attachment(found[index]), payload if isinstance(payload, bytes) else b""

@@ -73,10 +73,12 @@ def agent_address(raw: str) -> str:
 
 
 async def owned_agent(gateway: Gateway, caller: Caller, raw_email: str) -> Agent:
-    """The caller's agent at `raw_email`, or NotFound."""
+    """The caller's agent at `raw_email`, or NotFound; Forbidden when the caller's key is
+    bound to another agent. Every operation acting as an agent finds it here."""
     agent = await gateway.storage.get_agent(caller.user_id, agent_address(raw_email))
     if agent is None:
         raise NotFound.of("agent")
+    caller.require_agent(agent)
     return agent
 
 
@@ -89,12 +91,18 @@ async def _entry(gateway: Gateway, agent: Agent) -> AgentEntry:
 
 
 async def owned_agents(gateway: Gateway, caller: Caller) -> list[Agent]:
-    """Every agent of the caller, as stored."""
-    return await gateway.storage.list_agents(caller.user_id)
+    """Every agent the caller may act as, as stored: all of the account's, or the one agent an
+    agent key is bound to."""
+    agents = await gateway.storage.list_agents(caller.user_id)
+    if caller.scope == "account":
+        return agents
+    return [agent for agent in agents if agent.id == caller.agent_id]
 
 
 async def list_agents(gateway: Gateway, caller: Caller) -> list[AgentEntry]:
-    """Every agent of the caller, with its domain's verification state."""
+    """Every agent of the caller's account, with its domain's verification state (account
+    keys only)."""
+    caller.require_account("list the account's agents")
     return [await _entry(gateway, agent) for agent in await owned_agents(gateway, caller)]
 
 
@@ -108,6 +116,7 @@ async def register_agent(
 ) -> AgentEntry:
     """Create an agent for the caller (every attempt counts against the caller and against the
     client's address, `remote_addr` as trusted proxies reveal it)."""
+    caller.require_account("create agents")
     limits = gateway.settings.limits
     await count_request(
         gateway,
@@ -155,6 +164,7 @@ async def change_agent(
     gateway: Gateway, caller: Caller, email: str, request: UpdateAgent
 ) -> AgentEntry:
     """Apply the settings in `request` to the caller's agent at `email`."""
+    caller.require_account("change agents")
     current = await owned_agent(gateway, caller, email)
     webhook_url = await _checked_webhook_url(gateway, request.webhook_url)
     mode = request.agent_mode or current.agent_mode
@@ -181,6 +191,7 @@ async def change_agent(
 async def remove_agent(gateway: Gateway, caller: Caller, email: str) -> None:
     """Delete the caller's agent at `email` with its messages, and close its live connections
     (WebSocket, dashboard streams); NotFound when it is not theirs."""
+    caller.require_account("delete agents")
     agent_id = await gateway.storage.delete_agent(caller.user_id, agent_address(email))
     if agent_id is None:
         raise NotFound.of("agent")

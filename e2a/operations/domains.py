@@ -42,11 +42,13 @@ def _named_domain(raw: str) -> str:
 
 async def list_domains(gateway: Gateway, caller: Caller) -> list[Domain]:
     """Every domain of the caller."""
+    caller.require_account("manage domains")
     return await gateway.storage.list_domains(caller.user_id)
 
 
 async def register_domain(gateway: Gateway, caller: Caller, raw_name: str) -> Domain:
     """Register a domain for the caller, with the TXT token that will prove ownership."""
+    caller.require_account("manage domains")
     try:
         name = normalise_domain(raw_name)
     except AddressError as exc:
@@ -88,6 +90,7 @@ async def register_domain(gateway: Gateway, caller: Caller, raw_name: str) -> Do
 async def verify_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
     """Check the TXT record of the caller's domain and mark it verified (PreconditionUnmet,
     saying which record to add, while it is missing)."""
+    caller.require_account("manage domains")
     domain = await gateway.storage.get_domain(caller.user_id, _named_domain(name))
     if domain is None:
         raise NotFound.of("domain")
@@ -110,6 +113,7 @@ async def verify_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
 
 async def remove_domain(gateway: Gateway, caller: Caller, name: str) -> None:
     """Delete the caller's domain: Conflict while agents use it; NotFound when not theirs."""
+    caller.require_account("manage domains")
     try:
         deleted = await gateway.storage.delete_domain(caller.user_id, _named_domain(name))
     except InUse:

@@ -37,6 +37,11 @@ class NotFound(OperationError):
         return cls("not_found", f"{what} not found")
 
 
+class Unprocessable(OperationError):
+    """Well formed, but refused for what it means: an Idempotency-Key sent again with another
+    request. Sending it again unchanged never helps."""
+
+
 class Conflict(OperationError):
     """The state of what is named forbids it now (taken, in use, already resolved)."""
 

@@ -56,7 +56,7 @@ def decode_page_token(token: str) -> int:
         ) from None
 
 
-def _count_poll(gateway: Gateway, caller: Caller) -> None:
+def count_poll(gateway: Gateway, caller: Caller) -> None:
     """Count one message poll (list or read) against the caller, in this process's memory;
     RateLimited when over."""
     count_local_request(
@@ -77,7 +77,7 @@ async def inbox_page(
     after: int | None,
 ) -> MessagePage:
     """A page of the caller's agent's inbound mail after position `after` (one poll)."""
-    _count_poll(gateway, caller)
+    count_poll(gateway, caller)
     agent = await owned_agent(gateway, caller, email)
     return await gateway.storage.list_inbound(caller.user_id, agent.email, status, page_size, after)
 
@@ -86,7 +86,7 @@ async def read_message(
     gateway: Gateway, caller: Caller, email: str, message_id: str
 ) -> InboundMessage:
     """One message of the caller's agent, marked read (one poll); NotFound otherwise."""
-    _count_poll(gateway, caller)
+    count_poll(gateway, caller)
     agent = await owned_agent(gateway, caller, email)
     message = await gateway.storage.read_inbound(caller.user_id, agent.email, message_id)
     if message is None:

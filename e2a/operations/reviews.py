@@ -62,6 +62,7 @@ async def outbound_messages(
     gateway: Gateway, caller: Caller, status: str, agent_filter: str | None
 ) -> list[OutboundMessage]:
     """The caller's outbound messages in `status`, optionally of one of their agents."""
+    caller.require_account("list the review queue")
     if status not in lifecycle.STATES:
         raise Invalid("invalid_request", f"status must be one of {', '.join(lifecycle.STATES)}")
     agent = await owned_agent(gateway, caller, agent_filter) if agent_filter else None
@@ -72,6 +73,7 @@ async def outbound_messages(
 
 async def outbound_message(gateway: Gateway, caller: Caller, message_id: str) -> OutboundMessage:
     """One of the caller's outbound messages, or NotFound."""
+    caller.require_account("review messages")
     message = await gateway.storage.get_outbound(caller.user_id, message_id)
     if message is None:
         raise NotFound.of("message")
@@ -99,6 +101,7 @@ async def approve(
     """Approve a held message of the caller, with the edits `request` asks for (the commit
     queues its send and wakes the send worker); Conflict when it is no longer held, NotFound
     when it is not theirs."""
+    caller.require_account("approve held messages")
     edits = approval_edits(request)
     return await _review(gateway, caller.user_id, message_id, True, edits, None, time.time())
 
@@ -108,6 +111,7 @@ async def reject(
 ) -> OutboundMessage:
     """Reject a held message of the caller, keeping `reason` with it; Conflict when it is no
     longer held, NotFound when it is not theirs."""
+    caller.require_account("reject held messages")
     return await _review(gateway, caller.user_id, message_id, False, None, reason, time.time())
 
 

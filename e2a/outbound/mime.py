@@ -53,6 +53,7 @@ class Draft:
     conversation_id: str | None = None
     in_reply_to: str | None = None
     references: list[str] = field(default_factory=list)
+    reply_to: str | None = None
 
 
 def check_header_value(name: str, value: str) -> str:
@@ -114,6 +115,8 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
     message["To"] = ", ".join(draft.to)
     if draft.cc:
         message["Cc"] = ", ".join(draft.cc)
+    if draft.reply_to:
+        message["Reply-To"] = check_header_value("reply_to", draft.reply_to)
     message["Subject"] = draft.subject
     message["Date"] = email.utils.formatdate(date, usegmt=True)
     message["Message-ID"] = message_id

@@ -16,6 +16,7 @@ from e2a.ids import new_id
 from e2a.storage.vocabulary import TERMINAL_STATUSES as TERMINAL_STATUSES  # callers read it here
 
 AgentMode = Literal["cloud", "local"]
+KeyScope = Literal["account", "agent"]
 MessageStatus = Literal["unread", "read"]
 StatusFilter = Literal["unread", "read", "all"]
 
@@ -55,7 +56,11 @@ class User:
 
 @dataclass(frozen=True)
 class ApiKey:
-    """An API key's metadata; the key itself is only ever known as its SHA-256 hash."""
+    """An API key's metadata; the key itself is only ever known as its SHA-256 hash.
+
+    An `account` key reaches everything of its account; an `agent` key only the agent whose
+    stable id is `agent_id` (`agent_email` is that agent's address when read, None once the
+    agent is gone). A key past `expires_at` is refused like a revoked one."""
 
     id: str
     user_id: str
@@ -64,6 +69,34 @@ class ApiKey:
     created_at: str
     last_used_at: str | None
     revoked_at: str | None
+    scope: KeyScope = "account"
+    agent_id: str | None = None
+    expires_at: str | None = None
+    agent_email: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyHolder:
+    """Who a live API key speaks for: its owner, its scope, and for an agent key the agent it
+    is bound to (by stable id, and that agent's address)."""
+
+    user: User
+    scope: KeyScope
+    agent_id: str | None
+    agent_email: str | None
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """What a write sent with an Idempotency-Key may do: `acquired` (run it, then complete or
+    release the claim `token`), `replay` (answer `status` and the stored `answer` instead),
+    `mismatch` (the key was used for another request) or `in_flight` (its first request still
+    runs)."""
+
+    outcome: Literal["acquired", "replay", "mismatch", "in_flight"]
+    token: str | None = None
+    status: int | None = None
+    answer: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -284,6 +317,8 @@ class OutboundMessage:
     sent_at: str | None = None
     """When the message was handed on (`sent`, or an auto-approval that stays
     `expired_approved`); None before, and for mail handed on before e2a recorded it."""
+    reply_to: str | None = None
+    """The Reply-To the sender asked for (a `/v1` send), written into the message."""
 
 
 @dataclass(frozen=True)
@@ -300,6 +335,79 @@ class OutboundEdits:
 
 
 SendOutcome = Literal["sent", "failed", "retry"]
+
+MessageDirection = Literal["inbound", "outbound"]
+
+
+@dataclass(frozen=True)
+class MessageFilters:
+    """Which messages of an agent a `/v1` listing shows: every condition given must hold
+    (None: any). `from_text` and `subject_text` match case-insensitively anywhere in the
+    sender and the subject; a message must carry every one of `labels`; `since` and `until`
+    bound `created_at` (RFC 3339 UTC to the second, since inclusive, until exclusive)."""
+
+    directions: tuple[MessageDirection, ...] = ("inbound", "outbound")
+    read_status: StatusFilter = "all"
+    from_text: str | None = None
+    subject_text: str | None = None
+    conversation_id: str | None = None
+    labels: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
+    deleted: bool = False
+    newest_first: bool = True
+
+
+@dataclass(frozen=True)
+class FiledMessage:
+    """A message of an agent's mailbox as `/v1` lists it, inbound or outbound: its envelope,
+    its state, its labels and its trash time (None while live). `status` is the inbound read
+    state or the outbound lifecycle state; `size` the raw bytes' length (inbound only)."""
+
+    id: str
+    seq: int
+    direction: MessageDirection
+    agent_email: str
+    envelope_from: str
+    from_addr: str
+    reply_to: str | None
+    to: list[str]
+    cc: list[str]
+    subject: str
+    conversation_id: str | None
+    rfc_message_id: str | None
+    status: str
+    delivery_status: str | None
+    authentication_results: dict[str, str]
+    created_at: str
+    deleted_at: str | None
+    labels: list[str]
+    size: int | None
+    method: str | None = None
+    send_error: str | None = None
+    sent_at: str | None = None
+    reviewed_at: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    """A thread of an agent's live messages sharing a `conversation_id`: its span, counts,
+    whether any inbound message is unread, and its newest message's subject and sender."""
+
+    id: str
+    first_message_at: str
+    last_message_at: str
+    message_count: int
+    inbound_count: int
+    outbound_count: int
+    has_unread: bool
+    latest_subject: str
+    latest_from: str
+    last_seq: int
+
+
+class LabelsRefused(StorageError):
+    """A labels change would leave a message with more labels than allowed."""
 
 
 class Lifecycle(Protocol):
@@ -334,7 +442,12 @@ class Accounts(Protocol):
         ...
 
     async def user_for_key_hash(self, key_hash: str) -> User | None:
-        """Return the owner of a non-revoked API key, or None."""
+        """Return the owner of a live API key (`key_holder`), or None."""
+        ...
+
+    async def key_holder(self, key_hash: str) -> KeyHolder | None:
+        """Who the API key with this hash speaks for, while it is live: not revoked, not past
+        its expiry, and (an agent key) its agent still there. None otherwise."""
         ...
 
     async def get_user(self, user_id: str) -> User | None:
@@ -348,6 +461,13 @@ class Accounts(Protocol):
 
     async def list_api_keys(self, user_id: str) -> list[ApiKey]:
         """The user's API keys, newest first."""
+        ...
+
+    async def api_key_page(
+        self, user_id: str, limit: int, after: tuple[str, str] | None
+    ) -> list[ApiKey]:
+        """Up to `limit` of the user's live keys (not revoked, not expired), newest first by
+        `(created_at, id)`, after the position `after` when given."""
         ...
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
@@ -551,6 +671,88 @@ class Outbox(Protocol):
         ...
 
 
+class Mailbox(Protocol):
+    """An agent's messages as `/v1` files them, inbound and outbound together: filtered
+    keyset pages, one message, labels, the trash, and conversations. Every query is scoped
+    by the owner's user id and the agent's address."""
+
+    async def filed_page(
+        self,
+        user_id: str,
+        agent_email: str,
+        filters: MessageFilters,
+        limit: int,
+        after_seq: int | None,
+    ) -> list[FiledMessage]:
+        """Up to `limit` messages matching `filters`, in `seq` order (newest first unless the
+        filters say otherwise), after position `after_seq`."""
+        ...
+
+    async def filed_message(
+        self, user_id: str, agent_email: str, message_id: str, *, mark_read: bool
+    ) -> FiledMessage | None:
+        """One message of the agent, trashed or not (an unread inbound one marked read first
+        when `mark_read`); None when it is not the user's agent's."""
+        ...
+
+    async def change_labels(
+        self,
+        user_id: str,
+        agent_email: str,
+        message_id: str,
+        add: list[str],
+        remove: list[str],
+        max_labels: int,
+    ) -> list[str] | None:
+        """Add then remove labels on one message, atomically; its labels after, sorted.
+        None when it is not the user's agent's; LabelsRefused over `max_labels`."""
+        ...
+
+    async def trash_message(
+        self, user_id: str, agent_email: str, message_id: str, now: str
+    ) -> FiledMessage | None:
+        """Move one live message to the trash (a trashed one stays as it is); the message
+        as it was before, or None when it is not the user's agent's. A message held for
+        review is left alone (the caller refuses it from the returned state)."""
+        ...
+
+    async def restore_message(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> FiledMessage | None:
+        """Bring a trashed message back; the message as it is after, or None when it is not
+        the user's agent's (a live one is returned unchanged: `deleted_at` None)."""
+        ...
+
+    async def purge_message(self, user_id: str, agent_email: str, message_id: str) -> bool:
+        """Delete a message in the trash for good; False unless it was the agent's, trashed."""
+        ...
+
+    async def delete_trashed_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` messages moved to the trash before `cutoff` (RFC 3339 UTC),
+        in one short transaction (as `Retention.delete_messages_before` does); how many went."""
+        ...
+
+    async def conversation_page(
+        self,
+        user_id: str,
+        agent_email: str,
+        since: str | None,
+        until: str | None,
+        limit: int,
+        before_seq: int | None,
+    ) -> list[ConversationSummary]:
+        """Up to `limit` conversations of the agent's live mail, most recently active first,
+        whose last message falls in [since, until), after position `before_seq`."""
+        ...
+
+    async def conversation(
+        self, user_id: str, agent_email: str, conversation_id: str, max_messages: int
+    ) -> tuple[ConversationSummary, list[FiledMessage]] | None:
+        """One conversation of the agent's live mail and its first `max_messages` messages,
+        oldest first; None when it has none."""
+        ...
+
+
 class JobQueueStore(Protocol):
     """The job queue in the database: leases claimed, finished, released, counted."""
 
@@ -625,6 +827,30 @@ class RateLimits(Protocol):
         ...
 
 
+class Idempotency(Protocol):
+    """Answers to writes sent with an Idempotency-Key, per user, so a retry replays the first
+    answer. A claim is taken before the write, then completed with the answer or released."""
+
+    async def claim_idempotency_key(
+        self, user_id: str, key_hash: str, request_hash: str, now: float, stale_before: float
+    ) -> IdempotencyClaim:
+        """Claim `key_hash` of the user for the request hashed `request_hash`, in one
+        transaction: a fresh key (or a claim left unfinished since before `stale_before`, its
+        request having died) is acquired; a completed one replays for the same request and is
+        a mismatch for another; a claim still running is in flight."""
+        ...
+
+    async def complete_idempotency_key(
+        self, user_id: str, key_hash: str, token: str, status: int, answer: bytes, now: float
+    ) -> None:
+        """Store the answer of the claim `token` (nothing when the claim is no longer held)."""
+        ...
+
+    async def release_idempotency_key(self, user_id: str, key_hash: str, token: str) -> None:
+        """Drop the unfinished claim `token`, so a retry runs the write again."""
+        ...
+
+
 class Retention(Protocol):
     """The retention sweep: old messages and webhook attempt records deleted in batches."""
 
@@ -641,6 +867,11 @@ class Retention(Protocol):
         one short transaction; returns how many went."""
         ...
 
+    async def delete_idempotency_keys_before(self, cutoff: float, limit: int) -> int:
+        """Delete up to `limit` idempotency keys claimed, and completed (if ever), before the
+        epoch `cutoff`, in one short transaction; returns how many went."""
+        ...
+
 
 class Storage(
     Lifecycle,
@@ -648,9 +879,11 @@ class Storage(
     Directory,
     Mailboxes,
     Outbox,
+    Mailbox,
     JobQueueStore,
     WebhookDeliveries,
     RateLimits,
+    Idempotency,
     Retention,
     Protocol,
 ):

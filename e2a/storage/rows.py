@@ -52,11 +52,17 @@ OUTBOUND_COLUMNS = (
     "id, user_id, agent_email, kind, to_json, cc_json, bcc_json, subject, body_text, body_html, "
     "attachments_json, conversation_id, in_reply_to, references_json, rfc_message_id, status, "
     "approval_expires_at, created_at, created_epoch, reviewed_at, rejection_reason, method, "
-    "edited, send_error, sent_at"
+    "edited, send_error, sent_at, reply_to"
 )
 DOMAIN_COLUMNS = "user_id, domain, verification_token, verified, created_at, verified_at"
 SIGNING_SECRET_COLUMNS = "id, user_id, name, seed, secret_prefix, created_at, last_signed_at"
-API_KEY_COLUMNS = "id, user_id, name, key_prefix, created_at, last_used_at, revoked_at"
+API_KEY_COLUMNS = (
+    "k.id, k.user_id, k.name, k.key_prefix, k.created_at, k.last_used_at, k.revoked_at, "
+    "k.scope, k.agent_id, k.expires_at, a.email"
+)
+API_KEYS_WITH_AGENTS = "api_keys k LEFT JOIN agents a ON a.id = k.agent_id"
+"""What API_KEY_COLUMNS are selected from: each key with the address of the agent it is bound
+to (an agent key), if that agent is still there."""
 WEBHOOK_ATTEMPT_COLUMNS = "attempt, attempted_at, status_code, error, duration_ms"
 JOB_COLUMNS = "id, kind, message_id, attempts, run_at, created_at"
 
@@ -134,6 +140,7 @@ def decode_outbound(row: Sequence[Any]) -> OutboundMessage:
         edited=bool(row[22]),
         send_error=row[23],
         sent_at=row[24],
+        reply_to=row[25],
     )
 
 
@@ -169,6 +176,10 @@ def decode_api_key(row: Sequence[Any]) -> ApiKey:
         created_at=row[4],
         last_used_at=row[5],
         revoked_at=row[6],
+        scope=row[7],
+        agent_id=row[8],
+        expires_at=row[9],
+        agent_email=row[10],
     )
 
 
@@ -176,8 +187,19 @@ def decode_api_key(row: Sequence[Any]) -> ApiKey:
 
 
 def api_key_params(key: ApiKey, key_hash: str) -> tuple[Any, ...]:
-    """For `(id, user_id, name, key_hash, key_prefix, created_at)`."""
-    return (key.id, key.user_id, key.name, key_hash, key.key_prefix, key.created_at)
+    """For `(id, user_id, name, key_hash, key_prefix, created_at, scope, agent_id,
+    expires_at)`."""
+    return (
+        key.id,
+        key.user_id,
+        key.name,
+        key_hash,
+        key.key_prefix,
+        key.created_at,
+        key.scope,
+        key.agent_id,
+        key.expires_at,
+    )
 
 
 def signing_secret_params(secret: SigningSecret) -> tuple[Any, ...]:
@@ -286,7 +308,7 @@ OUTBOUND_INSERT_COLUMNS = (
     "from_addr, to_json, cc_json, bcc_json, subject, conversation_id, in_reply_to, "
     "references_json, rfc_message_id, status, auth_headers_json, "
     "auth_results_json, kind, body_text, body_html, attachments_json, "
-    "approval_expires_at, method, received_at, created_at, created_epoch"
+    "approval_expires_at, method, received_at, created_at, created_epoch, reply_to"
 )
 
 
@@ -318,6 +340,7 @@ def outbound_params(message: OutboundMessage) -> tuple[Any, ...]:
         message.created_at,
         message.created_at,
         message.created_epoch,
+        message.reply_to,
     )
 
 

@@ -48,6 +48,10 @@ LOCAL: Final = "local"
 EXPIRE_BY_APPROVING: Final = "approve"
 EXPIRE_BY_REJECTING: Final = "reject"
 
+# What an API key may reach (`KeyScope`): its whole account, or one agent of it.
+ACCOUNT_SCOPE: Final = "account"
+AGENT_SCOPE: Final = "agent"
+
 # What a row of `jobs` asks a worker to do.
 WEBHOOK_JOB: Final = "webhook"
 OUTBOUND_JOB: Final = "outbound"

@@ -15,6 +15,7 @@ from e2a.operations.errors import (
     Unauthorized,
     Unavailable,
     Undeliverable,
+    Unprocessable,
 )
 
 STATUSES: dict[type[OperationError], int] = {
@@ -26,6 +27,7 @@ STATUSES: dict[type[OperationError], int] = {
     Gone: 410,
     PreconditionUnmet: 412,
     Undeliverable: 422,
+    Unprocessable: 422,
     RateLimited: 429,
     Unavailable: 503,
 }

@@ -89,6 +89,7 @@ def draft_of(message: OutboundMessage) -> Draft:
         conversation_id=message.conversation_id,
         in_reply_to=message.in_reply_to,
         references=message.references,
+        reply_to=message.reply_to,
     )
 
 

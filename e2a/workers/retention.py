@@ -1,5 +1,6 @@
 """The retention sweep: deletes messages (raw bodies and attachments with them) and webhook
-attempt records older than `retention.days`.
+attempt records older than `retention.days`, idempotency keys past their window, and messages
+in the `/v1` trash for longer than TRASH_KEPT_SECONDS.
 
 It deletes in small batches, each its own short transaction, and pauses between batches, so
 SMTP ingest and API writes always get the database in between. It never touches a message that
@@ -12,11 +13,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 
 from e2a.clock import format_timestamp
 from e2a.gateway import Gateway
+from e2a.operations.idempotency import KEPT_SECONDS as IDEMPOTENCY_KEPT_SECONDS
+from e2a.operations.mailbox import TRASH_KEPT_SECONDS
 
 log = logging.getLogger("e2a.retention")
 
@@ -29,6 +33,8 @@ MAX_BATCHES_PER_SWEEP = 500
 """A bound on one sweep (100,000 rows of each kind by default); the next sweep goes on where
 this one stopped."""
 SECONDS_PER_DAY = 86_400
+Cutoff = TypeVar("Cutoff", str, float)
+"""Before when rows go: RFC 3339 text (messages, attempts) or epoch seconds (idempotency)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ class SweepResult:
 
     messages: int
     webhook_attempts: int
+    idempotency_keys: int = 0
+    trashed_messages: int = 0
 
 
 class RetentionWorker:
@@ -62,13 +70,24 @@ class RetentionWorker:
             await trio.sleep(SWEEP_INTERVAL_SECONDS)
 
     async def sweep(self, now: float) -> SweepResult:
-        """Delete every message and webhook attempt from before `now - retention.days`."""
+        """Delete every message and webhook attempt from before `now - retention.days`, and the
+        idempotency keys claimed and completed more than their window ago."""
         cutoff = format_timestamp(now - self._gateway.settings.retention.days * SECONDS_PER_DAY)
         storage = self._gateway.storage
         result = SweepResult(
             messages=await self._in_batches("messages", storage.delete_messages_before, cutoff),
             webhook_attempts=await self._in_batches(
                 "webhook_attempts", storage.delete_webhook_attempts_before, cutoff
+            ),
+            idempotency_keys=await self._in_batches(
+                "idempotency_keys",
+                storage.delete_idempotency_keys_before,
+                now - IDEMPOTENCY_KEPT_SECONDS,
+            ),
+            trashed_messages=await self._in_batches(
+                "trashed_messages",
+                storage.delete_trashed_before,
+                format_timestamp(now - TRASH_KEPT_SECONDS),
             ),
         )
         if result.messages or result.webhook_attempts:
@@ -78,10 +97,14 @@ class RetentionWorker:
                 result.webhook_attempts,
                 cutoff,
             )
+        if result.idempotency_keys:
+            log.info("retention: deleted %d expired idempotency keys", result.idempotency_keys)
+        if result.trashed_messages:
+            log.info("retention: emptied %d messages from the trash", result.trashed_messages)
         return result
 
     async def _in_batches(
-        self, kind: str, delete: Callable[[str, int], Awaitable[int]], cutoff: str
+        self, kind: str, delete: Callable[[Cutoff, int], Awaitable[int]], cutoff: Cutoff
     ) -> int:
         """Call `delete(cutoff, batch size)` until a batch comes back short (or the sweep's
         bound is reached), pausing between batches; return the total deleted."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from e2a.storage.announcements import AccessEnded
-from e2a.storage.base import ApiKey, LastOne, LimitReached, SigningSecret, User
+from e2a.storage.base import ApiKey, KeyHolder, LastOne, LimitReached, SigningSecret, User
 from e2a.storage.rows import (
     AGENT_COLUMNS,
     API_KEY_COLUMNS,
+    API_KEYS_WITH_AGENTS,
     DELETED_TABLES,
     DOMAIN_COLUMNS,
     EXPORT_MESSAGE_COLUMNS,
@@ -24,10 +25,24 @@ from e2a.storage.rows import (
     signing_secret_params,
     user_export,
 )
+from e2a.storage.sql.keyset import after_newest_first
 from e2a.storage.sql.runner import Runner
 from e2a.storage.sql.transaction import Transaction
+from e2a.storage.vocabulary import ACCOUNT_SCOPE
 
 USER_COLUMNS = "id, email, created_at"
+
+
+def _live_key(tx: Transaction) -> str:
+    """The FROM and WHERE of the live key with hash `?`: its owner `u`, and for an agent key
+    the agent `a` it is bound to, which must still be there."""
+    return (
+        "FROM api_keys k JOIN users u ON u.id = k.user_id "
+        "LEFT JOIN agents a ON a.id = k.agent_id AND a.user_id = k.user_id "
+        "WHERE k.key_hash = ? AND k.revoked_at IS NULL "
+        f"AND (k.expires_at IS NULL OR k.expires_at > {tx.dialect.utc_now}) "
+        f"AND (k.scope = '{ACCOUNT_SCOPE}' OR a.id IS NOT NULL)"
+    )
 
 
 def _lock_user(tx: Transaction, user_id: str) -> None:
@@ -59,8 +74,8 @@ class AccountsSql(Runner):
         """Store an API key by its hash."""
         await self._write(
             lambda tx: tx.execute(
-                "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at, "
+                "scope, agent_id, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 api_key_params(key, key_hash),
             )
         )
@@ -68,13 +83,21 @@ class AccountsSql(Runner):
     async def user_for_key_hash(self, key_hash: str) -> User | None:
         """The owner of a live key with this hash."""
         row = await self._read(
+            lambda tx: tx.first(f"SELECT u.id, u.email, u.created_at {_live_key(tx)}", (key_hash,))
+        )
+        return _user(row)
+
+    async def key_holder(self, key_hash: str) -> KeyHolder | None:
+        """Who the live key with this hash speaks for (its owner, scope and bound agent)."""
+        row = await self._read(
             lambda tx: tx.first(
-                "SELECT u.id, u.email, u.created_at FROM api_keys k "
-                "JOIN users u ON u.id = k.user_id WHERE k.key_hash = ? AND k.revoked_at IS NULL",
+                f"SELECT u.id, u.email, u.created_at, k.scope, a.id, a.email {_live_key(tx)}",
                 (key_hash,),
             )
         )
-        return _user(row)
+        if row is None:
+            return None
+        return KeyHolder(User(*row[:3]), row[3], row[4], row[5])
 
     async def get_user(self, user_id: str) -> User | None:
         """The user with this id."""
@@ -94,12 +117,30 @@ class AccountsSql(Runner):
         """The user's keys, newest first."""
         rows = await self._read(
             lambda tx: tx.all(
-                f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = ? "
-                f"ORDER BY created_at DESC, {tx.dialect.insertion_order} DESC",
+                f"SELECT {API_KEY_COLUMNS} FROM {API_KEYS_WITH_AGENTS} WHERE k.user_id = ? "
+                f"ORDER BY k.created_at DESC, k.{tx.dialect.insertion_order} DESC",
                 (user_id,),
             )
         )
         return [decode_api_key(row) for row in rows]
+
+    async def api_key_page(
+        self, user_id: str, limit: int, after: tuple[str, str] | None
+    ) -> list[ApiKey]:
+        """Up to `limit` live keys of the user, newest first by (created_at, id), after `after`."""
+        position, params = after_newest_first(after, "k.created_at", "k.id")
+
+        def page(tx: Transaction) -> list[Any]:
+            return tx.all(
+                f"SELECT {API_KEY_COLUMNS} FROM {API_KEYS_WITH_AGENTS} "
+                "WHERE k.user_id = ? AND k.revoked_at IS NULL "
+                f"AND (k.expires_at IS NULL OR k.expires_at > {tx.dialect.utc_now}) "
+                f"{position} "
+                "ORDER BY k.created_at DESC, k.id DESC LIMIT ?",
+                (user_id, *params, limit),
+            )
+
+        return [decode_api_key(row) for row in await self._read(page)]
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
         """Everything stored about the user, from one snapshot (no hashes or seeds)."""
@@ -119,8 +160,8 @@ class AccountsSql(Runner):
                     "ORDER BY created_at, domain"
                 ),
                 rows(
-                    f"SELECT {API_KEY_COLUMNS} FROM api_keys WHERE user_id = ? "
-                    f"ORDER BY created_at, {tx.dialect.insertion_order}"
+                    f"SELECT {API_KEY_COLUMNS} FROM {API_KEYS_WITH_AGENTS} WHERE k.user_id = ? "
+                    f"ORDER BY k.created_at, k.{tx.dialect.insertion_order}"
                 ),
                 rows(
                     f"SELECT {EXPORT_SIGNING_SECRET_COLUMNS} FROM signing_secrets "

@@ -21,6 +21,17 @@ def _agent_row(tx: Transaction, user_id: str, email: str) -> Any:
     )
 
 
+def _revoke_agent_keys(tx: Transaction, agent_id: str) -> None:
+    """Revoke the keys bound to the agent `agent_id`, which is going for good: no later agent
+    ever has its id, so they could never be used again anyway, and they no longer clutter the
+    owner's list of keys."""
+    tx.execute(
+        f"UPDATE api_keys SET revoked_at = {tx.dialect.utc_now} "
+        "WHERE agent_id = ? AND revoked_at IS NULL",
+        (agent_id,),
+    )
+
+
 class AgentsSql(Runner):
     """The agents of `Directory` in SQL."""
 
@@ -76,6 +87,7 @@ class AgentsSql(Runner):
             )
             if row is None:
                 return None
+            _revoke_agent_keys(tx, row[0])
             tx.announce(AccessEnded("agent", row[0]))
             return str(row[0])
 

@@ -1,4 +1,5 @@
-"""The SQL of the retention sweep: old messages and webhook attempt records deleted in batches.
+"""The SQL of the retention sweep: old messages, webhook attempt records and idempotency keys
+deleted in batches.
 
 Each batch is one short transaction that passes over rows another replica's sweep holds. A
 message that still has a job, or outbound mail not yet finished, is never deleted.
@@ -45,6 +46,21 @@ class RetentionSql(Runner):
                     "WHERE attempted_at < ? ORDER BY attempted_at "
                     f"LIMIT ?{tx.dialect.skip_locked()})",
                     (cutoff, limit),
+                ).rowcount
+            )
+        )
+
+    async def delete_idempotency_keys_before(self, cutoff: float, limit: int) -> int:
+        """Delete up to `limit` idempotency keys claimed, and completed if ever, before the
+        epoch `cutoff`, oldest first."""
+        return await self._write(
+            lambda tx: (
+                tx.execute(
+                    "DELETE FROM idempotency_keys WHERE (user_id, key_hash) IN "
+                    "(SELECT user_id, key_hash FROM idempotency_keys WHERE claimed_at < ? "
+                    "AND (completed_at IS NULL OR completed_at < ?) ORDER BY claimed_at "
+                    f"LIMIT ?{tx.dialect.skip_locked()})",
+                    (cutoff, cutoff, limit),
                 ).rowcount
             )
         )

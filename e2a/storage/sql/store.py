@@ -11,8 +11,10 @@ import abc
 from e2a.storage.sql.accounts import AccountsSql
 from e2a.storage.sql.agents import AgentsSql
 from e2a.storage.sql.domains import DomainsSql
+from e2a.storage.sql.idempotency import IdempotencySql
 from e2a.storage.sql.jobs import JobsSql
 from e2a.storage.sql.lifecycle import LifecycleSql
+from e2a.storage.sql.mailbox import MailboxSql
 from e2a.storage.sql.messages import MessagesSql
 from e2a.storage.sql.outbound import OutboundSql
 from e2a.storage.sql.rate_limits import RateLimitsSql
@@ -27,9 +29,11 @@ class SqlStorage(
     AgentsSql,
     MessagesSql,
     OutboundSql,
+    MailboxSql,
     JobsSql,
     WebhooksSql,
     RateLimitsSql,
+    IdempotencySql,
     RetentionSql,
 ):
     """`Storage` over a backend's `Runner` methods, which the backend supplies with these."""

@@ -1,0 +1,227 @@
+"""e2a's `/v1` conventions, over HTTP against a live gateway: the error envelope and request id
+on every answer, strict request bodies (422 naming the field), cursor pages with tamper-evident
+cursors, Idempotency-Key on the writes e2a lists, and keys of account or agent scope."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from e2a.app import RunningGateway
+from e2a.signing.credentials import hash_api_key
+from tests.conftest import Account
+from tests.databases import gateway_backend
+from tests.delivery_support import create_agent
+
+KEYS = "/v1/account/api-keys"
+
+
+def envelope(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The error of an answer that must be `status` with e2a's envelope and `code`; its
+    request id is the one in the X-Request-Id header."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code, error
+    assert error["message"]
+    assert error["request_id"] == response.headers["X-Request-Id"]
+    return error
+
+
+async def test_info_needs_no_key(anonymous: httpx.AsyncClient) -> None:
+    response = await anonymous.get("/v1/info")
+    assert response.status_code == 200, response.text
+    info = response.json()
+    assert info["version"] == "1.0.0" and info["shared_domain"] == "agents.test"
+    assert info["slug_registration_enabled"] is True and info["public_url"]
+    assert response.headers["X-Request-Id"].startswith("req_")
+
+
+async def test_every_refusal_is_the_envelope(anonymous: httpx.AsyncClient) -> None:
+    envelope(await anonymous.get("/v1/nowhere"), 404, "not_found")
+    envelope(await anonymous.get("/v1"), 404, "not_found")
+    refused = await anonymous.delete("/v1/info")
+    envelope(refused, 405, "method_not_allowed")
+    assert "GET" in refused.headers["Allow"]
+    unauthenticated = await anonymous.get(KEYS)
+    assert "missing API key" in envelope(unauthenticated, 401, "unauthorized")["message"]
+    assert unauthenticated.headers["WWW-Authenticate"].startswith("Bearer")
+    wrong = await anonymous.get(KEYS, headers={"Authorization": "Bearer e2a_" + "0" * 64})
+    envelope(wrong, 401, "unauthorized")
+    # /api/v1 keeps its own shape.
+    legacy = await anonymous.get("/api/v1/nowhere")
+    assert legacy.json() == {
+        "error": {"code": "not_found", "message": legacy.json()["error"]["message"]}
+    }
+    assert "X-Request-Id" not in legacy.headers
+
+
+async def test_a_sane_request_id_is_echoed(anonymous: httpx.AsyncClient) -> None:
+    mine = await anonymous.get("/v1/nowhere", headers={"X-Request-Id": "trace-42.a"})
+    assert envelope(mine, 404, "not_found")["request_id"] == "trace-42.a"
+    odd = await anonymous.get("/v1/info", headers={"X-Request-Id": "a b;c"})
+    assert odd.headers["X-Request-Id"].startswith("req_")
+
+
+async def test_request_bodies_are_strict(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    unknown = await alice.http.post(KEYS, json={"name": "ci", "nickname": "x"})
+    error = envelope(unknown, 422, "invalid_request")
+    assert error["details"]["fields"] == [{"location": "body.nickname", "message": "unknown field"}]
+    wrong_type = await alice.http.post(KEYS, json={"name": 5})
+    error = envelope(wrong_type, 422, "invalid_request")
+    assert [field["location"] for field in error["details"]["fields"]] == ["body.name"]
+    bad_scope = await alice.http.post(KEYS, json={"scope": "everything"})
+    envelope(bad_scope, 422, "invalid_request")
+    malformed = await alice.http.post(KEYS, content=b"{not json")
+    error = envelope(malformed, 400, "invalid_request")
+    assert error["details"]["fields"][0]["location"] == "body"
+    empty = await alice.http.post(KEYS, content=b"")
+    envelope(empty, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("limit", ["0", "101", "x", "1.5"])
+async def test_a_page_limit_is_1_to_100(make_account: Any, limit: str) -> None:
+    alice: Account = await make_account("alice@example.com")
+    error = envelope(await alice.http.get(KEYS, params={"limit": limit}), 422, "invalid_request")
+    assert error["details"]["fields"][0]["location"] == "query.limit"
+
+
+async def test_cursor_pages_walk_every_key_once(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    for index in range(4):
+        created = await alice.http.post(KEYS, json={"name": f"k{index}"})
+        assert created.status_code == 201, created.text
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = (await alice.http.get(KEYS, params=params)).json()
+        assert len(page["items"]) <= 2
+        seen += [key["name"] for key in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(["bootstrap", "k0", "k1", "k2", "k3"])
+    everything = (await alice.http.get(KEYS)).json()
+    assert everything["next_cursor"] is None and len(everything["items"]) == 5
+    assert {key["scope"] for key in everything["items"]} == {"account"}
+    assert all("key" not in key and "agent_email" not in key for key in everything["items"])
+
+
+async def test_a_tampered_cursor_is_refused(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await alice.http.post(KEYS, json={"name": "second"})
+    cursor = (await alice.http.get(KEYS, params={"limit": "1"})).json()["next_cursor"]
+    payload, _, mac = cursor.partition(".")
+    for forged in [payload[:-1] + ("A" if payload[-1] != "A" else "B") + "." + mac, "x.y", "é"]:
+        answer = await alice.http.get(KEYS, params={"cursor": forged})
+        envelope(answer, 400, "invalid_cursor")
+    assert (await alice.http.get(KEYS, params={"cursor": cursor})).status_code == 200
+
+
+async def test_an_idempotency_key_replays_the_first_answer(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    body = b'{"name": "deploy"}'
+    headers = {"Idempotency-Key": "one", "Content-Type": "application/json"}
+    first = await alice.http.post(KEYS, content=body, headers=headers)
+    assert first.status_code == 201, first.text
+    again = await alice.http.post(KEYS, content=body, headers=headers)
+    assert (again.status_code, again.json()) == (201, first.json())
+    names = [key["name"] for key in (await alice.http.get(KEYS)).json()["items"]]
+    assert names.count("deploy") == 1
+    # The same key with another body (even the same JSON spelled otherwise) is a caller bug.
+    other = await alice.http.post(KEYS, content=b'{"name":"deploy"}', headers=headers)
+    envelope(other, 422, "idempotency_key_reuse")
+    # Another key writes again.
+    fresh = await alice.http.post(KEYS, content=body, headers={**headers, "Idempotency-Key": "2"})
+    assert fresh.status_code == 201 and fresh.json()["key"] != first.json()["key"]
+    # The kept answer holds the new key sealed, never in clear.
+    if gateway_backend() == "sqlite":
+        path = running.gateway.settings.database.url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as db:
+            answers = [row[0] for row in db.execute("SELECT answer FROM idempotency_keys")]
+        assert len(answers) == 2
+        assert all(first.json()["key"].encode() not in answer for answer in answers)
+
+
+async def test_a_refused_write_is_not_remembered(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    headers = {"Idempotency-Key": "retry-me"}
+    refused = await alice.http.post(KEYS, json={"name": "x", "scope": "agent"}, headers=headers)
+    envelope(refused, 400, "invalid_request")
+    fixed = await alice.http.post(KEYS, json={"name": "x"}, headers=headers)
+    assert fixed.status_code == 201, fixed.text
+    too_long = await alice.http.post(KEYS, json={}, headers={"Idempotency-Key": "k" * 256})
+    envelope(too_long, 400, "invalid_request")
+
+
+async def test_a_key_still_running_is_in_flight(running: RunningGateway, make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    storage = running.gateway.storage
+    holder = await storage.key_holder(hash_api_key(alice.key))
+    assert holder is not None
+    key_hash = hashlib.sha256(b"busy").hexdigest()
+    claim = await storage.claim_idempotency_key(
+        holder.user.id, key_hash, "elsewhere", time.time(), 0.0
+    )
+    assert claim.outcome == "acquired"
+    answer = await alice.http.post(KEYS, json={}, headers={"Idempotency-Key": "busy"})
+    envelope(answer, 409, "idempotency_in_flight")
+
+
+async def test_keys_of_agent_scope(make_account: Any, running: RunningGateway) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    made = await alice.http.post(
+        KEYS, json={"name": "bot", "scope": "agent", "agent_email": bot.upper()}
+    )
+    assert made.status_code == 201, made.text
+    key = made.json()
+    assert (key["scope"], key["agent_email"]) == ("agent", bot)
+    listed = {k["id"]: k for k in (await alice.http.get(KEYS)).json()["items"]}
+    assert listed[key["id"]]["agent_email"] == bot and "key" not in listed[key["id"]]
+    async with httpx.AsyncClient(
+        base_url=running.addresses.http_url,
+        headers={"Authorization": f"Bearer {key['key']}"},
+        timeout=10,
+    ) as agent:
+        error = envelope(await agent.get(KEYS), 403, "forbidden")
+        assert bot in error["message"]
+        envelope(await agent.post(KEYS, json={}), 403, "forbidden")
+    nobody = await alice.http.post(
+        KEYS, json={"scope": "agent", "agent_email": "nobody@agents.test"}
+    )
+    envelope(nobody, 404, "not_found")
+    envelope(await alice.http.post(KEYS, json={"agent_email": bot}), 400, "invalid_scope")
+    past = await alice.http.post(KEYS, json={"expires_at": "2001-01-01T00:00:00Z"})
+    envelope(past, 400, "invalid_expires_at")
+    envelope(await alice.http.post(KEYS, json={"expires_at": "soon"}), 400, "invalid_expires_at")
+    later = await alice.http.post(KEYS, json={"expires_at": "2999-01-01T02:00:00+02:00"})
+    assert later.json()["expires_at"] == "2999-01-01T00:00:00Z"
+
+
+async def test_a_revoked_key_is_refused_at_once(make_account: Any, running: RunningGateway) -> None:
+    alice: Account = await make_account("alice@example.com")
+    made = (await alice.http.post(KEYS, json={"name": "short-lived"})).json()
+    envelope(await alice.http.delete(f"{KEYS}/{made['id']}"), 422, "invalid_request")
+    gone = await alice.http.delete(f"{KEYS}/{made['id']}", params={"confirm": "DELETE"})
+    assert (gone.status_code, gone.json()) == (200, {"deleted": True, "id": made["id"]})
+    envelope(
+        await alice.http.delete(f"{KEYS}/{made['id']}", params={"confirm": "DELETE"}),
+        404,
+        "not_found",
+    )
+    async with httpx.AsyncClient(
+        base_url=running.addresses.http_url,
+        headers={"Authorization": f"Bearer {made['key']}"},
+        timeout=10,
+    ) as revoked:
+        envelope(await revoked.get(KEYS), 401, "unauthorized")
