@@ -286,6 +286,17 @@ OutboundStatus = Literal[
 ]
 
 
+ReviewMethod = Literal["api", "dashboard", "link", "reply", "expiry"]
+
+
+@dataclass(frozen=True)
+class ReviewedBy:
+    """Who decided a review (their address, when known) and how."""
+
+    method: ReviewMethod
+    reviewer: str | None = None
+
+
 @dataclass(frozen=True)
 class OutboundMessage:
     """Mail an agent sends: its envelope, its body while not terminal, and its state."""
@@ -317,6 +328,10 @@ class OutboundMessage:
     sent_at: str | None = None
     """When the message was handed on (`sent`, or an auto-approval that stays
     `expired_approved`); None before, and for mail handed on before e2a recorded it."""
+    reviewed_by: str | None = None
+    """The address of whoever decided the review, when known (a magic link or expiry has none)."""
+    review_method: ReviewMethod | None = None
+    """How the review was decided; None while pending and for reviews made before e2a kept it."""
 
 
 @dataclass(frozen=True)
@@ -563,9 +578,12 @@ class Outbox(Protocol):
         edits: OutboundEdits | None,
         reason: str | None,
         now: float,
+        *,
+        by: ReviewedBy | None = None,
     ) -> OutboundMessage | None:
         """Approve (→ queued, with a send job) or reject (→ rejected, body scrubbed) a message
-        that is pending approval, atomically; NotPending when it is not, None when absent."""
+        that is pending approval, atomically, recording `by`; NotPending when it is not, None
+        when absent."""
         ...
 
     async def expire_outbound(self, now: float) -> list[OutboundMessage]:
@@ -593,6 +611,65 @@ class Outbox(Protocol):
 
     async def recipient_results(self, message_id: str) -> dict[str, str]:
         """The recipients of an outbound message settled so far (address → result)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReplyToken:
+    """A notice's reply token as stored: its hash, the held message and reviewer it is bound
+    to, the notice's own Message-ID, and when a reply acted on it (None until one did)."""
+
+    token_hash: str
+    message_id: str
+    reviewer: str
+    notice_message_id: str
+    created_at: float
+    used_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalAnswer:
+    """A mail to a reviewer about a reply the gateway did not act on, ready for the relay."""
+
+    message_id: str
+    """The held message the reply was about (the answer goes with it)."""
+    sender: str
+    recipient: str
+    data: bytes
+    id: int = 0
+    """Set once stored."""
+
+
+class ApprovalReplies(Protocol):
+    """Approving by replying to the notice: reply tokens, the review a reply makes, and the
+    answers mailed back about replies not acted on."""
+
+    async def add_reply_token(self, token: ReplyToken) -> None:
+        """Store a notice's reply token (by hash)."""
+        ...
+
+    async def find_reply_token(self, token_hash: str) -> ReplyToken | None:
+        """The reply token with this hash, while its message exists; None otherwise."""
+        ...
+
+    async def review_by_reply(
+        self, token_hash: str, approve: bool, reason: str | None, now: float
+    ) -> OutboundMessage | None:
+        """Approve or reject the token's message for its reviewer (`reply`) and mark the token
+        used, in one transaction: NotPending when the token was used or the message is no
+        longer pending (nothing changes), None when the token or message is gone."""
+        ...
+
+    async def add_approval_answer(self, answer: ApprovalAnswer, now: float) -> None:
+        """Store an answer with its `approval_answer` job, in one commit."""
+        ...
+
+    async def next_approval_answer(self, message_id: str) -> ApprovalAnswer | None:
+        """The oldest answer about `message_id` not yet handed on."""
+        ...
+
+    async def finish_approval_answer(self, job_id: int, answer_id: int) -> None:
+        """An answer was handed on (or refused for good): drop it and its job together."""
         ...
 
 
@@ -722,6 +799,7 @@ class Storage(
     Directory,
     Mailboxes,
     Outbox,
+    ApprovalReplies,
     JobQueueStore,
     WebhookDeliveries,
     RateLimits,
