@@ -13,14 +13,19 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 from aiosmtpd.controller import Controller
 
 from e2a.app import RunningGateway
 from e2a.config import Settings
+from e2a.inbound.approval_replies import MAX_ANSWERS
 from e2a.mailauth.resolver import FixtureResolver
+from e2a.signing.magic_links import issue_token, link_key
 from e2a.signing.reply_tokens import generate_reply_token
+from e2a.workers.approvals import ApprovalWorker
+from tests.conftest import make_settings
 from tests.databases import query
 from tests.delivery_support import wait_until
 from tests.test_approvals import (
@@ -31,8 +36,8 @@ from tests.test_approvals import (
     add_pending,
     free_port,
     hitl_owner,
-    relay_settings,
 )
+from tests.test_dashboard import session_csrf, sign_in
 
 ZONE = {
     "example.com": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
@@ -65,7 +70,18 @@ def relay_port(sink: Sink) -> Iterator[int]:
 
 @pytest.fixture
 def settings(tmp_path: Path, relay_port: int) -> Settings:
-    return relay_settings(tmp_path, relay_port)
+    """Relaying through the sink; served over plain HTTP, so the dashboard's session cookie
+    is not Secure and the test's browser sends it."""
+    return make_settings(
+        tmp_path,
+        http={"listen": "127.0.0.1:0", "public_url": "http://e2a.example"},
+        outbound_smtp={
+            "host": "127.0.0.1",
+            "port": relay_port,
+            "tls": "none",
+            "timeout_seconds": 10,
+        },
+    )
 
 
 @pytest.fixture
@@ -209,6 +225,11 @@ async def test_reject_with_a_reason_by_reply(
     assert view["status"] == "rejected" and view["review_method"] == "reply"
     assert view["rejection_reason"] == "too pushy for a first mail"
     assert "body_text" not in view
+    # The dashboard's outbound history says who decided and how.
+    async with httpx.AsyncClient(base_url=running.addresses.http_url, timeout=10) as browser:
+        await sign_in(browser, owner.account.key)
+        history = (await browser.get("/outbound")).text
+    assert f"Decided by {OWNER} (by reply to the notice)" in history
 
 
 async def refused_reply(
@@ -334,3 +355,41 @@ async def test_automatic_replies_are_neither_acted_on_nor_answered(
     await send_reply(running, notice, data)
     assert row(gateway.settings, message.id)[0] == "pending_approval"
     assert waiting_answers(gateway.settings) == 0
+
+
+async def test_a_notice_gets_at_most_a_few_answers(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    for _ in range(MAX_ANSWERS + 2):
+        await send_reply(running, notice, reply(notice, "hello?"))
+    await wait_until(lambda: len(answers(sink)) == MAX_ANSWERS)
+    await wait_until(lambda: waiting_answers(gateway.settings) == 0)
+    assert len(answers(sink)) == MAX_ANSWERS
+    assert row(gateway.settings, message.id)[0] == "pending_approval"
+
+
+async def test_every_way_of_reviewing_records_who_and_how(
+    running: RunningGateway, owner: Owner, sink: Sink, anonymous: httpx.AsyncClient
+) -> None:
+    gateway = running.gateway
+    http = owner.account.http
+    by_api = await add_pending(gateway, owner, time.time() + 3600)
+    assert (await http.post(f"/api/v1/messages/{by_api.id}/approve", json={})).status_code == 200
+    by_link = await add_pending(gateway, owner, time.time() + 3600)
+    token = issue_token(link_key(gateway.server_key), by_link.id, "reject", int(time.time() + 3600))
+    assert (await anonymous.post("/api/v1/reject", data={"token": token})).status_code == 200
+    on_dashboard = await add_pending(gateway, owner, time.time() + 3600)
+    async with httpx.AsyncClient(base_url=running.addresses.http_url, timeout=10) as browser:
+        await sign_in(browser, owner.account.key)
+        csrf = await session_csrf(browser)
+        path = f"/approvals/{on_dashboard.id}/reject"
+        assert (await browser.post(path, data={"csrf_token": csrf})).status_code == 303
+    by_expiry = await add_pending(gateway, owner, time.time() - 1)
+    await ApprovalWorker(gateway).expire_due(time.time())
+    assert row(gateway.settings, by_api.id)[1:3] == (OWNER, "api")
+    assert row(gateway.settings, by_link.id)[1:3] == (None, "link")
+    assert row(gateway.settings, on_dashboard.id)[1:3] == (OWNER, "dashboard")
+    assert row(gateway.settings, by_expiry.id)[1:3] == (None, "expiry")

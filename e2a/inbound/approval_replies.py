@@ -41,6 +41,10 @@ from e2a.workers.approvals import notice_sender
 
 log = logging.getLogger("e2a.approvals")
 
+MAX_ANSWERS = 5
+"""At most this many answers are mailed about replies to one notice: someone holding a leaked
+notice cannot flood its reviewer."""
+
 
 def reply_facts(data: bytes, auth: AuthResults) -> ReplyFacts:
     """The facts `refusal_of` judges a reply by, from its bytes and its authentication."""
@@ -171,4 +175,10 @@ class ApprovalReplies:
             plain = dataclasses.replace(draft, in_reply_to=None, references=[])
             built = build_message(plain, message_id=new_message_id(domain), date=time.time())
         answer = ApprovalAnswer(stored.message_id, sender, stored.reviewer, built)
-        await self._gateway.storage.add_approval_answer(answer, now)
+        storage = self._gateway.storage
+        if not await storage.add_approval_answer(answer, stored.token_hash, MAX_ANSWERS, now):
+            log.warning(
+                "approval reply for %s not answered: the notice had %d answers already",
+                stored.message_id,
+                MAX_ANSWERS,
+            )

@@ -660,8 +660,11 @@ class ApprovalReplies(Protocol):
         longer pending (nothing changes), None when the token or message is gone."""
         ...
 
-    async def add_approval_answer(self, answer: ApprovalAnswer, now: float) -> None:
-        """Store an answer with its `approval_answer` job, in one commit."""
+    async def add_approval_answer(
+        self, answer: ApprovalAnswer, token_hash: str, limit: int, now: float
+    ) -> bool:
+        """Store an answer about a reply to the token `token_hash` with its `approval_answer`
+        job, in one commit, unless that token has had `limit` answers already (False)."""
         ...
 
     async def next_approval_answer(self, message_id: str) -> ApprovalAnswer | None:

@@ -50,13 +50,23 @@ def _review_by_reply(
     return reviewed
 
 
-def _add_answer(tx: Transaction, answer: ApprovalAnswer, now: float) -> None:
+def _add_answer(
+    tx: Transaction, answer: ApprovalAnswer, token_hash: str, limit: int, now: float
+) -> bool:
+    counted = tx.execute(
+        "UPDATE approval_reply_tokens SET answers = answers + 1 "
+        "WHERE token_hash = ? AND answers < ?",
+        (token_hash, limit),
+    ).rowcount
+    if counted != 1:
+        return False
     tx.execute(
         "INSERT INTO approval_answers (message_id, sender, recipient, data, created_at) "
         "VALUES (?, ?, ?, ?, ?)",
         (answer.message_id, answer.sender, answer.recipient, answer.data, now),
     )
     add_job(tx, APPROVAL_ANSWER_JOB, answer.message_id, now)
+    return True
 
 
 class ApprovalRepliesSql(Runner):
@@ -94,9 +104,12 @@ class ApprovalRepliesSql(Runner):
         """Review the token's message for its reviewer and spend the token, in one commit."""
         return await self._write(lambda tx: _review_by_reply(tx, token_hash, approve, reason, now))
 
-    async def add_approval_answer(self, answer: ApprovalAnswer, now: float) -> None:
-        """Store an answer with its `approval_answer` job, in one commit."""
-        await self._write(lambda tx: _add_answer(tx, answer, now))
+    async def add_approval_answer(
+        self, answer: ApprovalAnswer, token_hash: str, limit: int, now: float
+    ) -> bool:
+        """Store an answer with its `approval_answer` job, counted against its token, in one
+        commit; False (nothing stored) once the token has had `limit` answers."""
+        return await self._write(lambda tx: _add_answer(tx, answer, token_hash, limit, now))
 
     async def next_approval_answer(self, message_id: str) -> ApprovalAnswer | None:
         """The oldest answer about `message_id` not yet handed on."""
