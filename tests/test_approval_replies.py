@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
 import smtplib
 import time
 from collections.abc import Iterator
@@ -190,7 +191,10 @@ async def test_the_notice_names_a_reply_address_and_its_token_is_stored_hashed(
     assert (message_id, reviewer, notice_id) == (message.id, OWNER, notice["Message-ID"])
 
 
-async def test_approve_by_reply(running: RunningGateway, owner: Owner, sink: Sink) -> None:
+async def test_approve_by_reply(
+    running: RunningGateway, owner: Owner, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="e2a")
     gateway = running.gateway
     message = await add_pending(gateway, owner, time.time() + 3600)
     notice = await notice_for(sink, message.id)
@@ -206,6 +210,10 @@ async def test_approve_by_reply(running: RunningGateway, owner: Owner, sink: Sin
     # The approved message goes out to its recipients; the reviewer gets no complaint.
     await wait_until(lambda: any("alice@example.org" in r for _, r, _ in sink.received))
     assert answers(sink) == []
+    # The session's log line names the reply address, never its token (a secret).
+    token = str(notice["Reply-To"]).partition("+")[2].partition("@")[0]
+    await wait_until(lambda: "to=<approvals+…@mx.agents.test>" in caplog.text)
+    assert token not in caplog.text
 
 
 async def test_reject_with_a_reason_by_reply(

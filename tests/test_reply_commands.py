@@ -14,6 +14,13 @@ from e2a.inbound.reply_commands import (
     parse_command,
     refusal_of,
 )
+from e2a.signing.reply_tokens import (
+    generate_reply_token,
+    hash_reply_token,
+    redact_reply_tokens,
+    reply_address,
+    token_in_local_part,
+)
 
 GMAIL_CITE = "On Mon, Dec 1, 2026 at 10:00 AM e2a <e2a@mx.agents.test> wrote:"
 NOTICE = "Your agent bot@agents.test wants to send an email that needs your approval.\n"
@@ -163,3 +170,23 @@ def test_answers_explain_and_never_quote_the_reply() -> None:
     assert "DMARC did not pass for example.com" in answer_text(
         "no_dmarc_pass", facts(dmarc="fail"), "owner@example.com", "msg_1"
     )
+
+
+def test_reply_tokens_are_random_lowercase_and_read_back_from_any_case() -> None:
+    first, second = generate_reply_token(), generate_reply_token()
+    assert first.plaintext != second.plaintext and len(first.plaintext) == 26
+    assert first.plaintext == first.plaintext.lower()
+    assert first.token_hash == hash_reply_token(first.plaintext) != first.plaintext
+    address = reply_address(first.plaintext, "mx.agents.test")
+    local = address.partition("@")[0]
+    assert token_in_local_part(local) == first.plaintext
+    assert token_in_local_part(local.upper()) == first.plaintext
+    for other in ("approvals", "approvals+", "approvals+short", "bot", local + "x", "x" + local):
+        assert token_in_local_part(other) is None
+
+
+def test_reply_tokens_are_redacted_from_log_lines() -> None:
+    token = generate_reply_token().plaintext
+    line = f"to=<approvals+{token}@mx.agents.test>,<bot@agents.test>"
+    assert redact_reply_tokens(line) == "to=<approvals+…@mx.agents.test>,<bot@agents.test>"
+    assert redact_reply_tokens(f"<APPROVALS+{token.upper()}@x>") == "<APPROVALS+…@x>"

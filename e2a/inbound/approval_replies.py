@@ -25,6 +25,7 @@ from e2a.inbound.reply_commands import (
     refusal_of,
 )
 from e2a.mailauth.results import AuthResults
+from e2a.operations import lifecycle
 from e2a.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
 from e2a.rfc5322 import HeaderFields, header_text
 from e2a.signing.reply_tokens import hash_reply_token, token_in_local_part
@@ -119,7 +120,7 @@ class ApprovalReplies:
             facts, stored.reviewer, stored.notice_message_id, stored.used_at is not None
         )
         message = await storage.get_outbound(None, stored.message_id)
-        if refusal is None and (message is None or message.status != "pending_approval"):
+        if refusal is None and (message is None or not lifecycle.awaits_review(message.status)):
             refusal = "already_decided"
         if refusal is None:
             body = await trio.to_thread.run_sync(parse_body, envelope.data)

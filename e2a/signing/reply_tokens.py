@@ -16,6 +16,7 @@ from dataclasses import dataclass
 REPLY_LOCAL_PREFIX = "approvals+"
 TOKEN_LENGTH = 26
 _TOKEN = re.compile(r"[a-z2-7]{26}")
+_IN_ADDRESS = re.compile(r"(approvals\+)[^@\s>]+(?=@)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -49,3 +50,9 @@ def token_in_local_part(local_part: str) -> str | None:
         return None
     token = folded[len(REPLY_LOCAL_PREFIX) :]
     return token if _TOKEN.fullmatch(token) else None
+
+
+def redact_reply_tokens(text: str) -> str:
+    """`text` (a log line's addresses) with every reply address's token replaced by `…`:
+    tokens are secrets and never logged."""
+    return _IN_ADDRESS.sub(r"\1…", text)

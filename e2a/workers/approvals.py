@@ -45,7 +45,7 @@ class Notice:
     sender: str
     recipient: str
     data: bytes
-    message_id: str = ""
+    message_id: str
     """The notice's own Message-ID, which a reply must quote to act."""
 
 
