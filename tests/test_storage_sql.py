@@ -27,6 +27,7 @@ ROLES = (
     base.Mailboxes,
     base.Outbox,
     base.Mailbox,
+    base.ApprovalReplies,
     base.JobQueueStore,
     base.WebhookDeliveries,
     base.RateLimits,
@@ -41,6 +42,7 @@ def test_the_protocol_types_name_the_vocabulary_words() -> None:
     assert get_args(base.MessageStatus) == (vocabulary.UNREAD, vocabulary.READ)
     assert get_args(base.AgentMode) == (vocabulary.CLOUD, vocabulary.LOCAL)
     assert get_args(base.KeyScope) == (vocabulary.ACCOUNT_SCOPE, vocabulary.AGENT_SCOPE)
+    assert get_args(base.ReviewMethod) == vocabulary.REVIEW_METHODS
     expiration = get_type_hints(base.Agent)["hitl_expiration_action"]
     assert set(get_args(expiration)) == {
         vocabulary.EXPIRE_BY_APPROVING,
@@ -59,7 +61,7 @@ def test_every_vocabulary_word_can_stand_quoted_in_sql() -> None:
     ]
     assert len(words) > 15
     assert all(re.fullmatch(r"[a-z_]+", word) for word in words), words
-    assert len(set(vocabulary.JOB_KINDS)) == 3
+    assert len(set(vocabulary.JOB_KINDS)) == 4
 
 
 def protocol_methods(protocol: type) -> set[str]:
@@ -75,7 +77,7 @@ def test_storage_is_the_union_of_disjoint_roles() -> None:
     together = set().union(*by_role)
     assert sum(len(methods) for methods in by_role) == len(together)  # no method in two roles
     assert set().union(*(protocol_methods(cls) for cls in base.Storage.__mro__)) == together
-    assert len(together) == 70
+    assert len(together) == 76
 
 
 @pytest.mark.parametrize("backend", [SqliteStorage, PostgresStorage])

@@ -217,6 +217,11 @@ class OutboundMessage(ResponseBody):
     created_at: Timestamp
     reviewed_at: Timestamp | None
     rejection_reason: str | None
+    reviewed_by: str | None = None
+    """The address of whoever decided the review, when known."""
+    review_method: Literal["api", "dashboard", "link", "reply", "expiry"] | None = None
+    """How the review was decided: over the API, on the dashboard, by a magic link, by
+    replying to the notice email, or by expiry."""
     email_message_id: str
     method: Literal["smtp", "local"] | None
     edited: bool

@@ -88,7 +88,7 @@ async def approve(session: Session, message_id: str) -> Response:
     current = outbound_view(await reviews.outbound_message(gateway, session.caller, message_id))
     try:
         edits = parse_request(ApproveBody, _changed_fields(form, current))
-        await reviews.approve(gateway, session.caller, message_id, edits)
+        await reviews.approve(gateway, session.caller, message_id, edits, "dashboard")
     except NotFound:
         raise
     except OperationError as refused:
@@ -103,7 +103,7 @@ async def reject(session: Session, message_id: str) -> Response:
     form = await request.form
     reason = form.get("reason", "").strip()[:1000] or None
     try:
-        await reviews.reject(current_gateway(), session.caller, message_id, reason)
+        await reviews.reject(current_gateway(), session.caller, message_id, reason, "dashboard")
     except NotFound:
         raise
     except OperationError as refused:

@@ -22,6 +22,7 @@ from e2a.clock import format_timestamp
 from e2a.gateway import Gateway
 from e2a.hub import Hub
 from e2a.ids import new_id
+from e2a.inbound.approval_replies import ApprovalReplies
 from e2a.inbound.identity import delivered_message, identity_claim, produced_here
 from e2a.inbound.parse import HeaderSummary, summarise_headers
 from e2a.inbound.postmaster import (
@@ -98,6 +99,7 @@ class InboundMailSink:
         self._auth_threads = trio.CapacityLimiter(AUTH_THREADS)
         self._recent_senders = RecentSenders()
         self._client_names = ClientNames()
+        self._approval_replies = ApprovalReplies(gateway)
 
     async def _serves_domain(self, domain: str) -> bool:
         if self._gateway.is_shared_domain(domain):
@@ -105,8 +107,12 @@ class InboundMailSink:
         return await self._gateway.storage.is_served_domain(domain)
 
     async def check_recipient(self, mailbox: Mailbox) -> RecipientVerdict:
-        """ACCEPT a registered agent, and postmaster on our domains and at `smtp.hostname`;
-        UNKNOWN_USER for anyone else on our domains, RELAY_DENIED elsewhere."""
+        """ACCEPT a registered agent, postmaster on our domains and at `smtp.hostname`, and a
+        stored notice's reply address (`approvals+<token>@<smtp.hostname>`); UNKNOWN_USER for
+        anyone else on our domains and at that host, RELAY_DENIED elsewhere."""
+        reply_verdict = await self._approval_replies.check_recipient(mailbox)
+        if reply_verdict is not None:
+            return reply_verdict
         postmaster = names_postmaster(mailbox)
         if postmaster and is_own_hostname(self._gateway.settings, mailbox.domain):
             return RecipientVerdict.ACCEPT
@@ -188,10 +194,21 @@ class InboundMailSink:
         return auth, client_name
 
     async def accept_message(self, envelope: Envelope, peer: str) -> str:
-        """Store one message per recipient agent in one transaction; return the first id."""
+        """Store one message per recipient agent in one transaction; return the first id. A
+        reply to an approval notice among the recipients is acted on (or answered) first,
+        committed before this returns."""
         now = time.time()
         auth, client_name = await self._authenticate_and_name(envelope, peer)
+        reply_tokens = [
+            token
+            for mailbox in envelope.recipients
+            if (token := self._approval_replies.token_of(mailbox)) is not None
+        ]
+        for token in dict.fromkeys(reply_tokens):
+            await self._approval_replies.handle(token, envelope, auth, now)
         agents = await self._recipient_agents(envelope.recipients)
+        if not agents and reply_tokens:
+            return new_id("rpl")
         if not agents:
             raise MessageNotStored("every recipient agent was deleted during the transaction")
         message_ids = [new_id("msg") for _ in agents]

@@ -1,5 +1,6 @@
 """Reviewing outbound mail: the queue, one message, approve (optionally edited) or reject —
-by the owner's API key or by a magic link from the notice email.
+by the owner's API key, on the dashboard or by a magic link from the notice email (replies to
+the notice are `e2a.inbound.approval_replies`). Each review records who made it and how.
 
 Approving and rejecting go through one storage transition that succeeds once: a message no
 longer awaiting review is a Conflict, so two approvals racing send the mail once.
@@ -26,7 +27,13 @@ from e2a.operations.drafts import (
 from e2a.operations.errors import Conflict, Gone, Invalid, NotFound
 from e2a.operations.requests import RequestBody
 from e2a.signing.magic_links import Action, TokenError, TokenExpired, link_key, verify_token
-from e2a.storage.base import NotPending, OutboundEdits, OutboundMessage
+from e2a.storage.base import (
+    NotPending,
+    OutboundEdits,
+    OutboundMessage,
+    ReviewedBy,
+    ReviewMethod,
+)
 
 LINK_REJECTION_REASON = "rejected by the owner from the email link"
 _MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -96,23 +103,33 @@ def approval_edits(request: ApproveBody) -> OutboundEdits:
 
 
 async def approve(
-    gateway: Gateway, caller: Caller, message_id: str, request: ApproveBody
+    gateway: Gateway,
+    caller: Caller,
+    message_id: str,
+    request: ApproveBody,
+    method: ReviewMethod = "api",
 ) -> OutboundMessage:
     """Approve a held message of the caller, with the edits `request` asks for (the commit
-    queues its send and wakes the send worker); Conflict when it is no longer held, NotFound
-    when it is not theirs."""
+    queues its send and wakes the send worker), recorded as theirs by `method`; Conflict when
+    it is no longer held, NotFound when it is not theirs."""
     caller.require_account("approve held messages")
     edits = approval_edits(request)
-    return await _review(gateway, caller.user_id, message_id, True, edits, None, time.time())
+    by = ReviewedBy(method, caller.user.email)
+    return await _review(gateway, caller.user_id, message_id, True, edits, None, time.time(), by)
 
 
 async def reject(
-    gateway: Gateway, caller: Caller, message_id: str, reason: str | None
+    gateway: Gateway,
+    caller: Caller,
+    message_id: str,
+    reason: str | None,
+    method: ReviewMethod = "api",
 ) -> OutboundMessage:
-    """Reject a held message of the caller, keeping `reason` with it; Conflict when it is no
-    longer held, NotFound when it is not theirs."""
+    """Reject a held message of the caller, keeping `reason` with it, recorded as theirs by
+    `method`; Conflict when it is no longer held, NotFound when it is not theirs."""
     caller.require_account("reject held messages")
-    return await _review(gateway, caller.user_id, message_id, False, None, reason, time.time())
+    by = ReviewedBy(method, caller.user.email)
+    return await _review(gateway, caller.user_id, message_id, False, None, reason, time.time(), by)
 
 
 async def _review(
@@ -123,10 +140,11 @@ async def _review(
     edits: OutboundEdits | None,
     reason: str | None,
     now: float,
+    by: ReviewedBy,
 ) -> OutboundMessage:
     try:
         message = await gateway.storage.review_outbound(
-            user_id, message_id, approve, edits, reason, now
+            user_id, message_id, approve, edits, reason, now, by=by
         )
     except NotPending as exc:
         raise Conflict(
@@ -166,7 +184,9 @@ async def act_on_link(
     approve = action == "approve"
     reason = None if approve else LINK_REJECTION_REASON
     try:
-        return await _review(gateway, None, message.id, approve, None, reason, now)
+        return await _review(
+            gateway, None, message.id, approve, None, reason, now, ReviewedBy("link")
+        )
     except Conflict:
         current = await gateway.storage.get_outbound(None, message.id)
         raise AlreadyResolved(current or message) from None

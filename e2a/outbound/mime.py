@@ -54,6 +54,8 @@ class Draft:
     in_reply_to: str | None = None
     references: list[str] = field(default_factory=list)
     reply_to: str | None = None
+    auto_submitted: str | None = None
+    """RFC 3834 `Auto-Submitted` (`auto-generated`, `auto-replied`) for mail e2a writes itself."""
 
 
 def check_header_value(name: str, value: str) -> str:
@@ -120,6 +122,8 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
     message["Subject"] = draft.subject
     message["Date"] = email.utils.formatdate(date, usegmt=True)
     message["Message-ID"] = message_id
+    if draft.auto_submitted:
+        message["Auto-Submitted"] = check_header_value("auto_submitted", draft.auto_submitted)
     if draft.in_reply_to:
         message["In-Reply-To"] = check_header_value("in_reply_to", draft.in_reply_to)
     if draft.references:

@@ -24,6 +24,7 @@ from typing import Protocol
 
 import trio
 
+from e2a.signing.reply_tokens import redact_reply_tokens
 from e2a.smtp.protocol import (
     Awaiting,
     ConnectionClosed,
@@ -579,7 +580,9 @@ class _ClientConnection:
             code, enhanced, text = 451, "4.3.0", "Temporary failure, try again later"
         self._observer.mail_rejected(verdict.value if verdict else "recipient_check_failed")
         self._session.reject_recipient(code, enhanced, text)
-        self._refused_recipients.append(f"<{mailbox.address}> {code} {enhanced}")
+        self._refused_recipients.append(
+            f"<{redact_reply_tokens(mailbox.address)}> {code} {enhanced}"
+        )
 
     async def _recipient_verdict(self, mailbox: Mailbox) -> RecipientVerdict:
         if mailbox.domain.startswith("["):
@@ -587,7 +590,9 @@ class _ClientConnection:
         return await self._sink.check_recipient(mailbox)
 
     async def _deliver(self, envelope: Envelope) -> None:
-        recipients = ",".join(f"<{mailbox.address}>" for mailbox in envelope.recipients)
+        recipients = redact_reply_tokens(
+            ",".join(f"<{mailbox.address}>" for mailbox in envelope.recipients)
+        )
         summary = f"from=<{envelope.mail_from}> to={recipients}"
         try:
             queue_id = await self._sink.accept_message(envelope, self.peer)

@@ -286,6 +286,17 @@ OutboundStatus = Literal[
 ]
 
 
+ReviewMethod = Literal["api", "dashboard", "link", "reply", "expiry"]
+
+
+@dataclass(frozen=True)
+class ReviewedBy:
+    """Who decided a review (their address, when known) and how."""
+
+    method: ReviewMethod
+    reviewer: str | None = None
+
+
 @dataclass(frozen=True)
 class OutboundMessage:
     """Mail an agent sends: its envelope, its body while not terminal, and its state."""
@@ -319,6 +330,10 @@ class OutboundMessage:
     `expired_approved`); None before, and for mail handed on before e2a recorded it."""
     reply_to: str | None = None
     """The Reply-To the sender asked for (a `/v1` send), written into the message."""
+    reviewed_by: str | None = None
+    """The address of whoever decided the review, when known (a magic link or expiry has none)."""
+    review_method: ReviewMethod | None = None
+    """How the review was decided; None while pending and for reviews made before e2a kept it."""
 
 
 @dataclass(frozen=True)
@@ -638,9 +653,12 @@ class Outbox(Protocol):
         edits: OutboundEdits | None,
         reason: str | None,
         now: float,
+        *,
+        by: ReviewedBy | None = None,
     ) -> OutboundMessage | None:
         """Approve (→ queued, with a send job) or reject (→ rejected, body scrubbed) a message
-        that is pending approval, atomically; NotPending when it is not, None when absent."""
+        that is pending approval, atomically, recording `by`; NotPending when it is not, None
+        when absent."""
         ...
 
     async def expire_outbound(self, now: float) -> list[OutboundMessage]:
@@ -750,6 +768,67 @@ class Mailbox(Protocol):
     ) -> tuple[ConversationSummary, list[FiledMessage]] | None:
         """One conversation of the agent's live mail and its first `max_messages` messages,
         oldest first; None when it has none."""
+
+
+@dataclass(frozen=True)
+class ReplyToken:
+    """A notice's reply token as stored: its hash, the held message and reviewer it is bound
+    to, the notice's own Message-ID, and when a reply acted on it (None until one did)."""
+
+    token_hash: str
+    message_id: str
+    reviewer: str
+    notice_message_id: str
+    created_at: float
+    used_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalAnswer:
+    """A mail to a reviewer about a reply the gateway did not act on, ready for the relay."""
+
+    message_id: str
+    """The held message the reply was about (the answer goes with it)."""
+    sender: str
+    recipient: str
+    data: bytes
+    id: int = 0
+    """Set once stored."""
+
+
+class ApprovalReplies(Protocol):
+    """Approving by replying to the notice: reply tokens, the review a reply makes, and the
+    answers mailed back about replies not acted on."""
+
+    async def add_reply_token(self, token: ReplyToken) -> None:
+        """Store a notice's reply token (by hash)."""
+        ...
+
+    async def find_reply_token(self, token_hash: str) -> ReplyToken | None:
+        """The reply token with this hash, while its message exists; None otherwise."""
+        ...
+
+    async def review_by_reply(
+        self, token_hash: str, approve: bool, reason: str | None, now: float
+    ) -> OutboundMessage | None:
+        """Approve or reject the token's message for its reviewer (`reply`) and mark the token
+        used, in one transaction: NotPending when the token was used or the message is no
+        longer pending (nothing changes), None when the token or message is gone."""
+        ...
+
+    async def add_approval_answer(
+        self, answer: ApprovalAnswer, token_hash: str, limit: int, now: float
+    ) -> bool:
+        """Store an answer about a reply to the token `token_hash` with its `approval_answer`
+        job, in one commit, unless that token has had `limit` answers already (False)."""
+        ...
+
+    async def next_approval_answer(self, message_id: str) -> ApprovalAnswer | None:
+        """The oldest answer about `message_id` not yet handed on."""
+        ...
+
+    async def finish_approval_answer(self, job_id: int, answer_id: int) -> None:
+        """An answer was handed on (or refused for good): drop it and its job together."""
         ...
 
 
@@ -880,6 +959,7 @@ class Storage(
     Mailboxes,
     Outbox,
     Mailbox,
+    ApprovalReplies,
     JobQueueStore,
     WebhookDeliveries,
     RateLimits,

@@ -52,7 +52,7 @@ OUTBOUND_COLUMNS = (
     "id, user_id, agent_email, kind, to_json, cc_json, bcc_json, subject, body_text, body_html, "
     "attachments_json, conversation_id, in_reply_to, references_json, rfc_message_id, status, "
     "approval_expires_at, created_at, created_epoch, reviewed_at, rejection_reason, method, "
-    "edited, send_error, sent_at, reply_to"
+    "edited, send_error, sent_at, reply_to, reviewed_by, review_method"
 )
 DOMAIN_COLUMNS = "user_id, domain, verification_token, verified, created_at, verified_at"
 SIGNING_SECRET_COLUMNS = "id, user_id, name, seed, secret_prefix, created_at, last_signed_at"
@@ -141,6 +141,8 @@ def decode_outbound(row: Sequence[Any]) -> OutboundMessage:
         send_error=row[23],
         sent_at=row[24],
         reply_to=row[25],
+        reviewed_by=row[26],
+        review_method=row[27],
     )
 
 

@@ -56,4 +56,19 @@ AGENT_SCOPE: Final = "agent"
 WEBHOOK_JOB: Final = "webhook"
 OUTBOUND_JOB: Final = "outbound"
 APPROVAL_NOTICE_JOB: Final = "approval_notice"
-JOB_KINDS: Final = (WEBHOOK_JOB, OUTBOUND_JOB, APPROVAL_NOTICE_JOB)
+APPROVAL_ANSWER_JOB: Final = "approval_answer"
+JOB_KINDS: Final = (WEBHOOK_JOB, OUTBOUND_JOB, APPROVAL_NOTICE_JOB, APPROVAL_ANSWER_JOB)
+
+# How a review was decided (`ReviewMethod`).
+REVIEW_BY_API: Final = "api"
+REVIEW_BY_DASHBOARD: Final = "dashboard"
+REVIEW_BY_LINK: Final = "link"
+REVIEW_BY_REPLY: Final = "reply"
+REVIEW_BY_EXPIRY: Final = "expiry"
+REVIEW_METHODS: Final = (
+    REVIEW_BY_API,
+    REVIEW_BY_DASHBOARD,
+    REVIEW_BY_LINK,
+    REVIEW_BY_REPLY,
+    REVIEW_BY_EXPIRY,
+)

@@ -88,6 +88,9 @@ class PendingMessageDetail(_Model):
     created_at: str | None = None
     reviewed_at: str | None = None
     rejection_reason: str | None = None
+    reviewed_by: str | None = None
+    review_method: str | None = None
+    """How the review was decided: api, dashboard, link, reply (to the notice) or expiry."""
     email_message_id: str | None = None
     provider_message_id: str | None = None
     """The hosted service's relay id in the published SDK; this gateway leaves it unset

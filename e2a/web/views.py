@@ -140,6 +140,8 @@ def outbound_view(message: OutboundMessage) -> dict[str, Any]:
         "created_at": message.created_at,
         "reviewed_at": message.reviewed_at,
         "rejection_reason": message.rejection_reason,
+        "reviewed_by": message.reviewed_by,
+        "review_method": message.review_method,
         "email_message_id": message.email_message_id,
         "method": message.method,
         "edited": message.edited,

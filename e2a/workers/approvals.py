@@ -1,5 +1,6 @@
-"""The human-in-the-loop worker: emails owners about messages awaiting their approval, and
-applies each agent's `hitl_expiration_action` once a message's approval TTL has passed.
+"""The human-in-the-loop worker: emails owners about messages awaiting their approval (and
+the answers to replies it did not act on), and applies each agent's `hitl_expiration_action`
+once a message's approval TTL has passed.
 
 Notices carry recipients, subject, expiry and two magic links — never the body. The worker
 decides nothing about a message itself: approving and rejecting happen in storage, once.
@@ -21,9 +22,10 @@ from e2a.operations import lifecycle
 from e2a.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
 from e2a.outbound.relay import hand_off
 from e2a.signing.magic_links import Action, issue_token, link_key
+from e2a.signing.reply_tokens import generate_reply_token, reply_address
 from e2a.smtp.client import Outgoing
-from e2a.storage.base import Agent, Job, OutboundMessage, User
-from e2a.storage.vocabulary import APPROVAL_NOTICE_JOB
+from e2a.storage.base import Agent, Job, OutboundMessage, ReplyToken, User
+from e2a.storage.vocabulary import APPROVAL_ANSWER_JOB, APPROVAL_NOTICE_JOB
 from e2a.workers.retry_schedules import APPROVAL_NOTICE
 
 log = logging.getLogger("e2a.approvals")
@@ -43,6 +45,8 @@ class Notice:
     sender: str
     recipient: str
     data: bytes
+    message_id: str
+    """The notice's own Message-ID, which a reply must quote to act."""
 
 
 def notice_sender(settings: Settings) -> str:
@@ -63,7 +67,12 @@ def _one_line(text: str) -> str:
 
 
 def notice_text(
-    message: OutboundMessage, expiration_action: str, approve_url: str, reject_url: str
+    message: OutboundMessage,
+    expiration_action: str,
+    approve_url: str,
+    reject_url: str,
+    *,
+    by_reply: bool = False,
 ) -> str:
     """The plain-text summary a reviewer reads: who, what subject, until when — no body."""
     deadline = format_timestamp(message.approval_expires_at or 0.0)
@@ -88,6 +97,14 @@ def notice_text(
         "Reject (opens a confirmation page):",
         reject_url,
         "",
+    ]
+    if by_reply:
+        lines += [
+            "Or reply to this email with a first line of `approve`, `reject`, or",
+            "`reject: <reason>`, above any quoted text (from this address only).",
+            "",
+        ]
+    lines += [
         "To read the body or edit the message before approving, use the API",
         f"(GET /api/v1/messages/{message.id}) or the e2a CLI.",
         "",
@@ -103,9 +120,11 @@ def build_notice(
     agent: Agent | None,
     key: bytes,
     now: float,
+    reply_to: str | None = None,
 ) -> Notice:
     """The notice email about `message` for its owner, with magic links freshly issued under
-    `key` (`link_key` of the server key)."""
+    `key` (`link_key` of the server key); with `reply_to` (the notice's reply address) the
+    owner may also answer it (`e2a.inbound.approval_replies`)."""
     deadline = int(message.approval_expires_at or now)
     approve = magic_link(
         settings.http.public_url, "approve", issue_token(key, message.id, "approve", deadline)
@@ -119,11 +138,14 @@ def build_notice(
         from_addr=sender,
         to=[owner.email],
         subject=f"Approval needed: {_one_line(message.subject)}"[:200],
-        text=notice_text(message, action, approve, reject),
+        text=notice_text(message, action, approve, reject, by_reply=reply_to is not None),
+        reply_to=reply_to,
+        auto_submitted="auto-generated",
     )
     domain = sender.rpartition("@")[2]
-    data = build_message(draft, message_id=new_message_id(domain), date=now)
-    return Notice(sender, owner.email, data)
+    message_id = new_message_id(domain)
+    data = build_message(draft, message_id=message_id, date=now)
+    return Notice(sender, owner.email, data, message_id)
 
 
 class ApprovalWorker:
@@ -149,6 +171,7 @@ class ApprovalWorker:
         the queue is done."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._expire_forever)
+            await nursery.start(self._answer_forever)
             added, claimed = await self._look()
             task_status.started()
             while True:
@@ -162,6 +185,73 @@ class ApprovalWorker:
         looking) and how many were claimed."""
         added = self._gateway.jobs.added(APPROVAL_NOTICE_JOB)
         return added, await self.send_due_notices(self._clock())
+
+    async def _answer_forever(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Send reply answers as their jobs are committed (looking again every `poll_seconds`
+        regardless), until cancelled."""
+        started = False
+        while True:
+            added = self._gateway.jobs.added(APPROVAL_ANSWER_JOB)
+            claimed = await self.send_due_answers(self._clock())
+            if not started:
+                started = True
+                task_status.started()
+            if claimed < NOTICE_BATCH:
+                with trio.move_on_after(self._poll_seconds):
+                    await added.wait()
+
+    async def send_due_answers(self, now: float) -> int:
+        """Claim up to NOTICE_BATCH due reply-answer jobs and hand each answer to the relay,
+        one held message's answers at a time; return how many jobs were claimed."""
+        lease = self._gateway.settings.outbound_smtp.timeout_seconds * 2 + 60
+        jobs = await self._gateway.storage.claim_jobs(APPROVAL_ANSWER_JOB, now, NOTICE_BATCH, lease)
+        by_message: dict[str, list[Job]] = {}
+        for job in jobs:
+            by_message.setdefault(job.message_id, []).append(job)
+        limiter = trio.CapacityLimiter(MAX_NOTICES_IN_FLIGHT)
+
+        async def handle(batch: list[Job]) -> None:
+            async with limiter:
+                for job in batch:
+                    await self._answer(job, now)
+
+        async with trio.open_nursery() as nursery:
+            for batch in by_message.values():
+                nursery.start_soon(handle, batch)
+        return len(jobs)
+
+    async def _answer(self, job: Job, now: float) -> None:
+        """Hand one answer to the relay: dropped with its job once sent or refused for good,
+        else retried on the APPROVAL_NOTICE schedule until it gives up."""
+        storage = self._gateway.storage
+        settings = self._gateway.settings
+        answer = await storage.next_approval_answer(job.message_id)
+        if answer is None:
+            await storage.finish_job(job.id, None)
+            return
+        if not settings.outbound_smtp.host:
+            log.warning("answer to an approval reply not mailed: outbound_smtp.host is not set")
+            await storage.finish_approval_answer(job.id, answer.id)
+            return
+        outcome = await hand_off(
+            settings.outbound_smtp,
+            settings.smtp.hostname,
+            Outgoing(answer.sender, (answer.recipient,), answer.data),
+        )
+        if answer.recipient in outcome.accepted or answer.recipient in outcome.refused:
+            log.info("answer to an approval reply about %s handed on", job.message_id)
+            await storage.finish_approval_answer(job.id, answer.id)
+            return
+        retry_at = APPROVAL_NOTICE.next_attempt_at(
+            job.attempts + 1, now=now, first_at=job.created_at
+        )
+        if retry_at is None:
+            log.warning("answer to an approval reply about %s abandoned", job.message_id)
+            await storage.finish_approval_answer(job.id, answer.id)
+        else:
+            await storage.finish_job(job.id, retry_at)
 
     async def _expire_forever(self) -> None:
         while True:
@@ -254,11 +344,18 @@ class ApprovalWorker:
             )
             return None
         key = link_key(self._gateway.server_key)
+        settings = self._gateway.settings
+        token = generate_reply_token()
+        reply_to = reply_address(token.plaintext, settings.smtp.hostname)
         try:
-            return build_notice(self._gateway.settings, message, owner, agent, key, now)
+            notice = build_notice(settings, message, owner, agent, key, now, reply_to)
         except InvalidDraft as exc:
             log.warning("approval notice for %s not sent: %s", message.id, exc)
             return None
+        await storage.add_reply_token(
+            ReplyToken(token.token_hash, message.id, owner.email, notice.message_id, now)
+        )
+        return notice
 
     async def _retry_later(
         self, job: Job, message: OutboundMessage, now: float, error: str

@@ -15,6 +15,7 @@ from e2a.storage.base import (
     NotPending,
     OutboundEdits,
     OutboundMessage,
+    ReviewedBy,
     SendOutcome,
     StorageUnavailable,
 )
@@ -42,6 +43,7 @@ from e2a.storage.vocabulary import (
     PENDING_APPROVAL,
     QUEUED,
     REJECTED,
+    REVIEW_BY_EXPIRY,
     SENT,
 )
 
@@ -97,17 +99,56 @@ def _expire(tx: Transaction, now: float) -> list[OutboundMessage]:
     for message_id, action in due:
         if action == EXPIRE_BY_APPROVING:
             tx.execute(
-                f"UPDATE messages SET status = '{EXPIRED_APPROVED}', reviewed_at = ? WHERE id = ?",
+                f"UPDATE messages SET status = '{EXPIRED_APPROVED}', reviewed_at = ?, "
+                f"review_method = '{REVIEW_BY_EXPIRY}' WHERE id = ?",
                 (reviewed_at, message_id),
             )
             add_job(tx, OUTBOUND_JOB, message_id, now)
         else:
             tx.execute(
                 f"UPDATE messages SET status = '{EXPIRED_REJECTED}', reviewed_at = ?, "
-                f"rejection_reason = 'approval expired', {SCRUB} WHERE id = ?",
+                f"review_method = '{REVIEW_BY_EXPIRY}', rejection_reason = 'approval expired', "
+                f"{SCRUB} WHERE id = ?",
                 (reviewed_at, message_id),
             )
     return [_reread(tx, message_id) for message_id, _ in due]
+
+
+def review_in(
+    tx: Transaction,
+    user_id: str | None,
+    message_id: str,
+    approve: bool,
+    edits: OutboundEdits | None,
+    reason: str | None,
+    now: float,
+    by: ReviewedBy | None,
+) -> OutboundMessage | None:
+    """Inside `tx`: approve (→ queued, with a send job) or reject (→ rejected, scrubbed) a
+    pending message, recording who and how (`by`); NotPending when it is not pending, None
+    when absent."""
+    row = _outbound_row(tx, user_id, message_id, lock=True)
+    if row is None:
+        return None
+    if row[OUTBOUND_STATUS_INDEX] != PENDING_APPROVAL:
+        raise NotPending(row[OUTBOUND_STATUS_INDEX])
+    reviewed = (format_timestamp(now), by.reviewer if by else None, by.method if by else None)
+    if approve:
+        changes = edit_assignments(edits)
+        columns = "".join(f", {column} = ?" for column in changes)
+        tx.execute(
+            f"UPDATE messages SET status = '{QUEUED}', reviewed_at = ?, reviewed_by = ?, "
+            f"review_method = ?, edited = ?{columns} WHERE id = ?",
+            (*reviewed, bool(changes), *changes.values(), message_id),
+        )
+        add_job(tx, OUTBOUND_JOB, message_id, now)
+    else:
+        tx.execute(
+            f"UPDATE messages SET status = '{REJECTED}', reviewed_at = ?, reviewed_by = ?, "
+            f"review_method = ?, rejection_reason = ?, {SCRUB} WHERE id = ?",
+            (*reviewed, reason, message_id),
+        )
+    return _reread(tx, message_id)
 
 
 def _record_recipients(tx: Transaction, message_id: str, results: Mapping[str, str]) -> None:
@@ -180,35 +221,14 @@ class OutboundSql(Runner):
         edits: OutboundEdits | None,
         reason: str | None,
         now: float,
+        *,
+        by: ReviewedBy | None = None,
     ) -> OutboundMessage | None:
         """Approve (→ queued, with a send job) or reject (→ rejected, scrubbed) a pending
-        message, exactly once (NotPending when it is not)."""
-        reviewed_at = format_timestamp(now)
-
-        def review(tx: Transaction) -> OutboundMessage | None:
-            row = _outbound_row(tx, user_id, message_id, lock=True)
-            if row is None:
-                return None
-            if row[OUTBOUND_STATUS_INDEX] != PENDING_APPROVAL:
-                raise NotPending(row[OUTBOUND_STATUS_INDEX])
-            if approve:
-                changes = edit_assignments(edits)
-                columns = "".join(f", {column} = ?" for column in changes)
-                tx.execute(
-                    f"UPDATE messages SET status = '{QUEUED}', reviewed_at = ?, edited = ?"
-                    f"{columns} WHERE id = ?",
-                    (reviewed_at, bool(changes), *changes.values(), message_id),
-                )
-                add_job(tx, OUTBOUND_JOB, message_id, now)
-            else:
-                tx.execute(
-                    f"UPDATE messages SET status = '{REJECTED}', reviewed_at = ?, "
-                    f"rejection_reason = ?, {SCRUB} WHERE id = ?",
-                    (reviewed_at, reason, message_id),
-                )
-            return _reread(tx, message_id)
-
-        return await self._write(review)
+        message, exactly once (NotPending when it is not), recording `by`."""
+        return await self._write(
+            lambda tx: review_in(tx, user_id, message_id, approve, edits, reason, now, by)
+        )
 
     async def expire_outbound(self, now: float) -> list[OutboundMessage]:
         """Apply the agents' expiration actions to overdue pending messages."""

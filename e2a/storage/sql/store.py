@@ -10,6 +10,7 @@ import abc
 
 from e2a.storage.sql.accounts import AccountsSql
 from e2a.storage.sql.agents import AgentsSql
+from e2a.storage.sql.approval_replies import ApprovalRepliesSql
 from e2a.storage.sql.domains import DomainsSql
 from e2a.storage.sql.idempotency import IdempotencySql
 from e2a.storage.sql.jobs import JobsSql
@@ -30,6 +31,7 @@ class SqlStorage(
     MessagesSql,
     OutboundSql,
     MailboxSql,
+    ApprovalRepliesSql,
     JobsSql,
     WebhooksSql,
     RateLimitsSql,

@@ -1,0 +1,403 @@
+"""Approving by replying to the notice, end to end: the notice from the approval worker through
+an aiosmtpd relay on 127.0.0.1 (test only), the reviewer's reply over real SMTP to the gateway,
+DNS from zone fixtures giving the reviewer's domain SPF and DMARC, and the outcome read back over
+the REST API and from the database."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import logging
+import smtplib
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+from aiosmtpd.controller import Controller
+
+from e2a.app import RunningGateway
+from e2a.config import Settings
+from e2a.inbound.approval_replies import MAX_ANSWERS
+from e2a.mailauth.resolver import FixtureResolver
+from e2a.signing.magic_links import issue_token, link_key
+from e2a.signing.reply_tokens import generate_reply_token
+from e2a.workers.approvals import ApprovalWorker
+from tests.conftest import make_settings
+from tests.databases import query
+from tests.delivery_support import wait_until
+from tests.test_approvals import (
+    OWNER,
+    MakeAccount,
+    Owner,
+    Sink,
+    add_pending,
+    free_port,
+    hitl_owner,
+)
+from tests.test_dashboard import session_csrf, sign_in
+
+ZONE = {
+    "example.com": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+    "_dmarc.example.com": {"TXT": ["v=DMARC1; p=reject"]},
+    "elsewhere.example": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+}
+"""The reviewer's domain passes SPF (hence DMARC, aligned) from 127.0.0.1; so does another."""
+
+
+@pytest.fixture
+def resolver() -> FixtureResolver:
+    return FixtureResolver.from_zone(ZONE)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+@pytest.fixture
+def relay_port(sink: Sink) -> Iterator[int]:
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, relay_port: int) -> Settings:
+    """Relaying through the sink; served over plain HTTP, so the dashboard's session cookie
+    is not Secure and the test's browser sends it."""
+    return make_settings(
+        tmp_path,
+        http={"listen": "127.0.0.1:0", "public_url": "http://e2a.example"},
+        outbound_smtp={
+            "host": "127.0.0.1",
+            "port": relay_port,
+            "tls": "none",
+            "timeout_seconds": 10,
+        },
+    )
+
+
+@pytest.fixture
+async def owner(running: RunningGateway, make_account: MakeAccount) -> Owner:
+    return await hitl_owner(running.gateway, await make_account(OWNER))
+
+
+def parsed(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, _class=EmailMessage, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def mails_to_owner(sink: Sink, subject_start: str) -> list[EmailMessage]:
+    found = [parsed(data) for _, rcpts, data in sink.received if rcpts == [OWNER]]
+    return [m for m in found if str(m["Subject"]).startswith(subject_start)]
+
+
+def answers(sink: Sink) -> list[EmailMessage]:
+    """The gateway's answers about replies it did not act on (to the owner only)."""
+    every = [parsed(data) for _, _, data in sink.received]
+    answered = [m for m in every if str(m["Subject"]).startswith("Not done:")]
+    assert all(str(m["To"]) == OWNER for m in answered)
+    assert all(rcpts == [OWNER] for _, rcpts, data in sink.received if b"Not done:" in data)
+    return answered
+
+
+async def notice_for(sink: Sink, message_id: str) -> EmailMessage:
+    def found() -> list[EmailMessage]:
+        return [m for m in mails_to_owner(sink, "Approval needed") if message_id in m.get_content()]
+
+    await wait_until(lambda: bool(found()))
+    return found()[0]
+
+
+def reply(
+    notice: EmailMessage,
+    first_line: str,
+    *,
+    from_addr: str = OWNER,
+    threaded: bool = True,
+    extra: str = "",
+) -> bytes:
+    """A Gmail-style reply to `notice`, its new text starting with `first_line`."""
+    quoted = "".join(f"> {line}\n" for line in notice.get_content().splitlines())
+    headers = [
+        f"From: Owner <{from_addr}>",
+        f"To: {notice['Reply-To']}",
+        f"Subject: Re: {notice['Subject']}",
+        f"Message-ID: <reply-{time.time_ns()}@example.com>",
+    ]
+    if threaded:
+        headers += [f"In-Reply-To: {notice['Message-ID']}", f"References: {notice['Message-ID']}"]
+    body = (
+        f"{first_line}\n\nOn Mon, Dec 1, 2026 at 10:00 AM e2a <{notice['From']}> wrote:\n\n{quoted}"
+    )
+    text = "\r\n".join(headers) + "\r\n" + extra + "\r\n" + body.replace("\n", "\r\n")
+    return text.encode()
+
+
+def _send(port: int, mail_from: str, rcpt: str, data: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("mail.example.com")
+        assert client.sendmail(mail_from, [rcpt], data) == {}
+
+
+async def send_reply(
+    running: RunningGateway, notice: EmailMessage, data: bytes, mail_from: str = OWNER
+) -> None:
+    """Send over real SMTP to the notice's Reply-To; returns once the gateway said 250."""
+    port = running.addresses.smtp_port
+    await trio.to_thread.run_sync(_send, port, mail_from, str(notice["Reply-To"]), data)
+
+
+def row(settings: Settings, message_id: str) -> tuple[object, ...]:
+    (found,) = query(
+        settings.database.url,
+        "SELECT status, reviewed_by, review_method, rejection_reason FROM messages WHERE id = ?",
+        (message_id,),
+    )
+    return tuple(found)
+
+
+def waiting_answers(settings: Settings) -> int:
+    ((count,),) = query(settings.database.url, "SELECT count(*) FROM approval_answers", ())
+    return int(count)
+
+
+async def test_the_notice_names_a_reply_address_and_its_token_is_stored_hashed(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    message = await add_pending(running.gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    local, _, host = str(notice["Reply-To"]).partition("@")
+    assert host == "mx.agents.test" and local.startswith("approvals+")
+    token = local.removeprefix("approvals+")
+    assert "reply to this email" in notice.get_content()
+    assert notice["Auto-Submitted"] == "auto-generated"
+    rows = query(
+        running.gateway.settings.database.url,
+        "SELECT token_hash, message_id, reviewer, notice_message_id FROM approval_reply_tokens",
+        (),
+    )
+    [(token_hash, message_id, reviewer, notice_id)] = rows
+    assert token not in token_hash and len(token_hash) == 64
+    assert (message_id, reviewer, notice_id) == (message.id, OWNER, notice["Message-ID"])
+
+
+async def test_approve_by_reply(
+    running: RunningGateway, owner: Owner, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="e2a")
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    await send_reply(running, notice, reply(notice, "Approve"))
+    # Committed before the 250: no waiting.
+    assert row(gateway.settings, message.id)[:3] in {
+        ("queued", OWNER, "reply"),
+        ("sent", OWNER, "reply"),
+    }
+    view = (await owner.account.http.get(f"/api/v1/messages/{message.id}")).json()
+    assert view["reviewed_by"] == OWNER and view["review_method"] == "reply"
+    assert view["reviewed_at"]
+    # The approved message goes out to its recipients; the reviewer gets no complaint.
+    await wait_until(lambda: any("alice@example.org" in r for _, r, _ in sink.received))
+    assert answers(sink) == []
+    # The session's log line names the reply address, never its token (a secret).
+    token = str(notice["Reply-To"]).partition("+")[2].partition("@")[0]
+    await wait_until(lambda: "to=<approvals+…@mx.agents.test>" in caplog.text)
+    assert token not in caplog.text
+
+
+async def test_reject_with_a_reason_by_reply(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    await send_reply(running, notice, reply(notice, "reject: too pushy for a first mail"))
+    assert row(gateway.settings, message.id) == (
+        "rejected",
+        OWNER,
+        "reply",
+        "too pushy for a first mail",
+    )
+    view = (await owner.account.http.get(f"/api/v1/messages/{message.id}")).json()
+    assert view["status"] == "rejected" and view["review_method"] == "reply"
+    assert view["rejection_reason"] == "too pushy for a first mail"
+    assert "body_text" not in view
+    # The dashboard's outbound history says who decided and how.
+    async with httpx.AsyncClient(base_url=running.addresses.http_url, timeout=10) as browser:
+        await sign_in(browser, owner.account.key)
+        history = (await browser.get("/outbound")).text
+    assert f"Decided by {OWNER} (by reply to the notice)" in history
+
+
+async def refused_reply(
+    running: RunningGateway, owner: Owner, sink: Sink, data_for: object, **send: str
+) -> tuple[str, EmailMessage]:
+    """Send the reply `data_for(notice)` builds; check it changed nothing and that the
+    reviewer alone was told why. The message id and the answer."""
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    before = len(answers(sink))
+    await send_reply(running, notice, data_for(notice), **send)  # type: ignore[operator]
+    # The answer's job was committed before the 250 (it may be handed on already).
+    assert waiting_answers(gateway.settings) + len(answers(sink)) > before
+    assert row(gateway.settings, message.id)[:3] == ("pending_approval", None, None)
+    await wait_until(lambda: len(answers(sink)) > before)
+    answer = answers(sink)[-1]
+    assert answer["Auto-Submitted"] == "auto-replied"
+    assert message.id in answer.get_content()
+    return message.id, answer
+
+
+async def test_a_reply_from_another_address_is_refused(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    _, answer = await refused_reply(
+        running,
+        owner,
+        sink,
+        lambda notice: reply(notice, "approve", from_addr="mallory@example.com"),
+        mail_from="mallory@example.com",
+    )
+    text = answer.get_content()
+    assert "came from mallory@example.com, not from owner@example.com" in text
+
+
+async def test_a_reply_without_dmarc_pass_is_refused(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    # SPF passes for the envelope's domain, which is not the From's: DMARC fails.
+    _, answer = await refused_reply(
+        running,
+        owner,
+        sink,
+        lambda notice: reply(notice, "approve"),
+        mail_from="bounces@elsewhere.example",
+    )
+    assert "DMARC did not pass for example.com (result: fail)" in answer.get_content()
+
+
+async def test_a_reply_that_does_not_answer_the_notice_is_refused(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    _, answer = await refused_reply(
+        running, owner, sink, lambda notice: reply(notice, "approve", threaded=False)
+    )
+    assert "In-Reply-To" in answer.get_content()
+
+
+async def test_a_reply_without_a_command_is_refused(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    _, answer = await refused_reply(
+        running, owner, sink, lambda notice: reply(notice, "Looks fine to me, thanks")
+    )
+    assert "first line was not a command" in answer.get_content()
+
+
+async def test_a_forged_token_is_refused_at_rcpt_and_nothing_is_mailed(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    data = reply(notice, "approve")
+
+    def try_rcpt(address: str) -> tuple[int, bytes]:
+        with smtplib.SMTP("127.0.0.1", running.addresses.smtp_port, timeout=10) as client:
+            client.ehlo("mail.example.com")
+            client.mail(OWNER)
+            return client.rcpt(address)
+
+    for address in (
+        f"approvals+{generate_reply_token().plaintext}@mx.agents.test",
+        "approvals+not-a-token@mx.agents.test",
+        "approvals+@mx.agents.test",
+    ):
+        code, text = await trio.to_thread.run_sync(try_rcpt, address)
+        assert code == 550, (address, text)
+    # A genuine token at another host is not ours to take: never a relay.
+    token = str(notice["Reply-To"]).partition("@")[0]
+    code, _ = await trio.to_thread.run_sync(try_rcpt, f"{token}@example.net")
+    assert code == 550
+    assert data  # the real reply was never sent
+    assert row(gateway.settings, message.id)[0] == "pending_approval"
+    assert waiting_answers(gateway.settings) == 0 and answers(sink) == []
+
+
+async def test_a_second_reply_is_told_the_message_was_already_decided(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    await send_reply(running, notice, reply(notice, "approve"))
+    assert row(gateway.settings, message.id)[2] == "reply"
+    await send_reply(running, notice, reply(notice, "reject: changed my mind"))
+    await wait_until(lambda: bool(answers(sink)))
+    [answer] = answers(sink)
+    assert "already decided" in answer.get_content()
+    assert f"by {OWNER} (reply)" in answer.get_content()
+    status, _, method, reason = row(gateway.settings, message.id)
+    assert status in {"queued", "sent"} and method == "reply" and reason is None
+
+
+async def test_automatic_replies_are_neither_acted_on_nor_answered(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    data = reply(notice, "approve", extra="Auto-Submitted: auto-replied\r\n")
+    await send_reply(running, notice, data)
+    assert row(gateway.settings, message.id)[0] == "pending_approval"
+    assert waiting_answers(gateway.settings) == 0
+
+
+async def test_a_notice_gets_at_most_a_few_answers(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    for _ in range(MAX_ANSWERS + 2):
+        await send_reply(running, notice, reply(notice, "hello?"))
+    await wait_until(lambda: len(answers(sink)) == MAX_ANSWERS)
+    await wait_until(lambda: waiting_answers(gateway.settings) == 0)
+    assert len(answers(sink)) == MAX_ANSWERS
+    assert row(gateway.settings, message.id)[0] == "pending_approval"
+
+
+async def test_every_way_of_reviewing_records_who_and_how(
+    running: RunningGateway, owner: Owner, sink: Sink, anonymous: httpx.AsyncClient
+) -> None:
+    gateway = running.gateway
+    http = owner.account.http
+    by_api = await add_pending(gateway, owner, time.time() + 3600)
+    assert (await http.post(f"/api/v1/messages/{by_api.id}/approve", json={})).status_code == 200
+    by_link = await add_pending(gateway, owner, time.time() + 3600)
+    token = issue_token(link_key(gateway.server_key), by_link.id, "reject", int(time.time() + 3600))
+    assert (await anonymous.post("/api/v1/reject", data={"token": token})).status_code == 200
+    on_dashboard = await add_pending(gateway, owner, time.time() + 3600)
+    async with httpx.AsyncClient(base_url=running.addresses.http_url, timeout=10) as browser:
+        await sign_in(browser, owner.account.key)
+        csrf = await session_csrf(browser)
+        path = f"/approvals/{on_dashboard.id}/reject"
+        assert (await browser.post(path, data={"csrf_token": csrf})).status_code == 303
+    by_expiry = await add_pending(gateway, owner, time.time() - 1)
+    await ApprovalWorker(gateway).expire_due(time.time())
+    assert row(gateway.settings, by_api.id)[1:3] == (OWNER, "api")
+    assert row(gateway.settings, by_link.id)[1:3] == (None, "link")
+    assert row(gateway.settings, on_dashboard.id)[1:3] == (OWNER, "dashboard")
+    assert row(gateway.settings, by_expiry.id)[1:3] == (None, "expiry")
