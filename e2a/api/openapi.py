@@ -32,7 +32,7 @@ SCHEMA_REF = "#/components/schemas/{model}"
 _IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
 _RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 
-Security = Literal["bearer", "bearer_or_query_token", "none"]
+Security = Literal["bearer", "query_token", "none"]
 
 
 @dataclass(frozen=True)
@@ -255,6 +255,7 @@ OPERATIONS: dict[str, Operation] = {
         "WebSocket delivery for local agents",
         {},
         description="Connect with a WebSocket client (`Upgrade: websocket`, answered with 101) "
+        "and the API key as `?token=` (as e2a 2.x: the Authorization header is not read here) "
         "to receive every unread message and then live ones. A plain GET gets the refusals "
         "the upgrade would get, or 426 when the upgrade would succeed. An API key holds at "
         "most `http.max_websockets_per_key` connections (default 20). A connection is closed "
@@ -264,7 +265,7 @@ OPERATIONS: dict[str, Operation] = {
             426: ("upgrade_required",),
             429: ("too_many_websockets",),
         },
-        security="bearer_or_query_token",
+        security="query_token",
     ),
     "outbound.send": Operation(
         "sending",
@@ -557,7 +558,7 @@ def _parameters(operation: Operation, route: Route) -> list[dict[str, Any]]:
 
 _SECURITY: dict[Security, list[dict[str, list[str]]]] = {
     "bearer": [{"bearerAuth": []}],
-    "bearer_or_query_token": [{"bearerAuth": []}, {"queryToken": []}],
+    "query_token": [{"queryToken": []}],
     "none": [],
 }
 
@@ -633,7 +634,7 @@ def build_document(app: Quart) -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "query",
                     "name": "token",
-                    "description": "The API key as `?token=` (WebSocket clients).",
+                    "description": "The API key as `?token=` (the agents' WebSocket).",
                 },
             },
         },
