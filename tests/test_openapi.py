@@ -166,6 +166,8 @@ async def test_real_answers_match_the_document(
     await call(anonymous, "GET", "/api/v1/info", 200)
     await call(anonymous, "GET", DOCUMENT_PATH, 200)
     await call(anonymous, "GET", AGENTS, 401)
+    await call(anonymous, "POST", "/api/feedback", 200, json={"message": "Works well"})
+    await call(anonymous, "POST", "/api/feedback", 400, json={"message": ""})
 
     # Agents: a local one whose mail is held for review, and a cloud one that sends at once.
     local = {"slug": "bot", "agent_mode": "local"}

@@ -20,6 +20,7 @@ from e2a import __version__
 from e2a.api import schemas
 from e2a.operations.agents import CreateAgent, UpdateAgent
 from e2a.operations.domains import CreateDomain
+from e2a.operations.feedback import SendFeedback
 from e2a.operations.keys import CreateApiKey, CreateSigningSecret
 from e2a.operations.lifecycle import STATES
 from e2a.operations.messages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -165,6 +166,18 @@ OPERATIONS: dict[str, Operation] = {
         {200: Reply("The OpenAPI 3.1 document of the REST API.", schemas.OpenApiDocument)},
         security="none",
         uses_storage=False,
+    ),
+    "feedback.send_feedback": Operation(
+        "meta",
+        "Send feedback to the gateway's operators",
+        {200: Reply("Stored; operators read it on the dashboard.", schemas.FeedbackAccepted)},
+        description="No key needed (a valid one fills in `email` when it is left out). At "
+        "most `limits.feedback_per_ip_per_hour` (10) requests an hour per client address, "
+        "malformed ones included; a body of at most 64 KiB, a message of at most 5000 "
+        "characters.",
+        errors={429: ("rate_limited",)},
+        body=SendFeedback,
+        security="none",
     ),
     "agents.list_agents": Operation(
         "agents", "List the caller's agents", {200: Reply("The agents.", schemas.AgentList)}

@@ -15,6 +15,7 @@ from e2a.api import (
     agents,
     approvals,
     domains,
+    feedback,
     messages,
     meta,
     observability,
@@ -34,6 +35,7 @@ API_PREFIX = "/api/v1"
 def register_api(app: QuartTrio) -> None:
     """Add the REST routes to `app`, and make JSON its errors' default shape."""
     app.register_blueprint(meta.blueprint)
+    app.register_blueprint(feedback.blueprint)
     app.register_blueprint(observability.blueprint)
     observability.time_requests(app)
     for module in (agents, domains, messages, account, websocket, outbound, approvals):

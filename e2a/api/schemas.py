@@ -315,6 +315,7 @@ class ExportedAgent(ResponseBody):
     hitl_enabled: bool
     hitl_ttl_seconds: int
     hitl_expiration_action: Literal["reject", "approve"]
+    approval_notifications: bool
     created_at: Timestamp
 
 
@@ -401,3 +402,9 @@ class UserDeleted(ResponseBody):
     """`DELETE /users/me?confirm=DELETE`: what was erased, in one transaction."""
 
     deleted: DeletedRows
+
+
+class FeedbackAccepted(ResponseBody):
+    """`POST /api/feedback`: stored for the operators (e2a's answer)."""
+
+    status: Literal["ok"]

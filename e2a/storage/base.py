@@ -335,6 +335,17 @@ class OutboundEdits:
 SendOutcome = Literal["sent", "failed", "retry"]
 
 
+@dataclass(frozen=True)
+class Feedback:
+    """Feedback sent to the gateway's operators (`POST /api/feedback`)."""
+
+    id: str
+    category: str
+    message: str
+    email: str | None
+    created_at: str
+
+
 class Lifecycle(Protocol):
     """The store itself: schema, connections, liveness, and the development server secret."""
 
@@ -694,6 +705,18 @@ class Idempotency(Protocol):
         ...
 
 
+class FeedbackBox(Protocol):
+    """Feedback from anyone, kept for the operators."""
+
+    async def add_feedback(self, feedback: Feedback) -> None:
+        """Store one piece of feedback."""
+        ...
+
+    async def list_feedback(self, limit: int) -> list[Feedback]:
+        """The newest `limit` pieces of feedback, newest first."""
+        ...
+
+
 class Retention(Protocol):
     """The retention sweep: old messages and webhook attempt records deleted in batches."""
 
@@ -715,6 +738,11 @@ class Retention(Protocol):
         epoch `cutoff`, in one short transaction; returns how many went."""
         ...
 
+    async def delete_feedback_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` pieces of feedback sent before `cutoff` (RFC 3339 UTC), oldest
+        first, in one short transaction; returns how many went."""
+        ...
+
 
 class Storage(
     Lifecycle,
@@ -726,6 +754,7 @@ class Storage(
     WebhookDeliveries,
     RateLimits,
     Idempotency,
+    FeedbackBox,
     Retention,
     Protocol,
 ):

@@ -1,5 +1,6 @@
-"""The retention sweep: deletes messages (raw bodies and attachments with them) and webhook
-attempt records older than `retention.days`, and idempotency keys past their window.
+"""The retention sweep: deletes messages (raw bodies and attachments with them), webhook
+attempt records and feedback older than `retention.days`, and idempotency keys past their
+window.
 
 It deletes in small batches, each its own short transaction, and pauses between batches, so
 SMTP ingest and API writes always get the database in between. It never touches a message that
@@ -42,6 +43,7 @@ class SweepResult:
     messages: int
     webhook_attempts: int
     idempotency_keys: int = 0
+    feedback: int = 0
 
 
 class RetentionWorker:
@@ -67,8 +69,9 @@ class RetentionWorker:
             await trio.sleep(SWEEP_INTERVAL_SECONDS)
 
     async def sweep(self, now: float) -> SweepResult:
-        """Delete every message and webhook attempt from before `now - retention.days`, and the
-        idempotency keys claimed and completed more than their window ago."""
+        """Delete every message, webhook attempt and piece of feedback from before
+        `now - retention.days`, and the idempotency keys claimed and completed more than their
+        window ago."""
         cutoff = format_timestamp(now - self._gateway.settings.retention.days * SECONDS_PER_DAY)
         storage = self._gateway.storage
         result = SweepResult(
@@ -81,6 +84,7 @@ class RetentionWorker:
                 storage.delete_idempotency_keys_before,
                 now - IDEMPOTENCY_KEPT_SECONDS,
             ),
+            feedback=await self._in_batches("feedback", storage.delete_feedback_before, cutoff),
         )
         if result.messages or result.webhook_attempts:
             log.info(
@@ -91,6 +95,8 @@ class RetentionWorker:
             )
         if result.idempotency_keys:
             log.info("retention: deleted %d expired idempotency keys", result.idempotency_keys)
+        if result.feedback:
+            log.info("retention: deleted %d feedback entries before %s", result.feedback, cutoff)
         return result
 
     async def _in_batches(

@@ -11,6 +11,7 @@ import abc
 from e2a.storage.sql.accounts import AccountsSql
 from e2a.storage.sql.agents import AgentsSql
 from e2a.storage.sql.domains import DomainsSql
+from e2a.storage.sql.feedback import FeedbackSql
 from e2a.storage.sql.idempotency import IdempotencySql
 from e2a.storage.sql.jobs import JobsSql
 from e2a.storage.sql.lifecycle import LifecycleSql
@@ -32,6 +33,7 @@ class SqlStorage(
     WebhooksSql,
     RateLimitsSql,
     IdempotencySql,
+    FeedbackSql,
     RetentionSql,
 ):
     """`Storage` over a backend's `Runner` methods, which the backend supplies with these."""
