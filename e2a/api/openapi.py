@@ -224,6 +224,39 @@ OPERATIONS: dict[str, Operation] = {
         _SEND_REPLIES,
         errors={422: ("send_failed",), 429: ("rate_limited",)},
     ),
+    "dead_letters.list_dead_letters": Operation(
+        "inbox",
+        "List an agent's dead letters (webhook deliveries that ran out of retries)",
+        {200: Reply("One page, oldest first; `next_token` goes on.", schemas.DeadLetterPage)},
+        errors={400: ("invalid_request", "invalid_token")},
+        query=(
+            Param(
+                "page_size",
+                "Dead letters per page.",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_PAGE_SIZE,
+                    "default": DEFAULT_PAGE_SIZE,
+                },
+            ),
+            Param("token", "`next_token` of the previous page.", {"type": "string"}),
+        ),
+    ),
+    "dead_letters.redeliver_dead_letter": Operation(
+        "inbox",
+        "Redeliver one dead letter",
+        {202: Reply("A new delivery is queued, signed afresh.", schemas.Redelivered)},
+        description="404 when the message is no dead letter of this agent (another user's, "
+        "delivered, or already queued again).",
+        errors={400: ("not_cloud_agent",)},
+    ),
+    "dead_letters.redeliver_all_dead_letters": Operation(
+        "inbox",
+        "Redeliver every dead letter of an agent",
+        {202: Reply("The dead letters queued again.", schemas.RedeliveredAll)},
+        errors={400: ("not_cloud_agent",)},
+    ),
     "messages.list_messages": Operation(
         "inbox",
         "List an agent's inbound messages, oldest first",

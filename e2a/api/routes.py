@@ -14,6 +14,7 @@ from e2a.api import (
     account,
     agents,
     approvals,
+    dead_letters,
     domains,
     feedback,
     messages,
@@ -38,7 +39,16 @@ def register_api(app: QuartTrio) -> None:
     app.register_blueprint(feedback.blueprint)
     app.register_blueprint(observability.blueprint)
     observability.time_requests(app)
-    for module in (agents, domains, messages, account, websocket, outbound, approvals):
+    for module in (
+        agents,
+        domains,
+        messages,
+        dead_letters,
+        account,
+        websocket,
+        outbound,
+        approvals,
+    ):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
 
     @app.errorhandler(OperationError)

@@ -336,6 +336,22 @@ SendOutcome = Literal["sent", "failed", "retry"]
 
 
 @dataclass(frozen=True)
+class DeadLetter:
+    """An inbound message whose webhook deliveries ran out of retries, with its last attempt
+    (none recorded when retention already removed the attempts)."""
+
+    message_id: str
+    seq: int
+    from_addr: str
+    subject: str
+    received_at: str
+    attempts: int
+    last_attempt_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
 class Feedback:
     """Feedback sent to the gateway's operators (`POST /api/feedback`)."""
 
@@ -665,6 +681,22 @@ class WebhookDeliveries(Protocol):
 
     async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
         """Every recorded attempt for a message, in order."""
+        ...
+
+    async def dead_letters(
+        self, user_id: str, agent_email: str, limit: int, after_seq: int | None
+    ) -> list[DeadLetter]:
+        """Up to `limit` dead letters of the user's agent (inbound mail whose webhook delivery
+        failed for good and has no job), oldest first, after position `after_seq`."""
+        ...
+
+    async def redeliver_dead_letters(
+        self, user_id: str, agent_email: str, message_ids: list[str] | None, now: float
+    ) -> list[str]:
+        """Queue a new webhook delivery, due at `now`, for each dead letter of the user's agent
+        among `message_ids` (None: all of them), in one transaction: its status goes back to
+        `pending`, and its attempts are numbered on from the last. Returns the ids queued;
+        what is not the user's, not a dead letter, or already queued again is left alone."""
         ...
 
 

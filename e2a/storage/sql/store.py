@@ -10,6 +10,7 @@ import abc
 
 from e2a.storage.sql.accounts import AccountsSql
 from e2a.storage.sql.agents import AgentsSql
+from e2a.storage.sql.dead_letters import DeadLettersSql
 from e2a.storage.sql.domains import DomainsSql
 from e2a.storage.sql.feedback import FeedbackSql
 from e2a.storage.sql.idempotency import IdempotencySql
@@ -31,6 +32,7 @@ class SqlStorage(
     OutboundSql,
     JobsSql,
     WebhooksSql,
+    DeadLettersSql,
     RateLimitsSql,
     IdempotencySql,
     FeedbackSql,
