@@ -311,6 +311,8 @@ class LimitSettings(Section):
     agent_registrations_per_ip_per_hour: int = Field(default=20, ge=1)
     agent_registrations_per_user_per_hour: int = Field(default=20, ge=1)
     message_polls_per_user_per_minute: int = Field(default=600, ge=1)
+    feedback_per_ip_per_hour: int = Field(default=10, ge=1)
+    """`POST /api/feedback` requests one client address may send per hour (e2a's 10)."""
 
 
 class PostmasterSettings(Section):
@@ -325,6 +327,25 @@ class PostmasterSettings(Section):
         from e2a.addresses import normalise_address
 
         return normalise_address(value) if value else ""
+
+
+class OperatorSettings(Section):
+    """Who runs the gateway: the accounts that see operator pages on the dashboard."""
+
+    accounts: list[str] = Field(default_factory=list)
+    """Account email addresses (as `e2a bootstrap --email` created them) of the operators."""
+
+    @field_validator("accounts", mode="before")
+    @classmethod
+    def _split_accounts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("accounts")
+    @classmethod
+    def _lower_accounts(cls, value: list[str]) -> list[str]:
+        return [item.strip().lower() for item in value]
 
 
 class MetricsSettings(Section):
@@ -363,6 +384,7 @@ class Settings(Section):
     log: LogSettings = Field(default_factory=LogSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     postmaster: PostmasterSettings = Field(default_factory=PostmasterSettings)
+    operators: OperatorSettings = Field(default_factory=OperatorSettings)
 
     @field_validator("shared_domain")
     @classmethod

@@ -46,7 +46,13 @@ DELIVERY_OUTCOMES = {
 """Delivery outcomes per channel: a webhook attempt ends delivered, retrying or failed; a
 WebSocket frame is sent, and the client may ack it."""
 
-RETENTION_KINDS = ("messages", "webhook_attempts", "idempotency_keys", "trashed_messages")
+RETENTION_KINDS = (
+    "messages",
+    "webhook_attempts",
+    "idempotency_keys",
+    "trashed_messages",
+    "feedback",
+)
 HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED_ROUTE = "unmatched"
 """The route label of requests that matched no route (404s), so raw paths never become labels."""
@@ -96,7 +102,7 @@ class Metrics:
         self.retention_deleted = Counter(
             "e2a_retention_deleted",
             "Rows the retention sweep deleted, by kind (messages, webhook_attempts, "
-            "idempotency_keys, trashed_messages)",
+            "idempotency_keys, trashed_messages, feedback)",
             ["kind"],
             registry=registry,
         )

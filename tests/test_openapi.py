@@ -29,7 +29,7 @@ from e2a.http_app import create_app
 from e2a.mailauth.resolver import FixtureResolver
 from e2a.signing.credentials import hash_api_key
 from tests.conftest import SHARED_DOMAIN, Account, agent_path, make_settings
-from tests.delivery_support import accept, open_account
+from tests.delivery_support import accept, open_account, wait_until
 from tests.test_approvals import Owner, token_for
 
 DOCUMENT_PATH = "/api/v1/openapi.json"
@@ -154,7 +154,10 @@ ONE_OUTBOUND = "/api/v1/messages/{message_id}"
 
 
 async def test_real_answers_match_the_document(
-    running: RunningGateway, make_account: Any, anonymous: httpx.AsyncClient
+    running: RunningGateway,
+    make_account: Any,
+    anonymous: httpx.AsyncClient,
+    resolver: FixtureResolver,
 ) -> None:
     gateway = running.gateway
     seen = Conformance(await fetch_document(anonymous), set())
@@ -166,6 +169,8 @@ async def test_real_answers_match_the_document(
     await call(anonymous, "GET", "/api/v1/info", 200)
     await call(anonymous, "GET", DOCUMENT_PATH, 200)
     await call(anonymous, "GET", AGENTS, 401)
+    await call(anonymous, "POST", "/api/feedback", 200, json={"message": "Works well"})
+    await call(anonymous, "POST", "/api/feedback", 400, json={"message": ""})
 
     # Agents: a local one whose mail is held for review, and a cloud one that sends at once.
     local = {"slug": "bot", "agent_mode": "local"}
@@ -177,7 +182,8 @@ async def test_real_answers_match_the_document(
     await call(http, "GET", AGENT, 200, agent_path(bot))
     await call(http, "PUT", AGENT, 200, agent_path(bot), json={"hitl_enabled": True})
     await call(http, "GET", AGENT, 404, agent_path("nobody@agents.test"))
-    await call(http, "GET", AGENT + "/ws", 426, agent_path(bot, "/ws"))
+    await call(http, "GET", AGENT + "/ws", 426, agent_path(bot, f"/ws?token={alice.key}"))
+    await call(http, "GET", AGENT + "/ws", 401, agent_path(bot, "/ws"))
 
     # Inbox.
     inbound = await accept(gateway, [bot], multipart_mail(bot))
@@ -191,6 +197,33 @@ async def test_real_answers_match_the_document(
     assert message["attachments"][0]["filename"] == "r.csv" and "delivery_status" not in message
     copy = await call(http, "GET", INBOUND, 200, agent_path(cloud, f"/messages/{for_cloud}"))
     assert copy["delivery_status"] in ("pending", "retrying", "failed")
+
+    # Dead letters: a webhook whose name turns to a loopback address after registration is
+    # refused at delivery, for good.
+    resolver.load_zone({"dead.hooks.test": {"A": ["93.184.215.14"]}})
+    dead_hook = {"slug": "dead", "webhook_url": "https://dead.hooks.test/e2a"}
+    dead = (await call(http, "POST", AGENTS, 201, json=dead_hook))["email"]
+    resolver.load_zone({"dead.hooks.test": {"A": ["127.0.0.1"]}})
+    lost = await accept(gateway, [dead], multipart_mail(dead))
+
+    async def dead_lettered() -> bool:
+        listed = await http.get(agent_path(dead, "/dead-letters"))
+        return bool(listed.json()["dead_letters"])
+
+    await wait_until(dead_lettered)
+    letters = AGENT + "/dead-letters"
+    listing = await call(http, "GET", letters, 200, agent_path(dead, "/dead-letters"))
+    assert [letter["message_id"] for letter in listing["dead_letters"]] == [lost]
+    await call(http, "GET", letters, 400, agent_path(dead, "/dead-letters"), params={"token": "x"})
+    one = letters + "/{message_id}/redeliver"
+    await call(http, "POST", one, 202, agent_path(dead, f"/dead-letters/{lost}/redeliver"))
+    every = await call(
+        http, "POST", letters + "/redeliver", 202, agent_path(dead, "/dead-letters/redeliver")
+    )
+    assert every["message_ids"] in ([], [lost])  # the worker may have failed it again already
+    await call(
+        http, "POST", letters + "/redeliver", 400, agent_path(bot, "/dead-letters/redeliver")
+    )
 
     # Sending: held (202) from the HITL agent, handed off (200) from the cloud one.
     reply_path = agent_path(bot, f"/messages/{inbound}/reply")

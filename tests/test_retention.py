@@ -13,7 +13,13 @@ import trio
 from e2a.clock import format_timestamp
 from e2a.gateway import Gateway, open_gateway
 from e2a.mailauth.resolver import FixtureResolver
-from e2a.storage.base import AgentChanges, FinishedAttempt, Storage, WebhookAttempt
+from e2a.storage.base import (
+    AgentChanges,
+    Feedback,
+    FinishedAttempt,
+    Storage,
+    WebhookAttempt,
+)
 from e2a.workers.retention import RetentionWorker, SweepResult
 from tests.conftest import make_settings
 from tests.delivery_support import wait_until
@@ -233,3 +239,13 @@ async def test_idempotency_keys_go_a_day_after_they_completed(gateway: Gateway) 
     assert (await storage.claim_idempotency_key(alice, "today", "r", NOW, 0.0)).outcome == "replay"
     fresh = await storage.claim_idempotency_key(alice, "yesterday", "other", NOW, 0.0)
     assert fresh.outcome == "acquired"
+
+
+async def test_feedback_goes_after_retention_days(gateway: Gateway) -> None:
+    storage = gateway.storage
+    for name, at in [("old", OLD), ("recent", RECENT)]:
+        entry = Feedback(f"fbk_{name}", "general", name, None, format_timestamp(at))
+        await storage.add_feedback(entry)
+    swept = await RetentionWorker(gateway, pause=0).sweep(NOW)
+    assert swept == SweepResult(0, 0, feedback=1)
+    assert [entry.id for entry in await storage.list_feedback(10)] == ["fbk_recent"]

@@ -32,6 +32,7 @@ ROLES = (
     base.WebhookDeliveries,
     base.RateLimits,
     base.Idempotency,
+    base.FeedbackBox,
     base.Retention,
 )
 
@@ -77,7 +78,7 @@ def test_storage_is_the_union_of_disjoint_roles() -> None:
     together = set().union(*by_role)
     assert sum(len(methods) for methods in by_role) == len(together)  # no method in two roles
     assert set().union(*(protocol_methods(cls) for cls in base.Storage.__mro__)) == together
-    assert len(together) == 76
+    assert len(together) == 81
 
 
 @pytest.mark.parametrize("backend", [SqliteStorage, PostgresStorage])

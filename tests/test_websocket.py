@@ -100,6 +100,17 @@ async def unread_ids(account: Account, agent: str) -> list[str]:
     return ids
 
 
+async def rejection(url: str, **options: Any) -> ConnectionRejected:
+    """The refusal of a WebSocket connection to `url` (an accepted one fails the test)."""
+    try:
+        with trio.fail_after(WAIT):
+            async with open_websocket_url(url, connect_timeout=WAIT, **options):
+                raise AssertionError(f"{url} accepted the connection")
+    except ConnectionRejected as refused:
+        return refused
+    raise AssertionError("unreachable: the connection neither opened nor was refused")
+
+
 @pytest.fixture
 async def connected(running: RunningGateway, alice: Account, agent: str) -> AsyncIterator[Any]:
     """Factory: `async with connected() as ws` opens a WebSocket for alice's local agent."""
@@ -152,20 +163,33 @@ async def test_refused_before_the_upgrade_and_a_plain_get_says_why(
 
 
 async def test_a_plain_get_by_the_owner_is_told_to_upgrade(alice: Account, agent: str) -> None:
-    plain = await alice.http.get(agent_path(agent, "/ws"))
+    plain = await alice.http.get(agent_path(agent, "/ws"), params={"token": alice.key})
     assert plain.status_code == 426
     assert plain.json()["error"]["code"] == "upgrade_required"
 
 
-async def test_the_bearer_header_works_too(
+async def test_ws_auth_rejection_as_e2a_contract_scenario(
     running: RunningGateway, alice: Account, agent: str
 ) -> None:
-    first = await accept(running.gateway, [agent], mail("Hello"))
+    """e2a's scenario `ws_auth_rejection`: its runner sends the account's valid key as a Bearer
+    header on every step, and a GET without `?token=`, or with a bad one, is still 401."""
+    path = agent_path(agent, "/ws")
+    for params in ({}, {"token": "invalid_key_12345"}):
+        plain = await alice.http.get(path, params=params)
+        assert plain.status_code == 401, params
+        assert plain.headers["Content-Type"] == "application/json"
+        error = plain.json()["error"]
+        assert error["code"] == "unauthorized" and "?token=" in error["message"]
+
+
+async def test_the_bearer_header_alone_does_not_open_the_socket(
+    running: RunningGateway, alice: Account, agent: str
+) -> None:
     headers = [(b"Authorization", f"Bearer {alice.key}".encode())]
     url = ws_url(running, agent, None)
-    async with open_websocket_url(url, extra_headers=headers, connect_timeout=WAIT) as ws:
-        (frame,) = await next_frames(ws, 1)
-    assert frame["message_id"] == first
+    refused = await rejection(url, extra_headers=headers)
+    assert refused.status_code == 401
+    assert "?token=" in json.loads(refused.body or b"")["error"]["message"]
 
 
 async def test_connect_drains_every_unread_message_oldest_first_then_goes_live(
@@ -277,11 +301,8 @@ async def _watch_raw_websocket(
     connection = WSConnection(ConnectionType.CLIENT)
     pings, texts = 0, []
     async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
-        target = f"/api/v1/agents/{quote(agent)}/ws"
-        auth = [(b"authorization", f"Bearer {key}".encode())]
-        await stream.send_all(
-            connection.send(Request(host="127.0.0.1", target=target, extra_headers=auth))
-        )
+        target = f"/api/v1/agents/{quote(agent)}/ws?token={key}"
+        await stream.send_all(connection.send(Request(host="127.0.0.1", target=target)))
         accepted = False
         with trio.move_on_after(seconds), trio.fail_after(WAIT):
             while True:
@@ -515,7 +536,7 @@ async def test_websockets_per_key_are_capped_with_a_clear_429(
             with trio.fail_after(WAIT), pytest.raises(ConnectionRejected) as refused:
                 async with open_websocket_url(url):
                     pass
-            plain = await account.http.get(agent_path(agent, "/ws"))
+            plain = await account.http.get(agent_path(agent, f"/ws?token={account.key}"))
             async with open_websocket_url(ws_url(running, agent, spare_key)) as by_spare:
                 await assert_silent(by_spare)  # another key has its own allowance
         async with open_websocket_url(url) as again:  # the first two are closed: room again

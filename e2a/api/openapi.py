@@ -20,6 +20,7 @@ from e2a import __version__
 from e2a.api import schemas
 from e2a.operations.agents import CreateAgent, UpdateAgent
 from e2a.operations.domains import CreateDomain
+from e2a.operations.feedback import SendFeedback
 from e2a.operations.keys import CreateApiKey, CreateSigningSecret
 from e2a.operations.lifecycle import STATES
 from e2a.operations.messages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
@@ -32,7 +33,7 @@ SCHEMA_REF = "#/components/schemas/{model}"
 _IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
 _RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 
-Security = Literal["bearer", "bearer_or_query_token", "none"]
+Security = Literal["bearer", "query_token", "none"]
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,18 @@ OPERATIONS: dict[str, Operation] = {
         security="none",
         uses_storage=False,
     ),
+    "feedback.send_feedback": Operation(
+        "meta",
+        "Send feedback to the gateway's operators",
+        {200: Reply("Stored; operators read it on the dashboard.", schemas.FeedbackAccepted)},
+        description="No key needed (a valid one fills in `email` when it is left out). At "
+        "most `limits.feedback_per_ip_per_hour` (10) requests an hour per client address, "
+        "malformed ones included; a body of at most 64 KiB, a message of at most 5000 "
+        "characters.",
+        errors={429: ("rate_limited",)},
+        body=SendFeedback,
+        security="none",
+    ),
     "agents.list_agents": Operation(
         "agents", "List the caller's agents", {200: Reply("The agents.", schemas.AgentList)}
     ),
@@ -211,6 +224,39 @@ OPERATIONS: dict[str, Operation] = {
         _SEND_REPLIES,
         errors={422: ("send_failed",), 429: ("rate_limited",)},
     ),
+    "dead_letters.list_dead_letters": Operation(
+        "inbox",
+        "List an agent's dead letters (webhook deliveries that ran out of retries)",
+        {200: Reply("One page, oldest first; `next_token` goes on.", schemas.DeadLetterPage)},
+        errors={400: ("invalid_request", "invalid_token")},
+        query=(
+            Param(
+                "page_size",
+                "Dead letters per page.",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_PAGE_SIZE,
+                    "default": DEFAULT_PAGE_SIZE,
+                },
+            ),
+            Param("token", "`next_token` of the previous page.", {"type": "string"}),
+        ),
+    ),
+    "dead_letters.redeliver_dead_letter": Operation(
+        "inbox",
+        "Redeliver one dead letter",
+        {202: Reply("A new delivery is queued, signed afresh.", schemas.Redelivered)},
+        description="404 when the message is no dead letter of this agent (another user's, "
+        "delivered, or already queued again).",
+        errors={400: ("not_cloud_agent",)},
+    ),
+    "dead_letters.redeliver_all_dead_letters": Operation(
+        "inbox",
+        "Redeliver every dead letter of an agent",
+        {202: Reply("The dead letters queued again.", schemas.RedeliveredAll)},
+        errors={400: ("not_cloud_agent",)},
+    ),
     "messages.list_messages": Operation(
         "inbox",
         "List an agent's inbound messages, oldest first",
@@ -255,6 +301,7 @@ OPERATIONS: dict[str, Operation] = {
         "WebSocket delivery for local agents",
         {},
         description="Connect with a WebSocket client (`Upgrade: websocket`, answered with 101) "
+        "and the API key as `?token=` (as e2a 2.x: the Authorization header is not read here) "
         "to receive every unread message and then live ones. A plain GET gets the refusals "
         "the upgrade would get, or 426 when the upgrade would succeed. An API key holds at "
         "most `http.max_websockets_per_key` connections (default 20). A connection is closed "
@@ -264,7 +311,7 @@ OPERATIONS: dict[str, Operation] = {
             426: ("upgrade_required",),
             429: ("too_many_websockets",),
         },
-        security="bearer_or_query_token",
+        security="query_token",
     ),
     "outbound.send": Operation(
         "sending",
@@ -557,7 +604,7 @@ def _parameters(operation: Operation, route: Route) -> list[dict[str, Any]]:
 
 _SECURITY: dict[Security, list[dict[str, list[str]]]] = {
     "bearer": [{"bearerAuth": []}],
-    "bearer_or_query_token": [{"bearerAuth": []}, {"queryToken": []}],
+    "query_token": [{"queryToken": []}],
     "none": [],
 }
 
@@ -633,7 +680,7 @@ def build_document(app: Quart) -> dict[str, Any]:
                     "type": "apiKey",
                     "in": "query",
                     "name": "token",
-                    "description": "The API key as `?token=` (WebSocket clients).",
+                    "description": "The API key as `?token=` (the agents' WebSocket).",
                 },
             },
         },

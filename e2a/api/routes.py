@@ -14,7 +14,9 @@ from e2a.api import (
     account,
     agents,
     approvals,
+    dead_letters,
     domains,
+    feedback,
     messages,
     meta,
     observability,
@@ -34,9 +36,19 @@ API_PREFIX = "/api/v1"
 def register_api(app: QuartTrio) -> None:
     """Add the REST routes to `app`, and make JSON its errors' default shape."""
     app.register_blueprint(meta.blueprint)
+    app.register_blueprint(feedback.blueprint)
     app.register_blueprint(observability.blueprint)
     observability.time_requests(app)
-    for module in (agents, domains, messages, account, websocket, outbound, approvals):
+    for module in (
+        agents,
+        domains,
+        messages,
+        dead_letters,
+        account,
+        websocket,
+        outbound,
+        approvals,
+    ):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
 
     @app.errorhandler(OperationError)

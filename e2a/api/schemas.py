@@ -407,3 +407,44 @@ class UserDeleted(ResponseBody):
     """`DELETE /users/me?confirm=DELETE`: what was erased, in one transaction."""
 
     deleted: DeletedRows
+
+
+class FeedbackAccepted(ResponseBody):
+    """`POST /api/feedback`: stored for the operators (e2a's answer)."""
+
+    status: Literal["ok"]
+
+
+class DeadLetter(ResponseBody):
+    """An inbound message whose webhook deliveries ran out of retries, with its last attempt
+    (null fields when none is recorded any more)."""
+
+    message_id: str
+    from_: str = Field(alias="from")
+    subject: str
+    received_at: Timestamp
+    attempts: int = Field(ge=0, description="Attempts made so far.")
+    last_attempt_at: Timestamp | None
+    last_status_code: int | None = Field(description="The receiver's answer, if it answered.")
+    last_error: str | None = Field(description="What went wrong when no usable answer came.")
+
+
+class DeadLetterPage(ResponseBody):
+    """`GET /agents/{email}/dead-letters`: one page, oldest first."""
+
+    dead_letters: list[DeadLetter]
+    next_token: str | None
+
+
+class Redelivered(ResponseBody):
+    """A dead letter queued for delivery again."""
+
+    message_id: str
+    delivery_status: Literal["pending"]
+
+
+class RedeliveredAll(ResponseBody):
+    """Every dead letter of the agent queued for delivery again (none: an empty list)."""
+
+    message_ids: list[str]
+    delivery_status: Literal["pending"]

@@ -1,10 +1,10 @@
 """WebSocket delivery for local agents: every unread message on connect, then live ones.
 
-Checks happen before the upgrade (401 bad key, 404 not the caller's agent, 400 cloud agent,
-429 too many connections for the key), and a plain GET of the same path gets the same
-answers. Delivery is at-least-once: a message stays unread until the client fetches it over
-REST or sends `{"type": "ack", "message_id"}`, and unread messages are sent again on the next
-connection. The connection is closed as soon as its agent is deleted or its key revoked.
+Checks happen before the upgrade (401 no or bad `?token=` key, 404 not the caller's agent,
+400 cloud agent, 429 too many connections for the key), and a plain GET of the same path gets
+the same answers. Delivery is at-least-once: a message stays unread until the client fetches
+it over REST or sends `{"type": "ack", "message_id"}`, and unread messages are sent again on
+the next connection. The connection is closed as soon as its agent is deleted or its key revoked.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 
 import trio
 from quart import Blueprint, Response, request, websocket
-from werkzeug.datastructures import Headers
 
 from e2a.api.errors import error_response
 from e2a.hub import Ended, Listener, Subscription, TooManyListeners
@@ -33,7 +32,7 @@ from e2a.operations.errors import (
     Unauthorized,
 )
 from e2a.storage.base import Agent
-from e2a.web.context import bearer_key, current_gateway
+from e2a.web.context import current_gateway
 from e2a.web.errors import status_of
 
 blueprint = Blueprint("websocket", __name__)
@@ -62,10 +61,17 @@ class _Admitted:
         return Listener(self.agent.id, self.caller.user_id, self.caller.key_hash, "websocket")
 
 
-def _presented_key(args: Any, headers: Headers) -> str | None:
-    """`?token=` (what browsers and the SDK use for WebSockets), else the Bearer header."""
+def _presented_key(args: Any) -> str:
+    """The API key in `?token=`, where e2a's 2.x contract (and every WebSocket client of it)
+    puts it; Unauthorized when it is absent. An `Authorization` header is not read here."""
     token = args.get("token")
-    return str(token) if token else bearer_key(headers)
+    if not token:
+        raise Unauthorized(
+            "unauthorized",
+            "missing API key: connect with ?token=e2a_… in the URL "
+            "(this endpoint does not read the Authorization header)",
+        )
+    return str(token)
 
 
 def _too_many(limit: int) -> RateLimited:
@@ -76,10 +82,14 @@ def _too_many(limit: int) -> RateLimited:
     )
 
 
-async def _admit(args: Any, headers: Headers, email: str) -> _Admitted:
+async def _admit(args: Any, email: str) -> _Admitted:
     """The caller and their local agent, or the OperationError that refuses the connection."""
     gateway = current_gateway()
-    caller = await authenticate(gateway, _presented_key(args, headers))
+    key = _presented_key(args)
+    try:
+        caller = await authenticate(gateway, key)
+    except Unauthorized as refused:
+        raise Unauthorized(refused.code, f"{refused.message} (the ?token= key)") from None
     agent = await owned_agent(gateway, caller, email)
     if agent.agent_mode != "local":
         raise Invalid(
@@ -97,7 +107,7 @@ async def _admit(args: Any, headers: Headers, email: str) -> _Admitted:
 async def explain_websocket(email: str) -> Response:
     """A plain GET gets the same refusals as the upgrade would, or 426 when all is well."""
     try:
-        await _admit(request.args, request.headers, email)
+        await _admit(request.args, email)
     except OperationError as refused:
         return _refusal(refused)
     return error_response(
@@ -109,7 +119,7 @@ async def explain_websocket(email: str) -> Response:
 async def agent_socket(email: str) -> Response | None:
     """Serve one WebSocket connection of a local agent."""
     try:
-        admitted = await _admit(websocket.args, websocket.headers, email)
+        admitted = await _admit(websocket.args, email)
     except OperationError as refused:
         return _refusal(refused)
     gateway = current_gateway()

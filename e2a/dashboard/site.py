@@ -66,6 +66,7 @@ NOTICES = {
     "domain_added": "Domain added: publish the DNS records below, then verify.",
     "domain_verified": "Domain verified.",
     "domain_deleted": "Domain deleted.",
+    "redelivered": "Queued for delivery again: the webhook gets it signed afresh.",
 }
 
 Body = TypeVar("Body", bound=RequestBody)

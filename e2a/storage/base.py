@@ -425,6 +425,33 @@ class LabelsRefused(StorageError):
     """A labels change would leave a message with more labels than allowed."""
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """An inbound message whose webhook deliveries ran out of retries, with its last attempt
+    (none recorded when retention already removed the attempts)."""
+
+    message_id: str
+    seq: int
+    from_addr: str
+    subject: str
+    received_at: str
+    attempts: int
+    last_attempt_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Feedback sent to the gateway's operators (`POST /api/feedback`)."""
+
+    id: str
+    category: str
+    message: str
+    email: str | None
+    created_at: str
+
+
 class Lifecycle(Protocol):
     """The store itself: schema, connections, liveness, and the development server secret."""
 
@@ -892,6 +919,22 @@ class WebhookDeliveries(Protocol):
         """Every recorded attempt for a message, in order."""
         ...
 
+    async def dead_letters(
+        self, user_id: str, agent_email: str, limit: int, after_seq: int | None
+    ) -> list[DeadLetter]:
+        """Up to `limit` dead letters of the user's agent (inbound mail whose webhook delivery
+        failed for good and has no job), oldest first, after position `after_seq`."""
+        ...
+
+    async def redeliver_dead_letters(
+        self, user_id: str, agent_email: str, message_ids: list[str] | None, now: float
+    ) -> list[str]:
+        """Queue a new webhook delivery, due at `now`, for each dead letter of the user's agent
+        among `message_ids` (None: all of them), in one transaction: its status goes back to
+        `pending`, and its attempts are numbered on from the last. Returns the ids queued;
+        what is not the user's, not a dead letter, or already queued again is left alone."""
+        ...
+
 
 class RateLimits(Protocol):
     """Fixed-window request counters shared by every process using the database."""
@@ -930,6 +973,18 @@ class Idempotency(Protocol):
         ...
 
 
+class FeedbackBox(Protocol):
+    """Feedback from anyone, kept for the operators."""
+
+    async def add_feedback(self, feedback: Feedback) -> None:
+        """Store one piece of feedback."""
+        ...
+
+    async def list_feedback(self, limit: int) -> list[Feedback]:
+        """The newest `limit` pieces of feedback, newest first."""
+        ...
+
+
 class Retention(Protocol):
     """The retention sweep: old messages and webhook attempt records deleted in batches."""
 
@@ -951,6 +1006,11 @@ class Retention(Protocol):
         epoch `cutoff`, in one short transaction; returns how many went."""
         ...
 
+    async def delete_feedback_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` pieces of feedback sent before `cutoff` (RFC 3339 UTC), oldest
+        first, in one short transaction; returns how many went."""
+        ...
+
 
 class Storage(
     Lifecycle,
@@ -964,6 +1024,7 @@ class Storage(
     WebhookDeliveries,
     RateLimits,
     Idempotency,
+    FeedbackBox,
     Retention,
     Protocol,
 ):

@@ -1,6 +1,6 @@
-"""The retention sweep: deletes messages (raw bodies and attachments with them) and webhook
-attempt records older than `retention.days`, idempotency keys past their window, and messages
-in the `/v1` trash for longer than TRASH_KEPT_SECONDS.
+"""The retention sweep: deletes messages (raw bodies and attachments with them), webhook
+attempt records and feedback older than `retention.days`, idempotency keys past their window,
+and messages in the `/v1` trash for longer than TRASH_KEPT_SECONDS.
 
 It deletes in small batches, each its own short transaction, and pauses between batches, so
 SMTP ingest and API writes always get the database in between. It never touches a message that
@@ -45,6 +45,7 @@ class SweepResult:
     webhook_attempts: int
     idempotency_keys: int = 0
     trashed_messages: int = 0
+    feedback: int = 0
 
 
 class RetentionWorker:
@@ -70,8 +71,9 @@ class RetentionWorker:
             await trio.sleep(SWEEP_INTERVAL_SECONDS)
 
     async def sweep(self, now: float) -> SweepResult:
-        """Delete every message and webhook attempt from before `now - retention.days`, and the
-        idempotency keys claimed and completed more than their window ago."""
+        """Delete every message, webhook attempt and piece of feedback from before
+        `now - retention.days`, and the idempotency keys claimed and completed more than their
+        window ago."""
         cutoff = format_timestamp(now - self._gateway.settings.retention.days * SECONDS_PER_DAY)
         storage = self._gateway.storage
         result = SweepResult(
@@ -89,6 +91,7 @@ class RetentionWorker:
                 storage.delete_trashed_before,
                 format_timestamp(now - TRASH_KEPT_SECONDS),
             ),
+            feedback=await self._in_batches("feedback", storage.delete_feedback_before, cutoff),
         )
         if result.messages or result.webhook_attempts:
             log.info(
@@ -101,6 +104,8 @@ class RetentionWorker:
             log.info("retention: deleted %d expired idempotency keys", result.idempotency_keys)
         if result.trashed_messages:
             log.info("retention: emptied %d messages from the trash", result.trashed_messages)
+        if result.feedback:
+            log.info("retention: deleted %d feedback entries before %s", result.feedback, cutoff)
         return result
 
     async def _in_batches(

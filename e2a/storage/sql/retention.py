@@ -1,5 +1,5 @@
-"""The SQL of the retention sweep: old messages, webhook attempt records and idempotency keys
-deleted in batches.
+"""The SQL of the retention sweep: old messages, webhook attempt records, idempotency keys and
+feedback deleted in batches.
 
 Each batch is one short transaction that passes over rows another replica's sweep holds. A
 message that still has a job, or outbound mail not yet finished, is never deleted.
@@ -61,6 +61,19 @@ class RetentionSql(Runner):
                     "AND (completed_at IS NULL OR completed_at < ?) ORDER BY claimed_at "
                     f"LIMIT ?{tx.dialect.skip_locked()})",
                     (cutoff, cutoff, limit),
+                ).rowcount
+            )
+        )
+
+    async def delete_feedback_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` pieces of feedback sent before `cutoff`, oldest first."""
+        return await self._write(
+            lambda tx: (
+                tx.execute(
+                    "DELETE FROM feedback WHERE id IN (SELECT id FROM feedback "
+                    "WHERE created_at < ? ORDER BY created_at "
+                    f"LIMIT ?{tx.dialect.skip_locked()})",
+                    (cutoff, limit),
                 ).rowcount
             )
         )

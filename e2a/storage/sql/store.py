@@ -11,7 +11,9 @@ import abc
 from e2a.storage.sql.accounts import AccountsSql
 from e2a.storage.sql.agents import AgentsSql
 from e2a.storage.sql.approval_replies import ApprovalRepliesSql
+from e2a.storage.sql.dead_letters import DeadLettersSql
 from e2a.storage.sql.domains import DomainsSql
+from e2a.storage.sql.feedback import FeedbackSql
 from e2a.storage.sql.idempotency import IdempotencySql
 from e2a.storage.sql.jobs import JobsSql
 from e2a.storage.sql.lifecycle import LifecycleSql
@@ -34,8 +36,10 @@ class SqlStorage(
     ApprovalRepliesSql,
     JobsSql,
     WebhooksSql,
+    DeadLettersSql,
     RateLimitsSql,
     IdempotencySql,
+    FeedbackSql,
     RetentionSql,
 ):
     """`Storage` over a backend's `Runner` methods, which the backend supplies with these."""
