@@ -31,6 +31,8 @@ ROLES = (
     base.RateLimits,
     base.Idempotency,
     base.Retention,
+    base.EventLog,
+    base.Subscribers,
 )
 
 
@@ -58,7 +60,7 @@ def test_every_vocabulary_word_can_stand_quoted_in_sql() -> None:
     ]
     assert len(words) > 15
     assert all(re.fullmatch(r"[a-z_]+", word) for word in words), words
-    assert len(set(vocabulary.JOB_KINDS)) == 3
+    assert len(set(vocabulary.JOB_KINDS)) == 4
 
 
 def protocol_methods(protocol: type) -> set[str]:
@@ -74,7 +76,7 @@ def test_storage_is_the_union_of_disjoint_roles() -> None:
     together = set().union(*by_role)
     assert sum(len(methods) for methods in by_role) == len(together)  # no method in two roles
     assert set().union(*(protocol_methods(cls) for cls in base.Storage.__mro__)) == together
-    assert len(together) == 61
+    assert len(together) == 75
 
 
 @pytest.mark.parametrize("backend", [SqliteStorage, PostgresStorage])

@@ -56,4 +56,11 @@ AGENT_SCOPE: Final = "agent"
 WEBHOOK_JOB: Final = "webhook"
 OUTBOUND_JOB: Final = "outbound"
 APPROVAL_NOTICE_JOB: Final = "approval_notice"
-JOB_KINDS: Final = (WEBHOOK_JOB, OUTBOUND_JOB, APPROVAL_NOTICE_JOB)
+SUBSCRIBER_JOB: Final = "event_delivery"
+"""Deliveries to `/v1` webhook subscribers: rows of `webhook_deliveries`, announced as jobs."""
+JOB_KINDS: Final = (WEBHOOK_JOB, OUTBOUND_JOB, APPROVAL_NOTICE_JOB, SUBSCRIBER_JOB)
+
+# Where a `/v1` webhook delivery stands (`SubscriberStatus`).
+DELIVERY_WAITING: Final = "pending"
+DELIVERY_DONE: Final = "delivered"
+DELIVERY_FAILED: Final = "failed"

@@ -27,6 +27,11 @@ from e2a.outbound.mime import Draft, InvalidDraft, build_message, decode_attachm
 from e2a.outbound.relay import hand_off
 from e2a.smtp.client import Outcome, Outgoing
 from e2a.storage.base import Agent, Job, OutboundMessage, SendOutcome, StorageUnavailable
+from e2a.storage.rows import (
+    RECIPIENT_ACCEPTED,
+    RECIPIENT_LOCAL_PREFIX,
+    RECIPIENT_REFUSED_PREFIX,
+)
 from e2a.storage.vocabulary import OUTBOUND_JOB
 from e2a.workers.retry_schedules import OUTBOUND_HAND_OFF, OUTBOUND_INTERNAL_ERROR
 
@@ -39,9 +44,9 @@ MAX_ERROR_CHARS = 1000
 NO_RELAY = (
     "outbound_smtp.host is not set — configure outbound_smtp to send mail beyond this deployment"
 )
-ACCEPTED = "accepted"
-LOCAL_PREFIX = "local "
-REFUSED_PREFIX = "refused: "
+ACCEPTED = RECIPIENT_ACCEPTED
+LOCAL_PREFIX = RECIPIENT_LOCAL_PREFIX
+REFUSED_PREFIX = RECIPIENT_REFUSED_PREFIX
 GAVE_UP_PREFIX = "gave up: "
 
 
@@ -282,7 +287,14 @@ class OutboundWorker:
             # Only a retry needs them (one write fewer per message on the common path).
             await storage.record_recipient_results(message.id, results)
         await storage.finish_outbound(
-            job.id, message.id, verdict.outcome, verdict.method, verdict.error, verdict.retry_at
+            job.id,
+            message.id,
+            verdict.outcome,
+            verdict.method,
+            verdict.error,
+            verdict.retry_at,
+            {**settled, **results},
+            now,
         )
         log.info("outbound %s: %s (%s)", message.id, verdict.outcome, verdict.error or "ok")
 

@@ -1,5 +1,6 @@
 """The retention sweep: deletes messages (raw bodies and attachments with them) and webhook
-attempt records older than `retention.days`, and idempotency keys past their window.
+attempt records older than `retention.days`, idempotency keys past their window, and `/v1`
+events older than 30 days.
 
 It deletes in small batches, each its own short transaction, and pauses between batches, so
 SMTP ingest and API writes always get the database in between. It never touches a message that
@@ -17,6 +18,7 @@ from typing import TypeVar
 import trio
 
 from e2a.clock import format_timestamp
+from e2a.events import RETENTION_SECONDS as EVENT_RETENTION_SECONDS
 from e2a.gateway import Gateway
 from e2a.operations.idempotency import KEPT_SECONDS as IDEMPOTENCY_KEPT_SECONDS
 
@@ -42,6 +44,7 @@ class SweepResult:
     messages: int
     webhook_attempts: int
     idempotency_keys: int = 0
+    events: int = 0
 
 
 class RetentionWorker:
@@ -67,8 +70,9 @@ class RetentionWorker:
             await trio.sleep(SWEEP_INTERVAL_SECONDS)
 
     async def sweep(self, now: float) -> SweepResult:
-        """Delete every message and webhook attempt from before `now - retention.days`, and the
-        idempotency keys claimed and completed more than their window ago."""
+        """Delete every message and webhook attempt from before `now - retention.days`, the
+        idempotency keys claimed and completed more than their window ago, and the events
+        older than 30 days."""
         cutoff = format_timestamp(now - self._gateway.settings.retention.days * SECONDS_PER_DAY)
         storage = self._gateway.storage
         result = SweepResult(
@@ -81,6 +85,9 @@ class RetentionWorker:
                 storage.delete_idempotency_keys_before,
                 now - IDEMPOTENCY_KEPT_SECONDS,
             ),
+            events=await self._in_batches(
+                "events", storage.delete_events_before, now - EVENT_RETENTION_SECONDS
+            ),
         )
         if result.messages or result.webhook_attempts:
             log.info(
@@ -89,6 +96,8 @@ class RetentionWorker:
                 result.webhook_attempts,
                 cutoff,
             )
+        if result.events:
+            log.info("retention: deleted %d events older than 30 days", result.events)
         if result.idempotency_keys:
             log.info("retention: deleted %d expired idempotency keys", result.idempotency_keys)
         return result

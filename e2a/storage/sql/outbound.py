@@ -7,10 +7,22 @@ loses its body. A review or expiry locks the row, so two replicas never both mov
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
 from e2a.clock import format_timestamp
+from e2a.events import (
+    EMAIL_DELIVERED,
+    EMAIL_FAILED,
+    EMAIL_SENT,
+    REVIEW_APPROVED,
+    REVIEW_REJECTED,
+    REVIEW_REQUESTED,
+    NewEvent,
+    outbound_event,
+    recipient_event,
+)
 from e2a.storage.base import (
     NotPending,
     OutboundEdits,
@@ -22,6 +34,8 @@ from e2a.storage.rows import (
     OUTBOUND_COLUMNS,
     OUTBOUND_INSERT_COLUMNS,
     OUTBOUND_STATUS_INDEX,
+    RECIPIENT_ACCEPTED,
+    RECIPIENT_LOCAL_PREFIX,
     decode_outbound,
     edit_assignments,
     merged_recipient_results,
@@ -29,6 +43,7 @@ from e2a.storage.rows import (
     outbound_params,
     recipient_results,
 )
+from e2a.storage.sql.events import record_events
 from e2a.storage.sql.jobs import add_job, retry_job
 from e2a.storage.sql.runner import Runner
 from e2a.storage.sql.transaction import Transaction
@@ -107,7 +122,20 @@ def _expire(tx: Transaction, now: float) -> list[OutboundMessage]:
                 f"rejection_reason = 'approval expired', {SCRUB} WHERE id = ?",
                 (reviewed_at, message_id),
             )
-    return [_reread(tx, message_id) for message_id, _ in due]
+    expired = [_reread(tx, message_id) for message_id, _ in due]
+    record_events(
+        tx,
+        [
+            outbound_event(
+                message,
+                REVIEW_APPROVED if message.status == EXPIRED_APPROVED else REVIEW_REJECTED,
+                now,
+                extra={"reason": "approval expired"},
+            )
+            for message in expired
+        ],
+    )
+    return expired
 
 
 def _record_recipients(tx: Transaction, message_id: str, results: Mapping[str, str]) -> None:
@@ -118,6 +146,26 @@ def _record_recipients(tx: Transaction, message_id: str, results: Mapping[str, s
             "UPDATE messages SET auth_results_json = ? WHERE id = ?",
             (merged_recipient_results(row[0], results), message_id),
         )
+
+
+def _hand_off_events(
+    message: OutboundMessage,
+    outcome: SendOutcome,
+    method: Literal["smtp", "local"],
+    error: str | None,
+    results: Mapping[str, str],
+    now: float,
+) -> list[NewEvent]:
+    """The events of a finished send: `email.sent` and an `email.delivered` per recipient the
+    relay or a local inbox accepted, or `email.failed` with the reason."""
+    if outcome != "sent":
+        reason = error or "sending failed"
+        return [outbound_event(message, EMAIL_FAILED, now, method=method, extra={"reason": reason})]
+    events = [outbound_event(message, EMAIL_SENT, now, method=method)]
+    for recipient, result in results.items():
+        if result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX):
+            events.append(recipient_event(message, EMAIL_DELIVERED, recipient, now))
+    return events
 
 
 class OutboundSql(Runner):
@@ -137,6 +185,10 @@ class OutboundSql(Runner):
             job_kind = outbound_job_kind(message)
             if job_kind is not None:
                 add_job(tx, job_kind, message.id, message.created_epoch)
+            if message.status == PENDING_APPROVAL:
+                record_events(
+                    tx, [outbound_event(message, REVIEW_REQUESTED, message.created_epoch)]
+                )
 
         await self._write(insert)
 
@@ -206,7 +258,11 @@ class OutboundSql(Runner):
                     f"rejection_reason = ?, {SCRUB} WHERE id = ?",
                     (reviewed_at, reason, message_id),
                 )
-            return _reread(tx, message_id)
+            reviewed = _reread(tx, message_id)
+            event_type = REVIEW_APPROVED if approve else REVIEW_REJECTED
+            extra = {"reason": reason} if reason else None
+            record_events(tx, [outbound_event(reviewed, event_type, now, extra=extra)])
+            return reviewed
 
         return await self._write(review)
 
@@ -222,6 +278,8 @@ class OutboundSql(Runner):
         method: Literal["smtp", "local"],
         error: str | None,
         retry_at: float | None,
+        results: Mapping[str, str] | None = None,
+        now: float | None = None,
     ) -> None:
         """Record a send attempt: a retry reschedules the job; sent or failed drops it and
         scrubs the body. Handed on, a queued message becomes sent and an expired-approved one
@@ -237,6 +295,21 @@ class OutboundSql(Runner):
                 )
                 return
             tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            row = _outbound_row(tx, None, message_id)
+            if row is not None:
+                stored = tx.first(RECIPIENT_RESULTS, (message_id,))
+                settled = {**recipient_results(stored[0] if stored else None), **(results or {})}
+                record_events(
+                    tx,
+                    _hand_off_events(
+                        decode_outbound(row),
+                        outcome,
+                        method,
+                        error,
+                        settled,
+                        time.time() if now is None else now,
+                    ),
+                )
             if outcome == "sent":
                 tx.execute(
                     f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "

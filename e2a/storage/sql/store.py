@@ -11,6 +11,7 @@ import abc
 from e2a.storage.sql.accounts import AccountsSql
 from e2a.storage.sql.agents import AgentsSql
 from e2a.storage.sql.domains import DomainsSql
+from e2a.storage.sql.events import EventsSql
 from e2a.storage.sql.idempotency import IdempotencySql
 from e2a.storage.sql.jobs import JobsSql
 from e2a.storage.sql.lifecycle import LifecycleSql
@@ -18,6 +19,7 @@ from e2a.storage.sql.messages import MessagesSql
 from e2a.storage.sql.outbound import OutboundSql
 from e2a.storage.sql.rate_limits import RateLimitsSql
 from e2a.storage.sql.retention import RetentionSql
+from e2a.storage.sql.subscribers import SubscribersSql
 from e2a.storage.sql.webhooks import WebhooksSql
 
 
@@ -33,6 +35,8 @@ class SqlStorage(
     RateLimitsSql,
     IdempotencySql,
     RetentionSql,
+    EventsSql,
+    SubscribersSql,
 ):
     """`Storage` over a backend's `Runner` methods, which the backend supplies with these."""
 
