@@ -8,7 +8,7 @@ check. SQL lives in `e2a.storage.sql` only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -283,6 +283,7 @@ OutboundStatus = Literal[
     "rejected",
     "expired_approved",
     "expired_rejected",
+    "bounced",
 ]
 
 
@@ -705,12 +706,14 @@ class Outbox(Protocol):
         retry_at: float | None,
         results: Mapping[str, str] | None = None,
         now: float | None = None,
+        bounced: Sequence[BouncedRecipient] = (),
     ) -> None:
         """Record a send attempt: sent/failed are terminal (body scrubbed, job dropped; an
         expired-approved message that fails ends `expired_rejected`), retry reschedules. A
         terminal attempt logs its events (`email.sent` and `email.delivered` per recipient in
         `results` that was accepted, or `email.failed`), made at `now` (default: the wall clock),
-        in the same transaction."""
+        in the same transaction; so are the relay's 5xx refusals in `bounced` (`email.bounced`,
+        a hard bounce suppressed, and a message no recipient got ends `bounced`)."""
         ...
 
     async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
@@ -781,6 +784,71 @@ class WebhookDeliveries(Protocol):
 
     async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
         """Every recorded attempt for a message, in order."""
+        ...
+
+
+BounceType = Literal["permanent", "transient", "undetermined"]
+
+
+@dataclass(frozen=True)
+class BouncedRecipient:
+    """A recipient an outbound message bounced for (a delivery status notification, or the
+    relay's own 5xx), and what the remote server said."""
+
+    address: str
+    bounce_type: BounceType
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """A recipient sends are refused to: from every agent of the account (`agent_email` None,
+    added by a hard bounce) or from one agent."""
+
+    seq: int
+    address: str
+    source: str
+    created_at: str
+    agent_email: str | None = None
+    reason: str | None = None
+    source_message_id: str | None = None
+
+
+class Suppressions(Protocol):
+    """Bounces recorded against the outbound message they are about, and the recipient
+    suppression lists they (or the account) fill."""
+
+    async def record_bounce(
+        self, message_id: str, bounced: list[BouncedRecipient], now: float
+    ) -> bool:
+        """In one transaction: an `email.bounced` event per recipient of the outbound message
+        `message_id` it names; for a permanent bounce the address on its account's suppression
+        list (with a `domain.suppression_added` event) and the message `bounced`. False when
+        there is no such outbound message or none of `bounced` is its recipient."""
+        ...
+
+    async def suppressed_among(
+        self, user_id: str, agent_email: str, addresses: list[str]
+    ) -> list[str]:
+        """Those of `addresses` (lowercase) the account, or its agent `agent_email`, suppressed."""
+        ...
+
+    async def suppression_page(
+        self, user_id: str, agent_email: str | None, limit: int, before_seq: int | None
+    ) -> list[Suppression]:
+        """Up to `limit` of the account's suppressions (`agent_email` None) or the agent's,
+        newest first."""
+        ...
+
+    async def add_suppression(
+        self, user_id: str, agent_email: str | None, address: str, reason: str | None, now: float
+    ) -> Suppression:
+        """Suppress `address` for the agent (or the account), by hand; the existing row when it
+        already is."""
+        ...
+
+    async def delete_suppression(self, user_id: str, agent_email: str | None, address: str) -> bool:
+        """Lift one suppression; False when there is none."""
         ...
 
 
@@ -958,6 +1026,7 @@ class Storage(
     Retention,
     EventLog,
     Subscribers,
+    Suppressions,
     Protocol,
 ):
     """What the gateway needs from a database, all roles together. Implemented by the SQLite and

@@ -28,6 +28,7 @@ FAILED: Final = "failed"
 REJECTED: Final = "rejected"
 EXPIRED_APPROVED: Final = "expired_approved"
 EXPIRED_REJECTED: Final = "expired_rejected"
+BOUNCED: Final = "bounced"
 OUTBOUND_STATUSES: Final = (
     PENDING_APPROVAL,
     QUEUED,
@@ -36,8 +37,9 @@ OUTBOUND_STATUSES: Final = (
     REJECTED,
     EXPIRED_APPROVED,
     EXPIRED_REJECTED,
+    BOUNCED,
 )
-TERMINAL_STATUSES: Final = frozenset({SENT, FAILED, REJECTED, EXPIRED_REJECTED})
+TERMINAL_STATUSES: Final = frozenset({SENT, FAILED, REJECTED, EXPIRED_REJECTED, BOUNCED})
 """Outbound statuses nothing leaves: the body is scrubbed and retention may delete the row (as
 it may once `sent_at` says a message was handed on: an auto-approval sent stays
 `expired_approved`)."""
@@ -47,6 +49,10 @@ CLOUD: Final = "cloud"
 LOCAL: Final = "local"
 EXPIRE_BY_APPROVING: Final = "approve"
 EXPIRE_BY_REJECTING: Final = "reject"
+
+# Where a recipient suppression came from.
+SUPPRESSED_BY_BOUNCE: Final = "bounce"
+SUPPRESSED_BY_HAND: Final = "manual"
 
 # What an API key may reach (`KeyScope`): its whole account, or one agent of it.
 ACCOUNT_SCOPE: Final = "account"

@@ -8,7 +8,7 @@ loses its body. A review or expiry locks the row, so two replicas never both mov
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from e2a.clock import format_timestamp
@@ -24,6 +24,7 @@ from e2a.events import (
     recipient_event,
 )
 from e2a.storage.base import (
+    BouncedRecipient,
     NotPending,
     OutboundEdits,
     OutboundMessage,
@@ -46,6 +47,7 @@ from e2a.storage.rows import (
 from e2a.storage.sql.events import record_events
 from e2a.storage.sql.jobs import add_job, retry_job
 from e2a.storage.sql.runner import Runner
+from e2a.storage.sql.suppressions import bounce_recorded
 from e2a.storage.sql.transaction import Transaction
 from e2a.storage.vocabulary import (
     EXPIRE_BY_APPROVING,
@@ -146,6 +148,24 @@ def _record_recipients(tx: Transaction, message_id: str, results: Mapping[str, s
             "UPDATE messages SET auth_results_json = ? WHERE id = ?",
             (merged_recipient_results(row[0], results), message_id),
         )
+
+
+def _fail(tx: Transaction, message_id: str, method: str, error: str | None) -> None:
+    """A send that reached nobody: `failed`, or (an auto-approval) `expired_rejected` with the
+    reason; the body goes."""
+    tx.execute(
+        f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
+        f"THEN '{EXPIRED_REJECTED}' ELSE '{FAILED}' END, "
+        f"rejection_reason = CASE WHEN status = '{EXPIRED_APPROVED}' "
+        "THEN ? ELSE rejection_reason END, "
+        f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
+        (
+            f"approved at expiry, but sending failed: {error or 'no reason given'}",
+            method,
+            error,
+            message_id,
+        ),
+    )
 
 
 def _hand_off_events(
@@ -280,6 +300,7 @@ class OutboundSql(Runner):
         retry_at: float | None,
         results: Mapping[str, str] | None = None,
         now: float | None = None,
+        bounced: Sequence[BouncedRecipient] = (),
     ) -> None:
         """Record a send attempt: a retry reschedules the job; sent or failed drops it and
         scrubs the body. Handed on, a queued message becomes sent and an expired-approved one
@@ -296,19 +317,13 @@ class OutboundSql(Runner):
                 return
             tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             row = _outbound_row(tx, None, message_id)
+            moment = time.time() if now is None else now
             if row is not None:
                 stored = tx.first(RECIPIENT_RESULTS, (message_id,))
                 settled = {**recipient_results(stored[0] if stored else None), **(results or {})}
                 record_events(
                     tx,
-                    _hand_off_events(
-                        decode_outbound(row),
-                        outcome,
-                        method,
-                        error,
-                        settled,
-                        time.time() if now is None else now,
-                    ),
+                    _hand_off_events(decode_outbound(row), outcome, method, error, settled, moment),
                 )
             if outcome == "sent":
                 tx.execute(
@@ -317,20 +332,11 @@ class OutboundSql(Runner):
                     f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
                     (method, error, message_id),
                 )
-                return
-            tx.execute(
-                f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
-                f"THEN '{EXPIRED_REJECTED}' ELSE '{FAILED}' END, "
-                f"rejection_reason = CASE WHEN status = '{EXPIRED_APPROVED}' "
-                "THEN ? ELSE rejection_reason END, "
-                f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
-                (
-                    f"approved at expiry, but sending failed: {error or 'no reason given'}",
-                    method,
-                    error,
-                    message_id,
-                ),
-            )
+            else:
+                _fail(tx, message_id, method, error)
+            if row is not None and bounced:
+                message = decode_outbound(row)
+                bounce_recorded(tx, message, bounced, moment, settle=outcome == "failed")
 
         await self._write(finish)
 

@@ -20,6 +20,7 @@ from e2a.storage.sql.outbound import OutboundSql
 from e2a.storage.sql.rate_limits import RateLimitsSql
 from e2a.storage.sql.retention import RetentionSql
 from e2a.storage.sql.subscribers import SubscribersSql
+from e2a.storage.sql.suppressions import SuppressionsSql
 from e2a.storage.sql.webhooks import WebhooksSql
 
 
@@ -37,6 +38,7 @@ class SqlStorage(
     RetentionSql,
     EventsSql,
     SubscribersSql,
+    SuppressionsSql,
 ):
     """`Storage` over a backend's `Runner` methods, which the backend supplies with these."""
 
