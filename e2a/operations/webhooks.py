@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from e2a.clock import format_timestamp
 from e2a.events import EVENT_TYPES, envelope
@@ -28,7 +29,21 @@ ROTATION_GRACE_SECONDS = 24 * 3600.0
 MAX_FILTER_ITEMS = 100
 
 
-class WebhookFilters(RequestBody):
+class OmitNotNull(RequestBody):
+    """A request whose optional fields are left out when unset: an explicit `null` is refused
+    (e2a's schemas type them as strings, lists, objects, never null)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = [name for name, value in data.items() if value is None]
+            if nulls:
+                raise ValueError(f"{', '.join(nulls)}: null is not allowed; leave the field out")
+        return data
+
+
+class WebhookFilters(OmitNotNull):
     """Only events of these agents / conversations (empty or absent: all); `labels` is
     accepted for e2a's clients and matches everything, the gateway having no labels."""
 
@@ -37,7 +52,7 @@ class WebhookFilters(RequestBody):
     labels: list[str] | None = Field(default=None, max_length=MAX_FILTER_ITEMS)
 
 
-class CreateWebhook(RequestBody):
+class CreateWebhook(OmitNotNull):
     """POST /v1/webhooks."""
 
     url: str = Field(max_length=2048)
@@ -46,7 +61,7 @@ class CreateWebhook(RequestBody):
     filters: WebhookFilters | None = None
 
 
-class UpdateWebhook(RequestBody):
+class UpdateWebhook(OmitNotNull):
     """PATCH /v1/webhooks/{id}: `url`, `events` and `filters` replace when present."""
 
     url: str | None = Field(default=None, max_length=2048)

@@ -17,7 +17,7 @@ from e2a.api.v1.pages import PageQuery, keyset_page
 from e2a.api.v1.views import present
 from e2a.operations import events
 from e2a.operations.caller import Caller
-from e2a.operations.requests import RequestBody
+from e2a.operations.webhooks import OmitNotNull
 from e2a.storage.base import EventFilter, StoredEvent
 from e2a.web.context import current_gateway
 
@@ -38,7 +38,7 @@ class EventQuery(PageQuery):
     until: datetime | None = None
 
 
-class RedeliverEvent(RequestBody):
+class RedeliverEvent(OmitNotNull):
     """`POST /v1/events/{id}/redeliver`: one webhook, or (absent) every one it went to."""
 
     webhook_id: str | None = Field(default=None, max_length=100)
@@ -112,8 +112,9 @@ async def get_event(caller: Caller, event_id: str) -> dict[str, Any]:
 @blueprint.post("/events/<event_id>/redeliver")
 @requires_caller
 async def redeliver_event(caller: Caller, event_id: str) -> tuple[dict[str, Any], int]:
-    """redeliverEvent: queue the event again (202)."""
-    body = await read_json(RedeliverEvent, allow_empty=True)
+    """redeliverEvent: queue the event again (202). The body is required, as e2a's document
+    says (`{}`: to every webhook the event went to)."""
+    body = await read_json(RedeliverEvent)
     queued = await events.redeliver_event(
         current_gateway(), caller, event_id, body.webhook_id, time.time()
     )

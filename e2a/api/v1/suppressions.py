@@ -15,14 +15,14 @@ from e2a.api.v1.pages import PageQuery, keyset_page
 from e2a.api.v1.views import present
 from e2a.operations import suppressions
 from e2a.operations.caller import Caller
-from e2a.operations.requests import RequestBody
+from e2a.operations.webhooks import OmitNotNull
 from e2a.storage.base import Suppression
 from e2a.web.context import current_gateway
 
 blueprint = Blueprint("v1_suppressions", __name__)
 
 
-class CreateAgentSuppression(RequestBody):
+class CreateAgentSuppression(OmitNotNull):
     """`POST /v1/agents/{email}/suppressions`."""
 
     address: str = Field(max_length=320)

@@ -18,15 +18,14 @@ from e2a.api.v1.views import present
 from e2a.clock import format_timestamp
 from e2a.operations import webhooks
 from e2a.operations.caller import Caller
-from e2a.operations.requests import RequestBody
-from e2a.operations.webhooks import CreateWebhook, UpdateWebhook
+from e2a.operations.webhooks import CreateWebhook, OmitNotNull, UpdateWebhook
 from e2a.storage.base import SubscriberDelivery, Webhook
 from e2a.web.context import current_gateway
 
 blueprint = Blueprint("v1_webhooks", __name__)
 
 
-class TestWebhook(RequestBody):
+class TestWebhook(OmitNotNull):
     """`POST /v1/webhooks/{id}/test`: the synthetic event's type and data."""
 
     type: str | None = Field(default=None, max_length=100)
