@@ -6,7 +6,10 @@
   (target p99 <= 25 ms at 100 msg/s). The time from the 250 reply is shown as well;
 - webhooks: a backlog of messages for a cloud agent is stored before the server starts, and a
   receiver on 127.0.0.1 (trio + h11) counts deliveries per second (target >= 500/s). Peer:
-  httpx alone POSTing the same bodies with the same concurrency (no storage, no signing);
+  httpx alone POSTing the same bodies with the same concurrency (no storage, no signing).
+  Then the same for a `/v1` webhook subscriber (a second server on a second database, whose
+  backlog's `email.received` events are queued to one webhook): target within 10 % of the
+  per-agent webhook's rate;
 - idle WebSockets: many connections held open, server RSS before and after (target 5,000
   connections with the server under 400 MB). Peer: a bare Quart-Trio WebSocket route on
   hypercorn holding as many connections: what the web stack costs before e2a adds anything.
@@ -42,8 +45,9 @@ from e2a.config import Settings
 from e2a.gateway import open_gateway
 from e2a.inbound.pipeline import InboundMailSink
 from e2a.mailauth.resolver import FixtureResolver, Zone
+from e2a.signing.credentials import new_secret_seed
 from e2a.smtp.protocol import Envelope, Mailbox
-from e2a.storage.base import Agent
+from e2a.storage.base import Agent, Webhook
 from e2a.storage.group_commit import GroupCommitter
 from tests.dns_server import serve_dns
 from tests.http_receiver import HttpReceiver
@@ -209,9 +213,13 @@ def message(recipient: str, subject: str) -> bytes:
     ).encode()
 
 
-async def prepare(folder: Path, receiver_url: str, backlog: int, dns_port: int) -> Setup:
-    """Create the user and agents, store `backlog` messages for the cloud agent (so their
-    webhook jobs are due when the server starts) and write the server's config."""
+async def prepare(
+    folder: Path, receiver_url: str, backlog: int, dns_port: int, *, subscriber: bool = False
+) -> Setup:
+    """Create the user and agents, store `backlog` messages for the hook agent (so their
+    deliveries are due when the server starts) and write the server's config. The hook agent is
+    a cloud agent with a `webhook_url`, or with `subscriber` a local agent that a `/v1` webhook
+    at `receiver_url` listens to."""
     smtp_port, http_port = free_port(), free_port()
     values = bench_settings(folder, smtp_port, http_port, dns_port)
     settings = Settings.model_validate(values)
@@ -220,9 +228,23 @@ async def prepare(folder: Path, receiver_url: str, backlog: int, dns_port: int) 
             gateway.storage, gateway.server_key, "bench@example.com"
         )
         live, idle = agent(user.id, "live"), agent(user.id, "idle")
-        hook = agent(user.id, "hook", receiver_url)
+        hook = agent(user.id, "hook", None if subscriber else receiver_url)
         for each in (live, idle, hook):
             await gateway.storage.add_agent(each)
+        if subscriber:
+            subscription = Webhook(
+                id="wh_bench",
+                user_id=user.id,
+                url=receiver_url,
+                description="bench",
+                events=["email.received"],
+                agent_emails=[hook.email],
+                conversation_ids=[],
+                enabled=True,
+                seed=new_secret_seed(),
+                created_at="2026-01-01T00:00:00Z",
+            )
+            await gateway.storage.add_webhook(subscription, 1)
         sink = InboundMailSink(gateway, GroupCommitter(gateway.storage))
         mailbox = Mailbox("hook", DOMAIN)
         numbers = iter(range(backlog))
@@ -275,6 +297,12 @@ async def server_process(
 # -- webhooks ------------------------------------------------------------------------------
 
 
+def delivered_message(body: bytes) -> str:
+    """The message a delivery is about: a per-agent webhook's body or a `/v1` envelope."""
+    document = json.loads(body)
+    return str(document["data"]["message_id"] if "data" in document else document["message_id"])
+
+
 async def measure_webhooks(receiver: HttpReceiver, count: int) -> tuple[float, int]:
     """Deliveries per second from the first delivery to the last, and distinct messages.
     Fails when no delivery arrives for the receiver's wait bound."""
@@ -282,7 +310,7 @@ async def measure_webhooks(receiver: HttpReceiver, count: int) -> tuple[float, i
         await receiver.wait_for(len(receiver.requests) + 1)
     requests = receiver.requests
     span = requests[-1].at - requests[0].at
-    distinct = len({json.loads(request.body)["message_id"] for request in requests})
+    distinct = len({delivered_message(request.body) for request in requests})
     return (len(requests) - 1) / span, distinct
 
 
@@ -415,7 +443,8 @@ def row(name: str, figure: str) -> None:
     print(f"  {name:36} {figure}")
 
 
-async def webhook_section(receiver: HttpReceiver, count: int) -> None:
+async def webhook_section(receiver: HttpReceiver, count: int) -> float:
+    """The per-agent webhook worker's rate (printed with its peer's)."""
     print(f"webhooks: a backlog of {count} messages delivered to a receiver on 127.0.0.1")
     rate, distinct = await measure_webhooks(receiver, count)
     row("e2a webhook worker", f"{rate:6.0f} deliveries/s ({distinct} distinct messages)")
@@ -428,6 +457,24 @@ async def webhook_section(receiver: HttpReceiver, count: int) -> None:
         f"{count / json.loads(peer.stdout)['seconds']:6.0f} POSTs/s",
     )
     print("  target: >= 500 deliveries/s")
+    return rate
+
+
+async def subscriber_section(
+    folder: Path, dns_port: int, count: int, legacy_rate: float, nursery: trio.Nursery
+) -> None:
+    """The `/v1` webhook subscriber's rate over the same backlog, on a server of its own."""
+    receiver = HttpReceiver()
+    await nursery.start(receiver.serve)
+    await trio.Path(folder).mkdir()
+    setup = await prepare(folder, receiver.url, count, dns_port, subscriber=True)
+    command = [sys.executable, "-m", "e2a", "serve", "--config", str(setup.config)]
+    async with server_process(command, setup.http_url, folder / "e2a.log"):
+        print(f"/v1 webhook subscriber: a backlog of {count} email.received events")
+        rate, distinct = await measure_webhooks(receiver, count)
+    row("e2a /v1 delivery worker", f"{rate:6.0f} deliveries/s ({distinct} distinct messages)")
+    row("  beside the per-agent webhook", f"{rate / legacy_rate * 100:6.1f} %")
+    print("  target: within 10 % of the per-agent webhook")
 
 
 async def latency_section(setup: Setup, rate: float, seconds: float) -> None:
@@ -467,9 +514,11 @@ async def main(args: argparse.Namespace) -> None:
             setup = await prepare(folder, receiver.url, args.webhooks, dns_port)
             command = [sys.executable, "-m", "e2a", "serve", "--config", str(setup.config)]
             async with server_process(command, setup.http_url, folder / "e2a.log") as server:
-                await webhook_section(receiver, args.webhooks)
-                await latency_section(setup, args.rate, args.seconds)
-                await connections_section(setup, server.pid, args.connections, folder)
+                legacy_rate = await webhook_section(receiver, args.webhooks)
+                if not args.only_webhooks:
+                    await latency_section(setup, args.rate, args.seconds)
+                    await connections_section(setup, server.pid, args.connections, folder)
+            await subscriber_section(folder / "v1", dns_port, args.webhooks, legacy_rate, nursery)
             nursery.cancel_scope.cancel()
 
 
@@ -479,4 +528,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to send")
     parser.add_argument("--webhooks", type=int, default=3000, help="webhook backlog size")
     parser.add_argument("--connections", type=int, default=5000, help="idle WebSockets")
+    parser.add_argument(
+        "--only-webhooks", action="store_true", help="measure the two webhook paths only"
+    )
     trio.run(main, parser.parse_args())

@@ -145,16 +145,21 @@ async def serve_http(
 
 
 async def _deliver_webhooks(gateway: Gateway) -> None:
-    """Run the webhook worker (supervised) with its own keep-alive connections.
+    """Run the webhook workers (supervised): the legacy per-agent one and the `/v1` subscriber
+    one, sharing keep-alive connections.
 
     The worker, its HTTP client (httpx) and the CA bundle load in a worker thread once the
     gateway is up: about a tenth of a second that start-up does not wait for and that never
     blocks the event loop."""
     connections = await trio.to_thread.run_sync(_webhook_connections)
+    from e2a.workers.subscribers import SubscriberWorker
     from e2a.workers.webhooks import WebhookWorker  # loaded by _webhook_connections
 
-    async with connections:
-        await supervise("webhook worker", WebhookWorker(gateway, connections).run)
+    async with connections, trio.open_nursery() as nursery:
+        nursery.start_soon(supervise, "webhook worker", WebhookWorker(gateway, connections).run)
+        nursery.start_soon(
+            supervise, "/v1 webhook worker", SubscriberWorker(gateway, connections).run
+        )
 
 
 def _webhook_connections() -> WebhookConnections:

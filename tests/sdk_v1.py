@@ -140,3 +140,41 @@ def error(result: dict[str, Any], kind: str, code: str, status: int) -> dict[str
     assert (found["class"], found["code"], found["status"]) == (kind, code, status), found
     assert found["request_id"], found
     return found
+
+
+VERIFIER = r"""
+import json, sys
+from e2a.v1 import construct_event, E2AError
+
+request = json.load(sys.stdin)
+results = []
+for item in request["deliveries"]:
+    try:
+        event = construct_event(
+            item["body"].encode("utf-8"), item["header"], item["secret"], now=item.get("now")
+        )
+        results.append({"type": event.type, "id": event.id, "data": event.data})
+    except E2AError as exc:
+        results.append({"error": exc.code})
+print(json.dumps(results))
+"""
+
+
+async def construct_events(python: Path, deliveries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Verify and parse webhook deliveries with the SDK's `construct_event`: each of
+    `deliveries` names the raw `body` (text), the `X-E2A-Signature` `header`, the `secret` (or
+    secrets) to verify with and, optionally, the verifier's `now`. Per delivery, the event's
+    `{type, id, data}` or `{"error": code}`."""
+    with trio.fail_after(SDK_SECONDS):
+        done = await trio.run_process(
+            [str(python), "-I", "-c", VERIFIER],
+            stdin=json.dumps({"deliveries": deliveries}).encode(),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd="/",
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    results: list[dict[str, Any]] = json.loads(done.stdout)
+    return results

@@ -30,6 +30,7 @@ from e2a.operations.lifecycle import (
 from e2a.storage.base import (
     TERMINAL_STATUSES,
     Agent,
+    BouncedRecipient,
     NotPending,
     OutboundMessage,
     OutboundStatus,
@@ -40,7 +41,12 @@ from e2a.storage.base import (
 EVENTS: tuple[Event, ...] = get_args(Event)
 NOW = "2026-01-01T00:00:00Z"
 DEADLINE = 100.0
-OUTCOMES: dict[Event, SendOutcome] = {"hand_off": "sent", "retry": "retry", "give_up": "failed"}
+OUTCOMES: dict[Event, SendOutcome] = {
+    "hand_off": "sent",
+    "retry": "retry",
+    "give_up": "failed",
+    "bounce": "failed",
+}
 """What the send worker records for each of its events."""
 
 
@@ -52,7 +58,7 @@ def test_every_state_has_a_row_and_every_move_leads_to_a_state() -> None:
 
 
 def test_final_states_are_those_storage_scrubs() -> None:
-    assert {"sent", "failed", "rejected", "expired_rejected"} == TERMINAL
+    assert {"sent", "failed", "rejected", "expired_rejected", "bounced"} == TERMINAL
     assert TERMINAL == TERMINAL_STATUSES  # the SQL's list of finished messages
     assert {"pending_approval", "queued", "expired_approved"} == BODY_KEPT
 
@@ -89,7 +95,7 @@ def test_who_may_act_on_which_state() -> None:
     assert [state for state in STATES if awaits_review(state)] == ["pending_approval"]
     assert {"queued", "expired_approved"} == AWAITING_HAND_OFF
     assert (initial_state(True), initial_state(False)) == ("pending_approval", "queued")
-    assert {"queued", "failed", "expired_approved", "expired_rejected"} == (
+    assert {"queued", "failed", "expired_approved", "expired_rejected", "bounced"} == (
         lifecycle.SEND_ERROR_SHOWN
     )
 
@@ -174,7 +180,13 @@ async def _finish(storage: Storage, message_id: str, event: Event) -> None:
     ]
     outcome = OUTCOMES[event]
     retry_at = 1e9 if outcome == "retry" else None
-    await storage.finish_outbound(job.id, message_id, outcome, "smtp", "451 busy", retry_at)
+    # A relay's 5xx for the recipient: the message bounced (a hard bounce).
+    bounced = (
+        [BouncedRecipient("x@example.org", "permanent", "550 5.1.1")] if event == "bounce" else []
+    )
+    await storage.finish_outbound(
+        job.id, message_id, outcome, "smtp", "451 busy", retry_at, None, None, bounced
+    )
 
 
 async def test_storage_moves_messages_as_the_table_says(storage: Storage) -> None:
@@ -212,6 +224,8 @@ async def test_storage_moves_messages_as_the_table_says(storage: Storage) -> Non
         queued = await _message(storage, approver, f"queued_{event}", held=False)
         await _finish(storage, queued.id, event)
         await expect(queued.id, "queued", event)
+        if event not in TRANSITIONS["expired_approved"]:
+            continue
         expired = await _message(storage, approver, f"expired_{event}", held=True)
         await storage.expire_outbound(DEADLINE)
         await _finish(storage, expired.id, event)

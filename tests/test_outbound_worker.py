@@ -30,6 +30,7 @@ from e2a.hub import Listener
 from e2a.ids import new_id
 from e2a.mailauth.resolver import FixtureResolver
 from e2a.outbound.mime import new_message_id
+from e2a.outbound.return_path import parse_return_path, return_path_key
 from e2a.storage.base import OutboundMessage
 from e2a.workers.outbound import OutboundWorker, settle
 from tests.conftest import Account, agent_path, make_settings
@@ -165,7 +166,10 @@ async def test_plain_send_reaches_the_relay_and_scrubs_the_body(setup: Setup, si
     assert await setup.worker.deliver_due(NOW) == 1
 
     ((mail_from, recipients, raw),) = sink.received
-    assert (mail_from, recipients) == (setup.sender, [EXTERNAL])
+    # The envelope sender is the message's return path, on the agent's domain.
+    assert recipients == [EXTERNAL] and mail_from.endswith("@" + setup.sender.split("@")[1])
+    path = parse_return_path(mail_from, return_path_key(setup.gateway.server_key))
+    assert path is not None and path.message_id == message.id
     received = parsed(raw)
     assert received["From"] == setup.sender
     assert received["To"] == EXTERNAL
@@ -304,8 +308,8 @@ async def test_5xx_is_final(setup: Setup, sink: Sink) -> None:
     message = await queue(setup)
     await setup.worker.deliver_due(NOW)
 
-    after = await stored(setup, message.id)
-    assert after.status == "failed" and "550 5.1.1 no such user" in (after.send_error or "")
+    after = await stored(setup, message.id)  # a relay's 5xx is a bounce
+    assert after.status == "bounced" and "550 5.1.1 no such user" in (after.send_error or "")
     assert after.body_text is None
     assert await setup.worker.deliver_due(NOW + 86400) == 0
 

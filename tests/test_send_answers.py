@@ -246,10 +246,10 @@ async def test_a_refusal_is_an_http_error_the_sdk_raises_and_nothing_is_left_que
     )
     assert direct.status_code == 422
     error = direct.json()["error"]
-    assert error["code"] == "send_failed" and "550 5.1.1 no such user" in error["message"]
-    message_id = error["message"].split()[1]
-    view = await sender.message(message_id)
-    assert view["status"] == "failed" and "550 5.1.1 no such user" in view["error"]
-    failed = await sender.account.http.get("/api/v1/messages", params={"status": "failed"})
-    assert len(failed.json()["messages"]) == 2
+    # The relay's 550 was a hard bounce: the address is suppressed now, and the answer says so.
+    assert error["code"] == "recipient_suppressed" and "nobody@example.org" in error["message"]
+    bounced = await sender.account.http.get("/api/v1/messages", params={"status": "bounced"})
+    (message,) = bounced.json()["messages"]
+    view = await sender.message(message["id"])
+    assert view["status"] == "bounced" and "550 5.1.1 no such user" in view["error"]
     assert [rcpts for rcpts, _ in relay.received] == [["dave@example.org"]]

@@ -47,6 +47,22 @@ IMPLEMENTED = (
     "getMessageLifecycle",
     "listConversations",
     "getConversation",
+    "listEvents",
+    "getEvent",
+    "redeliverEvent",
+    "listWebhooks",
+    "createWebhook",
+    "getWebhook",
+    "updateWebhook",
+    "deleteWebhook",
+    "listWebhookDeliveries",
+    "rotateWebhookSecret",
+    "testWebhook",
+    "listSuppressions",
+    "deleteSuppression",
+    "listAgentSuppressions",
+    "createAgentSuppression",
+    "deleteAgentSuppression",
 )
 """e2a's operations the gateway serves (docs/api.md lists them, and those left, with why)."""
 

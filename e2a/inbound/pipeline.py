@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import trio
 
@@ -31,6 +31,7 @@ from e2a.inbound.postmaster import (
     names_postmaster,
     postmaster_agent,
 )
+from e2a.inbound.returned_mail import ReturnedMail
 from e2a.inbound.trace import (
     ClientNames,
     Hop,
@@ -100,6 +101,7 @@ class InboundMailSink:
         self._recent_senders = RecentSenders()
         self._client_names = ClientNames()
         self._approval_replies = ApprovalReplies(gateway)
+        self._returned = ReturnedMail(gateway)
 
     async def _serves_domain(self, domain: str) -> bool:
         if self._gateway.is_shared_domain(domain):
@@ -118,7 +120,7 @@ class InboundMailSink:
             return RecipientVerdict.ACCEPT
         if not await self._serves_domain(mailbox.domain):
             return RecipientVerdict.RELAY_DENIED
-        if postmaster:
+        if postmaster or self._returned.return_path(mailbox) is not None:
             return RecipientVerdict.ACCEPT
         try:
             address = _normalised(mailbox.address)
@@ -194,10 +196,26 @@ class InboundMailSink:
         return auth, client_name
 
     async def accept_message(self, envelope: Envelope, peer: str) -> str:
-        """Store one message per recipient agent in one transaction; return the first id. A
-        reply to an approval notice among the recipients is acted on (or answered) first,
+        """Store one message per recipient agent in one transaction; return the first id.
+        What comes back to our return paths is recorded as a bounce instead, and a reply to an
+        approval notice among the recipients is acted on (or answered) first; both are
         committed before this returns."""
         now = time.time()
+        paths = [
+            path
+            for mailbox in envelope.recipients
+            if (path := self._returned.return_path(mailbox)) is not None
+        ]
+        if paths:
+            await self._returned.record(paths, envelope.data, now)
+            inboxes = [
+                mailbox
+                for mailbox in envelope.recipients
+                if self._returned.return_path(mailbox) is None
+            ]
+            if not inboxes:
+                return paths[0].message_id
+            envelope = replace(envelope, recipients=inboxes)
         auth, client_name = await self._authenticate_and_name(envelope, peer)
         reply_tokens = [
             token

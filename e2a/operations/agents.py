@@ -134,7 +134,7 @@ async def register_agent(
     )
     address = await _address_for(gateway, caller, request)
     mode = request.agent_mode or "cloud"
-    webhook_url = await _checked_webhook_url(gateway, request.webhook_url)
+    webhook_url = await checked_webhook_url(gateway, request.webhook_url)
     if mode == "cloud" and webhook_url is None:
         raise Invalid(
             "webhook_url_required",
@@ -166,7 +166,7 @@ async def change_agent(
     """Apply the settings in `request` to the caller's agent at `email`."""
     caller.require_account("change agents")
     current = await owned_agent(gateway, caller, email)
-    webhook_url = await _checked_webhook_url(gateway, request.webhook_url)
+    webhook_url = await checked_webhook_url(gateway, request.webhook_url)
     mode = request.agent_mode or current.agent_mode
     if mode == "cloud" and not (webhook_url or current.webhook_url):
         raise Invalid(
@@ -198,7 +198,7 @@ async def remove_agent(gateway: Gateway, caller: Caller, email: str) -> None:
     gateway.hub.revoke(Revocation("agent", agent_id))
 
 
-async def _checked_webhook_url(gateway: Gateway, url: str | None) -> str | None:
+async def checked_webhook_url(gateway: Gateway, url: str | None) -> str | None:
     """The URL, normalised, if it may be a webhook target: its text, and every address its host
     resolves to now (a host that does not resolve yet is accepted; it is checked again at each
     delivery). None stays None."""

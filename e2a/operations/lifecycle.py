@@ -10,7 +10,8 @@ two approvals racing send once), and every check of a status in Python asks here
                 └─ not held ────────────────────────────────────────▶ queued
 
     queued            hand_off ▶ sent                retry ▶ queued
-                      give_up  ▶ failed
+                      give_up  ▶ failed              bounce ▶ bounced
+    sent              (a bounce report)  ▶ bounced
     expired_approved  hand_off ▶ expired_approved *  retry ▶ expired_approved
                       give_up  ▶ expired_rejected
 
@@ -18,6 +19,10 @@ two approvals racing send once), and every check of a status in Python asks here
       expired_approved, with its hand-off time (`sent_at`) and method recorded. A message is
       final once its state has no moves or once it was handed on; it then takes no event and
       its body is scrubbed.
+
+    A message the relay refused with 5xx for every recipient is `bounced` rather than
+    `failed`; a sent message a permanent bounce report comes back for moves to `bounced`
+    too (its body is long gone). `bounced` is final.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Literal
 
 from e2a.storage.base import OutboundStatus
 from e2a.storage.vocabulary import (
+    BOUNCED,
     EXPIRED_APPROVED,
     EXPIRED_REJECTED,
     FAILED,
@@ -40,7 +46,14 @@ STATES: tuple[OutboundStatus, ...] = OUTBOUND_STATUSES
 """Every state, in the order the contract lists them."""
 
 Event = Literal[
-    "approve", "reject", "expire_approved", "expire_rejected", "hand_off", "retry", "give_up"
+    "approve",
+    "reject",
+    "expire_approved",
+    "expire_rejected",
+    "hand_off",
+    "retry",
+    "give_up",
+    "bounce",
 ]
 """What happens to a message: a reviewer approves or rejects it; its approval deadline passes
 with the agent's action; the send worker hands it off, will retry, or gives up."""
@@ -52,7 +65,7 @@ TRANSITIONS: dict[OutboundStatus, dict[Event, OutboundStatus]] = {
         "expire_approved": EXPIRED_APPROVED,
         "expire_rejected": EXPIRED_REJECTED,
     },
-    QUEUED: {"hand_off": SENT, "retry": QUEUED, "give_up": FAILED},
+    QUEUED: {"hand_off": SENT, "retry": QUEUED, "give_up": FAILED, "bounce": BOUNCED},
     # An auto-approval that cannot be sent ends rejected, with the reason (contract/hitl.md).
     EXPIRED_APPROVED: {
         "hand_off": EXPIRED_APPROVED,
@@ -63,6 +76,7 @@ TRANSITIONS: dict[OutboundStatus, dict[Event, OutboundStatus]] = {
     FAILED: {},
     REJECTED: {},
     EXPIRED_REJECTED: {},
+    BOUNCED: {},
 }
 """Every move there is: state → event → the state it leads to. A pair absent here is refused."""
 
@@ -81,7 +95,7 @@ AWAITING_HAND_OFF: frozenset[OutboundStatus] = frozenset(
 hand it off."""
 
 SEND_ERROR_SHOWN: frozenset[OutboundStatus] = frozenset(
-    {QUEUED, FAILED, EXPIRED_APPROVED, EXPIRED_REJECTED}
+    {QUEUED, FAILED, EXPIRED_APPROVED, EXPIRED_REJECTED, BOUNCED}
 )
 """States in which the last hand-off error explains the state: a retry pending (or, once
 handed on, the recipients that refused), a failure, an auto-approval that could not be sent."""

@@ -34,12 +34,19 @@ from e2a.operations.drafts import (
     checked_text,
     fits_header,
 )
-from e2a.operations.errors import Conflict, Invalid, NotFound, RateLimited, Undeliverable
+from e2a.operations.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    RateLimited,
+    Undeliverable,
+    Unprocessable,
+)
 from e2a.operations.requests import RequestBody
 from e2a.outbound.mime import header_text, reply_subject
 from e2a.outbound.mime import new_message_id as rfc_message_id
 from e2a.storage.base import Agent, InboundMessage, OutboundMessage, OutboundStatus
-from e2a.storage.vocabulary import FAILED, QUEUED, SENT
+from e2a.storage.vocabulary import BOUNCED, FAILED, QUEUED, SENT
 
 SEND_WAIT_SECONDS = 5.0
 SEND_POLL_SECONDS = 0.05
@@ -197,6 +204,22 @@ async def _check_rate(gateway: Gateway, agent: Agent, now: float) -> None:
         )
 
 
+async def _refuse_suppressed(gateway: Gateway, agent: Agent, recipients: list[str]) -> None:
+    """Unprocessable (`recipient_suppressed`) when the account, or this agent, suppressed any
+    of `recipients` (a hard bounce, or by hand): the send is refused whole, never partly
+    dropped."""
+    addresses = list(dict.fromkeys(address.strip().lower() for address in recipients))
+    suppressed = await gateway.storage.suppressed_among(agent.user_id, agent.email, addresses)
+    if suppressed:
+        listed = ", ".join(suppressed)
+        raise Unprocessable(
+            "recipient_suppressed",
+            f"not sent: {listed} is on the suppression list (a hard bounce, or added by hand); "
+            f"remove it from the recipients, or lift it with "
+            f"DELETE /v1/account/suppressions/{suppressed[0]}?confirm=DELETE",
+        )
+
+
 async def _method(gateway: Gateway, recipients: list[str]) -> Literal["smtp", "local"]:
     """`local` when every recipient is an agent of this deployment, else `smtp`."""
     for address in recipients:
@@ -225,6 +248,7 @@ async def _new_message(
 ) -> OutboundMessage:
     now = time.time()
     await _check_rate(gateway, agent, now)
+    await _refuse_suppressed(gateway, agent, [*to, *cc, *bcc])
     held = agent.hitl_enabled
     return OutboundMessage(
         id=new_id("msg"),
@@ -267,11 +291,11 @@ async def _submit(gateway: Gateway, message: OutboundMessage) -> Submission:
             current = await gateway.storage.get_outbound(message.user_id, message.id)
             if current is not None:
                 status, error = current.status, current.send_error
-    if status == FAILED:
+    if status in (FAILED, BOUNCED):
         raise Undeliverable(
             "send_failed",
             f"message {message.id} was not sent: {error or 'no reason recorded'} "
-            f"(kept as failed: GET /api/v1/messages/{message.id})",
+            f"(kept as {status}: GET /api/v1/messages/{message.id})",
         )
     return Submission(message, status)
 

@@ -8,7 +8,7 @@ check. SQL lives in `e2a.storage.sql` only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -283,6 +283,7 @@ OutboundStatus = Literal[
     "rejected",
     "expired_approved",
     "expired_rejected",
+    "bounced",
 ]
 
 
@@ -450,6 +451,128 @@ class Feedback:
     message: str
     email: str | None
     created_at: str
+
+
+@dataclass(frozen=True)
+class DeliveryCounts:
+    """How one event's webhook deliveries stand: how many webhooks it matched, and how many of
+    those deliveries are delivered, still pending (or retrying) and failed."""
+
+    matched_webhooks: int = 0
+    delivered: int = 0
+    pending: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event of the log as `/v1/events` reads it: its filter fields and its envelope."""
+
+    seq: int
+    id: str
+    type: str
+    agent_email: str | None
+    conversation_id: str | None
+    message_id: str | None
+    created_epoch: float
+    envelope: bytes
+    deliveries: DeliveryCounts = field(default_factory=DeliveryCounts)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a listing keeps: fields left None keep all; `since`/`until` are epochs
+    (inclusive); `agent_emails`, when set, limits the listing to those agents (an agent key)."""
+
+    type: str | None = None
+    agent_email: str | None = None
+    conversation_id: str | None = None
+    message_id: str | None = None
+    since: float | None = None
+    until: float | None = None
+    agent_emails: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A webhook subscriber of an account: where events of `events` go (only those of
+    `agent_emails`/`conversation_ids` when these are not empty), signed with the secret
+    derived from `seed` (and from `previous_seed` until `previous_until`, after a rotation)."""
+
+    id: str
+    user_id: str
+    url: str
+    description: str
+    events: list[str]
+    agent_emails: list[str]
+    conversation_ids: list[str]
+    enabled: bool
+    seed: str
+    created_at: str
+    seq: int = 0
+    previous_seed: str | None = None
+    previous_until: float | None = None
+    last_delivered_at: str | None = None
+
+
+@dataclass(frozen=True)
+class WebhookChanges:
+    """A partial update of a webhook: fields left None keep their value (lists replace)."""
+
+    url: str | None = None
+    description: str | None = None
+    events: list[str] | None = None
+    agent_emails: list[str] | None = None
+    conversation_ids: list[str] | None = None
+    enabled: bool | None = None
+
+
+SubscriberStatus = Literal["pending", "delivered", "failed"]
+
+
+@dataclass(frozen=True)
+class SubscriberDelivery:
+    """One event (or test) on its way to one webhook, with its last attempt."""
+
+    seq: int
+    id: str
+    webhook_id: str
+    event_id: str
+    event_type: str
+    envelope: bytes
+    status: SubscriberStatus
+    attempts: int
+    run_at: float | None
+    created_epoch: float
+    last_attempt_at: float | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    last_latency_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A due delivery leased to the worker, with its webhook's URL and signing seeds (the
+    previous one only while its grace lasts)."""
+
+    delivery: SubscriberDelivery
+    url: str
+    seeds: list[str]
+
+
+@dataclass(frozen=True)
+class SubscriberAttempt:
+    """A finished attempt of a delivery and what becomes of it: `pending` again at `retry_at`,
+    or `delivered`/`failed` for good."""
+
+    delivery_id: str
+    attempt: int
+    attempted_at: float
+    status_code: int | None
+    error: str | None
+    latency_ms: int
+    status: SubscriberStatus
+    retry_at: float | None
 
 
 class Lifecycle(Protocol):
@@ -701,9 +824,16 @@ class Outbox(Protocol):
         method: Literal["smtp", "local"],
         error: str | None,
         retry_at: float | None,
+        results: Mapping[str, str] | None = None,
+        now: float | None = None,
+        bounced: Sequence[BouncedRecipient] = (),
     ) -> None:
         """Record a send attempt: sent/failed are terminal (body scrubbed, job dropped; an
-        expired-approved message that fails ends `expired_rejected`), retry reschedules."""
+        expired-approved message that fails ends `expired_rejected`), retry reschedules. A
+        terminal attempt logs its events (`email.sent` and `email.delivered` per recipient in
+        `results` that was accepted, or `email.failed`), made at `now` (default: the wall clock),
+        in the same transaction; so are the relay's 5xx refusals in `bounced` (`email.bounced`,
+        a hard bounce suppressed, and a message no recipient got ends `bounced`)."""
         ...
 
     async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
@@ -936,6 +1066,173 @@ class WebhookDeliveries(Protocol):
         ...
 
 
+BounceType = Literal["permanent", "transient", "undetermined"]
+
+
+@dataclass(frozen=True)
+class BouncedRecipient:
+    """A recipient an outbound message bounced for (a delivery status notification, or the
+    relay's own 5xx), and what the remote server said."""
+
+    address: str
+    bounce_type: BounceType
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """A recipient sends are refused to: from every agent of the account (`agent_email` None,
+    added by a hard bounce) or from one agent."""
+
+    seq: int
+    address: str
+    source: str
+    created_at: str
+    agent_email: str | None = None
+    reason: str | None = None
+    source_message_id: str | None = None
+
+
+class Suppressions(Protocol):
+    """Bounces recorded against the outbound message they are about, and the recipient
+    suppression lists they (or the account) fill."""
+
+    async def record_bounce(
+        self, message_id: str, bounced: list[BouncedRecipient], now: float
+    ) -> bool:
+        """In one transaction: an `email.bounced` event per recipient of the outbound message
+        `message_id` it names; for a permanent bounce the address on its account's suppression
+        list (with a `domain.suppression_added` event) and the message `bounced`. False when
+        there is no such outbound message or none of `bounced` is its recipient."""
+        ...
+
+    async def suppressed_among(
+        self, user_id: str, agent_email: str, addresses: list[str]
+    ) -> list[str]:
+        """Those of `addresses` (lowercase) the account, or its agent `agent_email`, suppressed."""
+        ...
+
+    async def suppression_page(
+        self, user_id: str, agent_email: str | None, limit: int, before_seq: int | None
+    ) -> list[Suppression]:
+        """Up to `limit` of the account's suppressions (`agent_email` None) or the agent's,
+        newest first."""
+        ...
+
+    async def add_suppression(
+        self, user_id: str, agent_email: str | None, address: str, reason: str | None, now: float
+    ) -> Suppression:
+        """Suppress `address` for the agent (or the account), by hand; the existing row when it
+        already is."""
+        ...
+
+    async def delete_suppression(self, user_id: str, agent_email: str | None, address: str) -> bool:
+        """Lift one suppression; False when there is none."""
+        ...
+
+
+class EventLog(Protocol):
+    """The `/v1` events log: events recorded with what they describe (by the other roles'
+    writes, in the same transaction), listed and read per account, redelivered."""
+
+    async def list_events(
+        self, user_id: str, query: EventFilter, limit: int, before_seq: int | None
+    ) -> list[StoredEvent]:
+        """Up to `limit` of the user's events matching `query`, newest first, older than
+        `before_seq` when given."""
+        ...
+
+    async def get_event(self, user_id: str, event_id: str) -> StoredEvent | None:
+        """One of the user's events (with its delivery counts), or None."""
+        ...
+
+    async def redeliver_event(
+        self, user_id: str, event_id: str, webhook_id: str | None, now: float
+    ) -> list[tuple[str, str]] | None:
+        """Queue the event's envelope again, due at `now`: to `webhook_id`, or to every webhook
+        it was delivered to before. The (webhook id, delivery id) pairs queued; None when the
+        event or the webhook is not the user's."""
+        ...
+
+    async def delete_events_before(self, cutoff: float, limit: int) -> int:
+        """Delete up to `limit` events made before the epoch `cutoff`, oldest first."""
+        ...
+
+
+class Subscribers(Protocol):
+    """Webhook subscribers of the `/v1` API and the queue of their deliveries."""
+
+    async def add_webhook(self, webhook: Webhook, max_per_user: int) -> None:
+        """Store a new webhook; LimitReached when the user already has `max_per_user`."""
+        ...
+
+    async def webhook_page(self, user_id: str, limit: int, after_seq: int | None) -> list[Webhook]:
+        """Up to `limit` of the user's webhooks, oldest first, after `after_seq`."""
+        ...
+
+    async def get_webhook(self, user_id: str, webhook_id: str) -> Webhook | None:
+        """One of the user's webhooks, or None."""
+        ...
+
+    async def update_webhook(
+        self, user_id: str, webhook_id: str, changes: WebhookChanges
+    ) -> Webhook | None:
+        """Apply `changes` to one of the user's webhooks; None when it is not theirs."""
+        ...
+
+    async def delete_webhook(self, user_id: str, webhook_id: str) -> bool:
+        """Delete one of the user's webhooks with its deliveries; False when not theirs."""
+        ...
+
+    async def rotate_webhook_seed(
+        self, user_id: str, webhook_id: str, seed: str, previous_until: float
+    ) -> Webhook | None:
+        """Sign with `seed` from now on; the current seed keeps signing too until
+        `previous_until`. None when the webhook is not the user's."""
+        ...
+
+    async def add_test_delivery(
+        self,
+        user_id: str,
+        webhook_id: str,
+        event_id: str,
+        event_type: str,
+        envelope: bytes,
+        now: float,
+    ) -> str | None:
+        """Queue a one-off delivery of `envelope` to the webhook, due now; its id, or None
+        when the webhook is not the user's."""
+        ...
+
+    async def delivery_page(
+        self,
+        user_id: str,
+        webhook_id: str,
+        status: str | None,
+        limit: int,
+        before_seq: int | None,
+    ) -> list[SubscriberDelivery] | None:
+        """Up to `limit` of the webhook's deliveries (in `status`, when given), newest first;
+        None when the webhook is not the user's."""
+        ...
+
+    async def claim_subscriber_deliveries(
+        self,
+        now: float,
+        limit: int | None,
+        lease_seconds: float,
+        room: Mapping[str, int],
+        default_room: int,
+    ) -> list[ClaimedDelivery]:
+        """Lease due deliveries of enabled webhooks, oldest due first, looking at no more than
+        `limit` (None: every) and taking at most `room[url]` (else `default_room`) per URL."""
+        ...
+
+    async def finish_subscriber_attempts(self, finished: list[SubscriberAttempt]) -> None:
+        """Record the attempts, and each delivery's next state, in one transaction."""
+        ...
+
+
 class RateLimits(Protocol):
     """Fixed-window request counters shared by every process using the database."""
 
@@ -1026,6 +1323,9 @@ class Storage(
     Idempotency,
     FeedbackBox,
     Retention,
+    EventLog,
+    Subscribers,
+    Suppressions,
     Protocol,
 ):
     """What the gateway needs from a database, all roles together. Implemented by the SQLite and

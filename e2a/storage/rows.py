@@ -470,6 +470,13 @@ def jobs_within_room(
     return jobs
 
 
+RECIPIENT_ACCEPTED = "accepted"
+RECIPIENT_LOCAL_PREFIX = "local "
+RECIPIENT_REFUSED_PREFIX = "refused: "
+"""How the send worker records a settled recipient of an outbound message: the relay accepted
+it, a local inbox took it (`local <how>`), or the relay refused it (`refused: <reply>`)."""
+
+
 def recipient_results(stored: str | None) -> dict[str, str]:
     """An outbound row's per-recipient results, from its `auth_results_json`."""
     results: dict[str, str] = json.loads(stored or "{}")

@@ -28,6 +28,7 @@ FAILED: Final = "failed"
 REJECTED: Final = "rejected"
 EXPIRED_APPROVED: Final = "expired_approved"
 EXPIRED_REJECTED: Final = "expired_rejected"
+BOUNCED: Final = "bounced"
 OUTBOUND_STATUSES: Final = (
     PENDING_APPROVAL,
     QUEUED,
@@ -36,8 +37,9 @@ OUTBOUND_STATUSES: Final = (
     REJECTED,
     EXPIRED_APPROVED,
     EXPIRED_REJECTED,
+    BOUNCED,
 )
-TERMINAL_STATUSES: Final = frozenset({SENT, FAILED, REJECTED, EXPIRED_REJECTED})
+TERMINAL_STATUSES: Final = frozenset({SENT, FAILED, REJECTED, EXPIRED_REJECTED, BOUNCED})
 """Outbound statuses nothing leaves: the body is scrubbed and retention may delete the row (as
 it may once `sent_at` says a message was handed on: an auto-approval sent stays
 `expired_approved`)."""
@@ -48,6 +50,10 @@ LOCAL: Final = "local"
 EXPIRE_BY_APPROVING: Final = "approve"
 EXPIRE_BY_REJECTING: Final = "reject"
 
+# Where a recipient suppression came from.
+SUPPRESSED_BY_BOUNCE: Final = "bounce"
+SUPPRESSED_BY_HAND: Final = "manual"
+
 # What an API key may reach (`KeyScope`): its whole account, or one agent of it.
 ACCOUNT_SCOPE: Final = "account"
 AGENT_SCOPE: Final = "agent"
@@ -57,7 +63,6 @@ WEBHOOK_JOB: Final = "webhook"
 OUTBOUND_JOB: Final = "outbound"
 APPROVAL_NOTICE_JOB: Final = "approval_notice"
 APPROVAL_ANSWER_JOB: Final = "approval_answer"
-JOB_KINDS: Final = (WEBHOOK_JOB, OUTBOUND_JOB, APPROVAL_NOTICE_JOB, APPROVAL_ANSWER_JOB)
 
 # How a review was decided (`ReviewMethod`).
 REVIEW_BY_API: Final = "api"
@@ -72,3 +77,17 @@ REVIEW_METHODS: Final = (
     REVIEW_BY_REPLY,
     REVIEW_BY_EXPIRY,
 )
+SUBSCRIBER_JOB: Final = "event_delivery"
+"""Deliveries to `/v1` webhook subscribers: rows of `webhook_deliveries`, announced as jobs."""
+JOB_KINDS: Final = (
+    WEBHOOK_JOB,
+    OUTBOUND_JOB,
+    APPROVAL_NOTICE_JOB,
+    APPROVAL_ANSWER_JOB,
+    SUBSCRIBER_JOB,
+)
+
+# Where a `/v1` webhook delivery stands (`SubscriberStatus`).
+DELIVERY_WAITING: Final = "pending"
+DELIVERY_DONE: Final = "delivered"
+DELIVERY_FAILED: Final = "failed"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,11 +23,25 @@ from e2a.addresses import AddressError, normalise_address
 from e2a.gateway import Gateway
 from e2a.local_delivery import deliver_locally
 from e2a.operations import lifecycle
+from e2a.outbound.bounces import classify
 from e2a.outbound.dkim_signing import DkimSigner
 from e2a.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
 from e2a.outbound.relay import hand_off
+from e2a.outbound.return_path import return_path_for, return_path_key
 from e2a.smtp.client import Outcome, Outgoing
-from e2a.storage.base import Agent, Job, OutboundMessage, SendOutcome, StorageUnavailable
+from e2a.storage.base import (
+    Agent,
+    BouncedRecipient,
+    Job,
+    OutboundMessage,
+    SendOutcome,
+    StorageUnavailable,
+)
+from e2a.storage.rows import (
+    RECIPIENT_ACCEPTED,
+    RECIPIENT_LOCAL_PREFIX,
+    RECIPIENT_REFUSED_PREFIX,
+)
 from e2a.storage.vocabulary import OUTBOUND_JOB
 from e2a.workers.retry_schedules import OUTBOUND_HAND_OFF, OUTBOUND_INTERNAL_ERROR
 
@@ -39,9 +54,9 @@ MAX_ERROR_CHARS = 1000
 NO_RELAY = (
     "outbound_smtp.host is not set — configure outbound_smtp to send mail beyond this deployment"
 )
-ACCEPTED = "accepted"
-LOCAL_PREFIX = "local "
-REFUSED_PREFIX = "refused: "
+ACCEPTED = RECIPIENT_ACCEPTED
+LOCAL_PREFIX = RECIPIENT_LOCAL_PREFIX
+REFUSED_PREFIX = RECIPIENT_REFUSED_PREFIX
 GAVE_UP_PREFIX = "gave up: "
 
 
@@ -145,6 +160,25 @@ def settle(
     return Verdict(outcome, method, _describe(failures) or None, None, gave_up)
 
 
+RELAY_REFUSAL = re.compile(r"^(?:[A-Z][A-Z ]*: )?(5\d\d)(?:[ -](5\.\d{1,3}\.\d{1,3}))?")
+"""A relay's permanent reply to RCPT or DATA (`RCPT TO: 550 5.1.1 …`): its code and, when
+given, its enhanced code."""
+
+
+def relay_bounces(results: Mapping[str, str]) -> list[BouncedRecipient]:
+    """The recipients the relay refused with a 5xx reply: bounces, as a report would say."""
+    bounced = []
+    for recipient, result in results.items():
+        if not result.startswith(REFUSED_PREFIX):
+            continue
+        reply = result.removeprefix(REFUSED_PREFIX)
+        code = RELAY_REFUSAL.match(reply)
+        if code is not None:
+            status = code.group(2) or code.group(1)
+            bounced.append(BouncedRecipient(recipient, classify(status), reply))
+    return bounced
+
+
 def _describe(reasons: Mapping[str, str]) -> str:
     return "; ".join(f"{rcpt}: {reason}" for rcpt, reason in reasons.items())[:MAX_ERROR_CHARS]
 
@@ -167,6 +201,7 @@ class OutboundWorker:
         self._clock = clock
         self._poll_seconds = poll_seconds
         self._uniform = uniform
+        self._return_path_key = return_path_key(gateway.server_key)
         dkim_settings = gateway.settings.dkim
         self._signer = (
             DkimSigner(dkim_settings.selector, dkim_settings.private_key_path)
@@ -283,9 +318,27 @@ class OutboundWorker:
             # Only a retry needs them (one write fewer per message on the common path).
             await storage.record_recipient_results(message.id, results)
         await storage.finish_outbound(
-            job.id, message.id, verdict.outcome, verdict.method, verdict.error, verdict.retry_at
+            job.id,
+            message.id,
+            verdict.outcome,
+            verdict.method,
+            verdict.error,
+            verdict.retry_at,
+            {**settled, **results},
+            now,
+            relay_bounces(results),
         )
         log.info("outbound %s: %s (%s)", message.id, verdict.outcome, verdict.error or "ok")
+
+    def return_path(self, message: OutboundMessage) -> str:
+        """The envelope sender of a hand-off: `bounces+<token>@<the agent's domain>`, which
+        names the message, so a bounce that comes back to it is matched to the message (the
+        agent's address for a message id of another shape)."""
+        domain = message.agent_email.rpartition("@")[2]
+        try:
+            return return_path_for(message.id, None, self._return_path_key, domain)
+        except ValueError:
+            return message.agent_email
 
     def compose(self, message: OutboundMessage) -> bytes:
         """The message's bytes as sent: MIME from storage, DKIM-signed when a key is set.
@@ -324,7 +377,7 @@ class OutboundWorker:
                 else:
                     deferred[agent.email] = "the recipient's owner has no signing secret yet"
         if remote:
-            settled, relay_deferred = await self._relay(message.agent_email, remote, raw)
+            settled, relay_deferred = await self._relay(self.return_path(message), remote, raw)
             results.update(settled)
             deferred.update(relay_deferred)
         return results, deferred

@@ -1,6 +1,7 @@
 """The retention sweep: deletes messages (raw bodies and attachments with them), webhook
 attempt records and feedback older than `retention.days`, idempotency keys past their window,
-and messages in the `/v1` trash for longer than TRASH_KEPT_SECONDS.
+messages in the `/v1` trash for longer than TRASH_KEPT_SECONDS, and `/v1` events older than
+30 days.
 
 It deletes in small batches, each its own short transaction, and pauses between batches, so
 SMTP ingest and API writes always get the database in between. It never touches a message that
@@ -18,6 +19,7 @@ from typing import TypeVar
 import trio
 
 from e2a.clock import format_timestamp
+from e2a.events import RETENTION_SECONDS as EVENT_RETENTION_SECONDS
 from e2a.gateway import Gateway
 from e2a.operations.idempotency import KEPT_SECONDS as IDEMPOTENCY_KEPT_SECONDS
 from e2a.operations.mailbox import TRASH_KEPT_SECONDS
@@ -46,6 +48,7 @@ class SweepResult:
     idempotency_keys: int = 0
     trashed_messages: int = 0
     feedback: int = 0
+    events: int = 0
 
 
 class RetentionWorker:
@@ -72,8 +75,8 @@ class RetentionWorker:
 
     async def sweep(self, now: float) -> SweepResult:
         """Delete every message, webhook attempt and piece of feedback from before
-        `now - retention.days`, and the idempotency keys claimed and completed more than their
-        window ago."""
+        `now - retention.days`, the idempotency keys claimed and completed more than their
+        window ago, the trash past its time and the events older than 30 days."""
         cutoff = format_timestamp(now - self._gateway.settings.retention.days * SECONDS_PER_DAY)
         storage = self._gateway.storage
         result = SweepResult(
@@ -92,6 +95,9 @@ class RetentionWorker:
                 format_timestamp(now - TRASH_KEPT_SECONDS),
             ),
             feedback=await self._in_batches("feedback", storage.delete_feedback_before, cutoff),
+            events=await self._in_batches(
+                "events", storage.delete_events_before, now - EVENT_RETENTION_SECONDS
+            ),
         )
         if result.messages or result.webhook_attempts:
             log.info(
@@ -100,6 +106,8 @@ class RetentionWorker:
                 result.webhook_attempts,
                 cutoff,
             )
+        if result.events:
+            log.info("retention: deleted %d events older than 30 days", result.events)
         if result.idempotency_keys:
             log.info("retention: deleted %d expired idempotency keys", result.idempotency_keys)
         if result.trashed_messages:

@@ -80,6 +80,32 @@ class Backoff:
         return now + delay if window_end is None else min(now + delay, window_end)
 
 
+@dataclass(frozen=True)
+class FixedDelays:
+    """A frozen schedule: after the n-th failed attempt wait `delays[n - 1]` seconds (a longer
+    Retry-After is waited out); once the delays are used up, give up. No jitter: the times are
+    part of a contract."""
+
+    delays: tuple[float, ...]
+
+    def next_attempt_at(
+        self,
+        attempt: int,
+        *,
+        now: float,
+        first_at: float,
+        retry_after: float | None = None,
+        uniform: Uniform = random.uniform,
+    ) -> float | None:
+        """See `RetrySchedule.next_attempt_at`."""
+        if attempt < 1 or attempt > len(self.delays):
+            return None
+        delay = self.delays[attempt - 1]
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return now + delay
+
+
 WEBHOOK_DELIVERY = Backoff(
     first_seconds=30.0, max_seconds=3600.0, jitter=0.2, window_seconds=24 * 3600.0
 )
@@ -101,3 +127,8 @@ message fails, so a broken message cannot loop forever."""
 APPROVAL_NOTICE = Backoff(first_seconds=30.0, max_seconds=3600.0)
 """An approval notice the relay deferred: 30 s doubling to 1 h. The approval worker gives up
 when the next try would come after the message's approval deadline (contract/hitl.md)."""
+
+SUBSCRIBER_DELIVERY = FixedDelays((60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 8 * 3600.0, 16 * 3600.0))
+"""A `/v1` webhook delivery (e2a's frozen eight attempts): immediate, then 1 m, 5 m, 15 m, 1 h,
+4 h, 8 h and 16 h after the previous one; after the eighth fails, the delivery is `failed` (it
+stays redeliverable by hand)."""

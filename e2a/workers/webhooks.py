@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -61,7 +61,7 @@ class Answer:
     final: bool = False
 
 
-class _HostQueue:
+class HostQueue:
     """The attempts of one destination host: at most MAX_PER_HOST at once, the rest wait."""
 
     def __init__(self) -> None:
@@ -102,7 +102,7 @@ class WebhookWorker:
         self._clock = clock
         self._attempt_timeout = attempt_timeout or settings.timeout_seconds
         self._lease_seconds = max(settings.lease_seconds, self._attempt_timeout + 1.0)
-        self._hosts: dict[str, _HostQueue] = {}
+        self._hosts: dict[str, HostQueue] = {}
         self._attempt_log = GroupCommit(
             gateway.storage.finish_webhook_attempts, what="webhook attempts"
         )
@@ -165,8 +165,8 @@ class WebhookWorker:
             if delivery is None:
                 continue  # the message was deleted, and its job with it
             url = delivery.webhook_url or ""
-            host = _host_of(url)
-            queue = self._hosts.setdefault(host, _HostQueue())
+            host = host_of(url)
+            queue = self._hosts.setdefault(host, HostQueue())
             queue.urls.add(url)
             if queue.full:
                 given_back.append(job.id)
@@ -179,7 +179,7 @@ class WebhookWorker:
         return len(jobs)
 
     async def _attempt_in_turn(
-        self, job: Job, delivery: WebhookDelivery, host: str, queue: _HostQueue
+        self, job: Job, delivery: WebhookDelivery, host: str, queue: HostQueue
     ) -> None:
         """Attempt `job` once its host has a free slot, then record the attempt. The slot is
         given back as soon as the answer is in, so the host's next POST does not wait for the
@@ -251,56 +251,74 @@ class WebhookWorker:
             )
         if delivery.signing_seed is None:
             return Answer(None, error="the agent's owner has no signing secret; create one")
-        settings = self._gateway.settings
-        try:
-            url = check_webhook_url(
-                delivery.webhook_url,
-                require_https=settings.is_production,
-                allow_private=settings.webhooks.allow_private,
-            )
-            parts = urlsplit(url)
-            address = await pinned_address(
-                self._gateway.resolver, parts, settings.webhooks.allow_private
-            )
-        except (WebhookTargetError, TargetRefused) as exc:
-            return Answer(None, error=f"target refused: {exc}"[:MAX_ERROR_CHARS], final=True)
-        except ConnectionError as exc:
-            return Answer(None, error=str(exc))
         secret = derive_signing_secret(self._gateway.server_key, delivery.signing_seed)
         request = build_request(delivery.message, secret, attempt_number, now)
-        host_for_url = f"[{address}]" if ":" in address else address
-        netloc = host_for_url + (f":{parts.port}" if parts.port else "")
-        pinned_url = parts._replace(netloc=netloc).geturl()
-        headers = [(name.encode("ascii"), value) for name, value in request.headers.items()]
-        headers.append((b"Host", parts.netloc.encode("ascii")))
-        extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
-        origin = (parts.scheme, address, parts.port, parts.hostname or "")
-        connection = self._connections.borrow(origin)
-        post = httpx.Request(
-            "POST", pinned_url, content=request.body, headers=headers, extensions=extensions
+        return await post_pinned(
+            self._gateway,
+            self._connections,
+            delivery.webhook_url,
+            request.body,
+            request.headers,
+            self._attempt_timeout,
         )
-        try:
-            with trio.fail_after(self._attempt_timeout):
-                response = await connection.handle_async_request(post)
-                try:
-                    await _read_at_most(response, MAX_RESPONSE_BYTES)
-                finally:
-                    await response.aclose()
-        except trio.TooSlowError:
-            await self._connections.discard(connection)
-            return Answer(None, error=f"timeout after {self._attempt_timeout:g} s")
-        except httpx.HTTPError as exc:
-            await self._connections.discard(connection)
-            return Answer(None, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
-        except BaseException:  # cancelled mid-attempt (shutdown): close it, then go
-            with trio.CancelScope(shield=True):
-                await self._connections.discard(connection)
-            raise
-        await self._connections.give_back(origin, connection)
-        return Answer(response.status_code, response.headers.get("Retry-After"))
 
 
-def _host_of(url: str) -> str:
+async def post_pinned(
+    gateway: Gateway,
+    connections: WebhookConnections,
+    target: str,
+    body: bytes,
+    headers: Mapping[str, bytes],
+    seconds: float,
+) -> Answer:
+    """POST `body` to the webhook URL `target` once: the URL and every address of its host are
+    checked against the SSRF rules, the connection goes to the address checked (reused when one
+    is idle), and the answer is judged by its status alone (at most a few bytes are read); it
+    gives up after `seconds`, connection included."""
+    settings = gateway.settings
+    try:
+        url = check_webhook_url(
+            target,
+            require_https=settings.is_production,
+            allow_private=settings.webhooks.allow_private,
+        )
+        parts = urlsplit(url)
+        address = await pinned_address(gateway.resolver, parts, settings.webhooks.allow_private)
+    except (WebhookTargetError, TargetRefused) as exc:
+        return Answer(None, error=f"target refused: {exc}"[:MAX_ERROR_CHARS], final=True)
+    except ConnectionError as exc:
+        return Answer(None, error=str(exc))
+    host_for_url = f"[{address}]" if ":" in address else address
+    netloc = host_for_url + (f":{parts.port}" if parts.port else "")
+    pinned_url = parts._replace(netloc=netloc).geturl()
+    pairs = [(name.encode("ascii"), value) for name, value in headers.items()]
+    pairs.append((b"Host", parts.netloc.encode("ascii")))
+    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    origin = (parts.scheme, address, parts.port, parts.hostname or "")
+    connection = connections.borrow(origin)
+    post = httpx.Request("POST", pinned_url, content=body, headers=pairs, extensions=extensions)
+    try:
+        with trio.fail_after(seconds):
+            response = await connection.handle_async_request(post)
+            try:
+                await _read_at_most(response, MAX_RESPONSE_BYTES)
+            finally:
+                await response.aclose()
+    except trio.TooSlowError:
+        await connections.discard(connection)
+        return Answer(None, error=f"timeout after {seconds:g} s")
+    except httpx.HTTPError as exc:
+        await connections.discard(connection)
+        return Answer(None, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+    except BaseException:  # cancelled mid-attempt (shutdown): close it, then go
+        with trio.CancelScope(shield=True):
+            await connections.discard(connection)
+        raise
+    await connections.give_back(origin, connection)
+    return Answer(response.status_code, response.headers.get("Retry-After"))
+
+
+def host_of(url: str) -> str:
     """The host part of a stored webhook URL, lowercased ("" when the URL cannot be read; the
     attempt then fails with the reason)."""
     try:

@@ -11,6 +11,7 @@ from typing import Any
 
 import trio
 
+from e2a.events import received_event
 from e2a.storage.announcements import MessageStored
 from e2a.storage.base import (
     ConversationClaim,
@@ -31,6 +32,7 @@ from e2a.storage.rows import (
     message_page,
     raw_messages_of,
 )
+from e2a.storage.sql.events import record_events
 from e2a.storage.sql.jobs import add_job
 from e2a.storage.sql.runner import Runner
 from e2a.storage.sql.transaction import Transaction
@@ -48,7 +50,8 @@ def _store(
 ) -> None:
     """Insert each distinct raw message once (locked until the commit, so a concurrent deletion
     of its last other reference cannot take it away) and the `messages`, each pointing at its
-    digest; queue a webhook job for a cloud agent's message, announce a local agent's."""
+    digest; queue a webhook job for a cloud agent's message, announce a local agent's; log
+    each message's `email.received` event."""
     for agent_email in sorted({message.agent_email for message in messages}):
         tx.lock(agent_email, space=AGENT_INBOX_LOCK)
     keep_locked = tx.dialect.insert_or_lock("digest")
@@ -73,6 +76,7 @@ def _store(
             add_job(tx, WEBHOOK_JOB, message.id, now)
         else:
             tx.announce(MessageStored(agent_id, message))
+        record_events(tx, [received_event(user_id, message, now)])
 
 
 def _referenced_conversation(

@@ -7,11 +7,24 @@ loses its body. A review or expiry locks the row, so two replicas never both mov
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from e2a.clock import format_timestamp
+from e2a.events import (
+    EMAIL_DELIVERED,
+    EMAIL_FAILED,
+    EMAIL_SENT,
+    REVIEW_APPROVED,
+    REVIEW_REJECTED,
+    REVIEW_REQUESTED,
+    NewEvent,
+    outbound_event,
+    recipient_event,
+)
 from e2a.storage.base import (
+    BouncedRecipient,
     NotPending,
     OutboundEdits,
     OutboundMessage,
@@ -23,6 +36,8 @@ from e2a.storage.rows import (
     OUTBOUND_COLUMNS,
     OUTBOUND_INSERT_COLUMNS,
     OUTBOUND_STATUS_INDEX,
+    RECIPIENT_ACCEPTED,
+    RECIPIENT_LOCAL_PREFIX,
     decode_outbound,
     edit_assignments,
     merged_recipient_results,
@@ -30,8 +45,10 @@ from e2a.storage.rows import (
     outbound_params,
     recipient_results,
 )
+from e2a.storage.sql.events import record_events
 from e2a.storage.sql.jobs import add_job, retry_job
 from e2a.storage.sql.runner import Runner
+from e2a.storage.sql.suppressions import bounce_recorded
 from e2a.storage.sql.transaction import Transaction
 from e2a.storage.vocabulary import (
     EXPIRE_BY_APPROVING,
@@ -111,7 +128,20 @@ def _expire(tx: Transaction, now: float) -> list[OutboundMessage]:
                 f"{SCRUB} WHERE id = ?",
                 (reviewed_at, message_id),
             )
-    return [_reread(tx, message_id) for message_id, _ in due]
+    expired = [_reread(tx, message_id) for message_id, _ in due]
+    record_events(
+        tx,
+        [
+            outbound_event(
+                message,
+                REVIEW_APPROVED if message.status == EXPIRED_APPROVED else REVIEW_REJECTED,
+                now,
+                extra={"reason": "approval expired"},
+            )
+            for message in expired
+        ],
+    )
+    return expired
 
 
 def review_in(
@@ -148,7 +178,13 @@ def review_in(
             f"review_method = ?, rejection_reason = ?, {SCRUB} WHERE id = ?",
             (*reviewed, reason, message_id),
         )
-    return _reread(tx, message_id)
+    decided = _reread(tx, message_id)
+    extra: dict[str, object] = {"reason": reason} if reason else {}
+    if by is not None:
+        extra.update(reviewed_by=by.reviewer, review_method=by.method)
+    event_type = REVIEW_APPROVED if approve else REVIEW_REJECTED
+    record_events(tx, [outbound_event(decided, event_type, now, extra=extra or None)])
+    return decided
 
 
 def _record_recipients(tx: Transaction, message_id: str, results: Mapping[str, str]) -> None:
@@ -159,6 +195,44 @@ def _record_recipients(tx: Transaction, message_id: str, results: Mapping[str, s
             "UPDATE messages SET auth_results_json = ? WHERE id = ?",
             (merged_recipient_results(row[0], results), message_id),
         )
+
+
+def _fail(tx: Transaction, message_id: str, method: str, error: str | None) -> None:
+    """A send that reached nobody: `failed`, or (an auto-approval) `expired_rejected` with the
+    reason; the body goes."""
+    tx.execute(
+        f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
+        f"THEN '{EXPIRED_REJECTED}' ELSE '{FAILED}' END, "
+        f"rejection_reason = CASE WHEN status = '{EXPIRED_APPROVED}' "
+        "THEN ? ELSE rejection_reason END, "
+        f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
+        (
+            f"approved at expiry, but sending failed: {error or 'no reason given'}",
+            method,
+            error,
+            message_id,
+        ),
+    )
+
+
+def _hand_off_events(
+    message: OutboundMessage,
+    outcome: SendOutcome,
+    method: Literal["smtp", "local"],
+    error: str | None,
+    results: Mapping[str, str],
+    now: float,
+) -> list[NewEvent]:
+    """The events of a finished send: `email.sent` and an `email.delivered` per recipient the
+    relay or a local inbox accepted, or `email.failed` with the reason."""
+    if outcome != "sent":
+        reason = error or "sending failed"
+        return [outbound_event(message, EMAIL_FAILED, now, method=method, extra={"reason": reason})]
+    events = [outbound_event(message, EMAIL_SENT, now, method=method)]
+    for recipient, result in results.items():
+        if result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX):
+            events.append(recipient_event(message, EMAIL_DELIVERED, recipient, now))
+    return events
 
 
 class OutboundSql(Runner):
@@ -178,6 +252,10 @@ class OutboundSql(Runner):
             job_kind = outbound_job_kind(message)
             if job_kind is not None:
                 add_job(tx, job_kind, message.id, message.created_epoch)
+            if message.status == PENDING_APPROVAL:
+                record_events(
+                    tx, [outbound_event(message, REVIEW_REQUESTED, message.created_epoch)]
+                )
 
         await self._write(insert)
 
@@ -242,6 +320,9 @@ class OutboundSql(Runner):
         method: Literal["smtp", "local"],
         error: str | None,
         retry_at: float | None,
+        results: Mapping[str, str] | None = None,
+        now: float | None = None,
+        bounced: Sequence[BouncedRecipient] = (),
     ) -> None:
         """Record a send attempt: a retry reschedules the job; sent or failed drops it and
         scrubs the body. Handed on, a queued message becomes sent and an expired-approved one
@@ -257,6 +338,15 @@ class OutboundSql(Runner):
                 )
                 return
             tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            row = _outbound_row(tx, None, message_id)
+            moment = time.time() if now is None else now
+            if row is not None:
+                stored = tx.first(RECIPIENT_RESULTS, (message_id,))
+                settled = {**recipient_results(stored[0] if stored else None), **(results or {})}
+                record_events(
+                    tx,
+                    _hand_off_events(decode_outbound(row), outcome, method, error, settled, moment),
+                )
             if outcome == "sent":
                 tx.execute(
                     f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
@@ -264,20 +354,11 @@ class OutboundSql(Runner):
                     f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
                     (method, error, message_id),
                 )
-                return
-            tx.execute(
-                f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
-                f"THEN '{EXPIRED_REJECTED}' ELSE '{FAILED}' END, "
-                f"rejection_reason = CASE WHEN status = '{EXPIRED_APPROVED}' "
-                "THEN ? ELSE rejection_reason END, "
-                f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
-                (
-                    f"approved at expiry, but sending failed: {error or 'no reason given'}",
-                    method,
-                    error,
-                    message_id,
-                ),
-            )
+            else:
+                _fail(tx, message_id, method, error)
+            if row is not None and bounced:
+                message = decode_outbound(row)
+                bounce_recorded(tx, message, bounced, moment, settle=outcome == "failed")
 
         await self._write(finish)
 

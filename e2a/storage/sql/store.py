@@ -13,6 +13,7 @@ from e2a.storage.sql.agents import AgentsSql
 from e2a.storage.sql.approval_replies import ApprovalRepliesSql
 from e2a.storage.sql.dead_letters import DeadLettersSql
 from e2a.storage.sql.domains import DomainsSql
+from e2a.storage.sql.events import EventsSql
 from e2a.storage.sql.feedback import FeedbackSql
 from e2a.storage.sql.idempotency import IdempotencySql
 from e2a.storage.sql.jobs import JobsSql
@@ -22,6 +23,8 @@ from e2a.storage.sql.messages import MessagesSql
 from e2a.storage.sql.outbound import OutboundSql
 from e2a.storage.sql.rate_limits import RateLimitsSql
 from e2a.storage.sql.retention import RetentionSql
+from e2a.storage.sql.subscribers import SubscribersSql
+from e2a.storage.sql.suppressions import SuppressionsSql
 from e2a.storage.sql.webhooks import WebhooksSql
 
 
@@ -41,6 +44,9 @@ class SqlStorage(
     IdempotencySql,
     FeedbackSql,
     RetentionSql,
+    EventsSql,
+    SubscribersSql,
+    SuppressionsSql,
 ):
     """`Storage` over a backend's `Runner` methods, which the backend supplies with these."""
 

@@ -1,0 +1,195 @@
+"""The `/v1` webhook delivery worker: claims due deliveries to webhook subscribers and POSTs the
+stored event envelope, signed `X-E2A-Signature: t=…,v1=…` with each secret the webhook signs
+with (two during a rotation's grace).
+
+It shares the legacy webhook worker's pieces: the SSRF-checked, address-pinned POST over reused
+connections (`post_pinned`) and the per-host queues that keep one slow receiver to its share.
+Every attempt and the delivery's next state (retry on e2a's frozen schedule, delivered, failed)
+commit together, so a restart resumes the schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import trio
+
+from e2a.gateway import Gateway
+from e2a.signing.webhook_signatures import signature_header, webhook_secret
+from e2a.storage.base import ClaimedDelivery, SubscriberAttempt, SubscriberStatus
+from e2a.storage.group_commit import GroupCommit
+from e2a.storage.vocabulary import (
+    DELIVERY_DONE,
+    DELIVERY_FAILED,
+    DELIVERY_WAITING,
+    SUBSCRIBER_JOB,
+)
+from e2a.workers.retry_schedules import SUBSCRIBER_DELIVERY
+from e2a.workers.webhook_connections import WebhookConnections
+from e2a.workers.webhook_policy import parse_retry_after
+from e2a.workers.webhooks import (
+    MAX_ERROR_CHARS,
+    MAX_IN_FLIGHT,
+    MAX_PER_HOST,
+    MAX_QUEUED_PER_HOST,
+    POLL_SECONDS,
+    Answer,
+    HostQueue,
+    host_of,
+    post_pinned,
+)
+
+log = logging.getLogger("e2a.webhooks.v1")
+
+USER_AGENT = b"e2a-webhooks/1"
+
+
+def delivery_headers(envelope: bytes, secrets: list[str], timestamp: int) -> dict[str, bytes]:
+    """The frozen headers of a delivery of `envelope` signed at `timestamp`."""
+    document = json.loads(envelope)
+    return {
+        "Content-Type": b"application/json",
+        "X-E2A-Signature": signature_header(secrets, timestamp, envelope).encode("ascii"),
+        "X-E2A-Event-Type": str(document.get("type", "")).encode("utf-8"),
+        "X-E2A-Schema-Version": str(document.get("schema_version", "")).encode("utf-8"),
+        "User-Agent": USER_AGENT,
+    }
+
+
+class SubscriberWorker:
+    """Delivers `/v1` webhook deliveries. `deliver_due(now)` does one round; `run()` loops.
+
+    `clock` is the wall-clock used to claim, sign and schedule retries (tests pass their own);
+    `attempt_timeout` bounds each POST (default `webhooks.timeout_seconds`)."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        connections: WebhookConnections,
+        clock: Callable[[], float] = time.time,
+        attempt_timeout: float | None = None,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        settings = gateway.settings.webhooks
+        self._gateway = gateway
+        self._connections = connections
+        self._clock = clock
+        self._poll_seconds = poll_seconds
+        self._attempt_timeout = attempt_timeout or settings.timeout_seconds
+        self._lease_seconds = max(settings.lease_seconds, self._attempt_timeout + 1.0)
+        self._hosts: dict[str, HostQueue] = {}
+        self._attempt_log = GroupCommit(
+            gateway.storage.finish_subscriber_attempts, what="webhook deliveries"
+        )
+        self._active = 0
+        self._wake = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Deliver until cancelled, waking when deliveries are committed or a slot frees up."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._gateway.jobs.wake_on_jobs, SUBSCRIBER_JOB, self._wake.set)
+            idle = await self._look(nursery)
+            task_status.started()
+            while True:
+                if idle:
+                    with trio.move_on_after(self._poll_seconds):
+                        await self._wake.wait()
+                idle = await self._look(nursery)
+
+    async def _look(self, nursery: trio.Nursery) -> bool:
+        self._wake = trio.Event()
+        free = MAX_IN_FLIGHT - self._active
+        claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
+        return claimed == 0 or self._active >= MAX_IN_FLIGHT
+
+    async def deliver_due(self, now: float) -> int:
+        """Claim the deliveries due at `now`, attempt each once and wait for them all; return
+        how many were claimed."""
+        async with trio.open_nursery() as nursery:
+            return await self._dispatch(nursery, now, None)
+
+    async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int | None) -> int:
+        """Claim due deliveries within each host's room and start an attempt for each."""
+        room = {
+            url: MAX_QUEUED_PER_HOST - queue.queued
+            for queue in self._hosts.values()
+            for url in queue.urls
+        }
+        claimed = await self._gateway.storage.claim_subscriber_deliveries(
+            now, limit, self._lease_seconds, room, MAX_QUEUED_PER_HOST
+        )
+        for item in claimed:
+            host = host_of(item.url)
+            queue = self._hosts.setdefault(host, HostQueue())
+            queue.urls.add(item.url)
+            queue.queued += 1
+            self._active += 1
+            nursery.start_soon(self._attempt_in_turn, item, host, queue)
+        return len(claimed)
+
+    async def _attempt_in_turn(self, item: ClaimedDelivery, host: str, queue: HostQueue) -> None:
+        try:
+            try:
+                async with queue.limiter:
+                    finished = await self._attempt(item)
+            finally:
+                queue.queued -= 1
+                if queue.queued == 0:
+                    self._hosts.pop(host, None)
+                if queue.queued <= MAX_PER_HOST:
+                    self._wake.set()
+            await self._attempt_log.submit(finished)
+            self._gateway.metrics.delivered("webhook_v1", finished.status)
+        finally:
+            self._active -= 1
+        log.info(
+            "webhook delivery %s attempt %d -> %s (%s)",
+            finished.delivery_id,
+            finished.attempt,
+            finished.status,
+            finished.status_code or finished.error,
+        )
+
+    async def _attempt(self, item: ClaimedDelivery) -> SubscriberAttempt:
+        """POST once; any 2xx delivers, anything else is retried on the frozen schedule
+        (a refused target fails for good)."""
+        delivery = item.delivery
+        number = delivery.attempts + 1
+        started, started_monotonic = self._clock(), trio.current_time()
+        secrets = [webhook_secret(self._gateway.server_key, seed) for seed in item.seeds]
+        headers = delivery_headers(delivery.envelope, secrets, int(started))
+        try:
+            answer = await post_pinned(
+                self._gateway,
+                self._connections,
+                item.url,
+                delivery.envelope,
+                headers,
+                self._attempt_timeout,
+            )
+        except Exception as exc:
+            log.exception("webhook delivery %s: attempt failed unexpectedly", delivery.id)
+            answer = Answer(None, error=f"internal error: {type(exc).__name__}"[:MAX_ERROR_CHARS])
+        finished = self._clock()
+        latency = round((trio.current_time() - started_monotonic) * 1000)
+        code = answer.status_code
+        status: SubscriberStatus = DELIVERY_DONE
+        retry_at = None
+        if code is None or not 200 <= code < 300:
+            if not answer.final:
+                retry_at = SUBSCRIBER_DELIVERY.next_attempt_at(
+                    number,
+                    now=finished,
+                    first_at=delivery.created_epoch,
+                    retry_after=parse_retry_after(answer.retry_after, finished),
+                )
+            status = DELIVERY_WAITING if retry_at is not None else DELIVERY_FAILED
+        error = answer.error
+        if error is None and status != DELIVERY_DONE:
+            error = f"HTTP {code}"
+        return SubscriberAttempt(
+            delivery.id, number, started, code, error, latency, status, retry_at
+        )

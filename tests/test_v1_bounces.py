@@ -1,0 +1,181 @@
+"""Bounces end to end: mail an agent sends goes to a relay sink on loopback with a return path
+naming the message; a delivery status notification sent back over real SMTP to that return
+path (or the relay's synchronous 550) makes the message `bounced`, logs `email.bounced`,
+suppresses the address for the account, and the next send to it is refused clearly."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from e2a.app import RunningGateway
+from e2a.config import Settings
+from tests.conftest import Account, make_settings
+from tests.delivery_support import create_agent, smtp_send, wait_until
+from tests.sdk_v1 import run_sdk, sdk5_python, value
+from tests.test_outbound_relay import Sink, free_port
+
+pytestmark = pytest.mark.slow
+
+__all__ = ["sdk5_python"]  # a fixture
+
+CAROL = "carol@example.org"
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+@pytest.fixture
+def relay_port(sink: Sink) -> Iterator[int]:
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port
+    controller.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, relay_port: int) -> Settings:
+    relay = {"host": "127.0.0.1", "port": relay_port, "tls": "none", "timeout_seconds": 10}
+    return make_settings(tmp_path, outbound_smtp=relay)
+
+
+def delivery_status_notification(return_path: str, recipient: str) -> bytes:
+    """An RFC 3464 report of a permanent failure, as a remote MTA sends it."""
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.example.org>\r\n"
+        f"To: {return_path}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n'
+        "\r\n"
+        "--b1\r\n"
+        "Content-Type: text/plain\r\n"
+        "\r\n"
+        "Your message could not be delivered.\r\n"
+        "--b1\r\n"
+        "Content-Type: message/delivery-status\r\n"
+        "\r\n"
+        "Reporting-MTA: dns; mx.example.org\r\n"
+        "\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\n"
+        "Action: failed\r\n"
+        "Status: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n"
+        "--b1--\r\n"
+    ).encode()
+
+
+async def send(alice: Account, sender: str, to: str) -> Any:
+    return await alice.http.post(
+        "/api/v1/send", json={"from": sender, "to": [to], "subject": "Hi", "body": "Hello"}
+    )
+
+
+async def status_of(alice: Account, message_id: str) -> str:
+    response = await alice.http.get(f"/api/v1/messages/{message_id}")
+    assert response.status_code == 200, response.text
+    return str(response.json()["status"])
+
+
+async def assert_bounced_and_suppressed(
+    running: RunningGateway, alice: Account, sender: str, message_id: str, python: Path
+) -> None:
+    steps = await run_sdk(
+        python,
+        running.addresses.http_url,
+        {"default": alice.key},
+        [
+            {"do": "events.list", "kwargs": {"type": "email.bounced"}},
+            {"do": "account.suppressions.list"},
+            {"do": "events.list", "kwargs": {"type": "domain.suppression_added"}},
+        ],
+    )
+    (bounced,) = value(steps[0], ["EventView"])
+    assert bounced["message_id"] == message_id
+    assert bounced["data"]["bounce_type"] == "permanent"
+    assert bounced["data"]["delivered_to"] == CAROL
+    (suppressed,) = value(steps[1], ["SuppressionView"])
+    assert (suppressed["address"], suppressed["source"]) == (CAROL, "bounce")
+    assert suppressed["source_message_id"] == message_id
+    (added,) = value(steps[2], ["EventView"])
+    assert added["data"]["address"] == CAROL
+
+    refused = await send(alice, sender, CAROL)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "recipient_suppressed"
+    assert CAROL in error["message"] and "suppression list" in error["message"]
+    v1_refused = await alice.http.post(
+        "/v1/account/suppressions/nobody@example.org", params={"confirm": "DELETE"}
+    )
+    assert v1_refused.status_code == 405  # deletes only; nothing else on that path
+
+
+async def test_a_delivery_status_notification_bounces_the_message(
+    running: RunningGateway, make_account: Any, sink: Sink, sdk5_python: Path
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    sent = await send(alice, bot, CAROL)
+    assert sent.status_code == 200, sent.text
+    message_id = sent.json()["message_id"]
+    await wait_until(lambda: len(sink.received) == 1)
+    ((return_path, recipients, _),) = sink.received
+    assert recipients == [CAROL] and return_path.startswith("bounces+")
+    assert await status_of(alice, message_id) == "sent"
+
+    report = delivery_status_notification(return_path, CAROL)
+    await smtp_send(running.addresses.smtp_port, [return_path], report, sender="")
+
+    assert await status_of(alice, message_id) == "bounced"
+    await assert_bounced_and_suppressed(running, alice, bot, message_id, sdk5_python)
+    lifted = await run_sdk(
+        sdk5_python,
+        running.addresses.http_url,
+        {"default": alice.key},
+        [
+            {"do": "account.suppressions.delete", "args": [CAROL]},
+            {"do": "account.suppressions.list"},
+        ],
+    )
+    assert value(lifted[0]) == {"deleted": True, "address": CAROL}
+    assert value(lifted[1]) == []
+    again = await send(alice, bot, CAROL)
+    assert again.status_code == 200, again.text  # allowed again once lifted
+
+
+async def test_a_forged_return_path_is_refused_at_rcpt(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await create_agent(alice, "bot")
+    forged = "bounces+aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@agents.test"
+    with pytest.raises(smtplib.SMTPRecipientsRefused, match="550"):
+        await smtp_send(running.addresses.smtp_port, [forged], b"Subject: x\r\n\r\nx\r\n", "")
+
+
+async def test_a_synchronous_550_is_a_bounce(
+    running: RunningGateway, make_account: Any, sink: Sink, sdk5_python: Path
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    sink.rcpt_answers[CAROL] = "550 5.1.1 no such user"
+    started = time.time()
+    sent = await send(alice, bot, CAROL)
+    assert sent.status_code == 422, sent.text  # nothing was sent: said at once
+    assert sent.json()["error"]["code"] == "send_failed"
+    assert "550 5.1.1 no such user" in sent.json()["error"]["message"]
+    listed = await alice.http.get("/api/v1/messages", params={"status": "bounced"})
+    assert listed.status_code == 200, listed.text
+    (message,) = listed.json()["messages"]
+    assert time.time() - started < 10
+    await assert_bounced_and_suppressed(running, alice, bot, message["id"], sdk5_python)

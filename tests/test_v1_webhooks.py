@@ -1,0 +1,363 @@
+"""`/v1` webhook subscribers and the events log, end to end: the 5.8.1 SDK creates webhooks,
+the gateway logs events as mail moves, the delivery worker (driven with a fake clock) POSTs
+signed envelopes to a receiver on loopback, and the SDK's `construct_event` verifies them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from e2a.clock import format_timestamp
+from e2a.config import Settings
+from e2a.ids import new_id
+from e2a.mailauth.resolver import FixtureResolver
+from e2a.operations.caller import authenticate
+from e2a.storage.base import EventFilter, NewInboundMessage
+from e2a.workers.outbound import OutboundWorker
+from e2a.workers.retention import RetentionWorker
+from e2a.workers.subscribers import SubscriberWorker
+from e2a.workers.webhook_connections import WebhookConnections
+from tests.conftest import Account, make_settings
+from tests.delivery_support import QuietGateway, create_agent, open_account, quiet_gateway
+from tests.http_receiver import HttpReceiver, Received
+from tests.sdk_v1 import construct_events, error, run_sdk, sdk5_python, value
+
+pytestmark = pytest.mark.slow
+
+__all__ = ["sdk5_python"]  # a fixture
+
+FROZEN_DELAYS = [60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 8 * 3600.0, 16 * 3600.0]
+
+
+class FakeClock:
+    """A wall clock that moves only when the test says so."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, webhooks={"allow_private": True})
+
+
+@pytest.fixture
+async def quiet(settings: Settings, resolver: FixtureResolver) -> AsyncIterator[QuietGateway]:
+    async with quiet_gateway(settings, resolver) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def alice(quiet: QuietGateway) -> AsyncIterator[Account]:
+    account = await open_account(quiet.gateway, quiet.http_url, "alice@example.com")
+    async with account.http:
+        yield account
+
+
+def verification(request: Received, secret: str | list[str], now: float) -> dict[str, Any]:
+    return {
+        "body": request.body.decode(),
+        "header": request.headers["x-e2a-signature"],
+        "secret": secret,
+        "now": now,
+    }
+
+
+async def send_local(
+    quiet: QuietGateway, alice: Account, sender: str, recipient: str, subject: str
+) -> None:
+    """Send from one of alice's agents to another through `/api/v1`, and let the send worker
+    deliver it locally."""
+    sent = await alice.http.post(
+        "/api/v1/send",
+        json={"from": sender, "to": [recipient], "subject": subject, "body": "Hello"},
+    )
+    assert sent.status_code == 200, sent.text
+    assert await OutboundWorker(quiet.gateway).deliver_due(time.time()) == 1
+
+
+async def test_two_webhooks_filters_signatures_rotation_and_deliveries(
+    quiet: QuietGateway, alice: Account, sdk5_python: Path, nursery: trio.Nursery
+) -> None:
+    receiver = HttpReceiver()
+    await nursery.start(receiver.serve)
+    writer = await create_agent(alice, "writer")
+    reader = await create_agent(alice, "reader")
+    made = await run_sdk(
+        sdk5_python,
+        quiet.http_url,
+        {"default": alice.key},
+        [
+            {
+                "do": "webhooks.create",
+                "args": [
+                    {
+                        "url": receiver.url + "/reader-inbox",
+                        "events": ["email.received"],
+                        "filters": {"agent_emails": [reader]},
+                    }
+                ],
+                "as": "inbox",
+            },
+            {
+                "do": "webhooks.create",
+                "args": [
+                    {
+                        "url": receiver.url + "/everything",
+                        "events": ["email.sent", "email.received"],
+                    }
+                ],
+                "as": "all",
+            },
+            {"do": "webhooks.list"},
+            {"do": "webhooks.create", "args": [{"url": receiver.url, "events": ["email.nope"]}]},
+        ],
+    )
+    inbox = value(made[0], "CreateWebhookResponse")
+    everything = value(made[1], "CreateWebhookResponse")
+    assert inbox["signing_secret"].startswith("whsec_")
+    assert inbox["filters"]["agent_emails"] == [reader]
+    listed = value(made[2], ["WebhookView", "WebhookView"])
+    assert all("signing_secret" not in item for item in listed)
+    error(made[3], "E2AValidationError", "invalid_event_type", 400)
+
+    await send_local(quiet, alice, writer, reader, "First")
+    clock = FakeClock(time.time())
+    async with WebhookConnections() as connections:
+        worker = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5.0)
+        assert await worker.deliver_due(clock.now) == 3
+    requests = await receiver.wait_for(3)
+    by_target = sorted(
+        ((request.target.rsplit("/", 1)[1], request) for request in requests),
+        key=lambda pair: (pair[0], pair[1].headers["x-e2a-event-type"]),
+    )
+    assert [target for target, _ in by_target] == ["everything", "everything", "reader-inbox"]
+    for request in requests:
+        assert request.headers["user-agent"] == "e2a-webhooks/1"
+        assert request.headers["content-type"] == "application/json"
+        assert request.headers["x-e2a-schema-version"] == "1"
+    secrets = {
+        "reader-inbox": inbox["signing_secret"],
+        "everything": everything["signing_secret"],
+    }
+    verified = await construct_events(
+        sdk5_python,
+        [verification(request, secrets[target], clock.now) for target, request in by_target]
+        + [verification(by_target[0][1], inbox["signing_secret"], clock.now)],
+    )
+    assert [item["type"] for item in verified[:3]] == [
+        "email.received",
+        "email.sent",
+        "email.received",
+    ]
+    assert verified[2]["data"]["delivered_to"] == reader
+    assert verified[1]["data"]["to"] == [reader] and verified[1]["data"]["method"] == "loopback"
+    assert verified[3] == {"error": "webhook_signature_invalid"}  # another webhook's secret
+    for (_, request), item in zip(by_target, verified, strict=False):
+        assert request.headers["x-e2a-event-type"] == item["type"]
+
+    rotated = await run_sdk(
+        sdk5_python,
+        quiet.http_url,
+        {"default": alice.key},
+        [
+            {"do": "webhooks.rotate_secret", "args": [inbox["id"]]},
+            {"do": "webhooks.deliveries", "args": [inbox["id"]]},
+        ],
+    )
+    new_secret = value(rotated[0], "RotateSecretResponse")["signing_secret"]
+    assert new_secret != inbox["signing_secret"]
+    (delivery,) = value(rotated[1], ["WebhookDeliveryView"])
+    assert (delivery["status"], delivery["attempts"], delivery["last_status_code"]) == (
+        "delivered",
+        1,
+        200,
+    )
+    assert delivery["type"] == "email.received" and "last_latency_ms" in delivery
+
+    await send_local(quiet, alice, writer, reader, "Second")
+    clock.now = time.time()
+    async with WebhookConnections() as connections:
+        worker = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5.0)
+        assert await worker.deliver_due(clock.now) == 3
+    later = [request for request in await receiver.wait_for(6) if request not in requests]
+    (to_inbox,) = [request for request in later if request.target.endswith("/reader-inbox")]
+    assert to_inbox.headers["x-e2a-signature"].count("v1=") == 2  # dual-signed in the grace
+    both = await construct_events(
+        sdk5_python,
+        [
+            verification(to_inbox, inbox["signing_secret"], clock.now),
+            verification(to_inbox, new_secret, clock.now),
+        ],
+    )
+    assert [item["type"] for item in both] == ["email.received", "email.received"]
+
+
+async def test_retries_follow_the_frozen_schedule_then_redelivery_by_hand(
+    quiet: QuietGateway, alice: Account, sdk5_python: Path, nursery: trio.Nursery
+) -> None:
+    receiver = HttpReceiver()
+    async with trio.open_nursery() as first_life:
+        await first_life.start(receiver.serve)
+        first_life.cancel_scope.cancel()  # the receiver is down: connections are refused
+    writer = await create_agent(alice, "writer")
+    reader = await create_agent(alice, "reader")
+    made = await run_sdk(
+        sdk5_python,
+        quiet.http_url,
+        {"default": alice.key},
+        [{"do": "webhooks.create", "args": [{"url": receiver.url, "events": ["email.received"]}]}],
+    )
+    hook = value(made[0], "CreateWebhookResponse")
+    await send_local(quiet, alice, writer, reader, "Down")
+    clock = FakeClock(time.time())
+    due_times = [clock.now]
+    async with WebhookConnections() as connections:
+        worker = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=2.0)
+        assert await worker.deliver_due(clock.now) == 1
+        for delay in FROZEN_DELAYS:
+            assert await worker.deliver_due(clock.now + delay - 1) == 0  # not due yet
+            clock.now += delay
+            due_times.append(clock.now)
+            assert await worker.deliver_due(clock.now) == 1
+        assert await worker.deliver_due(clock.now + 10 * 24 * 3600) == 0  # terminal
+
+    steps = await run_sdk(
+        sdk5_python,
+        quiet.http_url,
+        {"default": alice.key},
+        [
+            {"do": "webhooks.deliveries", "args": [hook["id"]], "kwargs": {"status": "failed"}},
+            {"do": "events.list", "kwargs": {"type": "email.received"}},
+        ],
+    )
+    (failed,) = value(steps[0], ["WebhookDeliveryView"])
+    assert (failed["status"], failed["attempts"]) == ("failed", 8)
+    assert failed["last_error"]
+    (event,) = value(steps[1], ["EventView"])
+
+    redone = await run_sdk(
+        sdk5_python,
+        quiet.http_url,
+        {"default": alice.key},
+        [
+            {
+                "do": "events.redeliver",
+                "args": [event["id"], {"webhook_id": hook["id"]}],
+            },
+            {"do": "events.get", "args": [event["id"]]},
+        ],
+    )
+    queued = value(redone[0], "RedeliverView")
+    assert (queued["status"], queued["webhook_id"]) == ("pending", hook["id"])
+    assert value(redone[1], "EventView")["delivery_status"]["pending"] == 1
+    await nursery.start(receiver.serve)  # back up, on the same port
+    async with WebhookConnections() as connections:
+        worker = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=2.0)
+        assert await worker.deliver_due(clock.now) == 1
+    (replayed,) = await receiver.wait_for(1)
+    verified = await construct_events(
+        sdk5_python, [verification(replayed, hook["signing_secret"], clock.now)]
+    )
+    assert verified[0]["id"] == event["id"]  # the same event id: receivers de-duplicate
+
+
+async def test_events_list_with_each_filter_and_410_after_retention(
+    quiet: QuietGateway, alice: Account, sdk5_python: Path
+) -> None:
+    writer = await create_agent(alice, "writer")
+    reader = await create_agent(alice, "reader")
+    other = await create_agent(alice, "other")
+    await send_local(quiet, alice, writer, reader, "One")
+    await send_local(quiet, alice, writer, other, "Two")
+    steps = await run_sdk(
+        sdk5_python,
+        quiet.http_url,
+        {"default": alice.key},
+        [
+            {"do": "events.list"},
+            {"do": "events.list", "kwargs": {"type": "email.sent"}},
+            {"do": "events.list", "kwargs": {"agent_email": other}},
+            {"do": "events.list", "kwargs": {"limit": 1}, "limit": 100},
+            {"do": "events.list", "kwargs": {"since": "2100-01-01T00:00:00Z"}},
+            {"do": "events.list", "kwargs": {"until": "2000-01-01T00:00:00Z"}},
+        ],
+    )
+    every = value(steps[0])
+    assert {item["type"] for item in every} == {"email.sent", "email.delivered", "email.received"}
+    assert len(every) == 6  # per message: sent, delivered, received
+    assert {item["agent_email"] for item in value(steps[1])} == {writer}
+    assert [item["type"] for item in value(steps[2])] == ["email.received"]
+    assert len(value(steps[3])) == 6  # walked one per page
+    assert value(steps[4]) == [] and value(steps[5]) == []
+    received = value(steps[2])[0]
+    by_message = await run_sdk(
+        sdk5_python,
+        quiet.http_url,
+        {"default": alice.key},
+        [
+            {"do": "events.list", "kwargs": {"message_id": received["message_id"]}},
+            {"do": "events.list", "kwargs": {"conversation_id": "no-such-thread"}},
+            {"do": "events.get", "args": [received["id"]]},
+            {"do": "events.get", "args": ["evt_unknown"]},
+        ],
+    )
+    assert [item["id"] for item in value(by_message[0])] == [received["id"]]
+    assert value(by_message[1]) == []
+    got = value(by_message[2], "EventView")
+    assert got["status"] == "no_match" and got["data"]["delivered_to"] == other
+    error(by_message[3], "E2ANotFoundError", "not_found", 404)
+
+    unknown = await alice.http.get("/v1/events", params={"typ": "email.sent"})
+    assert unknown.status_code == 422, unknown.text
+    assert unknown.json()["error"]["code"] == "invalid_request"
+
+    old_id = await store_received(quiet, reader, time.time() - 31 * 24 * 3600)
+    (old,) = await events_of(quiet, alice, old_id)
+    gone = await alice.http.get(f"/v1/events/{old}")
+    assert gone.status_code == 410, gone.text
+    assert gone.json()["error"]["code"] == "gone"
+    listed = (await alice.http.get("/v1/events", params={"message_id": old_id})).json()
+    assert listed["items"] == []  # past retention: not listed
+    swept = await RetentionWorker(quiet.gateway, pause=0).sweep(time.time())
+    assert swept.events == 1
+    assert (await alice.http.get(f"/v1/events/{old}")).status_code == 404
+
+
+async def store_received(quiet: QuietGateway, agent: str, now: float) -> str:
+    """Store an inbound message for `agent` as if it arrived at `now`; its id."""
+    message = NewInboundMessage(
+        id=new_id("msg"),
+        agent_email=agent,
+        envelope_from="alice@example.org",
+        from_addr="alice@example.org",
+        reply_to=None,
+        to=[agent],
+        cc=[],
+        subject="Old",
+        conversation_id=None,
+        rfc_message_id=None,
+        raw_message=b"Subject: Old\r\n\r\nold\r\n",
+        auth_headers={},
+        authentication_results={},
+        received_at=format_timestamp(now),
+    )
+    await quiet.gateway.storage.store_inbound([message], now)
+    return message.id
+
+
+async def events_of(quiet: QuietGateway, alice: Account, message_id: str) -> list[str]:
+    """The ids of the events about `message_id`, read from storage (the listing hides old ones)."""
+    caller = await authenticate(quiet.gateway, alice.key)
+    found = await quiet.gateway.storage.list_events(
+        caller.user_id, EventFilter(message_id=message_id), 10, None
+    )
+    return [event.id for event in found]
