@@ -46,7 +46,7 @@ DELIVERY_OUTCOMES = {
 """Delivery outcomes per channel: a webhook attempt ends delivered, retrying or failed; a
 WebSocket frame is sent, and the client may ack it."""
 
-RETENTION_KINDS = ("messages", "webhook_attempts", "idempotency_keys")
+RETENTION_KINDS = ("messages", "webhook_attempts", "idempotency_keys", "trashed_agents")
 HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED_ROUTE = "unmatched"
 """The route label of requests that matched no route (404s), so raw paths never become labels."""
@@ -96,7 +96,7 @@ class Metrics:
         self.retention_deleted = Counter(
             "e2a_retention_deleted",
             "Rows the retention sweep deleted, by kind (messages, webhook_attempts, "
-            "idempotency_keys)",
+            "idempotency_keys, trashed_agents)",
             ["kind"],
             registry=registry,
         )

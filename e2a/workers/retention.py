@@ -1,5 +1,6 @@
 """The retention sweep: deletes messages (raw bodies and attachments with them) and webhook
-attempt records older than `retention.days`, and idempotency keys past their window.
+attempt records older than `retention.days`, idempotency keys past their window, and agents
+in the trash for longer than TRASH_DAYS (with their messages).
 
 It deletes in small batches, each its own short transaction, and pauses between batches, so
 SMTP ingest and API writes always get the database in between. It never touches a message that
@@ -18,6 +19,7 @@ import trio
 
 from e2a.clock import format_timestamp
 from e2a.gateway import Gateway
+from e2a.operations.agents import TRASH_DAYS
 from e2a.operations.idempotency import KEPT_SECONDS as IDEMPOTENCY_KEPT_SECONDS
 
 log = logging.getLogger("e2a.retention")
@@ -42,6 +44,7 @@ class SweepResult:
     messages: int
     webhook_attempts: int
     idempotency_keys: int = 0
+    trashed_agents: int = 0
 
 
 class RetentionWorker:
@@ -67,8 +70,9 @@ class RetentionWorker:
             await trio.sleep(SWEEP_INTERVAL_SECONDS)
 
     async def sweep(self, now: float) -> SweepResult:
-        """Delete every message and webhook attempt from before `now - retention.days`, and the
-        idempotency keys claimed and completed more than their window ago."""
+        """Delete every message and webhook attempt from before `now - retention.days`, the
+        idempotency keys claimed and completed more than their window ago, and the agents
+        trashed more than TRASH_DAYS ago."""
         cutoff = format_timestamp(now - self._gateway.settings.retention.days * SECONDS_PER_DAY)
         storage = self._gateway.storage
         result = SweepResult(
@@ -81,6 +85,11 @@ class RetentionWorker:
                 storage.delete_idempotency_keys_before,
                 now - IDEMPOTENCY_KEPT_SECONDS,
             ),
+            trashed_agents=await self._in_batches(
+                "trashed_agents",
+                storage.purge_agents_trashed_before,
+                format_timestamp(now - TRASH_DAYS * SECONDS_PER_DAY),
+            ),
         )
         if result.messages or result.webhook_attempts:
             log.info(
@@ -91,6 +100,12 @@ class RetentionWorker:
             )
         if result.idempotency_keys:
             log.info("retention: deleted %d expired idempotency keys", result.idempotency_keys)
+        if result.trashed_agents:
+            log.info(
+                "retention: purged %d agents trashed more than %d days ago",
+                result.trashed_agents,
+                TRASH_DAYS,
+            )
         return result
 
     async def _in_batches(
