@@ -61,7 +61,7 @@ async def test_an_agent_in_the_trash_receives_nothing_and_its_keys_wait(
     async with await bound_key(alice, BOT) as bot:
         assert (await bot.get(f"/v1/agents/{BOT}")).status_code == 200
         trashed = await alice.http.delete(f"/v1/agents/{BOT}", params={"confirm": "DELETE"})
-        assert trashed.json() == {"deleted": True, "email": BOT, "messages_deleted": 0}
+        assert trashed.json() == {"deleted": True, "email": BOT, "messages_deleted": 1}
         with pytest.raises(smtplib.SMTPRecipientsRefused):
             await smtp_send(port, [BOT], mail("while trashed"))
         refusal(await bot.get(f"/v1/agents/{BOT}"), 401, "unauthorized")
@@ -111,17 +111,22 @@ async def test_the_retention_sweep_purges_the_trash_after_30_days(
         assert inbox.json()["messages"] == []
 
 
-async def test_permanent_delete_takes_trashed_and_live_agents(make_account: Any) -> None:
+async def test_permanent_delete_takes_trashed_and_live_agents(
+    running: RunningGateway, make_account: Any
+) -> None:
     alice: Account = await make_account("alice@example.com")
     await new_agent(alice)
     await new_agent(alice, f"other@{SHARED_DOMAIN}")
+    await smtp_send(running.addresses.smtp_port, [BOT], mail("one"))
+    await smtp_send(running.addresses.smtp_port, [BOT], mail("two"))
     confirm = {"confirm": "DELETE"}
     await alice.http.delete(f"/v1/agents/{BOT}", params=confirm)
-    for address in (BOT, f"other@{SHARED_DOMAIN}"):
+    for address, messages in ((BOT, 2), (f"other@{SHARED_DOMAIN}", 0)):
         gone = await alice.http.delete(
             f"/v1/agents/{address}", params={**confirm, "permanent": "true"}
         )
-        assert gone.status_code == 200 and gone.json()["email"] == address, gone.text
+        assert gone.status_code == 200, gone.text
+        assert gone.json() == {"deleted": True, "email": address, "messages_deleted": messages}
     refusal(await alice.http.post(f"/v1/agents/{BOT}/restore"), 404, "not_found")
     await new_agent(alice)  # the address is free at once
 

@@ -198,15 +198,18 @@ async def change_agent(
     return await _entry(gateway, updated)
 
 
-async def remove_agent(gateway: Gateway, caller: Caller, email: str) -> None:
+async def remove_agent(gateway: Gateway, caller: Caller, email: str) -> int:
     """Delete the caller's agent at `email` (in service or in the trash) for good with its
-    messages, and close its live connections (WebSocket, dashboard streams); NotFound when it
-    is not theirs."""
+    messages, and close its live connections (WebSocket, dashboard streams); how many messages
+    went with it (counted just before). NotFound when it is not theirs."""
     caller.require_account("delete agents")
-    agent_id = await gateway.storage.delete_agent(caller.user_id, agent_address(email))
+    address = agent_address(email)
+    messages = await gateway.storage.count_agent_messages(caller.user_id, address)
+    agent_id = await gateway.storage.delete_agent(caller.user_id, address)
     if agent_id is None:
         raise NotFound.of("agent")
     gateway.hub.revoke(Revocation("agent", agent_id))
+    return messages
 
 
 async def agent_entries(gateway: Gateway, caller: Caller, *, trashed: bool) -> list[AgentEntry]:
@@ -218,16 +221,18 @@ async def agent_entries(gateway: Gateway, caller: Caller, *, trashed: bool) -> l
     return [await _entry(gateway, agent) for agent in agents]
 
 
-async def trash_agent(gateway: Gateway, caller: Caller, email: str) -> Agent:
+async def trash_agent(gateway: Gateway, caller: Caller, email: str) -> tuple[Agent, int]:
     """Move the caller's agent at `email` to the trash: it keeps its address and messages for
     TRASH_DAYS, receives no mail, and its keys and live connections stop working until it is
-    restored; NotFound when there is no such agent in service."""
+    restored. The trashed agent and how many messages went to the trash with it; NotFound when
+    there is no such agent in service."""
     caller.require_account("delete agents")
-    trashed = await gateway.storage.trash_agent(caller.user_id, agent_address(email), utc_now())
+    address = agent_address(email)
+    trashed = await gateway.storage.trash_agent(caller.user_id, address, utc_now())
     if trashed is None:
         raise NotFound.of("agent")
     gateway.hub.revoke(Revocation("agent", trashed.id))
-    return trashed
+    return trashed, await gateway.storage.count_agent_messages(caller.user_id, address)
 
 
 async def restore_agent(gateway: Gateway, caller: Caller, email: str) -> AgentEntry:

@@ -469,6 +469,11 @@ class Directory(Protocol):
         """One of the user's agents in service (or, `trashed`, in the trash), or None."""
         ...
 
+    async def count_agent_messages(self, user_id: str, email: str) -> int:
+        """How many messages (inbound and outbound) the user's agent at `email` holds, in
+        service or in the trash."""
+        ...
+
     async def trash_agent(self, user_id: str, email: str, now: str) -> Agent | None:
         """Move one of the user's agents in service to the trash at `now`: it keeps its address
         and messages, routes no mail, and its keys and live connections stop working (other

@@ -121,15 +121,16 @@ async def update_agent(caller: Caller, email: str) -> dict[str, Any]:
 @requires_caller
 async def delete_agent(caller: Caller, email: str) -> dict[str, Any]:
     """deleteAgent: to the trash (restorable for agents.TRASH_DAYS, its address kept, its
-    messages with it), or with `permanent=true` for good with its messages."""
+    messages with it), or with `permanent=true` for good with its messages; `messages_deleted`
+    counts the messages that went (to the trash, or for good)."""
     query = read_query(DeleteQuery)
     gateway = current_gateway()
     if query.permanent:
         address = agents.agent_address(email)
-        await agents.remove_agent(gateway, caller, address)
-        return {"deleted": True, "email": address, "messages_deleted": 0}
-    trashed = await agents.trash_agent(gateway, caller, email)
-    return {"deleted": True, "email": trashed.email, "messages_deleted": 0}
+        deleted = await agents.remove_agent(gateway, caller, address)
+        return {"deleted": True, "email": address, "messages_deleted": deleted}
+    trashed, messages = await agents.trash_agent(gateway, caller, email)
+    return {"deleted": True, "email": trashed.email, "messages_deleted": messages}
 
 
 @blueprint.post("/agents/<email>/restore")

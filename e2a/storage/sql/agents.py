@@ -104,6 +104,17 @@ class AgentsSql(Runner):
 
         return await self._write(delete, changes_routing=True)
 
+    async def count_agent_messages(self, user_id: str, email: str) -> int:
+        """How many messages the user's agent at `email` holds (in service or trashed)."""
+        row = await self._read(
+            lambda tx: tx.first(
+                "SELECT count(*) FROM messages m JOIN agents a ON a.email = m.agent_email "
+                "WHERE a.user_id = ? AND a.email = ?",
+                (user_id, email),
+            )
+        )
+        return int(row[0]) if row else 0
+
     async def trash_agent(self, user_id: str, email: str, now: str) -> Agent | None:
         """Move one of the user's agents in service to the trash at `now`; the trashed agent,
         or None. Its keys and live subscriptions end (other replicas hear of it on commit)."""
