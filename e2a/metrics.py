@@ -52,6 +52,8 @@ RETENTION_KINDS = (
     "idempotency_keys",
     "trashed_messages",
     "feedback",
+    "events",
+    "trashed_agents",
 )
 HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED_ROUTE = "unmatched"
@@ -102,7 +104,7 @@ class Metrics:
         self.retention_deleted = Counter(
             "e2a_retention_deleted",
             "Rows the retention sweep deleted, by kind (messages, webhook_attempts, "
-            "idempotency_keys, trashed_messages, feedback)",
+            "idempotency_keys, trashed_messages, feedback, events, trashed_agents)",
             ["kind"],
             registry=registry,
         )

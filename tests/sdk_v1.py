@@ -95,7 +95,8 @@ for step in request["steps"]:
     results.append(result)
 for client in clients.values():
     client.close()
-print(json.dumps({"sdk": e2a.__file__, "results": results}))
+from importlib.metadata import version
+print(json.dumps({"sdk": e2a.__file__, "version": version("e2a"), "results": results}))
 """
 
 
@@ -119,6 +120,7 @@ async def run_sdk(
     answer: dict[str, Any] = json.loads(done.stdout)
     if not os.environ.get(SDK_PYTHON_VAR):
         assert str(python.parent.parent) in answer["sdk"]  # the SDK's e2a, not ours
+    assert answer["version"] == SDK_VERSION, answer["version"]
     results: list[dict[str, Any]] = answer["results"]
     assert len(results) == len(steps)
     return results

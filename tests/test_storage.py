@@ -497,6 +497,43 @@ async def test_agents_are_scoped_to_their_owner(storage: Storage) -> None:
     assert found is not None and found.user_id == alice
 
 
+async def test_the_trash_keeps_an_agent_out_of_service_until_restored_or_purged(
+    storage: Storage,
+) -> None:
+    alice = await add_user(storage, "alice@example.com")
+    bob = await add_user(storage, "bob@example.com")
+    await storage.add_agent(make_agent(alice, "bot@agents.test"))
+    await storage.add_agent(make_agent(alice, "old@agents.test"))
+    await storage.store_inbound([make_message("msg_1", "bot@agents.test")], 0.0)
+    assert await storage.trash_agent(bob, "bot@agents.test", "2026-01-01T00:00:00Z") is None
+    trashed = await storage.trash_agent(alice, "bot@agents.test", "2026-01-10T00:00:00Z")
+    assert trashed is not None and trashed.deleted_at == "2026-01-10T00:00:00Z"
+    assert await storage.trash_agent(alice, "bot@agents.test", "2026-01-11T00:00:00Z") is None
+    await storage.trash_agent(alice, "old@agents.test", "2026-01-01T00:00:00Z")
+    # Out of service: not found, not listed, not routed, not changed; its address still taken.
+    assert await storage.get_agent(alice, "bot@agents.test") is None
+    assert await storage.find_agent("bot@agents.test") is None
+    assert await storage.list_agents(alice) == []
+    assert [a.email for a in await storage.list_agents(alice, trashed=True)] == [
+        "bot@agents.test",
+        "old@agents.test",
+    ]
+    assert await storage.update_agent(alice, "bot@agents.test", AgentChanges(name="x")) is None
+    with pytest.raises(AlreadyExists):
+        await storage.add_agent(make_agent(bob, "bot@agents.test"))
+    assert await storage.restore_agent(bob, "bot@agents.test") is None
+    # The purge takes only what was trashed before the cutoff.
+    assert await storage.purge_agents_trashed_before("2026-01-05T00:00:00Z", 10) == 1
+    assert await storage.get_agent(alice, "old@agents.test", trashed=True) is None
+    restored = await storage.restore_agent(alice, "bot@agents.test")
+    assert restored is not None and restored.deleted_at is None and restored.name == "bot"
+    assert await storage.restore_agent(alice, "bot@agents.test") is None
+    assert await storage.find_agent("bot@agents.test") is not None
+    page = await storage.list_inbound(alice, "bot@agents.test", "all", 10, None)
+    assert [m.id for m in page.messages] == ["msg_1"]
+    assert await storage.purge_agents_trashed_before("2027-01-01T00:00:00Z", 10) == 0
+
+
 async def test_store_inbound_is_all_or_nothing(storage: Storage) -> None:
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "a@agents.test"))

@@ -63,13 +63,29 @@ IMPLEMENTED = (
     "listAgentSuppressions",
     "createAgentSuppression",
     "deleteAgentSuppression",
+    "getAccount",
+    "exportAccount",
+    "listAgents",
+    "createAgent",
+    "getAgent",
+    "updateAgent",
+    "restoreAgent",
+    "testAgent",
+    "listDomains",
+    "registerDomain",
+    "getDomain",
+    "verifyDomain",
+    "deleteDomain",
 )
 """e2a's operations the gateway serves (docs/api.md lists them, and those left, with why)."""
 
-EXCLUDED = ("deleteAccount",)
-"""Served, but not fuzzed: erasing the fuzzing account would leave every later case a 401
-(tests/test_v1_account.py covers it)."""
+EXCLUDED = ("deleteAccount", "deleteAgent")
+"""Served, but not fuzzed: erasing the fuzzing account would leave every later case a 401, and
+trashing the seeded agent every later case on it a 404 (tests/test_v1_core_sdk.py and
+tests/test_v1_agents.py cover both)."""
 
+FUZZ_DOMAIN = "fuzz.example"
+"""A verified domain of the fuzzing account, so domain answers carry a DomainView."""
 MAX_EXAMPLES = 10
 SEED = 20261207
 """Fixed, so a failure replays exactly; change it to explore other inputs."""
@@ -116,6 +132,10 @@ async def _serve_seeded(
                 "/api/v1/agents", json={"slug": "fuzz", "agent_mode": "local"}
             )
             assert created.status_code == 201, created.text
+            domain = await account.http.post("/v1/domains", json={"domain": FUZZ_DOMAIN})
+            assert domain.status_code == 201, domain.text
+            verified = await account.http.post(f"/v1/domains/{FUZZ_DOMAIN}/verify")
+            assert verified.json()["verified"] is True, verified.text  # development: waived
         agent = f"fuzz@{SHARED_DOMAIN}"
         await accept(running.gateway, [agent], multipart_mail(agent))
         live = LiveGateway(running.addresses.http_url, account.key, agent)
@@ -159,8 +179,12 @@ def v1_schema(live_gateway: LiveGateway) -> schemathesis.BaseSchema:
             "generation": {"max-examples": MAX_EXAMPLES, "database": "none"},
             "dictionaries": {
                 "agents": {"values": [live_gateway.agent, quote(live_gateway.agent)]},
+                "domains": {"values": [FUZZ_DOMAIN]},
             },
-            "parameters": {"path.email": {"dictionary": "agents", "probability": 0.5}},
+            "parameters": {
+                "path.email": {"dictionary": "agents", "probability": 0.5},
+                "path.domain": {"dictionary": "domains", "probability": 0.5},
+            },
             # Schema-valid requests that the gateway refuses on meaning (an unverified domain,
             # a cursor it did not make, an agent that is not the caller's) are right to be 4xx.
             "checks": {"positive_data_acceptance": {"enabled": False}},

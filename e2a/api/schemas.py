@@ -322,6 +322,11 @@ class ExportedAgent(ResponseBody):
     hitl_expiration_action: Literal["reject", "approve"]
     approval_notifications: bool
     created_at: Timestamp
+    deleted_at: Timestamp | None = Field(
+        default=None,
+        description="When the agent was moved to the trash (`DELETE /v1/agents/{email}`); "
+        "absent while it is in service.",
+    )
 
 
 class ExportedDomain(ResponseBody):

@@ -2,7 +2,8 @@
 
 Registration is counted against the caller and against the client's address; an address on
 the shared domain is taken by slug, any other needs a domain the caller has verified. A
-webhook URL is checked before it is stored (and again at each delivery).
+webhook URL is checked before it is stored (and again at each delivery). A deleted agent may
+go to the trash first (TRASH_DAYS, its address reserved), from which it can be restored.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from e2a.webhook_targets import (
 
 DEFAULT_HITL_TTL_SECONDS = 604800
 REGISTRATION_WINDOW_SECONDS = 3600
+TRASH_DAYS = 30
+"""How long a deleted agent stays in the trash (restorable, its address reserved) before the
+retention sweep purges it for good."""
 
 
 class CreateAgent(RequestBody):
@@ -156,6 +160,12 @@ async def register_agent(
     try:
         await gateway.storage.add_agent(agent)
     except AlreadyExists:
+        if await gateway.storage.get_agent(caller.user_id, address, trashed=True):
+            raise Conflict(
+                "address_in_trash",
+                f"{address} belongs to your agent in the trash; restore it "
+                f"(POST /v1/agents/{address}/restore) or delete it for good first",
+            ) from None
         raise Conflict("agent_exists", f"{address} is already taken; choose another") from None
     return await _entry(gateway, agent)
 
@@ -188,14 +198,54 @@ async def change_agent(
     return await _entry(gateway, updated)
 
 
-async def remove_agent(gateway: Gateway, caller: Caller, email: str) -> None:
-    """Delete the caller's agent at `email` with its messages, and close its live connections
-    (WebSocket, dashboard streams); NotFound when it is not theirs."""
+async def remove_agent(gateway: Gateway, caller: Caller, email: str) -> int:
+    """Delete the caller's agent at `email` (in service or in the trash) for good with its
+    messages, and close its live connections (WebSocket, dashboard streams); how many messages
+    went with it (counted just before). NotFound when it is not theirs."""
     caller.require_account("delete agents")
-    agent_id = await gateway.storage.delete_agent(caller.user_id, agent_address(email))
+    address = agent_address(email)
+    messages = await gateway.storage.count_agent_messages(caller.user_id, address)
+    agent_id = await gateway.storage.delete_agent(caller.user_id, address)
     if agent_id is None:
         raise NotFound.of("agent")
     gateway.hub.revoke(Revocation("agent", agent_id))
+    return messages
+
+
+async def agent_entries(gateway: Gateway, caller: Caller, *, trashed: bool) -> list[AgentEntry]:
+    """The agents the caller may see, in service (or, `trashed`, in the trash), oldest first:
+    every one of the account's, or only the agent an agent key is bound to."""
+    agents = await gateway.storage.list_agents(caller.user_id, trashed=trashed)
+    if caller.scope != "account":
+        agents = [agent for agent in agents if agent.id == caller.agent_id]
+    return [await _entry(gateway, agent) for agent in agents]
+
+
+async def trash_agent(gateway: Gateway, caller: Caller, email: str) -> tuple[Agent, int]:
+    """Move the caller's agent at `email` to the trash: it keeps its address and messages for
+    TRASH_DAYS, receives no mail, and its keys and live connections stop working until it is
+    restored. The trashed agent and how many messages went to the trash with it; NotFound when
+    there is no such agent in service."""
+    caller.require_account("delete agents")
+    address = agent_address(email)
+    trashed = await gateway.storage.trash_agent(caller.user_id, address, utc_now())
+    if trashed is None:
+        raise NotFound.of("agent")
+    gateway.hub.revoke(Revocation("agent", trashed.id))
+    return trashed, await gateway.storage.count_agent_messages(caller.user_id, address)
+
+
+async def restore_agent(gateway: Gateway, caller: Caller, email: str) -> AgentEntry:
+    """Bring the caller's agent at `email` back from the trash; Conflict when it is in service,
+    NotFound when there is no such agent."""
+    caller.require_account("restore agents")
+    address = agent_address(email)
+    restored = await gateway.storage.restore_agent(caller.user_id, address)
+    if restored is None:
+        if await gateway.storage.get_agent(caller.user_id, address):
+            raise Conflict("not_in_trash", f"{address} is not in the trash; nothing to restore")
+        raise NotFound.of("agent")
+    return await _entry(gateway, restored)
 
 
 async def checked_webhook_url(gateway: Gateway, url: str | None) -> str | None:

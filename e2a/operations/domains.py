@@ -111,6 +111,34 @@ async def verify_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
     return verified
 
 
+async def get_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
+    """The caller's domain `name`, or NotFound."""
+    caller.require_account("manage domains")
+    domain = await gateway.storage.get_domain(caller.user_id, _named_domain(name))
+    if domain is None:
+        raise NotFound.of("domain")
+    return domain
+
+
+async def check_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
+    """Verify the caller's domain as `verify_domain` does, but answer its state when the TXT
+    record is still missing instead of refusing (e2a's verify reports `verified: false`)."""
+    try:
+        return await verify_domain(gateway, caller, name)
+    except PreconditionUnmet:
+        return await get_domain(gateway, caller, name)
+
+
+async def agents_on_domain(gateway: Gateway, caller: Caller) -> dict[str, int]:
+    """How many of the caller's agents (in service or in the trash) each domain holds."""
+    caller.require_account("manage domains")
+    counts: dict[str, int] = {}
+    for trashed in (False, True):
+        for agent in await gateway.storage.list_agents(caller.user_id, trashed=trashed):
+            counts[agent.domain] = counts.get(agent.domain, 0) + 1
+    return counts
+
+
 async def remove_domain(gateway: Gateway, caller: Caller, name: str) -> None:
     """Delete the caller's domain: Conflict while agents use it; NotFound when not theirs."""
     caller.require_account("manage domains")

@@ -143,6 +143,9 @@ class Agent:
     and registered again (by anyone) is another agent with another id."""
     approval_notifications: bool = True
     """Whether the owner is emailed when a message of this agent is held for approval."""
+    deleted_at: str | None = None
+    """When the agent was moved to the trash (RFC 3339 UTC); None while it is in service. A
+    trashed agent keeps its address but receives nothing and acts as nothing until restored."""
 
 
 @dataclass(frozen=True)
@@ -698,12 +701,29 @@ class Directory(Protocol):
         """Store a new agent; AlreadyExists when the address is taken."""
         ...
 
-    async def list_agents(self, user_id: str) -> list[Agent]:
-        """The user's agents, oldest first."""
+    async def list_agents(self, user_id: str, *, trashed: bool = False) -> list[Agent]:
+        """The user's agents in service (or, `trashed`, those in the trash), oldest first."""
         ...
 
-    async def get_agent(self, user_id: str, email: str) -> Agent | None:
-        """One of the user's agents, or None."""
+    async def get_agent(self, user_id: str, email: str, *, trashed: bool = False) -> Agent | None:
+        """One of the user's agents in service (or, `trashed`, in the trash), or None."""
+        ...
+
+    async def count_agent_messages(self, user_id: str, email: str) -> int:
+        """How many messages (inbound and outbound) the user's agent at `email` holds, in
+        service or in the trash."""
+        ...
+
+    async def trash_agent(self, user_id: str, email: str, now: str) -> Agent | None:
+        """Move one of the user's agents in service to the trash at `now`: it keeps its address
+        and messages, routes no mail, and its keys and live connections stop working (other
+        replicas hear of it on commit). The trashed agent, or None when there is no such agent
+        in service."""
+        ...
+
+    async def restore_agent(self, user_id: str, email: str) -> Agent | None:
+        """Bring one of the user's trashed agents back into service; None when it is not in the
+        trash."""
         ...
 
     async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
@@ -1306,6 +1326,11 @@ class Retention(Protocol):
     async def delete_feedback_before(self, cutoff: str, limit: int) -> int:
         """Delete up to `limit` pieces of feedback sent before `cutoff` (RFC 3339 UTC), oldest
         first, in one short transaction; returns how many went."""
+
+    async def purge_agents_trashed_before(self, cutoff: str, limit: int) -> int:
+        """Delete for good up to `limit` agents trashed before `cutoff` (RFC 3339 UTC), with
+        their messages and the keys bound to them, in one short transaction; returns how many
+        went."""
         ...
 
 

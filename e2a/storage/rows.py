@@ -39,7 +39,7 @@ from e2a.storage.vocabulary import (
 
 AGENT_COLUMNS = (
     "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "
-    "hitl_expiration_action, created_at, id, approval_notifications"
+    "hitl_expiration_action, created_at, id, approval_notifications, deleted_at"
 )
 MESSAGE_COLUMNS = (
     "m.id, m.seq, m.user_id, m.agent_email, m.from_addr, m.reply_to, m.to_json, m.cc_json, "
@@ -83,6 +83,7 @@ def decode_agent(row: Sequence[Any]) -> Agent:
         created_at=row[9],
         id=row[10],
         approval_notifications=bool(row[11]),
+        deleted_at=row[12],
     )
 
 
@@ -236,6 +237,7 @@ def agent_params(agent: Agent) -> tuple[Any, ...]:
         agent.created_at,
         agent.id,
         agent.approval_notifications,
+        agent.deleted_at,
     )
 
 
@@ -534,6 +536,7 @@ def user_export(
                 "hitl_expiration_action": agent.hitl_expiration_action,
                 "approval_notifications": agent.approval_notifications,
                 "created_at": agent.created_at,
+                **({"deleted_at": agent.deleted_at} if agent.deleted_at else {}),
             }
         )
     domains = []

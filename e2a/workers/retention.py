@@ -1,7 +1,7 @@
 """The retention sweep: deletes messages (raw bodies and attachments with them), webhook
 attempt records and feedback older than `retention.days`, idempotency keys past their window,
-messages in the `/v1` trash for longer than TRASH_KEPT_SECONDS, and `/v1` events older than
-30 days.
+messages in the `/v1` trash for longer than TRASH_KEPT_SECONDS, agents in the trash for longer
+than TRASH_DAYS (with their messages), and `/v1` events older than 30 days.
 
 It deletes in small batches, each its own short transaction, and pauses between batches, so
 SMTP ingest and API writes always get the database in between. It never touches a message that
@@ -21,6 +21,7 @@ import trio
 from e2a.clock import format_timestamp
 from e2a.events import RETENTION_SECONDS as EVENT_RETENTION_SECONDS
 from e2a.gateway import Gateway
+from e2a.operations.agents import TRASH_DAYS
 from e2a.operations.idempotency import KEPT_SECONDS as IDEMPOTENCY_KEPT_SECONDS
 from e2a.operations.mailbox import TRASH_KEPT_SECONDS
 
@@ -49,6 +50,7 @@ class SweepResult:
     trashed_messages: int = 0
     feedback: int = 0
     events: int = 0
+    trashed_agents: int = 0
 
 
 class RetentionWorker:
@@ -76,7 +78,8 @@ class RetentionWorker:
     async def sweep(self, now: float) -> SweepResult:
         """Delete every message, webhook attempt and piece of feedback from before
         `now - retention.days`, the idempotency keys claimed and completed more than their
-        window ago, the trash past its time and the events older than 30 days."""
+        window ago, trashed messages and agents past their time, and the events older than 30
+        days."""
         cutoff = format_timestamp(now - self._gateway.settings.retention.days * SECONDS_PER_DAY)
         storage = self._gateway.storage
         result = SweepResult(
@@ -98,6 +101,11 @@ class RetentionWorker:
             events=await self._in_batches(
                 "events", storage.delete_events_before, now - EVENT_RETENTION_SECONDS
             ),
+            trashed_agents=await self._in_batches(
+                "trashed_agents",
+                storage.purge_agents_trashed_before,
+                format_timestamp(now - TRASH_DAYS * SECONDS_PER_DAY),
+            ),
         )
         if result.messages or result.webhook_attempts:
             log.info(
@@ -114,6 +122,12 @@ class RetentionWorker:
             log.info("retention: emptied %d messages from the trash", result.trashed_messages)
         if result.feedback:
             log.info("retention: deleted %d feedback entries before %s", result.feedback, cutoff)
+        if result.trashed_agents:
+            log.info(
+                "retention: purged %d agents trashed more than %d days ago",
+                result.trashed_agents,
+                TRASH_DAYS,
+            )
         return result
 
     async def _in_batches(

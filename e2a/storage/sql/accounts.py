@@ -39,6 +39,7 @@ def _live_key(tx: Transaction) -> str:
     return (
         "FROM api_keys k JOIN users u ON u.id = k.user_id "
         "LEFT JOIN agents a ON a.id = k.agent_id AND a.user_id = k.user_id "
+        "AND a.deleted_at IS NULL "
         "WHERE k.key_hash = ? AND k.revoked_at IS NULL "
         f"AND (k.expires_at IS NULL OR k.expires_at > {tx.dialect.utc_now}) "
         f"AND (k.scope = '{ACCOUNT_SCOPE}' OR a.id IS NOT NULL)"

@@ -14,10 +14,19 @@ from e2a.storage.rows import AGENT_COLUMNS, agent_assignments, agent_params, dec
 from e2a.storage.sql.runner import Runner
 from e2a.storage.sql.transaction import Transaction
 
+_PLACEHOLDERS = ", ".join("?" * len(AGENT_COLUMNS.split(",")))
 
-def _agent_row(tx: Transaction, user_id: str, email: str) -> Any:
+
+def _in_trash(trashed: bool) -> str:
+    """The condition keeping agents in the trash (`trashed`) or in service."""
+    return "deleted_at IS NOT NULL" if trashed else "deleted_at IS NULL"
+
+
+def _agent_row(tx: Transaction, user_id: str, email: str, trashed: bool = False) -> Any:
     return tx.first(
-        f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ?", (user_id, email)
+        f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ? "
+        f"AND {_in_trash(trashed)}",
+        (user_id, email),
     )
 
 
@@ -39,26 +48,27 @@ class AgentsSql(Runner):
         """Store a new agent; AlreadyExists when the address is taken."""
         await self._write(
             lambda tx: tx.execute(
-                f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                 agent_params(agent),
                 conflict=AlreadyExists(agent.email),
             ),
             changes_routing=True,
         )
 
-    async def list_agents(self, user_id: str) -> list[Agent]:
-        """The user's agents, oldest first."""
+    async def list_agents(self, user_id: str, *, trashed: bool = False) -> list[Agent]:
+        """The user's agents in service (or, `trashed`, in the trash), oldest first."""
         rows = await self._read(
             lambda tx: tx.all(
-                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? ORDER BY created_at, email",
+                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND {_in_trash(trashed)} "
+                "ORDER BY created_at, email",
                 (user_id,),
             )
         )
         return [decode_agent(row) for row in rows]
 
-    async def get_agent(self, user_id: str, email: str) -> Agent | None:
-        """One of the user's agents."""
-        row = await self._read(lambda tx: _agent_row(tx, user_id, email))
+    async def get_agent(self, user_id: str, email: str, *, trashed: bool = False) -> Agent | None:
+        """One of the user's agents in service (or, `trashed`, in the trash)."""
+        row = await self._read(lambda tx: _agent_row(tx, user_id, email, trashed))
         return decode_agent(row) if row else None
 
     async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
@@ -69,7 +79,8 @@ class AgentsSql(Runner):
             if assignments:
                 columns = ", ".join(f"{column} = ?" for column in assignments)
                 tx.execute(
-                    f"UPDATE agents SET {columns} WHERE user_id = ? AND email = ?",
+                    f"UPDATE agents SET {columns} "
+                    "WHERE user_id = ? AND email = ? AND deleted_at IS NULL",
                     (*assignments.values(), user_id, email),
                 )
             row = _agent_row(tx, user_id, email)
@@ -93,10 +104,77 @@ class AgentsSql(Runner):
 
         return await self._write(delete, changes_routing=True)
 
-    async def find_agent(self, email: str) -> Agent | None:
-        """The agent at `email` whoever owns it: for routing inbound mail only."""
+    async def count_agent_messages(self, user_id: str, email: str) -> int:
+        """How many messages the user's agent at `email` holds (in service or trashed)."""
         row = await self._read(
-            lambda tx: tx.first(f"SELECT {AGENT_COLUMNS} FROM agents WHERE email = ?", (email,)),
+            lambda tx: tx.first(
+                "SELECT count(*) FROM messages m JOIN agents a ON a.email = m.agent_email "
+                "WHERE a.user_id = ? AND a.email = ?",
+                (user_id, email),
+            )
+        )
+        return int(row[0]) if row else 0
+
+    async def trash_agent(self, user_id: str, email: str, now: str) -> Agent | None:
+        """Move one of the user's agents in service to the trash at `now`; the trashed agent,
+        or None. Its keys and live subscriptions end (other replicas hear of it on commit)."""
+
+        def trash(tx: Transaction) -> Agent | None:
+            trashed = tx.first(
+                "UPDATE agents SET deleted_at = ? "
+                "WHERE user_id = ? AND email = ? AND deleted_at IS NULL RETURNING id",
+                (now, user_id, email),
+            )
+            row = _agent_row(tx, user_id, email, trashed=True) if trashed else None
+            if row is None:
+                return None
+            agent = decode_agent(row)
+            tx.announce(AccessEnded("agent", agent.id))
+            return agent
+
+        return await self._write(trash, changes_routing=True)
+
+    async def restore_agent(self, user_id: str, email: str) -> Agent | None:
+        """Bring one of the user's trashed agents back into service; None when not trashed."""
+
+        def restore(tx: Transaction) -> Agent | None:
+            row = tx.first(
+                "UPDATE agents SET deleted_at = NULL "
+                "WHERE user_id = ? AND email = ? AND deleted_at IS NOT NULL RETURNING id",
+                (user_id, email),
+            )
+            if row is None:
+                return None
+            found = _agent_row(tx, user_id, email)
+            return decode_agent(found) if found else None
+
+        return await self._write(restore, changes_routing=True)
+
+    async def purge_agents_trashed_before(self, cutoff: str, limit: int) -> int:
+        """Delete for good up to `limit` agents trashed before `cutoff`, oldest first (their
+        messages and jobs cascade, their keys are revoked); how many went."""
+
+        def purge(tx: Transaction) -> int:
+            rows = tx.all(
+                "SELECT id FROM agents WHERE deleted_at IS NOT NULL AND deleted_at < ? "
+                "ORDER BY deleted_at LIMIT ?",
+                (cutoff, limit),
+            )
+            for (agent_id,) in rows:
+                tx.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
+                _revoke_agent_keys(tx, agent_id)
+                tx.announce(AccessEnded("agent", agent_id))
+            return len(rows)
+
+        return await self._write(purge, changes_routing=True)
+
+    async def find_agent(self, email: str) -> Agent | None:
+        """The agent in service at `email` whoever owns it: for routing inbound mail only."""
+        row = await self._read(
+            lambda tx: tx.first(
+                f"SELECT {AGENT_COLUMNS} FROM agents WHERE email = ? AND deleted_at IS NULL",
+                (email,),
+            ),
             routing=("agent", email),
         )
         return decode_agent(row) if row else None
