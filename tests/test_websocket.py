@@ -53,7 +53,7 @@ from tests.delivery_support import (
 )
 
 WAIT = 10.0
-FRAME_KEYS = {"message_id", "from", "recipient", "subject", "received_at"}
+FRAME_KEYS = {"message_id", "from", "recipient", "subject", "received_at", "reply_text", "trust"}
 
 
 def ws_url(running: RunningGateway, agent: str, key: str | None) -> str:
@@ -203,6 +203,8 @@ async def test_frames_carry_a_conversation_id_only_when_there_is_one(
         "recipient": agent,
         "subject": "Threaded",
         "received_at": first["received_at"],
+        "reply_text": first["reply_text"],
+        "trust": first["trust"],
     }
     assert set(second) == FRAME_KEYS and second["message_id"] == plain
 

@@ -1,4 +1,5 @@
-"""WebSocket delivery for local agents: every unread message on connect, then live ones.
+"""WebSocket delivery for local agents: every unread message on connect, then live ones, each
+frame with the message's reply text and trust map (docs/replies.md).
 
 Checks happen before the upgrade (401 bad key, 404 not the caller's agent, 400 cloud agent,
 429 too many connections for the key), and a plain GET of the same path gets the same
@@ -22,7 +23,7 @@ from e2a.api.errors import error_response
 from e2a.hub import Ended, Listener, Subscription, TooManyListeners
 from e2a.hub.access import lost_access
 from e2a.hub.frames import notification_frame
-from e2a.operations import messages
+from e2a.operations import messages, trust
 from e2a.operations.agents import owned_agent
 from e2a.operations.caller import Caller, authenticate
 from e2a.operations.errors import (
@@ -143,7 +144,13 @@ async def _serve(admitted: _Admitted, subscription: Subscription) -> None:
         async for frame in subscription:
             if frame["message_id"] in drained:
                 continue
-            await websocket.send(json.dumps(frame))
+            reading = await trust.peek_reading(
+                current_gateway(),
+                admitted.caller.user_id,
+                admitted.agent.email,
+                frame["message_id"],
+            )
+            await websocket.send(json.dumps({**frame, **(reading or {})}))
             current_gateway().metrics.delivered("websocket", "sent")
         ended = subscription.ended or Ended.BEHIND
         # Fell behind: the client reconnects and catches up from storage. Revoked: it is
@@ -166,7 +173,8 @@ async def _send_unread(admitted: _Admitted, subscription: Subscription) -> set[s
         for message in page.messages:
             if subscription.revoked:
                 break
-            await websocket.send(json.dumps(notification_frame(message)))
+            reading = await trust.reading_of(gateway, message)
+            await websocket.send(json.dumps({**notification_frame(message), **reading}))
             gateway.metrics.delivered("websocket", "sent")
             sent.add(message.id)
         if page.next_after is None:

@@ -19,6 +19,7 @@ import trio
 
 from e2a.clock import format_timestamp
 from e2a.gateway import Gateway
+from e2a.operations.trust import reading_of
 from e2a.signing.credentials import derive_signing_secret
 from e2a.storage.base import (
     DeliveryOutcome,
@@ -267,7 +268,8 @@ class WebhookWorker:
         except ConnectionError as exc:
             return Answer(None, error=str(exc))
         secret = derive_signing_secret(self._gateway.server_key, delivery.signing_seed)
-        request = build_request(delivery.message, secret, attempt_number, now)
+        reading = await reading_of(self._gateway, delivery.message)
+        request = build_request(delivery.message, reading, secret, attempt_number, now)
         host_for_url = f"[{address}]" if ":" in address else address
         netloc = host_for_url + (f":{parts.port}" if parts.port else "")
         pinned_url = parts._replace(netloc=netloc).geturl()
