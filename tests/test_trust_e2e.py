@@ -25,7 +25,8 @@ from trio_websocket import open_websocket_url
 from e2a.api.schemas import InboundMessage as InboundMessageSchema
 from e2a.app import RunningGateway, run_gateway
 from e2a.mailauth.resolver import Zone
-from e2a.v1 import Trust
+from e2a.signing.credentials import hash_api_key
+from e2a.v1 import AsyncE2AClient, Trust, UnverifiedEmailError
 from tests.conftest import Account, agent_path, make_settings
 from tests.dns_server import serve_dns
 from tests.http_receiver import HttpReceiver
@@ -108,7 +109,7 @@ async def receiver(nursery: trio.Nursery) -> HttpReceiver:
     return started
 
 
-async def owner(running: RunningGateway, receiver: HttpReceiver) -> Account:
+async def owner(running: RunningGateway, receiver: HttpReceiver) -> tuple[Account, str]:
     from e2a.accounts import bootstrap_user
 
     _, issued, _ = await bootstrap_user(
@@ -127,7 +128,7 @@ async def owner(running: RunningGateway, receiver: HttpReceiver) -> Account:
         assert created.status_code == 201, created.text
     secret = await http.post("/api/v1/users/me/signing-secrets", json={"name": "e2e"})
     assert secret.status_code == 201, secret.text
-    return Account("owner@example.com", issued.plaintext, http)
+    return Account("owner@example.com", issued.plaintext, http), str(secret.json()["secret"])
 
 
 def check_reading(subject: str, reading: dict[str, Any]) -> None:
@@ -169,7 +170,7 @@ def check_reading(subject: str, reading: dict[str, Any]) -> None:
 async def test_replies_carry_their_trust_map_on_every_face(
     gateway: RunningGateway, receiver: HttpReceiver
 ) -> None:
-    account = await owner(gateway, receiver)
+    account, signing_secret = await owner(gateway, receiver)
     port = gateway.addresses.smtp_port
     await trio.to_thread.run_sync(
         send,
@@ -231,6 +232,34 @@ async def test_replies_carry_their_trust_map_on_every_face(
             "reply_text": frames[subject]["reply_text"],
             "trust": frames[subject]["trust"],
         }
+
+    # Kept with the message once computed: what every later face reads
+    storage = gateway.gateway.storage
+    user = await storage.user_for_key_hash(hash_api_key(account.key))
+    assert user is not None
+    for subject in REPLIES:
+        kept = await storage.peek_inbound(user.id, BOT, frames[subject]["message_id"])
+        assert kept is not None and kept.reading is not None
+        assert kept.reading["trust"] == frames[subject]["trust"]
+
+    # The SDK: over REST, and from a signed webhook body (whose trust must agree with the
+    # signed claim: the JSON fields are outside the signature)
+    base_url = gateway.addresses.http_url
+    async with AsyncE2AClient(account.key, BOT, base_url) as sdk:
+        for subject in REPLIES:
+            email = await sdk.get_message(frames[subject]["message_id"])
+            assert email.reply_text == NEW_TEXT
+            assert email.trust is not None
+            unproven = email.trust.unverified_quotes()
+            assert len(unproven) == (0 if subject == "Re verified" else 1)
+        webhook = next(r.body for r in receiver.requests if b'"Re unverified"' in r.body)
+        hooked = sdk.parse_webhook(webhook, signing_secret)
+        assert hooked.reply_text == NEW_TEXT
+        assert hooked.trust is not None and hooked.trust.quoted_unverified is True
+        forged = json.loads(webhook)
+        forged["trust"]["sender"]["address"] = "ceo@example.org"
+        with pytest.raises(UnverifiedEmailError):
+            _ = sdk.parse_webhook(json.dumps(forged), signing_secret).trust
 
     # MCP: the verification block names the quoted text that is not proven
     async with mcp_client(gateway, account.key, mode="auto", agent=BOT) as client:
