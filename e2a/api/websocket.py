@@ -42,6 +42,9 @@ log = logging.getLogger("e2a.ws")
 
 DRAIN_PAGE_SIZE = 100
 MAX_CLIENT_FRAME_BYTES = 4096
+MAX_READING_FRAME_BYTES = 256 * 1024
+"""The longest frame sent with a reading: well under what clients take in one message (the
+SDK's 1 MiB), so a long message cannot make a frame that its client refuses again and again."""
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_POLICY_VIOLATION = 1008
 _LOST: dict[Ended, OperationError] = {
@@ -150,7 +153,7 @@ async def _serve(admitted: _Admitted, subscription: Subscription) -> None:
                 admitted.agent.email,
                 frame["message_id"],
             )
-            await websocket.send(json.dumps({**frame, **(reading or {})}))
+            await websocket.send(_with_reading(frame, reading))
             current_gateway().metrics.delivered("websocket", "sent")
         ended = subscription.ended or Ended.BEHIND
         # Fell behind: the client reconnects and catches up from storage. Revoked: it is
@@ -174,13 +177,23 @@ async def _send_unread(admitted: _Admitted, subscription: Subscription) -> set[s
             if subscription.revoked:
                 break
             reading = await trust.reading_of(gateway, message)
-            await websocket.send(json.dumps({**notification_frame(message), **reading}))
+            await websocket.send(_with_reading(notification_frame(message), reading))
             gateway.metrics.delivered("websocket", "sent")
             sent.add(message.id)
         if page.next_after is None:
             break
         after = page.next_after
     return sent
+
+
+def _with_reading(frame: dict[str, Any], reading: dict[str, Any] | None) -> str:
+    """The frame's text with the message's reply text and trust map, unless that would make
+    it longer than MAX_READING_FRAME_BYTES (the client then reads them with the message)."""
+    if reading is not None:
+        text = json.dumps({**frame, **reading})
+        if len(text.encode()) <= MAX_READING_FRAME_BYTES:
+            return text
+    return json.dumps(frame)
 
 
 async def _receive_acks(admitted: _Admitted) -> None:
