@@ -25,9 +25,11 @@ from trio_websocket import open_websocket_url
 from e2a.api.schemas import InboundMessage as InboundMessageSchema
 from e2a.app import RunningGateway, run_gateway
 from e2a.mailauth.resolver import Zone
+from e2a.operations.trust import peek_reading
 from e2a.signing.credentials import hash_api_key
 from e2a.v1 import AsyncE2AClient, Trust, UnverifiedEmailError
 from tests.conftest import Account, agent_path, make_settings
+from tests.delivery_support import accept, create_agent, mail
 from tests.dns_server import serve_dns
 from tests.http_receiver import HttpReceiver
 from tests.mcp_support import call, mcp_client
@@ -280,3 +282,40 @@ async def test_replies_carry_their_trust_map_on_every_face(
                 expected_why = "not verified" if subject == "Re unverified" else "not in"
                 assert expected_why in passage["why"]
     await account.http.aclose()
+
+
+async def test_a_reply_is_judged_against_earlier_mail_nobody_has_read_yet(
+    running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account("alice@example.com")
+    agent = await create_agent(account, "reader")
+    earlier_id = await accept(
+        running.gateway,
+        [agent],
+        mail("Budget", "Message-ID: <budget-1@example.org>\r\n", ALICE_TEXT.replace("\n", "\r\n")),
+    )
+    quoted = "\r\n".join(f"> {line}" for line in ALICE_TEXT.split("\n"))
+    reply_id = await accept(
+        running.gateway,
+        [agent],
+        mail(
+            "Re: Budget",
+            "In-Reply-To: <budget-1@example.org>\r\n",
+            f"{NEW_TEXT}\r\n\r\nOn Tue, Mar 3, 2026 at 10:02 AM Alice <alice@example.org> "
+            f"wrote:\r\n\r\n{quoted}",
+        ),
+    )
+    storage = running.gateway.storage
+    user = await storage.user_for_key_hash(hash_api_key(account.key))
+    assert user is not None
+    earlier_message = await storage.peek_inbound(user.id, agent, earlier_id)
+    assert earlier_message is not None and earlier_message.reading is None  # read from raw
+
+    found = await peek_reading(running.gateway, user.id, agent, reply_id)
+
+    assert found is not None and found["reply_text"] == NEW_TEXT
+    quoted_part = found["trust"]["parts"][1]
+    assert quoted_part["source"]["message_id"] == earlier_id
+    assert quoted_part["source"]["contents"] == "match"
+    # Nothing vouches for alice@example.org here (no DNS records): her text stays unverified.
+    assert quoted_part["source"]["verified"] is False and quoted_part["verified"] is False

@@ -60,6 +60,12 @@ async def test_earlier_messages_finds_the_agents_mail_of_either_direction(
     assert await storage.earlier_messages(other, AGENT, ["<msg_in@example.org>"]) == []
     assert await storage.earlier_messages(owner, AGENT, []) == []
 
+    # Once its reading is kept, that is what a later message is judged against: no raw bytes.
+    reading = {"reply_text": "earlier words", "trust": {"parts": []}}
+    await storage.keep_reading(owner, AGENT, "msg_in", reading)
+    (kept,) = await storage.earlier_messages(owner, AGENT, ["<msg_in@example.org>"])
+    assert kept.reading == reading and kept.raw_message is None
+
 
 async def test_a_kept_reading_is_read_back_and_the_first_one_stays(storage: Storage) -> None:
     owner = await add_user(storage)

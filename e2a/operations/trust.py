@@ -18,9 +18,10 @@ from e2a.inbound.trust import EarlierMail, authored_text, reading, sender_verdic
 from e2a.signing.identity import claim_from_headers
 from e2a.storage.base import InboundMessage, StoredEarlier
 
-MAX_REFERENCES = 100
-"""How many of the Message-IDs a message names are looked up (mail with absurdly long
-References is judged by its newest)."""
+MAX_REFERENCES = 20
+"""How many of the Message-IDs a message names are looked up: In-Reply-To, then References
+newest first. Quotes rarely reach further back, and this bounds the earlier mail read for one
+message (an earlier message with no kept reading is read whole)."""
 
 
 async def reading_of(gateway: Gateway, message: InboundMessage) -> dict[str, Any]:

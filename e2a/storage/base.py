@@ -211,8 +211,8 @@ class InboundMessage:
 class StoredEarlier:
     """A message of an agent's store, as a later message that names it is judged against.
 
-    Inbound mail has its delivered bytes (`raw_message`), identity claim and kept reading;
-    outbound mail its text body while kept (`body_text`, None once dropped)."""
+    Inbound mail has its identity claim and its kept reading, or else its delivered bytes
+    (`raw_message`); outbound mail its text body while kept (`body_text`, None once dropped)."""
 
     id: str
     direction: Literal["inbound", "outbound"]

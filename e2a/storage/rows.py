@@ -91,10 +91,12 @@ def decode_agent(row: Sequence[Any]) -> Agent:
 
 EARLIER_COLUMNS = (
     "m.id, m.direction, m.from_addr, m.agent_email, m.rfc_message_id, m.auth_headers_json, "
-    "(SELECT r.raw FROM raw_messages r WHERE r.digest = m.raw_digest), m.body_text, "
+    "CASE WHEN m.reading_json IS NULL THEN "
+    "(SELECT r.raw FROM raw_messages r WHERE r.digest = m.raw_digest) END, m.body_text, "
     "m.reading_json"
 )
-"""Columns of `messages m` for a StoredEarlier."""
+"""Columns of `messages m` for a StoredEarlier: the raw bytes only when no reading is kept,
+since the kept one holds the message's own text already."""
 
 
 def decode_earlier(row: Sequence[Any]) -> StoredEarlier:
