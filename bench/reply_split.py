@@ -10,7 +10,10 @@ to them as e2a renders it ("> " before quoted lines). Only e2a returns parts, so
 "parts and attributions" column (kind, depth, and the attribution fields the case names, for
 the cases that list parts) is e2a's alone.
 
-Run: `.venv/bin/python bench/reply_split.py [--misses]`.
+With `--sizes`, also the cost of one split by body size (the corpus's text bodies repeated to
+2 KB … 1 MB): what decides where the gateway computes a message's reading (docs/replies.md).
+
+Run: `.venv/bin/python bench/reply_split.py [--misses] [--sizes]`.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ def percent(part: int, whole: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--misses", action="store_true", help="list the cases each splitter misses")
+    parser.add_argument("--sizes", action="store_true", help="time one split by body size")
     arguments = parser.parse_args()
     cases = load_corpus()
     with_parts = [case for case in cases if case.parts is not None]
@@ -158,6 +162,22 @@ def main() -> None:
     if arguments.misses:
         for row in rows:
             print(f"\n{row.name} misses: {', '.join(row.misses or []) or 'none'}")
+    if arguments.sizes:
+        print_split_cost_by_size(cases)
+
+
+def print_split_cost_by_size(cases: list[Case]) -> None:
+    """The best of three splits of a body of each size, made of the corpus's text bodies."""
+    corpus_text = "\n".join(case.text for case in cases if case.text)
+    print(f"\n{'body size':>10} {'one split':>12}")
+    for size in (2_000, 16_000, 64_000, 256_000, 1_000_000):
+        body = (corpus_text * (size // len(corpus_text) + 1))[:size]
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            split_reply(body)
+            best = min(best, time.perf_counter() - started)
+        print(f"{size:>10} {1e3 * best:>9.1f} ms")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import trio
 from e2a.accounts import bootstrap_user
 from e2a.app import RunningGateway, run_gateway
 from e2a.mailauth.resolver import FixtureResolver
+from e2a.operations.trust import reading_of
 from e2a.signing.credentials import hash_api_key
 from e2a.v1 import (
     ApprovePendingMessageRequest,
@@ -530,10 +531,12 @@ def signed_body(live: LiveGateway, key: str, agent: str, message_id: str, **sign
         storage = live.running.gateway.storage
         user = await storage.user_for_key_hash(hash_api_key(key))
         assert user is not None
-        return await storage.read_inbound(user.id, agent, message_id)
+        message = await storage.read_inbound(user.id, agent, message_id)
+        assert message is not None
+        return message, await reading_of(live.running.gateway, message)
 
-    message = live.run(load)
-    return build_request(message, sign["secret"], 1, sign["now"]).body
+    message, reading = live.run(load)
+    return build_request(message, reading, sign["secret"], 1, sign["now"]).body
 
 
 def test_parse_webhook_accepts_gateway_bodies_and_refuses_forgeries(live: LiveGateway) -> None:

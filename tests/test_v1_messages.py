@@ -321,6 +321,17 @@ async def test_get_with_authentication_and_attachments_over_smtp(
         assert download.headers["content-disposition"] == 'attachment; filename="big.bin"'
         forged = await anonymous.get(f"/v1/attachments/{path[:-4]}AAAA")
         assert forged.status_code == 404 and forged.json()["error"]["code"] == "not_found"
+    # Mail received carries its reply text and trust map (docs/replies.md) on /v1 too.
+    read = (await owner.http.get(f"/v1/agents/{bot}/messages/{full['id']}")).json()
+    assert read["reply_text"] == "See attached."
+    sender = read["trust"]["sender"]
+    assert (sender["address"], sender["verified"], sender["basis"]) == (
+        "alice@example.org",
+        True,
+        "dmarc=pass",
+    )
+    assert [part["kind"] for part in read["trust"]["parts"]] == ["authored"]
+    assert read["trust"]["quoted_unverified"] is False
     await owner.http.aclose()
 
 

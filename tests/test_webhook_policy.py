@@ -73,9 +73,12 @@ def stored_message(
     )
 
 
-def test_body_has_exactly_the_contract_fields() -> None:
+READING = {"reply_text": "Hello.", "trust": {"parts": [], "quoted_unverified": False}}
+
+
+def test_body_has_exactly_the_contract_fields_and_the_reading() -> None:
     message = stored_message(conversation_id="conv-1")
-    body = json.loads(webhook_body(message, {"X-E2A-Auth-Sender": "a@example.org"}))
+    body = json.loads(webhook_body(message, READING, {"X-E2A-Auth-Sender": "a@example.org"}))
     assert body == {
         "message_id": message.id,
         "conversation_id": "conv-1",
@@ -87,20 +90,22 @@ def test_body_has_exactly_the_contract_fields() -> None:
         "raw_message": base64.b64encode(RAW).decode(),
         "auth_headers": {"X-E2A-Auth-Sender": "a@example.org"},
         "received_at": message.received_at,
+        "reply_text": "Hello.",
+        "trust": READING["trust"],
     }
     assert base64.b64decode(body["raw_message"], validate=True) == RAW
 
 
 def test_from_is_reply_to_when_present_and_null_conversation_stays_null() -> None:
-    body = json.loads(webhook_body(stored_message(reply_to="replies@example.org"), {}))
+    body = json.loads(webhook_body(stored_message(reply_to="replies@example.org"), READING, {}))
     assert body["from"] == "replies@example.org"
     assert body["conversation_id"] is None
 
 
 def test_each_attempt_is_signed_afresh_with_the_given_time() -> None:
     message = stored_message()
-    first = build_request(message, SECRET, 1, NOW)
-    later = build_request(message, SECRET, 2, NOW + 90)
+    first = build_request(message, READING, SECRET, 1, NOW)
+    later = build_request(message, READING, SECRET, 2, NOW + 90)
 
     for attempt, request, when in ((1, first, NOW), (2, later, NOW + 90)):
         body = json.loads(request.body)

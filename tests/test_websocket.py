@@ -23,7 +23,7 @@ from trio_websocket import (
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 
-from e2a.api.websocket import DRAIN_PAGE_SIZE
+from e2a.api.websocket import DRAIN_PAGE_SIZE, MAX_READING_FRAME_BYTES
 from e2a.app import WEBSOCKET_PING_SECONDS, RunningGateway, bind_tcp, run_gateway, serve_http
 from e2a.config import Settings
 from e2a.gateway import open_gateway
@@ -53,7 +53,7 @@ from tests.delivery_support import (
 )
 
 WAIT = 10.0
-FRAME_KEYS = {"message_id", "from", "recipient", "subject", "received_at"}
+FRAME_KEYS = {"message_id", "from", "recipient", "subject", "received_at", "reply_text", "trust"}
 
 
 def ws_url(running: RunningGateway, agent: str, key: str | None) -> str:
@@ -227,8 +227,27 @@ async def test_frames_carry_a_conversation_id_only_when_there_is_one(
         "recipient": agent,
         "subject": "Threaded",
         "received_at": first["received_at"],
+        "reply_text": first["reply_text"],
+        "trust": first["trust"],
     }
     assert set(second) == FRAME_KEYS and second["message_id"] == plain
+
+
+async def test_frames_carry_the_reading_unless_it_would_make_them_too_long(
+    running: RunningGateway, agent: str, connected: Any
+) -> None:
+    short = await accept(running.gateway, [agent], mail("Short", body="See you at 3."))
+    long_body = "\r\n".join(f"Line {n} of a long report." for n in range(12_000))
+    long = await accept(running.gateway, [agent], mail("Long", body=long_body))
+    async with connected() as ws:
+        first, second = await next_frames(ws, 2)
+        await smtp_send(running.addresses.smtp_port, [agent], mail("Live long", body=long_body))
+        (live,) = await next_frames(ws, 1)
+    assert first["message_id"] == short and first["reply_text"] == "See you at 3."
+    assert [part["kind"] for part in first["trust"]["parts"]] == ["authored"]
+    assert second["message_id"] == long and set(second) == FRAME_KEYS - {"reply_text", "trust"}
+    assert live["subject"] == "Live long" and set(live) == FRAME_KEYS - {"reply_text", "trust"}
+    assert len(long_body) > MAX_READING_FRAME_BYTES
 
 
 async def test_two_connections_both_receive_every_notification(

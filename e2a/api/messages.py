@@ -7,7 +7,7 @@ from typing import Any
 from quart import Blueprint, request
 
 from e2a.api.auth import requires_caller
-from e2a.operations import messages
+from e2a.operations import messages, trust
 from e2a.operations.caller import Caller
 from e2a.operations.errors import Invalid
 from e2a.operations.messages import (
@@ -52,6 +52,7 @@ async def list_messages(caller: Caller, email: str) -> dict[str, Any]:
 @blueprint.get("/agents/<email>/messages/<message_id>")
 @requires_caller
 async def get_message(caller: Caller, email: str, message_id: str) -> dict[str, Any]:
-    """GET /agents/{email}/messages/{id}: the full message; marks it read."""
-    message = await messages.read_message(current_gateway(), caller, email, message_id)
-    return message_full_view(message)
+    """GET /agents/{email}/messages/{id}: the full message with its reading; marks it read."""
+    gateway = current_gateway()
+    message = await messages.read_message(gateway, caller, email, message_id)
+    return {**message_full_view(message), **await trust.reading_of(gateway, message)}

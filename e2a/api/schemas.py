@@ -175,8 +175,65 @@ class InboundAttachment(ResponseBody):
     content_id: str | None
 
 
+class TrustSender(ResponseBody):
+    """The gateway's verdict on the message's From: address, and the result that makes it
+    verified (`basis`: `dmarc=pass`, `dkim=pass`, `spf=pass`, `agent`; null when unverified)."""
+
+    address: str
+    verified: bool
+    entity_type: str
+    authentication_results: dict[str, str]
+    basis: str | None
+
+
+class QuoteAttribution(ResponseBody):
+    """What a message says about where a quote comes from, as written in it."""
+
+    text: str
+    name: str | None
+    address: str | None
+    date: str | None
+    subject: str | None
+    forwarded: bool
+
+
+class QuoteSource(ResponseBody):
+    """The mail of the agent's store a quote comes from: `contents` is `match` (the quote is in
+    that mail's own text), `differs` or `not_kept` (that mail's body is gone)."""
+
+    message_id: str
+    direction: Literal["inbound", "outbound"]
+    from_: str = Field(alias="from")
+    verified: bool
+    contents: Literal["match", "differs", "not_kept"]
+
+
+class TrustPart(ResponseBody):
+    """Lines `start`..`end` of the body: who wrote them (`author`), and whether that is proven
+    (`verified`). Quoted parts name their `source` in the store, or null."""
+
+    kind: Literal["authored", "quoted", "signature"]
+    depth: int = Field(ge=0)
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    content: str
+    attribution: QuoteAttribution | None
+    author: str | None
+    verified: bool
+    source: QuoteSource | None = None
+
+
+class Trust(ResponseBody):
+    """The trust map of a message (docs/replies.md)."""
+
+    sender: TrustSender
+    parts: list[TrustPart]
+    quoted_unverified: bool
+
+
 class InboundMessage(InboundMessageSummary):
-    """A full inbound message: the summary, signed headers, the raw bytes and the parsed body.
+    """A full inbound message: the summary, signed headers, the raw bytes and the parsed body,
+    its new text (`reply_text`) and its trust map (`trust`).
 
     `delivery_status` is present for messages of cloud (webhook) agents only."""
 
@@ -188,6 +245,10 @@ class InboundMessage(InboundMessageSummary):
     attachments: list[InboundAttachment]
     authentication_results: dict[str, str]
     delivery_status: Literal["pending", "delivered", "retrying", "failed"] | None = None
+    reply_text: str = Field(
+        description="what the sender wrote in this message: no quoted history, no signature"
+    )
+    trust: Trust
 
 
 class InboundMessagePage(ResponseBody):

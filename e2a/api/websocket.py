@@ -1,4 +1,5 @@
-"""WebSocket delivery for local agents: every unread message on connect, then live ones.
+"""WebSocket delivery for local agents: every unread message on connect, then live ones, each
+frame with the message's reply text and trust map (docs/replies.md).
 
 Checks happen before the upgrade (401 no or bad `?token=` key, 404 not the caller's agent,
 400 cloud agent, 429 too many connections for the key), and a plain GET of the same path gets
@@ -21,7 +22,7 @@ from e2a.api.errors import error_response
 from e2a.hub import Ended, Listener, Subscription, TooManyListeners
 from e2a.hub.access import lost_access
 from e2a.hub.frames import notification_frame
-from e2a.operations import messages
+from e2a.operations import messages, trust
 from e2a.operations.agents import owned_agent
 from e2a.operations.caller import Caller, authenticate
 from e2a.operations.errors import (
@@ -40,6 +41,9 @@ log = logging.getLogger("e2a.ws")
 
 DRAIN_PAGE_SIZE = 100
 MAX_CLIENT_FRAME_BYTES = 4096
+MAX_READING_FRAME_BYTES = 256 * 1024
+"""The longest frame sent with a reading: well under what clients take in one message (the
+SDK's 1 MiB), so a long message cannot make a frame that its client refuses again and again."""
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_POLICY_VIOLATION = 1008
 _LOST: dict[Ended, OperationError] = {
@@ -153,7 +157,13 @@ async def _serve(admitted: _Admitted, subscription: Subscription) -> None:
         async for frame in subscription:
             if frame["message_id"] in drained:
                 continue
-            await websocket.send(json.dumps(frame))
+            reading = await trust.peek_reading(
+                current_gateway(),
+                admitted.caller.user_id,
+                admitted.agent.email,
+                frame["message_id"],
+            )
+            await websocket.send(_with_reading(frame, reading))
             current_gateway().metrics.delivered("websocket", "sent")
         ended = subscription.ended or Ended.BEHIND
         # Fell behind: the client reconnects and catches up from storage. Revoked: it is
@@ -176,13 +186,24 @@ async def _send_unread(admitted: _Admitted, subscription: Subscription) -> set[s
         for message in page.messages:
             if subscription.revoked:
                 break
-            await websocket.send(json.dumps(notification_frame(message)))
+            reading = await trust.reading_of(gateway, message)
+            await websocket.send(_with_reading(notification_frame(message), reading))
             gateway.metrics.delivered("websocket", "sent")
             sent.add(message.id)
         if page.next_after is None:
             break
         after = page.next_after
     return sent
+
+
+def _with_reading(frame: dict[str, Any], reading: dict[str, Any] | None) -> str:
+    """The frame's text with the message's reply text and trust map, unless that would make
+    it longer than MAX_READING_FRAME_BYTES (the client then reads them with the message)."""
+    if reading is not None:
+        text = json.dumps({**frame, **reading})
+        if len(text.encode()) <= MAX_READING_FRAME_BYTES:
+            return text
+    return json.dumps(frame)
 
 
 async def _receive_acks(admitted: _Admitted) -> None:

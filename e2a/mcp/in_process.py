@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from e2a.gateway import Gateway
-from e2a.operations import agents, domains, keys, messages, reviews, sending
+from e2a.operations import agents, domains, keys, messages, reviews, sending, trust
 from e2a.operations.agents import AgentEntry, CreateAgent, UpdateAgent
 from e2a.operations.caller import Caller, authenticate
 from e2a.operations.domains import CreateDomain
@@ -197,9 +197,13 @@ class OperationsPort:
     async def get_message(
         self, message_id: str, agent_email: str | None = None
     ) -> AsyncInboundEmail:
-        """One inbound message in full; marks it read."""
-        found = await self._run(messages.read_message, agent_email or "", message_id)
-        return AsyncInboundEmail(message_full_view(found), self.reply, trusted=True)
+        """One inbound message in full, with its reading; marks it read."""
+
+        async def read(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            found = await messages.read_message(gateway, caller, agent_email or "", message_id)
+            return {**message_full_view(found), **await trust.reading_of(gateway, found)}
+
+        return AsyncInboundEmail(await self._run(read), self.reply, trusted=True)
 
     async def send(
         self,

@@ -205,6 +205,26 @@ class InboundMessage:
     delivery_status: str | None
     received_at: str
     created_at: str
+    reading: dict[str, Any] | None = None
+    """Its reply text and trust map (`e2a.inbound.trust.reading`) once computed and kept;
+    None before."""
+
+
+@dataclass(frozen=True)
+class StoredEarlier:
+    """A message of an agent's store, as a later message that names it is judged against.
+
+    Inbound mail has its identity claim and its kept reading, or else its delivered bytes
+    (`raw_message`); outbound mail its text body while kept (`body_text`, None once dropped)."""
+
+    id: str
+    direction: Literal["inbound", "outbound"]
+    from_addr: str
+    rfc_message_id: str
+    auth_headers: dict[str, str]
+    raw_message: bytes | None
+    body_text: str | None
+    reading: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -774,6 +794,25 @@ class Mailboxes(Protocol):
 
     async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
         """Mark one of the agent's messages read (WebSocket ack); False when not the user's."""
+        ...
+
+    async def peek_inbound(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> InboundMessage | None:
+        """One of the agent's messages, leaving it unread; None when not the user's."""
+        ...
+
+    async def earlier_messages(
+        self, user_id: str, agent_email: str, rfc_message_ids: list[str]
+    ) -> list[StoredEarlier]:
+        """The messages the agent received or sent whose Message-ID is one of
+        `rfc_message_ids` (the user's only), newest first."""
+        ...
+
+    async def keep_reading(
+        self, user_id: str, agent_email: str, message_id: str, reading: dict[str, Any]
+    ) -> None:
+        """Keep an inbound message's computed reading, unless one is kept already."""
         ...
 
     async def conversation_for(

@@ -28,10 +28,12 @@ from e2a.storage.base import (
     OutboundEdits,
     OutboundMessage,
     SigningSecret,
+    StoredEarlier,
 )
 from e2a.storage.vocabulary import (
     APPROVAL_NOTICE_JOB,
     DELIVERY_PENDING,
+    OUTBOUND,
     OUTBOUND_JOB,
     PENDING_APPROVAL,
     QUEUED,
@@ -45,7 +47,8 @@ MESSAGE_COLUMNS = (
     "m.id, m.seq, m.user_id, m.agent_email, m.from_addr, m.reply_to, m.to_json, m.cc_json, "
     "m.subject, m.conversation_id, m.rfc_message_id, m.status, "
     "(SELECT r.raw FROM raw_messages r WHERE r.digest = m.raw_digest), "
-    "m.auth_headers_json, m.auth_results_json, m.delivery_status, m.received_at, m.created_at"
+    "m.auth_headers_json, m.auth_results_json, m.delivery_status, m.received_at, m.created_at, "
+    "m.reading_json"
 )
 """Columns of `messages m` for an InboundMessage; the raw bytes come from `raw_messages`."""
 OUTBOUND_COLUMNS = (
@@ -87,6 +90,31 @@ def decode_agent(row: Sequence[Any]) -> Agent:
     )
 
 
+EARLIER_COLUMNS = (
+    "m.id, m.direction, m.from_addr, m.agent_email, m.rfc_message_id, m.auth_headers_json, "
+    "CASE WHEN m.reading_json IS NULL THEN "
+    "(SELECT r.raw FROM raw_messages r WHERE r.digest = m.raw_digest) END, m.body_text, "
+    "m.reading_json"
+)
+"""Columns of `messages m` for a StoredEarlier: the raw bytes only when no reading is kept,
+since the kept one holds the message's own text already."""
+
+
+def decode_earlier(row: Sequence[Any]) -> StoredEarlier:
+    """A StoredEarlier from EARLIER_COLUMNS; outbound mail is from its agent."""
+    outbound = row[1] == OUTBOUND
+    return StoredEarlier(
+        id=row[0],
+        direction="outbound" if outbound else "inbound",
+        from_addr=row[3] if outbound else row[2],
+        rfc_message_id=row[4],
+        auth_headers=json.loads(row[5]) if row[5] else {},
+        raw_message=None if outbound or row[6] is None else bytes(row[6]),
+        body_text=row[7] if outbound else None,
+        reading=json.loads(row[8]) if row[8] is not None else None,
+    )
+
+
 def decode_message(row: Sequence[Any]) -> InboundMessage:
     return InboundMessage(
         id=row[0],
@@ -107,6 +135,7 @@ def decode_message(row: Sequence[Any]) -> InboundMessage:
         delivery_status=row[15],
         received_at=row[16],
         created_at=row[17],
+        reading=json.loads(row[18]) if row[18] is not None else None,
     )
 
 

@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from e2a.v1.errors import UnverifiedEmailError
+from e2a.v1.models import Trust
 from e2a.v1.signature import AuthHeaders, verify_auth_headers
 
 
@@ -202,6 +203,8 @@ class _GatedEmail:
             "html_body": self._body.html_body,
             "attachments": list(self._body.attachments),
             "received_at": self._payload.get("received_at") or self._payload.get("created_at"),
+            "reply_text": self._payload.get("reply_text"),
+            "trust": self._payload.get("trust"),
         }
 
     def verify_signature(self, secret: str | None = None) -> bool:
@@ -285,6 +288,34 @@ class _GatedEmail:
         """When the gateway received the message."""
         value = self._field("received_at")
         return None if value is None else str(value)
+
+    @property
+    def reply_text(self) -> str | None:
+        """What the sender wrote in this message, without quoted history and signature (None
+        from a gateway that does not say)."""
+        value = self._field("reply_text")
+        return None if value is None else str(value)
+
+    @property
+    def trust(self) -> Trust | None:
+        """Whose words each part of the body is (docs/replies.md); None from a gateway that
+        does not say. Like `to` and `subject`, it is outside the webhook signature, so the
+        SDK refuses one whose sender disagrees with the signed claim."""
+        value = self._field("trust")
+        if value is None:
+            return None
+        trust = Trust.model_validate(value)
+        sender = trust.sender
+        if (
+            sender is None
+            or sender.verified != self._auth.verified
+            or (self._auth.sender and (sender.address or "").lower() != self._auth.sender.lower())
+        ):
+            raise UnverifiedEmailError(
+                "trust: its sender disagrees with the signed claim; fetch the message with "
+                "get_message for the gateway's own trust map"
+            )
+        return trust
 
     def __repr__(self) -> str:
         state = "verified" if self._verified else "UNVERIFIED"

@@ -122,6 +122,67 @@ class DeploymentInfo(_Model):
     version: str | None = None
 
 
+class TrustSender(_Model):
+    """The gateway's verdict on a message's From: address; `basis` names the result that
+    makes it verified (`dmarc=pass`, `dkim=pass`, `spf=pass`, `agent`), None when it is not."""
+
+    address: str | None = None
+    verified: bool | None = None
+    entity_type: str | None = None
+    authentication_results: dict[str, str] | None = None
+    basis: str | None = None
+
+
+class QuoteAttribution(_Model):
+    """What a message says about where a quote comes from ("On … wrote:", "From: … Sent: …")."""
+
+    text: str | None = None
+    name: str | None = None
+    address: str | None = None
+    date: str | None = None
+    subject: str | None = None
+    forwarded: bool | None = None
+
+
+class QuoteSource(_Model):
+    """The mail of the agent's store a quote comes from; `contents`: `match`, `differs` or
+    `not_kept`."""
+
+    message_id: str | None = None
+    direction: str | None = None
+    from_: str | None = Field(None, alias="from")
+    verified: bool | None = None
+    contents: str | None = None
+
+
+class TrustPart(_Model):
+    """A run of body lines (`start`..`end`): `authored`, `quoted` (with `depth`) or
+    `signature`; who wrote it (`author`) and whether that is proven (`verified`)."""
+
+    kind: str | None = None
+    depth: int | None = None
+    start: int | None = None
+    end: int | None = None
+    content: str | None = None
+    attribution: QuoteAttribution | None = None
+    author: str | None = None
+    verified: bool | None = None
+    source: QuoteSource | None = None
+
+
+class Trust(_Model):
+    """A message's trust map: the sender's verdict, its parts, and whether any quoted text is
+    unverified."""
+
+    sender: TrustSender | None = None
+    parts: list[TrustPart] = []
+    quoted_unverified: bool | None = None
+
+    def unverified_quotes(self) -> list[TrustPart]:
+        """The quoted parts whose origin is not proven: not text of the sender's."""
+        return [part for part in self.parts if part.kind == "quoted" and not part.verified]
+
+
 class MessageDetail(_Model):
     """An inbound message as the API sends it: the summary fields (`GET …/messages`) and,
     for one message (`GET …/messages/{id}`), its signed headers, raw bytes and parsed parts.
@@ -144,6 +205,8 @@ class MessageDetail(_Model):
     attachments: list[dict[str, Any]] | None = None
     authentication_results: dict[str, Any] | None = None
     delivery_status: str | None = None
+    reply_text: str | None = None
+    trust: Trust | None = None
 
 
 class ListMessagesResponse(_Model):

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 import anyio
 import httpx
 
+from e2a.v1.models import Trust
 from e2a.v1.wsclient import WebSocketClosed, WebSocketRejected, connect_websocket
 
 log = logging.getLogger("e2a.v1.listen")
@@ -27,7 +28,8 @@ FIRST_BACKOFF_SECONDS = 1.0
 
 @dataclass
 class WSNotification:
-    """A new message for the agent: its metadata only; fetch the body with `get_message`."""
+    """A new message for the agent: its metadata, its new text (`reply_text`, no quoted
+    history or signature) and its trust map; fetch the whole body with `get_message`."""
 
     message_id: str
     from_: str
@@ -35,6 +37,8 @@ class WSNotification:
     subject: str
     received_at: str
     conversation_id: str | None = None
+    reply_text: str | None = None
+    trust: Trust | None = None
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> WSNotification:
@@ -46,6 +50,8 @@ class WSNotification:
             subject=str(payload.get("subject") or ""),
             received_at=str(payload.get("received_at") or ""),
             conversation_id=payload.get("conversation_id"),
+            reply_text=payload.get("reply_text"),
+            trust=Trust.model_validate(payload["trust"]) if payload.get("trust") else None,
         )
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from typing import Any, Literal
 
 from e2a.clock import format_timestamp
 from e2a.signing.identity import claim_from_headers
@@ -35,8 +36,11 @@ def delivery_id(message_id: str) -> str:
     return "dlv_" + message_id.removeprefix("msg_")
 
 
-def webhook_body(message: InboundMessage, auth_headers: dict[str, str]) -> bytes:
-    """The JSON body: contract fields only, `from` being Reply-To when present."""
+def webhook_body(
+    message: InboundMessage, reading: Mapping[str, Any], auth_headers: dict[str, str]
+) -> bytes:
+    """The JSON body: the contract's fields, `from` being Reply-To when present, and the
+    message's `reply_text` and `trust` map (docs/replies.md)."""
     payload = {
         "message_id": message.id,
         "conversation_id": message.conversation_id,
@@ -48,12 +52,17 @@ def webhook_body(message: InboundMessage, auth_headers: dict[str, str]) -> bytes
         "raw_message": base64.b64encode(message.raw_message).decode("ascii"),
         "auth_headers": auth_headers,
         "received_at": message.received_at,
+        "reply_text": reading["reply_text"],
+        "trust": reading["trust"],
     }
     return json.dumps(payload, ensure_ascii=False).encode("utf-8")
 
 
-def build_request(message: InboundMessage, secret: str, attempt: int, now: float) -> WebhookRequest:
-    """Re-sign the stored claim at `now` and build the attempt's body and headers."""
+def build_request(
+    message: InboundMessage, reading: Mapping[str, Any], secret: str, attempt: int, now: float
+) -> WebhookRequest:
+    """Re-sign the stored claim at `now` and build the attempt's body (with the message's
+    `reading`, `e2a.operations.trust.reading_of`) and headers."""
     claim = replace(claim_from_headers(message.auth_headers), timestamp=format_timestamp(now))
     auth_headers = claim.signed_headers(secret)
     headers = {name: value.encode("utf-8") for name, value in auth_headers.items()}
@@ -61,7 +70,7 @@ def build_request(message: InboundMessage, secret: str, attempt: int, now: float
     headers["User-Agent"] = b"e2a-webhook/1"
     headers["X-E2A-Delivery-Id"] = delivery_id(message.id).encode("ascii")
     headers["X-E2A-Delivery-Attempt"] = str(attempt).encode("ascii")
-    return WebhookRequest(webhook_body(message, auth_headers), headers)
+    return WebhookRequest(webhook_body(message, reading, auth_headers), headers)
 
 
 def judge_answer(status_code: int | None) -> Verdict:

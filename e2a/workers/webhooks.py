@@ -19,6 +19,7 @@ import trio
 
 from e2a.clock import format_timestamp
 from e2a.gateway import Gateway
+from e2a.operations.trust import reading_of
 from e2a.signing.credentials import derive_signing_secret
 from e2a.storage.base import (
     DeliveryOutcome,
@@ -252,7 +253,8 @@ class WebhookWorker:
         if delivery.signing_seed is None:
             return Answer(None, error="the agent's owner has no signing secret; create one")
         secret = derive_signing_secret(self._gateway.server_key, delivery.signing_seed)
-        request = build_request(delivery.message, secret, attempt_number, now)
+        reading = await reading_of(self._gateway, delivery.message)
+        request = build_request(delivery.message, reading, secret, attempt_number, now)
         return await post_pinned(
             self._gateway,
             self._connections,

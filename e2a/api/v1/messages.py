@@ -32,7 +32,7 @@ from e2a.api.v1.message_views import (
 from e2a.api.v1.pages import PageQuery, keyset_page
 from e2a.gateway import Gateway
 from e2a.inbound.parse import Attachment
-from e2a.operations import mailbox, sending
+from e2a.operations import mailbox, sending, trust
 from e2a.operations.caller import Caller
 from e2a.operations.errors import NotFound
 from e2a.operations.mailbox import INLINE_ATTACHMENT_BYTES
@@ -161,7 +161,7 @@ async def get_message(caller: Caller, email: str, message_id: str) -> dict[str, 
     read_query(NoQuery)
     gateway = current_gateway()
     opened = await mailbox.open_message(gateway, caller, email, message_id)
-    return message_view(opened, gateway.settings.smtp.hostname)
+    return await _with_reading(gateway, caller, opened)
 
 
 @blueprint.patch(ONE_MESSAGE)
@@ -202,7 +202,7 @@ async def restore_message(caller: Caller, email: str, message_id: str) -> dict[s
     read_query(NoQuery)
     gateway = current_gateway()
     opened = await mailbox.restore(gateway, caller, email, message_id)
-    return message_view(opened, gateway.settings.smtp.hostname)
+    return await _with_reading(gateway, caller, opened)
 
 
 @blueprint.get(ONE_MESSAGE + "/attachments/<int(signed=True):index>")
@@ -293,6 +293,17 @@ async def get_message_lifecycle(caller: Caller, email: str, message_id: str) -> 
     return await keyset_page(
         f"lifecycle {message_id}", query, fetch, lambda row: (row[0],), lambda row: row[1]
     )
+
+
+async def _with_reading(
+    gateway: Gateway, caller: Caller, opened: mailbox.OpenedMessage
+) -> dict[str, Any]:
+    """The message view, with `reply_text` and `trust` for mail received (docs/replies.md)."""
+    view = message_view(opened, gateway.settings.smtp.hostname)
+    reading = await trust.reading_of_filed(gateway, caller.user_id, opened.filed)
+    if reading is not None:
+        view.update(reading)
+    return view
 
 
 def _available(body: ComposeBody) -> Any:

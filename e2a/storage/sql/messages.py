@@ -7,6 +7,7 @@ lock, so an agent's messages commit in `seq` order and a reader paging by `seq` 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import trio
@@ -20,12 +21,15 @@ from e2a.storage.base import (
     NewInboundMessage,
     StatusFilter,
     StorageUnavailable,
+    StoredEarlier,
 )
 from e2a.storage.rows import (
+    EARLIER_COLUMNS,
     INBOUND_INSERT_COLUMNS,
     MESSAGE_COLUMNS,
     RawMessages,
     chosen_conversation,
+    decode_earlier,
     decode_message,
     first_conversation,
     inbound_params,
@@ -177,3 +181,45 @@ class MessagesSql(Runner):
             return chosen_conversation(referenced, claim, bool(exists), bool(by_sender))
 
         return await self._read(read)
+
+    async def peek_inbound(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> InboundMessage | None:
+        """One of the agent's messages, left unread; None when not the user's."""
+        row = await self._read(
+            lambda tx: tx.first(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?",
+                (user_id, agent_email, message_id),
+            )
+        )
+        return decode_message(row) if row else None
+
+    async def earlier_messages(
+        self, user_id: str, agent_email: str, rfc_message_ids: list[str]
+    ) -> list[StoredEarlier]:
+        """The agent's mail, either direction, with one of `rfc_message_ids`, newest first."""
+        if not rfc_message_ids:
+            return []
+        rows = await self._read(
+            lambda tx: tx.all(
+                f"SELECT {EARLIER_COLUMNS} FROM messages m "
+                "WHERE m.user_id = ? AND m.agent_email = ? "
+                f"AND {tx.dialect.in_list('m.rfc_message_id', 'text')} ORDER BY m.seq DESC",
+                (user_id, agent_email, tx.dialect.list_param(rfc_message_ids)),
+            )
+        )
+        return [decode_earlier(row) for row in rows]
+
+    async def keep_reading(
+        self, user_id: str, agent_email: str, message_id: str, reading: dict[str, Any]
+    ) -> None:
+        """Keep an inbound message's reading unless one is kept already (first one wins)."""
+        encoded = json.dumps(reading, ensure_ascii=False)
+        await self._write(
+            lambda tx: tx.execute(
+                "UPDATE messages SET reading_json = ? WHERE user_id = ? AND agent_email = ? "
+                f"AND id = ? AND direction = '{INBOUND}' AND reading_json IS NULL",
+                (encoded, user_id, agent_email, message_id),
+            ),
+            durable=False,
+        )

@@ -48,7 +48,7 @@ class Runner(abc.ABC):
 
         `changes_routing` marks writes to agents, verified domains or signing secrets.
         `durable=False` may commit without waiting for the disk: only for job leases, which
-        every start frees anyway."""
+        every start frees anyway, and kept readings, which are computed again when lost."""
         result, announcements = await self._commit(
             work, changes_routing=changes_routing, durable=durable
         )
