@@ -18,6 +18,8 @@ from e2a.storage.vocabulary import TERMINAL_STATUSES as TERMINAL_STATUSES  # cal
 AgentMode = Literal["cloud", "local"]
 KeyScope = Literal["account", "agent"]
 MessageStatus = Literal["unread", "read"]
+GatePolicy = Literal["open", "allowlist", "domain"]
+GateAction = Literal["flag", "review", "block"]
 StatusFilter = Literal["unread", "read", "all"]
 
 
@@ -143,6 +145,13 @@ class Agent:
     and registered again (by anyone) is another agent with another id."""
     approval_notifications: bool = True
     """Whether the owner is emailed when a message of this agent is held for approval."""
+    inbound_gate_policy: GatePolicy = "open"
+    """Whose mail passes the inbound gate: anyone's (`open`), or only mail whose DMARC-aligned
+    From is one of `inbound_gate_allowlist` (`allowlist`: addresses; `domain`: domains)."""
+    inbound_gate_allowlist: tuple[str, ...] = ()
+    inbound_gate_action: GateAction = "flag"
+    """What becomes of inbound mail the gate does not pass: delivered flagged (`flag`), held
+    for review (`review`) or refused at SMTP (`block`)."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,9 @@ class AgentChanges:
     hitl_ttl_seconds: int | None = None
     hitl_expiration_action: Literal["reject", "approve"] | None = None
     approval_notifications: bool | None = None
+    inbound_gate_policy: GatePolicy | None = None
+    inbound_gate_allowlist: tuple[str, ...] | None = None
+    inbound_gate_action: GateAction | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +190,11 @@ class NewInboundMessage:
     received_at: str
     client_ip: str = ""
     helo: str = ""
+    hold_expires_at: float | None = None
+    """Set when the agent's inbound gate holds the message for review: stored, not delivered,
+    until it is approved, rejected, or this epoch passes (the agent's expiration action)."""
+    flag_reason: str | None = None
+    """Why the agent's inbound gate flagged the message (delivered, annotated)."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +219,11 @@ class InboundMessage:
     delivery_status: str | None
     received_at: str
     created_at: str
+    flag_reason: str | None = None
+    envelope_from: str = ""
+    hold: str | None = None
+    """`pending_review` while the agent's inbound gate holds it, `rejected` once a reviewer
+    dropped it; None for mail delivered."""
 
 
 @dataclass(frozen=True)
@@ -533,6 +555,53 @@ class Mailboxes(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class HeldMessage:
+    """A message waiting for review: an outbound draft of the agent or an inbound message its
+    gate held; what the review queue shows of it."""
+
+    id: str
+    agent_email: str
+    direction: Literal["inbound", "outbound"]
+    from_addr: str
+    envelope_from: str
+    to: list[str]
+    subject: str
+    conversation_id: str | None
+    authentication_results: dict[str, str]
+    created_at: str
+    expires_at: float | None
+
+
+class Holds(Protocol):
+    """The review queue (outbound drafts and inbound holds) and inbound holds' resolution."""
+
+    async def review_queue(
+        self, user_id: str, limit: int, after: tuple[str, str] | None
+    ) -> list[HeldMessage]:
+        """The user's messages waiting for review, newest first (`created_at`, `id`), after
+        the keyset position `after`."""
+        ...
+
+    async def held_inbound(self, user_id: str | None, message_id: str) -> InboundMessage | None:
+        """An inbound message held for review (the user's, unless `user_id` is None: magic
+        links); None when there is none such."""
+        ...
+
+    async def release_inbound(
+        self, user_id: str | None, message_id: str, approve: bool, now: float
+    ) -> InboundMessage | None:
+        """Approve (delivered now: its webhook job or its live listeners) or reject (kept
+        hidden) an inbound message held for review, exactly once; NotPending when it is not
+        held, None when it is not there (or not the user's)."""
+        ...
+
+    async def expire_inbound_holds(self, now: float) -> int:
+        """Apply each overdue inbound hold's agent's expiration action (approve: delivered;
+        reject: dropped); how many were resolved (at most one batch)."""
+        ...
+
+
 class Outbox(Protocol):
     """Mail agents send: drafts, their review and expiry, and the send worker's results."""
 
@@ -722,6 +791,7 @@ class Storage(
     Directory,
     Mailboxes,
     Outbox,
+    Holds,
     JobQueueStore,
     WebhookDeliveries,
     RateLimits,

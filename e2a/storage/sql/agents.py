@@ -14,6 +14,8 @@ from e2a.storage.rows import AGENT_COLUMNS, agent_assignments, agent_params, dec
 from e2a.storage.sql.runner import Runner
 from e2a.storage.sql.transaction import Transaction
 
+AGENT_VALUES = ", ".join("?" for _ in AGENT_COLUMNS.split(","))
+
 
 def _agent_row(tx: Transaction, user_id: str, email: str) -> Any:
     return tx.first(
@@ -39,7 +41,7 @@ class AgentsSql(Runner):
         """Store a new agent; AlreadyExists when the address is taken."""
         await self._write(
             lambda tx: tx.execute(
-                f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES ({AGENT_VALUES})",
                 agent_params(agent),
                 conflict=AlreadyExists(agent.email),
             ),

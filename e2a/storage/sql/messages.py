@@ -39,8 +39,9 @@ from e2a.storage.vocabulary import CLOUD, INBOUND, READ, UNREAD, WEBHOOK_JOB
 AGENT_INBOX_LOCK = 0x653261
 """The key space of the inbox locks: (AGENT_INBOX_LOCK, the agent's address)."""
 INBOUND_VALUES = ", ".join("?" for _ in INBOUND_INSERT_COLUMNS.split(","))
-IN_INBOX = f"m.user_id = ? AND m.agent_email = ? AND m.direction = '{INBOUND}'"
-"""Condition on `messages m`: an inbound message of the user's agent."""
+IN_INBOX = f"m.user_id = ? AND m.agent_email = ? AND m.direction = '{INBOUND}' AND m.hold IS NULL"
+"""Condition on `messages m`: an inbound message of the user's agent, delivered to it (not
+held for review by its gate, nor rejected there)."""
 
 
 def _store(
@@ -48,7 +49,8 @@ def _store(
 ) -> None:
     """Insert each distinct raw message once (locked until the commit, so a concurrent deletion
     of its last other reference cannot take it away) and the `messages`, each pointing at its
-    digest; queue a webhook job for a cloud agent's message, announce a local agent's."""
+    digest; queue a webhook job for a cloud agent's message, announce a local agent's (neither
+    for a message its gate holds for review)."""
     for agent_email in sorted({message.agent_email for message in messages}):
         tx.lock(agent_email, space=AGENT_INBOX_LOCK)
     keep_locked = tx.dialect.insert_or_lock("digest")
@@ -69,6 +71,8 @@ def _store(
             f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES ({INBOUND_VALUES})",
             inbound_params(message, user_id, cloud, digest),
         )
+        if message.hold_expires_at is not None:
+            continue
         if cloud:
             add_job(tx, WEBHOOK_JOB, message.id, now)
         else:
@@ -127,7 +131,8 @@ class MessagesSql(Runner):
         def read(tx: Transaction) -> InboundMessage | None:
             tx.execute(
                 f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
-                f"AND id = ? AND direction = '{INBOUND}' AND status = '{UNREAD}'",
+                f"AND id = ? AND direction = '{INBOUND}' AND status = '{UNREAD}' "
+                "AND hold IS NULL",
                 scope,
             )
             row = tx.first(
@@ -143,7 +148,7 @@ class MessagesSql(Runner):
             lambda tx: (
                 tx.execute(
                     f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
-                    f"AND id = ? AND direction = '{INBOUND}'",
+                    f"AND id = ? AND direction = '{INBOUND}' AND hold IS NULL",
                     (user_id, agent_email, message_id),
                 ).rowcount
             )

@@ -11,6 +11,7 @@ import abc
 from e2a.storage.sql.accounts import AccountsSql
 from e2a.storage.sql.agents import AgentsSql
 from e2a.storage.sql.domains import DomainsSql
+from e2a.storage.sql.holds import HoldsSql
 from e2a.storage.sql.idempotency import IdempotencySql
 from e2a.storage.sql.jobs import JobsSql
 from e2a.storage.sql.lifecycle import LifecycleSql
@@ -28,6 +29,7 @@ class SqlStorage(
     AgentsSql,
     MessagesSql,
     OutboundSql,
+    HoldsSql,
     JobsSql,
     WebhooksSql,
     RateLimitsSql,
