@@ -320,7 +320,7 @@ class InboundMailSink:
             hold_expires_at=(
                 arrival.now + agent.hitl_ttl_seconds if verdict.outcome == "review" else None
             ),
-            flag_reason=verdict.reason if verdict.outcome == "flag" else None,
+            flag_reason=verdict.reason if verdict.outcome in ("flag", "review") else None,
         )
 
     async def _conversation(self, arrival: Arrival, agent: Agent) -> str | None:

@@ -194,7 +194,7 @@ class NewInboundMessage:
     """Set when the agent's inbound gate holds the message for review: stored, not delivered,
     until it is approved, rejected, or this epoch passes (the agent's expiration action)."""
     flag_reason: str | None = None
-    """Why the agent's inbound gate flagged the message (delivered, annotated)."""
+    """Why the agent's inbound gate flagged the message (delivered, annotated) or held it."""
 
 
 @dataclass(frozen=True)
@@ -534,6 +534,13 @@ class Mailboxes(Protocol):
         """Return one of the agent's messages and mark it read; None when not the user's."""
         ...
 
+    async def peek_inbound(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> InboundMessage | None:
+        """One of the agent's delivered messages, left as it is (live delivery); None when not
+        the user's."""
+        ...
+
     async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
         """Mark one of the agent's messages read (WebSocket ack); False when not the user's."""
         ...
@@ -561,6 +568,8 @@ class HeldMessage:
     gate held; what the review queue shows of it."""
 
     id: str
+    seq: int
+    """Its place in the order messages were stored (the queue's keyset)."""
     agent_email: str
     direction: Literal["inbound", "outbound"]
     from_addr: str
@@ -571,16 +580,16 @@ class HeldMessage:
     authentication_results: dict[str, str]
     created_at: str
     expires_at: float | None
+    reason: str | None = None
+    """Why an inbound message was held (its agent's gate); None for an outbound draft."""
 
 
 class Holds(Protocol):
     """The review queue (outbound drafts and inbound holds) and inbound holds' resolution."""
 
-    async def review_queue(
-        self, user_id: str, limit: int, after: tuple[str, str] | None
-    ) -> list[HeldMessage]:
-        """The user's messages waiting for review, newest first (`created_at`, `id`), after
-        the keyset position `after`."""
+    async def review_queue(self, user_id: str, limit: int, after: int | None) -> list[HeldMessage]:
+        """The user's messages waiting for review, newest first (by `seq`), those stored before
+        `seq` `after` when given."""
         ...
 
     async def held_inbound(self, user_id: str | None, message_id: str) -> InboundMessage | None:

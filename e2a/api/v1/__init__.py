@@ -16,7 +16,7 @@ from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from e2a.api.v1 import account, meta
+from e2a.api.v1 import account, meta, protection, reviews, socket
 from e2a.api.v1.errors import (
     V1Error,
     current_request_id,
@@ -31,7 +31,7 @@ from e2a.web.request_ids import HEADER as REQUEST_ID_HEADER
 log = logging.getLogger("e2a.api.v1")
 
 PREFIX = "/v1"
-RESOURCES = (meta, account)
+RESOURCES = (meta, account, protection, reviews, socket)
 """The modules whose blueprints make up `/v1`."""
 
 blueprint = Blueprint("v1", __name__, url_prefix=PREFIX)

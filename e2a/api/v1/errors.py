@@ -16,6 +16,7 @@ from e2a.operations.errors import (
     Forbidden,
     Gone,
     Invalid,
+    NotAvailable,
     NotFound,
     OperationError,
     PreconditionUnmet,
@@ -101,6 +102,7 @@ STATUSES: dict[type[OperationError], int] = {
     Unprocessable: 422,
     RateLimited: 429,
     Unavailable: 503,
+    NotAvailable: 501,
 }
 """The status of each kind of refusal on `/v1` (e2a has no 412: an unmet precondition is 400)."""
 

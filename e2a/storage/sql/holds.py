@@ -15,7 +15,6 @@ from e2a.storage.announcements import MessageStored
 from e2a.storage.base import HeldMessage, InboundMessage, NewInboundMessage, NotPending
 from e2a.storage.rows import MESSAGE_COLUMNS, decode_message
 from e2a.storage.sql.jobs import add_job
-from e2a.storage.sql.keyset import after_newest_first
 from e2a.storage.sql.runner import Runner
 from e2a.storage.sql.transaction import Transaction
 from e2a.storage.vocabulary import (
@@ -38,27 +37,29 @@ WAITING = (
 )
 """Condition on `messages m`: waiting for review, whichever way it goes."""
 QUEUE_COLUMNS = (
-    "m.id, m.agent_email, m.direction, m.from_addr, m.envelope_from, m.to_json, m.subject, "
+    "m.id, m.seq, m.agent_email, m.direction, m.from_addr, m.envelope_from, m.to_json, m.subject, "
     "m.conversation_id, m.auth_results_json, m.created_at, "
-    "coalesce(m.approval_expires_at, m.hold_expires_at)"
+    "coalesce(m.approval_expires_at, m.hold_expires_at), m.flag_reason"
 )
 
 
 def _queue_item(row: Any) -> HeldMessage:
-    inbound = row[2] == INBOUND
+    inbound = row[3] == INBOUND
     return HeldMessage(
         id=row[0],
-        agent_email=row[1],
+        seq=row[1],
+        agent_email=row[2],
         direction=INBOUND if inbound else OUTBOUND,
-        from_addr=row[3] or "",
-        envelope_from=row[4] or "",
-        to=json.loads(row[5]),
-        subject=row[6],
-        conversation_id=row[7],
+        from_addr=row[4] or "",
+        envelope_from=row[5] or "",
+        to=json.loads(row[6]),
+        subject=row[7],
+        conversation_id=row[8],
         # an outbound row keeps its per-recipient hand-off results in that column
-        authentication_results=json.loads(row[8]) if inbound and row[8] else {},
-        created_at=row[9],
-        expires_at=row[10],
+        authentication_results=json.loads(row[9]) if inbound and row[9] else {},
+        created_at=row[10],
+        expires_at=row[11],
+        reason=row[12] if inbound else None,
     )
 
 
@@ -137,16 +138,14 @@ def _expire(tx: Transaction, now: float) -> int:
 class HoldsSql(Runner):
     """`Holds` in SQL."""
 
-    async def review_queue(
-        self, user_id: str, limit: int, after: tuple[str, str] | None
-    ) -> list[HeldMessage]:
+    async def review_queue(self, user_id: str, limit: int, after: int | None) -> list[HeldMessage]:
         """The user's messages waiting for review, newest first."""
-        condition, params = after_newest_first(after, "m.created_at", "m.id")
         query = (
             f"SELECT {QUEUE_COLUMNS} FROM messages m WHERE m.user_id = ? AND {WAITING} "
-            f"{condition} ORDER BY m.created_at DESC, m.id DESC LIMIT ?"
+            "AND m.seq < ? ORDER BY m.seq DESC LIMIT ?"
         )
-        rows = await self._read(lambda tx: tx.all(query, (user_id, *params, limit)))
+        before = after if after is not None else 2**62
+        rows = await self._read(lambda tx: tx.all(query, (user_id, before, limit)))
         return [_queue_item(row) for row in rows]
 
     async def held_inbound(self, user_id: str | None, message_id: str) -> InboundMessage | None:

@@ -142,6 +142,18 @@ class MessagesSql(Runner):
 
         return await self._write(read)
 
+    async def peek_inbound(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> InboundMessage | None:
+        """One of the agent's delivered messages, not marked read."""
+        row = await self._read(
+            lambda tx: tx.first(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?",
+                (user_id, agent_email, message_id),
+            )
+        )
+        return decode_message(row) if row else None
+
     async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
         """Mark one of the agent's inbound messages read; False when not the user's."""
         count = await self._write(
