@@ -12,7 +12,9 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import jsonschema
 import pytest
+import referencing
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
@@ -22,6 +24,7 @@ from e2a.signing.magic_links import issue_token, link_key
 from tests.conftest import Account
 from tests.databases import query
 from tests.delivery_support import create_agent
+from tests.test_v1_openapi import e2a_document
 
 WAIT = 10
 ZONE = {
@@ -36,6 +39,19 @@ no DMARC record, so its From is never aligned."""
 @pytest.fixture
 def resolver() -> FixtureResolver:
     return FixtureResolver(ZONE)
+
+
+DOCUMENT_URI = "urn:e2a:openapi"
+_REGISTRY = referencing.Registry().with_resource(
+    DOCUMENT_URI,
+    referencing.Resource.from_contents(e2a_document(), referencing.jsonschema.DRAFT202012),
+)
+
+
+def conforms(answer: Any, schema: str) -> None:
+    """`answer` is valid against e2a's component schema `schema` (its response oracle)."""
+    reference = {"$ref": f"{DOCUMENT_URI}#/components/schemas/{schema}"}
+    jsonschema.Draft202012Validator(reference, registry=_REGISTRY).validate(answer)
 
 
 def v1_agent(address: str, suffix: str = "") -> str:
@@ -152,6 +168,7 @@ async def test_protection_reads_and_replaces_the_agents_gates_and_holds(owner: A
         "suppress_notifications": True,
     }
     assert (await owner.http.get(v1_agent(BOT, "/protection"))).json() == answer
+    conforms(answer, "ProtectionConfigView")
     # the same settings, as /api/v1 has always shown them
     agent = (await owner.http.get(f"/api/v1/agents/{quote(BOT, safe='')}")).json()
     assert agent["hitl_enabled"] is True and agent["hitl_ttl_seconds"] == 3600
@@ -225,6 +242,8 @@ async def test_outbound_drafts_are_approved_with_edits_once_or_rejected(
     assert items[0]["review_status"] == "pending_review" and items[0]["to"] == ["carol@example.net"]
     detail = (await owner.http.get(f"/v1/reviews/{first}")).json()
     assert detail["body"] == {"text": "Draft."} and detail["raw_message"] is None
+    conforms(detail, "MessageView")
+    conforms((await owner.http.get("/v1/reviews")).json(), "PageReviewView")
 
     page = (await owner.http.get("/v1/reviews", params={"limit": 1})).json()
     assert len(page["items"]) == 1 and page["next_cursor"]
@@ -236,6 +255,7 @@ async def test_outbound_drafts_are_approved_with_edits_once_or_rejected(
     approved = await owner.http.post(f"/v1/reviews/{first}/approve", json=edit, headers=keyed)
     assert approved.status_code == 202, approved.text
     assert approved.json() == {"status": "accepted", "message_id": first, "edited": True}
+    conforms(approved.json(), "SendResultView")
     replay = await owner.http.post(f"/v1/reviews/{first}/approve", json=edit, headers=keyed)
     assert (replay.status_code, replay.json()) == (202, approved.json())
     again = await owner.http.post(f"/v1/reviews/{first}/approve", json={})
@@ -254,6 +274,7 @@ async def test_outbound_drafts_are_approved_with_edits_once_or_rejected(
         "message_id": second,
         "rejection_reason": "No.",
     }
+    conforms(rejected.json(), "RejectResultView")
     assert await queue(owner) == []
     missing = await owner.http.post("/v1/reviews/msg_nothing/reject", json={})
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
@@ -282,7 +303,10 @@ async def test_inbound_mail_the_gate_holds_waits_until_approved_or_rejected(
     assert held["Spoof"]["verified_domain"] is None
     assert hold["hold_reason"]["type"] == "gate" and "allowlist" in hold["hold_reason"]["summary"]
     detail = (await owner.http.get(f"/v1/reviews/{hold['id']}")).json()
+    conforms(detail, "MessageView")
+    conforms((await owner.http.get("/v1/reviews")).json(), "PageReviewView")
     assert detail["authentication"]["dmarc"]["status"] == "pass"
+    assert detail["authentication"]["dmarc"]["policy"] == "reject"
     assert detail["raw_message"] and detail["direction"] == "inbound"
     # held mail is not the agent's yet: not listed, not readable, no delivery job
     hidden = await owner.http.get(f"/api/v1/agents/{quote(BOT, safe='')}/messages/{hold['id']}")
@@ -295,6 +319,7 @@ async def test_inbound_mail_the_gate_holds_waits_until_approved_or_rejected(
     approved = await owner.http.post(f"/v1/reviews/{hold['id']}/approve", json={})
     assert approved.status_code == 200, approved.text
     assert approved.json() == {"status": "review_approved", "message_id": hold["id"]}
+    conforms(approved.json(), "SendResultView")
     assert sorted(await inbox_subjects(owner, BOT)) == ["From a friend", "Hold me"]
     again = await owner.http.post(f"/v1/reviews/{hold['id']}/reject", json={})
     assert again.status_code == 409 and again.json()["error"]["code"] == "message_not_pending"

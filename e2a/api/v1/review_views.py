@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from typing import Any
 
 from e2a.api.v1.views import present
@@ -14,6 +15,12 @@ from e2a.operations.review_queue import Resolved
 from e2a.storage.base import Agent, HeldMessage, InboundMessage, OutboundMessage
 
 EVENT_SCHEMA_VERSION = "1"
+_OUR_DMARC_POLICY = re.compile(
+    rb"^Authentication-Results:[^\n]*(?:\n[ \t][^\n]*)*?dmarc=\w+ \(p=(none|quarantine|reject)\)",
+    re.MULTILINE | re.IGNORECASE,
+)
+"""The DMARC policy in the first Authentication-Results field of a delivered message: the
+gateway's own (it comes before the sender's fields, and forgeries in its name are removed)."""
 SPF_STATUSES = frozenset({"pass", "fail", "none", "neutral", "softfail", "temperror", "permerror"})
 DKIM_STATUSES = frozenset({"pass", "fail", "none", "neutral", "policy", "temperror", "permerror"})
 DMARC_STATUSES = frozenset({"pass", "fail", "none", "temperror", "permerror"})
@@ -134,9 +141,7 @@ def email_received_event(message: InboundMessage) -> dict[str, Any]:
             "header_from": message.from_addr or None,
             "envelope_from": message.envelope_from or None,
             "verified_domain": verified_domain(message.from_addr, message.authentication_results),
-            "authentication": authentication_view(
-                message.from_addr, message.authentication_results
-            ),
+            "authentication": authentication_view(message),
         },
     }
 
@@ -147,19 +152,25 @@ def verified_domain(from_addr: str, results: dict[str, str]) -> str | None:
     return domain if domain and results.get("dmarc") == "pass" else None
 
 
-def authentication_view(from_addr: str, results: dict[str, str]) -> dict[str, Any]:
-    """Authentication: the verdicts the gateway kept for an inbound message (per-signature
-    DKIM detail is not kept: `dkim` lists none)."""
-    domain = from_addr.rpartition("@")[2].lower() or None
-    dmarc = _status(results.get("dmarc"), DMARC_STATUSES)
+def authentication_view(message: InboundMessage) -> dict[str, Any]:
+    """Authentication: the verdicts the gateway kept for an inbound message, and the DMARC
+    policy its Authentication-Results field names (`none` when the sender publishes none).
+    Per-signature DKIM detail and which mechanism aligned are not kept: `dkim` and
+    `aligned_by` list none."""
+    results = message.authentication_results
+    domain = message.from_addr.rpartition("@")[2].lower() or None
+    found = _OUR_DMARC_POLICY.search(message.raw_message[:65536])
+    policy = found.group(1).decode().lower() if found else "none"
+    spf = _status(results.get("spf"), SPF_STATUSES)
     return {
-        "spf": {
-            "status": _status(results.get("spf"), SPF_STATUSES),
-            "domain": None,
-            "aligned": None,
-        },
+        "spf": {"status": spf, "domain": None, "aligned": None},
         "dkim": [],
-        "dmarc": {"status": dmarc, "domain": domain, "policy": None, "aligned_by": []},
+        "dmarc": {
+            "status": _status(results.get("dmarc"), DMARC_STATUSES),
+            "domain": domain,
+            "policy": policy,
+            "aligned_by": [],
+        },
     }
 
 
@@ -220,7 +231,7 @@ def _inbound_detail(message: InboundMessage) -> dict[str, Any]:
         "header_from": message.from_addr or None,
         "envelope_from": message.envelope_from or None,
         "verified_domain": verified_domain(message.from_addr, message.authentication_results),
-        "authentication": authentication_view(message.from_addr, message.authentication_results),
+        "authentication": authentication_view(message),
         "to": message.to,
         "cc": message.cc,
         "reply_to": [message.reply_to] if message.reply_to else [],
