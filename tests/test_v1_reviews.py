@@ -455,3 +455,17 @@ async def test_one_websocket_per_agent_pushes_event_envelopes_and_the_newer_repl
             with trio.fail_after(WAIT):
                 live = json.loads(await second.get_message())
             assert live["data"]["subject"] == "Second"
+
+
+async def test_retention_never_deletes_mail_still_waiting_for_review(
+    running: RunningGateway, owner: Account
+) -> None:
+    inbound = {"policy": "allowlist", "allowlist": [], "action": "review"}
+    await protect(owner, BOT, protection(inbound=inbound))
+    await send(running, "alice@example.org", letter("alice@example.org", "Keep me"))
+    await send(running, "alice@example.org", letter("alice@example.org", "Rejected"))
+    held = {item["subject"]: item["id"] for item in await queue(owner)}
+    await owner.http.post(f"/v1/reviews/{held['Rejected']}/reject", json={})
+    storage = running.gateway.storage
+    assert await storage.delete_messages_before("9999-01-01T00:00:00Z", 100) == 1
+    assert [item["id"] for item in await queue(owner)] == [held["Keep me"]]
