@@ -174,6 +174,8 @@ async def test_protection_reads_and_replaces_the_agents_gates_and_holds(owner: A
     assert agent["hitl_enabled"] is True and agent["hitl_ttl_seconds"] == 3600
     assert agent["hitl_expiration_action"] == "approve"
     assert agent["approval_notifications"] is False
+    (exported,) = (await owner.http.get("/api/v1/users/me/export")).json()["agents"]
+    assert exported["inbound_gate"] == answer["inbound"]["gate"]  # the owner's data, all of it
 
 
 @pytest.mark.parametrize(

@@ -542,6 +542,11 @@ def user_export(
                 "hitl_ttl_seconds": agent.hitl_ttl_seconds,
                 "hitl_expiration_action": agent.hitl_expiration_action,
                 "approval_notifications": agent.approval_notifications,
+                "inbound_gate": {
+                    "policy": agent.inbound_gate_policy,
+                    "allowlist": list(agent.inbound_gate_allowlist),
+                    "action": agent.inbound_gate_action,
+                },
                 "created_at": agent.created_at,
             }
         )
