@@ -426,6 +426,8 @@ async def test_the_websocket_refuses_before_the_upgrade(
         assert refused.value.status_code == status
         error = json.loads(refused.value.body or b"")["error"]
         assert error["code"] == code and error["request_id"]
+    plain = await owner.http.get(v1_agent(BOT, "/ws"))  # the same checks, then: upgrade
+    assert plain.status_code == 426 and plain.json()["error"]["request_id"]
 
 
 async def test_one_websocket_per_agent_pushes_event_envelopes_and_the_newer_replaces(
