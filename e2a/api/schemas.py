@@ -304,6 +304,14 @@ class ExportedUser(ResponseBody):
     created_at: Timestamp
 
 
+class ExportedGate(ResponseBody):
+    """An agent's inbound gate (set on `/v1` as its protection config)."""
+
+    policy: Literal["open", "allowlist", "domain"]
+    allowlist: list[str]
+    action: Literal["flag", "review", "block"]
+
+
 class ExportedAgent(ResponseBody):
     """An agent's settings."""
 
@@ -315,6 +323,8 @@ class ExportedAgent(ResponseBody):
     hitl_enabled: bool
     hitl_ttl_seconds: int
     hitl_expiration_action: Literal["reject", "approve"]
+    approval_notifications: bool
+    inbound_gate: ExportedGate
     created_at: Timestamp
 
 
