@@ -72,6 +72,7 @@ async def test_agent_lifecycle(make_account: Any) -> None:
         "hitl_enabled": False,
         "hitl_ttl_seconds": 604800,
         "hitl_expiration_action": "reject",
+        "approval_notifications": True,
         "created_at": agent["created_at"],
     }
     assert agent["created_at"].endswith("Z")
