@@ -473,3 +473,18 @@ async def test_retention_never_deletes_mail_still_waiting_for_review(
     storage = running.gateway.storage
     assert await storage.delete_messages_before("9999-01-01T00:00:00Z", 100) == 1
     assert [item["id"] for item in await queue(owner)] == [held["Keep me"]]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [{"to": []}, {"subject": "x" * 1500}, {"to": ["not an address"]}, {"cc": ["a@b\r\nBcc: x"]}],
+)
+async def test_an_approval_edit_the_gateway_cannot_take_is_refused_and_the_draft_waits(
+    owner: Account, edit: dict[str, Any]
+) -> None:
+    await protect(owner, BOT, protection(outbound_action="review"))
+    held = await draft(owner, BOT, "Careful edits")
+    response = await owner.http.post(f"/v1/reviews/{held}/approve", json=edit)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert [item["id"] for item in await queue(owner)] == [held]

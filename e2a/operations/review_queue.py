@@ -20,7 +20,7 @@ from e2a.operations import reviews
 from e2a.operations.caller import Caller
 from e2a.operations.drafts import MAX_RECIPIENTS, AttachmentIn
 from e2a.operations.errors import Conflict, Invalid, NotFound
-from e2a.operations.requests import RequestBody
+from e2a.operations.requests import RequestBody, parse_request
 from e2a.operations.reviews import ApproveBody
 from e2a.storage.base import HeldMessage, InboundMessage, NotPending, OutboundMessage
 
@@ -98,15 +98,10 @@ async def approve(
     caller.require_account("approve held messages")
     outbound = await gateway.storage.get_outbound(caller.user_id, message_id)
     if outbound is not None:
-        edits = ApproveBody(
-            subject=request.subject,
-            body_text=request.text,
-            body_html=request.html,
-            to=request.to,
-            cc=request.cc,
-            bcc=request.bcc,
-            attachments=request.attachments,
-        )
+        # checked as the gateway's own approval is (a subject of at most 998, `to` not empty)
+        asked = request.model_dump(exclude_none=True)
+        renamed = {"text": "body_text", "html": "body_html"}
+        edits = parse_request(ApproveBody, {renamed.get(k, k): v for k, v in asked.items()})
         try:
             sent = await reviews.approve(gateway, caller, message_id, edits)
         except Conflict as exc:
