@@ -245,6 +245,22 @@ async def test_a_commit_that_fails_in_the_main_process_is_451(
     assert replies[-2].startswith(b"451 4.3.0"), replies
 
 
+async def test_an_agents_blocking_gate_is_a_550_through_an_acceptor(
+    main: Main, nursery: trio.Nursery
+) -> None:
+    from e2a.storage.base import AgentChanges
+
+    await add_agent(main)
+    user = await main.gateway.storage.first_user()
+    assert user is not None
+    gate = AgentChanges(inbound_gate_policy="domain", inbound_gate_action="block")
+    await main.gateway.storage.update_agent(user.id, AGENT, gate)
+    await start_pool(nursery, main)
+    replies = await smtp_dialogue(main.port)
+    assert replies[-2].startswith(b"550 5.7.1 <bot@agents.test> does not accept"), replies
+    assert main.delivered == []
+
+
 async def test_cancelling_the_pool_stops_its_acceptors(main: Main) -> None:
     await add_agent(main)
     async with trio.open_nursery() as nursery:

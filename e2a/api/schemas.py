@@ -370,6 +370,14 @@ class ExportedUser(ResponseBody):
     created_at: Timestamp
 
 
+class ExportedGate(ResponseBody):
+    """An agent's inbound gate (set on `/v1` as its protection config)."""
+
+    policy: Literal["open", "allowlist", "domain"]
+    allowlist: list[str]
+    action: Literal["flag", "review", "block"]
+
+
 class ExportedAgent(ResponseBody):
     """An agent's settings."""
 
@@ -382,6 +390,7 @@ class ExportedAgent(ResponseBody):
     hitl_ttl_seconds: int
     hitl_expiration_action: Literal["reject", "approve"]
     approval_notifications: bool
+    inbound_gate: ExportedGate
     created_at: Timestamp
     deleted_at: Timestamp | None = Field(
         default=None,

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import trio
 
 from e2a.hub.frames import NotifiableMessage, notification_frame
+from e2a.hub.sole import SoleConnections
 from e2a.storage.announcements import RevokedKind
 
 log = logging.getLogger("e2a.hub")
@@ -119,6 +120,8 @@ class Hub:
         self._senders: dict[Subscription, trio.MemorySendChannel[dict[str, Any]]] = {}
         self._by_agent: dict[str, set[Subscription]] = {}
         self._per_key: Counter[tuple[str, Channel]] = Counter()
+        self.sole = SoleConnections()
+        """`/v1` WebSockets: one per agent, a newer one replacing the older."""
 
     def listener_count(self, key_hash: str, channel: Channel) -> int:
         """How many subscriptions of `channel` the API key with `key_hash` holds open."""

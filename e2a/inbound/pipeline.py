@@ -23,6 +23,7 @@ from e2a.gateway import Gateway
 from e2a.hub import Hub
 from e2a.ids import new_id
 from e2a.inbound.approval_replies import ApprovalReplies
+from e2a.inbound.gate import GateVerdict, gate_verdict
 from e2a.inbound.identity import delivered_message, identity_claim, produced_here
 from e2a.inbound.parse import HeaderSummary, summarise_headers
 from e2a.inbound.postmaster import (
@@ -45,7 +46,7 @@ from e2a.mailauth.results import AuthResults, without_results_of
 from e2a.signing.credentials import derive_signing_secret
 from e2a.signing.identity import body_hash
 from e2a.smtp.protocol import Envelope, Mailbox
-from e2a.smtp.server import MessageNotStored, RecipientVerdict
+from e2a.smtp.server import MessageNotStored, MessageRefused, RecipientVerdict
 from e2a.storage.base import Agent, ConversationClaim, NewInboundMessage, StorageUnavailable
 from e2a.storage.group_commit import GroupCommitter
 
@@ -270,8 +271,13 @@ class InboundMailSink:
             ]
             if not copies:
                 raise MessageNotStored("every recipient agent was deleted during the transaction")
+        verdicts = [
+            gate_verdict(agent, arrival.headers.from_addr, arrival.auth) for agent, _ in copies
+        ]
+        refuse_blocked(copies, verdicts)
         prepared = [
-            (agent, await self._prepare(arrival, agent, message_id)) for agent, message_id in copies
+            (agent, await self._prepare(arrival, agent, message_id, verdict))
+            for (agent, message_id), verdict in zip(copies, verdicts, strict=True)
         ]
         await self._commit_and_announce(prepared, arrival.now)
         return prepared[0][1].id
@@ -309,8 +315,11 @@ class InboundMailSink:
             log.error("postmaster mail not stored: %s", exc)
             raise MessageNotStored(str(exc)) from exc
 
-    async def _prepare(self, arrival: Arrival, agent: Agent, message_id: str) -> NewInboundMessage:
-        """The stored form of the message for one agent: threaded and signed for its owner."""
+    async def _prepare(
+        self, arrival: Arrival, agent: Agent, message_id: str, verdict: GateVerdict
+    ) -> NewInboundMessage:
+        """The stored form of the message for one agent: threaded and signed for its owner,
+        held or flagged as the agent's gate says."""
         storage = self._gateway.storage
         headers = arrival.headers
         sender = headers.from_addr
@@ -343,6 +352,10 @@ class InboundMailSink:
             received_at=arrival.received_at,
             client_ip=arrival.peer,
             helo=arrival.envelope.helo,
+            hold_expires_at=(
+                arrival.now + agent.hitl_ttl_seconds if verdict.outcome == "review" else None
+            ),
+            flag_reason=verdict.reason if verdict.outcome in ("flag", "review") else None,
         )
 
     async def _conversation(self, arrival: Arrival, agent: Agent) -> str | None:
@@ -409,6 +422,24 @@ def _delivered_form(
         trace_fields(envelope.mail_from, hop),
     )
     return delivered, body_hash(delivered), summarise_headers(delivered)
+
+
+def refuse_blocked(copies: list[tuple[Agent, str]], verdicts: list[GateVerdict]) -> None:
+    """MessageRefused (550 5.7.1, nothing stored) when the gate of any recipient agent blocks
+    the message: one DATA has one answer, so a message is taken for all its agents or none,
+    and the sender learns which agent refused it (and may send to the others on their own)."""
+    blocked = [
+        (agent, verdict)
+        for (agent, _), verdict in zip(copies, verdicts, strict=True)
+        if verdict.outcome == "block"
+    ]
+    if not blocked:
+        return
+    agent, verdict = blocked[0]
+    others = " (the message was delivered to none of its recipients)" if len(copies) > 1 else ""
+    raise MessageRefused(
+        550, "5.7.1", f"<{agent.email}> does not accept this message: {verdict.reason}{others}"
+    )
 
 
 def announce_stored(hub: Hub, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:

@@ -71,3 +71,8 @@ class RateLimited(OperationError):
 
 class Unavailable(OperationError):
     """A service the operation depends on does not answer now (DNS): try again."""
+
+
+class NotAvailable(OperationError):
+    """A feature this gateway does not have (e2a's content scan): asking for it is refused,
+    never silently ignored."""

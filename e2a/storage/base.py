@@ -18,6 +18,8 @@ from e2a.storage.vocabulary import TERMINAL_STATUSES as TERMINAL_STATUSES  # cal
 AgentMode = Literal["cloud", "local"]
 KeyScope = Literal["account", "agent"]
 MessageStatus = Literal["unread", "read"]
+GatePolicy = Literal["open", "allowlist", "domain"]
+GateAction = Literal["flag", "review", "block"]
 StatusFilter = Literal["unread", "read", "all"]
 
 
@@ -146,6 +148,13 @@ class Agent:
     deleted_at: str | None = None
     """When the agent was moved to the trash (RFC 3339 UTC); None while it is in service. A
     trashed agent keeps its address but receives nothing and acts as nothing until restored."""
+    inbound_gate_policy: GatePolicy = "open"
+    """Whose mail passes the inbound gate: anyone's (`open`), or only mail whose DMARC-aligned
+    From is one of `inbound_gate_allowlist` (`allowlist`: addresses; `domain`: domains)."""
+    inbound_gate_allowlist: tuple[str, ...] = ()
+    inbound_gate_action: GateAction = "flag"
+    """What becomes of inbound mail the gate does not pass: delivered flagged (`flag`), held
+    for review (`review`) or refused at SMTP (`block`)."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,9 @@ class AgentChanges:
     hitl_ttl_seconds: int | None = None
     hitl_expiration_action: Literal["reject", "approve"] | None = None
     approval_notifications: bool | None = None
+    inbound_gate_policy: GatePolicy | None = None
+    inbound_gate_allowlist: tuple[str, ...] | None = None
+    inbound_gate_action: GateAction | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +193,11 @@ class NewInboundMessage:
     received_at: str
     client_ip: str = ""
     helo: str = ""
+    hold_expires_at: float | None = None
+    """Set when the agent's inbound gate holds the message for review: stored, not delivered,
+    until it is approved, rejected, or this epoch passes (the agent's expiration action)."""
+    flag_reason: str | None = None
+    """Why the agent's inbound gate flagged the message (delivered, annotated) or held it."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +225,11 @@ class InboundMessage:
     reading: dict[str, Any] | None = None
     """Its reply text and trust map (`e2a.inbound.trust.reading`) once computed and kept;
     None before."""
+    flag_reason: str | None = None
+    envelope_from: str = ""
+    hold: str | None = None
+    """`pending_review` while the agent's inbound gate holds it, `rejected` once a reviewer
+    dropped it; None for mail delivered."""
 
 
 @dataclass(frozen=True)
@@ -792,14 +814,15 @@ class Mailboxes(Protocol):
         """Return one of the agent's messages and mark it read; None when not the user's."""
         ...
 
-    async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
-        """Mark one of the agent's messages read (WebSocket ack); False when not the user's."""
-        ...
-
     async def peek_inbound(
         self, user_id: str, agent_email: str, message_id: str
     ) -> InboundMessage | None:
-        """One of the agent's messages, leaving it unread; None when not the user's."""
+        """One of the agent's delivered messages, left as it is (live delivery); None when not
+        the user's."""
+        ...
+
+    async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
+        """Mark one of the agent's messages read (WebSocket ack); False when not the user's."""
         ...
 
     async def earlier_messages(
@@ -829,6 +852,55 @@ class Mailboxes(Protocol):
         has none, or no id names one). A `claim` is taken when it names no conversation of the
         agent yet, one that already holds mail from the same sender, or the referenced one;
         otherwise — another tenant naming this agent's conversation — the referenced one is."""
+        ...
+
+
+@dataclass(frozen=True)
+class HeldMessage:
+    """A message waiting for review: an outbound draft of the agent or an inbound message its
+    gate held; what the review queue shows of it."""
+
+    id: str
+    seq: int
+    """Its place in the order messages were stored (the queue's keyset)."""
+    agent_email: str
+    direction: Literal["inbound", "outbound"]
+    from_addr: str
+    envelope_from: str
+    to: list[str]
+    subject: str
+    conversation_id: str | None
+    authentication_results: dict[str, str]
+    created_at: str
+    expires_at: float | None
+    reason: str | None = None
+    """Why an inbound message was held (its agent's gate); None for an outbound draft."""
+
+
+class Holds(Protocol):
+    """The review queue (outbound drafts and inbound holds) and inbound holds' resolution."""
+
+    async def review_queue(self, user_id: str, limit: int, after: int | None) -> list[HeldMessage]:
+        """The user's messages waiting for review, newest first (by `seq`), those stored before
+        `seq` `after` when given."""
+        ...
+
+    async def held_inbound(self, user_id: str | None, message_id: str) -> InboundMessage | None:
+        """An inbound message held for review (the user's, unless `user_id` is None: magic
+        links); None when there is none such."""
+        ...
+
+    async def release_inbound(
+        self, user_id: str | None, message_id: str, approve: bool, now: float
+    ) -> InboundMessage | None:
+        """Approve (delivered now: its webhook job or its live listeners) or reject (kept
+        hidden) an inbound message held for review, exactly once; NotPending when it is not
+        held, None when it is not there (or not the user's)."""
+        ...
+
+    async def expire_inbound_holds(self, now: float) -> int:
+        """Apply each overdue inbound hold's agent's expiration action (approve: delivered;
+        reject: dropped); how many were resolved (at most one batch)."""
         ...
 
 
@@ -1381,6 +1453,7 @@ class Storage(
     Outbox,
     Mailbox,
     ApprovalReplies,
+    Holds,
     JobQueueStore,
     WebhookDeliveries,
     RateLimits,

@@ -33,6 +33,7 @@ from e2a.storage.base import (
 from e2a.storage.vocabulary import (
     APPROVAL_NOTICE_JOB,
     DELIVERY_PENDING,
+    HELD_FOR_REVIEW,
     OUTBOUND,
     OUTBOUND_JOB,
     PENDING_APPROVAL,
@@ -41,14 +42,15 @@ from e2a.storage.vocabulary import (
 
 AGENT_COLUMNS = (
     "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "
-    "hitl_expiration_action, created_at, id, approval_notifications, deleted_at"
+    "hitl_expiration_action, created_at, id, approval_notifications, deleted_at, "
+    "inbound_gate_policy, inbound_gate_allowlist_json, inbound_gate_action"
 )
 MESSAGE_COLUMNS = (
     "m.id, m.seq, m.user_id, m.agent_email, m.from_addr, m.reply_to, m.to_json, m.cc_json, "
     "m.subject, m.conversation_id, m.rfc_message_id, m.status, "
     "(SELECT r.raw FROM raw_messages r WHERE r.digest = m.raw_digest), "
     "m.auth_headers_json, m.auth_results_json, m.delivery_status, m.received_at, m.created_at, "
-    "m.reading_json"
+    "m.reading_json, m.flag_reason, m.envelope_from, m.hold"
 )
 """Columns of `messages m` for an InboundMessage; the raw bytes come from `raw_messages`."""
 OUTBOUND_COLUMNS = (
@@ -87,6 +89,9 @@ def decode_agent(row: Sequence[Any]) -> Agent:
         id=row[10],
         approval_notifications=bool(row[11]),
         deleted_at=row[12],
+        inbound_gate_policy=row[13],
+        inbound_gate_allowlist=tuple(json.loads(row[14])),
+        inbound_gate_action=row[15],
     )
 
 
@@ -136,6 +141,9 @@ def decode_message(row: Sequence[Any]) -> InboundMessage:
         received_at=row[16],
         created_at=row[17],
         reading=json.loads(row[18]) if row[18] is not None else None,
+        flag_reason=row[19],
+        envelope_from=row[20] or "",
+        hold=row[21],
     )
 
 
@@ -267,6 +275,9 @@ def agent_params(agent: Agent) -> tuple[Any, ...]:
         agent.id,
         agent.approval_notifications,
         agent.deleted_at,
+        agent.inbound_gate_policy,
+        json.dumps(list(agent.inbound_gate_allowlist)),
+        agent.inbound_gate_action,
     )
 
 
@@ -304,7 +315,7 @@ INBOUND_INSERT_COLUMNS = (
     "id, user_id, agent_email, envelope_from, from_addr, "
     "reply_to, to_json, cc_json, subject, conversation_id, rfc_message_id, "
     "raw_digest, auth_headers_json, auth_results_json, delivery_status, "
-    "client_ip, helo, received_at, created_at"
+    "client_ip, helo, received_at, created_at, hold, hold_expires_at, flag_reason"
 )
 
 
@@ -312,7 +323,8 @@ def inbound_params(
     message: NewInboundMessage, user_id: str, cloud: bool, digest: str
 ) -> tuple[Any, ...]:
     """For INBOUND_INSERT_COLUMNS; the raw bytes are stored apart, under `digest`. A cloud
-    agent's message awaits webhook delivery."""
+    agent's message awaits webhook delivery (once released, when held for review)."""
+    held = message.hold_expires_at is not None
     return (
         message.id,
         user_id,
@@ -333,6 +345,9 @@ def inbound_params(
         message.helo,
         message.received_at,
         message.received_at,
+        HELD_FOR_REVIEW if held else None,
+        message.hold_expires_at,
+        message.flag_reason,
     )
 
 
@@ -427,7 +442,11 @@ def done_job_ids(finished: Iterable[FinishedAttempt]) -> list[int]:
 
 def agent_assignments(changes: AgentChanges) -> dict[str, Any]:
     """Column → value for the agent fields a partial update sets."""
-    return {column: value for column, value in vars(changes).items() if value is not None}
+    assignments = {column: value for column, value in vars(changes).items() if value is not None}
+    allowlist = assignments.pop("inbound_gate_allowlist", None)
+    if allowlist is not None:
+        assignments["inbound_gate_allowlist_json"] = json.dumps(list(allowlist))
+    return assignments
 
 
 def edit_assignments(edits: OutboundEdits | None) -> dict[str, Any]:
@@ -564,6 +583,11 @@ def user_export(
                 "hitl_ttl_seconds": agent.hitl_ttl_seconds,
                 "hitl_expiration_action": agent.hitl_expiration_action,
                 "approval_notifications": agent.approval_notifications,
+                "inbound_gate": {
+                    "policy": agent.inbound_gate_policy,
+                    "allowlist": list(agent.inbound_gate_allowlist),
+                    "action": agent.inbound_gate_action,
+                },
                 "created_at": agent.created_at,
                 **({"deleted_at": agent.deleted_at} if agent.deleted_at else {}),
             }

@@ -20,6 +20,10 @@ DELIVERY_PENDING: Final = "pending"
 """An inbound message for a cloud agent whose webhook has not been attempted yet; afterwards its
 `delivery_status` is the last attempt's outcome (`DeliveryOutcome`)."""
 
+# An inbound message the agent's gate holds for review (`messages.hold`; NULL when delivered).
+HELD_FOR_REVIEW: Final = "pending_review"
+HOLD_REJECTED: Final = "rejected"
+
 # An outbound message's place in the approval lifecycle (`OutboundStatus`).
 PENDING_APPROVAL: Final = "pending_approval"
 QUEUED: Final = "queued"

@@ -260,8 +260,8 @@ class ApprovalWorker:
 
     async def expire_due(self, now: float) -> list[OutboundMessage]:
         """Apply the expiration action to every message overdue at `now` (the commit of an
-        auto-approval queues its send and wakes the send worker). Returns the messages
-        expired."""
+        auto-approval queues its send and wakes the send worker), and to every inbound message
+        held past its hold (approved: delivered). Returns the outbound messages expired."""
         storage = self._gateway.storage
         expired: list[OutboundMessage] = []
         while True:
@@ -271,6 +271,8 @@ class ApprovalWorker:
                 break
         for message in expired:
             log.info("outbound %s approval expired -> %s", message.id, message.status)
+        while await storage.expire_inbound_holds(now) >= EXPIRE_BATCH:
+            pass  # inbound holds: the same agents' expiration action, batch by batch
         return expired
 
     async def send_due_notices(self, now: float) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from quart import Response, g, request
+from quart import Response, g, has_request_context, request, websocket
 from werkzeug.exceptions import HTTPException
 
 from e2a.operations.errors import (
@@ -16,6 +16,7 @@ from e2a.operations.errors import (
     Forbidden,
     Gone,
     Invalid,
+    NotAvailable,
     NotFound,
     OperationError,
     PreconditionUnmet,
@@ -101,6 +102,7 @@ STATUSES: dict[type[OperationError], int] = {
     Unprocessable: 422,
     RateLimited: 429,
     Unavailable: 503,
+    NotAvailable: 501,
 }
 """The status of each kind of refusal on `/v1` (e2a has no 412: an unmet precondition is 400)."""
 
@@ -209,7 +211,8 @@ def current_request_id() -> str:
     """This request's id (the client's X-Request-Id when sane, else a new `req_…`)."""
     found: str | None = g.get("e2a_request_id")
     if found is None:
-        found = g.e2a_request_id = request_id_for(request.headers.get(REQUEST_ID_HEADER))
+        headers = request.headers if has_request_context() else websocket.headers
+        found = g.e2a_request_id = request_id_for(headers.get(REQUEST_ID_HEADER))
     return found
 
 

@@ -37,7 +37,8 @@ FILED_COLUMNS = (
     "m.method, m.send_error, m.sent_at, m.reviewed_at"
 )
 """Columns of `messages m` for a FiledMessage (its labels are read apart)."""
-OF_AGENT = "m.user_id = ? AND m.agent_email = ?"
+OF_AGENT = "m.user_id = ? AND m.agent_email = ? AND m.hold IS NULL"
+"""Condition on `messages m`: the agent's mail, leaving out what its inbound gate holds."""
 UNSETTLED = (
     f"direction = '{OUTBOUND}' AND sent_at IS NULL "
     f"AND status IN ('{PENDING_APPROVAL}', '{QUEUED}', '{EXPIRED_APPROVED}')"
@@ -51,7 +52,7 @@ CONVERSATIONS = (
     f"SUM(CASE WHEN direction = '{INBOUND}' AND status = '{UNREAD}' THEN 1 ELSE 0 END) "
     "AS unread, MAX(seq) AS last_seq FROM messages "
     "WHERE user_id = ? AND agent_email = ? AND conversation_id IS NOT NULL "
-    "AND deleted_at IS NULL"
+    "AND deleted_at IS NULL AND hold IS NULL"
 )
 """Per conversation of an agent's live mail: span, counts, unread inbound, newest position."""
 CONVERSATION_COLUMNS = (
@@ -188,7 +189,8 @@ class MailboxSql(Runner):
         def read(tx: Transaction) -> FiledMessage | None:
             tx.execute(
                 f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
-                f"AND id = ? AND direction = '{INBOUND}' AND status = '{UNREAD}'",
+                f"AND id = ? AND direction = '{INBOUND}' AND status = '{UNREAD}' "
+                "AND hold IS NULL",
                 scope,
             )
             return _one(tx, scope)
@@ -248,7 +250,7 @@ class MailboxSql(Runner):
             if before is not None and before.deleted_at is None:
                 tx.execute(
                     f"UPDATE messages SET deleted_at = ? WHERE user_id = ? AND agent_email = ? "
-                    f"AND id = ? AND deleted_at IS NULL AND NOT ({UNSETTLED})",
+                    f"AND id = ? AND deleted_at IS NULL AND hold IS NULL AND NOT ({UNSETTLED})",
                     (now, *scope),
                 )
             return before

@@ -45,8 +45,9 @@ from e2a.storage.vocabulary import CLOUD, INBOUND, READ, UNREAD, WEBHOOK_JOB
 AGENT_INBOX_LOCK = 0x653261
 """The key space of the inbox locks: (AGENT_INBOX_LOCK, the agent's address)."""
 INBOUND_VALUES = ", ".join("?" for _ in INBOUND_INSERT_COLUMNS.split(","))
-IN_INBOX = f"m.user_id = ? AND m.agent_email = ? AND m.direction = '{INBOUND}'"
-"""Condition on `messages m`: an inbound message of the user's agent."""
+IN_INBOX = f"m.user_id = ? AND m.agent_email = ? AND m.direction = '{INBOUND}' AND m.hold IS NULL"
+"""Condition on `messages m`: an inbound message of the user's agent, delivered to it (not
+held for review by its gate, nor rejected there)."""
 
 
 def _store(
@@ -54,8 +55,8 @@ def _store(
 ) -> None:
     """Insert each distinct raw message once (locked until the commit, so a concurrent deletion
     of its last other reference cannot take it away) and the `messages`, each pointing at its
-    digest; queue a webhook job for a cloud agent's message, announce a local agent's; log
-    each message's `email.received` event."""
+    digest; queue a webhook job for a cloud agent's message, announce a local agent's (neither
+    for a message its gate holds for review); log each message's `email.received` event."""
     for agent_email in sorted({message.agent_email for message in messages}):
         tx.lock(agent_email, space=AGENT_INBOX_LOCK)
     keep_locked = tx.dialect.insert_or_lock("digest")
@@ -76,6 +77,8 @@ def _store(
             f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES ({INBOUND_VALUES})",
             inbound_params(message, user_id, cloud, digest),
         )
+        if message.hold_expires_at is not None:
+            continue
         if cloud:
             add_job(tx, WEBHOOK_JOB, message.id, now)
         else:
@@ -135,7 +138,8 @@ class MessagesSql(Runner):
         def read(tx: Transaction) -> InboundMessage | None:
             tx.execute(
                 f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
-                f"AND id = ? AND direction = '{INBOUND}' AND status = '{UNREAD}'",
+                f"AND id = ? AND direction = '{INBOUND}' AND status = '{UNREAD}' "
+                "AND hold IS NULL",
                 scope,
             )
             row = tx.first(
@@ -145,13 +149,25 @@ class MessagesSql(Runner):
 
         return await self._write(read)
 
+    async def peek_inbound(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> InboundMessage | None:
+        """One of the agent's delivered messages, not marked read."""
+        row = await self._read(
+            lambda tx: tx.first(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?",
+                (user_id, agent_email, message_id),
+            )
+        )
+        return decode_message(row) if row else None
+
     async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
         """Mark one of the agent's inbound messages read; False when not the user's."""
         count = await self._write(
             lambda tx: (
                 tx.execute(
                     f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
-                    f"AND id = ? AND direction = '{INBOUND}'",
+                    f"AND id = ? AND direction = '{INBOUND}' AND hold IS NULL",
                     (user_id, agent_email, message_id),
                 ).rowcount
             )
@@ -182,18 +198,6 @@ class MessagesSql(Runner):
 
         return await self._read(read)
 
-    async def peek_inbound(
-        self, user_id: str, agent_email: str, message_id: str
-    ) -> InboundMessage | None:
-        """One of the agent's messages, left unread; None when not the user's."""
-        row = await self._read(
-            lambda tx: tx.first(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?",
-                (user_id, agent_email, message_id),
-            )
-        )
-        return decode_message(row) if row else None
-
     async def earlier_messages(
         self, user_id: str, agent_email: str, rfc_message_ids: list[str]
     ) -> list[StoredEarlier]:
@@ -203,7 +207,7 @@ class MessagesSql(Runner):
         rows = await self._read(
             lambda tx: tx.all(
                 f"SELECT {EARLIER_COLUMNS} FROM messages m "
-                "WHERE m.user_id = ? AND m.agent_email = ? "
+                "WHERE m.user_id = ? AND m.agent_email = ? AND m.hold IS NULL "
                 f"AND {tx.dialect.in_list('m.rfc_message_id', 'text')} ORDER BY m.seq DESC",
                 (user_id, agent_email, tx.dialect.list_param(rfc_message_ids)),
             )

@@ -8,16 +8,18 @@ message that still has a job, or outbound mail not yet finished, is never delete
 from __future__ import annotations
 
 from e2a.storage.sql.runner import Runner
-from e2a.storage.vocabulary import INBOUND, TERMINAL_STATUSES
+from e2a.storage.vocabulary import HELD_FOR_REVIEW, INBOUND, TERMINAL_STATUSES
 
 FINISHED = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
 EXPIRABLE_MESSAGE = (
-    f"(m.direction = '{INBOUND}' OR m.status IN ({FINISHED}) OR m.sent_at IS NOT NULL) "
+    f"((m.direction = '{INBOUND}' AND coalesce(m.hold, '') <> '{HELD_FOR_REVIEW}') "
+    f"OR m.status IN ({FINISHED}) OR m.sent_at IS NOT NULL) "
     "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message_id = m.id)"
 )
-"""Condition on `messages m` that the sweep may delete the row: inbound mail, or outbound mail
-that is finished (in a terminal status, or handed on: an auto-approval sent stays
-`expired_approved`), and in either case no job (delivery, send, notice) pending."""
+"""Condition on `messages m` that the sweep may delete the row: inbound mail not waiting for
+review, or outbound mail that is finished (in a terminal status, or handed on: an
+auto-approval sent stays `expired_approved`), and in either case no job (delivery, send,
+notice) pending."""
 
 
 class RetentionSql(Runner):

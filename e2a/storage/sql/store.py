@@ -15,6 +15,7 @@ from e2a.storage.sql.dead_letters import DeadLettersSql
 from e2a.storage.sql.domains import DomainsSql
 from e2a.storage.sql.events import EventsSql
 from e2a.storage.sql.feedback import FeedbackSql
+from e2a.storage.sql.holds import HoldsSql
 from e2a.storage.sql.idempotency import IdempotencySql
 from e2a.storage.sql.jobs import JobsSql
 from e2a.storage.sql.lifecycle import LifecycleSql
@@ -37,6 +38,7 @@ class SqlStorage(
     OutboundSql,
     MailboxSql,
     ApprovalRepliesSql,
+    HoldsSql,
     JobsSql,
     WebhooksSql,
     DeadLettersSql,

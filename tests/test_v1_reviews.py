@@ -1,0 +1,495 @@
+"""Agent protection, the review queue and the agent WebSocket on `/v1`, over real SMTP and HTTP:
+the inbound gate (matched on a DMARC-aligned From) holds, flags or refuses mail; outbound
+drafts and inbound holds wait in one queue that only account keys may list and resolve;
+magic links answer under `/v1`; one WebSocket per agent, a newer one replacing the older."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import time
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import jsonschema
+import pytest
+import referencing
+import trio
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+
+from e2a.app import RunningGateway
+from e2a.mailauth.resolver import FixtureResolver
+from e2a.signing.magic_links import issue_token, link_key
+from tests.conftest import Account
+from tests.databases import query
+from tests.delivery_support import create_agent
+from tests.test_v1_openapi import e2a_document
+
+WAIT = 10
+ZONE = {
+    "example.org": ["v=spf1 ip4:127.0.0.1 -all"],
+    "_dmarc.example.org": ["v=DMARC1; p=reject"],
+    "nodmarc.example": ["v=spf1 ip4:127.0.0.1 -all"],
+}
+"""Mail from 127.0.0.1 in example.org's name passes SPF and DMARC; nodmarc.example publishes
+no DMARC record, so its From is never aligned."""
+
+
+@pytest.fixture
+def resolver() -> FixtureResolver:
+    return FixtureResolver(ZONE)
+
+
+DOCUMENT_URI = "urn:e2a:openapi"
+_REGISTRY = referencing.Registry().with_resource(
+    DOCUMENT_URI,
+    referencing.Resource.from_contents(e2a_document(), referencing.jsonschema.DRAFT202012),
+)
+
+
+def conforms(answer: Any, schema: str) -> None:
+    """`answer` is valid against e2a's component schema `schema` (its response oracle)."""
+    reference = {"$ref": f"{DOCUMENT_URI}#/components/schemas/{schema}"}
+    jsonschema.Draft202012Validator(reference, registry=_REGISTRY).validate(answer)
+
+
+def v1_agent(address: str, suffix: str = "") -> str:
+    return f"/v1/agents/{quote(address, safe='')}{suffix}"
+
+
+def letter(sender: str, subject: str, to: str = "bot@agents.test") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '-')}@example.org>\r\n\r\nHello agent.\r\n"
+    ).encode()
+
+
+def smtp_send(port: int, sender: str, recipients: list[str], data: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:
+        client.ehlo("mail.example.org")
+        client.sendmail(sender, recipients, data)
+
+
+async def send(running: RunningGateway, sender: str, data: bytes, *to: str) -> None:
+    port = running.addresses.smtp_port
+    await trio.to_thread.run_sync(smtp_send, port, sender, list(to) or ["bot@agents.test"], data)
+
+
+def protection(
+    *,
+    inbound: dict[str, Any] | None = None,
+    outbound_action: str = "flag",
+    holds: dict[str, Any] | None = None,
+    scan: str = "off",
+) -> dict[str, Any]:
+    return {
+        "inbound": {"gate": inbound or {}, "scan": {"sensitivity": scan}},
+        "outbound": {"gate": {"policy": "open", "action": outbound_action}, "scan": {}},
+        "holds": holds or {},
+    }
+
+
+async def protect(account: Account, agent: str, config: dict[str, Any]) -> dict[str, Any]:
+    response = await account.http.put(v1_agent(agent, "/protection"), json=config)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def inbox_subjects(account: Account, agent: str) -> list[str]:
+    listing = await account.http.get(f"/api/v1/agents/{quote(agent, safe='')}/messages")
+    assert listing.status_code == 200, listing.text
+    return [message["subject"] for message in listing.json()["messages"]]
+
+
+async def queue(account: Account) -> list[dict[str, Any]]:
+    response = await account.http.get("/v1/reviews")
+    assert response.status_code == 200, response.text
+    items: list[dict[str, Any]] = response.json()["items"]
+    return items
+
+
+async def agent_key(account: Account, agent: str) -> str:
+    made = await account.http.post(
+        "/v1/account/api-keys", json={"name": "bot", "scope": "agent", "agent_email": agent}
+    )
+    assert made.status_code == 201, made.text
+    return str(made.json()["key"])
+
+
+async def draft(account: Account, agent: str, subject: str) -> str:
+    sent = await account.http.post(
+        "/api/v1/send",
+        json={"from": agent, "to": ["carol@example.net"], "subject": subject, "body": "Draft."},
+    )
+    assert sent.status_code == 202 and sent.json()["status"] == "pending_approval", sent.text
+    return str(sent.json()["message_id"])
+
+
+@pytest.fixture
+async def owner(make_account: Any) -> Account:
+    account: Account = await make_account("owner@example.com")
+    await create_agent(account, "bot")
+    return account
+
+
+BOT = "bot@agents.test"
+
+
+async def test_protection_reads_and_replaces_the_agents_gates_and_holds(owner: Account) -> None:
+    default = (await owner.http.get(v1_agent(BOT, "/protection"))).json()
+    assert default == {
+        "inbound": {
+            "gate": {"policy": "open", "allowlist": [], "action": "flag"},
+            "scan": {"sensitivity": "off"},
+        },
+        "outbound": {
+            "gate": {"policy": "open", "allowlist": [], "action": "flag"},
+            "scan": {"sensitivity": "off"},
+        },
+        "holds": {"ttl_seconds": 604800, "on_expiry": "reject", "suppress_notifications": False},
+    }
+    config = protection(
+        inbound={"policy": "domain", "allowlist": ["Example.ORG "], "action": "review"},
+        outbound_action="review",
+        holds={"ttl_seconds": 3600, "on_expiry": "approve", "suppress_notifications": True},
+    )
+    answer = await protect(owner, BOT, config)
+    assert answer["inbound"]["gate"] == {
+        "policy": "domain",
+        "allowlist": ["example.org"],
+        "action": "review",
+    }
+    assert answer["outbound"]["gate"]["action"] == "review"
+    assert answer["holds"] == {
+        "ttl_seconds": 3600,
+        "on_expiry": "approve",
+        "suppress_notifications": True,
+    }
+    assert (await owner.http.get(v1_agent(BOT, "/protection"))).json() == answer
+    conforms(answer, "ProtectionConfigView")
+    # the same settings, as /api/v1 has always shown them
+    agent = (await owner.http.get(f"/api/v1/agents/{quote(BOT, safe='')}")).json()
+    assert agent["hitl_enabled"] is True and agent["hitl_ttl_seconds"] == 3600
+    assert agent["hitl_expiration_action"] == "approve"
+    assert agent["approval_notifications"] is False
+    (exported,) = (await owner.http.get("/api/v1/users/me/export")).json()["agents"]
+    assert exported["inbound_gate"] == answer["inbound"]["gate"]  # the owner's data, all of it
+
+
+@pytest.mark.parametrize(
+    ("config", "status", "code"),
+    [
+        (protection(scan="low"), 501, "not_implemented"),
+        (
+            {**protection(), "outbound": {"gate": {"policy": "allowlist"}, "scan": {}}},
+            501,
+            "not_implemented",
+        ),
+        (protection(outbound_action="block"), 501, "not_implemented"),
+        ({"inbound": protection()["inbound"], "outbound": protection()["outbound"]}, 422, None),
+        ({**protection(), "extra": True}, 422, None),
+        (protection(inbound={"policy": "allowlist", "allowlist": ["example.org"]}), 400, None),
+        (protection(inbound={"policy": "domain", "allowlist": ["a@example.org"]}), 400, None),
+        (protection(holds={"ttl_seconds": -1}), 422, None),
+        (protection(holds={"ttl_seconds": 10**7}), 400, None),
+    ],
+)
+async def test_protection_refuses_what_it_cannot_do_and_changes_nothing(
+    owner: Account, config: dict[str, Any], status: int, code: str | None
+) -> None:
+    before = (await owner.http.get(v1_agent(BOT, "/protection"))).json()
+    response = await owner.http.put(v1_agent(BOT, "/protection"), json=config)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == (code or "invalid_request") and error["request_id"]
+    if status == 501:
+        assert "not available" in error["message"]
+    assert (await owner.http.get(v1_agent(BOT, "/protection"))).json() == before
+
+
+async def test_an_agent_key_may_not_see_or_resolve_reviews_nor_its_protection(
+    running: RunningGateway, owner: Account
+) -> None:
+    await protect(owner, BOT, protection(outbound_action="review"))
+    held = await draft(owner, BOT, "Needs approval")
+    key = await agent_key(owner, BOT)
+    async with httpx.AsyncClient(
+        base_url=running.addresses.http_url, headers={"Authorization": f"Bearer {key}"}
+    ) as bot:
+        for method, path, body in [
+            ("GET", "/v1/reviews", None),
+            ("GET", f"/v1/reviews/{held}", None),
+            ("POST", f"/v1/reviews/{held}/approve", {}),
+            ("POST", f"/v1/reviews/{held}/reject", {}),
+            ("GET", v1_agent(BOT, "/protection"), None),
+            ("PUT", v1_agent(BOT, "/protection"), protection()),
+        ]:
+            response = await bot.request(method, path, json=body)
+            assert response.status_code == 403, (path, response.text)
+            assert response.json()["error"]["code"] == "forbidden"
+    assert [item["id"] for item in await queue(owner)] == [held]  # still waiting
+
+
+async def test_outbound_drafts_are_approved_with_edits_once_or_rejected(
+    running: RunningGateway, owner: Account
+) -> None:
+    await protect(owner, BOT, protection(outbound_action="review"))
+    first = await draft(owner, BOT, "First draft")
+    second = await draft(owner, BOT, "Second draft")
+    items = await queue(owner)
+    assert [item["id"] for item in items] == [second, first]  # newest first
+    assert items[0]["direction"] == "outbound" and items[0]["header_from"] == BOT
+    assert items[0]["review_status"] == "pending_review" and items[0]["to"] == ["carol@example.net"]
+    detail = (await owner.http.get(f"/v1/reviews/{first}")).json()
+    assert detail["body"] == {"text": "Draft."} and detail["raw_message"] is None
+    conforms(detail, "MessageView")
+    conforms((await owner.http.get("/v1/reviews")).json(), "PageReviewView")
+
+    page = (await owner.http.get("/v1/reviews", params={"limit": 1})).json()
+    assert len(page["items"]) == 1 and page["next_cursor"]
+    rest = await owner.http.get("/v1/reviews", params={"limit": 1, "cursor": page["next_cursor"]})
+    assert [item["id"] for item in rest.json()["items"]] == [first]
+
+    edit = {"subject": "Edited", "to": ["dave@example.net"]}
+    keyed = {"Idempotency-Key": "approve-first"}
+    approved = await owner.http.post(f"/v1/reviews/{first}/approve", json=edit, headers=keyed)
+    assert approved.status_code == 202, approved.text
+    assert approved.json() == {"status": "accepted", "message_id": first, "edited": True}
+    conforms(approved.json(), "SendResultView")
+    replay = await owner.http.post(f"/v1/reviews/{first}/approve", json=edit, headers=keyed)
+    assert (replay.status_code, replay.json()) == (202, approved.json())
+    again = await owner.http.post(f"/v1/reviews/{first}/approve", json={})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "message_not_pending"
+    ((subject, to_json),) = query(
+        running.gateway.settings.database.url,
+        "SELECT subject, to_json FROM messages WHERE id = ?",
+        (first,),
+    )
+    assert (subject, json.loads(to_json)) == ("Edited", ["dave@example.net"])
+
+    rejected = await owner.http.post(f"/v1/reviews/{second}/reject", json={"reason": "No."})
+    assert rejected.status_code == 200, rejected.text
+    assert rejected.json() == {
+        "status": "review_rejected",
+        "message_id": second,
+        "rejection_reason": "No.",
+    }
+    conforms(rejected.json(), "RejectResultView")
+    assert await queue(owner) == []
+    missing = await owner.http.post("/v1/reviews/msg_nothing/reject", json={})
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+async def test_inbound_mail_the_gate_holds_waits_until_approved_or_rejected(
+    running: RunningGateway, owner: Account
+) -> None:
+    inbound = {"policy": "allowlist", "allowlist": ["trusted@example.org"], "action": "review"}
+    await protect(owner, BOT, protection(inbound=inbound))
+    await send(running, "trusted@example.org", letter("trusted@example.org", "From a friend"))
+    await send(running, "alice@example.org", letter("alice@example.org", "Hold me"))
+    await send(running, "alice@example.org", letter("alice@example.org", "Drop me"))
+    # an allowlisted address whose domain does not pass DMARC is not trusted
+    await send(running, "trusted@nodmarc.example", letter("trusted@nodmarc.example", "Spoof"))
+
+    assert await inbox_subjects(owner, BOT) == ["From a friend"]
+    held = {item["subject"]: item for item in await queue(owner)}
+    assert set(held) == {"Hold me", "Drop me", "Spoof"}
+    hold = held["Hold me"]
+    assert hold["direction"] == "inbound" and hold["agent_email"] == BOT
+    assert (
+        hold["header_from"] == "alice@example.org" and hold["envelope_from"] == "alice@example.org"
+    )
+    assert hold["verified_domain"] == "example.org"
+    assert held["Spoof"]["verified_domain"] is None
+    assert hold["hold_reason"]["type"] == "gate" and "allowlist" in hold["hold_reason"]["summary"]
+    detail = (await owner.http.get(f"/v1/reviews/{hold['id']}")).json()
+    conforms(detail, "MessageView")
+    conforms((await owner.http.get("/v1/reviews")).json(), "PageReviewView")
+    assert detail["authentication"]["dmarc"]["status"] == "pass"
+    assert detail["authentication"]["dmarc"]["policy"] == "reject"
+    assert detail["raw_message"] and detail["direction"] == "inbound"
+    # held mail is not the agent's yet: not listed, not readable, no delivery job
+    hidden = await owner.http.get(f"/api/v1/agents/{quote(BOT, safe='')}/messages/{hold['id']}")
+    assert hidden.status_code == 404
+    v1_path = f"/v1/agents/{quote(BOT, safe='')}"
+    v1_hidden = await owner.http.get(f"{v1_path}/messages/{hold['id']}")
+    assert v1_hidden.status_code == 404
+    listed = (await owner.http.get(f"{v1_path}/messages", params={"read_status": "all"})).json()
+    assert hold["id"] not in [item["id"] for item in listed["items"]]
+    database = running.gateway.settings.database.url
+    assert query(database, "SELECT kind FROM jobs WHERE message_id = ?", (hold["id"],)) == []
+
+    edited = await owner.http.post(f"/v1/reviews/{hold['id']}/approve", json={"subject": "x"})
+    assert edited.status_code == 400
+    approved = await owner.http.post(f"/v1/reviews/{hold['id']}/approve", json={})
+    assert approved.status_code == 200, approved.text
+    assert approved.json() == {"status": "review_approved", "message_id": hold["id"]}
+    conforms(approved.json(), "SendResultView")
+    assert sorted(await inbox_subjects(owner, BOT)) == ["From a friend", "Hold me"]
+    again = await owner.http.post(f"/v1/reviews/{hold['id']}/reject", json={})
+    assert again.status_code == 409 and again.json()["error"]["code"] == "message_not_pending"
+
+    dropped = held["Drop me"]["id"]
+    rejected = await owner.http.post(f"/v1/reviews/{dropped}/reject", json={})
+    assert rejected.json() == {"status": "review_rejected", "message_id": dropped}
+    assert "Drop me" not in await inbox_subjects(owner, BOT)
+    assert (await owner.http.get(f"/v1/reviews/{dropped}")).status_code == 404
+    assert query(database, "SELECT hold FROM messages WHERE id = ?", (dropped,)) == [("rejected",)]
+    assert [item["subject"] for item in await queue(owner)] == ["Spoof"]
+
+
+async def test_an_inbound_hold_past_its_ttl_takes_the_agents_expiry_action(
+    running: RunningGateway, owner: Account
+) -> None:
+    inbound = {"policy": "domain", "allowlist": ["partner.example"], "action": "review"}
+    await protect(owner, BOT, protection(inbound=inbound, holds={"on_expiry": "approve"}))
+    await send(running, "alice@example.org", letter("alice@example.org", "Late"))
+    (item,) = await queue(owner)
+    await running.gateway.storage.expire_inbound_holds(time.time() + 604801)
+    assert await queue(owner) == []
+    assert await inbox_subjects(owner, BOT) == ["Late"]
+    assert item["subject"] == "Late"
+
+
+async def test_a_blocking_gate_refuses_at_data_and_stores_nothing(
+    running: RunningGateway, owner: Account
+) -> None:
+    await create_agent(owner, "other")
+    inbound = {"policy": "domain", "allowlist": ["partner.example"], "action": "block"}
+    await protect(owner, BOT, protection(inbound=inbound))
+    for recipients in (["bot@agents.test"], ["other@agents.test", "bot@agents.test"]):
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await send(running, "alice@example.org", letter("alice@example.org", "No"), *recipients)
+        assert refused.value.smtp_code == 550
+        assert (
+            b"5.7.1" in refused.value.smtp_error and b"bot@agents.test" in refused.value.smtp_error
+        )
+    database = running.gateway.settings.database.url
+    assert query(database, "SELECT count(*) FROM messages") == [(0,)]
+    await protect(owner, BOT, protection(inbound={**inbound, "allowlist": ["example.org"]}))
+    await send(running, "alice@example.org", letter("alice@example.org", "Partner"))
+    assert await inbox_subjects(owner, BOT) == ["Partner"]
+
+
+async def test_a_flagging_gate_delivers_with_the_reason(
+    running: RunningGateway, owner: Account
+) -> None:
+    inbound = {"policy": "allowlist", "allowlist": ["friend@example.org"], "action": "flag"}
+    await protect(owner, BOT, protection(inbound=inbound))
+    await send(running, "alice@example.org", letter("alice@example.org", "Flagged"))
+    assert await inbox_subjects(owner, BOT) == ["Flagged"]
+    assert await queue(owner) == []
+    (reason,) = query(running.gateway.settings.database.url, "SELECT flag_reason FROM messages")
+    assert reason == ("alice@example.org is not on the agent's allowlist",)
+
+
+async def test_magic_links_answer_under_v1(
+    owner: Account, running: RunningGateway, anonymous: httpx.AsyncClient
+) -> None:
+    await protect(owner, BOT, protection(outbound_action="review"))
+    held = await draft(owner, BOT, "Via link")
+    token = issue_token(
+        link_key(running.gateway.server_key), held, "approve", int(time.time()) + 600
+    )
+    shown = await anonymous.get("/v1/approve", params={"t": token})
+    assert shown.status_code == 200 and "Approve this message?" in shown.text
+    assert [item["id"] for item in await queue(owner)] == [held]  # a GET never acts
+    acted = await anonymous.post("/v1/approve", params={"t": token})
+    assert acted.status_code == 200 and "Approved" in acted.text
+    assert (await anonymous.post("/v1/approve", params={"t": token})).status_code == 409
+    wrong = await anonymous.post("/v1/reject", params={"t": token})
+    assert wrong.status_code == 400  # an approve token does not reject
+    assert await queue(owner) == []
+
+
+def ws_url(running: RunningGateway, agent: str) -> str:
+    return running.addresses.http_url.replace("http://", "ws://") + v1_agent(agent, "/ws")
+
+
+def bearer(key: str) -> list[tuple[bytes, bytes]]:
+    return [(b"Authorization", f"Bearer {key}".encode())]
+
+
+async def test_the_websocket_refuses_before_the_upgrade(
+    running: RunningGateway, owner: Account, make_account: Any
+) -> None:
+    mallory: Account = await make_account("mallory@example.com")
+    other_agent = await create_agent(owner, "other")
+    bound = await agent_key(owner, other_agent)
+    for key, status, code in [
+        (None, 401, "unauthorized"),
+        ("e2a_" + "0" * 64, 401, "unauthorized"),
+        (mallory.key, 404, "not_found"),
+        (bound, 403, "forbidden"),
+    ]:
+        headers = bearer(key) if key else []
+        with trio.fail_after(WAIT), pytest.raises(ConnectionRejected) as refused:
+            async with open_websocket_url(ws_url(running, BOT), extra_headers=headers):
+                pass
+        assert refused.value.status_code == status
+        error = json.loads(refused.value.body or b"")["error"]
+        assert error["code"] == code and error["request_id"]
+    plain = await owner.http.get(v1_agent(BOT, "/ws"))  # the same checks, then: upgrade
+    assert plain.status_code == 426 and plain.json()["error"]["request_id"]
+
+
+async def test_one_websocket_per_agent_pushes_event_envelopes_and_the_newer_replaces(
+    running: RunningGateway, owner: Account
+) -> None:
+    url = ws_url(running, BOT)
+    async with open_websocket_url(url, extra_headers=bearer(owner.key)) as first:
+        await trio.sleep(0.2)  # connected, nothing unread yet
+        await send(running, "alice@example.org", letter("alice@example.org", "Live one"))
+        with trio.fail_after(WAIT):
+            event = json.loads(await first.get_message())
+        assert set(event) == {"type", "id", "schema_version", "created_at", "data"}
+        assert event["type"] == "email.received" and event["id"].startswith("evt_")
+        data = event["data"]
+        assert data["subject"] == "Live one" and data["agent_email"] == BOT
+        assert data["header_from"] == "alice@example.org"
+        assert data["verified_domain"] == "example.org"
+        assert data["authentication"]["dmarc"]["status"] == "pass"
+
+        async with open_websocket_url(url, extra_headers=bearer(owner.key)) as second:
+            with trio.fail_after(WAIT):  # the newer connection drains what is still unread
+                drained = json.loads(await second.get_message())
+            assert drained["id"] == event["id"]
+            with trio.fail_after(WAIT), pytest.raises(ConnectionClosed) as closed:
+                await first.get_message()
+            assert closed.value.reason is not None
+            assert (closed.value.reason.code, closed.value.reason.reason) == (4000, "replaced")
+            await send(running, "alice@example.org", letter("alice@example.org", "Second"))
+            with trio.fail_after(WAIT):
+                live = json.loads(await second.get_message())
+            assert live["data"]["subject"] == "Second"
+
+
+async def test_retention_never_deletes_mail_still_waiting_for_review(
+    running: RunningGateway, owner: Account
+) -> None:
+    inbound = {"policy": "allowlist", "allowlist": [], "action": "review"}
+    await protect(owner, BOT, protection(inbound=inbound))
+    await send(running, "alice@example.org", letter("alice@example.org", "Keep me"))
+    await send(running, "alice@example.org", letter("alice@example.org", "Rejected"))
+    held = {item["subject"]: item["id"] for item in await queue(owner)}
+    await owner.http.post(f"/v1/reviews/{held['Rejected']}/reject", json={})
+    storage = running.gateway.storage
+    assert await storage.delete_messages_before("9999-01-01T00:00:00Z", 100) == 1
+    assert [item["id"] for item in await queue(owner)] == [held["Keep me"]]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [{"to": []}, {"subject": "x" * 1500}, {"to": ["not an address"]}, {"cc": ["a@b\r\nBcc: x"]}],
+)
+async def test_an_approval_edit_the_gateway_cannot_take_is_refused_and_the_draft_waits(
+    owner: Account, edit: dict[str, Any]
+) -> None:
+    await protect(owner, BOT, protection(outbound_action="review"))
+    held = await draft(owner, BOT, "Careful edits")
+    response = await owner.http.post(f"/v1/reviews/{held}/approve", json=edit)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert [item["id"] for item in await queue(owner)] == [held]
