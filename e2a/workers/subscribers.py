@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 
 import trio
 
-from e2a.gateway import Gateway
 from e2a.signing.webhook_signatures import signature_header, webhook_secret
 from e2a.storage.base import ClaimedDelivery, SubscriberAttempt, SubscriberStatus
 from e2a.storage.vocabulary import (
@@ -27,12 +24,10 @@ from e2a.storage.vocabulary import (
     SUBSCRIBER_JOB,
 )
 from e2a.workers.retry_schedules import SUBSCRIBER_DELIVERY
-from e2a.workers.webhook_connections import WebhookConnections
 from e2a.workers.webhook_policy import parse_retry_after
 from e2a.workers.webhooks import (
     MAX_ERROR_CHARS,
     MAX_QUEUED_PER_HOST,
-    POLL_SECONDS,
     Answer,
     HostPacedWorker,
     HostQueue,
@@ -62,24 +57,10 @@ class SubscriberWorker(HostPacedWorker[SubscriberAttempt]):
     (see HostPacedWorker for the arguments)."""
 
     job_kind = SUBSCRIBER_JOB
+    records_named = "webhook deliveries"
 
-    def __init__(
-        self,
-        gateway: Gateway,
-        connections: WebhookConnections,
-        clock: Callable[[], float] = time.time,
-        attempt_timeout: float | None = None,
-        poll_seconds: float = POLL_SECONDS,
-    ) -> None:
-        super().__init__(
-            gateway,
-            connections,
-            gateway.storage.finish_subscriber_attempts,
-            "webhook deliveries",
-            clock,
-            attempt_timeout,
-            poll_seconds,
-        )
+    async def _finish(self, records: list[SubscriberAttempt]) -> None:
+        await self._gateway.storage.finish_subscriber_attempts(records)
 
     async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int | None) -> int:
         """Claim due deliveries within each host's room and start an attempt for each."""

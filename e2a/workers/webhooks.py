@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 from urllib.parse import urlsplit
@@ -85,7 +85,7 @@ class HostQueue:
 
 class HostPacedWorker(ClaimLoop, Generic[A]):
     """A webhook worker: POSTs with at most MAX_PER_HOST at once per destination host and
-    MAX_IN_FLIGHT in all, each attempt's record committed through `finish(records)`.
+    MAX_IN_FLIGHT in all, the records of finished attempts committed together (`_finish`).
 
     `clock` gives the wall-clock time used to claim, sign and schedule retries (tests pass a
     fake one); `attempt_timeout` bounds each POST, connection included (default:
@@ -95,15 +95,16 @@ class HostPacedWorker(ClaimLoop, Generic[A]):
 
     max_in_flight = MAX_IN_FLIGHT
 
+    records_named: str
+    """What the attempt log commits, for its errors ("webhook attempts")."""
+
     def __init__(
         self,
         gateway: Gateway,
         connections: WebhookConnections,
-        finish: Callable[[list[A]], Awaitable[None]],
-        what: str,
-        clock: Callable[[], float],
-        attempt_timeout: float | None,
-        poll_seconds: float,
+        clock: Callable[[], float] = time.time,
+        attempt_timeout: float | None = None,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
         super().__init__(gateway, clock, poll_seconds)
         settings = gateway.settings.webhooks
@@ -111,11 +112,15 @@ class HostPacedWorker(ClaimLoop, Generic[A]):
         self._attempt_timeout = attempt_timeout or settings.timeout_seconds
         self._lease_seconds = max(settings.lease_seconds, self._attempt_timeout + 1.0)
         self._hosts: dict[str, HostQueue] = {}
-        self._attempt_log = GroupCommit(finish, what=what)
+        self._attempt_log = GroupCommit(self._finish, what=self.records_named)
         self._active = 0
 
     def _in_flight(self) -> int:
         return self._active
+
+    @abstractmethod
+    async def _finish(self, records: list[A]) -> None:
+        """Commit the records of finished attempts, each with its work's next state."""
 
     @abstractmethod
     async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int | None) -> int:
@@ -151,24 +156,10 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
     forever (see HostPacedWorker for the arguments)."""
 
     job_kind = WEBHOOK_JOB
+    records_named = "webhook attempts"
 
-    def __init__(
-        self,
-        gateway: Gateway,
-        connections: WebhookConnections,
-        clock: Callable[[], float] = time.time,
-        attempt_timeout: float | None = None,
-        poll_seconds: float = POLL_SECONDS,
-    ) -> None:
-        super().__init__(
-            gateway,
-            connections,
-            gateway.storage.finish_webhook_attempts,
-            "webhook attempts",
-            clock,
-            attempt_timeout,
-            poll_seconds,
-        )
+    async def _finish(self, records: list[FinishedAttempt]) -> None:
+        await self._gateway.storage.finish_webhook_attempts(records)
 
     async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int | None) -> int:
         """Claim due jobs (looking at up to `limit`, None: all) and start an attempt for each.
