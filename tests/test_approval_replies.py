@@ -10,14 +10,12 @@ import email.policy
 import logging
 import smtplib
 import time
-from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
 import pytest
 import trio
-from aiosmtpd.controller import Controller
 
 from e2a.app import RunningGateway
 from e2a.config import Settings
@@ -35,10 +33,13 @@ from tests.test_approvals import (
     Owner,
     Sink,
     add_pending,
-    free_port,
     hitl_owner,
+    relay_port,
+    sink,
 )
 from tests.test_dashboard import session_csrf, sign_in
+
+__all__ = ["relay_port", "sink"]  # fixtures
 
 ZONE = {
     "example.com": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
@@ -51,22 +52,6 @@ ZONE = {
 @pytest.fixture
 def resolver() -> FixtureResolver:
     return FixtureResolver.from_zone(ZONE)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def sink() -> Sink:
-    return Sink()
-
-
-@pytest.fixture
-def relay_port(sink: Sink) -> Iterator[int]:
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield port
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import email.policy
 import hashlib
 import hmac
 import re
-import socket
 import string
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -22,7 +21,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import trio
-from aiosmtpd.controller import Controller
 
 from e2a.app import RunningGateway
 from e2a.config import Settings
@@ -36,6 +34,7 @@ from e2a.workers.approvals import ApprovalWorker
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import query
 from tests.delivery_support import create_agent, open_account, quiet_gateway, wait_until
+from tests.relay_support import free_port, relay_on_loopback
 
 PUBLIC_URL = "https://e2a.example"
 OWNER = "owner@example.com"
@@ -76,13 +75,6 @@ class Sink:
         ]
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (right now)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def sink() -> Sink:
     return Sink()
@@ -90,13 +82,8 @@ def sink() -> Sink:
 
 @pytest.fixture
 def relay_port(sink: Sink) -> Iterator[int]:
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
+    with relay_on_loopback(sink) as port:
         yield port
-    finally:
-        controller.stop()
 
 
 def relay_settings(tmp_path: Path, port: int) -> Settings:

@@ -7,14 +7,12 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-import pytest
 import trio
 
 from e2a.app import RunningGateway, run_gateway
@@ -32,35 +30,17 @@ from tests.delivery_support import (
     mail,
     new_signing_secret,
     open_account,
-    quiet_gateway,
     smtp_send,
     wait_for_status,
 )
 from tests.http_receiver import CLOSE, Answer, HttpReceiver, Received, Reply
 from tests.test_dashboard import csrf_token, sign_in
 from tests.test_signing_identity import sdk_verifies
-from tests.test_webhooks import FakeClock, job_due_at
+from tests.webhook_support import FakeClock, job_due_at, quiet, receiver, settings
+
+__all__ = ["quiet", "receiver", "settings"]  # fixtures
 
 DAY = 24 * 3600.0
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Webhook targets on loopback are allowed in these tests."""
-    return make_settings(tmp_path, webhooks={"allow_private": True})
-
-
-@pytest.fixture
-async def quiet(settings: Settings, resolver: FixtureResolver) -> AsyncIterator[QuietGateway]:
-    async with quiet_gateway(settings, resolver) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def receiver(nursery: trio.Nursery) -> HttpReceiver:
-    started = HttpReceiver()
-    await nursery.start(started.serve)
-    return started
 
 
 def dead_letters_path(agent: str, suffix: str = "") -> str:

@@ -4,13 +4,9 @@ it, and schemathesis, fuzzing a live gateway over HTTP, finds no 5xx and nothing
 from __future__ import annotations
 
 import http.client
-import queue
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.message import EmailMessage
-from functools import partial
 from typing import Any
 from urllib.parse import quote
 
@@ -24,12 +20,13 @@ from schemathesis import engine
 from schemathesis.engine import StopReason, events
 
 from e2a.api.openapi import OPERATIONS, api_routes, undescribed_routes
-from e2a.app import RunningGateway, run_gateway
+from e2a.app import RunningGateway
 from e2a.http_app import create_app
 from e2a.mailauth.resolver import FixtureResolver
 from e2a.signing.credentials import hash_api_key
-from tests.conftest import SHARED_DOMAIN, Account, agent_path, make_settings
-from tests.delivery_support import accept, open_account, wait_until
+from tests.conftest import Account, agent_path, make_settings
+from tests.delivery_support import accept, wait_until
+from tests.openapi_support import LiveGateway, multipart_mail, serve_in_thread
 from tests.test_approvals import Owner, token_for
 
 DOCUMENT_PATH = "/api/v1/openapi.json"
@@ -128,19 +125,6 @@ class Conformance:
         body = response.json()
         jsonschema_rs.validator_for(schema, validate_formats=True).validate(body)
         return body
-
-
-def multipart_mail(to: str) -> bytes:
-    """A message from alice@example.org with a text part, an HTML part and an attachment."""
-    message = EmailMessage()
-    message["From"] = "Alice <alice@example.org>"
-    message["To"] = to
-    message["Cc"] = "carol@example.org"
-    message["Subject"] = "Report"
-    message.set_content("Plain text.")
-    message.add_alternative("<p>HTML.</p>", subtype="html")
-    message.add_attachment(b"a,b\n1,2\n", maintype="text", subtype="csv", filename="r.csv")
-    return message.as_bytes()
 
 
 ATTACHMENT = {"filename": "a.txt", "content_type": "text/plain", "data": "aGk="}
@@ -416,60 +400,11 @@ async def test_an_answer_that_skips_the_body_keeps_the_connection_usable(
 # -- schemathesis against a live gateway --------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class LiveGateway:
-    """A gateway serving on loopback in a thread of its own, with one account and agent."""
-
-    url: str
-    key: str
-    agent: str
-
-
-async def _serve_seeded(
-    settings: Any, ready: queue.Queue[tuple[LiveGateway, trio.lowlevel.TrioToken, trio.CancelScope]]
-) -> None:
-    async with trio.open_nursery() as nursery:
-        running: RunningGateway = await nursery.start(
-            partial(run_gateway, settings, resolver=FixtureResolver())
-        )
-        account = await open_account(
-            running.gateway, running.addresses.http_url, "fuzz@example.com"
-        )
-        async with account.http:
-            created = await account.http.post(
-                "/api/v1/agents", json={"slug": "fuzz", "agent_mode": "local"}
-            )
-            assert created.status_code == 201, created.text
-        agent = f"fuzz@{SHARED_DOMAIN}"
-        await accept(running.gateway, [agent], multipart_mail(agent))
-        live = LiveGateway(running.addresses.http_url, account.key, agent)
-        ready.put((live, trio.lowlevel.current_trio_token(), nursery.cancel_scope))
-
-
 @pytest.fixture(scope="module")
 def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
     """Run a seeded gateway in a background thread for synchronous schemathesis tests."""
     settings = make_settings(tmp_path_factory.mktemp("openapi"))
-    ready: queue.Queue[tuple[LiveGateway, trio.lowlevel.TrioToken, trio.CancelScope]]
-    ready = queue.Queue()
-    failure: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            trio.run(_serve_seeded, settings, ready)
-        except BaseException as exc:  # reported to the test below, not lost in the thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=serve, name="e2a-openapi-gateway", daemon=True)
-    thread.start()
-    try:
-        live, token, scope = ready.get(timeout=30)
-    except queue.Empty:
-        raise AssertionError(f"gateway did not start: {failure}") from None
-    yield live
-    trio.from_thread.run_sync(scope.cancel, trio_token=token)
-    thread.join(timeout=15)
-    assert not thread.is_alive() and not failure, failure
+    yield from serve_in_thread(settings, "e2a-openapi-gateway")
 
 
 MAX_EXAMPLES = 10

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from e2a.app import RunningGateway
 from e2a.config import Settings
 from tests.conftest import Account, make_settings
 from tests.delivery_support import create_agent, smtp_send, wait_until
+from tests.relay_support import relay_on_loopback
 from tests.sdk_v1 import run_sdk, sdk5_python, value
-from tests.test_outbound_relay import Sink, free_port
+from tests.test_outbound_relay import Sink
 
 pytestmark = pytest.mark.slow
 
@@ -35,11 +35,8 @@ def sink() -> Sink:
 
 @pytest.fixture
 def relay_port(sink: Sink) -> Iterator[int]:
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield port
-    controller.stop()
+    with relay_on_loopback(sink) as port:
+        yield port
 
 
 @pytest.fixture

@@ -12,8 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from e2a.api.v1.errors import refusal
 from e2a.app import RunningGateway
+from e2a.operations.errors import NotFound, PreconditionUnmet, RateLimited, Undeliverable
 from e2a.signing.credentials import hash_api_key
+from e2a.web.errors import status_of
 from tests.conftest import Account
 from tests.databases import gateway_backend
 from tests.delivery_support import create_agent
@@ -225,3 +228,14 @@ async def test_a_revoked_key_is_refused_at_once(make_account: Any, running: Runn
         timeout=10,
     ) as revoked:
         envelope(await revoked.get(KEYS), 401, "unauthorized")
+
+
+def test_v1_statuses_differ_from_the_other_faces_only_where_e2a_does() -> None:
+    """/v1 shares the status table of every HTTP face but for e2a's: no 412, and no status of
+    its own for an undeliverable send."""
+    unmet = PreconditionUnmet("verification_record_missing", "publish the TXT record")
+    assert (status_of(unmet), refusal(unmet).status) == (412, 400)
+    undeliverable = Undeliverable("send_failed", "the message was not sent")
+    assert (status_of(undeliverable), refusal(undeliverable).status) == (422, 500)
+    for shared in (NotFound("not_found", "no such agent"), RateLimited("rate_limited", "wait")):
+        assert refusal(shared).status == status_of(shared)

@@ -5,26 +5,19 @@ authentication enforced, invalid requests refused."""
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import schemathesis
-import trio
 import yaml
 from schemathesis import engine
 
-from e2a.app import RunningGateway, run_gateway
-from e2a.mailauth.resolver import FixtureResolver
-from tests.conftest import SHARED_DOMAIN, make_settings
-from tests.delivery_support import accept, open_account
-from tests.test_openapi import failures_of, multipart_mail
+from tests.conftest import make_settings
+from tests.openapi_support import LiveGateway, serve_in_thread
+from tests.test_openapi import failures_of
 
 pytestmark = pytest.mark.slow
 
@@ -114,64 +107,12 @@ def test_every_implemented_operation_is_in_e2as_document() -> None:
     assert len(operations) == 61
 
 
-@dataclass(frozen=True)
-class LiveGateway:
-    """A gateway serving on loopback in a thread of its own, with one account and agent."""
-
-    url: str
-    key: str
-    agent: str
-
-
-async def _serve_seeded(
-    settings: Any, ready: queue.Queue[tuple[LiveGateway, trio.lowlevel.TrioToken, trio.CancelScope]]
-) -> None:
-    async with trio.open_nursery() as nursery:
-        running: RunningGateway = await nursery.start(
-            partial(run_gateway, settings, resolver=FixtureResolver())
-        )
-        account = await open_account(
-            running.gateway, running.addresses.http_url, "fuzz@example.com"
-        )
-        async with account.http:
-            created = await account.http.post(
-                "/api/v1/agents", json={"slug": "fuzz", "agent_mode": "local"}
-            )
-            assert created.status_code == 201, created.text
-            domain = await account.http.post("/v1/domains", json={"domain": FUZZ_DOMAIN})
-            assert domain.status_code == 201, domain.text
-            verified = await account.http.post(f"/v1/domains/{FUZZ_DOMAIN}/verify")
-            assert verified.json()["verified"] is True, verified.text  # development: waived
-        agent = f"fuzz@{SHARED_DOMAIN}"
-        await accept(running.gateway, [agent], multipart_mail(agent))
-        live = LiveGateway(running.addresses.http_url, account.key, agent)
-        ready.put((live, trio.lowlevel.current_trio_token(), nursery.cancel_scope))
-
-
 @pytest.fixture(scope="module")
 def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
-    """Run a seeded gateway in a background thread for the synchronous schemathesis run."""
+    """Run a seeded gateway, its own domain verified, in a background thread for the
+    synchronous schemathesis run."""
     settings = make_settings(tmp_path_factory.mktemp("v1-openapi"))
-    ready: queue.Queue[tuple[LiveGateway, trio.lowlevel.TrioToken, trio.CancelScope]]
-    ready = queue.Queue()
-    failure: list[BaseException] = []
-
-    def serve() -> None:
-        try:
-            trio.run(_serve_seeded, settings, ready)
-        except BaseException as exc:  # reported to the test below, not lost in the thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=serve, name="e2a-v1-openapi-gateway", daemon=True)
-    thread.start()
-    try:
-        live, token, scope = ready.get(timeout=30)
-    except queue.Empty:
-        raise AssertionError(f"gateway did not start: {failure}") from None
-    yield live
-    trio.from_thread.run_sync(scope.cancel, trio_token=token)
-    thread.join(timeout=15)
-    assert not thread.is_alive() and not failure, failure
+    yield from serve_in_thread(settings, "e2a-v1-openapi-gateway", FUZZ_DOMAIN)
 
 
 @pytest.fixture(scope="module")

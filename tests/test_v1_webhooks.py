@@ -5,7 +5,6 @@ signed envelopes to a receiver on loopback, and the SDK's `construct_event` veri
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,53 +12,24 @@ import pytest
 import trio
 
 from e2a.clock import format_timestamp
-from e2a.config import Settings
 from e2a.ids import new_id
-from e2a.mailauth.resolver import FixtureResolver
 from e2a.operations.caller import authenticate
 from e2a.storage.base import EventFilter, NewInboundMessage
 from e2a.workers.outbound import OutboundWorker
 from e2a.workers.retention import RetentionWorker
 from e2a.workers.subscribers import SubscriberWorker
 from e2a.workers.webhook_connections import WebhookConnections
-from tests.conftest import Account, make_settings
-from tests.delivery_support import QuietGateway, create_agent, open_account, quiet_gateway
+from tests.conftest import Account
+from tests.delivery_support import QuietGateway, create_agent
 from tests.http_receiver import HttpReceiver, Received
 from tests.sdk_v1 import construct_events, error, run_sdk, sdk5_python, value
+from tests.webhook_support import FakeClock, alice, quiet, settings
 
 pytestmark = pytest.mark.slow
 
-__all__ = ["sdk5_python"]  # a fixture
+__all__ = ["alice", "quiet", "sdk5_python", "settings"]  # fixtures
 
 FROZEN_DELAYS = [60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 8 * 3600.0, 16 * 3600.0]
-
-
-class FakeClock:
-    """A wall clock that moves only when the test says so."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path, webhooks={"allow_private": True})
-
-
-@pytest.fixture
-async def quiet(settings: Settings, resolver: FixtureResolver) -> AsyncIterator[QuietGateway]:
-    async with quiet_gateway(settings, resolver) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def alice(quiet: QuietGateway) -> AsyncIterator[Account]:
-    account = await open_account(quiet.gateway, quiet.http_url, "alice@example.com")
-    async with account.http:
-        yield account
 
 
 def verification(request: Received, secret: str | list[str], now: float) -> dict[str, Any]:

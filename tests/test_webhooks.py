@@ -28,7 +28,7 @@ from e2a.workers.webhook_connections import WebhookConnections
 from e2a.workers.webhook_policy import delivery_id
 from e2a.workers.webhooks import MAX_PER_HOST, WebhookWorker
 from tests.conftest import Account, make_settings
-from tests.databases import gateway_backend, query
+from tests.databases import gateway_backend
 from tests.delivery_support import (
     QuietGateway,
     accept,
@@ -43,46 +43,13 @@ from tests.delivery_support import (
 )
 from tests.http_receiver import CLOSE, HANG, Answer, HttpReceiver, answer_in_turn
 from tests.test_signing_identity import sdk_verifies
+from tests.webhook_support import FakeClock, alice, job_due_at, quiet, receiver, settings
+
+__all__ = ["alice", "quiet", "receiver", "settings"]  # fixtures
 
 WAIT = 10.0
 DELIVERY_WINDOW = 24 * 3600.0
 """Retries stop this long after receipt (contract/delivery.md)."""
-
-
-class FakeClock:
-    """A wall clock that moves only when the test says so."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Webhook targets on loopback are allowed in these tests."""
-    return make_settings(tmp_path, webhooks={"allow_private": True})
-
-
-@pytest.fixture
-async def quiet(settings: Settings, resolver: FixtureResolver) -> AsyncIterator[QuietGateway]:
-    async with quiet_gateway(settings, resolver) as opened:
-        yield opened
-
-
-@pytest.fixture
-async def alice(quiet: QuietGateway) -> AsyncIterator[Account]:
-    account = await open_account(quiet.gateway, quiet.http_url, "alice@example.com")
-    async with account.http:
-        yield account
-
-
-@pytest.fixture
-async def receiver(nursery: trio.Nursery) -> HttpReceiver:
-    started = HttpReceiver()
-    await nursery.start(started.serve)
-    return started
 
 
 @pytest.fixture
@@ -99,14 +66,6 @@ def clock() -> FakeClock:
 @pytest.fixture
 def worker(quiet: QuietGateway, connections: WebhookConnections, clock: FakeClock) -> WebhookWorker:
     return WebhookWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5.0)
-
-
-def job_due_at(settings: Settings, message_id: str) -> float | None:
-    """When the message's delivery job is next due, read straight from the database."""
-    rows = query(
-        settings.database.url, "SELECT run_at FROM jobs WHERE message_id = ?", (message_id,)
-    )
-    return float(rows[0][0]) if rows else None
 
 
 async def accept_at(quiet: QuietGateway, clock: FakeClock, agent: str, subject: str = "Hi") -> str:

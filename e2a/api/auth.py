@@ -1,5 +1,5 @@
-"""API-key authentication of REST routes: `Authorization: Bearer e2a_<64 hex>` resolves to the
-caller, or 401."""
+"""API-key authentication of the REST routes (`/api/v1` and `/v1`): `Authorization: Bearer
+e2a_<64 hex>` resolves to the caller (an account or an agent key), or 401 `unauthorized`."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import base64
 import time
 from dataclasses import dataclass
 from html import escape
-from typing import Literal
+from typing import Literal, Protocol, TypedDict
 
 import trio
 from pydantic import Field
@@ -101,9 +101,7 @@ async def send(gateway: Gateway, caller: Caller, request: SendBody) -> Submissio
         caller,
         agent,
         kind="send",
-        to=checked_addresses("to", request.to),
-        cc=checked_addresses("cc", request.cc),
-        bcc=checked_addresses("bcc", request.bcc),
+        **_addressees(request),
         subject=checked_text("subject", request.subject) or "",
         body=request.body,
         html=request.html_body,
@@ -226,6 +224,31 @@ async def _method(gateway: Gateway, recipients: list[str]) -> Literal["smtp", "l
         if await gateway.storage.find_agent(address) is None:
             return "smtp"
     return "local"
+
+
+class _Addressed(Protocol):
+    """A request naming a new message's recipients."""
+
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+
+
+class _Addressees(TypedDict):
+    """A new message's recipients, checked."""
+
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+
+
+def _addressees(request: _Addressed) -> _Addressees:
+    """The To, Cc and Bcc of `request`, each checked (Invalid naming the field otherwise)."""
+    return {
+        "to": checked_addresses("to", request.to),
+        "cc": checked_addresses("cc", request.cc),
+        "bcc": checked_addresses("bcc", request.bcc),
+    }
 
 
 async def _new_message(
@@ -376,9 +399,7 @@ async def send_message(
         caller,
         agent,
         kind="send",
-        to=checked_addresses("to", request.to),
-        cc=checked_addresses("cc", request.cc),
-        bcc=checked_addresses("bcc", request.bcc),
+        **_addressees(request),
         subject=checked_text("subject", request.subject) or "",
         body=request.text or "",
         html=request.html,
@@ -496,9 +517,7 @@ async def forward_message(
         caller,
         agent,
         kind="send",
-        to=checked_addresses("to", request.to),
-        cc=checked_addresses("cc", request.cc),
-        bcc=checked_addresses("bcc", request.bcc),
+        **_addressees(request),
         subject=_forward_subject(header_text(original.subject)),
         body=text,
         html=html,

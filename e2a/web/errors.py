@@ -3,6 +3,8 @@ the dashboard and MCP over HTTP report one refusal the same way."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from e2a.operations.errors import (
     Conflict,
     Forbidden,
@@ -33,11 +35,14 @@ STATUSES: dict[type[OperationError], int] = {
 }
 
 
-def status_of(error: OperationError) -> int:
-    """The HTTP status of `error` (of its nearest kind in STATUSES; 500 for a bare one)."""
+def status_of(
+    error: OperationError, statuses: Mapping[type[OperationError], int] = STATUSES
+) -> int:
+    """The HTTP status of `error`: of its nearest kind in `statuses` (default STATUSES; `/v1`
+    passes its own), 500 for a kind it does not name."""
     for kind in type(error).__mro__:
-        if kind in STATUSES:
-            return STATUSES[kind]
+        if kind in statuses:
+            return statuses[kind]
     return 500
 
 

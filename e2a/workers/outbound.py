@@ -43,6 +43,7 @@ from e2a.storage.rows import (
     RECIPIENT_REFUSED_PREFIX,
 )
 from e2a.storage.vocabulary import OUTBOUND_JOB
+from e2a.workers.claim_loop import ClaimLoop
 from e2a.workers.retry_schedules import OUTBOUND_HAND_OFF, OUTBOUND_INTERNAL_ERROR
 
 log = logging.getLogger("e2a.outbound")
@@ -183,12 +184,15 @@ def _describe(reasons: Mapping[str, str]) -> str:
     return "; ".join(f"{rcpt}: {reason}" for rcpt, reason in reasons.items())[:MAX_ERROR_CHARS]
 
 
-class OutboundWorker:
+class OutboundWorker(ClaimLoop):
     """Sends `outbound` jobs. `deliver_due(now)` does one round; `run()` loops forever.
 
     `clock` gives the wall-clock time used to claim jobs and schedule retries (tests pass a
     fake one); `uniform` is the jitter source. With nothing to do, it looks again after
     `poll_seconds`, or as soon as outbound jobs are committed."""
+
+    job_kind = OUTBOUND_JOB
+    max_in_flight = MAX_IN_FLIGHT
 
     def __init__(
         self,
@@ -197,9 +201,7 @@ class OutboundWorker:
         uniform: Callable[[float, float], float] = random.uniform,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
-        self._gateway = gateway
-        self._clock = clock
-        self._poll_seconds = poll_seconds
+        super().__init__(gateway, clock, poll_seconds)
         self._uniform = uniform
         self._return_path_key = return_path_key(gateway.server_key)
         dkim_settings = gateway.settings.dkim
@@ -209,29 +211,10 @@ class OutboundWorker:
             else None
         )
         self._lease = gateway.settings.outbound_smtp.timeout_seconds + LEASE_MARGIN_SECONDS
-        self._in_flight: set[str] = set()
-        self._wake = trio.Event()
+        self._in_flight_ids: set[str] = set()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Send due jobs until cancelled, waking early when jobs are committed or a slot frees;
-        report started once the first look at the queue is done."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._gateway.jobs.wake_on_jobs, OUTBOUND_JOB, self._wake_up)
-            idle = await self._look(nursery)
-            task_status.started()
-            while True:
-                if idle:
-                    with trio.move_on_after(self._poll_seconds):
-                        await self._wake.wait()
-                idle = await self._look(nursery)
-
-    async def _look(self, nursery: trio.Nursery) -> bool:
-        """Claim what is due and has room; True when nothing was or no slot is left, so the
-        worker should wait. The wake-up is armed first: work arriving meanwhile is not missed."""
-        self._wake = trio.Event()
-        free = MAX_IN_FLIGHT - len(self._in_flight)
-        claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
-        return claimed == 0 or len(self._in_flight) >= MAX_IN_FLIGHT
+    def _in_flight(self) -> int:
+        return len(self._in_flight_ids)
 
     async def deliver_due(self, now: float, limit: int = 1000) -> int:
         """Claim up to `limit` jobs due at `now`, attempt each once and wait for them all;
@@ -239,18 +222,14 @@ class OutboundWorker:
         async with trio.open_nursery() as nursery:
             return await self._dispatch(nursery, now, limit)
 
-    def _wake_up(self) -> None:
-        """Look at the queue again now (jobs were added, or a slot is free)."""
-        self._wake.set()
-
     async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int) -> int:
         """Claim due jobs and start an attempt for each one not already being sent here."""
         jobs = await self._gateway.storage.claim_jobs(OUTBOUND_JOB, now, limit, self._lease)
         for job in jobs:
             # A lease dropped under us (another worker's start-up release) must not send twice.
-            if job.message_id in self._in_flight:
+            if job.message_id in self._in_flight_ids:
                 continue
-            self._in_flight.add(job.message_id)
+            self._in_flight_ids.add(job.message_id)
             nursery.start_soon(self._attempt_guarded, job, now)
         return len(jobs)
 
@@ -264,7 +243,7 @@ class OutboundWorker:
             log.exception("sending %s failed unexpectedly", job.message_id)
             await self._record_unexpected_failure(job, now)
         finally:
-            self._in_flight.discard(job.message_id)
+            self._in_flight_ids.discard(job.message_id)
             self._wake.set()
 
     async def _record_unexpected_failure(self, job: Job, now: float) -> None:

@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 
 import trio
 
-from e2a.gateway import Gateway
 from e2a.signing.webhook_signatures import signature_header, webhook_secret
 from e2a.storage.base import ClaimedDelivery, SubscriberAttempt, SubscriberStatus
-from e2a.storage.group_commit import GroupCommit
 from e2a.storage.vocabulary import (
     DELIVERY_DONE,
     DELIVERY_FAILED,
@@ -28,15 +24,12 @@ from e2a.storage.vocabulary import (
     SUBSCRIBER_JOB,
 )
 from e2a.workers.retry_schedules import SUBSCRIBER_DELIVERY
-from e2a.workers.webhook_connections import WebhookConnections
 from e2a.workers.webhook_policy import parse_retry_after
 from e2a.workers.webhooks import (
     MAX_ERROR_CHARS,
-    MAX_IN_FLIGHT,
-    MAX_PER_HOST,
     MAX_QUEUED_PER_HOST,
-    POLL_SECONDS,
     Answer,
+    HostPacedWorker,
     HostQueue,
     host_of,
     post_pinned,
@@ -59,67 +52,20 @@ def delivery_headers(envelope: bytes, secrets: list[str], timestamp: int) -> dic
     }
 
 
-class SubscriberWorker:
-    """Delivers `/v1` webhook deliveries. `deliver_due(now)` does one round; `run()` loops.
+class SubscriberWorker(HostPacedWorker[SubscriberAttempt]):
+    """Delivers `/v1` webhook deliveries. `deliver_due(now)` does one round; `run()` loops
+    (see HostPacedWorker for the arguments)."""
 
-    `clock` is the wall-clock used to claim, sign and schedule retries (tests pass their own);
-    `attempt_timeout` bounds each POST (default `webhooks.timeout_seconds`)."""
+    job_kind = SUBSCRIBER_JOB
+    records_named = "webhook deliveries"
 
-    def __init__(
-        self,
-        gateway: Gateway,
-        connections: WebhookConnections,
-        clock: Callable[[], float] = time.time,
-        attempt_timeout: float | None = None,
-        poll_seconds: float = POLL_SECONDS,
-    ) -> None:
-        settings = gateway.settings.webhooks
-        self._gateway = gateway
-        self._connections = connections
-        self._clock = clock
-        self._poll_seconds = poll_seconds
-        self._attempt_timeout = attempt_timeout or settings.timeout_seconds
-        self._lease_seconds = max(settings.lease_seconds, self._attempt_timeout + 1.0)
-        self._hosts: dict[str, HostQueue] = {}
-        self._attempt_log = GroupCommit(
-            gateway.storage.finish_subscriber_attempts, what="webhook deliveries"
-        )
-        self._active = 0
-        self._wake = trio.Event()
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Deliver until cancelled, waking when deliveries are committed or a slot frees up."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._gateway.jobs.wake_on_jobs, SUBSCRIBER_JOB, self._wake.set)
-            idle = await self._look(nursery)
-            task_status.started()
-            while True:
-                if idle:
-                    with trio.move_on_after(self._poll_seconds):
-                        await self._wake.wait()
-                idle = await self._look(nursery)
-
-    async def _look(self, nursery: trio.Nursery) -> bool:
-        self._wake = trio.Event()
-        free = MAX_IN_FLIGHT - self._active
-        claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
-        return claimed == 0 or self._active >= MAX_IN_FLIGHT
-
-    async def deliver_due(self, now: float) -> int:
-        """Claim the deliveries due at `now`, attempt each once and wait for them all; return
-        how many were claimed."""
-        async with trio.open_nursery() as nursery:
-            return await self._dispatch(nursery, now, None)
+    async def _finish(self, records: list[SubscriberAttempt]) -> None:
+        await self._gateway.storage.finish_subscriber_attempts(records)
 
     async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int | None) -> int:
         """Claim due deliveries within each host's room and start an attempt for each."""
-        room = {
-            url: MAX_QUEUED_PER_HOST - queue.queued
-            for queue in self._hosts.values()
-            for url in queue.urls
-        }
         claimed = await self._gateway.storage.claim_subscriber_deliveries(
-            now, limit, self._lease_seconds, room, MAX_QUEUED_PER_HOST
+            now, limit, self._lease_seconds, self._room(), MAX_QUEUED_PER_HOST
         )
         for item in claimed:
             host = host_of(item.url)
@@ -136,11 +82,7 @@ class SubscriberWorker:
                 async with queue.limiter:
                     finished = await self._attempt(item)
             finally:
-                queue.queued -= 1
-                if queue.queued == 0:
-                    self._hosts.pop(host, None)
-                if queue.queued <= MAX_PER_HOST:
-                    self._wake.set()
+                self._leave(host, queue)
             await self._attempt_log.submit(finished)
             self._gateway.metrics.delivered("webhook_v1", finished.status)
         finally:

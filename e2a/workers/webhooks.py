@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -36,6 +38,7 @@ from e2a.webhook_targets import (
     check_webhook_url,
     pinned_address,
 )
+from e2a.workers.claim_loop import ClaimLoop
 from e2a.workers.retry_schedules import WEBHOOK_DELIVERY
 from e2a.workers.webhook_connections import WebhookConnections
 from e2a.workers.webhook_policy import build_request, judge_answer, parse_retry_after
@@ -48,6 +51,8 @@ MAX_PER_HOST = 8
 MAX_QUEUED_PER_HOST = 2 * MAX_PER_HOST
 MAX_RESPONSE_BYTES = 1024
 MAX_ERROR_CHARS = 500
+
+A = TypeVar("A")
 
 
 @dataclass(frozen=True)
@@ -78,15 +83,20 @@ class HostQueue:
         return self.queued >= MAX_QUEUED_PER_HOST
 
 
-class WebhookWorker:
-    """Delivers webhook jobs. `deliver_due(now)` does one round; `run()` loops forever.
+class HostPacedWorker(ClaimLoop, Generic[A]):
+    """A webhook worker: POSTs with at most MAX_PER_HOST at once per destination host and
+    MAX_IN_FLIGHT in all, the records of finished attempts committed together (`_finish`).
 
-    `clock` gives the wall-clock time used to claim jobs, sign attempts and schedule retries
-    (tests pass a fake one); `attempt_timeout` bounds each POST, connection included
-    (default: `webhooks.timeout_seconds`). Claimed jobs are leased for `webhooks.lease_seconds`.
-    With nothing to do, it looks again after `poll_seconds`, or as soon as webhook jobs are
-    committed.
+    `clock` gives the wall-clock time used to claim, sign and schedule retries (tests pass a
+    fake one); `attempt_timeout` bounds each POST, connection included (default:
+    `webhooks.timeout_seconds`). Claimed work is leased for `webhooks.lease_seconds`. With
+    nothing to do, it looks again after `poll_seconds`, or as soon as its jobs are committed.
     """
+
+    max_in_flight = MAX_IN_FLIGHT
+
+    records_named: str
+    """What the attempt log commits, for its errors ("webhook attempts")."""
 
     def __init__(
         self,
@@ -96,50 +106,60 @@ class WebhookWorker:
         attempt_timeout: float | None = None,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
+        super().__init__(gateway, clock, poll_seconds)
         settings = gateway.settings.webhooks
-        self._gateway = gateway
-        self._poll_seconds = poll_seconds
         self._connections = connections
-        self._clock = clock
         self._attempt_timeout = attempt_timeout or settings.timeout_seconds
         self._lease_seconds = max(settings.lease_seconds, self._attempt_timeout + 1.0)
         self._hosts: dict[str, HostQueue] = {}
-        self._attempt_log = GroupCommit(
-            gateway.storage.finish_webhook_attempts, what="webhook attempts"
-        )
+        self._attempt_log = GroupCommit(self._finish, what=self.records_named)
         self._active = 0
-        self._wake = trio.Event()
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Deliver due jobs until cancelled, waking early when jobs are committed or a slot
-        frees up; report started once the first look at the queue is done."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._gateway.jobs.wake_on_jobs, WEBHOOK_JOB, self._wake_up)
-            idle = await self._look(nursery)
-            task_status.started()
-            while True:
-                if idle:
-                    with trio.move_on_after(self._poll_seconds):
-                        await self._wake.wait()
-                idle = await self._look(nursery)
+    def _in_flight(self) -> int:
+        return self._active
 
-    async def _look(self, nursery: trio.Nursery) -> bool:
-        """Claim what is due and has room; True when nothing was or no slot is left, so the
-        worker should wait. The wake-up is armed first: work arriving meanwhile is not missed."""
-        self._wake = trio.Event()
-        free = MAX_IN_FLIGHT - self._active
-        claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
-        return claimed == 0 or self._active >= MAX_IN_FLIGHT
+    @abstractmethod
+    async def _finish(self, records: list[A]) -> None:
+        """Commit the records of finished attempts, each with its work's next state."""
+
+    @abstractmethod
+    async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int | None) -> int:
+        """Claim due work within each host's room (looking at up to `limit`, None: all) and
+        start an attempt for each; return how much was claimed."""
 
     async def deliver_due(self, now: float) -> int:
-        """Claim the jobs due at `now` (a host's backlog beyond its room stays queued), attempt
-        each once and wait for them all; return how many jobs were claimed."""
+        """Claim the work due at `now` (a host's backlog beyond its room stays queued), attempt
+        each once and wait for them all; return how much was claimed."""
         async with trio.open_nursery() as nursery:
             return await self._dispatch(nursery, now, None)
 
-    def _wake_up(self) -> None:
-        """Look at the queue again now (jobs were added, or a slot is free)."""
-        self._wake.set()
+    def _room(self) -> dict[str, int]:
+        """How many more attempts each webhook URL's host may queue."""
+        return {
+            url: MAX_QUEUED_PER_HOST - queue.queued
+            for queue in self._hosts.values()
+            for url in queue.urls
+        }
+
+    def _leave(self, host: str, queue: HostQueue) -> None:
+        """An attempt on `host` has its answer: give its slot back, forget an empty host, and
+        look for more once the host has room for a batch (one claim per few attempts)."""
+        queue.queued -= 1
+        if queue.queued == 0:
+            self._hosts.pop(host, None)
+        if queue.queued <= MAX_PER_HOST:
+            self._wake.set()
+
+
+class WebhookWorker(HostPacedWorker[FinishedAttempt]):
+    """Delivers webhook jobs to cloud agents. `deliver_due(now)` does one round; `run()` loops
+    forever (see HostPacedWorker for the arguments)."""
+
+    job_kind = WEBHOOK_JOB
+    records_named = "webhook attempts"
+
+    async def _finish(self, records: list[FinishedAttempt]) -> None:
+        await self._gateway.storage.finish_webhook_attempts(records)
 
     async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int | None) -> int:
         """Claim due jobs (looking at up to `limit`, None: all) and start an attempt for each.
@@ -149,13 +169,8 @@ class WebhookWorker:
         host keeps only its share of the worker and its backlog keeps its place in the queue.
         Should two URLs on one host overfill it, the extra jobs are given back untouched."""
         storage = self._gateway.storage
-        room = {
-            url: MAX_QUEUED_PER_HOST - queue.queued
-            for queue in self._hosts.values()
-            for url in queue.urls
-        }
         jobs = await storage.claim_webhook_jobs(
-            now, limit, self._lease_seconds, room, MAX_QUEUED_PER_HOST
+            now, limit, self._lease_seconds, self._room(), MAX_QUEUED_PER_HOST
         )
         if not jobs:
             return 0
@@ -190,11 +205,7 @@ class WebhookWorker:
                 async with queue.limiter:
                     finished = await self._attempt(job, delivery)
             finally:
-                queue.queued -= 1
-                if queue.queued == 0:
-                    self._hosts.pop(host, None)
-                if queue.queued <= MAX_PER_HOST:
-                    self._wake.set()  # room for a batch: claim more (one claim per few attempts)
+                self._leave(host, queue)
             await self._attempt_log.submit(finished)
             self._gateway.metrics.delivered("webhook", finished.outcome)
         finally:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from quart import Blueprint
 
-from e2a.api.v1.auth import requires_caller
+from e2a.api.auth import requires_caller
 from e2a.api.v1.bodies import QueryParams, read_json, read_query
 from e2a.api.v1.idempotent import idempotent
 from e2a.api.v1.pages import PageQuery, keyset_page

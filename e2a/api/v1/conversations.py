@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ConfigDict, Field
 from quart import Blueprint
 
-from e2a.api.v1.auth import requires_caller
+from e2a.api.auth import requires_caller
 from e2a.api.v1.bodies import read_query
 from e2a.api.v1.errors import V1Error
 from e2a.api.v1.message_views import conversation_detail_view, conversation_summary_view

@@ -8,8 +8,8 @@ from typing import Any
 from pydantic import Field
 from quart import Blueprint
 
+from e2a.api.auth import requires_caller
 from e2a.api.v1.account import Confirmation
-from e2a.api.v1.auth import requires_caller
 from e2a.api.v1.bodies import read_json, read_query
 from e2a.api.v1.pages import PageQuery, keyset_page
 from e2a.api.v1.views import present

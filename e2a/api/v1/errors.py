@@ -12,19 +12,14 @@ from quart import Response, g, has_request_context, request, websocket
 from werkzeug.exceptions import HTTPException
 
 from e2a.operations.errors import (
-    Conflict,
-    Forbidden,
-    Gone,
-    Invalid,
     NotAvailable,
-    NotFound,
     OperationError,
     PreconditionUnmet,
     RateLimited,
     Unauthorized,
-    Unavailable,
-    Unprocessable,
+    Undeliverable,
 )
+from e2a.web import errors as web_errors
 from e2a.web.request_ids import HEADER as REQUEST_ID_HEADER
 from e2a.web.request_ids import request_id_for
 
@@ -92,19 +87,13 @@ CODES = frozenset(
 """e2a's error codes (its docs/api.md catalog at 220fe0a7): the only codes `/v1` answers with."""
 
 STATUSES: dict[type[OperationError], int] = {
-    Invalid: 400,
-    Unauthorized: 401,
-    Forbidden: 403,
-    NotFound: 404,
-    Conflict: 409,
-    Gone: 410,
+    **{kind: status for kind, status in web_errors.STATUSES.items() if kind is not Undeliverable},
     PreconditionUnmet: 400,
-    Unprocessable: 422,
-    RateLimited: 429,
-    Unavailable: 503,
     NotAvailable: 501,
 }
-"""The status of each kind of refusal on `/v1` (e2a has no 412: an unmet precondition is 400)."""
+"""The status of each kind of refusal on `/v1`: every HTTP face's, except that e2a has no 412
+(an unmet precondition is 400), gives Undeliverable no status of its own (500), and answers
+what the gateway does not offer with 501."""
 
 RENAMED: dict[str, tuple[int | None, str]] = {
     "agent_exists": (None, "agent_taken"),
@@ -167,7 +156,7 @@ def invalid(status: int, message: str, *fields: tuple[str, str]) -> V1Error:
 
 def refusal(error: OperationError) -> V1Error:
     """The answer on `/v1` to a refused operation."""
-    status = _status_of(error)
+    status = web_errors.status_of(error, STATUSES)
     renamed_status, code = RENAMED.get(error.code, (None, error.code))
     status = renamed_status or status
     if code not in CODES:
@@ -231,10 +220,3 @@ def error_answer(error: V1Error) -> Response:
         content_type="application/json",
         headers=error.headers,
     )
-
-
-def _status_of(error: OperationError) -> int:
-    for kind in type(error).__mro__:
-        if kind in STATUSES:
-            return STATUSES[kind]
-    return 500

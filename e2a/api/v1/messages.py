@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 from quart import Blueprint, Response
 
-from e2a.api.v1.auth import requires_caller
+from e2a.api.auth import requires_caller
 from e2a.api.v1.bodies import QueryParams, read_json, read_query
 from e2a.api.v1.errors import V1Error, invalid
 from e2a.api.v1.idempotent import idempotent

@@ -7,7 +7,7 @@ from typing import Any
 
 from quart import Blueprint
 
-from e2a.api.v1.auth import requires_caller
+from e2a.api.auth import requires_caller
 from e2a.api.v1.bodies import read_json
 from e2a.api.v1.review_views import protection_view
 from e2a.operations import protection
