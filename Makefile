@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 BUILD_STAMP = $(VENV)/.installed-build
 # What the one-file executable is built from: rebuilt only when one of these changes.
-BINARY_SOURCES = packaging/e2a.spec $(shell find e2a -type f -not -path '*/__pycache__/*')
+BINARY_SOURCES = packaging/e2a.spec $(shell find e2a_gateway -type f -not -path '*/__pycache__/*')
 
 .PHONY: install run test pg lint bench bench-smtp bench-fanout bench-rest binary footprint clean
 
@@ -34,8 +34,8 @@ pg: install  ## tests with gateways on a throwaway PostgreSQL 15 (127.0.0.1, tem
 	E2A_TEST_BACKEND=postgres $(BIN)/pytest $${ARGS:-tests/test_storage.py}
 
 lint: install  ## ruff and mypy, as CI runs them
-	$(BIN)/ruff check e2a tests bench
-	$(BIN)/ruff format --check e2a tests bench
+	$(BIN)/ruff check e2a_gateway tests bench
+	$(BIN)/ruff format --check e2a_gateway tests bench
 	$(BIN)/mypy
 
 bench: install  ## run every benchmark in bench/
@@ -52,7 +52,7 @@ dist/e2a: $(BUILD_STAMP) $(BINARY_SOURCES)
 
 binary: dist/e2a  ## one-file executable dist/e2a for this machine's OS and CPU (docs/deploy.md)
 
-footprint: dist/e2a  ## size, start time and memory of dist/e2a against `python -m e2a serve`
+footprint: dist/e2a  ## size, start time and memory of dist/e2a against `python -m e2a_gateway serve`
 	$(BIN)/python bench/footprint.py
 
 bench-smtp: install  ## SMTP ingest: e2a against Postfix and aiosmtpd, per connection and persistent (~8 min)

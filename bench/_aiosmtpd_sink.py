@@ -23,8 +23,8 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from e2a.clock import format_timestamp
-from e2a.inbound.parse import summarise_headers
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.inbound.parse import summarise_headers
 
 INSERT_MESSAGE = (
     "INSERT INTO messages (id, user_id, agent_email, envelope_from, from_addr, "

@@ -3,7 +3,7 @@
 Run as a process: `python bench/_bare_quart.py PORT INBOX.json MESSAGE.json`. It answers
 `GET /api/v1/agents/<email>/messages` with the inbox page and
 `GET /api/v1/agents/<email>/messages/<id>` with the message, the bodies e2a served for the same
-requests, on e2a's own HTTP server (`e2a.http_server.serve_asgi`: hypercorn's protocol code,
+requests, on e2a's own HTTP server (`e2a_gateway.http_server.serve_asgi`: hypercorn's protocol code,
 the same connection handling and keep-alive as `e2a serve`). No authentication, no storage:
 what is left is the framework's ceiling.
 """
@@ -21,7 +21,7 @@ from hypercorn.config import Config
 from quart import Response
 from quart_trio import QuartTrio
 
-from e2a.http_server import serve_asgi
+from e2a_gateway.http_server import serve_asgi
 
 
 def make_app(inbox: bytes, message: bytes) -> QuartTrio:

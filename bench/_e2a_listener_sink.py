@@ -17,14 +17,14 @@ from functools import partial
 
 import trio
 
-from e2a.clock import format_timestamp
-from e2a.ids import new_id
-from e2a.inbound.parse import summarise_headers
-from e2a.smtp.protocol import Envelope, Mailbox, SessionLimits
-from e2a.smtp.server import ListenerLimits, RecipientVerdict, serve_smtp
-from e2a.storage.base import NewInboundMessage
-from e2a.storage.group_commit import GroupCommitter
-from e2a.storage.sqlite import SqliteStorage
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.ids import new_id
+from e2a_gateway.inbound.parse import summarise_headers
+from e2a_gateway.smtp.protocol import Envelope, Mailbox, SessionLimits
+from e2a_gateway.smtp.server import ListenerLimits, RecipientVerdict, serve_smtp
+from e2a_gateway.storage.base import NewInboundMessage
+from e2a_gateway.storage.group_commit import GroupCommitter
+from e2a_gateway.storage.sqlite import SqliteStorage
 
 
 class StoringSink:

@@ -24,15 +24,15 @@ import httpx
 SHARED_DOMAIN = "agents.test"
 AGENT = f"bot@{SHARED_DOMAIN}"
 START_SECONDS = 30.0
-E2A = [sys.executable, "-m", "e2a"]
+E2A = [sys.executable, "-m", "e2a_gateway"]
 
 
 def compile_bytecode() -> None:
-    """Byte-compile the e2a package as `pip install` does for an installed copy, so that
-    `python -m e2a` starts as it would on a user's machine even where PYTHONDONTWRITEBYTECODE
-    keeps the interpreter from caching bytecode (an editable install would recompile every
-    module on every start)."""
-    package = Path(__file__).resolve().parent.parent / "e2a"
+    """Byte-compile the e2a_gateway package as `pip install` does for an installed copy, so
+    that `python -m e2a_gateway` starts as it would on a user's machine even where
+    PYTHONDONTWRITEBYTECODE keeps the interpreter from caching bytecode (an editable install
+    would recompile every module on every start)."""
+    package = Path(__file__).resolve().parent.parent / "e2a_gateway"
     if not compileall.compile_dir(package, quiet=1):
         raise RuntimeError(f"cannot byte-compile {package}")
 
@@ -75,7 +75,7 @@ def clean_environment() -> dict[str, str]:
 class GatewayProcess:
     """One gateway deployment in `folder`; `start()`/`kill()`/`terminate()` its process.
 
-    `command` runs e2a: this venv's `python -m e2a` by default, or e.g. `["dist/e2a"]`;
+    `command` runs e2a: this venv's `python -m e2a_gateway` by default, or e.g. `["dist/e2a"]`;
     `log_level` None leaves the gateway's default level (info).
     """
 

@@ -40,15 +40,15 @@ from trio_websocket import connect_websocket_url, open_websocket_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from e2a.accounts import bootstrap_user
-from e2a.config import Settings
-from e2a.gateway import open_gateway
-from e2a.inbound.pipeline import InboundMailSink
-from e2a.mailauth.resolver import FixtureResolver, Zone
-from e2a.signing.credentials import new_secret_seed
-from e2a.smtp.protocol import Envelope, Mailbox
-from e2a.storage.base import Agent, Webhook
-from e2a.storage.group_commit import GroupCommitter
+from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.config import Settings
+from e2a_gateway.gateway import open_gateway
+from e2a_gateway.inbound.pipeline import InboundMailSink
+from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
+from e2a_gateway.signing.credentials import new_secret_seed
+from e2a_gateway.smtp.protocol import Envelope, Mailbox
+from e2a_gateway.storage.base import Agent, Webhook
+from e2a_gateway.storage.group_commit import GroupCommitter
 from tests.dns_server import serve_dns
 from tests.http_receiver import HttpReceiver
 
@@ -468,7 +468,7 @@ async def subscriber_section(
     await nursery.start(receiver.serve)
     await trio.Path(folder).mkdir()
     setup = await prepare(folder, receiver.url, count, dns_port, subscriber=True)
-    command = [sys.executable, "-m", "e2a", "serve", "--config", str(setup.config)]
+    command = [sys.executable, "-m", "e2a_gateway", "serve", "--config", str(setup.config)]
     async with server_process(command, setup.http_url, folder / "e2a.log"):
         print(f"/v1 webhook subscriber: a backlog of {count} email.received events")
         rate, distinct = await measure_webhooks(receiver, count)
@@ -512,7 +512,7 @@ async def main(args: argparse.Namespace) -> None:
             dns_port = await nursery.start(serve_dns, SENDER_ZONE)
             print(f"preparing {args.webhooks} messages for a cloud agent ...", flush=True)
             setup = await prepare(folder, receiver.url, args.webhooks, dns_port)
-            command = [sys.executable, "-m", "e2a", "serve", "--config", str(setup.config)]
+            command = [sys.executable, "-m", "e2a_gateway", "serve", "--config", str(setup.config)]
             async with server_process(command, setup.http_url, folder / "e2a.log") as server:
                 legacy_rate = await webhook_section(receiver, args.webhooks)
                 if not args.only_webhooks:

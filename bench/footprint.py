@@ -1,7 +1,7 @@
 """Footprint of the one-file executable: size, cold start, and memory at rest and after load.
 
-`dist/e2a serve` (built by `make binary`) is measured next to `python -m e2a serve` from this
-venv, in the same run and the same way: a temp SQLite file, loopback ports, DNS answered by a
+`dist/e2a serve` (built by `make binary`) is measured next to `python -m e2a_gateway serve` from
+this venv, in the same run and the same way: a temp SQLite file, loopback ports, DNS answered by a
 quiet loopback server. For each program:
 
 - cold start: from starting the process to the first 200 from `/api/health` (median of
@@ -197,7 +197,8 @@ def report(rows: list[Footprint], size_mb: float | None, runs: int, messages: in
 
 
 def main() -> None:
-    """Measure dist/e2a (when built) and the venv's `python -m e2a`, print the comparison."""
+    """Measure dist/e2a (when built) and the venv's `python -m e2a_gateway`, print the
+    comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=5, help="cold starts per program")
     parser.add_argument("--messages", type=int, default=10_000, help="messages sent over SMTP")
@@ -207,7 +208,7 @@ def main() -> None:
     if BINARY.exists():
         size_mb = BINARY.stat().st_size / 1e6
         programs.append(("dist/e2a (one file)", [str(BINARY)]))
-    programs.append(("python -m e2a (venv)", E2A))
+    programs.append(("python -m e2a_gateway (venv)", E2A))
     compile_bytecode()
     with QuietDns() as dns:
         rows = measure(programs, dns.address, args.runs, args.messages)

@@ -25,8 +25,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from e2a.mailauth.authenticate import authenticate_message
-from e2a.mailauth.resolver import DnsResolver, FixtureResolver, Zone
+from e2a_gateway.mailauth.authenticate import authenticate_message
+from e2a_gateway.mailauth.resolver import DnsResolver, FixtureResolver, Zone
 from tests.dns_server import serve_dns
 from tests.test_mailauth_dkim import rsa_key
 

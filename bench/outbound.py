@@ -25,14 +25,14 @@ from aiosmtpd.controller import Controller
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from e2a.accounts import bootstrap_user
-from e2a.config import Settings
-from e2a.gateway import open_gateway
-from e2a.ids import new_id
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.outbound.mime import new_message_id
-from e2a.storage.base import Agent, OutboundMessage
-from e2a.workers.outbound import MAX_IN_FLIGHT, OutboundWorker
+from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.config import Settings
+from e2a_gateway.gateway import open_gateway
+from e2a_gateway.ids import new_id
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.outbound.mime import new_message_id
+from e2a_gateway.storage.base import Agent, OutboundMessage
+from e2a_gateway.workers.outbound import MAX_IN_FLIGHT, OutboundWorker
 
 SENDER = "bench@agents.test"
 RECIPIENT = "someone@example.org"

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from e2a.inbound.replies import split_reply
+from e2a_gateway.inbound.replies import split_reply
 from tests.test_replies_corpus import Case, load_corpus, split_differences
 
 Splitter = Callable[[str], str]

@@ -9,7 +9,7 @@ from 1, 16 and 64 connections for `--seconds` each:
   read of each marks it read, a write);
 
 and the same requests to a bare Quart-Trio app answering with the same JSON bodies from memory
-on e2a's HTTP server (`e2a.http_server.serve_asgi`, the same connection handling as
+on e2a's HTTP server (`e2a_gateway.http_server.serve_asgi`, the same connection handling as
 `e2a serve`; bench/_bare_quart.py). Runs alternate between the two servers, `--rounds` times;
 it prints requests/s and wrk's p50/p99 latency, then e2a's share of the bare app's rate.
 

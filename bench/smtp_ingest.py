@@ -59,8 +59,8 @@ from bench._postfix_peer import (
 )
 from bench._quiet_dns import QuietDns
 from bench._smtp_load import LoadResult, closed_loop, fixed_rate, make_message
-from e2a.storage import open_storage
-from e2a.storage.base import Agent
+from e2a_gateway.storage import open_storage
+from e2a_gateway.storage.base import Agent
 
 SIZES = {"1 KB": 1024, "100 KB": 100 * 1024}
 MODES = ("per-connection", "persistent")

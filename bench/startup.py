@@ -81,7 +81,7 @@ def measure_e2a(runs: int) -> list[float]:
             )
             samples.append(
                 time_to_healthy(
-                    [sys.executable, "-m", "e2a", "serve"],
+                    [sys.executable, "-m", "e2a_gateway", "serve"],
                     f"http://127.0.0.1:{http_port}/api/health",
                     Path(folder),
                     env,

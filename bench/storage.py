@@ -26,8 +26,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from e2a.storage import open_storage
-from e2a.storage.base import Agent, NewInboundMessage, Storage
+from e2a_gateway.storage import open_storage
+from e2a_gateway.storage.base import Agent, NewInboundMessage, Storage
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPT = ROOT / "packaging" / "pg-test-cluster.sh"

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 import trio
 
-from e2a.accounts import bootstrap_user
-from e2a.app import RunningGateway, run_gateway
-from e2a.cli.main import main
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.v1 import E2AClient
+from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.cli.main import main
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.v1 import E2AClient
 from tests.conftest import make_settings
 
 CLIENT_VARIABLES = (

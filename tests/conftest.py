@@ -12,10 +12,10 @@ import httpx
 import pytest
 import trio
 
-from e2a.accounts import bootstrap_user
-from e2a.app import RunningGateway, run_gateway
-from e2a.config import Settings
-from e2a.mailauth.resolver import FixtureResolver
+from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.config import Settings
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.databases import (
     databases_made,
     drop_gateway_databases,

@@ -15,16 +15,16 @@ from functools import partial
 import httpx
 import trio
 
-from e2a.accounts import bootstrap_user
-from e2a.app import bind_tcp, serve_http
-from e2a.clock import format_timestamp
-from e2a.config import Settings
-from e2a.gateway import Gateway, open_gateway
-from e2a.ids import new_id
-from e2a.inbound.pipeline import InboundMailSink
-from e2a.mailauth.dns_answers import Resolver
-from e2a.smtp.protocol import Envelope, Mailbox
-from e2a.storage.base import NewInboundMessage
+from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.app import bind_tcp, serve_http
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.config import Settings
+from e2a_gateway.gateway import Gateway, open_gateway
+from e2a_gateway.ids import new_id
+from e2a_gateway.inbound.pipeline import InboundMailSink
+from e2a_gateway.mailauth.dns_answers import Resolver
+from e2a_gateway.smtp.protocol import Envelope, Mailbox
+from e2a_gateway.storage.base import NewInboundMessage
 from tests.conftest import Account
 
 SENDER = "alice@example.org"

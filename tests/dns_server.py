@@ -23,7 +23,7 @@ import dns.rdtypes.ANY.TXT
 import dns.rrset
 import trio
 
-from e2a.mailauth.resolver import Zone, ZoneEntry
+from e2a_gateway.mailauth.resolver import Zone, ZoneEntry
 
 TTL = 300
 _MAX_CNAME_CHAIN = 8

@@ -15,7 +15,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
-from e2a.app import RunningGateway
+from e2a_gateway.app import RunningGateway
 
 ERROR_TEXT = re.compile(r"e2a error \[(?P<code>[a-z0-9_]+)\](?P<retryable> \(retryable\))?: (.+)")
 
@@ -36,9 +36,11 @@ async def mcp_client(
 
 @asynccontextmanager
 async def stdio_client(base_url: str, key: str, agent: str = "") -> AsyncIterator[Client]:
-    """`python -m e2a mcp` as a subprocess, connected to with the official stdio client."""
+    """`python -m e2a_gateway mcp` as a subprocess, connected to with the official stdio client."""
     env = {"E2A_BASE_URL": base_url, "E2A_API_KEY": key, "E2A_AGENT_EMAIL": agent}
-    server = StdioServerParameters(command=sys.executable, args=["-m", "e2a", "mcp"], env=env)
+    server = StdioServerParameters(
+        command=sys.executable, args=["-m", "e2a_gateway", "mcp"], env=env
+    )
     with trio.fail_after(60):
         async with Client(server, mode="legacy") as client:
             yield client

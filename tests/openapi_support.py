@@ -13,9 +13,9 @@ from functools import partial
 
 import trio
 
-from e2a.app import RunningGateway, run_gateway
-from e2a.config import Settings
-from e2a.mailauth.resolver import FixtureResolver
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.config import Settings
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import SHARED_DOMAIN
 from tests.delivery_support import accept, open_account
 

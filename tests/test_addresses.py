@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from e2a.addresses import AddressError, a_label_domain, normalise_address, normalise_domain
-from e2a.mailauth.dmarc import normalise_domain as dmarc_domain
-from e2a.smtp.protocol import ServerSession, SessionLimits
+from e2a_gateway.addresses import AddressError, a_label_domain, normalise_address, normalise_domain
+from e2a_gateway.mailauth.dmarc import normalise_domain as dmarc_domain
+from e2a_gateway.smtp.protocol import ServerSession, SessionLimits
 
 HOST = "mx.agents.test"
 

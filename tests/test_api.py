@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from e2a.app import RunningGateway
-from e2a.mailauth.resolver import FixtureResolver
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import SHARED_DOMAIN, Account, agent_path
 from tests.databases import reported_backend
 

@@ -17,13 +17,13 @@ import httpx
 import pytest
 import trio
 
-from e2a.app import RunningGateway
-from e2a.config import Settings
-from e2a.inbound.approval_replies import MAX_ANSWERS
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.signing.magic_links import issue_token, link_key
-from e2a.signing.reply_tokens import generate_reply_token
-from e2a.workers.approvals import ApprovalWorker
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
+from e2a_gateway.inbound.approval_replies import MAX_ANSWERS
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.signing.magic_links import issue_token, link_key
+from e2a_gateway.signing.reply_tokens import generate_reply_token
+from e2a_gateway.workers.approvals import ApprovalWorker
 from tests.conftest import make_settings
 from tests.databases import query
 from tests.delivery_support import wait_until

@@ -22,15 +22,15 @@ import httpx
 import pytest
 import trio
 
-from e2a.app import RunningGateway
-from e2a.config import Settings
-from e2a.gateway import Gateway
-from e2a.ids import new_id
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.signing.credentials import derive_signing_secret, hash_api_key
-from e2a.signing.magic_links import LINK_GRACE_SECONDS, Action, issue_token, link_key
-from e2a.storage.base import AgentChanges, NotPending, OutboundMessage
-from e2a.workers.approvals import ApprovalWorker
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.ids import new_id
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.signing.credentials import derive_signing_secret, hash_api_key
+from e2a_gateway.signing.magic_links import LINK_GRACE_SECONDS, Action, issue_token, link_key
+from e2a_gateway.storage.base import AgentChanges, NotPending, OutboundMessage
+from e2a_gateway.workers.approvals import ApprovalWorker
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import query
 from tests.delivery_support import create_agent, open_account, quiet_gateway, wait_until

@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import pytest
 
-from e2a.asgi_mount import MountedApp
+from e2a_gateway.asgi_mount import MountedApp
 
 
 class Recorder:

@@ -21,8 +21,8 @@ import httpx
 import pytest
 import trio
 
-from e2a.app import RunningGateway, run_gateway
-from e2a.mailauth.resolver import Zone
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.mailauth.resolver import Zone
 from tests.conftest import Account, agent_path, make_settings
 from tests.dns_server import serve_dns
 from tests.test_mailauth_dkim import rsa_key
@@ -63,7 +63,7 @@ async def gateway(
 
 
 async def account_with_bot(running: RunningGateway) -> tuple[Account, str]:
-    from e2a.accounts import bootstrap_user
+    from e2a_gateway.accounts import bootstrap_user
 
     _, issued, _ = await bootstrap_user(
         running.gateway.storage, running.gateway.server_key, "owner@example.com"

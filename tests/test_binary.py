@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = ROOT / "dist" / "e2a"
-PACKAGE = ROOT / "e2a"
+PACKAGE = ROOT / "e2a_gateway"
 
 requires_binary = pytest.mark.skipif(
     not BINARY.exists(), reason="dist/e2a is missing: run `make binary` to enable these tests"

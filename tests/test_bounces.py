@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from e2a.outbound.bounces import (
+from e2a_gateway.outbound.bounces import (
     AutoReply,
     Bounce,
     Complaint,

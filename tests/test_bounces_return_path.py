@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from e2a.outbound.return_path import (
+from e2a_gateway.outbound.return_path import (
     LOCAL_PART_PREFIX,
     MAX_LOCAL_PART_OCTETS,
     parse_return_path,

@@ -20,12 +20,12 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from e2a.cli.main import main
-from e2a.signing.magic_links import link_key, verify_token
+from e2a_gateway.cli.main import main
+from e2a_gateway.signing.magic_links import link_key, verify_token
 
 pytestmark = pytest.mark.slow
 
-E2A = [sys.executable, "-m", "e2a"]
+E2A = [sys.executable, "-m", "e2a_gateway"]
 
 
 def free_port() -> int:

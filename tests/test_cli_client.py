@@ -24,11 +24,11 @@ from typing import Any
 import httpx
 import pytest
 
-from e2a.cli.client_commands import EXAMPLES
-from e2a.cli.main import EXAMPLES as SERVER_EXAMPLES
-from e2a.cli.main import build_parser, main
-from e2a.cli.output import cell, terminal_text
-from e2a.v1 import E2AClient
+from e2a_gateway.cli.client_commands import EXAMPLES
+from e2a_gateway.cli.main import EXAMPLES as SERVER_EXAMPLES
+from e2a_gateway.cli.main import build_parser, main
+from e2a_gateway.cli.output import cell, terminal_text
+from e2a_gateway.v1 import E2AClient
 from tests.cli_support import (  # noqa: F401 (fixtures)
     DOMAIN,
     SENDER,
@@ -251,7 +251,7 @@ def test_a_closed_pipe_ends_the_command_quietly(
     for number in range(3):
         live.send_mail(agent, f"Piped {number}", "Hello.\n")
     wait_until(lambda: unread(live, account.key, agent) == 3)
-    command = [sys.executable, "-m", "e2a", "inbox", "--json", "--all"]
+    command = [sys.executable, "-m", "e2a_gateway", "inbox", "--json", "--all"]
     env = os.environ | {"HOME": str(home)}
     # The reader is gone before the command writes: every write fails with EPIPE.
     reader, writer = os.pipe()

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import trio
 
-from e2a.mailauth.resolver import Zone
-from e2a.v1 import E2AClient
+from e2a_gateway.mailauth.resolver import Zone
+from e2a_gateway.v1 import E2AClient
 from tests.cli_support import (  # noqa: F401 (fixtures)
     DOMAIN,
     Account,
@@ -222,7 +222,7 @@ def test_send_and_reply_errors_are_usage_errors(account: Account, cli: Cli, tmp_
     code, _, err = cli(*base, "--body-file", str(tmp_path / "none.txt"))
     assert code == 2 and "--body-file" in err
     with pytest.raises(SystemExit) as exit_info:
-        from e2a.cli.main import main
+        from e2a_gateway.cli.main import main
 
         main([*base, "--body", "x", "--body-file", "y"])
     assert exit_info.value.code == 2
@@ -459,7 +459,7 @@ def test_listen_once_until_times_out(account: Account, cli: Cli) -> None:
     assert (code, out) == (6, "TIMEOUT\n")
     for bad in ("soon", "2030-01-01T00:00:00"):  # a word; a time without its zone
         with pytest.raises(SystemExit) as exit_info:
-            from e2a.cli.main import main
+            from e2a_gateway.cli.main import main
 
             main(["listen", "--until", bad])
         assert exit_info.value.code == 2

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from e2a.config import (
+from e2a_gateway.config import (
     ConfigError,
     env_warnings,
     load_settings,
     nameserver_address,
     setting_env_names,
 )
-from e2a.env_names import E2A_ALIASES, UNUSED_E2A_VARIABLES
+from e2a_gateway.env_names import E2A_ALIASES, UNUSED_E2A_VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,11 +16,11 @@ import httpx
 import pytest
 import trio
 
-from e2a.app import RunningGateway, run_gateway
-from e2a.dashboard.auth import local_path
-from e2a.dashboard.sessions import SessionClaims, SessionInvalid, seal, session_key, unseal
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.signing.credentials import hash_api_key
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.dashboard.auth import local_path
+from e2a_gateway.dashboard.sessions import SessionClaims, SessionInvalid, seal, session_key, unseal
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.signing.credentials import hash_api_key
 from tests.conftest import Account, agent_path, make_settings
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

@@ -22,8 +22,8 @@ import pytest
 import trio
 from aiosmtpd.controller import Controller
 
-from e2a.app import RunningGateway
-from e2a.config import Settings
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
 from tests.conftest import Account, make_settings
 from tests.test_outbound_relay import Sink, free_port
 

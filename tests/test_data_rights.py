@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from e2a.app import RunningGateway
-from e2a.signing.credentials import hash_api_key
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.signing.credentials import hash_api_key
 from tests.conftest import Account, agent_path
 from tests.test_inbound_e2e import new_agent, smtp_send
 

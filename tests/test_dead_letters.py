@@ -15,12 +15,12 @@ from urllib.parse import quote
 import httpx
 import trio
 
-from e2a.app import RunningGateway, run_gateway
-from e2a.clock import format_timestamp
-from e2a.config import Settings
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.workers.webhook_connections import WebhookConnections
-from e2a.workers.webhooks import WebhookWorker
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.config import Settings
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.workers.webhook_connections import WebhookConnections
+from e2a_gateway.workers.webhooks import WebhookWorker
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import (
     QuietGateway,

@@ -1,5 +1,5 @@
-"""DKIM-signing outbound mail (e2a/outbound/dkim_signing.py) with plain data: a key made here,
-the signature checked by dkimpy against its public half, unusable keys refused naming the
+"""DKIM-signing outbound mail (e2a_gateway/outbound/dkim_signing.py) with plain data: a key made
+here, the signature checked by dkimpy against its public half, unusable keys refused naming the
 setting."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from e2a.outbound.dkim_signing import DkimKeyError, DkimSigner
+from e2a_gateway.outbound.dkim_signing import DkimKeyError, DkimSigner
 
 MESSAGE = b"From: bot@agents.test\r\nTo: carol@example.org\r\nSubject: Hi\r\n\r\nNumbers.\r\n"
 

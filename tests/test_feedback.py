@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from e2a.app import RunningGateway
-from e2a.config import Settings
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
 from tests.conftest import Account, make_settings
 from tests.test_dashboard import sign_in
 

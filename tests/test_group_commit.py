@@ -10,9 +10,9 @@ import pytest
 import trio
 import trio.testing
 
-from e2a.storage import open_storage
-from e2a.storage.base import Agent, NewInboundMessage, Storage, StorageUnavailable
-from e2a.storage.group_commit import GroupCommitter
+from e2a_gateway.storage import open_storage
+from e2a_gateway.storage.base import Agent, NewInboundMessage, Storage, StorageUnavailable
+from e2a_gateway.storage.group_commit import GroupCommitter
 
 NOW = "2026-01-01T00:00:00Z"
 

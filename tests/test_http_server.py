@@ -19,9 +19,9 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from e2a.accounts import bootstrap_user
-from e2a.app import RunningGateway, run_gateway
-from e2a.mailauth.resolver import FixtureResolver
+from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import make_settings
 from tests.delivery_support import create_agent, mail, open_account, smtp_send
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from e2a.app import RunningGateway
+from e2a_gateway.app import RunningGateway
 from tests.conftest import SHARED_DOMAIN, Account, agent_path
 from tests.test_storage import raw_table
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e2a.addresses import lowercase_address
-from e2a.inbound.parse import summarise_headers
-from e2a.rfc5322 import HeaderFields
-from e2a.v1.inbound import parse_raw_email
+from e2a_gateway.addresses import lowercase_address
+from e2a_gateway.inbound.parse import summarise_headers
+from e2a_gateway.rfc5322 import HeaderFields
+from e2a_gateway.v1.inbound import parse_raw_email
 
 
 def headers(*lines: str) -> bytes:

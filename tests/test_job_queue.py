@@ -1,6 +1,6 @@
-"""The job workers wake when a commit adds jobs of their kind (e2a/hub/job_queue.py): no caller
-wakes them by hand. Storage writes on the suite's database; each worker's own loop, looking on
-its own only once an hour, must still take a job committed behind its back within seconds."""
+"""The job workers wake when a commit adds jobs of their kind (e2a_gateway/hub/job_queue.py): no
+caller wakes them by hand. Storage writes on the suite's database; each worker's own loop, looking
+on its own only once an hour, must still take a job committed behind its back within seconds."""
 
 from __future__ import annotations
 
@@ -12,20 +12,20 @@ import pytest
 import trio
 import trio.testing
 
-from e2a.config import Settings
-from e2a.gateway import Gateway
-from e2a.hub.job_queue import JobQueue
-from e2a.ids import new_id
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.outbound.mime import new_message_id
-from e2a.signing.credentials import hash_api_key
-from e2a.storage.announcements import AccessEnded, JobsAdded
-from e2a.storage.base import AgentChanges, OutboundMessage, OutboundStatus
-from e2a.storage.vocabulary import APPROVAL_NOTICE_JOB, JOB_KINDS, OUTBOUND_JOB, WEBHOOK_JOB
-from e2a.workers.approvals import ApprovalWorker
-from e2a.workers.outbound import OutboundWorker
-from e2a.workers.webhook_connections import WebhookConnections
-from e2a.workers.webhooks import WebhookWorker
+from e2a_gateway.config import Settings
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.hub.job_queue import JobQueue
+from e2a_gateway.ids import new_id
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.outbound.mime import new_message_id
+from e2a_gateway.signing.credentials import hash_api_key
+from e2a_gateway.storage.announcements import AccessEnded, JobsAdded
+from e2a_gateway.storage.base import AgentChanges, OutboundMessage, OutboundStatus
+from e2a_gateway.storage.vocabulary import APPROVAL_NOTICE_JOB, JOB_KINDS, OUTBOUND_JOB, WEBHOOK_JOB
+from e2a_gateway.workers.approvals import ApprovalWorker
+from e2a_gateway.workers.outbound import OutboundWorker
+from e2a_gateway.workers.webhook_connections import WebhookConnections
+from e2a_gateway.workers.webhooks import WebhookWorker
 from tests.conftest import Account, make_settings
 from tests.delivery_support import (
     QuietGateway,

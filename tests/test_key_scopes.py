@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from e2a.accounts import issue_api_key
-from e2a.app import RunningGateway
-from e2a.signing.credentials import hash_api_key
+from e2a_gateway.accounts import issue_api_key
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.signing.credentials import hash_api_key
 from tests.conftest import Account, agent_path
 from tests.delivery_support import create_agent
 from tests.mcp_support import call, failure, mcp_client

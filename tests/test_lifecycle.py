@@ -1,5 +1,5 @@
-"""The outbound approval lifecycle (e2a/operations/lifecycle.py): the table itself, every pair
-of state and event, and storage moving messages exactly as the table says, on the suite's
+"""The outbound approval lifecycle (e2a_gateway/operations/lifecycle.py): the table itself, every
+pair of state and event, and storage moving messages exactly as the table says, on the suite's
 database."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from typing import Literal, get_args
 
 import pytest
 
-from e2a.config import Settings
-from e2a.gateway import open_gateway
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.operations import lifecycle
-from e2a.operations.lifecycle import (
+from e2a_gateway.config import Settings
+from e2a_gateway.gateway import open_gateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.operations import lifecycle
+from e2a_gateway.operations.lifecycle import (
     AWAITING_HAND_OFF,
     BODY_KEPT,
     STATES,
@@ -27,7 +27,7 @@ from e2a.operations.lifecycle import (
     is_final,
     next_state,
 )
-from e2a.storage.base import (
+from e2a_gateway.storage.base import (
     TERMINAL_STATUSES,
     Agent,
     BouncedRecipient,

@@ -3,7 +3,7 @@ as the database's counters, and bounded memory."""
 
 from __future__ import annotations
 
-from e2a.local_rate_counts import LocalRateCounts
+from e2a_gateway.local_rate_counts import LocalRateCounts
 
 
 def test_a_window_allows_its_limit_then_tells_the_wait() -> None:

@@ -15,9 +15,9 @@ import httpx
 import pytest
 import trio
 
-from e2a.app import RunningGateway
-from e2a.config import Settings
-from e2a.logs import JsonFormatter
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
+from e2a_gateway.logs import JsonFormatter
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import (
     create_agent,

@@ -9,7 +9,7 @@ import hmac
 
 import pytest
 
-from e2a.signing.magic_links import (
+from e2a_gateway.signing.magic_links import (
     LINK_GRACE_SECONDS,
     TokenError,
     TokenExpired,

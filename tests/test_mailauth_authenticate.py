@@ -9,9 +9,9 @@ import email.policy
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e2a.mailauth.authenticate import authenticate_message
-from e2a.mailauth.resolver import FixtureResolver, Zone
-from e2a.mailauth.results import AuthResults, DkimSignatureResult
+from e2a_gateway.mailauth.authenticate import authenticate_message
+from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
+from e2a_gateway.mailauth.results import AuthResults, DkimSignatureResult
 from tests.test_mailauth_dkim import MESSAGE, SigningKey, ed25519_key, rsa_key
 
 SENDER_IP = "192.0.2.25"

@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from e2a.mailauth.dkim import MAX_SIGNATURES, verify_arc, verify_dkim
-from e2a.mailauth.resolver import FixtureResolver, Zone
+from e2a_gateway.mailauth.dkim import MAX_SIGNATURES, verify_arc, verify_dkim
+from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
 
 DATA = Path(__file__).parent / "data" / "mailauth"
 

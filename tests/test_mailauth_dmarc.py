@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from e2a.mailauth.dmarc import (
+from e2a_gateway.mailauth.dmarc import (
     Author,
     InvalidPolicyRecord,
     author_of,
@@ -16,8 +16,8 @@ from e2a.mailauth.dmarc import (
     organizational_domain,
     parse_policy,
 )
-from e2a.mailauth.resolver import FixtureResolver, Zone
-from e2a.mailauth.results import AuthResult
+from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
+from e2a_gateway.mailauth.results import AuthResult
 
 ZONE: Zone = {
     "_dmarc.example.com": {"TXT": ["v=DMARC1; p=reject; rua=mailto:dmarc@example.com"]},

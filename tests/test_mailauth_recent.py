@@ -8,18 +8,18 @@ from typing import Any, TypeVar
 
 import pytest
 
-from e2a.mailauth.authenticate import (
+from e2a_gateway.mailauth.authenticate import (
     RECENT_MAX_HEADER_BYTES,
     RecentSenders,
     authenticate_from_recent,
     authenticate_message,
     check_sender,
 )
-from e2a.mailauth.dmarc import Author, DmarcResult
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.mailauth.results import AuthResults
-from e2a.mailauth.spf import SpfResult
-from e2a.rfc5322 import header_section
+from e2a_gateway.mailauth.dmarc import Author, DmarcResult
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.mailauth.results import AuthResults
+from e2a_gateway.mailauth.spf import SpfResult
+from e2a_gateway.rfc5322 import header_section
 from tests.test_mailauth_authenticate import ATTACKER_IP, SENDER_IP, zone_with
 from tests.test_mailauth_dkim import MESSAGE, rsa_key
 

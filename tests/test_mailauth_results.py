@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from e2a.mailauth.results import without_results_of
+from e2a_gateway.mailauth.results import without_results_of
 
 OURS = "mx.agents.test"
 REST = b"From: a@example.org\r\nSubject: hi\r\n\r\nAuthentication-Results: mx.agents.test; body\r\n"

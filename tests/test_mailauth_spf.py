@@ -11,8 +11,8 @@ import pytest
 import spf as pyspf
 import yaml
 
-from e2a.mailauth.resolver import FixtureResolver, Zone, ZoneEntry
-from e2a.mailauth.spf import check_spf
+from e2a_gateway.mailauth.resolver import FixtureResolver, Zone, ZoneEntry
+from e2a_gateway.mailauth.spf import check_spf
 
 SUITE = Path(__file__).parent / "data" / "mailauth" / "rfc7208-tests.yml"
 LOOKUP_TYPES = ("TXT", "A", "AAAA", "MX", "PTR")

@@ -18,9 +18,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from e2a.app import RunningGateway, run_gateway
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.mcp.tools import TOOLS
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.mcp.tools import TOOLS
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import create_agent, mail, open_account, smtp_send
 from tests.mcp_support import call, fails, failure, mcp_client

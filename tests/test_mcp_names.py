@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from e2a.app import RunningGateway
-from e2a.mcp.tools import MISSING, TOOLS, TOOLS_BY_NAME
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.mcp.tools import MISSING, TOOLS, TOOLS_BY_NAME
 from tests.conftest import Account, agent_path
 from tests.delivery_support import create_agent, mail, smtp_send
 from tests.mcp_support import call, failure, mcp_client, stdio_client

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from e2a.app import RunningGateway
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.mcp.in_process import OperationsPort
-from e2a.mcp.remote import SdkPort
-from e2a.mcp.tools import TOOLS_BY_NAME, ToolCaller, call_tool
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.mcp.in_process import OperationsPort
+from e2a_gateway.mcp.remote import SdkPort
+from e2a_gateway.mcp.tools import TOOLS_BY_NAME, ToolCaller, call_tool
 from tests.conftest import Account, agent_path
 from tests.delivery_support import create_agent, mail, smtp_send
 

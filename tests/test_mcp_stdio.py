@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from e2a.app import RunningGateway, bind_tcp
-from e2a.mcp.tools import TOOLS
+from e2a_gateway.app import RunningGateway, bind_tcp
+from e2a_gateway.mcp.tools import TOOLS
 from tests.conftest import Account, agent_path
 from tests.delivery_support import create_agent, mail, smtp_send
 from tests.mcp_support import call, fails, failure, stdio_client
@@ -117,7 +117,7 @@ async def test_unreachable_gateway_is_a_readable_tool_error(make_account: Any) -
 def test_missing_api_key_exits_1_with_a_clear_message() -> None:
     env = {"PATH": "/usr/bin:/bin", "E2A_BASE_URL": "http://127.0.0.1:9"}
     finished = subprocess.run(
-        [sys.executable, "-m", "e2a", "mcp"],
+        [sys.executable, "-m", "e2a_gateway", "mcp"],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -131,12 +131,14 @@ def test_missing_api_key_exits_1_with_a_clear_message() -> None:
 
 
 def test_e2a_mcp_needs_no_gateway_module() -> None:
-    # `pip install 'e2a[mcp]'` has no trio, Quart or hypercorn: nothing of the gateway loads.
+    # The mcp extra has no trio, Quart or hypercorn: nothing of the gateway loads.
+    gateway_parts = ("api", "storage", "gateway", "app", "mcp.http")
+    prefixes = tuple(f"e2a_gateway.{part}" for part in gateway_parts)
     code = (
-        "import sys; import e2a.cli.main, e2a.mcp.server; "
+        "import sys; import e2a_gateway.cli.main, e2a_gateway.mcp.server; "
         "print([m for m in sys.modules if m.partition('.')[0] in "
         "('quart', 'quart_trio', 'hypercorn', 'trio_websocket', 'psycopg', 'dkim') "
-        "or m.startswith(('e2a.api', 'e2a.storage', 'e2a.gateway', 'e2a.app', 'e2a.mcp.http'))])"
+        f"or m.startswith({prefixes!r})])"
     )
     finished = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True

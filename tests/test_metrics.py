@@ -14,8 +14,8 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import open_websocket_url
 
-from e2a.app import RunningGateway
-from e2a.config import Settings
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import reported_backend
 from tests.delivery_support import SENDER, create_agent, mail, wait_until

@@ -1,4 +1,4 @@
-"""NOTIFY payloads (e2a/storage/notify_payloads.py): what one replica encodes, every replica
+"""NOTIFY payloads (e2a_gateway/storage/notify_payloads.py): what one replica encodes, every replica
 decodes to the same news; plain data, no database."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from e2a.storage.announcements import AccessEnded, JobsAdded, MessageStored
-from e2a.storage.base import NewInboundMessage
-from e2a.storage.notify_payloads import (
+from e2a_gateway.storage.announcements import AccessEnded, JobsAdded, MessageStored
+from e2a_gateway.storage.base import NewInboundMessage
+from e2a_gateway.storage.notify_payloads import (
     MAX_NOTIFY_PAYLOAD_BYTES,
     Resync,
     StoredSummary,
     decode_payload,
     encode_payloads,
 )
-from e2a.storage.vocabulary import JOB_KINDS, OUTBOUND_JOB, WEBHOOK_JOB
+from e2a_gateway.storage.vocabulary import JOB_KINDS, OUTBOUND_JOB, WEBHOOK_JOB
 
 ORIGIN = "a1b2c3d4e5f60708"
 

@@ -19,11 +19,11 @@ from quart import Quart
 from schemathesis import engine
 from schemathesis.engine import StopReason, events
 
-from e2a.api.openapi import OPERATIONS, api_routes, undescribed_routes
-from e2a.app import RunningGateway
-from e2a.http_app import create_app
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.signing.credentials import hash_api_key
+from e2a_gateway.api.openapi import OPERATIONS, api_routes, undescribed_routes
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.http_app import create_app
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.signing.credentials import hash_api_key
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import accept, wait_until
 from tests.openapi_support import LiveGateway, multipart_mail, serve_in_thread

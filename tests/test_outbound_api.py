@@ -9,7 +9,7 @@ import httpx
 import pytest
 import trio
 
-from e2a.app import RunningGateway
+from e2a_gateway.app import RunningGateway
 from tests.conftest import SHARED_DOMAIN, Account, agent_path
 
 
@@ -230,8 +230,8 @@ async def test_rate_limit_per_agent(make_account: Any, running: RunningGateway) 
 
 
 async def test_reply_is_threaded(make_account: Any, running: RunningGateway) -> None:
-    from e2a.inbound.pipeline import InboundMailSink
-    from e2a.smtp.protocol import Envelope, Mailbox
+    from e2a_gateway.inbound.pipeline import InboundMailSink
+    from e2a_gateway.smtp.protocol import Envelope, Mailbox
 
     alice: Account = await make_account("alice@example.com")
     bot = await agent(alice, "replier", hitl=True)
@@ -376,9 +376,9 @@ async def test_a_reply_to_mail_with_odd_header_text_can_be_built(
     """A received subject may decode to line separators and a received Message-ID may hold
     control characters; the reply takes the subject with spaces instead and leaves such ids
     out of its threading headers, so it can always be built."""
-    from e2a.inbound.pipeline import InboundMailSink
-    from e2a.smtp.protocol import Envelope, Mailbox
-    from e2a.workers.outbound import OutboundWorker
+    from e2a_gateway.inbound.pipeline import InboundMailSink
+    from e2a_gateway.smtp.protocol import Envelope, Mailbox
+    from e2a_gateway.workers.outbound import OutboundWorker
 
     alice: Account = await make_account("alice@example.com")
     bot = await agent(alice, "odd", hitl=True)

@@ -9,7 +9,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from e2a.outbound.mime import (
+from e2a_gateway.outbound.mime import (
     Draft,
     InvalidDraft,
     build_message,

@@ -14,9 +14,9 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from e2a.config import OutboundSmtpSettings
-from e2a.outbound.relay import hand_off
-from e2a.smtp.client import Outgoing
+from e2a_gateway.config import OutboundSmtpSettings
+from e2a_gateway.outbound.relay import hand_off
+from e2a_gateway.smtp.client import Outgoing
 
 DATA = b"From: bot@agents.test\r\nSubject: hi\r\n\r\n.dot line\r\nbody\r\n"
 

@@ -24,15 +24,15 @@ from aiosmtpd.controller import Controller
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from e2a.config import Settings
-from e2a.gateway import Gateway
-from e2a.hub import Listener
-from e2a.ids import new_id
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.outbound.mime import new_message_id
-from e2a.outbound.return_path import parse_return_path, return_path_key
-from e2a.storage.base import OutboundMessage
-from e2a.workers.outbound import OutboundWorker, settle
+from e2a_gateway.config import Settings
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.hub import Listener
+from e2a_gateway.ids import new_id
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.outbound.mime import new_message_id
+from e2a_gateway.outbound.return_path import parse_return_path, return_path_key
+from e2a_gateway.storage.base import OutboundMessage
+from e2a_gateway.workers.outbound import OutboundWorker, settle
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import (
     agent_id,
@@ -460,7 +460,7 @@ async def test_an_unexpected_error_is_retried_then_fails(
     async def broken(*args: Any, **kwargs: Any) -> bytes:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr("e2a.workers.outbound.hand_off", broken)
+    monkeypatch.setattr("e2a_gateway.workers.outbound.hand_off", broken)
     message = await queue(setup)
     now = NOW
     for attempt in range(1, 6):

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import trio
 
-from e2a.accounts import bootstrap_user
-from e2a.app import RunningGateway, run_gateway
-from e2a.config import ConfigError, load_settings
-from e2a.mailauth.resolver import FixtureResolver
+from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.config import ConfigError, load_settings
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import create_agent, open_account
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import trio
 
-from e2a.app import run_gateway
-from e2a.config import ConfigError, Settings, SigningSettings, load_settings
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.production import check_production, secret_weakness
+from e2a_gateway.app import run_gateway
+from e2a_gateway.config import ConfigError, Settings, SigningSettings, load_settings
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.production import check_production, secret_weakness
 from tests.conftest import Account, agent_path, make_settings
 
 ROOT = Path(__file__).resolve().parent.parent

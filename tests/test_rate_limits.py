@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from e2a.api.proxies import client_address
-from e2a.app import RunningGateway
-from e2a.config import proxy_networks
-from e2a.mailauth.resolver import FixtureResolver
+from e2a_gateway.api.proxies import client_address
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import proxy_networks
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import TEST_LIMITS, Account, agent_path, make_settings
 from tests.databases import query
 from tests.delivery_support import open_account, quiet_gateway

@@ -24,17 +24,17 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from e2a.hub import Ended, Hub, Listener
-from e2a.hub.fanout import PostgresFanout, relay_payload
-from e2a.hub.job_queue import JobQueue
-from e2a.storage.postgres import FANOUT_CHANNEL, PostgresStorage
-from e2a.storage.vocabulary import JOB_KINDS
+from e2a_gateway.hub import Ended, Hub, Listener
+from e2a_gateway.hub.fanout import PostgresFanout, relay_payload
+from e2a_gateway.hub.job_queue import JobQueue
+from e2a_gateway.storage.postgres import FANOUT_CHANNEL, PostgresStorage
+from e2a_gateway.storage.vocabulary import JOB_KINDS
 from tests.databases import fresh_postgres_database
 from tests.dns_server import serve_dns
 from tests.http_receiver import Answer, HttpReceiver
 from tests.test_cli import free_port
 
-E2A = [sys.executable, "-m", "e2a"]
+E2A = [sys.executable, "-m", "e2a_gateway"]
 START_SECONDS = 30.0
 NOTIFY_SECONDS = 5.0
 DELIVERY_SECONDS = 30.0

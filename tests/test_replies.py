@@ -9,7 +9,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e2a.inbound.replies import ReplySplit, split_reply
+from e2a_gateway.inbound.replies import ReplySplit, split_reply
 
 # Building blocks of real mail, so that generated bodies hit attributions, quotes, header blocks
 # and signatures, not only random characters.

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2a.inbound.replies import MessagePart, split_reply
+from e2a_gateway.inbound.replies import MessagePart, split_reply
 
 CORPUS = Path(__file__).parent / "data" / "replies"
 _ATTRIBUTION_FIELDS = ("name", "address", "date", "subject", "forwarded")

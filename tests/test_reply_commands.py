@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2a.inbound.reply_commands import (
+from e2a_gateway.inbound.reply_commands import (
     MAX_REASON_LENGTH,
     ReplyCommand,
     ReplyFacts,
@@ -14,7 +14,7 @@ from e2a.inbound.reply_commands import (
     parse_command,
     refusal_of,
 )
-from e2a.signing.reply_tokens import (
+from e2a_gateway.signing.reply_tokens import (
     generate_reply_token,
     hash_reply_token,
     redact_reply_tokens,

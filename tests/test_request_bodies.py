@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from e2a.mailauth.resolver import FixtureResolver
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import SHARED_DOMAIN, Account, agent_path, make_settings
 from tests.delivery_support import open_account, quiet_gateway
 

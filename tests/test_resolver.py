@@ -9,10 +9,10 @@ from functools import partial
 import pytest
 import trio
 
-from e2a.config import DnsSettings
-from e2a.mailauth.dns_answers import DnsTemporaryError
-from e2a.mailauth.resolver import DnsResolver, FixtureResolver, Zone, lookup_txt
-from e2a.mailauth.spf import check_spf
+from e2a_gateway.config import DnsSettings
+from e2a_gateway.mailauth.dns_answers import DnsTemporaryError
+from e2a_gateway.mailauth.resolver import DnsResolver, FixtureResolver, Zone, lookup_txt
+from e2a_gateway.mailauth.spf import check_spf
 from tests.dns_server import serve_dns
 
 LONG_TXT = "v=DKIM1; k=rsa; p=" + "A" * 600  # more than one 255-byte character-string

@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 import trio
 
-from e2a.clock import format_timestamp
-from e2a.gateway import Gateway, open_gateway
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.storage.base import (
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.gateway import Gateway, open_gateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.storage.base import (
     AgentChanges,
     Feedback,
     FinishedAttempt,
     Storage,
     WebhookAttempt,
 )
-from e2a.workers.retention import RetentionWorker, SweepResult
+from e2a_gateway.workers.retention import RetentionWorker, SweepResult
 from tests.conftest import make_settings
 from tests.delivery_support import wait_until
 from tests.test_storage import (  # noqa: F401  (storage_url is a fixture)

@@ -1,5 +1,5 @@
-"""The retry schedules (e2a/workers/retry_schedules.py) with plain data: the contract's values
-(delivery.md, hitl.md) and the rules every `Backoff` keeps."""
+"""The retry schedules (e2a_gateway/workers/retry_schedules.py) with plain data: the contract's
+values (delivery.md, hitl.md) and the rules every `Backoff` keeps."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from e2a.workers.retry_schedules import (
+from e2a_gateway.workers.retry_schedules import (
     APPROVAL_NOTICE,
     OUTBOUND_HAND_OFF,
     OUTBOUND_INTERNAL_ERROR,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2a.rfc5322 import header_section
+from e2a_gateway.rfc5322 import header_section
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The SDK (`e2a.v1`) against a live gateway: sync, asyncio and trio clients, and webhooks.
+"""The SDK (`e2a_gateway.v1`) against a live gateway: sync, asyncio and trio clients, and webhooks.
 
 The gateway runs in a background thread under `trio.run`, so the same instance serves a
 synchronous client, an asyncio event loop and a trio one. Nothing is mocked.
@@ -30,12 +30,12 @@ import httpx
 import pytest
 import trio
 
-from e2a.accounts import bootstrap_user
-from e2a.app import RunningGateway, run_gateway
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.operations.trust import reading_of
-from e2a.signing.credentials import hash_api_key
-from e2a.v1 import (
+from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.operations.trust import reading_of
+from e2a_gateway.signing.credentials import hash_api_key
+from e2a_gateway.v1 import (
     ApprovePendingMessageRequest,
     AsyncE2AApi,
     AsyncE2AClient,
@@ -56,8 +56,8 @@ from e2a.v1 import (
     WireAttachment,
     WSNotification,
 )
-from e2a.v1.notifications import backoff_delays, websocket_url
-from e2a.workers.webhook_policy import build_request
+from e2a_gateway.v1.notifications import backoff_delays, websocket_url
+from e2a_gateway.workers.webhook_policy import build_request
 from tests.conftest import make_settings
 from tests.databases import query
 from tests.delivery_support import agent_id, wait_until
@@ -633,10 +633,11 @@ ISOLATION_CHECK = """
 import contextlib, io, sys
 for name in ("trio", "quart", "quart_trio", "hypercorn", "dkim", "spf", "dns", "nacl", "psycopg"):
     sys.modules[name] = None  # importing any of these now fails
-import e2a.v1
-loaded = sorted(m for m in sys.modules if m.startswith("e2a.") and not m.startswith("e2a.v1"))
+import e2a_gateway.v1
+ours = (m for m in sys.modules if m.startswith("e2a_gateway."))
+loaded = sorted(m for m in ours if not m.startswith("e2a_gateway.v1"))
 assert loaded == [], loaded
-from e2a.cli.main import main
+from e2a_gateway.cli.main import main
 err = io.StringIO()
 with contextlib.redirect_stderr(err):
     assert main(["serve"]) == 1

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import trio
 
-from e2a.app import RunningGateway
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.signing.credentials import derive_signing_secret, hash_api_key
-from e2a.workers.webhook_connections import WebhookConnections
-from e2a.workers.webhooks import WebhookWorker
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.signing.credentials import derive_signing_secret, hash_api_key
+from e2a_gateway.workers.webhook_connections import WebhookConnections
+from e2a_gateway.workers.webhooks import WebhookWorker
 from tests.conftest import Account, make_settings
 from tests.delivery_support import (
     accept,
@@ -269,14 +269,15 @@ def describe(obj):
         fields = sorted(f.name for f in dataclasses.fields(obj))
     return {"kind": "class", "members": members, "fields": fields}
 
-surface = {"sdk": importlib.import_module("e2a").__file__}
-for module_name in ("e2a", "e2a.v1"):
-    module = importlib.import_module(module_name)
+package = sys.argv[1] if len(sys.argv) > 1 else "e2a"  # ours is e2a_gateway
+surface = {"sdk": importlib.import_module(package).__file__}
+for suffix in ("", ".v1"):
+    module = importlib.import_module(package + suffix)
     names = set(module.__all__)
-    if module_name == "e2a.v1":  # the published e2a.v1 also star-imports its models
+    if suffix == ".v1":  # the published e2a.v1 also star-imports its models
         names |= {n for n in dir(module) if not n.startswith("_") and n not in HELPERS
                   and not isinstance(getattr(module, n), types.ModuleType)}
-    surface[module_name] = {n: describe(getattr(module, n)) for n in sorted(names)}
+    surface["e2a" + suffix] = {n: describe(getattr(module, n)) for n in sorted(names)}
 print(json.dumps(surface))
 """
 
@@ -353,10 +354,10 @@ async def test_our_sdk_offers_every_name_of_the_published_one(sdk_python: Path) 
     published = await run_sdk(sdk_python, DESCRIBE_SURFACE, {})
     with trio.fail_after(SDK_SECONDS):
         done = await trio.run_process(
-            [sys.executable, "-c", DESCRIBE_SURFACE], cwd=ROOT, capture_stdout=True
+            [sys.executable, "-c", DESCRIBE_SURFACE, "e2a_gateway"], cwd=ROOT, capture_stdout=True
         )
     ours = json.loads(done.stdout)
-    assert ours["sdk"] == str(ROOT / "e2a" / "__init__.py")
+    assert ours["sdk"] == str(ROOT / "e2a_gateway" / "__init__.py")
     assert (
         "E2AApi" in published["e2a.v1"] and "parse" in published["e2a.v1"]["E2AClient"]["members"]
     )

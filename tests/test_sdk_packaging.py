@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import trio
 
-from e2a.app import RunningGateway
-from e2a.cli.main import SERVER_MISSING
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.cli.main import SERVER_MISSING
 from tests.conftest import Account
 from tests.delivery_support import accept, create_agent, mail
 from tests.venvs import cached_venv
@@ -76,15 +76,15 @@ async def test_base_install_has_the_sdk_and_client_but_not_the_gateway(
 ) -> None:
     check = (
         "import importlib.util, json, sys\n"
-        "import e2a, e2a.v1\n"
+        "import e2a_gateway, e2a_gateway.v1\n"
         f"missing = [m for m in {SERVER_MODULES!r} if importlib.util.find_spec(m) is None]\n"
-        "print(json.dumps({'e2a': e2a.__file__, 'missing': missing,\n"
+        "print(json.dumps({'e2a': e2a_gateway.__file__, 'missing': missing,\n"
         "    'loaded': sorted(m for m in sys.modules if m.split('.')[0] in missing)}))\n"
     )
     code, out, err = await run(base_python, tmp_path, "python", "-c", check)
     assert code == 0, err
     found = json.loads(out)
-    assert found["e2a"] == str(ROOT / "e2a" / "__init__.py")
+    assert found["e2a"] == str(ROOT / "e2a_gateway" / "__init__.py")
     assert found["missing"] == list(SERVER_MODULES)  # none of the server extra is installed
 
     code, out, err = await run(base_python, tmp_path, "e2a", "--help")

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from e2a.app import RunningGateway
-from e2a.config import Settings
-from e2a.operations.sending import SEND_WAIT_SECONDS
-from e2a.workers.outbound import OutboundWorker
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
+from e2a_gateway.operations.sending import SEND_WAIT_SECONDS
+from e2a_gateway.workers.outbound import OutboundWorker
 from tests.conftest import Account, make_settings
 from tests.delivery_support import accept, create_agent, mail, wait_until
 from tests.test_sdk_compat import run_sdk, sdk_python  # noqa: F401  (sdk_python is a fixture)
@@ -37,9 +37,9 @@ RELAY_TIMEOUT_SECONDS = 60
 
 SEND_AND_REPLY = """
 import json, sys, time
-import e2a
-from e2a.v1 import E2AClient
-from e2a.v1.api import E2AApiError
+import e2a_gateway
+from e2a_gateway.v1 import E2AClient
+from e2a_gateway.v1.api import E2AApiError
 
 request = json.load(sys.stdin)
 client = E2AClient(api_key=request["key"], agent_email=request["agent"], base_url=request["url"])

@@ -7,13 +7,13 @@ import hmac
 
 import pytest
 
-from e2a.signing.identity import (
+from e2a_gateway.signing.identity import (
     IdentityClaim,
     claim_from_headers,
     split_header_block,
     strip_auth_headers,
 )
-from e2a.v1.signature import AuthHeaders, verify_auth_headers
+from e2a_gateway.v1.signature import AuthHeaders, verify_auth_headers
 
 SECRET = "ab" * 32
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z

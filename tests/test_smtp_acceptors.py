@@ -17,15 +17,15 @@ import httpx
 import pytest
 import trio
 
-from e2a.accounts import bootstrap_user
-from e2a.app import RunningGateway, bind_tcp, run_gateway
-from e2a.config import Settings
-from e2a.gateway import Gateway, open_gateway
-from e2a.inbound.acceptors import AcceptorPool
-from e2a.inbound.pipeline import Arrival, InboundMailSink
-from e2a.metrics import Metrics
-from e2a.smtp.server import MessageNotStored
-from e2a.storage.group_commit import GroupCommitter
+from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.app import RunningGateway, bind_tcp, run_gateway
+from e2a_gateway.config import Settings
+from e2a_gateway.gateway import Gateway, open_gateway
+from e2a_gateway.inbound.acceptors import AcceptorPool
+from e2a_gateway.inbound.pipeline import Arrival, InboundMailSink
+from e2a_gateway.metrics import Metrics
+from e2a_gateway.smtp.server import MessageNotStored
+from e2a_gateway.storage.group_commit import GroupCommitter
 from tests.conftest import agent_path, make_settings
 from tests.dns_server import serve_dns
 
@@ -144,7 +144,7 @@ async def start_pool(
 
 async def add_agent(main: Main, email: str = AGENT) -> None:
     """A local agent (bot@agents.test) for the bootstrapped user."""
-    from e2a.storage.base import Agent
+    from e2a_gateway.storage.base import Agent
 
     user = await main.gateway.storage.first_user()
     assert user is not None
@@ -248,7 +248,7 @@ async def test_a_commit_that_fails_in_the_main_process_is_451(
 async def test_an_agents_blocking_gate_is_a_550_through_an_acceptor(
     main: Main, nursery: trio.Nursery
 ) -> None:
-    from e2a.storage.base import AgentChanges
+    from e2a_gateway.storage.base import AgentChanges
 
     await add_agent(main)
     user = await main.gateway.storage.first_user()

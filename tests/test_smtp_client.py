@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from e2a.smtp.client import (
+from e2a_gateway.smtp.client import (
     Action,
     ClientProtocolError,
     ClientSession,

@@ -21,8 +21,8 @@ import pytest
 import trio
 import trustme
 
-from e2a.smtp.protocol import Envelope, Mailbox
-from e2a.smtp.server import RecipientVerdict
+from e2a_gateway.smtp.protocol import Envelope, Mailbox
+from e2a_gateway.smtp.server import RecipientVerdict
 from tests.test_smtp_server import HOST, MemorySink, start_server
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e2a.smtp.header_limits import HeaderProblem, HeaderSectionCheck
+from e2a_gateway.smtp.header_limits import HeaderProblem, HeaderSectionCheck
 
 FIELD = re.compile(rb"[!-~][!-9;-~]*:")
 

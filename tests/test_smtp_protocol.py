@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from e2a.smtp.header_limits import HeaderSectionCheck
-from e2a.smtp.protocol import (
+from e2a_gateway.smtp.header_limits import HeaderSectionCheck
+from e2a_gateway.smtp.protocol import (
     Awaiting,
     ConnectionClosed,
     Envelope,

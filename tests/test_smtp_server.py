@@ -19,8 +19,8 @@ import trio
 import trio.testing
 import trustme
 
-from e2a.smtp.protocol import Envelope, Mailbox, SessionLimits
-from e2a.smtp.server import (
+from e2a_gateway.smtp.protocol import Envelope, Mailbox, SessionLimits
+from e2a_gateway.smtp.server import (
     ListenerLimits,
     MessageNotStored,
     RecipientVerdict,

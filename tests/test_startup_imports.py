@@ -16,16 +16,16 @@ DEFERRED = (
     "spf",
     "dkim",
     "httpx",  # with the webhook worker, in a worker thread
-    "e2a.workers.webhooks",
-    "e2a.api.openapi",  # on the first GET /api/v1/openapi.json
+    "e2a_gateway.workers.webhooks",
+    "e2a_gateway.api.openapi",  # on the first GET /api/v1/openapi.json
     "mcp",  # on the first /mcp request
     "psycopg",  # only for a postgresql:// database URL
-    "e2a.v1",  # the SDK: client commands only
+    "e2a_gateway.v1",  # the SDK: client commands only
 )
 
 PROBE = """
 import json, sys
-import e2a.cli.main, e2a.cli.server_commands, e2a.app
+import e2a_gateway.cli.main, e2a_gateway.cli.server_commands, e2a_gateway.app
 print(json.dumps(sorted(name for name in sys.modules)))
 """
 
@@ -39,4 +39,9 @@ def test_serve_imports_none_of_the_deferred_libraries() -> None:
         name for name in loaded for top in DEFERRED if name == top or name.startswith(top + ".")
     )
     assert early == []
-    assert {"trio", "quart", "hypercorn", "e2a.smtp.server"} <= loaded  # the probe did import
+    assert {
+        "trio",
+        "quart",
+        "hypercorn",
+        "e2a_gateway.smtp.server",
+    } <= loaded  # the probe did import

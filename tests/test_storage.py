@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import trio
 
-import e2a.storage.postgres
-import e2a.storage.sqlite
-from e2a.accounts import bootstrap_user
-from e2a.app import run_gateway
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.storage import open_storage
-from e2a.storage.base import (
+import e2a_gateway.storage.postgres
+import e2a_gateway.storage.sqlite
+from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.app import run_gateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.storage import open_storage
+from e2a_gateway.storage.base import (
     Agent,
     AgentChanges,
     AlreadyExists,
@@ -44,7 +44,7 @@ from e2a.storage.base import (
     StorageUnavailable,
     WebhookAttempt,
 )
-from e2a.storage.migrations import load_migrations
+from e2a_gateway.storage.migrations import load_migrations
 from tests.conftest import make_settings
 from tests.databases import fresh_postgres_database
 
@@ -188,7 +188,7 @@ async def test_an_existing_readable_database_is_made_private_and_logged(
 async def migrated_to(url: str, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Create the schema of `version` at `url` (an older database, to migrate further)."""
     backend = "sqlite" if url.startswith("sqlite") else "postgres"
-    module = e2a.storage.sqlite if backend == "sqlite" else e2a.storage.postgres
+    module = e2a_gateway.storage.sqlite if backend == "sqlite" else e2a_gateway.storage.postgres
     older = [m for m in load_migrations(backend) if m.version <= version]
     with monkeypatch.context() as patch:
         patch.setattr(module, "load_migrations", lambda _: older)

@@ -12,12 +12,12 @@ from typing import Any, get_args, get_type_hints
 
 import pytest
 
-from e2a.storage import base, vocabulary
-from e2a.storage.postgres import PostgresStorage
-from e2a.storage.sql.dialect import POSTGRES, SQLITE
-from e2a.storage.sql.store import SqlStorage
-from e2a.storage.sql.transaction import Transaction
-from e2a.storage.sqlite import SqliteStorage
+from e2a_gateway.storage import base, vocabulary
+from e2a_gateway.storage.postgres import PostgresStorage
+from e2a_gateway.storage.sql.dialect import POSTGRES, SQLITE
+from e2a_gateway.storage.sql.store import SqlStorage
+from e2a_gateway.storage.sql.transaction import Transaction
+from e2a_gateway.storage.sqlite import SqliteStorage
 from tests.databases import fresh_postgres_database
 
 ROLES = (

@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from e2a.workers.supervisor import supervise
+from e2a_gateway.workers.supervisor import supervise
 
 
 async def test_crashes_restart_with_doubling_backoff(

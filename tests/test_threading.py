@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from e2a.app import RunningGateway
-from e2a.config import Settings
-from e2a.mailauth.resolver import FixtureResolver
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import SENDER, create_agent, mail, smtp_send, store_with_conversation
 from tests.test_mailauth_dkim import ed25519_key

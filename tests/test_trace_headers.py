@@ -22,9 +22,9 @@ import pytest
 import trio
 import trustme
 
-from e2a.app import RunningGateway
-from e2a.config import Settings
-from e2a.inbound.trace import (
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
+from e2a_gateway.inbound.trace import (
     ClientNames,
     Hop,
     KnownName,
@@ -34,8 +34,8 @@ from e2a.inbound.trace import (
     received_field,
     transmission_type,
 )
-from e2a.mailauth.dns_answers import DnsTemporaryError
-from e2a.mailauth.resolver import FixtureResolver
+from e2a_gateway.mailauth.dns_answers import DnsTemporaryError
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import create_agent, new_signing_secret
 from tests.test_signing_identity import contract_verify

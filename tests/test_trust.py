@@ -1,5 +1,5 @@
-"""The trust map (e2a.inbound.trust): whose words each part of a message is, judged against the
-earlier mail of the agent's store; and the reply text of the corpus as the faces show it (each
+"""The trust map (e2a_gateway.inbound.trust): whose words each part of a message is, judged against
+the earlier mail of the agent's store; and the reply text of the corpus as the faces show it (each
 case sent as a MIME message and read back, as a stored message is)."""
 
 from __future__ import annotations
@@ -7,9 +7,15 @@ from __future__ import annotations
 from email.message import EmailMessage
 from typing import Any
 
-from e2a.inbound.parse import parse_body
-from e2a.inbound.replies import split_reply
-from e2a.inbound.trust import EarlierMail, SenderVerdict, authored_text, reading, sender_verdict
+from e2a_gateway.inbound.parse import parse_body
+from e2a_gateway.inbound.replies import split_reply
+from e2a_gateway.inbound.trust import (
+    EarlierMail,
+    SenderVerdict,
+    authored_text,
+    reading,
+    sender_verdict,
+)
 from tests.test_replies_corpus import CASES
 
 ALICE_MAIL = (

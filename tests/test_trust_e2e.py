@@ -22,12 +22,12 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from e2a.api.schemas import InboundMessage as InboundMessageSchema
-from e2a.app import RunningGateway, run_gateway
-from e2a.mailauth.resolver import Zone
-from e2a.operations.trust import peek_reading
-from e2a.signing.credentials import hash_api_key
-from e2a.v1 import AsyncE2AClient, Trust, UnverifiedEmailError
+from e2a_gateway.api.schemas import InboundMessage as InboundMessageSchema
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.mailauth.resolver import Zone
+from e2a_gateway.operations.trust import peek_reading
+from e2a_gateway.signing.credentials import hash_api_key
+from e2a_gateway.v1 import AsyncE2AClient, Trust, UnverifiedEmailError
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import accept, create_agent, mail
 from tests.dns_server import serve_dns
@@ -112,7 +112,7 @@ async def receiver(nursery: trio.Nursery) -> HttpReceiver:
 
 
 async def owner(running: RunningGateway, receiver: HttpReceiver) -> tuple[Account, str]:
-    from e2a.accounts import bootstrap_user
+    from e2a_gateway.accounts import bootstrap_user
 
     _, issued, _ = await bootstrap_user(
         running.gateway.storage, running.gateway.server_key, "owner@example.com"

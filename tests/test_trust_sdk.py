@@ -1,4 +1,4 @@
-"""The SDK's side of the trust map (e2a.v1): read from a message, gated on verification like
+"""The SDK's side of the trust map (e2a_gateway.v1): read from a message, gated on verification like
 every claim field, refused when it disagrees with the signed claim, and on notifications."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from e2a.v1 import AsyncInboundEmail, Trust, UnverifiedEmailError
-from e2a.v1.notifications import WSNotification
+from e2a_gateway.v1 import AsyncInboundEmail, Trust, UnverifiedEmailError
+from e2a_gateway.v1.notifications import WSNotification
 
 QUOTED = {
     "kind": "quoted",

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from e2a.storage import open_storage
-from e2a.storage.base import Storage
+from e2a_gateway.storage import open_storage
+from e2a_gateway.storage.base import Storage
 from tests.test_storage import (  # noqa: F401  (storage_url is a fixture)
     add_user,
     make_agent,

@@ -23,8 +23,8 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from e2a.app import RunningGateway
-from e2a.config import Settings
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import create_agent, new_signing_secret
 from tests.http_receiver import HttpReceiver
@@ -52,8 +52,8 @@ CLI_SECONDS = 30
 
 PARSE_WEBHOOK = """
 import base64, json, sys
-import e2a
-from e2a.v1 import E2AClient
+import e2a_gateway
+from e2a_gateway.v1 import E2AClient
 
 request = json.load(sys.stdin)
 email = E2AClient().parse_webhook(base64.b64decode(request["body"]), request["secret"])
@@ -103,7 +103,7 @@ def run_cli(running: RunningGateway, account: Account, home: Path, *args: str) -
         E2A_API_KEY=account.key,
     )
     done = subprocess.run(
-        [sys.executable, "-m", "e2a", *args],
+        [sys.executable, "-m", "e2a_gateway", *args],
         capture_output=True,
         env=env,
         timeout=CLI_SECONDS,

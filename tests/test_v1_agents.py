@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from e2a.app import RunningGateway
-from e2a.operations.agents import TRASH_DAYS
-from e2a.workers.retention import RetentionWorker
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.operations.agents import TRASH_DAYS
+from e2a_gateway.workers.retention import RetentionWorker
 from tests.conftest import SHARED_DOMAIN, Account
 from tests.delivery_support import mail, smtp_send
 

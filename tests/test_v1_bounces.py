@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from e2a.app import RunningGateway
-from e2a.config import Settings
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
 from tests.conftest import Account, make_settings
 from tests.delivery_support import create_agent, smtp_send, wait_until
 from tests.relay_support import relay_on_loopback

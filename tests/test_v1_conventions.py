@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from e2a.api.v1.errors import refusal
-from e2a.app import RunningGateway
-from e2a.operations.errors import NotFound, PreconditionUnmet, RateLimited, Undeliverable
-from e2a.signing.credentials import hash_api_key
-from e2a.web.errors import status_of
+from e2a_gateway.api.v1.errors import refusal
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.operations.errors import NotFound, PreconditionUnmet, RateLimited, Undeliverable
+from e2a_gateway.signing.credentials import hash_api_key
+from e2a_gateway.web.errors import status_of
 from tests.conftest import Account
 from tests.databases import gateway_backend
 from tests.delivery_support import create_agent

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from e2a.app import RunningGateway
+from e2a_gateway.app import RunningGateway
 from tests.conftest import SHARED_DOMAIN, Account
 from tests.sdk_v1 import error, run_sdk, sdk5_python, value
 

@@ -20,10 +20,10 @@ import httpx
 import pytest
 import trio
 
-from e2a.app import RunningGateway, run_gateway
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.storage.base import MessageFilters
-from e2a.workers.retention import RetentionWorker
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.storage.base import MessageFilters
+from e2a_gateway.workers.retention import RetentionWorker
 from tests.conftest import Account, make_settings
 from tests.delivery_support import accept, create_agent, open_account, store_with_conversation
 from tests.dns_server import serve_dns

@@ -18,9 +18,9 @@ import referencing
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
-from e2a.app import RunningGateway
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.signing.magic_links import issue_token, link_key
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.signing.magic_links import issue_token, link_key
 from tests.conftest import Account
 from tests.databases import query
 from tests.delivery_support import create_agent

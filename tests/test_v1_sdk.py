@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from e2a.app import RunningGateway
+from e2a_gateway.app import RunningGateway
 from tests.conftest import Account
 from tests.delivery_support import create_agent
 from tests.sdk_v1 import error, run_sdk, sdk5_python, value

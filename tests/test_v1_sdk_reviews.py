@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import trio
 
-from e2a.app import RunningGateway
-from e2a.mailauth.resolver import FixtureResolver
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import Account
 from tests.delivery_support import create_agent
 from tests.sdk_v1 import SDK_SECONDS, error, run_sdk, sdk5_python, value
@@ -120,7 +120,7 @@ async def test_protection_and_reviews_through_the_sdk(
 
 LISTENER = r"""
 import asyncio, json, sys
-from e2a.v1 import AsyncE2AClient, E2AError
+from e2a_gateway.v1 import AsyncE2AClient, E2AError
 
 base_url, key, email = sys.argv[1:4]
 

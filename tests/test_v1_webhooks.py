@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import trio
 
-from e2a.clock import format_timestamp
-from e2a.ids import new_id
-from e2a.operations.caller import authenticate
-from e2a.storage.base import EventFilter, NewInboundMessage
-from e2a.workers.outbound import OutboundWorker
-from e2a.workers.retention import RetentionWorker
-from e2a.workers.subscribers import SubscriberWorker
-from e2a.workers.webhook_connections import WebhookConnections
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.ids import new_id
+from e2a_gateway.operations.caller import authenticate
+from e2a_gateway.storage.base import EventFilter, NewInboundMessage
+from e2a_gateway.workers.outbound import OutboundWorker
+from e2a_gateway.workers.retention import RetentionWorker
+from e2a_gateway.workers.subscribers import SubscriberWorker
+from e2a_gateway.workers.webhook_connections import WebhookConnections
 from tests.conftest import Account
 from tests.delivery_support import QuietGateway, create_agent
 from tests.http_receiver import HttpReceiver, Received

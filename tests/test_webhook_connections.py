@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import trio
 
-from e2a.workers.webhook_connections import Origin, WebhookConnections
+from e2a_gateway.workers.webhook_connections import Origin, WebhookConnections
 from tests.http_receiver import HttpReceiver
 
 

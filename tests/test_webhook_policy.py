@@ -10,10 +10,10 @@ from email.utils import format_datetime
 
 import pytest
 
-from e2a.clock import format_timestamp
-from e2a.signing.identity import IdentityClaim, body_hash
-from e2a.storage.base import InboundMessage
-from e2a.workers.webhook_policy import (
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.signing.identity import IdentityClaim, body_hash
+from e2a_gateway.storage.base import InboundMessage
+from e2a_gateway.workers.webhook_policy import (
     build_request,
     delivery_id,
     judge_answer,

@@ -10,17 +10,17 @@ from typing import Any
 
 import pytest
 
-from e2a.config import Settings
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.storage.base import AgentChanges
-from e2a.webhook_targets import (
+from e2a_gateway.config import Settings
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.storage.base import AgentChanges
+from e2a_gateway.webhook_targets import (
     WebhookTargetError,
     check_webhook_url,
     ipv4_spelling,
     is_public_address,
 )
-from e2a.workers.webhook_connections import WebhookConnections
-from e2a.workers.webhooks import WebhookWorker
+from e2a_gateway.workers.webhook_connections import WebhookConnections
+from e2a_gateway.workers.webhooks import WebhookWorker
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import (
     accept,

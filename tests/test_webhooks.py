@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 import trio
 
-from e2a.app import RunningGateway
-from e2a.clock import format_timestamp
-from e2a.config import Settings
-from e2a.ids import new_id
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.storage.base import AgentChanges, SigningSecret
-from e2a.workers.webhook_connections import WebhookConnections
-from e2a.workers.webhook_policy import delivery_id
-from e2a.workers.webhooks import MAX_PER_HOST, WebhookWorker
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.config import Settings
+from e2a_gateway.ids import new_id
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.storage.base import AgentChanges, SigningSecret
+from e2a_gateway.workers.webhook_connections import WebhookConnections
+from e2a_gateway.workers.webhook_policy import delivery_id
+from e2a_gateway.workers.webhooks import MAX_PER_HOST, WebhookWorker
 from tests.conftest import Account, make_settings
 from tests.databases import gateway_backend
 from tests.delivery_support import (

@@ -23,11 +23,17 @@ from trio_websocket import (
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Ping, Request, TextMessage
 
-from e2a.api.websocket import DRAIN_PAGE_SIZE, MAX_READING_FRAME_BYTES
-from e2a.app import WEBSOCKET_PING_SECONDS, RunningGateway, bind_tcp, run_gateway, serve_http
-from e2a.config import Settings
-from e2a.gateway import open_gateway
-from e2a.hub import (
+from e2a_gateway.api.websocket import DRAIN_PAGE_SIZE, MAX_READING_FRAME_BYTES
+from e2a_gateway.app import (
+    WEBSOCKET_PING_SECONDS,
+    RunningGateway,
+    bind_tcp,
+    run_gateway,
+    serve_http,
+)
+from e2a_gateway.config import Settings
+from e2a_gateway.gateway import open_gateway
+from e2a_gateway.hub import (
     SUBSCRIBER_BUFFER,
     Channel,
     Ended,
@@ -36,9 +42,9 @@ from e2a.hub import (
     Revocation,
     TooManyListeners,
 )
-from e2a.hub.access import lost_access
-from e2a.mailauth.resolver import FixtureResolver
-from e2a.signing.credentials import hash_api_key
+from e2a_gateway.hub.access import lost_access
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.signing.credentials import hash_api_key
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import (
     SENDER,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from e2a.config import Settings
-from e2a.mailauth.resolver import FixtureResolver
+from e2a_gateway.config import Settings
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import Account, make_settings
 from tests.databases import query
 from tests.delivery_support import QuietGateway, open_account, quiet_gateway

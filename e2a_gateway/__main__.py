@@ -1,0 +1,11 @@
+"""`python -m e2a_gateway` is the `e2a` command (and the one-file executable's entry point)."""
+
+import multiprocessing
+
+from e2a_gateway.cli.main import main
+
+if __name__ == "__main__":
+    # SMTP acceptor processes (smtp.processes) are spawned: in the one-file executable the
+    # spawned process must run the acceptor, not the command line.
+    multiprocessing.freeze_support()
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""The bound on every HTTP request body (`http.max_request_bytes`), enforced in front of every
+route — REST, dashboard and the MCP endpoint alike — before the app reads a byte too many.
+
+A declared Content-Length over the bound is answered at once; a chunked body is counted as it
+arrives, and once it passes the bound the app is told the client left and the answer is sent
+here. Either way: 413 `payload_too_large` in the API's JSON error shape, and the connection is
+closed (the rest of the body is never read). Under `/v1` the answer is e2a's envelope, with a
+request id (`X-Request-Id`) and the sizes in `details`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from hypercorn.typing import (
+    ASGIFramework,
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ASGISendEvent,
+    HTTPScope,
+    Scope,
+)
+
+from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
+from e2a_gateway.web.request_ids import request_id_for
+
+
+@dataclass
+class _Progress:
+    received: int = 0
+    over: bool = False
+    answered: bool = False
+
+
+class BodyLimit:
+    """ASGI middleware: requests whose body exceeds `max_bytes` get 413 and never reach more
+    of `app` than the bytes up to the bound."""
+
+    def __init__(self, app: ASGIFramework, max_bytes: int) -> None:
+        self._app = app
+        self._max_bytes = max_bytes
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        declared = declared_length(scope["headers"])
+        if declared is not None and declared > self._max_bytes:
+            await self._refuse(send, scope, declared)
+            return
+        progress = _Progress()
+
+        async def bounded_receive() -> ASGIReceiveEvent:
+            if progress.over:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                progress.received += len(message.get("body", b""))
+                if progress.received > self._max_bytes:
+                    progress.over = True
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message: ASGISendEvent) -> None:
+            if progress.over and not progress.answered:
+                return  # the app was told the client left; the refusal is sent below
+            if message["type"] == "http.response.start":
+                progress.answered = True
+            await send(message)
+
+        await self._app(scope, bounded_receive, guarded_send)
+        if progress.over and not progress.answered:
+            await self._refuse(send, scope, progress.received)
+
+    async def _refuse(self, send: ASGISendCallable, scope: HTTPScope, received: int) -> None:
+        error: dict[str, object] = {
+            "code": "payload_too_large",
+            "message": f"request body too large: at most {self._max_bytes} bytes "
+            "(http.max_request_bytes)",
+        }
+        extra: list[tuple[bytes, bytes]] = []
+        path = scope["path"]
+        if path == "/v1" or path.startswith("/v1/"):  # e2a's envelope, with a request id
+            request_id = request_id_for(_header(scope["headers"], b"x-request-id"))
+            error["request_id"] = request_id
+            error["details"] = {
+                "scope": "request_body",
+                "actual_bytes": received,
+                "max_bytes": self._max_bytes,
+            }
+            extra.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
+        body = json.dumps({"error": error}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *extra,
+        ]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The value of header `name` (lowercase), as text, or None."""
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
+    """The request's Content-Length, or None when it has none (chunked) or none readable (the
+    HTTP server refuses those itself)."""
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            text = value.strip()
+            return int(text) if text.isdigit() else None
+    return None

@@ -1,0 +1,58 @@
+"""Inbound messages of an agent: keyset-paginated list and full read (which marks read)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, request
+
+from e2a_gateway.api.auth import requires_caller
+from e2a_gateway.operations import messages, trust
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.errors import Invalid
+from e2a_gateway.operations.messages import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    decode_page_token,
+    encode_page_token,
+)
+from e2a_gateway.web.context import current_gateway
+from e2a_gateway.web.views import message_full_view, message_summary_view
+
+blueprint = Blueprint("messages", __name__)
+
+
+def _page_size() -> int:
+    raw = request.args.get("page_size", str(DEFAULT_PAGE_SIZE))
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE_SIZE:
+        raise Invalid("invalid_request", f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}")
+    return int(raw)
+
+
+@blueprint.get("/agents/<email>/messages")
+@requires_caller
+async def list_messages(caller: Caller, email: str) -> dict[str, Any]:
+    """GET /agents/{email}/messages?status=&page_size=&token=."""
+    status = messages.status_filter(request.args.get("status", "unread"))
+    token = request.args.get("token")
+    page = await messages.inbox_page(
+        current_gateway(),
+        caller,
+        email,
+        status,
+        _page_size(),
+        decode_page_token(token) if token else None,
+    )
+    return {
+        "messages": [message_summary_view(message) for message in page.messages],
+        "next_token": encode_page_token(page.next_after) if page.next_after is not None else None,
+    }
+
+
+@blueprint.get("/agents/<email>/messages/<message_id>")
+@requires_caller
+async def get_message(caller: Caller, email: str, message_id: str) -> dict[str, Any]:
+    """GET /agents/{email}/messages/{id}: the full message with its reading; marks it read."""
+    gateway = current_gateway()
+    message = await messages.read_message(gateway, caller, email, message_id)
+    return {**message_full_view(message), **await trust.reading_of(gateway, message)}

@@ -1,0 +1,54 @@
+"""Unauthenticated routes: health and deployment info."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+from quart import Blueprint, current_app
+
+from e2a_gateway.storage import POSTGRES_SCHEMES
+from e2a_gateway.storage.base import StorageUnavailable
+from e2a_gateway.web.context import current_gateway
+from e2a_gateway.web.views import info_view
+
+blueprint = Blueprint("meta", __name__)
+
+
+@blueprint.get("/api/health")
+async def health() -> tuple[dict[str, Any], int]:
+    """GET /api/health: 200 ok, or 503 degraded when storage does not answer; both say which
+    storage backend is in use and whether it is up."""
+    gateway = current_gateway()
+    url = gateway.settings.database.url
+    backend = "postgresql" if url.startswith(POSTGRES_SCHEMES) else "sqlite"
+    try:
+        await gateway.storage.ping()
+    except StorageUnavailable as exc:
+        storage = {"backend": backend, "state": "down", "detail": str(exc)}
+        return {"status": "degraded", "storage": storage}, 503
+    return {"status": "ok", "storage": {"backend": backend, "state": "up"}}, 200
+
+
+@blueprint.get("/api/v1/info")
+async def info() -> dict[str, Any]:
+    """GET /api/v1/info: what a client needs to know before it logs in."""
+    return info_view(current_gateway().settings)
+
+
+@blueprint.get("/api/v1/openapi.json")
+async def openapi_document() -> dict[str, Any]:
+    """GET /api/v1/openapi.json (no key needed): built on first request, in a worker thread,
+    then kept. The describing module and its models load only then, not at start-up."""
+    built: dict[str, Any] | None = current_app.extensions.get("e2a_openapi")
+    if built is None:
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        built = await trio.to_thread.run_sync(_build_openapi, app)
+        current_app.extensions["e2a_openapi"] = built
+    return built
+
+
+def _build_openapi(app: Any) -> dict[str, Any]:
+    from e2a_gateway.api.openapi import build_document
+
+    return build_document(app)

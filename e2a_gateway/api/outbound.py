@@ -1,0 +1,86 @@
+"""Sending mail: `/send`, replies, test mail, and the review queue (list, approve, reject).
+
+A send answers 202 while the message is held for approval; 422 `send_failed` when it was
+refused for good while the operation waited for its hand-off; else 200 `sent`, as e2a 2.x
+clients expect (operations.sending says how long it waits, docs/api.md why `sent`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, request
+
+from e2a_gateway.api.auth import requires_caller
+from e2a_gateway.api.requests import read_body
+from e2a_gateway.operations import reviews, sending
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.reviews import ApproveBody, RejectBody
+from e2a_gateway.operations.sending import ReplyBody, SendBody, Submission
+from e2a_gateway.web.context import current_gateway
+from e2a_gateway.web.views import outbound_view, submission_view
+
+blueprint = Blueprint("outbound", __name__)
+
+
+def _answer(submission: Submission) -> tuple[dict[str, Any], int]:
+    return submission_view(submission), 202 if submission.held else 200
+
+
+@blueprint.post("/send")
+@requires_caller
+async def send(caller: Caller) -> tuple[dict[str, Any], int]:
+    """POST /send: a new message from one of the caller's agents."""
+    body = await read_body(SendBody)
+    return _answer(await sending.send(current_gateway(), caller, body))
+
+
+@blueprint.post("/agents/<email>/messages/<message_id>/reply")
+@requires_caller
+async def reply(caller: Caller, email: str, message_id: str) -> tuple[dict[str, Any], int]:
+    """POST …/reply: answer an inbound message, threaded."""
+    body = await read_body(ReplyBody)
+    return _answer(await sending.reply(current_gateway(), caller, email, message_id, body))
+
+
+@blueprint.post("/agents/<email>/test")
+@requires_caller
+async def send_test(caller: Caller, email: str) -> tuple[dict[str, Any], int]:
+    """POST /agents/{email}/test: a test message from the agent to itself."""
+    return _answer(await sending.send_test(current_gateway(), caller, email))
+
+
+@blueprint.get("/messages")
+@requires_caller
+async def list_outbound(caller: Caller) -> dict[str, Any]:
+    """GET /messages?status=&agent=: the review queue by default."""
+    messages = await reviews.outbound_messages(
+        current_gateway(),
+        caller,
+        request.args.get("status", "pending_approval"),
+        request.args.get("agent"),
+    )
+    return {"messages": [outbound_view(message) for message in messages]}
+
+
+@blueprint.get("/messages/<message_id>")
+@requires_caller
+async def get_outbound(caller: Caller, message_id: str) -> dict[str, Any]:
+    """GET /messages/{id}."""
+    return outbound_view(await reviews.outbound_message(current_gateway(), caller, message_id))
+
+
+@blueprint.post("/messages/<message_id>/approve")
+@requires_caller
+async def approve(caller: Caller, message_id: str) -> dict[str, Any]:
+    """POST /messages/{id}/approve, optionally with edits (then `edited: true`)."""
+    body = await read_body(ApproveBody, allow_empty=True)
+    return outbound_view(await reviews.approve(current_gateway(), caller, message_id, body))
+
+
+@blueprint.post("/messages/<message_id>/reject")
+@requires_caller
+async def reject(caller: Caller, message_id: str) -> dict[str, Any]:
+    """POST /messages/{id}/reject with an optional reason."""
+    body = await read_body(RejectBody, allow_empty=True)
+    return outbound_view(await reviews.reject(current_gateway(), caller, message_id, body.reason))

@@ -1,0 +1,33 @@
+"""Reading a REST request body: JSON, at most MAX_JSON_DEPTH deep, an object, validated against
+the operation's request model (unknown fields refused)."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from quart import request
+
+from e2a_gateway.operations.errors import Invalid
+from e2a_gateway.operations.requests import RequestBody, parse_request
+from e2a_gateway.web.json_bodies import NotAJsonObject, json_object
+
+Body = TypeVar("Body", bound=RequestBody)
+
+
+async def read_body(model: type[Body], *, allow_empty: bool = False) -> Body:
+    """Read the request body as a JSON object validated against `model` (unknown fields refused).
+
+    Content-Type is not required to be application/json, so `curl -d` works as users expect.
+    """
+    raw = await request.get_data(as_text=False)
+    assert isinstance(raw, bytes)
+    if not raw.strip():
+        if allow_empty and not raw:  # an optional body may be left out, not sent as blanks
+            raw = b"{}"
+        else:
+            raise Invalid("invalid_json", "request body is empty; send a JSON object")
+    try:
+        data = json_object(raw)
+    except NotAJsonObject as exc:
+        raise Invalid("invalid_json", str(exc)) from None
+    return parse_request(model, data)

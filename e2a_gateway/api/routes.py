@@ -1,0 +1,75 @@
+"""The REST face in one piece: every blueprint of `/api/v1` (with health, info and metrics), and
+the JSON errors `{"error": {"code", "message"}}` for every answer no other face renders itself
+(a refused operation, an unknown route, storage down, a bug)."""
+
+from __future__ import annotations
+
+import logging
+
+from quart import Response
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from e2a_gateway.api import (
+    account,
+    agents,
+    approvals,
+    dead_letters,
+    domains,
+    feedback,
+    messages,
+    meta,
+    observability,
+    outbound,
+    websocket,
+)
+from e2a_gateway.api.errors import error_response, http_exception_response
+from e2a_gateway.operations.errors import OperationError
+from e2a_gateway.storage.base import StorageUnavailable
+from e2a_gateway.web.errors import headers_of, status_of
+
+log = logging.getLogger("e2a.api")
+
+API_PREFIX = "/api/v1"
+
+
+def register_api(app: QuartTrio) -> None:
+    """Add the REST routes to `app`, and make JSON its errors' default shape."""
+    app.register_blueprint(meta.blueprint)
+    app.register_blueprint(feedback.blueprint)
+    app.register_blueprint(observability.blueprint)
+    observability.time_requests(app)
+    for module in (
+        agents,
+        domains,
+        messages,
+        dead_letters,
+        account,
+        websocket,
+        outbound,
+        approvals,
+    ):
+        app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
+
+    @app.errorhandler(OperationError)
+    async def on_refused(exc: OperationError) -> Response:
+        return error_response(status_of(exc), exc.code, exc.message, headers_of(exc))
+
+    @app.errorhandler(HTTPException)
+    async def on_http_exception(exc: HTTPException) -> Response:
+        return http_exception_response(exc)
+
+    @app.errorhandler(StorageUnavailable)
+    async def on_storage_unavailable(exc: StorageUnavailable) -> Response:
+        log.error("storage unavailable: %s", exc)
+        return error_response(
+            503,
+            "storage_unavailable",
+            "the database is not answering; try again shortly",
+            {"Retry-After": "5"},
+        )
+
+    @app.errorhandler(Exception)
+    async def on_unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error in request handler")
+        return error_response(500, "internal_error", "internal error; the gateway log has details")

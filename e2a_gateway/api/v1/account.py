@@ -1,0 +1,239 @@
+"""The caller's account on `/v1`: who is calling (`GET /v1/account`), the data rights (export,
+delete with `?confirm=DELETE`), and its API keys (account or agent scope)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from quart import Blueprint
+
+from e2a_gateway.api.auth import requires_caller
+from e2a_gateway.api.v1.bodies import QueryParams, read_json, read_query
+from e2a_gateway.api.v1.idempotent import idempotent
+from e2a_gateway.api.v1.pages import PageQuery, keyset_page
+from e2a_gateway.api.v1.views import api_key_view, present
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.operations import account, agents, domains, keys
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.keys import CreateScopedApiKey
+from e2a_gateway.storage.base import ApiKey
+from e2a_gateway.web.context import current_gateway
+
+blueprint = Blueprint("v1_account", __name__)
+
+
+class Confirmation(QueryParams):
+    """`?confirm=DELETE`, which every irreversible delete requires."""
+
+    confirm: Literal["DELETE"]
+
+
+@blueprint.get("/account/api-keys")
+@requires_caller
+async def list_api_keys(caller: Caller) -> dict[str, Any]:
+    """listApiKeys: the live keys, newest first (metadata only)."""
+    query = read_query(PageQuery)
+    gateway = current_gateway()
+
+    async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[ApiKey]:
+        return await keys.api_key_page(gateway, caller, limit, after)
+
+    return await keyset_page("api-keys", query, fetch, _position, api_key_view)
+
+
+@blueprint.post("/account/api-keys")
+@requires_caller
+@idempotent
+async def create_api_key(caller: Caller) -> tuple[dict[str, Any], int]:
+    """createApiKey: a new account key, or one bound to an agent; the key is in this answer
+    only (and in its replays to the same Idempotency-Key)."""
+    body = await read_json(CreateScopedApiKey)
+    issued = await keys.new_scoped_api_key(current_gateway(), caller, body)
+    return {**api_key_view(issued.key), "key": issued.plaintext}, 201
+
+
+@blueprint.delete("/account/api-keys/<key_id>")
+@requires_caller
+async def delete_api_key(caller: Caller, key_id: str) -> dict[str, Any]:
+    """deleteApiKey: revoke the key; it is refused from now on."""
+    read_query(Confirmation)
+    await keys.revoke_api_key(current_gateway(), caller, key_id)
+    return {"deleted": True, "id": key_id}
+
+
+def _position(key: ApiKey) -> tuple[str, str]:
+    return key.created_at, key.id
+
+
+@blueprint.get("/account")
+@requires_caller
+async def get_account(caller: Caller) -> dict[str, Any]:
+    """getAccount: who the key speaks for (the user, the key's scope and bound agent), the
+    account's caps and what it uses. A self-hosted gateway has no plan: every cap is 0 (none)."""
+    gateway = current_gateway()
+    seen = await agents.agent_entries(gateway, caller, trashed=False)
+    owned_domains = await domains.list_domains(gateway, caller) if caller.scope == "account" else []
+    return present(
+        user={"id": caller.user_id, "email": caller.user.email},
+        scope=caller.scope,
+        agent_email=caller.agent_email,
+        plan_code=SELF_HOSTED_PLAN,
+        limits=dict.fromkeys(
+            ("max_agents", "max_domains", "max_messages_month", "max_storage_bytes"), 0
+        ),
+        usage={
+            "agents": len(seen),
+            "domains": len(owned_domains),
+            "messages_month": 0,
+            "storage_bytes": 0,
+        },
+        upgrade_url="",
+    )
+
+
+@blueprint.get("/account/export")
+@requires_caller
+async def export_account(caller: Caller) -> dict[str, Any]:
+    """exportAccount: everything stored about the account (account keys only), in e2a's
+    export envelope; the records keep what `/api/v1`'s export shows under e2a's names."""
+    exported = await account.export_account(current_gateway(), caller)
+    return export_view(exported, caller.user_id, current_gateway().settings.shared_domain)
+
+
+@blueprint.delete("/account")
+@requires_caller
+async def delete_account(caller: Caller) -> dict[str, Any]:
+    """deleteAccount: erase the account and all it owns (`?confirm=DELETE`, else 422); the
+    rows deleted per table."""
+    read_query(Confirmation)
+    deleted = await account.delete_account(current_gateway(), caller)
+    receipt = {f"{table}_deleted": count for table, count in deleted.items()}
+    receipt.pop("users_deleted", None)
+    for table in RECEIPT_TABLES:
+        receipt.setdefault(f"{table}_deleted", 0)
+    return {**receipt, "deleted": True, "user_deleted": deleted.get("users", 0) > 0}
+
+
+SELF_HOSTED_PLAN = "self_hosted"
+RECEIPT_TABLES = (
+    "usage_events",
+    "usage_summaries",
+    "sessions",
+    "agent_suppressions",
+    "agent_unsubscribe_tokens",
+    "messages",
+    "agents",
+    "domains",
+    "api_keys",
+)
+"""Tables of e2a's deletion receipt (those the gateway does not keep count 0)."""
+EXPORT_SCHEMA_VERSION = "4"
+WEEK_SECONDS = 7 * 86_400
+
+
+def export_view(exported: dict[str, Any], user_id: str, shared_domain: str) -> dict[str, Any]:
+    """UserExport: the gateway's export (operations.account) under e2a's names and shapes."""
+    user = exported.get("user") or {}
+    messages = exported["messages"]
+    domain_rows = exported["domains"]
+    verified = {row["domain"] for row in domain_rows if row["verified"]} | {shared_domain}
+    agent_rows = exported["agents"]
+    return {
+        **exported,
+        "schema_version": EXPORT_SCHEMA_VERSION,
+        "user": {
+            "id": user.get("id", user_id),
+            "email": user.get("email", ""),
+            "name": user.get("email", ""),
+            "created_at": user.get("created_at", exported["generated_at"]),
+        },
+        "agents": [
+            _export_agent(row, user_id, row["domain"] in verified, messages) for row in agent_rows
+        ],
+        "domains": [
+            present(
+                domain=row["domain"],
+                verified=row["verified"],
+                verification_token=row["verification_token"],
+                created_at=row["created_at"],
+                verified_at=row["verified_at"],
+                primary=False,
+                agent_count=sum(1 for agent in agent_rows if agent["domain"] == row["domain"]),
+                sending_status="none",
+            )
+            for row in domain_rows
+        ],
+        "api_keys": [present(**key) for key in exported["api_keys"]],
+        "messages": [_export_message(message) for message in messages],
+        "suppressions": [],
+        "protection_events": [],
+    }
+
+
+def _export_agent(
+    row: dict[str, Any], user_id: str, domain_verified: bool, messages: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """AgentIdentity of an exported agent: its settings in e2a's protection terms."""
+    week_ago = format_timestamp(time.time() - WEEK_SECONDS)
+    mine = [message for message in messages if message["agent_email"] == row["email"]]
+    recent = [message for message in mine if message["created_at"] >= week_ago]
+    return present(
+        email=row["email"],
+        name=row["name"],
+        domain=row["domain"],
+        registered_domain=row["domain"],
+        domain_verified=domain_verified,
+        public=False,
+        created_at=row["created_at"],
+        deleted_at=row.get("deleted_at"),
+        user_id=user_id,
+        ttl_seconds=row["hitl_ttl_seconds"],
+        on_expiry=row["hitl_expiration_action"],
+        suppress_notifications=not row["approval_notifications"],
+        inbound_7d=sum(1 for message in recent if message["direction"] == "inbound"),
+        outbound_7d=sum(1 for message in recent if message["direction"] != "inbound"),
+        pending_count=sum(1 for message in mine if message["status"] == "pending_approval"),
+        inbound_policy="open",
+        inbound_policy_action="flag",
+        outbound_policy="review" if row["hitl_enabled"] else "open",
+        outbound_policy_action="review" if row["hitl_enabled"] else "flag",
+        inbound_scan="off",
+        outbound_scan="off",
+        inbound_scan_review_threshold=0.0,
+        inbound_scan_block_threshold=0.0,
+        outbound_scan_review_threshold=0.0,
+        outbound_scan_block_threshold=0.0,
+        inbound_scan_sensitivity="off",
+        outbound_scan_sensitivity="off",
+    )
+
+
+def _export_message(message: dict[str, Any]) -> dict[str, Any]:
+    """Message of an exported message: its envelope and state, never its body."""
+    inbound = message["direction"] == "inbound"
+    reply_to = message.get("reply_to")
+    return {
+        **present(
+            id=message["id"],
+            agent_email=message["agent_email"],
+            direction=message["direction"],
+            delivered_to=message["agent_email"],
+            subject=message.get("subject") or "",
+            created_at=message["created_at"],
+            to=message.get("to"),
+            cc=message.get("cc"),
+            bcc=message.get("bcc"),
+            reply_to=[reply_to] if isinstance(reply_to, str) else None,
+            conversation_id=message.get("conversation_id"),
+            email_message_id=message.get("rfc_message_id"),
+            status=message.get("status"),
+            delivery_status=message.get("delivery_status"),
+            size_bytes=message.get("size_bytes"),
+        ),
+        "header_from": message.get("from") if inbound else None,
+        "envelope_from": None,
+        "verified_domain": None,
+        "authentication": None,
+        "expires_at": None,
+    }

@@ -1,0 +1,138 @@
+"""Custom domains on `/v1`: list (cursor pages), register, get, verify (by the TXT record at
+the apex) and delete (`?confirm=DELETE`), each shown with the DNS records it needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+from quart import Blueprint
+
+from e2a_gateway.api.auth import requires_caller
+from e2a_gateway.api.v1.account import Confirmation
+from e2a_gateway.api.v1.bodies import read_json, read_query
+from e2a_gateway.api.v1.pages import PageQuery, keyset_page
+from e2a_gateway.api.v1.views import present
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.operations import domains
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.requests import RequestBody
+from e2a_gateway.storage.base import Domain
+from e2a_gateway.web.context import current_gateway
+
+blueprint = Blueprint("v1_domains", __name__)
+
+MX_PRIORITY = 10
+SENDING_RAMP = {
+    "status": "exempt",
+    "daily_recipient_limit": 0,
+    "recipients_used_today": 0,
+    "active_days": 0,
+    "ramp_days": 0,
+}
+"""The gateway hands mail to its relay as it comes: no sending ramp applies."""
+
+
+class RegisterDomainBody(RequestBody):
+    """RegisterDomainRequest."""
+
+    domain: str = Field(max_length=253)
+
+
+def domain_view(gateway: Gateway, domain: Domain, agent_count: int) -> dict[str, Any]:
+    """DomainView: the domain, its verification state and the records it needs: the ownership
+    TXT (checked when verified) and the MX pointing at this gateway (not probed: its status
+    follows the domain's). Sending needs no provisioning here (`sending_status` none): mail
+    goes out through the gateway's relay."""
+    status = "verified" if domain.verified else "pending"
+    records = [
+        {
+            "type": "TXT",
+            "name": domain.domain,
+            "value": domain.verification_token,
+            "priority": None,
+            "purpose": "ownership",
+            "status": status,
+        },
+        {
+            "type": "MX",
+            "name": domain.domain,
+            "value": gateway.settings.smtp.hostname,
+            "priority": MX_PRIORITY,
+            "purpose": "inbound_mx",
+            "status": status,
+        },
+    ]
+    return present(
+        domain=domain.domain,
+        verified=domain.verified,
+        verification_token=domain.verification_token,
+        dns_records=records,
+        created_at=domain.created_at,
+        verified_at=domain.verified_at,
+        agent_count=agent_count,
+        sending_status="none",
+        sending_ramp=SENDING_RAMP,
+        capabilities={"inbound": status, "outbound": "none"},
+    )
+
+
+@blueprint.get("/domains")
+@requires_caller
+async def list_domains(caller: Caller) -> dict[str, Any]:
+    """listDomains: the caller's domains, newest first (account keys only)."""
+    query = read_query(PageQuery)
+    gateway = current_gateway()
+    owned = await domains.list_domains(gateway, caller)
+    counts = await domains.agents_on_domain(gateway, caller)
+    newest_first = sorted(owned, key=_position, reverse=True)
+
+    async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[Domain]:
+        rows = [domain for domain in newest_first if after is None or _position(domain) < after]
+        return rows[:limit]
+
+    def render(domain: Domain) -> dict[str, Any]:
+        return domain_view(gateway, domain, counts.get(domain.domain, 0))
+
+    return await keyset_page("domains", query, fetch, _position, render)
+
+
+@blueprint.post("/domains")
+@requires_caller
+async def register_domain(caller: Caller) -> tuple[dict[str, Any], int]:
+    """registerDomain: the domain with the records to publish before verifying it."""
+    body = await read_json(RegisterDomainBody)
+    gateway = current_gateway()
+    return domain_view(gateway, await domains.register_domain(gateway, caller, body.domain), 0), 201
+
+
+@blueprint.get("/domains/<name>")
+@requires_caller
+async def get_domain(caller: Caller, name: str) -> dict[str, Any]:
+    """getDomain."""
+    gateway = current_gateway()
+    domain = await domains.get_domain(gateway, caller, name)
+    counts = await domains.agents_on_domain(gateway, caller)
+    return domain_view(gateway, domain, counts.get(domain.domain, 0))
+
+
+@blueprint.post("/domains/<name>/verify")
+@requires_caller
+async def verify_domain(caller: Caller, name: str) -> dict[str, Any]:
+    """verifyDomain: look the TXT record up now; `verified` says whether it proved ownership."""
+    domain = await domains.check_domain(current_gateway(), caller, name)
+    return present(domain=domain.domain, verified=domain.verified, verified_at=domain.verified_at)
+
+
+@blueprint.delete("/domains/<name>")
+@requires_caller
+async def delete_domain(caller: Caller, name: str) -> dict[str, Any]:
+    """deleteDomain (`?confirm=DELETE`): refused while agents use it."""
+    read_query(Confirmation)
+    domain = await domains.get_domain(current_gateway(), caller, name)
+    await domains.remove_domain(current_gateway(), caller, domain.domain)
+    return {"deleted": True, "domain": domain.domain}
+
+
+def _position(domain: Domain) -> tuple[str, str]:
+    return domain.created_at, domain.domain

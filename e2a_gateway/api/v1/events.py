@@ -1,0 +1,132 @@
+"""The events log on `/v1`: listEvents (filters, cursor pages), getEvent (410 past retention),
+redeliverEvent (202: queued, not yet delivered)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from typing import Any
+
+from pydantic import ConfigDict, Field
+from quart import Blueprint
+
+from e2a_gateway.api.auth import requires_caller
+from e2a_gateway.api.v1.bodies import read_json, read_query
+from e2a_gateway.api.v1.pages import PageQuery, keyset_page
+from e2a_gateway.api.v1.views import present
+from e2a_gateway.operations import events
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.webhooks import OmitNotNull
+from e2a_gateway.storage.base import EventFilter, StoredEvent
+from e2a_gateway.web.context import current_gateway
+
+blueprint = Blueprint("v1_events", __name__)
+
+
+class EventQuery(PageQuery):
+    """`GET /v1/events` parameters; any other is refused (422), so a misspelt filter never
+    silently lists everything."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str | None = Field(default=None, max_length=100)
+    agent_email: str | None = Field(default=None, max_length=320)
+    conversation_id: str | None = Field(default=None, max_length=200)
+    message_id: str | None = Field(default=None, max_length=200)
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+class RedeliverEvent(OmitNotNull):
+    """`POST /v1/events/{id}/redeliver`: one webhook, or (absent) every one it went to."""
+
+    webhook_id: str | None = Field(default=None, max_length=100)
+
+
+def event_view(event: StoredEvent) -> dict[str, Any]:
+    """EventView: the stored envelope's fields with the log's own (status, delivery counts)."""
+    document = json.loads(event.envelope)
+    counts = event.deliveries
+    if counts.pending:
+        status = "pending"
+    elif counts.matched_webhooks:
+        status = "processed"
+    else:
+        status = "no_match"
+    return {
+        **document,
+        "status": status,
+        **present(
+            agent_email=event.agent_email,
+            conversation_id=event.conversation_id,
+            message_id=event.message_id,
+        ),
+        "delivery_status": {
+            "matched_webhooks": counts.matched_webhooks,
+            "delivered": counts.delivered,
+            "pending": counts.pending,
+            "failed": counts.failed,
+        },
+    }
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+@blueprint.get("/events")
+@requires_caller
+async def list_events(caller: Caller) -> dict[str, Any]:
+    """listEvents: the caller's events, newest first, filtered."""
+    query = read_query(EventQuery)
+    wanted = EventFilter(
+        type=query.type,
+        agent_email=query.agent_email.lower() if query.agent_email else None,
+        conversation_id=query.conversation_id,
+        message_id=query.message_id,
+        since=_epoch(query.since),
+        until=_epoch(query.until),
+    )
+    view = "events:" + json.dumps(
+        [wanted.type, wanted.agent_email, wanted.conversation_id, wanted.message_id,
+         wanted.since, wanted.until]
+    )  # fmt: skip
+    gateway = current_gateway()
+
+    async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[StoredEvent]:
+        before = int(after[0]) if after else None
+        return await events.event_page(gateway, caller, wanted, limit, before)
+
+    return await keyset_page(view, query, fetch, lambda event: (event.seq,), event_view)
+
+
+@blueprint.get("/events/<event_id>")
+@requires_caller
+async def get_event(caller: Caller, event_id: str) -> dict[str, Any]:
+    """getEvent: one event with its delivery counts; 410 `gone` past the 30-day retention."""
+    event = await events.get_event(current_gateway(), caller, event_id, time.time())
+    return event_view(event)
+
+
+@blueprint.post("/events/<event_id>/redeliver")
+@requires_caller
+async def redeliver_event(caller: Caller, event_id: str) -> tuple[dict[str, Any], int]:
+    """redeliverEvent: queue the event again (202). The body is required, as e2a's document
+    says (`{}`: to every webhook the event went to)."""
+    body = await read_json(RedeliverEvent)
+    queued = await events.redeliver_event(
+        current_gateway(), caller, event_id, body.webhook_id, time.time()
+    )
+    deliveries = [
+        {"webhook_id": webhook_id, "delivery_id": delivery_id, "status": "pending"}
+        for webhook_id, delivery_id in queued
+    ]
+    answer: dict[str, Any] = {"event_id": event_id, "deliveries": deliveries}
+    if body.webhook_id is not None and deliveries:
+        answer.update(
+            status="pending", webhook_id=body.webhook_id, delivery_id=deliveries[0]["delivery_id"]
+        )
+    else:
+        answer["status"] = "scheduled"
+    return answer, 202

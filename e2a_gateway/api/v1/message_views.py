@@ -1,0 +1,337 @@
+"""How an agent's mail looks on `/v1` (e2a's api/openapi.yaml at 220fe0a7): MessageSummaryView,
+MessageView with its `authentication` evidence, AttachmentView, SendResultView, conversations
+and the (beta) lifecycle, reconstructed from the states the gateway keeps. Pure functions.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from e2a_gateway.api.v1.views import present
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.inbound.parse import Attachment, parse_body
+from e2a_gateway.mailauth.evidence import Evidence, evidence_of
+from e2a_gateway.operations.mailbox import OpenedMessage
+from e2a_gateway.operations.sending import Submission
+from e2a_gateway.storage.base import ConversationSummary, FiledMessage, OutboundMessage
+
+SEND_STATUSES = {
+    "pending_approval": "pending_review",
+    "queued": "accepted",
+    "expired_approved": "accepted",
+    "sent": "sent",
+    "failed": "failed",
+    "rejected": "failed",
+    "expired_rejected": "failed",
+}
+"""SendResultView.status of each outbound state (e2a's open set: accepted, sent,
+pending_review, failed)."""
+REVIEW_STATUSES = {
+    "pending_approval": "pending_review",
+    "rejected": "review_rejected",
+    "expired_approved": "review_expired_approved",
+    "expired_rejected": "review_expired_rejected",
+}
+METHODS = {"smtp": "smtp", "local": "loopback"}
+"""e2a's name for how the gateway handed a message on."""
+
+
+def send_result_view(submission: Submission) -> tuple[dict[str, Any], int]:
+    """SendResultView of a message just submitted, and its status: 202 while it waits (for
+    the send worker or a reviewer), 200 once sent or failed."""
+    message, status = submission.message, submission.status
+    shown = SEND_STATUSES[status]
+    expires = message.approval_expires_at if submission.held else None
+    view = present(
+        status=shown,
+        message_id=message.id,
+        method=METHODS.get(message.method or ""),
+        sent_as="own_address",
+        approval_expires_at=_instant(expires) if expires is not None else None,
+    )
+    return view, 202 if shown in ("accepted", "pending_review") else 200
+
+
+def message_summary_view(message: FiledMessage) -> dict[str, Any]:
+    """MessageSummaryView: a message as a listing shows it."""
+    inbound = message.direction == "inbound"
+    dmarc_pass = message.authentication_results.get("dmarc") == "pass"
+    view: dict[str, Any] = {
+        "id": message.id,
+        "direction": message.direction,
+        "header_from": message.from_addr or None,
+        "envelope_from": (message.envelope_from or None) if inbound else None,
+        "verified_domain": _domain(message.from_addr) if inbound and dmarc_pass else None,
+        "to": message.to,
+        "cc": message.cc,
+        "reply_to": [message.reply_to] if inbound and message.reply_to else [],
+        "delivered_to": message.agent_email if inbound else "",
+        "subject": message.subject,
+        "read_status": message.status if inbound else "read",
+        "labels": message.labels,
+        "created_at": message.created_at,
+        "sent_as": None if inbound else "own_address",
+    }
+    if message.conversation_id:
+        view["conversation_id"] = message.conversation_id
+    if message.deleted_at:
+        view["deleted_at"] = message.deleted_at
+    if inbound:
+        if message.size is not None:
+            view["size_bytes"] = message.size
+        if message.delivery_status:
+            view["webhook_status"] = message.delivery_status
+    else:
+        view.update(_outbound_state(message))
+    return {name: value for name, value in view.items() if value is not None or name in _NULLABLE}
+
+
+_NULLABLE = frozenset({"header_from", "envelope_from", "verified_domain"})
+
+
+def message_view(opened: OpenedMessage, authserv_id: str) -> dict[str, Any]:
+    """MessageView: one message in full, with the evidence of its authentication (mail received
+    over SMTP) and its attachments' metadata."""
+    filed = opened.filed
+    view = message_summary_view(filed)
+    view.setdefault("conversation_id", "")
+    if opened.raw is not None:
+        body = parse_body(opened.raw)
+        evidence = evidence_of(opened.raw, authserv_id)
+        view["authentication"] = _authentication(evidence) if evidence else None
+        if evidence is None:
+            view["verified_domain"] = None
+        view["raw_message"] = base64.b64encode(opened.raw).decode("ascii")
+        view["body"] = present(text=body.text, html=body.html)
+        view["parsed"] = present(text=body.text or "", html=body.html, truncated=False)
+        view["attachments"] = [
+            attachment_meta_view(index, item) for index, item in enumerate(body.attachments)
+        ]
+        return view
+    draft = opened.outbound
+    view["authentication"] = None
+    view["raw_message"] = None
+    text = draft.body_text if draft else None
+    html = draft.body_html if draft else None
+    view["body"] = present(text=text, html=html)
+    view["parsed"] = present(text=text or "", html=html, truncated=False)
+    view["attachments"] = [
+        attachment_meta_view(index, item)
+        for index, item in enumerate(outbound_attachments(draft) if draft else [])
+    ]
+    return view
+
+
+def outbound_attachments(draft: OutboundMessage) -> list[Attachment]:
+    """The attachments of a message being sent, while its body is kept."""
+    found = []
+    for item in draft.attachments or []:
+        try:
+            size = len(base64.b64decode(item.get("data", ""), validate=True))
+        except (binascii.Error, ValueError):
+            size = 0
+        found.append(
+            Attachment(
+                item.get("filename"),
+                item.get("content_type", "application/octet-stream"),
+                size,
+                None,
+            )
+        )
+    return found
+
+
+def attachment_meta_view(index: int, attachment: Attachment) -> dict[str, Any]:
+    """AttachmentMetaView."""
+    return present(
+        index=index,
+        size_bytes=attachment.size,
+        filename=attachment.filename,
+        content_type=attachment.content_type,
+        content_id=attachment.content_id.strip("<>") if attachment.content_id else None,
+    )
+
+
+def attachment_view(
+    index: int, attachment: Attachment, download_url: str, expires_at: float, data: bytes | None
+) -> dict[str, Any]:
+    """AttachmentView: metadata, a short-lived download URL, and the bytes when inline."""
+    view = attachment_meta_view(index, attachment)
+    view["download_url"] = download_url
+    view["expires_at"] = _instant(expires_at)
+    if data is not None:
+        view["data"] = base64.b64encode(data).decode("ascii")
+    return view
+
+
+def update_result_view(message_id: str, labels: list[str]) -> dict[str, Any]:
+    """UpdateMessageResultView."""
+    return {"message_id": message_id, "labels": labels}
+
+
+def conversation_summary_view(conversation: ConversationSummary) -> dict[str, Any]:
+    """ConversationSummaryView."""
+    return {
+        "id": conversation.id,
+        "first_message_at": conversation.first_message_at,
+        "last_message_at": conversation.last_message_at,
+        "message_count": conversation.message_count,
+        "inbound_count": conversation.inbound_count,
+        "outbound_count": conversation.outbound_count,
+        "has_unread": conversation.has_unread,
+        "latest_subject": conversation.latest_subject,
+        "latest_from": conversation.latest_from,
+    }
+
+
+def conversation_detail_view(
+    conversation: ConversationSummary, messages: list[FiledMessage]
+) -> dict[str, Any]:
+    """ConversationDetailView: the summary, its participants and labels, its messages."""
+    participants: dict[str, None] = {}
+    labels: dict[str, None] = {}
+    for message in messages:
+        for address in (message.from_addr, *message.to, *message.cc):
+            if address:
+                participants.setdefault(address.lower())
+        for label in message.labels:
+            labels.setdefault(label)
+    return {
+        **conversation_summary_view(conversation),
+        "participants": list(participants),
+        "labels": sorted(labels),
+        "messages": [message_summary_view(message) for message in messages],
+    }
+
+
+def lifecycle_transitions(message: FiledMessage) -> list[dict[str, Any]]:
+    """MessageLifecycleTransition entries (beta), reconstructed from what the gateway keeps of
+    the message: its arrival and authentication, or its acceptance, review and hand-off."""
+    steps: list[tuple[str, str, str, str, bool]] = []
+    at = message.created_at
+    if message.direction == "inbound":
+        local = message.authentication_results.get("auth") == "pass"
+        steps.append(
+            (
+                "accepted",
+                "accepted",
+                "acceptance.local_loopback" if local else "acceptance.inbound_smtp",
+                at,
+                False,
+            )
+        )
+        dmarc = message.authentication_results.get("dmarc")
+        reason = {
+            "pass": "authentication.dmarc_pass",
+            "fail": "authentication.dmarc_fail",
+            "none": "authentication.dmarc_none",
+            "temperror": "authentication.dmarc_temporary_error",
+            "permerror": "authentication.dmarc_permanent_error",
+        }.get(dmarc or "")
+        if reason and not local:
+            outcome = (
+                "passed" if dmarc == "pass" else "failed" if dmarc == "fail" else "indeterminate"
+            )
+            steps.append(("authentication", outcome, reason, at, dmarc == "temperror"))
+    else:
+        steps.append(("accepted", "accepted", "acceptance.outbound_api", at, False))
+        held = message.status == "pending_approval" or message.reviewed_at is not None
+        if held:
+            steps.append(("review", "pending", "review.hold_created", at, False))
+        reviewed = message.reviewed_at or at
+        review = {
+            "rejected": ("rejected", "review.rejected"),
+            "expired_rejected": ("rejected", "review.expired_rejected"),
+            "expired_approved": ("approved", "review.expired_approved"),
+        }.get(message.status)
+        if review is None and message.reviewed_at is not None:
+            review = ("approved", "review.approved")
+        if review is not None:
+            steps.append(("review", review[0], review[1], reviewed, False))
+        if message.status in ("queued", "sent", "failed") or (message.status == "expired_approved"):
+            steps.append(("queued", "enqueued", "queue.outbound_submission", reviewed, False))
+        local = message.method == "local"
+        if message.sent_at is not None or message.status == "sent":
+            reason = (
+                "submission.local_loopback_accepted" if local else "submission.upstream_accepted"
+            )
+            steps.append(("submission", "accepted", reason, message.sent_at or at, False))
+        elif message.status == "failed":
+            steps.append(("submission", "failed", "submission.provider_rejected", at, False))
+        elif message.status == "queued" and message.send_error:
+            steps.append(("submission", "deferred", "submission.temporary_failure", at, True))
+    return [
+        {
+            "id": f"{message.id}:{number}",
+            "message_id": message.id,
+            "direction": message.direction,
+            "stage": stage,
+            "outcome": outcome,
+            "reason_code": reason,
+            "retryable": retryable,
+            "evidence": {},
+            "correlation_ids": {},
+            "occurred_at": occurred,
+            "reconstructed": True,
+        }
+        for number, (stage, outcome, reason, occurred, retryable) in enumerate(steps)
+    ]
+
+
+def _outbound_state(message: FiledMessage) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    held = message.status == "pending_approval" or message.reviewed_at is not None
+    if held:
+        state["review_status"] = REVIEW_STATUSES.get(message.status, "sent")
+    if message.sent_at is not None or message.status == "sent":
+        state["delivery_status"] = "sent"
+    elif message.status == "failed":
+        state["delivery_status"] = "failed"
+    elif message.status in ("queued", "expired_approved"):
+        state["delivery_status"] = "deferred" if message.send_error else "accepted"
+    if message.send_error and message.status in ("queued", "failed"):
+        state["delivery_detail"] = message.send_error
+    return state
+
+
+def _authentication(evidence: Evidence) -> dict[str, Any]:
+    """Authentication: SPF, each DKIM signature, DMARC, as e2a's schema words them."""
+    return {
+        "spf": {
+            "status": evidence.spf if evidence.spf in _SPF else "permerror",
+            "domain": evidence.spf_domain,
+            "aligned": evidence.spf_aligned,
+        },
+        "dkim": [
+            present(
+                status=sig.result if sig.result in _DKIM else "permerror",
+                domain=sig.domain,
+                selector=sig.selector,
+                aligned=sig.aligned,
+                detail=sig.reason,
+            )
+            | {"domain": sig.domain, "selector": sig.selector, "aligned": sig.aligned}
+            for sig in evidence.dkim
+        ],
+        "dmarc": {
+            "status": evidence.dmarc if evidence.dmarc in _DMARC else "permerror",
+            "domain": evidence.dmarc_domain,
+            "policy": evidence.dmarc_policy,
+            "aligned_by": list(evidence.aligned_by),
+        },
+    }
+
+
+_SPF = frozenset({"pass", "fail", "none", "neutral", "softfail", "temperror", "permerror"})
+_DKIM = frozenset({"pass", "fail", "none", "neutral", "policy", "temperror", "permerror"})
+_DMARC = frozenset({"pass", "fail", "none", "temperror", "permerror"})
+
+
+def _domain(address: str) -> str | None:
+    return address.rpartition("@")[2].lower() or None
+
+
+def _instant(seconds: float) -> str:
+    return format_timestamp(seconds)

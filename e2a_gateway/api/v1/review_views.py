@@ -1,0 +1,252 @@
+"""How protection configs, held messages and review outcomes look on e2a's `/v1` (its
+ProtectionConfigView, ReviewView, MessageView of a held message, SendResultView,
+RejectResultView), and the event envelope its WebSocket pushes. Pure functions."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from typing import Any
+
+from e2a_gateway.api.v1.views import present
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.operations.review_queue import Resolved
+from e2a_gateway.storage.base import Agent, HeldMessage, InboundMessage, OutboundMessage
+
+EVENT_SCHEMA_VERSION = "1"
+_OUR_DMARC_POLICY = re.compile(
+    rb"^Authentication-Results:[^\n]*(?:\n[ \t][^\n]*)*?dmarc=\w+ \(p=(none|quarantine|reject)\)",
+    re.MULTILINE | re.IGNORECASE,
+)
+"""The DMARC policy in the first Authentication-Results field of a delivered message: the
+gateway's own (it comes before the sender's fields, and forgeries in its name are removed)."""
+SPF_STATUSES = frozenset({"pass", "fail", "none", "neutral", "softfail", "temperror", "permerror"})
+DKIM_STATUSES = frozenset({"pass", "fail", "none", "neutral", "policy", "temperror", "permerror"})
+DMARC_STATUSES = frozenset({"pass", "fail", "none", "temperror", "permerror"})
+OUTBOUND_HOLD = {
+    "type": "send",
+    "code": "outbound_review",
+    "summary": "Every message this agent sends waits for approval (its outbound gate is set "
+    "to review).",
+}
+REVIEW_STATUSES = {
+    "pending_approval": "pending_review",
+    "queued": "sent",
+    "sent": "sent",
+    "failed": "sent",
+    "rejected": "review_rejected",
+    "expired_approved": "review_expired_approved",
+    "expired_rejected": "review_expired_rejected",
+}
+"""An outbound message's status as e2a's MessageView `review_status` (an approved one reads as
+`sent`, whatever its delivery did)."""
+
+
+def protection_view(agent: Agent) -> dict[str, Any]:
+    """ProtectionConfigView of the agent."""
+    return {
+        "inbound": {
+            "gate": {
+                "policy": agent.inbound_gate_policy,
+                "allowlist": list(agent.inbound_gate_allowlist),
+                "action": agent.inbound_gate_action,
+            },
+            "scan": {"sensitivity": "off"},
+        },
+        "outbound": {
+            "gate": {
+                "policy": "open",
+                "allowlist": [],
+                "action": "review" if agent.hitl_enabled else "flag",
+            },
+            "scan": {"sensitivity": "off"},
+        },
+        "holds": {
+            "ttl_seconds": agent.hitl_ttl_seconds,
+            "on_expiry": agent.hitl_expiration_action,
+            "suppress_notifications": not agent.approval_notifications,
+        },
+    }
+
+
+def review_item_view(item: HeldMessage) -> dict[str, Any]:
+    """ReviewView: one message of the queue."""
+    inbound = item.direction == "inbound"
+    return present(
+        id=item.id,
+        agent_email=item.agent_email,
+        direction=item.direction,
+        conversation_id=item.conversation_id,
+        subject=item.subject,
+        to=item.to,
+        review_status="pending_review",
+        created_at=item.created_at,
+        hold_reason=_inbound_hold(item.reason) if inbound else OUTBOUND_HOLD,
+    ) | {
+        "header_from": (item.from_addr or None) if inbound else item.agent_email,
+        "envelope_from": (item.envelope_from or None) if inbound else None,
+        "verified_domain": (
+            verified_domain(item.from_addr, item.authentication_results) if inbound else None
+        ),
+    }
+
+
+def review_detail_view(message: OutboundMessage | InboundMessage) -> dict[str, Any]:
+    """MessageView of a reviewed message: everything a reviewer decides on."""
+    if isinstance(message, OutboundMessage):
+        return _outbound_detail(message)
+    return _inbound_detail(message)
+
+
+def send_result_view(resolved: Resolved) -> tuple[dict[str, Any], int]:
+    """SendResultView of an approval and its status: 202 `accepted` for an outbound draft now
+    queued for sending, 200 `review_approved` for an inbound hold delivered."""
+    if resolved.outbound is not None:
+        message = resolved.outbound
+        return {"status": "accepted", "message_id": message.id, "edited": message.edited}, 202
+    return {"status": "review_approved", "message_id": resolved.message_id}, 200
+
+
+def reject_result_view(resolved: Resolved) -> dict[str, Any]:
+    """RejectResultView of a rejection."""
+    reason = resolved.outbound.rejection_reason if resolved.outbound is not None else None
+    return present(
+        status="review_rejected", message_id=resolved.message_id, rejection_reason=reason
+    )
+
+
+def email_received_event(message: InboundMessage) -> dict[str, Any]:
+    """The `email.received` event envelope of a delivered message (e2a's events.md): its id is
+    derived from the message, so every channel and every replay names it alike."""
+    digest = hashlib.sha256(f"email.received:{message.id}".encode()).hexdigest()[:32]
+    return {
+        "type": "email.received",
+        "id": f"evt_{digest}",
+        "schema_version": EVENT_SCHEMA_VERSION,
+        "created_at": message.received_at,
+        "data": present(
+            message_id=message.id,
+            agent_email=message.agent_email,
+            direction="inbound",
+            conversation_id=message.conversation_id,
+            subject=message.subject,
+            to=message.to,
+            cc=message.cc,
+            reply_to=[message.reply_to] if message.reply_to else [],
+            delivered_to=message.agent_email,
+            received_at=message.received_at,
+        )
+        | {
+            "header_from": message.from_addr or None,
+            "envelope_from": message.envelope_from or None,
+            "verified_domain": verified_domain(message.from_addr, message.authentication_results),
+            "authentication": authentication_view(message),
+        },
+    }
+
+
+def verified_domain(from_addr: str, results: dict[str, str]) -> str | None:
+    """The From domain when DMARC passed for it; else None."""
+    domain = from_addr.rpartition("@")[2].lower()
+    return domain if domain and results.get("dmarc") == "pass" else None
+
+
+def authentication_view(message: InboundMessage) -> dict[str, Any]:
+    """Authentication: the verdicts the gateway kept for an inbound message, and the DMARC
+    policy its Authentication-Results field names (`none` when the sender publishes none).
+    Per-signature DKIM detail and which mechanism aligned are not kept: `dkim` and
+    `aligned_by` list none."""
+    results = message.authentication_results
+    domain = message.from_addr.rpartition("@")[2].lower() or None
+    found = _OUR_DMARC_POLICY.search(message.raw_message[:65536])
+    policy = found.group(1).decode().lower() if found else "none"
+    spf = _status(results.get("spf"), SPF_STATUSES)
+    return {
+        "spf": {"status": spf, "domain": None, "aligned": None},
+        "dkim": [],
+        "dmarc": {
+            "status": _status(results.get("dmarc"), DMARC_STATUSES),
+            "domain": domain,
+            "policy": policy,
+            "aligned_by": [],
+        },
+    }
+
+
+def _status(value: str | None, known: frozenset[str]) -> str:
+    return value if value in known else "none"
+
+
+def _inbound_hold(reason: str | None) -> dict[str, str]:
+    return {
+        "type": "gate",
+        "code": "inbound_gate",
+        "summary": f"Held by the agent's inbound gate: {reason or 'the sender is not trusted'}.",
+    }
+
+
+def _outbound_detail(message: OutboundMessage) -> dict[str, Any]:
+    body = present(text=message.body_text, html=message.body_html)
+    attachments = [
+        {
+            "index": index,
+            "filename": attachment.get("filename", ""),
+            "content_type": attachment.get("content_type", ""),
+            "size_bytes": len(attachment.get("data", "")) * 3 // 4,
+        }
+        for index, attachment in enumerate(message.attachments or [])
+    ]
+    expires = message.approval_expires_at
+    return present(
+        body=body,
+        review_status=REVIEW_STATUSES.get(message.status, message.status),
+        approval_expires_at=format_timestamp(expires) if expires is not None else None,
+        rejection_reason=message.rejection_reason,
+        hold_reason=OUTBOUND_HOLD,
+    ) | {
+        "id": message.id,
+        "header_from": message.agent_email,
+        "envelope_from": None,
+        "verified_domain": None,
+        "authentication": None,
+        "to": message.to,
+        "cc": message.cc,
+        "reply_to": [],
+        "delivered_to": message.agent_email,
+        "subject": message.subject,
+        "conversation_id": message.conversation_id or "",
+        "direction": "outbound",
+        "read_status": "read",
+        "labels": [],
+        "created_at": message.created_at,
+        "raw_message": None,
+        "attachments": attachments,
+    }
+
+
+def _inbound_detail(message: InboundMessage) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "header_from": message.from_addr or None,
+        "envelope_from": message.envelope_from or None,
+        "verified_domain": verified_domain(message.from_addr, message.authentication_results),
+        "authentication": authentication_view(message),
+        "to": message.to,
+        "cc": message.cc,
+        "reply_to": [message.reply_to] if message.reply_to else [],
+        "delivered_to": message.agent_email,
+        "subject": message.subject,
+        "conversation_id": message.conversation_id or "",
+        "direction": "inbound",
+        "read_status": message.status,
+        "labels": [],
+        "created_at": message.created_at,
+        "raw_message": base64.b64encode(message.raw_message).decode("ascii"),
+        "size_bytes": len(message.raw_message),
+        "attachments": [],
+        "review_status": "pending_review"
+        if message.hold == "pending_review"
+        else "review_rejected",
+        "hold_reason": _inbound_hold(message.flag_reason),
+    }

@@ -1,0 +1,153 @@
+"""The `/v1` WebSocket of an agent, as e2a has it: `Authorization: Bearer` on the handshake
+(refusals — 401, 403, 404 — are HTTP answers in e2a's envelope, before any upgrade), then every
+unread message and each new one as an `email.received` event envelope
+(`{type, id, schema_version, created_at, data}`), metadata only.
+
+One connection per agent: a newer one replaces the older, which is closed with 4000
+`replaced` (its client must not reconnect). Nothing is marked read by being pushed; the
+several-listeners-with-ack WebSocket of `/api/v1` is unchanged beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import trio
+from quart import Blueprint, Response, request, websocket
+from werkzeug.datastructures import Headers
+
+from e2a_gateway.api.v1.errors import V1Error, error_answer, refusal
+from e2a_gateway.api.v1.review_views import email_received_event
+from e2a_gateway.hub import Ended, Listener, Subscription
+from e2a_gateway.hub.access import lost_access
+from e2a_gateway.hub.sole import Claim
+from e2a_gateway.operations import messages
+from e2a_gateway.operations.agents import owned_agent
+from e2a_gateway.operations.caller import Caller, authenticate
+from e2a_gateway.operations.errors import NotFound, OperationError, Unauthorized
+from e2a_gateway.storage.base import Agent
+from e2a_gateway.web.context import bearer_key, current_gateway
+from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
+from e2a_gateway.web.request_ids import request_id_for
+
+blueprint = Blueprint("v1_socket", __name__)
+
+DRAIN_PAGE_SIZE = 100
+CLOSE_REPLACED = 4000
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_POLICY_VIOLATION = 1008
+_LOST: dict[Ended, OperationError] = {
+    Ended.KEY_REVOKED: Unauthorized("unauthorized", "unknown or revoked API key"),
+    Ended.AGENT_DELETED: NotFound.of("agent"),
+}
+
+
+async def _admit(headers: Headers, email: str) -> tuple[Caller, Agent]:
+    """The caller of the Bearer key and their agent at `email` (an agent key: its own)."""
+    gateway = current_gateway()
+    caller = await authenticate(gateway, bearer_key(headers))
+    return caller, await owned_agent(gateway, caller, email)
+
+
+def _handshake_refusal(error: V1Error, headers: Headers) -> Response:
+    """e2a's error envelope refusing a handshake, with its request id."""
+    request_id = request_id_for(headers.get(REQUEST_ID_HEADER))
+    body: dict[str, Any] = {"code": error.code, "message": error.message, "request_id": request_id}
+    if error.details is not None:
+        body["details"] = error.details
+    return Response(
+        json.dumps({"error": body}),
+        status=error.status,
+        content_type="application/json",
+        headers={**error.headers, REQUEST_ID_HEADER: request_id},
+    )
+
+
+@blueprint.get("/agents/<email>/ws")
+async def explain_websocket(email: str) -> Response:
+    """A plain GET gets the handshake's refusals, or 426 when all is well."""
+    await _admit(request.headers, email)
+    return error_answer(
+        V1Error(426, "invalid_request", "connect with a WebSocket client (Upgrade: websocket)")
+    )
+
+
+@blueprint.websocket("/agents/<email>/ws")
+async def agent_socket(email: str) -> Response | None:
+    """Serve one agent's `/v1` WebSocket."""
+    headers = websocket.headers
+    try:
+        caller, agent = await _admit(headers, email)
+    except OperationError as refused:
+        return _handshake_refusal(refusal(refused), headers)
+    gateway = current_gateway()
+    listener = Listener(agent.id, caller.user_id, caller.key_hash, "websocket")
+    # Subscribed before the drain, so nothing stored meanwhile is missed; access checked once
+    # more, so a revocation that came in between is not missed either.
+    with gateway.hub.subscribe(listener) as subscription:
+        lost = await lost_access(gateway.storage, listener, agent.email)
+        if lost is not None:
+            return _handshake_refusal(refusal(_LOST[lost]), headers)
+        await websocket.accept()
+        with gateway.hub.sole.claim(agent.id) as claim:
+            await _serve(caller, agent, subscription, claim)
+    return None
+
+
+async def _serve(caller: Caller, agent: Agent, subscription: Subscription, claim: Claim) -> None:
+    """Push events until the client leaves, a newer connection replaces this one, or the hub
+    ends the subscription (then close, saying why)."""
+    async with trio.open_nursery() as nursery:
+
+        async def on_replaced() -> None:
+            await claim.replaced.wait()
+            await websocket.close(CLOSE_REPLACED, "replaced")
+            nursery.cancel_scope.cancel()
+
+        async def until_client_leaves() -> None:
+            while True:
+                await websocket.receive()  # the protocol is server to client: frames ignored
+
+        async def push() -> None:
+            sent = await _send_unread(caller, agent, subscription)
+            await _relay(caller, agent, subscription, sent)
+            ended = subscription.ended or Ended.BEHIND
+            code = CLOSE_TRY_AGAIN_LATER if ended is Ended.BEHIND else CLOSE_POLICY_VIOLATION
+            await websocket.close(code, ended.value)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(on_replaced)
+        nursery.start_soon(until_client_leaves)
+        nursery.start_soon(push)
+
+
+async def _send_unread(caller: Caller, agent: Agent, subscription: Subscription) -> set[str]:
+    """Send every unread message, oldest first, page by page; their ids."""
+    gateway = current_gateway()
+    sent: set[str] = set()
+    after: int | None = None
+    while not subscription.revoked:
+        page = await messages.unread_page(gateway, caller, agent, DRAIN_PAGE_SIZE, after)
+        for message in page.messages:
+            await websocket.send(json.dumps(email_received_event(message)))
+            gateway.metrics.delivered("websocket", "sent")
+            sent.add(message.id)
+        if page.next_after is None:
+            break
+        after = page.next_after
+    return sent
+
+
+async def _relay(caller: Caller, agent: Agent, subscription: Subscription, sent: set[str]) -> None:
+    """Send each message the hub announces, but those the drain sent already."""
+    gateway = current_gateway()
+    async for frame in subscription:
+        message_id = frame["message_id"]
+        if message_id in sent:
+            continue
+        message = await gateway.storage.peek_inbound(caller.user_id, agent.email, message_id)
+        if message is None:
+            continue  # deleted meanwhile
+        await websocket.send(json.dumps(email_received_event(message)))
+        gateway.metrics.delivered("websocket", "sent")

@@ -1,0 +1,166 @@
+"""Webhook subscribers on `/v1`: create (the secret in this answer only), list, get, patch,
+delete `?confirm=DELETE`, rotate-secret, test, and the per-webhook delivery log."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from pydantic import Field
+from quart import Blueprint
+
+from e2a_gateway.api.auth import requires_caller
+from e2a_gateway.api.v1.account import Confirmation
+from e2a_gateway.api.v1.bodies import read_json, read_query
+from e2a_gateway.api.v1.idempotent import idempotent
+from e2a_gateway.api.v1.pages import PageQuery, keyset_page
+from e2a_gateway.api.v1.views import present
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.operations import webhooks
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.webhooks import CreateWebhook, OmitNotNull, UpdateWebhook
+from e2a_gateway.storage.base import SubscriberDelivery, Webhook
+from e2a_gateway.web.context import current_gateway
+
+blueprint = Blueprint("v1_webhooks", __name__)
+
+
+class TestWebhook(OmitNotNull):
+    """`POST /v1/webhooks/{id}/test`: the synthetic event's type and data."""
+
+    type: str | None = Field(default=None, max_length=100)
+    data: dict[str, Any] | None = None
+
+
+class DeliveryQuery(PageQuery):
+    """`?status=` of the delivery log."""
+
+    status: Literal["pending", "delivered", "failed"] | None = None
+
+
+def webhook_view(webhook: Webhook) -> dict[str, Any]:
+    """WebhookView (never its secret)."""
+    return {
+        "id": webhook.id,
+        "url": webhook.url,
+        "description": webhook.description,
+        "events": webhook.events,
+        "filters": {
+            "agent_emails": webhook.agent_emails,
+            "conversation_ids": webhook.conversation_ids,
+        },
+        "enabled": webhook.enabled,
+        "created_at": webhook.created_at,
+        **present(last_delivered_at=webhook.last_delivered_at),
+    }
+
+
+def delivery_view(delivery: SubscriberDelivery) -> dict[str, Any]:
+    """WebhookDeliveryView, with the last attempt's latency (`last_latency_ms`)."""
+
+    def stamp(epoch: float | None) -> str | None:
+        return None if epoch is None else format_timestamp(epoch)
+
+    pending = delivery.status == "pending"
+    return {
+        "id": delivery.id,
+        "event_id": delivery.event_id,
+        "type": delivery.event_type,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "next_retry_at": stamp(
+            delivery.run_at if pending else delivery.last_attempt_at or delivery.created_epoch
+        ),
+        "created_at": format_timestamp(delivery.created_epoch),
+        **present(
+            last_attempt_at=stamp(delivery.last_attempt_at),
+            last_status_code=delivery.last_status_code,
+            last_error=delivery.last_error,
+            last_latency_ms=delivery.last_latency_ms,
+        ),
+    }
+
+
+@blueprint.get("/webhooks")
+@requires_caller
+async def list_webhooks(caller: Caller) -> dict[str, Any]:
+    """listWebhooks: oldest first."""
+    query = read_query(PageQuery)
+    gateway = current_gateway()
+
+    async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[Webhook]:
+        return await webhooks.webhook_page(gateway, caller, limit, int(after[0]) if after else None)
+
+    return await keyset_page("webhooks", query, fetch, lambda item: (item.seq,), webhook_view)
+
+
+@blueprint.post("/webhooks")
+@requires_caller
+@idempotent
+async def create_webhook(caller: Caller) -> tuple[dict[str, Any], int]:
+    """createWebhook: the `whsec_` signing secret is in this answer only (and its replays)."""
+    body = await read_json(CreateWebhook)
+    issued = await webhooks.create_webhook(current_gateway(), caller, body)
+    return {**webhook_view(issued.webhook), "signing_secret": issued.secret}, 201
+
+
+@blueprint.get("/webhooks/<webhook_id>")
+@requires_caller
+async def get_webhook(caller: Caller, webhook_id: str) -> dict[str, Any]:
+    """getWebhook."""
+    return webhook_view(await webhooks.get_webhook(current_gateway(), caller, webhook_id))
+
+
+@blueprint.patch("/webhooks/<webhook_id>")
+@requires_caller
+async def update_webhook(caller: Caller, webhook_id: str) -> dict[str, Any]:
+    """updateWebhook: `url`, `events`, `filters` replace when present."""
+    body = await read_json(UpdateWebhook)
+    updated = await webhooks.update_webhook(current_gateway(), caller, webhook_id, body)
+    return webhook_view(updated)
+
+
+@blueprint.delete("/webhooks/<webhook_id>")
+@requires_caller
+async def delete_webhook(caller: Caller, webhook_id: str) -> dict[str, Any]:
+    """deleteWebhook (`?confirm=DELETE`)."""
+    read_query(Confirmation)
+    await webhooks.delete_webhook(current_gateway(), caller, webhook_id)
+    return {"deleted": True, "id": webhook_id}
+
+
+@blueprint.post("/webhooks/<webhook_id>/rotate-secret")
+@requires_caller
+@idempotent
+async def rotate_secret(caller: Caller, webhook_id: str) -> dict[str, Any]:
+    """rotateWebhookSecret: the new secret (shown once); the previous one signs too for 24 h."""
+    secret, until = await webhooks.rotate_secret(current_gateway(), caller, webhook_id, time.time())
+    return {"signing_secret": secret, "previous_secret_expires_at": format_timestamp(until)}
+
+
+@blueprint.post("/webhooks/<webhook_id>/test")
+@requires_caller
+async def test_webhook(caller: Caller, webhook_id: str) -> dict[str, Any]:
+    """testWebhook: a synthetic event queued to this webhook (not logged)."""
+    body = await read_json(TestWebhook, allow_empty=True)
+    delivery_id = await webhooks.test_webhook(
+        current_gateway(), caller, webhook_id, body.type, body.data, time.time()
+    )
+    return {"delivery_id": delivery_id}
+
+
+@blueprint.get("/webhooks/<webhook_id>/deliveries")
+@requires_caller
+async def list_deliveries(caller: Caller, webhook_id: str) -> dict[str, Any]:
+    """listWebhookDeliveries: newest first, optionally one status."""
+    query = read_query(DeliveryQuery)
+    gateway = current_gateway()
+
+    async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[SubscriberDelivery]:
+        before = int(after[0]) if after else None
+        return await webhooks.delivery_page(
+            gateway, caller, webhook_id, query.status, limit, before
+        )
+
+    view = f"deliveries:{webhook_id}:{query.status}"
+    return await keyset_page(view, query, fetch, lambda item: (item.seq,), delivery_view)

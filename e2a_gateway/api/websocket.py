@@ -1,0 +1,225 @@
+"""WebSocket delivery for local agents: every unread message on connect, then live ones, each
+frame with the message's reply text and trust map (docs/replies.md).
+
+Checks happen before the upgrade (401 no or bad `?token=` key, 404 not the caller's agent,
+400 cloud agent, 429 too many connections for the key), and a plain GET of the same path gets
+the same answers. Delivery is at-least-once: a message stays unread until the client fetches
+it over REST or sends `{"type": "ack", "message_id"}`, and unread messages are sent again on
+the next connection. The connection is closed as soon as its agent is deleted or its key revoked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+from quart import Blueprint, Response, request, websocket
+
+from e2a_gateway.api.errors import error_response
+from e2a_gateway.hub import Ended, Listener, Subscription, TooManyListeners
+from e2a_gateway.hub.access import lost_access
+from e2a_gateway.hub.frames import notification_frame
+from e2a_gateway.operations import messages, trust
+from e2a_gateway.operations.agents import owned_agent
+from e2a_gateway.operations.caller import Caller, authenticate
+from e2a_gateway.operations.errors import (
+    Invalid,
+    NotFound,
+    OperationError,
+    RateLimited,
+    Unauthorized,
+)
+from e2a_gateway.storage.base import Agent
+from e2a_gateway.web.context import current_gateway
+from e2a_gateway.web.errors import status_of
+
+blueprint = Blueprint("websocket", __name__)
+log = logging.getLogger("e2a.ws")
+
+DRAIN_PAGE_SIZE = 100
+MAX_CLIENT_FRAME_BYTES = 4096
+MAX_READING_FRAME_BYTES = 256 * 1024
+"""The longest frame sent with a reading: well under what clients take in one message (the
+SDK's 1 MiB), so a long message cannot make a frame that its client refuses again and again."""
+CLOSE_TRY_AGAIN_LATER = 1013
+CLOSE_POLICY_VIOLATION = 1008
+_LOST: dict[Ended, OperationError] = {
+    Ended.KEY_REVOKED: Unauthorized("unauthorized", "unknown or revoked API key"),
+    Ended.AGENT_DELETED: NotFound.of("agent"),
+}
+"""The refusal for access lost between admission and subscription."""
+
+
+@dataclass(frozen=True)
+class _Admitted:
+    """A connection that passed the checks: whose key, which agent."""
+
+    caller: Caller
+    agent: Agent
+
+    @property
+    def listener(self) -> Listener:
+        return Listener(self.agent.id, self.caller.user_id, self.caller.key_hash, "websocket")
+
+
+def _presented_key(args: Any) -> str:
+    """The API key in `?token=`, where e2a's 2.x contract (and every WebSocket client of it)
+    puts it; Unauthorized when it is absent. An `Authorization` header is not read here."""
+    token = args.get("token")
+    if not token:
+        raise Unauthorized(
+            "unauthorized",
+            "missing API key: connect with ?token=e2a_… in the URL "
+            "(this endpoint does not read the Authorization header)",
+        )
+    return str(token)
+
+
+def _too_many(limit: int) -> RateLimited:
+    return RateLimited(
+        "too_many_websockets",
+        f"this API key already has {limit} WebSocket connections open, the most allowed "
+        "(http.max_websockets_per_key); close one, or use another API key",
+    )
+
+
+async def _admit(args: Any, email: str) -> _Admitted:
+    """The caller and their local agent, or the OperationError that refuses the connection."""
+    gateway = current_gateway()
+    key = _presented_key(args)
+    try:
+        caller = await authenticate(gateway, key)
+    except Unauthorized as refused:
+        raise Unauthorized(refused.code, f"{refused.message} (the ?token= key)") from None
+    agent = await owned_agent(gateway, caller, email)
+    if agent.agent_mode != "local":
+        raise Invalid(
+            "not_local_agent",
+            "this agent is a cloud agent (delivered by webhook); switch it to "
+            '"agent_mode": "local" to use the WebSocket',
+        )
+    limit = gateway.settings.http.max_websockets_per_key
+    if gateway.hub.listener_count(caller.key_hash, "websocket") >= limit:
+        raise _too_many(limit)
+    return _Admitted(caller, agent)
+
+
+@blueprint.get("/agents/<email>/ws")
+async def explain_websocket(email: str) -> Response:
+    """A plain GET gets the same refusals as the upgrade would, or 426 when all is well."""
+    try:
+        await _admit(request.args, email)
+    except OperationError as refused:
+        return _refusal(refused)
+    return error_response(
+        426, "upgrade_required", "connect with a WebSocket client (Upgrade: websocket)"
+    )
+
+
+@blueprint.websocket("/agents/<email>/ws")
+async def agent_socket(email: str) -> Response | None:
+    """Serve one WebSocket connection of a local agent."""
+    try:
+        admitted = await _admit(websocket.args, email)
+    except OperationError as refused:
+        return _refusal(refused)
+    gateway = current_gateway()
+    limit = gateway.settings.http.max_websockets_per_key
+    try:
+        # Subscribed before the upgrade (the cap is counted here, without a pause since the
+        # check) and before the drain (so nothing accepted meanwhile is missed); access is
+        # checked once more, so a revocation that came in between is not missed either.
+        with gateway.hub.subscribe(admitted.listener, limit=limit) as subscription:
+            lost = await lost_access(gateway.storage, admitted.listener, admitted.agent.email)
+            if lost is not None:
+                return _refusal(_LOST[lost])
+            await websocket.accept()
+            await _serve(admitted, subscription)
+    except TooManyListeners:
+        return _refusal(_too_many(limit))
+    return None
+
+
+def _refusal(refused: OperationError) -> Response:
+    """The JSON error refusing a connection (before any upgrade)."""
+    return error_response(status_of(refused), refused.code, refused.message)
+
+
+async def _serve(admitted: _Admitted, subscription: Subscription) -> None:
+    """Drain the unread mail, then relay live notifications until the hub ends the
+    subscription; then close, saying why."""
+    drained = await _send_unread(admitted, subscription)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_receive_acks, admitted)
+        async for frame in subscription:
+            if frame["message_id"] in drained:
+                continue
+            reading = await trust.peek_reading(
+                current_gateway(),
+                admitted.caller.user_id,
+                admitted.agent.email,
+                frame["message_id"],
+            )
+            await websocket.send(_with_reading(frame, reading))
+            current_gateway().metrics.delivered("websocket", "sent")
+        ended = subscription.ended or Ended.BEHIND
+        # Fell behind: the client reconnects and catches up from storage. Revoked: it is
+        # refused when it tries.
+        code = CLOSE_TRY_AGAIN_LATER if ended is Ended.BEHIND else CLOSE_POLICY_VIOLATION
+        await websocket.close(code, ended.value)
+        nursery.cancel_scope.cancel()
+
+
+async def _send_unread(admitted: _Admitted, subscription: Subscription) -> set[str]:
+    """Send every unread message, oldest first, page by page (stopping if access is revoked
+    meanwhile); return their ids."""
+    gateway = current_gateway()
+    sent: set[str] = set()
+    after: int | None = None
+    while not subscription.revoked:
+        page = await messages.unread_page(
+            gateway, admitted.caller, admitted.agent, DRAIN_PAGE_SIZE, after
+        )
+        for message in page.messages:
+            if subscription.revoked:
+                break
+            reading = await trust.reading_of(gateway, message)
+            await websocket.send(_with_reading(notification_frame(message), reading))
+            gateway.metrics.delivered("websocket", "sent")
+            sent.add(message.id)
+        if page.next_after is None:
+            break
+        after = page.next_after
+    return sent
+
+
+def _with_reading(frame: dict[str, Any], reading: dict[str, Any] | None) -> str:
+    """The frame's text with the message's reply text and trust map, unless that would make
+    it longer than MAX_READING_FRAME_BYTES (the client then reads them with the message)."""
+    if reading is not None:
+        text = json.dumps({**frame, **reading})
+        if len(text.encode()) <= MAX_READING_FRAME_BYTES:
+            return text
+    return json.dumps(frame)
+
+
+async def _receive_acks(admitted: _Admitted) -> None:
+    """Read client frames: `ack` marks a message read; anything else is ignored."""
+    gateway = current_gateway()
+    while True:
+        data = await websocket.receive()
+        if isinstance(data, bytes) or len(data) > MAX_CLIENT_FRAME_BYTES:
+            continue
+        try:
+            frame = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(frame, dict) and frame.get("type") == "ack":
+            message_id = frame.get("message_id")
+            if isinstance(message_id, str) and await messages.acknowledge(
+                gateway, admitted.caller, admitted.agent, message_id
+            ):
+                gateway.metrics.delivered("websocket", "acked")

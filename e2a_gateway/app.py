@@ -1,0 +1,350 @@
+"""The nursery that is `e2a serve`: SMTP listener, HTTP app on hypercorn and background workers.
+
+Sockets are bound before anything starts, so a taken port fails fast with a one-line reason.
+Everything runs in one trio nursery; cancelling it (SIGINT/SIGTERM) stops every task, waits
+for database writes in flight, and closes storage.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import importlib
+import logging
+import signal
+import socket
+import ssl
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+
+from e2a_gateway.asgi_mount import MountedApp
+from e2a_gateway.config import Settings
+from e2a_gateway.cors import with_cors
+from e2a_gateway.gateway import Gateway, open_gateway
+from e2a_gateway.http_app import create_app, guard_requests
+from e2a_gateway.http_server import serve_asgi
+from e2a_gateway.inbound.acceptors import AcceptorPool
+from e2a_gateway.inbound.pipeline import InboundMailSink
+from e2a_gateway.mailauth.dkim import dkimpy
+from e2a_gateway.mailauth.dmarc import load_public_suffix_list
+from e2a_gateway.mailauth.dns_answers import Resolver
+from e2a_gateway.mailauth.spf import pyspf
+from e2a_gateway.mcp.http import MOUNT_PATH as MCP_PATH
+from e2a_gateway.mcp.http import McpEndpoint
+from e2a_gateway.production import check_production
+from e2a_gateway.smtp.protocol import SessionLimits, check_hostname
+from e2a_gateway.smtp.server import ListenerLimits, serve_smtp, server_tls_context
+from e2a_gateway.storage import POSTGRES_SCHEMES
+from e2a_gateway.storage.group_commit import GroupCommitter
+from e2a_gateway.workers.approvals import ApprovalWorker
+from e2a_gateway.workers.outbound import OutboundWorker
+from e2a_gateway.workers.retention import RetentionWorker
+from e2a_gateway.workers.supervisor import supervise
+
+if TYPE_CHECKING:
+    from e2a_gateway.workers.webhook_connections import WebhookConnections
+
+log = logging.getLogger("e2a")
+
+WEBSOCKET_PING_SECONDS = 30.0
+
+
+class StartupError(Exception):
+    """The gateway cannot start; the message is one line saying why and what to do."""
+
+
+@dataclass(frozen=True)
+class BoundAddresses:
+    """Where the running gateway listens (useful when ports were chosen by the OS)."""
+
+    smtp_host: str
+    smtp_port: int
+    http_host: str
+    http_port: int
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP listener."""
+        host = f"[{self.http_host}]" if ":" in self.http_host else self.http_host
+        return f"http://{host}:{self.http_port}"
+
+
+@dataclass(frozen=True)
+class RunningGateway:
+    """What `run_gateway` reports once it serves: its addresses and its shared state."""
+
+    addresses: BoundAddresses
+    gateway: Gateway
+
+
+def _bind_error(key: str, listen: str, exc: OSError) -> StartupError:
+    if exc.errno == errno.EADDRINUSE:
+        return StartupError(
+            f"{key} {listen}: address already in use — stop the other process or set {key} "
+            "to a free port"
+        )
+    if exc.errno == errno.EACCES:
+        return StartupError(
+            f"{key} {listen}: permission denied — ports below 1024 need root or "
+            "CAP_NET_BIND_SERVICE; choose a higher port or grant the capability"
+        )
+    return StartupError(f"{key} {listen}: cannot listen: {exc.strerror or exc}")
+
+
+def bind_tcp(host: str, port: int, key: str, listen: str) -> socket.socket:
+    """Bind and listen on host:port, translating failures into StartupError."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise StartupError(f"{key} {listen}: cannot resolve host {host!r}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise _bind_error(key, listen, exc) from None
+    sock.setblocking(False)
+    return sock
+
+
+async def serve_http(
+    gateway: Gateway,
+    sock: socket.socket,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    *,
+    ping_seconds: float = WEBSOCKET_PING_SECONDS,
+) -> None:
+    """Serve the Quart-Trio app, and the MCP endpoint at /mcp, on `sock` with hypercorn's
+    protocol code (`e2a_gateway.http_server`), behind CORS when `http.cors_allowed_origins` lists
+    origins. The MCP session manager runs for as long as the server does. WebSockets are kept
+    alive with ping frames every `ping_seconds` (the contract's 30 s); an idle connection is
+    closed after `http.keep_alive_seconds`."""
+    http = gateway.settings.http
+    config = HypercornConfig()
+    config.accesslog = None
+    config.errorlog = logging.getLogger("e2a.http")
+    config.graceful_timeout = 5.0
+    config.keep_alive_timeout = http.keep_alive_seconds
+    config.websocket_ping_interval = ping_seconds
+    mcp = McpEndpoint(gateway)
+    routed = MountedApp(create_app(gateway), MCP_PATH, mcp)
+    async with mcp.running():
+        await serve_asgi(
+            with_cors(guard_requests(routed, http), http.cors_allowed_origins),
+            config,
+            sock,
+            task_status=task_status,
+        )
+
+
+async def _deliver_webhooks(gateway: Gateway) -> None:
+    """Run the webhook workers (supervised): the legacy per-agent one and the `/v1` subscriber
+    one, sharing keep-alive connections.
+
+    The worker, its HTTP client (httpx) and the CA bundle load in a worker thread once the
+    gateway is up: about a tenth of a second that start-up does not wait for and that never
+    blocks the event loop."""
+    connections = await trio.to_thread.run_sync(_webhook_connections)
+    from e2a_gateway.workers.subscribers import SubscriberWorker
+    from e2a_gateway.workers.webhooks import WebhookWorker  # loaded by _webhook_connections
+
+    async with connections, trio.open_nursery() as nursery:
+        nursery.start_soon(supervise, "webhook worker", WebhookWorker(gateway, connections).run)
+        nursery.start_soon(
+            supervise, "/v1 webhook worker", SubscriberWorker(gateway, connections).run
+        )
+
+
+def _webhook_connections() -> WebhookConnections:
+    """The webhook worker's connection pool, built with everything it needs loaded."""
+    from e2a_gateway.workers.webhook_connections import WebhookConnections
+    from e2a_gateway.workers.webhooks import MAX_IN_FLIGHT, MAX_PER_HOST
+
+    return WebhookConnections(per_origin=MAX_PER_HOST, max_idle=MAX_IN_FLIGHT)
+
+
+def smtp_options(
+    settings: Settings,
+) -> tuple[SessionLimits, ListenerLimits, ssl.SSLContext | None]:
+    """The SMTP listener's limits and STARTTLS context from settings, checked before start."""
+    smtp = settings.smtp
+    try:
+        check_hostname(smtp.hostname)
+    except ValueError as exc:
+        raise StartupError(
+            f"smtp.hostname: {exc} — set smtp.hostname to this host's name"
+        ) from None
+    tls: ssl.SSLContext | None = None
+    if (smtp.tls_cert is None) != (smtp.tls_key is None):
+        missing = "smtp.tls_key" if smtp.tls_key is None else "smtp.tls_cert"
+        raise StartupError(f"{missing}: STARTTLS needs both smtp.tls_cert and smtp.tls_key")
+    if smtp.tls_cert is not None and smtp.tls_key is not None:
+        try:
+            tls = server_tls_context(smtp.tls_cert, smtp.tls_key)
+        except ValueError as exc:
+            raise StartupError(f"smtp.tls_cert/smtp.tls_key: {exc}") from None
+    limits = SessionLimits(
+        max_message_bytes=smtp.max_message_bytes,
+        max_recipients=smtp.max_recipients,
+        max_line_length=smtp.max_line_length,
+        max_command_length=smtp.max_command_length,
+        max_errors=smtp.max_errors,
+        max_header_fields=smtp.max_header_fields,
+        max_header_bytes=smtp.max_header_bytes,
+        max_header_continuation_lines=smtp.max_header_continuation_lines,
+    )
+    listener_limits = ListenerLimits(
+        max_sessions=smtp.max_sessions,
+        max_sessions_per_ip=smtp.max_sessions_per_ip,
+        max_sessions_per_network=smtp.max_sessions_per_network,
+        ipv4_network_prefix=smtp.ipv4_network_prefix,
+        ipv6_network_prefix=smtp.ipv6_network_prefix,
+        idle_timeout=smtp.idle_timeout_seconds,
+        command_timeout=smtp.command_timeout_seconds,
+        data_timeout=smtp.data_timeout_seconds,
+        shutdown_grace_period=smtp.shutdown_grace_seconds,
+    )
+    return limits, listener_limits, tls
+
+
+async def run_gateway(
+    settings: Settings,
+    *,
+    resolver: Resolver | None = None,
+    task_status: trio.TaskStatus[RunningGateway] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the whole gateway until cancelled. Reports where it listens once ready.
+
+    Cancellation shuts the SMTP listener down gracefully: it stops accepting, lets messages in
+    flight finish within `smtp.shutdown_grace_seconds`, and storage closes only after that.
+    """
+    for warning in check_production(settings):
+        log.warning("production: %s", warning)
+    smtp_limits, smtp_listener_limits, smtp_tls = smtp_options(settings)
+    smtp_sock = bind_tcp(
+        settings.smtp.host, settings.smtp.port, "smtp.listen", settings.smtp.listen
+    )
+    try:
+        http_sock = bind_tcp(
+            settings.http.host, settings.http.port, "http.listen", settings.http.listen
+        )
+    except StartupError:
+        smtp_sock.close()
+        raise
+    smtp_address = smtp_sock.getsockname()
+    http_address = http_sock.getsockname()
+    async with open_gateway(settings, resolver) as gateway, trio.open_nursery() as nursery:
+        if settings.database.url.startswith(POSTGRES_SCHEMES):
+            # Imported here: the fan-out loads psycopg, which SQLite deployments never need.
+            from e2a_gateway.hub.fanout import fanout_for
+
+            fanout = fanout_for(gateway.storage, gateway.hub, gateway.jobs)
+            if fanout is not None:
+                # Other replicas' commits reach this process's WebSocket clients and workers.
+                await nursery.start(fanout.run)
+        listener = trio.SocketListener(trio.socket.from_stdlib_socket(smtp_sock))
+        sink = InboundMailSink(gateway, GroupCommitter(gateway.storage))
+        # Not supervised: serve_smtp owns its listener, and a session's failure never leaves
+        # it, so anything that escapes is fatal to SMTP and should stop the gateway.
+        await nursery.start(
+            partial(
+                serve_smtp,
+                [listener],
+                sink,
+                settings.smtp.hostname,
+                smtp_limits,
+                listener_limits=smtp_listener_limits,
+                tls=smtp_tls,
+                observer=gateway.metrics,
+            )
+        )
+        if settings.smtp.processes > 1:
+            acceptors = AcceptorPool(
+                settings,
+                gateway.server_key,
+                smtp_sock,
+                settings.smtp.processes - 1,
+                gateway.storage,
+                partial(sink.deliver, recheck=True),
+                gateway.metrics,
+            )
+            await nursery.start(acceptors.serve)
+        await nursery.start(serve_http, gateway, http_sock)
+        # Jobs this replica held when it last stopped are free again before its workers start.
+        await gateway.storage.release_leases()
+        nursery.start_soon(_deliver_webhooks, gateway)
+        nursery.start_soon(supervise, "outbound worker", OutboundWorker(gateway).run)
+        nursery.start_soon(supervise, "approval worker", ApprovalWorker(gateway).run)
+        nursery.start_soon(supervise, "retention worker", RetentionWorker(gateway).run)
+        bound = BoundAddresses(
+            smtp_host=smtp_address[0],
+            smtp_port=smtp_address[1],
+            http_host=http_address[0],
+            http_port=http_address[1],
+        )
+        log.info(
+            "e2a ready: SMTP %s:%d, HTTP %s (database %s)",
+            bound.smtp_host,
+            bound.smtp_port,
+            bound.http_url,
+            settings.database.url,
+        )
+        # Off the loop once the listeners are up: not during start-up, nor on the first mail.
+        nursery.start_soon(
+            partial(trio.to_thread.run_sync, load_for_first_mail, abandon_on_cancel=True)
+        )
+        task_status.started(RunningGateway(bound, gateway))
+
+
+YOUNG_COLLECTION_THRESHOLD = 20_000
+"""Allocations between two collections of the youngest generation (Python's default: 700)."""
+
+
+def settle_heap() -> None:
+    """Once start-up has loaded everything: keep what exists now (modules, settings, the Public
+    Suffix List, never garbage) out of the cycle collector's sight, and collect the youngest
+    generation every YOUNG_COLLECTION_THRESHOLD allocations. A mail or a request allocates
+    hundreds of objects that reference counting frees; with the defaults the collector ran
+    every few messages and walked the whole heap, about 7 % of the CPU time per message
+    (bench/smtp_ingest.py)."""
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, oldest)
+
+
+async def load_then_settle() -> None:
+    """`load_for_first_mail` in a worker thread, then `settle_heap` (for a whole process:
+    `e2a serve` and its SMTP acceptors, not a gateway inside another program)."""
+    await trio.to_thread.run_sync(load_for_first_mail, abandon_on_cancel=True)
+    settle_heap()
+
+
+def load_for_first_mail() -> None:
+    """Load what checking mail needs and answering HTTP does not: the Public Suffix List
+    (about 0.4 s of CPU to parse) and the mail-authentication libraries (dnspython, pyspf,
+    dkimpy: about 0.1 s to import). Each would otherwise load on first use."""
+    load_public_suffix_list()
+    importlib.import_module("e2a_gateway.mailauth.dnspython_resolver")
+    pyspf()
+    dkimpy()
+
+
+async def serve_until_signal(settings: Settings) -> None:
+    """Run the gateway until SIGINT or SIGTERM, then shut it down cleanly."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_gateway, settings)
+            nursery.start_soon(load_then_settle)
+            async for received in signals:
+                log.info("received %s, shutting down", signal.Signals(received).name)
+                break
+            nursery.cancel_scope.cancel()
+    log.info("e2a stopped")

@@ -1,0 +1,169 @@
+"""`e2a pending list|show|approve|reject` (and `e2a approve`, `e2a reject`): the review queue
+of outbound mail held for a person's approval.
+
+`approve --edit` opens the message in `$VISUAL`/`$EDITOR` as e2a's CLI does (labelled
+subject, to, cc, bcc lines, then the body) and sends only the fields that were changed.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from e2a_gateway.cli.context import ClientError, Context
+from e2a_gateway.cli.output import print_fields, print_json, print_table, terminal_text
+
+if TYPE_CHECKING:
+    from e2a_gateway.v1.models import PendingMessageDetail
+
+BODY_SEPARATOR = "--- body ---"
+_ADDRESS_FIELDS = ("to", "cc", "bcc")
+
+
+def outbound_json(message: PendingMessageDetail) -> dict[str, Any]:
+    """An outbound message as JSON, as the gateway sent it."""
+    return message.model_dump(mode="json", exclude_none=True)
+
+
+def cmd_pending_list(ctx: Context) -> None:
+    """`pending [list]`: held mail of all your agents, with the agent that sends it."""
+    messages = ctx.client().list_pending_messages().messages
+    if ctx.json:
+        print_json([outbound_json(m) for m in messages])
+        return
+    print_table(
+        ("ID", "FROM", "TO", "SUBJECT", "STATUS", "EXPIRES"),
+        [(m.id, m.agent_id, m.to, m.subject, m.status, m.approval_expires_at) for m in messages],
+        "Nothing is waiting for approval.",
+    )
+
+
+def cmd_pending_show(ctx: Context) -> None:
+    """`pending show <id>`: one outbound message, its body while it is not final."""
+    message = ctx.client().get_pending_message(ctx.args.id)
+    if ctx.json:
+        print_json(outbound_json(message))
+        return
+    fields: list[tuple[str, object]] = [
+        ("ID", message.id),
+        ("From", message.agent_id),
+        ("Status", message.status),
+        ("To", message.to),
+    ]
+    fields += [
+        (label, value) for label, value in (("Cc", message.cc), ("Bcc", message.bcc)) if value
+    ]
+    fields += [("Subject", message.subject)]
+    if message.conversation_id:
+        fields.append(("Conversation", message.conversation_id))
+    if message.approval_expires_at:
+        fields.append(("Expires", message.approval_expires_at))
+    if message.edited:
+        fields.append(("Edited", True))
+    if message.attachments:
+        fields.append(
+            (
+                "Attachments",
+                [f"{a.get('filename')} ({a.get('content_type')})" for a in message.attachments],
+            )
+        )
+    print_fields(fields)
+    print()
+    body = message.body_text
+    print(terminal_text(body.rstrip("\n"), multiline=True) if body else "(no text body)")
+
+
+def editable_text(message: PendingMessageDetail) -> str:
+    """The message as the reviewer edits it: labelled header lines, then the body."""
+    return "\n".join(
+        [
+            "# Edit the fields below and save to approve with your changes.",
+            "# Lines starting with '#' are ignored; keep the labels as they are.",
+            "",
+            f"subject: {message.subject or ''}",
+            *(f"{name}: {', '.join(getattr(message, name) or [])}" for name in _ADDRESS_FIELDS),
+            "",
+            BODY_SEPARATOR,
+            message.body_text or "",
+        ]
+    )
+
+
+def parse_edited(text: str) -> dict[str, Any]:
+    """The fields of an edited text: `subject`, `to`, `cc`, `bcc` (lists), `body_text`."""
+    fields: dict[str, Any] = {}
+    lines = text.split("\n")
+    for index, line in enumerate(lines):
+        if line.strip() == BODY_SEPARATOR:
+            fields["body_text"] = "\n".join(lines[index + 1 :]).rstrip("\n")
+            break
+        if line.startswith("#") or ":" not in line:
+            continue
+        label, _, value = line.partition(":")
+        label = label.strip().lower()
+        if label == "subject":
+            fields["subject"] = value.strip()
+        elif label in _ADDRESS_FIELDS:
+            fields[label] = [item.strip() for item in value.split(",") if item.strip()]
+    return fields
+
+
+def changed_fields(edited: dict[str, Any], message: PendingMessageDetail) -> dict[str, Any]:
+    """Only what the reviewer changed, so the gateway's `edited` flag stays truthful."""
+    original: dict[str, Any] = {
+        "subject": message.subject or "",
+        "to": list(message.to or []),
+        "cc": list(message.cc or []),
+        "bcc": list(message.bcc or []),
+        "body_text": (message.body_text or "").rstrip("\n"),
+    }
+    return {name: value for name, value in edited.items() if original.get(name) != value}
+
+
+def edit_in_editor(text: str) -> str:
+    """Let the user edit `text` in `$VISUAL`, `$EDITOR` or vi; the text they saved."""
+    editor = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    with tempfile.TemporaryDirectory(prefix="e2a-approve-") as folder:
+        path = Path(folder) / "approve.txt"
+        path.write_text(text, encoding="utf-8")
+        try:
+            finished = subprocess.run([*shlex.split(editor), str(path)], check=False)
+        except OSError as exc:
+            raise ClientError(f"cannot run the editor {editor!r}: {exc}; set $EDITOR") from None
+        if finished.returncode != 0:
+            raise ClientError(
+                f"the editor exited with status {finished.returncode}: nothing was approved"
+            )
+        return path.read_text(encoding="utf-8")
+
+
+def cmd_approve(ctx: Context) -> None:
+    """`pending approve <id> [--edit]` (also `e2a approve`)."""
+    client = ctx.client()
+    changes: dict[str, Any] = {}
+    if ctx.args.edit:
+        message = client.get_pending_message(ctx.args.id)
+        if message.status != "pending_approval":
+            raise ClientError(f"cannot edit {message.id}: it is {message.status}, not pending")
+        changes = changed_fields(parse_edited(edit_in_editor(editable_text(message))), message)
+        if "to" in changes and not changes["to"]:
+            raise ClientError("the edited message has no To: address: nothing was approved")
+    approved = client.approve_message(ctx.args.id, **changes)
+    if ctx.json:
+        print_json(outbound_json(approved))
+    else:
+        edited = f", edited: {', '.join(sorted(changes))}" if changes else ""
+        print(f"Approved {approved.id} ({approved.status}{edited})")
+
+
+def cmd_reject(ctx: Context) -> None:
+    """`pending reject <id> [--reason]` (also `e2a reject`)."""
+    message = ctx.client().reject_message(ctx.args.id, ctx.args.reason)
+    if ctx.json:
+        print_json(outbound_json(message))
+    else:
+        print(f"Rejected {message.id} ({message.status})")

@@ -1,0 +1,175 @@
+"""What `e2a send` and `e2a reply` put in a message: bodies from arguments, files or stdin,
+and attachments from files (content type guessed from the name).
+
+An HTML body without a text one gets a plain-text rendering of it, so no message goes out
+with an empty text part. Reads local files only; talks to no gateway.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mimetypes
+import re
+import sys
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from e2a_gateway.v1 import Attachment
+
+_PARAGRAPH_TAGS = frozenset(
+    ["blockquote", "dl", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "ol", "p", "pre", "table", "ul"]
+)
+"""Blocks set apart by a blank line."""
+_LINE_TAGS = frozenset(
+    [
+        "address",
+        "article",
+        "aside",
+        "br",
+        "dd",
+        "div",
+        "dt",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "header",
+        "li",
+        "main",
+        "nav",
+        "section",
+        "tr",
+    ]
+)
+"""Blocks that start a new line."""
+_HIDDEN_TAGS = frozenset({"head", "script", "style", "template", "title"})
+
+
+class ComposeError(Exception):
+    """A body or attachment file cannot be read; the message names the option and file."""
+
+
+def add_body_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--body`/`--body-file`, `--html`/`--html-file` and `--attach`."""
+    text = parser.add_mutually_exclusive_group()
+    text.add_argument("--body", help="the text body; `-` reads stdin")
+    text.add_argument("--body-file", metavar="FILE", help="read the text body from FILE")
+    html = parser.add_mutually_exclusive_group()
+    html.add_argument(
+        "--html", "--html-body", dest="html", metavar="HTML", help="an HTML body as well"
+    )
+    html.add_argument(
+        "--html-file",
+        metavar="FILE",
+        help="read the HTML body from FILE (without a text body, its text is sent as one)",
+    )
+    parser.add_argument(
+        "--attach",
+        action="append",
+        metavar="FILE",
+        help="attach FILE (repeatable; the content type is guessed from its name)",
+    )
+
+
+@dataclass
+class Bodies:
+    """The text and HTML bodies of a message to send."""
+
+    text: str
+    html: str | None
+
+
+def _read(option: str, name: str) -> str:
+    if name == "-":
+        return sys.stdin.read()
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ComposeError(f"{option} {name}: cannot read it ({exc})") from None
+
+
+def message_bodies(args: argparse.Namespace) -> Bodies:
+    """The bodies the options give; ComposeError when none is given or a file fails."""
+    html: str | None = args.html
+    if args.html_file is not None:
+        html = _read("--html-file", args.html_file)
+    if args.body is not None:
+        text = sys.stdin.read() if args.body == "-" else args.body
+    elif args.body_file is not None:
+        text = _read("--body-file", args.body_file)
+    elif html is not None:
+        text = html_text(html)
+    else:
+        raise ComposeError("give a body: --body TEXT, --body-file FILE or --html-file FILE")
+    return Bodies(text, html)
+
+
+def attachments(args: argparse.Namespace) -> list[Attachment] | None:
+    """The `--attach` files as attachments (name, guessed content type, bytes)."""
+    from e2a_gateway.v1 import Attachment
+
+    if not args.attach:
+        return None
+    files: list[Attachment] = []
+    for name in args.attach:
+        path = Path(name)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ComposeError(f"--attach {name}: cannot read it ({exc})") from None
+        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        files.append(Attachment(path.name, content_type, data))
+    return files
+
+
+class _TextOfHtml(HTMLParser):
+    """The visible text of an HTML document, a line per block element."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = []
+        self._line: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _HIDDEN_TAGS:
+            self._hidden += 1
+        else:
+            self._break(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _HIDDEN_TAGS:
+            self._hidden = max(0, self._hidden - 1)
+        else:
+            self._break(tag)
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden:
+            self._line.append(data)
+
+    def close(self) -> None:
+        """Finish the document, its last line included."""
+        super().close()
+        self._break("p")
+
+    def _break(self, tag: str) -> None:
+        if tag not in _PARAGRAPH_TAGS and tag not in _LINE_TAGS:
+            return
+        line = re.sub(r"\s+", " ", "".join(self._line)).strip()
+        self._line = []
+        if line:
+            self.lines.append(line)
+        if tag in _PARAGRAPH_TAGS and self.lines and self.lines[-1]:
+            self.lines.append("")
+
+
+def html_text(html: str) -> str:
+    """The plain text an HTML body shows: its text, one line per block, no markup."""
+    parser = _TextOfHtml()
+    parser.feed(html)
+    parser.close()
+    text = "\n".join(parser.lines).strip("\n")
+    return text + "\n" if text else ""

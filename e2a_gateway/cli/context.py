@@ -1,0 +1,107 @@
+"""What every client command works with: its arguments, the saved settings, an SDK client,
+and the errors that end it (exit 1 for errors the user can fix, 2 for bad usage).
+
+The SDK (and httpx) is imported when a command first needs a client, not with this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from e2a_gateway.cli.config_file import effective, saved
+
+if TYPE_CHECKING:
+    from e2a_gateway.v1 import E2AClient
+
+NOT_LOGGED_IN = "Not logged in: run `e2a login` (or set E2A_API_KEY and E2A_URL)"
+NO_URL = (
+    "no gateway URL: ~/.e2a/config.json has an API key but no api_url (e2a's CLI leaves it "
+    "out for its hosted service): run `e2a config set api_url URL` or set E2A_URL"
+)
+
+
+class ClientError(Exception):
+    """An error the user can fix; printed as one line, exit code 1."""
+
+
+class UsageError(Exception):
+    """The command line is inconsistent in a way argparse cannot express; exit code 2."""
+
+
+@dataclasses.dataclass
+class Context:
+    """One command's arguments, the saved settings and (lazily) an SDK client."""
+
+    args: argparse.Namespace
+    values: dict[str, str]
+    _client: E2AClient | None = None
+
+    @property
+    def json(self) -> bool:
+        """Whether the user asked for JSON output."""
+        return bool(getattr(self.args, "json", False))
+
+    @property
+    def url(self) -> str:
+        """The gateway URL (environment, then config file)."""
+        url = effective("url", self.values)
+        if not url:
+            raise ClientError(NO_URL if saved("api_key", self.values) else NOT_LOGGED_IN)
+        return url.rstrip("/")
+
+    @property
+    def key(self) -> str:
+        """The API key (environment, then config file)."""
+        key = effective("api_key", self.values)
+        if not key:
+            raise ClientError(NOT_LOGGED_IN)
+        return key
+
+    def client(self) -> E2AClient:
+        """An SDK client for the configured gateway and key."""
+        from e2a_gateway.v1 import E2AClient
+
+        if self._client is None:
+            self._client = E2AClient(api_key=self.key, agent_email="", base_url=self.url)
+        return self._client
+
+    def agent(self) -> str:
+        """`--agent`, else the configured agent, else the key's only agent."""
+        chosen = getattr(self.args, "agent", None) or effective("agent_email", self.values)
+        if chosen:
+            return self.address(str(chosen))
+        agents = [a.email for a in self.client().list_agents().agents if a.email]
+        if len(agents) == 1:
+            return agents[0]
+        if not agents:
+            raise ClientError("this key has no agents: run `e2a agents register <slug>`")
+        raise ClientError(
+            f"this key has {len(agents)} agents: pass --agent EMAIL or run "
+            "`e2a config set agent_email EMAIL`"
+        )
+
+    def address(self, email_or_slug: str) -> str:
+        """An agent's address; a bare slug (as e2a's CLI allows) is on the shared domain."""
+        if "@" in email_or_slug:
+            return email_or_slug
+        from e2a_gateway.v1 import fetch_info
+
+        domain = effective("shared_domain", self.values) or fetch_info(self.url).shared_domain
+        if not domain:
+            raise ClientError(
+                f"{email_or_slug!r} is not an address and this gateway has no shared domain: "
+                "give the agent's full address"
+            )
+        return f"{email_or_slug}@{domain}"
+
+    def close(self) -> None:
+        """Close the HTTP connections, if any were opened."""
+        if self._client is not None:
+            self._client.close()
+
+
+Handler = Callable[[Context], "int | None"]
+"""A command: runs with its context; returns its exit code (None is 0)."""

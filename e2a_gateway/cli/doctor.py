@@ -1,0 +1,504 @@
+"""`e2a doctor`: read-only checks of the path mail takes to and from an agent, each reported
+✓/✗ with what to fix.
+
+It asks the gateway (health, info, the key, the agent), DNS (the agent's domain: MX to the
+gateway's SMTP host, the verification TXT, SPF, DKIM, DMARC) and opens the agent's WebSocket
+once. It sends no mail, marks nothing read and changes nothing. Every network step is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, Literal
+
+from e2a_gateway.cli.config_file import effective
+from e2a_gateway.cli.context import Context
+from e2a_gateway.cli.output import print_json, terminal_text, use_colour
+
+if TYPE_CHECKING:
+    from e2a_gateway.mailauth.dns_answers import Resolver
+    from e2a_gateway.v1 import E2AClient
+    from e2a_gateway.v1.models import Agent, Domain
+
+TIMEOUT_SECONDS = 5.0
+"""The bound on every request and DNS lookup doctor makes."""
+
+Status = Literal["pass", "fail", "warn", "skip"]
+MARKS: dict[Status, str] = {"pass": "✓", "fail": "✗", "warn": "!", "skip": "-"}
+_COLOURS: dict[Status, str] = {"pass": "32", "fail": "31", "warn": "33", "skip": "2"}
+
+
+@dataclass
+class Check:
+    """One finding: what was checked, how it went, and what to do when it did not pass."""
+
+    id: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+@dataclass
+class Report:
+    """The findings of one run, in order."""
+
+    url: str
+    agent: str | None = None
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, id: str, status: Status, detail: str, fix: str | None = None) -> None:
+        """Record a finding."""
+        self.checks.append(Check(id, status, detail, fix))
+
+    @property
+    def failed(self) -> bool:
+        """True when any check failed."""
+        return any(check.status == "fail" for check in self.checks)
+
+
+def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `e2a doctor` (besides --agent and --json)."""
+    parser.add_argument(
+        "--dkim-selector",
+        metavar="SELECTOR",
+        help="also check the DKIM key at SELECTOR._domainkey.<domain> (the gateway's "
+        "dkim.selector)",
+    )
+    parser.add_argument(
+        "--nameserver",
+        action="append",
+        metavar="IP[:PORT]",
+        help="ask this DNS server instead of the system's (repeatable), e.g. 1.1.1.1 to "
+        "bypass a local cache",
+    )
+
+
+# The gateway
+
+
+def _get(report: Report, id: str, path: str) -> Any:
+    """GET `path` of the gateway; None (and a failed check) when it does not answer."""
+    import httpx
+
+    try:
+        return httpx.get(f"{report.url}{path}", timeout=TIMEOUT_SECONDS)
+    except httpx.HTTPError as exc:
+        report.add(
+            id,
+            "fail",
+            f"{report.url}{path} does not answer: {exc}",
+            "check the URL (`e2a config get url`) and that `e2a serve` runs there",
+        )
+        return None
+
+
+def _check_gateway(report: Report) -> dict[str, Any] | None:
+    """`/api/health` and `/api/v1/info`; the info when the gateway answered."""
+    health = _get(report, "gateway.health", "/api/health")
+    if health is None:
+        return None
+    storage = _json(health).get("storage") or {}
+    if health.status_code == 200:
+        report.add("gateway.health", "pass", f"healthy (storage {storage.get('backend')} up)")
+    elif health.status_code == 503:
+        report.add(
+            "gateway.health",
+            "fail",
+            f"degraded: storage {storage.get('backend')} is {storage.get('state')} "
+            f"({storage.get('detail', '')})",
+            "check database.url and that the database is running (see the gateway's log)",
+        )
+    else:
+        report.add(
+            "gateway.health",
+            "fail",
+            f"GET /api/health answered HTTP {health.status_code}",
+            "the URL must be the gateway's base URL (what http.public_url says)",
+        )
+        return None
+    info_response = _get(report, "gateway.info", "/api/v1/info")
+    if info_response is None:
+        return None
+    info = _json(info_response)
+    if info_response.status_code != 200 or "version" not in info:
+        report.add(
+            "gateway.info",
+            "fail",
+            f"GET /api/v1/info answered HTTP {info_response.status_code} without deployment info",
+            "the URL must be the gateway's base URL (what http.public_url says)",
+        )
+        return None
+    shared = info.get("shared_domain") or "none"
+    report.add("gateway.info", "pass", f"e2a {info['version']}, shared domain {shared}")
+    return info
+
+
+def _json(response: Any) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _check_key(report: Report, client: E2AClient, key: str) -> bool:
+    """The key is accepted; True when it is."""
+    from e2a_gateway.v1 import E2AApiError
+
+    try:
+        keys = client.api.list_api_keys().api_keys
+    except E2AApiError as exc:
+        report.add(
+            "api.key",
+            "fail",
+            f"the gateway refused the key ({exc.status_code}: {exc.message})",
+            "run `e2a login --api-key KEY` with a valid key (`e2a bootstrap --email …` "
+            "prints a new one on the server)",
+        )
+        return False
+    mine = next((k for k in keys if k.key_prefix and key.startswith(k.key_prefix)), None)
+    name = f" ({mine.name})" if mine and mine.name else ""
+    report.add("api.key", "pass", f"key {key[:12]}…{name} accepted")
+    return True
+
+
+def _check_agent(report: Report, ctx: Context, client: E2AClient) -> Agent | None:
+    """The agent to check exists; it, or None."""
+    from e2a_gateway.v1 import E2AApiError
+
+    chosen = ctx.args.agent or effective("agent_email", ctx.values)
+    if not chosen:
+        emails = [a.email for a in client.list_agents().agents if a.email]
+        if len(emails) != 1:
+            report.add(
+                "agent",
+                "skip",
+                f"no agent chosen and this key has {len(emails)} agents",
+                "pass --agent EMAIL (or `e2a config set agent_email EMAIL`)",
+            )
+            return None
+        chosen = emails[0]
+    email = ctx.address(chosen)
+    report.agent = email
+    try:
+        agent = client.get_agent(email)
+    except E2AApiError as exc:
+        if exc.status_code != 404:
+            raise
+        report.add(
+            "agent",
+            "fail",
+            f"{email} is not an agent of this key",
+            "check `e2a agents list`, or create it with `e2a agents register`",
+        )
+        return None
+    where = "WebSocket/REST" if agent.agent_mode == "local" else f"webhook {agent.webhook_url}"
+    report.add("agent", "pass", f"{email} exists ({agent.agent_mode}: mail goes by {where})")
+    return agent
+
+
+# DNS
+
+
+def _resolver(nameservers: list[str] | None) -> Resolver | None:
+    """The gateway's own DNS door, when this install has it (the `server` extra)."""
+    try:
+        from e2a_gateway.mailauth.resolver import DnsResolver
+    except ModuleNotFoundError:
+        return None
+    return DnsResolver(nameservers or [], TIMEOUT_SECONDS, cache=False)
+
+
+@dataclass
+class DomainFacts:
+    """What the gateway says about the agent's domain."""
+
+    name: str
+    mx_host: str | None
+    """The gateway's SMTP host (`smtp.hostname`), when a registered domain names it."""
+    registered: Domain | None
+
+
+def _domain_facts(client: E2AClient, name: str) -> DomainFacts:
+    domains = client.list_domains().domains
+    registered = next((d for d in domains if d.domain == name), None)
+    ordered = ([registered] if registered else []) + domains
+    hosts = [
+        d.dns_records.mx.value
+        for d in ordered
+        if d.dns_records and d.dns_records.mx and d.dns_records.mx.value
+    ]
+    return DomainFacts(name, hosts[0].rstrip(".").lower() if hosts else None, registered)
+
+
+def _lookup(
+    report: Report, id: str, what: str, lookup: Callable[[], list[Any]]
+) -> list[Any] | None:
+    """Run one lookup; a DNS failure (not an empty answer) is a failed check and None."""
+    from e2a_gateway.mailauth.dns_answers import DnsTemporaryError
+
+    try:
+        return lookup()
+    except DnsTemporaryError as exc:
+        report.add(
+            id,
+            "fail",
+            f"cannot look up {what}: {exc}",
+            f"retry; if it persists, check DNS with `dig {what}`",
+        )
+        return None
+
+
+def _check_mx(report: Report, dns: Resolver, facts: DomainFacts) -> None:
+    records = _lookup(report, "dns.mx", f"MX {facts.name}", lambda: dns.mx(facts.name))
+    if records is None:
+        return
+    host = facts.mx_host or "the gateway's smtp.hostname"
+    fix = f"publish MX {facts.name} → {host} (priority 10)"
+    hosts = sorted({exchange.rstrip(".").lower() for _, exchange in records})
+    if not hosts:
+        report.add("dns.mx", "fail", f"{facts.name} has no MX record: no mail reaches it", fix)
+        return
+    if facts.mx_host and facts.mx_host not in hosts:
+        report.add(
+            "dns.mx",
+            "fail",
+            f"MX of {facts.name} points at {', '.join(hosts)}, not at this gateway "
+            f"({facts.mx_host})",
+            fix + " and remove the others",
+        )
+        return
+    report.add("dns.mx", "pass", f"MX {facts.name} → {', '.join(hosts)}")
+    for exchange in [facts.mx_host] if facts.mx_host else hosts:
+        addresses = _lookup(
+            report,
+            "dns.mx_address",
+            f"A/AAAA {exchange}",
+            partial(_addresses, dns, exchange),
+        )
+        if addresses is None:
+            continue
+        if addresses:
+            report.add("dns.mx_address", "pass", f"{exchange} → {', '.join(addresses)}")
+        else:
+            report.add(
+                "dns.mx_address",
+                "fail",
+                f"the mail host {exchange} has no A or AAAA record",
+                f"publish A (and AAAA) records for {exchange} with the gateway's public address",
+            )
+
+
+def _addresses(dns: Resolver, host: str) -> list[str]:
+    return dns.a(host) + dns.aaaa(host)
+
+
+def _check_verification(report: Report, dns: Resolver, facts: DomainFacts) -> None:
+    domain = facts.registered
+    if domain is None:
+        return
+    if domain.verified:
+        report.add("dns.verification", "pass", f"{facts.name} is verified")
+        return
+    token = domain.verification_token or ""
+    records = _lookup(report, "dns.verification", f"TXT {facts.name}", lambda: dns.txt(facts.name))
+    if records is None:
+        return
+    if token and token in (record.strip() for record in records):
+        report.add(
+            "dns.verification",
+            "fail",
+            f"the TXT record is published but {facts.name} is not verified yet",
+            f"run `e2a domains verify {facts.name}`",
+        )
+    else:
+        report.add(
+            "dns.verification",
+            "fail",
+            f"{facts.name} is not verified and has no TXT record {token}",
+            f'publish TXT {facts.name} "{token}", then run `e2a domains verify {facts.name}`',
+        )
+
+
+def _check_sending_records(report: Report, dns: Resolver, name: str, selector: str | None) -> None:
+    """SPF, DKIM and DMARC: what receivers check on mail an agent sends From: this domain."""
+    records = _lookup(report, "dns.spf", f"TXT {name}", lambda: dns.txt(name))
+    if records is not None:
+        spf = [r for r in records if r.strip().lower().split(" ")[0] == "v=spf1"]
+        if len(spf) == 1:
+            report.add("dns.spf", "pass", f"SPF of {name}: {spf[0]}")
+        elif spf:
+            report.add(
+                "dns.spf",
+                "fail",
+                f"{name} has {len(spf)} SPF records: receivers treat that as an error "
+                "(RFC 7208 permerror)",
+                "merge them into one v=spf1 record",
+            )
+        else:
+            report.add(
+                "dns.spf",
+                "warn",
+                f"{name} has no SPF record: receivers may refuse or junk the agents' mail",
+                f'publish TXT {name} "v=spf1 include:<your relay\'s SPF domain> ~all" (your '
+                "relay's documentation names the include)",
+            )
+    if selector:
+        where = f"{selector}._domainkey.{name}"
+        keys = _lookup(report, "dns.dkim", f"TXT {where}", lambda: dns.txt(where))
+        if keys is not None:
+            if any("p=" in key and not key.rstrip(" ;").endswith("p=") for key in keys):
+                report.add("dns.dkim", "pass", f"DKIM key published at {where}")
+            else:
+                report.add(
+                    "dns.dkim",
+                    "fail",
+                    f"no DKIM key at {where}: signed mail will fail DKIM",
+                    f'publish TXT {where} "v=DKIM1; k=rsa; p=<public key of '
+                    'dkim.private_key_path>"',
+                )
+    else:
+        report.add(
+            "dns.dkim",
+            "skip",
+            "DKIM not checked: the selector is the gateway's dkim.selector",
+            "pass --dkim-selector SELECTOR to check it",
+        )
+    dmarc_name = f"_dmarc.{name}"
+    dmarc = _lookup(report, "dns.dmarc", f"TXT {dmarc_name}", lambda: dns.txt(dmarc_name))
+    if dmarc is not None:
+        policy = [r for r in dmarc if r.strip().startswith("v=DMARC1")]
+        if policy:
+            report.add("dns.dmarc", "pass", f"DMARC of {name}: {policy[0]}")
+        else:
+            report.add(
+                "dns.dmarc",
+                "warn",
+                f"{name} has no DMARC record (advisory: large receivers expect one)",
+                f'publish TXT {dmarc_name} "v=DMARC1; p=none" and tighten it later',
+            )
+
+
+def _check_dns(report: Report, ctx: Context, client: E2AClient, agent: Agent) -> None:
+    dns = _resolver(ctx.args.nameserver)
+    if dns is None:
+        report.add(
+            "dns",
+            "skip",
+            "DNS not checked: this install has no DNS library",
+            "install e2a-gateway's server extra (from a checkout: pip install '.[server]') "
+            "or use the e2a binary",
+        )
+        return
+    facts = _domain_facts(client, (agent.email or "").rpartition("@")[2])
+    _check_mx(report, dns, facts)
+    _check_verification(report, dns, facts)
+    _check_sending_records(report, dns, facts.name, ctx.args.dkim_selector)
+
+
+# WebSocket
+
+
+def _check_websocket(report: Report, url: str, key: str, agent: Agent) -> None:
+    if agent.agent_mode != "local":
+        report.add("websocket", "skip", "a cloud agent: its mail goes to its webhook, not a socket")
+        return
+    import anyio
+    import httpx
+
+    from e2a_gateway.v1 import E2AApiError
+    from e2a_gateway.v1.notifications import websocket_url
+    from e2a_gateway.v1.wsclient import WebSocketRejected, connect_websocket
+
+    address = websocket_url(url, agent.email or "", key)
+
+    async def open_and_close() -> None:
+        with anyio.fail_after(TIMEOUT_SECONDS * 2):
+            async with connect_websocket(
+                address, handshake_seconds=TIMEOUT_SECONDS, idle_seconds=TIMEOUT_SECONDS
+            ):
+                pass
+
+    shown = address.split("?")[0]
+    try:
+        anyio.run(open_and_close)
+    except E2AApiError as exc:
+        report.add("websocket", "fail", f"{shown} refused: {exc.message} ({exc.status_code})", None)
+    except (WebSocketRejected, httpx.HTTPError, TimeoutError, OSError) as exc:
+        report.add(
+            "websocket",
+            "fail",
+            f"cannot open {shown}: {exc}",
+            "a reverse proxy in front of the gateway must pass WebSocket upgrades "
+            "(Upgrade and Connection headers) on /api/v1/agents/*/ws",
+        )
+    else:
+        report.add("websocket", "pass", f"{shown} accepts the agent's WebSocket")
+
+
+# Running and printing
+
+
+def run_checks(ctx: Context) -> Report:
+    """Every check that applies, in order; later ones are skipped when what they need failed."""
+    from e2a_gateway.v1 import E2AClient
+
+    report = Report(url=ctx.url)
+    key = effective("api_key", ctx.values)
+    info = _check_gateway(report)
+    if not key:
+        report.add("api.key", "fail", "no API key", "run `e2a login` (or set E2A_API_KEY)")
+        return report
+    if info is None:
+        return report
+    client = E2AClient(api_key=key, agent_email="", base_url=report.url, timeout=TIMEOUT_SECONDS)
+    with client:
+        if not _check_key(report, client, key):
+            return report
+        agent = _check_agent(report, ctx, client)
+        if agent is None:
+            return report
+        _check_dns(report, ctx, client, agent)
+        _check_websocket(report, report.url, key, agent)
+    return report
+
+
+def _mark(status: Status) -> str:
+    mark = MARKS[status]
+    return f"\033[{_COLOURS[status]}m{mark}\033[0m" if use_colour() else mark
+
+
+def print_report(report: Report) -> None:
+    """One line per check (✓ pass, ✗ fail, ! warning, - skipped), each fix under its line."""
+    subject = f" for {report.agent}" if report.agent else ""
+    print(f"e2a doctor: {report.url}{subject} (read-only: sends no mail, changes nothing)")
+    width = max((len(check.id) for check in report.checks), default=0)
+    for check in report.checks:
+        print(f"{_mark(check.status)} {check.id.ljust(width)}  {terminal_text(check.detail)}")
+        if check.fix and check.status != "pass":
+            print(f"  {' ' * width}  fix: {terminal_text(check.fix)}")
+    counts = {status: sum(c.status == status for c in report.checks) for status in MARKS}
+    print(
+        f"\n{counts['fail']} failed, {counts['warn']} warnings, {counts['pass']} passed, "
+        f"{counts['skip']} skipped"
+    )
+
+
+def cmd_doctor(ctx: Context) -> int:
+    """`doctor`: exit 1 when a check failed, else 0."""
+    report = run_checks(ctx)
+    if ctx.json:
+        print_json(
+            {
+                "url": report.url,
+                "agent": report.agent,
+                "ok": not report.failed,
+                "checks": [asdict(check) for check in report.checks],
+            }
+        )
+    else:
+        print_report(report)
+    return 1 if report.failed else 0

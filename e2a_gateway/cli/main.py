@@ -1,0 +1,146 @@
+"""The `e2a` command: the gateway's commands (serve, bootstrap, migrate) and the client
+commands (login, agents, inbox, …).
+
+The client commands need only the SDK's dependencies; the gateway's commands are imported
+when they run, and say how to install the `server` extra when it is missing.
+Exit codes: 0 success, 1 an error the user can fix (the message says how), 2 bad usage,
+6 `listen --once --until` saw no message in time (as e2a's CLI), 141 the reader of stdout
+went away (a closed pipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from e2a_gateway import __version__
+from e2a_gateway.cli.client_commands import CLIENT_COMMANDS, add_client_commands, run_client_command
+
+SERVER_MISSING = (
+    "the gateway is not installed: install e2a-gateway with its server extra "
+    "(from a checkout: pip install '.[server]'), or use the e2a binary"
+)
+
+EXAMPLES = {
+    "serve": (
+        "example:\n  e2a serve --config e2a.toml\n  E2A_SHARED_DOMAIN=agents.example.com e2a serve"
+    ),
+    "bootstrap": "example:\n  e2a bootstrap --email you@example.com",
+    "migrate": "example:\n  e2a migrate --config e2a.toml",
+    "mcp": "example:\n  E2A_BASE_URL=https://mail.example.com E2A_API_KEY=e2a_… "
+    "E2A_AGENT_EMAIL=support@agents.example.com e2a mcp\n"
+    "  (in an MCP client's config: command e2a, args [mcp] and these variables in env)",
+}
+MCP_MISSING = (
+    "the MCP server is not installed: install e2a-gateway with its mcp extra "
+    "(from a checkout: pip install '.[mcp]')"
+)
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML config file (default: ./e2a.toml if it exists, else built-in defaults)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `e2a` command."""
+    parser = argparse.ArgumentParser(
+        prog="e2a",
+        description="e2a: a self-hosted email gateway for AI agents.",
+        epilog="Run `e2a COMMAND --help` for a command's options and an example.",
+    )
+    parser.add_argument("--version", action="version", version=f"e2a {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gateway: SMTP, HTTP API and workers",
+        description="Run the gateway until SIGINT/SIGTERM.",
+        epilog=EXAMPLES["serve"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_argument(serve)
+
+    bootstrap = commands.add_parser(
+        "bootstrap",
+        help="create a user (if needed) and print a new API key once",
+        description="Create the user if it does not exist and print a new API key. The key is "
+        "shown only once: store it now.",
+        epilog=EXAMPLES["bootstrap"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bootstrap.add_argument("--email", required=True, help="the user's email address")
+    _config_argument(bootstrap)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="apply database schema migrations and exit",
+        description="Apply pending schema migrations (serve also does this on start).",
+        epilog=EXAMPLES["migrate"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _config_argument(migrate)
+
+    commands.add_parser(
+        "mcp",
+        help="MCP server over stdio for Claude, Cursor and other MCP clients",
+        description="Serve e2a's mail tools (inbox, read, send, reply, wait, approvals) to an "
+        "MCP client over stdin/stdout, against a running gateway. Reads E2A_API_KEY "
+        "(required), E2A_BASE_URL (or E2A_URL) and E2A_AGENT_EMAIL (the default agent).",
+        epilog=EXAMPLES["mcp"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_client_commands(commands)
+    return parser
+
+
+def _run_mcp() -> int:
+    """`e2a mcp`, imported only now: it needs the `mcp` package, not the gateway."""
+    try:
+        from e2a_gateway.mcp.server import run_stdio
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] == "e2a_gateway":
+            raise
+        print(f"e2a: {MCP_MISSING} (missing module {exc.name!r})", file=sys.stderr)
+        return 1
+    return run_stdio()
+
+
+EXIT_CLOSED_PIPE = 141
+"""What a shell reports for a command stopped by SIGPIPE (128 + 13), as `yes | head -1` does."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `e2a` command; returns the exit code. When the reader of stdout goes
+    away (`e2a inbox --json | head -1`), it stops quietly with `EXIT_CLOSED_PIPE`."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # the last output is written here, not at exit where it can't fail
+    except BrokenPipeError:
+        # Anything still buffered for stdout would fail again when Python exits.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_CLOSED_PIPE
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command in CLIENT_COMMANDS:
+        return run_client_command(args)
+    if args.command == "mcp":
+        return _run_mcp()
+    try:
+        from e2a_gateway.cli.server_commands import run_server_command
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] == "e2a_gateway":
+            raise
+        print(f"e2a: {SERVER_MISSING} (missing module {exc.name!r})", file=sys.stderr)
+        return 1
+    return run_server_command(args)

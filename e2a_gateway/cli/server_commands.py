@@ -1,0 +1,103 @@
+"""The gateway's own commands: serve, bootstrap, migrate.
+
+Imported only when one of them runs, because it needs the `server` extra (trio, Quart,
+hypercorn, the mail-authentication libraries); the client commands work without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import trio
+
+from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.addresses import AddressError, normalise_address
+from e2a_gateway.app import StartupError, serve_until_signal
+from e2a_gateway.config import ConfigError, Settings, env_warnings, load_settings
+from e2a_gateway.gateway import open_gateway
+from e2a_gateway.logs import configure_logging
+from e2a_gateway.storage.base import StorageUnavailable
+
+log = logging.getLogger("e2a")
+
+SWITCH_INTERVAL_SECONDS = 0.001
+"""How long the event loop may hold the GIL before a waiting thread gets it (default 5 ms)."""
+
+DEFAULT_CONFIG = Path("e2a.toml")
+
+
+class UserError(Exception):
+    """An error the user can fix; printed as one line, exit code 1."""
+
+
+def _config_path(path: Path | None) -> Path | None:
+    if path is None and DEFAULT_CONFIG.exists():
+        return DEFAULT_CONFIG
+    return path
+
+
+def _user_facing(exc: BaseException) -> Exception | None:
+    """The error to print for `exc`, unwrapping exception groups from nurseries."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _user_facing(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, ConfigError | StartupError | StorageUnavailable | UserError):
+        return exc
+    return None
+
+
+async def _bootstrap(settings: Settings, email: str) -> None:
+    try:
+        address = normalise_address(email)
+    except AddressError as exc:
+        raise UserError(f"--email: {exc}") from None
+    async with open_gateway(settings) as gateway:
+        user, issued, created = await bootstrap_user(gateway.storage, gateway.server_key, address)
+    print(f"{'Created' if created else 'Found'} user {user.email} ({user.id}).", file=sys.stderr)
+    print("API key (shown once, store it now):", file=sys.stderr)
+    print(issued.plaintext)
+
+
+async def _migrate(settings: Settings) -> None:
+    async with open_gateway(settings):
+        pass
+    print("database is up to date", file=sys.stderr)
+
+
+def run_server_command(args: argparse.Namespace) -> int:
+    """Run `serve`, `bootstrap` or `migrate`; returns the exit code."""
+    try:
+        path = _config_path(args.config)
+        settings = load_settings(path)
+        configure_logging(settings.log.level, settings.log.format)
+        for warning in env_warnings(os.environ):
+            log.warning("%s", warning)
+        if path is None:
+            log.info("no config file: running on defaults (see config.example.toml)")
+        if args.command == "serve":
+            # The event loop hands the GIL to the storage and authentication threads within
+            # 1 ms instead of 5 ms: a commit that has finished on disk is answered sooner.
+            # Measured with bench/smtp_ingest.py: about 10 % more messages per second at 50
+            # sessions and a p99 at 200 msg/s of 6-8 ms instead of 4-23 ms.
+            sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+            trio.run(serve_until_signal, settings)
+        elif args.command == "bootstrap":
+            trio.run(_bootstrap, settings, args.email)
+        elif args.command == "migrate":
+            trio.run(_migrate, settings)
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as exc:
+        reportable = _user_facing(exc)
+        if reportable is None:
+            raise
+        print(f"e2a: {reportable}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,511 @@
+"""The gateway's settings: one pydantic model, loaded from TOML and overridden by `E2A_*` env vars.
+
+Every key is validated at start-up; a wrong key or value raises `ConfigError` with a message
+that names the key and says how to fix it. Nothing here opens sockets or databases.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from e2a_gateway.env_names import E2A_ALIASES, unknown_variable_warnings
+
+ENV_PREFIX = "E2A_"
+
+
+class ConfigError(Exception):
+    """A setting is missing, unknown or invalid; the message says which and how to fix it."""
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def parse_listen_address(value: str) -> tuple[str, int]:
+    """Split `host:port` (or `[v6]:port`) into its parts; raise ValueError when malformed."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
+        raise ValueError(f"expected host:port, got {value!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range 0-65535")
+    return host.strip("[]"), port
+
+
+def web_origin(value: str, *, path_allowed: bool = False) -> str:
+    """`value` as a browser writes it in an `Origin` header — `scheme://host[:port]`, lowercase,
+    no default port; raise ValueError saying what is wrong when it is not an http(s) origin."""
+    try:
+        parts = urlsplit(value.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a URL: {exc}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an origin such as https://app.example.com, got {value!r}")
+    if parts.username is not None or parts.query or parts.fragment:
+        raise ValueError(f"an origin is scheme://host[:port] only, got {value!r}")
+    if not path_allowed and parts.path not in ("", "/"):
+        raise ValueError(f"an origin has no path, got {value!r}")
+    scheme = parts.scheme.lower()
+    host = parts.hostname.lower()
+    if not host.isascii():
+        host = host.encode("idna").decode("ascii")
+    if ":" in host:
+        host = f"[{host}]"
+    default_port = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" if port in (None, default_port) else f"{scheme}://{host}:{port}"
+
+
+def nameserver_address(server: str) -> tuple[str, int]:
+    """(address, port) of a `dns.nameservers` entry — `ip`, `ip:port`, `[ipv6]:port` or a bare
+    IPv6 address, port 53 unless given; raise ValueError saying what is wrong otherwise."""
+    host, port = server, 53
+    if server.startswith("["):
+        host, _, rest = server[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"expected [ipv6]:port, got {server!r}")
+            port = _nameserver_port(server, rest[1:])
+    elif server.count(":") == 1:
+        host, port_text = server.split(":")
+        port = _nameserver_port(server, port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"a nameserver is an IP address (optionally :port), got {server!r}"
+        ) from None
+    return host, port
+
+
+def _nameserver_port(server: str, text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
+        raise ValueError(f"nameserver {server!r}: the port must be a number from 1 to 65535")
+    return int(text)
+
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def proxy_networks(entries: list[str]) -> list[IpNetwork]:
+    """The networks of `http.trusted_proxies` entries (an address or a CIDR block each); raise
+    ValueError naming an entry that is neither."""
+    networks: list[IpNetwork] = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{entry!r} is not an IP address or CIDR block (e.g. 10.0.0.1 or 10.0.0.0/8)"
+            ) from None
+    return networks
+
+
+class ListenSection(Section):
+    """A section with a `listen = "host:port"` key."""
+
+    listen: str
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        parse_listen_address(value)
+        return value
+
+    @property
+    def host(self) -> str:
+        """The host part of `listen`."""
+        return parse_listen_address(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        """The port part of `listen`."""
+        return parse_listen_address(self.listen)[1]
+
+
+class SmtpSettings(ListenSection):
+    """The inbound SMTP listener (the gateway is the MX for its domains)."""
+
+    listen: str = "127.0.0.1:2525"
+    hostname: str = Field(default_factory=socket.getfqdn)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_message_bytes: int = Field(default=26_214_400, ge=1024)
+    max_recipients: int = Field(default=100, ge=1, le=10_000)
+    max_line_length: int = Field(default=1000, ge=1000, le=1_000_000)
+    max_command_length: int = Field(default=512, ge=512, le=65_536)
+    max_errors: int = Field(default=10, ge=1, le=1000)
+    max_header_fields: int = Field(default=1000, ge=1, le=1_000_000)
+    max_header_bytes: int = Field(default=262_144, ge=1024, le=1_073_741_824)
+    max_header_continuation_lines: int = Field(default=1000, ge=1, le=100_000_000)
+    max_sessions: int = Field(default=500, ge=1, le=100_000)
+    max_sessions_per_ip: int = Field(default=50, ge=1, le=100_000)
+    max_sessions_per_network: int = Field(default=100, ge=1, le=100_000)
+    ipv4_network_prefix: int = Field(default=24, ge=8, le=32)
+    ipv6_network_prefix: int = Field(default=64, ge=16, le=128)
+    idle_timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    command_timeout_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    data_timeout_seconds: float = Field(default=600.0, gt=0, le=86_400)
+    shutdown_grace_seconds: float = Field(default=30.0, gt=0, le=3600)
+    processes: int = Field(default=1, ge=1, le=64)
+    """Processes accepting SMTP: the main one and `processes - 1` acceptors (docs/smtp.md)."""
+
+
+class HttpSettings(ListenSection):
+    """The HTTP listener: REST, WebSocket, MCP and dashboard."""
+
+    listen: str = "127.0.0.1:8080"
+    public_url: str = "http://localhost:8080"
+    max_request_bytes: int = Field(default=41_943_040, ge=65_536, le=1_073_741_824)
+    keep_alive_seconds: float = Field(default=15.0, gt=0, le=3600)
+    cors_allowed_origins: list[str] = Field(default_factory=list)
+    max_websockets_per_key: int = Field(default=20, ge=1, le=10_000)
+    """Open agent WebSockets one API key may hold on this process; more answer 429."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For names the client."""
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_trusted_proxies(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: list[str]) -> list[str]:
+        proxy_networks(value)
+        return value
+
+    @property
+    def trusted_networks(self) -> list[IpNetwork]:
+        """`trusted_proxies` as networks."""
+        return proxy_networks(self.trusted_proxies)
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        web_origin(value, path_allowed=True)
+        return value.rstrip("/")
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        return [web_origin(origin) for origin in value]
+
+    @property
+    def public_origin(self) -> str:
+        """The origin (scheme://host[:port]) of `public_url`, as a browser sends it."""
+        return web_origin(self.public_url, path_allowed=True)
+
+
+class DatabaseSettings(Section):
+    """Where the gateway keeps everything: an SQLite file or a PostgreSQL database."""
+
+    url: str = "sqlite:///./e2a.db"
+    replica_id: str = ""
+    """This replica's name on a shared database; empty: `<host name>/<http.listen>`."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("use sqlite:///path/to/e2a.db or postgresql://user:pass@host/db")
+        return value
+
+
+class SigningSettings(Section):
+    """The server key behind magic links and signing-secret derivation."""
+
+    hmac_secret: str | None = None
+
+
+class DnsSettings(Section):
+    """Resolvers used for SPF, DKIM, DMARC and domain verification."""
+
+    nameservers: list[str] = Field(default_factory=list)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("nameservers", mode="before")
+    @classmethod
+    def _split_nameservers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("nameservers")
+    @classmethod
+    def _check_nameservers(cls, value: list[str]) -> list[str]:
+        for server in value:
+            nameserver_address(server)
+        return value
+
+
+class OutboundSmtpSettings(Section):
+    """The relay that carries agents' mail to the outside world."""
+
+    host: str | None = None
+    port: int = Field(default=587, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    ca_file: Path | None = None
+    from_domain: str | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+
+
+class DkimSettings(Section):
+    """DKIM signing of outbound mail."""
+
+    selector: str | None = None
+    private_key_path: Path | None = None
+
+
+class WebhookSettings(Section):
+    """Webhook delivery to cloud agents."""
+
+    allow_private: bool = False
+    timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    lease_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_attempt(self) -> WebhookSettings:
+        if self.lease_seconds <= self.timeout_seconds:
+            raise ValueError(
+                "lease_seconds must be longer than timeout_seconds (a job's lease has to "
+                "outlast its attempt, or another replica could send it twice)"
+            )
+        return self
+
+
+class RetentionSettings(Section):
+    """How long inbound messages are kept."""
+
+    days: int = Field(default=30, ge=1)
+
+
+class LimitSettings(Section):
+    """Request limits (429 with Retry-After when exceeded)."""
+
+    sends_per_agent_per_minute: int = Field(default=60, ge=1)
+    agent_registrations_per_ip_per_hour: int = Field(default=20, ge=1)
+    agent_registrations_per_user_per_hour: int = Field(default=20, ge=1)
+    message_polls_per_user_per_minute: int = Field(default=600, ge=1)
+    feedback_per_ip_per_hour: int = Field(default=10, ge=1)
+    """`POST /api/feedback` requests one client address may send per hour (e2a's 10)."""
+
+
+class PostmasterSettings(Section):
+    """Where mail for postmaster (RFC 5321 section 4.5.1) goes."""
+
+    deliver_to: str = ""
+    """An agent of this gateway; empty: the postmaster inbox of the first user (docs/smtp.md)."""
+
+    @field_validator("deliver_to")
+    @classmethod
+    def _normalise_agent(cls, value: str) -> str:
+        from e2a_gateway.addresses import normalise_address
+
+        return normalise_address(value) if value else ""
+
+
+class OperatorSettings(Section):
+    """Who runs the gateway: the accounts that see operator pages on the dashboard."""
+
+    accounts: list[str] = Field(default_factory=list)
+    """Account email addresses (as `e2a bootstrap --email` created them) of the operators."""
+
+    @field_validator("accounts", mode="before")
+    @classmethod
+    def _split_accounts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("accounts")
+    @classmethod
+    def _lower_accounts(cls, value: list[str]) -> list[str]:
+        return [item.strip().lower() for item in value]
+
+
+class MetricsSettings(Section):
+    """The Prometheus endpoint."""
+
+    enabled: bool = False
+
+
+class LogSettings(Section):
+    """Log level and format."""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class Settings(Section):
+    """Every setting of `e2a serve`. See config.example.toml for each key and its default."""
+
+    env: Literal["development", "production"] = "development"
+    shared_domain: str = ""
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
+    dns: DnsSettings = Field(default_factory=DnsSettings)
+    outbound_smtp: OutboundSmtpSettings = Field(default_factory=OutboundSmtpSettings)
+    dkim: DkimSettings = Field(default_factory=DkimSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    postmaster: PostmasterSettings = Field(default_factory=PostmasterSettings)
+    operators: OperatorSettings = Field(default_factory=OperatorSettings)
+
+    @field_validator("shared_domain")
+    @classmethod
+    def _normalise_domain(cls, value: str) -> str:
+        from e2a_gateway.addresses import normalise_domain
+
+        return normalise_domain(value) if value else ""
+
+    @property
+    def replica_id(self) -> str:
+        """This replica's stable name, stamped on the job leases it holds."""
+        return self.database.replica_id or f"{socket.gethostname()}/{self.http.listen}"
+
+    @property
+    def is_production(self) -> bool:
+        """True when `env = "production"`."""
+        return self.env == "production"
+
+
+def _section_fields() -> dict[str, type[Section]]:
+    sections: dict[str, type[Section]] = {}
+    for name, field in Settings.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, Section):
+            sections[name] = annotation
+    return sections
+
+
+def setting_env_names() -> dict[str, tuple[str, ...]]:
+    """Every setting's variable name (`E2A_<SECTION>_<KEY>`, `E2A_<KEY>` at the top level)
+    and where it goes in the settings."""
+    names: dict[str, tuple[str, ...]] = {}
+    sections = _section_fields()
+    for key in Settings.model_fields:
+        if key in sections:
+            for sub in sections[key].model_fields:
+                names[f"{ENV_PREFIX}{key}_{sub}".upper()] = (key, sub)
+        else:
+            names[f"{ENV_PREFIX}{key}".upper()] = (key,)
+    return names
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Collect `E2A_<SECTION>_<KEY>` (and `E2A_<KEY>` for top-level keys) into a nested dict,
+    and e2a's own names for them (`E2A_HMAC_SECRET`, `E2A_PUBLIC_URL`; an empty one counts as
+    unset, as in e2a). Both names set to different values is a ConfigError naming both.
+
+    Variables that name no setting (such as the SDK's `E2A_API_KEY`) set nothing: they
+    belong to clients that share the environment (see `env_warnings`).
+    """
+    overrides: dict[str, Any] = {}
+    names = setting_env_names()
+    for name, path in names.items():
+        if name in environ:
+            _place(overrides, path, environ[name])
+    for alias, path in E2A_ALIASES.items():
+        value = environ.get(alias, "")
+        if not value:
+            continue
+        ours = next(name for name, where in names.items() if where == path)
+        if ours in environ and environ[ours] != value:
+            raise ConfigError(
+                f"{alias} and {ours} are both set, to different values: {alias} is e2a's name "
+                f"for {'.'.join(path)} ({ours}); keep one of them"
+            )
+        _place(overrides, path, value)
+    return overrides
+
+
+def _place(tree: dict[str, Any], path: tuple[str, ...], value: str) -> None:
+    for part in path[:-1]:
+        tree = tree.setdefault(part, {})
+    tree[path[-1]] = value
+
+
+def env_warnings(environ: Mapping[str, str]) -> list[str]:
+    """What to tell the operator about `E2A_*` variables that set nothing (see
+    `e2a_gateway.env_names.unknown_variable_warnings`)."""
+    return unknown_variable_warnings(environ, setting_env_names())
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: Any) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    env_name = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+    if error["type"] == "extra_forbidden":
+        return (
+            f"{key}: unknown setting — remove it or check its spelling against config.example.toml"
+        )
+    got = error.get("input")
+    return f"{key}: {error['msg']} (got {got!r}; fix it in the config file or {env_name})"
+
+
+def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from the TOML file at `path` (if any), then apply env overrides.
+
+    Raises ConfigError naming the offending key when the file or a value is invalid.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"config file {path} does not exist — check the --config path"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    data = _merge(data, env_overrides(environ))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(error) for error in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from None

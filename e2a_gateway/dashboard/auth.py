@@ -1,0 +1,171 @@
+"""Who is signed in to the dashboard: the session cookie, its CSRF token, and sign-in itself.
+
+The cookie is HttpOnly, SameSite=Strict, and Secure whenever the dashboard is reached over
+https (directly or per `http.public_url`). Every request looks the API key up again, so a
+revoked key ends its sessions at once. Every POST must carry the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Concatenate, ParamSpec, TypeVar
+
+from quart import Response, request, url_for
+
+from e2a_gateway.dashboard.sessions import (
+    SESSION_SECONDS,
+    SessionInvalid,
+    new_claims,
+    same_token,
+    seal,
+    session_key,
+    unseal,
+)
+from e2a_gateway.operations.caller import Caller, authenticate, caller_for_key_hash
+from e2a_gateway.operations.errors import Forbidden
+from e2a_gateway.storage.base import User
+from e2a_gateway.web.context import current_gateway
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+SESSION_COOKIE = "e2a_session"
+SIGNIN_COOKIE = "e2a_signin"
+"""Holds the sign-in form's CSRF token before there is a session (double submit)."""
+SIGNIN_SECONDS = 3600
+CSRF_FIELD = "csrf_token"
+_LOCAL_PATH = re.compile(r"/(?![/\\])[^\\\s\x00-\x1f\x7f]*\Z")
+
+
+@dataclass(frozen=True)
+class Session:
+    """A signed-in dashboard user as the caller of the API key they signed in with (by hash:
+    revoking it ends the session and its live streams), and the CSRF token their forms must
+    carry."""
+
+    caller: Caller
+    csrf_token: str
+
+    @property
+    def user(self) -> User:
+        """Who is signed in."""
+        return self.caller.user
+
+
+def _secure() -> bool:
+    """True when cookies must be Secure: the request or the public URL is https."""
+    public_url = current_gateway().settings.http.public_url
+    return request.scheme == "https" or public_url.startswith("https://")
+
+
+def set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
+    """Set a dashboard cookie with the flags every dashboard cookie has."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path="/",
+        secure=_secure(),
+        httponly=True,
+        samesite="Strict",
+    )
+
+
+def clear_cookie(response: Response, name: str) -> None:
+    """Tell the browser to forget a dashboard cookie."""
+    response.delete_cookie(name, path="/", secure=_secure(), httponly=True, samesite="Strict")
+
+
+async def current_session() -> Session | None:
+    """The session the request's cookie proves, or None (absent, forged, expired, revoked)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    gateway = current_gateway()
+    try:
+        claims = unseal(session_key(gateway.server_key), token, time.time())
+    except SessionInvalid:
+        return None
+    caller = await caller_for_key_hash(gateway, claims.key_hash)
+    if caller is None or caller.user_id != claims.user_id:
+        return None
+    return Session(caller, claims.csrf_token)
+
+
+async def start_session(api_key: str) -> tuple[User, str]:
+    """Check `api_key` exactly as the REST API does (Unauthorized otherwise) and return its
+    owner with the sealed session cookie value to set; the dashboard is the account's, so an
+    agent key is Forbidden."""
+    gateway = current_gateway()
+    caller = await authenticate(gateway, api_key)
+    caller.require_account("sign in to the dashboard")
+    claims = new_claims(caller.key_hash, caller.user_id, time.time())
+    return caller.user, seal(session_key(gateway.server_key), claims)
+
+
+def session_cookie_seconds() -> int:
+    """How long the browser keeps the session cookie (the session's own lifetime)."""
+    return SESSION_SECONDS
+
+
+def signin_token() -> str:
+    """The sign-in form's CSRF token: the one in the sign-in cookie, or a new one."""
+    return request.cookies.get(SIGNIN_COOKIE) or secrets.token_hex(16)
+
+
+async def check_signin_token() -> None:
+    """403 unless the sign-in form carries the token its cookie holds."""
+    form = await request.form
+    cookie = request.cookies.get(SIGNIN_COOKIE)
+    if not cookie or not same_token(cookie, form.get(CSRF_FIELD)):
+        raise csrf_refused()
+
+
+def csrf_refused() -> Forbidden:
+    """403 for a form without the right CSRF token."""
+    return Forbidden(
+        "csrf_failed",
+        "this form has expired or did not come from the dashboard; reload the page and retry",
+    )
+
+
+def requires_session(
+    handler: Callable[Concatenate[Session, P], Awaitable[R]],
+) -> Callable[P, Awaitable[R | Response]]:
+    """Decorate a page so it runs only for a signed-in user (others go to the sign-in page),
+    receiving the session first; a POST must also carry the session's CSRF token (403)."""
+
+    @wraps(handler)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
+        session = await current_session()
+        if session is None:
+            return signin_redirect()
+        if request.method == "POST":
+            form = await request.form
+            if not same_token(session.csrf_token, form.get(CSRF_FIELD)):
+                raise csrf_refused()
+        return await handler(session, *args, **kwargs)
+
+    return wrapper
+
+
+def signin_redirect() -> Response:
+    """Send a visitor without a session to the sign-in page, coming back here afterwards."""
+    target = request.full_path if request.method == "GET" else "/"
+    location = url_for("dashboard.signin", next=target.rstrip("?"))
+    response = Response("", status=303, headers={"Location": location})
+    clear_cookie(response, SESSION_COOKIE)
+    return response
+
+
+def local_path(target: str | None) -> str:
+    """`target` when it is a path on this site, else the dashboard's home (no open redirect:
+    browsers read `//host`, `/\\host` and paths with tabs or newlines as other sites)."""
+    if target and _LOCAL_PATH.match(target):
+        return target
+    return "/"

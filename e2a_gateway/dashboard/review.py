@@ -1,0 +1,137 @@
+"""Dashboard pages for outbound mail: the review queue, edit-then-approve, reject, history."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from quart import Response, request
+
+from e2a_gateway.dashboard.auth import Session, requires_session
+from e2a_gateway.dashboard.site import blueprint, done, page
+from e2a_gateway.operations import lifecycle, reviews
+from e2a_gateway.operations.agents import owned_agents
+from e2a_gateway.operations.errors import NotFound, OperationError
+from e2a_gateway.operations.requests import parse_request
+from e2a_gateway.operations.reviews import ApproveBody
+from e2a_gateway.storage.vocabulary import PENDING_APPROVAL
+from e2a_gateway.web.context import current_gateway
+from e2a_gateway.web.errors import status_of
+from e2a_gateway.web.views import outbound_view
+
+HISTORY_LIMIT = 200
+_ADDRESS_SPLIT = re.compile(r"[,\s;]+")
+
+
+def address_list(text: str) -> list[str]:
+    """Addresses typed into one field, separated by commas, semicolons or spaces."""
+    return [part for part in _ADDRESS_SPLIT.split(text.strip()) if part]
+
+
+async def _approvals_page(
+    session: Session, status: int = 200, error: str | None = None
+) -> Response:
+    pending = await reviews.outbound_messages(
+        current_gateway(), session.caller, PENDING_APPROVAL, None
+    )
+    return await page(
+        "approvals.html",
+        session,
+        status=status,
+        error=error,
+        messages=[outbound_view(message) for message in pending],
+    )
+
+
+@blueprint.get("/approvals")
+@requires_session
+async def approvals(session: Session) -> Response:
+    """The reviewer's screen: every message waiting for approval, soonest deadline first."""
+    return await _approvals_page(session)
+
+
+async def _review_page(
+    session: Session, message_id: str, status: int = 200, error: str | None = None
+) -> Response:
+    found = await reviews.outbound_message(current_gateway(), session.caller, message_id)
+    return await page(
+        "review.html", session, status=status, error=error, message=outbound_view(found)
+    )
+
+
+@blueprint.get("/approvals/<message_id>")
+@requires_session
+async def review(session: Session, message_id: str) -> Response:
+    """One held message in full, with the form to edit it before approving."""
+    return await _review_page(session, message_id)
+
+
+def _changed_fields(form: Mapping[str, str], current: dict[str, Any]) -> dict[str, object]:
+    """The edits a review form asks for: only the fields that differ from the message."""
+    edits: dict[str, object] = {}
+    for field in ("subject", "body_text", "body_html"):
+        if field in form and form[field].replace("\r\n", "\n") != (current[field] or ""):
+            edits[field] = form[field].replace("\r\n", "\n")
+    for field in ("to", "cc", "bcc"):
+        if field in form and address_list(form[field]) != current[field]:
+            edits[field] = address_list(form[field])
+    return edits
+
+
+@blueprint.post("/approvals/<message_id>/approve")
+@requires_session
+async def approve(session: Session, message_id: str) -> Response:
+    """Approve a held message, with the edits the review form made, if any."""
+    gateway = current_gateway()
+    form = await request.form
+    current = outbound_view(await reviews.outbound_message(gateway, session.caller, message_id))
+    try:
+        edits = parse_request(ApproveBody, _changed_fields(form, current))
+        await reviews.approve(gateway, session.caller, message_id, edits, "dashboard")
+    except NotFound:
+        raise
+    except OperationError as refused:
+        return await _review_page(session, message_id, status_of(refused), refused.message)
+    return done("dashboard.approvals", "approved")
+
+
+@blueprint.post("/approvals/<message_id>/reject")
+@requires_session
+async def reject(session: Session, message_id: str) -> Response:
+    """Reject a held message, with the reviewer's reason."""
+    form = await request.form
+    reason = form.get("reason", "").strip()[:1000] or None
+    try:
+        await reviews.reject(current_gateway(), session.caller, message_id, reason, "dashboard")
+    except NotFound:
+        raise
+    except OperationError as refused:
+        return await _approvals_page(session, status_of(refused), refused.message)
+    return done("dashboard.approvals", "rejected")
+
+
+@blueprint.get("/outbound")
+@requires_session
+async def outbound(session: Session) -> Response:
+    """Sent and held mail with its state, newest first; filter by status and agent."""
+    gateway = current_gateway()
+    status = request.args.get("status", "")
+    agent_filter = request.args.get("agent") or None
+    statuses = [status] if status else list(lifecycle.STATES)
+    found = [
+        message
+        for each in statuses
+        for message in await reviews.outbound_messages(gateway, session.caller, each, agent_filter)
+    ]
+    found.sort(key=lambda message: message.created_epoch, reverse=True)
+    return await page(
+        "outbound.html",
+        session,
+        messages=[outbound_view(message) for message in found[:HISTORY_LIMIT]],
+        statuses=lifecycle.STATES,
+        shown=status,
+        agent_filter=agent_filter or "",
+        agents=await owned_agents(gateway, session.caller),
+        limit=HISTORY_LIMIT,
+    )

@@ -1,0 +1,191 @@
+"""The dashboard's blueprint: how its pages are rendered and answered, and signing in and out.
+
+Every page needs a session (see `e2a_gateway.dashboard.auth`); every form POSTs with the session's
+CSRF token and then redirects (post/redirect/get), or shows the page again with the error. Actions
+call the same operations as the REST routes (`e2a_gateway.operations`), so rules and ownership
+checks (made inside the storage queries) are the same; nothing here talks to storage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from quart import Blueprint, Response, render_template, request, url_for
+
+from e2a_gateway.dashboard.auth import (
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    SIGNIN_COOKIE,
+    SIGNIN_SECONDS,
+    Session,
+    check_signin_token,
+    clear_cookie,
+    current_session,
+    local_path,
+    requires_session,
+    session_cookie_seconds,
+    set_cookie,
+    signin_token,
+    start_session,
+)
+from e2a_gateway.operations.errors import Forbidden, OperationError, Unauthorized
+from e2a_gateway.operations.requests import RequestBody, parse_request
+from e2a_gateway.storage.base import StorageUnavailable
+from e2a_gateway.web.errors import headers_of, status_of
+
+log = logging.getLogger("e2a.dashboard")
+
+blueprint = Blueprint(
+    "dashboard",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/assets",
+)
+
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+}
+NOTICES = {
+    "agent_created": "Agent created.",
+    "agent_saved": "Settings saved.",
+    "agent_deleted": "Agent deleted, with its messages.",
+    "approved": "Approved: the message is queued for sending.",
+    "rejected": "Rejected: the message will not be sent.",
+    "secret_deleted": "Signing secret deleted.",
+    "key_revoked": "API key revoked.",
+    "domain_added": "Domain added: publish the DNS records below, then verify.",
+    "domain_verified": "Domain verified.",
+    "domain_deleted": "Domain deleted.",
+    "redelivered": "Queued for delivery again: the webhook gets it signed afresh.",
+}
+
+Body = TypeVar("Body", bound=RequestBody)
+
+
+@blueprint.app_template_filter("dashboard_time")
+def minute_utc(value: str | None) -> str:
+    """An RFC 3339 UTC timestamp as people read it: `2026-02-01 12:00 UTC`."""
+    if not value or len(value) < 16 or value[10] != "T":
+        return value or "—"
+    return f"{value[:10]} {value[11:16]} UTC"
+
+
+async def page(
+    template: str, session: Session | None, *, status: int = 200, **context: Any
+) -> Response:
+    """Render `template` with the layout's context and the dashboard's security headers."""
+    notice = NOTICES.get(request.args.get("done", ""))
+    html = await render_template(
+        f"dashboard/{template}",
+        session=session,
+        csrf_field=CSRF_FIELD,
+        notice=notice,
+        **context,
+    )
+    return Response(
+        html, status=status, content_type="text/html; charset=utf-8", headers=PAGE_HEADERS
+    )
+
+
+def see_other(location: str) -> Response:
+    """A 303 redirect: after a POST the browser GETs `location`."""
+    return Response("", status=303, headers={"Location": location})
+
+
+def done(endpoint: str, notice: str, **values: str) -> Response:
+    """Redirect after a successful action, with a notice for the next page."""
+    arguments: dict[str, Any] = {"done": notice, **values}
+    return see_other(url_for(endpoint, **arguments))
+
+
+def form_body(model: type[Body], values: Mapping[str, object]) -> Body:
+    """An operation's request built from form values; blank fields count as not given."""
+    data = {name: value for name, value in values.items() if value not in ("", None)}
+    return parse_request(model, data)
+
+
+@blueprint.errorhandler(OperationError)
+async def on_refused(exc: OperationError) -> Response:
+    """An action the rules refuse, on a page of its own (forms show errors in place)."""
+    response = await page(
+        "error.html", await current_session(), status=status_of(exc), message=exc.message
+    )
+    response.headers.update(headers_of(exc))
+    return response
+
+
+@blueprint.errorhandler(StorageUnavailable)
+async def on_storage_unavailable(exc: StorageUnavailable) -> Response:
+    """The database does not answer: say so, without details."""
+    log.error("storage unavailable: %s", exc)
+    response = await page(
+        "error.html",
+        None,
+        status=503,
+        message="The database is not answering; try again shortly.",
+    )
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+# -- sign-in ---------------------------------------------------------------------------------
+
+
+async def _signin_page(status: int = 200, error: str | None = None) -> Response:
+    token = signin_token()
+    response = await page(
+        "signin.html",
+        None,
+        status=status,
+        error=error,
+        signin_token=token,
+        next=local_path(request.args.get("next")),
+    )
+    set_cookie(response, SIGNIN_COOKIE, token, SIGNIN_SECONDS)
+    return response
+
+
+@blueprint.get("/signin")
+async def signin() -> Response:
+    """The sign-in form (already signed-in visitors go home)."""
+    if await current_session() is not None:
+        return see_other(url_for("dashboard.agents"))
+    return await _signin_page()
+
+
+@blueprint.post("/signin")
+async def signin_submit() -> Response:
+    """Check the API key as the REST API does and start a session."""
+    await check_signin_token()
+    form = await request.form
+    try:
+        _, cookie = await start_session(form.get("api_key", "").strip())
+    except Unauthorized:
+        return await _signin_page(401, "That API key is not valid. Check it and try again.")
+    except Forbidden:
+        return await _signin_page(
+            403, "That API key is bound to one agent. Sign in with an account key."
+        )
+    response = see_other(local_path(request.args.get("next")))
+    set_cookie(response, SESSION_COOKIE, cookie, session_cookie_seconds())
+    clear_cookie(response, SIGNIN_COOKIE)
+    return response
+
+
+@blueprint.post("/signout")
+@requires_session
+async def signout(session: Session) -> Response:
+    """End the session in this browser."""
+    response = see_other(url_for("dashboard.signin"))
+    clear_cookie(response, SESSION_COOKIE)
+    return response

@@ -1,0 +1,80 @@
+"""The running gateway's shared state: settings, storage, server key and DNS resolver.
+
+`open_gateway` opens and migrates storage (whose commits wake the job workers) and settles the
+server key; everything that serves requests (SMTP, HTTP, workers) receives the same `Gateway`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from e2a_gateway.config import Settings
+from e2a_gateway.hub import Hub
+from e2a_gateway.hub.job_queue import JobQueue
+from e2a_gateway.local_rate_counts import LocalRateCounts
+from e2a_gateway.mailauth.dns_answers import Resolver
+from e2a_gateway.mailauth.resolver import DnsResolver
+from e2a_gateway.metrics import Metrics
+from e2a_gateway.production import check_signing_secret
+from e2a_gateway.storage import open_storage
+from e2a_gateway.storage.base import Lifecycle, Storage
+
+log = logging.getLogger("e2a")
+
+
+@dataclass
+class Gateway:
+    """Everything a request handler or worker needs, built once at start-up."""
+
+    settings: Settings
+    storage: Storage
+    server_key: str
+    resolver: Resolver
+    jobs: JobQueue
+    """Wakes this process's job workers; storage reports its commits to it."""
+    hub: Hub = field(default_factory=Hub)
+    metrics: Metrics = field(default_factory=Metrics)
+    local_counts: LocalRateCounts = field(default_factory=LocalRateCounts)
+    """Request counts this process keeps in memory (message polls)."""
+
+    def is_shared_domain(self, domain: str) -> bool:
+        """True when `domain` is the deployment's shared domain."""
+        return bool(self.settings.shared_domain) and domain == self.settings.shared_domain
+
+
+async def resolve_server_key(settings: Settings, storage: Lifecycle) -> str:
+    """`signing.hmac_secret`, or in development a generated one kept in the database.
+
+    In production a missing, short or placeholder secret is a ConfigError."""
+    check_signing_secret(settings)
+    configured = settings.signing.hmac_secret
+    if configured:
+        return configured
+    return await storage.server_secret(secrets.token_hex(32))
+
+
+@asynccontextmanager
+async def open_gateway(
+    settings: Settings, resolver: Resolver | None = None
+) -> AsyncIterator[Gateway]:
+    """Open storage, apply migrations, settle the server key; close storage on exit."""
+    jobs = JobQueue()
+    storage = open_storage(settings.database.url, settings.replica_id, jobs.committed)
+    try:
+        applied = await storage.migrate()
+        if applied:
+            log.info("database migrated to version %d", applied[-1])
+        server_key = await resolve_server_key(settings, storage)
+        yield Gateway(
+            settings=settings,
+            storage=storage,
+            server_key=server_key,
+            resolver=resolver or DnsResolver.from_settings(settings.dns),
+            jobs=jobs,
+        )
+    finally:
+        await storage.close()

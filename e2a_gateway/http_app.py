@@ -1,0 +1,65 @@
+"""The gateway's HTTP app: the faces' routes (REST `/api/v1` and `/v1`, the dashboard at `/`) in
+one Quart-Trio app bound to the gateway, and the guards every HTTP request passes first.
+
+This is the one place that knows every Quart face; the faces know operations and `e2a_gateway.web`,
+never each other. MCP (`/mcp`) is mounted in front of this app by `e2a_gateway.app`.
+"""
+
+from __future__ import annotations
+
+from hypercorn.typing import ASGIFramework
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from e2a_gateway.api.body_limit import BodyLimit
+from e2a_gateway.api.expect_continue import ContinueHTTPConnection, ContinueRequest
+from e2a_gateway.api.proxies import TrustedProxies
+from e2a_gateway.api.routes import register_api
+from e2a_gateway.api.v1 import register_v1
+from e2a_gateway.config import HttpSettings
+from e2a_gateway.dashboard import blueprint as dashboard_blueprint
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.web.context import bind_gateway
+
+
+def guard_requests(app: ASGIFramework, settings: HttpSettings) -> ASGIFramework:
+    """`app` behind what every HTTP request passes before any route: the client's address
+    taken from trusted proxies (`http.trusted_proxies`), and the bound on the body
+    (`http.max_request_bytes`)."""
+    return TrustedProxies(BodyLimit(app, settings.max_request_bytes), settings.trusted_networks)
+
+
+def create_app(gateway: Gateway) -> QuartTrio:
+    """Build the app serving `gateway`."""
+    app = QuartTrio("e2a")
+    # No redirects made by the router: it would build their Location from the request's Host
+    # header (`//` merged, a slash added). A path that is not a route is a plain 404.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.request_class = ContinueRequest
+    app.asgi_http_class = ContinueHTTPConnection
+    bind_gateway(app, gateway)
+    app.config["MAX_CONTENT_LENGTH"] = gateway.settings.http.max_request_bytes
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
+    register_api(app)
+    register_v1(app)  # e2a's current API at /v1, beside /api/v1
+    app.register_blueprint(dashboard_blueprint)  # the web UI at /, after the API routes
+
+    @app.after_request
+    async def finish_reading_body(response: Response) -> Response:
+        """Receive the rest of the request body before answering. Under hypercorn, an answer
+        that completes before the body has arrived (a 401, 404 or 405 that never looked at it,
+        an automatic OPTIONS) can leave the next request on the keep-alive connection hanging.
+        A client waiting for `100 Continue` is not asked for a body nobody read: the
+        connection closes after the answer instead."""
+        if isinstance(request, ContinueRequest) and request.awaits_continue:
+            response.headers["Connection"] = "close"
+            return response
+        try:
+            await request.get_data()  # bounded by MAX_CONTENT_LENGTH
+        except HTTPException:
+            response.headers["Connection"] = "close"  # too large to read: do not reuse
+        return response
+
+    return app

@@ -1,0 +1,57 @@
+"""An agent's inbound gate (e2a's protection config): whether a message's sender may reach the
+agent unquestioned, and what becomes of mail it does not pass. Pure: no I/O.
+
+The gate trusts only what DMARC proves: an `allowlist` or `domain` gate matches the From
+address only when DMARC passed for the From domain; an unauthenticated From matches nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from e2a_gateway.mailauth.results import AuthResults
+from e2a_gateway.storage.base import Agent
+
+Outcome = Literal["deliver", "flag", "review", "block"]
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """What the gate does with one message for one agent, and why (for the reviewer, the flag
+    and the refused sender)."""
+
+    outcome: Outcome
+    reason: str | None = None
+
+
+PASSED = GateVerdict("deliver")
+
+
+def aligned_from(from_addr: str, auth: AuthResults) -> str | None:
+    """The From address, lowercased, when DMARC passed for its domain; else None."""
+    address = from_addr.strip().lower()
+    domain = address.rpartition("@")[2]
+    if auth.dmarc != "pass" or not domain or domain != (auth.from_domain or "").lower():
+        return None
+    return address
+
+
+def gate_verdict(agent: Agent, from_addr: str, auth: AuthResults) -> GateVerdict:
+    """The agent's gate on a message whose From header is `from_addr`."""
+    if agent.inbound_gate_policy == "open":
+        return PASSED
+    trusted = {entry.strip().lower() for entry in agent.inbound_gate_allowlist}
+    sender = aligned_from(from_addr, auth)
+    if sender is not None:
+        key = sender if agent.inbound_gate_policy == "allowlist" else sender.rpartition("@")[2]
+        if key in trusted:
+            return PASSED
+    if sender is None:
+        reason = "the sender's From domain is not authenticated by DMARC"
+    elif agent.inbound_gate_policy == "allowlist":
+        reason = f"{sender} is not on the agent's allowlist"
+    else:
+        reason = f"{sender.rpartition('@')[2]} is not one of the agent's trusted domains"
+    action = agent.inbound_gate_action
+    return GateVerdict("deliver" if action not in ("flag", "review", "block") else action, reason)

@@ -1,0 +1,53 @@
+"""Deciding what the gateway asserts about an inbound message. Pure: no I/O, no clock.
+
+- the delivered bytes: incoming X-E2A-Auth-* headers removed, our Authentication-Results on
+  top, and above it the trace fields (Return-Path, Received);
+- whether the mail was produced by this deployment (trusted conversation ids, entity `agent`);
+- the identity claim that is signed for each recipient (the body hash, computed once per
+  message, is the same for all of them).
+"""
+
+from __future__ import annotations
+
+from e2a_gateway.mailauth.results import AuthResults
+from e2a_gateway.signing.identity import IdentityClaim, strip_auth_headers
+
+
+def delivered_message(data: bytes, authentication_results: bytes, trace: bytes) -> bytes:
+    """The bytes agents receive (and the body hash covers): the trace fields, our A-R header,
+    then DATA without X-E2A-Auth-* headers."""
+    return trace + authentication_results + strip_auth_headers(data)
+
+
+def produced_here(auth: AuthResults, envelope_from: str, outbound_domain: str | None) -> bool:
+    """True for mail that left through this deployment's relay: envelope sender on
+    `outbound_smtp.from_domain` and a passing DKIM signature by that domain."""
+    if not outbound_domain:
+        return False
+    envelope_domain = envelope_from.rpartition("@")[2].lower()
+    return envelope_domain == outbound_domain.lower() and outbound_domain.lower() in {
+        domain.lower() for domain in auth.dkim_domains
+    }
+
+
+def identity_claim(
+    *,
+    auth: AuthResults,
+    sender: str,
+    sender_is_agent: bool,
+    message_id: str,
+    body_hash: str,
+    timestamp: str,
+) -> IdentityClaim:
+    """The claim for one delivery (unsigned); `sender_is_agent` only for our own agents' mail,
+    `body_hash` that of the delivered bytes (`e2a_gateway.signing.identity.body_hash`)."""
+    return IdentityClaim(
+        verified=auth.verified,
+        sender=sender,
+        entity_type="agent" if sender_is_agent else "human",
+        domain_check=auth.domain_check,
+        delegation="",
+        timestamp=timestamp,
+        message_id=message_id,
+        body_hash=body_hash,
+    )

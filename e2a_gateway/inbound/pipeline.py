@@ -1,0 +1,450 @@
+"""From accepted DATA to stored messages: authenticate, route, thread, sign, commit, notify.
+
+`InboundMailSink` is what the SMTP listener talks to. It answers RCPT checks from storage and
+turns one DATA into one stored message per recipient agent, committed in one transaction
+before the listener may answer 250. Live listeners are told only after the commit. Work whose
+cost grows with the message (parsing, rewriting, hashing) runs in worker threads, never on the
+event loop that serves every session and HTTP request.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+
+import trio
+
+from e2a_gateway.addresses import AddressError, normalise_address
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.hub import Hub
+from e2a_gateway.ids import new_id
+from e2a_gateway.inbound.approval_replies import ApprovalReplies
+from e2a_gateway.inbound.gate import GateVerdict, gate_verdict
+from e2a_gateway.inbound.identity import delivered_message, identity_claim, produced_here
+from e2a_gateway.inbound.parse import HeaderSummary, summarise_headers
+from e2a_gateway.inbound.postmaster import (
+    NoPostmaster,
+    is_own_hostname,
+    names_postmaster,
+    postmaster_agent,
+)
+from e2a_gateway.inbound.returned_mail import ReturnedMail
+from e2a_gateway.inbound.trace import (
+    ClientNames,
+    Hop,
+    confirmed_host_name,
+    trace_fields,
+    transmission_type,
+)
+from e2a_gateway.mailauth.authenticate import RecentSenders, authenticate_from_recent, check_sender
+from e2a_gateway.mailauth.dns_answers import DnsTemporaryError
+from e2a_gateway.mailauth.results import AuthResults, without_results_of
+from e2a_gateway.signing.credentials import derive_signing_secret
+from e2a_gateway.signing.identity import body_hash
+from e2a_gateway.smtp.protocol import Envelope, Mailbox
+from e2a_gateway.smtp.server import MessageNotStored, MessageRefused, RecipientVerdict
+from e2a_gateway.storage.base import Agent, ConversationClaim, NewInboundMessage, StorageUnavailable
+from e2a_gateway.storage.group_commit import GroupCommitter
+
+log = logging.getLogger("e2a.inbound")
+
+AUTH_THREADS = 16
+INLINE_MAX_BYTES = 16 * 1024
+"""Messages up to this size get their delivered form built on the event loop: for them the
+work costs less than handing it to a worker thread and back."""
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One accepted DATA, authenticated and in the form agents receive, with the agents it
+    goes to and the id of each one's copy: what is left is per recipient (`deliver`)."""
+
+    envelope: Envelope
+    peer: str
+    auth: AuthResults
+    delivered: bytes
+    body_hash: str
+    """Of the delivered bytes, for every recipient's identity claim."""
+    headers: HeaderSummary
+    from_here: bool
+    received_at: str
+    now: float
+    agents: list[Agent]
+    message_ids: list[str]
+
+
+Prepared = list[tuple[Agent, NewInboundMessage]]
+"""One DATA's stored form: each recipient agent and the message stored for it."""
+
+
+class InboundMailSink:
+    """The gateway's side of the SMTP listener: routing and durable acceptance.
+
+    Each DATA is authenticated and put in its delivered form here, then handed to `deliver`,
+    unless another `deliver` is given: an SMTP acceptor process hands it to the main process
+    that way (`e2a_gateway.inbound.acceptors`)."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        committer: GroupCommitter | None = None,
+        *,
+        deliver: Callable[[Arrival], Awaitable[str]] | None = None,
+    ):
+        self._gateway = gateway
+        self._committer = committer
+        self._deliver = deliver or self.deliver
+        self._auth_threads = trio.CapacityLimiter(AUTH_THREADS)
+        self._recent_senders = RecentSenders()
+        self._client_names = ClientNames()
+        self._approval_replies = ApprovalReplies(gateway)
+        self._returned = ReturnedMail(gateway)
+
+    async def _serves_domain(self, domain: str) -> bool:
+        if self._gateway.is_shared_domain(domain):
+            return True
+        return await self._gateway.storage.is_served_domain(domain)
+
+    async def check_recipient(self, mailbox: Mailbox) -> RecipientVerdict:
+        """ACCEPT a registered agent, postmaster on our domains and at `smtp.hostname`, and a
+        stored notice's reply address (`approvals+<token>@<smtp.hostname>`); UNKNOWN_USER for
+        anyone else on our domains and at that host, RELAY_DENIED elsewhere."""
+        reply_verdict = await self._approval_replies.check_recipient(mailbox)
+        if reply_verdict is not None:
+            return reply_verdict
+        postmaster = names_postmaster(mailbox)
+        if postmaster and is_own_hostname(self._gateway.settings, mailbox.domain):
+            return RecipientVerdict.ACCEPT
+        if not await self._serves_domain(mailbox.domain):
+            return RecipientVerdict.RELAY_DENIED
+        if postmaster or self._returned.return_path(mailbox) is not None:
+            return RecipientVerdict.ACCEPT
+        try:
+            address = _normalised(mailbox.address)
+        except AddressError:
+            return RecipientVerdict.UNKNOWN_USER
+        agent = await self._gateway.storage.find_agent(address)
+        return RecipientVerdict.ACCEPT if agent is not None else RecipientVerdict.UNKNOWN_USER
+
+    async def authenticate(self, envelope: Envelope, peer: str) -> AuthResults:
+        """SPF, DKIM, DMARC and ARC of the message, within `dns.timeout_seconds`; temperror
+        results when the deadline passes, so neither DNS trouble nor a message that is slow to
+        parse holds the session longer. A check that outlasts the deadline is abandoned in its
+        worker thread; the SMTP header limits bound what it can still cost.
+
+        Unsigned mail with a small header from a sender judged in the last seconds is answered
+        from `RecentSenders` at once; everything else is checked in a worker thread."""
+        resolver = self._gateway.resolver
+        sender = {"client_ip": peer, "helo": envelope.helo, "mail_from": envelope.mail_from}
+        recent = authenticate_from_recent(
+            resolver, self._recent_senders, **sender, message=envelope.data
+        )
+        if recent is not None:
+            return recent
+        deadline = self._gateway.settings.dns.timeout_seconds
+        with trio.move_on_after(deadline):
+            checked = await trio.to_thread.run_sync(
+                lambda: check_sender(resolver, **sender, message=envelope.data),
+                abandon_on_cancel=True,
+                limiter=self._auth_threads,
+            )
+            checked.remember_in(self._recent_senders)
+            return checked.results
+        log.warning("authentication of mail from %s timed out after %.1f s", peer, deadline)
+        headers = await trio.to_thread.run_sync(summarise_headers, envelope.data)
+        return AuthResults.temporary_failure(headers.from_addr.rpartition("@")[2] or None)
+
+    async def _client_name(self, peer: str) -> str | None:
+        """The client's forward-confirmed reverse DNS name for the Received line; None when it
+        has none, or DNS fails or does not answer within `dns.timeout_seconds` (not kept)."""
+        resolver = self._gateway.resolver
+        with trio.move_on_after(self._gateway.settings.dns.timeout_seconds):
+            try:
+                name = await trio.to_thread.run_sync(
+                    confirmed_host_name,
+                    resolver,
+                    peer,
+                    abandon_on_cancel=True,
+                    limiter=self._auth_threads,
+                )
+            except DnsTemporaryError:
+                return None
+            self._client_names.remember(peer, name)
+            return name
+        return None
+
+    async def _authenticate_and_name(
+        self, envelope: Envelope, peer: str
+    ) -> tuple[AuthResults, str | None]:
+        """`authenticate`, and the client's name: known from a recent message, or looked up
+        meanwhile."""
+        known = self._client_names.get(peer)
+        if known is not None:
+            return await self.authenticate(envelope, peer), known.name
+        client_name: str | None = None
+
+        async def look_up_name() -> None:
+            nonlocal client_name
+            client_name = await self._client_name(peer)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(look_up_name)
+            auth = await self.authenticate(envelope, peer)
+        return auth, client_name
+
+    async def accept_message(self, envelope: Envelope, peer: str) -> str:
+        """Store one message per recipient agent in one transaction; return the first id.
+        What comes back to our return paths is recorded as a bounce instead, and a reply to an
+        approval notice among the recipients is acted on (or answered) first; both are
+        committed before this returns."""
+        now = time.time()
+        paths = [
+            path
+            for mailbox in envelope.recipients
+            if (path := self._returned.return_path(mailbox)) is not None
+        ]
+        if paths:
+            await self._returned.record(paths, envelope.data, now)
+            inboxes = [
+                mailbox
+                for mailbox in envelope.recipients
+                if self._returned.return_path(mailbox) is None
+            ]
+            if not inboxes:
+                return paths[0].message_id
+            envelope = replace(envelope, recipients=inboxes)
+        auth, client_name = await self._authenticate_and_name(envelope, peer)
+        reply_tokens = [
+            token
+            for mailbox in envelope.recipients
+            if (token := self._approval_replies.token_of(mailbox)) is not None
+        ]
+        for token in dict.fromkeys(reply_tokens):
+            await self._approval_replies.handle(token, envelope, auth, now)
+        agents = await self._recipient_agents(envelope.recipients)
+        if not agents and reply_tokens:
+            return new_id("rpl")
+        if not agents:
+            raise MessageNotStored("every recipient agent was deleted during the transaction")
+        message_ids = [new_id("msg") for _ in agents]
+        hostname = self._gateway.settings.smtp.hostname
+        hop = smtp_hop(envelope, peer, client_name, hostname, message_ids[0], agents, now)
+        if len(envelope.data) <= INLINE_MAX_BYTES:
+            delivered, digest, headers = _delivered_form(envelope, auth, hop)
+        else:
+            delivered, digest, headers = await trio.to_thread.run_sync(
+                _delivered_form, envelope, auth, hop
+            )
+        arrival = Arrival(
+            envelope=envelope,
+            peer=peer,
+            auth=auth,
+            delivered=delivered,
+            body_hash=digest,
+            headers=headers,
+            from_here=produced_here(
+                auth, envelope.mail_from, self._gateway.settings.outbound_smtp.from_domain
+            ),
+            received_at=format_timestamp(now),
+            now=now,
+            agents=agents,
+            message_ids=message_ids,
+        )
+        return await self._deliver(arrival)
+
+    async def deliver(self, arrival: Arrival, *, recheck: bool = False) -> str:
+        """Thread and sign each agent's copy, commit them all in one transaction, then tell
+        live listeners; the first copy's id. With `recheck` (an arrival from an SMTP acceptor,
+        whose recipients were known a moment ago) each agent is looked up again, and one
+        deleted since is left out."""
+        copies = list(zip(arrival.agents, arrival.message_ids, strict=True))
+        if recheck:
+            storage = self._gateway.storage
+            copies = [
+                (current, message_id)
+                for agent, message_id in copies
+                if (current := await storage.find_agent(agent.email)) is not None
+            ]
+            if not copies:
+                raise MessageNotStored("every recipient agent was deleted during the transaction")
+        verdicts = [
+            gate_verdict(agent, arrival.headers.from_addr, arrival.auth) for agent, _ in copies
+        ]
+        refuse_blocked(copies, verdicts)
+        prepared = [
+            (agent, await self._prepare(arrival, agent, message_id, verdict))
+            for (agent, message_id), verdict in zip(copies, verdicts, strict=True)
+        ]
+        await self._commit_and_announce(prepared, arrival.now)
+        return prepared[0][1].id
+
+    async def _commit_and_announce(self, prepared: Prepared, now: float) -> None:
+        """Commit one DATA's messages (and their jobs) in one transaction, then tell live
+        listeners; MessageNotStored when storage could not commit them."""
+        messages = [message for _, message in prepared]
+        try:
+            await (self._committer or self._gateway.storage).store_inbound(messages, now)
+        except StorageUnavailable as exc:
+            log.error("could not store message from %s: %s", messages[0].client_ip, exc)
+            raise MessageNotStored(str(exc)) from exc
+        announce_stored(self._gateway.hub, prepared)
+
+    async def _recipient_agents(self, recipients: list[Mailbox]) -> list[Agent]:
+        """The agents behind the accepted recipients, each once, skipping any deleted since RCPT."""
+        agents: dict[str, Agent] = {}
+        for mailbox in recipients:
+            agent = await self._recipient_agent(mailbox)
+            if agent is not None:
+                agents.setdefault(agent.email, agent)
+        return list(agents.values())
+
+    async def _recipient_agent(self, mailbox: Mailbox) -> Agent | None:
+        """The agent at an accepted address; for postmaster without one, the agent that takes
+        postmaster mail (`e2a_gateway.inbound.postmaster`). None: the agent was deleted since
+        RCPT."""
+        storage = self._gateway.storage
+        agent = await storage.find_agent(_normalised(mailbox.address))
+        if agent is not None or not names_postmaster(mailbox):
+            return agent
+        try:
+            return await postmaster_agent(self._gateway.settings, storage)
+        except NoPostmaster as exc:
+            log.error("postmaster mail not stored: %s", exc)
+            raise MessageNotStored(str(exc)) from exc
+
+    async def _prepare(
+        self, arrival: Arrival, agent: Agent, message_id: str, verdict: GateVerdict
+    ) -> NewInboundMessage:
+        """The stored form of the message for one agent: threaded and signed for its owner,
+        held or flagged as the agent's gate says."""
+        storage = self._gateway.storage
+        headers = arrival.headers
+        sender = headers.from_addr
+        sender_is_agent = arrival.from_here and await storage.find_agent(sender) is not None
+        seed = await storage.newest_signing_seed(agent.user_id)
+        if seed is None:
+            raise MessageNotStored(f"owner of {agent.email} has no signing secret")
+        claim = identity_claim(
+            auth=arrival.auth,
+            sender=sender,
+            sender_is_agent=sender_is_agent,
+            message_id=message_id,
+            body_hash=arrival.body_hash,
+            timestamp=arrival.received_at,
+        )
+        return NewInboundMessage(
+            id=message_id,
+            agent_email=agent.email,
+            envelope_from=arrival.envelope.mail_from,
+            from_addr=sender or arrival.envelope.mail_from.lower(),
+            reply_to=headers.reply_to,
+            to=headers.to,
+            cc=headers.cc,
+            subject=headers.subject,
+            conversation_id=await self._conversation(arrival, agent),
+            rfc_message_id=headers.message_id,
+            raw_message=arrival.delivered,
+            auth_headers=claim.signed_headers(_signing_secret(self._gateway.server_key, seed)),
+            authentication_results=arrival.auth.as_dict(),
+            received_at=arrival.received_at,
+            client_ip=arrival.peer,
+            helo=arrival.envelope.helo,
+            hold_expires_at=(
+                arrival.now + agent.hitl_ttl_seconds if verdict.outcome == "review" else None
+            ),
+            flag_reason=verdict.reason if verdict.outcome in ("flag", "review") else None,
+        )
+
+    async def _conversation(self, arrival: Arrival, agent: Agent) -> str | None:
+        """delivery.md threading: our own X-E2A-Conversation-Id, else the conversation of the
+        first message named by In-Reply-To, then References (newest first), that this agent
+        sent or received, else None. Our own id names a conversation of this agent only when
+        the sender is already in it or the references lead to it (another tenant's agent
+        cannot thread into it)."""
+        headers = arrival.headers
+        claim = None
+        if arrival.from_here and headers.conversation_id:
+            claim = ConversationClaim(headers.conversation_id, headers.from_addr or "")
+        max_references = 100  # bounds the lookup for mail with absurdly long References
+        referenced = headers.referenced_ids()[:max_references]
+        if not referenced and claim is None:
+            return None  # nothing to thread by: a new conversation, no query needed
+        return await self._gateway.storage.conversation_for(
+            agent.user_id, agent.email, referenced, claim
+        )
+
+
+_normalised = functools.lru_cache(maxsize=4096)(normalise_address)
+"""`normalise_address`, remembered: every RCPT and every copy of a message asks it again."""
+_signing_secret = functools.lru_cache(maxsize=1024)(derive_signing_secret)
+"""`derive_signing_secret`, remembered: the copies for one owner's agents share a secret."""
+
+
+def smtp_hop(
+    envelope: Envelope,
+    peer: str,
+    client_name: str | None,
+    hostname: str,
+    queue_id: str,
+    agents: list[Agent],
+    now: float,
+) -> Hop:
+    """The Received line's facts for one DATA. It names its recipient (`for`) only when there
+    is one: the copies for several agents carry the same bytes, and no agent learns of the
+    others (Bcc included)."""
+    return Hop(
+        helo=envelope.helo,
+        client_ip=peer,
+        client_name=client_name,
+        hostname=hostname,
+        protocol=transmission_type(
+            extended=envelope.extended, tls=envelope.tls, smtputf8=envelope.smtputf8
+        ),
+        queue_id=queue_id,
+        recipient=agents[0].email if len(agents) == 1 else None,
+        when=now,
+    )
+
+
+def _delivered_form(
+    envelope: Envelope, auth: AuthResults, hop: Hop
+) -> tuple[bytes, str, HeaderSummary]:
+    """The bytes agents receive — trace fields, then our Authentication-Results, then the
+    message without Authentication-Results fields forged in our name (RFC 8601 section 5) —
+    their body hash, and the header fields indexed from them."""
+    authserv_id = hop.hostname
+    delivered = delivered_message(
+        without_results_of(envelope.data, authserv_id),
+        auth.header(authserv_id),
+        trace_fields(envelope.mail_from, hop),
+    )
+    return delivered, body_hash(delivered), summarise_headers(delivered)
+
+
+def refuse_blocked(copies: list[tuple[Agent, str]], verdicts: list[GateVerdict]) -> None:
+    """MessageRefused (550 5.7.1, nothing stored) when the gate of any recipient agent blocks
+    the message: one DATA has one answer, so a message is taken for all its agents or none,
+    and the sender learns which agent refused it (and may send to the others on their own)."""
+    blocked = [
+        (agent, verdict)
+        for (agent, _), verdict in zip(copies, verdicts, strict=True)
+        if verdict.outcome == "block"
+    ]
+    if not blocked:
+        return
+    agent, verdict = blocked[0]
+    others = " (the message was delivered to none of its recipients)" if len(copies) > 1 else ""
+    raise MessageRefused(
+        550, "5.7.1", f"<{agent.email}> does not accept this message: {verdict.reason}{others}"
+    )
+
+
+def announce_stored(hub: Hub, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:
+    """After commit: tell live listeners (local agents' WebSockets, open dashboard inboxes of
+    any agent). The commit itself woke the webhook worker for cloud agents' mail."""
+    for agent, message in prepared:
+        hub.publish_message(agent.id, message)

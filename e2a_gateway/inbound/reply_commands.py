@@ -1,0 +1,123 @@
+"""Approving by reply, the rules: the command a reply gives and whether it may act. Pure.
+
+A reply acts only when it comes from the reviewer the notice was mailed to, with DMARC passing
+for that address's domain, answers the notice itself (its Message-ID in In-Reply-To or
+References), is not an automatic reply, and its first line of new text is `approve`, `reject`
+or `reject: <reason>`. Anything else is a `Refusal`, explained to the reviewer by `answer_text`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from e2a_gateway.inbound.replies import split_reply
+
+Refusal = Literal[
+    "automatic", "wrong_sender", "no_dmarc_pass", "not_a_reply", "already_decided", "no_command"
+]
+MAX_REASON_LENGTH = 1000
+
+_COMMAND = re.compile(
+    r"(?P<verb>approve|reject)[.!]?(?:\s*[:\uff1a]\s*(?P<reason>.*))?", re.IGNORECASE | re.DOTALL
+)
+
+
+@dataclass(frozen=True)
+class ReplyCommand:
+    """What a reply asks: approve, or reject with an optional reason."""
+
+    approve: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ReplyFacts:
+    """What the gateway knows of a reply to a notice, from its headers and authentication."""
+
+    from_addr: str
+    """The From address, '' when there is none."""
+    dmarc: str
+    """The DMARC result for the From domain (pass, fail, none, temperror…)."""
+    dmarc_domain: str | None
+    """The From domain DMARC was evaluated for."""
+    referenced: tuple[str, ...]
+    """The Message-IDs in In-Reply-To and References."""
+    auto_submitted: str | None
+    """The Auto-Submitted field (RFC 3834), None when absent."""
+
+
+def parse_command(text: str | None, html: str | None = None) -> ReplyCommand | None:
+    """The command in the first non-blank line of the reply's new text (quoted history and
+    signature left out, whatever the client's quoting style); None when that line is not
+    `approve`, `reject` or `reject: <reason>` (any case; a trailing '.' or '!' is allowed)."""
+    new_text = split_reply(text, html).reply_text
+    first = next((line.strip() for line in new_text.splitlines() if line.strip()), "")
+    found = _COMMAND.fullmatch(first)
+    if found is None:
+        return None
+    if found["verb"].lower() == "approve":
+        return None if found["reason"] is not None else ReplyCommand(approve=True)
+    reason = (found["reason"] or "").strip()[:MAX_REASON_LENGTH]
+    return ReplyCommand(approve=False, reason=reason or None)
+
+
+def refusal_of(
+    facts: ReplyFacts, reviewer: str, notice_message_id: str, token_used: bool
+) -> Refusal | None:
+    """Why a reply to the notice `notice_message_id` mailed to `reviewer` may not act, or None
+    when it may (its command still to be read). Checked in this order: an automatic reply,
+    the sender, DMARC for the sender's domain, that it answers the notice, that the token is
+    unspent."""
+    if facts.auto_submitted is not None and facts.auto_submitted.strip().lower() != "no":
+        return "automatic"
+    if not facts.from_addr or facts.from_addr.lower() != reviewer.lower():
+        return "wrong_sender"
+    domain = reviewer.rpartition("@")[2].lower()
+    if facts.dmarc != "pass" or (facts.dmarc_domain or "").lower() != domain:
+        return "no_dmarc_pass"
+    if notice_message_id not in facts.referenced:
+        return "not_a_reply"
+    if token_used:
+        return "already_decided"
+    return None
+
+
+def answer_text(
+    refusal: Refusal, facts: ReplyFacts, reviewer: str, message_id: str, standing: str = ""
+) -> str:
+    """The short mail telling the reviewer why their reply about `message_id` did nothing;
+    `standing` says how the message stands (for `already_decided`)."""
+    why = {
+        "automatic": "it was an automatic reply (Auto-Submitted).",
+        "wrong_sender": (
+            f"it came from {facts.from_addr or 'no From address'}, not from {reviewer}, the "
+            "address the notice was sent to. If you did not send it, someone else has seen "
+            "the notice: review the message on the dashboard instead."
+        ),
+        "no_dmarc_pass": (
+            f"e2a could not verify that it came from {reviewer}: DMARC did not pass for "
+            f"{reviewer.rpartition('@')[2]} (result: {facts.dmarc}). Ask your mail "
+            "administrator to publish SPF, DKIM and DMARC for the domain, or use the dashboard."
+        ),
+        "not_a_reply": (
+            "it does not answer the notice itself: reply to the notice email (its Message-ID "
+            "must be in In-Reply-To or References) instead of writing a new message."
+        ),
+        "already_decided": (
+            f"this message was already decided{f' ({standing})' if standing else ''}; "
+            "a held message is decided once."
+        ),
+        "no_command": (
+            "its first line was not a command. Reply with the first line `approve`, `reject`, "
+            "or `reject: <reason>`, above any quoted text."
+        ),
+    }[refusal]
+    lines = [
+        f"Your reply about the held message {message_id} did nothing, because {why}",
+        "",
+        "Nothing was approved or rejected by it. To edit the message, or to decide it "
+        "another way, use the dashboard or the API.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,57 @@
+"""Mail that comes back to our return paths (`bounces+<token>@…`, the envelope sender of every
+hand-off): a delivery status notification or non-standard bounce is read
+(`e2a_gateway.outbound.bounces`) and recorded against the outbound message its authenticated token
+names, before the SMTP server answers 250. Return paths are never agents' inboxes: such mail is not
+stored as mail.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.outbound.bounces import Bounce, read_returned_mail
+from e2a_gateway.outbound.return_path import ReturnPath, parse_return_path, return_path_key
+from e2a_gateway.smtp.protocol import Mailbox
+from e2a_gateway.smtp.server import MessageNotStored
+from e2a_gateway.storage.base import BouncedRecipient, StorageUnavailable
+
+log = logging.getLogger("e2a.inbound.bounces")
+
+
+class ReturnedMail:
+    """Recognises our return paths among recipients and records what comes back to them."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+        self._key = return_path_key(gateway.server_key)
+
+    def return_path(self, mailbox: Mailbox) -> ReturnPath | None:
+        """The outbound message `mailbox` is the authentic return path of, or None."""
+        return parse_return_path(mailbox.address, self._key)
+
+    async def record(self, paths: list[ReturnPath], data: bytes, now: float) -> None:
+        """Read `data` and record a bounce against each message of `paths`; anything else that
+        comes back (an auto-reply, a report of success, mail we cannot read) is dropped with a
+        log line. MessageNotStored when storage cannot commit it, so the sender retries."""
+        verdict = await trio.to_thread.run_sync(read_returned_mail, data)
+        if not isinstance(verdict, Bounce):
+            log.info("returned mail that is no bounce (%s): not recorded", type(verdict).__name__)
+            return
+        bounced = [
+            BouncedRecipient(item.address, item.bounce_type, item.diagnostic or item.status)
+            for item in verdict.recipients
+        ]
+        for path in paths:
+            try:
+                matched = await self._gateway.storage.record_bounce(path.message_id, bounced, now)
+            except StorageUnavailable as exc:
+                raise MessageNotStored(str(exc)) from exc
+            log.info(
+                "bounce for %s (%s): %s",
+                path.message_id,
+                ", ".join(f"{item.bounce_type}" for item in bounced),
+                "recorded" if matched else "names none of its recipients",
+            )

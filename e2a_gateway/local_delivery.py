@@ -1,0 +1,167 @@
+"""Delivering an agent's outbound mail to other agents of this deployment, without SMTP: where
+one agent's sending becomes another's receiving, so it belongs to neither direction.
+
+The gateway itself vouches for the sender (it authenticated the agent's API key), so the
+message is stored as inbound mail with entity type `agent` and `Verified: true`, signed per
+recipient owner exactly like mail that arrived over SMTP (inbound's pure pieces: the delivered
+form, the identity claim, the trace fields). It must not touch the relay.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.ids import new_id
+from e2a_gateway.inbound.identity import delivered_message, identity_claim
+from e2a_gateway.inbound.parse import HeaderSummary, summarise_headers
+from e2a_gateway.inbound.trace import local_received_field, return_path_field
+from e2a_gateway.mailauth.results import AuthResults
+from e2a_gateway.signing.credentials import derive_signing_secret
+from e2a_gateway.signing.identity import body_hash
+from e2a_gateway.storage.base import Agent, ConversationClaim, NewInboundMessage
+
+log = logging.getLogger("e2a.inbound")
+
+MAX_REFERENCES = 100
+
+
+def local_auth(sender: Agent) -> AuthResults:
+    """What is known about a local agent's mail: no SPF, DKIM or DMARC was evaluated
+    (`none`, honestly), yet it is verified because the gateway authenticated the agent."""
+    return AuthResults(
+        spf="none",
+        spf_domain="",
+        spf_scope="mailfrom",
+        dkim="none",
+        dkim_signatures=(),
+        dmarc="none",
+        dmarc_policy=None,
+        from_domain=sender.domain,
+        verified=True,
+    )
+
+
+def local_authentication_results(hostname: str, sender: str) -> bytes:
+    """The RFC 8601 field for local delivery: the registered `auth` method (the sender
+    authenticated to this gateway), with a comment naming the path the mail took."""
+    return (
+        f"Authentication-Results: {hostname};\r\n"
+        f" auth=pass (local delivery by {hostname}) smtp.auth={sender}\r\n"
+    ).encode()
+
+
+async def deliver_locally(
+    gateway: Gateway,
+    raw: bytes,
+    sender: Agent,
+    recipients: list[Agent],
+    conversation_id: str | None,
+    now: float,
+) -> dict[str, str]:
+    """Store `raw` for each recipient agent in one transaction, then notify them.
+
+    Returns recipient address → stored message id. A recipient whose owner has no signing
+    secret is left out (nothing can be signed for it); the caller decides what to do."""
+    if not recipients:
+        return {}
+    hostname = gateway.settings.smtp.hostname
+    auth = local_auth(sender)
+    message_ids = [new_id("msg") for _ in recipients]
+    only = recipients[0].email if len(recipients) == 1 else None
+    trace = return_path_field(sender.email) + local_received_field(
+        hostname, sender.email, message_ids[0], only, now
+    )
+    delivered = delivered_message(raw, local_authentication_results(hostname, sender.email), trace)
+    headers = summarise_headers(delivered)
+    digest = body_hash(delivered)
+    received_at = format_timestamp(now)
+    prepared: list[tuple[Agent, NewInboundMessage]] = []
+    for agent, message_id in zip(recipients, message_ids, strict=True):
+        message = await _signed_copy(
+            gateway,
+            agent,
+            message_id,
+            sender,
+            auth,
+            (delivered, digest),
+            headers,
+            conversation_id,
+            received_at,
+        )
+        if message is None:
+            log.warning(
+                "local delivery to %s skipped: its owner has no signing secret", agent.email
+            )
+            continue
+        prepared.append((agent, message))
+    if prepared:
+        await gateway.storage.store_inbound([message for _, message in prepared], now)
+        for agent, message in prepared:
+            gateway.hub.publish_message(agent.id, message)
+    return {agent.email: message.id for agent, message in prepared}
+
+
+async def _conversation(
+    gateway: Gateway,
+    agent: Agent,
+    sender: Agent,
+    headers: HeaderSummary,
+    conversation_id: str | None,
+) -> str | None:
+    """The recipient's conversation: the sender's id among one owner's agents; from another
+    owner's agent, the id only where Storage.conversation_for allows it (it may not thread into
+    this agent's conversations); without an id, threaded like any inbound mail."""
+    if conversation_id and sender.user_id == agent.user_id:
+        return conversation_id
+    given = ConversationClaim(conversation_id, sender.email) if conversation_id else None
+    return await gateway.storage.conversation_for(
+        agent.user_id, agent.email, headers.referenced_ids()[:MAX_REFERENCES], given
+    )
+
+
+async def _signed_copy(
+    gateway: Gateway,
+    agent: Agent,
+    message_id: str,
+    sender: Agent,
+    auth: AuthResults,
+    delivered: tuple[bytes, str],
+    headers: HeaderSummary,
+    conversation_id: str | None,
+    received_at: str,
+) -> NewInboundMessage | None:
+    """The stored form for one recipient agent, signed for its owner (None: no secret);
+    `delivered` is the bytes and their body hash."""
+    raw, digest = delivered
+    storage = gateway.storage
+    seed = await storage.newest_signing_seed(agent.user_id)
+    if seed is None:
+        return None
+    claim = identity_claim(
+        auth=auth,
+        sender=sender.email,
+        sender_is_agent=True,
+        message_id=message_id,
+        body_hash=digest,
+        timestamp=received_at,
+    )
+    conversation = await _conversation(gateway, agent, sender, headers, conversation_id)
+    return NewInboundMessage(
+        id=message_id,
+        agent_email=agent.email,
+        envelope_from=sender.email,
+        from_addr=sender.email,
+        reply_to=headers.reply_to,
+        to=headers.to,
+        cc=headers.cc,
+        subject=headers.subject,
+        conversation_id=conversation,
+        rfc_message_id=headers.message_id,
+        raw_message=raw,
+        auth_headers=claim.signed_headers(derive_signing_secret(gateway.server_key, seed)),
+        authentication_results={**auth.as_dict(), "auth": "pass"},
+        received_at=received_at,
+        helo=gateway.settings.smtp.hostname,
+    )

@@ -1,0 +1,172 @@
+"""DKIM (RFC 6376, RSA and RFC 8463 ed25519) and ARC (RFC 8617) verification with dkimpy.
+
+Keys are fetched through our Resolver, never by dkimpy itself. Each signature gets an
+RFC 8601 result (RFC 6376 section 6.1 outcomes mapped as below); nothing here raises for a
+bad message or bad DNS:
+
+- pass: the signature verified with the published key;
+- fail: the body hash or the signature did not match (the message was altered, or forged);
+- neutral: the signature field itself is unusable (syntax, missing tags, unknown algorithm,
+  expired, From not among the signed fields) — RFC 8601 section 2.7.1's "contained syntax
+  errors or were not otherwise able to be processed";
+- permerror: the key cannot be used — no key record ("no key for signature"), revoked
+  (empty `p=`), malformed, or smaller than 1024 bits (RFC 8301): RFC 6376's PERMFAIL cases
+  that are not a verification failure;
+- temperror: DNS could not answer for the key (RFC 6376's TEMPFAIL).
+"""
+
+from __future__ import annotations
+
+import binascii
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from e2a_gateway.mailauth.dns_answers import DnsTemporaryError, Resolver
+from e2a_gateway.mailauth.results import AuthResult, DkimSignatureResult
+from e2a_gateway.rfc5322 import header_section
+
+if TYPE_CHECKING:
+    import dkim
+
+# RFC 6376 section 6.1 lets a verifier limit the signatures it checks; each costs a lookup.
+MAX_SIGNATURES = 8
+
+# When several signatures disagree, the message's DKIM result is the first of these present.
+_PRECEDENCE: tuple[AuthResult, ...] = ("pass", "temperror", "fail", "permerror", "neutral")
+
+
+@dataclass(frozen=True)
+class DkimVerdict:
+    """The message's DKIM result and the verdict on each signature checked."""
+
+    result: AuthResult
+    signatures: tuple[DkimSignatureResult, ...]
+
+    @property
+    def passed_domains(self) -> tuple[str, ...]:
+        """The `d=` domains of the signatures that passed."""
+        return tuple(sig.domain for sig in self.signatures if sig.result == "pass")
+
+
+def verify_dkim(resolver: Resolver, message: bytes) -> DkimVerdict:
+    """Verify the message's DKIM signatures (at most MAX_SIGNATURES, topmost first).
+
+    `none` when the message has no signature; `permerror` when its header cannot be parsed.
+    """
+    dkim = dkimpy()
+    verifier = _parsed(dkim.DKIM, _needed_part(message, b"dkim-signature:"))
+    if verifier is None:
+        return DkimVerdict("permerror", ())
+    headers = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
+    signatures = tuple(
+        _verify_signature(resolver, verifier, index, value)
+        for index, value in enumerate(headers[:MAX_SIGNATURES])
+    )
+    results = {sig.result for sig in signatures}
+    overall: AuthResult = next((result for result in _PRECEDENCE if result in results), "none")
+    return DkimVerdict(overall, signatures)
+
+
+def verify_arc(resolver: Resolver, message: bytes) -> AuthResult | None:
+    """The ARC chain's validation result (pass or fail; temperror on DNS trouble).
+
+    None when the message carries no ARC header fields, or its header cannot be parsed.
+    """
+    dkim = dkimpy()
+    arc = _parsed(dkim.ARC, _needed_part(message, b"arc-"))
+    if arc is None or not any(name.lower() in dkim.ARC.ARC_HEADERS for name, _ in arc.headers):
+        return None
+
+    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
+        records = resolver.txt(name.decode("utf-8", "replace"))
+        return records[0].encode("utf-8") if records else None
+
+    try:
+        chain_validation, _sets, _reason = arc.verify(dnsfunc=dnsfunc)
+    except DnsTemporaryError:
+        return "temperror"
+    except dkim.DKIMException:
+        return "fail"
+    return "pass" if chain_validation == dkim.CV_Pass else "fail"
+
+
+def _needed_part(message: bytes, marker: bytes) -> bytes:
+    """The whole message when its header section mentions `marker` (lowercase), else just the
+    header section: dkimpy parses every line it is given, and unsigned mail needs no body."""
+    headers = header_section(message)
+    if len(headers) == len(message) or marker in headers.lower():
+        return message
+    return headers + b"\r\n"
+
+
+def _parsed(kind: Any, message: bytes) -> Any:
+    """`kind(message)` (dkimpy's DKIM or ARC); None when the header section is malformed."""
+    try:
+        return kind(message)
+    except (dkimpy().DKIMException, IndexError):  # IndexError: a folded line before any field
+        return None
+
+
+def _verify_signature(
+    resolver: Resolver, verifier: dkim.DKIM, index: int, value: bytes
+) -> DkimSignatureResult:
+    dkim = dkimpy()
+    tags = _tags(value)
+    domain = tags.get(b"d", b"").decode("utf-8", "replace").lower()
+    selector = tags.get(b"s", b"").decode("utf-8", "replace")
+
+    def verdict(result: AuthResult, reason: str = "") -> DkimSignatureResult:
+        return DkimSignatureResult(result, domain, selector, reason)
+
+    try:
+        signature, include_headers, signature_headers = verifier.verify_headerprep(index)
+    except dkim.DKIMException as exc:
+        return verdict("neutral", f"unusable signature: {exc}")
+    if b"from" not in include_headers:  # RFC 6376 section 6.1.1; dkimpy does not check it
+        return verdict("neutral", "unusable signature: From field not signed")
+    key_name = f"{selector}._domainkey.{domain}"
+    try:
+        records = resolver.txt(key_name)
+    except DnsTemporaryError as exc:
+        return verdict("temperror", f"key unavailable: {exc}")
+    if not records:
+        return verdict("permerror", "no key for signature")
+    key = records[0].encode("utf-8")
+    if _tags(key).get(b"p") == b"":
+        return verdict("permerror", "key revoked")
+    try:
+        verifier.pk, verifier.keysize, verifier.ktag, verifier.seqtlsrpt = dkim.evaluate_pk(
+            key_name, key
+        )
+    except (dkim.DKIMException, binascii.Error) as exc:
+        return verdict("permerror", f"unusable key: {exc}")
+    try:
+        valid = verifier.verify_sig_process(
+            signature, include_headers, signature_headers[index], None
+        )
+    except dkim.ValidationError as exc:  # the body hash did not match (or a TLSRPT-only key)
+        return verdict("fail", str(exc))
+    except dkim.DKIMException as exc:  # a key too small, or of the wrong type
+        return verdict("permerror", f"unusable key: {exc}")
+    except ValueError as exc:  # an ed25519 signature of the wrong length
+        return verdict("fail", f"malformed signature: {exc}")
+    return verdict("pass") if valid else verdict("fail", "signature did not verify")
+
+
+def _tags(value: bytes) -> dict[bytes, bytes]:
+    """A DKIM tag=value list as a dict; {} when it cannot be parsed."""
+    util = dkimpy().util
+    try:
+        tags: dict[bytes, bytes] = util.parse_tag_value(value)
+    except util.InvalidTagValueList:
+        return {}
+    return tags
+
+
+def dkimpy() -> Any:
+    """The dkimpy module (with `dkim.util`), imported on first use rather than at start-up: it
+    imports dnspython (a tenth of a second), and verification runs in worker threads."""
+    import dkim
+    import dkim.util
+
+    return dkim

@@ -1,0 +1,332 @@
+"""The MCP tools of the account under e2a's names and arguments: who the key is (`whoami`), its
+agents, custom domains and API keys.
+
+Destructive tools take e2a's `confirm: true`, so a model cannot delete on a guess; the list
+tools answer e2a's shape (a named array, `next_cursor` only while more remain).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from e2a_gateway.mcp.answers import listed, page_of
+from e2a_gateway.mcp.toolkit import (
+    Arguments,
+    NoArguments,
+    PageArguments,
+    ToolCaller,
+    ToolFailure,
+    ToolSpec,
+)
+from e2a_gateway.v1 import Agent
+
+SCOPE = "account"
+"""What every key reaches today: its whole account (agent-scoped keys are not issued yet)."""
+
+Confirm = Literal[True]
+CONFIRM = Field(description="Must be true: you confirm this cannot be undone.")
+
+
+class ListAgentsArguments(PageArguments):
+    """Arguments of list_agents."""
+
+    deleted: Literal[False] | None = Field(
+        default=None, description="Only false: deleted agents are gone on this gateway."
+    )
+
+
+class AgentArguments(Arguments):
+    """One agent, by address."""
+
+    email: str = Field(min_length=1, description="The agent's address, e.g. bot@example.com.")
+
+
+class CreateAgentArguments(Arguments):
+    """Arguments of create_agent: e2a's first (`slug`) and current (`email`) ways to name it."""
+
+    slug: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="The local part of a new address on the gateway's shared domain "
+        "(support-bot → support-bot@<shared domain>): lowercase letters, digits, hyphens.",
+    )
+    email: str | None = Field(
+        default=None,
+        description="Or the full address, on the shared domain or a domain you verified.",
+    )
+    name: str | None = Field(default=None, max_length=200, description="A display name.")
+    agent_mode: Literal["local", "cloud"] | None = Field(
+        default=None,
+        description="local (default): read mail with list_messages or wait_for_email; cloud: "
+        "the gateway posts each message to webhook_url.",
+    )
+    webhook_url: str | None = Field(
+        default=None, description="Where cloud mode posts mail (HTTPS in production)."
+    )
+
+
+class UpdateAgentArguments(Arguments):
+    """Arguments of update_agent."""
+
+    email: str | None = Field(default=None, description="The agent; defaults to yours.")
+    name: str = Field(max_length=200, description="The new display name.")
+
+
+class DeleteAgentArguments(Arguments):
+    """Arguments of delete_agent."""
+
+    email: str | None = Field(default=None, description="The agent; defaults to yours.")
+    confirm: Confirm = CONFIRM
+
+
+class DomainArguments(Arguments):
+    """One custom domain."""
+
+    domain: str = Field(min_length=1, description="The domain, e.g. mail.example.com.")
+
+
+class DeleteDomainArguments(DomainArguments):
+    """Arguments of delete_domain."""
+
+    confirm: Confirm = CONFIRM
+
+
+class DeleteApiKeyArguments(Arguments):
+    """Arguments of delete_api_key."""
+
+    id: str = Field(min_length=1, description="The key's id from list_api_keys (not the key).")
+    confirm: Confirm = CONFIRM
+
+
+def _agent(agent: Agent) -> dict[str, Any]:
+    return agent.model_dump(exclude_none=True)
+
+
+async def whoami(caller: ToolCaller, _: NoArguments) -> dict[str, Any]:
+    """The default agent (e2a's first `whoami`) and the key's identity (its current one)."""
+    email = await caller.known_agent()
+    info = await caller.port.get_info()
+    gateway = {
+        "url": caller.port.gateway_url,
+        "version": info.version,
+        "shared_domain": info.shared_domain,
+    }
+    if email is None:
+        return {
+            "scope": SCOPE,
+            "agent_email": None,
+            "gateway": gateway,
+            "note": "no default agent: set E2A_AGENT_EMAIL (or the X-E2A-Agent-Email header), "
+            "or pass agent_email to each tool; list_agents shows your agents",
+        }
+    agent = await caller.port.get_agent(email)
+    return {**_agent(agent), "scope": SCOPE, "agent_email": email, "gateway": gateway}
+
+
+async def list_agents(caller: ToolCaller, arguments: ListAgentsArguments) -> dict[str, Any]:
+    """One page of the caller's agents, and their default agent."""
+    agents = [_agent(agent) for agent in (await caller.port.list_agents()).agents]
+    shown, following = page_of(agents, arguments.cursor, arguments.limit)
+    return {**listed("agents", shown, following), "default_agent": caller.default_agent or None}
+
+
+async def get_agent(caller: ToolCaller, arguments: AgentArguments) -> dict[str, Any]:
+    """One of the caller's agents."""
+    return _agent(await caller.port.get_agent(arguments.email))
+
+
+async def create_agent(caller: ToolCaller, arguments: CreateAgentArguments) -> dict[str, Any]:
+    """A new agent, local unless cloud mode is asked for."""
+    if (arguments.slug is None) == (arguments.email is None):
+        raise ToolFailure("pass slug (an address on the shared domain) or email, not both")
+    agent = await caller.port.register_agent(
+        arguments.slug,
+        email=arguments.email,
+        name=arguments.name,
+        webhook_url=arguments.webhook_url,
+        agent_mode=arguments.agent_mode or "local",
+    )
+    return _agent(agent)
+
+
+async def update_agent(caller: ToolCaller, arguments: UpdateAgentArguments) -> dict[str, Any]:
+    """Rename an agent."""
+    email = await caller.agent(arguments.email)
+    return _agent(await caller.port.update_agent(email, name=arguments.name))
+
+
+async def delete_agent(caller: ToolCaller, arguments: DeleteAgentArguments) -> dict[str, Any]:
+    """Delete an agent and its messages, for good."""
+    email = await caller.agent(arguments.email)
+    await caller.port.delete_agent(email)
+    return {"deleted": True, "email": email}
+
+
+async def list_domains(caller: ToolCaller, arguments: PageArguments) -> dict[str, Any]:
+    """One page of the caller's custom domains."""
+    found = (await caller.port.list_domains()).domains
+    domains = [domain.model_dump(exclude_none=True) for domain in found]
+    shown, following = page_of(domains, arguments.cursor, arguments.limit)
+    return listed("domains", shown, following)
+
+
+async def get_domain(caller: ToolCaller, arguments: DomainArguments) -> dict[str, Any]:
+    """One of the caller's custom domains."""
+    wanted = arguments.domain.strip().rstrip(".").lower()
+    for domain in (await caller.port.list_domains()).domains:
+        if domain.domain == wanted:
+            return domain.model_dump(exclude_none=True)
+    raise ToolFailure(
+        f"domain {wanted} not found: list_domains shows yours; register_domain adds one",
+        "not_found",
+    )
+
+
+async def register_domain(caller: ToolCaller, arguments: DomainArguments) -> dict[str, Any]:
+    """Add a custom domain; the answer names the DNS records to publish."""
+    return (await caller.port.register_domain(arguments.domain)).model_dump(exclude_none=True)
+
+
+async def verify_domain(caller: ToolCaller, arguments: DomainArguments) -> dict[str, Any]:
+    """Check a domain's DNS records now."""
+    return (await caller.port.verify_domain(arguments.domain)).model_dump(exclude_none=True)
+
+
+async def delete_domain(caller: ToolCaller, arguments: DeleteDomainArguments) -> dict[str, Any]:
+    """Remove a domain no agent uses."""
+    await caller.port.delete_domain(arguments.domain)
+    return {"deleted": True, "domain": arguments.domain}
+
+
+async def list_api_keys(caller: ToolCaller, arguments: PageArguments) -> dict[str, Any]:
+    """One page of the caller's API keys (prefixes only)."""
+    found = (await caller.port.list_api_keys()).api_keys
+    keys = [{**key.model_dump(exclude_none=True), "scope": SCOPE} for key in found]
+    shown, following = page_of(keys, arguments.cursor, arguments.limit)
+    return listed("api_keys", shown, following)
+
+
+async def delete_api_key(caller: ToolCaller, arguments: DeleteApiKeyArguments) -> dict[str, Any]:
+    """Revoke an API key for good."""
+    await caller.port.delete_api_key(arguments.id)
+    return {"deleted": True, "id": arguments.id}
+
+
+ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
+    ToolSpec(
+        "whoami",
+        "Who am I",
+        "Who this key is: your default agent (its address, name, delivery mode, whether its "
+        "mail needs approval) when there is one, the key's scope (every key reaches its whole "
+        "account today), and the gateway (URL, version, shared domain). Call it first.",
+        NoArguments,
+        whoami,
+    ),
+    ToolSpec(
+        "list_agents",
+        "List agents",
+        "List the agent mailboxes this API key owns (address, name, delivery mode, whether "
+        "outgoing mail needs approval) and which one is the default. Pass next_cursor back as "
+        "`cursor` while it is present.",
+        ListAgentsArguments,
+        list_agents,
+    ),
+    ToolSpec(
+        "get_agent",
+        "Get an agent",
+        "One of your agents by its address: name, delivery mode, webhook, approval settings.",
+        AgentArguments,
+        get_agent,
+    ),
+    ToolSpec(
+        "create_agent",
+        "Create an agent",
+        "Create a new agent mailbox: `slug` for an address on the gateway's shared domain, or "
+        "`email` on a domain you verified (register_domain, verify_domain). It is a local "
+        "agent (read mail with list_messages or wait_for_email) unless agent_mode is cloud "
+        "with a webhook_url; a webhook handler must verify each delivery's signature.",
+        CreateAgentArguments,
+        create_agent,
+        read_only=False,
+    ),
+    ToolSpec(
+        "update_agent",
+        "Rename an agent",
+        "Change an agent's display name (its identity is its address).",
+        UpdateAgentArguments,
+        update_agent,
+        read_only=False,
+    ),
+    ToolSpec(
+        "delete_agent",
+        "Delete an agent (DESTRUCTIVE)",
+        "Delete an agent and all its messages, for good: this gateway keeps no trash, so it "
+        "cannot be restored. Requires confirm: true.",
+        DeleteAgentArguments,
+        delete_agent,
+        read_only=False,
+        destructive=True,
+    ),
+    ToolSpec(
+        "list_domains",
+        "List domains",
+        "List your custom mail domains with whether each is verified and the DNS records it "
+        "needs. Pass next_cursor back as `cursor` while it is present.",
+        PageArguments,
+        list_domains,
+    ),
+    ToolSpec(
+        "get_domain",
+        "Get a domain",
+        "One of your custom domains: verified or not, and the DNS records to publish.",
+        DomainArguments,
+        get_domain,
+    ),
+    ToolSpec(
+        "register_domain",
+        "Register a custom domain",
+        "Step 1 of a custom domain: register it and get the DNS records (MX, TXT) to publish, "
+        "verbatim. Step 2 is verify_domain, once they are published and have propagated.",
+        DomainArguments,
+        register_domain,
+        read_only=False,
+    ),
+    ToolSpec(
+        "verify_domain",
+        "Verify a custom domain",
+        "Check a registered domain's DNS records now; on success it is verified and agents "
+        "can be created on it. Let the user say when the records are published; do not poll.",
+        DomainArguments,
+        verify_domain,
+        read_only=False,
+    ),
+    ToolSpec(
+        "delete_domain",
+        "Delete a custom domain (DESTRUCTIVE)",
+        "Remove a custom domain; refused while an agent uses it. Requires confirm: true.",
+        DeleteDomainArguments,
+        delete_domain,
+        read_only=False,
+        destructive=True,
+    ),
+    ToolSpec(
+        "list_api_keys",
+        "List API keys",
+        "List your API keys: id, name, the key's first characters, when created and last "
+        "used; never the key itself. Pass next_cursor back as `cursor` while it is present.",
+        PageArguments,
+        list_api_keys,
+    ),
+    ToolSpec(
+        "delete_api_key",
+        "Revoke an API key (DESTRUCTIVE)",
+        "Revoke an API key for good: every request with it fails from now on, this session's "
+        "too if it is the key in use. Requires confirm: true; the id comes from list_api_keys.",
+        DeleteApiKeyArguments,
+        delete_api_key,
+        read_only=False,
+        destructive=True,
+    ),
+)

@@ -1,0 +1,289 @@
+"""`/mcp` on the gateway's HTTP port: the MCP streamable-HTTP transport behind an API key.
+
+Before the MCP library sees a request, the endpoint refuses a foreign `Origin` (403), a missing
+or bad key (401, checked by the caller's own operation) and a JSON-RPC batch (400), each with a
+JSON-RPC error an MCP client shows; a session is bound to the key's user. Tools call the
+gateway's operations in-process (`in_process.OperationsPort`) for the key's owner, the very
+operations the REST API runs, so ownership is decided where it is for every other client.
+
+The MCP library is loaded on the first authenticated request, not at start: it is the largest
+part of the gateway's imports (about 25 MB and 40% of start-up), and many deployments never
+use `/mcp`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from werkzeug.datastructures import Headers
+
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.operations.caller import authenticate
+from e2a_gateway.operations.errors import Unauthorized
+from e2a_gateway.storage.base import StorageUnavailable
+from e2a_gateway.web.context import bearer_key
+from e2a_gateway.web.errors import status_of
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup, TaskStatus
+    from mcp.server import ServerRequestContext
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+    from starlette.types import Message, Receive, Scope, Send
+
+    from e2a_gateway.mcp.toolkit import ToolCaller
+
+log = logging.getLogger("e2a.mcp")
+
+MOUNT_PATH = "/mcp"
+AGENT_HEADER = "X-E2A-Agent-Email"
+"""Optional request header naming the default agent (the remote twin of E2A_AGENT_EMAIL)."""
+
+_MCP_MODULES = (
+    "mcp.server.auth.middleware.bearer_auth",
+    "mcp.server.auth.provider",
+    "mcp.server.streamable_http_manager",
+    "e2a_gateway.mcp.server",
+    "e2a_gateway.mcp.in_process",
+)
+"""What the first MCP request loads (in a thread)."""
+
+SERVER_ERROR = -32000
+"""JSON-RPC's implementation-defined server error: what the endpoint's refusals carry."""
+INVALID_REQUEST = -32600
+"""JSON-RPC's code for a message that is not a valid request (a batch, here)."""
+
+
+def _api_key(ctx: ServerRequestContext[Any, Any]) -> tuple[str, str, str | None]:
+    """The caller's API key, default agent and address (trusted proxies already applied), as
+    `McpEndpoint` left them on the request."""
+    from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+    from starlette.requests import Request
+
+    request = ctx.request
+    if not isinstance(request, Request) or not isinstance(
+        request.scope.get("user"), AuthenticatedUser
+    ):
+        raise RuntimeError("an MCP request reached the tools without passing authentication")
+    user: AuthenticatedUser = request.scope["user"]
+    address = request.client.host if request.client else None
+    return user.access_token.token, request.headers.get(AGENT_HEADER, "").strip(), address
+
+
+async def _send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    rpc_code: int = SERVER_ERROR,
+) -> None:
+    """Answer with a JSON-RPC error without an id (what the streamable-HTTP spec allows on an
+    HTTP error, and what MCP clients show), e2a's error code in its `data`."""
+    error = {"code": rpc_code, "message": message, "data": {"code": code}}
+    body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    raw_headers += [
+        (name.lower().encode(), value.encode()) for name, value in (headers or {}).items()
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _bearer_challenge(error: Unauthorized, key: str | None) -> str:
+    """`WWW-Authenticate` for a refused key (RFC 6750 section 3): the realm, and for a key that
+    was sent, why it was refused. No `resource_metadata`: e2a keys are not OAuth tokens, and
+    an MCP client that finds one starts an OAuth flow the gateway does not offer."""
+    if key is None:
+        return 'Bearer realm="e2a"'
+    description = error.message.replace('"', "'").replace("\\", "/")
+    if not description.isascii():
+        return 'Bearer realm="e2a", error="invalid_token"'
+    return f'Bearer realm="e2a", error="invalid_token", error_description="{description}"'
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _peek_body(receive: Receive) -> tuple[list[Message], bytes]:
+    """Receive a request body up to its first byte that is not JSON whitespace; return the
+    messages received (to hand on) and that byte (empty for a blank body)."""
+    received: list[Message] = []
+    while True:
+        message = await receive()
+        received.append(message)
+        if message["type"] != "http.request":
+            return received, b""
+        start = message.get("body", b"").lstrip(b" \t\r\n")
+        if start:
+            return received, start[:1]
+        if not message.get("more_body", False):
+            return received, b""
+
+
+def _replaying(received: list[Message], receive: Receive) -> Receive:
+    """`receive` that first hands out the messages already received."""
+    pending = list(received)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
+
+
+def _no_fresh_session_on_error(send: Send) -> Send:
+    """`send` that drops `Mcp-Session-Id` from an error answer to a request without one: the
+    MCP library names a new session on every answer, but a refused request opens none."""
+
+    async def send_answer(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            headers = [
+                (name, value)
+                for name, value in message.get("headers", [])
+                if bytes(name).lower() != b"mcp-session-id"
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_answer
+
+
+class McpEndpoint:
+    """The ASGI app mounted at `/mcp`: origin, Bearer API key, then the MCP session manager."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        http = gateway.settings.http
+        self._allowed_origins = frozenset([http.public_origin, *http.cors_allowed_origins])
+        self._gateway = gateway
+        self._sessions: StreamableHTTPSessionManager | None = None
+        self._tasks: TaskGroup | None = None
+        self._starting = anyio.Lock()
+
+    @asynccontextmanager
+    async def _open_caller(self, ctx: ServerRequestContext[Any, Any]) -> AsyncIterator[ToolCaller]:
+        from e2a_gateway.mcp.in_process import OperationsPort
+        from e2a_gateway.mcp.toolkit import ToolCaller
+
+        api_key, default_agent, address = _api_key(ctx)
+        yield ToolCaller(OperationsPort(self._gateway, api_key, address), default_agent)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Serve until the block ends; the session manager (its sessions are tasks) runs in
+        here from the first request on, and stops with the block."""
+        async with anyio.create_task_group() as tasks:
+            self._tasks = tasks
+            try:
+                yield
+            finally:
+                self._tasks = None
+                tasks.cancel_scope.cancel()
+
+    async def _session_manager(self) -> StreamableHTTPSessionManager:
+        """The session manager, started on first use inside `running()`."""
+        async with self._starting:
+            if self._sessions is None:
+                if self._tasks is None:
+                    raise RuntimeError("McpEndpoint used outside its running() block")
+                # Importing the MCP library is CPU work: keep it off the event loop.
+                await anyio.to_thread.run_sync(_import_mcp)
+                self._sessions = await self._tasks.start(self._run_sessions)
+            return self._sessions
+
+    async def _run_sessions(self, *, task_status: TaskStatus[StreamableHTTPSessionManager]) -> None:
+        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+        from e2a_gateway.mcp.server import build_server
+
+        sessions = StreamableHTTPSessionManager(app=build_server(self._open_caller))
+        async with sessions.run():
+            task_status.started(sessions)
+            await anyio.sleep_forever()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["path"].rstrip("/") != MOUNT_PATH:
+            await _send_error(send, 404, "not_found", f"no such endpoint; MCP is at {MOUNT_PATH}")
+            return
+        origin = _header(scope, b"origin")
+        if origin is not None and origin not in self._allowed_origins:
+            # The streamable-HTTP spec's defence against DNS rebinding: a page on another
+            # origin (a rebound name included) must not reach the endpoint.
+            await _send_error(
+                send,
+                403,
+                "forbidden_origin",
+                f"origin {origin} may not use {MOUNT_PATH}: add it to http.cors_allowed_origins",
+            )
+            return
+        user = await self._authenticate(scope, send)
+        if user is None:
+            return
+        key, user_id = user
+        if scope["method"] == "POST":
+            received, start = await _peek_body(receive)
+            if start == b"[":
+                await _send_error(
+                    send,
+                    400,
+                    "invalid_request",
+                    "JSON-RPC batches are not supported: send one message per request",
+                    rpc_code=INVALID_REQUEST,
+                )
+                return
+            receive = _replaying(received, receive)
+        sessions = await self._session_manager()
+        from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+        from mcp.server.auth.provider import AccessToken
+
+        # The session manager binds each session to this principal: another user's key
+        # presenting the session id gets 404, as if the session did not exist.
+        token = AccessToken(token=key, client_id=user_id, scopes=[])
+        if _header(scope, b"mcp-session-id") is None:
+            send = _no_fresh_session_on_error(send)
+        await sessions.handle_request({**scope, "user": AuthenticatedUser(token)}, receive, send)
+
+    async def _authenticate(self, scope: Scope, send: Send) -> tuple[str, str] | None:
+        """The request's API key and its owner's id, or None once refused (401, or 503 when
+        the database does not answer)."""
+        headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
+        key = bearer_key(headers)
+        try:
+            caller = await authenticate(self._gateway, key)
+        except Unauthorized as refused:
+            challenge = {"WWW-Authenticate": _bearer_challenge(refused, key)}
+            await _send_error(send, status_of(refused), refused.code, refused.message, challenge)
+            return None
+        except StorageUnavailable as exc:
+            log.error("storage unavailable: %s", exc)
+            await _send_error(
+                send,
+                503,
+                "storage_unavailable",
+                "the database is not answering; try again shortly",
+                {"Retry-After": "5"},
+            )
+            return None
+        assert key is not None
+        return key, caller.user_id
+
+
+def _import_mcp() -> None:
+    """Load the MCP library and e2a's tools on it (cached in sys.modules afterwards)."""
+    for name in _MCP_MODULES:
+        importlib.import_module(name)

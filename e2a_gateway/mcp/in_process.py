@@ -1,0 +1,340 @@
+"""The tools' port inside the gateway (`/mcp`): the same operations the REST API runs, called
+in-process for the caller whose key the MCP request presented, instead of a round trip through
+the SDK over loopback HTTP.
+
+Each call authenticates the key again and validates its request as the REST API would, renders
+the answer with the REST API's views and reads it as the SDK does, and turns a refusal into the
+`E2AApiError` the REST API's answer would have raised: a tool answers alike over either port.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.operations import agents, domains, keys, messages, reviews, sending, trust
+from e2a_gateway.operations.agents import AgentEntry, CreateAgent, UpdateAgent
+from e2a_gateway.operations.caller import Caller, authenticate
+from e2a_gateway.operations.domains import CreateDomain
+from e2a_gateway.operations.errors import OperationError
+from e2a_gateway.operations.requests import parse_request
+from e2a_gateway.operations.reviews import ApproveBody, RejectBody
+from e2a_gateway.operations.sending import ReplyBody, SendBody, Submission
+from e2a_gateway.storage.base import Domain as StoredDomain
+from e2a_gateway.storage.base import OutboundMessage, StorageUnavailable
+from e2a_gateway.storage.vocabulary import PENDING_APPROVAL
+from e2a_gateway.v1 import (
+    Agent,
+    ApiKeySummary,
+    AsyncInboundEmail,
+    Attachment,
+    DeploymentInfo,
+    Domain,
+    E2AApiError,
+    ListAgentsResponse,
+    ListApiKeysResponse,
+    ListDomainsResponse,
+    ListPendingMessagesResponse,
+    MessageList,
+    PendingMessageDetail,
+    SendResult,
+)
+from e2a_gateway.v1.inbound import summary_from_json
+from e2a_gateway.web.errors import status_of
+from e2a_gateway.web.views import (
+    agent_view,
+    api_key_view,
+    domain_view,
+    info_view,
+    message_full_view,
+    message_summary_view,
+    outbound_view,
+    submission_view,
+)
+
+log = logging.getLogger("e2a.mcp")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    """The fields that are given, as the SDK puts them in a request body."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _wire(attachments: list[Attachment] | None) -> list[dict[str, str]] | None:
+    return [item.to_wire() for item in attachments] if attachments else None
+
+
+def _send_result(submission: Submission) -> SendResult:
+    answer = submission_view(submission)
+    return SendResult(
+        status=str(answer["status"]),
+        message_id=str(answer["message_id"]),
+        method=str(answer.get("method") or ""),
+        approval_expires_at=answer.get("approval_expires_at"),
+    )
+
+
+def _detail(message: OutboundMessage) -> PendingMessageDetail:
+    return PendingMessageDetail.model_validate(outbound_view(message))
+
+
+def _agent(entry: AgentEntry) -> Agent:
+    return Agent.model_validate(agent_view(entry))
+
+
+class OperationsPort:
+    """`GatewayPort` over the operations of `gateway`, for the holder of `api_key`."""
+
+    def __init__(self, gateway: Gateway, api_key: str, remote_addr: str | None = None) -> None:
+        self._gateway = gateway
+        self._api_key = api_key
+        self._remote_addr = remote_addr
+        """The client's address (behind trusted proxies), for the per-address limits."""
+
+    async def _run(
+        self,
+        operation: Callable[Concatenate[Gateway, Caller, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`operation` for the key's owner (checked again now); a refusal as E2AApiError."""
+        try:
+            caller = await authenticate(self._gateway, self._api_key)
+            return await operation(self._gateway, caller, *args, **kwargs)
+        except OperationError as refused:
+            raise E2AApiError(status_of(refused), refused.message, refused.code) from None
+        except StorageUnavailable as exc:
+            log.error("storage unavailable: %s", exc)
+            raise E2AApiError(
+                503, "the database is not answering; try again shortly", "storage_unavailable"
+            ) from None
+
+    def _domain(self, domain: StoredDomain) -> Domain:
+        return Domain.model_validate(domain_view(domain, self._gateway.settings.smtp.hostname))
+
+    @property
+    def gateway_url(self) -> str:
+        """The gateway's public URL (`http.public_url`)."""
+        return self._gateway.settings.http.public_url
+
+    async def get_info(self) -> DeploymentInfo:
+        """The gateway's public settings."""
+        return DeploymentInfo.model_validate(info_view(self._gateway.settings))
+
+    async def list_agents(self) -> ListAgentsResponse:
+        """The caller's agents."""
+        entries = await self._run(agents.list_agents)
+        return ListAgentsResponse(agents=[_agent(entry) for entry in entries])
+
+    async def get_agent(self, email: str) -> Agent:
+        """One of the caller's agents."""
+        return _agent(await self._run(agents.get_agent, email))
+
+    async def register_agent(
+        self,
+        slug: str | None = None,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        webhook_url: str | None = None,
+        agent_mode: str | None = None,
+    ) -> Agent:
+        """A new agent: `slug@<shared domain>`, or `email` on a domain the caller verified."""
+        fields = _present(
+            slug=slug, email=email, name=name, webhook_url=webhook_url, agent_mode=agent_mode
+        )
+
+        async def register(gateway: Gateway, caller: Caller) -> AgentEntry:
+            request = parse_request(CreateAgent, fields)
+            return await agents.register_agent(gateway, caller, request, self._remote_addr)
+
+        return _agent(await self._run(register))
+
+    async def update_agent(self, email: str, *, name: str | None = None) -> Agent:
+        """Rename one of the caller's agents."""
+        fields = _present(name=name)
+
+        async def change(gateway: Gateway, caller: Caller) -> AgentEntry:
+            request = parse_request(UpdateAgent, fields)
+            return await agents.change_agent(gateway, caller, email, request)
+
+        return _agent(await self._run(change))
+
+    async def delete_agent(self, email: str) -> None:
+        """Delete one of the caller's agents with its messages."""
+        await self._run(agents.remove_agent, email)
+
+    async def get_messages(
+        self,
+        status: str = "unread",
+        page_size: int = 50,
+        token: str | None = None,
+        agent_email: str | None = None,
+    ) -> MessageList:
+        """One page of an agent's inbox, oldest first."""
+
+        async def page(gateway: Gateway, caller: Caller) -> MessageList:
+            shown = messages.status_filter(status)
+            after = messages.decode_page_token(token) if token else None
+            found = await messages.inbox_page(
+                gateway, caller, agent_email or "", shown, page_size, after
+            )
+            following = found.next_after
+            return MessageList(
+                messages=[summary_from_json(message_summary_view(m)) for m in found.messages],
+                next_token=(
+                    messages.encode_page_token(following) if following is not None else None
+                ),
+            )
+
+        return await self._run(page)
+
+    async def get_message(
+        self, message_id: str, agent_email: str | None = None
+    ) -> AsyncInboundEmail:
+        """One inbound message in full, with its reading; marks it read."""
+
+        async def read(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            found = await messages.read_message(gateway, caller, agent_email or "", message_id)
+            return {**message_full_view(found), **await trust.reading_of(gateway, found)}
+
+        return AsyncInboundEmail(await self._run(read), self.reply, trusted=True)
+
+    async def send(
+        self,
+        to: list[str],
+        subject: str,
+        body: str,
+        html_body: str | None = None,
+        cc: list[str] | None = None,
+        bcc: list[str] | None = None,
+        conversation_id: str | None = None,
+        attachments: list[Attachment] | None = None,
+        agent_email: str | None = None,
+    ) -> SendResult:
+        """A new message from an agent."""
+        fields = _present(
+            to=to,
+            subject=subject,
+            body=body,
+            html_body=html_body,
+            cc=cc,
+            bcc=bcc,
+            conversation_id=conversation_id,
+            attachments=_wire(attachments),
+        )
+        if agent_email:
+            fields["from"] = agent_email
+
+        async def submit(gateway: Gateway, caller: Caller) -> Submission:
+            return await sending.send(gateway, caller, parse_request(SendBody, fields))
+
+        return _send_result(await self._run(submit))
+
+    async def reply(
+        self,
+        message_id: str,
+        body: str,
+        html_body: str | None = None,
+        reply_all: bool | None = None,
+        cc: list[str] | None = None,
+        bcc: list[str] | None = None,
+        conversation_id: str | None = None,
+        attachments: list[Attachment] | None = None,
+        agent_email: str | None = None,
+    ) -> SendResult:
+        """A reply to an inbound message of an agent, threaded."""
+        fields = _present(
+            body=body,
+            html_body=html_body,
+            reply_all=reply_all,
+            cc=cc,
+            bcc=bcc,
+            conversation_id=conversation_id,
+            attachments=_wire(attachments),
+        )
+
+        async def submit(gateway: Gateway, caller: Caller) -> Submission:
+            request = parse_request(ReplyBody, fields)
+            return await sending.reply(gateway, caller, agent_email or "", message_id, request)
+
+        return _send_result(await self._run(submit))
+
+    async def list_pending_messages(self) -> ListPendingMessagesResponse:
+        """The caller's outbound messages held for approval."""
+        held = await self._run(reviews.outbound_messages, PENDING_APPROVAL, None)
+        return ListPendingMessagesResponse(messages=[_detail(message) for message in held])
+
+    async def get_pending_message(self, message_id: str) -> PendingMessageDetail:
+        """One of the caller's outbound messages, in any state."""
+        return _detail(await self._run(reviews.outbound_message, message_id))
+
+    async def approve_message(
+        self,
+        message_id: str,
+        *,
+        subject: str | None = None,
+        body_text: str | None = None,
+        body_html: str | None = None,
+        to: list[str] | None = None,
+        cc: list[str] | None = None,
+        bcc: list[str] | None = None,
+    ) -> PendingMessageDetail:
+        """Approve a held message, optionally with edits."""
+        fields = _present(
+            subject=subject, body_text=body_text, body_html=body_html, to=to, cc=cc, bcc=bcc
+        )
+
+        async def approve(gateway: Gateway, caller: Caller) -> OutboundMessage:
+            request = parse_request(ApproveBody, fields)
+            return await reviews.approve(gateway, caller, message_id, request)
+
+        return _detail(await self._run(approve))
+
+    async def reject_message(self, message_id: str, reason: str = "") -> PendingMessageDetail:
+        """Reject a held message, keeping `reason` with it."""
+        fields = {"reason": reason} if reason else {}
+
+        async def reject(gateway: Gateway, caller: Caller) -> OutboundMessage:
+            request = parse_request(RejectBody, fields)
+            return await reviews.reject(gateway, caller, message_id, request.reason)
+
+        return _detail(await self._run(reject))
+
+    async def list_domains(self) -> ListDomainsResponse:
+        """The caller's custom domains."""
+        found = await self._run(domains.list_domains)
+        return ListDomainsResponse(domains=[self._domain(domain) for domain in found])
+
+    async def register_domain(self, domain: str) -> Domain:
+        """Add a domain; the answer names the DNS records to publish."""
+
+        async def register(gateway: Gateway, caller: Caller) -> StoredDomain:
+            request = parse_request(CreateDomain, {"domain": domain})
+            return await domains.register_domain(gateway, caller, request.domain)
+
+        return self._domain(await self._run(register))
+
+    async def verify_domain(self, domain: str) -> Domain:
+        """Check a domain's DNS records."""
+        return self._domain(await self._run(domains.verify_domain, domain))
+
+    async def delete_domain(self, domain: str) -> None:
+        """Remove a domain no agent uses."""
+        await self._run(domains.remove_domain, domain)
+
+    async def list_api_keys(self) -> ListApiKeysResponse:
+        """The caller's API keys (prefixes only)."""
+        found = await self._run(keys.list_api_keys)
+        return ListApiKeysResponse(
+            api_keys=[ApiKeySummary.model_validate(api_key_view(key)) for key in found]
+        )
+
+    async def delete_api_key(self, key_id: str) -> None:
+        """Revoke one of the caller's API keys."""
+        await self._run(keys.revoke_api_key, key_id)

@@ -1,0 +1,165 @@
+"""What the MCP tools ask of an e2a gateway, for one caller: the port the tool layer is written
+against, so one set of tools serves both transports.
+
+Its methods are the SDK client's (`AsyncE2AClient`), with the same arguments and answers: the
+SDK's typed views of e2a's 2.x objects, refusals as `E2AApiError` (status, code, message). Two
+adapters: `remote.SdkPort` is the SDK client itself, reaching a gateway over HTTP (`e2a mcp` on
+stdio); `in_process.OperationsPort` calls the operations of the gateway the tools run in
+(`/mcp`). A tool answers and fails alike over either.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from e2a_gateway.v1 import (
+    Agent,
+    AsyncInboundEmail,
+    Attachment,
+    DeploymentInfo,
+    Domain,
+    ListAgentsResponse,
+    ListApiKeysResponse,
+    ListDomainsResponse,
+    ListPendingMessagesResponse,
+    MessageList,
+    PendingMessageDetail,
+    SendResult,
+)
+
+
+class GatewayPort(Protocol):
+    """The gateway as one API key reaches it; every call may raise `E2AApiError`."""
+
+    @property
+    def gateway_url(self) -> str:
+        """The gateway's base URL, as the caller reaches it."""
+        ...
+
+    async def get_info(self) -> DeploymentInfo:
+        """The gateway's public settings (`GET /info`)."""
+        ...
+
+    async def list_agents(self) -> ListAgentsResponse:
+        """The caller's agents."""
+        ...
+
+    async def get_agent(self, email: str) -> Agent:
+        """One of the caller's agents."""
+        ...
+
+    async def register_agent(
+        self,
+        slug: str | None = None,
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        webhook_url: str | None = None,
+        agent_mode: str | None = None,
+    ) -> Agent:
+        """A new agent: `slug@<shared domain>`, or `email` on a domain the caller verified."""
+        ...
+
+    async def update_agent(self, email: str, *, name: str | None = None) -> Agent:
+        """Rename one of the caller's agents."""
+        ...
+
+    async def delete_agent(self, email: str) -> None:
+        """Delete one of the caller's agents with its messages."""
+        ...
+
+    async def get_messages(
+        self,
+        status: str = "unread",
+        page_size: int = 50,
+        token: str | None = None,
+        agent_email: str | None = None,
+    ) -> MessageList:
+        """One page of an agent's inbox, oldest first (`token` from the previous page)."""
+        ...
+
+    async def get_message(
+        self, message_id: str, agent_email: str | None = None
+    ) -> AsyncInboundEmail:
+        """One inbound message in full; marks it read."""
+        ...
+
+    async def send(
+        self,
+        to: list[str],
+        subject: str,
+        body: str,
+        html_body: str | None = None,
+        cc: list[str] | None = None,
+        bcc: list[str] | None = None,
+        conversation_id: str | None = None,
+        attachments: list[Attachment] | None = None,
+        agent_email: str | None = None,
+    ) -> SendResult:
+        """A new message from an agent."""
+        ...
+
+    async def reply(
+        self,
+        message_id: str,
+        body: str,
+        html_body: str | None = None,
+        reply_all: bool | None = None,
+        cc: list[str] | None = None,
+        bcc: list[str] | None = None,
+        conversation_id: str | None = None,
+        attachments: list[Attachment] | None = None,
+        agent_email: str | None = None,
+    ) -> SendResult:
+        """A reply to an inbound message of an agent, threaded."""
+        ...
+
+    async def list_pending_messages(self) -> ListPendingMessagesResponse:
+        """The caller's outbound messages held for approval."""
+        ...
+
+    async def get_pending_message(self, message_id: str) -> PendingMessageDetail:
+        """One of the caller's outbound messages, in any state."""
+        ...
+
+    async def approve_message(
+        self,
+        message_id: str,
+        *,
+        subject: str | None = None,
+        body_text: str | None = None,
+        body_html: str | None = None,
+        to: list[str] | None = None,
+        cc: list[str] | None = None,
+        bcc: list[str] | None = None,
+    ) -> PendingMessageDetail:
+        """Approve a held message, optionally with edits."""
+        ...
+
+    async def reject_message(self, message_id: str, reason: str = "") -> PendingMessageDetail:
+        """Reject a held message, keeping `reason` with it."""
+        ...
+
+    async def list_domains(self) -> ListDomainsResponse:
+        """The caller's custom domains."""
+        ...
+
+    async def register_domain(self, domain: str) -> Domain:
+        """Add a domain; the answer names the DNS records to publish."""
+        ...
+
+    async def verify_domain(self, domain: str) -> Domain:
+        """Check a domain's DNS records."""
+        ...
+
+    async def delete_domain(self, domain: str) -> None:
+        """Remove a domain no agent uses."""
+        ...
+
+    async def list_api_keys(self) -> ListApiKeysResponse:
+        """The caller's API keys (prefixes only)."""
+        ...
+
+    async def delete_api_key(self, key_id: str) -> None:
+        """Revoke one of the caller's API keys."""
+        ...

@@ -1,0 +1,221 @@
+"""The MCP tools of the review queue (outbound mail held for a person's approval) under every
+name e2a has given them: `*_pending_message` (its first server), `*_review` (its current one)
+and `approve_message`/`reject_message` (between the two).
+
+Approving and rejecting act with the key owner's authority: every key of an account may review
+today (docs/mcp.md, "Approvals"), and the operations decide it, not this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from e2a_gateway.mcp.answers import listed, outbound_message, page_of
+from e2a_gateway.mcp.toolkit import Arguments, NoArguments, PageArguments, ToolCaller, ToolSpec
+
+NO_IDEMPOTENCY = "idempotency keys are not kept yet: omit it (approving twice is refused)"
+NO_ATTACHMENT_EDITS = "replacing attachments on approval is not supported yet: omit it"
+
+
+MessageIdArgument = Field(min_length=1, description="The held message's id (from a list).")
+
+
+class HeldMessageArguments(Arguments):
+    """A held message."""
+
+    message_id: str = MessageIdArgument
+
+
+class ApprovePendingArguments(Arguments):
+    """Arguments of approve_pending_message: the edits under e2a's first names."""
+
+    message_id: str = MessageIdArgument
+    subject: str | None = Field(default=None, description="Replace the subject.")
+    body_text: str | None = Field(default=None, description="Replace the plain-text body.")
+    body_html: str | None = Field(default=None, description="Replace the HTML body.")
+    to: list[str] | None = Field(default=None, description="Replace the recipients.")
+    cc: list[str] | None = Field(default=None, description="Replace the Cc: addresses.")
+    bcc: list[str] | None = Field(default=None, description="Replace the Bcc: addresses.")
+
+
+class ApproveReviewArguments(Arguments):
+    """Arguments of approve_review and approve_message: the edits under e2a's current names."""
+
+    message_id: str = MessageIdArgument
+    subject: str | None = Field(default=None, description="Replace the subject.")
+    text: str | None = Field(default=None, description="Replace the plain-text body.")
+    html: str | None = Field(default=None, description="Replace the HTML body.")
+    to: list[str] | None = Field(default=None, description="Replace the recipients.")
+    cc: list[str] | None = Field(default=None, description="Replace the Cc: addresses.")
+    bcc: list[str] | None = Field(default=None, description="Replace the Bcc: addresses.")
+
+
+class RejectArguments(Arguments):
+    """Arguments of every reject tool."""
+
+    message_id: str = MessageIdArgument
+    reason: str | None = Field(default=None, description="Why (kept with the message).")
+
+
+async def list_pending_messages(caller: ToolCaller, _: NoArguments) -> dict[str, Any]:
+    """Every held message of the caller's agents."""
+    pending = await caller.port.list_pending_messages()
+    return {"messages": [outbound_message(message) for message in pending.messages]}
+
+
+async def list_reviews(caller: ToolCaller, arguments: PageArguments) -> dict[str, Any]:
+    """One page of the held messages of the caller's agents."""
+    pending = await caller.port.list_pending_messages()
+    held = [outbound_message(message) for message in pending.messages]
+    shown, following = page_of(held, arguments.cursor, arguments.limit)
+    return listed("reviews", shown, following)
+
+
+async def get_held(caller: ToolCaller, arguments: HeldMessageArguments) -> dict[str, Any]:
+    """One outbound message of the caller's, in any state."""
+    return outbound_message(await caller.port.get_pending_message(arguments.message_id))
+
+
+async def approve_pending_message(
+    caller: ToolCaller, arguments: ApprovePendingArguments
+) -> dict[str, Any]:
+    """Approve a held message, optionally edited (e2a's first argument names)."""
+    edits = arguments.model_dump(exclude={"message_id"})
+    return outbound_message(await caller.port.approve_message(arguments.message_id, **edits))
+
+
+async def approve_review(caller: ToolCaller, arguments: ApproveReviewArguments) -> dict[str, Any]:
+    """Approve a held message, optionally edited (e2a's current argument names)."""
+    message = await caller.port.approve_message(
+        arguments.message_id,
+        subject=arguments.subject,
+        body_text=arguments.text,
+        body_html=arguments.html,
+        to=arguments.to,
+        cc=arguments.cc,
+        bcc=arguments.bcc,
+    )
+    return outbound_message(message)
+
+
+async def reject(caller: ToolCaller, arguments: RejectArguments) -> dict[str, Any]:
+    """Reject a held message."""
+    message = await caller.port.reject_message(arguments.message_id, arguments.reason or "")
+    return outbound_message(message)
+
+
+OWNER_ONLY = (
+    " This is the account owner's decision: only call it when the person you work for asked you to."
+)
+APPROVE = (
+    "Approve an outgoing message held for a person's approval, so it is sent; approve as it "
+    "is with message_id alone, or edit it first with any of the other arguments. A message "
+    "no longer held is refused (409 conflict)." + OWNER_ONLY
+)
+REJECT = (
+    "Reject an outgoing message held for approval: it is never sent; `reason` is kept with "
+    "it. A message no longer held is refused (409 conflict)." + OWNER_ONLY
+)
+REVIEW_UNSUPPORTED = {"attachments": NO_ATTACHMENT_EDITS, "idempotency_key": NO_IDEMPOTENCY}
+
+REVIEW_TOOLS: tuple[ToolSpec[Any], ...] = (
+    ToolSpec(
+        "list_reviews",
+        "List messages awaiting review",
+        "List the outgoing messages of all your agents held for a person's approval, with "
+        "recipients, subject, body and when the hold expires. Pass next_cursor back as "
+        "`cursor` while it is present. Then approve_review or reject_review by id.",
+        PageArguments,
+        list_reviews,
+    ),
+    ToolSpec(
+        "get_review",
+        "Get a review",
+        "One outgoing message held for approval (or decided since): recipients, subject, "
+        "body while it is kept, status.",
+        HeldMessageArguments,
+        get_held,
+    ),
+    ToolSpec(
+        "approve_review",
+        "Approve a held message",
+        APPROVE,
+        ApproveReviewArguments,
+        approve_review,
+        read_only=False,
+        sends_mail=True,
+        unsupported=REVIEW_UNSUPPORTED,
+    ),
+    ToolSpec(
+        "reject_review",
+        "Reject a held message",
+        REJECT,
+        RejectArguments,
+        reject,
+        read_only=False,
+        destructive=True,
+    ),
+    ToolSpec(
+        "list_pending_messages",
+        "List outbound messages awaiting approval",
+        "List every outgoing message of your agents held for a person's approval, with "
+        "recipients, subject, body and when the hold expires (e2a's first name for "
+        "list_reviews, all at once).",
+        NoArguments,
+        list_pending_messages,
+        replaced_by="list_reviews",
+    ),
+    ToolSpec(
+        "get_pending_message",
+        "Get a pending-approval message",
+        "One outgoing message held for approval (or decided since), in full (e2a's first "
+        "name for get_review).",
+        HeldMessageArguments,
+        get_held,
+        replaced_by="get_review",
+    ),
+    ToolSpec(
+        "approve_pending_message",
+        "Approve a pending outbound message",
+        APPROVE + " (e2a's first name for approve_review, with body_text and body_html.)",
+        ApprovePendingArguments,
+        approve_pending_message,
+        read_only=False,
+        sends_mail=True,
+        unsupported=REVIEW_UNSUPPORTED,
+        replaced_by="approve_review",
+    ),
+    ToolSpec(
+        "reject_pending_message",
+        "Reject a pending outbound message",
+        REJECT + " (e2a's first name for reject_review.)",
+        RejectArguments,
+        reject,
+        read_only=False,
+        destructive=True,
+        replaced_by="reject_review",
+    ),
+    ToolSpec(
+        "approve_message",
+        "Approve a held message",
+        "Same arguments as approve_review. " + APPROVE,
+        ApproveReviewArguments,
+        approve_review,
+        read_only=False,
+        sends_mail=True,
+        unsupported=REVIEW_UNSUPPORTED,
+        replaced_by="approve_review",
+    ),
+    ToolSpec(
+        "reject_message",
+        "Reject a held message",
+        "Same arguments as reject_review. " + REJECT,
+        RejectArguments,
+        reject,
+        read_only=False,
+        destructive=True,
+        replaced_by="reject_review",
+    ),
+)

@@ -1,0 +1,333 @@
+"""What every MCP tool is made of: its caller, its arguments model, its spec, and how a call
+runs, answers and fails.
+
+A failure is a tool error (`isError`) in e2a's two forms: the text `e2a error [code]: message`
+(`(retryable)` after the code when a retry may succeed) and `structuredContent` with `code`,
+`message`, `retryable` and, when the gateway answered, its HTTP `status`. Runs under asyncio
+or trio (anyio only).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Generic, TypeVar
+
+import httpx
+import mcp_types as types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from e2a_gateway.mcp.port import GatewayPort
+from e2a_gateway.v1 import Attachment, E2AApiError
+
+log = logging.getLogger("e2a.mcp")
+
+MAX_ERROR_MESSAGE_CHARS = 500
+"""Longer error messages are cut: a refusal can echo what the caller sent."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+class ToolFailure(Exception):
+    """A tool cannot do what was asked: a snake_case `code` (e2a's vocabulary) and a message
+    telling the model what to do instead. Raised by the tools themselves, before or without
+    a request to the gateway."""
+
+    def __init__(self, message: str, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass
+class ToolCaller:
+    """Who calls a tool: the gateway as their API key reaches it, and their default agent."""
+
+    port: GatewayPort
+    default_agent: str = ""
+
+    async def agent(self, chosen: str | None) -> str:
+        """`chosen`, else the default agent, else the key's only agent."""
+        if chosen:
+            return chosen
+        if self.default_agent:
+            return self.default_agent
+        agents = await self._agents()
+        if len(agents) == 1:
+            return agents[0]
+        if not agents:
+            raise ToolFailure(
+                "this API key has no agents yet: create one first (create_agent, or "
+                "`e2a agents register <slug> --mode local`)"
+            )
+        raise ToolFailure(
+            f"this API key has {len(agents)} agents ({', '.join(agents)}): pass agent_email, "
+            "or set E2A_AGENT_EMAIL"
+        )
+
+    async def known_agent(self) -> str | None:
+        """The default agent, else the key's only agent, else None."""
+        if self.default_agent:
+            return self.default_agent
+        agents = await self._agents()
+        return agents[0] if len(agents) == 1 else None
+
+    async def _agents(self) -> list[str]:
+        return [a.email for a in (await self.port.list_agents()).agents if a.email]
+
+
+def either(arguments: BaseModel, *names: str) -> Any:
+    """The one value given among `names` (synonyms: e2a's name in one release, another's in
+    the next); None when none is; a ToolFailure when two disagree."""
+    given = {name: getattr(arguments, name) for name in names}
+    given = {name: value for name, value in given.items() if value is not None}
+    if len(set(map(repr, given.values()))) > 1:
+        raise ToolFailure(f"pass only one of {' and '.join(given)}: they mean the same")
+    return next(iter(given.values()), None)
+
+
+# Arguments. One pydantic model per tool validates the call and is the source of its schema.
+
+
+class Arguments(BaseModel):
+    """A tool's arguments: unknown names are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoArguments(Arguments):
+    """No arguments."""
+
+
+class PageArguments(Arguments):
+    """A page of a list: e2a's `cursor` and `limit`."""
+
+    cursor: str | None = Field(
+        default=None,
+        description="The next_cursor of the previous answer; absent there means the last page.",
+    )
+    limit: int | None = Field(default=None, ge=1, le=100, description="Items per page, 1-100.")
+
+
+MIME_TYPE = re.compile(r"^[a-zA-Z][a-zA-Z0-9.+-]*/[a-zA-Z0-9.+-]+$")
+
+
+class AttachmentArgument(Arguments):
+    """One file to attach, as every e2a client sends it."""
+
+    filename: str = Field(min_length=1, max_length=255, description="The file's name.")
+    content_type: str = Field(
+        pattern=MIME_TYPE.pattern, description="Its MIME type, e.g. application/pdf."
+    )
+    data: str = Field(
+        min_length=1,
+        description="The content, standard base64 (RFC 4648 section 4, padded). Pass base64 "
+        "another tool returned verbatim; do not encode text yourself.",
+    )
+
+    @field_validator("data")
+    @classmethod
+    def _base64(cls, value: str) -> str:
+        try:
+            base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(
+                "not standard base64 (A-Z a-z 0-9 + /, padded with =, no spaces): pass the "
+                "value another tool returned verbatim"
+            ) from None
+        return value
+
+    def attachment(self) -> Attachment:
+        """The SDK's form: the bytes decoded."""
+        return Attachment(self.filename, self.content_type, base64.b64decode(self.data))
+
+
+AttachmentsArgument = Annotated[
+    list[AttachmentArgument] | None,
+    Field(default=None, max_length=50, description="Files to attach (at most 50)."),
+]
+
+
+def attachments(items: list[AttachmentArgument] | None) -> list[Attachment] | None:
+    """The SDK attachments of an `attachments` argument."""
+    return [item.attachment() for item in items] if items else None
+
+
+A = TypeVar("A", bound=Arguments)
+
+
+@dataclass(frozen=True)
+class ToolSpec(Generic[A]):
+    """One tool: its name, what it is for, its arguments model and what runs it.
+
+    The flags become the MCP annotation hints: `read_only` changes nothing (reading a message
+    marks it read, so get_message is not), `sends_mail` reaches people outside the gateway,
+    `destructive` cannot be undone. `unsupported` names e2a arguments this gateway does not
+    serve yet, each with why: a call giving one is refused with code `not_supported` rather
+    than "extra inputs". `replaced_by` marks a deprecated alias, listed with that title.
+    """
+
+    name: str
+    title: str
+    description: str
+    arguments: type[A]
+    run: Callable[[ToolCaller, A], Awaitable[dict[str, Any]]]
+    read_only: bool = True
+    sends_mail: bool = False
+    destructive: bool = False
+    unsupported: dict[str, str] = field(default_factory=dict)
+    replaced_by: str | None = None
+
+    def definition(self) -> types.Tool:
+        """The tool as `tools/list` describes it."""
+        title, description = self.title, self.description
+        if self.replaced_by:
+            title = f"Deprecated alias: {self.replaced_by}"
+            description = f"DEPRECATED: use {self.replaced_by}. {description}"
+        return types.Tool(
+            name=self.name,
+            title=title,
+            description=description,
+            input_schema=input_schema(self.arguments),
+            annotations=types.ToolAnnotations(
+                title=title,
+                read_only_hint=self.read_only,
+                destructive_hint=self.destructive,
+                open_world_hint=self.sends_mail,
+            ),
+        )
+
+
+def _clean_schema(node: Any) -> Any:
+    """Drop pydantic's `title`s and collapse `X | None` to `X` (absence means none)."""
+    if isinstance(node, list):
+        return [_clean_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    cleaned = {key: _clean_schema(value) for key, value in node.items() if key != "title"}
+    variants = cleaned.get("anyOf")
+    if isinstance(variants, list):
+        kept = [variant for variant in variants if variant != {"type": "null"}]
+        if len(kept) == 1:
+            del cleaned["anyOf"]
+            cleaned = {**kept[0], **cleaned}
+    if cleaned.get("default", ...) is None:
+        del cleaned["default"]
+    return cleaned
+
+
+def _inline_refs(node: Any, definitions: dict[str, Any]) -> Any:
+    """`node` with each `{"$ref": "#/$defs/X"}` replaced by X itself: many clients turn tool
+    schemas into function declarations that cannot follow references."""
+    if isinstance(node, list):
+        return [_inline_refs(item, definitions) for item in node]
+    if not isinstance(node, dict):
+        return node
+    reference = node.get("$ref")
+    if isinstance(reference, str) and reference.startswith("#/$defs/"):
+        found = definitions[reference.removeprefix("#/$defs/")]
+        rest = {key: value for key, value in node.items() if key != "$ref"}
+        return {**_inline_refs(found, definitions), **rest}
+    return {key: _inline_refs(value, definitions) for key, value in node.items()}
+
+
+_schemas: dict[type[BaseModel], dict[str, Any]] = {}
+
+
+def input_schema(arguments: type[BaseModel]) -> dict[str, Any]:
+    """The JSON schema of a tool's arguments model, as clients read it (made once)."""
+    schema = _schemas.get(arguments)
+    if schema is None:
+        schema = _clean_schema(arguments.model_json_schema())
+        schema = _inline_refs(schema, schema.pop("$defs", {}))
+        schema.pop("description", None)
+        schema.setdefault("properties", {})
+        _schemas[arguments] = schema
+    return schema
+
+
+# Answers and errors.
+
+
+def _one_line(message: str) -> str:
+    text = _CONTROL.sub(" ", message).strip()
+    if len(text) > MAX_ERROR_MESSAGE_CHARS:
+        return text[:MAX_ERROR_MESSAGE_CHARS] + "…"
+    return text
+
+
+def tool_error(
+    code: str, message: str, *, retryable: bool = False, status: int | None = None
+) -> types.CallToolResult:
+    """A failed call, as e2a's MCP server answers one: text and structured content."""
+    message = _one_line(message)
+    structured: dict[str, Any] = {"code": code, "message": message, "retryable": retryable}
+    if status is not None:
+        structured["status"] = status
+    text = f"e2a error [{code}]{' (retryable)' if retryable else ''}: {message}"
+    return types.CallToolResult(
+        content=[types.TextContent(text=text)], structured_content=structured, is_error=True
+    )
+
+
+def _result(answer: dict[str, Any]) -> types.CallToolResult:
+    text = json.dumps(answer, ensure_ascii=False, indent=1)
+    return types.CallToolResult(content=[types.TextContent(text=text)], structured_content=answer)
+
+
+def _invalid_arguments(name: str, exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"]) or "arguments"
+        problems.append(f"{where}: {error['msg']}")
+    return f"invalid arguments for {name}: " + "; ".join(problems)
+
+
+def _unsupported(tool: ToolSpec[Any], arguments: dict[str, Any]) -> str | None:
+    for name, why in tool.unsupported.items():
+        if arguments.get(name) is not None:
+            return f"{tool.name}: `{name}` is not supported by this gateway: {why}"
+    return None
+
+
+async def call_tool(
+    tool: ToolSpec[Any], caller: ToolCaller, arguments: dict[str, Any]
+) -> types.CallToolResult:
+    """Run `tool` for `caller`; every failure becomes a tool error, never a traceback."""
+    refused = _unsupported(tool, arguments)
+    if refused is not None:
+        return tool_error("not_supported", refused)
+    try:
+        parsed = tool.arguments.model_validate(arguments)
+    except ValidationError as exc:
+        return tool_error("invalid_request", _invalid_arguments(tool.name, exc))
+    try:
+        return _result(await tool.run(caller, parsed))
+    except ToolFailure as exc:
+        return tool_error(exc.code, f"{tool.name}: {exc.message}")
+    except E2AApiError as exc:
+        # The refusal's code and message as the REST API answers it, and its status.
+        status = exc.status_code
+        return tool_error(
+            exc.code or "error",
+            exc.message,
+            retryable=status == 429 or status >= 500,
+            status=status,
+        )
+    except httpx.HTTPError as exc:
+        return tool_error(
+            "gateway_unreachable",
+            f"cannot reach the e2a gateway at {caller.port.gateway_url}: "
+            f"{exc or type(exc).__name__}",
+            retryable=True,
+            status=0,
+        )
+    except Exception:
+        log.exception("MCP tool %s failed", tool.name)
+        return tool_error(
+            "internal_error", f"{tool.name}: internal error in the e2a MCP server; see its log"
+        )

@@ -1,0 +1,171 @@
+"""The gateway's Prometheus metrics: counters the SMTP listener, the HTTP app and the workers
+move, and gauges read from storage when `/metrics` is scraped.
+
+Each gateway has a registry of its own (not the process-wide default), so several gateways in
+one process (tests, replicas) count separately. Labels carry routes, reasons and outcomes —
+never addresses, message ids, bodies or keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+from e2a_gateway.storage.vocabulary import JOB_KINDS
+
+# No `*_created` series: they double the output and Prometheus does not need them.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+"""The media type of `Metrics.render()` (Prometheus text exposition format)."""
+
+SMTP_REJECTION_REASONS = (
+    "unknown_user",
+    "relay_denied",
+    "recipient_check_failed",
+    "not_stored",
+    "refused_by_policy",
+    "connection_limit",
+)
+"""Why the SMTP listener refused mail: a recipient that is not an agent (550 5.1.1), a domain
+this gateway does not serve (550 5.7.1), a recipient check that failed (451), a message that
+could not be committed (451), a message a recipient agent's inbound gate blocks (550 5.7.1),
+a connection over `smtp.max_sessions[_per_ip]` (421)."""
+
+DELIVERY_OUTCOMES = {
+    "webhook": ("delivered", "retrying", "failed"),
+    "websocket": ("sent", "acked"),
+}
+"""Delivery outcomes per channel: a webhook attempt ends delivered, retrying or failed; a
+WebSocket frame is sent, and the client may ack it."""
+
+RETENTION_KINDS = (
+    "messages",
+    "webhook_attempts",
+    "idempotency_keys",
+    "trashed_messages",
+    "feedback",
+    "events",
+    "trashed_agents",
+)
+HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+UNMATCHED_ROUTE = "unmatched"
+"""The route label of requests that matched no route (404s), so raw paths never become labels."""
+
+
+class Metrics:
+    """Every metric of one gateway, in its own registry. Also the SMTP listener's observer
+    (`e2a_gateway.smtp.server.SmtpObserver`)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.smtp_sessions = Counter(
+            "e2a_smtp_sessions", "SMTP connections served since start", registry=registry
+        )
+        self.smtp_sessions_active = Gauge(
+            "e2a_smtp_sessions_active", "SMTP connections being served now", registry=registry
+        )
+        self.smtp_accepted = Counter(
+            "e2a_smtp_messages_accepted",
+            "Messages committed after DATA (one per SMTP transaction)",
+            registry=registry,
+        )
+        self.smtp_rejected = Counter(
+            "e2a_smtp_rejected",
+            "Recipients, messages and connections the SMTP listener refused, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.deliveries = Counter(
+            "e2a_deliveries",
+            "Delivery results by channel (webhook, websocket) and outcome",
+            ["channel", "outcome"],
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "e2a_queue_jobs",
+            "Jobs waiting or in progress, by kind (read from storage at scrape time)",
+            ["kind"],
+            registry=registry,
+        )
+        self.storage_up = Gauge(
+            "e2a_storage_up",
+            "1 when storage answered at scrape time, else 0",
+            registry=registry,
+        )
+        self.retention_deleted = Counter(
+            "e2a_retention_deleted",
+            "Rows the retention sweep deleted, by kind (messages, webhook_attempts, "
+            "idempotency_keys, trashed_messages, feedback, events, trashed_agents)",
+            ["kind"],
+            registry=registry,
+        )
+        self.http_latency = Histogram(
+            "e2a_http_request_duration_seconds",
+            "HTTP request latency by method and route template",
+            ["method", "route"],
+            buckets=HTTP_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.http_responses = Counter(
+            "e2a_http_responses",
+            "HTTP responses by method, route template and status code",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        for reason in SMTP_REJECTION_REASONS:
+            self.smtp_rejected.labels(reason)
+        for channel, outcomes in DELIVERY_OUTCOMES.items():
+            for outcome in outcomes:
+                self.deliveries.labels(channel, outcome)
+        for kind in RETENTION_KINDS:
+            self.retention_deleted.labels(kind)
+
+    # -- SmtpObserver ------------------------------------------------------------------------
+
+    def session_started(self) -> None:
+        """An SMTP connection is being served."""
+        self.smtp_sessions.inc()
+        self.smtp_sessions_active.inc()
+
+    def session_ended(self) -> None:
+        """An SMTP connection that was served has closed."""
+        self.smtp_sessions_active.dec()
+
+    def message_accepted(self) -> None:
+        """A message was committed and the client told 250."""
+        self.smtp_accepted.inc()
+
+    def mail_rejected(self, reason: str) -> None:
+        """A recipient, message or connection was refused for `reason`."""
+        self.smtp_rejected.labels(reason).inc()
+
+    # -- the rest of the gateway ---------------------------------------------------------------
+
+    def delivered(self, channel: str, outcome: str) -> None:
+        """One delivery result on `channel` (webhook, websocket)."""
+        self.deliveries.labels(channel, outcome).inc()
+
+    def request_served(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request on `route` (a template such as `/api/v1/agents/<email>`)."""
+        self.http_latency.labels(method, route).observe(seconds)
+        self.http_responses.labels(method, route, str(status)).inc()
+
+    def render(self, queue_depths: Mapping[str, int] | None) -> bytes:
+        """The metrics in Prometheus text format; `queue_depths` are the job counts per kind
+        just read from storage, or None when storage did not answer."""
+        self.storage_up.set(0 if queue_depths is None else 1)
+        if queue_depths is not None:
+            for kind in sorted({*JOB_KINDS, *queue_depths}):
+                self.queue_depth.labels(kind).set(queue_depths.get(kind, 0))
+        return generate_latest(self.registry)

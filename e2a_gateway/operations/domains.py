@@ -1,0 +1,200 @@
+"""Custom domains: register, list, verify by a DNS TXT record at the apex, delete.
+
+A domain is the caller's once verified; the gateway's own names (the shared domain, the SMTP
+host name, the public URL's host) and IP addresses can never be registered.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from urllib.parse import urlsplit
+
+from pydantic import Field
+
+from e2a_gateway.addresses import AddressError, a_label_domain, normalise_domain
+from e2a_gateway.clock import utc_now
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.mailauth.dns_answers import DnsTemporaryError
+from e2a_gateway.mailauth.resolver import lookup_txt
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    PreconditionUnmet,
+    Unavailable,
+)
+from e2a_gateway.operations.requests import RequestBody
+from e2a_gateway.storage.base import AlreadyExists, Domain, InUse
+from e2a_gateway.webhook_targets import ends_in_a_number
+
+log = logging.getLogger("e2a.operations")
+
+
+class CreateDomain(RequestBody):
+    """POST /domains."""
+
+    domain: str = Field(max_length=253)
+
+
+def _named_domain(raw: str) -> str:
+    """Normalise a domain naming one of the caller's (NotFound when it cannot be one)."""
+    try:
+        return normalise_domain(raw)
+    except AddressError:
+        raise NotFound.of("domain") from None
+
+
+async def list_domains(gateway: Gateway, caller: Caller) -> list[Domain]:
+    """Every domain of the caller."""
+    caller.require_account("manage domains")
+    return await gateway.storage.list_domains(caller.user_id)
+
+
+async def register_domain(gateway: Gateway, caller: Caller, raw_name: str) -> Domain:
+    """Register a domain for the caller, with the TXT token that will prove ownership."""
+    caller.require_account("manage domains")
+    try:
+        name = normalise_domain(raw_name)
+    except AddressError as exc:
+        raise Invalid("invalid_domain", str(exc)) from None
+    if gateway.is_shared_domain(name):
+        raise Invalid(
+            "domain_reserved",
+            f"{name} is this deployment's shared domain; register agents on it by slug",
+        )
+    if ends_in_a_number(name):
+        raise Invalid(
+            "invalid_domain",
+            f"{name} is an IP address, not a domain name; register a domain name you own",
+        )
+    owner = _gateway_name_holding(gateway, name)
+    if owner is not None:
+        raise Invalid(
+            "domain_reserved",
+            f"{name} is one of this gateway's own names ({owner}); register a domain you own",
+        )
+    domain = Domain(
+        user_id=caller.user_id,
+        domain=name,
+        verification_token=f"e2a-verify={secrets.token_hex(16)}",
+        verified=False,
+        created_at=utc_now(),
+        verified_at=None,
+    )
+    try:
+        await gateway.storage.add_domain(domain)
+    except AlreadyExists:
+        raise Conflict(
+            "domain_exists",
+            f"{name} is already registered (by you, or verified by another user)",
+        ) from None
+    return domain
+
+
+async def verify_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
+    """Check the TXT record of the caller's domain and mark it verified (PreconditionUnmet,
+    saying which record to add, while it is missing)."""
+    caller.require_account("manage domains")
+    domain = await gateway.storage.get_domain(caller.user_id, _named_domain(name))
+    if domain is None:
+        raise NotFound.of("domain")
+    if not domain.verified and not await _txt_proves_ownership(gateway, domain):
+        raise PreconditionUnmet(
+            "verification_record_missing",
+            f"add a TXT record at {domain.domain} with the value "
+            f"'{domain.verification_token}', wait for DNS to update, then verify again",
+        )
+    try:
+        verified = await gateway.storage.mark_domain_verified(
+            caller.user_id, domain.domain, utc_now()
+        )
+    except AlreadyExists:
+        raise Conflict("domain_exists", f"{domain.domain} is verified by another user") from None
+    if verified is None:
+        raise NotFound.of("domain")
+    return verified
+
+
+async def get_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
+    """The caller's domain `name`, or NotFound."""
+    caller.require_account("manage domains")
+    domain = await gateway.storage.get_domain(caller.user_id, _named_domain(name))
+    if domain is None:
+        raise NotFound.of("domain")
+    return domain
+
+
+async def check_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
+    """Verify the caller's domain as `verify_domain` does, but answer its state when the TXT
+    record is still missing instead of refusing (e2a's verify reports `verified: false`)."""
+    try:
+        return await verify_domain(gateway, caller, name)
+    except PreconditionUnmet:
+        return await get_domain(gateway, caller, name)
+
+
+async def agents_on_domain(gateway: Gateway, caller: Caller) -> dict[str, int]:
+    """How many of the caller's agents (in service or in the trash) each domain holds."""
+    caller.require_account("manage domains")
+    counts: dict[str, int] = {}
+    for trashed in (False, True):
+        for agent in await gateway.storage.list_agents(caller.user_id, trashed=trashed):
+            counts[agent.domain] = counts.get(agent.domain, 0) + 1
+    return counts
+
+
+async def remove_domain(gateway: Gateway, caller: Caller, name: str) -> None:
+    """Delete the caller's domain: Conflict while agents use it; NotFound when not theirs."""
+    caller.require_account("manage domains")
+    try:
+        deleted = await gateway.storage.delete_domain(caller.user_id, _named_domain(name))
+    except InUse:
+        raise Conflict("domain_in_use", "agents still use this domain; delete them first") from None
+    if not deleted:
+        raise NotFound.of("domain")
+
+
+def _gateway_name_holding(gateway: Gateway, name: str) -> str | None:
+    """Which of the gateway's own host names `name` is, or lies under (described by its
+    setting); None when it is none of them."""
+    settings = gateway.settings
+    own = {
+        "shared_domain": settings.shared_domain,
+        "smtp.hostname": settings.smtp.hostname,
+        "the host of http.public_url": urlsplit(settings.http.public_url).hostname or "",
+    }
+    hosts: dict[str, str] = {}
+    for what, host in own.items():
+        try:
+            hosts[what] = a_label_domain(host) if host else ""
+        except ValueError:
+            continue  # not a domain name (an address, say): nothing to register under it
+    for what, host in hosts.items():
+        if host and name == host:
+            return what
+    for what, host in hosts.items():
+        if host and name.endswith(f".{host}"):
+            return f"under {what} {host}"
+    return None
+
+
+async def _txt_proves_ownership(gateway: Gateway, domain: Domain) -> bool:
+    """True when the apex TXT records hold the token; in development, absent proof is waived."""
+    development = not gateway.settings.is_production
+    try:
+        records = await lookup_txt(gateway.resolver, domain.domain)
+    except DnsTemporaryError as exc:
+        if development:
+            log.warning("development mode: %s verified without DNS (%s)", domain.domain, exc)
+            return True
+        raise Unavailable(
+            "dns_unavailable", f"could not look up TXT {domain.domain}: {exc}; try again"
+        ) from None
+    if domain.verification_token in (record.strip() for record in records):
+        return True
+    if development:
+        log.warning("development mode: %s verified without its TXT record", domain.domain)
+        return True
+    return False

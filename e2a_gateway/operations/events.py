@@ -1,0 +1,56 @@
+"""The `/v1` events log as a caller sees it: their account's events (an agent key: its agent's
+only), listed with filters, read (410 once past the 30-day retention), and redelivered to
+webhooks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from e2a_gateway.events import RETENTION_SECONDS
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.errors import Gone, NotFound
+from e2a_gateway.storage.base import EventFilter, StoredEvent
+
+
+def _scoped(caller: Caller, query: EventFilter) -> EventFilter:
+    """`query` limited to what the caller may see (an agent key: its agent's events)."""
+    if caller.scope == "account":
+        return query
+    return replace(query, agent_emails=(caller.agent_email or "",))
+
+
+async def event_page(
+    gateway: Gateway, caller: Caller, query: EventFilter, limit: int, before_seq: int | None
+) -> list[StoredEvent]:
+    """Up to `limit` of the caller's events matching `query`, newest first, within the
+    retention window."""
+    oldest = time.time() - RETENTION_SECONDS
+    since = oldest if query.since is None else max(query.since, oldest)
+    scoped = replace(_scoped(caller, query), since=since)
+    return await gateway.storage.list_events(caller.user_id, scoped, limit, before_seq)
+
+
+async def get_event(gateway: Gateway, caller: Caller, event_id: str, now: float) -> StoredEvent:
+    """One of the caller's events; NotFound when it is not theirs, Gone (`gone`) once it is
+    older than the 30-day retention."""
+    event = await gateway.storage.get_event(caller.user_id, event_id)
+    if event is None or (caller.scope != "account" and event.agent_email != caller.agent_email):
+        raise NotFound.of("event")
+    if event.created_epoch < now - RETENTION_SECONDS:
+        raise Gone("gone", "this event is older than the 30-day retention of the events log")
+    return event
+
+
+async def redeliver_event(
+    gateway: Gateway, caller: Caller, event_id: str, webhook_id: str | None, now: float
+) -> list[tuple[str, str]]:
+    """Queue the event again to `webhook_id` (or every webhook it went to); the (webhook id,
+    delivery id) pairs queued."""
+    caller.require_account("redeliver events to webhooks")
+    await get_event(gateway, caller, event_id, now)
+    queued = await gateway.storage.redeliver_event(caller.user_id, event_id, webhook_id, now)
+    if queued is None:
+        raise NotFound.of("webhook")
+    return queued

@@ -1,0 +1,126 @@
+"""A write sent with an Idempotency-Key runs once: its first successful answer is kept at least
+KEPT_SECONDS and replayed to a retry of the same request; the same key with another request is
+refused (Unprocessable), and while the first request still runs a retry is told so (Conflict).
+
+Knows no HTTP: a face gives the key, a fingerprint of its request (route and raw body) and the
+write, which returns the answer as the face renders it. The answer is stored sealed with a key
+derived from the server key and the Idempotency-Key, which is itself stored only hashed: a copy
+of the database alone never reveals an answer (a new API key's plaintext, say).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nacl.exceptions
+import nacl.secret
+import trio
+
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.errors import Conflict, Invalid, Unprocessable
+
+KEPT_SECONDS = 86_400
+"""How long a completed key is remembered (e2a's published floor: at least 24 hours)."""
+STALE_CLAIM_SECONDS = 300
+"""A claim unfinished for this long is the leftover of a request that died: a retry may take
+it over (and then writes again: at least once, not exactly once)."""
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a face answered to a write: its status and body bytes."""
+
+    status: int
+    body: bytes
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether it is worth replaying: a 2xx answer (a refusal changed nothing)."""
+        return 200 <= self.status < 300
+
+
+async def run_once(
+    gateway: Gateway,
+    caller: Caller,
+    key: str | None,
+    fingerprint: bytes,
+    write: Callable[[], Awaitable[Answer]],
+) -> Answer:
+    """Run `write` once per Idempotency-Key `key` of the caller (every time when `key` is
+    None); `fingerprint` identifies the request (route and raw body, byte for byte)."""
+    if key is None:
+        return await write()
+    _check_key(key)
+    storage = gateway.storage
+    key_hash = hashlib.sha256(key.encode()).hexdigest()
+    now = time.time()
+    claim = await storage.claim_idempotency_key(
+        caller.user_id,
+        key_hash,
+        hashlib.sha256(fingerprint).hexdigest(),
+        now,
+        now - STALE_CLAIM_SECONDS,
+    )
+    box = nacl.secret.SecretBox(_sealing_key(gateway.server_key, caller.user_id, key))
+    if claim.outcome == "replay" and claim.status is not None and claim.answer is not None:
+        return Answer(claim.status, _opened(box, claim.answer))
+    if claim.outcome == "mismatch":
+        raise Unprocessable(
+            "idempotency_key_reuse",
+            "this Idempotency-Key was already used with a different request; resend that "
+            "request byte for byte to get its answer, or use a new key for a new request",
+        )
+    if claim.outcome != "acquired" or claim.token is None:
+        raise Conflict(
+            "idempotency_in_flight",
+            "a request with this Idempotency-Key is still running; wait, then retry it unchanged",
+        )
+    token = claim.token
+    try:
+        answer = await write()
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await storage.release_idempotency_key(caller.user_id, key_hash, token)
+        raise
+    if answer.succeeded:
+        sealed = bytes(box.encrypt(answer.body))
+        await storage.complete_idempotency_key(
+            caller.user_id, key_hash, token, answer.status, sealed, time.time()
+        )
+    else:
+        await storage.release_idempotency_key(caller.user_id, key_hash, token)
+    return answer
+
+
+def _check_key(key: str) -> None:
+    """Invalid unless `key` is 1 to MAX_KEY_LENGTH visible ASCII characters."""
+    if not (0 < len(key) <= MAX_KEY_LENGTH and key.isascii() and key.isprintable()):
+        raise Invalid(
+            "invalid_request",
+            f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} visible ASCII characters (a UUID, say)",
+        )
+
+
+def _sealing_key(server_key: str, user_id: str, key: str) -> bytes:
+    """The key an answer is sealed with: the server key's HMAC of the user and their key."""
+    message = b"e2a idempotent answer\x00" + user_id.encode() + b"\x00" + key.encode()
+    return hmac.new(server_key.encode(), message, hashlib.sha256).digest()
+
+
+def _opened(box: nacl.secret.SecretBox, sealed: bytes) -> bytes:
+    """The answer sealed in `sealed`; Conflict if it cannot be opened (the server key changed
+    since): the key cannot replay, so it must not be used again."""
+    try:
+        return bytes(box.decrypt(sealed))
+    except nacl.exceptions.CryptoError:
+        raise Conflict(
+            "conflict",
+            "the answer kept for this Idempotency-Key can no longer be read (the gateway's "
+            "signing key changed); use a new key",
+        ) from None

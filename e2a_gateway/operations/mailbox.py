@@ -1,0 +1,332 @@
+"""An agent's mailbox as e2a's current API (`/v1`) sees it: inbound and outbound mail in one
+filtered listing, one message opened (which marks it read), its attachments, labels, the trash,
+and conversations built from the `conversation_id` each message keeps.
+
+Listing and opening count as polls, as on `/api/v1`; every storage query is scoped by the
+caller's account and the agent, found through `owned_agent` (which holds an agent key to its
+own agent).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.inbound.parse import Attachment, attachment_data
+from e2a_gateway.operations import lifecycle
+from e2a_gateway.operations.agents import owned_agent
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
+from e2a_gateway.operations.messages import count_poll
+from e2a_gateway.storage.base import (
+    ConversationSummary,
+    FiledMessage,
+    LabelsRefused,
+    MessageDirection,
+    MessageFilters,
+    OutboundMessage,
+    StatusFilter,
+)
+from e2a_gateway.storage.vocabulary import PENDING_APPROVAL
+
+MAX_LABELS_PER_MESSAGE = 100
+MAX_LABELS_PER_CHANGE = 50
+MAX_LABEL_FILTERS = 20
+LABEL = re.compile(r"[a-z0-9:_-]{1,64}")
+RESERVED_LABEL_PREFIX = "e2a:"
+MAX_CONVERSATION_MESSAGES = 200
+"""The most messages a conversation's detail lists (oldest first)."""
+TRASH_KEPT_SECONDS = 30 * 86_400
+"""How long a message stays in the trash, restorable, before the retention sweep deletes it."""
+INLINE_ATTACHMENT_BYTES = 256 * 1024
+"""e2a's cap on an attachment returned inline (base64 in the answer)."""
+
+Direction = Literal["inbound", "outbound", "all"]
+
+
+@dataclass(frozen=True)
+class OpenedMessage:
+    """A message as one read of it shows: its listing entry, and the full record it comes
+    from (the raw bytes of mail received; the stored draft of mail sent, whose body goes once
+    it is handed on)."""
+
+    filed: FiledMessage
+    raw: bytes | None
+    outbound: OutboundMessage | None
+
+
+def listing_filters(
+    *,
+    direction: Direction | None,
+    read_status: StatusFilter | None,
+    newest_first: bool,
+    from_text: str | None,
+    subject_text: str | None,
+    conversation_id: str | None,
+    labels: list[str],
+    since: str | None,
+    until: str | None,
+    deleted: bool,
+) -> MessageFilters:
+    """The filters of a listing, with e2a's defaults: inbound and unread, or everything in
+    the trash; Invalid for a bad label or time."""
+    if direction is None:
+        direction = "all" if deleted else "inbound"
+    if read_status is None:
+        read_status = "unread" if direction == "inbound" and not deleted else "all"
+    directions: tuple[MessageDirection, ...] = (
+        ("inbound", "outbound") if direction == "all" else (direction,)
+    )
+    if len(labels) > MAX_LABEL_FILTERS:
+        raise Invalid("invalid_request", f"filter by at most {MAX_LABEL_FILTERS} labels")
+    return MessageFilters(
+        directions=directions,
+        read_status=read_status,
+        from_text=_plain("from", from_text) or None,
+        subject_text=_plain("subject_contains", subject_text) or None,
+        conversation_id=_plain("conversation_id", conversation_id) or None,
+        labels=tuple(dict.fromkeys(_checked_label(label) for label in labels)),
+        since=instant("since", since),
+        until=instant("until", until),
+        deleted=deleted,
+        newest_first=newest_first,
+    )
+
+
+def instant(name: str, text: str | None) -> str | None:
+    """An RFC 3339 time as stored times are written (UTC, whole seconds, rounded up so that
+    `>=` and `<` against stored times keep their meaning; years 0001-9999, four digits, so
+    that they compare as text); Invalid naming `name` otherwise."""
+    if text is None or text == "":
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise Invalid(
+            "invalid_request",
+            f"{name} must be an RFC 3339 time with a UTC offset, e.g. 2026-01-31T12:00:00Z",
+        )
+    try:
+        utc = moment.astimezone(UTC)
+        if utc.microsecond:
+            utc = utc.replace(microsecond=0) + timedelta(seconds=1)
+    except OverflowError:  # an offset takes it past year 1 or 9999
+        utc = datetime.min if moment.year < 5000 else datetime.max.replace(microsecond=0)
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T"
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}Z"
+    )
+
+
+async def message_page(
+    gateway: Gateway,
+    caller: Caller,
+    email: str,
+    filters: MessageFilters,
+    limit: int,
+    after_seq: int | None,
+) -> list[FiledMessage]:
+    """Up to `limit` messages of the caller's agent at `email` matching `filters`, after the
+    position `after_seq` (one poll)."""
+    count_poll(gateway, caller)
+    agent = await owned_agent(gateway, caller, email)
+    return await gateway.storage.filed_page(caller.user_id, agent.email, filters, limit, after_seq)
+
+
+async def open_message(
+    gateway: Gateway, caller: Caller, email: str, message_id: str
+) -> OpenedMessage:
+    """One message of the caller's agent at `email`, in the trash or not; mail received is
+    marked read (one poll). NotFound when it is not the agent's."""
+    count_poll(gateway, caller)
+    message_id = _named(message_id)
+    agent = await owned_agent(gateway, caller, email)
+    storage = gateway.storage
+    filed = await storage.filed_message(caller.user_id, agent.email, message_id, mark_read=True)
+    if filed is None:
+        raise NotFound.of("message")
+    if filed.direction == "outbound":
+        return OpenedMessage(filed, None, await storage.get_outbound(caller.user_id, message_id))
+    inbound = await storage.read_inbound(caller.user_id, agent.email, message_id)
+    return OpenedMessage(filed, inbound.raw_message if inbound else b"", None)
+
+
+async def attachment(
+    gateway: Gateway, caller: Caller, email: str, message_id: str, index: int
+) -> tuple[Attachment, bytes]:
+    """Attachment `index` (0-based, in the order the message view lists them) of a message of
+    the caller's agent, with its decoded bytes; NotFound (`attachment_not_found`) otherwise."""
+    opened = await open_message(gateway, caller, email, message_id)
+    found = attachment_data(opened.raw, index) if opened.raw else None
+    if found is None:
+        raise NotFound(
+            "attachment_not_found",
+            f"message {message_id} has no attachment {index} (indexes start at 0; "
+            "the message's attachments[] lists them)",
+        )
+    return found
+
+
+async def change_labels(
+    gateway: Gateway,
+    caller: Caller,
+    email: str,
+    message_id: str,
+    add: list[str],
+    remove: list[str],
+) -> list[str]:
+    """Add then remove labels on a message of the caller's agent; its labels after."""
+    for name, labels in (("add_labels", add), ("remove_labels", remove)):
+        if len(labels) > MAX_LABELS_PER_CHANGE:
+            raise Invalid("invalid_request", f"{name} takes at most {MAX_LABELS_PER_CHANGE}")
+    adding = [_checked_label(label, settable=True) for label in add]
+    removing = [_checked_label(label, settable=True) for label in remove]
+    message_id = _named(message_id)
+    agent = await owned_agent(gateway, caller, email)
+    try:
+        after = await gateway.storage.change_labels(
+            caller.user_id, agent.email, message_id, adding, removing, MAX_LABELS_PER_MESSAGE
+        )
+    except LabelsRefused:
+        raise Invalid(
+            "invalid_request",
+            f"a message carries at most {MAX_LABELS_PER_MESSAGE} labels; remove some first",
+        ) from None
+    if after is None:
+        raise NotFound.of("message")
+    return after
+
+
+async def trash(gateway: Gateway, caller: Caller, email: str, message_id: str) -> None:
+    """Move a message of the caller's agent to the trash (again: nothing changes). Mail held
+    for review, or still to be handed on, stays: Conflict."""
+    message_id = _named(message_id)
+    agent = await owned_agent(gateway, caller, email)
+    now = format_timestamp(time.time())
+    before = await gateway.storage.trash_message(caller.user_id, agent.email, message_id, now)
+    if before is None:
+        raise NotFound.of("message")
+    if before.deleted_at is not None or before.direction == "inbound":
+        return
+    if before.status == PENDING_APPROVAL:
+        raise Conflict(
+            "message_held",
+            f"message {message_id} is held for review; approve or reject it first",
+        )
+    if before.sent_at is None and before.status in lifecycle.AWAITING_HAND_OFF:
+        raise Conflict(
+            "send_in_progress",
+            f"message {message_id} is still being sent; delete it once it is sent or failed",
+        )
+
+
+async def purge(gateway: Gateway, caller: Caller, email: str, message_id: str) -> None:
+    """Delete for good a message of the caller's agent that is in the trash (account keys
+    only); Conflict (`not_in_trash`) for a live one."""
+    caller.require_account("delete messages permanently")
+    message_id = _named(message_id)
+    agent = await owned_agent(gateway, caller, email)
+    if await gateway.storage.purge_message(caller.user_id, agent.email, message_id):
+        return
+    filed = await gateway.storage.filed_message(
+        caller.user_id, agent.email, message_id, mark_read=False
+    )
+    if filed is None:
+        raise NotFound.of("message")
+    raise Conflict(
+        "not_in_trash",
+        f"message {message_id} is not in the trash; delete it (without permanent) first",
+    )
+
+
+async def restore(gateway: Gateway, caller: Caller, email: str, message_id: str) -> OpenedMessage:
+    """Bring a message of the caller's agent back from the trash; the message, live."""
+    message_id = _named(message_id)
+    agent = await owned_agent(gateway, caller, email)
+    before = await gateway.storage.restore_message(caller.user_id, agent.email, message_id)
+    if before is None:
+        raise NotFound.of("message")
+    if before.deleted_at is None:
+        raise Conflict("not_in_trash", f"message {message_id} is not in the trash")
+    filed = replace(before, deleted_at=None)
+    if filed.direction == "outbound":
+        outbound = await gateway.storage.get_outbound(caller.user_id, message_id)
+        return OpenedMessage(filed, None, outbound)
+    inbound = await gateway.storage.read_inbound(caller.user_id, agent.email, message_id)
+    return OpenedMessage(filed, inbound.raw_message if inbound else b"", None)
+
+
+async def conversation_page(
+    gateway: Gateway,
+    caller: Caller,
+    email: str,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    before_seq: int | None,
+) -> list[ConversationSummary]:
+    """Conversations of the caller's agent at `email`, most recently active first (one
+    poll)."""
+    count_poll(gateway, caller)
+    agent = await owned_agent(gateway, caller, email)
+    return await gateway.storage.conversation_page(
+        caller.user_id,
+        agent.email,
+        instant("since", since),
+        instant("until", until),
+        limit,
+        before_seq,
+    )
+
+
+async def conversation(
+    gateway: Gateway, caller: Caller, email: str, conversation_id: str
+) -> tuple[ConversationSummary, list[FiledMessage]]:
+    """One conversation of the caller's agent and its messages, oldest first (one poll)."""
+    count_poll(gateway, caller)
+    conversation_id = _named(conversation_id, "conversation")
+    agent = await owned_agent(gateway, caller, email)
+    found = await gateway.storage.conversation(
+        caller.user_id, agent.email, conversation_id, MAX_CONVERSATION_MESSAGES
+    )
+    if found is None:
+        raise NotFound.of("conversation")
+    return found
+
+
+def _checked_label(label: str, *, settable: bool = False) -> str:
+    """`label` as e2a spells labels (lowercase `[a-z0-9:_-]`, at most 64); a label to set must
+    not use the reserved `e2a:` prefix."""
+    if not LABEL.fullmatch(label):
+        raise Invalid(
+            "invalid_request",
+            f"label {label[:70]!r} must be 1-64 characters of lowercase a-z, 0-9, ':', '_', '-'",
+        )
+    if settable and label.startswith(RESERVED_LABEL_PREFIX):
+        raise Invalid(
+            "invalid_request", f"labels starting {RESERVED_LABEL_PREFIX!r} are reserved by e2a"
+        )
+    return label
+
+
+def _plain(name: str, text: str | None) -> str | None:
+    """`text` of a filter, which no stored text can match if it holds a NUL (and PostgreSQL
+    cannot compare with): Invalid naming `name`."""
+    if text is not None and "\x00" in text:
+        raise Invalid("invalid_request", f"{name} must not contain NUL characters")
+    return text
+
+
+def _named(message_id: str, what: str = "message") -> str:
+    """An id from a path; one holding a NUL names nothing (NotFound), so it never reaches a
+    database that cannot compare it."""
+    if "\x00" in message_id:
+        raise NotFound.of(what)
+    return message_id

@@ -1,0 +1,120 @@
+"""Inbound mail of the caller's agents: keyset-paginated pages, one message in full (which marks
+it read), acknowledgements, and the webhook attempts made for a message.
+
+A page or a read counts as one poll against the caller; live delivery (WebSocket drain) reads
+unread pages without counting, since it is not polling.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.operations.agents import owned_agent
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.errors import Invalid, NotFound
+from e2a_gateway.operations.rate_limits import count_local_request
+from e2a_gateway.storage.base import (
+    Agent,
+    InboundMessage,
+    MessagePage,
+    StatusFilter,
+    WebhookAttempt,
+)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+POLL_WINDOW_SECONDS = 60
+MAX_SEQ = 2**63 - 1
+"""The largest position a page token can hold: a signed 64-bit integer, as both databases
+store it."""
+MAX_SEQ_DIGITS = len(str(MAX_SEQ))
+_STATUSES: dict[str, StatusFilter] = {"unread": "unread", "read": "read", "all": "all"}
+
+
+def status_filter(text: str) -> StatusFilter:
+    """Which messages a page shows, from its name; Invalid for any other name."""
+    found = _STATUSES.get(text)
+    if found is None:
+        raise Invalid("invalid_request", "status must be one of unread, read, all")
+    return found
+
+
+def encode_page_token(seq: int) -> str:
+    """An opaque page token for the position after `seq`."""
+    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> int:
+    """The position encoded in a page token; Invalid when it was not made by us."""
+    try:
+        text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        version, _, seq = text.partition(":")
+        if version != "v1" or not (seq.isascii() and seq.isdigit()) or len(seq) > MAX_SEQ_DIGITS:
+            raise ValueError(text)
+        if int(seq) > MAX_SEQ:
+            raise ValueError(text)
+        return int(seq)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise Invalid(
+            "invalid_token", "token is not a page token from this API; start without it"
+        ) from None
+
+
+def count_poll(gateway: Gateway, caller: Caller) -> None:
+    """Count one message poll (list or read) against the caller, in this process's memory;
+    RateLimited when over."""
+    count_local_request(
+        gateway,
+        f"message_poll:user:{caller.user_id}",
+        POLL_WINDOW_SECONDS,
+        gateway.settings.limits.message_polls_per_user_per_minute,
+        "message reads per minute for this account",
+    )
+
+
+async def inbox_page(
+    gateway: Gateway,
+    caller: Caller,
+    email: str,
+    status: StatusFilter,
+    page_size: int,
+    after: int | None,
+) -> MessagePage:
+    """A page of the caller's agent's inbound mail after position `after` (one poll)."""
+    count_poll(gateway, caller)
+    agent = await owned_agent(gateway, caller, email)
+    return await gateway.storage.list_inbound(caller.user_id, agent.email, status, page_size, after)
+
+
+async def read_message(
+    gateway: Gateway, caller: Caller, email: str, message_id: str
+) -> InboundMessage:
+    """One message of the caller's agent, marked read (one poll); NotFound otherwise."""
+    count_poll(gateway, caller)
+    agent = await owned_agent(gateway, caller, email)
+    message = await gateway.storage.read_inbound(caller.user_id, agent.email, message_id)
+    if message is None:
+        raise NotFound.of("message")
+    return message
+
+
+async def unread_page(
+    gateway: Gateway, caller: Caller, agent: Agent, page_size: int, after: int | None
+) -> MessagePage:
+    """A page of the unread mail of `agent` (the caller's, already checked), for live delivery:
+    not counted as a poll, and nothing is marked read."""
+    return await gateway.storage.list_inbound(
+        caller.user_id, agent.email, "unread", page_size, after
+    )
+
+
+async def acknowledge(gateway: Gateway, caller: Caller, agent: Agent, message_id: str) -> bool:
+    """Mark one message of the caller's `agent` read; False when there is no such message."""
+    return await gateway.storage.mark_read(caller.user_id, agent.email, message_id)
+
+
+async def webhook_attempts(gateway: Gateway, message: InboundMessage) -> list[WebhookAttempt]:
+    """Every webhook attempt made for `message` (one the caller has read), in order."""
+    return await gateway.storage.webhook_attempts(message.id)

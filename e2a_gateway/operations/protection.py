@@ -1,0 +1,143 @@
+"""An agent's protection config, as e2a's `/v1` models it: the inbound gate (who may mail the
+agent unquestioned, matched on a DMARC-aligned From, and what becomes of other mail), the
+outbound gate (`review`: every message the agent sends waits for a human — the gateway's
+approval hold), and the holds' TTL, expiry action and notice email. Account keys only: an
+agent never reads or changes what screens it.
+
+What the gateway does not have is refused, never accepted as if on: content scanning (`scan`
+other than `off`) and outbound gates other than `open`/`flag`-or-`review`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.operations.agents import owned_agent
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.errors import Invalid, NotAvailable, NotFound
+from e2a_gateway.operations.requests import RequestBody
+from e2a_gateway.storage.base import Agent, AgentChanges
+
+MAX_HOLD_SECONDS = 604800
+"""The longest a message may wait for review (7 days, as `hitl_ttl_seconds` on `/api/v1`)."""
+MAX_ALLOWLIST = 1000
+MAX_ENTRY_LENGTH = 320
+
+
+class Gate(RequestBody):
+    """A direction's trust gate."""
+
+    policy: Literal["open", "allowlist", "domain"] = "open"
+    allowlist: list[str] = Field(default_factory=list, max_length=MAX_ALLOWLIST)
+    action: Literal["flag", "review", "block"] = "flag"
+
+
+class Scan(RequestBody):
+    """Content screening: only `off` on this gateway."""
+
+    sensitivity: Literal["off", "low", "medium", "high"] = "off"
+
+
+class Direction(RequestBody):
+    """One direction's protection: its gate and its scan."""
+
+    gate: Gate
+    scan: Scan
+
+
+class HoldSettings(RequestBody):
+    """How held messages wait: for how long, what their expiry does, whether the owner is
+    emailed."""
+
+    ttl_seconds: int = Field(default=MAX_HOLD_SECONDS, ge=0)
+    on_expiry: Literal["approve", "reject"] = "reject"
+    suppress_notifications: bool = False
+
+
+class ProtectionConfig(RequestBody):
+    """PUT …/protection: the whole config (its three sections are required)."""
+
+    inbound: Direction
+    outbound: Direction
+    holds: HoldSettings
+
+
+async def protected_agent(gateway: Gateway, caller: Caller, email: str) -> Agent:
+    """The caller's agent at `email`, whose protection config an account key may read."""
+    caller.require_account("read or change an agent's protection config")
+    return await owned_agent(gateway, caller, email)
+
+
+async def replace_protection(
+    gateway: Gateway, caller: Caller, email: str, config: ProtectionConfig
+) -> Agent:
+    """Set the agent's protection config wholesale; the agent as it stands now."""
+    agent = await protected_agent(gateway, caller, email)
+    changes = _changes(config)
+    updated = await gateway.storage.update_agent(caller.user_id, agent.email, changes)
+    if updated is None:
+        raise NotFound.of("agent")
+    return updated
+
+
+def _changes(config: ProtectionConfig) -> AgentChanges:
+    """The agent's columns for `config`; NotAvailable or Invalid for what cannot be set."""
+    for direction in ("inbound", "outbound"):
+        if getattr(config, direction).scan.sensitivity != "off":
+            raise NotAvailable(
+                "not_implemented",
+                f"content scanning is not available on this gateway: set "
+                f"{direction}.scan.sensitivity to 'off' (use the inbound gate to hold or refuse "
+                "mail from unknown senders)",
+            )
+    outbound = config.outbound.gate
+    if outbound.policy != "open" or outbound.action == "block":
+        raise NotAvailable(
+            "not_implemented",
+            "this gateway's outbound gate is open with action 'review' (every message the agent "
+            "sends waits for approval) or 'flag' (none does); outbound allowlist, domain and "
+            "block policies are not available",
+        )
+    holds = config.holds
+    if holds.ttl_seconds > MAX_HOLD_SECONDS:
+        raise Invalid(
+            "invalid_request",
+            f"holds.ttl_seconds is at most {MAX_HOLD_SECONDS} (7 days) on this gateway",
+        )
+    inbound = config.inbound.gate
+    return AgentChanges(
+        hitl_enabled=outbound.action == "review",
+        hitl_ttl_seconds=holds.ttl_seconds,
+        hitl_expiration_action=holds.on_expiry,
+        approval_notifications=not holds.suppress_notifications,
+        inbound_gate_policy=inbound.policy,
+        inbound_gate_allowlist=_allowlist(inbound),
+        inbound_gate_action=inbound.action,
+    )
+
+
+def _allowlist(gate: Gate) -> tuple[str, ...]:
+    """The inbound gate's entries, lowercased and each once: addresses for `allowlist`,
+    domains for `domain` (ignored for `open`, kept as given)."""
+    entries: dict[str, None] = {}
+    for raw in gate.allowlist:
+        entry = raw.strip().lower()
+        if not entry or len(entry) > MAX_ENTRY_LENGTH or any(c.isspace() for c in entry):
+            raise Invalid("invalid_request", f"inbound.gate.allowlist: {raw!r} is not an entry")
+        if gate.policy == "allowlist" and "@" not in entry:
+            raise Invalid(
+                "invalid_request",
+                f"inbound.gate.allowlist: {raw!r} is not an address (policy 'allowlist' lists "
+                "addresses; use policy 'domain' for domains)",
+            )
+        if gate.policy == "domain" and "@" in entry:
+            raise Invalid(
+                "invalid_request",
+                f"inbound.gate.allowlist: {raw!r} is not a domain (policy 'domain' lists "
+                "domains; use policy 'allowlist' for addresses)",
+            )
+        entries[entry] = None
+    return tuple(entries)

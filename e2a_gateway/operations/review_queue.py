@@ -1,0 +1,153 @@
+"""The review queue as e2a's `/v1` has it: outbound drafts awaiting approval and inbound mail an
+agent's gate held, in one queue addressed by message id alone. Account keys only: an agent can
+neither see nor resolve its own holds.
+
+Approving an outbound draft sends it (with the reviewer's edits); approving an inbound hold
+delivers it to the agent; rejecting drops either. Each resolves once: a message no longer
+waiting is a Conflict `message_not_pending`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field
+
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.operations import reviews
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.drafts import MAX_RECIPIENTS, AttachmentIn
+from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
+from e2a_gateway.operations.requests import RequestBody, parse_request
+from e2a_gateway.operations.reviews import ApproveBody
+from e2a_gateway.storage.base import HeldMessage, InboundMessage, NotPending, OutboundMessage
+
+QueuePosition = int
+"""Where a page of the queue ended: the last item's `seq`."""
+
+
+class ApproveReview(RequestBody):
+    """POST /v1/reviews/{id}/approve: optional edits of an outbound draft (none for inbound)."""
+
+    subject: str | None = Field(default=None, max_length=2000)
+    text: str | None = Field(default=None, max_length=1048576)
+    html: str | None = Field(default=None, max_length=1048576)
+    to: list[str] | None = Field(default=None, max_length=MAX_RECIPIENTS)
+    cc: list[str] | None = Field(default=None, max_length=MAX_RECIPIENTS)
+    bcc: list[str] | None = Field(default=None, max_length=MAX_RECIPIENTS)
+    attachments: list[AttachmentIn] | None = Field(default=None, max_length=50)
+
+    @property
+    def edits_anything(self) -> bool:
+        """Whether any edit is asked for."""
+        return any(value is not None for value in self.model_dump().values())
+
+
+class RejectReview(RequestBody):
+    """POST /v1/reviews/{id}/reject."""
+
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A review resolved: which way the message went, and the message as it stands now."""
+
+    direction: Literal["inbound", "outbound"]
+    outbound: OutboundMessage | None = None
+    inbound: InboundMessage | None = None
+
+    @property
+    def message_id(self) -> str:
+        """The id of the message reviewed."""
+        message = self.outbound or self.inbound
+        assert message is not None
+        return message.id
+
+
+async def queue_page(
+    gateway: Gateway, caller: Caller, limit: int, after: QueuePosition | None
+) -> list[HeldMessage]:
+    """Up to `limit` of the account's messages waiting for review, newest first."""
+    caller.require_account("list the review queue")
+    return await gateway.storage.review_queue(caller.user_id, limit, after)
+
+
+async def review_detail(
+    gateway: Gateway, caller: Caller, message_id: str
+) -> OutboundMessage | InboundMessage:
+    """One reviewed message of the account: an outbound draft (in whatever state its review
+    left it) or an inbound message still held."""
+    caller.require_account("review held messages")
+    outbound = await gateway.storage.get_outbound(caller.user_id, message_id)
+    if outbound is not None:
+        return outbound
+    inbound = await gateway.storage.held_inbound(caller.user_id, message_id)
+    if inbound is None:
+        raise NotFound("not_found", "no held message with this id in your account")
+    return inbound
+
+
+async def approve(
+    gateway: Gateway, caller: Caller, message_id: str, request: ApproveReview
+) -> Resolved:
+    """Approve a held message: an outbound draft is queued for sending with the edits asked
+    for; an inbound hold is delivered to its agent (edits are refused for it)."""
+    caller.require_account("approve held messages")
+    outbound = await gateway.storage.get_outbound(caller.user_id, message_id)
+    if outbound is not None:
+        # checked as the gateway's own approval is (a subject of at most 998, `to` not empty)
+        asked = request.model_dump(exclude_none=True)
+        renamed = {"text": "body_text", "html": "body_html"}
+        edits = parse_request(ApproveBody, {renamed.get(k, k): v for k, v in asked.items()})
+        try:
+            sent = await reviews.approve(gateway, caller, message_id, edits)
+        except Conflict as exc:
+            raise _not_pending(exc.message) from None
+        return Resolved("outbound", outbound=sent)
+    if request.edits_anything and await gateway.storage.held_inbound(caller.user_id, message_id):
+        raise Invalid(
+            "invalid_request",
+            "an inbound hold is delivered as it arrived: approve it with an empty body",
+        )
+    inbound = await _release(gateway, caller.user_id, message_id, True)
+    return Resolved("inbound", inbound=inbound)
+
+
+async def reject(
+    gateway: Gateway, caller: Caller, message_id: str, request: RejectReview
+) -> Resolved:
+    """Reject a held message: an outbound draft is never sent; an inbound hold never reaches
+    its agent (kept hidden)."""
+    caller.require_account("reject held messages")
+    outbound = await gateway.storage.get_outbound(caller.user_id, message_id)
+    if outbound is not None:
+        try:
+            dropped = await reviews.reject(gateway, caller, message_id, request.reason)
+        except Conflict as exc:
+            raise _not_pending(exc.message) from None
+        return Resolved("outbound", outbound=dropped)
+    inbound = await _release(gateway, caller.user_id, message_id, False)
+    return Resolved("inbound", inbound=inbound)
+
+
+async def _release(
+    gateway: Gateway, user_id: str | None, message_id: str, approve: bool
+) -> InboundMessage:
+    try:
+        message = await gateway.storage.release_inbound(user_id, message_id, approve, time.time())
+    except NotPending as exc:
+        raise _not_pending(f"message is {exc}, not pending_review; nothing was changed") from None
+    if message is None:
+        raise NotFound("not_found", "no held message with this id in your account")
+    if approve:  # delivered now: its agent's live listeners hear of it, as on arrival
+        agent = await gateway.storage.find_agent(message.agent_email)
+        if agent is not None:
+            gateway.hub.publish_message(agent.id, message)
+    return message
+
+
+def _not_pending(message: str) -> Conflict:
+    return Conflict("message_not_pending", message)

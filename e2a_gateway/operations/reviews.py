@@ -1,0 +1,194 @@
+"""Reviewing outbound mail: the queue, one message, approve (optionally edited) or reject —
+by the owner's API key, on the dashboard or by a magic link from the notice email (replies to
+the notice are `e2a_gateway.inbound.approval_replies`). Each review records who made it and how.
+
+Approving and rejecting go through one storage transition that succeeds once: a message no
+longer awaiting review is a Conflict, so two approvals racing send the mail once.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from pydantic import Field
+
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.operations import lifecycle
+from e2a_gateway.operations.agents import owned_agent
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.drafts import (
+    MAX_RECIPIENTS,
+    AttachmentIn,
+    checked_addresses,
+    checked_attachments,
+    checked_text,
+)
+from e2a_gateway.operations.errors import Conflict, Gone, Invalid, NotFound
+from e2a_gateway.operations.requests import RequestBody
+from e2a_gateway.signing.magic_links import Action, TokenError, TokenExpired, link_key, verify_token
+from e2a_gateway.storage.base import (
+    NotPending,
+    OutboundEdits,
+    OutboundMessage,
+    ReviewedBy,
+    ReviewMethod,
+)
+
+LINK_REJECTION_REASON = "rejected by the owner from the email link"
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+class ApproveBody(RequestBody):
+    """POST /messages/{id}/approve: optional edits."""
+
+    subject: str | None = Field(default=None, max_length=998)
+    body_text: str | None = None
+    body_html: str | None = None
+    to: list[str] | None = Field(default=None, min_length=1, max_length=MAX_RECIPIENTS)
+    cc: list[str] | None = Field(default=None, max_length=MAX_RECIPIENTS)
+    bcc: list[str] | None = Field(default=None, max_length=MAX_RECIPIENTS)
+    attachments: list[AttachmentIn] | None = Field(default=None, max_length=50)
+
+
+class RejectBody(RequestBody):
+    """POST /messages/{id}/reject."""
+
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class AlreadyResolved(Conflict):
+    """A magic link's message is no longer awaiting review; `outbound` is how it stands now."""
+
+    def __init__(self, outbound: OutboundMessage) -> None:
+        super().__init__("conflict", f"message is {outbound.status}, not pending_approval")
+        self.outbound = outbound
+
+
+async def outbound_messages(
+    gateway: Gateway, caller: Caller, status: str, agent_filter: str | None
+) -> list[OutboundMessage]:
+    """The caller's outbound messages in `status`, optionally of one of their agents."""
+    caller.require_account("list the review queue")
+    if status not in lifecycle.STATES:
+        raise Invalid("invalid_request", f"status must be one of {', '.join(lifecycle.STATES)}")
+    agent = await owned_agent(gateway, caller, agent_filter) if agent_filter else None
+    return await gateway.storage.list_outbound(
+        caller.user_id, status, agent.email if agent else None
+    )
+
+
+async def outbound_message(gateway: Gateway, caller: Caller, message_id: str) -> OutboundMessage:
+    """One of the caller's outbound messages, or NotFound."""
+    caller.require_account("review messages")
+    message = await gateway.storage.get_outbound(caller.user_id, message_id)
+    if message is None:
+        raise NotFound.of("message")
+    return message
+
+
+def approval_edits(request: ApproveBody) -> OutboundEdits:
+    """The checked edits a reviewer asks for when approving."""
+    return OutboundEdits(
+        subject=checked_text("subject", request.subject),
+        body_text=request.body_text,
+        body_html=request.body_html,
+        to=checked_addresses("to", request.to) if request.to is not None else None,
+        cc=checked_addresses("cc", request.cc) if request.cc is not None else None,
+        bcc=checked_addresses("bcc", request.bcc) if request.bcc is not None else None,
+        attachments=(
+            checked_attachments(request.attachments) if request.attachments is not None else None
+        ),
+    )
+
+
+async def approve(
+    gateway: Gateway,
+    caller: Caller,
+    message_id: str,
+    request: ApproveBody,
+    method: ReviewMethod = "api",
+) -> OutboundMessage:
+    """Approve a held message of the caller, with the edits `request` asks for (the commit
+    queues its send and wakes the send worker), recorded as theirs by `method`; Conflict when
+    it is no longer held, NotFound when it is not theirs."""
+    caller.require_account("approve held messages")
+    edits = approval_edits(request)
+    by = ReviewedBy(method, caller.user.email)
+    return await _review(gateway, caller.user_id, message_id, True, edits, None, time.time(), by)
+
+
+async def reject(
+    gateway: Gateway,
+    caller: Caller,
+    message_id: str,
+    reason: str | None,
+    method: ReviewMethod = "api",
+) -> OutboundMessage:
+    """Reject a held message of the caller, keeping `reason` with it, recorded as theirs by
+    `method`; Conflict when it is no longer held, NotFound when it is not theirs."""
+    caller.require_account("reject held messages")
+    by = ReviewedBy(method, caller.user.email)
+    return await _review(gateway, caller.user_id, message_id, False, None, reason, time.time(), by)
+
+
+async def _review(
+    gateway: Gateway,
+    user_id: str | None,
+    message_id: str,
+    approve: bool,
+    edits: OutboundEdits | None,
+    reason: str | None,
+    now: float,
+    by: ReviewedBy,
+) -> OutboundMessage:
+    try:
+        message = await gateway.storage.review_outbound(
+            user_id, message_id, approve, edits, reason, now, by=by
+        )
+    except NotPending as exc:
+        raise Conflict(
+            "conflict", f"message is {exc}, not pending_approval; nothing was changed"
+        ) from None
+    if message is None:
+        raise NotFound.of("message")
+    return message
+
+
+async def message_for_link(
+    gateway: Gateway, token: str, action: Action, now: float
+) -> OutboundMessage:
+    """The message a genuine, unexpired `action` token names: Invalid for a token that is not
+    genuine or not for `action`, Gone once expired, NotFound when the message is gone. The
+    token is checked against the gateway's magic-link key before anything is read."""
+    invalid = Invalid("invalid_link", "This link is not valid. Was it copied whole?")
+    try:
+        verified = verify_token(link_key(gateway.server_key), token, now)
+    except TokenExpired:
+        raise Gone("link_expired", "This link has expired.") from None
+    except TokenError:
+        raise invalid from None
+    if verified.action != action or not _MESSAGE_ID.fullmatch(verified.message_id):
+        raise invalid
+    message = await gateway.storage.get_outbound(None, verified.message_id)
+    if message is None:
+        raise NotFound("not_found", "This message no longer exists.")
+    return message
+
+
+async def act_on_link(
+    gateway: Gateway, message: OutboundMessage, action: Action, now: float
+) -> OutboundMessage:
+    """Perform a magic link's `action` on `message` (from `message_for_link`), once:
+    AlreadyResolved when it was resolved meanwhile, NotFound when it is gone."""
+    approve = action == "approve"
+    reason = None if approve else LINK_REJECTION_REASON
+    try:
+        return await _review(
+            gateway, None, message.id, approve, None, reason, now, ReviewedBy("link")
+        )
+    except Conflict:
+        current = await gateway.storage.get_outbound(None, message.id)
+        raise AlreadyResolved(current or message) from None
+    except NotFound:
+        raise NotFound("not_found", "This message no longer exists.") from None

@@ -1,0 +1,622 @@
+"""Sending mail: a new message, a reply (threaded), a test message; each becomes one stored
+outbound message.
+
+An agent with HITL enabled has its message held (`pending_approval`) and nothing leaves until
+a reviewer approves; otherwise it is queued for the send worker, and the operation waits
+briefly for the first hand-off attempt: mail refused for good meanwhile is refused here too
+(Undeliverable, the message kept as `failed`); mail handed off, deferred or still in flight
+is durably accepted, and the worker records its progress on the message.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from html import escape
+from typing import Literal, Protocol, TypedDict
+
+import trio
+from pydantic import Field
+
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.ids import new_id
+from e2a_gateway.inbound.parse import attachment_data, parse_body, summarise_headers
+from e2a_gateway.operations import lifecycle
+from e2a_gateway.operations.agents import owned_agent, owned_agents
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.drafts import (
+    MAX_RECIPIENTS,
+    AttachmentIn,
+    checked_addresses,
+    checked_attachments,
+    checked_text,
+    fits_header,
+)
+from e2a_gateway.operations.errors import (
+    Conflict,
+    Invalid,
+    NotFound,
+    RateLimited,
+    Undeliverable,
+    Unprocessable,
+)
+from e2a_gateway.operations.requests import RequestBody
+from e2a_gateway.outbound.mime import header_text, reply_subject
+from e2a_gateway.outbound.mime import new_message_id as rfc_message_id
+from e2a_gateway.storage.base import Agent, InboundMessage, OutboundMessage, OutboundStatus
+from e2a_gateway.storage.vocabulary import BOUNCED, FAILED, QUEUED, SENT
+
+SEND_WAIT_SECONDS = 5.0
+SEND_POLL_SECONDS = 0.05
+SEND_RATE_WINDOW_SECONDS = 60
+
+
+class SendBody(RequestBody):
+    """POST /send."""
+
+    from_: str | None = Field(default=None, alias="from")
+    to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    cc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    bcc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    subject: str = Field(max_length=998)
+    body: str
+    html_body: str | None = None
+    conversation_id: str | None = Field(default=None, max_length=200)
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=50)
+
+
+class ReplyBody(RequestBody):
+    """POST /agents/{email}/messages/{id}/reply."""
+
+    body: str
+    html_body: str | None = None
+    reply_all: bool = False
+    cc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    bcc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    conversation_id: str | None = Field(default=None, max_length=200)
+    attachments: list[AttachmentIn] = Field(default_factory=list, max_length=50)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A message just stored, and the state it had reached when the operation stopped waiting
+    for its hand-off."""
+
+    message: OutboundMessage
+    status: OutboundStatus
+
+    @property
+    def held(self) -> bool:
+        """Whether the message waits for a reviewer."""
+        return lifecycle.awaits_review(self.status)
+
+
+async def send(gateway: Gateway, caller: Caller, request: SendBody) -> Submission:
+    """A new message from one of the caller's agents."""
+    agent = await _sender(gateway, caller, request.from_)
+    message = await _new_message(
+        gateway,
+        caller,
+        agent,
+        kind="send",
+        **_addressees(request),
+        subject=checked_text("subject", request.subject) or "",
+        body=request.body,
+        html=request.html_body,
+        attachments=checked_attachments(request.attachments),
+        conversation_id=checked_text("conversation_id", request.conversation_id),
+    )
+    return await _submit(gateway, message)
+
+
+async def reply(
+    gateway: Gateway, caller: Caller, email: str, message_id: str, request: ReplyBody
+) -> Submission:
+    """An answer to an inbound message of the caller's agent at `email`, threaded: to its
+    Reply-To (else From), `Re:` subject, In-Reply-To and References."""
+    agent = await owned_agent(gateway, caller, email)
+    original = await gateway.storage.read_inbound(caller.user_id, agent.email, message_id)
+    if original is None:
+        raise NotFound.of("message")
+    recipient = original.reply_to or original.from_addr
+    to = checked_addresses("to", [recipient])
+    cc = checked_addresses("cc", request.cc)
+    if request.reply_all:
+        others = [a for a in [*original.to, *original.cc] if a not in (agent.email, *to)]
+        cc = checked_addresses("cc", [*others, *cc])
+    headers = summarise_headers(original.raw_message)
+    in_reply_to = original.rfc_message_id if fits_header(original.rfc_message_id) else None
+    references = [ref for ref in headers.references if fits_header(ref)]
+    if in_reply_to and in_reply_to not in references:
+        references.append(in_reply_to)
+    message = await _new_message(
+        gateway,
+        caller,
+        agent,
+        kind="reply",
+        to=to,
+        cc=cc,
+        bcc=checked_addresses("bcc", request.bcc),
+        subject=reply_subject(header_text(original.subject)),
+        body=request.body,
+        html=request.html_body,
+        attachments=checked_attachments(request.attachments),
+        conversation_id=checked_text("conversation_id", request.conversation_id)
+        or original.conversation_id,
+        in_reply_to=in_reply_to,
+        references=references,
+    )
+    return await _submit(gateway, message)
+
+
+async def send_test(gateway: Gateway, caller: Caller, email: str) -> Submission:
+    """A test message from the caller's agent at `email` to itself."""
+    agent = await owned_agent(gateway, caller, email)
+    message = await _new_message(
+        gateway,
+        caller,
+        agent,
+        kind="test",
+        to=[agent.email],
+        cc=[],
+        bcc=[],
+        subject="e2a test message",
+        body=f"This is a test message from e2a to {agent.email}. Delivery works.",
+        html=None,
+        attachments=[],
+        conversation_id=None,
+    )
+    return await _submit(gateway, message)
+
+
+async def _sender(gateway: Gateway, caller: Caller, requested: str | None) -> Agent:
+    """The agent a send comes from: `from` when given, else the caller's only agent."""
+    if requested is not None:
+        try:
+            return await owned_agent(gateway, caller, requested)
+        except NotFound:
+            raise Invalid(
+                "invalid_from", f"'from' must be one of your agents; {requested} is not"
+            ) from None
+    agents = await owned_agents(gateway, caller)
+    if len(agents) != 1:
+        raise Invalid(
+            "invalid_from",
+            "give 'from': you have "
+            + ("no agents" if not agents else f"{len(agents)} agents")
+            + ", so the sender cannot be chosen for you",
+        )
+    return agents[0]
+
+
+async def _check_rate(gateway: Gateway, agent: Agent, now: float) -> None:
+    limit = gateway.settings.limits.sends_per_agent_per_minute
+    since = now - SEND_RATE_WINDOW_SECONDS
+    if await gateway.storage.count_recent_outbound(agent.email, since) >= limit:
+        raise RateLimited(
+            "rate_limited",
+            f"{agent.email} may send {limit} messages per minute; try again shortly",
+            SEND_RATE_WINDOW_SECONDS,
+        )
+
+
+async def _refuse_suppressed(gateway: Gateway, agent: Agent, recipients: list[str]) -> None:
+    """Unprocessable (`recipient_suppressed`) when the account, or this agent, suppressed any
+    of `recipients` (a hard bounce, or by hand): the send is refused whole, never partly
+    dropped."""
+    addresses = list(dict.fromkeys(address.strip().lower() for address in recipients))
+    suppressed = await gateway.storage.suppressed_among(agent.user_id, agent.email, addresses)
+    if suppressed:
+        listed = ", ".join(suppressed)
+        raise Unprocessable(
+            "recipient_suppressed",
+            f"not sent: {listed} is on the suppression list (a hard bounce, or added by hand); "
+            f"remove it from the recipients, or lift it with "
+            f"DELETE /v1/account/suppressions/{suppressed[0]}?confirm=DELETE",
+        )
+
+
+async def _method(gateway: Gateway, recipients: list[str]) -> Literal["smtp", "local"]:
+    """`local` when every recipient is an agent of this deployment, else `smtp`."""
+    for address in recipients:
+        if await gateway.storage.find_agent(address) is None:
+            return "smtp"
+    return "local"
+
+
+class _Addressed(Protocol):
+    """A request naming a new message's recipients."""
+
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+
+
+class _Addressees(TypedDict):
+    """A new message's recipients, checked."""
+
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+
+
+def _addressees(request: _Addressed) -> _Addressees:
+    """The To, Cc and Bcc of `request`, each checked (Invalid naming the field otherwise)."""
+    return {
+        "to": checked_addresses("to", request.to),
+        "cc": checked_addresses("cc", request.cc),
+        "bcc": checked_addresses("bcc", request.bcc),
+    }
+
+
+async def _new_message(
+    gateway: Gateway,
+    caller: Caller,
+    agent: Agent,
+    *,
+    kind: Literal["send", "reply", "test"],
+    to: list[str],
+    cc: list[str],
+    bcc: list[str],
+    subject: str,
+    body: str,
+    html: str | None,
+    attachments: list[dict[str, str]],
+    conversation_id: str | None,
+    in_reply_to: str | None = None,
+    references: list[str] | None = None,
+    reply_to: str | None = None,
+) -> OutboundMessage:
+    now = time.time()
+    await _check_rate(gateway, agent, now)
+    await _refuse_suppressed(gateway, agent, [*to, *cc, *bcc])
+    held = agent.hitl_enabled
+    return OutboundMessage(
+        id=new_id("msg"),
+        user_id=caller.user_id,
+        agent_email=agent.email,
+        kind=kind,
+        to=to,
+        cc=cc,
+        bcc=bcc,
+        subject=subject,
+        body_text=body,
+        body_html=html,
+        attachments=attachments,
+        conversation_id=conversation_id,
+        in_reply_to=in_reply_to,
+        references=references or [],
+        email_message_id=rfc_message_id(agent.domain),
+        status=lifecycle.initial_state(held),
+        approval_expires_at=now + agent.hitl_ttl_seconds if held else None,
+        created_at=format_timestamp(now),
+        created_epoch=now,
+        method=await _method(gateway, [*to, *cc, *bcc]),
+        reply_to=reply_to,
+    )
+
+
+async def _submit(gateway: Gateway, message: OutboundMessage) -> Submission:
+    """Store the message (with its send job or approval notice, whose commit wakes the worker);
+    for a message queued to send, wait up to SEND_WAIT_SECONDS for the first attempt's outcome
+    (handed off, failed, or deferred: an error recorded while it stays queued).
+
+    Raises Undeliverable (`send_failed`) when it failed meanwhile: nothing was sent."""
+    await gateway.storage.add_outbound(message)
+    status, error = message.status, None
+    if lifecycle.awaits_review(status):
+        return Submission(message, status)
+    with trio.move_on_after(SEND_WAIT_SECONDS):
+        while status in lifecycle.AWAITING_HAND_OFF and error is None:
+            await trio.sleep(SEND_POLL_SECONDS)
+            current = await gateway.storage.get_outbound(message.user_id, message.id)
+            if current is not None:
+                status, error = current.status, current.send_error
+    if status in (FAILED, BOUNCED):
+        raise Undeliverable(
+            "send_failed",
+            f"message {message.id} was not sent: {error or 'no reason recorded'} "
+            f"(kept as {status}: GET /api/v1/messages/{message.id})",
+        )
+    return Submission(message, status)
+
+
+# -- e2a's current API (`/v1`): send, reply and forward from the agent named in the path -------
+
+V1_MAX_ATTACHMENTS = 10
+V1_MAX_REPLY_TO = 5
+SENT_WAIT_SECONDS = 15.0
+"""How long `?wait=sent` holds a request for the message's terminal (or held) state."""
+QUOTE_MAX_CHARS = 100_000
+"""The most of an original's text a quoted history or a forward carries."""
+
+
+class ComposeBody(RequestBody):
+    """What every `/v1` write of a message may carry (e2a's request schemas, 220fe0a7)."""
+
+    text: str | None = Field(default=None, max_length=1_048_576)
+    html: str | None = Field(default=None, max_length=1_048_576)
+    cc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    bcc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    reply_to: str | list[str] | None = None
+    conversation_id: str | None = Field(default=None, max_length=200)
+    attachments: list[AttachmentIn] = Field(default_factory=list)
+    unsubscribe: dict[str, object] | None = None
+    send_at: str | None = None
+
+    def without_nul(self) -> None:
+        """Invalid when the text or HTML body holds a NUL character (no mail carries one)."""
+        for name in ("text", "html"):
+            if "\x00" in (getattr(self, name) or ""):
+                raise Invalid("invalid_request", f"{name} must not contain NUL characters")
+
+    def unavailable(self) -> str | None:
+        """The field that asks for what this gateway does not do, if any."""
+        for name in ("unsubscribe", "send_at", "template_id", "template_alias", "template_data"):
+            if getattr(self, name, None) is not None:
+                return name
+        return None
+
+
+class SendMessageBody(ComposeBody):
+    """sendMessage (e2a's SendEmailRequest)."""
+
+    to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    subject: str = Field(default="", max_length=2000)
+    template_id: str | None = None
+    template_alias: str | None = None
+    template_data: dict[str, object] | None = None
+
+
+class ReplyMessageBody(ComposeBody):
+    """replyToMessage (e2a's ReplyRequest)."""
+
+    text: str = Field(max_length=1_048_576)
+    reply_all: bool = False
+    quote_history: bool = False
+
+
+class ForwardMessageBody(ComposeBody):
+    """forwardMessage (e2a's ForwardRequest)."""
+
+    text: str = Field(max_length=1_048_576)
+    to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+
+
+async def send_message(
+    gateway: Gateway, caller: Caller, email: str, request: SendMessageBody, wait_sent: bool
+) -> Submission:
+    """A new message from the caller's agent at `email`: a new thread, in the conversation the
+    request names or in a new one."""
+    request.without_nul()
+    agent = await owned_agent(gateway, caller, email)
+    if request.text is None and request.html is None:
+        raise Invalid("invalid_request", "give the message a body: 'text', 'html' or both")
+    message = await _new_message(
+        gateway,
+        caller,
+        agent,
+        kind="send",
+        **_addressees(request),
+        subject=checked_text("subject", request.subject) or "",
+        body=request.text or "",
+        html=request.html,
+        attachments=_v1_attachments(request.attachments, []),
+        conversation_id=checked_text("conversation_id", request.conversation_id) or new_id("conv"),
+        reply_to=_reply_to(request.reply_to),
+    )
+    return await _submit_v1(gateway, message, wait_sent)
+
+
+async def reply_to_message(
+    gateway: Gateway,
+    caller: Caller,
+    email: str,
+    message_id: str,
+    request: ReplyMessageBody,
+    wait_sent: bool,
+) -> Submission:
+    """An answer to a live message of the caller's agent at `email`, threaded onto it: to the
+    sender of mail it received (Reply-To, else From), to the recipients of mail it sent (which
+    must have been handed on: it has no Message-ID to thread onto before). `reply_all` adds
+    the original's other recipients; `quote_history` quotes the original's text beneath."""
+    request.without_nul()
+    agent = await owned_agent(gateway, caller, email)
+    original = await _original(gateway, caller, agent, message_id)
+    if isinstance(original, OutboundMessage):
+        if original.sent_at is None and original.status != SENT:
+            raise Conflict(
+                "message_not_yet_delivered",
+                f"message {message_id} has not been sent yet, so a reply has nothing to thread "
+                "onto; retry once it is sent (or send it with ?wait=sent)",
+            )
+        to = checked_addresses("to", original.to)
+        others = original.cc if request.reply_all else []
+        in_reply_to: str | None = original.email_message_id
+        references = [*original.references]
+        quoted, sender, when = original.body_text, original.agent_email, original.created_at
+    else:
+        to = checked_addresses("to", [original.reply_to or original.from_addr])
+        others = [*original.to, *original.cc] if request.reply_all else []
+        in_reply_to = original.rfc_message_id if fits_header(original.rfc_message_id) else None
+        headers = summarise_headers(original.raw_message)
+        references = [ref for ref in headers.references if fits_header(ref)]
+        quoted = parse_body(original.raw_message).text
+        sender, when = original.from_addr, original.received_at
+    if in_reply_to and in_reply_to not in references:
+        references.append(in_reply_to)
+    cc = [a for a in checked_addresses("cc", others) if a not in (agent.email, *to)]
+    text, html = request.text, request.html
+    if request.quote_history and quoted:
+        text, html = _quote(text, html, quoted, sender, when)
+    message = await _new_message(
+        gateway,
+        caller,
+        agent,
+        kind="reply",
+        to=to,
+        cc=checked_addresses("cc", [*cc, *request.cc]),
+        bcc=checked_addresses("bcc", request.bcc),
+        subject=reply_subject(header_text(original.subject)),
+        body=text,
+        html=html,
+        attachments=_v1_attachments(request.attachments, []),
+        conversation_id=checked_text("conversation_id", request.conversation_id)
+        or original.conversation_id,
+        in_reply_to=in_reply_to,
+        references=references,
+        reply_to=_reply_to(request.reply_to),
+    )
+    return await _submit_v1(gateway, message, wait_sent)
+
+
+async def forward_message(
+    gateway: Gateway,
+    caller: Caller,
+    email: str,
+    message_id: str,
+    request: ForwardMessageBody,
+    wait_sent: bool,
+) -> Submission:
+    """A live message the caller's agent at `email` received, forwarded to new recipients: the
+    original quoted beneath `text`, its attachments carried over before the request's own. Mail
+    the agent sent cannot be forwarded: its body is not kept once it is handed on. A forward
+    starts a new thread (in a new conversation unless the request names one)."""
+    request.without_nul()
+    agent = await owned_agent(gateway, caller, email)
+    original = await _original(gateway, caller, agent, message_id)
+    if isinstance(original, OutboundMessage):
+        raise Conflict(
+            "conflict",
+            f"message {message_id} was sent by this agent; the gateway does not keep the body "
+            "of sent mail, so it cannot be forwarded — forward a received message instead",
+        )
+    body = parse_body(original.raw_message)
+    carried = [_carried(original.raw_message, index) for index in range(len(body.attachments))]
+    banner = "---------- Forwarded message ----------"
+    facts = [
+        f"From: {original.from_addr}",
+        f"Date: {original.received_at}",
+        f"Subject: {header_text(original.subject)}",
+        f"To: {', '.join(original.to)}",
+    ]
+    original_text = (body.text or "")[:QUOTE_MAX_CHARS]
+    text = "\n".join([request.text, "", banner, *facts, "", original_text])
+    html = None
+    if request.html is not None:
+        quoted_html = body.html if body.html is not None else _as_html(original_text)
+        html = (
+            f"{request.html}<br><br><div>{escape(banner)}<br>"
+            + "<br>".join(escape(fact) for fact in facts)
+            + f"</div><br>{quoted_html}"
+        )
+    message = await _new_message(
+        gateway,
+        caller,
+        agent,
+        kind="send",
+        **_addressees(request),
+        subject=_forward_subject(header_text(original.subject)),
+        body=text,
+        html=html,
+        attachments=_v1_attachments(request.attachments, carried),
+        conversation_id=checked_text("conversation_id", request.conversation_id) or new_id("conv"),
+        reply_to=_reply_to(request.reply_to),
+    )
+    return await _submit_v1(gateway, message, wait_sent)
+
+
+async def _original(
+    gateway: Gateway, caller: Caller, agent: Agent, message_id: str
+) -> InboundMessage | OutboundMessage:
+    """The live message of `agent` that a reply or forward refers to; NotFound when it is not
+    the agent's, or is in the trash."""
+    if "\x00" in message_id:
+        raise NotFound.of("message")
+    filed = await gateway.storage.filed_message(
+        caller.user_id, agent.email, message_id, mark_read=False
+    )
+    found: InboundMessage | OutboundMessage | None = None
+    if filed is not None and filed.deleted_at is None:
+        if filed.direction == "outbound":
+            found = await gateway.storage.get_outbound(caller.user_id, message_id)
+        else:
+            found = await gateway.storage.read_inbound(caller.user_id, agent.email, message_id)
+    if found is None:
+        raise NotFound.of("message")
+    return found
+
+
+def _reply_to(value: str | list[str] | None) -> str | None:
+    """The Reply-To field of a request: one address or up to V1_MAX_REPLY_TO."""
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else value
+    if not values or len(values) > V1_MAX_REPLY_TO:
+        raise Invalid("invalid_request", f"reply_to takes 1 to {V1_MAX_REPLY_TO} addresses")
+    return ", ".join(checked_addresses("reply_to", values))
+
+
+def _v1_attachments(
+    items: list[AttachmentIn], carried: list[dict[str, str]]
+) -> list[dict[str, str]]:
+    """The request's attachments after those `carried` over, within e2a's count."""
+    if len(carried) + len(items) > V1_MAX_ATTACHMENTS:
+        raise Invalid(
+            "invalid_request",
+            f"a message carries at most {V1_MAX_ATTACHMENTS} attachments"
+            + (f" ({len(carried)} carried over from the original)" if carried else ""),
+        )
+    return [*carried, *checked_attachments(items)]
+
+
+def _carried(raw: bytes, index: int) -> dict[str, str]:
+    """Attachment `index` of a received message, as a stored attachment (base64)."""
+    found = attachment_data(raw, index)
+    assert found is not None
+    meta, data = found
+    return {
+        "filename": header_text(meta.filename or f"attachment-{index + 1}"),
+        "content_type": meta.content_type,
+        "data": base64.b64encode(data).decode("ascii"),
+    }
+
+
+def _quote(
+    text: str, html: str | None, original: str, sender: str, when: str
+) -> tuple[str, str | None]:
+    """`text` (and `html`) with `original` quoted beneath, mail-client style."""
+    attribution = f"On {when}, {sender} wrote:"
+    lines = original[:QUOTE_MAX_CHARS].splitlines() or [""]
+    quoted_text = "\n".join(f"> {line}" if line else ">" for line in lines)
+    text = f"{text}\n\n{attribution}\n{quoted_text}"
+    if html is not None:
+        quoted_html = f"<blockquote>{_as_html(original)}</blockquote>"
+        html = f"{html}<br><br><div>{escape(attribution)}</div>{quoted_html}"
+    return text, html
+
+
+def _as_html(text: str) -> str:
+    return escape(text[:QUOTE_MAX_CHARS]).replace("\n", "<br>")
+
+
+def _forward_subject(subject: str) -> str:
+    """`Fwd: <subject>`, without stacking prefixes."""
+    return subject if subject.lower().startswith(("fwd:", "fw:")) else f"Fwd: {subject}"
+
+
+async def _submit_v1(gateway: Gateway, message: OutboundMessage, wait_sent: bool) -> Submission:
+    """Store the message (with its job); with `wait_sent`, hold on until it is sent or failed,
+    at most SENT_WAIT_SECONDS (a message held for review answers at once)."""
+    await gateway.storage.add_outbound(message)
+    status = message.status
+    if wait_sent and not lifecycle.awaits_review(status):
+        with trio.move_on_after(SENT_WAIT_SECONDS):
+            while status == QUEUED:
+                await trio.sleep(SEND_POLL_SECONDS)
+                current = await gateway.storage.get_outbound(message.user_id, message.id)
+                if current is not None:
+                    status = current.status
+    return Submission(message, status)

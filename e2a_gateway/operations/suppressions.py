@@ -1,0 +1,65 @@
+"""Recipient suppressions as a caller manages them: the account's list (filled by hard bounces,
+lifted by hand) and each agent's own (added and lifted by hand). Sends to a suppressed address
+are refused (`operations.sending`)."""
+
+from __future__ import annotations
+
+import time
+
+from e2a_gateway.addresses import AddressError, normalise_address
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.operations.agents import owned_agent
+from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.errors import Invalid, NotFound
+from e2a_gateway.storage.base import Suppression
+
+
+def _address(raw: str) -> str:
+    try:
+        return normalise_address(raw).lower()
+    except AddressError as exc:
+        raise Invalid("invalid_recipient", f"address: {exc}") from None
+
+
+async def account_page(
+    gateway: Gateway, caller: Caller, limit: int, before_seq: int | None
+) -> list[Suppression]:
+    """The account-wide suppressions, newest first."""
+    caller.require_account("manage the account's suppression list")
+    return await gateway.storage.suppression_page(caller.user_id, None, limit, before_seq)
+
+
+async def lift_account(gateway: Gateway, caller: Caller, address: str) -> str:
+    """Lift an account-wide suppression; NotFound when there is none."""
+    caller.require_account("manage the account's suppression list")
+    lowered = address.strip().lower()
+    if not await gateway.storage.delete_suppression(caller.user_id, None, lowered):
+        raise NotFound.of("suppression")
+    return lowered
+
+
+async def agent_page(
+    gateway: Gateway, caller: Caller, agent_email: str, limit: int, before_seq: int | None
+) -> list[Suppression]:
+    """The agent's own suppressions, newest first."""
+    agent = await owned_agent(gateway, caller, agent_email)
+    return await gateway.storage.suppression_page(caller.user_id, agent.email, limit, before_seq)
+
+
+async def add_for_agent(
+    gateway: Gateway, caller: Caller, agent_email: str, address: str, reason: str | None
+) -> Suppression:
+    """Suppress `address` for the agent (idempotent)."""
+    agent = await owned_agent(gateway, caller, agent_email)
+    return await gateway.storage.add_suppression(
+        caller.user_id, agent.email, _address(address), reason, time.time()
+    )
+
+
+async def lift_for_agent(gateway: Gateway, caller: Caller, agent_email: str, address: str) -> str:
+    """Lift the agent's suppression of `address`; NotFound when there is none."""
+    agent = await owned_agent(gateway, caller, agent_email)
+    lowered = address.strip().lower()
+    if not await gateway.storage.delete_suppression(caller.user_id, agent.email, lowered):
+        raise NotFound.of("suppression")
+    return lowered

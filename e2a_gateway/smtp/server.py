@@ -1,0 +1,658 @@
+"""Trio listener for inbound SMTP: one task per connection, each driving a `ServerSession`.
+
+It moves bytes between sockets and sessions, secures connections that ask for STARTTLS, keeps
+the connection limits and the clocks (silence, each command line, each message as a whole),
+shuts down gracefully and turns the sessions' decision requests into `MailSink` calls. It must
+not interpret SMTP (protocol.py does) nor store mail (the sink does), and nothing a client or a
+sink does may take the listener or another session down.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import errno
+import functools
+import ipaddress
+import logging
+import math
+import os
+import ssl
+from pathlib import Path
+from typing import Protocol
+
+import trio
+
+from e2a_gateway.signing.reply_tokens import redact_reply_tokens
+from e2a_gateway.smtp.protocol import (
+    Awaiting,
+    ConnectionClosed,
+    Envelope,
+    Mailbox,
+    MessageReceived,
+    RecipientRequested,
+    Reply,
+    ServerSession,
+    SessionLimits,
+    Timeout,
+    TlsRequested,
+    check_hostname,
+)
+
+__all__ = [
+    "ListenerLimits",
+    "MailSink",
+    "MessageNotStored",
+    "RecipientVerdict",
+    "SmtpObserver",
+    "client_network",
+    "serve_smtp",
+    "server_tls_context",
+]
+
+logger = logging.getLogger("e2a.smtp")
+
+_RECEIVE_BYTES = 65536
+_GOODBYE_SECONDS = 1.0
+"""How long a client turned away (limits, expired grace period) gets to read its 421."""
+_ACCEPT_RETRY_SECONDS = 0.1
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+
+
+class RecipientVerdict(enum.Enum):
+    """The gateway's answer to `RCPT TO`."""
+
+    ACCEPT = "accept"
+    UNKNOWN_USER = "unknown_user"
+    """One of our domains, but no such agent: 550 5.1.1."""
+    RELAY_DENIED = "relay_denied"
+    """Not one of our domains: 550 5.7.1."""
+
+
+class MessageNotStored(Exception):
+    """The sink could not commit a message; the client is told to try again later (451 4.3.0)."""
+
+
+class MessageRefused(Exception):
+    """The sink refuses the message for good (a recipient's policy): the client is told so
+    with this 5xx reply, and nothing is stored."""
+
+    def __init__(self, code: int, enhanced: str, text: str) -> None:
+        super().__init__(code, enhanced, text)
+        self.code = code
+        self.enhanced = enhanced
+        self.text = text
+
+
+class MailSink(Protocol):
+    """What the listener needs from the gateway: recipient decisions and durable storage."""
+
+    async def check_recipient(self, mailbox: Mailbox) -> RecipientVerdict:
+        """Whether this gateway takes mail for `mailbox`."""
+        ...
+
+    async def accept_message(self, envelope: Envelope, peer: str) -> str:
+        """Commit the message for all its recipients and return its id.
+
+        The client hears 250 only after this returns. Raise `MessageNotStored` when the
+        message could not be committed; `peer` is the client's IP address.
+        """
+        ...
+
+
+class SmtpObserver(Protocol):
+    """What the listener reports as it works (the gateway's metrics). Each call returns at once.
+
+    Reasons for `mail_rejected`: `unknown_user` and `relay_denied` (550 to RCPT),
+    `recipient_check_failed` (451 to RCPT), `not_stored` (451 after DATA), `refused_by_policy`
+    (5xx after DATA: a recipient agent's inbound gate) and `connection_limit`
+    (421 to a connection over the listener's limits)."""
+
+    def session_started(self) -> None:
+        """A connection is being served."""
+        ...
+
+    def session_ended(self) -> None:
+        """A connection that was served has closed."""
+        ...
+
+    def message_accepted(self) -> None:
+        """A message was committed and the client told 250."""
+        ...
+
+    def mail_rejected(self, reason: str) -> None:
+        """A recipient, a message or a connection was refused for `reason`."""
+        ...
+
+
+class _Unobserved:
+    """The observer of a listener nobody watches."""
+
+    def session_started(self) -> None:
+        """Nothing to report to."""
+
+    def session_ended(self) -> None:
+        """Nothing to report to."""
+
+    def message_accepted(self) -> None:
+        """Nothing to report to."""
+
+    def mail_rejected(self, reason: str) -> None:
+        """Nothing to report to."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ListenerLimits:
+    """Limits of the listener as a whole, on top of each session's `SessionLimits`."""
+
+    max_sessions: int = 500
+    """Connections served at once; more are turned away with 421 4.7.0."""
+    max_sessions_per_ip: int = 50
+    """Connections served at once from one client IP address; more get 421 4.7.0."""
+    max_sessions_per_network: int = 100
+    """Connections served at once from one network (`client_network`); more get 421 4.7.0."""
+    ipv4_network_prefix: int = 24
+    """The prefix length that makes an IPv4 client's network."""
+    ipv6_network_prefix: int = 64
+    """The prefix length that makes an IPv6 client's network (a /64 is one site's LAN)."""
+    idle_timeout: float = 300.0
+    """Seconds a client may stay silent, or leave replies unread, before 421 4.4.2."""
+    command_timeout: float = 300.0
+    """Seconds a whole command line may take, from when the server is ready for it."""
+    data_timeout: float = 600.0
+    """Seconds a whole message may take: DATA to its terminator, or BDAT to its LAST chunk."""
+    shutdown_grace_period: float = 30.0
+    """Seconds that transactions in flight get to finish once the listener is cancelled."""
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not value > 0 or not math.isfinite(value):
+                raise ValueError(f"ListenerLimits.{field.name} must be positive, not {value}")
+        if self.ipv4_network_prefix > 32 or self.ipv6_network_prefix > 128:
+            raise ValueError(
+                "ListenerLimits network prefixes must be at most 32 (IPv4), 128 (IPv6)"
+            )
+
+
+def client_network(peer: str, limits: ListenerLimits) -> str:
+    """The network whose sessions `peer` counts towards, e.g. `192.0.2.0/24`, `2001:db8::/64`.
+
+    An IPv4 address mapped into IPv6 (a dual-stack listener) counts as IPv4. A peer that is no
+    IP address is a network of its own.
+    """
+    return _network_of(peer, limits.ipv4_network_prefix, limits.ipv6_network_prefix)
+
+
+@functools.lru_cache(maxsize=4096)
+def _network_of(peer: str, ipv4_prefix: int, ipv6_prefix: int) -> str:
+    """`client_network`, remembered: clients come back, and parsing costs more than a look-up."""
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return peer
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is None:
+            unscoped = ipaddress.IPv6Address(int(address))
+            return str(ipaddress.IPv6Network((unscoped, ipv6_prefix), strict=False))
+        address = address.ipv4_mapped
+    return str(ipaddress.IPv4Network((address, ipv4_prefix), strict=False))
+
+
+def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server-side TLS context for STARTTLS from a PEM certificate chain and its key.
+
+    Raises ValueError with a message naming the file when either cannot be loaded.
+    """
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(certfile=os.fspath(cert), keyfile=os.fspath(key))
+    except FileNotFoundError as error:
+        raise ValueError(f"{error.filename}: no such file") from None
+    except (ssl.SSLError, OSError) as error:
+        raise ValueError(
+            f"cannot load certificate {cert} with key {key}: {error} — both must be PEM files "
+            "and the key must belong to the certificate"
+        ) from None
+    return context
+
+
+async def serve_smtp(
+    listeners: list[trio.SocketListener],
+    sink: MailSink,
+    hostname: str,
+    limits: SessionLimits,
+    *,
+    listener_limits: ListenerLimits | None = None,
+    tls: ssl.SSLContext | None = None,
+    observer: SmtpObserver | None = None,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve SMTP on `listeners` until cancelled, then shut down gracefully.
+
+    `hostname` names this server in the greeting and replies; a value that cannot appear in a
+    reply raises ValueError before anything is served. With `tls`, sessions offer STARTTLS.
+    `observer` hears of sessions, accepted messages and refusals (for metrics).
+
+    Cancelling this call is the shutdown signal. It returns once the listeners are closed and
+    every session has ended: idle sessions get `421 4.3.2` at once, sessions with a transaction
+    in flight get up to `shutdown_grace_period` seconds to finish it, and any still running
+    after that get their 421 and are closed. The sessions run under a shield for that time, so
+    the caller's cancellation does not cut off a message that is being committed.
+    """
+    check_hostname(hostname)
+    listener = _Listener(
+        listeners,
+        sink,
+        hostname,
+        limits,
+        listener_limits or ListenerLimits(),
+        tls,
+        observer or _Unobserved(),
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(listener.run)
+        task_status.started(listeners)
+        try:
+            await trio.sleep_forever()
+        finally:
+            listener.shut_down()
+
+
+class _Listener:
+    """The accept loops and the sessions they started, with the counts the limits need."""
+
+    def __init__(
+        self,
+        listeners: list[trio.SocketListener],
+        sink: MailSink,
+        hostname: str,
+        limits: SessionLimits,
+        listener_limits: ListenerLimits,
+        tls: ssl.SSLContext | None,
+        observer: SmtpObserver,
+    ) -> None:
+        self._listeners = listeners
+        self._sink = sink
+        self._hostname = hostname
+        self._limits = limits
+        self._listener_limits = listener_limits
+        self._tls = tls
+        self._observer = observer
+        self._connections: set[_ClientConnection] = set()
+        self._per_ip: collections.Counter[str] = collections.Counter()
+        self._per_network: collections.Counter[str] = collections.Counter()
+        self._declining = 0
+        self._accepting = trio.CancelScope()
+        self._sessions = trio.CancelScope(shield=True)
+        self._shutting_down = False
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept and serve until `shut_down`, shielded from the caller's cancellation."""
+        with self._sessions:
+            async with trio.open_nursery() as sessions:
+                sessions.start_soon(self._accept_all, sessions)
+                task_status.started()
+
+    def shut_down(self) -> None:
+        """Stop accepting; tell every session to finish up within the grace period."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        self._accepting.cancel()
+        grace = self._listener_limits.shutdown_grace_period
+        self._sessions.deadline = trio.current_time() + grace + 2 * _GOODBYE_SECONDS
+        for connection in list(self._connections):
+            connection.shut_down(grace)
+
+    async def _accept_all(self, sessions: trio.Nursery) -> None:
+        try:
+            with self._accepting:
+                async with trio.open_nursery() as accepting:
+                    for listener in self._listeners:
+                        accepting.start_soon(self._accept, listener, sessions)
+        finally:
+            for listener in self._listeners:
+                await trio.aclose_forcefully(listener)
+
+    async def _accept(self, listener: trio.SocketListener, sessions: trio.Nursery) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as error:
+                if error.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                logger.error("SMTP accept failed: %s; retrying", os.strerror(error.errno))
+                await trio.sleep(_ACCEPT_RETRY_SECONDS)
+                continue
+            self._admit(stream, sessions)
+
+    def _admit(self, stream: trio.SocketStream, sessions: trio.Nursery) -> None:
+        """Start a session for a new connection, or turn it away when over a limit."""
+        peer = _peer_ip(stream)
+        network = client_network(peer, self._listener_limits)
+        limits = self._listener_limits
+        if len(self._connections) >= limits.max_sessions:
+            self._decline(stream, peer, sessions, "Too many connections, try again later")
+        elif self._per_ip[peer] >= limits.max_sessions_per_ip:
+            self._decline(stream, peer, sessions, "Too many connections from your address")
+        elif self._per_network[network] >= limits.max_sessions_per_network:
+            self._decline(stream, peer, sessions, "Too many connections from your network")
+        else:
+            session = ServerSession(self._hostname, self._limits, tls_available=bool(self._tls))
+            connection = _ClientConnection(
+                stream, peer, network, session, self._sink, self._tls, limits, self._observer
+            )
+            self._observer.session_started()
+            self._connections.add(connection)
+            self._per_ip[peer] += 1
+            self._per_network[network] += 1
+            sessions.start_soon(self._serve, connection)
+
+    async def _serve(self, connection: _ClientConnection) -> None:
+        try:
+            await connection.serve()
+        finally:
+            self._observer.session_ended()
+            self._connections.discard(connection)
+            _release(self._per_ip, connection.peer)
+            _release(self._per_network, connection.network)
+
+    def _decline(
+        self, stream: trio.SocketStream, peer: str, sessions: trio.Nursery, reason: str
+    ) -> None:
+        logger.warning("SMTP client %s turned away: %s", peer, reason.lower())
+        self._observer.mail_rejected("connection_limit")
+        if self._declining >= self._listener_limits.max_sessions:
+            stream.socket.close()  # a flood: not even a reply
+            return
+        reply = ServerSession(self._hostname, self._limits).decline(reason)
+        self._declining += 1
+        sessions.start_soon(self._send_refusal, stream, reply)
+
+    async def _send_refusal(self, stream: trio.SocketStream, reply: bytes) -> None:
+        try:
+            with trio.move_on_after(_GOODBYE_SECONDS):
+                await stream.send_all(reply)
+        except trio.BrokenResourceError:
+            pass
+        finally:
+            self._declining -= 1
+            await trio.aclose_forcefully(stream)
+
+
+class _ClientConnection:
+    """One SMTP client: its stream, its session, and what its log line will say."""
+
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        peer: str,
+        network: str,
+        session: ServerSession,
+        sink: MailSink,
+        tls: ssl.SSLContext | None,
+        limits: ListenerLimits,
+        observer: SmtpObserver,
+    ) -> None:
+        self.peer = peer
+        self.network = network
+        self._stream: trio.abc.Stream = stream
+        self._session = session
+        self._sink = sink
+        self._tls = tls
+        self._idle_timeout = limits.idle_timeout
+        self._reading_timeouts = {
+            Awaiting.COMMAND: limits.command_timeout,
+            Awaiting.MESSAGE: limits.data_timeout,
+        }
+        self._reading: tuple[Awaiting, int] | None = None
+        """What the session was reading when it last waited for input."""
+        self._reading_deadline = math.inf
+        """When that command line or message must be complete."""
+        self._observer = observer
+        self._scope = trio.CancelScope()
+        self._receive_scope: trio.CancelScope | None = None
+        self._shutting_down = False
+        self._tls_version = ""
+        self._messages: list[str] = []
+        self._refused_recipients: list[str] = []
+        self._end = ""
+        self._last_reply = b""
+
+    def shut_down(self, grace_period: float) -> None:
+        """The listener is stopping: 421 now if idle, else after the transaction in flight.
+
+        After `grace_period` seconds whatever is still in flight is abandoned with a 421.
+        """
+        self._scope.deadline = min(self._scope.deadline, trio.current_time() + grace_period)
+        self._shutting_down = True
+        self._session.shut_down()
+        if not self._session.in_flight and self._receive_scope is not None:
+            self._receive_scope.cancel()
+
+    async def serve(self) -> None:
+        """Hold the dialogue until either side ends it, then log one line about the session."""
+        try:
+            with self._scope:
+                await self._converse()
+            if self._scope.cancelled_caught:
+                self._end = "shutdown grace period expired"
+                await self._abandon()
+        except trio.BrokenResourceError:
+            self._end = "connection lost"
+        except trio.TooSlowError:
+            self._end = "client stopped reading replies"
+        except Exception:
+            logger.exception("SMTP session with %s failed", self.peer)
+            self._end = "internal error"
+        finally:
+            if isinstance(self._stream, trio.SocketStream):
+                self._stream.socket.close()  # nothing to say at closing, unlike TLS
+            else:
+                with trio.move_on_after(_GOODBYE_SECONDS):
+                    await self._stream.aclose()
+                await trio.aclose_forcefully(self._stream)
+            self._log_session()
+
+    async def _converse(self) -> None:
+        await self._send(self._session.greeting())
+        outgoing = bytearray()
+        while True:
+            event = self._session.next_event()
+            if isinstance(event, Reply):
+                outgoing += event.data
+                continue
+            if outgoing and not isinstance(event, RecipientRequested):
+                # Replies wait while recipients are checked, and go out together before anything
+                # else: a client that pipelines (RFC 2920) a transaction's RCPT commands gets
+                # their replies in one write, not one per recipient. A message's commit never
+                # holds replies back.
+                await self._send(bytes(outgoing))
+                outgoing.clear()
+            match event:
+                case None:
+                    await self._receive()
+                case RecipientRequested(address=mailbox):
+                    await self._decide_recipient(mailbox)
+                case MessageReceived(envelope=envelope):
+                    await self._deliver(envelope)
+                case TlsRequested():
+                    if not await self._start_tls():
+                        return
+                case ConnectionClosed():
+                    self._end = self._end or _status_line(self._last_reply)
+                    return
+
+    async def _abandon(self) -> None:
+        """The grace period is over: tell the client (if it still listens) and give up."""
+        self._session.shut_down(immediately=True)
+        goodbye = b""
+        while isinstance(event := self._session.next_event(), Reply):
+            goodbye += event.data
+        with trio.move_on_after(_GOODBYE_SECONDS):
+            await self._stream.send_all(goodbye)
+
+    async def _send(self, data: bytes) -> None:
+        self._last_reply = data
+        if isinstance(self._stream, trio.SocketStream):
+            # A reply almost always fits the socket's send buffer: written at once, it needs
+            # no clock nor a wait, which send_all would set up for every reply. The next
+            # receive is the checkpoint.
+            try:
+                sent = os.write(self._stream.socket.fileno(), data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as error:
+                raise trio.BrokenResourceError(error) from error
+            if sent == len(data):
+                return
+            data = data[sent:]
+        # A bare CancelScope rather than fail_after: this runs for every reply.
+        with trio.CancelScope(deadline=trio.current_time() + self._idle_timeout) as scope:
+            await self._stream.send_all(data)
+        if scope.cancelled_caught:
+            raise trio.TooSlowError
+
+    async def _receive(self) -> None:
+        """Wait for input, no longer than the idle timeout nor past the deadline of the command
+        line or message being read, which is set when the session starts awaiting it — a
+        client that sends a byte now and then keeps the first clock from running out, not
+        the second. A shutdown cuts short the wait of a session with nothing in flight."""
+        now = trio.current_time()
+        reading = self._session.awaiting
+        if reading != self._reading:
+            self._reading = reading
+            self._reading_deadline = now + self._reading_timeouts[reading[0]]
+        data: bytes | bytearray | None = None
+        deadline = min(now + self._idle_timeout, self._reading_deadline)
+        with trio.CancelScope(deadline=deadline) as self._receive_scope:
+            data = await self._read_some()
+        self._receive_scope = None
+        if data is not None:
+            if not data:
+                self._end = "client closed the connection"
+            self._session.receive_data(bytes(data))
+        elif not self._shutting_down or self._session.in_flight:
+            timeout = Timeout.IDLE
+            if trio.current_time() >= self._reading_deadline:
+                timeout = Timeout.COMMAND if reading[0] is Awaiting.COMMAND else Timeout.MESSAGE
+            self._end = f"{timeout.name.lower()} timeout"
+            self._session.time_out(timeout)
+
+    async def _read_some(self) -> bytes | bytearray:
+        """The next bytes from the client, b"" once it has closed. On a plain connection the
+        client has usually not answered yet when this is called: it waits for the socket and
+        then reads, where receive_some would try a read first, fail, and then wait."""
+        if not isinstance(self._stream, trio.SocketStream):
+            return await self._stream.receive_some(_RECEIVE_BYTES)
+        socket = self._stream.socket
+        while True:
+            await trio.lowlevel.wait_readable(socket)
+            try:
+                return os.read(socket.fileno(), _RECEIVE_BYTES)
+            except BlockingIOError:
+                continue  # woken without data after all
+            except OSError as error:
+                raise trio.BrokenResourceError(error) from error
+
+    async def _start_tls(self) -> bool:
+        """Secure the connection after STARTTLS's 220; False (and close) if the handshake fails."""
+        if self._tls is None:
+            raise RuntimeError("the session offered STARTTLS without a TLS context")
+        secure = trio.SSLStream(self._stream, self._tls, server_side=True)
+        self._stream = secure
+        try:
+            with trio.fail_after(self._idle_timeout):
+                await secure.do_handshake()
+        except (trio.BrokenResourceError, trio.TooSlowError) as error:
+            reason = error.__cause__ or error
+            self._end = f"TLS handshake failed: {reason}"[:200]
+            return False
+        self._tls_version = str(secure.version())
+        self._session.tls_started()
+        return True
+
+    async def _decide_recipient(self, mailbox: Mailbox) -> None:
+        verdict: RecipientVerdict | None
+        try:
+            verdict = await self._recipient_verdict(mailbox)
+        except Exception:
+            logger.exception("SMTP client %s: checking <%s> failed", self.peer, mailbox.address)
+            verdict = None
+        if verdict is RecipientVerdict.ACCEPT:
+            self._session.accept_recipient()
+            return
+        if verdict is RecipientVerdict.UNKNOWN_USER:
+            code, enhanced, text = 550, "5.1.1", f"<{mailbox.address}>: no such agent here"
+        elif verdict is RecipientVerdict.RELAY_DENIED:
+            code, enhanced, text = 550, "5.7.1", f"<{mailbox.address}>: relay access denied"
+        else:
+            code, enhanced, text = 451, "4.3.0", "Temporary failure, try again later"
+        self._observer.mail_rejected(verdict.value if verdict else "recipient_check_failed")
+        self._session.reject_recipient(code, enhanced, text)
+        self._refused_recipients.append(
+            f"<{redact_reply_tokens(mailbox.address)}> {code} {enhanced}"
+        )
+
+    async def _recipient_verdict(self, mailbox: Mailbox) -> RecipientVerdict:
+        if mailbox.domain.startswith("["):
+            return RecipientVerdict.RELAY_DENIED  # an address literal is never one of our domains
+        return await self._sink.check_recipient(mailbox)
+
+    async def _deliver(self, envelope: Envelope) -> None:
+        recipients = redact_reply_tokens(
+            ",".join(f"<{mailbox.address}>" for mailbox in envelope.recipients)
+        )
+        summary = f"from=<{envelope.mail_from}> to={recipients}"
+        try:
+            queue_id = await self._sink.accept_message(envelope, self.peer)
+        except MessageRefused as refused:
+            self._observer.mail_rejected("refused_by_policy")
+            self._session.message_failed(refused.code, refused.enhanced, refused.text)
+            self._messages.append(f"{summary} refused {refused.code} {refused.enhanced}")
+            return
+        except MessageNotStored as error:
+            logger.warning("SMTP client %s: message not stored: %s", self.peer, error)
+        except Exception:
+            logger.exception("SMTP client %s: storing a message failed", self.peer)
+        else:
+            self._session.message_accepted(queue_id)
+            self._observer.message_accepted()
+            self._messages.append(f"{summary} queued as {queue_id}")
+            return
+        self._observer.mail_rejected("not_stored")
+        self._session.message_failed(451, "4.3.0", "Temporary storage failure, try again later")
+        self._messages.append(f"{summary} not stored")
+
+    def _log_session(self) -> None:
+        logger.info(
+            "SMTP session client=%s helo=%r tls=%s messages=[%s] refused=[%s] end=%s",
+            self.peer,
+            self._session.helo,
+            self._tls_version or "no",
+            "; ".join(self._messages),
+            "; ".join(self._refused_recipients),
+            self._end or "server shutdown",
+        )
+
+
+def _release(counts: collections.Counter[str], key: str) -> None:
+    """One session fewer for `key`, forgetting keys that have none left."""
+    counts[key] -= 1
+    if not counts[key]:
+        del counts[key]
+
+
+def _peer_ip(stream: trio.SocketStream) -> str:
+    try:
+        address = stream.socket.getpeername()
+    except OSError:
+        return "unknown"
+    return str(address[0]) if isinstance(address, tuple) else str(address)
+
+
+def _status_line(reply: bytes) -> str:
+    """The last line of a reply, e.g. "221 2.0.0 mx.example closing connection"."""
+    return reply.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1].decode("utf-8", "replace")

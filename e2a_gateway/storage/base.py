@@ -1,0 +1,1472 @@
+"""The storage interface of the gateway: typing Protocols by role, their row types and errors.
+
+`Storage` is the union of the roles (`Accounts`, `Directory`, `Mailboxes`, `Outbox`, ...); a
+caller that needs one role types against it. Every query that touches a user's data takes the
+owner's `user_id` and filters by it inside storage, so a handler cannot forget the ownership
+check. SQL lives in `e2a_gateway.storage.sql` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from e2a_gateway.ids import new_id
+from e2a_gateway.storage.vocabulary import (
+    TERMINAL_STATUSES as TERMINAL_STATUSES,  # callers read it here
+)
+
+AgentMode = Literal["cloud", "local"]
+KeyScope = Literal["account", "agent"]
+MessageStatus = Literal["unread", "read"]
+GatePolicy = Literal["open", "allowlist", "domain"]
+GateAction = Literal["flag", "review", "block"]
+StatusFilter = Literal["unread", "read", "all"]
+
+
+class StorageError(Exception):
+    """Base of the errors a backend raises on purpose."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached or refused the write; the caller should retry later."""
+
+
+class AlreadyExists(StorageError):
+    """A unique resource (agent address, domain) is already taken."""
+
+
+class InUse(StorageError):
+    """The resource is still referenced (a domain with agents)."""
+
+
+class LimitReached(StorageError):
+    """A per-user count limit (signing secrets) is reached."""
+
+
+class LastOne(StorageError):
+    """Refused because it would remove the last resource of its kind (signing secret)."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A person or organisation that owns agents, domains and keys."""
+
+    id: str
+    email: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key's metadata; the key itself is only ever known as its SHA-256 hash.
+
+    An `account` key reaches everything of its account; an `agent` key only the agent whose
+    stable id is `agent_id` (`agent_email` is that agent's address when read, None once the
+    agent is gone). A key past `expires_at` is refused like a revoked one."""
+
+    id: str
+    user_id: str
+    name: str
+    key_prefix: str
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+    scope: KeyScope = "account"
+    agent_id: str | None = None
+    expires_at: str | None = None
+    agent_email: str | None = None
+
+
+@dataclass(frozen=True)
+class KeyHolder:
+    """Who a live API key speaks for: its owner, its scope, and for an agent key the agent it
+    is bound to (by stable id, and that agent's address)."""
+
+    user: User
+    scope: KeyScope
+    agent_id: str | None
+    agent_email: str | None
+
+
+@dataclass(frozen=True)
+class IdempotencyClaim:
+    """What a write sent with an Idempotency-Key may do: `acquired` (run it, then complete or
+    release the claim `token`), `replay` (answer `status` and the stored `answer` instead),
+    `mismatch` (the key was used for another request) or `in_flight` (its first request still
+    runs)."""
+
+    outcome: Literal["acquired", "replay", "mismatch", "in_flight"]
+    token: str | None = None
+    status: int | None = None
+    answer: bytes | None = None
+
+
+@dataclass(frozen=True)
+class SigningSecret:
+    """A signing secret as stored: the `seed` from which the secret itself is derived."""
+
+    id: str
+    user_id: str
+    name: str
+    seed: str
+    secret_prefix: str
+    created_at: str
+    last_signed_at: str | None
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A custom mail domain registered by a user, verified by a DNS TXT record."""
+
+    user_id: str
+    domain: str
+    verification_token: str
+    verified: bool
+    created_at: str
+    verified_at: str | None
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An inbox: one address of one user, delivered by webhook (cloud) or WebSocket (local)."""
+
+    email: str
+    user_id: str
+    domain: str
+    name: str
+    webhook_url: str | None
+    agent_mode: AgentMode
+    hitl_enabled: bool
+    hitl_ttl_seconds: int
+    hitl_expiration_action: Literal["reject", "approve"]
+    created_at: str
+    id: str = field(default_factory=lambda: new_id("agt"))
+    """The agent's stable internal identity. A new agent gets a fresh one; an address deleted
+    and registered again (by anyone) is another agent with another id."""
+    approval_notifications: bool = True
+    """Whether the owner is emailed when a message of this agent is held for approval."""
+    deleted_at: str | None = None
+    """When the agent was moved to the trash (RFC 3339 UTC); None while it is in service. A
+    trashed agent keeps its address but receives nothing and acts as nothing until restored."""
+    inbound_gate_policy: GatePolicy = "open"
+    """Whose mail passes the inbound gate: anyone's (`open`), or only mail whose DMARC-aligned
+    From is one of `inbound_gate_allowlist` (`allowlist`: addresses; `domain`: domains)."""
+    inbound_gate_allowlist: tuple[str, ...] = ()
+    inbound_gate_action: GateAction = "flag"
+    """What becomes of inbound mail the gate does not pass: delivered flagged (`flag`), held
+    for review (`review`) or refused at SMTP (`block`)."""
+
+
+@dataclass(frozen=True)
+class AgentChanges:
+    """A partial update of an agent: fields left as None keep their value."""
+
+    name: str | None = None
+    webhook_url: str | None = None
+    agent_mode: AgentMode | None = None
+    hitl_enabled: bool | None = None
+    hitl_ttl_seconds: int | None = None
+    hitl_expiration_action: Literal["reject", "approve"] | None = None
+    approval_notifications: bool | None = None
+    inbound_gate_policy: GatePolicy | None = None
+    inbound_gate_allowlist: tuple[str, ...] | None = None
+    inbound_gate_action: GateAction | None = None
+
+
+@dataclass(frozen=True)
+class NewInboundMessage:
+    """An accepted inbound message for one recipient agent, ready to be stored."""
+
+    id: str
+    agent_email: str
+    envelope_from: str
+    from_addr: str
+    reply_to: str | None
+    to: list[str]
+    cc: list[str]
+    subject: str
+    conversation_id: str | None
+    rfc_message_id: str | None
+    raw_message: bytes
+    auth_headers: dict[str, str]
+    authentication_results: dict[str, str]
+    received_at: str
+    client_ip: str = ""
+    helo: str = ""
+    hold_expires_at: float | None = None
+    """Set when the agent's inbound gate holds the message for review: stored, not delivered,
+    until it is approved, rejected, or this epoch passes (the agent's expiration action)."""
+    flag_reason: str | None = None
+    """Why the agent's inbound gate flagged the message (delivered, annotated) or held it."""
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A stored inbound message as the API reads it."""
+
+    id: str
+    seq: int
+    user_id: str
+    agent_email: str
+    from_addr: str
+    reply_to: str | None
+    to: list[str]
+    cc: list[str]
+    subject: str
+    conversation_id: str | None
+    rfc_message_id: str | None
+    status: MessageStatus
+    raw_message: bytes
+    auth_headers: dict[str, str]
+    authentication_results: dict[str, str]
+    delivery_status: str | None
+    received_at: str
+    created_at: str
+    reading: dict[str, Any] | None = None
+    """Its reply text and trust map (`e2a_gateway.inbound.trust.reading`) once computed and kept;
+    None before."""
+    flag_reason: str | None = None
+    envelope_from: str = ""
+    hold: str | None = None
+    """`pending_review` while the agent's inbound gate holds it, `rejected` once a reviewer
+    dropped it; None for mail delivered."""
+
+
+@dataclass(frozen=True)
+class StoredEarlier:
+    """A message of an agent's store, as a later message that names it is judged against.
+
+    Inbound mail has its identity claim and its kept reading, or else its delivered bytes
+    (`raw_message`); outbound mail its text body while kept (`body_text`, None once dropped)."""
+
+    id: str
+    direction: Literal["inbound", "outbound"]
+    from_addr: str
+    rfc_message_id: str
+    auth_headers: dict[str, str]
+    raw_message: bytes | None
+    body_text: str | None
+    reading: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class ConversationClaim:
+    """A conversation id that a message's sending agent gave it (local delivery, or our own
+    X-E2A-Conversation-Id), and that agent's address."""
+
+    conversation_id: str
+    sender: str
+
+
+@dataclass(frozen=True)
+class MessagePage:
+    """One page of a keyset-paginated message list; `next_after` is None on the last page."""
+
+    messages: list[InboundMessage] = field(default_factory=list)
+    next_after: int | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A unit of background work claimed from the queue under a lease."""
+
+    id: int
+    kind: str
+    message_id: str
+    attempts: int
+    run_at: float
+    created_at: float
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """Everything a webhook attempt needs: the message, where it goes, and how to sign it.
+
+    `webhook_url` is None when the agent is no longer a cloud agent with a webhook;
+    `signing_seed` is None when its owner has no signing secret."""
+
+    message: InboundMessage
+    webhook_url: str | None
+    signing_seed: str | None
+
+
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """The record of one POST to a webhook."""
+
+    attempt: int
+    attempted_at: str
+    status_code: int | None
+    error: str | None
+    duration_ms: int
+
+
+DeliveryOutcome = Literal["delivered", "retrying", "failed"]
+
+
+@dataclass(frozen=True)
+class FinishedAttempt:
+    """A webhook attempt to record, and what becomes of its job: dropped when the outcome is
+    delivered or failed, due again at `retry_at` when retrying."""
+
+    job_id: int
+    message_id: str
+    attempt: WebhookAttempt
+    outcome: DeliveryOutcome
+    retry_at: float | None
+
+
+class NotPending(StorageError):
+    """The outbound message is no longer awaiting approval (approve/reject answer 409)."""
+
+
+OutboundStatus = Literal[
+    "pending_approval",
+    "queued",
+    "sent",
+    "failed",
+    "rejected",
+    "expired_approved",
+    "expired_rejected",
+    "bounced",
+]
+
+
+ReviewMethod = Literal["api", "dashboard", "link", "reply", "expiry"]
+
+
+@dataclass(frozen=True)
+class ReviewedBy:
+    """Who decided a review (their address, when known) and how."""
+
+    method: ReviewMethod
+    reviewer: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """Mail an agent sends: its envelope, its body while not terminal, and its state."""
+
+    id: str
+    user_id: str
+    agent_email: str
+    kind: Literal["send", "reply", "test"]
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    subject: str
+    body_text: str | None
+    body_html: str | None
+    attachments: list[dict[str, str]] | None
+    conversation_id: str | None
+    in_reply_to: str | None
+    references: list[str]
+    email_message_id: str
+    status: OutboundStatus
+    approval_expires_at: float | None
+    created_at: str
+    created_epoch: float
+    reviewed_at: str | None = None
+    rejection_reason: str | None = None
+    method: Literal["smtp", "local"] | None = None
+    edited: bool = False
+    send_error: str | None = None
+    sent_at: str | None = None
+    """When the message was handed on (`sent`, or an auto-approval that stays
+    `expired_approved`); None before, and for mail handed on before e2a recorded it."""
+    reply_to: str | None = None
+    """The Reply-To the sender asked for (a `/v1` send), written into the message."""
+    reviewed_by: str | None = None
+    """The address of whoever decided the review, when known (a magic link or expiry has none)."""
+    review_method: ReviewMethod | None = None
+    """How the review was decided; None while pending and for reviews made before e2a kept it."""
+
+
+@dataclass(frozen=True)
+class OutboundEdits:
+    """What a reviewer may change when approving: fields left None keep their value."""
+
+    subject: str | None = None
+    body_text: str | None = None
+    body_html: str | None = None
+    to: list[str] | None = None
+    cc: list[str] | None = None
+    bcc: list[str] | None = None
+    attachments: list[dict[str, str]] | None = None
+
+
+SendOutcome = Literal["sent", "failed", "retry"]
+
+MessageDirection = Literal["inbound", "outbound"]
+
+
+@dataclass(frozen=True)
+class MessageFilters:
+    """Which messages of an agent a `/v1` listing shows: every condition given must hold
+    (None: any). `from_text` and `subject_text` match case-insensitively anywhere in the
+    sender and the subject; a message must carry every one of `labels`; `since` and `until`
+    bound `created_at` (RFC 3339 UTC to the second, since inclusive, until exclusive)."""
+
+    directions: tuple[MessageDirection, ...] = ("inbound", "outbound")
+    read_status: StatusFilter = "all"
+    from_text: str | None = None
+    subject_text: str | None = None
+    conversation_id: str | None = None
+    labels: tuple[str, ...] = ()
+    since: str | None = None
+    until: str | None = None
+    deleted: bool = False
+    newest_first: bool = True
+
+
+@dataclass(frozen=True)
+class FiledMessage:
+    """A message of an agent's mailbox as `/v1` lists it, inbound or outbound: its envelope,
+    its state, its labels and its trash time (None while live). `status` is the inbound read
+    state or the outbound lifecycle state; `size` the raw bytes' length (inbound only)."""
+
+    id: str
+    seq: int
+    direction: MessageDirection
+    agent_email: str
+    envelope_from: str
+    from_addr: str
+    reply_to: str | None
+    to: list[str]
+    cc: list[str]
+    subject: str
+    conversation_id: str | None
+    rfc_message_id: str | None
+    status: str
+    delivery_status: str | None
+    authentication_results: dict[str, str]
+    created_at: str
+    deleted_at: str | None
+    labels: list[str]
+    size: int | None
+    method: str | None = None
+    send_error: str | None = None
+    sent_at: str | None = None
+    reviewed_at: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    """A thread of an agent's live messages sharing a `conversation_id`: its span, counts,
+    whether any inbound message is unread, and its newest message's subject and sender."""
+
+    id: str
+    first_message_at: str
+    last_message_at: str
+    message_count: int
+    inbound_count: int
+    outbound_count: int
+    has_unread: bool
+    latest_subject: str
+    latest_from: str
+    last_seq: int
+
+
+class LabelsRefused(StorageError):
+    """A labels change would leave a message with more labels than allowed."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """An inbound message whose webhook deliveries ran out of retries, with its last attempt
+    (none recorded when retention already removed the attempts)."""
+
+    message_id: str
+    seq: int
+    from_addr: str
+    subject: str
+    received_at: str
+    attempts: int
+    last_attempt_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Feedback sent to the gateway's operators (`POST /api/feedback`)."""
+
+    id: str
+    category: str
+    message: str
+    email: str | None
+    created_at: str
+
+
+@dataclass(frozen=True)
+class DeliveryCounts:
+    """How one event's webhook deliveries stand: how many webhooks it matched, and how many of
+    those deliveries are delivered, still pending (or retrying) and failed."""
+
+    matched_webhooks: int = 0
+    delivered: int = 0
+    pending: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event of the log as `/v1/events` reads it: its filter fields and its envelope."""
+
+    seq: int
+    id: str
+    type: str
+    agent_email: str | None
+    conversation_id: str | None
+    message_id: str | None
+    created_epoch: float
+    envelope: bytes
+    deliveries: DeliveryCounts = field(default_factory=DeliveryCounts)
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a listing keeps: fields left None keep all; `since`/`until` are epochs
+    (inclusive); `agent_emails`, when set, limits the listing to those agents (an agent key)."""
+
+    type: str | None = None
+    agent_email: str | None = None
+    conversation_id: str | None = None
+    message_id: str | None = None
+    since: float | None = None
+    until: float | None = None
+    agent_emails: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A webhook subscriber of an account: where events of `events` go (only those of
+    `agent_emails`/`conversation_ids` when these are not empty), signed with the secret
+    derived from `seed` (and from `previous_seed` until `previous_until`, after a rotation)."""
+
+    id: str
+    user_id: str
+    url: str
+    description: str
+    events: list[str]
+    agent_emails: list[str]
+    conversation_ids: list[str]
+    enabled: bool
+    seed: str
+    created_at: str
+    seq: int = 0
+    previous_seed: str | None = None
+    previous_until: float | None = None
+    last_delivered_at: str | None = None
+
+
+@dataclass(frozen=True)
+class WebhookChanges:
+    """A partial update of a webhook: fields left None keep their value (lists replace)."""
+
+    url: str | None = None
+    description: str | None = None
+    events: list[str] | None = None
+    agent_emails: list[str] | None = None
+    conversation_ids: list[str] | None = None
+    enabled: bool | None = None
+
+
+SubscriberStatus = Literal["pending", "delivered", "failed"]
+
+
+@dataclass(frozen=True)
+class SubscriberDelivery:
+    """One event (or test) on its way to one webhook, with its last attempt."""
+
+    seq: int
+    id: str
+    webhook_id: str
+    event_id: str
+    event_type: str
+    envelope: bytes
+    status: SubscriberStatus
+    attempts: int
+    run_at: float | None
+    created_epoch: float
+    last_attempt_at: float | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    last_latency_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    """A due delivery leased to the worker, with its webhook's URL and signing seeds (the
+    previous one only while its grace lasts)."""
+
+    delivery: SubscriberDelivery
+    url: str
+    seeds: list[str]
+
+
+@dataclass(frozen=True)
+class SubscriberAttempt:
+    """A finished attempt of a delivery and what becomes of it: `pending` again at `retry_at`,
+    or `delivered`/`failed` for good."""
+
+    delivery_id: str
+    attempt: int
+    attempted_at: float
+    status_code: int | None
+    error: str | None
+    latency_ms: int
+    status: SubscriberStatus
+    retry_at: float | None
+
+
+class Lifecycle(Protocol):
+    """The store itself: schema, connections, liveness, and the development server secret."""
+
+    async def migrate(self) -> list[int]:
+        """Apply pending numbered migrations; return the versions applied now."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and threads."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable if the database cannot answer a trivial query."""
+        ...
+
+    async def server_secret(self, candidate: str) -> str:
+        """Return the stored development server secret, storing `candidate` if none exists."""
+        ...
+
+
+class Accounts(Protocol):
+    """Users and their credentials: API keys (by hash), signing secrets, export and deletion."""
+
+    async def ensure_user(self, user_id: str, email: str, now: str) -> tuple[User, bool]:
+        """Return the user with `email`, creating it with `user_id` if absent; (user, created)."""
+        ...
+
+    async def add_api_key(self, key: ApiKey, key_hash: str) -> None:
+        """Store a new API key under its SHA-256 hash."""
+        ...
+
+    async def user_for_key_hash(self, key_hash: str) -> User | None:
+        """Return the owner of a live API key (`key_holder`), or None."""
+        ...
+
+    async def key_holder(self, key_hash: str) -> KeyHolder | None:
+        """Who the API key with this hash speaks for, while it is live: not revoked, not past
+        its expiry, and (an agent key) its agent still there. None otherwise."""
+        ...
+
+    async def get_user(self, user_id: str) -> User | None:
+        """The user with `user_id`, or None (workers: the owner to notify of a pending message)."""
+        ...
+
+    async def first_user(self) -> User | None:
+        """The user created first (the same second: the smaller id), or None when there is
+        none — the deployment's operator, who owns the postmaster inbox."""
+        ...
+
+    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
+        """The user's API keys, newest first."""
+        ...
+
+    async def api_key_page(
+        self, user_id: str, limit: int, after: tuple[str, str] | None
+    ) -> list[ApiKey]:
+        """Up to `limit` of the user's live keys (not revoked, not expired), newest first by
+        `(created_at, id)`, after the position `after` when given."""
+        ...
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        """Everything stored about the user, JSON-ready (`e2a_gateway.storage.rows.user_export`):
+        `user`, `agents`, `domains`, `api_keys`, `signing_secrets` and `messages` (metadata of
+        inbound and outbound mail), read in one transaction. Never a key hash, signing seed or
+        secret; no raw message bytes or bodies."""
+        ...
+
+    async def delete_user(self, user_id: str) -> dict[str, int]:
+        """Delete the user and everything they own in one transaction; rows deleted per table
+        (`e2a_gateway.storage.rows.DELETED_TABLES`). Their agent addresses are free again
+        afterwards. On PostgreSQL the deletion is announced to the other replicas when it
+        commits."""
+        ...
+
+    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> str | None:
+        """Revoke one of the user's keys and return its hash (live subscriptions it opened are
+        ended by it); None when it is not theirs or already revoked. On PostgreSQL the
+        revocation is announced to the other replicas when it commits."""
+        ...
+
+    async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
+        """Store a new signing secret; LimitReached when the user already has `max_per_user`."""
+        ...
+
+    async def list_signing_secrets(self, user_id: str) -> list[SigningSecret]:
+        """The user's signing secrets, newest first."""
+        ...
+
+    async def delete_signing_secret(self, user_id: str, secret_id: str) -> bool:
+        """Delete one secret; False when not the user's, LastOne when it is their only one."""
+        ...
+
+
+class Directory(Protocol):
+    """Domains and agents, and the routing look-ups inbound mail asks for every message."""
+
+    async def add_domain(self, domain: Domain) -> None:
+        """Register a domain; AlreadyExists if the user has it or another user verified it."""
+        ...
+
+    async def list_domains(self, user_id: str) -> list[Domain]:
+        """The user's domains, oldest first."""
+        ...
+
+    async def get_domain(self, user_id: str, domain: str) -> Domain | None:
+        """One of the user's domains, or None."""
+        ...
+
+    async def mark_domain_verified(self, user_id: str, domain: str, now: str) -> Domain | None:
+        """Mark the user's domain verified; AlreadyExists if another user verified it first."""
+        ...
+
+    async def delete_domain(self, user_id: str, domain: str) -> bool:
+        """Delete the user's domain; InUse while agents use it; False when not theirs."""
+        ...
+
+    async def is_served_domain(self, domain: str) -> bool:
+        """True when some user has verified `domain` (the gateway is its MX)."""
+        ...
+
+    async def add_agent(self, agent: Agent) -> None:
+        """Store a new agent; AlreadyExists when the address is taken."""
+        ...
+
+    async def list_agents(self, user_id: str, *, trashed: bool = False) -> list[Agent]:
+        """The user's agents in service (or, `trashed`, those in the trash), oldest first."""
+        ...
+
+    async def get_agent(self, user_id: str, email: str, *, trashed: bool = False) -> Agent | None:
+        """One of the user's agents in service (or, `trashed`, in the trash), or None."""
+        ...
+
+    async def count_agent_messages(self, user_id: str, email: str) -> int:
+        """How many messages (inbound and outbound) the user's agent at `email` holds, in
+        service or in the trash."""
+        ...
+
+    async def trash_agent(self, user_id: str, email: str, now: str) -> Agent | None:
+        """Move one of the user's agents in service to the trash at `now`: it keeps its address
+        and messages, routes no mail, and its keys and live connections stop working (other
+        replicas hear of it on commit). The trashed agent, or None when there is no such agent
+        in service."""
+        ...
+
+    async def restore_agent(self, user_id: str, email: str) -> Agent | None:
+        """Bring one of the user's trashed agents back into service; None when it is not in the
+        trash."""
+        ...
+
+    async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
+        """Apply `changes` to one of the user's agents; None when it is not theirs."""
+        ...
+
+    async def delete_agent(self, user_id: str, email: str) -> str | None:
+        """Delete one of the user's agents and its messages; return the deleted agent's id, or
+        None when it is not theirs. On PostgreSQL the deletion is announced to the other
+        replicas when it commits."""
+        ...
+
+    async def find_agent(self, email: str) -> Agent | None:
+        """The agent at `email` whoever owns it: for routing inbound mail only."""
+        ...
+
+    async def newest_signing_seed(self, user_id: str) -> str | None:
+        """The seed of the user's newest signing secret (the one deliveries are signed with)."""
+        ...
+
+
+class Mailboxes(Protocol):
+    """Agents' inbound mail: stored with its jobs, listed, read, and threaded."""
+
+    async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
+        """Commit the messages and their delivery jobs in one transaction (all or nothing).
+        Raw bytes are stored once per distinct message (by SHA-256), however many of
+        `messages` carry them; they are deleted with the last message pointing at them, by
+        whatever deletes it (retention, agent or account deletion)."""
+        ...
+
+    async def list_inbound(
+        self,
+        user_id: str,
+        agent_email: str,
+        status: StatusFilter,
+        page_size: int,
+        after_seq: int | None,
+    ) -> MessagePage:
+        """A page of the agent's inbound messages, oldest first, after `after_seq`."""
+        ...
+
+    async def read_inbound(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> InboundMessage | None:
+        """Return one of the agent's messages and mark it read; None when not the user's."""
+        ...
+
+    async def peek_inbound(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> InboundMessage | None:
+        """One of the agent's delivered messages, left as it is (live delivery); None when not
+        the user's."""
+        ...
+
+    async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
+        """Mark one of the agent's messages read (WebSocket ack); False when not the user's."""
+        ...
+
+    async def earlier_messages(
+        self, user_id: str, agent_email: str, rfc_message_ids: list[str]
+    ) -> list[StoredEarlier]:
+        """The messages the agent received or sent whose Message-ID is one of
+        `rfc_message_ids` (the user's only), newest first."""
+        ...
+
+    async def keep_reading(
+        self, user_id: str, agent_email: str, message_id: str, reading: dict[str, Any]
+    ) -> None:
+        """Keep an inbound message's computed reading, unless one is kept already."""
+        ...
+
+    async def conversation_for(
+        self,
+        user_id: str,
+        agent_email: str,
+        rfc_message_ids: list[str],
+        claim: ConversationClaim | None = None,
+    ) -> str | None:
+        """Threading for a message to the user's agent, from the user's messages only.
+
+        The referenced conversation is that of the first Message-ID in `rfc_message_ids` (in
+        the given order) naming a message the agent sent or received (None when that message
+        has none, or no id names one). A `claim` is taken when it names no conversation of the
+        agent yet, one that already holds mail from the same sender, or the referenced one;
+        otherwise — another tenant naming this agent's conversation — the referenced one is."""
+        ...
+
+
+@dataclass(frozen=True)
+class HeldMessage:
+    """A message waiting for review: an outbound draft of the agent or an inbound message its
+    gate held; what the review queue shows of it."""
+
+    id: str
+    seq: int
+    """Its place in the order messages were stored (the queue's keyset)."""
+    agent_email: str
+    direction: Literal["inbound", "outbound"]
+    from_addr: str
+    envelope_from: str
+    to: list[str]
+    subject: str
+    conversation_id: str | None
+    authentication_results: dict[str, str]
+    created_at: str
+    expires_at: float | None
+    reason: str | None = None
+    """Why an inbound message was held (its agent's gate); None for an outbound draft."""
+
+
+class Holds(Protocol):
+    """The review queue (outbound drafts and inbound holds) and inbound holds' resolution."""
+
+    async def review_queue(self, user_id: str, limit: int, after: int | None) -> list[HeldMessage]:
+        """The user's messages waiting for review, newest first (by `seq`), those stored before
+        `seq` `after` when given."""
+        ...
+
+    async def held_inbound(self, user_id: str | None, message_id: str) -> InboundMessage | None:
+        """An inbound message held for review (the user's, unless `user_id` is None: magic
+        links); None when there is none such."""
+        ...
+
+    async def release_inbound(
+        self, user_id: str | None, message_id: str, approve: bool, now: float
+    ) -> InboundMessage | None:
+        """Approve (delivered now: its webhook job or its live listeners) or reject (kept
+        hidden) an inbound message held for review, exactly once; NotPending when it is not
+        held, None when it is not there (or not the user's)."""
+        ...
+
+    async def expire_inbound_holds(self, now: float) -> int:
+        """Apply each overdue inbound hold's agent's expiration action (approve: delivered;
+        reject: dropped); how many were resolved (at most one batch)."""
+        ...
+
+
+class Outbox(Protocol):
+    """Mail agents send: drafts, their review and expiry, and the send worker's results."""
+
+    async def add_outbound(self, message: OutboundMessage) -> None:
+        """Store an outbound message; in the same commit a `queued` one gets its `outbound`
+        send job and a `pending_approval` one its `approval_notice` job."""
+        ...
+
+    async def count_recent_outbound(self, agent_email: str, since: float) -> int:
+        """How many messages the agent created since `since` (rate limiting)."""
+        ...
+
+    async def list_outbound(
+        self, user_id: str, status: str, agent_email: str | None
+    ) -> list[OutboundMessage]:
+        """The user's outbound messages in `status` (soonest-expiring first while pending)."""
+        ...
+
+    async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
+        """One outbound message; `user_id` None only for magic links and workers."""
+        ...
+
+    async def review_outbound(
+        self,
+        user_id: str | None,
+        message_id: str,
+        approve: bool,
+        edits: OutboundEdits | None,
+        reason: str | None,
+        now: float,
+        *,
+        by: ReviewedBy | None = None,
+    ) -> OutboundMessage | None:
+        """Approve (→ queued, with a send job) or reject (→ rejected, body scrubbed) a message
+        that is pending approval, atomically, recording `by`; NotPending when it is not, None
+        when absent."""
+        ...
+
+    async def expire_outbound(self, now: float) -> list[OutboundMessage]:
+        """Apply each overdue pending message's agent's `hitl_expiration_action`: approve →
+        `expired_approved` with a send job, reject → `expired_rejected` (scrubbed)."""
+        ...
+
+    async def finish_outbound(
+        self,
+        job_id: int,
+        message_id: str,
+        outcome: SendOutcome,
+        method: Literal["smtp", "local"],
+        error: str | None,
+        retry_at: float | None,
+        results: Mapping[str, str] | None = None,
+        now: float | None = None,
+        bounced: Sequence[BouncedRecipient] = (),
+    ) -> None:
+        """Record a send attempt: sent/failed are terminal (body scrubbed, job dropped; an
+        expired-approved message that fails ends `expired_rejected`), retry reschedules. A
+        terminal attempt logs its events (`email.sent` and `email.delivered` per recipient in
+        `results` that was accepted, or `email.failed`), made at `now` (default: the wall clock),
+        in the same transaction; so are the relay's 5xx refusals in `bounced` (`email.bounced`,
+        a hard bounce suppressed, and a message no recipient got ends `bounced`)."""
+        ...
+
+    async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
+        """Merge per-recipient results (address → how it was settled) into an outbound
+        message, so a retry hands off only the recipients still pending."""
+        ...
+
+    async def recipient_results(self, message_id: str) -> dict[str, str]:
+        """The recipients of an outbound message settled so far (address → result)."""
+        ...
+
+
+class Mailbox(Protocol):
+    """An agent's messages as `/v1` files them, inbound and outbound together: filtered
+    keyset pages, one message, labels, the trash, and conversations. Every query is scoped
+    by the owner's user id and the agent's address."""
+
+    async def filed_page(
+        self,
+        user_id: str,
+        agent_email: str,
+        filters: MessageFilters,
+        limit: int,
+        after_seq: int | None,
+    ) -> list[FiledMessage]:
+        """Up to `limit` messages matching `filters`, in `seq` order (newest first unless the
+        filters say otherwise), after position `after_seq`."""
+        ...
+
+    async def filed_message(
+        self, user_id: str, agent_email: str, message_id: str, *, mark_read: bool
+    ) -> FiledMessage | None:
+        """One message of the agent, trashed or not (an unread inbound one marked read first
+        when `mark_read`); None when it is not the user's agent's."""
+        ...
+
+    async def change_labels(
+        self,
+        user_id: str,
+        agent_email: str,
+        message_id: str,
+        add: list[str],
+        remove: list[str],
+        max_labels: int,
+    ) -> list[str] | None:
+        """Add then remove labels on one message, atomically; its labels after, sorted.
+        None when it is not the user's agent's; LabelsRefused over `max_labels`."""
+        ...
+
+    async def trash_message(
+        self, user_id: str, agent_email: str, message_id: str, now: str
+    ) -> FiledMessage | None:
+        """Move one live message to the trash (a trashed one stays as it is); the message
+        as it was before, or None when it is not the user's agent's. A message held for
+        review is left alone (the caller refuses it from the returned state)."""
+        ...
+
+    async def restore_message(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> FiledMessage | None:
+        """Bring a trashed message back; the message as it is after, or None when it is not
+        the user's agent's (a live one is returned unchanged: `deleted_at` None)."""
+        ...
+
+    async def purge_message(self, user_id: str, agent_email: str, message_id: str) -> bool:
+        """Delete a message in the trash for good; False unless it was the agent's, trashed."""
+        ...
+
+    async def delete_trashed_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` messages moved to the trash before `cutoff` (RFC 3339 UTC),
+        in one short transaction (as `Retention.delete_messages_before` does); how many went."""
+        ...
+
+    async def conversation_page(
+        self,
+        user_id: str,
+        agent_email: str,
+        since: str | None,
+        until: str | None,
+        limit: int,
+        before_seq: int | None,
+    ) -> list[ConversationSummary]:
+        """Up to `limit` conversations of the agent's live mail, most recently active first,
+        whose last message falls in [since, until), after position `before_seq`."""
+        ...
+
+    async def conversation(
+        self, user_id: str, agent_email: str, conversation_id: str, max_messages: int
+    ) -> tuple[ConversationSummary, list[FiledMessage]] | None:
+        """One conversation of the agent's live mail and its first `max_messages` messages,
+        oldest first; None when it has none."""
+
+
+@dataclass(frozen=True)
+class ReplyToken:
+    """A notice's reply token as stored: its hash, the held message and reviewer it is bound
+    to, the notice's own Message-ID, and when a reply acted on it (None until one did)."""
+
+    token_hash: str
+    message_id: str
+    reviewer: str
+    notice_message_id: str
+    created_at: float
+    used_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalAnswer:
+    """A mail to a reviewer about a reply the gateway did not act on, ready for the relay."""
+
+    message_id: str
+    """The held message the reply was about (the answer goes with it)."""
+    sender: str
+    recipient: str
+    data: bytes
+    id: int = 0
+    """Set once stored."""
+
+
+class ApprovalReplies(Protocol):
+    """Approving by replying to the notice: reply tokens, the review a reply makes, and the
+    answers mailed back about replies not acted on."""
+
+    async def add_reply_token(self, token: ReplyToken) -> None:
+        """Store a notice's reply token (by hash)."""
+        ...
+
+    async def find_reply_token(self, token_hash: str) -> ReplyToken | None:
+        """The reply token with this hash, while its message exists; None otherwise."""
+        ...
+
+    async def review_by_reply(
+        self, token_hash: str, approve: bool, reason: str | None, now: float
+    ) -> OutboundMessage | None:
+        """Approve or reject the token's message for its reviewer (`reply`) and mark the token
+        used, in one transaction: NotPending when the token was used or the message is no
+        longer pending (nothing changes), None when the token or message is gone."""
+        ...
+
+    async def add_approval_answer(
+        self, answer: ApprovalAnswer, token_hash: str, limit: int, now: float
+    ) -> bool:
+        """Store an answer about a reply to the token `token_hash` with its `approval_answer`
+        job, in one commit, unless that token has had `limit` answers already (False)."""
+        ...
+
+    async def next_approval_answer(self, message_id: str) -> ApprovalAnswer | None:
+        """The oldest answer about `message_id` not yet handed on."""
+        ...
+
+    async def finish_approval_answer(self, job_id: int, answer_id: int) -> None:
+        """An answer was handed on (or refused for good): drop it and its job together."""
+        ...
+
+
+class JobQueueStore(Protocol):
+    """The job queue in the database: leases claimed, finished, released, counted."""
+
+    async def release_leases(self) -> None:
+        """At start-up, free the job leases a previous run of this replica held: every lease on
+        SQLite (one process works the queue), the ones stamped with this replica's name on
+        PostgreSQL (other replicas' leases stay)."""
+        ...
+
+    async def claim_jobs(
+        self, kind: str, now: float, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        """Lease due jobs of `kind` (`outbound`, `approval_notice`), oldest first."""
+        ...
+
+    async def finish_job(self, job_id: int, retry_at: float | None) -> None:
+        """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
+        ...
+
+    async def release_jobs(self, job_ids: list[int]) -> None:
+        """Give claimed jobs back as they were (lease dropped, no attempt counted)."""
+        ...
+
+    async def count_jobs(self) -> dict[str, int]:
+        """Queue depth: how many jobs of each kind are waiting or in progress."""
+        ...
+
+
+class WebhookDeliveries(Protocol):
+    """Webhook delivery: due deliveries claimed per receiver, what an attempt needs, and the
+    record of every attempt."""
+
+    async def claim_webhook_jobs(
+        self,
+        now: float,
+        limit: int | None,
+        lease_seconds: float,
+        room: Mapping[str, int],
+        default_room: int,
+    ) -> list[Job]:
+        """Lease due webhook jobs, oldest due first, looking at no more than `limit` (None:
+        every) of them and taking at most `room[url]` jobs for each webhook URL (`default_room`
+        for URLs not in `room`), so a busy receiver's backlog stays in the queue. Nobody else
+        can claim a leased job until the lease expires."""
+        ...
+
+    async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:
+        """For each message that still exists, keyed by id: the message, its agent's webhook
+        URL and its owner's newest signing seed."""
+        ...
+
+    async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
+        """Record the attempts and, in the same transaction, set each message's delivery status
+        and drop or reschedule its job. Attempts of messages deleted meanwhile are skipped."""
+        ...
+
+    async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
+        """Every recorded attempt for a message, in order."""
+        ...
+
+    async def dead_letters(
+        self, user_id: str, agent_email: str, limit: int, after_seq: int | None
+    ) -> list[DeadLetter]:
+        """Up to `limit` dead letters of the user's agent (inbound mail whose webhook delivery
+        failed for good and has no job), oldest first, after position `after_seq`."""
+        ...
+
+    async def redeliver_dead_letters(
+        self, user_id: str, agent_email: str, message_ids: list[str] | None, now: float
+    ) -> list[str]:
+        """Queue a new webhook delivery, due at `now`, for each dead letter of the user's agent
+        among `message_ids` (None: all of them), in one transaction: its status goes back to
+        `pending`, and its attempts are numbered on from the last. Returns the ids queued;
+        what is not the user's, not a dead letter, or already queued again is left alone."""
+        ...
+
+
+BounceType = Literal["permanent", "transient", "undetermined"]
+
+
+@dataclass(frozen=True)
+class BouncedRecipient:
+    """A recipient an outbound message bounced for (a delivery status notification, or the
+    relay's own 5xx), and what the remote server said."""
+
+    address: str
+    bounce_type: BounceType
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """A recipient sends are refused to: from every agent of the account (`agent_email` None,
+    added by a hard bounce) or from one agent."""
+
+    seq: int
+    address: str
+    source: str
+    created_at: str
+    agent_email: str | None = None
+    reason: str | None = None
+    source_message_id: str | None = None
+
+
+class Suppressions(Protocol):
+    """Bounces recorded against the outbound message they are about, and the recipient
+    suppression lists they (or the account) fill."""
+
+    async def record_bounce(
+        self, message_id: str, bounced: list[BouncedRecipient], now: float
+    ) -> bool:
+        """In one transaction: an `email.bounced` event per recipient of the outbound message
+        `message_id` it names; for a permanent bounce the address on its account's suppression
+        list (with a `domain.suppression_added` event) and the message `bounced`. False when
+        there is no such outbound message or none of `bounced` is its recipient."""
+        ...
+
+    async def suppressed_among(
+        self, user_id: str, agent_email: str, addresses: list[str]
+    ) -> list[str]:
+        """Those of `addresses` (lowercase) the account, or its agent `agent_email`, suppressed."""
+        ...
+
+    async def suppression_page(
+        self, user_id: str, agent_email: str | None, limit: int, before_seq: int | None
+    ) -> list[Suppression]:
+        """Up to `limit` of the account's suppressions (`agent_email` None) or the agent's,
+        newest first."""
+        ...
+
+    async def add_suppression(
+        self, user_id: str, agent_email: str | None, address: str, reason: str | None, now: float
+    ) -> Suppression:
+        """Suppress `address` for the agent (or the account), by hand; the existing row when it
+        already is."""
+        ...
+
+    async def delete_suppression(self, user_id: str, agent_email: str | None, address: str) -> bool:
+        """Lift one suppression; False when there is none."""
+        ...
+
+
+class EventLog(Protocol):
+    """The `/v1` events log: events recorded with what they describe (by the other roles'
+    writes, in the same transaction), listed and read per account, redelivered."""
+
+    async def list_events(
+        self, user_id: str, query: EventFilter, limit: int, before_seq: int | None
+    ) -> list[StoredEvent]:
+        """Up to `limit` of the user's events matching `query`, newest first, older than
+        `before_seq` when given."""
+        ...
+
+    async def get_event(self, user_id: str, event_id: str) -> StoredEvent | None:
+        """One of the user's events (with its delivery counts), or None."""
+        ...
+
+    async def redeliver_event(
+        self, user_id: str, event_id: str, webhook_id: str | None, now: float
+    ) -> list[tuple[str, str]] | None:
+        """Queue the event's envelope again, due at `now`: to `webhook_id`, or to every webhook
+        it was delivered to before. The (webhook id, delivery id) pairs queued; None when the
+        event or the webhook is not the user's."""
+        ...
+
+    async def delete_events_before(self, cutoff: float, limit: int) -> int:
+        """Delete up to `limit` events made before the epoch `cutoff`, oldest first."""
+        ...
+
+
+class Subscribers(Protocol):
+    """Webhook subscribers of the `/v1` API and the queue of their deliveries."""
+
+    async def add_webhook(self, webhook: Webhook, max_per_user: int) -> None:
+        """Store a new webhook; LimitReached when the user already has `max_per_user`."""
+        ...
+
+    async def webhook_page(self, user_id: str, limit: int, after_seq: int | None) -> list[Webhook]:
+        """Up to `limit` of the user's webhooks, oldest first, after `after_seq`."""
+        ...
+
+    async def get_webhook(self, user_id: str, webhook_id: str) -> Webhook | None:
+        """One of the user's webhooks, or None."""
+        ...
+
+    async def update_webhook(
+        self, user_id: str, webhook_id: str, changes: WebhookChanges
+    ) -> Webhook | None:
+        """Apply `changes` to one of the user's webhooks; None when it is not theirs."""
+        ...
+
+    async def delete_webhook(self, user_id: str, webhook_id: str) -> bool:
+        """Delete one of the user's webhooks with its deliveries; False when not theirs."""
+        ...
+
+    async def rotate_webhook_seed(
+        self, user_id: str, webhook_id: str, seed: str, previous_until: float
+    ) -> Webhook | None:
+        """Sign with `seed` from now on; the current seed keeps signing too until
+        `previous_until`. None when the webhook is not the user's."""
+        ...
+
+    async def add_test_delivery(
+        self,
+        user_id: str,
+        webhook_id: str,
+        event_id: str,
+        event_type: str,
+        envelope: bytes,
+        now: float,
+    ) -> str | None:
+        """Queue a one-off delivery of `envelope` to the webhook, due now; its id, or None
+        when the webhook is not the user's."""
+        ...
+
+    async def delivery_page(
+        self,
+        user_id: str,
+        webhook_id: str,
+        status: str | None,
+        limit: int,
+        before_seq: int | None,
+    ) -> list[SubscriberDelivery] | None:
+        """Up to `limit` of the webhook's deliveries (in `status`, when given), newest first;
+        None when the webhook is not the user's."""
+        ...
+
+    async def claim_subscriber_deliveries(
+        self,
+        now: float,
+        limit: int | None,
+        lease_seconds: float,
+        room: Mapping[str, int],
+        default_room: int,
+    ) -> list[ClaimedDelivery]:
+        """Lease due deliveries of enabled webhooks, oldest due first, looking at no more than
+        `limit` (None: every) and taking at most `room[url]` (else `default_room`) per URL."""
+        ...
+
+    async def finish_subscriber_attempts(self, finished: list[SubscriberAttempt]) -> None:
+        """Record the attempts, and each delivery's next state, in one transaction."""
+        ...
+
+
+class RateLimits(Protocol):
+    """Fixed-window request counters shared by every process using the database."""
+
+    async def hit_rate_limit(
+        self, key: str, window_seconds: int, limit: int, now: float
+    ) -> float | None:
+        """Count one request against `key` in the fixed window of `window_seconds` holding
+        `now` (atomically, shared by every process using the database); None when it is within
+        `limit`, else the seconds until the window ends. Prunes a bounded number of expired
+        windows on the way."""
+        ...
+
+
+class Idempotency(Protocol):
+    """Answers to writes sent with an Idempotency-Key, per user, so a retry replays the first
+    answer. A claim is taken before the write, then completed with the answer or released."""
+
+    async def claim_idempotency_key(
+        self, user_id: str, key_hash: str, request_hash: str, now: float, stale_before: float
+    ) -> IdempotencyClaim:
+        """Claim `key_hash` of the user for the request hashed `request_hash`, in one
+        transaction: a fresh key (or a claim left unfinished since before `stale_before`, its
+        request having died) is acquired; a completed one replays for the same request and is
+        a mismatch for another; a claim still running is in flight."""
+        ...
+
+    async def complete_idempotency_key(
+        self, user_id: str, key_hash: str, token: str, status: int, answer: bytes, now: float
+    ) -> None:
+        """Store the answer of the claim `token` (nothing when the claim is no longer held)."""
+        ...
+
+    async def release_idempotency_key(self, user_id: str, key_hash: str, token: str) -> None:
+        """Drop the unfinished claim `token`, so a retry runs the write again."""
+        ...
+
+
+class FeedbackBox(Protocol):
+    """Feedback from anyone, kept for the operators."""
+
+    async def add_feedback(self, feedback: Feedback) -> None:
+        """Store one piece of feedback."""
+        ...
+
+    async def list_feedback(self, limit: int) -> list[Feedback]:
+        """The newest `limit` pieces of feedback, newest first."""
+        ...
+
+
+class Retention(Protocol):
+    """The retention sweep: old messages and webhook attempt records deleted in batches."""
+
+    async def delete_messages_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` messages created before `cutoff` (RFC 3339 UTC), oldest first,
+        in one short transaction: the rows with their bodies and attachments, their raw bytes
+        when no other message points at them, and (by cascade) their webhook attempts. A
+        message that still has a job (delivery, send, approval notice) or an outbound message
+        not yet finished is never deleted. Returns how many messages went."""
+        ...
+
+    async def delete_webhook_attempts_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` webhook attempt records made before `cutoff`, oldest first, in
+        one short transaction; returns how many went."""
+        ...
+
+    async def delete_idempotency_keys_before(self, cutoff: float, limit: int) -> int:
+        """Delete up to `limit` idempotency keys claimed, and completed (if ever), before the
+        epoch `cutoff`, in one short transaction; returns how many went."""
+        ...
+
+    async def delete_feedback_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` pieces of feedback sent before `cutoff` (RFC 3339 UTC), oldest
+        first, in one short transaction; returns how many went."""
+
+    async def purge_agents_trashed_before(self, cutoff: str, limit: int) -> int:
+        """Delete for good up to `limit` agents trashed before `cutoff` (RFC 3339 UTC), with
+        their messages and the keys bound to them, in one short transaction; returns how many
+        went."""
+        ...
+
+
+class Storage(
+    Lifecycle,
+    Accounts,
+    Directory,
+    Mailboxes,
+    Outbox,
+    Mailbox,
+    ApprovalReplies,
+    Holds,
+    JobQueueStore,
+    WebhookDeliveries,
+    RateLimits,
+    Idempotency,
+    FeedbackBox,
+    Retention,
+    EventLog,
+    Subscribers,
+    Suppressions,
+    Protocol,
+):
+    """What the gateway needs from a database, all roles together. Implemented by the SQLite and
+    PostgreSQL backends; a caller that needs one role types against that role."""

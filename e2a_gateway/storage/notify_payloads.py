@@ -1,0 +1,151 @@
+"""Announcements as PostgreSQL NOTIFY payloads: encoded by the replica that commits, decoded by
+every replica's fan-out listener (`e2a_gateway.hub.fanout`). Pure: JSON text in and out, no I/O.
+
+Every payload names the process that sent it (`origin`), so a listener can skip what its own
+process already handled when the commit returned. Payloads stay well under NOTIFY's 8000 bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, get_args
+
+from e2a_gateway.storage.announcements import (
+    AccessEnded,
+    Announcement,
+    JobsAdded,
+    MessageStored,
+    RevokedKind,
+)
+from e2a_gateway.storage.vocabulary import JOB_KINDS
+
+MAX_NOTIFY_PAYLOAD_BYTES = 7000
+REVOKED_KINDS = get_args(RevokedKind)
+
+
+@dataclass(frozen=True)
+class StoredSummary:
+    """A message stored for the local agent `agent_id`, as much of it as its WebSocket
+    notification frame shows."""
+
+    agent_id: str
+    id: str
+    from_addr: str
+    agent_email: str
+    subject: str
+    received_at: str
+    conversation_id: str | None
+
+
+@dataclass(frozen=True)
+class Resync:
+    """A message was stored for the local agent `agent_id` whose summary did not fit in a
+    payload: that agent's live clients should reconnect and read it from storage."""
+
+    agent_id: str
+
+
+Heard = JobsAdded | AccessEnded | StoredSummary | Resync
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One payload, decoded: the process that sent it (None when it does not say) and what it
+    announced."""
+
+    origin: str | None
+    news: tuple[Heard, ...]
+
+
+def encode_payloads(origin: str, announcements: Iterable[Announcement]) -> list[str]:
+    """The payloads telling other replicas of `announcements`: each message stored and each
+    access ended once, in order, then one payload naming every kind of job added."""
+    payloads: dict[str, None] = {}
+    job_kinds: dict[str, None] = {}
+    for announcement in announcements:
+        if isinstance(announcement, JobsAdded):
+            job_kinds[announcement.kind] = None
+        elif isinstance(announcement, AccessEnded):
+            payloads[_revocation_payload(origin, announcement)] = None
+        else:
+            payloads[_stored_payload(origin, announcement)] = None
+    if job_kinds:
+        payloads[json.dumps({"origin": origin, "jobs": list(job_kinds)})] = None
+    return list(payloads)
+
+
+def _stored_payload(origin: str, stored: MessageStored) -> str:
+    """What the agent's WebSocket frame is built from; a payload too big for NOTIFY (a huge
+    subject) says `resync` instead."""
+    message = stored.message
+    payload = json.dumps(
+        {
+            "origin": origin,
+            "agent_id": stored.agent_id,
+            "agent": message.agent_email,
+            "id": message.id,
+            "from": message.from_addr,
+            "subject": message.subject,
+            "received_at": message.received_at,
+            "conversation_id": message.conversation_id,
+        }
+    )
+    if len(payload.encode()) <= MAX_NOTIFY_PAYLOAD_BYTES:
+        return payload
+    return json.dumps({"origin": origin, "agent_id": stored.agent_id, "resync": True})
+
+
+def _revocation_payload(origin: str, ended: AccessEnded) -> str:
+    """Access that ended — an agent deleted (its id), an API key revoked (its hash), an account
+    deleted (its id) — so every replica ends the live subscriptions that depended on it."""
+    return json.dumps({"origin": origin, "revoke": ended.kind, "id": ended.value})
+
+
+def decode_payload(payload: str) -> Payload:
+    """What `payload` announced; ValueError when it is not a payload of ours. `{"jobs": true}`
+    (which names no kind) announces jobs of every kind."""
+    try:
+        decoded = json.loads(payload)
+        if not isinstance(decoded, dict):
+            raise ValueError("not an object")
+        origin = decoded.get("origin")
+        return Payload(None if origin is None else str(origin), _news(decoded))
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"missing or malformed field: {exc}") from None
+
+
+def _news(decoded: dict[str, Any]) -> tuple[Heard, ...]:
+    """The announcements of a decoded payload object (KeyError, TypeError, ValueError if
+    malformed)."""
+    if "jobs" in decoded:
+        return tuple(JobsAdded(kind) for kind in _job_kinds(decoded["jobs"]))
+    if "revoke" in decoded:
+        kind, value = decoded["revoke"], decoded["id"]
+        if kind not in REVOKED_KINDS or not isinstance(value, str) or not value:
+            raise ValueError("not a revocation")
+        return (AccessEnded(kind, value),)
+    agent_id = str(decoded["agent_id"])
+    if decoded.get("resync"):
+        return (Resync(agent_id),)
+    conversation = decoded.get("conversation_id")
+    summary = StoredSummary(
+        agent_id=agent_id,
+        id=str(decoded["id"]),
+        from_addr=str(decoded["from"]),
+        agent_email=str(decoded["agent"]),
+        subject=str(decoded["subject"]),
+        received_at=str(decoded["received_at"]),
+        conversation_id=None if conversation is None else str(conversation),
+    )
+    return (summary,)
+
+
+def _job_kinds(value: object) -> tuple[str, ...]:
+    """The job kinds a `jobs` field names: every kind for `true`."""
+    if value is True:
+        return JOB_KINDS
+    if isinstance(value, list) and value and all(isinstance(kind, str) for kind in value):
+        return tuple(value)
+    raise ValueError("jobs: expected true or a list of job kinds")

@@ -1,0 +1,278 @@
+"""The PostgreSQL backend, for several `e2a serve` replicas sharing one database.
+
+psycopg 3's sync API driven from trio through threads, over a small bounded pool of
+connections; every call is one transaction. Nothing is cached in the process, because another
+replica may change anything at any time, and every job claim is `FOR UPDATE SKIP LOCKED` under
+a lease, so replicas never take the same job and take over a dead replica's once it lapses.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import psycopg.conninfo
+import trio
+
+from e2a_gateway.storage.announcements import Announcement, CommitObserver
+from e2a_gateway.storage.base import StorageUnavailable
+from e2a_gateway.storage.migrations import load_migrations
+from e2a_gateway.storage.notify_payloads import encode_payloads
+from e2a_gateway.storage.sql.dialect import POSTGRES
+from e2a_gateway.storage.sql.lifecycle import applied_versions, record_migration
+from e2a_gateway.storage.sql.runner import Routing, Work
+from e2a_gateway.storage.sql.store import SqlStorage
+from e2a_gateway.storage.sql.transaction import Transaction
+
+T = TypeVar("T")
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+POOL_SIZE = 8
+CONNECT_TIMEOUT_SECONDS = 10
+# The advisory lock that migrations queue on. The SQL's own locks (e2a_gateway.storage.sql) take
+# hashtext() of a name, the inboxes' in the two-key (int, int) space, which never overlaps the
+# single-key (bigint) one.
+MIGRATION_LOCK = 0x6532615F6D6967  # "e2a_mig"
+# LISTEN/NOTIFY channel on which commits are announced to the other replicas
+# (e2a_gateway.hub.fanout).
+FANOUT_CHANNEL = "e2a_fanout"
+LISTEN_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+
+def redacted_url(url: str) -> str:
+    """`url` without its password (and without query parameters that could carry one)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return url.split("://")[0] + "://…"
+    user = f"{parts.username}@" if parts.username else ""
+    if ":" in host:
+        host = f"[{host}]"
+    return urlunsplit((parts.scheme, f"{user}{host}{port}", parts.path, "", ""))
+
+
+_CONNECT_HINTS = (
+    (re.compile(r"connection refused", re.I), "connection refused — is PostgreSQL running?"),
+    (
+        re.compile(r"password authentication failed|no password supplied", re.I),
+        "password authentication failed — check the user and password in database.url",
+    ),
+    (
+        re.compile(r'database "([^"]+)" does not exist', re.I),
+        "database does not exist — create it (createdb) or fix the name in database.url",
+    ),
+    (
+        re.compile(r'role "([^"]+)" does not exist', re.I),
+        "that user (role) does not exist — create it or fix the user in database.url",
+    ),
+    (
+        re.compile(r"could not translate host name|name or service not known", re.I),
+        "unknown host — check the host name in database.url",
+    ),
+    (
+        re.compile(r"timeout expired|timed out", re.I),
+        "timed out — check the host, the port and any firewall between",
+    ),
+    (
+        re.compile(r"no pg_hba.conf entry", re.I),
+        "the server refuses this client — allow it in pg_hba.conf",
+    ),
+)
+
+
+def connect_error_message(display_url: str, exc: Exception) -> str:
+    """A message for an operator: which URL, what failed, what to do about it."""
+    text = str(exc)
+    for pattern, hint in _CONNECT_HINTS:
+        if pattern.search(text):
+            return f"database.url: cannot connect to {display_url}: {hint}"
+    first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return f"database.url: cannot connect to {display_url}: {first_line}"
+
+
+@contextmanager
+def _translate_errors(display_url: str) -> Iterator[None]:
+    """Turn lost connections, deadlocks and server-side failures into StorageUnavailable.
+
+    Integrity errors pass through for the caller to interpret; programming errors are bugs."""
+    try:
+        yield
+    except psycopg.IntegrityError:
+        raise
+    except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+        raise StorageUnavailable(f"postgres ({display_url}): {exc}".strip()) from exc
+
+
+def _transact(connection: Connection, display_url: str, work: Callable[[Connection], T]) -> T:
+    """Run `work` in one transaction on `connection` (in a worker thread)."""
+    with _translate_errors(display_url), connection.transaction():
+        return work(connection)
+
+
+class PostgresStorage(SqlStorage):
+    """Storage on a PostgreSQL database. Create with `PostgresStorage.open(url)`."""
+
+    dialect = POSTGRES
+
+    def __init__(
+        self,
+        url: str,
+        holder: str = "",
+        pool_size: int = POOL_SIZE,
+        on_commit: CommitObserver | None = None,
+    ):
+        super().__init__(on_commit)
+        self.url = url
+        self.holder = holder
+        self.display_url = redacted_url(url)
+        self._idle: list[Connection] = []
+        self._slots = trio.Semaphore(pool_size)
+        self._closed = False
+        self.process_tag = secrets.token_hex(8)
+        """Tags this process's NOTIFY payloads, so its own fan-out listener can skip them."""
+
+    @classmethod
+    def open(
+        cls, url: str, holder: str = "", on_commit: CommitObserver | None = None
+    ) -> PostgresStorage:
+        """Check `url` and return a backend that connects on first use (not yet migrated);
+        `on_commit` hears what each write announced once it has committed."""
+        try:
+            psycopg.conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as exc:
+            raise StorageUnavailable(
+                f"database.url: {redacted_url(url)} is not a valid PostgreSQL URL ({exc}) — "
+                "use postgresql://user:password@host:5432/dbname"
+            ) from exc
+        return cls(url, holder, on_commit=on_commit)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _connect(self) -> Connection:
+        """A new connection in autocommit mode (transactions are explicit), in a thread."""
+        params = psycopg.conninfo.conninfo_to_dict(self.url)
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+        params.setdefault("application_name", "e2a")
+        try:
+            return psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise StorageUnavailable(connect_error_message(self.display_url, exc)) from exc
+
+    def connect_listener(self) -> Connection:
+        """A dedicated connection (outside the pool) that LISTENs on FANOUT_CHANNEL; blocking,
+        so call it in a thread. TCP keepalives let a silently dead peer be noticed."""
+        params = psycopg.conninfo.conninfo_to_dict(self.url)
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+        params.setdefault("application_name", "e2a-fanout")
+        for key, value in LISTEN_KEEPALIVES.items():
+            params.setdefault(key, value)
+        try:
+            connection = psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise StorageUnavailable(connect_error_message(self.display_url, exc)) from exc
+        try:
+            connection.execute(f"LISTEN {FANOUT_CHANNEL}")
+        except psycopg.Error as exc:
+            connection.close()
+            raise StorageUnavailable(f"postgres ({self.display_url}): LISTEN: {exc}") from exc
+        return connection
+
+    def _give_back(self, connection: Connection) -> None:
+        """Keep a healthy connection for the next call; close a broken one."""
+        if self._closed or connection.closed or connection.broken:
+            connection.close()
+        else:
+            self._idle.append(connection)
+
+    async def _run(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in one transaction on a pooled connection, in a worker thread."""
+        if self._closed:
+            raise StorageUnavailable(f"postgres ({self.display_url}): storage is closed")
+        async with self._slots:
+            if self._idle:
+                connection = self._idle.pop()
+            else:
+                connection = await trio.to_thread.run_sync(self._connect)
+            try:
+                return await trio.to_thread.run_sync(_transact, connection, self.display_url, work)
+            finally:
+                self._give_back(connection)
+
+    async def _read(self, work: Work[T], *, snapshot: bool = False, routing: Routing = None) -> T:
+        """Run `work` in one transaction (REPEATABLE READ for a `snapshot`). Nothing is
+        remembered for `routing`: other replicas may change anything at any time."""
+        result, _ = await self._run(partial(self._unit, work, snapshot))
+        return result
+
+    async def _commit(
+        self, work: Work[T], *, changes_routing: bool, durable: bool
+    ) -> tuple[T, list[Announcement]]:
+        """Run `work` in one transaction; every commit waits for the disk."""
+        return await self._run(partial(self._unit, work, False))
+
+    def _unit(
+        self, work: Work[T], snapshot: bool, connection: Connection
+    ) -> tuple[T, list[Announcement]]:
+        """Run `work` inside the open transaction of `connection`, then NOTIFY what it
+        announced (delivered to the listeners only if the transaction commits)."""
+        if snapshot:
+            connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        transaction = Transaction(connection, self.dialect, psycopg.IntegrityError)
+        result = work(transaction)
+        _notify(connection, *encode_payloads(self.process_tag, transaction.announcements))
+        return result, transaction.announcements
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        """Apply each migration newer than the recorded versions, one transaction each.
+
+        Replicas starting together queue on an advisory lock, so each step runs once."""
+        migrations = load_migrations("postgres")
+
+        def apply_pending(db: Connection) -> list[int]:
+            tx = Transaction(db, self.dialect, psycopg.IntegrityError)
+            tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+            applied = applied_versions(tx)
+            done: list[int] = []
+            for migration in migrations:
+                if migration.version in applied:
+                    continue
+                with db.transaction():  # a savepoint: the step and its record together
+                    db.execute(migration.sql)  # the whole script, as one simple query
+                    record_migration(tx, migration)
+                done.append(migration.version)
+            return done
+
+        return await self._run(apply_pending)
+
+    async def close(self) -> None:
+        """Close every idle connection; connections in use close when their call ends."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            await trio.to_thread.run_sync(connection.close)
+
+
+def _notify(db: Connection, *payloads: str) -> None:
+    """Announce `payloads` on FANOUT_CHANNEL, in one round trip, when (and only if) the
+    transaction commits."""
+    if payloads:
+        db.execute(
+            "SELECT pg_notify(%s, payload) "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS p(payload, n) ORDER BY n",
+            (FANOUT_CHANNEL, list(payloads)),
+        )

@@ -1,0 +1,285 @@
+"""The SQL of accounts: users, their API keys (by hash) and signing secrets, export and deletion.
+
+Keys are only ever stored as their SHA-256 hash and an export never holds a hash, seed or
+secret. Changes to one user's counted resources take turns under a lock on the user's row.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from e2a_gateway.storage.announcements import AccessEnded
+from e2a_gateway.storage.base import ApiKey, KeyHolder, LastOne, LimitReached, SigningSecret, User
+from e2a_gateway.storage.rows import (
+    AGENT_COLUMNS,
+    API_KEY_COLUMNS,
+    API_KEYS_WITH_AGENTS,
+    DELETED_TABLES,
+    DOMAIN_COLUMNS,
+    EXPORT_MESSAGE_COLUMNS,
+    EXPORT_SIGNING_SECRET_COLUMNS,
+    SIGNING_SECRET_COLUMNS,
+    api_key_params,
+    decode_api_key,
+    decode_signing_secret,
+    signing_secret_params,
+    user_export,
+)
+from e2a_gateway.storage.sql.keyset import after_newest_first
+from e2a_gateway.storage.sql.runner import Runner
+from e2a_gateway.storage.sql.transaction import Transaction
+from e2a_gateway.storage.vocabulary import ACCOUNT_SCOPE
+
+USER_COLUMNS = "id, email, created_at"
+
+
+def _live_key(tx: Transaction) -> str:
+    """The FROM and WHERE of the live key with hash `?`: its owner `u`, and for an agent key
+    the agent `a` it is bound to, which must still be there."""
+    return (
+        "FROM api_keys k JOIN users u ON u.id = k.user_id "
+        "LEFT JOIN agents a ON a.id = k.agent_id AND a.user_id = k.user_id "
+        "AND a.deleted_at IS NULL "
+        "WHERE k.key_hash = ? AND k.revoked_at IS NULL "
+        f"AND (k.expires_at IS NULL OR k.expires_at > {tx.dialect.utc_now}) "
+        f"AND (k.scope = '{ACCOUNT_SCOPE}' OR a.id IS NOT NULL)"
+    )
+
+
+def _lock_user(tx: Transaction, user_id: str) -> None:
+    """Serialise changes to one user's counted resources (signing secrets) across replicas."""
+    tx.lock_row("users", "id", user_id)
+
+
+def _user(row: Any) -> User | None:
+    return User(*row) if row else None
+
+
+class AccountsSql(Runner):
+    """`Accounts` in SQL, and the newest signing seed that `Directory` routes with."""
+
+    async def ensure_user(self, user_id: str, email: str, now: str) -> tuple[User, bool]:
+        """Return the user with `email`, creating it with `user_id` if absent; (user, created)."""
+
+        def upsert(tx: Transaction) -> tuple[User, bool]:
+            created = tx.execute(
+                "INSERT INTO users (id, email, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                (user_id, email, now),
+            ).rowcount
+            row = tx.one(f"SELECT {USER_COLUMNS} FROM users WHERE email = ?", (email,))
+            return User(*row), created == 1
+
+        return await self._write(upsert)
+
+    async def add_api_key(self, key: ApiKey, key_hash: str) -> None:
+        """Store an API key by its hash."""
+        await self._write(
+            lambda tx: tx.execute(
+                "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at, "
+                "scope, agent_id, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                api_key_params(key, key_hash),
+            )
+        )
+
+    async def user_for_key_hash(self, key_hash: str) -> User | None:
+        """The owner of a live key with this hash."""
+        row = await self._read(
+            lambda tx: tx.first(f"SELECT u.id, u.email, u.created_at {_live_key(tx)}", (key_hash,))
+        )
+        return _user(row)
+
+    async def key_holder(self, key_hash: str) -> KeyHolder | None:
+        """Who the live key with this hash speaks for (its owner, scope and bound agent)."""
+        row = await self._read(
+            lambda tx: tx.first(
+                f"SELECT u.id, u.email, u.created_at, k.scope, a.id, a.email {_live_key(tx)}",
+                (key_hash,),
+            )
+        )
+        if row is None:
+            return None
+        return KeyHolder(User(*row[:3]), row[3], row[4], row[5])
+
+    async def get_user(self, user_id: str) -> User | None:
+        """The user with this id."""
+        row = await self._read(
+            lambda tx: tx.first(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        )
+        return _user(row)
+
+    async def first_user(self) -> User | None:
+        """The user created first (the same second: the smaller id)."""
+        row = await self._read(
+            lambda tx: tx.first(f"SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id LIMIT 1")
+        )
+        return _user(row)
+
+    async def list_api_keys(self, user_id: str) -> list[ApiKey]:
+        """The user's keys, newest first."""
+        rows = await self._read(
+            lambda tx: tx.all(
+                f"SELECT {API_KEY_COLUMNS} FROM {API_KEYS_WITH_AGENTS} WHERE k.user_id = ? "
+                f"ORDER BY k.created_at DESC, k.{tx.dialect.insertion_order} DESC",
+                (user_id,),
+            )
+        )
+        return [decode_api_key(row) for row in rows]
+
+    async def api_key_page(
+        self, user_id: str, limit: int, after: tuple[str, str] | None
+    ) -> list[ApiKey]:
+        """Up to `limit` live keys of the user, newest first by (created_at, id), after `after`."""
+        position, params = after_newest_first(after, "k.created_at", "k.id")
+
+        def page(tx: Transaction) -> list[Any]:
+            return tx.all(
+                f"SELECT {API_KEY_COLUMNS} FROM {API_KEYS_WITH_AGENTS} "
+                "WHERE k.user_id = ? AND k.revoked_at IS NULL "
+                f"AND (k.expires_at IS NULL OR k.expires_at > {tx.dialect.utc_now}) "
+                f"{position} "
+                "ORDER BY k.created_at DESC, k.id DESC LIMIT ?",
+                (user_id, *params, limit),
+            )
+
+        return [decode_api_key(row) for row in await self._read(page)]
+
+    async def export_user(self, user_id: str) -> dict[str, Any]:
+        """Everything stored about the user, from one snapshot (no hashes or seeds)."""
+
+        def export(tx: Transaction) -> dict[str, Any]:
+            def rows(query: str) -> list[Any]:
+                return tx.all(query, (user_id,))
+
+            return user_export(
+                tx.first(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,)),
+                rows(
+                    f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? "
+                    "ORDER BY created_at, email"
+                ),
+                rows(
+                    f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? "
+                    "ORDER BY created_at, domain"
+                ),
+                rows(
+                    f"SELECT {API_KEY_COLUMNS} FROM {API_KEYS_WITH_AGENTS} WHERE k.user_id = ? "
+                    f"ORDER BY k.created_at, k.{tx.dialect.insertion_order}"
+                ),
+                rows(
+                    f"SELECT {EXPORT_SIGNING_SECRET_COLUMNS} FROM signing_secrets "
+                    "WHERE user_id = ? ORDER BY seq"
+                ),
+                rows(
+                    f"SELECT {EXPORT_MESSAGE_COLUMNS} FROM messages WHERE user_id = ? ORDER BY seq"
+                ),
+            )
+
+        return await self._read(export, snapshot=True)
+
+    async def delete_user(self, user_id: str) -> dict[str, int]:
+        """Delete the user and all they own in one transaction; rows deleted per table. Other
+        replicas hear of it when it commits, and end the user's live subscriptions."""
+        owned = "user_id = ? OR agent_email IN (SELECT email FROM agents WHERE user_id = ?)"
+        statements = {
+            "webhook_attempts": (
+                "DELETE FROM webhook_attempts WHERE message_id IN "
+                f"(SELECT id FROM messages WHERE {owned})",
+                (user_id, user_id),
+            ),
+            "jobs": (
+                f"DELETE FROM jobs WHERE message_id IN (SELECT id FROM messages WHERE {owned})",
+                (user_id, user_id),
+            ),
+            "messages": (f"DELETE FROM messages WHERE {owned}", (user_id, user_id)),
+            "agents": ("DELETE FROM agents WHERE user_id = ?", (user_id,)),
+            "domains": ("DELETE FROM domains WHERE user_id = ?", (user_id,)),
+            "api_keys": ("DELETE FROM api_keys WHERE user_id = ?", (user_id,)),
+            "signing_secrets": ("DELETE FROM signing_secrets WHERE user_id = ?", (user_id,)),
+            "users": ("DELETE FROM users WHERE id = ?", (user_id,)),
+        }
+
+        def delete(tx: Transaction) -> dict[str, int]:
+            _lock_user(tx, user_id)
+            counts = {
+                table: tx.execute(query, params).rowcount
+                for table, (query, params) in statements.items()
+            }
+            tx.announce(AccessEnded("user", user_id))
+            return {table: counts[table] for table in DELETED_TABLES}
+
+        return await self._write(delete, changes_routing=True)
+
+    async def revoke_api_key(self, user_id: str, key_id: str, now: str) -> str | None:
+        """Revoke one live key of the user; its hash, or None. Other replicas hear of it when
+        it commits, and end the live subscriptions the key opened."""
+
+        def revoke(tx: Transaction) -> str | None:
+            row = tx.first(
+                "UPDATE api_keys SET revoked_at = ? "
+                "WHERE id = ? AND user_id = ? AND revoked_at IS NULL RETURNING key_hash",
+                (now, key_id, user_id),
+            )
+            if row is None:
+                return None
+            tx.announce(AccessEnded("key", row[0]))
+            return str(row[0])
+
+        return await self._write(revoke)
+
+    async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
+        """Store a signing secret unless the user has `max_per_user` already (LimitReached)."""
+
+        def insert(tx: Transaction) -> None:
+            _lock_user(tx, secret.user_id)
+            (count,) = tx.one(
+                "SELECT count(*) FROM signing_secrets WHERE user_id = ?", (secret.user_id,)
+            )
+            if count >= max_per_user:
+                raise LimitReached(f"at most {max_per_user} signing secrets per user")
+            seq = tx.dialect.next_in_sequence("signing_secrets", "seq")
+            tx.execute(
+                "INSERT INTO signing_secrets "
+                "(id, seq, user_id, name, seed, secret_prefix, created_at) "
+                f"VALUES (?, {seq}, ?, ?, ?, ?, ?)",
+                signing_secret_params(secret),
+            )
+
+        await self._write(insert, changes_routing=True)
+
+    async def list_signing_secrets(self, user_id: str) -> list[SigningSecret]:
+        """The user's secrets, newest first."""
+        rows = await self._read(
+            lambda tx: tx.all(
+                f"SELECT {SIGNING_SECRET_COLUMNS} FROM signing_secrets WHERE user_id = ? "
+                "ORDER BY seq DESC",
+                (user_id,),
+            )
+        )
+        return [decode_signing_secret(row) for row in rows]
+
+    async def delete_signing_secret(self, user_id: str, secret_id: str) -> bool:
+        """Delete one of the user's secrets, never the last (LastOne, even against a concurrent
+        delete); False when not theirs."""
+
+        def delete(tx: Transaction) -> bool:
+            _lock_user(tx, user_id)
+            rows = tx.all("SELECT id FROM signing_secrets WHERE user_id = ?", (user_id,))
+            ids = [row[0] for row in rows]
+            if secret_id not in ids:
+                return False
+            if len(ids) == 1:
+                raise LastOne("cannot delete the last signing secret")
+            tx.execute("DELETE FROM signing_secrets WHERE id = ?", (secret_id,))
+            return True
+
+        return await self._write(delete, changes_routing=True)
+
+    async def newest_signing_seed(self, user_id: str) -> str | None:
+        """The seed of the user's newest signing secret (the one deliveries are signed with)."""
+        row = await self._read(
+            lambda tx: tx.first(
+                "SELECT seed FROM signing_secrets WHERE user_id = ? ORDER BY seq DESC LIMIT 1",
+                (user_id,),
+            ),
+            routing=("seed", user_id),
+        )
+        return str(row[0]) if row else None

@@ -1,0 +1,180 @@
+"""The SQL of agents: each an address of one user, and the routing look-up of inbound mail.
+
+Every query but `find_agent` is scoped by the owner's `user_id`; deleting an agent deletes its
+messages and jobs by cascade and tells other replicas to end its live subscriptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from e2a_gateway.storage.announcements import AccessEnded
+from e2a_gateway.storage.base import Agent, AgentChanges, AlreadyExists
+from e2a_gateway.storage.rows import AGENT_COLUMNS, agent_assignments, agent_params, decode_agent
+from e2a_gateway.storage.sql.runner import Runner
+from e2a_gateway.storage.sql.transaction import Transaction
+
+_PLACEHOLDERS = ", ".join("?" * len(AGENT_COLUMNS.split(",")))
+
+
+def _in_trash(trashed: bool) -> str:
+    """The condition keeping agents in the trash (`trashed`) or in service."""
+    return "deleted_at IS NOT NULL" if trashed else "deleted_at IS NULL"
+
+
+def _agent_row(tx: Transaction, user_id: str, email: str, trashed: bool = False) -> Any:
+    return tx.first(
+        f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ? "
+        f"AND {_in_trash(trashed)}",
+        (user_id, email),
+    )
+
+
+def _revoke_agent_keys(tx: Transaction, agent_id: str) -> None:
+    """Revoke the keys bound to the agent `agent_id`, which is going for good: no later agent
+    ever has its id, so they could never be used again anyway, and they no longer clutter the
+    owner's list of keys."""
+    tx.execute(
+        f"UPDATE api_keys SET revoked_at = {tx.dialect.utc_now} "
+        "WHERE agent_id = ? AND revoked_at IS NULL",
+        (agent_id,),
+    )
+
+
+class AgentsSql(Runner):
+    """The agents of `Directory` in SQL."""
+
+    async def add_agent(self, agent: Agent) -> None:
+        """Store a new agent; AlreadyExists when the address is taken."""
+        await self._write(
+            lambda tx: tx.execute(
+                f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES ({_PLACEHOLDERS})",
+                agent_params(agent),
+                conflict=AlreadyExists(agent.email),
+            ),
+            changes_routing=True,
+        )
+
+    async def list_agents(self, user_id: str, *, trashed: bool = False) -> list[Agent]:
+        """The user's agents in service (or, `trashed`, in the trash), oldest first."""
+        rows = await self._read(
+            lambda tx: tx.all(
+                f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND {_in_trash(trashed)} "
+                "ORDER BY created_at, email",
+                (user_id,),
+            )
+        )
+        return [decode_agent(row) for row in rows]
+
+    async def get_agent(self, user_id: str, email: str, *, trashed: bool = False) -> Agent | None:
+        """One of the user's agents in service (or, `trashed`, in the trash)."""
+        row = await self._read(lambda tx: _agent_row(tx, user_id, email, trashed))
+        return decode_agent(row) if row else None
+
+    async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
+        """Apply a partial update to one of the user's agents; None when it is not theirs."""
+        assignments = agent_assignments(changes)
+
+        def update(tx: Transaction) -> Agent | None:
+            if assignments:
+                columns = ", ".join(f"{column} = ?" for column in assignments)
+                tx.execute(
+                    f"UPDATE agents SET {columns} "
+                    "WHERE user_id = ? AND email = ? AND deleted_at IS NULL",
+                    (*assignments.values(), user_id, email),
+                )
+            row = _agent_row(tx, user_id, email)
+            return decode_agent(row) if row else None
+
+        return await self._write(update, changes_routing=True)
+
+    async def delete_agent(self, user_id: str, email: str) -> str | None:
+        """Delete one of the user's agents (its messages and jobs cascade); its id, or None.
+        Other replicas hear of it when it commits, and end its live subscriptions."""
+
+        def delete(tx: Transaction) -> str | None:
+            row = tx.first(
+                "DELETE FROM agents WHERE user_id = ? AND email = ? RETURNING id", (user_id, email)
+            )
+            if row is None:
+                return None
+            _revoke_agent_keys(tx, row[0])
+            tx.announce(AccessEnded("agent", row[0]))
+            return str(row[0])
+
+        return await self._write(delete, changes_routing=True)
+
+    async def count_agent_messages(self, user_id: str, email: str) -> int:
+        """How many messages the user's agent at `email` holds (in service or trashed)."""
+        row = await self._read(
+            lambda tx: tx.first(
+                "SELECT count(*) FROM messages m JOIN agents a ON a.email = m.agent_email "
+                "WHERE a.user_id = ? AND a.email = ?",
+                (user_id, email),
+            )
+        )
+        return int(row[0]) if row else 0
+
+    async def trash_agent(self, user_id: str, email: str, now: str) -> Agent | None:
+        """Move one of the user's agents in service to the trash at `now`; the trashed agent,
+        or None. Its keys and live subscriptions end (other replicas hear of it on commit)."""
+
+        def trash(tx: Transaction) -> Agent | None:
+            trashed = tx.first(
+                "UPDATE agents SET deleted_at = ? "
+                "WHERE user_id = ? AND email = ? AND deleted_at IS NULL RETURNING id",
+                (now, user_id, email),
+            )
+            row = _agent_row(tx, user_id, email, trashed=True) if trashed else None
+            if row is None:
+                return None
+            agent = decode_agent(row)
+            tx.announce(AccessEnded("agent", agent.id))
+            return agent
+
+        return await self._write(trash, changes_routing=True)
+
+    async def restore_agent(self, user_id: str, email: str) -> Agent | None:
+        """Bring one of the user's trashed agents back into service; None when not trashed."""
+
+        def restore(tx: Transaction) -> Agent | None:
+            row = tx.first(
+                "UPDATE agents SET deleted_at = NULL "
+                "WHERE user_id = ? AND email = ? AND deleted_at IS NOT NULL RETURNING id",
+                (user_id, email),
+            )
+            if row is None:
+                return None
+            found = _agent_row(tx, user_id, email)
+            return decode_agent(found) if found else None
+
+        return await self._write(restore, changes_routing=True)
+
+    async def purge_agents_trashed_before(self, cutoff: str, limit: int) -> int:
+        """Delete for good up to `limit` agents trashed before `cutoff`, oldest first (their
+        messages and jobs cascade, their keys are revoked); how many went."""
+
+        def purge(tx: Transaction) -> int:
+            rows = tx.all(
+                "SELECT id FROM agents WHERE deleted_at IS NOT NULL AND deleted_at < ? "
+                "ORDER BY deleted_at LIMIT ?",
+                (cutoff, limit),
+            )
+            for (agent_id,) in rows:
+                tx.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
+                _revoke_agent_keys(tx, agent_id)
+                tx.announce(AccessEnded("agent", agent_id))
+            return len(rows)
+
+        return await self._write(purge, changes_routing=True)
+
+    async def find_agent(self, email: str) -> Agent | None:
+        """The agent in service at `email` whoever owns it: for routing inbound mail only."""
+        row = await self._read(
+            lambda tx: tx.first(
+                f"SELECT {AGENT_COLUMNS} FROM agents WHERE email = ? AND deleted_at IS NULL",
+                (email,),
+            ),
+            routing=("agent", email),
+        )
+        return decode_agent(row) if row else None

@@ -1,0 +1,247 @@
+"""The SQL of the `/v1` events log: an event is recorded inside the transaction that commits
+what it describes, with a queued delivery to every webhook of the account it matches; events
+are listed, read with their delivery counts, redelivered, and swept after 30 days.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from e2a_gateway.events import NewEvent, Subscription, matches
+from e2a_gateway.ids import new_id
+from e2a_gateway.storage.announcements import JobsAdded
+from e2a_gateway.storage.base import DeliveryCounts, EventFilter, StoredEvent
+from e2a_gateway.storage.sql.runner import Runner
+from e2a_gateway.storage.sql.transaction import Transaction
+from e2a_gateway.storage.vocabulary import (
+    DELIVERY_DONE,
+    DELIVERY_FAILED,
+    DELIVERY_WAITING,
+    SUBSCRIBER_JOB,
+)
+
+EVENT_COLUMNS = "seq, id, type, agent_email, conversation_id, message_id, created_epoch, envelope"
+
+
+def _subscriptions(tx: Transaction, user_id: str) -> list[Subscription]:
+    rows = tx.all(
+        f"SELECT id, events_json, filters_json FROM webhooks WHERE user_id = ? "
+        f"AND enabled = {tx.dialect.true} ORDER BY seq",
+        (user_id,),
+    )
+    found = []
+    for webhook_id, events_json, filters_json in rows:
+        filters = json.loads(filters_json)
+        found.append(
+            Subscription(
+                webhook_id,
+                json.loads(events_json),
+                [address.lower() for address in filters.get("agent_emails", [])],
+                filters.get("conversation_ids", []),
+            )
+        )
+    return found
+
+
+def queue_delivery(
+    tx: Transaction,
+    webhook_id: str,
+    event_id: str,
+    event_type: str,
+    envelope: bytes,
+    now: float,
+) -> str:
+    """Queue `envelope` for the webhook, due at `now`; the delivery's id. The caller announces
+    the job (`JobsAdded(SUBSCRIBER_JOB)`)."""
+    delivery_id = new_id("dlv")
+    tx.execute(
+        "INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, envelope, "
+        "status, attempts, run_at, created_epoch) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        (delivery_id, webhook_id, event_id, event_type, envelope, DELIVERY_WAITING, now, now),
+    )
+    return delivery_id
+
+
+def record_events(tx: Transaction, events: Sequence[NewEvent]) -> None:
+    """Log `events` and queue a delivery of each to every enabled webhook of its account that
+    it matches; the delivery worker looks once the transaction commits."""
+    subscriptions: dict[str, list[Subscription]] = {}
+    queued = False
+    for event in events:
+        tx.execute(
+            "INSERT INTO events (id, user_id, type, agent_email, conversation_id, message_id, "
+            "created_epoch, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.id,
+                event.user_id,
+                event.type,
+                event.agent_email,
+                event.conversation_id,
+                event.message_id,
+                event.created_epoch,
+                event.envelope,
+            ),
+        )
+        if event.user_id not in subscriptions:
+            subscriptions[event.user_id] = _subscriptions(tx, event.user_id)
+        lowered = replace(event, agent_email=(event.agent_email or "").lower())
+        for subscription in subscriptions[event.user_id]:
+            if matches(subscription, lowered):
+                queue_delivery(
+                    tx,
+                    subscription.webhook_id,
+                    event.id,
+                    event.type,
+                    event.envelope,
+                    event.created_epoch,
+                )
+                queued = True
+    if queued:
+        tx.announce(JobsAdded(SUBSCRIBER_JOB))
+
+
+def _decode_event(row: Sequence[Any], counts: DeliveryCounts | None = None) -> StoredEvent:
+    seq, event_id, event_type, agent, conversation, message, created, envelope = row[:8]
+    return StoredEvent(
+        seq=int(seq),
+        id=event_id,
+        type=event_type,
+        agent_email=agent,
+        conversation_id=conversation,
+        message_id=message,
+        created_epoch=float(created),
+        envelope=bytes(envelope),
+        deliveries=counts or DeliveryCounts(),
+    )
+
+
+def _filter_sql(query: EventFilter) -> tuple[str, list[Any]]:
+    conditions: list[str] = []
+    params: list[Any] = []
+    for column, wanted in (
+        ("type", query.type),
+        ("agent_email", query.agent_email),
+        ("conversation_id", query.conversation_id),
+        ("message_id", query.message_id),
+    ):
+        if wanted is not None:
+            conditions.append(f" AND {column} = ?")
+            params.append(wanted)
+    if query.since is not None:
+        conditions.append(" AND created_epoch >= ?")
+        params.append(query.since)
+    if query.until is not None:
+        conditions.append(" AND created_epoch <= ?")
+        params.append(query.until)
+    if query.agent_emails is not None:
+        marks = ", ".join("?" for _ in query.agent_emails) or "NULL"
+        conditions.append(f" AND agent_email IN ({marks})")
+        params.extend(query.agent_emails)
+    return "".join(conditions), params
+
+
+def _counts(tx: Transaction, event_id: str) -> DeliveryCounts:
+    rows = tx.all(
+        "SELECT status, count(DISTINCT webhook_id) FROM webhook_deliveries WHERE event_id = ? "
+        "GROUP BY status",
+        (event_id,),
+    )
+    by_status = {status: int(count) for status, count in rows}
+    matched = tx.one(
+        "SELECT count(DISTINCT webhook_id) FROM webhook_deliveries WHERE event_id = ?",
+        (event_id,),
+    )
+    return DeliveryCounts(
+        matched_webhooks=int(matched[0]),
+        delivered=by_status.get(DELIVERY_DONE, 0),
+        pending=by_status.get(DELIVERY_WAITING, 0),
+        failed=by_status.get(DELIVERY_FAILED, 0),
+    )
+
+
+class EventsSql(Runner):
+    """`EventLog` in SQL."""
+
+    async def list_events(
+        self, user_id: str, query: EventFilter, limit: int, before_seq: int | None
+    ) -> list[StoredEvent]:
+        """The user's matching events, newest first, before `before_seq`."""
+        conditions, params = _filter_sql(query)
+        if before_seq is not None:
+            conditions += " AND seq < ?"
+            params.append(before_seq)
+        rows = await self._read(
+            lambda tx: tx.all(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE user_id = ?{conditions} "
+                "ORDER BY seq DESC LIMIT ?",
+                (user_id, *params, limit),
+            )
+        )
+        return [_decode_event(row) for row in rows]
+
+    async def get_event(self, user_id: str, event_id: str) -> StoredEvent | None:
+        """One of the user's events with its delivery counts."""
+
+        def load(tx: Transaction) -> StoredEvent | None:
+            row = tx.first(
+                f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND user_id = ?",
+                (event_id, user_id),
+            )
+            return None if row is None else _decode_event(row, _counts(tx, event_id))
+
+        return await self._read(load, snapshot=True)
+
+    async def redeliver_event(
+        self, user_id: str, event_id: str, webhook_id: str | None, now: float
+    ) -> list[tuple[str, str]] | None:
+        """Queue the event again to `webhook_id`, or to every webhook it went to before."""
+
+        def redeliver(tx: Transaction) -> list[tuple[str, str]] | None:
+            event = tx.first(
+                "SELECT type, envelope FROM events WHERE id = ? AND user_id = ?",
+                (event_id, user_id),
+            )
+            if event is None:
+                return None
+            if webhook_id is not None:
+                owned = tx.first(
+                    "SELECT id FROM webhooks WHERE id = ? AND user_id = ?", (webhook_id, user_id)
+                )
+                if owned is None:
+                    return None
+                targets = [webhook_id]
+            else:
+                targets = [
+                    row[0]
+                    for row in tx.all(
+                        "SELECT DISTINCT d.webhook_id FROM webhook_deliveries d "
+                        "JOIN webhooks w ON w.id = d.webhook_id "
+                        "WHERE d.event_id = ? AND w.user_id = ? ORDER BY d.webhook_id",
+                        (event_id, user_id),
+                    )
+                ]
+            queued = [
+                (target, queue_delivery(tx, target, event_id, event[0], bytes(event[1]), now))
+                for target in targets
+            ]
+            if queued:
+                tx.announce(JobsAdded(SUBSCRIBER_JOB))
+            return queued
+
+        return await self._write(redeliver)
+
+    async def delete_events_before(self, cutoff: float, limit: int) -> int:
+        """Delete up to `limit` events made before `cutoff`, oldest first."""
+        return await self._write(
+            lambda tx: (
+                tx.execute(
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
+                    "WHERE created_epoch < ? ORDER BY seq "
+                    f"LIMIT ?{tx.dialect.skip_locked()})",
+                    (cutoff, limit),
+                ).rowcount
+            )
+        )

@@ -1,0 +1,184 @@
+"""The SQL of the review queue: outbound drafts pending approval and inbound messages an agent's
+gate held, listed together; inbound holds released (delivered then) or rejected, once.
+
+A release locks the row, so two reviewers (or a reviewer and the expiry) never both move it; a
+released message gets what it would have had on arrival, in the same commit: a cloud agent's
+its webhook job, a local agent's an announcement to its live listeners.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from e2a_gateway.storage.announcements import MessageStored
+from e2a_gateway.storage.base import HeldMessage, InboundMessage, NewInboundMessage, NotPending
+from e2a_gateway.storage.rows import MESSAGE_COLUMNS, decode_message
+from e2a_gateway.storage.sql.jobs import add_job
+from e2a_gateway.storage.sql.runner import Runner
+from e2a_gateway.storage.sql.transaction import Transaction
+from e2a_gateway.storage.vocabulary import (
+    CLOUD,
+    DELIVERY_PENDING,
+    EXPIRE_BY_APPROVING,
+    HELD_FOR_REVIEW,
+    HOLD_REJECTED,
+    INBOUND,
+    OUTBOUND,
+    PENDING_APPROVAL,
+    WEBHOOK_JOB,
+)
+
+EXPIRY_BATCH = 500
+"""At most this many overdue inbound holds are resolved by one call."""
+WAITING = (
+    f"((m.direction = '{OUTBOUND}' AND m.status = '{PENDING_APPROVAL}') OR "
+    f"(m.direction = '{INBOUND}' AND m.hold = '{HELD_FOR_REVIEW}'))"
+)
+"""Condition on `messages m`: waiting for review, whichever way it goes."""
+QUEUE_COLUMNS = (
+    "m.id, m.seq, m.agent_email, m.direction, m.from_addr, m.envelope_from, m.to_json, m.subject, "
+    "m.conversation_id, m.auth_results_json, m.created_at, "
+    "coalesce(m.approval_expires_at, m.hold_expires_at), m.flag_reason"
+)
+
+
+def _queue_item(row: Any) -> HeldMessage:
+    inbound = row[3] == INBOUND
+    return HeldMessage(
+        id=row[0],
+        seq=row[1],
+        agent_email=row[2],
+        direction=INBOUND if inbound else OUTBOUND,
+        from_addr=row[4] or "",
+        envelope_from=row[5] or "",
+        to=json.loads(row[6]),
+        subject=row[7],
+        conversation_id=row[8],
+        # an outbound row keeps its per-recipient hand-off results in that column
+        authentication_results=json.loads(row[9]) if inbound and row[9] else {},
+        created_at=row[10],
+        expires_at=row[11],
+        reason=row[12] if inbound else None,
+    )
+
+
+def _inbound_row(tx: Transaction, user_id: str | None, message_id: str, *, lock: bool) -> Any:
+    query = f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ? AND m.direction = '{INBOUND}'"
+    params: tuple[str, ...] = (message_id,)
+    if user_id is not None:
+        query += " AND m.user_id = ?"
+        params = (message_id, user_id)
+    if lock:
+        query += tx.dialect.for_update(of="m")
+    return tx.first(query, params)
+
+
+def _release(tx: Transaction, message: InboundMessage, now: float) -> None:
+    """Deliver a held message now: as it would have been on arrival."""
+    row = tx.first("SELECT agent_mode, id FROM agents WHERE email = ?", (message.agent_email,))
+    cloud = row is not None and row[0] == CLOUD
+    tx.execute(
+        "UPDATE messages SET hold = NULL, hold_expires_at = NULL, delivery_status = ? WHERE id = ?",
+        (DELIVERY_PENDING if cloud else None, message.id),
+    )
+    if row is None:
+        return
+    if cloud:
+        add_job(tx, WEBHOOK_JOB, message.id, now)
+    else:
+        tx.announce(MessageStored(row[1], _as_new(message)))
+
+
+def _reject(tx: Transaction, message_id: str) -> None:
+    tx.execute(
+        f"UPDATE messages SET hold = '{HOLD_REJECTED}', hold_expires_at = NULL WHERE id = ?",
+        (message_id,),
+    )
+
+
+def _as_new(message: InboundMessage) -> NewInboundMessage:
+    """What a live listener is told of a released message (its notification's fields)."""
+    return NewInboundMessage(
+        id=message.id,
+        agent_email=message.agent_email,
+        envelope_from=message.envelope_from,
+        from_addr=message.from_addr,
+        reply_to=message.reply_to,
+        to=message.to,
+        cc=message.cc,
+        subject=message.subject,
+        conversation_id=message.conversation_id,
+        rfc_message_id=message.rfc_message_id,
+        raw_message=b"",
+        auth_headers=message.auth_headers,
+        authentication_results=message.authentication_results,
+        received_at=message.received_at,
+    )
+
+
+def _expire(tx: Transaction, now: float) -> int:
+    due = tx.all(
+        "SELECT m.id, a.hitl_expiration_action FROM messages m "
+        "JOIN agents a ON a.email = m.agent_email "
+        f"WHERE m.direction = '{INBOUND}' AND m.hold = '{HELD_FOR_REVIEW}' "
+        "AND m.hold_expires_at <= ? ORDER BY m.hold_expires_at, m.seq "
+        f"LIMIT {EXPIRY_BATCH}{tx.dialect.skip_locked(of='m')}",
+        (now,),
+    )
+    for message_id, action in due:
+        if action == EXPIRE_BY_APPROVING:
+            row = _inbound_row(tx, None, message_id, lock=False)
+            _release(tx, decode_message(row), now)
+        else:
+            _reject(tx, message_id)
+    return len(due)
+
+
+class HoldsSql(Runner):
+    """`Holds` in SQL."""
+
+    async def review_queue(self, user_id: str, limit: int, after: int | None) -> list[HeldMessage]:
+        """The user's messages waiting for review, newest first."""
+        query = (
+            f"SELECT {QUEUE_COLUMNS} FROM messages m WHERE m.user_id = ? AND {WAITING} "
+            "AND m.seq < ? ORDER BY m.seq DESC LIMIT ?"
+        )
+        before = after if after is not None else 2**62
+        rows = await self._read(lambda tx: tx.all(query, (user_id, before, limit)))
+        return [_queue_item(row) for row in rows]
+
+    async def held_inbound(self, user_id: str | None, message_id: str) -> InboundMessage | None:
+        """An inbound message held for review."""
+
+        def read(tx: Transaction) -> InboundMessage | None:
+            row = _inbound_row(tx, user_id, message_id, lock=False)
+            message = decode_message(row) if row else None
+            return message if message and message.hold == HELD_FOR_REVIEW else None
+
+        return await self._read(read)
+
+    async def release_inbound(
+        self, user_id: str | None, message_id: str, approve: bool, now: float
+    ) -> InboundMessage | None:
+        """Approve or reject a held inbound message, once."""
+
+        def review(tx: Transaction) -> InboundMessage | None:
+            row = _inbound_row(tx, user_id, message_id, lock=True)
+            if row is None:
+                return None
+            message = decode_message(row)
+            if message.hold != HELD_FOR_REVIEW:
+                raise NotPending(message.hold or "delivered")
+            if approve:
+                _release(tx, message, now)
+            else:
+                _reject(tx, message_id)
+            reread = _inbound_row(tx, None, message_id, lock=False)
+            return decode_message(reread)
+
+        return await self._write(review)
+
+    async def expire_inbound_holds(self, now: float) -> int:
+        """Resolve overdue inbound holds by their agents' expiration actions."""
+        return await self._write(lambda tx: _expire(tx, now))

@@ -1,0 +1,78 @@
+"""The SQL of idempotency keys: claim a key before a write, complete it with the answer or
+release it; a completed key replays its answer to the same request.
+
+Claims of one user's key take turns under a lock on the key's row (PostgreSQL replicas) or the
+single writer (SQLite), so two requests with the same key never both write.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from e2a_gateway.storage.base import IdempotencyClaim
+from e2a_gateway.storage.sql.runner import Runner
+from e2a_gateway.storage.sql.transaction import Transaction
+
+
+def _claim(
+    tx: Transaction, user_id: str, key_hash: str, request_hash: str, now: float, stale: float
+) -> IdempotencyClaim:
+    token = secrets.token_hex(16)
+    inserted = tx.execute(
+        "INSERT INTO idempotency_keys (user_id, key_hash, request_hash, token, claimed_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (user_id, key_hash, request_hash, token, now),
+    ).rowcount
+    if inserted == 1:
+        return IdempotencyClaim("acquired", token)
+    stored_hash, status, answer, claimed_at = tx.one(
+        "SELECT request_hash, status, answer, claimed_at FROM idempotency_keys "
+        f"WHERE user_id = ? AND key_hash = ?{tx.dialect.for_update()}",
+        (user_id, key_hash),
+    )
+    if status is not None:
+        if stored_hash != request_hash:
+            return IdempotencyClaim("mismatch")
+        return IdempotencyClaim("replay", status=int(status), answer=bytes(answer))
+    if claimed_at >= stale:
+        return IdempotencyClaim("in_flight")
+    tx.execute(
+        "UPDATE idempotency_keys SET request_hash = ?, token = ?, claimed_at = ? "
+        "WHERE user_id = ? AND key_hash = ?",
+        (request_hash, token, now, user_id, key_hash),
+    )
+    return IdempotencyClaim("acquired", token)
+
+
+class IdempotencySql(Runner):
+    """`Idempotency` in SQL."""
+
+    async def claim_idempotency_key(
+        self, user_id: str, key_hash: str, request_hash: str, now: float, stale_before: float
+    ) -> IdempotencyClaim:
+        """Claim the user's key for this request (see `Idempotency.claim_idempotency_key`)."""
+        return await self._write(
+            lambda tx: _claim(tx, user_id, key_hash, request_hash, now, stale_before)
+        )
+
+    async def complete_idempotency_key(
+        self, user_id: str, key_hash: str, token: str, status: int, answer: bytes, now: float
+    ) -> None:
+        """Store the answer of the claim `token`, while it is still held."""
+        await self._write(
+            lambda tx: tx.execute(
+                "UPDATE idempotency_keys SET status = ?, answer = ?, completed_at = ? "
+                "WHERE user_id = ? AND key_hash = ? AND token = ? AND status IS NULL",
+                (status, answer, now, user_id, key_hash, token),
+            )
+        )
+
+    async def release_idempotency_key(self, user_id: str, key_hash: str, token: str) -> None:
+        """Drop the unfinished claim `token`."""
+        await self._write(
+            lambda tx: tx.execute(
+                "DELETE FROM idempotency_keys "
+                "WHERE user_id = ? AND key_hash = ? AND token = ? AND status IS NULL",
+                (user_id, key_hash, token),
+            )
+        )

@@ -1,0 +1,106 @@
+"""The SQL of the job queue: work for the workers, claimed under leases, done or retried.
+
+A job is queued in the same transaction as the message it is about, and announced so that every
+replica's workers look. A claim leases jobs, passing over those another replica is claiming, so
+nobody else takes them until the lease lapses; a restarted process frees its own leases.
+"""
+
+from __future__ import annotations
+
+from e2a_gateway.storage.announcements import JobsAdded
+from e2a_gateway.storage.base import Job
+from e2a_gateway.storage.rows import JOB_COLUMNS
+from e2a_gateway.storage.sql.runner import Runner
+from e2a_gateway.storage.sql.transaction import Transaction
+
+UNLEASE = "UPDATE jobs SET locked_until = NULL, locked_by = NULL"
+
+
+def add_job(tx: Transaction, kind: str, message_id: str, now: float) -> None:
+    """Queue a job of `kind` for `message_id`, due at `now`, and announce it (the workers of
+    that kind, on every replica, look once the transaction commits)."""
+    tx.execute(
+        "INSERT INTO jobs (kind, message_id, run_at, created_at) VALUES (?, ?, ?, ?)",
+        (kind, message_id, now, now),
+    )
+    tx.announce(JobsAdded(kind))
+
+
+def lease(tx: Transaction, job_ids: list[int], until: float, holder: str) -> None:
+    """Lease the jobs `job_ids` to `holder` until `until`."""
+    if job_ids:
+        tx.execute(
+            "UPDATE jobs SET locked_until = ?, locked_by = ? "
+            f"WHERE {tx.dialect.in_list('id', 'bigint')}",
+            (until, holder, tx.dialect.list_param(job_ids)),
+        )
+
+
+def retry_job(tx: Transaction, job_id: int, retry_at: float | None) -> None:
+    """Put a claimed job back, due at `retry_at`, with one more attempt counted."""
+    tx.execute(
+        "UPDATE jobs SET run_at = ?, attempts = attempts + 1, locked_until = NULL WHERE id = ?",
+        (retry_at, job_id),
+    )
+
+
+class JobsSql(Runner):
+    """`JobQueueStore` in SQL (webhook jobs have their own claim, in `WebhooksSql`)."""
+
+    async def release_leases(self) -> None:
+        """At start-up, free the leases a previous run of this process held: every lease under
+        a single writer (this process alone works the queue), else those stamped with this
+        replica's name, and only those (other replicas may hold live leases on this database).
+
+        A crashed replica that does not come back holds its jobs until the leases expire; then
+        any replica claims them."""
+        if self.dialect.single_writer:
+            await self._write(lambda tx: tx.execute(UNLEASE))
+        elif self.holder:
+            await self._write(
+                lambda tx: tx.execute(f"{UNLEASE} WHERE locked_by = ?", (self.holder,))
+            )
+
+    async def claim_jobs(
+        self, kind: str, now: float, limit: int, lease_seconds: float
+    ) -> list[Job]:
+        """Lease due jobs of `kind` (outbound sends, approval notices), oldest first; jobs
+        another replica is claiming are passed over, not waited for."""
+
+        def claim(tx: Transaction) -> list[Job]:
+            rows = tx.all(
+                f"SELECT {JOB_COLUMNS} FROM jobs WHERE kind = ? AND run_at <= ? "
+                "AND (locked_until IS NULL OR locked_until < ?) "
+                f"ORDER BY run_at, id LIMIT ?{tx.dialect.skip_locked()}",
+                (kind, now, now, limit),
+            )
+            lease(tx, [row[0] for row in rows], now + lease_seconds, self.holder)
+            return [Job(*row) for row in rows]
+
+        return await self._write(claim, durable=False)
+
+    async def finish_job(self, job_id: int, retry_at: float | None) -> None:
+        """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
+
+        def finish(tx: Transaction) -> None:
+            if retry_at is None:
+                tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            else:
+                retry_job(tx, job_id, retry_at)
+
+        await self._write(finish)
+
+    async def release_jobs(self, job_ids: list[int]) -> None:
+        """Give claimed jobs back as they were (lease dropped, no attempt counted)."""
+        await self._write(
+            lambda tx: tx.execute(
+                f"UPDATE jobs SET locked_until = NULL WHERE {tx.dialect.in_list('id', 'bigint')}",
+                (tx.dialect.list_param(job_ids),),
+            ),
+            durable=False,
+        )
+
+    async def count_jobs(self) -> dict[str, int]:
+        """Queue depth: jobs per kind, waiting or leased."""
+        rows = await self._read(lambda tx: tx.all("SELECT kind, count(*) FROM jobs GROUP BY kind"))
+        return {str(kind): int(count) for kind, count in rows}

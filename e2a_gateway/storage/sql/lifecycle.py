@@ -1,0 +1,52 @@
+"""The SQL of the store itself: the schema's version record, the liveness check, the server secret.
+
+Each backend applies its own migration files its own way (one statement at a time on SQLite,
+whole scripts under an advisory lock on PostgreSQL); the record of what was applied is shared.
+"""
+
+from __future__ import annotations
+
+from e2a_gateway.storage.migrations import Migration
+from e2a_gateway.storage.sql.runner import Runner
+from e2a_gateway.storage.sql.transaction import Transaction
+
+SERVER_SECRET = "hmac_secret"
+"""The `server_state` row of the development server secret."""
+
+
+def applied_versions(tx: Transaction) -> set[int]:
+    """The schema versions applied so far (creating their record on a new database)."""
+    tx.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    )
+    return {row[0] for row in tx.all("SELECT version FROM schema_migrations")}
+
+
+def record_migration(tx: Transaction, migration: Migration) -> None:
+    """Record `migration` as applied now, in the transaction that applied it."""
+    tx.execute(
+        "INSERT INTO schema_migrations (version, name, applied_at) "
+        f"VALUES (?, ?, {tx.dialect.utc_now})",
+        (migration.version, migration.name),
+    )
+
+
+class LifecycleSql(Runner):
+    """`Lifecycle` in SQL, but for `migrate` and `close`, which each backend does its own way."""
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable unless a trivial query answers."""
+        await self._read(lambda tx: tx.first("SELECT 1"))
+
+    async def server_secret(self, candidate: str) -> str:
+        """The development server secret, storing `candidate` on first use."""
+
+        def get_or_store(tx: Transaction) -> str:
+            tx.execute(
+                "INSERT INTO server_state (name, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (SERVER_SECRET, candidate),
+            )
+            return str(tx.one("SELECT value FROM server_state WHERE name = ?", (SERVER_SECRET,))[0])
+
+        return await self._write(get_or_store)

@@ -1,0 +1,369 @@
+"""The SQL of the `/v1` mailbox: an agent's inbound and outbound messages in one filtered
+keyset listing (by `seq`), one message, labels, the trash, and conversations.
+
+Every query is scoped by the owner's `user_id` and the agent's address inside its WHERE clause,
+so a message of another user's agent is simply not found.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from e2a_gateway.storage.base import (
+    ConversationSummary,
+    FiledMessage,
+    LabelsRefused,
+    MessageFilters,
+)
+from e2a_gateway.storage.sql.runner import Runner
+from e2a_gateway.storage.sql.transaction import Transaction
+from e2a_gateway.storage.vocabulary import (
+    EXPIRED_APPROVED,
+    INBOUND,
+    OUTBOUND,
+    PENDING_APPROVAL,
+    QUEUED,
+    READ,
+    UNREAD,
+)
+
+FILED_COLUMNS = (
+    "m.id, m.seq, m.direction, m.agent_email, m.envelope_from, m.from_addr, m.reply_to, "
+    "m.to_json, m.cc_json, m.subject, m.conversation_id, m.rfc_message_id, m.status, "
+    "m.delivery_status, m.auth_results_json, m.created_at, m.deleted_at, "
+    "(SELECT length(r.raw) FROM raw_messages r WHERE r.digest = m.raw_digest), "
+    "m.method, m.send_error, m.sent_at, m.reviewed_at"
+)
+"""Columns of `messages m` for a FiledMessage (its labels are read apart)."""
+OF_AGENT = "m.user_id = ? AND m.agent_email = ? AND m.hold IS NULL"
+"""Condition on `messages m`: the agent's mail, leaving out what its inbound gate holds."""
+UNSETTLED = (
+    f"direction = '{OUTBOUND}' AND sent_at IS NULL "
+    f"AND status IN ('{PENDING_APPROVAL}', '{QUEUED}', '{EXPIRED_APPROVED}')"
+)
+"""Outbound mail not yet handed on that may still be reviewed or sent: it stays out of the
+trash (held for review, or with a send job outstanding)."""
+CONVERSATIONS = (
+    "SELECT conversation_id, MIN(created_at) AS first_at, MAX(created_at) AS last_at, "
+    "COUNT(*) AS total, "
+    f"SUM(CASE WHEN direction = '{INBOUND}' THEN 1 ELSE 0 END) AS inbound, "
+    f"SUM(CASE WHEN direction = '{INBOUND}' AND status = '{UNREAD}' THEN 1 ELSE 0 END) "
+    "AS unread, MAX(seq) AS last_seq FROM messages "
+    "WHERE user_id = ? AND agent_email = ? AND conversation_id IS NOT NULL "
+    "AND deleted_at IS NULL AND hold IS NULL"
+)
+"""Per conversation of an agent's live mail: span, counts, unread inbound, newest position."""
+CONVERSATION_COLUMNS = (
+    "c.conversation_id, c.first_at, c.last_at, c.total, c.inbound, c.unread, "
+    "l.subject, l.from_addr, c.last_seq"
+)
+
+
+def _like(text: str) -> str:
+    """`text` as a case-insensitive LIKE pattern matching it anywhere (`\\` escapes)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _decode(row: Sequence[Any], labels: list[str]) -> FiledMessage:
+    return FiledMessage(
+        id=row[0],
+        seq=int(row[1]),
+        direction=row[2],
+        agent_email=row[3],
+        envelope_from=row[4],
+        from_addr=row[5],
+        reply_to=row[6],
+        to=json.loads(row[7]),
+        cc=json.loads(row[8]),
+        subject=row[9],
+        conversation_id=row[10],
+        rfc_message_id=row[11],
+        status=row[12],
+        delivery_status=row[13],
+        authentication_results=json.loads(row[14] or "{}"),
+        created_at=row[15],
+        deleted_at=row[16],
+        labels=labels,
+        size=int(row[17]) if row[17] is not None else None,
+        method=row[18],
+        send_error=row[19],
+        sent_at=row[20],
+        reviewed_at=row[21],
+    )
+
+
+def _with_labels(tx: Transaction, rows: list[Any]) -> list[FiledMessage]:
+    """Decode `rows` (FILED_COLUMNS), each with its labels, sorted."""
+    if not rows:
+        return []
+    labels: dict[str, list[str]] = {row[0]: [] for row in rows}
+    for message_id, label in tx.all(
+        "SELECT message_id, label FROM message_labels "
+        f"WHERE {tx.dialect.in_list('message_id', 'text')} ORDER BY label",
+        (tx.dialect.list_param(list(labels)),),
+    ):
+        labels[message_id].append(label)
+    return [_decode(row, labels[row[0]]) for row in rows]
+
+
+def _one(tx: Transaction, scope: tuple[str, str, str]) -> FiledMessage | None:
+    row = tx.first(f"SELECT {FILED_COLUMNS} FROM messages m WHERE {OF_AGENT} AND m.id = ?", scope)
+    return _with_labels(tx, [row])[0] if row else None
+
+
+def _filtered(filters: MessageFilters, dialect_in: str) -> tuple[str, list[Any]]:
+    """The conditions (after the agent's) of a listing with `filters`, and their parameters;
+    `dialect_in` is the condition that `m.direction` is in a list bound as one parameter."""
+    conditions = [
+        dialect_in,
+        "m.deleted_at IS NOT NULL" if filters.deleted else "m.deleted_at IS NULL",
+    ]
+    params: list[Any] = []
+    if filters.read_status != "all":
+        conditions.append(f"(m.direction = '{OUTBOUND}' OR m.status = ?)")
+        params.append(filters.read_status)
+    if filters.from_text is not None:
+        conditions.append("lower(m.from_addr) LIKE ? ESCAPE '\\'")
+        params.append(_like(filters.from_text))
+    if filters.subject_text is not None:
+        conditions.append("lower(m.subject) LIKE ? ESCAPE '\\'")
+        params.append(_like(filters.subject_text))
+    if filters.conversation_id is not None:
+        conditions.append("m.conversation_id = ?")
+        params.append(filters.conversation_id)
+    for label in filters.labels:
+        conditions.append(
+            "EXISTS (SELECT 1 FROM message_labels l WHERE l.message_id = m.id AND l.label = ?)"
+        )
+        params.append(label)
+    if filters.since is not None:
+        conditions.append("m.created_at >= ?")
+        params.append(filters.since)
+    if filters.until is not None:
+        conditions.append("m.created_at < ?")
+        params.append(filters.until)
+    return " AND ".join(conditions), params
+
+
+class MailboxSql(Runner):
+    """`Mailbox` in SQL."""
+
+    async def filed_page(
+        self,
+        user_id: str,
+        agent_email: str,
+        filters: MessageFilters,
+        limit: int,
+        after_seq: int | None,
+    ) -> list[FiledMessage]:
+        """A keyset page of the agent's messages matching `filters`."""
+        conditions, params = _filtered(filters, self.dialect.in_list("m.direction", "text"))
+        order, beyond = ("DESC", "<") if filters.newest_first else ("ASC", ">")
+        query = (
+            f"SELECT {FILED_COLUMNS} FROM messages m WHERE {OF_AGENT} AND {conditions}"
+            + (f" AND m.seq {beyond} ?" if after_seq is not None else "")
+            + f" ORDER BY m.seq {order} LIMIT ?"
+        )
+        values: list[Any] = [user_id, agent_email, self.dialect.list_param(filters.directions)]
+        values += params
+        if after_seq is not None:
+            values.append(after_seq)
+        values.append(limit)
+
+        def read(tx: Transaction) -> list[FiledMessage]:
+            return _with_labels(tx, tx.all(query, values))
+
+        return await self._read(read, snapshot=True)
+
+    async def filed_message(
+        self, user_id: str, agent_email: str, message_id: str, *, mark_read: bool
+    ) -> FiledMessage | None:
+        """One message of the agent, an unread inbound one marked read when `mark_read`."""
+        scope = (user_id, agent_email, message_id)
+        if not mark_read:
+            return await self._read(lambda tx: _one(tx, scope), snapshot=True)
+
+        def read(tx: Transaction) -> FiledMessage | None:
+            tx.execute(
+                f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
+                f"AND id = ? AND direction = '{INBOUND}' AND status = '{UNREAD}' "
+                "AND hold IS NULL",
+                scope,
+            )
+            return _one(tx, scope)
+
+        return await self._write(read)
+
+    async def change_labels(
+        self,
+        user_id: str,
+        agent_email: str,
+        message_id: str,
+        add: list[str],
+        remove: list[str],
+        max_labels: int,
+    ) -> list[str] | None:
+        """Add, then remove, labels on one of the agent's messages in one transaction."""
+        scope = (user_id, agent_email, message_id)
+
+        def change(tx: Transaction) -> list[str] | None:
+            tx.lock_row("messages", "id", message_id)
+            found = tx.first(f"SELECT m.id FROM messages m WHERE {OF_AGENT} AND m.id = ?", scope)
+            if found is None:
+                return None
+            for label in add:
+                tx.execute(
+                    "INSERT INTO message_labels (message_id, label) VALUES (?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (message_id, label),
+                )
+            for label in remove:
+                tx.execute(
+                    "DELETE FROM message_labels WHERE message_id = ? AND label = ?",
+                    (message_id, label),
+                )
+            labels = [
+                row[0]
+                for row in tx.all(
+                    "SELECT label FROM message_labels WHERE message_id = ? ORDER BY label",
+                    (message_id,),
+                )
+            ]
+            if len(labels) > max_labels:
+                raise LabelsRefused(f"a message carries at most {max_labels} labels")
+            return labels
+
+        return await self._write(change)
+
+    async def trash_message(
+        self, user_id: str, agent_email: str, message_id: str, now: str
+    ) -> FiledMessage | None:
+        """Move one live, settled message to the trash; the message as it was before."""
+        scope = (user_id, agent_email, message_id)
+
+        def trash(tx: Transaction) -> FiledMessage | None:
+            tx.lock_row("messages", "id", message_id)
+            before = _one(tx, scope)
+            if before is not None and before.deleted_at is None:
+                tx.execute(
+                    f"UPDATE messages SET deleted_at = ? WHERE user_id = ? AND agent_email = ? "
+                    f"AND id = ? AND deleted_at IS NULL AND hold IS NULL AND NOT ({UNSETTLED})",
+                    (now, *scope),
+                )
+            return before
+
+        return await self._write(trash)
+
+    async def restore_message(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> FiledMessage | None:
+        """Bring one trashed message of the agent back; the message as it was before."""
+        scope = (user_id, agent_email, message_id)
+
+        def restore(tx: Transaction) -> FiledMessage | None:
+            tx.lock_row("messages", "id", message_id)
+            before = _one(tx, scope)
+            tx.execute(
+                "UPDATE messages SET deleted_at = NULL WHERE user_id = ? AND agent_email = ? "
+                "AND id = ? AND deleted_at IS NOT NULL",
+                scope,
+            )
+            return before
+
+        return await self._write(restore)
+
+    async def purge_message(self, user_id: str, agent_email: str, message_id: str) -> bool:
+        """Delete one trashed message of the agent for good."""
+        count = await self._write(
+            lambda tx: (
+                tx.execute(
+                    "DELETE FROM messages WHERE user_id = ? AND agent_email = ? AND id = ? "
+                    "AND deleted_at IS NOT NULL",
+                    (user_id, agent_email, message_id),
+                ).rowcount
+            )
+        )
+        return count == 1
+
+    async def delete_trashed_before(self, cutoff: str, limit: int) -> int:
+        """Delete up to `limit` messages trashed before `cutoff`, longest trashed first."""
+        return await self._write(
+            lambda tx: (
+                tx.execute(
+                    "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m "
+                    "WHERE m.deleted_at < ? AND NOT EXISTS "
+                    "(SELECT 1 FROM jobs j WHERE j.message_id = m.id) ORDER BY m.deleted_at "
+                    f"LIMIT ?{tx.dialect.skip_locked()})",
+                    (cutoff, limit),
+                ).rowcount
+            )
+        )
+
+    async def conversation_page(
+        self,
+        user_id: str,
+        agent_email: str,
+        since: str | None,
+        until: str | None,
+        limit: int,
+        before_seq: int | None,
+    ) -> list[ConversationSummary]:
+        """Conversations of the agent's live mail, most recently active first."""
+        query = (
+            f"SELECT {CONVERSATION_COLUMNS} FROM ({CONVERSATIONS} GROUP BY conversation_id) c "
+            "JOIN messages l ON l.seq = c.last_seq WHERE 1 = 1"
+        )
+        params: list[Any] = [user_id, agent_email]
+        for condition, value in (
+            ("c.last_at >= ?", since),
+            ("c.last_at < ?", until),
+            ("c.last_seq < ?", before_seq),
+        ):
+            if value is not None:
+                query += f" AND {condition}"
+                params.append(value)
+        query += " ORDER BY c.last_seq DESC LIMIT ?"
+        params.append(limit)
+        rows = await self._read(lambda tx: tx.all(query, params), snapshot=True)
+        return [_conversation(row) for row in rows]
+
+    async def conversation(
+        self, user_id: str, agent_email: str, conversation_id: str, max_messages: int
+    ) -> tuple[ConversationSummary, list[FiledMessage]] | None:
+        """One conversation of the agent's live mail and its first messages, oldest first."""
+
+        def read(tx: Transaction) -> tuple[ConversationSummary, list[FiledMessage]] | None:
+            row = tx.first(
+                f"SELECT {CONVERSATION_COLUMNS} FROM ({CONVERSATIONS} AND conversation_id = ? "
+                "GROUP BY conversation_id) c JOIN messages l ON l.seq = c.last_seq",
+                (user_id, agent_email, conversation_id),
+            )
+            if row is None:
+                return None
+            rows = tx.all(
+                f"SELECT {FILED_COLUMNS} FROM messages m WHERE {OF_AGENT} "
+                "AND m.conversation_id = ? AND m.deleted_at IS NULL ORDER BY m.seq LIMIT ?",
+                (user_id, agent_email, conversation_id, max_messages),
+            )
+            return _conversation(row), _with_labels(tx, rows)
+
+        return await self._read(read, snapshot=True)
+
+
+def _conversation(row: Sequence[Any]) -> ConversationSummary:
+    total, inbound = int(row[3]), int(row[4])
+    return ConversationSummary(
+        id=row[0],
+        first_message_at=row[1],
+        last_message_at=row[2],
+        message_count=total,
+        inbound_count=inbound,
+        outbound_count=total - inbound,
+        has_unread=int(row[5]) > 0,
+        latest_subject=row[6],
+        latest_from=row[7],
+        last_seq=int(row[8]),
+    )

@@ -1,0 +1,229 @@
+"""The SQL of agents' inboxes: inbound mail stored with its jobs, listed, read, and threaded.
+
+Raw bytes are stored once per distinct message (by SHA-256) in `raw_messages`; every query is
+scoped by the owner's `user_id` and the agent's address. Storing takes each recipient inbox's
+lock, so an agent's messages commit in `seq` order and a reader paging by `seq` skips none.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import trio
+
+from e2a_gateway.events import received_event
+from e2a_gateway.storage.announcements import MessageStored
+from e2a_gateway.storage.base import (
+    ConversationClaim,
+    InboundMessage,
+    MessagePage,
+    NewInboundMessage,
+    StatusFilter,
+    StorageUnavailable,
+    StoredEarlier,
+)
+from e2a_gateway.storage.rows import (
+    EARLIER_COLUMNS,
+    INBOUND_INSERT_COLUMNS,
+    MESSAGE_COLUMNS,
+    RawMessages,
+    chosen_conversation,
+    decode_earlier,
+    decode_message,
+    first_conversation,
+    inbound_params,
+    message_page,
+    raw_messages_of,
+)
+from e2a_gateway.storage.sql.events import record_events
+from e2a_gateway.storage.sql.jobs import add_job
+from e2a_gateway.storage.sql.runner import Runner
+from e2a_gateway.storage.sql.transaction import Transaction
+from e2a_gateway.storage.vocabulary import CLOUD, INBOUND, READ, UNREAD, WEBHOOK_JOB
+
+AGENT_INBOX_LOCK = 0x653261
+"""The key space of the inbox locks: (AGENT_INBOX_LOCK, the agent's address)."""
+INBOUND_VALUES = ", ".join("?" for _ in INBOUND_INSERT_COLUMNS.split(","))
+IN_INBOX = f"m.user_id = ? AND m.agent_email = ? AND m.direction = '{INBOUND}' AND m.hold IS NULL"
+"""Condition on `messages m`: an inbound message of the user's agent, delivered to it (not
+held for review by its gate, nor rejected there)."""
+
+
+def _store(
+    tx: Transaction, messages: list[NewInboundMessage], raw: RawMessages, now: float
+) -> None:
+    """Insert each distinct raw message once (locked until the commit, so a concurrent deletion
+    of its last other reference cannot take it away) and the `messages`, each pointing at its
+    digest; queue a webhook job for a cloud agent's message, announce a local agent's (neither
+    for a message its gate holds for review); log each message's `email.received` event."""
+    for agent_email in sorted({message.agent_email for message in messages}):
+        tx.lock(agent_email, space=AGENT_INBOX_LOCK)
+    keep_locked = tx.dialect.insert_or_lock("digest")
+    for digest in sorted(raw.distinct):
+        tx.execute(
+            f"INSERT INTO raw_messages (digest, raw) VALUES (?, ?) {keep_locked}",
+            (digest, raw.distinct[digest]),
+        )
+    for message, digest in zip(messages, raw.digests, strict=True):
+        row = tx.first(
+            "SELECT user_id, agent_mode, id FROM agents WHERE email = ?", (message.agent_email,)
+        )
+        if row is None:
+            raise StorageUnavailable(f"agent {message.agent_email} vanished")
+        user_id, agent_mode, agent_id = row
+        cloud = agent_mode == CLOUD
+        tx.execute(
+            f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES ({INBOUND_VALUES})",
+            inbound_params(message, user_id, cloud, digest),
+        )
+        if message.hold_expires_at is not None:
+            continue
+        if cloud:
+            add_job(tx, WEBHOOK_JOB, message.id, now)
+        else:
+            tx.announce(MessageStored(agent_id, message))
+        record_events(tx, [received_event(user_id, message, now)])
+
+
+def _referenced_conversation(
+    tx: Transaction, user_id: str, agent_email: str, rfc_message_ids: list[str]
+) -> str | None:
+    """The conversation of the first of `rfc_message_ids` naming a message of the agent."""
+    if not rfc_message_ids:
+        return None
+    rows = tx.all(
+        "SELECT rfc_message_id, conversation_id FROM messages "
+        "WHERE user_id = ? AND agent_email = ? "
+        f"AND {tx.dialect.in_list('rfc_message_id', 'text')} ORDER BY seq DESC",
+        (user_id, agent_email, tx.dialect.list_param(rfc_message_ids)),
+    )
+    return first_conversation(rows, rfc_message_ids)
+
+
+class MessagesSql(Runner):
+    """`Mailboxes` in SQL."""
+
+    async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
+        """Commit messages and their webhook jobs in one transaction, each distinct raw
+        message once (digested in a worker thread first, outside any lock)."""
+        raw = await trio.to_thread.run_sync(raw_messages_of, messages)
+        await self._write(lambda tx: _store(tx, messages, raw, now))
+
+    async def list_inbound(
+        self,
+        user_id: str,
+        agent_email: str,
+        status: StatusFilter,
+        page_size: int,
+        after_seq: int | None,
+    ) -> MessagePage:
+        """A keyset page of the agent's messages, oldest first, after `after_seq`."""
+        query = f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.seq > ?"
+        params: list[Any] = [user_id, agent_email, after_seq or 0]
+        if status != "all":
+            query += " AND m.status = ?"
+            params.append(status)
+        query += " ORDER BY m.seq LIMIT ?"
+        params.append(page_size + 1)
+        rows = await self._read(lambda tx: tx.all(query, params))
+        return message_page(rows, page_size)
+
+    async def read_inbound(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> InboundMessage | None:
+        """Return one of the agent's messages, marking it read; None when not the user's."""
+        scope = (user_id, agent_email, message_id)
+
+        def read(tx: Transaction) -> InboundMessage | None:
+            tx.execute(
+                f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
+                f"AND id = ? AND direction = '{INBOUND}' AND status = '{UNREAD}' "
+                "AND hold IS NULL",
+                scope,
+            )
+            row = tx.first(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?", scope
+            )
+            return decode_message(row) if row else None
+
+        return await self._write(read)
+
+    async def peek_inbound(
+        self, user_id: str, agent_email: str, message_id: str
+    ) -> InboundMessage | None:
+        """One of the agent's delivered messages, not marked read."""
+        row = await self._read(
+            lambda tx: tx.first(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?",
+                (user_id, agent_email, message_id),
+            )
+        )
+        return decode_message(row) if row else None
+
+    async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
+        """Mark one of the agent's inbound messages read; False when not the user's."""
+        count = await self._write(
+            lambda tx: (
+                tx.execute(
+                    f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
+                    f"AND id = ? AND direction = '{INBOUND}' AND hold IS NULL",
+                    (user_id, agent_email, message_id),
+                ).rowcount
+            )
+        )
+        return count == 1
+
+    async def conversation_for(
+        self,
+        user_id: str,
+        agent_email: str,
+        rfc_message_ids: list[str],
+        claim: ConversationClaim | None = None,
+    ) -> str | None:
+        """Threading from the user's messages of the agent (Storage.conversation_for)."""
+
+        def read(tx: Transaction) -> str | None:
+            referenced = _referenced_conversation(tx, user_id, agent_email, rfc_message_ids)
+            if claim is None:
+                return referenced
+            in_agent = "FROM messages WHERE user_id = ? AND agent_email = ? AND conversation_id = ?"
+            scope = (user_id, agent_email, claim.conversation_id)
+            exists, by_sender = tx.one(
+                f"SELECT EXISTS (SELECT 1 {in_agent}), "
+                f"EXISTS (SELECT 1 {in_agent} AND from_addr = ?)",
+                (*scope, *scope, claim.sender),
+            )
+            return chosen_conversation(referenced, claim, bool(exists), bool(by_sender))
+
+        return await self._read(read)
+
+    async def earlier_messages(
+        self, user_id: str, agent_email: str, rfc_message_ids: list[str]
+    ) -> list[StoredEarlier]:
+        """The agent's mail, either direction, with one of `rfc_message_ids`, newest first."""
+        if not rfc_message_ids:
+            return []
+        rows = await self._read(
+            lambda tx: tx.all(
+                f"SELECT {EARLIER_COLUMNS} FROM messages m "
+                "WHERE m.user_id = ? AND m.agent_email = ? AND m.hold IS NULL "
+                f"AND {tx.dialect.in_list('m.rfc_message_id', 'text')} ORDER BY m.seq DESC",
+                (user_id, agent_email, tx.dialect.list_param(rfc_message_ids)),
+            )
+        )
+        return [decode_earlier(row) for row in rows]
+
+    async def keep_reading(
+        self, user_id: str, agent_email: str, message_id: str, reading: dict[str, Any]
+    ) -> None:
+        """Keep an inbound message's reading unless one is kept already (first one wins)."""
+        encoded = json.dumps(reading, ensure_ascii=False)
+        await self._write(
+            lambda tx: tx.execute(
+                "UPDATE messages SET reading_json = ? WHERE user_id = ? AND agent_email = ? "
+                f"AND id = ? AND direction = '{INBOUND}' AND reading_json IS NULL",
+                (encoded, user_id, agent_email, message_id),
+            ),
+            durable=False,
+        )

@@ -1,0 +1,372 @@
+"""The SQL of outbound mail: drafts an agent sends, their review, expiry, and hand-off results.
+
+Outbound messages are rows of `messages` (direction outbound), so threading sees them. Each
+status change and the job it needs commit together; a message that reaches a terminal status
+loses its body. A review or expiry locks the row, so two replicas never both move it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.events import (
+    EMAIL_DELIVERED,
+    EMAIL_FAILED,
+    EMAIL_SENT,
+    REVIEW_APPROVED,
+    REVIEW_REJECTED,
+    REVIEW_REQUESTED,
+    NewEvent,
+    outbound_event,
+    recipient_event,
+)
+from e2a_gateway.storage.base import (
+    BouncedRecipient,
+    NotPending,
+    OutboundEdits,
+    OutboundMessage,
+    ReviewedBy,
+    SendOutcome,
+    StorageUnavailable,
+)
+from e2a_gateway.storage.rows import (
+    OUTBOUND_COLUMNS,
+    OUTBOUND_INSERT_COLUMNS,
+    OUTBOUND_STATUS_INDEX,
+    RECIPIENT_ACCEPTED,
+    RECIPIENT_LOCAL_PREFIX,
+    decode_outbound,
+    edit_assignments,
+    merged_recipient_results,
+    outbound_job_kind,
+    outbound_params,
+    recipient_results,
+)
+from e2a_gateway.storage.sql.events import record_events
+from e2a_gateway.storage.sql.jobs import add_job, retry_job
+from e2a_gateway.storage.sql.runner import Runner
+from e2a_gateway.storage.sql.suppressions import bounce_recorded
+from e2a_gateway.storage.sql.transaction import Transaction
+from e2a_gateway.storage.vocabulary import (
+    EXPIRE_BY_APPROVING,
+    EXPIRED_APPROVED,
+    EXPIRED_REJECTED,
+    FAILED,
+    OUTBOUND,
+    OUTBOUND_JOB,
+    PENDING_APPROVAL,
+    QUEUED,
+    REJECTED,
+    REVIEW_BY_EXPIRY,
+    SENT,
+)
+
+SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL"
+"""The assignments that drop an outbound message's body (on reaching a terminal status)."""
+EXPIRY_BATCH = 500
+"""At most this many overdue messages are expired by one call."""
+LIST_LIMIT = 500
+"""At most this many messages are listed by one call."""
+
+# Outbound rows never use `auth_results_json` for authentication results (those are about
+# inbound senders); for them it holds the per-recipient hand-off results instead.
+RECIPIENT_RESULTS = (
+    f"SELECT auth_results_json FROM messages WHERE id = ? AND direction = '{OUTBOUND}'"
+)
+
+
+def _outbound_row(
+    tx: Transaction, user_id: str | None, message_id: str, *, lock: bool = False
+) -> Any:
+    """The row of one outbound message (the user's, unless `user_id` is None), locked until
+    the commit when `lock`."""
+    query = f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE id = ? AND direction = '{OUTBOUND}'"
+    params: tuple[str, ...] = (message_id,)
+    if user_id is not None:
+        query += " AND user_id = ?"
+        params = (message_id, user_id)
+    if lock:
+        query += tx.dialect.for_update()
+    return tx.first(query, params)
+
+
+def _reread(tx: Transaction, message_id: str) -> OutboundMessage:
+    """The outbound message as the transaction left it."""
+    row = _outbound_row(tx, None, message_id)
+    if row is None:
+        raise StorageUnavailable(f"outbound message {message_id} vanished inside a transaction")
+    return decode_outbound(row)
+
+
+def _expire(tx: Transaction, now: float) -> list[OutboundMessage]:
+    """Apply each overdue pending message's agent's expiration action; messages another replica
+    is expiring or reviewing right now are left to it."""
+    due = tx.all(
+        "SELECT m.id, a.hitl_expiration_action FROM messages m "
+        "JOIN agents a ON a.email = m.agent_email "
+        f"WHERE m.direction = '{OUTBOUND}' AND m.status = '{PENDING_APPROVAL}' "
+        "AND m.approval_expires_at <= ? ORDER BY m.approval_expires_at, m.seq "
+        f"LIMIT {EXPIRY_BATCH}{tx.dialect.skip_locked(of='m')}",
+        (now,),
+    )
+    reviewed_at = format_timestamp(now)
+    for message_id, action in due:
+        if action == EXPIRE_BY_APPROVING:
+            tx.execute(
+                f"UPDATE messages SET status = '{EXPIRED_APPROVED}', reviewed_at = ?, "
+                f"review_method = '{REVIEW_BY_EXPIRY}' WHERE id = ?",
+                (reviewed_at, message_id),
+            )
+            add_job(tx, OUTBOUND_JOB, message_id, now)
+        else:
+            tx.execute(
+                f"UPDATE messages SET status = '{EXPIRED_REJECTED}', reviewed_at = ?, "
+                f"review_method = '{REVIEW_BY_EXPIRY}', rejection_reason = 'approval expired', "
+                f"{SCRUB} WHERE id = ?",
+                (reviewed_at, message_id),
+            )
+    expired = [_reread(tx, message_id) for message_id, _ in due]
+    record_events(
+        tx,
+        [
+            outbound_event(
+                message,
+                REVIEW_APPROVED if message.status == EXPIRED_APPROVED else REVIEW_REJECTED,
+                now,
+                extra={"reason": "approval expired"},
+            )
+            for message in expired
+        ],
+    )
+    return expired
+
+
+def review_in(
+    tx: Transaction,
+    user_id: str | None,
+    message_id: str,
+    approve: bool,
+    edits: OutboundEdits | None,
+    reason: str | None,
+    now: float,
+    by: ReviewedBy | None,
+) -> OutboundMessage | None:
+    """Inside `tx`: approve (→ queued, with a send job) or reject (→ rejected, scrubbed) a
+    pending message, recording who and how (`by`); NotPending when it is not pending, None
+    when absent."""
+    row = _outbound_row(tx, user_id, message_id, lock=True)
+    if row is None:
+        return None
+    if row[OUTBOUND_STATUS_INDEX] != PENDING_APPROVAL:
+        raise NotPending(row[OUTBOUND_STATUS_INDEX])
+    reviewed = (format_timestamp(now), by.reviewer if by else None, by.method if by else None)
+    if approve:
+        changes = edit_assignments(edits)
+        columns = "".join(f", {column} = ?" for column in changes)
+        tx.execute(
+            f"UPDATE messages SET status = '{QUEUED}', reviewed_at = ?, reviewed_by = ?, "
+            f"review_method = ?, edited = ?{columns} WHERE id = ?",
+            (*reviewed, bool(changes), *changes.values(), message_id),
+        )
+        add_job(tx, OUTBOUND_JOB, message_id, now)
+    else:
+        tx.execute(
+            f"UPDATE messages SET status = '{REJECTED}', reviewed_at = ?, reviewed_by = ?, "
+            f"review_method = ?, rejection_reason = ?, {SCRUB} WHERE id = ?",
+            (*reviewed, reason, message_id),
+        )
+    decided = _reread(tx, message_id)
+    extra: dict[str, object] = {"reason": reason} if reason else {}
+    if by is not None:
+        extra.update(reviewed_by=by.reviewer, review_method=by.method)
+    event_type = REVIEW_APPROVED if approve else REVIEW_REJECTED
+    record_events(tx, [outbound_event(decided, event_type, now, extra=extra or None)])
+    return decided
+
+
+def _record_recipients(tx: Transaction, message_id: str, results: Mapping[str, str]) -> None:
+    """Merge `results` into the message's per-recipient results (row locked meanwhile)."""
+    row = tx.first(RECIPIENT_RESULTS + tx.dialect.for_update(), (message_id,))
+    if row is not None:
+        tx.execute(
+            "UPDATE messages SET auth_results_json = ? WHERE id = ?",
+            (merged_recipient_results(row[0], results), message_id),
+        )
+
+
+def _fail(tx: Transaction, message_id: str, method: str, error: str | None) -> None:
+    """A send that reached nobody: `failed`, or (an auto-approval) `expired_rejected` with the
+    reason; the body goes."""
+    tx.execute(
+        f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
+        f"THEN '{EXPIRED_REJECTED}' ELSE '{FAILED}' END, "
+        f"rejection_reason = CASE WHEN status = '{EXPIRED_APPROVED}' "
+        "THEN ? ELSE rejection_reason END, "
+        f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
+        (
+            f"approved at expiry, but sending failed: {error or 'no reason given'}",
+            method,
+            error,
+            message_id,
+        ),
+    )
+
+
+def _hand_off_events(
+    message: OutboundMessage,
+    outcome: SendOutcome,
+    method: Literal["smtp", "local"],
+    error: str | None,
+    results: Mapping[str, str],
+    now: float,
+) -> list[NewEvent]:
+    """The events of a finished send: `email.sent` and an `email.delivered` per recipient the
+    relay or a local inbox accepted, or `email.failed` with the reason."""
+    if outcome != "sent":
+        reason = error or "sending failed"
+        return [outbound_event(message, EMAIL_FAILED, now, method=method, extra={"reason": reason})]
+    events = [outbound_event(message, EMAIL_SENT, now, method=method)]
+    for recipient, result in results.items():
+        if result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX):
+            events.append(recipient_event(message, EMAIL_DELIVERED, recipient, now))
+    return events
+
+
+class OutboundSql(Runner):
+    """`Outbox` in SQL."""
+
+    async def add_outbound(self, message: OutboundMessage) -> None:
+        """Insert an outbound message, and in the same commit its send job (queued) or its
+        approval-notice job (pending approval)."""
+
+        def insert(tx: Transaction) -> None:
+            tx.execute(
+                f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
+                f"(?, ?, ?, '{OUTBOUND}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{{}}', '{{}}', "
+                "?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                outbound_params(message),
+            )
+            job_kind = outbound_job_kind(message)
+            if job_kind is not None:
+                add_job(tx, job_kind, message.id, message.created_epoch)
+            if message.status == PENDING_APPROVAL:
+                record_events(
+                    tx, [outbound_event(message, REVIEW_REQUESTED, message.created_epoch)]
+                )
+
+        await self._write(insert)
+
+    async def count_recent_outbound(self, agent_email: str, since: float) -> int:
+        """Outbound messages the agent created since `since` (rate limiting)."""
+        row = await self._read(
+            lambda tx: tx.one(
+                "SELECT count(*) FROM messages WHERE agent_email = ? "
+                f"AND direction = '{OUTBOUND}' AND created_epoch >= ?",
+                (agent_email, since),
+            )
+        )
+        return int(row[0])
+
+    async def list_outbound(
+        self, user_id: str, status: str, agent_email: str | None
+    ) -> list[OutboundMessage]:
+        """The user's outbound messages in `status` (soonest-expiring first while pending)."""
+        query = (
+            f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE user_id = ? "
+            f"AND direction = '{OUTBOUND}' AND status = ?"
+        )
+        params: list[Any] = [user_id, status]
+        if agent_email is not None:
+            query += " AND agent_email = ?"
+            params.append(agent_email)
+        query += f" ORDER BY coalesce(approval_expires_at, created_epoch), seq LIMIT {LIST_LIMIT}"
+        rows = await self._read(lambda tx: tx.all(query, params))
+        return [decode_outbound(row) for row in rows]
+
+    async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
+        """One outbound message (scoped to `user_id` unless None)."""
+        row = await self._read(lambda tx: _outbound_row(tx, user_id, message_id))
+        return decode_outbound(row) if row else None
+
+    async def review_outbound(
+        self,
+        user_id: str | None,
+        message_id: str,
+        approve: bool,
+        edits: OutboundEdits | None,
+        reason: str | None,
+        now: float,
+        *,
+        by: ReviewedBy | None = None,
+    ) -> OutboundMessage | None:
+        """Approve (→ queued, with a send job) or reject (→ rejected, scrubbed) a pending
+        message, exactly once (NotPending when it is not), recording `by`."""
+        return await self._write(
+            lambda tx: review_in(tx, user_id, message_id, approve, edits, reason, now, by)
+        )
+
+    async def expire_outbound(self, now: float) -> list[OutboundMessage]:
+        """Apply the agents' expiration actions to overdue pending messages."""
+        return await self._write(lambda tx: _expire(tx, now))
+
+    async def finish_outbound(
+        self,
+        job_id: int,
+        message_id: str,
+        outcome: SendOutcome,
+        method: Literal["smtp", "local"],
+        error: str | None,
+        retry_at: float | None,
+        results: Mapping[str, str] | None = None,
+        now: float | None = None,
+        bounced: Sequence[BouncedRecipient] = (),
+    ) -> None:
+        """Record a send attempt: a retry reschedules the job; sent or failed drops it and
+        scrubs the body. Handed on, a queued message becomes sent and an expired-approved one
+        stays expired-approved, both with `sent_at`; an expired-approved message that fails
+        ends expired-rejected with the reason."""
+
+        def finish(tx: Transaction) -> None:
+            if outcome == "retry":
+                retry_job(tx, job_id, retry_at)
+                tx.execute(
+                    "UPDATE messages SET send_error = ?, method = ? WHERE id = ?",
+                    (error, method, message_id),
+                )
+                return
+            tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            row = _outbound_row(tx, None, message_id)
+            moment = time.time() if now is None else now
+            if row is not None:
+                stored = tx.first(RECIPIENT_RESULTS, (message_id,))
+                settled = {**recipient_results(stored[0] if stored else None), **(results or {})}
+                record_events(
+                    tx,
+                    _hand_off_events(decode_outbound(row), outcome, method, error, settled, moment),
+                )
+            if outcome == "sent":
+                tx.execute(
+                    f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
+                    f"THEN status ELSE '{SENT}' END, sent_at = {tx.dialect.utc_now}, "
+                    f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
+                    (method, error, message_id),
+                )
+            else:
+                _fail(tx, message_id, method, error)
+            if row is not None and bounced:
+                message = decode_outbound(row)
+                bounce_recorded(tx, message, bounced, moment, settle=outcome == "failed")
+
+        await self._write(finish)
+
+    async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
+        """Merge `results` into the message's per-recipient results."""
+        await self._write(lambda tx: _record_recipients(tx, message_id, results))
+
+    async def recipient_results(self, message_id: str) -> dict[str, str]:
+        """The outbound message's settled recipients (empty when none or no such message)."""
+        row = await self._read(lambda tx: tx.first(RECIPIENT_RESULTS, (message_id,)))
+        return recipient_results(row[0]) if row else {}

@@ -1,0 +1,213 @@
+"""The SQL of bounces and recipient suppressions: a bounce is recorded against the outbound
+message it names (its events, the account's suppression of a hard-bounced address, the
+message's `bounced` state) in one transaction; suppressions are listed, added and lifted per
+account or per agent, and a send asks which of its recipients are suppressed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.events import (
+    EMAIL_BOUNCED,
+    SUPPRESSION_ADDED,
+    NewEvent,
+    new_event,
+    recipient_event,
+)
+from e2a_gateway.storage.base import BouncedRecipient, OutboundMessage, Suppression
+from e2a_gateway.storage.rows import OUTBOUND_COLUMNS, decode_outbound
+from e2a_gateway.storage.sql.events import record_events
+from e2a_gateway.storage.sql.runner import Runner
+from e2a_gateway.storage.sql.transaction import Transaction
+from e2a_gateway.storage.vocabulary import (
+    BOUNCED,
+    EXPIRED_APPROVED,
+    FAILED,
+    OUTBOUND,
+    QUEUED,
+    SENT,
+    SUPPRESSED_BY_BOUNCE,
+    SUPPRESSED_BY_HAND,
+)
+
+SUPPRESSION_COLUMNS = "seq, address, source, created_at, agent_email, reason, source_message_id"
+EVERY_AGENT = ""
+"""The `agent_email` of an account-wide suppression."""
+BOUNCEABLE = ", ".join(f"'{status}'" for status in (QUEUED, SENT, FAILED, EXPIRED_APPROVED))
+"""States a hard bounce moves to `bounced`: handed on (or being handed on, or refused)."""
+
+
+def _decode(row: Sequence[Any]) -> Suppression:
+    seq, address, source, created_at, agent_email, reason, source_message_id = row
+    return Suppression(
+        seq=int(seq),
+        address=address,
+        source=source,
+        created_at=created_at,
+        agent_email=agent_email or None,
+        reason=reason,
+        source_message_id=source_message_id,
+    )
+
+
+def _suppress(
+    tx: Transaction,
+    user_id: str,
+    agent_email: str,
+    address: str,
+    source: str,
+    reason: str | None,
+    message_id: str | None,
+    now: float,
+) -> bool:
+    """Add the suppression unless it exists; True when it was added."""
+    existing = tx.first(
+        "SELECT seq FROM suppressions WHERE user_id = ? AND agent_email = ? AND address = ?",
+        (user_id, agent_email, address),
+    )
+    if existing is not None:
+        return False
+    tx.execute(
+        "INSERT INTO suppressions (user_id, agent_email, address, source, reason, "
+        "source_message_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (user_id, agent_email, address, source, reason, message_id, format_timestamp(now)),
+    )
+    return True
+
+
+def bounce_recorded(
+    tx: Transaction,
+    message: OutboundMessage,
+    bounced: Sequence[BouncedRecipient],
+    now: float,
+    *,
+    settle: bool = True,
+) -> bool:
+    """Record `bounced` (recipients of `message`) inside `tx`: `email.bounced` for each, and for
+    a permanent bounce the address suppressed for the account (`domain.suppression_added`) and,
+    when `settle`, the message `bounced`. True when any was a permanent bounce."""
+    events: list[NewEvent] = []
+    permanent = False
+    for item in bounced:
+        extra: dict[str, Any] = {"bounce_type": item.bounce_type}
+        if item.detail:
+            extra["smtp_detail"] = item.detail
+        events.append(recipient_event(message, EMAIL_BOUNCED, item.address, now, extra=extra))
+        if item.bounce_type != "permanent":
+            continue
+        permanent = True
+        address = item.address.lower()
+        if _suppress(
+            tx, message.user_id, EVERY_AGENT, address, SUPPRESSED_BY_BOUNCE, item.detail,
+            message.id, now,
+        ):  # fmt: skip
+            data = {"address": address, "source": SUPPRESSED_BY_BOUNCE, "message_id": message.id}
+            if item.detail:
+                data["reason"] = item.detail
+            events.append(
+                new_event(
+                    message.user_id,
+                    SUPPRESSION_ADDED,
+                    data,
+                    now,
+                    agent_email=message.agent_email,
+                    message_id=message.id,
+                )
+            )
+    if permanent and settle:
+        tx.execute(
+            f"UPDATE messages SET status = '{BOUNCED}' WHERE id = ? AND status IN ({BOUNCEABLE})",
+            (message.id,),
+        )
+    record_events(tx, events)
+    return permanent
+
+
+class SuppressionsSql(Runner):
+    """`Suppressions` in SQL."""
+
+    async def record_bounce(
+        self, message_id: str, bounced: list[BouncedRecipient], now: float
+    ) -> bool:
+        """Record a bounce report against the outbound message it names."""
+
+        def record(tx: Transaction) -> bool:
+            row = tx.first(
+                f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE id = ? "
+                f"AND direction = '{OUTBOUND}'{tx.dialect.for_update()}",
+                (message_id,),
+            )
+            if row is None:
+                return False
+            message = decode_outbound(row)
+            recipients = {address.lower() for address in [*message.to, *message.cc, *message.bcc]}
+            ours = [item for item in bounced if item.address.lower() in recipients]
+            if not ours:
+                return False
+            bounce_recorded(tx, message, ours, now)
+            return True
+
+        return await self._write(record)
+
+    async def suppressed_among(
+        self, user_id: str, agent_email: str, addresses: list[str]
+    ) -> list[str]:
+        """The addresses suppressed for the account or the agent."""
+        if not addresses:
+            return []
+        rows = await self._read(
+            lambda tx: tx.all(
+                "SELECT DISTINCT address FROM suppressions WHERE user_id = ? "
+                "AND agent_email IN (?, ?) "
+                f"AND {tx.dialect.in_list('address', 'text')}",
+                (user_id, EVERY_AGENT, agent_email, tx.dialect.list_param(addresses)),
+            )
+        )
+        found = {row[0] for row in rows}
+        return [address for address in addresses if address in found]
+
+    async def suppression_page(
+        self, user_id: str, agent_email: str | None, limit: int, before_seq: int | None
+    ) -> list[Suppression]:
+        """The account's (or agent's) suppressions, newest first."""
+        rows = await self._read(
+            lambda tx: tx.all(
+                f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE user_id = ? "
+                "AND agent_email = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+                (user_id, agent_email or EVERY_AGENT, before_seq or 2**62, limit),
+            )
+        )
+        return [_decode(row) for row in rows]
+
+    async def add_suppression(
+        self, user_id: str, agent_email: str | None, address: str, reason: str | None, now: float
+    ) -> Suppression:
+        """Suppress `address` by hand (an existing suppression is returned as it is)."""
+        scope = agent_email or EVERY_AGENT
+
+        def add(tx: Transaction) -> Suppression:
+            _suppress(tx, user_id, scope, address, SUPPRESSED_BY_HAND, reason, None, now)
+            row = tx.one(
+                f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE user_id = ? "
+                "AND agent_email = ? AND address = ?",
+                (user_id, scope, address),
+            )
+            return _decode(row)
+
+        return await self._write(add)
+
+    async def delete_suppression(self, user_id: str, agent_email: str | None, address: str) -> bool:
+        """Lift one suppression."""
+        deleted = await self._write(
+            lambda tx: (
+                tx.execute(
+                    "DELETE FROM suppressions WHERE user_id = ? AND agent_email = ? "
+                    "AND address = ?",
+                    (user_id, agent_email or EVERY_AGENT, address),
+                ).rowcount
+            )
+        )
+        return bool(deleted)

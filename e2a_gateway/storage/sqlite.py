@@ -1,0 +1,241 @@
+"""The embedded SQLite backend: stdlib `sqlite3` in WAL mode, driven from trio through threads.
+
+One writer connection serialised by a trio lock (SQLite allows one writer at a time anyway) and
+a small pool of reader connections that never block it. Every write is one `BEGIN IMMEDIATE`
+transaction with `synchronous=FULL`, so a committed write survives a crash or power loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import trio
+
+from e2a_gateway.storage.announcements import Announcement, CommitObserver
+from e2a_gateway.storage.base import StorageUnavailable
+from e2a_gateway.storage.migrations import Migration, load_migrations
+from e2a_gateway.storage.rows import raw_digest
+from e2a_gateway.storage.sql.dialect import SQLITE
+from e2a_gateway.storage.sql.lifecycle import applied_versions, record_migration
+from e2a_gateway.storage.sql.runner import Routing, Work
+from e2a_gateway.storage.sql.store import SqlStorage
+from e2a_gateway.storage.sql.transaction import Transaction
+
+T = TypeVar("T")
+log = logging.getLogger("e2a.storage")
+READER_COUNT = 4
+PRIVATE_MODE = 0o600
+SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
+
+
+def _make_private(path: str) -> None:
+    """Create the database file readable and writable by its owner only (SQLite gives its
+    -wal and -shm files the database file's mode), and take group and other permissions
+    away from an existing database and its side files, saying so in the log."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    os.close(descriptor)
+    for candidate in (path, *(path + suffix for suffix in SIDE_FILE_SUFFIXES)):
+        try:
+            mode = stat.S_IMODE(os.stat(candidate).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(candidate, mode & 0o700)
+            log.warning(
+                "%s: mode %04o let other users read the database; changed to %04o",
+                candidate,
+                mode,
+                mode & 0o700,
+            )
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute("PRAGMA synchronous = FULL")
+    connection.create_function("e2a_sha256", 1, raw_digest, deterministic=True)
+    return connection
+
+
+@contextmanager
+def _translate_errors() -> Iterator[None]:
+    """Turn sqlite3 operational failures (disk full, I/O error, locked) into StorageUnavailable."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise StorageUnavailable(f"sqlite: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.IntegrityError):
+            raise
+        raise StorageUnavailable(f"sqlite: {exc}") from exc
+
+
+class SqliteStorage(SqlStorage):
+    """Storage on one SQLite file. Create with `SqliteStorage.open(path)`."""
+
+    dialect = SQLITE
+
+    def __init__(
+        self,
+        path: str,
+        writer: sqlite3.Connection,
+        readers: list[sqlite3.Connection],
+        holder: str = "",
+        on_commit: CommitObserver | None = None,
+    ):
+        super().__init__(on_commit)
+        self.path = path
+        self.holder = holder
+        self._writer = writer
+        self._write_lock = trio.Lock()
+        self._readers = readers
+        self._reader_slots = trio.Semaphore(len(readers))
+        # Routing answers (agent by address, served domains, newest signing seed) asked for
+        # every message; only this process writes them, so each write simply clears the cache.
+        self._routing: dict[tuple[str, str], Any] = {}
+        self._routing_generation = 0
+
+    @classmethod
+    def open(
+        cls, path: str, holder: str = "", on_commit: CommitObserver | None = None
+    ) -> SqliteStorage:
+        """Open (creating if needed) the database file at `path` in WAL mode; `on_commit`
+        hears what each write announced once it has committed."""
+        if path != ":memory:":
+            parent = Path(path).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise StorageUnavailable(
+                    f"database.url: cannot open sqlite:///{path}: directory {parent} does not "
+                    "exist — create it or point database.url elsewhere"
+                )
+        try:
+            if path != ":memory:":
+                _make_private(path)
+            writer = _connect(path)
+            writer.execute("PRAGMA journal_mode = WAL")
+            readers = [_connect(path) for _ in range(READER_COUNT)]
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageUnavailable(
+                f"database.url: cannot open sqlite:///{path}: {exc} — check the path and its "
+                "permissions"
+            ) from exc
+        return cls(path, writer, readers, holder, on_commit)
+
+    # -- the runner -------------------------------------------------------------------------
+
+    def _transact(self, work: Work[T], durable: bool) -> tuple[T, list[Announcement]]:
+        """Run `work` in one `BEGIN IMMEDIATE` transaction on the writer (in its thread)."""
+        with _translate_errors():
+            if not durable:
+                self._writer.execute("PRAGMA synchronous = OFF")
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+                transaction = Transaction(self._writer, self.dialect, sqlite3.IntegrityError)
+                try:
+                    result = work(transaction)
+                except BaseException:
+                    self._writer.execute("ROLLBACK")
+                    raise
+                self._writer.execute("COMMIT")
+                return result, transaction.announcements
+            finally:
+                if not durable:
+                    self._writer.execute("PRAGMA synchronous = FULL")
+
+    async def _commit(
+        self, work: Work[T], *, changes_routing: bool, durable: bool
+    ) -> tuple[T, list[Announcement]]:
+        """Run `work` in one write transaction on the writer thread; commit or roll back.
+
+        A write that `changes_routing` clears the routing answers remembered so far.
+        `durable=False` commits without waiting for the disk (the WAL frames reach it with the
+        next durable commit)."""
+        async with self._write_lock:
+            try:
+                return await trio.to_thread.run_sync(self._transact, work, durable)
+            finally:
+                if changes_routing:
+                    self._routing.clear()
+                    self._routing_generation += 1
+
+    async def _read(self, work: Work[T], *, snapshot: bool = False, routing: Routing = None) -> T:
+        """Run `work` on a reader connection (it never blocks the writer). A `routing` answer
+        is remembered until the next write that could change it."""
+        if routing is not None and routing in self._routing:
+            cached: T = self._routing[routing]
+            return cached
+        generation = self._routing_generation
+        async with self._reader_slots:
+            connection = self._readers.pop()
+            try:
+                value = await trio.to_thread.run_sync(_read_on, connection, work, snapshot)
+            finally:
+                self._readers.append(connection)
+        if routing is not None and generation == self._routing_generation:
+            self._routing[routing] = value
+        return value
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def migrate(self) -> list[int]:
+        """Apply each migration newer than the recorded version, one transaction each."""
+        applied = await self._write(applied_versions)
+        done: list[int] = []
+        for migration in load_migrations("sqlite"):
+            if migration.version in applied:
+                continue
+
+            def apply(tx: Transaction, migration: Migration = migration) -> None:
+                for statement in _split_sql(migration.sql):
+                    tx.execute(statement)
+                record_migration(tx, migration)
+
+            await self._write(apply)
+            done.append(migration.version)
+        return done
+
+    async def close(self) -> None:
+        """Close every connection (waits for the writer to finish its transaction)."""
+        async with self._write_lock:
+            self._writer.close()
+        for connection in self._readers:
+            connection.close()
+
+
+def _read_on(connection: sqlite3.Connection, work: Work[T], snapshot: bool) -> T:
+    """Run `work` on a reader `connection` (in a worker thread); in one snapshot if asked."""
+    with _translate_errors():
+        transaction = Transaction(connection, SQLITE, sqlite3.IntegrityError)
+        if not snapshot:
+            return work(transaction)
+        connection.execute("BEGIN")
+        try:
+            return work(transaction)
+        finally:
+            connection.execute("COMMIT")
+
+
+def _split_sql(script: str) -> list[str]:
+    """Split a migration script into statements, as SQLite itself reads them (so a trigger's
+    body, with its own semicolons, stays one statement); comment lines are dropped."""
+    statements: list[str] = []
+    pending: list[str] = []
+    for line in script.splitlines():
+        if line.strip().startswith("--"):
+            continue
+        pending.append(line)
+        text = "\n".join(pending).strip()
+        if text and sqlite3.complete_statement(text):
+            statements.append(text.removesuffix(";").strip())
+            pending = []
+    unfinished = "\n".join(pending).strip()
+    if unfinished:
+        raise ValueError(f"migration ends inside a statement: {unfinished[:200]}")
+    return statements

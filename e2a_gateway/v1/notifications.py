@@ -1,0 +1,114 @@
+"""WebSocket notifications for local agents: `AsyncE2AClient.listen()`.
+
+Connects to `/api/v1/agents/{email}/ws`, yields one `WSNotification` per message (unread
+ones first, then live ones), optionally acks, and reconnects with jittered exponential
+backoff. Runs under asyncio and trio alike (httpx and wsproto, through anyio).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import AsyncGenerator, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+import anyio
+import httpx
+
+from e2a_gateway.v1.models import Trust
+from e2a_gateway.v1.wsclient import WebSocketClosed, WebSocketRejected, connect_websocket
+
+log = logging.getLogger("e2a.v1.listen")
+
+FIRST_BACKOFF_SECONDS = 1.0
+
+
+@dataclass
+class WSNotification:
+    """A new message for the agent: its metadata, its new text (`reply_text`, no quoted
+    history or signature) and its trust map; fetch the whole body with `get_message`."""
+
+    message_id: str
+    from_: str
+    recipient: str
+    subject: str
+    received_at: str
+    conversation_id: str | None = None
+    reply_text: str | None = None
+    trust: Trust | None = None
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> WSNotification:
+        """Read one JSON frame of the server."""
+        return cls(
+            message_id=str(payload.get("message_id") or ""),
+            from_=str(payload.get("from") or ""),
+            recipient=str(payload.get("recipient") or payload.get("to") or ""),
+            subject=str(payload.get("subject") or ""),
+            received_at=str(payload.get("received_at") or ""),
+            conversation_id=payload.get("conversation_id"),
+            reply_text=payload.get("reply_text"),
+            trust=Trust.model_validate(payload["trust"]) if payload.get("trust") else None,
+        )
+
+
+def websocket_url(base_url: str, agent_email: str, api_key: str) -> str:
+    """`ws(s)://host/api/v1/agents/<email>/ws?token=<key>` for an HTTP(S) base URL."""
+    parts = urlsplit(base_url)
+    scheme = "wss" if parts.scheme == "https" else "ws"
+    path = f"{parts.path.rstrip('/')}/api/v1/agents/{quote(agent_email, safe='')}/ws"
+    return urlunsplit((scheme, parts.netloc, path, urlencode({"token": api_key}), ""))
+
+
+def backoff_delays(max_backoff: float) -> Iterator[float]:
+    """Delays between reconnections: 1 s, 2 s, 4 s… capped at `max_backoff`, each shortened
+    by a random 0 to 50 % so that many clients dropped at once do not return at once."""
+    delay = FIRST_BACKOFF_SECONDS
+    while True:
+        yield min(delay, max_backoff) * random.uniform(0.5, 1.0)
+        delay *= 2
+
+
+def _parse_frame(text: str | bytes) -> WSNotification | None:
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        log.warning("ignoring a WebSocket frame that is not JSON")
+        return None
+    if not isinstance(payload, dict) or not payload.get("message_id"):
+        log.warning("ignoring a WebSocket frame without message_id")
+        return None
+    return WSNotification.from_payload(payload)
+
+
+async def listen(
+    url: str, *, reconnect: bool = True, max_backoff: float = 30.0, ack: bool = False
+) -> AsyncGenerator[WSNotification, None]:
+    """Yield notifications from `url`, reconnecting after a dropped connection.
+
+    On every (re)connection the server first sends all unread messages, so nothing is lost
+    while disconnected. With `ack`, a notification is acknowledged (marked read) when the
+    caller asks for the next one, i.e. once it has been handled. A refused handshake (bad
+    key, unknown or cloud agent) raises `E2AApiError` and is never retried.
+    """
+    delays = backoff_delays(max_backoff)
+    while True:
+        try:
+            async with connect_websocket(url) as socket:
+                delays = backoff_delays(max_backoff)
+                while True:
+                    notification = _parse_frame(await socket.receive_text())
+                    if notification is None:
+                        continue
+                    yield notification
+                    if ack:
+                        frame = {"type": "ack", "message_id": notification.message_id}
+                        await socket.send_text(json.dumps(frame))
+        except (WebSocketClosed, WebSocketRejected, httpx.HTTPError) as exc:
+            log.warning("e2a WebSocket disconnected: %s", exc)
+        if not reconnect:
+            return
+        await anyio.sleep(next(delays))

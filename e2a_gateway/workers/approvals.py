@@ -1,0 +1,376 @@
+"""The human-in-the-loop worker: emails owners about messages awaiting their approval (and
+the answers to replies it did not act on), and applies each agent's `hitl_expiration_action`
+once a message's approval TTL has passed.
+
+Notices carry recipients, subject, expiry and two magic links — never the body. The worker
+decides nothing about a message itself: approving and rejecting happen in storage, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.config import Settings
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.operations import lifecycle
+from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
+from e2a_gateway.outbound.relay import hand_off
+from e2a_gateway.signing.magic_links import Action, issue_token, link_key
+from e2a_gateway.signing.reply_tokens import generate_reply_token, reply_address
+from e2a_gateway.smtp.client import Outgoing
+from e2a_gateway.storage.base import Agent, Job, OutboundMessage, ReplyToken, User
+from e2a_gateway.storage.vocabulary import APPROVAL_ANSWER_JOB, APPROVAL_NOTICE_JOB
+from e2a_gateway.workers.retry_schedules import APPROVAL_NOTICE
+
+log = logging.getLogger("e2a.approvals")
+
+EXPIRY_INTERVAL_SECONDS = 15.0
+NOTICE_POLL_SECONDS = 5.0
+NOTICE_BATCH = 16
+MAX_NOTICES_IN_FLIGHT = 8
+EXPIRE_BATCH = 500
+"""`expire_outbound` handles at most this many messages per call; a full batch means more."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One approval notice, ready to hand to the relay."""
+
+    sender: str
+    recipient: str
+    data: bytes
+    message_id: str
+    """The notice's own Message-ID, which a reply must quote to act."""
+
+
+def notice_sender(settings: Settings) -> str:
+    """The From of approval notices: `no-reply@<outbound_smtp.from_domain>` when a sending
+    domain is configured, else `e2a@<smtp.hostname>`."""
+    domain = settings.outbound_smtp.from_domain
+    return f"no-reply@{domain}" if domain else f"e2a@{settings.smtp.hostname}"
+
+
+def magic_link(public_url: str, action: Action, token: str) -> str:
+    """`{public_url}/api/v1/<action>?token=<token>` (tokens are base64url: no escaping)."""
+    return f"{public_url.rstrip('/')}/api/v1/{action}?token={token}"
+
+
+def _one_line(text: str) -> str:
+    """`text` with line breaks folded to spaces, so it cannot break a header or the layout."""
+    return " ".join(text.splitlines())
+
+
+def notice_text(
+    message: OutboundMessage,
+    expiration_action: str,
+    approve_url: str,
+    reject_url: str,
+    *,
+    by_reply: bool = False,
+) -> str:
+    """The plain-text summary a reviewer reads: who, what subject, until when — no body."""
+    deadline = format_timestamp(message.approval_expires_at or 0.0)
+    fate = "sent anyway" if expiration_action == "approve" else "discarded"
+    lines = [
+        f"Your agent {message.agent_email} wants to send an email that needs your approval.",
+        "",
+        f"To:       {', '.join(message.to) or '(none)'}",
+    ]
+    if message.cc:
+        lines.append(f"Cc:       {', '.join(message.cc)}")
+    if message.bcc:
+        lines.append(f"Bcc:      {', '.join(message.bcc)}")
+    lines += [
+        f"Subject:  {_one_line(message.subject)}",
+        f"Expires:  {deadline} (if nobody decides by then, it is {fate})",
+        f"Message:  {message.id}",
+        "",
+        "Approve (opens a confirmation page):",
+        approve_url,
+        "",
+        "Reject (opens a confirmation page):",
+        reject_url,
+        "",
+    ]
+    if by_reply:
+        lines += [
+            "Or reply to this email with a first line of `approve`, `reject`, or",
+            "`reject: <reason>`, above any quoted text (from this address only).",
+            "",
+        ]
+    lines += [
+        "To read the body or edit the message before approving, use the API",
+        f"(GET /api/v1/messages/{message.id}) or the e2a CLI.",
+        "",
+        "Anyone holding these links can act on this message; do not forward this email.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def build_notice(
+    settings: Settings,
+    message: OutboundMessage,
+    owner: User,
+    agent: Agent | None,
+    key: bytes,
+    now: float,
+    reply_to: str | None = None,
+) -> Notice:
+    """The notice email about `message` for its owner, with magic links freshly issued under
+    `key` (`link_key` of the server key); with `reply_to` (the notice's reply address) the
+    owner may also answer it (`e2a_gateway.inbound.approval_replies`)."""
+    deadline = int(message.approval_expires_at or now)
+    approve = magic_link(
+        settings.http.public_url, "approve", issue_token(key, message.id, "approve", deadline)
+    )
+    reject = magic_link(
+        settings.http.public_url, "reject", issue_token(key, message.id, "reject", deadline)
+    )
+    action = agent.hitl_expiration_action if agent is not None else "reject"
+    sender = notice_sender(settings)
+    draft = Draft(
+        from_addr=sender,
+        to=[owner.email],
+        subject=f"Approval needed: {_one_line(message.subject)}"[:200],
+        text=notice_text(message, action, approve, reject, by_reply=reply_to is not None),
+        reply_to=reply_to,
+        auto_submitted="auto-generated",
+    )
+    domain = sender.rpartition("@")[2]
+    message_id = new_message_id(domain)
+    data = build_message(draft, message_id=message_id, date=now)
+    return Notice(sender, owner.email, data, message_id)
+
+
+class ApprovalWorker:
+    """Sends approval notices and applies expiry. `send_due_notices(now)` and
+    `expire_due(now)` each do one round (tests pass their own clock); `run()` loops forever.
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        clock: Callable[[], float] = time.time,
+        poll_seconds: float = NOTICE_POLL_SECONDS,
+    ) -> None:
+        self._gateway = gateway
+        self._clock = clock
+        self._poll_seconds = poll_seconds
+        self._warned_no_relay = False
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Expire overdue messages every EXPIRY_INTERVAL_SECONDS (at once on start, so a
+        restart catches up) and send notices as their jobs are committed (looking again every
+        `poll_seconds` regardless), until cancelled; report started once the first look at
+        the queue is done."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._expire_forever)
+            await nursery.start(self._answer_forever)
+            added, claimed = await self._look()
+            task_status.started()
+            while True:
+                if claimed < NOTICE_BATCH:
+                    with trio.move_on_after(self._poll_seconds):
+                        await added.wait()
+                added, claimed = await self._look()
+
+    async def _look(self) -> tuple[trio.Event, int]:
+        """Send the notices due now: the wake-up for notices added meanwhile (armed before
+        looking) and how many were claimed."""
+        added = self._gateway.jobs.added(APPROVAL_NOTICE_JOB)
+        return added, await self.send_due_notices(self._clock())
+
+    async def _answer_forever(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Send reply answers as their jobs are committed (looking again every `poll_seconds`
+        regardless), until cancelled."""
+        started = False
+        while True:
+            added = self._gateway.jobs.added(APPROVAL_ANSWER_JOB)
+            claimed = await self.send_due_answers(self._clock())
+            if not started:
+                started = True
+                task_status.started()
+            if claimed < NOTICE_BATCH:
+                with trio.move_on_after(self._poll_seconds):
+                    await added.wait()
+
+    async def send_due_answers(self, now: float) -> int:
+        """Claim up to NOTICE_BATCH due reply-answer jobs and hand each answer to the relay,
+        one held message's answers at a time; return how many jobs were claimed."""
+        lease = self._gateway.settings.outbound_smtp.timeout_seconds * 2 + 60
+        jobs = await self._gateway.storage.claim_jobs(APPROVAL_ANSWER_JOB, now, NOTICE_BATCH, lease)
+        by_message: dict[str, list[Job]] = {}
+        for job in jobs:
+            by_message.setdefault(job.message_id, []).append(job)
+        limiter = trio.CapacityLimiter(MAX_NOTICES_IN_FLIGHT)
+
+        async def handle(batch: list[Job]) -> None:
+            async with limiter:
+                for job in batch:
+                    await self._answer(job, now)
+
+        async with trio.open_nursery() as nursery:
+            for batch in by_message.values():
+                nursery.start_soon(handle, batch)
+        return len(jobs)
+
+    async def _answer(self, job: Job, now: float) -> None:
+        """Hand one answer to the relay: dropped with its job once sent or refused for good,
+        else retried on the APPROVAL_NOTICE schedule until it gives up."""
+        storage = self._gateway.storage
+        settings = self._gateway.settings
+        answer = await storage.next_approval_answer(job.message_id)
+        if answer is None:
+            await storage.finish_job(job.id, None)
+            return
+        if not settings.outbound_smtp.host:
+            log.warning("answer to an approval reply not mailed: outbound_smtp.host is not set")
+            await storage.finish_approval_answer(job.id, answer.id)
+            return
+        outcome = await hand_off(
+            settings.outbound_smtp,
+            settings.smtp.hostname,
+            Outgoing(answer.sender, (answer.recipient,), answer.data),
+        )
+        if answer.recipient in outcome.accepted or answer.recipient in outcome.refused:
+            log.info("answer to an approval reply about %s handed on", job.message_id)
+            await storage.finish_approval_answer(job.id, answer.id)
+            return
+        retry_at = APPROVAL_NOTICE.next_attempt_at(
+            job.attempts + 1, now=now, first_at=job.created_at
+        )
+        if retry_at is None:
+            log.warning("answer to an approval reply about %s abandoned", job.message_id)
+            await storage.finish_approval_answer(job.id, answer.id)
+        else:
+            await storage.finish_job(job.id, retry_at)
+
+    async def _expire_forever(self) -> None:
+        while True:
+            await self.expire_due(self._clock())
+            await trio.sleep(EXPIRY_INTERVAL_SECONDS)
+
+    async def expire_due(self, now: float) -> list[OutboundMessage]:
+        """Apply the expiration action to every message overdue at `now` (the commit of an
+        auto-approval queues its send and wakes the send worker), and to every inbound message
+        held past its hold (approved: delivered). Returns the outbound messages expired."""
+        storage = self._gateway.storage
+        expired: list[OutboundMessage] = []
+        while True:
+            batch = await storage.expire_outbound(now)
+            expired += batch
+            if len(batch) < EXPIRE_BATCH:
+                break
+        for message in expired:
+            log.info("outbound %s approval expired -> %s", message.id, message.status)
+        while await storage.expire_inbound_holds(now) >= EXPIRE_BATCH:
+            pass  # inbound holds: the same agents' expiration action, batch by batch
+        return expired
+
+    async def send_due_notices(self, now: float) -> int:
+        """Claim up to NOTICE_BATCH due notice jobs and handle each; return how many."""
+        lease = self._gateway.settings.outbound_smtp.timeout_seconds * 2 + 60
+        jobs = await self._gateway.storage.claim_jobs(APPROVAL_NOTICE_JOB, now, NOTICE_BATCH, lease)
+        limiter = trio.CapacityLimiter(MAX_NOTICES_IN_FLIGHT)
+
+        async def handle(job: Job) -> None:
+            async with limiter:
+                await self._notify(job, now)
+
+        async with trio.open_nursery() as nursery:
+            for job in jobs:
+                nursery.start_soon(handle, job)
+        return len(jobs)
+
+    async def _notify(self, job: Job, now: float) -> None:
+        """Send one notice; drop its job when sent or pointless, else reschedule it."""
+        storage = self._gateway.storage
+        settings = self._gateway.settings
+        message = await storage.get_outbound(None, job.message_id)
+        if message is None or not lifecycle.awaits_review(message.status):
+            await storage.finish_job(job.id, None)
+            return
+        if not settings.outbound_smtp.host:
+            if not self._warned_no_relay:
+                self._warned_no_relay = True
+                log.warning(
+                    "outbound_smtp.host is not set: approval notices are not emailed; review "
+                    "pending messages over the API or the CLI"
+                )
+            await storage.finish_job(job.id, None)
+            return
+        notice = await self._prepare(message, now)
+        if notice is None:
+            await storage.finish_job(job.id, None)
+            return
+        outcome = await hand_off(
+            settings.outbound_smtp,
+            settings.smtp.hostname,
+            Outgoing(notice.sender, (notice.recipient,), notice.data),
+        )
+        if notice.recipient in outcome.accepted:
+            log.info("approval notice for %s sent to %s", message.id, notice.recipient)
+            await storage.finish_job(job.id, None)
+        elif notice.recipient in outcome.refused:
+            log.warning(
+                "approval notice for %s refused by the relay: %s",
+                message.id,
+                outcome.refused[notice.recipient],
+            )
+            await storage.finish_job(job.id, None)
+        else:
+            await self._retry_later(job, message, now, outcome.error or str(outcome.deferred))
+
+    async def _prepare(self, message: OutboundMessage, now: float) -> Notice | None:
+        """The notice for `message`, or None (logged) when its owner cannot be reached or
+        has turned the agent's approval notifications off."""
+        storage = self._gateway.storage
+        owner = await storage.get_user(message.user_id)
+        if owner is None:
+            log.warning("approval notice for %s not sent: its owner is gone", message.id)
+            return None
+        agent = await storage.get_agent(message.user_id, message.agent_email)
+        if agent is not None and not agent.approval_notifications:
+            log.info(
+                "approval notice for %s not sent: %s has approval notifications off",
+                message.id,
+                agent.email,
+            )
+            return None
+        key = link_key(self._gateway.server_key)
+        settings = self._gateway.settings
+        token = generate_reply_token()
+        reply_to = reply_address(token.plaintext, settings.smtp.hostname)
+        try:
+            notice = build_notice(settings, message, owner, agent, key, now, reply_to)
+        except InvalidDraft as exc:
+            log.warning("approval notice for %s not sent: %s", message.id, exc)
+            return None
+        await storage.add_reply_token(
+            ReplyToken(token.token_hash, message.id, owner.email, notice.message_id, now)
+        )
+        return notice
+
+    async def _retry_later(
+        self, job: Job, message: OutboundMessage, now: float, error: str
+    ) -> None:
+        """Reschedule on the APPROVAL_NOTICE schedule, or give up once the retry would come
+        after the approval deadline (a notice is useless then)."""
+        retry_at = APPROVAL_NOTICE.next_attempt_at(
+            job.attempts + 1, now=now, first_at=job.created_at
+        )
+        deadline = message.approval_expires_at
+        if retry_at is None or (deadline is not None and retry_at >= deadline):
+            log.warning("approval notice for %s abandoned (deadline near): %s", message.id, error)
+            await self._gateway.storage.finish_job(job.id, None)
+            return
+        log.info("approval notice for %s deferred: %s", message.id, error)
+        await self._gateway.storage.finish_job(job.id, retry_at)

@@ -1,0 +1,378 @@
+"""The outbound send worker: claims `outbound` jobs, builds and DKIM-signs the message
+(`e2a_gateway.outbound`), delivers it locally to agents of this deployment and hands the rest to the
+relay (`outbound_smtp`).
+
+Every recipient is settled once: results are stored per recipient before the message's state
+changes, so a retry hands off only the recipients that were deferred. It never holds mail that
+storage does not also hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import trio
+
+from e2a_gateway.addresses import AddressError, normalise_address
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.local_delivery import deliver_locally
+from e2a_gateway.operations import lifecycle
+from e2a_gateway.outbound.bounces import classify
+from e2a_gateway.outbound.dkim_signing import DkimSigner
+from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
+from e2a_gateway.outbound.relay import hand_off
+from e2a_gateway.outbound.return_path import return_path_for, return_path_key
+from e2a_gateway.smtp.client import Outcome, Outgoing
+from e2a_gateway.storage.base import (
+    Agent,
+    BouncedRecipient,
+    Job,
+    OutboundMessage,
+    SendOutcome,
+    StorageUnavailable,
+)
+from e2a_gateway.storage.rows import (
+    RECIPIENT_ACCEPTED,
+    RECIPIENT_LOCAL_PREFIX,
+    RECIPIENT_REFUSED_PREFIX,
+)
+from e2a_gateway.storage.vocabulary import OUTBOUND_JOB
+from e2a_gateway.workers.claim_loop import ClaimLoop
+from e2a_gateway.workers.retry_schedules import OUTBOUND_HAND_OFF, OUTBOUND_INTERNAL_ERROR
+
+log = logging.getLogger("e2a.outbound")
+
+POLL_SECONDS = 1.0
+MAX_IN_FLIGHT = 32
+LEASE_MARGIN_SECONDS = 60.0
+MAX_ERROR_CHARS = 1000
+NO_RELAY = (
+    "outbound_smtp.host is not set — configure outbound_smtp to send mail beyond this deployment"
+)
+ACCEPTED = RECIPIENT_ACCEPTED
+LOCAL_PREFIX = RECIPIENT_LOCAL_PREFIX
+REFUSED_PREFIX = RECIPIENT_REFUSED_PREFIX
+GAVE_UP_PREFIX = "gave up: "
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What becomes of a message after an attempt: terminal or due again at `retry_at`."""
+
+    outcome: SendOutcome
+    method: Literal["smtp", "local"]
+    error: str | None
+    retry_at: float | None = None
+    gave_up: dict[str, str] = field(default_factory=dict)
+
+
+def recipients_of(message: OutboundMessage) -> list[str]:
+    """To, Cc and Bcc, normalised (lowercased where not a valid agent-style address), each once."""
+    addresses: dict[str, None] = {}
+    for address in [*message.to, *message.cc, *message.bcc]:
+        try:
+            addresses[normalise_address(address)] = None
+        except AddressError:
+            addresses[address.strip().lower()] = None
+    return list(addresses)
+
+
+def draft_of(message: OutboundMessage) -> Draft:
+    """The stored message as a Draft; InvalidDraft when it cannot be built safely."""
+    attachments = [
+        decode_attachment(
+            index,
+            item.get("filename", ""),
+            item.get("content_type", ""),
+            item.get("data", ""),
+        )
+        for index, item in enumerate(message.attachments or [])
+    ]
+    return Draft(
+        from_addr=message.agent_email,
+        to=message.to,
+        cc=message.cc,
+        subject=message.subject,
+        text=message.body_text or "",
+        html=message.body_html,
+        attachments=attachments,
+        conversation_id=message.conversation_id,
+        in_reply_to=message.in_reply_to,
+        references=message.references,
+        reply_to=message.reply_to,
+    )
+
+
+def relay_results(outcome: Outcome) -> tuple[dict[str, str], dict[str, str]]:
+    """Settled recipients (accepted or refused) and deferred ones (address → reason)."""
+    settled = dict.fromkeys(outcome.accepted, ACCEPTED)
+    settled.update({rcpt: REFUSED_PREFIX + reason for rcpt, reason in outcome.refused.items()})
+    # A session-wide error ("relay host:port: connection refused") explains more than the
+    # per-recipient "connection lost".
+    deferred = {
+        rcpt: f"{reason} ({outcome.error})" if outcome.error else reason
+        for rcpt, reason in outcome.deferred.items()
+    }
+    return settled, deferred
+
+
+def settle(
+    results: Mapping[str, str],
+    deferred: Mapping[str, str],
+    *,
+    attempt: int,
+    created_epoch: float,
+    now: float,
+    uniform: Callable[[float, float], float] = random.uniform,
+) -> Verdict:
+    """Decide the message's state from every recipient's result so far.
+
+    Deferred recipients are retried on the OUTBOUND_HAND_OFF schedule (30 s doubling to 1 h,
+    jittered) until 24 h after the message was created; then they count as failed. A settled
+    message is `sent` when at least one recipient got it (the others are named in `error`),
+    `failed` when none did."""
+    method: Literal["smtp", "local"] = (
+        "local"
+        if results and not deferred and all(r.startswith(LOCAL_PREFIX) for r in results.values())
+        else "smtp"
+    )
+    gave_up: dict[str, str] = {}
+    if deferred:
+        retry_at = OUTBOUND_HAND_OFF.next_attempt_at(
+            attempt, now=now, first_at=created_epoch, uniform=uniform
+        )
+        if retry_at is not None:
+            return Verdict("retry", method, _describe(deferred), retry_at)
+        gave_up = {rcpt: GAVE_UP_PREFIX + reason for rcpt, reason in deferred.items()}
+    final = {**results, **gave_up}
+    failures = {
+        rcpt: result
+        for rcpt, result in final.items()
+        if result != ACCEPTED and not result.startswith(LOCAL_PREFIX)
+    }
+    delivered = len(final) - len(failures)
+    outcome: SendOutcome = "sent" if delivered else "failed"
+    return Verdict(outcome, method, _describe(failures) or None, None, gave_up)
+
+
+RELAY_REFUSAL = re.compile(r"^(?:[A-Z][A-Z ]*: )?(5\d\d)(?:[ -](5\.\d{1,3}\.\d{1,3}))?")
+"""A relay's permanent reply to RCPT or DATA (`RCPT TO: 550 5.1.1 …`): its code and, when
+given, its enhanced code."""
+
+
+def relay_bounces(results: Mapping[str, str]) -> list[BouncedRecipient]:
+    """The recipients the relay refused with a 5xx reply: bounces, as a report would say."""
+    bounced = []
+    for recipient, result in results.items():
+        if not result.startswith(REFUSED_PREFIX):
+            continue
+        reply = result.removeprefix(REFUSED_PREFIX)
+        code = RELAY_REFUSAL.match(reply)
+        if code is not None:
+            status = code.group(2) or code.group(1)
+            bounced.append(BouncedRecipient(recipient, classify(status), reply))
+    return bounced
+
+
+def _describe(reasons: Mapping[str, str]) -> str:
+    return "; ".join(f"{rcpt}: {reason}" for rcpt, reason in reasons.items())[:MAX_ERROR_CHARS]
+
+
+class OutboundWorker(ClaimLoop):
+    """Sends `outbound` jobs. `deliver_due(now)` does one round; `run()` loops forever.
+
+    `clock` gives the wall-clock time used to claim jobs and schedule retries (tests pass a
+    fake one); `uniform` is the jitter source. With nothing to do, it looks again after
+    `poll_seconds`, or as soon as outbound jobs are committed."""
+
+    job_kind = OUTBOUND_JOB
+    max_in_flight = MAX_IN_FLIGHT
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        clock: Callable[[], float] = time.time,
+        uniform: Callable[[float, float], float] = random.uniform,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        super().__init__(gateway, clock, poll_seconds)
+        self._uniform = uniform
+        self._return_path_key = return_path_key(gateway.server_key)
+        dkim_settings = gateway.settings.dkim
+        self._signer = (
+            DkimSigner(dkim_settings.selector, dkim_settings.private_key_path)
+            if dkim_settings.selector and dkim_settings.private_key_path
+            else None
+        )
+        self._lease = gateway.settings.outbound_smtp.timeout_seconds + LEASE_MARGIN_SECONDS
+        self._in_flight_ids: set[str] = set()
+
+    def _in_flight(self) -> int:
+        return len(self._in_flight_ids)
+
+    async def deliver_due(self, now: float, limit: int = 1000) -> int:
+        """Claim up to `limit` jobs due at `now`, attempt each once and wait for them all;
+        return how many were claimed."""
+        async with trio.open_nursery() as nursery:
+            return await self._dispatch(nursery, now, limit)
+
+    async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int) -> int:
+        """Claim due jobs and start an attempt for each one not already being sent here."""
+        jobs = await self._gateway.storage.claim_jobs(OUTBOUND_JOB, now, limit, self._lease)
+        for job in jobs:
+            # A lease dropped under us (another worker's start-up release) must not send twice.
+            if job.message_id in self._in_flight_ids:
+                continue
+            self._in_flight_ids.add(job.message_id)
+            nursery.start_soon(self._attempt_guarded, job, now)
+        return len(jobs)
+
+    async def _attempt_guarded(self, job: Job, now: float) -> None:
+        """Attempt one job; an unexpected error is logged and recorded as a retry on the
+        OUTBOUND_INTERNAL_ERROR schedule (a failure once it gives up), so a broken message
+        cannot loop forever nor stop the other sends."""
+        try:
+            await self.attempt(job, now)
+        except Exception:
+            log.exception("sending %s failed unexpectedly", job.message_id)
+            await self._record_unexpected_failure(job, now)
+        finally:
+            self._in_flight_ids.discard(job.message_id)
+            self._wake.set()
+
+    async def _record_unexpected_failure(self, job: Job, now: float) -> None:
+        error = "internal error while sending; the gateway log has details"
+        retry_at = OUTBOUND_INTERNAL_ERROR.next_attempt_at(
+            job.attempts + 1, now=now, first_at=job.created_at, uniform=self._uniform
+        )
+        outcome: SendOutcome = "failed" if retry_at is None else "retry"
+        try:
+            await self._gateway.storage.finish_outbound(
+                job.id, job.message_id, outcome, "smtp", error, retry_at
+            )
+        except StorageUnavailable as exc:
+            log.error("could not record the failure of %s: %s", job.message_id, exc)
+
+    async def attempt(self, job: Job, now: float) -> None:
+        """Send the job's message once to every recipient still pending and record the result."""
+        storage = self._gateway.storage
+        message = await storage.get_outbound(None, job.message_id)
+        if message is None:
+            return  # deleted, and its job with it
+        if message.status not in lifecycle.AWAITING_HAND_OFF:  # settled meanwhile; body scrubbed
+            await storage.finish_job(job.id, None)
+            return
+        sender = await storage.find_agent(message.agent_email)
+        if sender is None:
+            await storage.finish_outbound(
+                job.id, message.id, "failed", "smtp", "the sending agent no longer exists", None
+            )
+            return
+        try:
+            raw = self.compose(message)
+        except Exception as exc:  # the stored message decides: trying again cannot help
+            if not isinstance(exc, InvalidDraft):
+                log.exception("outbound %s cannot be built", message.id)
+            reason = f"cannot build the message: {exc}"[:MAX_ERROR_CHARS]
+            await storage.finish_outbound(job.id, message.id, "failed", "smtp", reason, None)
+            return
+        settled = await storage.recipient_results(message.id)
+        pending = [rcpt for rcpt in recipients_of(message) if rcpt not in settled]
+        results, deferred = await self._deliver(message, sender, raw, pending, now)
+        verdict = settle(
+            {**settled, **results},
+            deferred,
+            attempt=job.attempts + 1,
+            created_epoch=message.created_epoch,
+            now=now,
+            uniform=self._uniform,
+        )
+        if verdict.outcome == "retry" and results:
+            # Only a retry needs them (one write fewer per message on the common path).
+            await storage.record_recipient_results(message.id, results)
+        await storage.finish_outbound(
+            job.id,
+            message.id,
+            verdict.outcome,
+            verdict.method,
+            verdict.error,
+            verdict.retry_at,
+            {**settled, **results},
+            now,
+            relay_bounces(results),
+        )
+        log.info("outbound %s: %s (%s)", message.id, verdict.outcome, verdict.error or "ok")
+
+    def return_path(self, message: OutboundMessage) -> str:
+        """The envelope sender of a hand-off: `bounces+<token>@<the agent's domain>`, which
+        names the message, so a bounce that comes back to it is matched to the message (the
+        agent's address for a message id of another shape)."""
+        domain = message.agent_email.rpartition("@")[2]
+        try:
+            return return_path_for(message.id, None, self._return_path_key, domain)
+        except ValueError:
+            return message.agent_email
+
+    def compose(self, message: OutboundMessage) -> bytes:
+        """The message's bytes as sent: MIME from storage, DKIM-signed when a key is set.
+
+        Raises InvalidDraft, or whatever the email package or the signer raise, when the stored
+        message cannot be built."""
+        raw = build_message(
+            draft_of(message), message_id=message.email_message_id, date=message.created_epoch
+        )
+        if self._signer is None:
+            return raw
+        return self._signer.sign(raw, message.agent_email.rpartition("@")[2])
+
+    async def _deliver(
+        self, message: OutboundMessage, sender: Agent, raw: bytes, pending: list[str], now: float
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Deliver to the pending recipients: agents here locally, the rest via the relay.
+        Returns (settled results, deferred reasons)."""
+        local: list[Agent] = []
+        remote: list[str] = []
+        for rcpt in pending:
+            agent = await self._gateway.storage.find_agent(rcpt)
+            if agent is None:
+                remote.append(rcpt)
+            else:
+                local.append(agent)
+        results: dict[str, str] = {}
+        deferred: dict[str, str] = {}
+        if local:
+            stored = await deliver_locally(
+                self._gateway, raw, sender, local, message.conversation_id, now
+            )
+            for agent in local:
+                if agent.email in stored:
+                    results[agent.email] = LOCAL_PREFIX + stored[agent.email]
+                else:
+                    deferred[agent.email] = "the recipient's owner has no signing secret yet"
+        if remote:
+            settled, relay_deferred = await self._relay(self.return_path(message), remote, raw)
+            results.update(settled)
+            deferred.update(relay_deferred)
+        return results, deferred
+
+    async def _relay(
+        self, mail_from: str, recipients: list[str], raw: bytes
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Hand off to `outbound_smtp`; without a relay every remote recipient is refused."""
+        settings = self._gateway.settings
+        if not settings.outbound_smtp.host:
+            return dict.fromkeys(recipients, REFUSED_PREFIX + NO_RELAY), {}
+        outcome = await hand_off(
+            settings.outbound_smtp,
+            settings.smtp.hostname,
+            Outgoing(mail_from, tuple(recipients), raw),
+        )
+        if outcome.error:
+            log.warning("relay hand-off: %s", outcome.error)
+        return relay_results(outcome)
