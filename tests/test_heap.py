@@ -1,5 +1,6 @@
-"""`e2a serve` settles its heap once started (`e2a_gateway.app.settle_heap`): what start-up loaded
-is frozen out of the cycle collector's sight, and the youngest generation is collected less often.
+"""`e2a serve` settles its heap once started (`e2a_gateway.startup.settle_heap`): what start-up
+loaded is frozen out of the cycle collector's sight, and the youngest generation is collected
+less often.
 Checked in a fresh interpreter, so that the test process's own collector is left alone.
 """
 
@@ -10,7 +11,7 @@ import sys
 
 PROBE = """
 import gc
-from e2a_gateway.app import YOUNG_COLLECTION_THRESHOLD, settle_heap
+from e2a_gateway.startup import YOUNG_COLLECTION_THRESHOLD, settle_heap
 before = gc.get_threshold()
 assert gc.get_freeze_count() == 0
 settle_heap()

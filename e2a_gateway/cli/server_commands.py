@@ -16,10 +16,11 @@ import trio
 
 from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.addresses import AddressError, normalise_address
-from e2a_gateway.app import StartupError, serve_until_signal
+from e2a_gateway.app import serve_until_signal
 from e2a_gateway.config import ConfigError, Settings, env_warnings, load_settings
 from e2a_gateway.gateway import open_gateway
 from e2a_gateway.logs import configure_logging
+from e2a_gateway.startup import StartupError
 from e2a_gateway.storage.base import StorageUnavailable
 
 log = logging.getLogger("e2a")

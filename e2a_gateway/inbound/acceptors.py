@@ -354,12 +354,12 @@ def acceptor_main(
 async def _serve(
     settings: Settings, server_key: str, listening: socket.socket, channel: socket.socket
 ) -> None:
-    from e2a_gateway.app import load_then_settle, smtp_options
     from e2a_gateway.gateway import Gateway
     from e2a_gateway.hub.job_queue import JobQueue
     from e2a_gateway.inbound.pipeline import InboundMailSink
     from e2a_gateway.mailauth.resolver import DnsResolver
     from e2a_gateway.smtp.server import serve_smtp
+    from e2a_gateway.startup import load_then_settle, smtp_options
 
     limits, listener_limits, tls = smtp_options(settings)
     main = _MainProcess(_Channel(trio.SocketStream(trio.socket.from_stdlib_socket(channel))))
