@@ -641,7 +641,7 @@ from e2a_gateway.cli.main import main
 err = io.StringIO()
 with contextlib.redirect_stderr(err):
     assert main(["serve"]) == 1
-assert "pip install 'e2a[server]'" in err.getvalue(), err.getvalue()
+assert "pip install '.[server]'" in err.getvalue(), err.getvalue()
 print("ok")
 """
 

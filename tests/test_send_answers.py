@@ -37,9 +37,9 @@ RELAY_TIMEOUT_SECONDS = 60
 
 SEND_AND_REPLY = """
 import json, sys, time
-import e2a_gateway
-from e2a_gateway.v1 import E2AClient
-from e2a_gateway.v1.api import E2AApiError
+import e2a
+from e2a.v1 import E2AClient
+from e2a.v1.api import E2AApiError
 
 request = json.load(sys.stdin)
 client = E2AClient(api_key=request["key"], agent_email=request["agent"], base_url=request["url"])

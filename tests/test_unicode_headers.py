@@ -52,8 +52,8 @@ CLI_SECONDS = 30
 
 PARSE_WEBHOOK = """
 import base64, json, sys
-import e2a_gateway
-from e2a_gateway.v1 import E2AClient
+import e2a
+from e2a.v1 import E2AClient
 
 request = json.load(sys.stdin)
 email = E2AClient().parse_webhook(base64.b64decode(request["body"]), request["secret"])

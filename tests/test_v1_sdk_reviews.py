@@ -120,7 +120,7 @@ async def test_protection_and_reviews_through_the_sdk(
 
 LISTENER = r"""
 import asyncio, json, sys
-from e2a_gateway.v1 import AsyncE2AClient, E2AError
+from e2a.v1 import AsyncE2AClient, E2AError
 
 base_url, key, email = sys.argv[1:4]
 
