@@ -103,6 +103,10 @@ CURRENT_SERVER: dict[str, set[str]] = {
         "idempotency_key",
     },
     "reject_message": {"message_id", "reason"},
+    "delete_message": {"message_id", "email", "confirm"},
+    "restore_message": {"message_id", "email"},
+    "restore_agent": {"email"},
+    "get_conversation": {"conversation_id", "email"},
 }  # fmt: skip
 """The arguments e2a's current server declares for each name of its list the gateway serves:
 each is taken, or refused as not supported yet with why (`ToolSpec.unsupported`)."""

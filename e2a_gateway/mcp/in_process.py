@@ -13,8 +13,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from e2a_gateway.api.v1.agents import agent_view as v1_agent_view
+from e2a_gateway.api.v1.message_views import conversation_detail_view, message_view
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.operations import agents, domains, keys, messages, reviews, sending, trust
+from e2a_gateway.operations import (
+    agents,
+    domains,
+    keys,
+    mailbox,
+    messages,
+    reviews,
+    sending,
+    trust,
+)
 from e2a_gateway.operations.agents import AgentEntry, CreateAgent, UpdateAgent
 from e2a_gateway.operations.caller import Caller, authenticate
 from e2a_gateway.operations.domains import CreateDomain
@@ -338,3 +349,29 @@ class OperationsPort:
     async def delete_api_key(self, key_id: str) -> None:
         """Revoke one of the caller's API keys."""
         await self._run(keys.revoke_api_key, key_id)
+
+    async def trash_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """Move an agent's message to the trash."""
+        await self._run(mailbox.trash, email, message_id)
+        return {"deleted": True, "id": message_id}
+
+    async def restore_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """Bring an agent's message back from the trash; the message as `/v1` shows it, with
+        its reading for mail received."""
+
+        async def restore(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            opened = await mailbox.restore(gateway, caller, email, message_id)
+            view = message_view(opened, gateway.settings.smtp.hostname)
+            reading = await trust.reading_of_filed(gateway, caller.user_id, opened.filed)
+            return view if reading is None else {**view, **reading}
+
+        return await self._run(restore)
+
+    async def restore_agent(self, email: str) -> dict[str, Any]:
+        """Bring one of the caller's agents back from the trash."""
+        return v1_agent_view(await self._run(agents.restore_agent, email))
+
+    async def get_conversation(self, email: str, conversation_id: str) -> dict[str, Any]:
+        """One conversation of an agent with its messages."""
+        summary, found = await self._run(mailbox.conversation, email, conversation_id)
+        return conversation_detail_view(summary, found)

@@ -10,7 +10,7 @@ stdio); `in_process.OperationsPort` calls the operations of the gateway the tool
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from e2a_gateway.v1 import (
     Agent,
@@ -162,4 +162,20 @@ class GatewayPort(Protocol):
 
     async def delete_api_key(self, key_id: str) -> None:
         """Revoke one of the caller's API keys."""
+        ...
+
+    async def trash_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """Move an agent's message to the trash (`DELETE /v1/agents/{email}/messages/{id}`)."""
+        ...
+
+    async def restore_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """Bring an agent's message back from the trash; the message as `/v1` shows it."""
+        ...
+
+    async def restore_agent(self, email: str) -> dict[str, Any]:
+        """Bring one of the caller's agents back from the trash; the agent as `/v1` shows it."""
+        ...
+
+    async def get_conversation(self, email: str, conversation_id: str) -> dict[str, Any]:
+        """One conversation of an agent with its messages, as `/v1` shows it."""
         ...

@@ -3,9 +3,24 @@ gateway (`e2a mcp` on stdio). Imports no server module."""
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import quote
+
 import anyio
+import httpx
 
 from e2a_gateway.v1 import AsyncE2AClient, DeploymentInfo, ListApiKeysResponse, fetch_info
+from e2a_gateway.v1.endpoints import Call
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    return body if isinstance(body, dict) else {}
+
+
+def _agent_path(email: str, *segments: str) -> str:
+    """`/v1/agents/{email}/…`, each segment escaped."""
+    return "/v1/agents/" + "/".join(quote(part, safe="") for part in (email, *segments))
 
 
 class SdkPort(AsyncE2AClient):
@@ -28,3 +43,23 @@ class SdkPort(AsyncE2AClient):
     async def delete_api_key(self, key_id: str) -> None:
         """`DELETE /users/me/api-keys/{id}`, through the raw API client."""
         await self.api.delete_api_key(key_id)
+
+    async def _v1(self, method: str, path: str) -> dict[str, Any]:
+        """One call to the gateway's `/v1` face, which the SDK (written for `/api/v1`) lacks."""
+        return await self.api.call(Call(method, path, _json))
+
+    async def trash_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """`DELETE /v1/agents/{email}/messages/{id}`: to the trash."""
+        return await self._v1("DELETE", _agent_path(email, "messages", message_id))
+
+    async def restore_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """`POST /v1/agents/{email}/messages/{id}/restore`."""
+        return await self._v1("POST", _agent_path(email, "messages", message_id, "restore"))
+
+    async def restore_agent(self, email: str) -> dict[str, Any]:
+        """`POST /v1/agents/{email}/restore`."""
+        return await self._v1("POST", _agent_path(email, "restore"))
+
+    async def get_conversation(self, email: str, conversation_id: str) -> dict[str, Any]:
+        """`GET /v1/agents/{email}/conversations/{id}`."""
+        return await self._v1("GET", _agent_path(email, "conversations", conversation_id))

@@ -14,12 +14,15 @@ from typing import Any
 from e2a_gateway.mcp.account_tools import ACCOUNT_TOOLS
 from e2a_gateway.mcp.legacy_tools import LEGACY_TOOLS
 from e2a_gateway.mcp.mail_tools import MAIL_TOOLS
+from e2a_gateway.mcp.mailbox_tools import MAILBOX_TOOLS
 from e2a_gateway.mcp.review_tools import REVIEW_TOOLS
 from e2a_gateway.mcp.toolkit import ToolCaller, ToolSpec, call_tool, input_schema
 
 __all__ = ["MISSING", "TOOLS", "TOOLS_BY_NAME", "ToolCaller", "call_tool", "tool_schema"]
 
-TOOLS: tuple[ToolSpec[Any], ...] = ACCOUNT_TOOLS + MAIL_TOOLS + REVIEW_TOOLS + LEGACY_TOOLS
+TOOLS: tuple[ToolSpec[Any], ...] = (
+    ACCOUNT_TOOLS + MAIL_TOOLS + MAILBOX_TOOLS + REVIEW_TOOLS + LEGACY_TOOLS
+)
 TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
 
 _V1 = "the /v1 API being built now"
@@ -64,12 +67,8 @@ MISSING: dict[str, str] = {
     "list_events": _EVENTS,
     "get_event": _EVENTS,
     "redeliver_event": _EVENTS,
-    "delete_message": _TRASH,
-    "restore_message": _TRASH,
-    "restore_agent": _TRASH,
     "forward_message": "forwarding is not in the gateway yet (" + _V1 + "): send_message "
     "with the original's text and attachments (get_attachment) does it by hand",
-    "get_conversation": _CONVERSATIONS,
     "list_conversations": _CONVERSATIONS,
     "get_message_lifecycle": "per-message delivery events are not in the gateway yet ("
     + _V1

@@ -1,0 +1,83 @@
+"""e2a's MCP tools for what the gateway keeps on its `/v1` face (the trash, conversations),
+called with e2a's argument names by the official `mcp` client over both transports: `/mcp`
+(the operations in-process) and `e2a mcp` on stdio (HTTP to the gateway), on a live gateway
+with mail arriving over real SMTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from e2a_gateway.app import RunningGateway
+from tests.conftest import Account
+from tests.delivery_support import create_agent, mail, smtp_send, store_with_conversation
+from tests.mcp_support import call, failure
+from tests.test_mcp_names import TRANSPORTS, opener
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_trash_restore_and_conversation_of_a_message(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"trash-{transport}@example.com")
+    agent = await create_agent(account, f"trash-{transport}")
+    conversation_id = f"conv-{transport}"
+    first = await store_with_conversation(running.gateway, agent, conversation_id, subject="Hi")
+    message_id = await store_with_conversation(
+        running.gateway, agent, conversation_id, subject="Keep me"
+    )
+    async with opener(transport, running)(account.key, agent) as client:
+        thread = await call(client, "get_conversation", {"conversation_id": conversation_id})
+        assert thread["id"] == conversation_id and thread["message_count"] == 2
+        assert [m["id"] for m in thread["messages"]] == [first, message_id]
+        assert thread["latest_subject"] == "Keep me"
+
+        refused = await failure(client, "delete_message", {"message_id": message_id})
+        assert refused["code"] == "invalid_request" and "confirm" in refused["message"]
+        deleted = await call(client, "delete_message", {"message_id": message_id, "confirm": True})
+        assert deleted == {"deleted": True, "id": message_id}
+        thread = await call(client, "get_conversation", {"conversation_id": conversation_id})
+        assert [m["id"] for m in thread["messages"]] == [first]
+
+        restored = await call(client, "restore_message", {"message_id": message_id})
+        assert restored["id"] == message_id and restored["subject"] == "Keep me"
+        again = await failure(client, "restore_message", {"message_id": message_id})
+        assert again["code"] == "not_in_trash" and again["status"] == 409
+        thread = await call(client, "get_conversation", {"conversation_id": conversation_id})
+        assert [m["id"] for m in thread["messages"]] == [first, message_id]
+
+        unknown = await failure(
+            client,
+            "get_conversation",
+            {"conversation_id": conversation_id, "email": "nobody@agents.test"},
+        )
+        assert unknown["code"] == "not_found" and unknown["status"] == 404
+        assert unknown["retryable"] is False
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_restore_an_agent_from_the_trash(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"revive-{transport}@example.com")
+    agent = await create_agent(account, f"revive-{transport}")
+    await smtp_send(running.addresses.smtp_port, [agent], mail("Still here", body="Kept."))
+    trashed = await account.http.delete(f"/v1/agents/{quote(agent, safe='')}?confirm=DELETE")
+    assert trashed.status_code == 200, trashed.text
+    async with opener(transport, running)(account.key) as client:
+        assert (await call(client, "list_agents"))["agents"] == []
+        restored = await call(client, "restore_agent", {"email": agent})
+        assert restored["email"] == agent
+        assert [a["email"] for a in (await call(client, "list_agents"))["agents"]] == [agent]
+        [kept] = (await call(client, "list_messages", {"read_status": "all", "email": agent}))[
+            "messages"
+        ]
+        assert kept["subject"] == "Still here"
+
+        live = await failure(client, "restore_agent", {"email": agent})
+        assert live["code"] == "not_in_trash" and live["status"] == 409
+        unknown = await failure(client, "restore_agent", {"email": "nobody@agents.test"})
+        assert unknown["code"] == "not_found" and unknown["status"] == 404
