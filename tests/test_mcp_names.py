@@ -107,6 +107,14 @@ CURRENT_SERVER: dict[str, set[str]] = {
     "restore_message": {"message_id", "email"},
     "restore_agent": {"email"},
     "get_conversation": {"conversation_id", "email"},
+    "list_conversations": {"cursor", "limit", "since", "until", "email"},
+    "update_message_labels": {"message_id", "add_labels", "remove_labels", "email"},
+    "list_events": {
+        "type", "agent_email", "conversation_id", "message_id", "since", "until", "cursor",
+        "limit",
+    },
+    "get_event": {"event_id"},
+    "redeliver_event": {"event_id", "webhook_id"},
 }  # fmt: skip
 """The arguments e2a's current server declares for each name of its list the gateway serves:
 each is taken, or refused as not supported yet with why (`ToolSpec.unsupported`)."""

@@ -1,4 +1,5 @@
-"""e2a's MCP tools for what the gateway keeps on its `/v1` face (the trash, conversations),
+"""e2a's MCP tools for what the gateway keeps on its `/v1` face (the trash, labels,
+conversations, the events log),
 called with e2a's argument names by the official `mcp` client over both transports: `/mcp`
 (the operations in-process) and `e2a mcp` on stdio (HTTP to the gateway), on a live gateway
 with mail arriving over real SMTP.
@@ -30,6 +31,28 @@ async def test_trash_restore_and_conversation_of_a_message(
         running.gateway, agent, conversation_id, subject="Keep me"
     )
     async with opener(transport, running)(account.key, agent) as client:
+        other = await store_with_conversation(running.gateway, agent, "conv-other", subject="X")
+        first_page = await call(client, "list_conversations", {"limit": 1})
+        assert [c["id"] for c in first_page["conversations"]] == ["conv-other"]
+        second_page = await call(
+            client, "list_conversations", {"limit": 1, "cursor": first_page["next_cursor"]}
+        )
+        assert [c["id"] for c in second_page["conversations"]] == [conversation_id]
+        assert "next_cursor" not in second_page
+        forged = await failure(client, "list_conversations", {"cursor": "bm9wZQ.bm9wZQ"})
+        assert forged["code"] == "invalid_cursor" and forged["status"] == 400
+
+        labelled = await call(
+            client,
+            "update_message_labels",
+            {"message_id": other, "add_labels": ["urgent", "later"], "remove_labels": ["later"]},
+        )
+        assert labelled == {"message_id": other, "labels": ["urgent"]}
+        reserved = await failure(
+            client, "update_message_labels", {"message_id": other, "add_labels": ["e2a:x"]}
+        )
+        assert reserved["code"] == "invalid_request" and reserved["status"] in (400, 422)
+
         thread = await call(client, "get_conversation", {"conversation_id": conversation_id})
         assert thread["id"] == conversation_id and thread["message_count"] == 2
         assert [m["id"] for m in thread["messages"]] == [first, message_id]
@@ -81,3 +104,43 @@ async def test_restore_an_agent_from_the_trash(
         assert live["code"] == "not_in_trash" and live["status"] == 409
         unknown = await failure(client, "restore_agent", {"email": "nobody@agents.test"})
         assert unknown["code"] == "not_found" and unknown["status"] == 404
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_events_listed_read_and_redelivered(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"events-{transport}@example.com")
+    agent = await create_agent(account, f"events-{transport}")
+    for subject in ("One", "Two"):
+        await smtp_send(running.addresses.smtp_port, [agent], mail(subject, body="Hi."))
+    async with opener(transport, running)(account.key, agent) as client:
+        received = await call(client, "list_events", {"type": "email.received"})
+        assert len(received["events"]) == 2 and "next_cursor" not in received
+        assert {event["agent_email"] for event in received["events"]} == {agent}
+        walked, cursor = [], None
+        for _ in range(3):
+            arguments: dict[str, Any] = {"type": "email.received", "limit": 1}
+            if cursor:
+                arguments["cursor"] = cursor
+            page = await call(client, "list_events", arguments)
+            walked += [event["id"] for event in page["events"]]
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                break
+        assert walked == [event["id"] for event in received["events"]]
+
+        newest = received["events"][0]
+        event = await call(client, "get_event", {"event_id": newest["id"]})
+        assert event["id"] == newest["id"] and event["type"] == "email.received"
+        assert event["status"] == "no_match"
+        assert event["delivery_status"]["matched_webhooks"] == 0
+        again = await call(client, "redeliver_event", {"event_id": newest["id"]})
+        assert again == {"event_id": newest["id"], "deliveries": [], "status": "scheduled"}
+
+        unknown = await failure(client, "get_event", {"event_id": "evt_unknown"})
+        assert unknown["code"] == "not_found" and unknown["status"] == 404
+        stranger = {"agent_email": "nobody@agents.test"}
+        assert await call(client, "list_events", stranger) == {"events": []}
+        malformed = await failure(client, "list_events", {"since": "yesterday"})
+        assert malformed["code"] == "invalid_request" and malformed["status"] == 422

@@ -10,15 +10,26 @@ the answer with the REST API's views and reads it as the SDK does, and turns a r
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from e2a_gateway.api.v1.agents import agent_view as v1_agent_view
-from e2a_gateway.api.v1.message_views import conversation_detail_view, message_view
+from e2a_gateway.api.v1.bodies import validated
+from e2a_gateway.api.v1.conversations import ListConversationsQuery, conversation_listing
+from e2a_gateway.api.v1.errors import V1Error
+from e2a_gateway.api.v1.events import EventQuery, event_listing, event_view, redelivery
+from e2a_gateway.api.v1.message_views import (
+    conversation_detail_view,
+    message_view,
+    update_result_view,
+)
+from e2a_gateway.api.v1.messages import UpdateMessageBody
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import (
     agents,
     domains,
+    events,
     keys,
     mailbox,
     messages,
@@ -119,6 +130,8 @@ class OperationsPort:
             return await operation(self._gateway, caller, *args, **kwargs)
         except OperationError as refused:
             raise E2AApiError(status_of(refused), refused.message, refused.code) from None
+        except V1Error as refused:
+            raise E2AApiError(refused.status, refused.message, refused.code) from None
         except StorageUnavailable as exc:
             log.error("storage unavailable: %s", exc)
             raise E2AApiError(
@@ -375,3 +388,42 @@ class OperationsPort:
         """One conversation of an agent with its messages."""
         summary, found = await self._run(mailbox.conversation, email, conversation_id)
         return conversation_detail_view(summary, found)
+
+    async def list_conversations(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of an agent's conversations, most recently active first."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            checked = validated(ListConversationsQuery, query, "query")
+            return await conversation_listing(gateway, caller, email, checked)
+
+        return await self._run(page)
+
+    async def update_message_labels(
+        self, email: str, message_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Add and remove labels on an agent's message; the labels after."""
+
+        async def change(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            body = validated(UpdateMessageBody, changes, "body")
+            labels = await mailbox.change_labels(
+                gateway, caller, email, message_id, body.add_labels, body.remove_labels
+            )
+            return update_result_view(message_id, labels)
+
+        return await self._run(change)
+
+    async def list_events(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the caller's events, newest first, filtered."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            return await event_listing(gateway, caller, validated(EventQuery, query, "query"))
+
+        return await self._run(page)
+
+    async def get_event(self, event_id: str) -> dict[str, Any]:
+        """One of the caller's events with its delivery counts."""
+        return event_view(await self._run(events.get_event, event_id, time.time()))
+
+    async def redeliver_event(self, event_id: str, webhook_id: str | None) -> dict[str, Any]:
+        """Queue one of the caller's events again, to one webhook or every one it went to."""
+        return await self._run(redelivery, event_id, webhook_id)

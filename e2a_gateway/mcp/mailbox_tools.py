@@ -1,7 +1,8 @@
 """The MCP tools of an agent's mailbox as the `/v1` face keeps it, under e2a's names and
-arguments: the trash (messages and agents, restorable) and conversations.
+arguments: the trash (messages and agents, restorable), labels and conversations.
 
-Answers are the `/v1` views verbatim, as e2a's server returns its API's answers.
+Answers are the `/v1` views verbatim, as e2a's server returns its API's answers; lists in e2a's
+MCP shape (a named array, `next_cursor` only while more remain).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from e2a_gateway.mcp.toolkit import Arguments, ToolCaller, ToolSpec
+from e2a_gateway.mcp.answers import listed
+from e2a_gateway.mcp.toolkit import Arguments, PageArguments, ToolCaller, ToolSpec
 
 AGENT = "The agent; defaults to yours (E2A_AGENT_EMAIL, or the key's only agent)."
 
@@ -43,6 +45,37 @@ class ConversationArguments(Arguments):
     email: str | None = Field(default=None, description=AGENT)
 
 
+class ListConversationsArguments(PageArguments):
+    """Arguments of list_conversations."""
+
+    since: str | None = Field(
+        default=None, description="RFC 3339: only conversations last active at or after it."
+    )
+    until: str | None = Field(
+        default=None, description="RFC 3339: only conversations last active before it."
+    )
+    email: str | None = Field(default=None, description=AGENT)
+
+
+class LabelsArguments(Arguments):
+    """Arguments of update_message_labels."""
+
+    message_id: str = Field(min_length=1, description="The message to label.")
+    add_labels: list[str] | None = Field(
+        default=None, description="Labels to add ([a-z0-9:_-]+, at most 64 characters each)."
+    )
+    remove_labels: list[str] | None = Field(
+        default=None, description="Labels to remove; one in both lists is removed."
+    )
+    email: str | None = Field(default=None, description=AGENT)
+
+
+def present(arguments: Arguments, *names: str) -> dict[str, Any]:
+    """The arguments among `names` that were given, as the `/v1` request takes them."""
+    values = {name: getattr(arguments, name) for name in names}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 async def delete_message(caller: ToolCaller, arguments: DeleteMessageArguments) -> dict[str, Any]:
     """Move a message to the trash: `{deleted, id}`."""
     email = await caller.agent(arguments.email)
@@ -64,6 +97,23 @@ async def get_conversation(caller: ToolCaller, arguments: ConversationArguments)
     """One conversation with its participants, labels and messages, oldest first."""
     email = await caller.agent(arguments.email)
     return await caller.port.get_conversation(email, arguments.conversation_id)
+
+
+async def list_conversations(
+    caller: ToolCaller, arguments: ListConversationsArguments
+) -> dict[str, Any]:
+    """One page of the agent's conversations, most recently active first."""
+    email = await caller.agent(arguments.email)
+    query = present(arguments, "since", "until", "cursor", "limit")
+    page = await caller.port.list_conversations(email, query)
+    return listed("conversations", page["items"], page.get("next_cursor"))
+
+
+async def update_message_labels(caller: ToolCaller, arguments: LabelsArguments) -> dict[str, Any]:
+    """Add and remove labels on a message: `{message_id, labels}` after the change."""
+    email = await caller.agent(arguments.email)
+    changes = present(arguments, "add_labels", "remove_labels")
+    return await caller.port.update_message_labels(email, arguments.message_id, changes)
 
 
 MAILBOX_TOOLS: tuple[ToolSpec[Any], ...] = (
@@ -103,5 +153,23 @@ MAILBOX_TOOLS: tuple[ToolSpec[Any], ...] = (
         "first. Use the conversation_id of any message.",
         ConversationArguments,
         get_conversation,
+    ),
+    ToolSpec(
+        "list_conversations",
+        "List conversations for the agent",
+        "The agent's conversations (messages sharing a conversation_id), most recently active "
+        "first: counts, has_unread, the latest subject and sender. Pass next_cursor back as "
+        "`cursor` while it is present; read one with get_conversation.",
+        ListConversationsArguments,
+        list_conversations,
+    ),
+    ToolSpec(
+        "update_message_labels",
+        "Add or remove labels on a message",
+        "Apply a labels delta (add_labels, remove_labels): lowercase [a-z0-9:_-]+, the e2a: "
+        "prefix is the gateway's own. Answers the labels after the change.",
+        LabelsArguments,
+        update_message_labels,
+        read_only=False,
     ),
 )

@@ -179,3 +179,25 @@ class GatewayPort(Protocol):
     async def get_conversation(self, email: str, conversation_id: str) -> dict[str, Any]:
         """One conversation of an agent with its messages, as `/v1` shows it."""
         ...
+
+    async def list_conversations(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
+        """One `/v1` page of an agent's conversations (`query`: since, until, cursor, limit)."""
+        ...
+
+    async def update_message_labels(
+        self, email: str, message_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Apply `changes` (add_labels, remove_labels) to an agent's message; the labels."""
+        ...
+
+    async def list_events(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One `/v1` page of the caller's events (`query`: listEvents' filters, cursor, limit)."""
+        ...
+
+    async def get_event(self, event_id: str) -> dict[str, Any]:
+        """One of the caller's events, with its delivery counts."""
+        ...
+
+    async def redeliver_event(self, event_id: str, webhook_id: str | None) -> dict[str, Any]:
+        """Queue an event again, to `webhook_id` or to every webhook it went to."""
+        ...

@@ -44,9 +44,17 @@ class SdkPort(AsyncE2AClient):
         """`DELETE /users/me/api-keys/{id}`, through the raw API client."""
         await self.api.delete_api_key(key_id)
 
-    async def _v1(self, method: str, path: str) -> dict[str, Any]:
+    async def _v1(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """One call to the gateway's `/v1` face, which the SDK (written for `/api/v1`) lacks."""
-        return await self.api.call(Call(method, path, _json))
+        params = {name: str(value) for name, value in (query or {}).items()}
+        return await self.api.call(Call(method, path, _json, json=body, params=params or None))
 
     async def trash_message(self, email: str, message_id: str) -> dict[str, Any]:
         """`DELETE /v1/agents/{email}/messages/{id}`: to the trash."""
@@ -63,3 +71,27 @@ class SdkPort(AsyncE2AClient):
     async def get_conversation(self, email: str, conversation_id: str) -> dict[str, Any]:
         """`GET /v1/agents/{email}/conversations/{id}`."""
         return await self._v1("GET", _agent_path(email, "conversations", conversation_id))
+
+    async def list_conversations(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/agents/{email}/conversations`."""
+        return await self._v1("GET", _agent_path(email, "conversations"), query=query)
+
+    async def update_message_labels(
+        self, email: str, message_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`PATCH /v1/agents/{email}/messages/{id}`."""
+        return await self._v1("PATCH", _agent_path(email, "messages", message_id), body=changes)
+
+    async def list_events(self, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/events`."""
+        return await self._v1("GET", "/v1/events", query=query)
+
+    async def get_event(self, event_id: str) -> dict[str, Any]:
+        """`GET /v1/events/{id}`."""
+        return await self._v1("GET", "/v1/events/" + quote(event_id, safe=""))
+
+    async def redeliver_event(self, event_id: str, webhook_id: str | None) -> dict[str, Any]:
+        """`POST /v1/events/{id}/redeliver`."""
+        body = {} if webhook_id is None else {"webhook_id": webhook_id}
+        path = f"/v1/events/{quote(event_id, safe='')}/redeliver"
+        return await self._v1("POST", path, body=body)

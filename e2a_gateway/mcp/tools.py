@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from e2a_gateway.mcp.account_tools import ACCOUNT_TOOLS
+from e2a_gateway.mcp.event_tools import EVENT_TOOLS
 from e2a_gateway.mcp.legacy_tools import LEGACY_TOOLS
 from e2a_gateway.mcp.mail_tools import MAIL_TOOLS
 from e2a_gateway.mcp.mailbox_tools import MAILBOX_TOOLS
@@ -21,7 +22,7 @@ from e2a_gateway.mcp.toolkit import ToolCaller, ToolSpec, call_tool, input_schem
 __all__ = ["MISSING", "TOOLS", "TOOLS_BY_NAME", "ToolCaller", "call_tool", "tool_schema"]
 
 TOOLS: tuple[ToolSpec[Any], ...] = (
-    ACCOUNT_TOOLS + MAIL_TOOLS + MAILBOX_TOOLS + REVIEW_TOOLS + LEGACY_TOOLS
+    ACCOUNT_TOOLS + MAIL_TOOLS + MAILBOX_TOOLS + EVENT_TOOLS + REVIEW_TOOLS + LEGACY_TOOLS
 )
 TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
 
@@ -64,18 +65,13 @@ MISSING: dict[str, str] = {
     "rotate_webhook_secret": _WEBHOOKS,
     "test_webhook": _WEBHOOKS,
     "list_webhook_deliveries": _WEBHOOKS,
-    "list_events": _EVENTS,
-    "get_event": _EVENTS,
-    "redeliver_event": _EVENTS,
     "forward_message": "forwarding is not in the gateway yet (" + _V1 + "): send_message "
     "with the original's text and attachments (get_attachment) does it by hand",
-    "list_conversations": _CONVERSATIONS,
     "get_message_lifecycle": "per-message delivery events are not in the gateway yet ("
     + _V1
     + "); get_review shows an outbound message's status",
     "get_protection": _PROTECTION,
     "update_protection": _PROTECTION,
-    "update_message_labels": "labels are not in the gateway yet (" + _V1 + ")",
 }
 """e2a's tool names this gateway does not serve yet, each with why: an unknown-tool error for
 one of them says so."""
