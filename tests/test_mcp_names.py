@@ -115,6 +115,22 @@ CURRENT_SERVER: dict[str, set[str]] = {
     },
     "get_event": {"event_id"},
     "redeliver_event": {"event_id", "webhook_id"},
+    "list_webhooks": {"cursor", "limit"},
+    "get_webhook": {"id"},
+    "create_webhook": {"url", "events", "description", "filters"},
+    "update_webhook": {"id", "url", "events", "filters", "description", "enabled"},
+    "delete_webhook": {"id", "confirm"},
+    "rotate_webhook_secret": {"id"},
+    "test_webhook": {"id", "type"},
+    "list_webhook_deliveries": {"id", "status", "cursor", "limit"},
+    "create_api_key": {"agent_email", "name", "expires_at"},
+    "get_protection": {"email"},
+    "update_protection": {
+        "email", "inbound_gate_policy", "inbound_gate_allowlist", "inbound_gate_action",
+        "inbound_scan_sensitivity", "outbound_gate_policy", "outbound_gate_allowlist",
+        "outbound_gate_action", "outbound_scan_sensitivity", "holds_ttl_seconds",
+        "holds_on_expiry", "holds_suppress_notifications",
+    },
 }  # fmt: skip
 """The arguments e2a's current server declares for each name of its list the gateway serves:
 each is taken, or refused as not supported yet with why (`ToolSpec.unsupported`)."""

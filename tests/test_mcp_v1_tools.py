@@ -144,3 +144,86 @@ async def test_events_listed_read_and_redelivered(
         assert await call(client, "list_events", stranger) == {"events": []}
         malformed = await failure(client, "list_events", {"since": "yesterday"})
         assert malformed["code"] == "invalid_request" and malformed["status"] == 422
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_webhooks_created_changed_tested_and_deleted(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"hooks-{transport}@example.com")
+    agent = await create_agent(account, f"hooks-{transport}")
+    url = "https://hooks.example.com/hook"
+    async with opener(transport, running)(account.key, agent) as client:
+        created = await call(
+            client,
+            "create_webhook",
+            {"url": url, "events": ["email.received"], "filters": {"agent_emails": [agent]}},
+        )
+        hook = created["id"]
+        assert created["signing_secret"].startswith("whsec_")
+        assert created["events"] == ["email.received"]
+        second = await call(client, "create_webhook", {"url": url, "events": ["email.sent"]})
+        listed = await call(client, "list_webhooks", {"limit": 1})
+        assert [w["id"] for w in listed["webhooks"]] == [hook]
+        rest = await call(client, "list_webhooks", {"cursor": listed["next_cursor"]})
+        assert [w["id"] for w in rest["webhooks"]] == [second["id"]]
+        shown = await call(client, "get_webhook", {"id": hook})
+        assert shown["id"] == hook and "signing_secret" not in shown
+
+        changed = await call(
+            client, "update_webhook", {"id": hook, "description": "ops", "enabled": False}
+        )
+        assert changed["description"] == "ops" and changed["enabled"] is False
+        rotated = await call(client, "rotate_webhook_secret", {"id": hook})
+        assert rotated["signing_secret"].startswith("whsec_")
+        assert rotated["signing_secret"] != created["signing_secret"]
+        tested = await call(client, "test_webhook", {"id": hook})
+        deliveries = await call(client, "list_webhook_deliveries", {"id": hook})
+        assert [d["id"] for d in deliveries["deliveries"]] == [tested["delivery_id"]]
+
+        bad = await failure(client, "create_webhook", {"url": url, "events": ["email.nope"]})
+        assert bad["code"] == "invalid_event_type" and bad["status"] == 400
+        assert await call(client, "delete_webhook", {"id": hook, "confirm": True}) == {
+            "deleted": True,
+            "id": hook,
+        }
+        gone = await failure(client, "get_webhook", {"id": hook})
+        assert gone["code"] == "not_found" and gone["status"] == 404
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_agent_keys_protection_and_what_an_agent_key_may_not_do(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"guard-{transport}@example.com")
+    agent = await create_agent(account, f"guard-{transport}")
+    async with opener(transport, running)(account.key, agent) as client:
+        before = await call(client, "get_protection", {})
+        assert before["outbound"]["gate"]["action"] == "flag"
+        after = await call(
+            client,
+            "update_protection",
+            {"outbound_gate_action": "review", "holds_on_expiry": "reject"},
+        )
+        assert after["outbound"]["gate"]["action"] == "review"
+        assert after["holds"]["on_expiry"] == "reject"
+        assert after["inbound"] == before["inbound"]
+        assert await call(client, "get_protection", {"email": agent}) == after
+        refused = await failure(client, "update_protection", {"inbound_scan_sensitivity": "high"})
+        assert refused["code"] == "not_implemented" and refused["status"] == 501
+        unknown = await failure(client, "get_protection", {"email": "nobody@agents.test"})
+        assert unknown["code"] == "not_found" and unknown["status"] == 404
+
+        issued = await call(client, "create_api_key", {"agent_email": agent, "name": "bot"})
+        assert issued["key"] and issued["name"] == "bot"
+        no_agent = await failure(client, "create_api_key", {"agent_email": "nobody@agents.test"})
+        assert no_agent["code"] == "not_found" and no_agent["status"] == 404
+
+    async with opener(transport, running)(issued["key"], agent) as bound:
+        for name, arguments in (
+            ("list_reviews", {}),
+            ("get_protection", {}),
+            ("create_api_key", {"agent_email": agent}),
+        ):
+            forbidden = await failure(bound, name, arguments)
+            assert forbidden["code"] == "forbidden" and forbidden["status"] == 403, name

@@ -201,3 +201,49 @@ class GatewayPort(Protocol):
     async def redeliver_event(self, event_id: str, webhook_id: str | None) -> dict[str, Any]:
         """Queue an event again, to `webhook_id` or to every webhook it went to."""
         ...
+
+    async def list_webhooks(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One `/v1` page of the caller's webhooks (`query`: cursor, limit)."""
+        ...
+
+    async def get_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """One of the caller's webhooks (no secret)."""
+        ...
+
+    async def create_webhook(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A new webhook (createWebhook's fields); its signing secret is in this answer only."""
+        ...
+
+    async def update_webhook(self, webhook_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Change a webhook (updateWebhook's fields)."""
+        ...
+
+    async def delete_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """Delete a webhook for good."""
+        ...
+
+    async def rotate_webhook_secret(self, webhook_id: str) -> dict[str, Any]:
+        """A new signing secret for a webhook; the previous one signs for 24 h more."""
+        ...
+
+    async def test_webhook(self, webhook_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Queue a synthetic event to a webhook; the delivery's id."""
+        ...
+
+    async def list_webhook_deliveries(
+        self, webhook_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One `/v1` page of a webhook's deliveries (`query`: status, cursor, limit)."""
+        ...
+
+    async def create_api_key(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A new API key (createApiKey's fields); the key is in this answer only."""
+        ...
+
+    async def get_protection(self, email: str) -> dict[str, Any]:
+        """An agent's protection config, as `/v1` shows it."""
+        ...
+
+    async def put_protection(self, email: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Replace an agent's protection config; the config as it stands now."""
+        ...

@@ -23,6 +23,11 @@ def _agent_path(email: str, *segments: str) -> str:
     return "/v1/agents/" + "/".join(quote(part, safe="") for part in (email, *segments))
 
 
+def _webhook_path(webhook_id: str, *segments: str) -> str:
+    """`/v1/webhooks/{id}/…`, each segment escaped."""
+    return "/v1/webhooks/" + "/".join(quote(part, safe="") for part in (webhook_id, *segments))
+
+
 class SdkPort(AsyncE2AClient):
     """`GatewayPort` as the SDK client, with what the tools ask that it lacks."""
 
@@ -95,3 +100,49 @@ class SdkPort(AsyncE2AClient):
         body = {} if webhook_id is None else {"webhook_id": webhook_id}
         path = f"/v1/events/{quote(event_id, safe='')}/redeliver"
         return await self._v1("POST", path, body=body)
+
+    async def list_webhooks(self, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/webhooks`."""
+        return await self._v1("GET", "/v1/webhooks", query=query)
+
+    async def get_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """`GET /v1/webhooks/{id}`."""
+        return await self._v1("GET", _webhook_path(webhook_id))
+
+    async def create_webhook(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/webhooks`."""
+        return await self._v1("POST", "/v1/webhooks", body=fields)
+
+    async def update_webhook(self, webhook_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """`PATCH /v1/webhooks/{id}`."""
+        return await self._v1("PATCH", _webhook_path(webhook_id), body=fields)
+
+    async def delete_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """`DELETE /v1/webhooks/{id}?confirm=DELETE`."""
+        return await self._v1("DELETE", _webhook_path(webhook_id), query={"confirm": "DELETE"})
+
+    async def rotate_webhook_secret(self, webhook_id: str) -> dict[str, Any]:
+        """`POST /v1/webhooks/{id}/rotate-secret`."""
+        return await self._v1("POST", _webhook_path(webhook_id, "rotate-secret"))
+
+    async def test_webhook(self, webhook_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/webhooks/{id}/test`."""
+        return await self._v1("POST", _webhook_path(webhook_id, "test"), body=fields)
+
+    async def list_webhook_deliveries(
+        self, webhook_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`GET /v1/webhooks/{id}/deliveries`."""
+        return await self._v1("GET", _webhook_path(webhook_id, "deliveries"), query=query)
+
+    async def create_api_key(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/account/api-keys`."""
+        return await self._v1("POST", "/v1/account/api-keys", body=fields)
+
+    async def get_protection(self, email: str) -> dict[str, Any]:
+        """`GET /v1/agents/{email}/protection`."""
+        return await self._v1("GET", _agent_path(email, "protection"))
+
+    async def put_protection(self, email: str, config: dict[str, Any]) -> dict[str, Any]:
+        """`PUT /v1/agents/{email}/protection`."""
+        return await self._v1("PUT", _agent_path(email, "protection"), body=config)
