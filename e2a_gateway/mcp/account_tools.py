@@ -100,6 +100,18 @@ class DeleteApiKeyArguments(Arguments):
     confirm: Confirm = CONFIRM
 
 
+class CreateApiKeyArguments(Arguments):
+    """Arguments of create_api_key: e2a mints keys bound to one agent."""
+
+    agent_email: str = Field(
+        min_length=1, description="The agent the key is bound to (one of yours)."
+    )
+    name: str | None = Field(default=None, max_length=200, description="A label for the key.")
+    expires_at: str | None = Field(
+        default=None, description="RFC 3339: when the key stops working; absent: never."
+    )
+
+
 def _agent(agent: Agent) -> dict[str, Any]:
     return agent.model_dump(exclude_none=True)
 
@@ -162,6 +174,16 @@ async def delete_agent(caller: ToolCaller, arguments: DeleteAgentArguments) -> d
     email = await caller.agent(arguments.email)
     await caller.port.delete_agent(email)
     return {"deleted": True, "email": email}
+
+
+async def create_api_key(caller: ToolCaller, arguments: CreateApiKeyArguments) -> dict[str, Any]:
+    """A new key bound to one agent; the key itself is in this answer only."""
+    fields = {"scope": "agent", "agent_email": arguments.agent_email}
+    if arguments.name is not None:
+        fields["name"] = arguments.name
+    if arguments.expires_at is not None:
+        fields["expires_at"] = arguments.expires_at
+    return await caller.port.create_api_key(fields)
 
 
 async def list_domains(caller: ToolCaller, arguments: PageArguments) -> dict[str, Any]:
@@ -328,5 +350,15 @@ ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
         delete_api_key,
         read_only=False,
         destructive=True,
+    ),
+    ToolSpec(
+        "create_api_key",
+        "Create an agent-scoped API key",
+        "A new API key bound to one of your agents: it reaches that agent's mail only, never "
+        "the account (reviews, keys, domains). The key is in this answer only: hand it over "
+        "now. Account keys only.",
+        CreateApiKeyArguments,
+        create_api_key,
+        read_only=False,
     ),
 )

@@ -10,18 +10,57 @@ the answer with the REST API's views and reads it as the SDK does, and turns a r
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from e2a_gateway.api.v1.agents import agent_view as v1_agent_view
+from e2a_gateway.api.v1.bodies import validated
+from e2a_gateway.api.v1.conversations import ListConversationsQuery, conversation_listing
+from e2a_gateway.api.v1.errors import STATUSES as V1_STATUSES
+from e2a_gateway.api.v1.errors import V1Error
+from e2a_gateway.api.v1.events import EventQuery, event_listing, event_view, redelivery
+from e2a_gateway.api.v1.message_views import (
+    conversation_detail_view,
+    message_view,
+    update_result_view,
+)
+from e2a_gateway.api.v1.messages import UpdateMessageBody
+from e2a_gateway.api.v1.pages import PageQuery
+from e2a_gateway.api.v1.review_views import protection_view
+from e2a_gateway.api.v1.views import api_key_view as v1_api_key_view
+from e2a_gateway.api.v1.webhooks import (
+    DeliveryQuery,
+    TestWebhook,
+    delivery_listing,
+    webhook_listing,
+    webhook_view,
+)
+from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.operations import agents, domains, keys, messages, reviews, sending, trust
+from e2a_gateway.operations import (
+    agents,
+    domains,
+    events,
+    keys,
+    mailbox,
+    messages,
+    protection,
+    reviews,
+    sending,
+    trust,
+    webhooks,
+)
 from e2a_gateway.operations.agents import AgentEntry, CreateAgent, UpdateAgent
 from e2a_gateway.operations.caller import Caller, authenticate
 from e2a_gateway.operations.domains import CreateDomain
 from e2a_gateway.operations.errors import OperationError
+from e2a_gateway.operations.keys import CreateScopedApiKey
+from e2a_gateway.operations.protection import ProtectionConfig
 from e2a_gateway.operations.requests import parse_request
 from e2a_gateway.operations.reviews import ApproveBody, RejectBody
 from e2a_gateway.operations.sending import ReplyBody, SendBody, Submission
+from e2a_gateway.operations.webhooks import CreateWebhook, UpdateWebhook
 from e2a_gateway.storage.base import Domain as StoredDomain
 from e2a_gateway.storage.base import OutboundMessage, StorageUnavailable
 from e2a_gateway.storage.vocabulary import PENDING_APPROVAL
@@ -42,6 +81,7 @@ from e2a_gateway.v1 import (
     SendResult,
 )
 from e2a_gateway.v1.inbound import summary_from_json
+from e2a_gateway.web.errors import STATUSES as API_STATUSES
 from e2a_gateway.web.errors import status_of
 from e2a_gateway.web.views import (
     agent_view,
@@ -102,12 +142,40 @@ class OperationsPort:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """`operation` for the key's owner (checked again now); a refusal as E2AApiError."""
+        """`operation` for the key's owner (checked again now); a refusal as E2AApiError,
+        with the status `/api/v1` answers it with."""
+
+        async def bound(gateway: Gateway, caller: Caller) -> T:
+            return await operation(gateway, caller, *args, **kwargs)
+
+        return await self._invoke(API_STATUSES, bound)
+
+    async def _run_v1(
+        self,
+        operation: Callable[Concatenate[Gateway, Caller, P], Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """`operation` as `_run` does it, a refusal with the status `/v1` answers it with."""
+
+        async def bound(gateway: Gateway, caller: Caller) -> T:
+            return await operation(gateway, caller, *args, **kwargs)
+
+        return await self._invoke(V1_STATUSES, bound)
+
+    async def _invoke(
+        self,
+        statuses: Mapping[type[OperationError], int],
+        operation: Callable[[Gateway, Caller], Awaitable[T]],
+    ) -> T:
         try:
             caller = await authenticate(self._gateway, self._api_key)
-            return await operation(self._gateway, caller, *args, **kwargs)
+            return await operation(self._gateway, caller)
         except OperationError as refused:
-            raise E2AApiError(status_of(refused), refused.message, refused.code) from None
+            status = status_of(refused, statuses)
+            raise E2AApiError(status, refused.message, refused.code) from None
+        except V1Error as refused:
+            raise E2AApiError(refused.status, refused.message, refused.code) from None
         except StorageUnavailable as exc:
             log.error("storage unavailable: %s", exc)
             raise E2AApiError(
@@ -338,3 +406,157 @@ class OperationsPort:
     async def delete_api_key(self, key_id: str) -> None:
         """Revoke one of the caller's API keys."""
         await self._run(keys.revoke_api_key, key_id)
+
+    async def trash_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """Move an agent's message to the trash."""
+        await self._run_v1(mailbox.trash, email, message_id)
+        return {"deleted": True, "id": message_id}
+
+    async def restore_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """Bring an agent's message back from the trash; the message as `/v1` shows it, with
+        its reading for mail received."""
+
+        async def restore(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            opened = await mailbox.restore(gateway, caller, email, message_id)
+            view = message_view(opened, gateway.settings.smtp.hostname)
+            reading = await trust.reading_of_filed(gateway, caller.user_id, opened.filed)
+            return view if reading is None else {**view, **reading}
+
+        return await self._run_v1(restore)
+
+    async def restore_agent(self, email: str) -> dict[str, Any]:
+        """Bring one of the caller's agents back from the trash."""
+        return v1_agent_view(await self._run_v1(agents.restore_agent, email))
+
+    async def get_conversation(self, email: str, conversation_id: str) -> dict[str, Any]:
+        """One conversation of an agent with its messages."""
+        summary, found = await self._run_v1(mailbox.conversation, email, conversation_id)
+        return conversation_detail_view(summary, found)
+
+    async def list_conversations(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of an agent's conversations, most recently active first."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            checked = validated(ListConversationsQuery, query, "query")
+            return await conversation_listing(gateway, caller, email, checked)
+
+        return await self._run_v1(page)
+
+    async def update_message_labels(
+        self, email: str, message_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Add and remove labels on an agent's message; the labels after."""
+
+        async def change(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            body = validated(UpdateMessageBody, changes, "body")
+            labels = await mailbox.change_labels(
+                gateway, caller, email, message_id, body.add_labels, body.remove_labels
+            )
+            return update_result_view(message_id, labels)
+
+        return await self._run_v1(change)
+
+    async def list_events(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the caller's events, newest first, filtered."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            return await event_listing(gateway, caller, validated(EventQuery, query, "query"))
+
+        return await self._run_v1(page)
+
+    async def get_event(self, event_id: str) -> dict[str, Any]:
+        """One of the caller's events with its delivery counts."""
+        return event_view(await self._run_v1(events.get_event, event_id, time.time()))
+
+    async def redeliver_event(self, event_id: str, webhook_id: str | None) -> dict[str, Any]:
+        """Queue one of the caller's events again, to one webhook or every one it went to."""
+        return await self._run_v1(redelivery, event_id, webhook_id)
+
+    async def list_webhooks(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the caller's webhooks, oldest first."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            return await webhook_listing(gateway, caller, validated(PageQuery, query, "query"))
+
+        return await self._run_v1(page)
+
+    async def get_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """One of the caller's webhooks (no secret)."""
+        return webhook_view(await self._run_v1(webhooks.get_webhook, webhook_id))
+
+    async def create_webhook(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A new webhook; its signing secret is in this answer only."""
+
+        async def create(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            body = validated(CreateWebhook, fields, "body")
+            issued = await webhooks.create_webhook(gateway, caller, body)
+            return {**webhook_view(issued.webhook), "signing_secret": issued.secret}
+
+        return await self._run_v1(create)
+
+    async def update_webhook(self, webhook_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Change a webhook; the webhook after."""
+
+        async def update(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            body = validated(UpdateWebhook, fields, "body")
+            return webhook_view(await webhooks.update_webhook(gateway, caller, webhook_id, body))
+
+        return await self._run_v1(update)
+
+    async def delete_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """Delete a webhook for good."""
+        await self._run_v1(webhooks.delete_webhook, webhook_id)
+        return {"deleted": True, "id": webhook_id}
+
+    async def rotate_webhook_secret(self, webhook_id: str) -> dict[str, Any]:
+        """A new signing secret for a webhook; the previous one signs for 24 h more."""
+        secret, until = await self._run_v1(webhooks.rotate_secret, webhook_id, time.time())
+        return {"signing_secret": secret, "previous_secret_expires_at": format_timestamp(until)}
+
+    async def test_webhook(self, webhook_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Queue a synthetic event to a webhook; the delivery's id."""
+
+        async def test(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            body = validated(TestWebhook, fields, "body")
+            delivery_id = await webhooks.test_webhook(
+                gateway, caller, webhook_id, body.type, body.data, time.time()
+            )
+            return {"delivery_id": delivery_id}
+
+        return await self._run_v1(test)
+
+    async def list_webhook_deliveries(
+        self, webhook_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One page of a webhook's deliveries, newest first."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            checked = validated(DeliveryQuery, query, "query")
+            return await delivery_listing(gateway, caller, webhook_id, checked)
+
+        return await self._run_v1(page)
+
+    async def create_api_key(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A new API key; the key is in this answer only."""
+
+        async def create(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            body = validated(CreateScopedApiKey, fields, "body")
+            issued = await keys.new_scoped_api_key(gateway, caller, body)
+            return {**v1_api_key_view(issued.key), "key": issued.plaintext}
+
+        return await self._run_v1(create)
+
+    async def get_protection(self, email: str) -> dict[str, Any]:
+        """An agent's protection config."""
+        return protection_view(await self._run_v1(protection.protected_agent, email))
+
+    async def put_protection(self, email: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Replace an agent's protection config; the config as it stands now."""
+
+        async def replace(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            body = validated(ProtectionConfig, config, "body")
+            return protection_view(
+                await protection.replace_protection(gateway, caller, email, body)
+            )
+
+        return await self._run_v1(replace)

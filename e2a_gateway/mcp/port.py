@@ -10,7 +10,7 @@ stdio); `in_process.OperationsPort` calls the operations of the gateway the tool
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from e2a_gateway.v1 import (
     Agent,
@@ -162,4 +162,88 @@ class GatewayPort(Protocol):
 
     async def delete_api_key(self, key_id: str) -> None:
         """Revoke one of the caller's API keys."""
+        ...
+
+    async def trash_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """Move an agent's message to the trash (`DELETE /v1/agents/{email}/messages/{id}`)."""
+        ...
+
+    async def restore_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """Bring an agent's message back from the trash; the message as `/v1` shows it."""
+        ...
+
+    async def restore_agent(self, email: str) -> dict[str, Any]:
+        """Bring one of the caller's agents back from the trash; the agent as `/v1` shows it."""
+        ...
+
+    async def get_conversation(self, email: str, conversation_id: str) -> dict[str, Any]:
+        """One conversation of an agent with its messages, as `/v1` shows it."""
+        ...
+
+    async def list_conversations(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
+        """One `/v1` page of an agent's conversations (`query`: since, until, cursor, limit)."""
+        ...
+
+    async def update_message_labels(
+        self, email: str, message_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Apply `changes` (add_labels, remove_labels) to an agent's message; the labels."""
+        ...
+
+    async def list_events(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One `/v1` page of the caller's events (`query`: listEvents' filters, cursor, limit)."""
+        ...
+
+    async def get_event(self, event_id: str) -> dict[str, Any]:
+        """One of the caller's events, with its delivery counts."""
+        ...
+
+    async def redeliver_event(self, event_id: str, webhook_id: str | None) -> dict[str, Any]:
+        """Queue an event again, to `webhook_id` or to every webhook it went to."""
+        ...
+
+    async def list_webhooks(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One `/v1` page of the caller's webhooks (`query`: cursor, limit)."""
+        ...
+
+    async def get_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """One of the caller's webhooks (no secret)."""
+        ...
+
+    async def create_webhook(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A new webhook (createWebhook's fields); its signing secret is in this answer only."""
+        ...
+
+    async def update_webhook(self, webhook_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Change a webhook (updateWebhook's fields)."""
+        ...
+
+    async def delete_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """Delete a webhook for good."""
+        ...
+
+    async def rotate_webhook_secret(self, webhook_id: str) -> dict[str, Any]:
+        """A new signing secret for a webhook; the previous one signs for 24 h more."""
+        ...
+
+    async def test_webhook(self, webhook_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Queue a synthetic event to a webhook; the delivery's id."""
+        ...
+
+    async def list_webhook_deliveries(
+        self, webhook_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One `/v1` page of a webhook's deliveries (`query`: status, cursor, limit)."""
+        ...
+
+    async def create_api_key(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A new API key (createApiKey's fields); the key is in this answer only."""
+        ...
+
+    async def get_protection(self, email: str) -> dict[str, Any]:
+        """An agent's protection config, as `/v1` shows it."""
+        ...
+
+    async def put_protection(self, email: str, config: dict[str, Any]) -> dict[str, Any]:
+        """Replace an agent's protection config; the config as it stands now."""
         ...

@@ -3,9 +3,29 @@ gateway (`e2a mcp` on stdio). Imports no server module."""
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import quote
+
 import anyio
+import httpx
 
 from e2a_gateway.v1 import AsyncE2AClient, DeploymentInfo, ListApiKeysResponse, fetch_info
+from e2a_gateway.v1.endpoints import Call
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    return body if isinstance(body, dict) else {}
+
+
+def _agent_path(email: str, *segments: str) -> str:
+    """`/v1/agents/{email}/…`, each segment escaped."""
+    return "/v1/agents/" + "/".join(quote(part, safe="") for part in (email, *segments))
+
+
+def _webhook_path(webhook_id: str, *segments: str) -> str:
+    """`/v1/webhooks/{id}/…`, each segment escaped."""
+    return "/v1/webhooks/" + "/".join(quote(part, safe="") for part in (webhook_id, *segments))
 
 
 class SdkPort(AsyncE2AClient):
@@ -28,3 +48,101 @@ class SdkPort(AsyncE2AClient):
     async def delete_api_key(self, key_id: str) -> None:
         """`DELETE /users/me/api-keys/{id}`, through the raw API client."""
         await self.api.delete_api_key(key_id)
+
+    async def _v1(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One call to the gateway's `/v1` face, which the SDK (written for `/api/v1`) lacks."""
+        params = {name: str(value) for name, value in (query or {}).items()}
+        return await self.api.call(Call(method, path, _json, json=body, params=params or None))
+
+    async def trash_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """`DELETE /v1/agents/{email}/messages/{id}`: to the trash."""
+        return await self._v1("DELETE", _agent_path(email, "messages", message_id))
+
+    async def restore_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """`POST /v1/agents/{email}/messages/{id}/restore`."""
+        return await self._v1("POST", _agent_path(email, "messages", message_id, "restore"))
+
+    async def restore_agent(self, email: str) -> dict[str, Any]:
+        """`POST /v1/agents/{email}/restore`."""
+        return await self._v1("POST", _agent_path(email, "restore"))
+
+    async def get_conversation(self, email: str, conversation_id: str) -> dict[str, Any]:
+        """`GET /v1/agents/{email}/conversations/{id}`."""
+        return await self._v1("GET", _agent_path(email, "conversations", conversation_id))
+
+    async def list_conversations(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/agents/{email}/conversations`."""
+        return await self._v1("GET", _agent_path(email, "conversations"), query=query)
+
+    async def update_message_labels(
+        self, email: str, message_id: str, changes: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`PATCH /v1/agents/{email}/messages/{id}`."""
+        return await self._v1("PATCH", _agent_path(email, "messages", message_id), body=changes)
+
+    async def list_events(self, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/events`."""
+        return await self._v1("GET", "/v1/events", query=query)
+
+    async def get_event(self, event_id: str) -> dict[str, Any]:
+        """`GET /v1/events/{id}`."""
+        return await self._v1("GET", "/v1/events/" + quote(event_id, safe=""))
+
+    async def redeliver_event(self, event_id: str, webhook_id: str | None) -> dict[str, Any]:
+        """`POST /v1/events/{id}/redeliver`."""
+        body = {} if webhook_id is None else {"webhook_id": webhook_id}
+        path = f"/v1/events/{quote(event_id, safe='')}/redeliver"
+        return await self._v1("POST", path, body=body)
+
+    async def list_webhooks(self, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/webhooks`."""
+        return await self._v1("GET", "/v1/webhooks", query=query)
+
+    async def get_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """`GET /v1/webhooks/{id}`."""
+        return await self._v1("GET", _webhook_path(webhook_id))
+
+    async def create_webhook(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/webhooks`."""
+        return await self._v1("POST", "/v1/webhooks", body=fields)
+
+    async def update_webhook(self, webhook_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """`PATCH /v1/webhooks/{id}`."""
+        return await self._v1("PATCH", _webhook_path(webhook_id), body=fields)
+
+    async def delete_webhook(self, webhook_id: str) -> dict[str, Any]:
+        """`DELETE /v1/webhooks/{id}?confirm=DELETE`."""
+        return await self._v1("DELETE", _webhook_path(webhook_id), query={"confirm": "DELETE"})
+
+    async def rotate_webhook_secret(self, webhook_id: str) -> dict[str, Any]:
+        """`POST /v1/webhooks/{id}/rotate-secret`."""
+        return await self._v1("POST", _webhook_path(webhook_id, "rotate-secret"))
+
+    async def test_webhook(self, webhook_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/webhooks/{id}/test`."""
+        return await self._v1("POST", _webhook_path(webhook_id, "test"), body=fields)
+
+    async def list_webhook_deliveries(
+        self, webhook_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`GET /v1/webhooks/{id}/deliveries`."""
+        return await self._v1("GET", _webhook_path(webhook_id, "deliveries"), query=query)
+
+    async def create_api_key(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/account/api-keys`."""
+        return await self._v1("POST", "/v1/account/api-keys", body=fields)
+
+    async def get_protection(self, email: str) -> dict[str, Any]:
+        """`GET /v1/agents/{email}/protection`."""
+        return await self._v1("GET", _agent_path(email, "protection"))
+
+    async def put_protection(self, email: str, config: dict[str, Any]) -> dict[str, Any]:
+        """`PUT /v1/agents/{email}/protection`."""
+        return await self._v1("PUT", _agent_path(email, "protection"), body=config)

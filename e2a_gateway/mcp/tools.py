@@ -12,39 +12,39 @@ from __future__ import annotations
 from typing import Any
 
 from e2a_gateway.mcp.account_tools import ACCOUNT_TOOLS
+from e2a_gateway.mcp.event_tools import EVENT_TOOLS
 from e2a_gateway.mcp.legacy_tools import LEGACY_TOOLS
 from e2a_gateway.mcp.mail_tools import MAIL_TOOLS
+from e2a_gateway.mcp.mailbox_tools import MAILBOX_TOOLS
+from e2a_gateway.mcp.protection_tools import PROTECTION_TOOLS
 from e2a_gateway.mcp.review_tools import REVIEW_TOOLS
 from e2a_gateway.mcp.toolkit import ToolCaller, ToolSpec, call_tool, input_schema
+from e2a_gateway.mcp.webhook_tools import WEBHOOK_TOOLS
 
 __all__ = ["MISSING", "TOOLS", "TOOLS_BY_NAME", "ToolCaller", "call_tool", "tool_schema"]
 
-TOOLS: tuple[ToolSpec[Any], ...] = ACCOUNT_TOOLS + MAIL_TOOLS + REVIEW_TOOLS + LEGACY_TOOLS
+TOOLS: tuple[ToolSpec[Any], ...] = (
+    ACCOUNT_TOOLS
+    + MAIL_TOOLS
+    + MAILBOX_TOOLS
+    + EVENT_TOOLS
+    + WEBHOOK_TOOLS
+    + PROTECTION_TOOLS
+    + REVIEW_TOOLS
+    + LEGACY_TOOLS
+)
 TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
 
-_V1 = "the /v1 API being built now"
-_TEMPLATES = "email templates are not in the gateway yet (" + _V1 + ")"
-_WEBHOOKS = (
-    "webhook subscriptions are not in the gateway yet (" + _V1 + "); today each cloud agent "
-    "has one webhook_url (create_agent, or PUT /api/v1/agents/{email})"
+_TEMPLATES = (
+    "the gateway keeps no email templates (neither /v1 nor /api/v1 has them): send_message "
+    "takes the subject, text and html themselves"
 )
-_EVENTS = "the event log is not in the gateway yet (" + _V1 + ")"
-_TRASH = (
-    "the gateway keeps no trash yet (" + _V1 + "): delete_agent deletes for good, and messages "
-    "stay until retention removes them"
-)
-_CONVERSATIONS = (
-    "conversation views are not in the gateway yet (" + _V1 + "); every message carries its "
-    "conversation_id"
-)
-_PROTECTION = (
-    "protection settings are not in the gateway yet (" + _V1 + "); today an agent's outgoing "
-    "mail waits for approval when its hitl_enabled is set (PUT /api/v1/agents/{email})"
+_NOT_IN_MCP_YET = (
+    "the gateway does this on /v1 ({route}) but its MCP server does not serve the tool yet; "
+    "call that route with the same API key"
 )
 
 MISSING: dict[str, str] = {
-    "create_api_key": "e2a mints agent-scoped keys only, which the gateway does not issue yet "
-    "(" + _V1 + "); a key minted today would reach the whole account",
     "create_template": _TEMPLATES,
     "delete_template": _TEMPLATES,
     "get_template": _TEMPLATES,
@@ -53,30 +53,12 @@ MISSING: dict[str, str] = {
     "validate_template": _TEMPLATES,
     "get_starter_template": _TEMPLATES,
     "list_starter_templates": _TEMPLATES,
-    "create_webhook": _WEBHOOKS,
-    "delete_webhook": _WEBHOOKS,
-    "get_webhook": _WEBHOOKS,
-    "list_webhooks": _WEBHOOKS,
-    "update_webhook": _WEBHOOKS,
-    "rotate_webhook_secret": _WEBHOOKS,
-    "test_webhook": _WEBHOOKS,
-    "list_webhook_deliveries": _WEBHOOKS,
-    "list_events": _EVENTS,
-    "get_event": _EVENTS,
-    "redeliver_event": _EVENTS,
-    "delete_message": _TRASH,
-    "restore_message": _TRASH,
-    "restore_agent": _TRASH,
-    "forward_message": "forwarding is not in the gateway yet (" + _V1 + "): send_message "
-    "with the original's text and attachments (get_attachment) does it by hand",
-    "get_conversation": _CONVERSATIONS,
-    "list_conversations": _CONVERSATIONS,
-    "get_message_lifecycle": "per-message delivery events are not in the gateway yet ("
-    + _V1
-    + "); get_review shows an outbound message's status",
-    "get_protection": _PROTECTION,
-    "update_protection": _PROTECTION,
-    "update_message_labels": "labels are not in the gateway yet (" + _V1 + ")",
+    "forward_message": _NOT_IN_MCP_YET.format(
+        route="POST /v1/agents/{email}/messages/{id}/forward"
+    ),
+    "get_message_lifecycle": _NOT_IN_MCP_YET.format(
+        route="GET /v1/agents/{email}/messages/{id}/lifecycle"
+    ),
 }
 """e2a's tool names this gateway does not serve yet, each with why: an unknown-tool error for
 one of them says so."""

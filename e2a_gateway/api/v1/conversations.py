@@ -15,6 +15,7 @@ from e2a_gateway.api.v1.errors import V1Error
 from e2a_gateway.api.v1.message_views import conversation_detail_view, conversation_summary_view
 from e2a_gateway.api.v1.messages import NoQuery, StrictQuery
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
+from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import mailbox
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.storage.base import ConversationSummary
@@ -36,7 +37,14 @@ class ListConversationsQuery(StrictQuery, PageQuery):
 async def list_conversations(caller: Caller, email: str) -> dict[str, Any]:
     """listConversations: the agent's threads, most recently active first."""
     query = read_query(ListConversationsQuery)
-    gateway = current_gateway()
+    return await conversation_listing(current_gateway(), caller, email, query)
+
+
+async def conversation_listing(
+    gateway: Gateway, caller: Caller, email: str, query: ListConversationsQuery
+) -> dict[str, Any]:
+    """One page of the agent's threads (listConversations' answer), for `/v1` and the MCP
+    tools alike."""
     view = f"conversations {email.lower()} {query.since} {query.until}"
 
     async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[ConversationSummary]:
@@ -50,7 +58,7 @@ async def list_conversations(caller: Caller, email: str) -> dict[str, Any]:
         )
 
     return await keyset_page(
-        view, query, fetch, lambda row: (row.last_seq,), conversation_summary_view
+        view, query, fetch, lambda row: (row.last_seq,), conversation_summary_view, gateway
     )
 
 

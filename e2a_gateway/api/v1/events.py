@@ -15,6 +15,7 @@ from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.v1.bodies import read_json, read_query
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.views import present
+from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import events
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.webhooks import OmitNotNull
@@ -79,7 +80,11 @@ def _epoch(moment: datetime | None) -> float | None:
 @requires_caller
 async def list_events(caller: Caller) -> dict[str, Any]:
     """listEvents: the caller's events, newest first, filtered."""
-    query = read_query(EventQuery)
+    return await event_listing(current_gateway(), caller, read_query(EventQuery))
+
+
+async def event_listing(gateway: Gateway, caller: Caller, query: EventQuery) -> dict[str, Any]:
+    """One page of the caller's events (listEvents' answer), for `/v1` and the MCP tools."""
     wanted = EventFilter(
         type=query.type,
         agent_email=query.agent_email.lower() if query.agent_email else None,
@@ -92,13 +97,12 @@ async def list_events(caller: Caller) -> dict[str, Any]:
         [wanted.type, wanted.agent_email, wanted.conversation_id, wanted.message_id,
          wanted.since, wanted.until]
     )  # fmt: skip
-    gateway = current_gateway()
 
     async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[StoredEvent]:
         before = int(after[0]) if after else None
         return await events.event_page(gateway, caller, wanted, limit, before)
 
-    return await keyset_page(view, query, fetch, lambda event: (event.seq,), event_view)
+    return await keyset_page(view, query, fetch, lambda event: (event.seq,), event_view, gateway)
 
 
 @blueprint.get("/events/<event_id>")
@@ -115,18 +119,23 @@ async def redeliver_event(caller: Caller, event_id: str) -> tuple[dict[str, Any]
     """redeliverEvent: queue the event again (202). The body is required, as e2a's document
     says (`{}`: to every webhook the event went to)."""
     body = await read_json(RedeliverEvent)
-    queued = await events.redeliver_event(
-        current_gateway(), caller, event_id, body.webhook_id, time.time()
-    )
+    return await redelivery(current_gateway(), caller, event_id, body.webhook_id), 202
+
+
+async def redelivery(
+    gateway: Gateway, caller: Caller, event_id: str, webhook_id: str | None
+) -> dict[str, Any]:
+    """Queue event `event_id` again (redeliverEvent's answer), for `/v1` and the MCP tools."""
+    queued = await events.redeliver_event(gateway, caller, event_id, webhook_id, time.time())
     deliveries = [
-        {"webhook_id": webhook_id, "delivery_id": delivery_id, "status": "pending"}
-        for webhook_id, delivery_id in queued
+        {"webhook_id": webhook, "delivery_id": delivery_id, "status": "pending"}
+        for webhook, delivery_id in queued
     ]
     answer: dict[str, Any] = {"event_id": event_id, "deliveries": deliveries}
-    if body.webhook_id is not None and deliveries:
+    if webhook_id is not None and deliveries:
         answer.update(
-            status="pending", webhook_id=body.webhook_id, delivery_id=deliveries[0]["delivery_id"]
+            status="pending", webhook_id=webhook_id, delivery_id=deliveries[0]["delivery_id"]
         )
     else:
         answer["status"] = "scheduled"
-    return answer, 202
+    return answer

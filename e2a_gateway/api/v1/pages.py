@@ -21,6 +21,7 @@ from pydantic import Field
 
 from e2a_gateway.api.v1.bodies import QueryParams
 from e2a_gateway.api.v1.errors import V1Error
+from e2a_gateway.gateway import Gateway
 from e2a_gateway.web.context import current_gateway
 
 DEFAULT_LIMIT = 100
@@ -37,18 +38,19 @@ class PageQuery(QueryParams):
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=100)
 
 
-def encode_cursor(view: str, position: Position) -> str:
-    """The cursor continuing listing `view` after `position`."""
+def encode_cursor(view: str, position: Position, gateway: Gateway | None = None) -> str:
+    """The cursor continuing listing `view` after `position` (`gateway`: the one serving the
+    request, unless given)."""
     payload = _b64(json.dumps({"v": view, "p": list(position)}, separators=(",", ":")).encode())
-    return f"{payload}.{_b64(_mac(payload))}"
+    return f"{payload}.{_b64(_mac(payload, gateway))}"
 
 
-def decode_cursor(view: str, cursor: str) -> Position:
+def decode_cursor(view: str, cursor: str, gateway: Gateway | None = None) -> Position:
     """The position `cursor` continues listing `view` from; 400 `invalid_cursor` unless this
     gateway made it for `view`."""
     payload, _, mac = cursor.partition(".")
     try:
-        genuine = hmac.compare_digest(_unb64(mac), _mac(payload))
+        genuine = hmac.compare_digest(_unb64(mac), _mac(payload, gateway))
         decoded = json.loads(_unb64(payload)) if genuine else None
     except (ValueError, binascii.Error, UnicodeDecodeError):
         decoded = None
@@ -67,14 +69,16 @@ async def keyset_page(
     fetch: Callable[[int, Position | None], Awaitable[Sequence[Row]]],
     position_of: Callable[[Row], Position],
     render: Callable[[Row], dict[str, Any]],
+    gateway: Gateway | None = None,
 ) -> dict[str, Any]:
     """One page of listing `view`: `fetch(limit + 1, after)` reads the rows after the cursor's
-    position (one more than shown, to know whether another page follows)."""
-    after = decode_cursor(view, query.cursor) if query.cursor else None
+    position (one more than shown, to know whether another page follows). `gateway` signs the
+    cursors: the one serving the request unless given (the MCP tools, outside a request)."""
+    after = decode_cursor(view, query.cursor, gateway) if query.cursor else None
     rows = list(await fetch(query.limit + 1, after))
     shown = rows[: query.limit]
     more = len(rows) > query.limit
-    next_cursor = encode_cursor(view, position_of(shown[-1])) if more else None
+    next_cursor = encode_cursor(view, position_of(shown[-1]), gateway) if more else None
     return {"items": [render(row) for row in shown], "next_cursor": next_cursor}
 
 
@@ -82,10 +86,9 @@ def _invalid(message: str) -> V1Error:
     return V1Error(400, "invalid_cursor", message)
 
 
-def _mac(payload: str) -> bytes:
-    key = hmac.new(
-        current_gateway().server_key.encode(), b"e2a v1 page cursor", hashlib.sha256
-    ).digest()
+def _mac(payload: str, gateway: Gateway | None) -> bytes:
+    server_key = (gateway or current_gateway()).server_key
+    key = hmac.new(server_key.encode(), b"e2a v1 page cursor", hashlib.sha256).digest()
     return hmac.new(key, payload.encode(), hashlib.sha256).digest()
 
 

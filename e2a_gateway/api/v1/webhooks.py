@@ -16,6 +16,7 @@ from e2a_gateway.api.v1.idempotent import idempotent
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.clock import format_timestamp
+from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import webhooks
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.webhooks import CreateWebhook, OmitNotNull, UpdateWebhook
@@ -85,13 +86,18 @@ def delivery_view(delivery: SubscriberDelivery) -> dict[str, Any]:
 @requires_caller
 async def list_webhooks(caller: Caller) -> dict[str, Any]:
     """listWebhooks: oldest first."""
-    query = read_query(PageQuery)
-    gateway = current_gateway()
+    return await webhook_listing(current_gateway(), caller, read_query(PageQuery))
+
+
+async def webhook_listing(gateway: Gateway, caller: Caller, query: PageQuery) -> dict[str, Any]:
+    """One page of the caller's webhooks (listWebhooks' answer), for `/v1` and the MCP tools."""
 
     async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[Webhook]:
         return await webhooks.webhook_page(gateway, caller, limit, int(after[0]) if after else None)
 
-    return await keyset_page("webhooks", query, fetch, lambda item: (item.seq,), webhook_view)
+    return await keyset_page(
+        "webhooks", query, fetch, lambda item: (item.seq,), webhook_view, gateway
+    )
 
 
 @blueprint.post("/webhooks")
@@ -153,8 +159,14 @@ async def test_webhook(caller: Caller, webhook_id: str) -> dict[str, Any]:
 @requires_caller
 async def list_deliveries(caller: Caller, webhook_id: str) -> dict[str, Any]:
     """listWebhookDeliveries: newest first, optionally one status."""
-    query = read_query(DeliveryQuery)
-    gateway = current_gateway()
+    return await delivery_listing(current_gateway(), caller, webhook_id, read_query(DeliveryQuery))
+
+
+async def delivery_listing(
+    gateway: Gateway, caller: Caller, webhook_id: str, query: DeliveryQuery
+) -> dict[str, Any]:
+    """One page of a webhook's deliveries (listWebhookDeliveries' answer), for `/v1` and the
+    MCP tools."""
 
     async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[SubscriberDelivery]:
         before = int(after[0]) if after else None
@@ -163,4 +175,4 @@ async def list_deliveries(caller: Caller, webhook_id: str) -> dict[str, Any]:
         )
 
     view = f"deliveries:{webhook_id}:{query.status}"
-    return await keyset_page(view, query, fetch, lambda item: (item.seq,), delivery_view)
+    return await keyset_page(view, query, fetch, lambda item: (item.seq,), delivery_view, gateway)

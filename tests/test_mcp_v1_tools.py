@@ -1,0 +1,229 @@
+"""e2a's MCP tools for what the gateway keeps on its `/v1` face (the trash, labels,
+conversations, the events log),
+called with e2a's argument names by the official `mcp` client over both transports: `/mcp`
+(the operations in-process) and `e2a mcp` on stdio (HTTP to the gateway), on a live gateway
+with mail arriving over real SMTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from e2a_gateway.app import RunningGateway
+from tests.conftest import Account
+from tests.delivery_support import create_agent, mail, smtp_send, store_with_conversation
+from tests.mcp_support import call, failure
+from tests.test_mcp_names import TRANSPORTS, opener
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_trash_restore_and_conversation_of_a_message(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"trash-{transport}@example.com")
+    agent = await create_agent(account, f"trash-{transport}")
+    conversation_id = f"conv-{transport}"
+    first = await store_with_conversation(running.gateway, agent, conversation_id, subject="Hi")
+    message_id = await store_with_conversation(
+        running.gateway, agent, conversation_id, subject="Keep me"
+    )
+    async with opener(transport, running)(account.key, agent) as client:
+        other = await store_with_conversation(running.gateway, agent, "conv-other", subject="X")
+        first_page = await call(client, "list_conversations", {"limit": 1})
+        assert [c["id"] for c in first_page["conversations"]] == ["conv-other"]
+        second_page = await call(
+            client, "list_conversations", {"limit": 1, "cursor": first_page["next_cursor"]}
+        )
+        assert [c["id"] for c in second_page["conversations"]] == [conversation_id]
+        assert "next_cursor" not in second_page
+        forged = await failure(client, "list_conversations", {"cursor": "bm9wZQ.bm9wZQ"})
+        assert forged["code"] == "invalid_cursor" and forged["status"] == 400
+
+        labelled = await call(
+            client,
+            "update_message_labels",
+            {"message_id": other, "add_labels": ["urgent", "later"], "remove_labels": ["later"]},
+        )
+        assert labelled == {"message_id": other, "labels": ["urgent"]}
+        reserved = await failure(
+            client, "update_message_labels", {"message_id": other, "add_labels": ["e2a:x"]}
+        )
+        assert reserved["code"] == "invalid_request" and reserved["status"] in (400, 422)
+
+        thread = await call(client, "get_conversation", {"conversation_id": conversation_id})
+        assert thread["id"] == conversation_id and thread["message_count"] == 2
+        assert [m["id"] for m in thread["messages"]] == [first, message_id]
+        assert thread["latest_subject"] == "Keep me"
+
+        refused = await failure(client, "delete_message", {"message_id": message_id})
+        assert refused["code"] == "invalid_request" and "confirm" in refused["message"]
+        deleted = await call(client, "delete_message", {"message_id": message_id, "confirm": True})
+        assert deleted == {"deleted": True, "id": message_id}
+        thread = await call(client, "get_conversation", {"conversation_id": conversation_id})
+        assert [m["id"] for m in thread["messages"]] == [first]
+
+        restored = await call(client, "restore_message", {"message_id": message_id})
+        assert restored["id"] == message_id and restored["subject"] == "Keep me"
+        again = await failure(client, "restore_message", {"message_id": message_id})
+        assert again["code"] == "not_in_trash" and again["status"] == 409
+        thread = await call(client, "get_conversation", {"conversation_id": conversation_id})
+        assert [m["id"] for m in thread["messages"]] == [first, message_id]
+
+        unknown = await failure(
+            client,
+            "get_conversation",
+            {"conversation_id": conversation_id, "email": "nobody@agents.test"},
+        )
+        assert unknown["code"] == "not_found" and unknown["status"] == 404
+        assert unknown["retryable"] is False
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_restore_an_agent_from_the_trash(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"revive-{transport}@example.com")
+    agent = await create_agent(account, f"revive-{transport}")
+    await smtp_send(running.addresses.smtp_port, [agent], mail("Still here", body="Kept."))
+    trashed = await account.http.delete(f"/v1/agents/{quote(agent, safe='')}?confirm=DELETE")
+    assert trashed.status_code == 200, trashed.text
+    async with opener(transport, running)(account.key) as client:
+        assert (await call(client, "list_agents"))["agents"] == []
+        restored = await call(client, "restore_agent", {"email": agent})
+        assert restored["email"] == agent
+        assert [a["email"] for a in (await call(client, "list_agents"))["agents"]] == [agent]
+        [kept] = (await call(client, "list_messages", {"read_status": "all", "email": agent}))[
+            "messages"
+        ]
+        assert kept["subject"] == "Still here"
+
+        live = await failure(client, "restore_agent", {"email": agent})
+        assert live["code"] == "not_in_trash" and live["status"] == 409
+        unknown = await failure(client, "restore_agent", {"email": "nobody@agents.test"})
+        assert unknown["code"] == "not_found" and unknown["status"] == 404
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_events_listed_read_and_redelivered(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"events-{transport}@example.com")
+    agent = await create_agent(account, f"events-{transport}")
+    for subject in ("One", "Two"):
+        await smtp_send(running.addresses.smtp_port, [agent], mail(subject, body="Hi."))
+    async with opener(transport, running)(account.key, agent) as client:
+        received = await call(client, "list_events", {"type": "email.received"})
+        assert len(received["events"]) == 2 and "next_cursor" not in received
+        assert {event["agent_email"] for event in received["events"]} == {agent}
+        walked, cursor = [], None
+        for _ in range(3):
+            arguments: dict[str, Any] = {"type": "email.received", "limit": 1}
+            if cursor:
+                arguments["cursor"] = cursor
+            page = await call(client, "list_events", arguments)
+            walked += [event["id"] for event in page["events"]]
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                break
+        assert walked == [event["id"] for event in received["events"]]
+
+        newest = received["events"][0]
+        event = await call(client, "get_event", {"event_id": newest["id"]})
+        assert event["id"] == newest["id"] and event["type"] == "email.received"
+        assert event["status"] == "no_match"
+        assert event["delivery_status"]["matched_webhooks"] == 0
+        again = await call(client, "redeliver_event", {"event_id": newest["id"]})
+        assert again == {"event_id": newest["id"], "deliveries": [], "status": "scheduled"}
+
+        unknown = await failure(client, "get_event", {"event_id": "evt_unknown"})
+        assert unknown["code"] == "not_found" and unknown["status"] == 404
+        stranger = {"agent_email": "nobody@agents.test"}
+        assert await call(client, "list_events", stranger) == {"events": []}
+        malformed = await failure(client, "list_events", {"since": "yesterday"})
+        assert malformed["code"] == "invalid_request" and malformed["status"] == 422
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_webhooks_created_changed_tested_and_deleted(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"hooks-{transport}@example.com")
+    agent = await create_agent(account, f"hooks-{transport}")
+    url = "https://hooks.example.com/hook"
+    async with opener(transport, running)(account.key, agent) as client:
+        created = await call(
+            client,
+            "create_webhook",
+            {"url": url, "events": ["email.received"], "filters": {"agent_emails": [agent]}},
+        )
+        hook = created["id"]
+        assert created["signing_secret"].startswith("whsec_")
+        assert created["events"] == ["email.received"]
+        second = await call(client, "create_webhook", {"url": url, "events": ["email.sent"]})
+        listed = await call(client, "list_webhooks", {"limit": 1})
+        assert [w["id"] for w in listed["webhooks"]] == [hook]
+        rest = await call(client, "list_webhooks", {"cursor": listed["next_cursor"]})
+        assert [w["id"] for w in rest["webhooks"]] == [second["id"]]
+        shown = await call(client, "get_webhook", {"id": hook})
+        assert shown["id"] == hook and "signing_secret" not in shown
+
+        changed = await call(
+            client, "update_webhook", {"id": hook, "description": "ops", "enabled": False}
+        )
+        assert changed["description"] == "ops" and changed["enabled"] is False
+        rotated = await call(client, "rotate_webhook_secret", {"id": hook})
+        assert rotated["signing_secret"].startswith("whsec_")
+        assert rotated["signing_secret"] != created["signing_secret"]
+        tested = await call(client, "test_webhook", {"id": hook})
+        deliveries = await call(client, "list_webhook_deliveries", {"id": hook})
+        assert [d["id"] for d in deliveries["deliveries"]] == [tested["delivery_id"]]
+
+        bad = await failure(client, "create_webhook", {"url": url, "events": ["email.nope"]})
+        assert bad["code"] == "invalid_event_type" and bad["status"] == 400
+        assert await call(client, "delete_webhook", {"id": hook, "confirm": True}) == {
+            "deleted": True,
+            "id": hook,
+        }
+        gone = await failure(client, "get_webhook", {"id": hook})
+        assert gone["code"] == "not_found" and gone["status"] == 404
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_agent_keys_protection_and_what_an_agent_key_may_not_do(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"guard-{transport}@example.com")
+    agent = await create_agent(account, f"guard-{transport}")
+    async with opener(transport, running)(account.key, agent) as client:
+        before = await call(client, "get_protection", {})
+        assert before["outbound"]["gate"]["action"] == "flag"
+        after = await call(
+            client,
+            "update_protection",
+            {"outbound_gate_action": "review", "holds_on_expiry": "reject"},
+        )
+        assert after["outbound"]["gate"]["action"] == "review"
+        assert after["holds"]["on_expiry"] == "reject"
+        assert after["inbound"] == before["inbound"]
+        assert await call(client, "get_protection", {"email": agent}) == after
+        refused = await failure(client, "update_protection", {"inbound_scan_sensitivity": "high"})
+        assert refused["code"] == "not_implemented" and refused["status"] == 501
+        unknown = await failure(client, "get_protection", {"email": "nobody@agents.test"})
+        assert unknown["code"] == "not_found" and unknown["status"] == 404
+
+        issued = await call(client, "create_api_key", {"agent_email": agent, "name": "bot"})
+        assert issued["key"] and issued["name"] == "bot"
+        no_agent = await failure(client, "create_api_key", {"agent_email": "nobody@agents.test"})
+        assert no_agent["code"] == "not_found" and no_agent["status"] == 404
+
+    async with opener(transport, running)(issued["key"], agent) as bound:
+        for name, arguments in (
+            ("list_reviews", {}),
+            ("get_protection", {}),
+            ("create_api_key", {"agent_email": agent}),
+        ):
+            forbidden = await failure(bound, name, arguments)
+            assert forbidden["code"] == "forbidden" and forbidden["status"] == 403, name
