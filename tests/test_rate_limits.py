@@ -103,7 +103,8 @@ async def test_message_polling_is_limited_per_user(
 
     # A poll is never a durable write: the counts live in memory, the database holds none.
     database = running.gateway.settings.database.url
-    assert query(database, "SELECT key FROM rate_limits WHERE key LIKE 'message_poll%'") == []
+    polls = query(database, "SELECT key FROM rate_limits WHERE key LIKE ?", ("message_poll%",))
+    assert polls == []
     assert query(database, "SELECT count(*) FROM rate_limits")[0][0] >= 2  # registrations
 
 
