@@ -581,6 +581,41 @@ async def test_pagination_is_stable_under_concurrent_inserts(storage: Storage) -
     assert seen == [f"msg_{index}" for index in range(inserted)]
 
 
+async def test_an_inbox_page_is_the_owners_agent_and_the_same_mail_as_the_full_listing(
+    storage: Storage,
+) -> None:
+    alice = await add_user(storage)
+    bob = await add_user(storage, "bob@example.com")
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    for index in range(3):
+        await storage.store_inbound([make_message(f"msg_{index}", "a@agents.test")], 0.0)
+    await storage.read_inbound(alice, "a@agents.test", "msg_1")
+    assert await storage.inbox_page(bob, "a@agents.test", "all", 10, None) is None
+    assert await storage.inbox_page(alice, "ghost@agents.test", "all", 10, None) is None
+    for status in ("all", "unread", "read"):
+        full = await storage.list_inbound(alice, "a@agents.test", status, 2, None)
+        page = await storage.inbox_page(alice, "a@agents.test", status, 2, None)
+        assert page is not None and page.agent.email == "a@agents.test"
+        assert page.agent.user_id == alice
+        assert page.next_after == full.next_after
+        assert [
+            (e.id, e.seq, e.from_addr, e.to, e.cc, e.subject, e.conversation_id, e.status,
+             e.delivery_status, e.received_at, e.created_at)
+            for e in page.messages
+        ] == [
+            (m.id, m.seq, m.from_addr, m.to, m.cc, m.subject, m.conversation_id, m.status,
+             m.delivery_status, m.received_at, m.created_at)
+            for m in full.messages
+        ]  # fmt: skip
+    first = await storage.inbox_page(alice, "a@agents.test", "all", 2, None)
+    assert first is not None and first.next_after is not None
+    rest = await storage.inbox_page(alice, "a@agents.test", "all", 2, first.next_after)
+    assert rest is not None and [e.id for e in rest.messages] == ["msg_2"]
+    assert rest.next_after is None
+    await storage.trash_agent(alice, "a@agents.test", "2026-01-01T00:00:00Z")
+    assert await storage.inbox_page(alice, "a@agents.test", "all", 10, None) is None
+
+
 async def test_deleting_an_agent_deletes_its_messages(storage: Storage) -> None:
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "a@agents.test", mode="cloud"))

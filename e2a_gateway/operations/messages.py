@@ -11,13 +11,14 @@ import base64
 import binascii
 
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.operations.agents import owned_agent
+from e2a_gateway.operations.agents import agent_address, owned_agent
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import Invalid, NotFound
 from e2a_gateway.operations.rate_limits import count_local_request
 from e2a_gateway.storage.base import (
     Agent,
     InboundMessage,
+    InboxPage,
     MessagePage,
     StatusFilter,
     WebhookAttempt,
@@ -81,11 +82,17 @@ async def inbox_page(
     status: StatusFilter,
     page_size: int,
     after: int | None,
-) -> MessagePage:
-    """A page of the caller's agent's inbound mail after position `after` (one poll)."""
+) -> InboxPage:
+    """A page of the caller's agent's inbound mail after position `after` (one poll); the
+    agent and the page are read together. NotFound when the agent is not the caller's."""
     count_poll(gateway, caller)
-    agent = await owned_agent(gateway, caller, email)
-    return await gateway.storage.list_inbound(caller.user_id, agent.email, status, page_size, after)
+    page = await gateway.storage.inbox_page(
+        caller.user_id, agent_address(email), status, page_size, after
+    )
+    if page is None:
+        raise NotFound.of("agent")
+    caller.require_agent(page.agent)
+    return page
 
 
 async def read_message(

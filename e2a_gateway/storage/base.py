@@ -260,6 +260,35 @@ class ConversationClaim:
     sender: str
 
 
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """An inbound message as an inbox list shows it: who, to whom, what, where in the list;
+    neither its bytes nor its authentication, which only reading the message needs."""
+
+    id: str
+    seq: int
+    agent_email: str
+    from_addr: str
+    to: list[str]
+    cc: list[str]
+    subject: str
+    conversation_id: str | None
+    status: MessageStatus
+    delivery_status: str | None
+    received_at: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    """One page of an agent's inbox, with the agent it belongs to (read together, so that an
+    inbox costs one trip to the database); `next_after` is None on the last page."""
+
+    agent: Agent
+    messages: list[InboxEntry]
+    next_after: int | None
+
+
 @dataclass(frozen=True)
 class MessagePage:
     """One page of a keyset-paginated message list; `next_after` is None on the last page."""
@@ -809,6 +838,18 @@ class Mailboxes(Protocol):
         after_seq: int | None,
     ) -> MessagePage:
         """A page of the agent's inbound messages, oldest first, after `after_seq`."""
+        ...
+
+    async def inbox_page(
+        self,
+        user_id: str,
+        agent_email: str,
+        status: StatusFilter,
+        page_size: int,
+        after_seq: int | None,
+    ) -> InboxPage | None:
+        """The user's agent in service at `agent_email` and a page of its inbox, oldest first,
+        after `after_seq`, in one read; None when the user has no agent in service there."""
         ...
 
     async def read_inbound(

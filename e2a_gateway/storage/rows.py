@@ -22,6 +22,7 @@ from e2a_gateway.storage.base import (
     Domain,
     FinishedAttempt,
     InboundMessage,
+    InboxEntry,
     Job,
     MessagePage,
     NewInboundMessage,
@@ -53,6 +54,11 @@ MESSAGE_COLUMNS = (
     "m.reading_json, m.flag_reason, m.envelope_from, m.hold"
 )
 """Columns of `messages m` for an InboundMessage; the raw bytes come from `raw_messages`."""
+INBOX_ENTRY_COLUMNS = (
+    "m.id, m.seq, m.agent_email, m.from_addr, m.to_json, m.cc_json, m.subject, "
+    "m.conversation_id, m.status, m.delivery_status, m.received_at, m.created_at"
+)
+"""Columns of `messages m` for an InboxEntry."""
 OUTBOUND_COLUMNS = (
     "id, user_id, agent_email, kind, to_json, cc_json, bcc_json, subject, body_text, body_html, "
     "attachments_json, conversation_id, in_reply_to, references_json, rfc_message_id, status, "
@@ -467,6 +473,31 @@ def edit_assignments(edits: OutboundEdits | None) -> dict[str, Any]:
         if value is not None:
             changes[f"{name}_json"] = json.dumps(value)
     return changes
+
+
+def inbox_entries(
+    rows: Sequence[Sequence[Any]], page_size: int
+) -> tuple[list[InboxEntry], int | None]:
+    """The entries of a page from up to `page_size + 1` rows selected with INBOX_ENTRY_COLUMNS
+    in `seq` order, and the position after which the next page starts (None on the last)."""
+    entries = [
+        InboxEntry(
+            id=row[0],
+            seq=row[1],
+            agent_email=row[2],
+            from_addr=row[3],
+            to=json.loads(row[4]),
+            cc=json.loads(row[5]),
+            subject=row[6],
+            conversation_id=row[7],
+            status=row[8],
+            delivery_status=row[9],
+            received_at=row[10],
+            created_at=row[11],
+        )
+        for row in rows[:page_size]
+    ]
+    return entries, entries[-1].seq if len(rows) > page_size else None
 
 
 def message_page(rows: Sequence[Sequence[Any]], page_size: int) -> MessagePage:

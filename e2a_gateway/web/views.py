@@ -13,7 +13,14 @@ from e2a_gateway.inbound.parse import parse_body
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.operations.agents import AgentEntry
 from e2a_gateway.operations.sending import Submission
-from e2a_gateway.storage.base import ApiKey, Domain, InboundMessage, OutboundMessage, SigningSecret
+from e2a_gateway.storage.base import (
+    ApiKey,
+    Domain,
+    InboundMessage,
+    InboxEntry,
+    OutboundMessage,
+    SigningSecret,
+)
 from e2a_gateway.storage.vocabulary import SENT
 
 
@@ -74,7 +81,7 @@ def api_key_view(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def message_summary_view(message: InboundMessage) -> dict[str, Any]:
+def message_summary_view(message: InboundMessage | InboxEntry) -> dict[str, Any]:
     """The inbound message summary used in lists."""
     return {
         "message_id": message.id,

@@ -22,7 +22,8 @@ def _in_trash(trashed: bool) -> str:
     return "deleted_at IS NOT NULL" if trashed else "deleted_at IS NULL"
 
 
-def _agent_row(tx: Transaction, user_id: str, email: str, trashed: bool = False) -> Any:
+def agent_row(tx: Transaction, user_id: str, email: str, trashed: bool = False) -> Any:
+    """The row (AGENT_COLUMNS) of the user's agent at `email` in service (or in the trash)."""
     return tx.first(
         f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? AND email = ? "
         f"AND {_in_trash(trashed)}",
@@ -68,7 +69,7 @@ class AgentsSql(Runner):
 
     async def get_agent(self, user_id: str, email: str, *, trashed: bool = False) -> Agent | None:
         """One of the user's agents in service (or, `trashed`, in the trash)."""
-        row = await self._read(lambda tx: _agent_row(tx, user_id, email, trashed))
+        row = await self._read(lambda tx: agent_row(tx, user_id, email, trashed))
         return decode_agent(row) if row else None
 
     async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
@@ -83,7 +84,7 @@ class AgentsSql(Runner):
                     "WHERE user_id = ? AND email = ? AND deleted_at IS NULL",
                     (*assignments.values(), user_id, email),
                 )
-            row = _agent_row(tx, user_id, email)
+            row = agent_row(tx, user_id, email)
             return decode_agent(row) if row else None
 
         return await self._write(update, changes_routing=True)
@@ -125,7 +126,7 @@ class AgentsSql(Runner):
                 "WHERE user_id = ? AND email = ? AND deleted_at IS NULL RETURNING id",
                 (now, user_id, email),
             )
-            row = _agent_row(tx, user_id, email, trashed=True) if trashed else None
+            row = agent_row(tx, user_id, email, trashed=True) if trashed else None
             if row is None:
                 return None
             agent = decode_agent(row)
@@ -145,7 +146,7 @@ class AgentsSql(Runner):
             )
             if row is None:
                 return None
-            found = _agent_row(tx, user_id, email)
+            found = agent_row(tx, user_id, email)
             return decode_agent(found) if found else None
 
         return await self._write(restore, changes_routing=True)

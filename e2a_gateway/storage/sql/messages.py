@@ -17,6 +17,7 @@ from e2a_gateway.storage.announcements import MessageStored
 from e2a_gateway.storage.base import (
     ConversationClaim,
     InboundMessage,
+    InboxPage,
     MessagePage,
     NewInboundMessage,
     StatusFilter,
@@ -26,16 +27,20 @@ from e2a_gateway.storage.base import (
 from e2a_gateway.storage.rows import (
     EARLIER_COLUMNS,
     INBOUND_INSERT_COLUMNS,
+    INBOX_ENTRY_COLUMNS,
     MESSAGE_COLUMNS,
     RawMessages,
     chosen_conversation,
+    decode_agent,
     decode_earlier,
     decode_message,
     first_conversation,
     inbound_params,
+    inbox_entries,
     message_page,
     raw_messages_of,
 )
+from e2a_gateway.storage.sql.agents import agent_row
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.jobs import add_job
 from e2a_gateway.storage.sql.runner import Runner
@@ -128,6 +133,32 @@ class MessagesSql(Runner):
         params.append(page_size + 1)
         rows = await self._read(lambda tx: tx.all(query, params))
         return message_page(rows, page_size)
+
+    async def inbox_page(
+        self,
+        user_id: str,
+        agent_email: str,
+        status: StatusFilter,
+        page_size: int,
+        after_seq: int | None,
+    ) -> InboxPage | None:
+        """The user's agent at `agent_email` and a keyset page of its inbox, in one read."""
+        query = f"SELECT {INBOX_ENTRY_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.seq > ?"
+        params: list[Any] = [user_id, agent_email, after_seq or 0]
+        if status != "all":
+            query += " AND m.status = ?"
+            params.append(status)
+        query += " ORDER BY m.seq LIMIT ?"
+        params.append(page_size + 1)
+
+        def read(tx: Transaction) -> InboxPage | None:
+            agent = agent_row(tx, user_id, agent_email)
+            if agent is None:
+                return None
+            entries, next_after = inbox_entries(tx.all(query, params), page_size)
+            return InboxPage(decode_agent(agent), entries, next_after)
+
+        return await self._read(read)
 
     async def read_inbound(
         self, user_id: str, agent_email: str, message_id: str
