@@ -12,9 +12,13 @@ import email
 import email.headerregistry
 import email.policy
 import email.utils
+import hashlib
 import re
-from dataclasses import dataclass, field
+import threading
+from dataclasses import dataclass
 from email.message import EmailMessage
+
+from cachetools import LRUCache, cached
 
 from e2a_gateway.addresses import lowercase_address
 from e2a_gateway.rfc5322 import HeaderFields, header_text
@@ -60,11 +64,24 @@ class Attachment:
 
 @dataclass(frozen=True)
 class ParsedBody:
-    """The readable parts of a message."""
+    """The readable parts of a message (immutable: one is shared by every reader of the same
+    bytes, see `parse_body`)."""
 
     text: str | None
     html: str | None
-    attachments: list[Attachment] = field(default_factory=list)
+    attachments: tuple[Attachment, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """Roughly what it holds in memory, in characters, for the cache's budget."""
+        return len(self.text or "") + len(self.html or "") + 200 * (1 + len(self.attachments))
+
+
+PARSED_BODY_CACHE_BUDGET = 16 * 1024 * 1024
+"""Characters of parsed bodies kept by `parse_body` (a body larger than this is not kept)."""
+_parsed_bodies: LRUCache[bytes, ParsedBody] = LRUCache(
+    PARSED_BODY_CACHE_BUDGET, getsizeof=lambda body: body.size
+)
 
 
 def _header_text(message: HeaderFields, name: str) -> str:
@@ -165,8 +182,14 @@ def _parts(raw: bytes) -> list[tuple[str, EmailMessage]]:
     return parts
 
 
+@cached(_parsed_bodies, key=lambda raw: hashlib.sha256(raw).digest(), lock=threading.Lock())
 def parse_body(raw: bytes) -> ParsedBody:
-    """The first text/plain and text/html parts (LF line endings) and every attachment."""
+    """The first text/plain and text/html parts (LF line endings) and every attachment.
+
+    Parsing costs about a millisecond per kilobyte of mail and the same bytes always read the
+    same, so the most recently read bodies are kept, by the SHA-256 of their bytes, within
+    PARSED_BODY_CACHE_BUDGET: reading a message again, as agents and the dashboard do, costs
+    a hash."""
     text: str | None = None
     html: str | None = None
     attachments: list[Attachment] = []
@@ -177,7 +200,7 @@ def parse_body(raw: bytes) -> ParsedBody:
             html = _part_text(part)
         elif role == "attachment":
             attachments.append(_attachment(part))
-    return ParsedBody(text=text, html=html, attachments=attachments)
+    return ParsedBody(text=text, html=html, attachments=tuple(attachments))
 
 
 def attachment_data(raw: bytes, index: int) -> tuple[Attachment, bytes] | None:
