@@ -8,6 +8,7 @@ import os
 import socket
 import sqlite3
 import stat
+import time
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -22,6 +23,7 @@ import e2a_gateway.storage.postgres
 import e2a_gateway.storage.sqlite
 from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import run_gateway
+from e2a_gateway.clock import format_timestamp
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.storage import open_storage
 from e2a_gateway.storage.base import (
@@ -294,6 +296,46 @@ async def test_a_key_past_its_expiry_is_refused(storage: Storage) -> None:
     holder = await storage.key_holder("h-new")
     assert holder is not None and holder.user.id == alice
     assert [key.id for key in await storage.api_key_page(alice, 10, None)] == ["apk_new"]
+
+
+async def test_a_key_answer_asked_for_again_still_ends_at_once(storage: Storage) -> None:
+    """Key holders are asked on every request (and remembered where the backend can): a
+    revocation, the bound agent going, a new key or the expiry passing are seen at once."""
+    alice = await add_user(storage)
+    agent = make_agent(alice, "a@agents.test")
+    await storage.add_agent(agent)
+    assert await storage.key_holder("h-acct") is None
+    await storage.add_api_key(ApiKey("apk_acct", alice, "k", "e2a_1", NOW, None, None), "h-acct")
+    bound = ApiKey("apk_agt", alice, "k", "e2a_2", NOW, None, None, "agent", agent.id)
+    await storage.add_api_key(bound, "h-agent")
+    expiry = int(time.time()) + 2
+    soon = format_timestamp(expiry)
+    await storage.add_api_key(
+        ApiKey("apk_soon", alice, "k", "e2a_3", NOW, None, None, expires_at=soon), "h-soon"
+    )
+    for _ in range(2):
+        for key_hash in ("h-acct", "h-agent", "h-soon"):
+            assert await storage.key_holder(key_hash) is not None
+    await storage.revoke_api_key(alice, "apk_acct", NOW)
+    assert await storage.key_holder("h-acct") is None
+    await storage.trash_agent(alice, "a@agents.test", NOW)
+    assert await storage.key_holder("h-agent") is None
+    await trio.sleep(max(0.0, expiry - time.time()) + 0.05)
+    assert await storage.key_holder("h-soon") is None
+
+
+async def test_routing_answers_kept_are_bounded(tmp_path: Path) -> None:
+    """Asking for ever new keys or addresses cannot grow the process without bound."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")
+    await storage.migrate()
+    try:
+        assert isinstance(storage, e2a_gateway.storage.sqlite.SqliteStorage)
+        kept = e2a_gateway.storage.sqlite.ROUTING_ANSWERS_KEPT
+        for index in range(kept + 50):
+            assert await storage.find_agent(f"nobody{index}@agents.test") is None
+        assert len(storage._routing) == kept
+    finally:
+        await storage.close()
 
 
 async def test_key_pages_run_newest_first_without_revoked_keys(storage: Storage) -> None:

@@ -88,6 +88,12 @@ class KeyHolder:
     scope: KeyScope
     agent_id: str | None
     agent_email: str | None
+    expires_at: str | None = None
+    """When the key stops working (RFC 3339 UTC, to the second); None: never."""
+
+    def expired(self, now: str) -> bool:
+        """Whether the key has stopped working at `now` (RFC 3339 UTC, to the second)."""
+        return self.expires_at is not None and self.expires_at <= now
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import trio
+from cachetools import LRUCache
 
 from e2a_gateway.storage.announcements import Announcement, CommitObserver
 from e2a_gateway.storage.base import StorageUnavailable
@@ -31,6 +32,9 @@ from e2a_gateway.storage.sql.transaction import Transaction
 T = TypeVar("T")
 log = logging.getLogger("e2a.storage")
 READER_COUNT = 4
+ROUTING_ANSWERS_KEPT = 10_000
+"""Routing answers remembered at most (the least recently used go first), so that asking for
+ever new addresses or keys cannot grow the process without bound."""
 PRIVATE_MODE = 0o600
 SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
 
@@ -99,7 +103,7 @@ class SqliteStorage(SqlStorage):
         self._reader_slots = trio.Semaphore(len(readers))
         # Routing answers (agent by address, served domains, newest signing seed) asked for
         # every message; only this process writes them, so each write simply clears the cache.
-        self._routing: dict[tuple[str, str], Any] = {}
+        self._routing: LRUCache[tuple[str, str], Any] = LRUCache(ROUTING_ANSWERS_KEPT)
         self._routing_generation = 0
 
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from e2a_gateway.clock import utc_now
 from e2a_gateway.storage.announcements import AccessEnded
 from e2a_gateway.storage.base import ApiKey, KeyHolder, LastOne, LimitReached, SigningSecret, User
 from e2a_gateway.storage.rows import (
@@ -78,7 +79,8 @@ class AccountsSql(Runner):
                 "INSERT INTO api_keys (id, user_id, name, key_hash, key_prefix, created_at, "
                 "scope, agent_id, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 api_key_params(key, key_hash),
-            )
+            ),
+            changes_routing=True,
         )
 
     async def user_for_key_hash(self, key_hash: str) -> User | None:
@@ -89,16 +91,23 @@ class AccountsSql(Runner):
         return _user(row)
 
     async def key_holder(self, key_hash: str) -> KeyHolder | None:
-        """Who the live key with this hash speaks for (its owner, scope and bound agent)."""
-        row = await self._read(
-            lambda tx: tx.first(
-                f"SELECT u.id, u.email, u.created_at, k.scope, a.id, a.email {_live_key(tx)}",
+        """Who the live key with this hash speaks for (its owner, scope and bound agent).
+
+        Asked on every request, so the answer is a routing answer (remembered where the backend
+        can, until a write to keys, agents or accounts); expiry is checked on each use."""
+
+        def read(tx: Transaction) -> KeyHolder | None:
+            row = tx.first(
+                "SELECT u.id, u.email, u.created_at, k.scope, a.id, a.email, k.expires_at "
+                f"{_live_key(tx)}",
                 (key_hash,),
             )
-        )
-        if row is None:
+            return KeyHolder(User(*row[:3]), *row[3:]) if row else None
+
+        holder = await self._read(read, routing=("key", key_hash))
+        if holder is None or holder.expired(utc_now()):
             return None
-        return KeyHolder(User(*row[:3]), row[3], row[4], row[5])
+        return holder
 
     async def get_user(self, user_id: str) -> User | None:
         """The user with this id."""
@@ -223,7 +232,7 @@ class AccountsSql(Runner):
             tx.announce(AccessEnded("key", row[0]))
             return str(row[0])
 
-        return await self._write(revoke)
+        return await self._write(revoke, changes_routing=True)
 
     async def add_signing_secret(self, secret: SigningSecret, max_per_user: int) -> None:
         """Store a signing secret unless the user has `max_per_user` already (LimitReached)."""
