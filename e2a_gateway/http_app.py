@@ -10,6 +10,7 @@ from __future__ import annotations
 from hypercorn.typing import ASGIFramework
 from quart import Response, request
 from quart_trio import QuartTrio
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
 from e2a_gateway.api.body_limit import BodyLimit
@@ -21,6 +22,7 @@ from e2a_gateway.config import HttpSettings
 from e2a_gateway.dashboard import blueprint as dashboard_blueprint
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.web.context import bind_gateway
+from e2a_gateway.web.json_provider import OrjsonProvider
 
 
 def guard_requests(app: ASGIFramework, settings: HttpSettings) -> ASGIFramework:
@@ -30,6 +32,11 @@ def guard_requests(app: ASGIFramework, settings: HttpSettings) -> ASGIFramework:
     return TrustedProxies(BodyLimit(app, settings.max_request_bytes), settings.trusted_networks)
 
 
+def _announces_body(headers: Headers) -> bool:
+    """Whether an HTTP/1 request's headers say a body follows (RFC 9112 §6.3)."""
+    return "Transfer-Encoding" in headers or headers.get("Content-Length", "0") != "0"
+
+
 def create_app(gateway: Gateway) -> QuartTrio:
     """Build the app serving `gateway`."""
     app = QuartTrio("e2a")
@@ -37,6 +44,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
     # header (`//` merged, a slash added). A path that is not a route is a plain 404.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
+    app.json = OrjsonProvider(app)
     app.request_class = ContinueRequest
     app.asgi_http_class = ContinueHTTPConnection
     bind_gateway(app, gateway)
@@ -56,6 +64,8 @@ def create_app(gateway: Gateway) -> QuartTrio:
         if isinstance(request, ContinueRequest) and request.awaits_continue:
             response.headers["Connection"] = "close"
             return response
+        if request.http_version in ("1.0", "1.1") and not _announces_body(request.headers):
+            return response  # HTTP/1 without Content-Length or Transfer-Encoding: no body
         try:
             await request.get_data()  # bounded by MAX_CONTENT_LENGTH
         except HTTPException:
