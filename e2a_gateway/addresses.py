@@ -13,6 +13,7 @@ and mail must never reach the wrong domain.
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 
@@ -50,11 +51,13 @@ class AddressError(ValueError):
     """An address or domain that the gateway will not accept; the message says why."""
 
 
+@functools.lru_cache(maxsize=4096)
 def a_label_domain(domain: str) -> str:
     """`domain` as e2a compares and stores it: lowercase A-labels, one trailing dot dropped.
 
     Raises ValueError (with the reason) for an empty or invalid label, a non-ASCII label that
-    folds to ASCII, or a name over MAX_DOMAIN_LENGTH.
+    folds to ASCII, or a name over MAX_DOMAIN_LENGTH. Asked for each recipient of each
+    message, so the last answers are remembered.
     """
     if domain.endswith("."):
         domain = domain[:-1]

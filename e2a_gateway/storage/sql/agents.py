@@ -171,11 +171,12 @@ class AgentsSql(Runner):
 
     async def find_agent(self, email: str) -> Agent | None:
         """The agent in service at `email` whoever owns it: for routing inbound mail only."""
-        row = await self._read(
-            lambda tx: tx.first(
+
+        def read(tx: Transaction) -> Agent | None:
+            row = tx.first(
                 f"SELECT {AGENT_COLUMNS} FROM agents WHERE email = ? AND deleted_at IS NULL",
                 (email,),
-            ),
-            routing=("agent", email),
-        )
-        return decode_agent(row) if row else None
+            )
+            return decode_agent(row) if row else None
+
+        return await self._read(read, routing=("agent", email))
