@@ -47,6 +47,7 @@ from e2a_gateway.storage.base import (
     WebhookAttempt,
 )
 from e2a_gateway.storage.migrations import load_migrations
+from e2a_gateway.storage.sql.messages import IN_INBOX
 from tests.conftest import make_settings
 from tests.databases import fresh_postgres_database
 
@@ -322,6 +323,23 @@ async def test_a_key_answer_asked_for_again_still_ends_at_once(storage: Storage)
     assert await storage.key_holder("h-agent") is None
     await trio.sleep(max(0.0, expiry - time.time()) + 0.05)
     assert await storage.key_holder("h-soon") is None
+
+
+async def test_inbox_pages_read_an_index_in_order_without_sorting(tmp_path: Path) -> None:
+    """A page costs the page, however much mail the agent has: no sort of all its mail."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")
+    await storage.migrate()
+    await storage.close()
+    base = f"SELECT m.id FROM messages m WHERE {IN_INBOX} AND m.seq > ?"
+    with sqlite3.connect(tmp_path / "e2a.db") as db:
+        for query, params in (
+            (base, ("u", "a@agents.test", 0)),
+            (base + " AND m.status = ?", ("u", "a@agents.test", 0, "unread")),
+        ):
+            plan = db.execute(f"EXPLAIN QUERY PLAN {query} ORDER BY m.seq LIMIT 21", params)
+            details = " ".join(row[3] for row in plan)
+            assert "USING INDEX" in details and "seq>?" in details, details
+            assert "TEMP B-TREE" not in details, details
 
 
 async def test_routing_answers_kept_are_bounded(tmp_path: Path) -> None:
