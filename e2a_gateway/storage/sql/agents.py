@@ -68,9 +68,16 @@ class AgentsSql(Runner):
         return [decode_agent(row) for row in rows]
 
     async def get_agent(self, user_id: str, email: str, *, trashed: bool = False) -> Agent | None:
-        """One of the user's agents in service (or, `trashed`, in the trash)."""
-        row = await self._read(lambda tx: agent_row(tx, user_id, email, trashed))
-        return decode_agent(row) if row else None
+        """One of the user's agents in service (or, `trashed`, in the trash). Asked by every
+        request acting as an agent, so the answer is a routing answer: every write to agents
+        is marked `changes_routing`."""
+
+        def read(tx: Transaction) -> Agent | None:
+            row = agent_row(tx, user_id, email, trashed)
+            return decode_agent(row) if row else None
+
+        owned = f"{user_id} {email} {'trashed' if trashed else 'in service'}"
+        return await self._read(read, routing=("owned agent", owned))
 
     async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
         """Apply a partial update to one of the user's agents; None when it is not theirs."""

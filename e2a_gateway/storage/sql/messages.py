@@ -8,6 +8,7 @@ lock, so an agent's messages commit in `seq` order and a reader paging by `seq` 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -163,22 +164,29 @@ class MessagesSql(Runner):
     async def read_inbound(
         self, user_id: str, agent_email: str, message_id: str
     ) -> InboundMessage | None:
-        """Return one of the agent's messages, marking it read; None when not the user's."""
-        scope = (user_id, agent_email, message_id)
+        """Return one of the agent's messages, marking it read; None when not the user's.
 
-        def read(tx: Transaction) -> InboundMessage | None:
-            tx.execute(
+        Read on a reader connection; only mail still unread takes the writer, to mark it."""
+        scope = (user_id, agent_email, message_id)
+        row = await self._read(
+            lambda tx: tx.first(
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?", scope
+            )
+        )
+        if row is None:
+            return None
+        message = decode_message(row)
+        if message.status != UNREAD:
+            return message
+        await self._write(
+            lambda tx: tx.execute(
                 f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
                 f"AND id = ? AND direction = '{INBOUND}' AND status = '{UNREAD}' "
                 "AND hold IS NULL",
                 scope,
             )
-            row = tx.first(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?", scope
-            )
-            return decode_message(row) if row else None
-
-        return await self._write(read)
+        )
+        return replace(message, status=READ)
 
     async def peek_inbound(
         self, user_id: str, agent_email: str, message_id: str
