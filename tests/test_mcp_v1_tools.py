@@ -14,7 +14,13 @@ import pytest
 
 from e2a_gateway.app import RunningGateway
 from tests.conftest import Account
-from tests.delivery_support import create_agent, mail, smtp_send, store_with_conversation
+from tests.delivery_support import (
+    create_agent,
+    mail,
+    smtp_send,
+    store_with_conversation,
+    wait_until,
+)
 from tests.mcp_support import call, failure
 from tests.test_mcp_names import TRANSPORTS, opener
 
@@ -227,3 +233,104 @@ async def test_agent_keys_protection_and_what_an_agent_key_may_not_do(
         ):
             forbidden = await failure(bound, name, arguments)
             assert forbidden["code"] == "forbidden" and forbidden["status"] == 403, name
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_forward_a_message_and_read_its_lifecycle(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"fwd-{transport}@example.com")
+    agent = await create_agent(account, f"fwd-{transport}")
+    peer = await create_agent(account, f"fwd-peer-{transport}")
+    await smtp_send(running.addresses.smtp_port, [agent], mail("Quarterly", body="Numbers."))
+    note = {"filename": "note.txt", "content_type": "text/plain", "data": "bm90ZQo="}
+    async with opener(transport, running)(account.key, agent) as client:
+        [received] = (await call(client, "list_messages", {"read_status": "all"}))["messages"]
+        original = received["message_id"]
+        forwarded = await call(
+            client,
+            "forward_message",
+            {"message_id": original, "to": [peer], "text": "FYI", "attachments": [note]},
+        )
+        assert forwarded["status"] == "accepted" and forwarded["sent_as"] == "own_address"
+        assert forwarded["message_id"] != original
+
+        async def arrived() -> bool:
+            page = await call(client, "list_messages", {"email": peer, "read_status": "all"})
+            return bool(page["messages"])
+
+        await wait_until(arrived)
+        [copy] = (await call(client, "list_messages", {"email": peer, "read_status": "all"}))[
+            "messages"
+        ]
+        assert copy["subject"] == "Fwd: Quarterly"
+        shown = await call(client, "get_message", {"email": peer, "message_id": copy["message_id"]})
+        text = shown["text_body"].replace("\r\n", "\n")
+        assert text.startswith("FYI\n\n---------- Forwarded message ----------\n")
+        assert "Subject: Quarterly\n" in text and text.endswith("\nNumbers.\n")
+        assert [a["filename"] for a in shown["attachments"]] == ["note.txt"]
+
+        # The received message's lifecycle, one transition a page, then all at once.
+        walked, cursor = [], None
+        for _ in range(5):
+            arguments: dict[str, Any] = {"message_id": original, "limit": 1}
+            if cursor:
+                arguments["cursor"] = cursor
+            page = await call(client, "get_message_lifecycle", arguments)
+            assert set(page) <= {"transitions", "next_cursor"}
+            walked += page["transitions"]
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                break
+        whole = await call(client, "get_message_lifecycle", {"message_id": original})
+        assert whole == {"transitions": walked}
+        assert walked[0]["stage"] == "accepted" and walked[0]["direction"] == "inbound"
+        assert walked[0]["reason_code"] == "acceptance.inbound_smtp"
+        assert all(step["message_id"] == original for step in walked)
+        sent = await call(client, "get_message_lifecycle", {"message_id": forwarded["message_id"]})
+        assert sent["transitions"][0]["reason_code"] == "acceptance.outbound_api"
+
+        # What cannot be forwarded or read.
+        own = await failure(
+            client, "forward_message", {"message_id": forwarded["message_id"], "to": [peer]}
+        )
+        assert own["code"] == "conflict" and own["status"] == 409
+        unknown = await failure(client, "forward_message", {"message_id": "msg_nope", "to": [peer]})
+        assert unknown["code"] == "not_found" and unknown["status"] == 404
+        forged = await failure(
+            client, "get_message_lifecycle", {"message_id": original, "cursor": "bm9wZQ.bm9wZQ"}
+        )
+        assert forged["code"] == "invalid_cursor" and forged["status"] == 400
+        kept = await failure(
+            client,
+            "forward_message",
+            {"message_id": original, "to": [peer], "idempotency_key": "k1"},
+        )
+        assert kept["code"] == "not_supported" and "idempotency_key" in kept["message"]
+        issued = await call(client, "create_api_key", {"agent_email": peer, "name": "peer"})
+
+    # Another account reaches neither the message nor the agent holding it.
+    stranger: Account = await make_account(f"fwd-stranger-{transport}@example.com")
+    elsewhere = await create_agent(stranger, f"fwd-elsewhere-{transport}")
+    async with opener(transport, running)(stranger.key, elsewhere) as client:
+        for email in (elsewhere, agent):
+            for name, arguments in (
+                ("forward_message", {"message_id": original, "to": [elsewhere]}),
+                ("get_message_lifecycle", {"message_id": original}),
+            ):
+                refused = await failure(client, name, arguments | {"email": email})
+                assert refused["code"] == "not_found" and refused["status"] == 404, (name, email)
+
+    # A key bound to the peer may not act as the agent, nor reach its message through itself.
+    async with opener(transport, running)(issued["key"], peer) as bound:
+        for name, arguments in (
+            ("forward_message", {"message_id": original, "to": [peer]}),
+            ("get_message_lifecycle", {"message_id": original}),
+        ):
+            forbidden = await failure(bound, name, arguments | {"email": agent})
+            assert forbidden["code"] == "forbidden" and forbidden["status"] == 403, name
+            missing = await failure(bound, name, arguments)
+            assert missing["code"] == "not_found" and missing["status"] == 404, name
+        [own_copy] = (await call(bound, "list_messages", {"read_status": "all"}))["messages"]
+        mine = await call(bound, "get_message_lifecycle", {"message_id": own_copy["message_id"]})
+        assert mine["transitions"][0]["direction"] == "inbound"

@@ -23,9 +23,10 @@ from e2a_gateway.api.v1.events import EventQuery, event_listing, event_view, red
 from e2a_gateway.api.v1.message_views import (
     conversation_detail_view,
     message_view,
+    send_result_view,
     update_result_view,
 )
-from e2a_gateway.api.v1.messages import UpdateMessageBody
+from e2a_gateway.api.v1.messages import LifecycleQuery, UpdateMessageBody, lifecycle_listing
 from e2a_gateway.api.v1.pages import PageQuery
 from e2a_gateway.api.v1.review_views import protection_view
 from e2a_gateway.api.v1.views import api_key_view as v1_api_key_view
@@ -59,7 +60,7 @@ from e2a_gateway.operations.keys import CreateScopedApiKey
 from e2a_gateway.operations.protection import ProtectionConfig
 from e2a_gateway.operations.requests import parse_request
 from e2a_gateway.operations.reviews import ApproveBody, RejectBody
-from e2a_gateway.operations.sending import ReplyBody, SendBody, Submission
+from e2a_gateway.operations.sending import ForwardMessageBody, ReplyBody, SendBody, Submission
 from e2a_gateway.operations.webhooks import CreateWebhook, UpdateWebhook
 from e2a_gateway.storage.base import Domain as StoredDomain
 from e2a_gateway.storage.base import OutboundMessage, StorageUnavailable
@@ -560,3 +561,29 @@ class OperationsPort:
             )
 
         return await self._run_v1(replace)
+
+    async def forward_message(
+        self, email: str, message_id: str, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Forward an agent's message; the send result as `/v1` answers it (not waiting for
+        the hand-off: `accepted`, or `pending_review` when held)."""
+
+        async def forward(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            body = validated(ForwardMessageBody, fields, "body")
+            submission = await sending.forward_message(
+                gateway, caller, email, message_id, body, False
+            )
+            return send_result_view(submission)[0]
+
+        return await self._run_v1(forward)
+
+    async def get_message_lifecycle(
+        self, email: str, message_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One page of a message's lifecycle transitions."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            checked = validated(LifecycleQuery, query, "query")
+            return await lifecycle_listing(gateway, caller, email, message_id, checked)
+
+        return await self._run_v1(page)

@@ -247,3 +247,16 @@ class GatewayPort(Protocol):
     async def put_protection(self, email: str, config: dict[str, Any]) -> dict[str, Any]:
         """Replace an agent's protection config; the config as it stands now."""
         ...
+
+    async def forward_message(
+        self, email: str, message_id: str, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Forward an agent's message (forwardMessage's fields); the send result as `/v1`
+        answers it."""
+        ...
+
+    async def get_message_lifecycle(
+        self, email: str, message_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One `/v1` page of a message's lifecycle transitions (`query`: cursor, limit)."""
+        ...

@@ -146,3 +146,17 @@ class SdkPort(AsyncE2AClient):
     async def put_protection(self, email: str, config: dict[str, Any]) -> dict[str, Any]:
         """`PUT /v1/agents/{email}/protection`."""
         return await self._v1("PUT", _agent_path(email, "protection"), body=config)
+
+    async def forward_message(
+        self, email: str, message_id: str, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`POST /v1/agents/{email}/messages/{id}/forward`."""
+        path = _agent_path(email, "messages", message_id, "forward")
+        return await self._v1("POST", path, body=fields)
+
+    async def get_message_lifecycle(
+        self, email: str, message_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`GET /v1/agents/{email}/messages/{id}/lifecycle`."""
+        path = _agent_path(email, "messages", message_id, "lifecycle")
+        return await self._v1("GET", path, query=query)
