@@ -334,3 +334,31 @@ async def test_forward_a_message_and_read_its_lifecycle(
         [own_copy] = (await call(bound, "list_messages", {"read_status": "all"}))["messages"]
         mine = await call(bound, "get_message_lifecycle", {"message_id": own_copy["message_id"]})
         assert mine["transitions"][0]["direction"] == "inbound"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_whoami_names_the_scope_of_the_key(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"who-{transport}@example.com")
+    agent = await create_agent(account, f"who-{transport}")
+    other = await create_agent(account, f"who-other-{transport}")
+    await smtp_send(running.addresses.smtp_port, [agent], mail("For the bound one", body="Hi."))
+    async with opener(transport, running)(account.key, agent) as client:
+        me = await call(client, "whoami")
+        assert me["scope"] == "account" and me["agent_email"] == me["email"] == agent
+        issued = await call(client, "create_api_key", {"agent_email": agent, "name": "bound"})
+    async with opener(transport, running)(account.key) as client:
+        me = await call(client, "whoami")
+        assert me["scope"] == "account" and me["agent_email"] is None  # two agents, no default
+
+    # An agent key: its scope and its agent, which is also every tool's default agent.
+    async with opener(transport, running)(issued["key"]) as bound:
+        me = await call(bound, "whoami")
+        assert me["scope"] == "agent" and me["agent_email"] == me["email"] == agent
+        assert me["gateway"]["shared_domain"] == "agents.test"
+        [message] = (await call(bound, "list_messages"))["messages"]
+        assert message["subject"] == "For the bound one"
+    async with opener(transport, running)(issued["key"], other) as bound:
+        me = await call(bound, "whoami")  # the bound agent, whatever default was configured
+        assert me["scope"] == "agent" and me["agent_email"] == agent

@@ -23,7 +23,8 @@ from e2a_gateway.mcp.toolkit import (
 from e2a_gateway.v1 import Agent
 
 SCOPE = "account"
-"""What every key reaches today: its whole account (agent-scoped keys are not issued yet)."""
+"""An account key's scope. list_api_keys shows it for every key: `/api/v1`'s key list, which
+it reads, does not carry the scope (whoami reads the key in use from `/v1`)."""
 
 Confirm = Literal[True]
 CONFIRM = Field(description="Must be true: you confirm this cannot be undone.")
@@ -117,8 +118,10 @@ def _agent(agent: Agent) -> dict[str, Any]:
 
 
 async def whoami(caller: ToolCaller, _: NoArguments) -> dict[str, Any]:
-    """The default agent (e2a's first `whoami`) and the key's identity (its current one)."""
-    email = await caller.known_agent()
+    """The default agent (e2a's first `whoami`) and the key's identity (its current one): its
+    scope, `account` or `agent`; an agent key's agent is the one it is bound to."""
+    scope = str((await caller.account()).get("scope") or SCOPE)
+    email = await caller.bound_agent() or await caller.known_agent()
     info = await caller.port.get_info()
     gateway = {
         "url": caller.port.gateway_url,
@@ -127,14 +130,14 @@ async def whoami(caller: ToolCaller, _: NoArguments) -> dict[str, Any]:
     }
     if email is None:
         return {
-            "scope": SCOPE,
+            "scope": scope,
             "agent_email": None,
             "gateway": gateway,
             "note": "no default agent: set E2A_AGENT_EMAIL (or the X-E2A-Agent-Email header), "
             "or pass agent_email to each tool; list_agents shows your agents",
         }
     agent = await caller.port.get_agent(email)
-    return {**_agent(agent), "scope": SCOPE, "agent_email": email, "gateway": gateway}
+    return {**_agent(agent), "scope": scope, "agent_email": email, "gateway": gateway}
 
 
 async def list_agents(caller: ToolCaller, arguments: ListAgentsArguments) -> dict[str, Any]:
@@ -241,8 +244,9 @@ ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
         "whoami",
         "Who am I",
         "Who this key is: your default agent (its address, name, delivery mode, whether its "
-        "mail needs approval) when there is one, the key's scope (every key reaches its whole "
-        "account today), and the gateway (URL, version, shared domain). Call it first.",
+        "mail needs approval) when there is one, the key's scope (account: the whole account; "
+        "agent: only the agent in agent_email, the one the key is bound to), and the gateway "
+        "(URL, version, shared domain). Call it first.",
         NoArguments,
         whoami,
     ),

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from e2a_gateway.api.v1.account import account_view
 from e2a_gateway.api.v1.agents import agent_view as v1_agent_view
 from e2a_gateway.api.v1.bodies import validated
 from e2a_gateway.api.v1.conversations import ListConversationsQuery, conversation_listing
@@ -194,6 +195,10 @@ class OperationsPort:
     async def get_info(self) -> DeploymentInfo:
         """The gateway's public settings."""
         return DeploymentInfo.model_validate(info_view(self._gateway.settings))
+
+    async def get_account(self) -> dict[str, Any]:
+        """Who the key speaks for: its scope, bound agent, user, caps and usage."""
+        return await self._run_v1(account_view)
 
     async def list_agents(self) -> ListAgentsResponse:
         """The caller's agents."""

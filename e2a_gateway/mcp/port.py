@@ -40,6 +40,11 @@ class GatewayPort(Protocol):
         """The gateway's public settings (`GET /info`)."""
         ...
 
+    async def get_account(self) -> dict[str, Any]:
+        """Who the key speaks for, as `/v1` shows it: its `scope` (`account` or `agent`), the
+        agent an agent key is bound to (`agent_email`), the user, caps and usage."""
+        ...
+
     async def list_agents(self) -> ListAgentsResponse:
         """The caller's agents."""
         ...

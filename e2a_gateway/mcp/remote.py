@@ -61,6 +61,10 @@ class SdkPort(AsyncE2AClient):
         params = {name: str(value) for name, value in (query or {}).items()}
         return await self.api.call(Call(method, path, _json, json=body, params=params or None))
 
+    async def get_account(self) -> dict[str, Any]:
+        """`GET /v1/account`."""
+        return await self._v1("GET", "/v1/account")
+
     async def trash_message(self, email: str, message_id: str) -> dict[str, Any]:
         """`DELETE /v1/agents/{email}/messages/{id}`: to the trash."""
         return await self._v1("DELETE", _agent_path(email, "messages", message_id))
