@@ -211,8 +211,10 @@ async def test_account_tools_answer_alike(running: RunningGateway, make_account:
         assert [agent["name"] for agent in renamed] == ["Renamed", "Renamed"]
         for port, new in zip((remote, local), made, strict=True):
             deleted = await run(port, "delete_agent", {"email": new["email"], "confirm": True})
-            assert deleted == {"deleted": True, "email": new["email"]}
+            assert deleted == {"deleted": True, "email": new["email"], "messages_deleted": 0}
             assert (await run(port, "get_agent", {"email": new["email"]}))[1]["status"] == 404
+            restored = await run(port, "restore_agent", {"email": new["email"]})
+            assert restored["email"] == new["email"]
 
         # Domains: registered, refused until the TXT record is there, verified, deleted.
         names = ["remote.example", "local.example"]
@@ -238,6 +240,12 @@ async def test_account_tools_answer_alike(running: RunningGateway, make_account:
             in_use = await run(port, "delete_domain", {"domain": name, "confirm": True})
             assert in_use[1]["code"] == "domain_in_use"
             await run(port, "delete_agent", agent_on_it | {"confirm": True})
+            trashed = await run(port, "delete_domain", {"domain": name, "confirm": True})
+            assert trashed == in_use  # a trashed agent keeps its address until purged
+            purged = await account.http.delete(
+                f"/v1/agents/desk@{name}", params={"permanent": "true", "confirm": "DELETE"}
+            )
+            assert purged.status_code == 200, purged.text
             gone = await run(port, "delete_domain", {"domain": name, "confirm": True})
             assert gone == {"deleted": True, "domain": name}
         assert (await run(local, "list_domains")) == {"domains": []}

@@ -362,3 +362,37 @@ async def test_whoami_names_the_scope_of_the_key(
     async with opener(transport, running)(issued["key"], other) as bound:
         me = await call(bound, "whoami")  # the bound agent, whatever default was configured
         assert me["scope"] == "agent" and me["agent_email"] == agent
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_delete_agent_moves_it_to_the_trash_and_restore_agent_brings_it_back(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"bin-{transport}@example.com")
+    agent = await create_agent(account, f"bin-{transport}")
+    keeper = await create_agent(account, f"bin-keeper-{transport}")
+    for subject in ("One", "Two"):
+        await smtp_send(running.addresses.smtp_port, [agent], mail(subject, body="Kept."))
+    async with opener(transport, running)(account.key, keeper) as client:
+        unconfirmed = await failure(client, "delete_agent", {"email": agent})
+        assert unconfirmed["code"] == "invalid_request" and "confirm" in unconfirmed["message"]
+        deleted = await call(client, "delete_agent", {"email": agent, "confirm": True})
+        assert deleted == {"deleted": True, "email": agent, "messages_deleted": 2}
+        assert [a["email"] for a in (await call(client, "list_agents"))["agents"]] == [keeper]
+        gone = await failure(client, "get_agent", {"email": agent})
+        assert gone["code"] == "not_found" and gone["status"] == 404
+        again = await failure(client, "delete_agent", {"email": agent, "confirm": True})
+        assert again["code"] == "not_found" and again["status"] == 404
+        trash = await account.http.get("/v1/agents", params={"deleted": "true"})
+        assert [a["email"] for a in trash.json()["items"]] == [agent]
+
+        restored = await call(client, "restore_agent", {"email": agent})
+        assert restored["email"] == agent and "deleted_at" not in restored
+        listed = await call(client, "list_messages", {"read_status": "all", "email": agent})
+        assert [m["subject"] for m in listed["messages"]] == ["One", "Two"]
+        issued = await call(client, "create_api_key", {"agent_email": agent})
+
+    async with opener(transport, running)(issued["key"]) as bound:
+        refused = await failure(bound, "delete_agent", {"confirm": True})
+        assert refused["code"] == "forbidden" and refused["status"] == 403
+    assert (await account.http.get(f"/v1/agents/{quote(agent, safe='')}")).status_code == 200

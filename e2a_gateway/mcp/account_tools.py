@@ -34,7 +34,8 @@ class ListAgentsArguments(PageArguments):
     """Arguments of list_agents."""
 
     deleted: Literal[False] | None = Field(
-        default=None, description="Only false: deleted agents are gone on this gateway."
+        default=None,
+        description="Only false: the trash is not listed here (GET /v1/agents?deleted=true).",
     )
 
 
@@ -173,10 +174,9 @@ async def update_agent(caller: ToolCaller, arguments: UpdateAgentArguments) -> d
 
 
 async def delete_agent(caller: ToolCaller, arguments: DeleteAgentArguments) -> dict[str, Any]:
-    """Delete an agent and its messages, for good."""
-    email = await caller.agent(arguments.email)
-    await caller.port.delete_agent(email)
-    return {"deleted": True, "email": email}
+    """Move an agent and its messages to the trash, as e2a's delete_agent does: `/v1`'s
+    receipt `{deleted, email, messages_deleted}`; restore_agent brings it back."""
+    return await caller.port.trash_agent(await caller.agent(arguments.email))
 
 
 async def create_api_key(caller: ToolCaller, arguments: CreateApiKeyArguments) -> dict[str, Any]:
@@ -288,8 +288,10 @@ ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
         "delete_agent",
         "Delete an agent (DESTRUCTIVE)",
-        "Delete an agent and all its messages, for good: this gateway keeps no trash, so it "
-        "cannot be restored. Requires confirm: true.",
+        "Move an agent to the trash with its messages and settings: it stops receiving mail, "
+        "its agent keys stop working and it leaves list_agents, but restore_agent brings it "
+        "back within the trash window (30 days; then it is purged). Its address stays taken "
+        "meanwhile. Requires confirm: true.",
         DeleteAgentArguments,
         delete_agent,
         read_only=False,
@@ -331,7 +333,8 @@ ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
         "delete_domain",
         "Delete a custom domain (DESTRUCTIVE)",
-        "Remove a custom domain; refused while an agent uses it. Requires confirm: true.",
+        "Remove a custom domain; refused while an agent uses it, trashed agents included. "
+        "Requires confirm: true.",
         DeleteDomainArguments,
         delete_domain,
         read_only=False,

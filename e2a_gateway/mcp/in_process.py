@@ -239,9 +239,10 @@ class OperationsPort:
 
         return _agent(await self._run(change))
 
-    async def delete_agent(self, email: str) -> None:
-        """Delete one of the caller's agents with its messages."""
-        await self._run(agents.remove_agent, email)
+    async def trash_agent(self, email: str) -> dict[str, Any]:
+        """Move one of the caller's agents to the trash with its messages; `/v1`'s receipt."""
+        trashed, messages = await self._run_v1(agents.trash_agent, email)
+        return {"deleted": True, "email": trashed.email, "messages_deleted": messages}
 
     async def get_messages(
         self,

@@ -69,8 +69,9 @@ class GatewayPort(Protocol):
         """Rename one of the caller's agents."""
         ...
 
-    async def delete_agent(self, email: str) -> None:
-        """Delete one of the caller's agents with its messages."""
+    async def trash_agent(self, email: str) -> dict[str, Any]:
+        """Move one of the caller's agents to the trash with its messages (restorable); `/v1`'s
+        receipt: `{deleted, email, messages_deleted}`."""
         ...
 
     async def get_messages(
