@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from e2a_gateway.api.v1.account import account_view
 from e2a_gateway.api.v1.agents import agent_view as v1_agent_view
 from e2a_gateway.api.v1.bodies import validated
 from e2a_gateway.api.v1.conversations import ListConversationsQuery, conversation_listing
-from e2a_gateway.api.v1.errors import STATUSES as V1_STATUSES
-from e2a_gateway.api.v1.errors import V1Error
+from e2a_gateway.api.v1.errors import V1Error, refusal
 from e2a_gateway.api.v1.events import EventQuery, event_listing, event_view, redelivery
 from e2a_gateway.api.v1.message_views import (
     conversation_detail_view,
@@ -150,7 +149,7 @@ class OperationsPort:
         async def bound(gateway: Gateway, caller: Caller) -> T:
             return await operation(gateway, caller, *args, **kwargs)
 
-        return await self._invoke(API_STATUSES, bound)
+        return await self._invoke(bound)
 
     async def _run_v1(
         self,
@@ -158,23 +157,26 @@ class OperationsPort:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """`operation` as `_run` does it, a refusal with the status `/v1` answers it with."""
+        """`operation` as `_run` does it, a refusal as `/v1` answers it: its status and e2a's
+        code (`invalid_email` is `invalid_request` there, `domain_in_use` a 400
+        `domain_has_agents`)."""
 
         async def bound(gateway: Gateway, caller: Caller) -> T:
             return await operation(gateway, caller, *args, **kwargs)
 
-        return await self._invoke(V1_STATUSES, bound)
+        return await self._invoke(bound, v1=True)
 
     async def _invoke(
-        self,
-        statuses: Mapping[type[OperationError], int],
-        operation: Callable[[Gateway, Caller], Awaitable[T]],
+        self, operation: Callable[[Gateway, Caller], Awaitable[T]], *, v1: bool = False
     ) -> T:
         try:
             caller = await authenticate(self._gateway, self._api_key)
             return await operation(self._gateway, caller)
         except OperationError as refused:
-            status = status_of(refused, statuses)
+            if v1:
+                answer = refusal(refused)
+                raise E2AApiError(answer.status, answer.message, answer.code) from None
+            status = status_of(refused, API_STATUSES)
             raise E2AApiError(status, refused.message, refused.code) from None
         except V1Error as refused:
             raise E2AApiError(refused.status, refused.message, refused.code) from None
