@@ -580,6 +580,9 @@ async def test_keys_protection_and_agent_trash_answer_alike(
         trashed = await both(ports, "delete_agent", [{"email": t, "confirm": True} for t in twins])
         assert trashed[0] == {"deleted": True, "email": twins[0], "messages_deleted": 1}
         alike(trashed, TWIN_AGENT, "delete_agent")
+        trash = await same(ports, "list_agents", {"deleted": True, "limit": 1})
+        assert [a["email"] for a in trash["agents"]] == [twins[1]]
+        await same(ports, "list_agents", {"deleted": True, "cursor": trash["next_cursor"]})
         restored = await both(ports, "restore_agent", [{"email": t} for t in twins])
         assert restored[0]["email"] == twins[0]
         alike(restored, TWIN_AGENT, "restore_agent")

@@ -383,11 +383,13 @@ async def test_delete_agent_moves_it_to_the_trash_and_restore_agent_brings_it_ba
         assert gone["code"] == "not_found" and gone["status"] == 404
         again = await failure(client, "delete_agent", {"email": agent, "confirm": True})
         assert again["code"] == "not_found" and again["status"] == 404
-        trash = await account.http.get("/v1/agents", params={"deleted": "true"})
-        assert [a["email"] for a in trash.json()["items"]] == [agent]
+        trash = await call(client, "list_agents", {"deleted": True})
+        assert [a["email"] for a in trash["agents"]] == [agent]
+        assert trash["agents"][0]["deleted_at"] and "next_cursor" not in trash
 
         restored = await call(client, "restore_agent", {"email": agent})
         assert restored["email"] == agent and "deleted_at" not in restored
+        assert (await call(client, "list_agents", {"deleted": True}))["agents"] == []
         listed = await call(client, "list_messages", {"read_status": "all", "email": agent})
         assert [m["subject"] for m in listed["messages"]] == ["One", "Two"]
         issued = await call(client, "create_api_key", {"agent_email": agent})

@@ -33,9 +33,10 @@ CONFIRM = Field(description="Must be true: you confirm this cannot be undone.")
 class ListAgentsArguments(PageArguments):
     """Arguments of list_agents."""
 
-    deleted: Literal[False] | None = Field(
+    deleted: bool | None = Field(
         default=None,
-        description="Only false: the trash is not listed here (GET /v1/agents?deleted=true).",
+        description="true: list the trash (agents delete_agent moved there, restorable with "
+        "restore_agent) instead of the agents in service.",
     )
 
 
@@ -142,7 +143,17 @@ async def whoami(caller: ToolCaller, _: NoArguments) -> dict[str, Any]:
 
 
 async def list_agents(caller: ToolCaller, arguments: ListAgentsArguments) -> dict[str, Any]:
-    """One page of the caller's agents, and their default agent."""
+    """One page of the caller's agents (or of their trash, as `/v1` lists it), and their
+    default agent."""
+    if arguments.deleted:
+        query = {"cursor": arguments.cursor, "limit": arguments.limit}
+        trash = await caller.port.list_agent_trash(
+            {name: value for name, value in query.items() if value is not None}
+        )
+        return {
+            **listed("agents", trash["items"], trash.get("next_cursor")),
+            "default_agent": caller.default_agent or None,
+        }
     agents = [_agent(agent) for agent in (await caller.port.list_agents()).agents]
     shown, following = page_of(agents, arguments.cursor, arguments.limit)
     return {**listed("agents", shown, following), "default_agent": caller.default_agent or None}
@@ -254,8 +265,9 @@ ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
         "list_agents",
         "List agents",
         "List the agent mailboxes this API key owns (address, name, delivery mode, whether "
-        "outgoing mail needs approval) and which one is the default. Pass next_cursor back as "
-        "`cursor` while it is present.",
+        "outgoing mail needs approval) and which one is the default; deleted: true lists the "
+        "trash instead, newest first (address, name, deleted_at; restore_agent brings one "
+        "back). Pass next_cursor back as `cursor` while it is present.",
         ListAgentsArguments,
         list_agents,
     ),

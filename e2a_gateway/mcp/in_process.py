@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from e2a_gateway.api.v1.account import account_view
+from e2a_gateway.api.v1.agents import AgentsQuery, agent_listing
 from e2a_gateway.api.v1.agents import agent_view as v1_agent_view
 from e2a_gateway.api.v1.bodies import validated
 from e2a_gateway.api.v1.conversations import ListConversationsQuery, conversation_listing
@@ -240,6 +241,15 @@ class OperationsPort:
             return await agents.change_agent(gateway, caller, email, request)
 
         return _agent(await self._run(change))
+
+    async def list_agent_trash(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the caller's trashed agents, newest first."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            checked = validated(AgentsQuery, {**query, "deleted": True}, "query")
+            return await agent_listing(gateway, caller, checked)
+
+        return await self._run_v1(page)
 
     async def trash_agent(self, email: str) -> dict[str, Any]:
         """Move one of the caller's agents to the trash with its messages; `/v1`'s receipt."""

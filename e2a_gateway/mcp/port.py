@@ -69,6 +69,10 @@ class GatewayPort(Protocol):
         """Rename one of the caller's agents."""
         ...
 
+    async def list_agent_trash(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One `/v1` page of the caller's trashed agents, newest first (`query`: cursor, limit)."""
+        ...
+
     async def trash_agent(self, email: str) -> dict[str, Any]:
         """Move one of the caller's agents to the trash with its messages (restorable); `/v1`'s
         receipt: `{deleted, email, messages_deleted}`."""

@@ -73,6 +73,10 @@ class SdkPort(AsyncE2AClient):
         """`POST /v1/agents/{email}/messages/{id}/restore`."""
         return await self._v1("POST", _agent_path(email, "messages", message_id, "restore"))
 
+    async def list_agent_trash(self, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/agents?deleted=true`."""
+        return await self._v1("GET", "/v1/agents", query={**query, "deleted": "true"})
+
     async def trash_agent(self, email: str) -> dict[str, Any]:
         """`DELETE /v1/agents/{email}?confirm=DELETE`: to the trash."""
         return await self._v1("DELETE", _agent_path(email), query={"confirm": "DELETE"})
