@@ -447,6 +447,14 @@ async def test_mailbox_tools_answer_alike(running: RunningGateway, make_account:
         )
         assert forwarded[0]["status"] == "accepted"
         alike(forwarded, TWIN_MESSAGE, "forward_message")
+        # One idempotency key over both ports: the second port replays the first's forward.
+        once = pair[0] | {"to": [peer], "idempotency_key": "ports-forward-once"}
+        replayed = await same(ports, "forward_message", once)
+        assert replayed["message_id"] not in (
+            forwarded[0]["message_id"],
+            forwarded[1]["message_id"],
+        )
+        await same(ports, "forward_message", once | {"text": "Not the same request"})
         replied = await both(
             ports, "reply_email", [one | {"body": "Thanks.", "reply_all": True} for one in pair]
         )

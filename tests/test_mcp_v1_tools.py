@@ -301,12 +301,15 @@ async def test_forward_a_message_and_read_its_lifecycle(
             client, "get_message_lifecycle", {"message_id": original, "cursor": "bm9wZQ.bm9wZQ"}
         )
         assert forged["code"] == "invalid_cursor" and forged["status"] == 400
-        kept = await failure(
-            client,
-            "forward_message",
-            {"message_id": original, "to": [peer], "idempotency_key": "k1"},
-        )
-        assert kept["code"] == "not_supported" and "idempotency_key" in kept["message"]
+        # A retry with the same idempotency key answers the first forward again.
+        retried = {"message_id": original, "to": [peer], "idempotency_key": f"fwd-{original}"}
+        first = await call(client, "forward_message", retried)
+        assert await call(client, "forward_message", retried) == first
+        assert first["message_id"] != forwarded["message_id"]
+        other = await failure(client, "forward_message", retried | {"text": "Other"})
+        assert other["code"] == "idempotency_key_reuse" and other["status"] == 422
+        bad = await failure(client, "forward_message", retried | {"idempotency_key": "ü"})
+        assert bad["code"] == "invalid_request" and "idempotency_key" in bad["message"]
         issued = await call(client, "create_api_key", {"agent_email": peer, "name": "peer"})
 
     # Another account reaches neither the message nor the agent holding it.
@@ -331,7 +334,13 @@ async def test_forward_a_message_and_read_its_lifecycle(
             assert forbidden["code"] == "forbidden" and forbidden["status"] == 403, name
             missing = await failure(bound, name, arguments)
             assert missing["code"] == "not_found" and missing["status"] == 404, name
-        [own_copy] = (await call(bound, "list_messages", {"read_status": "all"}))["messages"]
+
+        async def both_forwards_arrived() -> bool:
+            page = await call(bound, "list_messages", {"read_status": "all"})
+            return len(page["messages"]) == 2
+
+        await wait_until(both_forwards_arrived)  # the retried forward was sent once
+        own_copy = (await call(bound, "list_messages", {"read_status": "all"}))["messages"][0]
         mine = await call(bound, "get_message_lifecycle", {"message_id": own_copy["message_id"]})
         assert mine["transitions"][0]["direction"] == "inbound"
 

@@ -9,6 +9,7 @@ the answer with the REST API's views and reads it as the SDK does, and turns a r
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,7 @@ from e2a_gateway.operations.agents import AgentEntry, CreateAgent, UpdateAgent
 from e2a_gateway.operations.caller import Caller, authenticate
 from e2a_gateway.operations.domains import CreateDomain
 from e2a_gateway.operations.errors import OperationError
+from e2a_gateway.operations.idempotency import Answer, run_once
 from e2a_gateway.operations.keys import CreateScopedApiKey
 from e2a_gateway.operations.protection import ProtectionConfig
 from e2a_gateway.operations.requests import parse_request
@@ -581,17 +583,32 @@ class OperationsPort:
         return await self._run_v1(replace)
 
     async def forward_message(
-        self, email: str, message_id: str, fields: dict[str, Any]
+        self,
+        email: str,
+        message_id: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Forward an agent's message; the send result as `/v1` answers it (not waiting for
-        the hand-off: `accepted`, or `pending_review` when held)."""
+        the hand-off: `accepted`, or `pending_review` when held). An `idempotency_key` works
+        as `/v1`'s Idempotency-Key, with the fingerprint `/v1` takes of the same request (its
+        route and the body as the SDK sends it), so a repeat over either port replays."""
+        raw = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        route = f"POST /v1/agents/{email}/messages/{message_id}/forward\n"
 
         async def forward(gateway: Gateway, caller: Caller) -> dict[str, Any]:
-            body = validated(ForwardMessageBody, fields, "body")
-            submission = await sending.forward_message(
-                gateway, caller, email, message_id, body, False
-            )
-            return send_result_view(submission)[0]
+            async def write() -> Answer:
+                body = validated(ForwardMessageBody, fields, "body")
+                submission = await sending.forward_message(
+                    gateway, caller, email, message_id, body, False
+                )
+                view, status = send_result_view(submission)
+                return Answer(status, json.dumps(view).encode())
+
+            fingerprint = route.encode() + raw.encode()
+            answer = await run_once(gateway, caller, idempotency_key, fingerprint, write)
+            found = json.loads(answer.body)
+            return found if isinstance(found, dict) else {}
 
         return await self._run_v1(forward)
 

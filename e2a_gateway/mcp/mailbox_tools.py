@@ -13,7 +13,6 @@ from typing import Any, Literal
 from pydantic import Field
 
 from e2a_gateway.mcp.answers import listed
-from e2a_gateway.mcp.mail_tools import NO_IDEMPOTENCY
 from e2a_gateway.mcp.toolkit import (
     Arguments,
     AttachmentsArgument,
@@ -79,7 +78,7 @@ class LabelsArguments(Arguments):
 
 
 class ForwardArguments(Arguments):
-    """Arguments of forward_message (e2a's, but idempotency_key)."""
+    """Arguments of forward_message."""
 
     message_id: str = Field(min_length=1, description="The received message to forward.")
     to: list[str] = Field(min_length=1, description="Who to forward it to (one or more).")
@@ -97,6 +96,15 @@ class ForwardArguments(Arguments):
     )
     reply_to: str | None = Field(
         default=None, description="The Reply-To address; the agent's own by default."
+    )
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
+        description="Makes a retry safe: a repeat with the same key and arguments answers "
+        "the first forward again instead of sending twice (kept at least 24 hours). The "
+        "message_id and recipients make a natural key. Visible ASCII, at most 255.",
     )
     email: str | None = Field(default=None, description=AGENT)
 
@@ -162,7 +170,9 @@ async def forward_message(caller: ToolCaller, arguments: ForwardArguments) -> di
     fields["text"] = arguments.text or ""
     if arguments.attachments:
         fields["attachments"] = [item.model_dump() for item in arguments.attachments]
-    return await caller.port.forward_message(email, arguments.message_id, fields)
+    return await caller.port.forward_message(
+        email, arguments.message_id, fields, arguments.idempotency_key
+    )
 
 
 async def get_message_lifecycle(
@@ -246,7 +256,6 @@ MAILBOX_TOOLS: tuple[ToolSpec[Any], ...] = (
         forward_message,
         read_only=False,
         sends_mail=True,
-        unsupported={"idempotency_key": NO_IDEMPOTENCY},
     ),
     ToolSpec(
         "get_message_lifecycle",

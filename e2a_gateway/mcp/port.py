@@ -259,10 +259,15 @@ class GatewayPort(Protocol):
         ...
 
     async def forward_message(
-        self, email: str, message_id: str, fields: dict[str, Any]
+        self,
+        email: str,
+        message_id: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Forward an agent's message (forwardMessage's fields); the send result as `/v1`
-        answers it."""
+        answers it. A repeat with the same `idempotency_key` and fields gets the first
+        answer again instead of forwarding twice."""
         ...
 
     async def get_message_lifecycle(

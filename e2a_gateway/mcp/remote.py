@@ -56,10 +56,12 @@ class SdkPort(AsyncE2AClient):
         *,
         query: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """One call to the gateway's `/v1` face, which the SDK (written for `/api/v1`) lacks."""
         params = {name: str(value) for name, value in (query or {}).items()}
-        return await self.api.call(Call(method, path, _json, json=body, params=params or None))
+        call = Call(method, path, _json, json=body, params=params or None, headers=headers)
+        return await self.api.call(call)
 
     async def get_account(self) -> dict[str, Any]:
         """`GET /v1/account`."""
@@ -160,11 +162,16 @@ class SdkPort(AsyncE2AClient):
         return await self._v1("PUT", _agent_path(email, "protection"), body=config)
 
     async def forward_message(
-        self, email: str, message_id: str, fields: dict[str, Any]
+        self,
+        email: str,
+        message_id: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """`POST /v1/agents/{email}/messages/{id}/forward`."""
+        """`POST /v1/agents/{email}/messages/{id}/forward`, with the Idempotency-Key given."""
         path = _agent_path(email, "messages", message_id, "forward")
-        return await self._v1("POST", path, body=fields)
+        headers = None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        return await self._v1("POST", path, body=fields, headers=headers)
 
     async def get_message_lifecycle(
         self, email: str, message_id: str, query: dict[str, Any]
