@@ -109,6 +109,11 @@ CURRENT_SERVER: dict[str, set[str]] = {
     "get_conversation": {"conversation_id", "email"},
     "list_conversations": {"cursor", "limit", "since", "until", "email"},
     "update_message_labels": {"message_id", "add_labels", "remove_labels", "email"},
+    "forward_message": {
+        "message_id", "to", "cc", "bcc", "text", "html", "attachments", "conversation_id",
+        "reply_to", "idempotency_key", "email",
+    },
+    "get_message_lifecycle": {"message_id", "email", "cursor", "limit"},
     "list_events": {
         "type", "agent_email", "conversation_id", "message_id", "since", "until", "cursor",
         "limit",

@@ -1,6 +1,10 @@
 """The MCP tools over their two ports answer alike: the SDK against the gateway over HTTP (what
 `e2a mcp` uses) and the gateway's operations in-process (what `/mcp` uses), on one live
-gateway, for the same calls — results and refusals, word for word."""
+gateway, for the same calls — results and refusals, word for word. Every tool served is
+compared. A call that makes something (a message, webhook, key, agent) is made once over each
+port on twin objects, and the two answers compared but for what twins legitimately differ in
+(generated ids, secrets, times; each such set is named and explained below); every other call,
+refusals included, acts on the same objects and must answer identically."""
 
 from __future__ import annotations
 
@@ -8,15 +12,16 @@ import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.mcp.in_process import OperationsPort
 from e2a_gateway.mcp.remote import SdkPort
-from e2a_gateway.mcp.tools import TOOLS_BY_NAME, ToolCaller, call_tool
+from e2a_gateway.mcp.tools import TOOLS, TOOLS_BY_NAME, ToolCaller, call_tool
 from tests.conftest import Account, agent_path
-from tests.delivery_support import create_agent, mail, smtp_send
+from tests.delivery_support import create_agent, mail, smtp_send, store_with_conversation
 
 VARYING = {
     "message_id",
@@ -154,18 +159,36 @@ async def test_sending_and_reviewing_answer_alike(
 
         held = await account.http.put(agent_path(agent), json={"hitl_enabled": True})
         assert held.status_code == 200, held.text
-        for _ in range(4):
+        for _ in range(12):
             await run(remote, "send_email", draft | {"subject": "Held"})
         pending = (
             await run(remote, "list_pending_messages"),
             await run(local, "list_pending_messages"),
         )
-        assert len(pending[0]["messages"]) == 4
+        assert len(pending[0]["messages"]) == 12
         assert pending[0] == pending[1]
+        assert await run(remote, "list_pending") == await run(local, "list_pending")
+        assert await run(remote, "list_reviews") == await run(local, "list_reviews")
         ids = [message["id"] for message in pending[0]["messages"]]
         for message_id in ids:
             review = {"message_id": message_id}
             assert await run(remote, "get_review", review) == await run(local, "get_review", review)
+            assert await run(remote, "get_pending_message", review) == await run(
+                local, "get_pending_message", review
+            )
+        # e2a's and this gateway's other names for approving and rejecting, on twin messages.
+        for name, arguments, twins in (
+            ("approve_message", {"subject": "Edited", "text": "Edited."}, ids[4:6]),
+            ("approve_email", {"subject": "Edited", "body_text": "Edited."}, ids[6:8]),
+            ("reject_message", {"reason": "no"}, ids[8:10]),
+            ("reject_email", {"reason": "no"}, ids[10:12]),
+        ):
+            decided = (
+                await run(remote, name, {"message_id": twins[0]} | arguments),
+                await run(local, name, {"message_id": twins[1]} | arguments),
+            )
+            assert decided[0]["status"] != "pending_approval", name
+            assert without(decided[0], VARYING) == without(decided[1], VARYING), name
         approve = {"subject": "Held (edited)", "body_text": "Edited.", "to": [peer, agent]}
         approved = (
             await run(remote, "approve_pending_message", {"message_id": ids[0]} | approve),
@@ -211,8 +234,10 @@ async def test_account_tools_answer_alike(running: RunningGateway, make_account:
         assert [agent["name"] for agent in renamed] == ["Renamed", "Renamed"]
         for port, new in zip((remote, local), made, strict=True):
             deleted = await run(port, "delete_agent", {"email": new["email"], "confirm": True})
-            assert deleted == {"deleted": True, "email": new["email"]}
+            assert deleted == {"deleted": True, "email": new["email"], "messages_deleted": 0}
             assert (await run(port, "get_agent", {"email": new["email"]}))[1]["status"] == 404
+            restored = await run(port, "restore_agent", {"email": new["email"]})
+            assert restored["email"] == new["email"]
 
         # Domains: registered, refused until the TXT record is there, verified, deleted.
         names = ["remote.example", "local.example"]
@@ -238,6 +263,12 @@ async def test_account_tools_answer_alike(running: RunningGateway, make_account:
             in_use = await run(port, "delete_domain", {"domain": name, "confirm": True})
             assert in_use[1]["code"] == "domain_in_use"
             await run(port, "delete_agent", agent_on_it | {"confirm": True})
+            trashed = await run(port, "delete_domain", {"domain": name, "confirm": True})
+            assert trashed == in_use  # a trashed agent keeps its address until purged
+            purged = await account.http.delete(
+                f"/v1/agents/desk@{name}", params={"permanent": "true", "confirm": "DELETE"}
+            )
+            assert purged.status_code == 200, purged.text
             gone = await run(port, "delete_domain", {"domain": name, "confirm": True})
             assert gone == {"deleted": True, "domain": name}
         assert (await run(local, "list_domains")) == {"domains": []}
@@ -292,3 +323,313 @@ async def test_attachments_answer_alike(running: RunningGateway, make_account: A
             beyond = await run(port, "get_attachment", wanted | {"attachment_index": 1})
             assert beyond[1]["code"] == "not_found"
             assert "0 to 0" in beyond[1]["message"]
+
+
+def differences(remote: Any, local: Any, path: str = "") -> list[str]:
+    """Where two answers differ, each as `path: remote != local`."""
+    if isinstance(remote, dict) and isinstance(local, dict):
+        return [
+            found
+            for key in sorted(set(remote) | set(local))
+            for found in differences(
+                remote.get(key, "<absent>"), local.get(key, "<absent>"), f"{path}.{key}"
+            )
+        ]
+    sequences = isinstance(remote, list | tuple) and isinstance(local, list | tuple)
+    if sequences and len(remote) == len(local):
+        return [
+            found
+            for index, pair in enumerate(zip(remote, local, strict=True))
+            for found in differences(*pair, f"{path}[{index}]")
+        ]
+    return [] if remote == local else [f"{path}: {remote!r:.200} != {local!r:.200}"]
+
+
+def alike(answers: tuple[Any, Any], fields: set[str], context: str) -> None:
+    """The two ports' answers to twin calls are equal but for `fields` (and message ids in
+    texts): what two objects made one after the other legitimately differ in."""
+    remote, local = (without(answer, fields) for answer in answers)
+    assert remote == local, (context, differences(remote, local))
+
+
+async def both(
+    ports: tuple[ToolCaller, ToolCaller], name: str, arguments: list[dict[str, Any]]
+) -> tuple[Any, Any]:
+    """`name` called over the remote port with `arguments[0]` and over the in-process one with
+    `arguments[-1]` (one argument set for both, or one per twin object)."""
+    remote, local = ports
+    return await run(remote, name, arguments[0]), await run(local, name, arguments[-1])
+
+
+async def same(ports: tuple[ToolCaller, ToolCaller], name: str, arguments: dict[str, Any]) -> Any:
+    """`name` with `arguments` over both ports, answering word for word alike; the answer."""
+    remote, local = await both(ports, name, [arguments])
+    assert remote == local, (name, arguments, differences(remote, local))
+    return remote
+
+
+TWIN_MESSAGE = VARYING | {
+    "conversation_id",
+    "occurred_at",
+    "deleted_at",
+    "updated_at",
+    "raw_message",
+}
+"""What two equal messages delivered one after the other differ in: their ids (a transition's
+`id` is made from its message's), times, conversations (each new thread gets its own) and the
+raw mail (base64; its Received: header names the message's id and arrival time)."""
+
+
+async def test_mailbox_tools_answer_alike(running: RunningGateway, make_account: Any) -> None:
+    account: Account = await make_account("ports-mailbox@example.com")
+    agent = await create_agent(account, "ports-mailbox")
+    peer = await create_agent(account, "ports-mailbox-peer")
+    quiet = await create_agent(account, "ports-mailbox-quiet")
+    for _ in range(2):
+        await smtp_send(running.addresses.smtp_port, [agent], mail("Twin", body="Same words."))
+    thread = [
+        await store_with_conversation(running.gateway, agent, "conv-ports", subject=subject)
+        for subject in ("Opening", "Follow-up")
+    ]
+    await store_with_conversation(running.gateway, agent, "conv-ports-aside", subject="Aside")
+    async with both_ports(running, account.key, agent) as ports:
+        page = await same(ports, "get_inbox", {"status": "all", "page_size": 1})
+        assert page["messages"] and page["next_page"]
+        inbox = await same(ports, "list_messages", {"status": "all"})
+        twins = [m["message_id"] for m in inbox["messages"] if m["subject"] == "Twin"]
+        assert len(twins) == 2
+        pair = [{"message_id": message_id} for message_id in twins]
+
+        # Read-only calls on the same objects: word for word, cursors included (signed alike).
+        first = await same(ports, "list_conversations", {"limit": 1})
+        assert first["next_cursor"]
+        await same(ports, "list_conversations", {"limit": 1, "cursor": first["next_cursor"]})
+        await same(ports, "list_conversations", {"since": "2000-01-01T00:00:00Z"})
+        shown = await same(ports, "get_conversation", {"conversation_id": "conv-ports"})
+        assert [m["id"] for m in shown["messages"]] == thread
+        steps = await same(ports, "get_message_lifecycle", {"message_id": twins[0], "limit": 1})
+        assert steps["next_cursor"]
+        cursor = {"message_id": twins[0], "cursor": steps["next_cursor"]}
+        await same(ports, "get_message_lifecycle", cursor)
+        await same(ports, "wait_for_email", {"agent_email": quiet, "timeout_seconds": 1})
+        for name, arguments in (
+            ("get_message_lifecycle", {"message_id": "msg_nope"}),
+            ("get_message_lifecycle", {"message_id": twins[0], "cursor": "bm9wZQ.bm9wZQ"}),
+            ("get_message_lifecycle", {"message_id": twins[0], "email": "nobody@agents.test"}),
+            ("get_conversation", {"conversation_id": "conv-nope"}),
+            ("list_conversations", {"since": "yesterday"}),
+            ("update_message_labels", {"message_id": twins[0], "add_labels": ["e2a:x"]}),
+            ("update_message_labels", {"message_id": "msg_nope", "add_labels": ["x"]}),
+            ("delete_message", {"message_id": "msg_nope", "confirm": True}),
+            ("delete_message", {"message_id": twins[0]}),
+            ("restore_message", {"message_id": twins[0]}),
+            ("forward_message", {"message_id": "msg_nope", "to": [peer]}),
+            ("forward_message", {"message_id": twins[0], "to": ["not an address"]}),
+            ("read_email", {"message_id": "msg_nope"}),
+            ("reply_email", {"message_id": "msg_nope", "body": "Hi"}),
+        ):
+            await same(ports, name, arguments)
+
+        # Twin calls on twin objects: alike but for ids and times.
+        twin_steps = await both(ports, "get_message_lifecycle", pair)
+        assert twin_steps[0]["transitions"][0]["reason_code"] == "acceptance.inbound_smtp"
+        alike(twin_steps, TWIN_MESSAGE, "get_message_lifecycle")
+        change = {"add_labels": ["urgent", "later"], "remove_labels": ["later"]}
+        labelled = await both(ports, "update_message_labels", [one | change for one in pair])
+        assert labelled[0]["labels"] == ["urgent"]
+        alike(labelled, TWIN_MESSAGE, "update_message_labels")
+        read = await both(ports, "read_email", pair)
+        alike(read, TWIN_MESSAGE, "read_email")
+        forwarded = await both(
+            ports,
+            "forward_message",
+            [one | {"to": [peer], "text": "FYI", "cc": [quiet]} for one in pair],
+        )
+        assert forwarded[0]["status"] == "accepted"
+        alike(forwarded, TWIN_MESSAGE, "forward_message")
+        # One idempotency key over both ports: the second port replays the first's forward.
+        once = pair[0] | {"to": [peer], "idempotency_key": "ports-forward-once"}
+        replayed = await same(ports, "forward_message", once)
+        assert replayed["message_id"] not in (
+            forwarded[0]["message_id"],
+            forwarded[1]["message_id"],
+        )
+        await same(ports, "forward_message", once | {"text": "Not the same request"})
+        replied = await both(
+            ports, "reply_email", [one | {"body": "Thanks.", "reply_all": True} for one in pair]
+        )
+        alike(replied, TWIN_MESSAGE, "reply_email")
+        deleted = await both(ports, "delete_message", [one | {"confirm": True} for one in pair])
+        assert deleted[0] == {"deleted": True, "id": twins[0]}
+        alike(deleted, {"id"}, "delete_message")
+        restored = await both(ports, "restore_message", pair)
+        assert restored[0]["id"] == twins[0] and restored[0]["labels"] == ["urgent"]
+        alike(restored, TWIN_MESSAGE, "restore_message")
+        again = await both(ports, "restore_message", pair)
+        assert again[0][1]["code"] == "not_in_trash"
+        alike(again, set(), "restore_message again")
+
+
+DELIVERY_PROGRESS = {
+    "status",
+    "attempts",
+    "next_retry_at",
+    "last_attempt_at",
+    "last_status_code",
+    "last_error",
+    "last_latency_ms",
+}
+"""A webhook delivery's progress: the delivery worker may try it between the two calls."""
+TWIN_WEBHOOK = {"id", "created_at", "signing_secret", "previous_secret_expires_at"}
+"""What two webhooks made one after the other differ in (a secret is random, its old one's
+expiry a time)."""
+
+
+async def test_event_and_webhook_tools_answer_alike(
+    running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account("ports-hooks@example.com")
+    agent = await create_agent(account, "ports-hooks")
+    elsewhere = await create_agent(account, "ports-hooks-elsewhere")
+    for subject in ("One", "Two", "Three"):
+        await smtp_send(running.addresses.smtp_port, [agent], mail(subject, body="Hi."))
+    url = "https://hooks.example.com/hook"
+    async with both_ports(running, account.key, agent) as ports:
+        # Events: the same log read alike, page by page.
+        events = await same(ports, "list_events", {"type": "email.received"})
+        assert len(events["events"]) == 3
+        page = await same(ports, "list_events", {"type": "email.received", "limit": 2})
+        await same(ports, "list_events", {"type": "email.received", "cursor": page["next_cursor"]})
+        await same(ports, "list_events", {"agent_email": elsewhere})
+        newest = events["events"][0]["id"]
+        assert (await same(ports, "get_event", {"event_id": newest}))["status"] == "no_match"
+        redelivered = await both(ports, "redeliver_event", [{"event_id": newest}])
+        assert redelivered[0] == {"event_id": newest, "deliveries": [], "status": "scheduled"}
+        alike(redelivered, set(), "redeliver_event")
+
+        # Webhooks: twins made, changed, rotated, tested and deleted; listed and read alike.
+        hook = {"url": url, "events": ["email.sent"], "filters": {"agent_emails": [elsewhere]}}
+        created = await both(ports, "create_webhook", [hook | {"description": "twin"}])
+        assert created[0]["signing_secret"].startswith("whsec_")
+        alike(created, TWIN_WEBHOOK, "create_webhook")
+        twins = [{"id": made["id"]} for made in created]
+        listed = await same(ports, "list_webhooks", {"limit": 1})
+        assert [w["id"] for w in listed["webhooks"]] == [twins[0]["id"]]
+        await same(ports, "list_webhooks", {"cursor": listed["next_cursor"]})
+        await same(ports, "get_webhook", twins[1])
+        change = {"description": "paused", "enabled": False, "events": ["email.sent"]}
+        changed = await both(ports, "update_webhook", [twin | change for twin in twins])
+        assert changed[0]["enabled"] is False
+        alike(changed, TWIN_WEBHOOK, "update_webhook")
+        alike(await both(ports, "rotate_webhook_secret", twins), TWIN_WEBHOOK, "rotate")
+        tested = await both(
+            ports, "test_webhook", [twin | {"type": "email.sent"} for twin in twins]
+        )
+        alike(tested, {"delivery_id"}, "test_webhook")
+        deliveries = await both(ports, "list_webhook_deliveries", [twins[0]])
+        assert [d["id"] for d in deliveries[0]["deliveries"]] == [tested[0]["delivery_id"]]
+        alike(deliveries, DELIVERY_PROGRESS, "list_webhook_deliveries (one webhook)")
+        for name, arguments in (
+            ("get_event", {"event_id": "evt_nope"}),
+            ("redeliver_event", {"event_id": "evt_nope"}),
+            ("redeliver_event", {"event_id": newest, "webhook_id": "wh_nope"}),
+            ("list_events", {"since": "yesterday"}),
+            ("list_events", {"cursor": "bm9wZQ.bm9wZQ"}),
+            ("get_webhook", {"id": "wh_nope"}),
+            ("create_webhook", {"url": url, "events": ["email.nope"]}),
+            ("create_webhook", {"url": "http://127.0.0.1/hook", "events": ["email.sent"]}),
+            ("update_webhook", {"id": "wh_nope", "enabled": True}),
+            ("rotate_webhook_secret", {"id": "wh_nope"}),
+            ("test_webhook", {"id": "wh_nope"}),
+            ("list_webhook_deliveries", {"id": "wh_nope"}),
+            ("list_webhook_deliveries", {**twins[0], "status": "nope"}),
+            ("delete_webhook", {"id": "wh_nope", "confirm": True}),
+            ("delete_webhook", twins[0]),
+        ):
+            await same(ports, name, arguments)
+        deleted = await both(ports, "delete_webhook", [twin | {"confirm": True} for twin in twins])
+        assert deleted[0] == {"deleted": True, "id": twins[0]["id"]}
+        alike(deleted, {"id"}, "delete_webhook")
+        assert await same(ports, "list_webhooks", {}) == {"webhooks": []}
+
+
+TWIN_KEY = {"id", "key", "key_prefix", "created_at", "agent_email"}
+"""What two keys made one after the other (for twin agents) differ in."""
+TWIN_AGENT = {"email", "name", "created_at", "deleted_at"}
+"""What two agents made one after the other differ in (the test helper names each after its
+address)."""
+
+
+async def test_keys_protection_and_agent_trash_answer_alike(
+    running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account("ports-guard@example.com")
+    agent = await create_agent(account, "ports-guard")
+    twins = [await create_agent(account, f"ports-guard-{n}") for n in range(2)]
+    for twin in twins:
+        await smtp_send(running.addresses.smtp_port, [twin], mail("Kept", body="Kept."))
+    async with both_ports(running, account.key, agent) as ports:
+        # Protection: the same agent read alike; twins changed alike.
+        await same(ports, "get_protection", {})
+        change = {"outbound_gate_action": "review", "holds_on_expiry": "reject"}
+        changed = await both(ports, "update_protection", [{"email": t} | change for t in twins])
+        assert changed[0]["outbound"]["gate"]["action"] == "review"
+        alike(changed, set(), "update_protection")
+        await same(ports, "get_protection", {"email": twins[0]})
+
+        # Keys bound to twin agents.
+        issued = await both(
+            ports, "create_api_key", [{"agent_email": t, "name": "bot"} for t in twins]
+        )
+        assert issued[0]["scope"] == "agent" and issued[0]["agent_email"] == twins[0]
+        alike(issued, TWIN_KEY, "create_api_key")
+
+        # Twin agents to the trash and back.
+        trashed = await both(ports, "delete_agent", [{"email": t, "confirm": True} for t in twins])
+        assert trashed[0] == {"deleted": True, "email": twins[0], "messages_deleted": 1}
+        alike(trashed, TWIN_AGENT, "delete_agent")
+        trash = await same(ports, "list_agents", {"deleted": True, "limit": 1})
+        assert [a["email"] for a in trash["agents"]] == [twins[1]]
+        await same(ports, "list_agents", {"deleted": True, "cursor": trash["next_cursor"]})
+        restored = await both(ports, "restore_agent", [{"email": t} for t in twins])
+        assert restored[0]["email"] == twins[0]
+        alike(restored, TWIN_AGENT, "restore_agent")
+        for name, arguments in (
+            ("get_protection", {"email": "nobody@agents.test"}),
+            ("update_protection", {"inbound_scan_sensitivity": "high"}),
+            ("update_protection", {"email": "nobody@agents.test", "holds_ttl_seconds": 60}),
+            ("create_api_key", {"agent_email": "nobody@agents.test"}),
+            ("create_api_key", {"agent_email": agent, "expires_at": "tomorrow"}),
+            ("restore_agent", {"email": agent}),
+            ("restore_agent", {"email": "nobody@agents.test"}),
+            ("delete_agent", {"email": "nobody@agents.test", "confirm": True}),
+        ):
+            await same(ports, name, arguments)
+
+    # A key bound to one agent: who it is, and what it may not do, alike.
+    async with both_ports(running, issued[0]["key"], "") as ports:
+        me = await both(ports, "whoami", [{}])
+        assert me[0]["scope"] == "agent" and me[0]["agent_email"] == twins[0]
+        alike(me, {"url"}, "whoami (agent key)")  # the gateway's URL as each port reaches it
+        await same(ports, "list_messages", {"status": "all"})
+        for name, arguments in (
+            ("list_reviews", {}),
+            ("list_pending", {}),
+            ("get_protection", {}),
+            ("create_api_key", {"agent_email": twins[0]}),
+            ("delete_agent", {"confirm": True}),
+            ("restore_agent", {"email": twins[0]}),
+            ("list_webhooks", {}),
+            ("list_events", {}),
+            ("get_message_lifecycle", {"message_id": "msg_nope", "email": twins[1]}),
+            ("forward_message", {"message_id": "msg_nope", "to": [agent], "email": twins[1]}),
+            ("get_message_lifecycle", {"message_id": "msg_nope"}),
+        ):
+            await same(ports, name, arguments)
+
+
+def test_every_served_tool_is_compared() -> None:
+    """Each tool served is called over both ports by a test of this module (its name appears
+    here as a string), so a new tool cannot go uncompared."""
+    named = set(re.findall(r'"([a-z_]+)"', Path(__file__).read_text()))
+    assert {tool.name for tool in TOOLS} - named == set()

@@ -14,7 +14,13 @@ import pytest
 
 from e2a_gateway.app import RunningGateway
 from tests.conftest import Account
-from tests.delivery_support import create_agent, mail, smtp_send, store_with_conversation
+from tests.delivery_support import (
+    create_agent,
+    mail,
+    smtp_send,
+    store_with_conversation,
+    wait_until,
+)
 from tests.mcp_support import call, failure
 from tests.test_mcp_names import TRANSPORTS, opener
 
@@ -227,3 +233,177 @@ async def test_agent_keys_protection_and_what_an_agent_key_may_not_do(
         ):
             forbidden = await failure(bound, name, arguments)
             assert forbidden["code"] == "forbidden" and forbidden["status"] == 403, name
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_forward_a_message_and_read_its_lifecycle(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"fwd-{transport}@example.com")
+    agent = await create_agent(account, f"fwd-{transport}")
+    peer = await create_agent(account, f"fwd-peer-{transport}")
+    await smtp_send(running.addresses.smtp_port, [agent], mail("Quarterly", body="Numbers."))
+    note = {"filename": "note.txt", "content_type": "text/plain", "data": "bm90ZQo="}
+    async with opener(transport, running)(account.key, agent) as client:
+        [received] = (await call(client, "list_messages", {"read_status": "all"}))["messages"]
+        original = received["message_id"]
+        forwarded = await call(
+            client,
+            "forward_message",
+            {"message_id": original, "to": [peer], "text": "FYI", "attachments": [note]},
+        )
+        assert forwarded["status"] == "accepted" and forwarded["sent_as"] == "own_address"
+        assert forwarded["message_id"] != original
+
+        async def arrived() -> bool:
+            page = await call(client, "list_messages", {"email": peer, "read_status": "all"})
+            return bool(page["messages"])
+
+        await wait_until(arrived)
+        [copy] = (await call(client, "list_messages", {"email": peer, "read_status": "all"}))[
+            "messages"
+        ]
+        assert copy["subject"] == "Fwd: Quarterly"
+        shown = await call(client, "get_message", {"email": peer, "message_id": copy["message_id"]})
+        text = shown["text_body"].replace("\r\n", "\n")
+        assert text.startswith("FYI\n\n---------- Forwarded message ----------\n")
+        assert "Subject: Quarterly\n" in text and text.endswith("\nNumbers.\n")
+        assert [a["filename"] for a in shown["attachments"]] == ["note.txt"]
+
+        # The received message's lifecycle, one transition a page, then all at once.
+        walked, cursor = [], None
+        for _ in range(5):
+            arguments: dict[str, Any] = {"message_id": original, "limit": 1}
+            if cursor:
+                arguments["cursor"] = cursor
+            page = await call(client, "get_message_lifecycle", arguments)
+            assert set(page) <= {"transitions", "next_cursor"}
+            walked += page["transitions"]
+            cursor = page.get("next_cursor")
+            if cursor is None:
+                break
+        whole = await call(client, "get_message_lifecycle", {"message_id": original})
+        assert whole == {"transitions": walked}
+        assert walked[0]["stage"] == "accepted" and walked[0]["direction"] == "inbound"
+        assert walked[0]["reason_code"] == "acceptance.inbound_smtp"
+        assert all(step["message_id"] == original for step in walked)
+        sent = await call(client, "get_message_lifecycle", {"message_id": forwarded["message_id"]})
+        assert sent["transitions"][0]["reason_code"] == "acceptance.outbound_api"
+
+        # What cannot be forwarded or read.
+        own = await failure(
+            client, "forward_message", {"message_id": forwarded["message_id"], "to": [peer]}
+        )
+        assert own["code"] == "conflict" and own["status"] == 409
+        unknown = await failure(client, "forward_message", {"message_id": "msg_nope", "to": [peer]})
+        assert unknown["code"] == "not_found" and unknown["status"] == 404
+        forged = await failure(
+            client, "get_message_lifecycle", {"message_id": original, "cursor": "bm9wZQ.bm9wZQ"}
+        )
+        assert forged["code"] == "invalid_cursor" and forged["status"] == 400
+        # A retry with the same idempotency key answers the first forward again.
+        retried = {"message_id": original, "to": [peer], "idempotency_key": f"fwd-{original}"}
+        first = await call(client, "forward_message", retried)
+        assert await call(client, "forward_message", retried) == first
+        assert first["message_id"] != forwarded["message_id"]
+        other = await failure(client, "forward_message", retried | {"text": "Other"})
+        assert other["code"] == "idempotency_key_reuse" and other["status"] == 422
+        bad = await failure(client, "forward_message", retried | {"idempotency_key": "ü"})
+        assert bad["code"] == "invalid_request" and "idempotency_key" in bad["message"]
+        issued = await call(client, "create_api_key", {"agent_email": peer, "name": "peer"})
+
+    # Another account reaches neither the message nor the agent holding it.
+    stranger: Account = await make_account(f"fwd-stranger-{transport}@example.com")
+    elsewhere = await create_agent(stranger, f"fwd-elsewhere-{transport}")
+    async with opener(transport, running)(stranger.key, elsewhere) as client:
+        for email in (elsewhere, agent):
+            for name, arguments in (
+                ("forward_message", {"message_id": original, "to": [elsewhere]}),
+                ("get_message_lifecycle", {"message_id": original}),
+            ):
+                refused = await failure(client, name, arguments | {"email": email})
+                assert refused["code"] == "not_found" and refused["status"] == 404, (name, email)
+
+    # A key bound to the peer may not act as the agent, nor reach its message through itself.
+    async with opener(transport, running)(issued["key"], peer) as bound:
+        for name, arguments in (
+            ("forward_message", {"message_id": original, "to": [peer]}),
+            ("get_message_lifecycle", {"message_id": original}),
+        ):
+            forbidden = await failure(bound, name, arguments | {"email": agent})
+            assert forbidden["code"] == "forbidden" and forbidden["status"] == 403, name
+            missing = await failure(bound, name, arguments)
+            assert missing["code"] == "not_found" and missing["status"] == 404, name
+
+        async def both_forwards_arrived() -> bool:
+            page = await call(bound, "list_messages", {"read_status": "all"})
+            return len(page["messages"]) == 2
+
+        await wait_until(both_forwards_arrived)  # the retried forward was sent once
+        own_copy = (await call(bound, "list_messages", {"read_status": "all"}))["messages"][0]
+        mine = await call(bound, "get_message_lifecycle", {"message_id": own_copy["message_id"]})
+        assert mine["transitions"][0]["direction"] == "inbound"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_whoami_names_the_scope_of_the_key(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"who-{transport}@example.com")
+    agent = await create_agent(account, f"who-{transport}")
+    other = await create_agent(account, f"who-other-{transport}")
+    await smtp_send(running.addresses.smtp_port, [agent], mail("For the bound one", body="Hi."))
+    async with opener(transport, running)(account.key, agent) as client:
+        me = await call(client, "whoami")
+        assert me["scope"] == "account" and me["agent_email"] == me["email"] == agent
+        issued = await call(client, "create_api_key", {"agent_email": agent, "name": "bound"})
+    async with opener(transport, running)(account.key) as client:
+        me = await call(client, "whoami")
+        assert me["scope"] == "account" and me["agent_email"] is None  # two agents, no default
+
+    # An agent key: its scope and its agent, which is also every tool's default agent.
+    async with opener(transport, running)(issued["key"]) as bound:
+        me = await call(bound, "whoami")
+        assert me["scope"] == "agent" and me["agent_email"] == me["email"] == agent
+        assert me["gateway"]["shared_domain"] == "agents.test"
+        [message] = (await call(bound, "list_messages"))["messages"]
+        assert message["subject"] == "For the bound one"
+    async with opener(transport, running)(issued["key"], other) as bound:
+        me = await call(bound, "whoami")  # the bound agent, whatever default was configured
+        assert me["scope"] == "agent" and me["agent_email"] == agent
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_delete_agent_moves_it_to_the_trash_and_restore_agent_brings_it_back(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"bin-{transport}@example.com")
+    agent = await create_agent(account, f"bin-{transport}")
+    keeper = await create_agent(account, f"bin-keeper-{transport}")
+    for subject in ("One", "Two"):
+        await smtp_send(running.addresses.smtp_port, [agent], mail(subject, body="Kept."))
+    async with opener(transport, running)(account.key, keeper) as client:
+        unconfirmed = await failure(client, "delete_agent", {"email": agent})
+        assert unconfirmed["code"] == "invalid_request" and "confirm" in unconfirmed["message"]
+        deleted = await call(client, "delete_agent", {"email": agent, "confirm": True})
+        assert deleted == {"deleted": True, "email": agent, "messages_deleted": 2}
+        assert [a["email"] for a in (await call(client, "list_agents"))["agents"]] == [keeper]
+        gone = await failure(client, "get_agent", {"email": agent})
+        assert gone["code"] == "not_found" and gone["status"] == 404
+        again = await failure(client, "delete_agent", {"email": agent, "confirm": True})
+        assert again["code"] == "not_found" and again["status"] == 404
+        trash = await call(client, "list_agents", {"deleted": True})
+        assert [a["email"] for a in trash["agents"]] == [agent]
+        assert trash["agents"][0]["deleted_at"] and "next_cursor" not in trash
+
+        restored = await call(client, "restore_agent", {"email": agent})
+        assert restored["email"] == agent and "deleted_at" not in restored
+        assert (await call(client, "list_agents", {"deleted": True}))["agents"] == []
+        listed = await call(client, "list_messages", {"read_status": "all", "email": agent})
+        assert [m["subject"] for m in listed["messages"]] == ["One", "Two"]
+        issued = await call(client, "create_api_key", {"agent_email": agent})
+
+    async with opener(transport, running)(issued["key"]) as bound:
+        refused = await failure(bound, "delete_agent", {"confirm": True})
+        assert refused["code"] == "forbidden" and refused["status"] == 403
+    assert (await account.http.get(f"/v1/agents/{quote(agent, safe='')}")).status_code == 200

@@ -23,7 +23,8 @@ from e2a_gateway.mcp.toolkit import (
 from e2a_gateway.v1 import Agent
 
 SCOPE = "account"
-"""What every key reaches today: its whole account (agent-scoped keys are not issued yet)."""
+"""An account key's scope. list_api_keys shows it for every key: `/api/v1`'s key list, which
+it reads, does not carry the scope (whoami reads the key in use from `/v1`)."""
 
 Confirm = Literal[True]
 CONFIRM = Field(description="Must be true: you confirm this cannot be undone.")
@@ -32,8 +33,10 @@ CONFIRM = Field(description="Must be true: you confirm this cannot be undone.")
 class ListAgentsArguments(PageArguments):
     """Arguments of list_agents."""
 
-    deleted: Literal[False] | None = Field(
-        default=None, description="Only false: deleted agents are gone on this gateway."
+    deleted: bool | None = Field(
+        default=None,
+        description="true: list the trash (agents delete_agent moved there, restorable with "
+        "restore_agent) instead of the agents in service.",
     )
 
 
@@ -117,8 +120,10 @@ def _agent(agent: Agent) -> dict[str, Any]:
 
 
 async def whoami(caller: ToolCaller, _: NoArguments) -> dict[str, Any]:
-    """The default agent (e2a's first `whoami`) and the key's identity (its current one)."""
-    email = await caller.known_agent()
+    """The default agent (e2a's first `whoami`) and the key's identity (its current one): its
+    scope, `account` or `agent`; an agent key's agent is the one it is bound to."""
+    scope = str((await caller.account()).get("scope") or SCOPE)
+    email = await caller.bound_agent() or await caller.known_agent()
     info = await caller.port.get_info()
     gateway = {
         "url": caller.port.gateway_url,
@@ -127,18 +132,28 @@ async def whoami(caller: ToolCaller, _: NoArguments) -> dict[str, Any]:
     }
     if email is None:
         return {
-            "scope": SCOPE,
+            "scope": scope,
             "agent_email": None,
             "gateway": gateway,
             "note": "no default agent: set E2A_AGENT_EMAIL (or the X-E2A-Agent-Email header), "
             "or pass agent_email to each tool; list_agents shows your agents",
         }
     agent = await caller.port.get_agent(email)
-    return {**_agent(agent), "scope": SCOPE, "agent_email": email, "gateway": gateway}
+    return {**_agent(agent), "scope": scope, "agent_email": email, "gateway": gateway}
 
 
 async def list_agents(caller: ToolCaller, arguments: ListAgentsArguments) -> dict[str, Any]:
-    """One page of the caller's agents, and their default agent."""
+    """One page of the caller's agents (or of their trash, as `/v1` lists it), and their
+    default agent."""
+    if arguments.deleted:
+        query = {"cursor": arguments.cursor, "limit": arguments.limit}
+        trash = await caller.port.list_agent_trash(
+            {name: value for name, value in query.items() if value is not None}
+        )
+        return {
+            **listed("agents", trash["items"], trash.get("next_cursor")),
+            "default_agent": caller.default_agent or None,
+        }
     agents = [_agent(agent) for agent in (await caller.port.list_agents()).agents]
     shown, following = page_of(agents, arguments.cursor, arguments.limit)
     return {**listed("agents", shown, following), "default_agent": caller.default_agent or None}
@@ -170,10 +185,9 @@ async def update_agent(caller: ToolCaller, arguments: UpdateAgentArguments) -> d
 
 
 async def delete_agent(caller: ToolCaller, arguments: DeleteAgentArguments) -> dict[str, Any]:
-    """Delete an agent and its messages, for good."""
-    email = await caller.agent(arguments.email)
-    await caller.port.delete_agent(email)
-    return {"deleted": True, "email": email}
+    """Move an agent and its messages to the trash, as e2a's delete_agent does: `/v1`'s
+    receipt `{deleted, email, messages_deleted}`; restore_agent brings it back."""
+    return await caller.port.trash_agent(await caller.agent(arguments.email))
 
 
 async def create_api_key(caller: ToolCaller, arguments: CreateApiKeyArguments) -> dict[str, Any]:
@@ -241,8 +255,9 @@ ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
         "whoami",
         "Who am I",
         "Who this key is: your default agent (its address, name, delivery mode, whether its "
-        "mail needs approval) when there is one, the key's scope (every key reaches its whole "
-        "account today), and the gateway (URL, version, shared domain). Call it first.",
+        "mail needs approval) when there is one, the key's scope (account: the whole account; "
+        "agent: only the agent in agent_email, the one the key is bound to), and the gateway "
+        "(URL, version, shared domain). Call it first.",
         NoArguments,
         whoami,
     ),
@@ -250,8 +265,9 @@ ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
         "list_agents",
         "List agents",
         "List the agent mailboxes this API key owns (address, name, delivery mode, whether "
-        "outgoing mail needs approval) and which one is the default. Pass next_cursor back as "
-        "`cursor` while it is present.",
+        "outgoing mail needs approval) and which one is the default; deleted: true lists the "
+        "trash instead, newest first (address, name, deleted_at; restore_agent brings one "
+        "back). Pass next_cursor back as `cursor` while it is present.",
         ListAgentsArguments,
         list_agents,
     ),
@@ -284,8 +300,10 @@ ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
         "delete_agent",
         "Delete an agent (DESTRUCTIVE)",
-        "Delete an agent and all its messages, for good: this gateway keeps no trash, so it "
-        "cannot be restored. Requires confirm: true.",
+        "Move an agent to the trash with its messages and settings: it stops receiving mail, "
+        "its agent keys stop working and it leaves list_agents, but restore_agent brings it "
+        "back within the trash window (30 days; then it is purged). Its address stays taken "
+        "meanwhile. Requires confirm: true.",
         DeleteAgentArguments,
         delete_agent,
         read_only=False,
@@ -327,7 +345,8 @@ ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
         "delete_domain",
         "Delete a custom domain (DESTRUCTIVE)",
-        "Remove a custom domain; refused while an agent uses it. Requires confirm: true.",
+        "Remove a custom domain; refused while an agent uses it, trashed agents included. "
+        "Requires confirm: true.",
         DeleteDomainArguments,
         delete_domain,
         read_only=False,

@@ -9,23 +9,26 @@ the answer with the REST API's views and reads it as the SDK does, and turns a r
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from e2a_gateway.api.v1.account import account_view
+from e2a_gateway.api.v1.agents import AgentsQuery, agent_listing
 from e2a_gateway.api.v1.agents import agent_view as v1_agent_view
 from e2a_gateway.api.v1.bodies import validated
 from e2a_gateway.api.v1.conversations import ListConversationsQuery, conversation_listing
-from e2a_gateway.api.v1.errors import STATUSES as V1_STATUSES
-from e2a_gateway.api.v1.errors import V1Error
+from e2a_gateway.api.v1.errors import V1Error, refusal
 from e2a_gateway.api.v1.events import EventQuery, event_listing, event_view, redelivery
 from e2a_gateway.api.v1.message_views import (
     conversation_detail_view,
     message_view,
+    send_result_view,
     update_result_view,
 )
-from e2a_gateway.api.v1.messages import UpdateMessageBody
+from e2a_gateway.api.v1.messages import LifecycleQuery, UpdateMessageBody, lifecycle_listing
 from e2a_gateway.api.v1.pages import PageQuery
 from e2a_gateway.api.v1.review_views import protection_view
 from e2a_gateway.api.v1.views import api_key_view as v1_api_key_view
@@ -55,11 +58,12 @@ from e2a_gateway.operations.agents import AgentEntry, CreateAgent, UpdateAgent
 from e2a_gateway.operations.caller import Caller, authenticate
 from e2a_gateway.operations.domains import CreateDomain
 from e2a_gateway.operations.errors import OperationError
+from e2a_gateway.operations.idempotency import Answer, run_once
 from e2a_gateway.operations.keys import CreateScopedApiKey
 from e2a_gateway.operations.protection import ProtectionConfig
 from e2a_gateway.operations.requests import parse_request
 from e2a_gateway.operations.reviews import ApproveBody, RejectBody
-from e2a_gateway.operations.sending import ReplyBody, SendBody, Submission
+from e2a_gateway.operations.sending import ForwardMessageBody, ReplyBody, SendBody, Submission
 from e2a_gateway.operations.webhooks import CreateWebhook, UpdateWebhook
 from e2a_gateway.storage.base import Domain as StoredDomain
 from e2a_gateway.storage.base import OutboundMessage, StorageUnavailable
@@ -148,7 +152,7 @@ class OperationsPort:
         async def bound(gateway: Gateway, caller: Caller) -> T:
             return await operation(gateway, caller, *args, **kwargs)
 
-        return await self._invoke(API_STATUSES, bound)
+        return await self._invoke(bound)
 
     async def _run_v1(
         self,
@@ -156,23 +160,26 @@ class OperationsPort:
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """`operation` as `_run` does it, a refusal with the status `/v1` answers it with."""
+        """`operation` as `_run` does it, a refusal as `/v1` answers it: its status and e2a's
+        code (`invalid_email` is `invalid_request` there, `domain_in_use` a 400
+        `domain_has_agents`)."""
 
         async def bound(gateway: Gateway, caller: Caller) -> T:
             return await operation(gateway, caller, *args, **kwargs)
 
-        return await self._invoke(V1_STATUSES, bound)
+        return await self._invoke(bound, v1=True)
 
     async def _invoke(
-        self,
-        statuses: Mapping[type[OperationError], int],
-        operation: Callable[[Gateway, Caller], Awaitable[T]],
+        self, operation: Callable[[Gateway, Caller], Awaitable[T]], *, v1: bool = False
     ) -> T:
         try:
             caller = await authenticate(self._gateway, self._api_key)
             return await operation(self._gateway, caller)
         except OperationError as refused:
-            status = status_of(refused, statuses)
+            if v1:
+                answer = refusal(refused)
+                raise E2AApiError(answer.status, answer.message, answer.code) from None
+            status = status_of(refused, API_STATUSES)
             raise E2AApiError(status, refused.message, refused.code) from None
         except V1Error as refused:
             raise E2AApiError(refused.status, refused.message, refused.code) from None
@@ -193,6 +200,10 @@ class OperationsPort:
     async def get_info(self) -> DeploymentInfo:
         """The gateway's public settings."""
         return DeploymentInfo.model_validate(info_view(self._gateway.settings))
+
+    async def get_account(self) -> dict[str, Any]:
+        """Who the key speaks for: its scope, bound agent, user, caps and usage."""
+        return await self._run_v1(account_view)
 
     async def list_agents(self) -> ListAgentsResponse:
         """The caller's agents."""
@@ -233,9 +244,19 @@ class OperationsPort:
 
         return _agent(await self._run(change))
 
-    async def delete_agent(self, email: str) -> None:
-        """Delete one of the caller's agents with its messages."""
-        await self._run(agents.remove_agent, email)
+    async def list_agent_trash(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the caller's trashed agents, newest first."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            checked = validated(AgentsQuery, {**query, "deleted": True}, "query")
+            return await agent_listing(gateway, caller, checked)
+
+        return await self._run_v1(page)
+
+    async def trash_agent(self, email: str) -> dict[str, Any]:
+        """Move one of the caller's agents to the trash with its messages; `/v1`'s receipt."""
+        trashed, messages = await self._run_v1(agents.trash_agent, email)
+        return {"deleted": True, "email": trashed.email, "messages_deleted": messages}
 
     async def get_messages(
         self,
@@ -560,3 +581,44 @@ class OperationsPort:
             )
 
         return await self._run_v1(replace)
+
+    async def forward_message(
+        self,
+        email: str,
+        message_id: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Forward an agent's message; the send result as `/v1` answers it (not waiting for
+        the hand-off: `accepted`, or `pending_review` when held). An `idempotency_key` works
+        as `/v1`'s Idempotency-Key, with the fingerprint `/v1` takes of the same request (its
+        route and the body as the SDK sends it), so a repeat over either port replays."""
+        raw = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        route = f"POST /v1/agents/{email}/messages/{message_id}/forward\n"
+
+        async def forward(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            async def write() -> Answer:
+                body = validated(ForwardMessageBody, fields, "body")
+                submission = await sending.forward_message(
+                    gateway, caller, email, message_id, body, False
+                )
+                view, status = send_result_view(submission)
+                return Answer(status, json.dumps(view).encode())
+
+            fingerprint = route.encode() + raw.encode()
+            answer = await run_once(gateway, caller, idempotency_key, fingerprint, write)
+            found = json.loads(answer.body)
+            return found if isinstance(found, dict) else {}
+
+        return await self._run_v1(forward)
+
+    async def get_message_lifecycle(
+        self, email: str, message_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One page of a message's lifecycle transitions."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            checked = validated(LifecycleQuery, query, "query")
+            return await lifecycle_listing(gateway, caller, email, message_id, checked)
+
+        return await self._run_v1(page)

@@ -1,5 +1,6 @@
 """The MCP tools of an agent's mailbox as the `/v1` face keeps it, under e2a's names and
-arguments: the trash (messages and agents, restorable), labels and conversations.
+arguments: the trash (messages and agents, restorable), labels, conversations, forwarding and
+a message's lifecycle.
 
 Answers are the `/v1` views verbatim, as e2a's server returns its API's answers; lists in e2a's
 MCP shape (a named array, `next_cursor` only while more remain).
@@ -12,7 +13,13 @@ from typing import Any, Literal
 from pydantic import Field
 
 from e2a_gateway.mcp.answers import listed
-from e2a_gateway.mcp.toolkit import Arguments, PageArguments, ToolCaller, ToolSpec
+from e2a_gateway.mcp.toolkit import (
+    Arguments,
+    AttachmentsArgument,
+    PageArguments,
+    ToolCaller,
+    ToolSpec,
+)
 
 AGENT = "The agent; defaults to yours (E2A_AGENT_EMAIL, or the key's only agent)."
 
@@ -70,6 +77,45 @@ class LabelsArguments(Arguments):
     email: str | None = Field(default=None, description=AGENT)
 
 
+class ForwardArguments(Arguments):
+    """Arguments of forward_message."""
+
+    message_id: str = Field(min_length=1, description="The received message to forward.")
+    to: list[str] = Field(min_length=1, description="Who to forward it to (one or more).")
+    cc: list[str] | None = Field(default=None, description="Cc recipients.")
+    bcc: list[str] | None = Field(default=None, description="Bcc recipients.")
+    text: str | None = Field(
+        default=None,
+        description="A comment above the forwarded message; the original is quoted beneath.",
+    )
+    html: str | None = Field(default=None, description="The comment as HTML.")
+    attachments: AttachmentsArgument
+    conversation_id: str | None = Field(
+        default=None,
+        description="Bind the forward to this conversation; a forward starts a new one by default.",
+    )
+    reply_to: str | None = Field(
+        default=None, description="The Reply-To address; the agent's own by default."
+    )
+    idempotency_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
+        description="Makes a retry safe: a repeat with the same key and arguments answers "
+        "the first forward again instead of sending twice (kept at least 24 hours). The "
+        "message_id and recipients make a natural key. Visible ASCII, at most 255.",
+    )
+    email: str | None = Field(default=None, description=AGENT)
+
+
+class LifecycleArguments(PageArguments):
+    """Arguments of get_message_lifecycle."""
+
+    message_id: str = Field(min_length=1, description="The message.")
+    email: str | None = Field(default=None, description=AGENT)
+
+
 def present(arguments: Arguments, *names: str) -> dict[str, Any]:
     """The arguments among `names` that were given, as the `/v1` request takes them."""
     values = {name: getattr(arguments, name) for name in names}
@@ -114,6 +160,29 @@ async def update_message_labels(caller: ToolCaller, arguments: LabelsArguments) 
     email = await caller.agent(arguments.email)
     changes = present(arguments, "add_labels", "remove_labels")
     return await caller.port.update_message_labels(email, arguments.message_id, changes)
+
+
+async def forward_message(caller: ToolCaller, arguments: ForwardArguments) -> dict[str, Any]:
+    """Forward a received message to new recipients: the send result (`status`, `message_id`,
+    `method`, `sent_as`)."""
+    email = await caller.agent(arguments.email)
+    fields = present(arguments, "to", "cc", "bcc", "html", "conversation_id", "reply_to")
+    fields["text"] = arguments.text or ""
+    if arguments.attachments:
+        fields["attachments"] = [item.model_dump() for item in arguments.attachments]
+    return await caller.port.forward_message(
+        email, arguments.message_id, fields, arguments.idempotency_key
+    )
+
+
+async def get_message_lifecycle(
+    caller: ToolCaller, arguments: LifecycleArguments
+) -> dict[str, Any]:
+    """One page of a message's lifecycle transitions, oldest first."""
+    email = await caller.agent(arguments.email)
+    query = present(arguments, "cursor", "limit")
+    page = await caller.port.get_message_lifecycle(email, arguments.message_id, query)
+    return listed("transitions", page["items"], page.get("next_cursor"))
 
 
 MAILBOX_TOOLS: tuple[ToolSpec[Any], ...] = (
@@ -171,5 +240,31 @@ MAILBOX_TOOLS: tuple[ToolSpec[Any], ...] = (
         LabelsArguments,
         update_message_labels,
         read_only=False,
+    ),
+    ToolSpec(
+        "forward_message",
+        "Forward a message",
+        "Forward a message the agent received to new recipients: your optional comment "
+        "(text/html), then a header block (From, Date, Subject, To) and the original body; "
+        "the original's attachments are carried over, those in `attachments` added after "
+        "them. A forward starts a new thread (no In-Reply-To); to continue the conversation "
+        "use reply_to_message. Mail the agent sent cannot be forwarded (the gateway does not "
+        "keep its body). The answer's status is accepted (stored and queued for sending) or "
+        "pending_review (held for a person's approval): both are success, do not forward "
+        "again.",
+        ForwardArguments,
+        forward_message,
+        read_only=False,
+        sends_mail=True,
+    ),
+    ToolSpec(
+        "get_message_lifecycle",
+        "Get message lifecycle (beta)",
+        "Beta: the transitions the gateway keeps for one inbound or outbound message, oldest "
+        "first (accepted, authentication, review, queued, submission), reconstructed from "
+        "its state. It does not claim inbox placement. Pass next_cursor back as `cursor` "
+        "while it is present.",
+        LifecycleArguments,
+        get_message_lifecycle,
     ),
 )

@@ -40,6 +40,11 @@ class GatewayPort(Protocol):
         """The gateway's public settings (`GET /info`)."""
         ...
 
+    async def get_account(self) -> dict[str, Any]:
+        """Who the key speaks for, as `/v1` shows it: its `scope` (`account` or `agent`), the
+        agent an agent key is bound to (`agent_email`), the user, caps and usage."""
+        ...
+
     async def list_agents(self) -> ListAgentsResponse:
         """The caller's agents."""
         ...
@@ -64,8 +69,13 @@ class GatewayPort(Protocol):
         """Rename one of the caller's agents."""
         ...
 
-    async def delete_agent(self, email: str) -> None:
-        """Delete one of the caller's agents with its messages."""
+    async def list_agent_trash(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One `/v1` page of the caller's trashed agents, newest first (`query`: cursor, limit)."""
+        ...
+
+    async def trash_agent(self, email: str) -> dict[str, Any]:
+        """Move one of the caller's agents to the trash with its messages (restorable); `/v1`'s
+        receipt: `{deleted, email, messages_deleted}`."""
         ...
 
     async def get_messages(
@@ -246,4 +256,22 @@ class GatewayPort(Protocol):
 
     async def put_protection(self, email: str, config: dict[str, Any]) -> dict[str, Any]:
         """Replace an agent's protection config; the config as it stands now."""
+        ...
+
+    async def forward_message(
+        self,
+        email: str,
+        message_id: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Forward an agent's message (forwardMessage's fields); the send result as `/v1`
+        answers it. A repeat with the same `idempotency_key` and fields gets the first
+        answer again instead of forwarding twice."""
+        ...
+
+    async def get_message_lifecycle(
+        self, email: str, message_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One `/v1` page of a message's lifecycle transitions (`query`: cursor, limit)."""
         ...

@@ -56,10 +56,16 @@ class SdkPort(AsyncE2AClient):
         *,
         query: dict[str, Any] | None = None,
         body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """One call to the gateway's `/v1` face, which the SDK (written for `/api/v1`) lacks."""
         params = {name: str(value) for name, value in (query or {}).items()}
-        return await self.api.call(Call(method, path, _json, json=body, params=params or None))
+        call = Call(method, path, _json, json=body, params=params or None, headers=headers)
+        return await self.api.call(call)
+
+    async def get_account(self) -> dict[str, Any]:
+        """`GET /v1/account`."""
+        return await self._v1("GET", "/v1/account")
 
     async def trash_message(self, email: str, message_id: str) -> dict[str, Any]:
         """`DELETE /v1/agents/{email}/messages/{id}`: to the trash."""
@@ -68,6 +74,14 @@ class SdkPort(AsyncE2AClient):
     async def restore_message(self, email: str, message_id: str) -> dict[str, Any]:
         """`POST /v1/agents/{email}/messages/{id}/restore`."""
         return await self._v1("POST", _agent_path(email, "messages", message_id, "restore"))
+
+    async def list_agent_trash(self, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/agents?deleted=true`."""
+        return await self._v1("GET", "/v1/agents", query={**query, "deleted": "true"})
+
+    async def trash_agent(self, email: str) -> dict[str, Any]:
+        """`DELETE /v1/agents/{email}?confirm=DELETE`: to the trash."""
+        return await self._v1("DELETE", _agent_path(email), query={"confirm": "DELETE"})
 
     async def restore_agent(self, email: str) -> dict[str, Any]:
         """`POST /v1/agents/{email}/restore`."""
@@ -146,3 +160,22 @@ class SdkPort(AsyncE2AClient):
     async def put_protection(self, email: str, config: dict[str, Any]) -> dict[str, Any]:
         """`PUT /v1/agents/{email}/protection`."""
         return await self._v1("PUT", _agent_path(email, "protection"), body=config)
+
+    async def forward_message(
+        self,
+        email: str,
+        message_id: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """`POST /v1/agents/{email}/messages/{id}/forward`, with the Idempotency-Key given."""
+        path = _agent_path(email, "messages", message_id, "forward")
+        headers = None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        return await self._v1("POST", path, body=fields, headers=headers)
+
+    async def get_message_lifecycle(
+        self, email: str, message_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        """`GET /v1/agents/{email}/messages/{id}/lifecycle`."""
+        path = _agent_path(email, "messages", message_id, "lifecycle")
+        return await self._v1("GET", path, query=query)

@@ -2,8 +2,8 @@
 name e2a has given them: `*_pending_message` (its first server), `*_review` (its current one)
 and `approve_message`/`reject_message` (between the two).
 
-Approving and rejecting act with the key owner's authority: every key of an account may review
-today (docs/mcp.md, "Approvals"), and the operations decide it, not this module.
+Approving and rejecting act with the key owner's authority: account keys may review, keys bound
+to one agent may not (docs/mcp.md, "Approvals"), and the operations decide it, not this module.
 """
 
 from __future__ import annotations

@@ -49,13 +49,32 @@ class ToolCaller:
 
     port: GatewayPort
     default_agent: str = ""
+    _account: dict[str, Any] | None = field(default=None, init=False, repr=False)
+
+    async def account(self) -> dict[str, Any]:
+        """Who the key speaks for (`/v1`'s AccountView), asked once per caller: a key's scope
+        and bound agent never change."""
+        if self._account is None:
+            self._account = await self.port.get_account()
+        return self._account
+
+    async def bound_agent(self) -> str | None:
+        """The agent the key is bound to, for an agent key; None for an account key."""
+        found = await self.account()
+        if found.get("scope", "account") == "account":
+            return None
+        return str(found.get("agent_email") or "") or None
 
     async def agent(self, chosen: str | None) -> str:
-        """`chosen`, else the default agent, else the key's only agent."""
+        """`chosen`, else the default agent, else the agent the key is bound to, else the
+        key's only agent."""
         if chosen:
             return chosen
         if self.default_agent:
             return self.default_agent
+        bound = await self.bound_agent()
+        if bound:
+            return bound
         agents = await self._agents()
         if len(agents) == 1:
             return agents[0]
@@ -70,9 +89,13 @@ class ToolCaller:
         )
 
     async def known_agent(self) -> str | None:
-        """The default agent, else the key's only agent, else None."""
+        """The default agent, else the agent the key is bound to, else the key's only agent,
+        else None."""
         if self.default_agent:
             return self.default_agent
+        bound = await self.bound_agent()
+        if bound:
+            return bound
         agents = await self._agents()
         return agents[0] if len(agents) == 1 else None
 

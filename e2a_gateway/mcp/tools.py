@@ -39,11 +39,6 @@ _TEMPLATES = (
     "the gateway keeps no email templates (neither /v1 nor /api/v1 has them): send_message "
     "takes the subject, text and html themselves"
 )
-_NOT_IN_MCP_YET = (
-    "the gateway does this on /v1 ({route}) but its MCP server does not serve the tool yet; "
-    "call that route with the same API key"
-)
-
 MISSING: dict[str, str] = {
     "create_template": _TEMPLATES,
     "delete_template": _TEMPLATES,
@@ -53,12 +48,6 @@ MISSING: dict[str, str] = {
     "validate_template": _TEMPLATES,
     "get_starter_template": _TEMPLATES,
     "list_starter_templates": _TEMPLATES,
-    "forward_message": _NOT_IN_MCP_YET.format(
-        route="POST /v1/agents/{email}/messages/{id}/forward"
-    ),
-    "get_message_lifecycle": _NOT_IN_MCP_YET.format(
-        route="GET /v1/agents/{email}/messages/{id}/lifecycle"
-    ),
 }
 """e2a's tool names this gateway does not serve yet, each with why: an unknown-tool error for
 one of them says so."""

@@ -86,7 +86,9 @@ class E2AApi:
 
     def call(self, call: endpoints.Call[T]) -> T:
         """Perform one request; raise `E2AApiError` unless the answer is a success."""
-        response = self._client.request(call.method, call.path, json=call.json, params=call.params)
+        response = self._client.request(
+            call.method, call.path, json=call.json, params=call.params, headers=call.headers
+        )
         return call.read(endpoints.check(response))
 
     def list_agents(self) -> ListAgentsResponse:
@@ -212,7 +214,7 @@ class AsyncE2AApi:
     async def call(self, call: endpoints.Call[T]) -> T:
         """Perform one request; raise `E2AApiError` unless the answer is a success."""
         response = await self._client.request(
-            call.method, call.path, json=call.json, params=call.params
+            call.method, call.path, json=call.json, params=call.params, headers=call.headers
         )
         return call.read(endpoints.check(response))
 

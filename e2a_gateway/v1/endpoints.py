@@ -44,6 +44,7 @@ class Call(Generic[T]):
     read: Callable[[httpx.Response], T]
     json: dict[str, Any] | None = None
     params: dict[str, str] | None = None
+    headers: dict[str, str] | None = None
 
 
 def check(response: httpx.Response) -> httpx.Response:

@@ -14,6 +14,7 @@ from e2a_gateway.api.v1.idempotent import idempotent
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.views import api_key_view, present
 from e2a_gateway.clock import format_timestamp
+from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import account, agents, domains, keys
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.keys import CreateScopedApiKey
@@ -71,7 +72,11 @@ def _position(key: ApiKey) -> tuple[str, str]:
 async def get_account(caller: Caller) -> dict[str, Any]:
     """getAccount: who the key speaks for (the user, the key's scope and bound agent), the
     account's caps and what it uses. A self-hosted gateway has no plan: every cap is 0 (none)."""
-    gateway = current_gateway()
+    return await account_view(current_gateway(), caller)
+
+
+async def account_view(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+    """AccountView of the caller (getAccount's answer), for `/v1` and the MCP tools alike."""
     seen = await agents.agent_entries(gateway, caller, trashed=False)
     owned_domains = await domains.list_domains(gateway, caller) if caller.scope == "account" else []
     return present(

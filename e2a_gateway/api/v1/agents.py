@@ -14,6 +14,7 @@ from e2a_gateway.api.v1.account import Confirmation
 from e2a_gateway.api.v1.bodies import read_json, read_query
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.views import present
+from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import agents, sending
 from e2a_gateway.operations.agents import AgentEntry, CreateAgent, UpdateAgent
 from e2a_gateway.operations.caller import Caller
@@ -72,7 +73,13 @@ def agent_view(entry: AgentEntry) -> dict[str, Any]:
 async def list_agents(caller: Caller) -> dict[str, Any]:
     """listAgents: the caller's agents newest first (an agent key sees its own only)."""
     query = read_query(AgentsQuery)
-    entries = await agents.agent_entries(current_gateway(), caller, trashed=query.deleted)
+    return await agent_listing(current_gateway(), caller, query)
+
+
+async def agent_listing(gateway: Gateway, caller: Caller, query: AgentsQuery) -> dict[str, Any]:
+    """One page of the caller's agents, or of its trash (listAgents' answer), for `/v1` and
+    the MCP tools alike."""
+    entries = await agents.agent_entries(gateway, caller, trashed=query.deleted)
     newest_first = sorted(entries, key=_position, reverse=True)
 
     async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[AgentEntry]:
@@ -80,7 +87,7 @@ async def list_agents(caller: Caller) -> dict[str, Any]:
         return rows[:limit]
 
     view = "agents:trash" if query.deleted else "agents"
-    return await keyset_page(view, query, fetch, _position, agent_view)
+    return await keyset_page(view, query, fetch, _position, agent_view, gateway)
 
 
 @blueprint.post("/agents")

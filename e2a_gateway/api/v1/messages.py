@@ -281,7 +281,14 @@ async def forward_message(
 async def get_message_lifecycle(caller: Caller, email: str, message_id: str) -> dict[str, Any]:
     """getMessageLifecycle (beta): the message's transitions, reconstructed from its state."""
     query = read_query(LifecycleQuery)
-    gateway = current_gateway()
+    return await lifecycle_listing(current_gateway(), caller, email, message_id, query)
+
+
+async def lifecycle_listing(
+    gateway: Gateway, caller: Caller, email: str, message_id: str, query: LifecycleQuery
+) -> dict[str, Any]:
+    """One page of the message's transitions (getMessageLifecycle's answer), for `/v1` and
+    the MCP tools alike."""
     opened = await mailbox.open_message(gateway, caller, email, message_id)
     transitions = lifecycle_transitions(opened.filed)
 
@@ -291,7 +298,12 @@ async def get_message_lifecycle(caller: Caller, email: str, message_id: str) -> 
         return numbered[start : start + limit]
 
     return await keyset_page(
-        f"lifecycle {message_id}", query, fetch, lambda row: (row[0],), lambda row: row[1]
+        f"lifecycle {message_id}",
+        query,
+        fetch,
+        lambda row: (row[0],),
+        lambda row: row[1],
+        gateway,
     )
 
 
