@@ -254,9 +254,10 @@ class OperationsPort:
         return await self._run_v1(page)
 
     async def trash_agent(self, email: str) -> dict[str, Any]:
-        """Move one of the caller's agents to the trash with its messages; `/v1`'s receipt."""
-        trashed, messages = await self._run_v1(agents.trash_agent, email)
-        return {"deleted": True, "email": trashed.email, "messages_deleted": messages}
+        """Move one of the caller's agents to the trash with its messages; `/v1`'s receipt
+        (nothing removed for good: `messages_deleted` is zero)."""
+        trashed = await self._run_v1(agents.trash_agent, email)
+        return {"deleted": True, "email": trashed.email, "messages_deleted": 0}
 
     async def get_messages(
         self,

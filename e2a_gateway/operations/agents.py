@@ -221,18 +221,17 @@ async def agent_entries(gateway: Gateway, caller: Caller, *, trashed: bool) -> l
     return [await _entry(gateway, agent) for agent in agents]
 
 
-async def trash_agent(gateway: Gateway, caller: Caller, email: str) -> tuple[Agent, int]:
+async def trash_agent(gateway: Gateway, caller: Caller, email: str) -> Agent:
     """Move the caller's agent at `email` to the trash: it keeps its address and messages for
     TRASH_DAYS, receives no mail, and its keys and live connections stop working until it is
-    restored. The trashed agent and how many messages went to the trash with it; NotFound when
-    there is no such agent in service."""
+    restored. The trashed agent; NotFound when there is no such agent in service."""
     caller.require_account("delete agents")
     address = agent_address(email)
     trashed = await gateway.storage.trash_agent(caller.user_id, address, utc_now())
     if trashed is None:
         raise NotFound.of("agent")
     gateway.hub.revoke(Revocation("agent", trashed.id))
-    return trashed, await gateway.storage.count_agent_messages(caller.user_id, address)
+    return trashed
 
 
 async def restore_agent(gateway: Gateway, caller: Caller, email: str) -> AgentEntry:

@@ -129,15 +129,15 @@ async def update_agent(caller: Caller, email: str) -> dict[str, Any]:
 async def delete_agent(caller: Caller, email: str) -> dict[str, Any]:
     """deleteAgent: to the trash (restorable for agents.TRASH_DAYS, its address kept, its
     messages with it), or with `permanent=true` for good with its messages; `messages_deleted`
-    counts the messages that went (to the trash, or for good)."""
+    counts the messages removed for good, zero for the trash (as e2a defines it)."""
     query = read_query(DeleteQuery)
     gateway = current_gateway()
     if query.permanent:
         address = agents.agent_address(email)
         deleted = await agents.remove_agent(gateway, caller, address)
         return {"deleted": True, "email": address, "messages_deleted": deleted}
-    trashed, messages = await agents.trash_agent(gateway, caller, email)
-    return {"deleted": True, "email": trashed.email, "messages_deleted": messages}
+    trashed = await agents.trash_agent(gateway, caller, email)
+    return {"deleted": True, "email": trashed.email, "messages_deleted": 0}
 
 
 @blueprint.post("/agents/<email>/restore")
