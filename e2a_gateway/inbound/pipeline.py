@@ -76,6 +76,11 @@ class Arrival:
     agents: list[Agent]
     message_ids: list[str]
 
+    @functools.cached_property
+    def authentication_results(self) -> dict[str, str]:
+        """The verdicts as every copy stores them (built once for all of them)."""
+        return self.auth.as_dict()
+
 
 Prepared = list[tuple[Agent, NewInboundMessage]]
 """One DATA's stored form: each recipient agent and the message stored for it."""
@@ -275,8 +280,12 @@ class InboundMailSink:
             gate_verdict(agent, arrival.headers.from_addr, arrival.auth) for agent, _ in copies
         ]
         refuse_blocked(copies, verdicts)
+        sender = arrival.headers.from_addr
+        sender_is_agent = (
+            arrival.from_here and await self._gateway.storage.find_agent(sender) is not None
+        )
         prepared = [
-            (agent, await self._prepare(arrival, agent, message_id, verdict))
+            (agent, await self._prepare(arrival, agent, message_id, verdict, sender_is_agent))
             for (agent, message_id), verdict in zip(copies, verdicts, strict=True)
         ]
         await self._commit_and_announce(prepared, arrival.now)
@@ -317,14 +326,19 @@ class InboundMailSink:
             raise MessageNotStored(str(exc)) from exc
 
     async def _prepare(
-        self, arrival: Arrival, agent: Agent, message_id: str, verdict: GateVerdict
+        self,
+        arrival: Arrival,
+        agent: Agent,
+        message_id: str,
+        verdict: GateVerdict,
+        sender_is_agent: bool,
     ) -> NewInboundMessage:
         """The stored form of the message for one agent: threaded and signed for its owner,
-        held or flagged as the agent's gate says."""
+        held or flagged as the agent's gate says (`sender_is_agent`: the From is an agent
+        here, asked once for every copy)."""
         storage = self._gateway.storage
         headers = arrival.headers
         sender = headers.from_addr
-        sender_is_agent = arrival.from_here and await storage.find_agent(sender) is not None
         seed = await storage.newest_signing_seed(agent.user_id)
         if seed is None:
             raise MessageNotStored(f"owner of {agent.email} has no signing secret")
@@ -349,7 +363,7 @@ class InboundMailSink:
             rfc_message_id=headers.message_id,
             raw_message=arrival.delivered,
             auth_headers=claim.signed_headers(_signing_secret(self._gateway.server_key, seed)),
-            authentication_results=arrival.auth.as_dict(),
+            authentication_results=arrival.authentication_results,
             received_at=arrival.received_at,
             client_ip=arrival.peer,
             helo=arrival.envelope.helo,
