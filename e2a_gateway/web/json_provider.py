@@ -18,11 +18,18 @@ class OrjsonProvider(DefaultJSONProvider):
     """Quart's JSON provider with `dumps` done by orjson."""
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        """`obj` as compact JSON; anything orjson cannot write (an integer beyond 64 bits, or
-        arguments of `json.dumps`) is written by Quart's provider."""
-        if not kwargs:
+        """`obj` as compact JSON (what `response` asks for with `separators`), or indented by
+        two (`indent=2`, in debug mode); anything orjson cannot write (an integer beyond 64
+        bits, other arguments of `json.dumps`) is written by Quart's provider."""
+        options = _OPTIONS
+        if kwargs.get("indent") == 2:
+            options |= orjson.OPT_INDENT_2
+        if kwargs.keys() <= {"separators", "indent"} and kwargs.get("separators") in (
+            None,
+            (",", ":"),
+        ):
             try:
-                return orjson.dumps(obj, default=self.default, option=_OPTIONS).decode()
+                return orjson.dumps(obj, default=self.default, option=options).decode()
             except orjson.JSONEncodeError:
                 pass
         return super().dumps(obj, **kwargs)
