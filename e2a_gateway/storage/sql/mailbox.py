@@ -181,10 +181,12 @@ class MailboxSql(Runner):
     async def filed_message(
         self, user_id: str, agent_email: str, message_id: str, *, mark_read: bool
     ) -> FiledMessage | None:
-        """One message of the agent, an unread inbound one marked read when `mark_read`."""
+        """One message of the agent, an unread inbound one marked read when `mark_read` (read
+        on a reader first: only mail still unread takes the writer)."""
         scope = (user_id, agent_email, message_id)
-        if not mark_read:
-            return await self._read(lambda tx: _one(tx, scope), snapshot=True)
+        found = await self._read(lambda tx: _one(tx, scope), snapshot=True)
+        if not mark_read or found is None or found.direction != INBOUND or found.status != UNREAD:
+            return found
 
         def read(tx: Transaction) -> FiledMessage | None:
             tx.execute(
