@@ -322,6 +322,15 @@ class NotPending(StorageError):
     """The outbound message is no longer awaiting approval (approve/reject answer 409)."""
 
 
+class AgentInTrash(NotPending):
+    """The message's agent is in the trash: its held mail takes no review until the agent is
+    restored (a NotPending, so that whoever only knows those refuses it too)."""
+
+    def __init__(self, agent_email: str) -> None:
+        super().__init__("agent_in_trash")
+        self.agent_email = agent_email
+
+
 OutboundStatus = Literal[
     "pending_approval",
     "queued",
@@ -762,13 +771,17 @@ class Directory(Protocol):
     async def trash_agent(self, user_id: str, email: str, now: str) -> Agent | None:
         """Move one of the user's agents in service to the trash at `now`: it keeps its address
         and messages, routes no mail, and its keys and live connections stop working (other
-        replicas hear of it on commit). The trashed agent, or None when there is no such agent
-        in service."""
+        replicas hear of it on commit); its held mail leaves the review queue, and its sends no
+        worker holds yet are cancelled (`agent_deleted`, with their events) in the same commit.
+        The trashed agent, or None when there is no such agent in service."""
         ...
 
-    async def restore_agent(self, user_id: str, email: str) -> Agent | None:
-        """Bring one of the user's trashed agents back into service; None when it is not in the
-        trash."""
+    async def restore_agent(
+        self, user_id: str, email: str, now: float | None = None
+    ) -> Agent | None:
+        """Bring one of the user's trashed agents back into service at `now` (the present when
+        None): the review deadlines of its held mail move on by the time it spent in the trash.
+        None when it is not in the trash."""
         ...
 
     async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
@@ -885,12 +898,12 @@ class Holds(Protocol):
 
     async def review_queue(self, user_id: str, limit: int, after: int | None) -> list[HeldMessage]:
         """The user's messages waiting for review, newest first (by `seq`), those stored before
-        `seq` `after` when given."""
+        `seq` `after` when given; an agent in the trash has none there."""
         ...
 
     async def held_inbound(self, user_id: str | None, message_id: str) -> InboundMessage | None:
         """An inbound message held for review (the user's, unless `user_id` is None: magic
-        links); None when there is none such."""
+        links); None when there is none such, or its agent is in the trash."""
         ...
 
     async def release_inbound(
@@ -898,12 +911,14 @@ class Holds(Protocol):
     ) -> InboundMessage | None:
         """Approve (delivered now: its webhook job or its live listeners) or reject (kept
         hidden) an inbound message held for review, exactly once; NotPending when it is not
-        held, None when it is not there (or not the user's)."""
+        held, AgentInTrash when its agent is in the trash, None when it is not there (or not
+        the user's)."""
         ...
 
     async def expire_inbound_holds(self, now: float) -> int:
         """Apply each overdue inbound hold's agent's expiration action (approve: delivered;
-        reject: dropped); how many were resolved (at most one batch)."""
+        reject: dropped); how many were resolved (at most one batch). The holds of an agent in
+        the trash wait for it."""
         ...
 
 
@@ -922,11 +937,15 @@ class Outbox(Protocol):
     async def list_outbound(
         self, user_id: str, status: str, agent_email: str | None
     ) -> list[OutboundMessage]:
-        """The user's outbound messages in `status` (soonest-expiring first while pending)."""
+        """The user's outbound messages in `status` (soonest-expiring first while pending),
+        leaving out those in the trash and those of agents in the trash."""
         ...
 
-    async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
-        """One outbound message; `user_id` None only for magic links and workers."""
+    async def get_outbound(
+        self, user_id: str | None, message_id: str, *, live: bool = False
+    ) -> OutboundMessage | None:
+        """One outbound message; `user_id` None only for magic links and workers. `live` leaves
+        out a message in the trash, or of an agent in the trash (what lists show)."""
         ...
 
     async def review_outbound(
@@ -941,13 +960,14 @@ class Outbox(Protocol):
         by: ReviewedBy | None = None,
     ) -> OutboundMessage | None:
         """Approve (→ queued, with a send job) or reject (→ rejected, body scrubbed) a message
-        that is pending approval, atomically, recording `by`; NotPending when it is not, None
-        when absent."""
+        that is pending approval, atomically, recording `by`; NotPending when it is not
+        (AgentInTrash when its agent is in the trash), None when absent."""
         ...
 
     async def expire_outbound(self, now: float) -> list[OutboundMessage]:
         """Apply each overdue pending message's agent's `hitl_expiration_action`: approve →
-        `expired_approved` with a send job, reject → `expired_rejected` (scrubbed)."""
+        `expired_approved` with a send job, reject → `expired_rejected` (scrubbed). The drafts
+        of an agent in the trash wait for it."""
         ...
 
     async def finish_outbound(

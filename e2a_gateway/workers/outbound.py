@@ -42,7 +42,7 @@ from e2a_gateway.storage.rows import (
     RECIPIENT_LOCAL_PREFIX,
     RECIPIENT_REFUSED_PREFIX,
 )
-from e2a_gateway.storage.vocabulary import OUTBOUND_JOB
+from e2a_gateway.storage.vocabulary import AGENT_DELETED_ERROR, OUTBOUND_JOB
 from e2a_gateway.workers.claim_loop import ClaimLoop
 from e2a_gateway.workers.retry_schedules import OUTBOUND_HAND_OFF, OUTBOUND_INTERNAL_ERROR
 
@@ -269,9 +269,9 @@ class OutboundWorker(ClaimLoop):
             await storage.finish_job(job.id, None)
             return
         sender = await storage.find_agent(message.agent_email)
-        if sender is None:
+        if sender is None:  # in the trash (a purged agent's mail went with it)
             await storage.finish_outbound(
-                job.id, message.id, "failed", "smtp", "the sending agent no longer exists", None
+                job.id, message.id, "failed", "smtp", AGENT_DELETED_ERROR, None
             )
             return
         try:
