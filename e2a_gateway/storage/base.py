@@ -821,13 +821,15 @@ class Mailboxes(Protocol):
         page_size: int,
         after_seq: int | None,
     ) -> MessagePage:
-        """A page of the agent's inbound messages, oldest first, after `after_seq`."""
+        """A page of the agent's inbound messages, oldest first, after `after_seq` (none in the
+        trash: `/api/v1` and live delivery do not show trashed mail)."""
         ...
 
     async def read_inbound(
-        self, user_id: str, agent_email: str, message_id: str
+        self, user_id: str, agent_email: str, message_id: str, *, trashed_too: bool = False
     ) -> InboundMessage | None:
-        """Return one of the agent's messages and mark it read; None when not the user's."""
+        """Return one of the agent's messages and mark it read; None when not the user's, or
+        when it is in the trash unless `trashed_too` (`/v1` opens trashed mail by id)."""
         ...
 
     async def peek_inbound(
@@ -838,7 +840,8 @@ class Mailboxes(Protocol):
         ...
 
     async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
-        """Mark one of the agent's messages read (WebSocket ack); False when not the user's."""
+        """Mark one of the agent's messages read (WebSocket ack); False when not the user's, or
+        in the trash."""
         ...
 
     async def earlier_messages(

@@ -48,6 +48,8 @@ INBOUND_VALUES = ", ".join("?" for _ in INBOUND_INSERT_COLUMNS.split(","))
 IN_INBOX = f"m.user_id = ? AND m.agent_email = ? AND m.direction = '{INBOUND}' AND m.hold IS NULL"
 """Condition on `messages m`: an inbound message of the user's agent, delivered to it (not
 held for review by its gate, nor rejected there)."""
+NOT_TRASHED = "m.deleted_at IS NULL"
+"""Condition on `messages m`: not in the trash (what `/api/v1` and live delivery show)."""
 
 
 def _store(
@@ -118,8 +120,12 @@ class MessagesSql(Runner):
         page_size: int,
         after_seq: int | None,
     ) -> MessagePage:
-        """A keyset page of the agent's messages, oldest first, after `after_seq`."""
-        query = f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.seq > ?"
+        """A keyset page of the agent's messages not in the trash, oldest first, after
+        `after_seq`."""
+        query = (
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m "
+            f"WHERE {IN_INBOX} AND {NOT_TRASHED} AND m.seq > ?"
+        )
         params: list[Any] = [user_id, agent_email, after_seq or 0]
         if status != "all":
             query += " AND m.status = ?"
@@ -130,20 +136,24 @@ class MessagesSql(Runner):
         return message_page(rows, page_size)
 
     async def read_inbound(
-        self, user_id: str, agent_email: str, message_id: str
+        self, user_id: str, agent_email: str, message_id: str, *, trashed_too: bool = False
     ) -> InboundMessage | None:
-        """Return one of the agent's messages, marking it read; None when not the user's."""
+        """Return one of the agent's messages, marking it read; None when not the user's, or
+        in the trash unless `trashed_too`."""
         scope = (user_id, agent_email, message_id)
+        live = "" if trashed_too else " AND deleted_at IS NULL"
 
         def read(tx: Transaction) -> InboundMessage | None:
             tx.execute(
                 f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
                 f"AND id = ? AND direction = '{INBOUND}' AND status = '{UNREAD}' "
-                "AND hold IS NULL",
+                f"AND hold IS NULL{live}",
                 scope,
             )
             row = tx.first(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?", scope
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?"
+                + ("" if trashed_too else f" AND {NOT_TRASHED}"),
+                scope,
             )
             return decode_message(row) if row else None
 
@@ -162,12 +172,14 @@ class MessagesSql(Runner):
         return decode_message(row) if row else None
 
     async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
-        """Mark one of the agent's inbound messages read; False when not the user's."""
+        """Mark one of the agent's inbound messages read; False when not the user's, or in the
+        trash."""
         count = await self._write(
             lambda tx: (
                 tx.execute(
                     f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
-                    f"AND id = ? AND direction = '{INBOUND}' AND hold IS NULL",
+                    f"AND id = ? AND direction = '{INBOUND}' AND hold IS NULL "
+                    "AND deleted_at IS NULL",
                     (user_id, agent_email, message_id),
                 ).rowcount
             )
