@@ -1263,6 +1263,17 @@ class Suppressions(Protocol):
         there is no such outbound message or none of `bounced` is its recipient."""
         ...
 
+    async def record_complaint(
+        self, message_id: str, recipients: list[str], reason: str, now: float
+    ) -> list[str]:
+        """In one transaction: a feedback report about the outbound message `message_id` by the
+        one of its recipients that `recipients` names (none given: its sole recipient): an
+        `email.complained` event, once, and the address on its account's suppression list
+        (source `complaint`, `reason`, with a `domain.suppression_added` event). The addresses
+        recorded: empty when there is no such message, or the report does not single out one
+        of its recipients."""
+        ...
+
     async def suppressed_among(
         self, user_id: str, agent_email: str, addresses: list[str]
     ) -> list[str]:

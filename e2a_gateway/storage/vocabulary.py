@@ -56,6 +56,7 @@ EXPIRE_BY_REJECTING: Final = "reject"
 
 # Where a recipient suppression came from.
 SUPPRESSED_BY_BOUNCE: Final = "bounce"
+SUPPRESSED_BY_COMPLAINT: Final = "complaint"
 SUPPRESSED_BY_HAND: Final = "manual"
 
 # What an API key may reach (`KeyScope`): its whole account, or one agent of it.
