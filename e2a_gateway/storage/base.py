@@ -693,9 +693,10 @@ class Accounts(Protocol):
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
         """Everything stored about the user, JSON-ready (`e2a_gateway.storage.rows.user_export`):
-        `user`, `agents`, `domains`, `api_keys`, `signing_secrets` and `messages` (metadata of
-        inbound and outbound mail), read in one transaction. Never a key hash, signing seed or
-        secret; no raw message bytes or bodies."""
+        `user`, `agents`, `domains`, `api_keys`, `signing_secrets`, `messages` (metadata of
+        inbound and outbound mail), `suppressions`, `webhooks` (subscribers) and `events` (the
+        log), read in one transaction. Never a key hash, signing seed or secret; no raw message
+        bytes or bodies."""
         ...
 
     async def delete_user(self, user_id: str) -> dict[str, int]:

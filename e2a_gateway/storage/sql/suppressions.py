@@ -44,7 +44,8 @@ BOUNCEABLE = ", ".join(f"'{status}'" for status in (QUEUED, SENT, FAILED, EXPIRE
 """States a hard bounce moves to `bounced`: handed on (or being handed on, or refused)."""
 
 
-def _decode(row: Sequence[Any]) -> Suppression:
+def decode_suppression(row: Sequence[Any]) -> Suppression:
+    """A suppression from a row selected with SUPPRESSION_COLUMNS."""
     seq, address, source, created_at, agent_email, reason, source_message_id = row
     return Suppression(
         seq=int(seq),
@@ -251,7 +252,7 @@ class SuppressionsSql(Runner):
                 (user_id, agent_email or EVERY_AGENT, before_seq or 2**62, limit),
             )
         )
-        return [_decode(row) for row in rows]
+        return [decode_suppression(row) for row in rows]
 
     async def add_suppression(
         self, user_id: str, agent_email: str | None, address: str, reason: str | None, now: float
@@ -266,7 +267,7 @@ class SuppressionsSql(Runner):
                 "AND agent_email = ? AND address = ?",
                 (user_id, scope, address),
             )
-            return _decode(row)
+            return decode_suppression(row)
 
         return await self._write(add)
 
