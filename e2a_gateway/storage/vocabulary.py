@@ -102,8 +102,3 @@ DELIVERY_FAILED: Final = "failed"
 AGENT_DELETED: Final = "agent_deleted"
 """The reason code of a send cancelled because its agent went to the trash (e2a's
 `email.failed` `reason_code`); the stored send error starts with it."""
-AGENT_DELETED_ERROR: Final = (
-    f"{AGENT_DELETED}: the sending agent was moved to the trash before this message was sent; "
-    "restoring the agent does not send it"
-)
-"""The send error (and `email.failed` reason) of a send cancelled by its agent's trash."""

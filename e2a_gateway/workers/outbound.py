@@ -38,11 +38,12 @@ from e2a_gateway.storage.base import (
     StorageUnavailable,
 )
 from e2a_gateway.storage.rows import (
+    AGENT_DELETED_ERROR,
     RECIPIENT_ACCEPTED,
     RECIPIENT_LOCAL_PREFIX,
     RECIPIENT_REFUSED_PREFIX,
 )
-from e2a_gateway.storage.vocabulary import AGENT_DELETED_ERROR, OUTBOUND_JOB
+from e2a_gateway.storage.vocabulary import OUTBOUND_JOB
 from e2a_gateway.workers.claim_loop import ClaimLoop
 from e2a_gateway.workers.retry_schedules import OUTBOUND_HAND_OFF, OUTBOUND_INTERNAL_ERROR
 

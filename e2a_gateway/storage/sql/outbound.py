@@ -34,6 +34,7 @@ from e2a_gateway.storage.base import (
     StorageUnavailable,
 )
 from e2a_gateway.storage.rows import (
+    AGENT_DELETED_ERROR,
     OUTBOUND_COLUMNS,
     OUTBOUND_INSERT_COLUMNS,
     OUTBOUND_STATUS_INDEX,
@@ -53,7 +54,6 @@ from e2a_gateway.storage.sql.suppressions import bounce_recorded
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
     AGENT_DELETED,
-    AGENT_DELETED_ERROR,
     EXPIRE_BY_APPROVING,
     EXPIRED_APPROVED,
     EXPIRED_REJECTED,
