@@ -17,14 +17,17 @@ import httpx
 import pytest
 
 from e2a_gateway.app import RunningGateway
+from e2a_gateway.clock import utc_now
 from e2a_gateway.config import Settings
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.signing.magic_links import issue_token, link_key
+from e2a_gateway.workers.approvals import ApprovalWorker
 from e2a_gateway.workers.outbound import OutboundWorker
 from tests.conftest import Account, make_settings
 from tests.databases import query
-from tests.delivery_support import create_agent, wait_until
+from tests.delivery_support import create_agent, open_account, quiet_gateway, wait_until
 from tests.relay_support import relay_on_loopback
+from tests.test_approvals import OWNER, add_pending, hitl_owner, job_kinds, relay_settings
 from tests.test_outbound_relay import Sink
 from tests.test_v1_reviews import ZONE, draft, letter, protect, protection, queue, send
 
@@ -239,3 +242,23 @@ async def test_a_send_job_claimed_after_the_trash_is_failed_as_agent_deleted(
         database, "SELECT status, send_error FROM messages WHERE id = ?", (message_id,)
     )
     assert status == "failed" and error.startswith("agent_deleted")
+
+
+async def test_no_approval_notice_goes_out_for_a_draft_of_a_trashed_agent(
+    tmp_path: Path, resolver: FixtureResolver, sink: Sink, relay_port: int
+) -> None:
+    """The notice job of a draft held just before its agent went to the trash is dropped: its
+    links would lead nowhere; on restore the draft is in the review queue again."""
+    configured = relay_settings(tmp_path, relay_port)
+    async with quiet_gateway(configured, resolver) as quiet:
+        account = await open_account(quiet.gateway, quiet.http_url, OWNER)
+        async with account.http:
+            owner = await hitl_owner(quiet.gateway, account)
+            message = await add_pending(quiet.gateway, owner, time.time() + HOUR)
+            assert job_kinds(configured, message.id) == ["approval_notice"]
+            trashed = await quiet.gateway.storage.trash_agent(owner.user_id, owner.agent, utc_now())
+            assert trashed is not None
+            now = time.time()
+            assert await ApprovalWorker(quiet.gateway, clock=lambda: now).send_due_notices(now) == 1
+            assert job_kinds(configured, message.id) == []
+    assert sink.received == []
