@@ -187,8 +187,10 @@ def recipient_event(
     now: float,
     *,
     extra: Mapping[str, Any] | None = None,
+    event_id: str | None = None,
 ) -> NewEvent:
-    """A per-recipient outcome of an outbound message (`email.delivered`, `email.bounced`)."""
+    """A per-recipient outcome of an outbound message (`email.delivered`, `email.bounced`,
+    `email.complained`), with a fresh id unless `event_id` is given."""
     data = _present(
         {
             "message_id": message.id,
@@ -207,6 +209,7 @@ def recipient_event(
         agent_email=message.agent_email,
         conversation_id=message.conversation_id,
         message_id=message.id,
+        event_id=event_id,
     )
 
 

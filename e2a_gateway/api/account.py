@@ -15,6 +15,9 @@ from e2a_gateway.operations.keys import CreateApiKey, CreateSigningSecret
 from e2a_gateway.web.context import current_gateway
 from e2a_gateway.web.views import api_key_view, signing_secret_view
 
+V1_RECORDS = frozenset({"suppressions", "webhooks", "events"})
+"""Export keys of what only the `/v1` face has (its contract lists them; this one's does not)."""
+
 blueprint = Blueprint("account", __name__)
 
 DELETE_CONFIRMATION = "DELETE"
@@ -73,8 +76,10 @@ async def revoke_api_key(caller: Caller, key_id: str) -> Response:
 @blueprint.get("/users/me/export")
 @requires_caller
 async def export_user(caller: Caller) -> dict[str, Any]:
-    """GET /users/me/export: everything stored about the caller, never hashes or secrets."""
-    return await account.export_account(current_gateway(), caller)
+    """GET /users/me/export: everything stored about the caller, never hashes or secrets, in
+    this face's documented keys (the records only `/v1` has are in `/v1/account/export`)."""
+    exported = await account.export_account(current_gateway(), caller)
+    return {key: value for key, value in exported.items() if key not in V1_RECORDS}
 
 
 @blueprint.delete("/users/me")

@@ -1,8 +1,8 @@
 """Mail that comes back to our return paths (`bounces+<token>@…`, the envelope sender of every
-hand-off): a delivery status notification or non-standard bounce is read
-(`e2a_gateway.outbound.bounces`) and recorded against the outbound message its authenticated token
-names, before the SMTP server answers 250. Return paths are never agents' inboxes: such mail is not
-stored as mail.
+hand-off): a delivery status notification, a non-standard bounce or an RFC 5965 feedback report
+(a complaint) is read (`e2a_gateway.outbound.bounces`) and recorded against the outbound message
+its authenticated token names, before the SMTP server answers 250. Return paths are never
+agents' inboxes: such mail is not stored as mail.
 """
 
 from __future__ import annotations
@@ -12,13 +12,16 @@ import logging
 import trio
 
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.outbound.bounces import Bounce, read_returned_mail
+from e2a_gateway.outbound.bounces import Bounce, Complaint, read_returned_mail
 from e2a_gateway.outbound.return_path import ReturnPath, parse_return_path, return_path_key
 from e2a_gateway.smtp.protocol import Mailbox
 from e2a_gateway.smtp.server import MessageNotStored
 from e2a_gateway.storage.base import BouncedRecipient, StorageUnavailable
 
 log = logging.getLogger("e2a.inbound.bounces")
+
+MAX_REASON_CHARS = 500
+"""The most of a complaint's description kept as its suppression's reason."""
 
 
 class ReturnedMail:
@@ -33,10 +36,14 @@ class ReturnedMail:
         return parse_return_path(mailbox.address, self._key)
 
     async def record(self, paths: list[ReturnPath], data: bytes, now: float) -> None:
-        """Read `data` and record a bounce against each message of `paths`; anything else that
-        comes back (an auto-reply, a report of success, mail we cannot read) is dropped with a
-        log line. MessageNotStored when storage cannot commit it, so the sender retries."""
+        """Read `data` and record a bounce or a complaint against each message of `paths`;
+        anything else that comes back (an auto-reply, a report of success, mail we cannot read)
+        is dropped with a log line. MessageNotStored when storage cannot commit it, so the
+        sender retries."""
         verdict = await trio.to_thread.run_sync(read_returned_mail, data)
+        if isinstance(verdict, Complaint):
+            await self._record_complaint(paths, verdict, now)
+            return
         if not isinstance(verdict, Bounce):
             log.info("returned mail that is no bounce (%s): not recorded", type(verdict).__name__)
             return
@@ -54,4 +61,26 @@ class ReturnedMail:
                 path.message_id,
                 ", ".join(f"{item.bounce_type}" for item in bounced),
                 "recorded" if matched else "names none of its recipients",
+            )
+
+    async def _record_complaint(
+        self, paths: list[ReturnPath], complaint: Complaint, now: float
+    ) -> None:
+        """Record a feedback report against each message of `paths` (the authentic return
+        path it came back to names the message; the report names the recipient)."""
+        reason = f"complaint: feedback report ({complaint.feedback_type})"
+        if complaint.user_agent:
+            reason += f" from {complaint.user_agent}"
+        for path in paths:
+            try:
+                recorded = await self._gateway.storage.record_complaint(
+                    path.message_id, list(complaint.recipients), reason[:MAX_REASON_CHARS], now
+                )
+            except StorageUnavailable as exc:
+                raise MessageNotStored(str(exc)) from exc
+            log.info(
+                "complaint (%s) about %s: %s",
+                complaint.feedback_type,
+                path.message_id,
+                f"{len(recorded)} recipient(s) suppressed" if recorded else "names no recipient",
             )

@@ -154,7 +154,7 @@ async def open_message(
         raise NotFound.of("message")
     if filed.direction == "outbound":
         return OpenedMessage(filed, None, await storage.get_outbound(caller.user_id, message_id))
-    inbound = await storage.read_inbound(caller.user_id, agent.email, message_id)
+    inbound = await storage.read_inbound(caller.user_id, agent.email, message_id, trashed_too=True)
     return OpenedMessage(filed, inbound.raw_message if inbound else b"", None)
 
 

@@ -4,7 +4,8 @@ neither see nor resolve its own holds.
 
 Approving an outbound draft sends it (with the reviewer's edits); approving an inbound hold
 delivers it to the agent; rejecting drops either. Each resolves once: a message no longer
-waiting is a Conflict `message_not_pending`.
+waiting is a Conflict `message_not_pending`. The held mail of an agent in the trash is out of the
+queue: not listed, and NotFound to review until the agent is restored.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ from e2a_gateway.operations.drafts import MAX_RECIPIENTS, AttachmentIn
 from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
 from e2a_gateway.operations.requests import RequestBody, parse_request
 from e2a_gateway.operations.reviews import ApproveBody
-from e2a_gateway.storage.base import HeldMessage, InboundMessage, NotPending, OutboundMessage
+from e2a_gateway.storage.base import (
+    AgentInTrash,
+    HeldMessage,
+    InboundMessage,
+    NotPending,
+    OutboundMessage,
+)
 
 QueuePosition = int
 """Where a page of the queue ended: the last item's `seq`."""
@@ -81,7 +88,7 @@ async def review_detail(
     """One reviewed message of the account: an outbound draft (in whatever state its review
     left it) or an inbound message still held."""
     caller.require_account("review held messages")
-    outbound = await gateway.storage.get_outbound(caller.user_id, message_id)
+    outbound = await gateway.storage.get_outbound(caller.user_id, message_id, live=True)
     if outbound is not None:
         return outbound
     inbound = await gateway.storage.held_inbound(caller.user_id, message_id)
@@ -138,6 +145,8 @@ async def _release(
 ) -> InboundMessage:
     try:
         message = await gateway.storage.release_inbound(user_id, message_id, approve, time.time())
+    except AgentInTrash as exc:
+        raise reviews.agent_in_trash(message_id, exc.agent_email) from None
     except NotPending as exc:
         raise _not_pending(f"message is {exc}, not pending_review; nothing was changed") from None
     if message is None:

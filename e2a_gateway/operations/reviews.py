@@ -28,6 +28,7 @@ from e2a_gateway.operations.errors import Conflict, Gone, Invalid, NotFound
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.signing.magic_links import Action, TokenError, TokenExpired, link_key, verify_token
 from e2a_gateway.storage.base import (
+    AgentInTrash,
     NotPending,
     OutboundEdits,
     OutboundMessage,
@@ -65,6 +66,15 @@ class AlreadyResolved(Conflict):
         self.outbound = outbound
 
 
+def agent_in_trash(message_id: str, agent_email: str) -> NotFound:
+    """The refusal of a review of held mail whose agent is in the trash: out of the queue."""
+    return NotFound(
+        "not_found",
+        f"message {message_id} is not in the review queue: its agent {agent_email} is in the "
+        f"trash; restore it (POST /v1/agents/{agent_email}/restore) to review its held mail",
+    )
+
+
 async def outbound_messages(
     gateway: Gateway, caller: Caller, status: str, agent_filter: str | None
 ) -> list[OutboundMessage]:
@@ -79,9 +89,10 @@ async def outbound_messages(
 
 
 async def outbound_message(gateway: Gateway, caller: Caller, message_id: str) -> OutboundMessage:
-    """One of the caller's outbound messages, or NotFound."""
+    """One of the caller's outbound messages, or NotFound (also when it or its agent is in
+    the trash)."""
     caller.require_account("review messages")
-    message = await gateway.storage.get_outbound(caller.user_id, message_id)
+    message = await gateway.storage.get_outbound(caller.user_id, message_id, live=True)
     if message is None:
         raise NotFound.of("message")
     return message
@@ -146,6 +157,8 @@ async def _review(
         message = await gateway.storage.review_outbound(
             user_id, message_id, approve, edits, reason, now, by=by
         )
+    except AgentInTrash as exc:
+        raise agent_in_trash(message_id, exc.agent_email) from None
     except NotPending as exc:
         raise Conflict(
             "conflict", f"message is {exc}, not pending_approval; nothing was changed"
@@ -170,9 +183,11 @@ async def message_for_link(
         raise invalid from None
     if verified.action != action or not _MESSAGE_ID.fullmatch(verified.message_id):
         raise invalid
-    message = await gateway.storage.get_outbound(None, verified.message_id)
+    message = await gateway.storage.get_outbound(None, verified.message_id, live=True)
     if message is None:
-        raise NotFound("not_found", "This message no longer exists.")
+        raise NotFound(
+            "not_found", "This message no longer exists, or its agent was deleted (in the trash)."
+        )
     return message
 
 

@@ -357,6 +357,15 @@ class NotPending(StorageError):
     """The outbound message is no longer awaiting approval (approve/reject answer 409)."""
 
 
+class AgentInTrash(NotPending):
+    """The message's agent is in the trash: its held mail takes no review until the agent is
+    restored (a NotPending, so that whoever only knows those refuses it too)."""
+
+    def __init__(self, agent_email: str) -> None:
+        super().__init__("agent_in_trash")
+        self.agent_email = agent_email
+
+
 OutboundStatus = Literal[
     "pending_approval",
     "queued",
@@ -719,9 +728,10 @@ class Accounts(Protocol):
 
     async def export_user(self, user_id: str) -> dict[str, Any]:
         """Everything stored about the user, JSON-ready (`e2a_gateway.storage.rows.user_export`):
-        `user`, `agents`, `domains`, `api_keys`, `signing_secrets` and `messages` (metadata of
-        inbound and outbound mail), read in one transaction. Never a key hash, signing seed or
-        secret; no raw message bytes or bodies."""
+        `user`, `agents`, `domains`, `api_keys`, `signing_secrets`, `messages` (metadata of
+        inbound and outbound mail), `suppressions`, `webhooks` (subscribers) and `events` (the
+        log), read in one transaction. Never a key hash, signing seed or secret; no raw message
+        bytes or bodies."""
         ...
 
     async def delete_user(self, user_id: str) -> dict[str, int]:
@@ -797,13 +807,17 @@ class Directory(Protocol):
     async def trash_agent(self, user_id: str, email: str, now: str) -> Agent | None:
         """Move one of the user's agents in service to the trash at `now`: it keeps its address
         and messages, routes no mail, and its keys and live connections stop working (other
-        replicas hear of it on commit). The trashed agent, or None when there is no such agent
-        in service."""
+        replicas hear of it on commit); its held mail leaves the review queue, and its sends no
+        worker holds yet are cancelled (`agent_deleted`, with their events) in the same commit.
+        The trashed agent, or None when there is no such agent in service."""
         ...
 
-    async def restore_agent(self, user_id: str, email: str) -> Agent | None:
-        """Bring one of the user's trashed agents back into service; None when it is not in the
-        trash."""
+    async def restore_agent(
+        self, user_id: str, email: str, now: float | None = None
+    ) -> Agent | None:
+        """Bring one of the user's trashed agents back into service at `now` (the present when
+        None): the review deadlines of its held mail move on by the time it spent in the trash.
+        None when it is not in the trash."""
         ...
 
     async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
@@ -843,7 +857,8 @@ class Mailboxes(Protocol):
         page_size: int,
         after_seq: int | None,
     ) -> MessagePage:
-        """A page of the agent's inbound messages, oldest first, after `after_seq`."""
+        """A page of the agent's inbound messages, oldest first, after `after_seq` (none in the
+        trash: `/api/v1` and live delivery do not show trashed mail)."""
         ...
 
     async def inbox_page(
@@ -859,9 +874,10 @@ class Mailboxes(Protocol):
         ...
 
     async def read_inbound(
-        self, user_id: str, agent_email: str, message_id: str
+        self, user_id: str, agent_email: str, message_id: str, *, trashed_too: bool = False
     ) -> InboundMessage | None:
-        """Return one of the agent's messages and mark it read; None when not the user's."""
+        """Return one of the agent's messages and mark it read; None when not the user's, or
+        when it is in the trash unless `trashed_too` (`/v1` opens trashed mail by id)."""
         ...
 
     async def peek_inbound(
@@ -872,7 +888,8 @@ class Mailboxes(Protocol):
         ...
 
     async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
-        """Mark one of the agent's messages read (WebSocket ack); False when not the user's."""
+        """Mark one of the agent's messages read (WebSocket ack); False when not the user's, or
+        in the trash."""
         ...
 
     async def earlier_messages(
@@ -932,12 +949,12 @@ class Holds(Protocol):
 
     async def review_queue(self, user_id: str, limit: int, after: int | None) -> list[HeldMessage]:
         """The user's messages waiting for review, newest first (by `seq`), those stored before
-        `seq` `after` when given."""
+        `seq` `after` when given; an agent in the trash has none there."""
         ...
 
     async def held_inbound(self, user_id: str | None, message_id: str) -> InboundMessage | None:
         """An inbound message held for review (the user's, unless `user_id` is None: magic
-        links); None when there is none such."""
+        links); None when there is none such, or its agent is in the trash."""
         ...
 
     async def release_inbound(
@@ -945,12 +962,14 @@ class Holds(Protocol):
     ) -> InboundMessage | None:
         """Approve (delivered now: its webhook job or its live listeners) or reject (kept
         hidden) an inbound message held for review, exactly once; NotPending when it is not
-        held, None when it is not there (or not the user's)."""
+        held, AgentInTrash when its agent is in the trash, None when it is not there (or not
+        the user's)."""
         ...
 
     async def expire_inbound_holds(self, now: float) -> int:
         """Apply each overdue inbound hold's agent's expiration action (approve: delivered;
-        reject: dropped); how many were resolved (at most one batch)."""
+        reject: dropped); how many were resolved (at most one batch). The holds of an agent in
+        the trash wait for it."""
         ...
 
 
@@ -969,11 +988,15 @@ class Outbox(Protocol):
     async def list_outbound(
         self, user_id: str, status: str, agent_email: str | None
     ) -> list[OutboundMessage]:
-        """The user's outbound messages in `status` (soonest-expiring first while pending)."""
+        """The user's outbound messages in `status` (soonest-expiring first while pending),
+        leaving out those in the trash and those of agents in the trash."""
         ...
 
-    async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
-        """One outbound message; `user_id` None only for magic links and workers."""
+    async def get_outbound(
+        self, user_id: str | None, message_id: str, *, live: bool = False
+    ) -> OutboundMessage | None:
+        """One outbound message; `user_id` None only for magic links and workers. `live` leaves
+        out a message in the trash, or of an agent in the trash (what lists show)."""
         ...
 
     async def review_outbound(
@@ -988,13 +1011,14 @@ class Outbox(Protocol):
         by: ReviewedBy | None = None,
     ) -> OutboundMessage | None:
         """Approve (→ queued, with a send job) or reject (→ rejected, body scrubbed) a message
-        that is pending approval, atomically, recording `by`; NotPending when it is not, None
-        when absent."""
+        that is pending approval, atomically, recording `by`; NotPending when it is not
+        (AgentInTrash when its agent is in the trash), None when absent."""
         ...
 
     async def expire_outbound(self, now: float) -> list[OutboundMessage]:
         """Apply each overdue pending message's agent's `hitl_expiration_action`: approve →
-        `expired_approved` with a send job, reject → `expired_rejected` (scrubbed)."""
+        `expired_approved` with a send job, reject → `expired_rejected` (scrubbed). The drafts
+        of an agent in the trash wait for it."""
         ...
 
     async def finish_outbound(
@@ -1285,6 +1309,17 @@ class Suppressions(Protocol):
         `message_id` it names; for a permanent bounce the address on its account's suppression
         list (with a `domain.suppression_added` event) and the message `bounced`. False when
         there is no such outbound message or none of `bounced` is its recipient."""
+        ...
+
+    async def record_complaint(
+        self, message_id: str, recipients: list[str], reason: str, now: float
+    ) -> list[str]:
+        """In one transaction: a feedback report about the outbound message `message_id` by the
+        one of its recipients that `recipients` names (none given: its sole recipient): an
+        `email.complained` event, once, and the address on its account's suppression list
+        (source `complaint`, `reason`, with a `domain.suppression_added` event). The addresses
+        recorded: empty when there is no such message, or the report does not single out one
+        of its recipients."""
         ...
 
     async def suppressed_among(

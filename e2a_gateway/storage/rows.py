@@ -32,6 +32,7 @@ from e2a_gateway.storage.base import (
     StoredEarlier,
 )
 from e2a_gateway.storage.vocabulary import (
+    AGENT_DELETED,
     APPROVAL_NOTICE_JOB,
     DELIVERY_PENDING,
     HELD_FOR_REVIEW,
@@ -556,6 +557,11 @@ RECIPIENT_LOCAL_PREFIX = "local "
 RECIPIENT_REFUSED_PREFIX = "refused: "
 """How the send worker records a settled recipient of an outbound message: the relay accepted
 it, a local inbox took it (`local <how>`), or the relay refused it (`refused: <reply>`)."""
+AGENT_DELETED_ERROR = (
+    f"{AGENT_DELETED}: the sending agent was moved to the trash before this message was sent; "
+    "restoring the agent does not send it"
+)
+"""The send error (and `email.failed` reason) of a send cancelled by its agent's trash."""
 
 
 def recipient_results(stored: str | None) -> dict[str, str]:

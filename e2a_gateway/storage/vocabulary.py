@@ -56,6 +56,7 @@ EXPIRE_BY_REJECTING: Final = "reject"
 
 # Where a recipient suppression came from.
 SUPPRESSED_BY_BOUNCE: Final = "bounce"
+SUPPRESSED_BY_COMPLAINT: Final = "complaint"
 SUPPRESSED_BY_HAND: Final = "manual"
 
 # What an API key may reach (`KeyScope`): its whole account, or one agent of it.
@@ -95,3 +96,9 @@ JOB_KINDS: Final = (
 DELIVERY_WAITING: Final = "pending"
 DELIVERY_DONE: Final = "delivered"
 DELIVERY_FAILED: Final = "failed"
+
+
+# Why a send was cancelled.
+AGENT_DELETED: Final = "agent_deleted"
+"""The reason code of a send cancelled because its agent went to the trash (e2a's
+`email.failed` `reason_code`); the stored send error starts with it."""

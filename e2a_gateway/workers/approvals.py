@@ -291,10 +291,11 @@ class ApprovalWorker:
         return len(jobs)
 
     async def _notify(self, job: Job, now: float) -> None:
-        """Send one notice; drop its job when sent or pointless, else reschedule it."""
+        """Send one notice; drop its job when sent or pointless (the message resolved, or its
+        agent in the trash: its links would lead nowhere), else reschedule it."""
         storage = self._gateway.storage
         settings = self._gateway.settings
-        message = await storage.get_outbound(None, job.message_id)
+        message = await storage.get_outbound(None, job.message_id, live=True)
         if message is None or not lifecycle.awaits_review(message.status):
             await storage.finish_job(job.id, None)
             return

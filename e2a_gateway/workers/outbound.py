@@ -38,6 +38,7 @@ from e2a_gateway.storage.base import (
     StorageUnavailable,
 )
 from e2a_gateway.storage.rows import (
+    AGENT_DELETED_ERROR,
     RECIPIENT_ACCEPTED,
     RECIPIENT_LOCAL_PREFIX,
     RECIPIENT_REFUSED_PREFIX,
@@ -269,9 +270,9 @@ class OutboundWorker(ClaimLoop):
             await storage.finish_job(job.id, None)
             return
         sender = await storage.find_agent(message.agent_email)
-        if sender is None:
+        if sender is None:  # in the trash (a purged agent's mail went with it)
             await storage.finish_outbound(
-                job.id, message.id, "failed", "smtp", "the sending agent no longer exists", None
+                job.id, message.id, "failed", "smtp", AGENT_DELETED_ERROR, None
             )
             return
         try:

@@ -1,11 +1,13 @@
 """The SQL of accounts: users, their API keys (by hash) and signing secrets, export and deletion.
 
 Keys are only ever stored as their SHA-256 hash and an export never holds a hash, seed or
-secret. Changes to one user's counted resources take turns under a lock on the user's row.
+secret (its webhook subscribers go without theirs). Changes to one user's counted resources
+take turns under a lock on the user's row.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from e2a_gateway.clock import utc_now
@@ -28,6 +30,8 @@ from e2a_gateway.storage.rows import (
 )
 from e2a_gateway.storage.sql.keyset import after_newest_first
 from e2a_gateway.storage.sql.runner import Runner
+from e2a_gateway.storage.sql.subscribers import WEBHOOK_COLUMNS, decode_webhook
+from e2a_gateway.storage.sql.suppressions import SUPPRESSION_COLUMNS, decode_suppression
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import ACCOUNT_SCOPE
 
@@ -54,6 +58,67 @@ def _lock_user(tx: Transaction, user_id: str) -> None:
 
 def _user(row: Any) -> User | None:
     return User(*row) if row else None
+
+
+def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
+    """The user's suppressions, webhook subscribers (never a seed) and events log, JSON-ready,
+    oldest first: what the export holds beside its users, agents, keys and messages."""
+    suppressions = [
+        decode_suppression(row)
+        for row in tx.all(
+            f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE user_id = ? ORDER BY seq",
+            (user_id,),
+        )
+    ]
+    webhooks = [
+        decode_webhook(row)
+        for row in tx.all(
+            f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = ? ORDER BY seq", (user_id,)
+        )
+    ]
+    events = tx.all(
+        "SELECT agent_email, conversation_id, message_id, envelope FROM events "
+        "WHERE user_id = ? ORDER BY seq",
+        (user_id,),
+    )
+    return {
+        "suppressions": [
+            {
+                "address": item.address,
+                "source": item.source,
+                "created_at": item.created_at,
+                "agent_email": item.agent_email,
+                "reason": item.reason,
+                "source_message_id": item.source_message_id,
+            }
+            for item in suppressions
+        ],
+        "webhooks": [
+            {
+                "id": webhook.id,
+                "url": webhook.url,
+                "description": webhook.description,
+                "events": webhook.events,
+                "filters": {
+                    "agent_emails": webhook.agent_emails,
+                    "conversation_ids": webhook.conversation_ids,
+                },
+                "enabled": webhook.enabled,
+                "created_at": webhook.created_at,
+                "last_delivered_at": webhook.last_delivered_at,
+            }
+            for webhook in webhooks
+        ],
+        "events": [
+            {
+                **json.loads(bytes(envelope)),
+                "agent_email": agent_email,
+                "conversation_id": conversation_id,
+                "message_id": message_id,
+            }
+            for agent_email, conversation_id, message_id, envelope in events
+        ],
+    }
 
 
 class AccountsSql(Runner):
@@ -180,7 +245,7 @@ class AccountsSql(Runner):
                 rows(
                     f"SELECT {EXPORT_MESSAGE_COLUMNS} FROM messages WHERE user_id = ? ORDER BY seq"
                 ),
-            )
+            ) | _exported_records(tx, user_id)
 
         return await self._read(export, snapshot=True)
 

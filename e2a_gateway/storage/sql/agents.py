@@ -1,18 +1,23 @@
 """The SQL of agents: each an address of one user, and the routing look-up of inbound mail.
 
 Every query but `find_agent` is scoped by the owner's `user_id`; deleting an agent deletes its
-messages and jobs by cascade and tells other replicas to end its live subscriptions.
+messages and jobs by cascade and tells other replicas to end its live subscriptions. Trashing
+one cancels its sends not yet under way; restoring it moves its held mail's deadlines on.
 """
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import Any
 
 from e2a_gateway.storage.announcements import AccessEnded
 from e2a_gateway.storage.base import Agent, AgentChanges, AlreadyExists
 from e2a_gateway.storage.rows import AGENT_COLUMNS, agent_assignments, agent_params, decode_agent
+from e2a_gateway.storage.sql.outbound import cancel_sends_in
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
+from e2a_gateway.storage.vocabulary import HELD_FOR_REVIEW, INBOUND, OUTBOUND, PENDING_APPROVAL
 
 _PLACEHOLDERS = ", ".join("?" * len(AGENT_COLUMNS.split(",")))
 
@@ -39,6 +44,28 @@ def _revoke_agent_keys(tx: Transaction, agent_id: str) -> None:
         f"UPDATE api_keys SET revoked_at = {tx.dialect.utc_now} "
         "WHERE agent_id = ? AND revoked_at IS NULL",
         (agent_id,),
+    )
+
+
+def epoch_of(timestamp: str) -> float:
+    """Unix time of an RFC 3339 UTC timestamp as stored (`2026-01-31T12:00:00Z`)."""
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def _resume_reviews(tx: Transaction, agent_email: str, paused: float) -> None:
+    """Move the review deadlines of the agent's held mail (outbound drafts, inbound holds) on
+    by `paused` seconds, the time the agent spent in the trash: no hold lapses meanwhile."""
+    tx.execute(
+        "UPDATE messages SET approval_expires_at = approval_expires_at + ? "
+        f"WHERE agent_email = ? AND direction = '{OUTBOUND}' AND status = '{PENDING_APPROVAL}' "
+        "AND approval_expires_at IS NOT NULL",
+        (paused, agent_email),
+    )
+    tx.execute(
+        "UPDATE messages SET hold_expires_at = hold_expires_at + ? "
+        f"WHERE agent_email = ? AND direction = '{INBOUND}' AND hold = '{HELD_FOR_REVIEW}' "
+        "AND hold_expires_at IS NOT NULL",
+        (paused, agent_email),
     )
 
 
@@ -137,22 +164,34 @@ class AgentsSql(Runner):
             if row is None:
                 return None
             agent = decode_agent(row)
+            cancel_sends_in(tx, agent.email, epoch_of(now))
             tx.announce(AccessEnded("agent", agent.id))
             return agent
 
         return await self._write(trash, changes_routing=True)
 
-    async def restore_agent(self, user_id: str, email: str) -> Agent | None:
-        """Bring one of the user's trashed agents back into service; None when not trashed."""
+    async def restore_agent(
+        self, user_id: str, email: str, now: float | None = None
+    ) -> Agent | None:
+        """Bring one of the user's trashed agents back into service at `now` (the present when
+        None), moving its held mail's review deadlines on by the time it spent in the trash;
+        None when not trashed."""
+        moment = time.time() if now is None else now
 
         def restore(tx: Transaction) -> Agent | None:
-            row = tx.first(
-                "UPDATE agents SET deleted_at = NULL "
-                "WHERE user_id = ? AND email = ? AND deleted_at IS NOT NULL RETURNING id",
+            trashed = tx.first(
+                "SELECT deleted_at FROM agents WHERE user_id = ? AND email = ? "
+                f"AND deleted_at IS NOT NULL{tx.dialect.for_update()}",
                 (user_id, email),
             )
-            if row is None:
+            if trashed is None:
                 return None
+            tx.execute(
+                "UPDATE agents SET deleted_at = NULL WHERE user_id = ? AND email = ?",
+                (user_id, email),
+            )
+            paused = max(0.0, moment - epoch_of(trashed[0]))
+            _resume_reviews(tx, email, paused)
             found = agent_row(tx, user_id, email)
             return decode_agent(found) if found else None
 

@@ -18,10 +18,10 @@ from e2a_gateway.storage.vocabulary import DELIVERY_PENDING, FAILED, INBOUND, WE
 
 DEAD = (
     f"m.user_id = ? AND m.agent_email = ? AND m.direction = '{INBOUND}' "
-    f"AND m.delivery_status = '{FAILED}' "
+    f"AND m.delivery_status = '{FAILED}' AND m.deleted_at IS NULL "
     f"AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.message_id = m.id AND j.kind = '{WEBHOOK_JOB}')"
 )
-"""Condition on `messages m`: a dead letter of the user's agent."""
+"""Condition on `messages m`: a dead letter of the user's agent (not one trashed on `/v1`)."""
 LAST_ATTEMPT = (
     "LEFT JOIN webhook_attempts w ON w.id = (SELECT x.id FROM webhook_attempts x "
     "WHERE x.message_id = m.id ORDER BY x.attempt DESC, x.id DESC LIMIT 1)"

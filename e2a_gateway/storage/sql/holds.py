@@ -1,5 +1,6 @@
 """The SQL of the review queue: outbound drafts pending approval and inbound messages an agent's
-gate held, listed together; inbound holds released (delivered then) or rejected, once.
+gate held, listed together; inbound holds released (delivered then) or rejected, once. The
+held mail of an agent in the trash is out of the queue and waits for it (no review, no expiry).
 
 A release locks the row, so two reviewers (or a reviewer and the expiry) never both move it; a
 released message gets what it would have had on arrival, in the same commit: a cloud agent's
@@ -12,9 +13,16 @@ import json
 from typing import Any
 
 from e2a_gateway.storage.announcements import MessageStored
-from e2a_gateway.storage.base import HeldMessage, InboundMessage, NewInboundMessage, NotPending
+from e2a_gateway.storage.base import (
+    AgentInTrash,
+    HeldMessage,
+    InboundMessage,
+    NewInboundMessage,
+    NotPending,
+)
 from e2a_gateway.storage.rows import MESSAGE_COLUMNS, decode_message
 from e2a_gateway.storage.sql.jobs import add_job
+from e2a_gateway.storage.sql.outbound import agent_in_service, agent_trashed
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
@@ -122,7 +130,7 @@ def _expire(tx: Transaction, now: float) -> int:
         "SELECT m.id, a.hitl_expiration_action FROM messages m "
         "JOIN agents a ON a.email = m.agent_email "
         f"WHERE m.direction = '{INBOUND}' AND m.hold = '{HELD_FOR_REVIEW}' "
-        "AND m.hold_expires_at <= ? ORDER BY m.hold_expires_at, m.seq "
+        "AND a.deleted_at IS NULL AND m.hold_expires_at <= ? ORDER BY m.hold_expires_at, m.seq "
         f"LIMIT {EXPIRY_BATCH}{tx.dialect.skip_locked(of='m')}",
         (now,),
     )
@@ -139,35 +147,41 @@ class HoldsSql(Runner):
     """`Holds` in SQL."""
 
     async def review_queue(self, user_id: str, limit: int, after: int | None) -> list[HeldMessage]:
-        """The user's messages waiting for review, newest first."""
+        """The user's messages waiting for review, newest first (none of an agent in the
+        trash)."""
         query = (
             f"SELECT {QUEUE_COLUMNS} FROM messages m WHERE m.user_id = ? AND {WAITING} "
-            "AND m.seq < ? ORDER BY m.seq DESC LIMIT ?"
+            f"AND {agent_in_service('m.agent_email')} AND m.seq < ? ORDER BY m.seq DESC LIMIT ?"
         )
         before = after if after is not None else 2**62
         rows = await self._read(lambda tx: tx.all(query, (user_id, before, limit)))
         return [_queue_item(row) for row in rows]
 
     async def held_inbound(self, user_id: str | None, message_id: str) -> InboundMessage | None:
-        """An inbound message held for review."""
+        """An inbound message held for review (None when its agent is in the trash)."""
 
         def read(tx: Transaction) -> InboundMessage | None:
             row = _inbound_row(tx, user_id, message_id, lock=False)
             message = decode_message(row) if row else None
-            return message if message and message.hold == HELD_FOR_REVIEW else None
+            if message is None or message.hold != HELD_FOR_REVIEW:
+                return None
+            return None if agent_trashed(tx, message.agent_email) else message
 
         return await self._read(read)
 
     async def release_inbound(
         self, user_id: str | None, message_id: str, approve: bool, now: float
     ) -> InboundMessage | None:
-        """Approve or reject a held inbound message, once."""
+        """Approve or reject a held inbound message, once (AgentInTrash while its agent is in
+        the trash)."""
 
         def review(tx: Transaction) -> InboundMessage | None:
             row = _inbound_row(tx, user_id, message_id, lock=True)
             if row is None:
                 return None
             message = decode_message(row)
+            if agent_trashed(tx, message.agent_email):
+                raise AgentInTrash(message.agent_email)
             if message.hold != HELD_FOR_REVIEW:
                 raise NotPending(message.hold or "delivered")
             if approve:

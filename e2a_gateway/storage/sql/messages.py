@@ -54,6 +54,8 @@ INBOUND_VALUES = ", ".join("?" for _ in INBOUND_INSERT_COLUMNS.split(","))
 IN_INBOX = f"m.user_id = ? AND m.agent_email = ? AND m.direction = '{INBOUND}' AND m.hold IS NULL"
 """Condition on `messages m`: an inbound message of the user's agent, delivered to it (not
 held for review by its gate, nor rejected there)."""
+NOT_TRASHED = "m.deleted_at IS NULL"
+"""Condition on `messages m`: not in the trash (what `/api/v1` and live delivery show)."""
 
 
 def _store(
@@ -124,8 +126,12 @@ class MessagesSql(Runner):
         page_size: int,
         after_seq: int | None,
     ) -> MessagePage:
-        """A keyset page of the agent's messages, oldest first, after `after_seq`."""
-        query = f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.seq > ?"
+        """A keyset page of the agent's messages not in the trash, oldest first, after
+        `after_seq`."""
+        query = (
+            f"SELECT {MESSAGE_COLUMNS} FROM messages m "
+            f"WHERE {IN_INBOX} AND {NOT_TRASHED} AND m.seq > ?"
+        )
         params: list[Any] = [user_id, agent_email, after_seq or 0]
         if status != "all":
             query += " AND m.status = ?"
@@ -143,8 +149,12 @@ class MessagesSql(Runner):
         page_size: int,
         after_seq: int | None,
     ) -> InboxPage | None:
-        """The user's agent at `agent_email` and a keyset page of its inbox, in one read."""
-        query = f"SELECT {INBOX_ENTRY_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.seq > ?"
+        """The user's agent at `agent_email` and a keyset page of its inbox (mail not in the
+        trash), in one read."""
+        query = (
+            f"SELECT {INBOX_ENTRY_COLUMNS} FROM messages m "
+            f"WHERE {IN_INBOX} AND {NOT_TRASHED} AND m.seq > ?"
+        )
         params: list[Any] = [user_id, agent_email, after_seq or 0]
         if status != "all":
             query += " AND m.status = ?"
@@ -162,15 +172,18 @@ class MessagesSql(Runner):
         return await self._read(read)
 
     async def read_inbound(
-        self, user_id: str, agent_email: str, message_id: str
+        self, user_id: str, agent_email: str, message_id: str, *, trashed_too: bool = False
     ) -> InboundMessage | None:
-        """Return one of the agent's messages, marking it read; None when not the user's.
+        """Return one of the agent's messages, marking it read; None when not the user's, or
+        in the trash unless `trashed_too`.
 
         Read on a reader connection; only mail still unread takes the writer, to mark it."""
         scope = (user_id, agent_email, message_id)
+        live = "" if trashed_too else f" AND {NOT_TRASHED}"
         row = await self._read(
             lambda tx: tx.first(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?", scope
+                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?{live}",
+                scope,
             )
         )
         if row is None:
@@ -182,7 +195,7 @@ class MessagesSql(Runner):
             lambda tx: tx.execute(
                 f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
                 f"AND id = ? AND direction = '{INBOUND}' AND status = '{UNREAD}' "
-                "AND hold IS NULL",
+                f"AND hold IS NULL AND deleted_at IS NULL",
                 scope,
             )
         )
@@ -201,12 +214,14 @@ class MessagesSql(Runner):
         return decode_message(row) if row else None
 
     async def mark_read(self, user_id: str, agent_email: str, message_id: str) -> bool:
-        """Mark one of the agent's inbound messages read; False when not the user's."""
+        """Mark one of the agent's inbound messages read; False when not the user's, or in the
+        trash."""
         count = await self._write(
             lambda tx: (
                 tx.execute(
                     f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
-                    f"AND id = ? AND direction = '{INBOUND}' AND hold IS NULL",
+                    f"AND id = ? AND direction = '{INBOUND}' AND hold IS NULL "
+                    "AND deleted_at IS NULL",
                     (user_id, agent_email, message_id),
                 ).rowcount
             )

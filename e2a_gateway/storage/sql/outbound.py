@@ -24,6 +24,7 @@ from e2a_gateway.events import (
     recipient_event,
 )
 from e2a_gateway.storage.base import (
+    AgentInTrash,
     BouncedRecipient,
     NotPending,
     OutboundEdits,
@@ -33,6 +34,7 @@ from e2a_gateway.storage.base import (
     StorageUnavailable,
 )
 from e2a_gateway.storage.rows import (
+    AGENT_DELETED_ERROR,
     OUTBOUND_COLUMNS,
     OUTBOUND_INSERT_COLUMNS,
     OUTBOUND_STATUS_INDEX,
@@ -51,6 +53,7 @@ from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.suppressions import bounce_recorded
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
+    AGENT_DELETED,
     EXPIRE_BY_APPROVING,
     EXPIRED_APPROVED,
     EXPIRED_REJECTED,
@@ -71,6 +74,18 @@ EXPIRY_BATCH = 500
 LIST_LIMIT = 500
 """At most this many messages are listed by one call."""
 
+
+def agent_in_service(column: str) -> str:
+    """Condition: the agent at the address in `column` is in service (not in the trash)."""
+    return f"EXISTS (SELECT 1 FROM agents a WHERE a.email = {column} AND a.deleted_at IS NULL)"
+
+
+def agent_trashed(tx: Transaction, agent_email: str) -> bool:
+    """Whether the agent at `agent_email` is in the trash."""
+    row = tx.first("SELECT deleted_at FROM agents WHERE email = ?", (agent_email,))
+    return row is not None and row[0] is not None
+
+
 # Outbound rows never use `auth_results_json` for authentication results (those are about
 # inbound senders); for them it holds the per-recipient hand-off results instead.
 RECIPIENT_RESULTS = (
@@ -79,15 +94,17 @@ RECIPIENT_RESULTS = (
 
 
 def _outbound_row(
-    tx: Transaction, user_id: str | None, message_id: str, *, lock: bool = False
+    tx: Transaction, user_id: str | None, message_id: str, *, lock: bool = False, live: bool = False
 ) -> Any:
     """The row of one outbound message (the user's, unless `user_id` is None), locked until
-    the commit when `lock`."""
+    the commit when `lock`; `live` leaves out one in the trash or of an agent in the trash."""
     query = f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE id = ? AND direction = '{OUTBOUND}'"
     params: tuple[str, ...] = (message_id,)
     if user_id is not None:
         query += " AND user_id = ?"
         params = (message_id, user_id)
+    if live:
+        query += f" AND deleted_at IS NULL AND {agent_in_service('messages.agent_email')}"
     if lock:
         query += tx.dialect.for_update()
     return tx.first(query, params)
@@ -108,7 +125,8 @@ def _expire(tx: Transaction, now: float) -> list[OutboundMessage]:
         "SELECT m.id, a.hitl_expiration_action FROM messages m "
         "JOIN agents a ON a.email = m.agent_email "
         f"WHERE m.direction = '{OUTBOUND}' AND m.status = '{PENDING_APPROVAL}' "
-        "AND m.approval_expires_at <= ? ORDER BY m.approval_expires_at, m.seq "
+        "AND a.deleted_at IS NULL AND m.approval_expires_at <= ? "
+        "ORDER BY m.approval_expires_at, m.seq "
         f"LIMIT {EXPIRY_BATCH}{tx.dialect.skip_locked(of='m')}",
         (now,),
     )
@@ -155,11 +173,14 @@ def review_in(
     by: ReviewedBy | None,
 ) -> OutboundMessage | None:
     """Inside `tx`: approve (→ queued, with a send job) or reject (→ rejected, scrubbed) a
-    pending message, recording who and how (`by`); NotPending when it is not pending, None
-    when absent."""
+    pending message, recording who and how (`by`); NotPending when it is not pending
+    (AgentInTrash when its agent is in the trash), None when absent."""
     row = _outbound_row(tx, user_id, message_id, lock=True)
     if row is None:
         return None
+    message = decode_outbound(row)
+    if agent_trashed(tx, message.agent_email):
+        raise AgentInTrash(message.agent_email)
     if row[OUTBOUND_STATUS_INDEX] != PENDING_APPROVAL:
         raise NotPending(row[OUTBOUND_STATUS_INDEX])
     reviewed = (format_timestamp(now), by.reviewer if by else None, by.method if by else None)
@@ -224,15 +245,87 @@ def _hand_off_events(
     now: float,
 ) -> list[NewEvent]:
     """The events of a finished send: `email.sent` and an `email.delivered` per recipient the
-    relay or a local inbox accepted, or `email.failed` with the reason."""
+    relay or a local inbox accepted, or `email.failed` with the reason (and, for a send its
+    agent's trash cancelled, the `reason_code` `agent_deleted`)."""
     if outcome != "sent":
-        reason = error or "sending failed"
-        return [outbound_event(message, EMAIL_FAILED, now, method=method, extra={"reason": reason})]
+        failure: dict[str, object] = {"reason": error or "sending failed"}
+        if error is not None and error.startswith(f"{AGENT_DELETED}:"):
+            failure.update(reason_code=AGENT_DELETED, retryable=False)
+        return [outbound_event(message, EMAIL_FAILED, now, method=method, extra=failure)]
     events = [outbound_event(message, EMAIL_SENT, now, method=method)]
     for recipient, result in results.items():
         if result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX):
             events.append(recipient_event(message, EMAIL_DELIVERED, recipient, now))
     return events
+
+
+def _finish(
+    tx: Transaction,
+    job_id: int,
+    message_id: str,
+    outcome: SendOutcome,
+    method: Literal["smtp", "local"],
+    error: str | None,
+    retry_at: float | None,
+    results: Mapping[str, str] | None,
+    now: float | None,
+    bounced: Sequence[BouncedRecipient],
+) -> None:
+    """Inside `tx`: record a send attempt (OutboundSql.finish_outbound)."""
+    if outcome == "retry":
+        retry_job(tx, job_id, retry_at)
+        tx.execute(
+            "UPDATE messages SET send_error = ?, method = ? WHERE id = ?",
+            (error, method, message_id),
+        )
+        return
+    tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+    row = _outbound_row(tx, None, message_id)
+    moment = time.time() if now is None else now
+    if row is not None:
+        stored = tx.first(RECIPIENT_RESULTS, (message_id,))
+        settled = {**recipient_results(stored[0] if stored else None), **(results or {})}
+        record_events(
+            tx,
+            _hand_off_events(decode_outbound(row), outcome, method, error, settled, moment),
+        )
+    if outcome == "sent":
+        tx.execute(
+            f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
+            f"THEN status ELSE '{SENT}' END, sent_at = {tx.dialect.utc_now}, "
+            f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
+            (method, error, message_id),
+        )
+    else:
+        _fail(tx, message_id, method, error)
+    if row is not None and bounced:
+        message = decode_outbound(row)
+        bounce_recorded(tx, message, bounced, moment, settle=outcome == "failed")
+
+
+def cancel_sends_in(tx: Transaction, agent_email: str, now: float) -> int:
+    """Inside `tx` (the agent going to the trash): cancel the agent's mail still to be handed
+    on whose send job no worker holds now, as `agent_deleted` with its events. A recipient a
+    retry already reached keeps it (the message is then `sent`, the rest named in the error);
+    a job a worker holds is left to it, and its next attempt is failed the same way. How many
+    were cancelled."""
+    due = tx.all(
+        "SELECT j.id, m.id FROM jobs j JOIN messages m ON m.id = j.message_id "
+        f"WHERE j.kind = '{OUTBOUND_JOB}' AND m.agent_email = ? AND m.direction = '{OUTBOUND}' "
+        "AND (j.locked_until IS NULL OR j.locked_until < ?) ORDER BY m.seq"
+        f"{tx.dialect.for_update(of='j')}",
+        (agent_email, now),
+    )
+    for job_id, message_id in due:
+        stored = tx.first(RECIPIENT_RESULTS, (message_id,))
+        reached = [
+            result
+            for result in recipient_results(stored[0] if stored else None).values()
+            if result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX)
+        ]
+        outcome: SendOutcome = "sent" if reached else "failed"
+        _finish(tx, job_id, message_id, outcome, "smtp", AGENT_DELETED_ERROR, None, None, now, ())
+    return len(due)
 
 
 class OutboundSql(Runner):
@@ -273,10 +366,12 @@ class OutboundSql(Runner):
     async def list_outbound(
         self, user_id: str, status: str, agent_email: str | None
     ) -> list[OutboundMessage]:
-        """The user's outbound messages in `status` (soonest-expiring first while pending)."""
+        """The user's outbound messages in `status` (soonest-expiring first while pending),
+        leaving out those in the trash and those of agents in the trash."""
         query = (
             f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE user_id = ? "
-            f"AND direction = '{OUTBOUND}' AND status = ?"
+            f"AND direction = '{OUTBOUND}' AND status = ? AND deleted_at IS NULL "
+            f"AND {agent_in_service('messages.agent_email')}"
         )
         params: list[Any] = [user_id, status]
         if agent_email is not None:
@@ -286,9 +381,12 @@ class OutboundSql(Runner):
         rows = await self._read(lambda tx: tx.all(query, params))
         return [decode_outbound(row) for row in rows]
 
-    async def get_outbound(self, user_id: str | None, message_id: str) -> OutboundMessage | None:
-        """One outbound message (scoped to `user_id` unless None)."""
-        row = await self._read(lambda tx: _outbound_row(tx, user_id, message_id))
+    async def get_outbound(
+        self, user_id: str | None, message_id: str, *, live: bool = False
+    ) -> OutboundMessage | None:
+        """One outbound message (scoped to `user_id` unless None; `live`: not in the trash,
+        nor of an agent in the trash)."""
+        row = await self._read(lambda tx: _outbound_row(tx, user_id, message_id, live=live))
         return decode_outbound(row) if row else None
 
     async def review_outbound(
@@ -329,38 +427,11 @@ class OutboundSql(Runner):
         stays expired-approved, both with `sent_at`; an expired-approved message that fails
         ends expired-rejected with the reason."""
 
-        def finish(tx: Transaction) -> None:
-            if outcome == "retry":
-                retry_job(tx, job_id, retry_at)
-                tx.execute(
-                    "UPDATE messages SET send_error = ?, method = ? WHERE id = ?",
-                    (error, method, message_id),
-                )
-                return
-            tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-            row = _outbound_row(tx, None, message_id)
-            moment = time.time() if now is None else now
-            if row is not None:
-                stored = tx.first(RECIPIENT_RESULTS, (message_id,))
-                settled = {**recipient_results(stored[0] if stored else None), **(results or {})}
-                record_events(
-                    tx,
-                    _hand_off_events(decode_outbound(row), outcome, method, error, settled, moment),
-                )
-            if outcome == "sent":
-                tx.execute(
-                    f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
-                    f"THEN status ELSE '{SENT}' END, sent_at = {tx.dialect.utc_now}, "
-                    f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
-                    (method, error, message_id),
-                )
-            else:
-                _fail(tx, message_id, method, error)
-            if row is not None and bounced:
-                message = decode_outbound(row)
-                bounce_recorded(tx, message, bounced, moment, settle=outcome == "failed")
-
-        await self._write(finish)
+        await self._write(
+            lambda tx: _finish(
+                tx, job_id, message_id, outcome, method, error, retry_at, results, now, bounced
+            )
+        )
 
     async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
         """Merge `results` into the message's per-recipient results."""

@@ -37,7 +37,8 @@ DELIVERY_COLUMNS = (
 )
 
 
-def _decode_webhook(row: Sequence[Any]) -> Webhook:
+def decode_webhook(row: Sequence[Any]) -> Webhook:
+    """A webhook from a row selected with WEBHOOK_COLUMNS."""
     (seq, webhook_id, user_id, url, description, events_json, filters_json, enabled, seed,
      previous_seed, previous_until, created_at, last_delivered_at) = row  # fmt: skip
     filters = json.loads(filters_json)
@@ -127,12 +128,12 @@ class SubscribersSql(Runner):
                 (user_id, after_seq or 0, limit),
             )
         )
-        return [_decode_webhook(row) for row in rows]
+        return [decode_webhook(row) for row in rows]
 
     async def get_webhook(self, user_id: str, webhook_id: str) -> Webhook | None:
         """One of the user's webhooks."""
         row = await self._read(lambda tx: _webhook_row(tx, user_id, webhook_id))
-        return None if row is None else _decode_webhook(row)
+        return None if row is None else decode_webhook(row)
 
     async def update_webhook(
         self, user_id: str, webhook_id: str, changes: WebhookChanges
@@ -143,7 +144,7 @@ class SubscribersSql(Runner):
             row = _webhook_row(tx, user_id, webhook_id)
             if row is None:
                 return None
-            current = _decode_webhook(row)
+            current = decode_webhook(row)
             assignments: dict[str, Any] = {}
             if changes.url is not None:
                 assignments["url"] = changes.url
@@ -166,7 +167,7 @@ class SubscribersSql(Runner):
                     f"UPDATE webhooks SET {columns} WHERE id = ? AND user_id = ?",
                     (*assignments.values(), webhook_id, user_id),
                 )
-            return _decode_webhook(_webhook_row(tx, user_id, webhook_id))
+            return decode_webhook(_webhook_row(tx, user_id, webhook_id))
 
         return await self._write(update)
 
@@ -194,7 +195,7 @@ class SubscribersSql(Runner):
             ).rowcount
             if not changed:
                 return None
-            return _decode_webhook(_webhook_row(tx, user_id, webhook_id))
+            return decode_webhook(_webhook_row(tx, user_id, webhook_id))
 
         return await self._write(rotate)
 

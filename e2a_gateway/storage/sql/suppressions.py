@@ -1,17 +1,20 @@
-"""The SQL of bounces and recipient suppressions: a bounce is recorded against the outbound
-message it names (its events, the account's suppression of a hard-bounced address, the
-message's `bounced` state) in one transaction; suppressions are listed, added and lifted per
+"""The SQL of bounces, complaints and recipient suppressions: a bounce is recorded against the
+outbound message it names (its events, the account's suppression of a hard-bounced address, the
+message's `bounced` state) in one transaction, and so is a complaint (its event, once, and the
+account's suppression of the address that complained); suppressions are listed, added and lifted per
 account or per agent, and a send asks which of its recipients are suppressed.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import (
     EMAIL_BOUNCED,
+    EMAIL_COMPLAINED,
     SUPPRESSION_ADDED,
     NewEvent,
     new_event,
@@ -30,6 +33,7 @@ from e2a_gateway.storage.vocabulary import (
     QUEUED,
     SENT,
     SUPPRESSED_BY_BOUNCE,
+    SUPPRESSED_BY_COMPLAINT,
     SUPPRESSED_BY_HAND,
 )
 
@@ -40,7 +44,8 @@ BOUNCEABLE = ", ".join(f"'{status}'" for status in (QUEUED, SENT, FAILED, EXPIRE
 """States a hard bounce moves to `bounced`: handed on (or being handed on, or refused)."""
 
 
-def _decode(row: Sequence[Any]) -> Suppression:
+def decode_suppression(row: Sequence[Any]) -> Suppression:
+    """A suppression from a row selected with SUPPRESSION_COLUMNS."""
     seq, address, source, created_at, agent_email, reason, source_message_id = row
     return Suppression(
         seq=int(seq),
@@ -126,6 +131,66 @@ def bounce_recorded(
     return permanent
 
 
+def _complaint_event_id(message_id: str, recipient: str) -> str:
+    """The id of the `email.complained` event of `recipient` about `message_id`: the same for
+    every report of one complaint, so a report sent again logs nothing more."""
+    digest = hashlib.sha256(f"{message_id}|{EMAIL_COMPLAINED}|{recipient}".encode()).hexdigest()
+    return f"evt_{digest[:24]}"
+
+
+def _complained(
+    tx: Transaction, message_id: str, recipients: Sequence[str], reason: str, now: float
+) -> list[str]:
+    """Inside `tx`: record a feedback report (SuppressionsSql.record_complaint) when it names
+    exactly one recipient of the message (or names none and the message had one)."""
+    row = tx.first(
+        f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE id = ? "
+        f"AND direction = '{OUTBOUND}'{tx.dialect.for_update()}",
+        (message_id,),
+    )
+    if row is None:
+        return []
+    message = decode_outbound(row)
+    sent_to = list(dict.fromkeys(a.lower() for a in [*message.to, *message.cc, *message.bcc]))
+    if recipients:
+        ours = [a for a in dict.fromkeys(r.lower() for r in recipients) if a in sent_to]
+    else:  # redacted: only a message to one person says who it was
+        ours = sent_to
+    if len(ours) != 1:
+        # A complaint is one person's: a report naming several recipients (the To of a
+        # redacted copy of mail to many) does not say which, and suppresses nobody.
+        return []
+    recorded = []
+    for address in ours:
+        event_id = _complaint_event_id(message.id, address)
+        if tx.first("SELECT 1 FROM events WHERE id = ?", (event_id,)) is not None:
+            continue
+        events = [recipient_event(message, EMAIL_COMPLAINED, address, now, event_id=event_id)]
+        if _suppress(
+            tx, message.user_id, EVERY_AGENT, address, SUPPRESSED_BY_COMPLAINT, reason,
+            message.id, now,
+        ):  # fmt: skip
+            data = {
+                "address": address,
+                "source": SUPPRESSED_BY_COMPLAINT,
+                "reason": reason,
+                "message_id": message.id,
+            }
+            events.append(
+                new_event(
+                    message.user_id,
+                    SUPPRESSION_ADDED,
+                    data,
+                    now,
+                    agent_email=message.agent_email,
+                    message_id=message.id,
+                )
+            )
+        record_events(tx, events)
+        recorded.append(address)
+    return recorded
+
+
 class SuppressionsSql(Runner):
     """`Suppressions` in SQL."""
 
@@ -151,6 +216,13 @@ class SuppressionsSql(Runner):
             return True
 
         return await self._write(record)
+
+    async def record_complaint(
+        self, message_id: str, recipients: list[str], reason: str, now: float
+    ) -> list[str]:
+        """Record a feedback report against the outbound message it names: per recipient of
+        it, `email.complained` once and its suppression for the account."""
+        return await self._write(lambda tx: _complained(tx, message_id, recipients, reason, now))
 
     async def suppressed_among(
         self, user_id: str, agent_email: str, addresses: list[str]
@@ -180,7 +252,7 @@ class SuppressionsSql(Runner):
                 (user_id, agent_email or EVERY_AGENT, before_seq or 2**62, limit),
             )
         )
-        return [_decode(row) for row in rows]
+        return [decode_suppression(row) for row in rows]
 
     async def add_suppression(
         self, user_id: str, agent_email: str | None, address: str, reason: str | None, now: float
@@ -195,7 +267,7 @@ class SuppressionsSql(Runner):
                 "AND agent_email = ? AND address = ?",
                 (user_id, scope, address),
             )
-            return _decode(row)
+            return decode_suppression(row)
 
         return await self._write(add)
 

@@ -1,0 +1,90 @@
+"""The `/v1` account export holds every record of the account, in e2a's `UserExport` shape:
+its suppressions (account-wide and an agent's, as e2a's `SuppressionExportEntry`), and also the
+account's webhook subscribers (never their secrets) and its events log; the seed-era
+`/api/v1` export keeps its documented keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
+from tests.conftest import Account, make_settings
+from tests.databases import query
+from tests.delivery_support import create_agent, mail, smtp_send
+from tests.test_data_rights import EXPORT_KEYS
+from tests.test_v1_reviews import conforms
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, webhooks={"allow_private": True})
+
+
+async def test_the_export_holds_suppressions_webhooks_and_events_and_no_secret(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    bot = await create_agent(alice, "bot")
+    await create_agent(bob, "bobbot")
+    path = f"/v1/agents/{quote(bot, safe='')}/suppressions"
+    blocked = await alice.http.post(path, json={"address": "eve@example.org", "reason": "asked"})
+    assert blocked.status_code in (200, 201), blocked.text
+    bob_blocked = await bob.http.post(
+        f"/v1/agents/{quote('bobbot@agents.test', safe='')}/suppressions",
+        json={"address": "bob-only@example.org"},
+    )
+    assert bob_blocked.status_code in (200, 201), bob_blocked.text
+    hooked = await alice.http.post(
+        "/v1/webhooks",
+        json={
+            "url": "http://127.0.0.1:9/hook",
+            "events": ["email.received"],
+            "description": "inbox",
+            "filters": {"agent_emails": [bot]},
+        },
+    )
+    assert hooked.status_code == 201, hooked.text
+    webhook = hooked.json()
+    await smtp_send(running.addresses.smtp_port, [bot], mail("Exported"))
+    (received,) = (await alice.http.get("/v1/events", params={"type": "email.received"})).json()[
+        "items"
+    ]
+
+    response = await alice.http.get("/v1/account/export")
+    assert response.status_code == 200, response.text
+    export = response.json()
+    conforms(export, "UserExport")
+    (suppression,) = export["suppressions"]
+    conforms(suppression, "SuppressionExportEntry")
+    assert suppression["address"] == "eve@example.org" and suppression["agent_email"] == bot
+    assert (suppression["source"], suppression["reason"]) == ("manual", "asked")
+    (exported_hook,) = export["webhooks"]
+    assert exported_hook["id"] == webhook["id"] and exported_hook["url"] == webhook["url"]
+    assert exported_hook["events"] == ["email.received"] and exported_hook["enabled"] is True
+    assert exported_hook["filters"]["agent_emails"] == [bot]
+    assert exported_hook["description"] == "inbox"
+    (event,) = [item for item in export["events"] if item["type"] == "email.received"]
+    assert event["id"] == received["id"] and event["data"] == received["data"]
+    assert event["agent_email"] == bot and event["message_id"] == received["message_id"]
+
+    text = response.text
+    ((seed,),) = query(
+        running.gateway.settings.database.url,
+        "SELECT seed FROM webhooks WHERE id = ?",
+        (webhook["id"],),
+    )
+    assert webhook["signing_secret"].startswith("whsec_")
+    for secret in (webhook["signing_secret"], seed):
+        assert secret not in text
+    assert "secret" not in json.dumps(export["webhooks"])
+    assert "bob-only@example.org" not in text and "bobbot" not in text
+
+    legacy = await alice.http.get("/api/v1/users/me/export")
+    assert legacy.status_code == 200 and set(legacy.json()) == EXPORT_KEYS
