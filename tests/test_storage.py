@@ -47,7 +47,7 @@ from e2a_gateway.storage.base import (
     WebhookAttempt,
 )
 from e2a_gateway.storage.migrations import load_migrations
-from e2a_gateway.storage.sql.messages import IN_INBOX
+from e2a_gateway.storage.sql.messages import _inbox_query
 from tests.conftest import make_settings
 from tests.databases import fresh_postgres_database
 
@@ -330,14 +330,10 @@ async def test_inbox_pages_read_an_index_in_order_without_sorting(tmp_path: Path
     storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")
     await storage.migrate()
     await storage.close()
-    base = f"SELECT m.id FROM messages m WHERE {IN_INBOX} AND m.seq > ?"
     with sqlite3.connect(tmp_path / "e2a.db") as db:
-        for query, params in (
-            (base, ("u", "a@agents.test", 0)),
-            (base + " AND m.status = ?", ("u", "a@agents.test", 0, "unread")),
-        ):
-            plan = db.execute(f"EXPLAIN QUERY PLAN {query} ORDER BY m.seq LIMIT 21", params)
-            details = " ".join(row[3] for row in plan)
+        for status in ("all", "unread"):
+            query, params = _inbox_query("m.id", "u", "a@agents.test", status, 20, None)
+            details = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {query}", params))
             assert "USING INDEX" in details and "seq>?" in details, details
             assert "TEMP B-TREE" not in details, details
 

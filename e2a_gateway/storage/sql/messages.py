@@ -94,6 +94,25 @@ def _store(
         record_events(tx, [received_event(user_id, message, now)])
 
 
+def _inbox_query(
+    columns: str,
+    user_id: str,
+    agent_email: str,
+    status: StatusFilter,
+    page_size: int,
+    after_seq: int | None,
+) -> tuple[str, list[Any]]:
+    """The query of a keyset page of `columns` of the agent's inbox (mail not in the trash,
+    with `status` unless all), oldest first after `after_seq`, one row more than the page (it
+    says whether another page follows); and its parameters."""
+    query = f"SELECT {columns} FROM messages m WHERE {IN_INBOX} AND {NOT_TRASHED} AND m.seq > ?"
+    params: list[Any] = [user_id, agent_email, after_seq or 0]
+    if status != "all":
+        query += " AND m.status = ?"
+        params.append(status)
+    return query + " ORDER BY m.seq LIMIT ?", [*params, page_size + 1]
+
+
 def _referenced_conversation(
     tx: Transaction, user_id: str, agent_email: str, rfc_message_ids: list[str]
 ) -> str | None:
@@ -128,16 +147,9 @@ class MessagesSql(Runner):
     ) -> MessagePage:
         """A keyset page of the agent's messages not in the trash, oldest first, after
         `after_seq`."""
-        query = (
-            f"SELECT {MESSAGE_COLUMNS} FROM messages m "
-            f"WHERE {IN_INBOX} AND {NOT_TRASHED} AND m.seq > ?"
+        query, params = _inbox_query(
+            MESSAGE_COLUMNS, user_id, agent_email, status, page_size, after_seq
         )
-        params: list[Any] = [user_id, agent_email, after_seq or 0]
-        if status != "all":
-            query += " AND m.status = ?"
-            params.append(status)
-        query += " ORDER BY m.seq LIMIT ?"
-        params.append(page_size + 1)
         rows = await self._read(lambda tx: tx.all(query, params))
         return message_page(rows, page_size)
 
@@ -151,16 +163,9 @@ class MessagesSql(Runner):
     ) -> InboxPage | None:
         """The user's agent at `agent_email` and a keyset page of its inbox (mail not in the
         trash), in one read."""
-        query = (
-            f"SELECT {INBOX_ENTRY_COLUMNS} FROM messages m "
-            f"WHERE {IN_INBOX} AND {NOT_TRASHED} AND m.seq > ?"
+        query, params = _inbox_query(
+            INBOX_ENTRY_COLUMNS, user_id, agent_email, status, page_size, after_seq
         )
-        params: list[Any] = [user_id, agent_email, after_seq or 0]
-        if status != "all":
-            query += " AND m.status = ?"
-            params.append(status)
-        query += " ORDER BY m.seq LIMIT ?"
-        params.append(page_size + 1)
 
         def read(tx: Transaction) -> InboxPage | None:
             agent = agent_row(tx, user_id, agent_email)
