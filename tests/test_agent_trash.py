@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,10 +25,11 @@ from e2a_gateway.workers.outbound import OutboundWorker
 from tests.conftest import Account, make_settings
 from tests.databases import query
 from tests.delivery_support import create_agent, open_account, quiet_gateway, wait_until
-from tests.relay_support import relay_on_loopback
+from tests.relay_support import Sink, relay_port, sink
 from tests.test_approvals import OWNER, add_pending, hitl_owner, job_kinds, relay_settings
-from tests.test_outbound_relay import Sink
 from tests.test_v1_reviews import ZONE, draft, letter, protect, protection, queue, send
+
+__all__ = ["relay_port", "sink"]  # fixtures
 
 BOT = "bot@agents.test"
 CAROL = "carol@example.org"
@@ -39,17 +39,6 @@ HOUR = 3600.0
 @pytest.fixture
 def resolver() -> FixtureResolver:
     return FixtureResolver(ZONE)
-
-
-@pytest.fixture
-def sink() -> Sink:
-    return Sink()
-
-
-@pytest.fixture
-def relay_port(sink: Sink) -> Iterator[int]:
-    with relay_on_loopback(sink) as port:
-        yield port
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ and the next send to the address is refused."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +18,12 @@ from e2a_gateway.config import Settings
 from tests.conftest import Account, make_settings
 from tests.delivery_support import create_agent, smtp_send, wait_until
 from tests.http_receiver import HttpReceiver
-from tests.relay_support import relay_on_loopback
-from tests.test_outbound_relay import Sink
+from tests.relay_support import Sink, relay_port, sink
+
+__all__ = ["relay_port", "sink"]  # fixtures
 
 CAROL = "carol@example.org"
 DAVE = "dave@example.org"
-
-
-@pytest.fixture
-def sink() -> Sink:
-    return Sink()
-
-
-@pytest.fixture
-def relay_port(sink: Sink) -> Iterator[int]:
-    with relay_on_loopback(sink) as port:
-        yield port
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from aiosmtpd.controller import Controller
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
 from tests.conftest import Account, make_settings
-from tests.test_outbound_relay import Sink, free_port
+from tests.relay_support import Sink, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS_VAR = "E2A_SCREENSHOTS_DIR"

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import socket
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,38 +15,9 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from e2a_gateway.config import OutboundSmtpSettings
 from e2a_gateway.outbound.relay import hand_off
 from e2a_gateway.smtp.client import Outgoing
+from tests.relay_support import Sink, free_port
 
 DATA = b"From: bot@agents.test\r\nSubject: hi\r\n\r\n.dot line\r\nbody\r\n"
-
-
-@dataclass
-class Sink:
-    """Records what the relay accepted; `answer` is the reply to end of DATA."""
-
-    answer: str = "250 OK"
-    rcpt_answers: dict[str, str] = field(default_factory=dict)
-    received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: Any
-    ) -> str:
-        answer = self.rcpt_answers.get(address, "250 OK")
-        if answer.startswith("250"):
-            envelope.rcpt_tos.append(address)
-        return answer
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.answer.startswith("250"):
-            self.received.append(
-                (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
-            )
-        return self.answer
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def authenticator(

@@ -41,7 +41,8 @@ from tests.delivery_support import (
     open_account,
     quiet_gateway,
 )
-from tests.test_outbound_relay import Sink, authenticator, free_port
+from tests.relay_support import Sink, free_port
+from tests.test_outbound_relay import authenticator
 from tests.test_signing_identity import contract_verify
 
 NOW = time.time()

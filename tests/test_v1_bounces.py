@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import smtplib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +16,14 @@ from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
 from tests.conftest import Account, make_settings
 from tests.delivery_support import create_agent, smtp_send, wait_until
-from tests.relay_support import relay_on_loopback
+from tests.relay_support import Sink, relay_port, sink
 from tests.sdk_v1 import run_sdk, sdk5_python, value
-from tests.test_outbound_relay import Sink
 
 pytestmark = pytest.mark.slow
 
-__all__ = ["sdk5_python"]  # a fixture
+__all__ = ["relay_port", "sdk5_python", "sink"]  # fixtures
 
 CAROL = "carol@example.org"
-
-
-@pytest.fixture
-def sink() -> Sink:
-    return Sink()
-
-
-@pytest.fixture
-def relay_port(sink: Sink) -> Iterator[int]:
-    with relay_on_loopback(sink) as port:
-        yield port
 
 
 @pytest.fixture
