@@ -334,8 +334,8 @@ async def test_near_simultaneous_v1_sockets_on_a_and_b_leave_exactly_one_open(
 
 
 async def connect_both_at_once(url_a: str, url_b: str, key: str) -> dict[str, CloseReason | None]:
-    """Open WebSockets to `url_a` and `url_b` at the same moment, wait until each replica has
-    heard of both claims, and say how each was closed (None: still open); then close them."""
+    """Open WebSockets to `url_a` and `url_b` at the same moment, wait until one is closed and
+    a while longer, and say how each was closed (None: still open); then close them."""
     sockets: dict[str, WebSocketConnection] = {}
     async with trio.open_nursery() as connections:
 
@@ -346,7 +346,21 @@ async def connect_both_at_once(url_a: str, url_b: str, key: str) -> dict[str, Cl
             async with trio.open_nursery() as both:
                 both.start_soon(connect, url_a)
                 both.start_soon(connect, url_b)
-        await trio.sleep(SETTLE_SECONDS)  # every claim heard everywhere by now
+        one_closed = trio.Event()
+
+        async def until_closed(ws: WebSocketConnection) -> None:
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await ws.get_message()  # no mail waits: nothing arrives
+            one_closed.set()
+
+        async with trio.open_nursery() as watchers:
+            for ws in sockets.values():
+                watchers.start_soon(until_closed, ws)
+            with trio.fail_after(NOTIFY_SECONDS):  # one is replaced...
+                await one_closed.wait()
+            await trio.sleep(SETTLE_SECONDS)  # ...and the other not, once every claim is heard
+            watchers.cancel_scope.cancel()
         closed = {url: ws.closed for url, ws in sockets.items()}
         for ws in sockets.values():
             await ws.aclose()
