@@ -22,7 +22,13 @@ import httpx
 import psycopg
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+from trio_websocket import (
+    CloseReason,
+    ConnectionClosed,
+    WebSocketConnection,
+    connect_websocket_url,
+    open_websocket_url,
+)
 
 from e2a_gateway.hub import Ended, Hub, Listener
 from e2a_gateway.hub.fanout import PostgresFanout, relay_payload
@@ -44,6 +50,8 @@ SLOW_ANSWER_SECONDS = 1.0
 WEBHOOK_TIMEOUT_SECONDS = 3
 LEASE_SECONDS = 6
 DELIVERY_SLACK_SECONDS = 8.0
+SIMULTANEOUS_ROUNDS = 8
+SETTLE_SECONDS = 1.0
 
 
 @dataclass
@@ -255,6 +263,108 @@ async def closed_within(ws: WebSocketConnection, seconds: float) -> tuple[int, s
         while True:
             await ws.get_message()
     return closed.value.reason.code, closed.value.reason.reason
+
+
+def v1_socket_url(replica: Replica, agent: str) -> str:
+    """The `/v1` WebSocket of `agent` on `replica`."""
+    base = replica.http_url.replace("http://", "ws://")
+    return f"{base}/v1/agents/{quote(agent, safe='')}/ws"
+
+
+def bearer(key: str) -> list[tuple[bytes, bytes]]:
+    return [(b"Authorization", f"Bearer {key}".encode())]
+
+
+async def still_open(ws: WebSocketConnection, seconds: float) -> bool:
+    """True unless the server closes `ws` within `seconds` (no mail is waiting: nothing else
+    arrives meanwhile)."""
+    with trio.move_on_after(seconds):
+        try:
+            await ws.get_message()
+        except ConnectionClosed:
+            return False
+        raise AssertionError("nothing was expected on the socket")
+    return True
+
+
+async def test_a_v1_socket_on_b_replaces_the_one_on_a(tmp_path: Path, database: str) -> None:
+    """e2a's one connection per agent holds across replicas: a newer `/v1` WebSocket on B
+    closes A's with 4000 `replaced`; B's own news does not close B's newest, which hears mail
+    accepted by either replica."""
+    async with two_replicas(tmp_path, database) as (a, b):
+        key = await bootstrap(a)
+        agent = await create_agent(a, key, {"slug": "bot", "agent_mode": "local"})
+        async with open_websocket_url(v1_socket_url(a, agent), extra_headers=bearer(key)) as on_a:
+            assert await still_open(on_a, 0.3)
+            async with open_websocket_url(
+                v1_socket_url(b, agent), extra_headers=bearer(key)
+            ) as on_b:
+                assert await closed_within(on_a, NOTIFY_SECONDS) == (4000, "replaced")
+                async with open_websocket_url(
+                    v1_socket_url(b, agent), extra_headers=bearer(key)
+                ) as newest:
+                    assert await closed_within(on_b, NOTIFY_SECONDS) == (4000, "replaced")
+                    assert await still_open(newest, 1.0)  # B heard its own claim come back
+                    for replica_, subject in ((a, "into a"), (b, "into b")):
+                        await trio.to_thread.run_sync(
+                            send_mail, replica_.smtp_port, agent, [subject]
+                        )
+                        with trio.fail_after(NOTIFY_SECONDS):
+                            event = json.loads(await newest.get_message())
+                        assert event["type"] == "email.received"
+                        assert event["data"]["subject"] == subject
+
+
+async def test_near_simultaneous_v1_sockets_on_a_and_b_leave_exactly_one_open(
+    tmp_path: Path, database: str
+) -> None:
+    """Two `/v1` WebSockets for one agent opened at the same moment on A and B, each replica
+    claiming before it hears of the other's claim: one is replaced, the other stays."""
+    async with two_replicas(tmp_path, database) as (a, b):
+        key = await bootstrap(a)
+        agent = await create_agent(a, key, {"slug": "bot", "agent_mode": "local"})
+        for _ in range(SIMULTANEOUS_ROUNDS):
+            closed = await connect_both_at_once(
+                v1_socket_url(a, agent), v1_socket_url(b, agent), key
+            )
+            still = [url for url, reason in closed.items() if reason is None]
+            assert len(still) == 1, closed
+            (replaced,) = (reason for reason in closed.values() if reason is not None)
+            assert (replaced.code, replaced.reason) == (4000, "replaced")
+
+
+async def connect_both_at_once(url_a: str, url_b: str, key: str) -> dict[str, CloseReason | None]:
+    """Open WebSockets to `url_a` and `url_b` at the same moment, wait until one is closed and
+    a while longer, and say how each was closed (None: still open); then close them."""
+    sockets: dict[str, WebSocketConnection] = {}
+    async with trio.open_nursery() as connections:
+
+        async def connect(url: str) -> None:
+            sockets[url] = await connect_websocket_url(connections, url, extra_headers=bearer(key))
+
+        with trio.fail_after(NOTIFY_SECONDS):
+            async with trio.open_nursery() as both:
+                both.start_soon(connect, url_a)
+                both.start_soon(connect, url_b)
+        one_closed = trio.Event()
+
+        async def until_closed(ws: WebSocketConnection) -> None:
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await ws.get_message()  # no mail waits: nothing arrives
+            one_closed.set()
+
+        async with trio.open_nursery() as watchers:
+            for ws in sockets.values():
+                watchers.start_soon(until_closed, ws)
+            with trio.fail_after(NOTIFY_SECONDS):  # one is replaced...
+                await one_closed.wait()
+            await trio.sleep(SETTLE_SECONDS)  # ...and the other not, once every claim is heard
+            watchers.cancel_scope.cancel()
+        closed = {url: ws.closed for url, ws in sockets.items()}
+        for ws in sockets.values():
+            await ws.aclose()
+    return closed
 
 
 async def test_webhook_jobs_through_both_replicas_are_delivered_exactly_once(

@@ -2,9 +2,10 @@
 
 With PostgreSQL, every commit that stores mail for a local agent, adds a job, deletes an agent
 or an account, or revokes an API key also NOTIFYs (inside the same transaction, so only
-committed work is announced; the payloads are `e2a_gateway.storage.notify_payloads`). One task per
-process LISTENs on a dedicated connection and hands what it hears to the local hub and job
-queue. It never holds anything storage does not: if the connection is lost, it reconnects and
+committed work is announced; the payloads are `e2a_gateway.storage.notify_payloads`), and so
+does every `/v1` WebSocket that claims its agent's slot (on its own, `Storage.announce`). One
+task per process LISTENs on a dedicated connection and hands what it hears to the local hub and
+job queue. It never holds anything storage does not: if the connection is lost, it reconnects and
 makes every local WebSocket client reconnect, and clients re-drain unread mail from storage.
 """
 
@@ -19,7 +20,7 @@ import trio
 
 from e2a_gateway.hub import Hub, Revocation
 from e2a_gateway.hub.job_queue import JobQueue
-from e2a_gateway.storage.announcements import AccessEnded, JobsAdded
+from e2a_gateway.storage.announcements import AccessEnded, JobsAdded, SocketClaimed
 from e2a_gateway.storage.base import Storage, StorageUnavailable
 from e2a_gateway.storage.notify_payloads import Resync, decode_payload
 from e2a_gateway.storage.postgres import PostgresStorage
@@ -66,6 +67,8 @@ def relay_payload(hub: Hub, origin: str, payload: str) -> set[str]:
             hub.revoke(Revocation(news.kind, news.value))
         elif isinstance(news, Resync):
             hub.close_subscriptions(news.agent_id)
+        elif isinstance(news, SocketClaimed):
+            hub.sole.heard(news)
         else:
             hub.publish_message(news.agent_id, news)
     return job_kinds

@@ -1,8 +1,10 @@
-"""What a committed write announces: jobs added, access ended, a message stored.
+"""What a committed write announces (jobs added, access ended, a message stored), and news told
+to the other replicas on its own (a `/v1` WebSocket claimed).
 
 A unit of work announces as it goes (`Transaction.announce`); only once it has committed does
 storage hand the announcements to this process's observers and, with PostgreSQL, to the other
-replicas (`notify_payloads`). Plain data: nothing here knows who listens.
+replicas (`notify_payloads`); `Storage.announce` tells the other replicas without a write.
+Plain data: nothing here knows who listens.
 """
 
 from __future__ import annotations
@@ -41,7 +43,19 @@ class MessageStored:
     message: NewInboundMessage
 
 
-Announcement = JobsAdded | AccessEnded | MessageStored
+@dataclass(frozen=True)
+class SocketClaimed:
+    """A `/v1` WebSocket took the agent `agent_id`'s connection slot on some replica. Claims are
+    ordered by (`claimed_at`, `claim_id`): the greatest is the one connection left open, on
+    every replica alike (`e2a_gateway.hub.sole`). `claimed_at` is in nanoseconds since the
+    epoch, on the claiming replica's claim clock; `claim_id` is random, unique per claim."""
+
+    agent_id: str
+    claimed_at: int
+    claim_id: str
+
+
+Announcement = JobsAdded | AccessEnded | MessageStored | SocketClaimed
 
 CommitObserver = Callable[[Sequence[Announcement]], None]
 """Called, on the event loop, with what one write announced, once that write has committed."""

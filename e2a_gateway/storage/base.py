@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from e2a_gateway.ids import new_id
 from e2a_gateway.storage.vocabulary import (
     TERMINAL_STATUSES as TERMINAL_STATUSES,  # callers read it here
 )
+
+if TYPE_CHECKING:  # announcements names this module's types
+    from e2a_gateway.storage.announcements import Announcement
 
 AgentMode = Literal["cloud", "local"]
 KeyScope = Literal["account", "agent"]
@@ -683,6 +686,12 @@ class Lifecycle(Protocol):
 
     async def server_secret(self, candidate: str) -> str:
         """Return the stored development server secret, storing `candidate` if none exists."""
+        ...
+
+    async def announce(self, news: Sequence[Announcement]) -> None:
+        """Tell the other replicas of `news` now, without writing anything (e.g. a `/v1`
+        WebSocket claimed): a NOTIFY with PostgreSQL, nothing with SQLite, whose one process
+        is the only one. This process's own observers are not told."""
         ...
 
 

@@ -18,6 +18,7 @@ from e2a_gateway.storage.announcements import (
     JobsAdded,
     MessageStored,
     RevokedKind,
+    SocketClaimed,
 )
 from e2a_gateway.storage.vocabulary import JOB_KINDS
 
@@ -47,7 +48,7 @@ class Resync:
     agent_id: str
 
 
-Heard = JobsAdded | AccessEnded | StoredSummary | Resync
+Heard = JobsAdded | AccessEnded | StoredSummary | Resync | SocketClaimed
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,9 @@ class Payload:
 
 
 def encode_payloads(origin: str, announcements: Iterable[Announcement]) -> list[str]:
-    """The payloads telling other replicas of `announcements`: each message stored and each
-    access ended once, in order, then one payload naming every kind of job added."""
+    """The payloads telling other replicas of `announcements`: each message stored, each
+    access ended and each WebSocket claimed once, in order, then one payload naming every kind
+    of job added."""
     payloads: dict[str, None] = {}
     job_kinds: dict[str, None] = {}
     for announcement in announcements:
@@ -69,6 +71,8 @@ def encode_payloads(origin: str, announcements: Iterable[Announcement]) -> list[
             job_kinds[announcement.kind] = None
         elif isinstance(announcement, AccessEnded):
             payloads[_revocation_payload(origin, announcement)] = None
+        elif isinstance(announcement, SocketClaimed):
+            payloads[_claim_payload(origin, announcement)] = None
         else:
             payloads[_stored_payload(origin, announcement)] = None
     if job_kinds:
@@ -103,6 +107,19 @@ def _revocation_payload(origin: str, ended: AccessEnded) -> str:
     return json.dumps({"origin": origin, "revoke": ended.kind, "id": ended.value})
 
 
+def _claim_payload(origin: str, claimed: SocketClaimed) -> str:
+    """A `/v1` WebSocket that took an agent's slot, so every other replica closes its own
+    connection for that agent if this claim is newer."""
+    return json.dumps(
+        {
+            "origin": origin,
+            "claimed": claimed.agent_id,
+            "at": claimed.claimed_at,
+            "claim": claimed.claim_id,
+        }
+    )
+
+
 def decode_payload(payload: str) -> Payload:
     """What `payload` announced; ValueError when it is not a payload of ours. `{"jobs": true}`
     (which names no kind) announces jobs of every kind."""
@@ -126,6 +143,8 @@ def _news(decoded: dict[str, Any]) -> tuple[Heard, ...]:
         if kind not in REVOKED_KINDS or not isinstance(value, str) or not value:
             raise ValueError("not a revocation")
         return (AccessEnded(kind, value),)
+    if "claimed" in decoded:
+        return (_claimed(decoded),)
     agent_id = str(decoded["agent_id"])
     if decoded.get("resync"):
         return (Resync(agent_id),)
@@ -140,6 +159,21 @@ def _news(decoded: dict[str, Any]) -> tuple[Heard, ...]:
         conversation_id=None if conversation is None else str(conversation),
     )
     return (summary,)
+
+
+def _claimed(decoded: dict[str, Any]) -> SocketClaimed:
+    """The claim of a `claimed` payload (KeyError, ValueError if malformed)."""
+    agent_id, claimed_at, claim_id = decoded["claimed"], decoded["at"], decoded["claim"]
+    if (
+        not isinstance(agent_id, str)
+        or not agent_id
+        or not isinstance(claim_id, str)
+        or not claim_id
+    ):
+        raise ValueError("claimed: expected an agent id and a claim id")
+    if not isinstance(claimed_at, int) or isinstance(claimed_at, bool):
+        raise ValueError("claimed: expected an integer claim time")
+    return SocketClaimed(agent_id, claimed_at, claim_id)
 
 
 def _job_kinds(value: object) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
@@ -234,6 +234,12 @@ class PostgresStorage(SqlStorage):
         result = work(transaction)
         _notify(connection, *encode_payloads(self.process_tag, transaction.announcements))
         return result, transaction.announcements
+
+    async def announce(self, news: Sequence[Announcement]) -> None:
+        """NOTIFY the other replicas of `news` at once, in a transaction of its own that
+        writes nothing."""
+        payloads = encode_payloads(self.process_tag, news)
+        await self._run(lambda connection: _notify(connection, *payloads))
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import logging
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -185,6 +185,10 @@ class SqliteStorage(SqlStorage):
         if routing is not None and generation == self._routing_generation:
             self._routing[routing] = value
         return value
+
+    async def announce(self, news: Sequence[Announcement]) -> None:
+        """Nothing to do: this process is the only one on the database, so no other replica
+        has to hear of `news`."""
 
     # -- lifecycle --------------------------------------------------------------------------
 

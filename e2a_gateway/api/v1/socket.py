@@ -3,14 +3,16 @@
 unread message and each new one as an `email.received` event envelope
 (`{type, id, schema_version, created_at, data}`), metadata only.
 
-One connection per agent: a newer one replaces the older, which is closed with 4000
-`replaced` (its client must not reconnect). Nothing is marked read by being pushed; the
+One connection per agent, across replicas: a newer one replaces the older, which is closed
+with 4000 `replaced` (its client must not reconnect); each claim is told to the other replicas
+(`e2a_gateway.hub.sole` decides which is newer). Nothing is marked read by being pushed; the
 several-listeners-with-ack WebSocket of `/api/v1` is unchanged beside it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import trio
@@ -26,12 +28,13 @@ from e2a_gateway.operations import messages
 from e2a_gateway.operations.agents import owned_agent
 from e2a_gateway.operations.caller import Caller, authenticate
 from e2a_gateway.operations.errors import NotFound, OperationError, Unauthorized
-from e2a_gateway.storage.base import Agent
+from e2a_gateway.storage.base import Agent, StorageUnavailable
 from e2a_gateway.web.context import bearer_key, current_gateway
 from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
 from e2a_gateway.web.request_ids import request_id_for
 
 blueprint = Blueprint("v1_socket", __name__)
+log = logging.getLogger("e2a.api")
 
 DRAIN_PAGE_SIZE = 100
 CLOSE_REPLACED = 4000
@@ -91,6 +94,13 @@ async def agent_socket(email: str) -> Response | None:
             return _handshake_refusal(refusal(_LOST[lost]), headers)
         await websocket.accept()
         with gateway.hub.sole.claim(agent.id) as claim:
+            try:
+                await gateway.storage.announce([claim.news])
+            except StorageUnavailable:
+                # The other replicas cannot be told: this connection might not be the only one.
+                log.warning("/v1 WebSocket: cannot announce the claim of agent %s", agent.id)
+                await websocket.close(CLOSE_TRY_AGAIN_LATER, "storage unavailable; reconnect")
+                return None
             await _serve(caller, agent, subscription, claim)
     return None
 
