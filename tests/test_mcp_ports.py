@@ -286,7 +286,8 @@ async def test_account_tools_answer_alike(running: RunningGateway, make_account:
             revoked = await run(port, "delete_api_key", {"id": key_id, "confirm": True})
             assert revoked == {"deleted": True, "id": key_id}
         after = (await run(remote, "list_api_keys"))["api_keys"]
-        assert sorted(key["id"] for key in after if key.get("revoked_at")) == sorted(spare)
+        assert after == (await run(local, "list_api_keys"))["api_keys"]  # live keys only
+        assert after == [key for key in listed["api_keys"] if key["id"] not in spare]
 
 
 async def test_attachments_answer_alike(running: RunningGateway, make_account: Any) -> None:
@@ -583,6 +584,15 @@ async def test_keys_protection_and_agent_trash_answer_alike(
         )
         assert issued[0]["scope"] == "agent" and issued[0]["agent_email"] == twins[0]
         alike(issued, TWIN_KEY, "create_api_key")
+        keys = (await same(ports, "list_api_keys", {}))["api_keys"]
+        scopes = {key["id"]: (key["scope"], key.get("agent_email")) for key in keys}
+        assert scopes.pop(issued[0]["id"]) == ("agent", twins[0])
+        assert scopes.pop(issued[1]["id"]) == ("agent", twins[1])
+        assert list(scopes.values()) == [("account", None)]  # the key in use
+        assert all("key" not in key and key["key_prefix"] for key in keys)
+        newest = await same(ports, "list_api_keys", {"limit": 1})
+        assert newest["api_keys"] == keys[:1] and newest["next_cursor"]
+        await same(ports, "list_api_keys", {"limit": 2, "cursor": newest["next_cursor"]})
 
         # Twin agents to the trash and back.
         trashed = await both(ports, "delete_agent", [{"email": t, "confirm": True} for t in twins])

@@ -29,7 +29,7 @@ from e2a_gateway.api.v1.message_views import (
     update_result_view,
 )
 from e2a_gateway.api.v1.messages import LifecycleQuery, UpdateMessageBody, lifecycle_listing
-from e2a_gateway.api.v1.pages import PageQuery
+from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.review_views import protection_view
 from e2a_gateway.api.v1.views import api_key_view as v1_api_key_view
 from e2a_gateway.api.v1.webhooks import (
@@ -65,19 +65,17 @@ from e2a_gateway.operations.requests import parse_request
 from e2a_gateway.operations.reviews import ApproveBody, RejectBody
 from e2a_gateway.operations.sending import ForwardMessageBody, ReplyBody, SendBody, Submission
 from e2a_gateway.operations.webhooks import CreateWebhook, UpdateWebhook
+from e2a_gateway.storage.base import ApiKey, OutboundMessage, StorageUnavailable
 from e2a_gateway.storage.base import Domain as StoredDomain
-from e2a_gateway.storage.base import OutboundMessage, StorageUnavailable
 from e2a_gateway.storage.vocabulary import PENDING_APPROVAL
 from e2a_gateway.v1 import (
     Agent,
-    ApiKeySummary,
     AsyncInboundEmail,
     Attachment,
     DeploymentInfo,
     Domain,
     E2AApiError,
     ListAgentsResponse,
-    ListApiKeysResponse,
     ListDomainsResponse,
     ListPendingMessagesResponse,
     MessageList,
@@ -89,7 +87,6 @@ from e2a_gateway.web.errors import STATUSES as API_STATUSES
 from e2a_gateway.web.errors import status_of
 from e2a_gateway.web.views import (
     agent_view,
-    api_key_view,
     domain_view,
     info_view,
     message_full_view,
@@ -129,6 +126,11 @@ def _detail(message: OutboundMessage) -> PendingMessageDetail:
 
 def _agent(entry: AgentEntry) -> Agent:
     return Agent.model_validate(agent_view(entry))
+
+
+def _key_position(key: ApiKey) -> tuple[str, str]:
+    """A key's place in `/v1`'s key listing (its cursor), newest first."""
+    return key.created_at, key.id
 
 
 class OperationsPort:
@@ -418,12 +420,19 @@ class OperationsPort:
         """Remove a domain no agent uses."""
         await self._run(domains.remove_domain, domain)
 
-    async def list_api_keys(self) -> ListApiKeysResponse:
-        """The caller's API keys (prefixes only)."""
-        found = await self._run(keys.list_api_keys)
-        return ListApiKeysResponse(
-            api_keys=[ApiKeySummary.model_validate(api_key_view(key)) for key in found]
-        )
+    async def list_api_keys(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the caller's live API keys, newest first, as `/v1` lists them."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[ApiKey]:
+                return await keys.api_key_page(gateway, caller, limit, after)
+
+            checked = validated(PageQuery, query, "query")
+            return await keyset_page(
+                "api-keys", checked, fetch, _key_position, v1_api_key_view, gateway
+            )
+
+        return await self._run_v1(page)
 
     async def delete_api_key(self, key_id: str) -> None:
         """Revoke one of the caller's API keys."""

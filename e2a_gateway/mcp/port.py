@@ -19,7 +19,6 @@ from e2a_gateway.v1 import (
     DeploymentInfo,
     Domain,
     ListAgentsResponse,
-    ListApiKeysResponse,
     ListDomainsResponse,
     ListPendingMessagesResponse,
     MessageList,
@@ -166,8 +165,9 @@ class GatewayPort(Protocol):
         """Remove a domain no agent uses."""
         ...
 
-    async def list_api_keys(self) -> ListApiKeysResponse:
-        """The caller's API keys (prefixes only)."""
+    async def list_api_keys(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One `/v1` page of the caller's live API keys, newest first (`query`: cursor, limit):
+        metadata only, with each key's scope and an agent key's agent."""
         ...
 
     async def delete_api_key(self, key_id: str) -> None:

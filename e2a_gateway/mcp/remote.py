@@ -9,7 +9,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from e2a_gateway.v1 import AsyncE2AClient, DeploymentInfo, ListApiKeysResponse, fetch_info
+from e2a_gateway.v1 import AsyncE2AClient, DeploymentInfo, fetch_info
 from e2a_gateway.v1.endpoints import Call
 
 
@@ -40,10 +40,6 @@ class SdkPort(AsyncE2AClient):
         """`GET /info`, through the SDK's sync twin in a worker thread: building an HTTP client
         loads the CA bundle, CPU work the event loop should not wait for."""
         return await anyio.to_thread.run_sync(fetch_info, self.base_url)
-
-    async def list_api_keys(self) -> ListApiKeysResponse:
-        """`GET /users/me/api-keys`, through the raw API client."""
-        return await self.api.list_api_keys()
 
     async def delete_api_key(self, key_id: str) -> None:
         """`DELETE /users/me/api-keys/{id}`, through the raw API client."""
@@ -148,6 +144,10 @@ class SdkPort(AsyncE2AClient):
     ) -> dict[str, Any]:
         """`GET /v1/webhooks/{id}/deliveries`."""
         return await self._v1("GET", _webhook_path(webhook_id, "deliveries"), query=query)
+
+    async def list_api_keys(self, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/account/api-keys`."""
+        return await self._v1("GET", "/v1/account/api-keys", query=query)
 
     async def create_api_key(self, fields: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/account/api-keys`."""
