@@ -21,7 +21,7 @@ from mcp import Client
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.mcp.tools import MISSING, TOOLS, TOOLS_BY_NAME
 from tests.conftest import Account, agent_path
-from tests.delivery_support import create_agent, mail, smtp_send
+from tests.delivery_support import create_agent, mail, smtp_send, wait_until
 from tests.mcp_support import call, failure, mcp_client, stdio_client
 
 REFERENCE = Path(__file__).parent / "data" / "e2a" / "tool-names.v1.json"
@@ -286,7 +286,13 @@ async def test_the_first_eleven_with_e2a_arguments(
                 "agent_email": sales["email"],
             },
         )
-        assert reply["method"] == "local"
+        assert reply["status"] == "accepted" and reply["method"] == "loopback"
+
+        async def reply_arrived() -> bool:
+            unread = await call(client, "list_messages", {"status": "unread"})
+            return len(unread["messages"]) == 3
+
+        await wait_until(reply_arrived)
         answer = await call(client, "list_messages", {"status": "unread"})
         # (support was on Cc: of its own handover)
         assert [m["subject"] for m in answer["messages"]] == ["Second", "Handover", "Re: Handover"]

@@ -21,7 +21,13 @@ from e2a_gateway.mcp.in_process import OperationsPort
 from e2a_gateway.mcp.remote import SdkPort
 from e2a_gateway.mcp.tools import TOOLS, TOOLS_BY_NAME, ToolCaller, call_tool
 from tests.conftest import Account, agent_path
-from tests.delivery_support import create_agent, mail, smtp_send, store_with_conversation
+from tests.delivery_support import (
+    create_agent,
+    mail,
+    smtp_send,
+    store_with_conversation,
+    wait_until,
+)
 
 VARYING = {
     "message_id",
@@ -295,10 +301,17 @@ async def test_attachments_answer_alike(running: RunningGateway, make_account: A
     agent = await create_agent(account, "ports-files")
     peer = await create_agent(account, "ports-files-peer")
     report = {"filename": "report.csv", "content_type": "text/csv", "data": "YSxiCjEsMgo="}
-    async with both_ports(running, account.key, agent) as (remote, local):
-        for port in (remote, local):
+    async with both_ports(running, account.key, agent) as ports:
+        remote, local = ports
+        for port in ports:
             draft = {"to": [peer], "subject": "Files", "text": "Attached.", "attachments": [report]}
-            assert (await run(port, "send_message", draft))["method"] == "local"
+            assert (await run(port, "send_message", draft))["method"] == "loopback"
+
+        async def both_arrived() -> bool:
+            page = await run(local, "list_messages", {"agent_email": peer})
+            return len(page["messages"]) == 2
+
+        await wait_until(both_arrived)
         page = await run(local, "list_messages", {"agent_email": peer})
         ids = [message["message_id"] for message in page["messages"]]
         for port, message_id in zip((remote, local), ids, strict=True):
@@ -324,6 +337,20 @@ async def test_attachments_answer_alike(running: RunningGateway, make_account: A
             beyond = await run(port, "get_attachment", wanted | {"attachment_index": 1})
             assert beyond[1]["code"] == "not_found"
             assert "0 to 0" in beyond[1]["message"]
+
+        # One idempotency key, either port: the send and the reply made once, then replayed.
+        once = {"to": [peer], "subject": "Once", "text": "Once.", "idempotency_key": "ports-1"}
+        first = await run(remote, "send_message", once)
+        assert first["status"] == "accepted"
+        assert await run(local, "send_message", once) == first
+        reused = [await run(port, "send_message", once | {"reply_to": agent}) for port in ports]
+        assert reused[0][1]["code"] == "idempotency_key_reuse" and reused[0] == reused[1]
+        answer = {"message_id": ids[0], "text": "Both.", "email": peer, "idempotency_key": "r-1"}
+        replied = await run(local, "reply_to_message", answer)
+        assert replied["status"] == "accepted"
+        assert await run(remote, "reply_to_message", answer) == replied
+        reused = [await run(port, "reply_to_message", answer | {"text": "No."}) for port in ports]
+        assert reused[0][1]["code"] == "idempotency_key_reuse" and reused[0] == reused[1]
 
 
 def differences(remote: Any, local: Any, path: str = "") -> list[str]:

@@ -63,7 +63,14 @@ from e2a_gateway.operations.keys import CreateScopedApiKey
 from e2a_gateway.operations.protection import ProtectionConfig
 from e2a_gateway.operations.requests import parse_request
 from e2a_gateway.operations.reviews import ApproveBody, RejectBody
-from e2a_gateway.operations.sending import ForwardMessageBody, ReplyBody, SendBody, Submission
+from e2a_gateway.operations.sending import (
+    ForwardMessageBody,
+    ReplyBody,
+    ReplyMessageBody,
+    SendBody,
+    SendMessageBody,
+    Submission,
+)
 from e2a_gateway.operations.webhooks import CreateWebhook, UpdateWebhook
 from e2a_gateway.storage.base import ApiKey, OutboundMessage, StorageUnavailable
 from e2a_gateway.storage.base import Domain as StoredDomain
@@ -592,6 +599,36 @@ class OperationsPort:
 
         return await self._run_v1(replace)
 
+    async def send_message(
+        self, email: str, fields: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """A new message from the agent at `email`; the send result as `/v1` answers it (not
+        waiting for the hand-off: `accepted`, or `pending_review` when held)."""
+
+        async def send(gateway: Gateway, caller: Caller) -> Submission:
+            body = validated(SendMessageBody, fields, "body")
+            return await sending.send_message(gateway, caller, email, body, False)
+
+        route = f"POST /v1/agents/{email}/messages"
+        return await self._submit_once(route, fields, idempotency_key, send)
+
+    async def reply_to_message(
+        self,
+        email: str,
+        message_id: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """A reply threaded onto a message of the agent at `email`; the send result as `/v1`
+        answers it."""
+
+        async def reply(gateway: Gateway, caller: Caller) -> Submission:
+            body = validated(ReplyMessageBody, fields, "body")
+            return await sending.reply_to_message(gateway, caller, email, message_id, body, False)
+
+        route = f"POST /v1/agents/{email}/messages/{message_id}/reply"
+        return await self._submit_once(route, fields, idempotency_key, reply)
+
     async def forward_message(
         self,
         email: str,
@@ -599,28 +636,39 @@ class OperationsPort:
         fields: dict[str, Any],
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Forward an agent's message; the send result as `/v1` answers it (not waiting for
-        the hand-off: `accepted`, or `pending_review` when held). An `idempotency_key` works
-        as `/v1`'s Idempotency-Key, with the fingerprint `/v1` takes of the same request (its
-        route and the body as the SDK sends it), so a repeat over either port replays."""
-        raw = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        route = f"POST /v1/agents/{email}/messages/{message_id}/forward\n"
+        """Forward an agent's message; the send result as `/v1` answers it."""
 
-        async def forward(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+        async def forward(gateway: Gateway, caller: Caller) -> Submission:
+            body = validated(ForwardMessageBody, fields, "body")
+            return await sending.forward_message(gateway, caller, email, message_id, body, False)
+
+        route = f"POST /v1/agents/{email}/messages/{message_id}/forward"
+        return await self._submit_once(route, fields, idempotency_key, forward)
+
+    async def _submit_once(
+        self,
+        route: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None,
+        submit: Callable[[Gateway, Caller], Awaitable[Submission]],
+    ) -> dict[str, Any]:
+        """Run the `/v1` write `route` of a message and answer its send result. An
+        `idempotency_key` works as `/v1`'s Idempotency-Key, with the fingerprint `/v1` takes of
+        the same request (its route and the body as the SDK sends it), so a repeat over either
+        port gets the first answer again instead of sending twice."""
+        raw = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        fingerprint = f"{route}\n".encode() + raw.encode()
+
+        async def once(gateway: Gateway, caller: Caller) -> dict[str, Any]:
             async def write() -> Answer:
-                body = validated(ForwardMessageBody, fields, "body")
-                submission = await sending.forward_message(
-                    gateway, caller, email, message_id, body, False
-                )
-                view, status = send_result_view(submission)
+                view, status = send_result_view(await submit(gateway, caller))
                 return Answer(status, json.dumps(view).encode())
 
-            fingerprint = route.encode() + raw.encode()
             answer = await run_once(gateway, caller, idempotency_key, fingerprint, write)
             found = json.loads(answer.body)
             return found if isinstance(found, dict) else {}
 
-        return await self._run_v1(forward)
+        return await self._run_v1(once)
 
     async def get_message_lifecycle(
         self, email: str, message_id: str, query: dict[str, Any]

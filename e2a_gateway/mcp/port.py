@@ -123,6 +123,25 @@ class GatewayPort(Protocol):
         """A reply to an inbound message of an agent, threaded."""
         ...
 
+    async def send_message(
+        self, email: str, fields: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """A new message from the agent at `email` (sendMessage's fields); the send result as
+        `/v1` answers it. A repeat with the same `idempotency_key` and fields gets the first
+        answer again instead of sending twice."""
+        ...
+
+    async def reply_to_message(
+        self,
+        email: str,
+        message_id: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """A reply threaded onto a message of the agent at `email` (replyToMessage's fields);
+        the send result as `/v1` answers it, replayed for a repeated `idempotency_key`."""
+        ...
+
     async def list_pending_messages(self) -> ListPendingMessagesResponse:
         """The caller's outbound messages held for approval."""
         ...

@@ -28,6 +28,11 @@ def _webhook_path(webhook_id: str, *segments: str) -> str:
     return "/v1/webhooks/" + "/".join(quote(part, safe="") for part in (webhook_id, *segments))
 
 
+def _once(idempotency_key: str | None) -> dict[str, str] | None:
+    """The Idempotency-Key header of a write, when a key is given."""
+    return None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+
+
 class SdkPort(AsyncE2AClient):
     """`GatewayPort` as the SDK client, with what the tools ask that it lacks."""
 
@@ -161,6 +166,24 @@ class SdkPort(AsyncE2AClient):
         """`PUT /v1/agents/{email}/protection`."""
         return await self._v1("PUT", _agent_path(email, "protection"), body=config)
 
+    async def send_message(
+        self, email: str, fields: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """`POST /v1/agents/{email}/messages`, with the Idempotency-Key given."""
+        path = _agent_path(email, "messages")
+        return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
+
+    async def reply_to_message(
+        self,
+        email: str,
+        message_id: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """`POST /v1/agents/{email}/messages/{id}/reply`, with the Idempotency-Key given."""
+        path = _agent_path(email, "messages", message_id, "reply")
+        return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
+
     async def forward_message(
         self,
         email: str,
@@ -170,8 +193,7 @@ class SdkPort(AsyncE2AClient):
     ) -> dict[str, Any]:
         """`POST /v1/agents/{email}/messages/{id}/forward`, with the Idempotency-Key given."""
         path = _agent_path(email, "messages", message_id, "forward")
-        headers = None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
-        return await self._v1("POST", path, body=fields, headers=headers)
+        return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
 
     async def get_message_lifecycle(
         self, email: str, message_id: str, query: dict[str, Any]
