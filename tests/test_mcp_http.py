@@ -161,8 +161,9 @@ async def test_every_tool_on_a_mailbox(running: RunningGateway, make_account: An
         approved = await call(
             client, "approve_review", {"message_id": held["message_id"], "subject": "Offer (ed.)"}
         )
-        assert approved["status"] != "pending_approval"
-        assert approved["edited"] is True
+        assert approved["status"] == "accepted"
+        review = await call(client, "get_review", {"message_id": held["message_id"]})
+        assert review["edited"] is True and review["status"] != "pending_approval"
         rejected = await call(
             client, "reject_review", {"message_id": dropped["message_id"], "reason": "wrong"}
         )

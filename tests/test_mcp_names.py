@@ -326,8 +326,11 @@ async def test_the_first_eleven_with_e2a_arguments(
                 "bcc": [],
             },
         )
-        assert approved["edited"] is True and approved["subject"] == "Offer (edited)"
-        assert approved["status"] != "pending_approval"
+        assert approved["status"] == "accepted" and approved["edited"] is True
+        assert approved["message_id"] == drafts[0]["message_id"]
+        detail = await call(client, "get_pending_message", {"message_id": drafts[0]["message_id"]})
+        assert detail["edited"] is True and detail["subject"] == "Offer (edited)"
+        assert detail["status"] != "pending_approval"
         rejected = await call(
             client,
             "reject_pending_message",
@@ -339,7 +342,7 @@ async def test_the_first_eleven_with_e2a_arguments(
         again = await failure(
             client, "approve_pending_message", {"message_id": drafts[1]["message_id"]}
         )
-        assert again["status"] == 409 and again["code"] == "conflict"
+        assert again["status"] == 409 and again["code"] == "message_not_pending"
         offer = await call(client, "wait_for_email", {"agent_email": sales["email"]})
         assert offer["message"]["subject"] == "Offer (edited)"
         assert offer["message"]["text_body"].strip() == "Edited."

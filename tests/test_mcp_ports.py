@@ -200,9 +200,14 @@ async def test_sending_and_reviewing_answer_alike(
             await run(remote, "approve_pending_message", {"message_id": ids[0]} | approve),
             await run(local, "approve_pending_message", {"message_id": ids[1]} | approve),
         )
-        assert approved[0]["edited"] is True
-        assert approved[0]["to"] == [peer, agent]
+        assert approved[0]["status"] == "accepted"
         assert without(approved[0], VARYING) == without(approved[1], VARYING)
+        shown = [
+            await run(port, "get_review", {"message_id": message_id})
+            for port, message_id in zip((remote, local), ids[:2], strict=True)
+        ]
+        assert shown[0]["edited"] is True and shown[0]["to"] == [peer, agent]
+        assert without(shown[0], VARYING) == without(shown[1], VARYING)
         rejected = (
             await run(remote, "reject_review", {"message_id": ids[2], "reason": "  not now "}),
             await run(local, "reject_review", {"message_id": ids[3], "reason": "  not now "}),

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 
 from e2a_gateway.app import RunningGateway
-from tests.conftest import Account
+from tests.conftest import Account, agent_path
 from tests.delivery_support import (
     create_agent,
     mail,
@@ -474,3 +474,41 @@ async def test_send_and_reply_are_sent_once_per_idempotency_key_with_their_reply
         assert await reply_to_of(desk, reply["message_id"]) == [peer]
         assert len(await inbox(client, agent)) == 1  # each retry answered, none sent again
         assert await inbox(client, peer) == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_approval_is_made_once_per_idempotency_key(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"approve-once-{transport}@example.com")
+    agent = await create_agent(account, f"approve-once-{transport}")
+    peer = await create_agent(account, f"approve-peer-{transport}")
+    held = await account.http.put(agent_path(agent), json={"hitl_enabled": True})
+    assert held.status_code == 200, held.text
+    async with opener(transport, running)(account.key, agent) as client:
+        drafts = [
+            await call(client, "send_message", {"to": [peer], "subject": s, "text": "Draft."})
+            for s in ("First", "Second")
+        ]
+        assert [draft["status"] for draft in drafts] == ["pending_review"] * 2
+        for name, draft, edits in (
+            ("approve_review", drafts[0], {"subject": "First (edited)"}),
+            ("approve_pending_message", drafts[1], {"body_text": "Edited."}),
+        ):
+            approval = {"message_id": draft["message_id"], "idempotency_key": draft["message_id"]}
+            approved = await call(client, name, approval | edits)
+            assert approved["status"] == "accepted", name
+            assert approved["message_id"] == draft["message_id"], name
+            assert await call(client, name, approval | edits) == approved, name
+            reused = await failure(client, name, approval)
+            assert reused["code"] == "idempotency_key_reuse" and reused["status"] == 422, name
+            again = await failure(client, name, {"message_id": draft["message_id"]})
+            assert again["code"] == "message_not_pending" and again["status"] == 409, name
+
+        async def delivered() -> bool:
+            page = await call(client, "list_messages", {"email": peer, "read_status": "all"})
+            return len(page["messages"]) == 2
+
+        await wait_until(delivered)
+        page = await call(client, "list_messages", {"email": peer, "read_status": "all"})
+        assert sorted(m["subject"] for m in page["messages"]) == ["First (edited)", "Second"]

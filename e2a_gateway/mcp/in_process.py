@@ -31,6 +31,7 @@ from e2a_gateway.api.v1.message_views import (
 from e2a_gateway.api.v1.messages import LifecycleQuery, UpdateMessageBody, lifecycle_listing
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.review_views import protection_view
+from e2a_gateway.api.v1.review_views import send_result_view as review_result_view
 from e2a_gateway.api.v1.views import api_key_view as v1_api_key_view
 from e2a_gateway.api.v1.webhooks import (
     DeliveryQuery,
@@ -49,6 +50,7 @@ from e2a_gateway.operations import (
     mailbox,
     messages,
     protection,
+    review_queue,
     reviews,
     sending,
     trust,
@@ -62,6 +64,7 @@ from e2a_gateway.operations.idempotency import Answer, run_once
 from e2a_gateway.operations.keys import CreateScopedApiKey
 from e2a_gateway.operations.protection import ProtectionConfig
 from e2a_gateway.operations.requests import parse_request
+from e2a_gateway.operations.review_queue import ApproveReview
 from e2a_gateway.operations.reviews import ApproveBody, RejectBody
 from e2a_gateway.operations.sending import (
     ForwardMessageBody,
@@ -605,12 +608,12 @@ class OperationsPort:
         """A new message from the agent at `email`; the send result as `/v1` answers it (not
         waiting for the hand-off: `accepted`, or `pending_review` when held)."""
 
-        async def send(gateway: Gateway, caller: Caller) -> Submission:
+        async def send(gateway: Gateway, caller: Caller) -> tuple[dict[str, Any], int]:
             body = validated(SendMessageBody, fields, "body")
-            return await sending.send_message(gateway, caller, email, body, False)
+            return send_result_view(await sending.send_message(gateway, caller, email, body, False))
 
         route = f"POST /v1/agents/{email}/messages"
-        return await self._submit_once(route, fields, idempotency_key, send)
+        return await self._write_once(route, fields, idempotency_key, send)
 
     async def reply_to_message(
         self,
@@ -622,12 +625,14 @@ class OperationsPort:
         """A reply threaded onto a message of the agent at `email`; the send result as `/v1`
         answers it."""
 
-        async def reply(gateway: Gateway, caller: Caller) -> Submission:
+        async def reply(gateway: Gateway, caller: Caller) -> tuple[dict[str, Any], int]:
             body = validated(ReplyMessageBody, fields, "body")
-            return await sending.reply_to_message(gateway, caller, email, message_id, body, False)
+            return send_result_view(
+                await sending.reply_to_message(gateway, caller, email, message_id, body, False)
+            )
 
         route = f"POST /v1/agents/{email}/messages/{message_id}/reply"
-        return await self._submit_once(route, fields, idempotency_key, reply)
+        return await self._write_once(route, fields, idempotency_key, reply)
 
     async def forward_message(
         self,
@@ -638,30 +643,45 @@ class OperationsPort:
     ) -> dict[str, Any]:
         """Forward an agent's message; the send result as `/v1` answers it."""
 
-        async def forward(gateway: Gateway, caller: Caller) -> Submission:
+        async def forward(gateway: Gateway, caller: Caller) -> tuple[dict[str, Any], int]:
             body = validated(ForwardMessageBody, fields, "body")
-            return await sending.forward_message(gateway, caller, email, message_id, body, False)
+            return send_result_view(
+                await sending.forward_message(gateway, caller, email, message_id, body, False)
+            )
 
         route = f"POST /v1/agents/{email}/messages/{message_id}/forward"
-        return await self._submit_once(route, fields, idempotency_key, forward)
+        return await self._write_once(route, fields, idempotency_key, forward)
 
-    async def _submit_once(
+    async def approve_review(
+        self, message_id: str, fields: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Approve a held message, with the edits in `fields`; the send result as `/v1`
+        answers it (`accepted` for an outbound draft queued to send)."""
+
+        async def approve(gateway: Gateway, caller: Caller) -> tuple[dict[str, Any], int]:
+            body = validated(ApproveReview, fields, "body")
+            return review_result_view(await review_queue.approve(gateway, caller, message_id, body))
+
+        route = f"POST /v1/reviews/{message_id}/approve"
+        return await self._write_once(route, fields, idempotency_key, approve)
+
+    async def _write_once(
         self,
         route: str,
         fields: dict[str, Any],
         idempotency_key: str | None,
-        submit: Callable[[Gateway, Caller], Awaitable[Submission]],
+        write_view: Callable[[Gateway, Caller], Awaitable[tuple[dict[str, Any], int]]],
     ) -> dict[str, Any]:
-        """Run the `/v1` write `route` of a message and answer its send result. An
-        `idempotency_key` works as `/v1`'s Idempotency-Key, with the fingerprint `/v1` takes of
-        the same request (its route and the body as the SDK sends it), so a repeat over either
-        port gets the first answer again instead of sending twice."""
+        """Run the `/v1` write `route` of a message and answer its view. An `idempotency_key`
+        works as `/v1`'s Idempotency-Key, with the fingerprint `/v1` takes of the same request
+        (its route and the body as the SDK sends it), so a repeat over either port gets the
+        first answer again instead of sending twice."""
         raw = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         fingerprint = f"{route}\n".encode() + raw.encode()
 
         async def once(gateway: Gateway, caller: Caller) -> dict[str, Any]:
             async def write() -> Answer:
-                view, status = send_result_view(await submit(gateway, caller))
+                view, status = await write_view(gateway, caller)
                 return Answer(status, json.dumps(view).encode())
 
             answer = await run_once(gateway, caller, idempotency_key, fingerprint, write)

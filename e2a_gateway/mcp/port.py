@@ -164,6 +164,13 @@ class GatewayPort(Protocol):
         """Approve a held message, optionally with edits."""
         ...
 
+    async def approve_review(
+        self, message_id: str, fields: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Approve a held message with the edits in `fields` (approveReview's); the send
+        result as `/v1` answers it, replayed for a repeated `idempotency_key`."""
+        ...
+
     async def reject_message(self, message_id: str, reason: str = "") -> PendingMessageDetail:
         """Reject a held message, keeping `reason` with it."""
         ...

@@ -184,6 +184,13 @@ class SdkPort(AsyncE2AClient):
         path = _agent_path(email, "messages", message_id, "reply")
         return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
 
+    async def approve_review(
+        self, message_id: str, fields: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """`POST /v1/reviews/{id}/approve`, with the Idempotency-Key given."""
+        path = f"/v1/reviews/{quote(message_id, safe='')}/approve"
+        return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
+
     async def forward_message(
         self,
         email: str,
