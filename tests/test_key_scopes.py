@@ -139,7 +139,7 @@ async def test_an_agent_cannot_approve_its_own_held_mail_over_mcp(
         held = await call(
             client, "send_message", {"to": ["dave@example.org"], "subject": "Deal", "text": "Yes"}
         )
-        assert held["status"] == "pending_approval"
+        assert held["status"] == "pending_review"
         message_id = held["message_id"]
         for tool, arguments in [
             ("list_reviews", {}),

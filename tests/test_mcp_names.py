@@ -21,7 +21,7 @@ from mcp import Client
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.mcp.tools import MISSING, TOOLS, TOOLS_BY_NAME
 from tests.conftest import Account, agent_path
-from tests.delivery_support import create_agent, mail, smtp_send
+from tests.delivery_support import create_agent, mail, smtp_send, wait_until
 from tests.mcp_support import call, failure, mcp_client, stdio_client
 
 REFERENCE = Path(__file__).parent / "data" / "e2a" / "tool-names.v1.json"
@@ -286,7 +286,13 @@ async def test_the_first_eleven_with_e2a_arguments(
                 "agent_email": sales["email"],
             },
         )
-        assert reply["method"] == "local"
+        assert reply["status"] == "accepted" and reply["method"] == "loopback"
+
+        async def reply_arrived() -> bool:
+            unread = await call(client, "list_messages", {"status": "unread"})
+            return len(unread["messages"]) == 3
+
+        await wait_until(reply_arrived)
         answer = await call(client, "list_messages", {"status": "unread"})
         # (support was on Cc: of its own handover)
         assert [m["subject"] for m in answer["messages"]] == ["Second", "Handover", "Re: Handover"]
@@ -320,8 +326,11 @@ async def test_the_first_eleven_with_e2a_arguments(
                 "bcc": [],
             },
         )
-        assert approved["edited"] is True and approved["subject"] == "Offer (edited)"
-        assert approved["status"] != "pending_approval"
+        assert approved["status"] == "accepted" and approved["edited"] is True
+        assert approved["message_id"] == drafts[0]["message_id"]
+        detail = await call(client, "get_pending_message", {"message_id": drafts[0]["message_id"]})
+        assert detail["edited"] is True and detail["subject"] == "Offer (edited)"
+        assert detail["status"] != "pending_approval"
         rejected = await call(
             client,
             "reject_pending_message",
@@ -333,7 +342,7 @@ async def test_the_first_eleven_with_e2a_arguments(
         again = await failure(
             client, "approve_pending_message", {"message_id": drafts[1]["message_id"]}
         )
-        assert again["status"] == 409 and again["code"] == "conflict"
+        assert again["status"] == 409 and again["code"] == "message_not_pending"
         offer = await call(client, "wait_for_email", {"agent_email": sales["email"]})
         assert offer["message"]["subject"] == "Offer (edited)"
         assert offer["message"]["text_body"].strip() == "Edited."

@@ -21,7 +21,13 @@ from e2a_gateway.mcp.in_process import OperationsPort
 from e2a_gateway.mcp.remote import SdkPort
 from e2a_gateway.mcp.tools import TOOLS, TOOLS_BY_NAME, ToolCaller, call_tool
 from tests.conftest import Account, agent_path
-from tests.delivery_support import create_agent, mail, smtp_send, store_with_conversation
+from tests.delivery_support import (
+    create_agent,
+    mail,
+    smtp_send,
+    store_with_conversation,
+    wait_until,
+)
 
 VARYING = {
     "message_id",
@@ -194,9 +200,14 @@ async def test_sending_and_reviewing_answer_alike(
             await run(remote, "approve_pending_message", {"message_id": ids[0]} | approve),
             await run(local, "approve_pending_message", {"message_id": ids[1]} | approve),
         )
-        assert approved[0]["edited"] is True
-        assert approved[0]["to"] == [peer, agent]
+        assert approved[0]["status"] == "accepted"
         assert without(approved[0], VARYING) == without(approved[1], VARYING)
+        shown = [
+            await run(port, "get_review", {"message_id": message_id})
+            for port, message_id in zip((remote, local), ids[:2], strict=True)
+        ]
+        assert shown[0]["edited"] is True and shown[0]["to"] == [peer, agent]
+        assert without(shown[0], VARYING) == without(shown[1], VARYING)
         rejected = (
             await run(remote, "reject_review", {"message_id": ids[2], "reason": "  not now "}),
             await run(local, "reject_review", {"message_id": ids[3], "reason": "  not now "}),
@@ -286,7 +297,8 @@ async def test_account_tools_answer_alike(running: RunningGateway, make_account:
             revoked = await run(port, "delete_api_key", {"id": key_id, "confirm": True})
             assert revoked == {"deleted": True, "id": key_id}
         after = (await run(remote, "list_api_keys"))["api_keys"]
-        assert sorted(key["id"] for key in after if key.get("revoked_at")) == sorted(spare)
+        assert after == (await run(local, "list_api_keys"))["api_keys"]  # live keys only
+        assert after == [key for key in listed["api_keys"] if key["id"] not in spare]
 
 
 async def test_attachments_answer_alike(running: RunningGateway, make_account: Any) -> None:
@@ -294,10 +306,17 @@ async def test_attachments_answer_alike(running: RunningGateway, make_account: A
     agent = await create_agent(account, "ports-files")
     peer = await create_agent(account, "ports-files-peer")
     report = {"filename": "report.csv", "content_type": "text/csv", "data": "YSxiCjEsMgo="}
-    async with both_ports(running, account.key, agent) as (remote, local):
-        for port in (remote, local):
+    async with both_ports(running, account.key, agent) as ports:
+        remote, local = ports
+        for port in ports:
             draft = {"to": [peer], "subject": "Files", "text": "Attached.", "attachments": [report]}
-            assert (await run(port, "send_message", draft))["method"] == "local"
+            assert (await run(port, "send_message", draft))["method"] == "loopback"
+
+        async def both_arrived() -> bool:
+            page = await run(local, "list_messages", {"agent_email": peer})
+            return len(page["messages"]) == 2
+
+        await wait_until(both_arrived)
         page = await run(local, "list_messages", {"agent_email": peer})
         ids = [message["message_id"] for message in page["messages"]]
         for port, message_id in zip((remote, local), ids, strict=True):
@@ -323,6 +342,20 @@ async def test_attachments_answer_alike(running: RunningGateway, make_account: A
             beyond = await run(port, "get_attachment", wanted | {"attachment_index": 1})
             assert beyond[1]["code"] == "not_found"
             assert "0 to 0" in beyond[1]["message"]
+
+        # One idempotency key, either port: the send and the reply made once, then replayed.
+        once = {"to": [peer], "subject": "Once", "text": "Once.", "idempotency_key": "ports-1"}
+        first = await run(remote, "send_message", once)
+        assert first["status"] == "accepted"
+        assert await run(local, "send_message", once) == first
+        reused = [await run(port, "send_message", once | {"reply_to": agent}) for port in ports]
+        assert reused[0][1]["code"] == "idempotency_key_reuse" and reused[0] == reused[1]
+        answer = {"message_id": ids[0], "text": "Both.", "email": peer, "idempotency_key": "r-1"}
+        replied = await run(local, "reply_to_message", answer)
+        assert replied["status"] == "accepted"
+        assert await run(remote, "reply_to_message", answer) == replied
+        reused = [await run(port, "reply_to_message", answer | {"text": "No."}) for port in ports]
+        assert reused[0][1]["code"] == "idempotency_key_reuse" and reused[0] == reused[1]
 
 
 def differences(remote: Any, local: Any, path: str = "") -> list[str]:
@@ -583,6 +616,15 @@ async def test_keys_protection_and_agent_trash_answer_alike(
         )
         assert issued[0]["scope"] == "agent" and issued[0]["agent_email"] == twins[0]
         alike(issued, TWIN_KEY, "create_api_key")
+        keys = (await same(ports, "list_api_keys", {}))["api_keys"]
+        scopes = {key["id"]: (key["scope"], key.get("agent_email")) for key in keys}
+        assert scopes.pop(issued[0]["id"]) == ("agent", twins[0])
+        assert scopes.pop(issued[1]["id"]) == ("agent", twins[1])
+        assert list(scopes.values()) == [("account", None)]  # the key in use
+        assert all("key" not in key and key["key_prefix"] for key in keys)
+        newest = await same(ports, "list_api_keys", {"limit": 1})
+        assert newest["api_keys"] == keys[:1] and newest["next_cursor"]
+        await same(ports, "list_api_keys", {"limit": 2, "cursor": newest["next_cursor"]})
 
         # Twin agents to the trash and back.
         trashed = await both(ports, "delete_agent", [{"email": t, "confirm": True} for t in twins])

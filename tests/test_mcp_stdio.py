@@ -48,7 +48,7 @@ async def test_every_tool_over_stdio(running: RunningGateway, make_account: Any)
         assert "UNVERIFIED" in email["verification"]["summary"]
 
         sent = await call(client, "send_message", {"to": [sales], "subject": "Hi", "text": "Hello"})
-        assert sent["method"] == "local"
+        assert sent["method"] == "loopback"
         got = await call(client, "wait_for_email", {"agent_email": sales, "timeout_seconds": 10})
         assert got["message"]["subject"] == "Hi"
         assert got["message"]["verification"]["verified"] is True
@@ -58,7 +58,7 @@ async def test_every_tool_over_stdio(running: RunningGateway, make_account: Any)
         held = await call(
             client, "reply_to_message", {"email": sales, "message_id": reply_to, "text": "Hey"}
         )
-        assert held["status"] == "pending_approval"
+        assert held["status"] == "pending_review"
         other = await call(
             client, "send_message", {"email": sales, "to": [support], "subject": "No", "text": "x"}
         )

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 
 from e2a_gateway.app import RunningGateway
-from tests.conftest import Account
+from tests.conftest import Account, agent_path
 from tests.delivery_support import (
     create_agent,
     mail,
@@ -407,3 +407,108 @@ async def test_delete_agent_moves_it_to_the_trash_and_restore_agent_brings_it_ba
         refused = await failure(bound, "delete_agent", {"confirm": True})
         assert refused["code"] == "forbidden" and refused["status"] == 403
     assert (await account.http.get(f"/v1/agents/{quote(agent, safe='')}")).status_code == 200
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_send_and_reply_are_sent_once_per_idempotency_key_with_their_reply_to(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"once-{transport}@example.com")
+    agent = await create_agent(account, f"once-{transport}")
+    peer = await create_agent(account, f"once-peer-{transport}")
+    desk = await create_agent(account, f"once-desk-{transport}")
+
+    async def inbox(client: Any, email: str) -> list[dict[str, Any]]:
+        page = await call(client, "list_messages", {"email": email, "read_status": "all"})
+        return list(page["messages"])
+
+    async def reply_to_of(email: str, message_id: str) -> Any:
+        path = f"/v1/agents/{quote(email, safe='')}/messages/{message_id}"
+        shown = await account.http.get(path)
+        assert shown.status_code == 200, shown.text
+        return shown.json()["reply_to"]
+
+    async with opener(transport, running)(account.key, agent) as client:
+        draft = {
+            "email": peer,
+            "to": [agent],
+            "subject": "Once",
+            "text": "Sent once.",
+            "reply_to": desk,
+            "idempotency_key": f"send-{transport}",
+        }
+        first = await call(client, "send_message", draft)
+        assert first["status"] == "accepted" and first["message_id"].startswith("msg_")
+        assert await call(client, "send_message", draft) == first
+        other = await failure(client, "send_message", draft | {"text": "Sent twice."})
+        assert other["code"] == "idempotency_key_reuse" and other["status"] == 422
+        bad = await failure(client, "send_message", draft | {"idempotency_key": "ü"})
+        assert bad["code"] == "invalid_request" and "idempotency_key" in bad["message"]
+
+        async def sent_arrived() -> bool:
+            return bool(await inbox(client, agent))
+
+        await wait_until(sent_arrived)
+        [received] = await inbox(client, agent)
+        assert received["subject"] == "Once"
+        assert await reply_to_of(agent, received["message_id"]) == [desk]
+
+        answer = {
+            "message_id": received["message_id"],
+            "text": "Answered once.",
+            "reply_to": peer,
+            "idempotency_key": received["message_id"],
+        }
+        replied = await call(client, "reply_to_message", answer)
+        assert replied["status"] == "accepted" and replied["message_id"] != first["message_id"]
+        assert await call(client, "reply_to_message", answer) == replied
+        other = await failure(client, "reply_to_message", answer | {"text": "Twice."})
+        assert other["code"] == "idempotency_key_reuse" and other["status"] == 422
+
+        async def reply_arrived() -> bool:
+            return bool(await inbox(client, desk))  # the Reply-To of the mail answered
+
+        await wait_until(reply_arrived)
+        [reply] = await inbox(client, desk)
+        assert reply["subject"] == "Re: Once"
+        assert await reply_to_of(desk, reply["message_id"]) == [peer]
+        assert len(await inbox(client, agent)) == 1  # each retry answered, none sent again
+        assert await inbox(client, peer) == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_an_approval_is_made_once_per_idempotency_key(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account(f"approve-once-{transport}@example.com")
+    agent = await create_agent(account, f"approve-once-{transport}")
+    peer = await create_agent(account, f"approve-peer-{transport}")
+    held = await account.http.put(agent_path(agent), json={"hitl_enabled": True})
+    assert held.status_code == 200, held.text
+    async with opener(transport, running)(account.key, agent) as client:
+        drafts = [
+            await call(client, "send_message", {"to": [peer], "subject": s, "text": "Draft."})
+            for s in ("First", "Second")
+        ]
+        assert [draft["status"] for draft in drafts] == ["pending_review"] * 2
+        for name, draft, edits in (
+            ("approve_review", drafts[0], {"subject": "First (edited)"}),
+            ("approve_pending_message", drafts[1], {"body_text": "Edited."}),
+        ):
+            approval = {"message_id": draft["message_id"], "idempotency_key": draft["message_id"]}
+            approved = await call(client, name, approval | edits)
+            assert approved["status"] == "accepted", name
+            assert approved["message_id"] == draft["message_id"], name
+            assert await call(client, name, approval | edits) == approved, name
+            reused = await failure(client, name, approval)
+            assert reused["code"] == "idempotency_key_reuse" and reused["status"] == 422, name
+            again = await failure(client, name, {"message_id": draft["message_id"]})
+            assert again["code"] == "message_not_pending" and again["status"] == 409, name
+
+        async def delivered() -> bool:
+            page = await call(client, "list_messages", {"email": peer, "read_status": "all"})
+            return len(page["messages"]) == 2
+
+        await wait_until(delivered)
+        page = await call(client, "list_messages", {"email": peer, "read_status": "all"})
+        assert sorted(m["subject"] for m in page["messages"]) == ["First (edited)", "Second"]

@@ -23,8 +23,7 @@ from e2a_gateway.mcp.toolkit import (
 from e2a_gateway.v1 import Agent
 
 SCOPE = "account"
-"""An account key's scope. list_api_keys shows it for every key: `/api/v1`'s key list, which
-it reads, does not carry the scope (whoami reads the key in use from `/v1`)."""
+"""An account key's scope, whoami's answer when `/v1`'s account view names none."""
 
 Confirm = Literal[True]
 CONFIRM = Field(description="Must be true: you confirm this cannot be undone.")
@@ -237,11 +236,13 @@ async def delete_domain(caller: ToolCaller, arguments: DeleteDomainArguments) ->
 
 
 async def list_api_keys(caller: ToolCaller, arguments: PageArguments) -> dict[str, Any]:
-    """One page of the caller's API keys (prefixes only)."""
-    found = (await caller.port.list_api_keys()).api_keys
-    keys = [{**key.model_dump(exclude_none=True), "scope": SCOPE} for key in found]
-    shown, following = page_of(keys, arguments.cursor, arguments.limit)
-    return listed("api_keys", shown, following)
+    """One page of the caller's live API keys, newest first, as e2a's tool answers them:
+    `/v1`'s key views (prefix, scope, an agent key's agent; never the key)."""
+    query = {"cursor": arguments.cursor, "limit": arguments.limit}
+    page = await caller.port.list_api_keys(
+        {name: value for name, value in query.items() if value is not None}
+    )
+    return listed("api_keys", page["items"], page.get("next_cursor"))
 
 
 async def delete_api_key(caller: ToolCaller, arguments: DeleteApiKeyArguments) -> dict[str, Any]:
@@ -355,8 +356,10 @@ ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
         "list_api_keys",
         "List API keys",
-        "List your API keys: id, name, the key's first characters, when created and last "
-        "used; never the key itself. Pass next_cursor back as `cursor` while it is present.",
+        "List your live API keys, newest first: id, name, the key's first characters "
+        "(key_prefix), scope (account, or agent: bound to the agent in agent_email), when "
+        "created, last used and when it expires; never the key itself. Revoked keys are not "
+        "listed. Pass next_cursor back as `cursor` while it is present.",
         PageArguments,
         list_api_keys,
     ),

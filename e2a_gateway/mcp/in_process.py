@@ -29,8 +29,9 @@ from e2a_gateway.api.v1.message_views import (
     update_result_view,
 )
 from e2a_gateway.api.v1.messages import LifecycleQuery, UpdateMessageBody, lifecycle_listing
-from e2a_gateway.api.v1.pages import PageQuery
+from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.review_views import protection_view
+from e2a_gateway.api.v1.review_views import send_result_view as review_result_view
 from e2a_gateway.api.v1.views import api_key_view as v1_api_key_view
 from e2a_gateway.api.v1.webhooks import (
     DeliveryQuery,
@@ -49,6 +50,7 @@ from e2a_gateway.operations import (
     mailbox,
     messages,
     protection,
+    review_queue,
     reviews,
     sending,
     trust,
@@ -62,22 +64,28 @@ from e2a_gateway.operations.idempotency import Answer, run_once
 from e2a_gateway.operations.keys import CreateScopedApiKey
 from e2a_gateway.operations.protection import ProtectionConfig
 from e2a_gateway.operations.requests import parse_request
+from e2a_gateway.operations.review_queue import ApproveReview
 from e2a_gateway.operations.reviews import ApproveBody, RejectBody
-from e2a_gateway.operations.sending import ForwardMessageBody, ReplyBody, SendBody, Submission
+from e2a_gateway.operations.sending import (
+    ForwardMessageBody,
+    ReplyBody,
+    ReplyMessageBody,
+    SendBody,
+    SendMessageBody,
+    Submission,
+)
 from e2a_gateway.operations.webhooks import CreateWebhook, UpdateWebhook
+from e2a_gateway.storage.base import ApiKey, OutboundMessage, StorageUnavailable
 from e2a_gateway.storage.base import Domain as StoredDomain
-from e2a_gateway.storage.base import OutboundMessage, StorageUnavailable
 from e2a_gateway.storage.vocabulary import PENDING_APPROVAL
 from e2a_gateway.v1 import (
     Agent,
-    ApiKeySummary,
     AsyncInboundEmail,
     Attachment,
     DeploymentInfo,
     Domain,
     E2AApiError,
     ListAgentsResponse,
-    ListApiKeysResponse,
     ListDomainsResponse,
     ListPendingMessagesResponse,
     MessageList,
@@ -89,7 +97,6 @@ from e2a_gateway.web.errors import STATUSES as API_STATUSES
 from e2a_gateway.web.errors import status_of
 from e2a_gateway.web.views import (
     agent_view,
-    api_key_view,
     domain_view,
     info_view,
     message_full_view,
@@ -129,6 +136,11 @@ def _detail(message: OutboundMessage) -> PendingMessageDetail:
 
 def _agent(entry: AgentEntry) -> Agent:
     return Agent.model_validate(agent_view(entry))
+
+
+def _key_position(key: ApiKey) -> tuple[str, str]:
+    """A key's place in `/v1`'s key listing (its cursor), newest first."""
+    return key.created_at, key.id
 
 
 class OperationsPort:
@@ -418,12 +430,19 @@ class OperationsPort:
         """Remove a domain no agent uses."""
         await self._run(domains.remove_domain, domain)
 
-    async def list_api_keys(self) -> ListApiKeysResponse:
-        """The caller's API keys (prefixes only)."""
-        found = await self._run(keys.list_api_keys)
-        return ListApiKeysResponse(
-            api_keys=[ApiKeySummary.model_validate(api_key_view(key)) for key in found]
-        )
+    async def list_api_keys(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the caller's live API keys, newest first, as `/v1` lists them."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[ApiKey]:
+                return await keys.api_key_page(gateway, caller, limit, after)
+
+            checked = validated(PageQuery, query, "query")
+            return await keyset_page(
+                "api-keys", checked, fetch, _key_position, v1_api_key_view, gateway
+            )
+
+        return await self._run_v1(page)
 
     async def delete_api_key(self, key_id: str) -> None:
         """Revoke one of the caller's API keys."""
@@ -583,6 +602,38 @@ class OperationsPort:
 
         return await self._run_v1(replace)
 
+    async def send_message(
+        self, email: str, fields: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """A new message from the agent at `email`; the send result as `/v1` answers it (not
+        waiting for the hand-off: `accepted`, or `pending_review` when held)."""
+
+        async def send(gateway: Gateway, caller: Caller) -> tuple[dict[str, Any], int]:
+            body = validated(SendMessageBody, fields, "body")
+            return send_result_view(await sending.send_message(gateway, caller, email, body, False))
+
+        route = f"POST /v1/agents/{email}/messages"
+        return await self._write_once(route, fields, idempotency_key, send)
+
+    async def reply_to_message(
+        self,
+        email: str,
+        message_id: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """A reply threaded onto a message of the agent at `email`; the send result as `/v1`
+        answers it."""
+
+        async def reply(gateway: Gateway, caller: Caller) -> tuple[dict[str, Any], int]:
+            body = validated(ReplyMessageBody, fields, "body")
+            return send_result_view(
+                await sending.reply_to_message(gateway, caller, email, message_id, body, False)
+            )
+
+        route = f"POST /v1/agents/{email}/messages/{message_id}/reply"
+        return await self._write_once(route, fields, idempotency_key, reply)
+
     async def forward_message(
         self,
         email: str,
@@ -590,28 +641,54 @@ class OperationsPort:
         fields: dict[str, Any],
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
-        """Forward an agent's message; the send result as `/v1` answers it (not waiting for
-        the hand-off: `accepted`, or `pending_review` when held). An `idempotency_key` works
-        as `/v1`'s Idempotency-Key, with the fingerprint `/v1` takes of the same request (its
-        route and the body as the SDK sends it), so a repeat over either port replays."""
-        raw = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        route = f"POST /v1/agents/{email}/messages/{message_id}/forward\n"
+        """Forward an agent's message; the send result as `/v1` answers it."""
 
-        async def forward(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+        async def forward(gateway: Gateway, caller: Caller) -> tuple[dict[str, Any], int]:
+            body = validated(ForwardMessageBody, fields, "body")
+            return send_result_view(
+                await sending.forward_message(gateway, caller, email, message_id, body, False)
+            )
+
+        route = f"POST /v1/agents/{email}/messages/{message_id}/forward"
+        return await self._write_once(route, fields, idempotency_key, forward)
+
+    async def approve_review(
+        self, message_id: str, fields: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Approve a held message, with the edits in `fields`; the send result as `/v1`
+        answers it (`accepted` for an outbound draft queued to send)."""
+
+        async def approve(gateway: Gateway, caller: Caller) -> tuple[dict[str, Any], int]:
+            body = validated(ApproveReview, fields, "body")
+            return review_result_view(await review_queue.approve(gateway, caller, message_id, body))
+
+        route = f"POST /v1/reviews/{message_id}/approve"
+        return await self._write_once(route, fields, idempotency_key, approve)
+
+    async def _write_once(
+        self,
+        route: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None,
+        write_view: Callable[[Gateway, Caller], Awaitable[tuple[dict[str, Any], int]]],
+    ) -> dict[str, Any]:
+        """Run the `/v1` write `route` of a message and answer its view. An `idempotency_key`
+        works as `/v1`'s Idempotency-Key, with the fingerprint `/v1` takes of the same request
+        (its route and the body as the SDK sends it), so a repeat over either port gets the
+        first answer again instead of sending twice."""
+        raw = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        fingerprint = f"{route}\n".encode() + raw.encode()
+
+        async def once(gateway: Gateway, caller: Caller) -> dict[str, Any]:
             async def write() -> Answer:
-                body = validated(ForwardMessageBody, fields, "body")
-                submission = await sending.forward_message(
-                    gateway, caller, email, message_id, body, False
-                )
-                view, status = send_result_view(submission)
+                view, status = await write_view(gateway, caller)
                 return Answer(status, json.dumps(view).encode())
 
-            fingerprint = route.encode() + raw.encode()
             answer = await run_once(gateway, caller, idempotency_key, fingerprint, write)
             found = json.loads(answer.body)
             return found if isinstance(found, dict) else {}
 
-        return await self._run_v1(forward)
+        return await self._run_v1(once)
 
     async def get_message_lifecycle(
         self, email: str, message_id: str, query: dict[str, Any]

@@ -17,6 +17,7 @@ from pydantic import Field
 from e2a_gateway.mcp.answers import inbound_message, message_summary, sent
 from e2a_gateway.mcp.port import GatewayPort
 from e2a_gateway.mcp.toolkit import (
+    REPLY_TO,
     Arguments,
     AttachmentsArgument,
     ToolCaller,
@@ -24,6 +25,7 @@ from e2a_gateway.mcp.toolkit import (
     ToolSpec,
     attachments,
     either,
+    idempotency_key,
 )
 
 WAIT_DEFAULT_SECONDS = 60
@@ -39,7 +41,6 @@ AGENT_NOTE = (
     "only agent) unless `agent_email` names another of your agents."
 )
 NO_IDEMPOTENCY = "idempotency keys are not kept yet: omit it (a repeated call sends again)"
-NO_REPLY_TO = "a Reply-To of your choice is not supported yet: omit it (replies go to the agent)"
 
 
 AGENT_EMAIL = "The agent mailbox to use, e.g. support@agents.example.com; defaults to yours."
@@ -115,6 +116,10 @@ class SendMessageArguments(Arguments):
     conversation_id: str | None = Field(
         default=None, description="The conversation this message continues, if any."
     )
+    reply_to: str | None = REPLY_TO
+    idempotency_key: str | None = idempotency_key(
+        "A stable id of what triggers the send (an event's id) makes a natural key."
+    )
     email: str | None = Field(default=None, description="The sending agent. " + AGENT_EMAIL)
 
 
@@ -133,6 +138,8 @@ class ReplyArguments(Arguments):
     conversation_id: str | None = Field(
         default=None, description="Group the reply under this conversation id instead."
     )
+    reply_to: str | None = REPLY_TO
+    idempotency_key: str | None = idempotency_key("The message_id you answer makes a natural key.")
     agent_email: str | None = Field(default=None, description=AGENT_EMAIL)
     email: str | None = Field(default=None, description=EMAIL_SYNONYM)
 
@@ -217,40 +224,40 @@ async def send_email(caller: ToolCaller, arguments: SendEmailArguments) -> dict[
 
 
 async def send_message(caller: ToolCaller, arguments: SendMessageArguments) -> dict[str, Any]:
-    """A new message from an agent, with e2a's current argument names."""
+    """A new message from an agent, with e2a's current argument names: `/v1`'s send result
+    (`status` accepted or pending_review, `message_id`, `method`, `sent_as`), as e2a answers."""
     agent = await caller.agent(arguments.email)
-    result = await caller.port.send(
-        arguments.to,
-        arguments.subject,
-        arguments.text,
-        html_body=arguments.html,
-        cc=arguments.cc,
-        bcc=arguments.bcc,
-        conversation_id=arguments.conversation_id,
-        attachments=attachments(arguments.attachments),
-        agent_email=agent,
-    )
-    return sent(result)
+    names = ("to", "subject", "text", "html", "cc", "bcc", "conversation_id", "reply_to")
+    fields = _given(arguments, names)
+    return await caller.port.send_message(agent, fields, arguments.idempotency_key)
 
 
 async def reply_to_message(caller: ToolCaller, arguments: ReplyArguments) -> dict[str, Any]:
-    """A reply to an inbound message, threaded."""
+    """A reply to a message, threaded: `/v1`'s send result, as e2a answers."""
     body = either(arguments, "body", "text")
     if body is None:
         raise ToolFailure("body is required: the text of the reply")
     agent = await caller.agent(either(arguments, "agent_email", "email"))
-    result = await caller.port.reply(
-        arguments.message_id,
-        body,
-        html_body=either(arguments, "html_body", "html"),
-        reply_all=arguments.reply_all or None,
-        cc=arguments.cc,
-        bcc=arguments.bcc,
-        conversation_id=arguments.conversation_id,
-        attachments=attachments(arguments.attachments),
-        agent_email=agent,
+    fields: dict[str, Any] = {"text": body}
+    html = either(arguments, "html_body", "html")
+    if html is not None:
+        fields["html"] = html
+    if arguments.reply_all:
+        fields["reply_all"] = True
+    fields |= _given(arguments, ("cc", "bcc", "conversation_id", "reply_to"))
+    return await caller.port.reply_to_message(
+        agent, arguments.message_id, fields, arguments.idempotency_key
     )
-    return sent(result)
+
+
+def _given(
+    arguments: SendMessageArguments | ReplyArguments, names: tuple[str, ...]
+) -> dict[str, Any]:
+    """The arguments among `names` that were given, and the attachments, as `/v1` takes them."""
+    fields = {name: getattr(arguments, name) for name in names}
+    if arguments.attachments:
+        fields["attachments"] = [item.model_dump() for item in arguments.attachments]
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 async def _attachment(
@@ -344,6 +351,12 @@ SEND_NOTE = (
     "pending_approval when the agent's mail waits for a person's approval: both are success, "
     "do not send again."
 )
+V1_SEND_NOTE = (
+    " The answer's status is accepted (stored and queued for delivery; get_message_lifecycle "
+    "shows its progress), or pending_review when the agent's mail waits for a person's "
+    "approval: both are success, do not send again. To make a retry safe, pass the same "
+    "idempotency_key: a repeat answers the first send instead of sending twice."
+)
 
 MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
@@ -380,8 +393,8 @@ MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (
         "send_message",
         "Send email",
         "Send a new email from an agent, starting a new thread; to answer a message use "
-        "reply_to_message, which keeps the thread."
-        + SEND_NOTE
+        "reply_to_message, which keeps the thread. reply_to sets where replies go."
+        + V1_SEND_NOTE
         + AGENT_NOTE.replace("`agent_email`", "`email`"),
         SendMessageArguments,
         send_message,
@@ -391,8 +404,6 @@ MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (
             "template_id": "templates are not available on this gateway yet",
             "template_alias": "templates are not available on this gateway yet",
             "template_data": "templates are not available on this gateway yet",
-            "reply_to": NO_REPLY_TO,
-            "idempotency_key": NO_IDEMPOTENCY,
         },
     ),
     ToolSpec(
@@ -412,12 +423,13 @@ MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (
         "Reply to a message",
         "Reply to an inbound message: goes to its Reply-To or From address with subject "
         "'Re: …', threaded with the original (In-Reply-To, References). reply_all: true "
-        "copies the original's Cc." + SEND_NOTE + AGENT_NOTE,
+        "copies the original's Cc; reply_to sets where answers to the reply go."
+        + V1_SEND_NOTE
+        + AGENT_NOTE,
         ReplyArguments,
         reply_to_message,
         read_only=False,
         sends_mail=True,
-        unsupported={"reply_to": NO_REPLY_TO, "idempotency_key": NO_IDEMPOTENCY},
     ),
     ToolSpec(
         "get_attachment",

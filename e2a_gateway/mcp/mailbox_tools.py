@@ -14,11 +14,13 @@ from pydantic import Field
 
 from e2a_gateway.mcp.answers import listed
 from e2a_gateway.mcp.toolkit import (
+    REPLY_TO,
     Arguments,
     AttachmentsArgument,
     PageArguments,
     ToolCaller,
     ToolSpec,
+    idempotency_key,
 )
 
 AGENT = "The agent; defaults to yours (E2A_AGENT_EMAIL, or the key's only agent)."
@@ -94,17 +96,9 @@ class ForwardArguments(Arguments):
         default=None,
         description="Bind the forward to this conversation; a forward starts a new one by default.",
     )
-    reply_to: str | None = Field(
-        default=None, description="The Reply-To address; the agent's own by default."
-    )
-    idempotency_key: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=255,
-        pattern=r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
-        description="Makes a retry safe: a repeat with the same key and arguments answers "
-        "the first forward again instead of sending twice (kept at least 24 hours). The "
-        "message_id and recipients make a natural key. Visible ASCII, at most 255.",
+    reply_to: str | None = REPLY_TO
+    idempotency_key: str | None = idempotency_key(
+        "The message_id and recipients make a natural key."
     )
     email: str | None = Field(default=None, description=AGENT)
 

@@ -19,7 +19,6 @@ from e2a_gateway.v1 import (
     DeploymentInfo,
     Domain,
     ListAgentsResponse,
-    ListApiKeysResponse,
     ListDomainsResponse,
     ListPendingMessagesResponse,
     MessageList,
@@ -124,6 +123,25 @@ class GatewayPort(Protocol):
         """A reply to an inbound message of an agent, threaded."""
         ...
 
+    async def send_message(
+        self, email: str, fields: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """A new message from the agent at `email` (sendMessage's fields); the send result as
+        `/v1` answers it. A repeat with the same `idempotency_key` and fields gets the first
+        answer again instead of sending twice."""
+        ...
+
+    async def reply_to_message(
+        self,
+        email: str,
+        message_id: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """A reply threaded onto a message of the agent at `email` (replyToMessage's fields);
+        the send result as `/v1` answers it, replayed for a repeated `idempotency_key`."""
+        ...
+
     async def list_pending_messages(self) -> ListPendingMessagesResponse:
         """The caller's outbound messages held for approval."""
         ...
@@ -146,6 +164,13 @@ class GatewayPort(Protocol):
         """Approve a held message, optionally with edits."""
         ...
 
+    async def approve_review(
+        self, message_id: str, fields: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Approve a held message with the edits in `fields` (approveReview's); the send
+        result as `/v1` answers it, replayed for a repeated `idempotency_key`."""
+        ...
+
     async def reject_message(self, message_id: str, reason: str = "") -> PendingMessageDetail:
         """Reject a held message, keeping `reason` with it."""
         ...
@@ -166,8 +191,9 @@ class GatewayPort(Protocol):
         """Remove a domain no agent uses."""
         ...
 
-    async def list_api_keys(self) -> ListApiKeysResponse:
-        """The caller's API keys (prefixes only)."""
+    async def list_api_keys(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One `/v1` page of the caller's live API keys, newest first (`query`: cursor, limit):
+        metadata only, with each key's scope and an agent key's agent."""
         ...
 
     async def delete_api_key(self, key_id: str) -> None:

@@ -9,7 +9,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from e2a_gateway.v1 import AsyncE2AClient, DeploymentInfo, ListApiKeysResponse, fetch_info
+from e2a_gateway.v1 import AsyncE2AClient, DeploymentInfo, fetch_info
 from e2a_gateway.v1.endpoints import Call
 
 
@@ -28,6 +28,11 @@ def _webhook_path(webhook_id: str, *segments: str) -> str:
     return "/v1/webhooks/" + "/".join(quote(part, safe="") for part in (webhook_id, *segments))
 
 
+def _once(idempotency_key: str | None) -> dict[str, str] | None:
+    """The Idempotency-Key header of a write, when a key is given."""
+    return None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+
+
 class SdkPort(AsyncE2AClient):
     """`GatewayPort` as the SDK client, with what the tools ask that it lacks."""
 
@@ -40,10 +45,6 @@ class SdkPort(AsyncE2AClient):
         """`GET /info`, through the SDK's sync twin in a worker thread: building an HTTP client
         loads the CA bundle, CPU work the event loop should not wait for."""
         return await anyio.to_thread.run_sync(fetch_info, self.base_url)
-
-    async def list_api_keys(self) -> ListApiKeysResponse:
-        """`GET /users/me/api-keys`, through the raw API client."""
-        return await self.api.list_api_keys()
 
     async def delete_api_key(self, key_id: str) -> None:
         """`DELETE /users/me/api-keys/{id}`, through the raw API client."""
@@ -149,6 +150,10 @@ class SdkPort(AsyncE2AClient):
         """`GET /v1/webhooks/{id}/deliveries`."""
         return await self._v1("GET", _webhook_path(webhook_id, "deliveries"), query=query)
 
+    async def list_api_keys(self, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/account/api-keys`."""
+        return await self._v1("GET", "/v1/account/api-keys", query=query)
+
     async def create_api_key(self, fields: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/account/api-keys`."""
         return await self._v1("POST", "/v1/account/api-keys", body=fields)
@@ -161,6 +166,31 @@ class SdkPort(AsyncE2AClient):
         """`PUT /v1/agents/{email}/protection`."""
         return await self._v1("PUT", _agent_path(email, "protection"), body=config)
 
+    async def send_message(
+        self, email: str, fields: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """`POST /v1/agents/{email}/messages`, with the Idempotency-Key given."""
+        path = _agent_path(email, "messages")
+        return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
+
+    async def reply_to_message(
+        self,
+        email: str,
+        message_id: str,
+        fields: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """`POST /v1/agents/{email}/messages/{id}/reply`, with the Idempotency-Key given."""
+        path = _agent_path(email, "messages", message_id, "reply")
+        return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
+
+    async def approve_review(
+        self, message_id: str, fields: dict[str, Any], idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """`POST /v1/reviews/{id}/approve`, with the Idempotency-Key given."""
+        path = f"/v1/reviews/{quote(message_id, safe='')}/approve"
+        return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
+
     async def forward_message(
         self,
         email: str,
@@ -170,8 +200,7 @@ class SdkPort(AsyncE2AClient):
     ) -> dict[str, Any]:
         """`POST /v1/agents/{email}/messages/{id}/forward`, with the Idempotency-Key given."""
         path = _agent_path(email, "messages", message_id, "forward")
-        headers = None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
-        return await self._v1("POST", path, body=fields, headers=headers)
+        return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
 
     async def get_message_lifecycle(
         self, email: str, message_id: str, query: dict[str, Any]

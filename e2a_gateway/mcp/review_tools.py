@@ -13,13 +13,20 @@ from typing import Any
 from pydantic import Field
 
 from e2a_gateway.mcp.answers import listed, outbound_message, page_of
-from e2a_gateway.mcp.toolkit import Arguments, NoArguments, PageArguments, ToolCaller, ToolSpec
+from e2a_gateway.mcp.toolkit import (
+    Arguments,
+    NoArguments,
+    PageArguments,
+    ToolCaller,
+    ToolSpec,
+    idempotency_key,
+)
 
-NO_IDEMPOTENCY = "idempotency keys are not kept yet: omit it (approving twice is refused)"
 NO_ATTACHMENT_EDITS = "replacing attachments on approval is not supported yet: omit it"
 
 
 MessageIdArgument = Field(min_length=1, description="The held message's id (from a list).")
+APPROVAL_KEY = "The held message's id makes a natural key (a fresh one if you change the edits)."
 
 
 class HeldMessageArguments(Arguments):
@@ -38,6 +45,7 @@ class ApprovePendingArguments(Arguments):
     to: list[str] | None = Field(default=None, description="Replace the recipients.")
     cc: list[str] | None = Field(default=None, description="Replace the Cc: addresses.")
     bcc: list[str] | None = Field(default=None, description="Replace the Bcc: addresses.")
+    idempotency_key: str | None = idempotency_key(APPROVAL_KEY)
 
 
 class ApproveReviewArguments(Arguments):
@@ -50,6 +58,7 @@ class ApproveReviewArguments(Arguments):
     to: list[str] | None = Field(default=None, description="Replace the recipients.")
     cc: list[str] | None = Field(default=None, description="Replace the Cc: addresses.")
     bcc: list[str] | None = Field(default=None, description="Replace the Bcc: addresses.")
+    idempotency_key: str | None = idempotency_key(APPROVAL_KEY)
 
 
 class RejectArguments(Arguments):
@@ -81,23 +90,32 @@ async def get_held(caller: ToolCaller, arguments: HeldMessageArguments) -> dict[
 async def approve_pending_message(
     caller: ToolCaller, arguments: ApprovePendingArguments
 ) -> dict[str, Any]:
-    """Approve a held message, optionally edited (e2a's first argument names)."""
-    edits = arguments.model_dump(exclude={"message_id"})
-    return outbound_message(await caller.port.approve_message(arguments.message_id, **edits))
+    """Approve a held message, optionally edited (e2a's first argument names): `/v1`'s send
+    result, as e2a answers."""
+    edits = {
+        "subject": arguments.subject,
+        "text": arguments.body_text,
+        "html": arguments.body_html,
+        "to": arguments.to,
+        "cc": arguments.cc,
+        "bcc": arguments.bcc,
+    }
+    return await _approve(caller, arguments.message_id, edits, arguments.idempotency_key)
 
 
 async def approve_review(caller: ToolCaller, arguments: ApproveReviewArguments) -> dict[str, Any]:
-    """Approve a held message, optionally edited (e2a's current argument names)."""
-    message = await caller.port.approve_message(
-        arguments.message_id,
-        subject=arguments.subject,
-        body_text=arguments.text,
-        body_html=arguments.html,
-        to=arguments.to,
-        cc=arguments.cc,
-        bcc=arguments.bcc,
-    )
-    return outbound_message(message)
+    """Approve a held message, optionally edited (e2a's current argument names): `/v1`'s send
+    result, as e2a answers."""
+    edits = arguments.model_dump(exclude={"message_id", "idempotency_key"})
+    return await _approve(caller, arguments.message_id, edits, arguments.idempotency_key)
+
+
+async def _approve(
+    caller: ToolCaller, message_id: str, edits: dict[str, Any], key: str | None
+) -> dict[str, Any]:
+    """Approve through `/v1`'s approveReview with the edits given and the idempotency key."""
+    fields = {name: value for name, value in edits.items() if value is not None}
+    return await caller.port.approve_review(message_id, fields, key)
 
 
 async def reject(caller: ToolCaller, arguments: RejectArguments) -> dict[str, Any]:
@@ -111,14 +129,16 @@ OWNER_ONLY = (
 )
 APPROVE = (
     "Approve an outgoing message held for a person's approval, so it is sent; approve as it "
-    "is with message_id alone, or edit it first with any of the other arguments. A message "
-    "no longer held is refused (409 conflict)." + OWNER_ONLY
+    "is with message_id alone, or edit it first with any of the other arguments. Answers "
+    "the send result: status accepted (queued to send; the outcome comes later). A message "
+    "no longer held is refused (409 message_not_pending); pass an idempotency_key to retry "
+    "safely." + OWNER_ONLY
 )
 REJECT = (
     "Reject an outgoing message held for approval: it is never sent; `reason` is kept with "
     "it. A message no longer held is refused (409 conflict)." + OWNER_ONLY
 )
-REVIEW_UNSUPPORTED = {"attachments": NO_ATTACHMENT_EDITS, "idempotency_key": NO_IDEMPOTENCY}
+REVIEW_UNSUPPORTED = {"attachments": NO_ATTACHMENT_EDITS}
 
 REVIEW_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(

@@ -175,6 +175,27 @@ AttachmentsArgument = Annotated[
 ]
 
 
+def idempotency_key(natural: str) -> Any:
+    """The `idempotency_key` argument of a tool that sends, as `/v1`'s Idempotency-Key takes
+    it; `natural` says what makes a good key for this tool."""
+    return Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$",
+        description="Makes a retry safe: a repeat with the same key and arguments answers the "
+        f"first call again instead of sending twice (kept at least 24 hours). {natural} "
+        "Visible ASCII, at most 255.",
+    )
+
+
+REPLY_TO = Field(
+    default=None,
+    description="The Reply-To address, e.g. support@example.com: where replies to this "
+    "message go; the agent's own address by default.",
+)
+
+
 def attachments(items: list[AttachmentArgument] | None) -> list[Attachment] | None:
     """The SDK attachments of an `attachments` argument."""
     return [item.attachment() for item in items] if items else None
