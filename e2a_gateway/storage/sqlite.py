@@ -31,7 +31,12 @@ from e2a_gateway.storage.sql.transaction import Transaction
 
 T = TypeVar("T")
 log = logging.getLogger("e2a.storage")
-READER_COUNT = 4
+READER_COUNT = 2
+"""Reader connections, each used by one worker thread at a time. Reads are short (indexed
+pages, remembered routing answers) and their threads contend for the interpreter with the
+event loop: measured with bench/rest_read.py, 4 readers served inbox pages at 515/386/374
+req/s (1/16/64 clients), 2 at 644/515/488, 1 at 713/613/530. Two keep most of that while one
+slow read (a search of a large mailbox) does not hold up every other."""
 ROUTING_ANSWERS_KEPT = 10_000
 """Routing answers remembered at most (the least recently used go first), so that asking for
 ever new addresses or keys cannot grow the process without bound."""
