@@ -58,3 +58,47 @@ async def test_cancellation_is_not_a_crash(autojump_clock: trio.testing.MockCloc
     with trio.move_on_after(5):
         await supervise("forever", forever)
     assert runs == 1
+
+
+async def test_a_crash_during_shutdown_lets_the_shutdown_through(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task whose nursery fails as the gateway stops (storage closed under it) raises a group
+    of the failure and the cancellation: the failure is logged, the shutdown goes on."""
+    runs = 0
+
+    async def fails_when_stopped() -> None:
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            raise RuntimeError("storage is closed") from None
+
+    async def worker() -> None:
+        nonlocal runs
+        runs += 1
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fails_when_stopped)
+            nursery.start_soon(trio.sleep_forever)
+
+    with caplog.at_level(logging.ERROR, logger="e2a.workers"), trio.move_on_after(5) as scope:
+        await supervise("worker", worker)
+    assert scope.cancelled_caught and runs == 1
+    (logged,) = [r for r in caplog.records if "worker crashed while stopping" in r.getMessage()]
+    assert logged.exc_info is not None and "storage is closed" in repr(logged.exc_info[1])
+
+
+async def test_an_error_group_without_a_cancellation_is_a_crash(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    runs = 0
+
+    async def worker() -> None:
+        nonlocal runs
+        runs += 1
+        if runs < 3:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.sleep_forever)
+                raise RuntimeError("boom")
+
+    await supervise("worker", worker, first_delay=1.0)
+    assert runs == 3
