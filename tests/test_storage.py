@@ -600,6 +600,22 @@ async def test_store_inbound_is_all_or_nothing(storage: Storage) -> None:
     assert page.messages == []
 
 
+async def test_reading_a_trashed_message_where_allowed_marks_it_read(storage: Storage) -> None:
+    """`trashed_too` (`/v1` opens trashed mail by id): the message is marked read in storage,
+    not only in the answer; without it the trashed message is not found and stays unread."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.store_inbound([make_message("msg_1", "a@agents.test")], 0.0)
+    await storage.trash_message(alice, "a@agents.test", "msg_1", NOW)
+    assert await storage.read_inbound(alice, "a@agents.test", "msg_1") is None
+    unread = await storage.filed_message(alice, "a@agents.test", "msg_1", mark_read=False)
+    assert unread is not None and unread.status == "unread"
+    opened = await storage.read_inbound(alice, "a@agents.test", "msg_1", trashed_too=True)
+    assert opened is not None and opened.status == "read"
+    stored = await storage.filed_message(alice, "a@agents.test", "msg_1", mark_read=False)
+    assert stored is not None and stored.status == "read"
+
+
 async def test_inbound_round_trip_is_byte_exact_and_marks_read(storage: Storage) -> None:
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "a@agents.test", mode="cloud"))

@@ -200,7 +200,7 @@ class MessagesSql(Runner):
             lambda tx: tx.execute(
                 f"UPDATE messages SET status = '{READ}' WHERE user_id = ? AND agent_email = ? "
                 f"AND id = ? AND direction = '{INBOUND}' AND status = '{UNREAD}' "
-                f"AND hold IS NULL AND deleted_at IS NULL",
+                "AND hold IS NULL" + ("" if trashed_too else " AND deleted_at IS NULL"),
                 scope,
             )
         )
