@@ -20,8 +20,10 @@ MIN_DISTINCT_SHARE = 0.6
 """A random value of n characters drawn from an alphabet of a characters shows about
 a * (1 - (1 - 1/a) ** n) distinct ones; a secret with fewer than this share of that number is
 not random."""
-REPEAT_LENGTH = 8
-"""A sequence of this many characters seen twice means the secret repeats itself."""
+REPEAT_BITS = 64
+"""A sequence carrying this many bits seen twice means the secret repeats itself: 16 hex
+digits, 11 base64 characters, 10 of printable ASCII. A random value repeats such a run about
+once in 10**16 draws, so real secrets are never refused for it."""
 _HEX = frozenset(string.hexdigits)
 _BASE64 = frozenset(string.ascii_letters + string.digits + "+/=-_")
 _PRINTABLE_ASCII = 95
@@ -78,10 +80,16 @@ def _too_few_distinct(secret: str) -> bool:
     return len(set(secret)) < MIN_DISTINCT_SHARE * expected
 
 
+def repeat_length(secret: str) -> int:
+    """How many characters of `secret`'s alphabet carry REPEAT_BITS."""
+    return math.ceil(REPEAT_BITS / math.log2(alphabet_size(secret)))
+
+
 def _repeats_itself(secret: str) -> bool:
+    length = repeat_length(secret)
     seen: set[str] = set()
-    for start in range(len(secret) - REPEAT_LENGTH + 1):
-        part = secret[start : start + REPEAT_LENGTH]
+    for start in range(len(secret) - length + 1):
+        part = secret[start : start + length]
         if part in seen:
             return True
         seen.add(part)
@@ -108,7 +116,7 @@ def secret_weakness(secret: str) -> str | None:
     if _too_few_distinct(secret):
         return "repeats too few characters to be random"
     if _repeats_itself(secret):
-        return f"repeats a sequence of {REPEAT_LENGTH} characters, so it is not random"
+        return f"repeats a sequence of {repeat_length(secret)} characters, so it is not random"
     return None
 
 

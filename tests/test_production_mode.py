@@ -67,7 +67,9 @@ def settings(tmp_path: Path) -> Settings:
         ("abcdefghij" * 4, "at most 240 bits"),
         ("9f2c4e7a1b8d3f6c0e5a2d9b7c4f1e8a3d6b0c9f2e5a8d1b", "at most 192 bits"),  # 24 bytes
         ("f52693a6717799d54d9f7f4a2eca986d", "at most 128 bits"),  # token_hex(16)
-        ("a1b2c3d4e5" * 7, "repeats a sequence of 8 characters"),
+        ("a1b2c3d4e5" * 7, "repeats a sequence of 16 characters"),
+        ("Zq8vLw3XyT0nPbR5sK1mJd7H" * 2, "repeats a sequence of 11 characters"),
+        ("k#9Lq!2vZ@7xR$4m&Wp6^Tn%" * 2, "repeats a sequence of 10 characters"),
         ("Kq7#vR2!pL9@xM4$" * 3, "too few characters"),
     ],
 )
