@@ -1,0 +1,31 @@
+"""Ids: a type prefix, then 24 hex digits that sort by creation time."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from e2a_gateway.ids import new_id
+
+ID_FORM = re.compile(r"^msg_[0-9a-f]{24}$")
+
+
+def test_an_id_is_its_prefix_and_24_hex_digits() -> None:
+    assert ID_FORM.match(new_id("msg"))
+    assert new_id("evt").startswith("evt_")
+
+
+def test_ids_start_with_the_millisecond_they_were_made_in() -> None:
+    before = time.time_ns() // 1_000_000
+    made = new_id("msg")
+    after = time.time_ns() // 1_000_000
+    assert before <= int(made[4:16], 16) <= after
+
+
+def test_ids_made_later_sort_later_and_never_repeat() -> None:
+    """What keeps the unique indexes on ids growing at their end (one page per batch)."""
+    first = [new_id("msg") for _ in range(2000)]
+    time.sleep(0.002)
+    second = [new_id("msg") for _ in range(2000)]
+    assert len(set(first + second)) == 4000
+    assert max(first) < min(second)
