@@ -338,6 +338,63 @@ async def test_inbox_pages_read_an_index_in_order_without_sorting(tmp_path: Path
             assert "TEMP B-TREE" not in details, details
 
 
+async def test_mail_is_found_by_message_id_through_its_index(tmp_path: Path) -> None:
+    """Threading a reply and quoting earlier mail look the Message-IDs up in `messages_rfc_id`
+    (a few rows) instead of walking all of the agent's mail in order."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")
+    await storage.migrate()
+    statements: list[str] = []
+    try:
+        assert isinstance(storage, e2a_gateway.storage.sqlite.SqliteStorage)
+        alice = await add_user(storage)
+        await storage.add_agent(make_agent(alice, "a@agents.test"))
+        for connection in storage._readers:
+            connection.set_trace_callback(statements.append)
+        ids = ["<one@example.org>", "<two@example.org>"]
+        assert await storage.conversation_for(alice, "a@agents.test", ids) is None
+        assert await storage.earlier_messages(alice, "a@agents.test", ids) == []
+    finally:
+        await storage.close()
+    by_id = [sql for sql in statements if "rfc_message_id IN" in sql]
+    assert len(by_id) == 2, statements
+    with sqlite3.connect(tmp_path / "e2a.db") as db:
+        for sql in by_id:
+            plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "USING INDEX messages_rfc_id (rfc_message_id=? AND agent_email=?)" in plan, plan
+
+
+async def test_inbound_mail_enters_only_the_indexes_it_is_found_by(tmp_path: Path) -> None:
+    """The outbound indexes hold no inbound mail, nor the conversation index mail that is in
+    no conversation: storing one message for many agents touches fewer scattered pages."""
+    storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")
+    await storage.migrate()
+    try:
+        alice = await add_user(storage)
+        await storage.add_agent(make_agent(alice, "a@agents.test"))
+        await storage.store_inbound([make_message("msg_in", "a@agents.test")], time.time())
+    finally:
+        await storage.close()
+    with sqlite3.connect(tmp_path / "e2a.db") as db:
+        entries = {
+            index: db.execute(
+                "SELECT coalesce(sum(ncell), 0) FROM dbstat WHERE name = ? AND pagetype = 'leaf'",
+                (index,),
+            ).fetchone()[0]
+            for index in (
+                "messages_agent_sent",
+                "messages_outbound_status",
+                "messages_agent_conversation",
+                "messages_agent_seq",
+            )
+        }
+    assert entries == {
+        "messages_agent_sent": 0,
+        "messages_outbound_status": 0,
+        "messages_agent_conversation": 0,
+        "messages_agent_seq": 1,
+    }
+
+
 async def test_routing_answers_kept_are_bounded(tmp_path: Path) -> None:
     """Asking for ever new keys or addresses cannot grow the process without bound."""
     storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")

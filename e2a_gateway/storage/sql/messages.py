@@ -113,6 +113,13 @@ def _inbox_query(
     return query + " ORDER BY m.seq LIMIT ?", [*params, page_size + 1]
 
 
+def newest_first(rows: list[Any]) -> list[Any]:
+    """Rows led by their `seq`, newest first. Queries by Message-ID sort their few rows here
+    rather than in SQL: asked for `ORDER BY seq`, SQLite would rather walk all of the agent's
+    mail in `seq` order than look the ids up in `messages_rfc_id`."""
+    return sorted(rows, key=lambda row: row[0], reverse=True)
+
+
 def _referenced_conversation(
     tx: Transaction, user_id: str, agent_email: str, rfc_message_ids: list[str]
 ) -> str | None:
@@ -120,12 +127,12 @@ def _referenced_conversation(
     if not rfc_message_ids:
         return None
     rows = tx.all(
-        "SELECT rfc_message_id, conversation_id FROM messages "
+        "SELECT seq, rfc_message_id, conversation_id FROM messages "
         "WHERE user_id = ? AND agent_email = ? "
-        f"AND {tx.dialect.in_list('rfc_message_id', 'text')} ORDER BY seq DESC",
+        f"AND {tx.dialect.in_list('rfc_message_id', 'text')}",
         (user_id, agent_email, tx.dialect.list_param(rfc_message_ids)),
     )
-    return first_conversation(rows, rfc_message_ids)
+    return first_conversation((row[1:] for row in newest_first(rows)), rfc_message_ids)
 
 
 class MessagesSql(Runner):
@@ -265,13 +272,13 @@ class MessagesSql(Runner):
             return []
         rows = await self._read(
             lambda tx: tx.all(
-                f"SELECT {EARLIER_COLUMNS} FROM messages m "
+                f"SELECT m.seq, {EARLIER_COLUMNS} FROM messages m "
                 "WHERE m.user_id = ? AND m.agent_email = ? AND m.hold IS NULL "
-                f"AND {tx.dialect.in_list('m.rfc_message_id', 'text')} ORDER BY m.seq DESC",
+                f"AND {tx.dialect.in_list('m.rfc_message_id', 'text')}",
                 (user_id, agent_email, tx.dialect.list_param(rfc_message_ids)),
             )
         )
-        return [decode_earlier(row) for row in rows]
+        return [decode_earlier(row[1:]) for row in newest_first(rows)]
 
     async def keep_reading(
         self, user_id: str, agent_email: str, message_id: str, reading: dict[str, Any]
