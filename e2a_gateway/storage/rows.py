@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -326,11 +326,33 @@ INBOUND_INSERT_COLUMNS = (
 )
 
 
+class JsonOnce:
+    """`json.dumps` for the rows of one batch, encoding a value that several rows share (the
+    same object: the copies of one message share its recipients and verdicts) once. Values are
+    known by identity and kept with their text, so an id is never reused while it is known."""
+
+    def __init__(self) -> None:
+        self._encoded: dict[int, tuple[object, str]] = {}
+
+    def __call__(self, value: object) -> str:
+        kept = self._encoded.get(id(value))
+        if kept is not None and kept[0] is value:
+            return kept[1]
+        text = json.dumps(value)
+        self._encoded[id(value)] = (value, text)
+        return text
+
+
 def inbound_params(
-    message: NewInboundMessage, user_id: str, cloud: bool, digest: str
+    message: NewInboundMessage,
+    user_id: str,
+    cloud: bool,
+    digest: str,
+    encode: Callable[[object], str] = json.dumps,
 ) -> tuple[Any, ...]:
-    """For INBOUND_INSERT_COLUMNS; the raw bytes are stored apart, under `digest`. A cloud
-    agent's message awaits webhook delivery (once released, when held for review)."""
+    """For INBOUND_INSERT_COLUMNS; the raw bytes are stored apart, under `digest`, and the JSON
+    columns are encoded by `encode` (a `JsonOnce` for a batch). A cloud agent's message awaits
+    webhook delivery (once released, when held for review)."""
     held = message.hold_expires_at is not None
     return (
         message.id,
@@ -339,14 +361,14 @@ def inbound_params(
         message.envelope_from,
         message.from_addr,
         message.reply_to,
-        json.dumps(message.to),
-        json.dumps(message.cc),
+        encode(message.to),
+        encode(message.cc),
         message.subject,
         message.conversation_id,
         message.rfc_message_id,
         digest,
         json.dumps(message.auth_headers),
-        json.dumps(message.authentication_results),
+        encode(message.authentication_results),
         DELIVERY_PENDING if cloud else None,
         message.client_ip,
         message.helo,

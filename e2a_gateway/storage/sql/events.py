@@ -68,12 +68,10 @@ def queue_delivery(
 def record_events(tx: Transaction, events: Sequence[NewEvent]) -> None:
     """Log `events` and queue a delivery of each to every enabled webhook of its account that
     it matches; the delivery worker looks once the transaction commits."""
-    subscriptions: dict[str, list[Subscription]] = {}
-    queued = False
-    for event in events:
-        tx.execute(
-            "INSERT INTO events (id, user_id, type, agent_email, conversation_id, message_id, "
-            "created_epoch, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    tx.executemany(
+        "INSERT INTO events (id, user_id, type, agent_email, conversation_id, message_id, "
+        "created_epoch, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
             (
                 event.id,
                 event.user_id,
@@ -83,10 +81,17 @@ def record_events(tx: Transaction, events: Sequence[NewEvent]) -> None:
                 event.message_id,
                 event.created_epoch,
                 event.envelope,
-            ),
-        )
+            )
+            for event in events
+        ],
+    )
+    subscriptions: dict[str, list[Subscription]] = {}
+    queued = False
+    for event in events:
         if event.user_id not in subscriptions:
             subscriptions[event.user_id] = _subscriptions(tx, event.user_id)
+        if not subscriptions[event.user_id]:
+            continue
         lowered = replace(event, agent_email=(event.agent_email or "").lower())
         for subscription in subscriptions[event.user_id]:
             if matches(subscription, lowered):

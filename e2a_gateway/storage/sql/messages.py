@@ -30,6 +30,7 @@ from e2a_gateway.storage.rows import (
     INBOUND_INSERT_COLUMNS,
     INBOX_ENTRY_COLUMNS,
     MESSAGE_COLUMNS,
+    JsonOnce,
     RawMessages,
     chosen_conversation,
     decode_agent,
@@ -64,8 +65,10 @@ def _store(
     """Insert each distinct raw message once (locked until the commit, so a concurrent deletion
     of its last other reference cannot take it away) and the `messages`, each pointing at its
     digest; queue a webhook job for a cloud agent's message, announce a local agent's (neither
-    for a message its gate holds for review); log each message's `email.received` event."""
-    for agent_email in sorted({message.agent_email for message in messages}):
+    for a message its gate holds for review); log each message's `email.received` event.
+    The copies of one message for many agents go in as one batch of rows."""
+    recipients = sorted({message.agent_email for message in messages})
+    for agent_email in recipients:
         tx.lock(agent_email, space=AGENT_INBOX_LOCK)
     keep_locked = tx.dialect.insert_or_lock("digest")
     for digest in sorted(raw.distinct):
@@ -73,25 +76,35 @@ def _store(
             f"INSERT INTO raw_messages (digest, raw) VALUES (?, ?) {keep_locked}",
             (digest, raw.distinct[digest]),
         )
+    owners = {
+        email: (user_id, agent_mode == CLOUD, agent_id)
+        for email, user_id, agent_mode, agent_id in tx.all(
+            "SELECT email, user_id, agent_mode, id FROM agents "
+            f"WHERE {tx.dialect.in_list('email', 'text')}",
+            (tx.dialect.list_param(recipients),),
+        )
+    }
+    if vanished := [email for email in recipients if email not in owners]:
+        raise StorageUnavailable(f"agent {vanished[0]} vanished")
+    encode = JsonOnce()
+    rows = []
     for message, digest in zip(messages, raw.digests, strict=True):
-        row = tx.first(
-            "SELECT user_id, agent_mode, id FROM agents WHERE email = ?", (message.agent_email,)
-        )
-        if row is None:
-            raise StorageUnavailable(f"agent {message.agent_email} vanished")
-        user_id, agent_mode, agent_id = row
-        cloud = agent_mode == CLOUD
-        tx.execute(
-            f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES ({INBOUND_VALUES})",
-            inbound_params(message, user_id, cloud, digest),
-        )
+        user_id, cloud, _ = owners[message.agent_email]
+        rows.append(inbound_params(message, user_id, cloud, digest, encode))
+    tx.executemany(
+        f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES ({INBOUND_VALUES})", rows
+    )
+    events = []
+    for message in messages:
         if message.hold_expires_at is not None:
             continue
+        user_id, cloud, agent_id = owners[message.agent_email]
         if cloud:
             add_job(tx, WEBHOOK_JOB, message.id, now)
         else:
             tx.announce(MessageStored(agent_id, message))
-        record_events(tx, [received_event(user_id, message, now)])
+        events.append(received_event(user_id, message, now))
+    record_events(tx, events)
 
 
 def _inbox_query(
