@@ -223,7 +223,7 @@ async def run_gateway(
                 smtp_sock,
                 settings.smtp.processes - 1,
                 gateway.storage,
-                partial(sink.deliver, recheck=True),
+                sink.deliver_handed_over,
                 gateway.metrics,
             )
             await nursery.start(acceptors.serve)

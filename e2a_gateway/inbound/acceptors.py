@@ -37,8 +37,9 @@ __all__ = ["AcceptorPool", "acceptor_main"]
 
 log = logging.getLogger("e2a.smtp")
 
-Deliver = Callable[[Arrival], Awaitable[str]]
-"""Stores one arrival for its agents (raising MessageNotStored when it cannot); the first id."""
+Deliver = Callable[[Arrival, list[str]], Awaitable[str]]
+"""Stores one arrival for the agents at its addresses (raising MessageNotStored when it
+cannot); the first id (`InboundMailSink.deliver_handed_over`)."""
 STORAGE_CALLS = frozenset({"add_agent", "find_agent", "first_user", "is_served_domain"})
 """The storage methods an acceptor's pipeline calls before `deliver` (recipient checks,
 postmaster's agent; e2a_gateway.inbound.pipeline, .postmaster)."""
@@ -301,9 +302,12 @@ class _MainProcess:
 
     async def deliver(self, arrival: Arrival) -> str:
         """Have the main process store `arrival` (without the received message, which the
-        delivered form holds); the first id, or MessageNotStored."""
+        delivered form holds, and with its agents' addresses in place of the agents, which the
+        main process looks up again anyway); the first id, or MessageNotStored."""
         slim = dataclasses.replace(arrival.envelope, data=b"")
-        stored: str = await self.call(_DELIVER, dataclasses.replace(arrival, envelope=slim))
+        addresses = [agent.email for agent in arrival.agents]
+        handed = dataclasses.replace(arrival, envelope=slim, agents=[])
+        stored: str = await self.call(_DELIVER, handed, addresses)
         return stored
 
     async def read_answers(self) -> None:

@@ -261,21 +261,28 @@ class InboundMailSink:
         )
         return await self._deliver(arrival)
 
-    async def deliver(self, arrival: Arrival, *, recheck: bool = False) -> str:
+    async def deliver(self, arrival: Arrival) -> str:
         """Thread and sign each agent's copy, commit them all in one transaction, then tell
-        live listeners; the first copy's id. With `recheck` (an arrival from an SMTP acceptor,
-        whose recipients were known a moment ago) each agent is looked up again, and one
-        deleted since is left out."""
-        copies = list(zip(arrival.agents, arrival.message_ids, strict=True))
-        if recheck:
-            storage = self._gateway.storage
-            copies = [
-                (current, message_id)
-                for agent, message_id in copies
-                if (current := await storage.find_agent(agent.email)) is not None
-            ]
-            if not copies:
-                raise MessageNotStored("every recipient agent was deleted during the transaction")
+        live listeners; the first copy's id."""
+        return await self._store_copies(
+            arrival, list(zip(arrival.agents, arrival.message_ids, strict=True))
+        )
+
+    async def deliver_handed_over(self, arrival: Arrival, addresses: list[str]) -> str:
+        """`deliver` an arrival an SMTP acceptor handed over with the addresses of its agents
+        (known there a moment ago) in place of the agents: each is looked up again here, and
+        one deleted since is left out."""
+        storage = self._gateway.storage
+        copies = [
+            (agent, message_id)
+            for address, message_id in zip(addresses, arrival.message_ids, strict=True)
+            if (agent := await storage.find_agent(address)) is not None
+        ]
+        if not copies:
+            raise MessageNotStored("every recipient agent was deleted during the transaction")
+        return await self._store_copies(arrival, copies)
+
+    async def _store_copies(self, arrival: Arrival, copies: list[tuple[Agent, str]]) -> str:
         verdicts = [
             gate_verdict(agent, arrival.headers.from_addr, arrival.auth) for agent, _ in copies
         ]
