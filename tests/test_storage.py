@@ -741,6 +741,12 @@ async def test_an_inbox_page_is_the_owners_agent_and_the_same_mail_as_the_full_l
     rest = await storage.inbox_page(alice, "a@agents.test", "all", 2, first.next_after)
     assert rest is not None and [e.id for e in rest.messages] == ["msg_2"]
     assert rest.next_after is None
+    # The agent as remembered by a routing answer serves the page, until a write changes it.
+    assert await storage.get_agent(alice, "a@agents.test") is not None
+    await storage.update_agent(alice, "a@agents.test", AgentChanges(name="Renamed"))
+    renamed = await storage.inbox_page(alice, "a@agents.test", "all", 10, None)
+    assert renamed is not None and renamed.agent.name == "Renamed"
+    assert await storage.get_agent(alice, "a@agents.test") is not None
     await storage.trash_agent(alice, "a@agents.test", "2026-01-01T00:00:00Z")
     assert await storage.inbox_page(alice, "a@agents.test", "all", 10, None) is None
 

@@ -174,6 +174,10 @@ class SqliteStorage(SqlStorage):
                     self._routing.clear()
                     self._routing_generation += 1
 
+    def _remembered(self, routing: tuple[str, str]) -> object | None:
+        """The routing answer `routing` as remembered now, or None when none is."""
+        return self._routing.get(routing)
+
     async def _read(self, work: Work[T], *, snapshot: bool = False, routing: Routing = None) -> T:
         """Run `work` on a reader connection (it never blocks the writer). A `routing` answer
         is remembered until the next write that could change it."""

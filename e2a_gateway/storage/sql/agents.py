@@ -36,6 +36,11 @@ def agent_row(tx: Transaction, user_id: str, email: str, trashed: bool = False) 
     )
 
 
+def owned_agent_answer(user_id: str, email: str, trashed: bool = False) -> tuple[str, str]:
+    """The routing answer naming the user's agent at `email` (in service, or in the trash)."""
+    return ("owned agent", f"{user_id} {email} {'trashed' if trashed else 'in service'}")
+
+
 def _revoke_agent_keys(tx: Transaction, agent_id: str) -> None:
     """Revoke the keys bound to the agent `agent_id`, which is going for good: no later agent
     ever has its id, so they could never be used again anyway, and they no longer clutter the
@@ -103,8 +108,7 @@ class AgentsSql(Runner):
             row = agent_row(tx, user_id, email, trashed)
             return decode_agent(row) if row else None
 
-        owned = f"{user_id} {email} {'trashed' if trashed else 'in service'}"
-        return await self._read(read, routing=("owned agent", owned))
+        return await self._read(read, routing=owned_agent_answer(user_id, email, trashed))
 
     async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
         """Apply a partial update to one of the user's agents; None when it is not theirs."""

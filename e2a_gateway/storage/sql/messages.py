@@ -16,6 +16,7 @@ import trio
 from e2a_gateway.events import received_event
 from e2a_gateway.storage.announcements import MessageStored
 from e2a_gateway.storage.base import (
+    Agent,
     ConversationClaim,
     InboundMessage,
     InboxPage,
@@ -42,7 +43,7 @@ from e2a_gateway.storage.rows import (
     message_page,
     raw_messages_of,
 )
-from e2a_gateway.storage.sql.agents import agent_row
+from e2a_gateway.storage.sql.agents import agent_row, owned_agent_answer
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.jobs import add_job
 from e2a_gateway.storage.sql.runner import Runner
@@ -182,17 +183,22 @@ class MessagesSql(Runner):
         after_seq: int | None,
     ) -> InboxPage | None:
         """The user's agent at `agent_email` and a keyset page of its inbox (mail not in the
-        trash), in one read."""
+        trash), in one read; the agent is read with the page unless it is remembered (the
+        page's query is scoped by the owner either way)."""
         query, params = _inbox_query(
             INBOX_ENTRY_COLUMNS, user_id, agent_email, status, page_size, after_seq
         )
+        remembered = self._remembered(owned_agent_answer(user_id, agent_email))
 
         def read(tx: Transaction) -> InboxPage | None:
-            agent = agent_row(tx, user_id, agent_email)
-            if agent is None:
+            if isinstance(remembered, Agent):
+                agent = remembered
+            elif (row := agent_row(tx, user_id, agent_email)) is not None:
+                agent = decode_agent(row)
+            else:
                 return None
             entries, next_after = inbox_entries(tx.all(query, params), page_size)
-            return InboxPage(decode_agent(agent), entries, next_after)
+            return InboxPage(agent, entries, next_after)
 
         return await self._read(read)
 

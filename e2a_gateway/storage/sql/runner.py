@@ -40,6 +40,11 @@ class Runner(abc.ABC):
         a routing answer (an agent by address, a served domain, a newest signing seed) that the
         backend may remember until a write marked `changes_routing` (`_write`)."""
 
+    def _remembered(self, routing: tuple[str, str]) -> object | None:
+        """The routing answer `routing` as remembered now, or None when none is (a backend
+        that remembers none always answers None)."""
+        return None
+
     async def _write(
         self, work: Work[T], *, changes_routing: bool = False, durable: bool = True
     ) -> T:
