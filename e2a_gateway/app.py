@@ -234,6 +234,7 @@ async def run_gateway(
         nursery.start_soon(supervise, "outbound worker", OutboundWorker(gateway).run)
         nursery.start_soon(supervise, "approval worker", ApprovalWorker(gateway).run)
         nursery.start_soon(supervise, "retention worker", RetentionWorker(gateway).run)
+        nursery.start_soon(supervise, "storage upkeep", gateway.storage.upkeep)
         bound = BoundAddresses(
             smtp_host=smtp_address[0],
             smtp_port=smtp_address[1],

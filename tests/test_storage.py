@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import sqlite3
 import stat
@@ -1325,3 +1326,37 @@ async def test_threading_reads_only_the_owners_messages_and_weighs_claims(
     assert await lookup(bob, ["<b1@example.org>"], by_alice) == "conv-bob"
     assert await lookup(bob, [], ConversationClaim("conv-bob", "carol@example.org")) == "conv-bob"
     assert await lookup(bob, [], ConversationClaim("conv-new", "a@agents.test")) == "conv-new"
+
+
+async def test_upkeep_copies_the_log_into_the_database_off_the_commits(tmp_path: Path) -> None:
+    """Commits only append to the write-ahead log (the writer checkpoints itself only past
+    BACKSTOP_CHECKPOINT_PAGES); `upkeep` copies it into the database file soon after."""
+    path = tmp_path / "e2a.db"
+
+    def in_database_file() -> int:
+        """Messages the database file holds on its own (without its log)."""
+        copy = tmp_path / "copy.db"
+        shutil.copyfile(path, copy)
+        with contextlib.closing(sqlite3.connect(copy)) as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages'").fetchone():
+                return int(db.execute("SELECT count(*) FROM messages").fetchone()[0])
+            return 0
+
+    storage = open_storage(f"sqlite:///{path}")
+    await storage.migrate()
+    try:
+        alice = await add_user(storage)
+        await storage.add_agent(make_agent(alice, "a@agents.test"))
+        raw = os.urandom(200_000)
+        await storage.store_inbound([make_message("msg_big", "a@agents.test", raw)], 0.0)
+        assert in_database_file() == 0  # in the log only
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(storage.upkeep)
+            with trio.fail_after(5):
+                while in_database_file() == 0:
+                    await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+        stored = await storage.read_inbound(alice, "a@agents.test", "msg_big")
+        assert stored is not None and stored.raw_message == raw
+    finally:
+        await storage.close()

@@ -680,6 +680,12 @@ class Lifecycle(Protocol):
         """Release connections and threads."""
         ...
 
+    async def upkeep(self) -> None:
+        """The backend's background upkeep while the gateway runs (SQLite: copying the
+        write-ahead log into the database off the writer's commits); returns at once when the
+        backend needs none."""
+        ...
+
     async def ping(self) -> None:
         """Raise StorageUnavailable if the database cannot answer a trivial query."""
         ...

@@ -265,6 +265,9 @@ class PostgresStorage(SqlStorage):
 
         return await self._run(apply_pending)
 
+    async def upkeep(self) -> None:
+        """Nothing to do: PostgreSQL keeps its own log (its checkpointer and autovacuum)."""
+
     async def close(self) -> None:
         """Close every idle connection; connections in use close when their call ends."""
         self._closed = True

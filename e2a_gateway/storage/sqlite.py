@@ -40,6 +40,14 @@ slow read (a search of a large mailbox) does not hold up every other."""
 ROUTING_ANSWERS_KEPT = 10_000
 """Routing answers remembered at most (the least recently used go first), so that asking for
 ever new addresses or keys cannot grow the process without bound."""
+CHECKPOINT_SECONDS = 0.25
+"""How long `upkeep` lets commits gather before it copies the log into the database: a page
+written by many commits meanwhile is copied once."""
+BACKSTOP_CHECKPOINT_PAGES = 10_000
+"""The writer checkpoints itself only once the log holds this many pages (about 40 MB): when
+`upkeep` is not running (a command, a test) or cannot keep up. SQLite's own default is 1,000
+pages, which put a checkpoint — writing and syncing the database file — inside every few
+commits of a busy gateway."""
 PRIVATE_MODE = 0o600
 SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
 
@@ -96,6 +104,7 @@ class SqliteStorage(SqlStorage):
         path: str,
         writer: sqlite3.Connection,
         readers: list[sqlite3.Connection],
+        checkpointer: sqlite3.Connection,
         holder: str = "",
         on_commit: CommitObserver | None = None,
     ):
@@ -110,6 +119,9 @@ class SqliteStorage(SqlStorage):
         # every message; only this process writes them, so each write simply clears the cache.
         self._routing: LRUCache[tuple[str, str], Any] = LRUCache(ROUTING_ANSWERS_KEPT)
         self._routing_generation = 0
+        self._checkpointer = checkpointer
+        self._logged_since_checkpoint = False
+        self._wake_upkeep: trio.Event | None = None
 
     @classmethod
     def open(
@@ -129,13 +141,15 @@ class SqliteStorage(SqlStorage):
                 _make_private(path)
             writer = _connect(path)
             writer.execute("PRAGMA journal_mode = WAL")
+            writer.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_CHECKPOINT_PAGES}")
             readers = [_connect(path) for _ in range(READER_COUNT)]
+            checkpointer = _connect(path)
         except (sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(
                 f"database.url: cannot open sqlite:///{path}: {exc} — check the path and its "
                 "permissions"
             ) from exc
-        return cls(path, writer, readers, holder, on_commit)
+        return cls(path, writer, readers, checkpointer, holder, on_commit)
 
     # -- the runner -------------------------------------------------------------------------
 
@@ -170,6 +184,9 @@ class SqliteStorage(SqlStorage):
             try:
                 return await trio.to_thread.run_sync(self._transact, work, durable)
             finally:
+                self._logged_since_checkpoint = True
+                if self._wake_upkeep is not None:
+                    self._wake_upkeep.set()
                 if changes_routing:
                     self._routing.clear()
                     self._routing_generation += 1
@@ -218,11 +235,27 @@ class SqliteStorage(SqlStorage):
             done.append(migration.version)
         return done
 
+    async def upkeep(self) -> None:
+        """Copy the write-ahead log into the database in the background, CHECKPOINT_SECONDS
+        after commits (a passive checkpoint on a connection of its own: the writer commits
+        meanwhile and readers keep their snapshots), so commits do not copy it themselves."""
+        while True:
+            self._wake_upkeep = trio.Event()
+            if not self._logged_since_checkpoint:
+                await self._wake_upkeep.wait()
+            await trio.sleep(CHECKPOINT_SECONDS)
+            self._logged_since_checkpoint = False
+            await trio.to_thread.run_sync(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        with _translate_errors():
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     async def close(self) -> None:
         """Close every connection (waits for the writer to finish its transaction)."""
         async with self._write_lock:
             self._writer.close()
-        for connection in self._readers:
+        for connection in [*self._readers, self._checkpointer]:
             connection.close()
 
 
