@@ -356,6 +356,18 @@ async def test_attachments_answer_alike(running: RunningGateway, make_account: A
         assert await run(remote, "reply_to_message", answer) == replied
         reused = [await run(port, "reply_to_message", answer | {"text": "No."}) for port in ports]
         assert reused[0][1]["code"] == "idempotency_key_reuse" and reused[0] == reused[1]
+        # e2a's first name for sending too: made over one port, replayed over the other.
+        draft = {"to": [peer], "subject": "Once by email", "body": "Once.", "attachments": [report]}
+        sent = await run(local, "send_email", draft | {"idempotency_key": "ports-email"})
+        assert sent["status"] == "sent"
+        assert await run(remote, "send_email", draft | {"idempotency_key": "ports-email"}) == sent
+        reused = [
+            await run(port, "send_email", draft | {"idempotency_key": "ports-email", "cc": [agent]})
+            for port in ports
+        ]
+        assert reused[0][1]["code"] == "idempotency_key_reuse" and reused[0] == reused[1]
+        page = await run(local, "list_messages", {"agent_email": peer, "status": "all"})
+        assert [m["subject"] for m in page["messages"]].count("Once by email") == 1
 
 
 def differences(remote: Any, local: Any, path: str = "") -> list[str]:

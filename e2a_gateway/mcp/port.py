@@ -104,8 +104,11 @@ class GatewayPort(Protocol):
         conversation_id: str | None = None,
         attachments: list[Attachment] | None = None,
         agent_email: str | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> SendResult:
-        """A new message from an agent."""
+        """A new message from an agent (`POST /api/v1/send`). A repeat with the same
+        `idempotency_key` and arguments gets the first answer again instead of sending twice."""
         ...
 
     async def reply(
