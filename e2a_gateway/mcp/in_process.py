@@ -443,7 +443,7 @@ class OperationsPort:
         await self._run(domains.remove_domain, domain)
 
     async def list_api_keys(self, query: dict[str, Any]) -> dict[str, Any]:
-        """One page of the caller's live API keys, newest first, as `/v1` lists them."""
+        """One page of the caller's API keys not revoked, newest first, as `/v1` lists them."""
 
         async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
             async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[ApiKey]:

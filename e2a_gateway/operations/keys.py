@@ -96,8 +96,9 @@ async def list_api_keys(gateway: Gateway, caller: Caller) -> list[ApiKey]:
 async def api_key_page(
     gateway: Gateway, caller: Caller, limit: int, after: tuple[Any, ...] | None
 ) -> list[ApiKey]:
-    """Up to `limit` of the caller's live keys, newest first, after the position `after` (the
-    `(created_at, id)` of the last key of the previous page)."""
+    """Up to `limit` of the caller's keys not revoked, newest first, after the position `after`
+    (the `(created_at, id)` of the last key of the previous page). Expired keys are listed too,
+    as e2a lists them: their `expires_at` shows they no longer work."""
     caller.require_account("manage API keys")
     position = (str(after[0]), str(after[1])) if after else None
     return await gateway.storage.api_key_page(caller.user_id, limit, position)
