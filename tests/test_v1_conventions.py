@@ -208,6 +208,8 @@ async def test_keys_of_agent_scope(make_account: Any, running: RunningGateway) -
     past = await alice.http.post(KEYS, json={"expires_at": "2001-01-01T00:00:00Z"})
     envelope(past, 400, "invalid_expires_at")
     envelope(await alice.http.post(KEYS, json={"expires_at": "soon"}), 400, "invalid_expires_at")
+    for loose in ("2999-01-31T12:00Z", "2999-01-31", "2999-01-31T12:00:00", "29990131T120000Z"):
+        envelope(await alice.http.post(KEYS, json={"expires_at": loose}), 400, "invalid_expires_at")
     later = await alice.http.post(KEYS, json={"expires_at": "2999-01-01T02:00:00+02:00"})
     assert later.json()["expires_at"] == "2999-01-01T00:00:00Z"
 

@@ -4,7 +4,6 @@ it delivers). A secret or key is shown once, when issued; only its metadata is k
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
@@ -16,7 +15,7 @@ from e2a_gateway.accounts import (
     issue_api_key,
     issue_signing_secret,
 )
-from e2a_gateway.clock import format_timestamp, utc_now
+from e2a_gateway.clock import format_timestamp, parse_timestamp, utc_now
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Revocation
 from e2a_gateway.operations.agents import owned_agent
@@ -145,15 +144,12 @@ def _future_time(text: str | None) -> str | None:
     if text is None:
         return None
     try:
-        when = datetime.fromisoformat(text.replace("z", "Z"))
+        seconds = parse_timestamp(text).timestamp()
     except ValueError:
-        when = None
-    if when is None or when.tzinfo is None or "T" not in text.upper():
         raise Invalid(
             "invalid_expires_at",
             "expires_at must be an RFC 3339 time with its offset, e.g. 2030-01-31T12:00:00Z",
-        )
-    seconds = when.timestamp()
+        ) from None
     if seconds <= time.time():
         raise Invalid("invalid_expires_at", "expires_at must be in the future")
     return format_timestamp(seconds)
