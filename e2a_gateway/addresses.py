@@ -1,7 +1,8 @@
 """Email address and domain rules shared by the SMTP listener, the REST API and DMARC.
 
-Pure functions over strings: normalisation (lowercase, IDNA, no trailing dot) and the slug
-rules for agents on the shared domain. No I/O.
+Pure functions over strings: normalisation (lowercase, IDNA, no trailing dot), the slug
+rules for agents on the shared domain, and mailboxes with a display name (`Name <addr>`, as a
+Reply-To takes them). No I/O.
 
 There is one rule for turning a domain into the form e2a compares and stores
 (`a_label_domain`), so a name registered over the API, a recipient given over SMTP and an
@@ -14,8 +15,10 @@ and mail must never reach the wrong domain.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 import unicodedata
+from typing import NamedTuple
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$")
 _LOCAL_PATTERN = re.compile(r"^[a-z0-9!#$&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$&'*+/=?^_`{|}~-]+)*$")
@@ -129,3 +132,136 @@ def check_slug(slug: str) -> str:
     if slug in RESERVED_SLUGS:
         raise AddressError(f"slug {slug!r} is reserved; choose another")
     return slug
+
+
+_PHRASE_WORD = re.compile(r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]|[^\x00-\x7f])+")
+"""A word of an unquoted display name: atext, the dots RFC 5322 tolerates (obs-phrase), and
+any non-ASCII character (RFC 6532)."""
+_QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_QUOTED_PAIR = re.compile(r"\\(.)")
+NAME_SPECIALS = '( ) < > [ ] : ; @ \\ , "'
+
+
+class Mailbox(NamedTuple):
+    """One mailbox of an address header: its display name ("" for none) and its address."""
+
+    display_name: str
+    address: str
+
+
+def parse_mailbox(text: str) -> Mailbox:
+    """One RFC 5322 mailbox, strictly: `addr@example.com`, `<addr@example.com>`,
+    `Name <addr@example.com>` or `"Name, with specials" <addr@example.com>`; the display name
+    may be UTF-8 (RFC 6532). The address is normalised (`normalise_address`), the name
+    unquoted. Raises AddressError saying what is wrong: a control character, more than one
+    address, an unquoted special in the name, an encoded word (`=?…?=`) as the name, a bad
+    address."""
+    if not text.isprintable():
+        raise AddressError("must not contain line breaks or control characters")
+    value = text.strip()
+    if not value:
+        raise AddressError("is empty: give an address such as help@example.com")
+    if _top_level_commas(value):
+        raise AddressError(
+            f"{value!r} holds more than one address (a comma outside double quotes): give a "
+            'single address, and put a display name with a comma in double quotes ("Doe, Jane" '
+            "<jane@example.com>)"
+        )
+    if not value.endswith(">"):
+        if any(char in value for char in ' \t<>"()'):
+            raise AddressError(
+                f"{value!r} is not an address: write a display name as Name <addr@example.com>"
+            )
+        return Mailbox("", normalise_address(value))
+    opening = _angle_start(value)
+    address = value[opening + 1 : -1]
+    if opening < 0 or "<" in address or ">" in address:
+        raise AddressError(f"{value!r} has unbalanced angle brackets around its address")
+    name = _display_name(value[:opening].strip())
+    return Mailbox(name, normalise_address(address))
+
+
+def parse_mailboxes(text: str) -> list[Mailbox]:
+    """The mailboxes of a header value written by `format_mailbox` and joined with ", " (each
+    parsed by `parse_mailbox`)."""
+    bounds = [-1, *_top_level_commas(text), len(text)]
+    return [parse_mailbox(text[start + 1 : end]) for start, end in itertools.pairwise(bounds)]
+
+
+def format_mailbox(mailbox: Mailbox) -> str:
+    """A mailbox as a header shows it before any RFC 2047 encoding: the bare address without a
+    name; else `Name <addr>`, the name in double quotes (`\\` and `"` escaped) unless it is
+    words of atext and non-ASCII characters only. `parse_mailbox` reads it back unchanged."""
+    name, address = mailbox
+    if not name:
+        return address
+    words = name.split(" ")
+    if all(word and _PHRASE_WORD.fullmatch(word) and "." not in word for word in words):
+        return f"{name} <{address}>"
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + f'" <{address}>'
+
+
+def _display_name(phrase: str) -> str:
+    """The display name before an angle address, unquoted; AddressError when it is malformed."""
+    if phrase.startswith('"'):
+        quoted = _QUOTED_STRING.fullmatch(phrase)
+        if quoted is None:
+            raise AddressError(
+                f"display name {phrase} must be one double-quoted string, with \\ before any "
+                'inner " or \\'
+            )
+        name = _QUOTED_PAIR.sub(r"\1", quoted.group(1)).strip()
+    else:
+        words = phrase.split()
+        for word in words:
+            if not _PHRASE_WORD.fullmatch(word):
+                raise AddressError(
+                    f"display name {phrase!r}: put a name holding any of {NAME_SPECIALS} in "
+                    'double quotes, e.g. "Doe, Jane" <jane@example.com>'
+                )
+        name = " ".join(words)
+    if "=?" in name:
+        raise AddressError(
+            f"display name {name!r} looks like an RFC 2047 encoded word: give the name itself "
+            "(it is encoded when the message is written)"
+        )
+    return name
+
+
+def _scan(value: str) -> list[tuple[int, str]]:
+    """The characters of `value` outside double-quoted strings, with their positions;
+    AddressError when a double-quoted string is not closed."""
+    outside: list[tuple[int, str]] = []
+    quoted = escaped = False
+    for index, char in enumerate(value):
+        if escaped:
+            escaped = False
+        elif quoted and char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif not quoted:
+            outside.append((index, char))
+    if quoted:
+        raise AddressError(f"{value!r} has a double quote that is never closed")
+    return outside
+
+
+def _top_level_commas(value: str) -> list[int]:
+    """Where commas separate addresses: outside double quotes and angle brackets."""
+    commas: list[int] = []
+    depth = 0
+    for index, char in _scan(value):
+        if char == "<":
+            depth += 1
+        elif char == ">":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            commas.append(index)
+    return commas
+
+
+def _angle_start(value: str) -> int:
+    """The position of the `<` opening the angle address that ends `value`, or -1."""
+    openings = [index for index, char in _scan(value) if char == "<"]
+    return openings[-1] if openings else -1

@@ -1,13 +1,31 @@
-"""Time as the contract writes it: RFC 3339, UTC, `Z` suffix, whole seconds."""
+"""Time as the contract writes it: RFC 3339, UTC, `Z` suffix, whole seconds; and RFC 3339
+times as clients give them, read back."""
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import datetime
+
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+"""RFC 3339's date-time: full date, `T`, time with seconds (a fraction allowed) and its offset."""
 
 
 def format_timestamp(seconds: float) -> str:
     """Format Unix time `seconds` as `2026-01-31T12:00:00Z`."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An RFC 3339 time (`2026-01-31T12:00:00Z`, `2026-01-31T14:00:00.5+02:00`; `t` and `z`
+    in lower case too) as an aware datetime. ValueError for anything else: a time without its
+    offset, a date alone, minutes without seconds, a date that does not exist."""
+    if not _RFC3339.fullmatch(text):
+        raise ValueError(f"not an RFC 3339 time with its offset: {text!r}")
+    return datetime.fromisoformat(text.upper())
 
 
 def utc_now() -> str:

@@ -3,11 +3,22 @@ DMARC judges is the same name."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from e2a_gateway.addresses import AddressError, a_label_domain, normalise_address, normalise_domain
+from e2a_gateway.addresses import (
+    AddressError,
+    Mailbox,
+    a_label_domain,
+    format_mailbox,
+    normalise_address,
+    normalise_domain,
+    parse_mailbox,
+    parse_mailboxes,
+)
 from e2a_gateway.mailauth.dmarc import normalise_domain as dmarc_domain
 from e2a_gateway.smtp.protocol import ServerSession, SessionLimits
 
@@ -72,3 +83,104 @@ def test_whatever_the_api_accepts_smtp_routes_to_the_same_name(name: str) -> Non
         return
     assert smtp_recipient_domain(name) == registered
     assert dmarc_domain(name) == registered
+
+
+@pytest.mark.parametrize(
+    ("text", "mailbox", "formatted"),
+    [
+        ("Help@Example.COM", Mailbox("", "help@example.com"), "help@example.com"),
+        (" <help@example.com> ", Mailbox("", "help@example.com"), "help@example.com"),
+        (
+            "Support Desk <help@example.com>",
+            Mailbox("Support Desk", "help@example.com"),
+            "Support Desk <help@example.com>",
+        ),
+        (
+            "  Support   Desk<help@example.com>",
+            Mailbox("Support Desk", "help@example.com"),
+            "Support Desk <help@example.com>",
+        ),
+        (
+            '"Doe, Jane" <jane@example.com>',
+            Mailbox("Doe, Jane", "jane@example.com"),
+            '"Doe, Jane" <jane@example.com>',
+        ),
+        (
+            r'"The \"Desk\" \\ 1" <d@example.com>',
+            Mailbox('The "Desk" \\ 1', "d@example.com"),
+            r'"The \"Desk\" \\ 1" <d@example.com>',
+        ),
+        (
+            "J. R. R. Tolkien <jrr@example.com>",
+            Mailbox("J. R. R. Tolkien", "jrr@example.com"),
+            '"J. R. R. Tolkien" <jrr@example.com>',
+        ),
+        (
+            "Støtte Ålesund <hjelp@bücher.example>",
+            Mailbox("Støtte Ålesund", "hjelp@xn--bcher-kva.example"),
+            "Støtte Ålesund <hjelp@xn--bcher-kva.example>",
+        ),
+        ('"" <a@example.com>', Mailbox("", "a@example.com"), "a@example.com"),
+    ],
+)
+def test_a_mailbox_is_read_with_its_display_name_and_written_back(
+    text: str, mailbox: Mailbox, formatted: str
+) -> None:
+    assert parse_mailbox(text) == mailbox
+    assert format_mailbox(mailbox) == formatted
+    assert parse_mailbox(formatted) == mailbox
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "is empty"),
+        ("help@example.com\r\nBcc: victim@example.org", "line breaks or control characters"),
+        ("Desk <help@example.com>\nBcc: victim@example.org", "line breaks or control characters"),
+        ("Desk\u2028 <help@example.com>", "line breaks or control characters"),
+        ("a@example.com, b@example.com", "more than one address"),
+        ("Doe, Jane <jane@example.com>", "more than one address"),
+        ("Desk <a@example.com>, Desk <b@example.com>", "more than one address"),
+        ("Desk help@example.com", "write a display name as Name <addr@example.com>"),
+        ("Desk <help@example.com", "write a display name as Name <addr@example.com>"),
+        ("Desk <<help@example.com>>", "unbalanced angle brackets"),
+        ('"Desk <help@example.com>', "never closed"),
+        ('"Desk" x <help@example.com>', "one double-quoted string"),
+        ("Desk (help) <help@example.com>", "in double quotes"),
+        ("Desk@home <help@example.com>", "in double quotes"),
+        ("=?utf-8?q?Bank?= <help@example.com>", "encoded word"),
+        ("Desk <not an address>", "not a valid email address"),
+        ("Desk <help@localhost>", "not a fully qualified domain name"),
+        ("Desk <>", "not a valid email address"),
+    ],
+)
+def test_a_malformed_mailbox_is_refused_saying_why(text: str, problem: str) -> None:
+    with pytest.raises(AddressError, match=re.escape(problem)):
+        parse_mailbox(text)
+
+
+def test_mailboxes_joined_by_commas_are_read_back_one_by_one() -> None:
+    mailboxes = [
+        Mailbox("Doe, Jane", "jane@example.com"),
+        Mailbox("", "desk@example.com"),
+        Mailbox('Say "hi", <now>', "hi@example.com"),
+    ]
+    joined = ", ".join(format_mailbox(mailbox) for mailbox in mailboxes)
+    assert parse_mailboxes(joined) == mailboxes
+
+
+@given(
+    st.text(alphabet=st.characters(codec="utf-8", categories=["L", "N", "P", "S"]) | st.just(" "))
+)
+def test_any_display_name_survives_formatting_and_parsing(name: str) -> None:
+    """Any printable name, quoted, is read as itself and written so that it reads back the same
+    (but a name that looks like an RFC 2047 encoded word, refused)."""
+    quoted = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '" <a@example.com>'
+    if "=?" in name:
+        with pytest.raises(AddressError, match="encoded word"):
+            parse_mailbox(quoted)
+        return
+    mailbox = parse_mailbox(quoted)
+    assert mailbox == Mailbox(name.strip(), "a@example.com")
+    assert parse_mailbox(format_mailbox(mailbox)) == mailbox
+    assert parse_mailboxes(format_mailbox(mailbox) + ", b@example.com")[0] == mailbox

@@ -7,6 +7,7 @@ copies, inbox pages, `whoami`, `doctor` (DNS from a local server) and `listen --
 
 from __future__ import annotations
 
+import argparse
 import json
 import queue
 import sys
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 import trio
 
+from e2a_gateway.cli.listen import parse_deadline
 from e2a_gateway.mailauth.resolver import Zone
 from e2a_gateway.v1 import E2AClient
 from tests.cli_support import (  # noqa: F401 (fixtures)
@@ -463,6 +465,19 @@ def test_listen_once_until_times_out(account: Account, cli: Cli) -> None:
 
             main(["listen", "--until", bad])
         assert exit_info.value.code == 2
+
+
+def test_until_takes_a_duration_or_an_rfc_3339_time_with_its_zone() -> None:
+    assert parse_deadline("1h30m", now=100.0) == 5500.0
+    assert parse_deadline("2030-01-01T01:00:00+01:00") == 1_893_456_000.0
+    for bad, problem in (
+        ("2030-01-01T00:00:00", "has no time zone"),
+        ("2030-01-01T00:00Z", "expected an RFC 3339 time"),  # no seconds
+        ("2030-01-01", "expected an RFC 3339 time"),
+        ("soon", "expected an RFC 3339 time"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError, match=problem):
+            parse_deadline(bad)
 
 
 def test_listen_once_takes_the_first_message_of_a_conversation(

@@ -15,11 +15,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from e2a_gateway.accounts import issue_api_key
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.mcp.in_process import OperationsPort
 from e2a_gateway.mcp.remote import SdkPort
 from e2a_gateway.mcp.tools import TOOLS, TOOLS_BY_NAME, ToolCaller, call_tool
+from e2a_gateway.signing.credentials import hash_api_key
 from tests.conftest import Account, agent_path
 from tests.delivery_support import (
     create_agent,
@@ -297,8 +299,22 @@ async def test_account_tools_answer_alike(running: RunningGateway, make_account:
             revoked = await run(port, "delete_api_key", {"id": key_id, "confirm": True})
             assert revoked == {"deleted": True, "id": key_id}
         after = (await run(remote, "list_api_keys"))["api_keys"]
-        assert after == (await run(local, "list_api_keys"))["api_keys"]  # live keys only
+        assert after == (await run(local, "list_api_keys"))["api_keys"]  # revoked: not listed
         assert after == [key for key in listed["api_keys"] if key["id"] not in spare]
+        # An expired key is listed alike, its expiry showing it, and refused alike.
+        holder = await running.gateway.storage.key_holder(hash_api_key(account.key))
+        assert holder is not None
+        stale = await issue_api_key(
+            running.gateway.storage, holder.user.id, "stale", expires_at="2001-01-01T00:00:00Z"
+        )
+        listed = await run(remote, "list_api_keys")
+        assert listed == await run(local, "list_api_keys")
+        [shown] = [key for key in listed["api_keys"] if key["id"] == stale.key.id]
+        assert shown["expires_at"] == "2001-01-01T00:00:00Z"
+    async with both_ports(running, stale.plaintext, agent) as (remote, local):
+        refused = await run(remote, "list_api_keys")
+        assert refused[1]["code"] == "unauthorized" and refused[1]["status"] == 401
+        assert await run(local, "list_api_keys") == refused
 
 
 async def test_attachments_answer_alike(running: RunningGateway, make_account: Any) -> None:
@@ -356,6 +372,18 @@ async def test_attachments_answer_alike(running: RunningGateway, make_account: A
         assert await run(remote, "reply_to_message", answer) == replied
         reused = [await run(port, "reply_to_message", answer | {"text": "No."}) for port in ports]
         assert reused[0][1]["code"] == "idempotency_key_reuse" and reused[0] == reused[1]
+        # e2a's first name for sending too: made over one port, replayed over the other.
+        draft = {"to": [peer], "subject": "Once by email", "body": "Once.", "attachments": [report]}
+        sent = await run(local, "send_email", draft | {"idempotency_key": "ports-email"})
+        assert sent["status"] == "sent"
+        assert await run(remote, "send_email", draft | {"idempotency_key": "ports-email"}) == sent
+        reused = [
+            await run(port, "send_email", draft | {"idempotency_key": "ports-email", "cc": [agent]})
+            for port in ports
+        ]
+        assert reused[0][1]["code"] == "idempotency_key_reuse" and reused[0] == reused[1]
+        page = await run(local, "list_messages", {"agent_email": peer, "status": "all"})
+        assert [m["subject"] for m in page["messages"]].count("Once by email") == 1
 
 
 def differences(remote: Any, local: Any, path: str = "") -> list[str]:

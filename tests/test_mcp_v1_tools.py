@@ -477,6 +477,36 @@ async def test_send_and_reply_are_sent_once_per_idempotency_key_with_their_reply
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_send_email_is_sent_once_per_idempotency_key(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    """e2a's first name for sending takes its idempotency_key as send_message does."""
+    account: Account = await make_account(f"email-once-{transport}@example.com")
+    agent = await create_agent(account, f"email-once-{transport}")
+    peer = await create_agent(account, f"email-once-peer-{transport}")
+    async with opener(transport, running)(account.key, agent) as client:
+        draft = {
+            "to": [peer],
+            "subject": "Once",
+            "body": "Sent once.",
+            "html_body": "<p>Sent once.</p>",
+            "agent_email": agent,
+            "idempotency_key": f"email-{transport}",
+        }
+        first = await call(client, "send_email", draft)
+        assert first["status"] == "sent" and first["method"] == "local"
+        assert await call(client, "send_email", draft) == first
+        other = await failure(client, "send_email", draft | {"body": "Sent twice."})
+        assert other["code"] == "idempotency_key_reuse" and other["status"] == 422
+        bad = await failure(client, "send_email", draft | {"idempotency_key": "ü"})
+        assert bad["code"] == "invalid_request" and "idempotency_key" in bad["message"]
+        fresh = await call(client, "send_email", draft | {"idempotency_key": "another"})
+        assert fresh["message_id"] != first["message_id"]
+        page = await call(client, "list_messages", {"email": peer, "read_status": "all"})
+        assert len(page["messages"]) == 2  # the first key's send once, the second key's
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_an_approval_is_made_once_per_idempotency_key(
     transport: str, running: RunningGateway, make_account: Any
 ) -> None:

@@ -315,6 +315,37 @@ async def test_agent_to_agent_conversation_round_trip(make_account: Any) -> None
     assert original["status"] == "sent" and "body_text" not in original
 
 
+async def test_send_is_made_once_per_idempotency_key(
+    make_account: Any, running: RunningGateway
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await agent(alice, "once")
+    peer = await agent(alice, "once-peer")
+    held = await agent(alice, "once-held", hitl=True)
+    draft = {"from": bot, "to": [peer], "subject": "Once", "body": "Sent once."}
+    keyed = {"Idempotency-Key": "send-once-1"}
+    first = await alice.http.post("/api/v1/send", json=draft, headers=keyed)
+    assert first.status_code == 200 and first.json()["status"] == "sent", first.text
+    again = await alice.http.post("/api/v1/send", json=draft, headers=keyed)
+    assert (again.status_code, again.json()) == (200, first.json())
+    other = await alice.http.post("/api/v1/send", json=draft | {"body": "Twice."}, headers=keyed)
+    assert error_code(other, 422) == "idempotency_key_reuse"
+    bad = await alice.http.post("/api/v1/send", json=draft, headers={"Idempotency-Key": "k" * 256})
+    assert error_code(bad, 400) == "invalid_request"
+    assert "Idempotency-Key" in bad.json()["error"]["message"]
+    # Without a key every call sends; a held send is replayed as held, nothing held twice.
+    assert (await alice.http.post("/api/v1/send", json=draft)).json() != first.json()
+    waiting = draft | {"from": held, "subject": "Held once"}
+    kept = await alice.http.post("/api/v1/send", json=waiting, headers={"Idempotency-Key": "h"})
+    assert kept.status_code == 202, kept.text
+    replayed = await alice.http.post("/api/v1/send", json=waiting, headers={"Idempotency-Key": "h"})
+    assert (replayed.status_code, replayed.json()) == (202, kept.json())
+    pending = (await alice.http.get("/api/v1/messages")).json()["messages"]
+    assert [message["id"] for message in pending] == [kept.json()["message_id"]]
+    arrived = (await alice.http.get(agent_path(peer, "/messages"))).json()["messages"]
+    assert [message["subject"] for message in arrived] == ["Once", "Once"]  # keyed once, unkeyed
+
+
 SEPARATORS = {"nul": "\x00", "nel": "\x85", "line-sep": "\u2028", "para-sep": "\u2029"}
 UNSAFE_FIELDS = {
     "subject": lambda bad: {"subject": f"hi{bad}Bcc: y@evil.example"},

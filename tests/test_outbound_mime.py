@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import email
+import email.header
 import email.policy
+import email.utils
 from email.message import EmailMessage
 
 import pytest
@@ -108,6 +110,66 @@ def test_plain_text_only() -> None:
 )
 def test_header_injection_is_refused(draft: Draft) -> None:
     with pytest.raises(InvalidDraft, match="line breaks"):
+        build_message(draft, message_id="<x@agents.test>", date=0)
+
+
+def reply_to_of(raw: bytes) -> list[tuple[str, str]]:
+    """The Reply-To mailboxes of a built message as an RFC 2047 reader sees them: the header
+    (ASCII only) unfolded and split into mailboxes, then each display name decoded."""
+    headers = raw.split(b"\r\n\r\n")[0]
+    assert all(byte < 128 for byte in headers)
+    lines = headers.decode().replace("\r\n ", " ").split("\r\n")
+    value = next(line.removeprefix("Reply-To: ") for line in lines if line.startswith("Reply-To: "))
+    return [
+        (str(email.header.make_header(email.header.decode_header(name))), address)
+        for name, address in email.utils.getaddresses([value])
+    ]
+
+
+def test_reply_to_display_names_are_quoted_or_encoded() -> None:
+    long_name = "Kundestøtte for ordrer, fakturaer og returer i Ålesund og omegn"
+    draft = Draft(
+        from_addr="bot@agents.test",
+        to=["a@example.org"],
+        subject="s",
+        text="",
+        reply_to=", ".join(
+            [
+                "Support Desk <help@example.com>",
+                '"Doe, Jane" <jane@example.com>',
+                r'"The \"Desk\" \\ 1" <d@example.com>',
+                f'"{long_name}" <kundestotte@example.no>',
+                "plain@example.com",
+            ]
+        ),
+    )
+    raw = build_message(draft, message_id="<x@agents.test>", date=0)
+    assert b"Reply-To: Support Desk <help@example.com>, " in raw
+    assert b'"Doe, Jane" <jane@example.com>' in raw
+    assert reply_to_of(raw) == [
+        ("Support Desk", "help@example.com"),
+        ("Doe, Jane", "jane@example.com"),
+        ('The "Desk" \\ 1', "d@example.com"),
+        (long_name, "kundestotte@example.no"),
+        ("", "plain@example.com"),
+    ]
+    assert [line for line in raw.split(b"\r\n") if len(line) > 78] == []
+
+
+@pytest.mark.parametrize(
+    ("reply_to", "problem"),
+    [
+        ("Desk <help@example.com>\r\nBcc: victim@example.org", "line breaks"),
+        ("Desk\u2028 <help@example.com>", "line breaks"),
+        ("Desk <help@example.com", "reply_to: "),
+        ("=?utf-8?q?Bank?= <help@example.com>", "encoded word"),
+    ],
+)
+def test_a_reply_to_that_is_not_mailboxes_is_refused(reply_to: str, problem: str) -> None:
+    draft = Draft(
+        from_addr="bot@agents.test", to=["a@example.org"], subject="s", text="", reply_to=reply_to
+    )
+    with pytest.raises(InvalidDraft, match=problem):
         build_message(draft, message_id="<x@agents.test>", date=0)
 
 

@@ -285,7 +285,7 @@ async def test_a_key_holder_names_scope_and_bound_agent(storage: Storage) -> Non
     assert await storage.key_holder("h-acct") is not None
 
 
-async def test_a_key_past_its_expiry_is_refused(storage: Storage) -> None:
+async def test_a_key_past_its_expiry_is_refused_but_still_listed(storage: Storage) -> None:
     alice = await add_user(storage)
     past = ApiKey("apk_old", alice, "k", "e2a_1", NOW, None, None, expires_at=NOW)
     future = ApiKey(
@@ -297,7 +297,15 @@ async def test_a_key_past_its_expiry_is_refused(storage: Storage) -> None:
     assert await storage.user_for_key_hash("h-old") is None
     holder = await storage.key_holder("h-new")
     assert holder is not None and holder.user.id == alice
-    assert [key.id for key in await storage.api_key_page(alice, 10, None)] == ["apk_new"]
+    # Listed as e2a lists keys, expired or not (its expiry shows it); a revoked one is not.
+    listed = await storage.api_key_page(alice, 10, None)
+    assert [(key.id, key.expires_at) for key in listed] == [
+        ("apk_old", NOW),
+        ("apk_new", "2999-01-01T00:00:00Z"),
+    ]
+    await storage.revoke_api_key(alice, "apk_new", NOW)
+    assert [key.id for key in await storage.api_key_page(alice, 10, None)] == ["apk_old"]
+    assert await storage.key_holder("h-old") is None
 
 
 async def test_a_key_answer_asked_for_again_still_ends_at_once(storage: Storage) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from e2a_gateway.accounts import issue_api_key
 from e2a_gateway.api.v1.errors import refusal
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.operations.errors import NotFound, PreconditionUnmet, RateLimited, Undeliverable
@@ -207,8 +208,40 @@ async def test_keys_of_agent_scope(make_account: Any, running: RunningGateway) -
     past = await alice.http.post(KEYS, json={"expires_at": "2001-01-01T00:00:00Z"})
     envelope(past, 400, "invalid_expires_at")
     envelope(await alice.http.post(KEYS, json={"expires_at": "soon"}), 400, "invalid_expires_at")
+    for loose in ("2999-01-31T12:00Z", "2999-01-31", "2999-01-31T12:00:00", "29990131T120000Z"):
+        envelope(await alice.http.post(KEYS, json={"expires_at": loose}), 400, "invalid_expires_at")
     later = await alice.http.post(KEYS, json={"expires_at": "2999-01-01T02:00:00+02:00"})
     assert later.json()["expires_at"] == "2999-01-01T00:00:00Z"
+
+
+async def test_an_expired_key_is_listed_with_its_expiry_and_refused(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """e2a lists every key not revoked, so a client sees which expired; none of them works."""
+    alice: Account = await make_account("alice@example.com")
+    storage = running.gateway.storage
+    holder = await storage.key_holder(hash_api_key(alice.key))
+    assert holder is not None
+    expired = await issue_api_key(
+        storage, holder.user.id, "expired", expires_at="2001-01-01T00:00:00Z"
+    )
+    listed = {key["id"]: key for key in (await alice.http.get(KEYS)).json()["items"]}
+    assert listed[expired.key.id]["name"] == "expired" and "key" not in listed[expired.key.id]
+    assert listed[expired.key.id]["expires_at"] == "2001-01-01T00:00:00Z"
+    assert len(listed) == 2  # with the key in use, which has no expiry
+    async with httpx.AsyncClient(
+        base_url=running.addresses.http_url,
+        headers={"Authorization": f"Bearer {expired.plaintext}"},
+        timeout=10,
+    ) as stale:
+        envelope(await stale.get(KEYS), 401, "unauthorized")
+        assert (await stale.get("/api/v1/agents")).status_code == 401
+    # Revoked, it is listed no more.
+    gone = await alice.http.delete(f"{KEYS}/{expired.key.id}", params={"confirm": "DELETE"})
+    assert gone.status_code == 200, gone.text
+    assert [key["id"] for key in (await alice.http.get(KEYS)).json()["items"]] == [
+        key_id for key_id in listed if key_id != expired.key.id
+    ]
 
 
 async def test_a_revoked_key_is_refused_at_once(make_account: Any, running: RunningGateway) -> None:

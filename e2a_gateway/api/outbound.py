@@ -2,7 +2,8 @@
 
 A send answers 202 while the message is held for approval; 422 `send_failed` when it was
 refused for good while the operation waited for its hand-off; else 200 `sent`, as e2a 2.x
-clients expect (operations.sending says how long it waits, docs/api.md why `sent`).
+clients expect (operations.sending says how long it waits, docs/api.md why `sent`). `/send`
+honours an Idempotency-Key as `/v1`'s sendMessage does, so a retried send is made once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from quart import Blueprint, request
 
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.requests import read_body
+from e2a_gateway.api.v1.idempotent import idempotent
 from e2a_gateway.operations import reviews, sending
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.reviews import ApproveBody, RejectBody
@@ -29,8 +31,10 @@ def _answer(submission: Submission) -> tuple[dict[str, Any], int]:
 
 @blueprint.post("/send")
 @requires_caller
+@idempotent
 async def send(caller: Caller) -> tuple[dict[str, Any], int]:
-    """POST /send: a new message from one of the caller's agents."""
+    """POST /send: a new message from one of the caller's agents; a retry with the same
+    Idempotency-Key and body answers the first send again instead of sending twice."""
     body = await read_body(SendBody)
     return _answer(await sending.send(current_gateway(), caller, body))
 

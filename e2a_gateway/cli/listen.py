@@ -17,13 +17,13 @@ import sys
 import time
 from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
 
 from e2a_gateway.cli.output import cell, email_json
+from e2a_gateway.clock import parse_timestamp
 
 if TYPE_CHECKING:  # the SDK and httpx load when `e2a listen` runs (see client_commands.py)
     import httpx
@@ -61,17 +61,19 @@ def parse_deadline(text: str, now: float | None = None) -> float:
         amounts = (int(part or 0) for part in match.groups())
         return now + sum(amount * unit for amount, unit in zip(amounts, _UNIT_SECONDS, strict=True))
     try:
-        moment = datetime.fromisoformat(value)
+        return parse_timestamp(value).timestamp()
+    except ValueError:
+        pass
+    try:
+        parse_timestamp(value + "Z")
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected an RFC 3339 time such as 2026-07-18T13:00:00Z or a duration such as "
             f"30s, 15m or 1h30m, got {text!r}"
         ) from None
-    if moment.tzinfo is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} has no time zone: add Z (UTC) or an offset such as +02:00"
-        )
-    return moment.timestamp()
+    raise argparse.ArgumentTypeError(
+        f"{text!r} has no time zone: add Z (UTC) or an offset such as +02:00"
+    )
 
 
 def _forward_url(text: str) -> str:

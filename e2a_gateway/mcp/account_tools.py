@@ -236,8 +236,9 @@ async def delete_domain(caller: ToolCaller, arguments: DeleteDomainArguments) ->
 
 
 async def list_api_keys(caller: ToolCaller, arguments: PageArguments) -> dict[str, Any]:
-    """One page of the caller's live API keys, newest first, as e2a's tool answers them:
-    `/v1`'s key views (prefix, scope, an agent key's agent; never the key)."""
+    """One page of the caller's API keys not revoked (expired ones too), newest first, as e2a's
+    tool answers them: `/v1`'s key views (prefix, scope, an agent key's agent, expiry; never
+    the key)."""
     query = {"cursor": arguments.cursor, "limit": arguments.limit}
     page = await caller.port.list_api_keys(
         {name: value for name, value in query.items() if value is not None}
@@ -356,10 +357,11 @@ ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
         "list_api_keys",
         "List API keys",
-        "List your live API keys, newest first: id, name, the key's first characters "
+        "List your API keys, newest first: id, name, the key's first characters "
         "(key_prefix), scope (account, or agent: bound to the agent in agent_email), when "
-        "created, last used and when it expires; never the key itself. Revoked keys are not "
-        "listed. Pass next_cursor back as `cursor` while it is present.",
+        "created, last used and when it expires (expires_at in the past: expired, it no longer "
+        "works); never the key itself. Revoked keys are not listed. Pass next_cursor back as "
+        "`cursor` while it is present.",
         PageArguments,
         list_api_keys,
     ),

@@ -120,8 +120,13 @@ def _wire(attachments: list[Attachment] | None) -> list[dict[str, str]] | None:
     return [item.to_wire() for item in attachments] if attachments else None
 
 
-def _send_result(submission: Submission) -> SendResult:
-    answer = submission_view(submission)
+def _submission_answer(submission: Submission) -> tuple[dict[str, Any], int]:
+    """A submission as `/api/v1` answers it: its view, 202 while held, else 200."""
+    return submission_view(submission), 202 if submission.held else 200
+
+
+def _send_result(answer: dict[str, Any]) -> SendResult:
+    """The SDK's reading of a send answer of `/api/v1`."""
     return SendResult(
         status=str(answer["status"]),
         message_id=str(answer["message_id"]),
@@ -318,8 +323,11 @@ class OperationsPort:
         conversation_id: str | None = None,
         attachments: list[Attachment] | None = None,
         agent_email: str | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> SendResult:
-        """A new message from an agent."""
+        """A new message from an agent, as `POST /api/v1/send` makes it: once per
+        `idempotency_key`, which works as that route's Idempotency-Key."""
         fields = _present(
             to=to,
             subject=subject,
@@ -333,10 +341,14 @@ class OperationsPort:
         if agent_email:
             fields["from"] = agent_email
 
-        async def submit(gateway: Gateway, caller: Caller) -> Submission:
-            return await sending.send(gateway, caller, parse_request(SendBody, fields))
+        async def submit(gateway: Gateway, caller: Caller) -> tuple[dict[str, Any], int]:
+            request = parse_request(SendBody, fields)
+            return _submission_answer(await sending.send(gateway, caller, request))
 
-        return _send_result(await self._run(submit))
+        answer = await self._write_once(
+            "POST /api/v1/send", fields, idempotency_key, submit, v1=False
+        )
+        return _send_result(answer)
 
     async def reply(
         self,
@@ -365,7 +377,7 @@ class OperationsPort:
             request = parse_request(ReplyBody, fields)
             return await sending.reply(gateway, caller, agent_email or "", message_id, request)
 
-        return _send_result(await self._run(submit))
+        return _send_result(submission_view(await self._run(submit)))
 
     async def list_pending_messages(self) -> ListPendingMessagesResponse:
         """The caller's outbound messages held for approval."""
@@ -431,7 +443,7 @@ class OperationsPort:
         await self._run(domains.remove_domain, domain)
 
     async def list_api_keys(self, query: dict[str, Any]) -> dict[str, Any]:
-        """One page of the caller's live API keys, newest first, as `/v1` lists them."""
+        """One page of the caller's API keys not revoked, newest first, as `/v1` lists them."""
 
         async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
             async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[ApiKey]:
@@ -671,10 +683,13 @@ class OperationsPort:
         fields: dict[str, Any],
         idempotency_key: str | None,
         write_view: Callable[[Gateway, Caller], Awaitable[tuple[dict[str, Any], int]]],
+        *,
+        v1: bool = True,
     ) -> dict[str, Any]:
-        """Run the `/v1` write `route` of a message and answer its view. An `idempotency_key`
-        works as `/v1`'s Idempotency-Key, with the fingerprint `/v1` takes of the same request
-        (its route and the body as the SDK sends it), so a repeat over either port gets the
+        """Run the write `route` of a message (`/v1`'s, or `/api/v1`'s when not `v1`, refused
+        as that face refuses) and answer its view. An `idempotency_key` works as the route's
+        Idempotency-Key, with the fingerprint the route takes of the same request (its method
+        and path, and the body as the SDK sends it), so a repeat over either port gets the
         first answer again instead of sending twice."""
         raw = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         fingerprint = f"{route}\n".encode() + raw.encode()
@@ -688,7 +703,7 @@ class OperationsPort:
             found = json.loads(answer.body)
             return found if isinstance(found, dict) else {}
 
-        return await self._run_v1(once)
+        return await self._invoke(once, v1=v1)
 
     async def get_message_lifecycle(
         self, email: str, message_id: str, query: dict[str, Any]

@@ -40,7 +40,6 @@ AGENT_NOTE = (
     " Uses the default agent (E2A_AGENT_EMAIL, the X-E2A-Agent-Email header, or the key's "
     "only agent) unless `agent_email` names another of your agents."
 )
-NO_IDEMPOTENCY = "idempotency keys are not kept yet: omit it (a repeated call sends again)"
 
 
 AGENT_EMAIL = "The agent mailbox to use, e.g. support@agents.example.com; defaults to yours."
@@ -98,6 +97,9 @@ class SendEmailArguments(Arguments):
     attachments: AttachmentsArgument = None
     conversation_id: str | None = Field(
         default=None, description="The conversation this message continues, if any."
+    )
+    idempotency_key: str | None = idempotency_key(
+        "A stable id of what triggers the send (an event's id) makes a natural key."
     )
     agent_email: str | None = Field(default=None, description="The sending agent. " + AGENT_EMAIL)
     agent: str | None = Field(default=None, description=AGENT_DEPRECATED)
@@ -219,6 +221,7 @@ async def send_email(caller: ToolCaller, arguments: SendEmailArguments) -> dict[
         conversation_id=arguments.conversation_id,
         attachments=attachments(arguments.attachments),
         agent_email=agent,
+        idempotency_key=arguments.idempotency_key,
     )
     return sent(result)
 
@@ -346,16 +349,19 @@ async def wait_for_email(caller: ToolCaller, arguments: WaitArguments) -> dict[s
     return {"agent": agent, "message": message, "timed_out": False}
 
 
+RETRY_NOTE = (
+    " To make a retry safe, pass the same idempotency_key: a repeat answers the first send "
+    "instead of sending twice."
+)
 SEND_NOTE = (
     " The answer's status is sent (accepted for delivery; get_message shows its progress), or "
     "pending_approval when the agent's mail waits for a person's approval: both are success, "
-    "do not send again."
+    "do not send again." + RETRY_NOTE
 )
 V1_SEND_NOTE = (
     " The answer's status is accepted (stored and queued for delivery; get_message_lifecycle "
     "shows its progress), or pending_review when the agent's mail waits for a person's "
-    "approval: both are success, do not send again. To make a retry safe, pass the same "
-    "idempotency_key: a repeat answers the first send instead of sending twice."
+    "approval: both are success, do not send again." + RETRY_NOTE
 )
 
 MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (
@@ -415,7 +421,6 @@ MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (
         send_email,
         read_only=False,
         sends_mail=True,
-        unsupported={"idempotency_key": NO_IDEMPOTENCY},
         replaced_by="send_message",
     ),
     ToolSpec(

@@ -104,8 +104,11 @@ class GatewayPort(Protocol):
         conversation_id: str | None = None,
         attachments: list[Attachment] | None = None,
         agent_email: str | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> SendResult:
-        """A new message from an agent."""
+        """A new message from an agent (`POST /api/v1/send`). A repeat with the same
+        `idempotency_key` and arguments gets the first answer again instead of sending twice."""
         ...
 
     async def reply(
@@ -192,8 +195,9 @@ class GatewayPort(Protocol):
         ...
 
     async def list_api_keys(self, query: dict[str, Any]) -> dict[str, Any]:
-        """One `/v1` page of the caller's live API keys, newest first (`query`: cursor, limit):
-        metadata only, with each key's scope and an agent key's agent."""
+        """One `/v1` page of the caller's API keys not revoked (expired ones too), newest first
+        (`query`: cursor, limit): metadata only, with each key's scope, an agent key's agent
+        and its expiry."""
         ...
 
     async def delete_api_key(self, key_id: str) -> None:

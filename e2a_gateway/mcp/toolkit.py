@@ -191,8 +191,9 @@ def idempotency_key(natural: str) -> Any:
 
 REPLY_TO = Field(
     default=None,
-    description="The Reply-To address, e.g. support@example.com: where replies to this "
-    "message go; the agent's own address by default.",
+    description="The Reply-To: where replies to this message go, one address, optionally with "
+    "a display name, e.g. Support <support@example.com> (a name with a comma in double quotes: "
+    '"Doe, Jane" <jane@example.com>). The agent\'s own address by default.',
 )
 
 

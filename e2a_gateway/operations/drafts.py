@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from e2a_gateway.addresses import AddressError, normalise_address
+from e2a_gateway.addresses import AddressError, Mailbox, normalise_address, parse_mailbox
 from e2a_gateway.operations.errors import Invalid
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.outbound.mime import InvalidDraft, check_header_value, decode_attachment
 
 MAX_RECIPIENTS = 100
+MAX_MAILBOX_CHARS = 320
+"""The longest mailbox a Reply-To takes, display name and address together (e2a's bound)."""
 
 
 class AttachmentIn(BaseModel):
@@ -37,6 +39,26 @@ def checked_addresses(field: str, values: list[str]) -> list[str]:
         if address not in found:
             found.append(address)
     return found
+
+
+def checked_mailbox(field: str, value: str) -> Mailbox:
+    """One mailbox, e.g. `Support Desk <help@example.com>`, strictly parsed: Invalid naming the
+    field when it holds a line break or control character (`invalid_header`), is longer than
+    MAX_MAILBOX_CHARS (`invalid_request`) or is not one mailbox (`invalid_email`)."""
+    try:
+        check_header_value(field, value)
+    except InvalidDraft as exc:
+        raise Invalid("invalid_header", str(exc)) from None
+    if len(value) > MAX_MAILBOX_CHARS:
+        raise Invalid(
+            "invalid_request",
+            f"{field} is {len(value)} characters, at most {MAX_MAILBOX_CHARS} (display name and "
+            "address together)",
+        )
+    try:
+        return parse_mailbox(value)
+    except AddressError as exc:
+        raise Invalid("invalid_email", f"{field}: {exc}") from None
 
 
 def checked_attachments(items: list[AttachmentIn]) -> list[dict[str, str]]:

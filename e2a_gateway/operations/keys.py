@@ -4,7 +4,6 @@ it delivers). A secret or key is shown once, when issued; only its metadata is k
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field
@@ -16,7 +15,7 @@ from e2a_gateway.accounts import (
     issue_api_key,
     issue_signing_secret,
 )
-from e2a_gateway.clock import format_timestamp, utc_now
+from e2a_gateway.clock import format_timestamp, parse_timestamp, utc_now
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Revocation
 from e2a_gateway.operations.agents import owned_agent
@@ -96,8 +95,9 @@ async def list_api_keys(gateway: Gateway, caller: Caller) -> list[ApiKey]:
 async def api_key_page(
     gateway: Gateway, caller: Caller, limit: int, after: tuple[Any, ...] | None
 ) -> list[ApiKey]:
-    """Up to `limit` of the caller's live keys, newest first, after the position `after` (the
-    `(created_at, id)` of the last key of the previous page)."""
+    """Up to `limit` of the caller's keys not revoked, newest first, after the position `after`
+    (the `(created_at, id)` of the last key of the previous page). Expired keys are listed too,
+    as e2a lists them: their `expires_at` shows they no longer work."""
     caller.require_account("manage API keys")
     position = (str(after[0]), str(after[1])) if after else None
     return await gateway.storage.api_key_page(caller.user_id, limit, position)
@@ -144,15 +144,12 @@ def _future_time(text: str | None) -> str | None:
     if text is None:
         return None
     try:
-        when = datetime.fromisoformat(text.replace("z", "Z"))
+        seconds = parse_timestamp(text).timestamp()
     except ValueError:
-        when = None
-    if when is None or when.tzinfo is None or "T" not in text.upper():
         raise Invalid(
             "invalid_expires_at",
             "expires_at must be an RFC 3339 time with its offset, e.g. 2030-01-31T12:00:00Z",
-        )
-    seconds = when.timestamp()
+        ) from None
     if seconds <= time.time():
         raise Invalid("invalid_expires_at", "expires_at must be in the future")
     return format_timestamp(seconds)

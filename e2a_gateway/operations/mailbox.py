@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from e2a_gateway.clock import format_timestamp
+from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.inbound.parse import Attachment, attachment_data
 from e2a_gateway.operations import lifecycle
@@ -105,14 +105,12 @@ def instant(name: str, text: str | None) -> str | None:
     if text is None or text == "":
         return None
     try:
-        moment = datetime.fromisoformat(text.replace("z", "Z"))
+        moment = parse_timestamp(text)
     except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
         raise Invalid(
             "invalid_request",
             f"{name} must be an RFC 3339 time with a UTC offset, e.g. 2026-01-31T12:00:00Z",
-        )
+        ) from None
     try:
         utc = moment.astimezone(UTC)
         if utc.microsecond:

@@ -19,6 +19,7 @@ from typing import Literal, Protocol, TypedDict
 import trio
 from pydantic import Field
 
+from e2a_gateway.addresses import Mailbox, format_mailbox
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
@@ -31,6 +32,7 @@ from e2a_gateway.operations.drafts import (
     AttachmentIn,
     checked_addresses,
     checked_attachments,
+    checked_mailbox,
     checked_text,
     fits_header,
 )
@@ -550,13 +552,21 @@ async def _original(
 
 
 def _reply_to(value: str | list[str] | None) -> str | None:
-    """The Reply-To field of a request: one address or up to V1_MAX_REPLY_TO."""
-    if value is None:
+    """The Reply-To of a request as the message keeps it (`format_mailbox`es joined with ", "):
+    one mailbox, as e2a takes it (`Support Desk <help@example.com>`; "" is none), or a list of
+    up to V1_MAX_REPLY_TO; the same address given twice is kept once."""
+    if value is None or value == "":
         return None
-    values = [value] if isinstance(value, str) else value
-    if not values or len(values) > V1_MAX_REPLY_TO:
+    if isinstance(value, str):
+        mailboxes = [checked_mailbox("reply_to", value)]
+    elif not value or len(value) > V1_MAX_REPLY_TO:
         raise Invalid("invalid_request", f"reply_to takes 1 to {V1_MAX_REPLY_TO} addresses")
-    return ", ".join(checked_addresses("reply_to", values))
+    else:
+        mailboxes = [checked_mailbox(f"reply_to[{i}]", item) for i, item in enumerate(value)]
+    kept: dict[str, Mailbox] = {}
+    for mailbox in mailboxes:
+        kept.setdefault(mailbox.address, mailbox)
+    return ", ".join(format_mailbox(mailbox) for mailbox in kept.values())
 
 
 def _v1_attachments(

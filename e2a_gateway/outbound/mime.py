@@ -1,9 +1,9 @@
 """Building outbound messages with the stdlib `email` package. Pure: no I/O, no clock.
 
-Text, text + HTML alternative, attachments; non-ASCII headers RFC 2047-encoded; our own
-Message-ID and Date; threading headers. A line break of any kind (CR, LF, NEL, U+2028, U+2029)
-or another control character in a header value is refused, so a request can never inject a
-header nor make a message that cannot be built.
+Text, text + HTML alternative, attachments; non-ASCII headers RFC 2047-encoded (display names
+of Reply-To included); our own Message-ID and Date; threading headers. A line break of any
+kind (CR, LF, NEL, U+2028, U+2029) or another control character in a header value is refused,
+so a request can never inject a header nor make a message that cannot be built.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ import email.utils
 import re
 import secrets
 from dataclasses import dataclass, field
+from email.headerregistry import Address
 from email.message import EmailMessage
+
+from e2a_gateway.addresses import AddressError, parse_mailboxes
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
@@ -54,6 +57,7 @@ class Draft:
     in_reply_to: str | None = None
     references: list[str] = field(default_factory=list)
     reply_to: str | None = None
+    """The Reply-To mailboxes as `addresses.format_mailbox` writes them, joined with ", "."""
     auto_submitted: str | None = None
     """RFC 3834 `Auto-Submitted` (`auto-generated`, `auto-replied`) for mail e2a writes itself."""
 
@@ -68,6 +72,18 @@ def check_header_value(name: str, value: str) -> str:
             f"(found U+{ord(found.group()):04X})"
         )
     return value
+
+
+def reply_to_header(value: str) -> list[Address]:
+    """The mailboxes of a Reply-To value (`Draft.reply_to`), for the `email` package to write:
+    each display name quoted or RFC 2047-encoded as it needs. InvalidDraft when the value is
+    not mailboxes."""
+    check_header_value("reply_to", value)
+    try:
+        mailboxes = parse_mailboxes(value)
+    except AddressError as exc:
+        raise InvalidDraft(f"reply_to: {exc}") from None
+    return [Address(display_name=name, addr_spec=address) for name, address in mailboxes]
 
 
 def header_text(value: str) -> str:
@@ -118,7 +134,7 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
     if draft.cc:
         message["Cc"] = ", ".join(draft.cc)
     if draft.reply_to:
-        message["Reply-To"] = check_header_value("reply_to", draft.reply_to)
+        message["Reply-To"] = reply_to_header(draft.reply_to)
     message["Subject"] = draft.subject
     message["Date"] = email.utils.formatdate(date, usegmt=True)
     message["Message-ID"] = message_id

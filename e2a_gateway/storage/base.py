@@ -737,8 +737,8 @@ class Accounts(Protocol):
     async def api_key_page(
         self, user_id: str, limit: int, after: tuple[str, str] | None
     ) -> list[ApiKey]:
-        """Up to `limit` of the user's live keys (not revoked, not expired), newest first by
-        `(created_at, id)`, after the position `after` when given."""
+        """Up to `limit` of the user's keys not revoked (expired ones too, as e2a lists them),
+        newest first by `(created_at, id)`, after the position `after` when given."""
         ...
 
     async def export_user(self, user_id: str) -> dict[str, Any]:

@@ -33,7 +33,8 @@ class Confirmation(QueryParams):
 @blueprint.get("/account/api-keys")
 @requires_caller
 async def list_api_keys(caller: Caller) -> dict[str, Any]:
-    """listApiKeys: the live keys, newest first (metadata only)."""
+    """listApiKeys: the keys not revoked, expired ones too (as e2a lists them), newest first
+    (metadata only)."""
     query = read_query(PageQuery)
     gateway = current_gateway()
 

@@ -1,7 +1,8 @@
 """`Idempotency-Key` on the writes e2a lists (sendMessage, replyToMessage, forwardMessage,
-approveReview, createWebhook, rotateWebhookSecret, createApiKey): a retry with the same key and
-the same request — its method, path and raw body, byte for byte — gets the first answer again
-instead of writing twice (operations.idempotency keeps it at least 24 hours)."""
+approveReview, createWebhook, rotateWebhookSecret, createApiKey), and on `/api/v1/send` (what
+e2a's first MCP tool, `send_email`, sends through): a retry with the same key and the same
+request — its method, path and raw body, byte for byte — gets the first answer again instead of
+writing twice (operations.idempotency keeps it at least 24 hours)."""
 
 from __future__ import annotations
 

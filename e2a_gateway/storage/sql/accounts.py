@@ -202,15 +202,14 @@ class AccountsSql(Runner):
     async def api_key_page(
         self, user_id: str, limit: int, after: tuple[str, str] | None
     ) -> list[ApiKey]:
-        """Up to `limit` live keys of the user, newest first by (created_at, id), after `after`."""
+        """Up to `limit` keys of the user not revoked, expired ones too (as e2a lists them, with
+        their `expires_at`), newest first by (created_at, id), after `after`."""
         position, params = after_newest_first(after, "k.created_at", "k.id")
 
         def page(tx: Transaction) -> list[Any]:
             return tx.all(
                 f"SELECT {API_KEY_COLUMNS} FROM {API_KEYS_WITH_AGENTS} "
-                "WHERE k.user_id = ? AND k.revoked_at IS NULL "
-                f"AND (k.expires_at IS NULL OR k.expires_at > {tx.dialect.utc_now}) "
-                f"{position} "
+                f"WHERE k.user_id = ? AND k.revoked_at IS NULL {position} "
                 "ORDER BY k.created_at DESC, k.id DESC LIMIT ?",
                 (user_id, *params, limit),
             )

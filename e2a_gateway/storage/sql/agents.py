@@ -8,9 +8,9 @@ one cancels its sends not yet under way; restoring it moves its held mail's dead
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from typing import Any
 
+from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.storage.announcements import AccessEnded
 from e2a_gateway.storage.base import Agent, AgentChanges, AlreadyExists
 from e2a_gateway.storage.rows import AGENT_COLUMNS, agent_assignments, agent_params, decode_agent
@@ -50,11 +50,6 @@ def _revoke_agent_keys(tx: Transaction, agent_id: str) -> None:
         "WHERE agent_id = ? AND revoked_at IS NULL",
         (agent_id,),
     )
-
-
-def epoch_of(timestamp: str) -> float:
-    """Unix time of an RFC 3339 UTC timestamp as stored (`2026-01-31T12:00:00Z`)."""
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def _resume_reviews(tx: Transaction, agent_email: str, paused: float) -> None:
@@ -168,7 +163,7 @@ class AgentsSql(Runner):
             if row is None:
                 return None
             agent = decode_agent(row)
-            cancel_sends_in(tx, agent.email, epoch_of(now))
+            cancel_sends_in(tx, agent.email, parse_timestamp(now).timestamp())
             tx.announce(AccessEnded("agent", agent.id))
             return agent
 
@@ -194,7 +189,7 @@ class AgentsSql(Runner):
                 "UPDATE agents SET deleted_at = NULL WHERE user_id = ? AND email = ?",
                 (user_id, email),
             )
-            paused = max(0.0, moment - epoch_of(trashed[0]))
+            paused = max(0.0, moment - parse_timestamp(trashed[0]).timestamp())
             _resume_reviews(tx, email, paused)
             found = agent_row(tx, user_id, email)
             return decode_agent(found) if found else None
