@@ -15,8 +15,13 @@ _RFC3339 = re.compile(
 
 
 def format_timestamp(seconds: float) -> str:
-    """Format Unix time `seconds` as `2026-01-31T12:00:00Z`."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+    """Format Unix time `seconds` as `2026-01-31T12:00:00Z` (the year in four digits, as RFC
+    3339 wants it, also before 1000, where `%Y` writes fewer on some systems)."""
+    t = time.gmtime(seconds)
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+        f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}Z"
+    )
 
 
 def parse_timestamp(text: str) -> datetime:

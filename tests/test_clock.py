@@ -58,6 +58,10 @@ def test_anything_else_is_refused(text: str) -> None:
         parse_timestamp(text)
 
 
-@given(st.integers(min_value=0, max_value=253_402_300_799))  # 1970 to the end of 9999
+@given(st.integers(min_value=-62_135_596_800, max_value=253_402_300_799))  # years 1 to 9999
 def test_what_is_written_reads_back_as_the_same_second(seconds: int) -> None:
     assert parse_timestamp(format_timestamp(seconds)).timestamp() == seconds
+
+
+def test_years_before_1000_are_written_in_four_digits() -> None:
+    assert format_timestamp(-59_011_459_200) == "0100-01-01T00:00:00Z"
