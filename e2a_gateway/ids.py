@@ -1,20 +1,52 @@
 """Opaque identifiers with a type prefix (`msg_…`, `usr_…`, `apk_…`, `wsec_…`).
 
 An id is 24 hex digits: the milliseconds since the Unix epoch (12 digits, 48 bits) then 48
-random bits. Ids made later sort later, so the unique indexes on them take new rows at their
-end, as they take `seq`: one message stored for fifty agents touches a page or two of each
-id index instead of fifty scattered ones. No id is a secret (every read is scoped by its owner
-in the query), and 48 random bits keep ids made in the same millisecond apart.
+unpredictable bits. Ids made later sort later, so the unique indexes on them take new rows at
+their end, as they take `seq`: one message stored for fifty agents touches a page or two of
+each id index instead of fifty scattered ones. No id is a secret (every read is scoped by its
+owner in the query; return paths carry their own MAC).
+
+The 48 bits are BLAKE2b, keyed by 32 random bytes drawn once per process, of a counter: as
+unpredictable as fresh random bytes, and unique within the process, without a system call per
+id (a mail to fifty agents makes a hundred ids on the event loop, and each `os.urandom` call
+let the writer thread take the interpreter from it). A forked child draws its own key.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
 import time
 
 RANDOM_BYTES = 6
+_KEY_BYTES = 32
+
+
+class _Sequence:
+    """A keyed counter: distinct, unpredictable values for this process."""
+
+    def __init__(self) -> None:
+        self.key = os.urandom(_KEY_BYTES)
+        self.counter = itertools.count()
+
+    def next_hex(self) -> str:
+        """The next value, RANDOM_BYTES as hex."""
+        number = next(self.counter).to_bytes(8, "little")
+        return hashlib.blake2b(number, key=self.key, digest_size=RANDOM_BYTES).hexdigest()
+
+
+_sequence = _Sequence()
+
+
+def _renew_after_fork() -> None:
+    global _sequence
+    _sequence = _Sequence()
+
+
+os.register_at_fork(after_in_child=_renew_after_fork)
 
 
 def new_id(prefix: str) -> str:
-    """A fresh id such as `msg_019ad3f2c1a87e4b09d2c6f1`: time-ordered, then random."""
-    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{os.urandom(RANDOM_BYTES).hex()}"
+    """A fresh id such as `msg_019ad3f2c1a87e4b09d2c6f1`: time-ordered, then unpredictable."""
+    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{_sequence.next_hex()}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 
@@ -29,3 +30,20 @@ def test_ids_made_later_sort_later_and_never_repeat() -> None:
     second = [new_id("msg") for _ in range(2000)]
     assert len(set(first + second)) == 4000
     assert max(first) < min(second)
+
+
+def test_a_forked_child_makes_other_ids_than_its_parent() -> None:
+    """Its key is drawn anew, so parent and child never make the same id in one millisecond."""
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child process
+        os.close(reading)
+        os.write(writing, "".join(new_id("msg") for _ in range(100)).encode())
+        os._exit(0)
+    os.close(writing)
+    ours = {new_id("msg")[16:] for _ in range(100)}
+    with os.fdopen(reading, "rb") as pipe:
+        text = pipe.read().decode()
+    os.waitpid(child, 0)
+    theirs = {text[index + 16 : index + 28] for index in range(0, len(text), 28)}
+    assert len(theirs) == 100 and ours.isdisjoint(theirs)
