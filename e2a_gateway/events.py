@@ -5,10 +5,11 @@ docs/events.md), and which subscriber an event goes to. Pure: no storage, no clo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+import orjson
 
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.ids import new_id
@@ -98,7 +99,7 @@ def envelope(event_type: str, event_id: str, now: float, data: Mapping[str, Any]
         "created_at": format_timestamp(now),
         "data": dict(data),
     }
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return orjson.dumps(document)  # compact UTF-8, as json.dumps(ensure_ascii=False) writes
 
 
 def _present(fields: Mapping[str, Any]) -> dict[str, Any]:
