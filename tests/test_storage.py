@@ -1370,3 +1370,28 @@ async def test_upkeep_copies_the_log_into_the_database_off_the_commits(tmp_path:
         assert stored is not None and stored.raw_message == raw
     finally:
         await storage.close()
+
+
+async def test_inbox_pages_and_messages_read_again_never_outlive_a_write(storage: Storage) -> None:
+    """What a poll reads may be remembered (SQLite), but every write is seen by the next poll:
+    new mail, a message marked read, a message trashed."""
+    alice = await add_user(storage)
+    bob = await add_user(storage, "bob@example.com")
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.store_inbound([make_message("msg_0", "a@agents.test")], 0.0)
+    for _ in range(2):
+        page = await storage.inbox_page(alice, "a@agents.test", "unread", 10, None)
+        assert page is not None and [entry.id for entry in page.messages] == ["msg_0"]
+        assert await storage.inbox_page(bob, "a@agents.test", "unread", 10, None) is None
+    await storage.store_inbound([make_message("msg_1", "a@agents.test")], 0.0)
+    page = await storage.inbox_page(alice, "a@agents.test", "unread", 10, None)
+    assert page is not None and [entry.id for entry in page.messages] == ["msg_0", "msg_1"]
+    first = await storage.read_inbound(alice, "a@agents.test", "msg_0")
+    assert first is not None and first.status == "read"
+    again = await storage.read_inbound(alice, "a@agents.test", "msg_0")
+    assert again is not None and again.status == "read"
+    assert await storage.read_inbound(bob, "a@agents.test", "msg_0") is None
+    page = await storage.inbox_page(alice, "a@agents.test", "unread", 10, None)
+    assert page is not None and [entry.id for entry in page.messages] == ["msg_1"]
+    assert await storage.trash_message(alice, "a@agents.test", "msg_0", NOW) is not None
+    assert await storage.read_inbound(alice, "a@agents.test", "msg_0") is None

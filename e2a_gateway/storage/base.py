@@ -294,7 +294,7 @@ class InboxPage:
     inbox costs one trip to the database); `next_after` is None on the last page."""
 
     agent: Agent
-    messages: list[InboxEntry]
+    messages: tuple[InboxEntry, ...]
     next_after: int | None
 
 

@@ -26,7 +26,7 @@ from e2a_gateway.storage.migrations import load_migrations
 from e2a_gateway.storage.notify_payloads import encode_payloads
 from e2a_gateway.storage.sql.dialect import POSTGRES
 from e2a_gateway.storage.sql.lifecycle import applied_versions, record_migration
-from e2a_gateway.storage.sql.runner import Routing, Work
+from e2a_gateway.storage.sql.runner import Answer, Routing, Work
 from e2a_gateway.storage.sql.store import SqlStorage
 from e2a_gateway.storage.sql.transaction import Transaction
 
@@ -211,9 +211,17 @@ class PostgresStorage(SqlStorage):
             finally:
                 self._give_back(connection)
 
-    async def _read(self, work: Work[T], *, snapshot: bool = False, routing: Routing = None) -> T:
+    async def _read(
+        self,
+        work: Work[T],
+        *,
+        snapshot: bool = False,
+        routing: Routing = None,
+        answer: Answer = None,
+    ) -> T:
         """Run `work` in one transaction (REPEATABLE READ for a `snapshot`). Nothing is
-        remembered for `routing`: other replicas may change anything at any time."""
+        remembered for `routing` or `answer`: other replicas may change anything at any
+        time."""
         result, _ = await self._run(partial(self._unit, work, snapshot))
         return result
 

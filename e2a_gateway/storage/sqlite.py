@@ -7,6 +7,7 @@ transaction with `synchronous=FULL`, so a committed write survives a crash or po
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -20,12 +21,12 @@ import trio
 from cachetools import LRUCache
 
 from e2a_gateway.storage.announcements import Announcement, CommitObserver
-from e2a_gateway.storage.base import StorageUnavailable
+from e2a_gateway.storage.base import InboundMessage, InboxPage, StorageUnavailable
 from e2a_gateway.storage.migrations import Migration, load_migrations
 from e2a_gateway.storage.rows import raw_digest
 from e2a_gateway.storage.sql.dialect import SQLITE
 from e2a_gateway.storage.sql.lifecycle import applied_versions, record_migration
-from e2a_gateway.storage.sql.runner import Routing, Work
+from e2a_gateway.storage.sql.runner import Answer, Routing, Work
 from e2a_gateway.storage.sql.store import SqlStorage
 from e2a_gateway.storage.sql.transaction import Transaction
 
@@ -40,6 +41,9 @@ slow read (a search of a large mailbox) does not hold up every other."""
 ROUTING_ANSWERS_KEPT = 10_000
 """Routing answers remembered at most (the least recently used go first), so that asking for
 ever new addresses or keys cannot grow the process without bound."""
+ANSWER_BYTES = 16 * 1024 * 1024
+"""About how much the answers remembered until the next write (inbox pages, messages with
+their raw bytes) may hold; the least recently used go first."""
 CHECKPOINT_SECONDS = 0.25
 """How long `upkeep` lets commits gather before it copies the log into the database: a page
 written by many commits meanwhile is copied once."""
@@ -81,6 +85,16 @@ def _connect(path: str) -> sqlite3.Connection:
     return connection
 
 
+def answer_weight(value: object) -> int:
+    """About how many bytes a remembered answer holds: a message its raw bytes and a little,
+    an inbox page a little per entry."""
+    if isinstance(value, InboundMessage):
+        return 2048 + len(value.raw_message)
+    if isinstance(value, InboxPage):
+        return 1024 + 1024 * len(value.messages)
+    return 256
+
+
 @contextmanager
 def _translate_errors() -> Iterator[None]:
     """Turn sqlite3 operational failures (disk full, I/O error, locked) into StorageUnavailable."""
@@ -119,6 +133,10 @@ class SqliteStorage(SqlStorage):
         # every message; only this process writes them, so each write simply clears the cache.
         self._routing: LRUCache[tuple[str, str], Any] = LRUCache(ROUTING_ANSWERS_KEPT)
         self._routing_generation = 0
+        # Answers to the reads agents poll with (an inbox page, a message), until the next write
+        # of any kind: a poll that finds nothing new reads nothing.
+        self._answers: LRUCache[tuple[str, str], Any] = LRUCache(ANSWER_BYTES, answer_weight)
+        self._write_generation = 0
         self._checkpointer = checkpointer
         self._logged_since_checkpoint = False
         self._wake_upkeep: trio.Event | None = None
@@ -184,6 +202,8 @@ class SqliteStorage(SqlStorage):
             try:
                 return await trio.to_thread.run_sync(self._transact, work, durable)
             finally:
+                self._answers.clear()
+                self._write_generation += 1
                 self._logged_since_checkpoint = True
                 if self._wake_upkeep is not None:
                     self._wake_upkeep.set()
@@ -195,13 +215,25 @@ class SqliteStorage(SqlStorage):
         """The routing answer `routing` as remembered now, or None when none is."""
         return self._routing.get(routing)
 
-    async def _read(self, work: Work[T], *, snapshot: bool = False, routing: Routing = None) -> T:
+    async def _read(
+        self,
+        work: Work[T],
+        *,
+        snapshot: bool = False,
+        routing: Routing = None,
+        answer: Answer = None,
+    ) -> T:
         """Run `work` on a reader connection (it never blocks the writer). A `routing` answer
-        is remembered until the next write that could change it."""
+        is remembered until the next write that could change it, an `answer` until the next
+        write of any kind (each began before the read is left out: it may have changed it)."""
         if routing is not None and routing in self._routing:
             cached: T = self._routing[routing]
             return cached
+        if answer is not None and answer in self._answers:
+            remembered: T = self._answers[answer]
+            return remembered
         generation = self._routing_generation
+        writes = self._write_generation
         async with self._reader_slots:
             connection = self._readers.pop()
             try:
@@ -210,6 +242,9 @@ class SqliteStorage(SqlStorage):
                 self._readers.append(connection)
         if routing is not None and generation == self._routing_generation:
             self._routing[routing] = value
+        if answer is not None and writes == self._write_generation:
+            with contextlib.suppress(ValueError):  # larger than all the room there is
+                self._answers[answer] = value
         return value
 
     async def announce(self, news: Sequence[Announcement]) -> None:

@@ -198,9 +198,10 @@ class MessagesSql(Runner):
             else:
                 return None
             entries, next_after = inbox_entries(tx.all(query, params), page_size)
-            return InboxPage(agent, entries, next_after)
+            return InboxPage(agent, tuple(entries), next_after)
 
-        return await self._read(read)
+        asked = f"{user_id}\n{agent_email}\n{status}\n{page_size}\n{after_seq}"
+        return await self._read(read, answer=("inbox page", asked))
 
     async def read_inbound(
         self, user_id: str, agent_email: str, message_id: str, *, trashed_too: bool = False
@@ -208,18 +209,22 @@ class MessagesSql(Runner):
         """Return one of the agent's messages, marking it read; None when not the user's, or
         in the trash unless `trashed_too`.
 
-        Read on a reader connection; only mail still unread takes the writer, to mark it."""
+        Read on a reader connection, and remembered until the next write (SQLite); only mail
+        still unread takes the writer, to mark it."""
         scope = (user_id, agent_email, message_id)
         live = "" if trashed_too else f" AND {NOT_TRASHED}"
-        row = await self._read(
-            lambda tx: tx.first(
+
+        def read(tx: Transaction) -> InboundMessage | None:
+            row = tx.first(
                 f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?{live}",
                 scope,
             )
-        )
-        if row is None:
+            return decode_message(row) if row else None
+
+        asked = f"{user_id}\n{agent_email}\n{message_id}\n{trashed_too}"
+        message = await self._read(read, answer=("inbound message", asked))
+        if message is None:
             return None
-        message = decode_message(row)
         if message.status != UNREAD:
             return message
         await self._write(

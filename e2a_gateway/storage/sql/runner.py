@@ -20,6 +20,9 @@ Work = Callable[[Transaction], T]
 """A unit of work: statements run on one transaction, returning what the caller wants."""
 Routing = tuple[str, str] | None
 """The key of a routing answer that `_read` may remember (what it asks, of what), or None."""
+Answer = tuple[str, str] | None
+"""The key of a read's answer that `_read` may remember until the next write of any kind (what
+it asks, of what: every value the query depends on, its owner's scope included), or None."""
 
 
 class Runner(abc.ABC):
@@ -33,12 +36,20 @@ class Runner(abc.ABC):
         self._on_commit = on_commit
 
     @abc.abstractmethod
-    async def _read(self, work: Work[T], *, snapshot: bool = False, routing: Routing = None) -> T:
+    async def _read(
+        self,
+        work: Work[T],
+        *,
+        snapshot: bool = False,
+        routing: Routing = None,
+        answer: Answer = None,
+    ) -> T:
         """Run `work`, which only reads, on a connection that sees everything committed before.
 
         `snapshot` puts every statement of `work` in one consistent snapshot. `routing` names
         a routing answer (an agent by address, a served domain, a newest signing seed) that the
-        backend may remember until a write marked `changes_routing` (`_write`)."""
+        backend may remember until a write marked `changes_routing` (`_write`); `answer` names
+        one it may remember until the next write of any kind (an inbox page, a message)."""
 
     def _remembered(self, routing: tuple[str, str]) -> object | None:
         """The routing answer `routing` as remembered now, or None when none is (a backend
