@@ -195,18 +195,22 @@ class SqliteStorage(SqlStorage):
     ) -> tuple[T, list[Announcement]]:
         """Run `work` in one write transaction on the writer thread; commit or roll back.
 
-        A write that `changes_routing` clears the routing answers remembered so far.
+        A write that changes any row clears the answers remembered until the next write (a
+        worker's claim that found nothing to claim changes none); one that `changes_routing`
+        clears the routing answers too.
         `durable=False` commits without waiting for the disk (the WAL frames reach it with the
         next durable commit)."""
         async with self._write_lock:
+            changes = self._writer.total_changes
             try:
                 return await trio.to_thread.run_sync(self._transact, work, durable)
             finally:
-                self._answers.clear()
-                self._write_generation += 1
-                self._logged_since_checkpoint = True
-                if self._wake_upkeep is not None:
-                    self._wake_upkeep.set()
+                if self._writer.total_changes != changes:  # not a worker's empty claim
+                    self._answers.clear()
+                    self._write_generation += 1
+                    self._logged_since_checkpoint = True
+                    if self._wake_upkeep is not None:
+                        self._wake_upkeep.set()
                 if changes_routing:
                     self._routing.clear()
                     self._routing_generation += 1
