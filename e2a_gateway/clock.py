@@ -3,6 +3,7 @@ times as clients give them, read back."""
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import datetime
@@ -14,9 +15,11 @@ _RFC3339 = re.compile(
 """RFC 3339's date-time: full date, `T`, time with seconds (a fraction allowed) and its offset."""
 
 
+@functools.lru_cache(maxsize=256)
 def format_timestamp(seconds: float) -> str:
     """Format Unix time `seconds` as `2026-01-31T12:00:00Z` (the year in four digits, as RFC
-    3339 wants it, also before 1000, where `%Y` writes fewer on some systems)."""
+    3339 wants it, also before 1000, where `%Y` writes fewer on some systems). Remembered for
+    the last few times asked: the copies of one message for many agents share theirs."""
     t = time.gmtime(seconds)
     return (
         f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
