@@ -228,6 +228,22 @@ def test_sync_client_approves_and_rejects_held_mail(live: LiveGateway) -> None:
         assert [m.subject for m in got.messages] == ["First, edited"]
 
 
+def test_sync_client_sends_once_per_idempotency_key(live: LiveGateway) -> None:
+    """A repeated send with the same key answers the first one; another key sends again."""
+    with E2AClient(api_key=live.new_key("once@example.com"), base_url=live.url) as client:
+        client.register_agent("once", agent_mode="local")
+        client.register_agent("once-peer", agent_mode="local")
+        client.agent_email = "once@agents.test"
+        hitl = client.update_agent("once@agents.test", hitl_enabled=True, hitl_ttl_seconds=600)
+        assert hitl.hitl_enabled is True  # held: what was sent stays countable
+        first = client.send(["once-peer@agents.test"], "Once", "one", idempotency_key="k-1")
+        again = client.send(["once-peer@agents.test"], "Once", "one", idempotency_key="k-1")
+        other = client.send(["once-peer@agents.test"], "Once", "one", idempotency_key="k-2")
+        assert again.message_id == first.message_id != other.message_id
+        pending = {m.id for m in client.list_pending_messages().messages}
+        assert pending == {first.message_id, other.message_id}
+
+
 def test_sync_client_domains_and_errors(live: LiveGateway) -> None:
     with E2AClient(api_key=live.new_key("domains@example.com"), base_url=live.url) as client:
         domain = client.register_domain("Example-Corp.test")

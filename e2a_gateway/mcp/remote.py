@@ -3,7 +3,6 @@ gateway (`e2a mcp` on stdio). Imports no server module."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
@@ -12,10 +11,7 @@ import httpx
 
 from e2a_gateway.v1 import (
     AsyncE2AClient,
-    Attachment,
     DeploymentInfo,
-    SendResult,
-    endpoints,
     fetch_info,
 )
 from e2a_gateway.v1.endpoints import Call
@@ -53,34 +49,6 @@ class SdkPort(AsyncE2AClient):
         """`GET /info`, through the SDK's sync twin in a worker thread: building an HTTP client
         loads the CA bundle, CPU work the event loop should not wait for."""
         return await anyio.to_thread.run_sync(fetch_info, self.base_url)
-
-    async def send(
-        self,
-        to: list[str],
-        subject: str,
-        body: str,
-        html_body: str | None = None,
-        cc: list[str] | None = None,
-        bcc: list[str] | None = None,
-        conversation_id: str | None = None,
-        attachments: list[Attachment] | None = None,
-        agent_email: str | None = None,
-        *,
-        idempotency_key: str | None = None,
-    ) -> SendResult:
-        """The SDK's send (`POST /api/v1/send`), with the Idempotency-Key given."""
-        call = endpoints.send(
-            agent_email or self.agent_email or None,
-            to,
-            subject,
-            body,
-            html_body=html_body,
-            cc=cc,
-            bcc=bcc,
-            conversation_id=conversation_id,
-            attachments=attachments,
-        )
-        return await self.api.call(replace(call, headers=_once(idempotency_key)))
 
     async def delete_api_key(self, key_id: str) -> None:
         """`DELETE /users/me/api-keys/{id}`, through the raw API client."""

@@ -134,8 +134,11 @@ class AsyncE2AClient:
         conversation_id: str | None = None,
         attachments: list[Attachment] | None = None,
         agent_email: str | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> SendResult:
-        """Send a new message from the agent (optional when the key has exactly one agent)."""
+        """Send a new message from the agent (optional when the key has exactly one agent).
+        With an `idempotency_key`, a repeat answers the first send instead of sending again."""
         return await self._call(
             endpoints.send(
                 agent_email or self.agent_email or None,
@@ -147,6 +150,7 @@ class AsyncE2AClient:
                 bcc=bcc,
                 conversation_id=conversation_id,
                 attachments=attachments,
+                idempotency_key=idempotency_key,
             )
         )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -232,8 +232,10 @@ def send(
     bcc: list[str] | None = None,
     conversation_id: str | None = None,
     attachments: list[Attachment] | None = None,
+    idempotency_key: str | None = None,
 ) -> Call[SendResult]:
-    """`POST /send`; `sender` may be None when the caller has exactly one agent."""
+    """`POST /send`; `sender` may be None when the caller has exactly one agent. With an
+    `idempotency_key`, a repeat answers the first send instead of sending again."""
     payload = _present(
         to=to,
         subject=subject,
@@ -246,7 +248,10 @@ def send(
     )
     if sender:
         payload["from"] = sender
-    return send_payload(payload)
+    call = send_payload(payload)
+    if idempotency_key is not None:
+        call = replace(call, headers={"Idempotency-Key": idempotency_key})
+    return call
 
 
 def send_payload(payload: dict[str, Any]) -> Call[SendResult]:
