@@ -200,6 +200,9 @@ async def run_gateway(
             if fanout is not None:
                 # Other replicas' commits reach this process's WebSocket clients and workers.
                 await nursery.start(fanout.run)
+        else:
+            # SQLite: the write-ahead log is copied into the database off the writer's commits.
+            nursery.start_soon(supervise, "storage upkeep", gateway.storage.upkeep)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(smtp_sock))
         sink = InboundMailSink(gateway, GroupCommitter(gateway.storage))
         # Not supervised: serve_smtp owns its listener, and a session's failure never leaves
@@ -234,7 +237,6 @@ async def run_gateway(
         nursery.start_soon(supervise, "outbound worker", OutboundWorker(gateway).run)
         nursery.start_soon(supervise, "approval worker", ApprovalWorker(gateway).run)
         nursery.start_soon(supervise, "retention worker", RetentionWorker(gateway).run)
-        nursery.start_soon(supervise, "storage upkeep", gateway.storage.upkeep)
         bound = BoundAddresses(
             smtp_host=smtp_address[0],
             smtp_port=smtp_address[1],
