@@ -18,15 +18,11 @@ from e2a_gateway.api.v1.idempotent import idempotent
 from e2a_gateway.operations import reviews, sending
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.reviews import ApproveBody, RejectBody
-from e2a_gateway.operations.sending import ReplyBody, SendBody, Submission
+from e2a_gateway.operations.sending import ReplyBody, SendBody
 from e2a_gateway.web.context import current_gateway
-from e2a_gateway.web.views import outbound_view, submission_view
+from e2a_gateway.web.views import outbound_view, submission_answer
 
 blueprint = Blueprint("outbound", __name__)
-
-
-def _answer(submission: Submission) -> tuple[dict[str, Any], int]:
-    return submission_view(submission), 202 if submission.held else 200
 
 
 @blueprint.post("/send")
@@ -36,7 +32,7 @@ async def send(caller: Caller) -> tuple[dict[str, Any], int]:
     """POST /send: a new message from one of the caller's agents; a retry with the same
     Idempotency-Key and body answers the first send again instead of sending twice."""
     body = await read_body(SendBody)
-    return _answer(await sending.send(current_gateway(), caller, body))
+    return submission_answer(await sending.send(current_gateway(), caller, body))
 
 
 @blueprint.post("/agents/<email>/messages/<message_id>/reply")
@@ -44,14 +40,16 @@ async def send(caller: Caller) -> tuple[dict[str, Any], int]:
 async def reply(caller: Caller, email: str, message_id: str) -> tuple[dict[str, Any], int]:
     """POST …/reply: answer an inbound message, threaded."""
     body = await read_body(ReplyBody)
-    return _answer(await sending.reply(current_gateway(), caller, email, message_id, body))
+    return submission_answer(
+        await sending.reply(current_gateway(), caller, email, message_id, body)
+    )
 
 
 @blueprint.post("/agents/<email>/test")
 @requires_caller
 async def send_test(caller: Caller, email: str) -> tuple[dict[str, Any], int]:
     """POST /agents/{email}/test: a test message from the agent to itself."""
-    return _answer(await sending.send_test(current_gateway(), caller, email))
+    return submission_answer(await sending.send_test(current_gateway(), caller, email))
 
 
 @blueprint.get("/messages")

@@ -102,6 +102,7 @@ from e2a_gateway.web.views import (
     message_full_view,
     message_summary_view,
     outbound_view,
+    submission_answer,
     submission_view,
 )
 
@@ -118,11 +119,6 @@ def _present(**fields: Any) -> dict[str, Any]:
 
 def _wire(attachments: list[Attachment] | None) -> list[dict[str, str]] | None:
     return [item.to_wire() for item in attachments] if attachments else None
-
-
-def _submission_answer(submission: Submission) -> tuple[dict[str, Any], int]:
-    """A submission as `/api/v1` answers it: its view, 202 while held, else 200."""
-    return submission_view(submission), 202 if submission.held else 200
 
 
 def _send_result(answer: dict[str, Any]) -> SendResult:
@@ -343,7 +339,7 @@ class OperationsPort:
 
         async def submit(gateway: Gateway, caller: Caller) -> tuple[dict[str, Any], int]:
             request = parse_request(SendBody, fields)
-            return _submission_answer(await sending.send(gateway, caller, request))
+            return submission_answer(await sending.send(gateway, caller, request))
 
         answer = await self._write_once(
             "POST /api/v1/send", fields, idempotency_key, submit, v1=False

@@ -181,6 +181,11 @@ def submission_view(submission: Submission) -> dict[str, Any]:
     return {"status": SENT, "message_id": message.id, "method": message.method}
 
 
+def submission_answer(submission: Submission) -> tuple[dict[str, Any], int]:
+    """A submission as `/api/v1` answers it: its view, 202 while held, else 200."""
+    return submission_view(submission), 202 if submission.held else 200
+
+
 def info_view(settings: Settings) -> dict[str, Any]:
     """What a client needs to know before it logs in (`GET /info`)."""
     return {
