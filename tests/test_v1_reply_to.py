@@ -7,8 +7,6 @@ gateway, mail delivered between its own agents and read back raw."""
 from __future__ import annotations
 
 import base64
-import email.header
-import email.utils
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +16,7 @@ from e2a_gateway.app import RunningGateway
 from tests.conftest import Account
 from tests.delivery_support import create_agent, wait_until
 from tests.mcp_support import call, failure, mcp_client
+from tests.test_outbound_mime import reply_to_of
 
 
 def messages_of(agent: str, suffix: str = "") -> str:
@@ -31,15 +30,7 @@ async def reply_to_received(account: Account, agent: str, subject: str) -> list[
     assert listed.status_code == 200, listed.text
     [found] = [item for item in listed.json()["items"] if item["subject"] == subject]
     opened = await account.http.get(messages_of(agent, f"/{found['id']}"))
-    raw = base64.b64decode(opened.json()["raw_message"])
-    headers = raw.split(b"\r\n\r\n")[0]
-    assert all(byte < 128 for byte in headers)
-    lines = headers.decode().replace("\r\n ", " ").split("\r\n")
-    value = next(line.removeprefix("Reply-To: ") for line in lines if line.startswith("Reply-To: "))
-    return [
-        (str(email.header.make_header(email.header.decode_header(name))), address)
-        for name, address in email.utils.getaddresses([value])
-    ]
+    return reply_to_of(base64.b64decode(opened.json()["raw_message"]))
 
 
 async def test_a_reply_to_with_a_display_name_is_written_into_the_message(
