@@ -331,3 +331,36 @@ async def events_of(quiet: QuietGateway, alice: Account, message_id: str) -> lis
         caller.user_id, EventFilter(message_id=message_id), 10, None
     )
     return [event.id for event in found]
+
+
+async def test_events_since_and_until_are_rfc_3339_times_with_their_offset(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    """A time without its offset (read as the server's local time otherwise), a date alone or
+    a malformed one is refused naming the filter; an offset other than Z counts exactly."""
+    reader = await create_agent(alice, "reader")
+    at = time.time() - 3600  # an hour ago, to the second
+    message_id = await store_received(quiet, reader, at)
+    for name, text in [
+        ("since", "2026-01-01"),
+        ("since", "2026-01-01T00:00:00"),
+        ("until", "2026-01-01 00:00:00Z"),
+        ("until", "yesterday"),
+    ]:
+        refused = await alice.http.get("/v1/events", params={name: text})
+        assert refused.status_code == 400, (name, text, refused.text)
+        assert refused.json()["error"]["code"] == "invalid_request"
+        assert refused.json()["error"]["message"].startswith(f"{name} must be an RFC 3339 time")
+
+    def in_plus_two(epoch: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S+02:00", time.gmtime(epoch + 7200))
+
+    async def listed(**params: str) -> list[str]:
+        answer = await alice.http.get("/v1/events", params={"message_id": message_id, **params})
+        assert answer.status_code == 200, answer.text
+        return [item["message_id"] for item in answer.json()["items"]]
+
+    assert await listed(since=in_plus_two(at - 1)) == [message_id]
+    assert await listed(since=in_plus_two(at + 1)) == []
+    assert await listed(until=in_plus_two(at + 1)) == [message_id]
+    assert await listed(until=in_plus_two(at - 1)) == []

@@ -98,19 +98,27 @@ def listing_filters(
     )
 
 
-def instant(name: str, text: str | None) -> str | None:
-    """An RFC 3339 time as stored times are written (UTC, whole seconds, rounded up so that
-    `>=` and `<` against stored times keep their meaning; years 0001-9999, four digits, so
-    that they compare as text); Invalid naming `name` otherwise."""
+def filter_time(name: str, text: str | None) -> datetime | None:
+    """The time a listing filter `name` gives (None when absent or empty): an RFC 3339 time
+    with its UTC offset, Invalid naming `name` otherwise."""
     if text is None or text == "":
         return None
     try:
-        moment = parse_timestamp(text)
+        return parse_timestamp(text)
     except ValueError:
         raise Invalid(
             "invalid_request",
             f"{name} must be an RFC 3339 time with a UTC offset, e.g. 2026-01-31T12:00:00Z",
         ) from None
+
+
+def instant(name: str, text: str | None) -> str | None:
+    """An RFC 3339 time as stored times are written (UTC, whole seconds, rounded up so that
+    `>=` and `<` against stored times keep their meaning; years 0001-9999, four digits, so
+    that they compare as text); Invalid naming `name` otherwise."""
+    moment = filter_time(name, text)
+    if moment is None:
+        return None
     try:
         utc = moment.astimezone(UTC)
         if utc.microsecond:

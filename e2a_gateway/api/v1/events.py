@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime
 from typing import Any
 
 from pydantic import ConfigDict, Field
@@ -18,6 +17,7 @@ from e2a_gateway.api.v1.views import present
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import events
 from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.mailbox import filter_time
 from e2a_gateway.operations.webhooks import OmitNotNull
 from e2a_gateway.storage.base import EventFilter, StoredEvent
 from e2a_gateway.web.context import current_gateway
@@ -35,8 +35,8 @@ class EventQuery(PageQuery):
     agent_email: str | None = Field(default=None, max_length=320)
     conversation_id: str | None = Field(default=None, max_length=200)
     message_id: str | None = Field(default=None, max_length=200)
-    since: datetime | None = None
-    until: datetime | None = None
+    since: str | None = Field(default=None, max_length=64)
+    until: str | None = Field(default=None, max_length=64)
 
 
 class RedeliverEvent(OmitNotNull):
@@ -72,7 +72,10 @@ def event_view(event: StoredEvent) -> dict[str, Any]:
     }
 
 
-def _epoch(moment: datetime | None) -> float | None:
+def _epoch(name: str, text: str | None) -> float | None:
+    """The epoch of the filter time `name` (RFC 3339 with its offset, as every `/v1` listing
+    takes it; 400 invalid_request naming the filter otherwise)."""
+    moment = filter_time(name, text)
     return None if moment is None else moment.timestamp()
 
 
@@ -90,8 +93,8 @@ async def event_listing(gateway: Gateway, caller: Caller, query: EventQuery) -> 
         agent_email=query.agent_email.lower() if query.agent_email else None,
         conversation_id=query.conversation_id,
         message_id=query.message_id,
-        since=_epoch(query.since),
-        until=_epoch(query.until),
+        since=_epoch("since", query.since),
+        until=_epoch("until", query.until),
     )
     view = "events:" + json.dumps(
         [wanted.type, wanted.agent_email, wanted.conversation_id, wanted.message_id,
