@@ -92,6 +92,9 @@ async def assert_bounced_and_suppressed(
     assert suppressed["source_message_id"] == message_id
     (added,) = value(steps[2], ["EventView"])
     assert added["data"]["address"] == CAROL
+    viewed = await alice.http.get(f"/v1/agents/{sender}/messages/{message_id}")
+    assert viewed.status_code == 200, viewed.text
+    assert viewed.json()["delivery_status"] == "bounced"  # not "sent": the rollup's worst
 
     refused = await send(alice, sender, CAROL)
     assert refused.status_code == 422, refused.text
@@ -162,4 +165,6 @@ async def test_a_synchronous_550_is_a_bounce(
     assert listed.status_code == 200, listed.text
     (message,) = listed.json()["messages"]
     assert time.time() - started < 10
+    viewed = await alice.http.get(f"/v1/agents/{bot}/messages/{message['id']}")
+    assert "550 5.1.1 no such user" in viewed.json()["delivery_detail"]
     await assert_bounced_and_suppressed(running, alice, bot, message["id"], sdk5_python)

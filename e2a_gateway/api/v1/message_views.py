@@ -285,13 +285,13 @@ def _outbound_state(message: FiledMessage) -> dict[str, Any]:
     held = message.status == "pending_approval" or message.reviewed_at is not None
     if held:
         state["review_status"] = REVIEW_STATUSES.get(message.status, "sent")
-    if message.sent_at is not None or message.status == "sent":
+    if message.status in ("failed", "bounced"):  # bounced: refused, or reported back, if sent
+        state["delivery_status"] = message.status
+    elif message.sent_at is not None or message.status == "sent":
         state["delivery_status"] = "sent"
-    elif message.status == "failed":
-        state["delivery_status"] = "failed"
     elif message.status in ("queued", "expired_approved"):
         state["delivery_status"] = "deferred" if message.send_error else "accepted"
-    if message.send_error and message.status in ("queued", "failed"):
+    if message.send_error and message.status in ("queued", "failed", "bounced"):
         state["delivery_detail"] = message.send_error
     return state
 
