@@ -95,6 +95,11 @@ async def assert_bounced_and_suppressed(
     viewed = await alice.http.get(f"/v1/agents/{sender}/messages/{message_id}")
     assert viewed.status_code == 200, viewed.text
     assert viewed.json()["delivery_status"] == "bounced"  # not "sent": the rollup's worst
+    lifecycle = await alice.http.get(f"/v1/agents/{sender}/messages/{message_id}/lifecycle")
+    assert lifecycle.status_code == 200, lifecycle.text
+    steps = [(step["stage"], step["outcome"]) for step in lifecycle.json()["items"]]
+    assert steps[-2:] == [("delivery", "bounced"), ("suppression", "applied")]
+    assert ("queued", "enqueued") in steps
 
     refused = await send(alice, sender, CAROL)
     assert refused.status_code == 422, refused.text

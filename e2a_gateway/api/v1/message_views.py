@@ -250,7 +250,7 @@ def lifecycle_transitions(message: FiledMessage) -> list[dict[str, Any]]:
             review = ("approved", "review.approved")
         if review is not None:
             steps.append(("review", review[0], review[1], reviewed, False))
-        if message.status in ("queued", "sent", "failed") or (message.status == "expired_approved"):
+        if message.status in ("queued", "sent", "failed", "bounced", "expired_approved"):
             steps.append(("queued", "enqueued", "queue.outbound_submission", reviewed, False))
         local = message.method == "local"
         if message.sent_at is not None or message.status == "sent":
@@ -262,6 +262,10 @@ def lifecycle_transitions(message: FiledMessage) -> list[dict[str, Any]]:
             steps.append(("submission", "failed", "submission.provider_rejected", at, False))
         elif message.status == "queued" and message.send_error:
             steps.append(("submission", "deferred", "submission.temporary_failure", at, True))
+        if message.status == "bounced":  # refused at hand-off, or reported back after it
+            when = message.sent_at or at
+            steps.append(("delivery", "bounced", "delivery.permanent_bounce", when, False))
+            steps.append(("suppression", "applied", "suppression.hard_bounce_applied", when, False))
     return [
         {
             "id": f"{message.id}:{number}",
