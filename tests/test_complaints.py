@@ -115,6 +115,15 @@ async def test_a_feedback_report_is_a_complaint_that_suppresses_the_recipient(
     assert (suppressed["address"], suppressed["source"]) == (CAROL, "complaint")
     assert suppressed["source_message_id"] == message_id
     assert "abuse" in suppressed["reason"]
+    viewed = (await alice.http.get(f"/v1/agents/{bot}/messages/{message_id}")).json()
+    assert viewed["delivery_status"] == "complained"
+    lifecycle = await alice.http.get(f"/v1/agents/{bot}/messages/{message_id}/lifecycle")
+    steps = [(step["stage"], step["reason_code"]) for step in lifecycle.json()["items"]]
+    assert steps[-2:] == [
+        ("complaint", "complaint.recipient_reported"),
+        ("suppression", "suppression.complaint_applied"),
+    ]
+    assert lifecycle.json()["items"][-1]["occurred_at"] == complained["created_at"]
 
     await wait_until(lambda: len(receiver.requests) == 1)
     pushed = json.loads(receiver.requests[0].body)

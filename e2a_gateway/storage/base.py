@@ -497,6 +497,8 @@ class FiledMessage:
     send_error: str | None = None
     sent_at: str | None = None
     reviewed_at: str | None = None
+    complained_at: str | None = None
+    """When a recipient of mail sent first reported it as unwanted (a feedback report)."""
 
 
 @dataclass(frozen=True)
@@ -1332,9 +1334,9 @@ class Suppressions(Protocol):
         """In one transaction: a feedback report about the outbound message `message_id` by the
         one of its recipients that `recipients` names (none given: its sole recipient): an
         `email.complained` event, once, and the address on its account's suppression list
-        (source `complaint`, `reason`, with a `domain.suppression_added` event). The addresses
-        recorded: empty when there is no such message, or the report does not single out one
-        of its recipients."""
+        (source `complaint`, `reason`, with a `domain.suppression_added` event), and the
+        message's `complained_at` set (first report only). The addresses recorded: empty when
+        there is no such message, or the report does not single out one of its recipients."""
         ...
 
     async def suppressed_among(

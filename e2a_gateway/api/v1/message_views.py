@@ -266,6 +266,14 @@ def lifecycle_transitions(message: FiledMessage) -> list[dict[str, Any]]:
             when = message.sent_at or at
             steps.append(("delivery", "bounced", "delivery.permanent_bounce", when, False))
             steps.append(("suppression", "applied", "suppression.hard_bounce_applied", when, False))
+        if message.complained_at is not None:
+            complained = message.complained_at
+            steps.append(
+                ("complaint", "reported", "complaint.recipient_reported", complained, False)
+            )
+            steps.append(
+                ("suppression", "applied", "suppression.complaint_applied", complained, False)
+            )
     return [
         {
             "id": f"{message.id}:{number}",
@@ -291,6 +299,8 @@ def _outbound_state(message: FiledMessage) -> dict[str, Any]:
         state["review_status"] = REVIEW_STATUSES.get(message.status, "sent")
     if message.status in ("failed", "bounced"):  # bounced: refused, or reported back, if sent
         state["delivery_status"] = message.status
+    elif message.complained_at is not None:  # handed on, then reported as unwanted
+        state["delivery_status"] = "complained"
     elif message.sent_at is not None or message.status == "sent":
         state["delivery_status"] = "sent"
     elif message.status in ("queued", "expired_approved"):

@@ -188,6 +188,11 @@ def _complained(
             )
         record_events(tx, events)
         recorded.append(address)
+    if recorded:
+        tx.execute(
+            "UPDATE messages SET complained_at = ? WHERE id = ? AND complained_at IS NULL",
+            (format_timestamp(now), message.id),
+        )
     return recorded
 
 
