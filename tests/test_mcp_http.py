@@ -150,25 +150,36 @@ async def test_every_tool_on_a_mailbox(running: RunningGateway, make_account: An
         )
         reviews = await call(client, "list_reviews")
         assert {m["id"] for m in reviews["reviews"]} == {held["message_id"], dropped["message_id"]}
-        assert {m["body_text"] for m in reviews["reviews"]} == {"10% off.", "Wrong."}
+        # newest first, as /v1's ReviewView: no body in the list
+        assert [m["subject"] for m in reviews["reviews"]] == ["Oops", "Offer"]
+        assert {(m["direction"], m["review_status"]) for m in reviews["reviews"]} == {
+            ("outbound", "pending_review")
+        }
+        assert all("text" not in m and "body" not in m for m in reviews["reviews"])
         first = await call(client, "list_reviews", {"limit": 1})
         assert len(first["reviews"]) == 1
         rest = await call(client, "list_reviews", {"cursor": first["next_cursor"]})
         assert first["reviews"] + rest["reviews"] == reviews["reviews"]
         assert "next_cursor" not in rest
         review = await call(client, "get_review", {"message_id": held["message_id"]})
-        assert review["status"] == "pending_approval" and review["subject"] == "Offer"
+        assert review["review_status"] == "pending_review" and review["subject"] == "Offer"
+        assert review["text"] == "10% off." and review["hold_reason"]["type"] == "send"
+        assert "raw_message" not in review and review["received_at"]
         approved = await call(
             client, "approve_review", {"message_id": held["message_id"], "subject": "Offer (ed.)"}
         )
         assert approved["status"] == "accepted"
         review = await call(client, "get_review", {"message_id": held["message_id"]})
-        assert review["edited"] is True and review["status"] != "pending_approval"
+        assert approved["edited"] is True
+        assert review["review_status"] == "sent" and review["subject"] == "Offer (ed.)"
         rejected = await call(
             client, "reject_review", {"message_id": dropped["message_id"], "reason": "wrong"}
         )
-        assert rejected["status"] == "rejected"
-        assert rejected["rejection_reason"] == "wrong"
+        assert rejected == {
+            "status": "review_rejected",
+            "message_id": dropped["message_id"],
+            "rejection_reason": "wrong",
+        }
         assert (await call(client, "list_reviews"))["reviews"] == []
         offer = await call(client, "wait_for_email", {"agent_email": sales, "timeout_seconds": 10})
         assert offer["message"]["subject"] == "Offer (ed.)"

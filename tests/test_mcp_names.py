@@ -310,9 +310,9 @@ async def test_the_first_eleven_with_e2a_arguments(
         ]
         assert {draft["status"] for draft in drafts} == {"pending_approval"}
         pending = await call(client, "list_pending_messages")
-        assert [m["subject"] for m in pending["messages"]] == ["Offer", "Oops"]
+        assert [m["subject"] for m in pending["messages"]] == ["Oops", "Offer"]  # newest first
         detail = await call(client, "get_pending_message", {"message_id": drafts[0]["message_id"]})
-        assert detail["body_text"] == "Draft." and detail["status"] == "pending_approval"
+        assert detail["text"] == "Draft." and detail["review_status"] == "pending_review"
         approved = await call(
             client,
             "approve_pending_message",
@@ -329,15 +329,18 @@ async def test_the_first_eleven_with_e2a_arguments(
         assert approved["status"] == "accepted" and approved["edited"] is True
         assert approved["message_id"] == drafts[0]["message_id"]
         detail = await call(client, "get_pending_message", {"message_id": drafts[0]["message_id"]})
-        assert detail["edited"] is True and detail["subject"] == "Offer (edited)"
-        assert detail["status"] != "pending_approval"
+        assert detail["subject"] == "Offer (edited)" and detail["text"] == "Edited."
+        assert detail["cc"] == [support] and detail["review_status"] == "sent"
         rejected = await call(
             client,
             "reject_pending_message",
             {"message_id": drafts[1]["message_id"], "reason": "wrong recipient"},
         )
-        assert rejected["status"] == "rejected"
-        assert rejected["rejection_reason"] == "wrong recipient"
+        assert rejected == {
+            "status": "review_rejected",
+            "message_id": drafts[1]["message_id"],
+            "rejection_reason": "wrong recipient",
+        }
         assert (await call(client, "list_pending_messages"))["messages"] == []
         again = await failure(
             client, "approve_pending_message", {"message_id": drafts[1]["message_id"]}

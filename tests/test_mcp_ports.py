@@ -24,6 +24,7 @@ from e2a_gateway.mcp.tools import TOOLS, TOOLS_BY_NAME, ToolCaller, call_tool
 from e2a_gateway.signing.credentials import hash_api_key
 from tests.conftest import Account, agent_path
 from tests.delivery_support import (
+    SENDER,
     create_agent,
     mail,
     smtp_send,
@@ -208,7 +209,7 @@ async def test_sending_and_reviewing_answer_alike(
             await run(port, "get_review", {"message_id": message_id})
             for port, message_id in zip((remote, local), ids[:2], strict=True)
         ]
-        assert shown[0]["edited"] is True and shown[0]["to"] == [peer, agent]
+        assert shown[0]["subject"] == "Held (edited)" and shown[0]["to"] == [peer, agent]
         assert without(shown[0], VARYING) == without(shown[1], VARYING)
         rejected = (
             await run(remote, "reject_review", {"message_id": ids[2], "reason": "  not now "}),
@@ -224,6 +225,52 @@ async def test_sending_and_reviewing_answer_alike(
         assert conflict[0][0] == "error" and conflict[0][1]["status"] == 409
         assert conflict[0] == conflict[1]
     assert json.dumps(sent[1])  # the in-process answers are plain JSON, as the remote ones
+
+
+async def test_inbound_holds_are_reviewed_alike(running: RunningGateway, make_account: Any) -> None:
+    account: Account = await make_account("ports-gate@example.com")
+    agent = await create_agent(account, "ports-gate")
+    gate = {
+        "inbound": {
+            "gate": {"policy": "allowlist", "allowlist": [], "action": "review"},
+            "scan": {"sensitivity": "off"},
+        },
+        "outbound": {"gate": {"policy": "open", "action": "flag"}, "scan": {}},
+        "holds": {},
+    }
+    response = await account.http.put(f"/v1/agents/{agent}/protection", json=gate)
+    assert response.status_code == 200, response.text
+    for subject in ("Keep", "Drop", "Spare"):
+        await smtp_send(running.addresses.smtp_port, [agent], mail(subject, body="Held words."))
+    async with both_ports(running, account.key, agent) as (remote, local):
+        listed = await run(remote, "list_reviews")
+        assert listed == await run(local, "list_reviews")
+        assert [item["subject"] for item in listed["reviews"]] == ["Spare", "Drop", "Keep"]
+        assert {(item["direction"], item["review_status"]) for item in listed["reviews"]} == {
+            ("inbound", "pending_review")
+        }
+        assert listed["reviews"][0]["hold_reason"]["type"] == "gate"
+        assert (await run(local, "list_pending_messages"))["messages"] == listed["reviews"]
+        spare, drop, keep = (item["id"] for item in listed["reviews"])
+        detail = await run(remote, "get_review", {"message_id": keep})
+        assert detail == await run(local, "get_pending_message", {"message_id": keep})
+        assert detail["direction"] == "inbound" and detail["text"] == "Held words.\n"
+        assert detail["header_from"] == SENDER and detail["truncated"] is False
+        assert "raw_message" not in detail and detail["attachments"] == []
+
+        edited = await run(remote, "approve_review", {"message_id": keep, "subject": "x"})
+        assert edited[0] == "error" and edited[1]["status"] == 400
+        approved = await run(remote, "approve_review", {"message_id": keep})
+        assert approved == {"status": "review_approved", "message_id": keep}
+        rejected = await run(local, "reject_review", {"message_id": drop, "reason": "spam"})
+        assert rejected == {"status": "review_rejected", "message_id": drop}
+        again = await run(remote, "reject_message", {"message_id": drop})
+        assert again[0] == "error" and again[1]["status"] == 409
+        assert [item["id"] for item in (await run(local, "list_reviews"))["reviews"]] == [spare]
+        missing = await run(local, "get_review", {"message_id": drop})
+        assert missing[0] == "error" and missing[1]["status"] == 404
+    inbox = await account.http.get(f"/api/v1/agents/{agent}/messages")
+    assert [message["subject"] for message in inbox.json()["messages"]] == ["Keep"]
 
 
 async def test_account_tools_answer_alike(running: RunningGateway, make_account: Any) -> None:

@@ -67,7 +67,7 @@ async def test_every_tool_over_stdio(running: RunningGateway, make_account: Any)
         approved = await call(client, "approve_review", {"message_id": held["message_id"]})
         assert approved["status"] != "pending_approval"
         rejected = await call(client, "reject_review", {"message_id": other["message_id"]})
-        assert rejected["status"] == "rejected"
+        assert rejected == {"status": "review_rejected", "message_id": other["message_id"]}
         answer = await call(client, "wait_for_email", {"timeout_seconds": 10})
         assert answer["message"]["subject"] == "Re: Hi"
         timed_out = await call(client, "wait_for_email", {"timeout_seconds": 1})

@@ -169,6 +169,59 @@ def outbound_message(message: PendingMessageDetail) -> dict[str, Any]:
     return answer
 
 
+REVIEW_FIELDS = (
+    "id",
+    "conversation_id",
+    "direction",
+    "header_from",
+    "envelope_from",
+    "verified_domain",
+    "authentication",
+    "delivered_to",
+    "to",
+    "cc",
+    "reply_to",
+    "subject",
+    "read_status",
+    "labels",
+    "flagged",
+    "flag_reason",
+    "protection",
+    "delivery_status",
+    "delivery_detail",
+    "review_status",
+    "sent_as",
+    "size_bytes",
+    "deleted_at",
+)
+"""The fields of a `/v1` MessageView that e2a's get_review passes on as they are."""
+
+
+def review(view: dict[str, Any]) -> dict[str, Any]:
+    """get_review's answer, as e2a's tool shapes it: getReview's MessageView without the raw
+    message (a held message's MIME can be megabytes), the body as `text` and `html` (cut at
+    MAX_BODY_CHARS), `received_at` for `created_at`, attachments as metadata, `hold_reason`."""
+    answer = {name: view[name] for name in REVIEW_FIELDS if name in view}
+    parsed = view.get("parsed") or {}
+    body = view.get("body") or {}
+    cut = bool(parsed.get("truncated"))
+    for part in ("text", "html"):
+        value = parsed[part] if parsed.get(part) is not None else body.get(part)
+        if value is not None:
+            answer[part], shortened = truncated(value)
+            cut = cut or shortened
+    if "parsed" in view or cut:
+        answer["truncated"] = cut
+    answer["received_at"] = view.get("created_at")
+    answer["attachments"] = [
+        {name: item.get(name) for name in ("index", "filename", "content_type", "size_bytes")}
+        for item in view.get("attachments") or []
+    ]
+    if "hold_reason" in view:
+        answer["hold_reason"] = view["hold_reason"]
+    return answer
+
+
 def _attachment_metadata(item: Any) -> Any:
     if not isinstance(item, dict):
         return item

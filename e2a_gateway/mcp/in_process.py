@@ -30,8 +30,13 @@ from e2a_gateway.api.v1.message_views import (
 )
 from e2a_gateway.api.v1.messages import LifecycleQuery, UpdateMessageBody, lifecycle_listing
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
-from e2a_gateway.api.v1.review_views import protection_view
+from e2a_gateway.api.v1.review_views import (
+    protection_view,
+    reject_result_view,
+    review_detail_view,
+)
 from e2a_gateway.api.v1.review_views import send_result_view as review_result_view
+from e2a_gateway.api.v1.reviews import review_listing
 from e2a_gateway.api.v1.views import api_key_view as v1_api_key_view
 from e2a_gateway.api.v1.webhooks import (
     DeliveryQuery,
@@ -64,7 +69,7 @@ from e2a_gateway.operations.idempotency import Answer, run_once
 from e2a_gateway.operations.keys import CreateScopedApiKey
 from e2a_gateway.operations.protection import ProtectionConfig
 from e2a_gateway.operations.requests import parse_request
-from e2a_gateway.operations.review_queue import ApproveReview
+from e2a_gateway.operations.review_queue import ApproveReview, RejectReview
 from e2a_gateway.operations.reviews import ApproveBody, RejectBody
 from e2a_gateway.operations.sending import (
     ForwardMessageBody,
@@ -380,10 +385,6 @@ class OperationsPort:
         held = await self._run(reviews.outbound_messages, PENDING_APPROVAL, None)
         return ListPendingMessagesResponse(messages=[_detail(message) for message in held])
 
-    async def get_pending_message(self, message_id: str) -> PendingMessageDetail:
-        """One of the caller's outbound messages, in any state."""
-        return _detail(await self._run(reviews.outbound_message, message_id))
-
     async def approve_message(
         self,
         message_id: str,
@@ -659,6 +660,28 @@ class OperationsPort:
 
         route = f"POST /v1/agents/{email}/messages/{message_id}/forward"
         return await self._write_once(route, fields, idempotency_key, forward)
+
+    async def list_reviews(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the account's review queue, newest first."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            return await review_listing(gateway, caller, validated(PageQuery, query, "query"))
+
+        return await self._run_v1(page)
+
+    async def get_review(self, message_id: str) -> dict[str, Any]:
+        """One reviewed message of the account in full."""
+        found = await self._run_v1(review_queue.review_detail, message_id)
+        return review_detail_view(found)
+
+    async def reject_review(self, message_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Reject a held message of either direction: `/v1`'s reject result."""
+
+        async def reject(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            body = validated(RejectReview, fields, "body")
+            return reject_result_view(await review_queue.reject(gateway, caller, message_id, body))
+
+        return await self._run_v1(reject)
 
     async def approve_review(
         self, message_id: str, fields: dict[str, Any], idempotency_key: str | None = None

@@ -149,10 +149,6 @@ class GatewayPort(Protocol):
         """The caller's outbound messages held for approval."""
         ...
 
-    async def get_pending_message(self, message_id: str) -> PendingMessageDetail:
-        """One of the caller's outbound messages, in any state."""
-        ...
-
     async def approve_message(
         self,
         message_id: str,
@@ -176,6 +172,20 @@ class GatewayPort(Protocol):
 
     async def reject_message(self, message_id: str, reason: str = "") -> PendingMessageDetail:
         """Reject a held message, keeping `reason` with it."""
+        ...
+
+    async def list_reviews(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the account's review queue (outbound drafts and inbound holds) as `/v1`'s
+        listReviews answers it (`items`, `next_cursor`); `query` holds `cursor` and `limit`."""
+        ...
+
+    async def get_review(self, message_id: str) -> dict[str, Any]:
+        """One reviewed message of the account in full, as `/v1`'s getReview answers it."""
+        ...
+
+    async def reject_review(self, message_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """Reject a held message of either direction (rejectReview's `fields`: `reason`); the
+        result as `/v1` answers it."""
         ...
 
     async def list_domains(self) -> ListDomainsResponse:

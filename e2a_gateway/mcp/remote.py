@@ -32,6 +32,11 @@ def _webhook_path(webhook_id: str, *segments: str) -> str:
     return "/v1/webhooks/" + "/".join(quote(part, safe="") for part in (webhook_id, *segments))
 
 
+def _review_path(message_id: str, *segments: str) -> str:
+    """`/v1/reviews/{id}/…`, each segment escaped."""
+    return "/v1/reviews/" + "/".join(quote(part, safe="") for part in (message_id, *segments))
+
+
 def _once(idempotency_key: str | None) -> dict[str, str] | None:
     """The Idempotency-Key header of a write, when a key is given."""
     return None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
@@ -192,8 +197,20 @@ class SdkPort(AsyncE2AClient):
         self, message_id: str, fields: dict[str, Any], idempotency_key: str | None = None
     ) -> dict[str, Any]:
         """`POST /v1/reviews/{id}/approve`, with the Idempotency-Key given."""
-        path = f"/v1/reviews/{quote(message_id, safe='')}/approve"
+        path = _review_path(message_id, "approve")
         return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
+
+    async def list_reviews(self, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/reviews`."""
+        return await self._v1("GET", "/v1/reviews", query=query)
+
+    async def get_review(self, message_id: str) -> dict[str, Any]:
+        """`GET /v1/reviews/{id}`."""
+        return await self._v1("GET", _review_path(message_id))
+
+    async def reject_review(self, message_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/reviews/{id}/reject`."""
+        return await self._v1("POST", _review_path(message_id, "reject"), body=fields)
 
     async def forward_message(
         self,

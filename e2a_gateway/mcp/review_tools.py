@@ -1,6 +1,7 @@
-"""The MCP tools of the review queue (outbound mail held for a person's approval) under every
-name e2a has given them: `*_pending_message` (its first server), `*_review` (its current one)
-and `approve_message`/`reject_message` (between the two).
+"""The MCP tools of the review queue (outbound drafts held for a person's approval and inbound
+mail an agent's gate holds) under every name e2a has given them: `*_pending_message` (its first
+server), `*_review` (its current one) and `approve_message`/`reject_message` (between the two).
+All of them work on `/v1`'s review queue, as e2a's current server's do.
 
 Approving and rejecting act with the key owner's authority: account keys may review, keys bound
 to one agent may not (docs/mcp.md, "Approvals"), and the operations decide it, not this module.
@@ -12,7 +13,8 @@ from typing import Any
 
 from pydantic import Field
 
-from e2a_gateway.mcp.answers import listed, outbound_message, page_of
+from e2a_gateway.mcp.answers import listed, review
+from e2a_gateway.mcp.mailbox_tools import present
 from e2a_gateway.mcp.toolkit import (
     Arguments,
     NoArguments,
@@ -68,23 +70,33 @@ class RejectArguments(Arguments):
     reason: str | None = Field(default=None, description="Why (kept with the message).")
 
 
+MAX_QUEUE_PAGES = 100
+"""list_pending_messages reads at most this many pages of 100 (the whole queue, all at once)."""
+
+
 async def list_pending_messages(caller: ToolCaller, _: NoArguments) -> dict[str, Any]:
-    """Every held message of the caller's agents."""
-    pending = await caller.port.list_pending_messages()
-    return {"messages": [outbound_message(message) for message in pending.messages]}
+    """Every message of the account held for review (`{"messages": […]}`, e2a's first
+    answer), read page by page."""
+    held: list[Any] = []
+    query: dict[str, Any] = {"limit": 100}
+    for _page in range(MAX_QUEUE_PAGES):
+        page = await caller.port.list_reviews(query)
+        held.extend(page["items"])
+        if not page.get("next_cursor"):
+            break
+        query = {"limit": 100, "cursor": page["next_cursor"]}
+    return {"messages": held}
 
 
 async def list_reviews(caller: ToolCaller, arguments: PageArguments) -> dict[str, Any]:
-    """One page of the held messages of the caller's agents."""
-    pending = await caller.port.list_pending_messages()
-    held = [outbound_message(message) for message in pending.messages]
-    shown, following = page_of(held, arguments.cursor, arguments.limit)
-    return listed("reviews", shown, following)
+    """One page of the account's review queue, newest first."""
+    page = await caller.port.list_reviews(present(arguments, "cursor", "limit"))
+    return listed("reviews", page["items"], page.get("next_cursor"))
 
 
-async def get_held(caller: ToolCaller, arguments: HeldMessageArguments) -> dict[str, Any]:
-    """One outbound message of the caller's, in any state."""
-    return outbound_message(await caller.port.get_pending_message(arguments.message_id))
+async def get_review(caller: ToolCaller, arguments: HeldMessageArguments) -> dict[str, Any]:
+    """One reviewed message of the account, without its raw bytes."""
+    return review(await caller.port.get_review(arguments.message_id))
 
 
 async def approve_pending_message(
@@ -119,24 +131,26 @@ async def _approve(
 
 
 async def reject(caller: ToolCaller, arguments: RejectArguments) -> dict[str, Any]:
-    """Reject a held message."""
-    message = await caller.port.reject_message(arguments.message_id, arguments.reason or "")
-    return outbound_message(message)
+    """Reject a held message of either direction: `/v1`'s reject result."""
+    fields = {"reason": arguments.reason} if arguments.reason else {}
+    return await caller.port.reject_review(arguments.message_id, fields)
 
 
 OWNER_ONLY = (
     " This is the account owner's decision: only call it when the person you work for asked you to."
 )
 APPROVE = (
-    "Approve an outgoing message held for a person's approval, so it is sent; approve as it "
-    "is with message_id alone, or edit it first with any of the other arguments. Answers "
-    "the send result: status accepted (queued to send; the outcome comes later). A message "
-    "no longer held is refused (409 message_not_pending); pass an idempotency_key to retry "
-    "safely." + OWNER_ONLY
+    "Approve a message held for review. Outbound (a draft awaiting approval): it is sent; "
+    "approve as it is with message_id alone, or edit it first with any of the other "
+    "arguments; answers status accepted (queued to send; the outcome comes later). Inbound "
+    "(mail the agent's gate held): it is delivered to the agent's inbox as it arrived "
+    "(edits are refused, 400); answers status review_approved. A message no longer held is "
+    "refused (409 message_not_pending); pass an idempotency_key to retry safely." + OWNER_ONLY
 )
 REJECT = (
-    "Reject an outgoing message held for approval: it is never sent; `reason` is kept with "
-    "it. A message no longer held is refused (409 conflict)." + OWNER_ONLY
+    "Reject a message held for review: an outbound draft is never sent, an inbound hold "
+    "never reaches the agent; `reason` is kept with it. Answers status review_rejected. A "
+    "message no longer held is refused (409 message_not_pending)." + OWNER_ONLY
 )
 REVIEW_UNSUPPORTED = {"attachments": NO_ATTACHMENT_EDITS}
 
@@ -144,19 +158,22 @@ REVIEW_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
         "list_reviews",
         "List messages awaiting review",
-        "List the outgoing messages of all your agents held for a person's approval, with "
-        "recipients, subject, body and when the hold expires. Pass next_cursor back as "
-        "`cursor` while it is present. Then approve_review or reject_review by id.",
+        "List the messages of every agent of the account held for a person's review, newest "
+        "first: outgoing drafts awaiting approval and incoming mail an agent's gate held, "
+        "each with its direction, recipients, subject and hold_reason (no body: get_review "
+        "has it). Pass next_cursor back as `cursor` while it is present. Then approve_review "
+        "or reject_review by id.",
         PageArguments,
         list_reviews,
     ),
     ToolSpec(
         "get_review",
         "Get a review",
-        "One outgoing message held for approval (or decided since): recipients, subject, "
-        "body while it is kept, status.",
+        "One message held for review (an outgoing draft, or decided since; or incoming mail "
+        "still held): sender and its authentication, recipients, subject, body as text and "
+        "html, attachments as metadata, review_status and hold_reason. No raw message.",
         HeldMessageArguments,
-        get_held,
+        get_review,
     ),
     ToolSpec(
         "approve_review",
@@ -179,26 +196,25 @@ REVIEW_TOOLS: tuple[ToolSpec[Any], ...] = (
     ),
     ToolSpec(
         "list_pending_messages",
-        "List outbound messages awaiting approval",
-        "List every outgoing message of your agents held for a person's approval, with "
-        "recipients, subject, body and when the hold expires (e2a's first name for "
-        "list_reviews, all at once).",
+        "List messages awaiting review",
+        "List every message of the account held for a person's review, outgoing and "
+        "incoming, as list_reviews does, all at once in `messages` (e2a's first name for "
+        "list_reviews).",
         NoArguments,
         list_pending_messages,
         replaced_by="list_reviews",
     ),
     ToolSpec(
         "get_pending_message",
-        "Get a pending-approval message",
-        "One outgoing message held for approval (or decided since), in full (e2a's first "
-        "name for get_review).",
+        "Get a held message",
+        "One message held for review, as get_review answers it (e2a's first name for get_review).",
         HeldMessageArguments,
-        get_held,
+        get_review,
         replaced_by="get_review",
     ),
     ToolSpec(
         "approve_pending_message",
-        "Approve a pending outbound message",
+        "Approve a held message",
         APPROVE + " (e2a's first name for approve_review, with body_text and body_html.)",
         ApprovePendingArguments,
         approve_pending_message,
@@ -209,7 +225,7 @@ REVIEW_TOOLS: tuple[ToolSpec[Any], ...] = (
     ),
     ToolSpec(
         "reject_pending_message",
-        "Reject a pending outbound message",
+        "Reject a held message",
         REJECT + " (e2a's first name for reject_review.)",
         RejectArguments,
         reject,

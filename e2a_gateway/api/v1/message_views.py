@@ -98,18 +98,12 @@ def message_view(opened: OpenedMessage, authserv_id: str) -> dict[str, Any]:
     view = message_summary_view(filed)
     view.setdefault("conversation_id", "")
     if opened.raw is not None:
-        body = parse_body(opened.raw)
         evidence = evidence_of(opened.raw, authserv_id)
         view["authentication"] = _authentication(evidence) if evidence else None
         if evidence is None:
             view["verified_domain"] = None
         view["raw_message"] = base64.b64encode(opened.raw).decode("ascii")
-        view["body"] = present(text=body.text, html=body.html)
-        view["parsed"] = present(text=body.text or "", html=body.html, truncated=False)
-        view["attachments"] = [
-            attachment_meta_view(index, item) for index, item in enumerate(body.attachments)
-        ]
-        return view
+        return view | received_content(opened.raw)
     draft = opened.outbound
     view["authentication"] = None
     view["raw_message"] = None
@@ -122,6 +116,18 @@ def message_view(opened: OpenedMessage, authserv_id: str) -> dict[str, Any]:
         for index, item in enumerate(outbound_attachments(draft) if draft else [])
     ]
     return view
+
+
+def received_content(raw: bytes) -> dict[str, Any]:
+    """MessageView's `body`, `parsed` and `attachments` (metadata) of mail received as `raw`."""
+    body = parse_body(raw)
+    return {
+        "body": present(text=body.text, html=body.html),
+        "parsed": present(text=body.text or "", html=body.html, truncated=False),
+        "attachments": [
+            attachment_meta_view(index, item) for index, item in enumerate(body.attachments)
+        ],
+    }
 
 
 def outbound_attachments(draft: OutboundMessage) -> list[Attachment]:

@@ -9,6 +9,7 @@ import hashlib
 import re
 from typing import Any
 
+from e2a_gateway.api.v1.message_views import received_content
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.operations.review_queue import Resolved
@@ -226,6 +227,7 @@ def _outbound_detail(message: OutboundMessage) -> dict[str, Any]:
 
 
 def _inbound_detail(message: InboundMessage) -> dict[str, Any]:
+    """MessageView of an inbound hold, with the body and attachments a reviewer decides on."""
     return {
         "id": message.id,
         "header_from": message.from_addr or None,
@@ -244,9 +246,8 @@ def _inbound_detail(message: InboundMessage) -> dict[str, Any]:
         "created_at": message.created_at,
         "raw_message": base64.b64encode(message.raw_message).decode("ascii"),
         "size_bytes": len(message.raw_message),
-        "attachments": [],
         "review_status": "pending_review"
         if message.hold == "pending_review"
         else "review_rejected",
         "hold_reason": _inbound_hold(message.flag_reason),
-    }
+    } | received_content(message.raw_message)

@@ -19,6 +19,7 @@ from e2a_gateway.api.v1.review_views import (
     review_item_view,
     send_result_view,
 )
+from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import review_queue
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.review_queue import ApproveReview, RejectReview
@@ -33,14 +34,7 @@ blueprint.register_blueprint(approvals.blueprint, name="v1_magic_links")
 @requires_caller
 async def list_reviews(caller: Caller) -> dict[str, Any]:
     """listReviews: the messages waiting for review, newest first."""
-    query = read_query(PageQuery)
-    gateway = current_gateway()
-
-    async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[HeldMessage]:
-        position = after[0] if after and isinstance(after[0], int) else None
-        return await review_queue.queue_page(gateway, caller, limit, position)
-
-    return await keyset_page("reviews", query, fetch, _position, review_item_view)
+    return await review_listing(current_gateway(), caller, read_query(PageQuery))
 
 
 @blueprint.get("/reviews/<message_id>")
@@ -69,6 +63,16 @@ async def reject_review(caller: Caller, message_id: str) -> dict[str, Any]:
     body = await read_json(RejectReview, allow_empty=True)
     resolved = await review_queue.reject(current_gateway(), caller, message_id, body)
     return reject_result_view(resolved)
+
+
+async def review_listing(gateway: Gateway, caller: Caller, query: PageQuery) -> dict[str, Any]:
+    """One page of the account's review queue as listReviews answers it (also the MCP tools')."""
+
+    async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[HeldMessage]:
+        position = after[0] if after and isinstance(after[0], int) else None
+        return await review_queue.queue_page(gateway, caller, limit, position)
+
+    return await keyset_page("reviews", query, fetch, _position, review_item_view, gateway)
 
 
 def _position(item: HeldMessage) -> tuple[int]:
