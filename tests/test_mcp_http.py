@@ -165,13 +165,14 @@ async def test_every_tool_on_a_mailbox(running: RunningGateway, make_account: An
         assert review["review_status"] == "pending_review" and review["subject"] == "Offer"
         assert review["text"] == "10% off." and review["hold_reason"]["type"] == "send"
         assert "raw_message" not in review and review["received_at"]
-        approved = await call(
-            client, "approve_review", {"message_id": held["message_id"], "subject": "Offer (ed.)"}
-        )
+        terms = {"filename": "terms.txt", "content_type": "text/plain", "data": "VGVybXMu"}
+        edits = {"subject": "Offer (ed.)", "attachments": [terms]}
+        approved = await call(client, "approve_review", {"message_id": held["message_id"]} | edits)
         assert approved["status"] == "accepted"
         review = await call(client, "get_review", {"message_id": held["message_id"]})
         assert approved["edited"] is True
         assert review["review_status"] == "sent" and review["subject"] == "Offer (ed.)"
+        assert [item["filename"] for item in review["attachments"]] == ["terms.txt"]
         rejected = await call(
             client, "reject_review", {"message_id": dropped["message_id"], "reason": "wrong"}
         )
@@ -183,6 +184,7 @@ async def test_every_tool_on_a_mailbox(running: RunningGateway, make_account: An
         assert (await call(client, "list_reviews"))["reviews"] == []
         offer = await call(client, "wait_for_email", {"agent_email": sales, "timeout_seconds": 10})
         assert offer["message"]["subject"] == "Offer (ed.)"
+        assert [item["filename"] for item in offer["message"]["attachments"]] == ["terms.txt"]
 
 
 async def test_tool_errors_are_structured(running: RunningGateway, make_account: Any) -> None:

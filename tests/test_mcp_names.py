@@ -324,6 +324,7 @@ async def test_the_first_eleven_with_e2a_arguments(
                 "to": [sales["email"]],
                 "cc": [support],
                 "bcc": [],
+                "attachments": [],
             },
         )
         assert approved["status"] == "accepted" and approved["edited"] is True

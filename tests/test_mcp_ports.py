@@ -258,9 +258,8 @@ async def test_inbound_holds_are_reviewed_alike(running: RunningGateway, make_ac
         assert detail["header_from"] == SENDER and detail["truncated"] is False
         assert "raw_message" not in detail and detail["attachments"] == []
 
-        edited = await run(remote, "approve_review", {"message_id": keep, "subject": "x"})
-        assert edited[0] == "error" and edited[1]["status"] == 400
-        approved = await run(remote, "approve_review", {"message_id": keep})
+        # edits are ignored for incoming mail: it is delivered as it arrived
+        approved = await run(remote, "approve_review", {"message_id": keep, "subject": "x"})
         assert approved == {"status": "review_approved", "message_id": keep}
         rejected = await run(local, "reject_review", {"message_id": drop, "reason": "spam"})
         assert rejected == {"status": "review_rejected", "message_id": drop}

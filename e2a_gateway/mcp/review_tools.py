@@ -17,15 +17,13 @@ from e2a_gateway.mcp.answers import listed, review
 from e2a_gateway.mcp.mailbox_tools import present
 from e2a_gateway.mcp.toolkit import (
     Arguments,
+    AttachmentArgument,
     NoArguments,
     PageArguments,
     ToolCaller,
     ToolSpec,
     idempotency_key,
 )
-
-NO_ATTACHMENT_EDITS = "replacing attachments on approval is not supported yet: omit it"
-
 
 MessageIdArgument = Field(min_length=1, description="The held message's id (from a list).")
 APPROVAL_KEY = "The held message's id makes a natural key (a fresh one if you change the edits)."
@@ -47,6 +45,11 @@ class ApprovePendingArguments(Arguments):
     to: list[str] | None = Field(default=None, description="Replace the recipients.")
     cc: list[str] | None = Field(default=None, description="Replace the Cc: addresses.")
     bcc: list[str] | None = Field(default=None, description="Replace the Bcc: addresses.")
+    attachments: list[AttachmentArgument] | None = Field(
+        default=None,
+        max_length=50,
+        description="Replace the attachments (at most 50); an empty list removes them all.",
+    )
     idempotency_key: str | None = idempotency_key(APPROVAL_KEY)
 
 
@@ -60,6 +63,11 @@ class ApproveReviewArguments(Arguments):
     to: list[str] | None = Field(default=None, description="Replace the recipients.")
     cc: list[str] | None = Field(default=None, description="Replace the Cc: addresses.")
     bcc: list[str] | None = Field(default=None, description="Replace the Bcc: addresses.")
+    attachments: list[AttachmentArgument] | None = Field(
+        default=None,
+        max_length=50,
+        description="Replace the attachments (at most 50); an empty list removes them all.",
+    )
     idempotency_key: str | None = idempotency_key(APPROVAL_KEY)
 
 
@@ -111,6 +119,7 @@ async def approve_pending_message(
         "to": arguments.to,
         "cc": arguments.cc,
         "bcc": arguments.bcc,
+        "attachments": arguments.model_dump()["attachments"],  # [] removes them all
     }
     return await _approve(caller, arguments.message_id, edits, arguments.idempotency_key)
 
@@ -152,7 +161,6 @@ REJECT = (
     "never reaches the agent; `reason` is kept with it. Answers status review_rejected. A "
     "message no longer held is refused (409 message_not_pending)." + OWNER_ONLY
 )
-REVIEW_UNSUPPORTED = {"attachments": NO_ATTACHMENT_EDITS}
 
 REVIEW_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
@@ -183,7 +191,6 @@ REVIEW_TOOLS: tuple[ToolSpec[Any], ...] = (
         approve_review,
         read_only=False,
         sends_mail=True,
-        unsupported=REVIEW_UNSUPPORTED,
     ),
     ToolSpec(
         "reject_review",
@@ -220,7 +227,6 @@ REVIEW_TOOLS: tuple[ToolSpec[Any], ...] = (
         approve_pending_message,
         read_only=False,
         sends_mail=True,
-        unsupported=REVIEW_UNSUPPORTED,
         replaced_by="approve_review",
     ),
     ToolSpec(
@@ -241,7 +247,6 @@ REVIEW_TOOLS: tuple[ToolSpec[Any], ...] = (
         approve_review,
         read_only=False,
         sends_mail=True,
-        unsupported=REVIEW_UNSUPPORTED,
         replaced_by="approve_review",
     ),
     ToolSpec(

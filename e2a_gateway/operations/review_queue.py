@@ -20,7 +20,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import reviews
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.drafts import MAX_RECIPIENTS, AttachmentIn
-from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
+from e2a_gateway.operations.errors import Conflict, NotFound
 from e2a_gateway.operations.requests import RequestBody, parse_request
 from e2a_gateway.operations.reviews import ApproveBody
 from e2a_gateway.storage.base import (
@@ -36,7 +36,7 @@ QueuePosition = int
 
 
 class ApproveReview(RequestBody):
-    """POST /v1/reviews/{id}/approve: optional edits of an outbound draft (none for inbound)."""
+    """POST /v1/reviews/{id}/approve: optional edits of an outbound draft (ignored for inbound)."""
 
     subject: str | None = Field(default=None, max_length=2000)
     text: str | None = Field(default=None, max_length=1048576)
@@ -45,11 +45,6 @@ class ApproveReview(RequestBody):
     cc: list[str] | None = Field(default=None, max_length=MAX_RECIPIENTS)
     bcc: list[str] | None = Field(default=None, max_length=MAX_RECIPIENTS)
     attachments: list[AttachmentIn] | None = Field(default=None, max_length=50)
-
-    @property
-    def edits_anything(self) -> bool:
-        """Whether any edit is asked for."""
-        return any(value is not None for value in self.model_dump().values())
 
 
 class RejectReview(RequestBody):
@@ -101,7 +96,7 @@ async def approve(
     gateway: Gateway, caller: Caller, message_id: str, request: ApproveReview
 ) -> Resolved:
     """Approve a held message: an outbound draft is queued for sending with the edits asked
-    for; an inbound hold is delivered to its agent (edits are refused for it)."""
+    for; an inbound hold is delivered to its agent as it arrived (edits are ignored)."""
     caller.require_account("approve held messages")
     outbound = await gateway.storage.get_outbound(caller.user_id, message_id)
     if outbound is not None:
@@ -114,11 +109,8 @@ async def approve(
         except Conflict as exc:
             raise _not_pending(exc.message) from None
         return Resolved("outbound", outbound=sent)
-    if request.edits_anything and await gateway.storage.held_inbound(caller.user_id, message_id):
-        raise Invalid(
-            "invalid_request",
-            "an inbound hold is delivered as it arrived: approve it with an empty body",
-        )
+    # an inbound hold is delivered as it arrived: edits are ignored for it, as e2a's server
+    # ignores them (docs/api.md)
     inbound = await _release(gateway, caller.user_id, message_id, True)
     return Resolved("inbound", inbound=inbound)
 
