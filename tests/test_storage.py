@@ -34,6 +34,7 @@ from e2a_gateway.storage.base import (
     ApiKey,
     ConversationClaim,
     Domain,
+    EmailTemplate,
     FinishedAttempt,
     InUse,
     LastOne,
@@ -45,6 +46,7 @@ from e2a_gateway.storage.base import (
     SigningSecret,
     Storage,
     StorageUnavailable,
+    TemplateChanges,
     WebhookAttempt,
 )
 from e2a_gateway.storage.migrations import load_migrations
@@ -1395,3 +1397,57 @@ async def test_inbox_pages_and_messages_read_again_never_outlive_a_write(storage
     assert page is not None and [entry.id for entry in page.messages] == ["msg_1"]
     assert await storage.trash_message(alice, "a@agents.test", "msg_0", NOW) is not None
     assert await storage.read_inbound(alice, "a@agents.test", "msg_0") is None
+
+
+def template(user_id: str, number: int, alias: str | None = None) -> EmailTemplate:
+    return EmailTemplate(
+        id=f"tmpl_{number:04d}",
+        user_id=user_id,
+        name=f"Template {number}",
+        alias=alias,
+        subject="Hello {{name}}",
+        text="Hi {{name}}.",
+        html=None,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+async def test_templates_are_kept_per_account_with_unique_aliases(storage: Storage) -> None:
+    owner = await add_user(storage)
+    other = await add_user(storage, "other@example.com")
+    for number in range(3):
+        await storage.add_template(template(owner, number, f"alias-{number}"), 3)
+    with pytest.raises(LimitReached):
+        await storage.add_template(template(owner, 9), 3)
+    # another account may use the same alias; the same account may not
+    await storage.add_template(template(other, 10, "alias-0"), 3)
+    with pytest.raises(AlreadyExists):
+        await storage.add_template(template(other, 11, "alias-0"), 3)
+    await storage.add_template(template(other, 12), 3)  # no alias: never a conflict
+    await storage.add_template(template(other, 13), 5)
+
+    newest = await storage.template_page(owner, 2, None)
+    assert [item.id for item in newest] == ["tmpl_0002", "tmpl_0001"]
+    rest = await storage.template_page(owner, 2, newest[-1].seq)
+    assert [item.id for item in rest] == ["tmpl_0000"]
+    assert await storage.get_template(other, "tmpl_0000") is None  # not theirs
+    assert (await storage.template_by_alias(other, "alias-0")).id == "tmpl_0010"  # type: ignore[union-attr]
+    assert await storage.template_by_alias(owner, "alias-9") is None
+
+    later = "2026-01-02T00:00:00Z"
+    changes = TemplateChanges(alias="", html="<p>{{name}}</p>")
+    changed = await storage.update_template(owner, "tmpl_0001", changes, later)
+    assert changed is not None and changed.alias is None and changed.html == "<p>{{name}}</p>"
+    assert (changed.name, changed.updated_at) == ("Template 1", later)
+    with pytest.raises(AlreadyExists):
+        await storage.update_template(owner, "tmpl_0000", TemplateChanges(alias="alias-2"), NOW)
+    assert (await storage.get_template(owner, "tmpl_0000")).alias == "alias-0"  # type: ignore[union-attr]
+    cleared = await storage.update_template(owner, "tmpl_0001", TemplateChanges(html=""), NOW)
+    assert cleared is not None and cleared.html is None
+    assert await storage.update_template(other, "tmpl_0001", TemplateChanges(name="x"), NOW) is None
+
+    assert not await storage.delete_template(other, "tmpl_0001")
+    assert await storage.delete_template(owner, "tmpl_0001")
+    assert await storage.get_template(owner, "tmpl_0001") is None
+    await storage.add_template(template(owner, 14, "alias-1"), 3)  # room again, alias free

@@ -623,6 +623,37 @@ class WebhookChanges:
     enabled: bool | None = None
 
 
+@dataclass(frozen=True)
+class EmailTemplate:
+    """A stored email template of an account: its parts' sources (`html` optional), an
+    optional `alias` unique within the account, and the starter it was copied from."""
+
+    id: str
+    user_id: str
+    name: str
+    alias: str | None
+    subject: str
+    text: str
+    html: str | None
+    created_at: str
+    updated_at: str
+    from_starter_alias: str | None = None
+    from_starter_version: str | None = None
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class TemplateChanges:
+    """A partial update of a template: fields left None keep their value; an empty `alias` or
+    `html` clears it."""
+
+    name: str | None = None
+    alias: str | None = None
+    subject: str | None = None
+    text: str | None = None
+    html: str | None = None
+
+
 SubscriberStatus = Literal["pending", "delivered", "failed"]
 
 
@@ -1466,6 +1497,40 @@ class Subscribers(Protocol):
         ...
 
 
+class Templates(Protocol):
+    """The email templates of `/v1` accounts, each read and changed only by its owner."""
+
+    async def add_template(self, template: EmailTemplate, max_per_user: int) -> None:
+        """Store a new template; LimitReached when the user already has `max_per_user`,
+        AlreadyExists when another of theirs has its alias."""
+        ...
+
+    async def template_page(
+        self, user_id: str, limit: int, before_seq: int | None
+    ) -> list[EmailTemplate]:
+        """Up to `limit` of the user's templates, newest first, before `before_seq`."""
+        ...
+
+    async def get_template(self, user_id: str, template_id: str) -> EmailTemplate | None:
+        """One of the user's templates by id, or None."""
+        ...
+
+    async def template_by_alias(self, user_id: str, alias: str) -> EmailTemplate | None:
+        """One of the user's templates by alias, or None."""
+        ...
+
+    async def update_template(
+        self, user_id: str, template_id: str, changes: TemplateChanges, updated_at: str
+    ) -> EmailTemplate | None:
+        """Apply `changes` to one of the user's templates; None when it is not theirs,
+        AlreadyExists when the new alias is another template's of theirs."""
+        ...
+
+    async def delete_template(self, user_id: str, template_id: str) -> bool:
+        """Delete one of the user's templates; False when it is not theirs."""
+        ...
+
+
 class RateLimits(Protocol):
     """Fixed-window request counters shared by every process using the database."""
 
@@ -1565,6 +1630,7 @@ class Storage(
     EventLog,
     Subscribers,
     Suppressions,
+    Templates,
     Protocol,
 ):
     """What the gateway needs from a database, all roles together. Implemented by the SQLite and

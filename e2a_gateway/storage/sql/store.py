@@ -26,6 +26,7 @@ from e2a_gateway.storage.sql.rate_limits import RateLimitsSql
 from e2a_gateway.storage.sql.retention import RetentionSql
 from e2a_gateway.storage.sql.subscribers import SubscribersSql
 from e2a_gateway.storage.sql.suppressions import SuppressionsSql
+from e2a_gateway.storage.sql.templates import TemplatesSql
 from e2a_gateway.storage.sql.webhooks import WebhooksSql
 
 
@@ -49,6 +50,7 @@ class SqlStorage(
     EventsSql,
     SubscribersSql,
     SuppressionsSql,
+    TemplatesSql,
 ):
     """`Storage` over a backend's `Runner` methods, which the backend supplies with these."""
 
