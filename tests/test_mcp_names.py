@@ -2,7 +2,7 @@
 in-process and `e2a mcp` on stdio against a live gateway), with the official `mcp` client.
 
 The oracle is e2a's own list of names (`tests/data/e2a/tool-names.v1.json`, vendored with its
-licence): every name is served or listed in `MISSING` with why. The argument names are e2a's,
+licence): every name is served. The argument names are e2a's,
 as its first server (commit 15323fcb) and its current one (220fe0a7) declare them.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from mcp import Client
 
 from e2a_gateway.app import RunningGateway
-from e2a_gateway.mcp.tools import MISSING, TOOLS, TOOLS_BY_NAME
+from e2a_gateway.mcp.tools import TOOLS, TOOLS_BY_NAME
 from tests.conftest import Account, agent_path
 from tests.delivery_support import create_agent, mail, smtp_send, wait_until
 from tests.mcp_support import call, failure, mcp_client, stdio_client
@@ -128,6 +128,14 @@ CURRENT_SERVER: dict[str, set[str]] = {
     "rotate_webhook_secret": {"id"},
     "test_webhook": {"id", "type"},
     "list_webhook_deliveries": {"id", "status", "cursor", "limit"},
+    "list_templates": {"cursor", "limit"},
+    "get_template": {"id"},
+    "create_template": {"name", "alias", "subject", "text", "html", "from_starter"},
+    "update_template": {"id", "name", "alias", "subject", "text", "html"},
+    "delete_template": {"id", "confirm"},
+    "validate_template": {"subject", "text", "html", "test_data"},
+    "list_starter_templates": {"cursor", "limit"},
+    "get_starter_template": {"alias"},
     "create_api_key": {"agent_email", "name", "expires_at"},
     "get_protection": {"email"},
     "update_protection": {
@@ -148,14 +156,11 @@ OURS = {"wait_for_email", "get_inbox", "read_email", "reply_email", "list_pendin
 """This gateway's own tool and its earlier names (deprecated aliases for one release)."""
 
 
-def test_every_e2a_name_is_served_or_named_missing() -> None:
+def test_every_e2a_name_is_served() -> None:
     assert len(E2A_NAMES) == len(set(E2A_NAMES)) == 60
     served = {tool.name for tool in TOOLS} & set(E2A_NAMES)
-    assert served == set(CURRENT_SERVER)
+    assert served == set(CURRENT_SERVER) == set(E2A_NAMES)
     assert set(FIRST_SERVER) <= served
-    assert served.isdisjoint(MISSING)
-    assert served | set(MISSING) == set(E2A_NAMES)
-    assert all(len(why) > 20 for why in MISSING.values())
     assert {tool.name for tool in TOOLS} - set(E2A_NAMES) == OURS
 
 
@@ -199,8 +204,6 @@ async def test_tools_list_has_e2a_names_with_e2a_arguments(
         not_yet = set(TOOLS_BY_NAME[name].unsupported)
         assert arguments <= taken | not_yet, (name, arguments - taken - not_yet)
         assert not taken & not_yet, name
-    for name in MISSING:
-        assert name not in listed
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

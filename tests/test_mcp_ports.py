@@ -744,6 +744,66 @@ async def test_keys_protection_and_agent_trash_answer_alike(
             await same(ports, name, arguments)
 
 
+async def test_template_tools_answer_alike(running: RunningGateway, make_account: Any) -> None:
+    account: Account = await make_account("ports-templates@example.com")
+    agent = await create_agent(account, "ports-templates")
+    reader = await create_agent(account, "ports-templates-reader")
+    async with both_ports(running, account.key, agent) as ports:
+        source = {"name": "Note", "subject": "About {{topic}}", "text": "{{topic}}: {{body}}"}
+        made = await both(
+            ports,
+            "create_template",
+            [source | {"alias": "remote-note"}, source | {"alias": "local-note"}],
+        )
+        assert made[0]["id"].startswith("tmpl_") and made[0]["alias"] == "remote-note"
+        alike(made, {"id", "alias", "created_at", "updated_at"}, "create_template")
+        page = await same(ports, "list_templates", {"limit": 1})
+        assert [item["alias"] for item in page["templates"]] == ["local-note"]
+        await same(ports, "list_templates", {"cursor": page["next_cursor"]})
+        for template in made:
+            await same(ports, "get_template", {"id": template["id"]})
+        changed = await both(
+            ports,
+            "update_template",
+            [{"id": made[0]["id"], "html": "<b>{{topic}}</b>"}, {"id": made[1]["id"], "html": "x"}],
+        )
+        assert (changed[0]["html"], changed[1]["html"]) == ("<b>{{topic}}</b>", "x")
+        checked = await same(
+            ports, "validate_template", {"subject": "{{a.b}}", "text": "{{#x}}", "test_data": {}}
+        )
+        assert checked["valid"] is False and checked["suggested_data"] == {"a": {"b": "a.b_value"}}
+        starters = await same(ports, "list_starter_templates", {})
+        aliases = [item["alias"] for item in starters["starter_templates"]]
+        for alias in aliases:
+            await same(ports, "get_starter_template", {"alias": alias})
+        for name, arguments in (
+            ("get_template", {"id": "tmpl_nope"}),
+            ("get_starter_template", {"alias": "nope"}),
+            ("create_template", {"name": "Bad", "subject": "{{", "text": "t"}),
+            ("create_template", {"from_starter": "nope"}),
+            ("update_template", {"id": made[0]["id"], "alias": "local-note"}),
+            ("delete_template", {"id": "tmpl_nope", "confirm": True}),
+        ):
+            refused = await same(ports, name, arguments)
+            assert refused[0] == "error", (name, refused)
+        data = {"topic": "T", "body": "B"}
+        sent = await both(
+            ports,
+            "send_message",
+            [
+                {"to": [reader], "template_alias": alias, "template_data": data}
+                for alias in ("remote-note", "local-note")
+            ],
+        )
+        assert sent[0]["status"] == "accepted"
+        alike(sent, VARYING, "send_message with a template")
+        gone = await both(
+            ports, "delete_template", [{"id": item["id"], "confirm": True} for item in made]
+        )
+        assert gone[0] == {"deleted": True, "id": made[0]["id"]}
+        assert (await same(ports, "list_templates", {}))["templates"] == []
+
+
 def test_every_served_tool_is_compared() -> None:
     """Each tool served is called over both ports by a test of this module (its name appears
     here as a string), so a new tool cannot go uncompared."""

@@ -52,6 +52,9 @@ async def test_the_export_holds_suppressions_webhooks_and_events_and_no_secret(
     )
     assert hooked.status_code == 201, hooked.text
     webhook = hooked.json()
+    source = {"name": "Note", "alias": "note", "subject": "{{a}}", "text": "{{b}}"}
+    template = (await alice.http.post("/v1/templates", json=source)).json()
+    assert (await bob.http.post("/v1/templates", json=source | {"name": "Bob's"})).is_success
     await smtp_send(running.addresses.smtp_port, [bot], mail("Exported"))
     (received,) = (await alice.http.get("/v1/events", params={"type": "email.received"})).json()[
         "items"
@@ -70,6 +73,7 @@ async def test_the_export_holds_suppressions_webhooks_and_events_and_no_secret(
     assert exported_hook["events"] == ["email.received"] and exported_hook["enabled"] is True
     assert exported_hook["filters"]["agent_emails"] == [bot]
     assert exported_hook["description"] == "inbox"
+    assert export["templates"] == [template]  # as TemplateView shows it; not bob's
     (event,) = [item for item in export["events"] if item["type"] == "email.received"]
     assert event["id"] == received["id"] and event["data"] == received["data"]
     assert event["agent_email"] == bot and event["message_id"] == received["message_id"]

@@ -37,6 +37,12 @@ from e2a_gateway.api.v1.review_views import (
 )
 from e2a_gateway.api.v1.review_views import send_result_view as review_result_view
 from e2a_gateway.api.v1.reviews import review_listing
+from e2a_gateway.api.v1.templates import (
+    starter_detail_view,
+    starter_listing,
+    template_listing,
+    template_view,
+)
 from e2a_gateway.api.v1.views import api_key_view as v1_api_key_view
 from e2a_gateway.api.v1.webhooks import (
     DeliveryQuery,
@@ -58,6 +64,7 @@ from e2a_gateway.operations import (
     review_queue,
     reviews,
     sending,
+    templates,
     trust,
     webhooks,
 )
@@ -79,6 +86,7 @@ from e2a_gateway.operations.sending import (
     SendMessageBody,
     Submission,
 )
+from e2a_gateway.operations.templates import CreateTemplate, UpdateTemplate, ValidateTemplate
 from e2a_gateway.operations.webhooks import CreateWebhook, UpdateWebhook
 from e2a_gateway.storage.base import ApiKey, OutboundMessage, StorageUnavailable
 from e2a_gateway.storage.base import Domain as StoredDomain
@@ -660,6 +668,66 @@ class OperationsPort:
 
         route = f"POST /v1/agents/{email}/messages/{message_id}/forward"
         return await self._write_once(route, fields, idempotency_key, forward)
+
+    async def list_templates(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the account's templates, newest first."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            return await template_listing(gateway, caller, validated(PageQuery, query, "query"))
+
+        return await self._run_v1(page)
+
+    async def get_template(self, template_id: str) -> dict[str, Any]:
+        """One of the account's templates with its sources."""
+        return template_view(await self._run_v1(templates.get_template, template_id))
+
+    async def create_template(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A new template of the account."""
+
+        async def create(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            body = validated(CreateTemplate, fields, "body")
+            return template_view(await templates.create_template(gateway, caller, body))
+
+        return await self._run_v1(create)
+
+    async def update_template(self, template_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """A template of the account, changed."""
+
+        async def update(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            body = validated(UpdateTemplate, fields, "body")
+            changed = await templates.update_template(gateway, caller, template_id, body)
+            return template_view(changed)
+
+        return await self._run_v1(update)
+
+    async def delete_template(self, template_id: str) -> dict[str, Any]:
+        """A template of the account deleted for good."""
+        await self._run_v1(templates.delete_template, template_id)
+        return {"deleted": True, "id": template_id}
+
+    async def validate_template(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A dry run of template source."""
+
+        async def validate(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            return templates.validate_source(caller, validated(ValidateTemplate, fields, "body"))
+
+        return await self._run_v1(validate)
+
+    async def list_starter_templates(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the starter catalog."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            return await starter_listing(gateway, caller, validated(PageQuery, query, "query"))
+
+        return await self._run_v1(page)
+
+    async def get_starter_template(self, alias: str) -> dict[str, Any]:
+        """One starter with its sources."""
+
+        async def read(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            return starter_detail_view(templates.starter_template(caller, alias))
+
+        return await self._run_v1(read)
 
     async def list_reviews(self, query: dict[str, Any]) -> dict[str, Any]:
         """One page of the account's review queue, newest first."""

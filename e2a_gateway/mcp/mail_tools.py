@@ -109,9 +109,29 @@ class SendMessageArguments(Arguments):
     """Arguments of send_message (e2a's current name for sending)."""
 
     to: list[str] = Field(min_length=1, description="Recipients' email addresses.")
-    subject: str = Field(description="The subject line.")
-    text: str = Field(description="The plain-text body; html for HTML.")
+    subject: str | None = Field(
+        default=None, description="The subject line. Required unless a template is named."
+    )
+    text: str | None = Field(
+        default=None,
+        description="The plain-text body; html for HTML. Required unless a template is named.",
+    )
     html: str | None = Field(default=None, description="An optional HTML body.")
+    template_id: str | None = Field(
+        default=None,
+        description="Send with a stored template by id (tmpl_…), rendered by the gateway; "
+        "not with subject/text/html nor template_alias.",
+    )
+    template_alias: str | None = Field(
+        default=None,
+        description="Send with a stored template by its alias (list_templates); not with "
+        "subject/text/html nor template_id.",
+    )
+    template_data: dict[str, Any] | None = Field(
+        default=None,
+        description="Values of the template's variables ({{name}}, dot paths into nested "
+        "objects); a variable left out renders EMPTY, without an error.",
+    )
     cc: list[str] | None = Field(default=None, description="Cc: addresses.")
     bcc: list[str] | None = Field(default=None, description="Bcc: addresses (not shown).")
     attachments: AttachmentsArgument = None
@@ -230,7 +250,19 @@ async def send_message(caller: ToolCaller, arguments: SendMessageArguments) -> d
     """A new message from an agent, with e2a's current argument names: `/v1`'s send result
     (`status` accepted or pending_review, `message_id`, `method`, `sent_as`), as e2a answers."""
     agent = await caller.agent(arguments.email)
-    names = ("to", "subject", "text", "html", "cc", "bcc", "conversation_id", "reply_to")
+    names = (
+        "to",
+        "subject",
+        "text",
+        "html",
+        "cc",
+        "bcc",
+        "conversation_id",
+        "reply_to",
+        "template_id",
+        "template_alias",
+        "template_data",
+    )
     fields = _given(arguments, names)
     return await caller.port.send_message(agent, fields, arguments.idempotency_key)
 
@@ -399,18 +431,14 @@ MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (
         "send_message",
         "Send email",
         "Send a new email from an agent, starting a new thread; to answer a message use "
-        "reply_to_message, which keeps the thread. reply_to sets where replies go."
-        + V1_SEND_NOTE
-        + AGENT_NOTE.replace("`agent_email`", "`email`"),
+        "reply_to_message, which keeps the thread. reply_to sets where replies go. Instead of "
+        "subject and text, a stored template may be named (template_id or template_alias, "
+        "with template_data): the gateway renders it before any review hold, so a reviewer "
+        "reads what would be sent." + V1_SEND_NOTE + AGENT_NOTE.replace("`agent_email`", "`email`"),
         SendMessageArguments,
         send_message,
         read_only=False,
         sends_mail=True,
-        unsupported={
-            "template_id": "templates are not available on this gateway yet",
-            "template_alias": "templates are not available on this gateway yet",
-            "template_data": "templates are not available on this gateway yet",
-        },
     ),
     ToolSpec(
         "send_email",

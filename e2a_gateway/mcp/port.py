@@ -174,6 +174,38 @@ class GatewayPort(Protocol):
         """Reject a held message, keeping `reason` with it."""
         ...
 
+    async def list_templates(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the account's templates as `/v1`'s listTemplates answers it."""
+        ...
+
+    async def get_template(self, template_id: str) -> dict[str, Any]:
+        """One of the account's templates, as `/v1`'s getTemplate answers it."""
+        ...
+
+    async def create_template(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """A new template from createTemplate's `fields`."""
+        ...
+
+    async def update_template(self, template_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """A template changed by updateTemplate's `fields`."""
+        ...
+
+    async def delete_template(self, template_id: str) -> dict[str, Any]:
+        """A template deleted for good: `{deleted, id}`."""
+        ...
+
+    async def validate_template(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """validateTemplate's dry run of `fields`."""
+        ...
+
+    async def list_starter_templates(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the starter catalog as `/v1`'s listStarterTemplates answers it."""
+        ...
+
+    async def get_starter_template(self, alias: str) -> dict[str, Any]:
+        """One starter with its sources, as `/v1`'s getStarterTemplate answers it."""
+        ...
+
     async def list_reviews(self, query: dict[str, Any]) -> dict[str, Any]:
         """One page of the account's review queue (outbound drafts and inbound holds) as `/v1`'s
         listReviews answers it (`items`, `next_cursor`); `query` holds `cursor` and `limit`."""

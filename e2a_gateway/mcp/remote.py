@@ -32,6 +32,11 @@ def _webhook_path(webhook_id: str, *segments: str) -> str:
     return "/v1/webhooks/" + "/".join(quote(part, safe="") for part in (webhook_id, *segments))
 
 
+def _template_path(template_id: str) -> str:
+    """`/v1/templates/{id}`, escaped."""
+    return "/v1/templates/" + quote(template_id, safe="")
+
+
 def _review_path(message_id: str, *segments: str) -> str:
     """`/v1/reviews/{id}/…`, each segment escaped."""
     return "/v1/reviews/" + "/".join(quote(part, safe="") for part in (message_id, *segments))
@@ -199,6 +204,39 @@ class SdkPort(AsyncE2AClient):
         """`POST /v1/reviews/{id}/approve`, with the Idempotency-Key given."""
         path = _review_path(message_id, "approve")
         return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
+
+    async def list_templates(self, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/templates`."""
+        return await self._v1("GET", "/v1/templates", query=query)
+
+    async def get_template(self, template_id: str) -> dict[str, Any]:
+        """`GET /v1/templates/{id}`."""
+        return await self._v1("GET", _template_path(template_id))
+
+    async def create_template(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/templates`."""
+        return await self._v1("POST", "/v1/templates", body=fields)
+
+    async def update_template(self, template_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+        """`PATCH /v1/templates/{id}`."""
+        return await self._v1("PATCH", _template_path(template_id), body=fields)
+
+    async def delete_template(self, template_id: str) -> dict[str, Any]:
+        """`DELETE /v1/templates/{id}?confirm=DELETE`."""
+        path = _template_path(template_id)
+        return await self._v1("DELETE", path, query={"confirm": "DELETE"})
+
+    async def validate_template(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`POST /v1/templates/validate`."""
+        return await self._v1("POST", "/v1/templates/validate", body=fields)
+
+    async def list_starter_templates(self, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/starter-templates`."""
+        return await self._v1("GET", "/v1/starter-templates", query=query)
+
+    async def get_starter_template(self, alias: str) -> dict[str, Any]:
+        """`GET /v1/starter-templates/{alias}`."""
+        return await self._v1("GET", "/v1/starter-templates/" + quote(alias, safe=""))
 
     async def list_reviews(self, query: dict[str, Any]) -> dict[str, Any]:
         """`GET /v1/reviews`."""

@@ -1,6 +1,6 @@
 """The MCP tools of this gateway: e2a's tool names (its first server's and its current one's,
 `tests/data/e2a/tool-names.v1.json`), this gateway's own `wait_for_email`, and its earlier
-names as deprecated aliases; and the e2a names not served yet, each with why.
+names as deprecated aliases.
 
 Each tool works through a `GatewayPort` (e2a_gateway.mcp.port) for its caller, so ownership is
 checked where it always is (the operations). To add a tool: an arguments model, a function of
@@ -18,10 +18,11 @@ from e2a_gateway.mcp.mail_tools import MAIL_TOOLS
 from e2a_gateway.mcp.mailbox_tools import MAILBOX_TOOLS
 from e2a_gateway.mcp.protection_tools import PROTECTION_TOOLS
 from e2a_gateway.mcp.review_tools import REVIEW_TOOLS
+from e2a_gateway.mcp.template_tools import TEMPLATE_TOOLS
 from e2a_gateway.mcp.toolkit import ToolCaller, ToolSpec, call_tool, input_schema
 from e2a_gateway.mcp.webhook_tools import WEBHOOK_TOOLS
 
-__all__ = ["MISSING", "TOOLS", "TOOLS_BY_NAME", "ToolCaller", "call_tool", "tool_schema"]
+__all__ = ["TOOLS", "TOOLS_BY_NAME", "ToolCaller", "call_tool", "tool_schema"]
 
 TOOLS: tuple[ToolSpec[Any], ...] = (
     ACCOUNT_TOOLS
@@ -31,26 +32,10 @@ TOOLS: tuple[ToolSpec[Any], ...] = (
     + WEBHOOK_TOOLS
     + PROTECTION_TOOLS
     + REVIEW_TOOLS
+    + TEMPLATE_TOOLS
     + LEGACY_TOOLS
 )
 TOOLS_BY_NAME = {tool.name: tool for tool in TOOLS}
-
-_TEMPLATES = (
-    "the gateway keeps no email templates (neither /v1 nor /api/v1 has them): send_message "
-    "takes the subject, text and html themselves"
-)
-MISSING: dict[str, str] = {
-    "create_template": _TEMPLATES,
-    "delete_template": _TEMPLATES,
-    "get_template": _TEMPLATES,
-    "list_templates": _TEMPLATES,
-    "update_template": _TEMPLATES,
-    "validate_template": _TEMPLATES,
-    "get_starter_template": _TEMPLATES,
-    "list_starter_templates": _TEMPLATES,
-}
-"""e2a's tool names this gateway does not serve yet, each with why: an unknown-tool error for
-one of them says so."""
 
 
 def tool_schema(name: str) -> dict[str, Any] | None:
@@ -60,7 +45,5 @@ def tool_schema(name: str) -> dict[str, Any] | None:
 
 
 def unknown_tool(name: str) -> str:
-    """Why `name` cannot be called: not served yet (with why), or no such tool."""
-    if name in MISSING:
-        return f"e2a's tool {name!r} is not available on this gateway yet: {MISSING[name]}"
+    """Why `name` cannot be called: there is no such tool."""
     return f"unknown tool {name!r}; tools/list names the {len(TOOLS)} tools"

@@ -5,14 +5,18 @@ status, a page, a tool error). Nothing here knows a protocol.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class OperationError(Exception):
-    """A refusal: a stable snake_case `code` and a `message` saying how to fix it."""
+    """A refusal: a stable snake_case `code`, a `message` saying how to fix it, and optionally
+    `details` a client can act on (which template part failed, say)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details
 
 
 class Invalid(OperationError):

@@ -14,7 +14,7 @@ import base64
 import time
 from dataclasses import dataclass
 from html import escape
-from typing import Literal, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 import trio
 from pydantic import Field
@@ -24,7 +24,7 @@ from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.parse import attachment_data, parse_body, summarise_headers
-from e2a_gateway.operations import lifecycle
+from e2a_gateway.operations import lifecycle, templates
 from e2a_gateway.operations.agents import owned_agent, owned_agents
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.drafts import (
@@ -356,7 +356,7 @@ class ComposeBody(RequestBody):
 
     def unavailable(self) -> str | None:
         """The field that asks for what this gateway does not do, if any."""
-        for name in ("unsubscribe", "send_at", "template_id", "template_alias", "template_data"):
+        for name in ("unsubscribe", "send_at"):
             if getattr(self, name, None) is not None:
                 return name
         return None
@@ -369,7 +369,7 @@ class SendMessageBody(ComposeBody):
     subject: str = Field(default="", max_length=2000)
     template_id: str | None = None
     template_alias: str | None = None
-    template_data: dict[str, object] | None = None
+    template_data: dict[str, Any] | None = None
 
 
 class ReplyMessageBody(ComposeBody):
@@ -394,22 +394,46 @@ async def send_message(
     request names or in a new one."""
     request.without_nul()
     agent = await owned_agent(gateway, caller, email)
-    if request.text is None and request.html is None:
-        raise Invalid("invalid_request", "give the message a body: 'text', 'html' or both")
+    subject, text, html = await _content(gateway, caller, request)
     message = await _new_message(
         gateway,
         caller,
         agent,
         kind="send",
         **_addressees(request),
-        subject=checked_text("subject", request.subject) or "",
-        body=request.text or "",
-        html=request.html,
+        subject=checked_text("subject", subject) or "",
+        body=text,
+        html=html,
         attachments=_v1_attachments(request.attachments, []),
         conversation_id=checked_text("conversation_id", request.conversation_id) or new_id("conv"),
         reply_to=_reply_to(request.reply_to),
     )
     return await _submit_v1(gateway, message, wait_sent)
+
+
+async def _content(
+    gateway: Gateway, caller: Caller, request: SendMessageBody
+) -> tuple[str, str, str | None]:
+    """The subject, text and HTML a new message is sent with: as given, or the account's
+    template the request names rendered with its `template_data` (before any review hold, so
+    a reviewer reads what would be sent)."""
+    if not (request.template_id or request.template_alias):
+        if request.template_data:
+            raise Invalid("invalid_request", "template_data requires template_id or template_alias")
+        if request.text is None and request.html is None:
+            raise Invalid("invalid_request", "give the message a body: 'text', 'html' or both")
+        return request.subject, request.text or "", request.html
+    if request.template_id and request.template_alias:
+        raise Invalid("invalid_request", "template_id and template_alias are mutually exclusive")
+    if request.subject or request.text or request.html:
+        raise Invalid(
+            "invalid_request",
+            "a template reference is mutually exclusive with subject, text and html",
+        )
+    rendered = await templates.rendered_template(
+        gateway, caller, request.template_id, request.template_alias, request.template_data or {}
+    )
+    return rendered.subject, rendered.text, rendered.html
 
 
 async def reply_to_message(

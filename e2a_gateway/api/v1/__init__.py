@@ -28,6 +28,7 @@ from e2a_gateway.api.v1 import (
     reviews,
     socket,
     suppressions,
+    templates,
     webhooks,
 )
 from e2a_gateway.api.v1.errors import (
@@ -57,6 +58,7 @@ RESOURCES = (
     events,
     webhooks,
     suppressions,
+    templates,
 )
 """The modules whose blueprints make up `/v1`."""
 

@@ -141,8 +141,9 @@ WEEK_SECONDS = 7 * 86_400
 def export_view(exported: dict[str, Any], user_id: str, shared_domain: str) -> dict[str, Any]:
     """UserExport: the gateway's export (operations.account) under e2a's names and shapes.
     Suppressions are e2a's SuppressionExportEntry (`agent_email` only on an agent's own);
-    `webhooks` (never a secret) and `events` (each as `/v1/events` shows it, without delivery
-    counts) are records of the account e2a's envelope leaves room for."""
+    `webhooks` (never a secret), `templates` (as TemplateView) and `events` (each as
+    `/v1/events` shows it, without delivery counts) are records of the account e2a's envelope
+    leaves room for."""
     user = exported.get("user") or {}
     messages = exported["messages"]
     domain_rows = exported["domains"]
@@ -177,6 +178,7 @@ def export_view(exported: dict[str, Any], user_id: str, shared_domain: str) -> d
         "messages": [_export_message(message) for message in messages],
         "suppressions": [present(**entry) for entry in exported["suppressions"]],
         "webhooks": [present(**webhook) for webhook in exported["webhooks"]],
+        "templates": [present(**template) for template in exported["templates"]],
         "events": exported["events"],
         "protection_events": [],
     }

@@ -163,7 +163,9 @@ def refusal(error: OperationError) -> V1Error:
         code = DEFAULT_CODES.get(status, "internal_error" if status >= 500 else "error")
     details: dict[str, Any] | None = None
     headers: dict[str, str] = {}
-    if code == "invalid_request":
+    if error.details is not None:
+        details = dict(error.details)
+    elif code == "invalid_request":
         details = field_errors(("", error.message))
     if isinstance(error, RateLimited):
         wait = max(1, error.retry_after or 1)

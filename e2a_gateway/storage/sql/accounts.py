@@ -61,8 +61,9 @@ def _user(row: Any) -> User | None:
 
 
 def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
-    """The user's suppressions, webhook subscribers (never a seed) and events log, JSON-ready,
-    oldest first: what the export holds beside its users, agents, keys and messages."""
+    """The user's suppressions, webhook subscribers (never a seed), email templates and events
+    log, JSON-ready, oldest first: what the export holds beside its users, agents, keys and
+    messages."""
     suppressions = [
         decode_suppression(row)
         for row in tx.all(
@@ -76,6 +77,11 @@ def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
             f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = ? ORDER BY seq", (user_id,)
         )
     ]
+    templates = tx.all(
+        "SELECT id, name, alias, subject, text, html, created_at, updated_at, "
+        "from_starter_alias, from_starter_version FROM templates WHERE user_id = ? ORDER BY seq",
+        (user_id,),
+    )
     events = tx.all(
         "SELECT agent_email, conversation_id, message_id, envelope FROM events "
         "WHERE user_id = ? ORDER BY seq",
@@ -108,6 +114,27 @@ def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
                 "last_delivered_at": webhook.last_delivered_at,
             }
             for webhook in webhooks
+        ],
+        "templates": [
+            dict(
+                zip(
+                    (
+                        "id",
+                        "name",
+                        "alias",
+                        "subject",
+                        "text",
+                        "html",
+                        "created_at",
+                        "updated_at",
+                        "from_starter_alias",
+                        "from_starter_version",
+                    ),
+                    row,
+                    strict=True,
+                )
+            )
+            for row in templates
         ],
         "events": [
             {

@@ -1,0 +1,1 @@
+"""Email templates: a flat Mustache subset (engine) and the starter catalog."""

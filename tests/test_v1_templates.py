@@ -1,0 +1,336 @@
+"""Email templates on `/v1` over real HTTP (and real SMTP-free local delivery): the account's
+templates created, listed, changed and deleted; source checked by a dry run; the starter
+catalog; a send naming a template, rendered before it is stored. Answers are checked against
+e2a's schemas (its api/openapi.yaml at 220fe0a7)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from e2a_gateway.app import RunningGateway
+from tests.conftest import Account
+from tests.delivery_support import create_agent, wait_until
+from tests.sdk_v1 import run_sdk, sdk5_python, value
+from tests.test_v1_reviews import conforms
+
+__all__ = ["sdk5_python"]  # a fixture
+
+SOURCE = {
+    "name": "Order shipped",
+    "alias": "shipped",
+    "subject": "Order {{order.id}} shipped",
+    "text": "Hi {{name}}, {{order.id}} is on its way ({{count}} items).",
+    "html": "<p>Hi {{name}}</p>{{{footer_html}}}",
+}
+
+
+def messages_path(agent: str) -> str:
+    return f"/v1/agents/{quote(agent, safe='')}/messages"
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    return error
+
+
+@pytest.fixture
+async def owner(make_account: Any) -> Account:
+    account: Account = await make_account("templates@example.com")
+    return account
+
+
+async def test_templates_are_created_listed_changed_and_deleted(owner: Account) -> None:
+    http = owner.http
+    created = await http.post("/v1/templates", json=SOURCE)
+    assert created.status_code == 201, created.text
+    template = created.json()
+    conforms(template, "TemplateView")
+    assert template["id"].startswith("tmpl_") and template["alias"] == "shipped"
+    assert {name: template[name] for name in SOURCE} == SOURCE
+    assert "from_starter_alias" not in template
+
+    taken = await http.post("/v1/templates", json=SOURCE | {"name": "Again"})
+    assert error_of(taken, 409)["code"] == "alias_taken"
+    broken = await http.post("/v1/templates", json=SOURCE | {"alias": "b", "text": "{{#each}}"})
+    error = error_of(broken, 400)
+    assert error["code"] == "invalid_template"
+    assert error["details"] == {
+        "part": "text",
+        "message": 'template parse error at byte 0: reserved syntax "{{#…}}": '
+        "sections/partials/comments are not supported yet",
+    }
+    for refused, words in (
+        ({"subject": "s", "text": "t"}, "name is required"),
+        ({"name": "n", "alias": "9lives", "subject": "s", "text": "t"}, "alias must match"),
+        ({"name": "n", "subject": "s"}, "subject and text are required"),
+    ):
+        error = error_of(await http.post("/v1/templates", json=refused), 400)
+        assert error["code"] == "invalid_request" and words in error["message"], error
+
+    second = await http.post("/v1/templates", json={"name": "B", "subject": "s", "text": "t"})
+    assert second.status_code == 201, second.text
+    first_page = (await http.get("/v1/templates", params={"limit": 1})).json()
+    conforms(first_page, "PageTemplateSummaryView")
+    assert [item["id"] for item in first_page["items"]] == [second.json()["id"]]  # newest first
+    assert "text" not in first_page["items"][0]
+    rest = await http.get("/v1/templates", params={"limit": 1, "cursor": first_page["next_cursor"]})
+    assert [item["id"] for item in rest.json()["items"]] == [template["id"]]
+    assert rest.json()["next_cursor"] is None
+
+    path = f"/v1/templates/{template['id']}"
+    assert (await http.get(path)).json() == template
+    changed = await http.patch(path, json={"alias": "", "html": "", "name": "Shipped"})
+    assert changed.status_code == 200, changed.text
+    view = changed.json()
+    assert "alias" not in view and "html" not in view and view["name"] == "Shipped"
+    assert view["subject"] == SOURCE["subject"] and view["updated_at"] >= template["updated_at"]
+    bad = await http.patch(path, json={"subject": "{{ }}"})
+    assert error_of(bad, 400)["code"] == "invalid_template"
+    assert (await http.get(path)).json()["subject"] == SOURCE["subject"]  # nothing changed
+    clash = await http.patch(f"/v1/templates/{second.json()['id']}", json={"alias": "x"})
+    assert clash.status_code == 200
+    assert error_of(await http.patch(path, json={"alias": "x"}), 409)["code"] == "alias_taken"
+
+    unconfirmed = await http.delete(path)
+    assert error_of(unconfirmed, 422)["code"] == "invalid_request"
+    deleted = await http.delete(path, params={"confirm": "DELETE"})
+    assert deleted.status_code == 200 and deleted.json() == {"deleted": True, "id": template["id"]}
+    conforms(deleted.json(), "DeleteTemplateResult")
+    assert error_of(await http.get(path), 404)["code"] == "not_found"
+    assert error_of(await http.delete(path, params={"confirm": "DELETE"}), 404)
+
+
+async def test_templates_are_the_accounts_own_and_capped(
+    running: RunningGateway, owner: Account, make_account: Any
+) -> None:
+    made = await owner.http.post("/v1/templates", json=SOURCE)
+    path = f"/v1/templates/{made.json()['id']}"
+    stranger: Account = await make_account("stranger@example.com")
+    assert error_of(await stranger.http.get(path), 404)["code"] == "not_found"
+    assert error_of(await stranger.http.patch(path, json={"name": "Mine"}), 404)
+    gone = await stranger.http.delete(path, params={"confirm": "DELETE"})
+    assert error_of(gone, 404)["code"] == "not_found"
+    assert (await stranger.http.get("/v1/templates")).json()["items"] == []
+    # the same alias in another account is no conflict
+    assert (await stranger.http.post("/v1/templates", json=SOURCE)).status_code == 201
+
+    bot = await create_agent(owner, "tmpl-bot")
+    key = await owner.http.post(
+        "/v1/account/api-keys", json={"name": "bot", "scope": "agent", "agent_email": bot}
+    )
+    async with httpx.AsyncClient(
+        base_url=running.addresses.http_url,
+        headers={"Authorization": f"Bearer {key.json()['key']}"},
+        timeout=10,
+    ) as agent_http:
+        assert error_of(await agent_http.get("/v1/templates"), 403)["code"] == "forbidden"
+        assert error_of(await agent_http.get("/v1/starter-templates"), 403)
+        created = await agent_http.post("/v1/templates", json=SOURCE | {"alias": "z"})
+        assert error_of(created, 403)["code"] == "forbidden"
+
+    for number in range(9):
+        plain = {"name": f"T{number}", "subject": "s", "text": "t"}
+        assert (await owner.http.post("/v1/templates", json=plain)).status_code == 201
+    over = await owner.http.post("/v1/templates", json={"name": "T", "subject": "s", "text": "t"})
+    assert error_of(over, 400)["code"] == "template_limit_reached"
+
+
+async def test_validate_previews_and_suggests_without_storing(owner: Account) -> None:
+    checked = await owner.http.post(
+        "/v1/templates/validate",
+        json={
+            "subject": SOURCE["subject"],
+            "text": SOURCE["text"],
+            "html": SOURCE["html"],
+            "test_data": {"name": "<Ann>", "order": {"id": 7}, "count": 2.0, "footer_html": "<i>"},
+        },
+    )
+    assert checked.status_code == 200, checked.text
+    answer = checked.json()
+    conforms(answer, "ValidateTemplateResponse")
+    assert answer["valid"] is True and answer["errors"] == []
+    assert answer["rendered"] == {
+        "subject": "Order 7 shipped",
+        "text": "Hi <Ann>, 7 is on its way (2 items).",
+        "html": "<p>Hi &lt;Ann&gt;</p><i>",
+    }
+    assert answer["suggested_data"] == {
+        "order": {"id": "order.id_value"},
+        "name": "name_value",
+        "count": "count_value",
+        "footer_html": "footer_html_value",
+    }
+    broken = await owner.http.post(
+        "/v1/templates/validate", json={"subject": "{{a", "text": "{{ok}}", "html": "{{!x}}"}
+    )
+    answer = broken.json()
+    assert answer["valid"] is False and "rendered" not in answer
+    assert [error["part"] for error in answer["errors"]] == ["subject", "html"]
+    assert answer["errors"][0]["message"] == 'template parse error at byte 0: unclosed "{{" tag'
+    assert answer["suggested_data"] == {"ok": "ok_value"}
+    deep: dict[str, Any] = {"leaf": 1}
+    for _ in range(8):
+        deep = {"d": deep}
+    too_deep = await owner.http.post(
+        "/v1/templates/validate", json={"text": "x", "test_data": deep}
+    )
+    messages = {error["message"] for error in too_deep.json()["errors"]}
+    assert messages == {"template_data nests deeper than 8 levels"}
+    assert (await owner.http.get("/v1/templates")).json()["items"] == []  # nothing stored
+
+
+async def test_starters_are_listed_read_and_copied(owner: Account) -> None:
+    listed = (await owner.http.get("/v1/starter-templates")).json()
+    conforms(listed, "PageStarterTemplateView")
+    aliases = [item["alias"] for item in listed["items"]]
+    assert aliases == sorted(aliases) and "welcome" in aliases and listed["next_cursor"] is None
+    assert all("text" not in item for item in listed["items"])
+    page = (await owner.http.get("/v1/starter-templates", params={"limit": 1})).json()
+    following = await owner.http.get(
+        "/v1/starter-templates", params={"limit": 100, "cursor": page["next_cursor"]}
+    )
+    assert [item["alias"] for item in page["items"] + following.json()["items"]] == aliases
+
+    welcome = (await owner.http.get("/v1/starter-templates/welcome")).json()
+    conforms(welcome, "StarterTemplateDetailView")
+    assert "{{" in welcome["text"] and welcome["variables"]
+    missing = await owner.http.get("/v1/starter-templates/nothing")
+    assert error_of(missing, 404)["code"] == "starter_template_not_found"
+
+    copied = await owner.http.post("/v1/templates", json={"from_starter": "welcome"})
+    assert copied.status_code == 201, copied.text
+    copy = copied.json()
+    assert (copy["name"], copy["alias"]) == (welcome["name"], "welcome")
+    assert (copy["subject"], copy["text"], copy["html"]) == (
+        welcome["subject"],
+        welcome["text"],
+        welcome["html"],
+    )
+    assert (copy["from_starter_alias"], copy["from_starter_version"]) == ("welcome", "1")
+    renamed = await owner.http.post(
+        "/v1/templates", json={"from_starter": "welcome", "alias": "hello", "name": "Hello"}
+    )
+    assert (renamed.json()["alias"], renamed.json()["name"]) == ("hello", "Hello")
+    mixed = await owner.http.post("/v1/templates", json={"from_starter": "welcome", "text": "t"})
+    assert error_of(mixed, 400)["code"] == "invalid_request"
+    unknown = await owner.http.post("/v1/templates", json={"from_starter": "nothing"})
+    assert error_of(unknown, 404)["code"] == "starter_template_not_found"
+
+
+async def test_a_send_naming_a_template_delivers_it_rendered(
+    running: RunningGateway, owner: Account
+) -> None:
+    sender = await create_agent(owner, "tmpl-sender")
+    reader = await create_agent(owner, "tmpl-reader")
+    made = (await owner.http.post("/v1/templates", json=SOURCE)).json()
+    data = {"name": "Ann & Bo", "order": {"id": "A-7"}, "count": 3, "footer_html": "<hr>"}
+    sent = await owner.http.post(
+        messages_path(sender),
+        json={"to": [reader], "template_alias": "shipped", "template_data": data},
+    )
+    assert sent.status_code == 202, sent.text
+    assert sent.json()["status"] == "accepted"
+
+    async def delivered() -> bool:
+        listed = await owner.http.get(messages_path(reader), params={"read_status": "all"})
+        return bool(listed.json()["items"])
+
+    await wait_until(delivered)
+    listed = await owner.http.get(messages_path(reader), params={"read_status": "all"})
+    (item,) = listed.json()["items"]
+    message = (await owner.http.get(f"{messages_path(reader)}/{item['id']}")).json()
+    assert message["subject"] == "Order A-7 shipped"
+    assert message["parsed"]["text"].rstrip() == "Hi Ann & Bo, A-7 is on its way (3 items)."
+    assert message["parsed"]["html"].rstrip() == "<p>Hi Ann &amp; Bo</p><hr>"
+
+    by_id = await owner.http.post(
+        messages_path(sender),
+        json={"to": [reader], "template_id": made["id"], "template_data": data},
+    )
+    assert by_id.status_code == 202, by_id.text
+    path = messages_path(sender)
+    for body, status, code in (
+        ({"template_data": {"a": 1}, "subject": "s", "text": "t"}, 400, "invalid_request"),
+        ({"template_id": made["id"], "template_alias": "shipped"}, 400, "invalid_request"),
+        ({"template_alias": "shipped", "subject": "Literal"}, 400, "invalid_request"),
+        ({"template_alias": "nothing"}, 404, "template_not_found"),
+    ):
+        error = error_of(await owner.http.post(path, json={"to": [reader]} | body), status)
+        assert error["code"] == code, (body, error)
+    bare = {"name": "Bare", "alias": "bare", "subject": "{{topic}}", "text": "{{body.text}}"}
+    assert (await owner.http.post("/v1/templates", json=bare)).status_code == 201
+    empty = await owner.http.post(path, json={"to": [reader], "template_alias": "bare"})
+    error = error_of(empty, 400)
+    assert error["code"] == "template_rendered_empty"
+    assert error["details"] == {"part": "subject", "variables": ["topic"]}
+    half = {"to": [reader], "template_alias": "bare", "template_data": {"topic": "Hi"}}
+    error = error_of(await owner.http.post(path, json=half), 400)
+    assert error["details"] == {"part": "text", "variables": ["body.text"]}
+    # mutual exclusions are refused before the template is looked up
+    assert (
+        "template_data requires"
+        in error_of(
+            await owner.http.post(
+                path, json={"to": [reader], "text": "t", "template_data": {"a": 1}}
+            ),
+            400,
+        )["message"]
+    )
+
+
+async def test_e2a_sdk_manages_templates_and_sends_with_one(
+    running: RunningGateway, owner: Account, sdk5_python: Path
+) -> None:
+    """The official 5.8.1 SDK, unchanged: its `templates` resource and a templated send."""
+    sender = await create_agent(owner, "sdk-tmpl-sender")
+    reader = await create_agent(owner, "sdk-tmpl-reader")
+    data = {"name": "Ann", "order": {"id": "B-2"}, "count": 1, "footer_html": ""}
+    results = await run_sdk(
+        sdk5_python,
+        running.addresses.http_url,
+        {"default": owner.key},
+        [
+            {"do": "templates.create", "args": [SOURCE], "as": "made"},
+            {"do": "templates.list"},
+            {"do": "templates.get", "args": ["${made.id}"]},
+            {"do": "templates.update", "args": ["${made.id}", {"name": "Renamed"}]},
+            {"do": "templates.validate", "args": [{"subject": "{{a}}", "text": "{{#b}}"}]},
+            {"do": "templates.list_starters"},
+            {"do": "templates.get_starter", "args": ["welcome"]},
+            {
+                "do": "messages.send",
+                "args": [
+                    sender,
+                    {"to": [reader], "template_alias": "shipped", "template_data": data},
+                ],
+            },
+            {"do": "templates.create", "args": [SOURCE]},
+            {"do": "templates.delete", "args": ["${made.id}"]},
+            {"do": "templates.get", "args": ["${made.id}"]},
+        ],
+    )
+    made = value(results[0], "TemplateView")
+    assert made["alias"] == "shipped" and made["subject"] == SOURCE["subject"]
+    assert [item["id"] for item in value(results[1])] == [made["id"]]
+    assert value(results[2], "TemplateView")["text"] == SOURCE["text"]
+    assert value(results[3], "TemplateView")["name"] == "Renamed"
+    checked = value(results[4], "ValidateTemplateResponse")
+    assert [error["part"] for error in checked["errors"]] == ["text"]
+    assert "welcome" in [item["alias"] for item in value(results[5])]
+    assert value(results[6], "StarterTemplateDetailView")["alias"] == "welcome"
+    assert value(results[7])["status"] == "accepted"
+    assert results[8]["error"]["code"] == "alias_taken" and results[8]["error"]["status"] == 409
+    assert value(results[9])["deleted"] is True
+    assert results[10]["error"]["status"] == 404
+
+    async def delivered() -> bool:
+        listed = await owner.http.get(messages_path(reader), params={"read_status": "all"})
+        return [item["subject"] for item in listed.json()["items"]] == ["Order B-2 shipped"]
+
+    await wait_until(delivered)
