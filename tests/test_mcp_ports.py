@@ -804,6 +804,54 @@ async def test_template_tools_answer_alike(running: RunningGateway, make_account
         assert (await same(ports, "list_templates", {}))["templates"] == []
 
 
+async def test_list_messages_filters_answer_alike(
+    running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account("ports-filters@example.com")
+    agent = await create_agent(account, "ports-filters")
+    port = running.addresses.smtp_port
+    await smtp_send(port, [agent], mail("Invoice 1", body="One."))
+    from_bob = b"From: Bob <bob@example.net>\r\nSubject: Hello\r\n\r\nTwo.\r\n"
+    await smtp_send(port, [agent], from_bob, sender="bob@example.net")
+    await smtp_send(port, [agent], mail("Your invoice 2", body="Three."))
+    thread = await store_with_conversation(running.gateway, agent, "conv-filters", subject="Re")
+    listed = await account.http.get(f"/v1/agents/{agent}/messages", params={"sort": "asc"})
+    ids = [item["id"] for item in listed.json()["items"]]
+    labelled = await account.http.patch(
+        f"/v1/agents/{agent}/messages/{ids[2]}", json={"add_labels": ["billing", "urgent"]}
+    )
+    assert labelled.status_code == 200, labelled.text
+    async with both_ports(running, account.key, agent) as ports:
+        invoices = await same(ports, "list_messages", {"subject_contains": "INVOICE"})
+        assert [row["subject"] for row in invoices["messages"]] == ["Invoice 1", "Your invoice 2"]
+        assert invoices["messages"][0]["message_id"] == ids[0]  # oldest first, unread ones
+        assert invoices["messages"][0]["from"] == "alice@example.org"
+        assert invoices["messages"][0]["status"] == "unread"
+        assert invoices["messages"][0]["recipient"] == agent
+        first = await same(ports, "list_messages", {"subject_contains": "invoice", "limit": 1})
+        assert [row["subject"] for row in first["messages"]] == ["Invoice 1"]
+        rest = await same(
+            ports, "list_messages", {"subject_contains": "invoice", "cursor": first["next_cursor"]}
+        )
+        assert [row["subject"] for row in rest["messages"]] == ["Your invoice 2"]
+        assert rest["next_token"] is None and "next_cursor" not in rest
+        bob = await same(ports, "list_messages", {"from_": "BOB@", "status": "all"})
+        assert [row["subject"] for row in bob["messages"]] == ["Hello"]
+        labels = await same(ports, "list_messages", {"labels": ["billing", "urgent"]})
+        assert [row["message_id"] for row in labels["messages"]] == [ids[2]]
+        assert (await same(ports, "list_messages", {"labels": ["billing", "x"]}))["messages"] == []
+        threaded = await same(
+            ports, "list_messages", {"conversation_id": "conv-filters", "status": "all"}
+        )
+        assert [row["message_id"] for row in threaded["messages"]] == [thread]
+        later = await same(ports, "list_messages", {"since": "2999-01-01T00:00:00Z"})
+        assert later["messages"] == []
+        earlier = await same(ports, "list_messages", {"until": "2999-01-01T00:00:00Z"})
+        assert [row["message_id"] for row in earlier["messages"]] == ids  # every one, unread
+        refused = await same(ports, "list_messages", {"since": "yesterday"})
+        assert refused[0] == "error" and refused[1]["code"] == "invalid_request"
+
+
 def test_every_served_tool_is_compared() -> None:
     """Each tool served is called over both ports by a test of this module (its name appears
     here as a string), so a new tool cannot go uncompared."""

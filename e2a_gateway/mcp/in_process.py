@@ -28,7 +28,13 @@ from e2a_gateway.api.v1.message_views import (
     send_result_view,
     update_result_view,
 )
-from e2a_gateway.api.v1.messages import LifecycleQuery, UpdateMessageBody, lifecycle_listing
+from e2a_gateway.api.v1.messages import (
+    LifecycleQuery,
+    ListMessagesQuery,
+    UpdateMessageBody,
+    lifecycle_listing,
+    message_listing,
+)
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.review_views import (
     protection_view,
@@ -668,6 +674,15 @@ class OperationsPort:
 
         route = f"POST /v1/agents/{email}/messages/{message_id}/forward"
         return await self._write_once(route, fields, idempotency_key, forward)
+
+    async def list_agent_messages(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the agent's messages, filtered as listMessages filters."""
+
+        async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            checked = validated(ListMessagesQuery, query, "query")
+            return await message_listing(gateway, caller, email, checked)
+
+        return await self._run_v1(page)
 
     async def list_templates(self, query: dict[str, Any]) -> dict[str, Any]:
         """One page of the account's templates, newest first."""

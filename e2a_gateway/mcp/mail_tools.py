@@ -15,6 +15,7 @@ import anyio
 from pydantic import Field
 
 from e2a_gateway.mcp.answers import inbound_message, message_summary, sent
+from e2a_gateway.mcp.mailbox_tools import present
 from e2a_gateway.mcp.port import GatewayPort
 from e2a_gateway.mcp.toolkit import (
     REPLY_TO,
@@ -73,7 +74,24 @@ class ListMessagesArguments(Arguments):
         default=None, description="Only asc: this gateway lists oldest first."
     )
     deleted: Literal[False] | None = Field(
-        default=None, description="Only false: this gateway keeps no message trash."
+        default=None, description="Only false: the trash is listed by list_agent_trash."
+    )
+    from_: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Only mail whose claimed From contains this (case-insensitive); not proof "
+        "of who sent it.",
+    )
+    subject_contains: str | None = Field(
+        default=None, max_length=200, description="Only subjects containing this."
+    )
+    conversation_id: str | None = Field(
+        default=None, max_length=200, description="Only this conversation's messages."
+    )
+    since: str | None = Field(default=None, description="RFC 3339: created at or after it.")
+    until: str | None = Field(default=None, description="RFC 3339: created before it.")
+    labels: list[str] | None = Field(
+        default=None, max_length=20, description="Only messages carrying every one of these."
     )
 
 
@@ -205,21 +223,51 @@ class WaitArguments(Arguments):
 async def list_messages(caller: ToolCaller, arguments: ListMessagesArguments) -> dict[str, Any]:
     """One page of an agent's inbox, oldest first."""
     agent = await caller.agent(either(arguments, "agent_email", "email"))
-    page = await caller.port.get_messages(
-        either(arguments, "status", "read_status") or "unread",
-        either(arguments, "page_size", "limit") or 50,
-        either(arguments, "token", "cursor"),
-        agent,
-    )
+    status = either(arguments, "status", "read_status") or "unread"
+    size = either(arguments, "page_size", "limit") or 50
+    token = either(arguments, "token", "cursor")
+    filters = present(arguments, *SEARCH_FILTERS)
+    if filters:
+        query = {"direction": "inbound", "sort": "asc", "read_status": status, "limit": size}
+        query |= {("from" if name == "from_" else name): value for name, value in filters.items()}
+        if token:
+            query["cursor"] = token
+        found = await caller.port.list_agent_messages(agent, query)
+        rows = [summary_row(item) for item in found["items"]]
+        following = found.get("next_cursor")
+    else:
+        page = await caller.port.get_messages(status, size, token, agent)
+        rows = [message_summary(message) for message in page.messages]
+        following = page.next_token
     answer: dict[str, Any] = {
         "agent_email": agent,
-        "messages": [message_summary(message) for message in page.messages],
-        "next_token": page.next_token,
+        "messages": rows,
+        "next_token": following,
         "note": "`from` is what the sender claims; get_message shows whether it is verified",
     }
-    if page.next_token:
-        answer["next_cursor"] = page.next_token
+    if following:
+        answer["next_cursor"] = following
     return answer
+
+
+SEARCH_FILTERS = ("from_", "subject_contains", "conversation_id", "since", "until", "labels")
+"""list_messages' arguments that narrow the list: served by `/v1`'s listMessages."""
+
+
+def summary_row(view: dict[str, Any]) -> dict[str, Any]:
+    """A `/v1` MessageSummaryView of mail received, as list_messages' rows show every
+    message (the REST API's names)."""
+    return {
+        "message_id": view["id"],
+        "from": view.get("header_from") or "",
+        "to": view.get("to", []),
+        "cc": view.get("cc", []),
+        "recipient": view.get("delivered_to", ""),
+        "subject": view.get("subject", ""),
+        "conversation_id": view.get("conversation_id"),
+        "status": view.get("read_status"),
+        "created_at": view.get("created_at"),
+    }
 
 
 async def get_message(caller: ToolCaller, arguments: GetMessageArguments) -> dict[str, Any]:
@@ -402,16 +450,12 @@ MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (
         "List inbound messages",
         "List an agent's inbound messages, oldest first: id, claimed sender, subject, status. "
         "Unread only by default (status: read or all for others); pass next_token back as "
-        "`token` for the next page. Summaries only: call get_message for the body and "
+        "`token` for the next page, with the same filters. Filters narrow the list: from_ "
+        "and subject_contains (case-insensitive substrings), conversation_id, labels (all of "
+        "them), since/until (RFC 3339). Summaries only: call get_message for the body and "
         "whether the sender is verified." + AGENT_NOTE,
         ListMessagesArguments,
         list_messages,
-        unsupported={
-            name: "search filters are not available on this gateway yet: page through "
-            "list_messages instead"
-            for name in ("from_", "subject_contains", "conversation_id", "since", "until")
-        }
-        | {"labels": "labels are not available on this gateway yet"},
     ),
     ToolSpec(
         "get_message",

@@ -174,6 +174,11 @@ class GatewayPort(Protocol):
         """Reject a held message, keeping `reason` with it."""
         ...
 
+    async def list_agent_messages(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the agent's messages as `/v1`'s listMessages answers it, filtered by
+        `query` (its parameters; `labels` a list)."""
+        ...
+
     async def list_templates(self, query: dict[str, Any]) -> dict[str, Any]:
         """One page of the account's templates as `/v1`'s listTemplates answers it."""
         ...

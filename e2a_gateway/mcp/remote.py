@@ -205,6 +205,14 @@ class SdkPort(AsyncE2AClient):
         path = _review_path(message_id, "approve")
         return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
 
+    async def list_agent_messages(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/agents/{email}/messages` (labels comma-separated, as e2a takes them)."""
+        params = {
+            name: ",".join(value) if isinstance(value, list) else value
+            for name, value in query.items()
+        }
+        return await self._v1("GET", _agent_path(email, "messages"), query=params)
+
     async def list_templates(self, query: dict[str, Any]) -> dict[str, Any]:
         """`GET /v1/templates`."""
         return await self._v1("GET", "/v1/templates", query=query)

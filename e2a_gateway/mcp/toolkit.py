@@ -211,9 +211,8 @@ class ToolSpec(Generic[A]):
 
     The flags become the MCP annotation hints: `read_only` changes nothing (reading a message
     marks it read, so get_message is not), `sends_mail` reaches people outside the gateway,
-    `destructive` cannot be undone. `unsupported` names e2a arguments this gateway does not
-    serve yet, each with why: a call giving one is refused with code `not_supported` rather
-    than "extra inputs". `replaced_by` marks a deprecated alias, listed with that title.
+    `destructive` cannot be undone. `replaced_by` marks a deprecated alias, listed with that
+    title.
     """
 
     name: str
@@ -224,7 +223,6 @@ class ToolSpec(Generic[A]):
     read_only: bool = True
     sends_mail: bool = False
     destructive: bool = False
-    unsupported: dict[str, str] = field(default_factory=dict)
     replaced_by: str | None = None
 
     def definition(self) -> types.Tool:
@@ -332,20 +330,10 @@ def _invalid_arguments(name: str, exc: ValidationError) -> str:
     return f"invalid arguments for {name}: " + "; ".join(problems)
 
 
-def _unsupported(tool: ToolSpec[Any], arguments: dict[str, Any]) -> str | None:
-    for name, why in tool.unsupported.items():
-        if arguments.get(name) is not None:
-            return f"{tool.name}: `{name}` is not supported by this gateway: {why}"
-    return None
-
-
 async def call_tool(
     tool: ToolSpec[Any], caller: ToolCaller, arguments: dict[str, Any]
 ) -> types.CallToolResult:
     """Run `tool` for `caller`; every failure becomes a tool error, never a traceback."""
-    refused = _unsupported(tool, arguments)
-    if refused is not None:
-        return tool_error("not_supported", refused)
     try:
         parsed = tool.arguments.model_validate(arguments)
     except ValidationError as exc:

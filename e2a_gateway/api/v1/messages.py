@@ -119,6 +119,13 @@ class UpdateMessageBody(RequestBody):
 async def list_messages(caller: Caller, email: str) -> dict[str, Any]:
     """listMessages: the agent's mail received and sent, filtered, newest first by default."""
     query = read_query(ListMessagesQuery)
+    return await message_listing(current_gateway(), caller, email, query)
+
+
+async def message_listing(
+    gateway: Gateway, caller: Caller, email: str, query: ListMessagesQuery
+) -> dict[str, Any]:
+    """One page of an agent's messages (listMessages' answer), for `/v1` and the MCP tools."""
     labels = [label for value in query.labels for label in value.split(",") if label]
     filters = mailbox.listing_filters(
         direction=query.direction,
@@ -132,14 +139,15 @@ async def list_messages(caller: Caller, email: str) -> dict[str, Any]:
         until=query.until,
         deleted=query.deleted,
     )
-    gateway = current_gateway()
     view = "messages " + _digest(f"{email.lower()} {filters!r}")
 
     async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[FiledMessage]:
         seq = _position(after)
         return await mailbox.message_page(gateway, caller, email, filters, limit, seq)
 
-    return await keyset_page(view, query, fetch, lambda row: (row.seq,), message_summary_view)
+    return await keyset_page(
+        view, query, fetch, lambda row: (row.seq,), message_summary_view, gateway
+    )
 
 
 @blueprint.post(MESSAGES)
