@@ -850,6 +850,31 @@ async def test_list_messages_filters_answer_alike(
         assert [row["message_id"] for row in earlier["messages"]] == ids  # every one, unread
         refused = await same(ports, "list_messages", {"since": "yesterday"})
         assert refused[0] == "error" and refused[1]["code"] == "invalid_request"
+        newest = await same(ports, "list_messages", {"sort": "desc", "status": "all"})
+        assert [row["message_id"] for row in newest["messages"]] == ids[::-1]
+
+        # The sent folder (a draft held for review: its state stays put), both, the trash.
+        held = await account.http.put(agent_path(agent), json={"hitl_enabled": True})
+        assert held.status_code == 200, held.text
+        sent = await account.http.post(
+            f"/v1/agents/{agent}/messages",
+            json={"to": ["carol@example.org"], "subject": "Quote", "text": "Here."},
+        )
+        assert sent.status_code == 202, sent.text
+        outbox = await same(ports, "list_messages", {"direction": "outbound"})
+        (row,) = outbox["messages"]
+        assert (row["message_id"], row["direction"]) == (sent.json()["message_id"], "outbound")
+        assert row["subject"] == "Quote" and row["from"] == agent and row["status"] == "read"
+        assert row["review_status"] == "pending_review", row
+        both_folders = await same(ports, "list_messages", {"direction": "all", "status": "all"})
+        assert len(both_folders["messages"]) == len(ids) + 1
+        trashed = await account.http.delete(f"/v1/agents/{agent}/messages/{ids[1]}")
+        assert trashed.status_code == 200, trashed.text
+        trash = await same(ports, "list_messages", {"deleted": True})
+        assert [row["message_id"] for row in trash["messages"]] == [ids[1]]
+        assert trash["messages"][0]["deleted_at"]
+        inbox = await same(ports, "list_messages", {"status": "all"})
+        assert ids[1] not in [row["message_id"] for row in inbox["messages"]]
 
 
 def test_every_served_tool_is_compared() -> None:

@@ -67,14 +67,16 @@ class ListMessagesArguments(Arguments):
         default=None, description="The next_token of the previous page, to get the next one."
     )
     cursor: str | None = Field(default=None, description="Same as token (next_cursor).")
-    direction: Literal["inbound"] | None = Field(
-        default=None, description="Only inbound (the inbox) on this gateway."
+    direction: Literal["inbound", "outbound", "all"] | None = Field(
+        default=None,
+        description="inbound: the inbox (default); outbound: mail the agent sent, held "
+        "drafts included; all: both.",
     )
-    sort: Literal["asc"] | None = Field(
-        default=None, description="Only asc: this gateway lists oldest first."
+    sort: Literal["asc", "desc"] | None = Field(
+        default=None, description="asc: oldest first (default); desc: newest first."
     )
-    deleted: Literal[False] | None = Field(
-        default=None, description="Only false: the trash is listed by list_agent_trash."
+    deleted: bool | None = Field(
+        default=None, description="true lists the agent's message trash instead."
     )
     from_: str | None = Field(
         default=None,
@@ -221,22 +223,32 @@ class WaitArguments(Arguments):
 
 
 async def list_messages(caller: ToolCaller, arguments: ListMessagesArguments) -> dict[str, Any]:
-    """One page of an agent's inbox, oldest first."""
+    """One page of an agent's messages, oldest first unless asked otherwise: the inbox's
+    unread mail by default; filtered, another folder or the other order over `/v1`'s
+    listMessages."""
     agent = await caller.agent(either(arguments, "agent_email", "email"))
-    status = either(arguments, "status", "read_status") or "unread"
+    status = either(arguments, "status", "read_status")
     size = either(arguments, "page_size", "limit") or 50
     token = either(arguments, "token", "cursor")
-    filters = present(arguments, *SEARCH_FILTERS)
-    if filters:
-        query = {"direction": "inbound", "sort": "asc", "read_status": status, "limit": size}
-        query |= {("from" if name == "from_" else name): value for name, value in filters.items()}
+    narrowed = present(arguments, *SEARCH_FILTERS)
+    if (
+        narrowed
+        or arguments.direction not in (None, "inbound")
+        or arguments.sort == "desc"
+        or (arguments.deleted)
+    ):
+        query = {"sort": arguments.sort or "asc", "limit": size}
+        query |= present(arguments, "direction", "deleted")
+        query |= {("from" if name == "from_" else name): value for name, value in narrowed.items()}
+        if status:
+            query["read_status"] = status
         if token:
             query["cursor"] = token
         found = await caller.port.list_agent_messages(agent, query)
         rows = [summary_row(item) for item in found["items"]]
         following = found.get("next_cursor")
     else:
-        page = await caller.port.get_messages(status, size, token, agent)
+        page = await caller.port.get_messages(status or "unread", size, token, agent)
         rows = [message_summary(message) for message in page.messages]
         following = page.next_token
     answer: dict[str, Any] = {
@@ -252,12 +264,13 @@ async def list_messages(caller: ToolCaller, arguments: ListMessagesArguments) ->
 
 SEARCH_FILTERS = ("from_", "subject_contains", "conversation_id", "since", "until", "labels")
 """list_messages' arguments that narrow the list: served by `/v1`'s listMessages."""
+OUTBOUND_STATE = ("delivery_status", "delivery_detail", "review_status", "deleted_at")
 
 
 def summary_row(view: dict[str, Any]) -> dict[str, Any]:
-    """A `/v1` MessageSummaryView of mail received, as list_messages' rows show every
-    message (the REST API's names)."""
-    return {
+    """A `/v1` MessageSummaryView as list_messages' rows show every message (the REST API's
+    names); mail the agent sent adds its `direction` and how its sending stands."""
+    row = {
         "message_id": view["id"],
         "from": view.get("header_from") or "",
         "to": view.get("to", []),
@@ -268,6 +281,12 @@ def summary_row(view: dict[str, Any]) -> dict[str, Any]:
         "status": view.get("read_status"),
         "created_at": view.get("created_at"),
     }
+    if view.get("direction") == "outbound":
+        row["direction"] = "outbound"
+        row |= {name: view[name] for name in OUTBOUND_STATE if name in view}
+    elif "deleted_at" in view:
+        row["deleted_at"] = view["deleted_at"]
+    return row
 
 
 async def get_message(caller: ToolCaller, arguments: GetMessageArguments) -> dict[str, Any]:
@@ -447,10 +466,12 @@ V1_SEND_NOTE = (
 MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
         "list_messages",
-        "List inbound messages",
-        "List an agent's inbound messages, oldest first: id, claimed sender, subject, status. "
-        "Unread only by default (status: read or all for others); pass next_token back as "
-        "`token` for the next page, with the same filters. Filters narrow the list: from_ "
+        "List messages",
+        "List an agent's messages, oldest first: id, claimed sender, subject, status. The "
+        "inbox's unread mail by default (status: read or all for others; direction: outbound "
+        "for the mail it sent, all for both; deleted: true for its trash; sort: desc for "
+        "newest first); pass next_token back as `token` for the next page, with the same "
+        "arguments. Filters narrow the list: from_ "
         "and subject_contains (case-insensitive substrings), conversation_id, labels (all of "
         "them), since/until (RFC 3339). Summaries only: call get_message for the body and "
         "whether the sender is verified." + AGENT_NOTE,

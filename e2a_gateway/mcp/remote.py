@@ -32,6 +32,15 @@ def _webhook_path(webhook_id: str, *segments: str) -> str:
     return "/v1/webhooks/" + "/".join(quote(part, safe="") for part in (webhook_id, *segments))
 
 
+def _query_value(value: Any) -> Any:
+    """A query parameter as `/v1` reads it: a list comma-separated, a boolean in lowercase."""
+    if isinstance(value, list):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
 def _template_path(template_id: str) -> str:
     """`/v1/templates/{id}`, escaped."""
     return "/v1/templates/" + quote(template_id, safe="")
@@ -207,10 +216,7 @@ class SdkPort(AsyncE2AClient):
 
     async def list_agent_messages(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
         """`GET /v1/agents/{email}/messages` (labels comma-separated, as e2a takes them)."""
-        params = {
-            name: ",".join(value) if isinstance(value, list) else value
-            for name, value in query.items()
-        }
+        params = {name: _query_value(value) for name, value in query.items()}
         return await self._v1("GET", _agent_path(email, "messages"), query=params)
 
     async def list_templates(self, query: dict[str, Any]) -> dict[str, Any]:
