@@ -36,14 +36,6 @@ def parse_error(source: str) -> str:
     return str(caught.value)
 
 
-def test_constants() -> None:
-    assert (MAX_SOURCE_BYTES, MAX_DATA_DEPTH, MAX_RENDERED_BYTES) == (262144, 8, 2097152)
-
-
-def test_template_error_is_a_value_error() -> None:
-    assert issubclass(TemplateError, ValueError)
-
-
 @pytest.mark.parametrize(
     ("source", "message"),
     [

@@ -133,6 +133,13 @@ async def test_templates_are_the_accounts_own_and_capped(
         assert error_of(await agent_http.get("/v1/starter-templates"), 403)
         created = await agent_http.post("/v1/templates", json=SOURCE | {"alias": "z"})
         assert error_of(created, 403)["code"] == "forbidden"
+        # an agent key may send with its account's templates, as e2a lets it
+        data = {"name": "Al", "order": {"id": "C-3"}, "count": 1}
+        sent = await agent_http.post(
+            messages_path(bot),
+            json={"to": [bot], "template_alias": "shipped", "template_data": data},
+        )
+        assert sent.status_code == 202, sent.text
 
     for number in range(9):
         plain = {"name": f"T{number}", "subject": "s", "text": "t"}
