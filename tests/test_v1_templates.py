@@ -256,11 +256,27 @@ async def test_a_send_naming_a_template_delivers_it_rendered(
     assert message["parsed"]["text"].rstrip() == "Hi Ann & Bo, A-7 is on its way (3 items)."
     assert message["parsed"]["html"].rstrip() == "<p>Hi Ann &amp; Bo</p><hr>"
 
+    # numbers render as they were written, as e2a's server renders them
+    written = (
+        f'{{"to": ["{reader}"], "template_id": "{made["id"]}", '
+        '"template_data": {"name": "Cy", "order": {"id": 1.50}, "count": 2.0}}'
+    )
     by_id = await owner.http.post(
         messages_path(sender),
-        json={"to": [reader], "template_id": made["id"], "template_data": data},
+        content=written.encode(),
+        headers={"Content-Type": "application/json"},
     )
     assert by_id.status_code == 202, by_id.text
+
+    async def numbers_delivered() -> bool:
+        listed = await owner.http.get(messages_path(reader), params={"read_status": "all"})
+        return "Order 1.50 shipped" in [item["subject"] for item in listed.json()["items"]]
+
+    await wait_until(numbers_delivered)
+    listed = await owner.http.get(messages_path(reader), params={"read_status": "all"})
+    (copy,) = [item for item in listed.json()["items"] if item["subject"] == "Order 1.50 shipped"]
+    text = (await owner.http.get(f"{messages_path(reader)}/{copy['id']}")).json()["parsed"]["text"]
+    assert text.rstrip() == "Hi Cy, 1.50 is on its way (2.0 items)."
     path = messages_path(sender)
     for body, status, code in (
         ({"template_data": {"a": 1}, "subject": "s", "text": "t"}, 400, "invalid_request"),

@@ -4,6 +4,7 @@ model (a malformed body is 400, a body breaking the schema — an unknown field,
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -37,6 +38,15 @@ async def read_json(model: type[Model], *, allow_empty: bool = False) -> Model:
     except NotAJsonObject as exc:
         raise invalid(400, str(exc), ("body", str(exc))) from None
     return validated(model, data, "body")
+
+
+async def verbatim_numbers(name: str) -> Any:
+    """Field `name` of the request's JSON body (already read by `read_json`) with every number
+    kept as the text it was written in (`1.50` stays `"1.50"`), as e2a's server reads template
+    data."""
+    raw = await request.get_data(as_text=False)
+    assert isinstance(raw, bytes)
+    return json.loads(raw, parse_float=str, parse_int=str).get(name)
 
 
 def read_query(model: type[Model]) -> Model:
