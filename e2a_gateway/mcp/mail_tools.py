@@ -235,7 +235,7 @@ async def list_messages(caller: ToolCaller, arguments: ListMessagesArguments) ->
         narrowed
         or arguments.direction not in (None, "inbound")
         or arguments.sort == "desc"
-        or (arguments.deleted)
+        or arguments.deleted
     ):
         query = {"sort": arguments.sort or "asc", "limit": size}
         query |= present(arguments, "direction", "deleted")

@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import Field
-
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
@@ -61,7 +59,7 @@ class ValidateTemplate(RequestBody):
     subject: str | None = None
     text: str | None = None
     html: str | None = None
-    test_data: dict[str, Any] | None = Field(default=None)
+    test_data: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,13 +87,7 @@ async def create_template(
                 "from_starter is mutually exclusive with subject, text and html: the starter "
                 "is copied as it is; edit the template after creating it",
             )
-        origin = starter(request.from_starter)
-        if origin is None:
-            raise NotFound(
-                "starter_template_not_found",
-                f"no starter template {request.from_starter!r}: GET /v1/starter-templates "
-                "lists them",
-            )
+        origin = starter_template(caller, request.from_starter)
         subject, text, html = origin.subject, origin.text, origin.html
         name, alias = name or origin.name, alias or origin.alias
     _check(name, alias, subject, text, html)
@@ -215,7 +207,10 @@ def starter_template(caller: Caller, alias: str) -> Starter:
     caller.require_account("read the starter templates")
     found = starter(alias)
     if found is None:
-        raise NotFound("starter_template_not_found", f"no starter template {alias!r}")
+        raise NotFound(
+            "starter_template_not_found",
+            f"no starter template {alias!r}: GET /v1/starter-templates lists them",
+        )
     return found
 
 
