@@ -446,6 +446,14 @@ async def test_ttl_expiry_applies_each_agents_action(
     deadline = time.time() + 10_000  # far enough that the gateway's own worker leaves it
     sent_anyway = await add_pending(gateway, keen, deadline)
     dropped = await add_pending(gateway, wary, deadline)
+    # the gateway's own worker handles each draft's notice with the message row locked, and
+    # expiry skips locked rows (another replica's): expire only once both notices are done
+    await wait_until(
+        lambda: all(
+            "approval_notice" not in job_kinds(gateway.settings, draft.id)
+            for draft in (sent_anyway, dropped)
+        )
+    )
     worker = ApprovalWorker(gateway, clock=lambda: deadline + 30)
 
     assert await worker.expire_due(deadline - 1) == []
