@@ -381,7 +381,13 @@ async def test_every_way_of_reviewing_records_who_and_how(
         path = f"/approvals/{on_dashboard.id}/reject"
         assert (await browser.post(path, data={"csrf_token": csrf})).status_code == 303
     by_expiry = await add_pending(gateway, owner, time.time() - 1)
-    await ApprovalWorker(gateway).expire_due(time.time())
+
+    async def expired() -> bool:
+        # expiry skips a row the gateway's own worker holds locked (its notice): try again
+        await ApprovalWorker(gateway).expire_due(time.time())
+        return row(gateway.settings, by_expiry.id)[0] != "pending_approval"
+
+    await wait_until(expired)
     assert row(gateway.settings, by_api.id)[1:3] == (OWNER, "api")
     assert row(gateway.settings, by_link.id)[1:3] == (None, "link")
     assert row(gateway.settings, on_dashboard.id)[1:3] == (OWNER, "dashboard")
