@@ -7,6 +7,7 @@ take turns under a lock on the user's row.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -32,6 +33,7 @@ from e2a_gateway.storage.sql.keyset import after_newest_first
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.subscribers import WEBHOOK_COLUMNS, decode_webhook
 from e2a_gateway.storage.sql.suppressions import SUPPRESSION_COLUMNS, decode_suppression
+from e2a_gateway.storage.sql.templates import TEMPLATE_COLUMNS, decode_template
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import ACCOUNT_SCOPE
 
@@ -77,11 +79,12 @@ def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
             f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = ? ORDER BY seq", (user_id,)
         )
     ]
-    templates = tx.all(
-        "SELECT id, name, alias, subject, text, html, created_at, updated_at, "
-        "from_starter_alias, from_starter_version FROM templates WHERE user_id = ? ORDER BY seq",
-        (user_id,),
-    )
+    templates = [
+        decode_template(row)
+        for row in tx.all(
+            f"SELECT {TEMPLATE_COLUMNS} FROM templates WHERE user_id = ? ORDER BY seq", (user_id,)
+        )
+    ]
     events = tx.all(
         "SELECT agent_email, conversation_id, message_id, envelope FROM events "
         "WHERE user_id = ? ORDER BY seq",
@@ -116,25 +119,12 @@ def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
             for webhook in webhooks
         ],
         "templates": [
-            dict(
-                zip(
-                    (
-                        "id",
-                        "name",
-                        "alias",
-                        "subject",
-                        "text",
-                        "html",
-                        "created_at",
-                        "updated_at",
-                        "from_starter_alias",
-                        "from_starter_version",
-                    ),
-                    row,
-                    strict=True,
-                )
-            )
-            for row in templates
+            {
+                name: value
+                for name, value in dataclasses.asdict(template).items()
+                if name not in ("user_id", "seq")
+            }
+            for template in templates
         ],
         "events": [
             {

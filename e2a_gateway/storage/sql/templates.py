@@ -16,7 +16,8 @@ TEMPLATE_COLUMNS = (
 )
 
 
-def _decode(row: Sequence[Any]) -> EmailTemplate:
+def decode_template(row: Sequence[Any]) -> EmailTemplate:
+    """A row of TEMPLATE_COLUMNS."""
     return EmailTemplate(
         seq=int(row[0]),
         id=row[1],
@@ -85,12 +86,12 @@ class TemplatesSql(Runner):
                 (user_id, before_seq if before_seq is not None else 2**62, limit),
             )
         )
-        return [_decode(row) for row in rows]
+        return [decode_template(row) for row in rows]
 
     async def get_template(self, user_id: str, template_id: str) -> EmailTemplate | None:
         """One of the user's templates by id."""
         row = await self._read(lambda tx: _row(tx, user_id, template_id))
-        return None if row is None else _decode(row)
+        return None if row is None else decode_template(row)
 
     async def template_by_alias(self, user_id: str, alias: str) -> EmailTemplate | None:
         """One of the user's templates by alias."""
@@ -100,7 +101,7 @@ class TemplatesSql(Runner):
                 (user_id, alias),
             )
         )
-        return None if row is None else _decode(row)
+        return None if row is None else decode_template(row)
 
     async def update_template(
         self, user_id: str, template_id: str, changes: TemplateChanges, updated_at: str
@@ -128,7 +129,7 @@ class TemplatesSql(Runner):
                 (*assignments.values(), template_id, user_id),
                 conflict=AlreadyExists(changes.alias or template_id),
             )
-            return _decode(_row(tx, user_id, template_id))
+            return decode_template(_row(tx, user_id, template_id))
 
         return await self._write(update)
 
