@@ -18,7 +18,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from e2a_gateway.api.v1.account import account_view
 from e2a_gateway.api.v1.agents import AgentsQuery, agent_listing
 from e2a_gateway.api.v1.agents import agent_view as v1_agent_view
-from e2a_gateway.api.v1.bodies import numbers_as_written, validated
+from e2a_gateway.api.v1.bodies import validated, with_numbers_as_written
 from e2a_gateway.api.v1.conversations import ListConversationsQuery, conversation_listing
 from e2a_gateway.api.v1.errors import V1Error, refusal
 from e2a_gateway.api.v1.events import EventQuery, event_listing, event_view, redelivery
@@ -633,9 +633,8 @@ class OperationsPort:
 
         async def send(gateway: Gateway, caller: Caller) -> tuple[dict[str, Any], int]:
             body = validated(SendMessageBody, fields, "body")
-            if body.template_data:  # as `/v1` reads it from the JSON the remote port sends
-                data = numbers_as_written(json.dumps(fields).encode(), "template_data")
-                body = body.model_copy(update={"template_data": data})
+            # as `/v1` reads it from the JSON the remote port sends
+            body = with_numbers_as_written(body, "template_data", json.dumps(fields).encode())
             return send_result_view(await sending.send_message(gateway, caller, email, body, False))
 
         route = f"POST /v1/agents/{email}/messages"
@@ -728,9 +727,8 @@ class OperationsPort:
 
         async def validate(gateway: Gateway, caller: Caller) -> dict[str, Any]:
             body = validated(ValidateTemplate, fields, "body")
-            if body.test_data:  # as `/v1` reads it from the JSON the remote port sends
-                data = numbers_as_written(json.dumps(fields).encode(), "test_data")
-                body = body.model_copy(update={"test_data": data})
+            # as `/v1` reads it from the JSON the remote port sends
+            body = with_numbers_as_written(body, "test_data", json.dumps(fields).encode())
             return templates.validate_source(caller, body)
 
         return await self._run_v1(validate)

@@ -24,9 +24,12 @@ class QueryParams(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-async def read_json(model: type[Model], *, allow_empty: bool = False) -> Model:
+async def read_json(
+    model: type[Model], *, allow_empty: bool = False, numbers_as_written: str | None = None
+) -> Model:
     """The request's JSON body validated against `model`; an absent body is `{}` when
-    `allow_empty`."""
+    `allow_empty`; the numbers of field `numbers_as_written` kept as the text they are
+    written in (`with_numbers_as_written`)."""
     raw = await request.get_data(as_text=False)
     assert isinstance(raw, bytes)
     if not raw.strip():
@@ -37,22 +40,20 @@ async def read_json(model: type[Model], *, allow_empty: bool = False) -> Model:
         data = json_object(raw)
     except NotAJsonObject as exc:
         raise invalid(400, str(exc), ("body", str(exc))) from None
-    return validated(model, data, "body")
+    body = validated(model, data, "body")
+    if numbers_as_written is not None:
+        body = with_numbers_as_written(body, numbers_as_written, raw)
+    return body
 
 
-async def verbatim_numbers(name: str) -> Any:
-    """Field `name` of the request's JSON body (already read by `read_json`) with every number
-    kept as the text it was written in (`1.50` stays `"1.50"`), as e2a's server reads template
-    data."""
-    raw = await request.get_data(as_text=False)
-    assert isinstance(raw, bytes)
-    return numbers_as_written(raw, name)
-
-
-def numbers_as_written(document: bytes, name: str) -> Any:
-    """Field `name` of the JSON object `document`, its numbers as the text they are written
-    in; the MCP tools pass the JSON their client sent the same way."""
-    return json.loads(document, parse_float=str, parse_int=str).get(name)
+def with_numbers_as_written(body: Model, name: str, document: bytes) -> Model:
+    """`body` with its field `name` read again from the JSON object `document`, every number
+    kept as the text it is written in (`1.50` stays `"1.50"`), as e2a's server reads template
+    data; `body` itself when that field is empty."""
+    if not getattr(body, name):
+        return body
+    written = json.loads(document, parse_float=str, parse_int=str).get(name)
+    return body.model_copy(update={name: written})
 
 
 def read_query(model: type[Model]) -> Model:

@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Field
 from quart import Blueprint, Response
 
 from e2a_gateway.api.auth import requires_caller
-from e2a_gateway.api.v1.bodies import QueryParams, read_json, read_query, verbatim_numbers
+from e2a_gateway.api.v1.bodies import QueryParams, read_json, read_query
 from e2a_gateway.api.v1.errors import V1Error, invalid
 from e2a_gateway.api.v1.idempotent import idempotent
 from e2a_gateway.api.v1.message_views import (
@@ -156,9 +156,7 @@ async def message_listing(
 async def send_message(caller: Caller, email: str) -> tuple[dict[str, Any], int]:
     """sendMessage: a new message from the agent in the path."""
     wait = read_query(WaitQuery).wait == "sent"
-    body = _available(await read_json(SendMessageBody))
-    if body.template_data:  # numbers render as they were written (`1.50`), as on e2a
-        body = body.model_copy(update={"template_data": await verbatim_numbers("template_data")})
+    body = _available(await read_json(SendMessageBody, numbers_as_written="template_data"))
     return send_result_view(
         await sending.send_message(current_gateway(), caller, email, body, wait)
     )

@@ -9,7 +9,7 @@ from quart import Blueprint
 
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.v1.account import Confirmation
-from e2a_gateway.api.v1.bodies import read_json, read_query, verbatim_numbers
+from e2a_gateway.api.v1.bodies import read_json, read_query
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.gateway import Gateway
@@ -102,9 +102,7 @@ async def create_template(caller: Caller) -> tuple[dict[str, Any], int]:
 @requires_caller
 async def validate_template(caller: Caller) -> dict[str, Any]:
     """validateTemplate: a dry run, nothing stored; numbers in `test_data` render as written."""
-    body = await read_json(ValidateTemplate)
-    if body.test_data:
-        body = body.model_copy(update={"test_data": await verbatim_numbers("test_data")})
+    body = await read_json(ValidateTemplate, numbers_as_written="test_data")
     return templates.validate_source(caller, body)
 
 
