@@ -22,16 +22,6 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _agent_path(email: str, *segments: str) -> str:
-    """`/v1/agents/{email}/…`, each segment escaped."""
-    return "/v1/agents/" + "/".join(quote(part, safe="") for part in (email, *segments))
-
-
-def _webhook_path(webhook_id: str, *segments: str) -> str:
-    """`/v1/webhooks/{id}/…`, each segment escaped."""
-    return "/v1/webhooks/" + "/".join(quote(part, safe="") for part in (webhook_id, *segments))
-
-
 def _query_value(value: Any) -> Any:
     """A query parameter as `/v1` reads it: a list comma-separated, a boolean in lowercase."""
     if isinstance(value, list):
@@ -41,14 +31,9 @@ def _query_value(value: Any) -> Any:
     return value
 
 
-def _template_path(template_id: str) -> str:
-    """`/v1/templates/{id}`, escaped."""
-    return "/v1/templates/" + quote(template_id, safe="")
-
-
-def _review_path(message_id: str, *segments: str) -> str:
-    """`/v1/reviews/{id}/…`, each segment escaped."""
-    return "/v1/reviews/" + "/".join(quote(part, safe="") for part in (message_id, *segments))
+def _v1_path(*segments: str) -> str:
+    """`/v1/{segment}/…`, each segment escaped (an address or an id may hold any character)."""
+    return "/v1/" + "/".join(quote(part, safe="") for part in segments)
 
 
 def _once(idempotency_key: str | None) -> dict[str, str] | None:
@@ -93,11 +78,11 @@ class SdkPort(AsyncE2AClient):
 
     async def trash_message(self, email: str, message_id: str) -> dict[str, Any]:
         """`DELETE /v1/agents/{email}/messages/{id}`: to the trash."""
-        return await self._v1("DELETE", _agent_path(email, "messages", message_id))
+        return await self._v1("DELETE", _v1_path("agents", email, "messages", message_id))
 
     async def restore_message(self, email: str, message_id: str) -> dict[str, Any]:
         """`POST /v1/agents/{email}/messages/{id}/restore`."""
-        return await self._v1("POST", _agent_path(email, "messages", message_id, "restore"))
+        return await self._v1("POST", _v1_path("agents", email, "messages", message_id, "restore"))
 
     async def list_agent_trash(self, query: dict[str, Any]) -> dict[str, Any]:
         """`GET /v1/agents?deleted=true`."""
@@ -105,25 +90,26 @@ class SdkPort(AsyncE2AClient):
 
     async def trash_agent(self, email: str) -> dict[str, Any]:
         """`DELETE /v1/agents/{email}?confirm=DELETE`: to the trash."""
-        return await self._v1("DELETE", _agent_path(email), query={"confirm": "DELETE"})
+        return await self._v1("DELETE", _v1_path("agents", email), query={"confirm": "DELETE"})
 
     async def restore_agent(self, email: str) -> dict[str, Any]:
         """`POST /v1/agents/{email}/restore`."""
-        return await self._v1("POST", _agent_path(email, "restore"))
+        return await self._v1("POST", _v1_path("agents", email, "restore"))
 
     async def get_conversation(self, email: str, conversation_id: str) -> dict[str, Any]:
         """`GET /v1/agents/{email}/conversations/{id}`."""
-        return await self._v1("GET", _agent_path(email, "conversations", conversation_id))
+        return await self._v1("GET", _v1_path("agents", email, "conversations", conversation_id))
 
     async def list_conversations(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
         """`GET /v1/agents/{email}/conversations`."""
-        return await self._v1("GET", _agent_path(email, "conversations"), query=query)
+        return await self._v1("GET", _v1_path("agents", email, "conversations"), query=query)
 
     async def update_message_labels(
         self, email: str, message_id: str, changes: dict[str, Any]
     ) -> dict[str, Any]:
         """`PATCH /v1/agents/{email}/messages/{id}`."""
-        return await self._v1("PATCH", _agent_path(email, "messages", message_id), body=changes)
+        path = _v1_path("agents", email, "messages", message_id)
+        return await self._v1("PATCH", path, body=changes)
 
     async def list_events(self, query: dict[str, Any]) -> dict[str, Any]:
         """`GET /v1/events`."""
@@ -131,12 +117,12 @@ class SdkPort(AsyncE2AClient):
 
     async def get_event(self, event_id: str) -> dict[str, Any]:
         """`GET /v1/events/{id}`."""
-        return await self._v1("GET", "/v1/events/" + quote(event_id, safe=""))
+        return await self._v1("GET", _v1_path("events", event_id))
 
     async def redeliver_event(self, event_id: str, webhook_id: str | None) -> dict[str, Any]:
         """`POST /v1/events/{id}/redeliver`."""
         body = {} if webhook_id is None else {"webhook_id": webhook_id}
-        path = f"/v1/events/{quote(event_id, safe='')}/redeliver"
+        path = _v1_path("events", event_id, "redeliver")
         return await self._v1("POST", path, body=body)
 
     async def list_webhooks(self, query: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +131,7 @@ class SdkPort(AsyncE2AClient):
 
     async def get_webhook(self, webhook_id: str) -> dict[str, Any]:
         """`GET /v1/webhooks/{id}`."""
-        return await self._v1("GET", _webhook_path(webhook_id))
+        return await self._v1("GET", _v1_path("webhooks", webhook_id))
 
     async def create_webhook(self, fields: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/webhooks`."""
@@ -153,25 +139,26 @@ class SdkPort(AsyncE2AClient):
 
     async def update_webhook(self, webhook_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         """`PATCH /v1/webhooks/{id}`."""
-        return await self._v1("PATCH", _webhook_path(webhook_id), body=fields)
+        return await self._v1("PATCH", _v1_path("webhooks", webhook_id), body=fields)
 
     async def delete_webhook(self, webhook_id: str) -> dict[str, Any]:
         """`DELETE /v1/webhooks/{id}?confirm=DELETE`."""
-        return await self._v1("DELETE", _webhook_path(webhook_id), query={"confirm": "DELETE"})
+        path = _v1_path("webhooks", webhook_id)
+        return await self._v1("DELETE", path, query={"confirm": "DELETE"})
 
     async def rotate_webhook_secret(self, webhook_id: str) -> dict[str, Any]:
         """`POST /v1/webhooks/{id}/rotate-secret`."""
-        return await self._v1("POST", _webhook_path(webhook_id, "rotate-secret"))
+        return await self._v1("POST", _v1_path("webhooks", webhook_id, "rotate-secret"))
 
     async def test_webhook(self, webhook_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/webhooks/{id}/test`."""
-        return await self._v1("POST", _webhook_path(webhook_id, "test"), body=fields)
+        return await self._v1("POST", _v1_path("webhooks", webhook_id, "test"), body=fields)
 
     async def list_webhook_deliveries(
         self, webhook_id: str, query: dict[str, Any]
     ) -> dict[str, Any]:
         """`GET /v1/webhooks/{id}/deliveries`."""
-        return await self._v1("GET", _webhook_path(webhook_id, "deliveries"), query=query)
+        return await self._v1("GET", _v1_path("webhooks", webhook_id, "deliveries"), query=query)
 
     async def list_api_keys(self, query: dict[str, Any]) -> dict[str, Any]:
         """`GET /v1/account/api-keys`."""
@@ -183,17 +170,17 @@ class SdkPort(AsyncE2AClient):
 
     async def get_protection(self, email: str) -> dict[str, Any]:
         """`GET /v1/agents/{email}/protection`."""
-        return await self._v1("GET", _agent_path(email, "protection"))
+        return await self._v1("GET", _v1_path("agents", email, "protection"))
 
     async def put_protection(self, email: str, config: dict[str, Any]) -> dict[str, Any]:
         """`PUT /v1/agents/{email}/protection`."""
-        return await self._v1("PUT", _agent_path(email, "protection"), body=config)
+        return await self._v1("PUT", _v1_path("agents", email, "protection"), body=config)
 
     async def send_message(
         self, email: str, fields: dict[str, Any], idempotency_key: str | None = None
     ) -> dict[str, Any]:
         """`POST /v1/agents/{email}/messages`, with the Idempotency-Key given."""
-        path = _agent_path(email, "messages")
+        path = _v1_path("agents", email, "messages")
         return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
 
     async def reply_to_message(
@@ -204,20 +191,20 @@ class SdkPort(AsyncE2AClient):
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """`POST /v1/agents/{email}/messages/{id}/reply`, with the Idempotency-Key given."""
-        path = _agent_path(email, "messages", message_id, "reply")
+        path = _v1_path("agents", email, "messages", message_id, "reply")
         return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
 
     async def approve_review(
         self, message_id: str, fields: dict[str, Any], idempotency_key: str | None = None
     ) -> dict[str, Any]:
         """`POST /v1/reviews/{id}/approve`, with the Idempotency-Key given."""
-        path = _review_path(message_id, "approve")
+        path = _v1_path("reviews", message_id, "approve")
         return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
 
     async def list_agent_messages(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
         """`GET /v1/agents/{email}/messages` (labels comma-separated, as e2a takes them)."""
         params = {name: _query_value(value) for name, value in query.items()}
-        return await self._v1("GET", _agent_path(email, "messages"), query=params)
+        return await self._v1("GET", _v1_path("agents", email, "messages"), query=params)
 
     async def list_templates(self, query: dict[str, Any]) -> dict[str, Any]:
         """`GET /v1/templates`."""
@@ -225,7 +212,7 @@ class SdkPort(AsyncE2AClient):
 
     async def get_template(self, template_id: str) -> dict[str, Any]:
         """`GET /v1/templates/{id}`."""
-        return await self._v1("GET", _template_path(template_id))
+        return await self._v1("GET", _v1_path("templates", template_id))
 
     async def create_template(self, fields: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/templates`."""
@@ -233,11 +220,11 @@ class SdkPort(AsyncE2AClient):
 
     async def update_template(self, template_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         """`PATCH /v1/templates/{id}`."""
-        return await self._v1("PATCH", _template_path(template_id), body=fields)
+        return await self._v1("PATCH", _v1_path("templates", template_id), body=fields)
 
     async def delete_template(self, template_id: str) -> dict[str, Any]:
         """`DELETE /v1/templates/{id}?confirm=DELETE`."""
-        path = _template_path(template_id)
+        path = _v1_path("templates", template_id)
         return await self._v1("DELETE", path, query={"confirm": "DELETE"})
 
     async def validate_template(self, fields: dict[str, Any]) -> dict[str, Any]:
@@ -250,7 +237,7 @@ class SdkPort(AsyncE2AClient):
 
     async def get_starter_template(self, alias: str) -> dict[str, Any]:
         """`GET /v1/starter-templates/{alias}`."""
-        return await self._v1("GET", "/v1/starter-templates/" + quote(alias, safe=""))
+        return await self._v1("GET", _v1_path("starter-templates", alias))
 
     async def list_reviews(self, query: dict[str, Any]) -> dict[str, Any]:
         """`GET /v1/reviews`."""
@@ -258,11 +245,11 @@ class SdkPort(AsyncE2AClient):
 
     async def get_review(self, message_id: str) -> dict[str, Any]:
         """`GET /v1/reviews/{id}`."""
-        return await self._v1("GET", _review_path(message_id))
+        return await self._v1("GET", _v1_path("reviews", message_id))
 
     async def reject_review(self, message_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/reviews/{id}/reject`."""
-        return await self._v1("POST", _review_path(message_id, "reject"), body=fields)
+        return await self._v1("POST", _v1_path("reviews", message_id, "reject"), body=fields)
 
     async def forward_message(
         self,
@@ -272,12 +259,12 @@ class SdkPort(AsyncE2AClient):
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """`POST /v1/agents/{email}/messages/{id}/forward`, with the Idempotency-Key given."""
-        path = _agent_path(email, "messages", message_id, "forward")
+        path = _v1_path("agents", email, "messages", message_id, "forward")
         return await self._v1("POST", path, body=fields, headers=_once(idempotency_key))
 
     async def get_message_lifecycle(
         self, email: str, message_id: str, query: dict[str, Any]
     ) -> dict[str, Any]:
         """`GET /v1/agents/{email}/messages/{id}/lifecycle`."""
-        path = _agent_path(email, "messages", message_id, "lifecycle")
+        path = _v1_path("agents", email, "messages", message_id, "lifecycle")
         return await self._v1("GET", path, query=query)
