@@ -22,8 +22,8 @@ from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.parse import summarise_headers
 from e2a_gateway.smtp.protocol import Envelope, Mailbox, SessionLimits
 from e2a_gateway.smtp.server import ListenerLimits, RecipientVerdict, serve_smtp
-from e2a_gateway.storage.base import NewInboundMessage
 from e2a_gateway.storage.group_commit import GroupCommitter
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.sqlite import SqliteStorage
 
 

@@ -27,7 +27,8 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from e2a_gateway.storage import open_storage
-from e2a_gateway.storage.base import Agent, NewInboundMessage, Storage
+from e2a_gateway.storage.base import Agent, Storage
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUSTER_SCRIPT = ROOT / "packaging" / "pg-test-cluster.sh"

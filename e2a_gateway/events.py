@@ -13,7 +13,8 @@ import orjson
 
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.ids import new_id
-from e2a_gateway.storage.base import NewInboundMessage, OutboundMessage
+from e2a_gateway.storage.base import OutboundMessage
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 
 SCHEMA_VERSION: Final = "1"
 RETENTION_SECONDS: Final = 30 * 24 * 3600.0

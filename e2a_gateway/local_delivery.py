@@ -20,7 +20,8 @@ from e2a_gateway.inbound.trace import local_received_field, return_path_field
 from e2a_gateway.mailauth.results import AuthResults
 from e2a_gateway.signing.credentials import derive_signing_secret
 from e2a_gateway.signing.identity import body_hash
-from e2a_gateway.storage.base import Agent, ConversationClaim, NewInboundMessage
+from e2a_gateway.storage.base import Agent, ConversationClaim
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 
 log = logging.getLogger("e2a.inbound")
 

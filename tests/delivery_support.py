@@ -24,7 +24,7 @@ from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.pipeline import InboundMailSink
 from e2a_gateway.mailauth.dns_answers import Resolver
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
-from e2a_gateway.storage.base import NewInboundMessage
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 from tests.conftest import Account
 
 SENDER = "alice@example.org"

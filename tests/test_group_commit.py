@@ -11,8 +11,9 @@ import trio
 import trio.testing
 
 from e2a_gateway.storage import open_storage
-from e2a_gateway.storage.base import Agent, NewInboundMessage, Storage, StorageUnavailable
+from e2a_gateway.storage.base import Agent, Storage, StorageUnavailable
 from e2a_gateway.storage.group_commit import GroupCommitter
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 
 NOW = "2026-01-01T00:00:00Z"
 

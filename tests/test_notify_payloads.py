@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from e2a_gateway.storage.announcements import AccessEnded, JobsAdded, MessageStored
-from e2a_gateway.storage.base import NewInboundMessage
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.notify_payloads import (
     MAX_NOTIFY_PAYLOAD_BYTES,
     Resync,

@@ -39,7 +39,6 @@ from e2a_gateway.storage.base import (
     InUse,
     LastOne,
     LimitReached,
-    NewInboundMessage,
     NotPending,
     OutboundEdits,
     OutboundMessage,
@@ -50,6 +49,7 @@ from e2a_gateway.storage.base import (
     WebhookAttempt,
 )
 from e2a_gateway.storage.migrations import load_migrations
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.sql.messages import _inbox_query
 from tests.conftest import make_settings
 from tests.databases import fresh_postgres_database

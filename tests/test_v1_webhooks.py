@@ -14,7 +14,8 @@ import trio
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.ids import new_id
 from e2a_gateway.operations.caller import authenticate
-from e2a_gateway.storage.base import EventFilter, NewInboundMessage
+from e2a_gateway.storage.base import EventFilter
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.workers.outbound import OutboundWorker
 from e2a_gateway.workers.retention import RetentionWorker
 from e2a_gateway.workers.subscribers import SubscriberWorker

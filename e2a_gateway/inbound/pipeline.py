@@ -47,8 +47,9 @@ from e2a_gateway.signing.credentials import derive_signing_secret
 from e2a_gateway.signing.identity import body_hash
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
 from e2a_gateway.smtp.server import MessageNotStored, MessageRefused, RecipientVerdict
-from e2a_gateway.storage.base import Agent, ConversationClaim, NewInboundMessage, StorageUnavailable
+from e2a_gateway.storage.base import Agent, ConversationClaim, StorageUnavailable
 from e2a_gateway.storage.group_commit import GroupCommitter
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 
 log = logging.getLogger("e2a.inbound")
 

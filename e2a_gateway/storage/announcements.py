@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from e2a_gateway.storage.base import NewInboundMessage
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 
 RevokedKind = Literal["agent", "key", "user"]
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from e2a_gateway.ids import new_id
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.vocabulary import (
     TERMINAL_STATUSES as TERMINAL_STATUSES,  # callers read it here
 )
 
-if TYPE_CHECKING:  # announcements names this module's types
+if TYPE_CHECKING:
     from e2a_gateway.storage.announcements import Announcement
 
 AgentMode = Literal["cloud", "local"]
@@ -182,33 +183,6 @@ class AgentChanges:
     inbound_gate_policy: GatePolicy | None = None
     inbound_gate_allowlist: tuple[str, ...] | None = None
     inbound_gate_action: GateAction | None = None
-
-
-@dataclass(frozen=True)
-class NewInboundMessage:
-    """An accepted inbound message for one recipient agent, ready to be stored."""
-
-    id: str
-    agent_email: str
-    envelope_from: str
-    from_addr: str
-    reply_to: str | None
-    to: list[str]
-    cc: list[str]
-    subject: str
-    conversation_id: str | None
-    rfc_message_id: str | None
-    raw_message: bytes
-    auth_headers: dict[str, str]
-    authentication_results: dict[str, str]
-    received_at: str
-    client_ip: str = ""
-    helo: str = ""
-    hold_expires_at: float | None = None
-    """Set when the agent's inbound gate holds the message for review: stored, not delivered,
-    until it is approved, rejected, or this epoch passes (the agent's expiration action)."""
-    flag_reason: str | None = None
-    """Why the agent's inbound gate flagged the message (delivered, annotated) or held it."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from typing import Generic, TypeVar
 
 import trio
 
-from e2a_gateway.storage.base import Mailboxes, NewInboundMessage, StorageUnavailable
+from e2a_gateway.storage.base import Mailboxes, StorageUnavailable
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 
 __all__ = ["GroupCommit", "GroupCommitter"]
 

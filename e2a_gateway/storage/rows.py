@@ -25,12 +25,12 @@ from e2a_gateway.storage.base import (
     InboxEntry,
     Job,
     MessagePage,
-    NewInboundMessage,
     OutboundEdits,
     OutboundMessage,
     SigningSecret,
     StoredEarlier,
 )
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.vocabulary import (
     AGENT_DELETED,
     APPROVAL_NOTICE_JOB,

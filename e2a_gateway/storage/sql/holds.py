@@ -17,9 +17,9 @@ from e2a_gateway.storage.base import (
     AgentInTrash,
     HeldMessage,
     InboundMessage,
-    NewInboundMessage,
     NotPending,
 )
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.rows import MESSAGE_COLUMNS, decode_message
 from e2a_gateway.storage.sql.jobs import add_job
 from e2a_gateway.storage.sql.outbound import agent_in_service, agent_trashed

@@ -21,11 +21,11 @@ from e2a_gateway.storage.base import (
     InboundMessage,
     InboxPage,
     MessagePage,
-    NewInboundMessage,
     StatusFilter,
     StorageUnavailable,
     StoredEarlier,
 )
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.rows import (
     EARLIER_COLUMNS,
     INBOUND_INSERT_COLUMNS,

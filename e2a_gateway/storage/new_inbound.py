@@ -1,0 +1,36 @@
+"""The record of an accepted inbound message for one agent, as storage takes it.
+
+Its own module because both the storage interface (`base`) and what a commit announces
+(`announcements`) speak of it, and neither should import the other to do so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class NewInboundMessage:
+    """An accepted inbound message for one recipient agent, ready to be stored."""
+
+    id: str
+    agent_email: str
+    envelope_from: str
+    from_addr: str
+    reply_to: str | None
+    to: list[str]
+    cc: list[str]
+    subject: str
+    conversation_id: str | None
+    rfc_message_id: str | None
+    raw_message: bytes
+    auth_headers: dict[str, str]
+    authentication_results: dict[str, str]
+    received_at: str
+    client_ip: str = ""
+    helo: str = ""
+    hold_expires_at: float | None = None
+    """Set when the agent's inbound gate holds the message for review: stored, not delivered,
+    until it is approved, rejected, or this epoch passes (the agent's expiration action)."""
+    flag_reason: str | None = None
+    """Why the agent's inbound gate flagged the message (delivered, annotated) or held it."""
