@@ -18,7 +18,7 @@ from tests.conftest import Account, make_settings
 from tests.databases import query
 from tests.delivery_support import create_agent, mail, smtp_send
 from tests.test_data_rights import EXPORT_KEYS
-from tests.test_v1_reviews import conforms
+from tests.test_v1_reviews import conforms, protect, protection
 
 
 @pytest.fixture
@@ -92,3 +92,30 @@ async def test_the_export_holds_suppressions_webhooks_and_events_and_no_secret(
 
     legacy = await alice.http.get("/api/v1/users/me/export")
     assert legacy.status_code == 200 and set(legacy.json()) == EXPORT_KEYS
+
+
+async def test_the_exported_agents_carry_their_gates_as_protection_shows_them(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    guarded = await create_agent(alice, "guarded")
+    plain = await create_agent(alice, "plain")
+    inbound = {"policy": "allowlist", "allowlist": ["boss@example.org"], "action": "review"}
+    shown = await protect(alice, guarded, protection(inbound=inbound, outbound_action="review"))
+
+    export = (await alice.http.get("/v1/account/export")).json()
+    agents = {agent["email"]: agent for agent in export["agents"]}
+    for agent in agents.values():
+        conforms(agent, "AgentIdentity")
+    gates = agents[guarded]
+    assert (gates["inbound_policy"], gates["inbound_policy_action"]) == ("allowlist", "review")
+    assert gates["inbound_allowlist"] == shown["inbound"]["gate"]["allowlist"]
+    outbound = shown["outbound"]["gate"]
+    assert (gates["outbound_policy"], gates["outbound_policy_action"]) == ("open", "review")
+    assert (outbound["policy"], outbound["action"]) == ("open", "review")
+    open_gates = agents[plain]
+    assert (open_gates["inbound_policy"], open_gates["inbound_policy_action"]) == ("open", "flag")
+    assert (open_gates["outbound_policy"], open_gates["outbound_policy_action"]) == (
+        "open",
+        "flag",
+    )

@@ -187,7 +187,9 @@ def export_view(exported: dict[str, Any], user_id: str, shared_domain: str) -> d
 def _export_agent(
     row: dict[str, Any], user_id: str, domain_verified: bool, messages: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    """AgentIdentity of an exported agent: its settings in e2a's protection terms."""
+    """AgentIdentity of an exported agent: its settings in e2a's protection terms, the gates
+    as getAgentProtection shows them (the approval hold is the outbound gate's `review`)."""
+    gate = row["inbound_gate"]
     week_ago = format_timestamp(time.time() - WEEK_SECONDS)
     mine = [message for message in messages if message["agent_email"] == row["email"]]
     recent = [message for message in mine if message["created_at"] >= week_ago]
@@ -207,10 +209,12 @@ def _export_agent(
         inbound_7d=sum(1 for message in recent if message["direction"] == "inbound"),
         outbound_7d=sum(1 for message in recent if message["direction"] != "inbound"),
         pending_count=sum(1 for message in mine if message["status"] == "pending_approval"),
-        inbound_policy="open",
-        inbound_policy_action="flag",
-        outbound_policy="review" if row["hitl_enabled"] else "open",
+        inbound_policy=gate["policy"],
+        inbound_policy_action=gate["action"],
+        inbound_allowlist=gate["allowlist"],
+        outbound_policy="open",
         outbound_policy_action="review" if row["hitl_enabled"] else "flag",
+        outbound_allowlist=[],
         inbound_scan="off",
         outbound_scan="off",
         inbound_scan_review_threshold=0.0,
