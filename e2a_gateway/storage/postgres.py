@@ -103,15 +103,27 @@ def connect_error_message(display_url: str, exc: Exception) -> str:
     return f"database.url: cannot connect to {display_url}: {first_line}"
 
 
+def _takes_no_writes(display_url: str, why: str) -> str:
+    """What to tell the operator of a database that refuses writes (`why`)."""
+    return (
+        f"postgres ({display_url}): the database takes no writes ({why}) — point database.url "
+        "at the primary (a standby, or a database with default_transaction_read_only = on, is "
+        "read-only)"
+    )
+
+
 @contextmanager
 def _translate_errors(display_url: str) -> Iterator[None]:
-    """Turn lost connections, deadlocks and server-side failures into StorageUnavailable.
+    """Turn lost connections, deadlocks, server-side failures and a database that takes no
+    writes into StorageUnavailable.
 
     Integrity errors pass through for the caller to interpret; programming errors are bugs."""
     try:
         yield
     except psycopg.IntegrityError:
         raise
+    except psycopg.errors.ReadOnlySqlTransaction as exc:
+        raise StorageUnavailable(_takes_no_writes(display_url, str(exc))) from exc
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         raise StorageUnavailable(f"postgres ({display_url}): {exc}".strip()) from exc
 
@@ -242,6 +254,18 @@ class PostgresStorage(SqlStorage):
         result = work(transaction)
         _notify(connection, *encode_payloads(self.process_tag, transaction.announcements))
         return result, transaction.announcements
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable unless the database answers and takes writes (a standby
+        answers reads, but every message, job and key would be refused)."""
+        refuses, recovering = await self._read(
+            lambda tx: tx.one(
+                "SELECT current_setting('transaction_read_only') = 'on', pg_is_in_recovery()"
+            )
+        )
+        if refuses or recovering:
+            why = "it is a standby, in recovery" if recovering else "transaction_read_only is on"
+            raise StorageUnavailable(_takes_no_writes(self.display_url, why))
 
     async def announce(self, news: Sequence[Announcement]) -> None:
         """NOTIFY the other replicas of `news` at once, in a transaction of its own that
