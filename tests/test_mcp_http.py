@@ -163,7 +163,7 @@ async def test_every_tool_on_a_mailbox(running: RunningGateway, make_account: An
         assert "next_cursor" not in rest
         review = await call(client, "get_review", {"message_id": held["message_id"]})
         assert review["review_status"] == "pending_review" and review["subject"] == "Offer"
-        assert review["text"] == "10% off." and review["hold_reason"]["type"] == "send"
+        assert review["text"] == "10% off." and review["hold_reason"]["code"] == "recipient_gate"
         assert "raw_message" not in review and review["received_at"]
         terms = {"filename": "terms.txt", "content_type": "text/plain", "data": "VGVybXMu"}
         edits = {"subject": "Offer (ed.)", "attachments": [terms]}

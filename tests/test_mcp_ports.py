@@ -678,7 +678,12 @@ async def test_keys_protection_and_agent_trash_answer_alike(
     async with both_ports(running, account.key, agent) as ports:
         # Protection: the same agent read alike; twins changed alike.
         await same(ports, "get_protection", {})
-        change = {"outbound_gate_action": "review", "holds_on_expiry": "reject"}
+        change = {
+            "outbound_gate_policy": "allowlist",
+            "outbound_gate_allowlist": [],
+            "outbound_gate_action": "review",
+            "holds_on_expiry": "reject",
+        }
         changed = await both(ports, "update_protection", [{"email": t} | change for t in twins])
         assert changed[0]["outbound"]["gate"]["action"] == "review"
         alike(changed, set(), "update_protection")

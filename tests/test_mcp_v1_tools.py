@@ -206,12 +206,25 @@ async def test_agent_keys_protection_and_what_an_agent_key_may_not_do(
     async with opener(transport, running)(account.key, agent) as client:
         before = await call(client, "get_protection", {})
         assert before["outbound"]["gate"]["action"] == "flag"
-        after = await call(
-            client,
-            "update_protection",
-            {"outbound_gate_action": "review", "holds_on_expiry": "reject"},
-        )
-        assert after["outbound"]["gate"]["action"] == "review"
+        # e2a's semantics: an open gate matches every recipient, so `review` holds nothing
+        still_open = await call(client, "update_protection", {"outbound_gate_action": "review"})
+        assert still_open["outbound"]["gate"] == {
+            "policy": "open",
+            "allowlist": [],
+            "action": "flag",
+        }
+        every_send = {
+            "outbound_gate_policy": "allowlist",
+            "outbound_gate_allowlist": [],
+            "outbound_gate_action": "review",
+            "holds_on_expiry": "reject",
+        }
+        after = await call(client, "update_protection", every_send)
+        assert after["outbound"]["gate"] == {
+            "policy": "allowlist",
+            "allowlist": [],
+            "action": "review",
+        }
         assert after["holds"]["on_expiry"] == "reject"
         assert after["inbound"] == before["inbound"]
         assert await call(client, "get_protection", {"email": agent}) == after

@@ -111,8 +111,9 @@ async def test_the_exported_agents_carry_their_gates_as_protection_shows_them(
     assert (gates["inbound_policy"], gates["inbound_policy_action"]) == ("allowlist", "review")
     assert gates["inbound_allowlist"] == shown["inbound"]["gate"]["allowlist"]
     outbound = shown["outbound"]["gate"]
-    assert (gates["outbound_policy"], gates["outbound_policy_action"]) == ("open", "review")
-    assert (outbound["policy"], outbound["action"]) == ("open", "review")
+    assert (gates["outbound_policy"], gates["outbound_policy_action"]) == ("allowlist", "review")
+    assert (outbound["policy"], outbound["action"]) == ("allowlist", "review")
+    assert gates["outbound_allowlist"] == outbound["allowlist"] == []
     open_gates = agents[plain]
     assert (open_gates["inbound_policy"], open_gates["inbound_policy_action"]) == ("open", "flag")
     assert (open_gates["outbound_policy"], open_gates["outbound_policy_action"]) == (

@@ -85,9 +85,17 @@ def protection(
 ) -> dict[str, Any]:
     return {
         "inbound": {"gate": inbound or {}, "scan": {"sensitivity": scan}},
-        "outbound": {"gate": {"policy": "open", "action": outbound_action}, "scan": {}},
+        "outbound": {"gate": outbound_gate(outbound_action), "scan": {}},
         "holds": holds or {},
     }
+
+
+def outbound_gate(action: str) -> dict[str, Any]:
+    """e2a's outbound gate that holds every send (`review`: an allowlist with no entry), or
+    one that holds none (`open`)."""
+    if action == "review":
+        return {"policy": "allowlist", "allowlist": [], "action": "review"}
+    return {"policy": "open", "action": action}
 
 
 async def protect(account: Account, agent: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -161,7 +169,11 @@ async def test_protection_reads_and_replaces_the_agents_gates_and_holds(owner: A
         "allowlist": ["example.org"],
         "action": "review",
     }
-    assert answer["outbound"]["gate"]["action"] == "review"
+    assert answer["outbound"]["gate"] == {
+        "policy": "allowlist",
+        "allowlist": [],
+        "action": "review",
+    }
     assert answer["holds"] == {
         "ttl_seconds": 3600,
         "on_expiry": "approve",
@@ -187,7 +199,37 @@ async def test_protection_reads_and_replaces_the_agents_gates_and_holds(owner: A
             501,
             "not_implemented",
         ),
-        (protection(outbound_action="block"), 501, "not_implemented"),
+        (
+            {
+                **protection(),
+                "outbound": {"gate": {"policy": "allowlist", "action": "block"}, "scan": {}},
+            },
+            501,
+            "not_implemented",
+        ),
+        (
+            {
+                **protection(),
+                "outbound": {
+                    "gate": {
+                        "policy": "allowlist",
+                        "allowlist": ["a@example.org"],
+                        "action": "review",
+                    },
+                    "scan": {},
+                },
+            },
+            501,
+            "not_implemented",
+        ),
+        (
+            {
+                **protection(),
+                "outbound": {"gate": {"policy": "domain", "action": "review"}, "scan": {}},
+            },
+            501,
+            "not_implemented",
+        ),
         ({"inbound": protection()["inbound"], "outbound": protection()["outbound"]}, 422, None),
         ({**protection(), "extra": True}, 422, None),
         (protection(inbound={"policy": "allowlist", "allowlist": ["example.org"]}), 400, None),
@@ -304,7 +346,9 @@ async def test_inbound_mail_the_gate_holds_waits_until_approved_or_rejected(
     )
     assert hold["verified_domain"] == "example.org"
     assert held["Spoof"]["verified_domain"] is None
-    assert hold["hold_reason"]["type"] == "gate" and "allowlist" in hold["hold_reason"]["summary"]
+    assert (hold["hold_reason"]["type"], hold["hold_reason"]["code"]) == ("gate", "sender_gate")
+    assert hold["hold_reason"]["summary"] == "This sender isn't allowed by the inbox policy."
+    assert "allowlist" in hold["hold_reason"]["detail"]  # the gate's own reason
     detail = (await owner.http.get(f"/v1/reviews/{hold['id']}")).json()
     conforms(detail, "MessageView")
     conforms((await owner.http.get("/v1/reviews")).json(), "PageReviewView")

@@ -35,7 +35,10 @@ PROTECTION = {
         "gate": {"policy": "allowlist", "allowlist": ["friend@example.org"], "action": "review"},
         "scan": {"sensitivity": "off"},
     },
-    "outbound": {"gate": {"policy": "open", "action": "review"}, "scan": {"sensitivity": "off"}},
+    "outbound": {
+        "gate": {"policy": "allowlist", "allowlist": [], "action": "review"},
+        "scan": {"sensitivity": "off"},
+    },
     "holds": {"ttl_seconds": 86400, "on_expiry": "reject", "suppress_notifications": False},
 }
 

@@ -86,9 +86,11 @@ PROTECTION_TOOLS: tuple[ToolSpec[Any], ...] = (
         "update_protection",
         "Update an agent's protection config (beta)",
         "Change an agent's protection: only the fields given change. To review every "
-        "outbound message set outbound_gate_action=review (and holds_on_expiry=reject so "
-        "nothing is sent unapproved). What this gateway cannot enforce (content scans, outbound "
-        "allowlists) is refused with not_implemented, naming it. Account keys only.",
+        "outbound message set outbound_gate_policy=allowlist, outbound_gate_allowlist=[] and "
+        "outbound_gate_action=review (and holds_on_expiry=reject so nothing is sent "
+        "unapproved); an open outbound gate holds nothing, whatever its action. What this "
+        "gateway cannot enforce (content scans, outbound allowlists with entries, the domain "
+        "policy) is refused with not_implemented, naming it. Account keys only.",
         UpdateProtectionArguments,
         update_protection,
         read_only=False,

@@ -1,11 +1,12 @@
 """An agent's protection config, as e2a's `/v1` models it: the inbound gate (who may mail the
 agent unquestioned, matched on a DMARC-aligned From, and what becomes of other mail), the
-outbound gate (`review`: every message the agent sends waits for a human — the gateway's
-approval hold), and the holds' TTL, expiry action and notice email. Account keys only: an
-agent never reads or changes what screens it.
+outbound gate (an allowlist with no entry and action `review`: every message the agent sends
+waits for a human — the gateway's approval hold; `open`: none does), and the holds' TTL,
+expiry action and notice email. Account keys only: an agent never reads or changes what
+screens it.
 
 What the gateway does not have is refused, never accepted as if on: content scanning (`scan`
-other than `off`) and outbound gates other than `open`/`flag`-or-`review`.
+other than `off`) and outbound gates other than those two.
 """
 
 from __future__ import annotations
@@ -93,14 +94,7 @@ def _changes(config: ProtectionConfig) -> AgentChanges:
                 f"{direction}.scan.sensitivity to 'off' (use the inbound gate to hold or refuse "
                 "mail from unknown senders)",
             )
-    outbound = config.outbound.gate
-    if outbound.policy != "open" or outbound.action == "block":
-        raise NotAvailable(
-            "not_implemented",
-            "this gateway's outbound gate is open with action 'review' (every message the agent "
-            "sends waits for approval) or 'flag' (none does); outbound allowlist, domain and "
-            "block policies are not available",
-        )
+    holds_every_send = _holds_every_send(config.outbound.gate)
     holds = config.holds
     if holds.ttl_seconds > MAX_HOLD_SECONDS:
         raise Invalid(
@@ -109,13 +103,30 @@ def _changes(config: ProtectionConfig) -> AgentChanges:
         )
     inbound = config.inbound.gate
     return AgentChanges(
-        hitl_enabled=outbound.action == "review",
+        hitl_enabled=holds_every_send,
         hitl_ttl_seconds=holds.ttl_seconds,
         hitl_expiration_action=holds.on_expiry,
         approval_notifications=not holds.suppress_notifications,
         inbound_gate_policy=inbound.policy,
         inbound_gate_allowlist=_allowlist(inbound),
         inbound_gate_action=inbound.action,
+    )
+
+
+def _holds_every_send(gate: Gate) -> bool:
+    """Whether the outbound gate holds every send for approval, in e2a's semantics: `open`
+    matches every recipient, so it holds nothing whatever its action; an allowlist with no
+    entry matches none, so with action `review` every send waits. NotAvailable for the rest."""
+    if gate.policy == "open":
+        return False
+    if gate.policy == "allowlist" and not gate.allowlist and gate.action == "review":
+        return True
+    raise NotAvailable(
+        "not_implemented",
+        "this gateway's outbound gate is either 'open' (no send is held) or 'allowlist' with no "
+        "entry and action 'review' (every send waits for approval); outbound allowlists with "
+        "entries, the 'domain' policy and the 'flag' and 'block' actions on a non-matching "
+        "recipient are not available",
     )
 
 

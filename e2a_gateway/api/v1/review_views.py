@@ -26,11 +26,11 @@ SPF_STATUSES = frozenset({"pass", "fail", "none", "neutral", "softfail", "temper
 DKIM_STATUSES = frozenset({"pass", "fail", "none", "neutral", "policy", "temperror", "permerror"})
 DMARC_STATUSES = frozenset({"pass", "fail", "none", "temperror", "permerror"})
 OUTBOUND_HOLD = {
-    "type": "send",
-    "code": "outbound_review",
-    "summary": "Every message this agent sends waits for approval (its outbound gate is set "
-    "to review).",
+    "type": "gate",
+    "code": "recipient_gate",
+    "summary": "One or more recipients aren't allowed by the inbox policy.",
 }
+"""Why a send waits: the outbound gate (an allowlist no recipient is on), in e2a's words."""
 REVIEW_STATUSES = {
     "pending_approval": "pending_review",
     "queued": "sent",
@@ -44,6 +44,15 @@ REVIEW_STATUSES = {
 `sent`, whatever its delivery did)."""
 
 
+def outbound_gate(agent: Agent) -> dict[str, Any]:
+    """The agent's outbound gate in e2a's terms: an allowlist with no entry and action
+    `review` (no recipient matches, so every send waits for approval) when the agent's mail
+    is held, else `open` (every recipient matches; nothing is held)."""
+    if agent.hitl_enabled:
+        return {"policy": "allowlist", "allowlist": [], "action": "review"}
+    return {"policy": "open", "allowlist": [], "action": "flag"}
+
+
 def protection_view(agent: Agent) -> dict[str, Any]:
     """ProtectionConfigView of the agent."""
     return {
@@ -55,14 +64,7 @@ def protection_view(agent: Agent) -> dict[str, Any]:
             },
             "scan": {"sensitivity": "off"},
         },
-        "outbound": {
-            "gate": {
-                "policy": "open",
-                "allowlist": [],
-                "action": "review" if agent.hitl_enabled else "flag",
-            },
-            "scan": {"sensitivity": "off"},
-        },
+        "outbound": {"gate": outbound_gate(agent), "scan": {"sensitivity": "off"}},
         "holds": {
             "ttl_seconds": agent.hitl_ttl_seconds,
             "on_expiry": agent.hitl_expiration_action,
@@ -179,12 +181,15 @@ def _status(value: str | None, known: frozenset[str]) -> str:
     return value if value in known else "none"
 
 
-def _inbound_hold(reason: str | None) -> dict[str, str]:
-    return {
-        "type": "gate",
-        "code": "inbound_gate",
-        "summary": f"Held by the agent's inbound gate: {reason or 'the sender is not trusted'}.",
-    }
+def _inbound_hold(reason: str | None) -> dict[str, Any]:
+    """Why inbound mail waits: the inbound gate, in e2a's words, and the gate's own reason
+    as the detail."""
+    return present(
+        type="gate",
+        code="sender_gate",
+        summary="This sender isn't allowed by the inbox policy.",
+        detail=reason,
+    )
 
 
 def _outbound_detail(message: OutboundMessage) -> dict[str, Any]:
