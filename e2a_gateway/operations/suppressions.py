@@ -1,6 +1,6 @@
 """Recipient suppressions as a caller manages them: the account's list (filled by hard bounces,
-lifted by hand) and each agent's own (added and lifted by hand). Sends to a suppressed address
-are refused (`operations.sending`)."""
+lifted by hand) and each agent's own (added and lifted by hand), both with account keys only.
+Sends to a suppressed address are refused (`operations.sending`)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,21 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.agents import owned_agent
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import Invalid, NotFound
-from e2a_gateway.storage.base import Suppression
+from e2a_gateway.storage.base import Agent, Suppression
 
 
 def _address(raw: str) -> str:
     try:
         return normalise_address(raw).lower()
     except AddressError as exc:
-        raise Invalid("invalid_recipient", f"address: {exc}") from None
+        raise Invalid("invalid_request", f"address must be a valid email address: {exc}") from None
+
+
+async def _managed_agent(gateway: Gateway, caller: Caller, agent_email: str) -> Agent:
+    """The caller's agent whose suppression list is managed: account keys only, so an agent
+    never lifts a block on its own sending (e2a's rule)."""
+    caller.require_account("manage an agent's suppression list")
+    return await owned_agent(gateway, caller, agent_email)
 
 
 async def account_page(
@@ -42,7 +49,7 @@ async def agent_page(
     gateway: Gateway, caller: Caller, agent_email: str, limit: int, before_seq: int | None
 ) -> list[Suppression]:
     """The agent's own suppressions, newest first."""
-    agent = await owned_agent(gateway, caller, agent_email)
+    agent = await _managed_agent(gateway, caller, agent_email)
     return await gateway.storage.suppression_page(caller.user_id, agent.email, limit, before_seq)
 
 
@@ -50,7 +57,7 @@ async def add_for_agent(
     gateway: Gateway, caller: Caller, agent_email: str, address: str, reason: str | None
 ) -> Suppression:
     """Suppress `address` for the agent (idempotent)."""
-    agent = await owned_agent(gateway, caller, agent_email)
+    agent = await _managed_agent(gateway, caller, agent_email)
     return await gateway.storage.add_suppression(
         caller.user_id, agent.email, _address(address), reason, time.time()
     )
@@ -58,7 +65,7 @@ async def add_for_agent(
 
 async def lift_for_agent(gateway: Gateway, caller: Caller, agent_email: str, address: str) -> str:
     """Lift the agent's suppression of `address`; NotFound when there is none."""
-    agent = await owned_agent(gateway, caller, agent_email)
+    agent = await _managed_agent(gateway, caller, agent_email)
     lowered = address.strip().lower()
     if not await gateway.storage.delete_suppression(caller.user_id, agent.email, lowered):
         raise NotFound.of("suppression")
