@@ -28,10 +28,15 @@ RESERVED_SLUGS = frozenset(
         "abuse",
         "admin",
         "administrator",
+        "agent",
+        "api",
         "bounce",
         "bounces",
+        "demo",
+        "help",
         "hostmaster",
         "info",
+        "mail",
         "mailer-daemon",
         "no-reply",
         "noc",
@@ -40,10 +45,14 @@ RESERVED_SLUGS = frozenset(
         "root",
         "security",
         "support",
+        "system",
+        "test",
         "webmaster",
         "www",
     }
 )
+"""Slugs no agent on the shared domain may take: mail roles (RFC 2142), names of the system,
+and e2a's own reserved slugs, so an address refused there is refused here too."""
 
 
 MAX_DOMAIN_LENGTH = 253

@@ -143,7 +143,7 @@ async def test_form_encoded_curl_body_is_read_as_json(make_account: Any) -> None
             "invalid_webhook_url",
         ),
         (b'{"email": "not-an-address", "agent_mode": "local"}', 400, "invalid_email"),
-        (b'{"email": "bot@unknown.example", "agent_mode": "local"}', 400, "domain_not_verified"),
+        (b'{"email": "bot@unknown.example", "agent_mode": "local"}', 400, "domain_not_registered"),
     ],
 )
 async def test_bad_agent_registrations(

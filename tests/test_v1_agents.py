@@ -140,8 +140,11 @@ async def test_permanent_delete_takes_trashed_and_live_agents(
         ("POST", "/v1/agents", {"email": BOT, "name": 5}, 422, "invalid_request", "body.name"),
         ("POST", "/v1/agents", {"email": "a b@@"}, 400, "invalid_request", None),
         ("POST", "/v1/agents", {"email": f"admin@{SHARED_DOMAIN}"}, 400, "invalid_slug", None),
-        ("POST", "/v1/agents", {"email": "x@unverified.example"}, 400, "domain_not_verified",
-         None),
+        ("POST", "/v1/agents", {"email": "x@unregistered.example"}, 400,
+         "domain_not_registered", None),
+        ("POST", "/v1/agents", {"email": f"test@{SHARED_DOMAIN}"}, 400, "invalid_slug", None),
+        ("PATCH", f"/v1/agents/{BOT}", {}, 400, "invalid_request", "body.name"),
+        ("PATCH", f"/v1/agents/nobody@{SHARED_DOMAIN}", {}, 404, "not_found", None),
         ("PATCH", f"/v1/agents/{BOT}", {"hitl_enabled": True}, 422, "invalid_request",
          "body.hitl_enabled"),
         ("GET", "/v1/agents?cursor=forged", None, 400, "invalid_cursor", None),
@@ -179,7 +182,7 @@ async def test_malformed_requests_are_refused_in_e2as_terms(
         assert location in fields, found
     # Nothing was changed by the refused request: the agent and the account are as they were.
     agent = await alice.http.get(f"/v1/agents/{BOT}")
-    assert agent.status_code == 200 and agent.json()["name"] == "bot"
+    assert agent.status_code == 200 and agent.json()["name"] == ""  # e2a keeps no name as none
 
 
 async def test_a_cursor_of_one_listing_is_refused_by_another(make_account: Any) -> None:
@@ -199,3 +202,14 @@ async def test_a_cursor_of_one_listing_is_refused_by_another(make_account: Any) 
     second = await alice.http.get("/v1/agents", params={"limit": 1, "cursor": first["next_cursor"]})
     assert [agent["email"] for agent in second.json()["items"]] == [BOT]
     assert second.json()["next_cursor"] is None
+
+
+async def test_an_empty_update_is_refused_after_the_callers_rights(make_account: Any) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await new_agent(alice)
+    async with await bound_key(alice, BOT) as bot:
+        refusal(await bot.patch(f"/v1/agents/{BOT}", json={}), 403, "forbidden")
+    renamed = await alice.http.patch(f"/v1/agents/{BOT}", json={"name": "Bot"})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "Bot"
+    refusal(await alice.http.patch(f"/v1/agents/{BOT}", json={}), 400, "invalid_request")
+    assert (await alice.http.get(f"/v1/agents/{BOT}")).json()["name"] == "Bot"

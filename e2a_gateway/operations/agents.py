@@ -149,7 +149,7 @@ async def register_agent(
         email=address,
         user_id=caller.user_id,
         domain=domain,
-        name=request.name or local,
+        name=local if request.name is None else request.name,
         webhook_url=webhook_url,
         agent_mode=mode,
         hitl_enabled=False,
@@ -294,10 +294,15 @@ async def _address_for(gateway: Gateway, caller: Caller, request: CreateAgent) -
     if gateway.is_shared_domain(domain):
         return await _address_for(gateway, caller, CreateAgent(slug=local))
     owned = await gateway.storage.get_domain(caller.user_id, domain)
-    if owned is None or not owned.verified:
+    if owned is None:
+        raise Invalid(
+            "domain_not_registered",
+            f"register and verify {domain} first (POST /api/v1/domains, then "
+            f"POST /api/v1/domains/{domain}/verify)",
+        )
+    if not owned.verified:
         raise Invalid(
             "domain_not_verified",
-            f"add and verify {domain} first (POST /api/v1/domains, then "
-            f"POST /api/v1/domains/{domain}/verify)",
+            f"verify {domain} first (POST /api/v1/domains/{domain}/verify)",
         )
     return address

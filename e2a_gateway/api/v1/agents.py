@@ -12,6 +12,7 @@ from quart import Blueprint, request
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.v1.account import Confirmation
 from e2a_gateway.api.v1.bodies import read_json, read_query
+from e2a_gateway.api.v1.errors import invalid
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.gateway import Gateway
@@ -99,7 +100,7 @@ async def create_agent(caller: Caller) -> tuple[dict[str, Any], int]:
     wanted = CreateAgent(
         email=address,
         slug=None if address else body.email,
-        name=body.name,
+        name=body.name or "",  # e2a keeps no name as none (`/api/v1` names it by its address)
         agent_mode="local",
     )
     entry = await agents.register_agent(current_gateway(), caller, wanted, request.remote_addr)
@@ -116,8 +117,13 @@ async def get_agent(caller: Caller, email: str) -> dict[str, Any]:
 @blueprint.patch("/agents/<email>")
 @requires_caller
 async def update_agent(caller: Caller, email: str) -> dict[str, Any]:
-    """updateAgent: rename it (account keys only)."""
+    """updateAgent: rename it (account keys only); a body without `name` changes nothing and
+    is 400, as e2a answers it."""
     body = await read_json(UpdateAgentBody, allow_empty=True)
+    if body.name is None:
+        caller.require_account("change agents")
+        await agents.get_agent(current_gateway(), caller, email)  # 404 before 400, as e2a's
+        raise invalid(400, "no recognized fields in request", ("body.name", "required"))
     changed = await agents.change_agent(
         current_gateway(), caller, email, UpdateAgent(name=body.name)
     )
