@@ -52,8 +52,12 @@ async def list_domains(gateway: Gateway, caller: Caller) -> list[Domain]:
     return await gateway.storage.list_domains(caller.user_id)
 
 
-async def register_domain(gateway: Gateway, caller: Caller, raw_name: str) -> Domain:
-    """Register a domain for the caller, with the TXT token that will prove ownership."""
+async def register_domain(
+    gateway: Gateway, caller: Caller, raw_name: str, *, again_is_kept: bool = False
+) -> Domain:
+    """Register a domain for the caller, with the TXT token that will prove ownership.
+    `again_is_kept`: registering one the caller has already answers it as it stands (same
+    token), as e2a's registerDomain does, instead of Conflict."""
     caller.require_account("manage domains")
     try:
         name = normalise_domain(raw_name)
@@ -86,6 +90,9 @@ async def register_domain(gateway: Gateway, caller: Caller, raw_name: str) -> Do
     try:
         await gateway.storage.add_domain(domain)
     except AlreadyExists:
+        kept = await gateway.storage.get_domain(caller.user_id, name) if again_is_kept else None
+        if kept is not None:
+            return kept
         raise Conflict(
             "domain_exists",
             f"{name} is already registered (by you, or verified by another user)",
@@ -128,10 +135,11 @@ async def get_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
 
 async def check_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
     """Verify the caller's domain as `verify_domain` does, but answer its state when the TXT
-    record is still missing instead of refusing (e2a's verify reports `verified: false`)."""
+    record is still missing, or DNS did not answer, instead of refusing (e2a's verify reports
+    `verified: false`)."""
     try:
         return await verify_domain(gateway, caller, name)
-    except PreconditionUnmet:
+    except (PreconditionUnmet, Unavailable):  # e2a reads a failed lookup as a missing record
         return await get_domain(gateway, caller, name)
 
 

@@ -100,10 +100,13 @@ async def list_domains(caller: Caller) -> dict[str, Any]:
 @blueprint.post("/domains")
 @requires_caller
 async def register_domain(caller: Caller) -> tuple[dict[str, Any], int]:
-    """registerDomain: the domain with the records to publish before verifying it."""
+    """registerDomain: the domain with the records to publish before verifying it; one the
+    caller has registered already is answered as it stands (same token)."""
     body = await read_json(RegisterDomainBody)
     gateway = current_gateway()
-    return domain_view(gateway, await domains.register_domain(gateway, caller, body.domain), 0), 201
+    domain = await domains.register_domain(gateway, caller, body.domain, again_is_kept=True)
+    agents = (await domains.agents_on_domain(gateway, caller)).get(domain.domain, 0)
+    return domain_view(gateway, domain, agents), 201
 
 
 @blueprint.get("/domains/<name>")

@@ -1,0 +1,46 @@
+"""Registering and verifying a domain on `/v1` as e2a answers it: registering one the caller
+has already answers it as it stands (same token), another account's verified domain is 409
+`domain_taken`, and a verification whose DNS lookup fails reads as the record missing (200
+`verified: false`) — nothing changes in either case."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from tests.conftest import Account
+
+
+async def test_registering_again_and_verifying_without_dns(
+    running: RunningGateway, make_account: Any
+) -> None:
+    running.gateway.settings.env = "production"
+    resolver = running.gateway.resolver
+    assert isinstance(resolver, FixtureResolver)
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+
+    first = await alice.http.post("/v1/domains", json={"domain": "corp.example"})
+    assert first.status_code == 201, first.text
+    again = await alice.http.post("/v1/domains", json={"domain": "Corp.Example"})
+    assert again.status_code == 201, again.text
+    assert again.json()["verification_token"] == first.json()["verification_token"]
+    listed = (await alice.http.get("/v1/domains")).json()["items"]
+    assert [domain["domain"] for domain in listed] == ["corp.example"]
+
+    resolver.failing.add("corp.example")
+    unanswered = await alice.http.post("/v1/domains/corp.example/verify")
+    assert unanswered.status_code == 200, unanswered.text
+    assert (unanswered.json()["domain"], unanswered.json()["verified"]) == ("corp.example", False)
+    resolver.failing.clear()
+
+    resolver.set_txt("corp.example", [first.json()["verification_token"]])
+    verified = await alice.http.post("/v1/domains/corp.example/verify")
+    assert verified.status_code == 200 and verified.json()["verified"] is True
+    taken = await bob.http.post("/v1/domains", json={"domain": "corp.example"})
+    assert taken.status_code == 409, taken.text
+    assert taken.json()["error"]["code"] == "domain_taken"
+    assert (await bob.http.get("/v1/domains")).json()["items"] == []
+    kept = await alice.http.post("/v1/domains", json={"domain": "corp.example"})
+    assert kept.status_code == 201 and kept.json()["verified"] is True
