@@ -114,6 +114,9 @@ async def test_the_exported_agents_carry_their_gates_as_protection_shows_them(
     assert (gates["outbound_policy"], gates["outbound_policy_action"]) == ("allowlist", "review")
     assert (outbound["policy"], outbound["action"]) == ("allowlist", "review")
     assert gates["outbound_allowlist"] == outbound["allowlist"] == []
+    for scan in ("inbound_scan", "outbound_scan"):  # off, with e2a's thresholds for `off`
+        assert gates[scan] == "off" and gates[f"{scan}_sensitivity"] == "off"
+        assert (gates[f"{scan}_review_threshold"], gates[f"{scan}_block_threshold"]) == (0.5, 0.9)
     open_gates = agents[plain]
     assert (open_gates["inbound_policy"], open_gates["inbound_policy_action"]) == ("open", "flag")
     assert (open_gates["outbound_policy"], open_gates["outbound_policy_action"]) == (

@@ -136,6 +136,9 @@ RECEIPT_TABLES = (
 """Tables of e2a's deletion receipt (those the gateway does not keep count 0)."""
 EXPORT_SCHEMA_VERSION = "4"
 WEEK_SECONDS = 7 * 86_400
+OFF_SCAN_REVIEW, OFF_SCAN_BLOCK = 0.5, 0.9
+"""The thresholds e2a's AgentIdentity shows for a scan that is `off` (its sensitivity band
+`off` keeps the historical pair; nothing is scanned)."""
 
 
 def export_view(exported: dict[str, Any], user_id: str, shared_domain: str) -> dict[str, Any]:
@@ -218,10 +221,10 @@ def _export_agent(
         outbound_allowlist=[],
         inbound_scan="off",
         outbound_scan="off",
-        inbound_scan_review_threshold=0.0,
-        inbound_scan_block_threshold=0.0,
-        outbound_scan_review_threshold=0.0,
-        outbound_scan_block_threshold=0.0,
+        inbound_scan_review_threshold=OFF_SCAN_REVIEW,
+        inbound_scan_block_threshold=OFF_SCAN_BLOCK,
+        outbound_scan_review_threshold=OFF_SCAN_REVIEW,
+        outbound_scan_block_threshold=OFF_SCAN_BLOCK,
         inbound_scan_sensitivity="off",
         outbound_scan_sensitivity="off",
     )
