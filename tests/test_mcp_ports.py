@@ -629,6 +629,9 @@ async def test_event_and_webhook_tools_answer_alike(
         assert changed[0]["enabled"] is False
         alike(changed, TWIN_WEBHOOK, "update_webhook")
         alike(await both(ports, "rotate_webhook_secret", twins), TWIN_WEBHOOK, "rotate")
+        paused = await same(ports, "test_webhook", twins[0])
+        assert paused[0] == "error" and paused[1]["code"] == "webhook_disabled"
+        await both(ports, "update_webhook", [twin | {"enabled": True} for twin in twins])
         tested = await both(
             ports, "test_webhook", [twin | {"type": "email.sent"} for twin in twins]
         )
@@ -858,7 +861,7 @@ async def test_list_messages_filters_answer_alike(
         earlier = await same(ports, "list_messages", {"until": "2999-01-01T00:00:00Z"})
         assert [row["message_id"] for row in earlier["messages"]] == ids  # every one, unread
         refused = await same(ports, "list_messages", {"since": "yesterday"})
-        assert refused[0] == "error" and refused[1]["code"] == "invalid_request"
+        assert refused[0] == "error" and refused[1]["code"] == "invalid_filter"
         newest = await same(ports, "list_messages", {"sort": "desc", "status": "all"})
         assert [row["message_id"] for row in newest["messages"]] == ids[::-1]
 
@@ -873,7 +876,7 @@ async def test_list_messages_filters_answer_alike(
         outbox = await same(ports, "list_messages", {"direction": "outbound"})
         (row,) = outbox["messages"]
         assert (row["message_id"], row["direction"]) == (sent.json()["message_id"], "outbound")
-        assert row["subject"] == "Quote" and row["from"] == agent and row["status"] == "read"
+        assert row["subject"] == "Quote" and row["from"] == agent and row["status"] == ""
         assert row["review_status"] == "pending_review", row
         both_folders = await same(ports, "list_messages", {"direction": "all", "status": "all"})
         assert len(both_folders["messages"]) == len(ids) + 1

@@ -183,12 +183,15 @@ async def test_webhooks_created_changed_tested_and_deleted(
         rotated = await call(client, "rotate_webhook_secret", {"id": hook})
         assert rotated["signing_secret"].startswith("whsec_")
         assert rotated["signing_secret"] != created["signing_secret"]
+        paused = await failure(client, "test_webhook", {"id": hook})
+        assert paused["code"] == "webhook_disabled" and paused["status"] == 409
+        await call(client, "update_webhook", {"id": hook, "enabled": True})
         tested = await call(client, "test_webhook", {"id": hook})
         deliveries = await call(client, "list_webhook_deliveries", {"id": hook})
         assert [d["id"] for d in deliveries["deliveries"]] == [tested["delivery_id"]]
 
         bad = await failure(client, "create_webhook", {"url": url, "events": ["email.nope"]})
-        assert bad["code"] == "invalid_event_type" and bad["status"] == 400
+        assert bad["code"] == "invalid_request" and bad["status"] == 422
         assert await call(client, "delete_webhook", {"id": hook, "confirm": True}) == {
             "deleted": True,
             "id": hook,

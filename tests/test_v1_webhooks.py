@@ -21,7 +21,7 @@ from e2a_gateway.workers.retention import RetentionWorker
 from e2a_gateway.workers.subscribers import SubscriberWorker
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from tests.conftest import Account
-from tests.delivery_support import QuietGateway, create_agent
+from tests.delivery_support import QuietGateway, create_agent, open_account
 from tests.http_receiver import HttpReceiver, Received
 from tests.sdk_v1 import construct_events, error, run_sdk, sdk5_python, value
 from tests.webhook_support import FakeClock, alice, quiet, settings
@@ -98,7 +98,7 @@ async def test_two_webhooks_filters_signatures_rotation_and_deliveries(
     assert inbox["filters"]["agent_emails"] == [reader]
     listed = value(made[2], ["WebhookView", "WebhookView"])
     assert all("signing_secret" not in item for item in listed)
-    error(made[3], "E2AValidationError", "invalid_event_type", 400)
+    error(made[3], "E2AValidationError", "invalid_request", 422)  # e2a: a schema enum
 
     await send_local(quiet, alice, writer, reader, "First")
     clock = FakeClock(time.time())
@@ -365,3 +365,196 @@ async def test_events_since_and_until_are_rfc_3339_times_with_their_offset(
     assert await listed(since=in_plus_two(at + 1)) == []
     assert await listed(until=in_plus_two(at + 1)) == [message_id]
     assert await listed(until=in_plus_two(at - 1)) == []
+
+
+HOOK_URL = "http://127.0.0.1:9/hook"
+"""A receiver nobody calls in these tests (loopback targets are allowed here)."""
+
+
+def refusal(answer: Any, status: int, code: str) -> str:
+    """The message of an e2a error answer with `status` and `code`."""
+    assert answer.status_code == status, answer.text
+    found = answer.json()["error"]
+    assert found["code"] == code, found
+    return str(found["message"])
+
+
+async def make_hook(alice: Account, **fields: Any) -> dict[str, Any]:
+    made = await alice.http.post(
+        "/v1/webhooks", json={"url": HOOK_URL, "events": ["email.received"], **fields}
+    )
+    assert made.status_code == 201, made.text
+    return dict(made.json())
+
+
+async def test_event_types_outside_e2a_enum_are_refused_by_the_schema(alice: Account) -> None:
+    """An unknown type is refused as e2a's schema enum refuses it (422 invalid_request), on
+    create, update and test; an empty `events` is e2a's handler's 400."""
+    hook = await make_hook(alice)
+    path = f"/v1/webhooks/{hook['id']}"
+    unknown = {"url": HOOK_URL, "events": ["email.received", "email.invented"]}
+    message = refusal(await alice.http.post("/v1/webhooks", json=unknown), 422, "invalid_request")
+    assert message.startswith('body.events[1]: expected value to be one of "email.received, ')
+    patched = await alice.http.patch(path, json={"events": ["email.invented"]})
+    refusal(patched, 422, "invalid_request")
+    tested = await alice.http.post(f"{path}/test", json={"type": "email.invented"})
+    refusal(tested, 422, "invalid_request")
+
+    empty = await alice.http.post("/v1/webhooks", json={"url": HOOK_URL, "events": []})
+    assert refusal(empty, 400, "invalid_request") == "events must be a non-empty array"
+    for target in (path, "/v1/webhooks/wh_missing"):  # e2a refuses before looking it up
+        cleared = await alice.http.patch(target, json={"events": []})
+        assert refusal(cleared, 400, "invalid_request") == (
+            "events must not be empty (DELETE the webhook to remove it)"
+        )
+    assert (await alice.http.get(path)).json()["events"] == ["email.received"]
+    tested = await alice.http.post(f"{path}/test", json={"type": "email.sent"})
+    assert tested.status_code == 200, tested.text
+
+
+async def test_fields_are_checked_by_e2a_rules_in_its_words(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    """e2a's `validateWebhookFields`: lengths in bytes, one-line descriptions, at most 50 items
+    per filter of 1-200 bytes, conversation ids and labels of their alphabets, and agents of
+    the caller's own (not another account's, nor one in the trash); each a 400."""
+    reader = await create_agent(alice, "reader")
+    binned = await create_agent(alice, "binned")
+    trashed = await alice.http.delete(f"/v1/agents/{binned}", params={"confirm": "DELETE"})
+    assert trashed.status_code == 200, trashed.text
+    bob = await open_account(quiet.gateway, quiet.http_url, "bob@example.com")
+    async with bob.http:
+        bobs = await create_agent(bob, "bobs")
+    many = [f"c{number}" for number in range(51)]
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"url": HOOK_URL + "/" + "a" * 2030}, "url too long (max 2048 chars)"),
+        ({"description": "é" * 101}, "description too long (max 200 chars)"),  # 202 bytes
+        ({"description": "line\nbreak"}, "description must not contain CR or LF"),
+        ({"description": "trailing\r"}, "description must not contain CR or LF"),
+        ({"filters": {"agent_emails": many}}, "filters.agent_emails exceeds cap of 50"),
+        ({"filters": {"conversation_ids": many}}, "filters.conversation_ids exceeds cap of 50"),
+        ({"filters": {"labels": many}}, "filters.labels exceeds cap of 50"),
+        (
+            {"filters": {"agent_emails": [reader, ""]}},
+            "filters.agent_emails contains empty entry or one over 200 chars",
+        ),
+        (
+            {"filters": {"agent_emails": [reader, bobs]}},
+            f'filters.agent_emails references an agent you don\'t own: "{bobs}"',
+        ),
+        (
+            {"filters": {"agent_emails": [binned]}},
+            f'filters.agent_emails references an agent you don\'t own: "{binned}"',
+        ),
+        (
+            {"filters": {"conversation_ids": ["x" * 201]}},
+            "filters.conversation_ids contains empty entry or one over 200 chars",
+        ),
+        (
+            {"filters": {"conversation_ids": ["ok", " padded"]}},
+            'filters.conversation_ids[" padded"]: invalid character',
+        ),
+        (
+            {"filters": {"labels": ["l" * 65]}},
+            "filters.labels contains empty entry or one over 64 chars",
+        ),
+        (
+            {"filters": {"labels": ["Urgent"]}},
+            'filters.labels["Urgent"]: invalid character (expected [a-z0-9:_-]+, lowercase)',
+        ),
+    ]
+    for fields, expected in cases:
+        body = {"url": HOOK_URL, "events": ["email.received"]} | fields
+        answer = await alice.http.post("/v1/webhooks", json=body)
+        assert refusal(answer, 400, "invalid_request") == expected, fields
+    assert (await alice.http.get("/v1/webhooks")).json()["items"] == []
+
+    accepted = await make_hook(
+        alice,
+        description="é" * 100,
+        filters={
+            "agent_emails": [reader.upper()],
+            "conversation_ids": ["Thread_9-x"],
+            "labels": ["team:ops", "follow-up_2"],
+        },
+    )
+    assert accepted["description"] == "é" * 100
+    assert accepted["filters"] == {"agent_emails": [reader], "conversation_ids": ["Thread_9-x"]}
+
+
+async def test_a_patch_is_checked_as_it_leaves_the_webhook(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    """PATCH validates the webhook after the change, the fields it keeps included: a filter on
+    an agent gone to the trash since refuses even a pause; a refused PATCH changes nothing."""
+    reader = await create_agent(alice, "reader")
+    hook = await make_hook(alice, filters={"agent_emails": [reader]}, description="kept")
+    path = f"/v1/webhooks/{hook['id']}"
+    for change, expected in [
+        ({"description": "x" * 201}, "description too long (max 200 chars)"),
+        ({"description": "two\nlines"}, "description must not contain CR or LF"),
+        ({"filters": {"labels": ["a b"]}}, 'filters.labels["a b"]: invalid character'),
+        (
+            {"filters": {"agent_emails": ["nobody@agents.test"]}},
+            "filters.agent_emails references an agent you don't own",
+        ),
+    ]:
+        answer = await alice.http.patch(path, json=change | {"enabled": False})
+        assert refusal(answer, 400, "invalid_request").startswith(expected), change
+    unchanged = (await alice.http.get(path)).json()
+    assert (unchanged["description"], unchanged["enabled"]) == ("kept", True)
+    assert unchanged["filters"] == {"agent_emails": [reader]}
+
+    trashed = await alice.http.delete(f"/v1/agents/{reader}", params={"confirm": "DELETE"})
+    assert trashed.status_code == 200, trashed.text
+    paused = await alice.http.patch(path, json={"enabled": False})
+    assert refusal(paused, 400, "invalid_request") == (
+        f'filters.agent_emails references an agent you don\'t own: "{reader}"'
+    )
+    cleared = await alice.http.patch(path, json={"filters": {}, "enabled": False})
+    assert cleared.status_code == 200, cleared.text
+    assert cleared.json()["filters"] == {} and cleared.json()["enabled"] is False
+
+
+async def test_a_disabled_webhook_cannot_be_tested(alice: Account) -> None:
+    """testWebhook on a paused webhook is 409 webhook_disabled and queues nothing; once
+    enabled again it queues its delivery. An unknown webhook stays 404."""
+    hook = await make_hook(alice)
+    path = f"/v1/webhooks/{hook['id']}"
+    paused = await alice.http.patch(path, json={"enabled": False})
+    assert paused.status_code == 200, paused.text
+    refused = await alice.http.post(f"{path}/test", json={})
+    assert refusal(refused, 409, "webhook_disabled") == "webhook is disabled"
+    assert (await alice.http.get(f"{path}/deliveries")).json()["items"] == []
+    missing = await alice.http.post("/v1/webhooks/wh_missing/test", json={})
+    refusal(missing, 404, "not_found")
+
+    resumed = await alice.http.patch(path, json={"enabled": True})
+    assert resumed.status_code == 200, resumed.text
+    tested = await alice.http.post(f"{path}/test", json={})
+    assert tested.status_code == 200, tested.text
+    (delivery,) = (await alice.http.get(f"{path}/deliveries")).json()["items"]
+    assert delivery["id"] == tested.json()["delivery_id"]
+
+
+async def test_the_view_names_only_the_filters_that_are_set(
+    quiet: QuietGateway, alice: Account, sdk5_python: Path
+) -> None:
+    """As e2a's WebhookView (omitempty): `filters` is `{}` for a webhook of everything, and
+    names one list when only it is set; the 5.x SDK reads both."""
+    everything = await make_hook(alice)
+    assert everything["filters"] == {}
+    threads = await make_hook(alice, filters={"conversation_ids": ["t1"], "agent_emails": []})
+    assert threads["filters"] == {"conversation_ids": ["t1"]}
+    listed = await alice.http.get("/v1/webhooks")
+    expected: list[dict[str, Any]] = [{}, {"conversation_ids": ["t1"]}]
+    assert [item["filters"] for item in listed.json()["items"]] == expected
+    read = await run_sdk(
+        sdk5_python,
+        quiet.http_url,
+        {"default": alice.key},
+        [{"do": "webhooks.get", "args": [everything["id"]]}, {"do": "webhooks.list"}],
+    )
+    assert value(read[0], "WebhookView")["filters"] == {}
+    sdk_listed = value(read[1], ["WebhookView", "WebhookView"])
+    assert [item["filters"] for item in sdk_listed] == expected

@@ -38,7 +38,9 @@ class CreateWebhookArguments(Arguments):
     events: list[str] = Field(
         min_length=1, description="The event types to receive, e.g. email.received."
     )
-    description: str | None = Field(default=None, description="A free-form label.")
+    description: str | None = Field(
+        default=None, description="A free-form label: one line, at most 200 characters."
+    )
     filters: WebhookFilters | None = None
 
 
@@ -187,8 +189,9 @@ WEBHOOK_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
         "test_webhook",
         "Send a test event to a webhook",
-        "Queue a synthetic event to one webhook (not logged as an event); answers the "
-        "delivery's id, to follow with list_webhook_deliveries.",
+        "Queue a synthetic event to one enabled webhook (not logged as an event); answers "
+        "the delivery's id, to follow with list_webhook_deliveries. A disabled webhook is "
+        "refused (webhook_disabled).",
         TestWebhookArguments,
         test_webhook,
         read_only=False,

@@ -1,14 +1,18 @@
 """`/v1` webhook subscribers of an account: created with a `whsec_` secret shown once, listed,
 changed, deleted, their secret rotated (the old one keeps signing for 24 hours), tested, and
-their deliveries read. Only account keys manage them."""
+their deliveries read. Only account keys manage them; a webhook is checked by e2a's rules, in
+its order and words, when it is made and as each change leaves it."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, ConfigDict, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
 
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import EVENT_TYPES, envelope
@@ -16,7 +20,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
 from e2a_gateway.operations.agents import checked_webhook_url
 from e2a_gateway.operations.caller import Caller
-from e2a_gateway.operations.errors import Invalid, NotFound
+from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.signing.credentials import new_secret_seed
 from e2a_gateway.signing.webhook_signatures import webhook_secret
@@ -26,7 +30,29 @@ MAX_WEBHOOKS = 20
 """Webhooks per account (e2a's `webhook_limit_reached`)."""
 ROTATION_GRACE_SECONDS = 24 * 3600.0
 """After a rotation, the previous secret signs too for this long."""
-MAX_FILTER_ITEMS = 100
+# e2a's rules (`validateWebhookFields`); lengths count UTF-8 bytes, as its Go code does.
+MAX_URL_BYTES = 2048
+MAX_DESCRIPTION_BYTES = 200
+MAX_FILTER_ITEMS = 50
+MAX_FILTER_VALUE_BYTES = 200
+MAX_LABEL_BYTES = 64
+CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]+")
+LABEL = re.compile(r"[a-z0-9:_-]+")
+
+
+def _known_event_type(name: str) -> str:
+    """`name` if e2a's enum has it; refused as its schema refuses (422 `invalid_request`)."""
+    if name not in EVENT_TYPES:
+        raise PydanticCustomError(
+            "enum", 'expected value to be one of "{expected}"', {"expected": ", ".join(EVENT_TYPES)}
+        )
+    return name
+
+
+EventType = Annotated[str, AfterValidator(_known_event_type)]
+"""An event type of e2a's CreateWebhookRequest enum."""
+Unstripped = Annotated[str, StringConstraints(strip_whitespace=False)]
+"""Text kept as sent, so that e2a's rules judge what is stored."""
 
 
 class OmitNotNull(RequestBody):
@@ -44,29 +70,31 @@ class OmitNotNull(RequestBody):
 
 
 class WebhookFilters(OmitNotNull):
-    """Only events of these agents / conversations (empty or absent: all); `labels` is
-    accepted for e2a's clients and matches everything, the gateway having no labels."""
+    """Only events of these agents / conversations (empty or absent: all). `labels` is checked
+    as e2a checks it, then not stored: its webhooks match everything."""
 
-    agent_emails: list[str] | None = Field(default=None, max_length=MAX_FILTER_ITEMS)
-    conversation_ids: list[str] | None = Field(default=None, max_length=MAX_FILTER_ITEMS)
-    labels: list[str] | None = Field(default=None, max_length=MAX_FILTER_ITEMS)
+    model_config = ConfigDict(str_strip_whitespace=False)
+
+    agent_emails: list[str] | None = None
+    conversation_ids: list[str] | None = None
+    labels: list[str] | None = None
 
 
 class CreateWebhook(OmitNotNull):
     """POST /v1/webhooks."""
 
-    url: str = Field(max_length=2048)
-    events: list[str] = Field(max_length=len(EVENT_TYPES))
-    description: str | None = Field(default=None, max_length=500)
+    url: str
+    events: list[EventType]
+    description: Unstripped | None = None
     filters: WebhookFilters | None = None
 
 
 class UpdateWebhook(OmitNotNull):
     """PATCH /v1/webhooks/{id}: `url`, `events` and `filters` replace when present."""
 
-    url: str | None = Field(default=None, max_length=2048)
-    events: list[str] | None = Field(default=None, max_length=len(EVENT_TYPES))
-    description: str | None = Field(default=None, max_length=500)
+    url: str | None = None
+    events: list[EventType] | None = None
+    description: Unstripped | None = None
     filters: WebhookFilters | None = None
     enabled: bool | None = None
 
@@ -79,16 +107,121 @@ class IssuedWebhook:
     secret: str
 
 
-def _event_types(events: list[str]) -> list[str]:
-    if not events:
-        raise Invalid("invalid_event_type", "events: name at least one event type")
-    unknown = [name for name in events if name not in EVENT_TYPES]
-    if unknown:
-        raise Invalid(
-            "invalid_event_type",
-            f"events: unknown event type(s) {', '.join(unknown)}; known: {', '.join(EVENT_TYPES)}",
+@dataclass(frozen=True)
+class WebhookFields:
+    """What e2a validates of a webhook, together: a new one, or one as a PATCH leaves it."""
+
+    url: str
+    events: list[str]
+    description: str
+    agent_emails: list[str]
+    conversation_ids: list[str]
+    labels: list[str]
+
+    @classmethod
+    def requested(cls, request: CreateWebhook) -> WebhookFields:
+        """The fields of a new webhook."""
+        filters = request.filters or WebhookFilters()
+        return cls(
+            url=request.url,
+            events=request.events,
+            description=request.description or "",
+            agent_emails=filters.agent_emails or [],
+            conversation_ids=filters.conversation_ids or [],
+            labels=filters.labels or [],
         )
-    return list(dict.fromkeys(events))
+
+    @classmethod
+    def patched(cls, current: Webhook, request: UpdateWebhook) -> WebhookFields:
+        """The fields of `current` once `request` is applied (`filters` replace wholesale)."""
+        filters = request.filters
+        return cls(
+            url=current.url if request.url is None else request.url,
+            events=current.events if request.events is None else request.events,
+            description=current.description if request.description is None else request.description,
+            agent_emails=current.agent_emails if filters is None else filters.agent_emails or [],
+            conversation_ids=current.conversation_ids
+            if filters is None
+            else filters.conversation_ids or [],
+            labels=[] if filters is None else filters.labels or [],
+        )
+
+
+def _quoted(text: str) -> str:
+    """`text` in double quotes, as Go's `%q` shows it in e2a's messages."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _address(address: str) -> str:
+    """An agent's address as e2a compares it (trimmed, lower case)."""
+    return address.strip().lower()
+
+
+def _too_long(text: str, limit: int) -> bool:
+    return len(text.encode()) > limit
+
+
+def _check_description(description: str) -> None:
+    """e2a's rules for a description: at most 200 bytes, one line."""
+    if _too_long(description, MAX_DESCRIPTION_BYTES):
+        raise Invalid("invalid_request", "description too long (max 200 chars)")
+    if "\r" in description or "\n" in description:
+        raise Invalid("invalid_request", "description must not contain CR or LF")
+
+
+def _check_filter_sizes(fields: WebhookFields) -> None:
+    """At most 50 items in each filter list."""
+    for name, items in (
+        ("agent_emails", fields.agent_emails),
+        ("conversation_ids", fields.conversation_ids),
+        ("labels", fields.labels),
+    ):
+        if len(items) > MAX_FILTER_ITEMS:
+            raise Invalid("invalid_request", f"filters.{name} exceeds cap of {MAX_FILTER_ITEMS}")
+
+
+def _check_filter_values(name: str, values: list[str], limit: int) -> None:
+    """Each item of filter list `name` is 1 to `limit` bytes."""
+    if any(not value or _too_long(value, limit) for value in values):
+        raise Invalid(
+            "invalid_request",
+            f"filters.{name} contains empty entry or one over {limit} chars",
+        )
+
+
+def _check_conversation_ids(conversation_ids: list[str]) -> None:
+    """Conversation ids of 1 to 200 characters of [A-Za-z0-9_-]."""
+    _check_filter_values("conversation_ids", conversation_ids, MAX_FILTER_VALUE_BYTES)
+    for value in conversation_ids:
+        if not CONVERSATION_ID.fullmatch(value):
+            raise Invalid(
+                "invalid_request", f"filters.conversation_ids[{_quoted(value)}]: invalid character"
+            )
+
+
+def _check_labels(labels: list[str]) -> None:
+    """Labels of 1 to 64 characters of [a-z0-9:_-]."""
+    _check_filter_values("labels", labels, MAX_LABEL_BYTES)
+    for value in labels:
+        if not LABEL.fullmatch(value):
+            raise Invalid(
+                "invalid_request",
+                f"filters.labels[{_quoted(value)}]: invalid character "
+                "(expected [a-z0-9:_-]+, lowercase)",
+            )
+
+
+async def _check_agents_owned(gateway: Gateway, caller: Caller, agent_emails: list[str]) -> None:
+    """Every agent named is one of the caller's."""
+    if not agent_emails:
+        return
+    owned = {agent.email for agent in await gateway.storage.list_agents(caller.user_id)}
+    for address in agent_emails:
+        if _address(address) not in owned:
+            raise Invalid(
+                "invalid_request",
+                f"filters.agent_emails references an agent you don't own: {_quoted(address)}",
+            )
 
 
 async def _url(gateway: Gateway, url: str) -> str:
@@ -98,21 +231,35 @@ async def _url(gateway: Gateway, url: str) -> str:
     return checked
 
 
-def _agents(filters: WebhookFilters | None) -> list[str]:
-    return [address.lower() for address in (filters.agent_emails or [])] if filters else []
+async def checked_fields(gateway: Gateway, caller: Caller, fields: WebhookFields) -> str:
+    """e2a's `validateWebhookFields`, rule by rule in its order; the URL normalised."""
+    # Before the URL's form (e2a checks it first), as that check refuses a long URL itself.
+    if _too_long(fields.url, MAX_URL_BYTES):
+        raise Invalid("invalid_request", "url too long (max 2048 chars)")
+    url = await _url(gateway, fields.url)
+    if not fields.events:
+        raise Invalid("invalid_request", "events must be a non-empty array")
+    _check_description(fields.description)
+    _check_filter_sizes(fields)
+    _check_filter_values("agent_emails", fields.agent_emails, MAX_FILTER_VALUE_BYTES)
+    await _check_agents_owned(gateway, caller, fields.agent_emails)
+    _check_conversation_ids(fields.conversation_ids)
+    _check_labels(fields.labels)
+    return url
 
 
 async def create_webhook(gateway: Gateway, caller: Caller, request: CreateWebhook) -> IssuedWebhook:
     """A new webhook of the caller's account, and its secret."""
     caller.require_account("manage webhooks")
+    fields = WebhookFields.requested(request)
     webhook = Webhook(
         id=new_id("wh"),
         user_id=caller.user_id,
-        url=await _url(gateway, request.url),
-        description=request.description or "",
-        events=_event_types(request.events),
-        agent_emails=_agents(request.filters),
-        conversation_ids=list(request.filters.conversation_ids or []) if request.filters else [],
+        url=await checked_fields(gateway, caller, fields),
+        description=fields.description,
+        events=list(dict.fromkeys(fields.events)),
+        agent_emails=[_address(address) for address in fields.agent_emails],
+        conversation_ids=fields.conversation_ids,
         enabled=True,
         seed=new_secret_seed(),
         created_at=format_timestamp(time.time()),
@@ -147,15 +294,23 @@ async def get_webhook(gateway: Gateway, caller: Caller, webhook_id: str) -> Webh
 async def update_webhook(
     gateway: Gateway, caller: Caller, webhook_id: str, request: UpdateWebhook
 ) -> Webhook:
-    """Change one of the caller's webhooks."""
+    """Change one of the caller's webhooks; the webhook as the change leaves it must pass the
+    rules of a new one."""
     caller.require_account("manage webhooks")
-    filters = request.filters
+    if request.events is not None and not request.events:
+        raise Invalid(
+            "invalid_request", "events must not be empty (DELETE the webhook to remove it)"
+        )
+    current = await get_webhook(gateway, caller, webhook_id)
+    after = WebhookFields.patched(current, request)
+    url = await checked_fields(gateway, caller, after)
+    replaced = request.filters is not None
     changes = WebhookChanges(
-        url=None if request.url is None else await _url(gateway, request.url),
+        url=None if request.url is None else url,
         description=request.description,
-        events=None if request.events is None else _event_types(request.events),
-        agent_emails=None if filters is None else _agents(filters),
-        conversation_ids=None if filters is None else list(filters.conversation_ids or []),
+        events=None if request.events is None else list(dict.fromkeys(request.events)),
+        agent_emails=[_address(item) for item in after.agent_emails] if replaced else None,
+        conversation_ids=after.conversation_ids if replaced else None,
         enabled=request.enabled,
     )
     updated = await gateway.storage.update_webhook(caller.user_id, webhook_id, changes)
@@ -191,9 +346,14 @@ async def test_webhook(
     data: dict[str, object] | None,
     now: float,
 ) -> str:
-    """Queue a synthetic event (not logged) to the webhook; the delivery's id."""
-    caller.require_account("manage webhooks")
-    chosen = _event_types([event_type])[0] if event_type else "email.received"
+    """Queue a synthetic event (not logged) to the webhook, which must be enabled; the
+    delivery's id."""
+    webhook = await get_webhook(gateway, caller, webhook_id)
+    if not webhook.enabled:
+        raise Conflict("webhook_disabled", "webhook is disabled")
+    chosen = event_type or "email.received"
+    if chosen not in EVENT_TYPES:
+        raise Invalid("invalid_event_type", f"unknown event type {_quoted(chosen)}")
     payload = data if data is not None else {"test": True}
     event_id = new_id("evt")
     body = envelope(chosen, event_id, now, payload)

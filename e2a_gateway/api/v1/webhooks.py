@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from pydantic import Field
 from quart import Blueprint
 
 from e2a_gateway.api.auth import requires_caller
@@ -19,7 +18,7 @@ from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import webhooks
 from e2a_gateway.operations.caller import Caller
-from e2a_gateway.operations.webhooks import CreateWebhook, OmitNotNull, UpdateWebhook
+from e2a_gateway.operations.webhooks import CreateWebhook, EventType, OmitNotNull, UpdateWebhook
 from e2a_gateway.storage.base import SubscriberDelivery, Webhook
 from e2a_gateway.web.context import current_gateway
 
@@ -29,7 +28,7 @@ blueprint = Blueprint("v1_webhooks", __name__)
 class TestWebhook(OmitNotNull):
     """`POST /v1/webhooks/{id}/test`: the synthetic event's type and data."""
 
-    type: str | None = Field(default=None, max_length=100)
+    type: EventType | None = None
     data: dict[str, Any] | None = None
 
 
@@ -40,16 +39,18 @@ class DeliveryQuery(PageQuery):
 
 
 def webhook_view(webhook: Webhook) -> dict[str, Any]:
-    """WebhookView (never its secret)."""
+    """WebhookView (never its secret); `filters` names only the lists that are not empty, as
+    e2a's does (`{}` for a webhook of every agent and conversation)."""
+    filters = {
+        "agent_emails": webhook.agent_emails,
+        "conversation_ids": webhook.conversation_ids,
+    }
     return {
         "id": webhook.id,
         "url": webhook.url,
         "description": webhook.description,
         "events": webhook.events,
-        "filters": {
-            "agent_emails": webhook.agent_emails,
-            "conversation_ids": webhook.conversation_ids,
-        },
+        "filters": {name: values for name, values in filters.items() if values},
         "enabled": webhook.enabled,
         "created_at": webhook.created_at,
         **present(last_delivered_at=webhook.last_delivered_at),
