@@ -230,7 +230,7 @@ async def test_tool_errors_are_structured(running: RunningGateway, make_account:
             assert "extra" in (await failure(client, name, {"surprise": 1}))["message"].lower()
         # A filter of list_messages is checked as /v1 checks it: a date without time is refused.
         error = await failure(client, "list_messages", {"email": first, "since": "2026-01-01"})
-        assert error["code"] == "invalid_request" and "since" in error["message"]
+        assert error["code"] == "invalid_filter" and "since" in error["message"]
         # Destructive tools want e2a's confirm: true.
         error = await failure(client, "delete_agent", {"email": first})
         assert "confirm" in error["message"]

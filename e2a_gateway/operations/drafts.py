@@ -1,17 +1,34 @@
 """What outgoing mail must satisfy before it is stored: recipient addresses, text that goes into
-a header, attachments. Shared by sending and by a reviewer's edits; each check refuses with
-Invalid naming the field."""
+a header, attachments, and on `/v1` e2a's bounds on recipients and sizes. Shared by sending and
+by a reviewer's edits; each check refuses with Invalid naming the field."""
 
 from __future__ import annotations
+
+import json
 
 from pydantic import BaseModel, Field
 
 from e2a_gateway.addresses import AddressError, Mailbox, normalise_address, parse_mailbox
 from e2a_gateway.operations.errors import Invalid
 from e2a_gateway.operations.requests import RequestBody
-from e2a_gateway.outbound.mime import InvalidDraft, check_header_value, decode_attachment
+from e2a_gateway.outbound.mime import (
+    InvalidDraft,
+    check_header_value,
+    decode_attachment,
+    without_whitespace,
+)
+from e2a_gateway.storage.base import OutboundMessage
 
 MAX_RECIPIENTS = 100
+"""The most addresses one field of an `/api/v1` message takes (the 2.x contract's bound)."""
+V1_MAX_RECIPIENTS = 50
+"""e2a's bound on one message's recipients, to, cc and bcc together (`/v1`)."""
+V1_MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+"""e2a's bound on one attachment, decoded (`/v1`)."""
+V1_MAX_ATTACHMENTS_BYTES = 25 * 1024 * 1024
+"""e2a's bound on all the attachments of one message, decoded (`/v1`)."""
+V1_MAX_COMPOSED_BYTES = 10 * 1024 * 1024
+"""e2a's bound on a composed message: subject, text, HTML and decoded attachments (`/v1`)."""
 MAX_MAILBOX_CHARS = 320
 """The longest mailbox a Reply-To takes, display name and address together (e2a's bound)."""
 
@@ -25,17 +42,19 @@ class AttachmentIn(BaseModel):
     data: str
 
 
-def checked_addresses(field: str, values: list[str]) -> list[str]:
-    """Validated, lowercased, de-duplicated addresses; Invalid naming the field otherwise."""
+def checked_addresses(field: str, values: list[str], *, code: str | None = None) -> list[str]:
+    """Validated, lowercased, de-duplicated addresses; Invalid naming the field otherwise, with
+    `code` when given (`/v1`: `invalid_recipient`), else `invalid_header` for a control
+    character and `invalid_email` for what is no address."""
     found: list[str] = []
     for value in values:
         try:
             check_header_value(field, value)
             address = normalise_address(value)
         except InvalidDraft as exc:
-            raise Invalid("invalid_header", str(exc)) from None
+            raise Invalid(code or "invalid_header", str(exc)) from None
         except AddressError as exc:
-            raise Invalid("invalid_email", f"{field}: {exc}") from None
+            raise Invalid(code or "invalid_email", f"{field}: {exc}") from None
         if address not in found:
             found.append(address)
     return found
@@ -62,13 +81,111 @@ def checked_mailbox(field: str, value: str) -> Mailbox:
 
 
 def checked_attachments(items: list[AttachmentIn]) -> list[dict[str, str]]:
-    """Checked attachments, kept base64 as sent."""
+    """Checked attachments, kept base64 as sent but for line breaks and blanks (base64 wrapped
+    at 76 columns is taken, as mail decoders take it)."""
     try:
         for index, item in enumerate(items):
             decode_attachment(index, item.filename, item.content_type, item.data)
     except InvalidDraft as exc:
         raise Invalid("invalid_attachment", str(exc)) from None
-    return [item.model_dump() for item in items]
+    return [item.model_dump() | {"data": without_whitespace(item.data)} for item in items]
+
+
+def within_recipient_bound(*groups: list[str]) -> None:
+    """Invalid (`too_many_recipients`, with `max_recipients` and `provided`) when `groups`
+    (to, cc, bcc) hold more than V1_MAX_RECIPIENTS addresses together, as given (`/v1`)."""
+    provided = sum(len(group) for group in groups)
+    if provided > V1_MAX_RECIPIENTS:
+        raise Invalid(
+            "too_many_recipients",
+            f"too many recipients — at most {V1_MAX_RECIPIENTS} across to, cc and bcc combined "
+            f"(got {provided})",
+            {"max_recipients": V1_MAX_RECIPIENTS, "provided": provided},
+        )
+
+
+def within_size_bounds(
+    subject: str, text: str, html: str | None, attachments: list[dict[str, str]]
+) -> None:
+    """e2a's size bounds on a message about to be stored (`/v1`), checked attachments given:
+    each attachment at most V1_MAX_ATTACHMENT_BYTES and all at most V1_MAX_ATTACHMENTS_BYTES,
+    decoded, and the whole (subject, text, HTML and decoded attachments, in bytes) at most
+    V1_MAX_COMPOSED_BYTES. Invalid `payload_too_large` with e2a's details otherwise."""
+    total = 0
+    for index, item in enumerate(attachments):
+        size = attachment_size(item["data"])
+        if size > V1_MAX_ATTACHMENT_BYTES:
+            name = json.dumps(item["filename"] or f"#{index}", ensure_ascii=False)
+            raise _too_large(
+                f"attachment {name} is too large — {size} bytes decoded",
+                "attachment",
+                size,
+                V1_MAX_ATTACHMENT_BYTES,
+                item["filename"],
+            )
+        total += size
+    if total > V1_MAX_ATTACHMENTS_BYTES:
+        raise _too_large(
+            f"attachments too large — {total} bytes decoded in total",
+            "attachments_total",
+            total,
+            V1_MAX_ATTACHMENTS_BYTES,
+        )
+    texts = (subject, text, html or "")
+    composed = total + sum(len(part.encode("utf-8", "surrogatepass")) for part in texts)
+    if composed > V1_MAX_COMPOSED_BYTES:
+        raise _too_large(
+            f"composed message too large — {composed} bytes (subject + text + html + decoded "
+            "attachments)",
+            "composed_message",
+            composed,
+            V1_MAX_COMPOSED_BYTES,
+        )
+
+
+def edits_within_bounds(
+    draft: OutboundMessage,
+    *,
+    to: list[str] | None,
+    cc: list[str] | None,
+    bcc: list[str] | None,
+    subject: str | None,
+    text: str | None,
+    html: str | None,
+    attachments: list[AttachmentIn] | None,
+) -> None:
+    """e2a's `/v1` bounds on a held draft as a reviewer's edits (None: kept) would leave it:
+    its recipients together, then its attachments and its composed size."""
+    within_recipient_bound(
+        draft.to if to is None else to,
+        draft.cc if cc is None else cc,
+        draft.bcc if bcc is None else bcc,
+    )
+    within_size_bounds(
+        draft.subject if subject is None else subject,
+        draft.body_text or "" if text is None else text,
+        draft.body_html if html is None else html,
+        draft.attachments or [] if attachments is None else checked_attachments(attachments),
+    )
+
+
+def attachment_size(data: str) -> int:
+    """The decoded size of checked base64 `data`, without decoding it."""
+    clean = without_whitespace(data)
+    return len(clean) // 4 * 3 - clean[-2:].count("=")
+
+
+def _too_large(
+    what: str, scope: str, actual: int, limit: int, filename: str | None = None
+) -> Invalid:
+    details: dict[str, object] = {"scope": scope, "actual_bytes": actual, "max_bytes": limit}
+    if filename:
+        details["filename"] = filename
+    return Invalid(
+        "payload_too_large",
+        f"{what}, limit is {limit} ({limit // (1024 * 1024)} MB)",
+        details,
+    )
 
 
 def checked_text(field: str, value: str | None) -> str | None:

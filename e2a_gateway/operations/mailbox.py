@@ -36,9 +36,17 @@ from e2a_gateway.storage.vocabulary import PENDING_APPROVAL
 
 MAX_LABELS_PER_MESSAGE = 100
 MAX_LABELS_PER_CHANGE = 50
-MAX_LABEL_FILTERS = 20
+MAX_LABEL_FILTERS = 50
 LABEL = re.compile(r"[a-z0-9:_-]{1,64}")
 RESERVED_LABEL_PREFIX = "e2a:"
+GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(
+    map(chr, range(0x2000, 0x200B))
+)
+"""What e2a trims off a label (Go's `unicode.IsSpace`)."""
+MAX_FILTER_BYTES = 200
+"""e2a's bound on the `from` and `subject_contains` filters, in UTF-8 bytes."""
+MAX_CONVERSATION_ID_CHARS = 200
+"""e2a's bound on a conversation id, which a filter by one shares."""
 MAX_CONVERSATION_MESSAGES = 200
 """The most messages a conversation's detail lists (oldest first)."""
 TRASH_KEPT_SECONDS = 30 * 86_400
@@ -74,40 +82,67 @@ def listing_filters(
     deleted: bool,
 ) -> MessageFilters:
     """The filters of a listing, with e2a's defaults: inbound and unread, or everything in
-    the trash; Invalid for a bad label or time."""
+    the trash. Invalid `invalid_filter`, in e2a's order, for a read state asked of mail sent,
+    a `from` or `subject_contains` over MAX_FILTER_BYTES, a bad conversation id, label or time,
+    or `since` not before `until`. `labels` are counted as split on commas (at most
+    MAX_LABEL_FILTERS)."""
     if direction is None:
         direction = "all" if deleted else "inbound"
     if read_status is None:
         read_status = "unread" if direction == "inbound" and not deleted else "all"
+    if direction == "outbound" and read_status != "all":
+        raise Invalid(
+            "invalid_filter",
+            "read_status applies to inbound messages only — pass read_status=all (or leave it "
+            "out) with direction=outbound",
+        )
     directions: tuple[MessageDirection, ...] = (
         ("inbound", "outbound") if direction == "all" else (direction,)
     )
+    for name, text in (("from", from_text), ("subject_contains", subject_text)):
+        if text is not None and len(text.encode("utf-8", "surrogatepass")) > MAX_FILTER_BYTES:
+            raise Invalid(
+                "invalid_filter", f"{name} filter too long (max {MAX_FILTER_BYTES} bytes)"
+            )
+    _filter_conversation_id(conversation_id)
     if len(labels) > MAX_LABEL_FILTERS:
-        raise Invalid("invalid_request", f"filter by at most {MAX_LABEL_FILTERS} labels")
+        raise Invalid("invalid_filter", f"filter by at most {MAX_LABEL_FILTERS} labels")
+    wanted = [_filter_label(label) for label in labels]
+    start, end = time_window(since, until)
     return MessageFilters(
         directions=directions,
         read_status=read_status,
         from_text=_plain("from", from_text) or None,
         subject_text=_plain("subject_contains", subject_text) or None,
         conversation_id=_plain("conversation_id", conversation_id) or None,
-        labels=tuple(dict.fromkeys(_checked_label(label) for label in labels)),
-        since=instant("since", since),
-        until=instant("until", until),
+        labels=tuple(dict.fromkeys(wanted)),
+        since=start,
+        until=end,
         deleted=deleted,
         newest_first=newest_first,
     )
 
 
-def filter_time(name: str, text: str | None) -> datetime | None:
+def time_window(since: str | None, until: str | None) -> tuple[str | None, str | None]:
+    """`since` and `until` of a listing as stored times are written (`instant`); Invalid
+    `invalid_filter` for a bad time, or `since` not before `until`."""
+    start = filter_time("since", since, "invalid_filter")
+    end = filter_time("until", until, "invalid_filter")
+    if start is not None and end is not None and start >= end:
+        raise Invalid("invalid_filter", "since must be earlier than until")
+    return instant("since", since), instant("until", until)
+
+
+def filter_time(name: str, text: str | None, code: str = "invalid_request") -> datetime | None:
     """The time a listing filter `name` gives (None when absent or empty): an RFC 3339 time
-    with its UTC offset, Invalid naming `name` otherwise."""
+    with its UTC offset, Invalid (`code`) naming `name` otherwise."""
     if text is None or text == "":
         return None
     try:
         return parse_timestamp(text)
     except ValueError:
         raise Invalid(
-            "invalid_request",
+            code,
             f"{name} must be an RFC 3339 time with a UTC offset, e.g. 2026-01-31T12:00:00Z",
         ) from None
 
@@ -192,8 +227,8 @@ async def change_labels(
     for name, labels in (("add_labels", add), ("remove_labels", remove)):
         if len(labels) > MAX_LABELS_PER_CHANGE:
             raise Invalid("invalid_request", f"{name} takes at most {MAX_LABELS_PER_CHANGE}")
-    adding = [_checked_label(label, settable=True) for label in add]
-    removing = [_checked_label(label, settable=True) for label in remove]
+    adding = list(dict.fromkeys(_checked_label(label, settable=True) for label in add))
+    removing = list(dict.fromkeys(_checked_label(label, settable=True) for label in remove))
     message_id = _named(message_id)
     agent = await owned_agent(gateway, caller, email)
     try:
@@ -282,13 +317,9 @@ async def conversation_page(
     poll)."""
     count_poll(gateway, caller)
     agent = await owned_agent(gateway, caller, email)
+    start, end = time_window(since, until)
     return await gateway.storage.conversation_page(
-        caller.user_id,
-        agent.email,
-        instant("since", since),
-        instant("until", until),
-        limit,
-        before_seq,
+        caller.user_id, agent.email, start, end, limit, before_seq
     )
 
 
@@ -307,19 +338,41 @@ async def conversation(
     return found
 
 
-def _checked_label(label: str, *, settable: bool = False) -> str:
-    """`label` as e2a spells labels (lowercase `[a-z0-9:_-]`, at most 64); a label to set must
-    not use the reserved `e2a:` prefix."""
+def _checked_label(label: str, *, settable: bool = False, code: str = "invalid_request") -> str:
+    """`label` as e2a spells labels: trimmed and lowercased, then `[a-z0-9:_-]`, 1-64
+    characters (Invalid with `code` otherwise); a label to set must not use the reserved `e2a:`
+    prefix."""
+    label = label.strip(GO_SPACE).lower()
     if not LABEL.fullmatch(label):
         raise Invalid(
-            "invalid_request",
-            f"label {label[:70]!r} must be 1-64 characters of lowercase a-z, 0-9, ':', '_', '-'",
+            code,
+            f"label {label[:70]!r} must be 1-64 characters of a-z, 0-9, ':', '_', '-' "
+            "(letters are lowercased)",
         )
     if settable and label.startswith(RESERVED_LABEL_PREFIX):
-        raise Invalid(
-            "invalid_request", f"labels starting {RESERVED_LABEL_PREFIX!r} are reserved by e2a"
-        )
+        raise Invalid(code, f"labels starting {RESERVED_LABEL_PREFIX!r} are reserved by e2a")
     return label
+
+
+def _filter_label(label: str) -> str:
+    """A label to filter by, as `_checked_label` spells it (`e2a:` ones included); Invalid
+    `invalid_filter` otherwise."""
+    return _checked_label(label, code="invalid_filter")
+
+
+def _filter_conversation_id(conversation_id: str | None) -> None:
+    """Invalid `invalid_filter` for a conversation id no message can have: over
+    MAX_CONVERSATION_ID_CHARS characters, or holding CR or LF."""
+    if conversation_id is None:
+        return
+    if len(conversation_id) > MAX_CONVERSATION_ID_CHARS:
+        raise Invalid(
+            "invalid_filter",
+            f"conversation_id too long — {len(conversation_id)} characters, "
+            f"max {MAX_CONVERSATION_ID_CHARS}",
+        )
+    if "\r" in conversation_id or "\n" in conversation_id:
+        raise Invalid("invalid_filter", "conversation_id must not contain CR or LF")
 
 
 def _plain(name: str, text: str | None) -> str | None:

@@ -17,9 +17,9 @@ from typing import Literal
 from pydantic import Field
 
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.operations import reviews
+from e2a_gateway.operations import lifecycle, reviews
 from e2a_gateway.operations.caller import Caller
-from e2a_gateway.operations.drafts import MAX_RECIPIENTS, AttachmentIn
+from e2a_gateway.operations.drafts import AttachmentIn, edits_within_bounds
 from e2a_gateway.operations.errors import Conflict, NotFound
 from e2a_gateway.operations.requests import RequestBody, parse_request
 from e2a_gateway.operations.reviews import ApproveBody
@@ -41,9 +41,9 @@ class ApproveReview(RequestBody):
     subject: str | None = Field(default=None, max_length=2000)
     text: str | None = Field(default=None, max_length=1048576)
     html: str | None = Field(default=None, max_length=1048576)
-    to: list[str] | None = Field(default=None, max_length=MAX_RECIPIENTS)
-    cc: list[str] | None = Field(default=None, max_length=MAX_RECIPIENTS)
-    bcc: list[str] | None = Field(default=None, max_length=MAX_RECIPIENTS)
+    to: list[str] | None = None  # to, cc and bcc: at most 50 together (edits_within_bounds)
+    cc: list[str] | None = None
+    bcc: list[str] | None = None
     attachments: list[AttachmentIn] | None = Field(default=None, max_length=50)
 
 
@@ -100,6 +100,17 @@ async def approve(
     caller.require_account("approve held messages")
     outbound = await gateway.storage.get_outbound(caller.user_id, message_id)
     if outbound is not None:
+        if lifecycle.awaits_review(outbound.status):
+            edits_within_bounds(
+                outbound,
+                to=request.to,
+                cc=request.cc,
+                bcc=request.bcc,
+                subject=request.subject,
+                text=request.text,
+                html=request.html,
+                attachments=request.attachments,
+            )
         # checked as the gateway's own approval is (a subject of at most 998, `to` not empty)
         asked = request.model_dump(exclude_none=True)
         renamed = {"text": "body_text", "html": "body_html"}

@@ -35,6 +35,8 @@ from e2a_gateway.operations.drafts import (
     checked_mailbox,
     checked_text,
     fits_header,
+    within_recipient_bound,
+    within_size_bounds,
 )
 from e2a_gateway.operations.errors import (
     Conflict,
@@ -88,11 +90,18 @@ class Submission:
 
     message: OutboundMessage
     status: OutboundStatus
+    error: str | None = None
+    """The last hand-off error, while the message stays queued for a retry (deferred)."""
 
     @property
     def held(self) -> bool:
         """Whether the message waits for a reviewer."""
         return lifecycle.awaits_review(self.status)
+
+    @property
+    def deferred(self) -> bool:
+        """Whether a hand-off was tried and failed for now: the send worker retries it."""
+        return self.status == QUEUED and self.error is not None
 
 
 async def send(gateway: Gateway, caller: Caller, request: SendBody) -> Submission:
@@ -244,12 +253,13 @@ class _Addressees(TypedDict):
     bcc: list[str]
 
 
-def _addressees(request: _Addressed) -> _Addressees:
-    """The To, Cc and Bcc of `request`, each checked (Invalid naming the field otherwise)."""
+def _addressees(request: _Addressed, code: str | None = None) -> _Addressees:
+    """The To, Cc and Bcc of `request`, each checked (Invalid naming the field otherwise, with
+    `code` when given)."""
     return {
-        "to": checked_addresses("to", request.to),
-        "cc": checked_addresses("cc", request.cc),
-        "bcc": checked_addresses("bcc", request.bcc),
+        "to": checked_addresses("to", request.to, code=code),
+        "cc": checked_addresses("cc", request.cc, code=code),
+        "bcc": checked_addresses("bcc", request.bcc, code=code),
     }
 
 
@@ -329,6 +339,8 @@ async def _submit(gateway: Gateway, message: OutboundMessage) -> Submission:
 
 V1_MAX_ATTACHMENTS = 10
 V1_MAX_REPLY_TO = 5
+V1_BAD_RECIPIENT = "invalid_recipient"
+"""e2a's code for a recipient that is no address."""
 SENT_WAIT_SECONDS = 15.0
 """How long `?wait=sent` holds a request for the message's terminal (or held) state."""
 QUOTE_MAX_CHARS = 100_000
@@ -336,12 +348,13 @@ QUOTE_MAX_CHARS = 100_000
 
 
 class ComposeBody(RequestBody):
-    """What every `/v1` write of a message may carry (e2a's request schemas, 220fe0a7)."""
+    """What every `/v1` write of a message may carry (e2a's request schemas, 220fe0a7). The
+    recipients are bounded together, to, cc and bcc (`within_recipient_bound`), not each."""
 
     text: str | None = Field(default=None, max_length=1_048_576)
     html: str | None = Field(default=None, max_length=1_048_576)
-    cc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
-    bcc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list)
     reply_to: str | list[str] | None = None
     conversation_id: str | None = Field(default=None, max_length=200)
     attachments: list[AttachmentIn] = Field(default_factory=list)
@@ -365,7 +378,7 @@ class ComposeBody(RequestBody):
 class SendMessageBody(ComposeBody):
     """sendMessage (e2a's SendEmailRequest)."""
 
-    to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    to: list[str] = Field(min_length=1)
     subject: str = Field(default="", max_length=2000)
     template_id: str | None = None
     template_alias: str | None = None
@@ -384,7 +397,7 @@ class ForwardMessageBody(ComposeBody):
     """forwardMessage (e2a's ForwardRequest)."""
 
     text: str = Field(max_length=1_048_576)
-    to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    to: list[str] = Field(min_length=1)
 
 
 async def send_message(
@@ -395,16 +408,20 @@ async def send_message(
     request.without_nul()
     agent = await owned_agent(gateway, caller, email)
     subject, text, html = await _content(gateway, caller, request)
+    within_recipient_bound(request.to, request.cc, request.bcc)
+    addressees = _addressees(request, V1_BAD_RECIPIENT)
+    attachments = _v1_attachments(request.attachments, [])
+    within_size_bounds(subject, text, html, attachments)
     message = await _new_message(
         gateway,
         caller,
         agent,
         kind="send",
-        **_addressees(request),
+        **addressees,
         subject=checked_text("subject", subject) or "",
         body=text,
         html=html,
-        attachments=_v1_attachments(request.attachments, []),
+        attachments=attachments,
         conversation_id=checked_text("conversation_id", request.conversation_id) or new_id("conv"),
         reply_to=_reply_to(request.reply_to),
     )
@@ -451,20 +468,25 @@ async def reply_to_message(
     request.without_nul()
     agent = await owned_agent(gateway, caller, email)
     original = await _original(gateway, caller, agent, message_id)
+    unsent = isinstance(original, OutboundMessage) and original.sent_at is None
+    if unsent and original.status != SENT:
+        raise Conflict(
+            "message_not_yet_delivered",
+            f"message {message_id} has not been sent yet, so a reply has nothing to thread "
+            "onto; retry once it is sent (or send it with ?wait=sent)",
+        )
+    within_recipient_bound(request.cc, request.bcc)
+    extra_cc = checked_addresses("cc", request.cc, code=V1_BAD_RECIPIENT)
+    bcc = checked_addresses("bcc", request.bcc, code=V1_BAD_RECIPIENT)
     if isinstance(original, OutboundMessage):
-        if original.sent_at is None and original.status != SENT:
-            raise Conflict(
-                "message_not_yet_delivered",
-                f"message {message_id} has not been sent yet, so a reply has nothing to thread "
-                "onto; retry once it is sent (or send it with ?wait=sent)",
-            )
-        to = checked_addresses("to", original.to)
+        to = checked_addresses("to", original.to, code=V1_BAD_RECIPIENT)
         others = original.cc if request.reply_all else []
         in_reply_to: str | None = original.email_message_id
         references = [*original.references]
         quoted, sender, when = original.body_text, original.agent_email, original.created_at
     else:
-        to = checked_addresses("to", [original.reply_to or original.from_addr])
+        recipient = original.reply_to or original.from_addr
+        to = checked_addresses("to", [recipient], code=V1_BAD_RECIPIENT)
         others = [*original.to, *original.cc] if request.reply_all else []
         in_reply_to = original.rfc_message_id if fits_header(original.rfc_message_id) else None
         headers = summarise_headers(original.raw_message)
@@ -473,22 +495,28 @@ async def reply_to_message(
         sender, when = original.from_addr, original.received_at
     if in_reply_to and in_reply_to not in references:
         references.append(in_reply_to)
-    cc = [a for a in checked_addresses("cc", others) if a not in (agent.email, *to)]
+    copied = checked_addresses("cc", others, code=V1_BAD_RECIPIENT)
+    kept = [a for a in copied if a not in (agent.email, *to)]
+    cc = list(dict.fromkeys([*kept, *extra_cc]))
+    within_recipient_bound(to, cc, bcc)  # reply_all counted as it expands
     text, html = request.text, request.html
     if request.quote_history and quoted:
         text, html = _quote(text, html, quoted, sender, when)
+    subject = reply_subject(header_text(original.subject))
+    attachments = _v1_attachments(request.attachments, [])
+    within_size_bounds(subject, text, html, attachments)
     message = await _new_message(
         gateway,
         caller,
         agent,
         kind="reply",
         to=to,
-        cc=checked_addresses("cc", [*cc, *request.cc]),
-        bcc=checked_addresses("bcc", request.bcc),
-        subject=reply_subject(header_text(original.subject)),
+        cc=cc,
+        bcc=bcc,
+        subject=subject,
         body=text,
         html=html,
-        attachments=_v1_attachments(request.attachments, []),
+        attachments=attachments,
         conversation_id=checked_text("conversation_id", request.conversation_id)
         or original.conversation_id,
         in_reply_to=in_reply_to,
@@ -513,6 +541,8 @@ async def forward_message(
     request.without_nul()
     agent = await owned_agent(gateway, caller, email)
     original = await _original(gateway, caller, agent, message_id)
+    within_recipient_bound(request.to, request.cc, request.bcc)
+    addressees = _addressees(request, V1_BAD_RECIPIENT)
     if isinstance(original, OutboundMessage):
         raise Conflict(
             "conflict",
@@ -538,16 +568,19 @@ async def forward_message(
             + "<br>".join(escape(fact) for fact in facts)
             + f"</div><br>{quoted_html}"
         )
+    subject = _forward_subject(header_text(original.subject))
+    attachments = _v1_attachments(request.attachments, carried)
+    within_size_bounds(subject, text, html, attachments)
     message = await _new_message(
         gateway,
         caller,
         agent,
         kind="send",
-        **_addressees(request),
-        subject=_forward_subject(header_text(original.subject)),
+        **addressees,
+        subject=subject,
         body=text,
         html=html,
-        attachments=_v1_attachments(request.attachments, carried),
+        attachments=attachments,
         conversation_id=checked_text("conversation_id", request.conversation_id) or new_id("conv"),
         reply_to=_reply_to(request.reply_to),
     )
@@ -642,15 +675,17 @@ def _forward_subject(subject: str) -> str:
 
 
 async def _submit_v1(gateway: Gateway, message: OutboundMessage, wait_sent: bool) -> Submission:
-    """Store the message (with its job); with `wait_sent`, hold on until it is sent or failed,
-    at most SENT_WAIT_SECONDS (a message held for review answers at once)."""
+    """Store the message (with its job); with `wait_sent`, hold on until its first hand-off
+    attempt has an outcome — handed on, refused (failed or bounced), or deferred (an error
+    recorded while it stays queued) — at most SENT_WAIT_SECONDS (a message held for review
+    answers at once)."""
     await gateway.storage.add_outbound(message)
-    status = message.status
+    status, error = message.status, None
     if wait_sent and not lifecycle.awaits_review(status):
         with trio.move_on_after(SENT_WAIT_SECONDS):
-            while status == QUEUED:
+            while status == QUEUED and error is None:
                 await trio.sleep(SEND_POLL_SECONDS)
                 current = await gateway.storage.get_outbound(message.user_id, message.id)
                 if current is not None:
-                    status = current.status
-    return Submission(message, status)
+                    status, error = current.status, current.send_error
+    return Submission(message, status, error)

@@ -24,6 +24,8 @@ CONVERSATION_HEADER = "X-E2A-Conversation-Id"
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
 _CONTENT_TYPE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*/[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*$")
 _REPLY_PREFIX = re.compile(r"^\s*re\s*:", re.IGNORECASE)
+_BASE64_WHITESPACE = str.maketrans("", "", "\r\n \t")
+"""What wrapped base64 holds besides its alphabet: line breaks, spaces and tabs."""
 _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 """C0 controls but TAB, DEL, C1 controls (NEL among them) and the Unicode line and paragraph
 separators: each either breaks a header line or has no business in one."""
@@ -92,8 +94,15 @@ def header_text(value: str) -> str:
     return _UNSAFE_IN_HEADER.sub(" ", value)
 
 
+def without_whitespace(data: str) -> str:
+    """Base64 `data` without the line breaks, spaces and tabs that wrap it (at 76 columns, as
+    MIME bodies are)."""
+    return data.translate(_BASE64_WHITESPACE)
+
+
 def decode_attachment(index: int, filename: str, content_type: str, data: str) -> Attachment:
-    """Validate one attachment of a request: name, media type and standard base64 data."""
+    """Validate one attachment of a request: name, media type and standard base64 data (CR, LF,
+    space and tab between its characters are dropped first, as mail decoders drop them)."""
     label = f"attachments[{index}]"
     check_header_value(f"{label}.filename", filename)
     if not filename.strip():
@@ -101,7 +110,7 @@ def decode_attachment(index: int, filename: str, content_type: str, data: str) -
     if not _CONTENT_TYPE.match(content_type):
         raise InvalidDraft(f"{label}.content_type must look like type/subtype")
     try:
-        raw = base64.b64decode(data, validate=True)
+        raw = base64.b64decode(without_whitespace(data), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidDraft(f"{label}.data must be standard base64") from None
     if len(raw) > MAX_ATTACHMENT_BYTES:

@@ -473,6 +473,8 @@ class FiledMessage:
     reviewed_at: str | None = None
     complained_at: str | None = None
     """When a recipient of mail sent first reported it as unwanted (a feedback report)."""
+    bcc: list[str] = field(default_factory=list)
+    """The Bcc of mail sent (never shown in a message; a conversation counts it a participant)."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict
 from quart import Blueprint
 
 from e2a_gateway.api.auth import requires_caller
@@ -25,11 +25,12 @@ blueprint = Blueprint("v1_conversations", __name__)
 
 
 class ListConversationsQuery(StrictQuery, PageQuery):
-    """listConversations: the window of last activity, cursor and limit."""
+    """listConversations: the window of last activity (checked by `mailbox.time_window`: 400
+    `invalid_filter`), cursor and limit."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    since: str | None = Field(default=None, max_length=64)
-    until: str | None = Field(default=None, max_length=64)
+    since: str | None = None
+    until: str | None = None
 
 
 @blueprint.get("/agents/<email>/conversations")

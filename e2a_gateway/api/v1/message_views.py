@@ -6,13 +6,13 @@ and the (beta) lifecycle, reconstructed from the states the gateway keeps. Pure 
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Any
 
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.inbound.parse import Attachment, parse_body
 from e2a_gateway.mailauth.evidence import Evidence, evidence_of
+from e2a_gateway.operations.drafts import attachment_size
 from e2a_gateway.operations.mailbox import OpenedMessage
 from e2a_gateway.operations.sending import Submission
 from e2a_gateway.storage.base import ConversationSummary, FiledMessage, OutboundMessage
@@ -22,12 +22,15 @@ SEND_STATUSES = {
     "queued": "accepted",
     "expired_approved": "accepted",
     "sent": "sent",
+    "bounced": "sent",
     "failed": "failed",
     "rejected": "failed",
     "expired_rejected": "failed",
 }
 """SendResultView.status of each outbound state (e2a's open set: accepted, sent,
-pending_review, failed)."""
+pending_review, failed). As e2a's `?wait=sent` reads its delivery rollup, a message the relay
+refused for every recipient (`bounced`) or deferred was handed to delivery: `sent`; only one
+the gateway gave up on is `failed`."""
 REVIEW_STATUSES = {
     "pending_approval": "pending_review",
     "rejected": "review_rejected",
@@ -42,7 +45,7 @@ def send_result_view(submission: Submission) -> tuple[dict[str, Any], int]:
     """SendResultView of a message just submitted, and its status: 202 while it waits (for
     the send worker or a reviewer), 200 once sent or failed."""
     message, status = submission.message, submission.status
-    shown = SEND_STATUSES[status]
+    shown = "sent" if submission.deferred else SEND_STATUSES.get(status, "accepted")
     expires = message.approval_expires_at if submission.held else None
     view = present(
         status=shown,
@@ -67,9 +70,9 @@ def message_summary_view(message: FiledMessage) -> dict[str, Any]:
         "to": message.to,
         "cc": message.cc,
         "reply_to": [message.reply_to] if inbound and message.reply_to else [],
-        "delivered_to": message.agent_email if inbound else "",
+        "delivered_to": _delivered_to(message),
         "subject": message.subject,
-        "read_status": message.status if inbound else "read",
+        "read_status": message.status if inbound else "",
         "labels": message.labels,
         "created_at": message.created_at,
         "sent_as": None if inbound else "own_address",
@@ -132,21 +135,15 @@ def received_content(raw: bytes) -> dict[str, Any]:
 
 def outbound_attachments(draft: OutboundMessage) -> list[Attachment]:
     """The attachments of a message being sent, while its body is kept."""
-    found = []
-    for item in draft.attachments or []:
-        try:
-            size = len(base64.b64decode(item.get("data", ""), validate=True))
-        except (binascii.Error, ValueError):
-            size = 0
-        found.append(
-            Attachment(
-                item.get("filename"),
-                item.get("content_type", "application/octet-stream"),
-                size,
-                None,
-            )
+    return [
+        Attachment(
+            item.get("filename"),
+            item.get("content_type", "application/octet-stream"),
+            attachment_size(item.get("data", "")),
+            None,
         )
-    return found
+        for item in draft.attachments or []
+    ]
 
 
 def attachment_meta_view(index: int, attachment: Attachment) -> dict[str, Any]:
@@ -195,18 +192,24 @@ def conversation_summary_view(conversation: ConversationSummary) -> dict[str, An
 def conversation_detail_view(
     conversation: ConversationSummary, messages: list[FiledMessage]
 ) -> dict[str, Any]:
-    """ConversationDetailView: the summary, its participants and labels, its messages."""
-    participants: dict[str, None] = {}
-    labels: dict[str, None] = {}
+    """ConversationDetailView: the summary, its participants (every sender, delivered-to
+    address and recipient, Bcc included, as e2a gathers them) and labels, both sorted, and its
+    messages."""
+    participants: set[str] = set()
+    labels: set[str] = set()
     for message in messages:
-        for address in (message.from_addr, *message.to, *message.cc):
-            if address:
-                participants.setdefault(address.lower())
-        for label in message.labels:
-            labels.setdefault(label)
+        addresses = (
+            message.from_addr,
+            _delivered_to(message),
+            *message.to,
+            *message.cc,
+            *message.bcc,
+        )
+        participants.update(address.lower() for address in addresses if address)
+        labels.update(message.labels)
     return {
         **conversation_summary_view(conversation),
-        "participants": list(participants),
+        "participants": sorted(participants),
         "labels": sorted(labels),
         "messages": [message_summary_view(message) for message in messages],
     }
@@ -298,11 +301,16 @@ def lifecycle_transitions(message: FiledMessage) -> list[dict[str, Any]]:
     ]
 
 
+def _delivered_to(message: FiledMessage) -> str:
+    """e2a's `delivered_to`: the agent for mail received, the first To address for mail sent."""
+    if message.direction == "inbound":
+        return message.agent_email
+    return message.to[0] if message.to else ""
+
+
 def _outbound_state(message: FiledMessage) -> dict[str, Any]:
-    state: dict[str, Any] = {}
-    held = message.status == "pending_approval" or message.reviewed_at is not None
-    if held:
-        state["review_status"] = REVIEW_STATUSES.get(message.status, "sent")
+    # e2a's review_status: the review's outcome, `sent` once approved and for mail never held
+    state: dict[str, Any] = {"review_status": REVIEW_STATUSES.get(message.status, "sent")}
     if message.status in ("failed", "bounced"):  # bounced: refused, or reported back, if sent
         state["delivery_status"] = message.status
     elif message.complained_at is not None:  # handed on, then reported as unwanted

@@ -62,18 +62,19 @@ class StrictQuery(QueryParams):
 
 
 class ListMessagesQuery(StrictQuery, PageQuery):
-    """listMessages' filters, cursor and limit."""
+    """listMessages' filters, cursor and limit; their bounds are e2a's, checked by
+    `mailbox.listing_filters` (400 `invalid_filter`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
     direction: Literal["inbound", "outbound", "all"] | None = None
     read_status: Literal["unread", "read", "all"] | None = None
     sort: Literal["asc", "desc"] = "desc"
-    from_: str | None = Field(default=None, alias="from", max_length=320)
-    subject_contains: str | None = Field(default=None, max_length=998)
-    conversation_id: str | None = Field(default=None, max_length=200)
-    labels: list[str] = Field(default_factory=list, max_length=20)
-    since: str | None = Field(default=None, max_length=64)
-    until: str | None = Field(default=None, max_length=64)
+    from_: str | None = Field(default=None, alias="from")
+    subject_contains: str | None = None
+    conversation_id: str | None = None
+    labels: list[str] = Field(default_factory=list)
+    since: str | None = None
+    until: str | None = None
     deleted: bool = False
 
 
@@ -126,7 +127,7 @@ async def message_listing(
     gateway: Gateway, caller: Caller, email: str, query: ListMessagesQuery
 ) -> dict[str, Any]:
     """One page of an agent's messages (listMessages' answer), for `/v1` and the MCP tools."""
-    labels = [label for value in query.labels for label in value.split(",") if label]
+    labels = [label for value in query.labels if value for label in value.split(",")]
     filters = mailbox.listing_filters(
         direction=query.direction,
         read_status=query.read_status,

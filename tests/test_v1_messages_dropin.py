@@ -1,0 +1,289 @@
+"""Where `/v1` messages answer as e2a does (220fe0a7: internal/httpapi/outbound.go, messages.go,
+conversations.go, internal/identity/store.go), over real HTTP against a gateway whose relay is
+an SMTP sink on loopback: `?wait=sent` when the relay refuses or defers, the recipient and
+attachment bounds, labels, the listing's filters, how mail sent reads, and a conversation's
+participants. `/api/v1` keeps the 2.x contract's own bounds."""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
+from tests.conftest import Account, make_settings
+from tests.delivery_support import accept, create_agent, mail, store_with_conversation
+from tests.relay_support import Sink, relay_port, sink
+from tests.sdk_v1 import run_sdk, sdk5_python, value
+
+pytestmark = pytest.mark.slow
+
+__all__ = ["relay_port", "sdk5_python", "sink"]  # fixtures
+
+CAROL = "carol@example.org"
+CARL = "carl@example.org"
+DAVE = "dave@example.org"
+ERIN = "erin@example.org"
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def settings(tmp_path: Path, relay_port: int) -> Settings:
+    relay = {"host": "127.0.0.1", "port": relay_port, "tls": "none", "timeout_seconds": 10}
+    return make_settings(tmp_path, outbound_smtp=relay)
+
+
+def messages(agent: str, suffix: str = "") -> str:
+    return f"/v1/agents/{quote(agent, safe='')}/messages{suffix}"
+
+
+def refusal(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The error of `response`, which must be `status` with e2a's `code`."""
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code, error
+    return error
+
+
+async def held_agent(account: Account, slug: str) -> str:
+    """An agent whose mail waits for a reviewer (nothing of it reaches the relay)."""
+    agent = await create_agent(account, slug)
+    changed = await account.http.put(
+        f"/api/v1/agents/{quote(agent, safe='')}", json={"hitl_enabled": True}
+    )
+    assert changed.status_code == 200, changed.text
+    return agent
+
+
+def attachment(name: str, size: int) -> dict[str, str]:
+    data = base64.b64encode(b"\0" * size).decode()
+    return {"filename": name, "content_type": "application/octet-stream", "data": data}
+
+
+async def test_wait_sent_answers_sent_for_mail_the_relay_refuses_or_defers(
+    running: RunningGateway, make_account: Any, sink: Sink, sdk5_python: Path
+) -> None:
+    """e2a's waitForSent: bounced and deferred are `sent` (200), never a 500 nor a 15 s wait."""
+    sink.rcpt_answers[CAROL] = sink.rcpt_answers[CARL] = "550 5.1.1 no such user"
+    sink.rcpt_answers[DAVE] = "451 4.3.0 try again later"
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    started = time.monotonic()
+    for recipient, rollup in ((CAROL, "bounced"), (DAVE, "deferred")):
+        body = {"to": [recipient], "subject": "Hi", "text": "Hello"}
+        sent = await alice.http.post(messages(bot), params={"wait": "sent"}, json=body)
+        assert sent.status_code == 200, sent.text
+        answer = sent.json()
+        assert (answer["status"], answer["method"]) == ("sent", "smtp")
+        shown = (await alice.http.get(messages(bot, f"/{answer['message_id']}"))).json()
+        assert shown["delivery_status"] == rollup, shown
+    assert time.monotonic() - started < 10  # the deferral answered at once, as e2a does
+    made = await run_sdk(
+        sdk5_python,
+        running.addresses.http_url,
+        {"default": alice.key},
+        [
+            {
+                "do": "messages.send",
+                "args": [bot, {"to": [CARL], "subject": "Hi", "text": "Hello"}],
+                "kwargs": {"wait": "sent"},
+            }
+        ],
+    )
+    assert value(made[0], "SendResultView")["status"] == "sent"
+
+
+async def test_recipients_are_bounded_together_and_refused_with_e2a_codes(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    http = alice.http
+    bot = await create_agent(alice, "bot")
+    held = await held_agent(alice, "held")
+    many = [f"r{i}@example.net" for i in range(51)]
+    text = {"subject": "s", "text": "x"}
+
+    over = await http.post(
+        messages(held), json={"to": many[:20], "cc": many[20:40], "bcc": many[40:], **text}
+    )
+    error = refusal(over, 400, "too_many_recipients")
+    assert error["details"] == {"max_recipients": 50, "provided": 51}
+    fifty = await http.post(messages(held), json={"to": many[:50], **text})
+    assert fifty.status_code == 202, fifty.text  # one field may hold all fifty
+    bad = await http.post(messages(held), json={"to": ["not an address"], **text})
+    refusal(bad, 400, "invalid_recipient")
+
+    cc = ", ".join(many[:50])
+    inbound = await accept(running.gateway, [bot], mail("Many", f"Cc: {cc}\r\n"))
+    forward = {"to": many[:30], "cc": many[30:], "text": "FYI"}
+    refusal(
+        await http.post(messages(bot, f"/{inbound}/forward"), json=forward),
+        400,
+        "too_many_recipients",
+    )
+    wrong = {"to": ["bad@@example.net"], "text": "FYI"}
+    refusal(
+        await http.post(messages(bot, f"/{inbound}/forward"), json=wrong), 400, "invalid_recipient"
+    )
+    reply_all = await http.post(
+        messages(bot, f"/{inbound}/reply"), json={"text": "All of you", "reply_all": True}
+    )
+    error = refusal(reply_all, 400, "too_many_recipients")  # counted once expanded:
+    assert error["details"] == {"max_recipients": 50, "provided": 52}  # alice, To, 50 Cc
+    refused = await http.post(
+        messages(bot, f"/{inbound}/reply"), json={"text": "x", "cc": ["no-at-sign"]}
+    )
+    refusal(refused, 400, "invalid_recipient")
+
+    pending = fifty.json()["message_id"]
+    approve = await http.post(f"/v1/reviews/{pending}/approve", json={"bcc": [many[50]]})
+    error = refusal(approve, 400, "too_many_recipients")
+    assert error["details"] == {"max_recipients": 50, "provided": 51}
+    approved = await http.post(f"/v1/reviews/{pending}/approve", json={"to": many[:49]})
+    assert approved.status_code == 202, approved.text
+
+    # /api/v1 keeps the 2.x contract's bounds: 100 per field, `invalid_email`.
+    legacy = {"from": held, "to": many, "subject": "s", "body": "x"}
+    assert (await http.post("/api/v1/send", json=legacy)).status_code == 202
+    legacy_bad = await http.post("/api/v1/send", json={**legacy, "to": ["not an address"]})
+    refusal(legacy_bad, 400, "invalid_email")
+
+
+async def test_attachments_take_wrapped_base64_within_e2a_size_bounds(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    held = await held_agent(alice, "held")
+    text = {"to": [ERIN], "subject": "Files", "text": "See attached."}
+    wrapped = base64.encodebytes(bytes(range(256)) * 4).decode().replace("\n", "\r\n")
+    assert "\r\n" in wrapped.strip()  # 76 columns, as MIME bodies are
+    item = {"filename": "a.bin", "content_type": "application/octet-stream", "data": wrapped}
+    sent = await alice.http.post(messages(held), json={**text, "attachments": [item]})
+    assert sent.status_code == 202, sent.text
+    shown = (await alice.http.get(messages(held, f"/{sent.json()['message_id']}"))).json()
+    assert [(a["filename"], a["size_bytes"]) for a in shown["attachments"]] == [("a.bin", 1024)]
+
+    for attachments, scope, actual, limit in (
+        ([attachment("big.bin", 10 * MIB + 1)], "attachment", 10 * MIB + 1, 10 * MIB),
+        (
+            [attachment(f"{n}.bin", 9 * MIB) for n in range(3)],
+            "attachments_total",
+            27 * MIB,
+            25 * MIB,
+        ),
+        ([attachment(f"{n}.bin", 6 * MIB) for n in range(2)], "composed_message", None, 10 * MIB),
+    ):
+        refused = await alice.http.post(
+            messages(held), json={**text, "attachments": attachments}, timeout=60
+        )
+        details = refusal(refused, 413, "payload_too_large")["details"]
+        assert (details["scope"], details["max_bytes"]) == (scope, limit), details
+        if actual is not None:
+            assert details["actual_bytes"] == actual
+        if scope == "attachment":
+            assert details["filename"] == "big.bin"
+        else:
+            assert details["actual_bytes"] > limit and "filename" not in details
+
+
+async def test_labels_are_trimmed_and_lowercased_and_filter_by_up_to_50(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    tagged = await store_with_conversation(running.gateway, bot, None, subject="Tagged")
+    added = await alice.http.patch(
+        messages(bot, f"/{tagged}"), json={"add_labels": ["  Urgent ", "FOLLOW-up", "urgent"]}
+    )
+    assert added.status_code == 200, added.text
+    assert added.json()["labels"] == ["follow-up", "urgent"]
+    removed = await alice.http.patch(
+        messages(bot, f"/{tagged}"), json={"remove_labels": ["URGENT"]}
+    )
+    assert removed.json()["labels"] == ["follow-up"]
+
+    async def listed(labels: str) -> httpx.Response:
+        return await alice.http.get(messages(bot), params={"read_status": "all", "labels": labels})
+
+    found = await listed(" Follow-Up ")
+    assert [m["subject"] for m in found.json()["items"]] == ["Tagged"]
+    fifty = ",".join(["follow-up", *(f"l{n}" for n in range(49))])
+    assert (await listed(fifty)).json()["items"] == []  # 50 labels: a filter e2a takes
+    refusal(await listed(fifty + ",l49"), 400, "invalid_filter")  # counted once split
+    refusal(await listed("bad label"), 400, "invalid_filter")
+
+
+async def test_list_filters_e2a_refuses_are_invalid_filter(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    moment = "2026-01-31T12:00:00Z"
+    for params in (
+        {"direction": "outbound", "read_status": "unread"},
+        {"direction": "outbound", "read_status": "read"},
+        {"since": moment, "until": moment},
+        {"since": "2026-01-31T13:00:00+02:00", "until": "2026-01-31T10:30:00Z"},
+        {"from": "a" * 201},
+        {"subject_contains": "é" * 101},  # 202 bytes: e2a counts bytes
+        {"since": "yesterday"},
+        {"until": "2026-01-31"},
+        {"conversation_id": "c" * 201},
+    ):
+        answer = await alice.http.get(messages(bot), params=params)
+        refusal(answer, 400, "invalid_filter")
+    for params in (
+        {"direction": "outbound", "read_status": "all"},
+        {"from": "a" * 200, "subject_contains": "é" * 100},
+        {"since": "2026-01-31T13:00:00+02:00", "until": moment},
+    ):
+        answer = await alice.http.get(messages(bot), params=params)
+        assert answer.status_code == 200, (params, answer.text)
+    conversations = f"/v1/agents/{quote(bot, safe='')}/conversations"
+    for params in ({"since": moment, "until": moment}, {"until": "noon"}):
+        refusal(await alice.http.get(conversations, params=params), 400, "invalid_filter")
+
+
+async def test_mail_sent_reads_as_e2a_shows_it_and_conversations_list_every_participant(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    body = {
+        "to": ["zed@example.org", ERIN],
+        "cc": ["kim@example.org"],
+        "bcc": ["bob@example.org"],
+        "subject": "Out",
+        "text": "Hello",
+        "conversation_id": "conv-p",
+    }
+    sent = await alice.http.post(messages(bot), params={"wait": "sent"}, json=body)
+    assert sent.status_code == 200 and sent.json()["status"] == "sent", sent.text
+    message_id = sent.json()["message_id"]
+    shown = (await alice.http.get(messages(bot, f"/{message_id}"))).json()
+    (listed,) = (await alice.http.get(messages(bot), params={"direction": "outbound"})).json()[
+        "items"
+    ]
+    for view in (shown, listed):
+        assert view["read_status"] == ""  # a read state is for mail received
+        assert view["delivered_to"] == "zed@example.org"  # the first To address
+        assert view["review_status"] == "sent"  # never held
+        assert view["delivery_status"] == "sent"
+
+    await store_with_conversation(running.gateway, bot, "conv-p", subject="Re: Out")
+    detail = await alice.http.get(f"/v1/agents/{quote(bot, safe='')}/conversations/conv-p")
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["participants"] == [
+        "alice@example.org",
+        "bob@example.org",
+        bot,
+        ERIN,
+        "kim@example.org",
+        "zed@example.org",
+    ]
