@@ -214,8 +214,10 @@ async def test_agent_keys_protection_and_what_an_agent_key_may_not_do(
         assert still_open["outbound"]["gate"] == {
             "policy": "open",
             "allowlist": [],
-            "action": "flag",
+            "action": "review",
         }
+        legacy = await account.http.get(f"/api/v1/agents/{quote(agent, safe='')}")
+        assert legacy.json()["hitl_enabled"] is False
         every_send = {
             "outbound_gate_policy": "allowlist",
             "outbound_gate_allowlist": [],

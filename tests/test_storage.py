@@ -602,6 +602,36 @@ async def test_migration_8_gives_existing_agents_distinct_ids(
     assert len(ids) == 2 and all(id_.startswith("agt_") and len(id_) == 28 for id_ in ids)
 
 
+async def test_migration_27_keeps_agents_holding_every_send_held(
+    storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await migrated_to(storage_url, 26, monkeypatch)
+    run_sql(storage_url, "INSERT INTO users VALUES ('usr_1', 'o@x', ?)", NOW)
+    for address, held in (("held@agents.test", True), ("free@agents.test", False)):
+        run_sql(
+            storage_url,
+            "INSERT INTO agents (email, user_id, domain, name, agent_mode, created_at, id, "
+            "hitl_enabled) VALUES (?, 'usr_1', 'agents.test', 'n', 'local', ?, ?, ?)",
+            address,
+            NOW,
+            f"agt_{address[:4]}",
+            held,
+        )
+    store = open_storage(storage_url)
+    try:
+        assert await store.migrate() == list(range(27, len(load_migrations("sqlite")) + 1))
+        agents = {agent.email: agent for agent in await store.list_agents("usr_1")}
+    finally:
+        await store.close()
+    held_gate = agents["held@agents.test"]
+    assert held_gate.hitl_enabled
+    assert (held_gate.outbound_gate_policy, held_gate.outbound_gate_allowlist) == ("allowlist", ())
+    assert held_gate.outbound_gate_action == "review"
+    free = agents["free@agents.test"]
+    assert not free.hitl_enabled
+    assert (free.outbound_gate_policy, free.outbound_gate_action) == ("open", "flag")
+
+
 async def test_agents_are_scoped_to_their_owner(storage: Storage) -> None:
     alice = await add_user(storage, "alice@example.com")
     bob = await add_user(storage, "bob@example.com")

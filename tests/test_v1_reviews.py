@@ -195,40 +195,12 @@ async def test_protection_reads_and_replaces_the_agents_gates_and_holds(owner: A
     [
         (protection(scan="low"), 501, "not_implemented"),
         (
-            {**protection(), "outbound": {"gate": {"policy": "allowlist"}, "scan": {}}},
-            501,
-            "not_implemented",
-        ),
-        (
             {
                 **protection(),
-                "outbound": {"gate": {"policy": "allowlist", "action": "block"}, "scan": {}},
+                "outbound": {"gate": {"policy": "allowlist", "allowlist": ["x"]}, "scan": {}},
             },
-            501,
-            "not_implemented",
-        ),
-        (
-            {
-                **protection(),
-                "outbound": {
-                    "gate": {
-                        "policy": "allowlist",
-                        "allowlist": ["a@example.org"],
-                        "action": "review",
-                    },
-                    "scan": {},
-                },
-            },
-            501,
-            "not_implemented",
-        ),
-        (
-            {
-                **protection(),
-                "outbound": {"gate": {"policy": "domain", "action": "review"}, "scan": {}},
-            },
-            501,
-            "not_implemented",
+            400,
+            None,
         ),
         ({"inbound": protection()["inbound"], "outbound": protection()["outbound"]}, 422, None),
         ({**protection(), "extra": True}, 422, None),

@@ -391,6 +391,10 @@ class ExportedAgent(ResponseBody):
     hitl_expiration_action: Literal["reject", "approve"]
     approval_notifications: bool
     inbound_gate: ExportedGate
+    outbound_gate: ExportedGate = Field(
+        description="Whom the agent may mail unquestioned, and what becomes of a send to anyone "
+        "else; an allowlist with no entry and action `review` is `hitl_enabled`."
+    )
     created_at: Timestamp
     deleted_at: Timestamp | None = Field(
         default=None,

@@ -88,9 +88,9 @@ PROTECTION_TOOLS: tuple[ToolSpec[Any], ...] = (
         "Change an agent's protection: only the fields given change. To review every "
         "outbound message set outbound_gate_policy=allowlist, outbound_gate_allowlist=[] and "
         "outbound_gate_action=review (and holds_on_expiry=reject so nothing is sent "
-        "unapproved); an open outbound gate holds nothing, whatever its action. What this "
-        "gateway cannot enforce (content scans, outbound allowlists with entries, the domain "
-        "policy) is refused with not_implemented, naming it. Account keys only.",
+        "unapproved); an open outbound gate holds nothing, whatever its action; an allowlist "
+        "with entries, or the domain policy, applies the action to sends to anyone else. "
+        "Content scanning is refused with not_implemented. Account keys only.",
         UpdateProtectionArguments,
         update_protection,
         read_only=False,

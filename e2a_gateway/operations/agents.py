@@ -9,7 +9,7 @@ go to the trash first (TRASH_DAYS, its address reserved), from which it can be r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -191,11 +191,32 @@ async def change_agent(
         hitl_ttl_seconds=request.hitl_ttl_seconds,
         hitl_expiration_action=request.hitl_expiration_action,
         approval_notifications=request.approval_notifications,
+        **_outbound_gate_for(current, request.hitl_enabled),
     )
     updated = await gateway.storage.update_agent(caller.user_id, current.email, changes)
     if updated is None:
         raise NotFound.of("agent")
     return await _entry(gateway, updated)
+
+
+def _outbound_gate_for(current: Agent, hitl_enabled: bool | None) -> dict[str, Any]:
+    """The outbound gate `hitl_enabled` (`/api/v1`'s word for it) sets: on, an allowlist with
+    no entry and action `review` (every send waits); off, an open gate where the gate held every
+    send (one that holds only some sends, an allowlist with entries or the domain policy, is
+    left as it is)."""
+    if hitl_enabled is True:
+        return {
+            "outbound_gate_policy": "allowlist",
+            "outbound_gate_allowlist": (),
+            "outbound_gate_action": "review",
+        }
+    if hitl_enabled is False and current.hitl_enabled:
+        return {
+            "outbound_gate_policy": "open",
+            "outbound_gate_allowlist": (),
+            "outbound_gate_action": "flag",
+        }
+    return {}
 
 
 async def remove_agent(gateway: Gateway, caller: Caller, email: str) -> int:

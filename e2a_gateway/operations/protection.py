@@ -1,16 +1,17 @@
 """An agent's protection config, as e2a's `/v1` models it: the inbound gate (who may mail the
 agent unquestioned, matched on a DMARC-aligned From, and what becomes of other mail), the
-outbound gate (an allowlist with no entry and action `review`: every message the agent sends
-waits for a human — the gateway's approval hold; `open`: none does), and the holds' TTL,
-expiry action and notice email. Account keys only: an agent never reads or changes what
-screens it.
+outbound gate (whom the agent may mail unquestioned — anyone, listed addresses, or its own
+domain — and what becomes of a send to anyone else: sent flagged, held for approval, or
+refused), and the holds' TTL, expiry action and notice email. Account keys only: an agent
+never reads or changes what screens it.
 
 What the gateway does not have is refused, never accepted as if on: content scanning (`scan`
-other than `off`) and outbound gates other than those two.
+other than `off`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import Field
@@ -94,7 +95,8 @@ def _changes(config: ProtectionConfig) -> AgentChanges:
                 f"{direction}.scan.sensitivity to 'off' (use the inbound gate to hold or refuse "
                 "mail from unknown senders)",
             )
-    holds_every_send = _holds_every_send(config.outbound.gate)
+    outbound = config.outbound.gate
+    outbound_allowlist = _allowlist(outbound, "outbound")
     holds = config.holds
     if holds.ttl_seconds > MAX_HOLD_SECONDS:
         raise Invalid(
@@ -103,51 +105,45 @@ def _changes(config: ProtectionConfig) -> AgentChanges:
         )
     inbound = config.inbound.gate
     return AgentChanges(
-        hitl_enabled=holds_every_send,
+        hitl_enabled=holds_every_send(outbound.policy, outbound_allowlist, outbound.action),
         hitl_ttl_seconds=holds.ttl_seconds,
         hitl_expiration_action=holds.on_expiry,
         approval_notifications=not holds.suppress_notifications,
         inbound_gate_policy=inbound.policy,
-        inbound_gate_allowlist=_allowlist(inbound),
+        inbound_gate_allowlist=_allowlist(inbound, "inbound"),
         inbound_gate_action=inbound.action,
+        outbound_gate_policy=outbound.policy,
+        outbound_gate_allowlist=outbound_allowlist,
+        outbound_gate_action=outbound.action,
     )
 
 
-def _holds_every_send(gate: Gate) -> bool:
-    """Whether the outbound gate holds every send for approval, in e2a's semantics: `open`
-    matches every recipient, so it holds nothing whatever its action; an allowlist with no
-    entry matches none, so with action `review` every send waits. NotAvailable for the rest."""
-    if gate.policy == "open":
-        return False
-    if gate.policy == "allowlist" and not gate.allowlist and gate.action == "review":
-        return True
-    raise NotAvailable(
-        "not_implemented",
-        "this gateway's outbound gate is either 'open' (no send is held) or 'allowlist' with no "
-        "entry and action 'review' (every send waits for approval); outbound allowlists with "
-        "entries, the 'domain' policy and the 'flag' and 'block' actions on a non-matching "
-        "recipient are not available",
-    )
+def holds_every_send(policy: str, allowlist: Sequence[str], action: str) -> bool:
+    """Whether an outbound gate holds every send for approval (the agent's `hitl_enabled`):
+    an allowlist with no entry matches no recipient, so with action `review` nothing leaves
+    unapproved."""
+    return policy == "allowlist" and not allowlist and action == "review"
 
 
-def _allowlist(gate: Gate) -> tuple[str, ...]:
-    """The inbound gate's entries, lowercased and each once: addresses for `allowlist`,
-    domains for `domain` (ignored for `open`, kept as given)."""
+def _allowlist(gate: Gate, direction: str) -> tuple[str, ...]:
+    """The gate's entries, lowercased and each once: addresses for `allowlist`, domains for an
+    inbound `domain` gate (an outbound `domain` gate matches the agent's own domain, and an
+    `open` gate matches everyone: their lists are kept as given, unused)."""
     entries: dict[str, None] = {}
     for raw in gate.allowlist:
         entry = raw.strip().lower()
         if not entry or len(entry) > MAX_ENTRY_LENGTH or any(c.isspace() for c in entry):
-            raise Invalid("invalid_request", f"inbound.gate.allowlist: {raw!r} is not an entry")
+            raise Invalid("invalid_request", f"{direction}.gate.allowlist: {raw!r} is not an entry")
         if gate.policy == "allowlist" and "@" not in entry:
             raise Invalid(
                 "invalid_request",
-                f"inbound.gate.allowlist: {raw!r} is not an address (policy 'allowlist' lists "
-                "addresses; use policy 'domain' for domains)",
+                f"{direction}.gate.allowlist: {raw!r} is not an address (policy 'allowlist' "
+                "lists addresses; use policy 'domain' for domains)",
             )
-        if gate.policy == "domain" and "@" in entry:
+        if gate.policy == "domain" and direction == "inbound" and "@" in entry:
             raise Invalid(
                 "invalid_request",
-                f"inbound.gate.allowlist: {raw!r} is not a domain (policy 'domain' lists "
+                f"{direction}.gate.allowlist: {raw!r} is not a domain (policy 'domain' lists "
                 "domains; use policy 'allowlist' for addresses)",
             )
         entries[entry] = None

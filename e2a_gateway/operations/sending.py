@@ -40,6 +40,7 @@ from e2a_gateway.operations.drafts import (
 )
 from e2a_gateway.operations.errors import (
     Conflict,
+    Forbidden,
     Invalid,
     NotFound,
     RateLimited,
@@ -47,6 +48,7 @@ from e2a_gateway.operations.errors import (
     Unprocessable,
 )
 from e2a_gateway.operations.requests import RequestBody
+from e2a_gateway.outbound.gate import outbound_verdict
 from e2a_gateway.outbound.mime import header_text, reply_subject
 from e2a_gateway.outbound.mime import new_message_id as rfc_message_id
 from e2a_gateway.storage.base import Agent, InboundMessage, OutboundMessage, OutboundStatus
@@ -284,7 +286,12 @@ async def _new_message(
     now = time.time()
     await _check_rate(gateway, agent, now)
     await _refuse_suppressed(gateway, agent, [*to, *cc, *bcc])
-    held = agent.hitl_enabled
+    verdict = outbound_verdict(agent, [*to, *cc, *bcc])
+    if verdict.outcome == "block":
+        raise Forbidden(
+            "blocked_by_policy", f"message blocked by the agent's outbound policy: {verdict.reason}"
+        )
+    held = verdict.outcome == "review"
     return OutboundMessage(
         id=new_id("msg"),
         user_id=caller.user_id,
@@ -307,6 +314,7 @@ async def _new_message(
         created_epoch=now,
         method=await _method(gateway, [*to, *cc, *bcc]),
         reply_to=reply_to,
+        flag_reason=verdict.reason,
     )
 
 

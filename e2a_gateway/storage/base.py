@@ -167,6 +167,14 @@ class Agent:
     inbound_gate_action: GateAction = "flag"
     """What becomes of inbound mail the gate does not pass: delivered flagged (`flag`), held
     for review (`review`) or refused at SMTP (`block`)."""
+    outbound_gate_policy: GatePolicy = "open"
+    """Whom the agent may mail unquestioned: anyone (`open`), only the addresses of
+    `outbound_gate_allowlist` (`allowlist`), or addresses on its own domain (`domain`)."""
+    outbound_gate_allowlist: tuple[str, ...] = ()
+    outbound_gate_action: GateAction = "flag"
+    """What becomes of a send to anyone the gate does not pass: sent with the reason kept
+    (`flag`), held for approval (`review`) or refused (`block`). `hitl_enabled` says whether
+    the gate holds every send (an allowlist with no entry and `review`), kept with it."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +191,9 @@ class AgentChanges:
     inbound_gate_policy: GatePolicy | None = None
     inbound_gate_allowlist: tuple[str, ...] | None = None
     inbound_gate_action: GateAction | None = None
+    outbound_gate_policy: GatePolicy | None = None
+    outbound_gate_allowlist: tuple[str, ...] | None = None
+    outbound_gate_action: GateAction | None = None
 
 
 @dataclass(frozen=True)
@@ -403,6 +414,8 @@ class OutboundMessage:
     """The address of whoever decided the review, when known (a magic link or expiry has none)."""
     review_method: ReviewMethod | None = None
     """How the review was decided; None while pending and for reviews made before e2a kept it."""
+    flag_reason: str | None = None
+    """Why the agent's outbound gate flagged the send (sent, annotated) or held it."""
 
 
 @dataclass(frozen=True)
@@ -475,6 +488,9 @@ class FiledMessage:
     """When a recipient of mail sent first reported it as unwanted (a feedback report)."""
     bcc: list[str] = field(default_factory=list)
     """The Bcc of mail sent (never shown in a message; a conversation counts it a participant)."""
+    flag_reason: str | None = None
+    """Why the agent's gate did not pass the message (inbound: its sender; outbound: a
+    recipient), when it did not: delivered or sent flagged, or held for review."""
 
 
 @dataclass(frozen=True)
@@ -965,7 +981,8 @@ class HeldMessage:
     created_at: str
     expires_at: float | None
     reason: str | None = None
-    """Why an inbound message was held (its agent's gate); None for an outbound draft."""
+    """Why the agent's gate held the message: its sender (inbound) or a recipient (a draft);
+    None for a draft held before the gateway kept reasons."""
 
 
 class Holds(Protocol):

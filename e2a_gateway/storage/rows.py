@@ -45,7 +45,8 @@ from e2a_gateway.storage.vocabulary import (
 AGENT_COLUMNS = (
     "email, user_id, domain, name, webhook_url, agent_mode, hitl_enabled, hitl_ttl_seconds, "
     "hitl_expiration_action, created_at, id, approval_notifications, deleted_at, "
-    "inbound_gate_policy, inbound_gate_allowlist_json, inbound_gate_action"
+    "inbound_gate_policy, inbound_gate_allowlist_json, inbound_gate_action, "
+    "outbound_gate_policy, outbound_gate_allowlist_json, outbound_gate_action"
 )
 MESSAGE_COLUMNS = (
     "m.id, m.seq, m.user_id, m.agent_email, m.from_addr, m.reply_to, m.to_json, m.cc_json, "
@@ -64,7 +65,7 @@ OUTBOUND_COLUMNS = (
     "id, user_id, agent_email, kind, to_json, cc_json, bcc_json, subject, body_text, body_html, "
     "attachments_json, conversation_id, in_reply_to, references_json, rfc_message_id, status, "
     "approval_expires_at, created_at, created_epoch, reviewed_at, rejection_reason, method, "
-    "edited, send_error, sent_at, reply_to, reviewed_by, review_method"
+    "edited, send_error, sent_at, reply_to, reviewed_by, review_method, flag_reason"
 )
 DOMAIN_COLUMNS = "user_id, domain, verification_token, verified, created_at, verified_at"
 SIGNING_SECRET_COLUMNS = "id, user_id, name, seed, secret_prefix, created_at, last_signed_at"
@@ -99,6 +100,9 @@ def decode_agent(row: Sequence[Any]) -> Agent:
         inbound_gate_policy=row[13],
         inbound_gate_allowlist=tuple(json.loads(row[14])),
         inbound_gate_action=row[15],
+        outbound_gate_policy=row[16],
+        outbound_gate_allowlist=tuple(json.loads(row[17])),
+        outbound_gate_action=row[18],
     )
 
 
@@ -188,6 +192,7 @@ def decode_outbound(row: Sequence[Any]) -> OutboundMessage:
         reply_to=row[25],
         reviewed_by=row[26],
         review_method=row[27],
+        flag_reason=row[28],
     )
 
 
@@ -285,6 +290,9 @@ def agent_params(agent: Agent) -> tuple[Any, ...]:
         agent.inbound_gate_policy,
         json.dumps(list(agent.inbound_gate_allowlist)),
         agent.inbound_gate_action,
+        agent.outbound_gate_policy,
+        json.dumps(list(agent.outbound_gate_allowlist)),
+        agent.outbound_gate_action,
     )
 
 
@@ -385,7 +393,7 @@ OUTBOUND_INSERT_COLUMNS = (
     "from_addr, to_json, cc_json, bcc_json, subject, conversation_id, in_reply_to, "
     "references_json, rfc_message_id, status, auth_headers_json, "
     "auth_results_json, kind, body_text, body_html, attachments_json, "
-    "approval_expires_at, method, received_at, created_at, created_epoch, reply_to"
+    "approval_expires_at, method, received_at, created_at, created_epoch, reply_to, flag_reason"
 )
 
 
@@ -418,6 +426,7 @@ def outbound_params(message: OutboundMessage) -> tuple[Any, ...]:
         message.created_at,
         message.created_epoch,
         message.reply_to,
+        message.flag_reason,
     )
 
 
@@ -472,9 +481,10 @@ def done_job_ids(finished: Iterable[FinishedAttempt]) -> list[int]:
 def agent_assignments(changes: AgentChanges) -> dict[str, Any]:
     """Column → value for the agent fields a partial update sets."""
     assignments = {column: value for column, value in vars(changes).items() if value is not None}
-    allowlist = assignments.pop("inbound_gate_allowlist", None)
-    if allowlist is not None:
-        assignments["inbound_gate_allowlist_json"] = json.dumps(list(allowlist))
+    for direction in ("inbound", "outbound"):
+        allowlist = assignments.pop(f"{direction}_gate_allowlist", None)
+        if allowlist is not None:
+            assignments[f"{direction}_gate_allowlist_json"] = json.dumps(list(allowlist))
     return assignments
 
 
@@ -646,6 +656,11 @@ def user_export(
                     "policy": agent.inbound_gate_policy,
                     "allowlist": list(agent.inbound_gate_allowlist),
                     "action": agent.inbound_gate_action,
+                },
+                "outbound_gate": {
+                    "policy": agent.outbound_gate_policy,
+                    "allowlist": list(agent.outbound_gate_allowlist),
+                    "action": agent.outbound_gate_action,
                 },
                 "created_at": agent.created_at,
                 **({"deleted_at": agent.deleted_at} if agent.deleted_at else {}),

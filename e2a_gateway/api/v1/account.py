@@ -191,8 +191,7 @@ def _export_agent(
     row: dict[str, Any], user_id: str, domain_verified: bool, messages: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """AgentIdentity of an exported agent: its settings in e2a's protection terms, the gates
-    as getAgentProtection shows them (the approval hold is an outbound allowlist with no entry
-    and action `review`)."""
+    as getAgentProtection shows them."""
     gate = row["inbound_gate"]
     week_ago = format_timestamp(time.time() - WEEK_SECONDS)
     mine = [message for message in messages if message["agent_email"] == row["email"]]
@@ -216,9 +215,9 @@ def _export_agent(
         inbound_policy=gate["policy"],
         inbound_policy_action=gate["action"],
         inbound_allowlist=gate["allowlist"],
-        outbound_policy="allowlist" if row["hitl_enabled"] else "open",
-        outbound_policy_action="review" if row["hitl_enabled"] else "flag",
-        outbound_allowlist=[],
+        outbound_policy=row["outbound_gate"]["policy"],
+        outbound_policy_action=row["outbound_gate"]["action"],
+        outbound_allowlist=row["outbound_gate"]["allowlist"],
         inbound_scan="off",
         outbound_scan="off",
         inbound_scan_review_threshold=OFF_SCAN_REVIEW,

@@ -79,6 +79,8 @@ def message_summary_view(message: FiledMessage) -> dict[str, Any]:
     }
     if message.conversation_id:
         view["conversation_id"] = message.conversation_id
+    if message.flag_reason:
+        view["flagged"], view["flag_reason"] = True, message.flag_reason
     if message.deleted_at:
         view["deleted_at"] = message.deleted_at
     if inbound:

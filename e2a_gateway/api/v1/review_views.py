@@ -25,12 +25,6 @@ gateway's own (it comes before the sender's fields, and forgeries in its name ar
 SPF_STATUSES = frozenset({"pass", "fail", "none", "neutral", "softfail", "temperror", "permerror"})
 DKIM_STATUSES = frozenset({"pass", "fail", "none", "neutral", "policy", "temperror", "permerror"})
 DMARC_STATUSES = frozenset({"pass", "fail", "none", "temperror", "permerror"})
-OUTBOUND_HOLD = {
-    "type": "gate",
-    "code": "recipient_gate",
-    "summary": "One or more recipients aren't allowed by the inbox policy.",
-}
-"""Why a send waits: the outbound gate (an allowlist no recipient is on), in e2a's words."""
 REVIEW_STATUSES = {
     "pending_approval": "pending_review",
     "queued": "sent",
@@ -45,12 +39,13 @@ REVIEW_STATUSES = {
 
 
 def outbound_gate(agent: Agent) -> dict[str, Any]:
-    """The agent's outbound gate in e2a's terms: an allowlist with no entry and action
-    `review` (no recipient matches, so every send waits for approval) when the agent's mail
-    is held, else `open` (every recipient matches; nothing is held)."""
-    if agent.hitl_enabled:
-        return {"policy": "allowlist", "allowlist": [], "action": "review"}
-    return {"policy": "open", "allowlist": [], "action": "flag"}
+    """The agent's outbound gate (an allowlist with no entry and action `review` holds every
+    send: the approval hold `/api/v1` calls `hitl_enabled`)."""
+    return {
+        "policy": agent.outbound_gate_policy,
+        "allowlist": list(agent.outbound_gate_allowlist),
+        "action": agent.outbound_gate_action,
+    }
 
 
 def protection_view(agent: Agent) -> dict[str, Any]:
@@ -85,7 +80,7 @@ def review_item_view(item: HeldMessage) -> dict[str, Any]:
         to=item.to,
         review_status="pending_review",
         created_at=item.created_at,
-        hold_reason=_inbound_hold(item.reason) if inbound else OUTBOUND_HOLD,
+        hold_reason=_inbound_hold(item.reason) if inbound else _outbound_hold(item.reason),
     ) | {
         "header_from": (item.from_addr or None) if inbound else item.agent_email,
         "envelope_from": (item.envelope_from or None) if inbound else None,
@@ -192,6 +187,17 @@ def _inbound_hold(reason: str | None) -> dict[str, Any]:
     )
 
 
+def _outbound_hold(reason: str | None) -> dict[str, Any]:
+    """Why a send waits: the outbound gate (a recipient it does not pass), in e2a's words, and
+    the gate's own reason as the detail."""
+    return present(
+        type="gate",
+        code="recipient_gate",
+        summary="One or more recipients aren't allowed by the inbox policy.",
+        detail=reason,
+    )
+
+
 def _outbound_detail(message: OutboundMessage) -> dict[str, Any]:
     body = present(text=message.body_text, html=message.body_html)
     attachments = [
@@ -209,7 +215,7 @@ def _outbound_detail(message: OutboundMessage) -> dict[str, Any]:
         review_status=REVIEW_STATUSES.get(message.status, message.status),
         approval_expires_at=format_timestamp(expires) if expires is not None else None,
         rejection_reason=message.rejection_reason,
-        hold_reason=OUTBOUND_HOLD,
+        hold_reason=_outbound_hold(message.flag_reason),
     ) | {
         "id": message.id,
         "header_from": message.agent_email,

@@ -67,7 +67,7 @@ def _queue_item(row: Any) -> HeldMessage:
         authentication_results=json.loads(row[9]) if inbound and row[9] else {},
         created_at=row[10],
         expires_at=row[11],
-        reason=row[12] if inbound else None,
+        reason=row[12],
     )
 
 

@@ -34,7 +34,8 @@ FILED_COLUMNS = (
     "m.to_json, m.cc_json, m.subject, m.conversation_id, m.rfc_message_id, m.status, "
     "m.delivery_status, m.auth_results_json, m.created_at, m.deleted_at, "
     "(SELECT length(r.raw) FROM raw_messages r WHERE r.digest = m.raw_digest), "
-    "m.method, m.send_error, m.sent_at, m.reviewed_at, m.complained_at, m.bcc_json"
+    "m.method, m.send_error, m.sent_at, m.reviewed_at, m.complained_at, m.bcc_json, "
+    "m.flag_reason"
 )
 """Columns of `messages m` for a FiledMessage (its labels are read apart)."""
 OF_AGENT = "m.user_id = ? AND m.agent_email = ? AND m.hold IS NULL"
@@ -94,6 +95,7 @@ def _decode(row: Sequence[Any], labels: list[str]) -> FiledMessage:
         reviewed_at=row[21],
         complained_at=row[22],
         bcc=json.loads(row[23] or "[]"),
+        flag_reason=row[24],
     )
 
 
