@@ -1,20 +1,24 @@
 """The events e2a's `/v1` API logs and pushes to webhook subscribers: their types, the envelope
 `{type, id, schema_version, created_at, data}` and each type's metadata-only `data` (e2a's
 docs/events.md), and which subscriber an event goes to. Pure: no storage, no clock.
+
+`email.received` is built here for every channel: the log and its webhooks store it, and the
+`/v1` WebSocket builds the same envelope (same id, same `data`) from the stored message.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import orjson
 
-from e2a_gateway.clock import format_timestamp
+from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.ids import new_id
 from e2a_gateway.storage.base import OutboundMessage
-from e2a_gateway.storage.new_inbound import NewInboundMessage
 
 SCHEMA_VERSION: Final = "1"
 RETENTION_SECONDS: Final = 30 * 24 * 3600.0
@@ -66,6 +70,36 @@ class NewEvent:
     """The envelope exactly as every channel sends it (redelivery sends these bytes again)."""
 
 
+class ReceivedMessage(Protocol):
+    """An inbound message as `email.received` describes it: the record storage takes
+    (`NewInboundMessage`) and the one it gives back (`InboundMessage`) both are one."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def agent_email(self) -> str: ...
+    @property
+    def envelope_from(self) -> str: ...
+    @property
+    def from_addr(self) -> str: ...
+    @property
+    def reply_to(self) -> str | None: ...
+    @property
+    def to(self) -> list[str]: ...
+    @property
+    def cc(self) -> list[str]: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def conversation_id(self) -> str | None: ...
+    @property
+    def received_at(self) -> str: ...
+    @property
+    def authentication_results(self) -> dict[str, str]: ...
+    @property
+    def raw_message(self) -> bytes: ...
+
+
 def new_event(
     user_id: str,
     event_type: str,
@@ -93,51 +127,182 @@ def new_event(
 
 def envelope(event_type: str, event_id: str, now: float, data: Mapping[str, Any]) -> bytes:
     """The JSON envelope of an event (e2a's EventEnvelope)."""
+    return _envelope(event_type, event_id, format_timestamp(now), dict(data))
+
+
+def _envelope(event_type: str, event_id: str, created_at: str, data: dict[str, Any]) -> bytes:
     document = {
         "type": event_type,
         "id": event_id,
         "schema_version": SCHEMA_VERSION,
-        "created_at": format_timestamp(now),
-        "data": dict(data),
+        "created_at": created_at,
+        "data": data,
     }
     return orjson.dumps(document)  # compact UTF-8, as json.dumps(ensure_ascii=False) writes
+
+
+_TIME_ORDERED_ID = re.compile(r"[a-z]+_([0-9a-f]{12})[0-9a-f]{12}")
+"""An id made by `new_id`: its first 12 hex digits are the milliseconds of its making."""
+
+
+def derived_event_id(message_id: str, event_type: str) -> str:
+    """The id of the `event_type` event of message `message_id`, the same wherever it is
+    worked out: the message id's milliseconds (so it sorts by time, as `new_id`'s do, and the
+    events id index grows at its end), then 48 bits of BLAKE2b over both. An id not made by
+    `new_id` gets 96 bits of the hash instead."""
+    named = f"{message_id}|{event_type}".encode()
+    stamp = _TIME_ORDERED_ID.fullmatch(message_id)
+    if stamp is None:
+        return "evt_" + hashlib.blake2b(named, digest_size=12).hexdigest()
+    return f"evt_{stamp.group(1)}{hashlib.blake2b(named, digest_size=6).hexdigest()}"
 
 
 def _present(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
-def received_event(user_id: str, message: NewInboundMessage, now: float) -> NewEvent:
-    """`email.received` for an inbound message stored for its agent (metadata only)."""
-    data = _present(
-        {
-            "message_id": message.id,
-            "agent_email": message.agent_email,
-            "direction": "inbound",
-            "header_from": message.from_addr or None,
-            "envelope_from": message.envelope_from or None,
-            "verified_domain": None,
-            "authentication": None,
-            "to": list(message.to),
-            "cc": list(message.cc),
-            "reply_to": [message.reply_to] if message.reply_to else [],
-            "delivered_to": message.agent_email,
-            "subject": message.subject,
-            "received_at": message.received_at,
-            "conversation_id": message.conversation_id,
-        }
+_DMARC_POLICY = re.compile(
+    rb"^Authentication-Results:[^\n]*(?:\n[ \t][^\n]*)*?dmarc=\w+ \(p=(none|quarantine|reject)\)",
+    re.MULTILINE | re.IGNORECASE,
+)
+"""The DMARC policy in the first Authentication-Results field of a delivered message: the
+gateway's own (it comes before the sender's fields, and forgeries in its name are removed)."""
+SPF_STATUSES = frozenset({"pass", "fail", "none", "neutral", "softfail", "temperror", "permerror"})
+DMARC_STATUSES = frozenset({"pass", "fail", "none", "temperror", "permerror"})
+
+
+def verified_domain(from_addr: str, results: Mapping[str, str]) -> str | None:
+    """The From domain when DMARC passed for it; else None."""
+    domain = from_addr.rpartition("@")[2].lower()
+    return domain if domain and results.get("dmarc") == "pass" else None
+
+
+def inbound_authentication(
+    from_addr: str, results: Mapping[str, str], raw_message: bytes
+) -> dict[str, Any]:
+    """e2a's Authentication of an inbound message: the verdicts the gateway kept, and the DMARC
+    policy its Authentication-Results field names (`none` when the sender publishes none).
+    Per-signature DKIM detail and which mechanism aligned are not kept: `dkim` and
+    `aligned_by` list none."""
+    found = _DMARC_POLICY.search(raw_message, 0, 65536)
+    return {
+        "spf": {
+            "status": _known(results.get("spf"), SPF_STATUSES),
+            "domain": None,
+            "aligned": None,
+        },
+        "dkim": [],
+        "dmarc": {
+            "status": _known(results.get("dmarc"), DMARC_STATUSES),
+            "domain": from_addr.rpartition("@")[2].lower() or None,
+            "policy": found.group(1).decode().lower() if found else "none",
+            "aligned_by": [],
+        },
+    }
+
+
+def _known(value: str | None, known: frozenset[str]) -> str:
+    return value if value in known else "none"
+
+
+@dataclass(frozen=True)
+class _Sender:
+    """What every copy of one inbound message says alike: how its sender authenticated."""
+
+    verified_domain: str | None
+    authentication: dict[str, Any]
+
+
+def _sender_of(message: ReceivedMessage) -> _Sender:
+    results = message.authentication_results
+    return _Sender(
+        verified_domain(message.from_addr, results),
+        inbound_authentication(message.from_addr, results, message.raw_message),
     )
-    for nullable in ("header_from", "envelope_from", "verified_domain", "authentication"):
-        data.setdefault(nullable, None)
-    return new_event(
-        user_id,
-        EMAIL_RECEIVED,
-        data,
-        now,
-        agent_email=message.agent_email,
-        conversation_id=message.conversation_id,
-        message_id=message.id,
+
+
+def received_envelope(message: ReceivedMessage) -> bytes:
+    """The `email.received` envelope of an inbound message delivered to its agent (e2a's
+    EmailReceivedData, metadata only), as the events log, webhooks and the WebSocket carry it:
+    its id derived from the message, made when the message was received."""
+    event_id = derived_event_id(message.id, EMAIL_RECEIVED)
+    return _received_envelope(message, event_id, _sender_of(message))
+
+
+def _received_envelope(message: ReceivedMessage, event_id: str, sender: _Sender) -> bytes:
+    return _envelope(EMAIL_RECEIVED, event_id, message.received_at, _received_data(message, sender))
+
+
+def _received_data(message: ReceivedMessage, sender: _Sender) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "message_id": message.id,
+        "agent_email": message.agent_email,
+        "direction": "inbound",
+    }
+    if message.conversation_id:
+        data["conversation_id"] = message.conversation_id
+    data.update(
+        header_from=message.from_addr or None,
+        envelope_from=message.envelope_from or None,
+        verified_domain=sender.verified_domain,
+        to=message.to,
+        cc=message.cc,
+        reply_to=[message.reply_to] if message.reply_to else [],
+        authentication=sender.authentication,
+        delivered_to=message.agent_email,
+        subject=message.subject,
+        received_at=message.received_at,
     )
+    return data
+
+
+class ReceivedEvents:
+    """Makes the `email.received` events of a batch of stored messages. The copies of one
+    message for many agents share its raw bytes (the same object) and its time: how its
+    sender authenticated and when it was received are worked out once for them all."""
+
+    def __init__(self) -> None:
+        self._senders: dict[int, tuple[ReceivedMessage, _Sender]] = {}
+        self._epochs: dict[str, float] = {}
+
+    def event(self, user_id: str, message: ReceivedMessage, now: float) -> NewEvent:
+        """`email.received` for `message`, stored for its agent (`now` dates it only when its
+        `received_at` cannot be read)."""
+        event_id = derived_event_id(message.id, EMAIL_RECEIVED)
+        received = self._epochs.get(message.received_at)
+        if received is None:
+            received = self._epochs[message.received_at] = _epoch(message.received_at, now)
+        return NewEvent(
+            id=event_id,
+            user_id=user_id,
+            type=EMAIL_RECEIVED,
+            agent_email=message.agent_email,
+            conversation_id=message.conversation_id,
+            message_id=message.id,
+            created_epoch=received,
+            envelope=_received_envelope(message, event_id, self._sender(message)),
+        )
+
+    def _sender(self, message: ReceivedMessage) -> _Sender:
+        kept = self._senders.get(id(message.raw_message))
+        if kept is not None:
+            first, sender = kept
+            if (
+                first.raw_message is message.raw_message
+                and first.authentication_results == message.authentication_results
+                and first.from_addr == message.from_addr
+            ):
+                return sender
+        sender = _sender_of(message)
+        self._senders[id(message.raw_message)] = (message, sender)
+        return sender
+
+
+def _epoch(text: str, otherwise: float) -> float:
+    try:
+        return parse_timestamp(text).timestamp()
+    except ValueError:
+        return otherwise
 
 
 def _outbound_data(message: OutboundMessage, method: str | None) -> dict[str, Any]:
@@ -169,8 +334,8 @@ def outbound_event(
     """A message-level event about an outbound message (`email.sent`, `email.failed` with its
     `reason` in `extra`, review events)."""
     data = {**_outbound_data(message, method), **(extra or {})}
-    if event_type == EMAIL_SENT:
-        data.setdefault("provider_message_id", message.email_message_id)
+    if event_type == EMAIL_SENT and data["method"] != "loopback" and message.email_message_id:
+        data.setdefault("provider_message_id", message.email_message_id)  # none for loopback
     return new_event(
         message.user_id,
         event_type,

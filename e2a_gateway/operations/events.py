@@ -1,6 +1,6 @@
 """The `/v1` events log as a caller sees it: their account's events (an agent key: its agent's
 only), listed with filters, read (410 once past the 30-day retention), and redelivered to
-webhooks."""
+the webhooks they matched."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import replace
 from e2a_gateway.events import RETENTION_SECONDS
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.caller import Caller
-from e2a_gateway.operations.errors import Gone, NotFound
+from e2a_gateway.operations.errors import Conflict, Gone, NotFound
 from e2a_gateway.storage.base import EventFilter, StoredEvent
 
 
@@ -46,11 +46,13 @@ async def get_event(gateway: Gateway, caller: Caller, event_id: str, now: float)
 async def redeliver_event(
     gateway: Gateway, caller: Caller, event_id: str, webhook_id: str | None, now: float
 ) -> list[tuple[str, str]]:
-    """Queue the event again to `webhook_id` (or every webhook it went to); the (webhook id,
-    delivery id) pairs queued."""
+    """Queue the event again to `webhook_id` (or every webhook it matched); the (webhook id,
+    delivery id) pairs queued. Conflict when `webhook_id` is not one the event matched."""
     caller.require_account("redeliver events to webhooks")
     await get_event(gateway, caller, event_id, now)
     queued = await gateway.storage.redeliver_event(caller.user_id, event_id, webhook_id, now)
     if queued is None:
-        raise NotFound.of("webhook")
+        raise NotFound.of("event")
+    if webhook_id is not None and not queued:
+        raise Conflict("conflict", "webhook was not among the originally-matched subscribers")
     return queued

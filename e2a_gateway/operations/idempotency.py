@@ -30,6 +30,9 @@ STALE_CLAIM_SECONDS = 300
 """A claim unfinished for this long is the leftover of a request that died: a retry may take
 it over (and then writes again: at least once, not exactly once)."""
 MAX_KEY_LENGTH = 255
+MINTED = b"\x00minted\x00"
+"""Prefixed to a key the gateway makes before it is hashed: a caller's key is printable ASCII,
+so never begins with it."""
 
 
 @dataclass(frozen=True)
@@ -51,14 +54,19 @@ async def run_once(
     key: str | None,
     fingerprint: bytes,
     write: Callable[[], Awaitable[Answer]],
+    *,
+    minted: bool = False,
 ) -> Answer:
     """Run `write` once per Idempotency-Key `key` of the caller (every time when `key` is
-    None); `fingerprint` identifies the request (route and raw body, byte for byte)."""
+    None); `fingerprint` identifies the request (route and raw body, byte for byte).
+    `minted`: the gateway made `key` itself (a redelivery's), and keeps it apart from every
+    key a caller may send, so no caller's key can stand in for it."""
     if key is None:
         return await write()
-    _check_key(key)
+    if not minted:
+        _check_key(key)
     storage = gateway.storage
-    key_hash = hashlib.sha256(key.encode()).hexdigest()
+    key_hash = hashlib.sha256((MINTED if minted else b"") + key.encode()).hexdigest()
     now = time.time()
     claim = await storage.claim_idempotency_key(
         caller.user_id,

@@ -569,8 +569,9 @@ class StoredEvent:
 
 @dataclass(frozen=True)
 class EventFilter:
-    """Which events a listing keeps: fields left None keep all; `since`/`until` are epochs
-    (inclusive); `agent_emails`, when set, limits the listing to those agents (an agent key)."""
+    """Which events a listing keeps: fields left None keep all; `since` (inclusive) and
+    `until` (exclusive) are epochs; `agent_emails`, when set, limits the listing to those
+    agents (an agent key)."""
 
     type: str | None = None
     agent_email: str | None = None
@@ -1407,8 +1408,8 @@ class EventLog(Protocol):
         self, user_id: str, event_id: str, webhook_id: str | None, now: float
     ) -> list[tuple[str, str]] | None:
         """Queue the event's envelope again, due at `now`: to `webhook_id`, or to every webhook
-        it was delivered to before. The (webhook id, delivery id) pairs queued; None when the
-        event or the webhook is not the user's."""
+        the event matched. The (webhook id, delivery id) pairs queued (none when `webhook_id`
+        is not one it matched); None when the event is not the user's."""
         ...
 
     async def delete_events_before(self, cutoff: float, limit: int) -> int:

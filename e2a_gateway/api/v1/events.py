@@ -1,5 +1,5 @@
 """The events log on `/v1`: listEvents (filters, cursor pages), getEvent (410 past retention),
-redeliverEvent (202: queued, not yet delivered)."""
+redeliverEvent (202: queued, not yet delivered; repeated within 24 hours, the first answer)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from e2a_gateway.api.v1.views import present
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import events
 from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.idempotency import Answer, run_once
 from e2a_gateway.operations.mailbox import filter_time
 from e2a_gateway.operations.webhooks import OmitNotNull
 from e2a_gateway.storage.base import EventFilter, StoredEvent
@@ -46,18 +47,15 @@ class RedeliverEvent(OmitNotNull):
 
 
 def event_view(event: StoredEvent) -> dict[str, Any]:
-    """EventView: the stored envelope's fields with the log's own (status, delivery counts)."""
+    """EventView: the stored envelope's fields with the log's own: `status` is the fan-out's
+    (e2a's `processed` once it matched a webhook, however its deliveries stand, else
+    `no_match`; never `pending`, as the fan-out commits with the event) and the delivery
+    counts."""
     document = json.loads(event.envelope)
     counts = event.deliveries
-    if counts.pending:
-        status = "pending"
-    elif counts.matched_webhooks:
-        status = "processed"
-    else:
-        status = "no_match"
     return {
         **document,
-        "status": status,
+        "status": "processed" if counts.matched_webhooks else "no_match",
         **present(
             agent_email=event.agent_email,
             conversation_id=event.conversation_id,
@@ -128,14 +126,34 @@ async def redeliver_event(caller: Caller, event_id: str) -> tuple[dict[str, Any]
 async def redelivery(
     gateway: Gateway, caller: Caller, event_id: str, webhook_id: str | None
 ) -> dict[str, Any]:
-    """Queue event `event_id` again (redeliverEvent's answer), for `/v1` and the MCP tools."""
-    queued = await events.redeliver_event(gateway, caller, event_id, webhook_id, time.time())
+    """Queue event `event_id` again (redeliverEvent's answer), for `/v1` and the MCP tools.
+    Once per (event, webhook) within a day, as e2a does it: a repeat gets the first answer,
+    the same delivery ids, and queues nothing more."""
+
+    async def schedule() -> Answer:
+        queued = await events.redeliver_event(gateway, caller, event_id, webhook_id, time.time())
+        return Answer(202, json.dumps(_redelivery_view(event_id, webhook_id, queued)).encode())
+
+    key = f"replay:{event_id}:{webhook_id or ''}"
+    answer = await run_once(gateway, caller, key, REDELIVERY, schedule, minted=True)
+    document: dict[str, Any] = json.loads(answer.body)
+    return document
+
+
+REDELIVERY = b"POST /v1/events/redeliver"
+"""The fingerprint of every redelivery: its key alone tells one from another (e2a's too)."""
+
+
+def _redelivery_view(
+    event_id: str, webhook_id: str | None, queued: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """RedeliverView: one webhook's delivery `pending`, or every matched one's `scheduled`."""
     deliveries = [
         {"webhook_id": webhook, "delivery_id": delivery_id, "status": "pending"}
         for webhook, delivery_id in queued
     ]
     answer: dict[str, Any] = {"event_id": event_id, "deliveries": deliveries}
-    if webhook_id is not None and deliveries:
+    if webhook_id is not None:
         answer.update(
             status="pending", webhook_id=webhook_id, delivery_id=deliveries[0]["delivery_id"]
         )

@@ -1,11 +1,10 @@
 """How protection configs, held messages and review outcomes look on e2a's `/v1` (its
 ProtectionConfigView, ReviewView, MessageView of a held message, SendResultView,
-RejectResultView), and the event envelope its WebSocket pushes. Pure functions."""
+RejectResultView). Pure functions."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 from typing import Any
 
@@ -15,7 +14,6 @@ from e2a_gateway.clock import format_timestamp
 from e2a_gateway.operations.review_queue import Resolved
 from e2a_gateway.storage.base import Agent, HeldMessage, InboundMessage, OutboundMessage
 
-EVENT_SCHEMA_VERSION = "1"
 _OUR_DMARC_POLICY = re.compile(
     rb"^Authentication-Results:[^\n]*(?:\n[ \t][^\n]*)*?dmarc=\w+ \(p=(none|quarantine|reject)\)",
     re.MULTILINE | re.IGNORECASE,
@@ -112,36 +110,6 @@ def reject_result_view(resolved: Resolved) -> dict[str, Any]:
     return present(
         status="review_rejected", message_id=resolved.message_id, rejection_reason=reason
     )
-
-
-def email_received_event(message: InboundMessage) -> dict[str, Any]:
-    """The `email.received` event envelope of a delivered message (e2a's events.md): its id is
-    derived from the message, so every channel and every replay names it alike."""
-    digest = hashlib.sha256(f"email.received:{message.id}".encode()).hexdigest()[:32]
-    return {
-        "type": "email.received",
-        "id": f"evt_{digest}",
-        "schema_version": EVENT_SCHEMA_VERSION,
-        "created_at": message.received_at,
-        "data": present(
-            message_id=message.id,
-            agent_email=message.agent_email,
-            direction="inbound",
-            conversation_id=message.conversation_id,
-            subject=message.subject,
-            to=message.to,
-            cc=message.cc,
-            reply_to=[message.reply_to] if message.reply_to else [],
-            delivered_to=message.agent_email,
-            received_at=message.received_at,
-        )
-        | {
-            "header_from": message.from_addr or None,
-            "envelope_from": message.envelope_from or None,
-            "verified_domain": verified_domain(message.from_addr, message.authentication_results),
-            "authentication": authentication_view(message),
-        },
-    }
 
 
 def verified_domain(from_addr: str, results: dict[str, str]) -> str | None:

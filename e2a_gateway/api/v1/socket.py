@@ -1,7 +1,8 @@
 """The `/v1` WebSocket of an agent, as e2a has it: `Authorization: Bearer` on the handshake
 (refusals — 401, 403, 404 — are HTTP answers in e2a's envelope, before any upgrade), then every
 unread message and each new one as an `email.received` event envelope
-(`{type, id, schema_version, created_at, data}`), metadata only.
+(`{type, id, schema_version, created_at, data}`), metadata only: the event the events log and
+the webhooks carry, with the same id and `data` (`e2a_gateway.events.received_envelope`).
 
 One connection per agent, across replicas: a newer one replaces the older, which is closed
 with 4000 `replaced` (its client must not reconnect); each claim is told to the other replicas
@@ -20,7 +21,7 @@ from quart import Blueprint, Response, request, websocket
 from werkzeug.datastructures import Headers
 
 from e2a_gateway.api.v1.errors import V1Error, error_answer, refusal
-from e2a_gateway.api.v1.review_views import email_received_event
+from e2a_gateway.events import received_envelope
 from e2a_gateway.hub import Ended, Listener, Subscription
 from e2a_gateway.hub.access import lost_access
 from e2a_gateway.hub.sole import Claim
@@ -140,7 +141,7 @@ async def _send_unread(caller: Caller, agent: Agent, subscription: Subscription)
     while not subscription.revoked:
         page = await messages.unread_page(gateway, caller, agent, DRAIN_PAGE_SIZE, after)
         for message in page.messages:
-            await websocket.send(json.dumps(email_received_event(message)))
+            await websocket.send(received_envelope(message).decode())
             gateway.metrics.delivered("websocket", "sent")
             sent.add(message.id)
         if page.next_after is None:
@@ -159,5 +160,5 @@ async def _relay(caller: Caller, agent: Agent, subscription: Subscription, sent:
         message = await gateway.storage.peek_inbound(caller.user_id, agent.email, message_id)
         if message is None:
             continue  # deleted meanwhile
-        await websocket.send(json.dumps(email_received_event(message)))
+        await websocket.send(received_envelope(message).decode())
         gateway.metrics.delivered("websocket", "sent")

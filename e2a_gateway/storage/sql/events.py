@@ -1,6 +1,10 @@
 """The SQL of the `/v1` events log: an event is recorded inside the transaction that commits
 what it describes, with a queued delivery to every webhook of the account it matches; events
-are listed, read with their delivery counts, redelivered, and swept after 30 days.
+are listed and read with their delivery counts, redelivered to the webhooks they matched, and
+swept after 30 days.
+
+The webhooks an event matched are those with a delivery of it: its fan-out queued one to each
+in its own transaction, and a redelivery goes only to one of them.
 """
 
 from __future__ import annotations
@@ -139,7 +143,7 @@ def _filter_sql(query: EventFilter) -> tuple[str, list[Any]]:
         conditions.append(" AND created_epoch >= ?")
         params.append(query.since)
     if query.until is not None:
-        conditions.append(" AND created_epoch <= ?")
+        conditions.append(" AND created_epoch < ?")
         params.append(query.until)
     if query.agent_emails is not None:
         marks = ", ".join("?" for _ in query.agent_emails) or "NULL"
@@ -148,23 +152,43 @@ def _filter_sql(query: EventFilter) -> tuple[str, list[Any]]:
     return "".join(conditions), params
 
 
-def _counts(tx: Transaction, event_id: str) -> DeliveryCounts:
+def _counts(tx: Transaction, event_ids: Sequence[str]) -> dict[str, DeliveryCounts]:
+    """The delivery counts of each of `event_ids` that has deliveries, in one query: every
+    delivery by its state, redeliveries too, as e2a counts them (`matched_webhooks` is their
+    sum)."""
+    if not event_ids:
+        return {}
+    by_event: dict[str, dict[str, int]] = {}
+    for event_id, status, count in tx.all(
+        "SELECT event_id, status, count(*) FROM webhook_deliveries "
+        f"WHERE {tx.dialect.in_list('event_id', 'text')} GROUP BY event_id, status",
+        (tx.dialect.list_param(event_ids),),
+    ):
+        by_event.setdefault(event_id, {})[status] = int(count)
+    return {
+        event_id: DeliveryCounts(
+            matched_webhooks=sum(by_status.values()),
+            delivered=by_status.get(DELIVERY_DONE, 0),
+            pending=by_status.get(DELIVERY_WAITING, 0),
+            failed=by_status.get(DELIVERY_FAILED, 0),
+        )
+        for event_id, by_status in by_event.items()
+    }
+
+
+def _with_counts(tx: Transaction, rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
+    counts = _counts(tx, [row[1] for row in rows])
+    return [_decode_event(row, counts.get(row[1])) for row in rows]
+
+
+def _matched_webhooks(tx: Transaction, user_id: str, event_id: str) -> list[str]:
+    """The user's webhooks the event matched when it was recorded, oldest first."""
     rows = tx.all(
-        "SELECT status, count(DISTINCT webhook_id) FROM webhook_deliveries WHERE event_id = ? "
-        "GROUP BY status",
-        (event_id,),
+        "SELECT w.id FROM webhooks w WHERE w.user_id = ? AND EXISTS (SELECT 1 FROM "
+        "webhook_deliveries d WHERE d.event_id = ? AND d.webhook_id = w.id) ORDER BY w.seq",
+        (user_id, event_id),
     )
-    by_status = {status: int(count) for status, count in rows}
-    matched = tx.one(
-        "SELECT count(DISTINCT webhook_id) FROM webhook_deliveries WHERE event_id = ?",
-        (event_id,),
-    )
-    return DeliveryCounts(
-        matched_webhooks=int(matched[0]),
-        delivered=by_status.get(DELIVERY_DONE, 0),
-        pending=by_status.get(DELIVERY_WAITING, 0),
-        failed=by_status.get(DELIVERY_FAILED, 0),
-    )
+    return [row[0] for row in rows]
 
 
 class EventsSql(Runner):
@@ -178,14 +202,17 @@ class EventsSql(Runner):
         if before_seq is not None:
             conditions += " AND seq < ?"
             params.append(before_seq)
-        rows = await self._read(
-            lambda tx: tx.all(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE user_id = ?{conditions} "
-                "ORDER BY seq DESC LIMIT ?",
-                (user_id, *params, limit),
-            )
+        return await self._read(
+            lambda tx: _with_counts(
+                tx,
+                tx.all(
+                    f"SELECT {EVENT_COLUMNS} FROM events WHERE user_id = ?{conditions} "
+                    "ORDER BY seq DESC LIMIT ?",
+                    (user_id, *params, limit),
+                ),
+            ),
+            snapshot=True,
         )
-        return [_decode_event(row) for row in rows]
 
     async def get_event(self, user_id: str, event_id: str) -> StoredEvent | None:
         """One of the user's events with its delivery counts."""
@@ -195,14 +222,15 @@ class EventsSql(Runner):
                 f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND user_id = ?",
                 (event_id, user_id),
             )
-            return None if row is None else _decode_event(row, _counts(tx, event_id))
+            return None if row is None else _with_counts(tx, [row])[0]
 
         return await self._read(load, snapshot=True)
 
     async def redeliver_event(
         self, user_id: str, event_id: str, webhook_id: str | None, now: float
     ) -> list[tuple[str, str]] | None:
-        """Queue the event again to `webhook_id`, or to every webhook it went to before."""
+        """Queue the event again to `webhook_id`, or to every webhook it matched; nothing when
+        `webhook_id` is not one it matched."""
 
         def redeliver(tx: Transaction) -> list[tuple[str, str]] | None:
             event = tx.first(
@@ -211,23 +239,9 @@ class EventsSql(Runner):
             )
             if event is None:
                 return None
+            targets = _matched_webhooks(tx, user_id, event_id)
             if webhook_id is not None:
-                owned = tx.first(
-                    "SELECT id FROM webhooks WHERE id = ? AND user_id = ?", (webhook_id, user_id)
-                )
-                if owned is None:
-                    return None
-                targets = [webhook_id]
-            else:
-                targets = [
-                    row[0]
-                    for row in tx.all(
-                        "SELECT DISTINCT d.webhook_id FROM webhook_deliveries d "
-                        "JOIN webhooks w ON w.id = d.webhook_id "
-                        "WHERE d.event_id = ? AND w.user_id = ? ORDER BY d.webhook_id",
-                        (event_id, user_id),
-                    )
-                ]
+                targets = [webhook_id] if webhook_id in targets else []
             queued = [
                 (target, queue_delivery(tx, target, event_id, event[0], bytes(event[1]), now))
                 for target in targets

@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 
-from e2a_gateway.events import received_event
+from e2a_gateway.events import ReceivedEvents
 from e2a_gateway.storage.announcements import MessageStored
 from e2a_gateway.storage.base import (
     Agent,
@@ -100,6 +100,7 @@ def _store(
         f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES ({INBOUND_VALUES})", rows
     )
     events = []
+    received = ReceivedEvents()
     for message in messages:
         if message.hold_expires_at is not None:
             continue
@@ -108,7 +109,7 @@ def _store(
             add_job(tx, WEBHOOK_JOB, message.id, now)
         else:
             tx.announce(MessageStored(agent_id, message))
-        events.append(received_event(user_id, message, now))
+        events.append(received.event(user_id, message, now))
     record_events(tx, events)
 
 

@@ -1,0 +1,286 @@
+"""The `/v1` events log as e2a shows it, over real HTTP, WebSocket and SMTP: the list carries
+the fan-out's status and the delivery counts as getEvent does; one `email.received` has one id
+and one `data` on the WebSocket, in the log and in a webhook's body; a redelivery goes only to
+a webhook the event matched, once a day; `until` is exclusive; a loopback `email.sent` names no
+provider message id."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import time
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.ids import new_id
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.storage.new_inbound import NewInboundMessage
+from e2a_gateway.workers.outbound import OutboundWorker
+from e2a_gateway.workers.subscribers import SubscriberWorker
+from e2a_gateway.workers.webhook_connections import WebhookConnections
+from tests.conftest import Account
+from tests.delivery_support import QuietGateway, create_agent
+from tests.http_receiver import HttpReceiver
+from tests.webhook_support import FakeClock, alice, quiet, receiver, settings
+
+__all__ = ["alice", "quiet", "receiver", "settings"]  # fixtures
+
+WAIT = 10
+DEAD_HOOK = "http://127.0.0.1:9/hook"
+"""A webhook target nobody listens on: every attempt is refused, and retried."""
+ZONE = {
+    "example.org": ["v=spf1 ip4:127.0.0.1 -all"],
+    "_dmarc.example.org": ["v=DMARC1; p=reject"],
+}
+"""Mail from 127.0.0.1 in example.org's name passes SPF and DMARC (policy reject)."""
+
+
+@pytest.fixture
+def resolver() -> FixtureResolver:
+    return FixtureResolver(ZONE)
+
+
+async def send_local(
+    quiet: QuietGateway, account: Account, sender: str, recipient: str, subject: str
+) -> None:
+    """Send from one of the account's agents to another, delivered locally by the send worker."""
+    sent = await account.http.post(
+        "/api/v1/send",
+        json={"from": sender, "to": [recipient], "subject": subject, "body": "Hello"},
+    )
+    assert sent.status_code == 200, sent.text
+    assert await OutboundWorker(quiet.gateway).deliver_due(time.time()) == 1
+
+
+async def make_hook(account: Account, url: str, events: list[str]) -> str:
+    made = await account.http.post("/v1/webhooks", json={"url": url, "events": events})
+    assert made.status_code == 201, made.text
+    return str(made.json()["id"])
+
+
+async def listed(account: Account, **params: str) -> list[dict[str, Any]]:
+    answer = await account.http.get("/v1/events", params=params)
+    assert answer.status_code == 200, answer.text
+    items: list[dict[str, Any]] = answer.json()["items"]
+    return items
+
+
+async def one_event(account: Account, event_id: str) -> dict[str, Any]:
+    answer = await account.http.get(f"/v1/events/{event_id}")
+    assert answer.status_code == 200, answer.text
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+def ws_url(http_url: str, agent: str) -> str:
+    return http_url.replace("http://", "ws://") + f"/v1/agents/{quote(agent, safe='')}/ws"
+
+
+def bearer(key: str) -> list[tuple[bytes, bytes]]:
+    return [(b"Authorization", f"Bearer {key}".encode())]
+
+
+def envelope_of(event: dict[str, Any]) -> dict[str, Any]:
+    """The envelope fields of an EventView (what every channel pushes)."""
+    return {name: event[name] for name in ("type", "id", "schema_version", "created_at", "data")}
+
+
+async def test_the_list_shows_the_fan_out_status_and_counts_as_get_does(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    writer = await create_agent(alice, "writer")
+    reader = await create_agent(alice, "reader")
+    await make_hook(alice, DEAD_HOOK, ["email.received"])
+    await send_local(quiet, alice, writer, reader, "Counted")
+
+    def by_type(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {item["type"]: item for item in items}
+
+    queued = {"matched_webhooks": 1, "delivered": 0, "pending": 1, "failed": 0}
+    nothing = {"matched_webhooks": 0, "delivered": 0, "pending": 0, "failed": 0}
+    first = by_type(await listed(alice))
+    assert set(first) == {"email.received", "email.sent", "email.delivered"}
+    received = first["email.received"]
+    assert (received["status"], received["delivery_status"]) == ("processed", queued)
+    assert (first["email.sent"]["status"], first["email.sent"]["delivery_status"]) == (
+        "no_match",
+        nothing,
+    )
+
+    clock = FakeClock(time.time())
+    async with WebhookConnections() as connections:  # refused: retried later, still pending
+        worker = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=2.0)
+        assert await worker.deliver_due(clock.now) == 1
+    retrying = by_type(await listed(alice))["email.received"]
+    assert (retrying["status"], retrying["delivery_status"]) == ("processed", queued)
+    for item in (await listed(alice)) + (await listed(alice, limit="1")):
+        assert item == await one_event(alice, item["id"])  # the list and getEvent agree
+
+
+async def test_a_websocket_frame_is_the_logged_event_and_the_webhook_body(
+    quiet: QuietGateway, alice: Account, receiver: HttpReceiver
+) -> None:
+    writer = await create_agent(alice, "writer")
+    reader = await create_agent(alice, "reader")
+    await make_hook(alice, receiver.url, ["email.received"])
+    url = ws_url(quiet.http_url, reader)
+    async with open_websocket_url(url, extra_headers=bearer(alice.key)) as socket:
+        await trio.sleep(0.2)  # connected, nothing unread yet
+        await send_local(quiet, alice, writer, reader, "Same everywhere")
+        with trio.fail_after(WAIT):
+            frame = json.loads(await socket.get_message())
+    assert frame["type"] == "email.received" and frame["data"]["subject"] == "Same everywhere"
+    assert frame["data"]["authentication"] is not None
+    message_id = frame["data"]["message_id"]
+    assert frame["id"][4:16] == message_id[4:16]  # begins with the message's time: in order
+
+    clock = FakeClock(time.time())
+    async with WebhookConnections() as connections:
+        worker = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5.0)
+        assert await worker.deliver_due(clock.now) == 1
+    (pushed,) = await receiver.wait_for(1)
+    assert json.loads(pushed.body) == frame
+    assert envelope_of(await one_event(alice, frame["id"])) == frame
+    (logged,) = await listed(alice, type="email.received")
+    assert envelope_of(logged) == frame
+
+    async with open_websocket_url(url, extra_headers=bearer(alice.key)) as again:
+        with trio.fail_after(WAIT):  # still unread: drained on connect, named alike
+            assert json.loads(await again.get_message()) == frame
+
+
+def smtp_send(port: int, recipient: str, subject: str) -> None:
+    letter = (
+        f"From: alice@example.org\r\nTo: {recipient}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{new_id('m')}@example.org>\r\n\r\nHello agent.\r\n"
+    ).encode()
+    with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:
+        client.ehlo("mail.example.org")
+        client.sendmail("alice@example.org", [recipient], letter)
+
+
+async def test_mail_over_smtp_is_one_event_on_the_websocket_and_in_the_log(
+    running: RunningGateway, make_account: Any
+) -> None:
+    owner: Account = await make_account("owner@example.com")
+    bot = await create_agent(owner, "bot")
+    url = ws_url(running.addresses.http_url, bot)
+    async with open_websocket_url(url, extra_headers=bearer(owner.key)) as socket:
+        await trio.sleep(0.2)
+        port = running.addresses.smtp_port
+        await trio.to_thread.run_sync(smtp_send, port, bot, "Authenticated")
+        with trio.fail_after(WAIT):
+            frame = json.loads(await socket.get_message())
+    data = frame["data"]
+    assert data["verified_domain"] == "example.org"
+    assert data["authentication"]["dmarc"] == {
+        "status": "pass",
+        "domain": "example.org",
+        "policy": "reject",
+        "aligned_by": [],
+    }
+    assert envelope_of(await one_event(owner, frame["id"])) == frame
+    assert [item["id"] for item in await listed(owner, message_id=data["message_id"])] == [
+        frame["id"]
+    ]
+
+
+async def redeliver(account: Account, event_id: str, body: dict[str, Any]) -> Any:
+    return await account.http.post(f"/v1/events/{event_id}/redeliver", json=body)
+
+
+async def deliveries_of(account: Account, webhook_id: str) -> list[str]:
+    answer = await account.http.get(f"/v1/webhooks/{webhook_id}/deliveries")
+    assert answer.status_code == 200, answer.text
+    return [item["id"] for item in answer.json()["items"]]
+
+
+async def test_a_redelivery_goes_to_a_matched_webhook_and_once_a_day(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    writer = await create_agent(alice, "writer")
+    reader = await create_agent(alice, "reader")
+    matched = await make_hook(alice, DEAD_HOOK, ["email.received"])
+    elsewhere = await make_hook(alice, DEAD_HOOK, ["email.bounced"])
+    await send_local(quiet, alice, writer, reader, "Again")
+    (event,) = await listed(alice, type="email.received")
+
+    for stranger in (elsewhere, "wh_nope"):
+        refused = await redeliver(alice, event["id"], {"webhook_id": stranger})
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["error"]["code"] == "conflict"
+        assert refused.json()["error"]["message"] == (
+            "webhook was not among the originally-matched subscribers"
+        )
+    assert await deliveries_of(alice, elsewhere) == []
+
+    first = await redeliver(alice, event["id"], {"webhook_id": matched})
+    assert first.status_code == 202, first.text
+    assert first.json()["status"] == "pending" and first.json()["webhook_id"] == matched
+    repeat = await redeliver(alice, event["id"], {"webhook_id": matched})
+    assert (repeat.status_code, repeat.json()) == (202, first.json())
+    assert len(await deliveries_of(alice, matched)) == 2  # the fan-out's and one replay
+
+    every = await redeliver(alice, event["id"], {})
+    assert every.status_code == 202, every.text
+    (scheduled,) = every.json()["deliveries"]
+    assert every.json()["status"] == "scheduled" and scheduled["webhook_id"] == matched
+    assert scheduled["delivery_id"] != first.json()["delivery_id"]  # a key of its own
+    assert (await redeliver(alice, event["id"], {})).json() == every.json()
+    assert len(await deliveries_of(alice, matched)) == 3
+    counts = (await one_event(alice, event["id"]))["delivery_status"]
+    assert counts == {"matched_webhooks": 3, "delivered": 0, "pending": 3, "failed": 0}
+
+
+async def store_received(quiet: QuietGateway, agent: str, now: float) -> str:
+    """Store an inbound message for `agent` as if it arrived at `now`; its id."""
+    message = NewInboundMessage(
+        id=new_id("msg"),
+        agent_email=agent,
+        envelope_from="alice@example.org",
+        from_addr="alice@example.org",
+        reply_to=None,
+        to=[agent],
+        cc=[],
+        subject="At a second",
+        conversation_id=None,
+        rfc_message_id=None,
+        raw_message=b"Subject: At a second\r\n\r\nhi\r\n",
+        auth_headers={},
+        authentication_results={},
+        received_at=format_timestamp(now),
+    )
+    await quiet.gateway.storage.store_inbound([message], now)
+    return message.id
+
+
+async def test_until_is_exclusive_and_since_inclusive(quiet: QuietGateway, alice: Account) -> None:
+    reader = await create_agent(alice, "reader")
+    at = float(int(time.time()) - 3600)  # a whole second, an hour ago
+    message_id = await store_received(quiet, reader, at)
+
+    async def found(**bounds: float) -> list[str]:
+        params = {name: format_timestamp(value) for name, value in bounds.items()}
+        return [item["message_id"] for item in await listed(alice, message_id=message_id, **params)]
+
+    assert await found(until=at) == []  # created_at < until, as e2a's
+    assert await found(until=at + 1) == [message_id]
+    assert await found(since=at) == [message_id]
+    assert await found(since=at, until=at) == []
+
+
+async def test_a_loopback_send_names_no_provider_message_id(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    writer = await create_agent(alice, "writer")
+    reader = await create_agent(alice, "reader")
+    await send_local(quiet, alice, writer, reader, "Local")
+    (sent,) = await listed(alice, type="email.sent")
+    assert sent["data"]["method"] == "loopback"
+    assert "provider_message_id" not in sent["data"]
