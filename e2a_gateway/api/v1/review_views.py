@@ -5,24 +5,15 @@ RejectResultView). Pure functions."""
 from __future__ import annotations
 
 import base64
-import re
 from typing import Any
 
 from e2a_gateway.api.v1.message_views import received_content
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.clock import format_timestamp
+from e2a_gateway.events import inbound_authentication, verified_domain
 from e2a_gateway.operations.review_queue import Resolved
 from e2a_gateway.storage.base import Agent, HeldMessage, InboundMessage, OutboundMessage
 
-_OUR_DMARC_POLICY = re.compile(
-    rb"^Authentication-Results:[^\n]*(?:\n[ \t][^\n]*)*?dmarc=\w+ \(p=(none|quarantine|reject)\)",
-    re.MULTILINE | re.IGNORECASE,
-)
-"""The DMARC policy in the first Authentication-Results field of a delivered message: the
-gateway's own (it comes before the sender's fields, and forgeries in its name are removed)."""
-SPF_STATUSES = frozenset({"pass", "fail", "none", "neutral", "softfail", "temperror", "permerror"})
-DKIM_STATUSES = frozenset({"pass", "fail", "none", "neutral", "policy", "temperror", "permerror"})
-DMARC_STATUSES = frozenset({"pass", "fail", "none", "temperror", "permerror"})
 REVIEW_STATUSES = {
     "pending_approval": "pending_review",
     "queued": "sent",
@@ -112,38 +103,6 @@ def reject_result_view(resolved: Resolved) -> dict[str, Any]:
     )
 
 
-def verified_domain(from_addr: str, results: dict[str, str]) -> str | None:
-    """The From domain when DMARC passed for it; else None."""
-    domain = from_addr.rpartition("@")[2].lower()
-    return domain if domain and results.get("dmarc") == "pass" else None
-
-
-def authentication_view(message: InboundMessage) -> dict[str, Any]:
-    """Authentication: the verdicts the gateway kept for an inbound message, and the DMARC
-    policy its Authentication-Results field names (`none` when the sender publishes none).
-    Per-signature DKIM detail and which mechanism aligned are not kept: `dkim` and
-    `aligned_by` list none."""
-    results = message.authentication_results
-    domain = message.from_addr.rpartition("@")[2].lower() or None
-    found = _OUR_DMARC_POLICY.search(message.raw_message[:65536])
-    policy = found.group(1).decode().lower() if found else "none"
-    spf = _status(results.get("spf"), SPF_STATUSES)
-    return {
-        "spf": {"status": spf, "domain": None, "aligned": None},
-        "dkim": [],
-        "dmarc": {
-            "status": _status(results.get("dmarc"), DMARC_STATUSES),
-            "domain": domain,
-            "policy": policy,
-            "aligned_by": [],
-        },
-    }
-
-
-def _status(value: str | None, known: frozenset[str]) -> str:
-    return value if value in known else "none"
-
-
 def _inbound_hold(reason: str | None) -> dict[str, Any]:
     """Why inbound mail waits: the inbound gate, in e2a's words, and the gate's own reason
     as the detail."""
@@ -212,7 +171,9 @@ def _inbound_detail(message: InboundMessage) -> dict[str, Any]:
         "header_from": message.from_addr or None,
         "envelope_from": message.envelope_from or None,
         "verified_domain": verified_domain(message.from_addr, message.authentication_results),
-        "authentication": authentication_view(message),
+        "authentication": inbound_authentication(
+            message.from_addr, message.authentication_results, message.raw_message
+        ),
         "to": message.to,
         "cc": message.cc,
         "reply_to": [message.reply_to] if message.reply_to else [],
