@@ -340,6 +340,13 @@ async def test_inbound_mail_the_gate_holds_waits_until_approved_or_rejected(
     assert hold["id"] not in [item["id"] for item in listed["items"]]
     database = running.gateway.settings.database.url
     assert query(database, "SELECT kind FROM jobs WHERE message_id = ?", (hold["id"],)) == []
+    events = {"type": "email.received"}
+
+    async def received_ids() -> list[str]:
+        items = (await owner.http.get("/v1/events", params=events)).json()["items"]
+        return [item["message_id"] for item in items]
+
+    assert hold["id"] not in await received_ids()  # held: the agent has not received it yet
 
     # edits are ignored for mail held on its way in, as e2a's server ignores them
     approved = await owner.http.post(f"/v1/reviews/{hold['id']}/approve", json={"subject": "x"})
@@ -347,6 +354,7 @@ async def test_inbound_mail_the_gate_holds_waits_until_approved_or_rejected(
     assert approved.json() == {"status": "review_approved", "message_id": hold["id"]}
     conforms(approved.json(), "SendResultView")
     assert sorted(await inbox_subjects(owner, BOT)) == ["From a friend", "Hold me"]
+    assert (await received_ids()).count(hold["id"]) == 1  # received once it is released
     again = await owner.http.post(f"/v1/reviews/{hold['id']}/reject", json={})
     assert again.status_code == 409 and again.json()["error"]["code"] == "message_not_pending"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from e2a_gateway.events import ReceivedEvents
 from e2a_gateway.storage.announcements import MessageStored
 from e2a_gateway.storage.base import (
     AgentInTrash,
@@ -21,6 +22,7 @@ from e2a_gateway.storage.base import (
 )
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.rows import MESSAGE_COLUMNS, decode_message
+from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.jobs import add_job
 from e2a_gateway.storage.sql.outbound import agent_in_service, agent_trashed
 from e2a_gateway.storage.sql.runner import Runner
@@ -83,7 +85,8 @@ def _inbound_row(tx: Transaction, user_id: str | None, message_id: str, *, lock:
 
 
 def _release(tx: Transaction, message: InboundMessage, now: float) -> None:
-    """Deliver a held message now: as it would have been on arrival."""
+    """Deliver a held message now: as it would have been on arrival, its `email.received`
+    event logged (and fanned out to the account's webhooks) then."""
     row = tx.first("SELECT agent_mode, id FROM agents WHERE email = ?", (message.agent_email,))
     cloud = row is not None and row[0] == CLOUD
     tx.execute(
@@ -96,6 +99,7 @@ def _release(tx: Transaction, message: InboundMessage, now: float) -> None:
         add_job(tx, WEBHOOK_JOB, message.id, now)
     else:
         tx.announce(MessageStored(row[1], _as_new(message)))
+    record_events(tx, [ReceivedEvents().event(message.user_id, message, now)])
 
 
 def _reject(tx: Transaction, message_id: str) -> None:
