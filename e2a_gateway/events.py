@@ -18,7 +18,7 @@ import orjson
 
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.ids import new_id
-from e2a_gateway.storage.base import OutboundMessage
+from e2a_gateway.storage.base import NewEvent, OutboundMessage
 
 SCHEMA_VERSION: Final = "1"
 RETENTION_SECONDS: Final = 30 * 24 * 3600.0
@@ -31,6 +31,8 @@ EMAIL_FAILED: Final = "email.failed"
 EMAIL_BOUNCED: Final = "email.bounced"
 EMAIL_COMPLAINED: Final = "email.complained"
 REVIEW_REQUESTED: Final = "email.review_requested"
+EMAIL_FLAGGED: Final = "email.flagged"
+EMAIL_BLOCKED: Final = "email.blocked"
 REVIEW_APPROVED: Final = "email.review_approved"
 REVIEW_REJECTED: Final = "email.review_rejected"
 SUPPRESSION_ADDED: Final = "domain.suppression_added"
@@ -48,26 +50,11 @@ EVENT_TYPES: Final = (
     EMAIL_COMPLAINED,
     SUPPRESSION_ADDED,
     AGENT_SUPPRESSION_ADDED,
-    "email.flagged",
-    "email.blocked",
+    EMAIL_FLAGGED,
+    EMAIL_BLOCKED,
     REVIEW_REQUESTED,
 )
 """Every type a webhook may subscribe to (e2a's CreateWebhookRequest enum)."""
-
-
-@dataclass(frozen=True)
-class NewEvent:
-    """An event to log, with the fields `/v1/events` filters on."""
-
-    id: str
-    user_id: str
-    type: str
-    agent_email: str | None
-    conversation_id: str | None
-    message_id: str | None
-    created_epoch: float
-    envelope: bytes
-    """The envelope exactly as every channel sends it (redelivery sends these bytes again)."""
 
 
 class ReceivedMessage(Protocol):
@@ -283,6 +270,56 @@ class ReceivedEvents:
             envelope=_received_envelope(message, event_id, self._sender(message)),
         )
 
+    def screened(
+        self,
+        user_id: str,
+        message: ReceivedMessage,
+        now: float,
+        *,
+        policy: str,
+        reason: str | None,
+        held_until: float | None,
+    ) -> NewEvent:
+        """What the agent's inbound gate did with `message`, as e2a tells it: it held it for
+        review (`email.review_requested`, with when the hold expires), or delivered it
+        flagged (`email.flagged`, beside its `email.received`): the sender's identity and
+        authentication, the gate's `policy` and `reason`."""
+        sender = self._sender(message)
+        data: dict[str, Any] = {
+            "message_id": message.id,
+            "agent_email": message.agent_email,
+            "direction": "inbound",
+        }
+        if message.conversation_id:
+            data["conversation_id"] = message.conversation_id
+        data.update(
+            header_from=message.from_addr or None,
+            envelope_from=message.envelope_from or None,
+            authentication=sender.authentication,
+            delivered_to=message.agent_email,
+            subject=message.subject,
+            reason=reason,
+        )
+        if held_until is None:
+            event_type = EMAIL_FLAGGED
+            data.update(reply_to=[message.reply_to] if message.reply_to else [], policy=policy)
+        else:
+            event_type = REVIEW_REQUESTED
+            data.update(
+                reason_source="sender_gate", approval_expires_at=format_timestamp(held_until)
+            )
+        event_id = derived_event_id(message.id, event_type)
+        return NewEvent(
+            id=event_id,
+            user_id=user_id,
+            type=event_type,
+            agent_email=message.agent_email,
+            conversation_id=message.conversation_id,
+            message_id=message.id,
+            created_epoch=now,
+            envelope=envelope(event_type, event_id, now, data),
+        )
+
     def _sender(self, message: ReceivedMessage) -> _Sender:
         kept = self._senders.get(id(message.raw_message))
         if kept is not None:
@@ -344,6 +381,38 @@ def outbound_event(
         agent_email=message.agent_email,
         conversation_id=message.conversation_id,
         message_id=message.id,
+    )
+
+
+def blocked_send_event(
+    user_id: str,
+    agent_email: str,
+    recipients: Mapping[str, list[str]],
+    subject: str,
+    conversation_id: str | None,
+    reason: str | None,
+    now: float,
+) -> NewEvent:
+    """`email.blocked` for a send the agent's outbound gate refused (nothing of it is stored:
+    its `message_id` names the refusal only), as e2a tells it: whom it was for and why."""
+    refusal = new_id("msgblk")
+    data = {
+        "message_id": refusal,
+        "agent_email": agent_email,
+        "direction": "outbound",
+        **recipients,
+        "subject": subject,
+        "reason": reason,
+        "reason_source": "recipient_gate",
+    }
+    return new_event(
+        user_id,
+        EMAIL_BLOCKED,
+        data,
+        now,
+        agent_email=agent_email,
+        conversation_id=conversation_id,
+        event_id=derived_event_id(refusal, EMAIL_BLOCKED),
     )
 
 

@@ -69,6 +69,12 @@ async def test_the_domain_policy_refuses_sends_off_the_agents_domain(owner: Acco
     assert error["code"] == "blocked_by_policy"
     assert "x@example.org is not on the agent's domain agents.test" in error["message"]
     assert await sent_subjects(owner) == ["Inside"]  # nothing of the refused send is stored
+    listed = await owner.http.get("/v1/events", params={"type": "email.blocked"})
+    (blocked,) = listed.json()["items"]
+    data = blocked["data"]
+    assert data["message_id"].startswith("msgblk_") and data["direction"] == "outbound"
+    assert (data["to"], data["subject"]) == (["colleague@agents.test", "x@example.org"], "Outside")
+    assert data["reason_source"] == "recipient_gate" and "x@example.org" in data["reason"]
 
 
 async def test_a_flagging_gate_sends_and_keeps_the_reason(owner: Account) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import smtplib
 import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -347,6 +348,13 @@ async def test_inbound_mail_the_gate_holds_waits_until_approved_or_rejected(
         return [item["message_id"] for item in items]
 
     assert hold["id"] not in await received_ids()  # held: the agent has not received it yet
+    requested = await owner.http.get("/v1/events", params={"type": "email.review_requested"})
+    asked = {item["data"]["message_id"]: item["data"] for item in requested.json()["items"]}
+    assert asked[hold["id"]]["reason_source"] == "sender_gate"
+    assert asked[hold["id"]]["reason"] == hold["hold_reason"]["detail"]
+    expires = datetime.fromisoformat(asked[hold["id"]]["approval_expires_at"])
+    assert expires > datetime.now(UTC)  # the hold's TTL, as the agent's holds set it
+    assert hold["flagged"] is True and hold["flag_reason"] == hold["hold_reason"]["detail"]
 
     # edits are ignored for mail held on its way in, as e2a's server ignores them
     approved = await owner.http.post(f"/v1/reviews/{hold['id']}/approve", json={"subject": "x"})
@@ -410,6 +418,15 @@ async def test_a_flagging_gate_delivers_with_the_reason(
     assert await queue(owner) == []
     (reason,) = query(running.gateway.settings.database.url, "SELECT flag_reason FROM messages")
     assert reason == ("alice@example.org is not on the agent's allowlist",)
+    logged = (await owner.http.get("/v1/events")).json()["items"]
+    by_type = {event["type"]: event for event in logged}
+    assert set(by_type) == {"email.received", "email.flagged"}
+    flagged = by_type["email.flagged"]["data"]
+    assert flagged["message_id"] == by_type["email.received"]["data"]["message_id"]
+    assert (flagged["policy"], flagged["reason"]) == ("allowlist", reason[0])
+    assert flagged["header_from"] == "alice@example.org" and flagged["delivered_to"] == BOT
+    message = await owner.http.get(v1_agent(BOT, f"/messages/{flagged['message_id']}"))
+    assert message.json()["flagged"] is True and message.json()["flag_reason"] == reason[0]
 
 
 async def test_magic_links_answer_under_v1(

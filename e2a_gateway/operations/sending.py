@@ -21,6 +21,7 @@ from pydantic import Field
 
 from e2a_gateway.addresses import Mailbox, format_mailbox
 from e2a_gateway.clock import format_timestamp
+from e2a_gateway.events import blocked_send_event
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.parse import attachment_data, parse_body, summarise_headers
@@ -288,6 +289,20 @@ async def _new_message(
     await _refuse_suppressed(gateway, agent, [*to, *cc, *bcc])
     verdict = outbound_verdict(agent, [*to, *cc, *bcc])
     if verdict.outcome == "block":
+        recipients = {"to": to, "cc": cc, "bcc": bcc}
+        await gateway.storage.log_events(
+            [
+                blocked_send_event(
+                    caller.user_id,
+                    agent.email,
+                    recipients,
+                    subject,
+                    conversation_id,
+                    verdict.reason,
+                    now,
+                )
+            ]
+        )
         raise Forbidden(
             "blocked_by_policy", f"message blocked by the agent's outbound policy: {verdict.reason}"
         )

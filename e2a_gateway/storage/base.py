@@ -553,6 +553,21 @@ class DeliveryCounts:
 
 
 @dataclass(frozen=True)
+class NewEvent:
+    """An event to log, with the fields `/v1/events` filters on."""
+
+    id: str
+    user_id: str
+    type: str
+    agent_email: str | None
+    conversation_id: str | None
+    message_id: str | None
+    created_epoch: float
+    envelope: bytes
+    """The envelope exactly as every channel sends it (redelivery sends these bytes again)."""
+
+
+@dataclass(frozen=True)
 class StoredEvent:
     """An event of the log as `/v1/events` reads it: its filter fields and its envelope."""
 
@@ -1414,6 +1429,12 @@ class EventLog(Protocol):
 
     async def delete_events_before(self, cutoff: float, limit: int) -> int:
         """Delete up to `limit` events made before the epoch `cutoff`, oldest first."""
+        ...
+
+    async def log_events(self, events: Sequence[NewEvent]) -> None:
+        """Log `events` in a transaction of their own, each queued to the account's webhooks it
+        matches: what happened with no row written beside it (a send the outbound gate
+        refused)."""
         ...
 
 

@@ -70,6 +70,8 @@ def review_item_view(item: HeldMessage) -> dict[str, Any]:
         review_status="pending_review",
         created_at=item.created_at,
         hold_reason=_inbound_hold(item.reason) if inbound else _outbound_hold(item.reason),
+        flagged=True if item.reason else None,
+        flag_reason=item.reason,
     ) | {
         "header_from": (item.from_addr or None) if inbound else item.agent_email,
         "envelope_from": (item.envelope_from or None) if inbound else None,

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from e2a_gateway.events import NewEvent, Subscription, matches
+from e2a_gateway.events import Subscription, matches
 from e2a_gateway.ids import new_id
 from e2a_gateway.storage.announcements import JobsAdded
-from e2a_gateway.storage.base import DeliveryCounts, EventFilter, StoredEvent
+from e2a_gateway.storage.base import DeliveryCounts, EventFilter, NewEvent, StoredEvent
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
@@ -264,3 +264,7 @@ class EventsSql(Runner):
                 ).rowcount
             )
         )
+
+    async def log_events(self, events: Sequence[NewEvent]) -> None:
+        """Log `events` in a transaction of their own, queued to the webhooks they match."""
+        await self._write(lambda tx: record_events(tx, events))

@@ -70,7 +70,8 @@ def _store(
     """Insert each distinct raw message once (locked until the commit, so a concurrent deletion
     of its last other reference cannot take it away) and the `messages`, each pointing at its
     digest; queue a webhook job for a cloud agent's message, announce a local agent's (neither
-    for a message its gate holds for review); log each message's `email.received` event.
+    for a message its gate holds for review); log each delivered message's `email.received`
+    event, and what its agent's gate did with it (`email.review_requested`, `email.flagged`).
     The copies of one message for many agents go in as one batch of rows."""
     recipients = sorted({message.agent_email for message in messages})
     for agent_email in recipients:
@@ -82,9 +83,9 @@ def _store(
             (digest, raw.distinct[digest]),
         )
     owners = {
-        email: (user_id, agent_mode == CLOUD, agent_id)
-        for email, user_id, agent_mode, agent_id in tx.all(
-            "SELECT email, user_id, agent_mode, id FROM agents "
+        email: (user_id, agent_mode == CLOUD, agent_id, gate_policy)
+        for email, user_id, agent_mode, agent_id, gate_policy in tx.all(
+            "SELECT email, user_id, agent_mode, id, inbound_gate_policy FROM agents "
             f"WHERE {tx.dialect.in_list('email', 'text')}",
             (tx.dialect.list_param(recipients),),
         )
@@ -94,7 +95,7 @@ def _store(
     encode = JsonOnce()
     rows = []
     for message, digest in zip(messages, raw.digests, strict=True):
-        user_id, cloud, _ = owners[message.agent_email]
+        user_id, cloud, _, _ = owners[message.agent_email]
         rows.append(inbound_params(message, user_id, cloud, digest, encode))
     tx.executemany(
         f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES ({INBOUND_VALUES})", rows
@@ -102,9 +103,20 @@ def _store(
     events = []
     received = ReceivedEvents()
     for message in messages:
+        user_id, cloud, agent_id, gate_policy = owners[message.agent_email]
+        if message.flag_reason is not None:  # the agent's gate held or flagged it
+            events.append(
+                received.screened(
+                    user_id,
+                    message,
+                    now,
+                    policy=gate_policy,
+                    reason=message.flag_reason,
+                    held_until=message.hold_expires_at,
+                )
+            )
         if message.hold_expires_at is not None:
             continue
-        user_id, cloud, agent_id = owners[message.agent_email]
         if cloud:
             add_job(tx, WEBHOOK_JOB, message.id, now)
         else:

@@ -19,13 +19,13 @@ from e2a_gateway.events import (
     REVIEW_APPROVED,
     REVIEW_REJECTED,
     REVIEW_REQUESTED,
-    NewEvent,
     outbound_event,
     recipient_event,
 )
 from e2a_gateway.storage.base import (
     AgentInTrash,
     BouncedRecipient,
+    NewEvent,
     NotPending,
     OutboundEdits,
     OutboundMessage,

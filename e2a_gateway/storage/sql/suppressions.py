@@ -16,11 +16,10 @@ from e2a_gateway.events import (
     EMAIL_BOUNCED,
     EMAIL_COMPLAINED,
     SUPPRESSION_ADDED,
-    NewEvent,
     new_event,
     recipient_event,
 )
-from e2a_gateway.storage.base import BouncedRecipient, OutboundMessage, Suppression
+from e2a_gateway.storage.base import BouncedRecipient, NewEvent, OutboundMessage, Suppression
 from e2a_gateway.storage.rows import OUTBOUND_COLUMNS, decode_outbound
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.runner import Runner
