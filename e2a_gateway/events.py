@@ -220,7 +220,9 @@ def _received_envelope(message: ReceivedMessage, event_id: str, sender: _Sender)
     return _envelope(EMAIL_RECEIVED, event_id, message.received_at, _received_data(message, sender))
 
 
-def _received_data(message: ReceivedMessage, sender: _Sender) -> dict[str, Any]:
+def _inbound_data(message: ReceivedMessage, **fields: Any) -> dict[str, Any]:
+    """The data every event about an inbound message opens with (its id, agent, direction,
+    conversation and sender), then `fields`."""
     data: dict[str, Any] = {
         "message_id": message.id,
         "agent_email": message.agent_email,
@@ -231,6 +233,14 @@ def _received_data(message: ReceivedMessage, sender: _Sender) -> dict[str, Any]:
     data.update(
         header_from=message.from_addr or None,
         envelope_from=message.envelope_from or None,
+        **fields,
+    )
+    return data
+
+
+def _received_data(message: ReceivedMessage, sender: _Sender) -> dict[str, Any]:
+    return _inbound_data(
+        message,
         verified_domain=sender.verified_domain,
         to=message.to,
         cc=message.cc,
@@ -240,7 +250,6 @@ def _received_data(message: ReceivedMessage, sender: _Sender) -> dict[str, Any]:
         subject=message.subject,
         received_at=message.received_at,
     )
-    return data
 
 
 class ReceivedEvents:
@@ -284,18 +293,9 @@ class ReceivedEvents:
         review (`email.review_requested`, with when the hold expires), or delivered it
         flagged (`email.flagged`, beside its `email.received`): the sender's identity and
         authentication, the gate's `policy` and `reason`."""
-        sender = self._sender(message)
-        data: dict[str, Any] = {
-            "message_id": message.id,
-            "agent_email": message.agent_email,
-            "direction": "inbound",
-        }
-        if message.conversation_id:
-            data["conversation_id"] = message.conversation_id
-        data.update(
-            header_from=message.from_addr or None,
-            envelope_from=message.envelope_from or None,
-            authentication=sender.authentication,
+        data = _inbound_data(
+            message,
+            authentication=self._sender(message).authentication,
             delivered_to=message.agent_email,
             subject=message.subject,
             reason=reason,

@@ -20,14 +20,13 @@ from e2a_gateway.app import RunningGateway
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.ids import new_id
 from e2a_gateway.mailauth.resolver import FixtureResolver
-from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.workers.outbound import OutboundWorker
 from e2a_gateway.workers.subscribers import SubscriberWorker
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from tests.conftest import Account
 from tests.delivery_support import QuietGateway, create_agent
 from tests.http_receiver import HttpReceiver
-from tests.webhook_support import FakeClock, alice, quiet, receiver, settings
+from tests.webhook_support import FakeClock, alice, quiet, receiver, settings, store_received
 
 __all__ = ["alice", "quiet", "receiver", "settings"]  # fixtures
 
@@ -238,32 +237,10 @@ async def test_a_redelivery_goes_to_a_matched_webhook_and_once_a_day(
     assert counts == {"matched_webhooks": 3, "delivered": 0, "pending": 3, "failed": 0}
 
 
-async def store_received(quiet: QuietGateway, agent: str, now: float) -> str:
-    """Store an inbound message for `agent` as if it arrived at `now`; its id."""
-    message = NewInboundMessage(
-        id=new_id("msg"),
-        agent_email=agent,
-        envelope_from="alice@example.org",
-        from_addr="alice@example.org",
-        reply_to=None,
-        to=[agent],
-        cc=[],
-        subject="At a second",
-        conversation_id=None,
-        rfc_message_id=None,
-        raw_message=b"Subject: At a second\r\n\r\nhi\r\n",
-        auth_headers={},
-        authentication_results={},
-        received_at=format_timestamp(now),
-    )
-    await quiet.gateway.storage.store_inbound([message], now)
-    return message.id
-
-
 async def test_until_is_exclusive_and_since_inclusive(quiet: QuietGateway, alice: Account) -> None:
     reader = await create_agent(alice, "reader")
     at = float(int(time.time()) - 3600)  # a whole second, an hour ago
-    message_id = await store_received(quiet, reader, at)
+    message_id = await store_received(quiet, reader, at, "At a second")
 
     async def found(**bounds: float) -> list[str]:
         params = {name: format_timestamp(value) for name, value in bounds.items()}

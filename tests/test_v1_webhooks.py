@@ -11,11 +11,8 @@ from typing import Any
 import pytest
 import trio
 
-from e2a_gateway.clock import format_timestamp
-from e2a_gateway.ids import new_id
 from e2a_gateway.operations.caller import authenticate
 from e2a_gateway.storage.base import EventFilter
-from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.workers.outbound import OutboundWorker
 from e2a_gateway.workers.retention import RetentionWorker
 from e2a_gateway.workers.subscribers import SubscriberWorker
@@ -24,7 +21,7 @@ from tests.conftest import Account
 from tests.delivery_support import QuietGateway, create_agent, open_account
 from tests.http_receiver import HttpReceiver, Received
 from tests.sdk_v1 import construct_events, error, run_sdk, sdk5_python, value
-from tests.webhook_support import FakeClock, alice, quiet, settings
+from tests.webhook_support import FakeClock, alice, quiet, settings, store_received
 
 pytestmark = pytest.mark.slow
 
@@ -301,28 +298,6 @@ async def test_events_list_with_each_filter_and_410_after_retention(
     swept = await RetentionWorker(quiet.gateway, pause=0).sweep(time.time())
     assert swept.events == 1
     assert (await alice.http.get(f"/v1/events/{old}")).status_code == 404
-
-
-async def store_received(quiet: QuietGateway, agent: str, now: float) -> str:
-    """Store an inbound message for `agent` as if it arrived at `now`; its id."""
-    message = NewInboundMessage(
-        id=new_id("msg"),
-        agent_email=agent,
-        envelope_from="alice@example.org",
-        from_addr="alice@example.org",
-        reply_to=None,
-        to=[agent],
-        cc=[],
-        subject="Old",
-        conversation_id=None,
-        rfc_message_id=None,
-        raw_message=b"Subject: Old\r\n\r\nold\r\n",
-        auth_headers={},
-        authentication_results={},
-        received_at=format_timestamp(now),
-    )
-    await quiet.gateway.storage.store_inbound([message], now)
-    return message.id
 
 
 async def events_of(quiet: QuietGateway, alice: Account, message_id: str) -> list[str]:

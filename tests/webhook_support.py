@@ -1,6 +1,7 @@
 """What the webhook delivery tests share: a fake wall clock, a quiet gateway that allows
-loopback webhook targets, alice's account on it, a receiver on 127.0.0.1, and a look at when
-a delivery job is next due. Test modules import the fixtures they use."""
+loopback webhook targets, alice's account on it, a receiver on 127.0.0.1, a look at when
+a delivery job is next due, and inbound mail stored as if it came at a given time. Test
+modules import the fixtures they use."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from pathlib import Path
 import pytest
 import trio
 
+from e2a_gateway.clock import format_timestamp
 from e2a_gateway.config import Settings
+from e2a_gateway.ids import new_id
 from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 from tests.conftest import Account, make_settings
 from tests.databases import query
 from tests.delivery_support import QuietGateway, open_account, quiet_gateway
@@ -63,3 +67,25 @@ def job_due_at(settings: Settings, message_id: str) -> float | None:
         settings.database.url, "SELECT run_at FROM jobs WHERE message_id = ?", (message_id,)
     )
     return float(rows[0][0]) if rows else None
+
+
+async def store_received(quiet: QuietGateway, agent: str, now: float, subject: str = "Old") -> str:
+    """Store an inbound message for `agent` as if it arrived at `now`; its id."""
+    message = NewInboundMessage(
+        id=new_id("msg"),
+        agent_email=agent,
+        envelope_from="alice@example.org",
+        from_addr="alice@example.org",
+        reply_to=None,
+        to=[agent],
+        cc=[],
+        subject=subject,
+        conversation_id=None,
+        rfc_message_id=None,
+        raw_message=f"Subject: {subject}\r\n\r\nhi\r\n".encode(),
+        auth_headers={},
+        authentication_results={},
+        received_at=format_timestamp(now),
+    )
+    await quiet.gateway.storage.store_inbound([message], now)
+    return message.id
