@@ -69,6 +69,14 @@ def test_text_html_and_attachment_round_trip() -> None:
     assert part.get_content() == PDF
 
 
+def test_a_message_to_cc_only_has_no_empty_to_field() -> None:
+    draft = Draft(
+        from_addr="bot@agents.test", to=[], cc=["c@example.org"], subject="FYI", text="fyi"
+    )
+    parsed = parse(build_message(draft, message_id="<x@agents.test>", date=0))
+    assert "To" not in parsed and parsed["Cc"] == "c@example.org"
+
+
 def test_plain_text_only() -> None:
     raw = build_message(
         Draft(from_addr="bot@agents.test", to=["a@example.org"], subject="hi", text="just text"),

@@ -127,6 +127,14 @@ async def test_recipients_are_bounded_together_and_refused_with_e2a_codes(
         400,
         "too_many_recipients",
     )
+    nobody = {"to": [], "bcc": ["hidden@example.net"], "text": "FYI"}
+    error = refusal(
+        await http.post(messages(bot, f"/{inbound}/forward"), json=nobody), 400, "invalid_request"
+    )
+    assert error["message"] == "at least one recipient in to or cc is required"
+    cc_only = {"to": [], "cc": ["colleague@example.net"], "text": "FYI"}
+    forwarded = await http.post(messages(bot, f"/{inbound}/forward"), json=cc_only)
+    assert forwarded.status_code == 202, forwarded.text  # a Cc is enough, as on e2a
     wrong = {"to": ["bad@@example.net"], "text": "FYI"}
     refusal(
         await http.post(messages(bot, f"/{inbound}/forward"), json=wrong), 400, "invalid_recipient"

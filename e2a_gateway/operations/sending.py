@@ -420,7 +420,8 @@ class ForwardMessageBody(ComposeBody):
     """forwardMessage (e2a's ForwardRequest)."""
 
     text: str = Field(max_length=1_048_576)
-    to: list[str] = Field(min_length=1)
+    to: list[str]
+    """Required, but may be empty when `cc` names someone (e2a's rule)."""
 
 
 async def send_message(
@@ -564,6 +565,8 @@ async def forward_message(
     request.without_nul()
     agent = await owned_agent(gateway, caller, email)
     original = await _original(gateway, caller, agent, message_id)
+    if not request.to and not request.cc:
+        raise Invalid("invalid_request", "at least one recipient in to or cc is required")
     within_recipient_bound(request.to, request.cc, request.bcc)
     addressees = _addressees(request, V1_BAD_RECIPIENT)
     if isinstance(original, OutboundMessage):

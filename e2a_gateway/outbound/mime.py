@@ -139,7 +139,8 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
             check_header_value(name, value)
     message = EmailMessage(policy=email.policy.SMTP)
     message["From"] = draft.from_addr
-    message["To"] = ", ".join(draft.to)
+    if draft.to:  # a forward may go to Cc only: no empty To field (RFC 5322 needs an address)
+        message["To"] = ", ".join(draft.to)
     if draft.cc:
         message["Cc"] = ", ".join(draft.cc)
     if draft.reply_to:
