@@ -43,6 +43,7 @@ from e2a_gateway.workers.approvals import ApprovalWorker
 from e2a_gateway.workers.outbound import OutboundWorker
 from e2a_gateway.workers.retention import RetentionWorker
 from e2a_gateway.workers.supervisor import supervise
+from e2a_gateway.workers.webhook_auto_disable import AutoDisableSweep
 
 if TYPE_CHECKING:
     from e2a_gateway.workers.webhook_connections import WebhookConnections
@@ -237,6 +238,7 @@ async def run_gateway(
         nursery.start_soon(supervise, "outbound worker", OutboundWorker(gateway).run)
         nursery.start_soon(supervise, "approval worker", ApprovalWorker(gateway).run)
         nursery.start_soon(supervise, "retention worker", RetentionWorker(gateway).run)
+        nursery.start_soon(supervise, "webhook auto-disable", AutoDisableSweep(gateway).run)
         bound = BoundAddresses(
             smtp_host=smtp_address[0],
             smtp_port=smtp_address[1],

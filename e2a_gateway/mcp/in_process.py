@@ -563,7 +563,8 @@ class OperationsPort:
 
         async def update(gateway: Gateway, caller: Caller) -> dict[str, Any]:
             body = validated(UpdateWebhook, fields, "body")
-            return webhook_view(await webhooks.update_webhook(gateway, caller, webhook_id, body))
+            changed = await webhooks.update_webhook(gateway, caller, webhook_id, body, time.time())
+            return webhook_view(changed)
 
         return await self._run_v1(update)
 

@@ -51,7 +51,11 @@ class UpdateWebhookArguments(WebhookArguments):
     events: list[str] | None = None
     filters: WebhookFilters | None = None
     description: str | None = None
-    enabled: bool | None = Field(default=None, description="false pauses deliveries.")
+    enabled: bool | None = Field(
+        default=None,
+        description="false pauses deliveries; true resumes them (refused with "
+        "webhook_cooldown for 5 minutes after an auto-disable).",
+    )
 
 
 class DeleteWebhookArguments(WebhookArguments):
@@ -138,7 +142,8 @@ WEBHOOK_TOOLS: tuple[ToolSpec[Any], ...] = (
         "list_webhooks",
         "List webhook subscribers",
         "Your webhooks, enabled and disabled, with their events and filters; never their "
-        "secrets. Pass next_cursor back as `cursor` while it is present.",
+        "secrets. auto_disabled_at marks one the gateway turned off after it failed "
+        "chronically. Pass next_cursor back as `cursor` while it is present.",
         PageArguments,
         list_webhooks,
     ),
@@ -163,7 +168,9 @@ WEBHOOK_TOOLS: tuple[ToolSpec[Any], ...] = (
         "update_webhook",
         "Update a webhook subscriber",
         "Change a webhook: url, events, filters and description replace when given; enabled: "
-        "false pauses it.",
+        "false pauses it, true resumes it. A webhook auto-disabled for chronic failures (10 "
+        "deliveries failed for good and none delivered in 72 h) can be enabled again 5 "
+        "minutes after (webhook_cooldown before): fix the endpoint first.",
         UpdateWebhookArguments,
         update_webhook,
         read_only=False,

@@ -1,7 +1,9 @@
 """`/v1` webhook subscribers of an account: created with a `whsec_` secret shown once, listed,
 changed, deleted, their secret rotated (the old one keeps signing for 24 hours), tested, and
 their deliveries read. Only account keys manage them; a webhook is checked by e2a's rules, in
-its order and words, when it is made and as each change leaves it."""
+its order and words, when it is made and as each change leaves it. A webhook failing
+chronically is turned off by e2a's auto-disable rule, and may be enabled again after a
+cooldown."""
 
 from __future__ import annotations
 
@@ -24,12 +26,27 @@ from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.signing.credentials import new_secret_seed
 from e2a_gateway.signing.webhook_signatures import webhook_secret
-from e2a_gateway.storage.base import LimitReached, SubscriberDelivery, Webhook, WebhookChanges
+from e2a_gateway.storage.base import (
+    CoolingDown,
+    LimitReached,
+    SubscriberDelivery,
+    Webhook,
+    WebhookChanges,
+)
 
 MAX_WEBHOOKS = 20
 """Webhooks per account (e2a's `webhook_limit_reached`)."""
 ROTATION_GRACE_SECONDS = 24 * 3600.0
 """After a rotation, the previous secret signs too for this long."""
+# e2a's auto-disable (internal/identity/webhooks.go: AutoDisableThreshold, AutoDisableWindow,
+# reEnableCooldown).
+AUTO_DISABLE_FAILED = 10
+"""A webhook is turned off with at least this many deliveries failed for good (all attempts
+spent; not attempts) among those made in the window, and none delivered."""
+AUTO_DISABLE_WINDOW_SECONDS = 72 * 3600.0
+"""The deliveries the auto-disable rule counts: those made (queued) this recently."""
+REENABLE_COOLDOWN_SECONDS = 5 * 60.0
+"""Enabling a webhook is refused (`webhook_cooldown`) this long after its auto-disable."""
 # e2a's rules (`validateWebhookFields`); lengths count UTF-8 bytes, as its Go code does.
 MAX_URL_BYTES = 2048
 MAX_DESCRIPTION_BYTES = 200
@@ -292,10 +309,12 @@ async def get_webhook(gateway: Gateway, caller: Caller, webhook_id: str) -> Webh
 
 
 async def update_webhook(
-    gateway: Gateway, caller: Caller, webhook_id: str, request: UpdateWebhook
+    gateway: Gateway, caller: Caller, webhook_id: str, request: UpdateWebhook, now: float
 ) -> Webhook:
     """Change one of the caller's webhooks; the webhook as the change leaves it must pass the
-    rules of a new one."""
+    rules of a new one. Enabling it within the cooldown of an auto-disable is refused with
+    nothing changed (409 `webhook_cooldown`, after the rules, as e2a's store checks it);
+    enabling clears `auto_disabled_at`."""
     caller.require_account("manage webhooks")
     if request.events is not None and not request.events:
         raise Invalid(
@@ -313,10 +332,29 @@ async def update_webhook(
         conversation_ids=after.conversation_ids if replaced else None,
         enabled=request.enabled,
     )
-    updated = await gateway.storage.update_webhook(caller.user_id, webhook_id, changes)
+    try:
+        updated = await gateway.storage.update_webhook(
+            caller.user_id, webhook_id, changes, now - REENABLE_COOLDOWN_SECONDS
+        )
+    except CoolingDown:
+        raise Conflict(
+            "webhook_cooldown",
+            "webhook was auto-disabled within the last 5 minutes; wait before re-enabling",
+        ) from None
     if updated is None:
         raise NotFound.of("webhook")
     return updated
+
+
+async def disable_failing_webhooks(gateway: Gateway, now: float) -> list[Webhook]:
+    """e2a's auto-disable, across every account: turn off each enabled webhook with at least
+    AUTO_DISABLE_FAILED deliveries made in the AUTO_DISABLE_WINDOW_SECONDS before `now` that
+    failed for good and none delivered, marking it auto-disabled at `now`; those turned off.
+    Its waiting deliveries stay waiting (the worker claims none of a disabled webhook) until
+    it is enabled again; no event is logged for it, as in e2a."""
+    return await gateway.storage.disable_failing_webhooks(
+        now, now - AUTO_DISABLE_WINDOW_SECONDS, AUTO_DISABLE_FAILED
+    )
 
 
 async def delete_webhook(gateway: Gateway, caller: Caller, webhook_id: str) -> None:

@@ -49,6 +49,10 @@ class LimitReached(StorageError):
     """A per-user count limit (signing secrets) is reached."""
 
 
+class CoolingDown(StorageError):
+    """Refused because the webhook was turned off by the auto-disable sweep too recently."""
+
+
 class LastOne(StorageError):
     """Refused because it would remove the last resource of its kind (signing secret)."""
 
@@ -601,7 +605,9 @@ class EventFilter:
 class Webhook:
     """A webhook subscriber of an account: where events of `events` go (only those of
     `agent_emails`/`conversation_ids` when these are not empty), signed with the secret
-    derived from `seed` (and from `previous_seed` until `previous_until`, after a rotation)."""
+    derived from `seed` (and from `previous_seed` until `previous_until`, after a rotation).
+    `auto_disabled_at` is when the auto-disable sweep turned it off (epoch seconds), until it
+    is enabled again."""
 
     id: str
     user_id: str
@@ -617,6 +623,7 @@ class Webhook:
     previous_seed: str | None = None
     previous_until: float | None = None
     last_delivered_at: str | None = None
+    auto_disabled_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -1454,9 +1461,20 @@ class Subscribers(Protocol):
         ...
 
     async def update_webhook(
-        self, user_id: str, webhook_id: str, changes: WebhookChanges
+        self, user_id: str, webhook_id: str, changes: WebhookChanges, cooled_before: float
     ) -> Webhook | None:
-        """Apply `changes` to one of the user's webhooks; None when it is not theirs."""
+        """Apply `changes` to one of the user's webhooks; None when it is not theirs. Enabling
+        it clears `auto_disabled_at`, and is refused (CoolingDown, nothing changed) when the
+        sweep turned it off after `cooled_before`."""
+        ...
+
+    async def disable_failing_webhooks(
+        self, now: float, since: float, min_failed: int
+    ) -> list[Webhook]:
+        """Turn off every enabled webhook (of any account) whose deliveries made after `since`
+        count at least `min_failed` failed for good and none delivered, marking it
+        auto-disabled at `now`; the webhooks turned off. One UPDATE: sweeps running at once
+        (replicas) turn each webhook off once."""
         ...
 
     async def delete_webhook(self, user_id: str, webhook_id: str) -> bool:

@@ -38,9 +38,14 @@ class DeliveryQuery(PageQuery):
     status: Literal["pending", "delivered", "failed"] | None = None
 
 
+def _timestamp(epoch: float | None) -> str | None:
+    return None if epoch is None else format_timestamp(epoch)
+
+
 def webhook_view(webhook: Webhook) -> dict[str, Any]:
     """WebhookView (never its secret); `filters` names only the lists that are not empty, as
-    e2a's does (`{}` for a webhook of every agent and conversation)."""
+    e2a's does (`{}` for a webhook of every agent and conversation); `auto_disabled_at` from the
+    auto-disable sweep turning it off until it is enabled again."""
     filters = {
         "agent_emails": webhook.agent_emails,
         "conversation_ids": webhook.conversation_ids,
@@ -52,6 +57,7 @@ def webhook_view(webhook: Webhook) -> dict[str, Any]:
         "events": webhook.events,
         "filters": {name: values for name, values in filters.items() if values},
         "enabled": webhook.enabled,
+        **present(auto_disabled_at=_timestamp(webhook.auto_disabled_at)),
         "created_at": webhook.created_at,
         **present(last_delivered_at=webhook.last_delivered_at),
     }
@@ -59,10 +65,6 @@ def webhook_view(webhook: Webhook) -> dict[str, Any]:
 
 def delivery_view(delivery: SubscriberDelivery) -> dict[str, Any]:
     """WebhookDeliveryView, with the last attempt's latency (`last_latency_ms`)."""
-
-    def stamp(epoch: float | None) -> str | None:
-        return None if epoch is None else format_timestamp(epoch)
-
     pending = delivery.status == "pending"
     return {
         "id": delivery.id,
@@ -70,12 +72,12 @@ def delivery_view(delivery: SubscriberDelivery) -> dict[str, Any]:
         "type": delivery.event_type,
         "status": delivery.status,
         "attempts": delivery.attempts,
-        "next_retry_at": stamp(
+        "next_retry_at": _timestamp(
             delivery.run_at if pending else delivery.last_attempt_at or delivery.created_epoch
         ),
         "created_at": format_timestamp(delivery.created_epoch),
         **present(
-            last_attempt_at=stamp(delivery.last_attempt_at),
+            last_attempt_at=_timestamp(delivery.last_attempt_at),
             last_status_code=delivery.last_status_code,
             last_error=delivery.last_error,
             last_latency_ms=delivery.last_latency_ms,
@@ -121,9 +123,12 @@ async def get_webhook(caller: Caller, webhook_id: str) -> dict[str, Any]:
 @blueprint.patch("/webhooks/<webhook_id>")
 @requires_caller
 async def update_webhook(caller: Caller, webhook_id: str) -> dict[str, Any]:
-    """updateWebhook: `url`, `events`, `filters` replace when present."""
+    """updateWebhook: `url`, `events`, `filters` replace when present; enabling is refused
+    (409 `webhook_cooldown`) for 5 minutes after an auto-disable."""
     body = await read_json(UpdateWebhook)
-    updated = await webhooks.update_webhook(current_gateway(), caller, webhook_id, body)
+    updated = await webhooks.update_webhook(
+        current_gateway(), caller, webhook_id, body, time.time()
+    )
     return webhook_view(updated)
 
 

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from e2a_gateway.clock import utc_now
+from e2a_gateway.clock import format_timestamp, utc_now
 from e2a_gateway.storage.announcements import AccessEnded
 from e2a_gateway.storage.base import ApiKey, KeyHolder, LastOne, LimitReached, SigningSecret, User
 from e2a_gateway.storage.rows import (
@@ -115,6 +115,9 @@ def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
                 "enabled": webhook.enabled,
                 "created_at": webhook.created_at,
                 "last_delivered_at": webhook.last_delivered_at,
+                "auto_disabled_at": None
+                if webhook.auto_disabled_at is None
+                else format_timestamp(webhook.auto_disabled_at),
             }
             for webhook in webhooks
         ],

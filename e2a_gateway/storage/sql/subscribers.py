@@ -1,8 +1,8 @@
 """The SQL of `/v1` webhook subscribers: an account's webhooks, and the queue of deliveries to
 them that the delivery worker claims (within each URL's room, under leases) and finishes.
 
-Every query about a webhook is scoped by its owner's `user_id`; the worker's claim is not (it
-serves every account).
+Every query about a webhook is scoped by its owner's `user_id`; the worker's claim and the
+auto-disable sweep are not (they serve every account).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from e2a_gateway.clock import format_timestamp
 from e2a_gateway.storage.announcements import JobsAdded
 from e2a_gateway.storage.base import (
     ClaimedDelivery,
+    CoolingDown,
     LimitReached,
     SubscriberAttempt,
     SubscriberDelivery,
@@ -24,11 +25,16 @@ from e2a_gateway.storage.base import (
 from e2a_gateway.storage.sql.events import queue_delivery
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
-from e2a_gateway.storage.vocabulary import DELIVERY_DONE, DELIVERY_WAITING, SUBSCRIBER_JOB
+from e2a_gateway.storage.vocabulary import (
+    DELIVERY_DONE,
+    DELIVERY_FAILED,
+    DELIVERY_WAITING,
+    SUBSCRIBER_JOB,
+)
 
 WEBHOOK_COLUMNS = (
     "seq, id, user_id, url, description, events_json, filters_json, enabled, seed, "
-    "previous_seed, previous_until, created_at, last_delivered_at"
+    "previous_seed, previous_until, created_at, last_delivered_at, auto_disabled_at"
 )
 DELIVERY_COLUMNS = (
     "d.seq, d.id, d.webhook_id, d.event_id, d.event_type, d.envelope, d.status, d.attempts, "
@@ -40,7 +46,8 @@ DELIVERY_COLUMNS = (
 def decode_webhook(row: Sequence[Any]) -> Webhook:
     """A webhook from a row selected with WEBHOOK_COLUMNS."""
     (seq, webhook_id, user_id, url, description, events_json, filters_json, enabled, seed,
-     previous_seed, previous_until, created_at, last_delivered_at) = row  # fmt: skip
+     previous_seed, previous_until, created_at, last_delivered_at,
+     auto_disabled_at) = row  # fmt: skip
     filters = json.loads(filters_json)
     return Webhook(
         id=webhook_id,
@@ -57,6 +64,7 @@ def decode_webhook(row: Sequence[Any]) -> Webhook:
         previous_seed=previous_seed,
         previous_until=previous_until,
         last_delivered_at=last_delivered_at,
+        auto_disabled_at=auto_disabled_at,
     )
 
 
@@ -83,11 +91,26 @@ def _filters_json(agent_emails: list[str], conversation_ids: list[str]) -> str:
     return json.dumps({"agent_emails": agent_emails, "conversation_ids": conversation_ids})
 
 
-def _webhook_row(tx: Transaction, user_id: str, webhook_id: str) -> Any:
+def _webhook_row(tx: Transaction, user_id: str, webhook_id: str, lock: bool = False) -> Any:
+    """The user's webhook; with `lock`, held until the commit (a sweep passes it over)."""
     return tx.first(
-        f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ? AND user_id = ?",
+        f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ? AND user_id = ?"
+        f"{tx.dialect.for_update() if lock else ''}",
         (webhook_id, user_id),
     )
+
+
+CHRONICALLY_FAILING = (
+    "WITH settled AS MATERIALIZED (SELECT webhook_id, status FROM webhook_deliveries "
+    f"WHERE status IN ('{DELIVERY_DONE}', '{DELIVERY_FAILED}') AND created_epoch > ?) "
+    "SELECT webhook_id FROM settled GROUP BY webhook_id "
+    f"HAVING sum(CASE WHEN status = '{DELIVERY_FAILED}' THEN 1 ELSE 0 END) >= ? "
+    f"AND sum(CASE WHEN status = '{DELIVERY_DONE}' THEN 1 ELSE 0 END) = 0"
+)
+"""The webhooks whose deliveries made after `?` count at least `?` failed for good and none
+delivered (e2a's AutoDisableFailingWebhooks). The settled deliveries of the window are read
+first, by the partial index `webhook_deliveries_settled` (whose condition the query repeats, as
+SQLite needs); grouped at once, SQLite would read every delivery by the webhook index."""
 
 
 class SubscribersSql(Runner):
@@ -136,16 +159,26 @@ class SubscribersSql(Runner):
         return None if row is None else decode_webhook(row)
 
     async def update_webhook(
-        self, user_id: str, webhook_id: str, changes: WebhookChanges
+        self, user_id: str, webhook_id: str, changes: WebhookChanges, cooled_before: float
     ) -> Webhook | None:
-        """Apply `changes` (lists replace) to one of the user's webhooks."""
+        """Apply `changes` (lists replace) to one of the user's webhooks; enabling it is refused
+        while its auto-disable is later than `cooled_before`, and clears it."""
 
         def update(tx: Transaction) -> Webhook | None:
-            row = _webhook_row(tx, user_id, webhook_id)
+            row = _webhook_row(tx, user_id, webhook_id, lock=True)
             if row is None:
                 return None
             current = decode_webhook(row)
             assignments: dict[str, Any] = {}
+            if changes.enabled:
+                if (
+                    current.auto_disabled_at is not None
+                    and current.auto_disabled_at > cooled_before
+                ):
+                    raise CoolingDown(f"webhook {webhook_id} was auto-disabled too recently")
+                assignments["auto_disabled_at"] = None
+                if not current.enabled:
+                    tx.announce(JobsAdded(SUBSCRIBER_JOB))  # its waiting deliveries are due
             if changes.url is not None:
                 assignments["url"] = changes.url
             if changes.description is not None:
@@ -170,6 +203,26 @@ class SubscribersSql(Runner):
             return decode_webhook(_webhook_row(tx, user_id, webhook_id))
 
         return await self._write(update)
+
+    async def disable_failing_webhooks(
+        self, now: float, since: float, min_failed: int
+    ) -> list[Webhook]:
+        """Turn off the enabled webhooks failing chronically since `since`, auto-disabled at
+        `now`; those turned off. Another sweep's webhooks (replicas) are passed over while it
+        holds them, and are no longer enabled once it commits: each is turned off once, and
+        two sweeps never wait for each other."""
+
+        def disable(tx: Transaction) -> list[Any]:
+            dialect = tx.dialect
+            return tx.all(
+                f"UPDATE webhooks SET enabled = {dialect.false}, auto_disabled_at = ? "
+                f"WHERE id IN (SELECT id FROM webhooks WHERE enabled = {dialect.true} "
+                f"AND id IN ({CHRONICALLY_FAILING}){dialect.skip_locked()}) "
+                f"RETURNING {WEBHOOK_COLUMNS}",
+                (now, since, min_failed),
+            )
+
+        return [decode_webhook(row) for row in await self._write(disable)]
 
     async def delete_webhook(self, user_id: str, webhook_id: str) -> bool:
         """Delete the webhook (its deliveries by cascade)."""
