@@ -252,6 +252,28 @@ def _received_data(message: ReceivedMessage, sender: _Sender) -> dict[str, Any]:
     )
 
 
+def _message_event(
+    user_id: str,
+    message: ReceivedMessage,
+    event_type: str,
+    event_id: str,
+    created: float,
+    stored_envelope: bytes,
+) -> NewEvent:
+    """The event of `event_type` about an inbound message, filed under its agent, conversation
+    and id."""
+    return NewEvent(
+        id=event_id,
+        user_id=user_id,
+        type=event_type,
+        agent_email=message.agent_email,
+        conversation_id=message.conversation_id,
+        message_id=message.id,
+        created_epoch=created,
+        envelope=stored_envelope,
+    )
+
+
 class ReceivedEvents:
     """Makes the `email.received` events of a batch of stored messages. The copies of one
     message for many agents share its raw bytes (the same object) and its time: how its
@@ -268,16 +290,8 @@ class ReceivedEvents:
         received = self._epochs.get(message.received_at)
         if received is None:
             received = self._epochs[message.received_at] = _epoch(message.received_at, now)
-        return NewEvent(
-            id=event_id,
-            user_id=user_id,
-            type=EMAIL_RECEIVED,
-            agent_email=message.agent_email,
-            conversation_id=message.conversation_id,
-            message_id=message.id,
-            created_epoch=received,
-            envelope=_received_envelope(message, event_id, self._sender(message)),
-        )
+        envelope = _received_envelope(message, event_id, self._sender(message))
+        return _message_event(user_id, message, EMAIL_RECEIVED, event_id, received, envelope)
 
     def screened(
         self,
@@ -309,16 +323,8 @@ class ReceivedEvents:
                 reason_source="sender_gate", approval_expires_at=format_timestamp(held_until)
             )
         event_id = derived_event_id(message.id, event_type)
-        return NewEvent(
-            id=event_id,
-            user_id=user_id,
-            type=event_type,
-            agent_email=message.agent_email,
-            conversation_id=message.conversation_id,
-            message_id=message.id,
-            created_epoch=now,
-            envelope=envelope(event_type, event_id, now, data),
-        )
+        stored = envelope(event_type, event_id, now, data)
+        return _message_event(user_id, message, event_type, event_id, now, stored)
 
     def _sender(self, message: ReceivedMessage) -> _Sender:
         kept = self._senders.get(id(message.raw_message))

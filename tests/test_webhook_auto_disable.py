@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -45,9 +44,10 @@ from tests.http_receiver import Answer, HttpReceiver, Received
 from tests.mcp_support import call, failure
 from tests.sdk_v1 import error, run_sdk, sdk5_python, value
 from tests.test_mcp_names import TRANSPORTS, opener
+from tests.test_storage import storage, storage_url
 from tests.webhook_support import FakeClock, alice, quiet, settings
 
-__all__ = ["alice", "quiet", "sdk5_python", "settings"]  # fixtures
+__all__ = ["alice", "quiet", "sdk5_python", "settings", "storage", "storage_url"]  # fixtures
 
 NOW = 1_800_000_000.0
 WINDOW_START = NOW - AUTO_DISABLE_WINDOW_SECONDS
@@ -56,24 +56,6 @@ FROZEN_DELAYS = [60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 8 * 3600.0, 16 * 3600.0
 
 
 # --- the rule, in storage, on both backends ------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    with fresh_postgres_database() as url:
-        yield url
-
-
-@pytest.fixture
-async def storage(storage_url: str) -> AsyncIterator[Storage]:
-    store = open_storage(storage_url)
-    await store.migrate()
-    yield store
-    await store.close()
 
 
 async def new_user(storage: Storage, name: str) -> str:
