@@ -7,7 +7,11 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from e2a_gateway.api.v1.message_views import received_content
+from e2a_gateway.api.v1.message_views import (
+    attachment_meta_view,
+    outbound_attachments,
+    received_content,
+)
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import inbound_authentication, verified_domain
@@ -130,13 +134,8 @@ def _outbound_hold(reason: str | None) -> dict[str, Any]:
 def _outbound_detail(message: OutboundMessage) -> dict[str, Any]:
     body = present(text=message.body_text, html=message.body_html)
     attachments = [
-        {
-            "index": index,
-            "filename": attachment.get("filename", ""),
-            "content_type": attachment.get("content_type", ""),
-            "size_bytes": len(attachment.get("data", "")) * 3 // 4,
-        }
-        for index, attachment in enumerate(message.attachments or [])
+        attachment_meta_view(index, attachment)
+        for index, attachment in enumerate(outbound_attachments(message))
     ]
     expires = message.approval_expires_at
     return present(
