@@ -18,6 +18,7 @@ import orjson
 
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.ids import new_id
+from e2a_gateway.rfc5322 import header_section
 from e2a_gateway.storage.base import NewEvent, OutboundMessage
 
 SCHEMA_VERSION: Final = "1"
@@ -171,7 +172,7 @@ def inbound_authentication(
     policy its Authentication-Results field names (`none` when the sender publishes none).
     Per-signature DKIM detail and which mechanism aligned are not kept: `dkim` and
     `aligned_by` list none."""
-    found = _DMARC_POLICY.search(raw_message, 0, 65536)
+    found = _DMARC_POLICY.search(header_section(raw_message), 0, 65536)
     return {
         "spf": {
             "status": _known(results.get("spf"), SPF_STATUSES),

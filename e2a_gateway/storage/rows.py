@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from e2a_gateway.storage.base import (
     Agent,
     AgentChanges,
@@ -375,7 +377,7 @@ def inbound_params(
         message.conversation_id,
         message.rfc_message_id,
         digest,
-        json.dumps(message.auth_headers),
+        orjson.dumps(message.auth_headers).decode(),
         encode(message.authentication_results),
         DELIVERY_PENDING if cloud else None,
         message.client_ip,

@@ -1,0 +1,40 @@
+"""The Authentication an inbound message's events carry, read from the gateway's own
+Authentication-Results field: in the header section only, never from the body."""
+
+from __future__ import annotations
+
+from e2a_gateway.events import inbound_authentication
+
+RESULTS = {"spf": "pass", "dkim": "none", "dmarc": "pass"}
+OURS = (
+    b"Authentication-Results: mx.agents.test; spf=pass smtp.mailfrom=example.org;\r\n"
+    b" dmarc=pass (p=quarantine) header.from=example.org\r\n"
+)
+
+
+def test_the_policy_comes_from_the_gateways_field_folded_over_lines() -> None:
+    raw = OURS + b"From: alice@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
+    found = inbound_authentication("alice@example.org", RESULTS, raw)
+    assert found["dmarc"] == {
+        "status": "pass",
+        "domain": "example.org",
+        "policy": "quarantine",
+        "aligned_by": [],
+    }
+    assert found["spf"]["status"] == "pass"
+
+
+def test_a_field_written_in_the_body_is_not_read() -> None:
+    raw = (
+        b"From: alice@example.org\r\nSubject: hi\r\n\r\n"
+        + OURS.replace(b"quarantine", b"reject")
+        + b"x" * 100_000
+    )
+    found = inbound_authentication("alice@example.org", RESULTS, raw)
+    assert found["dmarc"]["policy"] == "none"
+
+
+def test_unknown_verdicts_read_none() -> None:
+    raw = b"From: alice@example.org\r\n\r\nHello.\r\n"
+    found = inbound_authentication("alice@example.org", {"spf": "bogus"}, raw)
+    assert (found["spf"]["status"], found["dmarc"]["status"]) == ("none", "none")
