@@ -20,6 +20,7 @@ from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.ids import new_id
 from e2a_gateway.rfc5322 import header_section
 from e2a_gateway.storage.base import NewEvent, OutboundMessage
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 
 SCHEMA_VERSION: Final = "1"
 RETENTION_SECONDS: Final = 30 * 24 * 3600.0
@@ -295,33 +296,31 @@ class ReceivedEvents:
         return _message_event(user_id, message, EMAIL_RECEIVED, event_id, received, envelope)
 
     def screened(
-        self,
-        user_id: str,
-        message: ReceivedMessage,
-        now: float,
-        *,
-        policy: str,
-        reason: str | None,
-        held_until: float | None,
+        self, user_id: str, message: NewInboundMessage, now: float, *, policy: str
     ) -> NewEvent:
-        """What the agent's inbound gate did with `message`, as e2a tells it: it held it for
-        review (`email.review_requested`, with when the hold expires), or delivered it
-        flagged (`email.flagged`, beside its `email.received`): the sender's identity and
-        authentication, the gate's `policy` and `reason`."""
+        """What the agent's inbound gate did with `message`, as e2a tells it: it blocked it
+        (`email.blocked`: accepted, then quarantined), held it for review
+        (`email.review_requested`, with when the hold expires), or delivered it flagged
+        (`email.flagged`, beside its `email.received`): the sender's identity and
+        authentication, the gate's `policy` and its reason."""
         data = _inbound_data(
             message,
             authentication=self._sender(message).authentication,
             delivered_to=message.agent_email,
             subject=message.subject,
-            reason=reason,
+            reason=message.flag_reason,
         )
-        if held_until is None:
+        if message.blocked:
+            event_type = EMAIL_BLOCKED
+            data.update(reason_source="sender_gate")
+        elif message.hold_expires_at is None:
             event_type = EMAIL_FLAGGED
             data.update(reply_to=[message.reply_to] if message.reply_to else [], policy=policy)
         else:
             event_type = REVIEW_REQUESTED
             data.update(
-                reason_source="sender_gate", approval_expires_at=format_timestamp(held_until)
+                reason_source="sender_gate",
+                approval_expires_at=format_timestamp(message.hold_expires_at),
             )
         event_id = derived_event_id(message.id, event_type)
         stored = envelope(event_type, event_id, now, data)

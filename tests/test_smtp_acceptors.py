@@ -27,6 +27,7 @@ from e2a_gateway.metrics import Metrics
 from e2a_gateway.smtp.server import MessageNotStored
 from e2a_gateway.storage.group_commit import GroupCommitter
 from tests.conftest import agent_path, make_settings
+from tests.databases import query
 from tests.dns_server import serve_dns
 
 pytestmark = pytest.mark.slow
@@ -246,7 +247,7 @@ async def test_a_commit_that_fails_in_the_main_process_is_451(
     assert replies[-2].startswith(b"451 4.3.0"), replies
 
 
-async def test_an_agents_blocking_gate_is_a_550_through_an_acceptor(
+async def test_an_agents_blocking_gate_quarantines_through_an_acceptor(
     main: Main, nursery: trio.Nursery
 ) -> None:
     from e2a_gateway.storage.base import AgentChanges
@@ -258,8 +259,11 @@ async def test_an_agents_blocking_gate_is_a_550_through_an_acceptor(
     await main.gateway.storage.update_agent(user.id, AGENT, gate)
     await start_pool(nursery, main)
     replies = await smtp_dialogue(main.port)
-    assert replies[-2].startswith(b"550 5.7.1 <bot@agents.test> does not accept"), replies
-    assert main.delivered == []
+    assert replies[-2].startswith(b"250 2.0.0"), replies  # accepted, as e2a accepts it
+    ((_, _, stored),) = main.delivered
+    database = main.gateway.settings.database.url
+    assert query(database, "SELECT id, hold FROM messages") == [(stored, "rejected")]
+    assert await main.gateway.storage.peek_inbound(user.id, AGENT, stored) is None
 
 
 async def test_cancelling_the_pool_stops_its_acceptors(main: Main) -> None:

@@ -388,24 +388,70 @@ async def test_an_inbound_hold_past_its_ttl_takes_the_agents_expiry_action(
     assert item["subject"] == "Late"
 
 
-async def test_a_blocking_gate_refuses_at_data_and_stores_nothing(
+async def test_a_blocking_gate_accepts_then_quarantines_and_logs_email_blocked(
     running: RunningGateway, owner: Account
 ) -> None:
-    await create_agent(owner, "other")
+    other = await create_agent(owner, "other")
     inbound = {"policy": "domain", "allowlist": ["partner.example"], "action": "block"}
     await protect(owner, BOT, protection(inbound=inbound))
-    for recipients in (["bot@agents.test"], ["other@agents.test", "bot@agents.test"]):
-        with pytest.raises(smtplib.SMTPDataError) as refused:
-            await send(running, "alice@example.org", letter("alice@example.org", "No"), *recipients)
-        assert refused.value.smtp_code == 550
-        assert (
-            b"5.7.1" in refused.value.smtp_error and b"bot@agents.test" in refused.value.smtp_error
-        )
+    await send(running, "alice@example.org", letter("alice@example.org", "Blocked"))
+    await send(running, "alice@example.org", letter("alice@example.org", "Both"), other, BOT)
+    assert await inbox_subjects(owner, BOT) == []
+    assert await inbox_subjects(owner, other) == ["Both"]  # one agent's block is its own
+    assert await queue(owner) == []  # quarantined: no human is asked
     database = running.gateway.settings.database.url
-    assert query(database, "SELECT count(*) FROM messages") == [(0,)]
+    stored = query(
+        database,
+        "SELECT id, subject, hold, flag_reason FROM messages WHERE agent_email = ? ORDER BY seq",
+        (BOT,),
+    )
+    reason = "example.org is not one of the agent's trusted domains"
+    assert [row[1:] for row in stored] == [
+        ("Blocked", "rejected", reason),
+        ("Both", "rejected", reason),
+    ]
+    assert query(database, "SELECT count(*) FROM jobs") == [(0,)]
+    listed = (await owner.http.get("/v1/events")).json()["items"]
+    blocked = [event for event in listed if event["type"] == "email.blocked"]
+    assert sorted(event["data"]["message_id"] for event in blocked) == sorted(
+        row[0] for row in stored
+    )
+    received = [
+        event["data"]["delivered_to"] for event in listed if event["type"] == "email.received"
+    ]
+    assert received == [other]  # the blocked copies were never received
+    data = blocked[0]["data"]
+    assert (data["direction"], data["delivered_to"], data["agent_email"]) == ("inbound", BOT, BOT)
+    assert (data["reason"], data["reason_source"]) == (reason, "sender_gate")
+    assert data["header_from"] == "alice@example.org"
+    assert data["authentication"]["dmarc"]["status"] == "pass"
+    assert blocked[0]["message_id"] == data["message_id"]  # it names a real message
+    for message_id, *_ in stored:
+        fetched = await owner.http.get(v1_agent(BOT, f"/messages/{message_id}"))
+        assert fetched.status_code == 404, fetched.text
     await protect(owner, BOT, protection(inbound={**inbound, "allowlist": ["example.org"]}))
     await send(running, "alice@example.org", letter("alice@example.org", "Partner"))
     assert await inbox_subjects(owner, BOT) == ["Partner"]
+
+
+async def test_the_api_v1_websocket_hears_of_held_mail_only_once_it_is_approved(
+    running: RunningGateway, owner: Account
+) -> None:
+    inbound = {"policy": "allowlist", "allowlist": ["friend@example.org"], "action": "review"}
+    await protect(owner, BOT, protection(inbound=inbound))
+    base = running.addresses.http_url.replace("http://", "ws://")
+    url = f"{base}/api/v1/agents/{quote(BOT, safe='')}/ws?token={owner.key}"
+    async with open_websocket_url(url, connect_timeout=WAIT) as socket:
+        await send(running, "alice@example.org", letter("alice@example.org", "Held"))
+        (held,) = await queue(owner)
+        with trio.move_on_after(0.5):
+            frame = await socket.get_message()
+            raise AssertionError(f"the agent heard of mail held for review: {frame}")
+        approved = await owner.http.post(f"/v1/reviews/{held['id']}/approve", json={})
+        assert approved.status_code == 200, approved.text
+        with trio.fail_after(WAIT):
+            frame = json.loads(await socket.get_message())
+    assert (frame["message_id"], frame["subject"]) == (held["id"], "Held")
 
 
 async def test_a_flagging_gate_delivers_with_the_reason(

@@ -30,7 +30,7 @@ import trio
 
 from e2a_gateway.config import Settings
 from e2a_gateway.inbound.pipeline import Arrival
-from e2a_gateway.smtp.server import MessageNotStored, MessageRefused, SmtpObserver
+from e2a_gateway.smtp.server import MessageNotStored, SmtpObserver
 from e2a_gateway.storage.base import Agent, Storage, StorageUnavailable
 
 __all__ = ["AcceptorPool", "acceptor_main"]
@@ -249,7 +249,7 @@ class AcceptorPool:
             else:
                 raise ValueError(f"an SMTP acceptor asked for {name!r}")
             ok = True
-        except (MessageNotStored, MessageRefused, StorageUnavailable) as exc:
+        except (MessageNotStored, StorageUnavailable) as exc:
             value = exc
         except Exception as exc:
             log.exception("an SMTP acceptor's %s failed", name)

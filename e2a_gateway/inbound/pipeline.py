@@ -46,7 +46,7 @@ from e2a_gateway.mailauth.results import AuthResults, without_results_of
 from e2a_gateway.signing.credentials import derive_signing_secret
 from e2a_gateway.signing.identity import body_hash
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
-from e2a_gateway.smtp.server import MessageNotStored, MessageRefused, RecipientVerdict
+from e2a_gateway.smtp.server import MessageNotStored, RecipientVerdict
 from e2a_gateway.storage.base import Agent, ConversationClaim, StorageUnavailable
 from e2a_gateway.storage.group_commit import GroupCommitter
 from e2a_gateway.storage.new_inbound import NewInboundMessage
@@ -287,7 +287,6 @@ class InboundMailSink:
         verdicts = [
             gate_verdict(agent, arrival.headers.from_addr, arrival.auth) for agent, _ in copies
         ]
-        refuse_blocked(copies, verdicts)
         sender = arrival.headers.from_addr
         sender_is_agent = (
             arrival.from_here and await self._gateway.storage.find_agent(sender) is not None
@@ -378,7 +377,8 @@ class InboundMailSink:
             hold_expires_at=(
                 arrival.now + agent.hitl_ttl_seconds if verdict.outcome == "review" else None
             ),
-            flag_reason=verdict.reason if verdict.outcome in ("flag", "review") else None,
+            flag_reason=verdict.reason if verdict.outcome != "deliver" else None,
+            blocked=verdict.outcome == "block",
         )
 
     async def _conversation(self, arrival: Arrival, agent: Agent) -> str | None:
@@ -447,26 +447,11 @@ def _delivered_form(
     return delivered, body_hash(delivered), summarise_headers(delivered)
 
 
-def refuse_blocked(copies: list[tuple[Agent, str]], verdicts: list[GateVerdict]) -> None:
-    """MessageRefused (550 5.7.1, nothing stored) when the gate of any recipient agent blocks
-    the message: one DATA has one answer, so a message is taken for all its agents or none,
-    and the sender learns which agent refused it (and may send to the others on their own)."""
-    blocked = [
-        (agent, verdict)
-        for (agent, _), verdict in zip(copies, verdicts, strict=True)
-        if verdict.outcome == "block"
-    ]
-    if not blocked:
-        return
-    agent, verdict = blocked[0]
-    others = " (the message was delivered to none of its recipients)" if len(copies) > 1 else ""
-    raise MessageRefused(
-        550, "5.7.1", f"<{agent.email}> does not accept this message: {verdict.reason}{others}"
-    )
-
-
 def announce_stored(hub: Hub, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:
     """After commit: tell live listeners (local agents' WebSockets, open dashboard inboxes of
-    any agent). The commit itself woke the webhook worker for cloud agents' mail."""
+    any agent) of the copies delivered now: not of one held for review (its agent hears of it
+    once it is approved) or blocked. The commit itself woke the webhook worker for cloud
+    agents' mail."""
     for agent, message in prepared:
-        hub.publish_message(agent.id, message)
+        if message.delivered:
+            hub.publish_message(agent.id, message)

@@ -74,17 +74,6 @@ class MessageNotStored(Exception):
     """The sink could not commit a message; the client is told to try again later (451 4.3.0)."""
 
 
-class MessageRefused(Exception):
-    """The sink refuses the message for good (a recipient's policy): the client is told so
-    with this 5xx reply, and nothing is stored."""
-
-    def __init__(self, code: int, enhanced: str, text: str) -> None:
-        super().__init__(code, enhanced, text)
-        self.code = code
-        self.enhanced = enhanced
-        self.text = text
-
-
 class MailSink(Protocol):
     """What the listener needs from the gateway: recipient decisions and durable storage."""
 
@@ -105,9 +94,8 @@ class SmtpObserver(Protocol):
     """What the listener reports as it works (the gateway's metrics). Each call returns at once.
 
     Reasons for `mail_rejected`: `unknown_user` and `relay_denied` (550 to RCPT),
-    `recipient_check_failed` (451 to RCPT), `not_stored` (451 after DATA), `refused_by_policy`
-    (5xx after DATA: a recipient agent's inbound gate) and `connection_limit`
-    (421 to a connection over the listener's limits)."""
+    `recipient_check_failed` (451 to RCPT), `not_stored` (451 after DATA) and
+    `connection_limit` (421 to a connection over the listener's limits)."""
 
     def session_started(self) -> None:
         """A connection is being served."""
@@ -608,11 +596,6 @@ class _ClientConnection:
         summary = f"from=<{envelope.mail_from}> to={recipients}"
         try:
             queue_id = await self._sink.accept_message(envelope, self.peer)
-        except MessageRefused as refused:
-            self._observer.mail_rejected("refused_by_policy")
-            self._session.message_failed(refused.code, refused.enhanced, refused.text)
-            self._messages.append(f"{summary} refused {refused.code} {refused.enhanced}")
-            return
         except MessageNotStored as error:
             logger.warning("SMTP client %s: message not stored: %s", self.peer, error)
         except Exception:

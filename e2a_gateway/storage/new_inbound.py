@@ -33,4 +33,13 @@ class NewInboundMessage:
     """Set when the agent's inbound gate holds the message for review: stored, not delivered,
     until it is approved, rejected, or this epoch passes (the agent's expiration action)."""
     flag_reason: str | None = None
-    """Why the agent's inbound gate flagged the message (delivered, annotated) or held it."""
+    """Why the agent's inbound gate flagged the message (delivered, annotated), held it or
+    blocked it."""
+    blocked: bool = False
+    """Set when the agent's inbound gate blocks the message: accepted, then kept quarantined
+    (as a review rejected without a human), never delivered: e2a's accept-then-quarantine."""
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the message reaches its agent now (neither held for review nor blocked)."""
+        return self.hold_expires_at is None and not self.blocked

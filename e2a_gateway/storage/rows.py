@@ -38,6 +38,7 @@ from e2a_gateway.storage.vocabulary import (
     APPROVAL_NOTICE_JOB,
     DELIVERY_PENDING,
     HELD_FOR_REVIEW,
+    HOLD_REJECTED,
     OUTBOUND,
     OUTBOUND_JOB,
     PENDING_APPROVAL,
@@ -362,8 +363,12 @@ def inbound_params(
 ) -> tuple[Any, ...]:
     """For INBOUND_INSERT_COLUMNS; the raw bytes are stored apart, under `digest`, and the JSON
     columns are encoded by `encode` (a `JsonOnce` for a batch). A cloud agent's message awaits
-    webhook delivery (once released, when held for review)."""
-    held = message.hold_expires_at is not None
+    webhook delivery (once released, when held for review); a blocked one is stored as a
+    rejected hold."""
+    if message.hold_expires_at is not None:
+        hold: str | None = HELD_FOR_REVIEW
+    else:
+        hold = HOLD_REJECTED if message.blocked else None
     return (
         message.id,
         user_id,
@@ -384,7 +389,7 @@ def inbound_params(
         message.helo,
         message.received_at,
         message.received_at,
-        HELD_FOR_REVIEW if held else None,
+        hold,
         message.hold_expires_at,
         message.flag_reason,
     )

@@ -70,8 +70,9 @@ def _store(
     """Insert each distinct raw message once (locked until the commit, so a concurrent deletion
     of its last other reference cannot take it away) and the `messages`, each pointing at its
     digest; queue a webhook job for a cloud agent's message, announce a local agent's (neither
-    for a message its gate holds for review); log each delivered message's `email.received`
-    event, and what its agent's gate did with it (`email.review_requested`, `email.flagged`).
+    for a message its gate holds for review or blocks); log each delivered message's
+    `email.received` event, and what its agent's gate did with it (`email.review_requested`,
+    `email.flagged`, `email.blocked`).
     The copies of one message for many agents go in as one batch of rows."""
     recipients = sorted({message.agent_email for message in messages})
     for agent_email in recipients:
@@ -104,18 +105,9 @@ def _store(
     received = ReceivedEvents()
     for message in messages:
         user_id, cloud, agent_id, gate_policy = owners[message.agent_email]
-        if message.flag_reason is not None:  # the agent's gate held or flagged it
-            events.append(
-                received.screened(
-                    user_id,
-                    message,
-                    now,
-                    policy=gate_policy,
-                    reason=message.flag_reason,
-                    held_until=message.hold_expires_at,
-                )
-            )
-        if message.hold_expires_at is not None:
+        if message.flag_reason is not None:  # the agent's gate flagged, held or blocked it
+            events.append(received.screened(user_id, message, now, policy=gate_policy))
+        if not message.delivered:
             continue
         if cloud:
             add_job(tx, WEBHOOK_JOB, message.id, now)
