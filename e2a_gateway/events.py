@@ -16,6 +16,7 @@ from typing import Any, Final, Protocol
 
 import orjson
 
+from e2a_gateway.attachments import Attachment, attachment_meta_view
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.ids import new_id
 from e2a_gateway.rfc5322 import header_section
@@ -87,6 +88,8 @@ class ReceivedMessage(Protocol):
     def authentication_results(self) -> dict[str, str]: ...
     @property
     def raw_message(self) -> bytes: ...
+    @property
+    def attachments(self) -> tuple[Attachment, ...]: ...
 
 
 def new_event(
@@ -196,10 +199,12 @@ def _known(value: str | None, known: frozenset[str]) -> str:
 
 @dataclass(frozen=True)
 class _Sender:
-    """What every copy of one inbound message says alike: how its sender authenticated."""
+    """What every copy of one inbound message says alike: how its sender authenticated, and
+    what it carries attached."""
 
     verified_domain: str | None
     authentication: dict[str, Any]
+    attachments: list[dict[str, Any]]
 
 
 def _sender_of(message: ReceivedMessage) -> _Sender:
@@ -207,6 +212,7 @@ def _sender_of(message: ReceivedMessage) -> _Sender:
     return _Sender(
         verified_domain(message.from_addr, results),
         inbound_authentication(message.from_addr, results, message.raw_message),
+        [attachment_meta_view(index, item) for index, item in enumerate(message.attachments)],
     )
 
 
@@ -241,7 +247,7 @@ def _inbound_data(message: ReceivedMessage, **fields: Any) -> dict[str, Any]:
 
 
 def _received_data(message: ReceivedMessage, sender: _Sender) -> dict[str, Any]:
-    return _inbound_data(
+    data = _inbound_data(
         message,
         verified_domain=sender.verified_domain,
         to=message.to,
@@ -252,6 +258,9 @@ def _received_data(message: ReceivedMessage, sender: _Sender) -> dict[str, Any]:
         subject=message.subject,
         received_at=message.received_at,
     )
+    if sender.attachments:  # e2a leaves the field out when there are none
+        data["attachments"] = sender.attachments
+    return data
 
 
 def _message_event(
@@ -334,6 +343,7 @@ class ReceivedEvents:
                 first.raw_message is message.raw_message
                 and first.authentication_results == message.authentication_results
                 and first.from_addr == message.from_addr
+                and first.attachments == message.attachments
             ):
                 return sender
         sender = _sender_of(message)

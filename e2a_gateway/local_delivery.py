@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 
+import trio
+
+from e2a_gateway.attachments import Attachment
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.identity import delivered_message, identity_claim
-from e2a_gateway.inbound.parse import HeaderSummary, summarise_headers
+from e2a_gateway.inbound.parse import HeaderSummary, attachments_of, summarise_headers
 from e2a_gateway.inbound.trace import local_received_field, return_path_field
 from e2a_gateway.mailauth.results import AuthResults
 from e2a_gateway.signing.credentials import derive_signing_secret
@@ -77,6 +80,11 @@ async def deliver_locally(
     delivered = delivered_message(raw, local_authentication_results(hostname, sender.email), trace)
     headers = summarise_headers(delivered)
     digest = body_hash(delivered)
+    attachments = (
+        ()  # parsing MIME costs a millisecond and more: not on the event loop
+        if headers.single_text_part
+        else await trio.to_thread.run_sync(attachments_of, delivered, headers)
+    )
     received_at = format_timestamp(now)
     prepared: list[tuple[Agent, NewInboundMessage]] = []
     for agent, message_id in zip(recipients, message_ids, strict=True):
@@ -86,7 +94,7 @@ async def deliver_locally(
             message_id,
             sender,
             auth,
-            (delivered, digest),
+            (delivered, digest, attachments),
             headers,
             conversation_id,
             received_at,
@@ -128,14 +136,14 @@ async def _signed_copy(
     message_id: str,
     sender: Agent,
     auth: AuthResults,
-    delivered: tuple[bytes, str],
+    delivered: tuple[bytes, str, tuple[Attachment, ...]],
     headers: HeaderSummary,
     conversation_id: str | None,
     received_at: str,
 ) -> NewInboundMessage | None:
     """The stored form for one recipient agent, signed for its owner (None: no secret);
-    `delivered` is the bytes and their body hash."""
-    raw, digest = delivered
+    `delivered` is the bytes, their body hash and their attachments."""
+    raw, digest, attachments = delivered
     storage = gateway.storage
     seed = await storage.newest_signing_seed(agent.user_id)
     if seed is None:
@@ -161,6 +169,7 @@ async def _signed_copy(
         conversation_id=conversation,
         rfc_message_id=headers.message_id,
         raw_message=raw,
+        attachments=attachments,
         auth_headers=claim.signed_headers(derive_signing_secret(gateway.server_key, seed)),
         authentication_results={**auth.as_dict(), "auth": "pass"},
         received_at=received_at,

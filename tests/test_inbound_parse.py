@@ -6,13 +6,14 @@ import email.message
 import email.parser
 import email.policy
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from e2a_gateway.addresses import lowercase_address
-from e2a_gateway.inbound.parse import summarise_headers
+from e2a_gateway.inbound.parse import attachments_of, parse_body, summarise_headers
 from e2a_gateway.rfc5322 import HeaderFields
 from e2a_gateway.v1.inbound import parse_raw_email
 
@@ -148,3 +149,49 @@ def test_header_fields_edge_cases_match_the_stdlib(text: str) -> None:
     expected = stdlib_fields(text)
     for name in ("From", "To", "Cc", "Subject"):
         assert fields.get_all(name) == [str(value) for value in expected.get_all(name) or []]
+
+
+CORPUS = sorted(
+    path
+    for path in (Path(__file__).parent / "data").rglob("*")
+    if path.suffix in (".txt", ".eml") and path.is_file()
+)
+"""Real mail of every shape (bounce reports, DSNs, signed mail) to hold `attachments_of`'s
+shortcut against the full parse."""
+
+
+def single_parts() -> list[bytes]:
+    """Messages of one part: some the shortcut may skip, some it must parse."""
+    return [
+        b"From: a@example.org\r\n\r\nno Content-Type at all\r\n",
+        b"Content-Type: TEXT/HTML; charset=utf-8\r\n\r\n<p>hi</p>\r\n",
+        b"Content-Type: text/plain; name=notes.txt\r\n\r\nnamed, still the body\r\n",
+        b"Content-Type: text/plain\r\nContent-Disposition: inline\r\n\r\nbody\r\n",
+        b"Content-Type: text/plain\r\nContent-Disposition: attachment; filename=a.txt\r\n\r\nx\r\n",
+        b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n",
+        b"Content-Type: image/png; name=p.png\r\n\r\npng\r\n",
+        b"Content-Type: text\r\n\r\nno subtype\r\n",
+    ]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [path.read_bytes() for path in CORPUS] + single_parts(),
+    ids=[path.name for path in CORPUS] + [f"single-{n}" for n in range(len(single_parts()))],
+)
+def test_attachments_of_agrees_with_the_full_parse(raw: bytes) -> None:
+    summary = summarise_headers(raw)
+    assert attachments_of(raw, summary) == parse_body(raw).attachments
+    if summary.single_text_part:
+        assert parse_body(raw).attachments == ()  # the shortcut skipped nothing
+
+
+def test_the_shortcut_is_taken_for_text_and_not_for_mime() -> None:
+    shapes = single_parts()
+    taken = [summarise_headers(raw).single_text_part for raw in shapes]
+    assert taken == [True, True, True, True, False, False, False, False]
+    multipart = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n'
+    assert summarise_headers(multipart).single_text_part is False
+    attached, png = shapes[4], shapes[6]
+    assert attachments_of(attached, summarise_headers(attached))[0].filename == "a.txt"
+    assert attachments_of(png, summarise_headers(png))[0].content_type == "image/png"

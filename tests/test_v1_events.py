@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import smtplib
 import time
+from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote
 
@@ -261,3 +262,86 @@ async def test_a_loopback_send_names_no_provider_message_id(
     (sent,) = await listed(alice, type="email.sent")
     assert sent["data"]["method"] == "loopback"
     assert "provider_message_id" not in sent["data"]
+
+
+def letter_with_attachments(recipient: str, subject: str) -> tuple[bytes, bytes, bytes]:
+    """A multipart letter (text, HTML, a PDF and an inline image), the PDF and the image."""
+    pdf, png = b"%PDF-1.4 quote " * 300, b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+    letter = EmailMessage()
+    letter["From"], letter["To"], letter["Subject"] = "alice@example.org", recipient, subject
+    letter["Message-ID"] = f"<{new_id('m')}@example.org>"
+    letter.set_content("The quote is attached.")
+    letter.add_alternative('<p>The quote.</p><img src="cid:logo@example.org">', subtype="html")
+    letter.add_attachment(pdf, maintype="application", subtype="pdf", filename="quote.pdf")
+    letter.add_attachment(
+        png,
+        maintype="image",
+        subtype="png",
+        filename="logo.png",
+        cid="<logo@example.org>",
+        disposition="inline",
+    )
+    return letter.as_bytes(policy=letter.policy.clone(linesep="\r\n")), pdf, png
+
+
+def smtp_send_bytes(port: int, recipient: str, data: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:
+        client.ehlo("mail.example.org")
+        client.sendmail("alice@example.org", [recipient], data)
+
+
+async def test_email_received_lists_the_attachments_as_the_message_view_does(
+    running: RunningGateway, make_account: Any
+) -> None:
+    owner: Account = await make_account("owner@example.com")
+    bot = await create_agent(owner, "bot")
+    guarded = await create_agent(owner, "guarded")
+    gate = {"policy": "allowlist", "allowlist": ["friend@example.org"], "action": "review"}
+    protection = {"inbound": {"gate": gate, "scan": {}}, "outbound": {"gate": {}, "scan": {}}}
+    changed = await owner.http.put(
+        f"/v1/agents/{quote(guarded, safe='')}/protection", json={**protection, "holds": {}}
+    )
+    assert changed.status_code == 200, changed.text
+    port = running.addresses.smtp_port
+    data, pdf, png = letter_with_attachments(bot, "Quote")
+    async with open_websocket_url(
+        ws_url(running.addresses.http_url, bot), extra_headers=bearer(owner.key)
+    ) as socket:
+        await trio.sleep(0.2)
+        await trio.to_thread.run_sync(smtp_send_bytes, port, bot, data)
+        with trio.fail_after(WAIT):
+            frame = json.loads(await socket.get_message())
+        await trio.to_thread.run_sync(smtp_send, port, bot, "Plain")
+        with trio.fail_after(WAIT):
+            plain = json.loads(await socket.get_message())
+    expected = [
+        {
+            "index": 0,
+            "size_bytes": len(pdf),
+            "filename": "quote.pdf",
+            "content_type": "application/pdf",
+        },
+        {
+            "index": 1,
+            "size_bytes": len(png),
+            "filename": "logo.png",
+            "content_type": "image/png",
+            "content_id": "logo@example.org",
+        },
+    ]
+    assert frame["data"]["attachments"] == expected
+    message_id = frame["data"]["message_id"]
+    viewed = await owner.http.get(f"/v1/agents/{quote(bot, safe='')}/messages/{message_id}")
+    assert viewed.status_code == 200, viewed.text
+    assert viewed.json()["attachments"] == expected  # the event and the resource agree
+    assert envelope_of(await one_event(owner, frame["id"])) == frame
+    assert "attachments" not in plain["data"]  # none: left out, as e2a leaves it out
+
+    await trio.to_thread.run_sync(
+        smtp_send_bytes, port, guarded, letter_with_attachments(guarded, "Held")[0]
+    )
+    (held,) = (await owner.http.get("/v1/reviews")).json()["items"]
+    approved = await owner.http.post(f"/v1/reviews/{held['id']}/approve", json={})
+    assert approved.status_code == 200, approved.text
+    (released,) = await listed(owner, type="email.received", message_id=held["id"])
+    assert released["data"]["attachments"] == expected

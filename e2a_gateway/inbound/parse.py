@@ -21,6 +21,7 @@ from email.message import EmailMessage
 from cachetools import LRUCache, cached
 
 from e2a_gateway.addresses import lowercase_address
+from e2a_gateway.attachments import Attachment
 from e2a_gateway.rfc5322 import HeaderFields, header_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
@@ -43,6 +44,9 @@ class HeaderSummary:
     in_reply_to: str | None
     references: list[str]
     conversation_id: str | None
+    single_text_part: bool = False
+    """The message is one text/plain or text/html part (or has no Content-Type), with no
+    Content-Disposition or an inline one: its own text or HTML body, never an attachment."""
 
     def referenced_ids(self) -> list[str]:
         """Message-IDs this message answers, most relevant first: In-Reply-To, then References
@@ -50,16 +54,6 @@ class HeaderSummary:
         ids = [self.in_reply_to] if self.in_reply_to else []
         ids.extend(reversed(self.references))
         return list(dict.fromkeys(ids))
-
-
-@dataclass(frozen=True)
-class Attachment:
-    """Metadata of one attachment (the bytes stay in the raw message)."""
-
-    filename: str | None
-    content_type: str
-    size: int
-    content_id: str | None
 
 
 @dataclass(frozen=True)
@@ -116,6 +110,14 @@ def _message_ids(text: str) -> list[str]:
     return ids
 
 
+_SINGLE_TEXT_TYPES = frozenset({"text/plain", "text/html"})
+
+
+def _main_value(value: str | None) -> str | None:
+    """A MIME field's value before its parameters, lowercased, as the stdlib reads it."""
+    return None if value is None else value.split(";", 1)[0].strip().lower()
+
+
 def summarise_headers(raw: bytes) -> HeaderSummary:
     """Parse just the header block of `raw` into a HeaderSummary."""
     headers = HeaderFields(header_text(raw))
@@ -133,6 +135,10 @@ def summarise_headers(raw: bytes) -> HeaderSummary:
         in_reply_to=in_reply_to[0] if in_reply_to else None,
         references=_message_ids(_header_text(headers, "References")),
         conversation_id=_header_text(headers, CONVERSATION_HEADER).strip() or None,
+        single_text_part=(
+            (_main_value(headers.get("Content-Type")) or "text/plain") in _SINGLE_TEXT_TYPES
+            and _main_value(headers.get("Content-Disposition")) in (None, "inline")
+        ),
     )
 
 
@@ -201,6 +207,12 @@ def parse_body(raw: bytes) -> ParsedBody:
         elif role == "attachment":
             attachments.append(_attachment(part))
     return ParsedBody(text=text, html=html, attachments=tuple(attachments))
+
+
+def attachments_of(raw: bytes, headers: HeaderSummary) -> tuple[Attachment, ...]:
+    """`parse_body(raw).attachments`, without parsing a message that cannot have any (a
+    `single_text_part`); `headers` are `raw`'s."""
+    return () if headers.single_text_part else parse_body(raw).attachments
 
 
 def attachment_data(raw: bytes, index: int) -> tuple[Attachment, bytes] | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import trio
 
 from e2a_gateway.addresses import AddressError, normalise_address
+from e2a_gateway.attachments import Attachment
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Hub
@@ -25,7 +26,7 @@ from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.approval_replies import ApprovalReplies
 from e2a_gateway.inbound.gate import GateVerdict, gate_verdict
 from e2a_gateway.inbound.identity import delivered_message, identity_claim, produced_here
-from e2a_gateway.inbound.parse import HeaderSummary, summarise_headers
+from e2a_gateway.inbound.parse import HeaderSummary, attachments_of, summarise_headers
 from e2a_gateway.inbound.postmaster import (
     NoPostmaster,
     is_own_hostname,
@@ -71,6 +72,8 @@ class Arrival:
     body_hash: str
     """Of the delivered bytes, for every recipient's identity claim."""
     headers: HeaderSummary
+    attachments: tuple[Attachment, ...]
+    """Of the delivered bytes, shared by every copy (`email.received` lists them)."""
     from_here: bool
     received_at: str
     now: float
@@ -245,6 +248,11 @@ class InboundMailSink:
             delivered, digest, headers = await trio.to_thread.run_sync(
                 _delivered_form, envelope, auth, hop
             )
+        attachments = (
+            ()  # parsing MIME costs about a millisecond: not on the event loop
+            if headers.single_text_part
+            else await trio.to_thread.run_sync(attachments_of, delivered, headers)
+        )
         arrival = Arrival(
             envelope=envelope,
             peer=peer,
@@ -252,6 +260,7 @@ class InboundMailSink:
             delivered=delivered,
             body_hash=digest,
             headers=headers,
+            attachments=attachments,
             from_here=produced_here(
                 auth, envelope.mail_from, self._gateway.settings.outbound_smtp.from_domain
             ),
@@ -377,6 +386,7 @@ class InboundMailSink:
             hold_expires_at=(
                 arrival.now + agent.hitl_ttl_seconds if verdict.outcome == "review" else None
             ),
+            attachments=arrival.attachments,
             flag_reason=verdict.reason if verdict.outcome != "deliver" else None,
             blocked=verdict.outcome == "block",
         )

@@ -15,9 +15,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from e2a_gateway.attachments import Attachment
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.inbound.parse import Attachment, attachment_data
+from e2a_gateway.inbound.parse import attachment_data
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.operations.agents import owned_agent
 from e2a_gateway.operations.caller import Caller

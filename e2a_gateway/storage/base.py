@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from e2a_gateway.attachments import Attachment
 from e2a_gateway.ids import new_id
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.vocabulary import (
@@ -230,6 +231,9 @@ class InboundMessage:
     hold: str | None = None
     """`pending_review` while the agent's inbound gate holds it, `rejected` once a reviewer
     dropped it; None for mail delivered."""
+    attachments: tuple[Attachment, ...] = ()
+    """Its attachments' metadata as kept when it was accepted (none kept for mail stored
+    before 0029)."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from e2a_gateway.attachments import Attachment
+
 
 @dataclass(frozen=True)
 class NewInboundMessage:
@@ -35,6 +37,8 @@ class NewInboundMessage:
     flag_reason: str | None = None
     """Why the agent's inbound gate flagged the message (delivered, annotated), held it or
     blocked it."""
+    attachments: tuple[Attachment, ...] = ()
+    """Its attachments' metadata, worked out once for every agent's copy."""
     blocked: bool = False
     """Set when the agent's inbound gate blocks the message: accepted, then kept quarantined
     (as a review rejected without a human), never delivered: e2a's accept-then-quarantine."""

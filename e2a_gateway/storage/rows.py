@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from e2a_gateway.attachments import decode_attachments, encode_attachments
 from e2a_gateway.storage.base import (
     Agent,
     AgentChanges,
@@ -56,7 +57,7 @@ MESSAGE_COLUMNS = (
     "m.subject, m.conversation_id, m.rfc_message_id, m.status, "
     "(SELECT r.raw FROM raw_messages r WHERE r.digest = m.raw_digest), "
     "m.auth_headers_json, m.auth_results_json, m.delivery_status, m.received_at, m.created_at, "
-    "m.reading_json, m.flag_reason, m.envelope_from, m.hold"
+    "m.reading_json, m.flag_reason, m.envelope_from, m.hold, m.attachment_meta_json"
 )
 """Columns of `messages m` for an InboundMessage; the raw bytes come from `raw_messages`."""
 INBOX_ENTRY_COLUMNS = (
@@ -158,6 +159,7 @@ def decode_message(row: Sequence[Any]) -> InboundMessage:
         flag_reason=row[19],
         envelope_from=row[20] or "",
         hold=row[21],
+        attachments=decode_attachments(row[22]),
     )
 
 
@@ -333,7 +335,8 @@ INBOUND_INSERT_COLUMNS = (
     "id, user_id, agent_email, envelope_from, from_addr, "
     "reply_to, to_json, cc_json, subject, conversation_id, rfc_message_id, "
     "raw_digest, auth_headers_json, auth_results_json, delivery_status, "
-    "client_ip, helo, received_at, created_at, hold, hold_expires_at, flag_reason"
+    "client_ip, helo, received_at, created_at, hold, hold_expires_at, flag_reason, "
+    "attachment_meta_json"
 )
 
 
@@ -392,6 +395,7 @@ def inbound_params(
         hold,
         message.hold_expires_at,
         message.flag_reason,
+        encode_attachments(message.attachments),
     )
 
 

@@ -9,8 +9,9 @@ import base64
 from typing import Any
 
 from e2a_gateway.api.v1.views import present
+from e2a_gateway.attachments import Attachment, attachment_meta_view
 from e2a_gateway.clock import format_timestamp
-from e2a_gateway.inbound.parse import Attachment, parse_body
+from e2a_gateway.inbound.parse import parse_body
 from e2a_gateway.mailauth.evidence import Evidence, evidence_of
 from e2a_gateway.operations.drafts import attachment_size
 from e2a_gateway.operations.mailbox import OpenedMessage
@@ -146,17 +147,6 @@ def outbound_attachments(draft: OutboundMessage) -> list[Attachment]:
         )
         for item in draft.attachments or []
     ]
-
-
-def attachment_meta_view(index: int, attachment: Attachment) -> dict[str, Any]:
-    """AttachmentMetaView."""
-    return present(
-        index=index,
-        size_bytes=attachment.size,
-        filename=attachment.filename,
-        content_type=attachment.content_type,
-        content_id=attachment.content_id.strip("<>") if attachment.content_id else None,
-    )
 
 
 def attachment_view(

@@ -30,8 +30,8 @@ from e2a_gateway.api.v1.message_views import (
     update_result_view,
 )
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
+from e2a_gateway.attachments import Attachment
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.inbound.parse import Attachment
 from e2a_gateway.operations import mailbox, sending, trust
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import NotFound

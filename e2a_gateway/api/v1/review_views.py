@@ -7,12 +7,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from e2a_gateway.api.v1.message_views import (
-    attachment_meta_view,
-    outbound_attachments,
-    received_content,
-)
+from e2a_gateway.api.v1.message_views import outbound_attachments, received_content
 from e2a_gateway.api.v1.views import present
+from e2a_gateway.attachments import attachment_meta_view
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import inbound_authentication, verified_domain
 from e2a_gateway.operations.review_queue import Resolved
