@@ -6,6 +6,7 @@ provider message id."""
 
 from __future__ import annotations
 
+import base64
 import json
 import smtplib
 import time
@@ -345,3 +346,42 @@ async def test_email_received_lists_the_attachments_as_the_message_view_does(
     assert approved.status_code == 200, approved.text
     (released,) = await listed(owner, type="email.received", message_id=held["id"])
     assert released["data"]["attachments"] == expected
+
+
+async def test_a_loopback_send_lists_its_attachments_in_email_received(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    writer = await create_agent(alice, "writer")
+    reader = await create_agent(alice, "reader")
+    report = b"quarterly figures\n" * 100
+    sent = await alice.http.post(
+        "/api/v1/send",
+        json={
+            "from": writer,
+            "to": [reader],
+            "subject": "Report",
+            "body": "Attached.",
+            "attachments": [
+                {
+                    "filename": "report.txt",
+                    "content_type": "text/plain",
+                    "data": base64.b64encode(report).decode(),
+                }
+            ],
+        },
+    )
+    assert sent.status_code == 200, sent.text
+    assert await OutboundWorker(quiet.gateway).deliver_due(time.time()) == 1
+    (received,) = await listed(alice, type="email.received")
+    expected = [
+        {
+            "index": 0,
+            "size_bytes": len(report),
+            "filename": "report.txt",
+            "content_type": "text/plain",
+        }
+    ]
+    assert received["data"]["attachments"] == expected
+    message_id = received["data"]["message_id"]
+    viewed = await alice.http.get(f"/v1/agents/{quote(reader, safe='')}/messages/{message_id}")
+    assert viewed.json()["attachments"] == expected
