@@ -156,14 +156,18 @@ async def test_a_websocket_frame_is_the_logged_event_and_the_webhook_body(
             assert json.loads(await again.get_message()) == frame
 
 
+def smtp_send_bytes(port: int, recipient: str, data: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:
+        client.ehlo("mail.example.org")
+        client.sendmail("alice@example.org", [recipient], data)
+
+
 def smtp_send(port: int, recipient: str, subject: str) -> None:
     letter = (
         f"From: alice@example.org\r\nTo: {recipient}\r\nSubject: {subject}\r\n"
         f"Message-ID: <{new_id('m')}@example.org>\r\n\r\nHello agent.\r\n"
     ).encode()
-    with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:
-        client.ehlo("mail.example.org")
-        client.sendmail("alice@example.org", [recipient], letter)
+    smtp_send_bytes(port, recipient, letter)
 
 
 async def test_mail_over_smtp_is_one_event_on_the_websocket_and_in_the_log(
@@ -283,12 +287,6 @@ def letter_with_attachments(recipient: str, subject: str) -> tuple[bytes, bytes,
         disposition="inline",
     )
     return letter.as_bytes(policy=letter.policy.clone(linesep="\r\n")), pdf, png
-
-
-def smtp_send_bytes(port: int, recipient: str, data: bytes) -> None:
-    with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:
-        client.ehlo("mail.example.org")
-        client.sendmail("alice@example.org", [recipient], data)
 
 
 async def test_email_received_lists_the_attachments_as_the_message_view_does(
