@@ -10,6 +10,7 @@ form, the identity claim, the trace fields). It must not touch the relay.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import trio
 
@@ -17,6 +18,7 @@ from e2a_gateway.attachments import Attachment
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
+from e2a_gateway.inbound.gate import PASSED, gate_verdict
 from e2a_gateway.inbound.identity import delivered_message, identity_claim
 from e2a_gateway.inbound.parse import HeaderSummary, attachments_of, summarise_headers
 from e2a_gateway.inbound.trace import local_received_field, return_path_field
@@ -64,7 +66,8 @@ async def deliver_locally(
     conversation_id: str | None,
     now: float,
 ) -> dict[str, str]:
-    """Store `raw` for each recipient agent in one transaction, then notify them.
+    """Store `raw` for each recipient agent in one transaction, then notify them: through its
+    inbound gate, as mail over SMTP goes (held for review, flagged or blocked as it says).
 
     Returns recipient address → stored message id. A recipient whose owner has no signing
     secret is left out (nothing can be signed for it); the caller decides what to do."""
@@ -104,11 +107,16 @@ async def deliver_locally(
                 "local delivery to %s skipped: its owner has no signing secret", agent.email
             )
             continue
-        prepared.append((agent, message))
+        # the gateway vouches for the From; an agent's note to itself passes its own gate
+        verdict = PASSED if agent.email == sender.email else gate_verdict(agent, sender.email)
+        held_until, reason, blocked = verdict.applied(agent.hitl_ttl_seconds, now)
+        screened = replace(message, hold_expires_at=held_until, flag_reason=reason, blocked=blocked)
+        prepared.append((agent, screened))
     if prepared:
         await gateway.storage.store_inbound([message for _, message in prepared], now)
         for agent, message in prepared:
-            gateway.hub.publish_message(agent.id, message)
+            if message.delivered:  # not held for review, not blocked
+                gateway.hub.publish_message(agent.id, message)
     return {agent.email: message.id for agent, message in prepared}
 
 

@@ -1,8 +1,10 @@
 """An agent's inbound gate (e2a's protection config): whether a message's sender may reach the
 agent unquestioned, and what becomes of mail it does not pass. Pure: no I/O.
 
-The gate trusts only what DMARC proves: an `allowlist` or `domain` gate matches the From
-address only when DMARC passed for the From domain; an unauthenticated From matches nothing.
+The gate trusts only an authenticated From: over SMTP, one whose domain passed DMARC
+(`aligned_from`); for mail another agent of this deployment sends, its own address (the gateway
+authenticated its key). An `allowlist` or `domain` gate matches nothing else. Every way mail
+reaches an agent goes through its gate, local delivery included.
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ class GateVerdict:
     outcome: Outcome
     reason: str | None = None
 
+    def applied(self, hold_seconds: int, now: float) -> tuple[float | None, str | None, bool]:
+        """What the stored message records of the verdict: until when it is held for review
+        (`hold_seconds` from `now`; None when not held), the reason kept with it when the gate
+        did not pass it, and whether it is blocked (accepted, then quarantined)."""
+        held_until = now + hold_seconds if self.outcome == "review" else None
+        reason = self.reason if self.outcome != "deliver" else None
+        return held_until, reason, self.outcome == "block"
+
 
 PASSED = GateVerdict("deliver")
 
@@ -37,12 +47,12 @@ def aligned_from(from_addr: str, auth: AuthResults) -> str | None:
     return address
 
 
-def gate_verdict(agent: Agent, from_addr: str, auth: AuthResults) -> GateVerdict:
-    """The agent's gate on a message whose From header is `from_addr`."""
+def gate_verdict(agent: Agent, sender: str | None) -> GateVerdict:
+    """The agent's gate on a message whose authenticated From address is `sender` (lowercased;
+    None when the From is not authenticated)."""
     if agent.inbound_gate_policy == "open":
         return PASSED
     trusted = {entry.strip().lower() for entry in agent.inbound_gate_allowlist}
-    sender = aligned_from(from_addr, auth)
     if sender is not None:
         key = sender if agent.inbound_gate_policy == "allowlist" else sender.rpartition("@")[2]
         if key in trusted:

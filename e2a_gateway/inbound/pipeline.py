@@ -24,7 +24,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Hub
 from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.approval_replies import ApprovalReplies
-from e2a_gateway.inbound.gate import GateVerdict, gate_verdict
+from e2a_gateway.inbound.gate import GateVerdict, aligned_from, gate_verdict
 from e2a_gateway.inbound.identity import delivered_message, identity_claim, produced_here
 from e2a_gateway.inbound.parse import HeaderSummary, attachments_of, summarise_headers
 from e2a_gateway.inbound.postmaster import (
@@ -293,9 +293,8 @@ class InboundMailSink:
         return await self._store_copies(arrival, copies)
 
     async def _store_copies(self, arrival: Arrival, copies: list[tuple[Agent, str]]) -> str:
-        verdicts = [
-            gate_verdict(agent, arrival.headers.from_addr, arrival.auth) for agent, _ in copies
-        ]
+        authenticated = aligned_from(arrival.headers.from_addr, arrival.auth)
+        verdicts = [gate_verdict(agent, authenticated) for agent, _ in copies]
         sender = arrival.headers.from_addr
         sender_is_agent = (
             arrival.from_here and await self._gateway.storage.find_agent(sender) is not None
@@ -358,6 +357,7 @@ class InboundMailSink:
         seed = await storage.newest_signing_seed(agent.user_id)
         if seed is None:
             raise MessageNotStored(f"owner of {agent.email} has no signing secret")
+        held_until, reason, blocked = verdict.applied(agent.hitl_ttl_seconds, arrival.now)
         claim = identity_claim(
             auth=arrival.auth,
             sender=sender,
@@ -383,12 +383,10 @@ class InboundMailSink:
             received_at=arrival.received_at,
             client_ip=arrival.peer,
             helo=arrival.envelope.helo,
-            hold_expires_at=(
-                arrival.now + agent.hitl_ttl_seconds if verdict.outcome == "review" else None
-            ),
+            hold_expires_at=held_until,
             attachments=arrival.attachments,
-            flag_reason=verdict.reason if verdict.outcome != "deliver" else None,
-            blocked=verdict.outcome == "block",
+            flag_reason=reason,
+            blocked=blocked,
         )
 
     async def _conversation(self, arrival: Arrival, agent: Agent) -> str | None:
