@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+import trio
 
 from e2a_gateway.app import RunningGateway
 from tests.conftest import Account
@@ -357,3 +358,52 @@ async def test_e2a_sdk_manages_templates_and_sends_with_one(
         return [item["subject"] for item in listed.json()["items"]] == ["Order B-2 shipped"]
 
     await wait_until(delivered)
+
+
+async def test_template_source_is_kept_as_written(owner: Account) -> None:
+    spaced = {
+        "name": "Spaced",
+        "alias": "spaced",
+        "subject": " Hi {{name}} ",
+        "text": "  Hello {{name}},\n\n",
+        "html": "<p>Hello</p>\n",
+    }
+    created = await owner.http.post("/v1/templates", json=spaced)
+    assert created.status_code == 201, created.text
+    path = f"/v1/templates/{created.json()['id']}"
+    fetched = (await owner.http.get(path)).json()
+    assert {name: fetched[name] for name in spaced} == spaced  # whitespace is content
+    blank_alias = await owner.http.patch(path, json={"alias": "  "})
+    assert error_of(blank_alias, 400)["code"] == "invalid_request"
+    await trio.sleep(1.1)  # timestamps are to the second: a change now would show
+    unchanged = await owner.http.patch(path, json={})
+    assert unchanged.status_code == 200, unchanged.text
+    assert unchanged.json()["updated_at"] == fetched["updated_at"]
+    wide = {"name": "é" * 101, "subject": "s", "text": "t"}  # 101 characters, 202 bytes
+    assert error_of(await owner.http.post("/v1/templates", json=wide), 400)["message"] == (
+        "name too long (at most 200 bytes)"
+    )
+    sender = await create_agent(owner, "spaced-sender")
+    padded = {"to": ["someone@example.org"], "template_alias": " spaced "}
+    missing = await owner.http.post(messages_path(sender), json=padded)
+    assert error_of(missing, 404)["code"] == "template_not_found"  # looked up as written
+
+
+async def test_a_sent_text_keeps_its_whitespace(running: RunningGateway, owner: Account) -> None:
+    sender = await create_agent(owner, "code-sender")
+    reader = await create_agent(owner, "code-reader")
+    code = "    def answer():\n        return 42\n"
+    sent = await owner.http.post(
+        messages_path(sender), json={"to": [reader], "subject": " Code ", "text": code}
+    )
+    assert sent.status_code == 202, sent.text
+
+    async def delivered() -> bool:
+        listed = await owner.http.get(messages_path(reader), params={"read_status": "all"})
+        return bool(listed.json()["items"])
+
+    await wait_until(delivered)
+    listed = await owner.http.get(messages_path(reader), params={"read_status": "all"})
+    (item,) = listed.json()["items"]
+    message = (await owner.http.get(f"{messages_path(reader)}/{item['id']}")).json()
+    assert message["parsed"]["text"].startswith("    def answer():\n        return 42")

@@ -5,18 +5,25 @@ refused with the same sentence whether it came as JSON, a form or a tool call.""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from e2a_gateway.operations.errors import Invalid
 
 
 class RequestBody(BaseModel):
     """Base of every request: extra fields are refused naming the field, and values must have
-    their documented JSON type (`0` is not a boolean, `"5"` not an integer)."""
+    their documented JSON type (`0` is not a boolean, `"5"` not an integer). Strings lose
+    surrounding whitespace (addresses, ids, names), but `Verbatim` ones."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
+
+
+Verbatim = Annotated[str, StringConstraints(strip_whitespace=False)]
+"""A string kept exactly as sent: what a message or a template says (subject, text, HTML), where
+whitespace is content (an indented first line, a closing newline), and names looked up as
+written (a template's alias), as e2a keeps them."""
 
 
 Body = TypeVar("Body", bound=BaseModel)

@@ -21,7 +21,7 @@ from e2a_gateway.operations import lifecycle, reviews
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.drafts import AttachmentIn, edits_within_bounds
 from e2a_gateway.operations.errors import Conflict, NotFound
-from e2a_gateway.operations.requests import RequestBody, parse_request
+from e2a_gateway.operations.requests import RequestBody, Verbatim, parse_request
 from e2a_gateway.operations.reviews import ApproveBody
 from e2a_gateway.storage.base import (
     AgentInTrash,
@@ -38,9 +38,9 @@ QueuePosition = int
 class ApproveReview(RequestBody):
     """POST /v1/reviews/{id}/approve: optional edits of an outbound draft (ignored for inbound)."""
 
-    subject: str | None = Field(default=None, max_length=2000)
-    text: str | None = Field(default=None, max_length=1048576)
-    html: str | None = Field(default=None, max_length=1048576)
+    subject: Verbatim | None = Field(default=None, max_length=2000)
+    text: Verbatim | None = Field(default=None, max_length=1048576)
+    html: Verbatim | None = Field(default=None, max_length=1048576)
     to: list[str] | None = None  # to, cc and bcc: at most 50 together (edits_within_bounds)
     cc: list[str] | None = None
     bcc: list[str] | None = None

@@ -25,7 +25,7 @@ from e2a_gateway.operations.drafts import (
     checked_text,
 )
 from e2a_gateway.operations.errors import Conflict, Gone, Invalid, NotFound
-from e2a_gateway.operations.requests import RequestBody
+from e2a_gateway.operations.requests import RequestBody, Verbatim
 from e2a_gateway.signing.magic_links import Action, TokenError, TokenExpired, link_key, verify_token
 from e2a_gateway.storage.base import (
     AgentInTrash,
@@ -43,9 +43,9 @@ _MESSAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 class ApproveBody(RequestBody):
     """POST /messages/{id}/approve: optional edits."""
 
-    subject: str | None = Field(default=None, max_length=998)
-    body_text: str | None = None
-    body_html: str | None = None
+    subject: Verbatim | None = Field(default=None, max_length=998)
+    body_text: Verbatim | None = None
+    body_html: Verbatim | None = None
     to: list[str] | None = Field(default=None, min_length=1, max_length=MAX_RECIPIENTS)
     cc: list[str] | None = Field(default=None, max_length=MAX_RECIPIENTS)
     bcc: list[str] | None = Field(default=None, max_length=MAX_RECIPIENTS)

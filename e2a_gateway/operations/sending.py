@@ -48,7 +48,7 @@ from e2a_gateway.operations.errors import (
     Undeliverable,
     Unprocessable,
 )
-from e2a_gateway.operations.requests import RequestBody
+from e2a_gateway.operations.requests import RequestBody, Verbatim
 from e2a_gateway.outbound.gate import outbound_verdict
 from e2a_gateway.outbound.mime import header_text, reply_subject
 from e2a_gateway.outbound.mime import new_message_id as rfc_message_id
@@ -67,9 +67,9 @@ class SendBody(RequestBody):
     to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
     cc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     bcc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
-    subject: str = Field(max_length=998)
-    body: str
-    html_body: str | None = None
+    subject: Verbatim = Field(max_length=998)
+    body: Verbatim
+    html_body: Verbatim | None = None
     conversation_id: str | None = Field(default=None, max_length=200)
     attachments: list[AttachmentIn] = Field(default_factory=list, max_length=50)
 
@@ -77,8 +77,8 @@ class SendBody(RequestBody):
 class ReplyBody(RequestBody):
     """POST /agents/{email}/messages/{id}/reply."""
 
-    body: str
-    html_body: str | None = None
+    body: Verbatim
+    html_body: Verbatim | None = None
     reply_all: bool = False
     cc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
     bcc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
@@ -374,8 +374,8 @@ class ComposeBody(RequestBody):
     """What every `/v1` write of a message may carry (e2a's request schemas, 220fe0a7). The
     recipients are bounded together, to, cc and bcc (`within_recipient_bound`), not each."""
 
-    text: str | None = Field(default=None, max_length=1_048_576)
-    html: str | None = Field(default=None, max_length=1_048_576)
+    text: Verbatim | None = Field(default=None, max_length=1_048_576)
+    html: Verbatim | None = Field(default=None, max_length=1_048_576)
     cc: list[str] = Field(default_factory=list)
     bcc: list[str] = Field(default_factory=list)
     reply_to: str | list[str] | None = None
@@ -402,16 +402,16 @@ class SendMessageBody(ComposeBody):
     """sendMessage (e2a's SendEmailRequest)."""
 
     to: list[str] = Field(min_length=1)
-    subject: str = Field(default="", max_length=2000)
-    template_id: str | None = None
-    template_alias: str | None = None
+    subject: Verbatim = Field(default="", max_length=2000)
+    template_id: Verbatim | None = None
+    template_alias: Verbatim | None = None
     template_data: dict[str, Any] | None = None
 
 
 class ReplyMessageBody(ComposeBody):
     """replyToMessage (e2a's ReplyRequest)."""
 
-    text: str = Field(max_length=1_048_576)
+    text: Verbatim = Field(max_length=1_048_576)
     reply_all: bool = False
     quote_history: bool = False
 
@@ -419,7 +419,7 @@ class ReplyMessageBody(ComposeBody):
 class ForwardMessageBody(ComposeBody):
     """forwardMessage (e2a's ForwardRequest)."""
 
-    text: str = Field(max_length=1_048_576)
+    text: Verbatim = Field(max_length=1_048_576)
     to: list[str]
     """Required, but may be empty when `cc` names someone (e2a's rule)."""
 

@@ -19,14 +19,15 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
-from e2a_gateway.operations.requests import RequestBody
+from e2a_gateway.operations.requests import RequestBody, Verbatim
 from e2a_gateway.storage.base import AlreadyExists, EmailTemplate, LimitReached, TemplateChanges
 from e2a_gateway.templates.engine import TemplateError, parse, render, suggest
 from e2a_gateway.templates.starters import STARTERS, Starter, starter
 
 MAX_TEMPLATES = 10
 """Templates per account (e2a's default `template_limit_reached` cap)."""
-MAX_NAME_CHARS = 200
+MAX_NAME_BYTES = 200
+"""e2a's bound on a template's name, in UTF-8 bytes."""
 ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,127}")
 PARTS = (("subject", False), ("text", False), ("html", True))
 """Each part's name and whether a `{{x}}` in it is HTML-escaped (only the HTML part's is)."""
@@ -35,30 +36,30 @@ PARTS = (("subject", False), ("text", False), ("html", True))
 class CreateTemplate(RequestBody):
     """createTemplate: the source of each part, or `from_starter` to copy a starter."""
 
-    name: str | None = None
-    alias: str | None = None
-    subject: str | None = None
-    text: str | None = None
-    html: str | None = None
+    name: Verbatim | None = None
+    alias: Verbatim | None = None
+    subject: Verbatim | None = None
+    text: Verbatim | None = None
+    html: Verbatim | None = None
     from_starter: str | None = None
 
 
 class UpdateTemplate(RequestBody):
     """updateTemplate: the fields to change; an empty `alias` or `html` removes it."""
 
-    name: str | None = None
-    alias: str | None = None
-    subject: str | None = None
-    text: str | None = None
-    html: str | None = None
+    name: Verbatim | None = None
+    alias: Verbatim | None = None
+    subject: Verbatim | None = None
+    text: Verbatim | None = None
+    html: Verbatim | None = None
 
 
 class ValidateTemplate(RequestBody):
     """validateTemplate: the source to check and the data to preview it with."""
 
-    subject: str | None = None
-    text: str | None = None
-    html: str | None = None
+    subject: Verbatim | None = None
+    text: Verbatim | None = None
+    html: Verbatim | None = None
     test_data: dict[str, Any] | None = None
 
 
@@ -153,6 +154,8 @@ async def update_template(
         text=request.text,
         html=request.html,
     )
+    if changes == TemplateChanges():
+        return current  # nothing to change: `updated_at` stays, as e2a keeps it
     try:
         updated = await gateway.storage.update_template(
             caller.user_id, template_id, changes, format_timestamp(time.time())
@@ -263,8 +266,8 @@ def _check(name: str, alias: str, subject: str, text: str, html: str) -> None:
     subject and a text, and every part given parsing."""
     if not name:
         raise Invalid("invalid_request", "name is required")
-    if len(name) > MAX_NAME_CHARS:
-        raise Invalid("invalid_request", f"name too long (at most {MAX_NAME_CHARS} characters)")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise Invalid("invalid_request", f"name too long (at most {MAX_NAME_BYTES} bytes)")
     if alias and not ALIAS.fullmatch(alias):
         raise Invalid("invalid_request", "alias must match [A-Za-z][A-Za-z0-9._-]{0,127}")
     if not subject or not text:
