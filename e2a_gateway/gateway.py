@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from cachetools import TTLCache
+
 from e2a_gateway.config import Settings
 from e2a_gateway.hub import Hub
 from e2a_gateway.hub.job_queue import JobQueue
@@ -24,6 +26,10 @@ from e2a_gateway.storage import open_storage
 from e2a_gateway.storage.base import Lifecycle, Storage
 
 log = logging.getLogger("e2a")
+
+KEY_USE_SECONDS = 60.0
+"""How stale an API key's `last_used_at` may be (written at most this often per process)."""
+KEY_USE_KEYS = 10_000
 
 
 @dataclass
@@ -40,6 +46,11 @@ class Gateway:
     metrics: Metrics = field(default_factory=Metrics)
     local_counts: LocalRateCounts = field(default_factory=LocalRateCounts)
     """Request counts this process keeps in memory (message polls)."""
+    key_uses: TTLCache[str, bool] = field(
+        default_factory=lambda: TTLCache(maxsize=KEY_USE_KEYS, ttl=KEY_USE_SECONDS)
+    )
+    """The keys whose use this process recorded in the last KEY_USE_SECONDS: a key's
+    `last_used_at` is written at most that often per process, not on every request."""
 
     def is_shared_domain(self, domain: str) -> bool:
         """True when `domain` is the deployment's shared domain."""

@@ -15,6 +15,7 @@ import pytest
 from e2a_gateway.accounts import issue_api_key
 from e2a_gateway.api.v1.errors import refusal
 from e2a_gateway.app import RunningGateway
+from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.operations.errors import NotFound, PreconditionUnmet, RateLimited, Undeliverable
 from e2a_gateway.signing.credentials import hash_api_key
 from e2a_gateway.web.errors import status_of
@@ -207,9 +208,18 @@ async def test_keys_of_agent_scope(make_account: Any, running: RunningGateway) -
     envelope(await alice.http.post(KEYS, json={"agent_email": bot}), 400, "invalid_scope")
     past = await alice.http.post(KEYS, json={"expires_at": "2001-01-01T00:00:00Z"})
     envelope(past, 400, "invalid_expires_at")
-    envelope(await alice.http.post(KEYS, json={"expires_at": "soon"}), 400, "invalid_expires_at")
-    for loose in ("2999-01-31T12:00Z", "2999-01-31", "2999-01-31T12:00:00", "29990131T120000Z"):
-        envelope(await alice.http.post(KEYS, json={"expires_at": loose}), 400, "invalid_expires_at")
+    # not a date-time at all: refused by e2a's schema, 422 naming the field
+    for loose in (
+        "soon",
+        "2999-01-31T12:00Z",
+        "2999-01-31",
+        "2999-01-31T12:00:00",
+        "29990131T1200Z",
+    ):
+        error = envelope(
+            await alice.http.post(KEYS, json={"expires_at": loose}), 422, "invalid_request"
+        )
+        assert error["details"]["fields"][0]["location"] == "body.expires_at"
     later = await alice.http.post(KEYS, json={"expires_at": "2999-01-01T02:00:00+02:00"})
     assert later.json()["expires_at"] == "2999-01-01T00:00:00Z"
 
@@ -272,3 +282,31 @@ def test_v1_statuses_differ_from_the_other_faces_only_where_e2a_does() -> None:
     assert (status_of(undeliverable), refusal(undeliverable).status) == (422, 500)
     for shared in (NotFound("not_found", "no such agent"), RateLimited("rate_limited", "wait")):
         assert refusal(shared).status == status_of(shared)
+
+
+async def test_a_key_shows_when_it_was_last_used_and_may_go_nameless(
+    make_account: Any, running: RunningGateway
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    made = await alice.http.post(KEYS, json={})
+    assert made.status_code == 201, made.text
+    assert made.json()["name"] == ""  # e2a keeps a key made without a name nameless
+    assert made.json().get("last_used_at") is None
+
+    async def listed() -> dict[str, Any]:
+        answer = await alice.http.get(KEYS)
+        assert answer.status_code == 200, answer.text
+        return {item["id"]: item for item in answer.json()["items"]}
+
+    before = await listed()
+    assert before[made.json()["id"]].get("last_used_at") is None  # never used yet
+    in_use = [item for item in before.values() if item["id"] != made.json()["id"]]
+    assert [item["last_used_at"] is not None for item in in_use] == [True]  # alice's own key
+    async with httpx.AsyncClient(
+        base_url=running.addresses.http_url,
+        headers={"Authorization": f"Bearer {made.json()['key']}"},
+        timeout=10,
+    ) as fresh:
+        assert (await fresh.get("/v1/account")).status_code == 200
+    used = (await listed())[made.json()["id"]]["last_used_at"]
+    assert used is not None and abs(parse_timestamp(used).timestamp() - time.time()) < 60

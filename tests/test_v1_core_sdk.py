@@ -106,7 +106,7 @@ async def test_agents_from_create_to_trash_and_back(
         error(refusal, "E2APermissionError", "forbidden", 403)
     whoami = value(bound[8], "AccountView")
     assert (whoami["scope"], whoami["agent_email"]) == ("agent", BOT)
-    assert whoami["usage"]["agents"] == 1
+    assert whoami["usage"]["agents"] == 2  # the account's, BOT and OTHER: e2a counts so for any key
     error(bound[9], "E2APermissionError", "forbidden", 403)
 
 
@@ -200,6 +200,7 @@ async def test_the_account_whoami_export_and_erasure(
     assert whoami["user"]["email"] == "alice@example.com" and whoami["scope"] == "account"
     assert "agent_email" not in whoami
     assert whoami["usage"]["agents"] == 1 and whoami["plan_code"] == "self_hosted"
+    assert whoami["limits"]["max_agents"] == 1_000_000  # no cap: room left, as e2a self-hosted
     exported = value(made[3], "UserExport")
     assert exported["schema_version"] == "4" and exported["user"]["email"] == "alice@example.com"
     assert [agent["email"] for agent in exported["agents"]] == [BOT]

@@ -11,6 +11,28 @@ from e2a_gateway.hub import Revocation
 from e2a_gateway.operations.caller import Caller
 
 EXPORT_SCHEMA_VERSION = "1"
+SELF_HOSTED_LIMITS = {
+    "max_agents": 1_000_000,
+    "max_domains": 1_000_000,
+    "max_messages_month": 1_000_000_000,
+    "max_storage_bytes": 1 << 50,
+}
+"""The account's caps as e2a's self-hosted defaults state them: high enough to be no cap (this
+gateway enforces none of these), so a client that checks its headroom (`usage < max`) finds
+room, as it would against e2a run by its operator without a plan."""
+
+
+async def account_usage(gateway: Gateway, caller: Caller) -> dict[str, int]:
+    """What the caller's whole account uses (whatever the key's scope, as e2a counts it): its
+    agents in service and its domains. Messages and storage are not metered here (0)."""
+    agents = await gateway.storage.list_agents(caller.user_id)
+    owned_domains = await gateway.storage.list_domains(caller.user_id)
+    return {
+        "agents": len(agents),
+        "domains": len(owned_domains),
+        "messages_month": 0,
+        "storage_bytes": 0,
+    }
 
 
 async def export_account(gateway: Gateway, caller: Caller) -> dict[str, Any]:

@@ -9,12 +9,17 @@ account and `require_agent` before acting as an agent.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
+from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.errors import Forbidden, Unauthorized
 from e2a_gateway.signing.credentials import hash_api_key, is_well_formed_api_key
-from e2a_gateway.storage.base import Agent, KeyScope, User
+from e2a_gateway.storage.base import Agent, KeyScope, StorageUnavailable, User
+
+log = logging.getLogger("e2a.operations")
 
 Scope = KeyScope
 """What a key may reach: `account` (everything of its account) or `agent` (one agent)."""
@@ -75,4 +80,10 @@ async def caller_for_key_hash(gateway: Gateway, key_hash: str) -> Caller | None:
     holder = await gateway.storage.key_holder(key_hash)
     if holder is None:
         return None
+    if key_hash not in gateway.key_uses:
+        gateway.key_uses[key_hash] = True
+        try:
+            await gateway.storage.note_key_used(key_hash, format_timestamp(time.time()))
+        except StorageUnavailable as exc:  # a read-only database still answers reads
+            log.warning("could not record an API key's use: %s", exc)
     return Caller(holder.user, key_hash, holder.scope, holder.agent_id, holder.agent_email)

@@ -133,7 +133,7 @@ async def new_scoped_api_key(
     return await issue_api_key(
         gateway.storage,
         caller.user_id,
-        request.name or UNNAMED,
+        request.name or "",  # e2a keeps a key without a name nameless
         agent=agent,
         expires_at=expires_at,
     )
@@ -146,9 +146,11 @@ def _future_time(text: str | None) -> str | None:
     try:
         seconds = parse_timestamp(text).timestamp()
     except ValueError:
+        message = "expires_at must be an RFC 3339 time with its offset, e.g. 2030-01-31T12:00:00Z"
         raise Invalid(
-            "invalid_expires_at",
-            "expires_at must be an RFC 3339 time with its offset, e.g. 2030-01-31T12:00:00Z",
+            "malformed_expires_at",
+            message,
+            {"fields": [{"location": "body.expires_at", "message": message}]},
         ) from None
     if seconds <= time.time():
         raise Invalid("invalid_expires_at", "expires_at must be in the future")

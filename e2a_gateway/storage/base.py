@@ -773,6 +773,11 @@ class Accounts(Protocol):
         its expiry, and (an agent key) its agent still there. None otherwise."""
         ...
 
+    async def note_key_used(self, key_hash: str, when: str) -> None:
+        """Record that the key with this hash was used at `when` (its `last_used_at`), unless
+        a later use is on record already."""
+        ...
+
     async def get_user(self, user_id: str) -> User | None:
         """The user with `user_id`, or None (workers: the owner to notify of a pending message)."""
         ...

@@ -15,7 +15,7 @@ from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.views import api_key_view, present
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.operations import account, agents, domains, keys
+from e2a_gateway.operations import account, keys
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.keys import CreateScopedApiKey
 from e2a_gateway.storage.base import ApiKey
@@ -72,28 +72,19 @@ def _position(key: ApiKey) -> tuple[str, str]:
 @requires_caller
 async def get_account(caller: Caller) -> dict[str, Any]:
     """getAccount: who the key speaks for (the user, the key's scope and bound agent), the
-    account's caps and what it uses. A self-hosted gateway has no plan: every cap is 0 (none)."""
+    account's caps (e2a's self-hosted defaults: none is enforced) and what it uses."""
     return await account_view(current_gateway(), caller)
 
 
 async def account_view(gateway: Gateway, caller: Caller) -> dict[str, Any]:
     """AccountView of the caller (getAccount's answer), for `/v1` and the MCP tools alike."""
-    seen = await agents.agent_entries(gateway, caller, trashed=False)
-    owned_domains = await domains.list_domains(gateway, caller) if caller.scope == "account" else []
     return present(
         user={"id": caller.user_id, "email": caller.user.email},
         scope=caller.scope,
         agent_email=caller.agent_email,
         plan_code=SELF_HOSTED_PLAN,
-        limits=dict.fromkeys(
-            ("max_agents", "max_domains", "max_messages_month", "max_storage_bytes"), 0
-        ),
-        usage={
-            "agents": len(seen),
-            "domains": len(owned_domains),
-            "messages_month": 0,
-            "storage_bytes": 0,
-        },
+        limits=dict(account.SELF_HOSTED_LIMITS),
+        usage=await account.account_usage(gateway, caller),
         upgrade_url="",
     )
 

@@ -106,6 +106,7 @@ RENAMED: dict[str, tuple[int | None, str]] = {
     "too_many_websockets": (None, "rate_limited"),
     "dns_unavailable": (None, "inbound_mx_check_failed"),
     "payload_too_large": (413, "payload_too_large"),
+    "malformed_expires_at": (422, "invalid_request"),
 }
 """The gateway's own codes that e2a spells otherwise: (the status e2a gives it, when it differs
 from the kind's; e2a's code)."""

@@ -194,6 +194,17 @@ class AccountsSql(Runner):
             return None
         return holder
 
+    async def note_key_used(self, key_hash: str, when: str) -> None:
+        """Record a use of the key (Storage.note_key_used): not synced before it returns."""
+        await self._write(
+            lambda tx: tx.execute(
+                "UPDATE api_keys SET last_used_at = ? WHERE key_hash = ? "
+                "AND (last_used_at IS NULL OR last_used_at < ?)",
+                (when, key_hash, when),
+            ),
+            durable=False,
+        )
+
     async def get_user(self, user_id: str) -> User | None:
         """The user with this id."""
         row = await self._read(
