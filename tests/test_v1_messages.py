@@ -498,3 +498,31 @@ async def test_a_nul_character_is_refused_before_the_database(
     sent = await http.post(v1_path(bot), json={"to": [bot], "subject": "s", "text": "a\x00b"})
     assert sent.status_code == 400, sent.text
     assert "NUL" in sent.json()["error"]["message"]
+
+
+def conversation_path(agent: str, conversation_id: str) -> str:
+    return f"/v1/agents/{quote(agent, safe='')}/conversations/{quote(conversation_id, safe='')}"
+
+
+async def test_get_conversation_lists_every_message_and_checks_the_id(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    for number in range(205):  # more than any page: the detail lists them all, as e2a does
+        await store_with_conversation(running.gateway, bot, "long-thread", subject=f"#{number}")
+    await store_with_conversation(running.gateway, bot, "team/thread", subject="Slashed")
+    long = await alice.http.get(conversation_path(bot, "long-thread"))
+    assert long.status_code == 200, long.text
+    detail = long.json()
+    assert detail["message_count"] == len(detail["messages"]) == 205
+    assert detail["messages"][-1]["subject"] == "#204"  # the last is the latest
+    slashed = await alice.http.get(conversation_path(bot, "team/thread"))
+    assert slashed.status_code == 200, slashed.text
+    assert [item["subject"] for item in slashed.json()["messages"]] == ["Slashed"]
+    for bad in ("x" * 201, "a\rb"):
+        refused = await alice.http.get(conversation_path(bot, bad))
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["code"] == "invalid_request"
+    stranger = await alice.http.get(conversation_path("nobody@agents.test", "x" * 201))
+    assert stranger.status_code == 404  # the agent is looked up first, as e2a does

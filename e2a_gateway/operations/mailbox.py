@@ -48,8 +48,6 @@ MAX_FILTER_BYTES = 200
 """e2a's bound on the `from` and `subject_contains` filters, in UTF-8 bytes."""
 MAX_CONVERSATION_ID_CHARS = 200
 """e2a's bound on a conversation id, which a filter by one shares."""
-MAX_CONVERSATION_MESSAGES = 200
-"""The most messages a conversation's detail lists (oldest first)."""
 TRASH_KEPT_SECONDS = 30 * 86_400
 """How long a message stays in the trash, restorable, before the retention sweep deletes it."""
 INLINE_ATTACHMENT_BYTES = 256 * 1024
@@ -105,7 +103,7 @@ def listing_filters(
             raise Invalid(
                 "invalid_filter", f"{name} filter too long (max {MAX_FILTER_BYTES} bytes)"
             )
-    _filter_conversation_id(conversation_id)
+    _checked_conversation_id(conversation_id)
     if len(labels) > MAX_LABEL_FILTERS:
         raise Invalid("invalid_filter", f"filter by at most {MAX_LABEL_FILTERS} labels")
     wanted = [_filter_label(label) for label in labels]
@@ -327,13 +325,13 @@ async def conversation_page(
 async def conversation(
     gateway: Gateway, caller: Caller, email: str, conversation_id: str
 ) -> tuple[ConversationSummary, list[FiledMessage]]:
-    """One conversation of the caller's agent and its messages, oldest first (one poll)."""
+    """One conversation of the caller's agent and every message of it, oldest first (one
+    poll), as e2a lists them."""
     count_poll(gateway, caller)
     conversation_id = _named(conversation_id, "conversation")
     agent = await owned_agent(gateway, caller, email)
-    found = await gateway.storage.conversation(
-        caller.user_id, agent.email, conversation_id, MAX_CONVERSATION_MESSAGES
-    )
+    _checked_conversation_id(conversation_id, "invalid_request")
+    found = await gateway.storage.conversation(caller.user_id, agent.email, conversation_id)
     if found is None:
         raise NotFound.of("conversation")
     return found
@@ -361,19 +359,19 @@ def _filter_label(label: str) -> str:
     return _checked_label(label, code="invalid_filter")
 
 
-def _filter_conversation_id(conversation_id: str | None) -> None:
-    """Invalid `invalid_filter` for a conversation id no message can have: over
-    MAX_CONVERSATION_ID_CHARS characters, or holding CR or LF."""
+def _checked_conversation_id(conversation_id: str | None, code: str = "invalid_filter") -> None:
+    """Invalid with `code` for a conversation id no message can have: over
+    MAX_CONVERSATION_ID_CHARS characters, or holding CR or LF (e2a's validateConversationID)."""
     if conversation_id is None:
         return
     if len(conversation_id) > MAX_CONVERSATION_ID_CHARS:
         raise Invalid(
-            "invalid_filter",
+            code,
             f"conversation_id too long — {len(conversation_id)} characters, "
             f"max {MAX_CONVERSATION_ID_CHARS}",
         )
     if "\r" in conversation_id or "\n" in conversation_id:
-        raise Invalid("invalid_filter", "conversation_id must not contain CR or LF")
+        raise Invalid(code, "conversation_id must not contain CR or LF")
 
 
 def _plain(name: str, text: str | None) -> str | None:

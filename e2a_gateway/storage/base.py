@@ -1199,10 +1199,10 @@ class Mailbox(Protocol):
         ...
 
     async def conversation(
-        self, user_id: str, agent_email: str, conversation_id: str, max_messages: int
+        self, user_id: str, agent_email: str, conversation_id: str
     ) -> tuple[ConversationSummary, list[FiledMessage]] | None:
-        """One conversation of the agent's live mail and its first `max_messages` messages,
-        oldest first; None when it has none."""
+        """One conversation of the agent's live mail and all its messages, oldest first; None
+        when it has none."""
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ async def conversation_listing(
     )
 
 
-@blueprint.get("/agents/<email>/conversations/<conversation_id>")
+@blueprint.get("/agents/<email>/conversations/<path:conversation_id>")
 @requires_caller
 async def get_conversation(caller: Caller, email: str, conversation_id: str) -> dict[str, Any]:
     """getConversation: one thread with its participants, labels and messages."""

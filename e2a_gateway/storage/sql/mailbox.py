@@ -337,9 +337,9 @@ class MailboxSql(Runner):
         return [_conversation(row) for row in rows]
 
     async def conversation(
-        self, user_id: str, agent_email: str, conversation_id: str, max_messages: int
+        self, user_id: str, agent_email: str, conversation_id: str
     ) -> tuple[ConversationSummary, list[FiledMessage]] | None:
-        """One conversation of the agent's live mail and its first messages, oldest first."""
+        """One conversation of the agent's live mail and all its messages, oldest first."""
 
         def read(tx: Transaction) -> tuple[ConversationSummary, list[FiledMessage]] | None:
             row = tx.first(
@@ -351,8 +351,8 @@ class MailboxSql(Runner):
                 return None
             rows = tx.all(
                 f"SELECT {FILED_COLUMNS} FROM messages m WHERE {OF_AGENT} "
-                "AND m.conversation_id = ? AND m.deleted_at IS NULL ORDER BY m.seq LIMIT ?",
-                (user_id, agent_email, conversation_id, max_messages),
+                "AND m.conversation_id = ? AND m.deleted_at IS NULL ORDER BY m.seq",
+                (user_id, agent_email, conversation_id),
             )
             return _conversation(row), _with_labels(tx, rows)
 
