@@ -371,7 +371,7 @@ def test_starter_raw_flags_match_triple_braces(item: Starter) -> None:
 
 @pytest.mark.parametrize("item", STARTERS, ids=lambda item: item.alias)
 def test_starter_metadata(item: Starter) -> None:
-    assert item.version == "1"
+    assert item.version == "1.0.0"  # as e2a versions its starters
     assert item.name.strip() and item.description.strip()
     assert starter(item.alias) is item
     assert item.html.lstrip().startswith("<!DOCTYPE html>")
@@ -381,7 +381,16 @@ def test_starter_metadata(item: Starter) -> None:
 def test_starter_catalog() -> None:
     aliases = [item.alias for item in STARTERS]
     assert aliases == sorted(aliases)
-    assert aliases == ["approval-request", "follow-up", "welcome"]
+    assert aliases == [
+        "agent-status",
+        "approval-request",
+        "daily-digest",
+        "follow-up",
+        "password-reset",
+        "receipt",
+        "verify-code",
+        "welcome",
+    ]
     assert starter("no-such-starter") is None
 
 
@@ -395,12 +404,12 @@ def test_approval_request_details_are_raw_in_html_only() -> None:
     assert details not in render(parse(item.text), data, escape_html=False)
     assert "GET" in item.description and "confirmation page" in item.description
     optional = {variable.name for variable in item.variables if not variable.required}
-    assert optional == {"details_html"}
+    assert optional == {"preheader"}
 
 
 @pytest.mark.parametrize(
     ("alias", "optional"),
-    [("follow-up", {"next_step"}), ("welcome", {"getting_started_url"})],
+    [("follow-up", {"next_step"}), ("welcome", {"preheader"})],
 )
 def test_starter_optional_variables(alias: str, optional: set[str]) -> None:
     item = starter(alias)

@@ -5,6 +5,7 @@ e2a's schemas (its api/openapi.yaml at 220fe0a7)."""
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -38,6 +39,21 @@ def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error: dict[str, Any] = response.json()["error"]
     return error
+
+
+async def only_message(account: Account, reader: str) -> dict[str, Any]:
+    """The one message `reader` has, once it is delivered (MessageView)."""
+    path = messages_path(reader)
+
+    async def delivered() -> bool:
+        listed = await account.http.get(path, params={"read_status": "all"})
+        return bool(listed.json()["items"])
+
+    await wait_until(delivered)
+    listed = await account.http.get(path, params={"read_status": "all"})
+    (item,) = listed.json()["items"]
+    found: dict[str, Any] = (await account.http.get(f"{path}/{item['id']}")).json()
+    return found
 
 
 @pytest.fixture
@@ -220,7 +236,7 @@ async def test_starters_are_listed_read_and_copied(owner: Account) -> None:
         welcome["text"],
         welcome["html"],
     )
-    assert (copy["from_starter_alias"], copy["from_starter_version"]) == ("welcome", "1")
+    assert (copy["from_starter_alias"], copy["from_starter_version"]) == ("welcome", "1.0.0")
     renamed = await owner.http.post(
         "/v1/templates", json={"from_starter": "welcome", "alias": "hello", "name": "Hello"}
     )
@@ -229,6 +245,236 @@ async def test_starters_are_listed_read_and_copied(owner: Account) -> None:
     assert error_of(mixed, 400)["code"] == "invalid_request"
     unknown = await owner.http.post("/v1/templates", json={"from_starter": "nothing"})
     assert error_of(unknown, 404)["code"] == "starter_template_not_found"
+
+
+# e2a's starter catalog at 220fe0a7 (internal/startertemplates/masters/*/meta.json): each
+# alias with its name, the variables it declares in order, and those its subject uses. All
+# are version 1.0.0; every variable is required but `preheader`; the `*_html` ones are raw
+# slots. The text part uses every variable but `preheader` and the raw ones, the HTML part
+# every variable but the `*_text` ones.
+E2A_STARTERS: dict[str, tuple[str, tuple[str, ...], set[str]]] = {
+    "agent-status": (
+        "Agent status",
+        ("agent_name", "run_summary", "sections_html", "sections_text", "dashboard_url"),
+        {"agent_name", "run_summary"},
+    ),
+    "approval-request": (
+        "Approval request",
+        (
+            "agent_name",
+            "action_summary",
+            "details_html",
+            "details_text",
+            "approve_url",
+            "reject_url",
+            "expires_at",
+        ),
+        {"action_summary"},
+    ),
+    "daily-digest": (
+        "Daily digest",
+        (
+            "agent_name",
+            "date",
+            "headline",
+            "sections_html",
+            "sections_text",
+            "dashboard_url",
+            "unsubscribe_html",
+        ),
+        {"agent_name", "date"},
+    ),
+    "password-reset": (
+        "Password reset",
+        ("action_url", "expires_minutes"),
+        {"company_name"},
+    ),
+    "receipt": (
+        "Receipt",
+        ("order_id", "order_date", "items_html", "items_text", "total", "receipt_url"),
+        {"company_name", "order_id"},
+    ),
+    "verify-code": ("Verification code", ("code", "expires_minutes"), {"code", "company_name"}),
+    "welcome": ("Welcome", ("recipient_name", "cta_url", "cta_label"), {"company_name"}),
+}
+E2A_SHARED = ("company_name", "support_email", "company_address", "preheader")
+E2A_OPTIONAL = {"preheader"}
+# Values for every variable e2a's starters declare, as a client of e2a would send them in
+# `template_data`: the plain ones with characters the HTML part must escape, the raw ones
+# the fragments e2a documents (rows for a table, blocks, one link).
+E2A_VALUES = {
+    "company_name": "Birch & Co <Labs>",
+    "support_email": "help@birch.example",
+    "company_address": "4 Elm Row, Springfield",
+    "preheader": "Preview line for the inbox",
+    "agent_name": "books-bot",
+    "run_summary": "Run done: 40 synced, 0 failed",
+    "sections_html": '<p style="margin:0;"><strong>Synced</strong>: 40</p>',
+    "sections_text": "Synced: 40\nFailed: 0",
+    "dashboard_url": 'https://app.birch.example/bots?id=7&view="run"',
+    "action_summary": "Refund 3 orders > $100",
+    "details_html": '<tr><td style="padding:4px 0;">Amount</td>'
+    '<td style="padding:4px 0;text-align:right;">$420.00</td></tr>',
+    "details_text": "Amount: $420.00\nOrders: 3",
+    "approve_url": "https://app.birch.example/approvals/a1/approve",
+    "reject_url": "https://app.birch.example/approvals/a1/reject",
+    "expires_at": "June 1, 2026 09:00 UTC",
+    "date": "May 31, 2026",
+    "headline": "12 tickets closed, 1 waiting",
+    "unsubscribe_html": '<a href="https://app.birch.example/unsub?u=9" style="color:#666;">'
+    "Unsubscribe</a>",
+    "action_url": "https://app.birch.example/reset?token=t0k",
+    "expires_minutes": "45",
+    "order_id": "ORD-77",
+    "order_date": "May 30, 2026",
+    "items_html": '<tr><td style="padding:4px 0;">1x Plan</td>'
+    '<td style="padding:4px 0;text-align:right;">$30.00</td></tr>',
+    "items_text": "1x Plan: $30.00",
+    "total": "USD 30.00",
+    "receipt_url": "https://app.birch.example/receipts/ORD-77",
+    "code": "551203",
+    "recipient_name": "Robin",
+    "cta_url": "https://app.birch.example/start",
+    "cta_label": "Open your workspace",
+}
+VOID_ELEMENTS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "wbr"}
+PARENTS = {"tr": {"table", "tbody", "thead", "tfoot"}, "td": {"tr"}, "th": {"tr"}, "li": {"ul"}}
+
+
+def html_escaped(value: str) -> str:
+    """`value` as the engine escapes a `{{x}}` in an HTML part."""
+    for char, entity in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ('"', "&#34;")):
+        value = value.replace(char, entity)
+    return value
+
+
+class HtmlStructure(HTMLParser):
+    """Records what is wrong with a document's element structure: an end tag that closes
+    another element than the open one, a table part outside its parent, elements left open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: list[str] = []
+        self.problems: list[str] = []
+        self.doctype = False
+
+    def handle_decl(self, decl: str) -> None:
+        self.doctype = self.doctype or decl.lower() == "doctype html"
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        parent = self.open[-1] if self.open else None
+        if tag in PARENTS and parent not in PARENTS[tag]:
+            self.problems.append(f"<{tag}> inside <{parent}>")
+        if tag not in VOID_ELEMENTS:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.open or self.open[-1] != tag:
+            self.problems.append(f"</{tag}> closes {self.open[-1:] or 'nothing'}")
+        else:
+            self.open.pop()
+
+
+def html_problems(document: str) -> list[str]:
+    checker = HtmlStructure()
+    checker.feed(document)
+    checker.close()
+    problems = checker.problems + [f"<{tag}> left open" for tag in checker.open]
+    if not checker.doctype:
+        problems.append("no <!DOCTYPE html>")
+    return problems
+
+
+async def test_the_starter_catalog_offers_each_of_e2as_starters(owner: Account) -> None:
+    listed = await owner.http.get("/v1/starter-templates", params={"limit": 100})
+    by_alias = {item["alias"]: item for item in listed.json()["items"]}
+    assert set(E2A_STARTERS) <= set(by_alias)  # extra starters of ours are allowed
+    for alias, (name, own, _) in E2A_STARTERS.items():
+        item = by_alias[alias]
+        assert (item["name"], item["version"]) == (name, "1.0.0"), alias
+        declared = [
+            (variable["name"], variable["required"], variable["raw"])
+            for variable in item["variables"]
+        ]
+        expected = [
+            (variable, variable not in E2A_OPTIONAL, variable.endswith("_html"))
+            for variable in E2A_SHARED + own
+        ]
+        assert declared == expected, alias
+        assert all(
+            variable["description"] and variable["example"] for variable in item["variables"]
+        )
+    for item in by_alias.values():
+        assert item["version"] == "1.0.0", item["alias"]
+
+
+async def test_e2as_template_data_renders_every_part_of_our_starters(owner: Account) -> None:
+    for alias, (_, own, subject_variables) in E2A_STARTERS.items():
+        variables = E2A_SHARED + own
+        data = {variable: E2A_VALUES[variable] for variable in variables}
+        copied = await owner.http.post("/v1/templates", json={"from_starter": alias})
+        assert copied.status_code == 201, copied.text
+        copy = copied.json()
+        assert (copy["from_starter_alias"], copy["from_starter_version"]) == (alias, "1.0.0")
+        checked = await owner.http.post(
+            "/v1/templates/validate",
+            json={
+                "subject": copy["subject"],
+                "text": copy["text"],
+                "html": copy["html"],
+                "test_data": data,
+            },
+        )
+        answer = checked.json()
+        assert answer["valid"] is True, (alias, answer)
+        rendered = answer["rendered"]
+        assert set(rendered) == {"subject", "text", "html"}, alias
+        for part, output in rendered.items():
+            assert output.strip(), (alias, part)
+            assert "{{" not in output and "}}" not in output, (alias, part)
+        # each variable shows where e2a's starter shows it, escaped in the HTML part
+        in_text = {v for v in variables if v != "preheader" and not v.endswith("_html")}
+        in_html = {v for v in variables if not v.endswith("_text")}
+        for variable in variables:
+            value = data[variable]
+            assert (value in rendered["subject"]) == (variable in subject_variables), variable
+            assert (value in rendered["text"]) == (variable in in_text), (alias, variable)
+            shown = value if variable.endswith("_html") else html_escaped(value)
+            assert (shown in rendered["html"]) == (variable in in_html), (alias, variable)
+        html = rendered["html"]
+        assert "Birch & Co <Labs>" not in html and "<script" not in html and "<style" not in html
+        assert html_problems(html) == [], alias
+        without_preheader = {k: v for k, v in data.items() if k != "preheader"}
+        again = await owner.http.post(
+            "/v1/templates/validate",
+            json={"html": copy["html"], "text": copy["text"], "test_data": without_preheader},
+        )
+        assert html_problems(again.json()["rendered"]["html"]) == [], alias
+
+
+async def test_a_starter_copy_sends_with_e2as_documented_data(
+    running: RunningGateway, owner: Account
+) -> None:
+    """e2a's docs/templates.md sends `receipt` with this data (no preheader)."""
+    sender = await create_agent(owner, "starter-sender")
+    reader = await create_agent(owner, "starter-reader")
+    assert (await owner.http.post("/v1/templates", json={"from_starter": "receipt"})).is_success
+    data = {
+        variable: E2A_VALUES[variable]
+        for variable in E2A_SHARED + E2A_STARTERS["receipt"][1]
+        if variable != "preheader"
+    }
+    sent = await owner.http.post(
+        messages_path(sender),
+        json={"to": [reader], "template_alias": "receipt", "template_data": data},
+    )
+    assert sent.status_code == 202, sent.text
+    message = await only_message(owner, reader)
+    assert "ORD-77" in message["subject"] and "Birch & Co <Labs>" in message["subject"]
+    assert "1x Plan: $30.00" in message["parsed"]["text"]
+    html = message["parsed"]["html"]
+    assert data["items_html"] in html and "USD 30.00" in html and "{{" not in html
+    assert "Birch &amp; Co &lt;Labs&gt;" in html
 
 
 async def test_a_send_naming_a_template_delivers_it_rendered(
@@ -244,15 +490,7 @@ async def test_a_send_naming_a_template_delivers_it_rendered(
     )
     assert sent.status_code == 202, sent.text
     assert sent.json()["status"] == "accepted"
-
-    async def delivered() -> bool:
-        listed = await owner.http.get(messages_path(reader), params={"read_status": "all"})
-        return bool(listed.json()["items"])
-
-    await wait_until(delivered)
-    listed = await owner.http.get(messages_path(reader), params={"read_status": "all"})
-    (item,) = listed.json()["items"]
-    message = (await owner.http.get(f"{messages_path(reader)}/{item['id']}")).json()
+    message = await only_message(owner, reader)
     assert message["subject"] == "Order A-7 shipped"
     assert message["parsed"]["text"].rstrip() == "Hi Ann & Bo, A-7 is on its way (3 items)."
     assert message["parsed"]["html"].rstrip() == "<p>Hi Ann &amp; Bo</p><hr>"
@@ -397,13 +635,5 @@ async def test_a_sent_text_keeps_its_whitespace(running: RunningGateway, owner: 
         messages_path(sender), json={"to": [reader], "subject": " Code ", "text": code}
     )
     assert sent.status_code == 202, sent.text
-
-    async def delivered() -> bool:
-        listed = await owner.http.get(messages_path(reader), params={"read_status": "all"})
-        return bool(listed.json()["items"])
-
-    await wait_until(delivered)
-    listed = await owner.http.get(messages_path(reader), params={"read_status": "all"})
-    (item,) = listed.json()["items"]
-    message = (await owner.http.get(f"{messages_path(reader)}/{item['id']}")).json()
+    message = await only_message(owner, reader)
     assert message["parsed"]["text"].startswith("    def answer():\n        return 42")
