@@ -4,6 +4,7 @@ what it accepted, and the fixtures `sink` and `relay_port` (import them by name)
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,6 +41,8 @@ class Sink:
     answer: str = "250 OK"
     rcpt_answers: dict[str, str] = field(default_factory=dict)
     received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    data_seconds: float = 0.0
+    """How long the relay takes to answer the end of DATA (a slow relay)."""
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
@@ -50,6 +53,7 @@ class Sink:
         return answer
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(self.data_seconds)
         if self.answer.startswith("250"):
             self.received.append(
                 (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)

@@ -295,3 +295,29 @@ async def test_mail_sent_reads_as_e2a_shows_it_and_conversations_list_every_part
         "kim@example.org",
         "zed@example.org",
     ]
+
+
+async def test_a_client_that_leaves_while_waiting_and_retries_sends_once(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """The SDK retries a timed-out `?wait=sent` with its Idempotency-Key: the key is settled
+    with the stored message, so the retry answers that message and nothing goes out twice."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    sink.data_seconds = 3.0  # the relay takes its time: the first request waits
+    body = {"to": [CAROL], "subject": "Once", "text": "Only once."}
+    headers = {"Idempotency-Key": "send-once-1"}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and leaves
+        await alice.http.post(
+            messages(bot), params={"wait": "sent"}, json=body, headers=headers, timeout=0.5
+        )
+    retried = await alice.http.post(messages(bot), json=body, headers=headers)
+    assert retried.status_code == 202, retried.text
+    again = await alice.http.post(
+        messages(bot), params={"wait": "sent"}, json=body, headers=headers, timeout=20
+    )
+    assert again.status_code == 200 and again.json()["status"] == "sent", again.text
+    assert again.json()["message_id"] == retried.json()["message_id"]
+    listed = await alice.http.get(messages(bot), params={"direction": "outbound"})
+    assert [item["subject"] for item in listed.json()["items"]] == ["Once"]
+    assert [recipients for _, recipients, _ in sink.received] == [[CAROL]]

@@ -701,17 +701,33 @@ def _forward_subject(subject: str) -> str:
 
 
 async def _submit_v1(gateway: Gateway, message: OutboundMessage, wait_sent: bool) -> Submission:
-    """Store the message (with its job); with `wait_sent`, hold on until its first hand-off
-    attempt has an outcome — handed on, refused (failed or bounced), or deferred (an error
-    recorded while it stays queued) — at most SENT_WAIT_SECONDS (a message held for review
-    answers at once)."""
+    """Store the message (with its job); with `wait_sent`, `await_handoff` then."""
     await gateway.storage.add_outbound(message)
-    status, error = message.status, None
-    if wait_sent and not lifecycle.awaits_review(status):
-        with trio.move_on_after(SENT_WAIT_SECONDS):
-            while status == QUEUED and error is None:
-                await trio.sleep(SEND_POLL_SECONDS)
-                current = await gateway.storage.get_outbound(message.user_id, message.id)
-                if current is not None:
-                    status, error = current.status, current.send_error
+    submission = Submission(message, message.status)
+    return await await_handoff(gateway, submission) if wait_sent else submission
+
+
+async def await_handoff(gateway: Gateway, submission: Submission) -> Submission:
+    """`?wait=sent`: hold on until the stored message's first hand-off attempt has an outcome
+    — handed on, refused (failed or bounced), or deferred (an error recorded while it stays
+    queued) — at most SENT_WAIT_SECONDS; a message held for review answers at once."""
+    message = submission.message
+    status, error = submission.status, submission.error
+    if lifecycle.awaits_review(status):
+        return submission
+    with trio.move_on_after(SENT_WAIT_SECONDS):
+        while status == QUEUED and error is None:
+            await trio.sleep(SEND_POLL_SECONDS)
+            current = await gateway.storage.get_outbound(message.user_id, message.id)
+            if current is not None:
+                status, error = current.status, current.send_error
     return Submission(message, status, error)
+
+
+async def stored_submission(gateway: Gateway, caller: Caller, message_id: str) -> Submission:
+    """The caller's message `message_id` as it stands, for a send answered before (a replayed
+    Idempotency-Key); NotFound when it is gone."""
+    message = await gateway.storage.get_outbound(caller.user_id, message_id)
+    if message is None:
+        raise NotFound.of("message")
+    return Submission(message, message.status, message.send_error)

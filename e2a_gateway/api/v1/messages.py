@@ -12,10 +12,13 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Awaitable, Callable
+from functools import update_wrapper
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 from quart import Blueprint, Response
+from quart.typing import ResponseReturnValue
 
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.v1.bodies import QueryParams, read_json, read_query
@@ -82,6 +85,31 @@ class WaitQuery(StrictQuery):
     """`?wait=sent` on a send, reply or forward."""
 
     wait: Literal["sent"] | None = None
+
+
+def waits_for_handoff(
+    route: Callable[..., Awaitable[Response]],
+) -> Callable[..., Awaitable[ResponseReturnValue]]:
+    """`?wait=sent` on a send, reply or forward (above `idempotent`): the write answers once it
+    is stored, and that answer is what its Idempotency-Key keeps; the wait for the first
+    hand-off comes after, here. A client that leaves while it waits and retries with its key
+    gets the message it sent (and waits for it again), never a second copy: e2a settles the key
+    with the message in the same way."""
+
+    async def wrapper(caller: Caller, /, *args: Any, **kwargs: Any) -> ResponseReturnValue:
+        wait = read_query(WaitQuery).wait == "sent"
+        response = await route(caller, *args, **kwargs)
+        if not wait or response.status_code != 202:
+            return response
+        answered = json.loads(await response.get_data(as_text=True))
+        if answered.get("status") != "accepted":
+            return response  # held for review: nothing to wait for
+        gateway = current_gateway()
+        stored = await sending.stored_submission(gateway, caller, answered["message_id"])
+        return send_result_view(await sending.await_handoff(gateway, stored))
+
+    update_wrapper(wrapper, route)
+    return wrapper
 
 
 class DeleteQuery(StrictQuery):
@@ -153,13 +181,13 @@ async def message_listing(
 
 @blueprint.post(MESSAGES)
 @requires_caller
+@waits_for_handoff
 @idempotent
 async def send_message(caller: Caller, email: str) -> tuple[dict[str, Any], int]:
     """sendMessage: a new message from the agent in the path."""
-    wait = read_query(WaitQuery).wait == "sent"
     body = _available(await read_json(SendMessageBody, numbers_as_written="template_data"))
     return send_result_view(
-        await sending.send_message(current_gateway(), caller, email, body, wait)
+        await sending.send_message(current_gateway(), caller, email, body, wait_sent=False)
     )
 
 
@@ -257,30 +285,30 @@ async def download_attachment(token: str) -> Response:
 
 @blueprint.post(ONE_MESSAGE + "/reply")
 @requires_caller
+@waits_for_handoff
 @idempotent
 async def reply_to_message(
     caller: Caller, email: str, message_id: str
 ) -> tuple[dict[str, Any], int]:
     """replyToMessage: an answer threaded onto the message."""
-    wait = read_query(WaitQuery).wait == "sent"
     body = _available(await read_json(ReplyMessageBody))
     submission = await sending.reply_to_message(
-        current_gateway(), caller, email, message_id, body, wait
+        current_gateway(), caller, email, message_id, body, wait_sent=False
     )
     return send_result_view(submission)
 
 
 @blueprint.post(ONE_MESSAGE + "/forward")
 @requires_caller
+@waits_for_handoff
 @idempotent
 async def forward_message(
     caller: Caller, email: str, message_id: str
 ) -> tuple[dict[str, Any], int]:
     """forwardMessage: the message, quoted with its attachments, to new recipients."""
-    wait = read_query(WaitQuery).wait == "sent"
     body = _available(await read_json(ForwardMessageBody))
     submission = await sending.forward_message(
-        current_gateway(), caller, email, message_id, body, wait
+        current_gateway(), caller, email, message_id, body, wait_sent=False
     )
     return send_result_view(submission)
 
