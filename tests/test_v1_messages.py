@@ -20,7 +20,9 @@ import httpx
 import pytest
 import trio
 
+from e2a_gateway.api.v1.messages import _disposition
 from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.attachments import Attachment
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.storage.base import MessageFilters
 from e2a_gateway.workers.retention import RetentionWorker
@@ -323,8 +325,9 @@ async def test_get_with_authentication_and_attachments_over_smtp(
         download = await anonymous.get(f"/v1/attachments/{path}")
         assert download.status_code == 200 and download.content == b"\0" * big
         assert download.headers["content-disposition"] == 'attachment; filename="big.bin"'
+        assert download.headers["x-content-type-options"] == "nosniff"
         forged = await anonymous.get(f"/v1/attachments/{path[:-4]}AAAA")
-        assert forged.status_code == 404 and forged.json()["error"]["code"] == "not_found"
+        assert forged.status_code == 403 and forged.json()["error"]["code"] == "forbidden"
     # Mail received carries its reply text and trust map (docs/replies.md) on /v1 too.
     read = (await owner.http.get(f"/v1/agents/{bot}/messages/{full['id']}")).json()
     assert read["reply_text"] == "See attached."
@@ -526,3 +529,17 @@ async def test_get_conversation_lists_every_message_and_checks_the_id(
         assert refused.json()["error"]["code"] == "invalid_request"
     stranger = await alice.http.get(conversation_path("nobody@agents.test", "x" * 201))
     assert stranger.status_code == 404  # the agent is looked up first, as e2a does
+
+
+@pytest.mark.parametrize(
+    ("filename", "header"),
+    [
+        ("big.bin", 'attachment; filename="big.bin"'),
+        (None, "attachment"),
+        ('née "q".txt', "attachment; filename=\"n_e q.txt\"; filename*=UTF-8''n%C3%A9e%20q.txt"),
+        ("a\r\nb.txt", 'attachment; filename="ab.txt"'),
+    ],
+)
+def test_a_download_names_its_file_in_utf8_and_ascii(filename: str | None, header: str) -> None:
+    meta = Attachment(filename, "text/plain", 1, None)
+    assert _disposition(meta) == header

@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import update_wrapper
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import ConfigDict, Field
 from quart import Blueprint, Response
@@ -279,7 +280,11 @@ async def download_attachment(token: str) -> Response:
     return Response(
         data,
         content_type=meta.content_type,
-        headers={"Content-Disposition": _disposition(meta), "Cache-Control": "private, no-store"},
+        headers={
+            "Content-Disposition": _disposition(meta),
+            "Cache-Control": "private, no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
     )
 
 
@@ -403,14 +408,22 @@ def _read_download_token(gateway: Gateway, token: str) -> dict[str, Any]:
         claim = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         genuine, claim = False, None
-    if not genuine or not isinstance(claim, dict):
-        raise NotFound("not_found", "no such download link; ask getAttachment for a new one")
-    if claim["e"] < time.time():
-        raise V1Error(410, "gone", "this download link has expired; ask getAttachment again")
+    if not genuine or not isinstance(claim, dict) or claim["e"] < time.time():
+        raise V1Error(  # e2a's answer to a forged or expired link alike
+            403,
+            "forbidden",
+            "invalid or expired download link; ask getAttachment for a new one",
+        )
     return claim
 
 
 def _disposition(meta: Attachment) -> str:
-    name = (meta.filename or "attachment").replace("\\", "_").replace('"', "_")
-    name = "".join(ch if ch.isprintable() and ord(ch) < 128 else "_" for ch in name)
-    return f'attachment; filename="{name}"'
+    """`attachment` with the file's name: an ASCII stand-in in `filename` (a header's value is
+    Latin-1), and the name itself, UTF-8 and percent-encoded, in `filename*` (RFC 6266)."""
+    if not meta.filename:
+        return "attachment"
+    name = "".join(ch for ch in meta.filename if ch not in '"\\\r\n' and ch.isprintable())
+    fallback = "".join(ch if ord(ch) < 128 else "_" for ch in name) or "attachment"
+    if fallback == name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
