@@ -11,6 +11,7 @@ is durably accepted, and the worker records its progress on the message.
 from __future__ import annotations
 
 import base64
+import math
 import time
 from dataclasses import dataclass
 from html import escape
@@ -208,11 +209,13 @@ async def _sender(gateway: Gateway, caller: Caller, requested: str | None) -> Ag
 async def _check_rate(gateway: Gateway, agent: Agent, now: float) -> None:
     limit = gateway.settings.limits.sends_per_agent_per_minute
     since = now - SEND_RATE_WINDOW_SECONDS
-    if await gateway.storage.count_recent_outbound(agent.email, since) >= limit:
+    recent = await gateway.storage.recent_outbound_epochs(agent.email, since, limit)
+    if len(recent) >= limit:  # full until the oldest of these leaves the window
+        wait = max(1, math.ceil(recent[-1] + SEND_RATE_WINDOW_SECONDS - now))
         raise RateLimited(
             "rate_limited",
-            f"{agent.email} may send {limit} messages per minute; try again shortly",
-            SEND_RATE_WINDOW_SECONDS,
+            f"{agent.email} may send {limit} messages per minute; retry in {wait} seconds",
+            wait,
         )
 
 

@@ -1054,8 +1054,11 @@ class Outbox(Protocol):
         send job and a `pending_approval` one its `approval_notice` job."""
         ...
 
-    async def count_recent_outbound(self, agent_email: str, since: float) -> int:
-        """How many messages the agent created since `since` (rate limiting)."""
+    async def recent_outbound_epochs(
+        self, agent_email: str, since: float, limit: int
+    ) -> list[float]:
+        """When the agent created its newest `limit` messages since `since`, newest first
+        (rate limiting: the last of them says when the window has room again)."""
         ...
 
     async def list_outbound(

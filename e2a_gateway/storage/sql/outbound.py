@@ -352,16 +352,20 @@ class OutboundSql(Runner):
 
         await self._write(insert)
 
-    async def count_recent_outbound(self, agent_email: str, since: float) -> int:
-        """Outbound messages the agent created since `since` (rate limiting)."""
-        row = await self._read(
-            lambda tx: tx.one(
-                "SELECT count(*) FROM messages WHERE agent_email = ? "
-                f"AND direction = '{OUTBOUND}' AND created_epoch >= ?",
-                (agent_email, since),
+    async def recent_outbound_epochs(
+        self, agent_email: str, since: float, limit: int
+    ) -> list[float]:
+        """When the agent created its newest `limit` outbound messages since `since`, newest
+        first (rate limiting)."""
+        rows = await self._read(
+            lambda tx: tx.all(
+                "SELECT created_epoch FROM messages WHERE agent_email = ? "
+                f"AND direction = '{OUTBOUND}' AND created_epoch >= ? "
+                "ORDER BY created_epoch DESC LIMIT ?",
+                (agent_email, since, limit),
             )
         )
-        return int(row[0])
+        return [float(row[0]) for row in rows]
 
     async def list_outbound(
         self, user_id: str, status: str, agent_email: str | None
