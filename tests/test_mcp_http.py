@@ -65,12 +65,30 @@ async def test_initialize_and_list_tools(running: RunningGateway, make_account: 
     tools = {tool.name: tool for tool in listed.tools}
     assert tools["send_email"].input_schema["required"] == ["to", "subject", "body"]
     assert tools["send_message"].input_schema["required"] == ["to"]  # or a template
-    hints = {name: tool.annotations for name, tool in tools.items()}
-    assert hints["list_messages"] and hints["list_messages"].read_only_hint is True
-    assert hints["get_message"] and hints["get_message"].read_only_hint is False  # marks read
-    assert hints["send_message"] and hints["send_message"].open_world_hint is True
-    assert hints["reject_review"] and hints["reject_review"].destructive_hint is True
-    assert hints["delete_agent"] and hints["delete_agent"].destructive_hint is True
+    hints = {
+        name: tool.annotations.model_dump(by_alias=True, exclude_none=True)
+        for name, tool in tools.items()
+        if tool.annotations
+    }
+    # e2a's hints exactly (mcp/src/tools/*.ts), nothing more: openWorldHint left default.
+    assert hints["list_messages"] == {"readOnlyHint": True}
+    assert hints["get_message"] == {"readOnlyHint": False}  # marks read
+    assert hints["get_attachment"] == hints["get_attachment_data"] == {"readOnlyHint": True}
+    assert hints["send_message"] == {"destructiveHint": False}
+    assert hints["reject_review"] == {"destructiveHint": True}
+    assert hints["delete_agent"] == {"destructiveHint": True, "idempotentHint": True}
+    for name in ("update_agent", "update_protection", "register_domain", "verify_domain"):
+        assert hints[name] == {"idempotentHint": True, "destructiveHint": False}, name
+    for name in ("update_webhook", "update_template", "update_message_labels"):
+        assert hints[name] == {"idempotentHint": True, "destructiveHint": False}, name
+    for name in ("delete_domain", "delete_webhook", "delete_template", "delete_message"):
+        assert hints[name] == {"destructiveHint": True, "idempotentHint": True}, name
+    assert hints["delete_api_key"] == {"destructiveHint": True, "idempotentHint": True}
+    assert hints["get_message_lifecycle"] == {"readOnlyHint": True, "idempotentHint": True}
+    assert hints["restore_agent"] == {"destructiveHint": False, "idempotentHint": False}
+    assert not any("openWorldHint" in hint for hint in hints.values())
+    # An earlier name has the hints of the tool it stands for.
+    assert hints["get_inbox"] == hints["list_messages"]
     # Earlier names stay listed for one release, as e2a lists its own: titled as aliases.
     assert tools["get_inbox"].title == "Deprecated alias: list_messages"
     assert tools["get_inbox"].description.startswith("DEPRECATED: use list_messages.")
@@ -81,19 +99,28 @@ async def test_initialize_and_list_tools(running: RunningGateway, make_account: 
 async def test_every_tool_on_a_mailbox(running: RunningGateway, make_account: Any) -> None:
     account: Account = await make_account("mcp-owner@example.com")
     support = await create_agent(account, "mcp-support")
+    await trio.sleep(1.1)  # creation times are whole seconds: sales is the newer
     sales = await create_agent(account, "mcp-sales")
     smtp_port = running.addresses.smtp_port
     await smtp_send(smtp_port, [support], mail("Invoice 7", body="Please pay invoice 7."))
 
     async with mcp_client(running, account.key, agent=support) as client:
+        # /v1's listAgents, as e2a's list_agents: newest first, with registered_domain.
         agents = await call(client, "list_agents")
-        assert sorted(a["email"] for a in agents["agents"]) == sorted([support, sales])
+        assert [a["email"] for a in agents["agents"]] == [sales, support]
+        assert agents["agents"] == (await account.http.get("/v1/agents")).json()["items"]
+        assert all(a["registered_domain"] == "agents.test" for a in agents["agents"])
         assert agents["default_agent"] == support
         assert "next_cursor" not in agents
 
+        # whoami is /v1's getAccount, as e2a's: an account key names no agent_email.
         me = await call(client, "whoami")
-        assert me["agent_email"] == me["email"] == support
-        assert me["scope"] == "account"
+        account_view = (await account.http.get("/v1/account")).json()
+        assert {name: me[name] for name in account_view} == account_view
+        assert me["scope"] == "account" and me["user"]["email"] == "mcp-owner@example.com"
+        assert set(me) >= {"user", "scope", "plan_code", "limits", "usage", "upgrade_url"}
+        assert "agent_email" not in me
+        assert me["default_agent"] == support
         assert me["gateway"]["shared_domain"] == "agents.test"
 
         inbox = await call(client, "list_messages")
@@ -104,12 +131,16 @@ async def test_every_tool_on_a_mailbox(running: RunningGateway, make_account: An
         assert summary["recipient"] == support
         assert inbox["next_token"] is None and "next_cursor" not in inbox
 
+        # get_message answers /v1's MessageView in e2a's tool shape.
         email = await call(client, "get_message", {"message_id": summary["message_id"]})
-        assert email["text_body"].strip() == "Please pay invoice 7."
-        assert email["verification"]["verified"] is False
-        assert email["verification"]["sender"] == "alice@example.org"
-        assert email["verification"]["summary"].startswith("UNVERIFIED")
-        assert set(email["verification"]["authentication_results"]) >= {"spf", "dkim", "dmarc"}
+        assert email["id"] == summary["message_id"] and email["direction"] == "inbound"
+        assert email["text"].strip() == "Please pay invoice 7."
+        assert email["header_from"] == "alice@example.org"
+        assert email["verified_domain"] is None
+        assert set(email["authentication"]) >= {"spf", "dkim", "dmarc"}
+        assert email["read_status"] == "read" and email["labels"] == []
+        assert email["received_at"] and email["attachments"] == []
+        assert "raw_message" not in email and "parsed" not in email
         assert (await call(client, "list_messages"))["messages"] == []
         read = await call(client, "list_messages", {"read_status": "read", "limit": 1})
         assert [m["message_id"] for m in read["messages"]] == [summary["message_id"]]
@@ -119,6 +150,11 @@ async def test_every_tool_on_a_mailbox(running: RunningGateway, make_account: An
             client, "send_message", {"to": [sales], "subject": "Handover", "text": "Yours now."}
         )
         assert sent["status"] == "accepted" and sent["method"] == "loopback"
+        # Mail the agent sent reads as e2a's get_message reads it (not a 404).
+        outbound = await call(client, "get_message", {"message_id": sent["message_id"]})
+        assert outbound["id"] == sent["message_id"] and outbound["direction"] == "outbound"
+        assert outbound["subject"] == "Handover" and outbound["text"] == "Yours now."
+        assert outbound["delivery_status"] and outbound["authentication"] is None
         arrived = await call(
             client, "wait_for_email", {"agent_email": sales, "timeout_seconds": 10}
         )
@@ -196,7 +232,21 @@ async def test_tool_errors_are_structured(running: RunningGateway, make_account:
         assert error["code"] == "invalid_request" and error["retryable"] is False
         assert "status" not in error  # no request was made
         assert first in error["message"] and second in error["message"]
-        assert "agent_email" in error["message"]
+        assert "pass email or agent_email" in error["message"]
+        # The argument named is the one the tool takes (e2a's client.ts), never one it refuses.
+        for name, arguments in (
+            ("send_message", {"to": [first], "subject": "s", "text": "t"}),
+            ("forward_message", {"message_id": "msg_x", "to": [first], "text": "t"}),
+            ("get_attachment", {"message_id": "msg_x", "attachment_index": 0}),
+            ("delete_message", {"message_id": "msg_x", "confirm": True}),
+        ):
+            error = await failure(client, name, arguments)
+            assert "pass email (one of them)" in error["message"], name
+            assert "agent_email" not in error["message"].replace("E2A_AGENT_EMAIL", ""), name
+        error = await failure(
+            client, "get_attachment_data", {"message_id": "m", "attachment_index": 0}
+        )
+        assert "pass agent_email (one of them)" in error["message"]
         error = await failure(client, "list_messages", {"email": first, "status": "archived"})
         assert error["code"] == "invalid_request"
         assert error["message"].startswith("invalid arguments for list_messages: status:")
@@ -400,10 +450,6 @@ async def test_refused_requests_name_no_session(
         await anonymous.post(
             "/mcp", content=b"{nope", headers=auth | {"Content-Type": "application/json"}
         ),
-        await anonymous.post(
-            "/mcp", json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=auth
-        ),
-        await anonymous.get("/mcp", headers=auth),
     ]
     for refused in refusals:
         assert refused.status_code == 400, refused.text
@@ -416,9 +462,56 @@ async def test_refused_requests_name_no_session(
             "message": "JSON-RPC batches are not supported: send one message per request",
             "data": {"code": "invalid_request"},
         }
-    # The endpoint still opens sessions after all that.
+    # The endpoint still answers after all that, and opens no session.
     opened = await anonymous.post("/mcp", json=INITIALIZE, headers=auth)
-    assert opened.status_code == 200 and opened.headers["mcp-session-id"]
+    assert opened.status_code == 200 and "mcp-session-id" not in opened.headers
+
+
+def _rpc_answer(response: httpx.Response) -> dict[str, Any]:
+    """The JSON-RPC answer in a streamable-HTTP response (JSON, or one SSE `data:` event)."""
+    if response.headers["content-type"].startswith("application/json"):
+        answer: dict[str, Any] = response.json()
+        return answer
+    [data] = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
+    found: dict[str, Any] = json.loads(data)
+    return found
+
+
+async def test_the_endpoint_is_stateless_as_e2as(
+    running: RunningGateway, make_account: Any, anonymous: httpx.AsyncClient
+) -> None:
+    owner: Account = await make_account("mcp-stateless@example.com")
+    agent = await create_agent(owner, "mcp-stateless")
+    auth = MCP_HEADERS | {"Authorization": f"Bearer {owner.key}"}
+    # A bare tools/call, no initialize before it and no session: answered (e2a's /mcp is
+    # stateless, http-server.ts).
+    calling = {
+        "jsonrpc": "2.0",
+        "id": 7,
+        "method": "tools/call",
+        "params": {"name": "get_agent", "arguments": {"email": agent}},
+    }
+    answered = await anonymous.post("/mcp", json=calling, headers=auth)
+    assert answered.status_code == 200, answered.text
+    assert "mcp-session-id" not in answered.headers
+    result = _rpc_answer(answered)["result"]
+    assert result.get("isError") is not True and result["structuredContent"]["email"] == agent
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    listed = await anonymous.post("/mcp", json=listing, headers=auth)
+    assert listed.status_code == 200 and "send_message" in listed.text
+    # Each request stands alone: its own key decides, whatever session id it claims.
+    stranger = auth | {"Mcp-Session-Id": "not-a-session"}
+    assert (await anonymous.post("/mcp", json=listing, headers=stranger)).status_code == 200
+    # No stream to open, no session to end: 405, as e2a answers.
+    for method in ("GET", "DELETE"):
+        refused = await anonymous.request(method, "/mcp", headers=auth)
+        assert refused.status_code == 405
+        assert refused.headers["allow"] == "POST"
+        assert refused.json()["error"] == {
+            "code": -32000,
+            "message": "Method not allowed: the e2a MCP server is stateless",
+            "data": {"code": "method_not_allowed"},
+        }
 
 
 async def test_send_and_reply_failures_carry_the_rest_apis_reason(
@@ -463,36 +556,6 @@ async def test_send_and_reply_failures_carry_the_rest_apis_reason(
         f"e2a error [send_failed]: message {message_id} was not sent: {recorded['error']} "
         f"(kept as failed: GET /api/v1/messages/{message_id})"
     )
-
-
-async def test_sessions_follow_the_streamable_http_spec(
-    running: RunningGateway, make_account: Any, anonymous: httpx.AsyncClient
-) -> None:
-    owner: Account = await make_account("mcp-session@example.com")
-    other: Account = await make_account("mcp-session-thief@example.com")
-    auth = {"Authorization": f"Bearer {owner.key}"}
-    opened = await anonymous.post("/mcp", json=INITIALIZE, headers=MCP_HEADERS | auth)
-    assert opened.status_code == 200, opened.text
-    session = opened.headers["mcp-session-id"]
-    assert session
-    in_session = MCP_HEADERS | {"Mcp-Session-Id": session, "Mcp-Protocol-Version": "2025-06-18"}
-    notified = await anonymous.post(
-        "/mcp",
-        json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-        headers=in_session | auth,
-    )
-    assert notified.status_code == 202
-    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
-    listed = await anonymous.post("/mcp", json=listing, headers=in_session | auth)
-    assert listed.status_code == 200 and "send_email" in listed.text
-    # Another user's key cannot use the session.
-    stolen = await anonymous.post(
-        "/mcp", json=listing, headers=in_session | {"Authorization": f"Bearer {other.key}"}
-    )
-    assert stolen.status_code == 404
-    assert (await anonymous.delete("/mcp", headers=in_session | auth)).status_code == 200
-    gone = await anonymous.post("/mcp", json=listing, headers=in_session | auth)
-    assert gone.status_code == 404
 
 
 async def test_protocol_2026_without_sessions(running: RunningGateway, make_account: Any) -> None:

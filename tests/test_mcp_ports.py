@@ -8,6 +8,7 @@ refusals included, acts on the same objects and must answer identically."""
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import AsyncIterator
@@ -130,7 +131,7 @@ async def test_reading_and_refusals_answer_alike(
             await run(remote, "get_message", {"message_id": first}),
             await run(local, "get_message", {"message_id": second}),
         )
-        assert read[0]["verification"]["summary"].startswith("UNVERIFIED")
+        assert read[0]["direction"] == "inbound" and read[0]["verified_domain"] is None
         assert without(read[0], VARYING) == without(read[1], VARYING)
         assert await run(remote, "list_messages") == await run(local, "list_messages")
     revoked = await account.http.get("/api/v1/users/me/api-keys")
@@ -384,12 +385,23 @@ async def test_attachments_answer_alike(running: RunningGateway, make_account: A
         for port, message_id in zip((remote, local), ids, strict=True):
             email = await run(port, "get_message", {"agent_email": peer, "message_id": message_id})
             assert email["attachments"] == [
-                {"index": 0, "filename": "report.csv", "content_type": "text/csv", "size": 8}
+                {"index": 0, "filename": "report.csv", "content_type": "text/csv", "size_bytes": 8}
             ]
             wanted = {"email": peer, "message_id": message_id, "attachment_index": 0}
             inline = await run(port, "get_attachment", wanted | {"inline": True})
             assert inline["data"] == report["data"] and inline["size_bytes"] == 8
-            assert (await run(port, "get_attachment", wanted))["download_url"] is None
+            # /v1's AttachmentView: a signed link that works, and when it stops working.
+            linked = await run(port, "get_attachment", wanted)
+            assert "data" not in linked and linked["expires_at"]
+            assert {name: linked[name] for name in ("index", "filename", "content_type")} == {
+                "index": 0,
+                "filename": "report.csv",
+                "content_type": "text/csv",
+            }
+            path = linked["download_url"].partition("/v1/attachments/")[2]
+            downloaded = await account.http.get(f"/v1/attachments/{path}")
+            assert downloaded.status_code == 200
+            assert downloaded.content == base64.b64decode(report["data"])
             data = await run(
                 port,
                 "get_attachment_data",
@@ -402,8 +414,7 @@ async def test_attachments_answer_alike(running: RunningGateway, make_account: A
                 "data": report["data"],
             }
             beyond = await run(port, "get_attachment", wanted | {"attachment_index": 1})
-            assert beyond[1]["code"] == "not_found"
-            assert "0 to 0" in beyond[1]["message"]
+            assert beyond[1]["code"] == "attachment_not_found" and beyond[1]["status"] == 404
 
         # One idempotency key, either port: the send and the reply made once, then replayed.
         once = {"to": [peer], "subject": "Once", "text": "Once.", "idempotency_key": "ports-1"}

@@ -37,15 +37,16 @@ async def test_every_tool_over_stdio(running: RunningGateway, make_account: Any)
         ]
         me = await call(client, "whoami")
         assert me["gateway"]["url"] == base_url
-        assert me["agent_email"] == support
+        assert me["default_agent"] == support and me["scope"] == "account"
+        assert "agent_email" not in me
         agents = await call(client, "list_agents")
         assert sorted(agent["email"] for agent in agents["agents"]) == sorted([support, sales])
 
         [summary] = (await call(client, "list_messages"))["messages"]
         email = await call(client, "get_message", {"message_id": summary["message_id"]})
-        assert email["subject"] == "Quote"
-        assert email["verification"]["verified"] is False
-        assert "UNVERIFIED" in email["verification"]["summary"]
+        assert email["subject"] == "Quote" and email["direction"] == "inbound"
+        assert email["header_from"] == "alice@example.org" and email["verified_domain"] is None
+        assert email["text"].strip() == "Price?"
 
         sent = await call(client, "send_message", {"to": [sales], "subject": "Hi", "text": "Hello"})
         assert sent["method"] == "loopback"

@@ -11,8 +11,12 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from e2a_gateway.app import RunningGateway
+from e2a_gateway.mcp.tiers import RUNTIME_TOOLS
+from e2a_gateway.mcp.tools import TOOLS
 from tests.conftest import Account, agent_path
 from tests.delivery_support import (
     create_agent,
@@ -23,6 +27,13 @@ from tests.delivery_support import (
 )
 from tests.mcp_support import call, failure
 from tests.test_mcp_names import TRANSPORTS, opener
+
+
+async def not_for_agent_keys(client: Client, name: str, arguments: dict[str, Any]) -> None:
+    """Calling account tool `name` with an agent key: there is no such tool for it."""
+    with pytest.raises(MCPError) as refused:
+        await client.call_tool(name, arguments)
+    assert f"unknown tool {name!r} for an agent-scoped API key" in str(refused.value)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -235,6 +246,7 @@ async def test_agent_keys_protection_and_what_an_agent_key_may_not_do(
         assert await call(client, "get_protection", {"email": agent}) == after
         refused = await failure(client, "update_protection", {"inbound_scan_sensitivity": "high"})
         assert refused["code"] == "not_implemented" and refused["status"] == 501
+        assert refused["retryable"] is False  # by its code first, as e2a's SDK decides
         unknown = await failure(client, "get_protection", {"email": "nobody@agents.test"})
         assert unknown["code"] == "not_found" and unknown["status"] == 404
 
@@ -243,14 +255,22 @@ async def test_agent_keys_protection_and_what_an_agent_key_may_not_do(
         no_agent = await failure(client, "create_api_key", {"agent_email": "nobody@agents.test"})
         assert no_agent["code"] == "not_found" and no_agent["status"] == 404
 
+    # An agent key sees e2a's runtime tier only (tiers.ts): the account tools are neither
+    # listed nor callable for it (and the operations refuse them anyway, 403).
     async with opener(transport, running)(issued["key"], agent) as bound:
+        listed = {tool.name for tool in (await bound.list_tools()).tools}
+        assert listed == set(RUNTIME_TOOLS)
+        assert {"list_agents", "list_reviews", "get_protection", "create_api_key"} - listed
         for name, arguments in (
             ("list_reviews", {}),
             ("get_protection", {}),
             ("create_api_key", {"agent_email": agent}),
+            ("list_agents", {}),
         ):
-            forbidden = await failure(bound, name, arguments)
-            assert forbidden["code"] == "forbidden" and forbidden["status"] == 403, name
+            await not_for_agent_keys(bound, name, arguments)
+        assert (await call(bound, "whoami"))["agent_email"] == agent
+    async with opener(transport, running)(account.key, agent) as client:
+        assert len((await client.list_tools()).tools) == len(TOOLS)  # an account key: all
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -283,7 +303,7 @@ async def test_forward_a_message_and_read_its_lifecycle(
         ]
         assert copy["subject"] == "Fwd: Quarterly"
         shown = await call(client, "get_message", {"email": peer, "message_id": copy["message_id"]})
-        text = shown["text_body"].replace("\r\n", "\n")
+        text = shown["text"].replace("\r\n", "\n")
         assert text.startswith("FYI\n\n---------- Forwarded message ----------\n")
         assert "Subject: Quarterly\n" in text and text.endswith("\nNumbers.\n")
         assert [a["filename"] for a in shown["attachments"]] == ["note.txt"]
@@ -373,16 +393,21 @@ async def test_whoami_names_the_scope_of_the_key(
     await smtp_send(running.addresses.smtp_port, [agent], mail("For the bound one", body="Hi."))
     async with opener(transport, running)(account.key, agent) as client:
         me = await call(client, "whoami")
-        assert me["scope"] == "account" and me["agent_email"] == me["email"] == agent
+        # e2a's whoami: /v1's getAccount; an account key names no agent, whatever the default.
+        assert me["scope"] == "account" and "agent_email" not in me
+        assert me["default_agent"] == agent and me["user"]["email"] == account.email
+        assert me["plan_code"] and me["limits"] and "usage" in me and "upgrade_url" in me
         issued = await call(client, "create_api_key", {"agent_email": agent, "name": "bound"})
     async with opener(transport, running)(account.key) as client:
         me = await call(client, "whoami")
-        assert me["scope"] == "account" and me["agent_email"] is None  # two agents, no default
+        assert me["scope"] == "account" and "agent_email" not in me  # two agents, no default
+        assert "default_agent" not in me
 
     # An agent key: its scope and its agent, which is also every tool's default agent.
     async with opener(transport, running)(issued["key"]) as bound:
         me = await call(bound, "whoami")
-        assert me["scope"] == "agent" and me["agent_email"] == me["email"] == agent
+        assert me["scope"] == "agent" and me["agent_email"] == agent
+        assert me["user"]["email"] == account.email
         assert me["gateway"]["shared_domain"] == "agents.test"
         [message] = (await call(bound, "list_messages"))["messages"]
         assert message["subject"] == "For the bound one"
@@ -422,8 +447,7 @@ async def test_delete_agent_moves_it_to_the_trash_and_restore_agent_brings_it_ba
         issued = await call(client, "create_api_key", {"agent_email": agent})
 
     async with opener(transport, running)(issued["key"]) as bound:
-        refused = await failure(bound, "delete_agent", {"confirm": True})
-        assert refused["code"] == "forbidden" and refused["status"] == 403
+        await not_for_agent_keys(bound, "delete_agent", {"confirm": True})
     assert (await account.http.get(f"/v1/agents/{quote(agent, safe='')}")).status_code == 200
 
 

@@ -119,43 +119,38 @@ def _agent(agent: Agent) -> dict[str, Any]:
 
 
 async def whoami(caller: ToolCaller, _: NoArguments) -> dict[str, Any]:
-    """The default agent (e2a's first `whoami`) and the key's identity (its current one): its
-    scope, `account` or `agent`; an agent key's agent is the one it is bound to."""
-    scope = str((await caller.account()).get("scope") or SCOPE)
-    email = await caller.bound_agent() or await caller.known_agent()
+    """Who the key is, as e2a's whoami answers: `/v1`'s getAccount in full (user, scope,
+    plan, limits, usage; `agent_email` only for an agent key, the agent it is bound to), and
+    this gateway's additions: its default agent when one is set, and the gateway itself."""
+    account = dict(await caller.account())
+    if account.get("scope", SCOPE) == SCOPE:
+        account.pop("agent_email", None)
     info = await caller.port.get_info()
-    gateway = {
-        "url": caller.port.gateway_url,
-        "version": info.version,
-        "shared_domain": info.shared_domain,
+    answer = {
+        **account,
+        "gateway": {
+            "url": caller.port.gateway_url,
+            "version": info.version,
+            "shared_domain": info.shared_domain,
+        },
     }
-    if email is None:
-        return {
-            "scope": scope,
-            "agent_email": None,
-            "gateway": gateway,
-            "note": "no default agent: set E2A_AGENT_EMAIL (or the X-E2A-Agent-Email header), "
-            "or pass agent_email to each tool; list_agents shows your agents",
-        }
-    agent = await caller.port.get_agent(email)
-    return {**_agent(agent), "scope": scope, "agent_email": email, "gateway": gateway}
+    if caller.default_agent:
+        answer["default_agent"] = caller.default_agent
+    return answer
 
 
 async def list_agents(caller: ToolCaller, arguments: ListAgentsArguments) -> dict[str, Any]:
-    """One page of the caller's agents (or of their trash, as `/v1` lists it), and their
-    default agent."""
-    if arguments.deleted:
-        query = {"cursor": arguments.cursor, "limit": arguments.limit}
-        trash = await caller.port.list_agent_trash(
-            {name: value for name, value in query.items() if value is not None}
-        )
-        return {
-            **listed("agents", trash["items"], trash.get("next_cursor")),
-            "default_agent": caller.default_agent or None,
-        }
-    agents = [_agent(agent) for agent in (await caller.port.list_agents()).agents]
-    shown, following = page_of(agents, arguments.cursor, arguments.limit)
-    return {**listed("agents", shown, following), "default_agent": caller.default_agent or None}
+    """One page of the caller's agents (or of their trash), newest first, as `/v1`'s
+    listAgents answers it (AgentView, `registered_domain` included); and their default
+    agent."""
+    query = {"cursor": arguments.cursor, "limit": arguments.limit, "deleted": arguments.deleted}
+    page = await caller.port.list_agent_page(
+        {name: value for name, value in query.items() if value is not None}
+    )
+    return {
+        **listed("agents", page["items"], page.get("next_cursor")),
+        "default_agent": caller.default_agent or None,
+    }
 
 
 async def get_agent(caller: ToolCaller, arguments: AgentArguments) -> dict[str, Any]:
@@ -256,20 +251,22 @@ ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
         "whoami",
         "Who am I",
-        "Who this key is: your default agent (its address, name, delivery mode, whether its "
-        "mail needs approval) when there is one, the key's scope (account: the whole account; "
-        "agent: only the agent in agent_email, the one the key is bound to), and the gateway "
-        "(URL, version, shared domain). Call it first.",
+        "Use first to learn who you are: the authenticated user (id, email), the key's scope "
+        "(account: the whole account; agent: only the agent in agent_email, the one the key "
+        "is bound to — agent_email is present for agent keys only), the plan, its limits and "
+        "usage; also the default agent when one is set (E2A_AGENT_EMAIL or the "
+        "X-E2A-Agent-Email header) and the gateway (URL, version, shared domain). This is "
+        "identity, not an agent: an account key's agents are listed by list_agents.",
         NoArguments,
         whoami,
     ),
     ToolSpec(
         "list_agents",
         "List agents",
-        "List the agent mailboxes this API key owns (address, name, delivery mode, whether "
-        "outgoing mail needs approval) and which one is the default; deleted: true lists the "
-        "trash instead, newest first (address, name, deleted_at; restore_agent brings one "
-        "back). Pass next_cursor back as `cursor` while it is present.",
+        "List the agent mailboxes this account owns, newest first (address, name, domain, "
+        "registered_domain, created_at), and which one is the default; deleted: true lists "
+        "the trash instead (restore_agent brings one back). Account keys only. Pass "
+        "next_cursor back as `cursor` while it is present.",
         ListAgentsArguments,
         list_agents,
     ),

@@ -2,9 +2,11 @@
 
 Before the MCP library sees a request, the endpoint refuses a foreign `Origin` (403), a missing
 or bad key (401, checked by the caller's own operation) and a JSON-RPC batch (400), each with a
-JSON-RPC error an MCP client shows; a session is bound to the key's user. Tools call the
-gateway's operations in-process (`in_process.OperationsPort`) for the key's owner, the very
-operations the REST API runs, so ownership is decided where it is for every other client.
+JSON-RPC error an MCP client shows. Like e2a's `/mcp`, the endpoint is stateless: no session,
+each request stands alone (a `tools/call` needs no `initialize` before it), its key checked
+again by every tool; GET and DELETE answer 405. Tools call the gateway's operations
+in-process (`in_process.OperationsPort`) for the key's owner, the very operations the REST
+API runs, so ownership is decided where it is for every other client.
 
 The MCP library is loaded on the first authenticated request, not at start: it is the largest
 part of the gateway's imports (about 25 MB and 40% of start-up), and many deployments never
@@ -144,23 +146,6 @@ def _replaying(received: list[Message], receive: Receive) -> Receive:
     return replayed
 
 
-def _no_fresh_session_on_error(send: Send) -> Send:
-    """`send` that drops `Mcp-Session-Id` from an error answer to a request without one: the
-    MCP library names a new session on every answer, but a refused request opens none."""
-
-    async def send_answer(message: Message) -> None:
-        if message["type"] == "http.response.start" and message["status"] >= 400:
-            headers = [
-                (name, value)
-                for name, value in message.get("headers", [])
-                if bytes(name).lower() != b"mcp-session-id"
-            ]
-            message = {**message, "headers": headers}
-        await send(message)
-
-    return send_answer
-
-
 class McpEndpoint:
     """The ASGI app mounted at `/mcp`: origin, Bearer API key, then the MCP session manager."""
 
@@ -182,8 +167,8 @@ class McpEndpoint:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Serve until the block ends; the session manager (its sessions are tasks) runs in
-        here from the first request on, and stops with the block."""
+        """Serve until the block ends; the MCP library's request manager (each request a task)
+        runs in here from the first request on, and stops with the block."""
         async with anyio.create_task_group() as tasks:
             self._tasks = tasks
             try:
@@ -208,7 +193,9 @@ class McpEndpoint:
 
         from e2a_gateway.mcp.server import build_server
 
-        sessions = StreamableHTTPSessionManager(app=build_server(self._open_caller))
+        # Stateless, as e2a's /mcp is (http-server.ts): every request is answered on its own,
+        # nothing the tools do needs a session (no server-to-client requests).
+        sessions = StreamableHTTPSessionManager(app=build_server(self._open_caller), stateless=True)
         async with sessions.run():
             task_status.started(sessions)
             await anyio.sleep_forever()
@@ -231,6 +218,16 @@ class McpEndpoint:
                 f"origin {origin} may not use {MOUNT_PATH}: add it to http.cors_allowed_origins",
             )
             return
+        if scope["method"] in ("GET", "DELETE"):
+            # Stateless, as e2a's /mcp: no stream to open (GET), no session to end (DELETE).
+            await _send_error(
+                send,
+                405,
+                "method_not_allowed",
+                "Method not allowed: the e2a MCP server is stateless",
+                {"Allow": "POST"},
+            )
+            return
         user = await self._authenticate(scope, send)
         if user is None:
             return
@@ -251,11 +248,8 @@ class McpEndpoint:
         from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
         from mcp.server.auth.provider import AccessToken
 
-        # The session manager binds each session to this principal: another user's key
-        # presenting the session id gets 404, as if the session did not exist.
+        # The tools read the key from the request's principal (a session is never opened).
         token = AccessToken(token=key, client_id=user_id, scopes=[])
-        if _header(scope, b"mcp-session-id") is None:
-            send = _no_fresh_session_on_error(send)
         await sessions.handle_request({**scope, "user": AuthenticatedUser(token)}, receive, send)
 
     async def _authenticate(self, scope: Scope, send: Send) -> tuple[str, str] | None:

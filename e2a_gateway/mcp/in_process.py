@@ -32,6 +32,7 @@ from e2a_gateway.api.v1.messages import (
     LifecycleQuery,
     ListMessagesQuery,
     UpdateMessageBody,
+    attachment_answer,
     lifecycle_listing,
     message_listing,
 )
@@ -276,14 +277,36 @@ class OperationsPort:
 
         return _agent(await self._run(change))
 
-    async def list_agent_trash(self, query: dict[str, Any]) -> dict[str, Any]:
-        """One page of the caller's trashed agents, newest first."""
+    async def list_agent_page(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One page of the caller's agents (or their trash), newest first."""
 
         async def page(gateway: Gateway, caller: Caller) -> dict[str, Any]:
-            checked = validated(AgentsQuery, {**query, "deleted": True}, "query")
-            return await agent_listing(gateway, caller, checked)
+            return await agent_listing(gateway, caller, validated(AgentsQuery, query, "query"))
 
         return await self._run_v1(page)
+
+    async def get_v1_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """One message of an agent, received or sent, as `/v1` shows it (with its reading for
+        mail received); marks mail received read."""
+
+        async def read(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            opened = await mailbox.open_message(gateway, caller, email, message_id)
+            view = message_view(opened, gateway.settings.smtp.hostname)
+            reading = await trust.reading_of_filed(gateway, caller.user_id, opened.filed)
+            return view if reading is None else {**view, **reading}
+
+        return await self._run_v1(read)
+
+    async def get_attachment(
+        self, email: str, message_id: str, index: int, inline: bool = False
+    ) -> dict[str, Any]:
+        """One attachment of an agent's message as `/v1`'s getAttachment answers it: a
+        download link made as that route makes it, and the bytes when `inline`."""
+
+        async def fetch(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            return await attachment_answer(gateway, caller, email, message_id, index, inline=inline)
+
+        return await self._run_v1(fetch)
 
     async def trash_agent(self, email: str) -> dict[str, Any]:
         """Move one of the caller's agents to the trash with its messages; `/v1`'s receipt

@@ -68,8 +68,9 @@ class GatewayPort(Protocol):
         """Rename one of the caller's agents."""
         ...
 
-    async def list_agent_trash(self, query: dict[str, Any]) -> dict[str, Any]:
-        """One `/v1` page of the caller's trashed agents, newest first (`query`: cursor, limit)."""
+    async def list_agent_page(self, query: dict[str, Any]) -> dict[str, Any]:
+        """One `/v1` page of the caller's agents (or, with `deleted`, of their trash), newest
+        first, as listAgents answers it (`query`: cursor, limit, deleted)."""
         ...
 
     async def trash_agent(self, email: str) -> dict[str, Any]:
@@ -91,6 +92,20 @@ class GatewayPort(Protocol):
         self, message_id: str, agent_email: str | None = None
     ) -> AsyncInboundEmail:
         """One inbound message in full; marks it read."""
+        ...
+
+    async def get_v1_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """One message of the agent at `email`, received or sent, as `/v1`'s getMessage
+        answers it (MessageView, with the reading of mail received); marks mail received
+        read."""
+        ...
+
+    async def get_attachment(
+        self, email: str, message_id: str, index: int, inline: bool = False
+    ) -> dict[str, Any]:
+        """Attachment `index` of a message of the agent at `email`, as `/v1`'s getAttachment
+        answers it: metadata, a short-lived `download_url` and `expires_at`, and base64 `data`
+        when `inline` (404 `attachment_not_found`, 413 `attachment_too_large`)."""
         ...
 
     async def send(

@@ -84,9 +84,22 @@ class SdkPort(AsyncE2AClient):
         """`POST /v1/agents/{email}/messages/{id}/restore`."""
         return await self._v1("POST", _v1_path("agents", email, "messages", message_id, "restore"))
 
-    async def list_agent_trash(self, query: dict[str, Any]) -> dict[str, Any]:
-        """`GET /v1/agents?deleted=true`."""
-        return await self._v1("GET", "/v1/agents", query={**query, "deleted": "true"})
+    async def list_agent_page(self, query: dict[str, Any]) -> dict[str, Any]:
+        """`GET /v1/agents`."""
+        params = {name: _query_value(value) for name, value in query.items()}
+        return await self._v1("GET", "/v1/agents", query=params)
+
+    async def get_v1_message(self, email: str, message_id: str) -> dict[str, Any]:
+        """`GET /v1/agents/{email}/messages/{id}`."""
+        return await self._v1("GET", _v1_path("agents", email, "messages", message_id))
+
+    async def get_attachment(
+        self, email: str, message_id: str, index: int, inline: bool = False
+    ) -> dict[str, Any]:
+        """`GET /v1/agents/{email}/messages/{id}/attachments/{index}`, `?inline=true` when
+        asked."""
+        path = _v1_path("agents", email, "messages", message_id, "attachments", str(index))
+        return await self._v1("GET", path, query={"inline": "true"} if inline else None)
 
     async def trash_agent(self, email: str) -> dict[str, Any]:
         """`DELETE /v1/agents/{email}?confirm=DELETE`: to the trash."""

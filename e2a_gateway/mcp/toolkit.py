@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -23,6 +24,7 @@ import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from e2a_gateway.mcp.port import GatewayPort
+from e2a_gateway.mcp.tiers import E2A_ANNOTATIONS
 from e2a_gateway.v1 import Attachment, E2AApiError
 
 log = logging.getLogger("e2a.mcp")
@@ -30,6 +32,11 @@ log = logging.getLogger("e2a.mcp")
 MAX_ERROR_MESSAGE_CHARS = 500
 """Longer error messages are cut: a refusal can echo what the caller sent."""
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+AGENT_ARGUMENTS = ("email", "agent_email")
+"""The names a tool's agent argument goes by (e2a's current one first); `agent` is this
+gateway's earlier one, named only by the tools that take no other."""
+_agent_argument: ContextVar[tuple[str, ...]] = ContextVar("agent_argument", default=())
+"""The agent argument(s) of the tool being run, for the error naming what to pass."""
 
 
 class ToolFailure(Exception):
@@ -58,6 +65,10 @@ class ToolCaller:
             self._account = await self.port.get_account()
         return self._account
 
+    async def scope(self) -> str:
+        """The key's scope: `account`, or `agent` for a key bound to one agent."""
+        return str((await self.account()).get("scope") or "account")
+
     async def bound_agent(self) -> str | None:
         """The agent the key is bound to, for an agent key; None for an account key."""
         found = await self.account()
@@ -83,9 +94,12 @@ class ToolCaller:
                 "this API key has no agents yet: create one first (create_agent, or "
                 "`e2a agents register <slug> --mode local`)"
             )
+        names = _agent_argument.get()
+        choose = f"pass {' or '.join(names)} (one of them), " if names else ""
         raise ToolFailure(
-            f"this API key has {len(agents)} agents ({', '.join(agents)}): pass agent_email, "
-            "or set E2A_AGENT_EMAIL"
+            f"this API key has {len(agents)} agents ({', '.join(agents)}): {choose}set "
+            "E2A_AGENT_EMAIL (the X-E2A-Agent-Email header), or use an agent-scoped key, which "
+            "resolves the agent for you; list_agents shows your agents"
         )
 
     async def known_agent(self) -> str | None:
@@ -209,10 +223,11 @@ A = TypeVar("A", bound=Arguments)
 class ToolSpec(Generic[A]):
     """One tool: its name, what it is for, its arguments model and what runs it.
 
-    The flags become the MCP annotation hints: `read_only` changes nothing (reading a message
-    marks it read, so get_message is not), `sends_mail` reaches people outside the gateway,
-    `destructive` cannot be undone. `replaced_by` marks a deprecated alias, listed with that
-    title.
+    Its MCP annotation hints are e2a's for the tool (tiers.E2A_ANNOTATIONS), else those of the
+    tool it is an alias of, else the flags': `read_only` changes nothing (reading a message
+    marks it read, so wait_for_email is not), `destructive` cannot be undone. `sends_mail`
+    says it reaches people outside the gateway. `replaced_by` marks a deprecated alias,
+    listed with that title.
     """
 
     name: str
@@ -236,13 +251,20 @@ class ToolSpec(Generic[A]):
             title=title,
             description=description,
             input_schema=input_schema(self.arguments),
-            annotations=types.ToolAnnotations(
-                title=title,
-                read_only_hint=self.read_only,
-                destructive_hint=self.destructive,
-                open_world_hint=self.sends_mail,
-            ),
+            annotations=types.ToolAnnotations.model_validate(self.hints()),
         )
+
+    def hints(self) -> dict[str, bool]:
+        """The annotation hints, in MCP's names: only those e2a sets for the tool (the rest
+        take MCP's defaults, as they do on e2a's server)."""
+        found = E2A_ANNOTATIONS.get(self.name)
+        if found is None and self.replaced_by:
+            found = E2A_ANNOTATIONS.get(self.replaced_by)
+        if found is not None:
+            return dict(found)
+        if self.read_only:
+            return {"readOnlyHint": True}
+        return {"readOnlyHint": False, "destructiveHint": self.destructive}
 
 
 def _clean_schema(node: Any) -> Any:
@@ -338,6 +360,9 @@ async def call_tool(
         parsed = tool.arguments.model_validate(arguments)
     except ValidationError as exc:
         return tool_error("invalid_request", _invalid_arguments(tool.name, exc))
+    fields = tool.arguments.model_fields
+    taken = tuple(name for name in AGENT_ARGUMENTS if name in fields)
+    names = _agent_argument.set(taken or (("agent",) if "agent" in fields else ()))
     try:
         return _result(await tool.run(caller, parsed))
     except ToolFailure as exc:
@@ -348,7 +373,7 @@ async def call_tool(
         return tool_error(
             exc.code or "error",
             exc.message,
-            retryable=status == 429 or status >= 500,
+            retryable=retryable(exc.code, status),
             status=status,
         )
     except httpx.HTTPError as exc:
@@ -364,3 +389,49 @@ async def call_tool(
         return tool_error(
             "internal_error", f"{tool.name}: internal error in the e2a MCP server; see its log"
         )
+    finally:
+        _agent_argument.reset(names)
+
+
+RETRYABLE_CODES = frozenset({"idempotency_in_flight", "rate_limited"})
+"""Codes a retry may clear, whatever their status (e2a's SDK, errors.ts CODE_TABLE)."""
+NOT_RETRYABLE_CODES = frozenset(
+    {
+        "not_implemented",
+        "events_log_disabled",
+        "idempotency_key_reuse",
+        "unauthorized",
+        "forbidden",
+        "blocked_by_policy",
+        "not_found",
+        "gone",
+        "conflict",
+        "message_not_pending",
+        "webhook_cooldown",
+        "webhook_disabled",
+        "bad_request",
+        "unprocessable_entity",
+        "domain_not_verified",
+        "recipient_suppressed",
+        "limit_exceeded",
+        "template_limit_reached",
+        "webhook_limit_reached",
+    }
+)
+"""Codes a retry never clears, whatever their status (a 501 `not_implemented` included)."""
+
+
+def retryable(code: str | None, status: int) -> bool:
+    """Whether a retry may succeed, as e2a's SDK decides it: by the error's code first (its
+    code table, then the `*_not_found`, `*_taken` and `invalid_*` families), else by the
+    status (408, 429 and 5xx)."""
+    code = code or ""
+    if code in RETRYABLE_CODES:
+        return True
+    if (
+        code in NOT_RETRYABLE_CODES
+        or code.endswith(("_not_found", "_taken", "_exists"))
+        or code.startswith("invalid_")
+    ):
+        return False
+    return status in (408, 429) or 500 <= status <= 599

@@ -47,3 +47,11 @@ def tool_schema(name: str) -> dict[str, Any] | None:
 def unknown_tool(name: str) -> str:
     """Why `name` cannot be called: there is no such tool."""
     return f"unknown tool {name!r}; tools/list names the {len(TOOLS)} tools"
+
+
+def unavailable_tool(name: str) -> str:
+    """Why `name` cannot be called with an agent-scoped key: it is an account tool."""
+    return (
+        f"unknown tool {name!r} for an agent-scoped API key: it is an account tool (an "
+        "account key sees it); tools/list names the tools of this key"
+    )

@@ -249,11 +249,26 @@ async def get_attachment(caller: Caller, email: str, message_id: str, index: int
     """getAttachment: metadata and a short-lived download link; the bytes too with
     `inline=true`, up to e2a's inline cap."""
     query = read_query(AttachmentQuery)
+    return await attachment_answer(
+        current_gateway(), caller, email, message_id, index, inline=query.inline
+    )
+
+
+async def attachment_answer(
+    gateway: Gateway,
+    caller: Caller,
+    email: str,
+    message_id: str,
+    index: int,
+    *,
+    inline: bool,
+) -> dict[str, Any]:
+    """getAttachment's answer (AttachmentView), for `/v1` and the MCP tools alike: a download
+    link good for DOWNLOAD_SECONDS, and the bytes when `inline` (up to e2a's inline cap)."""
     if index < 0:
         raise invalid(422, "index starts at 0", ("path.index", "must be 0 or more"))
-    gateway = current_gateway()
     meta, data = await mailbox.attachment(gateway, caller, email, message_id, index)
-    if query.inline and meta.size > INLINE_ATTACHMENT_BYTES:
+    if inline and meta.size > INLINE_ATTACHMENT_BYTES:
         raise V1Error(
             413,
             "attachment_too_large",
@@ -262,8 +277,8 @@ async def get_attachment(caller: Caller, email: str, message_id: str, index: int
             {"size_bytes": meta.size, "max_bytes": INLINE_ATTACHMENT_BYTES},
         )
     expires = time.time() + DOWNLOAD_SECONDS
-    url = _download_url(gateway, caller, email, message_id, index, expires)
-    return attachment_view(index, meta, url, expires, data if query.inline else None)
+    url = attachment_download_url(gateway, caller, email, message_id, index, expires)
+    return attachment_view(index, meta, url, expires, data if inline else None)
 
 
 @blueprint.get("/attachments/<token>")
@@ -387,7 +402,7 @@ def _download_key(gateway: Gateway) -> bytes:
     return hmac.new(gateway.server_key.encode(), b"e2a v1 attachment link", hashlib.sha256).digest()
 
 
-def _download_url(
+def attachment_download_url(
     gateway: Gateway, caller: Caller, email: str, message_id: str, index: int, expires: float
 ) -> str:
     """A link to the bytes of one attachment, for this caller's account, until `expires`."""
