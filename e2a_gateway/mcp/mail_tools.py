@@ -13,7 +13,7 @@ from typing import Any, Literal
 import anyio
 from pydantic import Field
 
-from e2a_gateway.mcp.answers import inbound_message, message_summary, sent
+from e2a_gateway.mcp.answers import inbound_message, message_summary, sent, verification
 from e2a_gateway.mcp.mailbox_tools import present
 from e2a_gateway.mcp.port import GatewayPort
 from e2a_gateway.mcp.toolkit import (
@@ -288,9 +288,15 @@ def summary_row(view: dict[str, Any]) -> dict[str, Any]:
 
 async def get_message(caller: ToolCaller, arguments: GetMessageArguments) -> dict[str, Any]:
     """One message, received or sent, as e2a's get_message answers it: `/v1`'s MessageView
-    in e2a's tool shape; marks mail received read."""
+    in e2a's tool shape; marks mail received read. Mail received leads with this gateway's
+    verification block (whether its sender is proven, which quoted text is not), as every
+    inbound message a model reads here does."""
     agent = await caller.agent(either(arguments, "agent_email", "email"))
-    return message_for_tool(await caller.port.get_v1_message(agent, arguments.message_id))
+    shown = message_for_tool(await caller.port.get_v1_message(agent, arguments.message_id))
+    if shown.get("direction") != "inbound":
+        return shown
+    email = await caller.port.get_message(arguments.message_id, agent)
+    return {"verification": verification(email)} | shown
 
 
 READING_FIELDS = ("reply_text", "trust")
