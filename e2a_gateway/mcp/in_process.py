@@ -24,7 +24,6 @@ from e2a_gateway.api.v1.errors import V1Error, refusal
 from e2a_gateway.api.v1.events import EventQuery, event_listing, event_view, redelivery
 from e2a_gateway.api.v1.message_views import (
     conversation_detail_view,
-    message_view,
     send_result_view,
     update_result_view,
 )
@@ -35,6 +34,7 @@ from e2a_gateway.api.v1.messages import (
     attachment_answer,
     lifecycle_listing,
     message_listing,
+    message_with_reading,
 )
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.review_views import (
@@ -291,9 +291,7 @@ class OperationsPort:
 
         async def read(gateway: Gateway, caller: Caller) -> dict[str, Any]:
             opened = await mailbox.open_message(gateway, caller, email, message_id)
-            view = message_view(opened, gateway.settings.smtp.hostname)
-            reading = await trust.reading_of_filed(gateway, caller.user_id, opened.filed)
-            return view if reading is None else {**view, **reading}
+            return await message_with_reading(gateway, caller, opened)
 
         return await self._run_v1(read)
 
@@ -505,9 +503,7 @@ class OperationsPort:
 
         async def restore(gateway: Gateway, caller: Caller) -> dict[str, Any]:
             opened = await mailbox.restore(gateway, caller, email, message_id)
-            view = message_view(opened, gateway.settings.smtp.hostname)
-            reading = await trust.reading_of_filed(gateway, caller.user_id, opened.filed)
-            return view if reading is None else {**view, **reading}
+            return await message_with_reading(gateway, caller, opened)
 
         return await self._run_v1(restore)
 

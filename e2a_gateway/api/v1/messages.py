@@ -199,7 +199,7 @@ async def get_message(caller: Caller, email: str, message_id: str) -> dict[str, 
     read_query(NoQuery)
     gateway = current_gateway()
     opened = await mailbox.open_message(gateway, caller, email, message_id)
-    return await _with_reading(gateway, caller, opened)
+    return await message_with_reading(gateway, caller, opened)
 
 
 @blueprint.patch(ONE_MESSAGE)
@@ -240,7 +240,7 @@ async def restore_message(caller: Caller, email: str, message_id: str) -> dict[s
     read_query(NoQuery)
     gateway = current_gateway()
     opened = await mailbox.restore(gateway, caller, email, message_id)
-    return await _with_reading(gateway, caller, opened)
+    return await message_with_reading(gateway, caller, opened)
 
 
 @blueprint.get(ONE_MESSAGE + "/attachments/<int(signed=True):index>")
@@ -364,7 +364,7 @@ async def lifecycle_listing(
     )
 
 
-async def _with_reading(
+async def message_with_reading(
     gateway: Gateway, caller: Caller, opened: mailbox.OpenedMessage
 ) -> dict[str, Any]:
     """The message view, with `reply_text` and `trust` for mail received (docs/replies.md)."""
