@@ -12,15 +12,14 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-import trio
-
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.gate import PASSED, gate_verdict
 from e2a_gateway.inbound.identity import delivered_message, identity_claim
-from e2a_gateway.inbound.parse import HeaderSummary, attachments_of, summarise_headers
+from e2a_gateway.inbound.parse import HeaderSummary, summarise_headers
+from e2a_gateway.inbound.pipeline import announce_stored, attachments_off_loop
 from e2a_gateway.inbound.trace import local_received_field, return_path_field
 from e2a_gateway.mailauth.results import AuthResults
 from e2a_gateway.signing.credentials import derive_signing_secret
@@ -83,11 +82,7 @@ async def deliver_locally(
     delivered = delivered_message(raw, local_authentication_results(hostname, sender.email), trace)
     headers = summarise_headers(delivered)
     digest = body_hash(delivered)
-    attachments = (
-        ()  # parsing MIME costs a millisecond and more: not on the event loop
-        if headers.single_text_part
-        else await trio.to_thread.run_sync(attachments_of, delivered, headers)
-    )
+    attachments = await attachments_off_loop(delivered, headers)
     received_at = format_timestamp(now)
     prepared: list[tuple[Agent, NewInboundMessage]] = []
     for agent, message_id in zip(recipients, message_ids, strict=True):
@@ -114,9 +109,7 @@ async def deliver_locally(
         prepared.append((agent, screened))
     if prepared:
         await gateway.storage.store_inbound([message for _, message in prepared], now)
-        for agent, message in prepared:
-            if message.delivered:  # not held for review, not blocked
-                gateway.hub.publish_message(agent.id, message)
+        announce_stored(gateway.hub, prepared)
     return {agent.email: message.id for agent, message in prepared}
 
 

@@ -248,11 +248,7 @@ class InboundMailSink:
             delivered, digest, headers = await trio.to_thread.run_sync(
                 _delivered_form, envelope, auth, hop
             )
-        attachments = (
-            ()  # parsing MIME costs about a millisecond: not on the event loop
-            if headers.single_text_part
-            else await trio.to_thread.run_sync(attachments_of, delivered, headers)
-        )
+        attachments = await attachments_off_loop(delivered, headers)
         arrival = Arrival(
             envelope=envelope,
             peer=peer,
@@ -453,6 +449,14 @@ def _delivered_form(
         trace_fields(envelope.mail_from, hop),
     )
     return delivered, body_hash(delivered), summarise_headers(delivered)
+
+
+async def attachments_off_loop(raw: bytes, headers: HeaderSummary) -> tuple[Attachment, ...]:
+    """`attachments_of(raw, headers)`: none at once for a single text part, else parsed in a
+    worker thread (parsing MIME costs a millisecond and more: not on the event loop)."""
+    if headers.single_text_part:
+        return ()
+    return await trio.to_thread.run_sync(attachments_of, raw, headers)
 
 
 def announce_stored(hub: Hub, prepared: list[tuple[Agent, NewInboundMessage]]) -> None:
