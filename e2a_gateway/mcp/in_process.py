@@ -655,7 +655,7 @@ class OperationsPort:
             body = validated(SendMessageBody, fields, "body")
             # as `/v1` reads it from the JSON the remote port sends
             body = with_numbers_as_written(body, "template_data", json.dumps(fields).encode())
-            return send_result_view(await sending.send_message(gateway, caller, email, body, False))
+            return send_result_view(await sending.send_message(gateway, caller, email, body))
 
         route = f"POST /v1/agents/{email}/messages"
         return await self._write_once(route, fields, idempotency_key, send)
@@ -673,7 +673,7 @@ class OperationsPort:
         async def reply(gateway: Gateway, caller: Caller) -> tuple[dict[str, Any], int]:
             body = validated(ReplyMessageBody, fields, "body")
             return send_result_view(
-                await sending.reply_to_message(gateway, caller, email, message_id, body, False)
+                await sending.reply_to_message(gateway, caller, email, message_id, body)
             )
 
         route = f"POST /v1/agents/{email}/messages/{message_id}/reply"
@@ -691,7 +691,7 @@ class OperationsPort:
         async def forward(gateway: Gateway, caller: Caller) -> tuple[dict[str, Any], int]:
             body = validated(ForwardMessageBody, fields, "body")
             return send_result_view(
-                await sending.forward_message(gateway, caller, email, message_id, body, False)
+                await sending.forward_message(gateway, caller, email, message_id, body)
             )
 
         route = f"POST /v1/agents/{email}/messages/{message_id}/forward"

@@ -428,7 +428,7 @@ class ForwardMessageBody(ComposeBody):
 
 
 async def send_message(
-    gateway: Gateway, caller: Caller, email: str, request: SendMessageBody, wait_sent: bool
+    gateway: Gateway, caller: Caller, email: str, request: SendMessageBody
 ) -> Submission:
     """A new message from the caller's agent at `email`: a new thread, in the conversation the
     request names or in a new one."""
@@ -452,7 +452,7 @@ async def send_message(
         conversation_id=checked_text("conversation_id", request.conversation_id) or new_id("conv"),
         reply_to=_reply_to(request.reply_to),
     )
-    return await _submit_v1(gateway, message, wait_sent)
+    return await _submit_v1(gateway, message)
 
 
 async def _content(
@@ -486,7 +486,6 @@ async def reply_to_message(
     email: str,
     message_id: str,
     request: ReplyMessageBody,
-    wait_sent: bool,
 ) -> Submission:
     """An answer to a live message of the caller's agent at `email`, threaded onto it: to the
     sender of mail it received (Reply-To, else From), to the recipients of mail it sent (which
@@ -550,7 +549,7 @@ async def reply_to_message(
         references=references,
         reply_to=_reply_to(request.reply_to),
     )
-    return await _submit_v1(gateway, message, wait_sent)
+    return await _submit_v1(gateway, message)
 
 
 async def forward_message(
@@ -559,7 +558,6 @@ async def forward_message(
     email: str,
     message_id: str,
     request: ForwardMessageBody,
-    wait_sent: bool,
 ) -> Submission:
     """A live message the caller's agent at `email` received, forwarded to new recipients: the
     original quoted beneath `text`, its attachments carried over before the request's own. Mail
@@ -613,7 +611,7 @@ async def forward_message(
         conversation_id=checked_text("conversation_id", request.conversation_id) or new_id("conv"),
         reply_to=_reply_to(request.reply_to),
     )
-    return await _submit_v1(gateway, message, wait_sent)
+    return await _submit_v1(gateway, message)
 
 
 async def _original(
@@ -703,11 +701,11 @@ def _forward_subject(subject: str) -> str:
     return subject if subject.lower().startswith(("fwd:", "fw:")) else f"Fwd: {subject}"
 
 
-async def _submit_v1(gateway: Gateway, message: OutboundMessage, wait_sent: bool) -> Submission:
-    """Store the message (with its job); with `wait_sent`, `await_handoff` then."""
+async def _submit_v1(gateway: Gateway, message: OutboundMessage) -> Submission:
+    """Store the message (with its job), answered at once: `?wait=sent` waits after, outside
+    the request's Idempotency-Key (`await_handoff`)."""
     await gateway.storage.add_outbound(message)
-    submission = Submission(message, message.status)
-    return await await_handoff(gateway, submission) if wait_sent else submission
+    return Submission(message, message.status)
 
 
 async def await_handoff(gateway: Gateway, submission: Submission) -> Submission:

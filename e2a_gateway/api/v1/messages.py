@@ -187,9 +187,7 @@ async def message_listing(
 async def send_message(caller: Caller, email: str) -> tuple[dict[str, Any], int]:
     """sendMessage: a new message from the agent in the path."""
     body = _available(await read_json(SendMessageBody, numbers_as_written="template_data"))
-    return send_result_view(
-        await sending.send_message(current_gateway(), caller, email, body, wait_sent=False)
-    )
+    return send_result_view(await sending.send_message(current_gateway(), caller, email, body))
 
 
 @blueprint.get(ONE_MESSAGE)
@@ -312,9 +310,7 @@ async def reply_to_message(
 ) -> tuple[dict[str, Any], int]:
     """replyToMessage: an answer threaded onto the message."""
     body = _available(await read_json(ReplyMessageBody))
-    submission = await sending.reply_to_message(
-        current_gateway(), caller, email, message_id, body, wait_sent=False
-    )
+    submission = await sending.reply_to_message(current_gateway(), caller, email, message_id, body)
     return send_result_view(submission)
 
 
@@ -327,9 +323,7 @@ async def forward_message(
 ) -> tuple[dict[str, Any], int]:
     """forwardMessage: the message, quoted with its attachments, to new recipients."""
     body = _available(await read_json(ForwardMessageBody))
-    submission = await sending.forward_message(
-        current_gateway(), caller, email, message_id, body, wait_sent=False
-    )
+    submission = await sending.forward_message(current_gateway(), caller, email, message_id, body)
     return send_result_view(submission)
 
 
