@@ -173,7 +173,6 @@ LEGACY_TOOLS: tuple[ToolSpec[Any], ...] = (
         ReplyArguments,
         reply_email,
         read_only=False,
-        sends_mail=True,
         replaced_by="reply_to_message",
     ),
     ToolSpec(
@@ -192,7 +191,6 @@ LEGACY_TOOLS: tuple[ToolSpec[Any], ...] = (
         ApproveArguments,
         approve_email,
         read_only=False,
-        sends_mail=True,
         replaced_by="approve_review",
     ),
     ToolSpec(

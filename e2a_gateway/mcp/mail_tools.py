@@ -537,7 +537,6 @@ MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (
         SendMessageArguments,
         send_message,
         read_only=False,
-        sends_mail=True,
     ),
     ToolSpec(
         "send_email",
@@ -547,7 +546,6 @@ MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (
         SendEmailArguments,
         send_email,
         read_only=False,
-        sends_mail=True,
         replaced_by="send_message",
     ),
     ToolSpec(
@@ -561,7 +559,6 @@ MAIL_TOOLS: tuple[ToolSpec[Any], ...] = (
         ReplyArguments,
         reply_to_message,
         read_only=False,
-        sends_mail=True,
     ),
     ToolSpec(
         "get_attachment",

@@ -249,7 +249,6 @@ MAILBOX_TOOLS: tuple[ToolSpec[Any], ...] = (
         ForwardArguments,
         forward_message,
         read_only=False,
-        sends_mail=True,
     ),
     ToolSpec(
         "get_message_lifecycle",

@@ -190,7 +190,6 @@ REVIEW_TOOLS: tuple[ToolSpec[Any], ...] = (
         ApproveReviewArguments,
         approve_review,
         read_only=False,
-        sends_mail=True,
     ),
     ToolSpec(
         "reject_review",
@@ -226,7 +225,6 @@ REVIEW_TOOLS: tuple[ToolSpec[Any], ...] = (
         ApprovePendingArguments,
         approve_pending_message,
         read_only=False,
-        sends_mail=True,
         replaced_by="approve_review",
     ),
     ToolSpec(
@@ -246,7 +244,6 @@ REVIEW_TOOLS: tuple[ToolSpec[Any], ...] = (
         ApproveReviewArguments,
         approve_review,
         read_only=False,
-        sends_mail=True,
         replaced_by="approve_review",
     ),
     ToolSpec(

@@ -225,9 +225,8 @@ class ToolSpec(Generic[A]):
 
     Its MCP annotation hints are e2a's for the tool (tiers.E2A_ANNOTATIONS), else those of the
     tool it is an alias of, else the flags': `read_only` changes nothing (reading a message
-    marks it read, so wait_for_email is not), `destructive` cannot be undone. `sends_mail`
-    says it reaches people outside the gateway. `replaced_by` marks a deprecated alias,
-    listed with that title.
+    marks it read, so wait_for_email is not), `destructive` cannot be undone. `replaced_by`
+    marks a deprecated alias, listed with that title.
     """
 
     name: str
@@ -236,7 +235,6 @@ class ToolSpec(Generic[A]):
     arguments: type[A]
     run: Callable[[ToolCaller, A], Awaitable[dict[str, Any]]]
     read_only: bool = True
-    sends_mail: bool = False
     destructive: bool = False
     replaced_by: str | None = None
 
