@@ -2,13 +2,13 @@
 
 A message poll (an inbox page or a message read) is cheap to answer and frequent; counting it
 with a durable write would make every read wait for the disk. These windows follow the same
-fixed-window rule as the database's counters (`e2a_gateway.storage.rows.rate_window`), per process:
+fixed-window rule as the database's counters (`e2a_gateway.rate_windows`), per process:
 with several replicas each one counts its own share, and a restart starts the count again.
 """
 
 from __future__ import annotations
 
-from e2a_gateway.storage.rows import rate_verdict, rate_window
+from e2a_gateway.rate_windows import RateCount, rate_window
 
 MAX_KEYS = 100_000
 """Windows remembered at most; past this, ended windows are dropped (then the oldest)."""
@@ -25,16 +25,16 @@ class LocalRateCounts:
         """How many windows are remembered."""
         return len(self._windows)
 
-    def hit(self, key: str, window_seconds: int, limit: int, now: float) -> float | None:
-        """Count one request against `key` in the window holding `now`; None when it is
-        within `limit`, else the seconds until the window ends."""
+    def hit(self, key: str, window_seconds: int, limit: int, now: float) -> RateCount:
+        """Count one request against `key` in the window of `window_seconds` holding `now`,
+        whose quota is `limit`."""
         start, end = rate_window(now, window_seconds)
         window_start, hits = self._windows.get(key, (start, 0))
         hits = hits + 1 if window_start == start else 1
         if key not in self._windows and len(self._windows) >= self._max_keys:
             self._forget_some(now)
         self._windows[key] = (start, hits)
-        return rate_verdict(hits, limit, end, now)
+        return RateCount(limit, hits, end, now)
 
     def _forget_some(self, now: float) -> None:
         """Make room: drop windows that started over an hour ago, else the oldest half."""

@@ -26,6 +26,7 @@ from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import run_gateway
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.rate_windows import RateCount
 from e2a_gateway.storage import open_storage
 from e2a_gateway.storage.base import (
     Agent,
@@ -1281,17 +1282,20 @@ async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> 
 async def test_rate_limit_counts_a_fixed_window_per_key(storage: Storage) -> None:
     start = 1_800_000_000.0  # a multiple of 60: the start of a window
     for n in range(3):
-        assert await storage.hit_rate_limit("poll:alice", 60, 3, start + n) is None
-    assert await storage.hit_rate_limit("poll:alice", 60, 3, start + 15) == 45
-    assert await storage.hit_rate_limit("poll:alice", 60, 3, start + 59.5) == 0.5
+        count = await storage.hit_rate_limit("poll:alice", 60, 3, start + n)
+        assert (count.wait, count.hits, count.remaining) == (None, n + 1, 2 - n)
+    over = await storage.hit_rate_limit("poll:alice", 60, 3, start + 15)
+    assert (over.wait, over.hits, over.remaining, over.reset_seconds) == (45, 4, 0, 45)
+    assert (await storage.hit_rate_limit("poll:alice", 60, 3, start + 59.5)).wait == 0.5
     # Another key has its own count; the next window starts from zero.
-    assert await storage.hit_rate_limit("poll:bob", 60, 3, start + 20) is None
+    assert (await storage.hit_rate_limit("poll:bob", 60, 3, start + 20)).hits == 1
     for n in range(3):
-        assert await storage.hit_rate_limit("poll:alice", 60, 3, start + 60 + n) is None
-    assert await storage.hit_rate_limit("poll:alice", 60, 3, start + 90) == 30
+        count = await storage.hit_rate_limit("poll:alice", 60, 3, start + 60 + n)
+        assert count.wait is None and count.window_end == start + 120
+    assert (await storage.hit_rate_limit("poll:alice", 60, 3, start + 90)).wait == 30
     # Different window lengths on one clock.
-    assert await storage.hit_rate_limit("register:ip", 3600, 1, start) is None
-    retry = await storage.hit_rate_limit("register:ip", 3600, 1, start + 100)
+    assert (await storage.hit_rate_limit("register:ip", 3600, 1, start)).wait is None
+    retry = (await storage.hit_rate_limit("register:ip", 3600, 1, start + 100)).wait
     assert retry is not None and 0 < retry <= 3600
 
 
@@ -1319,16 +1323,17 @@ async def test_rate_limit_prunes_expired_windows(storage_url: str) -> None:
 async def test_replicas_share_one_rate_limit(replicas: tuple[Storage, Storage]) -> None:
     first, second = replicas
     now = 1_800_000_000.0
-    verdicts: list[float | None] = []
+    counts: list[RateCount] = []
 
     async def hit(store: Storage) -> None:
-        verdicts.append(await store.hit_rate_limit("register:10.0.0.1", 3600, 10, now))
+        counts.append(await store.hit_rate_limit("register:10.0.0.1", 3600, 10, now))
 
     async with trio.open_nursery() as nursery:
         for n in range(16):
             nursery.start_soon(hit, first if n % 2 else second)
-    assert verdicts.count(None) == 10
-    assert sorted(v for v in verdicts if v is not None) == [3600.0] * 6
+    assert sorted(count.hits for count in counts) == list(range(1, 17))  # none lost
+    assert [count.wait for count in counts].count(None) == 10
+    assert sorted(count.wait for count in counts if count.wait is not None) == [3600.0] * 6
 
 
 async def test_threading_reads_only_the_owners_messages_and_weighs_claims(

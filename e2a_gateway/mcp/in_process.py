@@ -565,7 +565,7 @@ class OperationsPort:
 
     async def get_webhook(self, webhook_id: str) -> dict[str, Any]:
         """One of the caller's webhooks (no secret)."""
-        return webhook_view(await self._run_v1(webhooks.get_webhook, webhook_id))
+        return webhook_view(await self._run_v1(webhooks.read_webhook, webhook_id))
 
     async def create_webhook(self, fields: dict[str, Any]) -> dict[str, Any]:
         """A new webhook; its signing secret is in this answer only."""

@@ -23,7 +23,7 @@ from e2a_gateway.operations import lifecycle
 from e2a_gateway.operations.agents import owned_agent
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
-from e2a_gateway.operations.messages import count_poll
+from e2a_gateway.operations.rate_limits import count_poll
 from e2a_gateway.storage.base import (
     ConversationSummary,
     FiledMessage,

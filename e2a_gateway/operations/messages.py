@@ -14,7 +14,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.agents import agent_address, owned_agent
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import Invalid, NotFound
-from e2a_gateway.operations.rate_limits import count_local_request
+from e2a_gateway.operations.rate_limits import count_poll
 from e2a_gateway.storage.base import (
     Agent,
     InboundMessage,
@@ -26,7 +26,6 @@ from e2a_gateway.storage.base import (
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
-POLL_WINDOW_SECONDS = 60
 MAX_SEQ = 2**63 - 1
 """The largest position a page token can hold: a signed 64-bit integer, as both databases
 store it."""
@@ -61,18 +60,6 @@ def decode_page_token(token: str) -> int:
         raise Invalid(
             "invalid_token", "token is not a page token from this API; start without it"
         ) from None
-
-
-def count_poll(gateway: Gateway, caller: Caller) -> None:
-    """Count one message poll (list or read) against the caller, in this process's memory;
-    RateLimited when over."""
-    count_local_request(
-        gateway,
-        f"message_poll:user:{caller.user_id}",
-        POLL_WINDOW_SECONDS,
-        gateway.settings.limits.message_polls_per_user_per_minute,
-        "message reads per minute for this account",
-    )
 
 
 async def inbox_page(

@@ -3,44 +3,92 @@
 Counts that must hold across replicas and restarts (agent registrations) are kept in the
 database, one hit per request; message polls are counted in this process's memory
 (`e2a_gateway.local_rate_counts`), so a read never waits for a durable write.
+
+Each count is also remembered for the request being served (`request_rate_count`): `/v1`
+answers the operations e2a limits with the IETF `RateLimit-Limit`, `RateLimit-Remaining` and
+`RateLimit-Reset` headers of the tightest limit the request was counted against, refusals
+included. The record lives in a context variable: a request is served in a task of its own,
+so one request's count never shows on another's answer.
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
 import time
 
 from e2a_gateway.gateway import Gateway
+from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import RateLimited
+from e2a_gateway.rate_windows import RateCount
+
+POLL_WINDOW_SECONDS = 60
+
+_counted: contextvars.ContextVar[RateCount | None] = contextvars.ContextVar(
+    "e2a_rate_count", default=None
+)
 
 
 async def count_request(
     gateway: Gateway, key: str, window_seconds: int, limit: int, what: str
-) -> None:
+) -> RateCount:
     """Count this request against `key` in the database; RateLimited (`rate_limited`, with the
     whole seconds to wait, at least 1) once over `limit` in the window.
 
     `what` completes "{limit} {what}", e.g. "agent registrations per hour from this address"."""
-    wait = await gateway.storage.hit_rate_limit(key, window_seconds, limit, time.time())
-    _refuse_when_over(wait, limit, what)
+    count = await gateway.storage.hit_rate_limit(key, window_seconds, limit, time.time())
+    _remember(count)
+    _refuse_when_over(count, what)
+    return count
 
 
 def count_local_request(
     gateway: Gateway, key: str, window_seconds: int, limit: int, what: str
-) -> None:
+) -> RateCount:
     """Count this request against `key` in this process's memory; RateLimited as
     `count_request` once over `limit` in the window."""
-    wait = gateway.local_counts.hit(key, window_seconds, limit, time.time())
-    _refuse_when_over(wait, limit, what)
+    count = gateway.local_counts.hit(key, window_seconds, limit, time.time())
+    _remember(count)
+    _refuse_when_over(count, what)
+    return count
 
 
-def _refuse_when_over(wait: float | None, limit: int, what: str) -> None:
-    """RateLimited with the whole seconds to wait (at least 1) when `wait` is not None."""
-    if wait is None:
+def count_poll(gateway: Gateway, caller: Caller) -> RateCount:
+    """Count one message poll (a list or a read of messages, conversations or webhooks)
+    against the caller, in this process's memory; RateLimited when over."""
+    return count_local_request(
+        gateway,
+        f"message_poll:user:{caller.user_id}",
+        POLL_WINDOW_SECONDS,
+        gateway.settings.limits.message_polls_per_user_per_minute,
+        "message reads per minute for this account",
+    )
+
+
+def request_rate_count() -> RateCount | None:
+    """The tightest limit the request being served was counted against (the fewest requests
+    remaining, then the longest wait for its window to end); None when it was counted
+    against none."""
+    return _counted.get()
+
+
+def _remember(count: RateCount) -> None:
+    kept = _counted.get()
+    if kept is None or (count.remaining, -count.reset_seconds) < (
+        kept.remaining,
+        -kept.reset_seconds,
+    ):
+        _counted.set(count)
+
+
+def _refuse_when_over(count: RateCount, what: str) -> None:
+    """RateLimited with the whole seconds to wait (at least 1) when `count` is over its
+    limit."""
+    if count.wait is None:
         return
-    retry_after = max(1, math.ceil(wait))
+    retry_after = max(1, math.ceil(count.wait))
     raise RateLimited(
         "rate_limited",
-        f"rate limit reached: {limit} {what}; retry in {retry_after} seconds",
+        f"rate limit reached: {count.limit} {what}; retry in {retry_after} seconds",
         retry_after,
     )

@@ -23,6 +23,7 @@ from e2a_gateway.ids import new_id
 from e2a_gateway.operations.agents import checked_webhook_url
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
+from e2a_gateway.operations.rate_limits import count_poll
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.signing.credentials import new_secret_seed
 from e2a_gateway.signing.webhook_signatures import webhook_secret
@@ -294,9 +295,17 @@ async def create_webhook(gateway: Gateway, caller: Caller, request: CreateWebhoo
 async def webhook_page(
     gateway: Gateway, caller: Caller, limit: int, after_seq: int | None
 ) -> list[Webhook]:
-    """The caller's webhooks, oldest first."""
+    """The caller's webhooks, oldest first (one poll, as e2a counts its reads)."""
+    count_poll(gateway, caller)
     caller.require_account("manage webhooks")
     return await gateway.storage.webhook_page(caller.user_id, limit, after_seq)
+
+
+async def read_webhook(gateway: Gateway, caller: Caller, webhook_id: str) -> Webhook:
+    """One of the caller's webhooks, asked for by the caller (one poll, as e2a counts its
+    reads)."""
+    count_poll(gateway, caller)
+    return await get_webhook(gateway, caller, webhook_id)
 
 
 async def get_webhook(gateway: Gateway, caller: Caller, webhook_id: str) -> Webhook:
@@ -411,7 +420,8 @@ async def delivery_page(
     limit: int,
     before_seq: int | None,
 ) -> list[SubscriberDelivery]:
-    """The webhook's deliveries, newest first."""
+    """The webhook's deliveries, newest first (one poll, as e2a counts its reads)."""
+    count_poll(gateway, caller)
     caller.require_account("manage webhooks")
     found = await gateway.storage.delivery_page(
         caller.user_id, webhook_id, status, limit, before_seq

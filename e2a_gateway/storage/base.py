@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.ids import new_id
+from e2a_gateway.rate_windows import RateCount
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.vocabulary import (
     TERMINAL_STATUSES as TERMINAL_STATUSES,  # callers read it here
@@ -1581,11 +1582,11 @@ class RateLimits(Protocol):
 
     async def hit_rate_limit(
         self, key: str, window_seconds: int, limit: int, now: float
-    ) -> float | None:
+    ) -> RateCount:
         """Count one request against `key` in the fixed window of `window_seconds` holding
-        `now` (atomically, shared by every process using the database); None when it is within
-        `limit`, else the seconds until the window ends. Prunes a bounded number of expired
-        windows on the way."""
+        `now` (atomically, shared by every process using the database), whose quota is
+        `limit`: how many the window has counted, and its end. Prunes a bounded number of
+        expired windows on the way."""
         ...
 
 

@@ -772,19 +772,3 @@ DELETED_TABLES = (
 
 RATE_LIMIT_PRUNE_BATCH = 100
 """At most this many expired rate-limit windows are deleted by one counted request."""
-
-
-def rate_window(now: float, window_seconds: int) -> tuple[int, int]:
-    """The fixed window holding `now`: its start and its end (epoch seconds)."""
-    if window_seconds < 1:
-        raise ValueError(f"window_seconds must be at least 1, not {window_seconds}")
-    start = int(now // window_seconds) * window_seconds
-    return start, start + window_seconds
-
-
-def rate_verdict(hits: int, limit: int, window_end: int, now: float) -> float | None:
-    """None when the `hits`-th request of the window is allowed, else the seconds until the
-    window ends (when the count starts again)."""
-    if hits <= limit:
-        return None
-    return max(window_end - now, 0.0)

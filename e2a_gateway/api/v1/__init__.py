@@ -38,6 +38,7 @@ from e2a_gateway.api.v1.errors import (
     http_refusal,
     refusal,
 )
+from e2a_gateway.api.v1.rate_headers import stamp_rate_headers
 from e2a_gateway.operations.errors import OperationError
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
@@ -73,11 +74,13 @@ def under_v1(path: str) -> bool:
 
 
 def register_v1(app: QuartTrio) -> None:
-    """Add `/v1` to `app`: its routes, its answers to paths without a route, and the request id
-    on every one of its answers."""
+    """Add `/v1` to `app`: its routes, its answers to paths without a route, the request id
+    on every one of its answers, and e2a's `RateLimit-*` headers on those of the operations
+    it limits."""
     app.register_blueprint(blueprint)
     app.before_request(_refuse_unrouted)
     app.after_request(_stamp_request_id)
+    app.after_request(stamp_rate_headers)
 
 
 @blueprint.errorhandler(V1Error)

@@ -14,6 +14,7 @@ from e2a_gateway.api.v1.account import Confirmation
 from e2a_gateway.api.v1.bodies import read_json, read_query
 from e2a_gateway.api.v1.errors import invalid
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
+from e2a_gateway.api.v1.rate_headers import rate_limited
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import agents, sending
@@ -92,6 +93,7 @@ async def agent_listing(gateway: Gateway, caller: Caller, query: AgentsQuery) ->
 
 
 @blueprint.post("/agents")
+@rate_limited
 @requires_caller
 async def create_agent(caller: Caller) -> tuple[dict[str, Any], int]:
     """createAgent: a new agent, receiving by the WebSocket or the account's webhooks."""

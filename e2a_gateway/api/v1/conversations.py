@@ -15,6 +15,7 @@ from e2a_gateway.api.v1.errors import V1Error
 from e2a_gateway.api.v1.message_views import conversation_detail_view, conversation_summary_view
 from e2a_gateway.api.v1.messages import NoQuery, StrictQuery
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
+from e2a_gateway.api.v1.rate_headers import rate_limited
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import mailbox
 from e2a_gateway.operations.caller import Caller
@@ -34,6 +35,7 @@ class ListConversationsQuery(StrictQuery, PageQuery):
 
 
 @blueprint.get("/agents/<email>/conversations")
+@rate_limited
 @requires_caller
 async def list_conversations(caller: Caller, email: str) -> dict[str, Any]:
     """listConversations: the agent's threads, most recently active first."""
@@ -64,6 +66,7 @@ async def conversation_listing(
 
 
 @blueprint.get("/agents/<email>/conversations/<path:conversation_id>")
+@rate_limited
 @requires_caller
 async def get_conversation(caller: Caller, email: str, conversation_id: str) -> dict[str, Any]:
     """getConversation: one thread with its participants, labels and messages."""

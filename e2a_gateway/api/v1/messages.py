@@ -34,6 +34,7 @@ from e2a_gateway.api.v1.message_views import (
     update_result_view,
 )
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
+from e2a_gateway.api.v1.rate_headers import rate_limited
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import mailbox, sending, trust
@@ -145,6 +146,7 @@ class UpdateMessageBody(RequestBody):
 
 
 @blueprint.get(MESSAGES)
+@rate_limited
 @requires_caller
 async def list_messages(caller: Caller, email: str) -> dict[str, Any]:
     """listMessages: the agent's mail received and sent, filtered, newest first by default."""
@@ -191,6 +193,7 @@ async def send_message(caller: Caller, email: str) -> tuple[dict[str, Any], int]
 
 
 @blueprint.get(ONE_MESSAGE)
+@rate_limited
 @requires_caller
 async def get_message(caller: Caller, email: str, message_id: str) -> dict[str, Any]:
     """getMessage: one message in full (marks mail received read), trashed or not."""

@@ -13,6 +13,7 @@ from e2a_gateway.api.v1.account import Confirmation
 from e2a_gateway.api.v1.bodies import read_json, read_query
 from e2a_gateway.api.v1.idempotent import idempotent
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
+from e2a_gateway.api.v1.rate_headers import rate_limited
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
@@ -86,6 +87,7 @@ def delivery_view(delivery: SubscriberDelivery) -> dict[str, Any]:
 
 
 @blueprint.get("/webhooks")
+@rate_limited
 @requires_caller
 async def list_webhooks(caller: Caller) -> dict[str, Any]:
     """listWebhooks: oldest first."""
@@ -114,10 +116,11 @@ async def create_webhook(caller: Caller) -> tuple[dict[str, Any], int]:
 
 
 @blueprint.get("/webhooks/<webhook_id>")
+@rate_limited
 @requires_caller
 async def get_webhook(caller: Caller, webhook_id: str) -> dict[str, Any]:
     """getWebhook."""
-    return webhook_view(await webhooks.get_webhook(current_gateway(), caller, webhook_id))
+    return webhook_view(await webhooks.read_webhook(current_gateway(), caller, webhook_id))
 
 
 @blueprint.patch("/webhooks/<webhook_id>")
@@ -162,6 +165,7 @@ async def test_webhook(caller: Caller, webhook_id: str) -> dict[str, Any]:
 
 
 @blueprint.get("/webhooks/<webhook_id>/deliveries")
+@rate_limited
 @requires_caller
 async def list_deliveries(caller: Caller, webhook_id: str) -> dict[str, Any]:
     """listWebhookDeliveries: newest first, optionally one status."""

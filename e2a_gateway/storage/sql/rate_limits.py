@@ -6,7 +6,8 @@ bounded batch at a time, passing over rows another transaction is already deleti
 
 from __future__ import annotations
 
-from e2a_gateway.storage.rows import RATE_LIMIT_PRUNE_BATCH, rate_verdict, rate_window
+from e2a_gateway.rate_windows import RateCount, rate_window
+from e2a_gateway.storage.rows import RATE_LIMIT_PRUNE_BATCH
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 
@@ -33,9 +34,9 @@ class RateLimitsSql(Runner):
 
     async def hit_rate_limit(
         self, key: str, window_seconds: int, limit: int, now: float
-    ) -> float | None:
-        """Count one request against `key` in the window of `window_seconds` holding `now`;
-        None when it is within `limit`, else the seconds until the window ends."""
+    ) -> RateCount:
+        """Count one request against `key` in the window of `window_seconds` holding `now`,
+        whose quota is `limit`."""
         start, end = rate_window(now, window_seconds)
         hits = await self._write(lambda tx: _count_hit(tx, key, start, end, now))
-        return rate_verdict(hits, limit, end, now)
+        return RateCount(limit, hits, end, now)

@@ -1,0 +1,165 @@
+"""e2a's IETF `RateLimit-*` headers on `/v1`, over real HTTP: the seven reads e2a counts as
+message polls share one budget per account and say so on every answer (a 404 and the 429
+included), createAgent tells the tighter of its two registration limits, and the operations
+e2a does not limit, `/api/v1` and refused keys carry none."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
+from tests.conftest import Account, agent_path, make_settings
+
+POLL_LIMIT = 12
+RATE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Webhook targets on loopback are allowed: a webhook is made to be read back."""
+    return make_settings(tmp_path, webhooks={"allow_private": True})
+
+
+def rate_of(answer: httpx.Response) -> tuple[int, int, int]:
+    """The answer's RateLimit-Limit, -Remaining and -Reset, each a whole number."""
+    values = [answer.headers.get(name, "") for name in RATE_HEADERS]
+    assert all(value.isdigit() for value in values), (answer.status_code, values)
+    limit, remaining, reset = (int(value) for value in values)
+    return limit, remaining, reset
+
+
+def assert_unstamped(answer: httpx.Response) -> None:
+    assert not any(name in answer.headers for name in RATE_HEADERS), answer.headers
+
+
+async def far_from_a_window_end(window_seconds: int, margin: float = 3.0) -> None:
+    """Wait, at most `margin` seconds, until the fixed window of `window_seconds` has more than
+    `margin` seconds left, so that a test's requests all fall in one window."""
+    left = window_seconds - time.time() % window_seconds
+    if left <= margin:
+        await trio.sleep(left + 0.05)
+
+
+async def make_agent(account: Account, slug: str) -> str:
+    made = await account.http.post("/v1/agents", json={"email": f"{slug}@agents.test"})
+    assert made.status_code == 201, made.text
+    return str(made.json()["email"])
+
+
+async def test_the_reads_e2a_limits_share_one_budget_and_tell_it(
+    make_account: Any, running: RunningGateway
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await make_agent(alice, "bot")
+    hook = await alice.http.post(
+        "/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["email.received"]}
+    )
+    assert hook.status_code == 201, hook.text
+    hook_id = hook.json()["id"]
+    running.gateway.settings.limits.message_polls_per_user_per_minute = POLL_LIMIT
+    await far_from_a_window_end(60)
+
+    reads = [
+        (f"/v1/agents/{bot}/messages", 200),
+        (f"/v1/agents/{bot}/messages/msg_missing", 404),
+        (f"/v1/agents/{bot}/conversations", 200),
+        (f"/v1/agents/{bot}/conversations/conv_missing", 404),
+        ("/v1/webhooks", 200),
+        (f"/v1/webhooks/{hook_id}", 200),
+        (f"/v1/webhooks/{hook_id}/deliveries", 200),
+    ]
+    told = []
+    for path, status in reads:
+        answer = await alice.http.get(path)
+        assert answer.status_code == status, (path, answer.text)
+        told.append(rate_of(answer))
+    assert [limit for limit, _, _ in told] == [POLL_LIMIT] * len(reads)
+    assert [remaining for _, remaining, _ in told] == list(
+        range(POLL_LIMIT - 1, POLL_LIMIT - 1 - len(reads), -1)
+    )
+    assert all(1 <= reset <= 60 for _, _, reset in told)
+
+    for _ in range(POLL_LIMIT - len(reads)):
+        assert (await alice.http.get(f"/v1/agents/{bot}/messages")).status_code == 200
+    refused = await alice.http.get(f"/v1/webhooks/{hook_id}")
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "rate_limited"
+    limit, remaining, reset = rate_of(refused)
+    assert (limit, remaining) == (POLL_LIMIT, 0)
+    assert int(refused.headers["Retry-After"]) == reset
+    assert refused.json()["error"]["details"]["retry_after_seconds"] == reset
+
+    # Bob has a budget of his own.
+    bob: Account = await make_account("bob@example.com")
+    assert rate_of(await bob.http.get("/v1/webhooks"))[:2] == (POLL_LIMIT, POLL_LIMIT - 1)
+
+
+async def test_operations_e2a_does_not_limit_and_refused_keys_carry_no_headers(
+    make_account: Any, running: RunningGateway
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await make_agent(alice, "bot")
+    for path in ("/v1/agents", f"/v1/agents/{bot}", "/v1/events", "/v1/account", "/v1/info"):
+        answer = await alice.http.get(path)
+        assert answer.status_code == 200, (path, answer.text)
+        assert_unstamped(answer)
+    # The 2.x surface polls the same budget, and is answered as it always was.
+    polled = await alice.http.get(agent_path(bot, "/messages"))
+    assert polled.status_code == 200
+    assert_unstamped(polled)
+    # A key that is refused is counted against nobody and told nothing of any budget.
+    wrong = await alice.http.get(
+        f"/v1/agents/{bot}/messages", headers={"Authorization": "Bearer e2a_" + "0" * 64}
+    )
+    assert wrong.status_code == 401
+    assert_unstamped(wrong)
+
+
+async def test_create_agent_tells_the_tighter_registration_limit(
+    make_account: Any, running: RunningGateway
+) -> None:
+    limits = running.gateway.settings.limits
+    limits.agent_registrations_per_ip_per_hour = 3
+    limits.agent_registrations_per_user_per_hour = 5
+    alice: Account = await make_account("alice@example.com")
+    await far_from_a_window_end(3600)
+    told = []
+    for number in range(3):
+        made = await alice.http.post("/v1/agents", json={"email": f"bot{number}@agents.test"})
+        assert made.status_code == 201, made.text
+        told.append(rate_of(made))
+    assert [(limit, remaining) for limit, remaining, _ in told] == [(3, 2), (3, 1), (3, 0)]
+    assert all(1 <= reset <= 3600 for _, _, reset in told)
+
+    refused = await alice.http.post("/v1/agents", json={"email": "bot3@agents.test"})
+    assert refused.status_code == 429, refused.text
+    assert rate_of(refused)[:2] == (3, 0)
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3600
+    listed = (await alice.http.get("/v1/agents")).json()["items"]
+    assert sorted(agent["email"] for agent in listed) == [
+        f"bot{number}@agents.test" for number in range(3)
+    ]
+
+
+async def test_the_account_limit_is_told_when_it_is_the_tighter(
+    make_account: Any, running: RunningGateway
+) -> None:
+    limits = running.gateway.settings.limits
+    limits.agent_registrations_per_ip_per_hour = 10
+    limits.agent_registrations_per_user_per_hour = 2
+    alice: Account = await make_account("alice@example.com")
+    await far_from_a_window_end(3600)
+    made = await alice.http.post("/v1/agents", json={"email": "first@agents.test"})
+    assert made.status_code == 201, made.text
+    assert rate_of(made)[:2] == (2, 1)
+    # A request refused for its body was still counted, and says so.
+    invalid = await alice.http.post("/v1/agents", json={"email": "not an address"})
+    assert invalid.status_code in (400, 422), invalid.text
+    assert rate_of(invalid)[:2] == (2, 0)
