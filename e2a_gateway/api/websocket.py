@@ -35,6 +35,7 @@ from e2a_gateway.operations.errors import (
 from e2a_gateway.storage.base import Agent
 from e2a_gateway.web.context import current_gateway
 from e2a_gateway.web.errors import status_of
+from e2a_gateway.web.socket_shutdown import going_away_when_cancelled
 
 blueprint = Blueprint("websocket", __name__)
 log = logging.getLogger("e2a.ws")
@@ -137,7 +138,8 @@ async def agent_socket(email: str) -> Response | None:
             if lost is not None:
                 return _refusal(_LOST[lost])
             await websocket.accept()
-            await _serve(admitted, subscription)
+            async with going_away_when_cancelled():
+                await _serve(admitted, subscription)
     except TooManyListeners:
         return _refusal(_too_many(limit))
     return None

@@ -33,6 +33,7 @@ from e2a_gateway.storage.base import Agent, StorageUnavailable
 from e2a_gateway.web.context import bearer_key, current_gateway
 from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
 from e2a_gateway.web.request_ids import request_id_for
+from e2a_gateway.web.socket_shutdown import going_away_when_cancelled
 
 blueprint = Blueprint("v1_socket", __name__)
 log = logging.getLogger("e2a.api")
@@ -102,7 +103,8 @@ async def agent_socket(email: str) -> Response | None:
                 log.warning("/v1 WebSocket: cannot announce the claim of agent %s", agent.id)
                 await websocket.close(CLOSE_TRY_AGAIN_LATER, "storage unavailable; reconnect")
                 return None
-            await _serve(caller, agent, subscription, claim)
+            async with going_away_when_cancelled():
+                await _serve(caller, agent, subscription, claim)
     return None
 
 
