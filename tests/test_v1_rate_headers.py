@@ -16,6 +16,7 @@ import trio
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
 from tests.conftest import Account, agent_path, make_settings
+from tests.delivery_support import smtp_send
 
 POLL_LIMIT = 12
 RATE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
@@ -163,3 +164,26 @@ async def test_the_account_limit_is_told_when_it_is_the_tighter(
     invalid = await alice.http.post("/v1/agents", json={"email": "not an address"})
     assert invalid.status_code in (400, 422), invalid.text
     assert rate_of(invalid)[:2] == (2, 0)
+
+
+async def test_a_lifecycle_read_leaves_the_message_unread_and_is_no_poll(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """e2a's getMessageLifecycle lists what was recorded of a message: it marks nothing read
+    and is not among the reads e2a counts."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await make_agent(alice, "bot")
+    data = f"From: someone@example.org\r\nTo: {bot}\r\nSubject: Track me\r\n\r\nHi.\r\n"
+    await smtp_send(running.addresses.smtp_port, [bot], data.encode())
+    running.gateway.settings.limits.message_polls_per_user_per_minute = 3
+    await far_from_a_window_end(60)
+    listed = await alice.http.get(f"/v1/agents/{bot}/messages")
+    (message,) = listed.json()["items"]
+    for _ in range(5):  # more than the poll budget
+        lifecycle = await alice.http.get(f"/v1/agents/{bot}/messages/{message['id']}/lifecycle")
+        assert lifecycle.status_code == 200, lifecycle.text
+        assert lifecycle.json()["items"][0]["message_id"] == message["id"]
+        assert_unstamped(lifecycle)
+    unread = await alice.http.get(f"/v1/agents/{bot}/messages", params={"read_status": "unread"})
+    assert [item["id"] for item in unread.json()["items"]] == [message["id"]]
+    assert rate_of(unread)[:2] == (3, 1)  # the second poll: the lifecycles were none

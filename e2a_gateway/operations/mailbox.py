@@ -198,6 +198,22 @@ async def open_message(
     return OpenedMessage(filed, inbound.raw_message if inbound else b"", None)
 
 
+async def filed_as_it_is(
+    gateway: Gateway, caller: Caller, email: str, message_id: str
+) -> FiledMessage:
+    """One message of the caller's agent at `email`, in the trash or not, left as it is: not
+    marked read, and not a poll (e2a's lifecycle reads neither). NotFound when it is not the
+    agent's."""
+    message_id = _named(message_id)
+    agent = await owned_agent(gateway, caller, email)
+    filed = await gateway.storage.filed_message(
+        caller.user_id, agent.email, message_id, mark_read=False
+    )
+    if filed is None:
+        raise NotFound.of("message")
+    return filed
+
+
 async def attachment(
     gateway: Gateway, caller: Caller, email: str, message_id: str, index: int
 ) -> tuple[Attachment, bytes]:

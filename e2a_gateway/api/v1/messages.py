@@ -343,8 +343,8 @@ async def lifecycle_listing(
 ) -> dict[str, Any]:
     """One page of the message's transitions (getMessageLifecycle's answer), for `/v1` and
     the MCP tools alike."""
-    opened = await mailbox.open_message(gateway, caller, email, message_id)
-    transitions = lifecycle_transitions(opened.filed)
+    filed = await mailbox.filed_as_it_is(gateway, caller, email, message_id)
+    transitions = lifecycle_transitions(filed)
 
     async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[tuple[int, dict[str, Any]]]:
         start = _position(after) or 0
