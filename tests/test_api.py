@@ -413,3 +413,17 @@ async def test_no_answer_echoes_the_host_header(anonymous: httpx.AsyncClient, pa
     assert all("evil.example" not in value for value in response.headers.values())
     location = response.headers.get("location")
     assert location is None or (location.startswith("/") and not location.startswith("//"))
+
+
+async def test_assets_serves_the_dashboards_files_and_nothing_else(
+    anonymous: httpx.AsyncClient,
+) -> None:
+    """`/assets/` names only the dashboard's own files: any other name, one too long for the
+    filesystem included, is a plain 404 (it was an error 500, logged with a traceback)."""
+    css = await anonymous.get("/assets/dashboard.css")
+    assert css.status_code == 200 and "--accent" in css.text
+    assert css.headers["content-type"].startswith("text/css")
+    icon = await anonymous.get("/assets/favicon.svg")
+    assert icon.status_code == 200 and icon.headers["content-type"].startswith("image/svg")
+    for name in ("9" * 400, "missing.css", "../site.py", "..%2Fsite.py", "%00", "dashboard.css/x"):
+        assert (await anonymous.get(f"/assets/{name}")).status_code == 404, name

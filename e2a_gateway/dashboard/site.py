@@ -10,9 +10,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
-from quart import Blueprint, Response, render_template, request, url_for
+from quart import (
+    Blueprint,
+    Response,
+    abort,
+    render_template,
+    request,
+    send_from_directory,
+    url_for,
+)
 
 from e2a_gateway.dashboard.auth import (
     CSRF_FIELD,
@@ -37,13 +46,11 @@ from e2a_gateway.web.errors import headers_of, status_of
 
 log = logging.getLogger("e2a.dashboard")
 
-blueprint = Blueprint(
-    "dashboard",
-    __name__,
-    template_folder="templates",
-    static_folder="static",
-    static_url_path="/assets",
-)
+blueprint = Blueprint("dashboard", __name__, template_folder="templates")
+
+ASSETS_FOLDER = Path(__file__).resolve().parent / "static"
+ASSETS = frozenset(entry.name for entry in ASSETS_FOLDER.iterdir() if entry.is_file())
+"""The dashboard's own files (stylesheet, script, icon): the only names `/assets/` serves."""
 
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -153,6 +160,15 @@ async def _signin_page(status: int = 200, error: str | None = None) -> Response:
     )
     set_cookie(response, SIGNIN_COOKIE, token, SIGNIN_SECONDS)
     return response
+
+
+@blueprint.get("/assets/<path:filename>", endpoint="static")
+async def asset(filename: str) -> Response:
+    """One of the dashboard's own files; any other name is 404 without touching the disk (a
+    name too long for the filesystem was an error 500)."""
+    if filename not in ASSETS:
+        abort(404)
+    return await send_from_directory(ASSETS_FOLDER, filename)
 
 
 @blueprint.get("/signin")
