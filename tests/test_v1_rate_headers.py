@@ -16,7 +16,7 @@ import trio
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
 from tests.conftest import Account, agent_path, make_settings
-from tests.delivery_support import smtp_send
+from tests.delivery_support import create_agent, smtp_send
 
 POLL_LIMIT = 12
 RATE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
@@ -48,17 +48,11 @@ async def far_from_a_window_end(window_seconds: int, margin: float = 3.0) -> Non
         await trio.sleep(left + 0.05)
 
 
-async def make_agent(account: Account, slug: str) -> str:
-    made = await account.http.post("/v1/agents", json={"email": f"{slug}@agents.test"})
-    assert made.status_code == 201, made.text
-    return str(made.json()["email"])
-
-
 async def test_the_reads_e2a_limits_share_one_budget_and_tell_it(
     make_account: Any, running: RunningGateway
 ) -> None:
     alice: Account = await make_account("alice@example.com")
-    bot = await make_agent(alice, "bot")
+    bot = await create_agent(alice, "bot")
     hook = await alice.http.post(
         "/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["email.received"]}
     )
@@ -106,7 +100,7 @@ async def test_operations_e2a_does_not_limit_and_refused_keys_carry_no_headers(
     make_account: Any, running: RunningGateway
 ) -> None:
     alice: Account = await make_account("alice@example.com")
-    bot = await make_agent(alice, "bot")
+    bot = await create_agent(alice, "bot")
     for path in ("/v1/agents", f"/v1/agents/{bot}", "/v1/events", "/v1/account", "/v1/info"):
         answer = await alice.http.get(path)
         assert answer.status_code == 200, (path, answer.text)
@@ -123,47 +117,36 @@ async def test_operations_e2a_does_not_limit_and_refused_keys_carry_no_headers(
     assert_unstamped(wrong)
 
 
+@pytest.mark.parametrize(
+    ("per_address", "per_account"),
+    [(3, 5), (5, 3)],
+    ids=["the address limit is the tighter", "the account limit is the tighter"],
+)
 async def test_create_agent_tells_the_tighter_registration_limit(
-    make_account: Any, running: RunningGateway
+    make_account: Any, running: RunningGateway, per_address: int, per_account: int
 ) -> None:
     limits = running.gateway.settings.limits
-    limits.agent_registrations_per_ip_per_hour = 3
-    limits.agent_registrations_per_user_per_hour = 5
+    limits.agent_registrations_per_ip_per_hour = per_address
+    limits.agent_registrations_per_user_per_hour = per_account
     alice: Account = await make_account("alice@example.com")
     await far_from_a_window_end(3600)
-    told = []
-    for number in range(3):
+    # A request refused for its body is still counted, and says so.
+    invalid = await alice.http.post("/v1/agents", json={"email": "not an address"})
+    assert invalid.status_code in (400, 422), invalid.text
+    told = [rate_of(invalid)]
+    for number in range(2):
         made = await alice.http.post("/v1/agents", json={"email": f"bot{number}@agents.test"})
         assert made.status_code == 201, made.text
         told.append(rate_of(made))
     assert [(limit, remaining) for limit, remaining, _ in told] == [(3, 2), (3, 1), (3, 0)]
     assert all(1 <= reset <= 3600 for _, _, reset in told)
 
-    refused = await alice.http.post("/v1/agents", json={"email": "bot3@agents.test"})
+    refused = await alice.http.post("/v1/agents", json={"email": "bot2@agents.test"})
     assert refused.status_code == 429, refused.text
     assert rate_of(refused)[:2] == (3, 0)
     assert 1 <= int(refused.headers["Retry-After"]) <= 3600
     listed = (await alice.http.get("/v1/agents")).json()["items"]
-    assert sorted(agent["email"] for agent in listed) == [
-        f"bot{number}@agents.test" for number in range(3)
-    ]
-
-
-async def test_the_account_limit_is_told_when_it_is_the_tighter(
-    make_account: Any, running: RunningGateway
-) -> None:
-    limits = running.gateway.settings.limits
-    limits.agent_registrations_per_ip_per_hour = 10
-    limits.agent_registrations_per_user_per_hour = 2
-    alice: Account = await make_account("alice@example.com")
-    await far_from_a_window_end(3600)
-    made = await alice.http.post("/v1/agents", json={"email": "first@agents.test"})
-    assert made.status_code == 201, made.text
-    assert rate_of(made)[:2] == (2, 1)
-    # A request refused for its body was still counted, and says so.
-    invalid = await alice.http.post("/v1/agents", json={"email": "not an address"})
-    assert invalid.status_code in (400, 422), invalid.text
-    assert rate_of(invalid)[:2] == (2, 0)
+    assert sorted(agent["email"] for agent in listed) == ["bot0@agents.test", "bot1@agents.test"]
 
 
 async def test_a_lifecycle_read_leaves_the_message_unread_and_is_no_poll(
@@ -172,7 +155,7 @@ async def test_a_lifecycle_read_leaves_the_message_unread_and_is_no_poll(
     """e2a's getMessageLifecycle lists what was recorded of a message: it marks nothing read
     and is not among the reads e2a counts."""
     alice: Account = await make_account("alice@example.com")
-    bot = await make_agent(alice, "bot")
+    bot = await create_agent(alice, "bot")
     data = f"From: someone@example.org\r\nTo: {bot}\r\nSubject: Track me\r\n\r\nHi.\r\n"
     await smtp_send(running.addresses.smtp_port, [bot], data.encode())
     running.gateway.settings.limits.message_polls_per_user_per_minute = 3
