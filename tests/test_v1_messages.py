@@ -523,7 +523,7 @@ async def test_get_conversation_lists_every_message_and_checks_the_id(
     slashed = await alice.http.get(conversation_path(bot, "team/thread"))
     assert slashed.status_code == 200, slashed.text
     assert [item["subject"] for item in slashed.json()["messages"]] == ["Slashed"]
-    for bad in ("x" * 201, "a\rb"):
+    for bad in ("x" * 201, "a\rb", "a\nb", "\nX-Injected: 1", "a\r\n"):
         refused = await alice.http.get(conversation_path(bot, bad))
         assert refused.status_code == 400, refused.text
         assert refused.json()["error"]["code"] == "invalid_request"

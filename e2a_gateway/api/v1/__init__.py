@@ -77,6 +77,7 @@ def register_v1(app: QuartTrio) -> None:
     """Add `/v1` to `app`: its routes, its answers to paths without a route, the request id
     on every one of its answers, and e2a's `RateLimit-*` headers on those of the operations
     it limits."""
+    app.url_map.converters.update(conversations.CONVERTERS)
     app.register_blueprint(blueprint)
     app.before_request(_refuse_unrouted)
     app.after_request(_stamp_request_id)

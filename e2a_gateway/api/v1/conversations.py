@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import ConfigDict
 from quart import Blueprint
+from werkzeug.routing import PathConverter
 
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.v1.bodies import read_query
@@ -23,6 +24,18 @@ from e2a_gateway.storage.base import ConversationSummary
 from e2a_gateway.web.context import current_gateway
 
 blueprint = Blueprint("v1_conversations", __name__)
+
+
+class ConversationIdConverter(PathConverter):
+    """A conversation id in a path: the rest of it, `/` included, as `path` takes it, and line
+    feeds too, which `path` leaves unmatched (a 404): an id holding one is refused with 400
+    `invalid_request`, as one holding a carriage return is, and as e2a refuses both."""
+
+    regex = "[^/](?s:.)*?"
+
+
+CONVERTERS = {"conversation_id": ConversationIdConverter}
+"""The path converters the routes here use, for `register_v1` to add before the routes."""
 
 
 class ListConversationsQuery(StrictQuery, PageQuery):
@@ -65,7 +78,7 @@ async def conversation_listing(
     )
 
 
-@blueprint.get("/agents/<email>/conversations/<path:conversation_id>")
+@blueprint.get("/agents/<email>/conversations/<conversation_id:conversation_id>")
 @rate_limited
 @requires_caller
 async def get_conversation(caller: Caller, email: str, conversation_id: str) -> dict[str, Any]:
