@@ -8,7 +8,6 @@ docs/events.md), and which subscriber an event goes to. Pure: no storage, no clo
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import orjson
 
 from e2a_gateway.attachments import Attachment, attachment_meta_view
 from e2a_gateway.clock import format_timestamp, parse_timestamp
-from e2a_gateway.ids import new_id
+from e2a_gateway.ids import derived_id, new_id
 from e2a_gateway.rfc5322 import header_section
 from e2a_gateway.storage.base import NewEvent, OutboundMessage
 from e2a_gateway.storage.new_inbound import NewInboundMessage
@@ -133,20 +132,11 @@ def _envelope(event_type: str, event_id: str, created_at: str, data: dict[str, A
     return orjson.dumps(document)  # compact UTF-8, as json.dumps(ensure_ascii=False) writes
 
 
-_TIME_ORDERED_ID = re.compile(r"[a-z]+_([0-9a-f]{12})[0-9a-f]{12}")
-"""An id made by `new_id`: its first 12 hex digits are the milliseconds of its making."""
-
-
 def derived_event_id(message_id: str, event_type: str) -> str:
     """The id of the `event_type` event of message `message_id`, the same wherever it is
-    worked out: the message id's milliseconds (so it sorts by time, as `new_id`'s do, and the
-    events id index grows at its end), then 48 bits of BLAKE2b over both. An id not made by
-    `new_id` gets 96 bits of the hash instead."""
-    named = f"{message_id}|{event_type}".encode()
-    stamp = _TIME_ORDERED_ID.fullmatch(message_id)
-    if stamp is None:
-        return "evt_" + hashlib.blake2b(named, digest_size=12).hexdigest()
-    return f"evt_{stamp.group(1)}{hashlib.blake2b(named, digest_size=6).hexdigest()}"
+    worked out (`e2a_gateway.ids.derived_id`): it sorts by the message's time, and the events
+    id index grows at its end."""
+    return derived_id("evt", message_id, event_type)
 
 
 def _present(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,9 @@ The 48 bits are BLAKE2b, keyed by 32 random bytes drawn once per process, of a c
 unpredictable as fresh random bytes, and unique within the process, without a system call per
 id (a mail to fifty agents makes a hundred ids on the event loop, and each `os.urandom` call
 let the writer thread take the interpreter from it). A forked child draws its own key.
+
+A derived id (`derived_id`) names what another id gives rise to, the same every time it is
+worked out: an event of a message, the copy of a sent message stored for one recipient.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+import re
 import time
 
 RANDOM_BYTES = 6
@@ -50,3 +54,20 @@ os.register_at_fork(after_in_child=_renew_after_fork)
 def new_id(prefix: str) -> str:
     """A fresh id such as `msg_019ad3f2c1a87e4b09d2c6f1`: time-ordered, then unpredictable."""
     return f"{prefix}_{time.time_ns() // 1_000_000:012x}{_sequence.next_hex()}"
+
+
+_TIME_ORDERED = re.compile(r"[a-z]+_([0-9a-f]{12})[0-9a-f]{12}")
+"""An id made by `new_id`: its first 12 hex digits are the milliseconds of its making."""
+
+
+def derived_id(prefix: str, parent: str, name: str) -> str:
+    """The id of what `parent` gives rise to under `name` (the `email.received` event of a
+    message, the copy of a sent message stored for one recipient agent), the same wherever and
+    however often it is worked out: `parent`'s milliseconds (so it sorts by time, as `new_id`'s
+    do), then 48 bits of BLAKE2b over both. A parent not made by `new_id` gives 96 bits of the
+    hash instead."""
+    named = f"{parent}|{name}".encode()
+    stamp = _TIME_ORDERED.fullmatch(parent)
+    if stamp is None:
+        return f"{prefix}_{hashlib.blake2b(named, digest_size=12).hexdigest()}"
+    return f"{prefix}_{stamp.group(1)}{hashlib.blake2b(named, digest_size=6).hexdigest()}"

@@ -5,6 +5,11 @@ The gateway itself vouches for the sender (it authenticated the agent's API key)
 message is stored as inbound mail with entity type `agent` and `Verified: true`, signed per
 recipient owner exactly like mail that arrived over SMTP (inbound's pure pieces: the delivered
 form, the identity claim, the trace fields). It must not touch the relay.
+
+Each recipient's copy has an id derived from the sent message's and the recipient's address,
+so delivering again what was delivered (the worker's retry after a crash that came between
+storing the copies and recording the outcome) stores nothing twice: the copies found stored
+are reported delivered as they are.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import replace
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.ids import new_id
+from e2a_gateway.ids import derived_id
 from e2a_gateway.inbound.gate import PASSED, gate_verdict
 from e2a_gateway.inbound.identity import delivered_message, identity_claim
 from e2a_gateway.inbound.parse import HeaderSummary, summarise_headers
@@ -57,24 +62,39 @@ def local_authentication_results(hostname: str, sender: str) -> bytes:
     ).encode()
 
 
+def copy_id(sent_id: str, recipient: str) -> str:
+    """The id of the copy of sent message `sent_id` stored for the agent at `recipient`."""
+    return derived_id("msg", sent_id, recipient)
+
+
 async def deliver_locally(
     gateway: Gateway,
+    sent_id: str,
     raw: bytes,
     sender: Agent,
     recipients: list[Agent],
     conversation_id: str | None,
     now: float,
 ) -> dict[str, str]:
-    """Store `raw` for each recipient agent in one transaction, then notify them: through its
-    inbound gate, as mail over SMTP goes (held for review, flagged or blocked as it says).
+    """Store `raw`, the bytes of sent message `sent_id`, for each recipient agent in one
+    transaction, then notify them: through its inbound gate, as mail over SMTP goes (held for
+    review, flagged or blocked as it says). A copy stored already (an earlier attempt) is
+    neither stored nor announced again.
 
     Returns recipient address → stored message id. A recipient whose owner has no signing
     secret is left out (nothing can be signed for it); the caller decides what to do."""
+    recipients = list({agent.email: agent for agent in recipients}.values())  # one copy each
     if not recipients:
         return {}
+    copies = [(agent.email, copy_id(sent_id, agent.email)) for agent in recipients]
+    stored = await gateway.storage.stored_copies(copies)
+    already = {email: message_id for email, message_id in copies if message_id in stored}
+    recipients = [agent for agent in recipients if agent.email not in already]
+    if not recipients:
+        return already
     hostname = gateway.settings.smtp.hostname
     auth = local_auth(sender)
-    message_ids = [new_id("msg") for _ in recipients]
+    message_ids = [copy_id(sent_id, agent.email) for agent in recipients]
     only = recipients[0].email if len(recipients) == 1 else None
     trace = return_path_field(sender.email) + local_received_field(
         hostname, sender.email, message_ids[0], only, now
@@ -110,7 +130,7 @@ async def deliver_locally(
     if prepared:
         await gateway.storage.store_inbound([message for _, message in prepared], now)
         announce_stored(gateway.hub, prepared)
-    return {agent.email: message.id for agent, message in prepared}
+    return already | {agent.email: message.id for agent, message in prepared}
 
 
 async def _conversation(

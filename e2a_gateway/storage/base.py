@@ -922,6 +922,12 @@ class Mailboxes(Protocol):
         whatever deletes it (retention, agent or account deletion)."""
         ...
 
+    async def stored_copies(self, copies: list[tuple[str, str]]) -> set[str]:
+        """Which of `copies`, (agent address, message id) pairs, are stored: the ids of those
+        that are messages of those agents, in whatever state (held, read, in the trash). For
+        local delivery, whose retry after a crash must not store a copy twice."""
+        ...
+
     async def list_inbound(
         self,
         user_id: str,

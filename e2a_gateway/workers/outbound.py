@@ -349,7 +349,7 @@ class OutboundWorker(ClaimLoop):
         deferred: dict[str, str] = {}
         if local:
             stored = await deliver_locally(
-                self._gateway, raw, sender, local, message.conversation_id, now
+                self._gateway, message.id, raw, sender, local, message.conversation_id, now
             )
             for agent in local:
                 if agent.email in stored:

@@ -170,6 +170,21 @@ class MessagesSql(Runner):
             raw = raw_messages_of(messages)
         await self._write(lambda tx: _store(tx, messages, raw, now))
 
+    async def stored_copies(self, copies: list[tuple[str, str]]) -> set[str]:
+        """Which of `copies`, (agent address, message id) pairs, are stored (on a reader)."""
+        if not copies:
+            return set()
+        agent_of = {message_id: agent_email for agent_email, message_id in copies}
+
+        def read(tx: Transaction) -> set[str]:
+            rows = tx.all(
+                f"SELECT id, agent_email FROM messages WHERE {tx.dialect.in_list('id', 'text')}",
+                (tx.dialect.list_param(list(agent_of)),),
+            )
+            return {str(found) for found, agent in rows if agent_of.get(found) == agent}
+
+        return await self._read(read)
+
     async def list_inbound(
         self,
         user_id: str,
