@@ -82,9 +82,7 @@ async def test_a_retried_job_stores_no_copy_twice(
     assert [(review["id"], review["subject"]) for review in reviews] == [(copies[guarded], "Once")]
 
 
-async def test_stored_copies_names_only_the_agents_own(
-    quiet: QuietGateway, alice: Account
-) -> None:
+async def test_stored_copies_names_only_the_agents_own(quiet: QuietGateway, alice: Account) -> None:
     storage = quiet.gateway.storage
     writer = await create_agent(alice, "writer")
     reader = await create_agent(alice, "reader")
