@@ -6,8 +6,9 @@ createAgent (agent registrations, per account and per address here: the tighter 
 A route says it is one of them with `@rate_limited`; `stamp_rate_headers`, run after every
 `/v1` request, adds the headers of the limit the request was counted against
 (`e2a_gateway.operations.rate_limits.request_rate_count`) to its answer, a refusal included —
-the 429 of a full window says `RateLimit-Remaining: 0` beside its `Retry-After`. A request
-refused before it was counted (a bad key, a malformed body) carries none, as on e2a.
+the 429 of a full window says `RateLimit-Remaining: 0` beside its `Retry-After`, and a
+createAgent refused for its body was counted and says so. A request refused before it was
+counted (a bad key) carries none, as on e2a.
 """
 
 from __future__ import annotations
