@@ -7,32 +7,16 @@ the crash is the worker's retry of a job whose copies an earlier attempt had com
 from __future__ import annotations
 
 import time
-from typing import Any
 from urllib.parse import quote
 
-import pytest
-
 from e2a_gateway.local_delivery import copy_id, deliver_locally
-from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.workers.outbound import OutboundWorker
 from tests.conftest import Account
-from tests.delivery_support import QuietGateway, create_agent, open_account
-from tests.test_local_delivery_gate import events, gate, inbox
+from tests.delivery_support import QuietGateway, create_agent
+from tests.test_local_delivery_gate import bob, events, gate, inbox, resolver
 from tests.webhook_support import alice, quiet, settings
 
-__all__ = ["alice", "quiet", "settings"]  # fixtures
-
-
-@pytest.fixture
-def resolver() -> FixtureResolver:
-    return FixtureResolver({})
-
-
-@pytest.fixture
-async def bob(quiet: QuietGateway) -> Any:
-    account = await open_account(quiet.gateway, quiet.http_url, "bob@example.net")
-    async with account.http:
-        yield account
+__all__ = ["alice", "bob", "quiet", "resolver", "settings"]  # fixtures
 
 
 async def test_a_retried_job_stores_no_copy_twice(
