@@ -25,6 +25,7 @@ from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
 from e2a_gateway.operations.rate_limits import count_poll
 from e2a_gateway.storage.base import (
+    Agent,
     ConversationSummary,
     FiledMessage,
     LabelsRefused,
@@ -186,15 +187,11 @@ async def open_message(
     """One message of the caller's agent at `email`, in the trash or not; mail received is
     marked read (one poll). NotFound when it is not the agent's."""
     count_poll(gateway, caller)
-    message_id = _named(message_id)
-    agent = await owned_agent(gateway, caller, email)
+    agent, filed = await _agents_message(gateway, caller, email, message_id, mark_read=True)
     storage = gateway.storage
-    filed = await storage.filed_message(caller.user_id, agent.email, message_id, mark_read=True)
-    if filed is None:
-        raise NotFound.of("message")
     if filed.direction == "outbound":
-        return OpenedMessage(filed, None, await storage.get_outbound(caller.user_id, message_id))
-    inbound = await storage.read_inbound(caller.user_id, agent.email, message_id, trashed_too=True)
+        return OpenedMessage(filed, None, await storage.get_outbound(caller.user_id, filed.id))
+    inbound = await storage.read_inbound(caller.user_id, agent.email, filed.id, trashed_too=True)
     return OpenedMessage(filed, inbound.raw_message if inbound else b"", None)
 
 
@@ -204,14 +201,23 @@ async def filed_as_it_is(
     """One message of the caller's agent at `email`, in the trash or not, left as it is: not
     marked read, and not a poll (e2a's lifecycle reads neither). NotFound when it is not the
     agent's."""
+    _, filed = await _agents_message(gateway, caller, email, message_id, mark_read=False)
+    return filed
+
+
+async def _agents_message(
+    gateway: Gateway, caller: Caller, email: str, message_id: str, *, mark_read: bool
+) -> tuple[Agent, FiledMessage]:
+    """The caller's agent at `email` and its message `message_id`, in the trash or not (mail
+    received marked read when `mark_read`); NotFound when either is not the caller's."""
     message_id = _named(message_id)
     agent = await owned_agent(gateway, caller, email)
     filed = await gateway.storage.filed_message(
-        caller.user_id, agent.email, message_id, mark_read=False
+        caller.user_id, agent.email, message_id, mark_read=mark_read
     )
     if filed is None:
         raise NotFound.of("message")
-    return filed
+    return agent, filed
 
 
 async def attachment(
