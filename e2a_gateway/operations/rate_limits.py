@@ -14,7 +14,6 @@ so one request's count never shows on another's answer.
 from __future__ import annotations
 
 import contextvars
-import math
 import time
 
 from e2a_gateway.gateway import Gateway
@@ -31,7 +30,7 @@ _counted: contextvars.ContextVar[RateCount | None] = contextvars.ContextVar(
 
 async def count_request(
     gateway: Gateway, key: str, window_seconds: int, limit: int, what: str
-) -> RateCount:
+) -> None:
     """Count this request against `key` in the database; RateLimited (`rate_limited`, with the
     whole seconds to wait, at least 1) once over `limit` in the window.
 
@@ -39,24 +38,22 @@ async def count_request(
     count = await gateway.storage.hit_rate_limit(key, window_seconds, limit, time.time())
     _remember(count)
     _refuse_when_over(count, what)
-    return count
 
 
 def count_local_request(
     gateway: Gateway, key: str, window_seconds: int, limit: int, what: str
-) -> RateCount:
+) -> None:
     """Count this request against `key` in this process's memory; RateLimited as
     `count_request` once over `limit` in the window."""
     count = gateway.local_counts.hit(key, window_seconds, limit, time.time())
     _remember(count)
     _refuse_when_over(count, what)
-    return count
 
 
-def count_poll(gateway: Gateway, caller: Caller) -> RateCount:
+def count_poll(gateway: Gateway, caller: Caller) -> None:
     """Count one message poll (a list or a read of messages, conversations or webhooks)
     against the caller, in this process's memory; RateLimited when over."""
-    return count_local_request(
+    count_local_request(
         gateway,
         f"message_poll:user:{caller.user_id}",
         POLL_WINDOW_SECONDS,
@@ -82,11 +79,11 @@ def _remember(count: RateCount) -> None:
 
 
 def _refuse_when_over(count: RateCount, what: str) -> None:
-    """RateLimited with the whole seconds to wait (at least 1) when `count` is over its
-    limit."""
+    """RateLimited with the whole seconds to wait (at least 1: the window's reset) when `count`
+    is over its limit."""
     if count.wait is None:
         return
-    retry_after = max(1, math.ceil(count.wait))
+    retry_after = count.reset_seconds
     raise RateLimited(
         "rate_limited",
         f"rate limit reached: {count.limit} {what}; retry in {retry_after} seconds",
