@@ -86,15 +86,15 @@ async def deliver_locally(
     recipients = list({agent.email: agent for agent in recipients}.values())  # one copy each
     if not recipients:
         return {}
-    copies = [(agent.email, copy_id(sent_id, agent.email)) for agent in recipients]
-    stored = await gateway.storage.stored_copies(copies)
-    already = {email: message_id for email, message_id in copies if message_id in stored}
+    copies = {agent.email: copy_id(sent_id, agent.email) for agent in recipients}
+    stored = await gateway.storage.stored_copies(list(copies.items()))
+    already = {email: message_id for email, message_id in copies.items() if message_id in stored}
     recipients = [agent for agent in recipients if agent.email not in already]
     if not recipients:
         return already
     hostname = gateway.settings.smtp.hostname
     auth = local_auth(sender)
-    message_ids = [copy_id(sent_id, agent.email) for agent in recipients]
+    message_ids = [copies[agent.email] for agent in recipients]
     only = recipients[0].email if len(recipients) == 1 else None
     trace = return_path_field(sender.email) + local_received_field(
         hostname, sender.email, message_ids[0], only, now
