@@ -44,6 +44,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def stat_fields(pid: int) -> list[str] | None:
     """/proc/PID/stat after the command name (field 3 onwards), or None if it is gone."""
     try:
@@ -65,6 +68,21 @@ def process_tree(root: int) -> list[int]:
     for pid in tree:  # grows while iterating: a breadth-first walk
         tree.extend(child for child, parent in parents.items() if parent == pid)
     return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by process `pid` itself, children it has reaped
+    included; 0 once it is gone."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return 0.0
+    return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time used so far by the tree under `root`, reaped children included (Postfix's
+    smtpd processes)."""
+    return sum(cpu_seconds(pid) for pid in process_tree(root))
 
 
 def clean_environment() -> dict[str, str]:

@@ -5,9 +5,12 @@ synchronous=FULL) with 50 local agents; bench/_smtp_load.py keeps `--sessions` (
 connections busy with transactions naming 1, 10 or 50 of them, pipelined (RFC 2920) as MTAs
 send them. For each count it prints transactions and deliveries per second, the p50/p99
 DATA-to-250 latency, and per transaction the bytes the gateway's processes wrote to disk
-(/proc/PID/io write_bytes: the database, its WAL and checkpoints, the log) and the growth of
-the database (pages in use). The raw message is stored once per transaction, whatever the
-number of recipients. Runs alternate between the three counts, `--rounds` times.
+(/proc/PID/io write_bytes: the database, its WAL and checkpoints, the log), the growth of the
+database (pages in use), and the CPU time of the main process (storage, the group commit, its
+own sessions) and of the acceptor processes. The raw message is stored once per transaction,
+whatever the number of recipients. Runs alternate between the three counts, `--rounds` times.
+The ratio asked of fan-out follows the main process's CPU per transaction: 0.5x asks that a
+50-agent transaction cost it at most twice what a single-recipient one does.
 
 Run: `.venv/bin/python bench/fanout.py [--seconds 4] [--rounds 2] [--sessions 10]` (about a
 minute). At 10 sessions a 50-agent message is bound by the latency of its commit as much as by
@@ -36,7 +39,9 @@ from bench._gateway_process import (
     SHARED_DOMAIN,
     GatewayProcess,
     compile_bytecode,
+    cpu_seconds,
     process_tree,
+    tree_cpu_seconds,
 )
 from bench._quiet_dns import QuietDns
 from bench._smtp_load import LoadResult, closed_loop, make_message
@@ -56,6 +61,10 @@ class Row:
     seconds: float = 0.0
     written: int = 0
     grown: int = 0
+    main_cpu: float = 0.0
+    """CPU seconds of the main process (storage, the group commit, its own sessions)."""
+    acceptors_cpu: float = 0.0
+    """CPU seconds of the acceptor processes (their sessions)."""
     latencies: list[float] = field(default_factory=list)
     failures: int = 0
 
@@ -127,8 +136,10 @@ def main() -> None:
                 order = RECIPIENTS if round_number % 2 == 0 else RECIPIENTS[::-1]
                 for count in order:
                     row = rows[count]
-                    written = written_bytes(gateway.process.pid)
+                    pid = gateway.process.pid
+                    written = written_bytes(pid)
                     size = database_bytes(folder / "e2a.db")
+                    main_cpu, tree_cpu = cpu_seconds(pid), tree_cpu_seconds(pid)
                     run = partial(
                         closed_loop,
                         gateway.smtp_port,
@@ -142,7 +153,10 @@ def main() -> None:
                     result = trio.run(run)
                     time.sleep(0.5)  # transactions begun in the last moments commit
                     done = result.messages
-                    row.written += written_bytes(gateway.process.pid) - written
+                    row.written += written_bytes(pid) - written
+                    main_used = cpu_seconds(pid) - main_cpu
+                    row.main_cpu += main_used
+                    row.acceptors_cpu += tree_cpu_seconds(pid) - tree_cpu - main_used
                     row.grown += database_bytes(folder / "e2a.db") - size
                     row.messages += done
                     row.seconds += result.seconds
@@ -170,6 +184,8 @@ def print_rows(rows: list[Row]) -> None:
         "p99 ms",
         "written KB/msg",
         "db growth KB/msg",
+        "CPU ms/msg main",
+        "acceptors",
         "failed",
     )
     lines = [header]
@@ -184,6 +200,8 @@ def print_rows(rows: list[Row]) -> None:
                 f"{percentile(row.latencies, 0.99) * 1000:.1f}",
                 f"{row.written / per / 1024:.1f}",
                 f"{row.grown / per / 1024:.1f}",
+                f"{row.main_cpu / per * 1000:.2f}",
+                f"{row.acceptors_cpu / per * 1000:.2f}",
                 str(row.failures),
             )
         )

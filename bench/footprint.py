@@ -37,7 +37,7 @@ from bench._gateway_process import (
     GatewayProcess,
     compile_bytecode,
     process_tree,
-    stat_fields,
+    tree_cpu_seconds,
 )
 from bench._quiet_dns import QuietDns
 from bench._smtp_load import fixed_rate, make_message
@@ -49,7 +49,6 @@ TARGET_IDLE_RSS_MB = 90.0
 SETTLE_SECONDS = 3.0
 LOAD_SESSIONS = 10
 MESSAGE_BYTES = 1024
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -77,16 +76,6 @@ def tree_rss_mb(root: int) -> float:
             continue
         total += resident * PAGE_BYTES
     return total / 1e6
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU time (user + system) used so far by the tree under `root`, reaped children included."""
-    ticks = 0
-    for pid in process_tree(root):
-        fields = stat_fields(pid)
-        if fields is not None:
-            ticks += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-    return ticks / CLOCK_TICKS
 
 
 def _pid(gateway: GatewayProcess) -> int:

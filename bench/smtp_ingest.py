@@ -48,8 +48,7 @@ from bench._gateway_process import (
     clean_environment,
     compile_bytecode,
     free_port,
-    process_tree,
-    stat_fields,
+    tree_cpu_seconds,
 )
 from bench._postfix_peer import (
     PostfixUnavailable,
@@ -77,7 +76,6 @@ SERVERS = ("e2a", "postfix", "aiosmtpd")
 """Measured by default; `e2a-smtp` (e2a's listener without the pipeline) on request."""
 FIRST_GUESS = {"1 KB": 600.0, "100 KB": 250.0}
 """msg/s guessed for a server's first run, to size its smtp-source run."""
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -108,16 +106,6 @@ class Server:
     name: str
     port: int
     pid: int
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of `pid`'s process tree, including children it has reaped (Postfix's smtpd)."""
-    total = 0
-    for member in process_tree(pid):
-        fields = stat_fields(member)
-        if fields is not None:
-            total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-    return total / TICKS
 
 
 @contextmanager
@@ -218,13 +206,13 @@ def source_run(server: Server, cell: Cell, count: int) -> None:
     if cell.mode == "persistent":
         command.append("-d")
     command.append(f"127.0.0.1:{server.port}")
-    cpu_before = cpu_seconds(server.pid)
+    cpu_before = tree_cpu_seconds(server.pid)
     began = time.perf_counter()
     result = subprocess.run(
         command, env=library_environment(), capture_output=True, timeout=300, check=False
     )
     elapsed = time.perf_counter() - began
-    cell.cpu_seconds += cpu_seconds(server.pid) - cpu_before
+    cell.cpu_seconds += tree_cpu_seconds(server.pid) - cpu_before
     cell.loads.append(load_average())
     if result.returncode != 0:
         cell.failures += 1
@@ -247,9 +235,9 @@ def python_run(server: Server, cell: Cell, seconds: float) -> None:
         duration=seconds,
         per_connection=cell.mode == "per-connection",
     )
-    cpu_before = cpu_seconds(server.pid)
+    cpu_before = tree_cpu_seconds(server.pid)
     result = trio.run(run)
-    cell.cpu_seconds += cpu_seconds(server.pid) - cpu_before
+    cell.cpu_seconds += tree_cpu_seconds(server.pid) - cpu_before
     cell.loads.append(load_average())
     cell.messages += result.messages
     cell.seconds += result.seconds
