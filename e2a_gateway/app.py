@@ -30,7 +30,6 @@ from e2a_gateway.mailauth.dns_answers import Resolver
 from e2a_gateway.mcp.http import MOUNT_PATH as MCP_PATH
 from e2a_gateway.mcp.http import McpEndpoint
 from e2a_gateway.production import check_production
-from e2a_gateway.smtp.balance import SessionShares
 from e2a_gateway.smtp.server import serve_smtp
 from e2a_gateway.startup import (
     StartupError,
@@ -207,8 +206,6 @@ async def run_gateway(
             nursery.start_soon(supervise, "storage upkeep", gateway.storage.upkeep)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(smtp_sock))
         sink = InboundMailSink(gateway, GroupCommitter(gateway.storage))
-        # The processes sharing the SMTP socket tell each other how busy they are.
-        shares = SessionShares(settings.smtp.processes) if settings.smtp.processes > 1 else None
         # Not supervised: serve_smtp owns its listener, and a session's failure never leaves
         # it, so anything that escapes is fatal to SMTP and should stop the gateway.
         await nursery.start(
@@ -221,15 +218,14 @@ async def run_gateway(
                 listener_limits=smtp_listener_limits,
                 tls=smtp_tls,
                 observer=gateway.metrics,
-                seat=shares.seat(0) if shares is not None else None,
             )
         )
-        if shares is not None:
+        if settings.smtp.processes > 1:
             acceptors = AcceptorPool(
                 settings,
                 gateway.server_key,
                 smtp_sock,
-                shares,
+                settings.smtp.processes - 1,
                 gateway.storage,
                 sink.deliver_handed_over,
                 gateway.metrics,

@@ -24,12 +24,10 @@ from e2a_gateway.gateway import Gateway, open_gateway
 from e2a_gateway.inbound.acceptors import AcceptorPool
 from e2a_gateway.inbound.pipeline import Arrival, InboundMailSink
 from e2a_gateway.metrics import Metrics
-from e2a_gateway.smtp.balance import VACANT, SessionShares
 from e2a_gateway.smtp.server import MessageNotStored
 from e2a_gateway.storage.group_commit import GroupCommitter
 from tests.conftest import agent_path, make_settings
 from tests.databases import query
-from tests.delivery_support import wait_until
 from tests.dns_server import serve_dns
 
 pytestmark = pytest.mark.slow
@@ -51,8 +49,6 @@ class Main:
     metrics: Metrics
     port: int
     delivered: list[tuple[Arrival, list[str], str]]
-    shares: SessionShares | None = None
-    """The session counts shared with the acceptors, once they are started."""
 
 
 async def smtp_dialogue(
@@ -134,12 +130,11 @@ async def start_pool(
         main.delivered.append((arrival, addresses, stored))
         return stored
 
-    main.shares = SessionShares(count + 1)  # slot 0, this process's, stays vacant: it serves none
     pool = AcceptorPool(
         main.gateway.settings,
         main.gateway.server_key,
         listening,
-        main.shares,
+        count,
         main.gateway.storage,
         store or deliver,  # type: ignore[arg-type]
         main.metrics,
@@ -282,26 +277,6 @@ async def test_cancelling_the_pool_stops_its_acceptors(main: Main) -> None:
         nursery.cancel_scope.cancel()
     assert not any(map(_running, children))
     listening.close()
-
-
-async def test_sessions_kept_open_are_spread_over_the_acceptors(main: Main) -> None:
-    """Each acceptor tells the others how many sessions it serves (shared memory handed to it
-    as it was started), and the less busy one takes the next connection."""
-    async with trio.open_nursery() as nursery:
-        await start_pool(nursery, main, count=2)
-        shares = main.shares
-        assert shares is not None
-        await wait_until(lambda: VACANT not in shares.seat(0).counts()[1:], START_SECONDS)
-        with trio.fail_after(START_SECONDS):
-            streams = []
-            for _ in range(6):
-                stream = await trio.open_tcp_stream("127.0.0.1", main.port)
-                assert (await stream.receive_some(1024)).startswith(b"220 ")
-                streams.append(stream)
-        assert shares.seat(0).counts() == [VACANT, 3, 3]
-        for stream in streams:
-            await stream.aclose()
-        nursery.cancel_scope.cancel()
 
 
 def _running(pid: int) -> bool:

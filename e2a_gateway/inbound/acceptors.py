@@ -30,7 +30,6 @@ import trio
 
 from e2a_gateway.config import Settings
 from e2a_gateway.inbound.pipeline import Arrival
-from e2a_gateway.smtp.balance import Seat, SessionShares
 from e2a_gateway.smtp.server import MessageNotStored, SmtpObserver
 from e2a_gateway.storage.base import Agent, Storage, StorageUnavailable
 
@@ -145,17 +144,16 @@ class _Counts:
 
 
 class AcceptorPool:
-    """The main process's side: starts an acceptor on `listening` for each seat of `shares`
-    but the first (the main process's own), answers their storage calls from `storage`, stores
-    the arrivals they send with `deliver`, restarts any that dies, and stops them on
-    shutdown."""
+    """The main process's side: starts `count` acceptors on `listening`, answers their
+    storage calls from `storage`, stores the arrivals they send with `deliver`, restarts any
+    that dies, and stops them on shutdown."""
 
     def __init__(
         self,
         settings: Settings,
         server_key: str,
         listening: socket.socket,
-        shares: SessionShares,
+        count: int,
         storage: Storage,
         deliver: Deliver,
         observer: SmtpObserver,
@@ -164,7 +162,7 @@ class AcceptorPool:
         self._storage = storage
         self._server_key = server_key
         self._listening = listening
-        self._shares = shares
+        self._count = count
         self._deliver = deliver
         self._observer = observer
         self._stopping = trio.Event()
@@ -192,8 +190,8 @@ class AcceptorPool:
     async def _run_all(self) -> None:
         with self._scope:
             async with trio.open_nursery() as nursery:
-                for number in range(1, self._shares.processes):
-                    nursery.start_soon(self._keep_running, number)
+                for index in range(self._count):
+                    nursery.start_soon(self._keep_running, index + 1)
 
     async def _keep_running(self, number: int) -> None:
         while not self._stopping.is_set():
@@ -206,13 +204,7 @@ class AcceptorPool:
         ours, theirs = socket.socketpair()
         process = multiprocessing.get_context("spawn").Process(
             target=acceptor_main,
-            args=(
-                self._settings,
-                self._server_key,
-                self._listening,
-                theirs,
-                self._shares.seat(number),
-            ),
+            args=(self._settings, self._server_key, self._listening, theirs),
             name=f"e2a-smtp-{number}",
         )
         try:
@@ -231,7 +223,6 @@ class AcceptorPool:
                         frame[1].replay(self._observer)
                 nursery.cancel_scope.cancel()
         finally:
-            self._shares.vacate(number)  # until its successor serves
             with trio.CancelScope(shield=True):
                 await channel.aclose()
                 await self._reap(process)
@@ -354,27 +345,18 @@ class _MainProcess:
 
 
 def acceptor_main(
-    settings: Settings,
-    server_key: str,
-    listening: socket.socket,
-    channel: socket.socket,
-    seat: Seat,
+    settings: Settings, server_key: str, listening: socket.socket, channel: socket.socket
 ) -> None:
     """An acceptor process: serve SMTP on `listening` until the main process says stop (or
-    is gone), or SIGTERM/SIGINT arrives; then shut the listener down gracefully. `seat`: its
-    slot among the session counts of the processes sharing `listening`."""
+    is gone), or SIGTERM/SIGINT arrives; then shut the listener down gracefully."""
     from e2a_gateway.logs import configure_logging
 
     configure_logging(settings.log.level, settings.log.format)
-    trio.run(_serve, settings, server_key, listening, channel, seat)
+    trio.run(_serve, settings, server_key, listening, channel)
 
 
 async def _serve(
-    settings: Settings,
-    server_key: str,
-    listening: socket.socket,
-    channel: socket.socket,
-    seat: Seat,
+    settings: Settings, server_key: str, listening: socket.socket, channel: socket.socket
 ) -> None:
     from e2a_gateway.gateway import Gateway
     from e2a_gateway.hub.job_queue import JobQueue
@@ -408,7 +390,6 @@ async def _serve(
                             listener_limits=listener_limits,
                             tls=tls,
                             observer=main.counts,
-                            seat=seat,
                         )
                     )
                     smtp.start_soon(_cancel_when_told, main.stop, signals, smtp.cancel_scope)

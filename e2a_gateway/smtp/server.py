@@ -25,7 +25,6 @@ from typing import Protocol
 import trio
 
 from e2a_gateway.signing.reply_tokens import redact_reply_tokens
-from e2a_gateway.smtp.balance import Seat, Turn
 from e2a_gateway.smtp.protocol import (
     Awaiting,
     ConnectionClosed,
@@ -216,16 +215,13 @@ async def serve_smtp(
     listener_limits: ListenerLimits | None = None,
     tls: ssl.SSLContext | None = None,
     observer: SmtpObserver | None = None,
-    seat: Seat | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve SMTP on `listeners` until cancelled, then shut down gracefully.
 
     `hostname` names this server in the greeting and replies; a value that cannot appear in a
     reply raises ValueError before anything is served. With `tls`, sessions offer STARTTLS.
-    `observer` hears of sessions, accepted messages and refusals (for metrics). With `seat`,
-    the listeners are shared with other processes (`e2a_gateway.smtp.balance`): this one tells
-    them how many sessions it serves, and leaves a new connection to a less busy one.
+    `observer` hears of sessions, accepted messages and refusals (for metrics).
 
     Cancelling this call is the shutdown signal. It returns once the listeners are closed and
     every session has ended: idle sessions get `421 4.3.2` at once, sessions with a transaction
@@ -242,7 +238,6 @@ async def serve_smtp(
         listener_limits or ListenerLimits(),
         tls,
         observer or _Unobserved(),
-        seat,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(listener.run)
@@ -265,7 +260,6 @@ class _Listener:
         listener_limits: ListenerLimits,
         tls: ssl.SSLContext | None,
         observer: SmtpObserver,
-        seat: Seat | None,
     ) -> None:
         self._listeners = listeners
         self._sink = sink
@@ -274,9 +268,6 @@ class _Listener:
         self._listener_limits = listener_limits
         self._tls = tls
         self._observer = observer
-        self._seat = seat
-        if seat is not None:
-            seat.record(0)  # serving from now on
         self._connections: set[_ClientConnection] = set()
         self._per_ip: collections.Counter[str] = collections.Counter()
         self._per_network: collections.Counter[str] = collections.Counter()
@@ -314,11 +305,7 @@ class _Listener:
                 await trio.aclose_forcefully(listener)
 
     async def _accept(self, listener: trio.SocketListener, sessions: trio.Nursery) -> None:
-        # Shared with other processes: the least busy of them takes a waiting connection.
-        turn = None if self._seat is None else Turn(self._seat, listener.socket.fileno())
         while True:
-            if turn is not None:
-                await turn.wait()
             try:
                 stream = await listener.accept()
             except OSError as error:
@@ -347,7 +334,6 @@ class _Listener:
             )
             self._observer.session_started()
             self._connections.add(connection)
-            self._count_sessions()
             self._per_ip[peer] += 1
             self._per_network[network] += 1
             sessions.start_soon(self._serve, connection)
@@ -358,13 +344,8 @@ class _Listener:
         finally:
             self._observer.session_ended()
             self._connections.discard(connection)
-            self._count_sessions()
             _release(self._per_ip, connection.peer)
             _release(self._per_network, connection.network)
-
-    def _count_sessions(self) -> None:
-        if self._seat is not None:
-            self._seat.record(len(self._connections))
 
     def _decline(
         self, stream: trio.SocketStream, peer: str, sessions: trio.Nursery, reason: str
