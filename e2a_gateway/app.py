@@ -166,6 +166,14 @@ def _webhook_connections() -> WebhookConnections:
     return WebhookConnections(per_origin=MAX_PER_HOST, max_idle=MAX_IN_FLIGHT)
 
 
+async def _note_stopping(gateway: Gateway) -> None:
+    """Mark the gateway stopping as soon as its tasks are cancelled."""
+    try:
+        await trio.sleep_forever()
+    finally:
+        gateway.stopping = True
+
+
 async def run_gateway(
     settings: Settings,
     *,
@@ -193,6 +201,7 @@ async def run_gateway(
     smtp_address = smtp_sock.getsockname()
     http_address = http_sock.getsockname()
     async with open_gateway(settings, resolver) as gateway, trio.open_nursery() as nursery:
+        nursery.start_soon(_note_stopping, gateway)
         if settings.database.url.startswith(POSTGRES_SCHEMES):
             # Imported here: the fan-out loads psycopg, which SQLite deployments never need.
             from e2a_gateway.hub.fanout import fanout_for

@@ -55,6 +55,12 @@ RETENTION_KINDS = (
     "events",
     "trashed_agents",
 )
+WEBSOCKET_END_REASONS = ("client_close", "replaced", "behind", "revoked", "error", "shutdown")
+"""Why an agent's WebSocket ended: the client left, a newer `/v1` connection replaced it
+(4000), it fell too far behind (1013), its key, agent or account went (1008), something failed,
+or the gateway stopped (1001). e2a's own list has `ping_timeout` where this one has `behind` and
+`revoked`: the HTTP server does not tell the app of pings left unanswered."""
+
 HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED_ROUTE = "unmatched"
 """The route label of requests that matched no route (404s), so raw paths never become labels."""
@@ -121,6 +127,30 @@ class Metrics:
             ["method", "route", "status"],
             registry=registry,
         )
+        self.ws_connections_active = Gauge(
+            "e2a_ws_connections_active",
+            "Agents' WebSocket connections open now (/api/v1 and /v1)",
+            registry=registry,
+        )
+        self.ws_connects = Counter(
+            "e2a_ws_connects", "Agents' WebSocket connections accepted", registry=registry
+        )
+        self.ws_disconnects = Counter(
+            "e2a_ws_disconnects",
+            "Agents' WebSocket connections ended, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.ws_drained = Counter(
+            "e2a_ws_drained_messages",
+            "Unread messages pushed to a WebSocket as it connected",
+            registry=registry,
+        )
+        self.ws_send_failures = Counter(
+            "e2a_ws_send_failures",
+            "Pushes to an open WebSocket that failed",
+            registry=registry,
+        )
         for reason in SMTP_REJECTION_REASONS:
             self.smtp_rejected.labels(reason)
         for channel, outcomes in DELIVERY_OUTCOMES.items():
@@ -128,6 +158,8 @@ class Metrics:
                 self.deliveries.labels(channel, outcome)
         for kind in RETENTION_KINDS:
             self.retention_deleted.labels(kind)
+        for reason in WEBSOCKET_END_REASONS:
+            self.ws_disconnects.labels(reason)
 
     # -- SmtpObserver ------------------------------------------------------------------------
 
@@ -153,6 +185,16 @@ class Metrics:
     def delivered(self, channel: str, outcome: str) -> None:
         """One delivery result on `channel` (webhook, websocket)."""
         self.deliveries.labels(channel, outcome).inc()
+
+    def socket_opened(self) -> None:
+        """An agent's WebSocket was accepted."""
+        self.ws_connects.inc()
+        self.ws_connections_active.inc()
+
+    def socket_closed(self, reason: str) -> None:
+        """An accepted WebSocket ended for `reason` (one of WEBSOCKET_END_REASONS)."""
+        self.ws_connections_active.dec()
+        self.ws_disconnects.labels(reason).inc()
 
     def request_served(self, method: str, route: str, status: int, seconds: float) -> None:
         """One HTTP request on `route` (a template such as `/api/v1/agents/<email>`)."""

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
@@ -155,3 +155,83 @@ async def test_health_reports_storage_down(
     assert body["storage"]["backend"] == reported_backend()
     assert body["storage"]["state"] == "down"
     assert value(await scrape(anonymous), "e2a_storage_up") == 0
+
+
+def ws_counts(samples: Samples) -> dict[str, float]:
+    """The WebSocket gauges and counters of one scrape, ended connections by reason."""
+    counts = {
+        "active": value(samples, "e2a_ws_connections_active"),
+        "connects": value(samples, "e2a_ws_connects_total"),
+        "drained": value(samples, "e2a_ws_drained_messages_total"),
+        "send_failures": value(samples, "e2a_ws_send_failures_total"),
+    }
+    for (name, labels), count in samples.items():
+        if name == "e2a_ws_disconnects_total" and count:
+            counts[dict(labels)["reason"]] = count
+    return counts
+
+
+async def test_websocket_connections_are_counted_with_why_they_ended(
+    running: RunningGateway, make_account: Any, anonymous: httpx.AsyncClient
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    agent = await create_agent(alice, "local-bot")
+    doomed = await create_agent(alice, "doomed-bot")
+    await trio.to_thread.run_sync(send_refusing, running.addresses.smtp_port, [agent])
+    quiet = ws_counts(await scrape(anonymous))
+    assert quiet == {"active": 0, "connects": 0, "drained": 0, "send_failures": 0}
+
+    async def counts_become(expected: dict[str, float]) -> None:
+        async def reached() -> bool:
+            return ws_counts(await scrape(anonymous)) == expected
+
+        await wait_until(reached)
+
+    # /api/v1: the unread message is pushed as the socket connects; then the client leaves.
+    async with open_websocket_url(ws_url(running, agent, alice.key)) as ws:
+        with trio.fail_after(10):
+            drained = json.loads(await ws.get_message())
+        assert drained["recipient"] == agent
+        await counts_become({"active": 1, "connects": 1, "drained": 1, "send_failures": 0})
+    await counts_become(
+        {"active": 0, "connects": 1, "drained": 1, "send_failures": 0, "client_close": 1}
+    )
+
+    # Its agent deleted: the gateway closes the socket (1008), counted as revoked.
+    async with open_websocket_url(ws_url(running, doomed, alice.key)) as ws:
+        await counts_become(
+            {"active": 1, "connects": 2, "drained": 1, "send_failures": 0, "client_close": 1}
+        )
+        assert (await alice.http.delete(agent_path(doomed))).status_code == 200
+        with pytest.raises(ConnectionClosed) as closed, trio.fail_after(10):
+            while True:
+                await ws.get_message()
+        assert closed.value.reason.code == 1008
+    await counts_become(
+        {"active": 0, "connects": 2, "drained": 1, "send_failures": 0, "client_close": 1}
+        | {"revoked": 1}
+    )
+
+    # /v1: a second connection for the agent replaces the first (4000), still unread mail
+    # drained to each.
+    base = running.addresses.http_url.replace("http://", "ws://")
+    v1_url = f"{base}/v1/agents/{agent}/ws"
+    bearer = [(b"Authorization", f"Bearer {alice.key}".encode())]
+    async with open_websocket_url(v1_url, extra_headers=bearer) as first:
+        with trio.fail_after(10):
+            assert json.loads(await first.get_message())["type"] == "email.received"
+        async with open_websocket_url(v1_url, extra_headers=bearer) as second:
+            with pytest.raises(ConnectionClosed) as closed, trio.fail_after(10):
+                while True:
+                    await first.get_message()
+            assert closed.value.reason.code == 4000
+            with trio.fail_after(10):
+                assert json.loads(await second.get_message())["type"] == "email.received"
+            await counts_become(
+                {"active": 1, "connects": 4, "drained": 3, "send_failures": 0}
+                | {"client_close": 1, "revoked": 1, "replaced": 1}
+            )
+    await counts_become(
+        {"active": 0, "connects": 4, "drained": 3, "send_failures": 0}
+        | {"client_close": 2, "revoked": 1, "replaced": 1}
+    )

@@ -80,6 +80,16 @@ async def close_reason(socket: WebSocketConnection) -> tuple[int, str | None]:
 AGENT = quote("bot@agents.test", safe="")
 
 
+def ended(gateway: Stoppable, reason: str) -> float | None:
+    """How many of the gateway's WebSockets its metrics count as ended for `reason`."""
+    registry = gateway.running.gateway.metrics.registry
+    return registry.get_sample_value("e2a_ws_disconnects_total", {"reason": reason})
+
+
+def still_open(gateway: Stoppable) -> float | None:
+    return gateway.running.gateway.metrics.registry.get_sample_value("e2a_ws_connections_active")
+
+
 async def test_a_v1_socket_hears_1001_shutting_down(tmp_path: Path) -> None:
     async with stoppable_gateway(tmp_path) as gateway:
         bearer = [(b"Authorization", f"Bearer {gateway.key}".encode())]
@@ -88,6 +98,9 @@ async def test_a_v1_socket_hears_1001_shutting_down(tmp_path: Path) -> None:
             await trio.sleep(0.2)  # accepted and draining: nothing unread
             gateway.scope.cancel()
             assert await close_reason(socket) == (1001, "shutting_down")
+        await trio.sleep(0.1)  # the gateway's tasks finish stopping
+        assert (ended(gateway, "shutdown"), ended(gateway, "client_close")) == (1, 0)
+        assert still_open(gateway) == 0
 
 
 async def test_an_api_v1_socket_hears_1001_shutting_down(tmp_path: Path) -> None:
@@ -97,6 +110,9 @@ async def test_an_api_v1_socket_hears_1001_shutting_down(tmp_path: Path) -> None
             await trio.sleep(0.2)
             gateway.scope.cancel()
             assert await close_reason(socket) == (1001, "shutting_down")
+        await trio.sleep(0.1)
+        assert (ended(gateway, "shutdown"), ended(gateway, "client_close")) == (1, 0)
+        assert still_open(gateway) == 0
 
 
 async def test_a_client_that_left_costs_the_stop_nothing(
@@ -115,4 +131,5 @@ async def test_a_client_that_left_costs_the_stop_nothing(
                     await trio.sleep(0.1)
                     await socket.aclose()
             await trio.sleep(0.2)  # the handlers see the clients gone
+            assert (ended(gateway, "client_close"), ended(gateway, "shutdown")) == (2, 0)
     assert [record.getMessage() for record in caplog.records] == []

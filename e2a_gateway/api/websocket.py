@@ -35,6 +35,7 @@ from e2a_gateway.operations.errors import (
 from e2a_gateway.storage.base import Agent
 from e2a_gateway.web.context import current_gateway
 from e2a_gateway.web.errors import status_of
+from e2a_gateway.web.socket_counts import SocketEnding, counted_socket, ended_reason, push
 from e2a_gateway.web.socket_shutdown import going_away_when_cancelled
 
 blueprint = Blueprint("websocket", __name__)
@@ -138,8 +139,8 @@ async def agent_socket(email: str) -> Response | None:
             if lost is not None:
                 return _refusal(_LOST[lost])
             await websocket.accept()
-            async with going_away_when_cancelled():
-                await _serve(admitted, subscription)
+            async with counted_socket(gateway) as ending, going_away_when_cancelled():
+                await _serve(admitted, subscription, ending)
     except TooManyListeners:
         return _refusal(_too_many(limit))
     return None
@@ -150,9 +151,10 @@ def _refusal(refused: OperationError) -> Response:
     return error_response(status_of(refused), refused.code, refused.message)
 
 
-async def _serve(admitted: _Admitted, subscription: Subscription) -> None:
+async def _serve(admitted: _Admitted, subscription: Subscription, ending: SocketEnding) -> None:
     """Drain the unread mail, then relay live notifications until the hub ends the
     subscription; then close, saying why."""
+    gateway = current_gateway()
     drained = await _send_unread(admitted, subscription)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_receive_acks, admitted)
@@ -160,17 +162,15 @@ async def _serve(admitted: _Admitted, subscription: Subscription) -> None:
             if frame["message_id"] in drained:
                 continue
             reading = await trust.peek_reading(
-                current_gateway(),
-                admitted.caller.user_id,
-                admitted.agent.email,
-                frame["message_id"],
+                gateway, admitted.caller.user_id, admitted.agent.email, frame["message_id"]
             )
-            await websocket.send(_with_reading(frame, reading))
-            current_gateway().metrics.delivered("websocket", "sent")
+            await push(gateway, _with_reading(frame, reading))
+            gateway.metrics.delivered("websocket", "sent")
         ended = subscription.ended or Ended.BEHIND
         # Fell behind: the client reconnects and catches up from storage. Revoked: it is
         # refused when it tries.
         code = CLOSE_TRY_AGAIN_LATER if ended is Ended.BEHIND else CLOSE_POLICY_VIOLATION
+        ending.closing(ended_reason(ended))
         await websocket.close(code, ended.value)
         nursery.cancel_scope.cancel()
 
@@ -189,8 +189,9 @@ async def _send_unread(admitted: _Admitted, subscription: Subscription) -> set[s
             if subscription.revoked:
                 break
             reading = await trust.reading_of(gateway, message)
-            await websocket.send(_with_reading(notification_frame(message), reading))
+            await push(gateway, _with_reading(notification_frame(message), reading))
             gateway.metrics.delivered("websocket", "sent")
+            gateway.metrics.ws_drained.inc()
             sent.add(message.id)
         if page.next_after is None:
             break

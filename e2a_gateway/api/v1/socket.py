@@ -33,6 +33,14 @@ from e2a_gateway.storage.base import Agent, StorageUnavailable
 from e2a_gateway.web.context import bearer_key, current_gateway
 from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
 from e2a_gateway.web.request_ids import request_id_for
+from e2a_gateway.web.socket_counts import (
+    ERROR,
+    REPLACED,
+    SocketEnding,
+    counted_socket,
+    ended_reason,
+    push,
+)
 from e2a_gateway.web.socket_shutdown import going_away_when_cancelled
 
 blueprint = Blueprint("v1_socket", __name__)
@@ -95,26 +103,32 @@ async def agent_socket(email: str) -> Response | None:
         if lost is not None:
             return _handshake_refusal(refusal(_LOST[lost]), headers)
         await websocket.accept()
-        with gateway.hub.sole.claim(agent.id) as claim:
-            try:
-                await gateway.storage.announce([claim.news])
-            except StorageUnavailable:
-                # The other replicas cannot be told: this connection might not be the only one.
-                log.warning("/v1 WebSocket: cannot announce the claim of agent %s", agent.id)
-                await websocket.close(CLOSE_TRY_AGAIN_LATER, "storage unavailable; reconnect")
-                return None
-            async with going_away_when_cancelled():
-                await _serve(caller, agent, subscription, claim)
+        async with counted_socket(gateway) as ending:
+            with gateway.hub.sole.claim(agent.id) as claim:
+                try:
+                    await gateway.storage.announce([claim.news])
+                except StorageUnavailable:
+                    # The other replicas cannot be told: this connection might not be the only
+                    # one.
+                    log.warning("/v1 WebSocket: cannot announce the claim of agent %s", agent.id)
+                    ending.closing(ERROR)
+                    await websocket.close(CLOSE_TRY_AGAIN_LATER, "storage unavailable; reconnect")
+                    return None
+                async with going_away_when_cancelled():
+                    await _serve(caller, agent, subscription, claim, ending)
     return None
 
 
-async def _serve(caller: Caller, agent: Agent, subscription: Subscription, claim: Claim) -> None:
+async def _serve(
+    caller: Caller, agent: Agent, subscription: Subscription, claim: Claim, ending: SocketEnding
+) -> None:
     """Push events until the client leaves, a newer connection replaces this one, or the hub
     ends the subscription (then close, saying why)."""
     async with trio.open_nursery() as nursery:
 
         async def on_replaced() -> None:
             await claim.replaced.wait()
+            ending.closing(REPLACED)
             await websocket.close(CLOSE_REPLACED, "replaced")
             nursery.cancel_scope.cancel()
 
@@ -127,6 +141,7 @@ async def _serve(caller: Caller, agent: Agent, subscription: Subscription, claim
             await _relay(caller, agent, subscription, sent)
             ended = subscription.ended or Ended.BEHIND
             code = CLOSE_TRY_AGAIN_LATER if ended is Ended.BEHIND else CLOSE_POLICY_VIOLATION
+            ending.closing(ended_reason(ended))
             await websocket.close(code, ended.value)
             nursery.cancel_scope.cancel()
 
@@ -143,8 +158,9 @@ async def _send_unread(caller: Caller, agent: Agent, subscription: Subscription)
     while not subscription.revoked:
         page = await messages.unread_page(gateway, caller, agent, DRAIN_PAGE_SIZE, after)
         for message in page.messages:
-            await websocket.send(received_envelope(message).decode())
+            await push(gateway, received_envelope(message).decode())
             gateway.metrics.delivered("websocket", "sent")
+            gateway.metrics.ws_drained.inc()
             sent.add(message.id)
         if page.next_after is None:
             break
@@ -162,5 +178,5 @@ async def _relay(caller: Caller, agent: Agent, subscription: Subscription, sent:
         message = await gateway.storage.peek_inbound(caller.user_id, agent.email, message_id)
         if message is None:
             continue  # deleted meanwhile
-        await websocket.send(received_envelope(message).decode())
+        await push(gateway, received_envelope(message).decode())
         gateway.metrics.delivered("websocket", "sent")

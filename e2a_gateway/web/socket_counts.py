@@ -1,0 +1,78 @@
+"""Counting agents' WebSockets for `/metrics`, under e2a's names: connections open now and
+accepted, how each ended, the unread messages pushed as one connects, and pushes that failed.
+
+`counted_socket` wraps the service of an accepted connection. A handler that closes the
+connection itself says why first (`SocketEnding.closing`); otherwise the way the service ended
+tells: cancelled while the gateway stops is `shutdown`, cancelled otherwise is the client
+leaving (Quart-Trio cancels the handler when its client disconnects), an exception is `error`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+from quart import websocket
+
+from e2a_gateway.gateway import Gateway
+from e2a_gateway.hub import Ended
+
+CLIENT_CLOSE = "client_close"
+ERROR = "error"
+SHUTDOWN = "shutdown"
+REPLACED = "replaced"
+
+
+def ended_reason(ended: Ended) -> str:
+    """The reason counted for a subscription the hub ended: `behind` when its client fell too
+    far behind, else `revoked` (its key, agent or account went)."""
+    return "behind" if ended is Ended.BEHIND else "revoked"
+
+
+class SocketEnding:
+    """Why the connection being served ends, once its handler knows."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def closing(self, reason: str) -> None:
+        """The handler is closing the connection for `reason` (the first reason given holds)."""
+        if self.reason is None:
+            self.reason = reason
+
+
+@asynccontextmanager
+async def counted_socket(gateway: Gateway) -> AsyncIterator[SocketEnding]:
+    """Count an accepted WebSocket as open for the duration of the block, then as ended for
+    the reason its handler gave, or the one its ending shows."""
+    metrics = gateway.metrics
+    metrics.socket_opened()
+    ending = SocketEnding()
+    failed = False
+    try:
+        yield ending
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        reason = ending.reason
+        if reason is None and trio.current_effective_deadline() == -math.inf:
+            # Cancelled: by the gateway's stop, or by Quart-Trio as the client left. One
+            # checkpoint lets the gateway's own cancellation mark it stopping.
+            with trio.CancelScope(shield=True):
+                await trio.lowlevel.checkpoint()
+            reason = SHUTDOWN if gateway.stopping else CLIENT_CLOSE
+        elif reason is None:
+            reason = ERROR if failed else CLIENT_CLOSE
+        metrics.socket_closed(reason)
+
+
+async def push(gateway: Gateway, text: str) -> None:
+    """Send one frame on the current WebSocket, counting a send that fails."""
+    try:
+        await websocket.send(text)
+    except Exception:
+        gateway.metrics.ws_send_failures.inc()
+        raise
