@@ -8,6 +8,7 @@ never addresses, message ids, bodies or keys.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from prometheus_client import (
@@ -60,6 +61,38 @@ WEBSOCKET_END_REASONS = ("client_close", "replaced", "behind", "revoked", "error
 (4000), it fell too far behind (1013), its key, agent or account went (1008), something failed,
 or the gateway stopped (1001). e2a's own list has `ping_timeout` where this one has `behind` and
 `revoked`: the HTTP server does not tell the app of pings left unanswered."""
+
+E2A_SMTP_OUTCOMES = {
+    "unknown_user": "rejected_unknown_recipient",
+    "relay_denied": "rejected_unverified_domain",
+    "recipient_check_failed": "tempfail",
+    "not_stored": "tempfail",
+}
+"""e2a's `e2a_smtp_inbound_total` outcome of each SMTP refusal counted here (a refused
+connection has none); `accepted` counts the 250s. A recipient check that failed (451 to RCPT)
+is a `tempfail` like a commit that failed: both are the gateway's failures, which e2a's
+acceptance SLI counts against it."""
+
+E2A_WEBHOOK_OUTCOMES = {
+    "delivered": "delivered",
+    "pending": "retryable_failure",
+    "failed": "exhausted",
+}
+"""e2a's `e2a_webhook_attempts_total` outcome of a `/v1` webhook attempt, by what became of its
+delivery: delivered, waiting for a retry, or failed for good."""
+
+E2A_OUTBOUND_OUTCOMES = (
+    "sent",
+    "failed_provider",
+    "failed_local_retries",
+    "failed_cancelled",
+    "failed_invalid",
+)
+"""e2a's `e2a_outbound_terminal_total` outcomes this gateway reaches (it refuses suppressed
+recipients when the message is sent, so never `failed_suppressed`), with `failed_invalid`
+for a stored message that cannot be built."""
+
+_ROUTE_PARAMETER = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
 
 HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED_ROUTE = "unmatched"
@@ -127,6 +160,38 @@ class Metrics:
             ["method", "route", "status"],
             registry=registry,
         )
+        # e2a's own names, so its SLO queries and dashboards read this gateway too.
+        self.e2a_http_requests = Counter(
+            "e2a_http_requests",
+            "HTTP requests by method, e2a route pattern (/legacy outside /v1) and status class",
+            ["method", "route", "status_class"],
+            registry=registry,
+        )
+        self.e2a_smtp_inbound = Counter(
+            "e2a_smtp_inbound",
+            "SMTP intake decisions, as e2a names them (one per 250 or 451 after DATA, one per "
+            "refused RCPT)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.e2a_webhook_attempts = Counter(
+            "e2a_webhook_attempts",
+            "/v1 webhook delivery attempts by outcome and the endpoint's status class",
+            ["outcome", "status_class"],
+            registry=registry,
+        )
+        self.e2a_webhook_attempt_duration = Histogram(
+            "e2a_webhook_attempt_duration_seconds",
+            "/v1 webhook delivery attempt duration",
+            buckets=HTTP_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.e2a_outbound_terminal = Counter(
+            "e2a_outbound_terminal",
+            "Outbound messages settled for good, once each, by outcome",
+            ["outcome"],
+            registry=registry,
+        )
         self.ws_connections_active = Gauge(
             "e2a_ws_connections_active",
             "Agents' WebSocket connections open now (/api/v1 and /v1)",
@@ -160,6 +225,10 @@ class Metrics:
             self.retention_deleted.labels(kind)
         for reason in WEBSOCKET_END_REASONS:
             self.ws_disconnects.labels(reason)
+        for outcome in ("accepted", *sorted(set(E2A_SMTP_OUTCOMES.values()))):
+            self.e2a_smtp_inbound.labels(outcome)
+        for outcome in E2A_OUTBOUND_OUTCOMES:
+            self.e2a_outbound_terminal.labels(outcome)
 
     # -- SmtpObserver ------------------------------------------------------------------------
 
@@ -175,10 +244,13 @@ class Metrics:
     def message_accepted(self) -> None:
         """A message was committed and the client told 250."""
         self.smtp_accepted.inc()
+        self.e2a_smtp_inbound.labels("accepted").inc()
 
     def mail_rejected(self, reason: str) -> None:
         """A recipient, message or connection was refused for `reason`."""
         self.smtp_rejected.labels(reason).inc()
+        if (outcome := E2A_SMTP_OUTCOMES.get(reason)) is not None:
+            self.e2a_smtp_inbound.labels(outcome).inc()
 
     # -- the rest of the gateway ---------------------------------------------------------------
 
@@ -200,6 +272,19 @@ class Metrics:
         """One HTTP request on `route` (a template such as `/api/v1/agents/<email>`)."""
         self.http_latency.labels(method, route).observe(seconds)
         self.http_responses.labels(method, route, str(status)).inc()
+        self.e2a_http_requests.labels(method, e2a_route(route), f"{status // 100}xx").inc()
+
+    def webhook_attempted(self, status: str, status_code: int | None, seconds: float) -> None:
+        """One `/v1` webhook attempt whose delivery is now `status` (delivered, pending or
+        failed), answered `status_code` (None: no HTTP answer)."""
+        self.delivered("webhook_v1", status)
+        status_class = "none" if status_code is None else f"{status_code // 100}xx"
+        self.e2a_webhook_attempts.labels(E2A_WEBHOOK_OUTCOMES[status], status_class).inc()
+        self.e2a_webhook_attempt_duration.observe(seconds)
+
+    def outbound_settled(self, outcome: str) -> None:
+        """An outbound message reached its final outcome (one of E2A_OUTBOUND_OUTCOMES)."""
+        self.e2a_outbound_terminal.labels(outcome).inc()
 
     def render(self, queue_depths: Mapping[str, int] | None) -> bytes:
         """The metrics in Prometheus text format; `queue_depths` are the job counts per kind
@@ -209,3 +294,12 @@ class Metrics:
             for kind in sorted({*JOB_KINDS, *queue_depths}):
                 self.queue_depth.labels(kind).set(queue_depths.get(kind, 0))
         return generate_latest(self.registry)
+
+
+def e2a_route(route: str) -> str:
+    """The route label e2a gives a request: the `/v1` pattern with `{name}` parameters
+    (`/v1/agents/{email}`), and `/legacy` for everything outside `/v1`, as e2a files the
+    requests its seed-era mux serves."""
+    if route != "/v1" and not route.startswith("/v1/"):
+        return "/legacy"
+    return _ROUTE_PARAMETER.sub(r"{\1}", route)

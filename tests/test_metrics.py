@@ -109,6 +109,19 @@ async def test_counters_move_with_smtp_deliveries_and_requests(
     assert value(final, "e2a_http_responses_total", **route, status="404") == 1
     assert value(final, "e2a_http_request_duration_seconds_bucket", **route, le="+Inf") == 2
     assert value(final, "e2a_http_responses_total", method="GET", route="unmatched", status="404")
+    assert (await alice.http.get(f"/v1/agents/{happy}")).status_code == 200
+    assert (await alice.http.get("/v1/agents/missing@agents.test")).status_code == 404
+    final = await scrape(anonymous)
+    # e2a's names for the same facts, as its SLO queries read them.
+    assert value(final, "e2a_smtp_inbound_total", outcome="accepted") == 1
+    assert value(final, "e2a_smtp_inbound_total", outcome="rejected_unknown_recipient") == 1
+    assert value(final, "e2a_smtp_inbound_total", outcome="rejected_unverified_domain") == 1
+    assert value(final, "e2a_smtp_inbound_total", outcome="tempfail") == 0
+    v1_route = {"method": "GET", "route": "/v1/agents/{email}"}
+    assert value(final, "e2a_http_requests_total", **v1_route, status_class="2xx") == 1
+    assert value(final, "e2a_http_requests_total", **v1_route, status_class="4xx") == 1
+    legacy = {"method": "GET", "route": "/legacy", "status_class": "4xx"}
+    assert value(final, "e2a_http_requests_total", **legacy) == 2  # /api/v1 and unmatched
     labels = {label for (_, pairs) in final for _, label in pairs}
     assert not any("@" in label or "msg_" in label for label in labels), labels
 
@@ -235,3 +248,46 @@ async def test_websocket_connections_are_counted_with_why_they_ended(
         {"active": 0, "connects": 4, "drained": 3, "send_failures": 0}
         | {"client_close": 2, "revoked": 1, "replaced": 1}
     )
+
+
+async def test_webhook_attempts_and_settled_sends_carry_e2a_names(
+    running: RunningGateway,
+    make_account: Any,
+    anonymous: httpx.AsyncClient,
+    nursery: trio.Nursery,
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    agent = await create_agent(alice, "local-bot")
+    peer = await create_agent(alice, "peer-bot")
+    for status in (200, 500):
+        hook = {"url": (await serving(nursery, status)).url, "events": ["email.received"]}
+        made = await alice.http.post("/v1/webhooks", json=hook)
+        assert made.status_code == 201, made.text
+    await trio.to_thread.run_sync(send_refusing, running.addresses.smtp_port, [agent])
+
+    # Delivered here; refused for good (no relay is configured for mail beyond this gateway).
+    for recipient, status in ((peer, 200), ("someone@elsewhere.example", 422)):
+        body = {"from": agent, "to": [recipient], "subject": "Hi", "body": "Hello"}
+        sent = await alice.http.post("/api/v1/send", json=body)
+        assert sent.status_code == status, sent.text
+
+    async def settled() -> bool:
+        now = await scrape(anonymous)
+        return (
+            value(now, "e2a_outbound_terminal_total", outcome="sent") == 1
+            and value(now, "e2a_outbound_terminal_total", outcome="failed_provider") == 1
+            and value(now, "e2a_webhook_attempt_duration_seconds_count") >= 4
+        )
+
+    await wait_until(settled)
+    samples = await scrape(anonymous)
+    attempts = {
+        dict(labels)["outcome"] + " " + dict(labels)["status_class"]: count
+        for (name, labels), count in samples.items()
+        if name == "e2a_webhook_attempts_total"
+    }
+    # Two events (the SMTP mail and the local send), each to both webhooks: 200 delivers,
+    # 500 is retried later.
+    assert attempts == {"delivered 2xx": 2, "retryable_failure 5xx": 2}, attempts
+    for outcome in ("failed_local_retries", "failed_cancelled", "failed_invalid"):
+        assert value(samples, "e2a_outbound_terminal_total", outcome=outcome) == 0

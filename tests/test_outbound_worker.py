@@ -453,6 +453,14 @@ def test_settle_policy_on_plain_data() -> None:
     assert capped.retry_at == 10 + 3600
     late = settle({}, {"a@x.org": "451"}, attempt=30, created_epoch=0, now=86400)
     assert (late.outcome, late.gave_up) == ("failed", {"a@x.org": "gave up: 451"})
+    # e2a's terminal outcomes (e2a_outbound_terminal_total): none while retried.
+    refused = settle({"a@x.org": "refused: 550 no"}, {}, attempt=1, created_epoch=0, now=0)
+    assert [v.terminal_outcome for v in (partly, retry, late, refused)] == [
+        "sent",
+        None,
+        "failed_local_retries",
+        "failed_provider",
+    ]
 
 
 async def test_an_unexpected_error_is_retried_then_fails(

@@ -72,6 +72,17 @@ class Verdict:
     retry_at: float | None = None
     gave_up: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def terminal_outcome(self) -> str | None:
+        """e2a's `e2a_outbound_terminal_total` outcome of a settled message (None while it is
+        retried): `sent` when a recipient got it, else `failed_local_retries` when the retry
+        window ran out for a recipient, else `failed_provider` (refused for good)."""
+        if self.outcome == "retry":
+            return None
+        if self.outcome == "sent":
+            return "sent"
+        return "failed_local_retries" if self.gave_up else "failed_provider"
+
 
 def recipients_of(message: OutboundMessage) -> list[str]:
     """To, Cc and Bcc, normalised (lowercased where not a valid agent-style address), each once."""
@@ -259,6 +270,9 @@ class OutboundWorker(ClaimLoop):
             )
         except StorageUnavailable as exc:
             log.error("could not record the failure of %s: %s", job.message_id, exc)
+            return
+        if outcome == "failed":
+            self._gateway.metrics.outbound_settled("failed_local_retries")
 
     async def attempt(self, job: Job, now: float) -> None:
         """Send the job's message once to every recipient still pending and record the result."""
@@ -274,6 +288,7 @@ class OutboundWorker(ClaimLoop):
             await storage.finish_outbound(
                 job.id, message.id, "failed", "smtp", AGENT_DELETED_ERROR, None
             )
+            self._gateway.metrics.outbound_settled("failed_cancelled")
             return
         try:
             raw = self.compose(message)
@@ -282,6 +297,7 @@ class OutboundWorker(ClaimLoop):
                 log.exception("outbound %s cannot be built", message.id)
             reason = f"cannot build the message: {exc}"[:MAX_ERROR_CHARS]
             await storage.finish_outbound(job.id, message.id, "failed", "smtp", reason, None)
+            self._gateway.metrics.outbound_settled("failed_invalid")
             return
         settled = await storage.recipient_results(message.id)
         pending = [rcpt for rcpt in recipients_of(message) if rcpt not in settled]
@@ -308,6 +324,8 @@ class OutboundWorker(ClaimLoop):
             now,
             relay_bounces(results),
         )
+        if (terminal := verdict.terminal_outcome) is not None:
+            self._gateway.metrics.outbound_settled(terminal)
         log.info("outbound %s: %s (%s)", message.id, verdict.outcome, verdict.error or "ok")
 
     def return_path(self, message: OutboundMessage) -> str:

@@ -84,7 +84,9 @@ class SubscriberWorker(HostPacedWorker[SubscriberAttempt]):
             finally:
                 self._leave(host, queue)
             await self._attempt_log.submit(finished)
-            self._gateway.metrics.delivered("webhook_v1", finished.status)
+            self._gateway.metrics.webhook_attempted(
+                finished.status, finished.status_code, finished.latency_ms / 1000
+            )
         finally:
             self._active -= 1
         log.info(
