@@ -8,6 +8,7 @@ never addresses, message ids, bodies or keys.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 
@@ -296,6 +297,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+@functools.lru_cache(maxsize=512)  # route templates: a small, fixed set
 def e2a_route(route: str) -> str:
     """The route label e2a gives a request: the `/v1` pattern with `{name}` parameters
     (`/v1/agents/{email}`), and `/legacy` for everything outside `/v1`, as e2a files the
