@@ -269,13 +269,26 @@ async def run_gateway(
 
 
 async def serve_until_signal(settings: Settings) -> None:
-    """Run the gateway until SIGINT or SIGTERM, then shut it down cleanly."""
+    """Run the gateway until SIGINT or SIGTERM, drain for `http.drain_seconds` (a second
+    signal ends the drain), then shut it down cleanly."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(run_gateway, settings)
+            running: RunningGateway = await nursery.start(run_gateway, settings)
             nursery.start_soon(load_then_settle)
             async for received in signals:
                 log.info("received %s, shutting down", signal.Signals(received).name)
                 break
+            drain = settings.http.drain_seconds
+            if drain > 0:
+                running.gateway.draining = True
+                log.info(
+                    "draining for %g s: GET /readyz answers 503 while requests and mail are "
+                    "still served; a second signal stops at once",
+                    drain,
+                )
+                with trio.move_on_after(drain):
+                    async for received in signals:
+                        log.info("received %s again, stopping now", signal.Signals(received).name)
+                        break
             nursery.cancel_scope.cancel()
     log.info("e2a stopped")

@@ -51,6 +51,9 @@ class Gateway:
     )
     """The keys whose use this process recorded in the last KEY_USE_SECONDS: a key's
     `last_used_at` is written at most that often per process, not on every request."""
+    draining: bool = False
+    """Set when a stop was asked for and `http.drain_seconds` runs: `GET /readyz` answers 503
+    while everything else is still served."""
     stopping: bool = False
     """Set once the gateway has begun to stop (a signal, or its nursery cancelled): what tells
     a WebSocket ended by the stop from one whose client left (`e2a_gateway.web.socket_counts`)."""

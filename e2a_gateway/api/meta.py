@@ -30,6 +30,22 @@ async def health() -> tuple[dict[str, Any], int]:
     return {"status": "ok", "storage": {"backend": backend, "state": "up"}}, 200
 
 
+@blueprint.get("/readyz")
+async def readiness() -> tuple[dict[str, Any], int]:
+    """GET /readyz, e2a's readiness probe: 200 `ready` while this replica should be sent
+    traffic; 503 `not_ready` with the reason while it drains before a stop, or while its
+    database does not answer. Migrations are applied before the gateway listens, so a replica
+    that answers has its schema."""
+    gateway = current_gateway()
+    if gateway.draining:
+        return {"status": "not_ready", "reason": "draining"}, 503
+    try:
+        await gateway.storage.ping()
+    except StorageUnavailable:
+        return {"status": "not_ready", "reason": "database unreachable"}, 503
+    return {"status": "ready"}, 200
+
+
 @blueprint.get("/api/v1/info")
 async def info() -> dict[str, Any]:
     """GET /api/v1/info: what a client needs to know before it logs in."""
