@@ -120,8 +120,9 @@ async def serve_http(
     """Serve the Quart-Trio app, and the MCP endpoint at /mcp, on `sock` with hypercorn's
     protocol code (`e2a_gateway.http_server`), behind CORS when `http.cors_allowed_origins` lists
     origins. The MCP session manager runs for as long as the server does. WebSockets are kept
-    alive with ping frames every `ping_seconds` (the contract's 30 s); an idle connection is
-    closed after `http.keep_alive_seconds`."""
+    alive with ping frames every `ping_seconds` (the contract's 30 s) and closed when a pong
+    does not come in time (`e2a_gateway.http_server`); an idle HTTP connection is closed after
+    `http.keep_alive_seconds`."""
     http = gateway.settings.http
     config = HypercornConfig()
     config.accesslog = None

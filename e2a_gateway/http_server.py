@@ -1,6 +1,8 @@
 """The gateway's HTTP/1.1 server: hypercorn's trio connection and protocol code with the fixes
-e2a carries (closing, keep-alive timer, `100 Continue`, framing, reason phrases; docs/api.md).
-h11 parses and frames every message: nothing here reads HTTP itself.
+e2a carries (closing, keep-alive timer, `100 Continue`, framing, reason phrases; docs/api.md)
+and e2a's WebSocket keep-alive (a ping every `websocket_ping_interval`, closed with 1001
+`ping_timeout` when no pong comes within PONG_WAIT_SECONDS). h11 and wsproto parse and frame
+every message: nothing here reads HTTP or WebSocket frames itself.
 """
 
 from __future__ import annotations
@@ -10,15 +12,17 @@ import socket
 from collections.abc import Callable
 from functools import partial
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import h11
 import trio
 from hypercorn.config import Config
 from hypercorn.events import Event
 from hypercorn.protocol import ProtocolWrapper
-from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.events import Request, StreamClosed
+from hypercorn.protocol.h11 import STREAM_ID, H11Protocol, H11WSConnection
 from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, FrameTooLargeError, WSStream
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import TCPServer
@@ -35,6 +39,16 @@ from hypercorn.typing import (
     Scope,
 )
 from hypercorn.utils import parse_socket_addr, wrap_app
+from wsproto.connection import ConnectionState as WsState
+from wsproto.events import CloseConnection, Message, Ping, Pong
+from wsproto.frame_protocol import CloseReason
+
+PONG_WAIT_SECONDS = 10.0
+"""How long a WebSocket client has to answer a ping (e2a's 10 s) before it is taken for gone."""
+PING_TIMEOUT = "e2a.ping_timeout"
+"""The key this server adds to a WebSocket's ASGI `extensions` when it closed the connection
+for want of a pong (the app counts why its connections end: `e2a_gateway.web.socket_counts`)."""
+CLOSE_GOING_AWAY = 1001
 
 AMBIGUOUS_FRAMING = (
     "Content-Length and Transfer-Encoding together leave the body's length ambiguous "
@@ -227,6 +241,48 @@ class _Http11(H11Protocol):
                 )
             )
 
+    async def _create_stream(self, request: h11.Request) -> None:
+        """Hand the request to a new stream: a `_PingedWebsocket` for a WebSocket upgrade (a
+        GET with `Connection: upgrade` and `Upgrade: websocket`), else an HTTP stream."""
+        fields = {name.lower(): value.decode("latin1").strip() for name, value in request.headers}
+        upgrading = (
+            request.method.upper() == b"GET"
+            and fields.get(b"upgrade", "").lower() == "websocket"
+            and "upgrade"
+            in {token.strip() for token in fields.get(b"connection", "").lower().split(",")}
+        )
+        stream_class = _PingedWebsocket if upgrading else HTTPStream
+        self.stream = stream_class(
+            self.app,
+            self.config,
+            self.context,
+            self.task_group,
+            self.ssl,
+            self.client,
+            self.server,
+            self.stream_send,
+            STREAM_ID,
+        )
+        if upgrading:
+            self.connection = H11WSConnection(cast(h11.Connection, self.connection))
+        headers = (
+            request.headers.raw_items()
+            if self.config.h11_pass_raw_headers
+            else list(request.headers)
+        )
+        await self.stream.handle(
+            Request(
+                stream_id=STREAM_ID,
+                headers=headers,
+                http_version=request.http_version.decode(),
+                method=request.method.decode("ascii").upper(),
+                raw_path=request.target,
+                state=self.connection_state,
+            )
+        )
+        self.keep_alive_requests += 1
+        await self.context.mark_request()
+
     async def _send_h11_event(self, event: H11SendableEvent) -> None:
         """Send `event`, a status line with its reason phrase (`200 OK`, not `200 `)."""
         if isinstance(event, h11.Response | h11.InformationalResponse) and not event.reason:
@@ -237,6 +293,65 @@ class _Http11(H11Protocol):
                 reason=_reason_phrase(event.status_code),
             )
         await super()._send_h11_event(event)
+
+
+class _PingedWebsocket(WSStream):
+    """hypercorn's WebSocket stream, whose pings expect their pong: a client that leaves one
+    unanswered for PONG_WAIT_SECONDS is gone (a dropped NAT mapping, a sleeping laptop), and
+    its connection is closed with 1001 `ping_timeout`, as e2a does, rather than left open
+    until the kernel gives up on it."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._pong_due = False
+
+    async def _send_pings(self) -> None:
+        interval = self.config.websocket_ping_interval or PONG_WAIT_SECONDS
+        wait = min(PONG_WAIT_SECONDS, interval)
+        while not self.closed:
+            self._pong_due = True
+            await self._send_wsproto_event(Ping())
+            await self.context.sleep(wait)
+            if self.closed:
+                return
+            if self._pong_due:
+                await self._close_unanswered()
+                return
+            await self.context.sleep(interval - wait)
+
+    async def _close_unanswered(self) -> None:
+        """Close the connection for a missing pong, and tell the app why it ended."""
+        extensions = self.scope.get("extensions")
+        if extensions is not None:
+            extensions[PING_TIMEOUT] = {}
+        self.state = ASGIWebsocketState.CLOSED
+        await self._send_wsproto_event(
+            CloseConnection(code=CLOSE_GOING_AWAY, reason="ping_timeout")
+        )
+        await self.send(StreamClosed(stream_id=self.stream_id))
+
+    async def _handle_events(self) -> None:
+        """hypercorn's handling of the client's frames, with its pongs heard."""
+        for event in self.connection.events():
+            if isinstance(event, Pong):
+                self._pong_due = False
+            elif isinstance(event, Message):
+                try:
+                    self.buffer.extend(event)
+                except FrameTooLargeError:
+                    await self._send_wsproto_event(
+                        CloseConnection(code=CloseReason.MESSAGE_TOO_BIG)
+                    )
+                    break
+                if event.message_finished and self.app_put is not None:
+                    await self.app_put(self.buffer.to_message())
+                    self.buffer.clear()
+            elif isinstance(event, Ping):
+                await self._send_wsproto_event(event.response())
+            elif isinstance(event, CloseConnection):
+                if self.connection.state == WsState.REMOTE_CLOSING:
+                    await self._send_wsproto_event(event.response())
+                await self.send(StreamClosed(stream_id=self.stream_id))
 
 
 def _reason_phrase(status: int) -> bytes:

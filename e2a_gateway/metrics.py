@@ -57,11 +57,19 @@ RETENTION_KINDS = (
     "events",
     "trashed_agents",
 )
-WEBSOCKET_END_REASONS = ("client_close", "replaced", "behind", "revoked", "error", "shutdown")
+WEBSOCKET_END_REASONS = (
+    "client_close",
+    "replaced",
+    "ping_timeout",
+    "behind",
+    "revoked",
+    "error",
+    "shutdown",
+)
 """Why an agent's WebSocket ended: the client left, a newer `/v1` connection replaced it
-(4000), it fell too far behind (1013), its key, agent or account went (1008), something failed,
-or the gateway stopped (1001). e2a's own list has `ping_timeout` where this one has `behind` and
-`revoked`: the HTTP server does not tell the app of pings left unanswered."""
+(4000), it left a ping unanswered (1001), it fell too far behind (1013), its key, agent or
+account went (1008), something failed, or the gateway stopped (1001). e2a's reasons, and
+`behind` and `revoked`, which e2a's list has not."""
 
 E2A_SMTP_OUTCOMES = {
     "unknown_user": "rejected_unknown_recipient",

@@ -21,7 +21,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Ping, Request, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
 from e2a_gateway.api.websocket import DRAIN_PAGE_SIZE, MAX_READING_FRAME_BYTES
 from e2a_gateway.app import (
@@ -316,6 +316,53 @@ async def test_keep_alive_is_websocket_pings_never_json_frames(
         nursery.cancel_scope.cancel()
     assert pings >= 4
     assert texts == []
+
+
+@pytest.mark.parametrize("surface", ["/api/v1", "/v1"])
+async def test_a_client_that_leaves_a_ping_unanswered_is_closed_ping_timeout(
+    settings: Settings, resolver: FixtureResolver, surface: str
+) -> None:
+    sock = bind_tcp("127.0.0.1", 0, "http.listen", "127.0.0.1:0")
+    port = sock.getsockname()[1]
+    async with open_gateway(settings, resolver) as gateway, trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_http, gateway, sock, ping_seconds=0.2))
+        account = await open_account(gateway, f"http://127.0.0.1:{port}", "mute@example.com")
+        async with account.http:
+            agent = await create_agent(account, "mute")
+        target = f"{surface}/agents/{quote(agent)}/ws"
+        headers = [("Authorization", f"Bearer {account.key}")]
+        if surface == "/api/v1":
+            target, headers = f"{target}?token={account.key}", []
+        closed, pings = await _mute_raw_websocket(port, target, headers)
+        registry = gateway.metrics.registry
+        ended = registry.get_sample_value("e2a_ws_disconnects_total", {"reason": "ping_timeout"})
+        still_open = registry.get_sample_value("e2a_ws_connections_active")
+        nursery.cancel_scope.cancel()
+    assert (closed.code, closed.reason) == (1001, "ping_timeout")
+    assert pings == 1  # closed after the first ping went unanswered
+    assert (ended, still_open) == (1, 0)
+
+
+async def _mute_raw_websocket(
+    port: int, target: str, headers: list[tuple[str, str]]
+) -> tuple[CloseConnection, int]:
+    """Connect with a bare wsproto client that never answers a ping; the server's close frame
+    and how many pings came before it (the connection must end then)."""
+    connection = WSConnection(ConnectionType.CLIENT)
+    pings, closed = 0, None
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        request = Request(host="127.0.0.1", target=target, extra_headers=headers)
+        await stream.send_all(connection.send(request))
+        with trio.fail_after(WAIT):
+            while data := await stream.receive_some(65536):
+                connection.receive_data(data)
+                for event in connection.events():
+                    if isinstance(event, Ping):
+                        pings += 1
+                    elif isinstance(event, CloseConnection):
+                        closed = event
+    assert closed is not None, "the connection ended without a close frame"
+    return closed, pings
 
 
 async def _watch_raw_websocket(

@@ -3,8 +3,10 @@ accepted, how each ended, the unread messages pushed as one connects, and pushes
 
 `counted_socket` wraps the service of an accepted connection. A handler that closes the
 connection itself says why first (`SocketEnding.closing`); otherwise the way the service ended
-tells: cancelled while the gateway stops is `shutdown`, cancelled otherwise is the client
-leaving (Quart-Trio cancels the handler when its client disconnects), an exception is `error`.
+tells: the HTTP server closed it for a missing pong (`ping_timeout`, which it marks in the
+connection's ASGI extensions), it was cancelled while the gateway stops (`shutdown`) or
+otherwise (the client left: Quart-Trio cancels the handler when its client disconnects), or
+an exception ended it (`error`).
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import trio
 from quart import websocket
 
 from e2a_gateway.gateway import Gateway
+from e2a_gateway.http_server import PING_TIMEOUT
 from e2a_gateway.hub import Ended
 
 CLIENT_CLOSE = "client_close"
 ERROR = "error"
 SHUTDOWN = "shutdown"
 REPLACED = "replaced"
+PING_TIMEOUT_REASON = "ping_timeout"
 
 
 def ended_reason(ended: Ended) -> str:
@@ -58,7 +62,9 @@ async def counted_socket(gateway: Gateway) -> AsyncIterator[SocketEnding]:
         raise
     finally:
         reason = ending.reason
-        if reason is None and trio.current_effective_deadline() == -math.inf:
+        if reason is None and PING_TIMEOUT in (websocket.scope.get("extensions") or {}):
+            reason = PING_TIMEOUT_REASON
+        elif reason is None and trio.current_effective_deadline() == -math.inf:
             # Cancelled: by the gateway's stop, or by Quart-Trio as the client left. One
             # checkpoint lets the gateway's own cancellation mark it stopping.
             with trio.CancelScope(shield=True):
