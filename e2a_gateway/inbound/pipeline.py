@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 
 import trio
@@ -295,12 +295,37 @@ class InboundMailSink:
         sender_is_agent = (
             arrival.from_here and await self._gateway.storage.find_agent(sender) is not None
         )
+        secrets = await self._signing_secrets(agent for agent, _ in copies)
+        threading = _thread_keys(arrival)
         prepared = [
-            (agent, await self._prepare(arrival, agent, message_id, verdict, sender_is_agent))
+            (
+                agent,
+                await self._prepare(
+                    arrival,
+                    agent,
+                    message_id,
+                    verdict,
+                    sender_is_agent,
+                    secrets[agent.user_id],
+                    threading,
+                ),
+            )
             for (agent, message_id), verdict in zip(copies, verdicts, strict=True)
         ]
         await self._commit_and_announce(prepared, arrival.now)
         return prepared[0][1].id
+
+    async def _signing_secrets(self, agents: Iterable[Agent]) -> dict[str, str]:
+        """The secret each owner's copies are signed with (its newest), asked once per owner;
+        MessageNotStored when an owner has none."""
+        secrets: dict[str, str] = {}
+        for agent in agents:
+            if agent.user_id not in secrets:
+                seed = await self._gateway.storage.newest_signing_seed(agent.user_id)
+                if seed is None:
+                    raise MessageNotStored(f"owner of {agent.email} has no signing secret")
+                secrets[agent.user_id] = _signing_secret(self._gateway.server_key, seed)
+        return secrets
 
     async def _commit_and_announce(self, prepared: Prepared, now: float) -> None:
         """Commit one DATA's messages (and their jobs) in one transaction, then tell live
@@ -343,16 +368,14 @@ class InboundMailSink:
         message_id: str,
         verdict: GateVerdict,
         sender_is_agent: bool,
+        secret: str,
+        threading: _ThreadKeys | None,
     ) -> NewInboundMessage:
-        """The stored form of the message for one agent: threaded and signed for its owner,
-        held or flagged as the agent's gate says (`sender_is_agent`: the From is an agent
-        here, asked once for every copy)."""
-        storage = self._gateway.storage
+        """The stored form of the message for one agent: threaded by `threading` and signed
+        with its owner's `secret`, held or flagged as the agent's gate says (`sender_is_agent`:
+        the From is an agent here; these three are worked out once for every copy)."""
         headers = arrival.headers
         sender = headers.from_addr
-        seed = await storage.newest_signing_seed(agent.user_id)
-        if seed is None:
-            raise MessageNotStored(f"owner of {agent.email} has no signing secret")
         held_until, reason, blocked = verdict.applied(agent.hitl_ttl_seconds, arrival.now)
         claim = identity_claim(
             auth=arrival.auth,
@@ -371,10 +394,10 @@ class InboundMailSink:
             to=headers.to,
             cc=headers.cc,
             subject=headers.subject,
-            conversation_id=await self._conversation(arrival, agent),
+            conversation_id=await self._conversation(agent, threading),
             rfc_message_id=headers.message_id,
             raw_message=arrival.delivered,
-            auth_headers=claim.signed_headers(_signing_secret(self._gateway.server_key, seed)),
+            auth_headers=claim.signed_headers(secret),
             authentication_results=arrival.authentication_results,
             received_at=arrival.received_at,
             client_ip=arrival.peer,
@@ -385,23 +408,43 @@ class InboundMailSink:
             blocked=blocked,
         )
 
-    async def _conversation(self, arrival: Arrival, agent: Agent) -> str | None:
+    async def _conversation(self, agent: Agent, threading: _ThreadKeys | None) -> str | None:
         """delivery.md threading: our own X-E2A-Conversation-Id, else the conversation of the
         first message named by In-Reply-To, then References (newest first), that this agent
         sent or received, else None. Our own id names a conversation of this agent only when
         the sender is already in it or the references lead to it (another tenant's agent
         cannot thread into it)."""
-        headers = arrival.headers
-        claim = None
-        if arrival.from_here and headers.conversation_id:
-            claim = ConversationClaim(headers.conversation_id, headers.from_addr or "")
-        max_references = 100  # bounds the lookup for mail with absurdly long References
-        referenced = headers.referenced_ids()[:max_references]
-        if not referenced and claim is None:
+        if threading is None:
             return None  # nothing to thread by: a new conversation, no query needed
         return await self._gateway.storage.conversation_for(
-            agent.user_id, agent.email, referenced, claim
+            agent.user_id, agent.email, threading.referenced, threading.claim
         )
+
+
+@dataclass(frozen=True)
+class _ThreadKeys:
+    """What a message is threaded by, the same for every copy: the Message-IDs it refers to
+    and our own conversation id when it came from this deployment."""
+
+    referenced: list[str]
+    claim: ConversationClaim | None
+
+
+MAX_REFERENCES = 100
+"""Message-IDs looked up when threading, at most: bounds the lookup for mail with absurdly
+long References."""
+
+
+def _thread_keys(arrival: Arrival) -> _ThreadKeys | None:
+    """What the arrival is threaded by; None when there is nothing (a new conversation)."""
+    headers = arrival.headers
+    claim = None
+    if arrival.from_here and headers.conversation_id:
+        claim = ConversationClaim(headers.conversation_id, headers.from_addr or "")
+    referenced = headers.referenced_ids()[:MAX_REFERENCES]
+    if not referenced and claim is None:
+        return None
+    return _ThreadKeys(referenced, claim)
 
 
 _normalised = functools.lru_cache(maxsize=4096)(normalise_address)
