@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -142,6 +143,13 @@ class Metrics:
             "e2a_queue_jobs",
             "Jobs waiting or in progress, by kind (read from storage at scrape time)",
             ["kind"],
+            registry=registry,
+        )
+        self.queue_oldest_age = Gauge(
+            "e2a_queue_oldest_age_seconds",
+            "Seconds the longest-waiting due job of each kind has waited for a worker, 0 when "
+            "none waits (e2a's name; read from storage at scrape time)",
+            ["queue"],
             registry=registry,
         )
         self.storage_up = Gauge(
@@ -295,14 +303,26 @@ class Metrics:
         """An outbound message reached its final outcome (one of E2A_OUTBOUND_OUTCOMES)."""
         self.e2a_outbound_terminal.labels(outcome).inc()
 
-    def render(self, queue_depths: Mapping[str, int] | None) -> bytes:
-        """The metrics in Prometheus text format; `queue_depths` are the job counts per kind
-        just read from storage, or None when storage did not answer."""
-        self.storage_up.set(0 if queue_depths is None else 1)
-        if queue_depths is not None:
-            for kind in sorted({*JOB_KINDS, *queue_depths}):
-                self.queue_depth.labels(kind).set(queue_depths.get(kind, 0))
+    def render(self, queues: QueueReading | None) -> bytes:
+        """The metrics in Prometheus text format; `queues` is what storage said of the job
+        queues just now, or None when it did not answer."""
+        self.storage_up.set(0 if queues is None else 1)
+        if queues is not None:
+            for kind in sorted({*JOB_KINDS, *queues.depths, *queues.oldest_due}):
+                self.queue_depth.labels(kind).set(queues.depths.get(kind, 0))
+                waited = queues.now - queues.oldest_due.get(kind, queues.now)
+                self.queue_oldest_age.labels(kind).set(max(waited, 0.0))
         return generate_latest(self.registry)
+
+
+@dataclass(frozen=True)
+class QueueReading:
+    """The job queues as storage saw them at `now`: jobs per kind (waiting or leased), and
+    per kind with a due job no worker holds, when the longest-waiting one fell due."""
+
+    now: float
+    depths: Mapping[str, int]
+    oldest_due: Mapping[str, float]
 
 
 @functools.lru_cache(maxsize=512)  # route templates: a small, fixed set

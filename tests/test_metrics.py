@@ -16,6 +16,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
+from e2a_gateway.metrics import Metrics, QueueReading
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import reported_backend
 from tests.delivery_support import SENDER, create_agent, mail, wait_until
@@ -98,6 +99,9 @@ async def test_counters_move_with_smtp_deliveries_and_requests(
     # The 500 left its job waiting for a retry: queue depth is read from storage.
     assert value(after, "e2a_queue_jobs", kind="webhook") == 1
     assert value(after, "e2a_queue_jobs", kind="outbound") == 0
+    # Waiting for its retry, not due: no lag.
+    assert ("e2a_queue_oldest_age_seconds", (("queue", "webhook"),)) in after
+    assert value(after, "e2a_queue_oldest_age_seconds", queue="webhook") == 0
 
     assert (await alice.http.get(agent_path(happy))).status_code == 200
     assert (await alice.http.get(agent_path("missing@agents.test"))).status_code == 404
@@ -291,3 +295,18 @@ async def test_webhook_attempts_and_settled_sends_carry_e2a_names(
     assert attempts == {"delivered 2xx": 2, "retryable_failure 5xx": 2}, attempts
     for outcome in ("failed_local_retries", "failed_cancelled", "failed_invalid"):
         assert value(samples, "e2a_outbound_terminal_total", outcome=outcome) == 0
+
+
+def test_queue_lag_is_how_long_the_oldest_due_job_has_waited() -> None:
+    metrics = Metrics()
+    reading = QueueReading(1000.0, {"outbound": 3, "webhook": 1}, {"outbound": 940.0})
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics.render(reading).decode())
+        for sample in family.samples
+    }
+    assert value(samples, "e2a_queue_oldest_age_seconds", queue="outbound") == 60
+    assert value(samples, "e2a_queue_jobs", kind="outbound") == 3
+    assert ("e2a_queue_oldest_age_seconds", (("queue", "webhook"),)) in samples  # 0: none due
+    assert value(samples, "e2a_queue_oldest_age_seconds", queue="webhook") == 0
+    assert value(samples, "e2a_storage_up") == 1

@@ -1030,6 +1030,26 @@ async def test_outbound_finish_states_and_scrubbing(storage: Storage) -> None:
     assert await storage.claim_jobs("outbound", 1e9, 10, 60) == []
 
 
+async def test_oldest_runnable_job_of_each_kind(storage: Storage) -> None:
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    assert await storage.oldest_runnable_jobs(1e9) == {}
+    await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
+    await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_2", "queued"))
+    due = await storage.oldest_runnable_jobs(1e9)
+    assert set(due) == {"outbound"}
+    assert await storage.oldest_runnable_jobs(due["outbound"] - 1) == {}  # not due yet
+    first, second = await storage.claim_jobs("outbound", 1e9, 10, 60)
+    assert await storage.oldest_runnable_jobs(1e9) == {}  # both leased to a worker
+    await storage.finish_job(first.id, 2e9)  # retried later
+    await storage.release_jobs([second.id])  # given back: waiting again since it fell due
+    assert await storage.oldest_runnable_jobs(1e9) == due
+    assert await storage.oldest_runnable_jobs(2e9) == due
+    await storage.finish_job(second.id, None)
+    assert await storage.oldest_runnable_jobs(1e9) == {}
+    assert await storage.oldest_runnable_jobs(2e9) == {"outbound": 2e9}
+
+
 async def test_failed_auto_approval_ends_expired_rejected(storage: Storage) -> None:
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "a@agents.test"))

@@ -12,7 +12,7 @@ import time
 from quart import Blueprint, Response, g, request
 from quart_trio import QuartTrio
 
-from e2a_gateway.metrics import CONTENT_TYPE, UNMATCHED_ROUTE
+from e2a_gateway.metrics import CONTENT_TYPE, UNMATCHED_ROUTE, QueueReading
 from e2a_gateway.operations.errors import NotFound
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.web.context import current_gateway
@@ -22,15 +22,21 @@ blueprint = Blueprint("observability", __name__)
 
 @blueprint.get("/metrics")
 async def metrics() -> Response:
-    """GET /metrics: every counter, histogram and gauge; queue depth is read from storage now."""
+    """GET /metrics: every counter, histogram and gauge; the queues' depth and lag are read
+    from storage now."""
     gateway = current_gateway()
     if not gateway.settings.metrics.enabled:
         raise NotFound("not_found", "metrics are off; set metrics.enabled = true to serve /metrics")
+    now = time.time()
+    queues: QueueReading | None
     try:
-        depths: dict[str, int] | None = await gateway.storage.count_jobs()
+        depths = await gateway.storage.count_jobs()
+        oldest_due = await gateway.storage.oldest_runnable_jobs(now)
     except StorageUnavailable:
-        depths = None
-    return Response(gateway.metrics.render(depths), content_type=CONTENT_TYPE)
+        queues = None
+    else:
+        queues = QueueReading(now, depths, oldest_due)
+    return Response(gateway.metrics.render(queues), content_type=CONTENT_TYPE)
 
 
 def time_requests(app: QuartTrio) -> None:

@@ -1304,6 +1304,11 @@ class JobQueueStore(Protocol):
         """Queue depth: how many jobs of each kind are waiting or in progress."""
         ...
 
+    async def oldest_runnable_jobs(self, now: float) -> dict[str, float]:
+        """Queue lag: for each kind with a job due at `now` and leased to no worker, when the
+        longest-waiting of them fell due (its `run_at`); kinds with none are left out."""
+        ...
+
 
 class WebhookDeliveries(Protocol):
     """Webhook delivery: due deliveries claimed per receiver, what an attempt needs, and the

@@ -104,3 +104,14 @@ class JobsSql(Runner):
         """Queue depth: jobs per kind, waiting or leased."""
         rows = await self._read(lambda tx: tx.all("SELECT kind, count(*) FROM jobs GROUP BY kind"))
         return {str(kind): int(count) for kind, count in rows}
+
+    async def oldest_runnable_jobs(self, now: float) -> dict[str, float]:
+        """Per kind, the `run_at` of the longest-waiting job due and not leased."""
+        rows = await self._read(
+            lambda tx: tx.all(
+                "SELECT kind, min(run_at) FROM jobs WHERE run_at <= ? "
+                "AND (locked_until IS NULL OR locked_until < ?) GROUP BY kind",
+                (now, now),
+            )
+        )
+        return {str(kind): float(run_at) for kind, run_at in rows}
