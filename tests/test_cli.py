@@ -72,14 +72,13 @@ def wait_healthy(url: str, process: subprocess.Popen[str], timeout: float = 20.0
     raise AssertionError("e2a serve did not become healthy")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[Path, int, str, subprocess.Popen[str]]]:
-    smtp_port, http_port = free_port(), free_port()
-    config = write_config(tmp_path, smtp_port, http_port)
+def launch(config: Path, http_port: int, cwd: Path) -> tuple[subprocess.Popen[str], str]:
+    """`e2a serve --config config` (no E2A_* variables), once healthy: its process and URL.
+    One that does not become healthy is killed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
     process = subprocess.Popen(
         [*E2A, "serve", "--config", str(config)],
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -88,6 +87,19 @@ def server(tmp_path: Path) -> Iterator[tuple[Path, int, str, subprocess.Popen[st
     url = f"http://127.0.0.1:{http_port}"
     try:
         wait_healthy(url, process)
+    except BaseException:
+        process.kill()
+        process.wait(timeout=10)
+        raise
+    return process, url
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Path, int, str, subprocess.Popen[str]]]:
+    smtp_port, http_port = free_port(), free_port()
+    config = write_config(tmp_path, smtp_port, http_port)
+    process, url = launch(config, http_port, tmp_path)
+    try:
         yield config, smtp_port, url, process
     finally:
         if process.poll() is None:

@@ -5,7 +5,6 @@ stays up while it drains."""
 
 from __future__ import annotations
 
-import os
 import signal
 import smtplib
 import subprocess
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from e2a_gateway.app import RunningGateway
-from tests.test_cli import E2A, free_port, wait_healthy, write_config
+from tests.test_cli import free_port, launch, run_e2a, write_config
 
 DRAIN_SECONDS = 3.0
 
@@ -37,29 +36,18 @@ def readiness(url: str) -> tuple[int, dict[str, str]]:
     return answer.status_code, answer.json()
 
 
+def draining_config(tmp_path: Path, drain: str, smtp_port: int, http_port: int) -> Path:
+    """The tests' `e2a serve` configuration with `http.drain_seconds = drain`."""
+    config = write_config(tmp_path, smtp_port, http_port)
+    config.write_text(config.read_text().replace("[http]\n", f"[http]\ndrain_seconds = {drain}\n"))
+    return config
+
+
 def serve(tmp_path: Path, drain_seconds: float) -> tuple[subprocess.Popen[str], str, int]:
     """`e2a serve` with `http.drain_seconds`, healthy; its process, URL and SMTP port."""
     smtp_port, http_port = free_port(), free_port()
-    config = write_config(tmp_path, smtp_port, http_port)
-    config.write_text(
-        config.read_text().replace("[http]\n", f"[http]\ndrain_seconds = {drain_seconds}\n")
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
-    process = subprocess.Popen(
-        [*E2A, "serve", "--config", str(config)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{http_port}"
-    try:
-        wait_healthy(url, process)
-    except BaseException:
-        process.kill()
-        process.wait(timeout=10)
-        raise
+    config = draining_config(tmp_path, str(drain_seconds), smtp_port, http_port)
+    process, url = launch(config, http_port, tmp_path)
     return process, url, smtp_port
 
 
@@ -109,17 +97,7 @@ def test_a_second_signal_ends_the_drain(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["-1", "301", '"soon"'])
 def test_a_bad_drain_time_stops_start_up(tmp_path: Path, value: str) -> None:
-    config = write_config(tmp_path, free_port(), free_port())
-    config.write_text(config.read_text().replace("[http]\n", f"[http]\ndrain_seconds = {value}\n"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
-    result = subprocess.run(
-        [*E2A, "serve", "--config", str(config)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    config = draining_config(tmp_path, value, free_port(), free_port())
+    result = run_e2a("serve", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 1
     assert "http.drain_seconds" in result.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -32,7 +33,7 @@ from e2a_gateway.app import (
     serve_http,
 )
 from e2a_gateway.config import Settings
-from e2a_gateway.gateway import open_gateway
+from e2a_gateway.gateway import Gateway, open_gateway
 from e2a_gateway.hub import (
     SUBSCRIBER_BUFFER,
     Channel,
@@ -301,19 +302,29 @@ async def test_a_live_notification_of_a_message_already_drained_is_not_sent_agai
     assert following["subject"] == "Next one"
 
 
+@asynccontextmanager
+async def pinging_gateway(
+    settings: Settings, resolver: FixtureResolver, ping_seconds: float
+) -> AsyncIterator[tuple[Gateway, int, Account, str]]:
+    """A gateway whose HTTP server pings WebSockets every `ping_seconds`: the gateway, its HTTP
+    port, an account and the account's local agent."""
+    sock = bind_tcp("127.0.0.1", 0, "http.listen", "127.0.0.1:0")
+    port = sock.getsockname()[1]
+    async with open_gateway(settings, resolver) as gateway, trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_http, gateway, sock, ping_seconds=ping_seconds))
+        account = await open_account(gateway, f"http://127.0.0.1:{port}", "pings@example.com")
+        async with account.http:
+            agent = await create_agent(account, "pinged")
+        yield gateway, port, account, agent
+        nursery.cancel_scope.cancel()
+
+
 async def test_keep_alive_is_websocket_pings_never_json_frames(
     settings: Settings, resolver: FixtureResolver
 ) -> None:
     assert WEBSOCKET_PING_SECONDS == 30.0  # the contract's interval; shortened below
-    sock = bind_tcp("127.0.0.1", 0, "http.listen", "127.0.0.1:0")
-    port = sock.getsockname()[1]
-    async with open_gateway(settings, resolver) as gateway, trio.open_nursery() as nursery:
-        await nursery.start(partial(serve_http, gateway, sock, ping_seconds=0.1))
-        account = await open_account(gateway, f"http://127.0.0.1:{port}", "pings@example.com")
-        async with account.http:
-            agent = await create_agent(account, "pinged")
+    async with pinging_gateway(settings, resolver, 0.1) as (_, port, account, agent):
         pings, texts = await _watch_raw_websocket(port, agent, account.key, seconds=0.8)
-        nursery.cancel_scope.cancel()
     assert pings >= 4
     assert texts == []
 
@@ -322,13 +333,7 @@ async def test_keep_alive_is_websocket_pings_never_json_frames(
 async def test_a_client_that_leaves_a_ping_unanswered_is_closed_ping_timeout(
     settings: Settings, resolver: FixtureResolver, surface: str
 ) -> None:
-    sock = bind_tcp("127.0.0.1", 0, "http.listen", "127.0.0.1:0")
-    port = sock.getsockname()[1]
-    async with open_gateway(settings, resolver) as gateway, trio.open_nursery() as nursery:
-        await nursery.start(partial(serve_http, gateway, sock, ping_seconds=0.2))
-        account = await open_account(gateway, f"http://127.0.0.1:{port}", "mute@example.com")
-        async with account.http:
-            agent = await create_agent(account, "mute")
+    async with pinging_gateway(settings, resolver, 0.2) as (gateway, port, account, agent):
         target = f"{surface}/agents/{quote(agent)}/ws"
         headers = [("Authorization", f"Bearer {account.key}")]
         if surface == "/api/v1":
@@ -337,7 +342,6 @@ async def test_a_client_that_leaves_a_ping_unanswered_is_closed_ping_timeout(
         registry = gateway.metrics.registry
         ended = registry.get_sample_value("e2a_ws_disconnects_total", {"reason": "ping_timeout"})
         still_open = registry.get_sample_value("e2a_ws_connections_active")
-        nursery.cancel_scope.cancel()
     assert (closed.code, closed.reason) == (1001, "ping_timeout")
     assert pings == 1  # closed after the first ping went unanswered
     assert (ended, still_open) == (1, 0)
