@@ -48,7 +48,6 @@ PONG_WAIT_SECONDS = 10.0
 PING_TIMEOUT = "e2a.ping_timeout"
 """The key this server adds to a WebSocket's ASGI `extensions` when it closed the connection
 for want of a pong (the app counts why its connections end: `e2a_gateway.web.socket_counts`)."""
-CLOSE_GOING_AWAY = 1001
 
 AMBIGUOUS_FRAMING = (
     "Content-Length and Transfer-Encoding together leave the body's length ambiguous "
@@ -326,7 +325,7 @@ class _PingedWebsocket(WSStream):
             extensions[PING_TIMEOUT] = {}
         self.state = ASGIWebsocketState.CLOSED
         await self._send_wsproto_event(
-            CloseConnection(code=CLOSE_GOING_AWAY, reason="ping_timeout")
+            CloseConnection(code=CloseReason.GOING_AWAY, reason="ping_timeout")
         )
         await self.send(StreamClosed(stream_id=self.stream_id))
 
