@@ -105,6 +105,29 @@ for a stored message that cannot be built."""
 _ROUTE_PARAMETER = re.compile(r"<(?:[a-z_]+:)?([a-z_]+)>")
 
 HTTP_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+OUTBOUND_SECONDS_BUCKETS = (
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
+"""Buckets for an outbound send's wait for a worker and its hand-off to the relay."""
+E2A_ATTEMPT_OUTCOMES = {
+    "sent": "success",
+    "retry": "temporary_failure",
+    "failed": "permanent_failure",
+}
+"""e2a's `e2a_outbound_attempts_total` outcome of a hand-off attempt, by what it made of the
+message: sent, to be tried again, or failed for good."""
 UNMATCHED_ROUTE = "unmatched"
 """The route label of requests that matched no route (404s), so raw paths never become labels."""
 
@@ -203,6 +226,24 @@ class Metrics:
             buckets=HTTP_LATENCY_BUCKETS,
             registry=registry,
         )
+        self.e2a_outbound_queue_wait = Histogram(
+            "e2a_outbound_queue_wait_seconds",
+            "Seconds each outbound attempt waited for a worker after it fell due",
+            buckets=OUTBOUND_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.e2a_outbound_attempts = Counter(
+            "e2a_outbound_attempts",
+            "Outbound hand-off attempts by outcome (success, temporary_failure, permanent_failure)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.e2a_outbound_attempt_duration = Histogram(
+            "e2a_outbound_attempt_duration_seconds",
+            "Outbound hand-off attempt duration (local delivery and the relay)",
+            buckets=OUTBOUND_SECONDS_BUCKETS,
+            registry=registry,
+        )
         self.e2a_outbound_terminal = Counter(
             "e2a_outbound_terminal",
             "Outbound messages settled for good, once each, by outcome",
@@ -246,6 +287,8 @@ class Metrics:
             self.e2a_smtp_inbound.labels(outcome)
         for outcome in E2A_OUTBOUND_OUTCOMES:
             self.e2a_outbound_terminal.labels(outcome)
+        for outcome in E2A_ATTEMPT_OUTCOMES.values():
+            self.e2a_outbound_attempts.labels(outcome)
 
     # -- SmtpObserver ------------------------------------------------------------------------
 
@@ -298,6 +341,13 @@ class Metrics:
         status_class = "none" if status_code is None else f"{status_code // 100}xx"
         self.e2a_webhook_attempts.labels(E2A_WEBHOOK_OUTCOMES[status], status_class).inc()
         self.e2a_webhook_attempt_duration.observe(seconds)
+
+    def outbound_attempted(self, outcome: str, waited: float, seconds: float) -> None:
+        """An outbound hand-off attempt that left the message `outcome` (sent, retry, failed),
+        after waiting `waited` seconds for a worker and taking `seconds`."""
+        self.e2a_outbound_attempts.labels(E2A_ATTEMPT_OUTCOMES[outcome]).inc()
+        self.e2a_outbound_queue_wait.observe(max(waited, 0.0))
+        self.e2a_outbound_attempt_duration.observe(seconds)
 
     def outbound_settled(self, outcome: str) -> None:
         """An outbound message reached its final outcome (one of E2A_OUTBOUND_OUTCOMES)."""

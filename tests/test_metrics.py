@@ -295,6 +295,13 @@ async def test_webhook_attempts_and_settled_sends_carry_e2a_names(
     assert attempts == {"delivered 2xx": 2, "retryable_failure 5xx": 2}, attempts
     for outcome in ("failed_local_retries", "failed_cancelled", "failed_invalid"):
         assert value(samples, "e2a_outbound_terminal_total", outcome=outcome) == 0
+    # Each send was one hand-off attempt, timed, after a wait for a worker.
+    assert value(samples, "e2a_outbound_attempts_total", outcome="success") == 1
+    assert value(samples, "e2a_outbound_attempts_total", outcome="permanent_failure") == 1
+    assert value(samples, "e2a_outbound_attempts_total", outcome="temporary_failure") == 0
+    assert value(samples, "e2a_outbound_attempt_duration_seconds_count") == 2
+    assert value(samples, "e2a_outbound_queue_wait_seconds_count") == 2
+    assert value(samples, "e2a_outbound_queue_wait_seconds_bucket", le="+Inf") == 2
 
 
 def test_queue_lag_is_how_long_the_oldest_due_job_has_waited() -> None:

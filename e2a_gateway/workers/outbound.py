@@ -301,7 +301,9 @@ class OutboundWorker(ClaimLoop):
             return
         settled = await storage.recipient_results(message.id)
         pending = [rcpt for rcpt in recipients_of(message) if rcpt not in settled]
+        started = trio.current_time()
         results, deferred = await self._deliver(message, sender, raw, pending, now)
+        handed_off = trio.current_time() - started
         verdict = settle(
             {**settled, **results},
             deferred,
@@ -324,8 +326,10 @@ class OutboundWorker(ClaimLoop):
             now,
             relay_bounces(results),
         )
+        metrics = self._gateway.metrics
+        metrics.outbound_attempted(verdict.outcome, now - job.run_at, handed_off)
         if (terminal := verdict.terminal_outcome) is not None:
-            self._gateway.metrics.outbound_settled(terminal)
+            metrics.outbound_settled(terminal)
         log.info("outbound %s: %s (%s)", message.id, verdict.outcome, verdict.error or "ok")
 
     def return_path(self, message: OutboundMessage) -> str:
