@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from prometheus_client import (
@@ -23,6 +22,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from e2a_gateway.storage.base import JobQueueState, JobState, jobs_per_kind
 from e2a_gateway.storage.vocabulary import JOB_KINDS
 
 # No `*_created` series: they double the output and Prometheus does not need them.
@@ -71,6 +71,9 @@ WEBSOCKET_END_REASONS = (
 (4000), it left a ping unanswered (1001), it fell too far behind (1013), its key, agent or
 account went (1008), something failed, or the gateway stopped (1001). e2a's reasons, and
 `behind` and `revoked`, which e2a's list has not."""
+
+JOB_STATES: tuple[JobState, ...] = ("available", "running", "retryable", "scheduled")
+"""The states `e2a_queue_depth` reports for every kind of job, 0 included."""
 
 E2A_SMTP_OUTCOMES = {
     "unknown_user": "rejected_unknown_recipient",
@@ -166,6 +169,13 @@ class Metrics:
             "e2a_queue_jobs",
             "Jobs waiting or in progress, by kind (read from storage at scrape time)",
             ["kind"],
+            registry=registry,
+        )
+        self.e2a_queue_depth = Gauge(
+            "e2a_queue_depth",
+            "Jobs per kind and state: available (due), running (leased), retryable, scheduled "
+            "(e2a's name; read from storage at scrape time)",
+            ["queue", "state"],
             registry=registry,
         )
         self.queue_oldest_age = Gauge(
@@ -358,21 +368,25 @@ class Metrics:
         queues just now, or None when it did not answer."""
         self.storage_up.set(0 if queues is None else 1)
         if queues is not None:
-            for kind in sorted({*JOB_KINDS, *queues.depths, *queues.oldest_due}):
-                self.queue_depth.labels(kind).set(queues.depths.get(kind, 0))
-                waited = queues.now - queues.oldest_due.get(kind, queues.now)
+            depths = jobs_per_kind(queues.states)
+            found = {(state.kind, state.state): state for state in queues.states}
+            for kind in sorted({*JOB_KINDS, *depths}):
+                self.queue_depth.labels(kind).set(depths.get(kind, 0))
+                for name in JOB_STATES:
+                    state = found.get((kind, name))
+                    self.e2a_queue_depth.labels(kind, name).set(state.count if state else 0)
+                available = found.get((kind, "available"))
+                waited = queues.now - available.earliest_run_at if available else 0.0
                 self.queue_oldest_age.labels(kind).set(max(waited, 0.0))
         return generate_latest(self.registry)
 
 
 @dataclass(frozen=True)
 class QueueReading:
-    """The job queues as storage saw them at `now`: jobs per kind (waiting or leased), and
-    per kind with a due job no worker holds, when the longest-waiting one fell due."""
+    """The job queues as storage saw them at `now`."""
 
     now: float
-    depths: Mapping[str, int]
-    oldest_due: Mapping[str, float]
+    states: list[JobQueueState]
 
 
 @functools.lru_cache(maxsize=512)  # route templates: a small, fixed set

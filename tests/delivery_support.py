@@ -24,6 +24,7 @@ from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.pipeline import InboundMailSink
 from e2a_gateway.mailauth.dns_answers import Resolver
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
+from e2a_gateway.storage.base import Storage, jobs_per_kind
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 from tests.conftest import Account
 
@@ -175,3 +176,8 @@ async def wait_until(
             if await holds if inspect.isawaitable(holds) else holds:
                 return
             await trio.sleep(0.01)
+
+
+async def queued_jobs(storage: Storage) -> dict[str, int]:
+    """How many jobs of each kind are queued now, whatever their state."""
+    return jobs_per_kind(await storage.job_queue_states(time.time()))

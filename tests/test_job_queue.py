@@ -35,6 +35,7 @@ from tests.delivery_support import (
     mail,
     new_signing_secret,
     open_account,
+    queued_jobs,
     quiet_gateway,
     wait_until,
 )
@@ -233,7 +234,7 @@ async def test_the_approval_worker_wakes_when_a_held_message_commits(
         await outbound(quiet.gateway, owner, held, "pending_approval")
 
         async def notice_taken() -> bool:  # without a relay the notice job is dropped
-            return APPROVAL_NOTICE_JOB not in await quiet.gateway.storage.count_jobs()
+            return APPROVAL_NOTICE_JOB not in await queued_jobs(quiet.gateway.storage)
 
         await wait_until(notice_taken, WAKE_SECONDS)
         workers.cancel_scope.cancel()

@@ -17,6 +17,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
 from e2a_gateway.metrics import Metrics, QueueReading
+from e2a_gateway.storage.base import JobQueueState
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import reported_backend
 from tests.delivery_support import SENDER, create_agent, mail, wait_until
@@ -306,7 +307,14 @@ async def test_webhook_attempts_and_settled_sends_carry_e2a_names(
 
 def test_queue_lag_is_how_long_the_oldest_due_job_has_waited() -> None:
     metrics = Metrics()
-    reading = QueueReading(1000.0, {"outbound": 3, "webhook": 1}, {"outbound": 940.0})
+    reading = QueueReading(
+        1000.0,
+        [
+            JobQueueState("outbound", "available", 2, 940.0),
+            JobQueueState("outbound", "running", 1, 900.0),
+            JobQueueState("webhook", "retryable", 1, 1060.0),
+        ],
+    )
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(metrics.render(reading).decode())
@@ -314,6 +322,11 @@ def test_queue_lag_is_how_long_the_oldest_due_job_has_waited() -> None:
     }
     assert value(samples, "e2a_queue_oldest_age_seconds", queue="outbound") == 60
     assert value(samples, "e2a_queue_jobs", kind="outbound") == 3
+    assert value(samples, "e2a_queue_depth", queue="outbound", state="available") == 2
+    assert value(samples, "e2a_queue_depth", queue="outbound", state="running") == 1
+    assert value(samples, "e2a_queue_depth", queue="webhook", state="retryable") == 1
+    assert ("e2a_queue_depth", (("queue", "webhook"), ("state", "available"))) in samples
+    assert value(samples, "e2a_queue_depth", queue="webhook", state="available") == 0
     assert ("e2a_queue_oldest_age_seconds", (("queue", "webhook"),)) in samples  # 0: none due
     assert value(samples, "e2a_queue_oldest_age_seconds", queue="webhook") == 0
     assert value(samples, "e2a_storage_up") == 1

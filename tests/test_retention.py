@@ -22,7 +22,7 @@ from e2a_gateway.storage.base import (
 )
 from e2a_gateway.workers.retention import RetentionWorker, SweepResult
 from tests.conftest import make_settings
-from tests.delivery_support import wait_until
+from tests.delivery_support import queued_jobs, wait_until
 from tests.test_storage import (  # noqa: F401  (storage_url is a fixture)
     BIG,
     add_user,
@@ -102,7 +102,7 @@ async def test_old_mail_goes_recent_and_pending_mail_stays(gateway: Gateway) -> 
     assert await storage.webhook_attempts("msg_delivered") == []
     # The retrying message keeps its job; its old attempt record is gone all the same.
     assert await storage.webhook_attempts("msg_retrying") == []
-    assert await storage.count_jobs() == {"webhook": 1, "outbound": 1}
+    assert await queued_jobs(storage) == {"webhook": 1, "outbound": 1}
     assert await storage.get_outbound(alice, "out_sent") is None
     for kept in ("out_pending", "out_queued"):
         message = await storage.get_outbound(alice, kept)

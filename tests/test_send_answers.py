@@ -25,7 +25,7 @@ from e2a_gateway.config import Settings
 from e2a_gateway.operations.sending import SEND_WAIT_SECONDS
 from e2a_gateway.workers.outbound import OutboundWorker
 from tests.conftest import Account, make_settings
-from tests.delivery_support import accept, create_agent, mail, wait_until
+from tests.delivery_support import accept, create_agent, mail, queued_jobs, wait_until
 from tests.test_sdk_compat import run_sdk, sdk_python  # noqa: F401  (sdk_python is a fixture)
 
 pytestmark = pytest.mark.slow
@@ -192,7 +192,7 @@ async def test_a_slow_relay_answers_sent_and_delivers_each_message_once(
     assert all(v["sent_at"] for v in views)
     assert [relay.copies_of(v["email_message_id"]) for v in views] == [1, 1]
     assert len(relay.received) == 2
-    assert (await running.gateway.storage.count_jobs()).get("outbound", 0) == 0
+    assert (await queued_jobs(running.gateway.storage)).get("outbound", 0) == 0
 
 
 async def test_a_dead_relay_answers_sent_shows_the_failure_and_delivers_once_it_answers(
@@ -217,7 +217,7 @@ async def test_a_dead_relay_answers_sent_shows_the_failure_and_delivers_once_it_
     view = await sender.message(result["message_id"])
     assert view["status"] == "sent" and view["sent_at"] and "error" not in view
     assert relay.copies_of(view["email_message_id"]) == 1 and len(relay.received) == 1
-    assert (await running.gateway.storage.count_jobs()).get("outbound", 0) == 0
+    assert (await queued_jobs(running.gateway.storage)).get("outbound", 0) == 0
 
 
 async def test_a_refusal_is_an_http_error_the_sdk_raises_and_nothing_is_left_queued(

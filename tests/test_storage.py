@@ -38,6 +38,7 @@ from e2a_gateway.storage.base import (
     EmailTemplate,
     FinishedAttempt,
     InUse,
+    JobQueueState,
     LastOne,
     LimitReached,
     NotPending,
@@ -48,6 +49,7 @@ from e2a_gateway.storage.base import (
     StorageUnavailable,
     TemplateChanges,
     WebhookAttempt,
+    jobs_per_kind,
 )
 from e2a_gateway.storage.migrations import load_migrations
 from e2a_gateway.storage.new_inbound import NewInboundMessage
@@ -1030,24 +1032,30 @@ async def test_outbound_finish_states_and_scrubbing(storage: Storage) -> None:
     assert await storage.claim_jobs("outbound", 1e9, 10, 60) == []
 
 
-async def test_oldest_runnable_job_of_each_kind(storage: Storage) -> None:
+async def test_job_queue_states_by_kind(storage: Storage) -> None:
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "a@agents.test"))
-    assert await storage.oldest_runnable_jobs(1e9) == {}
+    assert await storage.job_queue_states(1e9) == []
     await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
     await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_2", "queued"))
-    due = await storage.oldest_runnable_jobs(1e9)
-    assert set(due) == {"outbound"}
-    assert await storage.oldest_runnable_jobs(due["outbound"] - 1) == {}  # not due yet
+    (queued,) = await storage.job_queue_states(1e9)
+    due = queued.earliest_run_at
+    assert (queued.kind, queued.state, queued.count) == ("outbound", "available", 2)
+    assert await storage.job_queue_states(due - 1) == [  # not due yet, never tried
+        JobQueueState("outbound", "scheduled", 2, due)
+    ]
     first, second = await storage.claim_jobs("outbound", 1e9, 10, 60)
-    assert await storage.oldest_runnable_jobs(1e9) == {}  # both leased to a worker
-    await storage.finish_job(first.id, 2e9)  # retried later
-    await storage.release_jobs([second.id])  # given back: waiting again since it fell due
-    assert await storage.oldest_runnable_jobs(1e9) == due
-    assert await storage.oldest_runnable_jobs(2e9) == due
+    assert await storage.job_queue_states(1e9) == [JobQueueState("outbound", "running", 2, due)]
+    await storage.finish_job(first.id, 2e9)  # to be tried again later
+    await storage.release_jobs([second.id])  # given back: due again since it fell due
+    assert await storage.job_queue_states(1e9) == [
+        JobQueueState("outbound", "available", 1, due),
+        JobQueueState("outbound", "retryable", 1, 2e9),
+    ]
+    assert jobs_per_kind(await storage.job_queue_states(1e9)) == {"outbound": 2}
+    assert await storage.job_queue_states(2e9) == [JobQueueState("outbound", "available", 2, due)]
     await storage.finish_job(second.id, None)
-    assert await storage.oldest_runnable_jobs(1e9) == {}
-    assert await storage.oldest_runnable_jobs(2e9) == {"outbound": 2e9}
+    assert await storage.job_queue_states(2e9) == [JobQueueState("outbound", "available", 1, 2e9)]
 
 
 async def test_failed_auto_approval_ends_expired_rejected(storage: Storage) -> None:

@@ -30,12 +30,9 @@ async def metrics() -> Response:
     now = time.time()
     queues: QueueReading | None
     try:
-        depths = await gateway.storage.count_jobs()
-        oldest_due = await gateway.storage.oldest_runnable_jobs(now)
+        queues = QueueReading(now, await gateway.storage.job_queue_states(now))
     except StorageUnavailable:
         queues = None
-    else:
-        queues = QueueReading(now, depths, oldest_due)
     return Response(gateway.metrics.render(queues), content_type=CONTENT_TYPE)
 
 

@@ -8,7 +8,7 @@ check. SQL lives in `e2a_gateway.storage.sql` only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -310,6 +310,29 @@ class Job:
     attempts: int
     run_at: float
     created_at: float
+
+
+JobState = Literal["available", "running", "retryable", "scheduled"]
+"""A job's state as e2a's queue metrics name it: due and free for a worker, leased to one,
+waiting to be tried again, or not yet due for its first try."""
+
+
+@dataclass(frozen=True)
+class JobQueueState:
+    """The jobs of one kind in one state: how many, and the earliest `run_at` among them."""
+
+    kind: str
+    state: JobState
+    count: int
+    earliest_run_at: float
+
+
+def jobs_per_kind(states: Iterable[JobQueueState]) -> dict[str, int]:
+    """How many jobs of each kind are queued, whatever their state."""
+    counts: dict[str, int] = {}
+    for state in states:
+        counts[state.kind] = counts.get(state.kind, 0) + state.count
+    return counts
 
 
 @dataclass(frozen=True)
@@ -1300,13 +1323,9 @@ class JobQueueStore(Protocol):
         """Give claimed jobs back as they were (lease dropped, no attempt counted)."""
         ...
 
-    async def count_jobs(self) -> dict[str, int]:
-        """Queue depth: how many jobs of each kind are waiting or in progress."""
-        ...
-
-    async def oldest_runnable_jobs(self, now: float) -> dict[str, float]:
-        """Queue lag: for each kind with a job due at `now` and leased to no worker, when the
-        longest-waiting of them fell due (its `run_at`); kinds with none are left out."""
+    async def job_queue_states(self, now: float) -> list[JobQueueState]:
+        """The queues at `now`: how many jobs of each kind are in each state, and when the
+        earliest of them fell or falls due; states with no job are left out."""
         ...
 
 

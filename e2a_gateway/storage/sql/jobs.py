@@ -8,7 +8,7 @@ nobody else takes them until the lease lapses; a restarted process frees its own
 from __future__ import annotations
 
 from e2a_gateway.storage.announcements import JobsAdded
-from e2a_gateway.storage.base import Job
+from e2a_gateway.storage.base import Job, JobQueueState
 from e2a_gateway.storage.rows import JOB_COLUMNS
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -100,18 +100,19 @@ class JobsSql(Runner):
             durable=False,
         )
 
-    async def count_jobs(self) -> dict[str, int]:
-        """Queue depth: jobs per kind, waiting or leased."""
-        rows = await self._read(lambda tx: tx.all("SELECT kind, count(*) FROM jobs GROUP BY kind"))
-        return {str(kind): int(count) for kind, count in rows}
-
-    async def oldest_runnable_jobs(self, now: float) -> dict[str, float]:
-        """Per kind, the `run_at` of the longest-waiting job due and not leased."""
+    async def job_queue_states(self, now: float) -> list[JobQueueState]:
+        """Jobs per kind and state at `now` (leased: `running`; else due: `available`; else
+        tried before: `retryable`; else `scheduled`), with each group's earliest `run_at`."""
         rows = await self._read(
             lambda tx: tx.all(
-                "SELECT kind, min(run_at) FROM jobs WHERE run_at <= ? "
-                "AND (locked_until IS NULL OR locked_until < ?) GROUP BY kind",
+                "SELECT kind, CASE WHEN locked_until IS NOT NULL AND locked_until >= ? "
+                "THEN 'running' WHEN run_at <= ? THEN 'available' "
+                "WHEN attempts > 0 THEN 'retryable' ELSE 'scheduled' END AS state, "
+                "count(*), min(run_at) FROM jobs GROUP BY kind, state ORDER BY kind, state",
                 (now, now),
             )
         )
-        return {str(kind): float(run_at) for kind, run_at in rows}
+        return [
+            JobQueueState(str(kind), state, int(count), float(earliest))
+            for kind, state, count, earliest in rows
+        ]
