@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from dataclasses import dataclass
+from typing import get_args
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -72,7 +73,7 @@ WEBSOCKET_END_REASONS = (
 account went (1008), something failed, or the gateway stopped (1001). e2a's reasons, and
 `behind` and `revoked`, which e2a's list has not."""
 
-JOB_STATES: tuple[JobState, ...] = ("available", "running", "retryable", "scheduled")
+JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 """The states `e2a_queue_depth` reports for every kind of job, 0 included."""
 
 E2A_SMTP_OUTCOMES = {

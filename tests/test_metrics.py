@@ -39,16 +39,21 @@ async def serving(nursery: trio.Nursery, status: int) -> HttpReceiver:
     return receiver
 
 
+def samples_of(text: str) -> Samples:
+    """Every sample of Prometheus text, keyed by name and sorted labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 async def scrape(anonymous: httpx.AsyncClient) -> Samples:
-    """Every sample of GET /metrics, keyed by name and sorted labels."""
+    """Every sample of GET /metrics."""
     response = await anonymous.get("/metrics")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
+    return samples_of(response.text)
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -315,11 +320,7 @@ def test_queue_lag_is_how_long_the_oldest_due_job_has_waited() -> None:
             JobQueueState("webhook", "retryable", 1, 1060.0),
         ],
     )
-    samples = {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(metrics.render(reading).decode())
-        for sample in family.samples
-    }
+    samples = samples_of(metrics.render(reading).decode())
     assert value(samples, "e2a_queue_oldest_age_seconds", queue="outbound") == 60
     assert value(samples, "e2a_queue_jobs", kind="outbound") == 3
     assert value(samples, "e2a_queue_depth", queue="outbound", state="available") == 2

@@ -11,7 +11,6 @@ an exception ended it (`error`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +20,7 @@ from quart import websocket
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.http_server import PING_TIMEOUT
 from e2a_gateway.hub import Ended
+from e2a_gateway.web.socket_shutdown import being_cancelled
 
 CLIENT_CLOSE = "client_close"
 ERROR = "error"
@@ -64,7 +64,7 @@ async def counted_socket(gateway: Gateway) -> AsyncIterator[SocketEnding]:
         reason = ending.reason
         if reason is None and PING_TIMEOUT in (websocket.scope.get("extensions") or {}):
             reason = PING_TIMEOUT_REASON
-        elif reason is None and trio.current_effective_deadline() == -math.inf:
+        elif reason is None and being_cancelled():
             # Cancelled: by the gateway's stop, or by Quart-Trio as the client left. One
             # checkpoint lets the gateway's own cancellation mark it stopping.
             with trio.CancelScope(shield=True):

@@ -30,7 +30,7 @@ async def going_away_when_cancelled() -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if trio.current_effective_deadline() == -math.inf:  # this task is being cancelled
+        if being_cancelled():
             # Shielded and brief; a client that has gone already cannot be told.
             with (
                 trio.CancelScope(shield=True),
@@ -38,3 +38,9 @@ async def going_away_when_cancelled() -> AsyncIterator[None]:
                 contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError),
             ):
                 await websocket.close(CLOSE_GOING_AWAY, SHUTTING_DOWN)
+
+
+def being_cancelled() -> bool:
+    """Whether the current task is being cancelled (its effective deadline has passed for
+    good): what a `finally` of a socket's service asks to tell a stop from a normal end."""
+    return trio.current_effective_deadline() == -math.inf
