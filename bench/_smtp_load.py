@@ -5,12 +5,17 @@ either on one connection it keeps (an MTA with a queue for one domain) or on a n
 per message (greeting, EHLO, the transaction, QUIT: how MTAs deliver most mail). The latency
 measured is DATA-to-250: from sending the message's last byte (its terminating ".") to reading
 the 250, which is the time the server takes to commit it.
+
+Every message sent has a Message-ID of its own, as real mail does: the template `make_message`
+builds carries a placeholder that each transaction fills with a fresh id of the same length.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import os
 import time
 
 import trio
@@ -18,6 +23,9 @@ import trio
 RECEIVE_BYTES = 65536
 CONNECT_SECONDS = 10.0
 REPLY_SECONDS = 30.0
+MESSAGE_ID_PLACEHOLDER = b"<000000000000.0000000@load.example>"
+"""The Message-ID of `make_message`'s template, replaced in each message sent."""
+_sent = itertools.count()
 
 
 @dataclasses.dataclass
@@ -43,18 +51,26 @@ class LoadResult:
 
 
 def make_message(size: int, recipient: str) -> bytes:
-    """A plain-text message of about `size` bytes (headers included), CRLF lines of 76 chars."""
+    """A plain-text message of about `size` bytes (headers included), CRLF lines of 76 chars;
+    its Message-ID is a placeholder that `with_fresh_message_id` fills."""
     head = (
         "From: Load Generator <load@example.org>\r\n"
         f"To: <{recipient}>\r\n"
         "Subject: benchmark message\r\n"
-        "Message-ID: <bench@example.org>\r\n"
+        f"Message-ID: {MESSAGE_ID_PLACEHOLDER.decode()}\r\n"
         "MIME-Version: 1.0\r\n"
         "Content-Type: text/plain; charset=us-ascii\r\n\r\n"
     ).encode()
     line = b"The quick brown fox jumps over the lazy dog; pack my box with five dozen jugs\r\n"
     lines = max(1, (size - len(head)) // len(line))
     return head + line * lines
+
+
+def with_fresh_message_id(message: bytes) -> bytes:
+    """`message` with its placeholder Message-ID replaced by one no other message sent by this
+    process has (same length, so every message keeps the template's size)."""
+    fresh = f"<{next(_sent):012d}.{os.getpid() % 10_000_000:07d}@load.example>".encode()
+    return message.replace(MESSAGE_ID_PLACEHOLDER, fresh, 1)
 
 
 class SmtpClient:
@@ -99,7 +115,7 @@ class SmtpClient:
             for line in rcpts:
                 await self.command(line, b"250")
             await self.command(b"DATA\r\n", b"354")
-        await self._stream.send_all(message + b".\r\n")
+        await self._stream.send_all(with_fresh_message_id(message) + b".\r\n")
         sent = time.perf_counter()
         await self.expect(b"250")
         return time.perf_counter() - sent
