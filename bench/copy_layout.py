@@ -1,0 +1,303 @@
+"""What one more agent's copy of a message costs the database: today's layout against one content
+row per message with narrow per-agent rows.
+
+Fan-out's target (0.5x the single-recipient rate at 50 agents, issue 23) asks that a further
+copy cost the gateway about half of what it does; the copy's row, its index entries and its
+`email.received` event are most of it. This benchmark measures the storage alone, on SQLite
+files (WAL, synchronous=FULL, a PASSIVE checkpoint every 20 transactions as upkeep does),
+five arrivals of a 100 KB message per transaction, for 1 and for 50 local agents, alternating:
+
+* **today**: `store_inbound` of the gateway (a full `messages` row per copy with its six index
+  entries and signed headers, one `email.received` event per copy);
+* **content + copies**: the layout a redesign would write, built here in a scratch file and not
+  used by the gateway: the message's shared fields once (`contents`), a narrow row per agent
+  (`copies`: id, owner, agent, status, conversation, signature; indexed by agent, status and
+  order, and by content), and either one event row per message or one per copy.
+
+It prints the CPU time (user + system) per further copy: (cost at 50 agents - cost at 1) / 49,
+the arrivals' own making taken out. Run: `.venv/bin/python bench/copy_layout.py [--rounds 3]`
+(about a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from e2a_gateway.clock import format_timestamp
+from e2a_gateway.ids import new_id
+from e2a_gateway.storage import open_storage
+from e2a_gateway.storage.base import Agent
+from e2a_gateway.storage.new_inbound import NewInboundMessage
+
+ARRIVALS_PER_TRANSACTION = 5
+TRANSACTIONS = 60
+CHECKPOINT_EVERY = 20
+AGENTS = [f"agent{number}@agents.bench" for number in range(50)]
+COUNTS = (1, 50)
+RAW = b"Subject: bench\r\nFrom: s@example.org\r\n\r\n" + b"x" * 102_400 + b"\r\n"
+SIGNED = ("Verified", "Sender", "Entity-Type", "Domain-Check", "Delegation", "Timestamp")
+NOW = "2026-01-01T00:00:00Z"
+
+SCRATCH_SCHEMA = """
+CREATE TABLE raw_messages (digest TEXT PRIMARY KEY, raw BLOB NOT NULL);
+CREATE TABLE contents (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, envelope_from TEXT NOT NULL, from_addr TEXT NOT NULL,
+    reply_to TEXT, to_json TEXT NOT NULL, cc_json TEXT NOT NULL, subject TEXT NOT NULL,
+    rfc_message_id TEXT, raw_digest TEXT NOT NULL REFERENCES raw_messages(digest),
+    auth_results_json TEXT NOT NULL, client_ip TEXT NOT NULL, helo TEXT NOT NULL,
+    received_at TEXT NOT NULL);
+CREATE INDEX contents_rfc_id ON contents(rfc_message_id);
+CREATE INDEX contents_raw_digest ON contents(raw_digest);
+CREATE INDEX contents_received ON contents(received_at);
+CREATE TABLE copies (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL,
+    agent_email TEXT NOT NULL, content_seq INTEGER NOT NULL, status TEXT NOT NULL DEFAULT 'unread',
+    conversation_id TEXT, signature TEXT NOT NULL, hold TEXT, flag_reason TEXT);
+CREATE INDEX copies_agent_status ON copies(agent_email, status, seq);
+CREATE INDEX copies_content ON copies(content_seq);
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL,
+    type TEXT NOT NULL, content_seq INTEGER, created_epoch REAL NOT NULL, envelope BLOB NOT NULL);
+CREATE INDEX events_user ON events(user_id, seq);
+"""
+
+
+def arrival(agents: int, number: int) -> list[NewInboundMessage]:
+    """The copies of one 100 KB message (its own bytes and Message-ID) for the first `agents`."""
+    raw = RAW + str(number).encode()
+    received = format_timestamp(time.time())
+    results = {"spf": "pass", "dkim": "none", "dmarc": "pass"}
+    return [
+        NewInboundMessage(
+            id=new_id("msg"),
+            agent_email=agent,
+            envelope_from="s@example.org",
+            from_addr="s@example.org",
+            reply_to=None,
+            to=[AGENTS[0]],
+            cc=[],
+            subject="bench",
+            conversation_id=None,
+            rfc_message_id=f"<{number}@example.org>",
+            raw_message=raw,
+            auth_headers={
+                **{f"X-E2A-Auth-{name}": "v" * 40 for name in SIGNED},
+                "X-E2A-Auth-Signature": new_id("sig"),
+            },
+            authentication_results=results,
+            received_at=received,
+            client_ip="127.0.0.1",
+            helo="load.example",
+        )
+        for agent in AGENTS[:agents]
+    ]
+
+
+def cpu_seconds() -> float:
+    """This process's CPU time so far, user and system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def today(counts: list[int]) -> dict[int, list[float]]:
+    """CPU ms per arrival of the gateway's own `store_inbound`, for each count in turn."""
+    folder = tempfile.mkdtemp(prefix="e2a-layout-")
+    storage = open_storage(f"sqlite:///{folder}/today.db")
+    await storage.migrate()
+    user, _ = await storage.ensure_user("usr_bench", "owner@example.com", NOW)
+    for email in AGENTS:
+        await storage.add_agent(
+            Agent(
+                email=email,
+                user_id=user.id,
+                domain="agents.bench",
+                name=email.split("@")[0],
+                webhook_url=None,
+                agent_mode="local",
+                hitl_enabled=False,
+                hitl_ttl_seconds=604800,
+                hitl_expiration_action="reject",
+                created_at=NOW,
+            )
+        )
+    checkpoint = sqlite3.connect(f"{folder}/today.db", isolation_level=None)
+    numbers = iter(range(10**9))
+    found: dict[int, list[float]] = {}
+    try:
+        for count in counts:
+            began = cpu_seconds()
+            for transaction in range(TRANSACTIONS):
+                batch = [
+                    copy
+                    for _ in range(ARRIVALS_PER_TRANSACTION)
+                    for copy in arrival(count, next(numbers))
+                ]
+                await storage.store_inbound(batch, time.time())
+                if transaction % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+                    checkpoint.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            found.setdefault(count, []).append(per_arrival(began))
+    finally:
+        checkpoint.close()
+        await storage.close()
+    return found
+
+
+def store_in_scratch(
+    db: sqlite3.Connection, arrivals: list[list[NewInboundMessage]], *, events_per_copy: bool
+) -> None:
+    """One transaction of the scratch layout: each message's content once, a narrow row per
+    agent, and its `email.received` event once or per copy."""
+    db.execute("BEGIN IMMEDIATE")
+    for copies in arrivals:
+        first = copies[0]
+        digest = hashlib.sha256(first.raw_message).hexdigest()
+        db.execute(
+            "INSERT INTO raw_messages VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (digest, first.raw_message),
+        )
+        content = db.execute(
+            "INSERT INTO contents (envelope_from, from_addr, reply_to, to_json, cc_json, "
+            "subject, rfc_message_id, raw_digest, auth_results_json, client_ip, helo, "
+            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                first.envelope_from,
+                first.from_addr,
+                first.reply_to,
+                json.dumps(first.to),
+                json.dumps(first.cc),
+                first.subject,
+                first.rfc_message_id,
+                digest,
+                json.dumps(first.authentication_results),
+                first.client_ip,
+                first.helo,
+                first.received_at,
+            ),
+        ).lastrowid
+        db.executemany(
+            "INSERT INTO copies (id, user_id, agent_email, content_seq, conversation_id, "
+            "signature) VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    copy.id,
+                    "usr_bench",
+                    copy.agent_email,
+                    content,
+                    copy.conversation_id,
+                    copy.auth_headers["X-E2A-Auth-Signature"],
+                )
+                for copy in copies
+            ],
+        )
+        envelopes = (
+            [
+                {
+                    "message_id": copy.id,
+                    "agent_email": copy.agent_email,
+                    "subject": copy.subject,
+                    "to": copy.to,
+                    "received_at": copy.received_at,
+                }
+                for copy in copies
+            ]
+            if events_per_copy
+            else [{"message_ids": [copy.id for copy in copies]}]
+        )
+        db.executemany(
+            "INSERT INTO events (id, user_id, type, content_seq, created_epoch, envelope) "
+            "VALUES (?, ?, 'email.received', ?, ?, ?)",
+            [
+                (new_id("evt"), "usr_bench", content, time.time(), orjson.dumps(envelope))
+                for envelope in envelopes
+            ],
+        )
+    db.execute("COMMIT")
+
+
+def scratch(counts: list[int], *, events_per_copy: bool) -> dict[int, list[float]]:
+    """CPU ms per arrival of the scratch layout, for each count in turn."""
+    folder = tempfile.mkdtemp(prefix="e2a-layout-")
+    db = sqlite3.connect(f"{folder}/scratch.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.executescript(SCRATCH_SCHEMA)
+    checkpoint = sqlite3.connect(f"{folder}/scratch.db", isolation_level=None)
+    numbers = iter(range(10**9))
+    found: dict[int, list[float]] = {}
+    try:
+        for count in counts:
+            began = cpu_seconds()
+            for transaction in range(TRANSACTIONS):
+                arrivals = [arrival(count, next(numbers)) for _ in range(ARRIVALS_PER_TRANSACTION)]
+                store_in_scratch(db, arrivals, events_per_copy=events_per_copy)
+                if transaction % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
+                    checkpoint.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            found.setdefault(count, []).append(per_arrival(began))
+    finally:
+        checkpoint.close()
+        db.close()
+    return found
+
+
+def making_only(counts: list[int]) -> dict[int, list[float]]:
+    """CPU ms per arrival of making the arrivals alone (taken out of the others)."""
+    numbers = iter(range(10**9))
+    found: dict[int, list[float]] = {}
+    for count in counts:
+        began = cpu_seconds()
+        for _ in range(TRANSACTIONS * ARRIVALS_PER_TRANSACTION):
+            arrival(count, next(numbers))
+        found.setdefault(count, []).append(per_arrival(began))
+    return found
+
+
+def per_arrival(began: float) -> float:
+    """CPU milliseconds per arrival since `began`."""
+    return (cpu_seconds() - began) / (TRANSACTIONS * ARRIVALS_PER_TRANSACTION) * 1e3
+
+
+def per_further_copy(found: dict[int, list[float]], making: dict[int, list[float]]) -> float:
+    """Microseconds of CPU per copy beyond the first (best of the rounds)."""
+    extra = min(found[50]) - min(found[1]) - (min(making[50]) - min(making[1]))
+    return extra / 49 * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs per count")
+    args = parser.parse_args()
+    counts = [count for _ in range(args.rounds) for count in COUNTS]
+    making = making_only(counts)
+    layouts: list[tuple[str, Callable[[], dict[int, list[float]]]]] = [
+        ("today (store_inbound)", lambda: trio.run(today, counts)),
+        ("content + copies, event per copy", lambda: scratch(counts, events_per_copy=True)),
+        ("content + copies, event per message", lambda: scratch(counts, events_per_copy=False)),
+    ]
+    print(
+        f"CPU per further copy, {ARRIVALS_PER_TRANSACTION} arrivals of a 100 KB message per "
+        f"transaction, best of {args.rounds} rounds"
+    )
+    for name, run in layouts:
+        found = run()
+        print(
+            f"  {name:38s} {per_further_copy(found, making):6.1f} us"
+            f"   (per arrival: 1 agent {min(found[1]):.2f} ms, 50 agents {min(found[50]):.2f} ms)"
+        )
+
+
+if __name__ == "__main__":
+    main()
