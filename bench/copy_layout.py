@@ -29,7 +29,8 @@ import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -134,25 +135,38 @@ async def today(counts: list[int]) -> dict[int, list[float]]:
                 created_at=NOW,
             )
         )
-    checkpoint = sqlite3.connect(f"{folder}/today.db", isolation_level=None)
+
+    async def store(arrivals: list[list[NewInboundMessage]]) -> None:
+        await storage.store_inbound([copy for copies in arrivals for copy in copies], time.time())
+
+    try:
+        return await measure(counts, store, f"{folder}/today.db")
+    finally:
+        await storage.close()
+
+
+async def measure(
+    counts: list[int],
+    store: Callable[[list[list[NewInboundMessage]]], Awaitable[None]],
+    path: str,
+) -> dict[int, list[float]]:
+    """CPU ms per arrival of `store` (one transaction of ARRIVALS_PER_TRANSACTION arrivals) on
+    the database at `path`, checkpointed as upkeep does, for each count in turn."""
+    checkpoint = sqlite3.connect(path, isolation_level=None)
     numbers = iter(range(10**9))
     found: dict[int, list[float]] = {}
     try:
         for count in counts:
             began = cpu_seconds()
             for transaction in range(TRANSACTIONS):
-                batch = [
-                    copy
-                    for _ in range(ARRIVALS_PER_TRANSACTION)
-                    for copy in arrival(count, next(numbers))
-                ]
-                await storage.store_inbound(batch, time.time())
+                await store(
+                    [arrival(count, next(numbers)) for _ in range(ARRIVALS_PER_TRANSACTION)]
+                )
                 if transaction % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
                     checkpoint.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             found.setdefault(count, []).append(per_arrival(began))
     finally:
         checkpoint.close()
-        await storage.close()
     return found
 
 
@@ -228,29 +242,21 @@ def store_in_scratch(
     db.execute("COMMIT")
 
 
-def scratch(counts: list[int], *, events_per_copy: bool) -> dict[int, list[float]]:
+async def scratch(counts: list[int], *, events_per_copy: bool) -> dict[int, list[float]]:
     """CPU ms per arrival of the scratch layout, for each count in turn."""
     folder = tempfile.mkdtemp(prefix="e2a-layout-")
     db = sqlite3.connect(f"{folder}/scratch.db", isolation_level=None)
     db.execute("PRAGMA journal_mode = WAL")
     db.execute("PRAGMA synchronous = FULL")
     db.executescript(SCRATCH_SCHEMA)
-    checkpoint = sqlite3.connect(f"{folder}/scratch.db", isolation_level=None)
-    numbers = iter(range(10**9))
-    found: dict[int, list[float]] = {}
+
+    async def store(arrivals: list[list[NewInboundMessage]]) -> None:
+        store_in_scratch(db, arrivals, events_per_copy=events_per_copy)
+
     try:
-        for count in counts:
-            began = cpu_seconds()
-            for transaction in range(TRANSACTIONS):
-                arrivals = [arrival(count, next(numbers)) for _ in range(ARRIVALS_PER_TRANSACTION)]
-                store_in_scratch(db, arrivals, events_per_copy=events_per_copy)
-                if transaction % CHECKPOINT_EVERY == CHECKPOINT_EVERY - 1:
-                    checkpoint.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            found.setdefault(count, []).append(per_arrival(began))
+        return await measure(counts, store, f"{folder}/scratch.db")
     finally:
-        checkpoint.close()
         db.close()
-    return found
 
 
 def making_only(counts: list[int]) -> dict[int, list[float]]:
@@ -284,8 +290,14 @@ def main() -> None:
     making = making_only(counts)
     layouts: list[tuple[str, Callable[[], dict[int, list[float]]]]] = [
         ("today (store_inbound)", lambda: trio.run(today, counts)),
-        ("content + copies, event per copy", lambda: scratch(counts, events_per_copy=True)),
-        ("content + copies, event per message", lambda: scratch(counts, events_per_copy=False)),
+        (
+            "content + copies, event per copy",
+            lambda: trio.run(partial(scratch, counts, events_per_copy=True)),
+        ),
+        (
+            "content + copies, event per message",
+            lambda: trio.run(partial(scratch, counts, events_per_copy=False)),
+        ),
     ]
     print(
         f"CPU per further copy, {ARRIVALS_PER_TRANSACTION} arrivals of a 100 KB message per "
