@@ -212,6 +212,15 @@ def print_rows(rows: list[Row]) -> None:
         if index == 0:
             print("  ".join("-" * width for width in widths))
     single, widest = rows[0], rows[-1]
+    further = widest.recipients - single.recipients
+    if single.messages and widest.messages and further:
+        single_ms = single.main_cpu / single.messages * 1000
+        widest_ms = widest.main_cpu / widest.messages * 1000
+        print(
+            f"\nmain process per further copy: {(widest_ms - single_ms) / further * 1000:.0f} us "
+            f"of CPU; 0.5x allows {single_ms / further * 1000:.0f} (a {widest.recipients}-agent "
+            "transaction at twice a single-recipient one's cost)"
+        )
     ratio = widest.rate / single.rate if single.rate else 0.0
     verdict = "PASS" if ratio >= 0.5 else "MISS"
     print(
