@@ -116,33 +116,34 @@ def cpu_seconds() -> float:
 
 async def today(counts: list[int]) -> dict[int, list[float]]:
     """CPU ms per arrival of the gateway's own `store_inbound`, for each count in turn."""
-    folder = tempfile.mkdtemp(prefix="e2a-layout-")
-    storage = open_storage(f"sqlite:///{folder}/today.db")
-    await storage.migrate()
-    user, _ = await storage.ensure_user("usr_bench", "owner@example.com", NOW)
-    for email in AGENTS:
-        await storage.add_agent(
-            Agent(
-                email=email,
-                user_id=user.id,
-                domain="agents.bench",
-                name=email.split("@")[0],
-                webhook_url=None,
-                agent_mode="local",
-                hitl_enabled=False,
-                hitl_ttl_seconds=604800,
-                hitl_expiration_action="reject",
-                created_at=NOW,
-            )
-        )
+    with tempfile.TemporaryDirectory(prefix="e2a-layout-") as folder:
+        storage = open_storage(f"sqlite:///{folder}/today.db")
+        try:
+            await storage.migrate()
+            user, _ = await storage.ensure_user("usr_bench", "owner@example.com", NOW)
+            for email in AGENTS:
+                await storage.add_agent(
+                    Agent(
+                        email=email,
+                        user_id=user.id,
+                        domain="agents.bench",
+                        name=email.split("@")[0],
+                        webhook_url=None,
+                        agent_mode="local",
+                        hitl_enabled=False,
+                        hitl_ttl_seconds=604800,
+                        hitl_expiration_action="reject",
+                        created_at=NOW,
+                    )
+                )
 
-    async def store(arrivals: list[list[NewInboundMessage]]) -> None:
-        await storage.store_inbound([copy for copies in arrivals for copy in copies], time.time())
+            async def store(arrivals: list[list[NewInboundMessage]]) -> None:
+                copies = [copy for message in arrivals for copy in message]
+                await storage.store_inbound(copies, time.time())
 
-    try:
-        return await measure(counts, store, f"{folder}/today.db")
-    finally:
-        await storage.close()
+            return await measure(counts, store, f"{folder}/today.db")
+        finally:
+            await storage.close()
 
 
 async def measure(
@@ -244,19 +245,19 @@ def store_in_scratch(
 
 async def scratch(counts: list[int], *, events_per_copy: bool) -> dict[int, list[float]]:
     """CPU ms per arrival of the scratch layout, for each count in turn."""
-    folder = tempfile.mkdtemp(prefix="e2a-layout-")
-    db = sqlite3.connect(f"{folder}/scratch.db", isolation_level=None)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = FULL")
-    db.executescript(SCRATCH_SCHEMA)
+    with tempfile.TemporaryDirectory(prefix="e2a-layout-") as folder:
+        db = sqlite3.connect(f"{folder}/scratch.db", isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")
+            db.executescript(SCRATCH_SCHEMA)
 
-    async def store(arrivals: list[list[NewInboundMessage]]) -> None:
-        store_in_scratch(db, arrivals, events_per_copy=events_per_copy)
+            async def store(arrivals: list[list[NewInboundMessage]]) -> None:
+                store_in_scratch(db, arrivals, events_per_copy=events_per_copy)
 
-    try:
-        return await measure(counts, store, f"{folder}/scratch.db")
-    finally:
-        db.close()
+            return await measure(counts, store, f"{folder}/scratch.db")
+        finally:
+            db.close()
 
 
 def making_only(counts: list[int]) -> dict[int, list[float]]:
@@ -278,8 +279,9 @@ def per_arrival(began: float) -> float:
 
 def per_further_copy(found: dict[int, list[float]], making: dict[int, list[float]]) -> float:
     """Microseconds of CPU per copy beyond the first (best of the rounds)."""
-    extra = min(found[50]) - min(found[1]) - (min(making[50]) - min(making[1]))
-    return extra / 49 * 1e3
+    fewest, most = COUNTS
+    extra = min(found[most]) - min(found[fewest]) - (min(making[most]) - min(making[fewest]))
+    return extra / (most - fewest) * 1e3
 
 
 def main() -> None:
@@ -303,11 +305,13 @@ def main() -> None:
         f"CPU per further copy, {ARRIVALS_PER_TRANSACTION} arrivals of a 100 KB message per "
         f"transaction, best of {args.rounds} rounds"
     )
+    fewest, most = COUNTS
     for name, run in layouts:
         found = run()
         print(
             f"  {name:38s} {per_further_copy(found, making):6.1f} us"
-            f"   (per arrival: 1 agent {min(found[1]):.2f} ms, 50 agents {min(found[50]):.2f} ms)"
+            f"   (per arrival: {fewest} agent {min(found[fewest]):.2f} ms, "
+            f"{most} agents {min(found[most]):.2f} ms)"
         )
 
 
