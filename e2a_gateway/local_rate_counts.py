@@ -1,47 +1,56 @@
 """Request counts kept in this process's memory, for limits against runaway polling.
 
 A message poll (an inbox page or a message read) is cheap to answer and frequent; counting it
-with a durable write would make every read wait for the disk. These windows follow the same
-fixed-window rule as the database's counters (`e2a_gateway.rate_windows`), per process:
-with several replicas each one counts its own share, and a restart starts the count again.
+with a durable write would make every read wait for the disk. These counts follow the same
+sliding-window rule as the database's (`e2a_gateway.rate_windows`), per process: with several
+replicas each one counts its own share, and a restart starts the count again.
 """
 
 from __future__ import annotations
 
-from e2a_gateway.rate_windows import RateCount, rate_window
+from collections import deque
+
+from e2a_gateway.rate_windows import RateCount, weigh, window_cutoff
 
 MAX_KEYS = 100_000
-"""Windows remembered at most; past this, ended windows are dropped (then the oldest)."""
+"""Keys remembered at most; past this, keys with nothing left in their window are dropped
+(then the least recently counted half)."""
 
 
 class LocalRateCounts:
-    """Fixed-window hit counters per key, in memory."""
+    """The times of the requests counted per key within its window, in memory."""
 
     def __init__(self, max_keys: int = MAX_KEYS) -> None:
-        self._windows: dict[str, tuple[int, int]] = {}
+        self._counted: dict[str, deque[float]] = {}
         self._max_keys = max_keys
 
     def __len__(self) -> int:
-        """How many windows are remembered."""
-        return len(self._windows)
+        """How many keys are remembered."""
+        return len(self._counted)
 
     def hit(self, key: str, window_seconds: int, limit: int, now: float) -> RateCount:
-        """Count one request against `key` in the window of `window_seconds` holding `now`,
-        whose quota is `limit`."""
-        start, end = rate_window(now, window_seconds)
-        window_start, hits = self._windows.get(key, (start, 0))
-        hits = hits + 1 if window_start == start else 1
-        if key not in self._windows and len(self._windows) >= self._max_keys:
-            self._forget_some(now)
-        self._windows[key] = (start, hits)
-        return RateCount(limit, hits, end, now)
+        """Weigh one request against `key`'s window of `window_seconds` ending at `now`,
+        whose quota is `limit`, and count it when allowed."""
+        cutoff = window_cutoff(now, window_seconds)
+        times = self._counted.get(key)
+        if times is None:
+            if len(self._counted) >= self._max_keys:
+                self._forget_some(now)
+            times = self._counted[key] = deque()
+        while times and times[0] <= cutoff:
+            times.popleft()
+        count = weigh(len(times), times[0] if times else None, limit, window_seconds, now)
+        if count.allowed:
+            times.append(now)
+        return count
 
     def _forget_some(self, now: float) -> None:
-        """Make room: drop windows that started over an hour ago, else the oldest half."""
+        """Make room: drop keys counted nothing for an hour (longer than any window they are
+        kept for), else the least recently counted half."""
         hour_ago = now - 3600
-        ended = [key for key, (start, _) in self._windows.items() if start < hour_ago]
-        if not ended:
-            by_age = sorted(self._windows, key=lambda key: self._windows[key][0])
-            ended = by_age[: max(1, len(by_age) // 2)]
-        for key in ended:
-            del self._windows[key]
+        idle = [key for key, times in self._counted.items() if not times or times[-1] <= hour_ago]
+        if not idle:
+            by_last = sorted(self._counted, key=lambda key: self._counted[key][-1])
+            idle = by_last[: max(1, len(by_last) // 2)]
+        for key in idle:
+            del self._counted[key]

@@ -1,10 +1,13 @@
-"""Fixed-window request counting: the arithmetic the database's counters and this process's
-in-memory ones share.
+"""Sliding-window request counting: the rule the database's counters and this process's
+in-memory ones share, as e2a's limiter applies it.
 
-A window of `window_seconds` starts at a multiple of `window_seconds` since the epoch; every
-request in it is a hit, refused ones included, and the count starts again at its end. A
-`RateCount` is what counting one request found: whether it was within the quota, how long to
-wait if not, and the IETF `RateLimit-*` values e2a's `/v1` answers carry.
+A request is allowed when fewer than `limit` requests were allowed for its key in the
+`window_seconds` before it; an allowed request is counted, a refused one is not (a client that
+keeps asking while refused does not push its own turn further away). Each counted request
+leaves the window `window_seconds` after it was made, so a refused client may ask again once
+the oldest counted one has left. A `RateCount` is what counting one request found: whether it
+was allowed, how long to wait if not, and the IETF `RateLimit-*` values e2a's `/v1` answers
+carry.
 """
 
 from __future__ import annotations
@@ -13,39 +16,54 @@ import math
 from dataclasses import dataclass
 
 
-def rate_window(now: float, window_seconds: int) -> tuple[int, int]:
-    """The fixed window holding `now`: its start and its end (epoch seconds)."""
+def window_cutoff(now: float, window_seconds: int) -> float:
+    """The time before which (inclusive) a counted request has left the window ending at
+    `now`; ValueError for a window shorter than a second."""
     if window_seconds < 1:
         raise ValueError(f"window_seconds must be at least 1, not {window_seconds}")
-    start = int(now // window_seconds) * window_seconds
-    return start, start + window_seconds
+    return now - window_seconds
 
 
 @dataclass(frozen=True)
 class RateCount:
-    """One request counted in its window: the window's quota (`limit`), the requests counted
-    in it so far, this one included (`hits`), when the window ends (`window_end`, epoch
-    seconds) and when the request was counted (`now`)."""
+    """One request weighed against its key's sliding window: the quota (`limit`), whether the
+    request was `allowed` (and so counted), the requests the window holds now, this one
+    included when it was allowed (`hits`), when the oldest of them leaves the window
+    (`oldest_leaves_at`, epoch seconds) and when the request was weighed (`now`)."""
 
     limit: int
+    allowed: bool
     hits: int
-    window_end: int
+    oldest_leaves_at: float
     now: float
 
     @property
     def wait(self) -> float | None:
-        """None when this request is within the quota, else the seconds until the window ends
-        (when the count starts again)."""
-        if self.hits <= self.limit:
+        """None when the request was allowed, else the seconds until the oldest counted
+        request leaves the window (and one more is allowed)."""
+        if self.allowed:
             return None
-        return max(self.window_end - self.now, 0.0)
+        return max(self.oldest_leaves_at - self.now, 0.0)
 
     @property
     def remaining(self) -> int:
-        """How many more requests the window allows (`RateLimit-Remaining`)."""
+        """How many more requests the window allows now (`RateLimit-Remaining`)."""
         return max(self.limit - self.hits, 0)
 
     @property
     def reset_seconds(self) -> int:
-        """Whole seconds until the window ends, at least 1 (`RateLimit-Reset`)."""
-        return max(1, math.ceil(self.window_end - self.now))
+        """Whole seconds, rounded up and at least 1, until the oldest counted request leaves
+        the window (`RateLimit-Reset`; on a refusal, `Retry-After`)."""
+        return max(1, math.ceil(self.oldest_leaves_at - self.now))
+
+
+def weigh(
+    counted: int, oldest: float | None, limit: int, window_seconds: int, now: float
+) -> RateCount:
+    """Weigh a request made at `now` against the `counted` requests its key's window holds,
+    the `oldest` of them made at that time (None when there are none); the caller counts it
+    when the answer says it was allowed."""
+    allowed = counted < limit
+    hits = counted + 1 if allowed else counted
+    first = now if oldest is None else oldest
+    return RateCount(limit, allowed, hits, first + window_seconds, now)

@@ -103,9 +103,9 @@ async def test_message_polling_is_limited_per_user(
 
     # A poll is never a durable write: the counts live in memory, the database holds none.
     database = running.gateway.settings.database.url
-    polls = query(database, "SELECT key FROM rate_limits WHERE key LIKE ?", ("message_poll%",))
+    polls = query(database, "SELECT key FROM rate_limit_hits WHERE key LIKE ?", ("message_poll%",))
     assert polls == []
-    assert query(database, "SELECT count(*) FROM rate_limits")[0][0] >= 2  # registrations
+    assert query(database, "SELECT count(*) FROM rate_limit_hits")[0][0] >= 2  # registrations
 
 
 async def test_registrations_count_per_user_as_well(

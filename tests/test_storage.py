@@ -1307,27 +1307,40 @@ async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> 
     assert len(await storage.webhook_attempts("msg_bob")) == 1
 
 
-async def test_rate_limit_counts_a_fixed_window_per_key(storage: Storage) -> None:
-    start = 1_800_000_000.0  # a multiple of 60: the start of a window
+async def test_rate_limit_slides_per_key_and_counts_only_allowed_requests(
+    storage: Storage,
+) -> None:
+    start = 1_800_000_030.0  # half-way through a clock minute: no fixed window starts here
     for n in range(3):
         count = await storage.hit_rate_limit("poll:alice", 60, 3, start + n)
         assert (count.wait, count.hits, count.remaining) == (None, n + 1, 2 - n)
+        assert count.reset_seconds == 60 - n  # until the first request leaves the window
     over = await storage.hit_rate_limit("poll:alice", 60, 3, start + 15)
-    assert (over.wait, over.hits, over.remaining, over.reset_seconds) == (45, 4, 0, 45)
+    assert (over.allowed, over.wait, over.hits, over.remaining, over.reset_seconds) == (
+        False,
+        45,
+        3,
+        0,
+        45,
+    )
+    # Refused requests are not counted: asking again and again does not push the turn away.
+    for n in range(5):
+        assert (await storage.hit_rate_limit("poll:alice", 60, 3, start + 20 + n)).wait == 40 - n
     assert (await storage.hit_rate_limit("poll:alice", 60, 3, start + 59.5)).wait == 0.5
-    # Another key has its own count; the next window starts from zero.
+    # Another key has its own count.
     assert (await storage.hit_rate_limit("poll:bob", 60, 3, start + 20)).hits == 1
-    for n in range(3):
-        count = await storage.hit_rate_limit("poll:alice", 60, 3, start + 60 + n)
-        assert count.wait is None and count.window_end == start + 120
-    assert (await storage.hit_rate_limit("poll:alice", 60, 3, start + 90)).wait == 30
+    # The window slides: at start + 60 the first request has left it, one place is free;
+    # the second and third leave a second and two seconds later.
+    freed = await storage.hit_rate_limit("poll:alice", 60, 3, start + 60)
+    assert (freed.wait, freed.hits, freed.reset_seconds) == (None, 3, 1)
+    assert (await storage.hit_rate_limit("poll:alice", 60, 3, start + 60.5)).wait == 0.5
+    assert (await storage.hit_rate_limit("poll:alice", 60, 3, start + 61)).wait is None
     # Different window lengths on one clock.
     assert (await storage.hit_rate_limit("register:ip", 3600, 1, start)).wait is None
-    retry = (await storage.hit_rate_limit("register:ip", 3600, 1, start + 100)).wait
-    assert retry is not None and 0 < retry <= 3600
+    assert (await storage.hit_rate_limit("register:ip", 3600, 1, start + 100)).wait == 3500
 
 
-async def test_rate_limit_prunes_expired_windows(storage_url: str) -> None:
+async def test_rate_limit_prunes_requests_that_left_their_windows(storage_url: str) -> None:
     store = open_storage(storage_url)
     await store.migrate()
     try:
@@ -1339,12 +1352,12 @@ async def test_rate_limit_prunes_expired_windows(storage_url: str) -> None:
         await store.close()
     if storage_url.startswith("sqlite"):
         with sqlite3.connect(storage_url.removeprefix("sqlite:///")) as db:
-            keys = [row[0] for row in db.execute("SELECT key FROM rate_limits")]
+            keys = [row[0] for row in db.execute("SELECT key FROM rate_limit_hits")]
     else:
         import psycopg
 
         with psycopg.connect(storage_url) as pg:
-            keys = [row[0] for row in pg.execute("SELECT key FROM rate_limits")]
+            keys = [row[0] for row in pg.execute("SELECT key FROM rate_limit_hits")]
     assert keys == ["fresh"]
 
 
@@ -1359,9 +1372,10 @@ async def test_replicas_share_one_rate_limit(replicas: tuple[Storage, Storage]) 
     async with trio.open_nursery() as nursery:
         for n in range(16):
             nursery.start_soon(hit, first if n % 2 else second)
-    assert sorted(count.hits for count in counts) == list(range(1, 17))  # none lost
-    assert [count.wait for count in counts].count(None) == 10
-    assert sorted(count.wait for count in counts if count.wait is not None) == [3600.0] * 6
+    allowed = sorted(count.hits for count in counts if count.allowed)
+    assert allowed == list(range(1, 11))  # none lost, none counted twice, never eleven
+    refused = [count for count in counts if not count.allowed]
+    assert [(count.hits, count.wait) for count in refused] == [(10, 3600.0)] * 6
 
 
 async def test_threading_reads_only_the_owners_messages_and_weighs_claims(

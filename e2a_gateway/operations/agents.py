@@ -118,8 +118,8 @@ async def get_agent(gateway: Gateway, caller: Caller, email: str) -> AgentEntry:
 async def register_agent(
     gateway: Gateway, caller: Caller, request: CreateAgent, remote_addr: str | None
 ) -> AgentEntry:
-    """Create an agent for the caller (every attempt counts against the caller and against the
-    client's address, `remote_addr` as trusted proxies reveal it)."""
+    """Create an agent for the caller (every attempt allowed by the limits counts against the
+    caller and against the client's address, `remote_addr` as trusted proxies reveal it)."""
     caller.require_account("create agents")
     limits = gateway.settings.limits
     await count_request(

@@ -1,12 +1,14 @@
-"""Request rate limits: refused with the wait once a window is full.
+"""Request rate limits: refused with the wait once a sliding window is full.
 
-Counts that must hold across replicas and restarts (agent registrations) are kept in the
-database, one hit per request; message polls are counted in this process's memory
+A request is allowed while fewer than the limit were allowed for its key in the window before
+it; only allowed requests are counted (`e2a_gateway.rate_windows`). Counts that must hold
+across replicas and restarts (agent registrations, feedback) are kept in the database, a row
+per allowed request; message polls are counted in this process's memory
 (`e2a_gateway.local_rate_counts`), so a read never waits for a durable write.
 
 Each count is also remembered for the request being served (`request_rate_count`): `/v1`
 answers the operations e2a limits with the IETF `RateLimit-Limit`, `RateLimit-Remaining` and
-`RateLimit-Reset` headers of the tightest limit the request was counted against, refusals
+`RateLimit-Reset` headers of the tightest limit the request was weighed against, refusals
 included. The record lives in a context variable: a request is served in a task of its own,
 so one request's count never shows on another's answer.
 """
@@ -31,8 +33,8 @@ _counted: contextvars.ContextVar[RateCount | None] = contextvars.ContextVar(
 async def count_request(
     gateway: Gateway, key: str, window_seconds: int, limit: int, what: str
 ) -> None:
-    """Count this request against `key` in the database; RateLimited (`rate_limited`, with the
-    whole seconds to wait, at least 1) once over `limit` in the window.
+    """Weigh this request against `key` in the database; RateLimited (`rate_limited`, with the
+    whole seconds to wait, at least 1) when `limit` requests were allowed in the window.
 
     `what` completes "{limit} {what}", e.g. "agent registrations per hour from this address"."""
     count = await gateway.storage.hit_rate_limit(key, window_seconds, limit, time.time())
@@ -43,8 +45,8 @@ async def count_request(
 def count_local_request(
     gateway: Gateway, key: str, window_seconds: int, limit: int, what: str
 ) -> None:
-    """Count this request against `key` in this process's memory; RateLimited as
-    `count_request` once over `limit` in the window."""
+    """Weigh this request against `key` in this process's memory; RateLimited as
+    `count_request` when `limit` requests were allowed in the window."""
     count = gateway.local_counts.hit(key, window_seconds, limit, time.time())
     _remember(count)
     _refuse_when_over(count, what)
@@ -63,8 +65,8 @@ def count_poll(gateway: Gateway, caller: Caller) -> None:
 
 
 def request_rate_count() -> RateCount | None:
-    """The tightest limit the request being served was counted against (the fewest requests
-    remaining, then the longest wait for its window to end); None when it was counted
+    """The tightest limit the request being served was weighed against (the fewest requests
+    remaining, then the longest wait for a place to free); None when it was weighed
     against none."""
     return _counted.get()
 
@@ -79,8 +81,8 @@ def _remember(count: RateCount) -> None:
 
 
 def _refuse_when_over(count: RateCount, what: str) -> None:
-    """RateLimited with the whole seconds to wait (at least 1: the window's reset) when `count`
-    is over its limit."""
+    """RateLimited with the whole seconds to wait (at least 1: until the oldest counted
+    request leaves the window) when `count` was refused."""
     if count.wait is None:
         return
     retry_after = count.reset_seconds

@@ -1608,15 +1608,15 @@ class Templates(Protocol):
 
 
 class RateLimits(Protocol):
-    """Fixed-window request counters shared by every process using the database."""
+    """Sliding-window request counts shared by every process using the database."""
 
     async def hit_rate_limit(
         self, key: str, window_seconds: int, limit: int, now: float
     ) -> RateCount:
-        """Count one request against `key` in the fixed window of `window_seconds` holding
-        `now` (atomically, shared by every process using the database), whose quota is
-        `limit`: how many the window has counted, and its end. Prunes a bounded number of
-        expired windows on the way."""
+        """Weigh one request against `key`'s sliding window of `window_seconds` ending at
+        `now`, whose quota is `limit`, and count it when allowed (atomically, shared by every
+        process using the database; `e2a_gateway.rate_windows`). Prunes a bounded number of
+        requests that have left their windows on the way."""
         ...
 
 

@@ -4,11 +4,11 @@ listConversations, getConversation, listWebhooks, getWebhook, listWebhookDeliver
 createAgent (agent registrations, per account and per address here: the tighter one is told).
 
 A route says it is one of them with `@rate_limited`; `stamp_rate_headers`, run after every
-`/v1` request, adds the headers of the limit the request was counted against
+`/v1` request, adds the headers of the limit the request was weighed against
 (`e2a_gateway.operations.rate_limits.request_rate_count`) to its answer, a refusal included —
 the 429 of a full window says `RateLimit-Remaining: 0` beside its `Retry-After`, and a
 createAgent refused for its body was counted and says so. A request refused before it was
-counted (a bad key) carries none, as on e2a.
+weighed (a bad key) carries none, as on e2a.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def rate_limited(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]
 
 
 async def stamp_rate_headers(response: Response) -> Response:
-    """After a request: the `RateLimit-*` headers of the limit it was counted against, when
-    its route is `@rate_limited` and it was counted."""
+    """After a request: the `RateLimit-*` headers of the limit it was weighed against, when
+    its route is `@rate_limited` and it was weighed."""
     count = request_rate_count()
     if count is not None and getattr(g, _FLAG, False):
         response.headers["RateLimit-Limit"] = str(count.limit)

@@ -1,32 +1,42 @@
-"""The SQL of request rate limits: fixed-window counters shared by every process on the database.
+"""The SQL of request rate limits: sliding windows shared by every process on the database.
 
-A hit is one atomic upsert, so concurrent replicas never lose one; expired windows are pruned a
-bounded batch at a time, passing over rows another transaction is already deleting.
+Each allowed request is a row (`rate_limit_hits`); weighing one takes a lock on its key, so
+concurrent replicas weigh a key's requests one at a time and never both take its last place.
+Requests that have left their window are pruned a bounded batch at a time, passing over rows
+another transaction is already deleting.
 """
 
 from __future__ import annotations
 
-from e2a_gateway.rate_windows import RateCount, rate_window
+from e2a_gateway.rate_windows import RateCount, weigh, window_cutoff
 from e2a_gateway.storage.rows import RATE_LIMIT_PRUNE_BATCH
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 
+RATE_LIMIT_LOCK = 0x65326172
+"""The key space of the rate-limit locks: (RATE_LIMIT_LOCK, the limit's key)."""
 
-def _count_hit(tx: Transaction, key: str, start: int, end: int, now: float) -> int:
-    """Prune a batch of expired windows and count one hit in `key`'s window from `start` to
-    `end`; the window's hits so far, this one included."""
+
+def _weigh_hit(tx: Transaction, key: str, window_seconds: int, limit: int, now: float) -> RateCount:
+    """Prune a batch of requests that have left their windows, weigh one request against
+    `key`'s window ending at `now` and count it when allowed."""
     tx.execute(
-        "DELETE FROM rate_limits WHERE (key, window_start) IN (SELECT key, window_start "
-        f"FROM rate_limits WHERE expires_at <= ? LIMIT ?{tx.dialect.skip_locked()})",
+        "DELETE FROM rate_limit_hits WHERE id IN (SELECT id FROM rate_limit_hits "
+        f"WHERE expires_at <= ? LIMIT ?{tx.dialect.skip_locked()})",
         (now, RATE_LIMIT_PRUNE_BATCH),
     )
-    row = tx.one(
-        "INSERT INTO rate_limits (key, window_start, expires_at, hits) VALUES (?, ?, ?, 1) "
-        "ON CONFLICT (key, window_start) DO UPDATE SET hits = rate_limits.hits + 1 "
-        "RETURNING hits",
-        (key, start, end),
+    tx.lock(key, space=RATE_LIMIT_LOCK)
+    counted, oldest = tx.one(
+        "SELECT count(*), min(at) FROM rate_limit_hits WHERE key = ? AND at > ?",
+        (key, window_cutoff(now, window_seconds)),
     )
-    return int(row[0])
+    count = weigh(int(counted), oldest, limit, window_seconds, now)
+    if count.allowed:
+        tx.execute(
+            "INSERT INTO rate_limit_hits (key, at, expires_at) VALUES (?, ?, ?)",
+            (key, now, now + window_seconds),
+        )
+    return count
 
 
 class RateLimitsSql(Runner):
@@ -35,8 +45,6 @@ class RateLimitsSql(Runner):
     async def hit_rate_limit(
         self, key: str, window_seconds: int, limit: int, now: float
     ) -> RateCount:
-        """Count one request against `key` in the window of `window_seconds` holding `now`,
-        whose quota is `limit`."""
-        start, end = rate_window(now, window_seconds)
-        hits = await self._write(lambda tx: _count_hit(tx, key, start, end, now))
-        return RateCount(limit, hits, end, now)
+        """Weigh one request against `key`'s window of `window_seconds` ending at `now`, whose
+        quota is `limit`, and count it when allowed."""
+        return await self._write(lambda tx: _weigh_hit(tx, key, window_seconds, limit, now))
