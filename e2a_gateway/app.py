@@ -203,6 +203,7 @@ async def run_gateway(
     http_address = http_sock.getsockname()
     async with open_gateway(settings, resolver) as gateway, trio.open_nursery() as nursery:
         nursery.start_soon(_note_stopping, gateway)
+        gateway.smtp_address = (smtp_address[0], smtp_address[1])
         if settings.database.url.startswith(POSTGRES_SCHEMES):
             # Imported here: the fan-out loads psycopg, which SQLite deployments never need.
             from e2a_gateway.hub.fanout import fanout_for

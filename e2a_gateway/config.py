@@ -337,6 +337,9 @@ class OperatorSettings(Section):
 
     accounts: list[str] = Field(default_factory=list)
     """Account email addresses (as `e2a bootstrap --email` created them) of the operators."""
+    selftest_secret: str | None = None
+    """The bearer token `GET /selftest` asks for (e2a's `E2A_INTERNAL_API_SECRET`). Unset:
+    the probe is open in development and refused (503) in production."""
 
     @field_validator("accounts", mode="before")
     @classmethod

@@ -1,8 +1,9 @@
 """Which `E2A_*` environment variables mean something, to the gateway or to someone else.
 
-e2a's own server names (`E2A_HMAC_SECRET`, `E2A_PUBLIC_URL`) are aliases of our keys; the
-variables clients read are known and left alone; e2a settings with no counterpart here and
-misspelt names get a warning that says so. Pure data and text: no I/O, no logging.
+e2a's own server names (`E2A_HMAC_SECRET`, `E2A_PUBLIC_URL`, `E2A_INTERNAL_API_SECRET`) are
+aliases of our keys; the variables clients read are known and left alone; e2a settings with
+no counterpart here and misspelt names get a warning that says so. Pure data and text: no
+I/O, no logging.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Iterable, Mapping
 E2A_ALIASES: dict[str, tuple[str, str]] = {
     "E2A_HMAC_SECRET": ("signing", "hmac_secret"),
     "E2A_PUBLIC_URL": ("http", "public_url"),
+    "E2A_INTERNAL_API_SECRET": ("operators", "selftest_secret"),
 }
 """e2a's server variables whose name differs from ours, and the setting (section, key) each
 sets. The others e2a documents (`E2A_DATABASE_URL`, `E2A_SHARED_DOMAIN`,
@@ -57,7 +59,6 @@ UNUSED_E2A_VARIABLES: dict[str, str] = {
     "E2A_SENDER_IDENTITY_SES_REGION": _NO_SES,
     "E2A_DELIVERY_SES_CONFIGURATION_SET": _NO_SES,
     "E2A_DELIVERY_SNS_TOPIC_ARNS": _NO_SES,
-    "E2A_INTERNAL_API_SECRET": "there is no internal API to protect",
     "E2A_USAGE_TRACKING": "there is no usage accounting or billing",
     "E2A_GEMINI_DETECTOR_ENABLED": "inbound mail is not screened by a language model",
     "E2A_CONTENT_SCAN_ENABLED": "there is no content screening",

@@ -51,6 +51,9 @@ class Gateway:
     )
     """The keys whose use this process recorded in the last KEY_USE_SECONDS: a key's
     `last_used_at` is written at most that often per process, not on every request."""
+    smtp_address: tuple[str, int] | None = None
+    """Where this process's SMTP listener is bound (host, port), once it is: what
+    `GET /selftest` connects to."""
     draining: bool = False
     """Set when a stop was asked for and `http.drain_seconds` runs: `GET /readyz` answers 503
     while everything else is still served."""

@@ -193,9 +193,11 @@ def test_e2a_server_names_set_our_keys() -> None:
             "E2A_OUTBOUND_SMTP_FROM_DOMAIN": "example.com",
             "E2A_METRICS_ENABLED": "true",
             "E2A_ENV": "production",
+            "E2A_INTERNAL_API_SECRET": SECRET[::-1],
         },
     )
     assert settings.signing.hmac_secret == SECRET
+    assert settings.operators.selftest_secret == SECRET[::-1]
     assert settings.http.public_url == "https://mail.example.com"
     assert settings.database.url.startswith("postgres://e2a:e2a@localhost:5433/")
     assert settings.shared_domain == "agents.example.com"
@@ -224,6 +226,7 @@ def test_e2a_names_override_the_file_and_an_empty_one_is_unset(tmp_path: Path) -
     [
         ("E2A_HMAC_SECRET", "E2A_SIGNING_HMAC_SECRET", SECRET),
         ("E2A_PUBLIC_URL", "E2A_HTTP_PUBLIC_URL", "https://mail.example.com"),
+        ("E2A_INTERNAL_API_SECRET", "E2A_OPERATORS_SELFTEST_SECRET", SECRET),
     ],
 )
 def test_both_names_must_agree(alias: str, ours: str, value: str) -> None:

@@ -129,6 +129,14 @@ def test_reserved_shared_domains_are_refused(tmp_path: Path, domain: str) -> Non
     )
 
 
+def test_a_weak_selftest_secret_is_refused_and_none_is_fine(tmp_path: Path) -> None:
+    weak = production_settings(tmp_path, operators={"selftest_secret": "change-me"})
+    assert refusal(weak).startswith("operators.selftest_secret: is shorter than 32 bytes")
+    assert "change-me" not in refusal(weak)
+    check_production(production_settings(tmp_path, operators={"selftest_secret": GOOD_SECRET}))
+    check_production(production_settings(tmp_path))  # unset: GET /selftest is refused
+
+
 def test_a_relay_password_over_plain_smtp_is_refused(tmp_path: Path) -> None:
     relay = {"host": "smtp.e2a-prod.net", "username": "u", "password": "p", "tls": "none"}
     message = refusal(production_settings(tmp_path, outbound_smtp=relay))

@@ -1,6 +1,6 @@
-"""The REST face in one piece: every blueprint of `/api/v1` (with health, info and metrics), and
-the JSON errors `{"error": {"code", "message"}}` for every answer no other face renders itself
-(a refused operation, an unknown route, storage down, a bug)."""
+"""The REST face in one piece: every blueprint of `/api/v1` (with health, info, metrics and the
+self-test), and the JSON errors `{"error": {"code", "message"}}` for every answer no other face
+renders itself (a refused operation, an unknown route, storage down, a bug)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from e2a_gateway.api import (
     meta,
     observability,
     outbound,
+    selftest,
     websocket,
 )
 from e2a_gateway.api.errors import error_response, http_exception_response
@@ -38,6 +39,7 @@ def register_api(app: QuartTrio) -> None:
     app.register_blueprint(meta.blueprint)
     app.register_blueprint(feedback.blueprint)
     app.register_blueprint(observability.blueprint)
+    app.register_blueprint(selftest.blueprint)
     observability.time_requests(app)
     for module in (
         agents,

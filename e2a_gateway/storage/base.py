@@ -766,6 +766,11 @@ class Lifecycle(Protocol):
         """Raise StorageUnavailable if the database cannot answer a trivial query."""
         ...
 
+    async def pending_migrations(self) -> list[int]:
+        """The versions of this code's migrations the database has not recorded as applied
+        (none once `migrate` ran, unless someone changed the record since)."""
+        ...
+
     async def server_secret(self, candidate: str) -> str:
         """Return the stored development server secret, storing `candidate` if none exists."""
         ...

@@ -6,7 +6,7 @@ whole scripts under an advisory lock on PostgreSQL); the record of what was appl
 
 from __future__ import annotations
 
-from e2a_gateway.storage.migrations import Migration
+from e2a_gateway.storage.migrations import Migration, load_migrations
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 
@@ -38,6 +38,16 @@ class LifecycleSql(Runner):
     async def ping(self) -> None:
         """Raise StorageUnavailable unless a trivial query answers."""
         await self._read(lambda tx: tx.first("SELECT 1"))
+
+    async def pending_migrations(self) -> list[int]:
+        """The versions of this code's migrations the database has not recorded."""
+
+        def read(tx: Transaction) -> list[int]:
+            applied = {row[0] for row in tx.all("SELECT version FROM schema_migrations")}
+            known = load_migrations(tx.dialect.name)
+            return [migration.version for migration in known if migration.version not in applied]
+
+        return await self._read(read)
 
     async def server_secret(self, candidate: str) -> str:
         """The development server secret, storing `candidate` on first use."""
