@@ -111,7 +111,7 @@ def measure(name: str, split: Splitter, cases: list[Case]) -> Row:
 
 
 def e2a_row(cases: list[Case]) -> Row:
-    row = Row(f"e2a split_reply ({_versioned('e2a')})", misses=[])
+    row = Row(f"e2a split_reply ({_versioned('e2a-gateway')})", misses=[])
     for case in cases:
         started = time.perf_counter()
         split = split_reply(case.text, case.html)

@@ -230,10 +230,25 @@ _NAME_NOISE = re.compile(
     re.IGNORECASE,
 )
 _DATE_NOISE = re.compile(r"^[\s,;:于]+|(?:[\s,;:]|tarihinde)+$")
+_MUTT_ATTRIBUTION = re.compile(
+    r"^\*\s+(?P<who>[^\[\]]+?)\s*\[(?P<date>[^\[\]]*\d[^\[\]]*)\]\s*[:：]$"
+)
+"""mutt's "* Name <address> [date]:" (`set attribution="* %n <%a> [%Y-%m-%d %H:%M]:"`): no
+verb; taken only right above a deeper quote."""
 
 
 def _cite_attribution(text: str) -> Attribution:
     """An "On <date>, <name> <address> wrote:" line (any language) read into its fields."""
+    mutt = _MUTT_ATTRIBUTION.match(text.strip())
+    if mutt is not None:
+        who = mutt.group("who")
+        found = _EMAIL.search(who)
+        return Attribution(
+            text=text,
+            name=_clean_name(_BRACKETED_EMAIL.sub(" ", who)),
+            address=found.group().lower() if found else None,
+            date=_clean_date(mutt.group("date")),
+        )
     body = text.strip().rstrip(":：").strip()
     address_match = _EMAIL.search(body)
     address = address_match.group().lower() if address_match else None
@@ -496,7 +511,7 @@ def _is_cite(text: str, *, deeper_quote_follows: bool) -> bool:
     address_end = bool(_ADDRESS_AT_END.search(text))
     verb_anywhere = bool(_VERB.search(text))
     if deeper_quote_follows:
-        if verb_end or bool(_VERB_THEN_NAME.search(text)):
+        if verb_end or bool(_VERB_THEN_NAME.search(text)) or _MUTT_ATTRIBUTION.match(text):
             return True
         return address_end and (verb_anywhere or bool(_TIME.search(text)))
     starts_like_cite = bool(_CITE_START.match(text))
