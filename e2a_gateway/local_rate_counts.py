@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from e2a_gateway.rate_windows import RateCount, weigh, window_cutoff
+from e2a_gateway.rate_windows import RateCount, RateLimit, weigh, window_cutoff
 
 MAX_KEYS = 100_000
 """Keys remembered at most; past this, keys with nothing left in their window are dropped
@@ -28,18 +28,17 @@ class LocalRateCounts:
         """How many keys are remembered."""
         return len(self._counted)
 
-    def hit(self, key: str, window_seconds: int, limit: int, now: float) -> RateCount:
-        """Weigh one request against `key`'s window of `window_seconds` ending at `now`,
-        whose quota is `limit`, and count it when allowed."""
-        cutoff = window_cutoff(now, window_seconds)
-        times = self._counted.get(key)
+    def hit(self, limit: RateLimit, now: float) -> RateCount:
+        """Weigh one request made at `now` against `limit` and count it when allowed."""
+        cutoff = window_cutoff(now, limit.window_seconds)
+        times = self._counted.get(limit.key)
         if times is None:
             if len(self._counted) >= self._max_keys:
                 self._forget_some(now)
-            times = self._counted[key] = deque()
+            times = self._counted[limit.key] = deque()
         while times and times[0] <= cutoff:
             times.popleft()
-        count = weigh(len(times), times[0] if times else None, limit, window_seconds, now)
+        count = weigh(len(times), times[0] if times else None, limit, now)
         if count.allowed:
             times.append(now)
         return count

@@ -3,7 +3,9 @@ in-memory ones share, as e2a's limiter applies it.
 
 A request is allowed when fewer than `limit` requests were allowed for its key in the
 `window_seconds` before it; an allowed request is counted, a refused one is not (a client that
-keeps asking while refused does not push its own turn further away). Each counted request
+keeps asking while refused does not push its own turn further away). A request weighed
+against several limits at once (a registration: the account's and the address's) is counted
+against all of them or, when one refuses it, against none. Each counted request
 leaves the window `window_seconds` after it was made, so a refused client may ask again once
 the oldest counted one has left. A `RateCount` is what counting one request found: whether it
 was allowed, how long to wait if not, and the IETF `RateLimit-*` values e2a's `/v1` answers
@@ -22,6 +24,16 @@ def window_cutoff(now: float, window_seconds: int) -> float:
     if window_seconds < 1:
         raise ValueError(f"window_seconds must be at least 1, not {window_seconds}")
     return now - window_seconds
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """One limit a request is weighed against: at most `limit` requests per `key` in any
+    `window_seconds`."""
+
+    key: str
+    window_seconds: int
+    limit: int
 
 
 @dataclass(frozen=True)
@@ -57,13 +69,18 @@ class RateCount:
         return max(1, math.ceil(self.oldest_leaves_at - self.now))
 
 
-def weigh(
-    counted: int, oldest: float | None, limit: int, window_seconds: int, now: float
-) -> RateCount:
+def weigh(counted: int, oldest: float | None, limit: RateLimit, now: float) -> RateCount:
     """Weigh a request made at `now` against the `counted` requests its key's window holds,
-    the `oldest` of them made at that time (None when there are none); the caller counts it
-    when the answer says it was allowed."""
-    allowed = counted < limit
+    the `oldest` of them made at that time (None when there are none), as if it is counted
+    when allowed (`uncounted` says what it is when another limit refuses it)."""
+    allowed = counted < limit.limit
     hits = counted + 1 if allowed else counted
     first = now if oldest is None else oldest
-    return RateCount(limit, allowed, hits, first + window_seconds, now)
+    return RateCount(limit.limit, allowed, hits, first + limit.window_seconds, now)
+
+
+def uncounted(count: RateCount) -> RateCount:
+    """`count` of a request another limit refused: not counted here either."""
+    if not count.allowed:
+        return count
+    return RateCount(count.limit, True, count.hits - 1, count.oldest_leaves_at, count.now)

@@ -123,6 +123,27 @@ async def test_registrations_count_per_user_as_well(
     assert (await register(bob, "bob-0")).status_code == 201
 
 
+async def test_a_registration_one_limit_refuses_spends_nothing_of_the_other(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """A refused request is counted against no limit: asking again and again while the
+    address is over its limit leaves the account's own allowance whole."""
+    limits = running.gateway.settings.limits
+    limits.agent_registrations_per_ip_per_hour = 1
+    limits.agent_registrations_per_user_per_hour = 2
+    alice: Account = await make_account("alice@example.com")
+    assert (await register(alice, "first")).status_code == 201
+    for n in range(4):
+        refused = await register(alice, f"refused-{n}")
+        assert_limited(refused, 3600)
+        assert "per hour from this address" in refused.json()["error"]["message"]
+    limits.agent_registrations_per_ip_per_hour = 100  # the address's limit raised
+    assert (await register(alice, "second")).status_code == 201
+    limited = await register(alice, "third")
+    assert_limited(limited, 3600)
+    assert "2 agent registrations per hour for this account" in limited.json()["error"]["message"]
+
+
 async def register_from(account: Account, slug: str, forwarded_for: str) -> httpx.Response:
     return await account.http.post(
         "/api/v1/agents",

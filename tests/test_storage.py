@@ -26,7 +26,7 @@ from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import run_gateway
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.mailauth.resolver import FixtureResolver
-from e2a_gateway.rate_windows import RateCount
+from e2a_gateway.rate_windows import RateCount, RateLimit
 from e2a_gateway.storage import open_storage
 from e2a_gateway.storage.base import (
     Agent,
@@ -1307,15 +1307,23 @@ async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> 
     assert len(await storage.webhook_attempts("msg_bob")) == 1
 
 
+async def hit_one(
+    storage: Storage, key: str, window_seconds: int, limit: int, now: float
+) -> RateCount:
+    """Weigh one request against one limit."""
+    (count,) = await storage.hit_rate_limits([RateLimit(key, window_seconds, limit)], now)
+    return count
+
+
 async def test_rate_limit_slides_per_key_and_counts_only_allowed_requests(
     storage: Storage,
 ) -> None:
     start = 1_800_000_030.0  # half-way through a clock minute: no fixed window starts here
     for n in range(3):
-        count = await storage.hit_rate_limit("poll:alice", 60, 3, start + n)
+        count = await hit_one(storage, "poll:alice", 60, 3, start + n)
         assert (count.wait, count.hits, count.remaining) == (None, n + 1, 2 - n)
         assert count.reset_seconds == 60 - n  # until the first request leaves the window
-    over = await storage.hit_rate_limit("poll:alice", 60, 3, start + 15)
+    over = await hit_one(storage, "poll:alice", 60, 3, start + 15)
     assert (over.allowed, over.wait, over.hits, over.remaining, over.reset_seconds) == (
         False,
         45,
@@ -1325,19 +1333,37 @@ async def test_rate_limit_slides_per_key_and_counts_only_allowed_requests(
     )
     # Refused requests are not counted: asking again and again does not push the turn away.
     for n in range(5):
-        assert (await storage.hit_rate_limit("poll:alice", 60, 3, start + 20 + n)).wait == 40 - n
-    assert (await storage.hit_rate_limit("poll:alice", 60, 3, start + 59.5)).wait == 0.5
+        assert (await hit_one(storage, "poll:alice", 60, 3, start + 20 + n)).wait == 40 - n
+    assert (await hit_one(storage, "poll:alice", 60, 3, start + 59.5)).wait == 0.5
     # Another key has its own count.
-    assert (await storage.hit_rate_limit("poll:bob", 60, 3, start + 20)).hits == 1
+    assert (await hit_one(storage, "poll:bob", 60, 3, start + 20)).hits == 1
     # The window slides: at start + 60 the first request has left it, one place is free;
     # the second and third leave a second and two seconds later.
-    freed = await storage.hit_rate_limit("poll:alice", 60, 3, start + 60)
+    freed = await hit_one(storage, "poll:alice", 60, 3, start + 60)
     assert (freed.wait, freed.hits, freed.reset_seconds) == (None, 3, 1)
-    assert (await storage.hit_rate_limit("poll:alice", 60, 3, start + 60.5)).wait == 0.5
-    assert (await storage.hit_rate_limit("poll:alice", 60, 3, start + 61)).wait is None
+    assert (await hit_one(storage, "poll:alice", 60, 3, start + 60.5)).wait == 0.5
+    assert (await hit_one(storage, "poll:alice", 60, 3, start + 61)).wait is None
     # Different window lengths on one clock.
-    assert (await storage.hit_rate_limit("register:ip", 3600, 1, start)).wait is None
-    assert (await storage.hit_rate_limit("register:ip", 3600, 1, start + 100)).wait == 3500
+    assert (await hit_one(storage, "register:ip", 3600, 1, start)).wait is None
+    assert (await hit_one(storage, "register:ip", 3600, 1, start + 100)).wait == 3500
+
+
+async def test_a_request_weighed_against_two_limits_counts_against_both_or_neither(
+    storage: Storage,
+) -> None:
+    now = 1_800_000_000.0
+    account = RateLimit("register:user:alice", 3600, 5)
+    address = RateLimit("register:ip:10.0.0.1", 3600, 2)
+    for n in range(2):
+        both = await storage.hit_rate_limits([account, address], now + n)
+        assert [(count.allowed, count.hits) for count in both] == [(True, n + 1), (True, n + 1)]
+    for n in range(3):  # the address refuses: the account's budget is not spent meanwhile
+        refused = await storage.hit_rate_limits([account, address], now + 10 + n)
+        assert [(count.allowed, count.hits) for count in refused] == [(True, 2), (False, 2)]
+        assert (refused[0].wait, refused[0].remaining) == (None, 3)
+        assert refused[1].wait == 3600 - 10 - n
+    alone = await hit_one(storage, account.key, 3600, 5, now + 20)
+    assert (alone.hits, alone.remaining) == (3, 2)  # two counted before, this one the third
 
 
 async def test_rate_limit_prunes_requests_that_left_their_windows(storage_url: str) -> None:
@@ -1346,8 +1372,8 @@ async def test_rate_limit_prunes_requests_that_left_their_windows(storage_url: s
     try:
         start = 1_800_000_000.0
         for n in range(5):
-            await store.hit_rate_limit(f"old:{n}", 60, 10, start)
-        await store.hit_rate_limit("fresh", 60, 10, start + 3600)
+            await hit_one(store, f"old:{n}", 60, 10, start)
+        await hit_one(store, "fresh", 60, 10, start + 3600)
     finally:
         await store.close()
     if storage_url.startswith("sqlite"):
@@ -1367,7 +1393,7 @@ async def test_replicas_share_one_rate_limit(replicas: tuple[Storage, Storage]) 
     counts: list[RateCount] = []
 
     async def hit(store: Storage) -> None:
-        counts.append(await store.hit_rate_limit("register:10.0.0.1", 3600, 10, now))
+        counts.append(await hit_one(store, "register:10.0.0.1", 3600, 10, now))
 
     async with trio.open_nursery() as nursery:
         for n in range(16):

@@ -20,8 +20,9 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Revocation
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
-from e2a_gateway.operations.rate_limits import count_request
+from e2a_gateway.operations.rate_limits import NamedLimit, count_request
 from e2a_gateway.operations.requests import RequestBody
+from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.storage.base import Agent, AgentChanges, AlreadyExists
 from e2a_gateway.webhook_targets import (
     TargetRefused,
@@ -118,23 +119,29 @@ async def get_agent(gateway: Gateway, caller: Caller, email: str) -> AgentEntry:
 async def register_agent(
     gateway: Gateway, caller: Caller, request: CreateAgent, remote_addr: str | None
 ) -> AgentEntry:
-    """Create an agent for the caller (every attempt allowed by the limits counts against the
-    caller and against the client's address, `remote_addr` as trusted proxies reveal it)."""
+    """Create an agent for the caller (every attempt both limits allow counts against the
+    caller and against the client's address, `remote_addr` as trusted proxies reveal it; one
+    either refuses counts against neither)."""
     caller.require_account("create agents")
     limits = gateway.settings.limits
     await count_request(
         gateway,
-        f"agent_registration:user:{caller.user_id}",
-        REGISTRATION_WINDOW_SECONDS,
-        limits.agent_registrations_per_user_per_hour,
-        "agent registrations per hour for this account",
-    )
-    await count_request(
-        gateway,
-        f"agent_registration:ip:{remote_addr}",
-        REGISTRATION_WINDOW_SECONDS,
-        limits.agent_registrations_per_ip_per_hour,
-        "agent registrations per hour from this address",
+        NamedLimit(
+            RateLimit(
+                f"agent_registration:user:{caller.user_id}",
+                REGISTRATION_WINDOW_SECONDS,
+                limits.agent_registrations_per_user_per_hour,
+            ),
+            "agent registrations per hour for this account",
+        ),
+        NamedLimit(
+            RateLimit(
+                f"agent_registration:ip:{remote_addr}",
+                REGISTRATION_WINDOW_SECONDS,
+                limits.agent_registrations_per_ip_per_hour,
+            ),
+            "agent registrations per hour from this address",
+        ),
     )
     address = await _address_for(gateway, caller, request)
     mode = request.agent_mode or "cloud"

@@ -13,8 +13,9 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import NotFound
-from e2a_gateway.operations.rate_limits import count_request
+from e2a_gateway.operations.rate_limits import NamedLimit, count_request
 from e2a_gateway.operations.requests import RequestBody
+from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.storage.base import Feedback
 
 MAX_MESSAGE_CHARACTERS = 5000
@@ -49,12 +50,10 @@ async def count_feedback(gateway: Gateway, remote_addr: str | None) -> None:
     """Count a feedback request against the client's address (`remote_addr`, as trusted
     proxies reveal it); RateLimited past `limits.feedback_per_ip_per_hour`. Counted before the
     body is read, so malformed requests use up the allowance too."""
+    per_hour = gateway.settings.limits.feedback_per_ip_per_hour
+    limit = RateLimit(f"feedback:ip:{remote_addr}", WINDOW_SECONDS, per_hour)
     await count_request(
-        gateway,
-        f"feedback:ip:{remote_addr}",
-        WINDOW_SECONDS,
-        gateway.settings.limits.feedback_per_ip_per_hour,
-        "feedback submissions per hour from this address",
+        gateway, NamedLimit(limit, "feedback submissions per hour from this address")
     )
 
 

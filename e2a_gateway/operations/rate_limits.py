@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import contextvars
 import time
+from dataclasses import dataclass
 
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import RateLimited
-from e2a_gateway.rate_windows import RateCount
+from e2a_gateway.rate_windows import RateCount, RateLimit
 
 POLL_WINDOW_SECONDS = 60
 
@@ -30,38 +31,43 @@ _counted: contextvars.ContextVar[RateCount | None] = contextvars.ContextVar(
 )
 
 
-async def count_request(
-    gateway: Gateway, key: str, window_seconds: int, limit: int, what: str
-) -> None:
-    """Weigh this request against `key` in the database; RateLimited (`rate_limited`, with the
-    whole seconds to wait, at least 1) when `limit` requests were allowed in the window.
+@dataclass(frozen=True)
+class NamedLimit:
+    """A limit and what its refusal calls it: `what` completes "{limit} {what}", e.g. "agent
+    registrations per hour from this address"."""
 
-    `what` completes "{limit} {what}", e.g. "agent registrations per hour from this address"."""
-    count = await gateway.storage.hit_rate_limit(key, window_seconds, limit, time.time())
+    limit: RateLimit
+    what: str
+
+
+async def count_request(gateway: Gateway, *limits: NamedLimit) -> None:
+    """Weigh this request against each of `limits` in the database, counting it against all
+    of them or none; RateLimited (`rate_limited`, with the whole seconds to wait, at least 1)
+    by the first that refuses it."""
+    counts = await gateway.storage.hit_rate_limits([each.limit for each in limits], time.time())
+    for count in counts:
+        _remember(count)
+    for count, each in zip(counts, limits, strict=True):
+        _refuse_when_over(count, each.what)
+
+
+def count_local_request(gateway: Gateway, limit: NamedLimit) -> None:
+    """Weigh this request against `limit` in this process's memory; RateLimited as
+    `count_request` when it refuses it."""
+    count = gateway.local_counts.hit(limit.limit, time.time())
     _remember(count)
-    _refuse_when_over(count, what)
-
-
-def count_local_request(
-    gateway: Gateway, key: str, window_seconds: int, limit: int, what: str
-) -> None:
-    """Weigh this request against `key` in this process's memory; RateLimited as
-    `count_request` when `limit` requests were allowed in the window."""
-    count = gateway.local_counts.hit(key, window_seconds, limit, time.time())
-    _remember(count)
-    _refuse_when_over(count, what)
+    _refuse_when_over(count, limit.what)
 
 
 def count_poll(gateway: Gateway, caller: Caller) -> None:
     """Count one message poll (a list or a read of messages, conversations or webhooks)
     against the caller, in this process's memory; RateLimited when over."""
-    count_local_request(
-        gateway,
+    limit = RateLimit(
         f"message_poll:user:{caller.user_id}",
         POLL_WINDOW_SECONDS,
         gateway.settings.limits.message_polls_per_user_per_minute,
-        "message reads per minute for this account",
     )
+    count_local_request(gateway, NamedLimit(limit, "message reads per minute for this account"))
 
 
 def request_rate_count() -> RateCount | None:

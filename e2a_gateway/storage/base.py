@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.ids import new_id
-from e2a_gateway.rate_windows import RateCount
+from e2a_gateway.rate_windows import RateCount, RateLimit
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.vocabulary import (
     TERMINAL_STATUSES as TERMINAL_STATUSES,  # callers read it here
@@ -1615,13 +1615,12 @@ class Templates(Protocol):
 class RateLimits(Protocol):
     """Sliding-window request counts shared by every process using the database."""
 
-    async def hit_rate_limit(
-        self, key: str, window_seconds: int, limit: int, now: float
-    ) -> RateCount:
-        """Weigh one request against `key`'s sliding window of `window_seconds` ending at
-        `now`, whose quota is `limit`, and count it when allowed (atomically, shared by every
-        process using the database; `e2a_gateway.rate_windows`). Prunes a bounded number of
-        requests that have left their windows on the way."""
+    async def hit_rate_limits(self, limits: Sequence[RateLimit], now: float) -> list[RateCount]:
+        """Weigh one request made at `now` against each of `limits` (sliding windows,
+        `e2a_gateway.rate_windows`) and count it against all of them when all allow it, else
+        against none, atomically and shared by every process using the database; a count per
+        limit, in order. Prunes a bounded number of requests that have left their windows on
+        the way."""
         ...
 
 

@@ -8,7 +8,9 @@ another transaction is already deleting.
 
 from __future__ import annotations
 
-from e2a_gateway.rate_windows import RateCount, weigh, window_cutoff
+from collections.abc import Sequence
+
+from e2a_gateway.rate_windows import RateCount, RateLimit, uncounted, weigh, window_cutoff
 from e2a_gateway.storage.rows import RATE_LIMIT_PRUNE_BATCH
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -17,34 +19,37 @@ RATE_LIMIT_LOCK = 0x65326172
 """The key space of the rate-limit locks: (RATE_LIMIT_LOCK, the limit's key)."""
 
 
-def _weigh_hit(tx: Transaction, key: str, window_seconds: int, limit: int, now: float) -> RateCount:
+def _weigh_hits(tx: Transaction, limits: Sequence[RateLimit], now: float) -> list[RateCount]:
     """Prune a batch of requests that have left their windows, weigh one request against
-    `key`'s window ending at `now` and count it when allowed."""
+    each of `limits` (their keys locked in order) and count it against every one of them when
+    all allow it, else against none."""
     tx.execute(
         "DELETE FROM rate_limit_hits WHERE id IN (SELECT id FROM rate_limit_hits "
         f"WHERE expires_at <= ? LIMIT ?{tx.dialect.skip_locked()})",
         (now, RATE_LIMIT_PRUNE_BATCH),
     )
-    tx.lock(key, space=RATE_LIMIT_LOCK)
-    counted, oldest = tx.one(
-        "SELECT count(*), min(at) FROM rate_limit_hits WHERE key = ? AND at > ?",
-        (key, window_cutoff(now, window_seconds)),
-    )
-    count = weigh(int(counted), oldest, limit, window_seconds, now)
-    if count.allowed:
-        tx.execute(
-            "INSERT INTO rate_limit_hits (key, at, expires_at) VALUES (?, ?, ?)",
-            (key, now, now + window_seconds),
+    for key in sorted({limit.key for limit in limits}):
+        tx.lock(key, space=RATE_LIMIT_LOCK)
+    counts = []
+    for limit in limits:
+        counted, oldest = tx.one(
+            "SELECT count(*), min(at) FROM rate_limit_hits WHERE key = ? AND at > ?",
+            (limit.key, window_cutoff(now, limit.window_seconds)),
         )
-    return count
+        counts.append(weigh(int(counted), oldest, limit, now))
+    if not all(count.allowed for count in counts):
+        return [uncounted(count) for count in counts]
+    tx.executemany(
+        "INSERT INTO rate_limit_hits (key, at, expires_at) VALUES (?, ?, ?)",
+        [(limit.key, now, now + limit.window_seconds) for limit in limits],
+    )
+    return counts
 
 
 class RateLimitsSql(Runner):
     """`RateLimits` in SQL."""
 
-    async def hit_rate_limit(
-        self, key: str, window_seconds: int, limit: int, now: float
-    ) -> RateCount:
-        """Weigh one request against `key`'s window of `window_seconds` ending at `now`, whose
-        quota is `limit`, and count it when allowed."""
-        return await self._write(lambda tx: _weigh_hit(tx, key, window_seconds, limit, now))
+    async def hit_rate_limits(self, limits: Sequence[RateLimit], now: float) -> list[RateCount]:
+        """Weigh one request made at `now` against each of `limits` and count it against all
+        of them when all allow it, else against none; a count per limit, in order."""
+        return await self._write(lambda tx: _weigh_hits(tx, limits, now))
