@@ -11,6 +11,7 @@ import trio
 
 from e2a_gateway.app import RunningGateway
 from tests.conftest import SHARED_DOMAIN, Account, agent_path
+from tests.databases import query
 from tests.test_storage import raw_table
 
 MESSAGE = (
@@ -223,3 +224,24 @@ async def test_one_data_to_many_agents_is_stored_once(
     assert body in raw
     url = running.gateway.settings.database.url
     assert raw_table(url) == (1, len(raw))
+
+
+async def test_mail_for_an_owner_without_a_signing_secret_is_deferred_not_stored_unsigned(
+    running: RunningGateway, make_account: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The API never lets an account's last signing secret go; should its rows still vanish
+    beneath the gateway, mail for its agents is refused with 451 (the sender retries), never
+    stored unsigned, and the log says why."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await new_agent(alice, "bot")
+    query(
+        running.gateway.settings.database.url,
+        "DELETE FROM signing_secrets WHERE user_id = (SELECT user_id FROM agents WHERE email = ?)",
+        (bot,),
+    )
+    with caplog.at_level("WARNING"), pytest.raises(smtplib.SMTPDataError) as refused:
+        await smtp_send(running, [bot])
+    assert refused.value.smtp_code == 451
+    assert f"owner of {bot} has no signing secret" in caplog.text
+    listed = await alice.http.get(agent_path(bot, "/messages"))
+    assert listed.status_code == 200 and listed.json()["messages"] == []
