@@ -5,11 +5,10 @@ A request is allowed when fewer than `limit` requests were allowed for its key i
 `window_seconds` before it; an allowed request is counted, a refused one is not (a client that
 keeps asking while refused does not push its own turn further away). A request weighed
 against several limits at once (a registration: the account's and the address's) is counted
-against all of them or, when one refuses it, against none. Each counted request
-leaves the window `window_seconds` after it was made, so a refused client may ask again once
-the oldest counted one has left. A `RateCount` is what counting one request found: whether it
-was allowed, how long to wait if not, and the IETF `RateLimit-*` values e2a's `/v1` answers
-carry.
+against all of them or, when one refuses it, against none. Each counted request leaves the
+window `window_seconds` after it was made, so a refused client may ask again once the oldest
+counted one has left. A `RateCount` is what weighing one request found: whether it was
+allowed, how long to wait if not, and the IETF `RateLimit-*` values e2a's `/v1` answers carry.
 """
 
 from __future__ import annotations
