@@ -20,6 +20,11 @@ def applied_versions(tx: Transaction) -> set[int]:
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
+    return recorded_versions(tx)
+
+
+def recorded_versions(tx: Transaction) -> set[int]:
+    """The schema versions the database records as applied (its record must exist)."""
     return {row[0] for row in tx.all("SELECT version FROM schema_migrations")}
 
 
@@ -43,7 +48,7 @@ class LifecycleSql(Runner):
         """The versions of this code's migrations the database has not recorded."""
 
         def read(tx: Transaction) -> list[int]:
-            applied = {row[0] for row in tx.all("SELECT version FROM schema_migrations")}
+            applied = recorded_versions(tx)
             known = load_migrations(tx.dialect.name)
             return [migration.version for migration in known if migration.version not in applied]
 
