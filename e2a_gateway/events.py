@@ -19,7 +19,7 @@ from e2a_gateway.attachments import Attachment, attachment_meta_view
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.ids import derived_id, new_id
 from e2a_gateway.rfc5322 import header_section
-from e2a_gateway.storage.base import NewEvent, OutboundMessage
+from e2a_gateway.storage.base import NewEvent, OutboundMessage, SharedEnvelope
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 
 SCHEMA_VERSION: Final = "1"
@@ -253,6 +253,51 @@ def _received_data(message: ReceivedMessage, sender: _Sender) -> dict[str, Any]:
     return data
 
 
+_COPY_FIELDS = frozenset({"message_id", "agent_email", "direction", "conversation_id"})
+"""The fields `_inbound_data` opens with, which `copy_envelope` writes anew for each copy."""
+
+
+def copy_envelope(
+    shared: bytes,
+    event_id: str,
+    message_id: str,
+    agent_email: str,
+    conversation_id: str | None,
+) -> bytes:
+    """The `email.received` envelope of one copy of a message, made from the envelope of its
+    first copy (`shared`) with this copy's event id, message id, agent and conversation put in:
+    the same bytes `received_envelope` makes from the copy itself."""
+    document = orjson.loads(shared)
+    data = document["data"]
+    copy: dict[str, Any] = {
+        "message_id": message_id,
+        "agent_email": agent_email,
+        "direction": data["direction"],
+    }
+    if conversation_id:
+        copy["conversation_id"] = conversation_id
+    for name, value in data.items():
+        if name not in _COPY_FIELDS:
+            copy[name] = agent_email if name == "delivered_to" else value
+    document["id"] = event_id
+    document["data"] = copy
+    return orjson.dumps(document)
+
+
+def full_envelope(event: NewEvent) -> bytes:
+    """The envelope `event` is sent with: its own, or the one its message's copies share with
+    its own fields put in."""
+    if event.shared is None:
+        return event.envelope
+    return copy_envelope(
+        event.shared.envelope,
+        event.id,
+        event.message_id or "",
+        event.agent_email or "",
+        event.conversation_id,
+    )
+
+
 def _message_event(
     user_id: str,
     message: ReceivedMessage,
@@ -260,6 +305,7 @@ def _message_event(
     event_id: str,
     created: float,
     stored_envelope: bytes,
+    shared: SharedEnvelope | None = None,
 ) -> NewEvent:
     """The event of `event_type` about an inbound message, filed under its agent, conversation
     and id."""
@@ -272,17 +318,38 @@ def _message_event(
         message_id=message.id,
         created_epoch=created,
         envelope=stored_envelope,
+        shared=shared,
+    )
+
+
+def _same_content(first: ReceivedMessage, message: ReceivedMessage) -> bool:
+    """Whether `message`'s `email.received` says what `first`'s does, but for the fields
+    `copy_envelope` puts in."""
+    return (
+        first.raw_message is message.raw_message
+        and first.from_addr == message.from_addr
+        and first.envelope_from == message.envelope_from
+        and first.to == message.to
+        and first.cc == message.cc
+        and first.reply_to == message.reply_to
+        and first.subject == message.subject
+        and first.received_at == message.received_at
+        and first.authentication_results == message.authentication_results
+        and first.attachments == message.attachments
     )
 
 
 class ReceivedEvents:
     """Makes the `email.received` events of a batch of stored messages. The copies of one
     message for many agents share its raw bytes (the same object) and its time: how its
-    sender authenticated and when it was received are worked out once for them all."""
+    sender authenticated and when it was received are worked out once for them all, and the
+    envelope is made once per account, for its first copy; the further copies' events share it
+    (`NewEvent.shared`)."""
 
     def __init__(self) -> None:
         self._senders: dict[int, tuple[ReceivedMessage, _Sender]] = {}
         self._epochs: dict[str, float] = {}
+        self._firsts: dict[tuple[int, str], tuple[ReceivedMessage, SharedEnvelope]] = {}
 
     def event(self, user_id: str, message: ReceivedMessage, now: float) -> NewEvent:
         """`email.received` for `message`, stored for its agent (`now` dates it only when its
@@ -291,7 +358,14 @@ class ReceivedEvents:
         received = self._epochs.get(message.received_at)
         if received is None:
             received = self._epochs[message.received_at] = _epoch(message.received_at, now)
+        key = (id(message.raw_message), user_id)
+        kept = self._firsts.get(key)
+        if kept is not None and _same_content(kept[0], message):
+            return _message_event(
+                user_id, message, EMAIL_RECEIVED, event_id, received, b"", kept[1]
+            )
         envelope = _received_envelope(message, event_id, self._sender(message))
+        self._firsts[key] = (message, SharedEnvelope(event_id, envelope))
         return _message_event(user_id, message, EMAIL_RECEIVED, event_id, received, envelope)
 
     def screened(

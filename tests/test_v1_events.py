@@ -196,6 +196,44 @@ async def test_mail_over_smtp_is_one_event_on_the_websocket_and_in_the_log(
     ]
 
 
+def smtp_send_to_many(port: int, recipients: list[str], subject: str) -> None:
+    letter = (
+        f"From: alice@example.org\r\nTo: {', '.join(recipients)}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{new_id('m')}@example.org>\r\n\r\nHello agents.\r\n"
+    ).encode()
+    with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:
+        client.ehlo("mail.example.org")
+        client.sendmail("alice@example.org", recipients, letter)
+
+
+async def test_each_copy_of_mail_to_many_agents_is_its_own_event(
+    running: RunningGateway, make_account: Any
+) -> None:
+    owner: Account = await make_account("owner@example.com")
+    bots = [await create_agent(owner, f"bot{number}") for number in range(3)]
+    url = ws_url(running.addresses.http_url, bots[2])
+    async with open_websocket_url(url, extra_headers=bearer(owner.key)) as socket:
+        await trio.sleep(0.2)
+        port = running.addresses.smtp_port
+        await trio.to_thread.run_sync(smtp_send_to_many, port, bots, "To all three")
+        with trio.fail_after(WAIT):
+            frame = json.loads(await socket.get_message())
+    assert frame["data"]["agent_email"] == frame["data"]["delivered_to"] == bots[2]
+    assert envelope_of(await one_event(owner, frame["id"])) == frame  # a further copy's
+    events = {item["data"]["agent_email"]: item for item in await listed(owner)}
+    assert sorted(events) == sorted(bots) and envelope_of(events[bots[2]]) == frame
+    for bot, item in events.items():
+        data = item["data"]
+        assert data["delivered_to"] == bot and item["message_id"] == data["message_id"]
+        assert {**data, "message_id": "", "agent_email": "", "delivered_to": ""} == {
+            **frame["data"],
+            "message_id": "",
+            "agent_email": "",
+            "delivered_to": "",
+        }
+    assert len({item["id"] for item in events.values()}) == 3
+
+
 async def redeliver(account: Account, event_id: str, body: dict[str, Any]) -> Any:
     return await account.http.post(f"/v1/events/{event_id}/redeliver", json=body)
 

@@ -596,7 +596,21 @@ class NewEvent:
     message_id: str | None
     created_epoch: float
     envelope: bytes
-    """The envelope exactly as every channel sends it (redelivery sends these bytes again)."""
+    """The envelope exactly as every channel sends it (redelivery sends these bytes again);
+    empty when `shared` holds it."""
+    shared: SharedEnvelope | None = None
+    """For a further copy's `email.received`: the envelope the copies of its message share,
+    which becomes this event's own with its id, message, agent and conversation put in
+    (`e2a_gateway.events.copy_envelope`)."""
+
+
+@dataclass(frozen=True)
+class SharedEnvelope:
+    """The `email.received` envelope of a message's first copy for an account, stored once
+    under `id` (that event's id) for the further copies' events to be read from."""
+
+    id: str
+    envelope: bytes
 
 
 @dataclass(frozen=True)

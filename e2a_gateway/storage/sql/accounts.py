@@ -29,6 +29,7 @@ from e2a_gateway.storage.rows import (
     signing_secret_params,
     user_export,
 )
+from e2a_gateway.storage.sql.events import EVENT_COLUMNS, EVENTS_WITH_BODIES, decode_event
 from e2a_gateway.storage.sql.keyset import after_newest_first
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.subscribers import WEBHOOK_COLUMNS, decode_webhook
@@ -85,11 +86,13 @@ def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
             f"SELECT {TEMPLATE_COLUMNS} FROM templates WHERE user_id = ? ORDER BY seq", (user_id,)
         )
     ]
-    events = tx.all(
-        "SELECT agent_email, conversation_id, message_id, envelope FROM events "
-        "WHERE user_id = ? ORDER BY seq",
-        (user_id,),
-    )
+    events = [
+        decode_event(row)
+        for row in tx.all(
+            f"SELECT {EVENT_COLUMNS} FROM {EVENTS_WITH_BODIES} WHERE e.user_id = ? ORDER BY e.seq",
+            (user_id,),
+        )
+    ]
     return {
         "suppressions": [
             {
@@ -131,12 +134,12 @@ def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
         ],
         "events": [
             {
-                **json.loads(bytes(envelope)),
-                "agent_email": agent_email,
-                "conversation_id": conversation_id,
-                "message_id": message_id,
+                **json.loads(event.envelope),
+                "agent_email": event.agent_email,
+                "conversation_id": event.conversation_id,
+                "message_id": event.message_id,
             }
-            for agent_email, conversation_id, message_id, envelope in events
+            for event in events
         ],
     }
 

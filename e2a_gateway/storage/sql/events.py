@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from e2a_gateway.events import Subscription, matches
+from e2a_gateway.events import Subscription, copy_envelope, full_envelope, matches
 from e2a_gateway.ids import new_id
 from e2a_gateway.storage.announcements import JobsAdded
 from e2a_gateway.storage.base import DeliveryCounts, EventFilter, NewEvent, StoredEvent
@@ -27,7 +27,28 @@ from e2a_gateway.storage.vocabulary import (
     SUBSCRIBER_JOB,
 )
 
-EVENT_COLUMNS = "seq, id, type, agent_email, conversation_id, message_id, created_epoch, envelope"
+EVENT_COLUMNS = (
+    "e.seq, e.id, e.type, e.agent_email, e.conversation_id, e.message_id, e.created_epoch, "
+    "e.envelope, b.envelope"
+)
+EVENTS_WITH_BODIES = "events e LEFT JOIN event_bodies b ON b.id = e.body_id"
+"""What EVENT_COLUMNS are selected from: each event with the envelope it shares, if any."""
+
+
+def stored_envelope(
+    own: bytes,
+    shared: bytes | None,
+    event_id: str,
+    message_id: str | None,
+    agent_email: str | None,
+    conversation_id: str | None,
+) -> bytes:
+    """An event's envelope as read: its own, or the one it shares with its own fields put in."""
+    if shared is None:
+        return bytes(own)
+    return copy_envelope(
+        bytes(shared), event_id, message_id or "", agent_email or "", conversation_id
+    )
 
 
 def _subscriptions(tx: Transaction, user_id: str) -> list[Subscription]:
@@ -72,9 +93,24 @@ def queue_delivery(
 def record_events(tx: Transaction, events: Sequence[NewEvent]) -> None:
     """Log `events` and queue a delivery of each to every enabled webhook of its account that
     it matches; the delivery worker looks once the transaction commits."""
+    bodies = {
+        event.shared.id: (
+            event.shared.id,
+            event.user_id,
+            event.created_epoch,
+            event.shared.envelope,
+        )
+        for event in events
+        if event.shared is not None
+    }
+    if bodies:
+        tx.executemany(
+            "INSERT INTO event_bodies (id, user_id, created_epoch, envelope) VALUES (?, ?, ?, ?)",
+            list(bodies.values()),
+        )
     tx.executemany(
         "INSERT INTO events (id, user_id, type, agent_email, conversation_id, message_id, "
-        "created_epoch, envelope) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "created_epoch, envelope, body_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 event.id,
@@ -85,6 +121,7 @@ def record_events(tx: Transaction, events: Sequence[NewEvent]) -> None:
                 event.message_id,
                 event.created_epoch,
                 event.envelope,
+                None if event.shared is None else event.shared.id,
             )
             for event in events
         ],
@@ -97,23 +134,21 @@ def record_events(tx: Transaction, events: Sequence[NewEvent]) -> None:
         if not subscriptions[event.user_id]:
             continue
         lowered = replace(event, agent_email=(event.agent_email or "").lower())
+        sent: bytes | None = None
         for subscription in subscriptions[event.user_id]:
             if matches(subscription, lowered):
+                sent = sent or full_envelope(event)
                 queue_delivery(
-                    tx,
-                    subscription.webhook_id,
-                    event.id,
-                    event.type,
-                    event.envelope,
-                    event.created_epoch,
+                    tx, subscription.webhook_id, event.id, event.type, sent, event.created_epoch
                 )
                 queued = True
     if queued:
         tx.announce(JobsAdded(SUBSCRIBER_JOB))
 
 
-def _decode_event(row: Sequence[Any], counts: DeliveryCounts | None = None) -> StoredEvent:
-    seq, event_id, event_type, agent, conversation, message, created, envelope = row[:8]
+def decode_event(row: Sequence[Any], counts: DeliveryCounts | None = None) -> StoredEvent:
+    """A StoredEvent from EVENT_COLUMNS, its envelope whole."""
+    seq, event_id, event_type, agent, conversation, message, created, envelope, shared = row[:9]
     return StoredEvent(
         seq=int(seq),
         id=event_id,
@@ -122,7 +157,7 @@ def _decode_event(row: Sequence[Any], counts: DeliveryCounts | None = None) -> S
         conversation_id=conversation,
         message_id=message,
         created_epoch=float(created),
-        envelope=bytes(envelope),
+        envelope=stored_envelope(envelope, shared, event_id, message, agent, conversation),
         deliveries=counts or DeliveryCounts(),
     )
 
@@ -137,17 +172,17 @@ def _filter_sql(query: EventFilter) -> tuple[str, list[Any]]:
         ("message_id", query.message_id),
     ):
         if wanted is not None:
-            conditions.append(f" AND {column} = ?")
+            conditions.append(f" AND e.{column} = ?")
             params.append(wanted)
     if query.since is not None:
-        conditions.append(" AND created_epoch >= ?")
+        conditions.append(" AND e.created_epoch >= ?")
         params.append(query.since)
     if query.until is not None:
-        conditions.append(" AND created_epoch < ?")
+        conditions.append(" AND e.created_epoch < ?")
         params.append(query.until)
     if query.agent_emails is not None:
         marks = ", ".join("?" for _ in query.agent_emails) or "NULL"
-        conditions.append(f" AND agent_email IN ({marks})")
+        conditions.append(f" AND e.agent_email IN ({marks})")
         params.extend(query.agent_emails)
     return "".join(conditions), params
 
@@ -178,7 +213,7 @@ def _counts(tx: Transaction, event_ids: Sequence[str]) -> dict[str, DeliveryCoun
 
 def _with_counts(tx: Transaction, rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
     counts = _counts(tx, [row[1] for row in rows])
-    return [_decode_event(row, counts.get(row[1])) for row in rows]
+    return [decode_event(row, counts.get(row[1])) for row in rows]
 
 
 def _matched_webhooks(tx: Transaction, user_id: str, event_id: str) -> list[str]:
@@ -200,14 +235,14 @@ class EventsSql(Runner):
         """The user's matching events, newest first, before `before_seq`."""
         conditions, params = _filter_sql(query)
         if before_seq is not None:
-            conditions += " AND seq < ?"
+            conditions += " AND e.seq < ?"
             params.append(before_seq)
         return await self._read(
             lambda tx: _with_counts(
                 tx,
                 tx.all(
-                    f"SELECT {EVENT_COLUMNS} FROM events WHERE user_id = ?{conditions} "
-                    "ORDER BY seq DESC LIMIT ?",
+                    f"SELECT {EVENT_COLUMNS} FROM {EVENTS_WITH_BODIES} "
+                    f"WHERE e.user_id = ?{conditions} ORDER BY e.seq DESC LIMIT ?",
                     (user_id, *params, limit),
                 ),
             ),
@@ -219,7 +254,8 @@ class EventsSql(Runner):
 
         def load(tx: Transaction) -> StoredEvent | None:
             row = tx.first(
-                f"SELECT {EVENT_COLUMNS} FROM events WHERE id = ? AND user_id = ?",
+                f"SELECT {EVENT_COLUMNS} FROM {EVENTS_WITH_BODIES} "
+                "WHERE e.id = ? AND e.user_id = ?",
                 (event_id, user_id),
             )
             return None if row is None else _with_counts(tx, [row])[0]
@@ -233,17 +269,19 @@ class EventsSql(Runner):
         `webhook_id` is not one it matched."""
 
         def redeliver(tx: Transaction) -> list[tuple[str, str]] | None:
-            event = tx.first(
-                "SELECT type, envelope FROM events WHERE id = ? AND user_id = ?",
+            row = tx.first(
+                f"SELECT {EVENT_COLUMNS} FROM {EVENTS_WITH_BODIES} "
+                "WHERE e.id = ? AND e.user_id = ?",
                 (event_id, user_id),
             )
-            if event is None:
+            if row is None:
                 return None
+            event = decode_event(row)
             targets = _matched_webhooks(tx, user_id, event_id)
             if webhook_id is not None:
                 targets = [webhook_id] if webhook_id in targets else []
             queued = [
-                (target, queue_delivery(tx, target, event_id, event[0], bytes(event[1]), now))
+                (target, queue_delivery(tx, target, event_id, event.type, event.envelope, now))
                 for target in targets
             ]
             if queued:
@@ -253,17 +291,23 @@ class EventsSql(Runner):
         return await self._write(redeliver)
 
     async def delete_events_before(self, cutoff: float, limit: int) -> int:
-        """Delete up to `limit` events made before `cutoff`, oldest first."""
-        return await self._write(
-            lambda tx: (
-                tx.execute(
-                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
-                    "WHERE created_epoch < ? ORDER BY seq "
-                    f"LIMIT ?{tx.dialect.skip_locked()})",
-                    (cutoff, limit),
-                ).rowcount
+        """Delete up to `limit` events made before `cutoff`, oldest first, and the shared
+        envelopes no event is left to read (all that share one were made at its time)."""
+
+        def sweep(tx: Transaction) -> int:
+            deleted = tx.execute(
+                "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
+                f"WHERE created_epoch < ? ORDER BY seq LIMIT ?{tx.dialect.skip_locked()})",
+                (cutoff, limit),
+            ).rowcount
+            tx.execute(
+                "DELETE FROM event_bodies WHERE created_epoch < ? AND created_epoch < "
+                "(SELECT COALESCE(MIN(created_epoch), ?) FROM events)",
+                (cutoff, cutoff),
             )
-        )
+            return int(deleted)
+
+        return await self._write(sweep)
 
     async def log_events(self, events: Sequence[NewEvent]) -> None:
         """Log `events` in a transaction of their own, queued to the webhooks they match."""
