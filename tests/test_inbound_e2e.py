@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import smtplib
 from typing import Any
 
@@ -12,7 +13,7 @@ import trio
 from e2a_gateway.app import RunningGateway
 from tests.conftest import SHARED_DOMAIN, Account, agent_path
 from tests.databases import query
-from tests.test_storage import raw_table
+from tests.test_storage import raw_table, run_sql
 
 MESSAGE = (
     b"From: Alice Example <Alice@Example.org>\r\n"
@@ -224,6 +225,8 @@ async def test_one_data_to_many_agents_is_stored_once(
     assert body in raw
     url = running.gateway.settings.database.url
     assert raw_table(url) == (1, len(raw))
+    # keyed by the digest the copies were signed with (worked out once), which is the bytes'
+    assert run_sql(url, "SELECT digest FROM raw_messages") == [(hashlib.sha256(raw).hexdigest(),)]
 
 
 async def test_mail_for_an_owner_without_a_signing_secret_is_deferred_not_stored_unsigned(

@@ -406,6 +406,7 @@ class InboundMailSink:
             attachments=arrival.attachments,
             flag_reason=reason,
             blocked=blocked,
+            raw_digest=arrival.body_hash,
         )
 
     async def _conversation(self, agent: Agent, threading: _ThreadKeys | None) -> str | None:

@@ -42,6 +42,9 @@ class NewInboundMessage:
     blocked: bool = False
     """Set when the agent's inbound gate blocks the message: accepted, then kept quarantined
     (as a review rejected without a human), never delivered: e2a's accept-then-quarantine."""
+    raw_digest: str | None = None
+    """The SHA-256 (lowercase hex) of `raw_message` when it was worked out already (the body
+    hash the copy is signed with), so storage need not digest the bytes again."""
 
     @property
     def delivered(self) -> bool:

@@ -317,7 +317,8 @@ class RawMessages:
 
 def raw_messages_of(messages: Sequence[NewInboundMessage]) -> RawMessages:
     """Digest the raw bytes of `messages`, hashing bytes shared by several recipients of one
-    message (the same object) once. CPU-bound for big mail: call it in a worker thread."""
+    message (the same object) once, and none whose digest came with them. CPU-bound for big
+    mail: call it in a worker thread."""
     by_object: dict[int, str] = {}
     digests: list[str] = []
     distinct: dict[str, bytes] = {}
@@ -325,7 +326,7 @@ def raw_messages_of(messages: Sequence[NewInboundMessage]) -> RawMessages:
         raw = message.raw_message
         digest = by_object.get(id(raw))
         if digest is None:
-            digest = by_object[id(raw)] = raw_digest(raw)
+            digest = by_object[id(raw)] = message.raw_digest or raw_digest(raw)
             distinct.setdefault(digest, raw)
         digests.append(digest)
     return RawMessages(digests, distinct)

@@ -164,7 +164,10 @@ class MessagesSql(Runner):
     async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
         """Commit messages and their webhook jobs in one transaction, each distinct raw
         message once (digested first, outside any lock: big mail in a worker thread)."""
-        if any(len(message.raw_message) > INLINE_DIGEST_BYTES for message in messages):
+        if any(
+            len(message.raw_message) > INLINE_DIGEST_BYTES and message.raw_digest is None
+            for message in messages
+        ):
             raw = await trio.to_thread.run_sync(raw_messages_of, messages)
         else:
             raw = raw_messages_of(messages)
