@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -17,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import trio
 
@@ -27,6 +29,7 @@ from e2a_gateway.app import run_gateway
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.rate_windows import RateCount, RateLimit
+from e2a_gateway.signing.identity import IdentityClaim
 from e2a_gateway.storage import open_storage
 from e2a_gateway.storage.base import (
     Agent,
@@ -732,6 +735,57 @@ async def test_inbound_round_trip_is_byte_exact_and_marks_read(storage: Storage)
     assert (await storage.list_inbound(alice, "a@agents.test", "unread", 10, None)).messages == []
     (read,) = (await storage.list_inbound(alice, "a@agents.test", "read", 10, None)).messages
     assert read.id == "msg_1"
+
+
+async def test_signed_headers_are_kept_without_their_names_and_read_back_whole(
+    storage: Storage, storage_url: str
+) -> None:
+    """A copy's nine signed headers are stored as their values alone (its message id is its
+    own id), and read back whole and in order wherever a message is read; any other set of
+    headers, and a row written before, read back as they were."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    claim = IdentityClaim(
+        verified=True,
+        sender="sender@example.org",
+        entity_type="human",
+        domain_check="pass",
+        delegation="",
+        timestamp=NOW,
+        message_id="msg_signed",
+        body_hash="ab" * 32,
+    )
+    signed = claim.signed_headers("secret")
+    partial = {"X-E2A-Auth-Verified": "false"}
+    await storage.store_inbound(
+        [
+            replace(make_message("msg_signed", "a@agents.test"), auth_headers=signed),
+            replace(make_message("msg_other", "a@agents.test"), auth_headers=partial),
+        ],
+        0.0,
+    )
+    ((stored,),) = run_sql(
+        storage_url, "SELECT auth_headers_json FROM messages WHERE id = ?", "msg_signed"
+    )
+    assert json.loads(stored) == [
+        value for name, value in signed.items() if name != "X-E2A-Auth-Message-Id"
+    ]
+    assert len(stored) <= len(orjson.dumps(signed)) - 200  # what the object took
+    message = await storage.read_inbound(alice, "a@agents.test", "msg_signed")
+    assert message is not None and list(message.auth_headers.items()) == list(signed.items())
+    other = await storage.read_inbound(alice, "a@agents.test", "msg_other")
+    assert other is not None and other.auth_headers == partial
+    earlier = await storage.earlier_messages(alice, "a@agents.test", ["<msg_signed@example.org>"])
+    assert [found.auth_headers for found in earlier] == [signed]
+
+    run_sql(  # as a row stored before the values alone were kept
+        storage_url,
+        "UPDATE messages SET auth_headers_json = ? WHERE id = ?",
+        json.dumps(signed),
+        "msg_signed",
+    )
+    again = await storage.read_inbound(alice, "a@agents.test", "msg_signed")
+    assert again is not None and again.auth_headers == signed
 
 
 async def test_pagination_is_stable_under_concurrent_inserts(storage: Storage) -> None:

@@ -23,6 +23,18 @@ TIMESTAMP = "X-E2A-Auth-Timestamp"
 MESSAGE_ID = "X-E2A-Auth-Message-Id"
 BODY_HASH = "X-E2A-Auth-Body-Hash"
 SIGNATURE = "X-E2A-Auth-Signature"
+SIGNED_HEADERS = (
+    VERIFIED,
+    SENDER,
+    ENTITY_TYPE,
+    DOMAIN_CHECK,
+    DELEGATION,
+    TIMESTAMP,
+    MESSAGE_ID,
+    BODY_HASH,
+    SIGNATURE,
+)
+"""The nine headers of a signed claim, in the order `IdentityClaim.signed_headers` gives them."""
 
 
 _AUTH_FIELD = re.compile(rb"^x-e2a-auth-[^:]*:", re.IGNORECASE)

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from e2a_gateway.attachments import decode_attachments, encode_attachments
+from e2a_gateway.signing.identity import MESSAGE_ID, SIGNED_HEADERS
 from e2a_gateway.storage.base import (
     Agent,
     AgentChanges,
@@ -83,6 +84,30 @@ to (an agent key), if that agent is still there."""
 WEBHOOK_ATTEMPT_COLUMNS = "attempt, attempted_at, status_code, error, duration_ms"
 JOB_COLUMNS = "id, kind, message_id, attempts, run_at, created_at"
 
+_STORED_SIGNED = tuple(name for name in SIGNED_HEADERS if name != MESSAGE_ID)
+"""The signed headers an inbound row keeps the values of: all but the message id, its own id."""
+
+
+def encode_signed_headers(message_id: str, headers: Mapping[str, str]) -> str:
+    """`auth_headers_json` of the row of message `message_id`: a signed claim's nine headers as
+    the values alone, in their order and without the message id (the row's own id) — over
+    200 bytes fewer on every copy; any other set of headers as the JSON object it is."""
+    if tuple(headers) == SIGNED_HEADERS and headers[MESSAGE_ID] == message_id:
+        return orjson.dumps([headers[name] for name in _STORED_SIGNED]).decode()
+    return orjson.dumps(dict(headers)).decode()
+
+
+def decode_signed_headers(message_id: str, stored: str | None) -> dict[str, str]:
+    """The headers `encode_signed_headers` stored for message `message_id`, in their order."""
+    if not stored:
+        return {}
+    value = json.loads(stored)
+    if isinstance(value, dict):
+        return value
+    kept = dict(zip(_STORED_SIGNED, value, strict=True))
+    return {name: message_id if name == MESSAGE_ID else kept[name] for name in SIGNED_HEADERS}
+
+
 # -- decoders: a row selected with the matching column list → the protocol's dataclass --------
 
 
@@ -128,7 +153,7 @@ def decode_earlier(row: Sequence[Any]) -> StoredEarlier:
         direction="outbound" if outbound else "inbound",
         from_addr=row[3] if outbound else row[2],
         rfc_message_id=row[4],
-        auth_headers=json.loads(row[5]) if row[5] else {},
+        auth_headers=decode_signed_headers(row[0], row[5]),
         raw_message=None if outbound or row[6] is None else bytes(row[6]),
         body_text=row[7] if outbound else None,
         reading=json.loads(row[8]) if row[8] is not None else None,
@@ -150,7 +175,7 @@ def decode_message(row: Sequence[Any]) -> InboundMessage:
         rfc_message_id=row[10],
         status=row[11],
         raw_message=bytes(row[12] or b""),
-        auth_headers=json.loads(row[13]),
+        auth_headers=decode_signed_headers(row[0], row[13]),
         authentication_results=json.loads(row[14]),
         delivery_status=row[15],
         received_at=row[16],
@@ -386,7 +411,7 @@ def inbound_params(
         message.conversation_id,
         message.rfc_message_id,
         digest,
-        orjson.dumps(message.auth_headers).decode(),
+        encode_signed_headers(message.id, message.auth_headers),
         encode(message.authentication_results),
         DELIVERY_PENDING if cloud else None,
         message.client_ip,
