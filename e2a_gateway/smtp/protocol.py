@@ -119,9 +119,10 @@ class Mailbox:
     local: str
     domain: str
 
-    @property
+    @functools.cached_property
     def address(self) -> str:
-        """`local@domain`, with the local part quoted when it is not a plain dot-string."""
+        """`local@domain`, with the local part quoted when it is not a plain dot-string (worked
+        out once: routing asks for a recipient's address several times)."""
         if _DOT_STRING.fullmatch(self.local):
             return f"{self.local}@{self.domain}"
         escaped = self.local.replace("\\", "\\\\").replace('"', '\\"')
