@@ -12,7 +12,7 @@ from dataclasses import replace
 import orjson
 
 from e2a_gateway.events import received_envelope
-from e2a_gateway.storage.base import EventFilter, Storage, Webhook
+from e2a_gateway.storage.base import EventFilter, Storage
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 from tests.test_storage import (  # noqa: F401  (storage and storage_url are fixtures)
     NOW,
@@ -23,6 +23,7 @@ from tests.test_storage import (  # noqa: F401  (storage and storage_url are fix
     storage,
     storage_url,
 )
+from tests.test_webhook_auto_disable import new_webhook
 
 RECEIVED = 1_767_225_600.0
 """NOW as an epoch: when every copy was received."""
@@ -58,21 +59,7 @@ async def test_copies_read_their_own_envelopes_from_one_shared_one(
         await storage.add_agent(make_agent(owner, agent))
     for agent in theirs:
         await storage.add_agent(make_agent(other, agent))
-    await storage.add_webhook(
-        Webhook(
-            id="wh_all",
-            user_id=owner,
-            url="https://hooks.example.com/all",
-            description="",
-            events=["email.received"],
-            agent_emails=[],
-            conversation_ids=[],
-            enabled=True,
-            seed="seed",
-            created_at=NOW,
-        ),
-        10,
-    )
+    await new_webhook(storage, owner, "all")
     # the first copy starts no conversation, later ones are in one each: the field is put in
     copies = copies_of_one_message(mine + theirs, [None, "cnv_b", "cnv_c", "cnv_d", None])
     await storage.store_inbound(copies, RECEIVED)

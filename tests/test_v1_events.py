@@ -156,18 +156,18 @@ async def test_a_websocket_frame_is_the_logged_event_and_the_webhook_body(
             assert json.loads(await again.get_message()) == frame
 
 
-def smtp_send_bytes(port: int, recipient: str, data: bytes) -> None:
+def smtp_send_bytes(port: int, recipients: list[str], data: bytes) -> None:
     with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:
         client.ehlo("mail.example.org")
-        client.sendmail("alice@example.org", [recipient], data)
+        client.sendmail("alice@example.org", recipients, data)
 
 
-def smtp_send(port: int, recipient: str, subject: str) -> None:
+def smtp_send(port: int, recipients: list[str], subject: str) -> None:
     letter = (
-        f"From: alice@example.org\r\nTo: {recipient}\r\nSubject: {subject}\r\n"
+        f"From: alice@example.org\r\nTo: {', '.join(recipients)}\r\nSubject: {subject}\r\n"
         f"Message-ID: <{new_id('m')}@example.org>\r\n\r\nHello agent.\r\n"
     ).encode()
-    smtp_send_bytes(port, recipient, letter)
+    smtp_send_bytes(port, recipients, letter)
 
 
 async def test_mail_over_smtp_is_one_event_on_the_websocket_and_in_the_log(
@@ -179,7 +179,7 @@ async def test_mail_over_smtp_is_one_event_on_the_websocket_and_in_the_log(
     async with open_websocket_url(url, extra_headers=bearer(owner.key)) as socket:
         await trio.sleep(0.2)
         port = running.addresses.smtp_port
-        await trio.to_thread.run_sync(smtp_send, port, bot, "Authenticated")
+        await trio.to_thread.run_sync(smtp_send, port, [bot], "Authenticated")
         with trio.fail_after(WAIT):
             frame = json.loads(await socket.get_message())
     data = frame["data"]
@@ -196,16 +196,6 @@ async def test_mail_over_smtp_is_one_event_on_the_websocket_and_in_the_log(
     ]
 
 
-def smtp_send_to_many(port: int, recipients: list[str], subject: str) -> None:
-    letter = (
-        f"From: alice@example.org\r\nTo: {', '.join(recipients)}\r\nSubject: {subject}\r\n"
-        f"Message-ID: <{new_id('m')}@example.org>\r\n\r\nHello agents.\r\n"
-    ).encode()
-    with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:
-        client.ehlo("mail.example.org")
-        client.sendmail("alice@example.org", recipients, letter)
-
-
 async def test_each_copy_of_mail_to_many_agents_is_its_own_event(
     running: RunningGateway, make_account: Any
 ) -> None:
@@ -215,7 +205,7 @@ async def test_each_copy_of_mail_to_many_agents_is_its_own_event(
     async with open_websocket_url(url, extra_headers=bearer(owner.key)) as socket:
         await trio.sleep(0.2)
         port = running.addresses.smtp_port
-        await trio.to_thread.run_sync(smtp_send_to_many, port, bots, "To all three")
+        await trio.to_thread.run_sync(smtp_send, port, bots, "To all three")
         with trio.fail_after(WAIT):
             frame = json.loads(await socket.get_message())
     assert frame["data"]["agent_email"] == frame["data"]["delivered_to"] == bots[2]
@@ -345,10 +335,10 @@ async def test_email_received_lists_the_attachments_as_the_message_view_does(
         ws_url(running.addresses.http_url, bot), extra_headers=bearer(owner.key)
     ) as socket:
         await trio.sleep(0.2)
-        await trio.to_thread.run_sync(smtp_send_bytes, port, bot, data)
+        await trio.to_thread.run_sync(smtp_send_bytes, port, [bot], data)
         with trio.fail_after(WAIT):
             frame = json.loads(await socket.get_message())
-        await trio.to_thread.run_sync(smtp_send, port, bot, "Plain")
+        await trio.to_thread.run_sync(smtp_send, port, [bot], "Plain")
         with trio.fail_after(WAIT):
             plain = json.loads(await socket.get_message())
     expected = [
@@ -375,7 +365,7 @@ async def test_email_received_lists_the_attachments_as_the_message_view_does(
     assert "attachments" not in plain["data"]  # none: left out, as e2a leaves it out
 
     await trio.to_thread.run_sync(
-        smtp_send_bytes, port, guarded, letter_with_attachments(guarded, "Held")[0]
+        smtp_send_bytes, port, [guarded], letter_with_attachments(guarded, "Held")[0]
     )
     (held,) = (await owner.http.get("/v1/reviews")).json()["items"]
     approved = await owner.http.post(f"/v1/reviews/{held['id']}/approve", json={})
