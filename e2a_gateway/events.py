@@ -284,16 +284,32 @@ def copy_envelope(
     return orjson.dumps(document)
 
 
-def full_envelope(event: NewEvent) -> bytes:
-    """The envelope `event` is sent with: its own, or the one its message's copies share with
-    its own fields put in."""
-    if event.shared is None:
-        return event.envelope
+def event_envelope(
+    own: bytes,
+    shared: bytes | None,
+    event_id: str,
+    message_id: str | None,
+    agent_email: str | None,
+    conversation_id: str | None,
+) -> bytes:
+    """An event's envelope as it is sent and read: its `own`, or the one its message's copies
+    `shared` with its own fields put in (`copy_envelope`)."""
+    if shared is None:
+        return bytes(own)
     return copy_envelope(
-        event.shared.envelope,
+        bytes(shared), event_id, message_id or "", agent_email or "", conversation_id
+    )
+
+
+def full_envelope(event: NewEvent) -> bytes:
+    """The envelope `event` is sent with (`event_envelope`)."""
+    shared = None if event.shared is None else event.shared.envelope
+    return event_envelope(
+        event.envelope,
+        shared,
         event.id,
-        event.message_id or "",
-        event.agent_email or "",
+        event.message_id,
+        event.agent_email,
         event.conversation_id,
     )
 

@@ -29,7 +29,6 @@ from e2a_gateway.app import run_gateway
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.rate_windows import RateCount, RateLimit
-from e2a_gateway.signing.identity import IdentityClaim
 from e2a_gateway.storage import open_storage
 from e2a_gateway.storage.base import (
     Agent,
@@ -59,6 +58,7 @@ from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.sql.messages import _inbox_query
 from tests.conftest import make_settings
 from tests.databases import fresh_postgres_database
+from tests.test_signing_identity import claim_for
 
 NOW = "2026-01-01T00:00:00Z"
 
@@ -745,16 +745,7 @@ async def test_signed_headers_are_kept_without_their_names_and_read_back_whole(
     headers, and a row written before, read back as they were."""
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "a@agents.test"))
-    claim = IdentityClaim(
-        verified=True,
-        sender="sender@example.org",
-        entity_type="human",
-        domain_check="pass",
-        delegation="",
-        timestamp=NOW,
-        message_id="msg_signed",
-        body_hash="ab" * 32,
-    )
+    claim = replace(claim_for(b"Subject: hi\r\n\r\nbody\r\n"), message_id="msg_signed")
     signed = claim.signed_headers("secret")
     partial = {"X-E2A-Auth-Verified": "false"}
     await storage.store_inbound(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from e2a_gateway.events import Subscription, copy_envelope, full_envelope, matches
+from e2a_gateway.events import Subscription, event_envelope, full_envelope, matches
 from e2a_gateway.ids import new_id
 from e2a_gateway.storage.announcements import JobsAdded
 from e2a_gateway.storage.base import DeliveryCounts, EventFilter, NewEvent, StoredEvent
@@ -33,22 +33,6 @@ EVENT_COLUMNS = (
 )
 EVENTS_WITH_BODIES = "events e LEFT JOIN event_bodies b ON b.id = e.body_id"
 """What EVENT_COLUMNS are selected from: each event with the envelope it shares, if any."""
-
-
-def stored_envelope(
-    own: bytes,
-    shared: bytes | None,
-    event_id: str,
-    message_id: str | None,
-    agent_email: str | None,
-    conversation_id: str | None,
-) -> bytes:
-    """An event's envelope as read: its own, or the one it shares with its own fields put in."""
-    if shared is None:
-        return bytes(own)
-    return copy_envelope(
-        bytes(shared), event_id, message_id or "", agent_email or "", conversation_id
-    )
 
 
 def _subscriptions(tx: Transaction, user_id: str) -> list[Subscription]:
@@ -157,7 +141,7 @@ def decode_event(row: Sequence[Any], counts: DeliveryCounts | None = None) -> St
         conversation_id=conversation,
         message_id=message,
         created_epoch=float(created),
-        envelope=stored_envelope(envelope, shared, event_id, message, agent, conversation),
+        envelope=event_envelope(envelope, shared, event_id, message, agent, conversation),
         deliveries=counts or DeliveryCounts(),
     )
 
