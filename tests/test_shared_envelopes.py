@@ -134,10 +134,9 @@ async def test_the_sweep_keeps_a_shared_envelope_while_an_event_reads_it(
         await storage.add_agent(make_agent(owner, agent))
     copies = copies_of_one_message(agents, [None, None, None])
     await storage.store_inbound(copies, RECEIVED)
-    later = copies_of_one_message(agents, [None, None, None])
     later = [
         replace(copy, id=f"msg_later{number}", received_at="2026-01-02T00:00:00Z")
-        for number, copy in enumerate(later)
+        for number, copy in enumerate(copies)
     ]
     await storage.store_inbound(later, RECEIVED + 86_400)
     expected = {copy.id: received_envelope(copy) for copy in copies + later}
