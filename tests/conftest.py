@@ -19,6 +19,7 @@ from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.databases import (
     databases_made,
     drop_gateway_databases,
+    drop_template,
     gateway_backend,
     gateway_database_url,
 )
@@ -130,6 +131,7 @@ def _gateway_databases() -> Iterator[None]:
 
 @pytest.fixture(autouse=True, scope="session")
 def _every_gateway_database() -> Iterator[None]:
-    """Drop what is left (module-scoped gateways' databases) when the run ends."""
+    """Drop what is left (module-scoped gateways' databases, the template) when the run ends."""
     yield
     drop_gateway_databases()
+    drop_template()
