@@ -34,6 +34,7 @@ from e2a_gateway.storage.base import (
     NotPending,
     OutboundMessage,
     OutboundStatus,
+    SendAttempt,
     SendOutcome,
     Storage,
 )
@@ -185,7 +186,7 @@ async def _finish(storage: Storage, message_id: str, event: Event) -> None:
         [BouncedRecipient("x@example.org", "permanent", "550 5.1.1")] if event == "bounce" else []
     )
     await storage.finish_outbound(
-        job.id, message_id, outcome, "smtp", "451 busy", retry_at, None, None, bounced
+        [SendAttempt(job.id, message_id, outcome, "smtp", "451 busy", retry_at, bounced=bounced)]
     )
 
 

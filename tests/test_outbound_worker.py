@@ -315,6 +315,22 @@ async def test_5xx_is_final(setup: Setup, sink: Sink) -> None:
     assert await setup.worker.deliver_due(NOW + 86400) == 0
 
 
+async def test_outcomes_that_end_together_are_committed_together(setup: Setup, sink: Sink) -> None:
+    """Sends that end while another's outcome is being committed share the next transaction;
+    each message still gets its own outcome, one refused among them."""
+    refused = "nobody@example.net"
+    sink.rcpt_answers[refused] = "550 5.1.1 no such user"
+    messages = [await queue(setup) for _ in range(7)] + [await queue(setup, to=[refused])]
+
+    assert await setup.worker.deliver_due(NOW) == len(messages)
+
+    assert 1 <= setup.worker.outcome_commits < len(messages)
+    statuses = [(await stored(setup, message.id)).status for message in messages]
+    assert statuses == ["sent"] * 7 + ["bounced"]
+    assert sorted(rcpts[0] for _, rcpts, _ in sink.received) == [EXTERNAL] * 7
+    assert await setup.worker.deliver_due(NOW + 86400) == 0  # every job is gone
+
+
 async def test_relay_down_then_up(tmp_path: Path, sink: Sink) -> None:
     port = free_port()  # nothing listens yet
     async with open_setup(relay_settings(tmp_path, port)) as setup:

@@ -17,6 +17,7 @@ from e2a_gateway.storage.base import (
     AgentChanges,
     Feedback,
     FinishedAttempt,
+    SendAttempt,
     Storage,
     WebhookAttempt,
 )
@@ -127,10 +128,12 @@ async def test_an_auto_approval_goes_once_handed_on_not_before(gateway: Gateway)
     await storage.expire_outbound(OLD + 60)
     jobs = {job.message_id: job for job in await storage.claim_jobs("outbound", NOW, 10, 60)}
     await storage.finish_outbound(
-        jobs["out_handed_on"].id, "out_handed_on", "sent", "smtp", None, None
-    )
-    await storage.finish_outbound(
-        jobs["out_retrying"].id, "out_retrying", "retry", "smtp", "451 busy", NOW + 60
+        [
+            SendAttempt(jobs["out_handed_on"].id, "out_handed_on", "sent", "smtp", None, None),
+            SendAttempt(
+                jobs["out_retrying"].id, "out_retrying", "retry", "smtp", "451 busy", NOW + 60
+            ),
+        ]
     )
 
     swept = await RetentionWorker(gateway, pause=0).sweep(NOW)

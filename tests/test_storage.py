@@ -46,6 +46,7 @@ from e2a_gateway.storage.base import (
     NotPending,
     OutboundEdits,
     OutboundMessage,
+    SendAttempt,
     SigningSecret,
     Storage,
     StorageUnavailable,
@@ -1063,13 +1064,15 @@ async def test_outbound_finish_states_and_scrubbing(storage: Storage) -> None:
     await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
     (job,) = await storage.claim_jobs("outbound", 100.0, 10, 60)
     assert await storage.claim_jobs("outbound", 100.0, 10, 60) == []
-    await storage.finish_outbound(job.id, "msg_1", "retry", "smtp", "451 busy", 160.0)
+    await storage.finish_outbound(
+        [SendAttempt(job.id, "msg_1", "retry", "smtp", "451 busy", 160.0)]
+    )
     retried = await storage.get_outbound(alice, "msg_1")
     assert retried is not None and retried.status == "queued" and retried.send_error == "451 busy"
     assert await storage.claim_jobs("outbound", 159.0, 10, 60) == []
     (again,) = await storage.claim_jobs("outbound", 160.0, 10, 60)
     assert again.attempts == 1
-    await storage.finish_outbound(again.id, "msg_1", "sent", "smtp", None, None)
+    await storage.finish_outbound([SendAttempt(again.id, "msg_1", "sent", "smtp", None, None)])
     sent = await storage.get_outbound(alice, "msg_1")
     assert sent is not None and sent.status == "sent" and sent.method == "smtp"
     assert (sent.body_text, sent.body_html, sent.attachments) == (None, None, None)
@@ -1114,7 +1117,9 @@ async def test_failed_auto_approval_ends_expired_rejected(storage: Storage) -> N
     )
     await storage.expire_outbound(20.0)
     (job,) = await storage.claim_jobs("outbound", 20.0, 10, 60)
-    await storage.finish_outbound(job.id, "msg_1", "failed", "smtp", "554 refused", None)
+    await storage.finish_outbound(
+        [SendAttempt(job.id, "msg_1", "failed", "smtp", "554 refused", None)]
+    )
     failed = await storage.get_outbound(None, "msg_1")
     assert failed is not None and failed.status == "expired_rejected"
     assert failed.send_error == "554 refused"

@@ -465,6 +465,25 @@ class OutboundEdits:
 
 SendOutcome = Literal["sent", "failed", "retry"]
 
+
+@dataclass(frozen=True)
+class SendAttempt:
+    """What one attempt to send an outbound message came to, to record (`Outbox.finish_outbound`):
+    `outcome` with the `method` used and the `error` if any, `retry_at` when retrying, the
+    per-recipient `results`, the relay's 5xx refusals in `bounced`, made at `now` (default: the
+    wall clock)."""
+
+    job_id: int
+    message_id: str
+    outcome: SendOutcome
+    method: Literal["smtp", "local"]
+    error: str | None
+    retry_at: float | None
+    results: Mapping[str, str] | None = None
+    now: float | None = None
+    bounced: Sequence[BouncedRecipient] = ()
+
+
 MessageDirection = Literal["inbound", "outbound"]
 
 
@@ -1146,24 +1165,14 @@ class Outbox(Protocol):
         of an agent in the trash wait for it."""
         ...
 
-    async def finish_outbound(
-        self,
-        job_id: int,
-        message_id: str,
-        outcome: SendOutcome,
-        method: Literal["smtp", "local"],
-        error: str | None,
-        retry_at: float | None,
-        results: Mapping[str, str] | None = None,
-        now: float | None = None,
-        bounced: Sequence[BouncedRecipient] = (),
-    ) -> None:
-        """Record a send attempt: sent/failed are terminal (body scrubbed, job dropped; an
-        expired-approved message that fails ends `expired_rejected`), retry reschedules. A
-        terminal attempt logs its events (`email.sent` and `email.delivered` per recipient in
-        `results` that was accepted, or `email.failed`), made at `now` (default: the wall clock),
-        in the same transaction; so are the relay's 5xx refusals in `bounced` (`email.bounced`,
-        a hard bounce suppressed, and a message no recipient got ends `bounced`)."""
+    async def finish_outbound(self, attempts: Sequence[SendAttempt]) -> None:
+        """Record send attempts, all in one transaction: sent/failed are terminal (body
+        scrubbed, job dropped; an expired-approved message that fails ends `expired_rejected`),
+        retry reschedules. A terminal attempt logs its events (`email.sent` and
+        `email.delivered` per recipient in its `results` that was accepted, or `email.failed`),
+        made at its `now`, in the same transaction; so are the relay's 5xx refusals in its
+        `bounced` (`email.bounced`, a hard bounce suppressed, and a message no recipient got
+        ends `bounced`)."""
         ...
 
     async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:

@@ -4,7 +4,8 @@ relay (`outbound_smtp`).
 
 Every recipient is settled once: results are stored per recipient before the message's state
 changes, so a retry hands off only the recipients that were deferred. It never holds mail that
-storage does not also hold.
+storage does not also hold. The outcomes of the attempts that end meanwhile are committed
+together (`GroupCommit`): one transaction, one sync of the disk, for all of them.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from e2a_gateway.storage.base import (
     BouncedRecipient,
     Job,
     OutboundMessage,
+    SendAttempt,
     SendOutcome,
     StorageUnavailable,
 )
+from e2a_gateway.storage.group_commit import GroupCommit
 from e2a_gateway.storage.rows import (
     AGENT_DELETED_ERROR,
     RECIPIENT_ACCEPTED,
@@ -224,9 +227,15 @@ class OutboundWorker(ClaimLoop):
         )
         self._lease = gateway.settings.outbound_smtp.timeout_seconds + LEASE_MARGIN_SECONDS
         self._in_flight_ids: set[str] = set()
+        self._outcomes = GroupCommit(gateway.storage.finish_outbound, what="send outcomes")
 
     def _in_flight(self) -> int:
         return len(self._in_flight_ids)
+
+    @property
+    def outcome_commits(self) -> int:
+        """Transactions that recorded send outcomes so far (for tests and benchmarks)."""
+        return self._outcomes.batches
 
     async def deliver_due(self, now: float, limit: int = 1000) -> int:
         """Claim up to `limit` jobs due at `now`, attempt each once and wait for them all;
@@ -265,8 +274,8 @@ class OutboundWorker(ClaimLoop):
         )
         outcome: SendOutcome = "failed" if retry_at is None else "retry"
         try:
-            await self._gateway.storage.finish_outbound(
-                job.id, job.message_id, outcome, "smtp", error, retry_at
+            await self._outcomes.submit(
+                SendAttempt(job.id, job.message_id, outcome, "smtp", error, retry_at)
             )
         except StorageUnavailable as exc:
             log.error("could not record the failure of %s: %s", job.message_id, exc)
@@ -285,8 +294,8 @@ class OutboundWorker(ClaimLoop):
             return
         sender = await storage.find_agent(message.agent_email)
         if sender is None:  # in the trash (a purged agent's mail went with it)
-            await storage.finish_outbound(
-                job.id, message.id, "failed", "smtp", AGENT_DELETED_ERROR, None
+            await self._outcomes.submit(
+                SendAttempt(job.id, message.id, "failed", "smtp", AGENT_DELETED_ERROR, None)
             )
             self._gateway.metrics.outbound_settled("failed_cancelled")
             return
@@ -296,7 +305,9 @@ class OutboundWorker(ClaimLoop):
             if not isinstance(exc, InvalidDraft):
                 log.exception("outbound %s cannot be built", message.id)
             reason = f"cannot build the message: {exc}"[:MAX_ERROR_CHARS]
-            await storage.finish_outbound(job.id, message.id, "failed", "smtp", reason, None)
+            await self._outcomes.submit(
+                SendAttempt(job.id, message.id, "failed", "smtp", reason, None)
+            )
             self._gateway.metrics.outbound_settled("failed_invalid")
             return
         settled = await storage.recipient_results(message.id)
@@ -315,16 +326,18 @@ class OutboundWorker(ClaimLoop):
         if verdict.outcome == "retry" and results:
             # Only a retry needs them (one write fewer per message on the common path).
             await storage.record_recipient_results(message.id, results)
-        await storage.finish_outbound(
-            job.id,
-            message.id,
-            verdict.outcome,
-            verdict.method,
-            verdict.error,
-            verdict.retry_at,
-            {**settled, **results},
-            now,
-            relay_bounces(results),
+        await self._outcomes.submit(
+            SendAttempt(
+                job.id,
+                message.id,
+                verdict.outcome,
+                verdict.method,
+                verdict.error,
+                verdict.retry_at,
+                {**settled, **results},
+                now,
+                relay_bounces(results),
+            )
         )
         metrics = self._gateway.metrics
         metrics.outbound_attempted(verdict.outcome, now - job.run_at, handed_off)

@@ -24,12 +24,12 @@ from e2a_gateway.events import (
 )
 from e2a_gateway.storage.base import (
     AgentInTrash,
-    BouncedRecipient,
     NewEvent,
     NotPending,
     OutboundEdits,
     OutboundMessage,
     ReviewedBy,
+    SendAttempt,
     SendOutcome,
     StorageUnavailable,
 )
@@ -259,37 +259,27 @@ def _hand_off_events(
     return events
 
 
-def _finish(
-    tx: Transaction,
-    job_id: int,
-    message_id: str,
-    outcome: SendOutcome,
-    method: Literal["smtp", "local"],
-    error: str | None,
-    retry_at: float | None,
-    results: Mapping[str, str] | None,
-    now: float | None,
-    bounced: Sequence[BouncedRecipient],
-) -> None:
+def _finish(tx: Transaction, attempt: SendAttempt) -> None:
     """Inside `tx`: record a send attempt (OutboundSql.finish_outbound)."""
-    if outcome == "retry":
-        retry_job(tx, job_id, retry_at)
+    message_id, method, error = attempt.message_id, attempt.method, attempt.error
+    if attempt.outcome == "retry":
+        retry_job(tx, attempt.job_id, attempt.retry_at)
         tx.execute(
             "UPDATE messages SET send_error = ?, method = ? WHERE id = ?",
             (error, method, message_id),
         )
         return
-    tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+    tx.execute("DELETE FROM jobs WHERE id = ?", (attempt.job_id,))
     row = _outbound_row(tx, None, message_id)
-    moment = time.time() if now is None else now
+    moment = time.time() if attempt.now is None else attempt.now
     if row is not None:
         stored = tx.first(RECIPIENT_RESULTS, (message_id,))
-        settled = {**recipient_results(stored[0] if stored else None), **(results or {})}
+        settled = {**recipient_results(stored[0] if stored else None), **(attempt.results or {})}
         record_events(
             tx,
-            _hand_off_events(decode_outbound(row), outcome, method, error, settled, moment),
+            _hand_off_events(decode_outbound(row), attempt.outcome, method, error, settled, moment),
         )
-    if outcome == "sent":
+    if attempt.outcome == "sent":
         tx.execute(
             f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
             f"THEN status ELSE '{SENT}' END, sent_at = {tx.dialect.utc_now}, "
@@ -298,9 +288,9 @@ def _finish(
         )
     else:
         _fail(tx, message_id, method, error)
-    if row is not None and bounced:
+    if row is not None and attempt.bounced:
         message = decode_outbound(row)
-        bounce_recorded(tx, message, bounced, moment, settle=outcome == "failed")
+        bounce_recorded(tx, message, attempt.bounced, moment, settle=attempt.outcome == "failed")
 
 
 def cancel_sends_in(tx: Transaction, agent_email: str, now: float) -> int:
@@ -324,7 +314,9 @@ def cancel_sends_in(tx: Transaction, agent_email: str, now: float) -> int:
             if result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX)
         ]
         outcome: SendOutcome = "sent" if reached else "failed"
-        _finish(tx, job_id, message_id, outcome, "smtp", AGENT_DELETED_ERROR, None, None, now, ())
+        _finish(
+            tx, SendAttempt(job_id, message_id, outcome, "smtp", AGENT_DELETED_ERROR, None, now=now)
+        )
     return len(due)
 
 
@@ -414,28 +406,20 @@ class OutboundSql(Runner):
         """Apply the agents' expiration actions to overdue pending messages."""
         return await self._write(lambda tx: _expire(tx, now))
 
-    async def finish_outbound(
-        self,
-        job_id: int,
-        message_id: str,
-        outcome: SendOutcome,
-        method: Literal["smtp", "local"],
-        error: str | None,
-        retry_at: float | None,
-        results: Mapping[str, str] | None = None,
-        now: float | None = None,
-        bounced: Sequence[BouncedRecipient] = (),
-    ) -> None:
-        """Record a send attempt: a retry reschedules the job; sent or failed drops it and
-        scrubs the body. Handed on, a queued message becomes sent and an expired-approved one
-        stays expired-approved, both with `sent_at`; an expired-approved message that fails
-        ends expired-rejected with the reason."""
+    async def finish_outbound(self, attempts: Sequence[SendAttempt]) -> None:
+        """Record send attempts in one transaction, each as `_finish` does, in the order of
+        their messages' ids (replicas finishing batches that touch the same rows take their
+        locks in one order). A retry reschedules the job; sent or failed drops it and scrubs
+        the body. Handed on, a queued message becomes sent and an expired-approved one stays
+        expired-approved, both with `sent_at`; an expired-approved message that fails ends
+        expired-rejected with the reason."""
+        ordered = sorted(attempts, key=lambda attempt: attempt.message_id)
 
-        await self._write(
-            lambda tx: _finish(
-                tx, job_id, message_id, outcome, method, error, retry_at, results, now, bounced
-            )
-        )
+        def finish_all(tx: Transaction) -> None:
+            for attempt in ordered:
+                _finish(tx, attempt)
+
+        await self._write(finish_all)
 
     async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
         """Merge `results` into the message's per-recipient results."""
