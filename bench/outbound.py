@@ -81,8 +81,9 @@ def outbound(user_id: str, index: int, now: float) -> OutboundMessage:
     )
 
 
-async def run_e2a(port: int, count: int, sink: CountingSink) -> tuple[float, list[bytes]]:
-    """Seconds for the worker to send `count` queued messages, and the bytes it built."""
+async def run_e2a(port: int, count: int, sink: CountingSink) -> tuple[float, list[bytes], int]:
+    """Seconds for the worker to send `count` queued messages, the bytes it built, and the
+    transactions that recorded their outcomes."""
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.model_validate(
             {
@@ -113,7 +114,7 @@ async def run_e2a(port: int, count: int, sink: CountingSink) -> tuple[float, lis
                 while await gateway.storage.list_outbound(user.id, "queued", None):  # noqa: ASYNC110
                     await trio.sleep(0.01)
                 nursery.cancel_scope.cancel()
-            return time.perf_counter() - started, samples
+            return time.perf_counter() - started, samples, worker.outcome_commits
 
 
 def run_peer(port: int, messages: list[bytes], concurrency: int) -> float:
@@ -148,7 +149,7 @@ def main() -> None:
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        seconds, samples = trio.run(run_e2a, port, args.messages, sink)
+        seconds, samples, commits = trio.run(run_e2a, port, args.messages, sink)
         sink.count = 0
         peer_seconds = run_peer(port, samples, MAX_IN_FLIGHT)
     finally:
@@ -161,6 +162,7 @@ def main() -> None:
     ]
     for name, taken in rows:
         print(f"  {name:44} {taken:8.2f} {args.messages / taken:8.0f}")
+    print(f"  the worker recorded the {args.messages} outcomes in {commits} transactions")
 
 
 if __name__ == "__main__":
