@@ -1,9 +1,11 @@
 """Outbound throughput: messages/s from queued rows in storage to an SMTP sink on 127.0.0.1.
 
 e2a: a backlog of `queued` messages is stored, then the outbound worker runs (build MIME,
-hand off over a fresh SMTP connection per message, record the result and scrub the body) until
-every message is `sent`. Peer: smtplib sending the same bytes to the same aiosmtpd sink, one
-connection per message, with the same concurrency (threads) — SMTP alone, no storage.
+hand off to the relay, record the result and scrub the body) until every message is `sent`:
+once with a connection per message (`outbound_smtp.connection_idle_seconds = 0`), once keeping
+connections open between messages (the default). Peer: smtplib sending the same bytes to the
+same aiosmtpd sink with the same concurrency (threads) — SMTP alone, no storage — once with a
+connection per message, once with one connection per thread.
 
 Run: `.venv/bin/python bench/outbound.py [--messages 2000]`. Only 127.0.0.1 is contacted.
 """
@@ -81,16 +83,23 @@ def outbound(user_id: str, index: int, now: float) -> OutboundMessage:
     )
 
 
-async def run_e2a(port: int, count: int, sink: CountingSink) -> tuple[float, list[bytes], int]:
-    """Seconds for the worker to send `count` queued messages, the bytes it built, and the
-    transactions that recorded their outcomes."""
+async def run_e2a(
+    port: int, count: int, sink: CountingSink, idle_seconds: float
+) -> tuple[float, list[bytes], int, int]:
+    """Seconds for the worker to send `count` queued messages, the bytes it built, the
+    transactions that recorded their outcomes and the connections it opened to the relay."""
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.model_validate(
             {
                 "shared_domain": "agents.test",
                 "smtp": {"listen": "127.0.0.1:0", "hostname": "mx.agents.test"},
                 "database": {"url": f"sqlite:///{tmp}/e2a.db"},
-                "outbound_smtp": {"host": "127.0.0.1", "port": port, "tls": "none"},
+                "outbound_smtp": {
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "tls": "none",
+                    "connection_idle_seconds": idle_seconds,
+                },
             }
         )
         async with open_gateway(settings, FixtureResolver()) as gateway:
@@ -114,20 +123,31 @@ async def run_e2a(port: int, count: int, sink: CountingSink) -> tuple[float, lis
                 while await gateway.storage.list_outbound(user.id, "queued", None):  # noqa: ASYNC110
                     await trio.sleep(0.01)
                 nursery.cancel_scope.cancel()
-            return time.perf_counter() - started, samples, worker.outcome_commits
+            return (
+                time.perf_counter() - started,
+                samples,
+                worker.outcome_commits,
+                worker.relay_connections_opened,
+            )
 
 
-def run_peer(port: int, messages: list[bytes], concurrency: int) -> float:
-    """Seconds for smtplib threads to send the same bytes, one connection per message."""
+def run_peer(port: int, messages: list[bytes], concurrency: int, *, keep: bool) -> float:
+    """Seconds for smtplib threads to send the same bytes: one connection per message, or
+    (`keep`) one per thread for all its messages."""
     pending = list(messages)
     lock = threading.Lock()
 
+    def next_message() -> bytes | None:
+        with lock:
+            return pending.pop() if pending else None
+
     def sender() -> None:
-        while True:
-            with lock:
-                if not pending:
-                    return
-                data = pending.pop()
+        if keep:
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                while (data := next_message()) is not None:
+                    client.sendmail(SENDER, [RECIPIENT], data)
+            return
+        while (data := next_message()) is not None:
             with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
                 client.sendmail(SENDER, [RECIPIENT], data)
 
@@ -149,20 +169,37 @@ def main() -> None:
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        seconds, samples, commits = trio.run(run_e2a, port, args.messages, sink)
-        sink.count = 0
-        peer_seconds = run_peer(port, samples, MAX_IN_FLIGHT)
+        runs = {}
+        for idle_seconds in (0.0, 5.0):
+            sink.count = 0
+            runs[idle_seconds] = trio.run(run_e2a, port, args.messages, sink, idle_seconds)
+        samples = runs[0.0][1]
+        peer = {}
+        for keep in (False, True):
+            peer[keep] = run_peer(port, samples, MAX_IN_FLIGHT, keep=keep)
     finally:
         controller.stop()
     print(f"outbound: {args.messages} messages to an aiosmtpd sink on 127.0.0.1")
-    print(f"  {'':44} {'seconds':>8} {'msg/s':>8}")
+    print(f"  {'':52} {'seconds':>8} {'msg/s':>8} {'connections':>12}")
     rows = [
-        ("e2a outbound worker (storage → MIME → SMTP)", seconds),
-        (f"peer: smtplib, {MAX_IN_FLIGHT} threads, same bytes", peer_seconds),
+        ("e2a outbound worker, a connection per message", runs[0.0][0], runs[0.0][3]),
+        ("e2a outbound worker, connections kept (default)", runs[5.0][0], runs[5.0][3]),
+        (f"peer: smtplib, {MAX_IN_FLIGHT} threads, a connection per message", peer[False], None),
+        (f"peer: smtplib, {MAX_IN_FLIGHT} threads, a connection per thread", peer[True], None),
     ]
-    for name, taken in rows:
-        print(f"  {name:44} {taken:8.2f} {args.messages / taken:8.0f}")
-    print(f"  the worker recorded the {args.messages} outcomes in {commits} transactions")
+    for name, taken, connections in rows:
+        opened = f"{connections:12d}" if connections is not None else f"{'':12}"
+        print(f"  {name:52} {taken:8.2f} {args.messages / taken:8.0f} {opened}")
+    for idle_seconds, label in ((0.0, "a connection per message"), (5.0, "connections kept")):
+        print(
+            f"  {label}: the worker recorded the {args.messages} outcomes in "
+            f"{runs[idle_seconds][2]} transactions"
+        )
+    print(
+        f"  ratio, connections kept: e2a / smtplib per thread "
+        f"{peer[True] / runs[5.0][0]:.2f}x; a connection per message: "
+        f"{peer[False] / runs[0.0][0]:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -275,6 +275,8 @@ class OutboundSmtpSettings(Section):
     ca_file: Path | None = None
     from_domain: str | None = None
     timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    connection_idle_seconds: float = Field(default=5.0, ge=0, le=300)
+    messages_per_connection: int = Field(default=100, ge=1, le=100_000)
 
 
 class DkimSettings(Section):

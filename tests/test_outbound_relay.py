@@ -8,14 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from e2a_gateway.config import OutboundSmtpSettings
-from e2a_gateway.outbound.relay import hand_off
+from e2a_gateway.outbound.relay import RelayConnections, hand_off
 from e2a_gateway.smtp.client import Outgoing
-from tests.relay_support import Sink, free_port
+from tests.relay_support import Sink, free_port, relay_on_loopback
 
 DATA = b"From: bot@agents.test\r\nSubject: hi\r\n\r\n.dot line\r\nbody\r\n"
 
@@ -182,3 +183,123 @@ async def test_relay_down_defers() -> None:
     )
     assert outcome.accepted == [] and "a@example.org" in outcome.deferred
     assert outcome.error is not None and "127.0.0.1" in outcome.error
+
+
+class CountingSink(Sink):
+    """A sink that also counts the QUITs it was sent (connections ended politely)."""
+
+    quits: int = 0
+
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        self.quits += 1
+        return "221 Bye"
+
+
+def outgoing(number: int) -> Outgoing:
+    return Outgoing("bot@agents.test", (f"r{number}@example.org",), DATA)
+
+
+async def send_in_turn(relay: RelayConnections, count: int) -> None:
+    for number in range(count):
+        outcome = await relay.hand_off(outgoing(number))
+        assert outcome.accepted == [f"r{number}@example.org"], outcome
+
+
+async def test_kept_connections_carry_message_after_message(
+    tls_relay: int, sink: Sink, ca: trustme.CA, tmp_path: Path
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    relay = RelayConnections(
+        settings(
+            tls_relay,
+            host="localhost",
+            tls="starttls",
+            ca_file=ca_file,
+            username="agent",
+            password="s3cret",
+        ),
+        "mx.agents.test",
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.keep_connections)
+        await send_in_turn(relay, 5)
+        nursery.cancel_scope.cancel()
+    assert relay.connections_opened == 1  # one connect, one TLS handshake, one AUTH
+    assert [recipients for _, recipients, _ in sink.received] == [
+        [f"r{number}@example.org"] for number in range(5)
+    ]
+
+
+async def test_without_keeping_each_message_has_its_own_connection(
+    plain_relay: int, sink: Sink
+) -> None:
+    relay = RelayConnections(settings(plain_relay), "mx.agents.test")
+    await send_in_turn(relay, 3)
+    assert relay.connections_opened == 3 and len(sink.received) == 3
+
+
+async def test_a_connection_carries_at_most_messages_per_connection(
+    plain_relay: int, sink: Sink
+) -> None:
+    relay = RelayConnections(settings(plain_relay, messages_per_connection=2), "mx.agents.test")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.keep_connections)
+        await send_in_turn(relay, 5)
+        nursery.cancel_scope.cancel()
+    assert relay.connections_opened == 3 and len(sink.received) == 5
+
+
+async def test_idle_connections_are_ended_after_connection_idle_seconds() -> None:
+    sink = CountingSink()
+    with relay_on_loopback(sink) as port:
+        relay = RelayConnections(settings(port, connection_idle_seconds=0.2), "mx.agents.test")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(relay.keep_connections)
+            await send_in_turn(relay, 1)
+            await trio.sleep(0.6)
+            assert sink.quits == 1  # ended politely, without waiting for a message
+            await send_in_turn(relay, 1)
+            nursery.cancel_scope.cancel()
+        assert relay.connections_opened == 2
+        await trio.sleep(0.2)
+        assert sink.quits == 2  # stopping keep_connections ends what it kept
+
+
+async def test_a_kept_connection_the_relay_closed_is_replaced(sink: Sink) -> None:
+    # The relay ends sessions idle for 0.3 s ("421 4.4.2 timeout", then closes): the kept
+    # connection is found closed when the next message comes, which goes out on a new one.
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, timeout=0.3)
+    controller.start()
+    try:
+        relay = RelayConnections(settings(port), "mx.agents.test")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(relay.keep_connections)
+            await send_in_turn(relay, 1)
+            await trio.sleep(0.8)
+            await send_in_turn(relay, 2)
+            nursery.cancel_scope.cancel()
+    finally:
+        controller.stop()
+    assert relay.connections_opened == 2
+    assert [recipients for _, recipients, _ in sink.received] == [
+        ["r0@example.org"],
+        ["r0@example.org"],
+        ["r1@example.org"],
+    ]
+
+
+async def test_a_refused_message_leaves_the_connection_to_the_next(
+    plain_relay: int, sink: Sink
+) -> None:
+    sink.rcpt_answers = {"gone@example.org": "550 5.1.1 no such user"}
+    relay = RelayConnections(settings(plain_relay), "mx.agents.test")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.keep_connections)
+        refused = await relay.hand_off(Outgoing("bot@agents.test", ("gone@example.org",), DATA))
+        assert "550" in refused.refused["gone@example.org"]
+        await send_in_turn(relay, 1)
+        nursery.cancel_scope.cancel()
+    assert relay.connections_opened == 1
+    assert [recipients for _, recipients, _ in sink.received] == [["r0@example.org"]]

@@ -40,6 +40,7 @@ from tests.delivery_support import (
     new_signing_secret,
     open_account,
     quiet_gateway,
+    wait_until,
 )
 from tests.relay_support import Sink, free_port
 from tests.test_outbound_relay import authenticator
@@ -331,6 +332,30 @@ async def test_outcomes_that_end_together_are_committed_together(setup: Setup, s
     assert await setup.worker.deliver_due(NOW + 86400) == 0  # every job is gone
 
 
+async def sent_all(setup: Setup, messages: list[OutboundMessage]) -> None:
+    """Wait (at most 10 s) until the running worker has sent every one of `messages`."""
+
+    async def all_sent() -> bool:
+        return all([(await stored(setup, message.id)).status == "sent" for message in messages])
+
+    await wait_until(all_sent)
+
+
+async def test_the_running_worker_sends_later_mail_over_the_connections_it_kept(
+    setup: Setup, sink: Sink
+) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(setup.worker.run)
+        await sent_all(setup, [await queue(setup) for _ in range(3)])
+        opened = setup.worker.relay_connections_opened
+        assert 1 <= opened <= 3
+        for _ in range(3):  # one after another: each finds a kept connection
+            await sent_all(setup, [await queue(setup)])
+        assert setup.worker.relay_connections_opened == opened  # none opened for these
+        nursery.cancel_scope.cancel()
+    assert len(sink.received) == 6
+
+
 async def test_relay_down_then_up(tmp_path: Path, sink: Sink) -> None:
     port = free_port()  # nothing listens yet
     async with open_setup(relay_settings(tmp_path, port)) as setup:
@@ -485,7 +510,7 @@ async def test_an_unexpected_error_is_retried_then_fails(
     async def broken(*args: Any, **kwargs: Any) -> bytes:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr("e2a_gateway.workers.outbound.hand_off", broken)
+    monkeypatch.setattr("e2a_gateway.outbound.relay.RelayConnections.hand_off", broken)
     message = await queue(setup)
     now = NOW
     for attempt in range(1, 6):

@@ -11,12 +11,15 @@ from e2a_gateway.smtp.client import (
     ClientProtocolError,
     ClientSession,
     Credentials,
+    Delivered,
     Finished,
     Outgoing,
+    Ready,
     ReplyReader,
     SendBytes,
     ServerReply,
     StartTls,
+    TlsMode,
     dot_stuff,
 )
 
@@ -28,11 +31,20 @@ EHLO_AUTH = ServerReply(
 )
 
 
+def session_for(
+    message: Outgoing = MESSAGE, *, tls: TlsMode = "none", credentials: Credentials | None = None
+) -> ClientSession:
+    """A session to which `message` was given before the greeting."""
+    session = ClientSession("mx.agents.test", tls=tls, credentials=credentials)
+    assert session.begin(message) is None
+    return session
+
+
 def reply(code: int, *lines: str) -> ServerReply:
     return ServerReply(code, lines or ("ok",))
 
 
-def sent(action: Action) -> bytes:
+def sent(action: Action | None) -> bytes:
     assert isinstance(action, SendBytes), action
     return action.data
 
@@ -46,9 +58,7 @@ def run_to_rcpt(session: ClientSession) -> None:
 
 
 def test_starttls_then_auth_plain_then_delivery() -> None:
-    session = ClientSession(
-        "mx.agents.test", MESSAGE, tls="starttls", credentials=Credentials("user", "pässword")
-    )
+    session = session_for(tls="starttls", credentials=Credentials("user", "pässword"))
     assert sent(session.receive_reply(reply(220))) == b"EHLO mx.agents.test\r\n"
     assert sent(session.receive_reply(EHLO_AUTH)) == b"STARTTLS\r\n"
     assert isinstance(session.receive_reply(reply(220)), StartTls)
@@ -62,15 +72,17 @@ def test_starttls_then_auth_plain_then_delivery() -> None:
     assert sent(session.receive_reply(reply(250))) == b"RCPT TO:<b@example.org>\r\n"
     assert sent(session.receive_reply(reply(250))) == b"DATA\r\n"
     assert sent(session.receive_reply(reply(354))) == dot_stuff(MESSAGE.data)
-    assert sent(session.receive_reply(reply(250))) == b"QUIT\r\n"
+    delivered = session.receive_reply(reply(250))
+    assert isinstance(delivered, Delivered) and session.idle
+    assert delivered.outcome.accepted == ["a@example.org", "b@example.org"]
+    assert not delivered.outcome.refused and not delivered.outcome.deferred
+    assert sent(session.quit()) == b"QUIT\r\n"
     finished = session.receive_reply(reply(221))
-    assert isinstance(finished, Finished)
-    assert finished.outcome.accepted == ["a@example.org", "b@example.org"]
-    assert not finished.outcome.refused and not finished.outcome.deferred
+    assert isinstance(finished, Finished) and not session.idle
 
 
 def test_auth_login() -> None:
-    session = ClientSession("mx.agents.test", MESSAGE, credentials=Credentials("user", "secret"))
+    session = session_for(credentials=Credentials("user", "secret"))
     session.receive_reply(reply(220))
     assert sent(session.receive_reply(reply(250, "relay.test", "AUTH LOGIN"))) == b"AUTH LOGIN\r\n"
     assert sent(session.receive_reply(reply(334, "VXNlcm5hbWU6"))) == b"dXNlcg==\r\n"
@@ -88,7 +100,7 @@ def test_auth_login() -> None:
 def test_auth_failures_refuse_everything(
     ehlo: ServerReply, auth_reply: ServerReply | None, expect: str
 ) -> None:
-    session = ClientSession("mx.agents.test", MESSAGE, credentials=Credentials("u", "p"))
+    session = session_for(credentials=Credentials("u", "p"))
     session.receive_reply(reply(220))
     action = session.receive_reply(ehlo)
     if auth_reply is not None:
@@ -99,7 +111,7 @@ def test_auth_failures_refuse_everything(
 
 
 def test_starttls_required_but_not_offered() -> None:
-    session = ClientSession("mx.agents.test", MESSAGE, tls="starttls")
+    session = session_for(tls="starttls")
     session.receive_reply(reply(220))
     assert sent(session.receive_reply(reply(250, "relay.test"))) == b"QUIT\r\n"
     assert "STARTTLS" in (session.outcome.error or "")
@@ -107,7 +119,7 @@ def test_starttls_required_but_not_offered() -> None:
 
 
 def test_mixed_recipient_answers() -> None:
-    session = ClientSession("mx.agents.test", MESSAGE)
+    session = session_for()
     run_to_rcpt(session)
     assert sent(session.receive_reply(reply(550, "no such user"))) == b"RCPT TO:<b@example.org>\r\n"
     assert sent(session.receive_reply(reply(250))) == b"DATA\r\n"
@@ -119,35 +131,51 @@ def test_mixed_recipient_answers() -> None:
 
 
 def test_all_recipients_deferred_skips_data() -> None:
-    session = ClientSession("mx.agents.test", MESSAGE)
+    session = session_for()
     run_to_rcpt(session)
     session.receive_reply(reply(451, "try later"))
-    assert sent(session.receive_reply(reply(452, "full"))) == b"QUIT\r\n"
-    assert set(session.outcome.deferred) == set(MESSAGE.recipients)
+    # MAIL was accepted: the open transaction is reset before the connection carries another.
+    assert sent(session.receive_reply(reply(452, "full"))) == b"RSET\r\n"
+    delivered = session.receive_reply(reply(250))
+    assert isinstance(delivered, Delivered) and session.idle
+    assert set(delivered.outcome.deferred) == set(MESSAGE.recipients)
+    assert not delivered.outcome.accepted
+
+
+def test_a_relay_refusing_rset_is_not_trusted_again() -> None:
+    session = session_for()
+    run_to_rcpt(session)
+    session.receive_reply(reply(550, "no"))
+    assert sent(session.receive_reply(reply(550, "no"))) == b"RSET\r\n"
+    assert sent(session.receive_reply(reply(500, "what?"))) == b"QUIT\r\n"
+    assert not session.idle
+    assert set(session.outcome.refused) == set(MESSAGE.recipients)
 
 
 @pytest.mark.parametrize(("code", "bucket"), [(451, "deferred"), (554, "refused")])
 def test_failure_at_end_of_data(code: int, bucket: str) -> None:
-    session = ClientSession("mx.agents.test", MESSAGE)
+    session = session_for()
     run_to_rcpt(session)
     session.receive_reply(reply(250))
     session.receive_reply(reply(250))
     session.receive_reply(reply(354))
-    assert sent(session.receive_reply(reply(code, "no"))) == b"QUIT\r\n"
-    assert session.outcome.accepted == []
-    assert set(getattr(session.outcome, bucket)) == set(MESSAGE.recipients)
+    # The transaction ended with the refusal: the connection can carry the next message.
+    delivered = session.receive_reply(reply(code, "no"))
+    assert isinstance(delivered, Delivered) and session.idle
+    assert delivered.outcome.accepted == []
+    assert set(getattr(delivered.outcome, bucket)) == set(MESSAGE.recipients)
 
 
 @pytest.mark.parametrize("code", [421, 554])
 def test_bad_greeting(code: int) -> None:
-    session = ClientSession("mx.agents.test", MESSAGE)
+    session = session_for()
     assert sent(session.receive_reply(reply(code, "go away"))) == b"QUIT\r\n"
     bucket = session.outcome.deferred if code == 421 else session.outcome.refused
     assert set(bucket) == set(MESSAGE.recipients)
 
 
 def test_connection_lost_defers_everything_not_accepted() -> None:
-    session = ClientSession("mx.agents.test", MESSAGE)
+    session = session_for()
     run_to_rcpt(session)
     outcome = session.connection_lost()
     assert set(outcome.deferred) == set(MESSAGE.recipients)
@@ -175,3 +203,75 @@ def test_reply_reader_joins_multiline_replies_across_chunks() -> None:
 )
 def test_dot_stuffing(data: bytes, wire: bytes) -> None:
     assert dot_stuff(data) == wire
+
+
+SECOND = Outgoing("bot@agents.test", ("c@example.org",), b"Subject: y\r\n\r\nagain\r\n")
+
+
+def deliver_first(session: ClientSession) -> None:
+    run_to_rcpt(session)
+    session.receive_reply(reply(250))
+    session.receive_reply(reply(250))
+    session.receive_reply(reply(354))
+    assert isinstance(session.receive_reply(reply(250)), Delivered)
+
+
+def test_a_second_message_goes_out_on_the_same_session() -> None:
+    session = session_for()
+    deliver_first(session)
+    mail = sent(session.begin(SECOND))
+    assert mail.startswith(b"MAIL FROM:<bot@agents.test> SIZE=")  # no second greeting
+    assert sent(session.receive_reply(reply(250))) == b"RCPT TO:<c@example.org>\r\n"
+    assert sent(session.receive_reply(reply(250))) == b"DATA\r\n"
+    assert sent(session.receive_reply(reply(354))) == dot_stuff(SECOND.data)
+    delivered = session.receive_reply(reply(250))
+    assert isinstance(delivered, Delivered)
+    assert delivered.outcome.accepted == ["c@example.org"]  # the first message's are not in it
+
+
+def test_a_refused_sender_leaves_the_session_usable() -> None:
+    session = session_for()
+    deliver_first(session)
+    session.begin(SECOND)
+    delivered = session.receive_reply(reply(553, "sender not allowed"))
+    assert isinstance(delivered, Delivered) and session.idle
+    assert "MAIL FROM: 553" in delivered.outcome.refused["c@example.org"]
+
+
+@pytest.mark.parametrize("stage", ["MAIL", "RCPT", "end of DATA"])
+def test_service_closing_defers_and_ends_the_session(stage: str) -> None:
+    session = session_for()
+    deliver_first(session)
+    session.begin(SECOND)
+    if stage != "MAIL":
+        session.receive_reply(reply(250))
+    if stage == "end of DATA":
+        session.receive_reply(reply(250))
+        session.receive_reply(reply(354))
+    assert sent(session.receive_reply(reply(421, "closing"))) == b"QUIT\r\n"
+    assert "421" in session.outcome.deferred["c@example.org"]
+    assert not session.outcome.accepted and not session.idle
+    assert isinstance(session.receive_reply(reply(221)), Finished)
+
+
+def test_a_session_set_up_without_a_message_waits_for_one() -> None:
+    session = ClientSession("mx.agents.test")
+    session.receive_reply(reply(220))
+    assert isinstance(session.receive_reply(reply(250, "relay.test")), Ready)
+    assert session.idle
+    assert sent(session.begin(MESSAGE)) == b"MAIL FROM:<bot@agents.test>\r\n"
+
+
+def test_begin_is_refused_while_a_message_is_in_progress() -> None:
+    session = session_for()
+    run_to_rcpt(session)
+    with pytest.raises(RuntimeError, match="state rcpt"):
+        session.begin(SECOND)
+
+
+def test_connection_lost_while_idle_changes_no_outcome() -> None:
+    session = session_for()
+    deliver_first(session)
+    outcome = session.connection_lost()
+    assert outcome.accepted == ["a@example.org", "b@example.org"] and not outcome.deferred
+    assert not session.idle

@@ -1,17 +1,31 @@
-"""Handing one message to the configured relay (`outbound_smtp`): the trio shell around the
-sans-IO `ClientSession`. Plain, STARTTLS or implicit TLS; AUTH when credentials are set."""
+"""Handing messages to the configured relay (`outbound_smtp`): the trio shell around the
+sans-IO `ClientSession`. Plain, STARTTLS or implicit TLS; AUTH when credentials are set.
+
+`RelayConnections` keeps connections open between messages while its `keep_connections` task
+runs (as an MTA's connection cache does): a message goes out on an idle connection when there
+is one, so a burst of mail pays for one connect, TLS handshake and AUTH per connection instead
+of per message. A kept connection the relay has closed meanwhile is noticed before anything of
+the message was accepted, and the message goes out on a new connection instead.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import math
 import ssl
+from dataclasses import dataclass, field
 
 import trio
 
 from e2a_gateway.config import OutboundSmtpSettings
 from e2a_gateway.smtp.client import (
+    SERVICE_CLOSING,
+    Action,
     ClientProtocolError,
     ClientSession,
     Credentials,
+    Delivered,
     Finished,
     Outcome,
     Outgoing,
@@ -20,7 +34,11 @@ from e2a_gateway.smtp.client import (
     StartTls,
 )
 
+log = logging.getLogger("e2a.outbound")
+
 RECEIVE_BYTES = 65536
+CLOSE_SECONDS = 1.0
+"""Bound on saying QUIT to a relay when a connection is let go."""
 
 
 def tls_context(settings: OutboundSmtpSettings) -> ssl.SSLContext:
@@ -31,31 +49,226 @@ def tls_context(settings: OutboundSmtpSettings) -> ssl.SSLContext:
 
 
 async def hand_off(settings: OutboundSmtpSettings, hostname: str, message: Outgoing) -> Outcome:
-    """Deliver `message` to the relay; every failure ends up in the returned Outcome."""
-    host = settings.host
-    if not host:
-        return Outcome(
-            deferred=dict.fromkeys(message.recipients, "outbound_smtp.host is not set"),
-            error="outbound_smtp.host is not set",
+    """Deliver `message` to the relay over a connection of its own; every failure ends up in
+    the returned Outcome."""
+    return await RelayConnections(settings, hostname).hand_off(message)
+
+
+@dataclass(eq=False)
+class _Connection:
+    """An open connection to the relay and the session it carries."""
+
+    stream: trio.abc.Stream
+    session: ClientSession
+    reader: ReplyReader = field(default_factory=ReplyReader)
+    messages: int = 0
+    idle_since: float = 0.0
+    answered: bool = False
+    """Whether the relay has answered anything of the current message."""
+
+
+class _Stale(Exception):
+    """A kept connection turned out closed before the relay answered anything of the message."""
+
+
+class RelayConnections:
+    """Messages handed to the relay, over connections kept open between them while
+    `keep_connections` runs (otherwise each message has a connection of its own).
+
+    A connection is kept at most `outbound_smtp.connection_idle_seconds` without a message
+    (0: never kept) and carries at most `outbound_smtp.messages_per_connection` messages."""
+
+    def __init__(self, settings: OutboundSmtpSettings, hostname: str) -> None:
+        self._settings = settings
+        self._hostname = hostname
+        self._credentials = (
+            Credentials(settings.username, settings.password or "") if settings.username else None
         )
-    credentials = (
-        Credentials(settings.username, settings.password or "") if settings.username else None
-    )
-    session = ClientSession(hostname, message, tls=settings.tls, credentials=credentials)
-    try:
-        with trio.fail_after(settings.timeout_seconds):
-            return await _converse(settings, host, session)
-    except trio.TooSlowError:
-        outcome = session.connection_lost()
-        outcome.error = (
-            f"relay {host}:{settings.port} timed out after {settings.timeout_seconds:.0f} s"
+        self._idle: list[_Connection] = []
+        self._keeping = False
+        self._changed = trio.Event()
+        self.connections_opened = 0
+        """Connections opened to the relay so far (for tests and benchmarks)."""
+
+    async def hand_off(self, message: Outgoing) -> Outcome:
+        """Deliver `message` to the relay; every failure ends up in the returned Outcome."""
+        if not self._settings.host:
+            return Outcome(
+                deferred=dict.fromkeys(message.recipients, "outbound_smtp.host is not set"),
+                error="outbound_smtp.host is not set",
+            )
+        while self._idle:
+            connection = self._idle.pop()
+            try:
+                return await self._send(connection, message)
+            except _Stale:
+                continue
+        return await self._send(None, message)
+
+    async def keep_connections(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Keep connections open between messages until cancelled, closing each once it has
+        been idle `connection_idle_seconds`; then close them all."""
+        self._keeping = self._settings.connection_idle_seconds > 0
+        task_status.started()
+        try:
+            while True:
+                self._changed = trio.Event()
+                now = trio.current_time()
+                limit = self._settings.connection_idle_seconds
+                expired = [c for c in self._idle if now - c.idle_since >= limit]
+                for connection in expired:
+                    self._idle.remove(connection)
+                    await self._close(connection)
+                oldest = min((c.idle_since for c in self._idle), default=math.inf)
+                with trio.move_on_at(oldest + limit):
+                    await self._changed.wait()
+        finally:
+            self._keeping = False
+            idle, self._idle = self._idle, []
+            with trio.CancelScope(shield=True):
+                await self._close_all(idle)
+
+    async def _send(self, connection: _Connection | None, message: Outgoing) -> Outcome:
+        """`message` over a kept `connection`, or a new one when None; raises `_Stale` when the
+        kept connection turns out closed before the relay answered anything of it."""
+        settings = self._settings
+        kept = connection is not None
+        session = connection.session if connection is not None else self._new_session()
+        first = session.begin(message)
+        try:
+            with trio.fail_after(settings.timeout_seconds):
+                if connection is None:
+                    connection = await self._connect(session)
+                connection.answered = False
+                if first is not None:
+                    await self._write(connection, first)
+                return await self._converse(connection, kept)
+        except _Stale:
+            assert connection is not None
+            log.debug("a kept connection to the relay was closed; opening another")
+            await self._close(connection, polite=False)
+            raise
+        except trio.TooSlowError:
+            if connection is not None:
+                await self._close(connection, polite=False)
+            outcome = session.connection_lost()
+            outcome.error = (
+                f"relay {settings.host}:{settings.port} timed out after "
+                f"{settings.timeout_seconds:.0f} s"
+            )
+            return outcome
+        except (OSError, trio.BrokenResourceError, ssl.SSLError, ClientProtocolError) as exc:
+            answered = connection is not None and connection.answered
+            if connection is not None:
+                await self._close(connection, polite=False)
+            if kept and not answered and not isinstance(exc, ClientProtocolError):
+                raise _Stale from exc
+            outcome = session.connection_lost()
+            cause = _first_cause(exc)
+            outcome.error = (
+                f"relay {settings.host}:{settings.port}: {type(cause).__name__}: {cause}"[:500]
+            )
+            return outcome
+        except BaseException:  # cancelled (shutdown): the connection is not left open
+            if connection is not None:
+                await trio.aclose_forcefully(connection.stream)
+            raise
+
+    async def _converse(self, connection: _Connection, kept: bool) -> Outcome:
+        """Feed the relay's replies to the session and do what it says until the message's
+        transaction (or the session) ends."""
+        session = connection.session
+        while True:
+            data = await connection.stream.receive_some(RECEIVE_BYTES)
+            if not data:
+                if kept and not connection.answered:
+                    raise _Stale
+                outcome = session.connection_lost()
+                outcome.error = outcome.error or "relay closed the connection"
+                await self._close(connection, polite=False)
+                return outcome
+            for reply in connection.reader.feed(bytes(data)):
+                if kept and not connection.answered and reply.code == SERVICE_CLOSING:
+                    raise _Stale  # it timed the connection out while it was kept
+                connection.answered = True
+                action = session.receive_reply(reply)
+                if isinstance(action, StartTls):
+                    await self._start_tls(connection)
+                    break
+                if isinstance(action, Delivered):
+                    connection.messages += 1
+                    await self._keep_or_close(connection)
+                    return action.outcome
+                if isinstance(action, Finished):
+                    await self._close(connection, polite=False)
+                    return action.outcome
+                await self._write(connection, action)
+
+    async def _start_tls(self, connection: _Connection) -> None:
+        settings = self._settings
+        connection.stream = trio.SSLStream(
+            connection.stream, tls_context(settings), server_hostname=settings.host
         )
-        return outcome
-    except (OSError, trio.BrokenResourceError, ssl.SSLError, ClientProtocolError) as exc:
-        outcome = session.connection_lost()
-        cause = _first_cause(exc)
-        outcome.error = f"relay {host}:{settings.port}: {type(cause).__name__}: {cause}"[:500]
-        return outcome
+        await connection.stream.do_handshake()
+        # Anything the relay sent before the handshake is discarded, never trusted.
+        connection.reader = ReplyReader()
+        await self._write(connection, connection.session.tls_started())
+
+    def _new_session(self) -> ClientSession:
+        return ClientSession(self._hostname, tls=self._settings.tls, credentials=self._credentials)
+
+    async def _connect(self, session: ClientSession) -> _Connection:
+        settings = self._settings
+        assert settings.host is not None
+        stream: trio.abc.Stream = await trio.open_tcp_stream(settings.host, settings.port)
+        self.connections_opened += 1
+        if settings.tls == "implicit":
+            stream = trio.SSLStream(stream, tls_context(settings), server_hostname=settings.host)
+        return _Connection(stream, session)
+
+    async def _write(self, connection: _Connection, action: Action) -> None:
+        if not isinstance(action, SendBytes):
+            raise ClientProtocolError(f"the session asked for {type(action).__name__} unexpectedly")
+        await connection.stream.send_all(action.data)
+
+    async def _keep_or_close(self, connection: _Connection) -> None:
+        """Keep an idle connection for the next message, or end it (QUIT)."""
+        if (
+            self._keeping
+            and connection.session.idle
+            and connection.messages < self._settings.messages_per_connection
+        ):
+            connection.idle_since = trio.current_time()
+            self._idle.append(connection)
+            self._changed.set()
+            return
+        await self._close(connection)
+
+    async def _close(self, connection: _Connection, *, polite: bool = True) -> None:
+        """Close `connection`, saying QUIT first when `polite` and the session is idle (its
+        reply is not waited for)."""
+        try:
+            if polite and connection.session.idle:
+                with (
+                    trio.move_on_after(CLOSE_SECONDS),
+                    contextlib.suppress(OSError, trio.BrokenResourceError, ssl.SSLError),
+                ):
+                    await connection.stream.send_all(connection.session.quit().data)
+        finally:
+            await trio.aclose_forcefully(connection.stream)
+
+    async def _close_all(self, connections: list[_Connection]) -> None:
+        """Close idle `connections`, saying QUIT to each within CLOSE_SECONDS in all."""
+        try:
+            with trio.move_on_after(CLOSE_SECONDS):
+                for connection in connections:
+                    with contextlib.suppress(OSError, trio.BrokenResourceError, ssl.SSLError):
+                        await connection.stream.send_all(connection.session.quit().data)
+        finally:
+            for connection in connections:
+                await trio.aclose_forcefully(connection.stream)
 
 
 def _first_cause(exc: BaseException) -> BaseException:
@@ -65,34 +278,3 @@ def _first_cause(exc: BaseException) -> BaseException:
     while isinstance(cause, BaseExceptionGroup) and cause.exceptions:
         cause = cause.exceptions[0]
     return cause
-
-
-async def _converse(settings: OutboundSmtpSettings, host: str, session: ClientSession) -> Outcome:
-    stream: trio.abc.Stream = await trio.open_tcp_stream(host, settings.port)
-    if settings.tls == "implicit":
-        stream = trio.SSLStream(stream, tls_context(settings), server_hostname=host)
-    reader = ReplyReader()
-    try:
-        while True:
-            data = await stream.receive_some(RECEIVE_BYTES)
-            if not data:
-                return session.connection_lost()
-            for reply in reader.feed(bytes(data)):
-                action = session.receive_reply(reply)
-                if isinstance(action, StartTls):
-                    stream = trio.SSLStream(stream, tls_context(settings), server_hostname=host)
-                    await stream.do_handshake()
-                    # Anything the relay sent before the handshake is discarded, never trusted.
-                    reader = ReplyReader()
-                    await stream.send_all(_sent(session.tls_started()))
-                    break
-                if isinstance(action, Finished):
-                    return action.outcome
-                await stream.send_all(_sent(action))
-    finally:
-        await trio.aclose_forcefully(stream)
-
-
-def _sent(action: SendBytes | StartTls | Finished) -> bytes:
-    assert isinstance(action, SendBytes), action
-    return action.data

@@ -1,9 +1,10 @@
-"""A sans-IO SMTP *client* session: replies in, commands out, one message per session.
+"""A sans-IO SMTP *client* session: replies in, commands out, one message after another.
 
 It speaks ESMTP to a relay: EHLO, STARTTLS when asked (the I/O shell performs the handshake
-and calls `tls_started`), AUTH PLAIN or LOGIN, MAIL, one RCPT per recipient, DATA with
-dot-stuffing, QUIT. It never imports trio and never touches a socket. The outcome says, per
-recipient, whether the relay accepted the message, refused it for good (5xx) or for now (4xx).
+and calls `tls_started`), AUTH PLAIN or LOGIN, then per message MAIL, one RCPT per recipient
+and DATA with dot-stuffing; RSET after a transaction the relay left open, QUIT at the end. It
+never imports trio and never touches a socket. Each message's outcome says, per recipient,
+whether the relay accepted it, refused it for good (5xx) or for now (4xx).
 """
 
 from __future__ import annotations
@@ -104,13 +105,26 @@ class StartTls:
 
 
 @dataclass(frozen=True)
-class Finished:
-    """The session is over; close the connection."""
+class Ready:
+    """The connection is set up and no message was given: call `begin` with one."""
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """The message's transaction is over; the connection can carry another (`begin`) or be
+    ended (`quit`)."""
 
     outcome: Outcome
 
 
-Action = SendBytes | StartTls | Finished
+@dataclass(frozen=True)
+class Finished:
+    """The session is over; close the connection. `outcome` is the last message's."""
+
+    outcome: Outcome
+
+
+Action = SendBytes | StartTls | Ready | Delivered | Finished
 
 
 class _State(enum.Enum):
@@ -120,12 +134,43 @@ class _State(enum.Enum):
     AUTH = "auth"
     AUTH_LOGIN = "auth_login"
     AUTH_LOGIN_USERNAME = "auth_login_username"
+    IDLE = "idle"
     MAIL = "mail"
     RCPT = "rcpt"
     DATA = "data"
     BODY = "body"
+    RSET = "rset"
     QUIT = "quit"
     DONE = "done"
+
+
+_SETTING_UP = frozenset(
+    {
+        _State.GREETING,
+        _State.EHLO,
+        _State.STARTTLS,
+        _State.AUTH,
+        _State.AUTH_LOGIN,
+        _State.AUTH_LOGIN_USERNAME,
+    }
+)
+_STAGES = {
+    _State.GREETING: "greeting",
+    _State.EHLO: "EHLO",
+    _State.STARTTLS: "STARTTLS",
+    _State.AUTH: "AUTH",
+    _State.AUTH_LOGIN: "AUTH LOGIN",
+    _State.AUTH_LOGIN_USERNAME: "AUTH LOGIN",
+    _State.IDLE: "idle",
+    _State.MAIL: "MAIL FROM",
+    _State.RCPT: "RCPT TO",
+    _State.DATA: "DATA",
+    _State.BODY: "end of DATA",
+    _State.RSET: "RSET",
+}
+"""What each state waits for, as outcomes name it."""
+SERVICE_CLOSING = 421
+"""The reply with which a server closes the connection (RFC 5321 section 3.8)."""
 
 
 def dot_stuff(data: bytes) -> bytes:
@@ -140,34 +185,61 @@ def dot_stuff(data: bytes) -> bytes:
 
 
 class ClientSession:
-    """Drive one message through an SMTP relay. Feed replies with `receive_reply`; perform
-    each returned action; after `StartTls`, call `tls_started`."""
+    """One connection to an SMTP relay, carrying one message after another.
+
+    Give it a message with `begin` (at once, before the greeting, or whenever it is `idle`),
+    feed the server's replies to `receive_reply` and perform each returned action; after
+    `StartTls`, call `tls_started`. When a message's transaction ends it returns
+    `Delivered` and is idle again, or `Finished` when the connection cannot carry another
+    (the relay refused the session, or is closing it). `quit` ends an idle session."""
 
     def __init__(
         self,
         hostname: str,
-        message: Outgoing,
         *,
         tls: TlsMode = "none",
         credentials: Credentials | None = None,
     ) -> None:
         self._hostname = hostname
-        self._message = message
         self._tls = tls
         self._credentials = credentials
         self._state = _State.GREETING
         self._secure = tls == "implicit"
         self._extensions: dict[str, str] = {}
+        self._message: Outgoing | None = None
         self._pending_rcpt = 0
         self._outcome = Outcome()
 
     @property
     def outcome(self) -> Outcome:
-        """What happened so far (final once `Finished` was returned)."""
+        """The current (or last) message's outcome so far; final once `Delivered` or
+        `Finished` was returned for it."""
         return self._outcome
+
+    @property
+    def idle(self) -> bool:
+        """Set up, with no message in progress: `begin` may be called."""
+        return self._state is _State.IDLE
+
+    def begin(self, message: Outgoing) -> Action | None:
+        """Take `message` as the next one: its MAIL command when idle, else None (it goes out
+        once the session is set up). Only before the greeting or while idle."""
+        if self._state is not _State.GREETING and self._state is not _State.IDLE:
+            raise RuntimeError(f"cannot begin a message in state {self._state.value}")
+        self._message = message
+        self._outcome = Outcome()
+        if self._state is _State.IDLE:
+            return self._send_mail()
+        return None
+
+    def quit(self) -> SendBytes:
+        """End the session: QUIT (its reply returns `Finished`)."""
+        return self._command(_State.QUIT, "QUIT")
 
     def receive_reply(self, reply: ServerReply) -> Action:
         """The next thing to do after the server said `reply`."""
+        if reply.code == SERVICE_CLOSING and self._state not in (_State.QUIT, _State.DONE):
+            return self._fail_all(reply, _STAGES[self._state])
         handler = {
             _State.GREETING: self._on_greeting,
             _State.EHLO: self._on_ehlo,
@@ -175,18 +247,21 @@ class ClientSession:
             _State.AUTH: self._on_auth,
             _State.AUTH_LOGIN: self._on_login_prompt,
             _State.AUTH_LOGIN_USERNAME: self._on_login_prompt,
+            _State.IDLE: self._on_unexpected,
             _State.MAIL: self._on_mail,
             _State.RCPT: self._on_rcpt,
             _State.DATA: self._on_data,
             _State.BODY: self._on_body,
+            _State.RSET: self._on_rset,
             _State.QUIT: self._on_quit,
             _State.DONE: self._on_quit,
         }[self._state]
         return handler(reply)
 
     def connection_lost(self) -> Outcome:
-        """The connection broke: everything not yet accepted is deferred."""
-        if self._state is not _State.QUIT and self._state is not _State.DONE:
+        """The connection broke: every recipient of the message in progress not yet accepted
+        is deferred. Returns that message's outcome."""
+        if self._state not in (_State.IDLE, _State.RSET, _State.QUIT, _State.DONE):
             self._defer_rest("connection lost")
         self._state = _State.DONE
         return self._outcome
@@ -206,11 +281,19 @@ class ClientSession:
         return self._command(_State.EHLO, f"EHLO {self._hostname}")
 
     def _fail_all(self, reply: ServerReply, during: str) -> Action:
+        """The message cannot go through (the reply says whether for now or for good). A
+        session that was being set up, or that the relay is closing, ends with QUIT; otherwise
+        the transaction is over and the connection can carry the next message."""
         reason = f"{during}: {reply.code} {reply.text}"
         self._fail_pending(
             self._outcome.deferred if reply.transient else self._outcome.refused, reason
         )
-        return self._quit()
+        if self._state in _SETTING_UP or reply.code == SERVICE_CLOSING:
+            return self.quit()
+        if self._state is _State.MAIL or self._state is _State.BODY:
+            self._state = _State.IDLE  # no transaction was begun, or it has ended
+            return Delivered(self._outcome)
+        return self._command(_State.RSET, "RSET")
 
     def _defer_rest(self, reason: str) -> None:
         self._fail_pending(self._outcome.deferred, reason)
@@ -218,15 +301,14 @@ class ClientSession:
     def _fail_pending(self, bucket: dict[str, str], reason: str) -> None:
         """The message did not go through: every recipient without a final answer of its
         own (including those accepted at RCPT) goes into `bucket`."""
+        self._outcome.error = self._outcome.error or reason
+        if self._message is None:
+            return
         settled = self._outcome.refused.keys() | self._outcome.deferred.keys()
         for recipient in self._message.recipients:
             if recipient in self._outcome.accepted or recipient not in settled:
                 bucket[recipient] = reason
         self._outcome.accepted.clear()
-        self._outcome.error = self._outcome.error or reason
-
-    def _quit(self) -> Action:
-        return self._command(_State.QUIT, "QUIT")
 
     def _on_greeting(self, reply: ServerReply) -> Action:
         if reply.code != 220:
@@ -253,7 +335,7 @@ class ClientSession:
 
     def _authenticate_or_mail(self) -> Action:
         if self._credentials is None:
-            return self._send_mail()
+            return self._set_up()
         mechanisms = self._extensions.get("AUTH", "").upper().split()
         user, password = self._credentials.username, self._credentials.password
         if "PLAIN" in mechanisms:
@@ -278,9 +360,17 @@ class ClientSession:
     def _on_auth(self, reply: ServerReply) -> Action:
         if reply.code != 235:
             return self._fail_all(reply, "AUTH")
+        return self._set_up()
+
+    def _set_up(self) -> Action:
+        """The session is ready: the message given meanwhile goes out, else wait for one."""
+        self._state = _State.IDLE
+        if self._message is None:
+            return Ready()
         return self._send_mail()
 
-    def _send_mail(self) -> Action:
+    def _send_mail(self) -> SendBytes:
+        assert self._message is not None
         params = ""
         if "SIZE" in self._extensions:
             params += f" SIZE={len(self._message.data)}"
@@ -295,10 +385,12 @@ class ClientSession:
         return self._next_rcpt()
 
     def _next_rcpt(self) -> Action:
+        assert self._message is not None
         recipient = self._message.recipients[self._pending_rcpt]
         return self._command(_State.RCPT, f"RCPT TO:<{recipient}>")
 
     def _on_rcpt(self, reply: ServerReply) -> Action:
+        assert self._message is not None
         recipient = self._message.recipients[self._pending_rcpt]
         reason = f"RCPT TO: {reply.code} {reply.text}"
         if reply.code in (250, 251):
@@ -311,19 +403,31 @@ class ClientSession:
         if self._pending_rcpt < len(self._message.recipients):
             return self._next_rcpt()
         if not self._outcome.accepted:
-            return self._quit()
+            return self._command(_State.RSET, "RSET")  # MAIL was accepted: close the transaction
         return self._command(_State.DATA, "DATA")
 
     def _on_data(self, reply: ServerReply) -> Action:
         if reply.code != 354:
             return self._fail_all(reply, "DATA")
+        assert self._message is not None
         self._state = _State.BODY
         return SendBytes(dot_stuff(self._message.data))
 
     def _on_body(self, reply: ServerReply) -> Action:
         if reply.code != 250:
             return self._fail_all(reply, "end of DATA")
-        return self._quit()
+        self._state = _State.IDLE
+        return Delivered(self._outcome)
+
+    def _on_rset(self, reply: ServerReply) -> Action:
+        if reply.code != 250:  # the relay is confused: do not trust this connection again
+            return self.quit()
+        self._state = _State.IDLE
+        return Delivered(self._outcome)
+
+    def _on_unexpected(self, reply: ServerReply) -> Action:
+        """A reply nobody asked for while idle: end the session."""
+        return self.quit()
 
     def _on_quit(self, reply: ServerReply) -> Action:
         self._state = _State.DONE

@@ -27,7 +27,7 @@ from e2a_gateway.operations import lifecycle
 from e2a_gateway.outbound.bounces import classify
 from e2a_gateway.outbound.dkim_signing import DkimSigner
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
-from e2a_gateway.outbound.relay import hand_off
+from e2a_gateway.outbound.relay import RelayConnections
 from e2a_gateway.outbound.return_path import return_path_for, return_path_key
 from e2a_gateway.smtp.client import Outcome, Outgoing
 from e2a_gateway.storage.base import (
@@ -228,6 +228,22 @@ class OutboundWorker(ClaimLoop):
         self._lease = gateway.settings.outbound_smtp.timeout_seconds + LEASE_MARGIN_SECONDS
         self._in_flight_ids: set[str] = set()
         self._outcomes = GroupCommit(gateway.storage.finish_outbound, what="send outcomes")
+        self._relay_connections = RelayConnections(
+            gateway.settings.outbound_smtp, gateway.settings.smtp.hostname
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Work on due jobs until cancelled (see `ClaimLoop.run`), keeping connections to the
+        relay open between messages meanwhile."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._relay_connections.keep_connections)
+            await nursery.start(super().run)
+            task_status.started()
+
+    @property
+    def relay_connections_opened(self) -> int:
+        """Connections opened to the relay so far (for tests and benchmarks)."""
+        return self._relay_connections.connections_opened
 
     def _in_flight(self) -> int:
         return len(self._in_flight_ids)
@@ -404,10 +420,8 @@ class OutboundWorker(ClaimLoop):
         settings = self._gateway.settings
         if not settings.outbound_smtp.host:
             return dict.fromkeys(recipients, REFUSED_PREFIX + NO_RELAY), {}
-        outcome = await hand_off(
-            settings.outbound_smtp,
-            settings.smtp.hostname,
-            Outgoing(mail_from, tuple(recipients), raw),
+        outcome = await self._relay_connections.hand_off(
+            Outgoing(mail_from, tuple(recipients), raw)
         )
         if outcome.error:
             log.warning("relay hand-off: %s", outcome.error)
