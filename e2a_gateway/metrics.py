@@ -261,6 +261,11 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.relay_connections = Counter(
+            "e2a_outbound_relay_connections",
+            "Connections opened to the outbound relay (kept ones carry several messages)",
+            registry=registry,
+        )
         self.ws_connections_active = Gauge(
             "e2a_ws_connections_active",
             "Agents' WebSocket connections open now (/api/v1 and /v1)",
@@ -359,6 +364,10 @@ class Metrics:
         self.e2a_outbound_attempts.labels(E2A_ATTEMPT_OUTCOMES[outcome]).inc()
         self.e2a_outbound_queue_wait.observe(max(waited, 0.0))
         self.e2a_outbound_attempt_duration.observe(seconds)
+
+    def relay_connection_opened(self) -> None:
+        """The send worker opened a connection to the relay."""
+        self.relay_connections.inc()
 
     def outbound_settled(self, outcome: str) -> None:
         """An outbound message reached its final outcome (one of E2A_OUTBOUND_OUTCOMES)."""

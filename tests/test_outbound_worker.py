@@ -354,6 +354,8 @@ async def test_the_running_worker_sends_later_mail_over_the_connections_it_kept(
         assert setup.worker.relay_connections_opened == opened  # none opened for these
         nursery.cancel_scope.cancel()
     assert len(sink.received) == 6
+    registry = setup.gateway.metrics.registry
+    assert registry.get_sample_value("e2a_outbound_relay_connections_total") == opened
 
 
 async def test_relay_down_then_up(tmp_path: Path, sink: Sink) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
@@ -73,14 +74,21 @@ class _Stale(Exception):
 
 class RelayConnections:
     """Messages handed to the relay, over connections kept open between them while
-    `keep_connections` runs (otherwise each message has a connection of its own).
+    `keep_connections` runs (otherwise each message has a connection of its own);
+    `on_connect` is told of each connection opened.
 
     A connection is kept at most `outbound_smtp.connection_idle_seconds` without a message
     (0: never kept) and carries at most `outbound_smtp.messages_per_connection` messages."""
 
-    def __init__(self, settings: OutboundSmtpSettings, hostname: str) -> None:
+    def __init__(
+        self,
+        settings: OutboundSmtpSettings,
+        hostname: str,
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
         self._settings = settings
         self._hostname = hostname
+        self._on_connect = on_connect
         self._credentials = (
             Credentials(settings.username, settings.password or "") if settings.username else None
         )
@@ -224,6 +232,8 @@ class RelayConnections:
         assert settings.host is not None
         stream: trio.abc.Stream = await trio.open_tcp_stream(settings.host, settings.port)
         self.connections_opened += 1
+        if self._on_connect is not None:
+            self._on_connect()
         if settings.tls == "implicit":
             stream = trio.SSLStream(stream, tls_context(settings), server_hostname=settings.host)
         return _Connection(stream, session)

@@ -229,7 +229,9 @@ class OutboundWorker(ClaimLoop):
         self._in_flight_ids: set[str] = set()
         self._outcomes = GroupCommit(gateway.storage.finish_outbound, what="send outcomes")
         self._relay_connections = RelayConnections(
-            gateway.settings.outbound_smtp, gateway.settings.smtp.hostname
+            gateway.settings.outbound_smtp,
+            gateway.settings.smtp.hostname,
+            gateway.metrics.relay_connection_opened,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
