@@ -2,12 +2,17 @@
 
 e2a: a backlog of `queued` messages is stored, then the outbound worker runs (build MIME,
 hand off to the relay, record the result and scrub the body) until every message is `sent`:
-once with a connection per message (`outbound_smtp.connection_idle_seconds = 0`), once keeping
-connections open between messages (the default). Peer: smtplib sending the same bytes to the
-same aiosmtpd sink with the same concurrency (threads) — SMTP alone, no storage — once with a
-connection per message, once with one connection per thread.
+with a connection per message (`outbound_smtp.connection_idle_seconds = 0`), keeping
+connections open between messages (the default), and keeping them with a relay that offers
+PIPELINING (the envelope and DATA in one write). Peer: smtplib sending the same bytes to the
+same aiosmtpd sink with the same concurrency (threads) — SMTP alone, no storage, never
+pipelining — with a connection per message and with one connection per thread.
 
-Run: `.venv/bin/python bench/outbound.py [--messages 2000]`. Only 127.0.0.1 is contacted.
+`--latency-ms N` puts the relay N ms away each way (`bench/_latency_proxy.py` on 127.0.0.1, a
+round trip of 2N ms), as a relay across the internet is: what round trips cost then shows.
+
+Run: `.venv/bin/python bench/outbound.py [--messages 2000] [--latency-ms 0]`. Only 127.0.0.1
+is contacted.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from aiosmtpd.controller import Controller
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._latency_proxy import LatencyProxy
 from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.config import Settings
 from e2a_gateway.gateway import open_gateway
@@ -41,11 +47,21 @@ RECIPIENT = "someone@example.org"
 
 
 class CountingSink:
-    """aiosmtpd handler that accepts everything and counts messages."""
+    """aiosmtpd handler that accepts everything and counts messages; its EHLO offers
+    PIPELINING while `pipelining` is set (aiosmtpd takes pipelined commands either way)."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.pipelining = False
         self._lock = threading.Lock()
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if not self.pipelining:
+            return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self._lock:
@@ -160,45 +176,51 @@ def run_peer(port: int, messages: list[bytes], concurrency: int, *, keep: bool) 
     return time.perf_counter() - started
 
 
+E2A_RUNS = (
+    ("e2a worker, a connection per message", 0.0, False),
+    ("e2a worker, connections kept (default)", 5.0, False),
+    ("e2a worker, connections kept, PIPELINING", 5.0, True),
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=2000, help="messages per run")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="the relay's distance")
     args = parser.parse_args()
     sink = CountingSink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    sink_port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=sink_port)
     controller.start()
+    proxy = LatencyProxy(sink_port, args.latency_ms / 1000) if args.latency_ms > 0 else None
     try:
-        runs = {}
-        for idle_seconds in (0.0, 5.0):
+        port = proxy.__enter__() if proxy is not None else sink_port
+        runs = []
+        for _, idle_seconds, pipelining in E2A_RUNS:
             sink.count = 0
-            runs[idle_seconds] = trio.run(run_e2a, port, args.messages, sink, idle_seconds)
-        samples = runs[0.0][1]
-        peer = {}
-        for keep in (False, True):
-            peer[keep] = run_peer(port, samples, MAX_IN_FLIGHT, keep=keep)
+            sink.pipelining = pipelining
+            runs.append(trio.run(run_e2a, port, args.messages, sink, idle_seconds))
+        sink.pipelining = False
+        samples = runs[0][1]
+        peer = {keep: run_peer(port, samples, MAX_IN_FLIGHT, keep=keep) for keep in (False, True)}
     finally:
+        if proxy is not None:
+            proxy.__exit__(None, None, None)
         controller.stop()
-    print(f"outbound: {args.messages} messages to an aiosmtpd sink on 127.0.0.1")
-    print(f"  {'':52} {'seconds':>8} {'msg/s':>8} {'connections':>12}")
-    rows = [
-        ("e2a outbound worker, a connection per message", runs[0.0][0], runs[0.0][3]),
-        ("e2a outbound worker, connections kept (default)", runs[5.0][0], runs[5.0][3]),
-        (f"peer: smtplib, {MAX_IN_FLIGHT} threads, a connection per message", peer[False], None),
-        (f"peer: smtplib, {MAX_IN_FLIGHT} threads, a connection per thread", peer[True], None),
-    ]
-    for name, taken, connections in rows:
-        opened = f"{connections:12d}" if connections is not None else f"{'':12}"
-        print(f"  {name:52} {taken:8.2f} {args.messages / taken:8.0f} {opened}")
-    for idle_seconds, label in ((0.0, "a connection per message"), (5.0, "connections kept")):
+    where = f"{args.latency_ms:g} ms away each way" if args.latency_ms else "on 127.0.0.1"
+    print(f"outbound: {args.messages} messages to an aiosmtpd sink {where}")
+    print(f"  {'':52} {'seconds':>8} {'msg/s':>8} {'connections':>12} {'outcome txs':>12}")
+    for (name, _, _), (taken, _, commits, connections) in zip(E2A_RUNS, runs, strict=True):
         print(
-            f"  {label}: the worker recorded the {args.messages} outcomes in "
-            f"{runs[idle_seconds][2]} transactions"
+            f"  {name:52} {taken:8.2f} {args.messages / taken:8.0f} {connections:12d} {commits:12d}"
         )
+    for keep, name in ((False, "a connection per message"), (True, "a connection per thread")):
+        label = f"peer: smtplib, {MAX_IN_FLIGHT} threads, {name}"
+        print(f"  {label:52} {peer[keep]:8.2f} {args.messages / peer[keep]:8.0f}")
     print(
-        f"  ratio, connections kept: e2a / smtplib per thread "
-        f"{peer[True] / runs[5.0][0]:.2f}x; a connection per message: "
-        f"{peer[False] / runs[0.0][0]:.2f}x"
+        f"  ratio e2a / smtplib: a connection per message {peer[False] / runs[0][0]:.2f}x, "
+        f"connections kept {peer[True] / runs[1][0]:.2f}x, "
+        f"kept and pipelined {peer[True] / runs[2][0]:.2f}x"
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -303,3 +304,90 @@ async def test_a_refused_message_leaves_the_connection_to_the_next(
         nursery.cancel_scope.cancel()
     assert relay.connections_opened == 1
     assert [recipients for _, recipients, _ in sink.received] == [["r0@example.org"]]
+
+
+class PipeliningSink(Sink):
+    """A sink whose EHLO offers PIPELINING (aiosmtpd takes pipelined commands either way)."""
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
+async def test_pipelined_envelopes_to_a_real_relay() -> None:
+    sink = PipeliningSink(rcpt_answers={"gone@example.org": "550 5.1.1 no such user"})
+    with relay_on_loopback(sink) as port:
+        relay = RelayConnections(settings(port), "mx.agents.test")
+        async with trio.open_nursery() as nursery:
+            await nursery.start(relay.keep_connections)
+            mixed = await relay.hand_off(
+                Outgoing("bot@agents.test", ("a@example.org", "gone@example.org"), DATA)
+            )
+            nobody = await relay.hand_off(Outgoing("bot@agents.test", ("gone@example.org",), DATA))
+            await send_in_turn(relay, 2)
+            nursery.cancel_scope.cancel()
+    assert mixed.accepted == ["a@example.org"] and "550" in mixed.refused["gone@example.org"]
+    assert not nobody.accepted and "550" in nobody.refused["gone@example.org"]
+    assert relay.connections_opened == 1
+    assert [recipients for _, recipients, _ in sink.received] == [
+        ["a@example.org"],
+        ["r0@example.org"],
+        ["r1@example.org"],
+    ]
+
+
+async def envelope_first_relay(
+    stream: trio.SocketStream, envelopes: list[bytes], messages: int
+) -> None:
+    """A relay that answers a message's commands only once its whole envelope (MAIL, RCPT,
+    DATA) has arrived: only a client that pipelines gets past it."""
+    buffer = bytearray()
+
+    async def until(marker: bytes) -> bytes:
+        while marker not in buffer:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise trio.BrokenResourceError("client left")
+            buffer.extend(data)
+        end = buffer.index(marker) + len(marker)
+        chunk = bytes(buffer[:end])
+        del buffer[:end]
+        return chunk
+
+    await stream.send_all(b"220 relay.test ESMTP\r\n")
+    await until(b"\r\n")
+    await stream.send_all(b"250-relay.test\r\n250-PIPELINING\r\n250 SIZE 1000000\r\n")
+    for _ in range(messages):
+        envelope = await until(b"DATA\r\n")
+        envelopes.append(envelope)
+        rcpts = envelope.count(b"RCPT TO:")
+        await stream.send_all(b"250 sender ok\r\n" + b"250 rcpt ok\r\n" * rcpts + b"354 go\r\n")
+        await until(b"\r\n.\r\n")
+        await stream.send_all(b"250 queued\r\n")
+    await until(b"QUIT\r\n")
+    await stream.send_all(b"221 bye\r\n")
+
+
+async def test_a_pipelined_envelope_needs_no_reply_before_data() -> None:
+    envelopes: list[bytes] = []
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, host="127.0.0.1"),
+            partial(envelope_first_relay, envelopes=envelopes, messages=2),
+            0,
+        )
+        port = listeners[0].socket.getsockname()[1]
+        relay = RelayConnections(settings(port, timeout_seconds=5), "mx.agents.test")
+        async with trio.open_nursery() as keeping:
+            await keeping.start(relay.keep_connections)
+            await send_in_turn(relay, 2)
+            keeping.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+    assert relay.connections_opened == 1
+    assert envelopes == [
+        f"MAIL FROM:<bot@agents.test> SIZE={len(DATA)}\r\nRCPT TO:<r{n}@example.org>\r\n"
+        "DATA\r\n".encode()
+        for n in range(2)
+    ]

@@ -13,6 +13,7 @@ from e2a_gateway.smtp.client import (
     Credentials,
     Delivered,
     Finished,
+    NeedMore,
     Outgoing,
     Ready,
     ReplyReader,
@@ -275,3 +276,70 @@ def test_connection_lost_while_idle_changes_no_outcome() -> None:
     outcome = session.connection_lost()
     assert outcome.accepted == ["a@example.org", "b@example.org"] and not outcome.deferred
     assert not session.idle
+
+
+PIPELINING = reply(250, "relay.test", "PIPELINING", "SIZE 1000000")
+
+
+def pipelined_group(session: ClientSession) -> bytes:
+    """Greet a relay that offers PIPELINING; the envelope the session sends in one write."""
+    session.receive_reply(reply(220))
+    return sent(session.receive_reply(PIPELINING))
+
+
+def test_pipelining_sends_the_envelope_and_data_in_one_write() -> None:
+    session = session_for()
+    size = len(MESSAGE.data)
+    assert (
+        pipelined_group(session)
+        == (
+            f"MAIL FROM:<bot@agents.test> SIZE={size}\r\n"
+            "RCPT TO:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n"
+        ).encode()
+    )
+    assert isinstance(session.receive_reply(reply(250)), NeedMore)
+    assert isinstance(session.receive_reply(reply(250)), NeedMore)
+    assert isinstance(session.receive_reply(reply(550, "no such user")), NeedMore)
+    assert sent(session.receive_reply(reply(354))) == dot_stuff(MESSAGE.data)
+    delivered = session.receive_reply(reply(250))
+    assert isinstance(delivered, Delivered) and session.idle
+    assert delivered.outcome.accepted == ["a@example.org"]
+    assert "550" in delivered.outcome.refused["b@example.org"]
+
+
+def test_pipelined_sender_refused_reads_past_the_other_replies() -> None:
+    session = session_for()
+    pipelined_group(session)
+    assert isinstance(session.receive_reply(reply(553, "sender not allowed")), NeedMore)
+    assert isinstance(session.receive_reply(reply(503, "need MAIL")), NeedMore)
+    assert isinstance(session.receive_reply(reply(503, "need MAIL")), NeedMore)
+    delivered = session.receive_reply(reply(503, "need RCPT"))
+    assert isinstance(delivered, Delivered) and session.idle
+    assert set(delivered.outcome.refused) == set(MESSAGE.recipients)
+    assert all("MAIL FROM: 553" in why for why in delivered.outcome.refused.values())
+
+
+def test_pipelined_recipients_all_refused_then_data_refused_resets() -> None:
+    session = session_for()
+    pipelined_group(session)
+    session.receive_reply(reply(250))
+    session.receive_reply(reply(550, "no"))
+    session.receive_reply(reply(450, "later"))
+    assert sent(session.receive_reply(reply(554, "no valid recipients"))) == b"RSET\r\n"
+    delivered = session.receive_reply(reply(250))
+    assert isinstance(delivered, Delivered) and session.idle
+    assert list(delivered.outcome.refused) == ["a@example.org"]
+    assert list(delivered.outcome.deferred) == ["b@example.org"]
+
+
+def test_pipelined_data_accepted_without_recipients_ends_an_empty_message() -> None:
+    session = session_for()
+    pipelined_group(session)
+    session.receive_reply(reply(250))
+    session.receive_reply(reply(550, "no"))
+    session.receive_reply(reply(550, "no"))
+    assert sent(session.receive_reply(reply(354))) == b".\r\n"  # never the message's body
+    delivered = session.receive_reply(reply(554, "no valid recipients"))
+    assert isinstance(delivered, Delivered) and session.idle
+    assert set(delivered.outcome.refused) == set(MESSAGE.recipients)
+    assert not delivered.outcome.accepted

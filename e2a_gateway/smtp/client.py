@@ -110,6 +110,11 @@ class Ready:
 
 
 @dataclass(frozen=True)
+class NeedMore:
+    """Nothing to send: the reply answered one command of a pipelined group; feed the next."""
+
+
+@dataclass(frozen=True)
 class Delivered:
     """The message's transaction is over; the connection can carry another (`begin`) or be
     ended (`quit`)."""
@@ -124,7 +129,7 @@ class Finished:
     outcome: Outcome
 
 
-Action = SendBytes | StartTls | Ready | Delivered | Finished
+Action = SendBytes | StartTls | Ready | NeedMore | Delivered | Finished
 
 
 class _State(enum.Enum):
@@ -139,6 +144,7 @@ class _State(enum.Enum):
     RCPT = "rcpt"
     DATA = "data"
     BODY = "body"
+    EMPTY_BODY = "empty_body"
     RSET = "rset"
     QUIT = "quit"
     DONE = "done"
@@ -166,6 +172,7 @@ _STAGES = {
     _State.RCPT: "RCPT TO",
     _State.DATA: "DATA",
     _State.BODY: "end of DATA",
+    _State.EMPTY_BODY: "end of DATA",
     _State.RSET: "RSET",
 }
 """What each state waits for, as outcomes name it."""
@@ -208,6 +215,8 @@ class ClientSession:
         self._extensions: dict[str, str] = {}
         self._message: Outgoing | None = None
         self._pending_rcpt = 0
+        self._pipelined = False
+        self._mail_refused = False
         self._outcome = Outcome()
 
     @property
@@ -252,6 +261,7 @@ class ClientSession:
             _State.RCPT: self._on_rcpt,
             _State.DATA: self._on_data,
             _State.BODY: self._on_body,
+            _State.EMPTY_BODY: self._on_empty_body,
             _State.RSET: self._on_rset,
             _State.QUIT: self._on_quit,
             _State.DONE: self._on_quit,
@@ -370,19 +380,39 @@ class ClientSession:
         return self._send_mail()
 
     def _send_mail(self) -> SendBytes:
+        """MAIL, and with PIPELINING (RFC 2920) every RCPT and DATA in the same write: the
+        replies then come in order, and only the message's body waits for 354."""
         assert self._message is not None
         params = ""
         if "SIZE" in self._extensions:
             params += f" SIZE={len(self._message.data)}"
         if "8BITMIME" in self._extensions and any(b > 127 for b in self._message.data):
             params += " BODY=8BITMIME"
-        return self._command(_State.MAIL, f"MAIL FROM:<{self._message.mail_from}>{params}")
+        mail = self._command(_State.MAIL, f"MAIL FROM:<{self._message.mail_from}>{params}")
+        self._pending_rcpt = 0
+        self._mail_refused = False
+        self._pipelined = "PIPELINING" in self._extensions
+        if not self._pipelined:
+            return mail
+        group = [f"RCPT TO:<{recipient}>" for recipient in self._message.recipients]
+        return SendBytes(mail.data + "".join(f"{line}\r\n" for line in [*group, "DATA"]).encode())
 
     def _on_mail(self, reply: ServerReply) -> Action:
-        if reply.code != 250:
+        if reply.code == 250:
+            if self._pipelined:
+                self._state = _State.RCPT
+                return NeedMore()
+            return self._next_rcpt()
+        if not self._pipelined:
             return self._fail_all(reply, "MAIL FROM")
-        self._pending_rcpt = 0
-        return self._next_rcpt()
+        # The RCPTs and DATA sent with it are answered too (503): read past them.
+        self._mail_refused = True
+        reason = f"MAIL FROM: {reply.code} {reply.text}"
+        self._fail_pending(
+            self._outcome.deferred if reply.transient else self._outcome.refused, reason
+        )
+        self._state = _State.RCPT
+        return NeedMore()
 
     def _next_rcpt(self) -> Action:
         assert self._message is not None
@@ -393,7 +423,9 @@ class ClientSession:
         assert self._message is not None
         recipient = self._message.recipients[self._pending_rcpt]
         reason = f"RCPT TO: {reply.code} {reply.text}"
-        if reply.code in (250, 251):
+        if self._mail_refused:
+            pass  # every recipient already failed with MAIL's reply
+        elif reply.code in (250, 251):
             self._outcome.accepted.append(recipient)
         elif reply.transient:
             self._outcome.deferred[recipient] = reason
@@ -401,21 +433,38 @@ class ClientSession:
             self._outcome.refused[recipient] = reason
         self._pending_rcpt += 1
         if self._pending_rcpt < len(self._message.recipients):
-            return self._next_rcpt()
+            return NeedMore() if self._pipelined else self._next_rcpt()
+        if self._pipelined:
+            self._state = _State.DATA
+            return NeedMore()
         if not self._outcome.accepted:
             return self._command(_State.RSET, "RSET")  # MAIL was accepted: close the transaction
         return self._command(_State.DATA, "DATA")
 
     def _on_data(self, reply: ServerReply) -> Action:
-        if reply.code != 354:
-            return self._fail_all(reply, "DATA")
         assert self._message is not None
+        if reply.code == 354 and (self._mail_refused or not self._outcome.accepted):
+            # Pipelined DATA the relay took although it accepted no recipient: end the empty
+            # message at once (RFC 2920 section 3.1); its reply ends the transaction.
+            self._state = _State.EMPTY_BODY
+            return SendBytes(b".\r\n")
+        if self._mail_refused:  # no transaction was begun
+            self._state = _State.IDLE
+            return Delivered(self._outcome)
+        if reply.code != 354:
+            if not self._outcome.accepted:  # every RCPT failed: their reasons say why
+                return self._command(_State.RSET, "RSET")
+            return self._fail_all(reply, "DATA")
         self._state = _State.BODY
         return SendBytes(dot_stuff(self._message.data))
 
     def _on_body(self, reply: ServerReply) -> Action:
         if reply.code != 250:
             return self._fail_all(reply, "end of DATA")
+        self._state = _State.IDLE
+        return Delivered(self._outcome)
+
+    def _on_empty_body(self, reply: ServerReply) -> Action:
         self._state = _State.IDLE
         return Delivered(self._outcome)
 
