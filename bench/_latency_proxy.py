@@ -2,14 +2,15 @@
 `delay` seconds away (a round trip of twice that), for benchmarks of what round trips cost.
 
 It runs its own trio loop in a thread, so both trio code and blocking clients (smtplib) can
-use it: `with LatencyProxy(upstream_port, 0.010) as port: ...`.
+use it: `with latency_proxy(upstream_port, 0.010) as port: ...`.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
-from types import TracebackType
 
 import trio
 
@@ -17,47 +18,42 @@ CHUNK = 65536
 QUEUED_CHUNKS = 1024
 
 
-class LatencyProxy:
-    """Forwards connections on a free loopback port to `upstream_port`, each chunk delivered
-    `delay` seconds after it was read, in order."""
+@contextmanager
+def latency_proxy(upstream_port: int, delay: float) -> Iterator[int]:
+    """Forward connections on a free loopback port (yielded) to `upstream_port`, each chunk
+    delivered `delay` seconds after it was read, in order; stop when the block ends."""
+    proxy = _DelayLine(upstream_port, delay)
+    thread = threading.Thread(target=trio.run, args=(proxy.serve,), daemon=True)
+    thread.start()
+    if not proxy.ready.wait(10) or proxy.token is None or proxy.cancel is None:
+        raise RuntimeError("the latency proxy did not start")
+    try:
+        yield proxy.port
+    finally:
+        trio.from_thread.run_sync(proxy.cancel.cancel, trio_token=proxy.token)
+        thread.join(10)
+
+
+class _DelayLine:
+    """The proxy's trio side: serves until `cancel` is cancelled."""
 
     def __init__(self, upstream_port: int, delay: float) -> None:
         self._upstream_port = upstream_port
         self._delay = delay
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._cancel: trio.CancelScope | None = None
+        self.ready = threading.Event()
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.cancel: trio.CancelScope | None = None
         self.port = 0
 
-    def __enter__(self) -> int:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the latency proxy did not start")
-        return self.port
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._token is not None and self._cancel is not None:
-            trio.from_thread.run_sync(self._cancel.cancel, trio_token=self._token)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        trio.run(self._serve)
-
-    async def _serve(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        with trio.CancelScope() as self._cancel:
+    async def serve(self) -> None:
+        self.token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as self.cancel:
             async with trio.open_nursery() as nursery:
                 listeners = await nursery.start(
                     partial(trio.serve_tcp, host="127.0.0.1"), self._proxy, 0
                 )
                 self.port = listeners[0].socket.getsockname()[1]
-                self._ready.set()
+                self.ready.set()
 
     async def _proxy(self, client: trio.SocketStream) -> None:
         server = await trio.open_tcp_stream("127.0.0.1", self._upstream_port)

@@ -18,6 +18,7 @@ is contacted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import smtplib
 import socket
 import sys
@@ -32,7 +33,7 @@ from aiosmtpd.controller import Controller
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._latency_proxy import LatencyProxy
+from bench._latency_proxy import latency_proxy
 from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.config import Settings
 from e2a_gateway.gateway import open_gateway
@@ -192,20 +193,22 @@ def main() -> None:
     sink_port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=sink_port)
     controller.start()
-    proxy = LatencyProxy(sink_port, args.latency_ms / 1000) if args.latency_ms > 0 else None
     try:
-        port = proxy.__enter__() if proxy is not None else sink_port
-        runs = []
-        for _, idle_seconds, pipelining in E2A_RUNS:
-            sink.count = 0
-            sink.pipelining = pipelining
-            runs.append(trio.run(run_e2a, port, args.messages, sink, idle_seconds))
-        sink.pipelining = False
-        samples = runs[0][1]
-        peer = {keep: run_peer(port, samples, MAX_IN_FLIGHT, keep=keep) for keep in (False, True)}
+        with contextlib.ExitStack() as stack:
+            port = sink_port
+            if args.latency_ms > 0:
+                port = stack.enter_context(latency_proxy(sink_port, args.latency_ms / 1000))
+            runs = []
+            for _, idle_seconds, pipelining in E2A_RUNS:
+                sink.count = 0
+                sink.pipelining = pipelining
+                runs.append(trio.run(run_e2a, port, args.messages, sink, idle_seconds))
+            sink.pipelining = False
+            samples = runs[0][1]
+            peer = {
+                keep: run_peer(port, samples, MAX_IN_FLIGHT, keep=keep) for keep in (False, True)
+            }
     finally:
-        if proxy is not None:
-            proxy.__exit__(None, None, None)
         controller.stop()
     where = f"{args.latency_ms:g} ms away each way" if args.latency_ms else "on 127.0.0.1"
     print(f"outbound: {args.messages} messages to an aiosmtpd sink {where}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,21 @@ def settings(port: int, **overrides: Any) -> OutboundSmtpSettings:
     return OutboundSmtpSettings.model_validate(values)
 
 
+@pytest.fixture
+def tls_settings(tls_relay: int, ca: trustme.CA, tmp_path: Path) -> OutboundSmtpSettings:
+    """The STARTTLS relay with AUTH, its certificate trusted through `ca_file`."""
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return settings(
+        tls_relay,
+        host="localhost",
+        tls="starttls",
+        ca_file=ca_file,
+        username="agent",
+        password="s3cret",
+    )
+
+
 async def test_plain_hand_off(plain_relay: int, sink: Sink) -> None:
     outcome = await hand_off(
         settings(plain_relay),
@@ -94,17 +109,9 @@ async def test_plain_hand_off(plain_relay: int, sink: Sink) -> None:
     assert content == DATA
 
 
-async def test_starttls_with_auth(
-    tls_relay: int, sink: Sink, ca: trustme.CA, tmp_path: Path
-) -> None:
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    relay = settings(
-        tls_relay, tls="starttls", ca_file=ca_file, username="agent", password="s3cret"
-    )
-    relay_localhost = relay.model_copy(update={"host": "localhost"})
+async def test_starttls_with_auth(tls_settings: OutboundSmtpSettings, sink: Sink) -> None:
     outcome = await hand_off(
-        relay_localhost, "mx.agents.test", Outgoing("bot@agents.test", ("a@example.org",), DATA)
+        tls_settings, "mx.agents.test", Outgoing("bot@agents.test", ("a@example.org",), DATA)
     )
     assert outcome.accepted == ["a@example.org"], outcome
     assert sink.received[0][2] == DATA
@@ -121,20 +128,9 @@ async def test_untrusted_certificate_defers(tls_relay: int, sink: Sink) -> None:
     assert sink.received == []
 
 
-async def test_wrong_password_is_refused(
-    tls_relay: int, sink: Sink, ca: trustme.CA, tmp_path: Path
-) -> None:
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+async def test_wrong_password_is_refused(tls_settings: OutboundSmtpSettings, sink: Sink) -> None:
     outcome = await hand_off(
-        settings(
-            tls_relay,
-            host="localhost",
-            tls="starttls",
-            ca_file=ca_file,
-            username="agent",
-            password="nope",
-        ),
+        tls_settings.model_copy(update={"password": "nope"}),
         "mx.agents.test",
         Outgoing("bot@agents.test", ("a@example.org",), DATA),
     )
@@ -196,47 +192,70 @@ class CountingSink(Sink):
         return "221 Bye"
 
 
+class PipeliningSink(Sink):
+    """A sink whose EHLO offers PIPELINING (aiosmtpd takes pipelined commands either way)."""
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 def outgoing(number: int) -> Outgoing:
     return Outgoing("bot@agents.test", (f"r{number}@example.org",), DATA)
 
 
-async def send_in_turn(relay: RelayConnections, count: int) -> None:
-    for number in range(count):
-        outcome = await relay.hand_off(outgoing(number))
-        assert outcome.accepted == [f"r{number}@example.org"], outcome
+def in_turn(count: int) -> Callable[[RelayConnections], Awaitable[None]]:
+    """Work for `keeping`: `count` messages handed off one after another, each accepted."""
+
+    async def send(relay: RelayConnections) -> None:
+        for number in range(count):
+            outcome = await relay.hand_off(outgoing(number))
+            assert outcome.accepted == [f"r{number}@example.org"], outcome
+
+    return send
+
+
+async def keeping(
+    relay: RelayConnections, *steps: Callable[[RelayConnections], Awaitable[object]]
+) -> None:
+    """Run `steps` in turn while `relay` keeps connections, then stop keeping them."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(relay.keep_connections)
+        for step in steps:
+            await step(relay)
+        nursery.cancel_scope.cancel()
+
+
+def delivered(sink: Sink) -> list[list[str]]:
+    """The recipients of each message the relay accepted, in order."""
+    return [recipients for _, recipients, _ in sink.received]
+
+
+def pause(seconds: float) -> Callable[[RelayConnections], Awaitable[None]]:
+    """Work for `keeping`: wait `seconds` (the connections sit idle)."""
+
+    async def wait(relay: RelayConnections) -> None:
+        await trio.sleep(seconds)
+
+    return wait
 
 
 async def test_kept_connections_carry_message_after_message(
-    tls_relay: int, sink: Sink, ca: trustme.CA, tmp_path: Path
+    tls_settings: OutboundSmtpSettings, sink: Sink
 ) -> None:
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    relay = RelayConnections(
-        settings(
-            tls_relay,
-            host="localhost",
-            tls="starttls",
-            ca_file=ca_file,
-            username="agent",
-            password="s3cret",
-        ),
-        "mx.agents.test",
-    )
-    async with trio.open_nursery() as nursery:
-        await nursery.start(relay.keep_connections)
-        await send_in_turn(relay, 5)
-        nursery.cancel_scope.cancel()
+    relay = RelayConnections(tls_settings, "mx.agents.test")
+    await keeping(relay, in_turn(5))
     assert relay.connections_opened == 1  # one connect, one TLS handshake, one AUTH
-    assert [recipients for _, recipients, _ in sink.received] == [
-        [f"r{number}@example.org"] for number in range(5)
-    ]
+    assert delivered(sink) == [[f"r{number}@example.org"] for number in range(5)]
 
 
 async def test_without_keeping_each_message_has_its_own_connection(
     plain_relay: int, sink: Sink
 ) -> None:
     relay = RelayConnections(settings(plain_relay), "mx.agents.test")
-    await send_in_turn(relay, 3)
+    await in_turn(3)(relay)
     assert relay.connections_opened == 3 and len(sink.received) == 3
 
 
@@ -244,24 +263,19 @@ async def test_a_connection_carries_at_most_messages_per_connection(
     plain_relay: int, sink: Sink
 ) -> None:
     relay = RelayConnections(settings(plain_relay, messages_per_connection=2), "mx.agents.test")
-    async with trio.open_nursery() as nursery:
-        await nursery.start(relay.keep_connections)
-        await send_in_turn(relay, 5)
-        nursery.cancel_scope.cancel()
+    await keeping(relay, in_turn(5))
     assert relay.connections_opened == 3 and len(sink.received) == 5
 
 
 async def test_idle_connections_are_ended_after_connection_idle_seconds() -> None:
     sink = CountingSink()
+
+    async def ended_while_idle(relay: RelayConnections) -> None:
+        assert sink.quits == 1  # ended politely, without waiting for a message
+
     with relay_on_loopback(sink) as port:
         relay = RelayConnections(settings(port, connection_idle_seconds=0.2), "mx.agents.test")
-        async with trio.open_nursery() as nursery:
-            await nursery.start(relay.keep_connections)
-            await send_in_turn(relay, 1)
-            await trio.sleep(0.6)
-            assert sink.quits == 1  # ended politely, without waiting for a message
-            await send_in_turn(relay, 1)
-            nursery.cancel_scope.cancel()
+        await keeping(relay, in_turn(1), pause(0.6), ended_while_idle, in_turn(1))
         assert relay.connections_opened == 2
         await trio.sleep(0.2)
         assert sink.quits == 2  # stopping keep_connections ends what it kept
@@ -275,67 +289,33 @@ async def test_a_kept_connection_the_relay_closed_is_replaced(sink: Sink) -> Non
     controller.start()
     try:
         relay = RelayConnections(settings(port), "mx.agents.test")
-        async with trio.open_nursery() as nursery:
-            await nursery.start(relay.keep_connections)
-            await send_in_turn(relay, 1)
-            await trio.sleep(0.8)
-            await send_in_turn(relay, 2)
-            nursery.cancel_scope.cancel()
+        await keeping(relay, in_turn(1), pause(0.8), in_turn(2))
     finally:
         controller.stop()
     assert relay.connections_opened == 2
-    assert [recipients for _, recipients, _ in sink.received] == [
-        ["r0@example.org"],
-        ["r0@example.org"],
-        ["r1@example.org"],
-    ]
+    assert delivered(sink) == [["r0@example.org"], ["r0@example.org"], ["r1@example.org"]]
 
 
-async def test_a_refused_message_leaves_the_connection_to_the_next(
-    plain_relay: int, sink: Sink
-) -> None:
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_refused_messages_leave_the_connection_to_the_next(pipelining: bool) -> None:
+    """A recipient refused among others, a message whose only recipient is refused (its
+    transaction reset), then two accepted: one connection carries them all."""
+    sink = PipeliningSink() if pipelining else Sink()
     sink.rcpt_answers = {"gone@example.org": "550 5.1.1 no such user"}
-    relay = RelayConnections(settings(plain_relay), "mx.agents.test")
-    async with trio.open_nursery() as nursery:
-        await nursery.start(relay.keep_connections)
-        refused = await relay.hand_off(Outgoing("bot@agents.test", ("gone@example.org",), DATA))
-        assert "550" in refused.refused["gone@example.org"]
-        await send_in_turn(relay, 1)
-        nursery.cancel_scope.cancel()
-    assert relay.connections_opened == 1
-    assert [recipients for _, recipients, _ in sink.received] == [["r0@example.org"]]
+    outcomes = []
 
+    async def refused(relay: RelayConnections) -> None:
+        for recipients in (("a@example.org", "gone@example.org"), ("gone@example.org",)):
+            outcomes.append(await relay.hand_off(Outgoing("bot@agents.test", recipients, DATA)))
 
-class PipeliningSink(Sink):
-    """A sink whose EHLO offers PIPELINING (aiosmtpd takes pipelined commands either way)."""
-
-    async def handle_EHLO(
-        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:
-        session.host_name = hostname
-        return [*responses[:-1], "250-PIPELINING", responses[-1]]
-
-
-async def test_pipelined_envelopes_to_a_real_relay() -> None:
-    sink = PipeliningSink(rcpt_answers={"gone@example.org": "550 5.1.1 no such user"})
     with relay_on_loopback(sink) as port:
         relay = RelayConnections(settings(port), "mx.agents.test")
-        async with trio.open_nursery() as nursery:
-            await nursery.start(relay.keep_connections)
-            mixed = await relay.hand_off(
-                Outgoing("bot@agents.test", ("a@example.org", "gone@example.org"), DATA)
-            )
-            nobody = await relay.hand_off(Outgoing("bot@agents.test", ("gone@example.org",), DATA))
-            await send_in_turn(relay, 2)
-            nursery.cancel_scope.cancel()
+        await keeping(relay, refused, in_turn(2))
+    mixed, nobody = outcomes
     assert mixed.accepted == ["a@example.org"] and "550" in mixed.refused["gone@example.org"]
     assert not nobody.accepted and "550" in nobody.refused["gone@example.org"]
     assert relay.connections_opened == 1
-    assert [recipients for _, recipients, _ in sink.received] == [
-        ["a@example.org"],
-        ["r0@example.org"],
-        ["r1@example.org"],
-    ]
+    assert delivered(sink) == [["a@example.org"], ["r0@example.org"], ["r1@example.org"]]
 
 
 async def envelope_first_relay(
@@ -380,10 +360,7 @@ async def test_a_pipelined_envelope_needs_no_reply_before_data() -> None:
         )
         port = listeners[0].socket.getsockname()[1]
         relay = RelayConnections(settings(port, timeout_seconds=5), "mx.agents.test")
-        async with trio.open_nursery() as keeping:
-            await keeping.start(relay.keep_connections)
-            await send_in_turn(relay, 2)
-            keeping.cancel_scope.cancel()
+        await keeping(relay, in_turn(2))
         nursery.cancel_scope.cancel()
     assert relay.connections_opened == 1
     assert envelopes == [
