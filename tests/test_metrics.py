@@ -17,7 +17,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
 from e2a_gateway.metrics import Metrics, QueueReading
-from e2a_gateway.storage.base import JobQueueState
+from e2a_gateway.storage.base import JobQueueState, StorageUnavailable
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import reported_backend
 from tests.delivery_support import SENDER, create_agent, mail, wait_until
@@ -331,3 +331,40 @@ def test_queue_lag_is_how_long_the_oldest_due_job_has_waited() -> None:
     assert ("e2a_queue_oldest_age_seconds", (("queue", "webhook"),)) in samples  # 0: none due
     assert value(samples, "e2a_queue_oldest_age_seconds", queue="webhook") == 0
     assert value(samples, "e2a_storage_up") == 1
+
+
+async def test_a_v1_claim_that_cannot_be_announced_closes_1013_and_is_released(
+    running: RunningGateway,
+    make_account: Any,
+    anonymous: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other replicas cannot be told of a new `/v1` connection (storage unreachable for
+    the announcement, as when NOTIFY fails on PostgreSQL): the socket is closed with 1013 and
+    counted as `error`, and the claim is let go, so the agent's next connection is served."""
+    alice: Account = await make_account("alice@example.com")
+    agent = await create_agent(alice, "claiming-bot")
+    await trio.to_thread.run_sync(send_refusing, running.addresses.smtp_port, [agent])
+
+    async def unreachable(news: Any) -> None:
+        raise StorageUnavailable("database unreachable")
+
+    base = running.addresses.http_url.replace("http://", "ws://")
+    v1_url = f"{base}/v1/agents/{agent}/ws"
+    bearer = [(b"Authorization", f"Bearer {alice.key}".encode())]
+    with monkeypatch.context() as patch:
+        patch.setattr(running.gateway.storage, "announce", unreachable)
+        async with open_websocket_url(v1_url, extra_headers=bearer) as ws:
+            with pytest.raises(ConnectionClosed) as closed, trio.fail_after(10):
+                await ws.get_message()  # nothing is pushed before the claim is announced
+    assert closed.value.reason.code == 1013
+    assert "reconnect" in (closed.value.reason.reason or "")
+
+    async def counted() -> bool:
+        counts = ws_counts(await scrape(anonymous))
+        return counts.get("error") == 1 and counts["active"] == 0
+
+    await wait_until(counted)
+    async with open_websocket_url(v1_url, extra_headers=bearer) as ws:
+        with trio.fail_after(10):
+            assert json.loads(await ws.get_message())["type"] == "email.received"
