@@ -69,6 +69,24 @@ def test_text_html_and_attachment_round_trip() -> None:
     assert part.get_content() == PDF
 
 
+def test_text_beyond_ascii_is_sent_7_bit_clean() -> None:
+    text = "Grüße aus Köln — naïve café\n" + "an ASCII line\n" * 3
+    html = "<p>日本語のメール</p>"
+    raw = build_message(
+        Draft(from_addr="bot@agents.test", to=["a@example.org"], subject="é", text=text, html=html),
+        message_id="<x@agents.test>",
+        date=0,
+    )
+    assert all(byte < 128 for byte in raw)  # nothing for a relay to downgrade under DKIM
+    parsed = parse(raw)
+    plain, rich = parsed.get_body(("plain",)), parsed.get_body(("html",))
+    assert plain is not None and rich is not None
+    assert plain["Content-Transfer-Encoding"] == "quoted-printable"  # mostly ASCII: readable
+    assert rich["Content-Transfer-Encoding"] == "base64"  # mostly not: shorter
+    assert plain.get_content().replace("\r\n", "\n") == text
+    assert rich.get_content().replace("\r\n", "\n").rstrip("\n") == html
+
+
 def test_a_message_to_cc_only_has_no_empty_to_field() -> None:
     draft = Draft(
         from_addr="bot@agents.test", to=[], cc=["c@example.org"], subject="FYI", text="fyi"

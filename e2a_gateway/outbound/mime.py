@@ -1,9 +1,10 @@
 """Building outbound messages with the stdlib `email` package. Pure: no I/O, no clock.
 
-Text, text + HTML alternative, attachments; non-ASCII headers RFC 2047-encoded (display names
-of Reply-To included); our own Message-ID and Date; threading headers. A line break of any
-kind (CR, LF, NEL, U+2028, U+2029) or another control character in a header value is refused,
-so a request can never inject a header nor make a message that cannot be built.
+Text, text + HTML alternative, attachments, every byte 7-bit; non-ASCII headers RFC
+2047-encoded (display names of Reply-To included); our own Message-ID and Date; threading
+headers. A line break of any kind (CR, LF, NEL, U+2028, U+2029) or another control character
+in a header value is refused, so a request can never inject a header nor make a message that
+cannot be built.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ _BASE64_WHITESPACE = str.maketrans("", "", "\r\n \t")
 _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 """C0 controls but TAB, DEL, C1 controls (NEL among them) and the Unicode line and paragraph
 separators: each either breaks a header line or has no business in one."""
+
+
+SEVEN_BIT = email.policy.SMTP.clone(cte_type="7bit")
+"""CRLF line ends and bodies 7-bit clean: text beyond ASCII goes quoted-printable or base64
+(whichever is shorter), never `8bit`. A relay then has nothing to downgrade on the way, which
+would break the DKIM body hash (RFC 6376 section 5.3 asks signers for this), and a relay that
+does not offer 8BITMIME is never sent 8-bit data (RFC 6152)."""
 
 
 class InvalidDraft(ValueError):
@@ -137,7 +145,7 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
     for name, values in (("to", draft.to), ("cc", draft.cc), ("references", draft.references)):
         for value in values:
             check_header_value(name, value)
-    message = EmailMessage(policy=email.policy.SMTP)
+    message = EmailMessage(policy=SEVEN_BIT)
     message["From"] = draft.from_addr
     if draft.to:  # a forward may go to Cc only: no empty To field (RFC 5322 needs an address)
         message["To"] = ", ".join(draft.to)
