@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
@@ -368,3 +369,69 @@ async def test_a_pipelined_envelope_needs_no_reply_before_data() -> None:
         "DATA\r\n".encode()
         for n in range(2)
     ]
+
+
+async def silent_after_one_message(
+    stream: trio.SocketStream, connections: list[int], delivered: list[str]
+) -> None:
+    """A relay whose first connection, after one message, stays open and answers nothing (as
+    one a middlebox has dropped); later connections are served normally."""
+    number = len(connections)
+    connections.append(number)
+    buffer = bytearray()
+
+    async def line() -> bytes:
+        while b"\r\n" not in buffer:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise trio.BrokenResourceError("client left")
+            buffer.extend(data)
+        end = buffer.index(b"\r\n") + 2
+        text = bytes(buffer[:end])
+        del buffer[:end]
+        return text
+
+    await stream.send_all(b"220 relay.test ESMTP\r\n")
+    served = 0
+    recipient = ""
+    with contextlib.suppress(trio.BrokenResourceError):
+        while True:
+            command = await line()
+            if number == 0 and served == 1:
+                continue  # silent from now on
+            verb = command[:4].upper()
+            if verb == b"RCPT":
+                recipient = command.decode().split("<")[1].split(">")[0]
+            if verb == b"DATA":
+                await stream.send_all(b"354 go\r\n")
+                while await line() != b".\r\n":
+                    pass
+                delivered.append(recipient)
+                served += 1
+                await stream.send_all(b"250 queued\r\n")
+            elif verb == b"QUIT":
+                await stream.send_all(b"221 bye\r\n")
+                return
+            else:
+                await stream.send_all(b"250 ok\r\n")
+
+
+async def test_a_kept_connection_that_answers_nothing_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("e2a_gateway.outbound.relay.KEPT_ANSWER_SECONDS", 0.3)
+    connections: list[int] = []
+    delivered: list[str] = []
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, host="127.0.0.1"),
+            partial(silent_after_one_message, connections=connections, delivered=delivered),
+            0,
+        )
+        port = listeners[0].socket.getsockname()[1]
+        relay = RelayConnections(settings(port, timeout_seconds=5), "mx.agents.test")
+        with trio.fail_after(3):  # far less than the hand-off's own timeout
+            await keeping(relay, in_turn(2))
+        nursery.cancel_scope.cancel()
+    assert relay.connections_opened == 2 and connections == [0, 1]
+    assert delivered == ["r0@example.org", "r1@example.org"]

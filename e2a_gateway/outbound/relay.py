@@ -6,8 +6,8 @@ runs (as an MTA's connection cache does): a message goes out on an idle connecti
 is one, so a burst of mail pays for one connect, TLS handshake and AUTH per connection instead
 of per message. With a relay that offers PIPELINING a message costs two round trips (its
 envelope and DATA in one write, then its body). A kept connection the relay has closed
-meanwhile is noticed before anything of the message was accepted, and the message goes out on a
-new connection instead.
+meanwhile (or that answers nothing for KEPT_ANSWER_SECONDS) is noticed before anything of the
+message was accepted, and the message goes out on a new connection instead.
 """
 
 from __future__ import annotations
@@ -43,6 +43,9 @@ log = logging.getLogger("e2a.outbound")
 RECEIVE_BYTES = 65536
 CLOSE_SECONDS = 1.0
 """Bound on saying QUIT to a relay when a connection is let go."""
+KEPT_ANSWER_SECONDS = 10.0
+"""How long a kept connection may leave a message's first command unanswered before it counts
+as dead and the message goes out on a new connection (nothing of it was accepted yet)."""
 
 
 def tls_context(settings: OutboundSmtpSettings) -> ssl.SSLContext:
@@ -192,7 +195,14 @@ class RelayConnections:
         transaction (or the session) ends."""
         session = connection.session
         while True:
-            data = await connection.stream.receive_some(RECEIVE_BYTES)
+            if kept and not connection.answered:
+                # A kept connection a middlebox dropped without a word answers nothing.
+                with trio.move_on_after(KEPT_ANSWER_SECONDS) as waiting:
+                    data = await connection.stream.receive_some(RECEIVE_BYTES)
+                if waiting.cancelled_caught:
+                    raise _Stale
+            else:
+                data = await connection.stream.receive_some(RECEIVE_BYTES)
             if not data:
                 if kept and not connection.answered:
                     raise _Stale
