@@ -9,8 +9,6 @@ skipped.
 from __future__ import annotations
 
 import email
-import email.headerregistry
-import email.policy
 import email.utils
 import hashlib
 import re
@@ -22,12 +20,13 @@ from cachetools import LRUCache, cached
 
 from e2a_gateway.addresses import lowercase_address
 from e2a_gateway.attachments import Attachment
+from e2a_gateway.email_policies import READING, HeaderClassesOnce
 from e2a_gateway.rfc5322 import HeaderFields, header_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_UNSTRUCTURED = email.headerregistry.HeaderRegistry(use_default_map=False)
+_UNSTRUCTURED = HeaderClassesOnce(use_default_map=False)
 """Reads every field as unstructured text: RFC 2047 words decoded, anything else as it is."""
 
 
@@ -167,7 +166,7 @@ def _attachment(part: EmailMessage) -> Attachment:
 def _parts(raw: bytes) -> list[tuple[str, EmailMessage]]:
     """Each leaf part of `raw` with its role: `text` and `html` for the first text/plain and
     text/html bodies, `attachment` for every attachment (in document order), `other` else."""
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+    message = email.message_from_bytes(raw, policy=READING)
     assert isinstance(message, EmailMessage)
     parts: list[tuple[str, EmailMessage]] = []
     seen: set[str] = set()

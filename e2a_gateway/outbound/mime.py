@@ -20,6 +20,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 
 from e2a_gateway.addresses import AddressError, parse_mailboxes
+from e2a_gateway.email_policies import HeaderClassesOnce
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
@@ -32,11 +33,12 @@ _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 separators: each either breaks a header line or has no business in one."""
 
 
-SEVEN_BIT = email.policy.SMTP.clone(cte_type="7bit")
+SEVEN_BIT = email.policy.SMTP.clone(cte_type="7bit", header_factory=HeaderClassesOnce())
 """CRLF line ends and bodies 7-bit clean: text beyond ASCII goes quoted-printable or base64
 (whichever is shorter), never `8bit`. A relay then has nothing to downgrade on the way, which
 would break the DKIM body hash (RFC 6376 section 5.3 asks signers for this), and a relay that
-does not offer 8BITMIME is never sent 8-bit data (RFC 6152)."""
+does not offer 8BITMIME is never sent 8-bit data (RFC 6152). Header classes are made once
+(`HeaderClassesOnce`)."""
 
 
 class InvalidDraft(ValueError):
