@@ -276,11 +276,8 @@ class RelayConnections:
         reply is not waited for)."""
         try:
             if polite and connection.session.idle:
-                with (
-                    trio.move_on_after(CLOSE_SECONDS),
-                    contextlib.suppress(OSError, trio.BrokenResourceError, ssl.SSLError),
-                ):
-                    await connection.stream.send_all(connection.session.quit().data)
+                with trio.move_on_after(CLOSE_SECONDS):
+                    await _say_quit(connection)
         finally:
             await trio.aclose_forcefully(connection.stream)
 
@@ -289,11 +286,16 @@ class RelayConnections:
         try:
             with trio.move_on_after(CLOSE_SECONDS):
                 for connection in connections:
-                    with contextlib.suppress(OSError, trio.BrokenResourceError, ssl.SSLError):
-                        await connection.stream.send_all(connection.session.quit().data)
+                    await _say_quit(connection)
         finally:
             for connection in connections:
                 await trio.aclose_forcefully(connection.stream)
+
+
+async def _say_quit(connection: _Connection) -> None:
+    """QUIT, not waiting for its reply; a connection already broken is let be."""
+    with contextlib.suppress(OSError, trio.BrokenResourceError, ssl.SSLError):
+        await connection.stream.send_all(connection.session.quit().data)
 
 
 def _first_cause(exc: BaseException) -> BaseException:

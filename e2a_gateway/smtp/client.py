@@ -294,16 +294,25 @@ class ClientSession:
         """The message cannot go through (the reply says whether for now or for good). A
         session that was being set up, or that the relay is closing, ends with QUIT; otherwise
         the transaction is over and the connection can carry the next message."""
+        self._fail_message(reply, during)
+        if self._state in _SETTING_UP or reply.code == SERVICE_CLOSING:
+            return self.quit()
+        if self._state is _State.MAIL or self._state is _State.BODY:
+            return self._delivered()  # no transaction was begun, or it has ended
+        return self._command(_State.RSET, "RSET")
+
+    def _fail_message(self, reply: ServerReply, during: str) -> None:
+        """Every recipient without a final answer fails with `reply`: for now (4xx) or for
+        good."""
         reason = f"{during}: {reply.code} {reply.text}"
         self._fail_pending(
             self._outcome.deferred if reply.transient else self._outcome.refused, reason
         )
-        if self._state in _SETTING_UP or reply.code == SERVICE_CLOSING:
-            return self.quit()
-        if self._state is _State.MAIL or self._state is _State.BODY:
-            self._state = _State.IDLE  # no transaction was begun, or it has ended
-            return Delivered(self._outcome)
-        return self._command(_State.RSET, "RSET")
+
+    def _delivered(self) -> Delivered:
+        """The message's transaction is over and the session idle again."""
+        self._state = _State.IDLE
+        return Delivered(self._outcome)
 
     def _defer_rest(self, reason: str) -> None:
         self._fail_pending(self._outcome.deferred, reason)
@@ -407,10 +416,7 @@ class ClientSession:
             return self._fail_all(reply, "MAIL FROM")
         # The RCPTs and DATA sent with it are answered too (503): read past them.
         self._mail_refused = True
-        reason = f"MAIL FROM: {reply.code} {reply.text}"
-        self._fail_pending(
-            self._outcome.deferred if reply.transient else self._outcome.refused, reason
-        )
+        self._fail_message(reply, "MAIL FROM")
         self._state = _State.RCPT
         return NeedMore()
 
@@ -449,8 +455,7 @@ class ClientSession:
             self._state = _State.EMPTY_BODY
             return SendBytes(b".\r\n")
         if self._mail_refused:  # no transaction was begun
-            self._state = _State.IDLE
-            return Delivered(self._outcome)
+            return self._delivered()
         if reply.code != 354:
             if not self._outcome.accepted:  # every RCPT failed: their reasons say why
                 return self._command(_State.RSET, "RSET")
@@ -461,18 +466,15 @@ class ClientSession:
     def _on_body(self, reply: ServerReply) -> Action:
         if reply.code != 250:
             return self._fail_all(reply, "end of DATA")
-        self._state = _State.IDLE
-        return Delivered(self._outcome)
+        return self._delivered()
 
     def _on_empty_body(self, reply: ServerReply) -> Action:
-        self._state = _State.IDLE
-        return Delivered(self._outcome)
+        return self._delivered()
 
     def _on_rset(self, reply: ServerReply) -> Action:
         if reply.code != 250:  # the relay is confused: do not trust this connection again
             return self.quit()
-        self._state = _State.IDLE
-        return Delivered(self._outcome)
+        return self._delivered()
 
     def _on_unexpected(self, reply: ServerReply) -> Action:
         """A reply nobody asked for while idle: end the session."""
