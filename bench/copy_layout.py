@@ -1,5 +1,5 @@
-"""What one more agent's copy of a message costs the database: today's layout against one content
-row per message with narrow per-agent rows.
+"""What one more agent's copy of a message costs the database: the gateway's layout against
+leaner ones.
 
 Fan-out's target (0.5x the single-recipient rate at 50 agents, issue 23) asks that a further
 copy cost the gateway about half of what it does; the copy's row, its index entries and its
@@ -7,12 +7,13 @@ copy cost the gateway about half of what it does; the copy's row, its index entr
 files (WAL, synchronous=FULL, a PASSIVE checkpoint every 20 transactions as upkeep does),
 five arrivals of a 100 KB message per transaction, for 1 and for 50 local agents, alternating:
 
-* **today**: `store_inbound` of the gateway (a full `messages` row per copy with its six index
-  entries and signed headers, one `email.received` event per copy);
-* **content + copies**: the layout a redesign would write, built here in a scratch file and not
-  used by the gateway: the message's shared fields once (`contents`), a narrow row per agent
-  (`copies`: id, owner, agent, status, conversation, signature; indexed by agent, status and
-  order, and by content), and either one event row per message or one per copy.
+* **today**: `store_inbound` of the gateway (one `message_contents` row per message, a narrow
+  `messages` row per copy with its index entries and signed headers, one `email.received`
+  event per copy);
+* **content + copies**: a leaner layout, built here in a scratch file and not used by the
+  gateway: the message's shared fields once (`contents`), a narrow row per agent in a table
+  of its own (`copies`: id, owner, agent, status, conversation, signature; indexed by agent,
+  status and order, and by content), and either one event row per message or one per copy.
 
 It prints the CPU time (user + system) per further copy: (cost at 50 agents - cost at 1) / 49,
 counting the storing and checkpointing alone, not the making of the arrivals. Run:

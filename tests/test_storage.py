@@ -43,6 +43,7 @@ from e2a_gateway.storage.base import (
     JobQueueState,
     LastOne,
     LimitReached,
+    MessageFilters,
     NotPending,
     OutboundEdits,
     OutboundMessage,
@@ -358,6 +359,7 @@ async def test_inbox_pages_read_an_index_in_order_without_sorting(tmp_path: Path
 
 async def test_mail_is_found_by_message_id_through_its_index(tmp_path: Path) -> None:
     """Threading a reply and quoting earlier mail look the Message-IDs up in `messages_rfc_id`
+    and, for copies sharing a content row, `message_contents_rfc_id` then `messages_content`
     (a few rows) instead of walking all of the agent's mail in order."""
     storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")
     await storage.migrate()
@@ -378,7 +380,11 @@ async def test_mail_is_found_by_message_id_through_its_index(tmp_path: Path) -> 
     with sqlite3.connect(tmp_path / "e2a.db") as db:
         for sql in by_id:
             plan = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
-            assert "USING INDEX messages_rfc_id (rfc_message_id=? AND agent_email=?)" in plan, plan
+            assert "INDEX messages_rfc_id (rfc_message_id=? AND agent_email=?)" in plan, plan
+            assert "INDEX message_contents_rfc_id (rfc_message_id=?)" in plan, plan
+            assert "INDEX messages_content (content_seq=?)" in plan, plan
+            assert "(agent_email=? AND seq=?" in plan, plan  # each row found by its seq
+            assert "SCAN m" not in plan and "SCAN s" not in plan and "SCAN w" not in plan, plan
 
 
 async def test_inbound_mail_enters_only_the_indexes_it_is_found_by(tmp_path: Path) -> None:
@@ -897,6 +903,95 @@ async def test_one_message_to_many_agents_stores_its_bytes_once(
     other = await storage.read_inbound(alice, "other@agents.test", "msg_other")
     assert other is not None and other.raw_message == make_message("x", "x").raw_message
     await storage.delete_user(alice)
+    assert raw_table(storage_url) == (0, 0)
+
+
+def copies_of(base: NewInboundMessage, agents: list[str]) -> list[NewInboundMessage]:
+    """One arrival's copies for `agents`, as the inbound pipeline makes them: the same
+    recipient lists, results and bytes (the same objects), an id and a signature each."""
+    return [
+        replace(base, id=f"msg_copy{n}", agent_email=agent, auth_headers={"X-Copy": str(n)})
+        for n, agent in enumerate(agents)
+    ]
+
+
+async def test_copies_of_one_message_share_one_content_row(
+    storage: Storage, storage_url: str
+) -> None:
+    """One DATA to three agents of two users: one `message_contents` row holds what the copies
+    share, each copy a narrow row of its own; every read gives each agent the whole message,
+    with its own id and signature. Deleting copies one by one leaves the others whole; the
+    content and the raw bytes go with the last."""
+    alice = await add_user(storage, "alice@example.com")
+    bob = await add_user(storage, "bob@example.com")
+    owners = {"a0@agents.test": alice, "a1@agents.test": alice, "b0@agents.test": bob}
+    for address, owner in owners.items():
+        await storage.add_agent(make_agent(owner, address))
+    base = replace(
+        make_message("msg_base", "a0@agents.test", BIG),
+        to=list(owners),
+        cc=["cc@example.org"],
+        reply_to="replies@example.org",
+        subject="One for all",
+        rfc_message_id="<shared@example.org>",
+        authentication_results={"spf": "pass"},
+        client_ip="192.0.2.7",
+        helo="mx.example.org",
+    )
+    copies = copies_of(base, list(owners))
+    await storage.store_inbound(copies, 0.0)
+    await storage.store_inbound([make_message("msg_alone", "a0@agents.test")], 0.0)
+
+    assert run_sql(storage_url, "SELECT count(*) FROM message_contents") == [(1,)]
+    layout = run_sql(
+        storage_url,
+        "SELECT id, content_seq IS NOT NULL, raw_digest IS NULL, subject FROM messages "
+        "ORDER BY seq",
+    )
+    assert layout == [(copy.id, True, True, "") for copy in copies] + [
+        ("msg_alone", False, False, "hi")
+    ]
+    for n, (address, owner) in enumerate(owners.items()):
+        read = await storage.read_inbound(owner, address, f"msg_copy{n}")
+        assert read is not None
+        assert (read.id, read.agent_email, read.raw_message) == (f"msg_copy{n}", address, BIG)
+        assert (read.subject, read.to, read.cc, read.reply_to) == (
+            "One for all",
+            list(owners),
+            ["cc@example.org"],
+            "replies@example.org",
+        )
+        assert (read.rfc_message_id, read.authentication_results, read.from_addr) == (
+            "<shared@example.org>",
+            {"spf": "pass"},
+            "sender@example.org",
+        )
+        assert read.auth_headers == {"X-Copy": str(n)}
+        page = await storage.inbox_page(owner, address, "all", 10, None)
+        assert page is not None and [entry.subject for entry in page.messages][:1] == [
+            "One for all"
+        ]
+        filed = await storage.filed_message(owner, address, f"msg_copy{n}", mark_read=False)
+        assert filed is not None and (filed.subject, filed.size) == ("One for all", len(BIG))
+    # found by its Message-ID for each agent, and only for the agents it went to
+    earlier = await storage.earlier_messages(alice, "a1@agents.test", ["<shared@example.org>"])
+    assert [message.id for message in earlier] == ["msg_copy1"]
+    assert await storage.earlier_messages(bob, "a0@agents.test", ["<shared@example.org>"]) == []
+    found = await storage.filed_page(
+        alice, "a0@agents.test", MessageFilters(subject_text="for all"), 10, None
+    )
+    assert [message.id for message in found] == ["msg_copy0"]
+    exported = await storage.export_user(bob)
+    assert [(m["id"], m["subject"]) for m in exported["messages"]] == [("msg_copy2", "One for all")]
+
+    assert await storage.delete_agent(alice, "a0@agents.test")
+    assert (await storage.delete_user(bob))["messages"] == 1
+    read = await storage.read_inbound(alice, "a1@agents.test", "msg_copy1")
+    assert read is not None and (read.subject, read.raw_message) == ("One for all", BIG)
+    assert run_sql(storage_url, "SELECT count(*) FROM message_contents") == [(1,)]
+    assert raw_table(storage_url)[0] == 1  # msg_alone went with a0; BIG stays for a1
+    assert await storage.delete_agent(alice, "a1@agents.test")
+    assert run_sql(storage_url, "SELECT count(*) FROM message_contents") == [(0,)]
     assert raw_table(storage_url) == (0, 0)
 
 

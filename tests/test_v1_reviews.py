@@ -402,7 +402,8 @@ async def test_a_blocking_gate_accepts_then_quarantines_and_logs_email_blocked(
     database = running.gateway.settings.database.url
     stored = query(
         database,
-        "SELECT id, subject, hold, flag_reason FROM messages WHERE agent_email = ? ORDER BY seq",
+        "SELECT id, subject, hold, flag_reason FROM messages_with_content "
+        "WHERE agent_email = ? ORDER BY seq",
         (BOT,),
     )
     reason = "example.org is not one of the agent's trusted domains"

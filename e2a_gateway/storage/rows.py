@@ -383,6 +383,14 @@ class JsonOnce:
         return text
 
 
+def _hold_of(message: NewInboundMessage) -> str | None:
+    """The `hold` column of an inbound message: held for review, rejected when its agent's
+    gate blocked it, else NULL."""
+    if message.hold_expires_at is not None:
+        return HELD_FOR_REVIEW
+    return HOLD_REJECTED if message.blocked else None
+
+
 def inbound_params(
     message: NewInboundMessage,
     user_id: str,
@@ -394,10 +402,6 @@ def inbound_params(
     columns are encoded by `encode` (a `JsonOnce` for a batch). A cloud agent's message awaits
     webhook delivery (once released, when held for review); a blocked one is stored as a
     rejected hold."""
-    if message.hold_expires_at is not None:
-        hold: str | None = HELD_FOR_REVIEW
-    else:
-        hold = HOLD_REJECTED if message.blocked else None
     return (
         message.id,
         user_id,
@@ -418,10 +422,86 @@ def inbound_params(
         message.helo,
         message.received_at,
         message.received_at,
-        hold,
+        _hold_of(message),
         message.hold_expires_at,
         message.flag_reason,
         encode_attachments(message.attachments),
+    )
+
+
+CONTENT_INSERT_COLUMNS = (
+    "envelope_from, from_addr, reply_to, to_json, cc_json, subject, rfc_message_id, raw_digest, "
+    "auth_results_json, client_ip, helo, received_at, attachment_meta_json"
+)
+"""Columns of `message_contents`: what the copies of one message for many agents share."""
+COPY_INSERT_COLUMNS = (
+    "id, user_id, agent_email, conversation_id, auth_headers_json, delivery_status, "
+    "created_at, hold, hold_expires_at, flag_reason, content_seq, "
+    "envelope_from, from_addr, to_json, cc_json, subject, auth_results_json, received_at"
+)
+"""Columns of a copy's narrow `messages` row: its own fields, the seq of its content, and
+the seven shared columns that may not be NULL, left empty (`COPY_VALUES`)."""
+COPY_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', '', '', '', '', ''"
+
+
+def shared_content_key(message: NewInboundMessage, digest: str) -> tuple[Any, ...]:
+    """What the copies of one message for many agents share, as a key (by value): messages
+    with equal keys keep one content row."""
+    return (
+        digest,
+        message.received_at,
+        message.envelope_from,
+        message.from_addr,
+        message.reply_to,
+        message.subject,
+        message.rfc_message_id,
+        message.client_ip,
+        message.helo,
+        tuple(message.to),
+        tuple(message.cc),
+        tuple(message.authentication_results.items()),
+        message.attachments,
+    )
+
+
+def content_params(
+    message: NewInboundMessage, digest: str, encode: Callable[[object], str] = json.dumps
+) -> tuple[Any, ...]:
+    """For CONTENT_INSERT_COLUMNS: the shared fields of `message` and its copies."""
+    return (
+        message.envelope_from,
+        message.from_addr,
+        message.reply_to,
+        encode(message.to),
+        encode(message.cc),
+        message.subject,
+        message.rfc_message_id,
+        digest,
+        encode(message.authentication_results),
+        message.client_ip,
+        message.helo,
+        message.received_at,
+        encode_attachments(message.attachments),
+    )
+
+
+def copy_params(
+    message: NewInboundMessage, user_id: str, cloud: bool, content_seq: int
+) -> tuple[Any, ...]:
+    """For COPY_INSERT_COLUMNS (the placeholders of COPY_VALUES): one agent's copy of a
+    message whose shared fields are the content row `content_seq`."""
+    return (
+        message.id,
+        user_id,
+        message.agent_email,
+        message.conversation_id,
+        encode_signed_headers(message.id, message.auth_headers),
+        DELIVERY_PENDING if cloud else None,
+        message.received_at,
+        _hold_of(message),
+        message.hold_expires_at,
+        message.flag_reason,
+        content_seq,
     )
 
 
@@ -653,7 +733,7 @@ EXPORT_MESSAGE_COLUMNS = (
     "id, direction, agent_email, kind, from_addr, reply_to, to_json, cc_json, bcc_json, "
     "subject, conversation_id, rfc_message_id, in_reply_to, status, delivery_status, "
     "reviewed_at, rejection_reason, method, send_error, received_at, created_at, "
-    "coalesce((SELECT length(r.raw) FROM raw_messages r WHERE r.digest = messages.raw_digest), 0)"
+    "coalesce((SELECT length(r.raw) FROM raw_messages r WHERE r.digest = m.raw_digest), 0)"
 )
 """Message metadata for an export, inbound and outbound alike: no raw bytes, bodies or
 attachments, no signed headers."""

@@ -276,7 +276,8 @@ class AccountsSql(Runner):
                     "WHERE user_id = ? ORDER BY seq"
                 ),
                 rows(
-                    f"SELECT {EXPORT_MESSAGE_COLUMNS} FROM messages WHERE user_id = ? ORDER BY seq"
+                    f"SELECT {EXPORT_MESSAGE_COLUMNS} FROM messages_with_content m "
+                    "WHERE m.user_id = ? ORDER BY m.seq"
                 ),
             ) | _exported_records(tx, user_id)
 

@@ -67,7 +67,7 @@ class DeadLettersSql(Runner):
             lambda tx: tx.all(
                 "SELECT m.id, m.seq, m.from_addr, m.subject, m.received_at, "
                 "coalesce(w.attempt, 0), w.attempted_at, w.status_code, w.error "
-                f"FROM messages m {LAST_ATTEMPT} WHERE {DEAD} AND m.seq > ? "
+                f"FROM messages_with_content m {LAST_ATTEMPT} WHERE {DEAD} AND m.seq > ? "
                 "ORDER BY m.seq LIMIT ?",
                 (user_id, agent_email, after_seq or 0, limit),
             )

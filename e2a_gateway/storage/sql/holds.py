@@ -74,7 +74,10 @@ def _queue_item(row: Any) -> HeldMessage:
 
 
 def _inbound_row(tx: Transaction, user_id: str | None, message_id: str, *, lock: bool) -> Any:
-    query = f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.id = ? AND m.direction = '{INBOUND}'"
+    query = (
+        f"SELECT {MESSAGE_COLUMNS} FROM messages_with_content m "
+        f"WHERE m.id = ? AND m.direction = '{INBOUND}'"
+    )
     params: tuple[str, ...] = (message_id,)
     if user_id is not None:
         query += " AND m.user_id = ?"
@@ -154,7 +157,8 @@ class HoldsSql(Runner):
         """The user's messages waiting for review, newest first (none of an agent in the
         trash)."""
         query = (
-            f"SELECT {QUEUE_COLUMNS} FROM messages m WHERE m.user_id = ? AND {WAITING} "
+            f"SELECT {QUEUE_COLUMNS} FROM messages_with_content m "
+            f"WHERE m.user_id = ? AND {WAITING} "
             f"AND {agent_in_service('m.agent_email')} AND m.seq < ? ORDER BY m.seq DESC LIMIT ?"
         )
         before = after if after is not None else 2**62

@@ -114,7 +114,10 @@ def _with_labels(tx: Transaction, rows: list[Any]) -> list[FiledMessage]:
 
 
 def _one(tx: Transaction, scope: tuple[str, str, str]) -> FiledMessage | None:
-    row = tx.first(f"SELECT {FILED_COLUMNS} FROM messages m WHERE {OF_AGENT} AND m.id = ?", scope)
+    row = tx.first(
+        f"SELECT {FILED_COLUMNS} FROM messages_with_content m WHERE {OF_AGENT} AND m.id = ?",
+        scope,
+    )
     return _with_labels(tx, [row])[0] if row else None
 
 
@@ -167,7 +170,7 @@ class MailboxSql(Runner):
         conditions, params = _filtered(filters, self.dialect.in_list("m.direction", "text"))
         order, beyond = ("DESC", "<") if filters.newest_first else ("ASC", ">")
         query = (
-            f"SELECT {FILED_COLUMNS} FROM messages m WHERE {OF_AGENT} AND {conditions}"
+            f"SELECT {FILED_COLUMNS} FROM messages_with_content m WHERE {OF_AGENT} AND {conditions}"
             + (f" AND m.seq {beyond} ?" if after_seq is not None else "")
             + f" ORDER BY m.seq {order} LIMIT ?"
         )
@@ -320,7 +323,7 @@ class MailboxSql(Runner):
         """Conversations of the agent's live mail, most recently active first."""
         query = (
             f"SELECT {CONVERSATION_COLUMNS} FROM ({CONVERSATIONS} GROUP BY conversation_id) c "
-            "JOIN messages l ON l.seq = c.last_seq WHERE 1 = 1"
+            "JOIN messages_with_content l ON l.seq = c.last_seq WHERE 1 = 1"
         )
         params: list[Any] = [user_id, agent_email]
         for condition, value in (
@@ -344,13 +347,13 @@ class MailboxSql(Runner):
         def read(tx: Transaction) -> tuple[ConversationSummary, list[FiledMessage]] | None:
             row = tx.first(
                 f"SELECT {CONVERSATION_COLUMNS} FROM ({CONVERSATIONS} AND conversation_id = ? "
-                "GROUP BY conversation_id) c JOIN messages l ON l.seq = c.last_seq",
+                "GROUP BY conversation_id) c JOIN messages_with_content l ON l.seq = c.last_seq",
                 (user_id, agent_email, conversation_id),
             )
             if row is None:
                 return None
             rows = tx.all(
-                f"SELECT {FILED_COLUMNS} FROM messages m WHERE {OF_AGENT} "
+                f"SELECT {FILED_COLUMNS} FROM messages_with_content m WHERE {OF_AGENT} "
                 "AND m.conversation_id = ? AND m.deleted_at IS NULL ORDER BY m.seq",
                 (user_id, agent_email, conversation_id),
             )

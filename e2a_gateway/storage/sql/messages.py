@@ -27,6 +27,9 @@ from e2a_gateway.storage.base import (
 )
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.rows import (
+    CONTENT_INSERT_COLUMNS,
+    COPY_INSERT_COLUMNS,
+    COPY_VALUES,
     EARLIER_COLUMNS,
     INBOUND_INSERT_COLUMNS,
     INBOX_ENTRY_COLUMNS,
@@ -34,6 +37,8 @@ from e2a_gateway.storage.rows import (
     JsonOnce,
     RawMessages,
     chosen_conversation,
+    content_params,
+    copy_params,
     decode_agent,
     decode_earlier,
     decode_message,
@@ -42,6 +47,7 @@ from e2a_gateway.storage.rows import (
     inbox_entries,
     message_page,
     raw_messages_of,
+    shared_content_key,
 )
 from e2a_gateway.storage.sql.agents import agent_row, owned_agent_answer
 from e2a_gateway.storage.sql.events import record_events
@@ -53,6 +59,7 @@ from e2a_gateway.storage.vocabulary import CLOUD, INBOUND, READ, UNREAD, WEBHOOK
 AGENT_INBOX_LOCK = 0x653261
 """The key space of the inbox locks: (AGENT_INBOX_LOCK, the agent's address)."""
 INBOUND_VALUES = ", ".join("?" for _ in INBOUND_INSERT_COLUMNS.split(","))
+CONTENT_VALUES = ", ".join("?" for _ in CONTENT_INSERT_COLUMNS.split(","))
 IN_INBOX = f"m.user_id = ? AND m.agent_email = ? AND m.direction = '{INBOUND}' AND m.hold IS NULL"
 """Condition on `messages m`: an inbound message of the user's agent, delivered to it (not
 held for review by its gate, nor rejected there)."""
@@ -94,13 +101,28 @@ def _store(
     if vanished := [email for email in recipients if email not in owners]:
         raise StorageUnavailable(f"agent {vanished[0]} vanished")
     encode = JsonOnce()
-    rows = []
-    for message, digest in zip(messages, raw.digests, strict=True):
-        user_id, cloud, _, _ = owners[message.agent_email]
-        rows.append(inbound_params(message, user_id, cloud, digest, encode))
-    tx.executemany(
-        f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES ({INBOUND_VALUES})", rows
-    )
+    whole_rows: list[tuple[Any, ...]] = []
+    for copies in _copies_by_content(messages, raw.digests):
+        if len(copies) == 1:
+            message, digest = copies[0]
+            user_id, cloud, _, _ = owners[message.agent_email]
+            whole_rows.append(inbound_params(message, user_id, cloud, digest, encode))
+            continue
+        _insert_whole(tx, whole_rows)  # the batch's rows keep their order in `seq`
+        first, digest = copies[0]
+        content_seq = tx.one(
+            f"INSERT INTO message_contents ({CONTENT_INSERT_COLUMNS}) "
+            f"VALUES ({CONTENT_VALUES}) RETURNING seq",
+            content_params(first, digest, encode),
+        )[0]
+        copy_rows = []
+        for message, _ in copies:
+            user_id, cloud, _, _ = owners[message.agent_email]
+            copy_rows.append(copy_params(message, user_id, cloud, content_seq))
+        tx.executemany(
+            f"INSERT INTO messages ({COPY_INSERT_COLUMNS}) VALUES ({COPY_VALUES})", copy_rows
+        )
+    _insert_whole(tx, whole_rows)
     events = []
     received = ReceivedEvents()
     for message in messages:
@@ -117,6 +139,28 @@ def _store(
     record_events(tx, events)
 
 
+def _copies_by_content(
+    messages: list[NewInboundMessage], digests: list[str]
+) -> list[list[tuple[NewInboundMessage, str]]]:
+    """`messages` with their digests, the copies of one message for several agents together
+    (equal `shared_content_key`s: the same bytes, sender, recipients, results and time), in
+    the order each message first appears."""
+    groups: dict[tuple[Any, ...], list[tuple[NewInboundMessage, str]]] = {}
+    for message, digest in zip(messages, digests, strict=True):
+        groups.setdefault(shared_content_key(message, digest), []).append((message, digest))
+    return list(groups.values())
+
+
+def _insert_whole(tx: Transaction, rows: list[tuple[Any, ...]]) -> None:
+    """Insert the whole `messages` rows gathered so far (messages for one agent), and forget
+    them."""
+    if rows:
+        tx.executemany(
+            f"INSERT INTO messages ({INBOUND_INSERT_COLUMNS}) VALUES ({INBOUND_VALUES})", rows
+        )
+        rows.clear()
+
+
 def _inbox_query(
     columns: str,
     user_id: str,
@@ -128,7 +172,10 @@ def _inbox_query(
     """The query of a keyset page of `columns` of the agent's inbox (mail not in the trash,
     with `status` unless all), oldest first after `after_seq`, one row more than the page (it
     says whether another page follows); and its parameters."""
-    query = f"SELECT {columns} FROM messages m WHERE {IN_INBOX} AND {NOT_TRASHED} AND m.seq > ?"
+    query = (
+        f"SELECT {columns} FROM messages_with_content m WHERE {IN_INBOX} AND {NOT_TRASHED} "
+        "AND m.seq > ?"
+    )
     params: list[Any] = [user_id, agent_email, after_seq or 0]
     if status != "all":
         query += " AND m.status = ?"
@@ -143,17 +190,36 @@ def newest_first(rows: list[Any]) -> list[Any]:
     return sorted(rows, key=lambda row: row[0], reverse=True)
 
 
+def _named_by(
+    tx: Transaction, agent_email: str, rfc_message_ids: list[str]
+) -> tuple[str, tuple[Any, ...]]:
+    """A condition on `messages_with_content m`: the agent's message is one of those with a
+    Message-ID among `rfc_message_ids`, found by the Message-ID indexes of whole rows and of
+    contents (the view's own column has no index), and a content's copies by their index
+    (the agent is the caller's condition: asked here, SQLite would walk all of its mail);
+    and its parameters."""
+    ids = tx.dialect.list_param(rfc_message_ids)
+    condition = (
+        "m.seq IN (SELECT w.seq FROM messages w WHERE "
+        f"{tx.dialect.in_list('w.rfc_message_id', 'text')} AND w.agent_email = ? "
+        "UNION ALL SELECT s.seq FROM messages s WHERE s.content_seq IN "
+        "(SELECT c.seq FROM message_contents c WHERE "
+        f"{tx.dialect.in_list('c.rfc_message_id', 'text')}))"
+    )
+    return condition, (ids, agent_email, ids)
+
+
 def _referenced_conversation(
     tx: Transaction, user_id: str, agent_email: str, rfc_message_ids: list[str]
 ) -> str | None:
     """The conversation of the first of `rfc_message_ids` naming a message of the agent."""
     if not rfc_message_ids:
         return None
+    named, named_params = _named_by(tx, agent_email, rfc_message_ids)
     rows = tx.all(
-        "SELECT seq, rfc_message_id, conversation_id FROM messages "
-        "WHERE user_id = ? AND agent_email = ? "
-        f"AND {tx.dialect.in_list('rfc_message_id', 'text')}",
-        (user_id, agent_email, tx.dialect.list_param(rfc_message_ids)),
+        "SELECT m.seq, m.rfc_message_id, m.conversation_id FROM messages_with_content m "
+        f"WHERE m.user_id = ? AND m.agent_email = ? AND {named}",
+        (user_id, agent_email, *named_params),
     )
     return first_conversation((row[1:] for row in newest_first(rows)), rfc_message_ids)
 
@@ -246,7 +312,8 @@ class MessagesSql(Runner):
 
         def read(tx: Transaction) -> InboundMessage | None:
             row = tx.first(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?{live}",
+                f"SELECT {MESSAGE_COLUMNS} FROM messages_with_content m "
+                f"WHERE {IN_INBOX} AND m.id = ?{live}",
                 scope,
             )
             return decode_message(row) if row else None
@@ -273,7 +340,8 @@ class MessagesSql(Runner):
         """One of the agent's delivered messages, not marked read."""
         row = await self._read(
             lambda tx: tx.first(
-                f"SELECT {MESSAGE_COLUMNS} FROM messages m WHERE {IN_INBOX} AND m.id = ?",
+                f"SELECT {MESSAGE_COLUMNS} FROM messages_with_content m "
+                f"WHERE {IN_INBOX} AND m.id = ?",
                 (user_id, agent_email, message_id),
             )
         )
@@ -307,7 +375,10 @@ class MessagesSql(Runner):
             referenced = _referenced_conversation(tx, user_id, agent_email, rfc_message_ids)
             if claim is None:
                 return referenced
-            in_agent = "FROM messages WHERE user_id = ? AND agent_email = ? AND conversation_id = ?"
+            in_agent = (
+                "FROM messages_with_content WHERE user_id = ? AND agent_email = ? "
+                "AND conversation_id = ?"
+            )
             scope = (user_id, agent_email, claim.conversation_id)
             exists, by_sender = tx.one(
                 f"SELECT EXISTS (SELECT 1 {in_agent}), "
@@ -324,14 +395,16 @@ class MessagesSql(Runner):
         """The agent's mail, either direction, with one of `rfc_message_ids`, newest first."""
         if not rfc_message_ids:
             return []
-        rows = await self._read(
-            lambda tx: tx.all(
-                f"SELECT m.seq, {EARLIER_COLUMNS} FROM messages m "
-                "WHERE m.user_id = ? AND m.agent_email = ? AND m.hold IS NULL "
-                f"AND {tx.dialect.in_list('m.rfc_message_id', 'text')}",
-                (user_id, agent_email, tx.dialect.list_param(rfc_message_ids)),
+
+        def read(tx: Transaction) -> list[Any]:
+            named, named_params = _named_by(tx, agent_email, rfc_message_ids)
+            return tx.all(
+                f"SELECT m.seq, {EARLIER_COLUMNS} FROM messages_with_content m "
+                f"WHERE m.user_id = ? AND m.agent_email = ? AND m.hold IS NULL AND {named}",
+                (user_id, agent_email, *named_params),
             )
-        )
+
+        rows = await self._read(read)
         return [decode_earlier(row[1:]) for row in newest_first(rows)]
 
     async def keep_reading(

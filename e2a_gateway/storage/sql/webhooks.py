@@ -101,7 +101,7 @@ class WebhooksSql(Runner):
                 f"CASE WHEN a.agent_mode = '{CLOUD}' THEN a.webhook_url END, "
                 "(SELECT seed FROM signing_secrets s WHERE s.user_id = m.user_id "
                 " ORDER BY s.seq DESC LIMIT 1) "
-                "FROM messages m JOIN agents a ON a.email = m.agent_email "
+                "FROM messages_with_content m JOIN agents a ON a.email = m.agent_email "
                 f"WHERE {tx.dialect.in_list('m.id', 'text')}",
                 (tx.dialect.list_param(message_ids),),
             )
