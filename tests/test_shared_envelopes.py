@@ -1,8 +1,8 @@
-"""The `email.received` events of one message's copies for many agents keep the envelope they
-share once per account, on every backend: each copy's event still reads, lists, exports,
-redelivers and goes to webhooks with its own id, message, agent and conversation — the same
-bytes the copy's own envelope would be — and a shared envelope lasts as long as an event reads
-it, and no longer."""
+"""The `email.received` events of one message's copies for many agents are one row per account,
+on every backend: each copy's event still reads, lists, exports, redelivers and goes to webhooks
+with its own id, message, agent and conversation — the same bytes the copy's own envelope would
+be — and its id finds it for its account only. Rows of the earlier layout (a row per copy, the
+envelope kept once in `event_bodies`) read as they did."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import json
 from dataclasses import replace
 
 import orjson
+import pytest
 
-from e2a_gateway.events import received_envelope
+from e2a_gateway.events import derived_event_id, received_envelope
+from e2a_gateway.storage import open_storage
 from e2a_gateway.storage.base import EventFilter, Storage
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 from tests.test_storage import (  # noqa: F401  (storage and storage_url are fixtures)
@@ -19,6 +21,7 @@ from tests.test_storage import (  # noqa: F401  (storage and storage_url are fix
     add_user,
     make_agent,
     make_message,
+    migrated_to,
     run_sql,
     storage,
     storage_url,
@@ -47,7 +50,7 @@ async def received_events(storage: Storage, user_id: str) -> dict[str, bytes]:  
     return {event.message_id or "": event.envelope for event in events}
 
 
-async def test_copies_read_their_own_envelopes_from_one_shared_one(
+async def test_copies_read_their_own_envelopes_from_one_row(
     storage: Storage,  # noqa: F811
     storage_url: str,  # noqa: F811
 ) -> None:
@@ -69,19 +72,14 @@ async def test_copies_read_their_own_envelopes_from_one_shared_one(
     for user_id, group in ((owner, copies[:3]), (other, copies[3:])):
         found = await received_events(storage, user_id)
         assert found == {copy.id: expected[copy.id] for copy in group}
-    # stored once per account: the first copy's event holds it, the others name it
-    rows = run_sql(
-        storage_url,
-        "SELECT message_id, length(envelope), body_id FROM events ORDER BY seq",
-    )
-    assert [(row[1] > 0, row[2] is None) for row in rows] == [
-        (True, True),
-        (False, False),
-        (False, False),
-        (True, True),
-        (False, False),
+    # one row per account: the first copy's, its envelope whole, the others listed in it
+    rows = run_sql(storage_url, "SELECT message_id, body_id, copies FROM events ORDER BY seq")
+    assert [(row[0], row[1], [copy[1] for copy in json.loads(row[2])]) for row in rows] == [
+        ("msg_shared0", None, ["msg_shared1", "msg_shared2"]),
+        ("msg_shared3", None, ["msg_shared4"]),
     ]
-    assert run_sql(storage_url, "SELECT count(*) FROM event_bodies")[0][0] == 2
+    assert run_sql(storage_url, "SELECT count(*) FROM event_bodies")[0][0] == 0
+    assert run_sql(storage_url, "SELECT count(*) FROM event_copies")[0][0] == 3
 
     further = next(
         event
@@ -89,10 +87,15 @@ async def test_copies_read_their_own_envelopes_from_one_shared_one(
             owner, EventFilter(message_id="msg_shared2"), 5, None
         )
     )
+    assert further.id == derived_event_id("msg_shared2", "email.received")
     got = await storage.get_event(owner, further.id)
     assert got is not None and got.envelope == expected["msg_shared2"]
     assert orjson.loads(got.envelope)["data"]["conversation_id"] == "cnv_c"
     assert await storage.get_event(other, further.id) is None  # another account's: not found
+    conversation = EventFilter(conversation_id="cnv_b")
+    assert [e.message_id for e in await storage.list_events(owner, conversation, 5, None)] == [
+        "msg_shared1"
+    ]
 
     # the fan-out's webhook bodies and a redelivery carry each copy's own envelope
     queued = await storage.redeliver_event(owner, further.id, "wh_all", RECEIVED + 1)
@@ -105,6 +108,8 @@ async def test_copies_read_their_own_envelopes_from_one_shared_one(
     }
     for event_id, body in bodies:
         assert bytes(body) == by_event[event_id]
+    counted = await storage.get_event(owner, further.id)
+    assert counted is not None and counted.deliveries.matched_webhooks == 2
 
     exported = await storage.export_user(owner)
     assert [json.loads(expected[copy.id]) for copy in copies[:3]] == [
@@ -116,15 +121,15 @@ async def test_copies_read_their_own_envelopes_from_one_shared_one(
         for item in exported["events"]
     ]
 
-    # an account deleted takes its shared envelope, not the other's
+    # an account deleted takes its row and its copies' ids, not the other's
     await storage.delete_user(other)
-    assert run_sql(storage_url, "SELECT count(*) FROM event_bodies")[0][0] == 1
+    assert run_sql(storage_url, "SELECT count(*) FROM event_copies")[0][0] == 2
     assert await received_events(storage, owner) == {
         copy.id: expected[copy.id] for copy in copies[:3]
     }
 
 
-async def test_the_sweep_keeps_a_shared_envelope_while_an_event_reads_it(
+async def test_the_sweep_takes_a_message_s_copies_together(
     storage: Storage,  # noqa: F811
     storage_url: str,  # noqa: F811
 ) -> None:
@@ -139,16 +144,81 @@ async def test_the_sweep_keeps_a_shared_envelope_while_an_event_reads_it(
         for number, copy in enumerate(copies)
     ]
     await storage.store_inbound(later, RECEIVED + 86_400)
-    expected = {copy.id: received_envelope(copy) for copy in copies + later}
+    expected = {copy.id: received_envelope(copy) for copy in later}
 
-    # the first copy's event goes first; the others still read the envelope they share
-    assert await storage.delete_events_before(RECEIVED + 1, 1) == 1
-    assert await received_events(storage, owner) == {
-        copy.id: expected[copy.id] for copy in copies[1:] + later
-    }
-    assert run_sql(storage_url, "SELECT count(*) FROM event_bodies")[0][0] == 2
-    assert await storage.delete_events_before(RECEIVED + 1, 10) == 2
-    assert run_sql(storage_url, "SELECT count(*) FROM event_bodies")[0][0] == 1  # the later one's
-    assert await received_events(storage, owner) == {copy.id: expected[copy.id] for copy in later}
+    # one row, three events: they go together, with their ids
+    assert await storage.delete_events_before(RECEIVED + 1, 1) == 3
+    assert await received_events(storage, owner) == expected
+    assert run_sql(storage_url, "SELECT count(*) FROM event_copies")[0][0] == 2
+    assert await storage.delete_events_before(RECEIVED + 1, 10) == 0
     assert await storage.delete_events_before(RECEIVED + 86_401, 10) == 3
-    assert run_sql(storage_url, "SELECT count(*) FROM event_bodies")[0][0] == 0
+    assert run_sql(storage_url, "SELECT count(*) FROM event_copies")[0][0] == 0
+
+
+async def test_rows_of_the_earlier_layout_read_as_before(
+    storage_url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Events stored by migration 31's layout (each further copy a row naming the envelope it
+    shares in `event_bodies`) list, read and sweep as before once migration 33 has run."""
+    await migrated_to(storage_url, 32, monkeypatch)
+    run_sql(storage_url, "INSERT INTO users VALUES ('usr_1', 'o@x', ?)", NOW)
+    shared = orjson.dumps(
+        {
+            "type": "email.received",
+            "id": "evt_first",
+            "schema_version": "1",
+            "created_at": NOW,
+            "data": {
+                "message_id": "msg_first",
+                "agent_email": "a@agents.example",
+                "direction": "inbound",
+                "delivered_to": "a@agents.example",
+                "subject": "hi",
+            },
+        }
+    )
+    run_sql(
+        storage_url,
+        "INSERT INTO event_bodies (id, user_id, created_epoch, envelope) VALUES (?, ?, ?, ?)",
+        "evt_first",
+        "usr_1",
+        RECEIVED,
+        shared,
+    )
+    for event_id, message_id, agent, own, body in (
+        ("evt_first", "msg_first", "a@agents.example", shared, None),
+        ("evt_second", "msg_second", "b@agents.example", b"", "evt_first"),
+    ):
+        run_sql(
+            storage_url,
+            "INSERT INTO events (id, user_id, type, agent_email, message_id, created_epoch, "
+            "envelope, body_id) VALUES (?, 'usr_1', 'email.received', ?, ?, ?, ?, ?)",
+            event_id,
+            agent,
+            message_id,
+            RECEIVED,
+            own,
+            body,
+        )
+    store = open_storage(storage_url)
+    try:
+        assert await store.migrate() == [33]
+        listed = await store.list_events("usr_1", EventFilter(), 10, None)
+        assert [(event.id, event.ordinal) for event in listed] == [
+            ("evt_second", 0),
+            ("evt_first", 0),
+        ]
+        second = await store.get_event("usr_1", "evt_second")
+        assert second is not None
+        data = orjson.loads(second.envelope)["data"]
+        assert (orjson.loads(second.envelope)["id"], data["message_id"], data["delivered_to"]) == (
+            "evt_second",
+            "msg_second",
+            "b@agents.example",
+        )
+        assert data["subject"] == "hi"
+        assert await store.delete_events_before(RECEIVED + 1, 10) == 2
+        assert run_sql(storage_url, "SELECT count(*) FROM event_bodies")[0][0] == 0
+    finally:
+        await store.close()

@@ -27,6 +27,7 @@ import e2a_gateway.storage.sqlite
 from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import run_gateway
 from e2a_gateway.clock import format_timestamp
+from e2a_gateway.events import derived_event_id
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.rate_windows import RateCount, RateLimit
 from e2a_gateway.storage import open_storage
@@ -38,6 +39,7 @@ from e2a_gateway.storage.base import (
     ConversationClaim,
     Domain,
     EmailTemplate,
+    EventFilter,
     FinishedAttempt,
     InUse,
     JobQueueState,
@@ -993,6 +995,82 @@ async def test_copies_of_one_message_share_one_content_row(
     assert await storage.delete_agent(alice, "a1@agents.test")
     assert run_sql(storage_url, "SELECT count(*) FROM message_contents") == [(0,)]
     assert raw_table(storage_url) == (0, 0)
+
+
+async def test_copies_received_events_fold_into_one_row(storage: Storage, storage_url: str) -> None:
+    """The `email.received` events of one message's copies for three agents of one account are
+    one row of the log: listed as three events in order (paged one by one, filtered by agent,
+    message and an agent key's scope), each read by its id, its envelope its own; another
+    account's copy has its own row and none of the first account's events. Swept, the row
+    takes its copies' ids with it."""
+    alice = await add_user(storage, "alice@example.com")
+    bob = await add_user(storage, "bob@example.com")
+    owners = {
+        "a0@agents.test": alice,
+        "a1@agents.test": alice,
+        "a2@agents.test": alice,
+        "b0@agents.test": bob,
+    }
+    for address, owner in owners.items():
+        await storage.add_agent(make_agent(owner, address))
+    copies = copies_of(make_message("msg_base", "a0@agents.test"), list(owners))
+    copies = [replace(copy, to=list(owners)) for copy in copies]
+    await storage.store_inbound(copies, 0.0)
+    assert run_sql(storage_url, "SELECT count(*) FROM events") == [(2,)]
+    assert run_sql(storage_url, "SELECT count(*) FROM event_copies") == [(2,)]
+
+    ids = {copy.agent_email: derived_event_id(copy.id, "email.received") for copy in copies}
+    listed = await storage.list_events(alice, EventFilter(), 10, None)
+    assert [(event.id, event.ordinal) for event in listed] == [
+        (ids["a2@agents.test"], 2),
+        (ids["a1@agents.test"], 1),
+        (ids["a0@agents.test"], 0),
+    ]
+    for event, copy in zip(listed, copies[2::-1], strict=True):
+        data = json.loads(event.envelope)["data"]
+        assert json.loads(event.envelope)["id"] == event.id
+        assert (data["message_id"], data["agent_email"], data["delivered_to"]) == (
+            copy.id,
+            copy.agent_email,
+            copy.agent_email,
+        )
+        assert (event.message_id, event.agent_email) == (copy.id, copy.agent_email)
+    paged, before = [], None
+    for _ in range(4):
+        page = await storage.list_events(alice, EventFilter(), 1, before)
+        if not page:
+            break
+        paged += page
+        before = (page[-1].seq, page[-1].ordinal)
+    assert [event.id for event in paged] == [event.id for event in listed]
+
+    by_agent = await storage.list_events(alice, EventFilter(agent_email="a1@agents.test"), 10, None)
+    assert [event.id for event in by_agent] == [ids["a1@agents.test"]]
+    scoped = EventFilter(agent_emails=("a2@agents.test",))
+    assert [e.id for e in await storage.list_events(alice, scoped, 10, None)] == [
+        ids["a2@agents.test"]
+    ]
+    by_message = EventFilter(message_id=copies[0].id)
+    assert [e.id for e in await storage.list_events(alice, by_message, 10, None)] == [
+        ids["a0@agents.test"]
+    ]
+    assert (
+        await storage.list_events(alice, EventFilter(agent_email="b0@agents.test"), 10, None) == []
+    )
+    assert [e.id for e in await storage.list_events(bob, EventFilter(), 10, None)] == [
+        ids["b0@agents.test"]
+    ]
+
+    read = await storage.get_event(alice, ids["a1@agents.test"])
+    assert read is not None and (read.agent_email, read.ordinal) == ("a1@agents.test", 1)
+    assert read.envelope == listed[1].envelope
+    assert await storage.get_event(bob, ids["a1@agents.test"]) is None
+    assert await storage.redeliver_event(alice, ids["a2@agents.test"], None, 0.0) == []
+    assert await storage.redeliver_event(bob, ids["a2@agents.test"], None, 0.0) is None
+
+    assert await storage.delete_events_before(time.time() + 60, 100) == 4  # two rows
+    assert run_sql(storage_url, "SELECT count(*) FROM event_copies") == [(0,)]
+    assert await storage.get_event(alice, ids["a1@agents.test"]) is None
 
 
 async def test_migration_9_moves_raw_bytes_out_merging_copies(

@@ -22,14 +22,18 @@ def _scoped(caller: Caller, query: EventFilter) -> EventFilter:
 
 
 async def event_page(
-    gateway: Gateway, caller: Caller, query: EventFilter, limit: int, before_seq: int | None
+    gateway: Gateway,
+    caller: Caller,
+    query: EventFilter,
+    limit: int,
+    before: tuple[int, int] | None,
 ) -> list[StoredEvent]:
     """Up to `limit` of the caller's events matching `query`, newest first, within the
-    retention window."""
+    retention window, before the position `before` (an event's `seq` and `ordinal`)."""
     oldest = time.time() - RETENTION_SECONDS
     since = oldest if query.since is None else max(query.since, oldest)
     scoped = replace(_scoped(caller, query), since=since)
-    return await gateway.storage.list_events(caller.user_id, scoped, limit, before_seq)
+    return await gateway.storage.list_events(caller.user_id, scoped, limit, before)
 
 
 async def get_event(gateway: Gateway, caller: Caller, event_id: str, now: float) -> StoredEvent:

@@ -620,13 +620,14 @@ class NewEvent:
     shared: SharedEnvelope | None = None
     """For a further copy's `email.received`: the envelope the copies of its message share,
     which becomes this event's own with its id, message, agent and conversation put in
-    (`e2a_gateway.events.copy_envelope`)."""
+    (`e2a_gateway.events.copy_envelope`). Logged with its first copy's, the event is folded
+    into that event's row."""
 
 
 @dataclass(frozen=True)
 class SharedEnvelope:
-    """The `email.received` envelope of a message's first copy for an account, stored once
-    under `id` (that event's id) for the further copies' events to be read from."""
+    """The `email.received` envelope of a message's first copy for an account (that event's
+    `id`), which the further copies' events are read from."""
 
     id: str
     envelope: bytes
@@ -645,6 +646,10 @@ class StoredEvent:
     created_epoch: float
     envelope: bytes
     deliveries: DeliveryCounts = field(default_factory=DeliveryCounts)
+    ordinal: int = 0
+    """Its place among the events its row of the log stands for: 0 for the row's own, 1, 2, …
+    for the further copies of one message folded into it (`seq` and `ordinal` order the
+    log)."""
 
 
 @dataclass(frozen=True)
@@ -1487,10 +1492,10 @@ class EventLog(Protocol):
     writes, in the same transaction), listed and read per account, redelivered."""
 
     async def list_events(
-        self, user_id: str, query: EventFilter, limit: int, before_seq: int | None
+        self, user_id: str, query: EventFilter, limit: int, before: tuple[int, int] | None
     ) -> list[StoredEvent]:
-        """Up to `limit` of the user's events matching `query`, newest first, older than
-        `before_seq` when given."""
+        """Up to `limit` of the user's events matching `query`, newest first, before the
+        position `before` (an event's `seq` and `ordinal`) when given."""
         ...
 
     async def get_event(self, user_id: str, event_id: str) -> StoredEvent | None:
@@ -1506,7 +1511,9 @@ class EventLog(Protocol):
         ...
 
     async def delete_events_before(self, cutoff: float, limit: int) -> int:
-        """Delete up to `limit` events made before the epoch `cutoff`, oldest first."""
+        """Delete up to `limit` rows of the log made before the epoch `cutoff`, oldest first
+        (a row with the copies of one message folded into it goes whole); how many events
+        went."""
         ...
 
     async def log_events(self, events: Sequence[NewEvent]) -> None:

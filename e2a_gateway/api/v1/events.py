@@ -100,10 +100,13 @@ async def event_listing(gateway: Gateway, caller: Caller, query: EventQuery) -> 
     )  # fmt: skip
 
     async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[StoredEvent]:
-        before = int(after[0]) if after else None
+        # a cursor of (seq,) (before the copies of one message were folded) means ordinal 0
+        before = (int(after[0]), int(after[1]) if len(after) > 1 else 0) if after else None
         return await events.event_page(gateway, caller, wanted, limit, before)
 
-    return await keyset_page(view, query, fetch, lambda event: (event.seq,), event_view, gateway)
+    return await keyset_page(
+        view, query, fetch, lambda event: (event.seq, event.ordinal), event_view, gateway
+    )
 
 
 @blueprint.get("/events/<event_id>")

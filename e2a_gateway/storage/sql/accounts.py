@@ -29,7 +29,7 @@ from e2a_gateway.storage.rows import (
     signing_secret_params,
     user_export,
 )
-from e2a_gateway.storage.sql.events import EVENT_COLUMNS, EVENTS_WITH_BODIES, decode_event
+from e2a_gateway.storage.sql.events import EVENT_COLUMNS, EVENTS_WITH_BODIES, decode_events
 from e2a_gateway.storage.sql.keyset import after_newest_first
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.subscribers import WEBHOOK_COLUMNS, decode_webhook
@@ -87,11 +87,12 @@ def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
         )
     ]
     events = [
-        decode_event(row)
+        event
         for row in tx.all(
             f"SELECT {EVENT_COLUMNS} FROM {EVENTS_WITH_BODIES} WHERE e.user_id = ? ORDER BY e.seq",
             (user_id,),
         )
+        for event in decode_events(row)
     ]
     return {
         "suppressions": [

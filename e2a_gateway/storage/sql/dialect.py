@@ -58,6 +58,11 @@ class Dialect(abc.ABC):
         """The condition that `expression` is none of a list bound as one parameter."""
 
     @abc.abstractmethod
+    def contains_text(self, expression: str) -> str:
+        """The condition that the text `expression` holds the text bound as one parameter,
+        anywhere in it (no wildcards)."""
+
+    @abc.abstractmethod
     def list_param(self, values: Sequence[Any]) -> Any:
         """`values` as the one parameter of `in_list` or `not_in_list`."""
 
@@ -102,6 +107,9 @@ class SqliteDialect(Dialect):
     def not_in_list(self, expression: str, element: ListType) -> str:
         return f"{expression} NOT IN (SELECT value FROM json_each(?))"
 
+    def contains_text(self, expression: str) -> str:
+        return f"instr({expression}, ?) > 0"
+
     def list_param(self, values: Sequence[Any]) -> Any:
         return json.dumps(list(values))
 
@@ -140,6 +148,9 @@ class PostgresDialect(Dialect):
 
     def not_in_list(self, expression: str, element: ListType) -> str:
         return f"{expression} <> ALL(?::{element}[])"
+
+    def contains_text(self, expression: str) -> str:
+        return f"strpos({expression}, ?) > 0"
 
     def list_param(self, values: Sequence[Any]) -> Any:
         return list(values)

@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from e2a_gateway.events import Subscription, event_envelope, full_envelope, matches
+from e2a_gateway.events import (
+    Subscription,
+    copy_envelope,
+    event_envelope,
+    full_envelope,
+    matches,
+)
 from e2a_gateway.ids import new_id
 from e2a_gateway.storage.announcements import JobsAdded
 from e2a_gateway.storage.base import DeliveryCounts, EventFilter, NewEvent, StoredEvent
@@ -29,7 +35,7 @@ from e2a_gateway.storage.vocabulary import (
 
 EVENT_COLUMNS = (
     "e.seq, e.id, e.type, e.agent_email, e.conversation_id, e.message_id, e.created_epoch, "
-    "e.envelope, b.envelope"
+    "e.envelope, b.envelope, e.copies"
 )
 EVENTS_WITH_BODIES = "events e LEFT JOIN event_bodies b ON b.id = e.body_id"
 """What EVENT_COLUMNS are selected from: each event with the envelope it shares, if any."""
@@ -76,25 +82,19 @@ def queue_delivery(
 
 def record_events(tx: Transaction, events: Sequence[NewEvent]) -> None:
     """Log `events` and queue a delivery of each to every enabled webhook of its account that
-    it matches; the delivery worker looks once the transaction commits."""
-    bodies = {
-        event.shared.id: (
-            event.shared.id,
-            event.user_id,
-            event.created_epoch,
-            event.shared.envelope,
-        )
-        for event in events
-        if event.shared is not None
-    }
-    if bodies:
-        tx.executemany(
-            "INSERT INTO event_bodies (id, user_id, created_epoch, envelope) VALUES (?, ?, ?, ?)",
-            list(bodies.values()),
-        )
+    it matches; the delivery worker looks once the transaction commits. The further copies'
+    `email.received` events of one message (those with `shared`) are folded into its first
+    copy's row (migration 33), found by their ids through `event_copies`."""
+    first_ids = {event.id for event in events if event.shared is None}
+    copies: dict[str, list[list[str | None]]] = {}
+    for event in events:
+        if event.shared is not None and event.shared.id in first_ids:
+            copies.setdefault(event.shared.id, []).append(
+                [event.id, event.message_id, event.agent_email, event.conversation_id]
+            )
     tx.executemany(
         "INSERT INTO events (id, user_id, type, agent_email, conversation_id, message_id, "
-        "created_epoch, envelope, body_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "created_epoch, envelope, copies) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 event.id,
@@ -104,12 +104,18 @@ def record_events(tx: Transaction, events: Sequence[NewEvent]) -> None:
                 event.conversation_id,
                 event.message_id,
                 event.created_epoch,
-                event.envelope,
-                None if event.shared is None else event.shared.id,
+                event.envelope if event.shared is None else full_envelope(event),
+                _encode_copies(copies.get(event.id)),
             )
             for event in events
+            if event.shared is None or event.shared.id not in first_ids
         ],
     )
+    if copies:
+        tx.executemany(
+            "INSERT INTO event_copies (id, first_id) VALUES (?, ?)",
+            [(copy[0], first_id) for first_id, folded in copies.items() for copy in folded],
+        )
     subscriptions: dict[str, list[Subscription]] = {}
     queued = False
     for event in events:
@@ -130,10 +136,18 @@ def record_events(tx: Transaction, events: Sequence[NewEvent]) -> None:
         tx.announce(JobsAdded(SUBSCRIBER_JOB))
 
 
-def decode_event(row: Sequence[Any], counts: DeliveryCounts | None = None) -> StoredEvent:
-    """A StoredEvent from EVENT_COLUMNS, its envelope whole."""
+def _encode_copies(folded: list[list[str | None]] | None) -> str | None:
+    """The `copies` column: each further copy as [event id, message id, agent, conversation]."""
+    if not folded:
+        return None
+    return json.dumps(folded, ensure_ascii=False, separators=(",", ":"))
+
+
+def decode_events(row: Sequence[Any]) -> list[StoredEvent]:
+    """The events a row of EVENT_COLUMNS stands for, in order: its own, then each further copy
+    folded into it, its envelope made from the row's with the copy's own fields put in."""
     seq, event_id, event_type, agent, conversation, message, created, envelope, shared = row[:9]
-    return StoredEvent(
+    own = StoredEvent(
         seq=int(seq),
         id=event_id,
         type=event_type,
@@ -142,22 +156,49 @@ def decode_event(row: Sequence[Any], counts: DeliveryCounts | None = None) -> St
         message_id=message,
         created_epoch=float(created),
         envelope=event_envelope(envelope, shared, event_id, message, agent, conversation),
-        deliveries=counts or DeliveryCounts(),
     )
+    if not row[9]:
+        return [own]
+    found = [own]
+    for ordinal, (copy_id, copy_message, copy_agent, copy_conversation) in enumerate(
+        json.loads(row[9]), start=1
+    ):
+        found.append(
+            replace(
+                own,
+                id=copy_id,
+                agent_email=copy_agent,
+                conversation_id=copy_conversation,
+                message_id=copy_message,
+                envelope=copy_envelope(
+                    own.envelope, copy_id, copy_message, copy_agent, copy_conversation
+                ),
+                ordinal=ordinal,
+            )
+        )
+    return found
 
 
-def _filter_sql(query: EventFilter) -> tuple[str, list[Any]]:
+_PER_COPY = ("agent_email", "conversation_id", "message_id")
+"""The filter fields each copy folded into a row has its own value of."""
+
+
+def _filter_sql(tx: Transaction, query: EventFilter) -> tuple[str, list[Any]]:
+    """Conditions on `events e` keeping the rows that may stand for a matching event: a
+    folded row is kept when a copy's value appears in its `copies` (`_kept` decides)."""
     conditions: list[str] = []
     params: list[Any] = []
-    for column, wanted in (
-        ("type", query.type),
-        ("agent_email", query.agent_email),
-        ("conversation_id", query.conversation_id),
-        ("message_id", query.message_id),
-    ):
+    if query.type is not None:
+        conditions.append(" AND e.type = ?")
+        params.append(query.type)
+    for column in _PER_COPY:
+        wanted = getattr(query, column)
         if wanted is not None:
-            conditions.append(f" AND e.{column} = ?")
-            params.append(wanted)
+            conditions.append(
+                f" AND (e.{column} = ? OR (e.copies IS NOT NULL "
+                f"AND {tx.dialect.contains_text('e.copies')}))"
+            )
+            params.extend([wanted, _as_copied(wanted)])
     if query.since is not None:
         conditions.append(" AND e.created_epoch >= ?")
         params.append(query.since)
@@ -166,9 +207,28 @@ def _filter_sql(query: EventFilter) -> tuple[str, list[Any]]:
         params.append(query.until)
     if query.agent_emails is not None:
         marks = ", ".join("?" for _ in query.agent_emails) or "NULL"
-        conditions.append(f" AND e.agent_email IN ({marks})")
+        folded = " OR ".join(tx.dialect.contains_text("e.copies") for _ in query.agent_emails)
+        conditions.append(
+            f" AND (e.agent_email IN ({marks}) OR (e.copies IS NOT NULL AND ({folded or 'FALSE'})))"
+        )
         params.extend(query.agent_emails)
+        params.extend(_as_copied(address) for address in query.agent_emails)
     return "".join(conditions), params
+
+
+def _as_copied(value: str) -> str:
+    """`value` as `_encode_copies` writes it into a row's `copies`."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _kept(event: StoredEvent, query: EventFilter) -> bool:
+    """Whether one event of a row `_filter_sql` kept matches `query`'s per-copy fields."""
+    if any(
+        getattr(query, column) is not None and getattr(event, column) != getattr(query, column)
+        for column in _PER_COPY
+    ):
+        return False
+    return query.agent_emails is None or event.agent_email in query.agent_emails
 
 
 def _counts(tx: Transaction, event_ids: Sequence[str]) -> dict[str, DeliveryCounts]:
@@ -195,9 +255,27 @@ def _counts(tx: Transaction, event_ids: Sequence[str]) -> dict[str, DeliveryCoun
     }
 
 
-def _with_counts(tx: Transaction, rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
-    counts = _counts(tx, [row[1] for row in rows])
-    return [decode_event(row, counts.get(row[1])) for row in rows]
+def _with_counts(tx: Transaction, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+    counts = _counts(tx, [event.id for event in events])
+    return [
+        replace(event, deliveries=counts[event.id]) if event.id in counts else event
+        for event in events
+    ]
+
+
+def _find_event(tx: Transaction, user_id: str, event_id: str) -> StoredEvent | None:
+    """One of the user's events by its id: a row's own, or a copy folded into a row."""
+    first_id = event_id
+    folded = tx.first("SELECT first_id FROM event_copies WHERE id = ?", (event_id,))
+    if folded is not None:
+        first_id = folded[0]
+    row = tx.first(
+        f"SELECT {EVENT_COLUMNS} FROM {EVENTS_WITH_BODIES} WHERE e.id = ? AND e.user_id = ?",
+        (first_id, user_id),
+    )
+    if row is None:
+        return None
+    return next((event for event in decode_events(row) if event.id == event_id), None)
 
 
 def _matched_webhooks(tx: Transaction, user_id: str, event_id: str) -> list[str]:
@@ -214,35 +292,45 @@ class EventsSql(Runner):
     """`EventLog` in SQL."""
 
     async def list_events(
-        self, user_id: str, query: EventFilter, limit: int, before_seq: int | None
+        self, user_id: str, query: EventFilter, limit: int, before: tuple[int, int] | None
     ) -> list[StoredEvent]:
-        """The user's matching events, newest first, before `before_seq`."""
-        conditions, params = _filter_sql(query)
-        if before_seq is not None:
-            conditions += " AND e.seq < ?"
-            params.append(before_seq)
-        return await self._read(
-            lambda tx: _with_counts(
-                tx,
-                tx.all(
+        """The user's matching events, newest first, before the position `before`. Rows are
+        read a page at a time until `limit` events are found (a row may stand for many)."""
+
+        def read(tx: Transaction) -> list[StoredEvent]:
+            conditions, params = _filter_sql(tx, query)
+            found: list[StoredEvent] = []
+            position = before
+            while len(found) < limit:
+                bound, bound_params = "", []
+                if position is not None:
+                    bound = " AND e.seq <= ?" if position[1] > 0 else " AND e.seq < ?"
+                    bound_params = [position[0]]
+                wanted = limit - len(found)
+                rows = tx.all(
                     f"SELECT {EVENT_COLUMNS} FROM {EVENTS_WITH_BODIES} "
-                    f"WHERE e.user_id = ?{conditions} ORDER BY e.seq DESC LIMIT ?",
-                    (user_id, *params, limit),
-                ),
-            ),
-            snapshot=True,
-        )
+                    f"WHERE e.user_id = ?{conditions}{bound} ORDER BY e.seq DESC LIMIT ?",
+                    (user_id, *params, *bound_params, wanted),
+                )
+                for row in rows:
+                    for event in reversed(decode_events(row)):
+                        if position is not None and (event.seq, event.ordinal) >= position:
+                            continue
+                        if _kept(event, query) and len(found) < limit:
+                            found.append(event)
+                if len(rows) < wanted:
+                    break
+                position = (int(rows[-1][0]), 0)
+            return _with_counts(tx, found)
+
+        return await self._read(read, snapshot=True)
 
     async def get_event(self, user_id: str, event_id: str) -> StoredEvent | None:
         """One of the user's events with its delivery counts."""
 
         def load(tx: Transaction) -> StoredEvent | None:
-            row = tx.first(
-                f"SELECT {EVENT_COLUMNS} FROM {EVENTS_WITH_BODIES} "
-                "WHERE e.id = ? AND e.user_id = ?",
-                (event_id, user_id),
-            )
-            return None if row is None else _with_counts(tx, [row])[0]
+            event = _find_event(tx, user_id, event_id)
+            return None if event is None else _with_counts(tx, [event])[0]
 
         return await self._read(load, snapshot=True)
 
@@ -253,14 +341,9 @@ class EventsSql(Runner):
         `webhook_id` is not one it matched."""
 
         def redeliver(tx: Transaction) -> list[tuple[str, str]] | None:
-            row = tx.first(
-                f"SELECT {EVENT_COLUMNS} FROM {EVENTS_WITH_BODIES} "
-                "WHERE e.id = ? AND e.user_id = ?",
-                (event_id, user_id),
-            )
-            if row is None:
+            event = _find_event(tx, user_id, event_id)
+            if event is None:
                 return None
-            event = decode_event(row)
             targets = _matched_webhooks(tx, user_id, event_id)
             if webhook_id is not None:
                 targets = [webhook_id] if webhook_id in targets else []
@@ -275,21 +358,24 @@ class EventsSql(Runner):
         return await self._write(redeliver)
 
     async def delete_events_before(self, cutoff: float, limit: int) -> int:
-        """Delete up to `limit` events made before `cutoff`, oldest first, and the shared
-        envelopes no event is left to read (all that share one were made at its time)."""
+        """Delete up to `limit` rows of events made before `cutoff`, oldest first (a row with
+        the copies folded into it goes whole), and the shared envelopes of migration 31 that no
+        event is left to read (all that share one were made at its time); how many events
+        went."""
 
         def sweep(tx: Transaction) -> int:
-            deleted = tx.execute(
+            deleted = tx.all(
                 "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
-                f"WHERE created_epoch < ? ORDER BY seq LIMIT ?{tx.dialect.skip_locked()})",
+                f"WHERE created_epoch < ? ORDER BY seq LIMIT ?{tx.dialect.skip_locked()}) "
+                "RETURNING copies",
                 (cutoff, limit),
-            ).rowcount
+            )
             tx.execute(
                 "DELETE FROM event_bodies WHERE created_epoch < ? AND created_epoch < "
                 "(SELECT COALESCE(MIN(created_epoch), ?) FROM events)",
                 (cutoff, cutoff),
             )
-            return int(deleted)
+            return sum(1 + (len(json.loads(copies)) if copies else 0) for (copies,) in deleted)
 
         return await self._write(sweep)
 

@@ -74,6 +74,8 @@ def _queue_item(row: Any) -> HeldMessage:
 
 
 def _inbound_row(tx: Transaction, user_id: str | None, message_id: str, *, lock: bool) -> Any:
+    if lock:  # the row itself: a lock through the view would reach its content's outer join
+        tx.lock_row("messages", "id", message_id)
     query = (
         f"SELECT {MESSAGE_COLUMNS} FROM messages_with_content m "
         f"WHERE m.id = ? AND m.direction = '{INBOUND}'"
@@ -82,8 +84,6 @@ def _inbound_row(tx: Transaction, user_id: str | None, message_id: str, *, lock:
     if user_id is not None:
         query += " AND m.user_id = ?"
         params = (message_id, user_id)
-    if lock:
-        query += tx.dialect.for_update(of="m")
     return tx.first(query, params)
 
 
