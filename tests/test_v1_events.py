@@ -222,6 +222,21 @@ async def test_each_copy_of_mail_to_many_agents_is_its_own_event(
             "delivered_to": "",
         }
     assert len({item["id"] for item in events.values()}) == 3
+    # one row of the log holds the three: a page of one gives each in turn, by its cursor
+    paged: list[str] = []
+    cursor: str | None = None
+    for _ in range(5):
+        answer = await owner.http.get(
+            "/v1/events", params={"limit": "1", **({"cursor": cursor} if cursor else {})}
+        )
+        assert answer.status_code == 200, answer.text
+        paged += [item["id"] for item in answer.json()["items"]]
+        cursor = answer.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert paged == [item["id"] for item in await listed(owner)]
+    by_agent = await listed(owner, agent_email=bots[1])
+    assert [item["data"]["agent_email"] for item in by_agent] == [bots[1]]
 
 
 async def redeliver(account: Account, event_id: str, body: dict[str, Any]) -> Any:
