@@ -357,15 +357,6 @@ def raw_messages_of(messages: Sequence[NewInboundMessage]) -> RawMessages:
     return RawMessages(digests, distinct)
 
 
-INBOUND_INSERT_COLUMNS = (
-    "id, user_id, agent_email, envelope_from, from_addr, "
-    "reply_to, to_json, cc_json, subject, conversation_id, rfc_message_id, "
-    "raw_digest, auth_headers_json, auth_results_json, delivery_status, "
-    "client_ip, helo, received_at, created_at, hold, hold_expires_at, flag_reason, "
-    "attachment_meta_json"
-)
-
-
 class JsonOnce:
     """`json.dumps` for the rows of one batch, encoding a value that several rows share (the
     same object: the copies of one message share its recipients and verdicts) once. Values are
@@ -383,12 +374,75 @@ class JsonOnce:
         return text
 
 
+OWN_INSERT_COLUMNS = (
+    "id, user_id, agent_email, conversation_id, auth_headers_json, delivery_status, "
+    "created_at, hold, hold_expires_at, flag_reason"
+)
+"""Columns of an inbound `messages` row that are each agent's own (`own_params`)."""
+CONTENT_INSERT_COLUMNS = (
+    "envelope_from, from_addr, reply_to, to_json, cc_json, subject, rfc_message_id, raw_digest, "
+    "auth_results_json, client_ip, helo, received_at, attachment_meta_json"
+)
+"""Columns of what the copies of one message for many agents share (`content_params`): of
+`message_contents`, and of the whole `messages` row of a message for one agent."""
+INBOUND_INSERT_COLUMNS = f"{OWN_INSERT_COLUMNS}, {CONTENT_INSERT_COLUMNS}"
+"""Columns of the whole `messages` row of a message for one agent (`inbound_params`)."""
+COPY_INSERT_COLUMNS = (
+    f"{OWN_INSERT_COLUMNS}, content_seq, "
+    "envelope_from, from_addr, to_json, cc_json, subject, auth_results_json, received_at"
+)
+"""Columns of a copy's narrow `messages` row: its own fields, the seq of its content, and
+the seven shared columns that may not be NULL, left empty (`COPY_VALUES`)."""
+COPY_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', '', '', '', '', ''"
+
+
 def _hold_of(message: NewInboundMessage) -> str | None:
     """The `hold` column of an inbound message: held for review, rejected when its agent's
     gate blocked it, else NULL."""
     if message.hold_expires_at is not None:
         return HELD_FOR_REVIEW
     return HOLD_REJECTED if message.blocked else None
+
+
+def own_params(message: NewInboundMessage, user_id: str, cloud: bool) -> tuple[Any, ...]:
+    """For OWN_INSERT_COLUMNS: what one agent's copy has of its own. A cloud agent's message
+    awaits webhook delivery (once released, when held for review); a blocked one is stored as
+    a rejected hold."""
+    return (
+        message.id,
+        user_id,
+        message.agent_email,
+        message.conversation_id,
+        encode_signed_headers(message.id, message.auth_headers),
+        DELIVERY_PENDING if cloud else None,
+        message.received_at,
+        _hold_of(message),
+        message.hold_expires_at,
+        message.flag_reason,
+    )
+
+
+def content_params(
+    message: NewInboundMessage, digest: str, encode: Callable[[object], str] = json.dumps
+) -> tuple[Any, ...]:
+    """For CONTENT_INSERT_COLUMNS: the shared fields of `message` and its copies; the raw
+    bytes are stored apart, under `digest`, and the JSON columns are encoded by `encode` (a
+    `JsonOnce` for a batch)."""
+    return (
+        message.envelope_from,
+        message.from_addr,
+        message.reply_to,
+        encode(message.to),
+        encode(message.cc),
+        message.subject,
+        message.rfc_message_id,
+        digest,
+        encode(message.authentication_results),
+        message.client_ip,
+        message.helo,
+        message.received_at,
+        encode_attachments(message.attachments),
+    )
 
 
 def inbound_params(
@@ -398,50 +452,16 @@ def inbound_params(
     digest: str,
     encode: Callable[[object], str] = json.dumps,
 ) -> tuple[Any, ...]:
-    """For INBOUND_INSERT_COLUMNS; the raw bytes are stored apart, under `digest`, and the JSON
-    columns are encoded by `encode` (a `JsonOnce` for a batch). A cloud agent's message awaits
-    webhook delivery (once released, when held for review); a blocked one is stored as a
-    rejected hold."""
-    return (
-        message.id,
-        user_id,
-        message.agent_email,
-        message.envelope_from,
-        message.from_addr,
-        message.reply_to,
-        encode(message.to),
-        encode(message.cc),
-        message.subject,
-        message.conversation_id,
-        message.rfc_message_id,
-        digest,
-        encode_signed_headers(message.id, message.auth_headers),
-        encode(message.authentication_results),
-        DELIVERY_PENDING if cloud else None,
-        message.client_ip,
-        message.helo,
-        message.received_at,
-        message.received_at,
-        _hold_of(message),
-        message.hold_expires_at,
-        message.flag_reason,
-        encode_attachments(message.attachments),
-    )
+    """For INBOUND_INSERT_COLUMNS: the whole row of a message for one agent."""
+    return own_params(message, user_id, cloud) + content_params(message, digest, encode)
 
 
-CONTENT_INSERT_COLUMNS = (
-    "envelope_from, from_addr, reply_to, to_json, cc_json, subject, rfc_message_id, raw_digest, "
-    "auth_results_json, client_ip, helo, received_at, attachment_meta_json"
-)
-"""Columns of `message_contents`: what the copies of one message for many agents share."""
-COPY_INSERT_COLUMNS = (
-    "id, user_id, agent_email, conversation_id, auth_headers_json, delivery_status, "
-    "created_at, hold, hold_expires_at, flag_reason, content_seq, "
-    "envelope_from, from_addr, to_json, cc_json, subject, auth_results_json, received_at"
-)
-"""Columns of a copy's narrow `messages` row: its own fields, the seq of its content, and
-the seven shared columns that may not be NULL, left empty (`COPY_VALUES`)."""
-COPY_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', '', '', '', '', ''"
+def copy_params(
+    message: NewInboundMessage, user_id: str, cloud: bool, content_seq: int
+) -> tuple[Any, ...]:
+    """For COPY_INSERT_COLUMNS (the placeholders of COPY_VALUES): one agent's copy of a
+    message whose shared fields are the content row `content_seq`."""
+    return (*own_params(message, user_id, cloud), content_seq)
 
 
 def shared_content_key(message: NewInboundMessage, digest: str) -> tuple[Any, ...]:
@@ -461,47 +481,6 @@ def shared_content_key(message: NewInboundMessage, digest: str) -> tuple[Any, ..
         tuple(message.cc),
         tuple(message.authentication_results.items()),
         message.attachments,
-    )
-
-
-def content_params(
-    message: NewInboundMessage, digest: str, encode: Callable[[object], str] = json.dumps
-) -> tuple[Any, ...]:
-    """For CONTENT_INSERT_COLUMNS: the shared fields of `message` and its copies."""
-    return (
-        message.envelope_from,
-        message.from_addr,
-        message.reply_to,
-        encode(message.to),
-        encode(message.cc),
-        message.subject,
-        message.rfc_message_id,
-        digest,
-        encode(message.authentication_results),
-        message.client_ip,
-        message.helo,
-        message.received_at,
-        encode_attachments(message.attachments),
-    )
-
-
-def copy_params(
-    message: NewInboundMessage, user_id: str, cloud: bool, content_seq: int
-) -> tuple[Any, ...]:
-    """For COPY_INSERT_COLUMNS (the placeholders of COPY_VALUES): one agent's copy of a
-    message whose shared fields are the content row `content_seq`."""
-    return (
-        message.id,
-        user_id,
-        message.agent_email,
-        message.conversation_id,
-        encode_signed_headers(message.id, message.auth_headers),
-        DELIVERY_PENDING if cloud else None,
-        message.received_at,
-        _hold_of(message),
-        message.hold_expires_at,
-        message.flag_reason,
-        content_seq,
     )
 
 
