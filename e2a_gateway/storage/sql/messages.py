@@ -1,6 +1,8 @@
 """The SQL of agents' inboxes: inbound mail stored with its jobs, listed, read, and threaded.
 
-Raw bytes are stored once per distinct message (by SHA-256) in `raw_messages`; every query is
+Raw bytes are stored once per distinct message (by SHA-256) in `raw_messages`, and what the
+copies of one message for several agents share once in `message_contents`, each copy a narrow
+row naming it (read back whole through the view `messages_with_content`); every query is
 scoped by the owner's `user_id` and the agent's address. Storing takes each recipient inbox's
 lock, so an agent's messages commit in `seq` order and a reader paging by `seq` skips none.
 """
