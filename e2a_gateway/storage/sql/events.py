@@ -10,8 +10,9 @@ in its own transaction, and a redelivery goes only to one of them.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from e2a_gateway.events import (
@@ -143,9 +144,12 @@ def _encode_copies(folded: list[list[str | None]] | None) -> str | None:
     return json.dumps(folded, ensure_ascii=False, separators=(",", ":"))
 
 
-def decode_events(row: Sequence[Any]) -> list[StoredEvent]:
+def decode_events(
+    row: Sequence[Any], wanted: Callable[[StoredEvent], bool] | None = None
+) -> list[StoredEvent]:
     """The events a row of EVENT_COLUMNS stands for, in order: its own, then each further copy
-    folded into it, its envelope made from the row's with the copy's own fields put in."""
+    folded into it, its envelope made from the row's with the copy's own fields put in. Only
+    those `wanted` keeps (all by default) are returned, and only their envelopes are made."""
     seq, event_id, event_type, agent, conversation, message, created, envelope, shared = row[:9]
     own = StoredEvent(
         seq=int(seq),
@@ -157,25 +161,24 @@ def decode_events(row: Sequence[Any]) -> list[StoredEvent]:
         created_epoch=float(created),
         envelope=event_envelope(envelope, shared, event_id, message, agent, conversation),
     )
-    if not row[9]:
-        return [own]
-    found = [own]
+    found = [own] if wanted is None or wanted(own) else []
     for ordinal, (copy_id, copy_message, copy_agent, copy_conversation) in enumerate(
-        json.loads(row[9]), start=1
+        json.loads(row[9]) if row[9] else (), start=1
     ):
-        found.append(
-            replace(
-                own,
-                id=copy_id,
-                agent_email=copy_agent,
-                conversation_id=copy_conversation,
-                message_id=copy_message,
-                envelope=copy_envelope(
-                    own.envelope, copy_id, copy_message, copy_agent, copy_conversation
-                ),
-                ordinal=ordinal,
-            )
+        copy = replace(
+            own,
+            id=copy_id,
+            agent_email=copy_agent,
+            conversation_id=copy_conversation,
+            message_id=copy_message,
+            envelope=b"",
+            ordinal=ordinal,
         )
+        if wanted is None or wanted(copy):
+            envelope = copy_envelope(
+                own.envelope, copy_id, copy_message, copy_agent, copy_conversation
+            )
+            found.append(replace(copy, envelope=envelope))
     return found
 
 
@@ -231,6 +234,11 @@ def _kept(event: StoredEvent, query: EventFilter) -> bool:
     return query.agent_emails is None or event.agent_email in query.agent_emails
 
 
+def _listed(event: StoredEvent, query: EventFilter, before: tuple[int, int] | None) -> bool:
+    """Whether `event` belongs on a page of `query` before the position `before`."""
+    return (before is None or (event.seq, event.ordinal) < before) and _kept(event, query)
+
+
 def _counts(tx: Transaction, event_ids: Sequence[str]) -> dict[str, DeliveryCounts]:
     """The delivery counts of each of `event_ids` that has deliveries, in one query: every
     delivery by its state, redeliveries too, as e2a counts them (`matched_webhooks` is their
@@ -275,7 +283,8 @@ def _find_event(tx: Transaction, user_id: str, event_id: str) -> StoredEvent | N
     )
     if row is None:
         return None
-    return next((event for event in decode_events(row) if event.id == event_id), None)
+    found = decode_events(row, lambda event: event.id == event_id)
+    return found[0] if found else None
 
 
 def _matched_webhooks(tx: Transaction, user_id: str, event_id: str) -> list[str]:
@@ -312,12 +321,10 @@ class EventsSql(Runner):
                     f"WHERE e.user_id = ?{conditions}{bound} ORDER BY e.seq DESC LIMIT ?",
                     (user_id, *params, *bound_params, wanted),
                 )
+                listed = partial(_listed, query=query, before=position)
                 for row in rows:
-                    for event in reversed(decode_events(row)):
-                        if position is not None and (event.seq, event.ordinal) >= position:
-                            continue
-                        if _kept(event, query) and len(found) < limit:
-                            found.append(event)
+                    found.extend(reversed(decode_events(row, listed)))
+                found = found[:limit]
                 if len(rows) < wanted:
                     break
                 position = (int(rows[-1][0]), 0)
