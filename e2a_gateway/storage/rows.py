@@ -374,6 +374,11 @@ class JsonOnce:
         return text
 
 
+def value_marks(columns: str) -> str:
+    """One `?` placeholder for each of `columns` (a comma-separated list)."""
+    return ", ".join("?" for _ in columns.split(","))
+
+
 OWN_INSERT_COLUMNS = (
     "id, user_id, agent_email, conversation_id, auth_headers_json, delivery_status, "
     "created_at, hold, hold_expires_at, flag_reason"
@@ -387,13 +392,14 @@ CONTENT_INSERT_COLUMNS = (
 `message_contents`, and of the whole `messages` row of a message for one agent."""
 INBOUND_INSERT_COLUMNS = f"{OWN_INSERT_COLUMNS}, {CONTENT_INSERT_COLUMNS}"
 """Columns of the whole `messages` row of a message for one agent (`inbound_params`)."""
-COPY_INSERT_COLUMNS = (
-    f"{OWN_INSERT_COLUMNS}, content_seq, "
-    "envelope_from, from_addr, to_json, cc_json, subject, auth_results_json, received_at"
-)
+_LEFT_EMPTY = "envelope_from, from_addr, to_json, cc_json, subject, auth_results_json, received_at"
+"""The shared columns of `messages` that may not be NULL: a copy's narrow row leaves them ''."""
+COPY_INSERT_COLUMNS = f"{OWN_INSERT_COLUMNS}, content_seq, {_LEFT_EMPTY}"
 """Columns of a copy's narrow `messages` row: its own fields, the seq of its content, and
-the seven shared columns that may not be NULL, left empty (`COPY_VALUES`)."""
-COPY_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', '', '', '', '', '', ''"
+the shared columns that may not be NULL, left empty (`COPY_VALUES`)."""
+COPY_VALUES = f"{value_marks(OWN_INSERT_COLUMNS)}, ?, " + ", ".join(
+    "''" for _ in _LEFT_EMPTY.split(",")
+)
 
 
 def _hold_of(message: NewInboundMessage) -> str | None:

@@ -50,6 +50,7 @@ from e2a_gateway.storage.rows import (
     message_page,
     raw_messages_of,
     shared_content_key,
+    value_marks,
 )
 from e2a_gateway.storage.sql.agents import agent_row, owned_agent_answer
 from e2a_gateway.storage.sql.events import record_events
@@ -60,8 +61,8 @@ from e2a_gateway.storage.vocabulary import CLOUD, INBOUND, READ, UNREAD, WEBHOOK
 
 AGENT_INBOX_LOCK = 0x653261
 """The key space of the inbox locks: (AGENT_INBOX_LOCK, the agent's address)."""
-INBOUND_VALUES = ", ".join("?" for _ in INBOUND_INSERT_COLUMNS.split(","))
-CONTENT_VALUES = ", ".join("?" for _ in CONTENT_INSERT_COLUMNS.split(","))
+INBOUND_VALUES = value_marks(INBOUND_INSERT_COLUMNS)
+CONTENT_VALUES = value_marks(CONTENT_INSERT_COLUMNS)
 IN_INBOX = f"m.user_id = ? AND m.agent_email = ? AND m.direction = '{INBOUND}' AND m.hold IS NULL"
 """Condition on `messages m`: an inbound message of the user's agent, delivered to it (not
 held for review by its gate, nor rejected there)."""
