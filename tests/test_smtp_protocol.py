@@ -555,6 +555,7 @@ def test_refused_recipients_are_not_in_the_envelope() -> None:
         ("Alice@Agents.Test", Mailbox("Alice", "agents.test")),
         ("alice@agents.test.", Mailbox("alice", "agents.test")),
         ('"john doe"@agents.test', Mailbox("john doe", "agents.test")),
+        ('"a>b"@agents.test', Mailbox("a>b", "agents.test")),
         ('"a\\"b\\\\c"@agents.test', Mailbox('a"b\\c', "agents.test")),
         ('"evil@elsewhere.test"@agents.test', Mailbox("evil@elsewhere.test", "agents.test")),
         ('""@agents.test', Mailbox("", "agents.test")),

@@ -345,7 +345,7 @@ class ServerSession:
         mailbox = self._take_pending_recipient()
         self._transaction.recipients.append(mailbox)
         self._state = SessionState.RCPT
-        self._events.append(_reply(250, "2.1.5", "Ok"))
+        self._events.append(_RECIPIENT_OK)
         self._close_if_shutting_down()
 
     def reject_recipient(self, code: int, enhanced: str, text: str) -> None:
@@ -618,7 +618,7 @@ class ServerSession:
             return
         self._transaction = _Transaction(mail_from=sender, smtputf8=options.smtputf8)
         self._state = SessionState.MAIL
-        self._events.append(_reply(250, "2.1.0", "Ok"))
+        self._events.append(_SENDER_OK)
 
     def _mail_options(self, parameters: dict[str, str | None]) -> _MailOptions:
         """Validate MAIL parameters (SIZE, BODY, SMTPUTF8)."""
@@ -769,14 +769,14 @@ class ServerSession:
             raise LocalProtocolError(f"session is {self._state.name}, not {state.name}")
 
 
-_WAITING_STATES = frozenset(
-    {
-        SessionState.AWAITING_RECIPIENT,
-        SessionState.AWAITING_MESSAGE,
-        SessionState.STARTING_TLS,
-        SessionState.CLOSED,
-    }
+_WAITING_STATES = (
+    SessionState.AWAITING_RECIPIENT,
+    SessionState.AWAITING_MESSAGE,
+    SessionState.STARTING_TLS,
+    SessionState.CLOSED,
 )
+"""A tuple, not a set: asked before every command, and a look-up in a set hashes the member
+in Python (`Enum.__hash__`) where a tuple compares identities."""
 _IN_FLIGHT_STATES = frozenset(
     {
         SessionState.DATA,
@@ -849,11 +849,18 @@ def _reply(code: int, enhanced: str, text: str) -> Reply:
 
 def _reply_lines(code: int, lines: list[str]) -> Reply:
     """A reply of one or more lines, continuation lines marked with "-" (RFC 5321 4.2.1)."""
+    if len(lines) == 1:
+        return Reply(f"{code} {lines[0]}\r\n".encode())
     last = len(lines) - 1
     text = "".join(
         f"{code}{' ' if index == last else '-'}{line}\r\n" for index, line in enumerate(lines)
     )
     return Reply(text.encode("utf-8"))
+
+
+_SENDER_OK = _reply(250, "2.1.0", "Ok")
+_RECIPIENT_OK = _reply(250, "2.1.5", "Ok")
+"""The replies to MAIL and RCPT, the same every time: made once, not once per recipient."""
 
 
 def _refusal(code: int, enhanced: str, text: str) -> Reply:
@@ -913,6 +920,9 @@ def _closing_bracket(text: str) -> int | None:
     """Index of the ">" that closes the path `text` starts with, skipping quoted strings."""
     if not text.startswith("<"):
         return None
+    if '"' not in text:  # no quoted string (nearly every path): the first ">" closes it
+        index = text.find(">")
+        return index if index != -1 else None
     quoted = escaped = False
     for index, char in enumerate(text[1:], start=1):
         if escaped:
@@ -935,6 +945,8 @@ _ESMTP_VALUE = re.compile(r"[^\x00-\x20=\x7f]+")
 def _parse_parameters(text: str) -> dict[str, str | None]:
     """`SIZE=100 BODY=8BITMIME SMTPUTF8` -> `{"SIZE": "100", ...}` (RFC 5321 esmtp-param)."""
     parameters: dict[str, str | None] = {}
+    if not text:
+        return parameters
     for item in filter(None, text.split(" ")):
         keyword, equals, value = item.partition("=")
         if not _ESMTP_KEYWORD.fullmatch(keyword) or (equals and not _ESMTP_VALUE.fullmatch(value)):
