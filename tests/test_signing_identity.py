@@ -79,6 +79,24 @@ def test_signed_headers_verify_with_an_independent_implementation() -> None:
     assert claim_from_headers(headers) == claim_for(raw)
 
 
+def test_copies_of_one_message_are_each_signed_for_their_own_message_id() -> None:
+    raw = b"Subject: hi\r\n\r\nbody\r\n"
+    shared = claim_for(raw).of_copies()
+    copies = {
+        f"msg_copy{n:020d}": shared.signed_headers(f"msg_copy{n:020d}", SECRET) for n in (1, 2)
+    }
+    for message_id, headers in copies.items():
+        assert headers["X-E2A-Auth-Message-Id"] == message_id
+        assert headers == shared.for_copy(message_id).signed_headers(SECRET)
+        assert list(headers) == list(claim_for(raw).signed_headers(SECRET))
+        assert contract_verify(headers, raw, SECRET)
+        assert sdk_verifies(headers, raw, SECRET, NOW)
+    first, second = copies.values()
+    assert first["X-E2A-Auth-Signature"] != second["X-E2A-Auth-Signature"]
+    swapped = {**first, "X-E2A-Auth-Message-Id": second["X-E2A-Auth-Message-Id"]}
+    assert not contract_verify(swapped, raw, SECRET)
+
+
 @pytest.mark.parametrize(
     ("change", "now"),
     [

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from e2a_gateway.mailauth.results import AuthResults
-from e2a_gateway.signing.identity import IdentityClaim, strip_auth_headers
+from e2a_gateway.signing.identity import CopiesClaim, IdentityClaim, strip_auth_headers
 
 
 def delivered_message(data: bytes, authentication_results: bytes, trace: bytes) -> bytes:
@@ -41,13 +41,27 @@ def identity_claim(
 ) -> IdentityClaim:
     """The claim for one delivery (unsigned); `sender_is_agent` only for our own agents' mail,
     `body_hash` that of the delivered bytes (`e2a_gateway.signing.identity.body_hash`)."""
-    return IdentityClaim(
+    claim = copies_claim(
+        auth=auth,
+        sender=sender,
+        sender_is_agent=sender_is_agent,
+        body_hash=body_hash,
+        timestamp=timestamp,
+    )
+    return claim.for_copy(message_id)
+
+
+def copies_claim(
+    *, auth: AuthResults, sender: str, sender_is_agent: bool, body_hash: str, timestamp: str
+) -> CopiesClaim:
+    """`identity_claim` for every agent's copy of one message at once: each copy's message id
+    is put in when it is signed (`CopiesClaim.signed_headers`)."""
+    return CopiesClaim(
         verified=auth.verified,
         sender=sender,
         entity_type="agent" if sender_is_agent else "human",
         domain_check=auth.domain_check,
         delegation="",
         timestamp=timestamp,
-        message_id=message_id,
         body_hash=body_hash,
     )

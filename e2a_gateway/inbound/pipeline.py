@@ -25,7 +25,7 @@ from e2a_gateway.hub import Hub
 from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.approval_replies import ApprovalReplies
 from e2a_gateway.inbound.gate import GateVerdict, aligned_from, gate_verdict
-from e2a_gateway.inbound.identity import delivered_message, identity_claim, produced_here
+from e2a_gateway.inbound.identity import copies_claim, delivered_message, produced_here
 from e2a_gateway.inbound.parse import HeaderSummary, attachments_of, summarise_headers
 from e2a_gateway.inbound.postmaster import (
     NoPostmaster,
@@ -45,7 +45,7 @@ from e2a_gateway.mailauth.authenticate import RecentSenders, authenticate_from_r
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError
 from e2a_gateway.mailauth.results import AuthResults, without_results_of
 from e2a_gateway.signing.credentials import derive_signing_secret
-from e2a_gateway.signing.identity import body_hash
+from e2a_gateway.signing.identity import CopiesClaim, body_hash
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
 from e2a_gateway.smtp.server import MessageNotStored, RecipientVerdict
 from e2a_gateway.storage.base import Agent, ConversationClaim, StorageUnavailable
@@ -295,19 +295,20 @@ class InboundMailSink:
         sender_is_agent = (
             arrival.from_here and await self._gateway.storage.find_agent(sender) is not None
         )
+        claim = copies_claim(
+            auth=arrival.auth,
+            sender=sender,
+            sender_is_agent=sender_is_agent,
+            body_hash=arrival.body_hash,
+            timestamp=arrival.received_at,
+        )
         secrets = await self._signing_secrets(agent for agent, _ in copies)
         threading = _thread_keys(arrival)
         prepared = [
             (
                 agent,
                 await self._prepare(
-                    arrival,
-                    agent,
-                    message_id,
-                    verdict,
-                    sender_is_agent,
-                    secrets[agent.user_id],
-                    threading,
+                    arrival, agent, message_id, verdict, claim, secrets[agent.user_id], threading
                 ),
             )
             for (agent, message_id), verdict in zip(copies, verdicts, strict=True)
@@ -367,24 +368,16 @@ class InboundMailSink:
         agent: Agent,
         message_id: str,
         verdict: GateVerdict,
-        sender_is_agent: bool,
+        claim: CopiesClaim,
         secret: str,
         threading: _ThreadKeys | None,
     ) -> NewInboundMessage:
-        """The stored form of the message for one agent: threaded by `threading` and signed
-        with its owner's `secret`, held or flagged as the agent's gate says (`sender_is_agent`:
-        the From is an agent here; these three are worked out once for every copy)."""
+        """The stored form of the message for one agent: threaded by `threading`, its `claim`
+        signed with its owner's `secret`, held or flagged as the agent's gate says (these three
+        are worked out once for every copy)."""
         headers = arrival.headers
         sender = headers.from_addr
         held_until, reason, blocked = verdict.applied(agent.hitl_ttl_seconds, arrival.now)
-        claim = identity_claim(
-            auth=arrival.auth,
-            sender=sender,
-            sender_is_agent=sender_is_agent,
-            message_id=message_id,
-            body_hash=arrival.body_hash,
-            timestamp=arrival.received_at,
-        )
         return NewInboundMessage(
             id=message_id,
             agent_email=agent.email,
@@ -397,7 +390,7 @@ class InboundMailSink:
             conversation_id=await self._conversation(agent, threading),
             rfc_message_id=headers.message_id,
             raw_message=arrival.delivered,
-            auth_headers=claim.signed_headers(secret),
+            auth_headers=claim.signed_headers(message_id, secret),
             authentication_results=arrival.authentication_results,
             received_at=arrival.received_at,
             client_ip=arrival.peer,
