@@ -849,8 +849,6 @@ def _reply(code: int, enhanced: str, text: str) -> Reply:
 
 def _reply_lines(code: int, lines: list[str]) -> Reply:
     """A reply of one or more lines, continuation lines marked with "-" (RFC 5321 4.2.1)."""
-    if len(lines) == 1:
-        return Reply(f"{code} {lines[0]}\r\n".encode())
     last = len(lines) - 1
     text = "".join(
         f"{code}{' ' if index == last else '-'}{line}\r\n" for index, line in enumerate(lines)
@@ -945,8 +943,6 @@ _ESMTP_VALUE = re.compile(r"[^\x00-\x20=\x7f]+")
 def _parse_parameters(text: str) -> dict[str, str | None]:
     """`SIZE=100 BODY=8BITMIME SMTPUTF8` -> `{"SIZE": "100", ...}` (RFC 5321 esmtp-param)."""
     parameters: dict[str, str | None] = {}
-    if not text:
-        return parameters
     for item in filter(None, text.split(" ")):
         keyword, equals, value = item.partition("=")
         if not _ESMTP_KEYWORD.fullmatch(keyword) or (equals and not _ESMTP_VALUE.fullmatch(value)):
