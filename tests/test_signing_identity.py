@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import replace
 
 import pytest
 
 from e2a_gateway.signing.identity import (
+    CopiesClaim,
     IdentityClaim,
     claim_from_headers,
     split_header_block,
@@ -81,13 +83,13 @@ def test_signed_headers_verify_with_an_independent_implementation() -> None:
 
 def test_copies_of_one_message_are_each_signed_for_their_own_message_id() -> None:
     raw = b"Subject: hi\r\n\r\nbody\r\n"
-    shared = claim_for(raw).of_copies()
+    shared = CopiesClaim(claim_for(raw))
     copies = {
         f"msg_copy{n:020d}": shared.signed_headers(f"msg_copy{n:020d}", SECRET) for n in (1, 2)
     }
     for message_id, headers in copies.items():
         assert headers["X-E2A-Auth-Message-Id"] == message_id
-        assert headers == shared.for_copy(message_id).signed_headers(SECRET)
+        assert headers == replace(claim_for(raw), message_id=message_id).signed_headers(SECRET)
         assert list(headers) == list(claim_for(raw).signed_headers(SECRET))
         assert contract_verify(headers, raw, SECRET)
         assert sdk_verifies(headers, raw, SECRET, NOW)

@@ -41,27 +41,30 @@ def identity_claim(
 ) -> IdentityClaim:
     """The claim for one delivery (unsigned); `sender_is_agent` only for our own agents' mail,
     `body_hash` that of the delivered bytes (`e2a_gateway.signing.identity.body_hash`)."""
-    claim = copies_claim(
-        auth=auth,
-        sender=sender,
-        sender_is_agent=sender_is_agent,
-        body_hash=body_hash,
-        timestamp=timestamp,
-    )
-    return claim.for_copy(message_id)
-
-
-def copies_claim(
-    *, auth: AuthResults, sender: str, sender_is_agent: bool, body_hash: str, timestamp: str
-) -> CopiesClaim:
-    """`identity_claim` for every agent's copy of one message at once: each copy's message id
-    is put in when it is signed (`CopiesClaim.signed_headers`)."""
-    return CopiesClaim(
+    return IdentityClaim(
         verified=auth.verified,
         sender=sender,
         entity_type="agent" if sender_is_agent else "human",
         domain_check=auth.domain_check,
         delegation="",
         timestamp=timestamp,
+        message_id=message_id,
         body_hash=body_hash,
+    )
+
+
+def copies_claim(
+    *, auth: AuthResults, sender: str, sender_is_agent: bool, body_hash: str, timestamp: str
+) -> CopiesClaim:
+    """`identity_claim` for every agent's copy of one message at once: each copy's message id
+    is put in as it is signed (`CopiesClaim.signed_headers`)."""
+    return CopiesClaim(
+        identity_claim(
+            auth=auth,
+            sender=sender,
+            sender_is_agent=sender_is_agent,
+            message_id="",
+            body_hash=body_hash,
+            timestamp=timestamp,
+        )
     )

@@ -53,84 +53,47 @@ class IdentityClaim:
     message_id: str
     body_hash: str
 
-    def of_copies(self) -> CopiesClaim:
-        """The same claim for any copy of the message, the message id left to each."""
-        return CopiesClaim(
-            verified=self.verified,
-            sender=self.sender,
-            entity_type=self.entity_type,
-            domain_check=self.domain_check,
-            delegation=self.delegation,
-            timestamp=self.timestamp,
-            body_hash=self.body_hash,
-        )
-
     def canonical_string(self) -> str:
         """The eight values joined with newlines, in contract order, no trailing newline."""
-        return self.of_copies().canonical_string(self.message_id)
+        return CopiesClaim(self).canonical_string(self.message_id)
 
     def signed_headers(self, secret: str) -> dict[str, str]:
         """All nine X-E2A-Auth-* headers, the signature computed with `secret`."""
-        return self.of_copies().signed_headers(self.message_id, secret)
+        return CopiesClaim(self).signed_headers(self.message_id, secret)
 
 
 class CopiesClaim:
-    """The claim a message makes for each agent's copy of it: an `IdentityClaim` but for the
-    message id, which is the copy's own. Made once per message, it signs each copy without
-    building that copy's claim and canonical string from the start (a message for fifty agents
-    is signed fifty times)."""
+    """`claim` made by each agent's copy of one message, the message id being the copy's own.
+    Made once per message, it signs each copy without building that copy's claim and canonical
+    string from the start (a message for fifty agents is signed fifty times)."""
 
-    __slots__ = ("_before_message_id", "_shared_headers", "body_hash")
+    __slots__ = ("_before_message_id", "_body_hash", "_shared_headers")
 
-    def __init__(
-        self,
-        *,
-        verified: bool,
-        sender: str,
-        entity_type: str,
-        domain_check: str,
-        delegation: str,
-        timestamp: str,
-        body_hash: str,
-    ) -> None:
-        self.body_hash = body_hash
+    def __init__(self, claim: IdentityClaim) -> None:
+        self._body_hash = claim.body_hash
         self._shared_headers = {
-            VERIFIED: "true" if verified else "false",
-            SENDER: sender,
-            ENTITY_TYPE: entity_type,
-            DOMAIN_CHECK: domain_check,
-            DELEGATION: delegation,
-            TIMESTAMP: timestamp,
+            VERIFIED: "true" if claim.verified else "false",
+            SENDER: claim.sender,
+            ENTITY_TYPE: claim.entity_type,
+            DOMAIN_CHECK: claim.domain_check,
+            DELEGATION: claim.delegation,
+            TIMESTAMP: claim.timestamp,
         }
         """The six headers before the message id, in contract order."""
         self._before_message_id = "".join(f"{value}\n" for value in self._shared_headers.values())
         """The canonical string up to the message id, its newline included."""
 
-    def for_copy(self, message_id: str) -> IdentityClaim:
-        """The claim of the copy `message_id`."""
-        shared = self._shared_headers
-        return IdentityClaim(
-            verified=shared[VERIFIED] == "true",
-            sender=shared[SENDER],
-            entity_type=shared[ENTITY_TYPE],
-            domain_check=shared[DOMAIN_CHECK],
-            delegation=shared[DELEGATION],
-            timestamp=shared[TIMESTAMP],
-            message_id=message_id,
-            body_hash=self.body_hash,
-        )
-
     def canonical_string(self, message_id: str) -> str:
         """The canonical string of the copy `message_id`: the eight values joined with
         newlines, in contract order, no trailing newline."""
-        return f"{self._before_message_id}{message_id}\n{self.body_hash}"
+        return f"{self._before_message_id}{message_id}\n{self._body_hash}"
 
     def signed_headers(self, message_id: str, secret: str) -> dict[str, str]:
         """All nine X-E2A-Auth-* headers of the copy `message_id`, signed with `secret`."""
         return {
             **self._shared_headers,
             MESSAGE_ID: message_id,
-            BODY_HASH: self.body_hash,
+            BODY_HASH: self._body_hash,
             SIGNATURE: sign(self.canonical_string(message_id), secret),
         }
 
