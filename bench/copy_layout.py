@@ -16,8 +16,14 @@ five arrivals of a 100 KB message per transaction, for 1 and for 50 local agents
   status and order, and by content), and either one event row per message or one per copy.
 
 It prints the CPU time (user + system) per further copy: (cost at 50 agents - cost at 1) / 49,
-counting the storing and checkpointing alone, not the making of the arrivals. Run:
-`.venv/bin/python bench/copy_layout.py [--rounds 3]` (about a minute).
+counting the storing and checkpointing alone, not the making of the arrivals.
+
+Then the whole inbound pipeline in one process, where the gateway's main process spends a
+further copy's time: `InboundMailSink.accept_message` of a 100 KB message for 1 and for 50
+agents, one message at a time (one per commit), split into the event loop's CPU (routing,
+threading, signing, the copy's record, announcing) and the other threads' (the writer's
+transaction: rows, events, statements and commit). Run:
+`.venv/bin/python bench/copy_layout.py [--rounds 3]` (under a minute).
 """
 
 from __future__ import annotations
@@ -39,10 +45,18 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._smtp_load import make_message
+from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.clock import format_timestamp
+from e2a_gateway.config import Settings
+from e2a_gateway.gateway import open_gateway
 from e2a_gateway.ids import new_id
+from e2a_gateway.inbound.pipeline import InboundMailSink
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.smtp.protocol import Envelope, Mailbox
 from e2a_gateway.storage import open_storage
 from e2a_gateway.storage.base import Agent
+from e2a_gateway.storage.group_commit import GroupCommitter
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 
 ARRIVALS_PER_TRANSACTION = 5
@@ -264,6 +278,63 @@ async def scratch(counts: list[int], *, events_per_copy: bool) -> dict[int, list
             db.close()
 
 
+PIPELINE_MESSAGES = 60
+"""Messages per count and round in the pipeline measurement."""
+SENDER = "load@example.org"
+SENDER_ZONE = {
+    "example.org": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+    "_dmarc.example.org": {"TXT": ["v=DMARC1; p=none"]},
+}
+
+
+def local_agent(user_id: str, email: str) -> Agent:
+    """A local agent (no webhook) of `user_id` at `email`."""
+    return Agent(
+        email=email,
+        user_id=user_id,
+        domain=email.partition("@")[2],
+        name=email.split("@")[0],
+        webhook_url=None,
+        agent_mode="local",
+        hitl_enabled=False,
+        hitl_ttl_seconds=604800,
+        hitl_expiration_action="reject",
+        created_at=NOW,
+    )
+
+
+async def pipeline(counts: list[int]) -> dict[int, list[tuple[float, float]]]:
+    """CPU ms per message of `accept_message` for each count in turn: (event loop, others)."""
+    with tempfile.TemporaryDirectory(prefix="e2a-layout-") as folder:
+        settings = Settings.model_validate(
+            {
+                "shared_domain": "agents.bench",
+                "smtp": {"hostname": "mx.agents.bench"},
+                "database": {"url": f"sqlite:///{folder}/pipeline.db"},
+                "log": {"level": "warning"},
+            }
+        )
+        async with open_gateway(settings, FixtureResolver.from_zone(SENDER_ZONE)) as gateway:
+            user, _, _ = await bootstrap_user(gateway.storage, gateway.server_key, "o@example.com")
+            for email in AGENTS:
+                await gateway.storage.add_agent(local_agent(user.id, email))
+            sink = InboundMailSink(gateway, GroupCommitter(gateway.storage))
+            mailboxes = [Mailbox(*email.split("@")) for email in AGENTS]
+            data = make_message(102_400, AGENTS[0])
+            found: dict[int, list[tuple[float, float]]] = {}
+            for count in counts:
+                envelope = Envelope("load.example", SENDER, mailboxes[:count], data)
+                loop, began = time.thread_time(), cpu_seconds()
+                for _ in range(PIPELINE_MESSAGES):
+                    await sink.accept_message(envelope, "127.0.0.1")
+                loop = time.thread_time() - loop
+                others = cpu_seconds() - began - loop
+                found.setdefault(count, []).append(
+                    (loop / PIPELINE_MESSAGES * 1e3, others / PIPELINE_MESSAGES * 1e3)
+                )
+            return found
+
+
 def per_further_copy(found: dict[int, list[float]]) -> float:
     """Microseconds of CPU per copy beyond the first (best of the rounds)."""
     fewest, most = COUNTS
@@ -296,6 +367,18 @@ def main() -> None:
         print(
             f"  {name:38s} {per_further_copy(found):6.1f} us"
             f"   (per arrival: {fewest} agent {min(found[fewest]):.2f} ms, "
+            f"{most} agents {min(found[most]):.2f} ms)"
+        )
+    split = trio.run(pipeline, counts)
+    print(
+        f"The whole inbound pipeline in one process, one {fewest}- or {most}-agent message per "
+        f"commit, best of {args.rounds} rounds: CPU per further copy"
+    )
+    for index, part in enumerate(("event loop", "writer and other threads")):
+        found = {count: [cost[index] for cost in split[count]] for count in COUNTS}
+        print(
+            f"  {part:38s} {per_further_copy(found):6.1f} us"
+            f"   (per message: {fewest} agent {min(found[fewest]):.2f} ms, "
             f"{most} agents {min(found[most]):.2f} ms)"
         )
 
