@@ -129,6 +129,22 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def local_agent(user_id: str, email: str) -> Agent:
+    """A local agent (no webhook) of `user_id` at `email`."""
+    return Agent(
+        email=email,
+        user_id=user_id,
+        domain=email.partition("@")[2],
+        name=email.split("@")[0],
+        webhook_url=None,
+        agent_mode="local",
+        hitl_enabled=False,
+        hitl_ttl_seconds=604800,
+        hitl_expiration_action="reject",
+        created_at=NOW,
+    )
+
+
 async def today(counts: list[int]) -> dict[int, list[float]]:
     """CPU ms per arrival of the gateway's own `store_inbound`, for each count in turn."""
     with tempfile.TemporaryDirectory(prefix="e2a-layout-") as folder:
@@ -137,20 +153,7 @@ async def today(counts: list[int]) -> dict[int, list[float]]:
             await storage.migrate()
             user, _ = await storage.ensure_user("usr_bench", "owner@example.com", NOW)
             for email in AGENTS:
-                await storage.add_agent(
-                    Agent(
-                        email=email,
-                        user_id=user.id,
-                        domain="agents.bench",
-                        name=email.split("@")[0],
-                        webhook_url=None,
-                        agent_mode="local",
-                        hitl_enabled=False,
-                        hitl_ttl_seconds=604800,
-                        hitl_expiration_action="reject",
-                        created_at=NOW,
-                    )
-                )
+                await storage.add_agent(local_agent(user.id, email))
 
             async def store(arrivals: list[list[NewInboundMessage]]) -> None:
                 copies = [copy for message in arrivals for copy in message]
@@ -285,22 +288,6 @@ SENDER_ZONE = {
     "example.org": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
     "_dmarc.example.org": {"TXT": ["v=DMARC1; p=none"]},
 }
-
-
-def local_agent(user_id: str, email: str) -> Agent:
-    """A local agent (no webhook) of `user_id` at `email`."""
-    return Agent(
-        email=email,
-        user_id=user_id,
-        domain=email.partition("@")[2],
-        name=email.split("@")[0],
-        webhook_url=None,
-        agent_mode="local",
-        hitl_enabled=False,
-        hitl_ttl_seconds=604800,
-        hitl_expiration_action="reject",
-        created_at=NOW,
-    )
 
 
 async def pipeline(counts: list[int]) -> dict[int, list[tuple[float, float]]]:
