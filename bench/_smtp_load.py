@@ -24,6 +24,8 @@ RECEIVE_BYTES = 65536
 CONNECT_SECONDS = 10.0
 REPLY_SECONDS = 30.0
 MESSAGE_ID_PLACEHOLDER = b"<000000000000.0000000@load.example>"
+SENDER = "load@example.org"
+"""The load's sender: its envelope sender and the From of `make_message`."""
 """The Message-ID of `make_message`'s template, replaced in each message sent."""
 _sent = itertools.count()
 
@@ -54,7 +56,7 @@ def make_message(size: int, recipient: str) -> bytes:
     """A plain-text message of about `size` bytes (headers included), CRLF lines of 76 chars;
     its Message-ID is a placeholder that `with_fresh_message_id` fills."""
     head = (
-        "From: Load Generator <load@example.org>\r\n"
+        f"From: Load Generator <{SENDER}>\r\n"
         f"To: <{recipient}>\r\n"
         "Subject: benchmark message\r\n"
         f"Message-ID: {MESSAGE_ID_PLACEHOLDER.decode()}\r\n"
@@ -164,9 +166,7 @@ async def closed_loop(
 
     async def send(client: SmtpClient) -> bool:
         try:
-            latency = await client.send_message(
-                "load@example.org", recipient, message, pipelining=pipelining
-            )
+            latency = await client.send_message(SENDER, recipient, message, pipelining=pipelining)
         except failures:
             result.failures += 1
             return False
@@ -217,7 +217,7 @@ async def fixed_rate(
             next_index += 1
             await trio.sleep_until(start + index / rate)
             try:
-                latency = await client.send_message("load@example.org", recipient, message)
+                latency = await client.send_message(SENDER, recipient, message)
             except (RuntimeError, trio.BrokenResourceError, trio.TooSlowError):
                 result.failures += 1
                 return
