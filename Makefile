@@ -58,7 +58,7 @@ footprint: dist/e2a  ## size, start time and memory of dist/e2a against `python 
 bench-smtp: install  ## SMTP ingest: e2a against Postfix and aiosmtpd, per connection and persistent (~8 min)
 	$(BIN)/python bench/smtp_ingest.py
 
-bench-fanout: install  ## one 100 KB message to 1, 10 and 50 local agents per transaction (~1 min)
+bench-fanout: install  ## one 100 KB message to 1, 10 and 50 local agents per transaction (~1.5 min)
 	$(BIN)/python bench/fanout.py
 
 bench-rest: install  ## REST reads against a bare Quart-Trio app, 1/16/64 connections; needs wrk (~1 min)
