@@ -200,8 +200,10 @@ def main() -> None:
                     )
             fewest, most = RECIPIENTS[0], RECIPIENTS[-1]
             for _ in range(args.pairs):
-                single = load(fewest, args.pair_seconds, PAIR_WARM_UP).rate
-                widest = load(most, args.pair_seconds, PAIR_WARM_UP).rate
+                pair = [load(count, args.pair_seconds, PAIR_WARM_UP) for count in (fewest, most)]
+                rows[fewest].failures += pair[0].failures
+                rows[most].failures += pair[1].failures
+                single, widest = pair[0].rate, pair[1].rate
                 if single:
                     pair_ratios.append(widest / single)
                     print(
@@ -269,7 +271,9 @@ def print_rows(rows: list[Row], pair_ratios: list[float]) -> None:
     if pair_ratios:
         ratio = statistics.median(pair_ratios)
         low, _, high = (
-            statistics.quantiles(pair_ratios, n=4) if len(pair_ratios) > 1 else [ratio] * 3
+            statistics.quantiles(pair_ratios, n=4, method="inclusive")
+            if len(pair_ratios) > 1
+            else [ratio] * 3
         )
         measured = (
             f"{ratio:.2f}x, the median of {len(pair_ratios)} interleaved pairs (quartiles "
