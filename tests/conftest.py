@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -127,6 +128,20 @@ def _gateway_databases() -> Iterator[None]:
     made_before = databases_made()
     yield
     drop_gateway_databases(keep=made_before)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Put the root logger's handlers and the levels back after a test that ran a command
+    in-process (`main(["migrate"])` sets up logging as `e2a` does): its handler writes to that
+    test's captured stderr, closed once the test ends, and a gateway served from a thread for
+    later tests would log into it ("Logging error ... I/O operation on closed file")."""
+    root, ours = logging.getLogger(), logging.getLogger("e2a")
+    handlers, levels = root.handlers[:], (root.level, ours.level)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(levels[0])
+    ours.setLevel(levels[1])
 
 
 @pytest.fixture(autouse=True, scope="session")
