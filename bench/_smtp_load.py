@@ -24,9 +24,9 @@ RECEIVE_BYTES = 65536
 CONNECT_SECONDS = 10.0
 REPLY_SECONDS = 30.0
 MESSAGE_ID_PLACEHOLDER = b"<000000000000.0000000@load.example>"
+"""The Message-ID of `make_message`'s template, replaced in each message sent."""
 SENDER = "load@example.org"
 """The load's sender: its envelope sender and the From of `make_message`."""
-"""The Message-ID of `make_message`'s template, replaced in each message sent."""
 _sent = itertools.count()
 
 
