@@ -94,7 +94,7 @@ class GatewayProcess:
     """One gateway deployment in `folder`; `start()`/`kill()`/`terminate()` its process.
 
     `command` runs e2a: this venv's `python -m e2a_gateway` by default, or e.g. `["dist/e2a"]`;
-    `log_level` None leaves the gateway's default level (info).
+    `log_level` None leaves the gateway's default level (info); `metrics` serves `GET /metrics`.
     """
 
     def __init__(
@@ -105,6 +105,7 @@ class GatewayProcess:
         smtp: dict[str, object] | None = None,
         command: Sequence[str] = E2A,
         log_level: str | None = "warning",
+        metrics: bool = False,
     ) -> None:
         self.folder = folder
         self.command = list(command)
@@ -121,6 +122,7 @@ class GatewayProcess:
             f'[database]\nurl = "sqlite:///{folder / "e2a.db"}"\n'
             f'[dns]\nnameservers = ["{dns}"]\ntimeout_seconds = 2\n'
             + (f'[log]\nlevel = "{log_level}"\n' if log_level else "")
+            + ("[metrics]\nenabled = true\n" if metrics else "")
             # Load generators poll hard from one address; the production limits would throttle.
             + "[limits]\nagent_registrations_per_ip_per_hour = 100000\n"
             "agent_registrations_per_user_per_hour = 100000\n"

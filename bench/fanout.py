@@ -6,8 +6,10 @@ connections busy with transactions naming 1, 10 or 50 of them, pipelined (RFC 29
 send them. For each count it prints transactions and deliveries per second, the p50/p99
 DATA-to-250 latency, and per transaction the bytes the gateway's processes wrote to disk
 (/proc/PID/io write_bytes: the database, its WAL and checkpoints, the log), the growth of the
-database (pages in use), and the CPU time of the main process (storage, the group commit, its
-own sessions) and of the acceptor processes. The raw message is stored once per transaction,
+database (pages in use), the CPU time of the main process (storage, the group commit, its own
+sessions) and of the acceptor processes, and from the gateway's `/metrics` the share of the
+time its group commit was busy and the SMTP transactions each commit held (a commit busy near
+100 % is what bounds the rate). The raw message is stored once per transaction,
 whatever the number of recipients. Runs alternate between the three counts, `--rounds` times.
 The ratio asked of fan-out follows the main process's CPU per transaction: 0.5x asks that a
 50-agent transaction cost it at most twice what a single-recipient one does.
@@ -44,7 +46,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import httpx
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -69,6 +73,30 @@ PAIR_WARM_UP = 0.3
 
 
 @dataclass
+class Commits:
+    """The gateway's group commits of inbound mail, from its `/metrics` (or the difference of
+    two readings)."""
+
+    count: int = 0
+    seconds: float = 0.0
+    transactions: int = 0
+
+    def __sub__(self, earlier: Commits) -> Commits:
+        return Commits(
+            self.count - earlier.count,
+            self.seconds - earlier.seconds,
+            self.transactions - earlier.transactions,
+        )
+
+    def __add__(self, other: Commits) -> Commits:
+        return Commits(
+            self.count + other.count,
+            self.seconds + other.seconds,
+            self.transactions + other.transactions,
+        )
+
+
+@dataclass
 class Row:
     """One recipient count, summed over the rounds."""
 
@@ -83,11 +111,29 @@ class Row:
     """CPU seconds of the acceptor processes (their sessions)."""
     latencies: list[float] = field(default_factory=list)
     failures: int = 0
+    commits: Commits = field(default_factory=Commits)
+    """The group commits during the runs (from the gateway's `/metrics`)."""
 
     @property
     def rate(self) -> float:
         """Transactions per second."""
         return self.messages / self.seconds if self.seconds else 0.0
+
+
+def read_commits(base_url: str) -> Commits:
+    """The group commit's totals so far, from `GET /metrics`."""
+    text = httpx.get(f"{base_url}/metrics", timeout=10).raise_for_status().text
+    found = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.labels
+    }
+    return Commits(
+        int(found.get("e2a_inbound_commit_seconds_count", 0)),
+        found.get("e2a_inbound_commit_seconds_sum", 0.0),
+        int(found.get("e2a_inbound_commit_transactions_sum", 0)),
+    )
 
 
 def written_bytes(pid: int) -> int:
@@ -144,7 +190,7 @@ def main() -> None:
     with QuietDns() as dns, tempfile.TemporaryDirectory(prefix="e2a-bench-") as temp:
         folder = Path(temp)
         smtp: dict[str, object] = {"max_sessions_per_ip": 200, "processes": args.processes}
-        gateway = GatewayProcess(folder, dns.address, smtp=smtp, log_level=None)
+        gateway = GatewayProcess(folder, dns.address, smtp=smtp, log_level=None, metrics=True)
         gateway.start()
         try:
             client = gateway.bootstrap()
@@ -180,8 +226,10 @@ def main() -> None:
                     written = written_bytes(pid)
                     size = database_bytes(folder / "e2a.db")
                     main_cpu, tree_cpu = cpu_seconds(pid), tree_cpu_seconds(pid)
+                    commits = read_commits(gateway.url)
                     result = load(count, args.seconds, 0.0)
                     time.sleep(0.5)  # transactions begun in the last moments commit
+                    row.commits = row.commits + (read_commits(gateway.url) - commits)
                     done = result.messages
                     row.written += written_bytes(pid) - written
                     main_used = cpu_seconds(pid) - main_cpu
@@ -231,6 +279,8 @@ def print_rows(rows: list[Row], pair_ratios: list[float]) -> None:
         "db growth KB/msg",
         "CPU ms/msg main",
         "acceptors",
+        "commit busy",
+        "DATA/commit",
         "failed",
     )
     lines = [header]
@@ -247,6 +297,8 @@ def print_rows(rows: list[Row], pair_ratios: list[float]) -> None:
                 f"{row.grown / per / 1024:.1f}",
                 f"{row.main_cpu / per * 1000:.2f}",
                 f"{row.acceptors_cpu / per * 1000:.2f}",
+                f"{row.commits.seconds / row.seconds * 100:.0f} %" if row.seconds else "-",
+                f"{row.commits.transactions / max(row.commits.count, 1):.1f}",
                 str(row.failures),
             )
         )

@@ -216,7 +216,8 @@ async def run_gateway(
             # SQLite: the write-ahead log is copied into the database off the writer's commits.
             nursery.start_soon(supervise, "storage upkeep", gateway.storage.upkeep)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(smtp_sock))
-        sink = InboundMailSink(gateway, GroupCommitter(gateway.storage))
+        committer = GroupCommitter(gateway.storage, observe=gateway.metrics.inbound_committed)
+        sink = InboundMailSink(gateway, committer)
         # Not supervised: serve_smtp owns its listener, and a session's failure never leaves
         # it, so anything that escapes is fatal to SMTP and should stop the gateway.
         await nursery.start(

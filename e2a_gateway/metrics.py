@@ -125,6 +125,11 @@ OUTBOUND_SECONDS_BUCKETS = (
     3600.0,
 )
 """Buckets for an outbound send's wait for a worker and its hand-off to the relay."""
+COMMIT_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 60.0)
+"""Buckets for a group commit of inbound mail: a few milliseconds for an fsync, up to its
+60 s `commit_timeout`."""
+COMMIT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+"""Buckets for the SMTP transactions in one group commit (at most 512 messages per batch)."""
 E2A_ATTEMPT_OUTCOMES = {
     "sent": "success",
     "retry": "temporary_failure",
@@ -266,6 +271,25 @@ class Metrics:
             "Connections opened to the outbound relay (kept ones carry several messages)",
             registry=registry,
         )
+        self.inbound_commit_seconds = Histogram(
+            "e2a_inbound_commit_seconds",
+            "Seconds each group commit of inbound mail took, from taking its batch to knowing "
+            "the outcome; the rate of its sum is the share of time the commit was busy",
+            buckets=COMMIT_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.inbound_commit_transactions = Histogram(
+            "e2a_inbound_commit_transactions",
+            "SMTP transactions (DATAs, from every session and acceptor process) in each group "
+            "commit of inbound mail",
+            buckets=COMMIT_BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.inbound_messages_stored = Counter(
+            "e2a_inbound_messages_stored",
+            "Inbound messages the group commit stored, one per recipient agent",
+            registry=registry,
+        )
         self.ws_connections_active = Gauge(
             "e2a_ws_connections_active",
             "Agents' WebSocket connections open now (/api/v1 and /v1)",
@@ -329,6 +353,13 @@ class Metrics:
             self.e2a_smtp_inbound.labels(outcome).inc()
 
     # -- the rest of the gateway ---------------------------------------------------------------
+
+    def inbound_committed(self, transactions: int, stored: int, seconds: float) -> None:
+        """One group commit of inbound mail (`e2a_gateway.storage.group_commit.BatchObserver`):
+        the SMTP transactions it held, the messages (one per agent) it stored, its seconds."""
+        self.inbound_commit_seconds.observe(seconds)
+        self.inbound_commit_transactions.observe(transactions)
+        self.inbound_messages_stored.inc(stored)
 
     def delivered(self, channel: str, outcome: str) -> None:
         """One delivery result on `channel` (webhook, websocket)."""

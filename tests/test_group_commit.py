@@ -257,6 +257,34 @@ async def test_a_commit_that_hangs_times_out(autojump_clock: trio.testing.MockCl
         await committer.store_inbound([make_message("a")], 1.0)
 
 
+async def test_each_batch_is_heard_with_what_it_stored_and_its_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The observer (the gateway's commit metrics) hears every transaction once: the DATAs it
+    held, the messages (one per agent) that were stored, and how long it took; a batch that
+    fell back to one commit per DATA is heard once, with its failed DATA left out."""
+    store = FakeStore()
+    store.gate = trio.Event()
+    heard: list[tuple[int, int, float]] = []
+    committer = GroupCommitter(store, observe=lambda *batch: heard.append(batch))
+    results: dict[str, str] = {}
+    to_two = [make_message("t1", "one@agents.test"), make_message("t2", "two@agents.test")]
+
+    async def open_gate_later() -> None:
+        await trio.sleep(3)
+        store.gate.set()
+
+    async with trio.open_nursery() as nursery:
+        await commit_in_background(nursery, committer, ["first"], results)
+        await commit_in_background(nursery, committer, ["b", "bad"], results)
+        nursery.start_soon(committer.store_inbound, to_two, 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(open_gate_later)
+    assert heard == [(1, 1, 3.0), (3, 3, 0.0)]
+    assert sorted(store.committed) == ["b", "first", "t1", "t2"]
+    assert results["bad"].startswith("failed")
+
+
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         GroupCommitter(FakeStore(), max_batch_messages=0)

@@ -78,6 +78,7 @@ async def test_counters_move_with_smtp_deliveries_and_requests(
     before = await scrape(anonymous)
     assert value(before, "e2a_smtp_messages_accepted_total") == 0
     assert value(before, "e2a_storage_up") == 1
+    assert value(before, "e2a_inbound_commit_seconds_count") == 0
 
     refused = await trio.to_thread.run_sync(
         send_refusing,
@@ -101,6 +102,12 @@ async def test_counters_move_with_smtp_deliveries_and_requests(
     assert value(after, "e2a_smtp_rejected_total", reason="relay_denied") == 1
     assert value(after, "e2a_smtp_rejected_total", reason="not_stored") == 0
     assert value(after, "e2a_smtp_sessions_total") == 1
+    # One group commit stored the DATA's two copies, one per agent.
+    assert value(after, "e2a_inbound_commit_seconds_count") == 1
+    assert 0 < value(after, "e2a_inbound_commit_seconds_sum") < 60
+    assert value(after, "e2a_inbound_commit_transactions_sum") == 1
+    assert value(after, "e2a_inbound_commit_transactions_bucket", le="1.0") == 1
+    assert value(after, "e2a_inbound_messages_stored_total") == 2
     assert value(after, "e2a_deliveries_total", channel="webhook", outcome="failed") == 0
     # The 500 left its job waiting for a retry: queue depth is read from storage.
     assert value(after, "e2a_queue_jobs", kind="webhook") == 1

@@ -316,6 +316,10 @@ async def test_a_gateway_with_two_processes_stores_every_message(
         listed = await http.get(agent_path(AGENT, "/messages"), params={"limit": 50})
         assert listed.status_code == 200, listed.text
         assert len(listed.json()["messages"]) == count
+    # Whichever process served a session, its DATA was committed (and counted) in this one.
+    assert metric(gateway.metrics, "e2a_inbound_commit_transactions_sum") == count
+    assert metric(gateway.metrics, "e2a_inbound_messages_stored_total") == count
+    assert 1 <= metric(gateway.metrics, "e2a_inbound_commit_seconds_count") <= count
 
 
 async def test_an_agent_deleted_since_an_acceptor_found_it_gets_no_copy(

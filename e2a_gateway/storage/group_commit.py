@@ -21,11 +21,16 @@ import trio
 from e2a_gateway.storage.base import Mailboxes, StorageUnavailable
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 
-__all__ = ["GroupCommit", "GroupCommitter"]
+__all__ = ["BatchObserver", "GroupCommit", "GroupCommitter"]
 
 log = logging.getLogger("e2a.storage")
 
 T = TypeVar("T")
+
+BatchObserver = Callable[[int, int, float], None]
+"""Hears each batch once its outcome is known: how many callers' items it held, the count
+(`weigh`'s first figure) of those that were stored, and the seconds from taking the batch to
+knowing the outcome (fallback commits included)."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -52,7 +57,8 @@ class GroupCommit(Generic[T]):
     were in fact stored. Callers that arrive meanwhile queue up; when the commit ends one of
     them leads the next batch. If a batch fails, each caller's item is committed on its own,
     so that one bad item cannot fail the others. `weigh(item)` gives an item's (count, bytes)
-    for the batch limits; `what` names the items in logs.
+    for the batch limits; `what` names the items in logs; `observe` hears each batch's size
+    and time (`BatchObserver`).
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class GroupCommit(Generic[T]):
         max_batch_items: int = 512,
         max_batch_bytes: int = 64 * 1024 * 1024,
         commit_timeout: float = 60.0,
+        observe: BatchObserver | None = None,
     ) -> None:
         if max_batch_items < 1 or max_batch_bytes < 1 or not commit_timeout > 0:
             raise ValueError("batch limits and commit_timeout must be positive")
@@ -73,6 +80,7 @@ class GroupCommit(Generic[T]):
         self._max_batch_items = max_batch_items
         self._max_batch_bytes = max_batch_bytes
         self._commit_timeout = commit_timeout
+        self._observe = observe
         self._queue: collections.deque[_Ticket[T]] = collections.deque()
         self._committing = False
         self._batch_ended = trio.Event()
@@ -104,15 +112,19 @@ class GroupCommit(Generic[T]):
     async def _lead_batch(self) -> None:
         self._committing = True
         batch = self._take_batch()
+        began = trio.current_time()
         try:
             with trio.CancelScope(shield=True) as scope:
-                scope.deadline = trio.current_time() + self._commit_timeout
+                scope.deadline = began + self._commit_timeout
                 await self._commit(batch)
             for ticket in batch:
                 if not ticket.done:
                     ticket.settle(
                         StorageUnavailable(f"commit did not finish in {self._commit_timeout} s")
                     )
+            if self._observe is not None:
+                stored = sum(ticket.count for ticket in batch if ticket.error is None)
+                self._observe(len(batch), stored, trio.current_time() - began)
         finally:
             self._committing = False
             ended, self._batch_ended = self._batch_ended, trio.Event()
@@ -176,7 +188,8 @@ class GroupCommitter:
     Every session's messages go into the next transaction together with those of every other
     session that finished DATA meanwhile (see `GroupCommit`); a batch stays within
     `max_batch_messages` and `max_batch_bytes` of raw message (each DATA counted once, as it
-    is stored once however many agents it goes to).
+    is stored once however many agents it goes to). `observe` hears each transaction's
+    sessions' DATAs, the messages (one per agent) stored, and its seconds.
     """
 
     def __init__(
@@ -186,6 +199,7 @@ class GroupCommitter:
         max_batch_messages: int = 512,
         max_batch_bytes: int = 64 * 1024 * 1024,
         commit_timeout: float = 60.0,
+        observe: BatchObserver | None = None,
     ) -> None:
         self._store = store
         self._group = GroupCommit(
@@ -195,6 +209,7 @@ class GroupCommitter:
             max_batch_items=max_batch_messages,
             max_batch_bytes=max_batch_bytes,
             commit_timeout=commit_timeout,
+            observe=observe,
         )
 
     @property
