@@ -285,6 +285,19 @@ async def test_each_batch_is_heard_with_what_it_stored_and_its_time(
     assert results["bad"].startswith("failed")
 
 
+async def test_an_observer_that_fails_never_fails_a_stored_message(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FakeStore()
+
+    def broken(transactions: int, stored: int, seconds: float) -> None:
+        raise RuntimeError("metrics broke")
+
+    await GroupCommitter(store, observe=broken).store_inbound([make_message("a")], 1.0)
+    assert store.committed == ["a"]
+    assert "observing a group commit" in caplog.text
+
+
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         GroupCommitter(FakeStore(), max_batch_messages=0)

@@ -122,13 +122,22 @@ class GroupCommit(Generic[T]):
                     ticket.settle(
                         StorageUnavailable(f"commit did not finish in {self._commit_timeout} s")
                     )
-            if self._observe is not None:
-                stored = sum(ticket.count for ticket in batch if ticket.error is None)
-                self._observe(len(batch), stored, trio.current_time() - began)
+            self._report(batch, trio.current_time() - began)
         finally:
             self._committing = False
             ended, self._batch_ended = self._batch_ended, trio.Event()
             ended.set()
+
+    def _report(self, batch: list[_Ticket[T]], seconds: float) -> None:
+        """Tell the observer, if any, about a settled batch; its failure is logged, never raised
+        to a caller whose item is stored."""
+        if self._observe is None:
+            return
+        stored = sum(ticket.count for ticket in batch if ticket.error is None)
+        try:
+            self._observe(len(batch), stored, seconds)
+        except Exception:
+            log.exception("observing a group commit of %s failed", self._what)
 
     def _take_batch(self) -> list[_Ticket[T]]:
         """The oldest queued tickets within the batch limits (always at least one)."""
