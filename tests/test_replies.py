@@ -275,3 +275,16 @@ def test_docs_outlook_example() -> None:
         "Tuesday, March 3, 2026 10:02 AM",
         "PO 2026-118 for approval",
     )
+
+
+def test_an_attribution_broken_over_lines_needs_an_address_to_be_taken() -> None:
+    """A client's "On … <name>", a lone "<", then "> wrote:" is an attribution only when an
+    address sits between them; without one the "On …" line stays the sender's text and the
+    "> wrote:" line an ordinary quoted line."""
+    text = "Shipped.\n\nOn 3 May we shipped v2\n<\n> wrote:\n> the old notes\n"
+    split = split_reply(text)
+    assert split.reply_text == "Shipped.\n\nOn 3 May we shipped v2\n<"
+    assert [(part.kind, part.depth, part.attribution) for part in split.parts] == [
+        ("authored", 0, None),
+        ("quoted", 1, None),
+    ]

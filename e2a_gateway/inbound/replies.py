@@ -446,7 +446,9 @@ def _attribution_spans(lines: list[_Line]) -> list[_Span]:
     spans: list[_Span] = []
     index = 0
     while index < len(lines):
-        span = _header_block(lines, index) or _cite_lines(lines, index)
+        span = (
+            _header_block(lines, index) or _cite_lines(lines, index) or _broken_cite(lines, index)
+        )
         if span is None:
             span = _separator_alone(lines, index)
         if span is None:
@@ -491,6 +493,41 @@ def _cite_lines(lines: list[_Line], index: int) -> _Span | None:
             continue
         if _is_cite(joined, deeper_quote_follows=_quote_follows(lines, end, markers)):
             return _Span(index, end, _cite_attribution(joined))
+    return None
+
+
+_BRACKET_THEN_VERB = re.compile(rf"^>\s*(?:{_WROTE_VERBS})\s*[:：]$", re.IGNORECASE)
+"""A line reading "> wrote:": the closing bracket of an address that a client broke onto a line
+of its own, not a quote marker."""
+_BROKEN_CITE_LINES = 6
+"""How many lines an attribution broken by its client may span, blank ones included."""
+_MAILTO_LINE = re.compile(r"^mailto:[^<>]*(<[^<>@]+@[^<>]+>)$", re.IGNORECASE)
+"""The address line of a broken attribution, "mailto:<name> <address>": the name is on the
+first line already."""
+
+
+def _broken_cite(lines: list[_Line], index: int) -> _Span | None:
+    """An "On … wrote:" attribution that a client broke over several lines, blank ones among
+    them: "On <date> <name>", a lone "<", "mailto:<name> <address>", then "> wrote:", whose
+    '>' closes the bracket and is no quote marker. Taken only when it starts like a client's
+    attribution, names an address and ends in the verb."""
+    first = lines[index]
+    if first.literal or first.markers or not _CITE_START.match(first.content.strip()):
+        return None
+    pieces = [first.content.strip()]
+    for end in range(index + 1, min(index + _BROKEN_CITE_LINES, len(lines))):
+        line = lines[end]
+        text = line.raw.strip()
+        if not line.literal and _BRACKET_THEN_VERB.match(text):
+            joined = " ".join([*pieces, text.lstrip("> ")])
+            if "@" in joined and _is_cite(joined, deeper_quote_follows=False):
+                return _Span(index, end + 1, _cite_attribution(joined))
+            return None
+        if line.literal or line.markers:
+            return None
+        if text and text != "<":
+            mailto = _MAILTO_LINE.match(text)
+            pieces.append(mailto.group(1) if mailto else text)
     return None
 
 
