@@ -517,13 +517,15 @@ def _broken_cite(lines: list[_Line], index: int) -> _Span | None:
     pieces = [first.content.strip()]
     for end in range(index + 1, min(index + _BROKEN_CITE_LINES, len(lines))):
         line = lines[end]
+        if line.literal:
+            return None
         text = line.raw.strip()
-        if not line.literal and _BRACKET_THEN_VERB.match(text):
+        if _BRACKET_THEN_VERB.match(text):
             joined = " ".join([*pieces, text.lstrip("> ")])
             if "@" in joined and _is_cite(joined, deeper_quote_follows=False):
                 return _Span(index, end + 1, _cite_attribution(joined))
             return None
-        if line.literal or line.markers:
+        if line.markers:
             return None
         if text and text != "<":
             mailto = _MAILTO_LINE.match(text)
