@@ -51,6 +51,7 @@ from e2a_gateway.storage.base import (
     OutboundMessage,
     SendAttempt,
     SigningSecret,
+    StatusFilter,
     Storage,
     StorageUnavailable,
     TemplateChanges,
@@ -347,16 +348,25 @@ async def test_a_key_answer_asked_for_again_still_ends_at_once(storage: Storage)
 
 
 async def test_inbox_pages_read_an_index_in_order_without_sorting(tmp_path: Path) -> None:
-    """A page costs the page, however much mail the agent has: no sort of all its mail."""
+    """A page costs the page, however much mail the agent has: no walk or sort of all its
+    mail. A page of one status reads the status index from the page's start; a page of all
+    mail merges the first rows of the unread and the settled indexes (sorting only those)."""
     storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")
     await storage.migrate()
     await storage.close()
     with sqlite3.connect(tmp_path / "e2a.db") as db:
-        for status in ("all", "unread"):
+
+        def plan(status: str) -> str:
             query, params = _inbox_query("m.id", "u", "a@agents.test", status, 20, None)
-            details = " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {query}", params))
-            assert "USING INDEX" in details and "seq>?" in details, details
-            assert "TEMP B-TREE" not in details, details
+            return " ".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {query}", params))
+
+        by_status = "INDEX messages_agent_status (agent_email=? AND status=? AND seq>?)"
+        for status in ("unread", "read"):
+            assert by_status in plan(status) and "TEMP B-TREE" not in plan(status), plan(status)
+        merged = plan("all")
+        assert by_status in merged, merged
+        assert "INDEX messages_agent_seq_settled (agent_email=? AND seq>?)" in merged, merged
+        assert "MERGE (UNION ALL)" in merged and "SCAN m" not in merged, merged
 
 
 async def test_mail_is_found_by_message_id_through_its_index(tmp_path: Path) -> None:
@@ -385,40 +395,48 @@ async def test_mail_is_found_by_message_id_through_its_index(tmp_path: Path) -> 
             assert "INDEX messages_rfc_id (rfc_message_id=? AND agent_email=?)" in plan, plan
             assert "INDEX message_contents_rfc_id (rfc_message_id=?)" in plan, plan
             assert "INDEX messages_content (content_seq=?)" in plan, plan
-            assert "(agent_email=? AND seq=?" in plan, plan  # each row found by its seq
+            assert "SEARCH m USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan  # by its seq
             assert "SCAN m" not in plan and "SCAN s" not in plan and "SCAN w" not in plan, plan
 
 
 async def test_inbound_mail_enters_only_the_indexes_it_is_found_by(tmp_path: Path) -> None:
-    """The outbound indexes hold no inbound mail, nor the conversation index mail that is in
-    no conversation: storing one message for many agents touches fewer scattered pages."""
+    """The outbound indexes hold no inbound mail, the conversation index no mail that is in
+    no conversation, and of the two indexes led by the agent's address new (unread) mail
+    enters one: storing one message for many agents touches fewer scattered pages. Read, it
+    moves to the settled index."""
     storage = open_storage(f"sqlite:///{tmp_path / 'e2a.db'}")
     await storage.migrate()
+    indexes = (
+        "messages_agent_sent",
+        "messages_outbound_status",
+        "messages_agent_conversation",
+        "messages_agent_status",
+        "messages_agent_seq_settled",
+    )
+
+    def entries() -> dict[str, int]:
+        with sqlite3.connect(tmp_path / "e2a.db") as db:
+            return {
+                index: db.execute(
+                    "SELECT coalesce(sum(ncell), 0) FROM dbstat "
+                    "WHERE name = ? AND pagetype = 'leaf'",
+                    (index,),
+                ).fetchone()[0]
+                for index in indexes
+            }
+
     try:
         alice = await add_user(storage)
         await storage.add_agent(make_agent(alice, "a@agents.test"))
         await storage.store_inbound([make_message("msg_in", "a@agents.test")], time.time())
+        assert entries() == dict.fromkeys(indexes, 0) | {"messages_agent_status": 1}
+        assert await storage.mark_read(alice, "a@agents.test", "msg_in")
+        assert entries() == dict.fromkeys(indexes, 0) | {
+            "messages_agent_status": 1,
+            "messages_agent_seq_settled": 1,
+        }
     finally:
         await storage.close()
-    with sqlite3.connect(tmp_path / "e2a.db") as db:
-        entries = {
-            index: db.execute(
-                "SELECT coalesce(sum(ncell), 0) FROM dbstat WHERE name = ? AND pagetype = 'leaf'",
-                (index,),
-            ).fetchone()[0]
-            for index in (
-                "messages_agent_sent",
-                "messages_outbound_status",
-                "messages_agent_conversation",
-                "messages_agent_seq",
-            )
-        }
-    assert entries == {
-        "messages_agent_sent": 0,
-        "messages_outbound_status": 0,
-        "messages_agent_conversation": 0,
-        "messages_agent_seq": 1,
-    }
 
 
 async def test_routing_answers_kept_are_bounded(tmp_path: Path) -> None:
@@ -806,6 +824,66 @@ async def test_pagination_is_stable_under_concurrent_inserts(storage: Storage) -
             break
         after = page.next_after
     assert seen == [f"msg_{index}" for index in range(inserted)]
+
+
+async def test_pages_of_all_mail_merge_unread_and_settled_mail_in_arrival_order(
+    storage: Storage,
+) -> None:
+    """Unread and settled mail (read, or sent) are found by two indexes (migration 0034); a
+    page of all of an agent's mail, inbox or `/v1` mailbox, either way round and paged two at a
+    time, is every message once, in arrival order, whatever each one's status."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.add_agent(make_agent(alice, "b@agents.test"))
+    order = []
+    for index in range(9):
+        if index in (2, 6):
+            await storage.add_outbound(
+                make_outbound(alice, "a@agents.test", f"out_{index}", "sent")
+            )
+        else:
+            await storage.store_inbound([make_message(f"msg_{index}", "a@agents.test")], 0.0)
+        await storage.store_inbound([make_message(f"other_{index}", "b@agents.test")], 0.0)
+        order.append(f"out_{index}" if index in (2, 6) else f"msg_{index}")
+    for read in ("msg_0", "msg_4", "msg_5", "msg_8"):
+        assert await storage.mark_read(alice, "a@agents.test", read)
+    inbound = [name for name in order if name.startswith("msg_")]
+
+    async def inbox(status: StatusFilter) -> list[str]:
+        seen: list[str] = []
+        after = None
+        for _ in range(10):
+            page = await storage.list_inbound(alice, "a@agents.test", status, 2, after)
+            seen += [message.id for message in page.messages]
+            if page.next_after is None:
+                return seen
+            after = page.next_after
+        raise AssertionError("the pages never ended")
+
+    async def mailbox(filters: MessageFilters) -> list[str]:
+        seen: list[str] = []
+        after = None
+        for _ in range(10):
+            page = await storage.filed_page(alice, "a@agents.test", filters, 2, after)
+            if not page:
+                return seen
+            seen += [message.id for message in page]
+            after = page[-1].seq
+        raise AssertionError("the pages never ended")
+
+    assert await inbox("all") == inbound
+    assert await inbox("unread") == ["msg_1", "msg_3", "msg_7"]
+    assert await inbox("read") == ["msg_0", "msg_4", "msg_5", "msg_8"]
+    assert await mailbox(MessageFilters(newest_first=False)) == order
+    assert await mailbox(MessageFilters()) == order[::-1]
+    assert await mailbox(MessageFilters(read_status="unread", newest_first=False)) == [
+        "msg_1",
+        "out_2",
+        "msg_3",
+        "out_6",
+        "msg_7",
+    ]
+    assert await mailbox(MessageFilters(directions=("inbound",))) == inbound[::-1]
 
 
 async def test_an_inbox_page_is_the_owners_agent_and_the_same_mail_as_the_full_listing(

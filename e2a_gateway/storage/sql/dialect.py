@@ -58,6 +58,11 @@ class Dialect(abc.ABC):
         """The condition that `expression` is none of a list bound as one parameter."""
 
     @abc.abstractmethod
+    def unindexed(self, expression: str) -> str:
+        """`expression`, so that a condition on it is checked on the rows another condition
+        finds rather than used to find them by an index of its own."""
+
+    @abc.abstractmethod
     def contains_text(self, expression: str) -> str:
         """The condition that the text `expression` holds the text bound as one parameter,
         anywhere in it (no wildcards)."""
@@ -107,6 +112,9 @@ class SqliteDialect(Dialect):
     def not_in_list(self, expression: str, element: ListType) -> str:
         return f"{expression} NOT IN (SELECT value FROM json_each(?))"
 
+    def unindexed(self, expression: str) -> str:
+        return f"+{expression}"  # the unary + SQLite's planner documents for this
+
     def contains_text(self, expression: str) -> str:
         return f"instr({expression}, ?) > 0"
 
@@ -148,6 +156,9 @@ class PostgresDialect(Dialect):
 
     def not_in_list(self, expression: str, element: ListType) -> str:
         return f"{expression} <> ALL(?::{element}[])"
+
+    def unindexed(self, expression: str) -> str:
+        return expression  # the planner weighs its statistics
 
     def contains_text(self, expression: str) -> str:
         return f"strpos({expression}, ?) > 0"

@@ -17,6 +17,7 @@ from e2a_gateway.storage.base import (
     LabelsRefused,
     MessageFilters,
 )
+from e2a_gateway.storage.sql.agent_order import page_in_order
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
@@ -166,19 +167,19 @@ class MailboxSql(Runner):
         limit: int,
         after_seq: int | None,
     ) -> list[FiledMessage]:
-        """A keyset page of the agent's messages matching `filters`."""
+        """A keyset page of the agent's messages matching `filters` (`page_in_order`)."""
         conditions, params = _filtered(filters, self.dialect.in_list("m.direction", "text"))
-        order, beyond = ("DESC", "<") if filters.newest_first else ("ASC", ">")
-        query = (
-            f"SELECT {FILED_COLUMNS} FROM messages_with_content m WHERE {OF_AGENT} AND {conditions}"
-            + (f" AND m.seq {beyond} ?" if after_seq is not None else "")
-            + f" ORDER BY m.seq {order} LIMIT ?"
-        )
+        where = f"{OF_AGENT} AND {conditions}"
         values: list[Any] = [user_id, agent_email, self.dialect.list_param(filters.directions)]
         values += params
         if after_seq is not None:
+            where += f" AND m.seq {'<' if filters.newest_first else '>'} ?"
             values.append(after_seq)
-        values.append(limit)
+        page, values = page_in_order(where, values, limit, newest_first=filters.newest_first)
+        query = (
+            f"SELECT {FILED_COLUMNS} FROM messages_with_content m WHERE {page} "
+            f"ORDER BY m.seq {'DESC' if filters.newest_first else 'ASC'}"
+        )
 
         def read(tx: Transaction) -> list[FiledMessage]:
             return _with_labels(tx, tx.all(query, values))

@@ -52,6 +52,7 @@ from e2a_gateway.storage.rows import (
     shared_content_key,
     value_marks,
 )
+from e2a_gateway.storage.sql.agent_order import page_in_order
 from e2a_gateway.storage.sql.agents import agent_row, owned_agent_answer
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.jobs import add_job
@@ -174,16 +175,17 @@ def _inbox_query(
 ) -> tuple[str, list[Any]]:
     """The query of a keyset page of `columns` of the agent's inbox (mail not in the trash,
     with `status` unless all), oldest first after `after_seq`, one row more than the page (it
-    says whether another page follows); and its parameters."""
-    query = (
-        f"SELECT {columns} FROM messages_with_content m WHERE {IN_INBOX} AND {NOT_TRASHED} "
-        "AND m.seq > ?"
-    )
+    says whether another page follows); and its parameters. A page of one status reads
+    `messages_agent_status`; a page of all merges it with `messages_agent_seq_settled`
+    (`page_in_order`)."""
+    where = f"{IN_INBOX} AND {NOT_TRASHED} AND m.seq > ?"
     params: list[Any] = [user_id, agent_email, after_seq or 0]
-    if status != "all":
-        query += " AND m.status = ?"
-        params.append(status)
-    return query + " ORDER BY m.seq LIMIT ?", [*params, page_size + 1]
+    if status == "all":
+        condition, params = page_in_order(where, params, page_size + 1)
+        query = f"SELECT {columns} FROM messages_with_content m WHERE {condition}"
+        return query + " ORDER BY m.seq", params
+    query = f"SELECT {columns} FROM messages_with_content m WHERE {where} AND m.status = ?"
+    return query + " ORDER BY m.seq LIMIT ?", [*params, status, page_size + 1]
 
 
 def newest_first(rows: list[Any]) -> list[Any]:
@@ -194,22 +196,24 @@ def newest_first(rows: list[Any]) -> list[Any]:
 
 
 def _named_by(
-    tx: Transaction, agent_email: str, rfc_message_ids: list[str]
+    tx: Transaction, user_id: str, agent_email: str, rfc_message_ids: list[str]
 ) -> tuple[str, tuple[Any, ...]]:
-    """A condition on `messages_with_content m`: the agent's message is one of those with a
+    """A condition on `messages_with_content m`: a message of the user's agent with a
     Message-ID among `rfc_message_ids`, found by the Message-ID indexes of whole rows and of
-    contents (the view's own column has no index), and a content's copies by their index
-    (the agent is the caller's condition: asked here, SQLite would walk all of its mail);
-    and its parameters."""
+    contents (the view's own column has no index), a content's copies by their index, and each
+    row by its `seq`; and its parameters. The agent is checked on the rows found: asked to
+    find them, SQLite would walk all of its mail (in the subquery of copies) or its unread
+    mail (here)."""
     ids = tx.dialect.list_param(rfc_message_ids)
     condition = (
-        "m.seq IN (SELECT w.seq FROM messages w WHERE "
+        f"m.user_id = ? AND {tx.dialect.unindexed('m.agent_email')} = ? "
+        "AND m.seq IN (SELECT w.seq FROM messages w WHERE "
         f"{tx.dialect.in_list('w.rfc_message_id', 'text')} AND w.agent_email = ? "
         "UNION ALL SELECT s.seq FROM messages s WHERE s.content_seq IN "
         "(SELECT c.seq FROM message_contents c WHERE "
         f"{tx.dialect.in_list('c.rfc_message_id', 'text')}))"
     )
-    return condition, (ids, agent_email, ids)
+    return condition, (user_id, agent_email, ids, agent_email, ids)
 
 
 def _referenced_conversation(
@@ -218,11 +222,11 @@ def _referenced_conversation(
     """The conversation of the first of `rfc_message_ids` naming a message of the agent."""
     if not rfc_message_ids:
         return None
-    named, named_params = _named_by(tx, agent_email, rfc_message_ids)
+    named, named_params = _named_by(tx, user_id, agent_email, rfc_message_ids)
     rows = tx.all(
         "SELECT m.seq, m.rfc_message_id, m.conversation_id FROM messages_with_content m "
-        f"WHERE m.user_id = ? AND m.agent_email = ? AND {named}",
-        (user_id, agent_email, *named_params),
+        f"WHERE {named}",
+        named_params,
     )
     return first_conversation((row[1:] for row in newest_first(rows)), rfc_message_ids)
 
@@ -400,11 +404,11 @@ class MessagesSql(Runner):
             return []
 
         def read(tx: Transaction) -> list[Any]:
-            named, named_params = _named_by(tx, agent_email, rfc_message_ids)
+            named, named_params = _named_by(tx, user_id, agent_email, rfc_message_ids)
             return tx.all(
                 f"SELECT m.seq, {EARLIER_COLUMNS} FROM messages_with_content m "
-                f"WHERE m.user_id = ? AND m.agent_email = ? AND m.hold IS NULL AND {named}",
-                (user_id, agent_email, *named_params),
+                f"WHERE {named} AND m.hold IS NULL",
+                named_params,
             )
 
         rows = await self._read(read)
