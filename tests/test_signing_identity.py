@@ -97,6 +97,13 @@ def test_copies_of_one_message_are_each_signed_for_their_own_message_id() -> Non
     assert first["X-E2A-Auth-Signature"] != second["X-E2A-Auth-Signature"]
     swapped = {**first, "X-E2A-Auth-Message-Id": second["X-E2A-Auth-Message-Id"]}
     assert not contract_verify(swapped, raw, SECRET)
+    # another owner's copy of the same message, signed by the same claim with its own secret
+    other_secret = "0f" * 32
+    theirs = shared.signed_headers("msg_copy3", other_secret)
+    assert contract_verify(theirs, raw, other_secret)
+    assert not contract_verify(theirs, raw, SECRET)
+    again = f"msg_copy{1:020d}"
+    assert shared.signed_headers(again, SECRET) == copies[again]  # after the other secret's
 
 
 @pytest.mark.parametrize(

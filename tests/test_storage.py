@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -134,6 +135,29 @@ def make_message(
         authentication_results={},
         received_at=NOW,
     )
+
+
+def test_a_copy_for_another_agent_is_the_message_with_its_own_fields_only() -> None:
+    """`copy_for` gives what the constructor gives with the copy's own fields, leaves the
+    first copy as it was, and takes none of the shared fields."""
+    first = make_message("msg_first", "a@agents.test")
+    own = {
+        "id": "msg_second",
+        "agent_email": "b@agents.test",
+        "conversation_id": "cnv_1",
+        "auth_headers": {"X-E2A-Auth-Message-Id": "msg_second"},
+        "hold_expires_at": 99.0,
+        "flag_reason": "not on the allowlist",
+        "blocked": False,
+    }
+    copy = first.copy_for(**own)
+    assert copy == replace(first, **own)
+    assert (copy.raw_message is first.raw_message) and not copy.delivered
+    assert first == make_message("msg_first", "a@agents.test")
+    with pytest.raises(TypeError, match="subject"):
+        first.copy_for(subject="changed")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        copy.id = "msg_third"  # type: ignore[misc]
 
 
 async def test_migrations_are_numbered_and_idempotent(storage: Storage) -> None:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import trio
 
@@ -304,15 +305,14 @@ class InboundMailSink:
         )
         secrets = await self._signing_secrets(agent for agent, _ in copies)
         threading = _thread_keys(arrival)
-        prepared = [
-            (
-                agent,
-                await self._prepare(
-                    arrival, agent, message_id, verdict, claim, secrets[agent.user_id], threading
-                ),
+        prepared: Prepared = []
+        for (agent, message_id), verdict in zip(copies, verdicts, strict=True):
+            secret = secrets[agent.user_id]
+            first = prepared[0][1] if prepared else None
+            message = await self._prepare(
+                arrival, agent, message_id, verdict, claim, secret, threading, first
             )
-            for (agent, message_id), verdict in zip(copies, verdicts, strict=True)
-        ]
+            prepared.append((agent, message))
         await self._commit_and_announce(prepared, arrival.now)
         return prepared[0][1].id
 
@@ -371,34 +371,39 @@ class InboundMailSink:
         claim: CopiesClaim,
         secret: str,
         threading: _ThreadKeys | None,
+        first: NewInboundMessage | None,
     ) -> NewInboundMessage:
         """The stored form of the message for one agent: threaded by `threading`, its `claim`
         signed with its owner's `secret`, held or flagged as the agent's gate says (these three
-        are worked out once for every copy)."""
-        headers = arrival.headers
-        sender = headers.from_addr
+        are worked out once for every copy); made from the `first` agent's copy, if any."""
         held_until, reason, blocked = verdict.applied(agent.hitl_ttl_seconds, arrival.now)
+        own: dict[str, Any] = {
+            "id": message_id,
+            "agent_email": agent.email,
+            "conversation_id": await self._conversation(agent, threading),
+            "auth_headers": claim.signed_headers(message_id, secret),
+            "hold_expires_at": held_until,
+            "flag_reason": reason,
+            "blocked": blocked,
+        }
+        if first is not None:
+            return first.copy_for(**own)
+        headers = arrival.headers
         return NewInboundMessage(
-            id=message_id,
-            agent_email=agent.email,
+            **own,
             envelope_from=arrival.envelope.mail_from,
-            from_addr=sender or arrival.envelope.mail_from.lower(),
+            from_addr=headers.from_addr or arrival.envelope.mail_from.lower(),
             reply_to=headers.reply_to,
             to=headers.to,
             cc=headers.cc,
             subject=headers.subject,
-            conversation_id=await self._conversation(agent, threading),
             rfc_message_id=headers.message_id,
             raw_message=arrival.delivered,
-            auth_headers=claim.signed_headers(message_id, secret),
             authentication_results=arrival.authentication_results,
             received_at=arrival.received_at,
             client_ip=arrival.peer,
             helo=arrival.envelope.helo,
-            hold_expires_at=held_until,
             attachments=arrival.attachments,
-            flag_reason=reason,
-            blocked=blocked,
             raw_digest=arrival.body_hash,
         )
 

@@ -67,7 +67,7 @@ class CopiesClaim:
     Made once per message, it signs each copy without building that copy's claim and canonical
     string from the start (a message for fifty agents is signed fifty times)."""
 
-    __slots__ = ("_before_message_id", "_body_hash", "_shared_headers")
+    __slots__ = ("_before_message_id", "_body_hash", "_keyed", "_shared_headers")
 
     def __init__(self, claim: IdentityClaim) -> None:
         self._body_hash = claim.body_hash
@@ -82,6 +82,9 @@ class CopiesClaim:
         """The six headers before the message id, in contract order."""
         self._before_message_id = "".join(f"{value}\n" for value in self._shared_headers.values())
         """The canonical string up to the message id, its newline included."""
+        self._keyed: dict[str, hmac.HMAC] = {}
+        """Per secret, the HMAC of `_before_message_id` so far: each copy's signature goes on
+        from a copy of it (the same MAC as over its whole canonical string)."""
 
     def canonical_string(self, message_id: str) -> str:
         """The canonical string of the copy `message_id`: the eight values joined with
@@ -90,11 +93,19 @@ class CopiesClaim:
 
     def signed_headers(self, message_id: str, secret: str) -> dict[str, str]:
         """All nine X-E2A-Auth-* headers of the copy `message_id`, signed with `secret`."""
+        keyed = self._keyed.get(secret)
+        if keyed is None:
+            keyed = hmac.new(
+                secret.encode("ascii"), self._before_message_id.encode("utf-8"), hashlib.sha256
+            )
+            self._keyed[secret] = keyed
+        mac = keyed.copy()
+        mac.update(f"{message_id}\n{self._body_hash}".encode())
         return {
             **self._shared_headers,
             MESSAGE_ID: message_id,
             BODY_HASH: self._body_hash,
-            SIGNATURE: sign(self.canonical_string(message_id), secret),
+            SIGNATURE: mac.hexdigest(),
         }
 
 

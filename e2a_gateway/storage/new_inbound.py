@@ -7,8 +7,22 @@ Its own module because both the storage interface (`base`) and what a commit ann
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from e2a_gateway.attachments import Attachment
+
+COPY_OWN_FIELDS = frozenset(
+    {
+        "id",
+        "agent_email",
+        "conversation_id",
+        "auth_headers",
+        "hold_expires_at",
+        "flag_reason",
+        "blocked",
+    }
+)
+"""The fields in which the copies of one message for several agents differ."""
 
 
 @dataclass(frozen=True)
@@ -50,3 +64,16 @@ class NewInboundMessage:
     def delivered(self) -> bool:
         """Whether the message reaches its agent now (neither held for review nor blocked)."""
         return self.hold_expires_at is None and not self.blocked
+
+    def copy_for(self, **own: Any) -> NewInboundMessage:
+        """This message as another agent's copy: `own` gives the fields of COPY_OWN_FIELDS
+        that differ, the rest are this message's. Made without the frozen dataclass's
+        `__init__`, which sets each of its 21 fields through `object.__setattr__` (2 us a copy,
+        a tenth of what preparing a copy costs the event loop); TypeError for any other
+        field."""
+        if not own.keys() <= COPY_OWN_FIELDS:
+            raise TypeError(f"not a copy's own field: {sorted(own.keys() - COPY_OWN_FIELDS)}")
+        copy = object.__new__(NewInboundMessage)
+        copy.__dict__.update(self.__dict__)
+        copy.__dict__.update(own)
+        return copy

@@ -9,9 +9,10 @@ bound as one parameter, upserts that keep a row locked, advisory locks, and "no 
 from __future__ import annotations
 
 import abc
-import json
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
+
+import orjson
 
 ListType = Literal["text", "bigint"]
 """What a list parameter holds (PostgreSQL casts it to an array of that type)."""
@@ -119,7 +120,7 @@ class SqliteDialect(Dialect):
         return f"instr({expression}, ?) > 0"
 
     def list_param(self, values: Sequence[Any]) -> Any:
-        return json.dumps(list(values))
+        return orjson.dumps(list(values)).decode()
 
     def next_in_sequence(self, table: str, column: str) -> str:
         return f"(SELECT coalesce(max({column}), 0) + 1 FROM {table})"

@@ -15,6 +15,8 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
+import orjson
+
 from e2a_gateway.events import (
     Subscription,
     copy_envelope,
@@ -141,7 +143,7 @@ def _encode_copies(folded: list[list[str | None]] | None) -> str | None:
     """The `copies` column: each further copy as [event id, message id, agent, conversation]."""
     if not folded:
         return None
-    return json.dumps(folded, ensure_ascii=False, separators=(",", ":"))
+    return orjson.dumps(folded).decode()
 
 
 def decode_events(
