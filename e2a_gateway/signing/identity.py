@@ -109,11 +109,6 @@ class CopiesClaim:
         }
 
 
-def sign(canonical: str, secret: str) -> str:
-    """Lowercase hex HMAC-SHA256 of `canonical` keyed by the secret's ASCII bytes."""
-    return hmac.new(secret.encode("ascii"), canonical.encode("utf-8"), hashlib.sha256).hexdigest()
-
-
 def body_hash(raw: bytes) -> str:
     """Lowercase hex SHA-256 of the delivered bytes."""
     return hashlib.sha256(raw).hexdigest()

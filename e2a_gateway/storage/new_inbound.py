@@ -67,10 +67,9 @@ class NewInboundMessage:
 
     def copy_for(self, **own: Any) -> NewInboundMessage:
         """This message as another agent's copy: `own` gives the fields of COPY_OWN_FIELDS
-        that differ, the rest are this message's. Made without the frozen dataclass's
-        `__init__`, which sets each of its 21 fields through `object.__setattr__` (2 us a copy,
-        a tenth of what preparing a copy costs the event loop); TypeError for any other
-        field."""
+        that differ, the rest are this message's; TypeError for any other field. Made without
+        the frozen dataclass's `__init__`, which sets each of its 21 fields through
+        `object.__setattr__`: about 2 us a copy, against 0.7."""
         if not own.keys() <= COPY_OWN_FIELDS:
             raise TypeError(f"not a copy's own field: {sorted(own.keys() - COPY_OWN_FIELDS)}")
         copy = object.__new__(NewInboundMessage)
