@@ -19,7 +19,7 @@ from e2a_gateway.attachments import Attachment, attachment_meta_view
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.ids import derived_id, new_id
 from e2a_gateway.rfc5322 import header_section
-from e2a_gateway.storage.base import NewEvent, OutboundMessage, SharedEnvelope
+from e2a_gateway.storage.base import FoldedCopy, NewEvent, OutboundMessage
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 
 SCHEMA_VERSION: Final = "1"
@@ -301,16 +301,20 @@ def event_envelope(
     )
 
 
-def full_envelope(event: NewEvent) -> bytes:
-    """The envelope `event` is sent with (`event_envelope`)."""
-    shared = None if event.shared is None else event.shared.envelope
-    return event_envelope(
-        event.envelope,
-        shared,
-        event.id,
-        event.message_id,
-        event.agent_email,
-        event.conversation_id,
+def copy_event(copy: FoldedCopy) -> NewEvent:
+    """The event a folded copy stands for, with its own envelope (`copy_envelope`)."""
+    first = copy.first
+    return NewEvent(
+        id=copy.id,
+        user_id=first.user_id,
+        type=first.type,
+        agent_email=copy.agent_email,
+        conversation_id=copy.conversation_id,
+        message_id=copy.message_id,
+        created_epoch=first.created_epoch,
+        envelope=copy_envelope(
+            first.envelope, copy.id, copy.message_id, copy.agent_email, copy.conversation_id
+        ),
     )
 
 
@@ -321,7 +325,6 @@ def _message_event(
     event_id: str,
     created: float,
     stored_envelope: bytes,
-    shared: SharedEnvelope | None = None,
 ) -> NewEvent:
     """The event of `event_type` about an inbound message, filed under its agent, conversation
     and id."""
@@ -334,38 +337,21 @@ def _message_event(
         message_id=message.id,
         created_epoch=created,
         envelope=stored_envelope,
-        shared=shared,
-    )
-
-
-def _same_content(first: ReceivedMessage, message: ReceivedMessage) -> bool:
-    """Whether `message`'s `email.received` says what `first`'s does, but for the fields
-    `copy_envelope` puts in."""
-    return (
-        first.raw_message is message.raw_message
-        and first.from_addr == message.from_addr
-        and first.envelope_from == message.envelope_from
-        and first.to == message.to
-        and first.cc == message.cc
-        and first.reply_to == message.reply_to
-        and first.subject == message.subject
-        and first.received_at == message.received_at
-        and first.authentication_results == message.authentication_results
-        and first.attachments == message.attachments
     )
 
 
 class ReceivedEvents:
     """Makes the `email.received` events of a batch of stored messages. The copies of one
-    message for many agents share its raw bytes (the same object) and its time: how its
-    sender authenticated and when it was received are worked out once for them all, and the
-    envelope is made once per account, for its first copy; the further copies' events share it
-    (`NewEvent.shared`)."""
+    message for many agents share its raw bytes and its time: how its sender authenticated
+    and when it was received are worked out once for them all, and a whole event is made once
+    per account, for its first copy; the further copies (equal `content_key`s) are folded into
+    it (`FoldedCopy`)."""
 
     def __init__(self) -> None:
         self._senders: dict[int, tuple[ReceivedMessage, _Sender]] = {}
         self._epochs: dict[str, float] = {}
-        self._firsts: dict[tuple[int, str], tuple[ReceivedMessage, SharedEnvelope]] = {}
+        self._firsts: dict[tuple[Any, ...], dict[str, NewEvent]] = {}
+        self._firsts_by_key_object: dict[int, dict[str, NewEvent]] = {}
 
     def event(self, user_id: str, message: ReceivedMessage, now: float) -> NewEvent:
         """`email.received` for `message`, stored for its agent (`now` dates it only when its
@@ -374,15 +360,30 @@ class ReceivedEvents:
         received = self._epochs.get(message.received_at)
         if received is None:
             received = self._epochs[message.received_at] = _epoch(message.received_at, now)
-        key = (id(message.raw_message), user_id)
-        kept = self._firsts.get(key)
-        if kept is not None and _same_content(kept[0], message):
-            return _message_event(
-                user_id, message, EMAIL_RECEIVED, event_id, received, b"", kept[1]
-            )
         envelope = _received_envelope(message, event_id, self._sender(message))
-        self._firsts[key] = (message, SharedEnvelope(event_id, envelope))
         return _message_event(user_id, message, EMAIL_RECEIVED, event_id, received, envelope)
+
+    def of_copy(
+        self, user_id: str, message: NewInboundMessage, now: float
+    ) -> NewEvent | FoldedCopy:
+        """`email.received` for one agent's copy of a message stored in this batch: folded
+        into the event of an earlier copy for the same account, else a whole event (`event`).
+        Copies are told apart by their content key, hashed once per key object."""
+        key = message.content_key
+        firsts = self._firsts_by_key_object.get(id(key))
+        if firsts is None:
+            firsts = self._firsts_by_key_object[id(key)] = self._firsts.setdefault(key, {})
+        first = firsts.get(user_id)
+        if first is not None:
+            return FoldedCopy(
+                first,
+                derived_event_id(message.id, EMAIL_RECEIVED),
+                message.id,
+                message.agent_email,
+                message.conversation_id,
+            )
+        event = firsts[user_id] = self.event(user_id, message, now)
+        return event
 
     def screened(
         self, user_id: str, message: NewInboundMessage, now: float, *, policy: str

@@ -139,7 +139,7 @@ def make_message(
 
 def test_a_copy_for_another_agent_is_the_message_with_its_own_fields_only() -> None:
     """`copy_for` gives what the constructor gives with the copy's own fields, leaves the
-    first copy as it was, and takes none of the shared fields."""
+    first copy as it was, takes none of the shared fields, and hands on the content key."""
     first = make_message("msg_first", "a@agents.test")
     own = {
         "id": "msg_second",
@@ -153,6 +153,10 @@ def test_a_copy_for_another_agent_is_the_message_with_its_own_fields_only() -> N
     copy = first.copy_for(**own)
     assert copy == replace(first, **own)
     assert (copy.raw_message is first.raw_message) and not copy.delivered
+    # the content key is worked out once and handed on; it tells copies by their shared fields
+    assert copy.content_key is first.content_key
+    assert replace(first, **own).content_key == first.content_key
+    assert replace(first, subject="other").content_key != first.content_key
     assert first == make_message("msg_first", "a@agents.test")
     with pytest.raises(TypeError, match="subject"):
         first.copy_for(subject="changed")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.ids import new_id
@@ -615,22 +615,20 @@ class NewEvent:
     message_id: str | None
     created_epoch: float
     envelope: bytes
-    """The envelope exactly as every channel sends it (redelivery sends these bytes again);
-    empty when `shared` holds it."""
-    shared: SharedEnvelope | None = None
-    """For a further copy's `email.received`: the envelope the copies of its message share,
-    which becomes this event's own with its id, message, agent and conversation put in
-    (`e2a_gateway.events.copy_envelope`). Logged with its first copy's, the event is folded
-    into that event's row."""
+    """The envelope exactly as every channel sends it (redelivery sends these bytes again)."""
 
 
-@dataclass(frozen=True)
-class SharedEnvelope:
-    """The `email.received` envelope of a message's first copy for an account (that event's
-    `id`), which the further copies' events are read from."""
+class FoldedCopy(NamedTuple):
+    """A further copy's `email.received`, logged within the event of its message's `first`
+    copy for the same account: that event's row lists it, `event_copies` finds it by id, and
+    its envelope is the first's with its own id, message, agent and conversation put in
+    (`e2a_gateway.events.copy_envelope`). A tuple: a message for fifty agents makes 49."""
 
+    first: NewEvent
     id: str
-    envelope: bytes
+    message_id: str
+    agent_email: str
+    conversation_id: str | None
 
 
 @dataclass(frozen=True)

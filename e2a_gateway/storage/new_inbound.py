@@ -7,6 +7,7 @@ Its own module because both the storage interface (`base`) and what a commit ann
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from e2a_gateway.attachments import Attachment
@@ -65,13 +66,36 @@ class NewInboundMessage:
         """Whether the message reaches its agent now (neither held for review nor blocked)."""
         return self.hold_expires_at is None and not self.blocked
 
+    @cached_property
+    def content_key(self) -> tuple[Any, ...]:
+        """What the copies of this message for other agents share (all but COPY_OWN_FIELDS),
+        as a key by value: storage keeps one content row for messages with equal keys, and
+        folds their `email.received` events into one row per account. Worked out once, and
+        handed on by `copy_for` to the copies, which hold the same key object."""
+        return (
+            self.raw_message,
+            self.received_at,
+            self.envelope_from,
+            self.from_addr,
+            self.reply_to,
+            self.subject,
+            self.rfc_message_id,
+            self.client_ip,
+            self.helo,
+            tuple(self.to),
+            tuple(self.cc),
+            tuple(self.authentication_results.items()),
+            self.attachments,
+        )
+
     def copy_for(self, **own: Any) -> NewInboundMessage:
         """This message as another agent's copy: `own` gives the fields of COPY_OWN_FIELDS
-        that differ, the rest are this message's; TypeError for any other field. Made without
-        the frozen dataclass's `__init__`, which sets each of its 21 fields through
-        `object.__setattr__`: about 2 us a copy, against 0.7."""
+        that differ, the rest are this message's (its `content_key` too); TypeError for any
+        other field. Made without the frozen dataclass's `__init__`, which sets each of its 21
+        fields through `object.__setattr__`: about 2 us a copy, against 0.7."""
         if not own.keys() <= COPY_OWN_FIELDS:
             raise TypeError(f"not a copy's own field: {sorted(own.keys() - COPY_OWN_FIELDS)}")
+        self.content_key  # worked out before the copy takes this message's fields  # noqa: B018
         copy = object.__new__(NewInboundMessage)
         copy.__dict__.update(self.__dict__)
         copy.__dict__.update(own)

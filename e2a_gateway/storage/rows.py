@@ -470,26 +470,6 @@ def copy_params(
     return (*own_params(message, user_id, cloud), content_seq)
 
 
-def shared_content_key(message: NewInboundMessage, digest: str) -> tuple[Any, ...]:
-    """What the copies of one message for many agents share, as a key (by value): messages
-    with equal keys keep one content row."""
-    return (
-        digest,
-        message.received_at,
-        message.envelope_from,
-        message.from_addr,
-        message.reply_to,
-        message.subject,
-        message.rfc_message_id,
-        message.client_ip,
-        message.helo,
-        tuple(message.to),
-        tuple(message.cc),
-        tuple(message.authentication_results.items()),
-        message.attachments,
-    )
-
-
 OUTBOUND_INSERT_COLUMNS = (
     "id, user_id, agent_email, direction, envelope_from, "
     "from_addr, to_json, cc_json, bcc_json, subject, conversation_id, in_reply_to, "

@@ -20,13 +20,19 @@ import orjson
 from e2a_gateway.events import (
     Subscription,
     copy_envelope,
+    copy_event,
     event_envelope,
-    full_envelope,
     matches,
 )
 from e2a_gateway.ids import new_id
 from e2a_gateway.storage.announcements import JobsAdded
-from e2a_gateway.storage.base import DeliveryCounts, EventFilter, NewEvent, StoredEvent
+from e2a_gateway.storage.base import (
+    DeliveryCounts,
+    EventFilter,
+    FoldedCopy,
+    NewEvent,
+    StoredEvent,
+)
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
@@ -83,18 +89,23 @@ def queue_delivery(
     return delivery_id
 
 
-def record_events(tx: Transaction, events: Sequence[NewEvent]) -> None:
-    """Log `events` and queue a delivery of each to every enabled webhook of its account that
-    it matches; the delivery worker looks once the transaction commits. The further copies'
-    `email.received` events of one message (those with `shared`) are folded into its first
-    copy's row (migration 33), found by their ids through `event_copies`."""
-    first_ids = {event.id for event in events if event.shared is None}
-    copies: dict[str, list[list[str | None]]] = {}
+def record_events(tx: Transaction, events: Sequence[NewEvent | FoldedCopy]) -> None:
+    """Log `events`: each a row of its own, but a further copy's `email.received`
+    (`FoldedCopy`), which is listed in its first copy's row (migration 33) and found by its id
+    through `event_copies`. Queue a delivery of each, in order, to every enabled webhook of its
+    account that it matches; the delivery worker looks once the transaction commits."""
+    whole: list[NewEvent] = []
+    folded: list[FoldedCopy] = []
     for event in events:
-        if event.shared is not None and event.shared.id in first_ids:
-            copies.setdefault(event.shared.id, []).append(
-                [event.id, event.message_id, event.agent_email, event.conversation_id]
-            )
+        if isinstance(event, FoldedCopy):
+            folded.append(event)
+        else:
+            whole.append(event)
+    copies: dict[str, list[list[str | None]]] = {}
+    for copy in folded:
+        copies.setdefault(copy.first.id, []).append(
+            [copy.id, copy.message_id, copy.agent_email, copy.conversation_id]
+        )
     tx.executemany(
         "INSERT INTO events (id, user_id, type, agent_email, conversation_id, message_id, "
         "created_epoch, envelope, copies) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -107,32 +118,38 @@ def record_events(tx: Transaction, events: Sequence[NewEvent]) -> None:
                 event.conversation_id,
                 event.message_id,
                 event.created_epoch,
-                event.envelope if event.shared is None else full_envelope(event),
+                event.envelope,
                 _encode_copies(copies.get(event.id)),
             )
-            for event in events
-            if event.shared is None or event.shared.id not in first_ids
+            for event in whole
         ],
     )
-    if copies:
+    if folded:
         tx.executemany(
             "INSERT INTO event_copies (id, first_id) VALUES (?, ?)",
-            [(copy[0], first_id) for first_id, folded in copies.items() for copy in folded],
+            [(copy.id, copy.first.id) for copy in folded],
         )
-    subscriptions: dict[str, list[Subscription]] = {}
+    subscriptions = {
+        user_id: found
+        for user_id in {event.user_id for event in whole}
+        if (found := _subscriptions(tx, user_id))
+    }
     queued = False
-    for event in events:
-        if event.user_id not in subscriptions:
-            subscriptions[event.user_id] = _subscriptions(tx, event.user_id)
-        if not subscriptions[event.user_id]:
+    for item in events if subscriptions else ():
+        user_id = item.first.user_id if isinstance(item, FoldedCopy) else item.user_id
+        if user_id not in subscriptions:
             continue
+        event = copy_event(item) if isinstance(item, FoldedCopy) else item
         lowered = replace(event, agent_email=(event.agent_email or "").lower())
-        sent: bytes | None = None
-        for subscription in subscriptions[event.user_id]:
+        for subscription in subscriptions[user_id]:
             if matches(subscription, lowered):
-                sent = sent or full_envelope(event)
                 queue_delivery(
-                    tx, subscription.webhook_id, event.id, event.type, sent, event.created_epoch
+                    tx,
+                    subscription.webhook_id,
+                    event.id,
+                    event.type,
+                    event.envelope,
+                    event.created_epoch,
                 )
                 queued = True
     if queued:

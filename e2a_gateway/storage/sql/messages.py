@@ -20,9 +20,11 @@ from e2a_gateway.storage.announcements import MessageStored
 from e2a_gateway.storage.base import (
     Agent,
     ConversationClaim,
+    FoldedCopy,
     InboundMessage,
     InboxPage,
     MessagePage,
+    NewEvent,
     StatusFilter,
     StorageUnavailable,
     StoredEarlier,
@@ -49,7 +51,6 @@ from e2a_gateway.storage.rows import (
     inbox_entries,
     message_page,
     raw_messages_of,
-    shared_content_key,
     value_marks,
 )
 from e2a_gateway.storage.sql.agent_order import page_in_order
@@ -127,7 +128,7 @@ def _store(
             f"INSERT INTO messages ({COPY_INSERT_COLUMNS}) VALUES ({COPY_VALUES})", copy_rows
         )
     _insert_whole(tx, whole_rows)
-    events = []
+    events: list[NewEvent | FoldedCopy] = []
     received = ReceivedEvents()
     for message in messages:
         user_id, cloud, agent_id, gate_policy = owners[message.agent_email]
@@ -138,8 +139,8 @@ def _store(
         if cloud:
             add_job(tx, WEBHOOK_JOB, message.id, now)
         else:
-            tx.announce(MessageStored(agent_id, message))
-        events.append(received.event(user_id, message, now))
+            tx.announce_to_replicas(MessageStored(agent_id, message))
+        events.append(received.of_copy(user_id, message, now))
     record_events(tx, events)
 
 
@@ -147,11 +148,17 @@ def _copies_by_content(
     messages: list[NewInboundMessage], digests: list[str]
 ) -> list[list[tuple[NewInboundMessage, str]]]:
     """`messages` with their digests, the copies of one message for several agents together
-    (equal `shared_content_key`s: the same bytes, sender, recipients, results and time), in
-    the order each message first appears."""
+    (equal `content_key`s: the same bytes, sender, recipients, results and time), in the order
+    each message first appears. A key is hashed once per key object: the copies `copy_for`
+    made share their first copy's."""
     groups: dict[tuple[Any, ...], list[tuple[NewInboundMessage, str]]] = {}
+    by_key_object: dict[int, list[tuple[NewInboundMessage, str]]] = {}
     for message, digest in zip(messages, digests, strict=True):
-        groups.setdefault(shared_content_key(message, digest), []).append((message, digest))
+        key = message.content_key
+        group = by_key_object.get(id(key))
+        if group is None:
+            group = by_key_object[id(key)] = groups.setdefault(key, [])
+        group.append((message, digest))
     return list(groups.values())
 
 
