@@ -171,7 +171,7 @@ class Hub:
     def publish_message(self, agent_id: str, message: NotifiableMessage) -> None:
         """Tell the live subscribers of the agent `agent_id` of `message`, just committed for it
         (`publish` of its notification frame, built only when someone listens)."""
-        if self.subscriber_count(agent_id):
+        if agent_id in self._by_agent and self.subscriber_count(agent_id):
             self.publish(agent_id, notification_frame(message))
 
     def close_subscriptions(self, agent_id: str | None = None) -> None:

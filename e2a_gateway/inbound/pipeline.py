@@ -25,7 +25,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Hub
 from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.approval_replies import ApprovalReplies
-from e2a_gateway.inbound.gate import GateVerdict, aligned_from, gate_verdict
+from e2a_gateway.inbound.gate import aligned_from, gate_verdict
 from e2a_gateway.inbound.identity import copies_claim, delivered_message, produced_here
 from e2a_gateway.inbound.parse import HeaderSummary, attachments_of, summarise_headers
 from e2a_gateway.inbound.postmaster import (
@@ -46,7 +46,7 @@ from e2a_gateway.mailauth.authenticate import RecentSenders, authenticate_from_r
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError
 from e2a_gateway.mailauth.results import AuthResults, without_results_of
 from e2a_gateway.signing.credentials import derive_signing_secret
-from e2a_gateway.signing.identity import CopiesClaim, body_hash
+from e2a_gateway.signing.identity import body_hash
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
 from e2a_gateway.smtp.server import MessageNotStored, RecipientVerdict
 from e2a_gateway.storage.base import Agent, ConversationClaim, StorageUnavailable
@@ -305,13 +305,27 @@ class InboundMailSink:
         )
         secrets = await self._signing_secrets(agent for agent, _ in copies)
         threading = _thread_keys(arrival)
+        if threading is None:  # nothing to thread by: new conversations, no query needed
+            conversations: list[str | None] = [None] * len(copies)
+        else:
+            conversations = [await self._conversation(agent, threading) for agent, _ in copies]
+        # each agent's copy: threaded, its claim signed with its owner's secret, held or flagged
+        # as its gate says; the first made whole, the others from it
         prepared: Prepared = []
-        for (agent, message_id), verdict in zip(copies, verdicts, strict=True):
-            secret = secrets[agent.user_id]
-            first = prepared[0][1] if prepared else None
-            message = await self._prepare(
-                arrival, agent, message_id, verdict, claim, secret, threading, first
-            )
+        for (agent, message_id), verdict, conversation in zip(
+            copies, verdicts, conversations, strict=True
+        ):
+            held_until, reason, blocked = verdict.applied(agent.hitl_ttl_seconds, arrival.now)
+            own = {
+                "id": message_id,
+                "agent_email": agent.email,
+                "conversation_id": conversation,
+                "auth_headers": claim.signed_headers(message_id, secrets[agent.user_id]),
+                "hold_expires_at": held_until,
+                "flag_reason": reason,
+                "blocked": blocked,
+            }
+            message = prepared[0][1].copy_for(**own) if prepared else _first_copy(arrival, own)
             prepared.append((agent, message))
         await self._commit_and_announce(prepared, arrival.now)
         return prepared[0][1].id
@@ -362,62 +376,39 @@ class InboundMailSink:
             log.error("postmaster mail not stored: %s", exc)
             raise MessageNotStored(str(exc)) from exc
 
-    async def _prepare(
-        self,
-        arrival: Arrival,
-        agent: Agent,
-        message_id: str,
-        verdict: GateVerdict,
-        claim: CopiesClaim,
-        secret: str,
-        threading: _ThreadKeys | None,
-        first: NewInboundMessage | None,
-    ) -> NewInboundMessage:
-        """The stored form of the message for one agent: threaded by `threading`, its `claim`
-        signed with its owner's `secret`, held or flagged as the agent's gate says (these three
-        are worked out once for every copy); made from the `first` agent's copy, if any."""
-        held_until, reason, blocked = verdict.applied(agent.hitl_ttl_seconds, arrival.now)
-        own: dict[str, Any] = {
-            "id": message_id,
-            "agent_email": agent.email,
-            "conversation_id": await self._conversation(agent, threading),
-            "auth_headers": claim.signed_headers(message_id, secret),
-            "hold_expires_at": held_until,
-            "flag_reason": reason,
-            "blocked": blocked,
-        }
-        if first is not None:
-            return first.copy_for(**own)
-        headers = arrival.headers
-        return NewInboundMessage(
-            **own,
-            envelope_from=arrival.envelope.mail_from,
-            from_addr=headers.from_addr or arrival.envelope.mail_from.lower(),
-            reply_to=headers.reply_to,
-            to=headers.to,
-            cc=headers.cc,
-            subject=headers.subject,
-            rfc_message_id=headers.message_id,
-            raw_message=arrival.delivered,
-            authentication_results=arrival.authentication_results,
-            received_at=arrival.received_at,
-            client_ip=arrival.peer,
-            helo=arrival.envelope.helo,
-            attachments=arrival.attachments,
-            raw_digest=arrival.body_hash,
-        )
-
-    async def _conversation(self, agent: Agent, threading: _ThreadKeys | None) -> str | None:
+    async def _conversation(self, agent: Agent, threading: _ThreadKeys) -> str | None:
         """delivery.md threading: our own X-E2A-Conversation-Id, else the conversation of the
         first message named by In-Reply-To, then References (newest first), that this agent
         sent or received, else None. Our own id names a conversation of this agent only when
         the sender is already in it or the references lead to it (another tenant's agent
         cannot thread into it)."""
-        if threading is None:
-            return None  # nothing to thread by: a new conversation, no query needed
         return await self._gateway.storage.conversation_for(
             agent.user_id, agent.email, threading.referenced, threading.claim
         )
+
+
+def _first_copy(arrival: Arrival, own: dict[str, Any]) -> NewInboundMessage:
+    """The stored form of `arrival` for its first agent, with that copy's `own` fields (those
+    of COPY_OWN_FIELDS: threaded, signed, held or flagged as its agent's gate says); the
+    further copies are made from it (`NewInboundMessage.copy_for`)."""
+    headers = arrival.headers
+    return NewInboundMessage(
+        **own,
+        envelope_from=arrival.envelope.mail_from,
+        from_addr=headers.from_addr or arrival.envelope.mail_from.lower(),
+        reply_to=headers.reply_to,
+        to=headers.to,
+        cc=headers.cc,
+        subject=headers.subject,
+        rfc_message_id=headers.message_id,
+        raw_message=arrival.delivered,
+        authentication_results=arrival.authentication_results,
+        received_at=arrival.received_at,
+        client_ip=arrival.peer,
+        helo=arrival.envelope.helo,
+        attachments=arrival.attachments,
+        raw_digest=arrival.body_hash,
+    )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,12 @@ import trio
 
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.outbound.bounces import Bounce, Complaint, read_returned_mail
-from e2a_gateway.outbound.return_path import ReturnPath, parse_return_path, return_path_key
+from e2a_gateway.outbound.return_path import (
+    LOCAL_PART_PREFIX,
+    ReturnPath,
+    parse_return_path,
+    return_path_key,
+)
 from e2a_gateway.smtp.protocol import Mailbox
 from e2a_gateway.smtp.server import MessageNotStored
 from e2a_gateway.storage.base import BouncedRecipient, StorageUnavailable
@@ -32,7 +37,10 @@ class ReturnedMail:
         self._key = return_path_key(gateway.server_key)
 
     def return_path(self, mailbox: Mailbox) -> ReturnPath | None:
-        """The outbound message `mailbox` is the authentic return path of, or None."""
+        """The outbound message `mailbox` is the authentic return path of, or None (at once
+        for a local part that does not start like one: every recipient is asked)."""
+        if mailbox.local[: len(LOCAL_PART_PREFIX)].lower() != LOCAL_PART_PREFIX:
+            return None
         return parse_return_path(mailbox.address, self._key)
 
     async def record(self, paths: list[ReturnPath], data: bytes, now: float) -> None:
