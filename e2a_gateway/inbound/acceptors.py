@@ -302,9 +302,11 @@ class _MainProcess:
 
     async def deliver(self, arrival: Arrival) -> str:
         """Have the main process store `arrival` (without the received message, which the
-        delivered form holds, and with its agents' addresses in place of the agents, which the
-        main process looks up again anyway); the first id, or MessageNotStored."""
-        slim = dataclasses.replace(arrival.envelope, data=b"")
+        delivered form holds, nor the envelope's recipients, which storing does not read, and
+        with its agents' addresses in place of the agents, which the main process looks up
+        again anyway); the first id, or MessageNotStored. A message for fifty agents would
+        otherwise cost the main process fifty recipients to unpickle."""
+        slim = dataclasses.replace(arrival.envelope, data=b"", recipients=[])
         addresses = [agent.email for agent in arrival.agents]
         handed = dataclasses.replace(arrival, envelope=slim, agents=[])
         stored: str = await self.call(_DELIVER, handed, addresses)
