@@ -130,6 +130,9 @@ def _store(
     _insert_whole(tx, whole_rows)
     events: list[NewEvent | FoldedCopy] = []
     received = ReceivedEvents()
+    # this process tells its own listeners itself (announce_stored): only other replicas need
+    # to hear of a local agent's message, and a single writer has none
+    tell_replicas = not tx.dialect.single_writer
     for message in messages:
         user_id, cloud, agent_id, gate_policy = owners[message.agent_email]
         if message.flag_reason is not None:  # the agent's gate flagged, held or blocked it
@@ -138,8 +141,8 @@ def _store(
             continue
         if cloud:
             add_job(tx, WEBHOOK_JOB, message.id, now)
-        else:
-            tx.announce_to_replicas(MessageStored(agent_id, message))
+        elif tell_replicas:
+            tx.announce(MessageStored(agent_id, message))
         events.append(received.of_copy(user_id, message, now))
     record_events(tx, events)
 

@@ -106,9 +106,3 @@ class Transaction:
         """Have `announcement` told to this process's commit observer and to the other
         replicas if (and when) the work commits."""
         self.announcements.append(announcement)
-
-    def announce_to_replicas(self, announcement: Announcement) -> None:
-        """`announce` what only the other replicas need to hear (this process tells its own
-        listeners itself): nothing under a single writer, which has no other replicas."""
-        if not self.dialect.single_writer:
-            self.announcements.append(announcement)
