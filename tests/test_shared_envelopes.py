@@ -129,6 +129,57 @@ async def test_copies_read_their_own_envelopes_from_one_row(
     }
 
 
+async def test_webhooks_filtered_by_agent_or_conversation_get_their_copies_events(
+    storage: Storage,  # noqa: F811
+    storage_url: str,  # noqa: F811
+) -> None:
+    """A folded copy's event goes to the webhooks its own agent and conversation match, with
+    its own envelope, in the order the messages were stored (two messages in one batch: each
+    message's copies before the next message's); copies made with `copy_for` (sharing one
+    content key object) fold as those made apart do."""
+    owner = await add_user(storage)
+    agents = [f"bot{number}@agents.example" for number in range(4)]
+    for agent in agents:
+        await storage.add_agent(make_agent(owner, agent))
+    template = await new_webhook(storage, owner, "all_agents")
+    await storage.delete_webhook(owner, template.id)
+    by_agent = replace(template, id="wh_agent", agent_emails=[agents[0], agents[3]])
+    by_conversation = replace(template, id="wh_conversation", conversation_ids=["cnv_c"])
+    for webhook in (by_agent, by_conversation):
+        await storage.add_webhook(webhook, 20)
+    batch: list[NewInboundMessage] = []
+    for name, raw in (("a", RAW), ("b", RAW.replace(b"hi", b"again"))):
+        first = replace(make_message(f"msg_{name}0", agents[0], raw), to=list(agents))
+        batch += [first] + [
+            first.copy_for(id=f"msg_{name}{number}", agent_email=agent, conversation_id=thread)
+            for number, (agent, thread) in enumerate(
+                zip(agents[1:], ["cnv_b", "cnv_c", None], strict=True), start=1
+            )
+        ]
+    await storage.store_inbound(batch, RECEIVED)
+
+    rows = run_sql(storage_url, "SELECT message_id, copies FROM events ORDER BY seq")
+    assert [(row[0], [copy[1] for copy in json.loads(row[1])]) for row in rows] == [
+        ("msg_a0", ["msg_a1", "msg_a2", "msg_a3"]),
+        ("msg_b0", ["msg_b1", "msg_b2", "msg_b3"]),
+    ]
+    queued = run_sql(
+        storage_url, "SELECT webhook_id, event_id, envelope FROM webhook_deliveries ORDER BY seq"
+    )
+    event = {copy.id: derived_event_id(copy.id, "email.received") for copy in batch}
+    assert [(row[0], row[1]) for row in queued] == [
+        (by_agent.id, event["msg_a0"]),
+        (by_conversation.id, event["msg_a2"]),
+        (by_agent.id, event["msg_a3"]),
+        (by_agent.id, event["msg_b0"]),
+        (by_conversation.id, event["msg_b2"]),
+        (by_agent.id, event["msg_b3"]),
+    ]
+    expected = {event[copy.id]: received_envelope(copy) for copy in batch}
+    for _, event_id, envelope in queued:
+        assert bytes(envelope) == expected[event_id]
+
+
 async def test_the_sweep_takes_a_message_s_copies_together(
     storage: Storage,  # noqa: F811
     storage_url: str,  # noqa: F811
