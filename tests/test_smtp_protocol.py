@@ -26,8 +26,14 @@ from e2a_gateway.smtp.protocol import (
     SessionState,
     Timeout,
     TlsRequested,
+    _AddressError,
     _ChunkedContent,
+    _CommandError,
     _MessageReader,
+    _parse_mailbox,
+    _plain_recipient,
+    _split_command_line,
+    _split_path_argument,
 )
 
 HOST = "mx.agents.test"
@@ -581,6 +587,54 @@ def test_recipient_address_is_normalised(path: str, expected: Mailbox) -> None:
     dialogue.send(b"MAIL FROM:<a@example.org> SMTPUTF8\r\n")
     assert dialogue.statuses(f"RCPT TO:<{path}>\r\n".encode()) == ["250 2.1.5"]
     assert dialogue.requested == [expected]
+
+
+_PLAIN_ATOM = r"[!#-'*+\-/-9=?A-Z^-~]+"
+_PLAIN_PATH = re.compile(rf"{_PLAIN_ATOM}(?:\.{_PLAIN_ATOM})*@[A-Za-z0-9.-]+")
+"""What the plain-RCPT shortcut takes, written apart: an ASCII dot-string, "@", a domain."""
+
+
+def _general_recipient(line: bytes) -> Mailbox | None:
+    """The mailbox the general parser reads from a RCPT line without parameters; None when
+    it refuses the line."""
+    try:
+        verb, argument = _split_command_line(line)
+        path, parameters = _split_path_argument(argument, "TO:", "RCPT TO:<address>")
+        if verb != "RCPT" or parameters or not path.isascii():
+            return None
+        return _parse_mailbox(path)
+    except (_CommandError, _AddressError):
+        return None
+
+
+_LOCAL_CHARACTERS = "aZ09.!#$%&'*+-/=?^_`{|}~\"(),:;<>@[\\] \x7f\u00e9"
+_DOMAIN_CHARACTERS = "aZ09.-_[]:\u00e9"
+
+
+@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    verb=st.sampled_from([b"RCPT TO:", b"rcpt to:", b"Rcpt tO:", b"RCPT TO: ", b"RCPT  TO:"]),
+    local=st.text(st.sampled_from(["a", "Z", "0", ".", "+"]), max_size=8)
+    | st.text(_LOCAL_CHARACTERS, max_size=12),
+    domain=st.text(st.sampled_from(["a", "Z", "9", ".", "-"]), max_size=10)
+    | st.text(_DOMAIN_CHARACTERS, max_size=12),
+    tail=st.sampled_from([b"", b"", b" ", b" SIZE=1", b"\r"]),
+)
+def test_plain_recipients_read_as_the_general_parser_reads_them(
+    verb: bytes, local: str, domain: str, tail: bytes
+) -> None:
+    """The shortcut for plain RCPT lines gives the general parser's mailbox, or leaves the
+    line to it; for a plain line it always answers."""
+    line = verb + f"<{local}@{domain}>".encode() + tail + b"\r\n"
+    plain = _plain_recipient(line)
+    general = _general_recipient(line)
+    if plain is not None:
+        assert plain == general
+    plain_form = (
+        verb.upper() == b"RCPT TO:" and not tail and _PLAIN_PATH.fullmatch(local + "@" + domain)
+    )
+    if general is not None and plain_form:
+        assert plain == general
 
 
 @pytest.mark.parametrize(

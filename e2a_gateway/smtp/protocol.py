@@ -520,6 +520,10 @@ class ServerSession:
     def _execute(self, line: bytes) -> None:
         """Run one command line (terminator included), refusing it if it is malformed."""
         try:
+            recipient = _plain_recipient(line)
+            if recipient is not None:
+                self._request_recipient(recipient)
+                return
             verb, argument = _split_command_line(line)
             self._dispatch(verb, argument)
         except _CommandError as error:
@@ -642,7 +646,13 @@ class ServerSession:
             raise _CommandError(555, "5.5.4", f"Unsupported parameter {min(parameters)}")
         if not path.isascii() and not self._transaction.smtputf8:
             raise _CommandError(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
-        mailbox = self._recipient_mailbox(path)
+        self._request_recipient(self._recipient_mailbox(path))
+
+    def _request_recipient(self, mailbox: Mailbox) -> None:
+        """After a well-formed RCPT: ask the shell about `mailbox`, unless the transaction has
+        all the recipients it may have."""
+        if self._state not in (SessionState.MAIL, SessionState.RCPT):
+            raise _CommandError(503, "5.5.1", "Need MAIL command")
         if len(self._transaction.recipients) >= self._limits.max_recipients:
             self._events.append(_reply(452, "4.5.3", "Too many recipients"))
             return
@@ -879,6 +889,27 @@ def _declared_size(parameters: dict[str, str | None]) -> int | None:
     if value is None or not (value.isascii() and value.isdigit()):
         raise _CommandError(501, "5.5.4", "SIZE must be a number of octets")
     return int(value)
+
+
+_PLAIN_RCPT = re.compile(
+    rb"(?i:RCPT TO):<([!#-'*+\-/-9=?A-Z^-~]+(?:\.[!#-'*+\-/-9=?A-Z^-~]+)*)@([A-Za-z0-9.-]+)>\r\n"
+)
+"""`RCPT TO:<local@domain>` in its plainest form, as nearly every client sends it: an ASCII
+dot-string local part, a domain name, no parameters, no spaces."""
+
+
+def _plain_recipient(line: bytes) -> Mailbox | None:
+    """The mailbox of a plain RCPT command line (`_PLAIN_RCPT`), read at once; None for any
+    other line, which the general parser reads (and refuses, if it must). Both give the same
+    mailbox for a plain line (tests/test_smtp_protocol.py checks it)."""
+    plain = _PLAIN_RCPT.fullmatch(line)
+    if plain is None:
+        return None
+    try:
+        domain = _normalise_domain(plain[2].decode("ascii"))
+    except _AddressError:
+        return None
+    return Mailbox(plain[1].decode("ascii"), domain)
 
 
 def _split_command_line(line: bytes) -> tuple[str, str]:
