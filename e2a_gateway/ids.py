@@ -56,6 +56,13 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{time.time_ns() // 1_000_000:012x}{_sequence.next_hex()}"
 
 
+def new_ids(prefix: str, count: int) -> list[str]:
+    """`count` fresh ids made at one instant (`new_id`'s, with one reading of the clock): the
+    copies of one message for many agents."""
+    stamp = f"{prefix}_{time.time_ns() // 1_000_000:012x}"
+    return [f"{stamp}{_sequence.next_hex()}" for _ in range(count)]
+
+
 _TIME_ORDERED = re.compile(r"[a-z]+_([0-9a-f]{12})[0-9a-f]{12}")
 """An id made by `new_id`: its first 12 hex digits are the milliseconds of its making."""
 

@@ -6,7 +6,7 @@ import os
 import re
 import time
 
-from e2a_gateway.ids import new_id
+from e2a_gateway.ids import new_id, new_ids
 
 ID_FORM = re.compile(r"^msg_[0-9a-f]{24}$")
 
@@ -30,6 +30,18 @@ def test_ids_made_later_sort_later_and_never_repeat() -> None:
     second = [new_id("msg") for _ in range(2000)]
     assert len(set(first + second)) == 4000
     assert max(first) < min(second)
+
+
+def test_ids_made_together_share_their_millisecond_and_differ() -> None:
+    """`new_ids`: what a message's copies for many agents are named by."""
+    before = time.time_ns() // 1_000_000
+    made = new_ids("msg", 50)
+    after = time.time_ns() // 1_000_000
+    assert len(made) == len(set(made)) == 50
+    assert all(ID_FORM.match(one) for one in made)
+    assert len({one[4:16] for one in made}) == 1
+    assert before <= int(made[0][4:16], 16) <= after
+    assert new_ids("msg", 0) == []
 
 
 def test_a_forked_child_makes_other_ids_than_its_parent() -> None:

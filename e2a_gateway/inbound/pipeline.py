@@ -23,7 +23,7 @@ from e2a_gateway.attachments import Attachment
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Hub
-from e2a_gateway.ids import new_id
+from e2a_gateway.ids import new_id, new_ids
 from e2a_gateway.inbound.approval_replies import ApprovalReplies
 from e2a_gateway.inbound.gate import aligned_from, gate_verdict
 from e2a_gateway.inbound.identity import copies_claim, delivered_message, produced_here
@@ -240,7 +240,7 @@ class InboundMailSink:
             return new_id("rpl")
         if not agents:
             raise MessageNotStored("every recipient agent was deleted during the transaction")
-        message_ids = [new_id("msg") for _ in agents]
+        message_ids = new_ids("msg", len(agents))
         hostname = self._gateway.settings.smtp.hostname
         hop = smtp_hop(envelope, peer, client_name, hostname, message_ids[0], agents, now)
         if len(envelope.data) <= INLINE_MAX_BYTES:
