@@ -55,6 +55,11 @@ class Dialect(abc.ABC):
         (`list_param`)."""
 
     @abc.abstractmethod
+    def list_values(self, element: ListType) -> str:
+        """A query of the values of a list bound as one parameter (`list_param`), as the
+        column `value`: rows inserted from one list in one statement."""
+
+    @abc.abstractmethod
     def not_in_list(self, expression: str, element: ListType) -> str:
         """The condition that `expression` is none of a list bound as one parameter."""
 
@@ -110,6 +115,9 @@ class SqliteDialect(Dialect):
     def in_list(self, expression: str, element: ListType) -> str:
         return f"{expression} IN (SELECT value FROM json_each(?))"
 
+    def list_values(self, element: ListType) -> str:
+        return "SELECT value FROM json_each(?)"
+
     def not_in_list(self, expression: str, element: ListType) -> str:
         return f"{expression} NOT IN (SELECT value FROM json_each(?))"
 
@@ -154,6 +162,9 @@ class PostgresDialect(Dialect):
 
     def in_list(self, expression: str, element: ListType) -> str:
         return f"{expression} = ANY(?::{element}[])"
+
+    def list_values(self, element: ListType) -> str:
+        return f"SELECT unnest(?::{element}[]) AS value"
 
     def not_in_list(self, expression: str, element: ListType) -> str:
         return f"{expression} <> ALL(?::{element}[])"

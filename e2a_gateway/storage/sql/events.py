@@ -124,10 +124,11 @@ def record_events(tx: Transaction, events: Sequence[NewEvent | FoldedCopy]) -> N
             for event in whole
         ],
     )
-    if folded:
-        tx.executemany(
-            "INSERT INTO event_copies (id, first_id) VALUES (?, ?)",
-            [(copy.id, copy.first.id) for copy in folded],
+    for first_id, entries in copies.items():  # one statement per row, not per copy
+        tx.execute(
+            f"INSERT INTO event_copies (id, first_id) SELECT value, ? "
+            f"FROM ({tx.dialect.list_values('text')}) AS copy_ids",
+            (first_id, tx.dialect.list_param([entry[0] for entry in entries])),
         )
     subscriptions = {
         user_id: found
