@@ -522,6 +522,7 @@ class ServerSession:
         try:
             recipient = _plain_recipient(line)
             if recipient is not None:
+                self._require_transaction()
                 self._request_recipient(recipient)
                 return
             verb, argument = _split_command_line(line)
@@ -638,9 +639,13 @@ class ServerSession:
             raise _CommandError(501, "5.5.4", "BODY must be 7BIT or 8BITMIME")
         return _MailOptions(smtputf8="SMTPUTF8" in parameters, size=_declared_size(parameters))
 
-    def _rcpt(self, argument: str) -> None:
+    def _require_transaction(self) -> None:
+        """Refuse a command that needs a transaction begun by MAIL."""
         if self._state not in (SessionState.MAIL, SessionState.RCPT):
             raise _CommandError(503, "5.5.1", "Need MAIL command")
+
+    def _rcpt(self, argument: str) -> None:
+        self._require_transaction()
         path, parameters = _split_path_argument(argument, "TO:", "RCPT TO:<address>")
         if parameters:
             raise _CommandError(555, "5.5.4", f"Unsupported parameter {min(parameters)}")
@@ -649,10 +654,8 @@ class ServerSession:
         self._request_recipient(self._recipient_mailbox(path))
 
     def _request_recipient(self, mailbox: Mailbox) -> None:
-        """After a well-formed RCPT: ask the shell about `mailbox`, unless the transaction has
-        all the recipients it may have."""
-        if self._state not in (SessionState.MAIL, SessionState.RCPT):
-            raise _CommandError(503, "5.5.1", "Need MAIL command")
+        """After a well-formed RCPT in a transaction: ask the shell about `mailbox`, unless
+        the transaction has all the recipients it may have."""
         if len(self._transaction.recipients) >= self._limits.max_recipients:
             self._events.append(_reply(452, "4.5.3", "Too many recipients"))
             return
@@ -671,8 +674,7 @@ class ServerSession:
     def _data(self, argument: str) -> None:
         if argument:
             raise _CommandError(501, "5.5.4", "Syntax: DATA")
-        if self._state not in (SessionState.MAIL, SessionState.RCPT):
-            raise _CommandError(503, "5.5.1", "Need MAIL command")
+        self._require_transaction()
         if not self._transaction.recipients:
             self._events.append(_reply(554, "5.5.1", "No valid recipients"))
             return
