@@ -20,7 +20,7 @@ from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.ids import derived_id, new_id
 from e2a_gateway.rfc5322 import header_section
 from e2a_gateway.storage.base import FoldedCopy, NewEvent, OutboundMessage
-from e2a_gateway.storage.new_inbound import NewInboundMessage
+from e2a_gateway.storage.new_inbound import ByContent, NewInboundMessage
 
 SCHEMA_VERSION: Final = "1"
 RETENTION_SECONDS: Final = 30 * 24 * 3600.0
@@ -350,8 +350,8 @@ class ReceivedEvents:
     def __init__(self) -> None:
         self._senders: dict[int, tuple[ReceivedMessage, _Sender]] = {}
         self._epochs: dict[str, float] = {}
-        self._firsts: dict[tuple[Any, ...], dict[str, NewEvent]] = {}
-        self._firsts_by_key_object: dict[int, dict[str, NewEvent]] = {}
+        self._firsts: ByContent[dict[str, NewEvent]] = ByContent(dict)
+        """Per content, the whole event of its first copy for each account."""
 
     def event(self, user_id: str, message: ReceivedMessage, now: float) -> NewEvent:
         """`email.received` for `message`, stored for its agent (`now` dates it only when its
@@ -368,11 +368,8 @@ class ReceivedEvents:
     ) -> NewEvent | FoldedCopy:
         """`email.received` for one agent's copy of a message stored in this batch: folded
         into the event of an earlier copy for the same account, else a whole event (`event`).
-        Copies are told apart by their content key, hashed once per key object."""
-        key = message.content_key
-        firsts = self._firsts_by_key_object.get(id(key))
-        if firsts is None:
-            firsts = self._firsts_by_key_object[id(key)] = self._firsts.setdefault(key, {})
+        Copies are told apart by their content key (`ByContent`)."""
+        firsts = self._firsts.of(message)
         first = firsts.get(user_id)
         if first is not None:
             return FoldedCopy(

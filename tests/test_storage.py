@@ -60,7 +60,7 @@ from e2a_gateway.storage.base import (
     jobs_per_kind,
 )
 from e2a_gateway.storage.migrations import load_migrations
-from e2a_gateway.storage.new_inbound import NewInboundMessage
+from e2a_gateway.storage.new_inbound import ByContent, NewInboundMessage
 from e2a_gateway.storage.sql.messages import _inbox_query
 from tests.conftest import make_settings
 from tests.databases import fresh_postgres_database
@@ -162,6 +162,22 @@ def test_a_copy_for_another_agent_is_the_message_with_its_own_fields_only() -> N
         first.copy_for(subject="changed")
     with pytest.raises(dataclasses.FrozenInstanceError):
         copy.id = "msg_third"  # type: ignore[misc]
+
+
+def test_values_by_content_are_shared_by_equal_content_whatever_the_object() -> None:
+    """`ByContent`: a copy made by `copy_for`, an equal message made apart and the first share
+    one value; another content gets its own; values come in the order contents were met."""
+    first = make_message("msg_first", "a@agents.test")
+    other = replace(first, id="msg_other", subject="other")
+    table: ByContent[list[str]] = ByContent(list)
+    for message in (
+        first,
+        other,
+        first.copy_for(id="msg_copy", agent_email="b@agents.test"),
+        replace(first, id="msg_apart", agent_email="c@agents.test"),
+    ):
+        table.of(message).append(message.id)
+    assert table.values() == [["msg_first", "msg_copy", "msg_apart"], ["msg_other"]]
 
 
 async def test_migrations_are_numbered_and_idempotent(storage: Storage) -> None:

@@ -6,9 +6,10 @@ Its own module because both the storage interface (`base`) and what a commit ann
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from e2a_gateway.attachments import Attachment
 
@@ -100,3 +101,33 @@ class NewInboundMessage:
         copy.__dict__.update(self.__dict__)
         copy.__dict__.update(own)
         return copy
+
+
+T = TypeVar("T")
+
+
+class ByContent(Generic[T]):
+    """A value kept per content (equal `content_key`s), made by `new` when a message of that
+    content is first met. A key is hashed once per key object: the copies `copy_for` made share
+    their first copy's, so fifty copies cost one hash, not fifty of a 13-field tuple."""
+
+    def __init__(self, new: Callable[[], T]) -> None:
+        self._new = new
+        self._by_key: dict[tuple[Any, ...], T] = {}
+        self._by_key_object: dict[int, T] = {}
+        """By `id` of the key object; the keys in `_by_key` keep those objects alive."""
+
+    def of(self, message: NewInboundMessage) -> T:
+        """The value kept for `message`'s content."""
+        key = message.content_key
+        value = self._by_key_object.get(id(key))
+        if value is None:
+            value = self._by_key.get(key)
+            if value is None:
+                value = self._by_key[key] = self._new()
+            self._by_key_object[id(key)] = value
+        return value
+
+    def values(self) -> list[T]:
+        """Every value kept, in the order its content was first met."""
+        return list(self._by_key.values())

@@ -29,7 +29,7 @@ from e2a_gateway.storage.base import (
     StorageUnavailable,
     StoredEarlier,
 )
-from e2a_gateway.storage.new_inbound import NewInboundMessage
+from e2a_gateway.storage.new_inbound import ByContent, NewInboundMessage
 from e2a_gateway.storage.rows import (
     CONTENT_INSERT_COLUMNS,
     COPY_INSERT_COLUMNS,
@@ -152,17 +152,11 @@ def _copies_by_content(
 ) -> list[list[tuple[NewInboundMessage, str]]]:
     """`messages` with their digests, the copies of one message for several agents together
     (equal `content_key`s: the same bytes, sender, recipients, results and time), in the order
-    each message first appears. A key is hashed once per key object: the copies `copy_for`
-    made share their first copy's."""
-    groups: dict[tuple[Any, ...], list[tuple[NewInboundMessage, str]]] = {}
-    by_key_object: dict[int, list[tuple[NewInboundMessage, str]]] = {}
+    each message first appears."""
+    groups: ByContent[list[tuple[NewInboundMessage, str]]] = ByContent(list)
     for message, digest in zip(messages, digests, strict=True):
-        key = message.content_key
-        group = by_key_object.get(id(key))
-        if group is None:
-            group = by_key_object[id(key)] = groups.setdefault(key, [])
-        group.append((message, digest))
-    return list(groups.values())
+        groups.of(message).append((message, digest))
+    return groups.values()
 
 
 def _insert_whole(tx: Transaction, rows: list[tuple[Any, ...]]) -> None:
