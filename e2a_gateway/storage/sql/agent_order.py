@@ -29,8 +29,9 @@ def page_in_order(
 ) -> tuple[str, list[Any]]:
     """A condition on `messages_with_content m` keeping the first `limit` messages, in `seq`
     order (descending when `newest_first`), among those `where` keeps (conditions on
-    `messages_with_content m` naming the agent's address, and any bound on `m.seq`), and its
-    parameters (`params` are those of `where`). The caller orders its rows by `m.seq`."""
+    `messages_with_content m` naming the agent's address, and any bound on `m.seq`), followed
+    by the `ORDER BY` that gives them in that order; and its parameters (`params` are those of
+    `where`)."""
     order = "DESC" if newest_first else "ASC"
     unread = _ARM.format(where=where, test=f"= '{UNREAD}'", order=order)
     settled = _ARM.format(where=where, test=f"<> '{UNREAD}'", order=order)
@@ -38,4 +39,4 @@ def page_in_order(
         f"SELECT seq FROM ({unread}) AS unread_mail UNION ALL "
         f"SELECT seq FROM ({settled}) AS settled_mail ORDER BY 1 {order} LIMIT ?"
     )
-    return f"m.seq IN ({merged})", [*params, limit, *params, limit, limit]
+    return f"m.seq IN ({merged}) ORDER BY m.seq {order}", [*params, limit, *params, limit, limit]

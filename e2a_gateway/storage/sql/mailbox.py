@@ -176,10 +176,7 @@ class MailboxSql(Runner):
             where += f" AND m.seq {'<' if filters.newest_first else '>'} ?"
             values.append(after_seq)
         page, values = page_in_order(where, values, limit, newest_first=filters.newest_first)
-        query = (
-            f"SELECT {FILED_COLUMNS} FROM messages_with_content m WHERE {page} "
-            f"ORDER BY m.seq {'DESC' if filters.newest_first else 'ASC'}"
-        )
+        query = f"SELECT {FILED_COLUMNS} FROM messages_with_content m WHERE {page}"
 
         def read(tx: Transaction) -> list[FiledMessage]:
             return _with_labels(tx, tx.all(query, values))

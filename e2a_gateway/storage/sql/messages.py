@@ -185,9 +185,8 @@ def _inbox_query(
     where = f"{IN_INBOX} AND {NOT_TRASHED} AND m.seq > ?"
     params: list[Any] = [user_id, agent_email, after_seq or 0]
     if status == "all":
-        condition, params = page_in_order(where, params, page_size + 1)
-        query = f"SELECT {columns} FROM messages_with_content m WHERE {condition}"
-        return query + " ORDER BY m.seq", params
+        page, params = page_in_order(where, params, page_size + 1)
+        return f"SELECT {columns} FROM messages_with_content m WHERE {page}", params
     query = f"SELECT {columns} FROM messages_with_content m WHERE {where} AND m.status = ?"
     return query + " ORDER BY m.seq LIMIT ?", [*params, status, page_size + 1]
 
