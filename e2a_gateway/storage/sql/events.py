@@ -95,17 +95,14 @@ def record_events(tx: Transaction, events: Sequence[NewEvent | FoldedCopy]) -> N
     through `event_copies`. Queue a delivery of each, in order, to every enabled webhook of its
     account that it matches; the delivery worker looks once the transaction commits."""
     whole: list[NewEvent] = []
-    folded: list[FoldedCopy] = []
+    copies: dict[str, list[list[str | None]]] = {}
     for event in events:
         if isinstance(event, FoldedCopy):
-            folded.append(event)
+            copies.setdefault(event.first.id, []).append(
+                [event.id, event.message_id, event.agent_email, event.conversation_id]
+            )
         else:
             whole.append(event)
-    copies: dict[str, list[list[str | None]]] = {}
-    for copy in folded:
-        copies.setdefault(copy.first.id, []).append(
-            [copy.id, copy.message_id, copy.agent_email, copy.conversation_id]
-        )
     tx.executemany(
         "INSERT INTO events (id, user_id, type, agent_email, conversation_id, message_id, "
         "created_epoch, envelope, copies) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -126,7 +123,7 @@ def record_events(tx: Transaction, events: Sequence[NewEvent | FoldedCopy]) -> N
     )
     for first_id, entries in copies.items():  # one statement per row, not per copy
         tx.execute(
-            f"INSERT INTO event_copies (id, first_id) SELECT value, ? "
+            "INSERT INTO event_copies (id, first_id) SELECT value, ? "
             f"FROM ({tx.dialect.list_values('text')}) AS copy_ids",
             (first_id, tx.dialect.list_param([entry[0] for entry in entries])),
         )
