@@ -53,14 +53,19 @@ os.register_at_fork(after_in_child=_renew_after_fork)
 
 def new_id(prefix: str) -> str:
     """A fresh id such as `msg_019ad3f2c1a87e4b09d2c6f1`: time-ordered, then unpredictable."""
-    return f"{prefix}_{time.time_ns() // 1_000_000:012x}{_sequence.next_hex()}"
+    return f"{_stamped(prefix)}{_sequence.next_hex()}"
 
 
 def new_ids(prefix: str, count: int) -> list[str]:
     """`count` fresh ids made at one instant (`new_id`'s, with one reading of the clock): the
     copies of one message for many agents."""
-    stamp = f"{prefix}_{time.time_ns() // 1_000_000:012x}"
+    stamp = _stamped(prefix)
     return [f"{stamp}{_sequence.next_hex()}" for _ in range(count)]
+
+
+def _stamped(prefix: str) -> str:
+    """`prefix`, "_" and the milliseconds since the Unix epoch now, as 12 hex digits."""
+    return f"{prefix}_{time.time_ns() // 1_000_000:012x}"
 
 
 _TIME_ORDERED = re.compile(r"[a-z]+_([0-9a-f]{12})[0-9a-f]{12}")
