@@ -95,9 +95,17 @@ class SmtpClient:
         await self.expect(code)
 
     async def expect(self, code: bytes) -> None:
-        reply = await self._reply()
-        if not reply.startswith(code):
-            raise RuntimeError(f"expected {code.decode()}, got {reply[:200]!r}")
+        await self.expect_all([code])
+
+    async def expect_all(self, codes: list[bytes]) -> None:
+        """Read one reply per code, in order, within one REPLY_SECONDS deadline: a pipelined
+        group's replies are read as one answer, as an MTA's client reads them (one deadline per
+        reply would cost the load generator a cancel scope per recipient)."""
+        with trio.fail_after(REPLY_SECONDS):
+            for code in codes:
+                reply = await self._reply()
+                if not reply.startswith(code):
+                    raise RuntimeError(f"expected {code.decode()}, got {reply[:200]!r}")
 
     async def send_message(
         self, sender: str, recipient: str | list[str], message: bytes, *, pipelining: bool = False
@@ -110,8 +118,7 @@ class SmtpClient:
         rcpts = [f"RCPT TO:<{address}>\r\n".encode() for address in recipients]
         if pipelining:
             await self._stream.send_all(mail + b"".join(rcpts) + b"DATA\r\n")
-            for code in (b"250", *(b"250" for _ in rcpts), b"354"):
-                await self.expect(code)
+            await self.expect_all([b"250", *(b"250" for _ in rcpts), b"354"])
         else:
             await self.command(mail, b"250")
             for line in rcpts:
@@ -128,21 +135,21 @@ class SmtpClient:
         await self._stream.aclose()
 
     async def _reply(self) -> bytes:
-        with trio.fail_after(REPLY_SECONDS):
-            start = 0
-            while True:
-                end = self._buffer.find(b"\r\n", start)
-                if end == -1:
-                    data = await self._stream.receive_some(RECEIVE_BYTES)
-                    if not data:
-                        raise RuntimeError("server closed the connection")
-                    self._buffer += data
-                    continue
-                if self._buffer[start + 3 : start + 4] != b"-":
-                    reply = bytes(self._buffer[: end + 2])
-                    del self._buffer[: end + 2]
-                    return reply
-                start = end + 2
+        """The next whole reply (its continuation lines too); the caller bounds the wait."""
+        start = 0
+        while True:
+            end = self._buffer.find(b"\r\n", start)
+            if end == -1:
+                data = await self._stream.receive_some(RECEIVE_BYTES)
+                if not data:
+                    raise RuntimeError("server closed the connection")
+                self._buffer += data
+                continue
+            if self._buffer[start + 3 : start + 4] != b"-":
+                reply = bytes(self._buffer[: end + 2])
+                del self._buffer[: end + 2]
+                return reply
+            start = end + 2
 
 
 async def closed_loop(
