@@ -337,7 +337,7 @@ def print_rows(rows: list[Row], pair_ratios: list[float]) -> None:
             else [ratio] * 3
         )
         measured = (
-            f"{ratio:.2f}x, the median of {len(pair_ratios)} interleaved pairs (quartiles "
+            f"{ratio:.3f}x, the median of {len(pair_ratios)} interleaved pairs (quartiles "
             f"{low:.2f}-{high:.2f}; {measured})"
         )
     verdict = "PASS" if ratio >= 0.5 else "MISS"
