@@ -93,34 +93,43 @@ CREATE INDEX events_user ON events(user_id, seq);
 
 
 def arrival(agents: int, number: int) -> list[NewInboundMessage]:
-    """The copies of one 100 KB message (its own bytes and Message-ID) for the first `agents`."""
+    """The copies of one 100 KB message (its own bytes and Message-ID) for the first `agents`,
+    made as the gateway makes them: the first whole, each further one from it (`copy_for`)
+    with its own id, agent and signed headers."""
     raw = RAW + str(number).encode()
     received = format_timestamp(time.time())
     results = {"spf": "pass", "dkim": "none", "dmarc": "pass"}
-    return [
-        NewInboundMessage(
-            id=new_id("msg"),
-            agent_email=agent,
-            envelope_from="s@example.org",
-            from_addr="s@example.org",
-            reply_to=None,
-            to=[AGENTS[0]],
-            cc=[],
-            subject="bench",
-            conversation_id=None,
-            rfc_message_id=f"<{number}@example.org>",
-            raw_message=raw,
-            auth_headers={
-                **{f"X-E2A-Auth-{name}": "v" * 40 for name in SIGNED},
-                "X-E2A-Auth-Signature": new_id("sig"),
-            },
-            authentication_results=results,
-            received_at=received,
-            client_ip="127.0.0.1",
-            helo="load.example",
-        )
-        for agent in AGENTS[:agents]
+    first = NewInboundMessage(
+        id=new_id("msg"),
+        agent_email=AGENTS[0],
+        envelope_from="s@example.org",
+        from_addr="s@example.org",
+        reply_to=None,
+        to=[AGENTS[0]],
+        cc=[],
+        subject="bench",
+        conversation_id=None,
+        rfc_message_id=f"<{number}@example.org>",
+        raw_message=raw,
+        auth_headers=signed_headers(),
+        authentication_results=results,
+        received_at=received,
+        client_ip="127.0.0.1",
+        helo="load.example",
+    )
+    further = [
+        first.copy_for(id=new_id("msg"), agent_email=agent, auth_headers=signed_headers())
+        for agent in AGENTS[1:agents]
     ]
+    return [first, *further]
+
+
+def signed_headers() -> dict[str, str]:
+    """A copy's X-E2A-Auth-* headers: values of the signed claim's length, its own signature."""
+    return {
+        **{f"X-E2A-Auth-{name}": "v" * 40 for name in SIGNED},
+        "X-E2A-Auth-Signature": new_id("sig"),
+    }
 
 
 def cpu_seconds() -> float:
