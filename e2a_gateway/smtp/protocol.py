@@ -1185,11 +1185,11 @@ class _MessageReader:
         content = lines.replace(b"\r\n.", b"\r\n") if stuffed else lines
         if content.startswith(b"."):
             content = content[1:]
-        lengths = content.splitlines()  # at CRLF, and at a CR or LF alone
-        if len(content) - len(b"".join(lengths)) != 2 * len(lengths):  # a CR or LF alone
+        texts = content.splitlines()  # the lines without their endings: split at CRLF, CR or LF
+        if len(content) - len(b"".join(texts)) != 2 * len(texts):  # a CR or LF stood alone
             self._problems.add(_ContentProblem.BARE_LINE_ENDING)
-            lengths = content.split(b"\r\n")  # a line is what lies between CRLFs
-        if max(map(len, lengths)) + 2 > self._max_line_length:
+            texts = content.split(b"\r\n")  # a line is what lies between CRLFs
+        if max(map(len, texts)) + 2 > self._max_line_length:
             self._problems.add(_ContentProblem.LINE_TOO_LONG)
         self._size += len(content)
         if self._size > self._max_message_bytes:
