@@ -152,6 +152,49 @@ class SmtpClient:
             start = end + 2
 
 
+_FAILURES = (RuntimeError, OSError, trio.BrokenResourceError, trio.TooSlowError)
+
+
+class _MeasuredRun:
+    """One run's clock and tally: transactions completed between the end of the warm-up and
+    the end of the run count, each with its DATA-to-250 latency."""
+
+    def __init__(
+        self,
+        message: bytes,
+        recipient: str | list[str],
+        *,
+        warmup: float,
+        duration: float,
+        pipelining: bool,
+    ) -> None:
+        self.result = LoadResult(seconds=duration)
+        self.begin = time.perf_counter() + warmup
+        self.end = self.begin + duration
+        self._message = message
+        self._recipient = recipient
+        self._pipelining = pipelining
+
+    def running(self) -> bool:
+        """Whether the run's time is not up yet."""
+        return time.perf_counter() < self.end
+
+    async def send(self, client: SmtpClient) -> bool:
+        """One transaction on `client`, counted when it ends within the measured time; False
+        (and a failure counted) when it failed, which leaves the session unusable."""
+        try:
+            latency = await client.send_message(
+                SENDER, self._recipient, self._message, pipelining=self._pipelining
+            )
+        except _FAILURES:
+            self.result.failures += 1
+            return False
+        if self.begin <= time.perf_counter() <= self.end:
+            self.result.messages += 1
+            self.result.latencies.append(latency)
+        return True
+
+
 async def closed_loop(
     port: int,
     sessions: int,
@@ -166,45 +209,78 @@ async def closed_loop(
     """`sessions` clients each sending as fast as the server answers; measured after warm-up.
     With `per_connection`, each message goes over a connection of its own; with `pipelining`
     each transaction's commands up to DATA go in one write."""
-    result = LoadResult()
-    begin = time.perf_counter() + warmup
-    end = begin + duration
-    failures = (RuntimeError, OSError, trio.BrokenResourceError, trio.TooSlowError)
+    run = _MeasuredRun(message, recipient, warmup=warmup, duration=duration, pipelining=pipelining)
 
-    async def send(client: SmtpClient) -> bool:
-        try:
-            latency = await client.send_message(SENDER, recipient, message, pipelining=pipelining)
-        except failures:
-            result.failures += 1
-            return False
-        if begin <= time.perf_counter() <= end:
-            result.messages += 1
-            result.latencies.append(latency)
-        return True
-
-    async def run() -> None:
+    async def session() -> None:
         if not per_connection:
             client = await SmtpClient.connect(port)
-            while time.perf_counter() < end and await send(client):
+            while run.running() and await run.send(client):
                 pass
             await client.close()
             return
-        while time.perf_counter() < end:
+        while run.running():
             try:
                 client = await SmtpClient.connect(port)
-            except failures:
-                result.failures += 1
+            except _FAILURES:
+                run.result.failures += 1
                 return
-            sent = await send(client)
+            sent = await run.send(client)
             await client.close()
             if not sent:
                 return
 
     async with trio.open_nursery() as nursery:
         for _ in range(sessions):
-            nursery.start_soon(run)
-    result.seconds = duration
-    return result
+            nursery.start_soon(session)
+    return run.result
+
+
+async def _send_until_over(run: _MeasuredRun, client: SmtpClient, broken: list[SmtpClient]) -> None:
+    """Send on `client` until `run` is over; add it to `broken` if a transaction failed."""
+    while run.running():
+        if not await run.send(client):
+            broken.append(client)
+            return
+
+
+async def kept_sessions_in_turn(
+    port: int,
+    sessions: int,
+    message: bytes,
+    recipient_sets: list[list[str]],
+    *,
+    warmup: float,
+    duration: float,
+    pipelining: bool = False,
+) -> list[LoadResult]:
+    """`closed_loop` over `sessions` kept-open connections for each of `recipient_sets` in
+    turn, on the same connections: the runs differ in their recipients alone, not in which of
+    the gateway's processes the kernel gave the connections to. A session whose transaction
+    failed sits out the runs after it."""
+    clients: list[SmtpClient] = []
+
+    async def connect() -> None:
+        clients.append(await SmtpClient.connect(port))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(sessions):
+            nursery.start_soon(connect)
+    results = []
+    try:
+        for recipients in recipient_sets:
+            run = _MeasuredRun(
+                message, recipients, warmup=warmup, duration=duration, pipelining=pipelining
+            )
+            broken: list[SmtpClient] = []
+            async with trio.open_nursery() as nursery:
+                for client in clients:
+                    nursery.start_soon(_send_until_over, run, client, broken)
+            clients = [client for client in clients if client not in broken]
+            results.append(run.result)
+    finally:
+        for client in clients:
+            await client.close()
+    return results
 
 
 async def fixed_rate(

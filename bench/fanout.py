@@ -20,8 +20,10 @@ The ratio itself is then measured again in `--pairs` (8) short interleaved pairs
 then fifty, `--pair-seconds` (1.5) each: the machine's speed drifts by 10-30 % from one run to
 the next (a fixed Python loop here takes 0.26-0.38 s), and two runs of the same build have
 differed by 0.08 in the ratio, so a ratio of two rates measured half a minute apart says little
-on its own. Each pair's two rates are measured seconds apart; the verdict takes the median of
-the pairs' ratios and prints their quartiles beside it.
+on its own. Each pair's two rates are measured seconds apart, and with kept-open sessions over
+the same ten connections: which process the kernel gave them to moves both rates of a pair
+alike, not one of them. The verdict takes the median of the pairs' ratios and prints their
+quartiles beside it.
 
 Run: `.venv/bin/python bench/fanout.py [--seconds 4] [--rounds 2] [--pairs 8] [--sessions 10]
 [--per-connection]` (about a minute and a half).
@@ -64,7 +66,7 @@ from bench._gateway_process import (
     tree_cpu_seconds,
 )
 from bench._quiet_dns import QuietDns
-from bench._smtp_load import LoadResult, closed_loop, make_message
+from bench._smtp_load import LoadResult, closed_loop, kept_sessions_in_turn, make_message
 
 RECIPIENTS = (1, 10, 50)
 SESSIONS = 10
@@ -254,8 +256,29 @@ def main() -> None:
                         flush=True,
                     )
             fewest, most = RECIPIENTS[0], RECIPIENTS[-1]
+
+            def load_pair() -> list[LoadResult]:
+                """One agent, then fifty: over the same kept-open connections, or, one message
+                per connection, each run on connections of its own."""
+                if args.per_connection:
+                    return [
+                        load(count, args.pair_seconds, PAIR_WARM_UP) for count in (fewest, most)
+                    ]
+                return trio.run(
+                    partial(
+                        kept_sessions_in_turn,
+                        gateway.smtp_port,
+                        args.sessions,
+                        message,
+                        [agents[:fewest], agents[:most]],
+                        warmup=PAIR_WARM_UP,
+                        duration=args.pair_seconds,
+                        pipelining=True,
+                    )
+                )
+
             for _ in range(args.pairs):
-                pair = [load(count, args.pair_seconds, PAIR_WARM_UP) for count in (fewest, most)]
+                pair = load_pair()
                 rows[fewest].failures += pair[0].failures
                 rows[most].failures += pair[1].failures
                 single, widest = pair[0].rate, pair[1].rate
