@@ -12,6 +12,7 @@ builds carries a placeholder that each transaction fills with a fresh id of the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -130,7 +131,8 @@ class SmtpClient:
         return time.perf_counter() - sent
 
     async def close(self) -> None:
-        with trio.move_on_after(1):
+        """QUIT (not waiting for its reply; skipped when the connection is broken) and close."""
+        with trio.move_on_after(1), contextlib.suppress(trio.BrokenResourceError, OSError):
             await self._stream.send_all(b"QUIT\r\n")
         await self._stream.aclose()
 
@@ -265,7 +267,7 @@ async def kept_sessions_in_turn(
     async with trio.open_nursery() as nursery:
         for _ in range(sessions):
             nursery.start_soon(connect)
-    results = []
+    results: list[LoadResult] = []
     try:
         for recipients in recipient_sets:
             run = _MeasuredRun(
@@ -275,7 +277,9 @@ async def kept_sessions_in_turn(
             async with trio.open_nursery() as nursery:
                 for client in clients:
                     nursery.start_soon(_send_until_over, run, client, broken)
-            clients = [client for client in clients if client not in broken]
+            for client in broken:
+                clients.remove(client)
+                await client.close()
             results.append(run.result)
     finally:
         for client in clients:
