@@ -19,6 +19,7 @@ import trio
 import trio.testing
 import trustme
 
+from e2a_gateway.smtp import server as smtp_server
 from e2a_gateway.smtp.protocol import Envelope, Mailbox, SessionLimits
 from e2a_gateway.smtp.server import (
     ListenerLimits,
@@ -290,6 +291,40 @@ async def test_session_is_logged_in_one_line_without_the_body(
         "messages=[from=<sender@example.org> to=<alice@agents.test> queued as msg_1] "
         "refused=[<nobody@agents.test> 550 5.1.1] end=221 2.0.0 mx.agents.test closing connection"
     )
+
+
+async def test_a_long_session_logs_a_line_for_each_full_set_of_entries(
+    port: int, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An MTA keeping its connection for many messages: the session's list is logged and
+    emptied each time it holds SESSION_LOG_ENTRIES, nothing left out, the rest at the end."""
+    monkeypatch.setattr(smtp_server, "SESSION_LOG_ENTRIES", 3)
+    caplog.set_level(logging.INFO, logger="e2a.smtp")
+    transaction = b"MAIL FROM:<sender@example.org>\r\nRCPT TO:<alice@agents.test>\r\n"
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        await client.send(b"EHLO client.example\r\n")
+        await client.reply()
+        for number in range(4):
+            refused = b"RCPT TO:<nobody@agents.test>\r\n" if number == 1 else b""
+            await client.send(transaction + refused + b"DATA\r\n")
+            await client.replies(4 if refused else 3)
+            await client.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n")
+            assert (await client.reply()).startswith(b"250 ")
+        await client.send(b"QUIT\r\n")
+        await client.rest()
+        await client.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+    lines = [record.getMessage() for record in caplog.records]
+    prefix = "SMTP session client=127.0.0.1 helo='client.example' tls=no "
+    accepted = "from=<sender@example.org> to=<alice@agents.test> queued as msg_{}"
+    assert lines == [
+        f"{prefix}messages=[{accepted.format(1)}; {accepted.format(2)}] "
+        "refused=[<nobody@agents.test> 550 5.1.1] end=continues",
+        f"{prefix}messages=[{accepted.format(3)}; {accepted.format(4)}] refused=[] "
+        "end=221 2.0.0 mx.agents.test closing connection",
+    ]
 
 
 async def test_idle_client_is_disconnected(nursery: trio.Nursery, sink: MemorySink) -> None:

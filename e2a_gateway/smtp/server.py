@@ -58,6 +58,11 @@ _GOODBYE_SECONDS = 1.0
 """How long a client turned away (limits, expired grace period) gets to read its 421."""
 _ACCEPT_RETRY_SECONDS = 0.1
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+SESSION_LOG_ENTRIES = 100
+"""Messages and refused recipients one session log line lists at most. A session that keeps
+its connection for more (an MTA sending a queue's mail) logs a line for each hundred as it
+goes, `end=continues`, so a long-lived session holds no growing list and no line grows without
+bound."""
 
 
 class RecipientVerdict(enum.Enum):
@@ -583,6 +588,7 @@ class _ClientConnection:
         self._refused_recipients.append(
             f"<{redact_reply_tokens(mailbox.address)}> {code} {enhanced}"
         )
+        self._log_when_full()
 
     async def _recipient_verdict(self, mailbox: Mailbox) -> RecipientVerdict:
         if mailbox.domain.startswith("["):
@@ -604,12 +610,21 @@ class _ClientConnection:
             self._session.message_accepted(queue_id)
             self._observer.message_accepted()
             self._messages.append(f"{summary} queued as {queue_id}")
+            self._log_when_full()
             return
         self._observer.mail_rejected("not_stored")
         self._session.message_failed(451, "4.3.0", "Temporary storage failure, try again later")
         self._messages.append(f"{summary} not stored")
+        self._log_when_full()
 
-    def _log_session(self) -> None:
+    def _log_when_full(self) -> None:
+        """Log what the session did so far once it fills a line (SESSION_LOG_ENTRIES)."""
+        if len(self._messages) + len(self._refused_recipients) >= SESSION_LOG_ENTRIES:
+            self._log_session("continues")
+
+    def _log_session(self, end: str | None = None) -> None:
+        """One line for the session's messages and refused recipients since its last line;
+        `end` says how it ended (or that it continues)."""
         logger.info(
             "SMTP session client=%s helo=%r tls=%s messages=[%s] refused=[%s] end=%s",
             self.peer,
@@ -617,8 +632,10 @@ class _ClientConnection:
             self._tls_version or "no",
             "; ".join(self._messages),
             "; ".join(self._refused_recipients),
-            self._end or "server shutdown",
+            end or self._end or "server shutdown",
         )
+        self._messages.clear()
+        self._refused_recipients.clear()
 
 
 def _release(counts: collections.Counter[str], key: str) -> None:
