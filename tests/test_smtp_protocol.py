@@ -623,13 +623,15 @@ _DOMAIN_CHARACTERS = "aZ09.-_[]:\u00e9"
 def test_plain_recipients_read_as_the_general_parser_reads_them(
     verb: bytes, local: str, domain: str, tail: bytes
 ) -> None:
-    """The shortcut for plain RCPT lines gives the general parser's mailbox, or leaves the
-    line to it; for a plain line it always answers."""
+    """The shortcut for plain RCPT lines gives the general parser's mailbox (with the same
+    address, which the shortcut makes at once), or leaves the line to it; for a plain line it
+    always answers."""
     line = verb + f"<{local}@{domain}>".encode() + tail + b"\r\n"
     plain = _plain_recipient(line)
     general = _general_recipient(line)
     if plain is not None:
         assert plain == general
+        assert general is not None and plain.address == general.address
     plain_form = (
         verb.upper() == b"RCPT TO:" and not tail and _PLAIN_PATH.fullmatch(local + "@" + domain)
     )

@@ -114,22 +114,22 @@ class InboundMailSink:
         self._approval_replies = ApprovalReplies(gateway)
         self._returned = ReturnedMail(gateway)
 
-    async def _serves_domain(self, domain: str) -> bool:
-        if self._gateway.is_shared_domain(domain):
-            return True
-        return await self._gateway.storage.is_served_domain(domain)
-
     async def check_recipient(self, mailbox: Mailbox) -> RecipientVerdict:
         """ACCEPT a registered agent, postmaster on our domains and at `smtp.hostname`, and a
         stored notice's reply address (`approvals+<token>@<smtp.hostname>`); UNKNOWN_USER for
         anyone else on our domains and at that host, RELAY_DENIED elsewhere."""
-        reply_verdict = await self._approval_replies.check_recipient(mailbox)
-        if reply_verdict is not None:
-            return reply_verdict
+        domain = mailbox.domain
         postmaster = names_postmaster(mailbox)
-        if postmaster and is_own_hostname(self._gateway.settings, mailbox.domain):
-            return RecipientVerdict.ACCEPT
-        if not await self._serves_domain(mailbox.domain):
+        if is_own_hostname(self._gateway.settings, domain):  # where reply addresses live
+            reply_verdict = await self._approval_replies.check_recipient(mailbox)
+            if reply_verdict is not None:
+                return reply_verdict
+            if postmaster:
+                return RecipientVerdict.ACCEPT
+        if not (
+            self._gateway.is_shared_domain(domain)
+            or await self._gateway.storage.is_served_domain(domain)
+        ):
             return RecipientVerdict.RELAY_DENIED
         if postmaster or self._returned.return_path(mailbox) is not None:
             return RecipientVerdict.ACCEPT

@@ -55,4 +55,6 @@ def token_in_local_part(local_part: str) -> str | None:
 def redact_reply_tokens(text: str) -> str:
     """`text` (a log line's addresses) with every reply address's token replaced by `…`:
     tokens are secrets and never logged."""
+    if "+" not in text:  # no reply address: the common case, a session's every message
+        return text
     return _IN_ADDRESS.sub(r"\1…", text)

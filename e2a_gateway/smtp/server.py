@@ -570,7 +570,10 @@ class _ClientConnection:
     async def _decide_recipient(self, mailbox: Mailbox) -> None:
         verdict: RecipientVerdict | None
         try:
-            verdict = await self._recipient_verdict(mailbox)
+            if mailbox.domain.startswith("["):
+                verdict = RecipientVerdict.RELAY_DENIED  # an address literal is never ours
+            else:
+                verdict = await self._sink.check_recipient(mailbox)
         except Exception:
             logger.exception("SMTP client %s: checking <%s> failed", self.peer, mailbox.address)
             verdict = None
@@ -589,11 +592,6 @@ class _ClientConnection:
             f"<{redact_reply_tokens(mailbox.address)}> {code} {enhanced}"
         )
         self._log_when_full()
-
-    async def _recipient_verdict(self, mailbox: Mailbox) -> RecipientVerdict:
-        if mailbox.domain.startswith("["):
-            return RecipientVerdict.RELAY_DENIED  # an address literal is never one of our domains
-        return await self._sink.check_recipient(mailbox)
 
     async def _deliver(self, envelope: Envelope) -> None:
         recipients = redact_reply_tokens(

@@ -215,7 +215,11 @@ class AgentsSql(Runner):
         return await self._write(purge, changes_routing=True)
 
     async def find_agent(self, email: str) -> Agent | None:
-        """The agent in service at `email` whoever owns it: for routing inbound mail only."""
+        """The agent in service at `email` whoever owns it: for routing inbound mail only
+        (asked for every recipient of every message: a remembered agent is answered here)."""
+        remembered = self._remembered(("agent", email))
+        if isinstance(remembered, Agent):
+            return remembered
 
         def read(tx: Transaction) -> Agent | None:
             row = tx.first(
