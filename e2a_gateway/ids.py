@@ -6,8 +6,9 @@ their end, as they take `seq`: one message stored for fifty agents touches a pag
 each id index instead of fifty scattered ones. No id is a secret (every read is scoped by its
 owner in the query; return paths carry their own MAC).
 
-The 48 bits are BLAKE2b, keyed by 32 random bytes drawn once per process, of a counter: as
-unpredictable as fresh random bytes, and unique within the process, without a system call per
+The 48 bits are BLAKE2b, keyed by 32 random bytes drawn once per process, of a counter (ten
+pieces of one 64-byte digest when many ids are made at once): as unpredictable as fresh random
+bytes, and distinct within the process as far as 48 random bits are, without a system call per
 id (a mail to fifty agents makes a hundred ids on the event loop, and each `os.urandom` call
 let the writer thread take the interpreter from it). A forked child draws its own key.
 
@@ -25,6 +26,11 @@ import time
 
 RANDOM_BYTES = 6
 _KEY_BYTES = 32
+_HASH_BYTES = 64
+"""BLAKE2b's longest digest."""
+_HEX = 2 * RANDOM_BYTES
+_PIECES = range(0, 2 * _HASH_BYTES - _HEX + 1, _HEX)
+"""Where each value starts in one digest's hex: ten values of RANDOM_BYTES a hash."""
 
 
 class _Sequence:
@@ -38,6 +44,21 @@ class _Sequence:
         """The next value, RANDOM_BYTES as hex."""
         number = next(self.counter).to_bytes(8, "little")
         return hashlib.blake2b(number, key=self.key, digest_size=RANDOM_BYTES).hexdigest()
+
+    def next_hexes(self, count: int) -> list[str]:
+        """`count` next values: each BLAKE2b of the counter gives _PER_HASH of them (its 64
+        bytes cut in RANDOM_BYTES pieces), so the ids of a message's copies for fifty agents
+        cost five hashes, not fifty (12 us instead of 46). One or two values cost less a
+        short hash each."""
+        if count < 3:
+            return [self.next_hex() for _ in range(count)]
+        values: list[str] = []
+        while len(values) < count:
+            number = next(self.counter).to_bytes(8, "little")
+            block = hashlib.blake2b(number, key=self.key, digest_size=_HASH_BYTES).hexdigest()
+            values += [block[start : start + _HEX] for start in _PIECES]
+        del values[count:]
+        return values
 
 
 _sequence = _Sequence()
@@ -60,7 +81,7 @@ def new_ids(prefix: str, count: int) -> list[str]:
     """`count` fresh ids made at one instant (`new_id`'s, with one reading of the clock): the
     copies of one message for many agents."""
     stamp = _stamped(prefix)
-    return [f"{stamp}{_sequence.next_hex()}" for _ in range(count)]
+    return [f"{stamp}{value}" for value in _sequence.next_hexes(count)]
 
 
 def _stamped(prefix: str) -> str:

@@ -6,6 +6,8 @@ import os
 import re
 import time
 
+import pytest
+
 from e2a_gateway.ids import new_id, new_ids
 
 ID_FORM = re.compile(r"^msg_[0-9a-f]{24}$")
@@ -42,6 +44,17 @@ def test_ids_made_together_share_their_millisecond_and_differ() -> None:
     assert len({one[4:16] for one in made}) == 1
     assert before <= int(made[0][4:16], 16) <= after
     assert new_ids("msg", 0) == []
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 9, 10, 11, 20, 57])
+def test_ids_made_together_in_any_number_are_whole_and_distinct(count: int) -> None:
+    """Many ids are cut from one hash ten at a time: every count gets whole ids, none twice,
+    none shared with the next batch."""
+    made = new_ids("msg", count)
+    following = new_ids("msg", count)
+    assert len(made) == count
+    assert all(ID_FORM.match(one) for one in made + following)
+    assert len({one[16:] for one in made + following}) == 2 * count
 
 
 def test_a_forked_child_makes_other_ids_than_its_parent() -> None:
