@@ -46,10 +46,10 @@ class _Sequence:
         return hashlib.blake2b(number, key=self.key, digest_size=RANDOM_BYTES).hexdigest()
 
     def next_hexes(self, count: int) -> list[str]:
-        """`count` next values: each BLAKE2b of the counter gives _PER_HASH of them (its 64
-        bytes cut in RANDOM_BYTES pieces), so the ids of a message's copies for fifty agents
-        cost five hashes, not fifty (12 us instead of 46). One or two values cost less a
-        short hash each."""
+        """`count` next values: each BLAKE2b of the counter gives ten of them (its 64 bytes
+        cut in pieces of RANDOM_BYTES, at _PIECES), so the ids of a message's copies for fifty
+        agents cost five hashes, not fifty (12 us instead of 46). One or two values cost less
+        a short hash each."""
         if count < 3:
             return [self.next_hex() for _ in range(count)]
         values: list[str] = []
