@@ -157,6 +157,39 @@ async def test_an_idempotency_key_replays_the_first_answer(
         assert all(first.json()["key"].encode() not in answer for answer in answers)
 
 
+async def test_an_answer_replays_only_to_the_api_key_it_was_written_for(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """The same Idempotency-Key and request from another key of the account is refused, not
+    answered with what the first key was given: an agent key never reads the account key's
+    new API key that way, nor does it write a second time."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    body = b'{"name": "ci"}'
+    headers = {"Idempotency-Key": "create-ci-key", "Content-Type": "application/json"}
+    first = await alice.http.post(KEYS, content=body, headers=headers)
+    assert first.status_code == 201, first.text
+    agent_key = await alice.http.post(
+        KEYS, json={"name": "bot", "scope": "agent", "agent_email": bot}
+    )
+    second_account_key = await alice.http.post(KEYS, json={"name": "second"})
+    for made in (agent_key, second_account_key):
+        assert made.status_code == 201, made.text
+        async with httpx.AsyncClient(
+            base_url=running.addresses.http_url,
+            headers={"Authorization": f"Bearer {made.json()['key']}"},
+            timeout=10,
+        ) as other:
+            answer = await other.post(KEYS, content=body, headers=headers)
+            error = envelope(answer, 422, "idempotency_key_reuse")
+            assert "API key" in error["message"]
+            assert first.json()["key"] not in answer.text
+    names = [key["name"] for key in (await alice.http.get(KEYS)).json()["items"]]
+    assert names.count("ci") == 1
+    again = await alice.http.post(KEYS, content=body, headers=headers)
+    assert (again.status_code, again.json()) == (201, first.json())
+
+
 async def test_a_refused_write_is_not_remembered(make_account: Any) -> None:
     alice: Account = await make_account("alice@example.com")
     headers = {"Idempotency-Key": "retry-me"}

@@ -14,6 +14,7 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 import trio
 from trio_websocket import open_websocket_url
@@ -284,6 +285,21 @@ async def test_a_redelivery_goes_to_a_matched_webhook_and_once_a_day(
     assert len(await deliveries_of(alice, matched)) == 3
     counts = (await one_event(alice, event["id"]))["delivery_status"]
     assert counts == {"matched_webhooks": 3, "delivered": 0, "pending": 3, "failed": 0}
+
+    # an agent key is refused before any answer kept for the account could replay to it
+    made = await alice.http.post(
+        "/v1/account/api-keys", json={"name": "reader", "scope": "agent", "agent_email": reader}
+    )
+    assert made.status_code == 201, made.text
+    async with httpx.AsyncClient(
+        base_url=alice.http.base_url,
+        headers={"Authorization": f"Bearer {made.json()['key']}"},
+        timeout=10,
+    ) as agent:
+        refused = await agent.post(f"/v1/events/{event['id']}/redeliver", json={})
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "forbidden"
+    assert len(await deliveries_of(alice, matched)) == 3
 
 
 async def test_until_is_exclusive_and_since_inclusive(quiet: QuietGateway, alice: Account) -> None:

@@ -57,14 +57,20 @@ async def run_once(
     *,
     minted: bool = False,
 ) -> Answer:
-    """Run `write` once per Idempotency-Key `key` of the caller (every time when `key` is
-    None); `fingerprint` identifies the request (route and raw body, byte for byte).
-    `minted`: the gateway made `key` itself (a redelivery's), and keeps it apart from every
-    key a caller may send, so no caller's key can stand in for it."""
+    """Run `write` once per Idempotency-Key `key` of the caller's account (every time when
+    `key` is None); `fingerprint` identifies the request (route and raw body, byte for byte).
+
+    The API key that sent the request is part of it: the same Idempotency-Key sent with
+    another key of the account is another request (422 `idempotency_key_reuse`), so an answer
+    replays only to the key it was written for, never, say, an account key's new API key to an
+    agent key. `minted`: the gateway made `key` itself (a redelivery's, asked by account keys
+    only), and keeps it apart from every key a caller may send, so no caller's key can stand in
+    for it; its answer is the account's, whichever account key asks."""
     if key is None:
         return await write()
     if not minted:
         _check_key(key)
+        fingerprint = caller.key_hash.encode() + b"\n" + fingerprint
     storage = gateway.storage
     key_hash = hashlib.sha256((MINTED if minted else b"") + key.encode()).hexdigest()
     now = time.time()
@@ -81,8 +87,9 @@ async def run_once(
     if claim.outcome == "mismatch":
         raise Unprocessable(
             "idempotency_key_reuse",
-            "this Idempotency-Key was already used with a different request; resend that "
-            "request byte for byte to get its answer, or use a new key for a new request",
+            "this Idempotency-Key was already used with a different request (another route, "
+            "body or API key); resend that request byte for byte with the same API key to get "
+            "its answer, or use a new Idempotency-Key for a new request",
         )
     if claim.outcome != "acquired" or claim.token is None:
         raise Conflict(

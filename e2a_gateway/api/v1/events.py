@@ -137,6 +137,7 @@ async def redelivery(
         queued = await events.redeliver_event(gateway, caller, event_id, webhook_id, time.time())
         return Answer(202, json.dumps(_redelivery_view(event_id, webhook_id, queued)).encode())
 
+    caller.require_account("redeliver events to webhooks")  # before an answer can replay
     key = f"replay:{event_id}:{webhook_id or ''}"
     answer = await run_once(gateway, caller, key, REDELIVERY, schedule, minted=True)
     document: dict[str, Any] = json.loads(answer.body)
