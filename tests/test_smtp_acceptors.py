@@ -8,10 +8,12 @@ answers and for the commit. Also: a whole gateway with `smtp.processes = 2` stor
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
@@ -24,11 +26,16 @@ from e2a_gateway.gateway import Gateway, open_gateway
 from e2a_gateway.inbound.acceptors import AcceptorPool
 from e2a_gateway.inbound.pipeline import Arrival, InboundMailSink
 from e2a_gateway.metrics import Metrics
+from e2a_gateway.outbound.return_path import return_path_for, return_path_key
+from e2a_gateway.signing.reply_tokens import generate_reply_token
 from e2a_gateway.smtp.server import MessageNotStored
+from e2a_gateway.storage.base import ReplyToken
 from e2a_gateway.storage.group_commit import GroupCommitter
-from tests.conftest import agent_path, make_settings
+from tests.conftest import Account, agent_path, make_settings
 from tests.databases import query
 from tests.dns_server import serve_dns
+from tests.test_approvals import Owner, add_pending
+from tests.test_v1_bounces import delivery_status_notification
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +59,15 @@ class Main:
 
 
 async def smtp_dialogue(
-    port: int, recipient: str | list[str] = AGENT, replies: list[bytes] | None = None
+    port: int,
+    recipient: str | list[str] = AGENT,
+    replies: list[bytes] | None = None,
+    *,
+    sender: str = "sender@example.org",
+    message: bytes = MESSAGE,
 ) -> list[bytes]:
-    """One message over a new connection; every reply (also added to `replies` as it comes),
-    the DATA's last but one."""
+    """One message (`message` from `sender`) over a new connection; every reply (also added to
+    `replies` as it comes), the DATA's last but one."""
     replies = [] if replies is None else replies
     with trio.fail_after(START_SECONDS):
         stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -76,7 +88,7 @@ async def smtp_dialogue(
                 buffer += data
 
         await reply()
-        for command in (b"EHLO client.example", b"MAIL FROM:<sender@example.org>"):
+        for command in (b"EHLO client.example", f"MAIL FROM:<{sender}>".encode()):
             await stream.send_all(command + b"\r\n")
             await reply()
         for address in [recipient] if isinstance(recipient, str) else recipient:
@@ -86,7 +98,7 @@ async def smtp_dialogue(
                 return replies
         await stream.send_all(b"DATA\r\n")
         await reply()
-        await stream.send_all(MESSAGE + b".\r\n")
+        await stream.send_all(message + b".\r\n")
         await reply()
         await stream.send_all(b"QUIT\r\n")
         await reply()
@@ -94,9 +106,16 @@ async def smtp_dialogue(
     return replies
 
 
+REVIEWER_ZONE = {
+    "example.com": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
+    "_dmarc.example.com": {"TXT": ["v=DMARC1; p=reject"]},
+}
+"""The reviewer's domain passes SPF, hence DMARC, from 127.0.0.1: their replies may act."""
+
+
 @pytest.fixture
 async def dns_port(nursery: trio.Nursery) -> int:
-    port: int = await nursery.start(serve_dns, {})
+    port: int = await nursery.start(serve_dns, REVIEWER_ZONE)
     return port
 
 
@@ -343,3 +362,46 @@ async def test_an_agent_deleted_since_an_acceptor_found_it_gets_no_copy(
     assert addresses == [AGENT, other]
     stored = await main.gateway.storage.read_inbound(agent.user_id, AGENT, message_id)
     assert stored is not None and stored.agent_email == AGENT
+
+
+async def test_approval_replies_and_returned_mail_through_an_acceptor(
+    main: Main, nursery: trio.Nursery
+) -> None:
+    """What the main process alone can answer (a reply token, the held message, a return
+    path's message) is asked of it: the reviewer's reply approves, the bounce is recorded."""
+    await add_agent(main)
+    storage = main.gateway.storage
+    user = await storage.first_user()
+    assert user is not None
+    held = await add_pending(
+        main.gateway, Owner(cast(Account, None), user.id, AGENT), time.time() + 3600
+    )
+    made, notice = generate_reply_token(), "<notice-1@mx.agents.test>"
+    token, reviewer = made.plaintext, "owner@example.com"
+    await storage.add_reply_token(
+        ReplyToken(made.token_hash, held.id, reviewer, notice, time.time())
+    )
+    await start_pool(nursery, main)
+
+    approval = (
+        f"From: Owner <{reviewer}>\r\nTo: approvals+{token}@mx.agents.test\r\n"
+        f"Subject: Re: Approval needed\r\nMessage-ID: <reply-1@example.com>\r\n"
+        f"In-Reply-To: {notice}\r\nReferences: {notice}\r\n\r\nApprove\r\n"
+    ).encode()
+    replies = await smtp_dialogue(
+        main.port, f"approvals+{token}@mx.agents.test", sender=reviewer, message=approval
+    )
+    assert replies[-2].startswith(b"250 2.0.0"), replies
+    approved = await storage.get_outbound(user.id, held.id)
+    assert approved is not None and approved.status == "queued"
+    assert (approved.reviewed_by, approved.review_method) == (reviewer, "reply")
+
+    return_path = return_path_for(
+        held.id, "alice@example.org", return_path_key(main.gateway.server_key), "agents.test"
+    )
+    report = delivery_status_notification(return_path, "alice@example.org")
+    replies = await smtp_dialogue(main.port, return_path, sender="", message=report)
+    assert replies[-2].startswith(b"250 2.0.0"), replies
+    suppressed = await storage.suppressed_among(user.id, AGENT, ["alice@example.org"])
+    assert suppressed == ["alice@example.org"]
+    assert main.delivered == []  # neither was mail for an agent

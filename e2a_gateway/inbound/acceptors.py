@@ -31,7 +31,7 @@ import trio
 from e2a_gateway.config import Settings
 from e2a_gateway.inbound.pipeline import Arrival
 from e2a_gateway.smtp.server import MessageNotStored, SmtpObserver
-from e2a_gateway.storage.base import Agent, Storage, StorageUnavailable
+from e2a_gateway.storage.base import Agent, Storage, StorageError
 
 __all__ = ["AcceptorPool", "acceptor_main"]
 
@@ -40,9 +40,23 @@ log = logging.getLogger("e2a.smtp")
 Deliver = Callable[[Arrival, list[str]], Awaitable[str]]
 """Stores one arrival for the agents at its addresses (raising MessageNotStored when it
 cannot); the first id (`InboundMailSink.deliver_handed_over`)."""
-STORAGE_CALLS = frozenset({"add_agent", "find_agent", "first_user", "is_served_domain"})
-"""The storage methods an acceptor's pipeline calls before `deliver` (recipient checks,
-postmaster's agent; e2a_gateway.inbound.pipeline, .postmaster)."""
+STORAGE_CALLS = frozenset(
+    {
+        "add_agent",
+        "find_agent",
+        "first_user",
+        "is_served_domain",
+        "find_reply_token",
+        "get_outbound",
+        "review_by_reply",
+        "add_approval_answer",
+        "record_bounce",
+        "record_complaint",
+    }
+)
+"""The storage methods an acceptor's pipeline calls before `deliver`: recipient checks and
+postmaster's agent (e2a_gateway.inbound.pipeline, .postmaster), replies to approval notices
+(.approval_replies) and mail returned to our return paths (.returned_mail)."""
 ROUTING_SECONDS = 2.0
 """How long an acceptor remembers an agent or domain the main process found. Deletion within
 that time is still caught: the main process looks the agents up again on delivery."""
@@ -249,7 +263,7 @@ class AcceptorPool:
             else:
                 raise ValueError(f"an SMTP acceptor asked for {name!r}")
             ok = True
-        except (MessageNotStored, StorageUnavailable) as exc:
+        except (MessageNotStored, StorageError) as exc:  # the acceptor's caller handles these
             value = exc
         except Exception as exc:
             log.exception("an SMTP acceptor's %s failed", name)
