@@ -271,11 +271,19 @@ async def test_a_sink_bug_is_answered_451_and_the_listener_keeps_serving(
     assert all("secret body" not in record.getMessage() for record in caplog.records)
 
 
-async def test_a_recipient_check_bug_is_answered_451(port: int, sink: MemorySink) -> None:
+async def test_a_recipient_check_bug_is_answered_451_and_logged_without_a_reply_token(
+    port: int, sink: MemorySink, caplog: pytest.LogCaptureFixture
+) -> None:
     sink.check_failure = RuntimeError("bug in the sink")
+    token = "k3q7d2m5xw4hfz6abcdefghijk"  # a reply address's token is a secret
     with trio.fail_after(TIMEOUT):
         rcpt_replies, _ = await send_mail(port, ["alice@agents.test"])
+        reply_replies, _ = await send_mail(port, [f"approvals+{token}@{HOST}"])
     assert rcpt_replies == [(451, b"4.3.0 Temporary failure, try again later")]
+    assert reply_replies == rcpt_replies
+    failures = [record.getMessage() for record in caplog.records if record.exc_info]
+    assert failures[-1] == f"SMTP client 127.0.0.1: checking <approvals+…@{HOST}> failed"
+    assert token not in caplog.text
 
 
 async def test_session_is_logged_in_one_line_without_the_body(

@@ -575,7 +575,11 @@ class _ClientConnection:
             else:
                 verdict = await self._sink.check_recipient(mailbox)
         except Exception:
-            logger.exception("SMTP client %s: checking <%s> failed", self.peer, mailbox.address)
+            logger.exception(
+                "SMTP client %s: checking <%s> failed",
+                self.peer,
+                redact_reply_tokens(mailbox.address),
+            )
             verdict = None
         if verdict is RecipientVerdict.ACCEPT:
             self._session.accept_recipient()
