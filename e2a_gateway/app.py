@@ -37,7 +37,7 @@ from e2a_gateway.startup import (
     load_then_settle,
     smtp_options,
 )
-from e2a_gateway.storage import POSTGRES_SCHEMES
+from e2a_gateway.storage import POSTGRES_SCHEMES, redacted_url
 from e2a_gateway.storage.group_commit import GroupCommitter
 from e2a_gateway.workers.approvals import ApprovalWorker
 from e2a_gateway.workers.outbound import OutboundWorker
@@ -262,7 +262,7 @@ async def run_gateway(
             bound.smtp_host,
             bound.smtp_port,
             bound.http_url,
-            settings.database.url,
+            redacted_url(settings.database.url),  # never its password
         )
         # Off the loop once the listeners are up: not during start-up, nor on the first mail.
         nursery.start_soon(

@@ -122,3 +122,23 @@ async def test_a_database_that_takes_no_writes_refuses_politely_and_loses_nothin
         subjects = sorted(item["subject"] for item in listed.json()["items"])
         assert subjects == ["after", "before"]
         assert json.dumps(listed.json()).count("refused") == 0
+
+
+async def test_the_ready_line_names_the_database_without_its_password(
+    database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The URL operators are told to give (`postgresql://user:password@host/db`) is logged at
+    start without its password (the test cluster trusts loopback, so any password connects)."""
+    caplog.set_level(logging.INFO, logger="e2a")
+    parts = urlsplit(database)
+    user = parts.username or "postgres"
+    with_password = parts._replace(netloc=f"{user}:n3ver-logged@{parts.hostname}:{parts.port}")
+    settings = make_settings(tmp_path, database={"url": with_password.geturl()})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(run_gateway, settings, resolver=FixtureResolver()))
+        nursery.cancel_scope.cancel()
+    (ready,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("e2a ready")]
+    assert ready.endswith(
+        f"(database postgresql://{user}@{parts.hostname}:{parts.port}{parts.path})"
+    )
+    assert "n3ver-logged" not in caplog.text

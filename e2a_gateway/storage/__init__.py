@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from e2a_gateway.storage.announcements import CommitObserver
 from e2a_gateway.storage.base import Storage, StorageUnavailable
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def redacted_url(url: str) -> str:
+    """`url` without its password (and without query parameters that could carry one)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return url.split("://")[0] + "://…"
+    user = f"{parts.username}@" if parts.username else ""
+    if ":" in host:
+        host = f"[{host}]"
+    return urlunsplit((parts.scheme, f"{user}{host}{port}", parts.path, "", ""))
 
 
 def open_storage(url: str, holder: str = "", on_commit: CommitObserver | None = None) -> Storage:

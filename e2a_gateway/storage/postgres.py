@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import psycopg.conninfo
 import trio
 
+from e2a_gateway.storage import redacted_url
 from e2a_gateway.storage.announcements import Announcement, CommitObserver
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.storage.migrations import load_migrations
@@ -48,20 +48,6 @@ LISTEN_KEEPALIVES = {
     "keepalives_interval": 5,
     "keepalives_count": 3,
 }
-
-
-def redacted_url(url: str) -> str:
-    """`url` without its password (and without query parameters that could carry one)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return url.split("://")[0] + "://…"
-    user = f"{parts.username}@" if parts.username else ""
-    if ":" in host:
-        host = f"[{host}]"
-    return urlunsplit((parts.scheme, f"{user}{host}{port}", parts.path, "", ""))
 
 
 _CONNECT_HINTS = (
