@@ -387,6 +387,18 @@ def test_shutdown_lets_the_message_being_sent_finish() -> None:
     assert dialogue.closed
 
 
+def test_shutdown_between_bdat_chunks_lets_the_message_finish() -> None:
+    dialogue = in_state(T)
+    assert dialogue.statuses(b"BDAT 6\r\nfirst ") == ["250 2.0.0"]
+    assert dialogue.session.in_flight
+    dialogue.session.shut_down()
+    assert dialogue.drain() == []
+    replies = dialogue.send(b"BDAT 6 LAST\r\nhalf\r\n" + MAIL)
+    assert replies == [b"250 2.0.0 Ok: queued as Q1\r\n", SHUTDOWN]
+    assert dialogue.envelopes[0].data == b"first half\r\n"
+    assert dialogue.closed
+
+
 @pytest.mark.parametrize("accepted", [True, False])
 def test_shutdown_waits_for_the_storage_decision(accepted: bool) -> None:
     session = ServerSession(HOST, SessionLimits())
@@ -491,6 +503,17 @@ def test_mail_command(command: bytes, expected: str) -> None:
     dialogue = in_state(R, max_message_bytes=1000)
     assert dialogue.statuses(command + b"\r\n") == [expected]
     assert dialogue.session.state is (M if expected == "250 2.1.0" else R)
+
+
+def test_a_size_of_more_digits_than_python_converts_is_too_large() -> None:
+    """RFC 1870: 552 for a declared size over the limit, however many digits it has (int()
+    refuses strings of more than 4,300 digits; a long command line allows them)."""
+    dialogue = in_state(R, max_message_bytes=1000, max_command_length=8_000)
+    command = b"MAIL FROM:<a@example.org> SIZE=" + b"9" * 5_000 + b"\r\n"
+    assert dialogue.statuses(command) == ["552 5.3.4"]
+    assert dialogue.statuses(b"MAIL FROM:<a@example.org> SIZE=" + b"0" * 20 + b"\r\n") == [
+        "250 2.1.0"
+    ]
 
 
 def test_mail_parameters_require_ehlo() -> None:

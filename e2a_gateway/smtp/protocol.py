@@ -408,8 +408,9 @@ class ServerSession:
     def shut_down(self, *, immediately: bool = False) -> None:
         """The server is stopping: answer `421 4.3.2` and close once nothing is in flight.
 
-        A message whose DATA has begun, a pending decision and a TLS handshake are finished
-        first; the 421 then follows their reply, and input pipelined after it is discarded.
+        A message whose DATA or first BDAT chunk has begun, a pending decision and a TLS
+        handshake are finished first; the 421 then follows their reply, and input pipelined
+        after it is discarded.
         Otherwise, or `immediately` (the grace period is over), the 421 comes at once and
         whatever was in flight is abandoned: the client will retry it.
         """
@@ -424,11 +425,12 @@ class ServerSession:
 
     @property
     def in_flight(self) -> bool:
-        """True while a transaction's DATA, a decision or a TLS handshake is under way.
+        """True while a transaction's DATA or BDAT chunks (between chunks too), a decision or a
+        TLS handshake are under way.
 
         A shell that is shutting down lets such a session go on (within its grace period).
         """
-        return self._state in _IN_FLIGHT_STATES
+        return self._state in _IN_FLIGHT_STATES or self._receiving_chunks()
 
     # Reading input
 
@@ -742,7 +744,7 @@ class ServerSession:
 
     def _close_if_shutting_down(self) -> None:
         """After a transaction or decision ends: the 421 of a pending shutdown, if any."""
-        if self._shutting_down and self._state not in _IN_FLIGHT_STATES:
+        if self._shutting_down and not self.in_flight:
             self._events.append(
                 _reply(421, "4.3.2", f"{self._hostname} Service shutting down, closing connection")
             )
@@ -900,7 +902,14 @@ def _declared_size(parameters: dict[str, str | None]) -> int | None:
     value = parameters["SIZE"]
     if value is None or not (value.isascii() and value.isdigit()):
         raise _CommandError(501, "5.5.4", "SIZE must be a number of octets")
+    if len(value) > _SIZE_DIGITS:  # beyond every limit (and Python's for int(), at 4,300)
+        return _BEYOND_ANY_SIZE
     return int(value)
+
+
+_SIZE_DIGITS = 20
+_BEYOND_ANY_SIZE: int = 10**_SIZE_DIGITS
+"""What SIZE values of more than _SIZE_DIGITS digits count as: larger than any message limit."""
 
 
 _PLAIN_RCPT = re.compile(
