@@ -161,6 +161,19 @@ class SmtpSettings(ListenSection):
     processes: int = Field(default=1, ge=1, le=64)
     """Processes accepting SMTP: the main one and `processes - 1` acceptors (docs/smtp.md)."""
 
+    @field_validator("hostname")
+    @classmethod
+    def _plain_hostname(cls, value: str) -> str:
+        """The host name without a root's trailing dot (`mx.example.com.` names the same host,
+        but is not how clients write `postmaster@mx.example.com`)."""
+        plain = value.strip().removesuffix(".")
+        if not plain or any(character.isspace() for character in plain):
+            raise ValueError(
+                f"{value!r} is not a host name — set the name of this MX host, such as "
+                "mx.example.com"
+            )
+        return plain
+
 
 class HttpSettings(ListenSection):
     """The HTTP listener: REST, WebSocket, MCP and dashboard."""

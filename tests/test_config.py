@@ -93,6 +93,8 @@ def test_env_overrides_file(tmp_path: Path) -> None:
         ('[http]\ntrusted_proxies = ["proxy.internal"]\n', {}, "http.trusted_proxies"),
         ("", {"E2A_HTTP_TRUSTED_PROXIES": "10.0.0.0/33"}, "not an IP address or CIDR block"),
         ("[http]\nmax_request_bytes = 100\n", {}, "http.max_request_bytes"),
+        ('[smtp]\nhostname = "mx example.com"\n', {}, "smtp.hostname"),
+        ("", {"E2A_SMTP_HOSTNAME": "."}, "such as mx.example.com"),
     ],
 )
 def test_bad_settings_name_the_key(

@@ -21,6 +21,7 @@ from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.config import ConfigError, load_settings
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import Account, agent_path, make_settings
+from tests.databases import query
 from tests.delivery_support import create_agent, open_account
 
 SENDER = "mailer-daemon@example.org"
@@ -169,3 +170,28 @@ async def test_before_any_user_exists_postmaster_mail_is_deferred_not_refused(
     assert (await send(running, ["<postmaster>"], "retried"))["data"][0] == 250
     page = await gateway.storage.list_inbound(user.id, INBOX, "all", 10, None)
     assert [stored.subject for stored in page.messages] == ["retried"]
+
+
+@pytest.mark.parametrize("hostname", ["mailhost", "MX.Agents.Test."])
+async def test_postmaster_at_a_host_name_of_one_label_or_with_a_root_dot_is_delivered(
+    tmp_path: Path, nursery: trio.Nursery, hostname: str
+) -> None:
+    """A test machine's host name (`socket.getfqdn()` may say `localhost`), or one written with
+    the root's dot: postmaster there is accepted and delivered, not deferred at DATA."""
+    settings = make_settings(tmp_path, smtp={"listen": "127.0.0.1:0", "hostname": hostname})
+    assert settings.smtp.hostname == hostname.removesuffix(".")
+    running: RunningGateway = await nursery.start(
+        partial(run_gateway, settings, resolver=FixtureResolver())
+    )
+    await bootstrap_user(running.gateway.storage, running.gateway.server_key, "op@example.com")
+    recipients = ["<postmaster>", f"postmaster@{hostname.removesuffix('.').lower()}"]
+    for recipient in recipients:
+        sent = await send(running, [recipient], recipient)
+        assert sent["rcpt"][recipient][0] == 250, sent
+        assert sent["data"] is not None and sent["data"][0] == 250, sent
+    stored = query(
+        settings.database.url,
+        "SELECT subject FROM messages_with_content WHERE agent_email = ? ORDER BY seq",
+        (INBOX,),
+    )
+    assert [row[0] for row in stored] == recipients

@@ -367,7 +367,10 @@ class InboundMailSink:
         postmaster mail (`e2a_gateway.inbound.postmaster`). None: the agent was deleted since
         RCPT."""
         storage = self._gateway.storage
-        agent = await storage.find_agent(_normalised(mailbox.address))
+        try:
+            agent = await storage.find_agent(_normalised(mailbox.address))
+        except AddressError:  # postmaster at a host name of one label: no agent's address
+            agent = None
         if agent is not None or not names_postmaster(mailbox):
             return agent
         try:
