@@ -1420,6 +1420,26 @@ async def test_failed_auto_approval_ends_expired_rejected(storage: Storage) -> N
     assert failed.send_error == "554 refused"
 
 
+async def test_a_review_past_the_deadline_is_refused_before_the_sweep_comes(
+    storage: Storage,
+) -> None:
+    """From its deadline on, a pending message is its agent's expiration action's to decide,
+    not a late reviewer's, even before the sweep has run."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.add_outbound(
+        make_outbound(alice, "a@agents.test", "msg_1", "pending_approval", 10.0)
+    )
+    for approve in (True, False):
+        with pytest.raises(NotPending, match="past its review deadline"):
+            await storage.review_outbound(alice, "msg_1", approve, None, None, 10.0)
+    still = await storage.get_outbound(alice, "msg_1")
+    assert still is not None and still.status == "pending_approval"
+    assert await storage.claim_jobs("outbound", 10.0, 10, 60) == []
+    (expired,) = await storage.expire_outbound(10.0)
+    assert expired.status == "expired_rejected"
+
+
 async def test_review_acts_once(storage: Storage) -> None:
     alice = await add_user(storage)
     bob = await add_user(storage, "bob@example.com")

@@ -388,6 +388,25 @@ async def test_an_inbound_hold_past_its_ttl_takes_the_agents_expiry_action(
     assert item["subject"] == "Late"
 
 
+async def test_an_inbound_hold_past_its_ttl_takes_no_late_review(
+    running: RunningGateway, owner: Account
+) -> None:
+    inbound = {"policy": "domain", "allowlist": ["partner.example"], "action": "review"}
+    await protect(owner, BOT, protection(inbound=inbound, holds={"on_expiry": "reject"}))
+    await send(running, "alice@example.org", letter("alice@example.org", "Too late"))
+    (item,) = await queue(owner)
+    database = running.gateway.settings.database.url
+    past = time.time() - 1  # the deadline has passed; the sweep has not come yet
+    query(database, "UPDATE messages SET hold_expires_at = ? WHERE id = ?", (past, item["id"]))
+    late = await owner.http.post(f"/v1/reviews/{item['id']}/approve", json={})
+    assert late.status_code == 409, late.text
+    assert late.json()["error"]["code"] == "message_not_pending"
+    assert "past its review deadline" in late.json()["error"]["message"]
+    assert await inbox_subjects(owner, BOT) == []
+    await running.gateway.storage.expire_inbound_holds(time.time())
+    assert await queue(owner) == [] and await inbox_subjects(owner, BOT) == []
+
+
 async def test_a_blocking_gate_accepts_then_quarantines_and_logs_email_blocked(
     running: RunningGateway, owner: Account
 ) -> None:

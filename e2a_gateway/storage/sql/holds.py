@@ -35,6 +35,7 @@ from e2a_gateway.storage.vocabulary import (
     HOLD_REJECTED,
     INBOUND,
     OUTBOUND,
+    PAST_DEADLINE,
     PENDING_APPROVAL,
     WEBHOOK_JOB,
 )
@@ -180,8 +181,9 @@ class HoldsSql(Runner):
     async def release_inbound(
         self, user_id: str | None, message_id: str, approve: bool, now: float
     ) -> InboundMessage | None:
-        """Approve or reject a held inbound message, once (AgentInTrash while its agent is in
-        the trash)."""
+        """Approve or reject a held inbound message, once, and not past its deadline: its
+        agent's expiration action decides it then (AgentInTrash while its agent is in the
+        trash)."""
 
         def review(tx: Transaction) -> InboundMessage | None:
             row = _inbound_row(tx, user_id, message_id, lock=True)
@@ -192,6 +194,9 @@ class HoldsSql(Runner):
                 raise AgentInTrash(message.agent_email)
             if message.hold != HELD_FOR_REVIEW:
                 raise NotPending(message.hold or "delivered")
+            (deadline,) = tx.one("SELECT hold_expires_at FROM messages WHERE id = ?", (message_id,))
+            if deadline is not None and deadline <= now:
+                raise NotPending(PAST_DEADLINE)  # its agent's expiration action decides it
             if approve:
                 _release(tx, message, now)
             else:

@@ -60,6 +60,7 @@ from e2a_gateway.storage.vocabulary import (
     FAILED,
     OUTBOUND,
     OUTBOUND_JOB,
+    PAST_DEADLINE,
     PENDING_APPROVAL,
     QUEUED,
     REJECTED,
@@ -173,8 +174,9 @@ def review_in(
     by: ReviewedBy | None,
 ) -> OutboundMessage | None:
     """Inside `tx`: approve (→ queued, with a send job) or reject (→ rejected, scrubbed) a
-    pending message, recording who and how (`by`); NotPending when it is not pending
-    (AgentInTrash when its agent is in the trash), None when absent."""
+    pending message, recording who and how (`by`); NotPending when it is not pending, nor
+    once its deadline has passed, even before the expiry sweep came to it (AgentInTrash when
+    its agent is in the trash), None when absent."""
     row = _outbound_row(tx, user_id, message_id, lock=True)
     if row is None:
         return None
@@ -183,6 +185,8 @@ def review_in(
         raise AgentInTrash(message.agent_email)
     if row[OUTBOUND_STATUS_INDEX] != PENDING_APPROVAL:
         raise NotPending(row[OUTBOUND_STATUS_INDEX])
+    if message.approval_expires_at is not None and message.approval_expires_at <= now:
+        raise NotPending(PAST_DEADLINE)  # its agent's expiration action decides it (_expire)
     reviewed = (format_timestamp(now), by.reviewer if by else None, by.method if by else None)
     if approve:
         changes = edit_assignments(edits)
