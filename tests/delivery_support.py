@@ -24,9 +24,10 @@ from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.pipeline import InboundMailSink
 from e2a_gateway.mailauth.dns_answers import Resolver
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
-from e2a_gateway.storage.base import Storage, jobs_per_kind
+from e2a_gateway.storage.base import Storage, WebhookAttempt, jobs_per_kind
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 from tests.conftest import Account
+from tests.databases import query
 
 SENDER = "alice@example.org"
 PEER = "192.0.2.25"
@@ -146,6 +147,16 @@ def _send_over_smtp(port: int, sender: str, recipients: list[str], data: bytes) 
 async def smtp_send(port: int, recipients: list[str], data: bytes, sender: str = SENDER) -> None:
     """Send one message over real SMTP to the gateway listening on `port`."""
     await trio.to_thread.run_sync(_send_over_smtp, port, sender, recipients, data)
+
+
+async def recorded_attempts(gateway: Gateway, message_id: str) -> list[WebhookAttempt]:
+    """The webhook attempts recorded for `message_id`, asked as its owner (storage answers
+    a user about their own messages only)."""
+    owners = query(
+        gateway.settings.database.url, "SELECT user_id FROM messages WHERE id = ?", (message_id,)
+    )
+    assert owners, f"no message {message_id}"
+    return await gateway.storage.webhook_attempts(owners[0][0], message_id)
 
 
 async def delivery_status(account: Account, agent: str, message_id: str) -> str | None:

@@ -30,6 +30,7 @@ from tests.delivery_support import (
     mail,
     new_signing_secret,
     open_account,
+    recorded_attempts,
     smtp_send,
     wait_for_status,
 )
@@ -152,7 +153,7 @@ async def test_dead_letters_are_listed_with_the_last_error_and_redelivered_signe
         raw = base64.b64decode(body["raw_message"], validate=True)
         assert sdk_verifies(auth, raw, secret, clock.now)
         assert await delivery_status(alice, agent, closed) == "delivered"
-        recorded = await gateway.storage.webhook_attempts(closed)
+        recorded = await recorded_attempts(gateway, closed)
         assert [a.attempt for a in recorded] == list(range(1, attempts + 2))
 
         # And all the rest at once.

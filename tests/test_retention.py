@@ -100,9 +100,9 @@ async def test_old_mail_goes_recent_and_pending_mail_stays(gateway: Gateway) -> 
     assert swept == SweepResult(messages=3, webhook_attempts=1, events=4)
     assert await inbound_ids(storage, alice, "local@agents.test") == ["msg_recent"]
     assert await inbound_ids(storage, alice, "cloud@agents.test") == ["msg_retrying"]
-    assert await storage.webhook_attempts("msg_delivered") == []
+    assert await storage.webhook_attempts(alice, "msg_delivered") == []
     # The retrying message keeps its job; its old attempt record is gone all the same.
-    assert await storage.webhook_attempts("msg_retrying") == []
+    assert await storage.webhook_attempts(alice, "msg_retrying") == []
     assert await queued_jobs(storage) == {"webhook": 1, "outbound": 1}
     assert await storage.get_outbound(alice, "out_sent") is None
     for kept in ("out_pending", "out_queued"):

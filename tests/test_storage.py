@@ -1669,7 +1669,7 @@ async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> 
     assert len(bob_export["messages"]) == 2 and len(bob_export["api_keys"]) == 1
     assert await storage.user_for_key_hash("hash-bob") is not None
     assert await storage.get_outbound(bob, "out_bob") is not None
-    assert len(await storage.webhook_attempts("msg_bob")) == 1
+    assert len(await storage.webhook_attempts(bob, "msg_bob")) == 1
 
 
 async def hit_one(

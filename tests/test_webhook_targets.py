@@ -29,6 +29,7 @@ from tests.delivery_support import (
     mail,
     open_account,
     quiet_gateway,
+    recorded_attempts,
 )
 from tests.http_receiver import HttpReceiver
 
@@ -245,7 +246,7 @@ async def test_a_name_rebound_to_an_ipv6_form_of_a_private_address_is_refused_at
             worker = WebhookWorker(quiet.gateway, connections)
             assert await worker.deliver_due(time.time()) == 1
             assert await delivery_status(account, agent, message_id) == "failed"
-            (attempt,) = await quiet.gateway.storage.webhook_attempts(message_id)
+            (attempt,) = await recorded_attempts(quiet.gateway, message_id)
     assert attempt.error == (
         f"target refused: rebound.hooks.test resolves to non-public address {described}"
     )
@@ -262,7 +263,7 @@ async def test_an_old_row_in_an_odd_spelling_is_judged_by_the_address_it_means(
             await _set_webhook_url(quiet.gateway, agent, f"http://127.1:{receiver.port}/hook")
             message_id = await accept(quiet.gateway, [agent], mail())
             assert await WebhookWorker(quiet.gateway, connections).deliver_due(time.time()) == 1
-            (attempt,) = await quiet.gateway.storage.webhook_attempts(message_id)
+            (attempt,) = await recorded_attempts(quiet.gateway, message_id)
     assert attempt.error is not None and "points at 127.0.0.1" in attempt.error
     assert receiver.requests == []
 

@@ -28,7 +28,7 @@ from e2a_gateway.workers.webhook_connections import WebhookConnections
 from e2a_gateway.workers.webhook_policy import delivery_id
 from e2a_gateway.workers.webhooks import MAX_PER_HOST, WebhookWorker
 from tests.conftest import Account, make_settings
-from tests.databases import gateway_backend
+from tests.databases import gateway_backend, query
 from tests.delivery_support import (
     QuietGateway,
     accept,
@@ -38,6 +38,7 @@ from tests.delivery_support import (
     new_signing_secret,
     open_account,
     quiet_gateway,
+    recorded_attempts,
     smtp_send,
     wait_for_status,
 )
@@ -104,8 +105,9 @@ async def test_a_200_delivers_once_with_the_signed_body_and_headers(
     assert sdk_verifies(auth, raw, secret, clock.now)
 
     assert await delivery_status(alice, agent, message_id) == "delivered"
-    (attempt,) = await quiet.gateway.storage.webhook_attempts(message_id)
+    (attempt,) = await recorded_attempts(quiet.gateway, message_id)
     assert (attempt.attempt, attempt.status_code, attempt.error) == (1, 200, None)
+    assert await quiet.gateway.storage.webhook_attempts("usr_someone_else", message_id) == []
     assert attempt.attempted_at == format_timestamp(clock.now)
     clock.now += 2 * DELIVERY_WINDOW
     assert await worker.deliver_due(clock.now) == 0
@@ -141,7 +143,7 @@ async def test_a_500_is_retried_with_doubling_backoff_until_delivered(
     assert await delivery_status(alice, agent, message_id) == "delivered"
     assert job_due_at(quiet.gateway.settings, message_id) is None
 
-    attempts = await quiet.gateway.storage.webhook_attempts(message_id)
+    attempts = await recorded_attempts(quiet.gateway, message_id)
     assert [(a.attempt, a.status_code) for a in attempts] == [(1, 500), (2, 503), (3, 200)]
     assert [a.attempted_at for a in attempts] == [
         format_timestamp(t) for t in (received_at, first_retry, second_retry)
@@ -174,7 +176,7 @@ async def test_429_waits_at_least_retry_after(
     assert await worker.deliver_due(clock.now + 590) == 0
     assert await worker.deliver_due(clock.now + 601) == 1
     assert await delivery_status(alice, agent, message_id) == "delivered"
-    statuses = [a.status_code for a in await quiet.gateway.storage.webhook_attempts(message_id)]
+    statuses = [a.status_code for a in await recorded_attempts(quiet.gateway, message_id)]
     assert statuses == [429, 200]
 
 
@@ -195,7 +197,7 @@ async def test_other_4xx_and_redirects_are_final(
 
     assert await worker.deliver_due(clock.now) == 1
     assert await delivery_status(alice, agent, message_id) == "failed"
-    (attempt,) = await quiet.gateway.storage.webhook_attempts(message_id)
+    (attempt,) = await recorded_attempts(quiet.gateway, message_id)
     assert attempt.status_code == final.status
     assert job_due_at(quiet.gateway.settings, message_id) is None
     assert await worker.deliver_due(clock.now + DELIVERY_WINDOW) == 0
@@ -217,7 +219,7 @@ async def test_a_hanging_receiver_times_out_and_is_retried(
     with trio.fail_after(WAIT):
         assert await worker.deliver_due(clock.now) == 1
     await receiver.wait_in_flight(0)  # the worker hung up on it
-    (attempt,) = await quiet.gateway.storage.webhook_attempts(message_id)
+    (attempt,) = await recorded_attempts(quiet.gateway, message_id)
     assert attempt.status_code is None and attempt.error == "timeout after 0.5 s"
     assert 500 <= attempt.duration_ms < 5000
     assert await delivery_status(alice, agent, message_id) == "retrying"
@@ -242,8 +244,8 @@ async def test_a_closed_connection_and_a_refused_one_are_retried(
     refused = await accept_at(quiet, clock, refusing_agent)
 
     assert await worker.deliver_due(clock.now) == 2
-    (closed_attempt,) = await quiet.gateway.storage.webhook_attempts(closed)
-    (refused_attempt,) = await quiet.gateway.storage.webhook_attempts(refused)
+    (closed_attempt,) = await recorded_attempts(quiet.gateway, closed)
+    (refused_attempt,) = await recorded_attempts(quiet.gateway, refused)
     assert closed_attempt.status_code is None
     assert closed_attempt.error is not None and "RemoteProtocolError" in closed_attempt.error
     assert refused_attempt.status_code is None
@@ -265,7 +267,7 @@ async def test_an_endless_answer_is_not_read_past_the_limit(
 
     with trio.fail_after(WAIT):
         assert await worker.deliver_due(clock.now) == 1
-    (attempt,) = await quiet.gateway.storage.webhook_attempts(message_id)
+    (attempt,) = await recorded_attempts(quiet.gateway, message_id)
     assert (attempt.status_code, attempt.error) == (200, None)
     assert attempt.duration_ms < 4000  # well inside the 5 s attempt timeout
     assert await delivery_status(alice, agent, message_id) == "delivered"
@@ -296,7 +298,7 @@ async def test_retries_stop_24_hours_after_receipt(
     for index, gap in enumerate(gaps[:-1]):
         expected = min(30 * 2**index, 3600)
         assert 0.8 * expected <= gap <= 1.2 * expected, (index, gap)
-    attempts = await quiet.gateway.storage.webhook_attempts(message_id)
+    attempts = await recorded_attempts(quiet.gateway, message_id)
     assert [a.attempt for a in attempts] == list(range(1, len(times) + 1))
     assert {a.status_code for a in attempts} == {500}
     assert len(receiver.requests) == len(times)
@@ -328,7 +330,7 @@ async def test_a_restart_in_the_middle_of_the_schedule_resumes_it(
             assert await worker.deliver_due(due - 1) == 0
             assert await worker.deliver_due(due) == 1
             assert await delivery_status(account, agent, message_id) == "delivered"
-            attempts = await second.gateway.storage.webhook_attempts(message_id)
+            attempts = await recorded_attempts(second.gateway, message_id)
     assert [(a.attempt, a.status_code) for a in attempts] == [(1, 500), (2, 200)]
     assert [r.headers["x-e2a-delivery-attempt"] for r in receiver.requests] == ["1", "2"]
 
@@ -362,7 +364,7 @@ async def test_a_crash_during_an_attempt_delivers_again_after_restart(
             await receiver.wait_for(2)
             await wait_for_status(account, agent, message_id, "delivered")
             nursery.cancel_scope.cancel()
-        (attempt,) = await second.gateway.storage.webhook_attempts(message_id)
+        (attempt,) = await recorded_attempts(second.gateway, message_id)
     assert (attempt.attempt, attempt.status_code) == (1, 200)
     ids = {request.headers["x-e2a-delivery-id"] for request in receiver.requests}
     assert ids == {delivery_id(message_id)}  # the receiver can tell it is the same delivery
@@ -387,7 +389,7 @@ async def test_a_receiver_down_for_an_hour_gets_every_message_once_back(
         clock.now += 60
         await worker.deliver_due(clock.now)
     for message_id in message_ids:
-        attempts = await quiet.gateway.storage.webhook_attempts(message_id)
+        attempts = await recorded_attempts(quiet.gateway, message_id)
         assert len(attempts) >= 6 and all("ConnectError" in (a.error or "") for a in attempts)
         assert await delivery_status(alice, agent, message_id) == "retrying"
 
@@ -467,8 +469,8 @@ async def test_a_name_resolving_to_loopback_is_refused_at_delivery(
             assert await worker.deliver_due(clock.now) == 2
             assert await delivery_status(account, internal, internal_message) == "failed"
             assert await delivery_status(account, mixed, mixed_message) == "failed"
-            (refused,) = await quiet.gateway.storage.webhook_attempts(internal_message)
-            (mixed_refused,) = await quiet.gateway.storage.webhook_attempts(mixed_message)
+            (refused,) = await recorded_attempts(quiet.gateway, internal_message)
+            (mixed_refused,) = await recorded_attempts(quiet.gateway, mixed_message)
     assert refused.status_code is None
     assert refused.error == (
         "target refused: internal.hooks.test resolves to non-public address 127.0.0.1"
@@ -500,7 +502,7 @@ async def test_a_loopback_target_is_refused_once_private_targets_are_disallowed(
     async with quiet_gateway(strict, resolver) as quiet:
         worker = WebhookWorker(quiet.gateway, connections, clock=clock)
         assert await worker.deliver_due(due) == 1
-        attempts = await quiet.gateway.storage.webhook_attempts(message_id)
+        attempts = await recorded_attempts(quiet.gateway, message_id)
     assert [a.status_code for a in attempts] == [500, None]
     assert attempts[1].error is not None and attempts[1].error.startswith("target refused: ")
     assert len(receiver.requests) == 1
@@ -521,7 +523,10 @@ async def test_a_message_deleted_during_its_attempt_is_let_go(
         await receiver.wait_in_flight(1)
         assert (await alice.http.delete(f"/api/v1/agents/{agent}")).status_code == 200
         receiver.release()
-    assert await quiet.gateway.storage.webhook_attempts(message_id) == []
+    database = quiet.gateway.settings.database.url
+    assert (
+        query(database, "SELECT id FROM webhook_attempts WHERE message_id = ?", (message_id,)) == []
+    )
     assert job_due_at(quiet.gateway.settings, message_id) is None
 
 
@@ -542,7 +547,7 @@ async def test_an_agent_switched_to_local_stops_its_webhook_deliveries(
     due = job_due_at(quiet.gateway.settings, message_id)
     assert due is not None and await worker.deliver_due(due) == 1
     assert await delivery_status(alice, agent, message_id) == "failed"
-    last = (await quiet.gateway.storage.webhook_attempts(message_id))[-1]
+    last = (await recorded_attempts(quiet.gateway, message_id))[-1]
     assert last.error is not None and "no longer a cloud agent" in last.error
     assert len(receiver.requests) == 1
     listing = await alice.http.get(f"/api/v1/agents/{agent}/messages?status=all")
@@ -611,7 +616,7 @@ async def test_a_bad_webhook_url_in_the_database_fails_alone(
     assert json.loads(request.body)["message_id"] == healthy_message
     await wait_for_status(bob, healthy, healthy_message, "delivered")
     await wait_for_status(mallory, broken, broken_message, "failed")
-    (attempt,) = await storage.webhook_attempts(broken_message)
+    (attempt,) = await storage.webhook_attempts(user_id, broken_message)
     assert attempt.status_code is None
     assert attempt.error is not None and attempt.error.startswith("target refused: webhook_url")
     assert reason in attempt.error
@@ -651,7 +656,7 @@ async def test_an_attempt_that_raises_is_recorded_and_the_others_go_on(
         assert json.loads(request.body)["message_id"] == alices_message
         assert await delivery_status(alice, alices_agent, alices_message) == "delivered"
         assert await delivery_status(bob, bobs_agent, bobs_message) == "retrying"
-        (attempt,) = await storage.webhook_attempts(bobs_message)
+        (attempt,) = await storage.webhook_attempts(user_id, bobs_message)
     assert attempt.error is not None
     assert attempt.error.startswith("internal error: UnicodeEncodeError")
     assert job_due_at(quiet.gateway.settings, bobs_message) is not None

@@ -111,4 +111,4 @@ async def acknowledge(gateway: Gateway, caller: Caller, agent: Agent, message_id
 
 async def webhook_attempts(gateway: Gateway, message: InboundMessage) -> list[WebhookAttempt]:
     """Every webhook attempt made for `message` (one the caller has read), in order."""
-    return await gateway.storage.webhook_attempts(message.id)
+    return await gateway.storage.webhook_attempts(message.user_id, message.id)

@@ -1388,8 +1388,9 @@ class WebhookDeliveries(Protocol):
         and drop or reschedule its job. Attempts of messages deleted meanwhile are skipped."""
         ...
 
-    async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
-        """Every recorded attempt for a message, in order."""
+    async def webhook_attempts(self, user_id: str, message_id: str) -> list[WebhookAttempt]:
+        """Every recorded attempt for one of the user's messages, in order (none for a message
+        of another user's)."""
         ...
 
     async def dead_letters(

@@ -377,7 +377,9 @@ class AccountsSql(Runner):
                 return False
             if len(ids) == 1:
                 raise LastOne("cannot delete the last signing secret")
-            tx.execute("DELETE FROM signing_secrets WHERE id = ?", (secret_id,))
+            tx.execute(
+                "DELETE FROM signing_secrets WHERE id = ? AND user_id = ?", (secret_id, user_id)
+            )
             return True
 
         return await self._write(delete, changes_routing=True)

@@ -117,13 +117,14 @@ class WebhooksSql(Runner):
         """Record the attempts, update the statuses, drop or reschedule the jobs, atomically."""
         await self._write(lambda tx: _record_attempts(tx, finished))
 
-    async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
-        """Attempts for one message, oldest first."""
+    async def webhook_attempts(self, user_id: str, message_id: str) -> list[WebhookAttempt]:
+        """Attempts for one of the user's messages, oldest first (none for another's)."""
         rows = await self._read(
             lambda tx: tx.all(
                 f"SELECT {WEBHOOK_ATTEMPT_COLUMNS} FROM webhook_attempts WHERE message_id = ? "
+                "AND message_id IN (SELECT id FROM messages WHERE id = ? AND user_id = ?) "
                 "ORDER BY attempt, id",
-                (message_id,),
+                (message_id, message_id, user_id),
             )
         )
         return [WebhookAttempt(*row) for row in rows]
