@@ -212,11 +212,12 @@ class InboundMailSink:
         approval notice among the recipients is acted on (or answered) first; both are
         committed before this returns."""
         now = time.time()
-        paths = [
-            path
+        returned = {  # each sent message's bounce once, however often its return path is named
+            path.message_id: path
             for mailbox in envelope.recipients
             if (path := self._returned.return_path(mailbox)) is not None
-        ]
+        }
+        paths = list(returned.values())
         if paths:
             await self._returned.record(paths, envelope.data, now)
             inboxes = [
