@@ -95,6 +95,34 @@ def test_a_message_to_cc_only_has_no_empty_to_field() -> None:
     assert "To" not in parsed and parsed["Cc"] == "c@example.org"
 
 
+def test_long_message_ids_are_written_as_they_are() -> None:
+    """An Outlook Message-ID is longer than a 78-column line: it goes out whole, never as RFC
+    2047 encoded-words (no msg-id may be one), one to a line, so the reply threads."""
+    outlook = (
+        "<DB9PR08MB6588E1F2A3B4C5D6E7F8091A2B3C4D5E6F7@DB9PR08MB6588.eurprd08.prod.outlook.com>"
+    )
+    conversation = "conv_" + "0123456789abcdef" * 12
+    draft = Draft(
+        from_addr="bot@agents.example.com",
+        to=["alice@example.org"],
+        subject="Re: Quote",
+        text="Thanks.",
+        in_reply_to=outlook,
+        references=["<first@example.org>", outlook],
+        conversation_id=conversation,
+    )
+    raw = build_message(draft, message_id="<m@agents.example.com>", date=0)
+    head = raw.split(b"\r\n\r\n")[0]
+    assert b"=?" not in head
+    assert f"In-Reply-To: {outlook}\r\n".encode() in head
+    assert f"References: <first@example.org>\r\n {outlook}\r\n".encode() in head
+    assert all(len(line) <= 998 for line in head.split(b"\r\n"))
+    parsed = parse(raw)
+    assert parsed["In-Reply-To"] == outlook
+    assert str(parsed["References"]).split() == ["<first@example.org>", outlook]
+    assert parsed["X-E2A-Conversation-Id"] == conversation
+
+
 def test_plain_text_only() -> None:
     raw = build_message(
         Draft(from_addr="bot@agents.test", to=["a@example.org"], subject="hi", text="just text"),

@@ -33,12 +33,16 @@ _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 separators: each either breaks a header line or has no business in one."""
 
 
-SEVEN_BIT = email.policy.SMTP.clone(cte_type="7bit", header_factory=HeaderClassesOnce())
+SEVEN_BIT = email.policy.SMTP.clone(
+    cte_type="7bit", header_factory=HeaderClassesOnce(), refold_source="none"
+)
 """CRLF line ends and bodies 7-bit clean: text beyond ASCII goes quoted-printable or base64
 (whichever is shorter), never `8bit`. A relay then has nothing to downgrade on the way, which
 would break the DKIM body hash (RFC 6376 section 5.3 asks signers for this), and a relay that
 does not offer 8BITMIME is never sent 8-bit data (RFC 6152). Header classes are made once
-(`HeaderClassesOnce`)."""
+(`HeaderClassesOnce`). A header set raw (`_set_tokens`) is written as it was set."""
+MAX_LINE_OCTETS = 998
+"""RFC 5322 section 2.1.1: the most a line of a message may hold, CRLF aside."""
 
 
 class InvalidDraft(ValueError):
@@ -138,6 +142,17 @@ def new_message_id(domain: str) -> str:
     return f"<{secrets.token_hex(16)}@{domain}>"
 
 
+def _set_tokens(message: EmailMessage, name: str, tokens: list[str]) -> None:
+    """Set header `name` to `tokens` (Message-IDs, a conversation id) as they are, one to a
+    line: the `email` package would write one too long for a line of 78 (an Outlook Message-ID,
+    say) as RFC 2047 encoded-words, which no msg-id may be (RFC 5322 section 3.6.4) and no
+    client then matches. A token beyond ASCII or too long for any line is left to the package."""
+    if all(token.isascii() and len(name) + 2 + len(token) <= MAX_LINE_OCTETS for token in tokens):
+        message.set_raw(name, "\r\n ".join(tokens))
+    else:
+        message[name] = " ".join(tokens)
+
+
 def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
     """The message as bytes with CRLF line endings, ready for SMTP DATA or local delivery.
 
@@ -161,11 +176,12 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
     if draft.auto_submitted:
         message["Auto-Submitted"] = check_header_value("auto_submitted", draft.auto_submitted)
     if draft.in_reply_to:
-        message["In-Reply-To"] = check_header_value("in_reply_to", draft.in_reply_to)
+        _set_tokens(message, "In-Reply-To", [check_header_value("in_reply_to", draft.in_reply_to)])
     if draft.references:
-        message["References"] = " ".join(draft.references)
+        _set_tokens(message, "References", draft.references)
     if draft.conversation_id:
-        message[CONVERSATION_HEADER] = check_header_value("conversation_id", draft.conversation_id)
+        conversation = check_header_value("conversation_id", draft.conversation_id)
+        _set_tokens(message, CONVERSATION_HEADER, [conversation])
     message.set_content(draft.text)
     if draft.html is not None:
         message.add_alternative(draft.html, subtype="html")
