@@ -32,7 +32,7 @@ from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.outbound.mime import new_message_id
 from e2a_gateway.outbound.return_path import parse_return_path, return_path_key
 from e2a_gateway.storage.base import OutboundMessage
-from e2a_gateway.workers.outbound import OutboundWorker, settle
+from e2a_gateway.workers.outbound import OutboundWorker, relay_bounces, settle
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import (
     agent_id,
@@ -480,6 +480,24 @@ async def test_dkim_signature_verifies(tmp_path: Path, sink: Sink, relay_port: i
 
     assert dkim.verify(raw, dnsfunc=dns)
     assert not dkim.verify(raw.replace(b"Numbers attached.", b"Numbers altered!!"), dnsfunc=dns)
+
+
+def test_only_a_refused_rcpt_is_a_bounce() -> None:
+    """A relay refusing the session (a wrong password, no STARTTLS), the sender or the message
+    fails it for every recipient; none of them is a bounce, so none is suppressed."""
+    results = {
+        "gone@example.org": "refused: RCPT TO: 550 5.1.1 no such user",
+        "full@example.org": "refused: RCPT TO: 552 5.2.2 mailbox full",
+        "auth@example.org": "refused: AUTH: 535 5.7.8 bad credentials",
+        "tls@example.org": "refused: EHLO: 554 relay does not offer STARTTLS",
+        "login@example.org": "refused: AUTH LOGIN: 535 5.7.8 bad credentials",
+        "sender@example.org": "refused: MAIL FROM: 550 5.7.1 sender not owned",
+        "data@example.org": "refused: DATA: 554 5.5.1 no valid recipients",
+        "content@example.org": "refused: end of DATA: 554 5.7.1 spam",
+        "ok@example.org": "accepted",
+    }
+    bounced = {item.address: item.bounce_type for item in relay_bounces(results)}
+    assert bounced == {"gone@example.org": "permanent", "full@example.org": "transient"}
 
 
 def test_settle_policy_on_plain_data() -> None:

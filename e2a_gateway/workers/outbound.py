@@ -176,13 +176,16 @@ def settle(
     return Verdict(outcome, method, _describe(failures) or None, None, gave_up)
 
 
-RELAY_REFUSAL = re.compile(r"^(?:[A-Z][A-Z ]*: )?(5\d\d)(?:[ -](5\.\d{1,3}\.\d{1,3}))?")
-"""A relay's permanent reply to RCPT or DATA (`RCPT TO: 550 5.1.1 …`): its code and, when
-given, its enhanced code."""
+RELAY_REFUSAL = re.compile(r"^RCPT TO: (5\d\d)(?:[ -](5\.\d{1,3}\.\d{1,3}))?")
+"""A relay's permanent reply to one recipient (`RCPT TO: 550 5.1.1 …`): its code and, when
+given, its enhanced code. Only RCPT's reply is about the address: a refusal while the session
+is set up (greeting, EHLO, STARTTLS, AUTH), of the sender (MAIL FROM) or of the message (DATA)
+fails the message, but says nothing of its recipients, and suppresses none of them."""
 
 
 def relay_bounces(results: Mapping[str, str]) -> list[BouncedRecipient]:
-    """The recipients the relay refused with a 5xx reply: bounces, as a report would say."""
+    """The recipients the relay refused with a 5xx reply to their RCPT: bounces, as a report
+    would say (`RELAY_REFUSAL`)."""
     bounced = []
     for recipient, result in results.items():
         if not result.startswith(REFUSED_PREFIX):
