@@ -377,6 +377,11 @@ class NotPending(StorageError):
     """The outbound message is no longer awaiting approval (approve/reject answer 409)."""
 
 
+PAST_DEADLINE = "past its review deadline"
+"""Why a held message (either way) takes no review once its deadline has passed, before the
+expiry sweep has applied its agent's expiration action (`NotPending`'s reason)."""
+
+
 class AgentInTrash(NotPending):
     """The message's agent is in the trash: its held mail takes no review until the agent is
     restored (a NotPending, so that whoever only knows those refuses it too)."""

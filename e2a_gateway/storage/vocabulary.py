@@ -23,9 +23,6 @@ DELIVERY_PENDING: Final = "pending"
 # An inbound message the agent's gate holds for review (`messages.hold`; NULL when delivered).
 HELD_FOR_REVIEW: Final = "pending_review"
 HOLD_REJECTED: Final = "rejected"
-PAST_DEADLINE: Final = "past its review deadline"
-"""Why a held message (either way) takes no review once its deadline has passed, before the
-expiry sweep has applied its agent's expiration action (`NotPending`'s reason)."""
 
 # An outbound message's place in the approval lifecycle (`OutboundStatus`).
 PENDING_APPROVAL: Final = "pending_approval"

@@ -15,6 +15,7 @@ from typing import Any
 from e2a_gateway.events import ReceivedEvents
 from e2a_gateway.storage.announcements import MessageStored
 from e2a_gateway.storage.base import (
+    PAST_DEADLINE,
     AgentInTrash,
     HeldMessage,
     InboundMessage,
@@ -35,7 +36,6 @@ from e2a_gateway.storage.vocabulary import (
     HOLD_REJECTED,
     INBOUND,
     OUTBOUND,
-    PAST_DEADLINE,
     PENDING_APPROVAL,
     WEBHOOK_JOB,
 )

@@ -23,6 +23,7 @@ from e2a_gateway.events import (
     recipient_event,
 )
 from e2a_gateway.storage.base import (
+    PAST_DEADLINE,
     AgentInTrash,
     NewEvent,
     NotPending,
@@ -60,7 +61,6 @@ from e2a_gateway.storage.vocabulary import (
     FAILED,
     OUTBOUND,
     OUTBOUND_JOB,
-    PAST_DEADLINE,
     PENDING_APPROVAL,
     QUEUED,
     REJECTED,
