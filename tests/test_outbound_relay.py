@@ -282,6 +282,51 @@ async def test_idle_connections_are_ended_after_connection_idle_seconds() -> Non
         assert sink.quits == 2  # stopping keep_connections ends what it kept
 
 
+class _SlowToQuit(trio.abc.Stream):
+    """A kept connection on a slow link: saying QUIT takes 0.2 s, and nothing comes back."""
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await trio.sleep(0.2)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        await trio.sleep_forever()
+
+    async def aclose(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+
+async def test_a_send_while_expired_connections_are_ended_does_not_stop_the_keeper() -> None:
+    """Several kept connections expire at once (after a burst); while the first is told QUIT,
+    a new message takes another from the idle list. Ending the rest must not fail then."""
+    from e2a_gateway.outbound.relay import _Connection
+    from e2a_gateway.smtp.client import ClientSession, _State
+
+    relay = RelayConnections(
+        OutboundSmtpSettings(host="relay.test", tls="none", connection_idle_seconds=0.5),
+        "mx.agents.test",
+    )
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(relay.keep_connections)
+            burst_ended = trio.current_time()
+            for _ in range(3):
+                session = ClientSession("mx.agents.test")
+                session._state = _State.IDLE  # greeted, between messages
+                connection = _Connection(_SlowToQuit(), session)
+                connection.idle_since = burst_ended
+                relay._idle.append(connection)
+            relay._changed.set()
+            await trio.sleep(0.6)  # the keeper is saying QUIT to the first expired connection
+            taken = relay._idle[-1:]  # as hand_off takes one for a new message
+            del relay._idle[-1:]
+            await trio.sleep(0.6)  # the keeper ends the others and goes on keeping
+            assert relay._idle == [] and len(taken) <= 1
+            nursery.cancel_scope.cancel()
+
+
 async def test_a_kept_connection_the_relay_closed_is_replaced(sink: Sink) -> None:
     # The relay ends sessions idle for 0.3 s ("421 4.4.2 timeout", then closes): the kept
     # connection is found closed when the next message comes, which goes out on a new one.

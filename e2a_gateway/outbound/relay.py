@@ -132,8 +132,9 @@ class RelayConnections:
                 now = trio.current_time()
                 limit = self._settings.connection_idle_seconds
                 expired = [c for c in self._idle if now - c.idle_since >= limit]
+                # all taken out before the first close waits: a send meanwhile must not pop one
+                self._idle = [c for c in self._idle if c not in expired]
                 for connection in expired:
-                    self._idle.remove(connection)
                     await self._close(connection)
                 oldest = min((c.idle_since for c in self._idle), default=math.inf)
                 with trio.move_on_at(oldest + limit):
