@@ -26,8 +26,14 @@ from e2a_gateway.attachments import Attachment
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.storage.base import MessageFilters
 from e2a_gateway.workers.retention import RetentionWorker
-from tests.conftest import Account, make_settings
-from tests.delivery_support import accept, create_agent, open_account, store_with_conversation
+from tests.conftest import Account, agent_path, make_settings
+from tests.delivery_support import (
+    accept,
+    create_agent,
+    mail,
+    open_account,
+    store_with_conversation,
+)
 from tests.dns_server import serve_dns
 from tests.sdk_v1 import error, run_sdk, sdk5_python, value
 from tests.test_authentication_e2e import SIGNER, ZONE, send
@@ -501,6 +507,28 @@ async def test_a_nul_character_is_refused_before_the_database(
     sent = await http.post(v1_path(bot), json={"to": [bot], "subject": "s", "text": "a\x00b"})
     assert sent.status_code == 400, sent.text
     assert "NUL" in sent.json()["error"]["message"]
+
+
+async def test_head_of_a_message_leaves_it_unread(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """HEAD answers as GET does, and changes nothing: the mail stays unread until a GET."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    message_id = await accept(running.gateway, [bot], mail("Unread still"))
+
+    async def unread() -> list[str]:
+        listed = await alice.http.get(v1_path(bot), params={"read_status": "unread"})
+        assert listed.status_code == 200, listed.text
+        return [item["id"] for item in listed.json()["items"]]
+
+    for path in (v1_path(bot, f"/{message_id}"), agent_path(bot, f"/messages/{message_id}")):
+        looked = await alice.http.head(path)
+        assert looked.status_code == 200, path
+        assert await unread() == [message_id], path
+    assert (await alice.http.head(v1_path(bot, "/msg_nowhere"))).status_code == 404
+    assert (await alice.http.get(v1_path(bot, f"/{message_id}"))).status_code == 200
+    assert await unread() == []
 
 
 def conversation_path(agent: str, conversation_id: str) -> str:

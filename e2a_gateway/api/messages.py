@@ -54,5 +54,7 @@ async def list_messages(caller: Caller, email: str) -> dict[str, Any]:
 async def get_message(caller: Caller, email: str, message_id: str) -> dict[str, Any]:
     """GET /agents/{email}/messages/{id}: the full message with its reading; marks it read."""
     gateway = current_gateway()
-    message = await messages.read_message(gateway, caller, email, message_id)
+    message = await messages.read_message(
+        gateway, caller, email, message_id, mark_read=request.method != "HEAD"
+    )
     return {**message_full_view(message), **await trust.reading_of(gateway, message)}

@@ -194,7 +194,9 @@ async def inbox_stream(session: Session, email: str) -> Response:
 async def message(session: Session, email: str, message_id: str) -> Response:
     """One inbound message (marked read): sender checks, body, and webhook attempts."""
     gateway = current_gateway()
-    found = await messages.read_message(gateway, session.caller, email, message_id)
+    found = await messages.read_message(
+        gateway, session.caller, email, message_id, mark_read=request.method != "HEAD"
+    )
     entry = await get_agent(gateway, session.caller, found.agent_email)
     attempts = (
         await messages.webhook_attempts(gateway, found) if entry.agent.agent_mode == "cloud" else []

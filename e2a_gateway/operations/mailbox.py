@@ -182,16 +182,18 @@ async def message_page(
 
 
 async def open_message(
-    gateway: Gateway, caller: Caller, email: str, message_id: str
+    gateway: Gateway, caller: Caller, email: str, message_id: str, *, mark_read: bool = True
 ) -> OpenedMessage:
     """One message of the caller's agent at `email`, in the trash or not; mail received is
-    marked read (one poll). NotFound when it is not the agent's."""
+    marked read unless not `mark_read` (one poll). NotFound when it is not the agent's."""
     count_poll(gateway, caller)
-    agent, filed = await _agents_message(gateway, caller, email, message_id, mark_read=True)
+    agent, filed = await _agents_message(gateway, caller, email, message_id, mark_read=mark_read)
     storage = gateway.storage
     if filed.direction == "outbound":
         return OpenedMessage(filed, None, await storage.get_outbound(caller.user_id, filed.id))
-    inbound = await storage.read_inbound(caller.user_id, agent.email, filed.id, trashed_too=True)
+    inbound = await storage.read_inbound(
+        caller.user_id, agent.email, filed.id, trashed_too=True, mark_read=mark_read
+    )
     return OpenedMessage(filed, inbound.raw_message if inbound else b"", None)
 
 

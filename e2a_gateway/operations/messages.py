@@ -83,12 +83,15 @@ async def inbox_page(
 
 
 async def read_message(
-    gateway: Gateway, caller: Caller, email: str, message_id: str
+    gateway: Gateway, caller: Caller, email: str, message_id: str, *, mark_read: bool = True
 ) -> InboundMessage:
-    """One message of the caller's agent, marked read (one poll); NotFound otherwise."""
+    """One message of the caller's agent, marked read unless not `mark_read` (one poll);
+    NotFound otherwise."""
     count_poll(gateway, caller)
     agent = await owned_agent(gateway, caller, email)
-    message = await gateway.storage.read_inbound(caller.user_id, agent.email, message_id)
+    message = await gateway.storage.read_inbound(
+        caller.user_id, agent.email, message_id, mark_read=mark_read
+    )
     if message is None:
         raise NotFound.of("message")
     return message

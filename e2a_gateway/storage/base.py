@@ -1022,10 +1022,17 @@ class Mailboxes(Protocol):
         ...
 
     async def read_inbound(
-        self, user_id: str, agent_email: str, message_id: str, *, trashed_too: bool = False
+        self,
+        user_id: str,
+        agent_email: str,
+        message_id: str,
+        *,
+        trashed_too: bool = False,
+        mark_read: bool = True,
     ) -> InboundMessage | None:
-        """Return one of the agent's messages and mark it read; None when not the user's, or
-        when it is in the trash unless `trashed_too` (`/v1` opens trashed mail by id)."""
+        """Return one of the agent's messages and mark it read (unless not `mark_read`: a HEAD
+        request changes nothing); None when not the user's, or when it is in the trash unless
+        `trashed_too` (`/v1` opens trashed mail by id)."""
         ...
 
     async def peek_inbound(

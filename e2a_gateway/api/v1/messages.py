@@ -18,7 +18,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import ConfigDict, Field
-from quart import Blueprint, Response
+from quart import Blueprint, Response, request
 from quart.typing import ResponseReturnValue
 
 from e2a_gateway.api.auth import requires_caller
@@ -199,7 +199,9 @@ async def get_message(caller: Caller, email: str, message_id: str) -> dict[str, 
     """getMessage: one message in full (marks mail received read), trashed or not."""
     read_query(NoQuery)
     gateway = current_gateway()
-    opened = await mailbox.open_message(gateway, caller, email, message_id)
+    opened = await mailbox.open_message(
+        gateway, caller, email, message_id, mark_read=request.method != "HEAD"
+    )
     return await message_with_reading(gateway, caller, opened)
 
 

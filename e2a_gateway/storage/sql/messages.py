@@ -310,10 +310,16 @@ class MessagesSql(Runner):
         return await self._read(read, answer=("inbox page", asked))
 
     async def read_inbound(
-        self, user_id: str, agent_email: str, message_id: str, *, trashed_too: bool = False
+        self,
+        user_id: str,
+        agent_email: str,
+        message_id: str,
+        *,
+        trashed_too: bool = False,
+        mark_read: bool = True,
     ) -> InboundMessage | None:
-        """Return one of the agent's messages, marking it read; None when not the user's, or
-        in the trash unless `trashed_too`.
+        """Return one of the agent's messages, marking it read unless not `mark_read`; None
+        when not the user's, or in the trash unless `trashed_too`.
 
         Read on a reader connection, and remembered until the next write (SQLite); only mail
         still unread takes the writer, to mark it."""
@@ -332,7 +338,7 @@ class MessagesSql(Runner):
         message = await self._read(read, answer=("inbound message", asked))
         if message is None:
             return None
-        if message.status != UNREAD:
+        if message.status != UNREAD or not mark_read:
             return message
         await self._write(
             lambda tx: tx.execute(
