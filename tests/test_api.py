@@ -328,6 +328,7 @@ async def test_unknown_route_and_method_are_json(make_account: Any) -> None:
         ("page_size=0", "invalid_request"),
         ("page_size=101", "invalid_request"),
         ("page_size=ten", "invalid_request"),
+        ("page_size=" + "1" * 5000, "invalid_request"),  # beyond what int() converts
         ("token=garbage!!", "invalid_token"),
         ("token=djI6MTA", "invalid_token"),
     ],

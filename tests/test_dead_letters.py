@@ -179,7 +179,7 @@ async def test_a_local_agent_takes_no_redelivery_and_bad_pages_are_refused(
         refused = await alice.http.post(dead_letters_path(local, "/redeliver"))
         assert refused.status_code == 400
         assert refused.json()["error"]["code"] == "not_cloud_agent"
-        for query in ("page_size=0", "page_size=101", "token=nope"):
+        for query in ("page_size=0", "page_size=101", "page_size=" + "9" * 5000, "token=nope"):
             bad = await alice.http.get(dead_letters_path(local, f"?{query}"))
             assert bad.status_code == 400, query
         unknown = await alice.http.get(dead_letters_path("nobody@agents.test"))

@@ -8,12 +8,10 @@ from typing import Any
 from quart import Blueprint, request
 
 from e2a_gateway.api.auth import requires_caller
+from e2a_gateway.api.requests import page_size
 from e2a_gateway.operations import dead_letters
 from e2a_gateway.operations.caller import Caller
-from e2a_gateway.operations.errors import Invalid
 from e2a_gateway.operations.messages import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
     decode_page_token,
     encode_page_token,
 )
@@ -38,13 +36,6 @@ def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
-def _page_size() -> int:
-    raw = request.args.get("page_size", str(DEFAULT_PAGE_SIZE))
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE_SIZE:
-        raise Invalid("invalid_request", f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}")
-    return int(raw)
-
-
 @blueprint.get("/agents/<email>/dead-letters")
 @requires_caller
 async def list_dead_letters(caller: Caller, email: str) -> dict[str, Any]:
@@ -54,7 +45,7 @@ async def list_dead_letters(caller: Caller, email: str) -> dict[str, Any]:
         current_gateway(),
         caller,
         email,
-        _page_size(),
+        page_size(),
         decode_page_token(token) if token else None,
     )
     return {

@@ -7,12 +7,10 @@ from typing import Any
 from quart import Blueprint, request
 
 from e2a_gateway.api.auth import requires_caller
+from e2a_gateway.api.requests import page_size
 from e2a_gateway.operations import messages, trust
 from e2a_gateway.operations.caller import Caller
-from e2a_gateway.operations.errors import Invalid
 from e2a_gateway.operations.messages import (
-    DEFAULT_PAGE_SIZE,
-    MAX_PAGE_SIZE,
     decode_page_token,
     encode_page_token,
 )
@@ -20,13 +18,6 @@ from e2a_gateway.web.context import current_gateway
 from e2a_gateway.web.views import message_full_view, message_summary_view
 
 blueprint = Blueprint("messages", __name__)
-
-
-def _page_size() -> int:
-    raw = request.args.get("page_size", str(DEFAULT_PAGE_SIZE))
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE_SIZE:
-        raise Invalid("invalid_request", f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}")
-    return int(raw)
 
 
 @blueprint.get("/agents/<email>/messages")
@@ -40,7 +31,7 @@ async def list_messages(caller: Caller, email: str) -> dict[str, Any]:
         caller,
         email,
         status,
-        _page_size(),
+        page_size(),
         decode_page_token(token) if token else None,
     )
     return {

@@ -1,5 +1,5 @@
-"""Reading a REST request body: JSON, at most MAX_JSON_DEPTH deep, an object, validated against
-the operation's request model (unknown fields refused)."""
+"""Reading a REST request: its body as JSON, at most MAX_JSON_DEPTH deep, an object, validated
+against the operation's request model (unknown fields refused); `/api/v1`'s `page_size`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TypeVar
 from quart import request
 
 from e2a_gateway.operations.errors import Invalid
+from e2a_gateway.operations.messages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from e2a_gateway.operations.requests import RequestBody, parse_request
 from e2a_gateway.web.json_bodies import NotAJsonObject, json_object
 
@@ -31,3 +32,15 @@ async def read_body(model: type[Body], *, allow_empty: bool = False) -> Body:
     except NotAJsonObject as exc:
         raise Invalid("invalid_json", str(exc)) from None
     return parse_request(model, data)
+
+
+def page_size() -> int:
+    """The `page_size` query parameter of an `/api/v1` listing: 1 to MAX_PAGE_SIZE (default
+    DEFAULT_PAGE_SIZE); Invalid otherwise, however many digits it has."""
+    raw = request.args.get("page_size", str(DEFAULT_PAGE_SIZE))
+    if (
+        not (raw.isascii() and raw.isdigit() and len(raw) <= 4)
+        or not 1 <= int(raw) <= MAX_PAGE_SIZE
+    ):
+        raise Invalid("invalid_request", f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}")
+    return int(raw)
