@@ -253,6 +253,10 @@ async def test_keys_of_agent_scope(make_account: Any, running: RunningGateway) -
             await alice.http.post(KEYS, json={"expires_at": loose}), 422, "invalid_request"
         )
         assert error["details"]["fields"][0]["location"] == "body.expires_at"
+    beyond = await alice.http.post(KEYS, json={"expires_at": "9999-12-31T23:59:59-01:00"})
+    envelope(beyond, 400, "invalid_expires_at")  # 10000-01-01 in UTC: no four-digit year
+    last = await alice.http.post(KEYS, json={"expires_at": "9999-12-31T23:59:59Z"})
+    assert last.status_code == 201 and last.json()["expires_at"] == "9999-12-31T23:59:59Z"
     later = await alice.http.post(KEYS, json={"expires_at": "2999-01-01T02:00:00+02:00"})
     assert later.json()["expires_at"] == "2999-01-01T00:00:00Z"
 

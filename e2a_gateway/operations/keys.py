@@ -139,6 +139,10 @@ async def new_scoped_api_key(
     )
 
 
+LAST_EXPIRY_SECONDS = 253_402_300_800
+"""10000-01-01T00:00:00Z: an expiry is a time of four-digit year, as RFC 3339 writes it."""
+
+
 def _future_time(text: str | None) -> str | None:
     """`text` (RFC 3339) as RFC 3339 UTC; Invalid unless it is such a time in the future."""
     if text is None:
@@ -154,6 +158,8 @@ def _future_time(text: str | None) -> str | None:
         ) from None
     if seconds <= time.time():
         raise Invalid("invalid_expires_at", "expires_at must be in the future")
+    if seconds >= LAST_EXPIRY_SECONDS:  # stored as text: a fifth digit of year sorts first
+        raise Invalid("invalid_expires_at", "expires_at must be before the year 10000 (UTC)")
     return format_timestamp(seconds)
 
 
