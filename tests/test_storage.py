@@ -50,6 +50,7 @@ from e2a_gateway.storage.base import (
     NotPending,
     OutboundEdits,
     OutboundMessage,
+    RecipientsSuppressed,
     SendAttempt,
     SigningSecret,
     StatusFilter,
@@ -1438,6 +1439,36 @@ async def test_a_review_past_the_deadline_is_refused_before_the_sweep_comes(
     assert await storage.claim_jobs("outbound", 10.0, 10, 60) == []
     (expired,) = await storage.expire_outbound(10.0)
     assert expired.status == "expired_rejected"
+
+
+async def test_approving_refuses_a_recipient_suppressed_while_the_message_waited(
+    storage: Storage,
+) -> None:
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.add_outbound(
+        make_outbound(alice, "a@agents.test", "msg_1", "pending_approval", 10.0)
+    )
+    await storage.add_suppression(alice, None, "hidden@example.org", "hard bounce", 4.0)
+    with pytest.raises(RecipientsSuppressed) as refused:
+        await storage.review_outbound(alice, "msg_1", True, None, None, 5.0)
+    assert refused.value.addresses == ["hidden@example.org"]
+    edit = OutboundEdits(to=["X@Example.org", "new@example.org"])
+    await storage.add_suppression(alice, "a@agents.test", "new@example.org", None, 5.0)
+    with pytest.raises(RecipientsSuppressed) as refused:  # the agent's own list, an edit's address
+        await storage.review_outbound(alice, "msg_1", True, replace(edit, bcc=[]), None, 5.0)
+    assert refused.value.addresses == ["new@example.org"]
+    still = await storage.get_outbound(alice, "msg_1")
+    assert still is not None and still.status == "pending_approval"
+    assert await storage.claim_jobs("outbound", 5.0, 10, 60) == []
+    approved = await storage.review_outbound(alice, "msg_1", True, OutboundEdits(bcc=[]), None, 5.0)
+    assert approved is not None and approved.status == "queued" and approved.bcc == []
+    # rejecting is never refused for a suppressed recipient
+    await storage.add_outbound(
+        make_outbound(alice, "a@agents.test", "msg_2", "pending_approval", 10.0)
+    )
+    rejected = await storage.review_outbound(alice, "msg_2", False, None, "no", 5.0)
+    assert rejected is not None and rejected.status == "rejected"
 
 
 async def test_review_acts_once(storage: Storage) -> None:

@@ -298,6 +298,27 @@ async def test_outbound_drafts_are_approved_with_edits_once_or_rejected(
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
+async def test_a_draft_to_an_address_suppressed_meanwhile_is_not_approved(
+    running: RunningGateway, owner: Account
+) -> None:
+    """e2a re-checks the final recipients against the suppression list when a hold is
+    approved: 422 recipient_suppressed, and the draft stays held."""
+    await protect(owner, BOT, protection(outbound_action="review"))
+    held = await draft(owner, BOT, "To a bounced address")
+    listed = await owner.http.post(
+        v1_agent(BOT, "/suppressions"), json={"address": "carol@example.net"}
+    )
+    assert listed.status_code == 200, listed.text
+    refused = await owner.http.post(f"/v1/reviews/{held}/approve", json={})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == "recipient_suppressed"
+    assert "carol@example.net" in refused.json()["error"]["message"]
+    assert [item["id"] for item in await queue(owner)] == [held]
+    edited = await owner.http.post(f"/v1/reviews/{held}/approve", json={"to": ["dave@example.net"]})
+    assert edited.status_code == 202, edited.text
+    assert await queue(owner) == []
+
+
 async def test_inbound_mail_the_gate_holds_waits_until_approved_or_rejected(
     running: RunningGateway, owner: Account
 ) -> None:

@@ -14,7 +14,7 @@ from quart import Blueprint, Response, request
 
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.operations import lifecycle, reviews
-from e2a_gateway.operations.errors import Gone, Invalid, NotFound, OperationError
+from e2a_gateway.operations.errors import Gone, Invalid, NotFound, OperationError, Unprocessable
 from e2a_gateway.operations.reviews import AlreadyResolved
 from e2a_gateway.signing.magic_links import Action
 from e2a_gateway.storage.base import OutboundMessage
@@ -42,6 +42,7 @@ _TITLES: dict[type[OperationError], str] = {
     Invalid: "Invalid link",
     Gone: "Link expired",
     NotFound: "Message not found",
+    Unprocessable: "Not approved",
 }
 """The page title of each way a link is refused."""
 
@@ -60,7 +61,7 @@ def render_page(status: int, title: str, body: str) -> Response:
     )
 
 
-def _refused(refused: Invalid | Gone | NotFound) -> Response:
+def _refused(refused: Invalid | Gone | NotFound | Unprocessable) -> Response:
     return render_page(
         status_of(refused), _TITLES[type(refused)], f"<p>{escape(refused.message)}</p>"
     )
@@ -133,7 +134,7 @@ async def _act(action: Action) -> Response:
         reviewed = await reviews.act_on_link(gateway, message, action, now)
     except AlreadyResolved as resolved:
         return _already_resolved(resolved.outbound)
-    except (Invalid, Gone, NotFound) as refused:
+    except (Invalid, Gone, NotFound, Unprocessable) as refused:  # a suppressed recipient
         return _refused(refused)
     if action == "approve":
         title, text = "Approved", "The message is queued for sending."

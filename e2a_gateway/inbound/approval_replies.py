@@ -35,6 +35,7 @@ from e2a_gateway.storage.base import (
     ApprovalAnswer,
     NotPending,
     OutboundMessage,
+    RecipientsSuppressed,
     ReplyToken,
     StorageUnavailable,
 )
@@ -116,6 +117,7 @@ class ApprovalReplies:
             log.info("approval reply dropped: its held message was deleted since RCPT")
             return
         facts = await trio.to_thread.run_sync(reply_facts, envelope.data, auth)
+        suppressed = ""
         refusal = refusal_of(
             facts, stored.reviewer, stored.notice_message_id, stored.used_at is not None
         )
@@ -135,6 +137,8 @@ class ApprovalReplies:
                 except NotPending:
                     refusal = "already_decided"
                     message = await storage.get_outbound(None, stored.message_id)
+                except RecipientsSuppressed as exc:
+                    refusal, suppressed = "recipient_suppressed", ", ".join(exc.addresses)
                 else:
                     log.info(
                         "outbound %s %s by reply",
@@ -142,7 +146,7 @@ class ApprovalReplies:
                         reviewed.status if reviewed else "gone",
                     )
                     return
-        await self._answer(stored, refusal, facts, message, envelope.data, now)
+        await self._answer(stored, refusal, facts, message, envelope.data, now, suppressed)
 
     async def _answer(
         self,
@@ -152,13 +156,17 @@ class ApprovalReplies:
         message: OutboundMessage | None,
         data: bytes,
         now: float,
+        suppressed: str = "",
     ) -> None:
-        """Commit the mail telling the reviewer (only them) why the reply did nothing."""
+        """Commit the mail telling the reviewer (only them) why the reply did nothing (for a
+        suppressed recipient, which: `suppressed`)."""
         log.info("approval reply for %s not acted on: %s", stored.message_id, refusal)
         if refusal == "automatic" or message is None:
             return  # never answer an automatic reply (RFC 3834); a deleted message has no one
         sender = notice_sender(self._gateway.settings)
-        text = answer_text(refusal, facts, stored.reviewer, stored.message_id, standing(message))
+        text = answer_text(
+            refusal, facts, stored.reviewer, stored.message_id, suppressed or standing(message)
+        )
         reply_id = summarise_headers(data).message_id
         draft = Draft(
             from_addr=sender,

@@ -15,7 +15,13 @@ from typing import Literal
 from e2a_gateway.inbound.replies import split_reply
 
 Refusal = Literal[
-    "automatic", "wrong_sender", "no_dmarc_pass", "not_a_reply", "already_decided", "no_command"
+    "automatic",
+    "wrong_sender",
+    "no_dmarc_pass",
+    "not_a_reply",
+    "already_decided",
+    "no_command",
+    "recipient_suppressed",
 ]
 MAX_REASON_LENGTH = 1000
 
@@ -88,7 +94,8 @@ def answer_text(
     refusal: Refusal, facts: ReplyFacts, reviewer: str, message_id: str, standing: str = ""
 ) -> str:
     """The short mail telling the reviewer why their reply about `message_id` did nothing;
-    `standing` says how the message stands (for `already_decided`)."""
+    `standing` says how the message stands (for `already_decided`), or which addresses are
+    suppressed (for `recipient_suppressed`)."""
     why = {
         "automatic": "it was an automatic reply (Auto-Submitted).",
         "wrong_sender": (
@@ -112,6 +119,11 @@ def answer_text(
         "no_command": (
             "its first line was not a command. Reply with the first line `approve`, `reject`, "
             "or `reject: <reason>`, above any quoted text."
+        ),
+        "recipient_suppressed": (
+            f"a recipient of the message is on the suppression list ({standing}: a hard "
+            "bounce, or added by hand). Remove it from the recipients, or lift the "
+            "suppression, on the dashboard or with the API, and approve there."
         ),
     }[refusal]
     lines = [

@@ -24,7 +24,7 @@ from e2a_gateway.operations.drafts import (
     checked_attachments,
     checked_text,
 )
-from e2a_gateway.operations.errors import Conflict, Gone, Invalid, NotFound
+from e2a_gateway.operations.errors import Conflict, Gone, Invalid, NotFound, Unprocessable
 from e2a_gateway.operations.requests import RequestBody, Verbatim
 from e2a_gateway.signing.magic_links import Action, TokenError, TokenExpired, link_key, verify_token
 from e2a_gateway.storage.base import (
@@ -32,6 +32,7 @@ from e2a_gateway.storage.base import (
     NotPending,
     OutboundEdits,
     OutboundMessage,
+    RecipientsSuppressed,
     ReviewedBy,
     ReviewMethod,
 )
@@ -162,6 +163,15 @@ async def _review(
     except NotPending as exc:
         raise Conflict(
             "conflict", f"message is {exc}, not pending_approval; nothing was changed"
+        ) from None
+    except RecipientsSuppressed as exc:
+        listed = ", ".join(exc.addresses)
+        raise Unprocessable(
+            "recipient_suppressed",
+            f"not approved: {listed} is on the suppression list (a hard bounce, or added by "
+            "hand); the message stays held. Remove the address from its recipients, or lift "
+            f"the suppression (DELETE /v1/account/suppressions/{exc.addresses[0]}?confirm="
+            "DELETE), and approve again",
         ) from None
     if message is None:
         raise NotFound.of("message")

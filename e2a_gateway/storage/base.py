@@ -377,6 +377,15 @@ class NotPending(StorageError):
     """The outbound message is no longer awaiting approval (approve/reject answer 409)."""
 
 
+class RecipientsSuppressed(StorageError):
+    """Approving would send to addresses on the suppression list (suppressed while the message
+    waited, or added by the reviewer's edits): it stays held."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        super().__init__(", ".join(addresses))
+        self.addresses = addresses
+
+
 PAST_DEADLINE = "past its review deadline"
 """Why a held message (either way) takes no review once its deadline has passed, before the
 expiry sweep has applied its agent's expiration action (`NotPending`'s reason)."""

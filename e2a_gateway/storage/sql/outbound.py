@@ -29,6 +29,7 @@ from e2a_gateway.storage.base import (
     NotPending,
     OutboundEdits,
     OutboundMessage,
+    RecipientsSuppressed,
     ReviewedBy,
     SendAttempt,
     SendOutcome,
@@ -51,7 +52,7 @@ from e2a_gateway.storage.rows import (
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.jobs import add_job, retry_job
 from e2a_gateway.storage.sql.runner import Runner
-from e2a_gateway.storage.sql.suppressions import bounce_recorded
+from e2a_gateway.storage.sql.suppressions import bounce_recorded, suppressed_in
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
     AGENT_DELETED,
@@ -189,6 +190,7 @@ def review_in(
         raise NotPending(PAST_DEADLINE)  # its agent's expiration action decides it (_expire)
     reviewed = (format_timestamp(now), by.reviewer if by else None, by.method if by else None)
     if approve:
+        _refuse_suppressed(tx, message, edits)
         changes = edit_assignments(edits)
         columns = "".join(f", {column} = ?" for column in changes)
         tx.execute(
@@ -210,6 +212,23 @@ def review_in(
     event_type = REVIEW_APPROVED if approve else REVIEW_REJECTED
     record_events(tx, [outbound_event(decided, event_type, now, extra=extra or None)])
     return decided
+
+
+def _refuse_suppressed(
+    tx: Transaction, message: OutboundMessage, edits: OutboundEdits | None
+) -> None:
+    """RecipientsSuppressed when the message would go, as approved (with the reviewer's
+    edits), to an address suppressed for its account or agent: one bounced or was suppressed
+    while it waited, or an edit added one."""
+    edited = edits or OutboundEdits()
+    recipients = [
+        *(message.to if edited.to is None else edited.to),
+        *(message.cc if edited.cc is None else edited.cc),
+        *(message.bcc if edited.bcc is None else edited.bcc),
+    ]
+    addresses = list(dict.fromkeys(address.strip().lower() for address in recipients))
+    if suppressed := suppressed_in(tx, message.user_id, message.agent_email, addresses):
+        raise RecipientsSuppressed(suppressed)
 
 
 def _record_recipients(tx: Transaction, message_id: str, results: Mapping[str, str]) -> None:

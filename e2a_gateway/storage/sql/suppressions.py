@@ -82,6 +82,20 @@ def _suppress(
     return True
 
 
+def suppressed_in(
+    tx: Transaction, user_id: str, agent_email: str, addresses: list[str]
+) -> list[str]:
+    """Inside `tx`: those of `addresses` (lowercase) suppressed for the account or the agent,
+    in their order."""
+    rows = tx.all(
+        "SELECT DISTINCT address FROM suppressions WHERE user_id = ? AND agent_email IN (?, ?) "
+        f"AND {tx.dialect.in_list('address', 'text')}",
+        (user_id, EVERY_AGENT, agent_email, tx.dialect.list_param(addresses)),
+    )
+    found = {row[0] for row in rows}
+    return [address for address in addresses if address in found]
+
+
 def bounce_recorded(
     tx: Transaction,
     message: OutboundMessage,
@@ -234,16 +248,7 @@ class SuppressionsSql(Runner):
         """The addresses suppressed for the account or the agent."""
         if not addresses:
             return []
-        rows = await self._read(
-            lambda tx: tx.all(
-                "SELECT DISTINCT address FROM suppressions WHERE user_id = ? "
-                "AND agent_email IN (?, ?) "
-                f"AND {tx.dialect.in_list('address', 'text')}",
-                (user_id, EVERY_AGENT, agent_email, tx.dialect.list_param(addresses)),
-            )
-        )
-        found = {row[0] for row in rows}
-        return [address for address in addresses if address in found]
+        return await self._read(lambda tx: suppressed_in(tx, user_id, agent_email, addresses))
 
     async def suppression_page(
         self, user_id: str, agent_email: str | None, limit: int, before_seq: int | None
