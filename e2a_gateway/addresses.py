@@ -120,6 +120,26 @@ def normalise_address(address: str) -> str:
     return f"{local}@{normalise_domain(domain)}"
 
 
+def comparable_address(address: str) -> str:
+    """`address` in the one form gates compare (an allowlist entry, a sender, a recipient): its
+    local part lowercased, its domain as A-labels (`a_label_domain`), so `Friend@Bücher.example`
+    and `friend@xn--bcher-kva.example` are one. Raises AddressError when it is no
+    `local@domain` (an empty or bracketed local part, spaces, an invalid domain)."""
+    local, sep, domain = address.strip().rpartition("@")
+    if not sep or not local or any(c.isspace() or c in "<>@" for c in local):
+        raise AddressError(f"{address!r} is not an email address")
+    return f"{local.lower()}@{normalise_domain(domain)}"
+
+
+def comparable_entry(entry: str) -> str:
+    """An address or domain as gates compare it (`comparable_address`, or a domain's A-labels);
+    lowercased as it is when it is neither (an entry stored before entries were checked)."""
+    try:
+        return comparable_address(entry) if "@" in entry else normalise_domain(entry)
+    except AddressError:
+        return entry.strip().lower()
+
+
 def lowercase_address(address: str) -> str:
     """An address as e2a reports a sender or recipient named in a header (RFC 6532 allows
     UTF-8 there): lowercased by Unicode's default case mapping (`str.lower`, locale-independent;

@@ -207,6 +207,12 @@ async def test_protection_reads_and_replaces_the_agents_gates_and_holds(owner: A
         ({**protection(), "extra": True}, 422, None),
         (protection(inbound={"policy": "allowlist", "allowlist": ["example.org"]}), 400, None),
         (protection(inbound={"policy": "domain", "allowlist": ["a@example.org"]}), 400, None),
+        # entries that could never match anyone
+        *[
+            (protection(inbound={"policy": "allowlist", "allowlist": [entry]}), 400, None)
+            for entry in ("a@b@c", "@", "x@", "<friend@example.com>", "friend@exa_mple.com")
+        ],
+        (protection(inbound={"policy": "domain", "allowlist": ["not_a_domain!"]}), 400, None),
         (protection(holds={"ttl_seconds": -1}), 422, None),
         (protection(holds={"ttl_seconds": 10**7}), 400, None),
     ],
@@ -222,6 +228,32 @@ async def test_protection_refuses_what_it_cannot_do_and_changes_nothing(
     if status == 501:
         assert "not available" in error["message"]
     assert (await owner.http.get(v1_agent(BOT, "/protection"))).json() == before
+
+
+async def test_allowlist_entries_are_kept_in_the_form_the_gates_compare(owner: Account) -> None:
+    """An IDN entry written with U-labels matches the recipient the API normalised to A-labels;
+    a trailing dot or capitals change nothing."""
+    gate = {
+        "policy": "allowlist",
+        "allowlist": ["Friend@Bücher.example", "team@example.com."],
+        "action": "block",
+    }
+    config = {**protection(), "outbound": {"gate": gate, "scan": {}}}
+    answer = await protect(owner, BOT, config)
+    assert answer["outbound"]["gate"]["allowlist"] == [
+        "friend@xn--bcher-kva.example",
+        "team@example.com",
+    ]
+    for to in ("friend@bücher.example", "TEAM@example.com"):
+        sent = await owner.http.post(
+            "/api/v1/send", json={"from": BOT, "to": [to], "subject": "Hi", "body": "Hello"}
+        )
+        # past the gate (this gateway has no relay, so the send itself then fails)
+        assert sent.status_code != 403 and "blocked_by_policy" not in sent.text, (to, sent.text)
+    stranger = await owner.http.post(
+        "/api/v1/send", json={"from": BOT, "to": ["x@example.org"], "subject": "Hi", "body": "."}
+    )
+    assert stranger.status_code == 403 and "blocked_by_policy" in stranger.text, stranger.text
 
 
 async def test_an_agent_key_may_not_see_or_resolve_reviews_nor_its_protection(

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from e2a_gateway.addresses import comparable_entry
 from e2a_gateway.mailauth.results import AuthResults
 from e2a_gateway.storage.base import Agent
 
@@ -52,10 +53,10 @@ def gate_verdict(agent: Agent, sender: str | None) -> GateVerdict:
     None when the From is not authenticated)."""
     if agent.inbound_gate_policy == "open":
         return PASSED
-    trusted = {entry.strip().lower() for entry in agent.inbound_gate_allowlist}
+    trusted = {comparable_entry(entry) for entry in agent.inbound_gate_allowlist}
     if sender is not None:
         key = sender if agent.inbound_gate_policy == "allowlist" else sender.rpartition("@")[2]
-        if key in trusted:
+        if comparable_entry(key) in trusted:  # Bücher.example and xn--bcher-kva.example alike
             return PASSED
     if sender is None:
         reason = "the sender's From domain is not authenticated by DMARC"

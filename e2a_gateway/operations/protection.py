@@ -16,6 +16,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from e2a_gateway.addresses import AddressError, comparable_address, normalise_domain
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.agents import owned_agent
 from e2a_gateway.operations.caller import Caller
@@ -126,25 +127,32 @@ def holds_every_send(policy: str, allowlist: Sequence[str], action: str) -> bool
 
 
 def _allowlist(gate: Gate, direction: str) -> tuple[str, ...]:
-    """The gate's entries, lowercased and each once: addresses for `allowlist`, domains for an
-    inbound `domain` gate (an outbound `domain` gate matches the agent's own domain, and an
-    `open` gate matches everyone: their lists are kept as given, unused)."""
+    """The gate's entries in the form the gates compare, each once: addresses for `allowlist`
+    (`comparable_address`), domains as A-labels for an inbound `domain` gate (an outbound
+    `domain` gate matches the agent's own domain, and an `open` gate matches everyone: their
+    lists are kept lowercased, unused). Invalid for an entry that can never match."""
     entries: dict[str, None] = {}
     for raw in gate.allowlist:
         entry = raw.strip().lower()
         if not entry or len(entry) > MAX_ENTRY_LENGTH or any(c.isspace() for c in entry):
             raise Invalid("invalid_request", f"{direction}.gate.allowlist: {raw!r} is not an entry")
-        if gate.policy == "allowlist" and "@" not in entry:
-            raise Invalid(
-                "invalid_request",
-                f"{direction}.gate.allowlist: {raw!r} is not an address (policy 'allowlist' "
-                "lists addresses; use policy 'domain' for domains)",
-            )
-        if gate.policy == "domain" and direction == "inbound" and "@" in entry:
-            raise Invalid(
-                "invalid_request",
-                f"{direction}.gate.allowlist: {raw!r} is not a domain (policy 'domain' lists "
-                "domains; use policy 'allowlist' for addresses)",
-            )
+        if gate.policy == "allowlist":
+            try:
+                entry = comparable_address(entry)
+            except AddressError as exc:
+                raise Invalid(
+                    "invalid_request",
+                    f"{direction}.gate.allowlist: {raw!r} is not an address ({exc}); policy "
+                    "'allowlist' lists addresses, policy 'domain' domains",
+                ) from None
+        elif gate.policy == "domain" and direction == "inbound":
+            try:
+                entry = normalise_domain(entry)
+            except AddressError as exc:
+                raise Invalid(
+                    "invalid_request",
+                    f"{direction}.gate.allowlist: {raw!r} is not a domain ({exc}); policy "
+                    "'domain' lists domains, policy 'allowlist' addresses",
+                ) from None
         entries[entry] = None
     return tuple(entries)

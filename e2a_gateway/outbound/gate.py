@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from e2a_gateway.addresses import comparable_entry
 from e2a_gateway.storage.base import Agent
 
 Outcome = Literal["send", "flag", "review", "block"]
@@ -46,12 +47,12 @@ def _first_unmatched(agent: Agent, recipients: Sequence[str]) -> str | None:
     """The first recipient the policy does not match, lowercased; None when all match."""
     if agent.outbound_gate_policy == "open":
         return None
-    trusted = {entry.strip().lower() for entry in agent.outbound_gate_allowlist}
+    trusted = {comparable_entry(entry) for entry in agent.outbound_gate_allowlist}
     own_domain = agent.domain.lower()
     for recipient in recipients:
         address = recipient.strip().lower()
         if agent.outbound_gate_policy == "allowlist":
-            matched = address in trusted
+            matched = comparable_entry(address) in trusted
         else:
             matched = address.rpartition("@")[2] == own_domain
         if not matched:
