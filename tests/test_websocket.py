@@ -60,6 +60,9 @@ from tests.delivery_support import (
 )
 
 WAIT = 10.0
+ACKED_BACKLOG = 500
+ACKED_DRAIN_PING_SECONDS = 0.2
+"""Pings often enough that a backlog of ACKED_BACKLOG takes several of them to drain."""
 FRAME_KEYS = {"message_id", "from", "recipient", "subject", "received_at", "reply_text", "trust"}
 
 
@@ -442,6 +445,35 @@ async def test_an_ack_marks_read_and_stops_redelivery(
     assert [frame["message_id"] for frame in frames] == [second, live["message_id"]]
     bobs_unread = (await bob.http.get(agent_path(bobs_agent, "/messages"))).json()["messages"]
     assert [message["message_id"] for message in bobs_unread] == [bobs_message]
+
+
+async def test_acks_sent_during_the_drain_are_read_as_they_come(
+    settings: Settings, resolver: FixtureResolver
+) -> None:
+    """A client that acks each message of a long backlog as it comes: its acks are read during
+    the drain, so the HTTP server keeps reading the socket, hears its pongs and never closes
+    it for ping_timeout; every ack is applied."""
+    pinging = pinging_gateway(settings, resolver, ACKED_DRAIN_PING_SECONDS)
+    async with pinging as (gateway, port, account, agent):
+        stored = [
+            await accept(gateway, [agent], mail(f"Backlog {n}")) for n in range(ACKED_BACKLOG)
+        ]
+        url = f"ws://127.0.0.1:{port}/api/v1/agents/{quote(agent)}/ws?token={account.key}"
+        received: list[str] = []
+        async with open_websocket_url(url, connect_timeout=WAIT) as ws:
+            with trio.fail_after(WAIT):
+                for _ in stored:
+                    message_id = json.loads(await ws.get_message())["message_id"]
+                    received.append(message_id)
+                    await ws.send_message(json.dumps({"type": "ack", "message_id": message_id}))
+
+            def acked() -> float | None:
+                return gateway.metrics.registry.get_sample_value(
+                    "e2a_deliveries_total", {"channel": "websocket", "outcome": "acked"}
+                )
+
+            await wait_until(lambda: acked() == len(stored))
+    assert received == stored
 
 
 def listener(

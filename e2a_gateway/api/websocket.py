@@ -153,11 +153,13 @@ def _refusal(refused: OperationError) -> Response:
 
 async def _serve(admitted: _Admitted, subscription: Subscription, ending: SocketEnding) -> None:
     """Drain the unread mail, then relay live notifications until the hub ends the
-    subscription; then close, saying why."""
+    subscription; then close, saying why. The client's acks are read all along."""
     gateway = current_gateway()
-    drained = await _send_unread(admitted, subscription)
     async with trio.open_nursery() as nursery:
+        # Read before the drain: a client acking as the backlog comes would otherwise fill the
+        # receive queues, and the HTTP server, no longer reading, would miss its pongs.
         nursery.start_soon(_receive_acks, admitted)
+        drained = await _send_unread(admitted, subscription)
         async for frame in subscription:
             if frame["message_id"] in drained:
                 continue
