@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import psycopg
@@ -35,7 +35,7 @@ from e2a_gateway.hub.fanout import PostgresFanout, relay_payload
 from e2a_gateway.hub.job_queue import JobQueue
 from e2a_gateway.storage.postgres import FANOUT_CHANNEL, PostgresStorage
 from e2a_gateway.storage.vocabulary import JOB_KINDS
-from tests.databases import fresh_postgres_database
+from tests.databases import fresh_postgres_database, require_postgres
 from tests.dns_server import serve_dns
 from tests.http_receiver import Answer, HttpReceiver
 from tests.test_cli import free_port
@@ -531,6 +531,44 @@ async def _terminate_listeners(url: str) -> int:
         return len(rows)
 
     return await trio.to_thread.run_sync(terminate)
+
+
+async def _allow_connections(url: str, allowed: bool) -> None:
+    """Let clients connect to the database of `url` again, or refuse them all."""
+    name = urlsplit(url).path.lstrip("/")
+
+    def alter() -> None:
+        with psycopg.connect(require_postgres(), autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+
+    await trio.to_thread.run_sync(alter)
+
+
+async def test_fanout_listening_at_last_after_a_failed_start_makes_clients_re_drain(
+    database: str,
+) -> None:
+    """A fan-out whose first LISTEN failed reports started all the same (sockets open), but
+    they hear nothing other replicas commit until it listens: then, as after a reconnection,
+    their subscriptions end (their clients reconnect and re-drain) and the workers are woken."""
+    storage = PostgresStorage.open(database)
+    hub = Hub()
+    jobs = JobQueue()
+    fanout = PostgresFanout(storage, hub, jobs, keepalive_seconds=0.5, max_backoff_seconds=0.2)
+    await _allow_connections(database, False)
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(fanout.run)
+            with hub.subscribe(BOT) as live:
+                woken = jobs.added("webhook")
+                await _allow_connections(database, True)
+                with trio.fail_after(NOTIFY_SECONDS):
+                    async for _ in live:
+                        pass
+                    await woken.wait()
+            assert live.ended is Ended.BEHIND
+            nursery.cancel_scope.cancel()
+    finally:
+        await storage.close()
 
 
 async def test_fanout_relays_notifications_and_recovers_from_a_lost_connection(

@@ -79,7 +79,8 @@ class PostgresFanout:
 
     The connection's socket is awaited with `trio.lowlevel.wait_readable` and read with
     libpq's non-blocking calls, so waiting costs no thread. Connection loss is retried with
-    capped exponential backoff; after every reconnect all local subscriptions are closed (the
+    capped exponential backoff; after every reconnect, and on first listening when the first
+    attempt failed (started was reported without it), all local subscriptions are closed (the
     clients reconnect and re-drain), and the job workers are woken to look for missed work.
     """
 
@@ -103,18 +104,18 @@ class PostgresFanout:
         """Listen and relay until cancelled, reconnecting whenever the connection is lost."""
         backoff = FIRST_BACKOFF_SECONDS
         reported = False
-        connected_before = False
         while True:
             try:
                 connection = await trio.to_thread.run_sync(self._storage.connect_listener)
             except StorageUnavailable as exc:
                 log.warning("fan-out: cannot LISTEN (%s); retrying in %.1f s", exc, backoff)
             else:
-                if connected_before:
-                    log.info("fan-out: listening again; local WebSocket clients will re-drain")
+                if reported:
+                    # Started was reported before this LISTEN (the last one was lost, or the
+                    # first attempt failed): sockets opened since may have missed news.
+                    log.info("fan-out: listening now; local WebSocket clients will re-drain")
                     self._hub.close_subscriptions()
                     self._jobs.jobs_added()
-                connected_before = True
                 backoff = FIRST_BACKOFF_SECONDS
                 if not reported:
                     task_status.started()
