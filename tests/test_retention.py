@@ -158,6 +158,26 @@ async def test_the_window_is_retention_days(gateway: Gateway) -> None:
     assert await inbound_ids(storage, alice, "a@agents.test") == []
 
 
+async def test_mail_held_for_review_counts_its_days_from_its_release(gateway: Gateway) -> None:
+    """Released late (its agent sat in the trash, say), held mail is delivered for the whole
+    window, not deleted by the next sweep for having arrived long ago."""
+    storage = gateway.storage
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    held = replace(
+        make_message("msg_held", "a@agents.test"),
+        received_at=format_timestamp(NOW - 31 * DAY),
+        hold_expires_at=NOW + DAY,
+    )
+    await storage.store_inbound([held], NOW - 31 * DAY)
+    released = await storage.release_inbound(alice, "msg_held", True, NOW)
+    assert released is not None
+    assert (await RetentionWorker(gateway, pause=0).sweep(NOW + DAY)).messages == 0
+    assert await inbound_ids(storage, alice, "a@agents.test") == ["msg_held"]
+    assert (await RetentionWorker(gateway, pause=0).sweep(NOW + 31 * DAY)).messages == 1
+    assert await inbound_ids(storage, alice, "a@agents.test") == []
+
+
 async def test_a_large_backlog_goes_in_small_batches(gateway: Gateway) -> None:
     storage = gateway.storage
     alice = await add_user(storage)

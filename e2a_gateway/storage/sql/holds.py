@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import ReceivedEvents
 from e2a_gateway.storage.announcements import MessageStored
 from e2a_gateway.storage.base import (
@@ -93,9 +94,10 @@ def _release(tx: Transaction, message: InboundMessage, now: float) -> None:
     event logged (and fanned out to the account's webhooks) then."""
     row = tx.first("SELECT agent_mode, id FROM agents WHERE email = ?", (message.agent_email,))
     cloud = row is not None and row[0] == CLOUD
-    tx.execute(
-        "UPDATE messages SET hold = NULL, hold_expires_at = NULL, delivery_status = ? WHERE id = ?",
-        (DELIVERY_PENDING if cloud else None, message.id),
+    tx.execute(  # reviewed_at: retention counts a released message's days from its release
+        "UPDATE messages SET hold = NULL, hold_expires_at = NULL, delivery_status = ?, "
+        "reviewed_at = ? WHERE id = ?",
+        (DELIVERY_PENDING if cloud else None, format_timestamp(now), message.id),
     )
     if row is None:
         return

@@ -26,15 +26,17 @@ class RetentionSql(Runner):
     """`Retention` in SQL."""
 
     async def delete_messages_before(self, cutoff: str, limit: int) -> int:
-        """Delete up to `limit` expired messages, oldest first (their attempts by cascade, their
-        raw bytes with the last message pointing at them); how many went."""
+        """Delete up to `limit` messages made, and reviewed if ever (mail held for review counts
+        from its release), before `cutoff` that may go, oldest first (their attempts by
+        cascade, their raw bytes with the last message pointing at them); how many went."""
         return await self._write(
             lambda tx: (
                 tx.execute(
                     "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m "
-                    f"WHERE m.created_at < ? AND {EXPIRABLE_MESSAGE} ORDER BY m.created_at "
+                    "WHERE m.created_at < ? AND (m.reviewed_at IS NULL OR m.reviewed_at < ?) "
+                    f"AND {EXPIRABLE_MESSAGE} ORDER BY m.created_at "
                     f"LIMIT ?{tx.dialect.skip_locked()})",
-                    (cutoff, limit),
+                    (cutoff, cutoff, limit),
                 ).rowcount
             )
         )
