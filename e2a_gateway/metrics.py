@@ -58,6 +58,7 @@ RETENTION_KINDS = (
     "feedback",
     "events",
     "trashed_agents",
+    "webhook_deliveries",
 )
 WEBSOCKET_END_REASONS = (
     "client_close",
@@ -199,7 +200,8 @@ class Metrics:
         self.retention_deleted = Counter(
             "e2a_retention_deleted",
             "Rows the retention sweep deleted, by kind (messages, webhook_attempts, "
-            "idempotency_keys, trashed_messages, feedback, events, trashed_agents)",
+            "idempotency_keys, trashed_messages, feedback, events, trashed_agents, "
+            "webhook_deliveries)",
             ["kind"],
             registry=registry,
         )

@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from e2a_gateway.clock import format_timestamp
+from e2a_gateway.events import RETENTION_SECONDS as EVENT_RETENTION_SECONDS
 from e2a_gateway.gateway import Gateway, open_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.storage.base import (
@@ -19,6 +20,9 @@ from e2a_gateway.storage.base import (
     FinishedAttempt,
     SendAttempt,
     Storage,
+    SubscriberAttempt,
+    SubscriberStatus,
+    Webhook,
     WebhookAttempt,
 )
 from e2a_gateway.workers.retention import RetentionWorker, SweepResult
@@ -274,3 +278,48 @@ async def test_feedback_goes_after_retention_days(gateway: Gateway) -> None:
     swept = await RetentionWorker(gateway, pause=0).sweep(NOW)
     assert swept == SweepResult(0, 0, feedback=1)
     assert [entry.id for entry in await storage.list_feedback(10)] == ["fbk_recent"]
+
+
+async def settled_delivery(
+    storage: Storage, webhook: Webhook, at: float, outcome: SubscriberStatus
+) -> str:
+    """Queue one `/v1` delivery to `webhook` at `at` and attempt it once, leaving it `outcome`
+    (`pending`: a retry due after the sweep)."""
+    delivery_id = await storage.add_test_delivery(
+        webhook.user_id, webhook.id, f"evt_{outcome}_{at}", "email.received", b"{}", at
+    )
+    assert delivery_id is not None
+    (claimed,) = await storage.claim_subscriber_deliveries(at, None, 60.0, {}, 1000)
+    retry_at = NOW + 3600 if outcome == "pending" else None
+    code = 200 if outcome == "delivered" else 500
+    await storage.finish_subscriber_attempts(
+        [SubscriberAttempt(claimed.delivery.id, 1, at, code, None, 3, outcome, retry_at)]
+    )
+    return delivery_id
+
+
+async def test_settled_webhook_deliveries_go_with_the_events_pending_ones_stay(
+    gateway: Gateway,
+) -> None:
+    """A delivery to a `/v1` webhook holds a copy of its event's envelope (sender, recipients,
+    subject): delivered or failed for good, it goes when its event does, after 30 days; one
+    still pending is left to the delivery worker."""
+    storage = gateway.storage
+    alice = await add_user(storage)
+    webhook = Webhook(
+        "wh_1", alice, "https://hooks.example.com/x", "", ["email.received"], [], [], True, "s", ""
+    )
+    await storage.add_webhook(webhook, 20)
+    past_window = NOW - EVENT_RETENTION_SECONDS - 60
+    await settled_delivery(storage, webhook, past_window, "delivered")
+    await settled_delivery(storage, webhook, past_window, "failed")
+    pending = await settled_delivery(storage, webhook, past_window, "pending")
+    recent = await settled_delivery(storage, webhook, RECENT, "delivered")
+
+    swept = await RetentionWorker(gateway, pause=0, batch_size=1).sweep(NOW)
+
+    kept = await storage.delivery_page(alice, webhook.id, None, 10, None)
+    assert kept is not None and [delivery.id for delivery in kept] == [recent, pending]
+    assert swept == SweepResult(0, 0, webhook_deliveries=2)
+    exposed = gateway.metrics.render(None).decode()
+    assert 'e2a_retention_deleted_total{kind="webhook_deliveries"} 2.0' in exposed

@@ -1536,6 +1536,13 @@ class EventLog(Protocol):
         went."""
         ...
 
+    async def delete_webhook_deliveries_before(self, cutoff: float, limit: int) -> int:
+        """Delete up to `limit` deliveries to webhooks queued before the epoch `cutoff` and
+        settled (delivered or failed for good; a pending one is left to its worker), oldest
+        first, in one short transaction; how many went. Each holds a copy of its event's
+        envelope, which must not outlive the events' window."""
+        ...
+
     async def log_events(self, events: Sequence[NewEvent]) -> None:
         """Log `events` in a transaction of their own, each queued to the account's webhooks it
         matches: what happened with no row written beside it (a send the outbound gate

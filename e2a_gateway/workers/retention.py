@@ -1,7 +1,8 @@
 """The retention sweep: deletes messages (raw bodies and attachments with them), webhook
 attempt records and feedback older than `retention.days`, idempotency keys past their window,
 messages in the `/v1` trash for longer than TRASH_KEPT_SECONDS, agents in the trash for longer
-than TRASH_DAYS (with their messages), and `/v1` events older than 30 days.
+than TRASH_DAYS (with their messages), and `/v1` events older than 30 days with the settled
+deliveries of that time to webhooks (each a copy of an event).
 
 It deletes in small batches, each its own short transaction, and pauses between batches, so
 SMTP ingest and API writes always get the database in between. It never touches a message that
@@ -51,6 +52,7 @@ class SweepResult:
     feedback: int = 0
     events: int = 0
     trashed_agents: int = 0
+    webhook_deliveries: int = 0
 
 
 class RetentionWorker:
@@ -78,8 +80,8 @@ class RetentionWorker:
     async def sweep(self, now: float) -> SweepResult:
         """Delete every message, webhook attempt and piece of feedback from before
         `now - retention.days`, the idempotency keys claimed and completed more than their
-        window ago, trashed messages and agents past their time, and the events older than 30
-        days."""
+        window ago, trashed messages and agents past their time, and the events and settled
+        webhook deliveries older than 30 days."""
         cutoff = format_timestamp(now - self._gateway.settings.retention.days * SECONDS_PER_DAY)
         storage = self._gateway.storage
         result = SweepResult(
@@ -106,6 +108,11 @@ class RetentionWorker:
                 storage.purge_agents_trashed_before,
                 format_timestamp(now - TRASH_DAYS * SECONDS_PER_DAY),
             ),
+            webhook_deliveries=await self._in_batches(
+                "webhook_deliveries",
+                storage.delete_webhook_deliveries_before,
+                now - EVENT_RETENTION_SECONDS,
+            ),
         )
         if result.messages or result.webhook_attempts:
             log.info(
@@ -116,6 +123,11 @@ class RetentionWorker:
             )
         if result.events:
             log.info("retention: deleted %d events older than 30 days", result.events)
+        if result.webhook_deliveries:
+            log.info(
+                "retention: deleted %d webhook deliveries older than 30 days",
+                result.webhook_deliveries,
+            )
         if result.idempotency_keys:
             log.info("retention: deleted %d expired idempotency keys", result.idempotency_keys)
         if result.trashed_messages:

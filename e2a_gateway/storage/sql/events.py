@@ -1,7 +1,7 @@
 """The SQL of the `/v1` events log: an event is recorded inside the transaction that commits
 what it describes, with a queued delivery to every webhook of the account it matches; events
 are listed and read with their delivery counts, redelivered to the webhooks they matched, and
-swept after 30 days.
+swept after 30 days, their settled deliveries too.
 
 The webhooks an event matched are those with a delivery of it: its fan-out queued one to each
 in its own transaction, and a redelivery goes only to one of them.
@@ -402,6 +402,22 @@ class EventsSql(Runner):
             return sum(1 + (len(json.loads(copies)) if copies else 0) for (copies,) in deleted)
 
         return await self._write(sweep)
+
+    async def delete_webhook_deliveries_before(self, cutoff: float, limit: int) -> int:
+        """Delete up to `limit` settled deliveries queued before `cutoff`, oldest first, found
+        by the partial index `webhook_deliveries_settled` (whose condition the query repeats,
+        as SQLite needs); how many went."""
+        return await self._write(
+            lambda tx: (
+                tx.execute(
+                    "DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM "
+                    f"webhook_deliveries WHERE status IN ('{DELIVERY_DONE}', '{DELIVERY_FAILED}') "
+                    "AND created_epoch < ? ORDER BY created_epoch "
+                    f"LIMIT ?{tx.dialect.skip_locked()})",
+                    (cutoff, limit),
+                ).rowcount
+            )
+        )
 
     async def log_events(self, events: Sequence[NewEvent]) -> None:
         """Log `events` in a transaction of their own, queued to the webhooks they match."""
