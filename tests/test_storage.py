@@ -11,8 +11,9 @@ import shutil
 import socket
 import sqlite3
 import stat
+import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
@@ -63,8 +64,10 @@ from e2a_gateway.storage.base import (
 from e2a_gateway.storage.migrations import load_migrations
 from e2a_gateway.storage.new_inbound import ByContent, NewInboundMessage
 from e2a_gateway.storage.sql.messages import _inbox_query
+from e2a_gateway.storage.sql.transaction import Transaction
 from tests.conftest import make_settings
 from tests.databases import fresh_postgres_database
+from tests.delivery_support import wait_until
 from tests.test_signing_identity import claim_for
 
 NOW = "2026-01-01T00:00:00Z"
@@ -1633,6 +1636,112 @@ async def test_restarted_replica_frees_only_the_leases_held_under_its_name(
         await restarted.close()
     assert reclaimed.id == held_by_first.id
     assert held_by_second.id != held_by_first.id
+
+
+PAUSE_SECONDS = 10.0
+
+
+class PauseAfter:
+    """Holds the transaction that runs a statement beginning with `prefix` in its worker thread,
+    right after that statement, until `resume()`: another replica acts in between."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+        self.reached = threading.Event()
+        self._resumed = threading.Event()
+        execute = Transaction.execute
+
+        def execute_then_pause(tx: Transaction, query: str, *args: Any, **kwargs: Any) -> Any:
+            cursor = execute(tx, query, *args, **kwargs)
+            if query.startswith(prefix):
+                self.reached.set()
+                self._resumed.wait(PAUSE_SECONDS)
+            return cursor
+
+        monkeypatch.setattr(Transaction, "execute", execute_then_pause)
+
+    async def wait(self) -> None:
+        """Return once the statement has run, its transaction held."""
+        with trio.fail_after(PAUSE_SECONDS):
+            await trio.to_thread.run_sync(self.reached.wait)
+
+    def resume(self) -> None:
+        """Let the held transaction go on."""
+        self._resumed.set()
+
+
+async def done_or_waiting_for_a_lock(postgres_db: str, done: Callable[[], bool]) -> None:
+    """Return once `done()` holds or a transaction on the database waits for a lock."""
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    await wait_until(lambda: done() or run_sql(postgres_db, waiting) != [(0,)], PAUSE_SECONDS)
+
+
+async def test_a_purge_never_deletes_an_agent_restored_after_it_chose_it(
+    replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica A's purge has chosen a trashed agent and not deleted it yet when replica B
+    restores it: the restore waits for the purge and finds the agent gone, rather than
+    answering with an agent the purge then deletes, mail and all."""
+    first, second = replicas
+    alice = await add_user(first)
+    await first.add_agent(make_agent(alice, "bot@agents.test"))
+    await first.store_inbound([make_message("msg_1", "bot@agents.test")], 0.0)
+    await first.trash_agent(alice, "bot@agents.test", "2026-01-10T00:00:00Z")
+    pause = PauseAfter(monkeypatch, "SELECT id FROM agents WHERE deleted_at IS NOT NULL")
+    outcome: dict[str, Any] = {}
+
+    async def purge() -> None:
+        outcome["purged"] = await first.purge_agents_trashed_before("2026-02-01T00:00:00Z", 10)
+
+    async def restore() -> None:
+        outcome["restored"] = await second.restore_agent(alice, "bot@agents.test")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(purge)
+        try:
+            await pause.wait()
+            nursery.start_soon(restore)
+            await done_or_waiting_for_a_lock(postgres_db, lambda: "restored" in outcome)
+        finally:
+            pause.resume()
+    assert outcome == {"purged": 1, "restored": None}
+    assert await first.get_agent(alice, "bot@agents.test") is None
+    assert run_sql(postgres_db, "SELECT count(*) FROM messages") == [(0,)]
+
+
+async def test_a_purge_passes_over_an_agent_being_restored(
+    replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica B is restoring a trashed agent (its row changed, not committed yet) when
+    replica A purges: the purge passes over it, and the restored agent keeps its mail."""
+    first, second = replicas
+    alice = await add_user(first)
+    await first.add_agent(make_agent(alice, "bot@agents.test"))
+    await first.store_inbound([make_message("msg_1", "bot@agents.test")], 0.0)
+    await first.trash_agent(alice, "bot@agents.test", "2026-01-10T00:00:00Z")
+    pause = PauseAfter(monkeypatch, "UPDATE agents SET deleted_at = NULL")
+    outcome: dict[str, Any] = {}
+
+    async def purge() -> None:
+        outcome["purged"] = await first.purge_agents_trashed_before("2026-02-01T00:00:00Z", 10)
+
+    async def restore() -> None:
+        outcome["restored"] = await second.restore_agent(alice, "bot@agents.test")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(restore)
+        try:
+            await pause.wait()
+            nursery.start_soon(purge)
+            await done_or_waiting_for_a_lock(postgres_db, lambda: "purged" in outcome)
+        finally:
+            pause.resume()
+    assert outcome["purged"] == 0 and outcome["restored"] is not None
+    assert await first.get_agent(alice, "bot@agents.test") is not None
+    page = await first.list_inbound(alice, "bot@agents.test", "all", 10, None)
+    assert [message.id for message in page.messages] == ["msg_1"]
 
 
 async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> None:

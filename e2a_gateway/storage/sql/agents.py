@@ -198,19 +198,26 @@ class AgentsSql(Runner):
 
     async def purge_agents_trashed_before(self, cutoff: str, limit: int) -> int:
         """Delete for good up to `limit` agents trashed before `cutoff`, oldest first (their
-        messages and jobs cascade, their keys are revoked); how many went."""
+        messages and jobs cascade, their keys are revoked); how many went. An agent a restore
+        holds is passed over, and one restored since it was chosen is not deleted."""
 
         def purge(tx: Transaction) -> int:
-            rows = tx.all(
+            chosen = tx.all(
                 "SELECT id FROM agents WHERE deleted_at IS NOT NULL AND deleted_at < ? "
-                "ORDER BY deleted_at LIMIT ?",
+                f"ORDER BY deleted_at LIMIT ?{tx.dialect.skip_locked()}",
                 (cutoff, limit),
             )
-            for (agent_id,) in rows:
-                tx.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
-                _revoke_agent_keys(tx, agent_id)
-                tx.announce(AccessEnded("agent", agent_id))
-            return len(rows)
+            purged = 0
+            for (agent_id,) in chosen:
+                if tx.first(
+                    "DELETE FROM agents WHERE id = ? AND deleted_at IS NOT NULL "
+                    "AND deleted_at < ? RETURNING id",
+                    (agent_id, cutoff),
+                ):
+                    _revoke_agent_keys(tx, agent_id)
+                    tx.announce(AccessEnded("agent", agent_id))
+                    purged += 1
+            return purged
 
         return await self._write(purge, changes_routing=True)
 
