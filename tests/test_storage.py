@@ -28,7 +28,7 @@ import e2a_gateway.storage.postgres
 import e2a_gateway.storage.sqlite
 from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import run_gateway
-from e2a_gateway.clock import format_timestamp
+from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.events import derived_event_id
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.rate_windows import RateCount, RateLimit
@@ -767,6 +767,29 @@ async def test_the_trash_keeps_an_agent_out_of_service_until_restored_or_purged(
     page = await storage.list_inbound(alice, "bot@agents.test", "all", 10, None)
     assert [m.id for m in page.messages] == ["msg_1"]
     assert await storage.purge_agents_trashed_before("2027-01-01T00:00:00Z", 10) == 0
+
+
+async def test_a_trashed_agents_webhook_jobs_wait_for_its_restore(storage: Storage) -> None:
+    """A cloud agent in the trash receives no mail: its webhook jobs are not claimed while it
+    is there, and restore resumes them, their schedule moved on by the time it spent there
+    (as its held mail's deadlines are)."""
+    alice = await add_user(storage)
+    for agent in ("hook@agents.test", "live@agents.test"):
+        await storage.add_agent(make_agent(alice, agent, mode="cloud"))
+    await storage.store_inbound(
+        [make_message("msg_1", "hook@agents.test"), make_message("msg_2", "live@agents.test")],
+        100.0,
+    )
+    trashed_at = "2026-01-10T00:00:00Z"
+    await storage.trash_agent(alice, "hook@agents.test", trashed_at)
+    restore_at = parse_timestamp(trashed_at).timestamp() + 3600
+    claimed = await storage.claim_webhook_jobs(restore_at, None, 60, {}, 1000)
+    assert [job.message_id for job in claimed] == ["msg_2"]
+
+    await storage.restore_agent(alice, "hook@agents.test", restore_at)
+    (resumed,) = await storage.claim_webhook_jobs(restore_at, None, 60, {}, 1000)
+    assert resumed.message_id == "msg_1"
+    assert (resumed.attempts, resumed.run_at, resumed.created_at) == (0, 3700.0, 3700.0)
 
 
 async def test_store_inbound_is_all_or_nothing(storage: Storage) -> None:

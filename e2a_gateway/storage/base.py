@@ -967,8 +967,9 @@ class Directory(Protocol):
         self, user_id: str, email: str, now: float | None = None
     ) -> Agent | None:
         """Bring one of the user's trashed agents back into service at `now` (the present when
-        None): the review deadlines of its held mail move on by the time it spent in the trash.
-        None when it is not in the trash."""
+        None): the review deadlines of its held mail, and its webhook jobs (not claimed while it
+        is in the trash), move on by the time it spent there. None when it is not in the
+        trash."""
         ...
 
     async def update_agent(self, user_id: str, email: str, changes: AgentChanges) -> Agent | None:
@@ -1396,7 +1397,8 @@ class WebhookDeliveries(Protocol):
         """Lease due webhook jobs, oldest due first, looking at no more than `limit` (None:
         every) of them and taking at most `room[url]` jobs for each webhook URL (`default_room`
         for URLs not in `room`), so a busy receiver's backlog stays in the queue. Nobody else
-        can claim a leased job until the lease expires."""
+        can claim a leased job until the lease expires. The jobs of an agent in the trash are
+        not claimed: they wait for its restore."""
         ...
 
     async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:

@@ -2,7 +2,8 @@
 
 Every query but `find_agent` is scoped by the owner's `user_id`; deleting an agent deletes its
 messages and jobs by cascade and tells other replicas to end its live subscriptions. Trashing
-one cancels its sends not yet under way; restoring it moves its held mail's deadlines on.
+one cancels its sends not yet under way; restoring it moves its held mail's deadlines and its
+webhook jobs (which wait while it is in the trash) on.
 """
 
 from __future__ import annotations
@@ -17,7 +18,13 @@ from e2a_gateway.storage.rows import AGENT_COLUMNS, agent_assignments, agent_par
 from e2a_gateway.storage.sql.outbound import cancel_sends_in
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
-from e2a_gateway.storage.vocabulary import HELD_FOR_REVIEW, INBOUND, OUTBOUND, PENDING_APPROVAL
+from e2a_gateway.storage.vocabulary import (
+    HELD_FOR_REVIEW,
+    INBOUND,
+    OUTBOUND,
+    PENDING_APPROVAL,
+    WEBHOOK_JOB,
+)
 
 _PLACEHOLDERS = ", ".join("?" * len(AGENT_COLUMNS.split(",")))
 
@@ -66,6 +73,18 @@ def _resume_reviews(tx: Transaction, agent_email: str, paused: float) -> None:
         f"WHERE agent_email = ? AND direction = '{INBOUND}' AND hold = '{HELD_FOR_REVIEW}' "
         "AND hold_expires_at IS NOT NULL",
         (paused, agent_email),
+    )
+
+
+def _resume_deliveries(tx: Transaction, agent_email: str, paused: float) -> None:
+    """Move the agent's webhook jobs, which wait while it is in the trash, on by `paused`
+    seconds: each resumes when it was due, its retries ending as late after receipt as they
+    would have had the agent stayed in service."""
+    tx.execute(
+        "UPDATE jobs SET run_at = run_at + ?, created_at = created_at + ? "
+        f"WHERE kind = '{WEBHOOK_JOB}' AND message_id IN "
+        "(SELECT id FROM messages WHERE agent_email = ?)",
+        (paused, paused, agent_email),
     )
 
 
@@ -173,8 +192,8 @@ class AgentsSql(Runner):
         self, user_id: str, email: str, now: float | None = None
     ) -> Agent | None:
         """Bring one of the user's trashed agents back into service at `now` (the present when
-        None), moving its held mail's review deadlines on by the time it spent in the trash;
-        None when not trashed."""
+        None), moving its held mail's review deadlines and its webhook jobs on by the time it
+        spent in the trash; None when not trashed."""
         moment = time.time() if now is None else now
 
         def restore(tx: Transaction) -> Agent | None:
@@ -191,6 +210,7 @@ class AgentsSql(Runner):
             )
             paused = max(0.0, moment - parse_timestamp(trashed[0]).timestamp())
             _resume_reviews(tx, email, paused)
+            _resume_deliveries(tx, email, paused)
             found = agent_row(tx, user_id, email)
             return decode_agent(found) if found else None
 

@@ -65,7 +65,8 @@ class WebhooksSql(Runner):
         default_room: int,
     ) -> list[Job]:
         """Lease due webhook jobs in order, at most `room[url]` (else `default_room`) per URL;
-        jobs another replica is claiming are passed over, not waited for."""
+        jobs another replica is claiming are passed over, not waited for, and those of agents
+        in the trash wait for their restore."""
         full = [url for url, free in room.items() if free <= 0]
 
         def claim(tx: Transaction) -> list[Job]:
@@ -74,7 +75,7 @@ class WebhooksSql(Runner):
                 "SELECT j.id, j.kind, j.message_id, j.attempts, j.run_at, j.created_at, "
                 f"{WEBHOOK_URL} FROM jobs j JOIN messages m ON m.id = j.message_id "
                 "JOIN agents a ON a.email = m.agent_email "
-                "WHERE j.kind = ? AND j.run_at <= ? "
+                "WHERE j.kind = ? AND j.run_at <= ? AND a.deleted_at IS NULL "
                 "AND (j.locked_until IS NULL OR j.locked_until < ?) "
                 f"AND {dialect.not_in_list(WEBHOOK_URL, 'text')} "
                 f"ORDER BY j.run_at, j.id LIMIT ?{dialect.skip_locked(of='j')}",
