@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -46,6 +46,7 @@ from e2a_gateway.hub import (
 from e2a_gateway.hub.access import lost_access
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.signing.credentials import hash_api_key
+from e2a_gateway.v1.notifications import listen
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import (
     SENDER,
@@ -320,6 +321,26 @@ async def pinging_gateway(
             agent = await create_agent(account, "pinged")
         yield gateway, port, account, agent
         nursery.cancel_scope.cancel()
+
+
+async def test_listen_acknowledges_what_was_handled_past_a_lost_connection(
+    settings: Settings, resolver: FixtureResolver
+) -> None:
+    """A handler slower than the server's pong wait loses the connection, and with it the
+    ack of what it handled: the next connection sends that message again, and `listen`
+    acknowledges it instead of handing it over twice."""
+    async with pinging_gateway(settings, resolver, 0.2) as (gateway, port, account, agent):
+        ids = [await accept(gateway, [agent], mail(f"slow {number}")) for number in range(3)]
+        url = f"ws://127.0.0.1:{port}/api/v1/agents/{quote(agent)}/ws?token={account.key}"
+        seen: list[str] = []
+        with trio.fail_after(30):
+            async with aclosing(listen(url, ack=True, max_backoff=0.2)) as stream:
+                async for note in stream:
+                    seen.append(note.message_id)
+                    if len(seen) == len(ids):
+                        break  # the last is not acknowledged: the caller asks for no next
+                    await trio.sleep(0.6)  # an LLM call, longer than the pong wait (0.2 s)
+        assert seen == ids  # each once, in order
 
 
 async def test_keep_alive_is_websocket_pings_never_json_frames(

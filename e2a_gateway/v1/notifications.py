@@ -7,6 +7,7 @@ backoff. Runs under asyncio and trio alike (httpx and wsproto, through anyio).
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import random
@@ -19,7 +20,12 @@ import anyio
 import httpx
 
 from e2a_gateway.v1.models import Trust
-from e2a_gateway.v1.wsclient import WebSocketClosed, WebSocketRejected, connect_websocket
+from e2a_gateway.v1.wsclient import (
+    WebSocket,
+    WebSocketClosed,
+    WebSocketRejected,
+    connect_websocket,
+)
 
 log = logging.getLogger("e2a.v1.listen")
 
@@ -84,6 +90,38 @@ def _parse_frame(text: str | bytes) -> WSNotification | None:
     return WSNotification.from_payload(payload)
 
 
+HANDLED_REMEMBERED = 10_000
+"""How many handled notifications `listen` remembers to acknowledge again, not yield again."""
+
+
+class _Handled:
+    """The ids of the last HANDLED_REMEMBERED notifications the caller handled (asked for the
+    next one after). The client answers the server's pings only while the caller waits for the
+    next notification, so a handler longer than the server's pong wait (10 s) loses the
+    connection, and with it the ack: the next connection sends that message again, and `listen`
+    acknowledges it instead of handing it over twice."""
+
+    def __init__(self) -> None:
+        self._order: collections.deque[str] = collections.deque()
+        self._ids: set[str] = set()
+
+    def __contains__(self, message_id: object) -> bool:
+        return message_id in self._ids
+
+    def add(self, message_id: str) -> None:
+        """Remember `message_id`, forgetting the oldest beyond HANDLED_REMEMBERED."""
+        if message_id in self._ids:
+            return
+        self._order.append(message_id)
+        self._ids.add(message_id)
+        if len(self._order) > HANDLED_REMEMBERED:
+            self._ids.discard(self._order.popleft())
+
+
+async def _acknowledge(socket: WebSocket, message_id: str) -> None:
+    await socket.send_text(json.dumps({"type": "ack", "message_id": message_id}))
+
+
 async def listen(
     url: str, *, reconnect: bool = True, max_backoff: float = 30.0, ack: bool = False
 ) -> AsyncGenerator[WSNotification, None]:
@@ -95,6 +133,7 @@ async def listen(
     key, unknown or cloud agent) raises `E2AApiError` and is never retried.
     """
     delays = backoff_delays(max_backoff)
+    handled = _Handled()
     while True:
         try:
             async with connect_websocket(url) as socket:
@@ -103,10 +142,13 @@ async def listen(
                     notification = _parse_frame(await socket.receive_text())
                     if notification is None:
                         continue
+                    if ack and notification.message_id in handled:
+                        await _acknowledge(socket, notification.message_id)
+                        continue
                     yield notification
                     if ack:
-                        frame = {"type": "ack", "message_id": notification.message_id}
-                        await socket.send_text(json.dumps(frame))
+                        handled.add(notification.message_id)
+                        await _acknowledge(socket, notification.message_id)
         except (WebSocketClosed, WebSocketRejected, httpx.HTTPError) as exc:
             log.warning("e2a WebSocket disconnected: %s", exc)
         if not reconnect:
