@@ -348,7 +348,9 @@ async def test_send_is_made_once_per_idempotency_key(
     assert [message["subject"] for message in arrived] == ["Once", "Once"]  # keyed once, unkeyed
 
 
-SEPARATORS = {"nul": "\x00", "nel": "\x85", "line-sep": "\u2028", "para-sep": "\u2029"}
+SEPARATORS = {"nel": "\x85", "line-sep": "\u2028", "para-sep": "\u2029"}
+"""Line breaks besides CR and LF. NUL is refused in any request body before its fields are
+read (tests/test_request_bodies.py)."""
 UNSAFE_FIELDS = {
     "subject": lambda bad: {"subject": f"hi{bad}Bcc: y@evil.example"},
     "to": lambda bad: {"to": [f"x{bad}y@example.org"]},
@@ -360,7 +362,7 @@ UNSAFE_FIELDS = {
 
 @pytest.mark.parametrize("separator", SEPARATORS.values(), ids=SEPARATORS.keys())
 @pytest.mark.parametrize("field", UNSAFE_FIELDS)
-async def test_line_separators_and_nul_in_any_header_field_are_refused(
+async def test_line_separators_in_any_header_field_are_refused(
     make_account: Any, running: RunningGateway, field: str, separator: str
 ) -> None:
     alice: Account = await make_account("alice@example.com")

@@ -1,20 +1,24 @@
 """Malformed and oversized requests over real HTTP get a JSON 4xx naming the problem, never a
 500: JSON nested 100,000 deep, bodies over `http.max_request_bytes` (declared or chunked, on
-REST, the dashboard and MCP alike), page tokens past a 64-bit integer."""
+REST, the dashboard and MCP alike), page tokens past a 64-bit integer, NUL in a body, and JSON
+values no store can keep (integers past 64 bits, lone surrogates, NaN)."""
 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import SHARED_DOMAIN, Account, agent_path, make_settings
-from tests.delivery_support import open_account, quiet_gateway
+from tests.delivery_support import create_agent, open_account, quiet_gateway
+from tests.test_v1_conventions import envelope
 
 SMALL_LIMIT = 65_536
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -170,3 +174,140 @@ async def test_json_nested_too_deep_on_v1_is_a_400(make_account: Any) -> None:
     response = await alice.http.post("/v1/account/api-keys", content=b"[" * DEEP + b"]" * DEEP)
     message = assert_json_error(response, 400, "invalid_request")
     assert "more than 32 levels deep" in message
+
+
+def messages_path(agent: str) -> str:
+    return f"/v1/agents/{quote(agent, safe='')}/messages"
+
+
+async def test_nul_anywhere_in_a_v1_body_is_a_400_naming_where(make_account: Any) -> None:
+    """PostgreSQL text cannot hold NUL: in a value or a key, at any depth, it is refused as
+    the body is read, before any model or database sees it."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    template_data = {"items": [{"name": "a", "k\x00": "v"}]}
+    for path, body, location in (
+        ("/v1/account/api-keys", {"name": "a\x00b"}, "body.name"),
+        ("/v1/agents", {"email": "pgbot2", "name": "a\x00b"}, "body.name"),
+        ("/v1/account/api-keys", {"name": "ci", "\x00": 1}, "body"),
+        (
+            messages_path(bot),
+            {"to": [bot], "template_alias": "t", "template_data": template_data},
+            "body.template_data.items[0]",
+        ),
+    ):
+        error = envelope(await alice.http.post(path, json=body), 400, "invalid_request")
+        assert "NUL (U+0000)" in error["message"] and error["message"].startswith(location)
+        assert [field["location"] for field in error["details"]["fields"]] == [location]
+    keys = (await alice.http.get("/v1/account/api-keys")).json()["items"]
+    assert [key["name"] for key in keys if "\x00" in key["name"]] == []
+
+
+async def test_nul_anywhere_in_an_api_v1_body_is_a_400_naming_where(
+    make_account: Any, anonymous: httpx.AsyncClient
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    for path, body, location in (
+        ("/api/v1/send", {"to": [bot], "subject": "s", "body": "b\x00"}, "body.body"),
+        ("/api/v1/send", {"to": [bot, "x\x00@example.org"], "subject": "s"}, "body.to[1]"),
+        ("/api/v1/agents", {"slug": "nul", "\x00agent_mode": "local"}, "body"),
+    ):
+        message = assert_json_error(await alice.http.post(path, json=body), 400, "invalid_request")
+        assert message.startswith(f"{location}: ") and "NUL (U+0000)" in message
+    inbox = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
+    assert inbox == []
+    feedback = await anonymous.post("/api/feedback", json={"message": "a\x00b"})
+    assert "NUL (U+0000)" in assert_json_error(feedback, 400, "invalid_request")
+
+
+UNKEPT = {
+    "int-past-64-bits": ("18446744073709551616", "integer out of range"),
+    "int-below-64-bits": ("-9223372036854775809", "integer out of range"),
+    "float-overflow": ("-1e400", "number out of range"),
+    "lone-surrogate": ('"a\\ud800"', "lone surrogate (U+D800)"),
+    "lone-low-surrogate": ('"\\udfff"', "lone surrogate (U+DFFF)"),
+}
+"""JSON values, as written, that Python's parser takes and no store or answer can keep: what
+the refusal says of each."""
+NOT_JSON = {
+    name: (name, f"{name} is not a JSON number") for name in ("NaN", "Infinity", "-Infinity")
+}
+"""Constants Python's parser takes that JSON has not."""
+HOOK_URL = "https://hooks.example.com/in"
+
+
+@pytest.fixture
+async def hooked(make_account: Any, resolver: FixtureResolver) -> tuple[Account, str, str]:
+    """alice, her agent `bot`, and the id of her webhook; a template `t` whose subject and text
+    are `{{s}}`."""
+    resolver.load_zone({"hooks.example.com": {"A": ["93.184.216.34"]}})
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    hook = await alice.http.post("/v1/webhooks", json={"url": HOOK_URL, "events": ["email.sent"]})
+    assert hook.status_code == 201, hook.text
+    template = {"name": "T", "alias": "t", "subject": "{{s}}", "text": "{{s}}"}
+    assert (await alice.http.post("/v1/templates", json=template)).status_code == 201
+    return alice, bot, hook.json()["id"]
+
+
+@pytest.mark.parametrize(
+    ("written", "problem"), [*UNKEPT.values(), *NOT_JSON.values()], ids=[*UNKEPT, *NOT_JSON]
+)
+async def test_json_values_no_store_can_keep_are_a_400(
+    hooked: tuple[Account, str, str], written: str, problem: str
+) -> None:
+    """Free-form objects (a webhook test's `data`, `template_data`) take any JSON, but not what
+    the database, the webhook's JSON or UTF-8 cannot carry: refused as the body is read (it was
+    a 500, or NaN stored), in /v1's envelope and /api/v1's."""
+    alice, bot, hook = hooked
+    unkept = written in {value for value, _ in UNKEPT.values()}
+    for path, body, location in (
+        (f"/v1/webhooks/{hook}/test", f'{{"data": {{"n": {written}}}}}', "body.data.n"),
+        (
+            messages_path(bot),
+            f'{{"to": ["{bot}"], "template_alias": "t", "template_data": {{"s": [{written}]}}}}',
+            "body.template_data.s[0]",
+        ),
+    ):
+        answer = await alice.http.post(path, content=body.encode())
+        error = envelope(answer, 400, "invalid_request")
+        assert problem in error["message"]
+        assert error["details"]["fields"][0]["location"] == (location if unkept else "body")
+    legacy = f'{{"to": ["{bot}"], "subject": {written}, "body": "b"}}'
+    answer = await alice.http.post("/api/v1/send", content=legacy.encode())
+    message = assert_json_error(answer, 400, "invalid_request" if unkept else "invalid_json")
+    assert problem in message
+    assert not unkept or message.startswith("body.subject: ")
+    inbox = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
+    assert inbox == []
+
+
+async def test_a_lone_surrogate_in_a_key_is_a_400(hooked: tuple[Account, str, str]) -> None:
+    alice, _, hook = hooked
+    answer = await alice.http.post(
+        f"/v1/webhooks/{hook}/test", content=b'{"data": {"ok": 1, "\\ud800": 1}}'
+    )
+    error = envelope(answer, 400, "invalid_request")
+    assert error["details"]["fields"] == [
+        {
+            "location": "body.data",
+            "message": "keys must not contain a lone surrogate (U+D800), which is not Unicode text",
+        }
+    ]
+
+
+async def test_json_values_at_the_edges_are_kept(hooked: tuple[Account, str, str]) -> None:
+    """The widest 64-bit integers, the largest floats and characters beyond the BMP (written
+    as a surrogate pair, as `ensure_ascii` writes them) are taken."""
+    alice, bot, hook = hooked
+    data = {"max": 2**63 - 1, "min": -(2**63), "big": -1.7e308, "s": "\U0001f600"}
+    tested = await alice.http.post(
+        f"/v1/webhooks/{hook}/test", content=json.dumps({"data": data}).encode()
+    )
+    assert tested.status_code == 200, tested.text
+    body = {"to": [bot], "template_alias": "t", "template_data": data}
+    sent = await alice.http.post(messages_path(bot), content=json.dumps(body).encode())
+    assert sent.status_code == 202, sent.text
+    stored = await alice.http.get(messages_path(bot) + f"/{sent.json()['message_id']}")
+    assert stored.json()["subject"] == "\U0001f600"

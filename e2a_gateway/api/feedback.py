@@ -7,12 +7,12 @@ from __future__ import annotations
 from quart import Blueprint, Response, request
 
 from e2a_gateway.api.errors import error_response
+from e2a_gateway.api.requests import json_body
 from e2a_gateway.operations import feedback
 from e2a_gateway.operations.caller import Caller, authenticate
 from e2a_gateway.operations.errors import Invalid, Unauthorized
 from e2a_gateway.operations.requests import parse_request
 from e2a_gateway.web.context import bearer_key, current_gateway
-from e2a_gateway.web.json_bodies import NotAJsonObject, json_object
 
 blueprint = Blueprint("feedback", __name__)
 
@@ -32,10 +32,7 @@ async def send_feedback() -> dict[str, str] | Response:
         )
     if not raw.strip():
         raise Invalid("invalid_json", "request body is empty; send a JSON object")
-    try:
-        body = parse_request(feedback.SendFeedback, json_object(raw))
-    except NotAJsonObject as exc:
-        raise Invalid("invalid_json", str(exc)) from None
+    body = parse_request(feedback.SendFeedback, json_body(raw))
     await feedback.send_feedback(gateway, body, await _sender())
     return {"status": "ok"}
 

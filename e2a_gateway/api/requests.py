@@ -1,16 +1,17 @@
-"""Reading a REST request: its body as JSON, at most MAX_JSON_DEPTH deep, an object, validated
-against the operation's request model (unknown fields refused); `/api/v1`'s `page_size`."""
+"""Reading a REST request: its body as JSON, at most MAX_JSON_DEPTH deep, an object holding
+nothing no request may carry, validated against the operation's request model (unknown fields
+refused); `/api/v1`'s `page_size`."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from quart import request
 
 from e2a_gateway.operations.errors import Invalid
 from e2a_gateway.operations.messages import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from e2a_gateway.operations.requests import RequestBody, parse_request
-from e2a_gateway.web.json_bodies import NotAJsonObject, json_object
+from e2a_gateway.web.json_bodies import NotAJsonObject, UnfitValue, json_object
 
 Body = TypeVar("Body", bound=RequestBody)
 
@@ -27,11 +28,18 @@ async def read_body(model: type[Body], *, allow_empty: bool = False) -> Body:
             raw = b"{}"
         else:
             raise Invalid("invalid_json", "request body is empty; send a JSON object")
+    return parse_request(model, json_body(raw))
+
+
+def json_body(raw: bytes) -> dict[str, Any]:
+    """`raw` as a JSON object (`json_object`): Invalid `invalid_json` when it is not one,
+    `invalid_request` naming a value in it that no request may carry."""
     try:
-        data = json_object(raw)
+        return json_object(raw)
+    except UnfitValue as exc:
+        raise Invalid("invalid_request", str(exc)) from None
     except NotAJsonObject as exc:
         raise Invalid("invalid_json", str(exc)) from None
-    return parse_request(model, data)
 
 
 def page_size() -> int:

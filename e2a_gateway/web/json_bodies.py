@@ -1,23 +1,39 @@
 """A request body as a JSON object, for every HTTP face: parsed, at most MAX_JSON_DEPTH deep,
-an object at the top. How a refusal is answered is each face's own."""
+an object at the top, holding nothing the gateway could neither store nor answer with. How a
+refusal is answered is each face's own."""
 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 MAX_JSON_DEPTH = 32
 """The deepest nesting of arrays and objects a request body may have (the APIs need 4)."""
+INTEGERS = range(-(2**63), 2**63)
+"""The integers a request body may hold: a signed 64-bit integer, what PostgreSQL's bigint and
+the JSON answers (orjson) both carry."""
 
 
 class NotAJsonObject(ValueError):
     """The body is not a JSON object within the bounds; the message says what is wrong."""
 
 
+class UnfitValue(NotAJsonObject):
+    """The body is a JSON object, but a string (or key) or number in it is one the gateway
+    cannot keep: `location` names where (`body.data.n`), `problem` says what is wrong."""
+
+    def __init__(self, location: str, problem: str) -> None:
+        super().__init__(f"{location}: {problem}")
+        self.location = location
+        self.problem = problem
+
+
 def json_object(raw: bytes) -> dict[str, Any]:
-    """`raw` parsed as a JSON object; NotAJsonObject saying why it is not one."""
+    """`raw` parsed as a JSON object; NotAJsonObject saying why it is not one, UnfitValue
+    naming a value in it that no request may carry (`_unfit`)."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant)
     except RecursionError:
         raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -26,6 +42,9 @@ def json_object(raw: bytes) -> dict[str, Any]:
         raise _too_deep()
     if not isinstance(data, dict):
         raise NotAJsonObject("request body must be a JSON object")
+    found = _unfit(data)
+    if found is not None:
+        raise UnfitValue("body" + found[0], found[1])
     return data
 
 
@@ -41,6 +60,53 @@ def json_depth(value: object) -> int:
             deepest = max(deepest, depth + 1)
             pending.extend((child, depth + 1) for child in item)
     return deepest
+
+
+def _unfit(value: object) -> tuple[str, str] | None:
+    """The first (path below `value`, problem) of what no request may carry: a string or key
+    with NUL (PostgreSQL text cannot hold it) or a lone surrogate (not Unicode text, so never
+    encoded as UTF-8), an integer outside INTEGERS, a number too large for a float (`1e400`);
+    None when there is none. Recursive: `json_object` calls it only within MAX_JSON_DEPTH."""
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return None if problem is None else ("", problem)
+    if isinstance(value, int) and value not in INTEGERS:
+        return "", f"integer out of range: {INTEGERS.start} to {INTEGERS.stop - 1} (64 bits)"
+    if isinstance(value, float) and math.isinf(value):
+        return "", "number out of range: too large for a 64-bit float"
+    if isinstance(value, dict):
+        for key, child in value.items():
+            problem = text_problem(key)
+            if problem is not None:
+                return "", f"keys {problem}"
+            found = _unfit(child)
+            if found is not None:
+                return f".{key}{found[0]}", found[1]
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found = _unfit(child)
+            if found is not None:
+                return f"[{index}]{found[0]}", found[1]
+    return None
+
+
+def text_problem(text: str) -> str | None:
+    """Why `text` cannot be kept as text (a NUL, a lone surrogate), or None."""
+    if "\x00" in text:
+        return "must not contain NUL (U+0000)"
+    if text.isascii():
+        return None
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        code = ord(text[exc.start])
+        return f"must not contain a lone surrogate (U+{code:04X}), which is not Unicode text"
+    return None
+
+
+def _no_constant(name: str) -> float:
+    """Refuses `NaN`, `Infinity` and `-Infinity`, which Python's parser takes and JSON has not."""
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _too_deep() -> NotAJsonObject:

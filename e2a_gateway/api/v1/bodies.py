@@ -1,6 +1,7 @@
 """What a `/v1` request brings, validated as e2a validates it: a JSON body against a strict
-model (a malformed body is 400, a body breaking the schema — an unknown field, a wrong type —
-422, both `invalid_request` naming each field), and query parameters against their model."""
+model (a malformed body, or one holding a value no request may carry, is 400, a body breaking
+the schema — an unknown field, a wrong type — 422, both `invalid_request` naming each field),
+and query parameters against their model."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from quart import request
 
 from e2a_gateway.api.v1.errors import V1Error, field_errors, invalid
-from e2a_gateway.web.json_bodies import NotAJsonObject, json_object
+from e2a_gateway.web.json_bodies import NotAJsonObject, UnfitValue, json_object
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -38,6 +39,8 @@ async def read_json(
         raw = b"{}"
     try:
         data = json_object(raw)
+    except UnfitValue as exc:
+        raise invalid(400, str(exc), (exc.location, exc.problem)) from None
     except NotAJsonObject as exc:
         raise invalid(400, str(exc), ("body", str(exc))) from None
     body = validated(model, data, "body")
