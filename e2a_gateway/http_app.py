@@ -23,6 +23,7 @@ from e2a_gateway.dashboard import blueprint as dashboard_blueprint
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.web.context import bind_gateway
 from e2a_gateway.web.json_provider import OrjsonProvider
+from e2a_gateway.web.request_text import refuse_nul
 
 
 def guard_requests(app: ASGIFramework, settings: HttpSettings) -> ASGIFramework:
@@ -53,6 +54,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
     register_api(app)
     register_v1(app)  # e2a's current API at /v1, beside /api/v1
     app.register_blueprint(dashboard_blueprint)  # the web UI at /, after the API routes
+    app.before_request(refuse_nul)
 
     @app.after_request
     async def finish_reading_body(response: Response) -> Response:

@@ -1,7 +1,7 @@
 """Malformed and oversized requests over real HTTP get a JSON 4xx naming the problem, never a
 500: JSON nested 100,000 deep, bodies over `http.max_request_bytes` (declared or chunked, on
-REST, the dashboard and MCP alike), page tokens past a 64-bit integer, NUL in a body, and JSON
-values no store can keep (integers past 64 bits, lone surrogates, NaN)."""
+REST, the dashboard and MCP alike), page tokens past a 64-bit integer, NUL in a body, a query
+or a path, and JSON values no store can keep (integers past 64 bits, lone surrogates, NaN)."""
 
 from __future__ import annotations
 
@@ -219,6 +219,42 @@ async def test_nul_anywhere_in_an_api_v1_body_is_a_400_naming_where(
     assert inbox == []
     feedback = await anonymous.post("/api/feedback", json={"message": "a\x00b"})
     assert "NUL (U+0000)" in assert_json_error(feedback, 400, "invalid_request")
+
+
+async def test_nul_in_a_query_is_a_400(make_account: Any) -> None:
+    """In a parameter's value or name, whether the route reads it or ignores it."""
+    alice: Account = await make_account("alice@example.com")
+    for path, params in (
+        ("/v1/events", {"type": "\x00"}),
+        ("/v1/account/api-keys", {"\x00": "1"}),
+        ("/v1/account/suppressions/x@example.org", {"confirm": "DELETE\x00"}),
+    ):
+        method = "DELETE" if "suppressions" in path else "GET"
+        answer = await alice.http.request(method, path, params=params)
+        assert "NUL (U+0000)" in envelope(answer, 400, "invalid_request")["message"]
+    for params in ({"status": "\x00"}, {"agent": "a\x00"}, {"\x00": ""}):
+        answer = await alice.http.get("/api/v1/messages", params=params)
+        assert "NUL (U+0000)" in assert_json_error(answer, 400, "invalid_request")
+
+
+async def test_nul_in_a_path_names_nothing(make_account: Any) -> None:
+    """A path value holding NUL is an id that names nothing: 404, on every face."""
+    alice: Account = await make_account("alice@example.com")
+    for method, path in (
+        ("GET", "/v1/events/%00"),
+        ("GET", "/v1/webhooks/%00"),
+        ("POST", "/v1/webhooks/wh_%00/test"),
+        ("DELETE", "/v1/account/suppressions/%00?confirm=DELETE"),
+        ("GET", "/v1/templates/t%00"),
+        ("GET", "/v1/agents/%00"),
+    ):
+        envelope(await alice.http.request(method, path), 404, "not_found")
+    for method, path in (
+        ("GET", "/api/v1/messages/%00"),
+        ("POST", "/api/v1/messages/msg_%00/approve"),
+        ("GET", "/api/v1/agents/a%00@agents.test"),
+    ):
+        assert_json_error(await alice.http.request(method, path), 404, "not_found")
 
 
 UNKEPT = {

@@ -61,6 +61,13 @@ def render_page(status: int, title: str, body: str) -> Response:
     )
 
 
+@blueprint.errorhandler(Invalid)
+@blueprint.errorhandler(NotFound)
+async def _refused_before(refused: Invalid | NotFound) -> Response:
+    """A request refused before its page ran (a NUL in its query, `refuse_nul`), as a page."""
+    return _refused(refused)
+
+
 def _refused(refused: Invalid | Gone | NotFound | Unprocessable) -> Response:
     return render_page(
         status_of(refused), _TITLES[type(refused)], f"<p>{escape(refused.message)}</p>"
