@@ -72,7 +72,7 @@ async def deliver(storage: Storage, message_id: str, at: float, outcome: str) ->
     )
     retry_at = at + 3600 if outcome == "retrying" else None
     await storage.finish_webhook_attempts(
-        [FinishedAttempt(job.id, message_id, attempt, outcome, retry_at)]  # type: ignore[arg-type]
+        [FinishedAttempt(job.id, message_id, attempt, outcome, retry_at, at + 60)]  # type: ignore[arg-type]
     )
 
 

@@ -57,7 +57,9 @@ from e2a_gateway.storage.base import (
     StatusFilter,
     Storage,
     StorageUnavailable,
+    SubscriberAttempt,
     TemplateChanges,
+    Webhook,
     WebhookAttempt,
     jobs_per_kind,
 )
@@ -1428,6 +1430,87 @@ async def test_job_queue_states_by_kind(storage: Storage) -> None:
     assert await storage.job_queue_states(2e9) == [JobQueueState("outbound", "available", 1, 2e9)]
 
 
+async def test_a_webhook_job_taken_by_another_claim_keeps_that_claim_s_outcome(
+    storage: Storage,
+) -> None:
+    """Each claim or renewal leases until a later time: whoever held the lease before can
+    neither move it on nor write its attempt's outcome over the new claim's."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "hook@agents.test", mode="cloud"))
+    await storage.store_inbound([make_message("msg_1", "hook@agents.test")], 0.0)
+    (job,) = await storage.claim_webhook_jobs(10.0, None, 60, {}, 16)  # until 70
+    assert await storage.renew_job_lease(job.id, 70.0, 100.0)
+    assert not await storage.renew_job_lease(job.id, 70.0, 130.0)
+    (taken,) = await storage.claim_webhook_jobs(101.0, None, 60, {}, 16)  # until 161
+    assert taken.id == job.id
+    assert not await storage.renew_job_lease(job.id, 100.0, 200.0)
+    late = FinishedAttempt(
+        job.id, "msg_1", WebhookAttempt(1, NOW, 200, None, 5), "delivered", None, 100.0
+    )
+    await storage.finish_webhook_attempts([late])
+    assert await storage.webhook_attempts(alice, "msg_1") == []
+    assert await storage.claim_webhook_jobs(160.0, None, 60, {}, 16) == []  # still leased
+
+    current = FinishedAttempt(
+        job.id, "msg_1", WebhookAttempt(1, NOW, 500, None, 5), "retrying", 300.0, 161.0
+    )
+    await storage.finish_webhook_attempts([late, current])
+    assert [attempt.status_code for attempt in await storage.webhook_attempts(alice, "msg_1")] == [
+        500
+    ]
+    message = await storage.peek_inbound(alice, "hook@agents.test", "msg_1")
+    assert message is not None and message.delivery_status == "retrying"
+    (again,) = await storage.claim_webhook_jobs(300.0, None, 60, {}, 16)
+    assert (again.id, again.attempts) == (job.id, 1)
+
+
+async def test_a_delivery_taken_by_another_claim_keeps_that_claim_s_outcome(
+    storage: Storage,
+) -> None:
+    """As for webhook jobs, for `/v1` deliveries; and one given back is free at once."""
+    alice = await add_user(storage)
+    webhook = Webhook(
+        id="wh_1",
+        user_id=alice,
+        url="https://hooks.example.com/x",
+        description="",
+        events=["email.received"],
+        agent_emails=[],
+        conversation_ids=[],
+        enabled=True,
+        seed="seed",
+        created_at=NOW,
+    )
+    await storage.add_webhook(webhook, 20)
+    delivery_id = await storage.add_test_delivery(
+        alice, webhook.id, "evt_1", "email.received", b"{}", 10.0
+    )
+    assert delivery_id is not None
+
+    async def shown() -> tuple[str, int, int | None]:
+        (delivery,) = await storage.delivery_page(alice, webhook.id, None, 10, None) or []
+        return delivery.status, delivery.attempts, delivery.last_status_code
+
+    (claimed,) = await storage.claim_subscriber_deliveries(10.0, None, 60, {}, 16)  # until 70
+    await storage.release_subscriber_deliveries([delivery_id])
+    (claimed,) = await storage.claim_subscriber_deliveries(10.0, None, 60, {}, 16)
+    assert claimed.delivery.id == delivery_id
+    assert await storage.renew_delivery_lease(delivery_id, 70.0, 100.0)
+    assert not await storage.renew_delivery_lease(delivery_id, 70.0, 130.0)
+    assert await storage.claim_subscriber_deliveries(101.0, None, 60, {}, 16)  # until 161
+    assert not await storage.renew_delivery_lease(delivery_id, 100.0, 200.0)
+    late = SubscriberAttempt(delivery_id, 1, 90.0, 200, None, 5, "delivered", None, 100.0)
+    await storage.finish_subscriber_attempts([late])
+    assert await shown() == ("pending", 0, None)
+    assert await storage.claim_subscriber_deliveries(160.0, None, 60, {}, 16) == []
+
+    current = SubscriberAttempt(delivery_id, 1, 150.0, 500, "HTTP 500", 5, "pending", 400.0, 161.0)
+    await storage.finish_subscriber_attempts([late, current])
+    assert await shown() == ("pending", 1, 500)
+    stored = await storage.get_webhook(alice, webhook.id)
+    assert stored is not None and stored.last_delivered_at is None
+
+
 async def test_failed_auto_approval_ends_expired_rejected(storage: Storage) -> None:
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "a@agents.test"))
@@ -1787,7 +1870,7 @@ async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> 
     for job in await storage.claim_webhook_jobs(10.0, None, 60, {}, 1000):
         attempt = WebhookAttempt(1, NOW, 500, None, 5)
         await storage.finish_webhook_attempts(
-            [FinishedAttempt(job.id, job.message_id, attempt, "retrying", 20.0)]
+            [FinishedAttempt(job.id, job.message_id, attempt, "retrying", 20.0, 10.0 + 60)]
         )
 
     export = await storage.export_user(alice)

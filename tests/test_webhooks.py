@@ -11,6 +11,7 @@ import base64
 import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from tests.delivery_support import (
     recorded_attempts,
     smtp_send,
     wait_for_status,
+    wait_until,
 )
 from tests.http_receiver import CLOSE, HANG, Answer, HttpReceiver, answer_in_turn
 from tests.test_signing_identity import sdk_verifies
@@ -51,6 +53,8 @@ __all__ = ["alice", "quiet", "receiver", "settings"]  # fixtures
 WAIT = 10.0
 DELIVERY_WINDOW = 24 * 3600.0
 """Retries stop this long after receipt (contract/delivery.md)."""
+LEASE = 60.0
+"""`webhooks.lease_seconds` by default: with a 5 s attempt timeout, the lease of a claim."""
 
 
 @pytest.fixture
@@ -433,6 +437,47 @@ async def test_a_hanging_host_does_not_delay_another_host(
         assert slow.in_flight == slow.max_in_flight == MAX_PER_HOST
         workers.cancel_scope.cancel()
     assert await delivery_status(alice, fast_agent, fast_message) == "delivered"
+
+
+async def test_a_job_that_waited_out_most_of_its_lease_is_posted_once(
+    quiet: QuietGateway,
+    alice: Account,
+    worker: WebhookWorker,
+    connections: WebhookConnections,
+    clock: FakeClock,
+    nursery: trio.Nursery,
+) -> None:
+    """The ninth job for a host waits for a slot until its lease is nearly gone: it is renewed
+    as its POST starts, so another replica claiming after the first lease would have ended
+    finds nothing to send again."""
+    receiver = HttpReceiver(answer_in_turn(*[HANG] * (MAX_PER_HOST + 1), Answer(200)))
+    await nursery.start(receiver.serve)
+    agent = await create_agent(alice, "patient", receiver.url)
+    message_ids = [
+        await accept(quiet.gateway, [agent], mail(f"Number {n}")) for n in range(MAX_PER_HOST + 1)
+    ]
+    clock.now = time.time()
+    database = quiet.gateway.settings.database.url
+
+    def first_eight_recorded() -> bool:
+        return query(database, "SELECT count(*) FROM webhook_attempts")[0][0] == MAX_PER_HOST
+
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as running:
+            running.start_soon(worker.deliver_due, clock.now)
+            await receiver.wait_in_flight(MAX_PER_HOST)  # the ninth waits for a slot
+            clock.now += LEASE - 2
+            receiver.release()  # the first eight end without answer; the ninth goes
+            await wait_until(first_eight_recorded)
+            await receiver.wait_in_flight(1)
+            clock.now += 3  # the claim's own lease is over, its POST is not
+            other = WebhookWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5.0)
+            assert await other.deliver_due(clock.now) == 0
+            receiver.release()
+    posted = Counter(json.loads(request.body)["message_id"] for request in receiver.requests)
+    assert posted == Counter(message_ids)
+    for message_id in message_ids:
+        assert await delivery_status(alice, agent, message_id) == "retrying"
 
 
 async def test_a_name_resolving_to_loopback_is_refused_at_delivery(

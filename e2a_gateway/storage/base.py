@@ -364,13 +364,16 @@ DeliveryOutcome = Literal["delivered", "retrying", "failed"]
 @dataclass(frozen=True)
 class FinishedAttempt:
     """A webhook attempt to record, and what becomes of its job: dropped when the outcome is
-    delivered or failed, due again at `retry_at` when retrying."""
+    delivered or failed, due again at `retry_at` when retrying. `leased_until` is the lease
+    the attempt was made under (its claim's, or as renewed): the record is written only while
+    the job still holds it."""
 
     job_id: int
     message_id: str
     attempt: WebhookAttempt
     outcome: DeliveryOutcome
     retry_at: float | None
+    leased_until: float
 
 
 class NotPending(StorageError):
@@ -783,7 +786,9 @@ class ClaimedDelivery:
 @dataclass(frozen=True)
 class SubscriberAttempt:
     """A finished attempt of a delivery and what becomes of it: `pending` again at `retry_at`,
-    or `delivered`/`failed` for good."""
+    or `delivered`/`failed` for good. `leased_until` is the lease the attempt was made under
+    (its claim's, or as renewed): the record is written only while the delivery still holds
+    it."""
 
     delivery_id: str
     attempt: int
@@ -793,6 +798,7 @@ class SubscriberAttempt:
     latency_ms: int
     status: SubscriberStatus
     retry_at: float | None
+    leased_until: float
 
 
 class Lifecycle(Protocol):
@@ -1368,6 +1374,11 @@ class JobQueueStore(Protocol):
         """Lease due jobs of `kind` (`outbound`, `approval_notice`), oldest first."""
         ...
 
+    async def renew_job_lease(self, job_id: int, leased_until: float, until: float) -> bool:
+        """Move the lease of a claimed job from `leased_until` on to `until`; False when the
+        job no longer holds that lease (another claim has taken it since, or it is gone)."""
+        ...
+
     async def finish_job(self, job_id: int, retry_at: float | None) -> None:
         """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
         ...
@@ -1394,11 +1405,11 @@ class WebhookDeliveries(Protocol):
         room: Mapping[str, int],
         default_room: int,
     ) -> list[Job]:
-        """Lease due webhook jobs, oldest due first, looking at no more than `limit` (None:
-        every) of them and taking at most `room[url]` jobs for each webhook URL (`default_room`
-        for URLs not in `room`), so a busy receiver's backlog stays in the queue. Nobody else
-        can claim a leased job until the lease expires. The jobs of an agent in the trash are
-        not claimed: they wait for its restore."""
+        """Lease due webhook jobs until `now + lease_seconds`, oldest due first, looking at no
+        more than `limit` (None: every) of them and taking at most `room[url]` jobs for each
+        webhook URL (`default_room` for URLs not in `room`), so a busy receiver's backlog stays
+        in the queue. Nobody else can claim a leased job until the lease expires. The jobs of an
+        agent in the trash are not claimed: they wait for its restore."""
         ...
 
     async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:
@@ -1408,7 +1419,9 @@ class WebhookDeliveries(Protocol):
 
     async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
         """Record the attempts and, in the same transaction, set each message's delivery status
-        and drop or reschedule its job. Attempts of messages deleted meanwhile are skipped."""
+        and drop or reschedule its job. Attempts of messages deleted meanwhile are skipped, and
+        so are those whose job no longer holds the lease they were made under: another claim
+        has the job, and its outcome to write."""
         ...
 
     async def webhook_attempts(self, user_id: str, message_id: str) -> list[WebhookAttempt]:
@@ -1628,12 +1641,27 @@ class Subscribers(Protocol):
         room: Mapping[str, int],
         default_room: int,
     ) -> list[ClaimedDelivery]:
-        """Lease due deliveries of enabled webhooks, oldest due first, looking at no more than
-        `limit` (None: every) and taking at most `room[url]` (else `default_room`) per URL."""
+        """Lease due deliveries of enabled webhooks until `now + lease_seconds`, oldest due
+        first, looking at no more than `limit` (None: every) and taking at most `room[url]`
+        (else `default_room`) per URL."""
+        ...
+
+    async def release_subscriber_deliveries(self, delivery_ids: list[str]) -> None:
+        """Give claimed deliveries back as they were (lease dropped, no attempt counted)."""
+        ...
+
+    async def renew_delivery_lease(
+        self, delivery_id: str, leased_until: float, until: float
+    ) -> bool:
+        """Move the lease of a claimed delivery from `leased_until` on to `until`; False when
+        the delivery no longer holds that lease (another claim has taken it since, or it is
+        gone)."""
         ...
 
     async def finish_subscriber_attempts(self, finished: list[SubscriberAttempt]) -> None:
-        """Record the attempts, and each delivery's next state, in one transaction."""
+        """Record the attempts, and each delivery's next state, in one transaction; those whose
+        delivery no longer holds the lease they were made under are skipped (another claim
+        has the delivery, and its outcome to write)."""
         ...
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 
 import trio
 
@@ -31,6 +32,7 @@ from e2a_gateway.workers.webhooks import (
     Answer,
     HostPacedWorker,
     HostQueue,
+    Lease,
     host_of,
     post_pinned,
 )
@@ -63,26 +65,42 @@ class SubscriberWorker(HostPacedWorker[SubscriberAttempt]):
         await self._gateway.storage.finish_subscriber_attempts(records)
 
     async def _dispatch(self, nursery: trio.Nursery, now: float, limit: int | None) -> int:
-        """Claim due deliveries within each host's room and start an attempt for each."""
-        claimed = await self._gateway.storage.claim_subscriber_deliveries(
+        """Claim due deliveries within each host's room and start an attempt for each; those
+        that overfill a host (two URLs on it) are given back untouched."""
+        storage = self._gateway.storage
+        claimed = await storage.claim_subscriber_deliveries(
             now, limit, self._lease_seconds, self._room(), MAX_QUEUED_PER_HOST
         )
+        given_back: list[str] = []
         for item in claimed:
             host = host_of(item.url)
             queue = self._hosts.setdefault(host, HostQueue())
             queue.urls.add(item.url)
+            if queue.full:
+                given_back.append(item.delivery.id)
+                continue
             queue.queued += 1
             self._active += 1
-            nursery.start_soon(self._attempt_in_turn, item, host, queue)
+            renew = partial(storage.renew_delivery_lease, item.delivery.id)
+            lease = Lease(now + self._lease_seconds, renew)
+            nursery.start_soon(self._attempt_in_turn, item, lease, host, queue)
+        if given_back:
+            await storage.release_subscriber_deliveries(given_back)
         return len(claimed)
 
-    async def _attempt_in_turn(self, item: ClaimedDelivery, host: str, queue: HostQueue) -> None:
+    async def _attempt_in_turn(
+        self, item: ClaimedDelivery, lease: Lease, host: str, queue: HostQueue
+    ) -> None:
+        """Attempt `item` once its host has a free slot, then record the attempt (the slot is
+        given back as soon as the answer is in)."""
         try:
             try:
                 async with queue.limiter:
-                    finished = await self._attempt(item)
+                    finished = await self._attempt(item, lease)
             finally:
                 self._leave(host, queue)
+            if finished is None:
+                return
             await self._attempt_log.submit(finished)
             self._gateway.metrics.webhook_attempted(
                 finished.status, finished.status_code, finished.latency_ms / 1000
@@ -97,14 +115,17 @@ class SubscriberWorker(HostPacedWorker[SubscriberAttempt]):
             finished.status_code or finished.error,
         )
 
-    async def _attempt(self, item: ClaimedDelivery) -> SubscriberAttempt:
-        """POST once; any 2xx delivers, anything else is retried on the frozen schedule
-        (a refused target fails for good)."""
+    async def _attempt(self, item: ClaimedDelivery, lease: Lease) -> SubscriberAttempt | None:
+        """POST once under `lease` (None when the delivery passed to another claim first); any
+        2xx delivers, anything else is retried on the frozen schedule (a refused target fails
+        for good)."""
         delivery = item.delivery
         number = delivery.attempts + 1
         started, started_monotonic = self._clock(), trio.current_time()
         secrets = [webhook_secret(self._gateway.server_key, seed) for seed in item.seeds]
         headers = delivery_headers(delivery.envelope, secrets, int(started))
+        if not await self._hold(lease, f"webhook delivery {delivery.id}"):
+            return None
         try:
             answer = await post_pinned(
                 self._gateway,
@@ -135,5 +156,5 @@ class SubscriberWorker(HostPacedWorker[SubscriberAttempt]):
         if error is None and status != DELIVERY_DONE:
             error = f"HTTP {code}"
         return SubscriberAttempt(
-            delivery.id, number, started, code, error, latency, status, retry_at
+            delivery.id, number, started, code, error, latency, status, retry_at, lease.until
         )

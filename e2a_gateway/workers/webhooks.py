@@ -2,7 +2,9 @@
 
 Every attempt is recorded and its outcome committed together with the job's next state, so a
 crash or restart resumes the schedule. Concurrency is bounded overall and per destination
-host, so one slow receiver cannot starve the others. Targets are re-checked against SSRF rules
+host, so one slow receiver cannot starve the others. A job's POST starts only under a lease
+that outlasts it (renewed when waiting for the host's slot wore it down), and its record is
+written only while the job still holds that lease. Targets are re-checked against SSRF rules
 at each attempt and the connection is pinned to the address that was checked.
 """
 
@@ -11,8 +13,9 @@ from __future__ import annotations
 import logging
 import time
 from abc import abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
@@ -27,6 +30,7 @@ from e2a_gateway.storage.base import (
     DeliveryOutcome,
     FinishedAttempt,
     Job,
+    StorageUnavailable,
     WebhookAttempt,
     WebhookDelivery,
 )
@@ -51,6 +55,9 @@ MAX_PER_HOST = 8
 MAX_QUEUED_PER_HOST = 2 * MAX_PER_HOST
 MAX_RESPONSE_BYTES = 1024
 MAX_ERROR_CHARS = 500
+LEASE_MARGIN = 1.0
+"""Seconds a lease must last beyond an attempt's timeout: to prepare the POST and commit its
+record."""
 
 A = TypeVar("A")
 
@@ -65,6 +72,16 @@ class Answer:
     retry_after: str | None = None
     error: str | None = None
     final: bool = False
+
+
+@dataclass
+class Lease:
+    """The lease a claim took on one job: until `until` (the claim's `now + lease_seconds`, or as
+    renewed since). `renew(until, new_until)` moves it on, and answers False once the job holds
+    it no longer (another claim has taken it)."""
+
+    until: float
+    renew: Callable[[float, float], Awaitable[bool]]
 
 
 class HostQueue:
@@ -110,7 +127,7 @@ class HostPacedWorker(ClaimLoop, Generic[A]):
         settings = gateway.settings.webhooks
         self._connections = connections
         self._attempt_timeout = attempt_timeout or settings.timeout_seconds
-        self._lease_seconds = max(settings.lease_seconds, self._attempt_timeout + 1.0)
+        self._lease_seconds = max(settings.lease_seconds, self._attempt_timeout + LEASE_MARGIN)
         self._hosts: dict[str, HostQueue] = {}
         self._attempt_log = GroupCommit(self._finish, what=self.records_named)
         self._active = 0
@@ -140,6 +157,26 @@ class HostPacedWorker(ClaimLoop, Generic[A]):
             for queue in self._hosts.values()
             for url in queue.urls
         }
+
+    async def _hold(self, lease: Lease, what: str) -> bool:
+        """Whether the POST of `what` may start now under `lease`: a lease that would not outlast
+        the attempt (worn down by the wait for the host's slot) is renewed first. False when the
+        job has passed to another claim meanwhile, or the renewal could not be written; the POST
+        is then not made here."""
+        now = self._clock()
+        if lease.until - now >= self._attempt_timeout + LEASE_MARGIN:
+            return True
+        until = now + self._lease_seconds
+        try:
+            renewed = await lease.renew(lease.until, until)
+        except StorageUnavailable as exc:
+            log.warning("%s: lease not renewed (%s); not sent, left to its lease", what, exc)
+            return False
+        if not renewed:
+            log.info("%s: its lease passed to another claim while it waited; not sent here", what)
+            return False
+        lease.until = until
+        return True
 
     def _leave(self, host: str, queue: HostQueue) -> None:
         """An attempt on `host` has its answer: give its slot back, forget an empty host, and
@@ -189,13 +226,14 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
                 continue
             queue.queued += 1
             self._active += 1
-            nursery.start_soon(self._attempt_in_turn, job, delivery, host, queue)
+            lease = Lease(now + self._lease_seconds, partial(storage.renew_job_lease, job.id))
+            nursery.start_soon(self._attempt_in_turn, job, delivery, lease, host, queue)
         if given_back:
             await storage.release_jobs(given_back)
         return len(jobs)
 
     async def _attempt_in_turn(
-        self, job: Job, delivery: WebhookDelivery, host: str, queue: HostQueue
+        self, job: Job, delivery: WebhookDelivery, lease: Lease, host: str, queue: HostQueue
     ) -> None:
         """Attempt `job` once its host has a free slot, then record the attempt. The slot is
         given back as soon as the answer is in, so the host's next POST does not wait for the
@@ -203,9 +241,11 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
         try:
             try:
                 async with queue.limiter:
-                    finished = await self._attempt(job, delivery)
+                    finished = await self._attempt(job, delivery, lease)
             finally:
                 self._leave(host, queue)
+            if finished is None:
+                return
             await self._attempt_log.submit(finished)
             self._gateway.metrics.delivered("webhook", finished.outcome)
         finally:
@@ -218,8 +258,11 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
             finished.attempt.status_code or finished.attempt.error,
         )
 
-    async def _attempt(self, job: Job, delivery: WebhookDelivery) -> FinishedAttempt:
-        """POST once and judge the answer: the attempt to record with the job's next state.
+    async def _attempt(
+        self, job: Job, delivery: WebhookDelivery, lease: Lease
+    ) -> FinishedAttempt | None:
+        """POST once under `lease` and judge the answer: the attempt to record with the job's
+        next state, or None when the job passed to another claim before its POST.
 
         Whatever a job's data does to the attempt, the worker goes on: an unexpected error is
         logged and recorded as this attempt's error, and the job is retried on the usual
@@ -228,11 +271,13 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
         attempt_number = job.attempts + 1
         started, started_monotonic = self._clock(), trio.current_time()
         try:
-            answer = await self._post(delivery, attempt_number, started)
+            answer = await self._post(delivery, attempt_number, started, lease)
         except Exception as exc:
             log.exception("webhook %s: attempt failed unexpectedly", message.id)
             reason = f"internal error: {type(exc).__name__}: {exc}"
             answer = Answer(None, error=reason[:MAX_ERROR_CHARS])
+        if answer is None:
+            return None
         finished = self._clock()
         verdict = "failed" if answer.final else judge_answer(answer.status_code)
         outcome: DeliveryOutcome = "delivered" if verdict == "delivered" else "failed"
@@ -250,10 +295,13 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
             error=answer.error,
             duration_ms=round((trio.current_time() - started_monotonic) * 1000),
         )
-        return FinishedAttempt(job.id, message.id, record, outcome, retry_at)
+        return FinishedAttempt(job.id, message.id, record, outcome, retry_at, lease.until)
 
-    async def _post(self, delivery: WebhookDelivery, attempt_number: int, now: float) -> Answer:
-        """One signed POST to the agent's webhook, pinned to a checked address."""
+    async def _post(
+        self, delivery: WebhookDelivery, attempt_number: int, now: float, lease: Lease
+    ) -> Answer | None:
+        """One signed POST to the agent's webhook, pinned to a checked address, made while
+        `lease` holds (None when it is not)."""
         if delivery.webhook_url is None:
             return Answer(
                 None,
@@ -266,6 +314,8 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
         secret = derive_signing_secret(self._gateway.server_key, delivery.signing_seed)
         reading = await reading_of(self._gateway, delivery.message)
         request = build_request(delivery.message, reading, secret, attempt_number, now)
+        if not await self._hold(lease, f"webhook {delivery.message.id}"):
+            return None
         return await post_pinned(
             self._gateway,
             self._connections,
@@ -287,8 +337,10 @@ async def post_pinned(
     """POST `body` to the webhook URL `target` once: the URL and every address of its host are
     checked against the SSRF rules, the connection goes to the address checked (reused when one
     is idle), and the answer is judged by its status alone (at most a few bytes are read); it
-    gives up after `seconds`, connection included."""
+    gives up after `seconds`, resolving and connection included."""
     settings = gateway.settings
+    deadline = trio.current_time() + seconds
+    timed_out = Answer(None, error=f"timeout after {seconds:g} s")
     try:
         url = check_webhook_url(
             target,
@@ -296,11 +348,14 @@ async def post_pinned(
             allow_private=settings.webhooks.allow_private,
         )
         parts = urlsplit(url)
-        address = await pinned_address(gateway.resolver, parts, settings.webhooks.allow_private)
+        with trio.fail_at(deadline):
+            address = await pinned_address(gateway.resolver, parts, settings.webhooks.allow_private)
     except (WebhookTargetError, TargetRefused) as exc:
         return Answer(None, error=f"target refused: {exc}"[:MAX_ERROR_CHARS], final=True)
     except ConnectionError as exc:
         return Answer(None, error=str(exc))
+    except trio.TooSlowError:
+        return timed_out
     host_for_url = f"[{address}]" if ":" in address else address
     netloc = host_for_url + (f":{parts.port}" if parts.port else "")
     pinned_url = parts._replace(netloc=netloc).geturl()
@@ -311,7 +366,7 @@ async def post_pinned(
     connection = connections.borrow(origin)
     post = httpx.Request("POST", pinned_url, content=body, headers=pairs, extensions=extensions)
     try:
-        with trio.fail_after(seconds):
+        with trio.fail_at(deadline):
             response = await connection.handle_async_request(post)
             try:
                 await _read_at_most(response, MAX_RESPONSE_BYTES)
@@ -319,7 +374,7 @@ async def post_pinned(
                 await response.aclose()
     except trio.TooSlowError:
         await connections.discard(connection)
-        return Answer(None, error=f"timeout after {seconds:g} s")
+        return timed_out
     except httpx.HTTPError as exc:
         await connections.discard(connection)
         return Answer(None, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])

@@ -7,13 +7,19 @@ nobody else takes them until the lease lapses; a restarted process frees its own
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TypeVar
+
 from e2a_gateway.storage.announcements import JobsAdded
 from e2a_gateway.storage.base import Job, JobQueueState
 from e2a_gateway.storage.rows import JOB_COLUMNS
+from e2a_gateway.storage.sql.dialect import ListType
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 
 UNLEASE = "UPDATE jobs SET locked_until = NULL, locked_by = NULL"
+
+K = TypeVar("K", int, str)
 
 
 def add_job(tx: Transaction, kind: str, message_id: str, now: float) -> None:
@@ -34,6 +40,21 @@ def lease(tx: Transaction, job_ids: list[int], until: float, holder: str) -> Non
             f"WHERE {tx.dialect.in_list('id', 'bigint')}",
             (until, holder, tx.dialect.list_param(job_ids)),
         )
+
+
+def current_leases(
+    tx: Transaction, table: str, element: ListType, ids: Iterable[K]
+) -> dict[K, float]:
+    """Until when each leased row of `table` (`jobs`, `webhook_deliveries`) among `ids` is
+    leased, the rows locked until the commit so that no claim takes them meanwhile. A claim or
+    renewal always leases until later than the lease before it, so a row leased until another
+    time than a worker's lease has passed to another claim."""
+    rows = tx.all(
+        f"SELECT id, locked_until FROM {table} WHERE {tx.dialect.in_list('id', element)} "
+        f"AND locked_until IS NOT NULL ORDER BY id{tx.dialect.for_update()}",
+        (tx.dialect.list_param(sorted(set(ids))),),
+    )
+    return {key: float(until) for key, until in rows}
 
 
 def retry_job(tx: Transaction, job_id: int, retry_at: float | None) -> None:
@@ -78,6 +99,19 @@ class JobsSql(Runner):
             return [Job(*row) for row in rows]
 
         return await self._write(claim, durable=False)
+
+    async def renew_job_lease(self, job_id: int, leased_until: float, until: float) -> bool:
+        """Lease the job until `until` if it is still leased until `leased_until`."""
+        renewed = await self._write(
+            lambda tx: (
+                tx.execute(
+                    "UPDATE jobs SET locked_until = ? WHERE id = ? AND locked_until = ?",
+                    (until, job_id, leased_until),
+                ).rowcount
+            ),
+            durable=False,
+        )
+        return bool(renewed)
 
     async def finish_job(self, job_id: int, retry_at: float | None) -> None:
         """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""

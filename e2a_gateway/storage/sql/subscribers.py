@@ -23,6 +23,7 @@ from e2a_gateway.storage.base import (
     WebhookChanges,
 )
 from e2a_gateway.storage.sql.events import queue_delivery
+from e2a_gateway.storage.sql.jobs import current_leases
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
@@ -348,10 +349,43 @@ class SubscribersSql(Runner):
 
         return await self._write(claim, durable=False)
 
+    async def release_subscriber_deliveries(self, delivery_ids: list[str]) -> None:
+        """Drop the leases of claimed deliveries."""
+        await self._write(
+            lambda tx: tx.execute(
+                "UPDATE webhook_deliveries SET locked_until = NULL "
+                f"WHERE {tx.dialect.in_list('id', 'text')}",
+                (tx.dialect.list_param(delivery_ids),),
+            ),
+            durable=False,
+        )
+
+    async def renew_delivery_lease(
+        self, delivery_id: str, leased_until: float, until: float
+    ) -> bool:
+        """Lease the delivery until `until` if it is still leased until `leased_until`."""
+        renewed = await self._write(
+            lambda tx: (
+                tx.execute(
+                    "UPDATE webhook_deliveries SET locked_until = ? "
+                    "WHERE id = ? AND locked_until = ?",
+                    (until, delivery_id, leased_until),
+                ).rowcount
+            ),
+            durable=False,
+        )
+        return bool(renewed)
+
     async def finish_subscriber_attempts(self, finished: list[SubscriberAttempt]) -> None:
-        """Record each attempt as its delivery's last, with its next state."""
+        """Record each attempt as its delivery's last, with its next state, while the delivery
+        still holds the lease the attempt was made under."""
 
         def finish(tx: Transaction) -> None:
+            ids = (item.delivery_id for item in finished)
+            leases = current_leases(tx, "webhook_deliveries", "text", ids)
+            holding = [
+                item for item in finished if leases.get(item.delivery_id) == item.leased_until
+            ]
             tx.executemany(
                 "UPDATE webhook_deliveries SET status = ?, attempts = ?, run_at = ?, "
                 "locked_until = NULL, last_attempt_at = ?, last_status_code = ?, "
@@ -367,10 +401,10 @@ class SubscribersSql(Runner):
                         item.latency_ms,
                         item.delivery_id,
                     )
-                    for item in finished
+                    for item in holding
                 ],
             )
-            delivered = [item for item in finished if item.status == DELIVERY_DONE]
+            delivered = [item for item in holding if item.status == DELIVERY_DONE]
             tx.executemany(
                 "UPDATE webhooks SET last_delivered_at = ? WHERE id = "
                 "(SELECT webhook_id FROM webhook_deliveries WHERE id = ?)",

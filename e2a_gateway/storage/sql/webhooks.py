@@ -2,7 +2,8 @@
 attempt needs (message, URL, signing seed), and the record of every attempt.
 
 An attempt's record, its message's delivery status and its job's fate commit together; the
-attempts of a message deleted meanwhile are not recorded.
+attempts of a message deleted meanwhile are not recorded, nor those whose job has passed to
+another claim since.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from e2a_gateway.storage.rows import (
     jobs_within_room,
     retry_params,
 )
-from e2a_gateway.storage.sql.jobs import lease
+from e2a_gateway.storage.sql.jobs import current_leases, lease
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import CLOUD, WEBHOOK_JOB
@@ -30,7 +31,12 @@ WEBHOOK_URL = "coalesce(a.webhook_url, '')"
 
 
 def _record_attempts(tx: Transaction, finished: list[FinishedAttempt]) -> None:
-    """Record the attempts, set each message's delivery status, drop or reschedule its job."""
+    """Record the attempts whose job still holds the lease they were made under, set each
+    message's delivery status, drop or reschedule its job."""
+    leases = current_leases(tx, "jobs", "bigint", (item.job_id for item in finished))
+    finished = [item for item in finished if leases.get(item.job_id) == item.leased_until]
+    if not finished:
+        return
     tx.executemany(
         "INSERT INTO webhook_attempts "
         "(message_id, attempt, attempted_at, status_code, error, duration_ms) "

@@ -1,0 +1,85 @@
+"""The `/v1` delivery worker under load and faults, against a receiver on 127.0.0.1 and a fake
+wall clock: a delivery that waited long for its host's slot is POSTed under a renewed lease, so
+no other claimer sends it too, and deliveries that overfill a host are given back at once."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import trio
+
+from e2a_gateway.workers.subscribers import SubscriberWorker
+from e2a_gateway.workers.webhook_connections import WebhookConnections
+from e2a_gateway.workers.webhooks import MAX_PER_HOST, MAX_QUEUED_PER_HOST
+from tests.conftest import Account
+from tests.delivery_support import QuietGateway, wait_until
+from tests.http_receiver import HANG, Answer, HttpReceiver, answer_in_turn
+from tests.test_webhook_auto_disable import deliveries, make_hook, queue_tests
+from tests.webhook_support import FakeClock, alice, quiet, settings
+
+__all__ = ["alice", "quiet", "settings"]  # fixtures
+
+LEASE = 60.0
+"""`webhooks.lease_seconds` by default: with a 5 s attempt timeout, the lease of a claim."""
+
+
+def event_ids(receiver: HttpReceiver) -> Counter[str]:
+    """How many times each event was POSTed."""
+    return Counter(json.loads(request.body)["id"] for request in receiver.requests)
+
+
+async def test_a_delivery_that_waited_out_most_of_its_lease_is_posted_once(
+    quiet: QuietGateway, alice: Account, nursery: trio.Nursery
+) -> None:
+    """The ninth delivery to a host waits for a slot until its lease is nearly gone: it is
+    renewed as its POST starts, so another replica claiming after the first lease would have
+    ended finds nothing to send again."""
+    receiver = HttpReceiver(answer_in_turn(*[HANG] * (MAX_PER_HOST + 1), Answer(200)))
+    await nursery.start(receiver.serve)
+    hook = await make_hook(alice, receiver.url)
+    await queue_tests(alice, hook, MAX_PER_HOST + 1)
+    clock = FakeClock(time.time())
+    with trio.fail_after(10):
+        async with WebhookConnections() as connections, trio.open_nursery() as running:
+            worker = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5)
+            running.start_soon(worker.deliver_due, clock.now)
+            await receiver.wait_in_flight(MAX_PER_HOST)  # the ninth waits for a slot
+            clock.now += LEASE - 2
+            receiver.release()  # the first eight end without answer; the ninth goes
+
+            async def first_eight_recorded() -> bool:
+                pending = await deliveries(alice, hook, "pending")
+                return sum(item["attempts"] for item in pending) == MAX_PER_HOST
+
+            await wait_until(first_eight_recorded)
+            await receiver.wait_in_flight(1)
+            clock.now += 3  # the claim's own lease is over, its POST is not
+            other = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5)
+            assert await other.deliver_due(clock.now) == 0
+            receiver.release()
+    assert list(event_ids(receiver).values()) == [1] * (MAX_PER_HOST + 1)
+    pending = await deliveries(alice, hook, "pending")
+    assert [item["attempts"] for item in pending] == [1] * (MAX_PER_HOST + 1)
+
+
+async def test_deliveries_overfilling_a_host_are_given_back_untouched(
+    quiet: QuietGateway, alice: Account, nursery: trio.Nursery
+) -> None:
+    """Three webhooks on one host: the claim takes each URL's share, the host queues at most
+    MAX_QUEUED_PER_HOST and the rest are free again at once, not left leased behind its
+    slots."""
+    receiver = HttpReceiver()
+    await nursery.start(receiver.serve)
+    per_hook = MAX_QUEUED_PER_HOST // 2
+    for path in ("/a", "/b", "/c"):
+        await queue_tests(alice, await make_hook(alice, receiver.url + path), per_hook)
+    clock = FakeClock(time.time())
+    with trio.fail_after(10):
+        async with WebhookConnections() as connections:
+            worker = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5)
+            assert await worker.deliver_due(clock.now) == 3 * per_hook
+            assert len(receiver.requests) == MAX_QUEUED_PER_HOST
+            assert await worker.deliver_due(clock.now) == 3 * per_hook - MAX_QUEUED_PER_HOST
+    assert list(event_ids(receiver).values()) == [1] * (3 * per_hook)
