@@ -1,21 +1,25 @@
 """The `/v1` delivery worker under load and faults, against a receiver on 127.0.0.1 and a fake
 wall clock: a delivery that waited long for its host's slot is POSTed under a renewed lease, so
-no other claimer sends it too, and deliveries that overfill a host are given back at once."""
+no other claimer sends it too; deliveries that overfill a host are given back at once; and a
+record that storage fails to commit costs only its own delivery."""
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 
+import pytest
 import trio
 
+from e2a_gateway.storage.base import StorageUnavailable, SubscriberAttempt
 from e2a_gateway.workers.subscribers import SubscriberWorker
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from e2a_gateway.workers.webhooks import MAX_PER_HOST, MAX_QUEUED_PER_HOST
 from tests.conftest import Account
 from tests.delivery_support import QuietGateway, wait_until
-from tests.http_receiver import HANG, Answer, HttpReceiver, answer_in_turn
+from tests.http_receiver import HANG, Answer, HttpReceiver, Received, answer_in_turn
 from tests.test_webhook_auto_disable import deliveries, make_hook, queue_tests
 from tests.webhook_support import FakeClock, alice, quiet, settings
 
@@ -83,3 +87,46 @@ async def test_deliveries_overfilling_a_host_are_given_back_untouched(
             assert len(receiver.requests) == MAX_QUEUED_PER_HOST
             assert await worker.deliver_due(clock.now) == 3 * per_hook - MAX_QUEUED_PER_HOST
     assert list(event_ids(receiver).values()) == [1] * (3 * per_hook)
+
+
+async def test_a_record_storage_fails_costs_only_its_delivery(
+    quiet: QuietGateway,
+    alice: Account,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The commit of one delivery's record fails while another's POST is in flight: the other
+    is answered and recorded, and the failed one is left to its lease, then sent again."""
+
+    def reply(request: Received) -> Answer:
+        return Answer(200, delay=0.3 if request.target.endswith("/slow") else 0.0)
+
+    receiver = HttpReceiver(reply)
+    await nursery.start(receiver.serve)
+    fast = await make_hook(alice, receiver.url + "/fast")
+    slow = await make_hook(alice, receiver.url + "/slow")
+    (unrecorded,) = await queue_tests(alice, fast, 1)
+    await queue_tests(alice, slow, 1)
+    storage = quiet.gateway.storage
+    finish = storage.finish_subscriber_attempts
+
+    async def disk_fails_for_one(finished: list[SubscriberAttempt]) -> None:
+        if any(item.delivery_id == unrecorded for item in finished):
+            raise StorageUnavailable("sqlite: disk I/O error")
+        await finish(finished)
+
+    monkeypatch.setattr(storage, "finish_subscriber_attempts", disk_fails_for_one)
+    clock = FakeClock(time.time())
+    with trio.fail_after(10), caplog.at_level(logging.ERROR, "e2a.webhooks"):
+        async with WebhookConnections() as connections:
+            worker = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5)
+            assert await worker.deliver_due(clock.now) == 2
+            assert len(receiver.requests) == 2
+            assert [item["attempts"] for item in await deliveries(alice, slow, "delivered")] == [1]
+            assert await worker.deliver_due(clock.now) == 0  # still leased
+            monkeypatch.setattr(storage, "finish_subscriber_attempts", finish)
+            assert await worker.deliver_due(clock.now + LEASE + 1) == 1
+    assert f"webhook delivery {unrecorded}: attempt not recorded" in caplog.text
+    assert [item["attempts"] for item in await deliveries(alice, fast, "delivered")] == [1]
+    assert len(receiver.requests) == 3

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -24,7 +25,12 @@ from e2a_gateway.clock import format_timestamp
 from e2a_gateway.config import Settings
 from e2a_gateway.ids import new_id
 from e2a_gateway.mailauth.resolver import FixtureResolver
-from e2a_gateway.storage.base import AgentChanges, SigningSecret
+from e2a_gateway.storage.base import (
+    AgentChanges,
+    FinishedAttempt,
+    SigningSecret,
+    StorageUnavailable,
+)
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from e2a_gateway.workers.webhook_policy import delivery_id
 from e2a_gateway.workers.webhooks import MAX_PER_HOST, WebhookWorker
@@ -44,7 +50,7 @@ from tests.delivery_support import (
     wait_for_status,
     wait_until,
 )
-from tests.http_receiver import CLOSE, HANG, Answer, HttpReceiver, answer_in_turn
+from tests.http_receiver import CLOSE, HANG, Answer, HttpReceiver, Received, answer_in_turn
 from tests.test_signing_identity import sdk_verifies
 from tests.webhook_support import FakeClock, alice, job_due_at, quiet, receiver, settings
 
@@ -705,3 +711,46 @@ async def test_an_attempt_that_raises_is_recorded_and_the_others_go_on(
     assert attempt.error is not None
     assert attempt.error.startswith("internal error: UnicodeEncodeError")
     assert job_due_at(quiet.gateway.settings, bobs_message) is not None
+
+
+async def test_a_record_storage_fails_costs_only_its_job(
+    quiet: QuietGateway,
+    alice: Account,
+    worker: WebhookWorker,
+    clock: FakeClock,
+    nursery: trio.Nursery,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The commit of one job's record fails while another's POST is in flight: the other is
+    answered and recorded, and the failed one is left to its lease, then sent again."""
+
+    def reply(request: Received) -> Answer:
+        return Answer(200, delay=0.3 if request.target == "/slow" else 0.0)
+
+    receiver = HttpReceiver(reply)
+    await nursery.start(receiver.serve)
+    fast = await create_agent(alice, "fast", f"http://127.0.0.1:{receiver.port}/fast")
+    slow = await create_agent(alice, "slow", f"http://127.0.0.1:{receiver.port}/slow")
+    unrecorded = await accept_at(quiet, clock, fast)
+    recorded = await accept_at(quiet, clock, slow)
+    storage = quiet.gateway.storage
+    finish = storage.finish_webhook_attempts
+
+    async def disk_fails_for_one(finished: list[FinishedAttempt]) -> None:
+        if any(item.message_id == unrecorded for item in finished):
+            raise StorageUnavailable("sqlite: disk I/O error")
+        await finish(finished)
+
+    monkeypatch.setattr(storage, "finish_webhook_attempts", disk_fails_for_one)
+    with trio.fail_after(WAIT), caplog.at_level(logging.ERROR, "e2a.webhooks"):
+        assert await worker.deliver_due(clock.now) == 2
+        assert len(receiver.requests) == 2
+        assert await delivery_status(alice, slow, recorded) == "delivered"
+        assert await delivery_status(alice, fast, unrecorded) == "pending"
+        assert await worker.deliver_due(clock.now) == 0  # still leased
+        monkeypatch.setattr(storage, "finish_webhook_attempts", finish)
+        assert await worker.deliver_due(clock.now + LEASE + 1) == 1
+    assert f"webhook {unrecorded}: attempt not recorded" in caplog.text
+    assert await delivery_status(alice, fast, unrecorded) == "delivered"
+    assert len(receiver.requests) == 3

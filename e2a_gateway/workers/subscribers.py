@@ -99,9 +99,9 @@ class SubscriberWorker(HostPacedWorker[SubscriberAttempt]):
                     finished = await self._attempt(item, lease)
             finally:
                 self._leave(host, queue)
-            if finished is None:
+            what = f"webhook delivery {item.delivery.id}"
+            if finished is None or not await self._record(finished, what):
                 return
-            await self._attempt_log.submit(finished)
             self._gateway.metrics.webhook_attempted(
                 finished.status, finished.status_code, finished.latency_ms / 1000
             )

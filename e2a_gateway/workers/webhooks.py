@@ -178,6 +178,17 @@ class HostPacedWorker(ClaimLoop, Generic[A]):
         lease.until = until
         return True
 
+    async def _record(self, record: A, what: str) -> bool:
+        """Commit the record of an attempt of `what`; False when storage failed it. The job then
+        keeps its lease, and is attempted again once the lease has run out; the other attempts
+        go on."""
+        try:
+            await self._attempt_log.submit(record)
+        except StorageUnavailable as exc:
+            log.error("%s: attempt not recorded (%s); tried again after its lease", what, exc)
+            return False
+        return True
+
     def _leave(self, host: str, queue: HostQueue) -> None:
         """An attempt on `host` has its answer: give its slot back, forget an empty host, and
         look for more once the host has room for a batch (one claim per few attempts)."""
@@ -244,9 +255,8 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
                     finished = await self._attempt(job, delivery, lease)
             finally:
                 self._leave(host, queue)
-            if finished is None:
+            if finished is None or not await self._record(finished, f"webhook {job.message_id}"):
                 return
-            await self._attempt_log.submit(finished)
             self._gateway.metrics.delivered("webhook", finished.outcome)
         finally:
             self._active -= 1
