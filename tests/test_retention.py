@@ -293,7 +293,7 @@ async def settled_delivery(
     retry_at = NOW + 3600 if outcome == "pending" else None
     code = 200 if outcome == "delivered" else 500
     await storage.finish_subscriber_attempts(
-        [SubscriberAttempt(claimed.delivery.id, 1, at, code, None, 3, outcome, retry_at)]
+        [SubscriberAttempt(claimed.delivery.id, 1, at, code, None, 3, outcome, retry_at, at + 60)]
     )
     return delivery_id
 

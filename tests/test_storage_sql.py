@@ -83,7 +83,7 @@ def test_storage_is_the_union_of_disjoint_roles() -> None:
     together = set().union(*by_role)
     assert sum(len(methods) for methods in by_role) == len(together)  # no method in two roles
     assert set().union(*(protocol_methods(cls) for cls in base.Storage.__mro__)) == together
-    assert len(together) == 127  # …, pending_migrations, delete_webhook_deliveries_before
+    assert len(together) == 130  # …, delete_webhook_deliveries_before, the lease renewals
 
 
 @pytest.mark.parametrize("backend", [SqliteStorage, PostgresStorage])
