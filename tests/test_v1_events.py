@@ -302,6 +302,41 @@ async def test_a_redelivery_goes_to_a_matched_webhook_and_once_a_day(
     assert len(await deliveries_of(alice, matched)) == 3
 
 
+async def test_an_address_registered_again_sees_nothing_of_the_agent_before_it(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    """An agent deleted for good, its address registered again: the new agent's key reads
+    none of the earlier agent's events, and the earlier agent's own suppressions are gone."""
+    first = await create_agent(alice, "again")
+    await store_received(quiet, first, time.time() - 60, "For the first agent")
+    (earlier,) = await listed(alice, type="email.received", agent_email=first)
+    suppressions = f"/v1/agents/{quote(first, safe='')}/suppressions"
+    added = await alice.http.post(suppressions, json={"address": "spam@example.net"})
+    assert added.status_code == 200, added.text
+    deleted = await alice.http.delete(f"/api/v1/agents/{quote(first, safe='')}")
+    assert deleted.status_code == 200, deleted.text
+
+    second = await create_agent(alice, "again")
+    assert second == first
+    made = await alice.http.post(
+        "/v1/account/api-keys", json={"name": "again", "scope": "agent", "agent_email": second}
+    )
+    assert made.status_code == 201, made.text
+    async with httpx.AsyncClient(
+        base_url=alice.http.base_url,
+        headers={"Authorization": f"Bearer {made.json()['key']}"},
+        timeout=10,
+    ) as agent:
+        page = await agent.get("/v1/events")
+        assert page.status_code == 200 and page.json()["items"] == [], page.text
+        assert (await agent.get(f"/v1/events/{earlier['id']}")).status_code == 404
+    # the account keeps its log: the earlier agent's event is still its own to read
+    assert [item["id"] for item in await listed(alice, agent_email=first)] == [earlier["id"]]
+    listed_suppressions = await alice.http.get(suppressions)
+    assert listed_suppressions.status_code == 200, listed_suppressions.text
+    assert listed_suppressions.json()["items"] == []
+
+
 async def test_until_is_exclusive_and_since_inclusive(quiet: QuietGateway, alice: Account) -> None:
     reader = await create_agent(alice, "reader")
     at = float(int(time.time()) - 3600)  # a whole second, an hour ago

@@ -48,15 +48,17 @@ def owned_agent_answer(user_id: str, email: str, trashed: bool = False) -> tuple
     return ("owned agent", f"{user_id} {email} {'trashed' if trashed else 'in service'}")
 
 
-def _revoke_agent_keys(tx: Transaction, agent_id: str) -> None:
-    """Revoke the keys bound to the agent `agent_id`, which is going for good: no later agent
-    ever has its id, so they could never be used again anyway, and they no longer clutter the
-    owner's list of keys."""
+def _forget_agent(tx: Transaction, agent_id: str, user_id: str, email: str) -> None:
+    """What goes with an agent deleted for good, besides its mail and jobs (which cascade):
+    the keys bound to it are revoked (no later agent ever has its id, so they could never be
+    used again anyway, and they no longer clutter the owner's list of keys), and its own
+    suppressions go (an agent registered at the address later is another agent)."""
     tx.execute(
         f"UPDATE api_keys SET revoked_at = {tx.dialect.utc_now} "
         "WHERE agent_id = ? AND revoked_at IS NULL",
         (agent_id,),
     )
+    tx.execute("DELETE FROM suppressions WHERE user_id = ? AND agent_email = ?", (user_id, email))
 
 
 def _resume_reviews(tx: Transaction, agent_email: str, paused: float) -> None:
@@ -151,7 +153,7 @@ class AgentsSql(Runner):
             )
             if row is None:
                 return None
-            _revoke_agent_keys(tx, row[0])
+            _forget_agent(tx, row[0], user_id, email)
             tx.announce(AccessEnded("agent", row[0]))
             return str(row[0])
 
@@ -229,12 +231,12 @@ class AgentsSql(Runner):
             )
             purged = 0
             for (agent_id,) in chosen:
-                if tx.first(
+                if deleted := tx.first(
                     "DELETE FROM agents WHERE id = ? AND deleted_at IS NOT NULL "
-                    "AND deleted_at < ? RETURNING id",
+                    "AND deleted_at < ? RETURNING user_id, email",
                     (agent_id, cutoff),
                 ):
-                    _revoke_agent_keys(tx, agent_id)
+                    _forget_agent(tx, agent_id, deleted[0], deleted[1])
                     tx.announce(AccessEnded("agent", agent_id))
                     purged += 1
             return purged
