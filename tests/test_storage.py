@@ -1580,6 +1580,25 @@ async def test_approving_refuses_a_recipient_suppressed_while_the_message_waited
     assert rejected is not None and rejected.status == "rejected"
 
 
+async def test_approval_by_expiry_sends_to_no_suppressed_address(storage: Storage) -> None:
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.update_agent(
+        alice, "a@agents.test", AgentChanges(hitl_expiration_action="approve")
+    )
+    for message_id in ("msg_1", "msg_2"):
+        await storage.add_outbound(
+            make_outbound(alice, "a@agents.test", message_id, "pending_approval", 10.0)
+        )
+    await storage.add_suppression(alice, None, "hidden@example.org", "hard bounce", 4.0)
+    expired = {message.id: message for message in await storage.expire_outbound(20.0)}
+    assert {message.status for message in expired.values()} == {"expired_rejected"}
+    assert "hidden@example.org is on the suppression list" in (
+        expired["msg_1"].rejection_reason or ""
+    )
+    assert await storage.claim_jobs("outbound", 20.0, 10, 60) == []
+
+
 async def test_review_acts_once(storage: Storage) -> None:
     alice = await add_user(storage)
     bob = await add_user(storage, "bob@example.com")

@@ -134,20 +134,25 @@ def _expire(tx: Transaction, now: float) -> list[OutboundMessage]:
     )
     reviewed_at = format_timestamp(now)
     for message_id, action in due:
+        reason = "approval expired"
         if action == EXPIRE_BY_APPROVING:
-            tx.execute(
-                f"UPDATE messages SET status = '{EXPIRED_APPROVED}', reviewed_at = ?, "
-                f"review_method = '{REVIEW_BY_EXPIRY}' WHERE id = ?",
-                (reviewed_at, message_id),
-            )
-            add_job(tx, OUTBOUND_JOB, message_id, now)
-        else:
-            tx.execute(
-                f"UPDATE messages SET status = '{EXPIRED_REJECTED}', reviewed_at = ?, "
-                f"review_method = '{REVIEW_BY_EXPIRY}', rejection_reason = 'approval expired', "
-                f"{SCRUB} WHERE id = ?",
-                (reviewed_at, message_id),
-            )
+            try:  # approved by expiry, as by a reviewer: never to a suppressed address
+                _refuse_suppressed(tx, _reread(tx, message_id), None)
+            except RecipientsSuppressed as exc:
+                reason = f"approval expired; not sent: {exc} is on the suppression list"
+            else:
+                tx.execute(
+                    f"UPDATE messages SET status = '{EXPIRED_APPROVED}', reviewed_at = ?, "
+                    f"review_method = '{REVIEW_BY_EXPIRY}' WHERE id = ?",
+                    (reviewed_at, message_id),
+                )
+                add_job(tx, OUTBOUND_JOB, message_id, now)
+                continue
+        tx.execute(
+            f"UPDATE messages SET status = '{EXPIRED_REJECTED}', reviewed_at = ?, "
+            f"review_method = '{REVIEW_BY_EXPIRY}', rejection_reason = ?, {SCRUB} WHERE id = ?",
+            (reviewed_at, reason, message_id),
+        )
     expired = [_reread(tx, message_id) for message_id, _ in due]
     record_events(
         tx,
@@ -156,7 +161,7 @@ def _expire(tx: Transaction, now: float) -> list[OutboundMessage]:
                 message,
                 REVIEW_APPROVED if message.status == EXPIRED_APPROVED else REVIEW_REJECTED,
                 now,
-                extra={"reason": "approval expired"},
+                extra={"reason": message.rejection_reason or "approval expired"},
             )
             for message in expired
         ],
