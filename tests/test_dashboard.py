@@ -3,6 +3,7 @@ the live inbox stream, and that the REST API around it is untouched."""
 
 from __future__ import annotations
 
+import html.parser
 import json
 import re
 import smtplib
@@ -574,6 +575,60 @@ def test_only_local_paths_are_followed_after_sign_in() -> None:
         "agents",
     ):
         assert local_path(unsafe) == "/", unsafe
+
+
+class _FormFields(html.parser.HTMLParser):
+    """The values a browser submits for a page's text inputs and text areas (a text area
+    loses one line feed just after its start tag, and sends its lines ended by CRLF)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.values: dict[str, str] = {}
+        self._area: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "textarea":
+            self._area = named.get("name")
+            self.values[self._area or ""] = ""
+        elif tag == "input" and named.get("name"):
+            self.values[str(named["name"])] = named.get("value") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "textarea" and self._area is not None:
+            text = self.values[self._area].removeprefix("\n")
+            self.values[self._area] = text.replace("\r\n", "\n").replace("\n", "\r\n")
+            self._area = None
+
+    def handle_data(self, data: str) -> None:
+        if self._area is not None:
+            self.values[self._area] += data
+
+
+async def test_approving_the_review_form_unchanged_is_no_edit(browser, make_account) -> None:
+    """A body opening with a line feed, or with CRLF line ends, goes through the review form
+    as it was held: approving without touching it edits nothing."""
+    alice = await make_account("alice@example.com")
+    await local_agent(alice, "careful")
+    made = await alice.http.put(agent_path("careful@agents.test"), json={"hitl_enabled": True})
+    assert made.status_code == 200, made.text
+    body = "\nHello,\r\nCRLF line endings\r\n"
+    sent = await alice.http.post(
+        "/api/v1/send",
+        json={"from": "careful@agents.test", "to": ["x@example.org"], "subject": "S", "body": body},
+    )
+    assert sent.status_code == 202, sent.text
+    message_id = sent.json()["message_id"]
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    page = await client.get(f"/approvals/{message_id}")
+    fields = _FormFields()
+    fields.feed(page.text)
+    assert fields.values["body_text"].replace("\r\n", "\n") == body.replace("\r\n", "\n")
+    approved = await client.post(f"/approvals/{message_id}/approve", data=fields.values)
+    assert approved.status_code == 303, approved.text
+    message = (await alice.http.get(f"/api/v1/messages/{message_id}")).json()
+    assert message["edited"] is False
 
 
 async def test_a_bad_approval_time_is_refused_with_the_api_message(browser, make_account) -> None:

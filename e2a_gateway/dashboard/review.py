@@ -68,11 +68,16 @@ async def review(session: Session, message_id: str) -> Response:
 
 
 def _changed_fields(form: Mapping[str, str], current: dict[str, Any]) -> dict[str, object]:
-    """The edits a review form asks for: only the fields that differ from the message."""
+    """The edits a review form asks for: only the fields that differ from the message (line
+    endings aside: a browser sends a text area's lines ended by CRLF, whatever the message
+    held)."""
     edits: dict[str, object] = {}
     for field in ("subject", "body_text", "body_html"):
-        if field in form and form[field].replace("\r\n", "\n") != (current[field] or ""):
-            edits[field] = form[field].replace("\r\n", "\n")
+        if field not in form:
+            continue
+        sent = form[field].replace("\r\n", "\n")
+        if sent != (current[field] or "").replace("\r\n", "\n"):
+            edits[field] = sent
     for field in ("to", "cc", "bcc"):
         if field in form and address_list(form[field]) != current[field]:
             edits[field] = address_list(form[field])
