@@ -319,6 +319,10 @@ def test_pending_list_show_approve_edit_and_reject(
     monkeypatch.setenv("EDITOR", "false")  # an editor that fails approves nothing
     code, _, err = cli("pending", "approve", listed["Other"], "--edit")
     assert code == 1 and "nothing was approved" in err
+    monkeypatch.setenv("EDITOR", "truncate -s 0")  # nor does emptying the file
+    code, _, err = cli("pending", "approve", listed["Other"], "--edit")
+    assert code == 1 and "nothing was approved" in err
+    assert cli.json("pending", "show", listed["Other"])["status"] == "pending_approval"
     rejected = cli.json("pending", "reject", listed["Other"], "--reason", "no")
     assert (rejected["status"], rejected["rejection_reason"]) == ("rejected", "no")
     code, _, err = cli("pending", "approve", listed["Other"], "--edit")

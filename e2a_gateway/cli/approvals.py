@@ -83,6 +83,7 @@ def editable_text(message: PendingMessageDetail) -> str:
         [
             "# Edit the fields below and save to approve with your changes.",
             "# Lines starting with '#' are ignored; keep the labels as they are.",
+            "# Empty this file (or remove the body's line) to cancel: nothing is approved.",
             "",
             f"subject: {message.subject or ''}",
             *(f"{name}: {', '.join(getattr(message, name) or [])}" for name in _ADDRESS_FIELDS),
@@ -149,7 +150,12 @@ def cmd_approve(ctx: Context) -> None:
         message = client.get_pending_message(ctx.args.id)
         if message.status != "pending_approval":
             raise ClientError(f"cannot edit {message.id}: it is {message.status}, not pending")
-        changes = changed_fields(parse_edited(edit_in_editor(editable_text(message))), message)
+        fields = parse_edited(edit_in_editor(editable_text(message)))
+        if "body_text" not in fields:  # emptied, or its body line gone: as `git commit` does
+            raise ClientError(
+                f"the edited text has no '{BODY_SEPARATOR}' line (emptied?): nothing was approved"
+            )
+        changes = changed_fields(fields, message)
         if "to" in changes and not changes["to"]:
             raise ClientError("the edited message has no To: address: nothing was approved")
     approved = client.approve_message(ctx.args.id, **changes)
