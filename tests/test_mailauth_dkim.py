@@ -236,6 +236,30 @@ def test_signature_not_covering_from_is_neutral() -> None:
     )
 
 
+def test_rsa_sha1_is_not_taken() -> None:
+    """RFC 8301 section 3.1: verifiers must not consider rsa-sha1 signatures valid."""
+    key = rsa_key("example.com")
+    signed = dkim.sign(
+        MESSAGE, b"rsa1", b"example.com", key.private, signature_algorithm=b"rsa-sha1"
+    )
+    verdict = verify_dkim(FixtureResolver.from_zone(key.zone()), bytes(signed) + MESSAGE)
+    assert verdict.result == "permerror"
+    assert "rsa-sha1" in verdict.signatures[0].reason
+
+
+def test_a_body_longer_than_its_l_length_is_not_taken() -> None:
+    """RFC 6376 section 8.2: text after the signed length is unsigned, and could be added on
+    the way; the signature passes only while its l= covers the whole body."""
+    key = rsa_key("example.com")
+    signed = bytes(dkim.sign(MESSAGE, b"rsa1", b"example.com", key.private, length=True))
+    resolver = FixtureResolver.from_zone(key.zone())
+    assert verify_dkim(resolver, signed + MESSAGE).result == "pass"  # l= covers it all
+    added = signed + MESSAGE + b"PS: wire the deposit to IBAN XX00 today.\r\n"
+    verdict = verify_dkim(resolver, added)
+    assert verdict.result == "neutral"
+    assert "l=" in verdict.signatures[0].reason
+
+
 def test_unparsable_header_is_permerror() -> None:
     verdict = verify_dkim(FixtureResolver(), b"this is not a header\r\n\r\nbody\r\n")
     assert (verdict.result, verdict.signatures) == ("permerror", ())

@@ -124,6 +124,10 @@ def _verify_signature(
         return verdict("neutral", f"unusable signature: {exc}")
     if b"from" not in include_headers:  # RFC 6376 section 6.1.1; dkimpy does not check it
         return verdict("neutral", "unusable signature: From field not signed")
+    if signature.get(b"a", b"").lower() == b"rsa-sha1":  # dkimpy still verifies it
+        return verdict("permerror", "unusable signature: rsa-sha1 (RFC 8301 section 3.1)")
+    if _leaves_body_unsigned(dkim, signature, verifier.body):
+        return verdict("neutral", "unusable signature: the body extends past its l= length")
     key_name = f"{selector}._domainkey.{domain}"
     try:
         records = resolver.txt(key_name)
@@ -153,6 +157,23 @@ def _verify_signature(
     return verdict("pass") if valid else verdict("fail", "signature did not verify")
 
 
+def _leaves_body_unsigned(dkim: Any, signature: dict[bytes, bytes], body: bytes) -> bool:
+    """Whether the signature's `l=` covers less than the whole (canonicalised) body: anything
+    after it is unsigned, and could be text added on the way (RFC 6376 section 8.2), which the
+    agent would read as signed. Such a signature is not taken (a bad `l=` or `c=` is dkimpy's
+    to refuse)."""
+    if b"l" not in signature:
+        return False
+    try:
+        length = int(signature[b"l"])
+        policy = dkim.canonicalization.CanonicalizationPolicy.from_c_value(
+            signature.get(b"c", b"simple/simple")
+        )
+    except (ValueError, dkim.canonicalization.InvalidCanonicalizationPolicyError):
+        return False
+    return length < len(policy.canonicalize_body(body))
+
+
 def _tags(value: bytes) -> dict[bytes, bytes]:
     """A DKIM tag=value list as a dict; {} when it cannot be parsed."""
     util = dkimpy().util
@@ -167,6 +188,7 @@ def dkimpy() -> Any:
     """The dkimpy module (with `dkim.util`), imported on first use rather than at start-up: it
     imports dnspython (a tenth of a second), and verification runs in worker threads."""
     import dkim
+    import dkim.canonicalization
     import dkim.util
 
     return dkim
