@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import http.server
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import smtplib
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +104,31 @@ def test_login_to_an_unreachable_gateway_fails_cleanly(cli: Cli) -> None:
     code, _, err = cli("login", "--url", "http://127.0.0.1:9", "--api-key", "k")
     assert code == 1
     assert "cannot reach the gateway at http://127.0.0.1:9" in err
+
+
+def test_login_to_a_server_that_is_no_gateway_says_to_check_the_url(cli: Cli, home: Path) -> None:
+    """A web server that is not e2a (a wrong port, say): told so, not shown its error page."""
+
+    class NotAGateway(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotAGateway)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        code, out, err = cli("login", "--url", url, "--api-key", "e2a_" + "0" * 64)
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+    assert (code, out) == (1, "")
+    assert f"{url} does not answer as an e2a gateway" in err and "check --url" in err
+    assert "<html" not in err.lower()
+    assert not (home / ".e2a" / "config.json").exists()
 
 
 def test_config_get_set_and_env_override(

@@ -517,6 +517,13 @@ def cmd_login(ctx: Context) -> None:
     if not key:
         raise ClientError("no API key: pass --api-key KEY (create one with `e2a bootstrap`)")
     url = url.rstrip("/")
+    try:
+        info = fetch_info(url)
+    except E2AApiError as exc:
+        raise ClientError(
+            f"{url} does not answer as an e2a gateway (GET /api/v1/info: {exc.status_code}); "
+            "check --url"
+        ) from None
     with E2AClient(api_key=key, agent_email="", base_url=url) as client:
         try:
             agents = [a.email for a in client.list_agents().agents if a.email]
@@ -524,7 +531,6 @@ def cmd_login(ctx: Context) -> None:
             if exc.status_code == 401:
                 raise ClientError(f"the gateway refused this API key: {exc.message}") from None
             raise
-    info = fetch_info(url)
     values = dict(ctx.values)
     set_saved(values, "url", url)
     set_saved(values, "api_key", key)
