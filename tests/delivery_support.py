@@ -74,6 +74,21 @@ async def open_account(gateway: Gateway, http_url: str, email: str) -> Account:
     return Account(email, issued.plaintext, http)
 
 
+@asynccontextmanager
+async def agent_scoped_client(account: Account, agent: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `account`'s gateway holding a new API key bound to its agent `agent`."""
+    made = await account.http.post(
+        "/v1/account/api-keys", json={"name": agent, "scope": "agent", "agent_email": agent}
+    )
+    assert made.status_code == 201, made.text
+    async with httpx.AsyncClient(
+        base_url=account.http.base_url,
+        headers={"Authorization": f"Bearer {made.json()['key']}"},
+        timeout=10,
+    ) as client:
+        yield client
+
+
 async def create_agent(account: Account, slug: str, webhook_url: str | None = None) -> str:
     """Register `slug@agents.test`: a cloud agent when `webhook_url` is given, else local."""
     body = {"slug": slug, "agent_mode": "cloud" if webhook_url else "local"}

@@ -1803,18 +1803,26 @@ async def done_or_waiting_for_a_lock(postgres_db: str, done: Callable[[], bool])
     await wait_until(lambda: done() or run_sql(postgres_db, waiting) != [(0,)], PAUSE_SECONDS)
 
 
-async def test_a_purge_never_deletes_an_agent_restored_after_it_chose_it(
-    replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Replica A's purge has chosen a trashed agent and not deleted it yet when replica B
-    restores it: the restore waits for the purge and finds the agent gone, rather than
-    answering with an agent the purge then deletes, mail and all."""
+async def _trashed_bot(storage: Storage) -> str:
+    """A user whose agent bot@agents.test, holding one message, is in the trash; its id."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "bot@agents.test"))
+    await storage.store_inbound([make_message("msg_1", "bot@agents.test")], 0.0)
+    await storage.trash_agent(alice, "bot@agents.test", "2026-01-10T00:00:00Z")
+    return alice
+
+
+async def _purge_and_restore(
+    replicas: tuple[Storage, Storage],
+    alice: str,
+    postgres_db: str,
+    pause: PauseAfter,
+    *,
+    purge_first: bool,
+) -> dict[str, Any]:
+    """Replica A purging and replica B restoring alice's trashed bot, the first paused by
+    `pause` while the other starts; what each answered (`purged`, `restored`)."""
     first, second = replicas
-    alice = await add_user(first)
-    await first.add_agent(make_agent(alice, "bot@agents.test"))
-    await first.store_inbound([make_message("msg_1", "bot@agents.test")], 0.0)
-    await first.trash_agent(alice, "bot@agents.test", "2026-01-10T00:00:00Z")
-    pause = PauseAfter(monkeypatch, "SELECT id FROM agents WHERE deleted_at IS NOT NULL")
     outcome: dict[str, Any] = {}
 
     async def purge() -> None:
@@ -1823,16 +1831,31 @@ async def test_a_purge_never_deletes_an_agent_restored_after_it_chose_it(
     async def restore() -> None:
         outcome["restored"] = await second.restore_agent(alice, "bot@agents.test")
 
+    leading, following, waited = (
+        (purge, restore, "restored") if purge_first else (restore, purge, "purged")
+    )
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(purge)
+        nursery.start_soon(leading)
         try:
             await pause.wait()
-            nursery.start_soon(restore)
-            await done_or_waiting_for_a_lock(postgres_db, lambda: "restored" in outcome)
+            nursery.start_soon(following)
+            await done_or_waiting_for_a_lock(postgres_db, lambda: waited in outcome)
         finally:
             pause.resume()
+    return outcome
+
+
+async def test_a_purge_never_deletes_an_agent_restored_after_it_chose_it(
+    replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica A's purge has chosen a trashed agent and not deleted it yet when replica B
+    restores it: the restore waits for the purge and finds the agent gone, rather than
+    answering with an agent the purge then deletes, mail and all."""
+    alice = await _trashed_bot(replicas[0])
+    pause = PauseAfter(monkeypatch, "SELECT id FROM agents WHERE deleted_at IS NOT NULL")
+    outcome = await _purge_and_restore(replicas, alice, postgres_db, pause, purge_first=True)
     assert outcome == {"purged": 1, "restored": None}
-    assert await first.get_agent(alice, "bot@agents.test") is None
+    assert await replicas[0].get_agent(alice, "bot@agents.test") is None
     assert run_sql(postgres_db, "SELECT count(*) FROM messages") == [(0,)]
 
 
@@ -1841,31 +1864,12 @@ async def test_a_purge_passes_over_an_agent_being_restored(
 ) -> None:
     """Replica B is restoring a trashed agent (its row changed, not committed yet) when
     replica A purges: the purge passes over it, and the restored agent keeps its mail."""
-    first, second = replicas
-    alice = await add_user(first)
-    await first.add_agent(make_agent(alice, "bot@agents.test"))
-    await first.store_inbound([make_message("msg_1", "bot@agents.test")], 0.0)
-    await first.trash_agent(alice, "bot@agents.test", "2026-01-10T00:00:00Z")
+    alice = await _trashed_bot(replicas[0])
     pause = PauseAfter(monkeypatch, "UPDATE agents SET deleted_at = NULL")
-    outcome: dict[str, Any] = {}
-
-    async def purge() -> None:
-        outcome["purged"] = await first.purge_agents_trashed_before("2026-02-01T00:00:00Z", 10)
-
-    async def restore() -> None:
-        outcome["restored"] = await second.restore_agent(alice, "bot@agents.test")
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(restore)
-        try:
-            await pause.wait()
-            nursery.start_soon(purge)
-            await done_or_waiting_for_a_lock(postgres_db, lambda: "purged" in outcome)
-        finally:
-            pause.resume()
+    outcome = await _purge_and_restore(replicas, alice, postgres_db, pause, purge_first=False)
     assert outcome["purged"] == 0 and outcome["restored"] is not None
-    assert await first.get_agent(alice, "bot@agents.test") is not None
-    page = await first.list_inbound(alice, "bot@agents.test", "all", 10, None)
+    assert await replicas[0].get_agent(alice, "bot@agents.test") is not None
+    page = await replicas[0].list_inbound(alice, "bot@agents.test", "all", 10, None)
     assert [message.id for message in page.messages] == ["msg_1"]
 
 

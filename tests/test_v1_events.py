@@ -14,7 +14,6 @@ from email.message import EmailMessage
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import pytest
 import trio
 from trio_websocket import open_websocket_url
@@ -27,7 +26,7 @@ from e2a_gateway.workers.outbound import OutboundWorker
 from e2a_gateway.workers.subscribers import SubscriberWorker
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from tests.conftest import Account
-from tests.delivery_support import QuietGateway, create_agent
+from tests.delivery_support import QuietGateway, agent_scoped_client, create_agent
 from tests.http_receiver import HttpReceiver
 from tests.webhook_support import FakeClock, alice, quiet, receiver, settings, store_received
 
@@ -287,15 +286,7 @@ async def test_a_redelivery_goes_to_a_matched_webhook_and_once_a_day(
     assert counts == {"matched_webhooks": 3, "delivered": 0, "pending": 3, "failed": 0}
 
     # an agent key is refused before any answer kept for the account could replay to it
-    made = await alice.http.post(
-        "/v1/account/api-keys", json={"name": "reader", "scope": "agent", "agent_email": reader}
-    )
-    assert made.status_code == 201, made.text
-    async with httpx.AsyncClient(
-        base_url=alice.http.base_url,
-        headers={"Authorization": f"Bearer {made.json()['key']}"},
-        timeout=10,
-    ) as agent:
+    async with agent_scoped_client(alice, reader) as agent:
         refused = await agent.post(f"/v1/events/{event['id']}/redeliver", json={})
     assert refused.status_code == 403, refused.text
     assert refused.json()["error"]["code"] == "forbidden"
@@ -318,15 +309,7 @@ async def test_an_address_registered_again_sees_nothing_of_the_agent_before_it(
 
     second = await create_agent(alice, "again")
     assert second == first
-    made = await alice.http.post(
-        "/v1/account/api-keys", json={"name": "again", "scope": "agent", "agent_email": second}
-    )
-    assert made.status_code == 201, made.text
-    async with httpx.AsyncClient(
-        base_url=alice.http.base_url,
-        headers={"Authorization": f"Bearer {made.json()['key']}"},
-        timeout=10,
-    ) as agent:
+    async with agent_scoped_client(alice, second) as agent:
         page = await agent.get("/v1/events")
         assert page.status_code == 200 and page.json()["items"] == [], page.text
         assert (await agent.get(f"/v1/events/{earlier['id']}")).status_code == 404
