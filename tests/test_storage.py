@@ -582,6 +582,27 @@ async def test_idempotency_keys_are_swept_a_window_after_completion(storage: Sto
     assert await storage.delete_idempotency_keys_before(1000.0, 10) == 1
 
 
+async def test_signed_out_sessions_are_kept_per_user_until_they_expire(storage: Storage) -> None:
+    alice = await add_user(storage)
+    bob = await add_user(storage, "bob@example.com")
+    assert not await storage.session_signed_out(alice, "sess_1")  # remembered (SQLite) …
+    await storage.sign_out_session(alice, "sess_1", 100.0)  # … until this write
+    await storage.sign_out_session(alice, "sess_1", 100.0)  # twice: nothing new
+    for number, expires_at in [(2, 110.0), (3, 120.0), (4, 500.0)]:
+        await storage.sign_out_session(alice, f"sess_{number}", expires_at)
+    assert await storage.session_signed_out(alice, "sess_1")
+    assert not await storage.session_signed_out(bob, "sess_1")  # another user's id
+    assert not await storage.session_signed_out(alice, "sess_5")
+    assert await storage.delete_signouts_before(100.0, 10) == 0  # expiring at 100 is not before
+    assert await storage.delete_signouts_before(200.0, 2) == 2  # in batches, soonest first
+    assert await storage.session_signed_out(alice, "sess_3")
+    assert await storage.delete_signouts_before(200.0, 2) == 1
+    assert not await storage.session_signed_out(alice, "sess_1")
+    assert await storage.session_signed_out(alice, "sess_4")
+    await storage.delete_user(alice)
+    assert await storage.delete_signouts_before(1000.0, 10) == 0  # went with its user
+
+
 async def test_signing_secrets_limit_order_and_last_one(storage: Storage) -> None:
     user_id = await add_user(storage)
     for index in range(3):

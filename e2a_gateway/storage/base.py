@@ -1735,6 +1735,22 @@ class Idempotency(Protocol):
         ...
 
 
+class DashboardSessions(Protocol):
+    """Dashboard sessions signed out before they expired, on every replica alike. A session is
+    a sealed cookie of which nothing is stored until it is signed out; each record is kept only
+    until its session would have expired anyway."""
+
+    async def sign_out_session(self, user_id: str, session_id: str, expires_at: float) -> None:
+        """Record the user's session `session_id`, which expires at the epoch `expires_at`, as
+        signed out (nothing new when it already is)."""
+        ...
+
+    async def session_signed_out(self, user_id: str, session_id: str) -> bool:
+        """Whether the user's session `session_id` was signed out (asked on every dashboard
+        request: one indexed lookup, remembered where the backend can until the next write)."""
+        ...
+
+
 class FeedbackBox(Protocol):
     """Feedback from anyone, kept for the operators."""
 
@@ -1778,6 +1794,12 @@ class Retention(Protocol):
         went."""
         ...
 
+    async def delete_signouts_before(self, cutoff: float, limit: int) -> int:
+        """Delete up to `limit` records of signed-out dashboard sessions that expired before
+        the epoch `cutoff`, soonest expired first, in one short transaction; returns how many
+        went."""
+        ...
+
 
 class Storage(
     Lifecycle,
@@ -1792,6 +1814,7 @@ class Storage(
     WebhookDeliveries,
     RateLimits,
     Idempotency,
+    DashboardSessions,
     FeedbackBox,
     Retention,
     EventLog,

@@ -1,5 +1,5 @@
-"""The SQL of the retention sweep: old messages, webhook attempt records, idempotency keys and
-feedback deleted in batches.
+"""The SQL of the retention sweep: old messages, webhook attempt records, idempotency keys,
+feedback and the sign-outs of expired dashboard sessions, deleted in batches.
 
 Each batch is one short transaction that passes over rows another replica's sweep holds. A
 message that still has a job, or outbound mail not yet finished, is never deleted.
@@ -77,6 +77,20 @@ class RetentionSql(Runner):
                     "DELETE FROM feedback WHERE id IN (SELECT id FROM feedback "
                     "WHERE created_at < ? ORDER BY created_at "
                     f"LIMIT ?{tx.dialect.skip_locked()})",
+                    (cutoff, limit),
+                ).rowcount
+            )
+        )
+
+    async def delete_signouts_before(self, cutoff: float, limit: int) -> int:
+        """Delete up to `limit` records of signed-out sessions that expired before the epoch
+        `cutoff`, soonest expired first."""
+        return await self._write(
+            lambda tx: (
+                tx.execute(
+                    "DELETE FROM dashboard_signouts WHERE (user_id, session_id) IN "
+                    "(SELECT user_id, session_id FROM dashboard_signouts WHERE expires_at < ? "
+                    f"ORDER BY expires_at LIMIT ?{tx.dialect.skip_locked()})",
                     (cutoff, limit),
                 ).rowcount
             )

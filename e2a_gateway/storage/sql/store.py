@@ -24,6 +24,7 @@ from e2a_gateway.storage.sql.messages import MessagesSql
 from e2a_gateway.storage.sql.outbound import OutboundSql
 from e2a_gateway.storage.sql.rate_limits import RateLimitsSql
 from e2a_gateway.storage.sql.retention import RetentionSql
+from e2a_gateway.storage.sql.sessions import DashboardSessionsSql
 from e2a_gateway.storage.sql.subscribers import SubscribersSql
 from e2a_gateway.storage.sql.suppressions import SuppressionsSql
 from e2a_gateway.storage.sql.templates import TemplatesSql
@@ -45,6 +46,7 @@ class SqlStorage(
     DeadLettersSql,
     RateLimitsSql,
     IdempotencySql,
+    DashboardSessionsSql,
     FeedbackSql,
     RetentionSql,
     EventsSql,
