@@ -59,6 +59,7 @@ RETENTION_KINDS = (
     "events",
     "trashed_agents",
     "webhook_deliveries",
+    "dashboard_signouts",
 )
 WEBSOCKET_END_REASONS = (
     "client_close",
@@ -201,7 +202,7 @@ class Metrics:
             "e2a_retention_deleted",
             "Rows the retention sweep deleted, by kind (messages, webhook_attempts, "
             "idempotency_keys, trashed_messages, feedback, events, trashed_agents, "
-            "webhook_deliveries)",
+            "webhook_deliveries, dashboard_signouts)",
             ["kind"],
             registry=registry,
         )

@@ -270,6 +270,20 @@ async def test_idempotency_keys_go_a_day_after_they_completed(gateway: Gateway) 
     assert fresh.outcome == "acquired"
 
 
+async def test_sign_outs_go_once_their_sessions_have_expired(gateway: Gateway) -> None:
+    """Whatever `retention.days` says: a record of a signed-out session is needed only until
+    the session would have expired anyway."""
+    storage = gateway.storage
+    alice = await add_user(storage)
+    await storage.sign_out_session(alice, "expired", NOW - 1)
+    await storage.sign_out_session(alice, "live", NOW + 60)
+    swept = await RetentionWorker(gateway, pause=0).sweep(NOW)
+    assert swept == SweepResult(0, 0, signouts=1)
+    assert not await storage.session_signed_out(alice, "expired")
+    assert await storage.session_signed_out(alice, "live")
+    assert (await RetentionWorker(gateway, pause=0).sweep(NOW + 61)).signouts == 1
+
+
 async def test_feedback_goes_after_retention_days(gateway: Gateway) -> None:
     storage = gateway.storage
     for name, at in [("old", OLD), ("recent", RECENT)]:

@@ -1,8 +1,9 @@
 """The retention sweep: deletes messages (raw bodies and attachments with them), webhook
 attempt records and feedback older than `retention.days`, idempotency keys past their window,
 messages in the `/v1` trash for longer than TRASH_KEPT_SECONDS, agents in the trash for longer
-than TRASH_DAYS (with their messages), and `/v1` events older than 30 days with the settled
-deliveries of that time to webhooks (each a copy of an event).
+than TRASH_DAYS (with their messages), `/v1` events older than 30 days with the settled
+deliveries of that time to webhooks (each a copy of an event), and the records of dashboard
+sessions signed out once the sessions have expired.
 
 It deletes in small batches, each its own short transaction, and pauses between batches, so
 SMTP ingest and API writes always get the database in between. It never touches a message that
@@ -53,6 +54,7 @@ class SweepResult:
     events: int = 0
     trashed_agents: int = 0
     webhook_deliveries: int = 0
+    signouts: int = 0
 
 
 class RetentionWorker:
@@ -80,8 +82,8 @@ class RetentionWorker:
     async def sweep(self, now: float) -> SweepResult:
         """Delete every message, webhook attempt and piece of feedback from before
         `now - retention.days`, the idempotency keys claimed and completed more than their
-        window ago, trashed messages and agents past their time, and the events and settled
-        webhook deliveries older than 30 days."""
+        window ago, trashed messages and agents past their time, the events and settled
+        webhook deliveries older than 30 days, and the sign-outs of sessions expired by `now`."""
         cutoff = format_timestamp(now - self._gateway.settings.retention.days * SECONDS_PER_DAY)
         storage = self._gateway.storage
         result = SweepResult(
@@ -113,6 +115,9 @@ class RetentionWorker:
                 storage.delete_webhook_deliveries_before,
                 now - EVENT_RETENTION_SECONDS,
             ),
+            signouts=await self._in_batches(
+                "dashboard_signouts", storage.delete_signouts_before, now
+            ),
         )
         if result.messages or result.webhook_attempts:
             log.info(
@@ -140,6 +145,8 @@ class RetentionWorker:
                 result.trashed_agents,
                 TRASH_DAYS,
             )
+        if result.signouts:
+            log.info("retention: deleted %d sign-outs of expired sessions", result.signouts)
         return result
 
     async def _in_batches(
