@@ -3,6 +3,7 @@ the live inbox stream, and that the REST API around it is untouched."""
 
 from __future__ import annotations
 
+import base64
 import html.parser
 import json
 import re
@@ -14,12 +15,21 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import nacl.secret
 import pytest
 import trio
 
+from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.dashboard.auth import local_path
-from e2a_gateway.dashboard.sessions import SessionClaims, SessionInvalid, seal, session_key, unseal
+from e2a_gateway.dashboard.sessions import (
+    SessionClaims,
+    SessionInvalid,
+    seal,
+    session_key,
+    unnamed_session_id,
+    unseal,
+)
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.signing.credentials import hash_api_key
 from tests.conftest import Account, agent_path, make_settings
@@ -168,14 +178,18 @@ async def test_forged_or_revoked_sessions_do_not_count(
     client.cookies.set("e2a_session", "garbage")
     assert (await client.get("/agents")).status_code == 303
     # Sealed under another server key: refused.
-    claims = SessionClaims(hash_api_key(alice.key), "usr_x", int(time.time()) + 60, "t" * 32)
+    claims = SessionClaims(
+        hash_api_key(alice.key), "usr_x", int(time.time()) + 60, "t" * 32, "s" * 32
+    )
     client.cookies.set("e2a_session", seal(session_key("another server key"), claims))
     assert (await client.get("/agents")).status_code == 303
     # Expired: refused.
     server_key = running.gateway.server_key
     user = await running.gateway.storage.user_for_key_hash(hash_api_key(alice.key))
     assert user is not None
-    expired = SessionClaims(hash_api_key(alice.key), user.id, int(time.time()) - 1, "t" * 32)
+    expired = SessionClaims(
+        hash_api_key(alice.key), user.id, int(time.time()) - 1, "t" * 32, "s" * 32
+    )
     client.cookies.set("e2a_session", seal(session_key(server_key), expired))
     assert (await client.get("/agents")).status_code == 303
     # A genuine session ends when its key is revoked.
@@ -201,6 +215,64 @@ async def test_sign_out(browser, make_account) -> None:
     assert response.headers["location"] == "/signin"
     assert "max-age=0" in set_cookie_header(response, "e2a_session=").lower()
     assert (await client.get("/agents")).status_code == 303
+
+
+async def test_a_copy_of_a_signed_out_session_is_refused(browser, make_account) -> None:
+    """Signing out ends the session on the server: its cookie, replayed from elsewhere, opens
+    no page or stream and makes no key; the user's other sessions stay signed in."""
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "watched")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    token = await session_csrf(client)
+    stream_url = await open_stream(client, address)
+    copied = client.cookies["e2a_session"]
+    elsewhere = browser()
+    assert (await sign_in(elsewhere, alice.key)).status_code == 303
+    assert (await client.post("/signout", data={"csrf_token": token})).status_code == 303
+
+    replayed = browser()
+    replayed.cookies.set("e2a_session", copied)
+    for method, path, form in [
+        ("GET", "/agents", None),
+        ("GET", stream_url, None),
+        ("POST", "/credentials/api-keys", {"name": "kept", "csrf_token": token}),
+        ("POST", "/signout", {"csrf_token": token}),
+    ]:
+        response = await replayed.request(method, path, data=form)
+        assert response.status_code == 303, path
+        assert response.headers["location"].startswith("/signin")
+    keys = (await alice.http.get("/api/v1/users/me/api-keys")).json()["api_keys"]
+    assert len(keys) == 1
+    created = await elsewhere.post(
+        "/credentials/api-keys", data={"name": "mine", "csrf_token": await session_csrf(elsewhere)}
+    )
+    assert created.status_code == 201
+
+
+async def test_a_sign_out_outlives_a_restart(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    copied = ""
+    for run in ("signs out", "restarted"):
+        async with trio.open_nursery() as nursery:
+            running: RunningGateway = await nursery.start(
+                partial(run_gateway, settings, resolver=FixtureResolver())
+            )
+            async with httpx.AsyncClient(base_url=running.addresses.http_url) as client:
+                if run == "signs out":
+                    gateway = running.gateway
+                    _, issued, _ = await bootstrap_user(
+                        gateway.storage, gateway.server_key, "alice@example.com"
+                    )
+                    assert (await sign_in(client, issued.plaintext)).status_code == 303
+                    copied = client.cookies["e2a_session"]
+                    token = await session_csrf(client)
+                    signed_out = await client.post("/signout", data={"csrf_token": token})
+                    assert signed_out.status_code == 303
+                else:
+                    client.cookies.set("e2a_session", copied)
+                    assert (await client.get("/agents")).status_code == 303
+            nursery.cancel_scope.cancel()
 
 
 async def test_another_users_agent_is_not_reachable(browser, make_account) -> None:
@@ -473,7 +545,7 @@ async def test_deleting_the_agent_ends_its_open_live_streams(browser, make_accou
 
 def test_session_tokens_are_sealed() -> None:
     key = session_key("server key")
-    claims = SessionClaims("ab" * 32, "usr_1", int(time.time()) + 60, "c" * 32)
+    claims = SessionClaims("ab" * 32, "usr_1", int(time.time()) + 60, "c" * 32, "d" * 32)
     token = seal(key, claims)
     assert unseal(key, token, time.time()) == claims
     assert "usr_1" not in token and "ab" * 32 not in token
@@ -483,6 +555,18 @@ def test_session_tokens_are_sealed() -> None:
             unseal(key, bad, time.time())
     with pytest.raises(SessionInvalid):
         unseal(key, token, claims.expires_at)
+
+
+def test_sessions_sealed_before_they_had_an_id_get_one() -> None:
+    """A token sealed before sessions carried an id (a gateway just upgraded) still counts, and
+    has an id of its own, stable and not its CSRF token, so that it too can be signed out."""
+    key = session_key("server key")
+    payload = {"v": 1, "k": "ab" * 32, "u": "usr_1", "exp": int(time.time()) + 60, "csrf": "c" * 32}
+    sealed = bytes(nacl.secret.SecretBox(key).encrypt(json.dumps(payload).encode()))
+    token = base64.urlsafe_b64encode(sealed).decode().rstrip("=")
+    claims = unseal(key, token, time.time())
+    assert claims.session_id == unnamed_session_id("c" * 32) != "c" * 32
+    assert unnamed_session_id("d" * 32) != claims.session_id
 
 
 async def test_domains_and_signing_secrets(browser, make_account) -> None:

@@ -2,7 +2,9 @@
 
 The cookie is HttpOnly, SameSite=Strict, and Secure whenever the dashboard is reached over
 https (directly or per `http.public_url`). Every request looks the API key up again, so a
-revoked key ends its sessions at once. Every POST must carry the session's CSRF token.
+revoked key ends its sessions at once, and asks storage whether the session was signed out, so
+signing out ends it for every copy of the cookie on every replica. Every POST must carry the
+session's CSRF token.
 """
 
 from __future__ import annotations
@@ -45,11 +47,13 @@ _LOCAL_PATH = re.compile(r"/(?![/\\])[^\\\s\x00-\x1f\x7f]*\Z")
 @dataclass(frozen=True)
 class Session:
     """A signed-in dashboard user as the caller of the API key they signed in with (by hash:
-    revoking it ends the session and its live streams), and the CSRF token their forms must
-    carry."""
+    revoking it ends the session and its live streams), the CSRF token their forms must carry,
+    and the session's id and expiry (what signing out records)."""
 
     caller: Caller
     csrf_token: str
+    session_id: str
+    expires_at: int
 
     @property
     def user(self) -> User:
@@ -82,7 +86,8 @@ def clear_cookie(response: Response, name: str) -> None:
 
 
 async def current_session() -> Session | None:
-    """The session the request's cookie proves, or None (absent, forged, expired, revoked)."""
+    """The session the request's cookie proves, or None (absent, forged, expired, signed out,
+    revoked)."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
@@ -91,10 +96,20 @@ async def current_session() -> Session | None:
         claims = unseal(session_key(gateway.server_key), token, time.time())
     except SessionInvalid:
         return None
+    if await gateway.storage.session_signed_out(claims.user_id, claims.session_id):
+        return None
     caller = await caller_for_key_hash(gateway, claims.key_hash)
     if caller is None or caller.user_id != claims.user_id:
         return None
-    return Session(caller, claims.csrf_token)
+    return Session(caller, claims.csrf_token, claims.session_id, claims.expires_at)
+
+
+async def end_session(session: Session) -> None:
+    """Sign `session` out on the server: from now on every copy of its cookie is refused, on
+    every replica and after a restart (recorded until it would have expired anyway)."""
+    await current_gateway().storage.sign_out_session(
+        session.user.id, session.session_id, session.expires_at
+    )
 
 
 async def start_session(api_key: str) -> tuple[User, str]:

@@ -2,8 +2,8 @@
 
 A token is `base64url(SecretBox(key, payload))` where the key is derived from the gateway's
 server key and the payload names the signed-in API key by its SHA-256 hash (never the key
-itself), the owner, an expiry and the session's CSRF token. Sealing both hides and
-authenticates it: a browser can neither read nor alter what it carries.
+itself), the owner, an expiry, the session's CSRF token and its id (what signing out records).
+Sealing both hides and authenticates it: a browser can neither read nor alter what it carries.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ SESSION_SECONDS = 12 * 3600
 """A session ends this long after sign-in, whatever happens in between."""
 TOKEN_VERSION = 1
 _KEY_CONTEXT = b"e2a dashboard session\x00"
+_ID_CONTEXT = b"e2a dashboard session id\x00"
 _MAX_TOKEN_CHARS = 1024
 
 
@@ -32,12 +33,13 @@ class SessionInvalid(ValueError):
 
 @dataclass(frozen=True)
 class SessionClaims:
-    """What a session token says: whose key, until when, and its CSRF token."""
+    """What a session token says: whose key, until when, its CSRF token and its id."""
 
     key_hash: str
     user_id: str
     expires_at: int
     csrf_token: str
+    session_id: str
 
 
 def session_key(server_key: str) -> bytes:
@@ -46,8 +48,21 @@ def session_key(server_key: str) -> bytes:
 
 
 def new_claims(key_hash: str, user_id: str, now: float) -> SessionClaims:
-    """Claims for a session starting at `now` with a fresh random CSRF token."""
-    return SessionClaims(key_hash, user_id, int(now) + SESSION_SECONDS, secrets.token_hex(16))
+    """Claims for a session starting at `now` with a fresh random CSRF token and id."""
+    return SessionClaims(
+        key_hash,
+        user_id,
+        int(now) + SESSION_SECONDS,
+        secrets.token_hex(16),
+        secrets.token_hex(16),
+    )
+
+
+def unnamed_session_id(csrf_token: str) -> str:
+    """The id of a session sealed before sessions had one (it still lives up to
+    SESSION_SECONDS after an upgrade): derived from its CSRF token, random per session, so that
+    it too can be signed out; hashed, so a stored id never reveals the token."""
+    return hashlib.sha256(_ID_CONTEXT + csrf_token.encode()).hexdigest()[:32]
 
 
 def seal(key: bytes, claims: SessionClaims) -> str:
@@ -59,6 +74,7 @@ def seal(key: bytes, claims: SessionClaims) -> str:
             "u": claims.user_id,
             "exp": claims.expires_at,
             "csrf": claims.csrf_token,
+            "sid": claims.session_id,
         },
         separators=(",", ":"),
     ).encode()
@@ -73,11 +89,13 @@ def unseal(key: bytes, token: str, now: float) -> SessionClaims:
     try:
         sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(nacl.secret.SecretBox(key).decrypt(sealed))
+        csrf_token = str(data["csrf"])
         claims = SessionClaims(
             key_hash=str(data["k"]),
             user_id=str(data["u"]),
             expires_at=int(data["exp"]),
-            csrf_token=str(data["csrf"]),
+            csrf_token=csrf_token,
+            session_id=str(data["sid"]) if "sid" in data else unnamed_session_id(csrf_token),
         )
         version = data["v"]
     except (

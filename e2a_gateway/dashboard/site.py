@@ -32,6 +32,7 @@ from e2a_gateway.dashboard.auth import (
     check_signin_token,
     clear_cookie,
     current_session,
+    end_session,
     local_path,
     requires_session,
     session_cookie_seconds,
@@ -201,7 +202,9 @@ async def signin_submit() -> Response:
 @blueprint.post("/signout")
 @requires_session
 async def signout(session: Session) -> Response:
-    """End the session in this browser."""
+    """End the session on the server, for every copy of its cookie, and forget it in this
+    browser."""
+    await end_session(session)
     response = see_other(url_for("dashboard.signin"))
     clear_cookie(response, SESSION_COOKIE)
     return response
