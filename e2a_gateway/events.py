@@ -18,6 +18,7 @@ import orjson
 from e2a_gateway.attachments import Attachment, attachment_meta_view
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.ids import derived_id, new_id
+from e2a_gateway.mailauth.results import dmarc_policy_named
 from e2a_gateway.rfc5322 import header_section
 from e2a_gateway.storage.base import FoldedCopy, NewEvent, OutboundMessage
 from e2a_gateway.storage.new_inbound import ByContent, NewInboundMessage
@@ -143,12 +144,12 @@ def _present(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in fields.items() if value is not None}
 
 
-_DMARC_POLICY = re.compile(
-    rb"^Authentication-Results:[^\n]*(?:\n[ \t][^\n]*)*?dmarc=\w+ \(p=(none|quarantine|reject)\)",
-    re.MULTILINE | re.IGNORECASE,
+_FIRST_RESULTS = re.compile(
+    rb"^Authentication-Results[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.MULTILINE | re.IGNORECASE
 )
-"""The DMARC policy in the first Authentication-Results field of a delivered message: the
-gateway's own (it comes before the sender's fields, and forgeries in its name are removed)."""
+"""The first Authentication-Results field of a delivered message, folded lines and all: the
+gateway's own, which `delivered_message` puts above every field the sender wrote (those in
+its name are removed), whatever `smtp.hostname` was then."""
 SPF_STATUSES = frozenset({"pass", "fail", "none", "neutral", "softfail", "temperror", "permerror"})
 DMARC_STATUSES = frozenset({"pass", "fail", "none", "temperror", "permerror"})
 
@@ -164,9 +165,10 @@ def inbound_authentication(
 ) -> dict[str, Any]:
     """e2a's Authentication of an inbound message: the verdicts the gateway kept, and the DMARC
     policy its Authentication-Results field names (`none` when the sender publishes none).
-    Per-signature DKIM detail and which mechanism aligned are not kept: `dkim` and
+    Per-signature DKIM detail and which mechanism aligned are not read: `dkim` and
     `aligned_by` list none."""
-    found = _DMARC_POLICY.search(header_section(raw_message), 0, 65536)
+    ours = _FIRST_RESULTS.search(header_section(raw_message), 0, 65536)
+    policy = dmarc_policy_named(ours.group(1).decode("utf-8", "replace")) if ours else None
     return {
         "spf": {
             "status": _known(results.get("spf"), SPF_STATUSES),
@@ -177,7 +179,7 @@ def inbound_authentication(
         "dmarc": {
             "status": _known(results.get("dmarc"), DMARC_STATUSES),
             "domain": from_addr.rpartition("@")[2].lower() or None,
-            "policy": found.group(1).decode().lower() if found else "none",
+            "policy": policy or "none",
             "aligned_by": [],
         },
     }

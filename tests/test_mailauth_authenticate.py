@@ -179,7 +179,7 @@ def test_header_text() -> None:
         b" spf=pass smtp.mailfrom=example.com;\r\n"
         b" dkim=pass header.d=example.com header.s=s1;\r\n"
         b' dkim=fail reason="body hash \\"mismatch\\"" header.d=lists.test header.s=k;\r\n'
-        b" dmarc=pass (p=reject) header.from=example.com;\r\n"
+        b" dmarc=pass header.from=example.com policy.dmarc=reject;\r\n"
         b" arc=pass\r\n"
     )
     assert SAMPLE.as_dict() == {"spf": "pass", "dkim": "pass", "dmarc": "pass", "arc": "pass"}

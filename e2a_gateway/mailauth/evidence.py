@@ -6,15 +6,13 @@ author's domain. Pure: it reads bytes, it looks nothing up.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import authres
 
 from e2a_gateway.mailauth.dmarc import is_aligned, normalise_domain
+from e2a_gateway.mailauth.results import dmarc_policy_named
 from e2a_gateway.rfc5322 import HeaderFields, header_text
-
-_POLICY = re.compile(r"\bdmarc\s*=\s*\w+\s*\(\s*p\s*=\s*(none|quarantine|reject)\s*\)", re.I)
 
 
 @dataclass(frozen=True)
@@ -84,7 +82,6 @@ def _evidence(results: list[authres.AuthenticationResult], text: str) -> Evidenc
         aligned_by.append("spf")
     if any(sig.aligned and sig.result == "pass" for sig in signatures):
         aligned_by.append("dkim")
-    policy = _POLICY.search(text)
     return Evidence(
         spf=str(spf.result).lower(),
         spf_domain=spf_domain,
@@ -92,7 +89,7 @@ def _evidence(results: list[authres.AuthenticationResult], text: str) -> Evidenc
         dkim=signatures,
         dmarc=str(dmarc.result).lower(),
         dmarc_domain=from_domain,
-        dmarc_policy=policy.group(1).lower() if policy else None,
+        dmarc_policy=dmarc_policy_named(text),
         aligned_by=tuple(aligned_by),
     )
 

@@ -25,6 +25,9 @@ _RESULTS_FIELD = re.compile(rb"authentication-results[ \t]*:", re.IGNORECASE)
 _LINE = re.compile(rb"[^\n]*\n|[^\n]+")
 _AUTHSERV_TOKEN = re.compile(r'[^\s;()"]+')
 _QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+_DMARC_RESULT = re.compile(r"\s*dmarc\s*=\s*\w+\s*(?:\(\s*p\s*=\s*(\w+)\s*\))?", re.IGNORECASE)
+_POLICY_PROPERTY = re.compile(r"\bpolicy\.dmarc\s*=\s*(\w+)", re.IGNORECASE)
+_DISPOSITIONS = frozenset({"none", "quarantine", "reject"})
 
 
 @dataclass(frozen=True)
@@ -109,11 +112,30 @@ class AuthResults:
 
     def _dmarc_clause(self) -> str:
         clause = f"dmarc={self.dmarc}"
-        if self.dmarc_policy:
-            clause += f" (p={self.dmarc_policy})"
         if self.from_domain:
             clause += f" header.from={_pvalue(self.from_domain)}"
+        if self.dmarc_policy:
+            clause += f" policy.dmarc={self.dmarc_policy}"
         return clause
+
+
+def dmarc_policy_named(field: str) -> str | None:
+    """The DMARC policy the dmarc result of an `Authentication-Results` field names (`field` is
+    its value): its `policy.dmarc` property or, in fields the gateway wrote before it had one,
+    the comment after the result (`dmarc=fail (p=reject)`); None when it names none.
+
+    Read only the gateway's own field so: every value a sender chose is in it a token (no `=`,
+    no parentheses) or a quoted-string, and quoted-strings (DKIM reasons among them) are
+    passed over, so no text of the sender's is taken for the policy.
+    """
+    for clause in _QUOTED_STRING.sub('""', field).split(";"):
+        result = _DMARC_RESULT.match(clause)
+        if result is None:
+            continue
+        named = _POLICY_PROPERTY.search(clause)
+        policy = (named.group(1) if named else result.group(1) or "").lower()
+        return policy if policy in _DISPOSITIONS else None
+    return None
 
 
 def _dkim_clause(sig: DkimSignatureResult) -> str:

@@ -1,0 +1,56 @@
+"""The authentication evidence agents are shown, end to end: mail handed to the inbound pipeline
+(its SPF, DKIM and DMARC checked against a fixture zone), then the `email.received` event and
+the `/v1` message view of it: the gateway's own verdicts, whatever the sender wrote."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
+from tests.conftest import Account
+from tests.delivery_support import QuietGateway, accept, create_agent, mail
+from tests.webhook_support import alice, quiet, settings
+
+__all__ = ["alice", "quiet", "settings"]  # fixtures
+
+ZONE: Zone = {"example.org": {"TXT": ["v=spf1 ip4:192.0.2.25 -all"]}}
+"""alice@example.org's mail from the pipeline's peer passes SPF; example.org has no DMARC record."""
+
+
+@pytest.fixture
+def resolver() -> FixtureResolver:
+    return FixtureResolver.from_zone(ZONE)
+
+
+async def shown(account: Account, agent: str, message_id: str) -> tuple[Any, Any]:
+    """The `authentication` of the message's `email.received` event and of its `/v1` view."""
+    events = await account.http.get(
+        "/v1/events", params={"type": "email.received", "message_id": message_id}
+    )
+    assert events.status_code == 200, events.text
+    (event,) = events.json()["items"]
+    view = await account.http.get(f"/v1/agents/{quote(agent, safe='')}/messages/{message_id}")
+    assert view.status_code == 200, view.text
+    return event["data"]["authentication"], view.json()["authentication"]
+
+
+async def test_a_policy_another_server_reported_is_not_shown_as_the_domains(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    bot = await create_agent(alice, "bot")
+    theirs = (
+        "Authentication-Results: mx.google.com; dmarc=pass (p=reject) header.from=example.org\r\n"
+    )
+    message_id = await accept(quiet.gateway, [bot], mail("Relayed", extra_headers=theirs))
+
+    event, view = await shown(alice, bot, message_id)
+    assert event["dmarc"] == {
+        "status": "none",
+        "domain": "example.org",
+        "policy": "none",
+        "aligned_by": [],
+    }
+    assert (view["dmarc"]["status"], view["dmarc"]["policy"]) == ("none", None)
