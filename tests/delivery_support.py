@@ -113,10 +113,14 @@ async def new_signing_secret(account: Account) -> str:
     return str(response.json()["secret"])
 
 
-async def accept(gateway: Gateway, recipients: list[str], data: bytes) -> str:
+async def accept(
+    gateway: Gateway, recipients: list[str], data: bytes, *, mail_from: str = SENDER
+) -> str:
     """Hand a message to the inbound pipeline as the SMTP listener would; return its id."""
     mailboxes = [Mailbox(*address.rsplit("@", 1)) for address in recipients]
-    envelope = Envelope(helo="mail.example.org", mail_from=SENDER, recipients=mailboxes, data=data)
+    envelope = Envelope(
+        helo="mail.example.org", mail_from=mail_from, recipients=mailboxes, data=data
+    )
     return await InboundMailSink(gateway).accept_message(envelope, PEER)
 
 

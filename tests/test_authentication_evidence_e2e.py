@@ -16,8 +16,13 @@ from tests.webhook_support import alice, quiet, settings
 
 __all__ = ["alice", "quiet", "settings"]  # fixtures
 
-ZONE: Zone = {"example.org": {"TXT": ["v=spf1 ip4:192.0.2.25 -all"]}}
-"""alice@example.org's mail from the pipeline's peer passes SPF; example.org has no DMARC record."""
+ZONE: Zone = {
+    "example.org": {"TXT": ["v=spf1 ip4:192.0.2.25 -all"]},
+    "mail.bank.example": {"TXT": ["v=spf1 ip4:192.0.2.25 -all"]},
+    "_dmarc.bank.example": {"TXT": ["v=DMARC1; p=reject; aspf=s"]},
+}
+"""Mail from the pipeline's peer passes SPF for example.org, which has no DMARC record, and for
+mail.bank.example, whose organisation asks for strict SPF alignment."""
 
 
 @pytest.fixture
@@ -54,3 +59,21 @@ async def test_a_policy_another_server_reported_is_not_shown_as_the_domains(
         "aligned_by": [],
     }
     assert (view["dmarc"]["status"], view["dmarc"]["policy"]) == ("none", None)
+
+
+async def test_spf_is_not_shown_aligned_where_the_record_asks_for_strict(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    bot = await create_agent(alice, "bot")
+    data = b"From: ceo@bank.example\r\nTo: bot@agents.test\r\nSubject: Wire\r\n\r\nPay.\r\n"
+    message_id = await accept(quiet.gateway, [bot], data, mail_from="b@mail.bank.example")
+
+    event, view = await shown(alice, bot, message_id)
+    assert (event["spf"]["status"], event["dmarc"]["status"]) == ("pass", "fail")
+    assert view["spf"] == {"status": "pass", "domain": "mail.bank.example", "aligned": False}
+    assert view["dmarc"] == {
+        "status": "fail",
+        "domain": "bank.example",
+        "policy": "reject",
+        "aligned_by": [],
+    }

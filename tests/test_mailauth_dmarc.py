@@ -132,6 +132,28 @@ def test_dns_trouble_is_temperror_and_alignment_falls_back_to_strict() -> None:
     assert judge("bounces.example.com") == ("temperror", False)
 
 
+@pytest.mark.parametrize(
+    ("from_domain", "modes"),
+    [
+        ("strict.example", ("s", "s")),
+        ("example.com", ("r", "r")),
+        ("norecord.test", ("r", "r")),
+        ("broken.example", ("r", "r")),
+        ("failing.example", ("s", "s")),
+    ],
+    ids=["the record's", "the record's defaults", "no record", "no valid p", "DNS trouble"],
+)
+def test_the_modes_alignment_was_judged_under_are_kept(
+    from_domain: str, modes: tuple[str, str]
+) -> None:
+    resolver = FixtureResolver.from_zone(ZONE)
+    resolver.failing.add("_dmarc.failing.example")
+    verdict = evaluate_dmarc(
+        resolver, Author(1, from_domain), spf_result="none", spf_domain="", dkim_domains=()
+    )
+    assert (verdict.aspf, verdict.adkim) == modes
+
+
 def test_failure_at_the_organisational_domain_is_temperror() -> None:
     resolver = FixtureResolver.from_zone(ZONE)
     resolver.failing.add("_dmarc.example.org")
@@ -154,7 +176,7 @@ def test_unusable_author_is_never_aligned(author: Author, expected: str) -> None
         spf_domain="example.com",
         dkim_domains=("example.com",),
     )
-    assert (verdict.result, verdict.aligned) == (expected, False)
+    assert (verdict.result, verdict.aligned, verdict.aspf) == (expected, False, None)
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,22 @@ from e2a_gateway.mailauth.authenticate import authenticate_message
 from e2a_gateway.mailauth.evidence import evidence_of
 from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
 from e2a_gateway.mailauth.results import AuthResults, dmarc_policy_named, without_results_of
+from tests.test_mailauth_dkim import rsa_key
 
 OURS = "mx.agents.test"
 CLIENT_IP = "203.0.113.9"
 TRACE = b"Received: from mx.sender.test by mx.agents.test; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
 EVIL_SPF: Zone = {"evil.example": {"TXT": ["v=spf1 ip4:203.0.113.9 -all"]}}
+BANK_KEY = rsa_key("bank.example", "s")
+BANK: Zone = {
+    "mail.bank.example": {"TXT": ["v=spf1 ip4:203.0.113.9 -all"]},
+    **BANK_KEY.zone(),
+}
+"""The bank's mail leaves from mail.bank.example (SPF) and is signed by bank.example (DKIM)."""
+
+
+def bank_record(record: str) -> Zone:
+    return {**BANK, "_dmarc.bank.example": {"TXT": [record]}}
 
 
 def letter(sender: str, extra: bytes = b"") -> bytes:
@@ -88,3 +99,51 @@ def test_only_the_dmarc_results_own_policy_is_read() -> None:
         "mx.agents.test; spf=pass (p=reject); dmarc=none header.from=a.b",
     ):
         assert dmarc_policy_named(field) is None, field
+
+
+def test_spf_for_a_subdomain_is_not_aligned_when_the_record_asks_for_strict() -> None:
+    zone = bank_record("v=DMARC1; p=reject; aspf=s")
+    results, stored = arrive(zone, letter("ceo@bank.example"), "b@mail.bank.example")
+
+    assert (results.spf, results.dmarc, results.verified) == ("pass", "fail", False)
+    assert b" policy.dmarc=reject policy.aspf=s policy.adkim=r\r\n" in stored
+    evidence = evidence_of(stored, OURS)
+    assert evidence is not None
+    assert (evidence.spf_aligned, evidence.aligned_by) == (False, ())
+
+
+def test_only_the_method_aligned_under_the_records_modes_is_named() -> None:
+    zone = bank_record("v=DMARC1; p=reject; aspf=s")
+    signed = BANK_KEY.sign(letter("ceo@bank.example"))
+    results, stored = arrive(zone, signed, "b@mail.bank.example")
+
+    assert (results.dmarc, results.verified) == ("pass", True)
+    evidence = evidence_of(stored, OURS)
+    assert evidence is not None
+    assert (evidence.spf_aligned, [sig.aligned for sig in evidence.dkim]) == (False, [True])
+    assert evidence.aligned_by == ("dkim",)
+
+
+def test_a_signature_of_a_subdomain_is_not_aligned_when_the_record_asks_for_strict() -> None:
+    key = rsa_key("mail.bank.example", "s")
+    zone = {**bank_record("v=DMARC1; p=reject; adkim=s"), **key.zone()}
+    results, stored = arrive(zone, key.sign(letter("ceo@bank.example")), "b@bank.example")
+
+    assert (results.dkim, results.dmarc, results.verified) == ("pass", "fail", False)
+    evidence = evidence_of(stored, OURS)
+    assert evidence is not None
+    assert ([sig.aligned for sig in evidence.dkim], evidence.aligned_by) == ([False], ())
+
+
+def test_a_field_written_before_the_modes_reads_relaxed_as_it_was_shown() -> None:
+    before = (
+        b"Authentication-Results: mx.agents.test;\r\n spf=pass smtp.mailfrom=mail.bank.example;\r\n"
+        b" dkim=none;\r\n dmarc=pass (p=reject) header.from=bank.example\r\n"
+    )
+    evidence = evidence_of(before + letter("ceo@bank.example"), OURS)
+    assert evidence is not None
+    assert (evidence.spf_aligned, evidence.aligned_by, evidence.dmarc_policy) == (
+        True,
+        ("spf",),
+        "reject",
+    )

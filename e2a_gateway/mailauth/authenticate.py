@@ -196,4 +196,6 @@ def _combine(
         from_domain=author.domain,
         verified=dmarc.aligned,
         arc=arc,
+        aspf=dmarc.aspf,
+        adkim=dmarc.adkim,
     )

@@ -17,10 +17,9 @@ from publicsuffixlist import PublicSuffixList
 
 from e2a_gateway.addresses import a_label_domain
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError, Resolver
-from e2a_gateway.mailauth.results import AuthResult
+from e2a_gateway.mailauth.results import Alignment, AuthResult
 from e2a_gateway.rfc5322 import HeaderFields, header_text
 
-Alignment = Literal["r", "s"]
 Disposition = Literal["none", "quarantine", "reject"]
 
 _DISPOSITIONS: dict[str, Disposition] = {
@@ -65,12 +64,15 @@ class DmarcResult:
 
     `aligned` is True when SPF or DKIM passed for a domain aligned with the From: domain:
     under the record's modes, relaxed when there is no usable record, and strict when the
-    record could not be fetched (strict alignment satisfies every mode).
+    record could not be fetched (strict alignment satisfies every mode). `aspf` and `adkim`
+    are the modes so used; None when there is no From: domain to align with.
     """
 
     result: AuthResult
     policy: Disposition | None
     aligned: bool
+    aspf: Alignment | None = None
+    adkim: Alignment | None = None
 
 
 class InvalidPolicyRecord(Exception):
@@ -115,13 +117,19 @@ def evaluate_dmarc(
     try:
         policy = discover_policy(resolver, from_domain)
     except DnsTemporaryError:
-        return DmarcResult("temperror", None, aligned("s", "s"))
+        return DmarcResult("temperror", None, aligned("s", "s"), "s", "s")
     except InvalidPolicyRecord:
-        return DmarcResult("permerror", None, aligned("r", "r"))
+        return DmarcResult("permerror", None, aligned("r", "r"), "r", "r")
     if policy is None:
-        return DmarcResult("none", None, aligned("r", "r"))
+        return DmarcResult("none", None, aligned("r", "r"), "r", "r")
     passed = aligned(policy.aspf, policy.adkim)
-    return DmarcResult("pass" if passed else "fail", policy.disposition_for(from_domain), passed)
+    return DmarcResult(
+        "pass" if passed else "fail",
+        policy.disposition_for(from_domain),
+        passed,
+        policy.aspf,
+        policy.adkim,
+    )
 
 
 def discover_policy(resolver: Resolver, from_domain: str) -> DmarcPolicy | None:

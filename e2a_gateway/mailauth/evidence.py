@@ -1,7 +1,8 @@
 """The authentication evidence of a stored message, read back from the `Authentication-Results`
 field the gateway itself put on it (RFC 8601, parsed with `authres`): SPF with its domain, each
 DKIM signature with its `d=` and `s=`, DMARC with its policy, and the alignment of each with the
-author's domain. Pure: it reads bytes, it looks nothing up.
+author's domain under the modes the gateway judged it by. Pure: it reads bytes, it looks
+nothing up.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 import authres
 
 from e2a_gateway.mailauth.dmarc import is_aligned, normalise_domain
-from e2a_gateway.mailauth.results import dmarc_policy_named
+from e2a_gateway.mailauth.results import Alignment, dmarc_policy_named
 from e2a_gateway.rfc5322 import HeaderFields, header_text
 
 
@@ -63,15 +64,17 @@ def _evidence(results: list[authres.AuthenticationResult], text: str) -> Evidenc
         return None
     dmarc = by_method["dmarc"][0]
     from_domain = _property(dmarc, "header", "from")
+    aspf = _mode(_property(dmarc, "policy", "aspf"))
+    adkim = _mode(_property(dmarc, "policy", "adkim"))
     spf = by_method["spf"][0]
     spf_domain = _property(spf, "smtp", "mailfrom") or _property(spf, "smtp", "helo")
-    spf_aligned = _aligned(spf_domain, from_domain)
+    spf_aligned = _aligned(spf_domain, from_domain, aspf)
     signatures = tuple(
         SignatureEvidence(
             result=str(result.result).lower(),
             domain=_property(result, "header", "d"),
             selector=_property(result, "header", "s"),
-            aligned=_aligned(_property(result, "header", "d"), from_domain),
+            aligned=_aligned(_property(result, "header", "d"), from_domain, adkim),
             reason=str(result.reason) if result.reason else None,
         )
         for result in by_method.get("dkim", [])
@@ -101,13 +104,21 @@ def _property(result: authres.AuthenticationResult, kind: str, name: str) -> str
     return None
 
 
-def _aligned(domain: str | None, from_domain: str | None) -> bool | None:
-    """Relaxed alignment of `domain` with the author's domain; None when either is unknown."""
+def _mode(recorded: str | None) -> Alignment:
+    """The alignment mode the field records (`policy.aspf`, `policy.adkim`). Fields written
+    before the gateway recorded them read relaxed, as they were shown then: right unless the
+    domain's record asked for strict alignment."""
+    return "s" if recorded is not None and recorded.lower() == "s" else "r"
+
+
+def _aligned(domain: str | None, from_domain: str | None, mode: Alignment) -> bool | None:
+    """Alignment of `domain` with the author's domain under `mode`; None when either is
+    unknown."""
     if not domain or not from_domain:
         return None
     try:
         return is_aligned(
-            normalise_domain(domain.rpartition("@")[2]), normalise_domain(from_domain), "r"
+            normalise_domain(domain.rpartition("@")[2]), normalise_domain(from_domain), mode
         )
     except ValueError:
         return False

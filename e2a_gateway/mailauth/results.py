@@ -16,6 +16,8 @@ from e2a_gateway.rfc5322 import header_section
 
 AuthResult = Literal["pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"]
 """A result as RFC 8601 names them (DMARC uses pass, fail, none, temperror, permerror)."""
+Alignment = Literal["r", "s"]
+"""A DMARC identifier alignment mode: relaxed or strict (RFC 7489 section 3.1)."""
 
 # RFC 2045 token characters: a property value made only of these needs no quoting.
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~]+")
@@ -58,6 +60,10 @@ class AuthResults:
     from_domain: str | None
     verified: bool
     arc: AuthResult | None = None
+    aspf: Alignment | None = None
+    adkim: Alignment | None = None
+    """The modes SPF's and DKIM's domains were aligned with `from_domain` under when `verified`
+    was judged (`DmarcResult`); None when they were not."""
 
     @classmethod
     def temporary_failure(cls, from_domain: str | None) -> AuthResults:
@@ -116,6 +122,8 @@ class AuthResults:
             clause += f" header.from={_pvalue(self.from_domain)}"
         if self.dmarc_policy:
             clause += f" policy.dmarc={self.dmarc_policy}"
+        if self.aspf and self.adkim:
+            clause += f" policy.aspf={self.aspf} policy.adkim={self.adkim}"
         return clause
 
 
