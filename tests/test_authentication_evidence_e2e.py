@@ -12,17 +12,20 @@ import pytest
 from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
 from tests.conftest import Account
 from tests.delivery_support import QuietGateway, accept, create_agent, mail
+from tests.test_mailauth_dkim import rsa_key
 from tests.webhook_support import alice, quiet, settings
 
 __all__ = ["alice", "quiet", "settings"]  # fixtures
 
+ESP = rsa_key("esp.example", "s")
 ZONE: Zone = {
     "example.org": {"TXT": ["v=spf1 ip4:192.0.2.25 -all"]},
     "mail.bank.example": {"TXT": ["v=spf1 ip4:192.0.2.25 -all"]},
     "_dmarc.bank.example": {"TXT": ["v=DMARC1; p=reject; aspf=s"]},
+    **ESP.zone(),
 }
 """Mail from the pipeline's peer passes SPF for example.org, which has no DMARC record, and for
-mail.bank.example, whose organisation asks for strict SPF alignment."""
+mail.bank.example, whose organisation asks for strict SPF alignment; esp.example signs."""
 
 
 @pytest.fixture
@@ -77,3 +80,17 @@ async def test_spf_is_not_shown_aligned_where_the_record_asks_for_strict(
         "policy": "reject",
         "aligned_by": [],
     }
+
+
+async def test_the_trust_basis_is_the_pass_that_aligned(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    """SPF passes for example.org, the author's domain; the DKIM pass is esp.example's."""
+    bot = await create_agent(alice, "bot")
+    message_id = await accept(quiet.gateway, [bot], ESP.sign(mail("Signed elsewhere")))
+
+    read = await alice.http.get(f"/v1/agents/{quote(bot, safe='')}/messages/{message_id}")
+    assert read.status_code == 200, read.text
+    sender = read.json()["trust"]["sender"]
+    assert sender["authentication_results"] == {"spf": "pass", "dkim": "pass", "dmarc": "none"}
+    assert (sender["verified"], sender["basis"]) == (True, "spf=pass")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 from typing import Any
 
+from e2a_gateway.inbound.identity import delivered_message
 from e2a_gateway.inbound.parse import parse_body
 from e2a_gateway.inbound.replies import split_reply
 from e2a_gateway.inbound.trust import (
@@ -16,6 +17,10 @@ from e2a_gateway.inbound.trust import (
     reading,
     sender_verdict,
 )
+from e2a_gateway.mailauth.authenticate import authenticate_message
+from e2a_gateway.mailauth.evidence import evidence_of
+from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
+from tests.test_mailauth_dkim import rsa_key
 from tests.test_replies_corpus import CASES
 
 ALICE_MAIL = (
@@ -196,6 +201,39 @@ def test_the_text_of_an_unverified_sender_is_unverified_and_has_no_basis() -> No
     ]
     assert result["trust"]["sender"]["basis"] is None
     assert result["trust"]["quoted_unverified"] is False  # nothing is quoted
+
+
+def test_the_basis_is_the_pass_that_was_aligned() -> None:
+    """From: ceo@bank.example; SPF passed for bank.example, DKIM only for esp.example, which
+    says nothing of the author; bank.example publishes no DMARC record."""
+    key = rsa_key("esp.example", "s")
+    zone: Zone = {"bank.example": {"TXT": ["v=spf1 ip4:203.0.113.9 -all"]}, **key.zone()}
+    letter = b"From: ceo@bank.example\r\nTo: bot@agents.test\r\nSubject: hi\r\n\r\nHi.\r\n"
+    results = authenticate_message(
+        FixtureResolver.from_zone(zone),
+        client_ip="203.0.113.9",
+        helo="mx.bank.example",
+        mail_from="b@bank.example",
+        message=key.sign(letter),
+    )
+    stored = delivered_message(key.sign(letter), results.header("mx.agents.test"), b"")
+    evidence = evidence_of(stored, "mx.agents.test")
+    assert evidence is not None
+
+    verdict = sender_verdict(
+        "ceo@bank.example", results.verified, "human", results.as_dict(), evidence.aligned_by
+    )
+    assert (results.as_dict(), results.verified) == (
+        {"spf": "pass", "dkim": "pass", "dmarc": "none"},
+        True,
+    )
+    assert verdict.basis == "spf=pass"
+
+
+def test_without_the_gateways_field_a_verified_senders_pass_is_the_basis() -> None:
+    results = {"spf": "none", "dkim": "pass", "dmarc": "none"}
+    assert sender_verdict("a@example.org", True, "human", results).basis == "dkim=pass"
+    assert sender_verdict("a@example.org", True, "human", results, ()).basis is None
 
 
 def _as_stored(text: str | None, html: str | None) -> tuple[str | None, str | None]:

@@ -39,21 +39,29 @@ class SenderVerdict:
 
     `results` are the SPF, DKIM and DMARC (and ARC) results by method; `verified` is True only
     when SPF or DKIM passed for a domain aligned with the From: domain (or the mail came from
-    an agent of this gateway, `entity_type` "agent")."""
+    an agent of this gateway, `entity_type` "agent"). `aligned_by` names the methods whose
+    pass was so aligned (`spf`, `dkim`), as the gateway's Authentication-Results field records
+    them; None when the message has no such field of this gateway's."""
 
     address: str
     verified: bool
     entity_type: str
     results: Mapping[str, str]
+    aligned_by: tuple[str, ...] | None = None
 
     @property
     def basis(self) -> str | None:
-        """The result that makes the sender verified (`dmarc=pass`, else `dkim=pass`, else
-        `spf=pass`); None when it is not verified."""
+        """The result that makes the sender verified: `dmarc=pass`, else the aligned pass
+        (`dkim=pass`, else `spf=pass`), else `agent`; None when it is not verified."""
         if not self.verified:
             return None
-        for method in ("dmarc", "dkim", "spf"):
-            if self.results.get(method) == "pass":
+        if self.results.get("dmarc") == "pass":
+            return "dmarc=pass"
+        for method in ("dkim", "spf"):
+            # no field of ours to read it from (one naming an earlier smtp.hostname): a pass
+            # is the likeliest basis, as it was named before alignment was read
+            aligned = self.aligned_by is None or method in self.aligned_by
+            if aligned and self.results.get(method) == "pass":
                 return f"{method}=pass"
         return "agent" if self.entity_type == "agent" else None
 
@@ -75,10 +83,17 @@ class EarlierMail:
 
 
 def sender_verdict(
-    address: str, verified: bool, entity_type: str, results: Mapping[str, str]
+    address: str,
+    verified: bool,
+    entity_type: str,
+    results: Mapping[str, str],
+    aligned_by: tuple[str, ...] | None = None,
 ) -> SenderVerdict:
-    """The verdict on a stored message's sender, from its identity claim and its results."""
-    return SenderVerdict(address.lower(), verified, entity_type or "human", dict(results))
+    """The verdict on a stored message's sender, from its identity claim, its results and the
+    methods whose pass was aligned (`Evidence.aligned_by`)."""
+    return SenderVerdict(
+        address.lower(), verified, entity_type or "human", dict(results), aligned_by
+    )
 
 
 def authored_text(split: ReplySplit) -> str:

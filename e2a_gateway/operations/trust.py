@@ -15,6 +15,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.inbound.parse import parse_body, summarise_headers
 from e2a_gateway.inbound.replies import ReplySplit, split_reply
 from e2a_gateway.inbound.trust import EarlierMail, authored_text, reading, sender_verdict
+from e2a_gateway.mailauth.evidence import evidence_of
 from e2a_gateway.signing.identity import claim_from_headers
 from e2a_gateway.storage.base import FiledMessage, InboundMessage, StoredEarlier
 
@@ -34,14 +35,17 @@ async def reading_of(gateway: Gateway, message: InboundMessage) -> dict[str, Any
         message.user_id, message.agent_email, referenced[:MAX_REFERENCES]
     )
     claim = claim_from_headers(message.auth_headers)
-    sender = sender_verdict(
-        claim.sender or message.from_addr,
-        claim.verified,
-        claim.entity_type,
-        message.authentication_results,
-    )
+    authserv_id = gateway.settings.smtp.hostname
 
     def judge() -> dict[str, Any]:
+        evidence = evidence_of(message.raw_message, authserv_id)
+        sender = sender_verdict(
+            claim.sender or message.from_addr,
+            claim.verified,
+            claim.entity_type,
+            message.authentication_results,
+            evidence.aligned_by if evidence is not None else None,
+        )
         earlier = [_earlier_mail(stored) for stored in found if stored.id != message.id]
         return reading(split, sender, earlier, in_reply_to)
 
