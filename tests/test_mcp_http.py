@@ -5,7 +5,9 @@ Mail arrives over real SMTP; the tools answer through the gateway's operations.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,9 @@ from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.mcp.tools import TOOLS
 from tests.conftest import Account, agent_path, make_settings
-from tests.delivery_support import create_agent, mail, open_account, smtp_send
+from tests.delivery_support import create_agent, mail, open_account, quiet_gateway, smtp_send
 from tests.mcp_support import call, fails, failure, mcp_client
+from tests.test_request_bodies import chunks
 
 INITIALIZE = {
     "jsonrpc": "2.0",
@@ -482,6 +485,71 @@ def _rpc_answer(response: httpx.Response) -> dict[str, Any]:
     [data] = [line[5:] for line in response.text.splitlines() if line.startswith("data:")]
     found: dict[str, Any] = json.loads(data)
     return found
+
+
+BIG_BOUND = 8 * 1024 * 1024
+"""An `http.max_request_bytes` above the MCP library's own bound (4 MiB)."""
+
+
+async def test_bodies_are_bound_by_the_gateways_limit_not_the_librarys(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, http={"listen": "127.0.0.1:0", "max_request_bytes": BIG_BOUND}
+    )
+    report = os.urandom(3_750_000)
+    attachment = {
+        "filename": "report.pdf",
+        "content_type": "application/pdf",
+        "data": base64.b64encode(report).decode(),
+    }
+    async with quiet_gateway(settings, FixtureResolver()) as quiet:
+        account = await open_account(quiet.gateway, quiet.http_url, "mcp-big@example.com")
+        async with account.http:
+            agent = await create_agent(account, "mcp-big")
+            arguments = {
+                "email": agent,
+                "to": ["bob@example.org"],
+                "subject": "Report",
+                "text": "Attached.",
+                "attachments": [attachment],
+            }
+            calling = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "tools/call",
+                "params": {"name": "send_message", "arguments": arguments},
+            }
+            body = json.dumps(calling).encode()
+            assert 5_000_000 < len(body) < BIG_BOUND
+            headers = MCP_HEADERS | {
+                "Authorization": f"Bearer {account.key}",
+                "Content-Type": "application/json",
+            }
+            sent = await account.http.post("/mcp", content=body, headers=headers, timeout=30)
+            assert sent.status_code == 200, sent.text[:500]
+            result = _rpc_answer(sent)["result"]
+            assert result.get("isError") is not True, result
+            assert result["structuredContent"]["status"] == "accepted"
+            message_id = result["structuredContent"]["message_id"]
+            shown = await account.http.get(
+                f"/v1/agents/{quote(agent, safe='')}/messages/{message_id}"
+            )
+            [stored] = shown.json()["attachments"]
+            assert stored["size_bytes"] == len(report)
+            # Past the gateway's bound: its 413 in the API's JSON, declared or chunked.
+            over = body + b" " * (BIG_BOUND + 1 - len(body))
+            for content in (over, chunks(over)):
+                refused = await account.http.post(
+                    "/mcp", content=content, headers=headers, timeout=60
+                )
+                assert refused.status_code == 413
+                assert refused.headers["content-type"] == "application/json"
+                assert refused.json() == {
+                    "error": {
+                        "code": "payload_too_large",
+                        "message": f"request body too large: at most {BIG_BOUND} bytes "
+                        "(http.max_request_bytes)",
+                    }
+                }
 
 
 async def test_the_endpoint_is_stateless_as_e2as(

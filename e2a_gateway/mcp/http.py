@@ -194,8 +194,13 @@ class McpEndpoint:
         from e2a_gateway.mcp.server import build_server
 
         # Stateless, as e2a's /mcp is (http-server.ts): every request is answered on its own,
-        # nothing the tools do needs a session (no server-to-client requests).
-        sessions = StreamableHTTPSessionManager(app=build_server(self._open_caller), stateless=True)
+        # nothing the tools do needs a session (no server-to-client requests). The body bound
+        # is the gateway's (`BodyLimit`, in front, answers past it), not the library's 4 MiB.
+        sessions = StreamableHTTPSessionManager(
+            app=build_server(self._open_caller),
+            stateless=True,
+            max_request_body_size=self._gateway.settings.http.max_request_bytes,
+        )
         async with sessions.run():
             task_status.started(sessions)
             await anyio.sleep_forever()
