@@ -477,6 +477,90 @@ async def test_refused_requests_name_no_session(
     assert opened.status_code == 200 and "mcp-session-id" not in opened.headers
 
 
+NOT_AN_OBJECT = "a JSON-RPC message must be a JSON object"
+NOT_2_0 = 'a JSON-RPC message must carry "jsonrpc": "2.0"'
+BAD_ID = 'a JSON-RPC request\'s "id" must be a string or an integer'
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"42", NOT_AN_OBJECT),
+        (b'"tools/list"', NOT_AN_OBJECT),
+        (b"null", NOT_AN_OBJECT),
+        (b"true", NOT_AN_OBJECT),
+        (b'{"id": 2, "method": "tools/list"}', NOT_2_0),
+        (b'{"jsonrpc": "1.0", "id": 2, "method": "tools/list"}', NOT_2_0),
+        (b'{"jsonrpc": 2.0, "id": 2, "method": "tools/list"}', NOT_2_0),
+        (b'{"jsonrpc": "2.0", "id": 1.5, "method": "tools/list"}', BAD_ID),
+        (b'{"jsonrpc": "2.0", "id": null, "method": "tools/list"}', BAD_ID),
+        (b'{"jsonrpc": "2.0", "id": true, "method": "tools/list"}', BAD_ID),
+        (b'{"jsonrpc": "2.0", "id": {"a": 1}, "method": "tools/list"}', BAD_ID),
+        (b'{"jsonrpc": "2.0", "id": [1], "method": "tools/list"}', BAD_ID),
+        (b'{"jsonrpc": "2.0", "id": 3, "method": 5}', 'a JSON-RPC "method" must be a string'),
+        (
+            b'{"jsonrpc": "2.0", "id": 3, "method": "tools/list", "params": [1]}',
+            'MCP "params" must be a JSON object',
+        ),
+        (
+            b'{"jsonrpc": "2.0", "id": 3}',
+            'a JSON-RPC message needs a "method" (a request or notification), or an "id" and '
+            'a "result" or "error" (a response)',
+        ),
+    ],
+)
+async def test_a_body_that_is_not_a_json_rpc_message_is_an_invalid_request(
+    running: RunningGateway,
+    make_account: Any,
+    anonymous: httpx.AsyncClient,
+    body: bytes,
+    message: str,
+) -> None:
+    account: Account = await make_account("mcp-envelopes@example.com")
+    headers = MCP_HEADERS | {
+        "Authorization": f"Bearer {account.key}",
+        "Content-Type": "application/json",
+    }
+    refused = await anonymous.post("/mcp", content=body, headers=headers)
+    # JSON-RPC 2.0 section 5: an Invalid Request is answered, with a null id; never taken for
+    # a notification (202, no answer) nor refused with the validator's report.
+    assert refused.status_code == 400, refused.text
+    assert refused.json() == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32600, "message": message, "data": {"code": "invalid_request"}},
+    }
+
+
+async def test_a_call_with_a_bad_id_is_refused_not_made(
+    running: RunningGateway, make_account: Any, anonymous: httpx.AsyncClient
+) -> None:
+    account: Account = await make_account("mcp-bad-ids@example.com")
+    headers = MCP_HEADERS | {"Authorization": f"Bearer {account.key}"}
+    creating = {
+        "jsonrpc": "2.0",
+        "id": 1.5,
+        "method": "tools/call",
+        "params": {"name": "create_agent", "arguments": {"slug": "mcp-float-id"}},
+    }
+    refused = await anonymous.post("/mcp", json=creating, headers=headers)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == -32600
+    assert (await account.http.get("/api/v1/agents")).json() == {"agents": []}
+    # A string or an integer id is a request, answered; no id at all, a notification.
+    for request_id in ("call-1", 2):
+        answered = await anonymous.post("/mcp", json=creating | {"id": request_id}, headers=headers)
+        assert answered.status_code == 200, answered.text
+        assert _rpc_answer(answered)["id"] == request_id
+    noticed = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    notified = await anonymous.post("/mcp", json=noticed, headers=headers)
+    assert notified.status_code == 202 and notified.content == b""
+    # JSON that does not parse stays the MCP library's parse error.
+    garbled = await anonymous.post(
+        "/mcp", content=b"{nope", headers=headers | {"Content-Type": "application/json"}
+    )
+    assert garbled.status_code == 400 and garbled.json()["error"]["code"] == -32700
+
+
 def _rpc_answer(response: httpx.Response) -> dict[str, Any]:
     """The JSON-RPC answer in a streamable-HTTP response (JSON, or one SSE `data:` event)."""
     if response.headers["content-type"].startswith("application/json"):

@@ -1,12 +1,13 @@
 """`/mcp` on the gateway's HTTP port: the MCP streamable-HTTP transport behind an API key.
 
 Before the MCP library sees a request, the endpoint refuses a foreign `Origin` (403), a missing
-or bad key (401, checked by the caller's own operation) and a JSON-RPC batch (400), each with a
-JSON-RPC error an MCP client shows. Like e2a's `/mcp`, the endpoint is stateless: no session,
-each request stands alone (a `tools/call` needs no `initialize` before it), its key checked
-again by every tool; GET and DELETE answer 405. Tools call the gateway's operations
-in-process (`in_process.OperationsPort`) for the key's owner, the very operations the REST
-API runs, so ownership is decided where it is for every other client.
+or bad key (401, checked by the caller's own operation), a JSON-RPC batch and JSON that is not
+a JSON-RPC message (400), each with a JSON-RPC error an MCP client shows. Like e2a's `/mcp`,
+the endpoint is stateless: no session, each request stands alone (a `tools/call` needs no
+`initialize` before it), its key checked again by every tool; GET and DELETE answer 405.
+Tools call the gateway's operations in-process (`in_process.OperationsPort`) for the key's
+owner, the very operations the REST API runs, so ownership is decided where it is for every
+other client.
 
 The MCP library is loaded on the first authenticated request, not at start: it is the largest
 part of the gateway's imports (about 25 MB and 40% of start-up), and many deployments never
@@ -23,9 +24,11 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import pydantic_core
 from werkzeug.datastructures import Headers
 
 from e2a_gateway.gateway import Gateway
+from e2a_gateway.mcp.envelope import INVALID_REQUEST, invalid_request
 from e2a_gateway.operations.caller import authenticate
 from e2a_gateway.operations.errors import Unauthorized
 from e2a_gateway.storage.base import StorageUnavailable
@@ -57,8 +60,8 @@ _MCP_MODULES = (
 
 SERVER_ERROR = -32000
 """JSON-RPC's implementation-defined server error: what the endpoint's refusals carry."""
-INVALID_REQUEST = -32600
-"""JSON-RPC's code for a message that is not a valid request (a batch, here)."""
+BATCHES_REFUSED = "JSON-RPC batches are not supported: send one message per request"
+"""Why a JSON array (a batch) is refused: the streamable-HTTP transport takes one message."""
 
 
 def _api_key(ctx: ServerRequestContext[Any, Any]) -> tuple[str, str, str | None]:
@@ -120,28 +123,36 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _peek_body(receive: Receive) -> tuple[list[Message], bytes]:
-    """Receive a request body up to its first byte that is not JSON whitespace; return the
-    messages received (to hand on) and that byte (empty for a blank body)."""
-    received: list[Message] = []
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None when the client left first. A body past
+    `http.max_request_bytes` reads as the client leaving: `BodyLimit`, in front, then answers
+    its 413 itself."""
+    chunks: list[bytes] = []
     while True:
         message = await receive()
-        received.append(message)
         if message["type"] != "http.request":
-            return received, b""
-        start = message.get("body", b"").lstrip(b" \t\r\n")
-        if start:
-            return received, start[:1]
+            return None
+        chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return received, b""
+            return b"".join(chunks)
 
 
-def _replaying(received: list[Message], receive: Receive) -> Receive:
-    """`receive` that first hands out the messages already received."""
-    pending = list(received)
+def _not_a_message(body: bytes) -> str | None:
+    """Why `body` holds no JSON-RPC message the endpoint takes; None when it holds one, or is
+    not JSON at all (the MCP library answers that with its parse error)."""
+    try:
+        message = pydantic_core.from_json(body)
+    except ValueError:
+        return None
+    return BATCHES_REFUSED if isinstance(message, list) else invalid_request(message)
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """`receive` that first hands out `body`, already received whole."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def replayed() -> Message:
-        return pending.pop(0) if pending else await receive()
+        return pending.pop() if pending else await receive()
 
     return replayed
 
@@ -238,17 +249,17 @@ class McpEndpoint:
             return
         key, user_id = user
         if scope["method"] == "POST":
-            received, start = await _peek_body(receive)
-            if start == b"[":
-                await _send_error(
-                    send,
-                    400,
-                    "invalid_request",
-                    "JSON-RPC batches are not supported: send one message per request",
-                    rpc_code=INVALID_REQUEST,
-                )
+            # The library would take a request whose id is not a string or an integer for a
+            # notification (202, the call never made) and refuse other envelopes with its
+            # validator's report: the whole body is read and checked here first.
+            body = await _read_body(receive)
+            if body is None:
                 return
-            receive = _replaying(received, receive)
+            refused = _not_a_message(body)
+            if refused is not None:
+                await _send_error(send, 400, "invalid_request", refused, rpc_code=INVALID_REQUEST)
+                return
+            receive = _replaying(body, receive)
         sessions = await self._session_manager()
         from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
         from mcp.server.auth.provider import AccessToken
