@@ -6,11 +6,13 @@ E2A_BASE_URL with E2A_API_KEY and E2A_AGENT_EMAIL, as an MCP client would config
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from typing import Any
 
 import pytest
+import trio
 
 from e2a_gateway.app import RunningGateway, bind_tcp
 from e2a_gateway.mcp.tools import TOOLS
@@ -113,6 +115,91 @@ async def test_unreachable_gateway_is_a_readable_tool_error(make_account: Any) -
     assert error["code"] == "gateway_unreachable"
     assert error["retryable"] is True and error["status"] == 0
     assert error["message"].startswith(f"cannot reach the e2a gateway at http://127.0.0.1:{port}")
+
+
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "e2a-tests", "version": "1"},
+    },
+}
+NOT_AN_OBJECT = "a JSON-RPC message must be a JSON object"
+BAD_ID = 'a JSON-RPC request\'s "id" must be a string or an integer'
+
+
+async def exchange(lines: list[str], answers: int) -> list[dict[str, Any]]:
+    """Write `lines` to a fresh `e2a mcp` (its gateway unreachable: nothing here needs one),
+    read `answers` lines back, each JSON, then close its stdin and check it exits 0."""
+    env = {"E2A_BASE_URL": "http://127.0.0.1:9", "E2A_API_KEY": "e2a_" + "0" * 64}
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "e2a_gateway", "mcp"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    received = b""
+    try:
+        with trio.fail_after(30):
+            await process.stdin.send_all("".join(f"{line}\n" for line in lines).encode())
+            while received.count(b"\n") < answers:
+                chunk = await process.stdout.receive_some()
+                assert chunk, f"e2a mcp ended its stdout after {received!r}"
+                received += chunk
+            await process.stdin.aclose()
+            received += b"".join([chunk async for chunk in process.stdout])
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    # stdout carries nothing but JSON-RPC messages, one a line.
+    return [json.loads(line) for line in received.decode().splitlines()]
+
+
+async def test_lines_that_hold_no_json_rpc_message_are_answered() -> None:
+    lines = [
+        json.dumps(INITIALIZE),
+        '{"jsonrpc": "2.0", "method": "notifications/initialized"}',
+        "this is not json",
+        "",
+        "42",
+        '[{"jsonrpc": "2.0", "id": 2, "method": "ping"}]',
+        '{"jsonrpc": "1.0", "id": 3, "method": "ping"}',
+        '{"jsonrpc": "2.0", "id": 1.5, "method": "ping"}',
+        '{"jsonrpc": "2.0", "id": null, "method": "ping"}',
+        '{"jsonrpc": "2.0", "id": true, "method": "ping"}',
+        '{"jsonrpc": "2.0", "id": {"a": 1}, "method": "ping"}',
+        '{"jsonrpc": "2.0", "id": 4, "method": 5}',
+        '{"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": [1]}',
+        '{"jsonrpc": "2.0", "id": "still-served", "method": "ping"}',
+    ]
+    answers = await exchange(lines, 12)
+    refusals = [answer["error"] for answer in answers if answer["id"] is None]
+    # JSON-RPC 2.0 section 5: each is answered, id null; the blank line is skipped.
+    assert refusals == [
+        {"code": -32700, "message": "Parse error: expected ident at line 1 column 2"},
+        {"code": -32600, "message": NOT_AN_OBJECT},
+        {
+            "code": -32600,
+            "message": "JSON-RPC batches are not supported: send one message per line",
+        },
+        {"code": -32600, "message": 'a JSON-RPC message must carry "jsonrpc": "2.0"'},
+        {"code": -32600, "message": BAD_ID},
+        {"code": -32600, "message": BAD_ID},
+        {"code": -32600, "message": BAD_ID},
+        {"code": -32600, "message": BAD_ID},
+        {"code": -32600, "message": 'a JSON-RPC "method" must be a string'},
+        {"code": -32600, "message": 'MCP "params" must be a JSON object'},
+    ]
+    served = {answer["id"]: answer for answer in answers if answer["id"] is not None}
+    assert served[1]["result"]["serverInfo"]["name"] == "e2a"
+    assert served["still-served"]["result"] == {}
+    assert len(answers) == 12
 
 
 def test_missing_api_key_exits_1_with_a_clear_message() -> None:

@@ -3,6 +3,10 @@
 `build_server` answers `tools/list` and `tools/call`; how a call finds its caller (API key,
 default agent) is the transport's business. Imports no server modules, so `e2a mcp` runs
 with only the SDK and the `mcp` package installed.
+
+The SDK's stdio transport only logs a line it cannot read, so `e2a mcp` reads stdin through
+`_CheckedLines`: a line that is not JSON, or not one JSON-RPC message, is answered there (the
+JSON-RPC error, id null) and never reaches the SDK.
 """
 
 from __future__ import annotations
@@ -11,16 +15,20 @@ import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import IO, Any
 
 import anyio
 import httpx
 import mcp_types as types
+import pydantic_core
+from anyio.streams.memory import MemoryObjectSendStream
 from mcp.server import Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
 from mcp.shared.exceptions import MCPError
+from mcp.shared.message import SessionMessage
 
 from e2a_gateway import __version__
+from e2a_gateway.mcp.envelope import INVALID_REQUEST, PARSE_ERROR, invalid_request
 from e2a_gateway.mcp.remote import SdkPort
 from e2a_gateway.mcp.tiers import allowed_for_scope
 from e2a_gateway.mcp.tools import (
@@ -92,6 +100,55 @@ def build_server(open_caller: OpenCaller) -> Server[Any]:
     )
 
 
+BATCHES_REFUSED = "JSON-RPC batches are not supported: send one message per line"
+"""Why a JSON array (a batch) is refused: `e2a mcp` reads one message a line."""
+
+
+def _rpc_error(code: int, message: str) -> types.JSONRPCError:
+    """JSON-RPC error `code` without an id: no request could be read to take it from."""
+    return types.JSONRPCError(
+        jsonrpc="2.0", id=None, error=types.ErrorData(code=code, message=message)
+    )
+
+
+def _refusal(line: str) -> types.JSONRPCError | None:
+    """The answer to `line` when it holds no JSON-RPC message the SDK takes; None when it holds
+    one."""
+    try:
+        message = pydantic_core.from_json(line)
+    except ValueError as exc:
+        return _rpc_error(PARSE_ERROR, f"Parse error: {exc}")
+    reason = BATCHES_REFUSED if isinstance(message, list) else invalid_request(message)
+    return None if reason is None else _rpc_error(INVALID_REQUEST, reason)
+
+
+class _CheckedLines(anyio.AsyncFile[str]):
+    """stdin as the SDK's stdio transport reads it: only the lines holding a JSON-RPC message.
+    Each other line's refusal is sent to `refusals` (closed when stdin ends); blank lines are
+    skipped."""
+
+    def __init__(self, stdin: IO[str], refusals: MemoryObjectSendStream[SessionMessage]) -> None:
+        super().__init__(stdin)
+        self._refusals = refusals
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        async with self._refusals:
+            async for line in super().__aiter__():
+                if not line.strip():
+                    continue
+                refusal = _refusal(line)
+                if refusal is None:
+                    yield line
+                else:
+                    await self._refusals.send(SessionMessage(refusal))
+
+
+def _stdin() -> IO[str]:
+    """stdin as text, decoded as the SDK decodes its own, over a descriptor it never closes.
+    Given stdin, the SDK leaves fd 0 alone (it still takes fd 1 for itself): no tool reads it."""
+    return open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False)
+
+
 async def serve_stdio(api_key: str, agent_email: str, base_url: str | None) -> None:
     """Serve the tools over stdin/stdout for one client, against the gateway at `base_url`."""
     port = SdkPort(api_key=api_key, agent_email=agent_email, base_url=base_url)
@@ -103,8 +160,24 @@ async def serve_stdio(api_key: str, agent_email: str, base_url: str | None) -> N
             yield caller
 
         server = build_server(same_caller)
-        async with stdio_server() as (read_stream, write_stream):
-            await server.run(read_stream, write_stream, server.create_initialization_options())
+        # The server's answers and the refusals of `_CheckedLines` meet here, to reach stdout
+        # through the SDK's one writer of it: two writers could tear each other's lines.
+        answers, answered = anyio.create_memory_object_stream[SessionMessage]()
+        lines = _CheckedLines(_stdin(), answers.clone())
+        async with (
+            stdio_server(stdin=lines) as (read_stream, write_stream),
+            anyio.create_task_group() as tasks,
+        ):
+
+            async def relay() -> None:
+                """Hand everything answered to the writer until the server and the lines are
+                both done, then end its stream."""
+                async with answered, write_stream:
+                    async for answer in answered:
+                        await write_stream.send(answer)
+
+            tasks.start_soon(relay)
+            await server.run(read_stream, answers, server.create_initialization_options())
 
 
 def run_stdio() -> int:
