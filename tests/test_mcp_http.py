@@ -23,6 +23,7 @@ from mcp.shared.exceptions import MCPError
 
 from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.mcp.toolkit import MAX_ERROR_MESSAGE_CHARS
 from e2a_gateway.mcp.tools import TOOLS
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import create_agent, mail, open_account, quiet_gateway, smtp_send
@@ -297,6 +298,12 @@ async def test_tool_errors_are_structured(running: RunningGateway, make_account:
         assert len((await call(client, "list_agents"))["agents"]) == 2
         with pytest.raises(MCPError, match="unknown tool 'delete_everything'"):
             await client.call_tool("delete_everything", {})
+        # A name is the caller's to make any length: the error quotes it cut short.
+        with pytest.raises(MCPError) as long_name:
+            await client.call_tool("x" * 1_000_000, {})
+        message = str(long_name.value)
+        assert message.startswith("unknown tool '" + "x" * 99 + "…; tools/list names the")
+        assert len(message) <= MAX_ERROR_MESSAGE_CHARS
 
 
 async def test_wait_for_email_returns_mail_sent_while_waiting(

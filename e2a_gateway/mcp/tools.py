@@ -44,14 +44,25 @@ def tool_schema(name: str) -> dict[str, Any] | None:
     return None if tool is None else input_schema(tool.arguments)
 
 
+SHOWN_NAME_CHARS = 100
+"""How much of a tool name an error quotes: the caller sent it, and it may be any length
+(the message stays within MAX_ERROR_MESSAGE_CHARS)."""
+
+
+def _quoted(name: str) -> str:
+    """`name` quoted as an error shows it, cut to SHOWN_NAME_CHARS characters."""
+    shown = repr(name[: SHOWN_NAME_CHARS + 1])
+    return shown if len(shown) <= SHOWN_NAME_CHARS else shown[:SHOWN_NAME_CHARS] + "…"
+
+
 def unknown_tool(name: str) -> str:
     """Why `name` cannot be called: there is no such tool."""
-    return f"unknown tool {name!r}; tools/list names the {len(TOOLS)} tools"
+    return f"unknown tool {_quoted(name)}; tools/list names the {len(TOOLS)} tools"
 
 
 def unavailable_tool(name: str) -> str:
     """Why `name` cannot be called with an agent-scoped key: it is an account tool."""
     return (
-        f"unknown tool {name!r} for an agent-scoped API key: it is an account tool (an "
+        f"unknown tool {_quoted(name)} for an agent-scoped API key: it is an account tool (an "
         "account key sees it); tools/list names the tools of this key"
     )
