@@ -53,6 +53,27 @@ def test_encoded_words_are_decoded_beside_raw_utf8(subject: str, text: str) -> N
     assert summarise_headers(headers(f"Subject: {subject}")).subject == text
 
 
+@pytest.mark.parametrize(
+    ("subject", "text"),
+    [
+        ("=?iso-8859-8-i?B?+ezl7Q==?=", "שלום"),
+        ("=?ISO-8859-8-I?Q?=F9=EC=E5=ED?= =?iso-8859-8-i?b?IPLl7O0=?=", "שלום עולם"),
+        ("=?windows-874?B?ysfRyrTV?= ok", "สวัสดี ok"),
+        ("=?x-mac-roman?Q?Caf=8E?=", "Café"),
+        ("=?windows-31j?B?h0CT+pZ7?=", "①日本"),
+        ("=?x-gbk?B?xOO6ww==?=", "你好"),
+        ("=?x-unknown?Q?h=C3=A9llo?=", "héllo"),  # an unknown charset: UTF-8 when it is
+        ("=?x-unknown?Q?na=EFve?=", "naïve"),  # else windows-1252
+        ("=?us-ascii?Q?h=C3=A9llo?=", "héllo"),
+        ("=?utf-8?q?caf=C3=A9?= =?x-mac-roman?q?_Caf=8E?=", "café Café"),
+    ],
+)
+def test_encoded_words_in_charsets_python_does_not_know_are_read_in_theirs(
+    subject: str, text: str
+) -> None:
+    assert summarise_headers(headers(f"Subject: {subject}")).subject == text
+
+
 def test_octets_that_are_not_utf8_read_as_replacement_characters_as_the_sdk_reads_them() -> None:
     raw = b"From: x@example.org\r\nSubject: Gr\xfc\xdfe \xe6\x97\xa5\r\n\r\nbody\r\n"
     summary = summarise_headers(raw)

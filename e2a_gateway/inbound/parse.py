@@ -1,14 +1,19 @@
 """Reading a received message: the headers the gateway indexes and the body parts agents want.
 
 Pure functions over the raw bytes with the stdlib `email` package. Header fields are read as
-UTF-8 (RFC 6532) with RFC 2047 encoded words decoded (`e2a_gateway.rfc5322.header_text`). They never
-raise on malformed mail: a header that cannot be parsed reads as empty, an undecodable part is
-skipped.
+UTF-8 (RFC 6532) with RFC 2047 encoded words decoded (`e2a_gateway.rfc5322.header_text`); text
+parts and encoded words in their declared charsets, read as `_decoded_text` reads them. They
+never raise on malformed mail: a header that cannot be parsed reads as empty, an undecodable
+part is skipped.
 """
 
 from __future__ import annotations
 
+import base64
+import codecs
 import email
+import email.errors
+import email.header
 import email.utils
 import hashlib
 import re
@@ -77,8 +82,73 @@ _parsed_bodies: LRUCache[bytes, ParsedBody] = LRUCache(
 )
 
 
+_CHARSET_ALIASES = {
+    "iso-8859-6-i": "iso8859_6",
+    "iso-8859-6-e": "iso8859_6",
+    "iso-8859-8-i": "iso8859_8",
+    "iso-8859-8-e": "iso8859_8",
+    "windows-874": "cp874",
+    "x-mac-roman": "mac_roman",
+    "x-mac-cyrillic": "mac_cyrillic",
+    "x-mac-ukrainian": "mac_cyrillic",
+    "windows-31j": "cp932",
+    "x-sjis": "cp932",
+    "x-euc-jp": "euc_jp",
+    "x-gbk": "gbk",
+    "gb2312": "gbk",
+    "ks_c_5601-1987": "cp949",
+    "windows-949": "cp949",
+}
+"""Charset labels mail carries that Python's codecs do not know, or know as a narrower charset
+than senders write in (GB2312 for GBK, EUC-KR for Windows' Korean), with the codec to read them
+in, as WHATWG's Encoding Standard (browsers, Thunderbird) maps them."""
+
+
+def _decoded_text(data: bytes, charset: str | None) -> str:
+    """`data` as text in MIME charset `charset` (us-ascii when None, `_CHARSET_ALIASES`
+    followed). Bytes that a charset Python does not know labels, or that are invalid in theirs,
+    read as UTF-8 when they are; else in the declared charset with U+FFFD for what is invalid,
+    or, for an unknown or 7-bit charset, as windows-1252. Never raises."""
+    label = (charset or "us-ascii").strip().lower()
+    label = _CHARSET_ALIASES.get(label, label)
+    for codec in (label, "utf-8"):
+        try:
+            return data.decode(codec)
+        except (LookupError, ValueError):
+            continue
+    try:
+        if codecs.lookup(label).name != "ascii":
+            return data.decode(label, "replace")
+    except (LookupError, ValueError):
+        pass
+    return data.decode("cp1252", "replace")
+
+
+_ENCODED_WORD = re.compile(r"=\?([^?*\s]*)(?:\*[^?\s]*)?\?[bBqQ]\?[^?\s]*\?=")
+
+
+def _readable_encoded_word(word: re.Match[str]) -> str:
+    """An RFC 2047 encoded word as it stands when Python reads it in its charset, else its text
+    as `_decoded_text` reads it, encoded again as UTF-8."""
+    charset = word.group(1)
+    try:
+        ((data, _),) = email.header.decode_header(word.group(0))
+    except (email.errors.HeaderParseError, ValueError):
+        return word.group(0)
+    if not isinstance(data, bytes):
+        return word.group(0)
+    text = _decoded_text(data, charset)
+    try:
+        if data.decode(charset) == text:
+            return word.group(0)
+    except (LookupError, ValueError):
+        pass
+    return "=?utf-8?b?" + base64.b64encode(text.encode("utf-8", "replace")).decode() + "?="
+
+
 def _header_text(message: HeaderFields, name: str) -> str:
-    """A header unfolded, with RFC 2047 words decoded; '' when absent."""
+    """A header unfolded, with RFC 2047 words decoded (`_readable_encoded_word`); '' when
+    absent."""
     value = message.get(name)
     if value is None:
         return ""
@@ -86,7 +156,7 @@ def _header_text(message: HeaderFields, name: str) -> str:
     if "=?" not in unfolded:  # no encoded word: nothing to decode (and parsing costs)
         return unfolded
     try:
-        return str(_UNSTRUCTURED(name, unfolded))
+        return str(_UNSTRUCTURED(name, _ENCODED_WORD.sub(_readable_encoded_word, unfolded)))
     except Exception:
         return unfolded
 
@@ -142,14 +212,11 @@ def summarise_headers(raw: bytes) -> HeaderSummary:
 
 
 def _part_text(part: EmailMessage) -> str | None:
-    try:
-        content = part.get_content()
-    except Exception:
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            return None
-        content = payload.decode("utf-8", "replace")
-    return content.replace("\r\n", "\n") if isinstance(content, str) else None
+    """A text part's content in its charset (`_decoded_text`), with LF line endings."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return None
+    return _decoded_text(payload, part.get_content_charset()).replace("\r\n", "\n")
 
 
 def _attachment(part: EmailMessage) -> Attachment:
