@@ -26,8 +26,9 @@ class Attachment:
 
 
 def attachment_meta_view(index: int, attachment: Attachment) -> dict[str, Any]:
-    """e2a's AttachmentMetaView: the attachment's index (document order), its decoded size,
-    and its filename, content type and Content-ID (without angle brackets) when it has them."""
+    """e2a's AttachmentMetaView: the attachment's index (document order, but a received
+    message's attached messages last: `parse_body`), its decoded size, and its filename,
+    content type and Content-ID (without angle brackets) when it has them."""
     view: dict[str, Any] = {"index": index, "size_bytes": attachment.size}
     if attachment.filename is not None:
         view["filename"] = attachment.filename

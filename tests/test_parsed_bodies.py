@@ -7,7 +7,7 @@ from email.message import EmailMessage
 import pytest
 
 from e2a_gateway.inbound import parse
-from e2a_gateway.inbound.parse import Attachment, parse_body
+from e2a_gateway.inbound.parse import Attachment, attachment_data, parse_body
 
 
 def message(text: str, attachment: bytes | None = None) -> bytes:
@@ -103,3 +103,90 @@ def test_bytes_invalid_in_a_known_charset_keep_the_rest_of_its_text() -> None:
     assert parse_body(damaged).text == "café \ufffd\n"
     shift_jis = text_part(b"text/plain; charset=shift_jis", b"\x93\xfa\x96{ \xff\xff\r\n")
     assert parse_body(shift_jis).text == "日本 \ufffd\ufffd\n"
+
+
+FORWARDED = (
+    b"From: promo@shop.example\r\n"
+    b"Subject: SALE\r\n"
+    b"Content-Type: text/html; charset=utf-8\r\n"
+    b"\r\n"
+    b"<h1>50% off everything</h1>"
+)
+
+
+def mixed(*parts: bytes) -> bytes:
+    """A multipart/mixed message of `parts` (each its header fields, a blank line, its body)."""
+    body = b"".join(b"--XX\r\n" + part + b"\r\n" for part in parts)
+    return (
+        b"From: dani@example.org\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="XX"\r\n\r\n' + body + b"--XX--\r\n"
+    )
+
+
+def test_a_forwarded_message_is_an_attachment_and_lends_no_text_to_the_body() -> None:
+    raw = mixed(
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\nFYI, see the attached newsletter.",
+        b"Content-Type: message/rfc822\r\n"
+        b'Content-Disposition: attachment; filename="news.eml"\r\n\r\n' + FORWARDED,
+    )
+    body = parse_body(raw)
+    assert (body.text, body.html) == ("FYI, see the attached newsletter.", None)
+    assert body.attachments == (Attachment("news.eml", "message/rfc822", len(FORWARDED), None),)
+    assert attachment_data(raw, 0) == (body.attachments[0], FORWARDED)
+
+
+def test_a_forwarded_message_after_html_does_not_become_the_text_body() -> None:
+    inner = b"From: z@example.net\r\nSubject: inner\r\n\r\nINNER TEXT"
+    raw = mixed(
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>see attached</p>",
+        b"Content-Type: message/rfc822\r\n\r\n" + inner,
+    )
+    body = parse_body(raw)
+    assert (body.text, body.html) == (None, "<p>see attached</p>")
+    assert body.attachments == (Attachment("forwarded.eml", "message/rfc822", len(inner), None),)
+    assert attachment_data(raw, 0) == (body.attachments[0], inner)
+
+
+def test_attachments_listed_before_forwarded_messages_were_keep_their_indexes() -> None:
+    # Indexes are stored with each message accepted: the attached message is listed after
+    # every attachment listed before, its own parts included, so none moves.
+    inner = (
+        b"From: z@example.net\r\nSubject: inner\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="YY"\r\n\r\n'
+        b"--YY\r\nContent-Type: text/plain\r\n\r\ninner text\r\n"
+        b"--YY\r\nContent-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename=inner.pdf\r\n\r\nINNER\r\n"
+        b"--YY--"
+    )
+    raw = mixed(
+        b"Content-Type: text/plain\r\n\r\nsee both",
+        b"Content-Type: message/rfc822\r\n\r\n" + inner,
+        b"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=b.pdf\r\n"
+        b"\r\nOUTER",
+    )
+    listed = [(item.filename, item.content_type) for item in parse_body(raw).attachments]
+    assert listed == [
+        ("inner.pdf", "application/pdf"),
+        ("b.pdf", "application/pdf"),
+        ("forwarded.eml", "message/rfc822"),
+    ]
+    downloads = [attachment_data(raw, index) for index in range(3)]
+    assert [found[1] if found else None for found in downloads[:2]] == [b"INNER", b"OUTER"]
+    assert downloads[2] is not None
+    assert downloads[2][1].rstrip(b"\r\n") == inner  # written back out: a line end may follow
+    assert parse_body(raw).text == "see both"
+
+
+def test_a_forwarded_message_sent_base64_downloads_as_the_message() -> None:
+    # RFC 2046 allows no encoding of a message/rfc822 part; Python's add_attachment (and
+    # with it e2a's forward_message) writes one in base64 all the same.
+    built = EmailMessage()
+    built["From"] = "alice@example.org"
+    built.set_content("forwarding")
+    built.add_attachment(FORWARDED, maintype="message", subtype="rfc822", filename="f.eml")
+    raw = built.as_bytes()
+    assert b"Content-Transfer-Encoding: base64" in raw
+    assert parse_body(raw).attachments == (
+        Attachment("f.eml", "message/rfc822", len(FORWARDED), None),
+    )
+    assert attachment_data(raw, 0) == (parse_body(raw).attachments[0], FORWARDED)

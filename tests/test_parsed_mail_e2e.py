@@ -3,6 +3,7 @@ as agents read it."""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from e2a_gateway.app import RunningGateway
@@ -18,12 +19,20 @@ HEADER = (
 
 
 async def received(running: RunningGateway, account: Account, data: bytes) -> dict[str, Any]:
-    """The message view of `data`, accepted for a new agent of `account`."""
+    """The message view of `data`, accepted for a new agent `bot` of `account`."""
     bot = await create_agent(account, "bot")
     message_id = await accept(running.gateway, [bot], data)
     response = await account.http.get(agent_path(bot, f"/messages/{message_id}"))
     assert response.status_code == 200, response.text
     return dict(response.json())
+
+
+async def downloaded(account: Account, message_id: str, index: int) -> bytes:
+    """Attachment `index` of message `message_id` of `bot`, as getAttachment hands it over."""
+    path = f"/v1/agents/bot%40agents.test/messages/{message_id}/attachments/{index}?inline=true"
+    response = await account.http.get(path)
+    assert response.status_code == 200, response.text
+    return base64.b64decode(response.json()["data"])
 
 
 async def test_hebrew_in_iso_8859_8_i_reads_as_hebrew(
@@ -39,3 +48,46 @@ async def test_hebrew_in_iso_8859_8_i_reads_as_hebrew(
     view = await received(running, await make_account("alice@example.com"), data)
     assert view["subject"] == "שלום"
     assert view["text_body"] == "שלום\n"
+
+
+async def test_a_forwarded_message_is_listed_and_downloaded_and_keeps_out_of_the_body(
+    running: RunningGateway, make_account: Any
+) -> None:
+    forwarded = (
+        b"From: promo@shop.example\r\n"
+        b"Subject: SALE\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n"
+        b"\r\n"
+        b"<h1>50% off everything</h1>"
+    )  # 110 bytes
+    data = HEADER + (
+        b"Subject: t\r\n"
+        b'Content-Type: multipart/mixed; boundary="XX"\r\n'
+        b"\r\n"
+        b"--XX\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"\r\n"
+        b"FYI, see the attached newsletter.\r\n"
+        b"--XX\r\n"
+        b"Content-Type: message/rfc822\r\n"
+        b'Content-Disposition: attachment; filename="news.eml"\r\n'
+        b"\r\n" + forwarded + b"\r\n"
+        b"--XX--\r\n"
+    )
+    alice = await make_account("alice@example.com")
+    view = await received(running, alice, data)
+    assert (view["text_body"], view["html_body"]) == ("FYI, see the attached newsletter.", None)
+    assert view["attachments"] == [
+        {
+            "filename": "news.eml",
+            "content_type": "message/rfc822",
+            "size": 110,
+            "content_id": None,
+        }
+    ]
+    events = await alice.http.get("/v1/events", params={"type": "email.received"})
+    (event,) = events.json()["items"]
+    assert event["data"]["attachments"] == [  # as stored when the message was accepted
+        {"index": 0, "filename": "news.eml", "content_type": "message/rfc822", "size_bytes": 110}
+    ]
+    assert await downloaded(alice, view["message_id"], 0) == forwarded

@@ -18,8 +18,9 @@ import email.utils
 import hashlib
 import re
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import EmailMessage, Message, MIMEPart
 
 from cachetools import LRUCache, cached
 
@@ -211,7 +212,7 @@ def summarise_headers(raw: bytes) -> HeaderSummary:
     )
 
 
-def _part_text(part: EmailMessage) -> str | None:
+def _part_text(part: MIMEPart) -> str | None:
     """A text part's content in its charset (`_decoded_text`), with LF line endings."""
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
@@ -219,29 +220,68 @@ def _part_text(part: EmailMessage) -> str | None:
     return _decoded_text(payload, part.get_content_charset()).replace("\r\n", "\n")
 
 
-def _attachment(part: EmailMessage) -> Attachment:
-    payload = part.get_payload(decode=True)
-    content_id = part.get("Content-ID")
-    return Attachment(
-        filename=part.get_filename(),
-        content_type=part.get_content_type(),
-        size=len(payload) if isinstance(payload, bytes) else 0,
-        content_id=str(content_id).strip() if content_id else None,
-    )
+_ATTACHED_MESSAGE_FILENAME = "forwarded.eml"
+"""The filename of an attached message whose part names none."""
+
+_ATTACHED_MESSAGES = frozenset({"message/rfc822", "message/global"})
+_WRITING = READING.clone(refold_source="none", linesep="\r\n")
+"""Writes a parsed message back out with its header fields as they came."""
 
 
-def _parts(raw: bytes) -> list[tuple[str, EmailMessage]]:
-    """Each leaf part of `raw` with its role: `text` and `html` for the first text/plain and
-    text/html bodies, `attachment` for every attachment (in document order), `other` else."""
+def _message(raw: bytes) -> EmailMessage:
+    """`raw` parsed by the stdlib."""
     message = email.message_from_bytes(raw, policy=READING)
     assert isinstance(message, EmailMessage)
-    parts: list[tuple[str, EmailMessage]] = []
+    return message
+
+
+def _own_parts(part: MIMEPart) -> Iterator[MIMEPart]:
+    """The leaf parts of `part` in document order, without those of attached messages
+    (message/*): their text is theirs, not this message's."""
+    if part.get_content_maintype() == "message":
+        return
+    if not part.is_multipart():
+        yield part
+        return
+    for child in part.iter_parts():
+        yield from _own_parts(child)
+
+
+def _body(message: EmailMessage) -> tuple[str | None, str | None]:
+    """The text and HTML bodies of `message`: its first text/plain and text/html parts that are
+    not attachments (LF line endings)."""
+    text: str | None = None
+    html: str | None = None
+    for part in _own_parts(message):
+        if part.get_content_disposition() == "attachment":
+            continue
+        content_type = part.get_content_type()
+        if content_type == "text/plain" and text is None:
+            text = _part_text(part)
+        elif content_type == "text/html" and html is None:
+            html = _part_text(part)
+    return text, html
+
+
+def _attachment_parts(message: EmailMessage) -> list[EmailMessage]:
+    """The parts listed as attachments, in the order of their indexes: every leaf part with a
+    filename or a Content-Disposition that is not the first text/plain or text/html part,
+    in document order, attached messages' parts included; then each attached message
+    (message/rfc822, message/global) itself.
+
+    Attached messages come last, and their parts stay listed, because a message keeps the
+    indexes it was given when accepted (`encode_attachments`), and those accepted before
+    attached messages were listed must find their attachments at the same indexes."""
+    listed: list[EmailMessage] = []
+    attached: list[EmailMessage] = []
     seen: set[str] = set()
     for part in message.walk():
+        content_type = part.get_content_type()
         if part.is_multipart():
+            if content_type in _ATTACHED_MESSAGES:
+                attached.append(part)
             continue
         disposition = part.get_content_disposition()
-        content_type = part.get_content_type()
         role = "other"
         if disposition != "attachment" and content_type == "text/plain" and "text" not in seen:
             role = "text"
@@ -249,30 +289,63 @@ def _parts(raw: bytes) -> list[tuple[str, EmailMessage]]:
             role = "html"
         elif disposition in ("attachment", "inline") or part.get_filename():
             role = "attachment"
+            listed.append(part)
         seen.add(role)
-        parts.append((role, part))
-    return parts
+    return listed + attached
+
+
+def _attachment_bytes(part: EmailMessage) -> bytes:
+    """The decoded bytes of a part `_attachment_parts` lists: of an attached message (the
+    only multipart parts it lists), the message written back out as parsed, not always byte
+    for byte as it came."""
+    if not part.is_multipart():
+        payload = part.get_payload(decode=True)
+        return payload if isinstance(payload, bytes) else b""
+    try:
+        inner = part.get_payload(0)
+        written = inner.as_bytes(policy=_WRITING) if isinstance(inner, Message) else b""
+    except Exception:  # a message too broken to write back out
+        return b""
+    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    if encoding in ("", "7bit", "8bit", "binary"):
+        return written
+    # RFC 2046 lets no message/* part be encoded, but senders base64 them (Python's
+    # add_attachment does): the parser read the encoded text as the message's body.
+    encoded = Message()
+    encoded["Content-Transfer-Encoding"] = encoding
+    encoded.set_payload(written.decode("ascii", "surrogateescape"))
+    decoded = encoded.get_payload(decode=True)
+    return decoded if isinstance(decoded, bytes) else b""
+
+
+def _attachment(part: EmailMessage, data: bytes) -> Attachment:
+    """The metadata of attachment `part`, whose decoded bytes are `data`."""
+    filename = part.get_filename()
+    if filename is None and part.is_multipart():
+        filename = _ATTACHED_MESSAGE_FILENAME
+    content_id = part.get("Content-ID")
+    return Attachment(
+        filename=filename,
+        content_type=part.get_content_type(),
+        size=len(data),
+        content_id=str(content_id).strip() if content_id else None,
+    )
 
 
 @cached(_parsed_bodies, key=lambda raw: hashlib.sha256(raw).digest(), lock=threading.Lock())
 def parse_body(raw: bytes) -> ParsedBody:
-    """The first text/plain and text/html parts (LF line endings) and every attachment.
+    """The text and HTML bodies (`_body`) and every attachment (`_attachment_parts`).
 
     Parsing costs about a millisecond per kilobyte of mail and the same bytes always read the
     same, so the most recently read bodies are kept, by the SHA-256 of their bytes, within
     PARSED_BODY_CACHE_BUDGET: reading a message again, as agents and the dashboard do, costs
     a hash."""
-    text: str | None = None
-    html: str | None = None
-    attachments: list[Attachment] = []
-    for role, part in _parts(raw):
-        if role == "text":
-            text = _part_text(part)
-        elif role == "html":
-            html = _part_text(part)
-        elif role == "attachment":
-            attachments.append(_attachment(part))
-    return ParsedBody(text=text, html=html, attachments=tuple(attachments))
+    message = _message(raw)
+    text, html = _body(message)
+    attachments = tuple(
+        _attachment(part, _attachment_bytes(part)) for part in _attachment_parts(message)
+    )
+    return ParsedBody(text=text, html=html, attachments=attachments)
 
 
 def attachments_of(raw: bytes, headers: HeaderSummary) -> tuple[Attachment, ...]:
@@ -284,8 +357,8 @@ def attachments_of(raw: bytes, headers: HeaderSummary) -> tuple[Attachment, ...]
 def attachment_data(raw: bytes, index: int) -> tuple[Attachment, bytes] | None:
     """The attachment at `index` (parse_body's order) with its decoded bytes; None when the
     message has no such attachment."""
-    found = [part for role, part in _parts(raw) if role == "attachment"]
+    found = _attachment_parts(_message(raw))
     if not 0 <= index < len(found):
         return None
-    payload = found[index].get_payload(decode=True)
-    return _attachment(found[index]), payload if isinstance(payload, bytes) else b""
+    data = _attachment_bytes(found[index])
+    return _attachment(found[index], data), data
