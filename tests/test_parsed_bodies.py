@@ -190,3 +190,55 @@ def test_a_forwarded_message_sent_base64_downloads_as_the_message() -> None:
         Attachment("f.eml", "message/rfc822", len(FORWARDED), None),
     )
     assert attachment_data(raw, 0) == (parse_body(raw).attachments[0], FORWARDED)
+
+
+def test_text_after_an_inline_attachment_is_joined_to_the_body() -> None:
+    # Apple Mail: the text, an inline PDF, the text after it.
+    raw = mixed(
+        b"Content-Type: text/plain; charset=us-ascii\r\n\r\nHere is the signed contract:",
+        b"Content-Disposition: inline; filename=contract.pdf\r\n"
+        b'Content-Type: application/pdf; name="contract.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0=",
+        b"Content-Type: text/plain; charset=us-ascii\r\n\r\nPlease wire the deposit by Friday.\r\n",
+    )
+    body = parse_body(raw)
+    assert body.text == "Here is the signed contract:\n\nPlease wire the deposit by Friday.\n"
+    assert body.attachments == (Attachment("contract.pdf", "application/pdf", 5, None),)
+
+
+def test_html_around_inline_images_is_joined_in_document_order() -> None:
+    raw = mixed(
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Before</p>",
+        b"Content-Type: image/png; name=a.png\r\nContent-Disposition: inline; filename=a.png\r\n"
+        b"Content-ID: <a1>\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=",
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>After</p>",
+        b"Content-Type: image/png\r\nContent-ID: <b2>\r\n\r\npng",
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>Last</p>",
+    )
+    body = parse_body(raw)
+    assert (body.text, body.html) == (None, "<p>Before</p><p>After</p><p>Last</p>")
+    assert body.attachments == (Attachment("a.png", "image/png", 8, "<a1>"),)
+
+
+def test_later_text_parts_that_are_attachments_stay_out_of_the_body() -> None:
+    raw = mixed(
+        b"Content-Type: text/plain\r\n\r\nthe body",
+        b"Content-Type: text/plain\r\nContent-Disposition: attachment\r\n\r\nattached",
+        b"Content-Type: text/plain; name=log.txt\r\n\r\nnamed",
+        b"Content-Type: text/html; name=page.html\r\n\r\n<p>named html</p>",
+    )
+    body = parse_body(raw)
+    assert (body.text, body.html) == ("the body", "<p>named html</p>")  # the first html
+    assert [item.filename for item in body.attachments] == [None, "log.txt"]
+
+
+def test_a_later_inline_text_part_joins_the_body_and_keeps_its_index() -> None:
+    # A mailing list's footer marked inline was listed as an attachment before later text
+    # joined the body; it stays listed, so the indexes stored with messages hold.
+    raw = mixed(
+        b"Content-Type: text/plain\r\n\r\nthe body",
+        b"Content-Type: text/plain\r\nContent-Disposition: inline\r\n\r\n-- \r\nthe list",
+    )
+    body = parse_body(raw)
+    assert body.text == "the body\n\n-- \nthe list"
+    assert body.attachments == (Attachment(None, "text/plain", 13, None),)

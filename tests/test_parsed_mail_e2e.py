@@ -91,3 +91,33 @@ async def test_a_forwarded_message_is_listed_and_downloaded_and_keeps_out_of_the
         {"index": 0, "filename": "news.eml", "content_type": "message/rfc822", "size_bytes": 110}
     ]
     assert await downloaded(alice, view["message_id"], 0) == forwarded
+
+
+async def test_text_after_an_inline_pdf_reaches_the_agent(
+    running: RunningGateway, make_account: Any
+) -> None:
+    data = HEADER + (
+        b"Subject: t\r\n"
+        b'Content-Type: multipart/mixed; boundary="XX"\r\n'
+        b"\r\n"
+        b"--XX\r\n"
+        b"Content-Type: text/plain; charset=us-ascii\r\n"
+        b"\r\n"
+        b"Here is the signed contract:\r\n"
+        b"--XX\r\n"
+        b"Content-Disposition: inline; filename=contract.pdf\r\n"
+        b'Content-Type: application/pdf; name="contract.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n"
+        b"\r\n"
+        b"JVBERi0=\r\n"
+        b"--XX\r\n"
+        b"Content-Type: text/plain; charset=us-ascii\r\n"
+        b"\r\n"
+        b"Please wire the deposit by Friday.\r\n"
+        b"--XX--\r\n"
+    )
+    alice = await make_account("alice@example.com")
+    view = await received(running, alice, data)
+    assert view["text_body"] == "Here is the signed contract:\n\nPlease wire the deposit by Friday."
+    assert [item["filename"] for item in view["attachments"]] == ["contract.pdf"]
+    assert await downloaded(alice, view["message_id"], 0) == b"%PDF-"

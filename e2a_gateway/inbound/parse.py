@@ -248,19 +248,23 @@ def _own_parts(part: MIMEPart) -> Iterator[MIMEPart]:
 
 
 def _body(message: EmailMessage) -> tuple[str | None, str | None]:
-    """The text and HTML bodies of `message`: its first text/plain and text/html parts that are
-    not attachments (LF line endings)."""
-    text: str | None = None
-    html: str | None = None
+    """The text and HTML bodies of `message` (LF line endings): its first text/plain and
+    text/html parts that are not attachments, each followed, in document order, by the later
+    ones that name no file either, as a client sends the text after an inline PDF or image.
+    Texts are joined by a blank line, HTML as it is."""
+    bodies: dict[str, list[str]] = {"text/plain": [], "text/html": []}
     for part in _own_parts(message):
-        if part.get_content_disposition() == "attachment":
+        found = bodies.get(part.get_content_type())
+        if found is None or part.get_content_disposition() == "attachment":
             continue
-        content_type = part.get_content_type()
-        if content_type == "text/plain" and text is None:
-            text = _part_text(part)
-        elif content_type == "text/html" and html is None:
-            html = _part_text(part)
-    return text, html
+        if found and part.get_filename() is not None:
+            continue  # a later part that names a file is an attachment, not more of the body
+        content = _part_text(part)
+        if content is not None:
+            found.append(content)
+    texts, htmls = bodies["text/plain"], bodies["text/html"]
+    text = "\n\n".join([*(item.rstrip("\n") for item in texts[:-1]), *texts[-1:]])
+    return (text if texts else None), ("".join(htmls) if htmls else None)
 
 
 def _attachment_parts(message: EmailMessage) -> list[EmailMessage]:
