@@ -242,3 +242,27 @@ def test_a_later_inline_text_part_joins_the_body_and_keeps_its_index() -> None:
     body = parse_body(raw)
     assert body.text == "the body\n\n-- \nthe list"
     assert body.attachments == (Attachment(None, "text/plain", 13, None),)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        b"multipart/mixed",  # no boundary
+        b'multipart/mixed; boundary="never-used"',
+        b"multipart/alternative; charset=utf-8",
+    ],
+)
+def test_a_multipart_message_the_parser_cannot_split_reads_as_text(content_type: bytes) -> None:
+    raw = text_part(content_type, b"Meet at 10, caf\xc3\xa9 on the corner.\r\n")
+    assert parse_body(raw) == parse.ParsedBody(text="Meet at 10, café on the corner.\n", html=None)
+
+
+def test_an_inner_multipart_without_a_boundary_reads_as_text() -> None:
+    raw = mixed(
+        b"Content-Type: multipart/alternative\r\n\r\ninner text",
+        b"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=a.pdf\r\n"
+        b"\r\n%PDF",
+    )
+    body = parse_body(raw)
+    assert (body.text, body.html) == ("inner text\n", None)
+    assert [item.filename for item in body.attachments] == ["a.pdf"]

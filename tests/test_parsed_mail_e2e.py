@@ -121,3 +121,12 @@ async def test_text_after_an_inline_pdf_reaches_the_agent(
     assert view["text_body"] == "Here is the signed contract:\n\nPlease wire the deposit by Friday."
     assert [item["filename"] for item in view["attachments"]] == ["contract.pdf"]
     assert await downloaded(alice, view["message_id"], 0) == b"%PDF-"
+
+
+async def test_a_multipart_message_without_a_boundary_shows_its_text(
+    running: RunningGateway, make_account: Any
+) -> None:
+    data = HEADER + (b"Subject: t\r\nContent-Type: multipart/mixed\r\n\r\nMeet at 10, not 11.\r\n")
+    view = await received(running, await make_account("alice@example.com"), data)
+    assert (view["text_body"], view["html_body"]) == ("Meet at 10, not 11.\n", None)
+    assert view["attachments"] == []

@@ -251,10 +251,12 @@ def _body(message: EmailMessage) -> tuple[str | None, str | None]:
     """The text and HTML bodies of `message` (LF line endings): its first text/plain and
     text/html parts that are not attachments, each followed, in document order, by the later
     ones that name no file either, as a client sends the text after an inline PDF or image.
-    Texts are joined by a blank line, HTML as it is."""
+    Texts are joined by a blank line, HTML as it is. A multipart part the parser could not
+    split (no boundary, or none found in it) reads as text/plain."""
     bodies: dict[str, list[str]] = {"text/plain": [], "text/html": []}
     for part in _own_parts(message):
-        found = bodies.get(part.get_content_type())
+        unsplit = part.get_content_maintype() == "multipart"  # a leaf: no parts found in it
+        found = bodies.get("text/plain" if unsplit else part.get_content_type())
         if found is None or part.get_content_disposition() == "attachment":
             continue
         if found and part.get_filename() is not None:
