@@ -12,6 +12,7 @@ from email.message import EmailMessage
 import pytest
 
 from e2a_gateway.outbound.mime import (
+    Attachment,
     Draft,
     InvalidDraft,
     build_message,
@@ -121,6 +122,30 @@ def test_long_message_ids_are_written_as_they_are() -> None:
     assert parsed["In-Reply-To"] == outlook
     assert str(parsed["References"]).split() == ["<first@example.org>", outlook]
     assert parsed["X-E2A-Conversation-Id"] == conversation
+
+
+def test_a_forwarded_message_is_encapsulated_not_base64() -> None:
+    """RFC 2046 section 5.2.1: a message/rfc822 part is 7bit, 8bit or binary, never base64;
+    the forwarded message goes out as it is, readable by any client."""
+    inner = (
+        b"From: a@example.org\r\nTo: b@example.org\r\nSubject: News\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<h1>50% off</h1>\r\n"
+    )
+    draft = Draft(
+        from_addr="bot@agents.test",
+        to=["c@example.org"],
+        subject="Fwd: News",
+        text="See below.",
+        attachments=[Attachment("news.eml", "message/rfc822", inner)],
+    )
+    raw = build_message(draft, message_id="<f@agents.test>", date=0)
+    (part,) = parse(raw).iter_attachments()
+    assert part.get_content_type() == "message/rfc822"
+    assert part["Content-Transfer-Encoding"] == "7bit"
+    assert part.get_filename() == "news.eml"
+    forwarded = part.get_payload(0)
+    assert forwarded["Subject"] == "News" and "<h1>50% off</h1>" in forwarded.get_content()
+    assert b"\r\nSubject: News\r\n" in raw
 
 
 def test_plain_text_only() -> None:

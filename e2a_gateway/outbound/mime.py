@@ -186,6 +186,11 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
     if draft.html is not None:
         message.add_alternative(draft.html, subtype="html")
     for attachment in draft.attachments:
+        if attachment.content_type == "message/rfc822" and attachment.data.isascii():
+            # a message encapsulated as it is (RFC 2046 section 5.2.1 allows no base64 there)
+            forwarded = email.message_from_bytes(attachment.data, policy=SEVEN_BIT)
+            message.add_attachment(forwarded, cte="7bit", filename=attachment.filename)
+            continue
         maintype, _, subtype = attachment.content_type.partition("/")
         message.add_attachment(
             attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename
