@@ -17,6 +17,18 @@ from mcp_types import CallToolResult, TextContent
 
 from e2a_gateway.app import RunningGateway
 
+INITIALIZE: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "e2a-tests", "version": "1"},
+    },
+}
+"""The first request of an MCP session, as a client sends it."""
+
 ERROR_TEXT = re.compile(r"e2a error \[(?P<code>[a-z0-9_]+)\](?P<retryable> \(retryable\))?: (.+)")
 
 

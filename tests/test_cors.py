@@ -15,19 +15,10 @@ from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import make_settings
+from tests.mcp_support import INITIALIZE
 
 UI = "https://ui.example.com"
 OTHER = "https://evil.example"
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "e2a-tests", "version": "1"},
-    },
-}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 

@@ -24,21 +24,11 @@ from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import make_settings
 from tests.delivery_support import create_agent, mail, open_account, smtp_send
+from tests.mcp_support import INITIALIZE
 
 TERABYTE = 10**12
 """A declared body length over any bound the gateway has."""
-MCP_INITIALIZE = json.dumps(
-    {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "e2a-tests", "version": "1"},
-        },
-    }
-).encode()
+MCP_INITIALIZE = json.dumps(INITIALIZE).encode()
 
 
 @dataclass

@@ -27,19 +27,9 @@ from e2a_gateway.mcp.toolkit import MAX_ERROR_MESSAGE_CHARS
 from e2a_gateway.mcp.tools import TOOLS
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import create_agent, mail, open_account, quiet_gateway, smtp_send
-from tests.mcp_support import call, fails, failure, mcp_client
+from tests.mcp_support import INITIALIZE, call, fails, failure, mcp_client
 from tests.test_request_bodies import chunks
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "e2a-tests", "version": "1"},
-    },
-}
 MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
 
 

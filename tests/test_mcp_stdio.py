@@ -18,7 +18,7 @@ from e2a_gateway.app import RunningGateway, bind_tcp
 from e2a_gateway.mcp.tools import TOOLS
 from tests.conftest import Account, agent_path
 from tests.delivery_support import create_agent, mail, smtp_send
-from tests.mcp_support import call, fails, failure, stdio_client
+from tests.mcp_support import INITIALIZE, call, fails, failure, stdio_client
 
 pytestmark = pytest.mark.slow
 
@@ -117,16 +117,6 @@ async def test_unreachable_gateway_is_a_readable_tool_error(make_account: Any) -
     assert error["message"].startswith(f"cannot reach the e2a gateway at http://127.0.0.1:{port}")
 
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "e2a-tests", "version": "1"},
-    },
-}
 NOT_AN_OBJECT = "a JSON-RPC message must be a JSON object"
 BAD_ID = 'a JSON-RPC request\'s "id" must be a string or an integer'
 
