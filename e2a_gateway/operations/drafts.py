@@ -9,7 +9,7 @@ import json
 from pydantic import BaseModel, Field
 
 from e2a_gateway.addresses import AddressError, Mailbox, normalise_address, parse_mailbox
-from e2a_gateway.operations.errors import Invalid
+from e2a_gateway.operations.errors import Invalid, Unprocessable
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.outbound.mime import (
     InvalidDraft,
@@ -205,3 +205,15 @@ def fits_header(message_id: str | None) -> bool:
     except InvalidDraft:
         return False
     return bool(message_id)
+
+
+def suppressed_refusal(addresses: list[str], refused: str, then: str = "") -> Unprocessable:
+    """Unprocessable (`recipient_suppressed`) for mail that would go to `addresses`, which are
+    on the suppression list: `refused` says what did not happen ("not sent"), `then` what to
+    do after lifting the suppression."""
+    return Unprocessable(
+        "recipient_suppressed",
+        f"{refused}: {', '.join(addresses)} is on the suppression list (a hard bounce, or added "
+        "by hand); remove it from the recipients, or lift it with "
+        f"DELETE /v1/account/suppressions/{addresses[0]}?confirm=DELETE{then}",
+    )

@@ -23,8 +23,9 @@ from e2a_gateway.operations.drafts import (
     checked_addresses,
     checked_attachments,
     checked_text,
+    suppressed_refusal,
 )
-from e2a_gateway.operations.errors import Conflict, Gone, Invalid, NotFound, Unprocessable
+from e2a_gateway.operations.errors import Conflict, Gone, Invalid, NotFound
 from e2a_gateway.operations.requests import RequestBody, Verbatim
 from e2a_gateway.signing.magic_links import Action, TokenError, TokenExpired, link_key, verify_token
 from e2a_gateway.storage.base import (
@@ -165,14 +166,8 @@ async def _review(
             "conflict", f"message is {exc}, not pending_approval; nothing was changed"
         ) from None
     except RecipientsSuppressed as exc:
-        listed = ", ".join(exc.addresses)
-        raise Unprocessable(
-            "recipient_suppressed",
-            f"not approved: {listed} is on the suppression list (a hard bounce, or added by "
-            "hand); the message stays held. Remove the address from its recipients, or lift "
-            f"the suppression (DELETE /v1/account/suppressions/{exc.addresses[0]}?confirm="
-            "DELETE), and approve again",
-        ) from None
+        refused = "not approved (the message stays held)"
+        raise suppressed_refusal(exc.addresses, refused, ", and approve again") from None
     if message is None:
         raise NotFound.of("message")
     return message

@@ -37,6 +37,7 @@ from e2a_gateway.operations.drafts import (
     checked_mailbox,
     checked_text,
     fits_header,
+    suppressed_refusal,
     within_recipient_bound,
     within_size_bounds,
 )
@@ -47,7 +48,6 @@ from e2a_gateway.operations.errors import (
     NotFound,
     RateLimited,
     Undeliverable,
-    Unprocessable,
 )
 from e2a_gateway.operations.requests import RequestBody, Verbatim
 from e2a_gateway.outbound.gate import outbound_verdict
@@ -226,13 +226,7 @@ async def _refuse_suppressed(gateway: Gateway, agent: Agent, recipients: list[st
     addresses = list(dict.fromkeys(address.strip().lower() for address in recipients))
     suppressed = await gateway.storage.suppressed_among(agent.user_id, agent.email, addresses)
     if suppressed:
-        listed = ", ".join(suppressed)
-        raise Unprocessable(
-            "recipient_suppressed",
-            f"not sent: {listed} is on the suppression list (a hard bounce, or added by hand); "
-            f"remove it from the recipients, or lift it with "
-            f"DELETE /v1/account/suppressions/{suppressed[0]}?confirm=DELETE",
-        )
+        raise suppressed_refusal(suppressed, "not sent")
 
 
 async def _method(gateway: Gateway, recipients: list[str]) -> Literal["smtp", "local"]:
