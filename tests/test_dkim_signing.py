@@ -10,7 +10,7 @@ from pathlib import Path
 import dkim
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from e2a_gateway.outbound.dkim_signing import DkimKeyError, DkimSigner
 
@@ -52,5 +52,25 @@ def test_a_missing_key_file_names_the_setting(tmp_path: Path) -> None:
 
 def test_a_file_that_is_not_a_key_names_the_setting(tmp_path: Path) -> None:
     (tmp_path / "dkim.pem").write_text("not a key\n")
-    with pytest.raises(DkimKeyError, match=r"^dkim\.private_key_path: .* is not a usable PEM"):
+    with pytest.raises(
+        DkimKeyError, match=r"^dkim\.private_key_path: .* is not a usable RSA private key in PEM"
+    ):
         DkimSigner("e2a", tmp_path / "dkim.pem")
+
+
+def test_an_ed25519_key_is_refused_saying_an_rsa_key_is_needed(tmp_path: Path) -> None:
+    key = ed25519.Ed25519PrivateKey.generate()
+    (tmp_path / "dkim.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with pytest.raises(DkimKeyError) as refused:
+        DkimSigner("e2a", tmp_path / "dkim.pem")
+    message = str(refused.value)
+    assert message.startswith("dkim.private_key_path: ")
+    assert "is not a usable RSA private key in PEM" in message
+    assert "Ed25519" not in message  # never claims a key type it cannot use
+    assert "openssl genrsa" in message

@@ -17,7 +17,9 @@ class DkimKeyError(ConfigError):
 
 class DkimSigner:
     """Signs outbound mail with the deployment's key (`dkim.selector`,
-    `dkim.private_key_path`) for the sending agent's domain."""
+    `dkim.private_key_path`) for the sending agent's domain. The key is RSA: an ed25519-sha256
+    signature alone (RFC 8463) fails at every receiver that does not know the algorithm, and
+    RFC 8463 asks for an RSA signature beside it."""
 
     def __init__(self, selector: str, private_key_path: Path) -> None:
         try:
@@ -31,8 +33,9 @@ class DkimSigner:
             self.sign(b"From: probe@example.invalid\r\n\r\nprobe\r\n", "example.invalid")
         except dkimpy().DKIMException as exc:
             raise DkimKeyError(
-                f"dkim.private_key_path: {private_key_path} is not a usable PEM RSA or "
-                f"Ed25519 private key: {exc}"
+                f"dkim.private_key_path: {private_key_path} is not a usable RSA private key "
+                f"in PEM (PKCS#1 or PKCS#8; `openssl genrsa -out dkim.pem 2048` makes one): "
+                f"{exc}"
             ) from None
 
     def sign(self, raw: bytes, domain: str) -> bytes:
