@@ -12,7 +12,7 @@ from typing import Any, get_args, get_type_hints
 
 import pytest
 
-from e2a_gateway.storage import base, vocabulary
+from e2a_gateway.storage import base, redacted_url, vocabulary
 from e2a_gateway.storage.postgres import PostgresStorage
 from e2a_gateway.storage.sql.dialect import POSTGRES, SQLITE
 from e2a_gateway.storage.sql.store import SqlStorage
@@ -41,6 +41,20 @@ ROLES = (
     base.Suppressions,
     base.Templates,
 )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("sqlite:///./e2a.db", "sqlite:///./e2a.db"),
+        ("sqlite:////var/lib/e2a/e2a.db", "sqlite:////var/lib/e2a/e2a.db"),
+        ("postgresql://e2a:s3cret@db.internal:5432/mail", "postgresql://e2a@db.internal:5432/mail"),
+        ("postgresql://e2a@[::1]/mail?password=s3cret", "postgresql://e2a@[::1]/mail"),
+        ("postgresql:///mail?host=/run/postgresql&password=s3cret", "postgresql:///mail"),
+    ],
+)
+def test_a_database_url_is_shown_as_given_but_for_its_password(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown
 
 
 def test_the_protocol_types_name_the_vocabulary_words() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from e2a_gateway.storage.announcements import CommitObserver
 from e2a_gateway.storage.base import Storage, StorageUnavailable
@@ -11,7 +11,8 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
 def redacted_url(url: str) -> str:
-    """`url` without its password (and without query parameters that could carry one)."""
+    """`url` without its password (and without query parameters that could carry one); a URL
+    with no host part keeps its form (`sqlite:///./e2a.db`, not `sqlite:/./e2a.db`)."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -21,7 +22,7 @@ def redacted_url(url: str) -> str:
     user = f"{parts.username}@" if parts.username else ""
     if ":" in host:
         host = f"[{host}]"
-    return urlunsplit((parts.scheme, f"{user}{host}{port}", parts.path, "", ""))
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
 def open_storage(url: str, holder: str = "", on_commit: CommitObserver | None = None) -> Storage:
