@@ -260,9 +260,25 @@ def test_a_body_longer_than_its_l_length_is_not_taken() -> None:
     assert "l=" in verdict.signatures[0].reason
 
 
-def test_unparsable_header_is_permerror() -> None:
-    verdict = verify_dkim(FixtureResolver(), b"this is not a header\r\n\r\nbody\r\n")
+def test_a_signed_message_whose_header_cannot_be_parsed_is_permerror() -> None:
+    key = rsa_key("example.com")
+    signed = key.sign(MESSAGE)
+    broken = signed.replace(b"\r\n\r\n", b"\r\nthis is not a header\r\n\r\n", 1)
+    verdict = verify_dkim(FixtureResolver.from_zone(key.zone()), broken)
     assert (verdict.result, verdict.signatures) == ("permerror", ())
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"X-Mailer : Outlook 1.0\r\n", b"this is not a header\r\n"],
+    ids=["obsolete-syntax", "garbage"],
+)
+def test_an_unsigned_message_is_none_whatever_its_header_holds(header: bytes) -> None:
+    """RFC 5322 section 4.5.3 still lets a field name be followed by spaces before its colon;
+    dkimpy refuses to parse such a header, but a message with no signature is `none`."""
+    message = b"From: a@example.org\r\n" + header + b"Subject: hi\r\n\r\nbody\r\n"
+    verdict = verify_dkim(FixtureResolver(), message)
+    assert (verdict.result, verdict.signatures) == ("none", ())
 
 
 def test_one_passing_signature_among_failures_passes() -> None:

@@ -51,10 +51,15 @@ class DkimVerdict:
 def verify_dkim(resolver: Resolver, message: bytes) -> DkimVerdict:
     """Verify the message's DKIM signatures (at most MAX_SIGNATURES, topmost first).
 
-    `none` when the message has no signature; `permerror` when its header cannot be parsed.
+    `none` when the message has no signature, whatever else its header holds (a field in
+    RFC 5322's obsolete syntax, `X-Mailer : …`, which dkimpy cannot parse, among them);
+    `permerror` when a signed message's header cannot be parsed.
     """
+    headers_part = header_section(message)
+    if b"dkim-signature" not in headers_part.lower():
+        return DkimVerdict("none", ())
     dkim = dkimpy()
-    verifier = _parsed(dkim.DKIM, _needed_part(message, b"dkim-signature:"))
+    verifier = _parsed(dkim.DKIM, message)
     if verifier is None:
         return DkimVerdict("permerror", ())
     headers = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
