@@ -4,6 +4,9 @@ A send answers 202 while the message is held for approval; 422 `send_failed` whe
 refused for good while the operation waited for its hand-off; else 200 `sent`, as e2a 2.x
 clients expect (operations.sending says how long it waits, docs/api.md why `sent`). `/send`
 honours an Idempotency-Key as `/v1`'s sendMessage does, so a retried send is made once.
+
+A message stored as `bounced` (a state `/v1` has and the contract's `/api/v1` does not) shows
+here as `failed`, its `error` saying why, and is listed with `status=failed`.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from quart import Blueprint, request
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.requests import read_body
 from e2a_gateway.api.v1.idempotent import idempotent
-from e2a_gateway.operations import reviews, sending
+from e2a_gateway.operations import lifecycle, reviews, sending
 from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.errors import Invalid
 from e2a_gateway.operations.reviews import ApproveBody, RejectBody
 from e2a_gateway.operations.sending import ReplyBody, SendBody
+from e2a_gateway.storage.base import OutboundMessage
+from e2a_gateway.storage.vocabulary import BOUNCED, FAILED
 from e2a_gateway.web.context import current_gateway
 from e2a_gateway.web.views import outbound_view, submission_answer
 
@@ -55,21 +61,40 @@ async def send_test(caller: Caller, email: str) -> tuple[dict[str, Any], int]:
 @blueprint.get("/messages")
 @requires_caller
 async def list_outbound(caller: Caller) -> dict[str, Any]:
-    """GET /messages?status=&agent=: the review queue by default."""
-    messages = await reviews.outbound_messages(
-        current_gateway(),
-        caller,
-        request.args.get("status", "pending_approval"),
-        request.args.get("agent"),
-    )
-    return {"messages": [outbound_view(message) for message in messages]}
+    """GET /messages?status=&agent=: the review queue by default; `failed` lists bounced
+    mail too."""
+    gateway = current_gateway()
+    status = request.args.get("status", "pending_approval")
+    agent = request.args.get("agent")
+    if status == BOUNCED:
+        states = ", ".join(state for state in lifecycle.STATES if state != BOUNCED)
+        raise Invalid("invalid_request", f"status must be one of {states} (failed: bounced too)")
+    messages = await reviews.outbound_messages(gateway, caller, status, agent)
+    if status == FAILED:
+        bounced = await reviews.outbound_messages(gateway, caller, BOUNCED, agent)
+        messages = sorted([*messages, *bounced], key=_listed_order)
+    return {"messages": [_seed_era_view(message) for message in messages]}
 
 
 @blueprint.get("/messages/<message_id>")
 @requires_caller
 async def get_outbound(caller: Caller, message_id: str) -> dict[str, Any]:
     """GET /messages/{id}."""
-    return outbound_view(await reviews.outbound_message(current_gateway(), caller, message_id))
+    return _seed_era_view(await reviews.outbound_message(current_gateway(), caller, message_id))
+
+
+def _seed_era_view(message: OutboundMessage) -> dict[str, Any]:
+    """The Outbound object in the contract's states: `bounced` reads as `failed`."""
+    view = outbound_view(message)
+    if view["status"] == BOUNCED:
+        view["status"] = FAILED
+    return view
+
+
+def _listed_order(message: OutboundMessage) -> tuple[float, float]:
+    """Where storage lists a message: soonest deadline (or oldest) first."""
+    first = message.approval_expires_at
+    return (first if first is not None else message.created_epoch, message.created_epoch)
 
 
 @blueprint.post("/messages/<message_id>/approve")
