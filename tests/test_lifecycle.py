@@ -96,7 +96,7 @@ def test_who_may_act_on_which_state() -> None:
     assert [state for state in STATES if awaits_review(state)] == ["pending_approval"]
     assert {"queued", "expired_approved"} == AWAITING_HAND_OFF
     assert (initial_state(True), initial_state(False)) == ("pending_approval", "queued")
-    assert {"queued", "failed", "expired_approved", "expired_rejected", "bounced"} == (
+    assert {"queued", "sent", "failed", "expired_approved", "expired_rejected", "bounced"} == (
         lifecycle.SEND_ERROR_SHOWN
     )
 

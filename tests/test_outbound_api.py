@@ -317,6 +317,34 @@ async def test_agent_to_agent_conversation_round_trip(make_account: Any) -> None
     assert original["status"] == "sent" and "body_text" not in original
 
 
+async def test_a_send_that_reached_only_some_recipients_names_the_others(
+    make_account: Any,
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    a = await agent(alice, "partly-a")
+    b = await agent(alice, "partly-b")
+
+    # b is an agent here; nobody beyond this deployment can be reached (no outbound_smtp).
+    sent = await alice.http.post(
+        "/api/v1/send",
+        json={"from": a, "to": [b, "dave@example.org"], "subject": "Both?", "body": "Hi."},
+    )
+    assert sent.status_code == 200 and sent.json()["status"] == "sent", sent.text
+
+    view = (await alice.http.get(f"/api/v1/messages/{sent.json()['message_id']}")).json()
+    assert view["status"] == "sent" and view["sent_at"]
+    assert "dave@example.org" in view["error"] and "outbound_smtp" in view["error"]
+    assert b not in view["error"]
+    (arrived,) = (await alice.http.get(agent_path(b, "/messages"))).json()["messages"]
+    assert arrived["subject"] == "Both?"
+
+    whole = await alice.http.post(
+        "/api/v1/send", json={"from": a, "to": [b], "subject": "Only b", "body": "Hi."}
+    )
+    view = (await alice.http.get(f"/api/v1/messages/{whole.json()['message_id']}")).json()
+    assert view["status"] == "sent" and "error" not in view
+
+
 async def test_send_is_made_once_per_idempotency_key(
     make_account: Any, running: RunningGateway
 ) -> None:

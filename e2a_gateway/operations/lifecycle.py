@@ -95,10 +95,11 @@ AWAITING_HAND_OFF: frozenset[OutboundStatus] = frozenset(
 hand it off."""
 
 SEND_ERROR_SHOWN: frozenset[OutboundStatus] = frozenset(
-    {QUEUED, FAILED, EXPIRED_APPROVED, EXPIRED_REJECTED, BOUNCED}
+    {QUEUED, SENT, FAILED, EXPIRED_APPROVED, EXPIRED_REJECTED, BOUNCED}
 )
-"""States in which the last hand-off error explains the state: a retry pending (or, once
-handed on, the recipients that refused), a failure, an auto-approval that could not be sent."""
+"""States in which the last hand-off error explains the state: a retry pending, the recipients
+that refused a message handed on to the others, a failure, an auto-approval that could not be
+sent."""
 
 
 class TransitionRefused(Exception):
