@@ -21,7 +21,7 @@ import pytest
 import trio
 
 from e2a_gateway.app import RunningGateway
-from e2a_gateway.clock import format_timestamp
+from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.config import Settings
 from e2a_gateway.ids import new_id
 from e2a_gateway.mailauth.resolver import FixtureResolver
@@ -122,6 +122,36 @@ async def test_a_200_delivers_once_with_the_signed_body_and_headers(
     clock.now += 2 * DELIVERY_WINDOW
     assert await worker.deliver_due(clock.now) == 0
     assert len(receiver.requests) == 1
+
+
+async def signed_at(account: Account) -> dict[str, str | None]:
+    """Each signing secret's `last_signed_at`, by name."""
+    listed = await account.http.get("/api/v1/users/me/signing-secrets")
+    return {secret["name"]: secret["last_signed_at"] for secret in listed.json()["secrets"]}
+
+
+async def test_last_signed_at_says_when_a_secret_last_signed_a_delivery(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+) -> None:
+    receiver.reply = answer_in_turn(Answer(500), Answer(200))
+    agent = await create_agent(alice, "stamped", receiver.url)
+    assert await signed_at(alice) == {"default": None}
+
+    await accept_at(quiet, clock, agent)
+    (stamp,) = (await signed_at(alice)).values()
+    assert stamp is not None and abs(parse_timestamp(stamp).timestamp() - clock.now) <= 2
+
+    # Deliveries after a rotation are signed with the new secret; the old one keeps its time.
+    await new_signing_secret(alice)
+    assert await worker.deliver_due(clock.now) == 1
+    assert await signed_at(alice) == {"test": format_timestamp(clock.now), "default": stamp}
+    clock.now += 3600
+    assert await worker.deliver_due(clock.now) == 1
+    assert await signed_at(alice) == {"test": format_timestamp(clock.now), "default": stamp}
 
 
 async def test_a_500_is_retried_with_doubling_backoff_until_delivered(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from e2a_gateway.clock import format_timestamp, utc_now
@@ -51,6 +52,33 @@ def _live_key(tx: Transaction) -> str:
         "WHERE k.key_hash = ? AND k.revoked_at IS NULL "
         f"AND (k.expires_at IS NULL OR k.expires_at > {tx.dialect.utc_now}) "
         f"AND (k.scope = '{ACCOUNT_SCOPE}' OR a.id IS NOT NULL)"
+    )
+
+
+SIGNED_STAMP_SECONDS = 60
+"""How stale a signing secret's `last_signed_at` may get before a signature renews it: mail
+arriving in a stream rewrites the row once a minute, not once a message."""
+
+
+def mark_signed(tx: Transaction, signings: Iterable[tuple[str, float]]) -> None:
+    """Inside `tx`: record in the newest signing secret of each user that it signed a delivery
+    at the given time (user id, epoch seconds), unless it already says so to the minute."""
+    latest: dict[str, float] = {}
+    for user_id, when in signings:
+        latest[user_id] = max(when, latest.get(user_id, when))
+    tx.executemany(
+        "UPDATE signing_secrets SET last_signed_at = ? WHERE user_id = ? AND seq = "
+        "(SELECT max(seq) FROM signing_secrets WHERE user_id = ?) "
+        "AND (last_signed_at IS NULL OR last_signed_at < ?)",
+        [
+            (
+                format_timestamp(when),
+                user_id,
+                user_id,
+                format_timestamp(when - SIGNED_STAMP_SECONDS),
+            )
+            for user_id, when in sorted(latest.items())
+        ],
     )
 
 

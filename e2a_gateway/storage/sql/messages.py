@@ -53,6 +53,7 @@ from e2a_gateway.storage.rows import (
     raw_messages_of,
     value_marks,
 )
+from e2a_gateway.storage.sql.accounts import mark_signed
 from e2a_gateway.storage.sql.agent_order import page_in_order
 from e2a_gateway.storage.sql.agents import agent_row, owned_agent_answer
 from e2a_gateway.storage.sql.events import record_events
@@ -145,6 +146,7 @@ def _store(
             tx.announce(MessageStored(agent_id, message))
         events.append(received.of_copy(user_id, message, now))
     record_events(tx, events)
+    mark_signed(tx, ((owners[message.agent_email][0], now) for message in messages))
 
 
 def _copies_by_content(

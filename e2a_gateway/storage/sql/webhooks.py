@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.storage.base import FinishedAttempt, Job, WebhookAttempt, WebhookDelivery
 from e2a_gateway.storage.rows import (
     MESSAGE_COLUMNS,
@@ -21,6 +22,7 @@ from e2a_gateway.storage.rows import (
     jobs_within_room,
     retry_params,
 )
+from e2a_gateway.storage.sql.accounts import mark_signed
 from e2a_gateway.storage.sql.jobs import current_leases, lease
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -51,6 +53,20 @@ def _record_attempts(tx: Transaction, finished: list[FinishedAttempt]) -> None:
         "UPDATE jobs SET run_at = ?, attempts = ?, locked_until = NULL WHERE id = ?",
         retry_params(finished),
     )
+    answered = [item.message_id for item in finished if item.attempt.status_code is not None]
+    if answered:
+        owners = tx.all(
+            f"SELECT id, user_id FROM messages WHERE {tx.dialect.in_list('id', 'text')}",
+            (tx.dialect.list_param(answered),),
+        )
+        signed_at = {item.message_id: item.attempt.attempted_at for item in finished}
+        mark_signed(
+            tx,
+            (
+                (user_id, parse_timestamp(signed_at[message_id]).timestamp())
+                for message_id, user_id in owners
+            ),
+        )
     done = done_job_ids(finished)
     if done:
         tx.execute(
