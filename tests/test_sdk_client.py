@@ -582,9 +582,15 @@ def test_parse_webhook_accepts_gateway_bodies_and_refuses_forgeries(live: LiveGa
         raw = base64.b64decode(payload["raw_message"])
         forged_raw = base64.b64encode(raw.replace(b"Plain words", b"Other words")).decode()
         forged_claim = {**payload["auth_headers"], "X-E2A-Auth-Sender": "ceo@example.org"}
+        hash_hex = payload["auth_headers"]["X-E2A-Auth-Body-Hash"]
+        non_ascii_hash = {**payload["auth_headers"], "X-E2A-Auth-Body-Hash": hash_hex[:-1] + "é"}
+        non_ascii_signature = {**payload["auth_headers"], "X-E2A-Auth-Signature": "é" * 64}
         refused: dict[str, bytes | str] = {
             "forged body": json.dumps({**payload, "raw_message": forged_raw}),
             "forged claim": json.dumps({**payload, "auth_headers": forged_claim}),
+            "non-ASCII body hash": json.dumps({**payload, "auth_headers": non_ascii_hash}),
+            "non-ASCII signature": json.dumps({**payload, "auth_headers": non_ascii_signature}),
+            "headers not an object": json.dumps({**payload, "auth_headers": [forged_claim]}),
             "six minutes old": sign(secret=secret, now=now - 360),
             "a minute ahead": sign(secret=secret, now=now + 60),
         }

@@ -160,7 +160,8 @@ class _GatedEmail:
         self._payload = payload
         self._raw_message = decode_raw_message(payload.get("raw_message"))
         self._body = parse_raw_email(self._raw_message) if self._raw_message else ParsedBody()
-        self._auth = AuthHeaders.from_headers(payload.get("auth_headers") or {})
+        headers = payload.get("auth_headers")
+        self._auth = AuthHeaders.from_headers(headers if isinstance(headers, dict) else {})
         self._verified = trusted
 
     # Always readable: the inputs of verification and its state.

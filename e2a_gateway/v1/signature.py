@@ -81,6 +81,12 @@ def _timestamp_seconds(value: str) -> float | None:
     return moment.timestamp()
 
 
+def _same(received: str, expected: str) -> bool:
+    """Constant-time equality of a received header value and the expected hex; False, not a
+    TypeError, for a received value that is not ASCII (a forged header may hold anything)."""
+    return hmac.compare_digest(received.encode("utf-8"), expected.encode("ascii"))
+
+
 def verify_auth_headers(
     auth: AuthHeaders, raw_message: bytes, secret: str, now: float | None = None
 ) -> bool:
@@ -88,12 +94,12 @@ def verify_auth_headers(
     timestamp is at most 5 minutes old and at most 30 s in the future."""
     if not auth.signature or not secret:
         return False
-    if not hmac.compare_digest(auth.body_hash, hashlib.sha256(raw_message).hexdigest()):
+    if not _same(auth.body_hash, hashlib.sha256(raw_message).hexdigest()):
         return False
     expected = hmac.new(
         secret.encode("ascii", "replace"), auth.canonical_string().encode("utf-8"), hashlib.sha256
     ).hexdigest()
-    if not hmac.compare_digest(auth.signature, expected):
+    if not _same(auth.signature, expected):
         return False
     signed_at = _timestamp_seconds(auth.timestamp)
     if signed_at is None:
