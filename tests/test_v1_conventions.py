@@ -90,6 +90,33 @@ async def test_request_bodies_are_strict(make_account: Any) -> None:
     envelope(empty, 400, "invalid_request")
 
 
+async def test_a_field_sent_as_null_is_refused_not_read_as_left_out(
+    make_account: Any, running: RunningGateway
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    agent = await create_agent(alice, "nulls")
+    nameless = await alice.http.post(KEYS, json={"name": None})
+    error = envelope(nameless, 422, "invalid_request")
+    assert error["details"]["fields"] == [
+        {"location": "body.name", "message": "null is not allowed; leave the field out"}
+    ]
+    send = {"to": ["bob@example.org"], "subject": "s", "text": "t", "html": None}
+    refused = await alice.http.post(f"/v1/agents/{agent}/messages", json=send)
+    assert envelope(refused, 422, "invalid_request")["details"]["fields"][0]["location"] == (
+        "body.html"
+    )
+    template = {"name": "T", "subject": "s", "text": "t", "html": "<p>h</p>"}
+    created = await alice.http.post("/v1/templates", json=template)
+    assert created.status_code == 201, created.text
+    path = f"/v1/templates/{created.json()['id']}"
+    envelope(await alice.http.patch(path, json={"html": None}), 422, "invalid_request")
+    assert (await alice.http.get(path)).json()["html"] == "<p>h</p>"
+    validate = {"subject": "s", "text": "t", "html": None}
+    envelope(await alice.http.post("/v1/templates/validate", json=validate), 422, "invalid_request")
+    free_form = {"subject": "{{a}}", "text": "t", "test_data": {"a": None}}
+    assert (await alice.http.post("/v1/templates/validate", json=free_form)).status_code == 200
+
+
 @pytest.mark.parametrize("limit", ["0", "101", "x", "1.5"])
 async def test_a_page_limit_is_1_to_100(make_account: Any, limit: str) -> None:
     alice: Account = await make_account("alice@example.com")

@@ -1,7 +1,7 @@
 """What a `/v1` request brings, validated as e2a validates it: a JSON body against a strict
 model (a malformed body, or one holding a value no request may carry, is 400, a body breaking
-the schema — an unknown field, a wrong type — 422, both `invalid_request` naming each field),
-and query parameters against their model."""
+the schema — an unknown field, a wrong type, a `null` — 422, both `invalid_request` naming each
+field), and query parameters against their model."""
 
 from __future__ import annotations
 
@@ -43,10 +43,23 @@ async def read_json(
         raise invalid(400, str(exc), (exc.location, exc.problem)) from None
     except NotAJsonObject as exc:
         raise invalid(400, str(exc), ("body", str(exc))) from None
+    refuse_nulls(data)
     body = validated(model, data, "body")
     if numbers_as_written is not None:
         body = with_numbers_as_written(body, numbers_as_written, raw)
     return body
+
+
+def refuse_nulls(data: dict[str, Any]) -> None:
+    """422 `invalid_request` naming each field of the body sent as `null`: none of e2a's request
+    schemas lets a field be null (an optional one is left out), so a `null` is refused as e2a
+    refuses it, never read as the field left out (which, in a change, would keep what the
+    sender may have meant to clear)."""
+    nulls = [f"body.{name}" for name, value in data.items() if value is None]
+    if nulls:
+        fields = [(location, "null is not allowed; leave the field out") for location in nulls]
+        message = "; ".join(f"{location}: {text}" for location, text in fields)
+        raise V1Error(422, "invalid_request", message, field_errors(*fields))
 
 
 def with_numbers_as_written(body: Model, name: str, document: bytes) -> Model:
