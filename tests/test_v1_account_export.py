@@ -64,6 +64,9 @@ async def test_the_export_holds_suppressions_webhooks_and_events_and_no_secret(
     assert response.status_code == 200, response.text
     export = response.json()
     conforms(export, "UserExport")
+    assert response.headers["Content-Disposition"] == (
+        f'attachment; filename="e2a-export-{export["user"]["id"]}.json"'
+    )
     (suppression,) = export["suppressions"]
     conforms(suppression, "SuppressionExportEntry")
     assert suppression["address"] == "eve@example.org" and suppression["agent_email"] == bot

@@ -91,11 +91,14 @@ async def account_view(gateway: Gateway, caller: Caller) -> dict[str, Any]:
 
 @blueprint.get("/account/export")
 @requires_caller
-async def export_account(caller: Caller) -> dict[str, Any]:
+async def export_account(caller: Caller) -> tuple[dict[str, Any], int, dict[str, str]]:
     """exportAccount: everything stored about the account (account keys only), in e2a's
-    export envelope; the records keep what `/api/v1`'s export shows under e2a's names."""
+    export envelope; the records keep what `/api/v1`'s export shows under e2a's names. Offered
+    as a download named as e2a names it, `e2a-export-<user id>.json`."""
     exported = await account.export_account(current_gateway(), caller)
-    return export_view(exported, caller.user_id, current_gateway().settings.shared_domain)
+    view = export_view(exported, caller.user_id, current_gateway().settings.shared_domain)
+    disposition = f'attachment; filename="e2a-export-{caller.user_id}.json"'
+    return view, 200, {"Content-Disposition": disposition}
 
 
 @blueprint.delete("/account")
