@@ -1,7 +1,7 @@
 """An agent's own suppression list on `/v1` (listAgentSuppressions, createAgentSuppression,
 deleteAgentSuppression): account keys manage it; an agent key, even the agent's own, gets 403
 and changes nothing (an agent never lifts a block on its own sending); a bad address is 400
-`invalid_request`."""
+`invalid_request`; a new block is told once as the beta event `agent.suppression_added`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import httpx
 from e2a_gateway.app import RunningGateway
 from tests.conftest import Account
 from tests.delivery_support import create_agent
-from tests.test_v1_reviews import agent_key
+from tests.test_v1_reviews import agent_key, conforms
 
 
 def suppressions_path(agent: str, address: str = "") -> str:
@@ -69,3 +69,25 @@ async def test_only_account_keys_manage_an_agents_suppressions(
         "address": "blocked@example.org",
     }
     assert await listed(owner.http, bot) == []
+
+
+async def test_a_new_block_is_told_once_as_agent_suppression_added(make_account: Any) -> None:
+    owner: Account = await make_account("owner@example.com")
+    bot = await create_agent(owner, "bot")
+    hook = await owner.http.post(
+        "/v1/webhooks",
+        json={"url": "https://hooks.example.org/e2a", "events": ["agent.suppression_added"]},
+    )
+    assert hook.status_code == 201, hook.text
+    for _ in range(2):  # adding it again changes nothing, and tells nothing
+        added = await owner.http.post(suppressions_path(bot), json={"address": "Gone@Example.org"})
+        assert added.status_code == 200, added.text
+
+    logged = await owner.http.get("/v1/events", params={"type": "agent.suppression_added"})
+    (event,) = logged.json()["items"]
+    conforms(event, "EventView")
+    conforms(event["data"], "AgentSuppressionAddedData")
+    assert event["data"] == {"agent_email": bot, "address": "gone@example.org", "source": "manual"}
+    assert event["agent_email"] == bot
+    deliveries = await owner.http.get(f"/v1/webhooks/{hook.json()['id']}/deliveries")
+    assert [item["type"] for item in deliveries.json()["items"]] == ["agent.suppression_added"]

@@ -1514,7 +1514,7 @@ class Suppressions(Protocol):
         self, user_id: str, agent_email: str | None, address: str, reason: str | None, now: float
     ) -> Suppression:
         """Suppress `address` for the agent (or the account), by hand; the existing row when it
-        already is."""
+        already is. An agent's new suppression logs `agent.suppression_added` with it."""
         ...
 
     async def delete_suppression(self, user_id: str, agent_email: str | None, address: str) -> bool:

@@ -2,7 +2,8 @@
 outbound message it names (its events, the account's suppression of a hard-bounced address, the
 message's `bounced` state) in one transaction, and so is a complaint (its event, once, and the
 account's suppression of the address that complained); suppressions are listed, added and lifted per
-account or per agent, and a send asks which of its recipients are suppressed.
+account or per agent (an agent's new one logged as `agent.suppression_added`), and a send asks
+which of its recipients are suppressed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import (
+    AGENT_SUPPRESSION_ADDED,
     EMAIL_BOUNCED,
     EMAIL_COMPLAINED,
     SUPPRESSION_ADDED,
@@ -266,11 +268,22 @@ class SuppressionsSql(Runner):
     async def add_suppression(
         self, user_id: str, agent_email: str | None, address: str, reason: str | None, now: float
     ) -> Suppression:
-        """Suppress `address` by hand (an existing suppression is returned as it is)."""
+        """Suppress `address` by hand (an existing suppression is returned as it is); an
+        agent's new suppression is told as `agent.suppression_added`, once."""
         scope = agent_email or EVERY_AGENT
 
         def add(tx: Transaction) -> Suppression:
-            _suppress(tx, user_id, scope, address, SUPPRESSED_BY_HAND, reason, None, now)
+            added = _suppress(tx, user_id, scope, address, SUPPRESSED_BY_HAND, reason, None, now)
+            if added and agent_email:
+                data = {
+                    "agent_email": agent_email,
+                    "address": address,
+                    "source": SUPPRESSED_BY_HAND,
+                }
+                event = new_event(
+                    user_id, AGENT_SUPPRESSION_ADDED, data, now, agent_email=agent_email
+                )
+                record_events(tx, [event])
             row = tx.one(
                 f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE user_id = ? "
                 "AND agent_email = ? AND address = ?",
