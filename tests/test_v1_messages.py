@@ -571,3 +571,31 @@ async def test_get_conversation_lists_every_message_and_checks_the_id(
 def test_a_download_names_its_file_in_utf8_and_ascii(filename: str | None, header: str) -> None:
     meta = Attachment(filename, "text/plain", 1, None)
     assert _disposition(meta) == header
+
+
+async def test_a_reply_to_mail_never_sent_waits_only_while_it_may_still_be_sent(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    held = await create_agent(alice, "held")
+    await hitl_on(alice, held)
+    draft = {"to": ["carol@example.org"], "subject": "Plan", "text": "Draft."}
+    pending = await alice.http.post(v1_path(held), json=draft)
+    assert pending.json()["status"] == "pending_review", pending.text
+    pending_id = pending.json()["message_id"]
+    early = await alice.http.post(v1_path(held, f"/{pending_id}/reply"), json={"text": "More."})
+    assert early.status_code == 409, early.text
+    assert early.json()["error"]["code"] == "message_not_yet_delivered"
+    rejected = await alice.http.post(f"/v1/reviews/{pending_id}/reject", json={})
+    assert rejected.status_code == 200, rejected.text
+    # no relay is configured: mail beyond the deployment fails at once, and never goes out
+    failed = await alice.http.post(v1_path(bot, "?wait=sent"), json=draft)
+    assert failed.json()["status"] == "failed", failed.text
+
+    for agent, original in ((held, pending_id), (bot, failed.json()["message_id"])):
+        reply = await alice.http.post(v1_path(agent, f"/{original}/reply"), json={"text": "Again."})
+        assert reply.status_code in (200, 202), reply.text
+        stored = await running.gateway.storage.get_outbound(None, reply.json()["message_id"])
+        assert stored is not None and stored.to == ["carol@example.org"]
+        assert stored.subject == "Re: Plan" and stored.in_reply_to is None

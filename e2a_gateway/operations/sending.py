@@ -54,7 +54,7 @@ from e2a_gateway.outbound.gate import outbound_verdict
 from e2a_gateway.outbound.mime import header_text, reply_subject
 from e2a_gateway.outbound.mime import new_message_id as rfc_message_id
 from e2a_gateway.storage.base import Agent, InboundMessage, OutboundMessage, OutboundStatus
-from e2a_gateway.storage.vocabulary import BOUNCED, FAILED, QUEUED, SENT
+from e2a_gateway.storage.vocabulary import BOUNCED, FAILED, QUEUED, SENT, TERMINAL_STATUSES
 
 SEND_WAIT_SECONDS = 5.0
 SEND_POLL_SECONDS = 0.05
@@ -483,13 +483,19 @@ async def reply_to_message(
 ) -> Submission:
     """An answer to a live message of the caller's agent at `email`, threaded onto it: to the
     sender of mail it received (Reply-To, else From), to the recipients of mail it sent (which
-    must have been handed on: it has no Message-ID to thread onto before). `reply_all` adds
-    the original's other recipients; `quote_history` quotes the original's text beneath."""
+    must have been handed on while it still may be: it has no Message-ID to thread onto
+    before; one that never will be, failed or rejected, is answered without threading onto
+    it, as e2a answers it). `reply_all` adds the original's other recipients;
+    `quote_history` quotes the original's text beneath."""
     request.without_nul()
     agent = await owned_agent(gateway, caller, email)
     original = await _original(gateway, caller, agent, message_id)
-    unsent = isinstance(original, OutboundMessage) and original.sent_at is None
-    if unsent and original.status != SENT:
+    unsent = (
+        isinstance(original, OutboundMessage)
+        and original.sent_at is None
+        and original.status != SENT
+    )
+    if unsent and original.status not in TERMINAL_STATUSES:
         raise Conflict(
             "message_not_yet_delivered",
             f"message {message_id} has not been sent yet, so a reply has nothing to thread "
@@ -501,7 +507,7 @@ async def reply_to_message(
     if isinstance(original, OutboundMessage):
         to = checked_addresses("to", original.to, code=V1_BAD_RECIPIENT)
         others = original.cc if request.reply_all else []
-        in_reply_to: str | None = original.email_message_id
+        in_reply_to: str | None = None if unsent else original.email_message_id
         references = [*original.references]
         quoted, sender, when = original.body_text, original.agent_email, original.created_at
     else:
