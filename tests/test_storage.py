@@ -1894,6 +1894,32 @@ async def test_a_purge_passes_over_an_agent_being_restored(
     assert [message.id for message in page.messages] == ["msg_1"]
 
 
+async def test_replicas_suppressing_one_address_at_once_both_answer_it(
+    replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica A has added a suppression (not committed yet) when replica B adds the same one:
+    B waits for A and answers the suppression A added, rather than failing on the duplicate."""
+    first, second = replicas
+    alice = await add_user(first)
+    pause = PauseAfter(monkeypatch, "INSERT INTO suppressions")
+    added: dict[str, Any] = {}
+
+    async def add(name: str, store: Storage) -> None:
+        added[name] = await store.add_suppression(alice, None, "gone@example.org", name, 1.0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(add, "first", first)
+        try:
+            await pause.wait()
+            nursery.start_soon(add, "second", second)
+            await done_or_waiting_for_a_lock(postgres_db, lambda: "second" in added)
+        finally:
+            pause.resume()
+    assert added["first"] == added["second"]
+    assert added["second"].reason == "first"
+    assert run_sql(postgres_db, "SELECT count(*) FROM suppressions") == [(1,)]
+
+
 async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> None:
     alice = await add_user(storage, "alice@example.com")
     bob = await add_user(storage, "bob@example.com")

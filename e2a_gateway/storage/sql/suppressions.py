@@ -69,19 +69,15 @@ def _suppress(
     message_id: str | None,
     now: float,
 ) -> bool:
-    """Add the suppression unless it exists; True when it was added."""
-    existing = tx.first(
-        "SELECT seq FROM suppressions WHERE user_id = ? AND agent_email = ? AND address = ?",
-        (user_id, agent_email, address),
-    )
-    if existing is not None:
-        return False
-    tx.execute(
+    """Add the suppression unless it exists; True when it was added. One that another
+    replica is adding at the same moment is waited for and counts as existing."""
+    added = tx.execute(
         "INSERT INTO suppressions (user_id, agent_email, address, source, reason, "
-        "source_message_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "source_message_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (user_id, agent_email, address) DO NOTHING",
         (user_id, agent_email, address, source, reason, message_id, format_timestamp(now)),
-    )
-    return True
+    ).rowcount
+    return added == 1
 
 
 def suppressed_in(
