@@ -1752,6 +1752,29 @@ async def test_replicas_never_claim_the_same_job(replicas: tuple[Storage, Storag
     assert len(claimed) == len(set(claimed)) == 120
 
 
+async def test_connections_the_database_dropped_are_replaced_without_failing_a_call(
+    replicas: tuple[Storage, Storage], postgres_db: str
+) -> None:
+    """The database restarted (every session ended) while a replica's pooled connections sat
+    idle: the calls that come next still answer, each on a new connection, rather than fail
+    once for every connection the pool held."""
+    first, _ = replicas
+    alice = await add_user(first)
+    async with trio.open_nursery() as nursery:  # several connections, idle in the pool after
+        for _ in range(4):
+            nursery.start_soon(first.ping)
+    ended = run_sql(
+        postgres_db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    assert len(ended) >= 4
+    for _ in range(6):
+        await first.ping()
+        assert (await first.get_user(alice)) is not None
+    await first.add_suppression(alice, None, "gone@example.org", None, 1.0)
+
+
 async def test_replica_start_keeps_other_leases(replicas: tuple[Storage, Storage]) -> None:
     first, second = replicas
     alice = await add_user(first)

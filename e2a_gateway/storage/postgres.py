@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from typing import Any, TypeVar
 
@@ -114,9 +114,24 @@ def _translate_errors(display_url: str) -> Iterator[None]:
         raise StorageUnavailable(f"postgres ({display_url}): {exc}".strip()) from exc
 
 
-def _transact(connection: Connection, display_url: str, work: Callable[[Connection], T]) -> T:
-    """Run `work` in one transaction on `connection` (in a worker thread)."""
-    with _translate_errors(display_url), connection.transaction():
+class _Dropped(Exception):
+    """A pooled connection the server closed while it sat idle (the database restarted, or an
+    administrator or a proxy ended the session): its transaction could not begin, so nothing
+    ran on it, and the work may run on another connection."""
+
+
+def _transact(
+    connection: Connection, display_url: str, work: Callable[[Connection], T], reused: bool
+) -> T:
+    """Run `work` in one transaction on `connection` (in a worker thread); _Dropped when the
+    `reused` connection turns out broken before the transaction began."""
+    with _translate_errors(display_url), ExitStack() as transaction:
+        try:
+            transaction.enter_context(connection.transaction())
+        except psycopg.OperationalError as exc:
+            if reused and connection.broken:
+                raise _Dropped from exc
+            raise
         return work(connection)
 
 
@@ -196,18 +211,26 @@ class PostgresStorage(SqlStorage):
             self._idle.append(connection)
 
     async def _run(self, work: Callable[[Connection], T]) -> T:
-        """Run `work` in one transaction on a pooled connection, in a worker thread."""
+        """Run `work` in one transaction on a pooled connection, in a worker thread. Idle
+        connections the server dropped meanwhile (a restart of the database) are closed and
+        passed over, so the work runs once, on a live one."""
         if self._closed:
             raise StorageUnavailable(f"postgres ({self.display_url}): storage is closed")
         async with self._slots:
-            if self._idle:
-                connection = self._idle.pop()
-            else:
-                connection = await trio.to_thread.run_sync(self._connect)
-            try:
-                return await trio.to_thread.run_sync(_transact, connection, self.display_url, work)
-            finally:
-                self._give_back(connection)
+            while True:
+                reused = bool(self._idle)
+                if reused:
+                    connection = self._idle.pop()
+                else:
+                    connection = await trio.to_thread.run_sync(self._connect)
+                try:
+                    return await trio.to_thread.run_sync(
+                        _transact, connection, self.display_url, work, reused
+                    )
+                except _Dropped:
+                    continue  # closed below; the next idle one, or a new one, takes the work
+                finally:
+                    self._give_back(connection)
 
     async def _read(
         self,
