@@ -1807,6 +1807,66 @@ async def test_restarted_replica_frees_only_the_leases_held_under_its_name(
     assert held_by_second.id != held_by_first.id
 
 
+async def test_restarted_replica_frees_its_own_v1_webhook_deliveries_at_once(
+    replicas: tuple[Storage, Storage], postgres_db: str
+) -> None:
+    """`/v1` webhook deliveries a replica held when it crashed are free as soon as it starts
+    again (not only once their lease lapses); those another replica holds stay its own."""
+    first, second = replicas
+    alice = await add_user(first)
+    await _webhook_with_deliveries(first, alice, 2)
+    (held_by_first,) = await first.claim_subscriber_deliveries(10.0, 1, 60, {}, 16)
+    (held_by_second,) = await second.claim_subscriber_deliveries(10.0, 1, 60, {}, 16)
+    restarted = open_storage(postgres_db, "host-a/8080")  # replica A, back after a crash
+    try:
+        await restarted.release_leases()
+        (reclaimed,) = await restarted.claim_subscriber_deliveries(11.0, None, 60, {}, 16)
+    finally:
+        await restarted.close()
+    assert reclaimed.delivery.id == held_by_first.delivery.id
+    assert held_by_second.delivery.id != held_by_first.delivery.id
+
+
+async def test_a_restart_frees_the_v1_webhook_deliveries_held_before_it(storage_url: str) -> None:
+    """One process, crashed while it held `/v1` deliveries: started again, it sends them at
+    once rather than after their lease."""
+    store = open_storage(storage_url, "host-a")
+    await store.migrate()
+    alice = await add_user(store)
+    await _webhook_with_deliveries(store, alice, 1)
+    (held,) = await store.claim_subscriber_deliveries(10.0, None, 60, {}, 16)
+    await store.close()
+    restarted = open_storage(storage_url, "host-a")
+    try:
+        await restarted.release_leases()
+        (reclaimed,) = await restarted.claim_subscriber_deliveries(11.0, None, 60, {}, 16)
+    finally:
+        await restarted.close()
+    assert reclaimed.delivery.id == held.delivery.id
+
+
+async def _webhook_with_deliveries(storage: Storage, user_id: str, count: int) -> Webhook:
+    """A webhook `wh_1` of the user's with `count` test deliveries due at 10.0."""
+    webhook = Webhook(
+        id="wh_1",
+        user_id=user_id,
+        url="https://hooks.example.com/x",
+        description="",
+        events=["email.received"],
+        agent_emails=[],
+        conversation_ids=[],
+        enabled=True,
+        seed="seed",
+        created_at=NOW,
+    )
+    await storage.add_webhook(webhook, 20)
+    for index in range(count):
+        await storage.add_test_delivery(
+            user_id, webhook.id, f"evt_{index}", "email.received", b"{}", 10.0
+        )
+    return webhook
+
+
 PAUSE_SECONDS = 10.0
 
 

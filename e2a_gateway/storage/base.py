@@ -1363,9 +1363,9 @@ class JobQueueStore(Protocol):
     """The job queue in the database: leases claimed, finished, released, counted."""
 
     async def release_leases(self) -> None:
-        """At start-up, free the job leases a previous run of this replica held: every lease on
-        SQLite (one process works the queue), the ones stamped with this replica's name on
-        PostgreSQL (other replicas' leases stay)."""
+        """At start-up, free the leases a previous run of this replica held on jobs and on
+        `/v1` webhook deliveries: every lease on SQLite (one process works the queues), the
+        ones stamped with this replica's name on PostgreSQL (other replicas' leases stay)."""
         ...
 
     async def claim_jobs(

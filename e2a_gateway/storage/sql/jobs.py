@@ -18,6 +18,11 @@ from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 
 UNLEASE = "UPDATE jobs SET locked_until = NULL, locked_by = NULL"
+UNLEASE_DELIVERIES = (
+    "UPDATE webhook_deliveries SET locked_until = NULL, locked_by = NULL "
+    "WHERE locked_until IS NOT NULL"
+)
+"""Frees the leases of `/v1` webhook deliveries (claimed in `SubscribersSql`)."""
 
 K = TypeVar("K", int, str)
 
@@ -69,18 +74,24 @@ class JobsSql(Runner):
     """`JobQueueStore` in SQL (webhook jobs have their own claim, in `WebhooksSql`)."""
 
     async def release_leases(self) -> None:
-        """At start-up, free the leases a previous run of this process held: every lease under
-        a single writer (this process alone works the queue), else those stamped with this
-        replica's name, and only those (other replicas may hold live leases on this database).
+        """At start-up, free the leases a previous run of this process held on jobs and on
+        `/v1` webhook deliveries: every lease under a single writer (this process alone works
+        the queues), else those stamped with this replica's name, and only those (other
+        replicas may hold live leases on this database).
 
-        A crashed replica that does not come back holds its jobs until the leases expire; then
-        any replica claims them."""
-        if self.dialect.single_writer:
-            await self._write(lambda tx: tx.execute(UNLEASE))
-        elif self.holder:
-            await self._write(
-                lambda tx: tx.execute(f"{UNLEASE} WHERE locked_by = ?", (self.holder,))
-            )
+        A crashed replica that does not come back holds its work until the leases expire; then
+        any replica claims it."""
+
+        def release(tx: Transaction) -> None:
+            if self.dialect.single_writer:
+                tx.execute(UNLEASE)
+                tx.execute(UNLEASE_DELIVERIES)
+            else:
+                tx.execute(f"{UNLEASE} WHERE locked_by = ?", (self.holder,))
+                tx.execute(f"{UNLEASE_DELIVERIES} AND locked_by = ?", (self.holder,))
+
+        if self.dialect.single_writer or self.holder:
+            await self._write(release)
 
     async def claim_jobs(
         self, kind: str, now: float, limit: int, lease_seconds: float
