@@ -42,6 +42,7 @@ from e2a_gateway.storage.base import (
     Domain,
     EmailTemplate,
     EventFilter,
+    FiledMessage,
     FinishedAttempt,
     InUse,
     JobQueueState,
@@ -2001,6 +2002,52 @@ async def test_replicas_suppressing_one_address_at_once_both_answer_it(
     assert added["first"] == added["second"]
     assert added["second"].reason == "first"
     assert run_sql(postgres_db, "SELECT count(*) FROM suppressions") == [(1,)]
+
+
+async def test_a_walk_through_an_agents_mail_skips_nothing_sent_meanwhile(
+    replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica A is storing a message the agent sends (numbered, not committed yet) when
+    replica B stores mail it receives: a walk through its mail, oldest first, page by page,
+    never passes a message it has not shown (B waits for A, so mail commits in its order)."""
+    first, second = replicas
+    alice = await add_user(first)
+    await first.add_agent(make_agent(alice, "a@agents.test"))
+    pause = PauseAfter(monkeypatch, "INSERT INTO messages")
+    stored: list[str] = []
+    shown: list[FiledMessage] = []
+    oldest_first = MessageFilters(newest_first=False)
+
+    async def walk(after: int | None) -> int | None:
+        page = await second.filed_page(alice, "a@agents.test", oldest_first, 2, after)
+        shown.extend(page[:1])
+        return page[0].seq if len(page) > 1 else None
+
+    async def send() -> None:
+        await first.add_outbound(make_outbound(alice, "a@agents.test", "out_1", "queued"))
+        stored.append("out_1")
+
+    async def receive() -> None:
+        messages = [make_message(f"in_{n}", "a@agents.test") for n in (1, 2)]
+        await second.store_inbound(messages, 1.0)
+        stored.append("in")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        try:
+            await pause.wait()
+            monkeypatch.undo()
+            nursery.start_soon(receive)
+            await done_or_waiting_for_a_lock(postgres_db, lambda: "in" in stored)
+            position = await walk(None)
+        finally:
+            pause.resume()
+    while position is not None:
+        position = await walk(position)
+    walked = [message.id for message in shown]
+    assert walked == ["out_1", "in_1", "in_2"][: len(walked)]
+    every = await second.filed_page(alice, "a@agents.test", oldest_first, 10, None)
+    assert [message.id for message in every] == ["out_1", "in_1", "in_2"]
 
 
 async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> None:

@@ -3,8 +3,9 @@
 Raw bytes are stored once per distinct message (by SHA-256) in `raw_messages`, and what the
 copies of one message for several agents share once in `message_contents`, each copy a narrow
 row naming it (read back whole through the view `messages_with_content`); every query is
-scoped by the owner's `user_id` and the agent's address. Storing takes each recipient inbox's
-lock, so an agent's messages commit in `seq` order and a reader paging by `seq` skips none.
+scoped by the owner's `user_id` and the agent's address. Storing takes each recipient's mail
+lock (`mail_order`), so an agent's messages commit in `seq` order and a reader paging by `seq`
+skips none.
 """
 
 from __future__ import annotations
@@ -58,12 +59,11 @@ from e2a_gateway.storage.sql.agent_order import page_in_order
 from e2a_gateway.storage.sql.agents import agent_row, owned_agent_answer
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.jobs import add_job
+from e2a_gateway.storage.sql.mail_order import lock_agents_mail
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import CLOUD, INBOUND, READ, UNREAD, WEBHOOK_JOB
 
-AGENT_INBOX_LOCK = 0x653261
-"""The key space of the inbox locks: (AGENT_INBOX_LOCK, the agent's address)."""
 INBOUND_VALUES = value_marks(INBOUND_INSERT_COLUMNS)
 CONTENT_VALUES = value_marks(CONTENT_INSERT_COLUMNS)
 IN_INBOX = f"m.user_id = ? AND m.agent_email = ? AND m.direction = '{INBOUND}' AND m.hold IS NULL"
@@ -88,8 +88,7 @@ def _store(
     `email.flagged`, `email.blocked`).
     The copies of one message for many agents go in as one batch of rows."""
     recipients = sorted({message.agent_email for message in messages})
-    for agent_email in recipients:
-        tx.lock(agent_email, space=AGENT_INBOX_LOCK)
+    lock_agents_mail(tx, recipients)
     keep_locked = tx.dialect.insert_or_lock("digest")
     for digest in sorted(raw.distinct):
         tx.execute(

@@ -51,6 +51,7 @@ from e2a_gateway.storage.rows import (
 )
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.jobs import add_job, retry_job
+from e2a_gateway.storage.sql.mail_order import lock_agents_mail
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.suppressions import bounce_recorded, suppressed_in
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -353,9 +354,11 @@ class OutboundSql(Runner):
 
     async def add_outbound(self, message: OutboundMessage) -> None:
         """Insert an outbound message, and in the same commit its send job (queued) or its
-        approval-notice job (pending approval)."""
+        approval-notice job (pending approval); under the agent's mail lock, so it commits in
+        its place in the agent's mail."""
 
         def insert(tx: Transaction) -> None:
+            lock_agents_mail(tx, [message.agent_email])
             tx.execute(
                 f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
                 f"(?, ?, ?, '{OUTBOUND}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{{}}', '{{}}', "
