@@ -38,6 +38,7 @@ from e2a_gateway.storage.base import (
     AgentChanges,
     AlreadyExists,
     ApiKey,
+    ApprovalAnswer,
     ConversationClaim,
     Domain,
     EmailTemplate,
@@ -53,6 +54,7 @@ from e2a_gateway.storage.base import (
     OutboundEdits,
     OutboundMessage,
     RecipientsSuppressed,
+    ReplyToken,
     SendAttempt,
     SigningSecret,
     StatusFilter,
@@ -2048,6 +2050,40 @@ async def test_a_walk_through_an_agents_mail_skips_nothing_sent_meanwhile(
     assert walked == ["out_1", "in_1", "in_2"][: len(walked)]
     every = await second.filed_page(alice, "a@agents.test", oldest_first, 10, None)
     assert [message.id for message in every] == ["out_1", "in_1", "in_2"]
+
+
+async def test_replicas_each_hand_on_an_answer_of_their_own(
+    replicas: tuple[Storage, Storage],
+) -> None:
+    """Two answers about replies to one notice wait, each with its job; two replicas take one
+    job each at the same moment: each hands on its own answer (not both the oldest, leaving
+    the other answer without a job), and finishing leaves nothing behind."""
+    first, second = replicas
+    alice = await add_user(first)
+    await first.add_agent(make_agent(alice, "a@agents.test"))
+    await first.add_outbound(make_outbound(alice, "a@agents.test", "out_1", "pending_approval"))
+    await first.add_reply_token(ReplyToken("token", "out_1", "owner@example.com", "<n@x>", 1.0))
+    for text in (b"first answer", b"second answer"):
+        answer = ApprovalAnswer("out_1", "e2a@x", "owner@example.com", text)
+        assert await first.add_approval_answer(answer, "token", 5, 2.0)
+    jobs = [
+        *await first.claim_jobs("approval_answer", 3.0, 1, 60),
+        *await second.claim_jobs("approval_answer", 3.0, 1, 60),
+    ]
+    assert len({job.id for job in jobs}) == 2
+    taken = [
+        await store.next_approval_answer(job.message_id, job.id)
+        for store, job in zip((first, second), jobs, strict=True)
+    ]
+    assert sorted(answer.data for answer in taken if answer) == [
+        b"first answer",
+        b"second answer",
+    ]
+    for store, job, answer in zip((first, second), jobs, taken, strict=True):
+        assert answer is not None
+        await store.finish_approval_answer(job.id, answer.id)
+    assert await first.claim_jobs("approval_answer", 1e9, 10, 60) == []
+    assert await first.next_approval_answer("out_1", jobs[0].id) is None
 
 
 async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> None:

@@ -1350,8 +1350,10 @@ class ApprovalReplies(Protocol):
         job, in one commit, unless that token has had `limit` answers already (False)."""
         ...
 
-    async def next_approval_answer(self, message_id: str) -> ApprovalAnswer | None:
-        """The oldest answer about `message_id` not yet handed on."""
+    async def next_approval_answer(self, message_id: str, job_id: int) -> ApprovalAnswer | None:
+        """The answer about `message_id` that its job `job_id` hands on, not yet handed on
+        (each answer has a job of its own, so replicas taking a message's jobs at once never
+        hand on one answer twice)."""
         ...
 
     async def finish_approval_answer(self, job_id: int, answer_id: int) -> None:

@@ -227,7 +227,7 @@ class ApprovalWorker:
         else retried on the APPROVAL_NOTICE schedule until it gives up."""
         storage = self._gateway.storage
         settings = self._gateway.settings
-        answer = await storage.next_approval_answer(job.message_id)
+        answer = await storage.next_approval_answer(job.message_id, job.id)
         if answer is None:
             await storage.finish_job(job.id, None)
             return

@@ -60,12 +60,12 @@ def _add_answer(
     ).rowcount
     if counted != 1:
         return False
+    job_id = add_job(tx, APPROVAL_ANSWER_JOB, answer.message_id, now)
     tx.execute(
-        "INSERT INTO approval_answers (message_id, sender, recipient, data, created_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (answer.message_id, answer.sender, answer.recipient, answer.data, now),
+        "INSERT INTO approval_answers (message_id, sender, recipient, data, created_at, job_id) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (answer.message_id, answer.sender, answer.recipient, answer.data, now, job_id),
     )
-    add_job(tx, APPROVAL_ANSWER_JOB, answer.message_id, now)
     return True
 
 
@@ -111,13 +111,14 @@ class ApprovalRepliesSql(Runner):
         commit; False (nothing stored) once the token has had `limit` answers."""
         return await self._write(lambda tx: _add_answer(tx, answer, token_hash, limit, now))
 
-    async def next_approval_answer(self, message_id: str) -> ApprovalAnswer | None:
-        """The oldest answer about `message_id` not yet handed on."""
+    async def next_approval_answer(self, message_id: str, job_id: int) -> ApprovalAnswer | None:
+        """The answer about `message_id` that the job `job_id` hands on, not yet handed on
+        (one stored before answers named their jobs: the oldest of those)."""
         row = await self._read(
             lambda tx: tx.first(
                 f"SELECT {ANSWER_COLUMNS} FROM approval_answers WHERE message_id = ? "
-                "ORDER BY id LIMIT 1",
-                (message_id,),
+                "AND (job_id = ? OR job_id IS NULL) ORDER BY job_id IS NULL, id LIMIT 1",
+                (message_id, job_id),
             )
         )
         if row is None:

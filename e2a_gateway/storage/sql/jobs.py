@@ -27,14 +27,15 @@ UNLEASE_DELIVERIES = (
 K = TypeVar("K", int, str)
 
 
-def add_job(tx: Transaction, kind: str, message_id: str, now: float) -> None:
+def add_job(tx: Transaction, kind: str, message_id: str, now: float) -> int:
     """Queue a job of `kind` for `message_id`, due at `now`, and announce it (the workers of
-    that kind, on every replica, look once the transaction commits)."""
-    tx.execute(
-        "INSERT INTO jobs (kind, message_id, run_at, created_at) VALUES (?, ?, ?, ?)",
+    that kind, on every replica, look once the transaction commits); the job's id."""
+    (job_id,) = tx.one(
+        "INSERT INTO jobs (kind, message_id, run_at, created_at) VALUES (?, ?, ?, ?) RETURNING id",
         (kind, message_id, now, now),
     )
     tx.announce(JobsAdded(kind))
+    return int(job_id)
 
 
 def lease(tx: Transaction, job_ids: list[int], until: float, holder: str) -> None:
