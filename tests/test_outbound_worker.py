@@ -8,6 +8,7 @@ import base64
 import email
 import email.policy
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -573,3 +574,48 @@ async def test_a_message_that_cannot_be_built_fails_at_once_with_the_reason(
     assert reason in after.send_error
     assert await setup.worker.deliver_due(NOW + 86400) == 0
     assert sink.received == []
+
+
+class AnsweringLate(Sink):
+    """A relay that takes `data_seconds` to answer the end of DATA; `data_arrived` is set once
+    the end of DATA is in."""
+
+    def __init__(self, data_seconds: float) -> None:
+        super().__init__(data_seconds=data_seconds)
+        self.data_arrived = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.data_arrived.set()
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.mark.parametrize(
+    ("answer_seconds", "grace_seconds", "outcome"),
+    [(0.5, 10.0, "sent"), (30.0, 1.0, "queued")],
+)
+async def test_a_stopping_worker_lets_the_hand_off_in_flight_finish_within_the_grace_period(
+    tmp_path: Path, answer_seconds: float, grace_seconds: float, outcome: str
+) -> None:
+    """Cancelled while the relay holds a message it has not yet answered for, the worker waits
+    for the answer and records it (so a restart does not send the message twice), but no
+    longer than `smtp.shutdown_grace_seconds`; the message is then left queued."""
+    relay = AnsweringLate(answer_seconds)
+    port = free_port()
+    controller = start_sink(relay, port)
+    smtp = {"listen": "127.0.0.1:0", "hostname": "mx.agents.test"}
+    settings = relay_settings(
+        tmp_path, port, smtp={**smtp, "shutdown_grace_seconds": grace_seconds}
+    )
+    try:
+        async with open_setup(settings) as setup:
+            message = await queue(setup)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(setup.worker.run)
+                assert await trio.to_thread.run_sync(relay.data_arrived.wait, 10)
+                stopped_at = trio.current_time()
+                nursery.cancel_scope.cancel()
+            stopping = trio.current_time() - stopped_at
+            assert (await stored(setup, message.id)).status == outcome
+    finally:
+        controller.stop()
+    assert stopping < min(answer_seconds, grace_seconds) + 1.0

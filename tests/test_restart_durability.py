@@ -7,6 +7,8 @@ held has run out.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import smtplib
 import threading
@@ -14,17 +16,22 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from bench._gateway_process import AGENT, GatewayProcess
 from bench._quiet_dns import QuietDns
+from tests.relay_support import Sink, relay_on_loopback
 
 pytestmark = pytest.mark.slow
 
 LEASE_SECONDS = 600
 """Far longer than the test waits: work found again is found because its lease was freed."""
 REDELIVERY_SECONDS = 20.0
+DATA_SECONDS = 2.0
+"""How long the slow relay takes to answer the end of DATA."""
 
 
 class HangingReceiver:
@@ -112,3 +119,56 @@ def test_a_v1_webhook_delivery_in_flight_at_sigkill_is_made_again_at_restart(
     assert len(receiver.bodies) == 2, "the delivery in flight at the kill was not made again"
     first, again = (json.loads(body) for body in receiver.bodies)
     assert first["id"] == again["id"]  # the same event: the receiver can tell it is a repeat
+
+
+def send_quietly(api: httpx.Client, body: dict[str, Any]) -> None:
+    """POST /send, whatever becomes of the answer."""
+    with contextlib.suppress(httpx.HTTPError):
+        api.post("/send", json=body)
+
+
+class SlowRelay(Sink):
+    """A relay that, as a real MTA does, has a message once it has its end of DATA, and then
+    takes DATA_SECONDS to say so (its queue's disk is slow)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data_arrived = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        self.data_arrived.set()
+        await asyncio.sleep(DATA_SECONDS)
+        return "250 OK"
+
+
+def test_sigterm_lets_a_hand_off_in_flight_finish_so_a_restart_sends_nothing_twice(
+    tmp_path: Path, quiet_dns: str
+) -> None:
+    """The relay has the whole message and has not answered yet when the gateway is told to
+    stop: the gateway waits for the answer and records the message sent, so the restarted
+    gateway does not hand it to the relay again (its recipient would get it twice)."""
+    relay = SlowRelay()
+    with relay_on_loopback(relay) as relay_port:
+        gateway = GatewayProcess(tmp_path, quiet_dns, log_level=None)
+        with gateway.config.open("a") as config:
+            config.write(
+                f'[outbound_smtp]\nhost = "127.0.0.1"\nport = {relay_port}\ntls = "none"\n'
+            )
+        gateway.start()
+        try:
+            api = gateway.bootstrap()
+            body = {"from": AGENT, "to": ["someone@example.org"], "subject": "once", "body": "hi"}
+            # The answer waits for the first attempt, which the gateway's stop cuts short.
+            sending = threading.Thread(target=send_quietly, args=(api, body), daemon=True)
+            sending.start()
+            assert relay.data_arrived.wait(REDELIVERY_SECONDS)
+            assert gateway.terminate() == 0
+            gateway.start()
+            time.sleep(DATA_SECONDS + 2)  # a second hand-off would have reached the relay now
+            sent = api.get("/messages", params={"status": "sent"}).json()["messages"]
+            api.close()
+        finally:
+            gateway.kill()
+    assert len(relay.received) == 1, "the message was handed to the relay twice"
+    assert [message["subject"] for message in sent] == ["once"]

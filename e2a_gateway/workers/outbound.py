@@ -14,7 +14,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -230,6 +231,8 @@ class OutboundWorker(ClaimLoop):
         )
         self._lease = gateway.settings.outbound_smtp.timeout_seconds + LEASE_MARGIN_SECONDS
         self._in_flight_ids: set[str] = set()
+        self._attempt_scopes: set[trio.CancelScope] = set()
+        self._stop_deadline: float | None = None
         self._outcomes = GroupCommit(gateway.storage.finish_outbound, what="send outcomes")
         self._relay_connections = RelayConnections(
             gateway.settings.outbound_smtp,
@@ -239,11 +242,46 @@ class OutboundWorker(ClaimLoop):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Work on due jobs until cancelled (see `ClaimLoop.run`), keeping connections to the
-        relay open between messages meanwhile."""
+        relay open between messages meanwhile.
+
+        Once cancelled it claims nothing more, and the attempts in flight get
+        `smtp.shutdown_grace_seconds` to finish: a message the relay already holds is recorded
+        as handed off rather than handed off again after a restart (its recipients would get
+        it twice)."""
         async with trio.open_nursery() as nursery:
             await nursery.start(self._relay_connections.keep_connections)
             await nursery.start(super().run)
             task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                self._stop_attempts()
+
+    def _stop_attempts(self) -> None:
+        """Give every attempt in flight, and any still starting, until the shutdown grace
+        period ends."""
+        grace = self._gateway.settings.smtp.shutdown_grace_seconds
+        self._stop_deadline = trio.current_time() + grace
+        if self._attempt_scopes:
+            log.info(
+                "letting %d sends in flight finish (at most %g s)", len(self._in_flight_ids), grace
+            )
+        for scope in self._attempt_scopes:
+            scope.deadline = min(scope.deadline, self._stop_deadline)
+
+    @contextmanager
+    def _finishing_on_stop(self) -> Iterator[None]:
+        """Shield an attempt from the worker's cancellation until the shutdown grace period
+        (`_stop_attempts`) ends."""
+        scope = trio.CancelScope(shield=True)
+        if self._stop_deadline is not None:
+            scope.deadline = self._stop_deadline
+        self._attempt_scopes.add(scope)
+        try:
+            with scope:
+                yield
+        finally:
+            self._attempt_scopes.discard(scope)
 
     @property
     def relay_connections_opened(self) -> int:
@@ -276,14 +314,17 @@ class OutboundWorker(ClaimLoop):
         return len(jobs)
 
     async def _attempt_guarded(self, job: Job, now: float) -> None:
-        """Attempt one job; an unexpected error is logged and recorded as a retry on the
-        OUTBOUND_INTERNAL_ERROR schedule (a failure once it gives up), so a broken message
-        cannot loop forever nor stop the other sends."""
+        """Attempt one job, finishing it when the worker stops (within the grace period); an
+        unexpected error is logged and recorded as a retry on the OUTBOUND_INTERNAL_ERROR
+        schedule (a failure once it gives up), so a broken message cannot loop forever nor stop
+        the other sends."""
         try:
-            await self.attempt(job, now)
-        except Exception:
-            log.exception("sending %s failed unexpectedly", job.message_id)
-            await self._record_unexpected_failure(job, now)
+            with self._finishing_on_stop():
+                try:
+                    await self.attempt(job, now)
+                except Exception:
+                    log.exception("sending %s failed unexpectedly", job.message_id)
+                    await self._record_unexpected_failure(job, now)
         finally:
             self._in_flight_ids.discard(job.message_id)
             self._wake.set()
