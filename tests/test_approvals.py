@@ -3,6 +3,7 @@ only), magic-link pages over real HTTP, and expiry driven with a fake clock."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
@@ -10,6 +11,7 @@ import hashlib
 import hmac
 import re
 import string
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -626,3 +628,42 @@ async def test_notice_for_a_resolved_message_is_not_sent(
         finally:
             await account.http.aclose()
     assert sink.received == []
+
+
+@dataclass
+class SlowSink(Sink):
+    """Has each message once its DATA is in (`data_arrived`), and answers `answer_seconds`
+    later."""
+
+    answer_seconds: float = 0.5
+    data_arrived: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        answer = await super().handle_DATA(server, session, envelope)
+        self.data_arrived.set()
+        await asyncio.sleep(self.answer_seconds)
+        return answer
+
+
+async def test_a_stopping_worker_lets_the_notice_in_flight_finish(
+    tmp_path: Path, resolver: Any
+) -> None:
+    """Cancelled while the relay holds a notice it has not yet answered for, the worker waits
+    for the answer and drops the notice's job, so a restart does not mail the owner twice."""
+    sink = SlowSink()
+    with relay_on_loopback(sink) as port:
+        settings = relay_settings(tmp_path, port)
+        async with quiet_gateway(settings, resolver) as quiet:
+            account = await open_account(quiet.gateway, quiet.http_url, OWNER)
+            try:
+                owner = await hitl_owner(quiet.gateway, account)
+                worker = ApprovalWorker(quiet.gateway)
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(worker.run)
+                    message = await add_pending(quiet.gateway, owner, time.time() + 3600)
+                    assert await trio.to_thread.run_sync(sink.data_arrived.wait, 10)
+                    nursery.cancel_scope.cancel()
+            finally:
+                await account.http.aclose()
+    assert len(sink.notices()) == 1
+    assert job_kinds(settings, message.id) == []

@@ -27,6 +27,7 @@ from e2a_gateway.smtp.client import Outgoing
 from e2a_gateway.storage.base import Agent, Job, OutboundMessage, ReplyToken, User
 from e2a_gateway.storage.vocabulary import APPROVAL_ANSWER_JOB, APPROVAL_NOTICE_JOB
 from e2a_gateway.workers.retry_schedules import APPROVAL_NOTICE
+from e2a_gateway.workers.stop_grace import StopGrace
 
 log = logging.getLogger("e2a.approvals")
 
@@ -163,13 +164,16 @@ class ApprovalWorker:
         self._clock = clock
         self._poll_seconds = poll_seconds
         self._warned_no_relay = False
+        self._grace = StopGrace(gateway.settings.smtp.shutdown_grace_seconds, "approval mails")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Expire overdue messages every EXPIRY_INTERVAL_SECONDS (at once on start, so a
         restart catches up) and send notices as their jobs are committed (looking again every
         `poll_seconds` regardless), until cancelled; report started once the first look at
-        the queue is done."""
+        the queue is done. Once cancelled, the notices and answers being handed to the relay get
+        `smtp.shutdown_grace_seconds` to finish, so a restart does not mail them twice."""
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._grace.stop_when_cancelled)
             nursery.start_soon(self._expire_forever)
             await nursery.start(self._answer_forever)
             added, claimed = await self._look()
@@ -215,7 +219,8 @@ class ApprovalWorker:
         async def handle(batch: list[Job]) -> None:
             async with limiter:
                 for job in batch:
-                    await self._answer(job, now)
+                    with self._grace.shielded():
+                        await self._answer(job, now)
 
         async with trio.open_nursery() as nursery:
             for batch in by_message.values():
@@ -283,7 +288,8 @@ class ApprovalWorker:
 
         async def handle(job: Job) -> None:
             async with limiter:
-                await self._notify(job, now)
+                with self._grace.shielded():
+                    await self._notify(job, now)
 
         async with trio.open_nursery() as nursery:
             for job in jobs:

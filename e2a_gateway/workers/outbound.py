@@ -14,8 +14,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -50,6 +49,7 @@ from e2a_gateway.storage.rows import (
 from e2a_gateway.storage.vocabulary import OUTBOUND_JOB
 from e2a_gateway.workers.claim_loop import ClaimLoop
 from e2a_gateway.workers.retry_schedules import OUTBOUND_HAND_OFF, OUTBOUND_INTERNAL_ERROR
+from e2a_gateway.workers.stop_grace import StopGrace
 
 log = logging.getLogger("e2a.outbound")
 
@@ -231,8 +231,7 @@ class OutboundWorker(ClaimLoop):
         )
         self._lease = gateway.settings.outbound_smtp.timeout_seconds + LEASE_MARGIN_SECONDS
         self._in_flight_ids: set[str] = set()
-        self._attempt_scopes: set[trio.CancelScope] = set()
-        self._stop_deadline: float | None = None
+        self._grace = StopGrace(gateway.settings.smtp.shutdown_grace_seconds, "sends")
         self._outcomes = GroupCommit(gateway.storage.finish_outbound, what="send outcomes")
         self._relay_connections = RelayConnections(
             gateway.settings.outbound_smtp,
@@ -249,39 +248,10 @@ class OutboundWorker(ClaimLoop):
         as handed off rather than handed off again after a restart (its recipients would get
         it twice)."""
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._grace.stop_when_cancelled)
             await nursery.start(self._relay_connections.keep_connections)
             await nursery.start(super().run)
             task_status.started()
-            try:
-                await trio.sleep_forever()
-            finally:
-                self._stop_attempts()
-
-    def _stop_attempts(self) -> None:
-        """Give every attempt in flight, and any still starting, until the shutdown grace
-        period ends."""
-        grace = self._gateway.settings.smtp.shutdown_grace_seconds
-        self._stop_deadline = trio.current_time() + grace
-        if self._attempt_scopes:
-            log.info(
-                "letting %d sends in flight finish (at most %g s)", len(self._in_flight_ids), grace
-            )
-        for scope in self._attempt_scopes:
-            scope.deadline = min(scope.deadline, self._stop_deadline)
-
-    @contextmanager
-    def _finishing_on_stop(self) -> Iterator[None]:
-        """Shield an attempt from the worker's cancellation until the shutdown grace period
-        (`_stop_attempts`) ends."""
-        scope = trio.CancelScope(shield=True)
-        if self._stop_deadline is not None:
-            scope.deadline = self._stop_deadline
-        self._attempt_scopes.add(scope)
-        try:
-            with scope:
-                yield
-        finally:
-            self._attempt_scopes.discard(scope)
 
     @property
     def relay_connections_opened(self) -> int:
@@ -319,7 +289,7 @@ class OutboundWorker(ClaimLoop):
         schedule (a failure once it gives up), so a broken message cannot loop forever nor stop
         the other sends."""
         try:
-            with self._finishing_on_stop():
+            with self._grace.shielded():
                 try:
                     await self.attempt(job, now)
                 except Exception:
