@@ -667,3 +667,24 @@ async def test_a_stopping_worker_lets_the_notice_in_flight_finish(
                 await account.http.aclose()
     assert len(sink.notices()) == 1
     assert job_kinds(settings, message.id) == []
+
+
+async def test_a_link_past_the_review_deadline_says_the_expiry_action_decides(
+    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
+) -> None:
+    """Between the deadline and the expiry sweep the message is still stored as pending, but
+    no review is taken any more: the link says so, instead of offering a button that cannot
+    work and then calling the message "pending approval" and "no longer awaiting approval"."""
+    gateway = running.gateway
+    deadline = time.time() - 5  # passed; the sweep (every 15 s) has not come to it yet
+    message = await add_pending(gateway, owner, deadline)
+    token = await token_for(gateway, owner, message.id, "approve", deadline)
+    for method in ("GET", "POST"):
+        response = await anonymous.request(method, "/api/v1/approve", params={"token": token})
+        assert response.status_code == 409, (method, response.text)
+        assert_page_headers(response)
+        page = response.text
+        assert "review deadline has passed" in page and "it will be discarded" in page, page
+        assert "pending approval" not in page and "<form" not in page
+    assert stored_row(gateway.settings, message.id)[0] == "pending_approval"
+    assert "outbound" not in job_kinds(gateway.settings, message.id)

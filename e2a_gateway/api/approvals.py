@@ -107,15 +107,32 @@ def _already_resolved(message: OutboundMessage) -> Response:
     )
 
 
+async def _deadline_passed(message: OutboundMessage) -> Response:
+    """409: the review deadline has passed and the sweep has not yet come to the message; the
+    agent's expiration action decides it, not a late click."""
+    action = await reviews.expiration_action(current_gateway(), message)
+    fate = "sent anyway" if action == "approve" else "discarded"
+    return render_page(
+        409,
+        "Review deadline passed",
+        "<p>This message's review deadline has passed, so it can no longer be approved or "
+        f"rejected: it will be {escape(fate)}, as its agent's expiration action says.</p>"
+        + _summary(message),
+    )
+
+
 async def _confirmation_page(action: Action) -> Response:
     """GET: show what the link would do and a form to do it; never act."""
+    now = time.time()
     try:
         token = _presented_token()
-        message = await reviews.message_for_link(current_gateway(), token, action, time.time())
+        message = await reviews.message_for_link(current_gateway(), token, action, now)
     except (Invalid, Gone, NotFound) as refused:
         return _refused(refused)
     if not lifecycle.awaits_review(message.status):
         return _already_resolved(message)
+    if reviews.past_deadline(message, now):
+        return await _deadline_passed(message)
     verb = "Approve" if action == "approve" else "Reject"
     consequence = "It will be sent as written." if action == "approve" else "It will not be sent."
     form = (
@@ -140,6 +157,8 @@ async def _act(action: Action) -> Response:
         message = await reviews.message_for_link(gateway, token, action, now)
         reviewed = await reviews.act_on_link(gateway, message, action, now)
     except AlreadyResolved as resolved:
+        if reviews.past_deadline(resolved.outbound, now):
+            return await _deadline_passed(resolved.outbound)
         return _already_resolved(resolved.outbound)
     except (Invalid, Gone, NotFound, Unprocessable) as refused:  # a suppressed recipient
         return _refused(refused)

@@ -173,6 +173,20 @@ async def _review(
     return message
 
 
+def past_deadline(message: OutboundMessage, now: float) -> bool:
+    """Whether `message`'s review deadline has passed at `now`: from then on no review is
+    taken, its agent's expiration action decides it, even before the expiry sweep comes."""
+    deadline = message.approval_expires_at
+    return lifecycle.awaits_review(message.status) and deadline is not None and deadline <= now
+
+
+async def expiration_action(gateway: Gateway, message: OutboundMessage) -> str:
+    """What happens to `message` at its deadline: its agent's `hitl_expiration_action`
+    (`reject` when the agent cannot be read)."""
+    agent = await gateway.storage.get_agent(message.user_id, message.agent_email)
+    return agent.hitl_expiration_action if agent is not None else "reject"
+
+
 async def message_for_link(
     gateway: Gateway, token: str, action: Action, now: float
 ) -> OutboundMessage:
