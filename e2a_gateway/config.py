@@ -12,10 +12,18 @@ import socket
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from e2a_gateway.env_names import E2A_ALIASES, unknown_variable_warnings
 
@@ -24,6 +32,17 @@ ENV_PREFIX = "E2A_"
 
 class ConfigError(Exception):
     """A setting is missing, unknown or invalid; the message says which and how to fix it."""
+
+
+def _blank_is_unset(value: Any) -> Any:
+    """An empty file name is no file: config.example.toml writes the unset default as `""`,
+    and an empty variable (`E2A_SMTP_TLS_CERT=`) reads so too; as a path it would be the
+    current directory."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+OptionalPath = Annotated[Path | None, BeforeValidator(_blank_is_unset)]
+"""A file setting that may be unset: missing, or given as `""`."""
 
 
 class Section(BaseModel):
@@ -139,8 +158,8 @@ class SmtpSettings(ListenSection):
 
     listen: str = "127.0.0.1:2525"
     hostname: str = Field(default_factory=socket.getfqdn)
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    tls_cert: OptionalPath = None
+    tls_key: OptionalPath = None
     max_message_bytes: int = Field(default=26_214_400, ge=1024)
     max_recipients: int = Field(default=100, ge=1, le=10_000)
     max_line_length: int = Field(default=1000, ge=1000, le=1_000_000)
@@ -285,7 +304,7 @@ class OutboundSmtpSettings(Section):
     username: str | None = None
     password: str | None = None
     tls: Literal["starttls", "implicit", "none"] = "starttls"
-    ca_file: Path | None = None
+    ca_file: OptionalPath = None
     from_domain: str | None = None
     timeout_seconds: float = Field(default=60.0, gt=0, le=600)
     connection_idle_seconds: float = Field(default=5.0, ge=0, le=300)
@@ -296,7 +315,7 @@ class DkimSettings(Section):
     """DKIM signing of outbound mail."""
 
     selector: str | None = None
-    private_key_path: Path | None = None
+    private_key_path: OptionalPath = None
 
 
 class WebhookSettings(Section):

@@ -170,6 +170,33 @@ def test_bad_config_key_stops_start_up(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_optional_files_left_empty_are_unset(tmp_path: Path) -> None:
+    """config.example.toml writes the unset files as `""`; uncommented like that (or set by an
+    empty variable, as `E2A_SMTP_TLS_CERT=${CERT:-}` in a compose file gives), they are unset,
+    not the current directory, and the gateway starts."""
+    smtp_port, http_port = free_port(), free_port()
+    config = write_config(tmp_path, smtp_port, http_port)
+    config.write_text(
+        config.read_text()
+        + '[outbound_smtp]\nca_file = ""\n[dkim]\nselector = "e2a"\nprivate_key_path = ""\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
+    env |= {"E2A_SMTP_TLS_CERT": "", "E2A_SMTP_TLS_KEY": ""}
+    process = subprocess.Popen(
+        [*E2A, "serve", "--config", str(config)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{http_port}", process)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
 def test_migrate_then_bootstrap_in_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

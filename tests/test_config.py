@@ -105,6 +105,18 @@ def test_bad_settings_name_the_key(
     assert fragment in str(caught.value)
 
 
+def test_an_empty_optional_path_is_unset(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        '[smtp]\ntls_cert = ""\n[outbound_smtp]\nca_file = " "\n[dkim]\nprivate_key_path = ""\n',
+    )
+    settings = load_settings(path, environ={"E2A_SMTP_TLS_KEY": ""})
+    assert settings.smtp.tls_cert is None and settings.smtp.tls_key is None
+    assert settings.outbound_smtp.ca_file is None and settings.dkim.private_key_path is None
+    given = load_settings(path, environ={"E2A_SMTP_TLS_CERT": "/etc/e2a/cert.pem"})
+    assert given.smtp.tls_cert == Path("/etc/e2a/cert.pem")
+
+
 @pytest.mark.parametrize(
     ("entry", "address"),
     [
