@@ -255,6 +255,20 @@ async def test_an_existing_readable_database_is_made_private_and_logged(
     assert told in caplog.text
 
 
+def test_a_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path: Path) -> None:
+    """A database.url that names some other file (a typo: the config file, a log) is refused
+    with one line, and that file keeps its permissions and its bytes."""
+    other = tmp_path / "e2a.toml"
+    other.write_text('shared_domain = "agents.example.com"\n')
+    other.chmod(0o644)
+    with pytest.raises(StorageUnavailable, match="is not an SQLite database") as refused:
+        open_storage(f"sqlite:///{other}")
+    assert "database.url" in str(refused.value) and "\n" not in str(refused.value)
+    assert file_mode(other) == 0o644
+    assert other.read_text() == 'shared_domain = "agents.example.com"\n'
+    assert not Path(f"{other}-wal").exists() and not Path(f"{other}-shm").exists()
+
+
 async def migrated_to(url: str, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Create the schema of `version` at `url` (an older database, to migrate further)."""
     backend = "sqlite" if url.startswith("sqlite") else "postgres"

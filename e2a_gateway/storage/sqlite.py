@@ -56,6 +56,26 @@ PRIVATE_MODE = 0o600
 SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+"""The first bytes of every SQLite database file."""
+
+
+def _refuse_other_file(path: str) -> None:
+    """StorageUnavailable when `path` is an existing file that is not an SQLite database (a
+    slip in database.url naming the config file or a log): nothing about it is changed, its
+    permissions included. An empty file is a database not yet written."""
+    try:
+        with open(path, "rb") as existing:
+            header = existing.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    if header and header != SQLITE_HEADER:
+        raise StorageUnavailable(
+            f"database.url: cannot open sqlite:///{path}: it is not an SQLite database (left "
+            "as it is) — point database.url at the gateway's database file"
+        )
+
+
 def _make_private(path: str) -> None:
     """Create the database file readable and writable by its owner only (SQLite gives its
     -wal and -shm files the database file's mode), and take group and other permissions
@@ -156,6 +176,7 @@ class SqliteStorage(SqlStorage):
                 )
         try:
             if path != ":memory:":
+                _refuse_other_file(path)
                 _make_private(path)
             writer = _connect(path)
             writer.execute("PRAGMA journal_mode = WAL")
