@@ -688,3 +688,27 @@ async def test_a_link_past_the_review_deadline_says_the_expiry_action_decides(
         assert "pending approval" not in page and "<form" not in page
     assert stored_row(gateway.settings, message.id)[0] == "pending_approval"
     assert "outbound" not in job_kinds(gateway.settings, message.id)
+
+
+async def test_an_approval_that_empties_the_html_sends_the_edited_text_alone(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    """A reviewer who corrects the text and empties the HTML (`body_html: ""`) sends the
+    correction alone: an empty HTML part beside it is what mail clients would show, a blank
+    message."""
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    edits = {"body_text": "Corrected figures", "body_html": ""}
+    approved = await owner.account.http.post(f"/api/v1/messages/{message.id}/approve", json=edits)
+    assert approved.status_code == 200, approved.text
+
+    def sent() -> list[bytes]:
+        return [data for _, rcpts, data in sink.received if "alice@example.org" in rcpts]
+
+    await wait_until(lambda: bool(sent()))
+    (raw,) = sent()
+    mail = email.message_from_bytes(raw, _class=EmailMessage, policy=email.policy.default)
+    types = [part.get_content_type() for part in mail.walk()]
+    assert "text/html" not in types, types
+    text = mail.get_body(preferencelist=("plain",))
+    assert text is not None and text.get_content().strip() == "Corrected figures"

@@ -67,6 +67,7 @@ class Draft:
     subject: str
     text: str
     html: str | None = None
+    """The HTML alternative; None or empty: the message is text only."""
     cc: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     conversation_id: str | None = None
@@ -183,7 +184,7 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
         conversation = check_header_value("conversation_id", draft.conversation_id)
         _set_tokens(message, CONVERSATION_HEADER, [conversation])
     message.set_content(draft.text)
-    if draft.html is not None:
+    if draft.html:  # an empty HTML part is what clients would show: a blank message
         message.add_alternative(draft.html, subtype="html")
     for attachment in draft.attachments:
         if attachment.content_type == "message/rfc822" and attachment.data.isascii():
