@@ -336,6 +336,32 @@ def test_pending_list_show_approve_edit_and_reject(
     )
 
 
+def test_approve_edit_of_the_text_of_an_html_message_sends_the_text_alone(
+    live: LiveGateway, account: Account, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The editor shows the text; a reviewer who corrects it must not send the correction
+    beside the HTML part that still says the old thing (and that mail clients show)."""
+    held, peer = f"{account.prefix}-hh@{DOMAIN}", f"{account.prefix}-hp@{DOMAIN}"
+    register(cli, held, peer)
+    assert cli("agents", "update", held, "--hitl")[0] == 0
+    sent = cli.json(
+        "send", "--agent", held, "--to", peer, "--subject", "Draft",
+        "--body", "Pay 500 EUR", "--html", "<p>Pay <b>500 EUR</b></p>",
+    )  # fmt: skip
+    editor = tmp_path / "editor.py"
+    editor.write_text(EDITOR)
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {editor}")
+    code, out, err = cli("pending", "approve", sent["message_id"], "--edit")
+    assert code == 0, err
+    assert "body_html" in out and "HTML part" in out
+
+    wait_until(lambda: unread(live, account.key, peer) == 1)
+    (final,) = cli.json("inbox", "--agent", peer)
+    read = cli.json("read", final["message_id"], "--agent", peer)
+    assert read["text_body"].strip() == "Edited body."
+    assert not read.get("html_body"), read.get("html_body")
+
+
 # whoami
 
 

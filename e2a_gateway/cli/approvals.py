@@ -77,6 +77,12 @@ def cmd_pending_show(ctx: Context) -> None:
     print(terminal_text(body.rstrip("\n"), multiline=True) if body else "(no text body)")
 
 
+HTML_DROPPED_NOTE = (
+    "# This message also has an HTML part, which most mail clients show instead of the text\n"
+    "# below: if you change the body, your text is sent alone, without the HTML part.\n"
+)
+
+
 def editable_text(message: PendingMessageDetail) -> str:
     """The message as the reviewer edits it: labelled header lines, then the body."""
     return "\n".join(
@@ -84,6 +90,7 @@ def editable_text(message: PendingMessageDetail) -> str:
             "# Edit the fields below and save to approve with your changes.",
             "# Lines starting with '#' are ignored; keep the labels as they are.",
             "# Empty this file (or remove the body's line) to cancel: nothing is approved.",
+            *([HTML_DROPPED_NOTE.rstrip("\n")] if message.body_html else []),
             "",
             f"subject: {message.subject or ''}",
             *(f"{name}: {', '.join(getattr(message, name) or [])}" for name in _ADDRESS_FIELDS),
@@ -114,7 +121,9 @@ def parse_edited(text: str) -> dict[str, Any]:
 
 
 def changed_fields(edited: dict[str, Any], message: PendingMessageDetail) -> dict[str, Any]:
-    """Only what the reviewer changed, so the gateway's `edited` flag stays truthful."""
+    """Only what the reviewer changed, so the gateway's `edited` flag stays truthful. A changed
+    body of a message with an HTML part drops that part (`body_html: ""`): it still says what
+    the text said before, and mail clients show it rather than the text."""
     original: dict[str, Any] = {
         "subject": message.subject or "",
         "to": list(message.to or []),
@@ -122,7 +131,10 @@ def changed_fields(edited: dict[str, Any], message: PendingMessageDetail) -> dic
         "bcc": list(message.bcc or []),
         "body_text": (message.body_text or "").rstrip("\n"),
     }
-    return {name: value for name, value in edited.items() if original.get(name) != value}
+    changes = {name: value for name, value in edited.items() if original.get(name) != value}
+    if "body_text" in changes and message.body_html:
+        changes["body_html"] = ""
+    return changes
 
 
 def edit_in_editor(text: str) -> str:
@@ -164,6 +176,8 @@ def cmd_approve(ctx: Context) -> None:
     else:
         edited = f", edited: {', '.join(sorted(changes))}" if changes else ""
         print(f"Approved {approved.id} ({approved.status}{edited})")
+        if "body_html" in changes:
+            print("The HTML part was removed: your edited text is sent alone.")
 
 
 def cmd_reject(ctx: Context) -> None:
