@@ -384,8 +384,12 @@ class OperatorSettings(Section):
 
     @field_validator("accounts")
     @classmethod
-    def _lower_accounts(cls, value: list[str]) -> list[str]:
-        return [item.strip().lower() for item in value]
+    def _normalise_accounts(cls, value: list[str]) -> list[str]:
+        """Each entry as `e2a bootstrap --email` stores an address; one that is not an address
+        (a JSON list in the variable, say) is an error rather than an operator never matched."""
+        from e2a_gateway.addresses import normalise_address
+
+        return [normalise_address(item.strip()) for item in value]
 
 
 class MetricsSettings(Section):

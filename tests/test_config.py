@@ -95,6 +95,8 @@ def test_env_overrides_file(tmp_path: Path) -> None:
         ("[http]\nmax_request_bytes = 100\n", {}, "http.max_request_bytes"),
         ('[smtp]\nhostname = "mx example.com"\n', {}, "smtp.hostname"),
         ("", {"E2A_SMTP_HOSTNAME": "."}, "such as mx.example.com"),
+        ("", {"E2A_OPERATORS_ACCOUNTS": '["ops@example.com"]'}, "E2A_OPERATORS_ACCOUNTS"),
+        ('[operators]\naccounts = ["ops"]\n', {}, "operators.accounts"),
     ],
 )
 def test_bad_settings_name_the_key(
@@ -103,6 +105,12 @@ def test_bad_settings_name_the_key(
     with pytest.raises(ConfigError) as caught:
         load_settings(write(tmp_path, text), environ=environ)
     assert fragment in str(caught.value)
+
+
+def test_operator_accounts_are_normalised_addresses() -> None:
+    environ = {"E2A_OPERATORS_ACCOUNTS": " Ops@Example.COM , oncall@example.com"}
+    accounts = load_settings(None, environ=environ).operators.accounts
+    assert accounts == ["ops@example.com", "oncall@example.com"]
 
 
 def test_an_empty_optional_path_is_unset(tmp_path: Path) -> None:
