@@ -67,10 +67,8 @@ class Gateway:
 
 
 async def resolve_server_key(settings: Settings, storage: Lifecycle) -> str:
-    """`signing.hmac_secret`, or in development a generated one kept in the database.
-
-    In production a missing, short or placeholder secret is a ConfigError."""
-    check_signing_secret(settings)
+    """`signing.hmac_secret`, or in development a generated one kept in the database (in
+    production `open_gateway` has refused a missing or weak secret already)."""
     configured = settings.signing.hmac_secret
     if configured:
         return configured
@@ -81,7 +79,9 @@ async def resolve_server_key(settings: Settings, storage: Lifecycle) -> str:
 async def open_gateway(
     settings: Settings, resolver: Resolver | None = None
 ) -> AsyncIterator[Gateway]:
-    """Open storage, apply migrations, settle the server key; close storage on exit."""
+    """Open storage, apply migrations, settle the server key; close storage on exit. In
+    production a missing or weak `signing.hmac_secret` is refused before storage is opened."""
+    check_signing_secret(settings)
     jobs = JobQueue()
     storage = open_storage(settings.database.url, settings.replica_id, jobs.committed)
     try:

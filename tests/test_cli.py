@@ -197,6 +197,26 @@ def test_optional_files_left_empty_are_unset(tmp_path: Path) -> None:
         process.wait(timeout=30)
 
 
+def test_bootstrap_and_migrate_refuse_a_weak_key_before_touching_the_database(
+    tmp_path: Path,
+) -> None:
+    """In production, a missing or weak signing.hmac_secret is refused before the database is
+    opened: a refused command leaves no schema migrated behind it."""
+    database = tmp_path / "e2a.db"
+    for secret_line in ("", '[signing]\nhmac_secret = "change-me"\n'):
+        config = tmp_path / "e2a.toml"
+        config.write_text(
+            f'env = "production"\n{secret_line}[database]\nurl = "sqlite:///{database}"\n'
+        )
+        for command in (["migrate"], ["bootstrap", "--email", "me@example.com"]):
+            result = run_e2a(*command, "--config", str(config), cwd=tmp_path)
+            assert result.returncode == 1, result.stderr
+            (line,) = [line for line in result.stderr.splitlines() if line.startswith("e2a:")]
+            assert line.startswith("e2a: signing.hmac_secret:"), line
+            assert "migrated" not in result.stderr
+            assert not database.exists(), command
+
+
 def test_migrate_then_bootstrap_in_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
