@@ -392,3 +392,41 @@ async def test_every_way_of_reviewing_records_who_and_how(
     assert row(gateway.settings, by_link.id)[1:3] == (None, "link")
     assert row(gateway.settings, on_dashboard.id)[1:3] == (OWNER, "dashboard")
     assert row(gateway.settings, by_expiry.id)[1:3] == (None, "expiry")
+
+
+async def test_a_reply_the_gateway_cannot_act_on_yet_or_any_more_says_why(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    """A reply past the review deadline (before the sweep), or while the agent is in the
+    trash, is not told the message "was already decided (pending_approval)": it is told the
+    deadline passed, or that the agent must be restored first (its token stays unspent)."""
+    gateway = running.gateway
+    database = gateway.settings.database.url
+    late = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, late.id)
+    query(
+        database,
+        "UPDATE messages SET approval_expires_at = ? WHERE id = ?",
+        (time.time() - 1, late.id),
+    )
+    await send_reply(running, notice, reply(notice, "approve"))
+    await wait_until(lambda: bool(answers(sink)))
+    text = answers(sink)[-1].get_content()
+    assert "review deadline had passed" in text and "discarded" in text, text
+    assert "already decided" not in text
+    assert row(gateway.settings, late.id)[:3] == ("pending_approval", None, None)
+
+    held = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, held.id)
+    trashed = await owner.account.http.delete(
+        f"/v1/agents/{owner.agent}", params={"confirm": "DELETE"}
+    )
+    assert trashed.status_code == 200, trashed.text
+    await send_reply(running, notice, reply(notice, "reject"))
+    await wait_until(lambda: len(answers(sink)) == 2)
+    text = answers(sink)[-1].get_content()
+    assert "in the trash" in text and "restore" in text and "already decided" not in text, text
+    restored = await owner.account.http.post(f"/v1/agents/{owner.agent}/restore")
+    assert restored.status_code == 200, restored.text
+    await send_reply(running, notice, reply(notice, "reject"))
+    assert row(gateway.settings, held.id)[:3] == ("rejected", OWNER, "reply")

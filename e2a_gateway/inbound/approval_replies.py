@@ -25,13 +25,15 @@ from e2a_gateway.inbound.reply_commands import (
     refusal_of,
 )
 from e2a_gateway.mailauth.results import AuthResults
-from e2a_gateway.operations import lifecycle
+from e2a_gateway.operations import lifecycle, reviews
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
 from e2a_gateway.rfc5322 import HeaderFields, header_text
 from e2a_gateway.signing.reply_tokens import hash_reply_token, token_in_local_part
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
 from e2a_gateway.smtp.server import MessageNotStored, RecipientVerdict
 from e2a_gateway.storage.base import (
+    PAST_DEADLINE,
+    AgentInTrash,
     ApprovalAnswer,
     NotPending,
     OutboundMessage,
@@ -117,7 +119,7 @@ class ApprovalReplies:
             log.info("approval reply dropped: its held message was deleted since RCPT")
             return
         facts = await trio.to_thread.run_sync(reply_facts, envelope.data, auth)
-        suppressed = ""
+        standing_now = ""
         refusal = refusal_of(
             facts, stored.reviewer, stored.notice_message_id, stored.used_at is not None
         )
@@ -134,11 +136,13 @@ class ApprovalReplies:
                     reviewed = await storage.review_by_reply(
                         token_hash, command.approve, command.reason, now
                     )
-                except NotPending:
-                    refusal = "already_decided"
+                except AgentInTrash as exc:
+                    refusal, standing_now = "agent_in_trash", exc.agent_email
+                except NotPending as exc:
                     message = await storage.get_outbound(None, stored.message_id)
+                    refusal, standing_now = await self._not_pending(exc, message)
                 except RecipientsSuppressed as exc:
-                    refusal, suppressed = "recipient_suppressed", ", ".join(exc.addresses)
+                    refusal, standing_now = "recipient_suppressed", ", ".join(exc.addresses)
                 else:
                     log.info(
                         "outbound %s %s by reply",
@@ -146,7 +150,17 @@ class ApprovalReplies:
                         reviewed.status if reviewed else "gone",
                     )
                     return
-        await self._answer(stored, refusal, facts, message, envelope.data, now, suppressed)
+        await self._answer(stored, refusal, facts, message, envelope.data, now, standing_now)
+
+    async def _not_pending(
+        self, refused: NotPending, message: OutboundMessage | None
+    ) -> tuple[Refusal, str]:
+        """Why a reply's review was refused as not pending, and what to say of the message:
+        decided already, or past its deadline (which its agent's expiration action decides)."""
+        if str(refused) != PAST_DEADLINE or message is None:
+            return "already_decided", ""
+        action = await reviews.expiration_action(self._gateway, message)
+        return "past_deadline", "sent anyway" if action == "approve" else "discarded"
 
     async def _answer(
         self,
@@ -156,16 +170,17 @@ class ApprovalReplies:
         message: OutboundMessage | None,
         data: bytes,
         now: float,
-        suppressed: str = "",
+        standing_now: str = "",
     ) -> None:
-        """Commit the mail telling the reviewer (only them) why the reply did nothing (for a
-        suppressed recipient, which: `suppressed`)."""
+        """Commit the mail telling the reviewer (only them) why the reply did nothing;
+        `standing_now` says more where the refusal needs it (`answer_text`), else how the
+        message stands is said."""
         log.info("approval reply for %s not acted on: %s", stored.message_id, refusal)
         if refusal == "automatic" or message is None:
             return  # never answer an automatic reply (RFC 3834); a deleted message has no one
         sender = notice_sender(self._gateway.settings)
         text = answer_text(
-            refusal, facts, stored.reviewer, stored.message_id, suppressed or standing(message)
+            refusal, facts, stored.reviewer, stored.message_id, standing_now or standing(message)
         )
         reply_id = summarise_headers(data).message_id
         draft = Draft(

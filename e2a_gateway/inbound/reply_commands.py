@@ -20,6 +20,8 @@ Refusal = Literal[
     "no_dmarc_pass",
     "not_a_reply",
     "already_decided",
+    "past_deadline",
+    "agent_in_trash",
     "no_command",
     "recipient_suppressed",
 ]
@@ -94,8 +96,9 @@ def answer_text(
     refusal: Refusal, facts: ReplyFacts, reviewer: str, message_id: str, standing: str = ""
 ) -> str:
     """The short mail telling the reviewer why their reply about `message_id` did nothing;
-    `standing` says how the message stands (for `already_decided`), or which addresses are
-    suppressed (for `recipient_suppressed`)."""
+    `standing` says how the message stands (for `already_decided`), what its deadline does to
+    it (for `past_deadline`: `sent anyway` or `discarded`), its agent (for `agent_in_trash`),
+    or which addresses are suppressed (for `recipient_suppressed`)."""
     why = {
         "automatic": "it was an automatic reply (Auto-Submitted).",
         "wrong_sender": (
@@ -115,6 +118,15 @@ def answer_text(
         "already_decided": (
             f"this message was already decided{f' ({standing})' if standing else ''}; "
             "a held message is decided once."
+        ),
+        "past_deadline": (
+            "the message's review deadline had passed, so it can no longer be approved or "
+            f"rejected: it will be {standing or 'decided'}, as its agent's expiration action says."
+        ),
+        "agent_in_trash": (
+            f"the message's agent {standing} is in the trash, and its held mail waits until "
+            "it is restored: restore the agent (on the dashboard, or POST "
+            f"/v1/agents/{standing}/restore), then reply to the notice again."
         ),
         "no_command": (
             "its first line was not a command. Reply with the first line `approve`, `reject`, "
