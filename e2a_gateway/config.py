@@ -545,6 +545,15 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
             raise ConfigError(
                 f"config file {path} does not exist — check the --config path"
             ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"config file {path} is not UTF-8 text — save it as UTF-8 (TOML requires it)"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read config file {path}: {exc.strerror or exc} — check the --config "
+                "path and its permissions"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     data = _merge(data, env_overrides(environ))

@@ -217,6 +217,13 @@ def test_bootstrap_and_migrate_refuse_a_weak_key_before_touching_the_database(
             assert not database.exists(), command
 
 
+def test_a_config_path_that_is_no_file_is_one_clear_line(tmp_path: Path) -> None:
+    result = run_e2a("serve", "--config", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("e2a: cannot read config file"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_migrate_then_bootstrap_in_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

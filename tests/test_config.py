@@ -140,6 +140,17 @@ def test_nameserver_entries(entry: str, address: tuple[str, int]) -> None:
     assert load_settings(None, environ={"E2A_DNS_NAMESERVERS": entry}).dns.nameservers == [entry]
 
 
+def test_an_unreadable_config_file_is_one_line(tmp_path: Path) -> None:
+    """A --config that names a folder, or a file that is not UTF-8 text, is a ConfigError
+    naming the path (one line from the command), not a traceback."""
+    with pytest.raises(ConfigError, match=r"cannot read config file .*: .*--config"):
+        load_settings(tmp_path, environ={})
+    latin = tmp_path / "latin1.toml"
+    latin.write_bytes('shared_domain = "caf\xe9.example"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_settings(latin, environ={})
+
+
 def test_missing_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "absent.toml", environ={})
