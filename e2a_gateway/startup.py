@@ -15,6 +15,7 @@ from e2a_gateway.config import Settings
 from e2a_gateway.mailauth.dkim import dkimpy
 from e2a_gateway.mailauth.dmarc import load_public_suffix_list
 from e2a_gateway.mailauth.spf import pyspf
+from e2a_gateway.outbound.relay import tls_context
 from e2a_gateway.smtp.protocol import SessionLimits, check_hostname
 from e2a_gateway.smtp.server import ListenerLimits, server_tls_context
 
@@ -65,6 +66,22 @@ def smtp_options(
         shutdown_grace_period=smtp.shutdown_grace_seconds,
     )
     return limits, listener_limits, tls
+
+
+def check_relay_trust(settings: Settings) -> None:
+    """StartupError when `outbound_smtp.ca_file` is set but cannot be loaded: every hand-off
+    to the relay would fail on it, retried for a day, instead of the start saying so."""
+    relay = settings.outbound_smtp
+    if relay.ca_file is None:
+        return
+    try:
+        tls_context(relay)
+    except OSError as exc:  # a missing file, or one without PEM certificates (ssl.SSLError)
+        raise StartupError(
+            f"outbound_smtp.ca_file: cannot load {relay.ca_file}: {exc.strerror or exc} — set it "
+            "to a PEM bundle of the CA certificates the relay's certificate chains to, or "
+            "leave it unset to trust the system CAs"
+        ) from None
 
 
 YOUNG_COLLECTION_THRESHOLD = 20_000

@@ -224,6 +224,21 @@ def test_a_config_path_that_is_no_file_is_one_clear_line(tmp_path: Path) -> None
     assert "Traceback" not in result.stderr
 
 
+def test_a_relay_ca_file_that_cannot_be_loaded_stops_start_up(tmp_path: Path) -> None:
+    """Every send would fail on it, retried for a day: say so at start, in one line."""
+    (tmp_path / "not-pem.pem").write_text("not a certificate\n")
+    for ca_file in (tmp_path / "missing.pem", tmp_path / "not-pem.pem"):
+        config = write_config(tmp_path, free_port(), free_port())
+        config.write_text(
+            config.read_text() + f'[outbound_smtp]\nhost = "127.0.0.1"\nca_file = "{ca_file}"\n'
+        )
+        result = run_e2a("serve", "--config", str(config), cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if line.startswith("e2a:")]
+        assert line.startswith(f"e2a: outbound_smtp.ca_file: cannot load {ca_file}"), line
+        assert "Traceback" not in result.stderr
+
+
 def test_migrate_then_bootstrap_in_process(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
