@@ -33,6 +33,7 @@ from e2a_gateway.production import check_production
 from e2a_gateway.smtp.server import serve_smtp
 from e2a_gateway.startup import (
     StartupError,
+    check_dkim_pair,
     check_relay_trust,
     load_for_first_mail,
     load_then_settle,
@@ -190,6 +191,7 @@ async def run_gateway(
     for warning in check_production(settings):
         log.warning("production: %s", warning)
     smtp_limits, smtp_listener_limits, smtp_tls = smtp_options(settings)
+    check_dkim_pair(settings)
     check_relay_trust(settings)
     smtp_sock = bind_tcp(
         settings.smtp.host, settings.smtp.port, "smtp.listen", settings.smtp.listen

@@ -68,6 +68,19 @@ def smtp_options(
     return limits, listener_limits, tls
 
 
+def check_dkim_pair(settings: Settings) -> None:
+    """StartupError when only one of `dkim.selector` and `dkim.private_key_path` is set:
+    mail would go out unsigned while the operator believes it signed."""
+    dkim = settings.dkim
+    if bool(dkim.selector) == (dkim.private_key_path is not None):
+        return
+    missing = "dkim.selector" if not dkim.selector else "dkim.private_key_path"
+    raise StartupError(
+        f"{missing}: DKIM signing needs both dkim.selector and dkim.private_key_path — set "
+        "the other one too, or neither to send unsigned"
+    )
+
+
 def check_relay_trust(settings: Settings) -> None:
     """StartupError when `outbound_smtp.ca_file` is set but cannot be loaded: every hand-off
     to the relay would fail on it, retried for a day, instead of the start saying so."""

@@ -178,7 +178,7 @@ def test_optional_files_left_empty_are_unset(tmp_path: Path) -> None:
     config = write_config(tmp_path, smtp_port, http_port)
     config.write_text(
         config.read_text()
-        + '[outbound_smtp]\nca_file = ""\n[dkim]\nselector = "e2a"\nprivate_key_path = ""\n'
+        + '[outbound_smtp]\nca_file = ""\n[dkim]\nselector = ""\nprivate_key_path = ""\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
     env |= {"E2A_SMTP_TLS_CERT": "", "E2A_SMTP_TLS_KEY": ""}
@@ -237,6 +237,21 @@ def test_a_relay_ca_file_that_cannot_be_loaded_stops_start_up(tmp_path: Path) ->
         (line,) = [line for line in result.stderr.splitlines() if line.startswith("e2a:")]
         assert line.startswith(f"e2a: outbound_smtp.ca_file: cannot load {ca_file}"), line
         assert "Traceback" not in result.stderr
+
+
+def test_half_a_dkim_setting_stops_start_up(tmp_path: Path) -> None:
+    """A selector without a key (or a key without a selector) signs nothing: say so at start,
+    as for half of the STARTTLS pair, rather than send unsigned mail."""
+    for given, missing in (
+        ('selector = "e2a"', "dkim.private_key_path"),
+        (f'private_key_path = "{tmp_path / "dkim.pem"}"', "dkim.selector"),
+    ):
+        config = write_config(tmp_path, free_port(), free_port())
+        config.write_text(config.read_text() + f"[dkim]\n{given}\n")
+        result = run_e2a("serve", "--config", str(config), cwd=tmp_path)
+        assert result.returncode == 1, result.stderr
+        (line,) = [line for line in result.stderr.splitlines() if line.startswith("e2a:")]
+        assert line.startswith(f"e2a: {missing}: DKIM signing needs both"), line
 
 
 def test_migrate_then_bootstrap_in_process(
