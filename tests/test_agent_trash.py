@@ -233,7 +233,17 @@ async def test_a_send_job_claimed_after_the_trash_is_failed_as_agent_deleted(
     assert status == "failed" and error.startswith("agent_deleted")
 
 
-async def test_no_approval_notice_goes_out_for_a_draft_of_a_trashed_agent(
+def await_deadline(settings: Settings, message_id: str) -> float:
+    """The review deadline stored for a held draft."""
+    ((deadline,),) = query(
+        settings.database.url,
+        "SELECT approval_expires_at FROM messages WHERE id = ?",
+        (message_id,),
+    )
+    return float(deadline)
+
+
+async def test_a_draft_of_a_trashed_agent_is_noticed_again_only_once_restored(
     tmp_path: Path, resolver: FixtureResolver, sink: Sink, relay_port: int
 ) -> None:
     """The notice job of a draft held just before its agent went to the trash is dropped: its
@@ -250,4 +260,22 @@ async def test_no_approval_notice_goes_out_for_a_draft_of_a_trashed_agent(
             now = time.time()
             assert await ApprovalWorker(quiet.gateway, clock=lambda: now).send_due_notices(now) == 1
             assert job_kinds(configured, message.id) == []
-    assert sink.received == []
+            assert sink.received == []
+
+            # Restored, the draft's reviewer is mailed a notice whose links reach its new
+            # deadline (the one mailed before the trash, if any, expires at the old one).
+            restored = await quiet.gateway.storage.restore_agent(
+                owner.user_id, owner.agent, now + HOUR
+            )
+            assert restored is not None
+            assert job_kinds(configured, message.id) == ["approval_notice"]
+            later = now + HOUR
+            worker = ApprovalWorker(quiet.gateway, clock=lambda: later)
+            assert await worker.send_due_notices(later) == 1
+            again = await quiet.gateway.storage.restore_agent(owner.user_id, owner.agent)
+            assert again is None and job_kinds(configured, message.id) == []
+    ((_, recipients, notice),) = sink.received
+    assert recipients == [OWNER]
+    held = await_deadline(configured, message.id)
+    assert held > time.time() + HOUR  # moved on by the hour in the trash
+    assert b"/api/v1/approve?token=" in notice

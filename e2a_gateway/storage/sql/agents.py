@@ -15,10 +15,12 @@ from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.storage.announcements import AccessEnded
 from e2a_gateway.storage.base import Agent, AgentChanges, AlreadyExists
 from e2a_gateway.storage.rows import AGENT_COLUMNS, agent_assignments, agent_params, decode_agent
+from e2a_gateway.storage.sql.jobs import add_job
 from e2a_gateway.storage.sql.outbound import cancel_sends_in
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
+    APPROVAL_NOTICE_JOB,
     HELD_FOR_REVIEW,
     INBOUND,
     OUTBOUND,
@@ -76,6 +78,20 @@ def _resume_reviews(tx: Transaction, agent_email: str, paused: float) -> None:
         "AND hold_expires_at IS NOT NULL",
         (paused, agent_email),
     )
+
+
+def _notify_again(tx: Transaction, agent_email: str, now: float) -> None:
+    """Queue a fresh approval notice for each of the agent's drafts waiting for review that
+    has none queued: the links of a notice mailed before the trash expire at the old deadline
+    (a notice due while the agent was in the trash was dropped), and the deadline has moved."""
+    waiting = tx.all(
+        f"SELECT m.id FROM messages m WHERE m.agent_email = ? AND m.direction = '{OUTBOUND}' "
+        f"AND m.status = '{PENDING_APPROVAL}' AND NOT EXISTS (SELECT 1 FROM jobs j "
+        f"WHERE j.kind = '{APPROVAL_NOTICE_JOB}' AND j.message_id = m.id) ORDER BY m.seq",
+        (agent_email,),
+    )
+    for (message_id,) in waiting:
+        add_job(tx, APPROVAL_NOTICE_JOB, message_id, now)
 
 
 def _resume_deliveries(tx: Transaction, agent_email: str, paused: float) -> None:
@@ -195,7 +211,8 @@ class AgentsSql(Runner):
     ) -> Agent | None:
         """Bring one of the user's trashed agents back into service at `now` (the present when
         None), moving its held mail's review deadlines and its webhook jobs on by the time it
-        spent in the trash; None when not trashed."""
+        spent in the trash, and mailing its drafts' reviewers fresh links; None when not
+        trashed."""
         moment = time.time() if now is None else now
 
         def restore(tx: Transaction) -> Agent | None:
@@ -212,6 +229,7 @@ class AgentsSql(Runner):
             )
             paused = max(0.0, moment - parse_timestamp(trashed[0]).timestamp())
             _resume_reviews(tx, email, paused)
+            _notify_again(tx, email, moment)
             _resume_deliveries(tx, email, paused)
             found = agent_row(tx, user_id, email)
             return decode_agent(found) if found else None
