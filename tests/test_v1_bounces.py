@@ -174,3 +174,55 @@ async def test_a_synchronous_550_is_a_bounce(
     viewed = await alice.http.get(f"/v1/agents/{bot}/messages/{message['id']}")
     assert "550 5.1.1 no such user" in viewed.json()["delivery_detail"]
     await assert_bounced_and_suppressed(running, alice, bot, message["id"], sdk5_python)
+
+
+def report_about(return_path: str, blocks: list[tuple[str, str, str]]) -> bytes:
+    """An RFC 3464 report, as Postfix writes it, with one block per (Final-Recipient, Action,
+    Status) and no Original-Recipient (the relay was given no ORCPT)."""
+    per_recipient = "".join(
+        f"\r\nFinal-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {status[0]}50 {status} {action} for {recipient}\r\n"
+        for recipient, action, status in blocks
+    )
+    return (
+        "From: MAILER-DAEMON@mx.example.org (Mail Delivery System)\r\n"
+        f"To: {return_path}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b2"\r\n'
+        "\r\n--b2\r\nContent-Type: text/plain\r\n\r\nThis is the mail system.\r\n"
+        "--b2\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; mx.example.org\r\n{per_recipient}"
+        "--b2--\r\n"
+    ).encode()
+
+
+async def bounce_events(alice: Account, event_type: str = "email.bounced") -> list[Any]:
+    listed = await alice.http.get("/v1/events", params={"type": event_type})
+    assert listed.status_code == 200, listed.text
+    return sorted(listed.json()["items"], key=lambda item: item["data"].get("delivered_to", ""))
+
+
+async def test_a_report_in_another_case_names_the_recipient_as_it_was_sent(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    dave = "dave@example.org"
+    sent = await alice.http.post(
+        "/api/v1/send", json={"from": bot, "to": [CAROL, dave], "subject": "Hi", "body": "x"}
+    )
+    assert sent.status_code == 200, sent.text
+    await wait_until(lambda: len(sink.received) == 1)
+    ((return_path, _, _),) = sink.received
+    report = report_about(
+        return_path, [("Carol@Example.ORG", "failed", "5.1.1"), (dave, "delayed", "4.2.2")]
+    )
+    await smtp_send(running.addresses.smtp_port, [return_path], report, sender="")
+
+    carol, delayed = await bounce_events(alice)
+    assert (carol["data"]["delivered_to"], carol["data"]["bounce_type"]) == (CAROL, "permanent")
+    assert (delayed["data"]["delivered_to"], delayed["data"]["bounce_type"]) == (dave, "transient")
+    listed = (await alice.http.get("/v1/account/suppressions")).json()["items"]
+    assert [item["address"] for item in listed] == [CAROL]  # the delayed one is not suppressed

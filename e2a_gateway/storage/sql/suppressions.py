@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from e2a_gateway.clock import format_timestamp
@@ -240,8 +241,14 @@ class SuppressionsSql(Runner):
             if row is None:
                 return False
             message = decode_outbound(row)
-            recipients = {address.lower() for address in [*message.to, *message.cc, *message.bcc]}
-            ours = [item for item in bounced if item.address.lower() in recipients]
+            recipients = {
+                address.lower(): address for address in [*message.to, *message.cc, *message.bcc]
+            }
+            ours = [  # named as the message names them, whatever case the report used
+                replace(item, address=recipients[item.address.lower()])
+                for item in bounced
+                if item.address.lower() in recipients
+            ]
             if not ours:
                 return False
             bounce_recorded(tx, message, ours, now, report=report)
