@@ -19,7 +19,6 @@ from tests.conftest import Account, make_settings
 from tests.delivery_support import create_agent, smtp_send, wait_until
 from tests.http_receiver import HttpReceiver
 from tests.relay_support import Sink, relay_port, sink
-from tests.test_v1_bounces import delivery_status_notification
 
 __all__ = ["relay_port", "sink"]  # fixtures
 
@@ -166,25 +165,3 @@ async def test_a_redacted_report_names_the_sole_recipient_and_no_other(
     assert len(await events(alice, "email.complained")) == 1
     listed = (await alice.http.get("/v1/account/suppressions")).json()["items"]
     assert [item["address"] for item in listed] == [CAROL]
-
-
-async def test_a_bounce_report_delivered_again_is_recorded_once(
-    running: RunningGateway, make_account: Any, sink: Sink
-) -> None:
-    """A reporting MTA whose 250 was lost (the gateway died after committing) sends the same
-    report again: it logs nothing more. Another report about the same recipient still counts."""
-    alice: Account = await make_account("alice@example.com")
-    bot = await create_agent(alice, "bot")
-    sent = await send(alice, bot, [CAROL])
-    assert sent.status_code == 200, sent.text
-    await wait_until(lambda: len(sink.received) == 1)
-    ((return_path, _, _),) = sink.received
-    report = delivery_status_notification(return_path, CAROL)
-    for _ in range(2):
-        await smtp_send(running.addresses.smtp_port, [return_path], report, sender="")
-    (bounced,) = await events(alice, "email.bounced")
-    assert bounced["data"]["delivered_to"] == CAROL
-    assert len(await events(alice, "domain.suppression_added")) == 1
-    another = report.replace(b"Your message could not", b"Once more: your message could not")
-    await smtp_send(running.addresses.smtp_port, [return_path], another, sender="")
-    assert len(await events(alice, "email.bounced")) == 2

@@ -7,7 +7,6 @@ agents' inboxes: such mail is not stored as mail.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 
 import trio
@@ -60,12 +59,9 @@ class ReturnedMail:
             BouncedRecipient(item.address, item.bounce_type, item.diagnostic or item.status)
             for item in verdict.recipients
         ]
-        report = hashlib.sha256(data).hexdigest()  # the same report, retried, records nothing
         for path in paths:
             try:
-                matched = await self._gateway.storage.record_bounce(
-                    path.message_id, bounced, now, report
-                )
+                matched = await self._gateway.storage.record_bounce(path.message_id, bounced, now)
             except StorageUnavailable as exc:
                 raise MessageNotStored(str(exc)) from exc
             log.info(

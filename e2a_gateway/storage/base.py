@@ -1480,14 +1480,12 @@ class Suppressions(Protocol):
     suppression lists they (or the account) fill."""
 
     async def record_bounce(
-        self, message_id: str, bounced: list[BouncedRecipient], now: float, report: str = ""
+        self, message_id: str, bounced: list[BouncedRecipient], now: float
     ) -> bool:
         """In one transaction: an `email.bounced` event per recipient of the outbound message
         `message_id` it names; for a permanent bounce the address on its account's suppression
         list (with a `domain.suppression_added` event) and the message `bounced`. False when
-        there is no such outbound message or none of `bounced` is its recipient. `report`
-        names the report (a digest of its bytes): the same report delivered again (its sender
-        retrying after an answer lost in a crash) records nothing more."""
+        there is no such outbound message or none of `bounced` is its recipient."""
         ...
 
     async def record_complaint(

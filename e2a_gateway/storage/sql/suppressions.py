@@ -102,26 +102,17 @@ def bounce_recorded(
     now: float,
     *,
     settle: bool = True,
-    report: str = "",
 ) -> bool:
     """Record `bounced` (recipients of `message`) inside `tx`: `email.bounced` for each, and for
     a permanent bounce the address suppressed for the account (`domain.suppression_added`) and,
-    when `settle`, the message `bounced`. True when any was a permanent bounce. A recipient the
-    report named `report` (when given) was recorded for already is passed over."""
+    when `settle`, the message `bounced`. True when any was a permanent bounce."""
     events: list[NewEvent] = []
     permanent = False
     for item in bounced:
         extra: dict[str, Any] = {"bounce_type": item.bounce_type}
         if item.detail:
             extra["smtp_detail"] = item.detail
-        event_id = _bounce_event_id(message.id, item.address, report) if report else None
-        if event_id and tx.first("SELECT 1 FROM events WHERE id = ?", (event_id,)) is not None:
-            continue
-        events.append(
-            recipient_event(
-                message, EMAIL_BOUNCED, item.address, now, extra=extra, event_id=event_id
-            )
-        )
+        events.append(recipient_event(message, EMAIL_BOUNCED, item.address, now, extra=extra))
         if item.bounce_type != "permanent":
             continue
         permanent = True
@@ -150,13 +141,6 @@ def bounce_recorded(
         )
     record_events(tx, events)
     return permanent
-
-
-def _bounce_event_id(message_id: str, recipient: str, report: str) -> str:
-    """The id of the `email.bounced` event of `recipient` about `message_id` that the report
-    named `report` records: the same each time that report comes, so it is recorded once."""
-    named = f"{message_id}|{EMAIL_BOUNCED}|{recipient.lower()}|{report}"
-    return f"evt_{hashlib.sha256(named.encode()).hexdigest()[:24]}"
 
 
 def _complaint_event_id(message_id: str, recipient: str) -> str:
@@ -228,9 +212,9 @@ class SuppressionsSql(Runner):
     """`Suppressions` in SQL."""
 
     async def record_bounce(
-        self, message_id: str, bounced: list[BouncedRecipient], now: float, report: str = ""
+        self, message_id: str, bounced: list[BouncedRecipient], now: float
     ) -> bool:
-        """Record a bounce report against the outbound message it names, once per report."""
+        """Record a bounce report against the outbound message it names."""
 
         def record(tx: Transaction) -> bool:
             row = tx.first(
@@ -251,7 +235,7 @@ class SuppressionsSql(Runner):
             ]
             if not ours:
                 return False
-            bounce_recorded(tx, message, ours, now, report=report)
+            bounce_recorded(tx, message, ours, now)
             return True
 
         return await self._write(record)
