@@ -226,3 +226,22 @@ async def test_a_report_in_another_case_names_the_recipient_as_it_was_sent(
     assert (delayed["data"]["delivered_to"], delayed["data"]["bounce_type"]) == (dave, "transient")
     listed = (await alice.http.get("/v1/account/suppressions")).json()["items"]
     assert [item["address"] for item in listed] == [CAROL]  # the delayed one is not suppressed
+
+
+async def test_a_report_delivered_again_is_recorded_once(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    assert (await send(alice, bot, CAROL)).status_code == 200
+    await wait_until(lambda: len(sink.received) == 1)
+    ((return_path, _, _),) = sink.received
+    delayed = report_about(return_path, [(CAROL, "delayed", "4.4.1")])
+    failed = report_about(return_path, [(CAROL, "failed", "5.1.1")])
+    port = running.addresses.smtp_port
+    for report in (delayed, delayed, failed, failed):  # each sent again, as a sender retries
+        await smtp_send(port, [return_path], report, sender="")
+
+    events = [event["data"]["bounce_type"] for event in await bounce_events(alice)]
+    assert sorted(events) == ["permanent", "transient"]
+    assert len(await bounce_events(alice, "domain.suppression_added")) == 1

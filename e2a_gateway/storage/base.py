@@ -1483,7 +1483,8 @@ class Suppressions(Protocol):
         self, message_id: str, bounced: list[BouncedRecipient], now: float
     ) -> bool:
         """In one transaction: an `email.bounced` event per recipient of the outbound message
-        `message_id` it names; for a permanent bounce the address on its account's suppression
+        `message_id` it names (none for what an earlier copy of the report recorded already);
+        for a permanent bounce the address on its account's suppression
         list (with a `domain.suppression_added` event) and the message `bounced`. False when
         there is no such outbound message or none of `bounced` is its recipient."""
         ...

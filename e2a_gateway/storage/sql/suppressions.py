@@ -105,14 +105,22 @@ def bounce_recorded(
 ) -> bool:
     """Record `bounced` (recipients of `message`) inside `tx`: `email.bounced` for each, and for
     a permanent bounce the address suppressed for the account (`domain.suppression_added`) and,
-    when `settle`, the message `bounced`. True when any was a permanent bounce."""
+    when `settle`, the message `bounced`. What was recorded already about a recipient (the same
+    type and detail) is left as it is. True when any newly recorded was a permanent bounce."""
     events: list[NewEvent] = []
     permanent = False
     for item in bounced:
+        event_id = _bounce_event_id(message.id, item)
+        if tx.first("SELECT 1 FROM events WHERE id = ?", (event_id,)) is not None:
+            continue  # the same report again (a sender retrying it): recorded already
         extra: dict[str, Any] = {"bounce_type": item.bounce_type}
         if item.detail:
             extra["smtp_detail"] = item.detail
-        events.append(recipient_event(message, EMAIL_BOUNCED, item.address, now, extra=extra))
+        events.append(
+            recipient_event(
+                message, EMAIL_BOUNCED, item.address, now, extra=extra, event_id=event_id
+            )
+        )
         if item.bounce_type != "permanent":
             continue
         permanent = True
@@ -141,6 +149,15 @@ def bounce_recorded(
         )
     record_events(tx, events)
     return permanent
+
+
+def _bounce_event_id(message_id: str, item: BouncedRecipient) -> str:
+    """The id of the `email.bounced` event of `item` about `message_id`: the same for every
+    copy of one report, so a report delivered again logs nothing more (a later report saying
+    something else about the recipient, such as a failure after a delay, is logged)."""
+    fields = [message_id, EMAIL_BOUNCED, item.address.lower(), item.bounce_type, item.detail or ""]
+    digest = hashlib.sha256("|".join(fields).encode()).hexdigest()
+    return f"evt_{digest[:24]}"
 
 
 def _complaint_event_id(message_id: str, recipient: str) -> str:
