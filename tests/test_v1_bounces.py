@@ -221,9 +221,8 @@ async def test_a_report_in_another_case_names_the_recipient_as_it_was_sent(
     )
     await smtp_send(running.addresses.smtp_port, [return_path], report, sender="")
 
-    carol, delayed = await bounce_events(alice)
+    (carol,) = await bounce_events(alice)  # dave's is delayed: still being tried, no bounce
     assert (carol["data"]["delivered_to"], carol["data"]["bounce_type"]) == (CAROL, "permanent")
-    assert (delayed["data"]["delivered_to"], delayed["data"]["bounce_type"]) == (dave, "transient")
     listed = (await alice.http.get("/v1/account/suppressions")).json()["items"]
     assert [item["address"] for item in listed] == [CAROL]  # the delayed one is not suppressed
 
@@ -236,12 +235,32 @@ async def test_a_report_delivered_again_is_recorded_once(
     assert (await send(alice, bot, CAROL)).status_code == 200
     await wait_until(lambda: len(sink.received) == 1)
     ((return_path, _, _),) = sink.received
-    delayed = report_about(return_path, [(CAROL, "delayed", "4.4.1")])
+    expired = report_about(return_path, [(CAROL, "failed", "4.4.7")])
     failed = report_about(return_path, [(CAROL, "failed", "5.1.1")])
     port = running.addresses.smtp_port
-    for report in (delayed, delayed, failed, failed):  # each sent again, as a sender retries
+    for report in (expired, expired, failed, failed):  # each sent again, as a sender retries
         await smtp_send(port, [return_path], report, sender="")
 
     events = [event["data"]["bounce_type"] for event in await bounce_events(alice)]
     assert sorted(events) == ["permanent", "transient"]
     assert len(await bounce_events(alice, "domain.suppression_added")) == 1
+
+
+async def test_a_delay_report_is_no_bounce(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    sent = await send(alice, bot, CAROL)
+    assert sent.status_code == 200, sent.text
+    await wait_until(lambda: len(sink.received) == 1)
+    ((return_path, _, _),) = sink.received
+    for status in ("4.4.1", "4.2.2", "5.2.2"):  # a Postfix, Exim or Exchange delay warning
+        report = report_about(return_path, [(CAROL, "delayed", status)])
+        await smtp_send(running.addresses.smtp_port, [return_path], report, sender="")
+
+    assert await bounce_events(alice) == []  # it may yet be delivered
+    assert (await alice.http.get("/v1/account/suppressions")).json()["items"] == []
+    assert await status_of(alice, sent.json()["message_id"]) == "sent"
+    again = await send(alice, bot, CAROL)
+    assert again.status_code == 200, again.text

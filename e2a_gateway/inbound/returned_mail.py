@@ -45,9 +45,10 @@ class ReturnedMail:
 
     async def record(self, paths: list[ReturnPath], data: bytes, now: float) -> None:
         """Read `data` and record a bounce or a complaint against each message of `paths`;
-        anything else that comes back (an auto-reply, a report of success, mail we cannot read)
-        is dropped with a log line. MessageNotStored when storage cannot commit it, so the
-        sender retries."""
+        anything else that comes back (an auto-reply, a report of success or of a delay, mail
+        we cannot read) is dropped with a log line: a recipient a report says is still being
+        tried (`Action: delayed`) has not bounced, and may yet receive the message.
+        MessageNotStored when storage cannot commit it, so the sender retries."""
         verdict = await trio.to_thread.run_sync(read_returned_mail, data)
         if isinstance(verdict, Complaint):
             await self._record_complaint(paths, verdict, now)
@@ -58,7 +59,11 @@ class ReturnedMail:
         bounced = [
             BouncedRecipient(item.address, item.bounce_type, item.diagnostic or item.status)
             for item in verdict.recipients
+            if item.action != "delayed"  # still being tried: no bounce (yet)
         ]
+        if not bounced:
+            log.info("delay report (still being tried): not recorded")
+            return
         for path in paths:
             try:
                 matched = await self._gateway.storage.record_bounce(path.message_id, bounced, now)
