@@ -338,6 +338,14 @@ def test_feedback_report_is_a_complaint(
     assert verdict.original_message_id == message_id
 
 
+@pytest.mark.parametrize("feedback_type", ["not-spam", "Not-Spam", "auth-failure"])
+def test_feedback_report_that_complains_of_nothing_is_no_complaint(feedback_type: str) -> None:
+    raw = (DATA / "e2a/arf_abuse_report.eml").read_bytes()
+    assert isinstance(read_returned_mail(raw), Complaint)
+    report = raw.replace(b"Feedback-Type: abuse", f"Feedback-Type: {feedback_type}".encode())
+    assert read_returned_mail(report) is None
+
+
 @pytest.mark.parametrize(
     ("name", "marker", "in_reply_to"),
     [

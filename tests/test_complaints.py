@@ -165,3 +165,24 @@ async def test_a_redacted_report_names_the_sole_recipient_and_no_other(
     assert len(await events(alice, "email.complained")) == 1
     listed = (await alice.http.get("/v1/account/suppressions")).json()["items"]
     assert [item["address"] for item in listed] == [CAROL]
+
+
+@pytest.mark.parametrize("feedback_type", ["not-spam", "auth-failure"])
+async def test_a_report_that_complains_of_nothing_suppresses_nobody(
+    running: RunningGateway, make_account: Any, sink: Sink, feedback_type: str
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    sent = await send(alice, bot, [CAROL])
+    assert sent.status_code == 200, sent.text
+    await wait_until(lambda: len(sink.received) == 1)
+    ((return_path, _, original),) = sink.received
+
+    report = feedback_report(return_path, original, CAROL, feedback_type)
+    await smtp_send(running.addresses.smtp_port, [return_path], report, sender="")
+
+    assert await events(alice, "email.complained") == []
+    assert (await alice.http.get("/v1/account/suppressions")).json()["items"] == []
+    viewed = await alice.http.get(f"/v1/agents/{bot}/messages/{sent.json()['message_id']}")
+    assert viewed.json()["delivery_status"] == "sent"
+    assert (await send(alice, bot, [CAROL])).status_code == 200

@@ -80,6 +80,9 @@ _FAILURE_SUBJECT = re.compile(
     r"|non[- ]?delivery|could not be delivered|delivery notification|mail system error",
     re.IGNORECASE,
 )
+_NO_COMPLAINT = {"not-spam", "auth-failure"}
+"""Feedback types that complain of nothing: the recipient saying the message is not spam
+(RFC 6430), and a report that it failed authentication (RFC 6591)."""
 _AUTO_REPLY_SUBJECT = re.compile(
     r"^\s*(?:auto:|auto response:|automatic reply:|autoreply:|out of (?:the )?office:)",
     re.IGNORECASE,
@@ -146,11 +149,13 @@ Verdict = Bounce | Complaint | AutoReply
 
 def read_returned_mail(raw: bytes) -> Verdict | None:
     """What a message that came back to one of our envelope senders is: a bounce, a complaint,
-    an auto-reply, or None (none of these, or a success-only delivery report)."""
+    an auto-reply, or None (none of these, a success-only delivery report, or a feedback report
+    that complains of nothing: `not-spam`, `auth-failure`)."""
     message = email.message_from_bytes(raw)
     feedback_part = _find_part(message, {"message/feedback-report"})
     if feedback_part is not None:
-        return _complaint(message, feedback_part)
+        complaint = _complaint(message, feedback_part)
+        return None if complaint.feedback_type in _NO_COMPLAINT else complaint
     status_part = _find_part(message, _DELIVERY_STATUS_TYPES)
     if status_part is not None:
         recipients, reported = _reported_recipients(status_part)
