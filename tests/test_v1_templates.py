@@ -637,3 +637,31 @@ async def test_a_sent_text_keeps_its_whitespace(running: RunningGateway, owner: 
     assert sent.status_code == 202, sent.text
     message = await only_message(owner, reader)
     assert message["parsed"]["text"].startswith("    def answer():\n        return 42")
+
+
+async def test_a_subject_renders_no_longer_than_a_send_may_give(
+    running: RunningGateway, owner: Account
+) -> None:
+    """A subject is at most 2000 characters whether given or rendered: a longer one would take
+    the outbound worker minutes to fold into a header."""
+    sender = await create_agent(owner, "long-sender")
+    reader = await create_agent(owner, "long-reader")
+    made = {"name": "Topic", "alias": "topic", "subject": "{{topic}}", "text": "{{topic}}"}
+    assert (await owner.http.post("/v1/templates", json=made)).status_code == 201
+    path = messages_path(sender)
+    words = "word " * 100_000
+    refused = await owner.http.post(
+        path, json={"to": [reader], "template_alias": "topic", "template_data": {"topic": words}}
+    )
+    error = error_of(refused, 400)
+    assert error["code"] == "template_render_failed"
+    assert error["details"] == {
+        "part": "subject",
+        "message": "rendered subject exceeds 2000 characters",
+    }
+    longest = "x" * 2000
+    sent = await owner.http.post(
+        path, json={"to": [reader], "template_alias": "topic", "template_data": {"topic": longest}}
+    )
+    assert sent.status_code == 202, sent.text
+    assert (await only_message(owner, reader))["subject"] == longest

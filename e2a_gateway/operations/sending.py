@@ -399,7 +399,7 @@ class SendMessageBody(ComposeBody):
     """sendMessage (e2a's SendEmailRequest)."""
 
     to: list[str] = Field(min_length=1)
-    subject: Verbatim = Field(default="", max_length=2000)
+    subject: Verbatim = Field(default="", max_length=templates.MAX_SUBJECT_CHARS)
     template_id: Verbatim | None = None
     template_alias: Verbatim | None = None
     template_data: dict[str, Any] | None = None

@@ -29,6 +29,9 @@ MAX_TEMPLATES = 10
 MAX_NAME_BYTES = 200
 """e2a's bound on a template's name, in UTF-8 bytes."""
 ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,127}")
+MAX_SUBJECT_CHARS = 2000
+"""The longest subject a send may give (e2a's `maxSubjectLen`), and so the longest a template's
+subject may render to."""
 PARTS = (("subject", False), ("text", False), ("html", True))
 """Each part's name and whether a `{{x}}` in it is HTML-escaped (only the HTML part's is)."""
 
@@ -225,7 +228,8 @@ async def rendered_template(
     data: dict[str, Any],
 ) -> Rendered:
     """The parts of the account's template named by id or alias, rendered with `data`
-    (`{{x}}` escaped in the HTML part only); the subject and text must not render empty."""
+    (`{{x}}` escaped in the HTML part only); the subject must not render longer than a send's
+    may be, and neither it nor the text empty."""
     storage = gateway.storage
     if template_id:
         template = await storage.get_template(caller.user_id, template_id)
@@ -249,6 +253,13 @@ async def rendered_template(
                 f"template part {part} failed to render: {exc}",
                 {"part": part, "message": str(exc)},
             ) from None
+    if len(out.get("subject", "")) > MAX_SUBJECT_CHARS:
+        problem = f"rendered subject exceeds {MAX_SUBJECT_CHARS} characters"
+        raise Invalid(
+            "template_render_failed",
+            f"template part subject failed to render: {problem}",
+            {"part": "subject", "message": problem},
+        )
     for part in ("subject", "text"):
         if not out.get(part):
             named = list(variables.get(part, ()))
