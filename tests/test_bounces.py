@@ -320,9 +320,9 @@ def test_crlf_line_endings_read_the_same() -> None:
             "abuse",
             "<3c59dc048e8850243be8079a5c74d079@agents.example.com>",
         ),
-        (
+        (  # its returned headers' To is no complainant: the Cc or Bcc may have complained
             "e2a/arf_redacted_headers.eml",
-            ("spam.hater@example.com",),
+            (),
             "abuse",
             "<b6d767d2f8ed5d21a44b0e5886680cb9@agents.example.com>",
         ),
@@ -336,6 +336,17 @@ def test_feedback_report_is_a_complaint(
     assert verdict.recipients == recipients
     assert verdict.feedback_type == feedback_type
     assert verdict.original_message_id == message_id
+
+
+def test_microsofts_feedback_loop_names_the_complainant_in_the_returned_message() -> None:
+    raw = (DATA / "e2a/arf_redacted_headers.eml").read_bytes()
+    jmrp = raw.replace(
+        b"To: spam.hater@example.com",
+        b"X-HmXmrOriginalRecipient: <Cc.Reader@outlook.example>\nTo: spam.hater@example.com",
+    )
+    verdict = read_returned_mail(jmrp)
+    assert isinstance(verdict, Complaint)
+    assert verdict.recipients == ("Cc.Reader@outlook.example",)
 
 
 @pytest.mark.parametrize("feedback_type", ["not-spam", "Not-Spam", "auth-failure"])

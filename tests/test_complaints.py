@@ -33,11 +33,19 @@ def settings(tmp_path: Path, relay_port: int) -> Settings:
 
 
 def feedback_report(
-    return_path: str, original: bytes, recipient: str | None, feedback_type: str = "abuse"
+    return_path: str,
+    original: bytes,
+    recipient: str | None,
+    feedback_type: str = "abuse",
+    *,
+    jmrp_recipient: str | None = None,
 ) -> bytes:
     """An RFC 5965 abuse report about `original`, as a mailbox provider's feedback loop sends
-    it (`recipient` None: redacted, as some providers do)."""
+    it (`recipient` None: redacted, as some providers do; `jmrp_recipient`: named only in the
+    returned headers, as Microsoft's JMRP does)."""
     headers = original.split(b"\r\n\r\n", 1)[0].decode()
+    if jmrp_recipient:
+        headers = f"X-HmXmrOriginalRecipient: <{jmrp_recipient}>\r\n{headers}"
     rcpt = f"Original-Rcpt-To: {recipient}\r\n" if recipient else ""
     return (
         "From: Feedback Loop <fbl@mx.example.org>\r\n"
@@ -186,3 +194,30 @@ async def test_a_report_that_complains_of_nothing_suppresses_nobody(
     viewed = await alice.http.get(f"/v1/agents/{bot}/messages/{sent.json()['message_id']}")
     assert viewed.json()["delivery_status"] == "sent"
     assert (await send(alice, bot, [CAROL])).status_code == 200
+
+
+async def test_a_report_names_the_one_who_complained_not_the_to_of_the_copy(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """A report without Original-Rcpt-To does not say which of the returned copy's addressees
+    complained (it may have been a Cc): Microsoft's JMRP names them in its own header."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    sent = await alice.http.post(
+        "/api/v1/send",
+        json={"from": bot, "to": [DAVE], "cc": [CAROL], "subject": "Hi", "body": "Hello"},
+    )
+    assert sent.status_code == 200, sent.text
+    await wait_until(lambda: len(sink.received) == 1)
+    ((path, _, original),) = sink.received
+    port = running.addresses.smtp_port
+
+    await smtp_send(port, [path], feedback_report(path, original, None), sender="")
+    assert await events(alice, "email.complained") == []  # Dave, or Carol? It does not say
+
+    jmrp = feedback_report(path, original, None, jmrp_recipient=CAROL.upper())
+    await smtp_send(port, [path], jmrp, sender="")
+    (complained,) = await events(alice, "email.complained")
+    assert complained["data"]["delivered_to"] == CAROL
+    listed = (await alice.http.get("/v1/account/suppressions")).json()["items"]
+    assert [item["address"] for item in listed] == [CAROL]

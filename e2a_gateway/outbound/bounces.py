@@ -80,6 +80,9 @@ _FAILURE_SUBJECT = re.compile(
     r"|non[- ]?delivery|could not be delivered|delivery notification|mail system error",
     re.IGNORECASE,
 )
+_JMRP_RECIPIENT = "X-HmXmrOriginalRecipient"
+"""Where Microsoft's feedback loop (JMRP) names the complainant: a header of the returned message
+(or of the report), its report having no `Original-Rcpt-To`."""
 _NO_COMPLAINT = {"not-spam", "auth-failure"}
 """Feedback types that complain of nothing: the recipient saying the message is not spam
 (RFC 6430), and a report that it failed authentication (RFC 6591)."""
@@ -128,7 +131,9 @@ class Complaint:
     """An RFC 5965 feedback report: a recipient marked our message as spam (or similar)."""
 
     recipients: tuple[str, ...]
-    """`Original-Rcpt-To`, else the To of the returned message; often empty (redacted)."""
+    """`Original-Rcpt-To`, else Microsoft's `X-HmXmrOriginalRecipient`; often empty (redacted).
+    Never the To of the returned message: it lists the addressees, not which of them (or of the
+    Cc and Bcc recipients) complained."""
     feedback_type: str
     user_agent: str | None = None
     original_message_id: str | None = None
@@ -350,10 +355,15 @@ def _mta_name(value: str | None) -> str | None:
 def _complaint(message: email.message.Message, part: email.message.Message) -> Complaint:
     fields = email.message_from_string(_field_text(part).lstrip("\n"))
     recipients = [_unfolded(value) or "" for value in fields.get_all("original-rcpt-to", [])]
-    if not any(recipients):
-        headers = _find_returned_headers(message)
-        to = [str(value) for value in headers.get_all("to", [])] if headers else []
-        recipients = [address for _, address in email.utils.getaddresses(to)]
+    if not any(recipients):  # Microsoft's JMRP names the complainant only in its own header
+        returned = _find_returned_headers(message)
+        named = [
+            str(value)
+            for headers in (returned, message)
+            if headers is not None
+            for value in headers.get_all(_JMRP_RECIPIENT, [])
+        ]
+        recipients = [address for _, address in email.utils.getaddresses(named)]
     return Complaint(
         tuple(address.strip("<> ") for address in recipients if address.strip("<> ")),
         (_unfolded(fields.get("feedback-type")) or "abuse").lower(),
