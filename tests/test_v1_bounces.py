@@ -264,3 +264,53 @@ async def test_a_delay_report_is_no_bounce(
     assert await status_of(alice, sent.json()["message_id"]) == "sent"
     again = await send(alice, bot, CAROL)
     assert again.status_code == 200, again.text
+
+
+def notice_naming_nobody(return_path: str, original: bytes) -> bytes:
+    """A failure notice that names no recipient, with the message it returns inline."""
+    headers = original.split(b"\r\n\r\n", 1)[0].decode()
+    return (
+        "From: MAILER-DAEMON@mx.example.org\r\n"
+        f"To: {return_path}\r\n"
+        "Subject: Undeliverable mail\r\n"
+        "\r\n"
+        "Your message could not be delivered.\r\n"
+        "\r\n"
+        "550 5.1.1 Requested action not taken: mailbox unavailable\r\n"
+        "\r\n"
+        "----- Original message -----\r\n"
+        f"{headers}\r\n"
+        "\r\n"
+        "Hello\r\n"
+    ).encode()
+
+
+async def test_a_notice_naming_nobody_is_about_a_sole_recipient_only(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """Its returned copy shows the To and Cc, never the Bcc: with a Bcc recipient as well, the
+    one addressee it shows may not be the one who failed."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    dave = "dave@example.org"
+    both = await alice.http.post(
+        "/api/v1/send",
+        json={"from": bot, "to": [dave], "bcc": [CAROL], "subject": "Hi", "body": "Hello"},
+    )
+    assert both.status_code == 200, both.text
+    await wait_until(lambda: len(sink.received) == 1)
+    ((return_path, _, original),) = sink.received
+    assert b"carol" not in original.lower()
+    port = running.addresses.smtp_port
+    await smtp_send(port, [return_path], notice_naming_nobody(return_path, original), sender="")
+    assert await bounce_events(alice) == []  # Dave, or Carol? It does not say
+    assert (await alice.http.get("/v1/account/suppressions")).json()["items"] == []
+
+    one = await send(alice, bot, dave)
+    assert one.status_code == 200, one.text
+    await wait_until(lambda: len(sink.received) == 2)
+    return_path, _, original = sink.received[1]
+    await smtp_send(port, [return_path], notice_naming_nobody(return_path, original), sender="")
+    (bounced,) = await bounce_events(alice)
+    assert bounced["message_id"] == one.json()["message_id"]
+    assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (dave, "permanent")

@@ -12,7 +12,7 @@ import logging
 import trio
 
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.outbound.bounces import Bounce, Complaint, read_returned_mail
+from e2a_gateway.outbound.bounces import SOLE_ADDRESSEE, Bounce, Complaint, read_returned_mail
 from e2a_gateway.outbound.return_path import (
     LOCAL_PART_PREFIX,
     ReturnPath,
@@ -65,6 +65,11 @@ class ReturnedMail:
             log.info("delay report (still being tried): not recorded")
             return
         for path in paths:
+            if verdict.source == SOLE_ADDRESSEE and not await self._sent_to_one(path.message_id):
+                log.info(
+                    "bounce for %s names no recipient of several: not recorded", path.message_id
+                )
+                continue
             try:
                 matched = await self._gateway.storage.record_bounce(path.message_id, bounced, now)
             except StorageUnavailable as exc:
@@ -75,6 +80,17 @@ class ReturnedMail:
                 ", ".join(f"{item.bounce_type}" for item in bounced),
                 "recorded" if matched else "names none of its recipients",
             )
+
+    async def _sent_to_one(self, message_id: str) -> bool:
+        """Whether the outbound message was sent to one recipient only (To, Cc and Bcc), so a
+        notice about its returned copy's sole addressee can be about nobody else."""
+        try:
+            message = await self._gateway.storage.get_outbound(None, message_id)
+        except StorageUnavailable as exc:
+            raise MessageNotStored(str(exc)) from exc
+        if message is None:
+            return False
+        return len({a.lower() for a in [*message.to, *message.cc, *message.bcc]}) == 1
 
     async def _record_complaint(
         self, paths: list[ReturnPath], complaint: Complaint, now: float

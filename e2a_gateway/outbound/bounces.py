@@ -29,6 +29,9 @@ from flufl.bounce import all_failures
 
 BounceType = Literal["permanent", "transient", "undetermined"]
 MAX_DIAGNOSTIC_CHARS = 1000
+SOLE_ADDRESSEE = "sole_addressee"
+"""`Bounce.source` of a notice naming no recipient, taken to be about the returned message's
+sole addressee."""
 
 _ENHANCED_STATUS = re.compile(r"(?<![\w.#])#?([45])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
 """A failure's enhanced status code in free text (4.x.x or 5.x.x, not inside an IP address)."""
@@ -119,7 +122,9 @@ class Bounce:
     recipients: tuple[FailedRecipient, ...]
     source: str
     """`rfc3464`; `flufl.bounce` when its detectors found the addresses; `text` for a failure
-    notice read from its text alone (no detector knew it)."""
+    notice read from its text alone (no detector knew it); `sole_addressee` for one that names
+    no recipient, about the returned message's one addressee (To or Cc): the message sent may
+    have had Bcc recipients too, so it tells who failed only when it was sent to one person."""
     reporting_mta: str | None = None
     original_message_id: str | None = None
     """The returned message's Message-ID (with angle brackets), to match it when the envelope
@@ -413,7 +418,7 @@ def _non_standard_bounce(message: email.message.Message) -> Bounce | None:
         {a for a in temporary | permanent if a.lower() not in not_recipients}, key=str.lower
     )
     if not addresses and notice and (_has_code(text) or _PERMANENT_WORDING.search(text)):
-        addresses = _sole_returned_recipient(message)
+        addresses, source = _sole_returned_recipient(message), SOLE_ADDRESSEE
     if not addresses:
         return None
     paragraphs = _paragraphs(text)
