@@ -314,3 +314,27 @@ async def test_a_notice_naming_nobody_is_about_a_sole_recipient_only(
     (bounced,) = await bounce_events(alice)
     assert bounced["message_id"] == one.json()["message_id"]
     assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (dave, "permanent")
+
+
+async def test_a_notice_with_an_unreadable_charset_is_still_read(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """A charset that names no charset (a NUL in it) is read as UTF-8, not answered 451 for the
+    sender to retry for days."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    assert (await send(alice, bot, CAROL)).status_code == 200
+    await wait_until(lambda: len(sink.received) == 1)
+    ((return_path, _, _),) = sink.received
+    notice = (
+        "From: MAILER-DAEMON@mx.example.org\r\n"
+        f"To: {return_path}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: text/plain; charset="utf\x008"\r\n'
+        "\r\n"
+        f"<{CAROL}>: host mx.example.org[192.0.2.5] said: 550 5.1.1 unknown user \u00e9\r\n"
+    ).encode()
+    await smtp_send(running.addresses.smtp_port, [return_path], notice, sender="")
+    (bounced,) = await bounce_events(alice)
+    assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (CAROL, "permanent")

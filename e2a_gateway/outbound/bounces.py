@@ -561,11 +561,9 @@ def _own_parts(part: email.message.Message) -> Iterator[email.message.Message]:
     """The leaf parts of the notice itself, not descending into returned messages."""
     if part.get_content_maintype() == "message" or part.get_content_type() in _HEADERS_TYPES:
         return
-    payload = part.get_payload()
-    if part.is_multipart() and isinstance(payload, list):
-        for child in payload:
-            if isinstance(child, email.message.Message):
-                yield from _own_parts(child)
+    if part.is_multipart():
+        for child in _children(part):
+            yield from _own_parts(child)
     else:
         yield part
 
@@ -615,10 +613,9 @@ def _inline_returned_headers(message: email.message.Message) -> email.message.Me
 
 
 def _returned_headers(part: email.message.Message) -> email.message.Message | None:
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        first = payload[0] if payload else None
-        return first if isinstance(first, email.message.Message) else None
+    if part.is_multipart():
+        children = _children(part)
+        return children[0] if children else None
     return email.message_from_string(_part_text(part))
 
 
@@ -637,10 +634,18 @@ def _find_part(message: email.message.Message, types: set[str]) -> email.message
         part = stack.pop(0)
         if part.get_content_type() in types:
             return part
-        payload = part.get_payload()
-        if part.get_content_maintype() == "multipart" and isinstance(payload, list):
-            stack.extend(child for child in payload if isinstance(child, email.message.Message))
+        if part.get_content_maintype() == "multipart":
+            stack.extend(_children(part))
     return None
+
+
+def _children(part: email.message.Message) -> list[email.message.Message]:
+    """The parts a multipart (or an enclosed message) holds; none for a leaf, whose payload is
+    not asked for (it is decoded in the charset its header names, which may not be one)."""
+    payload = part.get_payload() if part.is_multipart() else None
+    if not isinstance(payload, list):
+        return []
+    return [child for child in payload if isinstance(child, email.message.Message)]
 
 
 def _part_text(part: email.message.Message) -> str:
