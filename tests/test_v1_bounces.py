@@ -5,12 +5,14 @@ suppresses the address for the account, and the next send to it is refused clear
 
 from __future__ import annotations
 
+import base64
 import smtplib
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
@@ -336,5 +338,35 @@ async def test_a_notice_with_an_unreadable_charset_is_still_read(
         f"<{CAROL}>: host mx.example.org[192.0.2.5] said: 550 5.1.1 unknown user \u00e9\r\n"
     ).encode()
     await smtp_send(running.addresses.smtp_port, [return_path], notice, sender="")
+    (bounced,) = await bounce_events(alice)
+    assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (CAROL, "permanent")
+
+
+async def test_a_notice_with_long_runs_of_text_is_read_at_once(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """The return path is in every copy sent, so anyone may mail it: a notice whose text
+    decodes to a long line of dashes or of address characters is read in a moment (it took
+    minutes of CPU)."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    assert (await send(alice, bot, CAROL)).status_code == 200
+    await wait_until(lambda: len(sink.received) == 1)
+    ((return_path, _, _),) = sink.received
+    text = (
+        f"<{CAROL}>: host mx.example.org[192.0.2.5] said: 550 5.1.1 unknown user\r\n"
+        f"\r\n550 {'x' * 100_000}\r\n\r\n{'-' * 100_000}\r\n"
+    )
+    notice = (
+        "From: MAILER-DAEMON@mx.example.org\r\n"
+        f"To: {return_path}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=us-ascii\r\n"
+        "Content-Transfer-Encoding: base64\r\n"
+        "\r\n"
+    ).encode() + base64.encodebytes(text.encode()).replace(b"\n", b"\r\n")
+    with trio.fail_after(20):
+        await smtp_send(running.addresses.smtp_port, [return_path], notice, sender="")
     (bounced,) = await bounce_events(alice)
     assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (CAROL, "permanent")

@@ -55,14 +55,19 @@ _HEADERS_TYPES = {
     "message/global-headers",
 }
 _RETURNED_MESSAGE = re.compile(
-    r"^[ \t]*(?:-{2,}.*?(?:original message|unsent message|copy of the message|returned message"
+    r"^[ \t]*(?:-{2,}+.*?(?:original message|unsent message|copy of the message|returned message"
     r"|message headers|undelivered message|message follows)"
     r"|below this line is a copy of the message|original message headers:"
     r"|message headers follow)",
     re.IGNORECASE | re.MULTILINE,
 )
 _MESSAGE_ID_LINE = re.compile(r"^message-id:[ \t]*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
-_ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+_LOCAL_CHARACTER = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]"
+_ADDRESS = re.compile(
+    rf"(?<!{_LOCAL_CHARACTER}){_LOCAL_CHARACTER}++@[A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)+"
+)
+"""An address in free text. Each run of characters is tried once (where it starts, and without
+giving any back), so a long run that is no address costs its length, not its square."""
 _REMOTE_HOST = (
     re.compile(r"\bhost\s+([A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9])\s*\[", re.IGNORECASE),
     re.compile(r"^\s*([0-9]{1,3}(?:\.[0-9]{1,3}){3}) does not like recipient", re.MULTILINE),
