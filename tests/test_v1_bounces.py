@@ -370,3 +370,27 @@ async def test_a_notice_with_long_runs_of_text_is_read_at_once(
         await smtp_send(running.addresses.smtp_port, [return_path], notice, sender="")
     (bounced,) = await bounce_events(alice)
     assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (CAROL, "permanent")
+
+
+async def test_an_html_notice_with_a_run_of_brackets_is_read_at_once(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    assert (await send(alice, bot, CAROL)).status_code == 200
+    await wait_until(lambda: len(sink.received) == 1)
+    ((return_path, _, _),) = sink.received
+    markup = f"<p>{CAROL}: 550 5.1.1 unknown user</p>\r\n\r\n{'<' * 200_000}\r\n"
+    notice = (
+        "From: MAILER-DAEMON@mx.example.org\r\n"
+        f"To: {return_path}\r\n"
+        "Subject: Undeliverable: Hi\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/html; charset=us-ascii\r\n"
+        "Content-Transfer-Encoding: base64\r\n"
+        "\r\n"
+    ).encode() + base64.encodebytes(markup.encode()).replace(b"\n", b"\r\n")
+    with trio.fail_after(20):
+        await smtp_send(running.addresses.smtp_port, [return_path], notice, sender="")
+    (bounced,) = await bounce_events(alice)
+    assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (CAROL, "permanent")

@@ -68,6 +68,8 @@ _ADDRESS = re.compile(
 )
 """An address in free text. Each run of characters is tried once (where it starts, and without
 giving any back), so a long run that is no address costs its length, not its square."""
+_TAG = re.compile(r"<[^<>]*>")
+"""An HTML tag; it ends before the next `<`, so a run of `<` without `>` costs its length."""
 _REMOTE_HOST = (
     re.compile(r"\bhost\s+([A-Za-z0-9][A-Za-z0-9.-]*[A-Za-z0-9])\s*\[", re.IGNORECASE),
     re.compile(r"^\s*([0-9]{1,3}(?:\.[0-9]{1,3}){3}) does not like recipient", re.MULTILINE),
@@ -555,7 +557,7 @@ def _readable_parts(message: email.message.Message) -> Iterator[str]:
         if part.get_content_type() == "text/plain":
             plain.append(_part_text(part))
         elif part.get_content_type() == "text/html":
-            markup.append(html.unescape(re.sub(r"<[^>]*>", " ", _part_text(part))))
+            markup.append(html.unescape(_TAG.sub(" ", _part_text(part))))
     if plain or markup:
         yield from plain or markup
     elif isinstance(message.preamble, str):
