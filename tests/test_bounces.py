@@ -420,6 +420,8 @@ def test_ordinary_mail_is_none(name: str) -> None:
         ("5.2.2", "failed", "transient"),
         ("5.2.3", "failed", "transient"),
         ("5.3.4", "failed", "transient"),
+        ("5.1.7", "failed", "transient"),
+        ("5.1.8", "failed", "transient"),
         ("550", None, "permanent"),
         ("552", None, "transient"),
         ("421", None, "transient"),

@@ -394,3 +394,30 @@ async def test_an_html_notice_with_a_run_of_brackets_is_read_at_once(
         await smtp_send(running.addresses.smtp_port, [return_path], notice, sender="")
     (bounced,) = await bounce_events(alice)
     assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (CAROL, "permanent")
+
+
+async def test_a_refusal_of_our_sender_suppresses_no_recipient(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """Postfix checks the sender's domain at RCPT TO: `550 5.1.8 … Sender address rejected:
+    Domain not found` is about the agent's domain, not the recipient, in a report as from the
+    relay itself."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    dave = "dave@example.org"
+    assert (await send(alice, bot, CAROL)).status_code == 200
+    await wait_until(lambda: len(sink.received) == 1)
+    ((return_path, _, _),) = sink.received
+    report = report_about(return_path, [(CAROL, "failed", "5.1.8")])
+    await smtp_send(running.addresses.smtp_port, [return_path], report, sender="")
+    sink.rcpt_answers[dave] = (
+        "550 5.1.8 <bot@agents.test>: Sender address rejected: Domain not found"
+    )
+    refused = await send(alice, bot, dave)
+    assert refused.status_code == 422, refused.text  # nothing was sent
+
+    events = [
+        (e["data"]["delivered_to"], e["data"]["bounce_type"]) for e in await bounce_events(alice)
+    ]
+    assert events == [(CAROL, "transient"), (dave, "transient")]
+    assert (await alice.http.get("/v1/account/suppressions")).json()["items"] == []

@@ -37,9 +37,12 @@ _ENHANCED_STATUS = re.compile(r"(?<![\w.#])#?([45])\.(\d{1,3})\.(\d{1,3})(?!\.?\
 """A failure's enhanced status code in free text (4.x.x or 5.x.x, not inside an IP address)."""
 _REPLY_CODE = re.compile(r"(?<![\w.:/-])([45]\d\d)(?=[ :-])(?![\d.])")
 _DSN_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
-_NOT_ABOUT_THE_ADDRESS = {("2", "2"), ("2", "3"), ("3", "4")}
+_NOT_ABOUT_THE_ADDRESS = {("2", "2"), ("2", "3"), ("3", "4"), ("1", "7"), ("1", "8")}
 """Mailbox full and message too large: RFC 3463 treats mailbox full as persistent transient, and
-neither says the address is bad, so neither suppresses it (as SES classifies them)."""
+neither says the address is bad, so neither suppresses it (as SES classifies them). Nor do the
+sender's bad address (X.1.7) and the sender's bad domain (X.1.8): a refusal of our envelope
+sender (its domain not found, say) that a server gives at RCPT TO is no fault of the recipient,
+and a later message may pass once the sender's domain is fixed."""
 _TRANSIENT_REPLY_CODES = {"552"}
 """552 without an enhanced code: exceeded storage allocation (mailbox full or message too big)."""
 _DELIVERY_STATUS_TYPES = {
