@@ -421,3 +421,21 @@ async def test_a_refusal_of_our_sender_suppresses_no_recipient(
     ]
     assert events == [(CAROL, "transient"), (dave, "transient")]
     assert (await alice.http.get("/v1/account/suppressions")).json()["items"] == []
+
+
+async def test_gmails_refusal_of_unauthenticated_mail_suppresses_no_recipient(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """Gmail refuses mail its DMARC check fails with 5.7.26: the agent's domain is at fault
+    (its SPF or DKIM), and every Gmail recipient would otherwise be suppressed for good."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    assert (await send(alice, bot, CAROL)).status_code == 200
+    await wait_until(lambda: len(sink.received) == 1)
+    ((return_path, _, _),) = sink.received
+    report = report_about(return_path, [(CAROL, "failed", "5.7.26")])
+    await smtp_send(running.addresses.smtp_port, [return_path], report, sender="")
+
+    (bounced,) = await bounce_events(alice)
+    assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (CAROL, "transient")
+    assert (await alice.http.get("/v1/account/suppressions")).json()["items"] == []

@@ -43,6 +43,12 @@ neither says the address is bad, so neither suppresses it (as SES classifies the
 sender's bad address (X.1.7) and the sender's bad domain (X.1.8): a refusal of our envelope
 sender (its domain not found, say) that a server gives at RCPT TO is no fault of the recipient,
 and a later message may pass once the sender's domain is fixed."""
+_SENDER_AUTHENTICATION = {("7", str(detail)) for detail in range(20, 30)}
+"""The registered refusals of the sender (RFC 3463's registry): X.7.20-X.7.22 DKIM, X.7.23-X.7.24
+SPF, X.7.25 reverse DNS, X.7.26 several of them (Gmail's "unauthenticated email … DMARC
+policy"), X.7.27 the sender's domain accepts no mail (null MX), X.7.28 a mail flood from the
+sender, X.7.29 ARC: about the agent's domain or the relay, never the recipient's address, so
+they suppress no one either."""
 _TRANSIENT_REPLY_CODES = {"552"}
 """552 without an enhanced code: exceeded storage allocation (mailbox full or message too big)."""
 _DELIVERY_STATUS_TYPES = {
@@ -208,7 +214,8 @@ def classify(status: str | None, action: str | None = None) -> BounceType:
         if parts[0] == "4":
             return "transient"
         if parts[0] == "5":
-            return "transient" if (parts[1], parts[2]) in _NOT_ABOUT_THE_ADDRESS else "permanent"
+            about_the_sender = _NOT_ABOUT_THE_ADDRESS | _SENDER_AUTHENTICATION
+            return "transient" if (parts[1], parts[2]) in about_the_sender else "permanent"
         return "undetermined"
     if status in _TRANSIENT_REPLY_CODES or status.startswith("4"):
         return "transient"
