@@ -490,3 +490,37 @@ def test_a_charset_name_with_a_null_character_does_not_raise() -> None:
         b'Content-Type: text/html; charset="ab\x00c"\r\n\r\n<p>delivery failed</p>\r\n'
     )
     read_returned_mail(raw)
+
+
+def exim_delay_warning(return_path: str, recipient: str) -> bytes:
+    """Exim's delay warning in its plain form (no delivery-status part)."""
+    return (
+        "From: Mail Delivery System <Mailer-Daemon@mx.example.co.uk>\r\n"
+        f"To: {return_path}\r\n"
+        "Subject: Warning: message 1kXyZa-0001Ab-Cd delayed 24 hours\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "\r\n"
+        "This message was created automatically by mail delivery software.\r\n"
+        "A message that you sent has not yet been delivered to one or more of its\r\n"
+        "recipients after more than 24 hours on the queue on mx.example.co.uk.\r\n"
+        "\r\n"
+        "The address to which the message has not yet been delivered is:\r\n"
+        "\r\n"
+        f"  {recipient}\r\n"
+        "    host mx.example.org [192.0.2.5]\r\n"
+        f"    Delay reason: SMTP error from remote mail server after RCPT TO:<{recipient}>:\r\n"
+        "    451 4.7.1 Greylisted, try again later\r\n"
+        "\r\n"
+        "No action is required on your part. Delivery attempts will continue for\r\n"
+        "some time, and this warning may be repeated at intervals if the message\r\n"
+        "remains undelivered.\r\n"
+    ).encode()
+
+
+def test_a_plain_delay_warning_says_the_recipient_is_still_tried() -> None:
+    verdict = read_returned_mail(exim_delay_warning("bounces+x@agents.example.com", "a@b.example"))
+    assert isinstance(verdict, Bounce)
+    ((address, bounce_type, action),) = [
+        (item.address, item.bounce_type, item.action) for item in verdict.recipients
+    ]
+    assert (address, bounce_type, action) == ("a@b.example", "transient", "delayed")

@@ -20,6 +20,7 @@ from tests.conftest import Account, make_settings
 from tests.delivery_support import create_agent, smtp_send, wait_until
 from tests.relay_support import Sink, relay_port, sink
 from tests.sdk_v1 import run_sdk, sdk5_python, value
+from tests.test_bounces import exim_delay_warning
 
 pytestmark = pytest.mark.slow
 
@@ -439,3 +440,16 @@ async def test_gmails_refusal_of_unauthenticated_mail_suppresses_no_recipient(
     (bounced,) = await bounce_events(alice)
     assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (CAROL, "transient")
     assert (await alice.http.get("/v1/account/suppressions")).json()["items"] == []
+
+
+async def test_a_plain_delay_warning_is_no_bounce(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    assert (await send(alice, bot, CAROL)).status_code == 200
+    await wait_until(lambda: len(sink.received) == 1)
+    ((return_path, _, _),) = sink.received
+    warning = exim_delay_warning(return_path, CAROL)
+    await smtp_send(running.addresses.smtp_port, [return_path], warning, sender="")
+    assert await bounce_events(alice) == []

@@ -22,7 +22,7 @@ import html
 import quopri
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from flufl.bounce import all_failures
@@ -92,6 +92,14 @@ _TRANSIENT_WORDING = re.compile(
     r"|(?:will be|being) retried",
     re.IGNORECASE,
 )
+_DELAY_NOTICE = re.compile(
+    r"has not yet been delivered|hasn't been delivered yet|warning (?:message )?only"
+    r"|no action is required on your part|delivery (?:attempts )?will continue"
+    r"|will continue delivery attempts|will (?:continue to |keep )?(?:re)?try(?:ing)?\b",
+    re.IGNORECASE,
+)
+"""What a delay warning says (Exim's, Sendmail's, Exchange's in their plain forms): the message
+is still being tried."""
 _DAEMON_SENDER = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|mdaemon)@", re.IGNORECASE)
 _FAILURE_SUBJECT = re.compile(
     r"undeliver|undelivered mail|returned mail|delivery (?:status notification|failure|failed"
@@ -122,7 +130,8 @@ class FailedRecipient:
     status: str | None = None
     """The enhanced status code (RFC 3463), e.g. `5.1.1`; None when the report gives none."""
     action: str | None = None
-    """RFC 3464 `Action` (`failed` or `delayed`); None for non-standard bounces."""
+    """RFC 3464 `Action` (`failed` or `delayed`); for a non-standard notice `delayed` when it
+    is a delay warning (the message is still being tried), else None."""
     diagnostic: str | None = None
     """What the remote server said (RFC 3464 `Diagnostic-Code`, or the bounce's own text)."""
     remote_mta: str | None = None
@@ -439,11 +448,16 @@ def _non_standard_bounce(message: email.message.Message) -> Bounce | None:
     if not addresses:
         return None
     paragraphs = _paragraphs(text)
-    recipients = tuple(
+    described = (
         _described_recipient(
             address, paragraphs, sole=len(addresses) == 1, flagged_temporary=address in temporary
         )
         for address in addresses
+    )
+    still_tried = bool(_DELAY_NOTICE.search(text))
+    recipients = tuple(
+        replace(item, action="delayed") if still_tried and item.bounce_type != "permanent" else item
+        for item in described
     )
     return Bounce(recipients, source, original_message_id=_returned_message_id(message))
 
