@@ -5,6 +5,7 @@ and changes nothing (an agent never lifts a block on its own sending); a bad add
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -91,3 +92,30 @@ async def test_a_new_block_is_told_once_as_agent_suppression_added(make_account:
     assert event["agent_email"] == bot
     deliveries = await owner.http.get(f"/v1/webhooks/{hook.json()['id']}/deliveries")
     assert [item["type"] for item in deliveries.json()["items"]] == ["agent.suppression_added"]
+
+
+async def test_a_block_on_an_international_address_is_lifted_by_the_name_it_was_given(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """Stored with its domain's A-label, a block is found again by the Unicode name, on the
+    agent's list and on the account's."""
+    owner: Account = await make_account("owner@example.com")
+    bot = await create_agent(owner, "bot")
+    added = await owner.http.post(suppressions_path(bot), json={"address": "Kim@Bücher.example"})
+    assert added.status_code in (200, 201), added.text
+    stored = added.json()["address"]
+    assert stored == "kim@xn--bcher-kva.example"
+    lifted = await owner.http.delete(
+        suppressions_path(bot, "Kim@Bücher.example"), params={"confirm": "DELETE"}
+    )
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json() == {"deleted": True, "address": stored}
+    assert await listed(owner.http, bot) == []
+
+    storage = running.gateway.storage
+    user_id = (await owner.http.get("/v1/account")).json()["user"]["id"]
+    await storage.add_suppression(user_id, None, stored, None, time.time())
+    path = f"/v1/account/suppressions/{quote('kim@bücher.example', safe='')}"
+    lifted = await owner.http.delete(path, params={"confirm": "DELETE"})
+    assert lifted.status_code == 200, lifted.text
+    assert (await owner.http.get("/v1/account/suppressions")).json()["items"] == []

@@ -21,6 +21,16 @@ def _address(raw: str) -> str:
         raise Invalid("invalid_request", f"address must be a valid email address: {exc}") from None
 
 
+def _named_address(raw: str) -> str:
+    """The address a suppression to lift is stored under (as `_address` stores it: an
+    internationalised domain in its A-label form); one that is no address is only lowered,
+    and will name none."""
+    try:
+        return _address(raw)
+    except Invalid:
+        return raw.strip().lower()
+
+
 async def _managed_agent(gateway: Gateway, caller: Caller, agent_email: str) -> Agent:
     """The caller's agent whose suppression list is managed: account keys only, so an agent
     never lifts a block on its own sending (e2a's rule)."""
@@ -39,10 +49,10 @@ async def account_page(
 async def lift_account(gateway: Gateway, caller: Caller, address: str) -> str:
     """Lift an account-wide suppression; NotFound when there is none."""
     caller.require_account("manage the account's suppression list")
-    lowered = address.strip().lower()
-    if not await gateway.storage.delete_suppression(caller.user_id, None, lowered):
+    named = _named_address(address)
+    if not await gateway.storage.delete_suppression(caller.user_id, None, named):
         raise NotFound.of("suppression")
-    return lowered
+    return named
 
 
 async def agent_page(
@@ -66,7 +76,7 @@ async def add_for_agent(
 async def lift_for_agent(gateway: Gateway, caller: Caller, agent_email: str, address: str) -> str:
     """Lift the agent's suppression of `address`; NotFound when there is none."""
     agent = await _managed_agent(gateway, caller, agent_email)
-    lowered = address.strip().lower()
-    if not await gateway.storage.delete_suppression(caller.user_id, agent.email, lowered):
+    named = _named_address(address)
+    if not await gateway.storage.delete_suppression(caller.user_id, agent.email, named):
         raise NotFound.of("suppression")
-    return lowered
+    return named
