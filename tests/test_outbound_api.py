@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 from typing import Any
 
 import httpx
@@ -465,3 +467,41 @@ async def test_a_reply_to_mail_with_odd_header_text_can_be_built(
     assert stored.in_reply_to is None and stored.references == ["<m1@example.org>"]
     raw = OutboundWorker(running.gateway).compose(stored)
     assert b"Subject: Re: Order 7 now\r\n" in raw
+
+
+async def test_a_reply_to_mail_with_an_endless_subject_keeps_a_subject_a_send_may_have(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """A received subject may run to the header section's limit; a reply's, and a forward's,
+    is cut to the 2000 characters a typed subject may have (writing a header that long took
+    the outbound worker's event loop a second and more)."""
+    from e2a_gateway.inbound.pipeline import InboundMailSink
+    from e2a_gateway.smtp.protocol import Envelope, Mailbox
+    from e2a_gateway.workers.outbound import OutboundWorker
+
+    alice: Account = await make_account("alice@example.com")
+    bot = await agent(alice, "long", hitl=True)
+    subject = ("wörd " * 40_000).strip().encode()
+    original = (
+        b"From: Human <human@example.org>\r\nTo: long@agents.test\r\n"
+        b"Subject: " + subject + b"\r\nMessage-ID: <long@example.org>\r\n\r\nhello\r\n"
+    )
+    envelope = Envelope(
+        "client.example.org", "human@example.org", [Mailbox("long", "agents.test")], original
+    )
+    inbound_id = await InboundMailSink(running.gateway).accept_message(envelope, "192.0.2.1")
+    replied = await alice.http.post(
+        agent_path(bot, f"/messages/{inbound_id}/reply"), json={"body": "Noted."}
+    )
+    forwarded = await alice.http.post(
+        f"/v1/agents/{bot}/messages/{inbound_id}/forward",
+        json={"to": ["carol@example.org"], "text": "FYI"},
+    )
+    for response, prefix in ((replied, "Re: wörd wörd"), (forwarded, "Fwd: wörd wörd")):
+        assert response.status_code in (200, 202), response.text
+        stored = await running.gateway.storage.get_outbound(None, response.json()["message_id"])
+        assert stored is not None and stored.subject.startswith(prefix)
+        assert len(stored.subject) == 2000
+        composed = OutboundWorker(running.gateway).compose(stored)
+        written = email.message_from_bytes(composed, policy=email.policy.default)["subject"]
+        assert written == stored.subject

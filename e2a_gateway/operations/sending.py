@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from html import escape
 from typing import Any, Literal, Protocol, TypedDict
@@ -154,7 +155,7 @@ async def reply(
         to=to,
         cc=cc,
         bcc=checked_addresses("bcc", request.bcc),
-        subject=reply_subject(header_text(original.subject)),
+        subject=_answering_subject(reply_subject, original.subject),
         body=request.body,
         html=request.html_body,
         attachments=checked_attachments(request.attachments),
@@ -528,7 +529,7 @@ async def reply_to_message(
     text, html = request.text, request.html
     if request.quote_history and quoted:
         text, html = _quote(text, html, quoted, sender, when)
-    subject = reply_subject(header_text(original.subject))
+    subject = _answering_subject(reply_subject, original.subject)
     attachments = _v1_attachments(request.attachments, [])
     within_size_bounds(subject, text, html, attachments)
     message = await _new_message(
@@ -595,7 +596,7 @@ async def forward_message(
             + "<br>".join(escape(fact) for fact in facts)
             + f"</div><br>{quoted_html}"
         )
-    subject = _forward_subject(header_text(original.subject))
+    subject = _answering_subject(_forward_subject, original.subject)
     attachments = _v1_attachments(request.attachments, carried)
     within_size_bounds(subject, text, html, attachments)
     message = await _new_message(
@@ -694,6 +695,14 @@ def _quote(
 
 def _as_html(text: str) -> str:
     return escape(text[:QUOTE_MAX_CHARS]).replace("\n", "<br>")
+
+
+def _answering_subject(prefixed: Callable[[str], str], received: str) -> str:
+    """The subject of a reply or forward (`prefixed` adds its `Re:` or `Fwd:`) of a message
+    whose subject was `received`, cut to the MAX_SUBJECT_CHARS a typed subject may have: a
+    received subject may run to the header section's limit, and writing a header that long
+    holds the outbound worker's event loop for a second or more."""
+    return prefixed(header_text(received))[: templates.MAX_SUBJECT_CHARS]
 
 
 def _forward_subject(subject: str) -> str:
