@@ -88,6 +88,13 @@ async def open_gateway(
         applied = await storage.migrate()
         if applied:
             log.info("database migrated to version %d", applied[-1])
+        if newer := await storage.unknown_migrations():
+            log.warning(
+                "the database was migrated by a newer e2a (schema versions %s are unknown to "
+                "this one), which this version may misread: run the newer e2a, or restore the "
+                "backup taken before the upgrade",
+                ", ".join(map(str, newer)),
+            )
         server_key = await resolve_server_key(settings, storage)
         yield Gateway(
             settings=settings,

@@ -10,6 +10,7 @@ import re
 import signal
 import smtplib
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -267,6 +268,30 @@ def test_migrate_then_bootstrap_in_process(
     assert "--email" in capsys.readouterr().err
     assert main(["bootstrap", "--email", "Me@Example.com"]) == 0
     assert capsys.readouterr().out.strip().startswith("e2a_")
+
+
+def test_a_database_a_newer_e2a_migrated_is_said_so(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An older e2a on a database a newer one migrated neither claims it is up to date nor
+    starts without a word: it names the versions it does not know."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("E2A_"):
+            monkeypatch.delenv(name)
+    assert main(["migrate"]) == 0
+    assert "database is up to date" in capsys.readouterr().err
+    with sqlite3.connect(tmp_path / "e2a.db") as db:
+        db.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) "
+            "VALUES (9001, 'from the future', '2030-01-01T00:00:00Z')"
+        )
+    assert main(["migrate"]) == 0
+    said = capsys.readouterr().err
+    assert "up to date" not in said and "newer e2a applied (9001)" in said
+    assert "migrated by a newer e2a (schema versions 9001 are unknown" in said, said
 
 
 def test_usage_errors_exit_2() -> None:

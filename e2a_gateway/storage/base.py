@@ -827,6 +827,11 @@ class Lifecycle(Protocol):
         (none once `migrate` ran, unless someone changed the record since)."""
         ...
 
+    async def unknown_migrations(self) -> list[int]:
+        """The schema versions the database records as applied that this code does not know:
+        a newer e2a migrated it."""
+        ...
+
     async def server_secret(self, candidate: str) -> str:
         """Return the stored development server secret, storing `candidate` if none exists."""
         ...

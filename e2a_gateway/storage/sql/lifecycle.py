@@ -54,6 +54,16 @@ class LifecycleSql(Runner):
 
         return await self._read(read)
 
+    async def unknown_migrations(self) -> list[int]:
+        """The schema versions the database records that this code's migrations do not hold
+        (a newer e2a applied them)."""
+
+        def read(tx: Transaction) -> list[int]:
+            known = {migration.version for migration in load_migrations(tx.dialect.name)}
+            return sorted(recorded_versions(tx) - known)
+
+        return await self._read(read)
+
     async def server_secret(self, candidate: str) -> str:
         """The development server secret, storing `candidate` on first use."""
 
