@@ -60,6 +60,11 @@ class Sink:
             )
         return self.answer
 
+    def copy_to(self, recipient: str) -> tuple[str, bytes]:
+        """The return path and bytes of the copy the relay accepted for `recipient`."""
+        (found,) = [(path, raw) for path, rcpts, raw in self.received if recipient in rcpts]
+        return found
+
 
 @pytest.fixture
 def sink() -> Sink:

@@ -19,6 +19,7 @@ from tests.conftest import Account, make_settings
 from tests.delivery_support import create_agent, smtp_send, wait_until
 from tests.http_receiver import HttpReceiver
 from tests.relay_support import Sink, relay_port, sink
+from tests.test_v1_bounces import message_wide_path
 
 __all__ = ["relay_port", "sink"]  # fixtures
 
@@ -103,8 +104,8 @@ async def test_a_feedback_report_is_a_complaint_that_suppresses_the_recipient(
     sent = await send(alice, bot, [CAROL, DAVE])
     assert sent.status_code == 200, sent.text
     message_id = sent.json()["message_id"]
-    await wait_until(lambda: len(sink.received) == 1)
-    ((return_path, _, original),) = sink.received
+    await wait_until(lambda: len(sink.received) == 2)
+    return_path, original = sink.copy_to(CAROL)
 
     report = feedback_report(return_path, original, CAROL)
     await smtp_send(running.addresses.smtp_port, [return_path], report, sender="")
@@ -151,14 +152,16 @@ async def test_a_redacted_report_names_the_sole_recipient_and_no_other(
     single = await send(alice, bot, [CAROL], "To one")
     both = await send(alice, bot, [CAROL, DAVE], "To two")
     assert single.status_code == both.status_code == 200
-    await wait_until(lambda: len(sink.received) == 2)
+    await wait_until(lambda: len(sink.received) == 3)
     by_subject = {
         raw.split(b"Subject: ")[1].split(b"\r\n")[0]: item
         for item in sink.received
         for raw in [item[2]]
     }
-    # A redacted report about mail to two people cannot say which of them complained.
-    path, _, original = by_subject[b"To two"]
+    # A redacted report about mail to two people, at the return path naming the whole message
+    # (as hand-offs had before each recipient had one), cannot say which of them complained.
+    _, _, original = by_subject[b"To two"]
+    path = message_wide_path(running, both.json()["message_id"], bot)
     port = running.addresses.smtp_port
     await smtp_send(port, [path], feedback_report(path, original, None), sender="")
     assert await events(alice, "email.complained") == []
@@ -208,8 +211,11 @@ async def test_a_report_names_the_one_who_complained_not_the_to_of_the_copy(
         json={"from": bot, "to": [DAVE], "cc": [CAROL], "subject": "Hi", "body": "Hello"},
     )
     assert sent.status_code == 200, sent.text
-    await wait_until(lambda: len(sink.received) == 1)
-    ((path, _, original),) = sink.received
+    await wait_until(lambda: len(sink.received) == 2)
+    # at the return path naming the whole message (as hand-offs had before each recipient had
+    # one), which does not say whose copy it was
+    _, original = sink.copy_to(DAVE)
+    path = message_wide_path(running, sent.json()["message_id"], bot)
     port = running.addresses.smtp_port
 
     await smtp_send(port, [path], feedback_report(path, original, None), sender="")

@@ -480,3 +480,53 @@ async def test_a_kept_connection_that_answers_nothing_is_replaced(
         nursery.cancel_scope.cancel()
     assert relay.connections_opened == 2 and connections == [0, 1]
     assert delivered == ["r0@example.org", "r1@example.org"]
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+async def test_messages_handed_off_together_share_one_connection(pipelining: bool) -> None:
+    """One transaction after another (a recipient's own return path each), over one connection
+    though none is kept between hand-offs; each outcome is its own message's."""
+    sink = PipeliningSink() if pipelining else Sink()
+    sink.rcpt_answers = {
+        "gone@example.org": "550 5.1.1 no such user",
+        "busy@example.org": "450 4.2.1 mailbox busy",
+    }
+    recipients = ["a@example.org", "gone@example.org", "busy@example.org", "b@example.org"]
+    with relay_on_loopback(sink) as port:
+        relay = RelayConnections(settings(port), "mx.agents.test")
+        outcomes = await relay.hand_off_each(
+            [Outgoing(f"bounces+{rcpt[0]}@agents.test", (rcpt,), DATA) for rcpt in recipients]
+        )
+    accepted, refused, deferred, other = outcomes
+    assert accepted.accepted == ["a@example.org"] and other.accepted == ["b@example.org"]
+    assert "550" in refused.refused["gone@example.org"] and not refused.accepted
+    assert "450" in deferred.deferred["busy@example.org"] and not deferred.accepted
+    assert relay.connections_opened == 1
+    assert [(path, rcpts) for path, rcpts, _ in sink.received] == [
+        ("bounces+a@agents.test", ["a@example.org"]),
+        ("bounces+b@agents.test", ["b@example.org"]),
+    ]
+
+
+async def test_messages_not_begun_within_the_timeout_are_deferred_untried() -> None:
+    """Handed off together, they share `timeout_seconds` (the worker's lease allows no more):
+    one not begun by then is deferred without a word to the relay, and retried later."""
+    sink = Sink(data_seconds=0.7)
+    with relay_on_loopback(sink) as port:
+        relay = RelayConnections(settings(port, timeout_seconds=1), "mx.agents.test")
+        outcomes = await relay.hand_off_each([outgoing(number) for number in range(3)])
+        await trio.sleep(0.5)  # whatever the relay still does with the second
+    first, second, third = outcomes
+    assert first.accepted == ["r0@example.org"]
+    assert not second.accepted and "timed out after 1 s" in (second.error or "")
+    assert third.deferred == {"r2@example.org": f"relay 127.0.0.1:{port} timed out after 1 s"}
+    assert ["r2@example.org"] not in delivered(sink)
+
+
+async def test_a_relay_taking_one_transaction_per_connection_gets_a_connection_each(
+    plain_relay: int, sink: Sink
+) -> None:
+    relay = RelayConnections(settings(plain_relay, connection_idle_seconds=0), "mx.agents.test")
+    outcomes = await relay.hand_off_each([outgoing(number) for number in range(3)])
+    assert [outcome.accepted for outcome in outcomes] == [[f"r{n}@example.org"] for n in range(3)]
+    assert relay.connections_opened == 3 and len(sink.received) == 3

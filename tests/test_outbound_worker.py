@@ -229,8 +229,14 @@ async def test_threading_headers_and_bcc(setup: Setup, sink: Sink) -> None:
     )
     await setup.worker.deliver_due(NOW)
 
-    ((_, recipients, raw),) = sink.received
-    assert sorted(recipients) == ["audit@example.net", EXTERNAL, "dave@example.org"]
+    # a transaction per recipient, each copy the same, the Bcc in none of them
+    assert sorted(rcpts for _, rcpts, _ in sink.received) == [
+        ["audit@example.net"],
+        [EXTERNAL],
+        ["dave@example.org"],
+    ]
+    assert len({raw for _, _, raw in sink.received}) == 1
+    raw = sink.received[0][2]
     received = parsed(raw)
     assert received["In-Reply-To"] == "<b@example.org>"
     assert received["References"] == "<a@example.org> <b@example.org>"
@@ -315,6 +321,28 @@ async def test_5xx_is_final(setup: Setup, sink: Sink) -> None:
     assert after.status == "bounced" and "550 5.1.1 no such user" in (after.send_error or "")
     assert after.body_text is None
     assert await setup.worker.deliver_due(NOW + 86400) == 0
+
+
+async def test_each_recipient_has_a_transaction_and_a_return_path_of_its_own(
+    setup: Setup, sink: Sink
+) -> None:
+    sink.rcpt_answers["gone@example.net"] = "550 5.1.1 no such user"
+    everyone = [EXTERNAL, "gone@example.net", "dave@example.org"]
+    message = await queue(setup, to=everyone[:2], bcc=everyone[2:])
+    await setup.worker.deliver_due(NOW)
+
+    assert setup.worker.relay_connections_opened == 1  # one after another, on one connection
+    key = return_path_key(setup.gateway.server_key)
+    for mail_from, recipients, _ in sink.received:
+        path = parse_return_path(mail_from, key)
+        assert path is not None and path.message_id == message.id
+        assert [path.recipient_among(everyone)] == recipients
+    assert sorted(rcpts[0] for _, rcpts, _ in sink.received) == [EXTERNAL, "dave@example.org"]
+    after = await stored(setup, message.id)  # sent, the refused one named: only it bounced
+    assert after.status == "sent"
+    assert "gone@example.net: refused: RCPT TO: 550" in (after.send_error or "")
+    listed = await setup.gateway.storage.suppressed_among(after.user_id, setup.sender, [*everyone])
+    assert listed == ["gone@example.net"]
 
 
 async def test_outcomes_that_end_together_are_committed_together(setup: Setup, sink: Sink) -> None:
@@ -531,7 +559,7 @@ async def test_an_unexpected_error_is_retried_then_fails(
     async def broken(*args: Any, **kwargs: Any) -> bytes:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr("e2a_gateway.outbound.relay.RelayConnections.hand_off", broken)
+    monkeypatch.setattr("e2a_gateway.outbound.relay.RelayConnections.hand_off_each", broken)
     message = await queue(setup)
     now = NOW
     for attempt in range(1, 6):

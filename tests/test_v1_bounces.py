@@ -16,6 +16,7 @@ import trio
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
+from e2a_gateway.outbound.return_path import return_path_for, return_path_key
 from tests.conftest import Account, make_settings
 from tests.delivery_support import create_agent, smtp_send, wait_until
 from tests.relay_support import Sink, relay_port, sink
@@ -219,8 +220,8 @@ async def test_a_report_in_another_case_names_the_recipient_as_it_was_sent(
         "/api/v1/send", json={"from": bot, "to": [CAROL, dave], "subject": "Hi", "body": "x"}
     )
     assert sent.status_code == 200, sent.text
-    await wait_until(lambda: len(sink.received) == 1)
-    ((return_path, _, _),) = sink.received
+    await wait_until(lambda: len(sink.received) == 2)
+    return_path, _ = sink.copy_to(CAROL)
     report = report_about(
         return_path, [("Carol@Example.ORG", "failed", "5.1.1"), (dave, "delayed", "4.2.2")]
     )
@@ -290,11 +291,19 @@ def notice_naming_nobody(return_path: str, original: bytes) -> bytes:
     ).encode()
 
 
+def message_wide_path(running: RunningGateway, message_id: str, agent: str) -> str:
+    """The return path naming the whole message that hand-offs used before each recipient had
+    one of their own: reports to it, about mail sent then, are still recorded."""
+    key = return_path_key(running.gateway.server_key)
+    return return_path_for(message_id, None, key, agent.rpartition("@")[2])
+
+
 async def test_a_notice_naming_nobody_is_about_a_sole_recipient_only(
     running: RunningGateway, make_account: Any, sink: Sink
 ) -> None:
     """Its returned copy shows the To and Cc, never the Bcc: with a Bcc recipient as well, the
-    one addressee it shows may not be the one who failed."""
+    one addressee it shows may not be the one who failed, unless the return path it came back
+    to says whose copy it was."""
     alice: Account = await make_account("alice@example.com")
     bot = await create_agent(alice, "bot")
     dave = "dave@example.org"
@@ -303,20 +312,31 @@ async def test_a_notice_naming_nobody_is_about_a_sole_recipient_only(
         json={"from": bot, "to": [dave], "bcc": [CAROL], "subject": "Hi", "body": "Hello"},
     )
     assert both.status_code == 200, both.text
-    await wait_until(lambda: len(sink.received) == 1)
-    ((return_path, _, original),) = sink.received
+    await wait_until(lambda: len(sink.received) == 2)
+    _, original = sink.copy_to(CAROL)
     assert b"carol" not in original.lower()
     port = running.addresses.smtp_port
+    return_path = message_wide_path(running, both.json()["message_id"], bot)
     await smtp_send(port, [return_path], notice_naming_nobody(return_path, original), sender="")
     assert await bounce_events(alice) == []  # Dave, or Carol? It does not say
     assert (await alice.http.get("/v1/account/suppressions")).json()["items"] == []
 
-    one = await send(alice, bot, dave)
-    assert one.status_code == 200, one.text
-    await wait_until(lambda: len(sink.received) == 2)
-    return_path, _, original = sink.received[1]
+    # Carol's own return path says: her copy, though it shows Dave's address only.
+    return_path, original = sink.copy_to(CAROL)
     await smtp_send(port, [return_path], notice_naming_nobody(return_path, original), sender="")
     (bounced,) = await bounce_events(alice)
+    assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (
+        CAROL,
+        "permanent",
+    )
+
+    one = await send(alice, bot, dave)
+    assert one.status_code == 200, one.text
+    await wait_until(lambda: len(sink.received) == 3)
+    _, _, original = sink.received[2]
+    return_path = message_wide_path(running, one.json()["message_id"], bot)
+    await smtp_send(port, [return_path], notice_naming_nobody(return_path, original), sender="")
+    _, bounced = await bounce_events(alice)  # Carol's, then Dave's
     assert bounced["message_id"] == one.json()["message_id"]
     assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (dave, "permanent")
 

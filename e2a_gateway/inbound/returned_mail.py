@@ -1,16 +1,19 @@
 """Mail that comes back to our return paths (`bounces+<token>@…`, the envelope sender of every
 hand-off): a delivery status notification, a non-standard bounce or an RFC 5965 feedback report
 (a complaint) is read (`e2a_gateway.outbound.bounces`) and recorded against the outbound message
-its authenticated token names, before the SMTP server answers 250. Return paths are never
+its authenticated token names, before the SMTP server answers 250; a return path made for one
+recipient records what the report says of that recipient alone. Return paths are never
 agents' inboxes: such mail is not stored as mail.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import trio
 
+from e2a_gateway.addresses import AddressError, normalise_address
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.outbound.bounces import SOLE_ADDRESSEE, Bounce, Complaint, read_returned_mail
 from e2a_gateway.outbound.return_path import (
@@ -65,21 +68,43 @@ class ReturnedMail:
             log.info("delay report (still being tried): not recorded")
             return
         for path in paths:
-            if verdict.source == SOLE_ADDRESSEE and not await self._sent_to_one(path.message_id):
+            about = bounced
+            if path.recipient_tag is not None:
+                recipient = await self._recipient_of(path)
+                about = [] if recipient is None else _bounce_of(recipient, bounced, verdict)
+                if not about:
+                    log.info("bounce for %s names not its return path's recipient", path.message_id)
+                    continue
+            elif verdict.source == SOLE_ADDRESSEE and not await self._sent_to_one(path.message_id):
                 log.info(
                     "bounce for %s names no recipient of several: not recorded", path.message_id
                 )
                 continue
             try:
-                matched = await self._gateway.storage.record_bounce(path.message_id, bounced, now)
+                matched = await self._gateway.storage.record_bounce(path.message_id, about, now)
             except StorageUnavailable as exc:
                 raise MessageNotStored(str(exc)) from exc
             log.info(
                 "bounce for %s (%s): %s",
                 path.message_id,
-                ", ".join(f"{item.bounce_type}" for item in bounced),
+                ", ".join(f"{item.bounce_type}" for item in about),
                 "recorded" if matched else "names none of its recipients",
             )
+
+    async def _recipient_of(self, path: ReturnPath) -> str | None:
+        """The recipient of the outbound message (as the message names it) a per-recipient
+        return path was made for; None when there is no such message or it names none."""
+        try:
+            message = await self._gateway.storage.get_outbound(None, path.message_id)
+        except StorageUnavailable as exc:
+            raise MessageNotStored(str(exc)) from exc
+        if message is None:
+            return None
+        for address in [*message.to, *message.cc, *message.bcc]:
+            # tagged as the relay was given it: normalised (see workers.outbound.recipients_of)
+            if path.recipient_among([address, _normalised(address)]) is not None:
+                return address
+        return None
 
     async def _sent_to_one(self, message_id: str) -> bool:
         """Whether the outbound message was sent to one recipient only (To, Cc and Bcc), so a
@@ -101,9 +126,19 @@ class ReturnedMail:
         if complaint.user_agent:
             reason += f" from {complaint.user_agent}"
         for path in paths:
+            named = list(complaint.recipients)
+            if path.recipient_tag is not None:
+                recipient = await self._recipient_of(path)
+                if recipient is None or not _complaint_by(recipient, named):
+                    log.info(
+                        "complaint about %s names not its return path's recipient",
+                        path.message_id,
+                    )
+                    continue
+                named = [recipient]
             try:
                 recorded = await self._gateway.storage.record_complaint(
-                    path.message_id, list(complaint.recipients), reason[:MAX_REASON_CHARS], now
+                    path.message_id, named, reason[:MAX_REASON_CHARS], now
                 )
             except StorageUnavailable as exc:
                 raise MessageNotStored(str(exc)) from exc
@@ -113,3 +148,36 @@ class ReturnedMail:
                 path.message_id,
                 f"{len(recorded)} recipient(s) suppressed" if recorded else "names no recipient",
             )
+
+
+def _normalised(address: str) -> str:
+    try:
+        return normalise_address(address)
+    except AddressError:
+        return address.strip().lower()
+
+
+def _bounce_of(
+    recipient: str, bounced: list[BouncedRecipient], verdict: Bounce
+) -> list[BouncedRecipient]:
+    """What a report that came back to `recipient`'s own return path says of them: its entries
+    naming them (never another address: that recipient could have written the report), or,
+    for a notice naming nobody, its one entry (the returned copy's addressee, which a Bcc
+    recipient's copy does not show)."""
+    if verdict.source == SOLE_ADDRESSEE:
+        return [replace(item, address=recipient) for item in bounced[:1]]
+    wanted = {recipient.casefold(), _normalised(recipient)}
+    return [
+        replace(item, address=recipient)
+        for item in bounced
+        if item.address.casefold() in wanted or _normalised(item.address) in wanted
+    ]
+
+
+def _complaint_by(recipient: str, named: list[str]) -> bool:
+    """Whether a feedback report naming `named` (none: redacted) that came back to
+    `recipient`'s own return path is their complaint."""
+    wanted = {recipient.casefold(), _normalised(recipient)}
+    return not named or any(
+        address.casefold() in wanted or _normalised(address) in wanted for address in named
+    )

@@ -5,9 +5,10 @@ sans-IO `ClientSession`. Plain, STARTTLS or implicit TLS; AUTH when credentials 
 runs (as an MTA's connection cache does): a message goes out on an idle connection when there
 is one, so a burst of mail pays for one connect, TLS handshake and AUTH per connection instead
 of per message. With a relay that offers PIPELINING a message costs two round trips (its
-envelope and DATA in one write, then its body). A kept connection the relay has closed
-meanwhile (or that answers nothing for KEPT_ANSWER_SECONDS) is noticed before anything of the
-message was accepted, and the message goes out on a new connection instead.
+envelope and DATA in one write, then its body). Messages handed off together (`hand_off_each`:
+a copy per recipient) go out one after another over one connection. A kept connection the
+relay has closed meanwhile (or that answers nothing for KEPT_ANSWER_SECONDS) is noticed before
+anything of the message was accepted, and the message goes out on a new connection instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import contextlib
 import logging
 import math
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import trio
@@ -106,18 +107,46 @@ class RelayConnections:
 
     async def hand_off(self, message: Outgoing) -> Outcome:
         """Deliver `message` to the relay; every failure ends up in the returned Outcome."""
-        if not self._settings.host:
-            return Outcome(
-                deferred=dict.fromkeys(message.recipients, "outbound_smtp.host is not set"),
-                error="outbound_smtp.host is not set",
-            )
-        while self._idle:
-            connection = self._idle.pop()
+        (outcome,) = await self.hand_off_each([message])
+        return outcome
+
+    async def hand_off_each(self, messages: Sequence[Outgoing]) -> list[Outcome]:
+        """Deliver `messages` to the relay one transaction after another, each over the
+        connection the one before left open (a new one when the relay closed it), all within
+        `outbound_smtp.timeout_seconds`: a message not begun by then is deferred, untried.
+        Returns their outcomes, in order; every failure ends up in its message's Outcome."""
+        settings = self._settings
+        if not settings.host:
+            return [_deferred(message, "outbound_smtp.host is not set") for message in messages]
+        deadline = trio.current_time() + settings.timeout_seconds
+        held: list[_Connection] = []
+        outcomes: list[Outcome] = []
+        try:
+            for message in messages:
+                if trio.current_time() >= deadline:
+                    outcomes.append(_deferred(message, self._timed_out()))
+                else:
+                    outcomes.append(await self._hand_off_one(message, held, deadline))
+        except BaseException:  # cancelled (shutdown): the connection is not left open
+            for connection in held:
+                await trio.aclose_forcefully(connection.stream)
+            raise
+        for connection in held:
+            await self._keep_or_close(connection)
+        return outcomes
+
+    async def _hand_off_one(
+        self, message: Outgoing, held: list[_Connection], deadline: float
+    ) -> Outcome:
+        """`message` over the connection `held` for the next one, else a kept idle one, else a
+        new one; the connection it leaves open for another message goes back to `held`."""
+        while held or self._idle:
+            connection = (held or self._idle).pop()
             try:
-                return await self._send(connection, message)
+                return await self._send(connection, message, held, deadline)
             except _Stale:
                 continue
-        return await self._send(None, message)
+        return await self._send(None, message, held, deadline)
 
     async def keep_connections(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -145,21 +174,27 @@ class RelayConnections:
             with trio.CancelScope(shield=True):
                 await self._close_all(idle)
 
-    async def _send(self, connection: _Connection | None, message: Outgoing) -> Outcome:
-        """`message` over a kept `connection`, or a new one when None; raises `_Stale` when the
+    async def _send(
+        self,
+        connection: _Connection | None,
+        message: Outgoing,
+        held: list[_Connection],
+        deadline: float,
+    ) -> Outcome:
+        """`message` over a kept `connection`, or a new one when None, by `deadline`; the
+        connection goes to `held` when it can carry another message. Raises `_Stale` when the
         kept connection turns out closed before the relay answered anything of it."""
-        settings = self._settings
         kept = connection is not None
         session = connection.session if connection is not None else self._new_session()
         first = session.begin(message)
         try:
-            with trio.fail_after(settings.timeout_seconds):
+            with trio.fail_at(deadline):
                 if connection is None:
                     connection = await self._connect(session)
                 connection.answered = False
                 if first is not None:
                     await self._write(connection, first)
-                return await self._converse(connection, kept)
+                return await self._converse(connection, kept, held)
         except _Stale:
             assert connection is not None
             log.debug("a kept connection to the relay was closed; opening another")
@@ -169,10 +204,7 @@ class RelayConnections:
             if connection is not None:
                 await self._close(connection, polite=False)
             outcome = session.connection_lost()
-            outcome.error = (
-                f"relay {settings.host}:{settings.port} timed out after "
-                f"{settings.timeout_seconds:.0f} s"
-            )
+            outcome.error = self._timed_out()
             return outcome
         except (OSError, trio.BrokenResourceError, ssl.SSLError, ClientProtocolError) as exc:
             answered = connection is not None and connection.answered
@@ -182,6 +214,7 @@ class RelayConnections:
                 raise _Stale from exc
             outcome = session.connection_lost()
             cause = _first_cause(exc)
+            settings = self._settings
             outcome.error = (
                 f"relay {settings.host}:{settings.port}: {type(cause).__name__}: {cause}"[:500]
             )
@@ -191,9 +224,12 @@ class RelayConnections:
                 await trio.aclose_forcefully(connection.stream)
             raise
 
-    async def _converse(self, connection: _Connection, kept: bool) -> Outcome:
+    async def _converse(
+        self, connection: _Connection, kept: bool, held: list[_Connection]
+    ) -> Outcome:
         """Feed the relay's replies to the session and do what it says until the message's
-        transaction (or the session) ends."""
+        transaction (or the session) ends; then hold the connection for the next message, or
+        close it."""
         session = connection.session
         while True:
             if kept and not connection.answered:
@@ -221,7 +257,10 @@ class RelayConnections:
                     break
                 if isinstance(action, Delivered):
                     connection.messages += 1
-                    await self._keep_or_close(connection)
+                    if self._can_carry_more(connection):
+                        held.append(connection)
+                    else:
+                        await self._close(connection)
                     return action.outcome
                 if isinstance(action, Finished):
                     await self._close(connection, polite=False)
@@ -259,13 +298,26 @@ class RelayConnections:
             raise ClientProtocolError(f"the session asked for {type(action).__name__} unexpectedly")
         await connection.stream.send_all(action.data)
 
-    async def _keep_or_close(self, connection: _Connection) -> None:
-        """Keep an idle connection for the next message, or end it (QUIT)."""
-        if (
-            self._keeping
+    def _timed_out(self) -> str:
+        settings = self._settings
+        return (
+            f"relay {settings.host}:{settings.port} timed out after "
+            f"{settings.timeout_seconds:.0f} s"
+        )
+
+    def _can_carry_more(self, connection: _Connection) -> bool:
+        """Whether `connection` may carry another message: `messages_per_connection`, and
+        never when `connection_idle_seconds` is 0 (a relay that takes one transaction per
+        connection)."""
+        return (
+            self._settings.connection_idle_seconds > 0
             and connection.session.idle
             and connection.messages < self._settings.messages_per_connection
-        ):
+        )
+
+    async def _keep_or_close(self, connection: _Connection) -> None:
+        """Keep an idle connection for the next message, or end it (QUIT)."""
+        if self._keeping and self._can_carry_more(connection):
             connection.idle_since = trio.current_time()
             self._idle.append(connection)
             self._changed.set()
@@ -297,6 +349,11 @@ async def _say_quit(connection: _Connection) -> None:
     """QUIT, not waiting for its reply; a connection already broken is let be."""
     with contextlib.suppress(OSError, trio.BrokenResourceError, ssl.SSLError):
         await connection.stream.send_all(connection.session.quit().data)
+
+
+def _deferred(message: Outgoing, reason: str) -> Outcome:
+    """`message` not handed off, for `reason`: every recipient deferred."""
+    return Outcome(deferred=dict.fromkeys(message.recipients, reason), error=reason)
 
 
 def _first_cause(exc: BaseException) -> BaseException:

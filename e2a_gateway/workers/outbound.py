@@ -377,13 +377,14 @@ class OutboundWorker(ClaimLoop):
             metrics.outbound_settled(terminal)
         log.info("outbound %s: %s (%s)", message.id, verdict.outcome, verdict.error or "ok")
 
-    def return_path(self, message: OutboundMessage) -> str:
-        """The envelope sender of a hand-off: `bounces+<token>@<the agent's domain>`, which
-        names the message, so a bounce that comes back to it is matched to the message (the
-        agent's address for a message id of another shape)."""
+    def return_path(self, message: OutboundMessage, recipient: str) -> str:
+        """The envelope sender of the hand-off to `recipient`: `bounces+<token>@<the agent's
+        domain>`, which names the message and the recipient, so a report that comes back to it
+        is matched to them and can be about nobody else (the agent's address for a message id
+        of another shape)."""
         domain = message.agent_email.rpartition("@")[2]
         try:
-            return return_path_for(message.id, None, self._return_path_key, domain)
+            return return_path_for(message.id, recipient, self._return_path_key, domain)
         except ValueError:
             return message.agent_email
 
@@ -424,21 +425,29 @@ class OutboundWorker(ClaimLoop):
                 else:
                     deferred[agent.email] = "the recipient's owner has no signing secret yet"
         if remote:
-            settled, relay_deferred = await self._relay(self.return_path(message), remote, raw)
+            settled, relay_deferred = await self._relay(message, remote, raw)
             results.update(settled)
             deferred.update(relay_deferred)
         return results, deferred
 
     async def _relay(
-        self, mail_from: str, recipients: list[str], raw: bytes
+        self, message: OutboundMessage, recipients: list[str], raw: bytes
     ) -> tuple[dict[str, str], dict[str, str]]:
-        """Hand off to `outbound_smtp`; without a relay every remote recipient is refused."""
+        """Hand off to `outbound_smtp`, one transaction per recipient with its own return path
+        (a recipient sees only theirs, and a report to it can be about them alone); without a
+        relay every remote recipient is refused."""
         settings = self._gateway.settings
         if not settings.outbound_smtp.host:
             return dict.fromkeys(recipients, REFUSED_PREFIX + NO_RELAY), {}
-        outcome = await self._relay_connections.hand_off(
-            Outgoing(mail_from, tuple(recipients), raw)
+        outcomes = await self._relay_connections.hand_off_each(
+            [Outgoing(self.return_path(message, rcpt), (rcpt,), raw) for rcpt in recipients]
         )
-        if outcome.error:
-            log.warning("relay hand-off: %s", outcome.error)
-        return relay_results(outcome)
+        settled: dict[str, str] = {}
+        deferred: dict[str, str] = {}
+        for error in dict.fromkeys(outcome.error for outcome in outcomes if outcome.error):
+            log.warning("relay hand-off: %s", error)
+        for outcome in outcomes:
+            one_settled, one_deferred = relay_results(outcome)
+            settled.update(one_settled)
+            deferred.update(one_deferred)
+        return settled, deferred
