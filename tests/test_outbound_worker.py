@@ -647,3 +647,32 @@ async def test_a_stopping_worker_lets_the_hand_off_in_flight_finish_within_the_g
     finally:
         controller.stop()
     assert stopping < min(answer_seconds, grace_seconds) + 1.0
+
+
+async def test_a_stopping_worker_hands_off_to_no_further_recipient(tmp_path: Path) -> None:
+    """Stopped while a message goes out recipient after recipient, the worker finishes the
+    transaction in flight and starts no other, so what was handed off is recorded within the
+    grace period: after the restart the others get the message, and nobody gets it twice."""
+    relay = AnsweringLate(0.5)
+    port = free_port()
+    controller = start_sink(relay, port)
+    smtp = {"listen": "127.0.0.1:0", "hostname": "mx.agents.test"}
+    settings = relay_settings(tmp_path, port, smtp={**smtp, "shutdown_grace_seconds": 1.2})
+    everyone = [EXTERNAL, "dave@example.org", "erin@example.net"]
+    try:
+        async with open_setup(settings) as setup:
+            message = await queue(setup, to=everyone)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(setup.worker.run)
+                assert await trio.to_thread.run_sync(relay.data_arrived.wait, 10)
+                nursery.cancel_scope.cancel()
+            waiting = await stored(setup, message.id)
+            assert waiting.status == "queued" and "stopping" in (waiting.send_error or "")
+            assert len(relay.received) == 1
+
+            restarted = OutboundWorker(setup.gateway, clock=lambda: NOW, uniform=no_jitter)
+            assert await restarted.deliver_due(NOW + 30) == 1
+            assert (await stored(setup, message.id)).status == "sent"
+    finally:
+        controller.stop()
+    assert sorted(rcpt for _, rcpts, _ in relay.received for rcpt in rcpts) == sorted(everyone)

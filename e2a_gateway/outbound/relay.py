@@ -44,6 +44,7 @@ log = logging.getLogger("e2a.outbound")
 RECEIVE_BYTES = 65536
 CLOSE_SECONDS = 1.0
 """Bound on saying QUIT to a relay when a connection is let go."""
+STOPPING = "not handed off: the gateway was stopping"
 KEPT_ANSWER_SECONDS = 10.0
 """How long a kept connection may leave a message's first command unanswered before it counts
 as dead and the message goes out on a new connection (nothing of it was accepted yet)."""
@@ -110,11 +111,15 @@ class RelayConnections:
         (outcome,) = await self.hand_off_each([message])
         return outcome
 
-    async def hand_off_each(self, messages: Sequence[Outgoing]) -> list[Outcome]:
+    async def hand_off_each(
+        self, messages: Sequence[Outgoing], stopping: Callable[[], bool] = lambda: False
+    ) -> list[Outcome]:
         """Deliver `messages` to the relay one transaction after another, each over the
         connection the one before left open (a new one when the relay closed it), all within
-        `outbound_smtp.timeout_seconds`: a message not begun by then is deferred, untried.
-        Returns their outcomes, in order; every failure ends up in its message's Outcome."""
+        `outbound_smtp.timeout_seconds`: a message not begun by then, or once `stopping()`
+        (the gateway stopping: what was handed off must be recorded in time), is deferred,
+        untried. Returns their outcomes, in order; every failure ends up in its message's
+        Outcome."""
         settings = self._settings
         if not settings.host:
             return [_deferred(message, "outbound_smtp.host is not set") for message in messages]
@@ -125,6 +130,8 @@ class RelayConnections:
             for message in messages:
                 if trio.current_time() >= deadline:
                     outcomes.append(_deferred(message, self._timed_out()))
+                elif stopping():
+                    outcomes.append(_deferred(message, STOPPING))
                 else:
                     outcomes.append(await self._hand_off_one(message, held, deadline))
         except BaseException:  # cancelled (shutdown): the connection is not left open

@@ -440,7 +440,8 @@ class OutboundWorker(ClaimLoop):
         if not settings.outbound_smtp.host:
             return dict.fromkeys(recipients, REFUSED_PREFIX + NO_RELAY), {}
         outcomes = await self._relay_connections.hand_off_each(
-            [Outgoing(self.return_path(message, rcpt), (rcpt,), raw) for rcpt in recipients]
+            [Outgoing(self.return_path(message, rcpt), (rcpt,), raw) for rcpt in recipients],
+            lambda: self._grace.stopping,
         )
         settled: dict[str, str] = {}
         deferred: dict[str, str] = {}

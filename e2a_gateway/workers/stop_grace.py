@@ -40,6 +40,11 @@ class StopGrace:
         finally:
             self._scopes.discard(scope)
 
+    @property
+    def stopping(self) -> bool:
+        """Whether the grace period has begun: work under way should start nothing new."""
+        return self._deadline is not None
+
     def stop(self) -> None:
         """Start the grace period: what runs shielded now, or starts later, is cancelled once it
         has passed."""
