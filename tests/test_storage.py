@@ -41,6 +41,7 @@ from e2a_gateway.storage.base import (
     ApprovalAnswer,
     ConversationClaim,
     Domain,
+    DomainNotHeld,
     EmailTemplate,
     EventFilter,
     FiledMessage,
@@ -672,6 +673,24 @@ async def test_domain_in_use_cannot_be_deleted(storage: Storage) -> None:
     assert await storage.delete_agent(alice, "bot@corp.example")
     assert await storage.delete_domain(alice, "corp.example")
     assert await storage.get_domain(alice, "corp.example") is None
+
+
+async def test_an_agent_on_an_owned_domain_needs_it_verified_by_its_owner(
+    storage: Storage,
+) -> None:
+    alice = await add_user(storage, "alice@example.com")
+    bob = await add_user(storage, "bob@example.com")
+    bot = make_agent(alice, "bot@corp.example")
+    with pytest.raises(DomainNotHeld):
+        await storage.add_agent(bot, on_owned_domain=True)
+    await storage.add_domain(Domain(alice, "corp.example", "tok", False, NOW, None))
+    await storage.add_domain(Domain(bob, "corp.example", "tok", False, NOW, None))
+    await storage.mark_domain_verified(bob, "corp.example", NOW)
+    with pytest.raises(DomainNotHeld):  # registered by alice, verified by bob
+        await storage.add_agent(bot, on_owned_domain=True)
+    assert await storage.find_agent("bot@corp.example") is None
+    await storage.add_agent(make_agent(bob, "bot@corp.example"), on_owned_domain=True)
+    assert await storage.find_agent("bot@corp.example") is not None
 
 
 async def test_an_address_registered_again_is_another_agent(storage: Storage) -> None:
@@ -2018,6 +2037,67 @@ async def test_replicas_suppressing_one_address_at_once_both_answer_it(
     assert added["first"] == added["second"]
     assert added["second"].reason == "first"
     assert run_sql(postgres_db, "SELECT count(*) FROM suppressions") == [(1,)]
+
+
+async def _delete_domain_and_add_agent(
+    replicas: tuple[Storage, Storage], postgres_db: str, pause: PauseAfter, *, delete_first: bool
+) -> dict[str, Any]:
+    """Replica A deleting alice's verified corp.example and replica B adding her agent on it,
+    the first paused by `pause` while the other starts; what each did (`deleted`, `added`:
+    an answer or the exception raised)."""
+    first, second = replicas
+    alice = await add_user(first)
+    await first.add_domain(Domain(alice, "corp.example", "tok", False, NOW, None))
+    await first.mark_domain_verified(alice, "corp.example", NOW)
+    outcome: dict[str, Any] = {}
+
+    async def delete() -> None:
+        try:
+            outcome["deleted"] = await first.delete_domain(alice, "corp.example")
+        except InUse as exc:
+            outcome["deleted"] = exc
+
+    async def add() -> None:
+        try:
+            await second.add_agent(make_agent(alice, "bot@corp.example"), on_owned_domain=True)
+            outcome["added"] = True
+        except DomainNotHeld as exc:
+            outcome["added"] = exc
+
+    leading, following, waited = (
+        (delete, add, "added") if delete_first else (add, delete, "deleted")
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leading)
+        try:
+            await pause.wait()
+            nursery.start_soon(following)
+            await done_or_waiting_for_a_lock(postgres_db, lambda: waited in outcome)
+        finally:
+            pause.resume()
+    return outcome
+
+
+async def test_an_agent_added_while_its_domain_is_deleted_is_refused(
+    replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica A is deleting a domain (its agents counted, none) when replica B adds an agent
+    on it: B waits for A and refuses, rather than storing an agent on a domain nobody holds."""
+    pause = PauseAfter(monkeypatch, "SELECT 1 FROM agents WHERE user_id = ? AND domain = ?")
+    outcome = await _delete_domain_and_add_agent(replicas, postgres_db, pause, delete_first=True)
+    assert outcome["deleted"] is True and isinstance(outcome["added"], DomainNotHeld)
+    assert run_sql(postgres_db, "SELECT count(*) FROM agents") == [(0,)]
+
+
+async def test_a_domain_deleted_while_an_agent_is_added_on_it_stays(
+    replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica B is adding an agent on a domain (inserted, not committed yet) when replica A
+    deletes the domain: A waits for B and refuses, the domain being in use."""
+    pause = PauseAfter(monkeypatch, "INSERT INTO agents")
+    outcome = await _delete_domain_and_add_agent(replicas, postgres_db, pause, delete_first=False)
+    assert outcome["added"] is True and isinstance(outcome["deleted"], InUse)
+    assert run_sql(postgres_db, "SELECT count(*) FROM domains") == [(1,)]
 
 
 async def test_a_walk_through_an_agents_mail_skips_nothing_sent_meanwhile(

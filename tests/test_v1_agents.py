@@ -12,10 +12,13 @@ import httpx
 import pytest
 
 from e2a_gateway.app import RunningGateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.operations.agents import TRASH_DAYS
+from e2a_gateway.storage.base import Domain
 from e2a_gateway.workers.retention import RetentionWorker
 from tests.conftest import SHARED_DOMAIN, Account
 from tests.delivery_support import mail, smtp_send
+from tests.test_postmaster import verified_domain
 
 BOT = f"bot@{SHARED_DOMAIN}"
 DAY = 86_400
@@ -213,3 +216,34 @@ async def test_an_empty_update_is_refused_after_the_callers_rights(make_account:
     assert renamed.status_code == 200 and renamed.json()["name"] == "Bot"
     refusal(await alice.http.patch(f"/v1/agents/{BOT}", json={}), 400, "invalid_request")
     assert (await alice.http.get(f"/v1/agents/{BOT}")).json()["name"] == "Bot"
+
+
+async def test_an_agent_is_not_made_on_a_domain_its_owner_deletes_meanwhile(
+    running: RunningGateway,
+    make_account: Any,
+    resolver: FixtureResolver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The owner deletes corp.example after a registration on it found it verified and
+    before the agent is stored: the registration is refused as on a domain never registered,
+    rather than leaving an agent on a domain nobody holds (whose mail would reach it once
+    somebody else verified the domain)."""
+    alice: Account = await make_account("alice@example.com")
+    await verified_domain(alice, resolver, "corp.example")
+    storage = running.gateway.storage
+    get_domain = storage.get_domain
+    deleted: list[bool] = []
+
+    async def read_then_deleted(user_id: str, domain: str) -> Domain | None:
+        found = await get_domain(user_id, domain)
+        if not deleted:
+            deleted.append(await storage.delete_domain(user_id, domain))
+        return found
+
+    monkeypatch.setattr(storage, "get_domain", read_then_deleted)
+    refused = await alice.http.post("/v1/agents", json={"email": "bot@corp.example"})
+    assert deleted == [True]
+    refusal(refused, 400, "domain_not_registered")
+    monkeypatch.undo()
+    refusal(await alice.http.get("/v1/agents/bot@corp.example"), 404, "not_found")
+    assert await storage.find_agent("bot@corp.example") is None

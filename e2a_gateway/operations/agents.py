@@ -23,7 +23,7 @@ from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
 from e2a_gateway.operations.rate_limits import NamedLimit, count_request
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.rate_windows import RateLimit
-from e2a_gateway.storage.base import Agent, AgentChanges, AlreadyExists
+from e2a_gateway.storage.base import Agent, AgentChanges, AlreadyExists, DomainNotHeld
 from e2a_gateway.webhook_targets import (
     TargetRefused,
     WebhookTargetError,
@@ -165,7 +165,9 @@ async def register_agent(
         created_at=utc_now(),
     )
     try:
-        await gateway.storage.add_agent(agent)
+        await gateway.storage.add_agent(agent, on_owned_domain=not gateway.is_shared_domain(domain))
+    except DomainNotHeld:  # deleted (by its owner, meanwhile) since _address_for looked
+        raise _unheld_domain(domain) from None
     except AlreadyExists:
         if await gateway.storage.get_agent(caller.user_id, address, trashed=True):
             raise Conflict(
@@ -323,14 +325,19 @@ async def _address_for(gateway: Gateway, caller: Caller, request: CreateAgent) -
         return await _address_for(gateway, caller, CreateAgent(slug=local))
     owned = await gateway.storage.get_domain(caller.user_id, domain)
     if owned is None:
-        raise Invalid(
-            "domain_not_registered",
-            f"register and verify {domain} first (POST /api/v1/domains, then "
-            f"POST /api/v1/domains/{domain}/verify)",
-        )
+        raise _unheld_domain(domain)
     if not owned.verified:
         raise Invalid(
             "domain_not_verified",
             f"verify {domain} first (POST /api/v1/domains/{domain}/verify)",
         )
     return address
+
+
+def _unheld_domain(domain: str) -> Invalid:
+    """The refusal of an address on a domain the caller has not registered."""
+    return Invalid(
+        "domain_not_registered",
+        f"register and verify {domain} first (POST /api/v1/domains, then "
+        f"POST /api/v1/domains/{domain}/verify)",
+    )

@@ -47,6 +47,10 @@ class InUse(StorageError):
     """The resource is still referenced (a domain with agents)."""
 
 
+class DomainNotHeld(StorageError):
+    """The owner does not hold the domain verified (never did, or deleted it meanwhile)."""
+
+
 class LimitReached(StorageError):
     """A per-user count limit (signing secrets) is reached."""
 
@@ -949,8 +953,10 @@ class Directory(Protocol):
         """True when some user has verified `domain` (the gateway is its MX)."""
         ...
 
-    async def add_agent(self, agent: Agent) -> None:
-        """Store a new agent; AlreadyExists when the address is taken."""
+    async def add_agent(self, agent: Agent, *, on_owned_domain: bool = False) -> None:
+        """Store a new agent; AlreadyExists when the address is taken. `on_owned_domain`: its
+        owner must hold its domain verified (DomainNotHeld otherwise), checked as one with the
+        insert and taking turns with `delete_domain`, so no agent outlives its domain."""
         ...
 
     async def list_agents(self, user_id: str, *, trashed: bool = False) -> list[Agent]:

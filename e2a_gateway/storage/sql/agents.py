@@ -13,7 +13,7 @@ from typing import Any
 
 from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.storage.announcements import AccessEnded
-from e2a_gateway.storage.base import Agent, AgentChanges, AlreadyExists
+from e2a_gateway.storage.base import Agent, AgentChanges, AlreadyExists, DomainNotHeld
 from e2a_gateway.storage.rows import AGENT_COLUMNS, agent_assignments, agent_params, decode_agent
 from e2a_gateway.storage.sql.jobs import add_job
 from e2a_gateway.storage.sql.outbound import cancel_sends_in
@@ -109,16 +109,26 @@ def _resume_deliveries(tx: Transaction, agent_email: str, paused: float) -> None
 class AgentsSql(Runner):
     """The agents of `Directory` in SQL."""
 
-    async def add_agent(self, agent: Agent) -> None:
-        """Store a new agent; AlreadyExists when the address is taken."""
-        await self._write(
-            lambda tx: tx.execute(
+    async def add_agent(self, agent: Agent, *, on_owned_domain: bool = False) -> None:
+        """Store a new agent; AlreadyExists when the address is taken. `on_owned_domain`: its
+        owner must hold its domain verified (DomainNotHeld otherwise); the domain's row is
+        locked as `delete_domain` locks it, so a deletion either sees this agent or has
+        removed the domain before this looks."""
+
+        def insert(tx: Transaction) -> None:
+            if on_owned_domain and not tx.first(
+                f"SELECT 1 FROM domains WHERE user_id = ? AND domain = ? "
+                f"AND verified = {tx.dialect.true}{tx.dialect.for_update()}",
+                (agent.user_id, agent.domain),
+            ):
+                raise DomainNotHeld(agent.domain)
+            tx.execute(
                 f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                 agent_params(agent),
                 conflict=AlreadyExists(agent.email),
-            ),
-            changes_routing=True,
-        )
+            )
+
+        await self._write(insert, changes_routing=True)
 
     async def list_agents(self, user_id: str, *, trashed: bool = False) -> list[Agent]:
         """The user's agents in service (or, `trashed`, in the trash), oldest first."""

@@ -81,7 +81,9 @@ class DomainsSql(Runner):
         return await self._write(update, changes_routing=True)
 
     async def delete_domain(self, user_id: str, domain: str) -> bool:
-        """Delete the user's domain unless agents use it (InUse); False when not theirs."""
+        """Delete the user's domain unless agents use it (InUse); False when not theirs. The
+        domain's row stays locked meanwhile: an agent being added on it waits, then finds
+        it gone (`add_agent` with `on_owned_domain`)."""
 
         def delete(tx: Transaction) -> bool:
             if not tx.first(
