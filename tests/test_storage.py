@@ -67,6 +67,7 @@ from e2a_gateway.storage.base import (
     WebhookAttempt,
     jobs_per_kind,
 )
+from e2a_gateway.storage.group_commit import GroupCommitter
 from e2a_gateway.storage.migrations import load_migrations
 from e2a_gateway.storage.new_inbound import ByContent, NewInboundMessage
 from e2a_gateway.storage.sql.messages import _inbox_query
@@ -2148,6 +2149,89 @@ async def test_a_domain_deleted_while_an_agent_is_added_on_it_stays(
     outcome = await _delete_domain_and_add_agent(replicas, postgres_db, pause, delete_first=False)
     assert outcome["added"] is True and isinstance(outcome["deleted"], InUse)
     assert run_sql(postgres_db, "SELECT count(*) FROM domains") == [(1,)]
+
+
+async def test_mail_for_an_agent_deleted_meanwhile_is_not_stored_for_now(
+    replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica A is deleting an agent (not committed yet) when replica B stores mail for it
+    and another agent: B waits for A and answers that the agent vanished (storage
+    unavailable: the sender is told to try later), rather than failing on the foreign key."""
+    first, second = replicas
+    alice = await add_user(first)
+    for address in ("bot@agents.test", "other@agents.test"):
+        await first.add_agent(make_agent(alice, address))
+    pause = PauseAfter(monkeypatch, "DELETE FROM agents WHERE user_id = ? AND email = ?")
+    outcome: dict[str, Any] = {}
+
+    async def delete() -> None:
+        outcome["deleted"] = await first.delete_agent(alice, "bot@agents.test")
+
+    async def store() -> None:
+        mail = [
+            make_message("msg_bot", "bot@agents.test"),
+            make_message("msg_1", "other@agents.test"),
+        ]
+        with pytest.raises(StorageUnavailable, match=r"agent bot@agents\.test vanished"):
+            await second.store_inbound(mail, 1.0)
+        outcome["refused"] = True
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(delete)
+        try:
+            await pause.wait()
+            nursery.start_soon(store)
+            await done_or_waiting_for_a_lock(postgres_db, lambda: "refused" in outcome)
+        finally:
+            pause.resume()
+    assert outcome == {"deleted": outcome["deleted"], "refused": True} and outcome["deleted"]
+    assert run_sql(postgres_db, "SELECT count(*) FROM messages") == [(0,)]
+
+
+async def test_mail_for_an_agent_deleted_meanwhile_fails_cleanly_and_alone(
+    replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica A is deleting an agent (not committed yet) when replica B stores mail for it
+    among other agents' mail, sessions sharing its transactions: B waits for A, and the
+    deleted agent's message fails as storage unavailable (the sender is told to try later)
+    while every other agent's is stored."""
+    first, second = replicas
+    alice = await add_user(first)
+    for address in ("bot@agents.test", "other@agents.test"):
+        await first.add_agent(make_agent(alice, address))
+    pause = PauseAfter(monkeypatch, "DELETE FROM agents WHERE user_id = ? AND email = ?")
+    committer = GroupCommitter(second)
+    failed: list[str] = []
+    outcome: dict[str, Any] = {}
+
+    async def delete() -> None:
+        outcome["deleted"] = await first.delete_agent(alice, "bot@agents.test")
+
+    async def session(message_id: str, address: str) -> None:
+        try:
+            await committer.store_inbound([make_message(message_id, address)], 1.0)
+        except StorageUnavailable as exc:
+            failed.append(f"{message_id}: {exc}")
+
+    async def sessions() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session, "msg_bot", "bot@agents.test")
+            for number in range(5):
+                nursery.start_soon(session, f"msg_{number}", "other@agents.test")
+        outcome["stored"] = True
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(delete)
+        try:
+            await pause.wait()
+            nursery.start_soon(sessions)
+            await done_or_waiting_for_a_lock(postgres_db, lambda: "stored" in outcome)
+        finally:
+            pause.resume()
+    assert outcome["deleted"] is not None
+    assert failed == ["msg_bot: agent bot@agents.test vanished"]
+    page = await first.list_inbound(alice, "other@agents.test", "all", 10, None)
+    assert sorted(message.id for message in page.messages) == [f"msg_{n}" for n in range(5)]
 
 
 async def test_a_walk_through_an_agents_mail_skips_nothing_sent_meanwhile(

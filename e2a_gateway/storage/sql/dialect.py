@@ -45,6 +45,11 @@ class Dialect(abc.ABC):
         table aliased `of` only); empty under a single writer."""
 
     @abc.abstractmethod
+    def for_key_share(self) -> str:
+        """The clause that keeps the selected rows from being deleted (or their key changed)
+        until the commit, holding back no other change to them; empty under a single writer."""
+
+    @abc.abstractmethod
     def skip_locked(self, of: str | None = None) -> str:
         """The clause that locks the selected rows and passes over rows another transaction
         holds, so concurrent workers take different ones; empty under a single writer."""
@@ -114,6 +119,9 @@ class SqliteDialect(Dialect):
     def for_update(self, of: str | None = None) -> str:
         return ""
 
+    def for_key_share(self) -> str:
+        return ""
+
     def skip_locked(self, of: str | None = None) -> str:
         return ""
 
@@ -165,6 +173,9 @@ class PostgresDialect(Dialect):
 
     def for_update(self, of: str | None = None) -> str:
         return f" FOR UPDATE OF {of}" if of else " FOR UPDATE"
+
+    def for_key_share(self) -> str:
+        return " FOR KEY SHARE"
 
     def skip_locked(self, of: str | None = None) -> str:
         return f"{self.for_update(of)} SKIP LOCKED"

@@ -82,29 +82,31 @@ def _store(
 ) -> None:
     """Insert each distinct raw message once (locked until the commit, so a concurrent deletion
     of its last other reference cannot take it away) and the `messages`, each pointing at its
-    digest; queue a webhook job for a cloud agent's message, announce a local agent's (neither
-    for a message its gate holds for review or blocks); log each delivered message's
+    digest, once each recipient agent is found and kept from deletion until the commit (an
+    agent whose deletion commits first fails the whole with StorageUnavailable); queue a
+    webhook job for a cloud agent's message, announce a local agent's (neither for a message
+    its gate holds for review or blocks); log each delivered message's
     `email.received` event, and what its agent's gate did with it (`email.review_requested`,
     `email.flagged`, `email.blocked`).
     The copies of one message for many agents go in as one batch of rows."""
     recipients = sorted({message.agent_email for message in messages})
     lock_agents_mail(tx, recipients)
+    owners = {
+        email: (user_id, agent_mode == CLOUD, agent_id, gate_policy)
+        for email, user_id, agent_mode, agent_id, gate_policy in tx.all(
+            "SELECT email, user_id, agent_mode, id, inbound_gate_policy FROM agents "
+            f"WHERE {tx.dialect.in_list('email', 'text')}{tx.dialect.for_key_share()}",
+            (tx.dialect.list_param(recipients),),
+        )
+    }
+    if vanished := [email for email in recipients if email not in owners]:
+        raise StorageUnavailable(f"agent {vanished[0]} vanished")
     keep_locked = tx.dialect.insert_or_lock("digest")
     for digest in sorted(raw.distinct):
         tx.execute(
             f"INSERT INTO raw_messages (digest, raw) VALUES (?, ?) {keep_locked}",
             (digest, raw.distinct[digest]),
         )
-    owners = {
-        email: (user_id, agent_mode == CLOUD, agent_id, gate_policy)
-        for email, user_id, agent_mode, agent_id, gate_policy in tx.all(
-            "SELECT email, user_id, agent_mode, id, inbound_gate_policy FROM agents "
-            f"WHERE {tx.dialect.in_list('email', 'text')}",
-            (tx.dialect.list_param(recipients),),
-        )
-    }
-    if vanished := [email for email in recipients if email not in owners]:
-        raise StorageUnavailable(f"agent {vanished[0]} vanished")
     encode = JsonOnce()
     whole_rows: list[tuple[Any, ...]] = []
     for copies in _copies_by_content(messages, raw.digests):
