@@ -773,56 +773,6 @@ async def test_migration_27_keeps_agents_holding_every_send_held(
     assert (free.outbound_gate_policy, free.outbound_gate_action) == ("open", "flag")
 
 
-async def test_migration_37_starts_older_agents_where_their_creation_second_did(
-    storage_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Agents made before 0037 begin in the events log after the last event logged before
-    the second they were made in, as their creation time decided until then."""
-    await migrated_to(storage_url, 36, monkeypatch)
-    made = parse_timestamp(NOW).timestamp()
-    run_sql(storage_url, "INSERT INTO users VALUES ('usr_1', 'o@x', ?)", NOW)
-    for event_id, at in (("evt_before", made - 0.5), ("evt_after", made + 0.5)):
-        run_sql(
-            storage_url,
-            "INSERT INTO events (id, user_id, type, agent_email, created_epoch, envelope) "
-            "VALUES (?, 'usr_1', 'agent.suppression_added', 'bot@agents.test', ?, ?)",
-            event_id,
-            at,
-            b"{}",
-        )
-    run_sql(
-        storage_url,
-        "INSERT INTO agents (email, user_id, domain, name, agent_mode, created_at, id) "
-        "VALUES ('bot@agents.test', 'usr_1', 'agents.test', 'n', 'local', ?, 'agt_1')",
-        NOW,
-    )
-    store = open_storage(storage_url)
-    try:
-        assert await store.migrate() == list(range(37, len(load_migrations("sqlite")) + 1))
-        start = await store.agent_events_start("usr_1", "bot@agents.test")
-        seen = await store.list_events("usr_1", EventFilter(after_seq=start), 10, None)
-    finally:
-        await store.close()
-    assert [event.id for event in seen] == ["evt_after"]
-
-
-async def test_an_agent_begins_in_the_events_log_where_it_was_made(storage: Storage) -> None:
-    """The events of an address logged before its agent was made (an earlier agent's, in the
-    same second) are before the agent's start; those logged after are after it."""
-    alice = await add_user(storage)
-    await storage.add_agent(make_agent(alice, "bot@agents.test"))
-    await storage.add_suppression(alice, "bot@agents.test", "a@example.org", "earlier", 1.0)
-    assert await storage.delete_agent(alice, "bot@agents.test")
-    assert await storage.agent_events_start(alice, "bot@agents.test") is None
-    await storage.add_agent(make_agent(alice, "bot@agents.test"))
-    await storage.add_suppression(alice, "bot@agents.test", "b@example.org", "later", 1.0)
-    start = await storage.agent_events_start(alice, "bot@agents.test")
-    everything = await storage.list_events(alice, EventFilter(), 10, None)
-    since = await storage.list_events(alice, EventFilter(after_seq=start), 10, None)
-    assert len(everything) == 2 and since == everything[:1]
-    assert orjson.loads(since[0].envelope)["data"]["address"] == "b@example.org"
-
-
 async def test_agents_are_scoped_to_their_owner(storage: Storage) -> None:
     alice = await add_user(storage, "alice@example.com")
     bob = await add_user(storage, "bob@example.com")

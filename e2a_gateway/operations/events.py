@@ -4,9 +4,11 @@ the webhooks they matched."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 
+from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.events import RETENTION_SECONDS
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.caller import Caller
@@ -14,17 +16,24 @@ from e2a_gateway.operations.errors import Conflict, Gone, NotFound
 from e2a_gateway.storage.base import EventFilter, StoredEvent
 
 
-async def _scoped(gateway: Gateway, caller: Caller, query: EventFilter) -> EventFilter | None:
-    """`query` limited to what the caller may see: an agent key, its agent's events logged
-    since the agent was made (those of its address before were an earlier agent's, deleted,
-    the address registered again); None when its agent is gone."""
+def _scoped(caller: Caller, query: EventFilter) -> EventFilter:
+    """`query` limited to what the caller may see (an agent key: its agent's events)."""
     if caller.scope == "account":
         return query
-    email = caller.agent_email or ""
-    start = await gateway.storage.agent_events_start(caller.user_id, email)
-    if start is None:
-        return None
-    return replace(query, agent_emails=(email,), after_seq=start)
+    return replace(query, agent_emails=(caller.agent_email or "",))
+
+
+async def _agent_made(gateway: Gateway, caller: Caller) -> float:
+    """For an agent key, when its agent was made: the events of its address before then were
+    an earlier agent's (deleted, the address registered again), which it may not see. 0 for
+    an account key."""
+    if caller.scope == "account" or caller.agent_email is None:
+        return 0.0
+    storage = gateway.storage
+    agent = await storage.get_agent(caller.user_id, caller.agent_email) or await storage.get_agent(
+        caller.user_id, caller.agent_email, trashed=True
+    )
+    return parse_timestamp(agent.created_at).timestamp() if agent is not None else math.inf
 
 
 async def event_page(
@@ -37,26 +46,22 @@ async def event_page(
     """Up to `limit` of the caller's events matching `query`, newest first, within the
     retention window (and, for an agent key, since its agent was made), before the position
     `before` (an event's `seq` and `ordinal`)."""
-    scoped = await _scoped(gateway, caller, query)
-    if scoped is None:
-        return []
-    oldest = time.time() - RETENTION_SECONDS
+    oldest = max(time.time() - RETENTION_SECONDS, await _agent_made(gateway, caller))
     since = oldest if query.since is None else max(query.since, oldest)
-    return await gateway.storage.list_events(
-        caller.user_id, replace(scoped, since=since), limit, before
-    )
+    scoped = replace(_scoped(caller, query), since=since)
+    return await gateway.storage.list_events(caller.user_id, scoped, limit, before)
 
 
 async def get_event(gateway: Gateway, caller: Caller, event_id: str, now: float) -> StoredEvent:
     """One of the caller's events; NotFound when it is not theirs, Gone (`gone`) once it is
     older than the 30-day retention."""
     event = await gateway.storage.get_event(caller.user_id, event_id)
-    scoped = await _scoped(gateway, caller, EventFilter()) if event is not None else None
-    if (
-        event is None
-        or scoped is None
-        or (scoped.agent_emails is not None and event.agent_email not in scoped.agent_emails)
-        or (scoped.after_seq is not None and event.seq <= scoped.after_seq)
+    if event is None or (
+        caller.scope != "account"
+        and (
+            event.agent_email != caller.agent_email
+            or event.created_epoch < await _agent_made(gateway, caller)
+        )
     ):
         raise NotFound.of("event")
     if event.created_epoch < now - RETENTION_SECONDS:

@@ -675,8 +675,7 @@ class StoredEvent:
 class EventFilter:
     """Which events a listing keeps: fields left None keep all; `since` (inclusive) and
     `until` (exclusive) are epochs; `agent_emails`, when set, limits the listing to those
-    agents (an agent key), and `after_seq` to the events logged after that position (those
-    since its agent was made)."""
+    agents (an agent key)."""
 
     type: str | None = None
     agent_email: str | None = None
@@ -685,7 +684,6 @@ class EventFilter:
     since: float | None = None
     until: float | None = None
     agent_emails: tuple[str, ...] | None = None
-    after_seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -963,12 +961,6 @@ class Directory(Protocol):
 
     async def list_agents(self, user_id: str, *, trashed: bool = False) -> list[Agent]:
         """The user's agents in service (or, `trashed`, those in the trash), oldest first."""
-        ...
-
-    async def agent_events_start(self, user_id: str, email: str) -> int | None:
-        """The position in the events log (`seq`) after which the user's agent at `email` (in
-        service or in the trash) was made: the events of its address up to there were an
-        earlier agent's. None when there is no such agent."""
         ...
 
     async def get_agent(self, user_id: str, email: str, *, trashed: bool = False) -> Agent | None:

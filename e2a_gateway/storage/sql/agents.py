@@ -123,24 +123,12 @@ class AgentsSql(Runner):
             ):
                 raise DomainNotHeld(agent.domain)
             tx.execute(
-                f"INSERT INTO agents ({AGENT_COLUMNS}, events_seq_at_creation) "
-                f"VALUES ({_PLACEHOLDERS}, {tx.dialect.last_issued('events', 'seq')})",
+                f"INSERT INTO agents ({AGENT_COLUMNS}) VALUES ({_PLACEHOLDERS})",
                 agent_params(agent),
                 conflict=AlreadyExists(agent.email),
             )
 
         await self._write(insert, changes_routing=True)
-
-    async def agent_events_start(self, user_id: str, email: str) -> int | None:
-        """The position in the events log (`seq`) after which the user's agent at `email` (in
-        service or in the trash) was made; None when there is no such agent."""
-        row = await self._read(
-            lambda tx: tx.first(
-                "SELECT events_seq_at_creation FROM agents WHERE user_id = ? AND email = ?",
-                (user_id, email),
-            )
-        )
-        return int(row[0]) if row else None
 
     async def list_agents(self, user_id: str, *, trashed: bool = False) -> list[Agent]:
         """The user's agents in service (or, `trashed`, in the trash), oldest first."""

@@ -87,11 +87,6 @@ class Dialect(abc.ABC):
         """The value an INSERT gives `column`, numbering the rows of `table` in order."""
 
     @abc.abstractmethod
-    def last_issued(self, table: str, column: str) -> str:
-        """The highest number `column` of `table` (numbered by the database) has been given,
-        in a committed row or not (0 before the first): every row inserted later gets more."""
-
-    @abc.abstractmethod
     def insert_or_lock(self, key: str) -> str:
         """The ON CONFLICT clause of an INSERT that leaves an existing row with the same `key`
         as it is, but locked until the commit (so nobody deletes it meanwhile)."""
@@ -146,10 +141,6 @@ class SqliteDialect(Dialect):
     def next_in_sequence(self, table: str, column: str) -> str:
         return f"(SELECT coalesce(max({column}), 0) + 1 FROM {table})"
 
-    def last_issued(self, table: str, column: str) -> str:
-        # an AUTOINCREMENT key: sqlite_sequence keeps the highest ever given, never reused
-        return f"(SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = '{table}')"
-
     def insert_or_lock(self, key: str) -> str:
         return f"ON CONFLICT ({key}) DO NOTHING"
 
@@ -200,11 +191,6 @@ class PostgresDialect(Dialect):
 
     def next_in_sequence(self, table: str, column: str) -> str:
         return "DEFAULT"  # an identity column: concurrent inserts never share a number
-
-    def last_issued(self, table: str, column: str) -> str:
-        # the identity's sequence, which also counts numbers taken by uncommitted inserts
-        sequence = f"pg_get_serial_sequence('{table}', '{column}')"
-        return f"coalesce(pg_sequence_last_value({sequence}), 0)"
 
     def insert_or_lock(self, key: str) -> str:
         return f"ON CONFLICT ({key}) DO UPDATE SET {key} = excluded.{key}"

@@ -225,9 +225,6 @@ def _filter_sql(tx: Transaction, query: EventFilter) -> tuple[str, list[Any]]:
     if query.until is not None:
         conditions.append(" AND e.created_epoch < ?")
         params.append(query.until)
-    if query.after_seq is not None:
-        conditions.append(" AND e.seq > ?")
-        params.append(query.after_seq)
     if query.agent_emails is not None:
         marks = ", ".join("?" for _ in query.agent_emails) or "NULL"
         folded = " OR ".join(tx.dialect.contains_text("e.copies") for _ in query.agent_emails)
