@@ -167,7 +167,8 @@ async def test_real_answers_match_the_document(
     await call(http, "PUT", AGENT, 200, agent_path(bot), json={"hitl_enabled": True})
     await call(http, "GET", AGENT, 404, agent_path("nobody@agents.test"))
     await call(http, "GET", AGENT + "/ws", 426, agent_path(bot, f"/ws?token={alice.key}"))
-    await call(http, "GET", AGENT + "/ws", 401, agent_path(bot, "/ws"))
+    await call(http, "GET", AGENT + "/ws", 426, agent_path(bot, "/ws"))
+    await call(http, "GET", AGENT + "/ws", 401, agent_path(bot, "/ws?token=e2a_bad"))
 
     # Inbox.
     inbound = await accept(gateway, [bot], multipart_mail(bot))

@@ -111,17 +111,6 @@ async def unread_ids(account: Account, agent: str) -> list[str]:
     return ids
 
 
-async def rejection(url: str, **options: Any) -> ConnectionRejected:
-    """The refusal of a WebSocket connection to `url` (an accepted one fails the test)."""
-    try:
-        with trio.fail_after(WAIT):
-            async with open_websocket_url(url, connect_timeout=WAIT, **options):
-                raise AssertionError(f"{url} accepted the connection")
-    except ConnectionRejected as refused:
-        return refused
-    raise AssertionError("unreachable: the connection neither opened nor was refused")
-
-
 @pytest.fixture
 async def connected(running: RunningGateway, alice: Account, agent: str) -> AsyncIterator[Any]:
     """Factory: `async with connected() as ws` opens a WebSocket for alice's local agent."""
@@ -179,28 +168,38 @@ async def test_a_plain_get_by_the_owner_is_told_to_upgrade(alice: Account, agent
     assert plain.json()["error"]["code"] == "upgrade_required"
 
 
-async def test_ws_auth_rejection_as_e2a_contract_scenario(
+async def test_a_missing_or_bad_key_is_refused_whatever_header_comes_with_it(
     running: RunningGateway, alice: Account, agent: str
 ) -> None:
-    """e2a's scenario `ws_auth_rejection`: its runner sends the account's valid key as a Bearer
-    header on every step, and a GET without `?token=`, or with a bad one, is still 401."""
+    """No key at all, or a bad `?token=` (which wins over a valid Bearer header), is 401."""
     path = agent_path(agent, "/ws")
-    for params in ({}, {"token": "invalid_key_12345"}):
-        plain = await alice.http.get(path, params=params)
-        assert plain.status_code == 401, params
+    cases = [
+        ({}, {"Authorization": ""}),
+        ({"token": "invalid_key_12345"}, {}),
+        ({}, {"Authorization": "Bearer invalid_key_12345"}),
+    ]
+    for params, headers in cases:
+        plain = await alice.http.get(path, params=params, headers=headers)
+        assert plain.status_code == 401, (params, headers)
         assert plain.headers["Content-Type"] == "application/json"
-        error = plain.json()["error"]
-        assert error["code"] == "unauthorized" and "?token=" in error["message"]
+        assert plain.json()["error"]["code"] == "unauthorized"
 
 
-async def test_the_bearer_header_alone_does_not_open_the_socket(
+async def test_the_bearer_header_opens_the_socket_as_the_token_does(
     running: RunningGateway, alice: Account, agent: str
 ) -> None:
-    headers = [(b"Authorization", f"Bearer {alice.key}".encode())]
+    """delivery.md: `?token=` or an `Authorization: Bearer` header."""
+    plain = await alice.http.get(agent_path(agent, "/ws"))
+    assert plain.status_code == 426
+    assert plain.json()["error"]["code"] == "upgrade_required"
+
+    stored = await accept(running.gateway, [agent], mail("By header"))
+    headers = [("Authorization", f"Bearer {alice.key}")]
     url = ws_url(running, agent, None)
-    refused = await rejection(url, extra_headers=headers)
-    assert refused.status_code == 401
-    assert "?token=" in json.loads(refused.body or b"")["error"]["message"]
+    with trio.fail_after(WAIT):
+        async with open_websocket_url(url, extra_headers=headers) as ws:
+            (frame,) = await next_frames(ws, 1)
+    assert frame["message_id"] == stored
 
 
 async def test_connect_drains_every_unread_message_oldest_first_then_goes_live(

@@ -33,7 +33,7 @@ SCHEMA_REF = "#/components/schemas/{model}"
 _IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
 _RULE_ARGUMENT = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 
-Security = Literal["bearer", "query_token", "none"]
+Security = Literal["bearer", "bearer_or_query_token", "none"]
 
 
 @dataclass(frozen=True)
@@ -301,7 +301,8 @@ OPERATIONS: dict[str, Operation] = {
         "WebSocket delivery for local agents",
         {},
         description="Connect with a WebSocket client (`Upgrade: websocket`, answered with 101) "
-        "and the API key as `?token=` (as e2a 2.x: the Authorization header is not read here) "
+        "and the API key as `?token=` or in an `Authorization: Bearer` header (`?token=` wins "
+        "when both are given) "
         "to receive every unread message and then live ones. A plain GET gets the refusals "
         "the upgrade would get, or 426 when the upgrade would succeed. An API key holds at "
         "most `http.max_websockets_per_key` connections (default 20). A connection is closed "
@@ -311,7 +312,7 @@ OPERATIONS: dict[str, Operation] = {
             426: ("upgrade_required",),
             429: ("too_many_websockets",),
         },
-        security="query_token",
+        security="bearer_or_query_token",
     ),
     "outbound.send": Operation(
         "sending",
@@ -604,7 +605,7 @@ def _parameters(operation: Operation, route: Route) -> list[dict[str, Any]]:
 
 _SECURITY: dict[Security, list[dict[str, list[str]]]] = {
     "bearer": [{"bearerAuth": []}],
-    "query_token": [{"queryToken": []}],
+    "bearer_or_query_token": [{"bearerAuth": []}, {"queryToken": []}],
     "none": [],
 }
 

@@ -1,7 +1,8 @@
 """WebSocket delivery for local agents: every unread message on connect, then live ones, each
 frame with the message's reply text and trust map (docs/replies.md).
 
-Checks happen before the upgrade (401 no or bad `?token=` key, 404 not the caller's agent,
+Checks happen before the upgrade (401 no or bad key, given as `?token=` or in an
+`Authorization: Bearer` header, 404 not the caller's agent,
 400 cloud agent, 429 too many connections for the key), and a plain GET of the same path gets
 the same answers. Delivery is at-least-once: a message stays unread until the client fetches
 it over REST or sends `{"type": "ack", "message_id"}`, and unread messages are sent again on
@@ -17,6 +18,7 @@ from typing import Any
 
 import trio
 from quart import Blueprint, Response, request, websocket
+from werkzeug.datastructures import Headers
 
 from e2a_gateway.api.errors import error_response
 from e2a_gateway.hub import Ended, Listener, Subscription, TooManyListeners
@@ -33,7 +35,7 @@ from e2a_gateway.operations.errors import (
     Unauthorized,
 )
 from e2a_gateway.storage.base import Agent
-from e2a_gateway.web.context import current_gateway
+from e2a_gateway.web.context import bearer_key, current_gateway
 from e2a_gateway.web.errors import status_of
 from e2a_gateway.web.socket_counts import SocketEnding, counted_socket, ended_reason, push
 from e2a_gateway.web.socket_shutdown import going_away_when_cancelled
@@ -67,17 +69,21 @@ class _Admitted:
         return Listener(self.agent.id, self.caller.user_id, self.caller.key_hash, "websocket")
 
 
-def _presented_key(args: Any) -> str:
-    """The API key in `?token=`, where e2a's 2.x contract (and every WebSocket client of it)
-    puts it; Unauthorized when it is absent. An `Authorization` header is not read here."""
+def _presented_key(args: Any, headers: Headers) -> str:
+    """The API key in `?token=` (where WebSocket clients, which often cannot set headers, put
+    it), else the one in an `Authorization: Bearer` header; Unauthorized when neither is given.
+    A `?token=` wins over the header, so a bad one is refused whatever header comes with it."""
     token = args.get("token")
-    if not token:
+    if token:
+        return str(token)
+    key = bearer_key(headers)
+    if key is None:
         raise Unauthorized(
             "unauthorized",
             "missing API key: connect with ?token=e2a_… in the URL "
-            "(this endpoint does not read the Authorization header)",
+            "or an Authorization: Bearer e2a_… header",
         )
-    return str(token)
+    return key
 
 
 def _too_many(limit: int) -> RateLimited:
@@ -88,14 +94,10 @@ def _too_many(limit: int) -> RateLimited:
     )
 
 
-async def _admit(args: Any, email: str) -> _Admitted:
+async def _admit(args: Any, headers: Headers, email: str) -> _Admitted:
     """The caller and their local agent, or the OperationError that refuses the connection."""
     gateway = current_gateway()
-    key = _presented_key(args)
-    try:
-        caller = await authenticate(gateway, key)
-    except Unauthorized as refused:
-        raise Unauthorized(refused.code, f"{refused.message} (the ?token= key)") from None
+    caller = await authenticate(gateway, _presented_key(args, headers))
     agent = await owned_agent(gateway, caller, email)
     if agent.agent_mode != "local":
         raise Invalid(
@@ -113,7 +115,7 @@ async def _admit(args: Any, email: str) -> _Admitted:
 async def explain_websocket(email: str) -> Response:
     """A plain GET gets the same refusals as the upgrade would, or 426 when all is well."""
     try:
-        await _admit(request.args, email)
+        await _admit(request.args, request.headers, email)
     except OperationError as refused:
         return _refusal(refused)
     return error_response(
@@ -125,7 +127,7 @@ async def explain_websocket(email: str) -> Response:
 async def agent_socket(email: str) -> Response | None:
     """Serve one WebSocket connection of a local agent."""
     try:
-        admitted = await _admit(websocket.args, email)
+        admitted = await _admit(websocket.args, websocket.headers, email)
     except OperationError as refused:
         return _refusal(refused)
     gateway = current_gateway()
