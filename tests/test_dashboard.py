@@ -21,6 +21,7 @@ import trio
 
 from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.dashboard.auth import local_path
 from e2a_gateway.dashboard.sessions import (
     SessionClaims,
@@ -528,6 +529,27 @@ async def test_revoking_the_key_ends_its_open_live_streams(browser, make_account
 
     assert await stream_until_closed(client, url, revoke) < 1.0
     assert (await client.get(url)).status_code == 303  # the browser's reconnection is refused
+
+
+async def test_the_keys_expiry_ends_its_open_live_streams(browser, make_account) -> None:
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "brief")
+    expires = format_timestamp(time.time() + 3)
+    spare = await alice.http.post(
+        "/v1/account/api-keys", json={"name": "browser", "expires_at": expires}
+    )
+    assert spare.status_code == 201, spare.text
+    client = browser()
+    assert (await sign_in(client, spare.json()["key"])).status_code == 303
+    url = await open_stream(client, address)
+
+    async def nothing() -> None:
+        pass
+
+    remaining = parse_timestamp(expires).timestamp() - time.time()
+    took = await stream_until_closed(client, url, nothing)  # ends by itself, at the expiry
+    assert took < remaining + 1.0
+    assert (await client.get(url)).status_code == 303
 
 
 async def test_deleting_the_agent_ends_its_open_live_streams(browser, make_account) -> None:

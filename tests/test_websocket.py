@@ -5,6 +5,7 @@ closing when access ends (agent, key or account gone), and the cap per API key."
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import replace
@@ -32,6 +33,7 @@ from e2a_gateway.app import (
     run_gateway,
     serve_http,
 )
+from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.config import Settings
 from e2a_gateway.gateway import Gateway, open_gateway
 from e2a_gateway.hub import (
@@ -643,6 +645,32 @@ async def test_deleting_the_account_closes_its_sockets(
         assert gone.status_code == 200, gone.text
         code, reason, _ = await closed_with(ws)
     assert (code, reason) == (1008, "the account was deleted")
+
+
+async def test_a_keys_expiry_closes_its_sockets_on_both_faces(
+    running: RunningGateway, alice: Account, agent: str
+) -> None:
+    """A key made with `expires_at` is refused from that second on: its open sockets, the
+    `/api/v1` one and the `/v1` one, are closed then, not left listening."""
+    expires = format_timestamp(time.time() + 3)
+    created = await alice.http.post(
+        "/v1/account/api-keys", json={"name": "for a while", "expires_at": expires}
+    )
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
+    v1_url = ws_url(running, agent, None).replace("/api/v1/", "/v1/")
+    async with (
+        open_websocket_url(ws_url(running, agent, key)) as legacy,
+        open_websocket_url(v1_url, extra_headers=[("Authorization", f"Bearer {key}")]) as v1,
+    ):
+        await assert_silent(legacy)
+        await trio.sleep(max(parse_timestamp(expires).timestamp() - time.time(), 0.0))
+        legacy_closed = await closed_with(legacy)
+        v1_closed = await closed_with(v1)
+    assert legacy_closed == (1008, "the API key expired", [])
+    assert v1_closed == (1008, "the API key expired", [])
+    plain = await alice.http.get(agent_path(agent, "/ws"), params={"token": key})
+    assert plain.status_code == 401
 
 
 # -- at most http.max_websockets_per_key connections per API key ------------------------------

@@ -66,7 +66,10 @@ class _Admitted:
 
     @property
     def listener(self) -> Listener:
-        return Listener(self.agent.id, self.caller.user_id, self.caller.key_hash, "websocket")
+        caller = self.caller
+        return Listener(
+            self.agent.id, caller.user_id, caller.key_hash, "websocket", caller.expires_at
+        )
 
 
 def _presented_key(args: Any, headers: Headers) -> str:

@@ -43,7 +43,7 @@ async def inbox_events(
     yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
     gateway = current_gateway()
     caller = session.caller
-    listener = Listener(agent.id, caller.user_id, caller.key_hash, "dashboard")
+    listener = Listener(agent.id, caller.user_id, caller.key_hash, "dashboard", caller.expires_at)
     with gateway.hub.subscribe(listener) as live:
         if await lost_access(gateway.storage, listener, agent.email) is not None:
             return  # revoked while the stream opened: the reconnection is refused

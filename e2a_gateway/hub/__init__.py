@@ -3,13 +3,16 @@
 
 A subscription is bound to the agent's internal id (never its address, which can pass to
 another user) and to the API key that opened it; deleting the agent, revoking the key or
-deleting the account ends it at once. The hub holds nothing that is not in storage.
+deleting the account ends it at once, and so does the key's expiry when that time comes. The
+hub holds nothing that is not in storage.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -18,6 +21,7 @@ from typing import Any, Literal
 
 import trio
 
+from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.hub.frames import NotifiableMessage, notification_frame
 from e2a_gateway.hub.sole import SoleConnections
 from e2a_gateway.storage.announcements import RevokedKind
@@ -35,6 +39,7 @@ class Ended(enum.Enum):
     BEHIND = "too far behind; reconnect to catch up"
     AGENT_DELETED = "the agent was deleted"
     KEY_REVOKED = "the API key was revoked"
+    KEY_EXPIRED = "the API key expired"
     ACCOUNT_DELETED = "the account was deleted"
 
 
@@ -48,12 +53,14 @@ _ENDED_BY: dict[RevokedKind, Ended] = {
 @dataclass(frozen=True)
 class Listener:
     """Whom a subscription serves: an agent (by id), its owner, the API key that opened it
-    (by SHA-256 hash) and the kind of connection."""
+    (by SHA-256 hash), the kind of connection, and when that key expires (RFC 3339; None:
+    never)."""
 
     agent_id: str
     user_id: str
     key_hash: str
     channel: Channel
+    key_expires_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,21 +93,32 @@ class Subscription:
         self.ended: Ended | None = None
         """Why the hub ended it; None while it is live."""
         self._receive = receive
+        self._expires = _deadline_of(listener.key_expires_at)
 
     @property
     def revoked(self) -> bool:
-        """True once the access it depended on ended (agent, key or account gone)."""
+        """True once the access it depended on ended (agent, key or account gone, or the key
+        past its expiry)."""
+        self._note_expiry()
         return self.ended not in (None, Ended.BEHIND)
+
+    def _note_expiry(self) -> None:
+        """Mark the subscription ended once its key is past its expiry."""
+        if self.ended is None and trio.current_time() >= self._expires:
+            self.ended = Ended.KEY_EXPIRED
 
     async def receive(self) -> dict[str, Any] | None:
         """The next notification, or None once the subscription has ended."""
         if self.revoked:
             return None
-        try:
-            frame = await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            return None
-        return None if self.revoked else frame
+        with trio.move_on_at(self._expires):
+            try:
+                frame = await self._receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                return None
+            return None if self.revoked else frame
+        self._note_expiry()
+        return None
 
     def __aiter__(self) -> Subscription:
         return self
@@ -110,6 +128,15 @@ class Subscription:
         if frame is None:
             raise StopAsyncIteration
         return frame
+
+
+def _deadline_of(expires_at: str | None) -> float:
+    """The trio clock's reading when a key expiring at `expires_at` (RFC 3339) stops working;
+    infinity for a key that never expires."""
+    if expires_at is None:
+        return math.inf
+    remaining = parse_timestamp(expires_at).timestamp() - time.time()
+    return trio.current_time() + max(remaining, 0.0)
 
 
 class Hub:

@@ -36,6 +36,8 @@ class Caller:
     scope: Scope = "account"
     agent_id: str | None = None
     agent_email: str | None = None
+    expires_at: str | None = None
+    """When the key stops working (RFC 3339 UTC); None: never."""
 
     @property
     def user_id(self) -> str:
@@ -86,4 +88,11 @@ async def caller_for_key_hash(gateway: Gateway, key_hash: str) -> Caller | None:
             await gateway.storage.note_key_used(key_hash, format_timestamp(time.time()))
         except StorageUnavailable as exc:  # a read-only database still answers reads
             log.warning("could not record an API key's use: %s", exc)
-    return Caller(holder.user, key_hash, holder.scope, holder.agent_id, holder.agent_email)
+    return Caller(
+        holder.user,
+        key_hash,
+        holder.scope,
+        holder.agent_id,
+        holder.agent_email,
+        holder.expires_at,
+    )

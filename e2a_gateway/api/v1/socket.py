@@ -95,7 +95,7 @@ async def agent_socket(email: str) -> Response | None:
     except OperationError as refused:
         return _handshake_refusal(refusal(refused), headers)
     gateway = current_gateway()
-    listener = Listener(agent.id, caller.user_id, caller.key_hash, "websocket")
+    listener = Listener(agent.id, caller.user_id, caller.key_hash, "websocket", caller.expires_at)
     # Subscribed before the drain, so nothing stored meanwhile is missed; access checked once
     # more, so a revocation that came in between is not missed either.
     with gateway.hub.subscribe(listener) as subscription:
