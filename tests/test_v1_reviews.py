@@ -428,6 +428,30 @@ async def test_inbound_mail_the_gate_holds_waits_until_approved_or_rejected(
     assert [item["subject"] for item in await queue(owner)] == ["Spoof"]
 
 
+async def test_an_agent_key_reads_no_event_of_mail_held_from_its_agent(
+    running: RunningGateway, owner: Account
+) -> None:
+    """Held mail is the reviewer's, not the agent's: its agent key cannot read the events log
+    (listEvents and getEvent are account-only, as e2a has them), where email.review_requested
+    names the held mail's sender and subject."""
+    inbound = {"policy": "allowlist", "allowlist": ["trusted@example.org"], "action": "review"}
+    await protect(owner, BOT, protection(inbound=inbound))
+    await send(running, "alice@example.org", letter("alice@example.org", "Secret hold"))
+    (hold,) = await queue(owner)
+    requested = await owner.http.get("/v1/events", params={"type": "email.review_requested"})
+    (event,) = requested.json()["items"]
+    assert event["data"]["subject"] == "Secret hold"
+
+    key = await agent_key(owner, BOT)
+    headers = {"Authorization": f"Bearer {key}"}
+    for path in ("/v1/events", f"/v1/events/{event['id']}"):
+        answer = await owner.http.get(path, headers=headers)
+        assert answer.status_code == 403, answer.text
+        assert answer.json()["error"]["code"] == "forbidden"
+        assert "Secret hold" not in answer.text
+    assert hold["subject"] == "Secret hold"
+
+
 async def test_an_inbound_hold_past_its_ttl_takes_the_agents_expiry_action(
     running: RunningGateway, owner: Account
 ) -> None:

@@ -674,8 +674,7 @@ class StoredEvent:
 @dataclass(frozen=True)
 class EventFilter:
     """Which events a listing keeps: fields left None keep all; `since` (inclusive) and
-    `until` (exclusive) are epochs; `agent_emails`, when set, limits the listing to those
-    agents (an agent key)."""
+    `until` (exclusive) are epochs."""
 
     type: str | None = None
     agent_email: str | None = None
@@ -683,7 +682,6 @@ class EventFilter:
     message_id: str | None = None
     since: float | None = None
     until: float | None = None
-    agent_emails: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -225,14 +225,6 @@ def _filter_sql(tx: Transaction, query: EventFilter) -> tuple[str, list[Any]]:
     if query.until is not None:
         conditions.append(" AND e.created_epoch < ?")
         params.append(query.until)
-    if query.agent_emails is not None:
-        marks = ", ".join("?" for _ in query.agent_emails) or "NULL"
-        folded = " OR ".join(tx.dialect.contains_text("e.copies") for _ in query.agent_emails)
-        conditions.append(
-            f" AND (e.agent_email IN ({marks}) OR (e.copies IS NOT NULL AND ({folded or 'FALSE'})))"
-        )
-        params.extend(query.agent_emails)
-        params.extend(_as_copied(address) for address in query.agent_emails)
     return "".join(conditions), params
 
 
@@ -243,12 +235,10 @@ def _as_copied(value: str) -> str:
 
 def _kept(event: StoredEvent, query: EventFilter) -> bool:
     """Whether one event of a row `_filter_sql` kept matches `query`'s per-copy fields."""
-    if any(
+    return not any(
         getattr(query, column) is not None and getattr(event, column) != getattr(query, column)
         for column in _PER_COPY
-    ):
-        return False
-    return query.agent_emails is None or event.agent_email in query.agent_emails
+    )
 
 
 def _listed(event: StoredEvent, query: EventFilter, before: tuple[int, int] | None) -> bool:
