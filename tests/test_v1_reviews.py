@@ -620,6 +620,11 @@ async def test_the_websocket_refuses_before_the_upgrade(
         assert error["code"] == code and error["request_id"]
     plain = await owner.http.get(v1_agent(BOT, "/ws"))  # the same checks, then: upgrade
     assert plain.status_code == 426 and plain.json()["error"]["request_id"]
+    # e2a's `query_token_rejected`: the key in ?token= is not read here (`/api/v1`'s is)
+    query = await owner.http.get(
+        v1_agent(BOT, "/ws"), params={"token": owner.key}, headers={"Authorization": ""}
+    )
+    assert query.status_code == 401 and query.json()["error"]["code"] == "unauthorized"
 
 
 async def test_one_websocket_per_agent_pushes_event_envelopes_and_the_newer_replaces(
