@@ -328,6 +328,38 @@ def test_pending_approve_and_reject(live: LiveGateway, account: Account, cli: Cl
     assert code == 1 and err.startswith("e2a: ")
 
 
+def test_pending_show_says_why_a_message_failed_or_was_rejected(account: Account, cli: Cli) -> None:
+    agent = f"{account.prefix}-why@{DOMAIN}"
+    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    # No outbound relay here: mail to the outside is refused and kept as failed, with why.
+    code, _, err = cli(
+        "send", "--agent", agent, "--to", "bob@example.org", "--subject", "Out", "--body", "1"
+    )
+    assert code == 1 and "(422 send_failed)" in err
+    failed = re.search(r"GET /api/v1/messages/(msg_\w+)", err)
+    assert failed, err
+    code, out, err = cli("pending", "show", failed[1])
+    assert code == 0, err
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    assert fields["Status"].strip() == "failed"
+    assert "outbound_smtp.host is not set" in fields["Error"]
+    assert "(body not kept: the message is failed)" in out
+
+    assert cli("agents", "update", agent, "--hitl")[0] == 0
+    held = cli.json(
+        "send", "--agent", agent, "--to", "bob@example.org", "--subject", "Held", "--body", "2"
+    )
+    code, out, _ = cli("pending", "show", held["message_id"])
+    assert "Expires:" in out and out.rstrip().endswith("2")
+    assert cli("reject", held["message_id"], "--reason", "wrong tone")[0] == 0
+    code, out, err = cli("pending", "show", held["message_id"])
+    assert code == 0, err
+    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    assert fields["Status"].strip() == "rejected" and fields["Reason"].strip() == "wrong tone"
+    assert "api" in fields["Reviewed"] and "Expires" not in fields
+    assert "(body not kept: the message is rejected)" in out
+
+
 # Domains
 
 

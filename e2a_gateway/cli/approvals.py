@@ -60,8 +60,9 @@ def cmd_pending_show(ctx: Context) -> None:
     fields += [("Subject", message.subject)]
     if message.conversation_id:
         fields.append(("Conversation", message.conversation_id))
-    if message.approval_expires_at:
+    if message.approval_expires_at and message.status == "pending_approval":
         fields.append(("Expires", message.approval_expires_at))
+    fields += [(label, value) for label, value in _outcome(message) if value]
     if message.edited:
         fields.append(("Edited", True))
     if message.attachments:
@@ -74,7 +75,34 @@ def cmd_pending_show(ctx: Context) -> None:
     print_fields(fields)
     print()
     body = message.body_text
-    print(terminal_text(body.rstrip("\n"), multiline=True) if body else "(no text body)")
+    if body:
+        print(terminal_text(body.rstrip("\n"), multiline=True))
+    elif message.status in TERMINAL_STATES or message.sent_at:
+        print(f"(body not kept: the message is {message.status})")
+    else:
+        print("(no text body)")
+
+
+TERMINAL_STATES = frozenset({"sent", "rejected", "expired_rejected", "failed", "bounced"})
+"""Outbound states whose body the gateway no longer keeps (hitl.md), as once handed off."""
+
+
+def _outcome(message: PendingMessageDetail) -> list[tuple[str, object]]:
+    """How the message ended: why it failed or was rejected, who decided and when, when it
+    left. `error` is the gateway's reason for a failed (or bounced) message."""
+    return [
+        ("Error", message.error),
+        ("Reason", message.rejection_reason),
+        ("Reviewed", _reviewed(message)),
+        ("Sent", message.sent_at),
+    ]
+
+
+def _reviewed(message: PendingMessageDetail) -> str | None:
+    if not message.reviewed_at:
+        return None
+    how = [part for part in (message.reviewed_by, message.review_method) if part]
+    return f"{message.reviewed_at} ({', '.join(how)})" if how else message.reviewed_at
 
 
 HTML_DROPPED_NOTE = (

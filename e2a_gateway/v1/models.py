@@ -92,6 +92,10 @@ class PendingMessageDetail(_Model):
     review_method: str | None = None
     """How the review was decided: api, dashboard, link, reply (to the notice) or expiry."""
     email_message_id: str | None = None
+    sent_at: str | None = None
+    """When the mail was handed off (relay accepted it, or delivered locally)."""
+    error: str | None = None
+    """Why a `failed` message was not sent (a bounce included), in a sentence."""
     provider_message_id: str | None = None
     """The hosted service's relay id in the published SDK; this gateway leaves it unset
     (`email_message_id` is the Message-ID the mail was sent with)."""
