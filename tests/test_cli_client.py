@@ -106,6 +106,19 @@ def test_login_to_an_unreachable_gateway_fails_cleanly(cli: Cli) -> None:
     assert "cannot reach the gateway at http://127.0.0.1:9" in err
 
 
+def test_a_malformed_gateway_url_is_an_error_not_a_traceback(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = cli("login", "--url", "http://[::1", "--api-key", "e2a_" + "0" * 64)
+    assert (code, out) == (1, "")
+    assert err.startswith("e2a: the gateway URL 'http://[::1' is not valid") and "E2A_URL" in err
+    monkeypatch.setenv("E2A_URL", "http://127.0.0.1:80x")
+    monkeypatch.setenv("E2A_API_KEY", "e2a_" + "0" * 64)
+    code, out, err = cli("inbox", "--agent", "bot@example.com")
+    assert (code, out) == (1, "") and "Traceback" not in err
+    assert err.startswith("e2a: the gateway URL 'http://127.0.0.1:80x' is not valid"), err
+
+
 def test_login_to_a_server_that_is_no_gateway_says_to_check_the_url(cli: Cli, home: Path) -> None:
     """A web server that is not e2a (a wrong port, say): told so, not shown its error page."""
 

@@ -919,6 +919,14 @@ def run_client_command(args: argparse.Namespace) -> int:
         url = getattr(args, "url", None) or effective("url", ctx.values)
         print(f"e2a: cannot reach the gateway at {url}: {exc}", file=sys.stderr)
         return 1
+    except httpx.InvalidURL as exc:  # not an HTTPError: raised before any request is made
+        url = getattr(args, "url", None) or effective("url", ctx.values)
+        print(
+            f"e2a: the gateway URL {url!r} is not valid ({exc}): give one such as "
+            "http://127.0.0.1:8080 (--url, E2A_URL or `e2a config set url URL`)",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         return 130
     finally:
