@@ -283,6 +283,34 @@ def test_inbox_read_reply_and_send(live: LiveGateway, account: Account, cli: Cli
     assert (code, out) == (1, "") and "404" in err
 
 
+def test_the_next_page_hint_lists_the_same_inbox(
+    live: LiveGateway, account: Account, cli: Cli
+) -> None:
+    """Following the printed command page after page lists every message once: it keeps the
+    agent and --all (a token of one listing, used in another, would skip messages)."""
+    first, other = f"{account.prefix}-pages@{DOMAIN}", f"{account.prefix}-pages2@{DOMAIN}"
+    for agent in (first, other):
+        assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    for number in range(5):
+        live.send_mail(first, f"Page {number}", "x\n")
+    wait_until(lambda: unread(live, account.key, first) == 5)
+    listed = cli.json("inbox", "--agent", first, "--limit", "5")
+    for message in listed[:3]:  # 0, 1, 2 read; 3, 4 unread
+        assert cli("read", message["message_id"], "--agent", first)[0] == 0
+
+    seen: list[str] = []
+    command = ["inbox", "--agent", first, "--all", "--limit", "2"]
+    for _ in range(5):
+        code, out, err = cli(*command, "--json")
+        assert code == 0, err
+        seen += [m["subject"] for m in json.loads(out)]
+        hint = re.search(r"^Next page: e2a (.*)$", err, re.MULTILINE)
+        if hint is None:
+            break
+        command = shlex.split(hint[1])
+    assert seen == [f"Page {number}" for number in range(5)]
+
+
 def test_a_closed_pipe_ends_the_command_quietly(
     live: LiveGateway, account: Account, cli: Cli, home: Path
 ) -> None:

@@ -268,7 +268,7 @@ def test_inbox_pages_with_token(live: LiveGateway, account: Account, cli: Cli) -
         ["Page", "0"],
         ["Page", "1"],
     ]
-    token = err.split("e2a inbox --token ")[1].split()[0]
+    token = err.split("--token ")[1].split()[0]
     rest = cli.json("inbox", "--agent", agent, "--limit", "2", "--token", token)
     assert [m["subject"] for m in rest] == ["Page 2"]
     code, _, err = cli("inbox", "--agent", agent, "--token", "garbage")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
+import shlex
 import sys
 import textwrap
 from typing import TYPE_CHECKING, Any
@@ -104,6 +105,9 @@ CLIENT_COMMANDS = frozenset(
 
 DESCRIPTION_WIDTH = 88
 """Columns a command's description is wrapped to in its --help (the examples are not)."""
+
+INBOX_LIMIT = 20
+"""How many messages `e2a inbox` lists without --limit."""
 
 CONFIG_KEYS = (*KEYS, *E2A_KEYS)
 """The names `e2a config get|set` accepts: ours and e2a's CLI's."""
@@ -310,7 +314,11 @@ def _mail_commands(commands: Any) -> None:
             f"--{flag}", dest="status", action="store_const", const=flag, help=f"{flag} messages"
         )
     inbox.add_argument(
-        "--limit", type=_positive, default=20, metavar="N", help="at most N (default 20)"
+        "--limit",
+        type=_positive,
+        default=INBOX_LIMIT,
+        metavar="N",
+        help=f"at most N (default {INBOX_LIMIT})",
     )
     inbox.add_argument("--token", help="start at this page (printed after a listing)")
 
@@ -695,7 +703,19 @@ def cmd_inbox(ctx: Context) -> None:
             f"No {'' if ctx.args.status == 'all' else ctx.args.status + ' '}messages for {agent}.",
         )
     if token and messages:
-        print(f"Next page: e2a inbox --token {token}", file=sys.stderr)
+        print(f"Next page: {_next_page_command(ctx, agent, token)}", file=sys.stderr)
+
+
+def _next_page_command(ctx: Context, agent: str, token: str) -> str:
+    """The `e2a inbox` command that lists the next page: the same agent, status and limit as
+    this one, for a token only means something in the listing that gave it (run with another
+    status or agent, it would skip messages)."""
+    words = ["e2a", "inbox", "--agent", agent]
+    if ctx.args.status != "unread":
+        words.append(f"--{ctx.args.status}")
+    if ctx.args.limit != INBOX_LIMIT:
+        words += ["--limit", str(ctx.args.limit)]
+    return shlex.join([*words, "--token", token])
 
 
 def _verification(email: InboundEmail) -> dict[str, Any]:
