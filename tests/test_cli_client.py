@@ -30,6 +30,7 @@ from e2a_gateway.cli.client_commands import EXAMPLES
 from e2a_gateway.cli.main import EXAMPLES as SERVER_EXAMPLES
 from e2a_gateway.cli.main import build_parser, main
 from e2a_gateway.cli.output import cell, terminal_text
+from e2a_gateway.operations import rate_limits
 from e2a_gateway.v1 import E2AClient
 from tests.cli_support import (  # noqa: F401 (fixtures)
     DOMAIN,
@@ -450,6 +451,31 @@ def test_listen_prints_unread_mail_and_marks_it_read(
     wait_until(lambda: unread(live, account.key, agent) == 1)
     code, out, _ = cli("listen", "--max", "1")
     assert code == 0 and "Third" in out and SENDER in out
+
+
+def test_listen_waits_out_the_read_limit_instead_of_stopping(
+    live: LiveGateway, account: Account, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog larger than the account's reads per minute: listen waits as the 429 answer
+    says (Retry-After) and goes on, instead of ending with an error."""
+    agent = f"{account.prefix}-backlog@{DOMAIN}"
+    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    for number in range(5):
+        live.send_mail(agent, f"Backlog {number}", "x\n")
+    wait_until(lambda: unread(live, account.key, agent) == 5)
+    monkeypatch.setattr(rate_limits, "POLL_WINDOW_SECONDS", 2)
+    monkeypatch.setattr(
+        live.running.gateway.settings.limits, "message_polls_per_user_per_minute", 3
+    )
+
+    code, out, err = cli("listen", "--json", "--max", "5")
+    assert code == 0, err
+    assert sorted(json.loads(line)["subject"] for line in out.splitlines()) == [
+        f"Backlog {number}" for number in range(5)
+    ]
+    assert "waiting" in err
+    monkeypatch.undo()
+    assert unread(live, account.key, agent) == 0
 
 
 ESCAPES = ("\x1b", "\x9b", "\x9d", "\x07", "\x08", "\r", "\x00", "\u202e", "\u2066")

@@ -646,14 +646,20 @@ def test_unverified_fields_are_gated(live: LiveGateway, monkeypatch: pytest.Monk
 def test_api_errors_keep_status_code_and_message() -> None:
     request = httpx.Request("GET", "https://e2a.test/api/v1/agents")
     body = {"error": {"code": "rate_limited", "message": "slow down"}}
-    json_error = E2AApiError.from_response(httpx.Response(429, json=body, request=request))
+    limited = httpx.Response(429, json=body, headers={"Retry-After": "7"}, request=request)
+    json_error = E2AApiError.from_response(limited)
     assert (json_error.status_code, json_error.code, json_error.message) == (
         429,
         "rate_limited",
         "slow down",
     )
+    assert json_error.retry_after == 7
     plain = E2AApiError.from_response(httpx.Response(502, text="Bad gateway\n", request=request))
     assert (plain.status_code, plain.code, plain.message) == (502, None, "Bad gateway")
+    assert plain.retry_after is None
+    dated = {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}
+    later = httpx.Response(503, text="down", headers=dated, request=request)
+    assert E2AApiError.from_response(later).retry_after is None
 
 
 # Packaging

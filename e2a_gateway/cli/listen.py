@@ -231,19 +231,38 @@ class Outcome:
     forward_failed: bool = False
 
 
-async def _handle(
-    client: AsyncE2AClient,
+RATE_LIMIT_WAIT_SECONDS = 60.0
+"""How long to wait when the gateway limits reads without saying for how long (its window)."""
+
+
+async def _fetch_patiently(client: AsyncE2AClient, agent: str, message_id: str) -> Fetched:
+    """Fetch one message; over the account's read limit (429), wait as the gateway asks and
+    try again. Each fetch is shielded, as it marks the message read; the waits between them
+    can be interrupted."""
+    from e2a_gateway.v1 import E2AApiError
+
+    while True:
+        try:
+            with anyio.CancelScope(shield=True):
+                return await _fetch(client, agent, message_id)
+        except E2AApiError as exc:
+            if exc.status_code != 429:
+                raise
+            wait = RATE_LIMIT_WAIT_SECONDS if exc.retry_after is None else exc.retry_after
+            _note(f"  reading {message_id}: {exc.message}; waiting {wait:g} s")
+            await anyio.sleep(wait)
+
+
+async def _show(
     http: httpx.AsyncClient,
     args: argparse.Namespace,
-    agent: str,
-    message_id: str,
+    message: Fetched,
     as_json: bool,
     outcome: Outcome,
 ) -> None:
-    """Fetch one message, print it and forward it when asked."""
+    """Print one fetched message and forward it when asked."""
     import httpx
 
-    message = await _fetch(client, agent, message_id)
     _print(email_json(message.email), as_json=as_json)
     if args.forward:
         try:
@@ -273,12 +292,11 @@ async def listen_loop(
             async for notification in notifications:
                 if args.conversation and notification.conversation_id != args.conversation:
                     continue  # not fetched, so it stays unread for whoever wants it
-                # Fetching marks it read: once started, it is shown (and forwarded) even if
-                # the --until deadline passes meanwhile.
+                message = await _fetch_patiently(client, agent, notification.message_id)
+                # Fetching marked it read: it is shown (and forwarded) even if the --until
+                # deadline passes meanwhile.
                 with anyio.CancelScope(shield=True):
-                    await _handle(
-                        client, http, args, agent, notification.message_id, as_json, outcome
-                    )
+                    await _show(http, args, message, as_json, outcome)
                 outcome.handled += 1
                 if limit is not None and outcome.handled >= limit:
                     return

@@ -16,13 +16,21 @@ class E2AApiError(Exception):
 
     `status_code` is the HTTP status, `code` the snake_case error code from the JSON body
     (`{"error": {"code", "message"}}`; None when the body was not that shape) and `message`
-    the sentence saying what went wrong.
+    the sentence saying what went wrong. `retry_after` is the wait in seconds a 429 or 503
+    answer asked for (its `Retry-After`), None when it named none.
     """
 
-    def __init__(self, status_code: int, message: str, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         self.status_code = status_code
         self.message = message
         self.code = code
+        self.retry_after = retry_after
         label = f"{status_code} {code}" if code else str(status_code)
         super().__init__(f"e2a API error ({label}): {message}")
 
@@ -38,7 +46,18 @@ class E2AApiError(Exception):
     @classmethod
     def from_response(cls, response: httpx.Response) -> E2AApiError:
         """The error an HTTP answer of status >= 400 stands for."""
-        return cls.from_body(response.status_code, response.text)
+        error = cls.from_body(response.status_code, response.text)
+        error.retry_after = _seconds(response.headers.get("retry-after"))
+        return error
+
+
+def _seconds(value: str | None) -> float | None:
+    """A `Retry-After` given in seconds; None when absent or an HTTP date."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < float("inf") else None
 
 
 class UnverifiedEmailError(RuntimeError):
