@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import http.server
 import io
 import json
@@ -20,6 +21,7 @@ import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from e2a_gateway.cli.main import EXAMPLES as SERVER_EXAMPLES
 from e2a_gateway.cli.main import build_parser, main
 from e2a_gateway.cli.output import cell, terminal_text
 from e2a_gateway.operations import rate_limits
-from e2a_gateway.v1 import E2AClient
+from e2a_gateway.v1 import E2AApiError, E2AClient
 from tests.cli_support import (  # noqa: F401 (fixtures)
     DOMAIN,
     SENDER,
@@ -123,9 +125,48 @@ def test_a_malformed_gateway_url_is_an_error_not_a_traceback(
 def test_login_to_a_server_that_is_no_gateway_says_to_check_the_url(cli: Cli, home: Path) -> None:
     """A web server that is not e2a (a wrong port, say): told so, not shown its error page."""
 
+    with web_server(404) as url:
+        code, out, err = cli("login", "--url", url, "--api-key", "e2a_" + "0" * 64)
+    assert (code, out) == (1, "")
+    assert f"{url} does not answer as an e2a gateway" in err and "check --url" in err
+    assert "<html" not in err.lower()
+    assert not (home / ".e2a" / "config.json").exists()
+
+
+def test_a_web_page_answering_200_is_no_gateway_either(
+    cli: Cli, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A proxy's default site or a single-page app answers every path with 200 and HTML:
+    login and every command say the URL is wrong, with no JSON traceback."""
+    with web_server(200) as url:
+        code, out, err = cli("login", "--url", url, "--api-key", "e2a_" + "0" * 64)
+        assert (code, out) == (1, "")
+        assert f"{url} does not answer as an e2a gateway (GET /api/v1/info: 200, not JSON)" in err
+        assert not (home / ".e2a" / "config.json").exists()
+
+        monkeypatch.setenv("E2A_URL", url)
+        monkeypatch.setenv("E2A_API_KEY", "e2a_" + "0" * 64)
+        code, out, err = cli("agents", "list")
+        assert (code, out) == (1, "") and "Traceback" not in err
+        assert "answered text/html, not the e2a API's JSON" in err and "an e2a gateway?" in err
+        with pytest.raises(E2AApiError) as raised, E2AClient(base_url=url) as client:
+            client.list_agents()
+        assert (raised.value.status_code, raised.value.code) == (200, "invalid_answer")
+
+
+@contextlib.contextmanager
+def web_server(status: int) -> Iterator[str]:
+    """A web server that is not e2a, answering every request with `status` and an HTML page;
+    yields its URL."""
+
     class NotAGateway(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_error(404)
+            page = b"<html><body>Welcome</body></html>"
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -134,15 +175,10 @@ def test_login_to_a_server_that_is_no_gateway_says_to_check_the_url(cli: Cli, ho
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        code, out, err = cli("login", "--url", url, "--api-key", "e2a_" + "0" * 64)
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         thread.join(timeout=5)
-    assert (code, out) == (1, "")
-    assert f"{url} does not answer as an e2a gateway" in err and "check --url" in err
-    assert "<html" not in err.lower()
-    assert not (home / ".e2a" / "config.json").exists()
 
 
 def test_config_get_set_and_env_override(

@@ -528,9 +528,9 @@ def cmd_login(ctx: Context) -> None:
     try:
         info = fetch_info(url)
     except E2AApiError as exc:
+        status = f"{exc.status_code}, not JSON" if exc.code == "invalid_answer" else exc.status_code
         raise ClientError(
-            f"{url} does not answer as an e2a gateway (GET /api/v1/info: {exc.status_code}); "
-            "check --url"
+            f"{url} does not answer as an e2a gateway (GET /api/v1/info: {status}); check --url"
         ) from None
     with E2AClient(api_key=key, agent_email="", base_url=url) as client:
         try:

@@ -89,7 +89,7 @@ class E2AApi:
         response = self._client.request(
             call.method, call.path, json=call.json, params=call.params, headers=call.headers
         )
-        return call.read(endpoints.check(response))
+        return endpoints.answer(call, response)
 
     def list_agents(self) -> ListAgentsResponse:
         """`GET /agents`."""
@@ -216,7 +216,7 @@ class AsyncE2AApi:
         response = await self._client.request(
             call.method, call.path, json=call.json, params=call.params, headers=call.headers
         )
-        return call.read(endpoints.check(response))
+        return endpoints.answer(call, response)
 
     async def list_agents(self) -> ListAgentsResponse:
         """`GET /agents`."""

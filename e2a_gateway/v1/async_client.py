@@ -303,4 +303,4 @@ async def fetch_info(base_url: str | None = None, timeout: float = 30) -> Deploy
     async with httpx.AsyncClient(
         base_url=endpoints.resolve_base_url(base_url), timeout=timeout
     ) as http:
-        return call.read(endpoints.check(await http.request(call.method, call.path)))
+        return endpoints.answer(call, await http.request(call.method, call.path))

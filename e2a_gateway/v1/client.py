@@ -297,4 +297,4 @@ def fetch_info(base_url: str | None = None, timeout: float = 30) -> DeploymentIn
     """The deployment's public settings (shared domain, URL, version); no key needed."""
     call = endpoints.get_info()
     with httpx.Client(base_url=endpoints.resolve_base_url(base_url), timeout=timeout) as http:
-        return call.read(endpoints.check(http.request(call.method, call.path)))
+        return endpoints.answer(call, http.request(call.method, call.path))

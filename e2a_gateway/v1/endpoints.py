@@ -54,6 +54,24 @@ def check(response: httpx.Response) -> httpx.Response:
     return response
 
 
+def answer(call: Call[T], response: httpx.Response) -> T:
+    """What `call`'s answer says; `E2AApiError` for an error status, and for a success whose
+    body is not the JSON the API sends (a web server that is not an e2a gateway, such as a
+    proxy's default page or a single-page app answering every path)."""
+    check(response)
+    try:
+        return call.read(response)
+    except ValueError as exc:  # not JSON (json.JSONDecodeError), or not its shape (pydantic)
+        kind = response.headers.get("content-type", "no Content-Type").split(";")[0]
+        raise E2AApiError(
+            response.status_code,
+            f"{call.method} {response.url} answered {kind}, not the e2a API's JSON "
+            f"({type(exc).__name__}): is {response.url.copy_with(path='/', query=None)} "
+            "an e2a gateway?",
+            "invalid_answer",
+        ) from exc
+
+
 def resolve_api_key(api_key: str | None) -> str:
     """`api_key`, else `E2A_API_KEY`; a ValueError saying how to provide one."""
     key = api_key or os.environ.get("E2A_API_KEY", "")
