@@ -31,7 +31,7 @@ import pytest
 from e2a_gateway.cli.client_commands import EXAMPLES
 from e2a_gateway.cli.main import EXAMPLES as SERVER_EXAMPLES
 from e2a_gateway.cli.main import build_parser, main
-from e2a_gateway.cli.output import cell, terminal_text
+from e2a_gateway.cli.output import MAX_CELL_COLUMNS, cell, columns, terminal_text
 from e2a_gateway.operations import rate_limits
 from e2a_gateway.v1 import E2AApiError, E2AClient
 from tests.cli_support import (  # noqa: F401 (fixtures)
@@ -318,6 +318,30 @@ def test_inbox_read_reply_and_send(live: LiveGateway, account: Account, cli: Cli
 
     code, out, err = cli("read", "msg_does_not_exist")
     assert (code, out) == (1, "") and "404" in err
+
+
+def test_inbox_table_lines_up_wide_characters_and_cuts_long_subjects(
+    live: LiveGateway, account: Account, cli: Cli
+) -> None:
+    agent = f"{account.prefix}-wide@{DOMAIN}"
+    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    subjects = ["Plain", "請求書 7 のお支払い", "Café ☕ noël", "Long " + "word " * 100]
+    for subject in subjects:
+        live.send_mail(agent, subject, "x\n")
+    wait_until(lambda: unread(live, account.key, agent) == len(subjects))
+
+    code, out, err = cli("inbox", "--agent", agent)
+    assert code == 0, err
+    header, *rows = out.splitlines()
+    assert len(rows) == len(subjects)
+    # STATUS starts at the same screen column on every line, wide characters included.
+    starts = {columns(line[: line.index(" unread ")]) for line in rows}
+    assert len(starts) == 1 and columns(header[: header.index(" STATUS")]) in starts
+    assert "請求書 7 のお支払い" in rows[1]
+    long_cell = rows[3].split("  ")[2]
+    assert long_cell.startswith("Long word") and long_cell.endswith("…")
+    assert columns(long_cell) <= MAX_CELL_COLUMNS
+    assert cli.json("inbox", "--agent", agent)[3]["subject"].strip() == subjects[3].strip()
 
 
 def test_the_next_page_hint_lists_the_same_inbox(

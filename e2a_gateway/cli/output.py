@@ -72,17 +72,50 @@ def cell(value: object) -> str:
     return terminal_text(str(value))
 
 
+MAX_CELL_COLUMNS = 80
+"""The widest a table cell is shown; longer text (a 500-character subject) ends in `…`, so
+one message does not push every row of the table past the screen (`--json` keeps it all)."""
+
+
+def columns(text: str) -> int:
+    """How many terminal columns `text` takes: two for a wide character (CJK, most emoji),
+    none for a combining mark, one otherwise."""
+    return sum(0 if unicodedata.combining(char) else 2 if _wide(char) else 1 for char in text)
+
+
+def _wide(char: str) -> bool:
+    return unicodedata.east_asian_width(char) in ("W", "F")
+
+
+def _fit(text: str, width: int) -> str:
+    """`text` cut to at most `width` columns, ending in `…` when cut."""
+    if columns(text) <= width:
+        return text
+    kept, used = [], 0
+    for char in text:
+        used += columns(char)
+        if used > width - 1:
+            break
+        kept.append(char)
+    return "".join(kept) + "…"
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - columns(text))
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], empty: str) -> None:
-    """Print rows under headers in plain aligned columns, or `empty` to stderr if none."""
+    """Print rows under headers in aligned columns (by display width, so wide characters
+    line up; cells cut at MAX_CELL_COLUMNS), or `empty` to stderr if none."""
     if not rows:
         print(empty, file=sys.stderr)
         return
-    texts = [[cell(value) for value in row] for row in rows]
-    widths = [max(len(h), *(len(row[i]) for row in texts)) for i, h in enumerate(headers)]
-    header = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+    texts = [[_fit(cell(value), MAX_CELL_COLUMNS) for value in row] for row in rows]
+    widths = [max(columns(h), *(columns(row[i]) for row in texts)) for i, h in enumerate(headers)]
+    header = "  ".join(_pad(h, w) for h, w in zip(headers, widths, strict=True)).rstrip()
     print(_bold(header))
     for row in texts:
-        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        print("  ".join(_pad(v, w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 def print_fields(fields: Sequence[tuple[str, object]]) -> None:
