@@ -344,6 +344,24 @@ def test_inbox_table_lines_up_wide_characters_and_cuts_long_subjects(
     assert cli.json("inbox", "--agent", agent)[3]["subject"].strip() == subjects[3].strip()
 
 
+@pytest.mark.parametrize("errors", ["surrogateescape", "strict"])
+def test_a_body_on_stdin_that_is_not_utf8_is_a_usage_error(
+    account: Account, cli: Cli, monkeypatch: pytest.MonkeyPatch, errors: str
+) -> None:
+    """`cat latin1.txt | e2a send --body -`: told to convert it, exit 2, nothing sent (Python
+    reads such a stdin to lone surrogates, or fails in UTF-8 mode)."""
+    agent = f"{account.prefix}-stdin-{errors}@{DOMAIN}"
+    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    for flag in ("--body", "--body-file"):
+        stdin = io.TextIOWrapper(io.BytesIO(b"caf\xe9\n"), encoding="utf-8", errors=errors)
+        monkeypatch.setattr("sys.stdin", stdin)
+        code, out, err = cli("send", "--to", agent, "--subject", "S", flag, "-")
+        assert (code, out) == (2, ""), err
+        assert f"{flag} -: stdin is not UTF-8 text" in err and "Traceback" not in err
+    monkeypatch.setattr("sys.stdin", io.StringIO("café\n"))
+    assert cli("send", "--to", agent, "--subject", "S", "--body", "-")[0] == 0
+
+
 def test_the_next_page_hint_lists_the_same_inbox(
     live: LiveGateway, account: Account, cli: Cli
 ) -> None:

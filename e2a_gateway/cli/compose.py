@@ -82,9 +82,23 @@ class Bodies:
     html: str | None
 
 
+def _read_stdin(option: str) -> str:
+    """All of stdin as text; ComposeError when it is not UTF-8 (Python decodes a non-UTF-8
+    stdin to lone surrogates, which no request can carry)."""
+    try:
+        text = sys.stdin.read()
+        text.encode("utf-8")
+    except UnicodeError:
+        raise ComposeError(
+            f"{option} -: stdin is not UTF-8 text; convert it first "
+            "(for example `iconv -f latin1 -t utf-8`)"
+        ) from None
+    return text
+
+
 def _read(option: str, name: str) -> str:
     if name == "-":
-        return sys.stdin.read()
+        return _read_stdin(option)
     try:
         return Path(name).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -97,7 +111,7 @@ def message_bodies(args: argparse.Namespace) -> Bodies:
     if args.html_file is not None:
         html = _read("--html-file", args.html_file)
     if args.body is not None:
-        text = sys.stdin.read() if args.body == "-" else args.body
+        text = _read_stdin("--body") if args.body == "-" else args.body
     elif args.body_file is not None:
         text = _read("--body-file", args.body_file)
     elif html is not None:
