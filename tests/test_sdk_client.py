@@ -591,6 +591,7 @@ def test_parse_webhook_accepts_gateway_bodies_and_refuses_forgeries(live: LiveGa
             "non-ASCII body hash": json.dumps({**payload, "auth_headers": non_ascii_hash}),
             "non-ASCII signature": json.dumps({**payload, "auth_headers": non_ascii_signature}),
             "headers not an object": json.dumps({**payload, "auth_headers": [forged_claim]}),
+            "another message's id": json.dumps({**payload, "message_id": "msg_other"}),
             "six minutes old": sign(secret=secret, now=now - 360),
             "a minute ahead": sign(secret=secret, now=now + 60),
         }

@@ -220,7 +220,10 @@ class _GatedEmail:
                 "verify_signature needs a secret: pass it or set E2A_WEBHOOK_SECRET "
                 "(the signing secret from POST /api/v1/users/me/signing-secrets)"
             )
-        if verify_auth_headers(self._auth, self._raw_message, key):
+        # The claim signs the message id; the body's own `message_id`, which `reply` and
+        # the caller use, must be that one (another delivery's claim cannot vouch for it).
+        claimed = self._payload.get("message_id") == self._auth.message_id
+        if claimed and verify_auth_headers(self._auth, self._raw_message, key):
             self._verified = True
         return self._verified
 
