@@ -39,6 +39,7 @@ from e2a_gateway.storage.base import (
     AlreadyExists,
     ApiKey,
     ApprovalAnswer,
+    ClaimLost,
     ConversationClaim,
     Domain,
     DomainNotHeld,
@@ -46,6 +47,7 @@ from e2a_gateway.storage.base import (
     EventFilter,
     FiledMessage,
     FinishedAttempt,
+    HeldKey,
     InUse,
     JobQueueState,
     LastOne,
@@ -584,6 +586,43 @@ async def test_an_idempotency_claim_is_released_or_taken_over_once_stale(storage
     await storage.complete_idempotency_key(alice, "k1", taken.token, 200, b"mine", 403.0)
     replay = await storage.claim_idempotency_key(alice, "k1", "req-c", 404.0, 0.0)
     assert replay.answer == b"mine"
+
+
+async def test_a_send_settles_its_idempotency_claim_with_its_message(storage: Storage) -> None:
+    """The message and its record on the claim commit together: the request dying before its
+    answer is kept leaves a claim that answers the message, never one a retry takes over."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    claim = await storage.claim_idempotency_key(alice, "k1", "req-a", 100.0, 0.0)
+    assert claim.token is not None
+    held = HeldKey(alice, "k1", claim.token)
+    await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"), held)
+    await storage.release_idempotency_key(alice, "k1", claim.token)  # kept: the message is in
+    stored = await storage.claim_idempotency_key(alice, "k1", "req-a", 900.0, 800.0)  # stale
+    assert (stored.outcome, stored.made_id, stored.token) == ("made", "msg_1", None)
+    assert (await storage.claim_idempotency_key(alice, "k1", "req-b", 900.0, 800.0)).outcome == (
+        "mismatch"
+    )
+    await storage.complete_idempotency_key(alice, "k1", claim.token, 200, b"sent", 901.0)
+    replay = await storage.claim_idempotency_key(alice, "k1", "req-a", 902.0, 0.0)
+    assert (replay.outcome, replay.answer) == ("replay", b"sent")
+    # Refused for good once stored (nothing sent): released all the same.
+    refused = await storage.claim_idempotency_key(alice, "k3", "req-a", 903.0, 0.0)
+    assert refused.token is not None
+    held = HeldKey(alice, "k3", refused.token)
+    await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_3", "queued"), held)
+    await storage.release_idempotency_key(alice, "k3", refused.token, refused=True)
+    assert (await storage.claim_idempotency_key(alice, "k3", "req-a", 904.0, 0.0)).outcome == (
+        "acquired"
+    )
+    # A claim no longer held (taken over, or never taken) stores nothing.
+    with pytest.raises(ClaimLost):
+        await storage.add_outbound(
+            make_outbound(alice, "a@agents.test", "msg_2", "queued"), HeldKey(alice, "k2", "t")
+        )
+    assert await storage.get_outbound(alice, "msg_2") is None
+    assert len(await storage.claim_jobs("outbound", 1000.0, 10, 60)) == 2  # msg_1's, msg_3's
+    assert await storage.claim_jobs("outbound", 1000.0, 10, 60) == []
 
 
 async def test_idempotency_keys_are_swept_a_window_after_completion(storage: Storage) -> None:

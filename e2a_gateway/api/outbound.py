@@ -17,7 +17,7 @@ from quart import Blueprint, request
 
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.requests import read_body
-from e2a_gateway.api.v1.idempotent import idempotent
+from e2a_gateway.api.v1.idempotent import idempotent_making
 from e2a_gateway.operations import lifecycle, reviews, sending
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import Invalid
@@ -31,9 +31,14 @@ from e2a_gateway.web.views import outbound_view, submission_answer
 blueprint = Blueprint("outbound", __name__)
 
 
+async def stored_send(caller: Caller, message_id: str) -> tuple[dict[str, Any], int]:
+    """POST /send's answer for the message its first request stored and never answered."""
+    return submission_answer(await sending.stored_send(current_gateway(), caller, message_id))
+
+
 @blueprint.post("/send")
 @requires_caller
-@idempotent
+@idempotent_making(stored_send)
 async def send(caller: Caller) -> tuple[dict[str, Any], int]:
     """POST /send: a new message from one of the caller's agents; a retry with the same
     Idempotency-Key and body answers the first send again instead of sending twice."""

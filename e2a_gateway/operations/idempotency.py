@@ -2,6 +2,10 @@
 KEPT_SECONDS and replayed to a retry of the same request; the same key with another request is
 refused (Unprocessable), and while the first request still runs a retry is told so (Conflict).
 
+A send settles its key with its message in the transaction that stores it (`held_key`), so a
+request killed after storing the message and before its answer was kept still sends once: a
+retry answers the stored message (the face's `resume`), at once and however late.
+
 Knows no HTTP: a face gives the key, a fingerprint of its request (route and raw body) and the
 write, which returns the answer as the face renders it. The answer is stored sealed with a key
 derived from the server key and the Idempotency-Key, which is itself stored only hashed: a copy
@@ -14,6 +18,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import nacl.exceptions
@@ -22,13 +27,14 @@ import trio
 
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.caller import Caller
-from e2a_gateway.operations.errors import Conflict, Invalid, Unprocessable
+from e2a_gateway.operations.errors import Conflict, Invalid, Undeliverable, Unprocessable
+from e2a_gateway.storage.base import ClaimLost, HeldKey
 
 KEPT_SECONDS = 86_400
 """How long a completed key is remembered (e2a's published floor: at least 24 hours)."""
 STALE_CLAIM_SECONDS = 300
 """A claim unfinished for this long is the leftover of a request that died: a retry may take
-it over (and then writes again: at least once, not exactly once)."""
+it over and write again, unless its request made what it asked for (that is answered)."""
 MAX_KEY_LENGTH = 255
 MINTED = b"\x00minted\x00"
 """Prefixed to a key the gateway makes before it is hashed: a caller's key is printable ASCII,
@@ -48,6 +54,15 @@ class Answer:
         return 200 <= self.status < 300
 
 
+_held: ContextVar[HeldKey | None] = ContextVar("held_idempotency_key", default=None)
+
+
+def held_key() -> HeldKey | None:
+    """The Idempotency-Key claim the running write holds (None without a key): the storage
+    write that makes what the request asked for settles it in the same transaction."""
+    return _held.get()
+
+
 async def run_once(
     gateway: Gateway,
     caller: Caller,
@@ -56,6 +71,7 @@ async def run_once(
     write: Callable[[], Awaitable[Answer]],
     *,
     minted: bool = False,
+    resume: Callable[[str], Awaitable[Answer]] | None = None,
 ) -> Answer:
     """Run `write` once per Idempotency-Key `key` of the caller's account (every time when
     `key` is None); `fingerprint` identifies the request (route and raw body, byte for byte).
@@ -65,7 +81,9 @@ async def run_once(
     replays only to the key it was written for, never, say, an account key's new API key to an
     agent key. `minted`: the gateway made `key` itself (a redelivery's, asked by account keys
     only), and keeps it apart from every key a caller may send, so no caller's key can stand in
-    for it; its answer is the account's, whichever account key asks."""
+    for it; its answer is the account's, whichever account key asks. `resume`: the
+    answer for what (its id) the first request made and never answered (it was killed, or
+    still runs)."""
     if key is None:
         return await write()
     if not minted:
@@ -84,6 +102,8 @@ async def run_once(
     box = nacl.secret.SecretBox(_sealing_key(gateway.server_key, caller.user_id, key))
     if claim.outcome == "replay" and claim.status is not None and claim.answer is not None:
         return Answer(claim.status, _opened(box, claim.answer))
+    if claim.outcome == "made" and claim.made_id is not None and resume is not None:
+        return await resume(claim.made_id)
     if claim.outcome == "mismatch":
         raise Unprocessable(
             "idempotency_key_reuse",
@@ -92,17 +112,23 @@ async def run_once(
             "its answer, or use a new Idempotency-Key for a new request",
         )
     if claim.outcome != "acquired" or claim.token is None:
-        raise Conflict(
-            "idempotency_in_flight",
-            "a request with this Idempotency-Key is still running; wait, then retry it unchanged",
-        )
+        raise _in_flight()
     token = claim.token
+    held = _held.set(HeldKey(caller.user_id, key_hash, token))
     try:
         answer = await write()
+    except ClaimLost:
+        raise _in_flight() from None
+    except Undeliverable:
+        # Refused for good, nothing sent: a retry with the key sends again.
+        await storage.release_idempotency_key(caller.user_id, key_hash, token, refused=True)
+        raise
     except BaseException:
         with trio.CancelScope(shield=True):
             await storage.release_idempotency_key(caller.user_id, key_hash, token)
         raise
+    finally:
+        _held.reset(held)
     if answer.succeeded:
         sealed = bytes(box.encrypt(answer.body))
         await storage.complete_idempotency_key(
@@ -111,6 +137,14 @@ async def run_once(
     else:
         await storage.release_idempotency_key(caller.user_id, key_hash, token)
     return answer
+
+
+def _in_flight() -> Conflict:
+    """The refusal of a request whose key another request with it holds."""
+    return Conflict(
+        "idempotency_in_flight",
+        "a request with this Idempotency-Key is still running; wait, then retry it unchanged",
+    )
 
 
 def _check_key(key: str) -> None:

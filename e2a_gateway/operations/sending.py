@@ -27,7 +27,7 @@ from e2a_gateway.events import blocked_send_event
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.parse import attachment_data, parse_body, summarise_headers
-from e2a_gateway.operations import lifecycle, templates
+from e2a_gateway.operations import idempotency, lifecycle, templates
 from e2a_gateway.operations.agents import owned_agent, owned_agents
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.drafts import (
@@ -337,7 +337,7 @@ async def _submit(gateway: Gateway, message: OutboundMessage) -> Submission:
     (handed off, failed, or deferred: an error recorded while it stays queued).
 
     Raises Undeliverable (`send_failed`) when it failed meanwhile: nothing was sent."""
-    await gateway.storage.add_outbound(message)
+    await gateway.storage.add_outbound(message, settles=idempotency.held_key())
     status, error = message.status, None
     if lifecycle.awaits_review(status):
         return Submission(message, status)
@@ -347,13 +347,27 @@ async def _submit(gateway: Gateway, message: OutboundMessage) -> Submission:
             current = await gateway.storage.get_outbound(message.user_id, message.id)
             if current is not None:
                 status, error = current.status, current.send_error
+    _refuse_failed(message, status, error)
+    return Submission(message, status)
+
+
+def _refuse_failed(message: OutboundMessage, status: OutboundStatus, error: str | None) -> None:
+    """Undeliverable (`send_failed`) when the message `status` says failed: nothing was sent."""
     if status in (FAILED, BOUNCED):
         raise Undeliverable(
             "send_failed",
             f"message {message.id} was not sent: {error or 'no reason recorded'} "
             f"(kept as {status}: GET /api/v1/messages/{message.id})",
         )
-    return Submission(message, status)
+
+
+async def stored_send(gateway: Gateway, caller: Caller, message_id: str) -> Submission:
+    """`/api/v1`'s answer for the caller's message `message_id` as it stands, for a send
+    stored and never answered (its request was killed after storing it): what `send` would
+    answer, Undeliverable when it has failed since."""
+    submission = await stored_submission(gateway, caller, message_id)
+    _refuse_failed(submission.message, submission.status, submission.error)
+    return Submission(submission.message, submission.status)
 
 
 # -- e2a's current API (`/v1`): send, reply and forward from the agent named in the path -------
@@ -713,7 +727,7 @@ def _forward_subject(subject: str) -> str:
 async def _submit_v1(gateway: Gateway, message: OutboundMessage) -> Submission:
     """Store the message (with its job), answered at once: `?wait=sent` waits after, outside
     the request's Idempotency-Key (`await_handoff`)."""
-    await gateway.storage.add_outbound(message)
+    await gateway.storage.add_outbound(message, settles=idempotency.held_key())
     return Submission(message, message.status)
 
 
@@ -736,7 +750,7 @@ async def await_handoff(gateway: Gateway, submission: Submission) -> Submission:
 
 async def stored_submission(gateway: Gateway, caller: Caller, message_id: str) -> Submission:
     """The caller's message `message_id` as it stands, for a send answered before (a replayed
-    Idempotency-Key); NotFound when it is gone."""
+    Idempotency-Key) or stored and never answered; NotFound when it is gone."""
     message = await gateway.storage.get_outbound(caller.user_id, message_id)
     if message is None:
         raise NotFound.of("message")

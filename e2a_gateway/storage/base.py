@@ -63,6 +63,11 @@ class LastOne(StorageError):
     """Refused because it would remove the last resource of its kind (signing secret)."""
 
 
+class ClaimLost(StorageError):
+    """Refused because the Idempotency-Key claim the write was to settle is no longer held
+    (its request ran so long that a retry took the key over): nothing was written."""
+
+
 @dataclass(frozen=True)
 class User:
     """A person or organisation that owns agents, domains and keys."""
@@ -114,13 +119,26 @@ class KeyHolder:
 class IdempotencyClaim:
     """What a write sent with an Idempotency-Key may do: `acquired` (run it, then complete or
     release the claim `token`), `replay` (answer `status` and the stored `answer` instead),
-    `mismatch` (the key was used for another request) or `in_flight` (its first request still
-    runs)."""
+    `made` (its first request made the message or webhook `made_id` and was never answered:
+    answer that), `mismatch` (the key was used for another request) or `in_flight` (its first
+    request still runs)."""
 
-    outcome: Literal["acquired", "replay", "mismatch", "in_flight"]
+    outcome: Literal["acquired", "replay", "made", "mismatch", "in_flight"]
     token: str | None = None
     status: int | None = None
     answer: bytes | None = None
+    made_id: str | None = None
+
+
+@dataclass(frozen=True)
+class HeldKey:
+    """The Idempotency-Key claim `token` a running write holds on the user's key `key_hash`:
+    the storage write that makes what the request asked for (`add_outbound`) settles it in
+    the same transaction."""
+
+    user_id: str
+    key_hash: str
+    token: str
 
 
 @dataclass(frozen=True)
@@ -1157,9 +1175,12 @@ class Holds(Protocol):
 class Outbox(Protocol):
     """Mail agents send: drafts, their review and expiry, and the send worker's results."""
 
-    async def add_outbound(self, message: OutboundMessage) -> None:
+    async def add_outbound(self, message: OutboundMessage, settles: HeldKey | None = None) -> None:
         """Store an outbound message; in the same commit a `queued` one gets its `outbound`
-        send job and a `pending_approval` one its `approval_notice` job."""
+        send job and a `pending_approval` one its `approval_notice` job, and the claim
+        `settles` (of the request's Idempotency-Key) records the message, so a retry answers
+        it even when the request dies before its answer is kept. ClaimLost, storing nothing,
+        when that claim is no longer held."""
         ...
 
     async def recent_outbound_epochs(
@@ -1732,8 +1753,10 @@ class Idempotency(Protocol):
     ) -> IdempotencyClaim:
         """Claim `key_hash` of the user for the request hashed `request_hash`, in one
         transaction: a fresh key (or a claim left unfinished since before `stale_before`, its
-        request having died) is acquired; a completed one replays for the same request and is
-        a mismatch for another; a claim still running is in flight."""
+        request having died before it made anything) is acquired; a completed one replays for
+        the same request and is a mismatch for another; one whose request made what it asked
+        for (`HeldKey`) but was never completed is `made` for the same request (a mismatch for
+        another), however old; a claim still running is in flight."""
         ...
 
     async def complete_idempotency_key(
@@ -1742,8 +1765,12 @@ class Idempotency(Protocol):
         """Store the answer of the claim `token` (nothing when the claim is no longer held)."""
         ...
 
-    async def release_idempotency_key(self, user_id: str, key_hash: str, token: str) -> None:
-        """Drop the unfinished claim `token`, so a retry runs the write again."""
+    async def release_idempotency_key(
+        self, user_id: str, key_hash: str, token: str, *, refused: bool = False
+    ) -> None:
+        """Drop the unfinished claim `token`, so a retry runs the write again; nothing when
+        its request made what it asked for (`HeldKey`), so a retry answers that, unless
+        `refused`: a message made was refused for good and nothing was sent."""
         ...
 
 

@@ -24,7 +24,7 @@ from quart.typing import ResponseReturnValue
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.v1.bodies import QueryParams, read_json, read_query
 from e2a_gateway.api.v1.errors import V1Error, invalid
-from e2a_gateway.api.v1.idempotent import idempotent
+from e2a_gateway.api.v1.idempotent import idempotent_making
 from e2a_gateway.api.v1.message_views import (
     attachment_view,
     lifecycle_transitions,
@@ -114,6 +114,12 @@ def waits_for_handoff(
     return wrapper
 
 
+async def stored_send_result(caller: Caller, message_id: str) -> tuple[dict[str, Any], int]:
+    """A send's, reply's or forward's answer for the message its first request stored and
+    never answered (`idempotent_making`): the message as it stands."""
+    return send_result_view(await sending.stored_submission(current_gateway(), caller, message_id))
+
+
 class DeleteQuery(StrictQuery):
     """deleteMessage: `?permanent=true&confirm=DELETE` deletes a trashed message for good."""
 
@@ -185,7 +191,7 @@ async def message_listing(
 @blueprint.post(MESSAGES)
 @requires_caller
 @waits_for_handoff
-@idempotent
+@idempotent_making(stored_send_result)
 async def send_message(caller: Caller, email: str) -> tuple[dict[str, Any], int]:
     """sendMessage: a new message from the agent in the path."""
     body = _available(await read_json(SendMessageBody, numbers_as_written="template_data"))
@@ -309,7 +315,7 @@ async def download_attachment(token: str) -> Response:
 @blueprint.post(ONE_MESSAGE + "/reply")
 @requires_caller
 @waits_for_handoff
-@idempotent
+@idempotent_making(stored_send_result)
 async def reply_to_message(
     caller: Caller, email: str, message_id: str
 ) -> tuple[dict[str, Any], int]:
@@ -322,7 +328,7 @@ async def reply_to_message(
 @blueprint.post(ONE_MESSAGE + "/forward")
 @requires_caller
 @waits_for_handoff
-@idempotent
+@idempotent_making(stored_send_result)
 async def forward_message(
     caller: Caller, email: str, message_id: str
 ) -> tuple[dict[str, Any], int]:

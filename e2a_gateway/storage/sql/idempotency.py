@@ -1,5 +1,7 @@
 """The SQL of idempotency keys: claim a key before a write, complete it with the answer or
-release it; a completed key replays its answer to the same request.
+release it; a completed key replays its answer to the same request. A write records what it
+made (a message) on its claim in the transaction that makes it (`settle_claim`), so a retry
+answers that even when the request died before its answer was kept.
 
 Claims of one user's key take turns under a lock on the key's row (PostgreSQL replicas) or the
 single writer (SQLite), so two requests with the same key never both write.
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 
-from e2a_gateway.storage.base import IdempotencyClaim
+from e2a_gateway.storage.base import ClaimLost, HeldKey, IdempotencyClaim
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 
@@ -25,14 +27,16 @@ def _claim(
     ).rowcount
     if inserted == 1:
         return IdempotencyClaim("acquired", token)
-    stored_hash, status, answer, claimed_at = tx.one(
-        "SELECT request_hash, status, answer, claimed_at FROM idempotency_keys "
+    stored_hash, status, answer, claimed_at, made_id = tx.one(
+        "SELECT request_hash, status, answer, claimed_at, made_id FROM idempotency_keys "
         f"WHERE user_id = ? AND key_hash = ?{tx.dialect.for_update()}",
         (user_id, key_hash),
     )
-    if status is not None:
+    if status is not None or made_id is not None:
         if stored_hash != request_hash:
             return IdempotencyClaim("mismatch")
+        if status is None:
+            return IdempotencyClaim("made", made_id=str(made_id))
         return IdempotencyClaim("replay", status=int(status), answer=bytes(answer))
     if claimed_at >= stale:
         return IdempotencyClaim("in_flight")
@@ -42,6 +46,18 @@ def _claim(
         (request_hash, token, now, user_id, key_hash),
     )
     return IdempotencyClaim("acquired", token)
+
+
+def settle_claim(tx: Transaction, held: HeldKey, made_id: str) -> None:
+    """Record on the claim `held` that its request made `made_id` (in the transaction that
+    makes it); ClaimLost, rolling the transaction back, when the claim is not held."""
+    settled = tx.execute(
+        "UPDATE idempotency_keys SET made_id = ? "
+        "WHERE user_id = ? AND key_hash = ? AND token = ? AND status IS NULL",
+        (made_id, held.user_id, held.key_hash, held.token),
+    ).rowcount
+    if settled != 1:
+        raise ClaimLost(held.key_hash)
 
 
 class IdempotencySql(Runner):
@@ -67,12 +83,16 @@ class IdempotencySql(Runner):
             )
         )
 
-    async def release_idempotency_key(self, user_id: str, key_hash: str, token: str) -> None:
-        """Drop the unfinished claim `token`."""
+    async def release_idempotency_key(
+        self, user_id: str, key_hash: str, token: str, *, refused: bool = False
+    ) -> None:
+        """Drop the unfinished claim `token`: unless its request made what it asked for, or
+        `refused` (see `Idempotency.release_idempotency_key`)."""
+        kept = "" if refused else " AND made_id IS NULL"
         await self._write(
             lambda tx: tx.execute(
-                "DELETE FROM idempotency_keys "
-                "WHERE user_id = ? AND key_hash = ? AND token = ? AND status IS NULL",
+                "DELETE FROM idempotency_keys WHERE user_id = ? AND key_hash = ? AND token = ? "
+                f"AND status IS NULL{kept}",
                 (user_id, key_hash, token),
             )
         )

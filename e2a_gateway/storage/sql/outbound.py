@@ -25,6 +25,7 @@ from e2a_gateway.events import (
 from e2a_gateway.storage.base import (
     PAST_DEADLINE,
     AgentInTrash,
+    HeldKey,
     NewEvent,
     NotPending,
     OutboundEdits,
@@ -50,6 +51,7 @@ from e2a_gateway.storage.rows import (
     recipient_results,
 )
 from e2a_gateway.storage.sql.events import record_events
+from e2a_gateway.storage.sql.idempotency import settle_claim
 from e2a_gateway.storage.sql.jobs import add_job, retry_job
 from e2a_gateway.storage.sql.mail_order import lock_agents_mail
 from e2a_gateway.storage.sql.runner import Runner
@@ -352,10 +354,11 @@ def cancel_sends_in(tx: Transaction, agent_email: str, now: float) -> int:
 class OutboundSql(Runner):
     """`Outbox` in SQL."""
 
-    async def add_outbound(self, message: OutboundMessage) -> None:
+    async def add_outbound(self, message: OutboundMessage, settles: HeldKey | None = None) -> None:
         """Insert an outbound message, and in the same commit its send job (queued) or its
-        approval-notice job (pending approval); under the agent's mail lock, so it commits in
-        its place in the agent's mail."""
+        approval-notice job (pending approval) and its record on the Idempotency-Key claim
+        `settles`; under the agent's mail lock, so it commits in its place in the agent's
+        mail."""
 
         def insert(tx: Transaction) -> None:
             lock_agents_mail(tx, [message.agent_email])
@@ -372,6 +375,8 @@ class OutboundSql(Runner):
                 record_events(
                     tx, [outbound_event(message, REVIEW_REQUESTED, message.created_epoch)]
                 )
+            if settles is not None:
+                settle_claim(tx, settles, message.id)
 
         await self._write(insert)
 

@@ -1,0 +1,92 @@
+"""A send, reply or forward on `/v1` with an Idempotency-Key whose request dies after storing its
+message and before its answer is kept: a retry with the same key and body answers that message,
+at once and after the claim has gone stale, and stores and sends nothing again.
+
+The death is simulated on a live gateway (SQLite, or PostgreSQL where configured) by dropping
+the write of the answer, which is all a process killed in that window leaves undone
+(tests/test_idempotent_send_durability.py kills a real `e2a serve` there, on `/api/v1/send`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.operations import idempotency
+from tests.conftest import Account
+from tests.delivery_support import create_agent
+
+
+def messages_path(agent: str, suffix: str = "") -> str:
+    return f"/v1/agents/{quote(agent, safe='')}/messages{suffix}"
+
+
+async def sent_ids(account: Account, agent: str) -> list[str]:
+    """The ids of the messages `agent` has sent."""
+    listed = await account.http.get(messages_path(agent), params={"direction": "outbound"})
+    assert listed.status_code == 200, listed.text
+    return [message["id"] for message in listed.json()["items"]]
+
+
+@pytest.mark.parametrize("route", ["send", "reply", "forward"])
+async def test_a_send_that_died_before_its_answer_was_kept_is_answered_not_made_again(
+    running: RunningGateway, make_account: Any, monkeypatch: pytest.MonkeyPatch, route: str
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    pal = await create_agent(alice, "pal")
+    hello = {"to": [pal], "subject": "Hello", "text": "Hi."}
+    first = await alice.http.post(messages_path(bot), json=hello, params={"wait": "sent"})
+    assert first.status_code == 200, first.text
+    listed = await alice.http.get(messages_path(pal))
+    original = listed.json()["items"][0]["id"]
+    path, body = {
+        "send": (messages_path(pal), {"to": [bot], "subject": "Once", "text": "Once."}),
+        "reply": (messages_path(pal, f"/{original}/reply"), {"text": "Once."}),
+        "forward": (messages_path(pal, f"/{original}/forward"), {"to": [bot], "text": "Once."}),
+    }[route]
+    keyed = {"Idempotency-Key": f"{route}-once"}
+
+    async def answer_lost(*_: object) -> None:
+        """The process died before it kept the answer."""
+
+    storage = running.gateway.storage
+    with monkeypatch.context() as dying:
+        dying.setattr(storage, "complete_idempotency_key", answer_lost)
+        made = await alice.http.post(path, json=body, headers=keyed)
+    assert made.status_code in (200, 202), made.text
+    stored = made.json()["message_id"]
+    assert await sent_ids(alice, pal) == [stored]
+
+    retried = await alice.http.post(path, json=body, headers=keyed)
+    assert retried.status_code in (200, 202), retried.text
+    assert retried.json()["message_id"] == stored
+    monkeypatch.setattr(idempotency, "STALE_CLAIM_SECONDS", -1)  # every claim is stale now
+    later = await alice.http.post(path, json=body, headers=keyed)
+    assert later.status_code in (200, 202), later.text
+    assert later.json()["message_id"] == stored
+    other = await alice.http.post(path, json={**body, "text": "Twice."}, headers=keyed)
+    assert other.status_code == 422, other.text
+    assert other.json()["error"]["code"] == "idempotency_key_reuse"
+    assert await sent_ids(alice, pal) == [stored], "the retry stored and sent it again"
+
+
+async def test_a_send_refused_for_good_is_not_remembered(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """No relay is configured, so mail to a remote address fails once stored (422
+    `send_failed`, nothing sent): a retry with the same key sends again, as documented."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    draft = {"from": bot, "to": ["someone@example.org"], "subject": "No relay", "body": "x"}
+    keyed = {"Idempotency-Key": "refused"}
+    first = await alice.http.post("/api/v1/send", json=draft, headers=keyed)
+    again = await alice.http.post("/api/v1/send", json=draft, headers=keyed)
+    for refused in (first, again):
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["code"] == "send_failed"
+    assert first.json()["error"]["message"] != again.json()["error"]["message"]  # two messages
+    assert len(await sent_ids(alice, bot)) == 2
