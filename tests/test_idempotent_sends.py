@@ -1,6 +1,7 @@
 """A send, reply or forward on `/v1` with an Idempotency-Key whose request dies after storing its
 message and before its answer is kept: a retry with the same key and body answers that message,
-at once and after the claim has gone stale, and stores and sends nothing again.
+at once and after the claim has gone stale, and stores and sends nothing again; so does
+createWebhook with the webhook it made.
 
 The death is simulated on a live gateway (SQLite, or PostgreSQL where configured) by dropping
 the write of the answer, which is all a process killed in that window leaves undone
@@ -18,6 +19,9 @@ from e2a_gateway.app import RunningGateway
 from e2a_gateway.operations import idempotency
 from tests.conftest import Account
 from tests.delivery_support import create_agent
+from tests.webhook_support import settings
+
+__all__ = ["settings"]  # a fixture: webhooks on loopback allowed
 
 
 def messages_path(agent: str, suffix: str = "") -> str:
@@ -29,6 +33,10 @@ async def sent_ids(account: Account, agent: str) -> list[str]:
     listed = await account.http.get(messages_path(agent), params={"direction": "outbound"})
     assert listed.status_code == 200, listed.text
     return [message["id"] for message in listed.json()["items"]]
+
+
+async def answer_lost(*_: object) -> None:
+    """The process died before it kept the answer."""
 
 
 @pytest.mark.parametrize("route", ["send", "reply", "forward"])
@@ -49,10 +57,6 @@ async def test_a_send_that_died_before_its_answer_was_kept_is_answered_not_made_
         "forward": (messages_path(pal, f"/{original}/forward"), {"to": [bot], "text": "Once."}),
     }[route]
     keyed = {"Idempotency-Key": f"{route}-once"}
-
-    async def answer_lost(*_: object) -> None:
-        """The process died before it kept the answer."""
-
     storage = running.gateway.storage
     with monkeypatch.context() as dying:
         dying.setattr(storage, "complete_idempotency_key", answer_lost)
@@ -90,3 +94,23 @@ async def test_a_send_refused_for_good_is_not_remembered(
         assert refused.json()["error"]["code"] == "send_failed"
     assert first.json()["error"]["message"] != again.json()["error"]["message"]  # two messages
     assert len(await sent_ids(alice, bot)) == 2
+
+
+async def test_a_webhook_made_before_the_answer_was_kept_is_answered_not_made_again(
+    running: RunningGateway, make_account: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second webhook to the same URL would deliver every event twice."""
+    alice: Account = await make_account("alice@example.com")
+    body = {"url": "http://127.0.0.1:9/hook", "events": ["email.received"]}
+    keyed = {"Idempotency-Key": "hook-once"}
+    with monkeypatch.context() as dying:
+        dying.setattr(running.gateway.storage, "complete_idempotency_key", answer_lost)
+        made = await alice.http.post("/v1/webhooks", json=body, headers=keyed)
+    assert made.status_code == 201, made.text
+    retried = await alice.http.post("/v1/webhooks", json=body, headers=keyed)
+    assert (retried.status_code, retried.json()) == (201, made.json())
+    monkeypatch.setattr(idempotency, "STALE_CLAIM_SECONDS", -1)
+    later = await alice.http.post("/v1/webhooks", json=body, headers=keyed)
+    assert (later.status_code, later.json()) == (201, made.json())
+    listed = (await alice.http.get("/v1/webhooks")).json()["items"]
+    assert [hook["id"] for hook in listed] == [made.json()["id"]], "a second webhook was made"

@@ -625,6 +625,30 @@ async def test_a_send_settles_its_idempotency_claim_with_its_message(storage: St
     assert await storage.claim_jobs("outbound", 1000.0, 10, 60) == []
 
 
+async def test_a_webhook_settles_its_idempotency_claim_with_itself(storage: Storage) -> None:
+    alice = await add_user(storage)
+    claim = await storage.claim_idempotency_key(alice, "k1", "req-a", 100.0, 0.0)
+    assert claim.token is not None
+    webhook = Webhook(
+        id="wh_1",
+        user_id=alice,
+        url="https://hooks.example.com/x",
+        description="",
+        events=["email.received"],
+        agent_emails=[],
+        conversation_ids=[],
+        enabled=True,
+        seed="seed",
+        created_at=NOW,
+    )
+    await storage.add_webhook(webhook, 20, HeldKey(alice, "k1", claim.token))
+    made = await storage.claim_idempotency_key(alice, "k1", "req-a", 900.0, 800.0)
+    assert (made.outcome, made.made_id) == ("made", "wh_1")
+    with pytest.raises(ClaimLost):
+        await storage.add_webhook(replace(webhook, id="wh_2"), 20, HeldKey(alice, "k2", "t"))
+    assert await storage.get_webhook(alice, "wh_2") is None
+
+
 async def test_idempotency_keys_are_swept_a_window_after_completion(storage: Storage) -> None:
     alice = await add_user(storage)
     for key, claimed in [("old", 10.0), ("late", 10.0), ("new", 500.0), ("stuck", 20.0)]:

@@ -20,6 +20,7 @@ from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import EVENT_TYPES, envelope
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
+from e2a_gateway.operations import idempotency
 from e2a_gateway.operations.agents import checked_webhook_url
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
@@ -283,12 +284,19 @@ async def create_webhook(gateway: Gateway, caller: Caller, request: CreateWebhoo
         created_at=format_timestamp(time.time()),
     )
     try:
-        await gateway.storage.add_webhook(webhook, MAX_WEBHOOKS)
+        await gateway.storage.add_webhook(webhook, MAX_WEBHOOKS, idempotency.held_key())
     except LimitReached:
         raise Invalid(
             "webhook_limit_reached",
             f"an account has at most {MAX_WEBHOOKS} webhooks; delete one first",
         ) from None
+    return IssuedWebhook(webhook, webhook_secret(gateway.server_key, webhook.seed))
+
+
+async def made_webhook(gateway: Gateway, caller: Caller, webhook_id: str) -> IssuedWebhook:
+    """The caller's webhook `webhook_id` with its signing secret, for a createWebhook retried
+    after its first request made it and died before it answered; NotFound when it is gone."""
+    webhook = await get_webhook(gateway, caller, webhook_id)
     return IssuedWebhook(webhook, webhook_secret(gateway.server_key, webhook.seed))
 
 

@@ -133,8 +133,8 @@ class IdempotencyClaim:
 @dataclass(frozen=True)
 class HeldKey:
     """The Idempotency-Key claim `token` a running write holds on the user's key `key_hash`:
-    the storage write that makes what the request asked for (`add_outbound`) settles it in
-    the same transaction."""
+    the storage write that makes what the request asked for (`add_outbound`, `add_webhook`)
+    settles it in the same transaction."""
 
     user_id: str
     key_hash: str
@@ -1601,8 +1601,12 @@ class EventLog(Protocol):
 class Subscribers(Protocol):
     """Webhook subscribers of the `/v1` API and the queue of their deliveries."""
 
-    async def add_webhook(self, webhook: Webhook, max_per_user: int) -> None:
-        """Store a new webhook; LimitReached when the user already has `max_per_user`."""
+    async def add_webhook(
+        self, webhook: Webhook, max_per_user: int, settles: HeldKey | None = None
+    ) -> None:
+        """Store a new webhook, and in the same commit its record on the Idempotency-Key claim
+        `settles` (as `add_outbound`); LimitReached when the user already has `max_per_user`,
+        ClaimLost when that claim is no longer held."""
         ...
 
     async def webhook_page(self, user_id: str, limit: int, after_seq: int | None) -> list[Webhook]:

@@ -11,7 +11,7 @@ from quart import Blueprint
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.v1.account import Confirmation
 from e2a_gateway.api.v1.bodies import read_json, read_query
-from e2a_gateway.api.v1.idempotent import idempotent
+from e2a_gateway.api.v1.idempotent import idempotent, idempotent_making
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.rate_headers import rate_limited
 from e2a_gateway.api.v1.views import present
@@ -105,13 +105,22 @@ async def webhook_listing(gateway: Gateway, caller: Caller, query: PageQuery) ->
     )
 
 
+async def made_webhook(caller: Caller, webhook_id: str) -> tuple[dict[str, Any], int]:
+    """createWebhook's answer for the webhook its first request made and never answered."""
+    return _issued_view(await webhooks.made_webhook(current_gateway(), caller, webhook_id))
+
+
 @blueprint.post("/webhooks")
 @requires_caller
-@idempotent
+@idempotent_making(made_webhook)
 async def create_webhook(caller: Caller) -> tuple[dict[str, Any], int]:
     """createWebhook: the `whsec_` signing secret is in this answer only (and its replays)."""
     body = await read_json(CreateWebhook)
-    issued = await webhooks.create_webhook(current_gateway(), caller, body)
+    return _issued_view(await webhooks.create_webhook(current_gateway(), caller, body))
+
+
+def _issued_view(issued: webhooks.IssuedWebhook) -> tuple[dict[str, Any], int]:
+    """A webhook just made, with its signing secret: 201."""
     return {**webhook_view(issued.webhook), "signing_secret": issued.secret}, 201
 
 

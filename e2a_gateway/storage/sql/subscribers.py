@@ -16,6 +16,7 @@ from e2a_gateway.storage.announcements import JobsAdded
 from e2a_gateway.storage.base import (
     ClaimedDelivery,
     CoolingDown,
+    HeldKey,
     LimitReached,
     SubscriberAttempt,
     SubscriberDelivery,
@@ -23,6 +24,7 @@ from e2a_gateway.storage.base import (
     WebhookChanges,
 )
 from e2a_gateway.storage.sql.events import queue_delivery
+from e2a_gateway.storage.sql.idempotency import settle_claim
 from e2a_gateway.storage.sql.jobs import current_leases
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -117,8 +119,11 @@ SQLite needs); grouped at once, SQLite would read every delivery by the webhook 
 class SubscribersSql(Runner):
     """`Subscribers` in SQL."""
 
-    async def add_webhook(self, webhook: Webhook, max_per_user: int) -> None:
-        """Insert a webhook unless the user has `max_per_user` already (LimitReached)."""
+    async def add_webhook(
+        self, webhook: Webhook, max_per_user: int, settles: HeldKey | None = None
+    ) -> None:
+        """Insert a webhook unless the user has `max_per_user` already (LimitReached), with its
+        record on the Idempotency-Key claim `settles`."""
 
         def insert(tx: Transaction) -> None:
             tx.lock(webhook.user_id)
@@ -140,6 +145,8 @@ class SubscribersSql(Runner):
                     webhook.created_at,
                 ),
             )
+            if settles is not None:
+                settle_claim(tx, settles, webhook.id)
 
         await self._write(insert)
 
