@@ -114,3 +114,31 @@ async def test_a_webhook_made_before_the_answer_was_kept_is_answered_not_made_ag
     assert (later.status_code, later.json()) == (201, made.json())
     listed = (await alice.http.get("/v1/webhooks")).json()["items"]
     assert [hook["id"] for hook in listed] == [made.json()["id"]], "a second webhook was made"
+
+
+async def test_an_approval_made_before_the_answer_was_kept_is_answered_again(
+    running: RunningGateway, make_account: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Approving again would be refused (409 `message_not_pending`): the retry gets the
+    approval its first request made."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    hitl = await alice.http.put(
+        f"/api/v1/agents/{quote(bot, safe='')}", json={"hitl_enabled": True}
+    )
+    assert hitl.status_code == 200, hitl.text
+    held = await alice.http.post(
+        messages_path(bot), json={"to": [bot], "subject": "s", "text": "t"}
+    )
+    assert held.status_code == 202 and held.json()["status"] == "pending_review", held.text
+    path = f"/v1/reviews/{held.json()['message_id']}/approve"
+    keyed = {"Idempotency-Key": "approve-once"}
+    with monkeypatch.context() as dying:
+        dying.setattr(running.gateway.storage, "complete_idempotency_key", answer_lost)
+        approved = await alice.http.post(path, json={"subject": "edited"}, headers=keyed)
+    assert approved.status_code == 202 and approved.json()["edited"] is True, approved.text
+    retried = await alice.http.post(path, json={"subject": "edited"}, headers=keyed)
+    assert (retried.status_code, retried.json()) == (202, approved.json())
+    monkeypatch.setattr(idempotency, "STALE_CLAIM_SECONDS", -1)
+    later = await alice.http.post(path, json={"subject": "edited"}, headers=keyed)
+    assert (later.status_code, later.json()) == (202, approved.json())

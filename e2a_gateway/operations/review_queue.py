@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.operations import lifecycle, reviews
+from e2a_gateway.operations import idempotency, lifecycle, reviews
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.drafts import AttachmentIn, edits_within_bounds
 from e2a_gateway.operations.errors import Conflict, NotFound
@@ -126,6 +126,14 @@ async def approve(
     return Resolved("inbound", inbound=inbound)
 
 
+async def approved(gateway: Gateway, caller: Caller, message_id: str) -> OutboundMessage | None:
+    """The caller's outbound draft `message_id` as it stands, or None for an inbound hold, for
+    an approveReview retried after its first request approved it and died before it
+    answered."""
+    caller.require_account("approve held messages")
+    return await gateway.storage.get_outbound(caller.user_id, message_id)
+
+
 async def reject(
     gateway: Gateway, caller: Caller, message_id: str, request: RejectReview
 ) -> Resolved:
@@ -147,7 +155,9 @@ async def _release(
     gateway: Gateway, user_id: str | None, message_id: str, approve: bool
 ) -> InboundMessage:
     try:
-        message = await gateway.storage.release_inbound(user_id, message_id, approve, time.time())
+        message = await gateway.storage.release_inbound(
+            user_id, message_id, approve, time.time(), idempotency.held_key()
+        )
     except AgentInTrash as exc:
         raise reviews.agent_in_trash(message_id, exc.agent_email) from None
     except NotPending as exc:

@@ -14,7 +14,7 @@ import time
 from pydantic import Field
 
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.operations import lifecycle
+from e2a_gateway.operations import idempotency, lifecycle
 from e2a_gateway.operations.agents import owned_agent
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.drafts import (
@@ -157,7 +157,7 @@ async def _review(
 ) -> OutboundMessage:
     try:
         message = await gateway.storage.review_outbound(
-            user_id, message_id, approve, edits, reason, now, by=by
+            user_id, message_id, approve, edits, reason, now, by=by, settles=idempotency.held_key()
         )
     except AgentInTrash as exc:
         raise agent_in_trash(message_id, exc.agent_email) from None

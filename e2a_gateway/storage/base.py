@@ -133,8 +133,8 @@ class IdempotencyClaim:
 @dataclass(frozen=True)
 class HeldKey:
     """The Idempotency-Key claim `token` a running write holds on the user's key `key_hash`:
-    the storage write that makes what the request asked for (`add_outbound`, `add_webhook`)
-    settles it in the same transaction."""
+    the storage write that makes what the request asked for (`add_outbound`, `add_webhook`,
+    a review's approval) settles it in the same transaction."""
 
     user_id: str
     key_hash: str
@@ -1157,12 +1157,18 @@ class Holds(Protocol):
         ...
 
     async def release_inbound(
-        self, user_id: str | None, message_id: str, approve: bool, now: float
+        self,
+        user_id: str | None,
+        message_id: str,
+        approve: bool,
+        now: float,
+        settles: HeldKey | None = None,
     ) -> InboundMessage | None:
         """Approve (delivered now: its webhook job or its live listeners) or reject (kept
-        hidden) an inbound message held for review, exactly once; NotPending when it is not
-        held, AgentInTrash when its agent is in the trash, None when it is not there (or not
-        the user's)."""
+        hidden) an inbound message held for review, exactly once, recording it on the
+        Idempotency-Key claim `settles` in the same commit (as `add_outbound`); NotPending
+        when it is not held, AgentInTrash when its agent is in the trash, None when it is not
+        there (or not the user's)."""
         ...
 
     async def expire_inbound_holds(self, now: float) -> int:
@@ -1214,9 +1220,11 @@ class Outbox(Protocol):
         now: float,
         *,
         by: ReviewedBy | None = None,
+        settles: HeldKey | None = None,
     ) -> OutboundMessage | None:
         """Approve (→ queued, with a send job) or reject (→ rejected, body scrubbed) a message
-        that is pending approval, atomically, recording `by`; NotPending when it is not
+        that is pending approval, atomically, recording `by` and the message on the
+        Idempotency-Key claim `settles` (as `add_outbound`); NotPending when it is not
         (AgentInTrash when its agent is in the trash), None when absent."""
         ...
 

@@ -33,7 +33,7 @@ def idempotent(handler: Handler[P]) -> Decorated[P]:
 
 
 def idempotent_making(resume: Resume) -> Callable[[Handler[P]], Decorated[P]]:
-    """Decorate a write that makes one thing, a message or a webhook (below
+    """Decorate a write that makes one thing, a message, a webhook or an approval (below
     `requires_caller`), so it honours an Idempotency-Key settled with what it makes: a retry
     after the first request made it and died before its answer was kept gets `resume`'s
     answer for it, never a second."""

@@ -92,10 +92,15 @@ def review_detail_view(message: OutboundMessage | InboundMessage) -> dict[str, A
 def send_result_view(resolved: Resolved) -> tuple[dict[str, Any], int]:
     """SendResultView of an approval and its status: 202 `accepted` for an outbound draft now
     queued for sending, 200 `review_approved` for an inbound hold delivered."""
-    if resolved.outbound is not None:
-        message = resolved.outbound
-        return {"status": "accepted", "message_id": message.id, "edited": message.edited}, 202
-    return {"status": "review_approved", "message_id": resolved.message_id}, 200
+    return approval_view(resolved.message_id, resolved.outbound)
+
+
+def approval_view(message_id: str, outbound: OutboundMessage | None) -> tuple[dict[str, Any], int]:
+    """SendResultView of the approval of `message_id`: the outbound draft `outbound` (202
+    `accepted`), or an inbound hold when None (200 `review_approved`)."""
+    if outbound is not None:
+        return {"status": "accepted", "message_id": outbound.id, "edited": outbound.edited}, 202
+    return {"status": "review_approved", "message_id": message_id}, 200
 
 
 def reject_result_view(resolved: Resolved) -> dict[str, Any]:

@@ -11,9 +11,10 @@ from quart import Blueprint
 from e2a_gateway.api import approvals
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.v1.bodies import read_json, read_query
-from e2a_gateway.api.v1.idempotent import idempotent
+from e2a_gateway.api.v1.idempotent import idempotent_making
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.review_views import (
+    approval_view,
     reject_result_view,
     review_detail_view,
     review_item_view,
@@ -45,9 +46,15 @@ async def get_review(caller: Caller, message_id: str) -> dict[str, Any]:
     return review_detail_view(message)
 
 
+async def approved_review(caller: Caller, message_id: str) -> tuple[dict[str, Any], int]:
+    """approveReview's answer for the approval its first request made and never answered."""
+    outbound = await review_queue.approved(current_gateway(), caller, message_id)
+    return approval_view(message_id, outbound)
+
+
 @blueprint.post("/reviews/<message_id>/approve")
 @requires_caller
-@idempotent
+@idempotent_making(approved_review)
 async def approve_review(caller: Caller, message_id: str) -> tuple[dict[str, Any], int]:
     """approveReview: send the outbound draft (202 accepted) or deliver the inbound hold
     (200 review_approved)."""

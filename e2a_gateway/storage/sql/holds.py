@@ -18,6 +18,7 @@ from e2a_gateway.storage.announcements import MessageStored
 from e2a_gateway.storage.base import (
     PAST_DEADLINE,
     AgentInTrash,
+    HeldKey,
     HeldMessage,
     InboundMessage,
     NotPending,
@@ -25,6 +26,7 @@ from e2a_gateway.storage.base import (
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.rows import MESSAGE_COLUMNS, decode_message
 from e2a_gateway.storage.sql.events import record_events
+from e2a_gateway.storage.sql.idempotency import settle_claim
 from e2a_gateway.storage.sql.jobs import add_job
 from e2a_gateway.storage.sql.outbound import agent_in_service, agent_trashed
 from e2a_gateway.storage.sql.runner import Runner
@@ -181,11 +183,16 @@ class HoldsSql(Runner):
         return await self._read(read)
 
     async def release_inbound(
-        self, user_id: str | None, message_id: str, approve: bool, now: float
+        self,
+        user_id: str | None,
+        message_id: str,
+        approve: bool,
+        now: float,
+        settles: HeldKey | None = None,
     ) -> InboundMessage | None:
         """Approve or reject a held inbound message, once, and not past its deadline: its
         agent's expiration action decides it then (AgentInTrash while its agent is in the
-        trash)."""
+        trash); recorded on the Idempotency-Key claim `settles`."""
 
         def review(tx: Transaction) -> InboundMessage | None:
             row = _inbound_row(tx, user_id, message_id, lock=True)
@@ -203,6 +210,8 @@ class HoldsSql(Runner):
                 _release(tx, message, now)
             else:
                 _reject(tx, message_id)
+            if settles is not None:
+                settle_claim(tx, settles, message_id)
             reread = _inbound_row(tx, None, message_id, lock=False)
             return decode_message(reread)
 

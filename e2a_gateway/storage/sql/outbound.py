@@ -431,12 +431,19 @@ class OutboundSql(Runner):
         now: float,
         *,
         by: ReviewedBy | None = None,
+        settles: HeldKey | None = None,
     ) -> OutboundMessage | None:
         """Approve (→ queued, with a send job) or reject (→ rejected, scrubbed) a pending
-        message, exactly once (NotPending when it is not), recording `by`."""
-        return await self._write(
-            lambda tx: review_in(tx, user_id, message_id, approve, edits, reason, now, by)
-        )
+        message, exactly once (NotPending when it is not), recording `by`, and the message on
+        the Idempotency-Key claim `settles`."""
+
+        def review(tx: Transaction) -> OutboundMessage | None:
+            reviewed = review_in(tx, user_id, message_id, approve, edits, reason, now, by)
+            if reviewed is not None and settles is not None:
+                settle_claim(tx, settles, message_id)
+            return reviewed
+
+        return await self._write(review)
 
     async def expire_outbound(self, now: float) -> list[OutboundMessage]:
         """Apply the agents' expiration actions to overdue pending messages."""
