@@ -1,7 +1,8 @@
 """A send, reply or forward on `/v1` with an Idempotency-Key whose request dies after storing its
 message and before its answer is kept: a retry with the same key and body answers that message,
-at once and after the claim has gone stale, and stores and sends nothing again; so does
-createWebhook with the webhook it made.
+at once and after the claim has gone stale, and stores and sends nothing again; so do
+createWebhook with the webhook it made, approveReview with the approval and
+rotateWebhookSecret with the rotation.
 
 The death is simulated on a live gateway (SQLite, or PostgreSQL where configured) by dropping
 the write of the answer, which is all a process killed in that window leaves undone
@@ -17,6 +18,8 @@ import pytest
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.operations import idempotency
+from e2a_gateway.operations.caller import authenticate
+from e2a_gateway.signing.webhook_signatures import webhook_secret
 from tests.conftest import Account
 from tests.delivery_support import create_agent
 from tests.webhook_support import settings
@@ -142,3 +145,32 @@ async def test_an_approval_made_before_the_answer_was_kept_is_answered_again(
     monkeypatch.setattr(idempotency, "STALE_CLAIM_SECONDS", -1)
     later = await alice.http.post(path, json={"subject": "edited"}, headers=keyed)
     assert (later.status_code, later.json()) == (202, approved.json())
+
+
+async def test_a_rotation_made_before_the_answer_was_kept_is_answered_not_made_again(
+    running: RunningGateway, make_account: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rotating again would end the secret in use before the rotation at once (the first
+    rotation's secret, never shown, would become the one still signing for 24 hours)."""
+    alice: Account = await make_account("alice@example.com")
+    body = {"url": "http://127.0.0.1:9/hook", "events": ["email.received"]}
+    hook = await alice.http.post("/v1/webhooks", json=body)
+    assert hook.status_code == 201, hook.text
+    path = f"/v1/webhooks/{hook.json()['id']}/rotate-secret"
+    keyed = {"Idempotency-Key": "rotate-once"}
+    with monkeypatch.context() as dying:
+        dying.setattr(running.gateway.storage, "complete_idempotency_key", answer_lost)
+        rotated = await alice.http.post(path, headers=keyed)
+    assert rotated.status_code == 200, rotated.text
+    retried = await alice.http.post(path, headers=keyed)
+    assert (retried.status_code, retried.json()) == (200, rotated.json())
+    monkeypatch.setattr(idempotency, "STALE_CLAIM_SECONDS", -1)
+    later = await alice.http.post(path, headers=keyed)
+    assert (later.status_code, later.json()) == (200, rotated.json())
+    caller = await authenticate(running.gateway, alice.key)
+    webhook = await running.gateway.storage.get_webhook(caller.user_id, hook.json()["id"])
+    assert webhook is not None
+    assert (
+        webhook_secret(running.gateway.server_key, webhook.previous_seed or "")
+        == (hook.json()["signing_secret"])
+    ), "the secret in use before the rotation no longer signs"

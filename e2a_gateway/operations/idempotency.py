@@ -5,7 +5,8 @@ refused (Unprocessable), and while the first request still runs a retry is told 
 A send settles its key with its message in the transaction that stores it (`held_key`), so a
 request killed after storing the message and before its answer was kept still sends once: a
 retry answers the stored message (the face's `resume`), at once and however late. So do
-createWebhook with the webhook it made and approveReview with the approval.
+createWebhook with the webhook it made, approveReview with the approval and
+rotateWebhookSecret with the rotation.
 
 Knows no HTTP: a face gives the key, a fingerprint of its request (route and raw body) and the
 write, which returns the answer as the face renders it. The answer is stored sealed with a key

@@ -388,9 +388,21 @@ async def rotate_secret(
     caller.require_account("manage webhooks")
     seed = new_secret_seed()
     until = now + ROTATION_GRACE_SECONDS
-    if await gateway.storage.rotate_webhook_seed(caller.user_id, webhook_id, seed, until) is None:
+    held = idempotency.held_key()
+    rotated = await gateway.storage.rotate_webhook_seed(
+        caller.user_id, webhook_id, seed, until, held
+    )
+    if rotated is None:
         raise NotFound.of("webhook")
     return webhook_secret(gateway.server_key, seed), until
+
+
+async def rotated_secret(gateway: Gateway, caller: Caller, webhook_id: str) -> tuple[str, float]:
+    """The webhook's secret and when the previous one stops signing, for a rotation retried
+    after its first request rotated it and died before it answered; NotFound when it is gone."""
+    webhook = await get_webhook(gateway, caller, webhook_id)
+    assert webhook.previous_until is not None  # rotated
+    return webhook_secret(gateway.server_key, webhook.seed), webhook.previous_until
 
 
 async def test_webhook(

@@ -1647,10 +1647,16 @@ class Subscribers(Protocol):
         ...
 
     async def rotate_webhook_seed(
-        self, user_id: str, webhook_id: str, seed: str, previous_until: float
+        self,
+        user_id: str,
+        webhook_id: str,
+        seed: str,
+        previous_until: float,
+        settles: HeldKey | None = None,
     ) -> Webhook | None:
         """Sign with `seed` from now on; the current seed keeps signing too until
-        `previous_until`. None when the webhook is not the user's."""
+        `previous_until`; recorded on the Idempotency-Key claim `settles` in the same commit
+        (as `add_outbound`). None when the webhook is not the user's."""
         ...
 
     async def add_test_delivery(

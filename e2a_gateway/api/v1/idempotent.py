@@ -33,10 +33,10 @@ def idempotent(handler: Handler[P]) -> Decorated[P]:
 
 
 def idempotent_making(resume: Resume) -> Callable[[Handler[P]], Decorated[P]]:
-    """Decorate a write that makes one thing, a message, a webhook or an approval (below
-    `requires_caller`), so it honours an Idempotency-Key settled with what it makes: a retry
-    after the first request made it and died before its answer was kept gets `resume`'s
-    answer for it, never a second."""
+    """Decorate a write that makes one thing, a message, a webhook, an approval or a rotation
+    (below `requires_caller`), so it honours an Idempotency-Key settled with what it makes: a
+    retry after the first request made it and died before its answer was kept gets
+    `resume`'s answer for it, never a second."""
     return lambda handler: _honouring_key(handler, resume)
 
 

@@ -11,7 +11,7 @@ from quart import Blueprint
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.v1.account import Confirmation
 from e2a_gateway.api.v1.bodies import read_json, read_query
-from e2a_gateway.api.v1.idempotent import idempotent, idempotent_making
+from e2a_gateway.api.v1.idempotent import idempotent_making
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.rate_headers import rate_limited
 from e2a_gateway.api.v1.views import present
@@ -153,12 +153,24 @@ async def delete_webhook(caller: Caller, webhook_id: str) -> dict[str, Any]:
     return {"deleted": True, "id": webhook_id}
 
 
+async def rotated_secret(caller: Caller, webhook_id: str) -> dict[str, Any]:
+    """rotateWebhookSecret's answer for the rotation its first request made and never
+    answered."""
+    secret, until = await webhooks.rotated_secret(current_gateway(), caller, webhook_id)
+    return _rotation_view(secret, until)
+
+
 @blueprint.post("/webhooks/<webhook_id>/rotate-secret")
 @requires_caller
-@idempotent
+@idempotent_making(rotated_secret)
 async def rotate_secret(caller: Caller, webhook_id: str) -> dict[str, Any]:
     """rotateWebhookSecret: the new secret (shown once); the previous one signs too for 24 h."""
     secret, until = await webhooks.rotate_secret(current_gateway(), caller, webhook_id, time.time())
+    return _rotation_view(secret, until)
+
+
+def _rotation_view(secret: str, until: float) -> dict[str, Any]:
+    """A rotation's answer: the new secret and when the previous one stops signing."""
     return {"signing_secret": secret, "previous_secret_expires_at": format_timestamp(until)}
 
 

@@ -244,9 +244,15 @@ class SubscribersSql(Runner):
         return bool(deleted)
 
     async def rotate_webhook_seed(
-        self, user_id: str, webhook_id: str, seed: str, previous_until: float
+        self,
+        user_id: str,
+        webhook_id: str,
+        seed: str,
+        previous_until: float,
+        settles: HeldKey | None = None,
     ) -> Webhook | None:
-        """The current seed becomes the previous one (signing until `previous_until`)."""
+        """The current seed becomes the previous one (signing until `previous_until`), and the
+        rotation is recorded on the Idempotency-Key claim `settles`."""
 
         def rotate(tx: Transaction) -> Webhook | None:
             changed = tx.execute(
@@ -256,6 +262,8 @@ class SubscribersSql(Runner):
             ).rowcount
             if not changed:
                 return None
+            if settles is not None:
+                settle_claim(tx, settles, webhook_id)
             return decode_webhook(_webhook_row(tx, user_id, webhook_id))
 
         return await self._write(rotate)
