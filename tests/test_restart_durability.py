@@ -121,25 +121,36 @@ def test_a_v1_webhook_delivery_in_flight_at_sigkill_is_made_again_at_restart(
     assert first["id"] == again["id"]  # the same event: the receiver can tell it is a repeat
 
 
-def send_quietly(api: httpx.Client, body: dict[str, Any]) -> None:
-    """POST /send, whatever becomes of the answer."""
+def send_quietly(api: httpx.Client, body: dict[str, Any], key: str | None = None) -> None:
+    """POST /send (with Idempotency-Key `key`, if any), whatever becomes of the answer."""
+    headers = {"Idempotency-Key": key} if key else {}
     with contextlib.suppress(httpx.HTTPError):
-        api.post("/send", json=body)
+        api.post("/send", json=body, headers=headers)
 
 
 class SlowRelay(Sink):
     """A relay that, as a real MTA does, has a message once it has its end of DATA, and then
-    takes DATA_SECONDS to say so (its queue's disk is slow)."""
+    takes `answer_seconds` to say so (its queue's disk is slow)."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer_seconds: float = DATA_SECONDS) -> None:
         super().__init__()
+        self.answer_seconds = answer_seconds
         self.data_arrived = threading.Event()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
         self.data_arrived.set()
-        await asyncio.sleep(DATA_SECONDS)
+        await asyncio.sleep(self.answer_seconds)
         return "250 OK"
+
+
+def started_with_relay(folder: Path, dns: str, relay_port: int) -> GatewayProcess:
+    """`e2a serve` in `folder`, handing outbound mail to the relay on `relay_port`."""
+    gateway = GatewayProcess(folder, dns, log_level=None)
+    with gateway.config.open("a") as config:
+        config.write(f'[outbound_smtp]\nhost = "127.0.0.1"\nport = {relay_port}\ntls = "none"\n')
+    gateway.start()
+    return gateway
 
 
 def test_sigterm_lets_a_hand_off_in_flight_finish_so_a_restart_sends_nothing_twice(
@@ -150,12 +161,7 @@ def test_sigterm_lets_a_hand_off_in_flight_finish_so_a_restart_sends_nothing_twi
     gateway does not hand it to the relay again (its recipient would get it twice)."""
     relay = SlowRelay()
     with relay_on_loopback(relay) as relay_port:
-        gateway = GatewayProcess(tmp_path, quiet_dns, log_level=None)
-        with gateway.config.open("a") as config:
-            config.write(
-                f'[outbound_smtp]\nhost = "127.0.0.1"\nport = {relay_port}\ntls = "none"\n'
-            )
-        gateway.start()
+        gateway = started_with_relay(tmp_path, quiet_dns, relay_port)
         try:
             api = gateway.bootstrap()
             body = {"from": AGENT, "to": ["someone@example.org"], "subject": "once", "body": "hi"}

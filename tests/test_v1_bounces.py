@@ -365,6 +365,30 @@ async def test_a_notice_with_an_unreadable_charset_is_still_read(
     assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (CAROL, "permanent")
 
 
+def encoded_notice(return_path: str, subject: str, subtype: str, text: str) -> bytes:
+    """A failure notice of one base64 text part (`subtype` plain or html), as a mail system
+    without delivery status reports writes it."""
+    return (
+        "From: MAILER-DAEMON@mx.example.org\r\n"
+        f"To: {return_path}\r\n"
+        f"Subject: {subject}\r\n"
+        "MIME-Version: 1.0\r\n"
+        f"Content-Type: text/{subtype}; charset=us-ascii\r\n"
+        "Content-Transfer-Encoding: base64\r\n"
+        "\r\n"
+    ).encode() + base64.encodebytes(text.encode()).replace(b"\n", b"\r\n")
+
+
+async def assert_read_at_once(
+    running: RunningGateway, alice: Account, return_path: str, notice: bytes
+) -> None:
+    """`notice`, sent to `return_path`, is answered within seconds and bounces Carol for good."""
+    with trio.fail_after(20):
+        await smtp_send(running.addresses.smtp_port, [return_path], notice, sender="")
+    (bounced,) = await bounce_events(alice)
+    assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (CAROL, "permanent")
+
+
 async def test_a_notice_with_long_runs_of_text_is_read_at_once(
     running: RunningGateway, make_account: Any, sink: Sink
 ) -> None:
@@ -380,19 +404,8 @@ async def test_a_notice_with_long_runs_of_text_is_read_at_once(
         f"<{CAROL}>: host mx.example.org[192.0.2.5] said: 550 5.1.1 unknown user\r\n"
         f"\r\n550 {'x' * 100_000}\r\n\r\n{'-' * 100_000}\r\n"
     )
-    notice = (
-        "From: MAILER-DAEMON@mx.example.org\r\n"
-        f"To: {return_path}\r\n"
-        "Subject: Undelivered Mail Returned to Sender\r\n"
-        "MIME-Version: 1.0\r\n"
-        "Content-Type: text/plain; charset=us-ascii\r\n"
-        "Content-Transfer-Encoding: base64\r\n"
-        "\r\n"
-    ).encode() + base64.encodebytes(text.encode()).replace(b"\n", b"\r\n")
-    with trio.fail_after(20):
-        await smtp_send(running.addresses.smtp_port, [return_path], notice, sender="")
-    (bounced,) = await bounce_events(alice)
-    assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (CAROL, "permanent")
+    notice = encoded_notice(return_path, "Undelivered Mail Returned to Sender", "plain", text)
+    await assert_read_at_once(running, alice, return_path, notice)
 
 
 async def test_an_html_notice_with_a_run_of_brackets_is_read_at_once(
@@ -404,19 +417,8 @@ async def test_an_html_notice_with_a_run_of_brackets_is_read_at_once(
     await wait_until(lambda: len(sink.received) == 1)
     ((return_path, _, _),) = sink.received
     markup = f"<p>{CAROL}: 550 5.1.1 unknown user</p>\r\n\r\n{'<' * 200_000}\r\n"
-    notice = (
-        "From: MAILER-DAEMON@mx.example.org\r\n"
-        f"To: {return_path}\r\n"
-        "Subject: Undeliverable: Hi\r\n"
-        "MIME-Version: 1.0\r\n"
-        "Content-Type: text/html; charset=us-ascii\r\n"
-        "Content-Transfer-Encoding: base64\r\n"
-        "\r\n"
-    ).encode() + base64.encodebytes(markup.encode()).replace(b"\n", b"\r\n")
-    with trio.fail_after(20):
-        await smtp_send(running.addresses.smtp_port, [return_path], notice, sender="")
-    (bounced,) = await bounce_events(alice)
-    assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (CAROL, "permanent")
+    notice = encoded_notice(return_path, "Undeliverable: Hi", "html", markup)
+    await assert_read_at_once(running, alice, return_path, notice)
 
 
 async def test_a_refusal_of_our_sender_suppresses_no_recipient(
