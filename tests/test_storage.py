@@ -2012,6 +2012,25 @@ async def _trashed_bot(storage: Storage) -> str:
     return alice
 
 
+async def _race(
+    postgres_db: str,
+    pause: PauseAfter,
+    leading: Callable[[], Awaitable[None]],
+    following: Callable[[], Awaitable[None]],
+    settled: Callable[[], bool],
+) -> None:
+    """Run `leading` up to its pause, then `following` until it has `settled` or waits for a
+    lock `leading` holds; then let `leading` go on, and wait for both."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(leading)
+        try:
+            await pause.wait()
+            nursery.start_soon(following)
+            await done_or_waiting_for_a_lock(postgres_db, settled)
+        finally:
+            pause.resume()
+
+
 async def _purge_and_restore(
     replicas: tuple[Storage, Storage],
     alice: str,
@@ -2034,14 +2053,7 @@ async def _purge_and_restore(
     leading, following, waited = (
         (purge, restore, "restored") if purge_first else (restore, purge, "purged")
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(leading)
-        try:
-            await pause.wait()
-            nursery.start_soon(following)
-            await done_or_waiting_for_a_lock(postgres_db, lambda: waited in outcome)
-        finally:
-            pause.resume()
+    await _race(postgres_db, pause, leading, following, lambda: waited in outcome)
     return outcome
 
 
@@ -2127,14 +2139,7 @@ async def _delete_domain_and_add_agent(
     leading, following, waited = (
         (delete, add, "added") if delete_first else (add, delete, "deleted")
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(leading)
-        try:
-            await pause.wait()
-            nursery.start_soon(following)
-            await done_or_waiting_for_a_lock(postgres_db, lambda: waited in outcome)
-        finally:
-            pause.resume()
+    await _race(postgres_db, pause, leading, following, lambda: waited in outcome)
     return outcome
 
 
