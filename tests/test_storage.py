@@ -1586,19 +1586,7 @@ async def test_a_delivery_taken_by_another_claim_keeps_that_claim_s_outcome(
 ) -> None:
     """As for webhook jobs, for `/v1` deliveries; and one given back is free at once."""
     alice = await add_user(storage)
-    webhook = Webhook(
-        id="wh_1",
-        user_id=alice,
-        url="https://hooks.example.com/x",
-        description="",
-        events=["email.received"],
-        agent_emails=[],
-        conversation_ids=[],
-        enabled=True,
-        seed="seed",
-        created_at=NOW,
-    )
-    await storage.add_webhook(webhook, 20)
+    webhook = await _webhook_with_deliveries(storage, alice, 0)
     delivery_id = await storage.add_test_delivery(
         alice, webhook.id, "evt_1", "email.received", b"{}", 10.0
     )

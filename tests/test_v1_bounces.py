@@ -116,6 +116,15 @@ async def assert_bounced_and_suppressed(
     assert v1_refused.status_code == 405  # deletes only; nothing else on that path
 
 
+async def return_path_to_carol(alice: Account, sink: Sink) -> str:
+    """The return path of a message Alice's new agent `bot` sent Carol, as the relay got it."""
+    bot = await create_agent(alice, "bot")
+    assert (await send(alice, bot, CAROL)).status_code == 200
+    await wait_until(lambda: len(sink.received) == 1)
+    ((return_path, _, _),) = sink.received
+    return str(return_path)
+
+
 async def test_a_delivery_status_notification_bounces_the_message(
     running: RunningGateway, make_account: Any, sink: Sink, sdk5_python: Path
 ) -> None:
@@ -237,10 +246,7 @@ async def test_a_report_delivered_again_is_recorded_once(
     running: RunningGateway, make_account: Any, sink: Sink
 ) -> None:
     alice: Account = await make_account("alice@example.com")
-    bot = await create_agent(alice, "bot")
-    assert (await send(alice, bot, CAROL)).status_code == 200
-    await wait_until(lambda: len(sink.received) == 1)
-    ((return_path, _, _),) = sink.received
+    return_path = await return_path_to_carol(alice, sink)
     expired = report_about(return_path, [(CAROL, "failed", "4.4.7")])
     failed = report_about(return_path, [(CAROL, "failed", "5.1.1")])
     port = running.addresses.smtp_port
@@ -347,10 +353,7 @@ async def test_a_notice_with_an_unreadable_charset_is_still_read(
     """A charset that names no charset (a NUL in it) is read as UTF-8, not answered 451 for the
     sender to retry for days."""
     alice: Account = await make_account("alice@example.com")
-    bot = await create_agent(alice, "bot")
-    assert (await send(alice, bot, CAROL)).status_code == 200
-    await wait_until(lambda: len(sink.received) == 1)
-    ((return_path, _, _),) = sink.received
+    return_path = await return_path_to_carol(alice, sink)
     notice = (
         "From: MAILER-DAEMON@mx.example.org\r\n"
         f"To: {return_path}\r\n"
@@ -396,10 +399,7 @@ async def test_a_notice_with_long_runs_of_text_is_read_at_once(
     decodes to a long line of dashes or of address characters is read in a moment (it took
     minutes of CPU)."""
     alice: Account = await make_account("alice@example.com")
-    bot = await create_agent(alice, "bot")
-    assert (await send(alice, bot, CAROL)).status_code == 200
-    await wait_until(lambda: len(sink.received) == 1)
-    ((return_path, _, _),) = sink.received
+    return_path = await return_path_to_carol(alice, sink)
     text = (
         f"<{CAROL}>: host mx.example.org[192.0.2.5] said: 550 5.1.1 unknown user\r\n"
         f"\r\n550 {'x' * 100_000}\r\n\r\n{'-' * 100_000}\r\n"
@@ -412,10 +412,7 @@ async def test_an_html_notice_with_a_run_of_brackets_is_read_at_once(
     running: RunningGateway, make_account: Any, sink: Sink
 ) -> None:
     alice: Account = await make_account("alice@example.com")
-    bot = await create_agent(alice, "bot")
-    assert (await send(alice, bot, CAROL)).status_code == 200
-    await wait_until(lambda: len(sink.received) == 1)
-    ((return_path, _, _),) = sink.received
+    return_path = await return_path_to_carol(alice, sink)
     markup = f"<p>{CAROL}: 550 5.1.1 unknown user</p>\r\n\r\n{'<' * 200_000}\r\n"
     notice = encoded_notice(return_path, "Undeliverable: Hi", "html", markup)
     await assert_read_at_once(running, alice, return_path, notice)
@@ -454,10 +451,7 @@ async def test_gmails_refusal_of_unauthenticated_mail_suppresses_no_recipient(
     """Gmail refuses mail its DMARC check fails with 5.7.26: the agent's domain is at fault
     (its SPF or DKIM), and every Gmail recipient would otherwise be suppressed for good."""
     alice: Account = await make_account("alice@example.com")
-    bot = await create_agent(alice, "bot")
-    assert (await send(alice, bot, CAROL)).status_code == 200
-    await wait_until(lambda: len(sink.received) == 1)
-    ((return_path, _, _),) = sink.received
+    return_path = await return_path_to_carol(alice, sink)
     report = report_about(return_path, [(CAROL, "failed", "5.7.26")])
     await smtp_send(running.addresses.smtp_port, [return_path], report, sender="")
 
@@ -470,10 +464,7 @@ async def test_a_plain_delay_warning_is_no_bounce(
     running: RunningGateway, make_account: Any, sink: Sink
 ) -> None:
     alice: Account = await make_account("alice@example.com")
-    bot = await create_agent(alice, "bot")
-    assert (await send(alice, bot, CAROL)).status_code == 200
-    await wait_until(lambda: len(sink.received) == 1)
-    ((return_path, _, _),) = sink.received
+    return_path = await return_path_to_carol(alice, sink)
     warning = exim_delay_warning(return_path, CAROL)
     await smtp_send(running.addresses.smtp_port, [return_path], warning, sender="")
     assert await bounce_events(alice) == []
