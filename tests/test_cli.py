@@ -73,10 +73,12 @@ def wait_healthy(url: str, process: subprocess.Popen[str], timeout: float = 20.0
     raise AssertionError("e2a serve did not become healthy")
 
 
-def launch(config: Path, http_port: int, cwd: Path) -> tuple[subprocess.Popen[str], str]:
-    """`e2a serve --config config` (no E2A_* variables), once healthy: its process and URL.
-    One that does not become healthy is killed."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
+def launch(
+    config: Path, http_port: int, cwd: Path, variables: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """`e2a serve --config config` (no E2A_* variables but `variables`), once healthy: its
+    process and URL. One that does not become healthy is killed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")} | (variables or {})
     process = subprocess.Popen(
         [*E2A, "serve", "--config", str(config)],
         cwd=cwd,
@@ -181,21 +183,10 @@ def test_optional_files_left_empty_are_unset(tmp_path: Path) -> None:
         config.read_text()
         + '[outbound_smtp]\nca_file = ""\n[dkim]\nselector = ""\nprivate_key_path = ""\n'
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
-    env |= {"E2A_SMTP_TLS_CERT": "", "E2A_SMTP_TLS_KEY": ""}
-    process = subprocess.Popen(
-        [*E2A, "serve", "--config", str(config)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_healthy(f"http://127.0.0.1:{http_port}", process)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    empty = {"E2A_SMTP_TLS_CERT": "", "E2A_SMTP_TLS_KEY": ""}
+    process, _ = launch(config, http_port, tmp_path, empty)  # healthy, or it raises
+    process.terminate()
+    process.wait(timeout=30)
 
 
 def test_bootstrap_and_migrate_refuse_a_weak_key_before_touching_the_database(

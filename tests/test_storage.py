@@ -114,6 +114,24 @@ async def add_user(storage: Storage, email: str = "owner@example.com") -> str:
     return user.id
 
 
+def make_webhook(
+    user_id: str, name: str = "1", url: str = "https://hooks.example.com/x"
+) -> Webhook:
+    """An enabled webhook `wh_<name>` of the user's for `email.received`, on no filters."""
+    return Webhook(
+        id=f"wh_{name}",
+        user_id=user_id,
+        url=url,
+        description="",
+        events=["email.received"],
+        agent_emails=[],
+        conversation_ids=[],
+        enabled=True,
+        seed="seed",
+        created_at=NOW,
+    )
+
+
 def make_agent(user_id: str, email: str, mode: str = "local") -> Agent:
     return Agent(
         email=email,
@@ -629,18 +647,7 @@ async def test_a_webhook_settles_its_idempotency_claim_with_itself(storage: Stor
     alice = await add_user(storage)
     claim = await storage.claim_idempotency_key(alice, "k1", "req-a", 100.0, 0.0)
     assert claim.token is not None
-    webhook = Webhook(
-        id="wh_1",
-        user_id=alice,
-        url="https://hooks.example.com/x",
-        description="",
-        events=["email.received"],
-        agent_emails=[],
-        conversation_ids=[],
-        enabled=True,
-        seed="seed",
-        created_at=NOW,
-    )
+    webhook = make_webhook(alice)
     await storage.add_webhook(webhook, 20, HeldKey(alice, "k1", claim.token))
     made = await storage.claim_idempotency_key(alice, "k1", "req-a", 900.0, 800.0)
     assert (made.outcome, made.made_id) == ("made", "wh_1")
@@ -1931,18 +1938,7 @@ async def test_a_restart_frees_the_v1_webhook_deliveries_held_before_it(storage_
 
 async def _webhook_with_deliveries(storage: Storage, user_id: str, count: int) -> Webhook:
     """A webhook `wh_1` of the user's with `count` test deliveries due at 10.0."""
-    webhook = Webhook(
-        id="wh_1",
-        user_id=user_id,
-        url="https://hooks.example.com/x",
-        description="",
-        events=["email.received"],
-        agent_emails=[],
-        conversation_ids=[],
-        enabled=True,
-        seed="seed",
-        created_at=NOW,
-    )
+    webhook = make_webhook(user_id)
     await storage.add_webhook(webhook, 20)
     for index in range(count):
         await storage.add_test_delivery(

@@ -44,7 +44,7 @@ from tests.http_receiver import Answer, HttpReceiver, Received
 from tests.mcp_support import call, failure
 from tests.sdk_v1 import error, run_sdk, sdk5_python, value
 from tests.test_mcp_names import TRANSPORTS, opener
-from tests.test_storage import storage, storage_url
+from tests.test_storage import make_webhook, storage, storage_url
 from tests.webhook_support import FakeClock, alice, quiet, settings
 
 __all__ = ["alice", "quiet", "sdk5_python", "settings", "storage", "storage_url"]  # fixtures
@@ -66,18 +66,7 @@ async def new_user(storage: Storage, name: str) -> str:
 
 
 async def new_webhook(storage: Storage, user_id: str, name: str) -> Webhook:
-    webhook = Webhook(
-        id=f"wh_{name}",
-        user_id=user_id,
-        url=f"https://hooks.example.com/{name}",
-        description="",
-        events=["email.received"],
-        agent_emails=[],
-        conversation_ids=[],
-        enabled=True,
-        seed="seed",
-        created_at="2026-01-01T00:00:00Z",
-    )
+    webhook = make_webhook(user_id, name, f"https://hooks.example.com/{name}")
     await storage.add_webhook(webhook, 20)
     return webhook
 
