@@ -256,6 +256,73 @@ async def test_an_agent_with_approval_notifications_off_gets_no_notice(
     assert noticed.id in notice.get_content() and silent.id not in notice.get_content()
 
 
+async def verified_domain(running: RunningGateway, account: Account, domain: str) -> None:
+    """Make `domain` a verified domain of `account` (its TXT record in the fixture DNS)."""
+    created = await account.http.post("/api/v1/domains", json={"domain": domain})
+    assert created.status_code == 201, created.text
+    resolver = running.gateway.resolver
+    assert isinstance(resolver, FixtureResolver)
+    resolver.set_txt(domain, [created.json()["verification_token"]])
+    verified = await account.http.post(f"/api/v1/domains/{domain}/verify")
+    assert verified.status_code == 200 and verified.json()["verified"] is True, verified.text
+
+
+@pytest.mark.parametrize(
+    ("address", "inbox"),
+    [
+        ("bot@agents.test", "bot"),  # the held agent's own inbox: it would approve itself
+        ("desk@corp.example", "desk@corp.example"),  # another agent of the account
+        ("nobody@agents.test", None),  # the shared domain: any agent may take it later
+        ("postmaster@corp.example", None),  # the postmaster inbox, an agent too
+        ("approvals@mx.agents.test", None),  # the gateway's own host name
+    ],
+)
+async def test_no_notice_goes_to_an_address_this_gateway_serves(
+    running: RunningGateway,
+    make_account: MakeAccount,
+    sink: Sink,
+    caplog: pytest.LogCaptureFixture,
+    address: str,
+    inbox: str | None,
+) -> None:
+    """The notice's links and reply address approve: mailed to an address whose mail comes back
+    here, they would land in an agent's inbox, and the agent could approve held mail — its own
+    included. Such a notice is not sent; the message stays held for review over the API."""
+    gateway = running.gateway
+    account = await make_account(address)
+    await verified_domain(running, account, "corp.example")
+    owner = await hitl_owner(gateway, account)
+    if inbox == "desk@corp.example":
+        made = await account.http.post(
+            "/api/v1/agents", json={"email": inbox, "agent_mode": "local"}
+        )
+        assert made.status_code == 201, made.text
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    await wait_until(lambda: job_kinds(gateway.settings, message.id) == [])
+    assert sink.received == []
+    assert f"approval notice for {message.id} not sent" in caplog.text
+    assert address in caplog.text
+    assert query(gateway.settings.database.url, "SELECT * FROM approval_reply_tokens", ()) == []
+    assert stored_row(gateway.settings, message.id)[0] == "pending_approval"
+    approved = await account.http.post(f"/api/v1/messages/{message.id}/approve")
+    assert approved.status_code == 200, approved.text
+
+
+async def test_a_notice_goes_to_a_human_on_a_domain_the_gateway_also_serves(
+    running: RunningGateway, make_account: MakeAccount, sink: Sink
+) -> None:
+    """A verified domain may keep its people's mail elsewhere: an address of it that is no
+    agent's (nor postmaster) gets its notices."""
+    gateway = running.gateway
+    account = await make_account("human@corp.example")
+    await verified_domain(running, account, "corp.example")
+    owner = await hitl_owner(gateway, account)
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    await wait_until(lambda: bool(sink.received))
+    [(_, recipients, data)] = sink.received
+    assert recipients == ["human@corp.example"] and message.id.encode() in data
+
+
 async def test_get_shows_a_page_and_never_acts(
     running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
 ) -> None:

@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 import trio
 
+from e2a_gateway.addresses import AddressError, normalise_address
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.config import Settings
 from e2a_gateway.gateway import Gateway
+from e2a_gateway.inbound.postmaster import POSTMASTER, is_own_hostname
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
 from e2a_gateway.outbound.relay import hand_off
@@ -147,6 +149,25 @@ def build_notice(
     message_id = new_message_id(domain)
     data = build_message(draft, message_id=message_id, date=now)
     return Notice(sender, owner.email, data, message_id)
+
+
+async def lands_in_an_inbox_here(gateway: Gateway, address: str) -> bool:
+    """Whether mail to `address` would come back to this gateway and be stored for one of its
+    agents: an address on the shared domain or at `smtp.hostname` (the gateway is their MX,
+    whatever agent holds them now or later), an agent's address, or postmaster at a domain the
+    gateway serves (the postmaster inbox). A reviewer's address must never be one: the agent
+    reading that inbox would hold the notice's links and reply address, and could approve held
+    mail itself — its own included."""
+    try:
+        normalised = normalise_address(address)
+    except AddressError:
+        normalised = address.strip().lower()
+    local, _, domain = normalised.rpartition("@")
+    if gateway.is_shared_domain(domain) or is_own_hostname(gateway.settings, domain):
+        return True
+    if await gateway.storage.find_agent(normalised) is not None:
+        return True
+    return local == POSTMASTER and await gateway.storage.is_served_domain(domain)
 
 
 class ApprovalWorker:
@@ -343,6 +364,15 @@ class ApprovalWorker:
         owner = await storage.get_user(message.user_id)
         if owner is None:
             log.warning("approval notice for %s not sent: its owner is gone", message.id)
+            return None
+        if await lands_in_an_inbox_here(self._gateway, owner.email):
+            log.warning(
+                "approval notice for %s not sent: the account's address %s is served by this "
+                "gateway, so an agent's inbox would receive the approval links and the agent "
+                "could approve held mail itself; review it over the API, the CLI or the dashboard",
+                message.id,
+                owner.email,
+            )
             return None
         agent = await storage.get_agent(message.user_id, message.agent_email)
         if agent is not None and not agent.approval_notifications:
