@@ -24,9 +24,9 @@ from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.signing.magic_links import issue_token, link_key
 from e2a_gateway.signing.reply_tokens import generate_reply_token
 from e2a_gateway.workers.approvals import ApprovalWorker
-from tests.conftest import make_settings
+from tests.conftest import agent_path, make_settings
 from tests.databases import query
-from tests.delivery_support import wait_until
+from tests.delivery_support import agent_scoped_client, create_agent, smtp_send, wait_until
 from tests.test_approvals import (
     OWNER,
     MakeAccount,
@@ -430,3 +430,40 @@ async def test_a_reply_the_gateway_cannot_act_on_yet_or_any_more_says_why(
     assert restored.status_code == 200, restored.text
     await send_reply(running, notice, reply(notice, "reject"))
     assert row(gateway.settings, held.id)[:3] == ("rejected", OWNER, "reply")
+
+
+async def test_an_agent_holding_the_notice_cannot_approve_by_replying_through_the_gateway(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    """A notice that reached agents' inboxes (forwarded, say): the held agent's own reply is
+    held like all its mail, and another agent's reply, sent through the gateway and back over
+    SMTP as the relay delivers it, comes from the agent's address, not the reviewer's."""
+    gateway = running.gateway
+    port = running.addresses.smtp_port
+    helper = await create_agent(owner.account, "helper")
+    gated = await owner.account.http.put(agent_path(owner.agent), json={"hitl_enabled": True})
+    assert gated.status_code == 200, gated.text  # its outbound gate holds every send
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    [raw] = [data for _, rcpts, data in sink.received if rcpts == [OWNER]]
+    await smtp_send(port, [owner.agent, helper], raw, sender="e2a@mx.agents.test")
+    reply_address = str(notice["Reply-To"])
+
+    async def reply_as(agent: str) -> httpx.Response:
+        async with agent_scoped_client(owner.account, agent) as client:
+            inbox = (await client.get(f"/api/v1/agents/{agent}/messages")).json()["messages"]
+            [received] = [m for m in inbox if m["subject"].startswith("Approval needed")]
+            path = f"/api/v1/agents/{agent}/messages/{received['message_id']}/reply"
+            return await client.post(path, json={"body": "approve"})
+
+    held = await reply_as(owner.agent)
+    assert held.status_code == 202 and held.json()["status"] == "pending_approval", held.text
+    sent = await reply_as(helper)
+    assert sent.status_code == 200, sent.text
+    await wait_until(lambda: any(rcpts == [reply_address] for _, rcpts, _ in sink.received))
+    [(mail_from, _, data)] = [m for m in sink.received if m[1] == [reply_address]]
+    assert f"In-Reply-To: {notice['Message-ID']}".encode() in data
+    await send_reply(running, notice, data, mail_from=mail_from)
+    assert row(gateway.settings, message.id)[:3] == ("pending_approval", None, None)
+    await wait_until(lambda: bool(answers(sink)))
+    assert f"came from {helper}, not from {OWNER}" in answers(sink)[-1].get_content()
