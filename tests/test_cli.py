@@ -258,7 +258,13 @@ def test_migrate_then_bootstrap_in_process(
     assert main(["bootstrap", "--email", "not-an-email"]) == 1
     assert "--email" in capsys.readouterr().err
     assert main(["bootstrap", "--email", "Me@Example.com"]) == 0
-    assert capsys.readouterr().out.strip().startswith("e2a_")
+    made = capsys.readouterr()
+    assert made.out.strip().startswith("e2a_") and "Warning" not in made.err
+    # An address the gateway itself receives mail for gets no approval notices: said at once.
+    monkeypatch.setenv("E2A_SHARED_DOMAIN", "agents.example.com")
+    assert main(["bootstrap", "--email", "owner@agents.example.com"]) == 0
+    warned = capsys.readouterr().err
+    assert "Warning: owner@agents.example.com is an address this gateway receives" in warned
 
 
 def test_a_database_a_newer_e2a_migrated_is_said_so(

@@ -22,6 +22,7 @@ from e2a_gateway.gateway import open_gateway
 from e2a_gateway.logs import configure_logging
 from e2a_gateway.startup import StartupError
 from e2a_gateway.storage.base import StorageUnavailable
+from e2a_gateway.workers.approvals import lands_in_an_inbox_here
 
 log = logging.getLogger("e2a")
 
@@ -61,7 +62,16 @@ async def _bootstrap(settings: Settings, email: str) -> None:
         raise UserError(f"--email: {exc}") from None
     async with open_gateway(settings) as gateway:
         user, issued, created = await bootstrap_user(gateway.storage, gateway.server_key, address)
+        served_here = await lands_in_an_inbox_here(gateway, user.email)
     print(f"{'Created' if created else 'Found'} user {user.email} ({user.id}).", file=sys.stderr)
+    if served_here:
+        print(
+            f"Warning: {user.email} is an address this gateway receives mail for (its shared "
+            "domain, its host name, an agent's or postmaster's), so approval notices are never "
+            "mailed to it: an agent would get their links. Review held mail with the dashboard, "
+            "the CLI or the API, or bootstrap a user at a person's mailbox elsewhere.",
+            file=sys.stderr,
+        )
     print("API key (shown once, store it now):", file=sys.stderr)
     print(issued.plaintext)
 
