@@ -44,3 +44,29 @@ async def test_registering_again_and_verifying_without_dns(
     assert (await bob.http.get("/v1/domains")).json()["items"] == []
     kept = await alice.http.post("/v1/domains", json={"domain": "corp.example"})
     assert kept.status_code == 201 and kept.json()["verified"] is True
+
+
+async def test_registering_again_a_domain_another_account_verified_meanwhile_is_409(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """A registration made while a domain was still open to everyone is not answered as
+    if it could still succeed once another account has verified the domain: registering it
+    again is 409 `domain_taken`, as for an account that never registered it."""
+    running.gateway.settings.env = "production"
+    resolver = running.gateway.resolver
+    assert isinstance(resolver, FixtureResolver)
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+
+    early = await bob.http.post("/v1/domains", json={"domain": "corp.example"})
+    assert early.status_code == 201, early.text
+    claimed = await alice.http.post("/v1/domains", json={"domain": "corp.example"})
+    resolver.set_txt("corp.example", [claimed.json()["verification_token"]])
+    verified = await alice.http.post("/v1/domains/corp.example/verify")
+    assert verified.json()["verified"] is True
+
+    again = await bob.http.post("/v1/domains", json={"domain": "Corp.Example."})
+    assert again.status_code == 409, again.text
+    assert again.json()["error"]["code"] == "domain_taken"
+    kept = await alice.http.post("/v1/domains", json={"domain": "corp.example"})
+    assert kept.status_code == 201 and kept.json()["verified"] is True

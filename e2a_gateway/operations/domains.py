@@ -57,7 +57,8 @@ async def register_domain(
 ) -> Domain:
     """Register a domain for the caller, with the TXT token that will prove ownership.
     `again_is_kept`: registering one the caller has already answers it as it stands (same
-    token), as e2a's registerDomain does, instead of Conflict."""
+    token), as e2a's registerDomain does, instead of Conflict; but not once another user
+    holds it verified (the caller's registration can then never be verified: Conflict)."""
     caller.require_account("manage domains")
     try:
         name = normalise_domain(raw_name)
@@ -91,7 +92,7 @@ async def register_domain(
         await gateway.storage.add_domain(domain)
     except AlreadyExists:
         kept = await gateway.storage.get_domain(caller.user_id, name) if again_is_kept else None
-        if kept is not None:
+        if kept is not None and (kept.verified or not await gateway.storage.is_served_domain(name)):
             return kept
         raise Conflict(
             "domain_exists",
