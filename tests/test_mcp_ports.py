@@ -364,6 +364,23 @@ async def test_account_tools_answer_alike(running: RunningGateway, make_account:
         assert await run(local, "list_api_keys") == refused
 
 
+async def test_get_domain_finds_any_spelling_of_a_registered_domain(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """get_domain finds a domain however it is spelled, as register_domain and the API read
+    it: Unicode or A-labels, any case, one trailing dot."""
+    account: Account = await make_account("ports-idn@example.com")
+    agent = await create_agent(account, "ports-idn")
+    async with both_ports(running, account.key, agent) as (remote, local):
+        registered = await run(local, "register_domain", {"domain": "BÜCHER.example"})
+        assert registered["domain"] == "xn--bcher-kva.example"
+        for port in (remote, local):
+            for spelling in ("bücher.example", "Bücher.Example.", "XN--BCHER-KVA.example"):
+                assert await run(port, "get_domain", {"domain": spelling}) == registered
+            refused = await run(port, "get_domain", {"domain": "not a domain"})
+            assert refused[1]["code"] == "not_found"
+
+
 async def test_attachments_answer_alike(running: RunningGateway, make_account: Any) -> None:
     account: Account = await make_account("ports-files@example.com")
     agent = await create_agent(account, "ports-files")

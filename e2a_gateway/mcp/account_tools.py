@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from e2a_gateway.addresses import AddressError, normalise_domain
 from e2a_gateway.mcp.answers import listed, page_of
 from e2a_gateway.mcp.toolkit import (
     Arguments,
@@ -203,10 +204,15 @@ async def list_domains(caller: ToolCaller, arguments: PageArguments) -> dict[str
 
 
 async def get_domain(caller: ToolCaller, arguments: DomainArguments) -> dict[str, Any]:
-    """One of the caller's custom domains."""
-    wanted = arguments.domain.strip().rstrip(".").lower()
+    """One of the caller's custom domains, however spelled (Unicode or A-labels, any case,
+    one trailing dot): domains are listed as A-labels."""
+    wanted = arguments.domain.strip()
+    try:
+        stored = normalise_domain(wanted)
+    except AddressError:
+        stored = None
     for domain in (await caller.port.list_domains()).domains:
-        if domain.domain == wanted:
+        if domain.domain == stored:
             return domain.model_dump(exclude_none=True)
     raise ToolFailure(
         f"domain {wanted} not found: list_domains shows yours; register_domain adds one",
