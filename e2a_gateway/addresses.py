@@ -56,6 +56,7 @@ and e2a's own reserved slugs, so an address refused there is refused here too.""
 
 
 MAX_DOMAIN_LENGTH = 253
+MAX_LABEL_LENGTH = 63
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -80,13 +81,18 @@ def a_label_domain(domain: str) -> str:
 
 
 def _a_label(label: str) -> str:
-    """One domain label as lowercase LDH; non-ASCII labels as `xn--` + Punycode."""
+    """One domain label as lowercase LDH; non-ASCII labels as `xn--` + Punycode.
+
+    A label too long to be valid is refused before it is encoded: Punycode's cost grows with
+    the square of the label, and its output is never shorter than its input."""
     if label.isascii():
         ascii_label = label.lower()
     else:
         folded = unicodedata.normalize("NFC", label.lower())
         if folded.isascii():
             raise ValueError("non-ASCII label folds to ASCII")
+        if len(folded) > MAX_LABEL_LENGTH:
+            raise ValueError("invalid domain label")
         ascii_label = "xn--" + folded.encode("punycode").decode("ascii")
     if not _LDH_LABEL.fullmatch(ascii_label):
         raise ValueError("invalid domain label")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -250,6 +252,26 @@ async def test_development_mode_verifies_without_dns(make_account: Any) -> None:
 async def test_bad_domains(make_account: Any, body: dict[str, Any], status: int, code: str) -> None:
     alice: Account = await make_account("alice@example.com")
     assert_error(await alice.http.post("/api/v1/domains", json=body), status, code)
+
+
+async def test_a_long_unicode_domain_is_refused_at_once(make_account: Any) -> None:
+    """A name with a label of thousands of distinct non-ASCII characters (no valid label is
+    over 63) is refused without first being encoded as Punycode, whose cost grows with the
+    square of the label: one such request from any key used to hold the gateway for
+    seconds to minutes."""
+    alice: Account = await make_account("alice@example.com")
+    created = await alice.http.post("/api/v1/agents", json={"slug": "bot", "agent_mode": "local"})
+    assert created.status_code == 201, created.text
+    label = "".join(chr(0x4E00 + n) for n in range(12_000))
+    started = time.monotonic()
+    in_path = quote(f"{label[:6000]}.example")  # within a URL's 64 KiB
+    assert_error(await alice.http.get(f"/v1/domains/{in_path}"), 404, "not_found")
+    sent = await alice.http.post(
+        f"/v1/agents/bot@{SHARED_DOMAIN}/messages",
+        json={"to": [f"someone@{label}.example"], "subject": "Hi", "text": "Hello"},
+    )
+    assert_error(sent, 400, "invalid_recipient")
+    assert time.monotonic() - started < 3
 
 
 async def test_domain_verified_by_another_user_is_409(make_account: Any) -> None:
