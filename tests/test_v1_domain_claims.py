@@ -70,3 +70,25 @@ async def test_registering_again_a_domain_another_account_verified_meanwhile_is_
     assert again.json()["error"]["code"] == "domain_taken"
     kept = await alice.http.post("/v1/domains", json={"domain": "corp.example"})
     assert kept.status_code == 201 and kept.json()["verified"] is True
+
+
+async def test_deleting_a_domain_whose_agents_are_in_the_trash_says_so(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """An agent deleted to the trash still holds its domain: the refusal says so, and how to
+    free it, rather than asking to delete agents the caller has just deleted."""
+    alice: Account = await make_account("alice@example.com")
+    await alice.http.post("/v1/domains", json={"domain": "corp.example"})
+    assert (await alice.http.post("/v1/domains/corp.example/verify")).json()["verified"] is True
+    created = await alice.http.post("/v1/agents", json={"email": "desk@corp.example"})
+    assert created.status_code == 201, created.text
+    trashed = await alice.http.delete("/v1/agents/desk@corp.example?confirm=DELETE")
+    assert trashed.status_code == 200, trashed.text
+
+    refused = await alice.http.delete("/v1/domains/corp.example?confirm=DELETE")
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "domain_has_agents"
+    assert "in the trash" in error["message"] and "permanent" in error["message"]
+    legacy = await alice.http.delete("/api/v1/domains/corp.example")
+    assert legacy.status_code == 409 and legacy.json()["error"]["message"] == error["message"]

@@ -157,10 +157,15 @@ async def agents_on_domain(gateway: Gateway, caller: Caller) -> dict[str, int]:
 async def remove_domain(gateway: Gateway, caller: Caller, name: str) -> None:
     """Delete the caller's domain: Conflict while agents use it; NotFound when not theirs."""
     caller.require_account("manage domains")
+    domain = _named_domain(name)
     try:
-        deleted = await gateway.storage.delete_domain(caller.user_id, _named_domain(name))
+        deleted = await gateway.storage.delete_domain(caller.user_id, domain)
     except InUse:
-        raise Conflict("domain_in_use", "agents still use this domain; delete them first") from None
+        raise Conflict(
+            "domain_in_use",
+            f"agents still use {domain}, in service or in the trash (a deleted agent keeps its "
+            "address until it is purged); delete them permanently first",
+        ) from None
     if not deleted:
         raise NotFound.of("domain")
 
