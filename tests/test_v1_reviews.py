@@ -465,6 +465,25 @@ async def test_an_inbound_hold_past_its_ttl_takes_the_agents_expiry_action(
     assert item["subject"] == "Late"
 
 
+async def test_a_hold_ttl_of_zero_means_the_default_week_not_an_instant_expiry(
+    running: RunningGateway, owner: Account
+) -> None:
+    """`holds.ttl_seconds: 0` (the schema's minimum, a zero value a client may send for "not
+    set") holds a draft for the default week, as e2a does, instead of expiring it at once."""
+    config = protection(outbound_action="review", holds={"ttl_seconds": 0, "on_expiry": "approve"})
+    answer = await protect(owner, BOT, config)
+    assert answer["holds"]["ttl_seconds"] == 604800
+    agent = (await owner.http.get(f"/api/v1/agents/{quote(BOT, safe='')}")).json()
+    assert agent["hitl_ttl_seconds"] == 604800  # /api/v1's range is 1 to 604800
+    sent = time.time()
+    message_id = await draft(owner, BOT, "Wait for me")
+    await running.gateway.storage.expire_outbound(sent + 60)
+    (item,) = await queue(owner)
+    assert item["id"] == message_id and item["review_status"] == "pending_review"
+    outbound = (await owner.http.get(f"/api/v1/messages/{message_id}")).json()
+    assert datetime.fromisoformat(outbound["approval_expires_at"]).timestamp() >= sent + 604799
+
+
 async def test_an_inbound_hold_past_its_ttl_takes_no_late_review(
     running: RunningGateway, owner: Account
 ) -> None:

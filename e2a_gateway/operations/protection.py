@@ -56,6 +56,8 @@ class HoldSettings(RequestBody):
     emailed."""
 
     ttl_seconds: int = Field(default=MAX_HOLD_SECONDS, ge=0)
+    """Seconds a held message waits; 0 means the default, MAX_HOLD_SECONDS (as e2a holds for
+    its default when the TTL is 0), never a hold that expires as it is made."""
     on_expiry: Literal["approve", "reject"] = "reject"
     suppress_notifications: bool = False
 
@@ -107,7 +109,7 @@ def _changes(config: ProtectionConfig) -> AgentChanges:
     inbound = config.inbound.gate
     return AgentChanges(
         hitl_enabled=holds_every_send(outbound.policy, outbound_allowlist, outbound.action),
-        hitl_ttl_seconds=holds.ttl_seconds,
+        hitl_ttl_seconds=holds.ttl_seconds or MAX_HOLD_SECONDS,
         hitl_expiration_action=holds.on_expiry,
         approval_notifications=not holds.suppress_notifications,
         inbound_gate_policy=inbound.policy,
