@@ -414,6 +414,25 @@ async def test_gives_up_24_hours_after_creation(tmp_path: Path) -> None:
         assert after.status == "failed" and "gave up" in (after.send_error or "")
 
 
+async def test_a_draft_approved_days_later_gets_its_24_hours_of_retries(
+    setup: Setup, sink: Sink
+) -> None:
+    """The retry window runs from the approval that queued the send, not from the draft:
+    a draft approved two days on, whose relay defers it once, is tried again, not failed."""
+    week = 7 * 86400
+    draft = await queue(setup, status="pending_approval", approval_expires_at=NOW + week)
+    approved_at = NOW + 2 * 86400
+    await setup.gateway.storage.review_outbound(None, draft.id, True, None, None, approved_at)
+    sink.answer = "451 4.7.1 greylisted, try again later"
+    assert await setup.worker.deliver_due(approved_at) == 1
+    waiting = await stored(setup, draft.id)
+    assert waiting.status == "queued" and "451" in (waiting.send_error or ""), waiting.send_error
+    sink.answer = "250 OK"
+    assert await setup.worker.deliver_due(approved_at + 30) == 1
+    assert (await stored(setup, draft.id)).status == "sent"
+    assert len(sink.received) == 1
+
+
 async def test_without_a_relay_remote_recipients_fail_clearly(tmp_path: Path) -> None:
     async with open_setup(relay_settings(tmp_path, None)) as setup:
         message = await queue(setup)
@@ -531,20 +550,20 @@ def test_only_a_refused_rcpt_is_a_bounce() -> None:
 
 def test_settle_policy_on_plain_data() -> None:
     local = {"b@agents.test": "local msg_1"}
-    assert settle(local, {}, attempt=1, created_epoch=0, now=0).method == "local"
+    assert settle(local, {}, attempt=1, queued_at=0, now=0).method == "local"
     partly = settle(
-        {"a@x.org": "accepted", "c@x.org": "refused: 550 no"}, {}, attempt=1, created_epoch=0, now=0
+        {"a@x.org": "accepted", "c@x.org": "refused: 550 no"}, {}, attempt=1, queued_at=0, now=0
     )
     assert (partly.outcome, partly.method) == ("sent", "smtp")
     assert partly.error == "c@x.org: refused: 550 no"
-    retry = settle({}, {"a@x.org": "451"}, attempt=3, created_epoch=0, now=10, uniform=no_jitter)
+    retry = settle({}, {"a@x.org": "451"}, attempt=3, queued_at=0, now=10, uniform=no_jitter)
     assert (retry.outcome, retry.retry_at) == ("retry", 10 + 120)
-    capped = settle({}, {"a@x.org": "451"}, attempt=20, created_epoch=0, now=10, uniform=no_jitter)
+    capped = settle({}, {"a@x.org": "451"}, attempt=20, queued_at=0, now=10, uniform=no_jitter)
     assert capped.retry_at == 10 + 3600
-    late = settle({}, {"a@x.org": "451"}, attempt=30, created_epoch=0, now=86400)
+    late = settle({}, {"a@x.org": "451"}, attempt=30, queued_at=0, now=86400)
     assert (late.outcome, late.gave_up) == ("failed", {"a@x.org": "gave up: 451"})
     # e2a's terminal outcomes (e2a_outbound_terminal_total): none while retried.
-    refused = settle({"a@x.org": "refused: 550 no"}, {}, attempt=1, created_epoch=0, now=0)
+    refused = settle({"a@x.org": "refused: 550 no"}, {}, attempt=1, queued_at=0, now=0)
     assert [v.terminal_outcome for v in (partly, retry, late, refused)] == [
         "sent",
         None,

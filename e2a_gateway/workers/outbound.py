@@ -143,14 +143,15 @@ def settle(
     deferred: Mapping[str, str],
     *,
     attempt: int,
-    created_epoch: float,
+    queued_at: float,
     now: float,
     uniform: Callable[[float, float], float] = random.uniform,
 ) -> Verdict:
     """Decide the message's state from every recipient's result so far.
 
     Deferred recipients are retried on the OUTBOUND_HAND_OFF schedule (30 s doubling to 1 h,
-    jittered) until 24 h after the message was created; then they count as failed. A settled
+    jittered) until 24 h after the message was queued for sending (`queued_at`: when it was
+    sent, or approved — a draft may wait days for that); then they count as failed. A settled
     message is `sent` when at least one recipient got it (the others are named in `error`),
     `failed` when none did."""
     method: Literal["smtp", "local"] = (
@@ -161,7 +162,7 @@ def settle(
     gave_up: dict[str, str] = {}
     if deferred:
         retry_at = OUTBOUND_HAND_OFF.next_attempt_at(
-            attempt, now=now, first_at=created_epoch, uniform=uniform
+            attempt, now=now, first_at=queued_at, uniform=uniform
         )
         if retry_at is not None:
             return Verdict("retry", method, _describe(deferred), retry_at)
@@ -351,7 +352,7 @@ class OutboundWorker(ClaimLoop):
             {**settled, **results},
             deferred,
             attempt=job.attempts + 1,
-            created_epoch=message.created_epoch,
+            queued_at=job.created_at,
             now=now,
             uniform=self._uniform,
         )

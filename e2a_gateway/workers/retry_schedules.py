@@ -116,7 +116,8 @@ OUTBOUND_HAND_OFF = Backoff(
     first_seconds=30.0, max_seconds=3600.0, jitter=0.2, window_seconds=24 * 3600.0
 )
 """Recipients the relay deferred (4xx, connection errors; contract/hitl.md): the same rhythm,
-until 24 h after the message was created; then they count as failed."""
+until 24 h after the message was queued for sending (sent, or approved); then they count as
+failed."""
 
 OUTBOUND_INTERNAL_ERROR = Backoff(
     first_seconds=30.0, max_seconds=3600.0, jitter=0.2, max_attempts=5
