@@ -160,7 +160,7 @@ async def test_events_listed_read_and_redelivered(
         stranger = {"agent_email": "nobody@agents.test"}
         assert await call(client, "list_events", stranger) == {"events": []}
         malformed = await failure(client, "list_events", {"since": "yesterday"})
-        assert malformed["code"] == "invalid_request" and malformed["status"] == 400
+        assert malformed["code"] == "invalid_filter" and malformed["status"] == 400
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

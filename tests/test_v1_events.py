@@ -461,3 +461,23 @@ async def test_a_loopback_send_lists_its_attachments_in_email_received(
     message_id = received["data"]["message_id"]
     viewed = await alice.http.get(f"/v1/agents/{quote(reader, safe='')}/messages/{message_id}")
     assert viewed.json()["attachments"] == expected
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "2026-01-01"},  # a date without its time
+        {"until": "2026-01-01T12:00:00"},  # a time without its offset
+        {"since": "yesterday"},
+    ],
+)
+async def test_a_filter_time_that_is_no_rfc_3339_time_is_invalid_filter(
+    alice: Account, params: dict[str, str]
+) -> None:
+    """As e2a's listEvents answers it (and listMessages here): 400 `invalid_filter` naming the
+    filter, never the generic code."""
+    answer = await alice.http.get("/v1/events", params=params)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "invalid_filter", error
+    assert next(iter(params)) in error["message"]

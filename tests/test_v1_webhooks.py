@@ -325,7 +325,7 @@ async def test_events_since_and_until_are_rfc_3339_times_with_their_offset(
     ]:
         refused = await alice.http.get("/v1/events", params={name: text})
         assert refused.status_code == 400, (name, text, refused.text)
-        assert refused.json()["error"]["code"] == "invalid_request"
+        assert refused.json()["error"]["code"] == "invalid_filter"
         assert refused.json()["error"]["message"].startswith(f"{name} must be an RFC 3339 time")
 
     def in_plus_two(epoch: float) -> str:

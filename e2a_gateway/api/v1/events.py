@@ -72,8 +72,8 @@ def event_view(event: StoredEvent) -> dict[str, Any]:
 
 def _epoch(name: str, text: str | None) -> float | None:
     """The epoch of the filter time `name` (RFC 3339 with its offset, as every `/v1` listing
-    takes it; 400 invalid_request naming the filter otherwise)."""
-    moment = filter_time(name, text)
+    takes it; 400 invalid_filter naming the filter otherwise, as e2a's listEvents answers)."""
+    moment = filter_time(name, text, "invalid_filter")
     return None if moment is None else moment.timestamp()
 
 
