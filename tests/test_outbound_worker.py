@@ -433,6 +433,20 @@ async def test_a_draft_approved_days_later_gets_its_24_hours_of_retries(
     assert len(sink.received) == 1
 
 
+async def test_a_draft_approved_later_is_dated_when_it_was_approved(
+    setup: Setup, sink: Sink
+) -> None:
+    """A held draft goes out dated at its approval, when it was let into the mail system, not
+    days before it (a receiver would file it, and score it, as a week-old message)."""
+    later = await queue(setup, status="pending_approval", approval_expires_at=NOW + 86400)
+    approved_at = NOW + 3 * 3600
+    await setup.gateway.storage.review_outbound(None, later.id, True, None, None, approved_at)
+    assert await setup.worker.deliver_due(approved_at) == 1
+    ((_, _, raw),) = sink.received
+    date = email.utils.parsedate_to_datetime(parsed(raw)["Date"]).timestamp()
+    assert date == int(approved_at)
+
+
 async def test_without_a_relay_remote_recipients_fail_clearly(tmp_path: Path) -> None:
     async with open_setup(relay_settings(tmp_path, None)) as setup:
         message = await queue(setup)

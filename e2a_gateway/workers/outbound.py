@@ -21,6 +21,7 @@ from typing import Literal
 import trio
 
 from e2a_gateway.addresses import AddressError, normalise_address
+from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.local_delivery import deliver_locally
 from e2a_gateway.operations import lifecycle
@@ -176,6 +177,15 @@ def settle(
     delivered = len(final) - len(failures)
     outcome: SendOutcome = "sent" if delivered else "failed"
     return Verdict(outcome, method, _describe(failures) or None, None, gave_up)
+
+
+def dated(message: OutboundMessage) -> float:
+    """The `Date:` of `message`: when it was let into the mail system — its approval (by a
+    reviewer or by expiry) for a draft that waited for one, else its creation. The same on
+    every attempt, so a retry sends the same bytes."""
+    if message.reviewed_at is not None:
+        return parse_timestamp(message.reviewed_at).timestamp()
+    return message.created_epoch
 
 
 RELAY_REFUSAL = re.compile(r"^RCPT TO: (5\d\d)(?:[ -](5\.\d{1,3}\.\d{1,3}))?")
@@ -395,7 +405,7 @@ class OutboundWorker(ClaimLoop):
         Raises InvalidDraft, or whatever the email package or the signer raise, when the stored
         message cannot be built."""
         raw = build_message(
-            draft_of(message), message_id=message.email_message_id, date=message.created_epoch
+            draft_of(message), message_id=message.email_message_id, date=dated(message)
         )
         if self._signer is None:
             return raw
