@@ -11,6 +11,7 @@ from e2a_gateway.workers.retry_schedules import (
     APPROVAL_NOTICE,
     OUTBOUND_HAND_OFF,
     OUTBOUND_INTERNAL_ERROR,
+    SUBSCRIBER_DELIVERY,
     WEBHOOK_DELIVERY,
     Backoff,
     RetrySchedule,
@@ -134,3 +135,15 @@ def test_without_jitter_each_delay_is_at_least_the_one_before(
     steady = Backoff(schedule.first_seconds, schedule.max_seconds)
     assert steady.delay(attempt + 1) >= steady.delay(attempt)
     assert steady.delay(attempt) <= max(schedule.first_seconds, schedule.max_seconds)
+
+
+def test_subscriber_deliveries_wait_out_a_retry_after_up_to_the_longest_step() -> None:
+    def after(retry_after: float) -> float | None:
+        return SUBSCRIBER_DELIVERY.next_attempt_at(
+            1, now=NOW, first_at=NOW, retry_after=retry_after
+        )
+
+    assert after(5.0) == NOW + 60
+    assert after(600.0) == NOW + 600
+    assert after(365 * DAY) == NOW + 16 * HOUR
+    assert after(float("inf")) == NOW + 16 * HOUR

@@ -5,6 +5,7 @@ signed envelopes to a receiver on loopback, and the SDK's `construct_event` veri
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from e2a_gateway.workers.subscribers import SubscriberWorker
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from tests.conftest import Account
 from tests.delivery_support import QuietGateway, create_agent, open_account
-from tests.http_receiver import HttpReceiver, Received
+from tests.http_receiver import Answer, HttpReceiver, Received
 from tests.sdk_v1 import construct_events, error, run_sdk, sdk5_python, value
 from tests.webhook_support import FakeClock, alice, quiet, settings, store_received
 
@@ -236,6 +237,34 @@ async def test_retries_follow_the_frozen_schedule_then_redelivery_by_hand(
         sdk5_python, [verification(replayed, hook["signing_secret"], clock.now)]
     )
     assert verified[0]["id"] == event["id"]  # the same event id: receivers de-duplicate
+
+
+@pytest.mark.parametrize("retry_after", ["100000000000000000", "9" * 400, "31536000"])
+async def test_a_retry_after_is_waited_out_only_up_to_the_longest_step(
+    quiet: QuietGateway, alice: Account, nursery: trio.Nursery, retry_after: str
+) -> None:
+    """A receiver asking for a retry in a year, in 3 billion years or after a number of 400
+    digits is tried again at most 16 hours on (the schedule's longest step), and its delivery
+    lists with a `next_retry_at` that is an RFC 3339 time, not a 500 nor a year 33658."""
+    receiver = HttpReceiver(lambda _: Answer(503, {"Retry-After": retry_after}))
+    await nursery.start(receiver.serve)
+    writer = await create_agent(alice, "writer")
+    reader = await create_agent(alice, "reader")
+    made = await alice.http.post(
+        "/v1/webhooks", json={"url": receiver.url, "events": ["email.received"]}
+    )
+    assert made.status_code == 201, made.text
+    await send_local(quiet, alice, writer, reader, "Later, much later")
+    clock = FakeClock(time.time())
+    async with WebhookConnections() as connections:
+        worker = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5.0)
+        assert await worker.deliver_due(clock.now) == 1
+        listed = await alice.http.get(f"/v1/webhooks/{made.json()['id']}/deliveries")
+        assert listed.status_code == 200, listed.text
+        (delivery,) = listed.json()["items"]
+        next_retry = datetime.fromisoformat(delivery["next_retry_at"]).timestamp()
+        assert clock.now + 60 <= next_retry <= clock.now + 16 * 3600 + 1
+        assert await worker.deliver_due(clock.now + 16 * 3600 + 1) == 1  # tried again
 
 
 async def test_events_list_with_each_filter_and_410_after_retention(

@@ -83,8 +83,9 @@ class Backoff:
 @dataclass(frozen=True)
 class FixedDelays:
     """A frozen schedule: after the n-th failed attempt wait `delays[n - 1]` seconds (a longer
-    Retry-After is waited out); once the delays are used up, give up. No jitter: the times are
-    part of a contract."""
+    Retry-After is waited out, up to the longest of the delays: a receiver asking for a year,
+    or for more seconds than a time can hold, is tried again then); once the delays are used
+    up, give up. No jitter: the times are part of a contract."""
 
     delays: tuple[float, ...]
 
@@ -102,7 +103,7 @@ class FixedDelays:
             return None
         delay = self.delays[attempt - 1]
         if retry_after is not None:
-            delay = max(delay, retry_after)
+            delay = max(delay, min(retry_after, max(self.delays)))
         return now + delay
 
 
@@ -131,5 +132,5 @@ when the next try would come after the message's approval deadline (contract/hit
 
 SUBSCRIBER_DELIVERY = FixedDelays((60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 8 * 3600.0, 16 * 3600.0))
 """A `/v1` webhook delivery (e2a's frozen eight attempts): immediate, then 1 m, 5 m, 15 m, 1 h,
-4 h, 8 h and 16 h after the previous one; after the eighth fails, the delivery is `failed` (it
-stays redeliverable by hand)."""
+4 h, 8 h and 16 h after the previous one (a Retry-After waited out up to 16 h); after the
+eighth fails, the delivery is `failed` (it stays redeliverable by hand)."""
