@@ -843,6 +843,33 @@ async def test_migration_27_keeps_agents_holding_every_send_held(
     assert (free.outbound_gate_policy, free.outbound_gate_action) == ("open", "flag")
 
 
+async def test_migration_38_gives_agents_a_hold_ttl_of_zero_the_default_week(
+    storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TTL of 0 stored by `/v1` protection (which held nothing: every hold expired as it was
+    made) becomes the default 604800, what 0 means there now."""
+    await migrated_to(storage_url, 37, monkeypatch)
+    run_sql(storage_url, "INSERT INTO users VALUES ('usr_1', 'o@x', ?)", NOW)
+    for address, ttl in (("zero@agents.test", 0), ("hour@agents.test", 3600)):
+        run_sql(
+            storage_url,
+            "INSERT INTO agents (email, user_id, domain, name, agent_mode, created_at, id, "
+            "hitl_ttl_seconds) VALUES (?, 'usr_1', 'agents.test', 'n', 'local', ?, ?, ?)",
+            address,
+            NOW,
+            f"agt_{address[:4]}",
+            ttl,
+        )
+    store = open_storage(storage_url)
+    try:
+        assert await store.migrate() == list(range(38, len(load_migrations("sqlite")) + 1))
+        agents = {agent.email: agent for agent in await store.list_agents("usr_1")}
+    finally:
+        await store.close()
+    assert agents["zero@agents.test"].hitl_ttl_seconds == 604800
+    assert agents["hour@agents.test"].hitl_ttl_seconds == 3600
+
+
 async def test_agents_are_scoped_to_their_owner(storage: Storage) -> None:
     alice = await add_user(storage, "alice@example.com")
     bob = await add_user(storage, "bob@example.com")
