@@ -7,10 +7,12 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from e2a_gateway.accounts import issue_api_key
 from e2a_gateway.api.v1.errors import refusal
@@ -286,6 +288,13 @@ async def test_keys_of_agent_scope(make_account: Any, running: RunningGateway) -
     assert last.status_code == 201 and last.json()["expires_at"] == "9999-12-31T23:59:59Z"
     later = await alice.http.post(KEYS, json={"expires_at": "2999-01-01T02:00:00+02:00"})
     assert later.json()["expires_at"] == "2999-01-01T00:00:00Z"
+    # a fraction of a second ahead is kept to the whole second, which has begun: refused, not
+    # a key born expired (201, then 401 on every use)
+    if time.time() % 1 > 0.7:  # leave the request time to arrive within this second
+        await trio.sleep(1 - time.time() % 1 + 0.01)
+    this_second = datetime.fromtimestamp(int(time.time()), UTC)
+    blink = this_second.replace(microsecond=999_000).isoformat(timespec="milliseconds")
+    envelope(await alice.http.post(KEYS, json={"expires_at": blink}), 400, "invalid_expires_at")
 
 
 async def test_an_expired_key_is_listed_with_its_expiry_and_refused(

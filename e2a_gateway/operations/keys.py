@@ -3,6 +3,7 @@ it delivers). A secret or key is shown once, when issued; only its metadata is k
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Literal
 
@@ -144,7 +145,8 @@ LAST_EXPIRY_SECONDS = 253_402_300_800
 
 
 def _future_time(text: str | None) -> str | None:
-    """`text` (RFC 3339) as RFC 3339 UTC; Invalid unless it is such a time in the future."""
+    """`text` (RFC 3339) as RFC 3339 UTC, to the whole second; Invalid unless it is such a time
+    and that second is still to come."""
     if text is None:
         return None
     try:
@@ -156,8 +158,10 @@ def _future_time(text: str | None) -> str | None:
             message,
             {"fields": [{"location": "body.expires_at", "message": message}]},
         ) from None
-    if seconds <= time.time():
-        raise Invalid("invalid_expires_at", "expires_at must be in the future")
+    if math.floor(seconds) <= time.time():  # kept to the whole second, as it is stored
+        raise Invalid(
+            "invalid_expires_at", "expires_at must be in the future (by a second or more)"
+        )
     if seconds >= LAST_EXPIRY_SECONDS:  # stored as text: a fifth digit of year sorts first
         raise Invalid("invalid_expires_at", "expires_at must be before the year 10000 (UTC)")
     return format_timestamp(seconds)
