@@ -505,3 +505,76 @@ async def test_a_reply_to_mail_with_an_endless_subject_keeps_a_subject_a_send_ma
         composed = OutboundWorker(running.gateway).compose(stored)
         written = email.message_from_bytes(composed, policy=email.policy.default)["subject"]
         assert written == stored.subject
+
+
+ENCODED_BREAK = "=?utf-8?q?hi=0D=0ABcc:_y@evil.example?="
+"""An RFC 2047 encoded word that decodes to a line break and a header: the `email` package
+decodes encoded words in the text it is given and writes what they decode to as it is."""
+
+
+async def test_line_breaks_in_encoded_words_are_refused(
+    make_account: Any, running: RunningGateway
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await agent(alice, "direct")
+    body: dict[str, Any] = {"to": ["x@example.org"], "subject": f"Re: {ENCODED_BREAK}", "body": "b"}
+    refused = await alice.http.post("/api/v1/send", json=body)
+    assert error_code(refused, 400) == "invalid_header"
+    assert refused.json()["error"]["message"] == (
+        "subject must not contain line breaks or control characters "
+        "(found U+000D in an RFC 2047 encoded word)"
+    )
+    attachment = {"filename": ENCODED_BREAK, "content_type": "text/plain", "data": "aGk="}
+    body.update(subject="s", attachments=[attachment])
+    refused = await alice.http.post("/api/v1/send", json=body)
+    assert error_code(refused, 400) == "invalid_attachment"
+    for status in ("queued", "failed", "sent"):
+        listed = await alice.http.get(f"/api/v1/messages?status={status}")
+        assert listed.json() == {"messages": []}
+
+
+async def test_a_reply_and_a_forward_to_text_hiding_an_encoded_line_break_write_one_header(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """A received subject (and an attachment's name) can hold an encoded word as text, encoded
+    once more: decoded on arrival it is an encoded word again, which the `email` package would
+    decode into a line break and a header of the reply's own. The reply and the forward write
+    it with spaces for the line break instead."""
+    from e2a_gateway.inbound.pipeline import InboundMailSink
+    from e2a_gateway.smtp.protocol import Envelope, Mailbox
+    from e2a_gateway.workers.outbound import OutboundWorker
+
+    alice: Account = await make_account("alice@example.com")
+    bot = await agent(alice, "odd", hitl=True)
+    hidden = base64.b64encode(ENCODED_BREAK.encode()).decode()
+    quoted_name = "".join(f"%{byte:02X}" for byte in ENCODED_BREAK.encode())
+    original = (
+        "From: Human <human@example.org>\r\nTo: odd@agents.test\r\n"
+        f"Subject: =?utf-8?b?{hidden}?=\r\nMessage-ID: <m1@example.org>\r\n"
+        'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        "--b\r\nContent-Type: text/plain\r\n"
+        f"Content-Disposition: attachment; filename*=utf-8''{quoted_name}\r\n\r\nhi\r\n--b--\r\n"
+    ).encode()
+    envelope = Envelope(
+        "client.example.org", "human@example.org", [Mailbox("odd", "agents.test")], original
+    )
+    inbound_id = await InboundMailSink(running.gateway).accept_message(envelope, "192.0.2.1")
+    replied = await alice.http.post(
+        agent_path(bot, f"/messages/{inbound_id}/reply"), json={"body": "On its way."}
+    )
+    forwarded = await alice.http.post(
+        f"/v1/agents/{bot}/messages/{inbound_id}/forward",
+        json={"to": ["carol@example.org"], "text": "FYI"},
+    )
+    for response, prefix in ((replied, "Re:"), (forwarded, "Fwd:")):
+        assert response.status_code in (200, 202), response.text
+        stored = await running.gateway.storage.get_outbound(None, response.json()["message_id"])
+        assert stored is not None
+        raw = OutboundWorker(running.gateway).compose(stored)
+        assert b"\r\nBcc:" not in raw
+        written = email.message_from_bytes(raw, policy=email.policy.default)
+        assert written["Subject"] == f"{prefix} hi  Bcc: y@evil.example"
+        if prefix == "Fwd:":
+            names = [part.get_filename() for part in written.iter_attachments()]
+            assert names == ["hi  Bcc: y@evil.example"]

@@ -3,8 +3,8 @@
 Text, text + HTML alternative, attachments, every byte 7-bit; non-ASCII headers RFC
 2047-encoded (display names of Reply-To included); our own Message-ID and Date; threading
 headers. A line break of any kind (CR, LF, NEL, U+2028, U+2029) or another control character
-in a header value is refused, so a request can never inject a header nor make a message that
-cannot be built.
+in a header value is refused (also one an RFC 2047 encoded word in it decodes to), so a
+request can never inject a header nor make a message that cannot be built.
 """
 
 from __future__ import annotations
@@ -79,14 +79,29 @@ class Draft:
     """RFC 3834 `Auto-Submitted` (`auto-generated`, `auto-replied`) for mail e2a writes itself."""
 
 
+def as_header_reads(value: str) -> str:
+    """`value` as the `email` package holds it once set as a header: its RFC 2047 encoded words
+    (`=?utf-8?q?…?=`) decoded, also where RFC 2047 allows none (inside a word, in a quoted
+    parameter such as a filename). What it decodes to is what the package writes."""
+    if "=?" not in value:
+        return value
+    return str(SEVEN_BIT.header_factory("subject", value))
+
+
 def check_header_value(name: str, value: str) -> str:
-    """Return `value` if it holds no line break nor control character (header injection), else
-    raise InvalidDraft naming the field and the character."""
+    """Return `value` if it holds no line break nor control character (header injection), also
+    once its RFC 2047 encoded words are decoded (`as_header_reads`: the `email` package writes
+    a decoded line break as it is), else raise InvalidDraft naming the field and the
+    character."""
     found = _UNSAFE_IN_HEADER.search(value)
+    encoded = ""
+    if found is None:
+        found = _UNSAFE_IN_HEADER.search(as_header_reads(value))
+        encoded = " in an RFC 2047 encoded word"
     if found is not None:
         raise InvalidDraft(
             f"{name} must not contain line breaks or control characters "
-            f"(found U+{ord(found.group()):04X})"
+            f"(found U+{ord(found.group()):04X}{encoded})"
         )
     return value
 
@@ -105,8 +120,13 @@ def reply_to_header(value: str) -> list[Address]:
 
 def header_text(value: str) -> str:
     """`value` with each line break or control character replaced by a space: text from a
-    received message made fit for a header of ours."""
-    return _UNSAFE_IN_HEADER.sub(" ", value)
+    received message made fit for a header of ours. Encoded words that decode to one (a
+    received subject may hold them as text, encoded once more) are decoded first, until none
+    is left that would (each decoding shortens the text)."""
+    text = _UNSAFE_IN_HEADER.sub(" ", value)
+    while _UNSAFE_IN_HEADER.search(decoded := as_header_reads(text)):
+        text = _UNSAFE_IN_HEADER.sub(" ", decoded)
+    return text
 
 
 def without_whitespace(data: str) -> str:
