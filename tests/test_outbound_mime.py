@@ -148,6 +148,36 @@ def test_a_forwarded_message_is_encapsulated_not_base64() -> None:
     assert b"\r\nSubject: News\r\n" in raw
 
 
+@pytest.mark.parametrize(
+    "inner",
+    [
+        b"From: a@example.org\r\nSubject: Long\r\n\r\n" + b"x" * 2000 + b"\r\n",
+        "From: a@example.org\r\nSubject: Grüße\r\n\r\nGrüße\r\n".encode() * 20,
+    ],
+    ids=["line-over-998-octets", "beyond-ascii"],
+)
+def test_a_forwarded_message_that_cannot_go_as_it_is_goes_base64(inner: bytes) -> None:
+    """A line of more than 998 octets makes a message invalid (RFC 5322 section 2.1.1): a relay
+    refuses it or breaks the line (and the DKIM signature with it). Such a message is attached
+    base64-encoded, as one beyond ASCII is, in lines ending CRLF like the rest, and arrives
+    whole."""
+    draft = Draft(
+        from_addr="bot@agents.test",
+        to=["c@example.org"],
+        subject="Fwd: Long",
+        text="See below.",
+        attachments=[Attachment("long.eml", "message/rfc822", inner)],
+    )
+    raw = build_message(draft, message_id="<f@agents.test>", date=0)
+    lines = raw.split(b"\r\n")
+    assert not [line for line in lines if b"\n" in line or b"\r" in line or len(line) > 998]
+    (part,) = parse(raw).iter_attachments()
+    assert part.get_content_type() == "message/rfc822"
+    assert part["Content-Transfer-Encoding"] == "base64"
+    encoded = raw.split(b'filename="long.eml"\r\nMIME-Version: 1.0\r\n\r\n')[1]
+    assert base64.b64decode(encoded.split(b"\r\n\r\n--")[0]) == inner
+
+
 def test_plain_text_only() -> None:
     raw = build_message(
         Draft(from_addr="bot@agents.test", to=["a@example.org"], subject="hi", text="just text"),

@@ -174,6 +174,13 @@ def _set_tokens(message: EmailMessage, name: str, tokens: list[str]) -> None:
         message[name] = " ".join(tokens)
 
 
+def _fits_7bit(data: bytes) -> bool:
+    """Whether `data` can go into the message as it is, 7-bit: ASCII, no line longer than
+    MAX_LINE_OCTETS. A longer line would make the whole message invalid (RFC 5322 section
+    2.1.1): a relay refuses it or breaks the line, which breaks the DKIM signature too."""
+    return data.isascii() and all(len(line) <= MAX_LINE_OCTETS for line in data.splitlines())
+
+
 def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
     """The message as bytes with CRLF line endings, ready for SMTP DATA or local delivery.
 
@@ -207,7 +214,7 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
     if draft.html:  # an empty HTML part is what clients would show: a blank message
         message.add_alternative(draft.html, subtype="html")
     for attachment in draft.attachments:
-        if attachment.content_type == "message/rfc822" and attachment.data.isascii():
+        if attachment.content_type == "message/rfc822" and _fits_7bit(attachment.data):
             # a message encapsulated as it is (RFC 2046 section 5.2.1 allows no base64 there)
             forwarded = email.message_from_bytes(attachment.data, policy=SEVEN_BIT)
             message.add_attachment(forwarded, cte="7bit", filename=attachment.filename)
@@ -216,4 +223,6 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
         message.add_attachment(
             attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename
         )
-    return message.as_bytes()
+    # The package writes the base64 of a message/* part it cannot encapsulate with LF line
+    # ends, whatever the policy says: end every line with CRLF, as the relay gets it.
+    return message.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
