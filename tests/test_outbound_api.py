@@ -578,3 +578,50 @@ async def test_a_reply_and_a_forward_to_text_hiding_an_encoded_line_break_write_
         if prefix == "Fwd:":
             names = [part.get_filename() for part in written.iter_attachments()]
             assert names == ["hi  Bcc: y@evil.example"]
+
+
+async def test_a_reply_to_mail_with_only_in_reply_to_keeps_the_thread(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """RFC 5322 section 3.6.4: a parent with In-Reply-To but no References (as some clients
+    write it) gives the reply References of that id then the parent's own, so participants who
+    never saw the parent still thread it; the parent's id ends the chain once."""
+    from e2a_gateway.inbound.pipeline import InboundMailSink
+    from e2a_gateway.smtp.protocol import Envelope, Mailbox
+    from e2a_gateway.workers.outbound import OutboundWorker
+
+    alice: Account = await make_account("alice@example.com")
+    bot = await agent(alice, "threads", hitl=True)
+    sink = InboundMailSink(running.gateway)
+    answers = []
+    for extra in (b"In-Reply-To: <m1@example.org>\r\n", b"References: <m2@example.org> <m1@x>\r\n"):
+        original = (
+            b"From: Human <human@example.org>\r\nTo: threads@agents.test\r\n"
+            b"Subject: Order 7\r\nMessage-ID: <m2@example.org>\r\n" + extra + b"\r\nhi\r\n"
+        )
+        envelope = Envelope(
+            "client.example.org", "human@example.org", [Mailbox("threads", "agents.test")], original
+        )
+        inbound_id = await sink.accept_message(envelope, "192.0.2.1")
+        answers.append(
+            await alice.http.post(
+                agent_path(bot, f"/messages/{inbound_id}/reply"), json={"body": "On its way."}
+            )
+        )
+        answers.append(
+            await alice.http.post(
+                f"/v1/agents/{bot}/messages/{inbound_id}/reply", json={"text": "On its way."}
+            )
+        )
+    chains = []
+    for answer in answers:
+        assert answer.status_code in (200, 202), answer.text
+        stored = await running.gateway.storage.get_outbound(None, answer.json()["message_id"])
+        assert stored is not None and stored.in_reply_to == "<m2@example.org>"
+        raw = OutboundWorker(running.gateway).compose(stored)
+        written = email.message_from_bytes(raw, policy=email.policy.default)
+        chains.append(str(written["References"]).split())
+    assert (
+        chains
+        == [["<m1@example.org>", "<m2@example.org>"]] * 2 + [["<m1@x>", "<m2@example.org>"]] * 2
+    )

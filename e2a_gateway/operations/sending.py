@@ -142,11 +142,7 @@ async def reply(
     if request.reply_all:
         others = [a for a in [*original.to, *original.cc] if a not in (agent.email, *to)]
         cc = checked_addresses("cc", [*others, *cc])
-    headers = summarise_headers(original.raw_message)
     in_reply_to = original.rfc_message_id if fits_header(original.rfc_message_id) else None
-    references = [ref for ref in headers.references if fits_header(ref)]
-    if in_reply_to and in_reply_to not in references:
-        references.append(in_reply_to)
     message = await _new_message(
         gateway,
         caller,
@@ -162,9 +158,20 @@ async def reply(
         conversation_id=checked_text("conversation_id", request.conversation_id)
         or original.conversation_id,
         in_reply_to=in_reply_to,
-        references=references,
+        references=_references_onto(original.raw_message, in_reply_to),
     )
     return await _submit(gateway, message)
+
+
+def _references_onto(raw: bytes, parent_id: str | None) -> list[str]:
+    """The References of a reply to the received message `raw`, whose Message-ID is
+    `parent_id` (RFC 5322 section 3.6.4): the parent's References, or its In-Reply-To when it
+    has no References (as clients that write only In-Reply-To send it), then the parent's id,
+    which ends the chain. Ids that cannot be written into a header are left out."""
+    headers = summarise_headers(raw)
+    prior = headers.references or ([headers.in_reply_to] if headers.in_reply_to else [])
+    chain = [ref for ref in prior if fits_header(ref) and ref != parent_id]
+    return [*chain, parent_id] if parent_id else chain
 
 
 async def send_test(gateway: Gateway, caller: Caller, email: str) -> Submission:
@@ -524,18 +531,17 @@ async def reply_to_message(
         others = original.cc if request.reply_all else []
         in_reply_to: str | None = None if unsent else original.email_message_id
         references = [*original.references]
+        if in_reply_to and in_reply_to not in references:
+            references.append(in_reply_to)
         quoted, sender, when = original.body_text, original.agent_email, original.created_at
     else:
         recipient = original.reply_to or original.from_addr
         to = checked_addresses("to", [recipient], code=V1_BAD_RECIPIENT)
         others = [*original.to, *original.cc] if request.reply_all else []
         in_reply_to = original.rfc_message_id if fits_header(original.rfc_message_id) else None
-        headers = summarise_headers(original.raw_message)
-        references = [ref for ref in headers.references if fits_header(ref)]
+        references = _references_onto(original.raw_message, in_reply_to)
         quoted = parse_body(original.raw_message).text
         sender, when = original.from_addr, original.received_at
-    if in_reply_to and in_reply_to not in references:
-        references.append(in_reply_to)
     copied = checked_addresses("cc", others, code=V1_BAD_RECIPIENT)
     kept = [a for a in copied if a not in (agent.email, *to)]
     cc = list(dict.fromkeys([*kept, *extra_cc]))
