@@ -625,3 +625,59 @@ async def test_a_reply_to_mail_with_only_in_reply_to_keeps_the_thread(
         chains
         == [["<m1@example.org>", "<m2@example.org>"]] * 2 + [["<m1@x>", "<m2@example.org>"]] * 2
     )
+
+
+@pytest.mark.parametrize(
+    "content_type", ["message/delivery-status", "multipart/mixed", "message/partial"]
+)
+async def test_an_attachment_typed_as_mime_structure_is_refused(
+    make_account: Any, running: RunningGateway, content_type: str
+) -> None:
+    """A multipart or a message/* other than a whole message is structure, not data: sent as
+    given it made a message that could not be built (message/delivery-status, found only when
+    the worker tried) or whose attachment no reader could open (base64 where RFC 2046 allows
+    none, a multipart without a boundary)."""
+    alice: Account = await make_account("alice@example.com")
+    await agent(alice, "direct")
+    attachment = {"filename": "a.bin", "content_type": content_type, "data": "aGk="}
+    body = {"to": ["x@example.org"], "subject": "s", "body": "b", "attachments": [attachment]}
+    refused = await alice.http.post("/api/v1/send", json=body)
+    assert error_code(refused, 400) == "invalid_attachment"
+    assert refused.json()["error"]["message"].startswith(
+        f"attachments[0].content_type {content_type} is a MIME structure"
+    )
+
+
+async def test_a_forward_carries_a_structure_typed_attachment_as_octets(
+    make_account: Any, running: RunningGateway
+) -> None:
+    from e2a_gateway.inbound.pipeline import InboundMailSink
+    from e2a_gateway.smtp.protocol import Envelope, Mailbox
+    from e2a_gateway.workers.outbound import OutboundWorker
+
+    alice: Account = await make_account("alice@example.com")
+    bot = await agent(alice, "fwd", hitl=True)
+    original = (
+        b"From: Human <human@example.org>\r\nTo: fwd@agents.test\r\nSubject: Parts\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        b"--b\r\nContent-Type: multipart/mixed\r\n"
+        b'Content-Disposition: attachment; filename="odd.bin"\r\n\r\nno boundary here\r\n'
+        b"--b--\r\n"
+    )
+    envelope = Envelope(
+        "client.example.org", "human@example.org", [Mailbox("fwd", "agents.test")], original
+    )
+    inbound_id = await InboundMailSink(running.gateway).accept_message(envelope, "192.0.2.1")
+    forwarded = await alice.http.post(
+        f"/v1/agents/{bot}/messages/{inbound_id}/forward",
+        json={"to": ["carol@example.org"], "text": "FYI"},
+    )
+    assert forwarded.status_code in (200, 202), forwarded.text
+    stored = await running.gateway.storage.get_outbound(None, forwarded.json()["message_id"])
+    assert stored is not None
+    raw = OutboundWorker(running.gateway).compose(stored)
+    (part,) = email.message_from_bytes(raw, policy=email.policy.default).iter_attachments()
+    assert part.get_content_type() == "application/octet-stream"
+    assert part.get_filename() == "odd.bin"
+    assert part.get_content() == b"no boundary here\r\n"

@@ -52,7 +52,7 @@ from e2a_gateway.operations.errors import (
 )
 from e2a_gateway.operations.requests import RequestBody, Verbatim
 from e2a_gateway.outbound.gate import outbound_verdict
-from e2a_gateway.outbound.mime import header_text, reply_subject
+from e2a_gateway.outbound.mime import carriable_type, header_text, reply_subject
 from e2a_gateway.outbound.mime import new_message_id as rfc_message_id
 from e2a_gateway.storage.base import Agent, InboundMessage, OutboundMessage, OutboundStatus
 from e2a_gateway.storage.vocabulary import BOUNCED, FAILED, QUEUED, SENT, TERMINAL_STATUSES
@@ -694,7 +694,7 @@ def _carried(raw: bytes, index: int) -> dict[str, str]:
     meta, data = found
     return {
         "filename": header_text(meta.filename or f"attachment-{index + 1}"),
-        "content_type": meta.content_type,
+        "content_type": carriable_type(meta.content_type),
         "data": base64.b64encode(data).decode("ascii"),
     }
 

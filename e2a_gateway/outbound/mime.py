@@ -25,6 +25,10 @@ from e2a_gateway.email_policies import HeaderClassesOnce
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
 _CONTENT_TYPE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*/[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]*$")
+_STRUCTURED = re.compile(r"^(multipart/|message/(?!(rfc822|global)$))", re.IGNORECASE)
+"""Media types whose body the `email` package and mail readers take as MIME structure: a
+multipart needs a boundary and is never encoded, message/partial and message/external-body
+are 7bit only, and message/delivery-status cannot be written from data at all."""
 _REPLY_PREFIX = re.compile(r"^\s*re\s*:", re.IGNORECASE)
 _BASE64_WHITESPACE = str.maketrans("", "", "\r\n \t")
 """What wrapped base64 holds besides its alphabet: line breaks, spaces and tabs."""
@@ -144,6 +148,12 @@ def decode_attachment(index: int, filename: str, content_type: str, data: str) -
         raise InvalidDraft(f"{label}.filename must not be empty")
     if not _CONTENT_TYPE.match(content_type):
         raise InvalidDraft(f"{label}.content_type must look like type/subtype")
+    if _STRUCTURED.match(content_type):
+        raise InvalidDraft(
+            f"{label}.content_type {content_type} is a MIME structure, not a file a message can "
+            "carry encoded (RFC 2046): attach it as application/octet-stream, or a message "
+            "as message/rfc822"
+        )
     try:
         raw = base64.b64decode(without_whitespace(data), validate=True)
     except (binascii.Error, ValueError):
@@ -151,6 +161,13 @@ def decode_attachment(index: int, filename: str, content_type: str, data: str) -
     if len(raw) > MAX_ATTACHMENT_BYTES:
         raise InvalidDraft(f"{label} is larger than {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MiB")
     return Attachment(filename, content_type.lower(), raw)
+
+
+def carriable_type(content_type: str) -> str:
+    """`content_type` of an attachment carried over from received mail, or
+    `application/octet-stream` when it is a MIME structure that cannot go as data (which
+    `decode_attachment` refuses)."""
+    return "application/octet-stream" if _STRUCTURED.match(content_type) else content_type
 
 
 def reply_subject(subject: str) -> str:
