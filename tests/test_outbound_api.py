@@ -681,3 +681,38 @@ async def test_a_forward_carries_a_structure_typed_attachment_as_octets(
     assert part.get_content_type() == "application/octet-stream"
     assert part.get_filename() == "odd.bin"
     assert part.get_content() == b"no boundary here\r\n"
+
+
+async def test_a_reply_names_at_most_100_references(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """A received References may fill the header section; the reply's keeps the thread's first
+    id and the latest (the parent last), so its header stays within what relays keep (Postfix
+    drops what exceeds 100 KiB, breaking the DKIM signature), also reply after reply."""
+    from e2a_gateway.inbound.pipeline import InboundMailSink
+    from e2a_gateway.smtp.protocol import Envelope, Mailbox
+    from e2a_gateway.workers.outbound import OutboundWorker
+
+    alice: Account = await make_account("alice@example.com")
+    bot = await agent(alice, "longthread")
+    ids = [f"<{n:05d}.reference.of.a.long.thread@example.org>" for n in range(3000)]
+    folded = "\r\n ".join(" ".join(ids[n : n + 20]) for n in range(0, len(ids), 20))
+    original = (
+        "From: Human <human@example.org>\r\nTo: longthread@agents.test\r\nSubject: Thread\r\n"
+        f"Message-ID: <parent@example.org>\r\nReferences: {folded}\r\n\r\nhi\r\n"
+    ).encode()
+    envelope = Envelope(
+        "client.example.org", "human@example.org", [Mailbox("longthread", "agents.test")], original
+    )
+    inbound_id = await InboundMailSink(running.gateway).accept_message(envelope, "192.0.2.1")
+    replied = await alice.http.post(
+        f"/v1/agents/{bot}/messages/{inbound_id}/reply", json={"text": "Noted."}
+    )
+    assert replied.status_code == 202, replied.text
+    stored = await running.gateway.storage.get_outbound(None, replied.json()["message_id"])
+    assert stored is not None
+    assert stored.references == [ids[0], *ids[-98:], "<parent@example.org>"]
+    raw = OutboundWorker(running.gateway).compose(stored)
+    assert len(raw.split(b"\r\n\r\n")[0]) < 8 * 1024
+    written = email.message_from_bytes(raw, policy=email.policy.default)
+    assert str(written["References"]).split() == stored.references

@@ -57,6 +57,11 @@ from e2a_gateway.outbound.mime import new_message_id as rfc_message_id
 from e2a_gateway.storage.base import Agent, InboundMessage, OutboundMessage, OutboundStatus
 from e2a_gateway.storage.vocabulary import BOUNCED, FAILED, QUEUED, SENT, TERMINAL_STATUSES
 
+MAX_REFERENCES = 100
+"""The most Message-IDs a reply's References names: the thread's first and the latest. A
+received References may fill the header section (256 KiB); carried over whole it makes the
+reply's header larger than relays keep (Postfix drops what exceeds its 100 KiB
+`header_size_limit`, breaking the DKIM signature), and longer with every reply."""
 SEND_WAIT_SECONDS = 5.0
 SEND_POLL_SECONDS = 0.05
 SEND_RATE_WINDOW_SECONDS = 60
@@ -167,11 +172,20 @@ def _references_onto(raw: bytes, parent_id: str | None) -> list[str]:
     """The References of a reply to the received message `raw`, whose Message-ID is
     `parent_id` (RFC 5322 section 3.6.4): the parent's References, or its In-Reply-To when it
     has no References (as clients that write only In-Reply-To send it), then the parent's id,
-    which ends the chain. Ids that cannot be written into a header are left out."""
+    which ends the chain. Ids that cannot be written into a header are left out; the chain is
+    `_bounded`."""
     headers = summarise_headers(raw)
     prior = headers.references or ([headers.in_reply_to] if headers.in_reply_to else [])
     chain = [ref for ref in prior if fits_header(ref) and ref != parent_id]
-    return [*chain, parent_id] if parent_id else chain
+    return _bounded([*chain, parent_id] if parent_id else chain)
+
+
+def _bounded(chain: list[str]) -> list[str]:
+    """A References chain of at most MAX_REFERENCES ids: its first (the thread's root) and the
+    latest, as mail clients shorten a long one; threading needs no more."""
+    if len(chain) <= MAX_REFERENCES:
+        return chain
+    return [chain[0], *chain[1 - MAX_REFERENCES :]]
 
 
 async def send_test(gateway: Gateway, caller: Caller, email: str) -> Submission:
@@ -530,9 +544,8 @@ async def reply_to_message(
         to = checked_addresses("to", original.to, code=V1_BAD_RECIPIENT)
         others = original.cc if request.reply_all else []
         in_reply_to: str | None = None if unsent else original.email_message_id
-        references = [*original.references]
-        if in_reply_to and in_reply_to not in references:
-            references.append(in_reply_to)
+        references = [ref for ref in original.references if ref != in_reply_to]
+        references = _bounded([*references, in_reply_to] if in_reply_to else references)
         quoted, sender, when = original.body_text, original.agent_email, original.created_at
     else:
         recipient = original.reply_to or original.from_addr
