@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from e2a_gateway.config import ConfigError
+from e2a_gateway.config import ConfigError, DkimSettings
 from e2a_gateway.mailauth.dkim import dkimpy
 
 
@@ -42,3 +42,19 @@ class DkimSigner:
         """`raw` with a DKIM-Signature (relaxed/simple, rsa-sha256) for `domain` on top."""
         signature: bytes = dkimpy().sign(raw, self._selector, domain.encode("ascii"), self._key)
         return signature + raw
+
+
+def deployment_signer(settings: DkimSettings) -> DkimSigner | None:
+    """The signer for `dkim.selector` and `dkim.private_key_path`, None when they are not set.
+    DkimKeyError when the key cannot sign."""
+    if settings.selector and settings.private_key_path:
+        return DkimSigner(settings.selector, settings.private_key_path)
+    return None
+
+
+def sign_as_sender(signer: DkimSigner | None, raw: bytes, sender: str) -> bytes:
+    """`raw` signed for the domain of its `sender` address when there is a signer, else as it
+    is."""
+    if signer is None:
+        return raw
+    return signer.sign(raw, sender.rpartition("@")[2])

@@ -21,6 +21,7 @@ from e2a_gateway.config import Settings
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.inbound.postmaster import POSTMASTER, is_own_hostname
 from e2a_gateway.operations import lifecycle
+from e2a_gateway.outbound.dkim_signing import deployment_signer, sign_as_sender
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
 from e2a_gateway.outbound.relay import hand_off
 from e2a_gateway.signing.magic_links import Action, issue_token, link_key
@@ -185,6 +186,7 @@ class ApprovalWorker:
         self._clock = clock
         self._poll_seconds = poll_seconds
         self._warned_no_relay = False
+        self._signer = deployment_signer(gateway.settings.dkim)
         self._grace = StopGrace(gateway.settings.smtp.shutdown_grace_seconds, "approval mails")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -264,7 +266,11 @@ class ApprovalWorker:
         outcome = await hand_off(
             settings.outbound_smtp,
             settings.smtp.hostname,
-            Outgoing(answer.sender, (answer.recipient,), answer.data),
+            Outgoing(
+                answer.sender,
+                (answer.recipient,),
+                sign_as_sender(self._signer, answer.data, answer.sender),
+            ),
         )
         if answer.recipient in outcome.accepted or answer.recipient in outcome.refused:
             log.info("answer to an approval reply about %s handed on", job.message_id)
@@ -342,7 +348,11 @@ class ApprovalWorker:
         outcome = await hand_off(
             settings.outbound_smtp,
             settings.smtp.hostname,
-            Outgoing(notice.sender, (notice.recipient,), notice.data),
+            Outgoing(
+                notice.sender,
+                (notice.recipient,),
+                sign_as_sender(self._signer, notice.data, notice.sender),
+            ),
         )
         if notice.recipient in outcome.accepted:
             log.info("approval notice for %s sent to %s", message.id, notice.recipient)

@@ -26,7 +26,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.local_delivery import deliver_locally
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.outbound.bounces import classify
-from e2a_gateway.outbound.dkim_signing import DkimSigner
+from e2a_gateway.outbound.dkim_signing import deployment_signer, sign_as_sender
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
 from e2a_gateway.outbound.relay import RelayConnections
 from e2a_gateway.outbound.return_path import return_path_for, return_path_key
@@ -234,12 +234,7 @@ class OutboundWorker(ClaimLoop):
         super().__init__(gateway, clock, poll_seconds)
         self._uniform = uniform
         self._return_path_key = return_path_key(gateway.server_key)
-        dkim_settings = gateway.settings.dkim
-        self._signer = (
-            DkimSigner(dkim_settings.selector, dkim_settings.private_key_path)
-            if dkim_settings.selector and dkim_settings.private_key_path
-            else None
-        )
+        self._signer = deployment_signer(gateway.settings.dkim)
         self._lease = gateway.settings.outbound_smtp.timeout_seconds + LEASE_MARGIN_SECONDS
         self._in_flight_ids: set[str] = set()
         self._grace = StopGrace(gateway.settings.smtp.shutdown_grace_seconds, "sends")
@@ -407,9 +402,7 @@ class OutboundWorker(ClaimLoop):
         raw = build_message(
             draft_of(message), message_id=message.email_message_id, date=dated(message)
         )
-        if self._signer is None:
-            return raw
-        return self._signer.sign(raw, message.agent_email.rpartition("@")[2])
+        return sign_as_sender(self._signer, raw, message.agent_email)
 
     async def _deliver(
         self, message: OutboundMessage, sender: Agent, raw: bytes, pending: list[str], now: float
