@@ -117,9 +117,16 @@ def normalise_address(address: str) -> str:
     """Return `local@domain` lowercased with a normalised domain; raise AddressError if invalid.
 
     Agent addresses are deliberately plain: dot-atom local parts only, so quoted local parts,
-    `%` and `!` routing tricks can never name an agent.
+    `%` and `!` routing tricks can never name an agent. A local part beyond ASCII (RFC 6531) is
+    refused with its own reason: nothing e2a sends can carry it.
     """
     local, sep, domain = address.strip().rpartition("@")
+    if sep and not local.isascii():
+        # Checked before lowercasing, which would turn some (KELVIN SIGN) into another address.
+        raise AddressError(
+            f"{address!r} has a local part beyond ASCII: internationalised addresses (RFC 6531, "
+            "SMTPUTF8) are not supported"
+        )
     local = local.lower()
     if not sep or not local or len(local) > 64 or not _LOCAL_PATTERN.match(local):
         raise AddressError(f"{address!r} is not a valid email address")
