@@ -709,3 +709,32 @@ async def test_a_stopping_worker_hands_off_to_no_further_recipient(tmp_path: Pat
     finally:
         controller.stop()
     assert sorted(rcpt for _, rcpts, _ in relay.received for rcpt in rcpts) == sorted(everyone)
+
+
+async def test_an_attachment_type_with_parameters_reaches_the_relay(
+    setup: Setup, sink: Sink
+) -> None:
+    """`text/csv; charset=utf-8`, as clients write a media type and e2a takes it, is sent with
+    its charset (refused before as not `type/subtype`)."""
+    csv = "name;city\nJosé;Zürich\n".encode()
+    attachment = {
+        "filename": "people.csv",
+        "content_type": "text/csv; charset=utf-8",
+        "data": base64.b64encode(csv).decode(),
+    }
+    sent = await setup.account.http.post(
+        f"/v1/agents/{setup.sender}/messages",
+        json={
+            "to": [EXTERNAL],
+            "subject": "List",
+            "text": "Attached.",
+            "attachments": [attachment],
+        },
+    )
+    assert sent.status_code == 202, sent.text
+    await setup.worker.deliver_due(time.time() + 1)
+    (part,) = list(parsed(sink.received[0][2]).iter_attachments())
+    assert part.get_content_type() == "text/csv"
+    assert part.get_param("charset") == "utf-8"
+    assert part.get_filename() == "people.csv"
+    assert part.get_payload(decode=True) == csv

@@ -59,7 +59,10 @@ class Attachment:
 
     filename: str
     content_type: str
+    """The media type, `type/subtype` in lowercase."""
     data: bytes
+    params: dict[str, str] = field(default_factory=dict)
+    """The media type's parameters given with it (`charset`, say)."""
 
 
 @dataclass(frozen=True)
@@ -146,11 +149,10 @@ def decode_attachment(index: int, filename: str, content_type: str, data: str) -
     check_header_value(f"{label}.filename", filename)
     if not filename.strip():
         raise InvalidDraft(f"{label}.filename must not be empty")
-    if not _CONTENT_TYPE.match(content_type):
-        raise InvalidDraft(f"{label}.content_type must look like type/subtype")
-    if _STRUCTURED.match(content_type):
+    media_type, params = _media_type(label, content_type)
+    if _STRUCTURED.match(media_type):
         raise InvalidDraft(
-            f"{label}.content_type {content_type} is a MIME structure, not a file a message can "
+            f"{label}.content_type {media_type} is a MIME structure, not a file a message can "
             "carry encoded (RFC 2046): attach it as application/octet-stream, or a message "
             "as message/rfc822"
         )
@@ -160,7 +162,30 @@ def decode_attachment(index: int, filename: str, content_type: str, data: str) -
         raise InvalidDraft(f"{label}.data must be standard base64") from None
     if len(raw) > MAX_ATTACHMENT_BYTES:
         raise InvalidDraft(f"{label} is larger than {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MiB")
-    return Attachment(filename, content_type.lower(), raw)
+    return Attachment(filename, media_type, raw, params)
+
+
+def _media_type(label: str, content_type: str) -> tuple[str, dict[str, str]]:
+    """The `type/subtype` (lowercase) and the parameters of an attachment's `content_type`, as
+    a Content-Type field writes them (`text/csv; charset=utf-8`); InvalidDraft naming `label`
+    when it is not that, or a parameter holds a line break or control character."""
+    check_header_value(f"{label}.content_type", content_type)
+    main, _, rest = content_type.partition(";")
+    main = main.strip().lower()
+    if not _CONTENT_TYPE.match(main):
+        raise InvalidDraft(f"{label}.content_type must look like type/subtype")
+    if not rest.strip():
+        return main, {}
+    header = SEVEN_BIT.header_factory("content-type", f"{main};{rest}")
+    params = dict(getattr(header, "params", {}))
+    if header.defects or not params:
+        raise InvalidDraft(
+            f"{label}.content_type parameters must be name=value pairs after ';' "
+            "(text/csv; charset=utf-8)"
+        )
+    for name, value in params.items():
+        check_header_value(f"{label}.content_type parameter {name}", value)
+    return main, params
 
 
 def carriable_type(content_type: str) -> str:
@@ -238,7 +263,11 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
             continue
         maintype, _, subtype = attachment.content_type.partition("/")
         message.add_attachment(
-            attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename
+            attachment.data,
+            maintype=maintype,
+            subtype=subtype,
+            filename=attachment.filename,
+            params=attachment.params,
         )
     # The package writes the base64 of a message/* part it cannot encapsulate with LF line
     # ends, whatever the policy says: end every line with CRLF, as the relay gets it.
