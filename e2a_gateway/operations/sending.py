@@ -616,7 +616,7 @@ async def forward_message(
     facts = [
         f"From: {original.from_addr}",
         f"Date: {original.received_at}",
-        f"Subject: {header_text(original.subject)}",
+        f"Subject: {header_text(original.subject[: templates.MAX_SUBJECT_CHARS])}",
         f"To: {', '.join(original.to)}",
     ]
     original_text = (body.text or "")[:QUOTE_MAX_CHARS]
@@ -706,7 +706,7 @@ def _carried(raw: bytes, index: int) -> dict[str, str]:
     assert found is not None
     meta, data = found
     return {
-        "filename": header_text(meta.filename or f"attachment-{index + 1}"),
+        "filename": header_text((meta.filename or f"attachment-{index + 1}")[:255]),
         "content_type": carriable_type(meta.content_type),
         "data": base64.b64encode(data).decode("ascii"),
     }
@@ -735,7 +735,8 @@ def _answering_subject(prefixed: Callable[[str], str], received: str) -> str:
     whose subject was `received`, cut to the MAX_SUBJECT_CHARS a typed subject may have: a
     received subject may run to the header section's limit, and writing a header that long
     holds the outbound worker's event loop for a second or more."""
-    return prefixed(header_text(received))[: templates.MAX_SUBJECT_CHARS]
+    cut = received[: templates.MAX_SUBJECT_CHARS]  # header_text reads encoded words: cut first
+    return prefixed(header_text(cut))[: templates.MAX_SUBJECT_CHARS]
 
 
 def _forward_subject(subject: str) -> str:
