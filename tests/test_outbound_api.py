@@ -740,3 +740,38 @@ async def test_a_recipient_beyond_ascii_is_refused_saying_why(
     for status in ("queued", "failed", "sent"):
         listed = await alice.http.get(f"/api/v1/messages?status={status}")
         assert listed.json() == {"messages": []}
+
+
+async def test_a_reply_leaves_out_message_ids_it_cannot_write_as_they_are(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """A Message-ID beyond ASCII (RFC 6532) or too long for a line went into the reply's
+    In-Reply-To and References as RFC 2047 encoded words: no msg-id, matched by no client, and
+    a References a reader may drop whole. Such ids are left out, as those with control
+    characters are."""
+    from e2a_gateway.inbound.pipeline import InboundMailSink
+    from e2a_gateway.smtp.protocol import Envelope, Mailbox
+    from e2a_gateway.workers.outbound import OutboundWorker
+
+    alice: Account = await make_account("alice@example.com")
+    bot = await agent(alice, "ids", hitl=True)
+    long_id = "<" + "x" * 990 + "@example.org>"
+    original = (
+        "From: Human <human@example.org>\r\nTo: ids@agents.test\r\nSubject: Ids\r\n"
+        "Message-ID: <grüße@example.org>\r\n"
+        f"References: <root@example.org>\r\n {long_id}\r\n <zwölf@example.org>\r\n\r\nhi\r\n"
+    ).encode()
+    envelope = Envelope(
+        "client.example.org", "human@example.org", [Mailbox("ids", "agents.test")], original
+    )
+    inbound_id = await InboundMailSink(running.gateway).accept_message(envelope, "192.0.2.1")
+    replied = await alice.http.post(
+        agent_path(bot, f"/messages/{inbound_id}/reply"), json={"body": "Noted."}
+    )
+    assert replied.status_code == 202, replied.text
+    stored = await running.gateway.storage.get_outbound(None, replied.json()["message_id"])
+    assert stored is not None
+    assert stored.in_reply_to is None and stored.references == ["<root@example.org>"]
+    raw = OutboundWorker(running.gateway).compose(stored)
+    assert b"=?" not in raw.split(b"\r\n\r\n")[0]
+    assert b"\r\nReferences: <root@example.org>\r\n" in raw

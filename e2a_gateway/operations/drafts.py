@@ -12,6 +12,7 @@ from e2a_gateway.addresses import AddressError, Mailbox, normalise_address, pars
 from e2a_gateway.operations.errors import Invalid, Unprocessable
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.outbound.mime import (
+    MAX_LINE_OCTETS,
     InvalidDraft,
     check_header_value,
     decode_attachment,
@@ -198,13 +199,22 @@ def checked_text(field: str, value: str | None) -> str | None:
         raise Invalid("invalid_header", str(exc)) from None
 
 
+MAX_THREADING_ID_CHARS = MAX_LINE_OCTETS - len("In-Reply-To: ")
+"""The longest Message-ID a threading header of ours can write on a line of its own."""
+
+
 def fits_header(message_id: str | None) -> bool:
-    """Whether a Message-ID taken from received mail can be written into our headers."""
+    """Whether a Message-ID taken from received mail can be written into our threading
+    headers as it is: no control character, ASCII (the message is 7-bit; RFC 6532 allows UTF-8
+    in one) and short enough for a line. The `email` package would write any other as RFC 2047
+    encoded words, which no msg-id may be and no client matches."""
+    if not message_id or not message_id.isascii() or len(message_id) > MAX_THREADING_ID_CHARS:
+        return False
     try:
-        check_header_value("message_id", message_id or "")
+        check_header_value("message_id", message_id)
     except InvalidDraft:
         return False
-    return bool(message_id)
+    return True
 
 
 def suppressed_refusal(addresses: list[str], refused: str, then: str = "") -> Unprocessable:
