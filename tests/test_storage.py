@@ -229,6 +229,30 @@ async def test_sqlite_records_applied_versions(tmp_path: Path) -> None:
     assert recorded == applied
 
 
+async def test_sqlite_migrations_run_once_when_two_processes_migrate_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`e2a migrate` run while `e2a serve` starts on the same file: a process that read the
+    record of applied steps before the other applied them skips each step the other applied
+    meanwhile, instead of failing on it."""
+    url = f"sqlite:///{tmp_path / 'both.db'}"
+    other, late = open_storage(url), open_storage(url)
+    try:
+        everything = await other.migrate()
+        read_before_the_other: set[int] = set()
+        monkeypatch.setattr(
+            e2a_gateway.storage.sqlite, "applied_versions", lambda tx: read_before_the_other
+        )
+        assert await late.migrate() == []
+    finally:
+        await other.close()
+        await late.close()
+    assert everything == [m.version for m in load_migrations("sqlite")]
+    with contextlib.closing(sqlite3.connect(tmp_path / "both.db")) as db:
+        recorded = [row[0] for row in db.execute("SELECT version FROM schema_migrations")]
+    assert recorded == everything
+
+
 @contextmanager
 def umask(mask: int) -> Iterator[None]:
     """Run with the process umask set to `mask` (restored afterwards)."""

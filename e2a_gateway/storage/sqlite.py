@@ -25,7 +25,11 @@ from e2a_gateway.storage.base import InboundMessage, InboxPage, StorageUnavailab
 from e2a_gateway.storage.migrations import Migration, load_migrations
 from e2a_gateway.storage.rows import raw_digest
 from e2a_gateway.storage.sql.dialect import SQLITE
-from e2a_gateway.storage.sql.lifecycle import applied_versions, record_migration
+from e2a_gateway.storage.sql.lifecycle import (
+    applied_versions,
+    record_migration,
+    recorded_versions,
+)
 from e2a_gateway.storage.sql.runner import Answer, Routing, Work
 from e2a_gateway.storage.sql.store import SqlStorage
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -279,20 +283,27 @@ class SqliteStorage(SqlStorage):
     # -- lifecycle --------------------------------------------------------------------------
 
     async def migrate(self) -> list[int]:
-        """Apply each migration newer than the recorded version, one transaction each."""
+        """Apply each migration newer than the recorded version, one transaction each.
+
+        Each step checks the record again in its own write transaction, so another process
+        migrating the same file at the same moment (`e2a migrate` beside a starting `e2a
+        serve`) applies each step once, and neither fails on a step the other applied."""
         applied = await self._write(applied_versions)
         done: list[int] = []
         for migration in load_migrations("sqlite"):
             if migration.version in applied:
                 continue
 
-            def apply(tx: Transaction, migration: Migration = migration) -> None:
+            def apply(tx: Transaction, migration: Migration = migration) -> bool:
+                if migration.version in recorded_versions(tx):
+                    return False  # another process applied it meanwhile
                 for statement in _split_sql(migration.sql):
                     tx.execute(statement)
                 record_migration(tx, migration)
+                return True
 
-            await self._write(apply)
-            done.append(migration.version)
+            if await self._write(apply):
+                done.append(migration.version)
         return done
 
     async def upkeep(self) -> None:
