@@ -11,6 +11,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from cachetools import TTLCache
 
@@ -21,6 +22,7 @@ from e2a_gateway.local_rate_counts import LocalRateCounts
 from e2a_gateway.mailauth.dns_answers import Resolver
 from e2a_gateway.mailauth.resolver import DnsResolver
 from e2a_gateway.metrics import Metrics
+from e2a_gateway.outbound.dkim_signing import DkimKeyRecord, DkimSigner
 from e2a_gateway.production import check_signing_secret
 from e2a_gateway.storage import open_storage
 from e2a_gateway.storage.base import Lifecycle, Storage
@@ -60,6 +62,21 @@ class Gateway:
     stopping: bool = False
     """Set once the gateway has begun to stop (a signal, or its nursery cancelled): what tells
     a WebSocket ended by the stop from one whose client left (`e2a_gateway.web.socket_counts`)."""
+
+    @cached_property
+    def dkim_signer(self) -> DkimSigner | None:
+        """The signer of outbound mail when `dkim.selector` and `dkim.private_key_path` are set
+        (loaded on first use; DkimKeyError when the key cannot sign), else None."""
+        dkim = self.settings.dkim
+        if not (dkim.selector and dkim.private_key_path):
+            return None
+        return DkimSigner(dkim.selector, dkim.private_key_path)
+
+    def dkim_record(self, domain: str) -> DkimKeyRecord | None:
+        """The DKIM key record `domain` must publish for the mail its agents send to verify;
+        None when outbound mail is not signed."""
+        signer = self.dkim_signer
+        return signer.key_record(domain) if signer is not None else None
 
     def is_shared_domain(self, domain: str) -> bool:
         """True when `domain` is the deployment's shared domain."""

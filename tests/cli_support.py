@@ -83,7 +83,11 @@ async def _serve(settings: Any, ready: queue.Queue[Any]) -> None:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
     """One gateway for the module, served from a background thread."""
-    settings = make_settings(tmp_path_factory.mktemp("cli"))
+    yield from serve_live(make_settings(tmp_path_factory.mktemp("cli")))
+
+
+def serve_live(settings: Any) -> Iterator[LiveGateway]:
+    """A gateway on `settings` served from a background thread until the generator closes."""
     ready: queue.Queue[Any] = queue.Queue()
     thread = threading.Thread(target=trio.run, args=(_serve, settings, ready), daemon=True)
     thread.start()

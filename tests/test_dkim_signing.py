@@ -74,3 +74,12 @@ def test_an_ed25519_key_is_refused_saying_an_rsa_key_is_needed(tmp_path: Path) -
     assert "is not a usable RSA private key in PEM" in message
     assert "Ed25519" not in message  # never claims a key type it cannot use
     assert "openssl genrsa" in message
+
+
+def test_the_key_record_is_the_public_half_of_the_key(tmp_path: Path) -> None:
+    """PKCS#1 PEM here (PKCS#8 in tests/test_domain_dkim_record.py): the record a domain is
+    told to publish is `v=DKIM1; k=rsa; p=<SubjectPublicKeyInfo>` at the selector."""
+    expected = write_rsa_key(tmp_path / "dkim.pem")
+    record = DkimSigner("e2a", tmp_path / "dkim.pem").key_record("agents.test")
+    assert (record.name, record.host) == ("e2a._domainkey.agents.test", "e2a._domainkey")
+    assert record.value.encode() == expected

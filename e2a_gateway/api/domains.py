@@ -19,8 +19,9 @@ blueprint = Blueprint("domains", __name__)
 
 
 def render_domain(domain: Domain) -> dict[str, Any]:
-    """The Domain object with the MX host of this deployment."""
-    return domain_view(domain, current_gateway().settings.smtp.hostname)
+    """The Domain object with the MX host and DKIM key of this deployment."""
+    gateway = current_gateway()
+    return domain_view(domain, gateway.settings.smtp.hostname, gateway.dkim_record(domain.domain))
 
 
 @blueprint.get("/domains")

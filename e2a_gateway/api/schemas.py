@@ -128,11 +128,21 @@ class TxtRecord(ResponseBody):
     value: str
 
 
+class DkimKeyRecord(ResponseBody):
+    """The TXT record publishing the key outbound mail is DKIM-signed with (`d=` the domain):
+    `host` `<selector>._domainkey` under the domain, `value` `v=DKIM1; k=rsa; p=<key>`."""
+
+    host: str = Field(pattern=r"^[^.]+(\.[^.]+)*\._domainkey$")
+    value: str = Field(pattern=r"^v=DKIM1; k=rsa; p=[A-Za-z0-9+/]+=*$")
+
+
 class DnsRecords(ResponseBody):
-    """The records a domain's owner publishes."""
+    """The records a domain's owner publishes; `dkim` only when the gateway signs outbound
+    mail (`dkim.selector`)."""
 
     mx: MxRecord
     txt: TxtRecord
+    dkim: DkimKeyRecord | None = None
 
 
 class Domain(ResponseBody):

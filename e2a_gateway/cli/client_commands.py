@@ -481,15 +481,28 @@ def _print_agent(agent: Agent) -> None:
 def _print_domain(domain: Domain) -> None:
     print_fields([("Domain", domain.domain), ("Verified", domain.verified)])
     records = domain.dns_records
-    if records is None or domain.verified:
+    if records is not None and not domain.verified:
+        print(f"\nCreate these DNS records, then run `e2a domains verify {domain.domain}`:")
+        rows = [
+            (kind.upper(), record.host, record.value, record.priority)
+            for kind, record in (("mx", records.mx), ("txt", records.txt))
+            if record is not None
+        ]
+        print_table(("TYPE", "HOST", "VALUE", "PRIORITY"), rows, "")
+    _print_dkim_record(domain)
+
+
+def _print_dkim_record(domain: Domain) -> None:
+    """The DKIM key record the domain lists, in full (a table would cut the key short)."""
+    record = domain.dns_records.dkim if domain.dns_records else None
+    if record is None or not record.host or not record.value:
         return
-    print(f"\nCreate these DNS records, then run `e2a domains verify {domain.domain}`:")
-    rows = [
-        (kind.upper(), record.host, record.value, record.priority)
-        for kind, record in (("mx", records.mx), ("txt", records.txt))
-        if record is not None
-    ]
-    print_table(("TYPE", "HOST", "VALUE", "PRIORITY"), rows, "")
+    print(
+        f"\nMail sent from {domain.domain} is DKIM-signed: publish TXT "
+        f"{record.host}.{domain.domain} with this value, or it fails DKIM (verifying does not "
+        "check it; `e2a doctor` does):"
+    )
+    print(record.value)
 
 
 def _sent(ctx: Context, result: Any, verb: str) -> None:
@@ -665,6 +678,7 @@ def cmd_domains_verify(ctx: Context) -> None:
         print_json(domain.model_dump(mode="json", exclude_none=True))
     elif domain.verified:
         print(f"Verified {domain.domain}")
+        _print_dkim_record(domain)
     else:
         _print_domain(domain)
     if not domain.verified:

@@ -64,8 +64,9 @@ def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dkim-selector",
         metavar="SELECTOR",
-        help="also check the DKIM key at SELECTOR._domainkey.<domain> (the gateway's "
-        "dkim.selector)",
+        help="check the DKIM key at SELECTOR._domainkey.<domain> (the gateway's "
+        "dkim.selector) when the gateway lists no DKIM record for the domain (the shared "
+        "domain, say); a custom domain's listed record is checked without it",
     )
     parser.add_argument(
         "--nameserver",
@@ -323,8 +324,11 @@ def _check_verification(report: Report, dns: Resolver, facts: DomainFacts) -> No
         )
 
 
-def _check_sending_records(report: Report, dns: Resolver, name: str, selector: str | None) -> None:
+def _check_sending_records(
+    report: Report, dns: Resolver, facts: DomainFacts, selector: str | None
+) -> None:
     """SPF, DKIM and DMARC: what receivers check on mail an agent sends From: this domain."""
+    name = facts.name
     records = _lookup(report, "dns.spf", f"TXT {name}", lambda: dns.txt(name))
     if records is not None:
         spf = [r for r in records if r.strip().lower().split(" ")[0] == "v=spf1"]
@@ -346,27 +350,7 @@ def _check_sending_records(report: Report, dns: Resolver, name: str, selector: s
                 f'publish TXT {name} "v=spf1 include:<your relay\'s SPF domain> ~all" (your '
                 "relay's documentation names the include)",
             )
-    if selector:
-        where = f"{selector}._domainkey.{name}"
-        keys = _lookup(report, "dns.dkim", f"TXT {where}", lambda: dns.txt(where))
-        if keys is not None:
-            if any("p=" in key and not key.rstrip(" ;").endswith("p=") for key in keys):
-                report.add("dns.dkim", "pass", f"DKIM key published at {where}")
-            else:
-                report.add(
-                    "dns.dkim",
-                    "fail",
-                    f"no DKIM key at {where}: signed mail will fail DKIM",
-                    f'publish TXT {where} "v=DKIM1; k=rsa; p=<public key of '
-                    'dkim.private_key_path>"',
-                )
-    else:
-        report.add(
-            "dns.dkim",
-            "skip",
-            "DKIM not checked: the selector is the gateway's dkim.selector",
-            "pass --dkim-selector SELECTOR to check it",
-        )
+    _check_dkim(report, dns, facts, selector)
     dmarc_name = f"_dmarc.{name}"
     dmarc = _lookup(report, "dns.dmarc", f"TXT {dmarc_name}", lambda: dns.txt(dmarc_name))
     if dmarc is not None:
@@ -380,6 +364,69 @@ def _check_sending_records(report: Report, dns: Resolver, name: str, selector: s
                 f"{name} has no DMARC record (advisory: large receivers expect one)",
                 f'publish TXT {dmarc_name} "v=DMARC1; p=none" and tighten it later',
             )
+
+
+def _check_dkim(report: Report, dns: Resolver, facts: DomainFacts, selector: str | None) -> None:
+    """The DKIM key record: the one the gateway lists for the domain (its key, its selector)
+    when it lists one, else whatever key is published at `selector`."""
+    records = facts.registered.dns_records if facts.registered else None
+    listed = records.dkim if records else None
+    listed_host = listed.host if listed and listed.host and listed.value else None
+    if listed_host:
+        signing_selector = listed_host.removesuffix("._domainkey")
+        if selector and selector != signing_selector:
+            report.add(
+                "dns.dkim",
+                "fail",
+                f"the gateway signs {facts.name}'s mail with the selector {signing_selector}, "
+                f"not {selector}",
+                f"run doctor without --dkim-selector (or with --dkim-selector {signing_selector})",
+            )
+            return
+        selector = signing_selector
+    if not selector:
+        report.add(
+            "dns.dkim",
+            "skip",
+            "DKIM not checked: the gateway lists no DKIM record for this domain",
+            "pass --dkim-selector SELECTOR (the gateway's dkim.selector) to check it",
+        )
+        return
+    where = f"{selector}._domainkey.{facts.name}"
+    keys = _lookup(report, "dns.dkim", f"TXT {where}", lambda: dns.txt(where))
+    if keys is None:
+        return
+    published = [key for key in map(_dkim_public_key, keys) if key]
+    wanted = _dkim_public_key(listed.value or "") if listed and listed_host else None
+    fix = (
+        f'publish TXT {where} "{listed.value}" (the whole value, ending as it does)'
+        if listed and wanted
+        else f'publish TXT {where} "v=DKIM1; k=rsa; p=<public key of dkim.private_key_path>"'
+    )
+    if not published:
+        report.add("dns.dkim", "fail", f"no DKIM key at {where}: signed mail will fail DKIM", fix)
+    elif wanted and wanted not in published:
+        report.add(
+            "dns.dkim",
+            "fail",
+            f"the DKIM key at {where} is not the one the gateway signs with (an old key, or "
+            "a value cut short): signed mail will fail DKIM",
+            fix + " in place of the one there",
+        )
+    else:
+        matched = ", the gateway's key" if wanted else ""
+        report.add("dns.dkim", "pass", f"DKIM key published at {where}{matched}")
+
+
+def _dkim_public_key(record: str) -> str | None:
+    """The `p=` tag of a DKIM key record without its folding whitespace (RFC 6376 section
+    3.6.1); None when the record has none, or an empty one (a revoked key)."""
+    for tag in record.split(";"):
+        label, _, value = tag.partition("=")
+        if label.strip() == "p":
+            key = "".join(value.split())
+            return key or None
+    return None
 
 
 def _check_dns(report: Report, ctx: Context, client: E2AClient, agent: Agent) -> None:
@@ -396,7 +443,7 @@ def _check_dns(report: Report, ctx: Context, client: E2AClient, agent: Agent) ->
     facts = _domain_facts(client, (agent.email or "").rpartition("@")[2])
     _check_mx(report, dns, facts)
     _check_verification(report, dns, facts)
-    _check_sending_records(report, dns, facts.name, ctx.args.dkim_selector)
+    _check_sending_records(report, dns, facts, ctx.args.dkim_selector)
 
 
 # WebSocket

@@ -104,7 +104,9 @@ async def _domains_page(session: Session, status: int = 200, error: str | None =
         session,
         status=status,
         error=error,
-        domains=[domain_view(domain, mx_host) for domain in found],
+        domains=[
+            domain_view(domain, mx_host, gateway.dkim_record(domain.domain)) for domain in found
+        ],
     )
 
 

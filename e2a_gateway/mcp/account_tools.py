@@ -332,8 +332,9 @@ ACCOUNT_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
         "register_domain",
         "Register a custom domain",
-        "Step 1 of a custom domain: register it and get the DNS records (MX, TXT) to publish, "
-        "verbatim. Step 2 is verify_domain, once they are published and have propagated.",
+        "Step 1 of a custom domain: register it and get the DNS records (MX, TXT, and the "
+        "DKIM key TXT when the gateway signs mail) to publish, verbatim. Step 2 is "
+        "verify_domain, once they are published and have propagated.",
         DomainArguments,
         register_domain,
         read_only=False,

@@ -223,7 +223,10 @@ class OperationsPort:
             ) from None
 
     def _domain(self, domain: StoredDomain) -> Domain:
-        return Domain.model_validate(domain_view(domain, self._gateway.settings.smtp.hostname))
+        gateway = self._gateway
+        return Domain.model_validate(
+            domain_view(domain, gateway.settings.smtp.hostname, gateway.dkim_record(domain.domain))
+        )
 
     @property
     def gateway_url(self) -> str:

@@ -1,18 +1,53 @@
 """DKIM-signing the mail agents send, with the deployment's key (`dkim.selector`,
-`dkim.private_key_path`). Pure over dkimpy: bytes in, signed bytes out; no I/O beyond reading
-the key once.
+`dkim.private_key_path`), and the DNS record that publishes its public half. Pure over dkimpy:
+bytes in, signed bytes out; no I/O beyond reading the key once.
 """
 
 from __future__ import annotations
 
+import base64
+from dataclasses import dataclass
 from pathlib import Path
 
-from e2a_gateway.config import ConfigError, DkimSettings
+from e2a_gateway.config import ConfigError
 from e2a_gateway.mailauth.dkim import dkimpy
 
 
 class DkimKeyError(ConfigError):
     """The configured DKIM key cannot sign; the text says which setting to fix."""
+
+
+@dataclass(frozen=True)
+class DkimKeyRecord:
+    """The TXT record receivers look the signing key up at: `<selector>._domainkey.<domain>`,
+    `v=DKIM1; k=rsa; p=<base64 of the public key>` (RFC 6376 section 3.6.1)."""
+
+    selector: str
+    domain: str
+    value: str
+
+    @property
+    def name(self) -> str:
+        """The record's full name, `<selector>._domainkey.<domain>`."""
+        return f"{self.host}.{self.domain}"
+
+    @property
+    def host(self) -> str:
+        """The record's name under the domain, `<selector>._domainkey`."""
+        return f"{self.selector}._domainkey"
+
+
+def public_key_record_value(private_key_pem: bytes) -> str:
+    """`v=DKIM1; k=rsa; p=…`: the public half of an RSA private key in PEM (PKCS#1 or
+    PKCS#8), as the DER SubjectPublicKeyInfo in base64 that `p=` carries. ValueError when the
+    PEM holds no private key."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(private_key_pem, password=None)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode('ascii')}"
 
 
 class DkimSigner:
@@ -29,27 +64,25 @@ class DkimSigner:
                 f"dkim.private_key_path: cannot read {private_key_path}: {exc.strerror or exc}"
             ) from None
         self._selector = selector.encode("ascii")
+        self.selector = selector
         try:
             self.sign(b"From: probe@example.invalid\r\n\r\nprobe\r\n", "example.invalid")
-        except dkimpy().DKIMException as exc:
+            self._record_value = public_key_record_value(self._key)
+        except (dkimpy().DKIMException, ValueError, TypeError) as exc:
             raise DkimKeyError(
                 f"dkim.private_key_path: {private_key_path} is not a usable RSA private key "
                 f"in PEM (PKCS#1 or PKCS#8; `openssl genrsa -out dkim.pem 2048` makes one): "
                 f"{exc}"
             ) from None
 
+    def key_record(self, domain: str) -> DkimKeyRecord:
+        """The record that must publish this key for mail signed `d=domain` to verify."""
+        return DkimKeyRecord(self.selector, domain, self._record_value)
+
     def sign(self, raw: bytes, domain: str) -> bytes:
         """`raw` with a DKIM-Signature (relaxed/simple, rsa-sha256) for `domain` on top."""
         signature: bytes = dkimpy().sign(raw, self._selector, domain.encode("ascii"), self._key)
         return signature + raw
-
-
-def deployment_signer(settings: DkimSettings) -> DkimSigner | None:
-    """The signer for `dkim.selector` and `dkim.private_key_path`, None when they are not set.
-    DkimKeyError when the key cannot sign."""
-    if settings.selector and settings.private_key_path:
-        return DkimSigner(settings.selector, settings.private_key_path)
-    return None
 
 
 def sign_as_sender(signer: DkimSigner | None, raw: bytes, sender: str) -> bytes:

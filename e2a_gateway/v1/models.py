@@ -48,10 +48,12 @@ class DNSRecord(_Model):
 
 
 class DNSRecords(_Model):
-    """The records that route mail to the gateway (`mx`) and prove ownership (`txt`)."""
+    """The records that route mail to the gateway (`mx`), prove ownership (`txt`) and publish
+    the key outbound mail is DKIM-signed with (`dkim`, when the gateway signs)."""
 
     mx: DNSRecord | None = None
     txt: DNSRecord | None = None
+    dkim: DNSRecord | None = None
 
 
 class Domain(_Model):

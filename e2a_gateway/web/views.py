@@ -13,6 +13,7 @@ from e2a_gateway.inbound.parse import parse_body
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.operations.agents import AgentEntry
 from e2a_gateway.operations.sending import Submission
+from e2a_gateway.outbound.dkim_signing import DkimKeyRecord
 from e2a_gateway.storage.base import (
     ApiKey,
     Domain,
@@ -43,16 +44,21 @@ def agent_view(entry: AgentEntry) -> dict[str, Any]:
     }
 
 
-def domain_view(domain: Domain, mx_host: str) -> dict[str, Any]:
-    """The Domain object, with the DNS records its owner must publish."""
+def domain_view(domain: Domain, mx_host: str, dkim: DkimKeyRecord | None) -> dict[str, Any]:
+    """The Domain object, with the DNS records its owner must publish: the MX to `mx_host`,
+    the ownership TXT and, when outbound mail is signed, the `dkim` key record (`host` under
+    the domain, as the others)."""
+    records: dict[str, Any] = {
+        "mx": {"host": "@", "value": mx_host, "priority": 10},
+        "txt": {"host": "@", "value": domain.verification_token},
+    }
+    if dkim is not None:
+        records["dkim"] = {"host": dkim.host, "value": dkim.value}
     return {
         "domain": domain.domain,
         "verified": domain.verified,
         "verification_token": domain.verification_token,
-        "dns_records": {
-            "mx": {"host": "@", "value": mx_host, "priority": 10},
-            "txt": {"host": "@", "value": domain.verification_token},
-        },
+        "dns_records": records,
         "created_at": domain.created_at,
         "verified_at": domain.verified_at,
     }

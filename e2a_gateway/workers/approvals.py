@@ -21,7 +21,7 @@ from e2a_gateway.config import Settings
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.inbound.postmaster import POSTMASTER, is_own_hostname
 from e2a_gateway.operations import lifecycle
-from e2a_gateway.outbound.dkim_signing import deployment_signer, sign_as_sender
+from e2a_gateway.outbound.dkim_signing import sign_as_sender
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
 from e2a_gateway.outbound.relay import hand_off
 from e2a_gateway.signing.magic_links import Action, issue_token, link_key
@@ -186,7 +186,7 @@ class ApprovalWorker:
         self._clock = clock
         self._poll_seconds = poll_seconds
         self._warned_no_relay = False
-        self._signer = deployment_signer(gateway.settings.dkim)
+        self._signer = gateway.dkim_signer
         self._grace = StopGrace(gateway.settings.smtp.shutdown_grace_seconds, "approval mails")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -26,7 +26,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.local_delivery import deliver_locally
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.outbound.bounces import classify
-from e2a_gateway.outbound.dkim_signing import deployment_signer, sign_as_sender
+from e2a_gateway.outbound.dkim_signing import sign_as_sender
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
 from e2a_gateway.outbound.relay import RelayConnections
 from e2a_gateway.outbound.return_path import return_path_for, return_path_key
@@ -234,7 +234,7 @@ class OutboundWorker(ClaimLoop):
         super().__init__(gateway, clock, poll_seconds)
         self._uniform = uniform
         self._return_path_key = return_path_key(gateway.server_key)
-        self._signer = deployment_signer(gateway.settings.dkim)
+        self._signer = gateway.dkim_signer
         self._lease = gateway.settings.outbound_smtp.timeout_seconds + LEASE_MARGIN_SECONDS
         self._in_flight_ids: set[str] = set()
         self._grace = StopGrace(gateway.settings.smtp.shutdown_grace_seconds, "sends")

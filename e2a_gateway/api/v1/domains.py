@@ -41,9 +41,11 @@ class RegisterDomainBody(RequestBody):
 
 def domain_view(gateway: Gateway, domain: Domain, agent_count: int) -> dict[str, Any]:
     """DomainView: the domain, its verification state and the records it needs: the ownership
-    TXT (checked when verified) and the MX pointing at this gateway (not probed: its status
-    follows the domain's). Sending needs no provisioning here (`sending_status` none): mail
-    goes out through the gateway's relay."""
+    TXT (checked when verified), the MX pointing at this gateway (not probed: its status
+    follows the domain's) and, when outbound mail is DKIM-signed, the key record at
+    `<selector>._domainkey.<domain>` (purpose `dkim`; never probed, so `pending` rather than
+    a claim). Sending needs no provisioning here (`sending_status` none): mail goes out
+    through the gateway's relay."""
     status = "verified" if domain.verified else "pending"
     records = [
         {
@@ -63,6 +65,17 @@ def domain_view(gateway: Gateway, domain: Domain, agent_count: int) -> dict[str,
             "status": status,
         },
     ]
+    if (dkim := gateway.dkim_record(domain.domain)) is not None:
+        records.append(
+            {
+                "type": "TXT",
+                "name": dkim.name,
+                "value": dkim.value,
+                "priority": None,
+                "purpose": "dkim",
+                "status": "pending",
+            }
+        )
     return present(
         domain=domain.domain,
         verified=domain.verified,
