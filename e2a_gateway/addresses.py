@@ -57,6 +57,8 @@ and e2a's own reserved slugs, so an address refused there is refused here too.""
 
 MAX_DOMAIN_LENGTH = 253
 MAX_LABEL_LENGTH = 63
+SHOWN_DOMAIN_LENGTH = 64
+"""How much of a refused domain its error message repeats (the name may be any length)."""
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -104,12 +106,13 @@ def normalise_domain(domain: str) -> str:
 
     Raises AddressError when it is not a valid host name with at least two labels.
     """
+    shown = domain if len(domain) <= SHOWN_DOMAIN_LENGTH else f"{domain[:SHOWN_DOMAIN_LENGTH]}…"
     try:
         ascii_form = a_label_domain(domain.strip())
     except ValueError as exc:
-        raise AddressError(f"{domain!r} is not a valid domain name ({exc})") from None
+        raise AddressError(f"{shown!r} is not a valid domain name ({exc})") from None
     if len(ascii_form.split(".")) < 2:
-        raise AddressError(f"{domain!r} is not a fully qualified domain name")
+        raise AddressError(f"{shown!r} is not a fully qualified domain name")
     return ascii_form
 
 

@@ -92,3 +92,32 @@ async def test_deleting_a_domain_whose_agents_are_in_the_trash_says_so(
     assert "in the trash" in error["message"] and "permanent" in error["message"]
     legacy = await alice.http.delete("/api/v1/domains/corp.example")
     assert legacy.status_code == 409 and legacy.json()["error"]["message"] == error["message"]
+
+
+def longest_name() -> str:
+    """A valid domain of exactly 253 characters, the most RFC 1035 allows."""
+    name = ".".join(["a" * 62, "b" * 62, "c" * 62, "d" * 61, "ex"])
+    assert len(name) == 253
+    return name
+
+
+async def test_the_name_check_judges_a_names_length(make_account: Any) -> None:
+    """Both faces take a 253-character name written with its trailing dot (254 characters),
+    and refuse a longer one as the name check does: 400 `invalid_domain`, its message not
+    repeating the whole name."""
+    alice: Account = await make_account("alice@example.com")
+    name = longest_name()
+    for path in ("/v1/domains", "/api/v1/domains"):
+        made = await alice.http.post(path, json={"domain": f"{name.upper()}."})
+        assert made.status_code in (201, 409), made.text
+        assert made.status_code == 201 or made.json()["error"]["code"] == "domain_exists"
+    listed = (await alice.http.get("/v1/domains")).json()["items"]
+    assert [domain["domain"] for domain in listed] == [name]
+
+    for too_long in (f"x.{name}", f"x.{name}.", "a." * 5000 + "example"):
+        for path in ("/v1/domains", "/api/v1/domains"):
+            refused = await alice.http.post(path, json={"domain": too_long})
+            assert refused.status_code == 400, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "invalid_domain", error
+            assert "too long" in error["message"] and len(error["message"]) < 200
