@@ -4,6 +4,7 @@ delete with `?confirm=DELETE`), and its API keys (account or agent scope)."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from quart import Blueprint
@@ -146,6 +147,7 @@ def export_view(exported: dict[str, Any], user_id: str, shared_domain: str) -> d
     domain_rows = exported["domains"]
     verified = {row["domain"] for row in domain_rows if row["verified"]} | {shared_domain}
     agent_rows = exported["agents"]
+    counts = _message_counts(messages, format_timestamp(time.time() - WEEK_SECONDS))
     return {
         **exported,
         "schema_version": EXPORT_SCHEMA_VERSION,
@@ -156,7 +158,10 @@ def export_view(exported: dict[str, Any], user_id: str, shared_domain: str) -> d
             "created_at": user.get("created_at", exported["generated_at"]),
         },
         "agents": [
-            _export_agent(row, user_id, row["domain"] in verified, messages) for row in agent_rows
+            _export_agent(
+                row, user_id, row["domain"] in verified, counts.get(row["email"], _NO_MESSAGES)
+            )
+            for row in agent_rows
         ],
         "domains": [
             present(
@@ -181,15 +186,38 @@ def export_view(exported: dict[str, Any], user_id: str, shared_domain: str) -> d
     }
 
 
+@dataclass(frozen=True)
+class _MessageCounts:
+    """What an exported agent shows of its mail: messages received and sent over the last
+    week, and drafts awaiting review."""
+
+    inbound_7d: int = 0
+    outbound_7d: int = 0
+    pending: int = 0
+
+
+_NO_MESSAGES = _MessageCounts()
+
+
+def _message_counts(messages: list[dict[str, Any]], week_ago: str) -> dict[str, _MessageCounts]:
+    """Each agent's `_MessageCounts`, from one pass over the account's exported messages (an
+    export of many agents and many messages must not walk the messages once per agent)."""
+    tallies: dict[str, list[int]] = {}
+    for message in messages:
+        tally = tallies.setdefault(message["agent_email"], [0, 0, 0])
+        if message["created_at"] >= week_ago:
+            tally[0 if message["direction"] == "inbound" else 1] += 1
+        if message["status"] == "pending_approval":
+            tally[2] += 1
+    return {email: _MessageCounts(*tally) for email, tally in tallies.items()}
+
+
 def _export_agent(
-    row: dict[str, Any], user_id: str, domain_verified: bool, messages: list[dict[str, Any]]
+    row: dict[str, Any], user_id: str, domain_verified: bool, counts: _MessageCounts
 ) -> dict[str, Any]:
     """AgentIdentity of an exported agent: its settings in e2a's protection terms, the gates
     as getAgentProtection shows them."""
     gate = row["inbound_gate"]
-    week_ago = format_timestamp(time.time() - WEEK_SECONDS)
-    mine = [message for message in messages if message["agent_email"] == row["email"]]
-    recent = [message for message in mine if message["created_at"] >= week_ago]
     return present(
         email=row["email"],
         name=row["name"],
@@ -203,9 +231,9 @@ def _export_agent(
         ttl_seconds=row["hitl_ttl_seconds"],
         on_expiry=row["hitl_expiration_action"],
         suppress_notifications=not row["approval_notifications"],
-        inbound_7d=sum(1 for message in recent if message["direction"] == "inbound"),
-        outbound_7d=sum(1 for message in recent if message["direction"] != "inbound"),
-        pending_count=sum(1 for message in mine if message["status"] == "pending_approval"),
+        inbound_7d=counts.inbound_7d,
+        outbound_7d=counts.outbound_7d,
+        pending_count=counts.pending,
         inbound_policy=gate["policy"],
         inbound_policy_action=gate["action"],
         inbound_allowlist=gate["allowlist"],
