@@ -2120,6 +2120,40 @@ async def test_a_purge_passes_over_an_agent_being_restored(
     assert [message.id for message in page.messages] == ["msg_1"]
 
 
+async def test_mail_stored_while_its_account_is_deleted_takes_turns_with_the_deletion(
+    replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica A is storing mail for alice's agent (the agent found and held, nothing written
+    yet) when replica B deletes alice's account: the deletion waits for the mail and then
+    erases it too, rather than both waiting for each other until PostgreSQL breaks the
+    deadlock by failing the deletion (the owner's `DELETE /users/me` answered 503) or the mail.
+    Nothing of alice is left."""
+    first, second = replicas
+    alice = await add_user(first)
+    await first.add_agent(make_agent(alice, "bot@agents.test"))
+    await first.store_inbound([make_message("msg_1", "bot@agents.test")], 0.0)
+    pause = PauseAfter(monkeypatch, "SELECT email, user_id, agent_mode, id, inbound_gate_policy")
+    outcome: dict[str, Any] = {}
+
+    async def store() -> None:
+        message = make_message("msg_2", "bot@agents.test", raw=b"Subject: later\r\n\r\nb\r\n")
+        await first.store_inbound([message], 1.0)
+        outcome["stored"] = True
+
+    async def delete() -> None:
+        try:
+            outcome["deleted"] = await second.delete_user(alice)
+        except StorageUnavailable as exc:
+            outcome["deleted"] = exc
+
+    await _race(postgres_db, pause, store, delete, lambda: "deleted" in outcome)
+    assert outcome["stored"] is True
+    assert isinstance(outcome["deleted"], dict), outcome["deleted"]
+    assert outcome["deleted"]["users"] == 1 and outcome["deleted"]["agents"] == 1
+    for table in ("users", "agents", "messages", "raw_messages", "jobs", "events"):
+        assert run_sql(postgres_db, f"SELECT count(*) FROM {table}") == [(0,)], table
+
+
 async def test_replicas_suppressing_one_address_at_once_both_answer_it(
     replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

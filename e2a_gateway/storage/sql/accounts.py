@@ -314,9 +314,18 @@ class AccountsSql(Runner):
 
     async def delete_user(self, user_id: str) -> dict[str, int]:
         """Delete the user and all they own in one transaction; rows deleted per table. Other
-        replicas hear of it when it commits, and end the user's live subscriptions."""
+        replicas hear of it when it commits, and end the user's live subscriptions.
+
+        The user's mail and agents go before the user's row is locked, in the order every
+        writer of mail takes them (storing inbound mail holds its agents, recording a send its
+        job, and only then does a row it inserts naming the user check the user's row):
+        locking the user's row first made such a writer and the deletion wait for each other
+        until PostgreSQL failed one of them (the deletion answered 503, or the mail 451).
+        Whatever such a writer commits meanwhile goes with the agents and the user, by
+        cascade. The rest of the user's records go after the lock, as the changes to signing
+        secrets take it first."""
         owned = "user_id = ? OR agent_email IN (SELECT email FROM agents WHERE user_id = ?)"
-        statements = {
+        mail = {
             "webhook_attempts": (
                 "DELETE FROM webhook_attempts WHERE message_id IN "
                 f"(SELECT id FROM messages WHERE {owned})",
@@ -328,6 +337,8 @@ class AccountsSql(Runner):
             ),
             "messages": (f"DELETE FROM messages WHERE {owned}", (user_id, user_id)),
             "agents": ("DELETE FROM agents WHERE user_id = ?", (user_id,)),
+        }
+        records = {
             "domains": ("DELETE FROM domains WHERE user_id = ?", (user_id,)),
             "api_keys": ("DELETE FROM api_keys WHERE user_id = ?", (user_id,)),
             "signing_secrets": ("DELETE FROM signing_secrets WHERE user_id = ?", (user_id,)),
@@ -335,11 +346,15 @@ class AccountsSql(Runner):
         }
 
         def delete(tx: Transaction) -> dict[str, int]:
+            def run(statements: dict[str, tuple[str, tuple[Any, ...]]]) -> dict[str, int]:
+                return {
+                    table: tx.execute(query, params).rowcount
+                    for table, (query, params) in statements.items()
+                }
+
+            counts = run(mail)
             _lock_user(tx, user_id)
-            counts = {
-                table: tx.execute(query, params).rowcount
-                for table, (query, params) in statements.items()
-            }
+            counts |= run(records)
             tx.announce(AccessEnded("user", user_id))
             return {table: counts[table] for table in DELETED_TABLES}
 
