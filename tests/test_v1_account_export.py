@@ -129,6 +129,41 @@ async def test_the_exported_agents_carry_their_gates_as_protection_shows_them(
     )
 
 
+async def test_the_exported_messages_keep_their_labels_and_the_trash(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """What the owner did to their mail is theirs too: each exported message carries its
+    labels (as getMessage shows them) and, when it is in the trash, when it went there; the
+    `/api/v1` export keeps its documented keys."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    for subject in ("Labelled", "Trashed", "Plain"):
+        await smtp_send(running.addresses.smtp_port, [bot], mail(subject))
+    listed = (await alice.http.get(f"/v1/agents/{bot}/messages")).json()["items"]
+    ids = {item["subject"]: item["id"] for item in listed}
+    labelled = await alice.http.patch(
+        f"/v1/agents/{bot}/messages/{ids['Labelled']}", json={"add_labels": ["urgent", "billing"]}
+    )
+    assert labelled.status_code == 200, labelled.text
+    trashed = await alice.http.delete(f"/v1/agents/{bot}/messages/{ids['Trashed']}")
+    assert trashed.status_code == 200, trashed.text
+    opened = (await alice.http.get(f"/v1/agents/{bot}/messages/{ids['Trashed']}")).json()
+
+    export = (await alice.http.get("/v1/account/export")).json()
+    conforms(export, "UserExport")
+    messages = {message["subject"]: message for message in export["messages"]}
+    assert messages["Labelled"]["labels"] == ["billing", "urgent"]
+    assert "deleted_at" not in messages["Labelled"]
+    assert messages["Trashed"]["labels"] == []
+    assert messages["Trashed"]["deleted_at"] == opened["deleted_at"]
+    assert messages["Plain"]["labels"] == [] and "deleted_at" not in messages["Plain"]
+    assert set(export) >= EXPORT_KEYS and "mailbox" not in export
+
+    legacy = (await alice.http.get("/api/v1/users/me/export")).json()
+    assert set(legacy) == EXPORT_KEYS
+    assert all("labels" not in message for message in legacy["messages"])
+
+
 class CountedWalks(list[dict[str, Any]]):
     """The export's messages, counting how often the whole list is walked."""
 
@@ -183,6 +218,7 @@ def test_an_export_of_many_agents_walks_their_messages_once() -> None:
         "webhooks": [],
         "templates": [],
         "events": [],
+        "mailbox": {},
     }
     view = export_view(exported, "usr_1", "agents.test")
     counts = [

@@ -15,7 +15,7 @@ from e2a_gateway.operations.keys import CreateApiKey, CreateSigningSecret
 from e2a_gateway.web.context import current_gateway
 from e2a_gateway.web.views import api_key_view, signing_secret_view
 
-V1_RECORDS = frozenset({"suppressions", "webhooks", "templates", "events"})
+V1_RECORDS = frozenset({"suppressions", "webhooks", "templates", "events", "mailbox"})
 """Export keys of what only the `/v1` face has (its contract lists them; this one's does not)."""
 
 blueprint = Blueprint("account", __name__)

@@ -144,12 +144,13 @@ def export_view(exported: dict[str, Any], user_id: str, shared_domain: str) -> d
     leaves room for."""
     user = exported.get("user") or {}
     messages = exported["messages"]
+    mailbox = exported["mailbox"]
     domain_rows = exported["domains"]
     verified = {row["domain"] for row in domain_rows if row["verified"]} | {shared_domain}
     agent_rows = exported["agents"]
     counts = _message_counts(messages, format_timestamp(time.time() - WEEK_SECONDS))
     return {
-        **exported,
+        **{key: value for key, value in exported.items() if key != "mailbox"},
         "schema_version": EXPORT_SCHEMA_VERSION,
         "user": {
             "id": user.get("id", user_id),
@@ -177,7 +178,9 @@ def export_view(exported: dict[str, Any], user_id: str, shared_domain: str) -> d
             for row in domain_rows
         ],
         "api_keys": [present(**key) for key in exported["api_keys"]],
-        "messages": [_export_message(message) for message in messages],
+        "messages": [
+            _export_message(message, mailbox.get(message["id"], {})) for message in messages
+        ],
         "suppressions": [present(**entry) for entry in exported["suppressions"]],
         "webhooks": [present(**webhook) for webhook in exported["webhooks"]],
         "templates": [present(**template) for template in exported["templates"]],
@@ -251,8 +254,9 @@ def _export_agent(
     )
 
 
-def _export_message(message: dict[str, Any]) -> dict[str, Any]:
-    """Message of an exported message: its envelope and state, never its body."""
+def _export_message(message: dict[str, Any], filed: dict[str, Any]) -> dict[str, Any]:
+    """Message of an exported message: its envelope and state, the labels put on it and when
+    it went to the trash (`filed`, as getMessage shows them), never its body."""
     inbound = message["direction"] == "inbound"
     reply_to = message.get("reply_to")
     return {
@@ -272,7 +276,9 @@ def _export_message(message: dict[str, Any]) -> dict[str, Any]:
             status=message.get("status"),
             delivery_status=message.get("delivery_status"),
             size_bytes=message.get("size_bytes"),
+            deleted_at=filed.get("deleted_at"),
         ),
+        "labels": filed.get("labels", []),
         "header_from": message.get("from") if inbound else None,
         "envelope_from": None,
         "verified_domain": None,

@@ -91,10 +91,28 @@ def _user(row: Any) -> User | None:
     return User(*row) if row else None
 
 
+def _mailbox_state(tx: Transaction, user_id: str) -> dict[str, dict[str, Any]]:
+    """What the user did to their messages, by message id: the labels put on each (sorted)
+    and when one went to the trash; messages with neither are left out."""
+    state: dict[str, dict[str, Any]] = {}
+    for message_id, label in tx.all(
+        "SELECT l.message_id, l.label FROM message_labels l "
+        "JOIN messages m ON m.id = l.message_id WHERE m.user_id = ? ORDER BY l.label",
+        (user_id,),
+    ):
+        state.setdefault(message_id, {}).setdefault("labels", []).append(label)
+    for message_id, deleted_at in tx.all(
+        "SELECT id, deleted_at FROM messages WHERE user_id = ? AND deleted_at IS NOT NULL",
+        (user_id,),
+    ):
+        state.setdefault(message_id, {})["deleted_at"] = deleted_at
+    return state
+
+
 def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
-    """The user's suppressions, webhook subscribers (never a seed), email templates and events
-    log, JSON-ready, oldest first: what the export holds beside its users, agents, keys and
-    messages."""
+    """The user's suppressions, webhook subscribers (never a seed), email templates, events
+    log and the labels and trash of their messages (`mailbox`, by message id), JSON-ready,
+    oldest first: what the export holds beside its users, agents, keys and messages."""
     suppressions = [
         decode_suppression(row)
         for row in tx.all(
@@ -123,6 +141,7 @@ def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
         for event in decode_events(row)
     ]
     return {
+        "mailbox": _mailbox_state(tx, user_id),
         "suppressions": [
             {
                 "address": item.address,
