@@ -2154,6 +2154,38 @@ async def test_mail_stored_while_its_account_is_deleted_takes_turns_with_the_del
         assert run_sql(postgres_db, f"SELECT count(*) FROM {table}") == [(0,)], table
 
 
+async def test_an_agent_deleted_while_its_send_is_recorded_takes_turns_with_the_record(
+    replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replica A's send worker is recording a send of alice's agent (its job taken, the
+    message not yet updated) when replica B deletes the agent for good: the deletion waits for
+    the record and then deletes the message, rather than both waiting for each other until
+    PostgreSQL fails the deletion (`DELETE /v1/agents/{email}?permanent=true` answered 503)."""
+    first, second = replicas
+    alice = await add_user(first)
+    await first.add_agent(make_agent(alice, "a@agents.test"))
+    await first.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
+    (job,) = await first.claim_jobs("outbound", 100.0, 10, 60)
+    pause = PauseAfter(monkeypatch, "DELETE FROM jobs WHERE id = ?")
+    outcome: dict[str, Any] = {}
+
+    async def record() -> None:
+        await first.finish_outbound([SendAttempt(job.id, "msg_1", "sent", "smtp", None, None)])
+        outcome["recorded"] = True
+
+    async def delete() -> None:
+        try:
+            outcome["deleted"] = await second.delete_agent(alice, "a@agents.test")
+        except StorageUnavailable as exc:
+            outcome["deleted"] = exc
+
+    await _race(postgres_db, pause, record, delete, lambda: "deleted" in outcome)
+    assert outcome["recorded"] is True
+    assert isinstance(outcome["deleted"], str), outcome["deleted"]
+    for table in ("agents", "messages", "jobs"):
+        assert run_sql(postgres_db, f"SELECT count(*) FROM {table}") == [(0,)], table
+
+
 async def test_replicas_suppressing_one_address_at_once_both_answer_it(
     replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -2244,7 +2276,7 @@ async def test_mail_for_an_agent_deleted_meanwhile_is_not_stored_for_now(
     alice = await add_user(first)
     for address in ("bot@agents.test", "other@agents.test"):
         await first.add_agent(make_agent(alice, address))
-    pause = PauseAfter(monkeypatch, "DELETE FROM agents WHERE user_id = ? AND email = ?")
+    pause = PauseAfter(monkeypatch, "DELETE FROM agents WHERE id = ?")
     outcome: dict[str, Any] = {}
 
     async def delete() -> None:
@@ -2282,7 +2314,7 @@ async def test_mail_for_an_agent_deleted_meanwhile_fails_cleanly_and_alone(
     alice = await add_user(first)
     for address in ("bot@agents.test", "other@agents.test"):
         await first.add_agent(make_agent(alice, address))
-    pause = PauseAfter(monkeypatch, "DELETE FROM agents WHERE user_id = ? AND email = ?")
+    pause = PauseAfter(monkeypatch, "DELETE FROM agents WHERE id = ?")
     committer = GroupCommitter(second)
     failed: list[str] = []
     outcome: dict[str, Any] = {}

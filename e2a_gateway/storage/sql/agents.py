@@ -170,15 +170,27 @@ class AgentsSql(Runner):
         return await self._write(update, changes_routing=True)
 
     async def delete_agent(self, user_id: str, email: str) -> str | None:
-        """Delete one of the user's agents (its messages and jobs cascade); its id, or None.
-        Other replicas hear of it when it commits, and end its live subscriptions."""
+        """Delete one of the user's agents (its messages cascade); its id, or None. Other
+        replicas hear of it when it commits, and end its live subscriptions.
+
+        Its mail's jobs go before its mail, in the order the workers recording an attempt take
+        them (the job, then its message): by cascade the message went first, and a send being
+        recorded meanwhile and the deletion waited for each other until PostgreSQL failed one
+        of them."""
 
         def delete(tx: Transaction) -> str | None:
             row = tx.first(
-                "DELETE FROM agents WHERE user_id = ? AND email = ? RETURNING id", (user_id, email)
+                f"SELECT id FROM agents WHERE user_id = ? AND email = ?{tx.dialect.for_update()}",
+                (user_id, email),
             )
             if row is None:
                 return None
+            tx.execute(
+                "DELETE FROM jobs WHERE message_id IN "
+                "(SELECT id FROM messages WHERE agent_email = ?)",
+                (email,),
+            )
+            tx.execute("DELETE FROM agents WHERE id = ?", (row[0],))
             _forget_agent(tx, row[0], user_id, email)
             tx.announce(AccessEnded("agent", row[0]))
             return str(row[0])
