@@ -405,3 +405,39 @@ async def test_approval_replies_and_returned_mail_through_an_acceptor(
     suppressed = await storage.suppressed_among(user.id, AGENT, ["alice@example.org"])
     assert suppressed == ["alice@example.org"]
     assert main.delivered == []  # neither was mail for an agent
+
+
+async def test_a_reply_after_the_review_deadline_is_answered_through_an_acceptor(
+    main: Main, nursery: trio.Nursery
+) -> None:
+    """A reply that comes after the held message's deadline, before the expiry sweep decided
+    it, is answered as in one process: why it did nothing and what will happen (which the
+    agent's expiration action, read from the main process, says); not a 451 retried until the
+    sweep has run."""
+    await add_agent(main)
+    storage = main.gateway.storage
+    user = await storage.first_user()
+    assert user is not None
+    held = await add_pending(
+        main.gateway, Owner(cast(Account, None), user.id, AGENT), time.time() - 60
+    )
+    made, notice = generate_reply_token(), "<notice-2@mx.agents.test>"
+    token, reviewer = made.plaintext, "owner@example.com"
+    await storage.add_reply_token(
+        ReplyToken(made.token_hash, held.id, reviewer, notice, time.time() - 3600)
+    )
+    await start_pool(nursery, main)
+    approval = (
+        f"From: Owner <{reviewer}>\r\nTo: approvals+{token}@mx.agents.test\r\n"
+        f"Subject: Re: Approval needed\r\nMessage-ID: <reply-2@example.com>\r\n"
+        f"In-Reply-To: {notice}\r\nReferences: {notice}\r\n\r\nApprove\r\n"
+    ).encode()
+    replies = await smtp_dialogue(
+        main.port, f"approvals+{token}@mx.agents.test", sender=reviewer, message=approval
+    )
+    assert replies[-2].startswith(b"250 2.0.0"), replies
+    database = main.gateway.settings.database.url
+    [(recipient, data)] = query(database, "SELECT recipient, data FROM approval_answers")
+    assert recipient == reviewer
+    assert b"review deadline had passed" in bytes(data), data
+    assert b"discarded" in bytes(data), data  # the agent's expiration action: reject

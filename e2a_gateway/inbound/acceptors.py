@@ -48,6 +48,7 @@ STORAGE_CALLS = frozenset(
         "is_served_domain",
         "find_reply_token",
         "get_outbound",
+        "get_agent",
         "review_by_reply",
         "add_approval_answer",
         "record_bounce",
@@ -56,7 +57,8 @@ STORAGE_CALLS = frozenset(
 )
 """The storage methods an acceptor's pipeline calls before `deliver`: recipient checks and
 postmaster's agent (e2a_gateway.inbound.pipeline, .postmaster), replies to approval notices
-(.approval_replies) and mail returned to our return paths (.returned_mail)."""
+(.approval_replies, and the held message's agent for one past its deadline) and mail returned
+to our return paths (.returned_mail)."""
 ROUTING_SECONDS = 2.0
 """How long an acceptor remembers an agent or domain the main process found. Deletion within
 that time is still caught: the main process looks the agents up again on delivery."""
