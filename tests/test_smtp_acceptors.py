@@ -7,6 +7,8 @@ answers and for the commit. Also: a whole gateway with `smtp.processes = 2` stor
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +35,7 @@ from e2a_gateway.storage.base import ReplyToken
 from e2a_gateway.storage.group_commit import GroupCommitter
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import query
+from tests.delivery_support import wait_until
 from tests.dns_server import serve_dns
 from tests.test_approvals import Owner, add_pending
 from tests.test_v1_bounces import delivery_status_notification
@@ -441,3 +444,24 @@ async def test_a_reply_after_the_review_deadline_is_answered_through_an_acceptor
     assert recipient == reviewer
     assert b"review deadline had passed" in bytes(data), data
     assert b"discarded" in bytes(data), data  # the agent's expiration action: reject
+
+
+async def test_an_acceptor_killed_leaves_no_session_counted_active(
+    main: Main, nursery: trio.Nursery
+) -> None:
+    """The sessions an acceptor reported open end with it: when it is killed, the main
+    process's gauge of SMTP connections being served does not keep them forever."""
+    pool, _ = await start_pool(nursery, main)
+    with trio.fail_after(START_SECONDS):
+        client = await trio.open_tcp_stream("127.0.0.1", main.port)
+        assert (await client.receive_some(4096)).startswith(b"220 ")
+        # reported within the acceptor's next half second
+        await wait_until(lambda: metric(main.metrics, "e2a_smtp_sessions_active") == 1)
+        [killed] = pool.pids
+        os.kill(killed, signal.SIGKILL)
+        assert await client.receive_some(4096) == b""  # dropped with its process
+        # the pool saw it die, and restarted it
+        await wait_until(lambda: pool.pids not in ([], [killed]))
+    assert metric(main.metrics, "e2a_smtp_sessions_active") == 0
+    assert metric(main.metrics, "e2a_smtp_sessions_total") == 1
+    await client.aclose()

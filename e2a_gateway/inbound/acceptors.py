@@ -229,6 +229,7 @@ class AcceptorPool:
             theirs.close()
         self._processes[number] = process
         channel = _Channel(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+        open_sessions = 0
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._stop_on_shutdown, channel, process)
@@ -237,8 +238,11 @@ class AcceptorPool:
                         nursery.start_soon(self._answer, channel, *frame[1:])
                     elif frame[0] == "counts":
                         frame[1].replay(self._observer)
+                        open_sessions += frame[1].started - frame[1].ended
                 nursery.cancel_scope.cancel()
         finally:
+            for _ in range(open_sessions):  # reported open, ended with the process (killed)
+                self._observer.session_ended()
             with trio.CancelScope(shield=True):
                 await channel.aclose()
                 await self._reap(process)
