@@ -21,6 +21,8 @@ import httpx
 import pytest
 import trio
 
+from bench._gateway_process import GatewayProcess, process_tree
+from bench._quiet_dns import QuietDns
 from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import RunningGateway, bind_tcp, run_gateway
 from e2a_gateway.config import Settings
@@ -465,3 +467,43 @@ async def test_an_acceptor_killed_leaves_no_session_counted_active(
     assert metric(main.metrics, "e2a_smtp_sessions_active") == 0
     assert metric(main.metrics, "e2a_smtp_sessions_total") == 1
     await client.aclose()
+
+
+def _acceptor_serving(root: int) -> int | None:
+    """The pid of an acceptor under `root` that has begun to serve (it catches SIGTERM then)."""
+    for pid in process_tree(root):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        caught = int(status.split("SigCgt:")[1].split()[0], 16)
+        if b"spawn_main" in command and caught & (1 << (signal.SIGTERM - 1)):
+            return pid
+    return None
+
+
+def test_ctrl_c_leaves_the_acceptors_serving_through_the_drain(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C (SIGINT to every process of the gateway) is the main process's to
+    act on: its acceptors go on serving through `http.drain_seconds` and stop with it, not at
+    once (to be restarted, with an error logged, in the middle of the drain)."""
+    with QuietDns() as dns:
+        gateway = GatewayProcess(tmp_path, dns.address, smtp={"processes": 2}, log_level="info")
+        config = gateway.config.read_text().replace("[http]\n", "[http]\ndrain_seconds = 2\n")
+        gateway.config.write_text(config)
+        gateway.start()
+        try:
+            assert gateway.process is not None
+            root = gateway.process.pid
+            deadline = time.monotonic() + START_SECONDS
+            while (acceptor := _acceptor_serving(root)) is None:
+                assert time.monotonic() < deadline, "no acceptor started"
+                time.sleep(0.05)
+            os.killpg(root, signal.SIGINT)
+            time.sleep(1.0)  # within the drain
+            assert _running(acceptor), gateway.log_text()
+            assert gateway.wait(timeout=30) == 0
+            assert not _running(acceptor)
+            assert "exited with" not in gateway.log_text(), gateway.log_text()
+        finally:
+            gateway.kill()

@@ -370,7 +370,10 @@ def acceptor_main(
     settings: Settings, server_key: str, listening: socket.socket, channel: socket.socket
 ) -> None:
     """An acceptor process: serve SMTP on `listening` until the main process says stop (or
-    is gone), or SIGTERM/SIGINT arrives; then shut the listener down gracefully."""
+    is gone), or SIGTERM arrives; then shut the listener down gracefully. SIGINT is ignored:
+    a terminal's Ctrl-C reaches every process of the gateway, and the main process, which
+    may first drain (`http.drain_seconds`), stops its acceptors itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     from e2a_gateway.logs import configure_logging
 
     configure_logging(settings.log.level, settings.log.format)
@@ -396,7 +399,7 @@ async def _serve(
     sink = InboundMailSink(gateway, deliver=main.deliver)
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(listening))
     try:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with trio.open_signal_receiver(signal.SIGTERM) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(main.read_answers)
                 nursery.start_soon(main.report_counts)
