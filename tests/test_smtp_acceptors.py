@@ -27,6 +27,7 @@ from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import RunningGateway, bind_tcp, run_gateway
 from e2a_gateway.config import Settings
 from e2a_gateway.gateway import Gateway, open_gateway
+from e2a_gateway.hub import Listener
 from e2a_gateway.inbound.acceptors import AcceptorPool
 from e2a_gateway.inbound.pipeline import Arrival, InboundMailSink
 from e2a_gateway.metrics import Metrics
@@ -35,6 +36,7 @@ from e2a_gateway.signing.reply_tokens import generate_reply_token
 from e2a_gateway.smtp.server import MessageNotStored
 from e2a_gateway.storage.base import ReplyToken
 from e2a_gateway.storage.group_commit import GroupCommitter
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import query
 from tests.delivery_support import wait_until
@@ -507,3 +509,46 @@ def test_ctrl_c_leaves_the_acceptors_serving_through_the_drain(tmp_path: Path) -
             assert "exited with" not in gateway.log_text(), gateway.log_text()
         finally:
             gateway.kill()
+
+
+async def test_what_an_acceptor_handed_over_is_finished_though_it_dies(
+    main: Main, nursery: trio.Nursery
+) -> None:
+    """The main process finishes storing a message whose acceptor died meanwhile, telling
+    live listeners too (as one process does for a client gone before its 250): a commit is
+    never left made but unannounced, a local agent's WebSocket none the wiser."""
+    await add_agent(main)
+    agent = await main.gateway.storage.find_agent(AGENT)
+    assert agent is not None
+    storage = main.gateway.storage
+    committed, release = trio.Event(), trio.Event()
+
+    class SlowToReport:
+        """Commits, then waits (as a group commit's member waits for its batch to end)."""
+
+        async def store_inbound(self, messages: list[NewInboundMessage], now: float) -> None:
+            await storage.store_inbound(messages, now)
+            committed.set()
+            await release.wait()
+
+    sink = InboundMailSink(main.gateway, cast(GroupCommitter, SlowToReport()))
+    pool, _ = await start_pool(nursery, main, sink.deliver_handed_over)
+    listener = Listener(agent.id, agent.user_id, "key-hash", "websocket")
+    with main.gateway.hub.subscribe(listener) as subscription:
+
+        async def send() -> None:
+            with pytest.raises(ConnectionError):
+                await smtp_dialogue(main.port)
+
+        async with trio.open_nursery() as clients:
+            clients.start_soon(send)
+            with trio.fail_after(START_SECONDS):
+                await committed.wait()
+            [acceptor] = pool.pids
+            os.kill(acceptor, signal.SIGKILL)
+            await wait_until(lambda: not _running(acceptor))
+            await trio.sleep(0.5)  # the main process sees its channel end
+            release.set()
+        with trio.fail_after(5):
+            frame = await subscription.receive()
+    assert frame is not None and frame["subject"] == "through an acceptor"

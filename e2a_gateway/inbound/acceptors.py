@@ -232,14 +232,18 @@ class AcceptorPool:
         open_sessions = 0
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._stop_on_shutdown, channel, process)
+                watching = trio.CancelScope()
+                nursery.start_soon(self._stop_on_shutdown, channel, process, watching)
                 while (frame := await channel.receive()) is not None:
                     if frame[0] == "call":
                         nursery.start_soon(self._answer, channel, *frame[1:])
                     elif frame[0] == "counts":
                         frame[1].replay(self._observer)
                         open_sessions += frame[1].started - frame[1].ended
-                nursery.cancel_scope.cancel()
+                # What the acceptor asked for is finished though it has ended: a message being
+                # stored is stored whole, its live listeners told, as for a client gone before
+                # its 250 in one process.
+                watching.cancel()
         finally:
             for _ in range(open_sessions):  # reported open, ended with the process (killed)
                 self._observer.session_ended()
@@ -249,12 +253,15 @@ class AcceptorPool:
             del self._processes[number]
         return process.exitcode
 
-    async def _stop_on_shutdown(self, channel: _Channel, process: Any) -> None:
-        await self._stopping.wait()
-        try:
-            await channel.send(("stop",))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            process.terminate()
+    async def _stop_on_shutdown(
+        self, channel: _Channel, process: Any, watching: trio.CancelScope
+    ) -> None:
+        with watching:
+            await self._stopping.wait()
+            try:
+                await channel.send(("stop",))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                process.terminate()
 
     async def _answer(
         self, channel: _Channel, request: int, name: str, args: tuple[Any, ...]
