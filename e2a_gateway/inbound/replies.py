@@ -741,8 +741,8 @@ def _part(
     ]
     if kind == "signature" and said and _is_delimiter(run[0]):
         said = said[1:]
-    while said and not said[0].strip():
-        said.pop(0)
+    first = next((index for index, text in enumerate(said) if text.strip()), len(said))
+    del said[:first]
     while said and not said[-1].strip():
         said.pop()
     return MessagePart(
@@ -794,12 +794,14 @@ def _signature_start(lines: list[_Line], start: int, end: int) -> int:
     iPhone", "Get Outlook for iOS") as the last line, or an HTML signature element at the end.
     Nothing else: a sign-off ("Thanks, Alice") is the sender's text.
     """
+    following = sum(1 for line in lines[start:end] if line.content.strip())
     for index in range(start, end):
         line = lines[index]
-        if _is_delimiter(line):
-            following = sum(1 for later in lines[index + 1 : end] if later.content.strip())
-            if line.raw.startswith("-- ") or following <= _MAX_LOOSE_SIGNATURE_LINES:
-                return index
+        if line.content.strip():
+            following -= 1  # the non-blank lines after this one
+        loose = following <= _MAX_LOOSE_SIGNATURE_LINES
+        if _is_delimiter(line) and (line.raw.startswith("-- ") or loose):
+            return index
     last = end
     while last > start and not lines[last - 1].content.strip():
         last -= 1
