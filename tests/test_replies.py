@@ -304,3 +304,17 @@ def test_many_delimiter_and_blank_lines_are_split_in_linear_time() -> None:
         ("signature", 319_988, 320_001),
     ]
     assert split.reply_text == "\n".join(["--"] * 19_988)
+
+
+def test_html_nested_without_end_is_rendered_in_linear_time() -> None:
+    """Unclosed elements nest as deep as the body is long: each tag and line looked through
+    all the open ones, and each line carried a "> " per blockquote around it, so 250 KB of
+    unclosed divs and blockquotes took half a minute of CPU. Blockquotes deeper than 100 are
+    now rendered at depth 100, and the body in a moment."""
+    html = "<div>" * 10_000 + "<blockquote>quoted " * 10_000 + "</span>" * 10_000
+    started = time.perf_counter()
+    split = split_reply(None, html)
+    assert time.perf_counter() - started < 5
+    assert split.source == "html"
+    assert [part.depth for part in split.parts] == list(range(1, 101))
+    assert split.parts[-1].content == "\n".join(["quoted"] * 9_901)

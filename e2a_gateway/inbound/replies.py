@@ -15,6 +15,7 @@ are ours, written from the clients' quoting formats.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Literal
@@ -877,6 +878,9 @@ _SIGNATURE_MARKS = re.compile(
     re.IGNORECASE,
 )
 _RULE_LINE = "________________________________"
+_MAX_HTML_QUOTE_DEPTH = 100
+"""Lines in blockquotes nested deeper are rendered at this depth: each rendered line carries a
+"> " per level, so unbounded nesting would make the lines grow with the square of the body."""
 
 
 @dataclass
@@ -889,18 +893,25 @@ class _Open:
 
 
 class _HtmlRenderer(HTMLParser):
-    """Renders an HTML body to lines, each with the depth of the blockquotes around it."""
+    """Renders an HTML body to lines, each with the depth of the blockquotes around it.
+
+    What the open elements say (skipped, preformatted, quoting, signature) is counted as they
+    open and close, never by looking through them: unclosed tags nest without bound.
+    """
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.lines: list[_Line] = []
         self._buffer: list[str] = []
         self._open: list[_Open] = []
+        self._open_tags: Counter[str] = Counter()
+        self._quotes = 0
+        self._signatures = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if self._skipping():
             if tag in _SKIPPED_TAGS:
-                self._open.append(_Open(tag))
+                self._push(_Open(tag))
             return
         if tag in _BLOCK_TAGS:
             self._break()
@@ -915,7 +926,7 @@ class _HtmlRenderer(HTMLParser):
         if tag in _TRACKED_TAGS:
             values = {name: value or "" for name, value in attrs}
             marks = f"{values.get('class', '')} {values.get('id', '')}".split()
-            self._open.append(
+            self._push(
                 _Open(
                     tag,
                     quote=tag == "blockquote" and _is_quote_blockquote(values),
@@ -932,11 +943,11 @@ class _HtmlRenderer(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         if tag in _BLOCK_TAGS and not self._skipping():
             self._break()
-        if tag in _TRACKED_TAGS:
+        if self._open_tags[tag]:  # a tracked element of that name is open
             for position in range(len(self._open) - 1, -1, -1):
                 if self._open[position].tag == tag:
                     spaced = self._open[position].paragraph
-                    del self._open[position:]
+                    self._close_from(position)
                     if spaced and not self._skipping():
                         self._flush(force=True)  # the blank line a paragraph's margin shows
                     break
@@ -944,7 +955,7 @@ class _HtmlRenderer(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._skipping():
             return
-        if any(element.tag == "pre" for element in self._open):
+        if self._open_tags["pre"]:
             pieces = data.split("\n")
             for piece in pieces[:-1]:
                 self._buffer.append(piece)
@@ -957,8 +968,22 @@ class _HtmlRenderer(HTMLParser):
         super().close()
         self._break()
 
+    def _push(self, element: _Open) -> None:
+        self._open.append(element)
+        self._open_tags[element.tag] += 1
+        self._quotes += element.quote
+        self._signatures += element.signature
+
+    def _close_from(self, position: int) -> None:
+        """Close the open element at `position` and every one opened inside it."""
+        for element in self._open[position:]:
+            self._open_tags[element.tag] -= 1
+            self._quotes -= element.quote
+            self._signatures -= element.signature
+        del self._open[position:]
+
     def _skipping(self) -> bool:
-        return any(element.tag in _SKIPPED_TAGS for element in self._open)
+        return any(self._open_tags[tag] for tag in _SKIPPED_TAGS)
 
     def _break(self) -> None:
         """End the current line if it holds anything (a no-break space counts)."""
@@ -972,10 +997,9 @@ class _HtmlRenderer(HTMLParser):
         self._buffer.clear()
         if not text and not force:
             return
-        depth = sum(1 for element in self._open if element.quote)
-        signature = any(element.signature for element in self._open)
+        depth = min(self._quotes, _MAX_HTML_QUOTE_DEPTH)
         raw = ("> " * depth + text).rstrip()
-        self.lines.append(_Line(raw, depth, text, signature_hint=signature))
+        self.lines.append(_Line(raw, depth, text, signature_hint=self._signatures > 0))
 
 
 def _is_quote_blockquote(attributes: dict[str, str]) -> bool:
