@@ -674,7 +674,8 @@ def _placements(lines: list[_Line], spans: list[_Span]) -> list[_Placed]:
             else:
                 frames.append(markers)
                 depth = base + 1
-            named = {d: a for d, a in named.items() if d < depth}
+            while named and next(reversed(named)) >= depth:
+                named.popitem()  # its depths were added in rising order: the deepest go last
             named[depth] = span.attribution
             for offset in range(span.start, span.end):
                 placed.append(_Placed(depth, span.attribution, offset == span.start, True))
