@@ -83,18 +83,38 @@ def split_reply(text: str | None, html: str | None = None) -> ReplySplit:
     Reads `text` (the text/plain part) when there is one, else `html` (the text/html part);
     with neither, the split is empty. Never raises on malformed input.
     """
+    rest: tuple[str, int] | None = None
     if text is not None and text.strip():
-        lines = _text_lines(text)
+        lines, rest = _text_lines(text)
         source: Literal["text", "html", "none"] = "text"
     elif html is not None and html.strip():
-        lines = _html_lines(html)
+        lines, rest = _html_split_lines(html)
         source = "html"
     else:
-        lines = _text_lines(text or "")
+        lines, rest = _text_lines(text or "")
         source = "text" if text else "none"
     parts = _parts(lines)
+    if rest is not None:
+        parts.append(_unread_part(*rest, start=len(lines)))
     reply_text = "\n\n".join(p.content for p in parts if p.kind == "authored" and p.content)
     return ReplySplit(reply_text, tuple(parts), tuple(line.raw for line in lines), source)
+
+
+MAX_SPLIT_LINES = 20_000
+"""Lines of a body that are split; the rest is one quoted part, as written. Splitting costs some
+microseconds and a few hundred bytes a line, and mail from anyone is split: a 25 MB body of
+short lines took minutes of CPU and gigabytes."""
+MAX_SPLIT_HTML_CHARS = 512 * 1024
+"""Characters of an HTML body that are rendered to lines (a few microseconds each); the source
+past them is in the last part as written."""
+
+
+def _unread_part(text: str, end: int, *, start: int) -> MessagePart:
+    """The lines past `MAX_SPLIT_LINES`, `text` joined as a part's lines are: quoted, since
+    nothing in them was read, and so neither the sender's reply nor verified."""
+    return MessagePart(
+        kind="quoted", start=start, end=end, text=text, content=text.strip("\n"), depth=1
+    )
 
 
 # --- lines ---------------------------------------------------------------------------------
@@ -120,10 +140,24 @@ _SHELL_PROMPT = re.compile(r"^\s*[$%#]\s+\S")
 _REPL = re.compile(r"^>>>(?: |$)")
 
 
-def _text_lines(text: str) -> list[_Line]:
-    """The text part's lines with their quote markers; authored code kept literal."""
-    raws = _LINE_BREAK.split(text)
-    if len(raws) > 1 and raws[-1] == "":
+def _one_line_break(text: str) -> str:
+    """`text` with each of its line breaks written LF (by str.replace, a regex's substitution
+    costs an object per line)."""
+    for line_break in ("\r\n", "\r", "\u2028", "\u2029"):
+        text = text.replace(line_break, "\n")
+    return text
+
+
+def _text_lines(text: str) -> tuple[list[_Line], tuple[str, int] | None]:
+    """The text part's first `MAX_SPLIT_LINES` lines with their quote markers (authored code
+    kept literal), and the rest when there is more: its lines joined by LF, and the number of
+    lines of the whole."""
+    raws = _LINE_BREAK.split(text, maxsplit=MAX_SPLIT_LINES)
+    rest = None
+    if len(raws) > MAX_SPLIT_LINES and raws[-1]:
+        joined = _one_line_break(raws.pop()).removesuffix("\n")  # the last line's terminator
+        rest = joined, MAX_SPLIT_LINES + joined.count("\n") + 1
+    elif len(raws) > 1 and raws[-1] == "":
         raws.pop()  # the last line's terminator, not a line
     lines = []
     for raw in raws:
@@ -132,7 +166,7 @@ def _text_lines(text: str) -> list[_Line]:
         content = raw[marked.end() :] if marked else raw
         lines.append(_Line(raw, markers, content.replace("\ufeff", "")))
     _mark_literal(lines)
-    return lines
+    return lines, rest
 
 
 def _mark_literal(lines: list[_Line]) -> None:
@@ -1016,6 +1050,21 @@ def _is_spaced_paragraph(attributes: dict[str, str]) -> bool:
     style = attributes.get("style", "").replace(" ", "").lower()
     zero_margin = re.search(r"margin(?:-bottom)?:0(?:[a-z]*)?(?:;|$)", style)
     return "msonormal" not in attributes.get("class", "").lower() and not zero_margin
+
+
+def _html_split_lines(html: str) -> tuple[list[_Line], tuple[str, int] | None]:
+    """The first `MAX_SPLIT_LINES` lines of the HTML body rendered, and when there is more,
+    the rest as `_text_lines` gives it: the rendered lines past them, then the source past
+    `MAX_SPLIT_HTML_CHARS`."""
+    lines = _html_lines(html[:MAX_SPLIT_HTML_CHARS])
+    pieces = [line.raw for line in lines[MAX_SPLIT_LINES:]]
+    count = len(lines)
+    del lines[MAX_SPLIT_LINES:]
+    unread = _one_line_break(html[MAX_SPLIT_HTML_CHARS:])
+    if unread:
+        pieces.append(unread)
+        count += unread.count("\n") + 1
+    return lines, ("\n".join(pieces), count) if pieces else None
 
 
 def _html_lines(html: str) -> list[_Line]:
