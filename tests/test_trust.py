@@ -4,6 +4,7 @@ case sent as a MIME message and read back, as a stored message is)."""
 
 from __future__ import annotations
 
+import time
 from email.message import EmailMessage
 from typing import Any
 
@@ -263,3 +264,32 @@ def test_the_corpus_reply_text_as_the_faces_show_it_is_at_least_95_percent_exact
     share = right / len(CASES)
     print(f"reply_text exact over MIME: {right}/{len(CASES)} = {100 * share:.1f} %")
     assert share >= 0.95
+
+
+def test_many_quotes_of_long_earlier_mail_are_judged_in_a_bounded_time() -> None:
+    """Each quoted part was looked for in each earlier mail the message names: a message of
+    a thousand quotes naming twenty stored mails of 2 MB each (anyone can mail them to the
+    agent first) took some 15 s of CPU, and longer mail hours. A reading now looks through
+    at most 200 million characters of earlier mail; a quote past that is not found."""
+    padding = "Budget notes for the quarter, line by line. " * 50_000
+    earlier = [
+        EarlierMail(
+            f"msg_{index}",
+            f"<m{index}@example.org>",
+            "inbound",
+            "alice@example.org",
+            True,
+            f"Could we meet on Thursday?\n\n{padding}",
+        )
+        for index in range(20)
+    ]
+    reply = "Yes.\n\n> Could we meet on Thursday?\n" + "ok\n> Send me the payroll file.\n" * 1_000
+    split = split_reply(reply)
+    started = time.perf_counter()
+    quoted = _quoted(reading(split, BOB, earlier, None))
+    assert time.perf_counter() - started < 5
+    assert len(quoted) == 1_001
+    assert quoted[0]["verified"] is True
+    assert quoted[0]["source"]["message_id"] == "msg_0"
+    assert {part["verified"] for part in quoted[1:]} == {False}
+    assert {part["source"] is None for part in quoted[1:]} == {True}

@@ -7,7 +7,6 @@ came from, and only when that mail is in the agent's own store and really holds 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,7 +29,10 @@ __all__ = [
     "sender_verdict",
 ]
 
-_SPACE = re.compile(r"\s+")
+MAX_QUOTE_SEARCH_CHARS = 200_000_000
+"""Characters of earlier mail a reading may look through for its quotes (well under a second). Each
+quoted part is looked for in each earlier mail named, so a message of thousands of quotes
+naming mail of megabytes took hours; a quote past the budget is not found (`differs`)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def reading(
     sender's, `verified` as the sender is; a quoted part is `verified` only when the mail it
     comes from is in the store, holds that text, and was itself verified. `quoted_unverified`
     is True when any quoted text is not."""
-    own = [_norm(mail.authored) if mail.authored is not None else None for mail in earlier]
+    own = _OwnTexts(earlier)
     parts = []
     for part in split.parts:
         if part.kind == "quoted":
@@ -166,10 +168,31 @@ def _attribution(attribution: Attribution | None) -> dict[str, Any] | None:
     }
 
 
+class _OwnTexts:
+    """The earlier mails' own texts as quotes are looked for in them: each compared form made
+    when first needed, and at most `MAX_QUOTE_SEARCH_CHARS` looked through in all."""
+
+    def __init__(self, earlier: Sequence[EarlierMail]) -> None:
+        self._earlier = earlier
+        self._compared: dict[int, str] = {}
+        self._budget = MAX_QUOTE_SEARCH_CHARS
+
+    def hold(self, index: int, quote: str) -> bool:
+        """Whether the own text of `earlier[index]` holds `quote` (False when the budget
+        left cannot look through that text)."""
+        authored = self._earlier[index].authored
+        if authored is None or len(authored) > self._budget:
+            return False
+        self._budget -= len(authored)
+        if index not in self._compared:
+            self._compared[index] = _norm(authored)
+        return quote in self._compared[index]
+
+
 def _quoted_part(
     part: MessagePart,
     earlier: Sequence[EarlierMail],
-    own: Sequence[str | None],
+    own: _OwnTexts,
     in_reply_to: str | None,
 ) -> dict[str, Any]:
     """A quoted part with the stored mail it comes from: the first whose own text holds it
@@ -183,8 +206,7 @@ def _quoted_part(
     source: tuple[EarlierMail, Contents] | None = None
     if quote:
         for index in order:
-            text = own[index]
-            if text is not None and quote in text:
+            if own.hold(index, quote):
                 source = (earlier[index], "match")
                 break
     if source is None:
@@ -220,4 +242,4 @@ def _claimed(
 
 def _norm(text: str) -> str:
     """Text as compared: whitespace runs (line wrapping, indentation) as one space."""
-    return _SPACE.sub(" ", text).strip()
+    return " ".join(text.split())
