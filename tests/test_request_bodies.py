@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -347,3 +348,21 @@ async def test_json_values_at_the_edges_are_kept(hooked: tuple[Account, str, str
     assert sent.status_code == 202, sent.text
     stored = await alice.http.get(messages_path(bot) + f"/{sent.json()['message_id']}")
     assert stored.json()["subject"] == "\U0001f600"
+
+
+async def test_a_body_of_millions_of_tiny_values_is_refused_before_it_is_parsed(
+    make_account: Any,
+) -> None:
+    """Each value of a body cost the event loop a parse, a depth check and a value check: a
+    20 MiB body of ten million zeros held every session and request up for seconds. A body of
+    more than 100,000 strings, commas and opening brackets is refused before it is parsed."""
+    alice: Account = await make_account("alice@example.com")
+    body = b'{"name": "ci", "tags": [' + b"0," * 10_000_000 + b"0]}"
+    started = time.perf_counter()
+    response = await alice.http.post("/v1/account/api-keys", content=body)
+    assert time.perf_counter() - started < 3
+    message = assert_json_error(response, 400, "invalid_request")
+    assert "too many JSON values" in message
+    response = await alice.http.post("/api/v1/agents", content=body)
+    message = assert_json_error(response, 400, "invalid_json")
+    assert "at most 100,000 strings, commas and opening brackets" in message
