@@ -366,3 +366,18 @@ async def test_a_body_of_millions_of_tiny_values_is_refused_before_it_is_parsed(
     response = await alice.http.post("/api/v1/agents", content=body)
     message = assert_json_error(response, 400, "invalid_json")
     assert "at most 100,000 strings, commas and opening brackets" in message
+
+
+async def test_an_mcp_body_of_millions_of_tiny_values_is_a_parse_error(make_account: Any) -> None:
+    """/mcp parsed such a body twice on the event loop before any tool saw it."""
+    alice: Account = await make_account("alice@example.com")
+    arguments = b'{"a": [' + b"[]," * 5_000_000 + b"0]}"
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "list_agents", '
+    body += b'"arguments": ' + arguments + b"}}"
+    started = time.perf_counter()
+    response = await alice.http.post("/mcp", content=body, headers=MCP_HEADERS)
+    assert time.perf_counter() - started < 3
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == -32700
+    assert "too many JSON values" in error["message"]

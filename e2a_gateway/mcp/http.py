@@ -28,12 +28,13 @@ import pydantic_core
 from werkzeug.datastructures import Headers
 
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.mcp.envelope import INVALID_REQUEST, invalid_request
+from e2a_gateway.mcp.envelope import INVALID_REQUEST, PARSE_ERROR, invalid_request
 from e2a_gateway.operations.caller import authenticate
 from e2a_gateway.operations.errors import Unauthorized
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.web.context import bearer_key
 from e2a_gateway.web.errors import status_of
+from e2a_gateway.web.json_bodies import NotAJsonObject, within_item_bound
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup, TaskStatus
@@ -254,6 +255,11 @@ class McpEndpoint:
             # validator's report: the whole body is read and checked here first.
             body = await _read_body(receive)
             if body is None:
+                return
+            try:
+                within_item_bound(body, max_depth=None)  # the library refuses deep nesting
+            except NotAJsonObject as exc:
+                await _send_error(send, 400, "invalid_json", str(exc), rpc_code=PARSE_ERROR)
                 return
             refused = _not_a_message(body)
             if refused is not None:

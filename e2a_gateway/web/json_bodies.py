@@ -56,9 +56,9 @@ def json_object(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def within_item_bound(raw: bytes) -> None:
+def within_item_bound(raw: bytes, *, max_depth: int | None = MAX_JSON_DEPTH) -> None:
     """NotAJsonObject when the JSON text `raw` holds more than MAX_JSON_ITEMS strings, commas
-    and opening brackets outside strings, or nests deeper than MAX_JSON_DEPTH before it does;
+    and opening brackets outside strings, or nests deeper than `max_depth` before it does;
     found before parsing, in time linear in `raw` and with a Python step for at most twice
     MAX_JSON_ITEMS of them. Text that is no JSON may pass: parsing refuses it."""
     quotes, rest = raw.count(b'"'), raw.count(b",") + raw.count(b"[") + raw.count(b"{")
@@ -81,7 +81,7 @@ def within_item_bound(raw: bytes) -> None:
             )
         if character in b"[{":
             depth += 1
-            if depth > MAX_JSON_DEPTH:
+            if max_depth is not None and depth > max_depth:
                 raise _too_deep()
         elif character == b'"':
             string = _REST_OF_STRING.match(raw, position)
