@@ -248,3 +248,28 @@ async def test_mail_for_an_owner_without_a_signing_secret_is_deferred_not_stored
     assert f"owner of {bot} has no signing secret" in caplog.text
     listed = await alice.http.get(agent_path(bot, "/messages"))
     assert listed.status_code == 200 and listed.json()["messages"] == []
+
+
+async def test_address_fields_with_deeply_nested_comments_are_read(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """The stdlib reads a comment in a comment by recursion: an 8 KB From or To of nested
+    comments, within every limit, raised RecursionError and the mail was answered 451 for
+    ever. Such fields are read without their comments."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await new_agent(alice, "bot")
+    nested = b"\r\n ".join([b"(" * 800] * 5 + [b")" * 800] * 5)
+    data = (
+        b"From: "
+        + nested
+        + b" <alice@example.org>\r\nTo: "
+        + nested
+        + b' "A (not a comment" <bot@agents.test>\r\nSubject: nested\r\n\r\nhello\r\n'
+    )
+    assert await smtp_send(running, [bot], data) == {}
+    (summary,) = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
+    assert (summary["from"], summary["to"], summary["subject"]) == (
+        "alice@example.org",
+        ["bot@agents.test"],
+        "nested",
+    )

@@ -27,7 +27,7 @@ from cachetools import LRUCache, cached
 from e2a_gateway.addresses import lowercase_address
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.email_policies import READING, HeaderClassesOnce
-from e2a_gateway.rfc5322 import HeaderFields, header_text
+from e2a_gateway.rfc5322 import HeaderFields, field_addresses, header_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
 
@@ -165,7 +165,7 @@ def _header_text(message: HeaderFields, name: str) -> str:
 def _addresses(message: HeaderFields, name: str) -> list[str]:
     """The addresses in every instance of header `name`, lowercased (`lowercase_address`)."""
     found = []
-    for _, address in email.utils.getaddresses(message.get_all(name)):
+    for _, address in field_addresses(message.get_all(name)):
         if "@" in address:
             found.append(lowercase_address(address))
     return found

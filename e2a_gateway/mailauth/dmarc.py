@@ -7,7 +7,6 @@ Organisational domains come from the Public Suffix List shipped with `publicsuff
 
 from __future__ import annotations
 
-import email.utils
 import re
 import threading
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from publicsuffixlist import PublicSuffixList
 from e2a_gateway.addresses import a_label_domain
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError, Resolver
 from e2a_gateway.mailauth.results import Alignment, AuthResult
-from e2a_gateway.rfc5322 import HeaderFields, header_text
+from e2a_gateway.rfc5322 import HeaderFields, field_addresses, header_text
 
 Disposition = Literal["none", "quarantine", "reject"]
 
@@ -82,7 +81,7 @@ class InvalidPolicyRecord(Exception):
 def author_of(message: bytes) -> Author:
     """The author's domain from the message's `From:` field(s), lowercased, IDNA-encoded."""
     values = HeaderFields(header_text(message)).get_all("From")
-    addresses = [address for _name, address in email.utils.getaddresses(values) if address]
+    addresses = [address for _name, address in field_addresses(values) if address]
     if len(addresses) != 1:
         return Author(len(addresses), None)
     _local, at, domain = addresses[0].rpartition("@")

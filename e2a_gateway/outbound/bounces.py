@@ -27,6 +27,8 @@ from typing import Literal
 
 from flufl.bounce import all_failures
 
+from e2a_gateway.rfc5322 import field_addresses
+
 BounceType = Literal["permanent", "transient", "undetermined"]
 MAX_DIAGNOSTIC_CHARS = 1000
 SOLE_ADDRESSEE = "sole_addressee"
@@ -394,7 +396,7 @@ def _complaint(message: email.message.Message, part: email.message.Message) -> C
             if headers is not None
             for value in headers.get_all(_JMRP_RECIPIENT, [])
         ]
-        recipients = [address for _, address in email.utils.getaddresses(named)]
+        recipients = [address for _, address in field_addresses(named)]
     return Complaint(
         tuple(address.strip("<> ") for address in recipients if address.strip("<> ")),
         (_unfolded(fields.get("feedback-type")) or "abuse").lower(),
@@ -508,7 +510,7 @@ def _not_recipients(message: email.message.Message) -> set[str]:
     names: set[str] = set()
     for field in ("from", "to"):
         fields = [str(value) for value in message.get_all(field, [])]
-        names.update(address.lower() for _, address in email.utils.getaddresses(fields))
+        names.update(address.lower() for _, address in field_addresses(fields))
     for part in message.walk():
         for field in ("message-id", "in-reply-to", "references"):
             for value in part.get_all(field, []):
@@ -525,7 +527,7 @@ def _sole_returned_recipient(message: email.message.Message) -> list[str]:
     if returned is None:
         return []
     fields = [str(value) for field in ("to", "cc") for value in returned.get_all(field, [])]
-    addresses = {a for _, a in email.utils.getaddresses(fields) if "@" in a}
+    addresses = {a for _, a in field_addresses(fields) if "@" in a}
     return list(addresses) if len(addresses) == 1 else []
 
 
