@@ -524,3 +524,19 @@ def test_a_plain_delay_warning_says_the_recipient_is_still_tried() -> None:
         (item.address, item.bounce_type, item.action) for item in verdict.recipients
     ]
     assert (address, bounce_type, action) == ("a@b.example", "transient", "delayed")
+
+
+def test_a_notice_whose_from_nests_comments_deeply_is_read() -> None:
+    """The stdlib reads nested comments by recursion: a notice whose From nests a few thousand
+    raised RecursionError out of the reading, so the notice was never taken."""
+    nested = b"\r\n ".join([b"(" * 800] * 5 + [b")" * 800] * 5)
+    raw = (
+        b"From: " + nested + b" <MAILER-DAEMON@mx.example.org>\r\nTo: b@example.com\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\nContent-Type: text/plain\r\n\r\n"
+        b"<carol@example.net>: host mx.example.org[192.0.2.5] said: 550 5.1.1 unknown user\r\n"
+    )
+    verdict = read_returned_mail(raw)
+    assert isinstance(verdict, Bounce)
+    assert [(r.address, r.bounce_type, r.status) for r in verdict.recipients] == [
+        ("carol@example.net", "permanent", "5.1.1")
+    ]

@@ -470,8 +470,8 @@ def _detected_failures(message: email.message.Message) -> tuple[str, set[str], s
     malformed message counts as not recognising it."""
     try:
         temporary, permanent = all_failures(message)
-    except (LookupError, ValueError, TypeError, AttributeError, IndexError):
-        return None
+    except (LookupError, ValueError, TypeError, AttributeError, IndexError, RecursionError):
+        return None  # RecursionError: the stdlib's address parser on deeply nested comments
     if not temporary and not permanent:
         return None
     return "flufl.bounce", _decoded(temporary), _decoded(permanent) - _decoded(temporary)
@@ -706,8 +706,10 @@ def _status_code(text: str | None) -> str | None:
 
 
 def _sender(message: email.message.Message) -> str:
-    """The address in a notice's From (a header with raw 8-bit bytes arrives as an object)."""
-    return email.utils.parseaddr(str(message.get("from", "")))[1]
+    """The first address in a notice's From (a header with raw 8-bit bytes arrives as an
+    object); empty when it names none."""
+    found = field_addresses([str(message.get("from", ""))])
+    return found[0][1] if found else ""
 
 
 def _dsn_status(value: str | None) -> str | None:
