@@ -273,3 +273,25 @@ async def test_address_fields_with_deeply_nested_comments_are_read(
         ["bot@agents.test"],
         "nested",
     )
+
+
+async def test_mime_fields_with_deeply_nested_comments_are_accepted_and_read(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """The stdlib's MIME field parser recurses into nested comments too: a Content-Disposition
+    of a few thousand made accepting the mail fail (451 for ever), and a Content-Type reading
+    it. Such a message is taken, with no readable body."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await new_agent(alice, "bot")
+    nested = b"\r\n ".join([b"(" * 800] * 5 + [b")" * 800] * 5)
+    for field in (b"Content-Disposition: inline ", b"Content-Type: text/plain "):
+        data = (
+            b"From: alice@example.org\r\nTo: bot@agents.test\r\nSubject: nested\r\n"
+            b"MIME-Version: 1.0\r\n" + field + nested + b"\r\n\r\nhello\r\n"
+        )
+        assert await smtp_send(running, [bot], data) == {}
+        (summary,) = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
+        response = await alice.http.get(agent_path(bot, f"/messages/{summary['message_id']}"))
+        assert response.status_code == 200, response.text
+        full = response.json()
+        assert (full["text_body"], full["html_body"], full["attachments"]) == (None, None, [])

@@ -345,12 +345,18 @@ def parse_body(raw: bytes) -> ParsedBody:
     Parsing costs about a millisecond per kilobyte of mail and the same bytes always read the
     same, so the most recently read bodies are kept, by the SHA-256 of their bytes, within
     PARSED_BODY_CACHE_BUDGET: reading a message again, as agents and the dashboard do, costs
-    a hash."""
-    message = _message(raw)
-    text, html = _body(message)
-    attachments = tuple(
-        _attachment(part, _attachment_bytes(part)) for part in _attachment_parts(message)
-    )
+    a hash.
+
+    A message whose MIME fields nest comments a few thousand deep has nothing readable: the
+    stdlib reads a comment in a comment by recursion, and gives up (RecursionError)."""
+    try:
+        message = _message(raw)
+        text, html = _body(message)
+        attachments = tuple(
+            _attachment(part, _attachment_bytes(part)) for part in _attachment_parts(message)
+        )
+    except RecursionError:
+        return ParsedBody(text=None, html=None)
     return ParsedBody(text=text, html=html, attachments=attachments)
 
 
@@ -362,9 +368,13 @@ def attachments_of(raw: bytes, headers: HeaderSummary) -> tuple[Attachment, ...]
 
 def attachment_data(raw: bytes, index: int) -> tuple[Attachment, bytes] | None:
     """The attachment at `index` (parse_body's order) with its decoded bytes; None when the
-    message has no such attachment."""
-    found = _attachment_parts(_message(raw))
-    if not 0 <= index < len(found):
+    message has no such attachment (nor one whose MIME fields nest comments too deeply to read,
+    see `parse_body`)."""
+    try:
+        found = _attachment_parts(_message(raw))
+        if not 0 <= index < len(found):
+            return None
+        data = _attachment_bytes(found[index])
+        return _attachment(found[index], data), data
+    except RecursionError:
         return None
-    data = _attachment_bytes(found[index])
-    return _attachment(found[index], data), data
