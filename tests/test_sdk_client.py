@@ -56,6 +56,7 @@ from e2a_gateway.v1 import (
     WireAttachment,
     WSNotification,
 )
+from e2a_gateway.v1.inbound import parse_raw_email
 from e2a_gateway.v1.notifications import backoff_delays, websocket_url
 from e2a_gateway.workers.webhook_policy import build_request
 from tests.conftest import make_settings
@@ -642,6 +643,21 @@ def test_unverified_fields_are_gated(live: LiveGateway, monkeypatch: pytest.Monk
         assert legacy.verify_signature(secret) and legacy.subject == "Gated"
         with pytest.warns(DeprecationWarning, match="AsyncE2AClient.parse"):
             assert not AsyncE2AClient(key, base_url=live.url).parse(body).verified
+
+
+def test_a_message_whose_mime_fields_nest_comments_deeply_is_read_without_its_body() -> None:
+    """The stdlib reads a comment inside a comment by recursion: a Content-Type or
+    Content-Disposition nesting a few thousand (8 KB, within every header limit of the
+    gateway) must not make the SDK raise on mail any sender can write: it reads as empty (the
+    gateway reads no body of it either; the webhook's fields still name its subject)."""
+    deep = "(" * 3000 + ")" * 3000
+    for field in (f"Content-Type: text/plain {deep}", f"Content-Disposition: inline {deep}"):
+        raw = f"From: a@b.example\r\nSubject: hi\r\n{field}\r\n\r\nbody\r\n".encode()
+        parsed = parse_raw_email(raw)
+        assert (parsed.subject, parsed.text_body, parsed.html_body) == ("", "", None)
+        assert parsed.attachments == []
+    plain = parse_raw_email(b"From: a@b.example\r\nSubject: hi\r\n\r\nbody\r\n")
+    assert (plain.subject, plain.text_body.strip()) == ("hi", "body")
 
 
 def test_api_errors_keep_status_code_and_message() -> None:

@@ -118,10 +118,22 @@ def _as_attachment(part: EmailMessage) -> Attachment:
 
 
 def parse_raw_email(raw: bytes) -> ParsedBody:
-    """The subject, first text/plain and text/html bodies, and attachments of `raw`."""
-    message = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    parsed = ParsedBody(subject=str(message.get("Subject", "") or ""))
+    """The subject, first text/plain and text/html bodies, and attachments of `raw`. A message
+    whose MIME fields nest comments a few thousand deep (the stdlib reads them by recursion,
+    and gives up) reads as empty, as the gateway reads no body of it either."""
+    try:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        parsed = ParsedBody(subject=str(message.get("Subject", "") or ""))
+        _read_parts(message, parsed)
+    except RecursionError:
+        return ParsedBody()
+    return parsed
+
+
+def _read_parts(message: EmailMessage, parsed: ParsedBody) -> None:
+    """Fill `parsed` with the first text/plain and text/html bodies and the attachments of
+    `message`."""
     for part in message.walk():
         assert isinstance(part, EmailMessage)
         content_type = part.get_content_type()
@@ -135,7 +147,6 @@ def parse_raw_email(raw: bytes) -> ParsedBody:
             parsed.html_body = _part_text(part)
         elif not content_type.startswith("text/"):
             parsed.attachments.append(_as_attachment(part))
-    return parsed
 
 
 def decode_raw_message(value: object) -> bytes:
