@@ -8,6 +8,7 @@ every message: nothing here reads HTTP or WebSocket frames itself.
 from __future__ import annotations
 
 import json
+import math
 import socket
 from collections.abc import Callable
 from functools import partial
@@ -17,7 +18,7 @@ from typing import Any, cast
 import h11
 import trio
 from hypercorn.config import Config
-from hypercorn.events import Event
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.events import Request, StreamClosed
 from hypercorn.protocol.h11 import STREAM_ID, H11Protocol, H11WSConnection
@@ -25,7 +26,7 @@ from hypercorn.protocol.http_stream import HTTPStream
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, FrameTooLargeError, WSStream
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.task_group import TaskGroup
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import (
     AppWrapper,
@@ -133,6 +134,35 @@ class _Connection(TCPServer):
         """Write, close or (re)start the idle timer, even from a cancelled request task."""
         with trio.CancelScope(shield=True):
             await super().protocol_send(event)
+
+    async def _read_data(self) -> None:
+        """hypercorn's read loop, giving up on a request body that stops arriving: no byte of
+        it for `keep_alive_timeout` closes the connection (the app hears the client left).
+        hypercorn's idle timer stops once the request head is in, so a client that declared
+        a body and sent none of it held its connection and request task for ever."""
+        while True:
+            try:
+                with trio.fail_after(self._read_wait()):
+                    data = await self.stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            await self.protocol.handle(RawData(bytes(data)))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
+
+    def _read_wait(self) -> float:
+        """How long the next read may wait: `keep_alive_timeout` while the client owes the
+        rest of a request body it has been told to send, else without bound (the idle timer
+        covers a connection between requests)."""
+        http11 = self.protocol.protocol
+        connection = http11.connection if isinstance(http11, _Http11) else None
+        owes_body = (
+            isinstance(connection, h11.Connection)
+            and connection.their_state is h11.SEND_BODY
+            and not connection.client_is_waiting_for_100_continue
+        )
+        return float(self.config.keep_alive_timeout) if owes_body else math.inf
 
 
 class _Protocols(ProtocolWrapper):

@@ -259,6 +259,39 @@ async def test_three_hundred_idle_connections_are_released(tmp_path: Path) -> No
         assert open_sockets() <= before + 5
 
 
+async def test_a_request_body_that_stops_arriving_is_given_up(tmp_path: Path) -> None:
+    async with gateway(tmp_path, keep_alive_seconds=0.5) as running:
+        key = await api_key(running)
+        connection = await connect(running)
+        head, body = post(
+            "/api/v1/agents",
+            b'{"slug": "slow", "agent_mode": "local"}',
+            f"Authorization: Bearer {key}",
+            "Content-Type: application/json",
+        )
+        await connection.send(head + body[:5])  # and the rest never comes
+        closed_after = await connection.closed_within(10)
+        assert closed_after is not None, "the connection waited for the body for ever"
+        assert closed_after < 5
+
+
+async def test_a_slow_body_that_keeps_coming_is_read_whole(tmp_path: Path) -> None:
+    async with gateway(tmp_path, keep_alive_seconds=0.5) as running:
+        key = await api_key(running)
+        connection = await connect(running)
+        head, body = post(
+            "/api/v1/agents",
+            b'{"slug": "trickle", "agent_mode": "local"}',
+            f"Authorization: Bearer {key}",
+            "Content-Type: application/json",
+        )
+        await connection.send(head)
+        for start in range(0, len(body), 8):  # longer in all than the idle timeout
+            await trio.sleep(0.2)
+            await connection.send(body[start : start + 8])
+        assert (await connection.answer()).status == 201
+
+
 # Request framing and 100 Continue
 
 
