@@ -44,6 +44,9 @@ from wsproto.connection import ConnectionState as WsState
 from wsproto.events import CloseConnection, Message, Ping, Pong
 from wsproto.frame_protocol import CloseReason
 
+WRITE_CHUNK = 65536
+"""The most a write waits to hand to a client in one go: each piece must be taken within the
+idle timeout, so a slow reader is told from one that has stopped reading."""
 PONG_WAIT_SECONDS = 10.0
 """How long a WebSocket client has to answer a ping (e2a's 10 s) before it is taken for gone."""
 PING_TIMEOUT = "e2a.ping_timeout"
@@ -133,7 +136,27 @@ class _Connection(TCPServer):
     async def protocol_send(self, event: Event) -> None:
         """Write, close or (re)start the idle timer, even from a cancelled request task."""
         with trio.CancelScope(shield=True):
-            await super().protocol_send(event)
+            if isinstance(event, RawData):
+                await self._write(event.data)
+            else:
+                await super().protocol_send(event)
+
+    async def _write(self, data: bytes) -> None:
+        """Write `data`, giving the client `keep_alive_timeout` to take each WRITE_CHUNK of it;
+        one that takes none for that long has stopped reading, and its connection is closed.
+        hypercorn's shielded write waited for such a client for ever: the connection stayed
+        open, and a stopping gateway could not stop."""
+        async with self.send_lock:
+            try:
+                view = memoryview(data)
+                for start in range(0, len(view), WRITE_CHUNK):
+                    with trio.fail_after(self.config.keep_alive_timeout):
+                        await self.stream.send_all(view[start : start + WRITE_CHUNK])
+            except trio.TooSlowError:
+                await self.stream.aclose()  # ends the read loop too
+                await self.protocol.handle(Closed())
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.protocol.handle(Closed())
 
     async def _read_data(self) -> None:
         """hypercorn's read loop, giving up on a request body that stops arriving: no byte of

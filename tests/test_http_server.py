@@ -8,6 +8,7 @@ import gc
 import json
 import os
 import re
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -290,6 +291,66 @@ async def test_a_slow_body_that_keeps_coming_is_read_whole(tmp_path: Path) -> No
             await trio.sleep(0.2)
             await connection.send(body[start : start + 8])
         assert (await connection.answer()).status == 201
+
+
+async def large_answer_request(running: RunningGateway) -> bytes:
+    """A request whose answer runs to megabytes: a full inbound message of 4.7 MB."""
+    account = await open_account(running.gateway, running.addresses.http_url, "big@x.com")
+    agent = await create_agent(account, "big")
+    body = ("x" * 76 + "\r\n") * 60000
+    await smtp_send(running.addresses.smtp_port, [agent], mail("Big", body=body))
+    path = f"/api/v1/agents/{quote(agent, safe='')}/messages"
+    listed = await account.http.get(path, params={"status": "all"})
+    message_id = listed.json()["messages"][0]["message_id"]
+    await account.http.aclose()
+    return get(f"{path}/{message_id}", f"Authorization: Bearer {account.key}")
+
+
+async def unread_connection(running: RunningGateway) -> trio.SocketStream:
+    """A connection whose client reads nothing until told to, with a small receive buffer."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    await sock.connect(("127.0.0.1", running.addresses.http_port))
+    return trio.SocketStream(sock)
+
+
+async def test_a_client_that_stops_reading_its_answer_is_let_go(tmp_path: Path) -> None:
+    async with gateway(tmp_path, keep_alive_seconds=0.5) as running:
+        request = await large_answer_request(running)
+        stream = await unread_connection(running)
+        await stream.send_all(request)
+        await trio.sleep(3)  # reading nothing
+        received, ended = b"", False
+        with trio.move_on_after(5):
+            try:
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+            except trio.BrokenResourceError:
+                pass
+            ended = True
+        assert ended, "the gateway kept writing to a client that had stopped reading"
+        assert len(received) < 4_000_000
+        await stream.aclose()
+
+
+async def close_after(stream: trio.SocketStream, seconds: float) -> None:
+    """Close `stream` after `seconds`."""
+    await trio.sleep(seconds)
+    await stream.aclose()
+
+
+async def test_a_client_that_never_reads_does_not_hold_up_the_stop(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        async with gateway(tmp_path, keep_alive_seconds=0.5) as running:
+            request = await large_answer_request(running)
+            stream = await unread_connection(running)
+            await stream.send_all(request)
+            await trio.sleep(3)  # the answer is written until the client's buffers are full
+            nursery.start_soon(close_after, stream, 20)  # the test's own bound
+            stopping = trio.current_time()
+        stopped_after = trio.current_time() - stopping
+        nursery.cancel_scope.cancel()
+    assert stopped_after < 5, f"the gateway took {stopped_after:.1f} s to stop"
 
 
 # Request framing and 100 Continue
