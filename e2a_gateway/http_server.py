@@ -219,10 +219,20 @@ class _ContinueWhenAsked(h11.Connection):
     the app has asked for the request body (hypercorn sends 100 whenever h11 reports one)."""
 
     body_wanted = False
+    refusal: h11.RemoteProtocolError | None = None
+    """Why the client's last bytes could not be read as HTTP/1.1, once they could not."""
 
     @property
     def they_are_waiting_for_100_continue(self) -> bool:
         return self.body_wanted and super().they_are_waiting_for_100_continue
+
+    def next_event(self) -> Any:
+        """h11's next event, keeping the reason when the client's bytes are not HTTP/1.1."""
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as error:
+            self.refusal = error
+            raise
 
     def start_next_cycle(self) -> None:
         super().start_next_cycle()
@@ -335,6 +345,24 @@ class _Http11(H11Protocol):
         self.keep_alive_requests += 1
         await self.context.mark_request()
 
+    async def _send_error_response(self, status_code: int) -> None:
+        """Answer a request h11 could not read with e2a's JSON error saying why (hypercorn's
+        answer had an empty body), and close the connection after it."""
+        refusal = getattr(self.connection, "refusal", None)
+        code, message = _unreadable_request(
+            status_code, refusal, self.config.h11_max_incomplete_size
+        )
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *self.config.response_headers("h11"),
+        ]
+        await self._send_h11_event(h11.Response(status_code=status_code, headers=headers))
+        await self._send_h11_event(h11.Data(data=body))
+        await self._send_h11_event(h11.EndOfMessage())
+
     async def _send_h11_event(self, event: H11SendableEvent) -> None:
         """Send `event`, a status line with its reason phrase (`200 OK`, not `200 `)."""
         if isinstance(event, h11.Response | h11.InformationalResponse) and not event.reason:
@@ -412,6 +440,25 @@ def _reason_phrase(status: int) -> bytes:
         return HTTPStatus(status).phrase.encode("ascii")
     except ValueError:
         return b""
+
+
+def _unreadable_request(
+    status: int, refusal: h11.RemoteProtocolError | None, max_head_bytes: int
+) -> tuple[str, str]:
+    """The error code and message answering a request h11 refused with `status` for
+    `refusal`; a request head may have `max_head_bytes`."""
+    if status == 431:
+        return "invalid_request", (
+            f"request line and headers too large: at most {max_head_bytes} bytes of them"
+        )
+    # h11's reason, without the bytes it quotes (`illegal header line: bytearray(b'…')`)
+    reason = str(refusal).partition(": bytearray(")[0] if refusal else ""
+    if status == 501:
+        return "not_implemented", (
+            f"{reason or 'unsupported transfer coding'}: send the body with Content-Length "
+            "or Transfer-Encoding: chunked alone"
+        )
+    return "invalid_request", f"malformed HTTP/1.1 request: {reason or 'unreadable'} (RFC 9112)"
 
 
 def _framing_is_ambiguous(headers: Any) -> bool:

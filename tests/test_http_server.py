@@ -443,6 +443,50 @@ async def test_a_body_too_large_is_refused_without_100_continue(tmp_path: Path) 
         assert await connection.closed_within(5) is not None
 
 
+@pytest.mark.parametrize(
+    ("request_bytes", "status_line", "code"),
+    [
+        (
+            b"GET /api/health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+            "HTTP/1.1 400 Bad Request",
+            "invalid_request",
+        ),
+        (
+            b"POST /v1/agents HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+            b"Content-Length: 3\r\n\r\n{}",
+            "HTTP/1.1 400 Bad Request",
+            "invalid_request",
+        ),
+        (
+            b"POST /api/v1/agents HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked"
+            b"\r\n\r\n0\r\n\r\n",
+            "HTTP/1.1 501 Not Implemented",
+            "not_implemented",
+        ),
+        (
+            b"GET /api/health HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 70000,
+            "HTTP/1.1 431 Request Header Fields Too Large",
+            "invalid_request",
+        ),
+    ],
+    ids=["bad-header-line", "conflicting-lengths", "unknown-transfer-coding", "head-too-large"],
+)
+async def test_a_request_the_server_cannot_parse_gets_a_json_error(
+    tmp_path: Path, request_bytes: bytes, status_line: str, code: str
+) -> None:
+    async with gateway(tmp_path) as running:
+        connection = await connect(running)
+        await connection.send(request_bytes)
+        answer = await connection.answer()
+        assert answer.status_line == status_line
+        assert answer.headers["content-type"] == "application/json"
+        assert answer.headers["connection"] == "close"
+        error = answer.json()["error"]  # type: ignore[index]
+        assert error["code"] == code
+        assert error["message"]
+        assert await connection.closed_within(5) is not None
+
+
 # Status lines
 
 
