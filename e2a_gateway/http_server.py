@@ -20,9 +20,9 @@ import trio
 from hypercorn.config import Config
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol import ProtocolWrapper
-from hypercorn.protocol.events import Request, StreamClosed
+from hypercorn.protocol.events import Body, EndBody, Request, Response, StreamClosed
 from hypercorn.protocol.h11 import STREAM_ID, H11Protocol, H11WSConnection
-from hypercorn.protocol.http_stream import HTTPStream
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, FrameTooLargeError, WSStream
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.task_group import TaskGroup
@@ -53,6 +53,10 @@ PING_TIMEOUT = "e2a.ping_timeout"
 """The key this server adds to a WebSocket's ASGI `extensions` when it closed the connection
 for want of a pong (the app counts why its connections end: `e2a_gateway.web.socket_counts`)."""
 
+STOPPED_MID_REQUEST = (
+    "the gateway stopped before it could answer (a restart or a deploy); retry the request, "
+    "with the same Idempotency-Key where it has one"
+)
 AMBIGUOUS_FRAMING = (
     "Content-Length and Transfer-Encoding together leave the body's length ambiguous "
     "(RFC 9112 section 6.1); send only one of them"
@@ -313,7 +317,7 @@ class _Http11(H11Protocol):
             and "upgrade"
             in {token.strip() for token in fields.get(b"connection", "").lower().split(",")}
         )
-        stream_class = _PingedWebsocket if upgrading else HTTPStream
+        stream_class = _PingedWebsocket if upgrading else _HttpRequest
         self.stream = stream_class(
             self.app,
             self.config,
@@ -373,6 +377,36 @@ class _Http11(H11Protocol):
                 reason=_reason_phrase(event.status_code),
             )
         await super()._send_h11_event(event)
+
+
+class _HttpRequest(HTTPStream):
+    """hypercorn's HTTP stream, whose answer to an app that ended without one is e2a's JSON
+    error: 503 `shutting_down` (retry) when the gateway's stop cut the request short, else
+    500 `internal_error` (hypercorn's was a bare 500 either way)."""
+
+    async def _send_error_response(self, status_code: int) -> None:
+        if status_code != 500:
+            await super()._send_error_response(status_code)
+            return
+        if trio.current_effective_deadline() == -math.inf:  # cancelled: the gateway stops
+            status_code, code, message = 503, "shutting_down", STOPPED_MID_REQUEST
+            extra = [(b"retry-after", b"1")]
+        else:
+            status_code, code, message = 500, "internal_error", "internal error; see the log"
+            extra = []
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+            *extra,
+        ]
+        await self.send(
+            Response(stream_id=self.stream_id, headers=headers, status_code=status_code)
+        )
+        await self.send(Body(stream_id=self.stream_id, data=body))
+        await self.send(EndBody(stream_id=self.stream_id))
+        self.state = ASGIHTTPState.CLOSED
 
 
 class _PingedWebsocket(WSStream):

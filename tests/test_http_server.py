@@ -353,6 +353,27 @@ async def test_a_client_that_never_reads_does_not_hold_up_the_stop(tmp_path: Pat
     assert stopped_after < 5, f"the gateway took {stopped_after:.1f} s to stop"
 
 
+async def test_a_request_cut_short_by_the_stop_is_told_to_retry(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as running:
+        key = await api_key(running)
+        connection = await connect(running)
+        head, body = post(
+            "/api/v1/agents",
+            b'{"slug": "cut", "agent_mode": "local"}',
+            f"Authorization: Bearer {key}",
+            "Content-Type: application/json",
+        )
+        await connection.send(head + body[:5])  # in flight as the gateway stops
+        await trio.sleep(0.5)
+    answer = await connection.answer()
+    assert answer.status_line == "HTTP/1.1 503 Service Unavailable"
+    assert answer.headers["connection"] == "close"
+    assert answer.headers["retry-after"] == "1"
+    error = answer.json()["error"]  # type: ignore[index]
+    assert error["code"] == "shutting_down"
+    assert "retry" in error["message"]
+
+
 # Request framing and 100 Continue
 
 
