@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import math
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from http import HTTPStatus
 from typing import Any, cast
@@ -34,6 +35,7 @@ from hypercorn.typing import (
     ASGIReceiveCallable,
     ASGIReceiveEvent,
     ASGISendCallable,
+    ASGISendEvent,
     ConnectionState,
     H11SendableEvent,
     LifespanState,
@@ -76,7 +78,7 @@ async def serve_asgi(
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     state: LifespanState = {}
     lifespan = Lifespan(wrapped, config, state)
-    context = WorkerContext(None)
+    context = _ServingContext(config.graceful_timeout)
     listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
     connection = partial(_Connection, wrapped, config, context, ConnectionState(state.copy()))
     async with trio.open_nursery() as lifespan_nursery:
@@ -93,9 +95,53 @@ async def serve_asgi(
                 await trio.sleep_forever()
             finally:
                 await context.terminated.set()
-                connections.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+                context.begin_grace()
         await lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()
+
+
+class _ServingContext(WorkerContext):
+    """hypercorn's worker context, with the grace a stop gives the requests being answered.
+
+    The gateway stops by cancellation, which reaches every connection at once: hypercorn's
+    `graceful_timeout` (a deadline on the connections' nursery, already cancelled) never gave
+    a request the time to finish, and one in progress was cut short. Each HTTP request now runs
+    shielded (`answering`) until its answer is out, or until `grace_seconds` after the stop."""
+
+    def __init__(self, grace_seconds: float) -> None:
+        super().__init__(None)
+        self.grace_seconds = grace_seconds
+        self._answering: set[trio.CancelScope] = set()
+        self._streaming: set[trio.CancelScope] = set()
+        self._grace_ends: float | None = None
+
+    @contextmanager
+    def answering(self) -> Iterator[trio.CancelScope]:
+        """Run the body (one request's app) through a stop, within the grace; cancelling the
+        scope it gets cuts the request short."""
+        with trio.CancelScope(shield=True) as scope:
+            if self._grace_ends is not None:
+                scope.deadline = self._grace_ends
+            self._answering.add(scope)
+            try:
+                yield scope
+            finally:
+                self._answering.discard(scope)
+                self._streaming.discard(scope)
+
+    def answer_begun(self, scope: trio.CancelScope) -> None:
+        """The request run in `scope` (from `answering`) has begun its answer."""
+        if scope in self._answering:
+            self._streaming.add(scope)
+
+    def begin_grace(self) -> None:
+        """The gateway stops: the requests being answered have `grace_seconds` left, but for
+        an answer already under way (an event stream), which ends at once as before."""
+        self._grace_ends = trio.current_time() + self.grace_seconds
+        for scope in self._answering:
+            scope.deadline = self._grace_ends
+            if scope in self._streaming:
+                scope.cancel()
 
 
 class _Connection(TCPServer):
@@ -130,7 +176,7 @@ class _Connection(TCPServer):
                 )
                 await self.protocol.initiate()
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
-                await self._read_data()
+                await self._read_until_stopped()
         except OSError:
             pass
         finally:
@@ -177,6 +223,17 @@ class _Connection(TCPServer):
             if data == b"":
                 break
         await self.protocol.handle(Closed())
+
+    async def _read_until_stopped(self) -> None:
+        """Read until the connection ends; when the gateway's stop ends it, a request whose
+        body has not all come never will, and is cut short at once rather than in grace."""
+        try:
+            await self._read_data()
+        except trio.Cancelled:
+            http11 = self.protocol.protocol
+            if isinstance(http11, _Http11):
+                http11.cut_short_if_unreceived()
+            raise
 
     def _read_wait(self) -> float:
         """How long the next read may wait: `keep_alive_timeout` while the client owes the
@@ -271,6 +328,7 @@ class _Http11(H11Protocol):
             send,
         )
         self._app = app
+        self._answering: trio.CancelScope | None = None
         self.connection = _ContinueWhenAsked(
             h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size
         )
@@ -292,7 +350,29 @@ class _Http11(H11Protocol):
             await self._let_body_come(scope)
             return await receive()
 
-        await self._app(scope, receive_body, send, sync_spawn, call_soon)
+        context = self.context
+        if scope["type"] == "http" and isinstance(context, _ServingContext):
+            with context.answering() as answering:  # a WebSocket ends at a stop
+                self._answering = answering
+
+                async def send_answer(message: ASGISendEvent) -> None:
+                    if message["type"] == "http.response.start":
+                        context.answer_begun(answering)
+                    await send(message)
+
+                await self._app(scope, receive_body, send_answer, sync_spawn, call_soon)
+            self._answering = None
+        else:
+            await self._app(scope, receive_body, send, sync_spawn, call_soon)
+
+    def cut_short_if_unreceived(self) -> None:
+        """Cut short the request being answered if part of its body has yet to come."""
+        unreceived = (
+            isinstance(self.connection, h11.Connection)
+            and self.connection.their_state is h11.SEND_BODY
+        )
+        if unreceived and self._answering is not None:
+            self._answering.cancel()
 
     async def _let_body_come(self, scope: Scope) -> None:
         """Send `100 Continue` if the client of the request `scope` still waits for it."""
@@ -368,11 +448,15 @@ class _Http11(H11Protocol):
         await self._send_h11_event(h11.EndOfMessage())
 
     async def _send_h11_event(self, event: H11SendableEvent) -> None:
-        """Send `event`, a status line with its reason phrase (`200 OK`, not `200 `)."""
+        """Send `event`, a status line with its reason phrase (`200 OK`, not `200 `), saying
+        `Connection: close` once the gateway stops."""
         if isinstance(event, h11.Response | h11.InformationalResponse) and not event.reason:
+            headers = event.headers.raw_items()
+            if isinstance(event, h11.Response) and self.context.terminated.is_set():
+                headers.append((b"connection", b"close"))
             event = type(event)(
                 status_code=event.status_code,
-                headers=event.headers.raw_items(),
+                headers=headers,
                 http_version=event.http_version,
                 reason=_reason_phrase(event.status_code),
             )

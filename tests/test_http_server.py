@@ -9,6 +9,7 @@ import json
 import os
 import re
 import socket
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import pytest
 import trio
 from trio_websocket import open_websocket_url
@@ -26,6 +28,7 @@ from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import make_settings
 from tests.delivery_support import create_agent, mail, open_account, smtp_send
 from tests.mcp_support import INITIALIZE
+from tests.test_dashboard import sign_in
 
 TERABYTE = 10**12
 """A declared body length over any bound the gateway has."""
@@ -353,6 +356,75 @@ async def test_a_client_that_never_reads_does_not_hold_up_the_stop(tmp_path: Pat
     assert stopped_after < 5, f"the gateway took {stopped_after:.1f} s to stop"
 
 
+class SlowResolver(FixtureResolver):
+    """DNS that takes `seconds` to give every name one public address."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def a(self, name: str) -> list[str]:
+        """One public address, after the wait."""
+        time.sleep(self.seconds)
+        return ["93.184.216.34"]
+
+    def aaaa(self, name: str) -> list[str]:
+        """None, after the wait."""
+        time.sleep(self.seconds)
+        return []
+
+
+async def test_a_request_in_progress_when_the_gateway_stops_is_answered(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, http={"listen": "127.0.0.1:0"})
+    async with trio.open_nursery() as nursery:
+        running: RunningGateway = await nursery.start(
+            partial(run_gateway, settings, resolver=SlowResolver(1.0))
+        )
+        key = await api_key(running)
+        connection = await connect(running)
+        head, body = post(
+            "/api/v1/agents",
+            b'{"slug": "hooked", "webhook_url": "https://hooks.example.com/in"}',
+            f"Authorization: Bearer {key}",
+            "Content-Type: application/json",
+        )
+        await connection.send(head + body)  # its webhook host takes a second to resolve
+        await trio.sleep(0.3)
+        nursery.cancel_scope.cancel()
+    answer = await connection.answer()
+    assert answer.status == 201, answer
+    assert answer.headers["connection"] == "close"
+    assert await connection.closed_within(5) is not None
+
+
+async def test_an_open_event_stream_does_not_hold_up_the_stop(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        async with gateway(tmp_path) as running:
+            account = await open_account(running.gateway, running.addresses.http_url, "sse@x.com")
+            agent = await create_agent(account, "streamed")
+            await account.http.aclose()
+            browser = httpx.AsyncClient(base_url=running.addresses.http_url, timeout=10)
+            assert (await sign_in(browser, account.key)).status_code == 303
+            events = f"/agents/{quote(agent, safe='')}/events"
+            stream_open = trio.Event()
+
+            async def listen() -> None:
+                with contextlib.suppress(httpx.HTTPError):
+                    async with browser.stream("GET", events) as stream:
+                        assert stream.status_code == 200
+                        stream_open.set()
+                        async for _ in stream.aiter_bytes():
+                            pass
+
+            nursery.start_soon(listen)
+            with trio.fail_after(10):
+                await stream_open.wait()
+            stopping = trio.current_time()
+        stopped_after = trio.current_time() - stopping
+        await browser.aclose()
+    assert stopped_after < 2, f"the gateway took {stopped_after:.1f} s to stop"
+
+
 async def test_a_request_cut_short_by_the_stop_is_told_to_retry(tmp_path: Path) -> None:
     async with gateway(tmp_path) as running:
         key = await api_key(running)
@@ -363,9 +435,9 @@ async def test_a_request_cut_short_by_the_stop_is_told_to_retry(tmp_path: Path) 
             f"Authorization: Bearer {key}",
             "Content-Type: application/json",
         )
-        await connection.send(head + body[:5])  # in flight as the gateway stops
+        await connection.send(head + body[:5])  # the rest will not come in the stop's grace
         await trio.sleep(0.5)
-    answer = await connection.answer()
+    answer = await connection.answer(1)
     assert answer.status_line == "HTTP/1.1 503 Service Unavailable"
     assert answer.headers["connection"] == "close"
     assert answer.headers["retry-after"] == "1"
