@@ -20,6 +20,8 @@ _REST_OF_STRING = re.compile(rb'[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
 INTEGERS = range(-(2**63), 2**63)
 """The integers a request body may hold: a signed 64-bit integer, what PostgreSQL's bigint and
 the JSON answers (orjson) both carry."""
+MAX_INTEGER_DIGITS = len(str(INTEGERS.stop))
+"""More digits than this, and an integer is outside INTEGERS whatever they are."""
 
 
 class NotAJsonObject(ValueError):
@@ -41,7 +43,7 @@ def json_object(raw: bytes) -> dict[str, Any]:
     naming a value in it that no request may carry (`_unfit`)."""
     within_item_bound(raw)
     try:
-        data = json.loads(raw, parse_constant=_no_constant)
+        data = json.loads(raw, parse_constant=_no_constant, parse_int=_bounded_int)
     except RecursionError:
         raise _too_deep() from None
     except (ValueError, UnicodeDecodeError) as exc:
@@ -144,6 +146,14 @@ def text_problem(text: str) -> str | None:
         code = ord(text[exc.start])
         return f"must not contain a lone surrogate (U+{code:04X}), which is not Unicode text"
     return None
+
+
+def _bounded_int(digits: str) -> int:
+    """`digits` as an integer; one too long to be in INTEGERS as just past them (`_unfit` then
+    names it), rather than converted (Python refuses past 4300 digits, in words of its own)."""
+    if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
+        return INTEGERS.start - 1 if digits.startswith("-") else INTEGERS.stop
+    return int(digits)
 
 
 def _no_constant(name: str) -> float:
