@@ -175,10 +175,14 @@ class Recorded:
 
 
 class FakeTarget:
-    """A local HTTP server that records POSTs and answers like the OpenAI Responses API."""
+    """A local HTTP server that records POSTs and answers like the OpenAI Responses API:
+    `answer` as JSON (or as it is, when bytes) with `status`; both may be changed between
+    requests."""
 
-    def __init__(self, answer: dict[str, Any]) -> None:
+    def __init__(self, answer: dict[str, Any] | bytes, status: int = 200) -> None:
         self.requests: list[Recorded] = []
+        self.answer = answer
+        self.status = status
         target = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -187,8 +191,9 @@ class FakeTarget:
                 body = json.loads(self.rfile.read(length))
                 auth = self.headers.get("Authorization")
                 target.requests.append(Recorded(self.path, auth, body))
-                payload = json.dumps(answer).encode()
-                self.send_response(200)
+                answer = target.answer
+                payload = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+                self.send_response(target.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

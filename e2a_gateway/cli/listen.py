@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # the SDK and httpx load when `e2a listen` runs (see client_c
 DEFAULT_MODEL = "gpt-4o-mini"
 RESPONSES_PATH = "/v1/responses"
 """A forward URL whose path ends so is an OpenAI Responses API endpoint (e2a's rule)."""
+RATE_LIMIT_WAIT_SECONDS = 60.0
+"""How long to wait when the gateway limits reads or replies without saying for how long."""
 EXIT_TIMEOUT = 6
 """`--once --until` reached its deadline with no message: e2a's CLI exits 6 and prints
 TIMEOUT."""
@@ -210,9 +212,34 @@ async def _forward(http: httpx.AsyncClient, message: Fetched, args: argparse.Nam
     if not text.strip():
         _note(f"  {args.forward} gave no output text: not replying")
         return True
-    sent = await message.email.reply(text)
-    _note(f"  replied to {message_id}: {sent.message_id} ({sent.method}, {sent.status})")
-    return True
+    return await _reply_patiently(message, text)
+
+
+async def _reply_patiently(message: Fetched, text: str) -> bool:
+    """Send `text` as the reply to `message`; over the agent's send limit (429), wait as the
+    gateway asks and try again (the message is already read: a reply given up is lost). True
+    when the gateway took the reply; any other refusal, or no answer, is said on stderr."""
+    import httpx
+
+    from e2a_gateway.v1 import E2AApiError
+
+    message_id = message.payload.get("message_id")
+    while True:
+        try:
+            sent = await message.email.reply(text)
+        except E2AApiError as exc:
+            if exc.status_code != 429:
+                _note(f"  reply to {message_id} refused: HTTP {exc.status_code}: {exc.message}")
+                return False
+            wait = RATE_LIMIT_WAIT_SECONDS if exc.retry_after is None else exc.retry_after
+            _note(f"  reply to {message_id}: {exc.message}; waiting {wait:g} s")
+            await anyio.sleep(wait)
+            continue
+        except httpx.HTTPError as exc:
+            _note(f"  reply to {message_id} failed: {exc}")
+            return False
+        _note(f"  replied to {message_id}: {sent.message_id} ({sent.method}, {sent.status})")
+        return True
 
 
 def _print(data: dict[str, Any], *, as_json: bool) -> None:
@@ -229,10 +256,6 @@ class Outcome:
 
     handled: int = 0
     forward_failed: bool = False
-
-
-RATE_LIMIT_WAIT_SECONDS = 60.0
-"""How long to wait when the gateway limits reads without saying for how long (its window)."""
 
 
 async def _fetch_patiently(client: AsyncE2AClient, agent: str, message_id: str) -> Fetched:
