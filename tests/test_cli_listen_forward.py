@@ -5,12 +5,16 @@ model or a reply that fails."""
 
 from __future__ import annotations
 
+import itertools
+import smtplib
+
 import httpx
 import pytest
 
 from e2a_gateway.operations import sending
 from tests.cli_support import (  # noqa: F401 (fixtures)
     DOMAIN,
+    SENDER,
     Account,
     Cli,
     FakeTarget,
@@ -94,3 +98,79 @@ def test_a_reply_over_the_send_limit_waits_and_is_sent(
     assert "waiting" in err
     wait_until(lambda: unread(live, account.key, human) == 2)
     assert replies_to(cli, human) == ["Model says hi."] * 2
+
+
+def smtp_mail(live: LiveGateway, envelope_from: str, recipient: str, headers: str) -> None:
+    """Deliver over real SMTP a message with the given extra header lines."""
+    sender = envelope_from or SENDER
+    data = (
+        f"From: {sender}\r\nTo: {recipient}\r\nSubject: Note\r\n{headers}\r\nHello?\r\n"
+    ).encode()
+    with smtplib.SMTP("127.0.0.1", live.running.addresses.smtp_port, timeout=10) as smtp:
+        smtp.ehlo("mail.example.org")
+        assert smtp.sendmail(envelope_from, [recipient], data) == {}
+
+
+_serial = itertools.count(1)
+AUTOMATIC = [
+    ("", "Auto-Submitted: auto-replied\r\n", "Auto-Submitted"),
+    ("", "Auto-Submitted: auto-generated (daily digest)\r\n", "Auto-Submitted"),
+    ("", "Precedence: bulk\r\n", "Precedence"),
+    ("", "Precedence: list\r\n", "Precedence"),
+    ("", "Precedence: junk\r\n", "Precedence"),
+    ("", "List-Id: <news.example.org>\r\n", "List-Id"),
+    ("", "List-Unsubscribe: <mailto:leave@example.org>\r\n", "List-Unsubscribe"),
+    ("", "X-Autoreply: yes\r\n", "X-Autoreply"),
+    ("<>", "", "bounce"),
+    ("MAILER-DAEMON@example.org", "", "bounce"),
+    ("postmaster@example.org", "", "bounce"),
+]
+
+
+@pytest.mark.parametrize(("envelope_from", "headers", "said"), AUTOMATIC)
+def test_automatic_mail_is_never_answered(
+    live: LiveGateway,
+    account: Account,
+    cli: Cli,
+    target: FakeTarget,
+    envelope_from: str,
+    headers: str,
+    said: str,
+) -> None:
+    """RFC 3834: an autoresponder answers no automatic mail (auto-replies, bulk and list
+    mail, bounces), so two responders cannot keep answering each other; the model is not
+    even asked. Such mail is still printed, and skipping it is no failure."""
+    (bot,) = local_agents(cli, account, f"auto{next(_serial)}")
+    envelope = "" if envelope_from == "<>" else envelope_from or SENDER
+    smtp_mail(live, envelope, bot, headers)
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+
+    code, out, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url())
+    assert code == 0, err
+    assert "Note" in out
+    assert target.requests == []
+    assert "automatic mail" in err and said in err and "replied to" not in err
+
+
+def test_mail_marked_not_automatic_is_answered(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
+) -> None:
+    (bot,) = local_agents(cli, account, "notauto")
+    smtp_mail(live, SENDER, bot, "Auto-Submitted: no\r\n")
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+    cli("listen", "--agent", bot, "--max", "1", "--forward", target.url())
+    assert len(target.requests) == 1  # (the reply to example.org fails: no relay here)
+
+
+def test_the_agents_own_mail_is_not_answered(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
+) -> None:
+    """Mail from the agent to itself: answering it would send the answer to the agent
+    again, and again, for ever."""
+    (bot,) = local_agents(cli, account, "self")
+    send(cli, bot, bot, "To myself")
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+    code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url())
+    assert code == 0, err
+    assert target.requests == [] and "its own mail" in err
+    assert unread(live, account.key, bot) == 0

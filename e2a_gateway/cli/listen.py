@@ -3,8 +3,10 @@
 Each notification is fetched (which marks it read) and printed, as one JSON object per line
 with `--json`. `--forward URL` POSTs the full message JSON to URL, as e2a's CLI does; only
 when URL's path ends in `/v1/responses` is the POST an OpenAI Responses API request whose
-output text is sent back as the reply. `--forward-token` is only the bearer token of the
-POST, in both modes. A failing forward is reported on stderr and listening goes on.
+output text is sent back as the reply, except to automatic mail (RFC 3834, see
+automatic_mail.py), which the model is not even asked about. `--forward-token` is only the
+bearer token of the POST, in both modes. A failing forward is reported on stderr and
+listening goes on.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from e2a_gateway.cli.automatic_mail import not_to_answer
 from e2a_gateway.cli.output import cell, email_json
 from e2a_gateway.clock import parse_timestamp
 
@@ -198,7 +201,12 @@ async def _forward(http: httpx.AsyncClient, message: Fetched, args: argparse.Nam
             return False
         _note(f"  forwarded {message_id} to {args.forward}: HTTP {response.status_code}")
         return True
-    data = {**email_json(message.email), "verified": message.email.is_verified}
+    email = message.email
+    reason = not_to_answer(email.raw_message, email.sender, email.recipient)
+    if reason is not None:
+        _note(f"  not answering {message_id}, automatic mail ({reason}): the model is not asked")
+        return True
+    data = {**email_json(email), "verified": email.is_verified}
     response = await http.post(
         args.forward, json=responses_request(data, args.model), headers=_headers(args)
     )
