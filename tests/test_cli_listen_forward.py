@@ -174,3 +174,28 @@ def test_the_agents_own_mail_is_not_answered(
     assert code == 0, err
     assert target.requests == [] and "its own mail" in err
     assert unread(live, account.key, bot) == 0
+
+
+@pytest.mark.parametrize(
+    "token", ["sk-secret-1\r", "sk-secret-1\n", "sk-secret-1\x00", "sk-sécret"]
+)
+def test_a_token_no_header_can_carry_is_refused_without_showing_it(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget, token: str
+) -> None:
+    """A token read from a file with Windows line endings ends in a carriage return: it is a
+    usage error naming the problem, never an error message quoting the token on every
+    message (stderr goes to logs)."""
+    bot, human = local_agents(cli, account, f"tok{next(_serial)}", f"tokh{next(_serial)}")
+    send(cli, human, bot, "Token")
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+    for url in (target.url(), target.url("/hook")):
+        args = ("listen", "--agent", bot, "--max", "1", "--forward", url, "--forward-token", token)
+        try:
+            code, out, err = cli(*args)
+        except SystemExit as exit:  # argparse's usage error
+            captured = cli.capsys.readouterr()
+            code, out, err = exit.code, captured.out, captured.err
+        assert code == 2, (out, err)
+        assert "--forward-token" in err and "secret" not in err and "sécret" not in err
+    assert target.requests == []
+    assert unread(live, account.key, bot) == 1

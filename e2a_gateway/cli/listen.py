@@ -88,6 +88,17 @@ def _forward_url(text: str) -> str:
     return text
 
 
+def _bearer_token(text: str) -> str:
+    """`--forward-token`: visible ASCII only, as an HTTP header can carry it. The message
+    never quotes the token (argparse prints it, and stderr often goes to logs)."""
+    if not text or not all("!" <= char <= "~" for char in text):
+        raise argparse.ArgumentTypeError(
+            "the token must be printable ASCII without spaces or line breaks (a token read "
+            "from a file with Windows line endings ends in a carriage return)"
+        )
+    return text
+
+
 def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `e2a listen` (besides --agent and --json)."""
     parser.add_argument(
@@ -101,6 +112,7 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--forward-token",
+        type=_bearer_token,
         metavar="TOKEN",
         help="with --forward: sent as `Authorization: Bearer TOKEN`, nothing more",
     )
