@@ -176,13 +176,12 @@ class Recorded:
 
 class FakeTarget:
     """A local HTTP server that records POSTs and answers like the OpenAI Responses API:
-    `answer` as JSON (or as it is, when bytes) with `status`; both may be changed between
-    requests."""
+    `answer` as JSON (or as it is, when bytes) with status 200, unless `script` holds
+    (status, answer) pairs still to give, one per request."""
 
-    def __init__(self, answer: dict[str, Any] | bytes, status: int = 200) -> None:
+    def __init__(self, answer: dict[str, Any] | bytes) -> None:
         self.requests: list[Recorded] = []
-        self.answer = answer
-        self.status = status
+        self.script: list[tuple[int, dict[str, Any] | bytes]] = []
         target = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -191,9 +190,9 @@ class FakeTarget:
                 body = json.loads(self.rfile.read(length))
                 auth = self.headers.get("Authorization")
                 target.requests.append(Recorded(self.path, auth, body))
-                answer = target.answer
-                payload = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
-                self.send_response(target.status)
+                status, given = target.script.pop(0) if target.script else (200, answer)
+                payload = given if isinstance(given, bytes) else json.dumps(given).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

@@ -6,11 +6,14 @@ model or a reply that fails."""
 from __future__ import annotations
 
 import itertools
+import re
 import smtplib
+from typing import Any
 
 import httpx
 import pytest
 
+from e2a_gateway.cli import listen
 from e2a_gateway.operations import sending
 from tests.cli_support import (  # noqa: F401 (fixtures)
     DOMAIN,
@@ -199,3 +202,64 @@ def test_a_token_no_header_can_carry_is_refused_without_showing_it(
         assert "--forward-token" in err and "secret" not in err and "sécret" not in err
     assert target.requests == []
     assert unread(live, account.key, bot) == 1
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short pauses between model attempts."""
+    monkeypatch.setattr(listen, "MODEL_RETRY_SECONDS", 0.05)
+
+
+def one_message(live: LiveGateway, account: Account, cli: Cli) -> tuple[str, str]:
+    """A bot with one unread message from a human agent; (bot, human)."""
+    bot, human = local_agents(cli, account, f"mb{next(_serial)}", f"mh{next(_serial)}")
+    send(cli, human, bot, "Question")
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+    return bot, human
+
+
+def test_a_model_that_fails_for_a_moment_is_asked_again(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget, quick_retries: None
+) -> None:
+    """The message is marked read once fetched: a 503 or a 429 of the model must not lose
+    its reply for good."""
+    bot, human = one_message(live, account, cli)
+    target.script = [(503, b"busy"), (429, {"error": {"message": "slow down"}})]
+    code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url())
+    assert code == 0, err
+    assert len(target.requests) == 3
+    assert "HTTP 503; trying again" in err and "HTTP 429; trying again" in err
+    wait_until(lambda: unread(live, account.key, human) == 1)
+    assert replies_to(cli, human) == ["Model says hi."]
+
+
+@pytest.mark.parametrize(
+    ("script", "asked", "said"),
+    [
+        ([(500, b"oops")] * 3, 3, "HTTP 500, 3 times"),
+        ([(400, {"error": {"message": "bad model"}})], 1, "answered HTTP 400"),
+        ([(200, b"<html>not a model</html>")], 1, "without JSON"),
+        ([(200, {"output": []})], 1, "no output text"),
+        ([(200, {"output_text": "  \n"})], 1, "no output text"),
+    ],
+)
+def test_a_model_without_an_answer_gets_no_reply_and_fails_the_listen(
+    live: LiveGateway,
+    account: Account,
+    cli: Cli,
+    target: FakeTarget,
+    quick_retries: None,
+    script: list[tuple[int, Any]],
+    asked: int,
+    said: str,
+) -> None:
+    """Nothing is replied, stderr names the message left unanswered and how to answer it,
+    and the exit code says a message went unanswered."""
+    bot, human = one_message(live, account, cli)
+    target.script = list(script)
+    code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url())
+    assert code == 1, err
+    assert len(target.requests) == asked and said in err
+    (message_id,) = re.findall(r"(msg_\w+) is left unanswered", err)
+    assert f"e2a reply {message_id}" in err
+    assert "replied to" not in err and unread(live, account.key, human) == 0

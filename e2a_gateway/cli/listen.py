@@ -38,6 +38,12 @@ RESPONSES_PATH = "/v1/responses"
 """A forward URL whose path ends so is an OpenAI Responses API endpoint (e2a's rule)."""
 RATE_LIMIT_WAIT_SECONDS = 60.0
 """How long to wait when the gateway limits reads or replies without saying for how long."""
+MODEL_ATTEMPTS = 3
+"""How many times a model request that got no answer, a 429 or a 5xx is made in all."""
+MODEL_RETRY_SECONDS = 2.0
+"""The first pause before a model request is made again (doubling after each)."""
+MAX_MODEL_WAIT_SECONDS = 60.0
+"""The longest a model's Retry-After is waited for."""
 EXIT_TIMEOUT = 6
 """`--once --until` reached its deadline with no message: e2a's CLI exits 6 and prints
 TIMEOUT."""
@@ -219,20 +225,68 @@ async def _forward(http: httpx.AsyncClient, message: Fetched, args: argparse.Nam
         _note(f"  not answering {message_id}, automatic mail ({reason}): the model is not asked")
         return True
     data = {**email_json(email), "verified": email.is_verified}
-    response = await http.post(
-        args.forward, json=responses_request(data, args.model), headers=_headers(args)
-    )
-    if response.status_code >= 300:
-        _note(f"  {args.forward} answered HTTP {response.status_code}: not replying")
+    text = await _ask_model(http, args, responses_request(data, args.model))
+    if text is None:
+        _note(
+            f"  {message_id} is left unanswered (it is marked read: answer it with "
+            f"`e2a reply {message_id}`)"
+        )
         return False
+    return await _reply_patiently(message, text)
+
+
+async def _ask_model(
+    http: httpx.AsyncClient, args: argparse.Namespace, request: dict[str, Any]
+) -> str | None:
+    """POST `request` to the model; its output text, or None (said on stderr) when it gave
+    none. No answer, a 429 and a 5xx are tried again, MODEL_ATTEMPTS times in all, after the
+    Retry-After it names (at most MAX_MODEL_WAIT_SECONDS) or a doubling pause."""
+    import httpx
+
+    pause = MODEL_RETRY_SECONDS
+    for attempt in range(1, MODEL_ATTEMPTS + 1):
+        try:
+            response = await http.post(args.forward, json=request, headers=_headers(args))
+        except httpx.HTTPError as exc:
+            problem, wait = f"no answer ({exc})", pause
+        else:
+            if response.status_code < 300:
+                return _answer_text(response, args.forward)
+            problem = f"HTTP {response.status_code}"
+            if response.status_code != 429 and response.status_code < 500:
+                _note(f"  {args.forward} answered {problem}: not replying")
+                return None
+            asked = _retry_after(response.headers.get("retry-after"))
+            wait = pause if asked is None else min(asked, MAX_MODEL_WAIT_SECONDS)
+        if attempt == MODEL_ATTEMPTS:
+            _note(f"  {args.forward}: {problem}, {MODEL_ATTEMPTS} times: not replying")
+            return None
+        _note(f"  {args.forward}: {problem}; trying again in {wait:g} s")
+        await anyio.sleep(wait)
+        pause *= 2
+    return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A `Retry-After` in seconds; None when absent or not a number of seconds."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < math.inf else None
+
+
+def _answer_text(response: httpx.Response, url: str) -> str | None:
+    """The output text of a model's 2xx answer; None (said on stderr) when there is none."""
     try:
         text = output_text(response.json())
     except ValueError:
-        text = ""
+        _note(f"  {url} answered HTTP {response.status_code} without JSON: not replying")
+        return None
     if not text.strip():
-        _note(f"  {args.forward} gave no output text: not replying")
-        return True
-    return await _reply_patiently(message, text)
+        _note(f"  {url} gave no output text: not replying")
+        return None
+    return text
 
 
 async def _reply_patiently(message: Fetched, text: str) -> bool:
