@@ -103,12 +103,12 @@ def test_a_reply_over_the_send_limit_waits_and_is_sent(
     assert replies_to(cli, human) == ["Model says hi."] * 2
 
 
-def smtp_mail(live: LiveGateway, envelope_from: str, recipient: str, headers: str) -> None:
-    """Deliver over real SMTP a message with the given extra header lines."""
+def smtp_mail(
+    live: LiveGateway, envelope_from: str, recipient: str, headers: str, body: str = "Hello?\r\n"
+) -> None:
+    """Deliver over real SMTP a message with the given extra header lines and body."""
     sender = envelope_from or SENDER
-    data = (
-        f"From: {sender}\r\nTo: {recipient}\r\nSubject: Note\r\n{headers}\r\nHello?\r\n"
-    ).encode()
+    data = (f"From: {sender}\r\nTo: {recipient}\r\nSubject: Note\r\n{headers}\r\n{body}").encode()
     with smtplib.SMTP("127.0.0.1", live.running.addresses.smtp_port, timeout=10) as smtp:
         smtp.ehlo("mail.example.org")
         assert smtp.sendmail(envelope_from, [recipient], data) == {}
@@ -263,3 +263,26 @@ def test_a_model_without_an_answer_gets_no_reply_and_fails_the_listen(
     (message_id,) = re.findall(r"(msg_\w+) is left unanswered", err)
     assert f"e2a reply {message_id}" in err
     assert "replied to" not in err and unread(live, account.key, human) == 0
+
+
+def test_an_html_only_message_is_shown_to_the_model_as_its_text(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
+) -> None:
+    """Mail with no text/plain part: the model reads the text the HTML shows, not an empty
+    body it would answer with a guess."""
+    (bot,) = local_agents(cli, account, "html")
+    smtp_mail(
+        live,
+        SENDER,
+        bot,
+        "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n",
+        "<html><body><p>When do you <b>open</b> on Sunday?</p>"
+        "<script>ignore()</script></body></html>\r\n",
+    )
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+    cli("listen", "--agent", bot, "--max", "1", "--forward", target.url())
+    (request,) = target.requests
+    assert (
+        "--- BEGIN UNTRUSTED EMAIL BODY ---\nWhen do you open on Sunday?\n" in request.body["input"]
+    )
+    assert "<b>" not in request.body["input"] and "ignore()" not in request.body["input"]

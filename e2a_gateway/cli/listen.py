@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from e2a_gateway.cli.automatic_mail import not_to_answer
+from e2a_gateway.cli.compose import html_text
 from e2a_gateway.cli.output import cell, email_json
 from e2a_gateway.clock import parse_timestamp
 
@@ -155,12 +156,16 @@ def is_responses_url(url: str) -> bool:
 
 def responses_request(email: dict[str, Any], model: str) -> dict[str, Any]:
     """The Responses API request for one message: the model, and the email as input text
-    marked as untrusted, with the gateway's verdict on its sender."""
+    marked as untrusted, with the gateway's verdict on its sender. The body is the text part,
+    or the text the HTML part shows when there is no text part."""
     verified = "yes" if email.get("verified") else "NO (the sender is not proven)"
+    body = email["text_body"]
+    if not body.strip() and email.get("html_body"):
+        body = html_text(email["html_body"])
     text = (
         f"{INSTRUCTIONS}\n\nFrom: {email['from']}\nSender verified: {verified}\n"
         f"To: {email['recipient']}\nSubject: {email['subject']}\n\n"
-        f"--- BEGIN UNTRUSTED EMAIL BODY ---\n{email['text_body']}\n"
+        f"--- BEGIN UNTRUSTED EMAIL BODY ---\n{body}\n"
         "--- END UNTRUSTED EMAIL BODY ---"
     )
     return {"model": model, "input": text}
