@@ -286,3 +286,22 @@ def test_an_html_only_message_is_shown_to_the_model_as_its_text(
         "--- BEGIN UNTRUSTED EMAIL BODY ---\nWhen do you open on Sunday?\n" in request.body["input"]
     )
     assert "<b>" not in request.body["input"] and "ignore()" not in request.body["input"]
+
+
+def test_a_huge_email_reaches_the_model_cut_to_a_bound(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
+) -> None:
+    """A 2 MB body is not sent whole (a request no model takes, or a bill the sender chooses):
+    its start is, with a note that the rest is left out, and the model still answers."""
+    bot, human = local_agents(cli, account, "huge", "hugehuman")
+    body = "Please read this log.\n" + "0123456789abcdef " * 120_000
+    code, _, err = cli("send", "--agent", human, "--to", bot, "--subject", "Log", "--body", body)
+    assert code == 0, err
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+    code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url())
+    assert code == 0, err
+    (request,) = target.requests
+    text = request.body["input"]
+    assert len(text) < 102_000
+    assert "Please read this log." in text and "characters of the body are left out]" in text
+    assert text.endswith("--- END UNTRUSTED EMAIL BODY ---")

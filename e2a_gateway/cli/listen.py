@@ -39,6 +39,8 @@ RESPONSES_PATH = "/v1/responses"
 """A forward URL whose path ends so is an OpenAI Responses API endpoint (e2a's rule)."""
 RATE_LIMIT_WAIT_SECONDS = 60.0
 """How long to wait when the gateway limits reads or replies without saying for how long."""
+MAX_MODEL_BODY_CHARS = 100_000
+"""The most of an email's body a model request carries (about 25,000 tokens)."""
 MODEL_ATTEMPTS = 3
 """How many times a model request that got no answer, a 429 or a 5xx is made in all."""
 MODEL_RETRY_SECONDS = 2.0
@@ -157,11 +159,18 @@ def is_responses_url(url: str) -> bool:
 def responses_request(email: dict[str, Any], model: str) -> dict[str, Any]:
     """The Responses API request for one message: the model, and the email as input text
     marked as untrusted, with the gateway's verdict on its sender. The body is the text part,
-    or the text the HTML part shows when there is no text part."""
+    or the text the HTML part shows when there is no text part; past MAX_MODEL_BODY_CHARS it
+    is cut, and the cut said."""
     verified = "yes" if email.get("verified") else "NO (the sender is not proven)"
     body = email["text_body"]
     if not body.strip() and email.get("html_body"):
         body = html_text(email["html_body"])
+    if len(body) > MAX_MODEL_BODY_CHARS:
+        left_out = len(body) - MAX_MODEL_BODY_CHARS
+        body = (
+            f"{body[:MAX_MODEL_BODY_CHARS]}\n[{left_out} more characters of the body are "
+            "left out]"
+        )
     text = (
         f"{INSTRUCTIONS}\n\nFrom: {email['from']}\nSender verified: {verified}\n"
         f"To: {email['recipient']}\nSubject: {email['subject']}\n\n"
