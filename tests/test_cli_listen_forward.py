@@ -305,3 +305,26 @@ def test_a_huge_email_reaches_the_model_cut_to_a_bound(
     assert len(text) < 102_000
     assert "Please read this log." in text and "characters of the body are left out]" in text
     assert text.endswith("--- END UNTRUSTED EMAIL BODY ---")
+
+
+def test_a_password_in_the_forward_url_is_never_printed(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget, quick_retries: None
+) -> None:
+    """`--forward https://user:password@host/…` (Basic auth for a handler): stderr, which
+    often goes to logs, shows the URL without its password, whatever happens."""
+    bot, human = local_agents(cli, account, "basic", "basichuman")
+    for number in range(3):
+        send(cli, human, bot, f"Basic {number}")
+    wait_until(lambda: unread(live, account.key, bot) == 3)
+    target.script = [(500, b"down")] * 2 + [(503, b"down")] * 3
+    port = target.url().split(":")[2].split("/")[0]
+    for path in ("/hook", "/hook", "/v1/responses"):
+        url = f"http://hook-user:hunter2@127.0.0.1:{port}{path}"
+        code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", url)
+        assert code == 1, err
+        assert "hunter2" not in err and f"127.0.0.1:{port}{path}" in err
+    send(cli, human, bot, "Basic 4")
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+    code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", url)
+    assert code == 0 and "replied to" in err and "hunter2" not in err
+    assert all(r.authorization and r.authorization.startswith("Basic ") for r in target.requests)

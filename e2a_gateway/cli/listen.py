@@ -20,7 +20,7 @@ import time
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
@@ -150,6 +150,15 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max", type=_positive, metavar="N", help="stop after N messages")
 
 
+def shown_url(url: str) -> str:
+    """`url` as printed: without the password of its user part (`https://user@host/…`)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}"))
+
+
 def is_responses_url(url: str) -> bool:
     """True when a forward to `url` is an OpenAI Responses API request (path ends in
     `/v1/responses`, as e2a's CLI decides)."""
@@ -168,8 +177,7 @@ def responses_request(email: dict[str, Any], model: str) -> dict[str, Any]:
     if len(body) > MAX_MODEL_BODY_CHARS:
         left_out = len(body) - MAX_MODEL_BODY_CHARS
         body = (
-            f"{body[:MAX_MODEL_BODY_CHARS]}\n[{left_out} more characters of the body are "
-            "left out]"
+            f"{body[:MAX_MODEL_BODY_CHARS]}\n[{left_out} more characters of the body are left out]"
         )
     text = (
         f"{INSTRUCTIONS}\n\nFrom: {email['from']}\nSender verified: {verified}\n"
@@ -228,10 +236,11 @@ async def _forward(http: httpx.AsyncClient, message: Fetched, args: argparse.Nam
         response = await http.post(args.forward, json=message.payload, headers=_headers(args))
         if response.status_code >= 300:
             _note(
-                f"  forward of {message_id} to {args.forward} failed: HTTP {response.status_code}"
+                f"  forward of {message_id} to {shown_url(args.forward)} failed: "
+                f"HTTP {response.status_code}"
             )
             return False
-        _note(f"  forwarded {message_id} to {args.forward}: HTTP {response.status_code}")
+        _note(f"  forwarded {message_id} to {shown_url(args.forward)}: HTTP {response.status_code}")
         return True
     email = message.email
     reason = not_to_answer(email.raw_message, email.sender, email.recipient)
@@ -265,17 +274,17 @@ async def _ask_model(
             problem, wait = f"no answer ({exc})", pause
         else:
             if response.status_code < 300:
-                return _answer_text(response, args.forward)
+                return _answer_text(response, shown_url(args.forward))
             problem = f"HTTP {response.status_code}"
             if response.status_code != 429 and response.status_code < 500:
-                _note(f"  {args.forward} answered {problem}: not replying")
+                _note(f"  {shown_url(args.forward)} answered {problem}: not replying")
                 return None
             asked = _retry_after(response.headers.get("retry-after"))
             wait = pause if asked is None else min(asked, MAX_MODEL_WAIT_SECONDS)
         if attempt == MODEL_ATTEMPTS:
-            _note(f"  {args.forward}: {problem}, {MODEL_ATTEMPTS} times: not replying")
+            _note(f"  {shown_url(args.forward)}: {problem}, {MODEL_ATTEMPTS} times: not replying")
             return None
-        _note(f"  {args.forward}: {problem}; trying again in {wait:g} s")
+        _note(f"  {shown_url(args.forward)}: {problem}; trying again in {wait:g} s")
         await anyio.sleep(wait)
         pause *= 2
     return None
@@ -379,7 +388,7 @@ async def _show(
         try:
             delivered = await _forward(http, message, args)
         except httpx.HTTPError as exc:
-            _note(f"  cannot forward to {args.forward}: {exc}")
+            _note(f"  cannot forward to {shown_url(args.forward)}: {exc}")
             delivered = False
         outcome.forward_failed |= not delivered
 
