@@ -328,3 +328,19 @@ def test_a_password_in_the_forward_url_is_never_printed(
     code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", url)
     assert code == 0 and "replied to" in err and "hunter2" not in err
     assert all(r.authorization and r.authorization.startswith("Basic ") for r in target.requests)
+
+
+def test_a_reply_held_for_approval_is_said_to_be_held(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
+) -> None:
+    """An agent under human review: the model's reply waits for a reviewer, and stderr says
+    so (and how to approve it) instead of claiming it was replied."""
+    bot, human = local_agents(cli, account, "held", "heldhuman")
+    assert cli("agents", "update", bot, "--hitl")[0] == 0
+    send(cli, human, bot, "Held?")
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+    code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url())
+    assert code == 0, err
+    (held,) = re.findall(r"reply to msg_\w+ is held for approval: (\S+)", err)
+    assert f"e2a pending approve {held}" in err and "replied to" not in err
+    assert unread(live, account.key, human) == 0

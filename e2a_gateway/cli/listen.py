@@ -335,7 +335,13 @@ async def _reply_patiently(message: Fetched, text: str) -> bool:
         except httpx.HTTPError as exc:
             _note(f"  reply to {message_id} failed: {exc}")
             return False
-        _note(f"  replied to {message_id}: {sent.message_id} ({sent.method}, {sent.status})")
+        if sent.status == "pending_approval":
+            _note(
+                f"  reply to {message_id} is held for approval: {sent.message_id} (send it "
+                f"with `e2a pending approve {sent.message_id}`)"
+            )
+        else:
+            _note(f"  replied to {message_id}: {sent.message_id} ({sent.method}, {sent.status})")
         return True
 
 
