@@ -419,7 +419,8 @@ def _listen_command(commands: Any) -> None:
         "`Authorization: Bearer TOKEN` when --forward-token is given; nothing is replied. "
         "Only when URL's path ends in /v1/responses (OpenAI Responses API, as in e2a's CLI) "
         "is the POST a model request ({model, input}), and the model's output text is sent "
-        "back as the reply to the email.",
+        "back as the reply to the email; automatic mail (Auto-Submitted, bulk and list mail, "
+        "bounces, the agent's own) is never answered.",
     )
     _agent_option(listen)
     add_listen_arguments(listen)
