@@ -20,7 +20,7 @@ import time
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -58,6 +58,8 @@ INSTRUCTIONS = (
 BODY_BEGINS = "--- BEGIN UNTRUSTED EMAIL BODY ---"
 BODY_ENDS = "--- END UNTRUSTED EMAIL BODY ---"
 _MARKER_TEXT = "UNTRUSTED EMAIL BODY"
+_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):[^/?#]*@")
+"""The user part of a URL up to its password, which the match leaves out."""
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _UNIT_SECONDS = (86_400, 3_600, 60, 1)
 
@@ -94,9 +96,18 @@ def parse_deadline(text: str, now: float | None = None) -> float:
 
 
 def _forward_url(text: str) -> str:
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise argparse.ArgumentTypeError(f"expected an http(s) URL, got {text!r}")
+    try:
+        parts = urlsplit(text)
+        port = parts.port  # a port that is no number, or past 65535, raises here
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an http(s) URL with a port from 1 to 65535, got {shown_url(text)!r}"
+        ) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise argparse.ArgumentTypeError(
+            f"expected an http(s) URL with a host (and a port from 1 to 65535), "
+            f"got {shown_url(text)!r}"
+        )
     return text
 
 
@@ -155,11 +166,7 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
 
 def shown_url(url: str) -> str:
     """`url` as printed: without the password of its user part (`https://user@host/…`)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}@{host}"))
+    return _PASSWORD.sub(r"\1@", url, count=1)
 
 
 def is_responses_url(url: str) -> bool:
