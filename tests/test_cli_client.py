@@ -667,12 +667,12 @@ def sent_by(live: LiveGateway, key: str, agent: str) -> list[Any]:
     return found
 
 
-def test_listen_forward_posts_the_full_message_with_the_token_and_never_replies(
+def test_listen_forward_posts_the_full_message_and_never_replies(
     live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
 ) -> None:
-    """e2a's rule: a forward to any path but …/v1/responses is the message JSON, the token
-    is only its bearer header, and nothing is replied to the sender (even though this target
-    answers like a model)."""
+    """Without --forward-token, a forward to any path but …/v1/responses is the message
+    JSON, and nothing is replied to the sender (even though this target answers like a
+    model)."""
     bot = f"{account.prefix}-fwd@{DOMAIN}"
     human = f"{account.prefix}-fwdhuman@{DOMAIN}"
     for address in (bot, human):
@@ -682,14 +682,11 @@ def test_listen_forward_posts_the_full_message_with_the_token_and_never_replies(
     assert sent["method"] == "local"
     wait_until(lambda: unread(live, account.key, bot) == 1)
 
-    code, out, err = cli(
-        "listen", "--agent", bot, "--max", "1",
-        "--forward", target.url("/hook"), "--forward-token", "hook-token",
-    )  # fmt: skip
+    code, out, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url("/hook"))
     assert code == 0, err
     assert "Forward me" in out and "HTTP 200" in err and "replied" not in err
     (request,) = target.requests
-    assert (request.path, request.authorization) == ("/hook", "Bearer hook-token")
+    assert (request.path, request.authorization) == ("/hook", None)
     body = request.body
     assert body["subject"] == "Forward me" and body["recipient"] == bot
     assert body["from"] == human and body["text_body"].strip() == "x"
@@ -732,6 +729,33 @@ def test_listen_forward_to_a_responses_url_asks_the_model_and_replies(
     assert cli.json("read", reply["message_id"], "--agent", human)["text_body"].strip() == (
         "Model says hi."
     )
+
+
+def test_listen_forward_with_a_token_asks_the_model_at_any_url_and_replies(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
+) -> None:
+    """The operations contract: with --forward-token, the forward is an OpenAI Responses API
+    request with that bearer token, whatever the URL's path, and the model's output text is
+    the reply."""
+    bot = f"{account.prefix}-tok@{DOMAIN}"
+    human = f"{account.prefix}-tokhuman@{DOMAIN}"
+    for address in (bot, human):
+        assert cli("agents", "register", address.split("@")[0], "--mode", "local")[0] == 0
+    cli.json("send", "--agent", human, "--to", bot, "--subject", "Hours?", "--body", "When?")
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+
+    code, _, err = cli(
+        "listen", "--agent", bot, "--max", "1",
+        "--forward", target.url("/model"), "--forward-token", "sk-model",
+    )  # fmt: skip
+    assert code == 0, err
+    (request,) = target.requests
+    assert (request.path, request.authorization) == ("/model", "Bearer sk-model")
+    assert set(request.body) == {"model", "input"} and "Subject: Hours?" in request.body["input"]
+    assert "replied to" in err
+    wait_until(lambda: unread(live, account.key, human) == 1)
+    (reply,) = cli.json("inbox", "--agent", human)
+    assert reply["subject"] == "Re: Hours?" and reply["sender"] == bot
 
 
 def test_listen_usage_and_cloud_agent_errors(account: Account, cli: Cli) -> None:

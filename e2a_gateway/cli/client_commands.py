@@ -89,7 +89,7 @@ EXAMPLES = {
     "config": "example:\n  e2a config\n  e2a config get url\n"
     "  e2a config set agent_email support@agents.example.com",
     "listen": "example:\n  e2a listen\n  e2a listen --json | jq -r .subject\n"
-    '  e2a listen --forward http://127.0.0.1:3000/hook --forward-token "$HOOK_TOKEN"\n'
+    "  e2a listen --forward http://127.0.0.1:3000/hook\n"
     '  e2a listen --forward https://api.openai.com/v1/responses --forward-token "$OPENAI_API_KEY"'
     "\n  e2a listen --once --until 10m --conversation conv_42 --json",
     "config list": "example:\n  e2a config list --json",
@@ -415,10 +415,10 @@ def _listen_command(commands: Any) -> None:
         "Wait for mail to a local-mode agent over the WebSocket: unread messages first, then "
         "new ones, each fetched and marked read. --forward URL POSTs each message's full JSON "
         "(as GET /api/v1/agents/{email}/messages/{id} returns it, raw_message and "
-        "auth_headers included, so the handler can verify it with the SDK) to URL, with "
-        "`Authorization: Bearer TOKEN` when --forward-token is given; nothing is replied. "
-        "Only when URL's path ends in /v1/responses (OpenAI Responses API, as in e2a's CLI) "
-        "is the POST a model request ({model, input}), and the model's output text is sent "
+        "auth_headers included, so the handler can verify it with the SDK) to URL; nothing "
+        "is replied. With --forward-token TOKEN (sent as `Authorization: Bearer TOKEN`), or "
+        "to a URL whose path ends in /v1/responses (as in e2a's CLI), the POST is an OpenAI "
+        "Responses API request ({model, input}) instead, and the model's output text is sent "
         "back as the reply to the email; automatic mail (Auto-Submitted, bulk and list mail, "
         "bounces, the agent's own) is never answered.",
     )

@@ -1,12 +1,11 @@
 """`e2a listen`: print or forward an agent's mail as it arrives (WebSocket, via the SDK).
 
 Each notification is fetched (which marks it read) and printed, as one JSON object per line
-with `--json`. `--forward URL` POSTs the full message JSON to URL, as e2a's CLI does; only
-when URL's path ends in `/v1/responses` is the POST an OpenAI Responses API request whose
-output text is sent back as the reply, except to automatic mail (RFC 3834, see
-automatic_mail.py), which the model is not even asked about. `--forward-token` is only the
-bearer token of the POST, in both modes. A failing forward is reported on stderr and
-listening goes on.
+with `--json`. `--forward URL` POSTs the full message JSON to URL; with `--forward-token`
+(the gateway's contract), or to a URL whose path ends in `/v1/responses` (e2a's CLI rule), the
+POST is instead an OpenAI Responses API request whose output text is sent back as the reply,
+except to automatic mail (RFC 3834, see automatic_mail.py), which the model is not even asked
+about. A failing forward is reported on stderr and listening goes on.
 """
 
 from __future__ import annotations
@@ -36,7 +35,8 @@ if TYPE_CHECKING:  # the SDK and httpx load when `e2a listen` runs (see client_c
 
 DEFAULT_MODEL = "gpt-4o-mini"
 RESPONSES_PATH = "/v1/responses"
-"""A forward URL whose path ends so is an OpenAI Responses API endpoint (e2a's rule)."""
+"""A forward URL whose path ends so is an OpenAI Responses API endpoint, token or not (e2a's
+rule)."""
 RATE_LIMIT_WAIT_SECONDS = 60.0
 """How long to wait when the gateway limits reads or replies without saying for how long."""
 MAX_MODEL_BODY_CHARS = 100_000
@@ -129,20 +129,21 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
         type=_forward_url,
         metavar="URL",
         help="POST each message's full JSON (with raw_message and auth_headers, so the "
-        "handler can verify it with the SDK) to URL. Only a URL whose path ends in "
-        f"{RESPONSES_PATH} is different: an OpenAI Responses API request, and the model's "
-        "output text is sent back as the reply. Nothing else is ever replied",
+        "handler can verify it with the SDK) to URL, and reply nothing. With --forward-token, "
+        f"or to a URL whose path ends in {RESPONSES_PATH}, the POST is an OpenAI Responses "
+        "API request instead, and the model's output text is sent back as the reply",
     )
     parser.add_argument(
         "--forward-token",
         type=_bearer_token,
         metavar="TOKEN",
-        help="with --forward: sent as `Authorization: Bearer TOKEN`, nothing more",
+        help="with --forward: the model endpoint's key, sent as `Authorization: Bearer "
+        "TOKEN`; it makes the forward an OpenAI Responses API request that is replied",
     )
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"the model of a {RESPONSES_PATH} forward (default {DEFAULT_MODEL})",
+        help=f"the model a replying forward asks (default {DEFAULT_MODEL})",
     )
     parser.add_argument(
         "--conversation",
@@ -169,10 +170,11 @@ def shown_url(url: str) -> str:
     return _PASSWORD.sub(r"\1@", url, count=1)
 
 
-def is_responses_url(url: str) -> bool:
-    """True when a forward to `url` is an OpenAI Responses API request (path ends in
-    `/v1/responses`, as e2a's CLI decides)."""
-    return urlsplit(url).path.endswith(RESPONSES_PATH)
+def asks_a_model(args: argparse.Namespace) -> bool:
+    """True when `--forward` is an OpenAI Responses API request that is replied: a
+    `--forward-token` is given (the gateway's operations contract), or the URL's path ends in
+    `/v1/responses` (e2a's CLI decides by the URL: a model server that takes no key)."""
+    return bool(args.forward_token) or urlsplit(args.forward).path.endswith(RESPONSES_PATH)
 
 
 def responses_request(email: dict[str, Any], model: str) -> dict[str, Any]:
@@ -250,7 +252,7 @@ async def _forward(http: httpx.AsyncClient, message: Fetched, args: argparse.Nam
     """Forward one message; in Responses mode, reply with the model's answer. True when the
     forward target took it (2xx)."""
     message_id = message.payload.get("message_id")
-    if not is_responses_url(args.forward):
+    if not asks_a_model(args):
         response = await http.post(args.forward, json=message.payload, headers=_headers(args))
         if response.status_code >= 300:
             _note(
