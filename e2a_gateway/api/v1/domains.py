@@ -1,5 +1,6 @@
 """Custom domains on `/v1`: list (cursor pages), register, get, verify (by the TXT record at
-the apex) and delete (`?confirm=DELETE`), each shown with the DNS records it needs."""
+the apex, with a live probe of the other records listed) and delete (`?confirm=DELETE`), each
+shown with the DNS records it needs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from e2a_gateway.api.v1.views import present
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import domains
 from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.domain_probe import probe_domain
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.storage.base import Domain
 from e2a_gateway.web.context import current_gateway
@@ -134,9 +136,19 @@ async def get_domain(caller: Caller, name: str) -> dict[str, Any]:
 @blueprint.post("/domains/<name>/verify")
 @requires_caller
 async def verify_domain(caller: Caller, name: str) -> dict[str, Any]:
-    """verifyDomain: look the TXT record up now; `verified` says whether it proved ownership."""
-    domain = await domains.check_domain(current_gateway(), caller, name)
-    return present(domain=domain.domain, verified=domain.verified, verified_at=domain.verified_at)
+    """verifyDomain: look the TXT record up now (`verified` says whether it proved ownership)
+    and probe the MX and, when the gateway signs, the DKIM key record (`mx`, `dkim`: found,
+    missing, mismatch or deferred). No `spf`: the gateway lists no SPF record to probe."""
+    gateway = current_gateway()
+    domain = await domains.check_domain(gateway, caller, name)
+    probe = await probe_domain(gateway, domain.domain)
+    return present(
+        domain=domain.domain,
+        verified=domain.verified,
+        verified_at=domain.verified_at,
+        mx=probe.mx,
+        dkim=probe.dkim,
+    )
 
 
 @blueprint.delete("/domains/<name>")
