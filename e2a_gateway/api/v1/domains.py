@@ -42,11 +42,12 @@ class RegisterDomainBody(RequestBody):
 
 def domain_view(gateway: Gateway, domain: Domain, agent_count: int) -> dict[str, Any]:
     """DomainView: the domain, its verification state and the records it needs: the ownership
-    TXT (checked when verified), the MX pointing at this gateway (not probed: its status
-    follows the domain's) and, when outbound mail is DKIM-signed, the key record at
-    `<selector>._domainkey.<domain>` (purpose `dkim`; never probed, so `pending` rather than
-    a claim). Sending needs no provisioning here (`sending_status` none): mail goes out
-    through the gateway's relay."""
+    TXT (checked when verified), the MX pointing at this gateway (its status follows the
+    domain's) and, when outbound mail is DKIM-signed, the key record at
+    `<selector>._domainkey.<domain>` (purpose `dkim`; no state is kept for it, so `pending`
+    rather than a claim; verifyDomain's live probe reports both as DNS has them). Sending
+    needs no provisioning here (`sending_status` none): mail goes out through the gateway's
+    relay."""
     status = "verified" if domain.verified else "pending"
     records = [
         {
