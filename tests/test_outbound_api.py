@@ -775,3 +775,25 @@ async def test_a_reply_leaves_out_message_ids_it_cannot_write_as_they_are(
     raw = OutboundWorker(running.gateway).compose(stored)
     assert b"=?" not in raw.split(b"\r\n\r\n")[0]
     assert b"\r\nReferences: <root@example.org>\r\n" in raw
+
+
+async def test_concurrent_sends_never_pass_the_limit(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """Sends racing for the agent's last place in the minute: one takes it, the rest are
+    refused, however their checks and stores interleave."""
+    running.gateway.settings.limits.sends_per_agent_per_minute = 2
+    alice: Account = await make_account("alice@example.com")
+    await agent(alice, "racer", hitl=True)
+    body = {"to": ["x@example.org"], "subject": "s", "body": "b"}
+    assert (await alice.http.post("/api/v1/send", json=body)).status_code == 202
+    statuses: list[int] = []
+
+    async def send() -> None:
+        statuses.append((await alice.http.post("/api/v1/send", json=body)).status_code)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(6):
+            nursery.start_soon(send)
+    assert sorted(statuses) == [202, 429, 429, 429, 429, 429]
+    assert len((await alice.http.get("/api/v1/messages")).json()["messages"]) == 2

@@ -54,7 +54,14 @@ from e2a_gateway.operations.requests import RequestBody, Verbatim
 from e2a_gateway.outbound.gate import outbound_verdict
 from e2a_gateway.outbound.mime import carriable_type, header_text, reply_subject
 from e2a_gateway.outbound.mime import new_message_id as rfc_message_id
-from e2a_gateway.storage.base import Agent, InboundMessage, OutboundMessage, OutboundStatus
+from e2a_gateway.rate_windows import RateLimit
+from e2a_gateway.storage.base import (
+    Agent,
+    InboundMessage,
+    OutboundMessage,
+    OutboundStatus,
+    RateFull,
+)
 from e2a_gateway.storage.vocabulary import BOUNCED, FAILED, QUEUED, SENT, TERMINAL_STATUSES
 
 MAX_REFERENCES = 100
@@ -228,17 +235,46 @@ async def _sender(gateway: Gateway, caller: Caller, requested: str | None) -> Ag
     return agents[0]
 
 
+def _send_limit(gateway: Gateway, agent_email: str) -> RateLimit:
+    """The agent's send limit: `limits.sends_per_agent_per_minute` in any minute."""
+    return RateLimit(
+        f"send:agent:{agent_email}",
+        SEND_RATE_WINDOW_SECONDS,
+        gateway.settings.limits.sends_per_agent_per_minute,
+    )
+
+
+def _send_refusal(limit: RateLimit, agent_email: str, room_at: float, now: float) -> RateLimited:
+    """The refusal of a send over `limit`, with the whole seconds (at least 1) until the
+    window has room again at `room_at`."""
+    wait = max(1, math.ceil(room_at - now))
+    return RateLimited(
+        "rate_limited",
+        f"{agent_email} may send {limit.limit} messages per minute; retry in {wait} seconds",
+        wait,
+    )
+
+
 async def _check_rate(gateway: Gateway, agent: Agent, now: float) -> None:
-    limit = gateway.settings.limits.sends_per_agent_per_minute
-    since = now - SEND_RATE_WINDOW_SECONDS
-    recent = await gateway.storage.recent_outbound_epochs(agent.email, since, limit)
-    if len(recent) >= limit:  # full until the oldest of these leaves the window
-        wait = max(1, math.ceil(recent[-1] + SEND_RATE_WINDOW_SECONDS - now))
-        raise RateLimited(
-            "rate_limited",
-            f"{agent.email} may send {limit} messages per minute; retry in {wait} seconds",
-            wait,
+    """RateLimited when the agent's send limit is full, before the send is prepared (storing
+    it weighs it again, one send of the agent at a time: `_store`)."""
+    limit = _send_limit(gateway, agent.email)
+    since = now - limit.window_seconds
+    recent = await gateway.storage.recent_outbound_epochs(agent.email, since, limit.limit)
+    if len(recent) >= limit.limit:  # full until the oldest of these leaves the window
+        raise _send_refusal(limit, agent.email, recent[-1] + limit.window_seconds, now)
+
+
+async def _store(gateway: Gateway, message: OutboundMessage) -> None:
+    """Store the new message, settling the request's Idempotency-Key claim; RateLimited,
+    storing nothing, when sends that raced it took the agent's last place in the minute."""
+    limit = _send_limit(gateway, message.agent_email)
+    try:
+        await gateway.storage.add_outbound(
+            message, settles=idempotency.held_key(), send_limit=limit
         )
+    except RateFull as full:
+        raise _send_refusal(limit, message.agent_email, full.room_at, time.time()) from None
 
 
 async def _refuse_suppressed(gateway: Gateway, agent: Agent, recipients: list[str]) -> None:
@@ -358,7 +394,7 @@ async def _submit(gateway: Gateway, message: OutboundMessage) -> Submission:
     (handed off, failed, or deferred: an error recorded while it stays queued).
 
     Raises Undeliverable (`send_failed`) when it failed meanwhile: nothing was sent."""
-    await gateway.storage.add_outbound(message, settles=idempotency.held_key())
+    await _store(gateway, message)
     status, error = message.status, None
     if lifecycle.awaits_review(status):
         return Submission(message, status)
@@ -747,7 +783,7 @@ def _forward_subject(subject: str) -> str:
 async def _submit_v1(gateway: Gateway, message: OutboundMessage) -> Submission:
     """Store the message (with its job), answered at once: `?wait=sent` waits after, outside
     the request's Idempotency-Key (`await_handoff`)."""
-    await gateway.storage.add_outbound(message, settles=idempotency.held_key())
+    await _store(gateway, message)
     return Submission(message, message.status)
 
 

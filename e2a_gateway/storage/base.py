@@ -63,6 +63,15 @@ class LastOne(StorageError):
     """Refused because it would remove the last resource of its kind (signing secret)."""
 
 
+class RateFull(StorageError):
+    """Refused because the rate limit the write was weighed against has no room: nothing was
+    written; there is room again at `room_at` (epoch seconds)."""
+
+    def __init__(self, room_at: float) -> None:
+        super().__init__(f"no room until {room_at}")
+        self.room_at = room_at
+
+
 class ClaimLost(StorageError):
     """Refused because the Idempotency-Key claim the write was to settle is no longer held
     (its request ran so long that a retry took the key over): nothing was written."""
@@ -1181,12 +1190,20 @@ class Holds(Protocol):
 class Outbox(Protocol):
     """Mail agents send: drafts, their review and expiry, and the send worker's results."""
 
-    async def add_outbound(self, message: OutboundMessage, settles: HeldKey | None = None) -> None:
+    async def add_outbound(
+        self,
+        message: OutboundMessage,
+        settles: HeldKey | None = None,
+        send_limit: RateLimit | None = None,
+    ) -> None:
         """Store an outbound message; in the same commit a `queued` one gets its `outbound`
         send job and a `pending_approval` one its `approval_notice` job, and the claim
         `settles` (of the request's Idempotency-Key) records the message, so a retry answers
         it even when the request dies before its answer is kept. ClaimLost, storing nothing,
-        when that claim is no longer held."""
+        when that claim is no longer held. With `send_limit`, the message is first weighed
+        against the outbound messages its agent created in the limit's window before it,
+        one agent's sends at a time (concurrent sends never both take the last place):
+        RateFull, storing nothing, when the window holds `send_limit.limit` of them."""
         ...
 
     async def recent_outbound_epochs(

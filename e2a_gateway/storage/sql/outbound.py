@@ -22,6 +22,7 @@ from e2a_gateway.events import (
     outbound_event,
     recipient_event,
 )
+from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.storage.base import (
     PAST_DEADLINE,
     AgentInTrash,
@@ -30,6 +31,7 @@ from e2a_gateway.storage.base import (
     NotPending,
     OutboundEdits,
     OutboundMessage,
+    RateFull,
     RecipientsSuppressed,
     ReviewedBy,
     SendAttempt,
@@ -351,17 +353,45 @@ def cancel_sends_in(tx: Transaction, agent_email: str, now: float) -> int:
     return len(due)
 
 
+def _recent_epochs(tx: Transaction, agent_email: str, since: float, limit: int) -> list[float]:
+    """When the agent created its newest `limit` outbound messages since `since`, newest
+    first."""
+    rows = tx.all(
+        "SELECT created_epoch FROM messages WHERE agent_email = ? "
+        f"AND direction = '{OUTBOUND}' AND created_epoch >= ? "
+        "ORDER BY created_epoch DESC LIMIT ?",
+        (agent_email, since, limit),
+    )
+    return [float(row[0]) for row in rows]
+
+
+def _refuse_when_full(tx: Transaction, agent_email: str, limit: RateLimit, now: float) -> None:
+    """RateFull when the agent created `limit.limit` outbound messages in the window before
+    `now`: there is room again when the oldest of the newest that many leaves it."""
+    recent = _recent_epochs(tx, agent_email, now - limit.window_seconds, limit.limit)
+    if len(recent) >= limit.limit:
+        raise RateFull(recent[-1] + limit.window_seconds)
+
+
 class OutboundSql(Runner):
     """`Outbox` in SQL."""
 
-    async def add_outbound(self, message: OutboundMessage, settles: HeldKey | None = None) -> None:
+    async def add_outbound(
+        self,
+        message: OutboundMessage,
+        settles: HeldKey | None = None,
+        send_limit: RateLimit | None = None,
+    ) -> None:
         """Insert an outbound message, and in the same commit its send job (queued) or its
         approval-notice job (pending approval) and its record on the Idempotency-Key claim
         `settles`; under the agent's mail lock, so it commits in its place in the agent's
-        mail."""
+        mail, and so its weighing against `send_limit` sees every send of the agent before
+        it (RateFull when the window is full)."""
 
         def insert(tx: Transaction) -> None:
             lock_agents_mail(tx, [message.agent_email])
+            if send_limit is not None:
+                _refuse_when_full(tx, message.agent_email, send_limit, message.created_epoch)
             tx.execute(
                 f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
                 f"(?, ?, ?, '{OUTBOUND}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{{}}', '{{}}', "
@@ -385,15 +415,7 @@ class OutboundSql(Runner):
     ) -> list[float]:
         """When the agent created its newest `limit` outbound messages since `since`, newest
         first (rate limiting)."""
-        rows = await self._read(
-            lambda tx: tx.all(
-                "SELECT created_epoch FROM messages WHERE agent_email = ? "
-                f"AND direction = '{OUTBOUND}' AND created_epoch >= ? "
-                "ORDER BY created_epoch DESC LIMIT ?",
-                (agent_email, since, limit),
-            )
-        )
-        return [float(row[0]) for row in rows]
+        return await self._read(lambda tx: _recent_epochs(tx, agent_email, since, limit))
 
     async def list_outbound(
         self, user_id: str, status: str, agent_email: str | None
