@@ -228,6 +228,34 @@ async def test_sending_and_reviewing_answer_alike(
     assert json.dumps(sent[1])  # the in-process answers are plain JSON, as the remote ones
 
 
+async def test_a_rate_limited_call_says_when_to_retry(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """A tool refused by a rate limit says, over either port, how long to wait: e2a's
+    `retry_after_seconds` beside `retryable`, the 429's `Retry-After`."""
+    running.gateway.settings.limits.sends_per_agent_per_minute = 1
+    account: Account = await make_account("ports-limited@example.com")
+    agent = await create_agent(account, "ports-limited")
+    draft = {"to": [agent], "subject": "Once", "body": "Only one a minute."}
+    async with both_ports(running, account.key, agent) as (remote, local):
+        assert (await run(remote, "send_email", draft))["method"] == "local"
+        v1_draft = {"to": [agent], "subject": "Once", "text": "Only one a minute."}
+        for port, name, arguments in (
+            (remote, "send_email", draft),
+            (local, "send_email", draft),
+            (remote, "send_message", v1_draft),
+            (local, "send_message", v1_draft),
+        ):
+            refused = await run(port, name, arguments)
+            assert refused[0] == "error", refused
+            error = refused[1]
+            assert error["code"] == "rate_limited" and error["status"] == 429
+            assert error["retryable"] is True
+            wait = error["retry_after_seconds"]
+            assert isinstance(wait, int) and 1 <= wait <= 60, error
+            assert f"retry in {wait} seconds" in error["message"], error
+
+
 async def test_inbound_holds_are_reviewed_alike(running: RunningGateway, make_account: Any) -> None:
     account: Account = await make_account("ports-gate@example.com")
     agent = await create_agent(account, "ports-gate")

@@ -114,7 +114,7 @@ from e2a_gateway.v1 import (
 )
 from e2a_gateway.v1.inbound import summary_from_json
 from e2a_gateway.web.errors import STATUSES as API_STATUSES
-from e2a_gateway.web.errors import status_of
+from e2a_gateway.web.errors import headers_of, status_of
 from e2a_gateway.web.views import (
     agent_view,
     domain_view,
@@ -211,9 +211,19 @@ class OperationsPort:
         except OperationError as refused:
             if v1:
                 answer = refusal(refused)
-                raise E2AApiError(answer.status, answer.message, answer.code) from None
-            status = status_of(refused, API_STATUSES)
-            raise E2AApiError(status, refused.message, refused.code) from None
+                status, message, code = answer.status, answer.message, answer.code
+                headers = answer.headers
+            else:
+                status, message, code = (
+                    status_of(refused, API_STATUSES),
+                    refused.message,
+                    refused.code,
+                )
+                headers = headers_of(refused)
+            wait = headers.get("Retry-After")
+            raise E2AApiError(
+                status, message, code, None if wait is None else float(wait)
+            ) from None
         except V1Error as refused:
             raise E2AApiError(refused.status, refused.message, refused.code) from None
         except StorageUnavailable as exc:

@@ -3,7 +3,8 @@ runs, answers and fails.
 
 A failure is a tool error (`isError`) in e2a's two forms: the text `e2a error [code]: message`
 (`(retryable)` after the code when a retry may succeed) and `structuredContent` with `code`,
-`message`, `retryable` and, when the gateway answered, its HTTP `status`. Runs under asyncio
+`message`, `retryable` and, when the gateway answered, its HTTP `status` (and the
+`retry_after_seconds` its `Retry-After` asked for). Runs under asyncio
 or trio (anyio only).
 """
 
@@ -13,6 +14,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import re
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
@@ -324,13 +326,21 @@ def _one_line(message: str) -> str:
 
 
 def tool_error(
-    code: str, message: str, *, retryable: bool = False, status: int | None = None
+    code: str,
+    message: str,
+    *,
+    retryable: bool = False,
+    status: int | None = None,
+    retry_after: float | None = None,
 ) -> types.CallToolResult:
-    """A failed call, as e2a's MCP server answers one: text and structured content."""
+    """A failed call, as e2a's MCP server answers one: text and structured content (with
+    `retry_after_seconds`, whole and at least 1, when the gateway said how long to wait)."""
     message = _one_line(message)
     structured: dict[str, Any] = {"code": code, "message": message, "retryable": retryable}
     if status is not None:
         structured["status"] = status
+    if retry_after is not None:
+        structured["retry_after_seconds"] = max(1, math.ceil(retry_after))
     text = f"e2a error [{code}]{' (retryable)' if retryable else ''}: {message}"
     return types.CallToolResult(
         content=[types.TextContent(text=text)], structured_content=structured, is_error=True
@@ -373,6 +383,7 @@ async def call_tool(
             exc.message,
             retryable=retryable(exc.code, status),
             status=status,
+            retry_after=exc.retry_after,
         )
     except httpx.HTTPError as exc:
         return tool_error(
