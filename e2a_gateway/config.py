@@ -341,14 +341,19 @@ class RetentionSettings(Section):
     days: int = Field(default=30, ge=1)
 
 
-class LimitSettings(Section):
-    """Request limits (429 with Retry-After when exceeded)."""
+MAX_RATE_LIMIT = 1_000_000_000
+"""The largest request limit: past it no rate is limited anyway, and a larger count need not
+fit a database integer."""
 
-    sends_per_agent_per_minute: int = Field(default=60, ge=1)
-    agent_registrations_per_ip_per_hour: int = Field(default=20, ge=1)
-    agent_registrations_per_user_per_hour: int = Field(default=20, ge=1)
-    message_polls_per_user_per_minute: int = Field(default=600, ge=1)
-    feedback_per_ip_per_hour: int = Field(default=10, ge=1)
+
+class LimitSettings(Section):
+    """Request limits (429 with Retry-After when exceeded), each from 1 to MAX_RATE_LIMIT."""
+
+    sends_per_agent_per_minute: int = Field(default=60, ge=1, le=MAX_RATE_LIMIT)
+    agent_registrations_per_ip_per_hour: int = Field(default=20, ge=1, le=MAX_RATE_LIMIT)
+    agent_registrations_per_user_per_hour: int = Field(default=20, ge=1, le=MAX_RATE_LIMIT)
+    message_polls_per_user_per_minute: int = Field(default=600, ge=1, le=MAX_RATE_LIMIT)
+    feedback_per_ip_per_hour: int = Field(default=10, ge=1, le=MAX_RATE_LIMIT)
     """`POST /api/feedback` requests one client address may send per hour (e2a's 10)."""
 
 
