@@ -330,6 +330,26 @@ async def test_outbound_drafts_are_approved_with_edits_once_or_rejected(
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
+async def test_approvals_are_limited_as_sends_are(running: RunningGateway, owner: Account) -> None:
+    """e2a weighs each approval of a held send against the agent's send limit: past
+    `limits.sends_per_agent_per_minute` approvals in a minute, 429 `rate_limited` with
+    `Retry-After`, and the draft stays held."""
+    await protect(owner, BOT, protection(outbound_action="review"))
+    held = [await draft(owner, BOT, f"Draft {n}") for n in range(3)]
+    running.gateway.settings.limits.sends_per_agent_per_minute = 2
+    for message_id in held[:2]:
+        approved = await owner.http.post(f"/v1/reviews/{message_id}/approve", json={})
+        assert approved.status_code == 202, approved.text
+    refused = await owner.http.post(f"/v1/reviews/{held[2]}/approve", json={})
+    assert refused.status_code == 429, refused.text
+    error = refused.json()["error"]
+    wait = int(refused.headers["Retry-After"])
+    assert error["code"] == "rate_limited" and 1 <= wait <= 60
+    assert error["details"] == {"retry_after_seconds": wait}
+    assert f"retry in {wait} seconds" in error["message"]
+    assert [item["id"] for item in await queue(owner)] == [held[2]]
+
+
 async def test_a_draft_to_an_address_suppressed_meanwhile_is_not_approved(
     running: RunningGateway, owner: Account
 ) -> None:

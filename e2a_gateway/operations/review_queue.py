@@ -21,8 +21,10 @@ from e2a_gateway.operations import idempotency, lifecycle, reviews
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.drafts import AttachmentIn, edits_within_bounds
 from e2a_gateway.operations.errors import Conflict, NotFound
+from e2a_gateway.operations.rate_limits import NamedLimit, count_request
 from e2a_gateway.operations.requests import RequestBody, Verbatim, parse_request
 from e2a_gateway.operations.reviews import ApproveBody
+from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.storage.base import (
     AgentInTrash,
     HeldMessage,
@@ -30,6 +32,8 @@ from e2a_gateway.storage.base import (
     NotPending,
     OutboundMessage,
 )
+
+APPROVAL_WINDOW_SECONDS = 60
 
 QueuePosition = int
 """Where a page of the queue ended: the last item's `seq`."""
@@ -115,6 +119,8 @@ async def approve(
         asked = request.model_dump(exclude_none=True)
         renamed = {"text": "body_text", "html": "body_html"}
         edits = parse_request(ApproveBody, {renamed.get(k, k): v for k, v in asked.items()})
+        if lifecycle.awaits_review(outbound.status):
+            await _count_approval(gateway, outbound.agent_email)
         try:
             sent = await reviews.approve(gateway, caller, message_id, edits)
         except Conflict as exc:
@@ -124,6 +130,18 @@ async def approve(
     # ignores them (docs/api.md)
     inbound = await _release(gateway, caller.user_id, message_id, True)
     return Resolved("inbound", inbound=inbound)
+
+
+async def _count_approval(gateway: Gateway, agent_email: str) -> None:
+    """Count the approval of a held send of the agent at `agent_email` (e2a weighs each one
+    as a send: `limits.sends_per_agent_per_minute` approvals of the agent's drafts in any
+    minute); RateLimited, approving nothing, past it."""
+    limit = RateLimit(
+        f"send_approval:agent:{agent_email}",
+        APPROVAL_WINDOW_SECONDS,
+        gateway.settings.limits.sends_per_agent_per_minute,
+    )
+    await count_request(gateway, NamedLimit(limit, f"approved sends per minute for {agent_email}"))
 
 
 async def approved(gateway: Gateway, caller: Caller, message_id: str) -> OutboundMessage | None:
