@@ -797,3 +797,23 @@ async def test_concurrent_sends_never_pass_the_limit(
             nursery.start_soon(send)
     assert sorted(statuses) == [202, 429, 429, 429, 429, 429]
     assert len((await alice.http.get("/api/v1/messages")).json()["messages"]) == 2
+
+
+async def test_deleting_sent_mail_frees_no_place_in_the_send_limit(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """The send limit counts sends, not the messages kept: a sent message deleted for good
+    still holds its place in the minute."""
+    running.gateway.settings.limits.sends_per_agent_per_minute = 1
+    alice: Account = await make_account("alice@example.com")
+    address = await agent(alice, "loop")
+    body = {"to": [address], "subject": "s", "body": "b"}
+    sent = await alice.http.post("/api/v1/send", json=body)
+    assert sent.status_code == 200 and sent.json()["status"] == "sent", sent.text
+    path = f"/v1/agents/{address}/messages/{sent.json()['message_id']}"
+    assert (await alice.http.delete(path)).status_code == 200
+    purged = await alice.http.delete(path, params={"permanent": "true", "confirm": "DELETE"})
+    assert purged.status_code == 200, purged.text
+    limited = await alice.http.post("/api/v1/send", json=body)
+    assert error_code(limited, 429) == "rate_limited"
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60

@@ -2,9 +2,10 @@
 
 A request is allowed while fewer than the limit were allowed for its key in the window before
 it; only allowed requests are counted (`e2a_gateway.rate_windows`). Counts that must hold
-across replicas and restarts (agent registrations, feedback) are kept in the database, a row
-per allowed request; message polls are counted in this process's memory
-(`e2a_gateway.local_rate_counts`), so a read never waits for a durable write.
+across replicas and restarts (agent registrations, approvals on `/v1`, feedback; sends, in the
+commit that stores them) are kept in the database, a row per allowed request; message polls
+are counted in this process's memory (`e2a_gateway.local_rate_counts`), so a read never waits
+for a durable write.
 
 Each count is also remembered for the request being served (`request_rate_count`): `/v1`
 answers the operations e2a limits with the IETF `RateLimit-Limit`, `RateLimit-Remaining` and

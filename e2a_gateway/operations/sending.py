@@ -255,19 +255,10 @@ def _send_refusal(limit: RateLimit, agent_email: str, room_at: float, now: float
     )
 
 
-async def _check_rate(gateway: Gateway, agent: Agent, now: float) -> None:
-    """RateLimited when the agent's send limit is full, before the send is prepared (storing
-    it weighs it again, one send of the agent at a time: `_store`)."""
-    limit = _send_limit(gateway, agent.email)
-    since = now - limit.window_seconds
-    recent = await gateway.storage.recent_outbound_epochs(agent.email, since, limit.limit)
-    if len(recent) >= limit.limit:  # full until the oldest of these leaves the window
-        raise _send_refusal(limit, agent.email, recent[-1] + limit.window_seconds, now)
-
-
 async def _store(gateway: Gateway, message: OutboundMessage) -> None:
-    """Store the new message, settling the request's Idempotency-Key claim; RateLimited,
-    storing nothing, when sends that raced it took the agent's last place in the minute."""
+    """Store the new message, settling the request's Idempotency-Key claim, and count it
+    against the agent's send limit in the same commit; RateLimited, storing nothing, when
+    the limit is full."""
     limit = _send_limit(gateway, message.agent_email)
     try:
         await gateway.storage.add_outbound(
@@ -340,7 +331,6 @@ async def _new_message(
     reply_to: str | None = None,
 ) -> OutboundMessage:
     now = time.time()
-    await _check_rate(gateway, agent, now)
     await _refuse_suppressed(gateway, agent, [*to, *cc, *bcc])
     verdict = outbound_verdict(agent, [*to, *cc, *bcc])
     if verdict.outcome == "block":

@@ -1200,17 +1200,11 @@ class Outbox(Protocol):
         send job and a `pending_approval` one its `approval_notice` job, and the claim
         `settles` (of the request's Idempotency-Key) records the message, so a retry answers
         it even when the request dies before its answer is kept. ClaimLost, storing nothing,
-        when that claim is no longer held. With `send_limit`, the message is first weighed
-        against the outbound messages its agent created in the limit's window before it,
-        one agent's sends at a time (concurrent sends never both take the last place):
-        RateFull, storing nothing, when the window holds `send_limit.limit` of them."""
-        ...
-
-    async def recent_outbound_epochs(
-        self, agent_email: str, since: float, limit: int
-    ) -> list[float]:
-        """When the agent created its newest `limit` messages since `since`, newest first
-        (rate limiting: the last of them says when the window has room again)."""
+        when that claim is no longer held. With `send_limit` (its key the sender's), the
+        message is counted as a send against it in the same commit, one send of the key at a
+        time (concurrent sends never both take the last place; the count is kept apart from
+        the messages, so deleting one frees no place): RateFull, storing nothing, when the
+        window is full."""
         ...
 
     async def list_outbound(

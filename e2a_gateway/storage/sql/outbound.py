@@ -56,6 +56,7 @@ from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.idempotency import settle_claim
 from e2a_gateway.storage.sql.jobs import add_job, retry_job
 from e2a_gateway.storage.sql.mail_order import lock_agents_mail
+from e2a_gateway.storage.sql.rate_limits import weigh_hits
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.suppressions import bounce_recorded, suppressed_in
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -353,24 +354,13 @@ def cancel_sends_in(tx: Transaction, agent_email: str, now: float) -> int:
     return len(due)
 
 
-def _recent_epochs(tx: Transaction, agent_email: str, since: float, limit: int) -> list[float]:
-    """When the agent created its newest `limit` outbound messages since `since`, newest
-    first."""
-    rows = tx.all(
-        "SELECT created_epoch FROM messages WHERE agent_email = ? "
-        f"AND direction = '{OUTBOUND}' AND created_epoch >= ? "
-        "ORDER BY created_epoch DESC LIMIT ?",
-        (agent_email, since, limit),
-    )
-    return [float(row[0]) for row in rows]
-
-
-def _refuse_when_full(tx: Transaction, agent_email: str, limit: RateLimit, now: float) -> None:
-    """RateFull when the agent created `limit.limit` outbound messages in the window before
-    `now`: there is room again when the oldest of the newest that many leaves it."""
-    recent = _recent_epochs(tx, agent_email, now - limit.window_seconds, limit.limit)
-    if len(recent) >= limit.limit:
-        raise RateFull(recent[-1] + limit.window_seconds)
+def _refuse_when_full(tx: Transaction, limit: RateLimit, now: float) -> None:
+    """Count a send made at `now` against `limit` (a row of its own, kept apart from the
+    messages, so deleting one frees no place); RateFull when the window is full: there is
+    room again when the oldest send counted leaves it."""
+    (count,) = weigh_hits(tx, [limit], now)
+    if not count.allowed:
+        raise RateFull(count.oldest_leaves_at)
 
 
 class OutboundSql(Runner):
@@ -385,13 +375,12 @@ class OutboundSql(Runner):
         """Insert an outbound message, and in the same commit its send job (queued) or its
         approval-notice job (pending approval) and its record on the Idempotency-Key claim
         `settles`; under the agent's mail lock, so it commits in its place in the agent's
-        mail, and so its weighing against `send_limit` sees every send of the agent before
-        it (RateFull when the window is full)."""
+        mail; counted against `send_limit` in the same commit (RateFull when it is full)."""
 
         def insert(tx: Transaction) -> None:
             lock_agents_mail(tx, [message.agent_email])
             if send_limit is not None:
-                _refuse_when_full(tx, message.agent_email, send_limit, message.created_epoch)
+                _refuse_when_full(tx, send_limit, message.created_epoch)
             tx.execute(
                 f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
                 f"(?, ?, ?, '{OUTBOUND}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{{}}', '{{}}', "
@@ -409,13 +398,6 @@ class OutboundSql(Runner):
                 settle_claim(tx, settles, message.id)
 
         await self._write(insert)
-
-    async def recent_outbound_epochs(
-        self, agent_email: str, since: float, limit: int
-    ) -> list[float]:
-        """When the agent created its newest `limit` outbound messages since `since`, newest
-        first (rate limiting)."""
-        return await self._read(lambda tx: _recent_epochs(tx, agent_email, since, limit))
 
     async def list_outbound(
         self, user_id: str, status: str, agent_email: str | None

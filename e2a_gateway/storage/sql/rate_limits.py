@@ -19,10 +19,10 @@ RATE_LIMIT_LOCK = 0x65326172
 """The key space of the rate-limit locks: (RATE_LIMIT_LOCK, the limit's key)."""
 
 
-def _weigh_hits(tx: Transaction, limits: Sequence[RateLimit], now: float) -> list[RateCount]:
+def weigh_hits(tx: Transaction, limits: Sequence[RateLimit], now: float) -> list[RateCount]:
     """Prune a batch of requests that have left their windows, weigh one request against
-    each of `limits` (their keys locked in order) and count it against every one of them when
-    all allow it, else against none."""
+    each of `limits` (their keys locked in order, until `tx` commits) and count it against
+    every one of them when all allow it, else against none."""
     tx.execute(
         "DELETE FROM rate_limit_hits WHERE id IN (SELECT id FROM rate_limit_hits "
         f"WHERE expires_at <= ? LIMIT ?{tx.dialect.skip_locked()})",
@@ -52,4 +52,4 @@ class RateLimitsSql(Runner):
     async def hit_rate_limits(self, limits: Sequence[RateLimit], now: float) -> list[RateCount]:
         """Weigh one request made at `now` against each of `limits` and count it against all
         of them when all allow it, else against none; a count per limit, in order."""
-        return await self._write(lambda tx: _weigh_hits(tx, limits, now))
+        return await self._write(lambda tx: weigh_hits(tx, limits, now))
