@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from e2a_gateway.api.proxies import client_address
 from e2a_gateway.app import RunningGateway
@@ -208,3 +209,27 @@ def test_client_address_walks_back_through_trusted_proxies_only(
 ) -> None:
     trusted = proxy_networks(["10.0.0.0/8"])
     assert client_address(peer, forwarded, trusted) == client
+
+
+async def test_refused_by_both_limits_waits_for_the_later_to_free(tmp_path: Path) -> None:
+    """A registration both limits refuse is told to wait until both have room: the account's
+    oldest registration came from another address, so its own window frees first."""
+    settings = make_settings(
+        tmp_path,
+        http={"listen": "127.0.0.1:0", "trusted_proxies": ["127.0.0.1"]},
+        limits={
+            **TEST_LIMITS,
+            "agent_registrations_per_user_per_hour": 2,
+            "agent_registrations_per_ip_per_hour": 1,
+        },
+    )
+    async with quiet_gateway(settings, FixtureResolver()) as quiet:
+        alice = await open_account(quiet.gateway, quiet.http_url, "alice@example.com")
+        async with alice.http:
+            assert (await register_from(alice, "a-0", "198.51.100.7")).status_code == 201
+            await trio.sleep(3.0)
+            assert (await register_from(alice, "a-1", "198.51.100.8")).status_code == 201
+            refused = await register_from(alice, "a-2", "198.51.100.8")
+            assert_limited(refused, 3600)
+            # the address's window frees 3 s after the account's: its wait is the one told
+            assert int(refused.headers["Retry-After"]) >= 3599, refused.headers

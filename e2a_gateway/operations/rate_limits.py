@@ -44,11 +44,13 @@ class NamedLimit:
 async def count_request(gateway: Gateway, *limits: NamedLimit) -> None:
     """Weigh this request against each of `limits` in the database, counting it against all
     of them or none; RateLimited (`rate_limited`, with the whole seconds to wait, at least 1)
-    by the first that refuses it."""
+    by the one that refuses it longest, as the request is allowed only once all have room."""
     counts = await gateway.storage.hit_rate_limits([each.limit for each in limits], time.time())
     for count in counts:
         _remember(count)
-    for count, each in zip(counts, limits, strict=True):
+    refusals = [pair for pair in zip(counts, limits, strict=True) if not pair[0].allowed]
+    if refusals:
+        count, each = max(refusals, key=lambda pair: pair[0].oldest_leaves_at)
         _refuse_when_over(count, each.what)
 
 
