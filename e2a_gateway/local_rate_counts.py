@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from e2a_gateway.rate_windows import RateCount, RateLimit, weigh, window_cutoff
+from e2a_gateway.rate_windows import RateCount, RateLimit, freeing_position, weigh, window_cutoff
 
 MAX_KEYS = 100_000
 """Keys remembered at most; past this, keys with nothing left in their window are dropped
@@ -38,7 +38,12 @@ class LocalRateCounts:
             times = self._counted[limit.key] = deque()
         while times and times[0] <= cutoff:
             times.popleft()
-        count = weigh(len(times), times[0] if times else None, limit, now)
+        newest = freeing_position(len(times), limit)
+        if newest is not None:
+            first_to_leave: float | None = times[-1 - newest]
+        else:
+            first_to_leave = times[0] if times else None
+        count = weigh(len(times), first_to_leave, limit, now)
         if count.allowed:
             times.append(now)
         return count

@@ -40,7 +40,8 @@ class RateCount:
     """One request weighed against its key's sliding window: the quota (`limit`), whether the
     request was `allowed` (and so counted), the requests the window holds now, this one
     included when it was allowed (`hits`), when the oldest of them leaves the window
-    (`oldest_leaves_at`, epoch seconds) and when the request was weighed (`now`)."""
+    (`oldest_leaves_at`, epoch seconds; for a window holding more than the limit, when enough
+    have left it for one more) and when the request was weighed (`now`)."""
 
     limit: int
     allowed: bool
@@ -68,14 +69,23 @@ class RateCount:
         return max(1, math.ceil(self.oldest_leaves_at - self.now))
 
 
-def weigh(counted: int, oldest: float | None, limit: RateLimit, now: float) -> RateCount:
+def weigh(counted: int, first_to_leave: float | None, limit: RateLimit, now: float) -> RateCount:
     """Weigh a request made at `now` against the `counted` requests its key's window holds,
-    the `oldest` of them made at that time (None when there are none), as if it is counted
-    when allowed (`uncounted` says what it is when another limit refuses it)."""
+    as if it is counted when allowed (`uncounted` says what it is when another limit refuses
+    it). `first_to_leave` is when the request was made whose leaving the window counts (None
+    when there are none): the oldest, or when the window holds more than `limit.limit` (a
+    limit lowered meanwhile) the one at `freeing_position`, whose leaving makes room."""
     allowed = counted < limit.limit
     hits = counted + 1 if allowed else counted
-    first = now if oldest is None else oldest
+    first = now if first_to_leave is None else first_to_leave
     return RateCount(limit.limit, allowed, hits, first + limit.window_seconds, now)
+
+
+def freeing_position(counted: int, limit: RateLimit) -> int | None:
+    """Of `counted` requests in a window, newest first, the position (from 0) of the one
+    whose leaving makes room under `limit` when there are more than it allows (None when
+    the oldest is that one)."""
+    return limit.limit - 1 if counted > limit.limit else None
 
 
 def uncounted(count: RateCount) -> RateCount:

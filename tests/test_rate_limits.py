@@ -233,3 +233,32 @@ async def test_refused_by_both_limits_waits_for_the_later_to_free(tmp_path: Path
             assert_limited(refused, 3600)
             # the address's window frees 3 s after the account's: its wait is the one told
             assert int(refused.headers["Retry-After"]) >= 3599, refused.headers
+
+
+async def test_a_lowered_limit_is_waited_out_to_the_request_that_frees_a_place(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """Lowered while its windows hold more than it allows, a limit tells a refused client to
+    wait until enough have left for one more, not merely the oldest (polls in memory,
+    registrations in the database)."""
+    limits = running.gateway.settings.limits
+    limits.message_polls_per_user_per_minute = 4
+    limits.agent_registrations_per_user_per_hour = 4
+    alice: Account = await make_account("alice@example.com")
+    bot = (await register(alice, "early-0")).json()["email"]
+    assert (await register(alice, "early-1")).status_code == 201
+    for _ in range(2):
+        assert (await alice.http.get(agent_path(bot, "/messages"))).status_code == 200
+    await trio.sleep(3.0)
+    for n in range(2):
+        assert (await register(alice, f"late-{n}")).status_code == 201
+        assert (await alice.http.get(agent_path(bot, "/messages"))).status_code == 200
+    limits.message_polls_per_user_per_minute = 2
+    limits.agent_registrations_per_user_per_hour = 2
+    # two of the four must leave for a place: the later two, 3 s after the first two
+    polled = await alice.http.get(agent_path(bot, "/messages"))
+    assert_limited(polled, 60)
+    assert int(polled.headers["Retry-After"]) >= 59, polled.headers
+    registered = await register(alice, "late-2")
+    assert_limited(registered, 3600)
+    assert int(registered.headers["Retry-After"]) >= 3599, registered.headers

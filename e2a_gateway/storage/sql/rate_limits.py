@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from e2a_gateway.rate_windows import RateCount, RateLimit, uncounted, weigh, window_cutoff
+from e2a_gateway.rate_windows import (
+    RateCount,
+    RateLimit,
+    freeing_position,
+    uncounted,
+    weigh,
+    window_cutoff,
+)
 from e2a_gateway.storage.rows import RATE_LIMIT_PRUNE_BATCH
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -32,11 +39,19 @@ def weigh_hits(tx: Transaction, limits: Sequence[RateLimit], now: float) -> list
         tx.lock(key, space=RATE_LIMIT_LOCK)
     counts = []
     for limit in limits:
-        counted, oldest = tx.one(
+        cutoff = window_cutoff(now, limit.window_seconds)
+        counted, first_to_leave = tx.one(
             "SELECT count(*), min(at) FROM rate_limit_hits WHERE key = ? AND at > ?",
-            (limit.key, window_cutoff(now, limit.window_seconds)),
+            (limit.key, cutoff),
         )
-        counts.append(weigh(int(counted), oldest, limit, now))
+        newest = freeing_position(int(counted), limit)
+        if newest is not None:
+            (first_to_leave,) = tx.one(
+                "SELECT at FROM rate_limit_hits WHERE key = ? AND at > ? "
+                "ORDER BY at DESC LIMIT 1 OFFSET ?",
+                (limit.key, cutoff, newest),
+            )
+        counts.append(weigh(int(counted), first_to_leave, limit, now))
     if not all(count.allowed for count in counts):
         return [uncounted(count) for count in counts]
     tx.executemany(
