@@ -1616,9 +1616,14 @@ async def test_a_webhook_job_taken_by_another_claim_keeps_that_claim_s_outcome(
     (job,) = await storage.claim_webhook_jobs(10.0, None, 60, {}, 16)  # until 70
     assert await storage.renew_job_lease(job.id, 70.0, 100.0)
     assert not await storage.renew_job_lease(job.id, 70.0, 130.0)
+    url = "https://hooks.example.com/x"
+    assert await storage.webhook_job_due(job.id, 100.0, url)
+    assert not await storage.webhook_job_due(job.id, 100.0, "https://hooks.example.com/y")
     (taken,) = await storage.claim_webhook_jobs(101.0, None, 60, {}, 16)  # until 161
     assert taken.id == job.id
     assert not await storage.renew_job_lease(job.id, 100.0, 200.0)
+    assert not await storage.webhook_job_due(job.id, 100.0, url)  # passed to another claim
+    assert await storage.webhook_job_due(job.id, 161.0, url)
     late = FinishedAttempt(
         job.id, "msg_1", WebhookAttempt(1, NOW, 200, None, 5), "delivered", None, 100.0
     )
@@ -1660,8 +1665,12 @@ async def test_a_delivery_taken_by_another_claim_keeps_that_claim_s_outcome(
     assert claimed.delivery.id == delivery_id
     assert await storage.renew_delivery_lease(delivery_id, 70.0, 100.0)
     assert not await storage.renew_delivery_lease(delivery_id, 70.0, 130.0)
+    assert await storage.subscriber_delivery_due(delivery_id, 100.0, claimed.url)
+    assert not await storage.subscriber_delivery_due(delivery_id, 100.0, claimed.url + "/y")
     assert await storage.claim_subscriber_deliveries(101.0, None, 60, {}, 16)  # until 161
     assert not await storage.renew_delivery_lease(delivery_id, 100.0, 200.0)
+    assert not await storage.subscriber_delivery_due(delivery_id, 100.0, claimed.url)
+    assert await storage.subscriber_delivery_due(delivery_id, 161.0, claimed.url)
     late = SubscriberAttempt(delivery_id, 1, 90.0, 200, None, 5, "delivered", None, 100.0)
     await storage.finish_subscriber_attempts([late])
     assert await shown() == ("pending", 0, None)

@@ -18,7 +18,7 @@ from e2a_gateway.workers.subscribers import SubscriberWorker
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from e2a_gateway.workers.webhooks import MAX_PER_HOST, MAX_QUEUED_PER_HOST
 from tests.conftest import Account
-from tests.delivery_support import QuietGateway, wait_until
+from tests.delivery_support import QuietGateway, open_account, wait_until
 from tests.http_receiver import HANG, Answer, HttpReceiver, Received, answer_in_turn
 from tests.test_webhook_auto_disable import deliveries, make_hook, queue_tests
 from tests.webhook_support import FakeClock, alice, quiet, settings
@@ -130,3 +130,54 @@ async def test_a_record_storage_fails_costs_only_its_delivery(
     assert f"webhook delivery {unrecorded}: attempt not recorded" in caplog.text
     assert [item["attempts"] for item in await deliveries(alice, fast, "delivered")] == [1]
     assert len(receiver.requests) == 3
+
+
+WAITING_DELIVERY_CHANGES = {
+    "webhook deleted": ("DELETE", "/v1/webhooks/{hook}?confirm=DELETE", None),
+    "webhook disabled": ("PATCH", "/v1/webhooks/{hook}", {"enabled": False}),
+    "account deleted": ("DELETE", "/v1/account?confirm=DELETE", None),
+    "webhook moved": ("PATCH", "/v1/webhooks/{hook}", {"url": "{url}/moved"}),
+}
+
+
+@pytest.mark.parametrize("change", WAITING_DELIVERY_CHANGES)
+async def test_a_delivery_waiting_for_its_host_is_not_posted_once_its_webhook_is_gone(
+    quiet: QuietGateway, alice: Account, nursery: trio.Nursery, change: str
+) -> None:
+    """alice's delivery is claimed behind eight hanging POSTs (bob's) to the same host, and
+    waits for a slot; meanwhile her webhook is deleted, disabled or pointed elsewhere, or her
+    account deleted. When the slot frees, the delivery is not POSTed to the URL it was claimed
+    for."""
+    receiver = HttpReceiver(answer_in_turn(*[HANG] * MAX_PER_HOST, Answer(200)))
+    await nursery.start(receiver.serve)
+    bob = await open_account(quiet.gateway, quiet.http_url, "bob@example.com")
+    clock = FakeClock(time.time())
+    method, path, body = WAITING_DELIVERY_CHANGES[change]
+    async with bob.http, WebhookConnections() as connections:
+        await queue_tests(bob, await make_hook(bob, receiver.url + "/busy"), MAX_PER_HOST)
+        hook = await make_hook(alice, receiver.url)
+        clock.now = time.time()
+        worker = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5)
+        with trio.fail_after(10):
+            async with trio.open_nursery() as running:
+                running.start_soon(worker.deliver_due, clock.now)
+                await receiver.wait_in_flight(MAX_PER_HOST)
+                (waiting,) = await queue_tests(alice, hook, 1)
+                clock.now = time.time()
+                running.start_soon(worker.deliver_due, clock.now)
+                await wait_until(lambda: worker._in_flight() == MAX_PER_HOST + 1)
+                # alice's is claimed, and waits for a slot
+                if body is not None:
+                    body = {
+                        name: value.format(url=receiver.url) if isinstance(value, str) else value
+                        for name, value in body.items()
+                    }
+                changed = await alice.http.request(method, path.format(hook=hook), json=body)
+                assert changed.status_code == 200, changed.text
+                receiver.release()
+        assert [request.target for request in receiver.requests] == ["/hook/busy"] * MAX_PER_HOST
+        if change == "webhook moved":  # left to its lease, then sent where it now goes
+            await worker.deliver_due(clock.now + LEASE + 1)
+            moved = [request for request in receiver.requests if request.target == "/hook/moved"]
+            assert len(moved) == 1
+            assert [item["id"] for item in await deliveries(alice, hook, "delivered")] == [waiting]

@@ -516,6 +516,59 @@ async def test_a_job_that_waited_out_most_of_its_lease_is_posted_once(
         assert await delivery_status(alice, agent, message_id) == "retrying"
 
 
+WAITING_JOB_CHANGES = {
+    "agent deleted": ("DELETE", "/api/v1/agents/{agent}", None),
+    "agent trashed": ("DELETE", "/v1/agents/{agent}?confirm=DELETE", None),
+    "account deleted": ("DELETE", "/v1/account?confirm=DELETE", None),
+    "webhook moved": ("PUT", "/api/v1/agents/{agent}", {"webhook_url": "{url}/moved"}),
+}
+
+
+@pytest.mark.parametrize("change", WAITING_JOB_CHANGES)
+async def test_a_job_waiting_for_its_host_is_not_posted_once_its_agent_is_gone(
+    quiet: QuietGateway,
+    alice: Account,
+    worker: WebhookWorker,
+    clock: FakeClock,
+    nursery: trio.Nursery,
+    change: str,
+) -> None:
+    """alice's message is claimed behind eight hanging POSTs (bob's) to the same host, and
+    waits for a slot; meanwhile its agent is deleted or trashed, alice's account deleted, or
+    the agent's webhook pointed elsewhere. When the slot frees, the message is not POSTed to
+    the URL it was claimed for."""
+    receiver = HttpReceiver(answer_in_turn(*[HANG] * MAX_PER_HOST, Answer(200)))
+    await nursery.start(receiver.serve)
+    bob = await open_account(quiet.gateway, quiet.http_url, "bob@example.com")
+    async with bob.http:
+        busy = await create_agent(bob, "busy", receiver.url + "/busy")
+        for n in range(MAX_PER_HOST):
+            await accept(quiet.gateway, [busy], mail(f"Busy {n}"))
+        clock.now = time.time()
+        agent = await create_agent(alice, "doomed", receiver.url)
+        method, path, body = WAITING_JOB_CHANGES[change]
+        if body is not None:
+            body = {name: value.format(url=receiver.url) for name, value in body.items()}
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as running:
+                running.start_soon(worker.deliver_due, clock.now)
+                await receiver.wait_in_flight(MAX_PER_HOST)
+                message_id = await accept_at(quiet, clock, agent)
+                running.start_soon(worker.deliver_due, clock.now)
+                await wait_until(lambda: worker._in_flight() == MAX_PER_HOST + 1)
+                # alice's is claimed, and waits for a slot
+                changed = await alice.http.request(method, path.format(agent=agent), json=body)
+                assert changed.status_code == 200, changed.text
+                receiver.release()
+    assert [request.target for request in receiver.requests] == ["/hook/busy"] * MAX_PER_HOST
+    posted = [json.loads(request.body)["message_id"] for request in receiver.requests]
+    assert message_id not in posted
+    if change == "webhook moved":  # left to its lease, then sent where it now goes
+        await worker.deliver_due(clock.now + LEASE + 1)
+        moved = [request for request in receiver.requests if request.target == "/hook/moved"]
+        assert [json.loads(request.body)["message_id"] for request in moved] == [message_id]
+
+
 async def test_a_name_resolving_to_loopback_is_refused_at_delivery(
     tmp_path: Path, resolver: FixtureResolver, receiver: HttpReceiver, clock: FakeClock
 ) -> None:

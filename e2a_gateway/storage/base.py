@@ -1468,6 +1468,13 @@ class WebhookDeliveries(Protocol):
         URL and its owner's newest signing seed."""
         ...
 
+    async def webhook_job_due(self, job_id: int, leased_until: float, url: str) -> bool:
+        """Whether the claimed webhook job is still to be POSTed to `url`: it still holds the
+        lease until `leased_until`, and its message's agent is still a cloud agent in service
+        (not in the trash) whose webhook URL is `url`. False once the job, its message, agent or
+        owner is deleted, or the job has passed to another claim."""
+        ...
+
     async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
         """Record the attempts and, in the same transaction, set each message's delivery status
         and drop or reschedule its job. Attempts of messages deleted meanwhile are skipped, and
@@ -1718,6 +1725,15 @@ class Subscribers(Protocol):
         """Move the lease of a claimed delivery from `leased_until` on to `until`; False when
         the delivery no longer holds that lease (another claim has taken it since, or it is
         gone)."""
+        ...
+
+    async def subscriber_delivery_due(
+        self, delivery_id: str, leased_until: float, url: str
+    ) -> bool:
+        """Whether the claimed delivery is still to be POSTed to `url`: it still waits, holds the
+        lease until `leased_until`, and its webhook is enabled with the URL `url`. False once the
+        delivery, its webhook or the webhook's owner is deleted, the webhook is disabled or
+        points elsewhere, or the delivery has passed to another claim."""
         ...
 
     async def finish_subscriber_attempts(self, finished: list[SubscriberAttempt]) -> None:

@@ -81,8 +81,11 @@ class SubscriberWorker(HostPacedWorker[SubscriberAttempt]):
                 continue
             queue.queued += 1
             self._active += 1
-            renew = partial(storage.renew_delivery_lease, item.delivery.id)
-            lease = Lease(now + self._lease_seconds, renew)
+            lease = Lease(
+                now + self._lease_seconds,
+                partial(storage.renew_delivery_lease, item.delivery.id),
+                partial(storage.subscriber_delivery_due, item.delivery.id, url=item.url),
+            )
             nursery.start_soon(self._attempt_in_turn, item, lease, host, queue)
         if given_back:
             await storage.release_subscriber_deliveries(given_back)

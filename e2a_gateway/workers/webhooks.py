@@ -3,9 +3,10 @@
 Every attempt is recorded and its outcome committed together with the job's next state, so a
 crash or restart resumes the schedule. Concurrency is bounded overall and per destination
 host, so one slow receiver cannot starve the others. A job's POST starts only under a lease
-that outlasts it (renewed when waiting for the host's slot wore it down), and its record is
-written only while the job still holds that lease. Targets are re-checked against SSRF rules
-at each attempt and the connection is pinned to the address that was checked.
+that outlasts it (renewed when waiting for the host's slot wore it down) and only if the job is
+still due when it starts (its agent or account not deleted, trashed or moved meanwhile), and
+its record is written only while the job still holds that lease. Targets are re-checked against
+SSRF rules at each attempt and the connection is pinned to the address that was checked.
 """
 
 from __future__ import annotations
@@ -78,10 +79,13 @@ class Answer:
 class Lease:
     """The lease a claim took on one job: until `until` (the claim's `now + lease_seconds`, or as
     renewed since). `renew(until, new_until)` moves it on, and answers False once the job holds
-    it no longer (another claim has taken it)."""
+    it no longer (another claim has taken it). `still_due(until)` answers whether the job, under
+    that lease, is still to be sent as claimed (False once it, or its agent, account or webhook,
+    was deleted, disabled, trashed or pointed elsewhere)."""
 
     until: float
     renew: Callable[[float, float], Awaitable[bool]]
+    still_due: Callable[[float], Awaitable[bool]]
 
 
 class HostQueue:
@@ -160,23 +164,31 @@ class HostPacedWorker(ClaimLoop, Generic[A]):
 
     async def _hold(self, lease: Lease, what: str) -> bool:
         """Whether the POST of `what` may start now under `lease`: a lease that would not outlast
-        the attempt (worn down by the wait for the host's slot) is renewed first. False when the
-        job has passed to another claim meanwhile, or the renewal could not be written; the POST
-        is then not made here."""
+        the attempt (worn down by the wait for the host's slot) is renewed first, and the job is
+        read again, so that one deleted, trashed, disabled or moved while it waited is not sent.
+        False when it is not due any more, has passed to another claim meanwhile, or storage
+        failed the renewal or the read; the POST is then not made here (the job, if any is
+        left, is left to its lease)."""
         now = self._clock()
-        if lease.until - now >= self._attempt_timeout + LEASE_MARGIN:
-            return True
-        until = now + self._lease_seconds
+        if lease.until - now < self._attempt_timeout + LEASE_MARGIN:
+            until = now + self._lease_seconds
+            try:
+                renewed = await lease.renew(lease.until, until)
+            except StorageUnavailable as exc:
+                log.warning("%s: lease not renewed (%s); not sent, left to its lease", what, exc)
+                return False
+            if not renewed:
+                log.info("%s: its lease passed to another claim while it waited; not sent", what)
+                return False
+            lease.until = until
         try:
-            renewed = await lease.renew(lease.until, until)
+            due = await lease.still_due(lease.until)
         except StorageUnavailable as exc:
-            log.warning("%s: lease not renewed (%s); not sent, left to its lease", what, exc)
+            log.warning("%s: not read again (%s); not sent, left to its lease", what, exc)
             return False
-        if not renewed:
-            log.info("%s: its lease passed to another claim while it waited; not sent here", what)
-            return False
-        lease.until = until
-        return True
+        if not due:
+            log.info("%s: deleted, disabled or moved while it waited; not sent", what)
+        return due
 
     async def _record(self, record: A, what: str) -> bool:
         """Commit the record of an attempt of `what`; False when storage failed it. The job then
@@ -237,7 +249,11 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
                 continue
             queue.queued += 1
             self._active += 1
-            lease = Lease(now + self._lease_seconds, partial(storage.renew_job_lease, job.id))
+            lease = Lease(
+                now + self._lease_seconds,
+                partial(storage.renew_job_lease, job.id),
+                partial(storage.webhook_job_due, job.id, url=url),
+            )
             nursery.start_soon(self._attempt_in_turn, job, delivery, lease, host, queue)
         if given_back:
             await storage.release_jobs(given_back)

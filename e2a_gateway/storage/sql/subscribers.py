@@ -391,6 +391,21 @@ class SubscribersSql(Runner):
         )
         return bool(renewed)
 
+    async def subscriber_delivery_due(
+        self, delivery_id: str, leased_until: float, url: str
+    ) -> bool:
+        """Whether the delivery still waits under its lease for its enabled webhook at `url`
+        (one read)."""
+        row = await self._read(
+            lambda tx: tx.first(
+                "SELECT 1 FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
+                f"WHERE d.id = ? AND d.locked_until = ? AND d.status = '{DELIVERY_WAITING}' "
+                f"AND w.enabled = {tx.dialect.true} AND w.url = ?",
+                (delivery_id, leased_until, url),
+            )
+        )
+        return row is not None
+
     async def finish_subscriber_attempts(self, finished: list[SubscriberAttempt]) -> None:
         """Record each attempt as its delivery's last, with its next state, while the delivery
         still holds the lease the attempt was made under."""

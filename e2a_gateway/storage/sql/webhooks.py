@@ -136,6 +136,20 @@ class WebhooksSql(Runner):
 
         return await self._read(load)
 
+    async def webhook_job_due(self, job_id: int, leased_until: float, url: str) -> bool:
+        """Whether the job still holds its lease and its agent, in service, still posts to
+        `url` (one read)."""
+        row = await self._read(
+            lambda tx: tx.first(
+                "SELECT 1 FROM jobs j JOIN messages m ON m.id = j.message_id "
+                "JOIN agents a ON a.email = m.agent_email "
+                "WHERE j.id = ? AND j.locked_until = ? AND a.deleted_at IS NULL "
+                f"AND a.agent_mode = '{CLOUD}' AND a.webhook_url = ?",
+                (job_id, leased_until, url),
+            )
+        )
+        return row is not None
+
     async def finish_webhook_attempts(self, finished: list[FinishedAttempt]) -> None:
         """Record the attempts, update the statuses, drop or reschedule the jobs, atomically."""
         await self._write(lambda tx: _record_attempts(tx, finished))
