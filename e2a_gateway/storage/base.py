@@ -419,6 +419,10 @@ class RecipientsSuppressed(StorageError):
         super().__init__(", ".join(addresses))
         self.addresses = addresses
 
+    def __reduce__(self) -> tuple[type[RecipientsSuppressed], tuple[list[str]]]:
+        """Rebuilt from its addresses when unpickled (an SMTP acceptor receives it so)."""
+        return type(self), (self.addresses,)
+
 
 PAST_DEADLINE = "past its review deadline"
 """Why a held message (either way) takes no review once its deadline has passed, before the
@@ -432,6 +436,10 @@ class AgentInTrash(NotPending):
     def __init__(self, agent_email: str) -> None:
         super().__init__("agent_in_trash")
         self.agent_email = agent_email
+
+    def __reduce__(self) -> tuple[type[AgentInTrash], tuple[str]]:
+        """Rebuilt from its agent's address when unpickled (an SMTP acceptor receives it so)."""
+        return type(self), (self.agent_email,)
 
 
 OutboundStatus = Literal[
