@@ -14,6 +14,7 @@ from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.outbound.mime import (
     MAX_LINE_OCTETS,
     InvalidDraft,
+    address_as_written,
     check_header_value,
     decode_attachment,
     without_whitespace,
@@ -51,7 +52,7 @@ def checked_addresses(field: str, values: list[str], *, code: str | None = None)
     for value in values:
         try:
             check_header_value(field, value)
-            address = normalise_address(value)
+            address = _written_as_given(normalise_address(value))
         except InvalidDraft as exc:
             raise Invalid(code or "invalid_header", str(exc)) from None
         except AddressError as exc:
@@ -76,9 +77,25 @@ def checked_mailbox(field: str, value: str) -> Mailbox:
             "address together)",
         )
     try:
-        return parse_mailbox(value)
+        mailbox = parse_mailbox(value)
+        _written_as_given(mailbox.address)
     except AddressError as exc:
         raise Invalid("invalid_email", f"{field}: {exc}") from None
+    return mailbox
+
+
+def _written_as_given(address: str) -> str:
+    """`address`, if a message writes it as it is; AddressError otherwise: the `email` package
+    decodes an RFC 2047 encoded word in it (`address_as_written`), so the header would name
+    another mailbox than the one the envelope goes to, and replies would go there."""
+    written = address_as_written(address)
+    if written != address:
+        raise AddressError(
+            f"{address!r} would be written into the message as {written!r} (an RFC 2047 "
+            "encoded word in an address is decoded), another mailbox than the one it is sent "
+            "to: give the address itself"
+        )
+    return address
 
 
 def checked_attachments(items: list[AttachmentIn]) -> list[dict[str, str]]:

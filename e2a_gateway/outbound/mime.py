@@ -35,6 +35,8 @@ _BASE64_WHITESPACE = str.maketrans("", "", "\r\n \t")
 _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 """C0 controls but TAB, DEL, C1 controls (NEL among them) and the Unicode line and paragraph
 separators: each either breaks a header line or has no business in one."""
+_FOLD = re.compile(r"\r\n(?=[ \t])")
+"""A line break that folds a header field (before the whitespace continuing it)."""
 
 
 SEVEN_BIT = email.policy.SMTP.clone(
@@ -93,6 +95,15 @@ def as_header_reads(value: str) -> str:
     if "=?" not in value:
         return value
     return str(SEVEN_BIT.header_factory("subject", value))
+
+
+def address_as_written(address: str) -> str:
+    """`address` as the `email` package writes it alone in an address field (To, Cc), unfolded.
+    It differs from `address` when the package reads something in it as RFC 2047 encoded words
+    (`=?utf-8?q?bob?=@example.com` is written `bob@example.com`): the message would then name
+    another mailbox than the one its envelope goes to."""
+    folded = SEVEN_BIT.header_factory("to", address).fold(policy=SEVEN_BIT)
+    return _FOLD.sub("", folded).removeprefix("to: ").removesuffix("\r\n")
 
 
 def check_header_value(name: str, value: str) -> str:
