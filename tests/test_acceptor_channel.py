@@ -11,11 +11,12 @@ import trio
 
 from e2a_gateway.inbound.acceptors import _Channel
 from e2a_gateway.smtp.server import MessageNotStored
-from e2a_gateway.storage.base import AgentInTrash, RecipientsSuppressed, StorageError
+from e2a_gateway.storage.base import AgentInTrash, RateFull, RecipientsSuppressed, StorageError
 
 BUILT_WITH = {
     RecipientsSuppressed: lambda: RecipientsSuppressed(["ann@example.org", "bo@example.net"]),
     AgentInTrash: lambda: AgentInTrash("bot@agents.test"),
+    RateFull: lambda: RateFull(1_767_225_600.5),
 }
 """How to raise the errors whose constructor takes something other than a message."""
 

@@ -71,6 +71,11 @@ class RateFull(StorageError):
         super().__init__(f"no room until {room_at}")
         self.room_at = room_at
 
+    def __reduce__(self) -> tuple[type[RateFull], tuple[float]]:
+        """Rebuilt from when there is room again when unpickled (as an SMTP acceptor would
+        receive it)."""
+        return type(self), (self.room_at,)
+
 
 class ClaimLost(StorageError):
     """Refused because the Idempotency-Key claim the write was to settle is no longer held
