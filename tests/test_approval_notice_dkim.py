@@ -5,7 +5,6 @@ against the key's public half (a DNS fixture)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import dkim
@@ -15,20 +14,16 @@ from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
 from tests.conftest import SHARED_DOMAIN, make_settings
 from tests.delivery_support import wait_until
-from tests.relay_support import relay_on_loopback
-from tests.test_approvals import OWNER, MakeAccount, Sink, add_pending, hitl_owner
+from tests.test_approvals import (  # noqa: F401 (fixtures)
+    OWNER,
+    MakeAccount,
+    Sink,
+    add_pending,
+    hitl_owner,
+    relay_port,
+    sink,
+)
 from tests.test_dkim_signing import write_rsa_key
-
-
-@pytest.fixture
-def sink() -> Sink:
-    return Sink()
-
-
-@pytest.fixture
-def relay_port(sink: Sink) -> Iterator[int]:
-    with relay_on_loopback(sink) as port:
-        yield port
 
 
 @pytest.fixture
@@ -37,7 +32,11 @@ def key_record(tmp_path: Path) -> bytes:
 
 
 @pytest.fixture
-def settings(tmp_path: Path, relay_port: int, key_record: bytes) -> Settings:
+def settings(
+    tmp_path: Path,
+    relay_port: int,  # noqa: F811 (the fixture imported above)
+    key_record: bytes,
+) -> Settings:
     return make_settings(
         tmp_path,
         outbound_smtp={
@@ -52,7 +51,10 @@ def settings(tmp_path: Path, relay_port: int, key_record: bytes) -> Settings:
 
 
 async def test_an_approval_notice_is_dkim_signed_for_its_sending_domain(
-    running: RunningGateway, make_account: MakeAccount, sink: Sink, key_record: bytes
+    running: RunningGateway,
+    make_account: MakeAccount,
+    sink: Sink,  # noqa: F811 (the fixture imported above)
+    key_record: bytes,
 ) -> None:
     """Unsigned, a notice from no-reply@<from_domain> failed DMARC wherever the relay's SPF
     does not align (most relay services), so a domain with p=reject had it refused."""
