@@ -25,7 +25,7 @@ test: install  ## run the whole test suite; with E2A_TEST_POSTGRES_URL set, agai
 	$(BIN)/pytest
 	@if [ -n "$${E2A_TEST_POSTGRES_URL:-}" ]; then \
 		echo "== again, every gateway under test on PostgreSQL (E2A_TEST_BACKEND=postgres)"; \
-		E2A_TEST_BACKEND=postgres $(BIN)/pytest; \
+		E2A_TEST_BACKEND=postgres $(BIN)/pytest --backend-dependent-only; \
 	fi
 
 pg: install  ## tests with gateways on a throwaway PostgreSQL 15 (127.0.0.1, temp dir); ARGS=... for pytest

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,11 +18,13 @@ from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.config import Settings
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.databases import (
+    INDEPENDENT_MARK,
     databases_made,
     drop_gateway_databases,
     drop_template,
     gateway_backend,
     gateway_database_url,
+    running_test,
 )
 
 SHARED_DOMAIN = "agents.test"
@@ -114,6 +116,50 @@ async def anonymous(running: RunningGateway) -> AsyncIterator[httpx.AsyncClient]
 def agent_path(address: str, suffix: str = "") -> str:
     """`/api/v1/agents/<percent-encoded address><suffix>`."""
     return f"/api/v1/agents/{quote(address, safe='')}{suffix}"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """`--backend-dependent-only`, for the pass on PostgreSQL after a whole one on SQLite."""
+    parser.addoption(
+        "--backend-dependent-only",
+        action="store_true",
+        help=f"leave out the modules marked {INDEPENDENT_MARK} (they start no gateway on the "
+        "suite's backend, so a pass on another backend would run them unchanged)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Declare the mark of modules whose tests start no gateway on the suite's backend."""
+    config.addinivalue_line(
+        "markers",
+        f"{INDEPENDENT_MARK}: the module starts no gateway on the suite's backend "
+        "(E2A_TEST_BACKEND); checked as it runs",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With `--backend-dependent-only`, deselect the tests of modules marked independent."""
+    if not config.getoption("--backend-dependent-only"):
+        return
+    kept, left = [], []
+    for item in items:
+        (left if item.get_closest_marker(INDEPENDENT_MARK) else kept).append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = kept
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(
+    item: pytest.Item, nextitem: pytest.Item | None
+) -> Generator[None, object, object]:
+    """Let tests/databases.py fail a test marked independent that starts a gateway on the
+    suite's backend (its setup and teardown included)."""
+    running_test(item.nodeid if item.get_closest_marker(INDEPENDENT_MARK) else None)
+    try:
+        return (yield)
+    finally:
+        running_test(None)
 
 
 def pytest_report_header() -> str:

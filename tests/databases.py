@@ -55,8 +55,29 @@ def postgres_url() -> str | None:
     return os.environ.get(POSTGRES_URL_VAR) or None
 
 
+INDEPENDENT_MARK = "backend_independent"
+"""The mark of a test module whose tests start no gateway on the suite's backend: the pass
+with `--backend-dependent-only` (`make test`'s second, on PostgreSQL) leaves it out."""
+_running_independent: list[str] = []
+"""The node id of the test under way when it carries INDEPENDENT_MARK (set by conftest)."""
+
+
+def running_test(nodeid: str | None) -> None:
+    """Note the test under way, when it carries INDEPENDENT_MARK (None: none of those)."""
+    _running_independent[:] = [] if nodeid is None else [nodeid]
+
+
 def gateway_backend() -> str:
-    """The backend of the gateways the suite starts: `E2A_TEST_BACKEND`, SQLite by default."""
+    """The backend of the gateways the suite starts: `E2A_TEST_BACKEND`, SQLite by default.
+
+    Asked for by a test marked INDEPENDENT_MARK, it fails that test: its module does depend on
+    the backend, and the mark would keep it out of the PostgreSQL pass."""
+    if _running_independent:
+        pytest.fail(
+            f"{_running_independent[0]} starts a gateway on the suite's backend, but its module "
+            f"is marked {INDEPENDENT_MARK}: remove the mark so the PostgreSQL pass runs it",
+            pytrace=False,
+        )
     backend = os.environ.get(BACKEND_VAR) or "sqlite"
     if backend not in BACKENDS:
         raise pytest.UsageError(f"{BACKEND_VAR}={backend!r}: choose one of {', '.join(BACKENDS)}")

@@ -13,6 +13,8 @@ from e2a_gateway.inbound.acceptors import _Channel
 from e2a_gateway.smtp.server import MessageNotStored
 from e2a_gateway.storage.base import AgentInTrash, RateFull, RecipientsSuppressed, StorageError
 
+pytestmark = pytest.mark.backend_independent
+
 BUILT_WITH = {
     RecipientsSuppressed: lambda: RecipientsSuppressed(["ann@example.org", "bo@example.net"]),
     AgentInTrash: lambda: AgentInTrash("bot@agents.test"),

@@ -22,6 +22,8 @@ from e2a_gateway.addresses import (
 from e2a_gateway.mailauth.dmarc import normalise_domain as dmarc_domain
 from e2a_gateway.smtp.protocol import ServerSession, SessionLimits
 
+pytestmark = pytest.mark.backend_independent
+
 HOST = "mx.agents.test"
 
 

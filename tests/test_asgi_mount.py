@@ -9,6 +9,8 @@ import pytest
 
 from e2a_gateway.asgi_mount import MountedApp
 
+pytestmark = pytest.mark.backend_independent
+
 
 class Recorder:
     """An ASGI app that remembers the scopes it was called with."""

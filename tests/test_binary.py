@@ -21,7 +21,7 @@ from bench._gateway_process import AGENT, GatewayProcess, clean_environment, pro
 from bench._quiet_dns import QuietDns
 from tests.test_mcp_http import INITIALIZE
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.backend_independent]
 
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = ROOT / "dist" / "e2a"

@@ -19,6 +19,8 @@ from e2a_gateway.outbound.bounces import (
     returned_message_id,
 )
 
+pytestmark = pytest.mark.backend_independent
+
 DATA = Path(__file__).parent / "data" / "bounces"
 SAMPLES = sorted(
     p for p in DATA.glob("*/*") if p.suffix in {".eml", ".txt"} and "LICENSE" not in p.name

@@ -17,6 +17,8 @@ from e2a_gateway.outbound.return_path import (
     return_path_key,
 )
 
+pytestmark = pytest.mark.backend_independent
+
 KEY = return_path_key("a-gateway-server-key-of-forty-characters")
 OTHER_KEY = return_path_key("another-gateway-server-key-of-forty-chars")
 BASE32 = "abcdefghijklmnopqrstuvwxyz234567"

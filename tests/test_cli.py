@@ -24,7 +24,7 @@ from aiosmtpd.controller import Controller
 from e2a_gateway.cli.main import main
 from e2a_gateway.signing.magic_links import link_key, verify_token
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.backend_independent]
 
 E2A = [sys.executable, "-m", "e2a_gateway"]
 

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 
+pytestmark = pytest.mark.backend_independent
+
 
 @pytest.mark.parametrize(
     ("text", "expected"),

@@ -16,6 +16,8 @@ from e2a_gateway.config import (
 )
 from e2a_gateway.env_names import E2A_ALIASES, UNUSED_E2A_VARIABLES
 
+pytestmark = pytest.mark.backend_independent
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -14,6 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from e2a_gateway.outbound.dkim_signing import DkimKeyError, DkimSigner
 
+pytestmark = pytest.mark.backend_independent
+
 MESSAGE = b"From: bot@agents.test\r\nTo: carol@example.org\r\nSubject: Hi\r\n\r\nNumbers.\r\n"
 
 

@@ -16,6 +16,8 @@ from e2a_gateway.email_policies import READING, HeaderClassesOnce
 from e2a_gateway.outbound import mime
 from e2a_gateway.outbound.mime import Draft, build_message, decode_attachment
 
+pytestmark = pytest.mark.backend_independent
+
 CORPUS = sorted(
     path
     for folder in ("bounces/flufl", "bounces/e2a")

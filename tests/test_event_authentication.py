@@ -7,6 +7,8 @@ import pytest
 
 from e2a_gateway.events import inbound_authentication
 
+pytestmark = pytest.mark.backend_independent
+
 RESULTS = {"spf": "pass", "dkim": "none", "dmarc": "pass"}
 OURS = (
     b"Authentication-Results: mx.agents.test; spf=pass smtp.mailfrom=example.org;\r\n"

@@ -15,6 +15,8 @@ from e2a_gateway.storage.base import Agent, Storage, StorageUnavailable
 from e2a_gateway.storage.group_commit import GroupCommitter
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 
+pytestmark = pytest.mark.backend_independent
+
 NOW = "2026-01-01T00:00:00Z"
 
 

@@ -22,7 +22,7 @@ import pytest
 from bench._gateway_process import AGENT, GatewayProcess
 from bench._quiet_dns import QuietDns
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.backend_independent]
 
 SENDER = "alice@example.org"
 HEALTH_LIMIT_SECONDS = 0.2

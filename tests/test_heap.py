@@ -9,6 +9,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.backend_independent
+
 PROBE = """
 import gc
 from e2a_gateway.startup import YOUNG_COLLECTION_THRESHOLD, settle_heap

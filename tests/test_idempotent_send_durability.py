@@ -26,7 +26,7 @@ from tests.test_restart_durability import (  # noqa: F401 (quiet_dns is a fixtur
     started_with_relay,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.backend_independent]
 
 WAIT_SECONDS = 20.0
 STALE_SECONDS = 301

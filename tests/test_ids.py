@@ -10,6 +10,8 @@ import pytest
 
 from e2a_gateway.ids import new_id, new_ids
 
+pytestmark = pytest.mark.backend_independent
+
 ID_FORM = re.compile(r"^msg_[0-9a-f]{24}$")
 
 

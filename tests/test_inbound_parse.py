@@ -17,6 +17,8 @@ from e2a_gateway.inbound.parse import attachments_of, parse_body, summarise_head
 from e2a_gateway.rfc5322 import HeaderFields
 from e2a_gateway.v1.inbound import parse_raw_email
 
+pytestmark = pytest.mark.backend_independent
+
 
 def headers(*lines: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\nbody\r\n").encode()

@@ -12,6 +12,8 @@ from quart_trio import QuartTrio
 
 from e2a_gateway.web.json_provider import OrjsonProvider
 
+pytestmark = pytest.mark.backend_independent
+
 DOCUMENT = {
     "b": [1, 2.5, None, True],
     "a": {"z": "é ü 日本", "y": "line\nbreak \u2028 \x00"},

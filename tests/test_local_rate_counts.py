@@ -8,6 +8,8 @@ import pytest
 from e2a_gateway.local_rate_counts import LocalRateCounts
 from e2a_gateway.rate_windows import RateLimit
 
+pytestmark = pytest.mark.backend_independent
+
 
 def test_a_window_allows_its_limit_then_tells_the_wait() -> None:
     counts = LocalRateCounts()

@@ -18,6 +18,8 @@ from e2a_gateway.signing.magic_links import (
     verify_token,
 )
 
+pytestmark = pytest.mark.backend_independent
+
 SERVER_KEY = "server key of this gateway, 32 bytes or more"
 KEY = link_key(SERVER_KEY)
 DEADLINE = 1_800_000_000

@@ -6,6 +6,7 @@ import dataclasses
 import email.parser
 import email.policy
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +14,8 @@ from e2a_gateway.mailauth.authenticate import authenticate_message
 from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
 from e2a_gateway.mailauth.results import AuthResults, DkimSignatureResult
 from tests.test_mailauth_dkim import MESSAGE, SigningKey, ed25519_key, rsa_key
+
+pytestmark = pytest.mark.backend_independent
 
 SENDER_IP = "192.0.2.25"
 ATTACKER_IP = "203.0.113.66"

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from e2a_gateway.mailauth.dkim import MAX_SIGNATURES, verify_arc, verify_dkim
 from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
 
+pytestmark = pytest.mark.backend_independent
+
 DATA = Path(__file__).parent / "data" / "mailauth"
 
 # RFC 8463 appendix A: the example message signed with ed25519 (brisbane) and RSA (test),

@@ -19,6 +19,8 @@ from e2a_gateway.mailauth.dmarc import (
 from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
 from e2a_gateway.mailauth.results import AuthResult
 
+pytestmark = pytest.mark.backend_independent
+
 ZONE: Zone = {
     "_dmarc.example.com": {"TXT": ["v=DMARC1; p=reject; rua=mailto:dmarc@example.com"]},
     "_dmarc.strict.example": {"TXT": ["v=DMARC1; p=quarantine; adkim=s; aspf=s"]},

@@ -4,6 +4,8 @@ Authentication-Results field it added (e2a_gateway.mailauth.evidence, the events
 
 from __future__ import annotations
 
+import pytest
+
 from e2a_gateway.events import inbound_authentication
 from e2a_gateway.inbound.identity import delivered_message
 from e2a_gateway.mailauth.authenticate import authenticate_message
@@ -11,6 +13,8 @@ from e2a_gateway.mailauth.evidence import evidence_of
 from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
 from e2a_gateway.mailauth.results import AuthResults, dmarc_policy_named, without_results_of
 from tests.test_mailauth_dkim import rsa_key
+
+pytestmark = pytest.mark.backend_independent
 
 OURS = "mx.agents.test"
 CLIENT_IP = "203.0.113.9"

@@ -23,6 +23,8 @@ from e2a_gateway.rfc5322 import header_section
 from tests.test_mailauth_authenticate import ATTACKER_IP, SENDER_IP, zone_with
 from tests.test_mailauth_dkim import MESSAGE, rsa_key
 
+pytestmark = pytest.mark.backend_independent
+
 T = TypeVar("T")
 HELO = "mail.sender.test"
 MAIL_FROM = "bounces@example.com"

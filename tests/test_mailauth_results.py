@@ -8,6 +8,8 @@ import pytest
 
 from e2a_gateway.mailauth.results import without_results_of
 
+pytestmark = pytest.mark.backend_independent
+
 OURS = "mx.agents.test"
 REST = b"From: a@example.org\r\nSubject: hi\r\n\r\nAuthentication-Results: mx.agents.test; body\r\n"
 

@@ -14,6 +14,8 @@ import yaml
 from e2a_gateway.mailauth.resolver import FixtureResolver, Zone, ZoneEntry
 from e2a_gateway.mailauth.spf import check_spf
 
+pytestmark = pytest.mark.backend_independent
+
 SUITE = Path(__file__).parent / "data" / "mailauth" / "rfc7208-tests.yml"
 LOOKUP_TYPES = ("TXT", "A", "AAAA", "MX", "PTR")
 

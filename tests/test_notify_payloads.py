@@ -21,6 +21,8 @@ from e2a_gateway.storage.notify_payloads import (
 )
 from e2a_gateway.storage.vocabulary import JOB_KINDS, OUTBOUND_JOB, WEBHOOK_JOB
 
+pytestmark = pytest.mark.backend_independent
+
 ORIGIN = "a1b2c3d4e5f60708"
 
 

@@ -10,6 +10,8 @@ import pytest
 from e2a_gateway.outbound.gate import PASSED, OutboundVerdict, outbound_verdict
 from e2a_gateway.storage.base import Agent
 
+pytestmark = pytest.mark.backend_independent
+
 AGENT = Agent(
     email="bot@corp.example",
     user_id="usr_1",

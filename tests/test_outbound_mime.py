@@ -21,6 +21,8 @@ from e2a_gateway.outbound.mime import (
     reply_subject,
 )
 
+pytestmark = pytest.mark.backend_independent
+
 PDF = b"%PDF-1.4 \x00\xff binary"
 
 

@@ -20,6 +20,8 @@ from e2a_gateway.outbound.relay import RelayConnections, hand_off
 from e2a_gateway.smtp.client import Outgoing
 from tests.relay_support import Sink, free_port, relay_on_loopback
 
+pytestmark = pytest.mark.backend_independent
+
 DATA = b"From: bot@agents.test\r\nSubject: hi\r\n\r\n.dot line\r\nbody\r\n"
 
 

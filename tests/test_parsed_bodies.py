@@ -9,6 +9,8 @@ import pytest
 from e2a_gateway.inbound import parse
 from e2a_gateway.inbound.parse import Attachment, attachment_data, parse_body
 
+pytestmark = pytest.mark.backend_independent
+
 
 def message(text: str, attachment: bytes | None = None) -> bytes:
     built = EmailMessage()

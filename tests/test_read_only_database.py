@@ -27,6 +27,8 @@ from tests.conftest import make_settings
 from tests.databases import fresh_postgres_database
 from tests.delivery_support import mail
 
+pytestmark = pytest.mark.backend_independent
+
 STEP_SECONDS = 10
 
 

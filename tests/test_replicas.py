@@ -40,6 +40,8 @@ from tests.dns_server import serve_dns
 from tests.http_receiver import Answer, HttpReceiver
 from tests.test_cli import free_port
 
+pytestmark = pytest.mark.backend_independent
+
 E2A = [sys.executable, "-m", "e2a_gateway"]
 START_SECONDS = 30.0
 NOTIFY_SECONDS = 5.0

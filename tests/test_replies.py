@@ -7,10 +7,13 @@ from __future__ import annotations
 import re
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from e2a_gateway.inbound.replies import ReplySplit, split_reply
+
+pytestmark = pytest.mark.backend_independent
 
 # Building blocks of real mail, so that generated bodies hit attributions, quotes, header blocks
 # and signatures, not only random characters.

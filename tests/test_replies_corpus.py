@@ -16,6 +16,8 @@ import yaml
 
 from e2a_gateway.inbound.replies import MessagePart, split_reply
 
+pytestmark = pytest.mark.backend_independent
+
 CORPUS = Path(__file__).parent / "data" / "replies"
 _ATTRIBUTION_FIELDS = ("name", "address", "date", "subject", "forwarded")
 

@@ -22,6 +22,8 @@ from e2a_gateway.signing.reply_tokens import (
     token_in_local_part,
 )
 
+pytestmark = pytest.mark.backend_independent
+
 GMAIL_CITE = "On Mon, Dec 1, 2026 at 10:00 AM e2a <e2a@mx.agents.test> wrote:"
 NOTICE = "Your agent bot@agents.test wants to send an email that needs your approval.\n"
 QUOTED = "".join(f"> {line}\n" for line in NOTICE.splitlines())

@@ -15,6 +15,8 @@ from e2a_gateway.mailauth.resolver import DnsResolver, FixtureResolver, Zone, lo
 from e2a_gateway.mailauth.spf import check_spf
 from tests.dns_server import serve_dns
 
+pytestmark = pytest.mark.backend_independent
+
 LONG_TXT = "v=DKIM1; k=rsa; p=" + "A" * 600  # more than one 255-byte character-string
 
 ZONE: Zone = {

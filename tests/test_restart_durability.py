@@ -25,7 +25,7 @@ from bench._gateway_process import AGENT, GatewayProcess
 from bench._quiet_dns import QuietDns
 from tests.relay_support import Sink, relay_on_loopback
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.backend_independent]
 
 LEASE_SECONDS = 600
 """Far longer than the test waits: work found again is found because its lease was freed."""

@@ -38,6 +38,8 @@ from tests.test_storage import (  # noqa: F401  (storage_url is a fixture)
     storage_url,
 )
 
+pytestmark = pytest.mark.backend_independent
+
 NOW = 1_800_000_000.0
 DAY = 86_400.0
 OLD = NOW - 40 * DAY

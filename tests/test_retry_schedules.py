@@ -17,6 +17,8 @@ from e2a_gateway.workers.retry_schedules import (
     RetrySchedule,
 )
 
+pytestmark = pytest.mark.backend_independent
+
 NOW = 1_800_000_000.0
 DAY = 24 * 3600.0
 HOUR = 3600.0

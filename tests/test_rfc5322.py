@@ -6,6 +6,8 @@ import pytest
 
 from e2a_gateway.rfc5322 import header_section
 
+pytestmark = pytest.mark.backend_independent
+
 
 @pytest.mark.parametrize(
     ("message", "headers"),

@@ -28,6 +28,8 @@ from tests.test_storage import (  # noqa: F401  (storage and storage_url are fix
 )
 from tests.test_webhook_auto_disable import new_webhook
 
+pytestmark = pytest.mark.backend_independent
+
 RECEIVED = 1_767_225_600.0
 """NOW as an epoch: when every copy was received."""
 RAW = b"From: sender@example.org\r\nSubject: hi\r\n\r\nTo everyone.\r\n"

@@ -17,6 +17,8 @@ from e2a_gateway.signing.identity import (
 )
 from e2a_gateway.v1.signature import AuthHeaders, verify_auth_headers
 
+pytestmark = pytest.mark.backend_independent
+
 SECRET = "ab" * 32
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

@@ -24,6 +24,8 @@ from e2a_gateway.smtp.client import (
     dot_stuff,
 )
 
+pytestmark = pytest.mark.backend_independent
+
 MESSAGE = Outgoing(
     "bot@agents.test", ("a@example.org", "b@example.org"), b"Subject: x\r\n\r\nhi\r\n"
 )

@@ -25,7 +25,7 @@ from e2a_gateway.smtp.protocol import Envelope, Mailbox
 from e2a_gateway.smtp.server import RecipientVerdict
 from tests.test_smtp_server import HOST, MemorySink, start_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.backend_independent]
 
 TIMEOUT = 60
 SMTP_SOURCE_VAR = "E2A_TEST_SMTP_SOURCE"

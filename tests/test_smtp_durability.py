@@ -27,7 +27,7 @@ import pytest
 from bench._gateway_process import AGENT, GatewayProcess
 from bench._quiet_dns import QuietDns
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.backend_independent]
 
 KILLS = 5
 CLIENTS = 6

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from e2a_gateway.smtp.header_limits import HeaderProblem, HeaderSectionCheck
 
+pytestmark = pytest.mark.backend_independent
+
 FIELD = re.compile(rb"[!-~][!-9;-~]*:")
 
 

@@ -36,6 +36,8 @@ from e2a_gateway.smtp.protocol import (
     _split_path_argument,
 )
 
+pytestmark = pytest.mark.backend_independent
+
 HOST = "mx.agents.test"
 G, R, M, T = SessionState.GREETING, SessionState.READY, SessionState.MAIL, SessionState.RCPT
 DATA, CLOSED = SessionState.DATA, SessionState.CLOSED

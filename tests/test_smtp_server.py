@@ -30,6 +30,8 @@ from e2a_gateway.smtp.server import (
     server_tls_context,
 )
 
+pytestmark = pytest.mark.backend_independent
+
 HOST = "mx.agents.test"
 TIMEOUT = 10
 

@@ -16,6 +16,8 @@ from e2a_gateway.hub.sole import Claim, ClaimClock, SoleConnections, supersedes
 from e2a_gateway.storage.announcements import SocketClaimed
 from e2a_gateway.storage.notify_payloads import decode_payload, encode_payloads
 
+pytestmark = pytest.mark.backend_independent
+
 AGENT = "agt_bot"
 
 

@@ -11,6 +11,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.backend_independent
+
 DEFERRED = (
     "dns",  # dnspython: the mail-authentication libraries load once the listeners are up
     "spf",

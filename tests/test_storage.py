@@ -79,6 +79,8 @@ from tests.databases import fresh_postgres_database
 from tests.delivery_support import wait_until
 from tests.test_signing_identity import claim_for
 
+pytestmark = pytest.mark.backend_independent
+
 NOW = "2026-01-01T00:00:00Z"
 
 

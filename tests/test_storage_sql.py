@@ -20,6 +20,8 @@ from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.sqlite import SqliteStorage
 from tests.databases import fresh_postgres_database
 
+pytestmark = pytest.mark.backend_independent
+
 ROLES = (
     base.Lifecycle,
     base.Accounts,

@@ -11,6 +11,8 @@ import trio.testing
 
 from e2a_gateway.workers.supervisor import supervise
 
+pytestmark = pytest.mark.backend_independent
+
 
 async def test_crashes_restart_with_doubling_backoff(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture

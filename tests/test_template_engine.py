@@ -21,6 +21,8 @@ from e2a_gateway.templates.engine import (
 )
 from e2a_gateway.templates.starters import STARTERS, Starter, starter
 
+pytestmark = pytest.mark.backend_independent
+
 
 def html(source: str, data: dict[str, Any]) -> str:
     return render(parse(source), data, escape_html=True)

@@ -8,6 +8,8 @@ import time
 from email.message import EmailMessage
 from typing import Any
 
+import pytest
+
 from e2a_gateway.inbound.identity import delivered_message
 from e2a_gateway.inbound.parse import parse_body
 from e2a_gateway.inbound.replies import split_reply
@@ -23,6 +25,8 @@ from e2a_gateway.mailauth.evidence import evidence_of
 from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
 from tests.test_mailauth_dkim import rsa_key
 from tests.test_replies_corpus import CASES
+
+pytestmark = pytest.mark.backend_independent
 
 ALICE_MAIL = (
     "Hi Bob,\n\nCould we meet this week to go over the Q2 budget?\nThursday suits me best.\n\n"

@@ -10,6 +10,8 @@ import pytest
 from e2a_gateway.v1 import AsyncInboundEmail, Trust, UnverifiedEmailError
 from e2a_gateway.v1.notifications import WSNotification
 
+pytestmark = pytest.mark.backend_independent
+
 QUOTED = {
     "kind": "quoted",
     "depth": 1,

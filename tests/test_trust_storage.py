@@ -17,6 +17,8 @@ from tests.test_storage import (  # noqa: F401  (storage_url is a fixture)
     storage_url,
 )
 
+pytestmark = pytest.mark.backend_independent
+
 AGENT = "a@agents.test"
 
 

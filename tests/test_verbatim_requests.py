@@ -19,6 +19,8 @@ from e2a_gateway.operations.sending import (
 )
 from e2a_gateway.operations.templates import CreateTemplate
 
+pytestmark = pytest.mark.backend_independent
+
 SPACED = "  first line indented\n\n"
 
 

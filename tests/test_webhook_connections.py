@@ -4,10 +4,13 @@ origin and in all, never shared between host names."""
 from __future__ import annotations
 
 import httpx
+import pytest
 import trio
 
 from e2a_gateway.workers.webhook_connections import Origin, WebhookConnections
 from tests.http_receiver import HttpReceiver
+
+pytestmark = pytest.mark.backend_independent
 
 
 async def post(connections: WebhookConnections, origin: Origin, url: str) -> int:

@@ -22,6 +22,8 @@ from e2a_gateway.workers.webhook_policy import (
 )
 from tests.test_signing_identity import sdk_verifies
 
+pytestmark = pytest.mark.backend_independent
+
 SECRET = "ab" * 32
 RAW = b"Authentication-Results: mx.agents.test; spf=pass\r\nFrom: a@example.org\r\n\r\nhi\r\n"
 NOW = 1_800_000_000.0
