@@ -115,6 +115,24 @@ async def test_unknown_agent_and_foreign_domain_are_refused(
     assert caught.value.recipients["victim@gmail.example"][0] == 550
 
 
+async def test_other_addresses_at_the_smtp_host_name_are_unknown_not_relayed(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """The host name is the gateway's own (postmaster and approval replies live there): any
+    other address at it, such as the approval notices' sender, has no agent (5.1.1); the host
+    is not a domain mail is relayed to (5.7.1)."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await new_agent(alice, "bot")
+    own = ["e2a@mx.agents.test", "Bot@MX.Agents.Test.", "bounces+x@mx.agents.test"]
+    refused = await smtp_send(running, [bot, *own, "bot@sub.mx.agents.test"])
+    for address in own:
+        code, text = refused[address]
+        assert (code, text.split()[0]) == (550, b"5.1.1"), (address, text)
+        assert b"no such agent here" in text
+    assert refused["bot@sub.mx.agents.test"][0] == 550
+    assert b"5.7.1" in refused["bot@sub.mx.agents.test"][1]
+
+
 async def test_one_message_per_recipient_agent(running: RunningGateway, make_account: Any) -> None:
     alice: Account = await make_account("alice@example.com")
     bob: Account = await make_account("bob@example.com")

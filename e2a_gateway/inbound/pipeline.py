@@ -120,7 +120,8 @@ class InboundMailSink:
         anyone else on our domains and at that host, RELAY_DENIED elsewhere."""
         domain = mailbox.domain
         postmaster = names_postmaster(mailbox)
-        if is_own_hostname(self._gateway.settings, domain):  # where reply addresses live
+        own_host = is_own_hostname(self._gateway.settings, domain)
+        if own_host:  # where reply addresses live
             reply_verdict = await self._approval_replies.check_recipient(mailbox)
             if reply_verdict is not None:
                 return reply_verdict
@@ -130,7 +131,8 @@ class InboundMailSink:
             self._gateway.is_shared_domain(domain)
             or await self._gateway.storage.is_served_domain(domain)
         ):
-            return RecipientVerdict.RELAY_DENIED
+            # The host name is ours (not a relay destination) though no agent lives there.
+            return RecipientVerdict.UNKNOWN_USER if own_host else RecipientVerdict.RELAY_DENIED
         if postmaster or self._returned.return_path(mailbox) is not None:
             return RecipientVerdict.ACCEPT
         try:
