@@ -6,11 +6,13 @@ import base64
 import hashlib
 import smtplib
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import trio
 
 from e2a_gateway.app import RunningGateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import SHARED_DOMAIN, Account, agent_path
 from tests.databases import query
 from tests.test_storage import raw_table, run_sql
@@ -131,6 +133,45 @@ async def test_other_addresses_at_the_smtp_host_name_are_unknown_not_relayed(
         assert b"no such agent here" in text
     assert refused["bot@sub.mx.agents.test"][0] == 550
     assert b"5.7.1" in refused["bot@sub.mx.agents.test"][1]
+
+
+def send_utf8(port: int, sender: str, recipients: list[str], data: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("client.example.org")
+        client.sendmail(sender, recipients, data, mail_options=["SMTPUTF8"])
+
+
+async def test_an_internationalised_from_that_passed_dmarc_meets_the_gate_as_authenticated(
+    running: RunningGateway, make_account: Any, resolver: FixtureResolver
+) -> None:
+    """DMARC judges the From's domain as A-labels; the From itself may give it as U-labels
+    (RFC 6532). Either way it is the sender DMARC authenticated, and the gate lets it pass."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await new_agent(alice, "bot")
+    resolver.set_txt("xn--bcher-kva.example", ["v=spf1 ip4:127.0.0.1 -all"])
+    resolver.set_txt("_dmarc.xn--bcher-kva.example", ["v=DMARC1; p=reject"])
+    gate = {"policy": "allowlist", "allowlist": ["shop@bücher.example"], "action": "block"}
+    answer = await alice.http.put(
+        f"/v1/agents/{quote(bot, safe='')}/protection",
+        json={
+            "inbound": {"gate": gate, "scan": {}},
+            "outbound": {"gate": {}, "scan": {}},
+            "holds": {},
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    data = (
+        "From: Shop <shop@Bücher.example>\r\nTo: bot@agents.test\r\nSubject: Order\r\n"
+        "Message-ID: <order@xn--bcher-kva.example>\r\n\r\nYour books shipped.\r\n"
+    ).encode()
+    port = running.addresses.smtp_port
+    await trio.to_thread.run_sync(send_utf8, port, "shop@bücher.example", [bot], data)
+
+    # delivered, not blocked
+    (summary,) = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
+    assert summary["subject"] == "Order"
+    full = (await alice.http.get(agent_path(bot, f"/messages/{summary['message_id']}"))).json()
+    assert full["authentication_results"]["dmarc"] == "pass"
 
 
 async def test_one_message_per_recipient_agent(running: RunningGateway, make_account: Any) -> None:

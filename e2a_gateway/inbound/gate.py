@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from e2a_gateway.addresses import comparable_entry
+from e2a_gateway.addresses import a_label_domain, comparable_entry
 from e2a_gateway.mailauth.results import AuthResults
 from e2a_gateway.storage.base import Agent
 
@@ -40,12 +40,18 @@ PASSED = GateVerdict("deliver")
 
 
 def aligned_from(from_addr: str, auth: AuthResults) -> str | None:
-    """The From address, lowercased, when DMARC passed for its domain; else None."""
+    """The From address, lowercased, when DMARC passed for its domain; else None. DMARC names
+    the domain as A-labels (`a_label_domain`); the From may give it as U-labels (RFC 6532) or
+    with a trailing dot, and is the same sender."""
     address = from_addr.strip().lower()
     domain = address.rpartition("@")[2]
-    if auth.dmarc != "pass" or not domain or domain != (auth.from_domain or "").lower():
+    if auth.dmarc != "pass" or not domain:
         return None
-    return address
+    try:
+        authenticated = a_label_domain(domain) == (auth.from_domain or "").lower()
+    except ValueError:
+        return None
+    return address if authenticated else None
 
 
 def gate_verdict(agent: Agent, sender: str | None) -> GateVerdict:
