@@ -160,6 +160,26 @@ def test_refusals(changes: dict[str, object], used: bool, refusal: str | None) -
     assert found == refusal
 
 
+@pytest.mark.parametrize(
+    ("from_addr", "refusal"),
+    [
+        ("owner@bücher.example", None),
+        ("Owner@BÜCHER.example", None),
+        ("owner@xn--bcher-kva.example", None),
+        ("owner@bucher.example", "wrong_sender"),
+        ("mallory@bücher.example", "wrong_sender"),
+    ],
+)
+def test_the_reviewer_of_an_internationalised_domain_is_known_in_either_form(
+    from_addr: str, refusal: str | None
+) -> None:
+    """A reviewer's address is stored with its domain in A-labels; a reply's From may give it
+    in U-labels (RFC 6532), and DMARC names it in A-labels: all three are one address."""
+    reply = facts(from_addr=from_addr, dmarc_domain="xn--bcher-kva.example")
+    reviewer = "owner@xn--bcher-kva.example"
+    assert refusal_of(reply, reviewer, "<notice@mx.agents.test>", False) == refusal
+
+
 def test_answers_explain_and_never_quote_the_reply() -> None:
     text = answer_text(
         "wrong_sender", facts(from_addr="mallory@example.com"), "owner@example.com", "msg_1"

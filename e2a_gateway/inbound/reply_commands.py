@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from e2a_gateway.addresses import comparable_entry
 from e2a_gateway.inbound.replies import split_reply
 
 Refusal = Literal[
@@ -80,8 +81,8 @@ def refusal_of(
     unspent."""
     if facts.auto_submitted is not None and facts.auto_submitted.strip().lower() != "no":
         return "automatic"
-    if not facts.from_addr or facts.from_addr.lower() != reviewer.lower():
-        return "wrong_sender"
+    if not facts.from_addr or comparable_entry(facts.from_addr) != comparable_entry(reviewer):
+        return "wrong_sender"  # compared with the domain as A-labels, as addresses are stored
     domain = reviewer.rpartition("@")[2].lower()
     if facts.dmarc != "pass" or (facts.dmarc_domain or "").lower() != domain:
         return "no_dmarc_pass"
