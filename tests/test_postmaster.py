@@ -195,3 +195,25 @@ async def test_postmaster_at_a_host_name_of_one_label_or_with_a_root_dot_is_deli
         (INBOX,),
     )
     assert [row[0] for row in stored] == recipients
+
+
+async def test_bare_postmaster_is_delivered_on_a_host_name_that_is_no_dns_name(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """A host name with an underscore (as containers and hosts are sometimes named) is no
+    domain name, but `RCPT TO:<postmaster>` names the postmaster there all the same: accepted
+    and delivered (RFC 5321 section 4.5.1), never relay-denied."""
+    settings = make_settings(tmp_path, smtp={"listen": "127.0.0.1:0", "hostname": "mail_1.local"})
+    running: RunningGateway = await nursery.start(
+        partial(run_gateway, settings, resolver=FixtureResolver())
+    )
+    await bootstrap_user(running.gateway.storage, running.gateway.server_key, "op@example.com")
+    sent = await send(running, ["<postmaster>"], "bare")
+    assert sent["rcpt"]["<postmaster>"][0] == 250, sent
+    assert sent["data"] is not None and sent["data"][0] == 250, sent
+    stored = query(
+        settings.database.url,
+        "SELECT subject FROM messages_with_content WHERE agent_email = ? ORDER BY seq",
+        (INBOX,),
+    )
+    assert [row[0] for row in stored] == ["bare"]

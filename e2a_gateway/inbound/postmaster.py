@@ -39,11 +39,12 @@ def names_postmaster(mailbox: Mailbox) -> bool:
 
 
 def is_own_hostname(settings: Settings, domain: str) -> bool:
-    """True when `domain` is `smtp.hostname`, where `RCPT TO:<postmaster>` points."""
+    """True when `domain` is `smtp.hostname`, where `RCPT TO:<postmaster>` points (lowercased
+    as it is, when it is no valid domain name: an underscore, say)."""
     try:
         return domain == a_label_domain(settings.smtp.hostname)
     except ValueError:
-        return False
+        return domain == settings.smtp.hostname.lower()
 
 
 def inbox_address(settings: Settings) -> str:
