@@ -18,6 +18,7 @@ import pytest
 import trio
 import trio.testing
 import trustme
+from cryptography.hazmat.primitives import serialization
 
 from e2a_gateway.smtp import server as smtp_server
 from e2a_gateway.smtp.protocol import Envelope, Mailbox, SessionLimits
@@ -917,6 +918,26 @@ def test_unusable_certificate_files_are_named(tmp_path: Path) -> None:
     (tmp_path / "garbage.pem").write_text("not a certificate")
     with pytest.raises(ValueError, match=r"garbage\.pem"):
         server_tls_context(tmp_path / "garbage.pem", tmp_path / "garbage.pem")
+
+
+def test_a_passphrase_protected_key_is_named_without_asking_for_the_passphrase(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    """The gateway starts unattended: an encrypted key is refused with a message saying so
+    (OpenSSL would otherwise prompt for a passphrase on the terminal, or fail obscurely)."""
+    issued = ca.issue_cert(HOST)
+    key = serialization.load_pem_private_key(issued.private_key_pem.bytes(), password=None)
+    encrypted = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    )
+    cert, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    key_file.write_bytes(encrypted)
+    with pytest.raises(ValueError, match=r"key\.pem is protected by a passphrase") as raised:
+        server_tls_context(cert, key_file)
+    assert "openssl pkey" in str(raised.value)
 
 
 class GatedRecipientSink(MemorySink):

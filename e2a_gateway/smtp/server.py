@@ -196,11 +196,21 @@ def _network_of(peer: str, ipv4_prefix: int, ipv6_prefix: int) -> str:
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     """A server-side TLS context for STARTTLS from a PEM certificate chain and its key.
 
-    Raises ValueError with a message naming the file when either cannot be loaded.
+    Raises ValueError with a message naming the file when either cannot be loaded, the key's
+    too when it is protected by a passphrase: the gateway starts unattended and never asks
+    for one (OpenSSL would prompt on the terminal).
     """
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        context.load_cert_chain(certfile=os.fspath(cert), keyfile=os.fspath(key))
+        context.load_cert_chain(
+            certfile=os.fspath(cert), keyfile=os.fspath(key), password=_refuse_passphrase
+        )
+    except _PassphraseNeeded:
+        raise ValueError(
+            f"{key} is protected by a passphrase, which the gateway cannot be given — "
+            f"decrypt it once, e.g. `openssl pkey -in {key} -out <new key file>`, and point "
+            "smtp.tls_key at the result (readable by the gateway only)"
+        ) from None
     except FileNotFoundError as error:
         raise ValueError(f"{error.filename}: no such file") from None
     except (ssl.SSLError, OSError) as error:
@@ -209,6 +219,15 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
             "and the key must belong to the certificate"
         ) from None
     return context
+
+
+class _PassphraseNeeded(Exception):
+    """The key file is encrypted."""
+
+
+def _refuse_passphrase() -> bytes:
+    """OpenSSL asks for the key's passphrase: there is none to give."""
+    raise _PassphraseNeeded
 
 
 async def serve_smtp(
