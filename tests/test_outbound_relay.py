@@ -131,6 +131,23 @@ async def test_untrusted_certificate_defers(tls_relay: int, sink: Sink) -> None:
     assert sink.received == []
 
 
+async def test_a_relay_not_offering_starttls_defers_and_gets_no_mail(
+    plain_relay: int, sink: Sink
+) -> None:
+    """STARTTLS stripped from EHLO (a man in the middle, or a relay whose certificate failed to
+    load) is no refusal by the relay: nothing is sent in clear and the message waits to be
+    retried, as an MTA requiring TLS defers it."""
+    outcome = await hand_off(
+        settings(plain_relay, tls="starttls"),
+        "mx.agents.test",
+        Outgoing("bot@agents.test", ("a@example.org",), DATA),
+    )
+    assert outcome.accepted == [] and outcome.refused == {}, outcome
+    assert list(outcome.deferred) == ["a@example.org"]
+    assert "relay does not offer STARTTLS" in (outcome.error or "")
+    assert sink.received == []
+
+
 async def test_wrong_password_is_refused(tls_settings: OutboundSmtpSettings, sink: Sink) -> None:
     outcome = await hand_off(
         tls_settings.model_copy(update={"password": "nope"}),

@@ -545,13 +545,13 @@ async def test_dkim_signature_verifies(tmp_path: Path, sink: Sink, relay_port: i
 
 
 def test_only_a_refused_rcpt_is_a_bounce() -> None:
-    """A relay refusing the session (a wrong password, no STARTTLS), the sender or the message
+    """A relay refusing the session (a wrong password, STARTTLS), the sender or the message
     fails it for every recipient; none of them is a bounce, so none is suppressed."""
     results = {
         "gone@example.org": "refused: RCPT TO: 550 5.1.1 no such user",
         "full@example.org": "refused: RCPT TO: 552 5.2.2 mailbox full",
         "auth@example.org": "refused: AUTH: 535 5.7.8 bad credentials",
-        "tls@example.org": "refused: EHLO: 554 relay does not offer STARTTLS",
+        "tls@example.org": "refused: STARTTLS: 554 5.7.3 TLS not available",
         "login@example.org": "refused: AUTH LOGIN: 535 5.7.8 bad credentials",
         "sender@example.org": "refused: MAIL FROM: 550 5.7.1 sender not owned",
         "data@example.org": "refused: DATA: 554 5.5.1 no valid recipients",

@@ -118,7 +118,7 @@ def test_starttls_required_but_not_offered() -> None:
     session.receive_reply(reply(220))
     assert sent(session.receive_reply(reply(250, "relay.test"))) == b"QUIT\r\n"
     assert "STARTTLS" in (session.outcome.error or "")
-    assert set(session.outcome.refused) == set(MESSAGE.recipients)
+    assert set(session.outcome.deferred) == set(MESSAGE.recipients)
 
 
 def test_mixed_recipient_answers() -> None:

@@ -343,7 +343,9 @@ class ClientSession:
             self._extensions[keyword.upper()] = params
         if self._tls == "starttls" and not self._secure:
             if "STARTTLS" not in self._extensions:
-                return self._fail_all(ServerReply(554, ("relay does not offer STARTTLS",)), "EHLO")
+                # Nothing goes out in clear, and the message waits: a relay whose certificate
+                # did not load, or a man in the middle stripping STARTTLS, refuses nothing.
+                return self._fail_all(ServerReply(454, ("relay does not offer STARTTLS",)), "EHLO")
             return self._command(_State.STARTTLS, "STARTTLS")
         return self._authenticate_or_mail()
 
