@@ -148,6 +148,31 @@ async def test_a_relay_not_offering_starttls_defers_and_gets_no_mail(
     assert sink.received == []
 
 
+async def test_the_ca_certificates_are_loaded_once_not_per_connection(
+    tls_settings: OutboundSmtpSettings, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading a CA bundle takes OpenSSL about 0.1 s of CPU (the system's 140-odd CAs), during
+    which nothing else in the gateway runs: new connections to the relay reuse one context."""
+    loads: list[str | None] = []
+    create = ssl.create_default_context
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        loads.append(kwargs.get("cafile"))
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(ssl, "create_default_context", counted)
+    relay = RelayConnections(
+        tls_settings.model_copy(update={"connection_idle_seconds": 0}), "mx.agents.test"
+    )
+    for number in range(3):
+        outcome = await relay.hand_off(
+            Outgoing("bot@agents.test", (f"r{number}@example.org",), DATA)
+        )
+        assert outcome.accepted == [f"r{number}@example.org"], outcome
+    assert relay.connections_opened == 3
+    assert len(loads) <= 1
+
+
 async def test_wrong_password_is_refused(tls_settings: OutboundSmtpSettings, sink: Sink) -> None:
     outcome = await hand_off(
         tls_settings.model_copy(update={"password": "nope"}),

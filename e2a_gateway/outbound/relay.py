@@ -14,11 +14,13 @@ anything of the message was accepted, and the message goes out on a new connecti
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
@@ -51,8 +53,17 @@ as dead and the message goes out on a new connection (nothing of it was accepted
 
 
 def tls_context(settings: OutboundSmtpSettings) -> ssl.SSLContext:
-    """A verifying client context (the system CAs, or `outbound_smtp.ca_file`)."""
-    context = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
+    """A verifying client context (the system CAs, or `outbound_smtp.ca_file`), made once and
+    shared by every connection: loading the system's CAs costs OpenSSL about 0.1 s of CPU, in
+    which nothing else in the process would run. The CAs are read at the first use (`e2a
+    serve` checks `ca_file` at start); a changed bundle is read at the next start."""
+    return _verifying_context(settings.ca_file)
+
+
+@functools.lru_cache(maxsize=4)
+def _verifying_context(ca_file: Path | None) -> ssl.SSLContext:
+    """`tls_context` for a CA bundle (None: the system's)."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
