@@ -912,6 +912,29 @@ async def test_a_failed_handshake_ends_only_that_session(
     assert "end=TLS handshake failed" in caplog.text
 
 
+async def test_a_stalled_handshake_is_ended_after_the_idle_timeout(
+    nursery: trio.Nursery,
+    sink: MemorySink,
+    server_tls: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that takes up STARTTLS and then says nothing holds its session slot no longer
+    than an idle client does, and the log says why the session ended."""
+    caplog.set_level(logging.INFO, logger="e2a.smtp")
+    limits = ListenerLimits(idle_timeout=0.5, max_sessions_per_ip=1)
+    port = await start_server(nursery, sink, tls=server_tls, limits=limits)
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        await client.send(b"EHLO client.example\r\nSTARTTLS\r\n")
+        await client.replies(2)
+        assert await client.rest() == b""
+        await trio.testing.wait_all_tasks_blocked()
+        _, data_reply = await send_mail(port, ["alice@agents.test"])
+    assert data_reply == (250, b"2.0.0 Ok: queued as msg_1")
+    assert "end=TLS handshake timed out after 0.5 s" in caplog.text
+
+
 def test_unusable_certificate_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no such file"):
         server_tls_context(tmp_path / "missing.pem", tmp_path / "missing.key")

@@ -578,7 +578,10 @@ class _ClientConnection:
         try:
             with trio.fail_after(self._idle_timeout):
                 await secure.do_handshake()
-        except (trio.BrokenResourceError, trio.TooSlowError) as error:
+        except trio.TooSlowError:
+            self._end = f"TLS handshake timed out after {self._idle_timeout:g} s"
+            return False
+        except trio.BrokenResourceError as error:
             reason = error.__cause__ or error
             self._end = f"TLS handshake failed: {reason}"[:200]
             return False
