@@ -74,6 +74,14 @@ def tls_relay(sink: Sink, ca: trustme.CA) -> Iterator[int]:
     )
 
 
+@pytest.fixture
+def implicit_tls_relay(sink: Sink, ca: trustme.CA) -> Iterator[int]:
+    """A relay that speaks TLS from the first byte (port 465's submissions)."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    yield from start(sink, server_hostname="localhost", ssl_context=server_context)
+
+
 def settings(port: int, **overrides: Any) -> OutboundSmtpSettings:
     values: dict[str, Any] = {
         "host": "127.0.0.1",
@@ -171,6 +179,60 @@ async def test_the_ca_certificates_are_loaded_once_not_per_connection(
         assert outcome.accepted == [f"r{number}@example.org"], outcome
     assert relay.connections_opened == 3
     assert len(loads) <= 1
+
+
+async def test_implicit_tls(
+    implicit_tls_relay: int, sink: Sink, ca: trustme.CA, tmp_path: Path
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    outcome = await hand_off(
+        settings(implicit_tls_relay, host="localhost", tls="implicit", ca_file=ca_file),
+        "mx.agents.test",
+        Outgoing("bot@agents.test", ("a@example.org",), DATA),
+    )
+    assert outcome.accepted == ["a@example.org"], outcome
+    assert sink.received[0][2] == DATA
+
+
+async def test_starttls_to_a_relay_expecting_tls_at_once_says_what_to_set(
+    implicit_tls_relay: int, sink: Sink, ca: trustme.CA, tmp_path: Path
+) -> None:
+    """Port 465 with the default `tls = "starttls"`: both sides wait for the other; the
+    deferral says which setting is likely wrong rather than only that the relay timed out."""
+    outcome = await hand_off(
+        settings(implicit_tls_relay, host="localhost", tls="starttls", timeout_seconds=0.5),
+        "mx.agents.test",
+        Outgoing("bot@agents.test", ("a@example.org",), DATA),
+    )
+    assert list(outcome.deferred) == ["a@example.org"]
+    assert "timed out after" in (outcome.error or "")
+    assert 'outbound_smtp.tls = "implicit"' in (outcome.error or "")
+
+
+async def test_implicit_tls_to_a_plain_relay_says_what_to_set(plain_relay: int, sink: Sink) -> None:
+    outcome = await hand_off(
+        settings(plain_relay, tls="implicit"),
+        "mx.agents.test",
+        Outgoing("bot@agents.test", ("a@example.org",), DATA),
+    )
+    assert list(outcome.deferred) == ["a@example.org"]
+    assert "WRONG_VERSION_NUMBER" in (outcome.error or "")
+    assert 'outbound_smtp.tls = "starttls"' in (outcome.error or "")
+
+
+async def test_a_relay_that_is_silent_after_connecting_is_not_blamed_on_tls(
+    plain_relay: int, sink: Sink
+) -> None:
+    """A relay that greets and then stalls timed out; no hint about the TLS mode."""
+    sink.data_seconds = 2
+    outcome = await hand_off(
+        settings(plain_relay, tls="none", timeout_seconds=0.5),
+        "mx.agents.test",
+        Outgoing("bot@agents.test", ("a@example.org",), DATA),
+    )
+    assert list(outcome.deferred) == ["a@example.org"]
+    assert "implicit" not in (outcome.error or "")
 
 
 async def test_wrong_password_is_refused(tls_settings: OutboundSmtpSettings, sink: Sink) -> None:

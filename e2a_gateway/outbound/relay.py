@@ -52,6 +52,19 @@ KEPT_ANSWER_SECONDS = 10.0
 as dead and the message goes out on a new connection (nothing of it was accepted yet)."""
 
 
+_IMPLICIT_HINT = (
+    " — a relay that expects TLS from the first byte (port 465) needs "
+    'outbound_smtp.tls = "implicit"'
+)
+"""Said of a connection the relay never greeted, where the gateway waits for the greeting."""
+_PLAIN_REPLY = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"})
+"""OpenSSL's reasons for a handshake answered with plain text (an SMTP greeting)."""
+_STARTTLS_HINT = (
+    " — the relay answered in plain text: one that starts TLS with STARTTLS (port 587 or 25) "
+    'needs outbound_smtp.tls = "starttls"'
+)
+
+
 def tls_context(settings: OutboundSmtpSettings) -> ssl.SSLContext:
     """A verifying client context (the system CAs, or `outbound_smtp.ca_file`), made once and
     shared by every connection: loading the system's CAs costs OpenSSL about 0.1 s of CPU, in
@@ -219,10 +232,13 @@ class RelayConnections:
             await self._close(connection, polite=False)
             raise
         except trio.TooSlowError:
+            silent = connection is not None and not kept and not connection.answered
             if connection is not None:
                 await self._close(connection, polite=False)
             outcome = session.connection_lost()
             outcome.error = self._timed_out()
+            if silent and self._settings.tls != "implicit":
+                outcome.error += f" without a greeting{_IMPLICIT_HINT}"
             return outcome
         except (OSError, trio.BrokenResourceError, ssl.SSLError, ClientProtocolError) as exc:
             answered = connection is not None and connection.answered
@@ -233,9 +249,11 @@ class RelayConnections:
             outcome = session.connection_lost()
             cause = _first_cause(exc)
             settings = self._settings
-            outcome.error = (
-                f"relay {settings.host}:{settings.port}: {type(cause).__name__}: {cause}"[:500]
-            )
+            hint = ""
+            if settings.tls == "implicit" and getattr(cause, "reason", None) in _PLAIN_REPLY:
+                hint = _STARTTLS_HINT
+            detail = f"relay {settings.host}:{settings.port}: {type(cause).__name__}: {cause}"
+            outcome.error = detail[: 500 - len(hint)] + hint
             return outcome
         except BaseException:  # cancelled (shutdown): the connection is not left open
             if connection is not None:
