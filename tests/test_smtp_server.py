@@ -943,6 +943,36 @@ def test_unusable_certificate_files_are_named(tmp_path: Path) -> None:
         server_tls_context(tmp_path / "garbage.pem", tmp_path / "garbage.pem")
 
 
+def test_a_misplaced_certificate_or_key_is_named_alone_with_what_to_give(
+    ca: trustme.CA, tmp_path: Path
+) -> None:
+    """The usual mistakes (certbot's live directory given as a file, the two files swapped)
+    name the one file that is wrong and what belongs there, not OpenSSL's `PEM lib`."""
+    issued = ca.issue_cert(HOST)
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key = live / "fullchain.pem", live / "privkey.pem"
+    cert.write_bytes(b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(key))
+
+    with pytest.raises(ValueError) as raised:
+        server_tls_context(live, key)
+    assert str(raised.value).startswith(f"{live} is a directory")
+    assert "fullchain.pem" in str(raised.value)
+
+    with pytest.raises(ValueError) as raised:
+        server_tls_context(key, cert)
+    assert str(raised.value).startswith(f"{key} holds no PEM certificate")
+
+    with pytest.raises(ValueError) as raised:
+        server_tls_context(cert, cert)
+    assert str(raised.value).startswith(f"{cert} holds no PEM private key")
+
+    combined = live / "combined.pem"
+    combined.write_bytes(cert.read_bytes() + key.read_bytes())
+    assert server_tls_context(combined, combined)
+
+
 def test_a_passphrase_protected_key_is_named_without_asking_for_the_passphrase(
     ca: trustme.CA, tmp_path: Path
 ) -> None:

@@ -200,6 +200,8 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     too when it is protected by a passphrase: the gateway starts unattended and never asks
     for one (OpenSSL would prompt on the terminal).
     """
+    _check_pem(cert, b"CERTIFICATE-----", "certificate", "fullchain.pem")
+    _check_pem(key, b"PRIVATE KEY-----", "private key", "privkey.pem")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
         context.load_cert_chain(
@@ -219,6 +221,30 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
             "and the key must belong to the certificate"
         ) from None
     return context
+
+
+def _check_pem(path: Path, marker: bytes, what: str, certbot_name: str) -> None:
+    """ValueError naming `path` alone when it cannot be read or holds no PEM `what`, saying
+    what belongs there (certbot's `certbot_name`)."""
+    try:
+        content = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ValueError(
+            f"{path} is a directory — give the PEM {what} file in it (certbot: {certbot_name})"
+        ) from None
+    except PermissionError:
+        raise ValueError(
+            f"{path}: permission denied — make it readable by the user the gateway runs as, or "
+            "under systemd hand it over with LoadCredential= (docs/deploy.md)"
+        ) from None
+    except OSError as error:
+        raise ValueError(f"{path}: {error.strerror or error}") from None
+    if marker not in content:
+        raise ValueError(
+            f"{path} holds no PEM {what} — give the {what} file here (certbot: {certbot_name})"
+        )
 
 
 class _PassphraseNeeded(Exception):
