@@ -98,11 +98,14 @@ def test_auth_login() -> None:
     [
         (reply(250, "relay.test"), None, "neither AUTH PLAIN nor AUTH LOGIN"),
         (reply(250, "relay.test", "AUTH PLAIN"), reply(535, "bad credentials"), "535"),
+        (reply(250, "relay.test", "AUTH LOGIN"), reply(504, "not now"), "504"),
     ],
 )
-def test_auth_failures_refuse_everything(
+def test_auth_failures_defer_everything(
     ehlo: ServerReply, auth_reply: ServerReply | None, expect: str
 ) -> None:
+    """A wrong password or a relay without a usable mechanism is the gateway's settings at
+    fault, not the message: every recipient waits for a retry, even after a 5xx."""
     session = session_for(credentials=Credentials("u", "p"))
     session.receive_reply(reply(220))
     action = session.receive_reply(ehlo)
@@ -110,7 +113,8 @@ def test_auth_failures_refuse_everything(
         action = session.receive_reply(auth_reply)
     assert sent(action) == b"QUIT\r\n"
     assert expect in (session.outcome.error or "")
-    assert set(session.outcome.refused) == set(MESSAGE.recipients)
+    assert set(session.outcome.deferred) == set(MESSAGE.recipients)
+    assert session.outcome.refused == {}
 
 
 def test_starttls_required_but_not_offered() -> None:

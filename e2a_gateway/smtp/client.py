@@ -364,14 +364,22 @@ class ClientSession:
             return self._command(_State.AUTH, f"AUTH PLAIN {token}")
         if "LOGIN" in mechanisms:
             return self._command(_State.AUTH_LOGIN, "AUTH LOGIN")
-        return self._fail_all(
-            ServerReply(554, ("relay offers neither AUTH PLAIN nor AUTH LOGIN",)), "AUTH"
+        return self._auth_failed(
+            ServerReply(454, ("relay offers neither AUTH PLAIN nor AUTH LOGIN",)), "AUTH"
         )
+
+    def _auth_failed(self, reply: ServerReply, during: str) -> Action:
+        """AUTH refused or impossible: the fault is in the gateway's credentials or the relay's
+        set-up, not in the message, so every recipient waits for a retry whatever the code (as
+        Postfix's `smtp_sasl_auth_soft_bounce`): mail sent before a password is mended still
+        goes. The session ends."""
+        self._defer_rest(f"{during}: {reply.code} {reply.text}")
+        return self.quit()
 
     def _on_login_prompt(self, reply: ServerReply) -> Action:
         """AUTH LOGIN: 334 asks for the username, then for the password."""
         if reply.code != 334 or self._credentials is None:
-            return self._fail_all(reply, "AUTH LOGIN")
+            return self._auth_failed(reply, "AUTH LOGIN")
         if self._state is _State.AUTH_LOGIN:
             username = base64.b64encode(self._credentials.username.encode()).decode()
             return self._command(_State.AUTH_LOGIN_USERNAME, username)
@@ -380,7 +388,7 @@ class ClientSession:
 
     def _on_auth(self, reply: ServerReply) -> Action:
         if reply.code != 235:
-            return self._fail_all(reply, "AUTH")
+            return self._auth_failed(reply, "AUTH")
         return self._set_up()
 
     def _set_up(self) -> Action:
