@@ -59,6 +59,8 @@ MAX_DOMAIN_LENGTH = 253
 MAX_LABEL_LENGTH = 63
 SHOWN_DOMAIN_LENGTH = 64
 """How much of a refused domain its error message repeats (the name may be any length)."""
+_ADDRESS_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""What `lowercase_address` removes: ASCII controls but tab (a line break included)."""
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
@@ -163,8 +165,11 @@ def lowercase_address(address: str) -> str:
 
     The domain keeps the form the message gave it (U-labels stay U-labels, A-labels stay
     A-labels): the result is for reading and signing, not routing (`normalise_address` routes).
+    Control characters other than tab are removed: a quoted local part may hold a folded line
+    break or an obsolete control character, and the address goes into the signed
+    X-E2A-Auth-Sender HTTP header, where they are not allowed.
     """
-    return unicodedata.normalize("NFC", address.strip().lower())
+    return unicodedata.normalize("NFC", _ADDRESS_CONTROLS.sub("", address).strip().lower())
 
 
 def check_slug(slug: str) -> str:

@@ -130,6 +130,34 @@ async def signed_at(account: Account) -> dict[str, str | None]:
     return {secret["name"]: secret["last_signed_at"] for secret in listed.json()["secrets"]}
 
 
+async def test_a_from_address_with_a_line_break_or_control_character_is_delivered_signed(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+) -> None:
+    # A quoted local part may be folded across lines or hold an obsolete control character;
+    # the signed sender is an HTTP header, where neither may go.
+    agent = await create_agent(alice, "hooked", receiver.url)
+    secret = await new_signing_secret(alice)
+    froms = {
+        b'"Odd\\\r\n Name"@example.org': '"odd name"@example.org',
+        b'"nul\x00byte"@example.org': '"nulbyte"@example.org',
+    }
+    for written, signed in froms.items():
+        data = b"From: " + written + b"\r\nTo: hooked@agents.test\r\nSubject: Hi\r\n\r\nHi.\r\n"
+        message_id = await accept(quiet.gateway, [agent], data)
+        clock.now = time.time()
+        assert await worker.deliver_due(clock.now) == 1
+        assert await delivery_status(alice, agent, message_id) == "delivered"
+        body = json.loads(receiver.requests[-1].body)
+        auth = body["auth_headers"]
+        assert auth["X-E2A-Auth-Sender"] == signed == body["from"]
+        raw = base64.b64decode(body["raw_message"], validate=True)
+        assert sdk_verifies(auth, raw, secret, clock.now)
+
+
 async def test_last_signed_at_says_when_a_secret_last_signed_a_delivery(
     quiet: QuietGateway,
     alice: Account,
