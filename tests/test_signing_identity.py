@@ -117,6 +117,10 @@ def test_copies_of_one_message_are_each_signed_for_their_own_message_id() -> Non
         ({}, NOW + 301),
         ({}, NOW - 31),
         ({"X-E2A-Auth-Timestamp": "yesterday"}, NOW),
+        # a forged JSON body may hold lone surrogates ("\\ud800"), which no UTF-8 encodes
+        ({"X-E2A-Auth-Sender": "ceo\ud800@example.org"}, NOW),
+        ({"X-E2A-Auth-Signature": "\udc00" * 64}, NOW),
+        ({"X-E2A-Auth-Body-Hash": "\ud800"}, NOW),
     ],
 )
 def test_tampering_and_stale_timestamps_are_refused(change: dict[str, str], now: float) -> None:

@@ -81,10 +81,16 @@ def _timestamp_seconds(value: str) -> float | None:
     return moment.timestamp()
 
 
+def _utf8(value: str) -> bytes:
+    """`value` as UTF-8, lone surrogates included as they are: a forged JSON body may hold
+    them (`"\\ud800"`), and they must make a check fail, not raise UnicodeEncodeError."""
+    return value.encode("utf-8", "surrogatepass")
+
+
 def _same(received: str, expected: str) -> bool:
     """Constant-time equality of a received header value and the expected hex; False, not a
     TypeError, for a received value that is not ASCII (a forged header may hold anything)."""
-    return hmac.compare_digest(received.encode("utf-8"), expected.encode("ascii"))
+    return hmac.compare_digest(_utf8(received), expected.encode("ascii"))
 
 
 def verify_auth_headers(
@@ -97,7 +103,7 @@ def verify_auth_headers(
     if not _same(auth.body_hash, hashlib.sha256(raw_message).hexdigest()):
         return False
     expected = hmac.new(
-        secret.encode("ascii", "replace"), auth.canonical_string().encode("utf-8"), hashlib.sha256
+        secret.encode("ascii", "replace"), _utf8(auth.canonical_string()), hashlib.sha256
     ).hexdigest()
     if not _same(auth.signature, expected):
         return False
