@@ -354,3 +354,27 @@ async def test_mime_fields_with_deeply_nested_comments_are_accepted_and_read(
         assert response.status_code == 200, response.text
         full = response.json()
         assert (full["text_body"], full["html_body"], full["attachments"]) == (None, None, [])
+
+
+async def test_mime_parameters_the_stdlib_cannot_read_are_accepted_and_read(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """A MIME parameter ending in `*` with no value (`charset*`) makes the stdlib's parser
+    raise IndexError: a single-part message was taken but answered 500 on every read (and its
+    webhook never delivered), a multipart one refused (451 for ever). Both are taken and read,
+    with no readable body."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await new_agent(alice, "bot")
+    single = b"Content-Type: text/plain; charset*\r\n\r\nhello\r\n"
+    multipart = (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Type: application/pdf; name*\r\n\r\nx\r\n--b--\r\n"
+    )
+    for tail in (single, multipart):
+        data = b"From: alice@example.org\r\nTo: bot@agents.test\r\nSubject: odd\r\n" + tail
+        assert await smtp_send(running, [bot], data) == {}
+        page = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
+        response = await alice.http.get(agent_path(bot, f"/messages/{page[0]['message_id']}"))
+        assert response.status_code == 200, response.text
+        full = response.json()
+        assert (full["text_body"], full["html_body"], full["attachments"]) == (None, None, [])

@@ -338,6 +338,12 @@ def _attachment(part: EmailMessage, data: bytes) -> Attachment:
     )
 
 
+_UNREADABLE = (RecursionError, IndexError)
+"""What the stdlib's MIME parser raises on mail any sender can write: RecursionError for
+fields nesting comments a few thousand deep (it reads a comment in a comment by recursion),
+IndexError for a parameter ending in `*` with no value (`charset*`)."""
+
+
 @cached(_parsed_bodies, key=lambda raw: hashlib.sha256(raw).digest(), lock=threading.Lock())
 def parse_body(raw: bytes) -> ParsedBody:
     """The text and HTML bodies (`_body`) and every attachment (`_attachment_parts`).
@@ -347,15 +353,14 @@ def parse_body(raw: bytes) -> ParsedBody:
     PARSED_BODY_CACHE_BUDGET: reading a message again, as agents and the dashboard do, costs
     a hash.
 
-    A message whose MIME fields nest comments a few thousand deep has nothing readable: the
-    stdlib reads a comment in a comment by recursion, and gives up (RecursionError)."""
+    A message the stdlib cannot parse has nothing readable (`_UNREADABLE`)."""
     try:
         message = _message(raw)
         text, html = _body(message)
         attachments = tuple(
             _attachment(part, _attachment_bytes(part)) for part in _attachment_parts(message)
         )
-    except RecursionError:
+    except _UNREADABLE:
         return ParsedBody(text=None, html=None)
     return ParsedBody(text=text, html=html, attachments=attachments)
 
@@ -368,13 +373,12 @@ def attachments_of(raw: bytes, headers: HeaderSummary) -> tuple[Attachment, ...]
 
 def attachment_data(raw: bytes, index: int) -> tuple[Attachment, bytes] | None:
     """The attachment at `index` (parse_body's order) with its decoded bytes; None when the
-    message has no such attachment (nor one whose MIME fields nest comments too deeply to read,
-    see `parse_body`)."""
+    message has no such attachment (nor one the stdlib cannot parse, see `parse_body`)."""
     try:
         found = _attachment_parts(_message(raw))
         if not 0 <= index < len(found):
             return None
         data = _attachment_bytes(found[index])
         return _attachment(found[index], data), data
-    except RecursionError:
+    except _UNREADABLE:
         return None

@@ -119,14 +119,15 @@ def _as_attachment(part: EmailMessage) -> Attachment:
 
 def parse_raw_email(raw: bytes) -> ParsedBody:
     """The subject, first text/plain and text/html bodies, and attachments of `raw`. A message
-    whose MIME fields nest comments a few thousand deep (the stdlib reads them by recursion,
-    and gives up) reads as empty, as the gateway reads no body of it either."""
+    the stdlib's MIME parser gives up on reads as empty, as the gateway reads no body of it
+    either: fields nesting comments a few thousand deep (it reads them by recursion), or a
+    parameter ending in `*` with no value (`charset*`, an IndexError)."""
     try:
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         parsed = ParsedBody(subject=str(message.get("Subject", "") or ""))
         _read_parts(message, parsed)
-    except RecursionError:
+    except (RecursionError, IndexError):
         return ParsedBody()
     return parsed
 
