@@ -606,6 +606,17 @@ def test_parse_webhook_accepts_gateway_bodies_and_refuses_forgeries(live: LiveGa
         assert client.parse_webhook(sign(secret=secret, now=now + 20), secret).verified
 
 
+def test_parse_webhook_refuses_a_body_that_is_no_json_object_as_unsigned() -> None:
+    """Anyone can POST to a webhook URL: a body that is not a JSON object cannot be verified,
+    and raises the documented InvalidSignatureError (a 401), not a decoding error (a 500)."""
+    key = "e2a_" + "0" * 64
+    clients = (E2AClient(api_key=key), AsyncE2AClient(api_key=key))
+    for body in (b"not json", b"\xff\xfe", "[1, 2]", b'"text"', b"null"):
+        for client in clients:
+            with pytest.raises(InvalidSignatureError, match="JSON object"):
+                client.parse_webhook(body, "ab" * 32)
+
+
 def test_unverified_fields_are_gated(live: LiveGateway, monkeypatch: pytest.MonkeyPatch) -> None:
     key = live.new_key("gate@example.com")
     with E2AClient(api_key=key, base_url=live.url) as client:

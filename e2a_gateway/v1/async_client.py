@@ -18,6 +18,7 @@ from e2a_gateway.v1.client import (
     PARSE_DEPRECATED,
     WebhookBody,
     require_agent_email,
+    signed_payload,
     webhook_payload,
 )
 from e2a_gateway.v1.errors import InvalidSignatureError
@@ -69,7 +70,7 @@ class AsyncE2AClient:
     def parse_webhook(self, body: WebhookBody, secret: str | None = None) -> AsyncInboundEmail:
         """Parse a webhook body and verify its signature (secret defaults to
         `E2A_WEBHOOK_SECRET`); raise `InvalidSignatureError` (a PermissionError) on failure."""
-        email = AsyncInboundEmail(webhook_payload(body), self.reply)
+        email = AsyncInboundEmail(signed_payload(body), self.reply)
         if not email.verify_signature(secret):
             raise InvalidSignatureError("e2a webhook signature verification failed")
         return email

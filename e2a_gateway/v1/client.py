@@ -48,6 +48,17 @@ def webhook_payload(body: WebhookBody) -> dict[str, Any]:
     return data
 
 
+def signed_payload(body: WebhookBody) -> dict[str, Any]:
+    """`webhook_payload` of a body `parse_webhook` is to verify: one that is no JSON object
+    (anyone can POST to a webhook URL) raises InvalidSignatureError, as a forgery does."""
+    try:
+        return webhook_payload(body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError among them
+        raise InvalidSignatureError(
+            f"a webhook body is a JSON object; this one is not: {exc}"
+        ) from exc
+
+
 def require_agent_email(default: str, agent_email: str | None) -> str:
     """`agent_email`, else the client's default; a ValueError saying how to set one."""
     email = agent_email or default
@@ -92,7 +103,7 @@ class E2AClient:
     def parse_webhook(self, body: WebhookBody, secret: str | None = None) -> InboundEmail:
         """Parse a webhook body and verify its signature (secret defaults to
         `E2A_WEBHOOK_SECRET`); raise `InvalidSignatureError` (a PermissionError) on failure."""
-        email = InboundEmail(webhook_payload(body), self.reply)
+        email = InboundEmail(signed_payload(body), self.reply)
         if not email.verify_signature(secret):
             raise InvalidSignatureError("e2a webhook signature verification failed")
         return email

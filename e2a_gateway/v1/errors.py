@@ -69,7 +69,8 @@ class UnverifiedEmailError(RuntimeError):
 
 
 class InvalidSignatureError(PermissionError):
-    """`parse_webhook` refused a body: wrong body hash, wrong signature or stale timestamp.
+    """`parse_webhook` refused a body: wrong body hash, wrong signature, stale timestamp, or
+    no JSON object at all.
 
     A `PermissionError`, as in the published SDK, so handlers can map it to 401.
     """
