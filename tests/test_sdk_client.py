@@ -32,9 +32,11 @@ import trio
 
 from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.clock import format_timestamp
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.operations.trust import reading_of
 from e2a_gateway.signing.credentials import hash_api_key
+from e2a_gateway.signing.identity import IdentityClaim, body_hash
 from e2a_gateway.v1 import (
     ApprovePendingMessageRequest,
     AsyncE2AApi,
@@ -615,6 +617,54 @@ def test_parse_webhook_refuses_a_body_that_is_no_json_object_as_unsigned() -> No
         for client in clients:
             with pytest.raises(InvalidSignatureError, match="JSON object"):
                 client.parse_webhook(body, "ab" * 32)
+
+
+def webhook_body_for(raw: bytes, sender: str, claimed_from: str) -> bytes:
+    """A body as the gateway signs it now for `raw` from `sender`, whose `from` says
+    `claimed_from`."""
+    claim = IdentityClaim(
+        verified=True,
+        sender=sender,
+        entity_type="human",
+        domain_check="spf=pass; dkim=pass; dmarc=pass",
+        delegation="",
+        timestamp=format_timestamp(time.time()),
+        message_id="msg_0123456789abcdef01234567",
+        body_hash=body_hash(raw),
+    )
+    payload = {
+        "message_id": claim.message_id,
+        "from": claimed_from,
+        "recipient": "bot@agents.test",
+        "raw_message": base64.b64encode(raw).decode(),
+        "auth_headers": claim.signed_headers("ab" * 32),
+    }
+    return json.dumps(payload).encode()
+
+
+def test_a_verified_webhooks_sender_is_the_one_its_signed_bytes_name() -> None:
+    """`from` is outside the signature: a body whose `from` names neither the signed From
+    nor a Reply-To of the signed bytes (a genuine delivery with `from` changed) verifies, but
+    its sender is refused rather than handed out next to `is_verified`."""
+    client = E2AClient(api_key="e2a_" + "0" * 64)
+    plain = b"From: Alice <Alice@Example.org>\r\nSubject: hi\r\n\r\nbody\r\n"
+    replying = (
+        b"From: alice@example.org\r\nReply-To: Desk <Desk@Example.org>, b@example.org\r\n"
+        b"Subject: hi\r\n\r\nbody\r\n"
+    )
+    genuine = {
+        plain: "alice@example.org",
+        replying: "desk@example.org",
+    }
+    for raw, sender in genuine.items():
+        email = client.parse_webhook(webhook_body_for(raw, "alice@example.org", sender), "ab" * 32)
+        assert email.sender == sender and email.is_verified
+    for raw in (plain, replying):
+        forged = webhook_body_for(raw, "alice@example.org", "ceo@example.com")
+        email = client.parse_webhook(forged, "ab" * 32)
+        assert email.verified and email.subject == "hi"
+        with pytest.raises(UnverifiedEmailError, match="sender"):
+            _ = email.sender
 
 
 def test_unverified_fields_are_gated(live: LiveGateway, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,10 +11,14 @@ import base64
 import binascii
 import email
 import email.policy
+import email.utils
 import os
+import re
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from email.parser import HeaderParser
 from typing import Any
 
 from e2a_gateway.v1.errors import UnverifiedEmailError
@@ -150,6 +154,30 @@ def _read_parts(message: EmailMessage, parsed: ParsedBody) -> None:
             parsed.attachments.append(_as_attachment(part))
 
 
+_CONTROLS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _comparable(address: str) -> str:
+    """An address as the gateway reports one read from a header: controls but tab removed,
+    stripped, lowercased, NFC."""
+    return unicodedata.normalize("NFC", _CONTROLS.sub("", address).strip().lower())
+
+
+def _signed_sender(claimed: str, signed_sender: str, raw: bytes) -> bool:
+    """True when `claimed` (a webhook body's `from`) is the signed sender (the From address)
+    or an address of a Reply-To field of the signed bytes `raw`, read as the gateway reads
+    them (UTF-8, compat32 fields)."""
+    wanted = _comparable(claimed)
+    if wanted == _comparable(signed_sender):
+        return True
+    fields = HeaderParser(policy=email.policy.compat32).parsestr(raw.decode("utf-8", "replace"))
+    try:
+        addresses = email.utils.getaddresses([str(v) for v in fields.get_all("Reply-To", [])])
+    except RecursionError:  # comments nested thousands deep: no address is read
+        return False
+    return any(_comparable(address) == wanted for _name, address in addresses if address)
+
+
 def decode_raw_message(value: object) -> bytes:
     """The bytes of a `raw_message` field (standard base64); empty when absent or malformed."""
     if not isinstance(value, str) or not value:
@@ -174,6 +202,7 @@ class _GatedEmail:
         self._body = parse_raw_email(self._raw_message) if self._raw_message else ParsedBody()
         headers = payload.get("auth_headers")
         self._auth = AuthHeaders.from_headers(headers if isinstance(headers, dict) else {})
+        self._trusted = trusted
         self._verified = trusted
 
     # Always readable: the inputs of verification and its state.
@@ -260,8 +289,18 @@ class _GatedEmail:
 
     @property
     def sender(self) -> str:
-        """The Reply-To address when present, else the From address."""
-        return str(self._field("sender"))
+        """The Reply-To address when present, else the From address.
+
+        A webhook body's `from` is outside the signature: the SDK refuses
+        (UnverifiedEmailError) one that is neither the signed sender nor a Reply-To address of
+        the signed bytes, rather than hand out a changed sender next to `is_verified`."""
+        value = str(self._field("sender"))
+        if not self._trusted and not _signed_sender(value, self._auth.sender, self._raw_message):
+            raise UnverifiedEmailError(
+                "sender: the webhook body's `from` is neither the signed sender nor a Reply-To "
+                "of the signed message; fetch the message with get_message"
+            )
+        return value
 
     @property
     def recipient(self) -> str:
