@@ -607,6 +607,19 @@ def test_parse_webhook_accepts_gateway_bodies_and_refuses_forgeries(live: LiveGa
         assert client.parse_webhook(sign(secret=secret, now=now - 240), secret).verified
         assert client.parse_webhook(sign(secret=secret, now=now + 20), secret).verified
 
+        # The claim `e2a listen --forward` passes on was signed when the message was accepted,
+        # maybe hours before: max_age=None takes it at any age, and refuses the rest as before.
+        hours_old = sign(secret=secret, now=now - 7200)
+        async_client = AsyncE2AClient(api_key=key)
+        for parse in (client.parse_webhook, async_client.parse_webhook):
+            assert parse(hours_old, secret, max_age=None).verified
+            for name in ("forged body", "forged claim", "a minute ahead"):
+                with pytest.raises(InvalidSignatureError):
+                    parse(refused[name], secret, max_age=None)
+                    pytest.fail(f"accepted at any age: {name}")
+            with pytest.raises(InvalidSignatureError):
+                parse(hours_old, secret, max_age=3600)
+
 
 def test_parse_webhook_refuses_a_body_that_is_no_json_object_as_unsigned() -> None:
     """Anyone can POST to a webhook URL: a body that is not a JSON object cannot be verified,

@@ -33,6 +33,7 @@ from e2a_gateway.v1.models import (
     PendingMessageDetail,
 )
 from e2a_gateway.v1.notifications import WSNotification
+from e2a_gateway.v1.signature import MAX_AGE_SECONDS
 
 
 class AsyncE2AClient:
@@ -67,11 +68,19 @@ class AsyncE2AClient:
         warnings.warn(PARSE_DEPRECATED.format("AsyncE2AClient"), DeprecationWarning, stacklevel=2)
         return AsyncInboundEmail(webhook_payload(body), self.reply)
 
-    def parse_webhook(self, body: WebhookBody, secret: str | None = None) -> AsyncInboundEmail:
+    def parse_webhook(
+        self,
+        body: WebhookBody,
+        secret: str | None = None,
+        *,
+        max_age: float | None = MAX_AGE_SECONDS,
+    ) -> AsyncInboundEmail:
         """Parse a webhook body and verify its signature (secret defaults to
-        `E2A_WEBHOOK_SECRET`); raise `InvalidSignatureError` (a PermissionError) on failure."""
+        `E2A_WEBHOOK_SECRET`), signed at most `max_age` seconds ago (None: any age, for
+        the stored claim `e2a listen --forward` passes on); raise `InvalidSignatureError` (a
+        PermissionError) on failure."""
         email = AsyncInboundEmail(signed_payload(body), self.reply)
-        if not email.verify_signature(secret):
+        if not email.verify_signature(secret, max_age=max_age):
             raise InvalidSignatureError("e2a webhook signature verification failed")
         return email
 

@@ -27,6 +27,7 @@ from e2a_gateway.v1.models import (
     ListPendingMessagesResponse,
     PendingMessageDetail,
 )
+from e2a_gateway.v1.signature import MAX_AGE_SECONDS
 
 PARSE_DEPRECATED = (
     "{}.parse() is deprecated and will be removed in 3.0: use parse_webhook(body, secret), "
@@ -100,11 +101,19 @@ class E2AClient:
         warnings.warn(PARSE_DEPRECATED.format("E2AClient"), DeprecationWarning, stacklevel=2)
         return InboundEmail(webhook_payload(body), self.reply)
 
-    def parse_webhook(self, body: WebhookBody, secret: str | None = None) -> InboundEmail:
+    def parse_webhook(
+        self,
+        body: WebhookBody,
+        secret: str | None = None,
+        *,
+        max_age: float | None = MAX_AGE_SECONDS,
+    ) -> InboundEmail:
         """Parse a webhook body and verify its signature (secret defaults to
-        `E2A_WEBHOOK_SECRET`); raise `InvalidSignatureError` (a PermissionError) on failure."""
+        `E2A_WEBHOOK_SECRET`), signed at most `max_age` seconds ago (None: any age, for
+        the stored claim `e2a listen --forward` passes on); raise `InvalidSignatureError` (a
+        PermissionError) on failure."""
         email = InboundEmail(signed_payload(body), self.reply)
-        if not email.verify_signature(secret):
+        if not email.verify_signature(secret, max_age=max_age):
             raise InvalidSignatureError("e2a webhook signature verification failed")
         return email
 

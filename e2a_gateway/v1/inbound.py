@@ -23,7 +23,7 @@ from typing import Any
 
 from e2a_gateway.v1.errors import UnverifiedEmailError
 from e2a_gateway.v1.models import Trust
-from e2a_gateway.v1.signature import AuthHeaders, verify_auth_headers
+from e2a_gateway.v1.signature import MAX_AGE_SECONDS, AuthHeaders, verify_auth_headers
 
 
 @dataclass
@@ -249,8 +249,12 @@ class _GatedEmail:
             "trust": self._payload.get("trust"),
         }
 
-    def verify_signature(self, secret: str | None = None) -> bool:
-        """Check body hash, HMAC and timestamp under `secret` (default `E2A_WEBHOOK_SECRET`).
+    def verify_signature(
+        self, secret: str | None = None, *, max_age: float | None = MAX_AGE_SECONDS
+    ) -> bool:
+        """Check body hash, HMAC and timestamp under `secret` (default `E2A_WEBHOOK_SECRET`):
+        signed at most `max_age` seconds ago (5 minutes, a webhook's window; None for a claim
+        signed when the message was accepted, such as `e2a listen --forward` passes on).
 
         On success the claim fields become readable; on failure they keep raising. Raises
         ValueError when there is no secret at all, rather than failing every check silently.
@@ -264,7 +268,7 @@ class _GatedEmail:
         # The claim signs the message id; the body's own `message_id`, which `reply` and
         # the caller use, must be that one (another delivery's claim cannot vouch for it).
         claimed = self._payload.get("message_id") == self._auth.message_id
-        if claimed and verify_auth_headers(self._auth, self._raw_message, key):
+        if claimed and verify_auth_headers(self._auth, self._raw_message, key, max_age=max_age):
             self._verified = True
         return self._verified
 
