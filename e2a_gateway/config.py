@@ -310,6 +310,15 @@ class OutboundSmtpSettings(Section):
     connection_idle_seconds: float = Field(default=5.0, ge=0, le=300)
     messages_per_connection: int = Field(default=100, ge=1, le=100_000)
 
+    @field_validator("from_domain")
+    @classmethod
+    def _normalise_from_domain(cls, value: str | None) -> str | None:
+        """The sending domain as mail carries it (lowercase A-labels, no trailing dot), so
+        that the gateway knows its own relayed mail however the domain was written."""
+        from e2a_gateway.addresses import normalise_domain
+
+        return normalise_domain(value) if value else None
+
 
 class DkimSettings(Section):
     """DKIM signing of outbound mail."""

@@ -114,6 +114,19 @@ def test_bad_settings_name_the_key(
     assert fragment in str(caught.value)
 
 
+def test_the_sending_domain_is_written_as_mail_carries_it() -> None:
+    """`outbound_smtp.from_domain` in any case, with a root's dot or in U-labels is the domain
+    relayed mail's envelope and DKIM signature carry, so the gateway knows its own mail when it
+    comes back (inbound/identity.py compares them as written)."""
+    for written in ("Bücher.Example.", "xn--bcher-kva.example", "BÜCHER.example"):
+        environ = {"E2A_OUTBOUND_SMTP_FROM_DOMAIN": written}
+        assert load_settings(None, environ=environ).outbound_smtp.from_domain == (
+            "xn--bcher-kva.example"
+        )
+    with pytest.raises(ConfigError, match=r"outbound_smtp\.from_domain"):
+        load_settings(None, environ={"E2A_OUTBOUND_SMTP_FROM_DOMAIN": "not a domain"})
+
+
 def test_operator_accounts_are_normalised_addresses() -> None:
     environ = {"E2A_OPERATORS_ACCOUNTS": " Ops@Example.COM , oncall@example.com"}
     accounts = load_settings(None, environ=environ).operators.accounts
