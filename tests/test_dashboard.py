@@ -750,3 +750,35 @@ async def test_a_bad_approval_time_is_refused_with_the_api_message(browser, make
         )
         assert response.status_code == 400
         assert says in response.text and "hitl_ttl_seconds" in response.text
+
+
+async def test_the_approval_list_says_what_its_preview_leaves_out(browser, make_account) -> None:
+    """The reviewer's screen previews the text part only, beside a one-click Approve: a held
+    message's HTML part (what most mail programs show) and attachments must not go out
+    unmentioned."""
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "invoicer")
+    held = await alice.http.put(agent_path(address), json={"hitl_enabled": True})
+    assert held.status_code == 200, held.text
+    sent = await alice.http.post(
+        "/api/v1/send",
+        json={
+            "to": ["x@example.org"],
+            "subject": "Lunch",
+            "body": "",
+            "html_body": "<p>Wire 9,000 USD today</p>",
+            "attachments": [
+                {"filename": "invoice.pdf", "content_type": "application/pdf", "data": "aGk="}
+            ],
+        },
+    )
+    assert sent.status_code == 202, sent.text
+    message_id = sent.json()["message_id"]
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    page = await client.get("/approvals")
+    assert page.status_code == 200
+    card = page.text[page.text.index(f'id="subject-{message_id}"') :]
+    assert "no text part" in card
+    assert "HTML part" in card and f'href="/approvals/{message_id}"' in card
+    assert "invoice.pdf" in card
