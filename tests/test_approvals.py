@@ -9,6 +9,7 @@ import email
 import email.policy
 import hashlib
 import hmac
+import html
 import re
 import string
 import threading
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
@@ -338,9 +339,32 @@ async def test_get_shows_a_page_and_never_acts(
         assert "Quarterly &lt;b&gt;numbers&lt;/b&gt; &amp; plans" in page
         assert "<b>numbers</b>" not in page
         assert "alice@example.org" in page and BODY not in page
-        assert 'method=post action="approve"' in page and token in page
+        assert "<form method=post>" in page and token in page
     assert stored_row(gateway.settings, message.id)[0] == "pending_approval"
     assert "outbound" not in job_kinds(gateway.settings, message.id)
+
+
+@pytest.mark.parametrize("path", ["/api/v1/approve", "/api/v1/approve/", "/v1/approve/"])
+async def test_the_confirmation_form_acts_wherever_the_page_was_opened(
+    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient, path: str
+) -> None:
+    """The router takes a link with a trailing slash too (a link rewriter may add one); the
+    confirmation's button must then still reach the action, as a browser resolves its form —
+    also behind a proxy that serves the gateway under a path of `http.public_url`."""
+    gateway = running.gateway
+    deadline = time.time() + 3600
+    message = await add_pending(gateway, owner, deadline)
+    token = await token_for(gateway, owner, message.id, "approve", deadline)
+    page = await anonymous.get(path, params={"t": token})
+    assert page.status_code == 200
+    (form,) = re.findall(r"<form method=post[^>]*>", page.text)
+    action = html.unescape(re.findall(r'action="([^"]*)"', form)[0]) if "action=" in form else ""
+    behind_a_proxy = urljoin(f"https://example.com/e2a{path}?t={token}", action)
+    assert urlsplit(behind_a_proxy).path == f"/e2a{path}", behind_a_proxy
+    target = urljoin(str(page.url), action)
+    done = await anonymous.post(target, data={"token": token})
+    assert done.status_code == 200 and "Approved" in done.text, target
+    assert stored_row(gateway.settings, message.id)[0] == "queued"
 
 
 async def test_post_approves_once_then_409(

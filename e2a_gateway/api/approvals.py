@@ -135,8 +135,11 @@ async def _confirmation_page(action: Action) -> Response:
         return await _deadline_passed(message)
     verb = "Approve" if action == "approve" else "Reject"
     consequence = "It will be sent as written." if action == "approve" else "It will not be sent."
+    # No action: the form posts to the very address the page was opened at, which the router
+    # took (also with a trailing slash, where `approve` would resolve to `…/approve/approve`),
+    # whatever path a proxy serves the gateway under (which an absolute path would lose).
     form = (
-        f'<form method=post action="{escape(action)}">'
+        "<form method=post>"
         f'<input type=hidden name=token value="{escape(token)}">'
         f"<button type=submit>{verb}</button></form>"
     )
