@@ -31,8 +31,10 @@ from e2a_gateway.dashboard.sessions import (
     unnamed_session_id,
     unseal,
 )
+from e2a_gateway.ids import new_id
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.signing.credentials import hash_api_key
+from e2a_gateway.storage.base import OutboundMessage
 from tests.conftest import Account, agent_path, make_settings
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -782,3 +784,47 @@ async def test_the_approval_list_says_what_its_preview_leaves_out(browser, make_
     assert "no text part" in card
     assert "HTML part" in card and f'href="/approvals/{message_id}"' in card
     assert "invoice.pdf" in card
+
+
+async def test_the_outbound_page_shows_the_latest_mail(
+    browser, make_account, running: RunningGateway
+) -> None:
+    """With more sent mail than storage lists at once, the page still shows the newest."""
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "busy")
+    storage = running.gateway.storage
+    user = await storage.user_for_key_hash(hash_api_key(alice.key))
+    assert user is not None
+    start = time.time() - 10_000
+    for number in range(501):
+        message_id = new_id("msg")
+        await storage.add_outbound(
+            OutboundMessage(
+                id=message_id,
+                user_id=user.id,
+                agent_email=address,
+                kind="send",
+                to=["x@example.org"],
+                cc=[],
+                bcc=[],
+                subject=f"number {number:03d}",
+                body_text=None,
+                body_html=None,
+                attachments=None,
+                conversation_id=None,
+                in_reply_to=None,
+                references=[],
+                email_message_id=f"<{message_id}@agents.test>",
+                status="sent",
+                approval_expires_at=None,
+                created_at=format_timestamp(start + number),
+                created_epoch=start + number,
+            )
+        )
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    page = await client.get("/outbound")
+    assert page.status_code == 200
+    assert "number 500" in page.text and "number 301" in page.text
+    assert "number 300" not in page.text and "number 000" not in page.text
+    assert page.text.index("number 500") < page.text.index("number 499")

@@ -127,7 +127,9 @@ async def outbound(session: Session) -> Response:
     found = [
         message
         for each in statuses
-        for message in await reviews.outbound_messages(gateway, session.caller, each, agent_filter)
+        for message in await reviews.outbound_messages(
+            gateway, session.caller, each, agent_filter, newest_first=True
+        )
     ]
     found.sort(key=lambda message: message.created_epoch, reverse=True)
     return await page(

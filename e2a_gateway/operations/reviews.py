@@ -78,15 +78,21 @@ def agent_in_trash(message_id: str, agent_email: str) -> NotFound:
 
 
 async def outbound_messages(
-    gateway: Gateway, caller: Caller, status: str, agent_filter: str | None
+    gateway: Gateway,
+    caller: Caller,
+    status: str,
+    agent_filter: str | None,
+    *,
+    newest_first: bool = False,
 ) -> list[OutboundMessage]:
-    """The caller's outbound messages in `status`, optionally of one of their agents."""
+    """The caller's outbound messages in `status`, optionally of one of their agents, in
+    storage's order (`list_outbound`: a bounded list, the most recent with `newest_first`)."""
     caller.require_account("list the review queue")
     if status not in lifecycle.STATES:
         raise Invalid("invalid_request", f"status must be one of {', '.join(lifecycle.STATES)}")
     agent = await owned_agent(gateway, caller, agent_filter) if agent_filter else None
     return await gateway.storage.list_outbound(
-        caller.user_id, status, agent.email if agent else None
+        caller.user_id, status, agent.email if agent else None, newest_first=newest_first
     )
 
 

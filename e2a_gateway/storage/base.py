@@ -1221,9 +1221,10 @@ class Outbox(Protocol):
         ...
 
     async def list_outbound(
-        self, user_id: str, status: str, agent_email: str | None
+        self, user_id: str, status: str, agent_email: str | None, *, newest_first: bool = False
     ) -> list[OutboundMessage]:
-        """The user's outbound messages in `status` (soonest-expiring first while pending),
+        """The user's outbound messages in `status` (soonest-expiring first while pending, else
+        oldest first; the most recent first with `newest_first`), at most a fixed number,
         leaving out those in the trash and those of agents in the trash."""
         ...
 

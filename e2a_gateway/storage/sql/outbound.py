@@ -400,10 +400,11 @@ class OutboundSql(Runner):
         await self._write(insert)
 
     async def list_outbound(
-        self, user_id: str, status: str, agent_email: str | None
+        self, user_id: str, status: str, agent_email: str | None, *, newest_first: bool = False
     ) -> list[OutboundMessage]:
-        """The user's outbound messages in `status` (soonest-expiring first while pending),
-        leaving out those in the trash and those of agents in the trash."""
+        """The user's outbound messages in `status` (soonest-expiring first while pending, else
+        oldest first; the most recent first with `newest_first`), at most LIST_LIMIT, leaving
+        out those in the trash and those of agents in the trash."""
         query = (
             f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE user_id = ? "
             f"AND direction = '{OUTBOUND}' AND status = ? AND deleted_at IS NULL "
@@ -413,7 +414,12 @@ class OutboundSql(Runner):
         if agent_email is not None:
             query += " AND agent_email = ?"
             params.append(agent_email)
-        query += f" ORDER BY coalesce(approval_expires_at, created_epoch), seq LIMIT {LIST_LIMIT}"
+        if newest_first:
+            query += f" ORDER BY created_epoch DESC, seq DESC LIMIT {LIST_LIMIT}"
+        else:
+            query += (
+                f" ORDER BY coalesce(approval_expires_at, created_epoch), seq LIMIT {LIST_LIMIT}"
+            )
         rows = await self._read(lambda tx: tx.all(query, params))
         return [decode_outbound(row) for row in rows]
 
