@@ -828,3 +828,28 @@ async def test_the_outbound_page_shows_the_latest_mail(
     assert "number 500" in page.text and "number 301" in page.text
     assert "number 300" not in page.text and "number 000" not in page.text
     assert page.text.index("number 500") < page.text.index("number 499")
+
+
+async def test_a_form_holding_nul_is_refused(browser, make_account) -> None:
+    """NUL (U+0000) is what no store keeps (PostgreSQL text cannot hold it): a form field
+    holding one is refused with 400 before anything is made or changed, as a JSON body is."""
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "nul")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    token = await session_csrf(client)
+    keys_before = (await alice.http.get("/api/v1/users/me/api-keys")).json()
+    for path, data in (
+        (f"/agents/{quote(address, safe='')}", {"name": "a\x00b", "agent_mode": "local"}),
+        ("/credentials/api-keys", {"name": "ci\x00"}),
+        ("/credentials/signing-secrets", {"name": "\x00"}),
+        ("/agents", {"address": "fresh", "name": "x", "agent_mode": "local", "n\x00": "1"}),
+    ):
+        response = await client.post(path, data={**data, "csrf_token": token})
+        assert response.status_code == 400, (path, response.text[:300])
+        assert response.headers["content-type"].startswith("text/html")
+        assert "NUL" in response.text
+    agent = (await alice.http.get(agent_path(address))).json()
+    assert agent["name"] != "a\x00b"
+    assert (await alice.http.get("/api/v1/users/me/api-keys")).json() == keys_before
+    assert (await alice.http.get(agent_path("fresh@agents.test"))).status_code == 404

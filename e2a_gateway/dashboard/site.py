@@ -44,10 +44,12 @@ from e2a_gateway.operations.errors import Forbidden, OperationError, Unauthorize
 from e2a_gateway.operations.requests import RequestBody, parse_request
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.web.errors import headers_of, status_of
+from e2a_gateway.web.request_text import refuse_nul_in_form
 
 log = logging.getLogger("e2a.dashboard")
 
 blueprint = Blueprint("dashboard", __name__, template_folder="templates")
+blueprint.before_request(refuse_nul_in_form)
 
 ASSETS_FOLDER = Path(__file__).resolve().parent / "static"
 ASSETS = frozenset(entry.name for entry in ASSETS_FOLDER.iterdir() if entry.is_file())
