@@ -853,3 +853,22 @@ async def test_a_form_holding_nul_is_refused(browser, make_account) -> None:
     assert agent["name"] != "a\x00b"
     assert (await alice.http.get("/api/v1/users/me/api-keys")).json() == keys_before
     assert (await alice.http.get(agent_path("fresh@agents.test"))).status_code == 404
+
+
+async def test_only_a_refused_session_cookie_is_deleted(browser, make_account) -> None:
+    """A request without the session cookie (a link followed from another site, which the
+    SameSite=Strict cookie does not accompany) must not delete the browser's session; a cookie
+    that was sent and refused is deleted. Signed in, the sign-in page leads on to `next`."""
+    alice = await make_account("alice@example.com")
+    client = browser()
+    bare = await client.get("/approvals")
+    assert bare.status_code == 303 and bare.headers["location"] == "/signin?next=/approvals"
+    assert "e2a_session" not in " ".join(bare.headers.get_list("set-cookie"))
+    client.cookies.set("e2a_session", "garbage")
+    refused = await client.get("/approvals")
+    assert refused.status_code == 303
+    assert "Max-Age=0" in set_cookie_header(refused, "e2a_session")
+    client.cookies.clear()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    onward = await client.get("/signin", params={"next": "/approvals"})
+    assert onward.status_code == 303 and onward.headers["location"] == "/approvals"

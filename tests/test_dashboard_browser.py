@@ -230,3 +230,41 @@ async def test_reviewer_flow_in_chromium(
     assert second["rejection_reason"] == "Too pushy"
     for name in ("agents", "inbox", "message", "approvals"):
         assert (screenshots / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def follow_a_link_from_elsewhere(base: str, key: str) -> dict[str, Any]:
+    """Sign in, then open the dashboard from a link on another site (a chat, a webmail), where
+    the browser does not send the SameSite=Strict session cookie; then open it directly."""
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(WAIT_MS)
+            page.goto(f"{base}/signin")
+            page.get_by_label("API key").fill(key)
+            page.get_by_role("button", name="Sign in").click()
+            sync_api.expect(page.get_by_role("heading", name="Agents", exact=True)).to_be_visible()
+            page.route(
+                "http://chat.example/**",
+                lambda route: route.fulfill(
+                    content_type="text/html", body=f'<a href="{base}/approvals">held mail</a>'
+                ),
+            )
+            page.goto("http://chat.example/")
+            page.get_by_role("link", name="held mail").click()
+            page.wait_for_load_state()
+            landed = page.url
+            page.goto(f"{base}/approvals")
+            return {"landed": landed, "then": page.url}
+        finally:
+            browser.close()
+
+
+async def test_a_link_from_another_site_keeps_the_session(
+    running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account("owner@example.com")
+    base = running.addresses.http_url
+    with trio.fail_after(60):
+        seen = await trio.to_thread.run_sync(follow_a_link_from_elsewhere, base, account.key)
+    assert seen["then"] == f"{base}/approvals", seen

@@ -170,11 +170,15 @@ def requires_session(
 
 
 def signin_redirect() -> Response:
-    """Send a visitor without a session to the sign-in page, coming back here afterwards."""
+    """Send a visitor without a session to the sign-in page, coming back here afterwards. A
+    cookie that was sent and refused is deleted; none is deleted when none was sent, as on a
+    link followed from another site, which the SameSite=Strict cookie does not accompany: the
+    browser's session stays, and the next visit from this site finds it."""
     target = request.full_path if request.method == "GET" else "/"
     location = url_for("dashboard.signin", next=target.rstrip("?"))
     response = Response("", status=303, headers={"Location": location})
-    clear_cookie(response, SESSION_COOKIE)
+    if SESSION_COOKIE in request.cookies:
+        clear_cookie(response, SESSION_COOKIE)
     return response
 
 

@@ -176,9 +176,9 @@ async def asset(filename: str) -> Response:
 
 @blueprint.get("/signin")
 async def signin() -> Response:
-    """The sign-in form (already signed-in visitors go home)."""
+    """The sign-in form (already signed-in visitors go on to the page they asked for)."""
     if await current_session() is not None:
-        return see_other(url_for("dashboard.agents"))
+        return see_other(local_path(request.args.get("next")))
     return await _signin_page()
 
 
