@@ -275,6 +275,7 @@ async def verified_domain(running: RunningGateway, account: Account, domain: str
         ("desk@corp.example", "desk@corp.example"),  # another agent of the account
         ("nobody@agents.test", None),  # the shared domain: any agent may take it later
         ("postmaster@corp.example", None),  # the postmaster inbox, an agent too
+        ("Abuse@corp.example", None),  # abuse reaches the postmaster inbox as well
         ("approvals@mx.agents.test", None),  # the gateway's own host name
     ],
 )

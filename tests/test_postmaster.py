@@ -105,6 +105,27 @@ async def test_both_forms_reach_the_first_users_postmaster_inbox(
     assert (await other.http.get(agent_path(INBOX))).status_code == 404
 
 
+async def test_abuse_on_every_served_domain_reaches_the_postmaster_inbox(
+    running: RunningGateway, make_account: Any, resolver: FixtureResolver
+) -> None:
+    """Complaints about an agent's mail go to abuse@ (RFC 2142), a name no agent may take:
+    on every domain the gateway serves it reaches the operator as postmaster mail does;
+    abuse@ elsewhere is still relay-denied."""
+    operator = await first_account(running, make_account, "operator@example.com")
+    await verified_domain(operator, resolver, "corp.example")
+    for address in ("abuse@agents.test", "Abuse@Corp.Example", "abuse@mx.agents.test"):
+        sent = await send(running, [address], address)
+        assert sent["rcpt"][address][0] == 250, sent
+        assert sent["data"][0] == 250, sent
+    assert await subjects(operator, INBOX) == [
+        "abuse@agents.test",
+        "Abuse@Corp.Example",
+        "abuse@mx.agents.test",
+    ]
+    refused = await send(running, ["abuse@unknown.example"], "relay")
+    assert refused["rcpt"]["abuse@unknown.example"][0] == 550
+
+
 async def test_postmaster_of_a_foreign_domain_is_relay_denied(
     running: RunningGateway, make_account: Any
 ) -> None:

@@ -1,5 +1,5 @@
-"""Mail for postmaster (RFC 5321 section 4.5.1): which addresses name it, and which agent
-receives it. Such mail is never refused for want of a mailbox.
+"""Mail for postmaster (RFC 5321 section 4.5.1) and abuse (RFC 2142): which addresses name
+them, and which agent receives it. Such mail is never refused for want of a mailbox.
 
 An agent at the exact address (a custom domain's owner may register postmaster@ it) receives
 its own mail; otherwise `postmaster.deliver_to`, else the postmaster inbox — an agent the
@@ -20,6 +20,9 @@ from e2a_gateway.storage.base import Accounts, Agent, AlreadyExists, Directory
 log = logging.getLogger("e2a.inbound")
 
 POSTMASTER = "postmaster"
+OPERATOR_MAILBOXES = frozenset({POSTMASTER, "abuse"})
+"""Local parts whose mail reaches the gateway's operator on every domain it serves: postmaster,
+which RFC 5321 requires, and abuse (RFC 2142), where complaints about an agent's mail go."""
 INBOX_HITL_TTL_SECONDS = 604_800
 """The approval window the inbox gets, as agents registered over the API (HITL starts off)."""
 
@@ -34,8 +37,9 @@ class NoPostmaster(Exception):
 
 
 def names_postmaster(mailbox: Mailbox) -> bool:
-    """True for `postmaster@…` in any case (RFC 5321 treats the local part case-blindly)."""
-    return mailbox.local.lower() == POSTMASTER
+    """True for `postmaster@…` or `abuse@…` (OPERATOR_MAILBOXES) in any case: RFC 5321 treats
+    the local part case-blindly."""
+    return mailbox.local.lower() in OPERATOR_MAILBOXES
 
 
 def is_own_hostname(settings: Settings, domain: str) -> bool:

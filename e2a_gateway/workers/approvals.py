@@ -19,7 +19,7 @@ from e2a_gateway.addresses import AddressError, normalise_address
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.config import Settings
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.inbound.postmaster import POSTMASTER, is_own_hostname
+from e2a_gateway.inbound.postmaster import OPERATOR_MAILBOXES, is_own_hostname
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.outbound.dkim_signing import sign_as_sender
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
@@ -155,8 +155,8 @@ def build_notice(
 async def lands_in_an_inbox_here(gateway: Gateway, address: str) -> bool:
     """Whether mail to `address` would come back to this gateway and be stored for one of its
     agents: an address on the shared domain or at `smtp.hostname` (the gateway is their MX,
-    whatever agent holds them now or later), an agent's address, or postmaster at a domain the
-    gateway serves (the postmaster inbox). A reviewer's address must never be one: the agent
+    whatever agent holds them now or later), an agent's address, or postmaster or abuse at a domain
+    the gateway serves (the postmaster inbox). A reviewer's address must never be one: the agent
     reading that inbox would hold the notice's links and reply address, and could approve held
     mail itself — its own included."""
     try:
@@ -168,7 +168,7 @@ async def lands_in_an_inbox_here(gateway: Gateway, address: str) -> bool:
         return True
     if await gateway.storage.find_agent(normalised) is not None:
         return True
-    return local == POSTMASTER and await gateway.storage.is_served_domain(domain)
+    return local in OPERATOR_MAILBOXES and await gateway.storage.is_served_domain(domain)
 
 
 class ApprovalWorker:
