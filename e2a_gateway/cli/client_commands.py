@@ -53,23 +53,23 @@ EXAMPLES = {
     "login": "example:\n  e2a login --url http://127.0.0.1:8080 --api-key e2a_…\n"
     '  echo "$KEY" | e2a login --url http://127.0.0.1:8080',
     "whoami": "example:\n  e2a whoami\n  e2a whoami --json | jq -r .key.name",
-    "doctor": "example:\n  e2a doctor\n  e2a doctor --agent support@example.com "
+    "doctor": "example:\n  e2a doctor\n  e2a doctor --agent helpdesk@example.com "
     "--dkim-selector e2a --nameserver 1.1.1.1",
-    "agents": "example:\n  e2a agents register support\n  e2a agents list",
-    "agents register": "example:\n  e2a agents register support --mode local\n"
+    "agents": "example:\n  e2a agents register helpdesk\n  e2a agents list",
+    "agents register": "example:\n  e2a agents register helpdesk --mode local\n"
     "  e2a agents register --email bot@example.com --webhook-url https://example.com/hook",
     "agents list": "example:\n  e2a agents list\n  e2a agents list --json",
-    "agents update": "example:\n  e2a agents update support@agents.example.com --hitl "
+    "agents update": "example:\n  e2a agents update helpdesk@agents.example.com --hitl "
     "--hitl-ttl 3600 --hitl-expiration-action reject\n"
-    "  e2a agents update support --no-hitl    (a slug is on the shared domain)",
-    "agents delete": "example:\n  e2a agents delete support@agents.example.com",
+    "  e2a agents update helpdesk --no-hitl    (a slug is on the shared domain)",
+    "agents delete": "example:\n  e2a agents delete helpdesk@agents.example.com",
     "domains": "example:\n  e2a domains register example.com\n  e2a domains verify example.com",
     "domains register": "example:\n  e2a domains register example.com\n"
     "  e2a domains add example.com    (the same)",
     "domains list": "example:\n  e2a domains list --json",
     "domains verify": "example:\n  e2a domains verify example.com",
     "domains delete": "example:\n  e2a domains delete example.com",
-    "inbox": "example:\n  e2a inbox\n  e2a inbox --agent support@agents.example.com --all "
+    "inbox": "example:\n  e2a inbox\n  e2a inbox --agent helpdesk@agents.example.com --all "
     "--limit 50\n  e2a inbox --all --limit 50 --token <token printed by the last page>",
     "read": "example:\n  e2a read msg_123\n  e2a read msg_123 --json | jq -r .text_body",
     "reply": "example:\n  e2a reply msg_123 --body 'Thanks, on it.'\n"
@@ -87,14 +87,14 @@ EXAMPLES = {
     "approve": "example:\n  e2a approve out_123    (the same as `e2a pending approve`)",
     "reject": "example:\n  e2a reject out_123 --reason 'wrong tone'",
     "config": "example:\n  e2a config\n  e2a config get url\n"
-    "  e2a config set agent_email support@agents.example.com",
+    "  e2a config set agent_email helpdesk@agents.example.com",
     "listen": "example:\n  e2a listen\n  e2a listen --json | jq -r .subject\n"
     "  e2a listen --forward http://127.0.0.1:3000/hook\n"
     '  e2a listen --forward https://api.openai.com/v1/responses --forward-token "$OPENAI_API_KEY"'
     "\n  e2a listen --once --until 10m --conversation conv_42 --json",
     "config list": "example:\n  e2a config list --json",
     "config get": "example:\n  e2a config get url\n  e2a config get api_url    (e2a's name)",
-    "config set": "example:\n  e2a config set agent_email support@agents.example.com",
+    "config set": "example:\n  e2a config set agent_email helpdesk@agents.example.com",
 }
 
 CLIENT_COMMANDS = frozenset(

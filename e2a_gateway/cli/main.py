@@ -31,7 +31,7 @@ EXAMPLES = {
     "bootstrap": "example:\n  e2a bootstrap --email you@example.com",
     "migrate": "example:\n  e2a migrate --config e2a.toml",
     "mcp": "example:\n  E2A_BASE_URL=https://mail.example.com E2A_API_KEY=e2a_… "
-    "E2A_AGENT_EMAIL=support@agents.example.com e2a mcp\n"
+    "E2A_AGENT_EMAIL=helpdesk@agents.example.com e2a mcp\n"
     "  (in an MCP client's config: command e2a, args [mcp] and these variables in env)",
 }
 MCP_MISSING = (

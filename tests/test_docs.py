@@ -1,0 +1,101 @@
+"""What the documentation tells a reader to type works: the commands and flags it names exist,
+and the agents it registers may be registered."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from e2a_gateway.addresses import AddressError, check_slug
+from e2a_gateway.cli.client_commands import EXAMPLES as CLIENT_EXAMPLES
+from e2a_gateway.cli.main import EXAMPLES as SERVER_EXAMPLES
+from e2a_gateway.cli.main import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+REGISTRATIONS = (
+    re.compile(r"e2a agents register ([a-z0-9][a-z0-9-]*)"),
+    re.compile(r"register_agent\(\s*\"([^\"]+)\""),
+    re.compile(r"\"slug\"\s*:\s*\"([^\"]+)\""),
+    re.compile(r"`([a-z0-9-]+)` → `\1@<shared_domain>`"),
+)
+"""The ways the documentation registers an agent by slug."""
+
+
+def documented_texts() -> list[tuple[str, str]]:
+    """Every document, and every `--help` example, with where it comes from."""
+    texts = [(path.name, path.read_text(encoding="utf-8")) for path in DOCUMENTS]
+    for name, example in (SERVER_EXAMPLES | CLIENT_EXAMPLES).items():
+        texts.append((f"e2a {name} --help", example))
+    return texts
+
+
+def test_every_slug_the_documentation_registers_may_be_registered() -> None:
+    registered = [
+        (where, slug)
+        for where, text in documented_texts()
+        for pattern in REGISTRATIONS
+        for slug in pattern.findall(text)
+    ]
+    assert registered, "the patterns no longer find the documented registrations"
+    refused = []
+    for where, slug in registered:
+        try:
+            check_slug(slug)
+        except AddressError as exc:
+            refused.append(f"{where}: {exc}")
+    assert refused == []
+
+
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            found: argparse.ArgumentParser | None = action.choices.get(name)
+            return found
+    return None
+
+
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    return {flag for action in parser._actions for flag in action.option_strings}
+
+
+COMMAND_LINE = re.compile(r"(?:^|\$ |\| |`|sudo |bin/)(?:\S*/)?e2a ((?:[a-z-]+ ?)+[^`|#\n]*)")
+"""`e2a …` as the documents write a command: in backquotes, after a prompt, a pipe or sudo."""
+
+
+def test_every_command_and_flag_the_documentation_names_exists() -> None:
+    root = build_parser()
+    checked = 0
+    unknown = []
+    for where, text in documented_texts():
+        for line in text.splitlines():
+            for match in COMMAND_LINE.finditer(line):
+                command = match.group(1)
+                parser, path = root, []
+                for word in command.split():
+                    inner = _subcommand(parser, word) if re.fullmatch(r"[a-z-]+", word) else None
+                    if inner is None:
+                        break
+                    parser, path = inner, [*path, word]
+                if not path:
+                    continue
+                checked += 1
+                for flag in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", command):
+                    if flag not in _flags(parser):
+                        unknown.append(f"{where}: e2a {' '.join(path)} has no {flag}")
+    assert checked > 100, "the pattern no longer finds the documented commands"
+    assert unknown == []
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/cli.md"])
+def test_the_documented_subcommands_exist(document: str) -> None:
+    text = (ROOT / document).read_text(encoding="utf-8")
+    table = re.search(r"`e2a login`, (.+?) \| client commands", text)
+    named = set(re.findall(r"`(?:e2a )?([a-z]+)`", table.group(1))) if table else set()
+    named |= set(re.findall(r"^\| `e2a ([a-z]+)", text, flags=re.MULTILINE))
+    assert named
+    assert {name for name in named if _subcommand(build_parser(), name) is None} == set()
