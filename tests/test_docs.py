@@ -1,5 +1,6 @@
 """What the documentation tells a reader to type works: the commands and flags it names exist,
-and the agents it registers may be registered."""
+the agents it registers may be registered, and what it says about the configuration and the
+reserved slugs is what the gateway does."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from e2a_gateway.addresses import AddressError, check_slug
+from e2a_gateway.addresses import RESERVED_SLUGS, AddressError, check_slug
 from e2a_gateway.cli.client_commands import EXAMPLES as CLIENT_EXAMPLES
 from e2a_gateway.cli.main import EXAMPLES as SERVER_EXAMPLES
 from e2a_gateway.cli.main import build_parser
@@ -49,6 +50,14 @@ def test_every_slug_the_documentation_registers_may_be_registered() -> None:
         except AddressError as exc:
             refused.append(f"{where}: {exc}")
     assert refused == []
+
+
+def test_the_reserved_slugs_api_md_lists_are_the_gateways() -> None:
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    found = re.search(r"\*\*Reserved slugs\*\*: ([a-z0-9, \n-]+)\.", text)
+    assert found, "docs/api.md no longer lists the reserved slugs"
+    listed = {slug.strip() for slug in found.group(1).split(",")}
+    assert listed == set(RESERVED_SLUGS)
 
 
 def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser | None:
