@@ -14,6 +14,7 @@ from e2a_gateway.addresses import RESERVED_SLUGS, AddressError, check_slug
 from e2a_gateway.cli.client_commands import EXAMPLES as CLIENT_EXAMPLES
 from e2a_gateway.cli.main import EXAMPLES as SERVER_EXAMPLES
 from e2a_gateway.cli.main import build_parser
+from e2a_gateway.config import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -108,3 +109,40 @@ def test_the_documented_subcommands_exist(document: str) -> None:
     named |= set(re.findall(r"^\| `e2a ([a-z]+)", text, flags=re.MULTILINE))
     assert named
     assert {name for name in named if _subcommand(build_parser(), name) is None} == set()
+
+
+EXAMPLE_VALUES = {
+    ("smtp", "hostname"),
+    ("smtp", "tls_cert"),
+    ("smtp", "tls_key"),
+    ("outbound_smtp", "host"),
+}
+"""Keys config.example.toml shows with an example rather than their default."""
+
+COMMENTED_SETTING = re.compile(r"^# ?([a-z_]+) = (.+?)(?:\s+#.*)?$")
+
+
+def test_every_commented_setting_in_config_example_is_its_default(tmp_path: Path) -> None:
+    """Uncommenting any one line of config.example.toml is accepted and changes nothing (a
+    `""` counts as unset, as the loader takes it)."""
+    defaults = load_settings(None, environ={}).model_dump()
+    section = ""
+    checked = 0
+    for line in (ROOT / "config.example.toml").read_text(encoding="utf-8").splitlines():
+        if header := re.match(r"^\[([a-z_]+)\]", line):
+            section = header.group(1)
+            continue
+        setting = COMMENTED_SETTING.match(line)
+        if setting is None:
+            continue
+        key, value = setting.groups()
+        if (section, key) in EXAMPLE_VALUES:
+            continue
+        path = tmp_path / "e2a.toml"
+        path.write_text(f"[{section}]\n{key} = {value}\n" if section else f"{key} = {value}\n")
+        loaded = load_settings(path, environ={}).model_dump()
+        checked += 1
+        got = loaded[section][key] if section else loaded[key]
+        want = defaults[section][key] if section else defaults[key]
+        assert got == want or (got == "" and want is None), f"{section}.{key}"
+    assert checked > 50
