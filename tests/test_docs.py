@@ -146,3 +146,22 @@ def test_every_commented_setting_in_config_example_is_its_default(tmp_path: Path
         want = defaults[section][key] if section else defaults[key]
         assert got == want or (got == "" and want is None), f"{section}.{key}"
     assert checked > 50
+
+
+def test_the_loggers_the_documentation_shows_are_the_gateways() -> None:
+    """A log line or logger named in the docs is one the gateway writes to, so a filter
+    written from the docs (`grep 'e2a.smtp:'`, `logger == "e2a.webhooks"`) finds its lines."""
+    source = "\n".join(
+        path.read_text(encoding="utf-8") for path in (ROOT / "e2a_gateway").rglob("*.py")
+    )
+    loggers = set(re.findall(r"getLogger\(\"([a-z0-9_.]+)\"\)", source))
+    shown_as = re.compile(
+        r"(?:INFO|WARNING|ERROR|DEBUG) ([a-z0-9_.]+):|\"logger\": \"([a-z0-9_.]+)\""
+    )
+    shown = {
+        line_name or json_name
+        for _, text in documented_texts()
+        for line_name, json_name in shown_as.findall(text)
+    }
+    assert shown
+    assert shown - loggers == set()
