@@ -47,9 +47,12 @@ async def mcp_client(
 
 
 @asynccontextmanager
-async def stdio_client(base_url: str, key: str, agent: str = "") -> AsyncIterator[Client]:
-    """`python -m e2a_gateway mcp` as a subprocess, connected to with the official stdio client."""
-    env = {"E2A_BASE_URL": base_url, "E2A_API_KEY": key, "E2A_AGENT_EMAIL": agent}
+async def stdio_client(
+    base_url: str, key: str, agent: str = "", url_variable: str = "E2A_BASE_URL"
+) -> AsyncIterator[Client]:
+    """`python -m e2a_gateway mcp` as a subprocess, connected to with the official stdio client;
+    `url_variable` is the variable that names the gateway to it."""
+    env = {url_variable: base_url, "E2A_API_KEY": key, "E2A_AGENT_EMAIL": agent}
     server = StdioServerParameters(
         command=sys.executable, args=["-m", "e2a_gateway", "mcp"], env=env
     )

@@ -105,12 +105,18 @@ async def test_another_users_agent_is_out_of_reach(
         assert (await failure(client, "wait_for_email", {"timeout_seconds": 1}))["status"] == 404
 
 
-async def test_unreachable_gateway_is_a_readable_tool_error(make_account: Any) -> None:
+@pytest.mark.parametrize("url_variable", ["E2A_BASE_URL", "E2A_URL", "E2A_API_URL"])
+async def test_unreachable_gateway_is_a_readable_tool_error(
+    make_account: Any, url_variable: str
+) -> None:
+    # E2A_API_URL is the name e2a's own MCP server reads: a config written for it reaches
+    # this gateway too, and not the hosted service.
     account: Account = await make_account("stdio-offline@example.com")
     closed = bind_tcp("127.0.0.1", 0, "test", "127.0.0.1:0")
     port = closed.getsockname()[1]
     closed.close()
-    async with stdio_client(f"http://127.0.0.1:{port}", account.key) as client:
+    url = f"http://127.0.0.1:{port}"
+    async with stdio_client(url, account.key, url_variable=url_variable) as client:
         error = await failure(client, "list_agents")
     assert error["code"] == "gateway_unreachable"
     assert error["retryable"] is True and error["status"] == 0
@@ -205,6 +211,26 @@ def test_missing_api_key_exits_1_with_a_clear_message() -> None:
     )
     assert finished.returncode == 1
     assert "E2A_API_KEY is not set" in finished.stderr
+    assert finished.stdout == ""
+
+
+def test_without_a_gateway_url_the_key_is_sent_nowhere() -> None:
+    # Not to the SDK's default, e2a's hosted service: the key is this gateway's.
+    env = {"PATH": "/usr/bin:/bin", "E2A_API_KEY": "e2a_" + "0" * 64}
+    finished = subprocess.run(
+        [sys.executable, "-m", "e2a_gateway", "mcp"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert finished.returncode == 1
+    assert finished.stderr == (
+        "e2a mcp: E2A_BASE_URL is not set — set it to your gateway's URL "
+        "(http.public_url, e.g. https://mail.example.com)\n"
+    )
     assert finished.stdout == ""
 
 

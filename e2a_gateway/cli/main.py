@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="MCP server over stdio for Claude, Cursor and other MCP clients",
         description="Serve e2a's mail tools (inbox, read, send, reply, wait, approvals) to an "
         "MCP client over stdin/stdout, against a running gateway. Reads E2A_API_KEY "
-        "(required), E2A_BASE_URL (or E2A_URL) and E2A_AGENT_EMAIL (the default agent).",
+        "(required), E2A_BASE_URL (required; or E2A_URL, E2A_API_URL) and E2A_AGENT_EMAIL "
+        "(the default agent).",
         epilog=EXAMPLES["mcp"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

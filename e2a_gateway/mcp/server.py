@@ -149,7 +149,7 @@ def _stdin() -> IO[str]:
     return open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False)
 
 
-async def serve_stdio(api_key: str, agent_email: str, base_url: str | None) -> None:
+async def serve_stdio(api_key: str, agent_email: str, base_url: str) -> None:
     """Serve the tools over stdin/stdout for one client, against the gateway at `base_url`."""
     port = SdkPort(api_key=api_key, agent_email=agent_email, base_url=base_url)
     async with port:
@@ -180,8 +180,15 @@ async def serve_stdio(api_key: str, agent_email: str, base_url: str | None) -> N
             await server.run(read_stream, answers, server.create_initialization_options())
 
 
+GATEWAY_URL_VARIABLES = ("E2A_BASE_URL", "E2A_URL", "E2A_API_URL")
+"""Where `e2a mcp` finds the gateway, first set first: the contract's name, the CLI's, and the
+one e2a's own MCP server reads."""
+
+
 def run_stdio() -> int:
-    """`e2a mcp`: serve over stdio using E2A_API_KEY, E2A_AGENT_EMAIL and E2A_BASE_URL."""
+    """`e2a mcp`: serve over stdio using E2A_API_KEY, E2A_AGENT_EMAIL and E2A_BASE_URL (or
+    another of GATEWAY_URL_VARIABLES). Without a URL it refuses to start rather than hand the
+    key to the SDK's default, e2a's hosted service."""
     api_key = os.environ.get("E2A_API_KEY", "").strip()
     if not api_key:
         print(
@@ -190,8 +197,18 @@ def run_stdio() -> int:
             file=sys.stderr,
         )
         return 1
+    base_url = next(
+        (url for name in GATEWAY_URL_VARIABLES if (url := os.environ.get(name, "").strip())),
+        None,
+    )
+    if base_url is None:
+        print(
+            "e2a mcp: E2A_BASE_URL is not set — set it to your gateway's URL "
+            "(http.public_url, e.g. https://mail.example.com)",
+            file=sys.stderr,
+        )
+        return 1
     agent_email = os.environ.get("E2A_AGENT_EMAIL", "").strip()
-    base_url = os.environ.get("E2A_BASE_URL") or os.environ.get("E2A_URL") or None
     try:
         anyio.run(serve_stdio, api_key, agent_email, base_url)
     except KeyboardInterrupt:
