@@ -39,7 +39,7 @@ from e2a_gateway.startup import (
     load_then_settle,
     smtp_options,
 )
-from e2a_gateway.storage import POSTGRES_SCHEMES, redacted_url
+from e2a_gateway.storage import POSTGRES_SCHEMES, redacted_url, sole_gateway
 from e2a_gateway.storage.group_commit import GroupCommitter
 from e2a_gateway.workers.approvals import ApprovalWorker
 from e2a_gateway.workers.outbound import OutboundWorker
@@ -205,7 +205,11 @@ async def run_gateway(
         raise
     smtp_address = smtp_sock.getsockname()
     http_address = http_sock.getsockname()
-    async with open_gateway(settings, resolver) as gateway, trio.open_nursery() as nursery:
+    async with (
+        sole_gateway(settings.database.url),
+        open_gateway(settings, resolver) as gateway,
+        trio.open_nursery() as nursery,
+    ):
         nursery.start_soon(_note_stopping, gateway)
         gateway.smtp_address = (smtp_address[0], smtp_address[1])
         if settings.database.url.startswith(POSTGRES_SCHEMES):

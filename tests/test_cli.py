@@ -151,6 +151,41 @@ def test_serve_bootstrap_smtp_rest_and_sigterm(
     assert "hello" not in stderr and key not in stderr
 
 
+def test_a_second_gateway_on_the_same_sqlite_file_refuses_to_start(
+    server: tuple[Path, int, str, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    # SQLite leaves the job queues to one process: a second gateway on the file would free the
+    # first one's leases at start and send its mail in flight a second time.
+    _, _, url, process = server
+    other = tmp_path / "other"
+    other.mkdir()
+    second = write_config(other, free_port(), free_port())
+    second.write_text(second.read_text().replace(str(other / "e2a.db"), str(tmp_path / "e2a.db")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
+    try:
+        result = subprocess.run(
+            [*E2A, "serve", "--config", str(second)],
+            cwd=other,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("a second e2a serve started on the same SQLite database")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("e2a:")]
+    assert len(lines) == 1, result.stderr
+    assert "database.url" in lines[0] and "another `e2a serve`" in lines[0]
+    assert "Traceback" not in result.stderr
+    # The first goes on serving, and the one-off commands still run beside it.
+    assert process.poll() is None
+    assert httpx.get(f"{url}/api/health", timeout=5).status_code == 200
+    migrate = run_e2a("migrate", "--config", str(second), cwd=other)
+    assert migrate.returncode == 0, migrate.stderr
+
+
 def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 from e2a_gateway.storage.announcements import CommitObserver
@@ -43,3 +45,17 @@ def open_storage(url: str, holder: str = "", on_commit: CommitObserver | None = 
         f"database.url: {url.split('://')[0]} is not supported — use sqlite:///path/to/e2a.db "
         "or postgresql://user:password@host:5432/dbname"
     )
+
+
+@asynccontextmanager
+async def sole_gateway(url: str) -> AsyncIterator[None]:
+    """Around a gateway's whole use of the database at `url`: on SQLite, hold the file for
+    this process alone (`sqlite.sole_gateway`; StorageUnavailable when another gateway holds
+    it). PostgreSQL takes replicas (docs/replicas.md)."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    from e2a_gateway.storage.sqlite import sole_gateway as hold_file
+
+    with hold_file(url.removeprefix("sqlite:///")):
+        yield

@@ -8,6 +8,7 @@ transaction with `synchronous=FULL`, so a committed write survives a crash or po
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
@@ -99,6 +100,40 @@ def _make_private(path: str) -> None:
                 mode,
                 mode & 0o700,
             )
+
+
+@contextmanager
+def sole_gateway(path: str) -> Iterator[None]:
+    """Hold the database file at `path` for one `e2a serve` while the block runs; raise
+    StorageUnavailable when another gateway process holds it.
+
+    On SQLite one process works the job queues (`release_leases` frees every lease at start),
+    so a second gateway on the same file would take over the first one's sends in flight and
+    send them again. The lock is the kernel's `flock`, apart from SQLite's own (POSIX) locks,
+    and goes with the process however it ends. It is taken before SQLite opens the file and
+    given back after SQLite has closed it: closing a descriptor of the file while SQLite holds
+    it open would drop SQLite's locks with it. A path that cannot be opened is left to
+    `SqliteStorage.open`, which says why."""
+    if path == ":memory:":
+        yield
+        return
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_MODE)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StorageUnavailable(
+                f"database.url: sqlite:///{path} is in use by another `e2a serve` — SQLite "
+                "serves one gateway process: stop the other one, or give this one its own "
+                "database.url (several replicas need PostgreSQL, docs/replicas.md)"
+            ) from None
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _connect(path: str) -> sqlite3.Connection:
