@@ -127,6 +127,15 @@ def test_environment_overrides_and_shared_domain(
 # Agents and domains
 
 
+def test_agents_register_without_a_mode_is_local_as_in_e2a(account: Account, cli: Cli) -> None:
+    # e2a's CLI registers every agent local; a webhook URL given makes it a cloud agent.
+    local, cloud = f"{account.prefix}-plain", f"{account.prefix}-hooked"
+    registered = cli.json("agents", "register", local)
+    assert (registered["email"], registered["agent_mode"]) == (f"{local}@{DOMAIN}", "local")
+    hooked = cli.json("agents", "register", cloud, "--webhook-url", "https://example.com/hook")
+    assert hooked["agent_mode"] == "cloud"
+
+
 def test_agents_update_takes_e2a_flag_names_and_slugs(account: Account, cli: Cli) -> None:
     email = f"{account.prefix}-hitl@{DOMAIN}"
     register(cli, email)

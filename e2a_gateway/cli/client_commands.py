@@ -167,7 +167,8 @@ def _agent_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mode",
         choices=("cloud", "local"),
-        help="cloud: webhook delivery; local: pull over REST/WebSocket",
+        help="cloud: webhook delivery; local: pull over REST/WebSocket (a new agent is "
+        "local unless --webhook-url is given, as in e2a's CLI)",
     )
 
 
@@ -595,7 +596,7 @@ def cmd_agents_register(ctx: Context) -> None:
         email=args.email,
         name=args.name,
         webhook_url=args.webhook_url,
-        agent_mode=args.mode,
+        agent_mode=args.mode or ("cloud" if args.webhook_url else "local"),
     )
     if ctx.json:
         print_json(_agent_json(agent))
