@@ -192,6 +192,17 @@ _QUOTED_PAIR = re.compile(r"\\(.)")
 NAME_SPECIALS = '( ) < > [ ] : ; @ \\ , "'
 
 
+def only_agent(addresses: list[str]) -> str | None:
+    """The agent a request that names none acts for: the caller's one agent, or among several
+    the one left beside postmaster inboxes (`postmaster@…`, which take the operator's mail and
+    send none of their own: the gateway makes one in the first account when postmaster mail
+    first arrives); None when that leaves no single agent."""
+    if len(addresses) == 1:
+        return addresses[0]
+    senders = [a for a in addresses if a.rpartition("@")[0].lower() != "postmaster"]
+    return senders[0] if len(senders) == 1 else None
+
+
 class Mailbox(NamedTuple):
     """One mailbox of an address header: its display name ("" for none) and its address."""
 

@@ -126,6 +126,30 @@ async def test_abuse_on_every_served_domain_reaches_the_postmaster_inbox(
     assert refused["rcpt"]["abuse@unknown.example"][0] == 550
 
 
+async def test_the_postmaster_inbox_leaves_the_operators_one_agent_the_default_sender(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """The postmaster inbox the first mail to postmaster makes in the operator's account is no
+    agent of theirs to send from: a send naming no `from` still comes from their one agent."""
+    operator = await first_account(running, make_account, "operator@example.com")
+    created = await operator.http.post(
+        "/api/v1/agents", json={"slug": "desk", "agent_mode": "local"}
+    )
+    assert created.status_code == 201, created.text
+    held = await operator.http.put(
+        agent_path("desk@agents.test"), json={"hitl_enabled": True, "hitl_ttl_seconds": 3600}
+    )
+    assert held.status_code == 200, held.text
+    assert (await send(running, ["postmaster@agents.test"], "a report"))["data"][0] == 250
+    assert await subjects(operator, INBOX) == ["a report"]
+
+    body = {"to": ["x@example.org"], "subject": "s", "body": "b"}
+    sent = await operator.http.post("/api/v1/send", json=body)
+    assert sent.status_code == 202, sent.text
+    (pending,) = (await operator.http.get("/api/v1/messages")).json()["messages"]
+    assert pending["agent_id"] == "desk@agents.test"
+
+
 async def test_postmaster_of_a_foreign_domain_is_relay_denied(
     running: RunningGateway, make_account: Any
 ) -> None:

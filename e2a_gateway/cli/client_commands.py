@@ -18,6 +18,7 @@ import sys
 import textwrap
 from typing import TYPE_CHECKING, Any
 
+from e2a_gateway.addresses import only_agent
 from e2a_gateway.cli.approvals import (
     cmd_approve,
     cmd_pending_list,
@@ -564,8 +565,8 @@ def cmd_login(ctx: Context) -> None:
         values.pop("shared_domain", None)
     if args.agent:
         values["agent_email"] = args.agent
-    elif len(agents) == 1:
-        values["agent_email"] = agents[0]
+    elif (only := only_agent(agents)) is not None:
+        values["agent_email"] = only
     path = save_config(values)
     if ctx.json:
         print_json(
@@ -848,8 +849,8 @@ def cmd_whoami(ctx: Context) -> None:
     mine = next((k for k in keys if k.key_prefix and key.startswith(k.key_prefix)), None)
     agents = client.list_agents().agents
     default = effective("agent_email", ctx.values)
-    if default is None and len(agents) == 1:
-        default = agents[0].email
+    if default is None:
+        default = only_agent([agent.email for agent in agents if agent.email])
     if ctx.json:
         print_json(
             {

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from e2a_gateway.addresses import only_agent
 from e2a_gateway.cli.config_file import effective, saved
 
 if TYPE_CHECKING:
@@ -74,8 +75,9 @@ class Context:
         if chosen:
             return self.address(str(chosen))
         agents = [a.email for a in self.client().list_agents().agents if a.email]
-        if len(agents) == 1:
-            return agents[0]
+        only = only_agent(agents)
+        if only is not None:
+            return only
         if not agents:
             raise ClientError("this key has no agents: run `e2a agents register <slug>`")
         raise ClientError(

@@ -25,6 +25,7 @@ import httpx
 import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from e2a_gateway.addresses import only_agent
 from e2a_gateway.mcp.port import GatewayPort
 from e2a_gateway.mcp.tiers import E2A_ANNOTATIONS
 from e2a_gateway.v1 import Attachment, E2AApiError
@@ -89,8 +90,9 @@ class ToolCaller:
         if bound:
             return bound
         agents = await self._agents()
-        if len(agents) == 1:
-            return agents[0]
+        only = only_agent(agents)
+        if only is not None:
+            return only
         if not agents:
             raise ToolFailure(
                 "this API key has no agents yet: create one first (create_agent, or "
@@ -112,8 +114,7 @@ class ToolCaller:
         bound = await self.bound_agent()
         if bound:
             return bound
-        agents = await self._agents()
-        return agents[0] if len(agents) == 1 else None
+        return only_agent(await self._agents())
 
     async def _agents(self) -> list[str]:
         return [a.email for a in (await self.port.list_agents()).agents if a.email]

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol, TypedDict
 import trio
 from pydantic import Field
 
-from e2a_gateway.addresses import Mailbox, format_mailbox
+from e2a_gateway.addresses import Mailbox, format_mailbox, only_agent
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import blocked_send_event
 from e2a_gateway.gateway import Gateway
@@ -216,7 +216,8 @@ async def send_test(gateway: Gateway, caller: Caller, email: str) -> Submission:
 
 
 async def _sender(gateway: Gateway, caller: Caller, requested: str | None) -> Agent:
-    """The agent a send comes from: `from` when given, else the caller's only agent."""
+    """The agent a send comes from: `from` when given, else the caller's only agent
+    (`only_agent`: a postmaster inbox beside it does not count)."""
     if requested is not None:
         try:
             return await owned_agent(gateway, caller, requested)
@@ -225,14 +226,15 @@ async def _sender(gateway: Gateway, caller: Caller, requested: str | None) -> Ag
                 "invalid_from", f"'from' must be one of your agents; {requested} is not"
             ) from None
     agents = await owned_agents(gateway, caller)
-    if len(agents) != 1:
+    chosen = only_agent([agent.email for agent in agents])
+    if chosen is None:
         raise Invalid(
             "invalid_from",
             "give 'from': you have "
             + ("no agents" if not agents else f"{len(agents)} agents")
             + ", so the sender cannot be chosen for you",
         )
-    return agents[0]
+    return next(agent for agent in agents if agent.email == chosen)
 
 
 def _send_limit(gateway: Gateway, agent_email: str) -> RateLimit:
