@@ -90,6 +90,18 @@ def test_a_seed_era_e2a_config_file_works_and_keeps_its_layout(
     assert cli.json("agents", "list")[0]["email"] == agent
 
 
+def test_a_gateway_url_without_a_scheme_is_refused_saying_how(
+    live: LiveGateway, cli: Cli, home: Path
+) -> None:
+    """`localhost:8080` saved as the URL made every later command fail on a missing scheme."""
+    for key in ("url", "api_url"):
+        code, _, err = cli("config", "set", key, "localhost:8080")
+        assert code == 2 and "give its scheme, such as http://localhost:8080" in err, err
+    assert not (home / ".e2a" / "config.json").exists()  # nothing saved
+    code, _, err = cli("login", "--url", "127.0.0.1:8080", "--api-key", "e2a_x")
+    assert code == 2 and "http://127.0.0.1:8080" in err, err
+
+
 def test_a_current_e2a_config_file_works_and_keeps_its_fields(
     live: LiveGateway, cli: Cli, home: Path
 ) -> None:

@@ -541,6 +541,7 @@ def cmd_login(ctx: Context) -> None:
     if not key:
         raise ClientError("no API key: pass --api-key KEY (create one with `e2a bootstrap`)")
     url = url.rstrip("/")
+    _check_url(url)
     try:
         info = fetch_info(url)
     except E2AApiError as exc:
@@ -879,11 +880,21 @@ def _masked(key: str, value: str) -> str:
     return value[:8] + "…" if key == "api_key" and len(value) > 8 else value
 
 
+def _check_url(url: str) -> None:
+    """Refuse a gateway URL that names no scheme: every later command would fail on it."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise UsageError(
+            f"{url!r} is no gateway URL: give its scheme, such as http://{url.strip('/')}"
+        )
+
+
 def cmd_config(ctx: Context) -> None:
     """`config [list]`, `config get KEY`, `config set KEY VALUE` (KEY ours or e2a's)."""
     args = ctx.args
     action = getattr(args, "config_command", None)
     if action == "set":
+        if canonical_key(args.key) == "url":
+            _check_url(args.value)
         values = dict(ctx.values)
         set_saved(values, args.key, args.value)
         path = save_config(values)
