@@ -120,22 +120,30 @@ def secret_weakness(secret: str) -> str | None:
     return None
 
 
-def check_signing_secret(settings: Settings) -> None:
-    """In production, refuse a missing, short or placeholder `signing.hmac_secret`."""
+def _signing_secret_problem(settings: Settings) -> str | None:
+    """In production, what is wrong with `signing.hmac_secret` (missing, short, placeholder)."""
     if not settings.is_production:
-        return
+        return None
     secret = settings.signing.hmac_secret
     if not secret:
-        raise ConfigError(
+        return (
             "signing.hmac_secret: required in production — set it in the config file or "
             f"E2A_SIGNING_HMAC_SECRET to the output of `{GENERATE_SECRET}`"
         )
     weakness = secret_weakness(secret)
     if weakness is not None:
-        raise ConfigError(
+        return (
             f"signing.hmac_secret: {weakness} — in production use {MIN_SECRET_BYTES} random "
             f"bytes' worth (64 hex digits), e.g. the output of `{GENERATE_SECRET}`"
         )
+    return None
+
+
+def check_signing_secret(settings: Settings) -> None:
+    """In production, refuse a missing, short or placeholder `signing.hmac_secret`."""
+    problem = _signing_secret_problem(settings)
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 def _is_reserved_domain(domain: str) -> bool:
@@ -178,8 +186,8 @@ def check_production(settings: Settings) -> list[str]:
     return warnings about risky ones. Does nothing in development."""
     if not settings.is_production:
         return []
-    check_signing_secret(settings)
-    problems = _refusals(settings)
+    secret_problem = _signing_secret_problem(settings)
+    problems = [secret_problem, *_refusals(settings)] if secret_problem else _refusals(settings)
     if problems:
         raise ConfigError("; ".join(problems))
     warnings: list[str] = []

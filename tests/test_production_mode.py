@@ -112,8 +112,13 @@ def test_a_random_secret_that_spells_a_word_inside_is_accepted(secret: str) -> N
 
 
 def test_what_the_example_config_ships_is_refused() -> None:
+    """Every key to mend is named at once, the missing secret among them: an operator fixes
+    them in one round, not one start per key."""
     example = load_settings(ROOT / "config.example.toml", environ={"E2A_ENV": "production"})
-    assert "signing.hmac_secret: required in production" in refusal(example)
+    message = refusal(example)
+    assert message.startswith("signing.hmac_secret: required in production")
+    assert "shared_domain: agents.localhost is a reserved name" in message
+    assert "http.public_url: still the development default" in message
     with_secret = example.model_copy(update={"signing": SigningSettings(hmac_secret=GOOD_SECRET)})
     message = refusal(with_secret)
     assert "shared_domain: agents.localhost is a reserved name" in message
