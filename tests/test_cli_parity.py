@@ -148,6 +148,23 @@ def test_agents_register_without_a_mode_is_local_as_in_e2a(account: Account, cli
     assert hooked["agent_mode"] == "cloud"
 
 
+def test_agents_list_marks_the_active_agent_and_takes_e2a_agent_flag(
+    account: Account, cli: Cli
+) -> None:
+    """e2a's `agents list --agent EMAIL` marks that agent (active); without it, the configured
+    agent is the one marked."""
+    first, second = (f"{account.prefix}-{n}@{DOMAIN}" for n in ("one", "two"))
+    register(cli, first)
+    register(cli, second)
+    code, out, err = cli("agents", "list", "--agent", second)
+    assert code == 0, err
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert "(active)" in lines[second] and "(active)" not in lines[first]
+    assert cli("config", "set", "agent_email", first)[0] == 0
+    lines = {line.split()[0]: line for line in cli("agents", "list")[1].splitlines()[1:]}
+    assert "(active)" in lines[first] and "(active)" not in lines[second]
+
+
 def test_agents_update_takes_e2a_flag_names_and_slugs(account: Account, cli: Cli) -> None:
     email = f"{account.prefix}-hitl@{DOMAIN}"
     register(cli, email)

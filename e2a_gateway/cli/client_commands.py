@@ -230,7 +230,14 @@ def _agent_commands(commands: Any) -> None:
     register.add_argument("slug", nargs="?", help="the local part on the shared domain")
     register.add_argument("--email", help="a full address on one of your verified domains")
     _agent_settings(register)
-    _add(agent_commands, "agents list", cmd_agents_list, "list your agents", "List your agents.")
+    listing = _add(
+        agent_commands,
+        "agents list",
+        cmd_agents_list,
+        "list your agents",
+        "List your agents; among several, the one later commands use is marked (active).",
+    )
+    _agent_option(listing)
     update = _add(
         agent_commands,
         "agents update",
@@ -608,14 +615,23 @@ def cmd_agents_register(ctx: Context) -> None:
 
 
 def cmd_agents_list(ctx: Context) -> None:
-    """`agents list`."""
+    """`agents list [--agent EMAIL]`: among several agents, the one later commands use
+    (`--agent`, else the configured one, else `only_agent`) is marked `(active)`, as in e2a's
+    CLI."""
     agents = ctx.client().list_agents().agents
     if ctx.json:
         print_json([_agent_json(a) for a in agents])
         return
+    chosen = ctx.args.agent or effective("agent_email", ctx.values)
+    addresses = [a.email for a in agents if a.email]
+    active = ctx.address(str(chosen)) if chosen else only_agent(addresses)
+
+    def shown(email: str | None) -> str | None:
+        return f"{email} (active)" if email == active and len(addresses) > 1 else email
+
     print_table(
         ("EMAIL", "MODE", "HITL", "WEBHOOK", "NAME"),
-        [(a.email, a.agent_mode, a.hitl_enabled, a.webhook_url, a.name) for a in agents],
+        [(shown(a.email), a.agent_mode, a.hitl_enabled, a.webhook_url, a.name) for a in agents],
         "No agents yet: run `e2a agents register <slug>`.",
     )
 
