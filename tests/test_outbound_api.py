@@ -12,6 +12,8 @@ import pytest
 import trio
 
 from e2a_gateway.app import RunningGateway
+from e2a_gateway.inbound.pipeline import InboundMailSink
+from e2a_gateway.smtp.protocol import Envelope, Mailbox
 from tests.conftest import SHARED_DOMAIN, Account, agent_path
 
 
@@ -30,6 +32,15 @@ async def agent(account: Account, slug: str, hitl: bool = False) -> str:
         )
         assert updated.json()["hitl_enabled"] is True
     return address
+
+
+async def received(running: RunningGateway, slug: str, original: bytes) -> str:
+    """Take `original` from human@example.org for `slug`@agents.test as the SMTP listener
+    does; the stored message's id."""
+    envelope = Envelope(
+        "client.example.org", "human@example.org", [Mailbox(slug, "agents.test")], original
+    )
+    return await InboundMailSink(running.gateway).accept_message(envelope, "192.0.2.1")
 
 
 async def test_hitl_agent_gets_202_and_nothing_is_queued(
@@ -234,8 +245,6 @@ async def test_rate_limit_per_agent(make_account: Any, running: RunningGateway) 
 
 
 async def test_reply_is_threaded(make_account: Any, running: RunningGateway) -> None:
-    from e2a_gateway.inbound.pipeline import InboundMailSink
-    from e2a_gateway.smtp.protocol import Envelope, Mailbox
 
     alice: Account = await make_account("alice@example.com")
     bot = await agent(alice, "replier", hitl=True)
@@ -441,8 +450,6 @@ async def test_a_reply_to_mail_with_odd_header_text_can_be_built(
     """A received subject may decode to line separators and a received Message-ID may hold
     control characters; the reply takes the subject with spaces instead and leaves such ids
     out of its threading headers, so it can always be built."""
-    from e2a_gateway.inbound.pipeline import InboundMailSink
-    from e2a_gateway.smtp.protocol import Envelope, Mailbox
     from e2a_gateway.workers.outbound import OutboundWorker
 
     alice: Account = await make_account("alice@example.com")
@@ -453,10 +460,7 @@ async def test_a_reply_to_mail_with_odd_header_text_can_be_built(
         b"Message-ID: <m\x01x@example.org>\r\nReferences: <m1@example.org> <m\x7f2@example.org>\r\n"
         b"\r\nwhere is it?\r\n"
     )
-    envelope = Envelope(
-        "client.example.org", "human@example.org", [Mailbox("odd", "agents.test")], original
-    )
-    inbound_id = await InboundMailSink(running.gateway).accept_message(envelope, "192.0.2.1")
+    inbound_id = await received(running, "odd", original)
     response = await alice.http.post(
         agent_path(bot, f"/messages/{inbound_id}/reply"), json={"body": "On its way."}
     )
@@ -475,8 +479,6 @@ async def test_a_reply_to_mail_with_an_endless_subject_keeps_a_subject_a_send_ma
     """A received subject may run to the header section's limit; a reply's, and a forward's,
     is cut to the 2000 characters a typed subject may have (writing a header that long took
     the outbound worker's event loop a second and more)."""
-    from e2a_gateway.inbound.pipeline import InboundMailSink
-    from e2a_gateway.smtp.protocol import Envelope, Mailbox
     from e2a_gateway.workers.outbound import OutboundWorker
 
     alice: Account = await make_account("alice@example.com")
@@ -486,10 +488,7 @@ async def test_a_reply_to_mail_with_an_endless_subject_keeps_a_subject_a_send_ma
         b"From: Human <human@example.org>\r\nTo: long@agents.test\r\n"
         b"Subject: " + subject + b"\r\nMessage-ID: <long@example.org>\r\n\r\nhello\r\n"
     )
-    envelope = Envelope(
-        "client.example.org", "human@example.org", [Mailbox("long", "agents.test")], original
-    )
-    inbound_id = await InboundMailSink(running.gateway).accept_message(envelope, "192.0.2.1")
+    inbound_id = await received(running, "long", original)
     replied = await alice.http.post(
         agent_path(bot, f"/messages/{inbound_id}/reply"), json={"body": "Noted."}
     )
@@ -540,8 +539,6 @@ async def test_a_reply_and_a_forward_to_text_hiding_an_encoded_line_break_write_
     once more: decoded on arrival it is an encoded word again, which the `email` package would
     decode into a line break and a header of the reply's own. The reply and the forward write
     it with spaces for the line break instead."""
-    from e2a_gateway.inbound.pipeline import InboundMailSink
-    from e2a_gateway.smtp.protocol import Envelope, Mailbox
     from e2a_gateway.workers.outbound import OutboundWorker
 
     alice: Account = await make_account("alice@example.com")
@@ -556,10 +553,7 @@ async def test_a_reply_and_a_forward_to_text_hiding_an_encoded_line_break_write_
         "--b\r\nContent-Type: text/plain\r\n"
         f"Content-Disposition: attachment; filename*=utf-8''{quoted_name}\r\n\r\nhi\r\n--b--\r\n"
     ).encode()
-    envelope = Envelope(
-        "client.example.org", "human@example.org", [Mailbox("odd", "agents.test")], original
-    )
-    inbound_id = await InboundMailSink(running.gateway).accept_message(envelope, "192.0.2.1")
+    inbound_id = await received(running, "odd", original)
     replied = await alice.http.post(
         agent_path(bot, f"/messages/{inbound_id}/reply"), json={"body": "On its way."}
     )
@@ -586,8 +580,6 @@ async def test_a_reply_to_mail_with_only_in_reply_to_keeps_the_thread(
     """RFC 5322 section 3.6.4: a parent with In-Reply-To but no References (as some clients
     write it) gives the reply References of that id then the parent's own, so participants who
     never saw the parent still thread it; the parent's id ends the chain once."""
-    from e2a_gateway.inbound.pipeline import InboundMailSink
-    from e2a_gateway.smtp.protocol import Envelope, Mailbox
     from e2a_gateway.workers.outbound import OutboundWorker
 
     alice: Account = await make_account("alice@example.com")
@@ -651,8 +643,6 @@ async def test_an_attachment_typed_as_mime_structure_is_refused(
 async def test_a_forward_carries_a_structure_typed_attachment_as_octets(
     make_account: Any, running: RunningGateway
 ) -> None:
-    from e2a_gateway.inbound.pipeline import InboundMailSink
-    from e2a_gateway.smtp.protocol import Envelope, Mailbox
     from e2a_gateway.workers.outbound import OutboundWorker
 
     alice: Account = await make_account("alice@example.com")
@@ -665,10 +655,7 @@ async def test_a_forward_carries_a_structure_typed_attachment_as_octets(
         b'Content-Disposition: attachment; filename="odd.bin"\r\n\r\nno boundary here\r\n'
         b"--b--\r\n"
     )
-    envelope = Envelope(
-        "client.example.org", "human@example.org", [Mailbox("fwd", "agents.test")], original
-    )
-    inbound_id = await InboundMailSink(running.gateway).accept_message(envelope, "192.0.2.1")
+    inbound_id = await received(running, "fwd", original)
     forwarded = await alice.http.post(
         f"/v1/agents/{bot}/messages/{inbound_id}/forward",
         json={"to": ["carol@example.org"], "text": "FYI"},
@@ -689,8 +676,6 @@ async def test_a_reply_names_at_most_100_references(
     """A received References may fill the header section; the reply's keeps the thread's first
     id and the latest (the parent last), so its header stays within what relays keep (Postfix
     drops what exceeds 100 KiB, breaking the DKIM signature), also reply after reply."""
-    from e2a_gateway.inbound.pipeline import InboundMailSink
-    from e2a_gateway.smtp.protocol import Envelope, Mailbox
     from e2a_gateway.workers.outbound import OutboundWorker
 
     alice: Account = await make_account("alice@example.com")
@@ -701,10 +686,7 @@ async def test_a_reply_names_at_most_100_references(
         "From: Human <human@example.org>\r\nTo: longthread@agents.test\r\nSubject: Thread\r\n"
         f"Message-ID: <parent@example.org>\r\nReferences: {folded}\r\n\r\nhi\r\n"
     ).encode()
-    envelope = Envelope(
-        "client.example.org", "human@example.org", [Mailbox("longthread", "agents.test")], original
-    )
-    inbound_id = await InboundMailSink(running.gateway).accept_message(envelope, "192.0.2.1")
+    inbound_id = await received(running, "longthread", original)
     replied = await alice.http.post(
         f"/v1/agents/{bot}/messages/{inbound_id}/reply", json={"text": "Noted."}
     )
@@ -749,8 +731,6 @@ async def test_a_reply_leaves_out_message_ids_it_cannot_write_as_they_are(
     In-Reply-To and References as RFC 2047 encoded words: no msg-id, matched by no client, and
     a References a reader may drop whole. Such ids are left out, as those with control
     characters are."""
-    from e2a_gateway.inbound.pipeline import InboundMailSink
-    from e2a_gateway.smtp.protocol import Envelope, Mailbox
     from e2a_gateway.workers.outbound import OutboundWorker
 
     alice: Account = await make_account("alice@example.com")
@@ -761,10 +741,7 @@ async def test_a_reply_leaves_out_message_ids_it_cannot_write_as_they_are(
         "Message-ID: <grüße@example.org>\r\n"
         f"References: <root@example.org>\r\n {long_id}\r\n <zwölf@example.org>\r\n\r\nhi\r\n"
     ).encode()
-    envelope = Envelope(
-        "client.example.org", "human@example.org", [Mailbox("ids", "agents.test")], original
-    )
-    inbound_id = await InboundMailSink(running.gateway).accept_message(envelope, "192.0.2.1")
+    inbound_id = await received(running, "ids", original)
     replied = await alice.http.post(
         agent_path(bot, f"/messages/{inbound_id}/reply"), json={"body": "Noted."}
     )
