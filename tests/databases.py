@@ -5,19 +5,23 @@ PostgreSQL cluster that `make pg` and CI start (`E2A_TEST_POSTGRES_URL`).
 new PostgreSQL database, dropped when its test ends; the default is SQLite. The storage tests
 run on both backends in either case.
 
-A gateway's database on PostgreSQL is a copy of one migrated once per run (`CREATE DATABASE …
-TEMPLATE`), by the gateway's own `migrate` in a child process: migrating each of them took
-about 0.1 s, which the suite's thousands of gateways paid in minutes. The gateway still runs its
-migrations on start and finds nothing left to do; the storage tests
-(`fresh_postgres_database`) and tests/test_replicas.py migrate empty databases themselves.
+A gateway's database is a copy of one migrated once per run, by the gateway's own `migrate`
+in a child process: on PostgreSQL with `CREATE DATABASE … TEMPLATE`, on SQLite a copy of the
+file. Migrating each of them took about 0.1 s on PostgreSQL and 0.2 s on SQLite (every step
+synced to disk), which the suite's thousand-odd gateways paid in minutes. The gateway still runs
+its migrations on start and finds nothing left to do; the storage tests
+(`fresh_postgres_database`, their SQLite files) and tests/test_replicas.py migrate empty
+databases themselves.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -35,6 +39,8 @@ _created: list[str] = []
 """Databases made for gateways by `gateway_database_url` and not dropped yet."""
 _templates: list[str] = []
 """The migrated database gateways' databases are copied from, once made (`_migrated_template`)."""
+_sqlite_templates: list[Path] = []
+"""The migrated SQLite file gateways' files are copied from, once made."""
 _MIGRATE = """
 import sys, trio
 from e2a_gateway.storage import open_storage
@@ -140,6 +146,26 @@ def _migrated_template(cluster: str) -> str:
     return _templates[0]
 
 
+def _migrated_sqlite_template() -> Path:
+    """A SQLite file migrated by e2a's own `migrate` in a child process (whose closing leaves
+    the whole database in the file, no write-ahead log beside it), made on first use."""
+    if not _sqlite_templates:
+        path = Path(tempfile.mkdtemp(prefix="e2a-template-")) / "e2a.db"
+        done = subprocess.run(
+            [sys.executable, "-c", _MIGRATE, f"sqlite:///{path}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        log = Path(f"{path}-wal")
+        if done.returncode != 0 or (log.exists() and log.stat().st_size > 0):
+            shutil.rmtree(path.parent, ignore_errors=True)
+            raise RuntimeError(f"migrating the template SQLite file failed:\n{done.stderr}")
+        _sqlite_templates.append(path)
+    return _sqlite_templates[0]
+
+
 def _drop_database(cluster: str, name: str) -> None:
     import psycopg
 
@@ -159,10 +185,15 @@ def fresh_postgres_database() -> Iterator[str]:
 
 
 def gateway_database_url(tmp_path: Path) -> str:
-    """The database of a gateway under test: a SQLite file in `tmp_path`, or with
+    """The database of a gateway under test: a SQLite file in `tmp_path` (a copy of the
+    migrated template unless one is there already), or with
     `E2A_TEST_BACKEND=postgres` a new database, dropped by `drop_gateway_databases`."""
     if gateway_backend() == "sqlite":
-        return f"sqlite:///{tmp_path / 'e2a.db'}"
+        path = tmp_path / "e2a.db"
+        if not path.exists():  # a gateway started again on the same path keeps its data
+            shutil.copyfile(_migrated_sqlite_template(), path)
+            path.chmod(0o600)  # as the gateway makes its database
+        return f"sqlite:///{path}"
     cluster = require_postgres()
     name = _create_database(cluster, template=_migrated_template(cluster))
     _created.append(name)
@@ -183,7 +214,9 @@ def drop_gateway_databases(keep: int = 0) -> None:
 
 
 def drop_template() -> None:
-    """Drop the migrated template, once no gateway database is left to copy it."""
+    """Drop the migrated templates, once no gateway database is left to copy them."""
+    while _sqlite_templates:
+        shutil.rmtree(_sqlite_templates.pop().parent, ignore_errors=True)
     cluster = postgres_url()
     while _templates and cluster is not None:
         _drop_database(cluster, _templates.pop())
