@@ -141,6 +141,13 @@ E2A_ATTEMPT_OUTCOMES = {
 message: sent, to be tried again, or failed for good."""
 UNMATCHED_ROUTE = "unmatched"
 """The route label of requests that matched no route (404s), so raw paths never become labels."""
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+"""The methods of HTTP (RFC 9110 section 9, RFC 5789) that label requests by name."""
+OTHER_METHOD = "OTHER"
+"""The method label of every other method a client names, so made-up ones never become
+labels (each would be a series kept until the gateway stops)."""
 
 
 class Metrics:
@@ -379,7 +386,9 @@ class Metrics:
         self.ws_disconnects.labels(reason).inc()
 
     def request_served(self, method: str, route: str, status: int, seconds: float) -> None:
-        """One HTTP request on `route` (a template such as `/api/v1/agents/<email>`)."""
+        """One HTTP request on `route` (a template such as `/api/v1/agents/<email>`); a method
+        outside HTTP_METHODS is counted as OTHER_METHOD."""
+        method = method if method in HTTP_METHODS else OTHER_METHOD
         self.http_latency.labels(method, route).observe(seconds)
         self.http_responses.labels(method, route, str(status)).inc()
         self.e2a_http_requests.labels(method, e2a_route(route), f"{status // 100}xx").inc()

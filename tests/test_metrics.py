@@ -375,3 +375,23 @@ async def test_a_v1_claim_that_cannot_be_announced_closes_1013_and_is_released(
     async with open_websocket_url(v1_url, extra_headers=bearer) as ws:
         with trio.fail_after(10):
             assert json.loads(await ws.get_message())["type"] == "email.received"
+
+
+async def test_request_methods_outside_http_share_one_label(
+    running: RunningGateway, anonymous: httpx.AsyncClient
+) -> None:
+    """Any client may name any method; each made-up one would be a new series in every HTTP
+    metric, kept until the gateway stops. They are all counted as `OTHER`."""
+    for n in range(50):
+        response = await anonymous.request(f"MADEUP{n}", "/v1/health")
+        assert response.status_code in (404, 405)
+    assert (await anonymous.request("PATCH", "/no/such/page")).status_code == 404
+    samples = await scrape(anonymous)
+    methods = {
+        dict(pairs)["method"]
+        for (name, pairs) in samples
+        if name.startswith(("e2a_http_request", "e2a_http_responses")) and dict(pairs)
+    }
+    assert methods - {"GET"} == {"PATCH", "OTHER"}  # GET: the scrapes
+    other = {"method": "OTHER", "route": "/legacy", "status_class": "4xx"}
+    assert value(samples, "e2a_http_requests_total", **other) == 50
