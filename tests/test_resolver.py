@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
+import tracemalloc
 from functools import partial
 
 import pytest
@@ -122,6 +124,29 @@ async def test_cache_answers_after_the_server_is_gone() -> None:
         assert sorted(await lookup_txt(cached, "example.com")) == expected
         with pytest.raises(DnsTemporaryError):
             await lookup_txt(uncached, "example.com")
+
+
+async def test_cached_answers_stay_within_their_memory_budget(nursery: trio.Nursery) -> None:
+    """Senders name the domains looked up (their DKIM selectors, SPF includes, DMARC
+    domains), and a DNS answer can be 64 KB: the cache is bounded by the memory its answers
+    take, not by their number, and the least recently used go first."""
+    budget = 1 << 20
+    large = [f"{n:03d}" + "x" * 250 for n in range(200)]  # about 50 KB an answer, over TCP
+    zone: Zone = {f"s{n}._domainkey.sender{n}.example": {"TXT": large} for n in range(16)}
+    with trio.fail_after(30):
+        port = await nursery.start(serve_dns, zone)
+        resolver = DnsResolver([f"127.0.0.1:{port}"], timeout=5, cache_bytes=budget)
+        await lookup_txt(resolver, "unknown.example")  # dnspython imported, resolver built
+        gc.collect()
+        tracemalloc.start()
+        try:
+            for name in zone:
+                assert len(await lookup_txt(resolver, name)) == len(large)
+            gc.collect()
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert held < 1.5 * budget
 
 
 async def test_silent_nameserver_times_out_as_temporary_error() -> None:

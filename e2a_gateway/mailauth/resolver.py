@@ -22,22 +22,34 @@ _T = TypeVar("_T")
 
 # A chain of CNAMEs longer than this is treated like a loop (no data), as resolvers do.
 _MAX_CNAME_CHAIN = 8
+DNS_CACHE_BYTES = 32 << 20
+"""The memory the cache of DNS answers may take: some nine thousand ordinary answers, or
+170 of the largest (64 KB) a sender's domain can serve."""
 
 
 class DnsResolver:
-    """Resolver over the network with dnspython, with its own cache and the configured
-    nameservers (`host`, `host:port`, `[v6]:port` or a bare IPv6 address, tried in order;
-    none means the system's resolv.conf). `timeout` bounds each lookup as a whole, retries
-    and failover included.
+    """Resolver over the network with dnspython, with its own cache (within `cache_bytes` of
+    memory, the least recently used answers going first) and the configured nameservers
+    (`host`, `host:port`, `[v6]:port` or a bare IPv6 address, tried in order; none means the
+    system's resolv.conf). `timeout` bounds each lookup as a whole, retries and failover
+    included.
 
     dnspython is imported, and its resolver built, on the first lookup (about a tenth of a
     second of CPU): lookups run in worker threads, so neither start-up nor the event loop
     waits for it.
     """
 
-    def __init__(self, nameservers: list[str], timeout: float, *, cache: bool = True):
+    def __init__(
+        self,
+        nameservers: list[str],
+        timeout: float,
+        *,
+        cache: bool = True,
+        cache_bytes: int = DNS_CACHE_BYTES,
+    ):
         # Parsed here, so a bad entry fails at once rather than on the first lookup.
-        self._options = ([nameserver_address(server) for server in nameservers], timeout, cache)
+        addresses = [nameserver_address(server) for server in nameservers]
+        self._options = (addresses, timeout, cache_bytes if cache else 0)
         self._built: Resolver | None = None
         self._building = threading.Lock()
 
@@ -72,8 +84,8 @@ class DnsResolver:
                 if self._built is None:
                     from e2a_gateway.mailauth.dnspython_resolver import DnspythonResolver
 
-                    nameservers, timeout, cache = self._options
-                    self._built = DnspythonResolver(nameservers, timeout, cache=cache)
+                    nameservers, timeout, cache_bytes = self._options
+                    self._built = DnspythonResolver(nameservers, timeout, cache_bytes=cache_bytes)
         return self._built
 
 
