@@ -2678,6 +2678,40 @@ async def test_upkeep_copies_the_log_into_the_database_off_the_commits(tmp_path:
         await storage.close()
 
 
+async def test_the_log_shrinks_back_after_a_burst_that_outgrew_it(tmp_path: Path) -> None:
+    """While a reader holds an old snapshot (a backup, a long export) no checkpoint can finish
+    and the write-ahead log grows with every commit. Once the log has been copied and starts
+    over, its file is cut back to the backstop's size rather than kept at its largest."""
+    path = tmp_path / "e2a.db"
+    wal = tmp_path / "e2a.db-wal"
+    storage = open_storage(f"sqlite:///{path}")
+    await storage.migrate()
+    limit = e2a_gateway.storage.sqlite.BACKSTOP_CHECKPOINT_PAGES * 4096
+    try:
+        alice = await add_user(storage)
+        await storage.add_agent(make_agent(alice, "a@agents.test"))
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as backup:
+            backup.execute("BEGIN")
+            backup.execute("SELECT count(*) FROM messages").fetchall()
+            burst = [
+                make_message(f"msg_{n}", "a@agents.test", os.urandom(1 << 20)) for n in range(48)
+            ]
+            await storage.store_inbound(burst, 0.0)
+            assert wal.stat().st_size > limit
+            backup.execute("COMMIT")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(storage.upkeep)
+            for n in range(3):  # each a commit, then a checkpoint behind it
+                await storage.store_inbound([make_message(f"msg_after_{n}", "a@agents.test")], 0)
+                await trio.sleep(2 * e2a_gateway.storage.sqlite.CHECKPOINT_SECONDS)
+            nursery.cancel_scope.cancel()
+        assert wal.stat().st_size <= limit
+        stored = await storage.read_inbound(alice, "a@agents.test", "msg_47")
+        assert stored is not None and stored.raw_message == burst[-1].raw_message
+    finally:
+        await storage.close()
+
+
 async def test_inbox_pages_and_messages_read_again_never_outlive_a_write(storage: Storage) -> None:
     """What a poll reads may be remembered (SQLite), but every write is seen by the next poll:
     new mail, a message marked read, a message trashed."""

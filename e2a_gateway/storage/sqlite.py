@@ -57,6 +57,11 @@ BACKSTOP_CHECKPOINT_PAGES = 10_000
 `upkeep` is not running (a command, a test) or cannot keep up. SQLite's own default is 1,000
 pages, which put a checkpoint — writing and syncing the database file — inside every few
 commits of a busy gateway."""
+LOG_BYTES_KEPT = BACKSTOP_CHECKPOINT_PAGES * 4096
+"""The most of its write-ahead log file SQLite keeps once the log has been copied into the
+database and starts over (`journal_size_limit`): a log grown past it (a burst while a reader
+held an old snapshot, so no checkpoint could finish) is cut back, not kept at its largest for
+as long as the gateway runs."""
 PRIVATE_MODE = 0o600
 SIDE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
 
@@ -220,6 +225,7 @@ class SqliteStorage(SqlStorage):
             writer = _connect(path)
             writer.execute("PRAGMA journal_mode = WAL")
             writer.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_CHECKPOINT_PAGES}")
+            writer.execute(f"PRAGMA journal_size_limit = {LOG_BYTES_KEPT}")
             readers = [_connect(path) for _ in range(READER_COUNT)]
             checkpointer = _connect(path)
         except (sqlite3.Error, OSError) as exc:
