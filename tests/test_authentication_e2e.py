@@ -25,16 +25,18 @@ from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.mailauth.resolver import Zone
 from tests.conftest import Account, agent_path, make_settings
 from tests.dns_server import serve_dns
-from tests.test_mailauth_dkim import rsa_key
+from tests.test_mailauth_dkim import arc_sealed, rsa_key
 from tests.test_signing_identity import contract_verify, sdk_verifies
 
 SIGNER = rsa_key("example.org", "mail")
+LIST_SEALER = rsa_key("lists.example.net", "arc")
 ZONE: Zone = {
     "example.org": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
     "_dmarc.example.org": {"TXT": ["v=DMARC1; p=reject"]},
     "attacker.example": {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]},
     "nospf.example": {"A": ["192.0.2.1"]},
     **SIGNER.zone(),
+    **LIST_SEALER.zone(),
 }
 
 
@@ -240,4 +242,24 @@ async def test_authentication_results_forged_in_our_name_are_not_stored(
     assert headers["X-E2A-Auth-Body-Hash"] == hashlib.sha256(raw).hexdigest()
     assert headers["X-E2A-Auth-Verified"] == "false"
     assert contract_verify(headers, raw, secret)
+    await account.http.aclose()
+
+
+async def test_arc_sealed_mail_dkimpy_chokes_on_is_stored(gateway: RunningGateway) -> None:
+    """A list's ARC set whose ARC-Message-Signature is folded with a tab made dkimpy raise; the
+    message was answered 451 on every try. It is stored, the chain reported as failed."""
+    account, _ = await account_with_bot(gateway)
+    checked = b"Authentication-Results: lists.example.net; spf=pass smtp.mailfrom=example.org\r\n"
+    sealed = arc_sealed(mail("alice@example.org", "tab folded arc", checked), LIST_SEALER).replace(
+        b"ARC-Message-Signature: i=1;", b"ARC-Message-Signature:\r\n\ti=1;", 1
+    )
+    await trio.to_thread.run_sync(send, gateway.addresses.smtp_port, "alice@example.org", sealed)
+    message = await received(account, "tab folded arc")
+    assert message["authentication_results"] == {
+        "spf": "pass",
+        "dkim": "none",
+        "dmarc": "pass",
+        "arc": "fail",
+    }
+    assert message["auth_headers"]["X-E2A-Auth-Verified"] == "true"
     await account.http.aclose()

@@ -347,3 +347,28 @@ def test_arc_without_key_fails_and_dns_trouble_is_temperror() -> None:
 def test_no_arc_headers_is_none() -> None:
     assert verify_arc(FixtureResolver(), MESSAGE) is None
     assert verify_arc(FixtureResolver(), b"garbage line\r\n\r\n") is None
+
+
+@pytest.mark.parametrize(
+    "fold",
+    [
+        pytest.param(b"ARC-Message-Signature:\r\n\ti=1;", id="folded-with-a-tab"),
+        pytest.param(b"ARC-Message-Signature:i=1;", id="no-space"),
+        pytest.param(b"ARC-Message-Signature: i=1 ;", id="space-before-semicolon"),
+    ],
+)
+def test_arc_message_signature_dkimpy_cannot_find_is_a_failed_chain(fold: bytes) -> None:
+    """dkimpy looks its AMS up again by the bytes ` i=1;` and raised IndexError when they were
+    spelt otherwise; an exception here left the message unstorable (451 until it bounced)."""
+    key = rsa_key("lists.example.org", "arc")
+    sealed = arc_sealed(LIST_MESSAGE, key).replace(b"ARC-Message-Signature: i=1;", fold, 1)
+    assert verify_arc(FixtureResolver.from_zone(key.zone()), sealed) == "fail"
+
+
+def test_arc_seal_checked_with_a_key_of_another_type_is_a_failed_chain() -> None:
+    """An RSA seal whose selector publishes an ed25519 key: dkimpy raised nacl's ValueError."""
+    key = rsa_key("lists.example.org", "arc")
+    other = ed25519_key("lists.example.org", "arc")
+    assert verify_arc(FixtureResolver.from_zone(other.zone()), arc_sealed(LIST_MESSAGE, key)) == (
+        "fail"
+    )
