@@ -263,3 +263,16 @@ async def test_arc_sealed_mail_dkimpy_chokes_on_is_stored(gateway: RunningGatewa
     }
     assert message["auth_headers"]["X-E2A-Auth-Verified"] == "true"
     await account.http.aclose()
+
+
+async def test_dkim_identity_naming_the_bare_domain_is_stored(gateway: RunningGateway) -> None:
+    """`i=example.org` for `d=example.org` made dkimpy raise IndexError; the message was
+    answered 451 on every try. It is stored, that signature neutral."""
+    account, _ = await account_with_bot(gateway)
+    signed = SIGNER.sign(mail("alice@example.org", "bare identity")).replace(
+        b"i=@example.org;", b"i=example.org;", 1
+    )
+    await trio.to_thread.run_sync(send, gateway.addresses.smtp_port, "alice@example.org", signed)
+    message = await received(account, "bare identity")
+    assert message["authentication_results"] == {"spf": "pass", "dkim": "neutral", "dmarc": "pass"}
+    await account.http.aclose()

@@ -227,6 +227,17 @@ def test_unusable_signature_field_is_neutral() -> None:
     assert (verdict.signatures[0].domain, verdict.signatures[0].selector) == ("example.com", "sel")
 
 
+def test_identity_that_is_the_bare_signing_domain_is_neutral() -> None:
+    """`i=example.com` (no `@`) for `d=example.com`: dkimpy indexed past the start of it and
+    raised IndexError, which left the message unstorable (451 until it bounced)."""
+    key = rsa_key("example.com")
+    signed = key.sign(MESSAGE).replace(b"i=@example.com;", b"i=example.com;", 1)
+    verdict = verify_dkim(FixtureResolver.from_zone(key.zone()), signed)
+    assert verdict.result == "neutral"
+    assert verdict.signatures[0].domain == "example.com"
+    assert verdict.signatures[0].reason.startswith("unusable signature")
+
+
 def test_signature_not_covering_from_is_neutral() -> None:
     """RFC 6376 6.1.1: a signature whose h= lacks From must be ignored, whatever it signs."""
     key = rsa_key("example.com")

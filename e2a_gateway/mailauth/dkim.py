@@ -129,6 +129,8 @@ def _verify_signature(
         signature, include_headers, signature_headers = verifier.verify_headerprep(index)
     except dkim.DKIMException as exc:
         return verdict("neutral", f"unusable signature: {exc}")
+    except IndexError:  # dkimpy's i= check reads past an `i=` that is just the `d=` domain
+        return verdict("neutral", "unusable signature: i= is not an address in d=")
     if b"from" not in include_headers:  # RFC 6376 section 6.1.1; dkimpy does not check it
         return verdict("neutral", "unusable signature: From field not signed")
     if signature.get(b"a", b"").lower() == b"rsa-sha1":  # dkimpy still verifies it
