@@ -383,3 +383,65 @@ def test_arc_seal_checked_with_a_key_of_another_type_is_a_failed_chain() -> None
     assert verify_arc(FixtureResolver.from_zone(other.zone()), arc_sealed(LIST_MESSAGE, key)) == (
         "fail"
     )
+
+
+class CountingResolver(FixtureResolver):
+    """A fixture resolver that records the TXT names asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    def txt(self, name: str) -> list[str]:
+        self.asked.append(name)
+        return super().txt(name)
+
+
+def unsigned_arc_sets(count: int, domain: str, selector: str) -> bytes:
+    """`count` complete ARC sets, newest first, well formed but signed by nobody."""
+    sets = b""
+    for instance in range(count, 0, -1):
+        cv = b"none" if instance == 1 else b"pass"
+        tags = b"i=%d; a=rsa-sha256; d=%s; s=%s" % (instance, domain.encode(), selector.encode())
+        sets += (
+            b"ARC-Seal: %s; cv=%s; b=AAAA\r\n" % (tags, cv)
+            + b"ARC-Message-Signature: %s; h=from; bh=AAAA; b=AAAA\r\n" % tags
+            + b"ARC-Authentication-Results: i=%d; %s; spf=pass\r\n" % (instance, domain.encode())
+        )
+    return sets
+
+
+def test_arc_chain_of_more_than_fifty_sets_fails_unchecked() -> None:
+    """RFC 8617 section 4.2.1: at most 50 sets. Each set checked costs key lookups and a hash
+    of the whole body; hundreds fit in a header section, minutes of work per message."""
+    key = rsa_key("lists.example.org", "arc")
+    resolver = CountingResolver()
+    resolver.load_zone(key.zone())
+    chain = unsigned_arc_sets(51, key.domain, key.selector)
+    assert verify_arc(resolver, chain + LIST_MESSAGE) == "fail"
+    assert resolver.asked == []
+
+
+def test_arc_checks_only_the_newest_message_signature() -> None:
+    """RFC 8617 section 5.2: the newest ARC-Message-Signature must validate, older ones need
+    not (the mail was changed since, which is why it is sealed); every seal is checked. The
+    verdict never depended on the older ones, only the work (a body hash each) did."""
+    first = rsa_key("lists.example.org", "arc")
+    second = rsa_key("forwarder.example.net", "arc2")
+    once = arc_sealed(LIST_MESSAGE, first)
+    twice = arc_sealed(
+        once.replace(
+            b"\r\n\r\n",
+            b"\r\nAuthentication-Results: forwarder.example.net; arc=pass\r\n\r\n",
+            1,
+        ),
+        second,
+    )
+    resolver = CountingResolver()
+    resolver.load_zone({**first.zone(), **second.zone()})
+    assert verify_arc(resolver, twice) == "pass"
+    asked = [name.rstrip(".") for name in resolver.asked]
+    # the newest seal and message signature, the first seal, not the first message signature
+    assert (asked.count(second.record_name), asked.count(first.record_name)) == (2, 1)
+    altered_newest = twice.replace(b"The numbers are in.", b"The numbers are out.")
+    assert verify_arc(resolver, altered_newest) == "fail"
