@@ -22,6 +22,8 @@ ZONE: Zone = {
     "example.org": {"TXT": ["v=spf1 ip4:192.0.2.25 -all"]},
     "mail.bank.example": {"TXT": ["v=spf1 ip4:192.0.2.25 -all"]},
     "_dmarc.bank.example": {"TXT": ["v=DMARC1; p=reject; aspf=s"]},
+    "xn--bcher-kva.example": {"TXT": ["v=spf1 ip4:192.0.2.25 -all"]},
+    "_dmarc.xn--bcher-kva.example": {"TXT": ["v=DMARC1; p=reject"]},
     **ESP.zone(),
 }
 """Mail from the pipeline's peer passes SPF for example.org, which has no DMARC record, and for
@@ -94,3 +96,20 @@ async def test_the_trust_basis_is_the_pass_that_aligned(
     sender = read.json()["trust"]["sender"]
     assert sender["authentication_results"] == {"spf": "pass", "dkim": "pass", "dmarc": "none"}
     assert (sender["verified"], sender["basis"]) == (True, "spf=pass")
+
+
+async def test_an_internationalised_envelope_domain_is_checked_and_shown_as_a_labels(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    """RFC 7208 section 4.3: SPF looks an internationalised domain up by its A-labels. The
+    U-labels of an SMTPUTF8 reverse path went into the Authentication-Results field as they
+    were, which its reader could not parse: the message showed no evidence at all."""
+    bot = await create_agent(alice, "bot")
+    data = "From: anna@bücher.example\r\nTo: bot@agents.test\r\nSubject: Buch\r\n\r\nHi.\r\n"
+    message_id = await accept(quiet.gateway, [bot], data.encode(), mail_from="anna@Bücher.example")
+
+    event, view = await shown(alice, bot, message_id)
+    assert (event["spf"]["status"], event["dmarc"]["status"]) == ("pass", "pass")
+    assert view is not None
+    assert view["spf"] == {"status": "pass", "domain": "xn--bcher-kva.example", "aligned": True}
+    assert view["dmarc"]["aligned_by"] == ["spf"]
