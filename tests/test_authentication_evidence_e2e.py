@@ -113,3 +113,25 @@ async def test_an_internationalised_envelope_domain_is_checked_and_shown_as_a_la
     assert view is not None
     assert view["spf"] == {"status": "pass", "domain": "xn--bcher-kva.example", "aligned": True}
     assert view["dmarc"]["aligned_by"] == ["spf"]
+
+
+async def test_a_signature_naming_a_domain_in_u_labels_does_not_hide_the_evidence(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    """A DKIM-Signature's d= and s= went into the gateway's Authentication-Results field as
+    written; non-ASCII there left the field unreadable, and a forged From: showed no DMARC
+    failure: a sender could hide the evidence against its mail with one junk signature."""
+    bot = await create_agent(alice, "bot")
+    data = (
+        "DKIM-Signature: v=1; a=rsa-sha256; d=Bücher.example; s=sélecteur; h=from;"
+        " bh=AAAA; b=AAAA\r\n"
+        "From: ceo@bank.example\r\nTo: bot@agents.test\r\nSubject: Wire\r\n\r\nPay.\r\n"
+    ).encode()
+    message_id = await accept(quiet.gateway, [bot], data)
+
+    _event, view = await shown(alice, bot, message_id)
+    assert view is not None
+    assert (view["dmarc"]["status"], view["dmarc"]["policy"]) == ("fail", "reject")
+    (signature,) = view["dkim"]
+    assert signature["domain"] == "xn--bcher-kva.example"
+    assert signature["status"] == "permerror"

@@ -22,6 +22,7 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from e2a_gateway.mailauth.dmarc import normalise_domain
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError, Resolver
 from e2a_gateway.mailauth.results import AuthResult, DkimSignatureResult
 from e2a_gateway.rfc5322 import header_section
@@ -157,7 +158,7 @@ def _verify_signature(
 ) -> DkimSignatureResult:
     dkim = dkimpy()
     tags = _tags(value)
-    domain = tags.get(b"d", b"").decode("utf-8", "replace").lower()
+    domain = normalise_domain(tags.get(b"d", b"").decode("utf-8", "replace"))
     selector = tags.get(b"s", b"").decode("utf-8", "replace")
 
     def verdict(result: AuthResult, reason: str = "") -> DkimSignatureResult:

@@ -3,7 +3,7 @@ removal of such fields that claim to come from us.
 
 Pure values and text: this module looks nothing up and decides nothing; `authenticate`
 fills these in. Everything rendered from a value the client chose (HELO name, domains,
-reasons) is made safe to put in a header field.
+reasons) is made safe to put in a header field, in ASCII.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ Alignment = Literal["r", "s"]
 # RFC 2045 token characters: a property value made only of these needs no quoting.
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`{|}~]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _MAX_REASON = 120
 _RESULTS_FIELD = re.compile(rb"authentication-results[ \t]*:", re.IGNORECASE)
 _LINE = re.compile(rb"[^\n]*\n|[^\n]+")
@@ -159,7 +160,10 @@ def _pvalue(text: str) -> str:
 
 
 def _quoted(text: str) -> str:
-    escaped = _CONTROL.sub("", text).replace("\\", "\\\\").replace('"', '\\"')
+    """`text` as a quoted-string in ASCII: the field's readers (`authres`) take no other, and
+    a field they cannot read would hide every verdict in it. Non-ASCII shows as `?`."""
+    text = _NON_ASCII.sub("?", _CONTROL.sub("", text))
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
 
 
