@@ -492,6 +492,116 @@ async def test_the_stream_catches_up_and_covers_cloud_agents(
     assert subjects == ["Before the stream", "While streaming"]
 
 
+def send_many(running: RunningGateway, address: str, subjects: list[str]) -> None:
+    """Send one message per subject to `address` over one SMTP connection."""
+    with smtplib.SMTP(running.addresses.smtp_host, running.addresses.smtp_port) as smtp:
+        for subject in subjects:
+            smtp.sendmail(
+                "carol@example.org",
+                [address],
+                f"From: carol@example.org\r\nSubject: {subject}\r\n\r\nHi\r\n".encode(),
+            )
+
+
+async def read_events(
+    client: httpx.AsyncClient, url: str, count: int, last_event_id: str | None = None
+) -> list[dict[str, str]]:
+    """The first `count` events (fields by name) of the stream at `url`, opened as an
+    EventSource reconnecting after `last_event_id` would; fewer when the stream ends first."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+    events: list[dict[str, str]] = []
+    fields: dict[str, str] = {}
+    with trio.fail_after(10):
+        async with client.stream("GET", url, headers=headers) as stream:
+            async for line in stream.aiter_lines():
+                if line:
+                    name, _, value = line.partition(": ")
+                    fields[name] = value
+                    continue
+                if "event" in fields:
+                    events.append(fields)
+                    if len(events) == count:
+                        break
+                fields = {}
+    return events
+
+
+def subjects_of(events: list[dict[str, str]]) -> list[str]:
+    """The subjects of the messages among `events`."""
+    return [json.loads(e["data"])["subject"] for e in events if e["event"] == "message"]
+
+
+async def test_a_reconnecting_stream_resumes_after_its_last_event(
+    browser, make_account, running: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # More mail than one read of the catch-up holds arrived since the page was rendered: it
+    # all comes, each message with its position as the event's id; reconnecting with the last
+    # id (as EventSource does) sends what arrived after it, and nothing already sent.
+    monkeypatch.setattr("e2a_gateway.dashboard.live.CATCH_UP_PAGE_SIZE", 2)
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "resumed")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    url = await open_stream(client, address)
+    await trio.to_thread.run_sync(send_many, running, address, [f"Early {n}" for n in range(5)])
+    first = await read_events(client, url, 5)
+    assert subjects_of(first) == [f"Early {n}" for n in range(5)]
+    assert all(e["event"] == "message" and e.get("id") for e in first)
+    await trio.to_thread.run_sync(send_many, running, address, ["In the gap"])
+    again = await read_events(client, url, 1, last_event_id=first[-1]["id"])
+    assert subjects_of(again) == ["In the gap"]
+    bad = await client.get(url, headers={"Last-Event-ID": "not-ours"})
+    assert bad.status_code == 400
+
+
+async def test_live_mail_moves_the_streams_position_once_quiet(
+    browser, make_account, running: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Live mail comes without a position; once the stream is quiet it says where the browser
+    # now stands, so a reconnection does not send that mail again.
+    monkeypatch.setattr("e2a_gateway.dashboard.live.KEEPALIVE_SECONDS", 0.3)
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "placed")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    url = await open_stream(client, address)
+    events: list[dict[str, str]] = []
+    fields: dict[str, str] = {}
+    with trio.fail_after(10):
+        async with client.stream("GET", url) as stream:
+            await trio.to_thread.run_sync(send_many, running, address, ["Live one", "Live two"])
+            async for line in stream.aiter_lines():
+                if line:
+                    name, _, value = line.partition(": ")
+                    fields[name] = value
+                    continue
+                if fields.get("event"):
+                    events.append(fields)
+                    if fields.get("id") and len(subjects_of(events)) == 2:
+                        break
+                fields = {}
+    assert subjects_of(events) == ["Live one", "Live two"]
+    position = events[-1]["id"]
+    await trio.to_thread.run_sync(send_many, running, address, ["After"])
+    again = await read_events(client, url, 1, last_event_id=position)
+    assert subjects_of(again) == ["After"]
+
+
+async def test_too_much_waiting_mail_asks_the_page_to_reload(
+    browser, make_account, running: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("e2a_gateway.dashboard.live.CATCH_UP_PAGE_SIZE", 2)
+    monkeypatch.setattr("e2a_gateway.dashboard.live.MAX_CATCH_UP", 3)
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "flooded")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    url = await open_stream(client, address)
+    await trio.to_thread.run_sync(send_many, running, address, [f"Many {n}" for n in range(4)])
+    events = await read_events(client, url, 5)
+    assert [e["event"] for e in events] == ["reload"]
+
+
 async def open_stream(client: httpx.AsyncClient, address: str) -> str:
     """The event-stream URL of `address`'s inbox page, as the page gives it."""
     inbox = await client.get(f"/agents/{quote(address, safe='')}/inbox")

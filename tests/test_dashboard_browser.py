@@ -13,7 +13,8 @@ import os
 import shutil
 import smtplib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -268,3 +269,90 @@ async def test_a_link_from_another_site_keeps_the_session(
     with trio.fail_after(60):
         seen = await trio.to_thread.run_sync(follow_a_link_from_elsewhere, base, account.key)
     assert seen["then"] == f"{base}/approvals", seen
+
+
+def watch_across_reconnects(
+    running: RunningGateway, key: str, address: str, flood: Callable[[], None]
+) -> dict[str, Any]:
+    """Open the agent's inbox, let mail arrive live, then more mail while the stream is down
+    between two connections; what the page shows then, and the Last-Event-ID each connection
+    of the stream sent. Then `flood()` lowers what a catch-up sends, and more arrives than
+    that while the stream is down: the page reloads, showing it."""
+    base = running.addresses.http_url
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(WAIT_MS)
+            resumed_after: list[str | None] = []
+            page.on(
+                "request",
+                lambda request: (
+                    resumed_after.append(request.all_headers().get("last-event-id"))
+                    if "/events" in request.url
+                    else None
+                ),
+            )
+            page.goto(f"{base}/signin")
+            page.get_by_label("API key").fill(key)
+            page.get_by_role("button", name="Sign in").click()
+            sync_api.expect(page.get_by_role("heading", name="Agents", exact=True)).to_be_visible()
+            page.goto(f"{base}/agents/{address}/inbox")
+            page.wait_for_selector("#inbox[data-live=connected]")
+            page.evaluate("window.notReloaded = true")
+            send_mail(running, address, "Live one")
+            sync_api.expect(page.get_by_role("link", name="Live one")).to_be_visible()
+            page.wait_for_selector("#inbox[data-live=reconnecting]")
+            for n in range(3):
+                send_mail(running, address, f"In the gap {n}")
+            sync_api.expect(page.get_by_role("link", name="In the gap 2")).to_be_visible()
+            page.wait_for_selector("#inbox[data-live=reconnecting]")  # once more, mail shown
+            page.wait_for_selector("#inbox[data-live=connected]")
+            seen = {
+                "rows": page.locator("#inbox tbody tr").all_inner_texts(),
+                "reloaded": page.evaluate("window.notReloaded") is not True,
+                "resumed_after": list(resumed_after),
+            }
+            # More mail waits after a reconnection than a stream sends: the page reloads.
+            flood()
+            page.wait_for_selector("#inbox[data-live=reconnecting]")
+            for n in range(3):
+                send_mail(running, address, f"Flood {n}")
+            sync_api.expect(page.get_by_role("link", name="Flood 2")).to_be_visible()
+            seen["reloaded_on_flood"] = page.evaluate("window.notReloaded") is not True
+            return seen
+        finally:
+            browser.close()
+
+
+async def test_the_live_inbox_misses_nothing_across_reconnects(
+    running: RunningGateway, make_account: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Streams last a second and reconnect after 1.5 s; a catch-up reads two messages at a
+    # time. Mail sent while the stream is down all appears, each message once, and each
+    # reconnection resumes after the last position the page was given. Too much waiting mail
+    # reloads the page.
+    monkeypatch.setattr("e2a_gateway.dashboard.live.STREAM_SECONDS", 1.0)
+    monkeypatch.setattr("e2a_gateway.dashboard.live.KEEPALIVE_SECONDS", 0.2)
+    monkeypatch.setattr("e2a_gateway.dashboard.live.RECONNECT_MILLISECONDS", 1500)
+    monkeypatch.setattr("e2a_gateway.dashboard.live.CATCH_UP_PAGE_SIZE", 2)
+    account: Account = await make_account("owner@example.com")
+    created = await account.http.post(
+        "/api/v1/agents", json={"slug": "desk", "agent_mode": "local"}
+    )
+    assert created.status_code == 201, created.text
+    address = created.json()["email"]
+    with trio.fail_after(60):
+        seen = await trio.to_thread.run_sync(
+            watch_across_reconnects,
+            running,
+            account.key,
+            address,
+            partial(monkeypatch.setattr, "e2a_gateway.dashboard.live.MAX_CATCH_UP", 2),
+        )
+    subjects = [row.split("\t")[1] for row in seen["rows"]]
+    assert subjects == ["Live one", "In the gap 0", "In the gap 1", "In the gap 2"]
+    assert not seen["reloaded"]
+    assert seen["reloaded_on_flood"]
+    first, *reconnections = seen["resumed_after"]
+    assert first is None and len(reconnections) >= 2 and all(reconnections), seen

@@ -173,12 +173,13 @@ async def inbox(session: Session, email: str) -> Response:
 @blueprint.get("/agents/<email>/events")
 @requires_session
 async def inbox_stream(session: Session, email: str) -> Response:
-    """Server-sent events: mail arriving for the agent after the page's last message."""
+    """Server-sent events: mail arriving for the agent after the last event the browser
+    received (`Last-Event-ID`, sent when it reconnects), else after the page's last message."""
     agent = await owned_agent(current_gateway(), session.caller, email)
     shown = LIVE_FILTERS.get(request.args.get("status", "all"))
     if shown is None:
         raise Invalid("invalid_request", "status must be all or unread")
-    after = request.args.get("after")
+    after = request.headers.get("Last-Event-ID") or request.args.get("after")
     events = stream_with_context(inbox_events)  # the stream outlives the handler
     response = Response(
         events(session, agent, shown, decode_page_token(after) if after else None),

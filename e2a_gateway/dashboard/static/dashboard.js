@@ -73,9 +73,16 @@
     state.textContent = "New message from " + frame.from + ": " + (frame.subject || "(no subject)");
   }
 
+  // Each message event carries its inbox position as its id: on reconnecting, EventSource
+  // sends it back (Last-Event-ID) and the server resumes after it; a message sent again is
+  // shown once. When more mail waits than one stream sends, the server asks for a reload.
   var source = new EventSource(table.dataset.events);
   source.addEventListener("message", function (event) {
     addRow(JSON.parse(event.data));
+  });
+  source.addEventListener("reload", function () {
+    source.close();
+    window.location.reload();
   });
   source.addEventListener("open", function () {
     table.dataset.live = "connected";
