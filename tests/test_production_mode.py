@@ -166,10 +166,15 @@ def test_good_settings_pass_with_warnings_and_development_is_unchecked(tmp_path:
 
 
 async def test_the_gateway_does_not_start_on_a_weak_secret(tmp_path: Path) -> None:
-    weak = production_settings(tmp_path, signing={"hmac_secret": "change-me"})
+    fresh = tmp_path / "fresh.db"
+    weak = production_settings(
+        tmp_path,
+        signing={"hmac_secret": "change-me"},
+        database={"url": f"sqlite:///{fresh}"},
+    )
     with pytest.raises(ConfigError, match=r"^signing\.hmac_secret: is shorter than 32 bytes"):
         await run_gateway(weak, resolver=FixtureResolver())
-    assert not (tmp_path / "e2a.db").exists()  # refused before anything was opened
+    assert not fresh.exists()  # refused before anything was opened
 
 
 async def test_smtp_without_tls_is_logged_at_start(
