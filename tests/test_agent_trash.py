@@ -122,7 +122,7 @@ async def test_held_mail_of_a_trashed_agent_leaves_the_queue_and_returns_on_rest
     # Their deadlines pass while the agent is in the trash: nothing is decided for it.
     storage = running.gateway.storage
     assert await storage.expire_outbound(time.time() + 8 * 24 * HOUR) == []
-    assert await storage.expire_inbound_holds(time.time() + 8 * 24 * HOUR) == 0
+    assert (await storage.expire_inbound_holds(time.time() + 8 * 24 * HOUR)).resolved == 0
     database = running.gateway.settings.database.url
     assert query(database, "SELECT status, hold FROM messages WHERE id = ?", (held_draft,)) == [
         ("pending_approval", None)

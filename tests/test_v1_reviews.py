@@ -22,6 +22,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.signing.magic_links import issue_token, link_key
+from e2a_gateway.workers.approvals import ApprovalWorker
 from tests.conftest import Account
 from tests.databases import query
 from tests.delivery_support import create_agent
@@ -588,6 +589,27 @@ async def test_the_api_v1_websocket_hears_of_held_mail_only_once_it_is_approved(
         with trio.fail_after(WAIT):
             frame = json.loads(await socket.get_message())
     assert (frame["message_id"], frame["subject"]) == (held["id"], "Held")
+
+
+async def test_a_websocket_hears_of_held_mail_its_expiry_delivers(
+    running: RunningGateway, owner: Account
+) -> None:
+    """A hold the agent's expiration action approves reaches its open WebSocket as one the
+    reviewer approves does, without the agent reconnecting."""
+    inbound = {"policy": "allowlist", "allowlist": ["friend@example.org"], "action": "review"}
+    await protect(owner, BOT, protection(inbound=inbound, holds={"on_expiry": "approve"}))
+    base = running.addresses.http_url.replace("http://", "ws://")
+    url = f"{base}/api/v1/agents/{quote(BOT, safe='')}/ws?token={owner.key}"
+    async with open_websocket_url(url, connect_timeout=WAIT) as socket:
+        await send(running, "alice@example.org", letter("alice@example.org", "Expires"))
+        (held,) = await queue(owner)
+        await ApprovalWorker(running.gateway).expire_due(time.time() + 604801)
+        with trio.fail_after(WAIT):
+            frame = json.loads(await socket.get_message())
+        assert (frame["message_id"], frame["subject"]) == (held["id"], "Expires")
+        with trio.move_on_after(0.5):
+            frame = await socket.get_message()
+            raise AssertionError(f"the agent heard of the released mail twice: {frame}")
 
 
 async def test_a_flagging_gate_delivers_with_the_reason(

@@ -1165,6 +1165,16 @@ class HeldMessage:
     None for a draft held before the gateway kept reasons."""
 
 
+@dataclass(frozen=True)
+class ExpiredHolds:
+    """One batch of overdue inbound holds resolved by their agents' expiration actions."""
+
+    resolved: int
+    """How many holds were resolved (at most one batch), delivered or dropped."""
+    delivered: list[tuple[str, InboundMessage]]
+    """Those delivered, each with its agent's id: its live listeners are to be told."""
+
+
 class Holds(Protocol):
     """The review queue (outbound drafts and inbound holds) and inbound holds' resolution."""
 
@@ -1193,10 +1203,10 @@ class Holds(Protocol):
         there (or not the user's)."""
         ...
 
-    async def expire_inbound_holds(self, now: float) -> int:
-        """Apply each overdue inbound hold's agent's expiration action (approve: delivered;
-        reject: dropped); how many were resolved (at most one batch). The holds of an agent in
-        the trash wait for it."""
+    async def expire_inbound_holds(self, now: float) -> ExpiredHolds:
+        """Apply each overdue inbound hold's agent's expiration action (approve: delivered,
+        its webhook job queued and the other replicas told; reject: dropped), at most one
+        batch. The holds of an agent in the trash wait for it."""
         ...
 
 

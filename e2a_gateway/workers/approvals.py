@@ -303,8 +303,12 @@ class ApprovalWorker:
                 break
         for message in expired:
             log.info("outbound %s approval expired -> %s", message.id, message.status)
-        while await storage.expire_inbound_holds(now) >= EXPIRE_BATCH:
-            pass  # inbound holds: the same agents' expiration action, batch by batch
+        while True:  # inbound holds: the same agents' expiration action, batch by batch
+            holds = await storage.expire_inbound_holds(now)
+            for agent_id, released in holds.delivered:  # delivered now: as on arrival
+                self._gateway.hub.publish_message(agent_id, released)
+            if holds.resolved < EXPIRE_BATCH:
+                break
         return expired
 
     async def send_due_notices(self, now: float) -> int:

@@ -10,6 +10,7 @@ its webhook job, a local agent's an announcement to its live listeners.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from e2a_gateway.clock import format_timestamp
@@ -18,6 +19,7 @@ from e2a_gateway.storage.announcements import MessageStored
 from e2a_gateway.storage.base import (
     PAST_DEADLINE,
     AgentInTrash,
+    ExpiredHolds,
     HeldKey,
     HeldMessage,
     InboundMessage,
@@ -91,9 +93,10 @@ def _inbound_row(tx: Transaction, user_id: str | None, message_id: str, *, lock:
     return tx.first(query, params)
 
 
-def _release(tx: Transaction, message: InboundMessage, now: float) -> None:
+def _release(tx: Transaction, message: InboundMessage, now: float) -> str | None:
     """Deliver a held message now: as it would have been on arrival, its `email.received`
-    event logged (and fanned out to the account's webhooks) then."""
+    event logged (and fanned out to the account's webhooks) then; its agent's id (None when
+    the agent is gone), whose live listeners on this process are told after the commit."""
     row = tx.first("SELECT agent_mode, id FROM agents WHERE email = ?", (message.agent_email,))
     cloud = row is not None and row[0] == CLOUD
     tx.execute(  # reviewed_at: retention counts a released message's days from its release
@@ -102,12 +105,13 @@ def _release(tx: Transaction, message: InboundMessage, now: float) -> None:
         (DELIVERY_PENDING if cloud else None, format_timestamp(now), message.id),
     )
     if row is None:
-        return
+        return None
     if cloud:
         add_job(tx, WEBHOOK_JOB, message.id, now)
     else:
         tx.announce(MessageStored(row[1], _as_new(message)))
     record_events(tx, [ReceivedEvents().event(message.user_id, message, now)])
+    return str(row[1])
 
 
 def _reject(tx: Transaction, message_id: str) -> None:
@@ -137,7 +141,7 @@ def _as_new(message: InboundMessage) -> NewInboundMessage:
     )
 
 
-def _expire(tx: Transaction, now: float) -> int:
+def _expire(tx: Transaction, now: float) -> ExpiredHolds:
     due = tx.all(
         "SELECT m.id, a.hitl_expiration_action FROM messages m "
         "JOIN agents a ON a.email = m.agent_email "
@@ -146,13 +150,16 @@ def _expire(tx: Transaction, now: float) -> int:
         f"LIMIT {EXPIRY_BATCH}{tx.dialect.skip_locked(of='m')}",
         (now,),
     )
+    delivered: list[tuple[str, InboundMessage]] = []
     for message_id, action in due:
         if action == EXPIRE_BY_APPROVING:
-            row = _inbound_row(tx, None, message_id, lock=False)
-            _release(tx, decode_message(row), now)
+            message = decode_message(_inbound_row(tx, None, message_id, lock=False))
+            agent_id = _release(tx, message, now)
+            if agent_id is not None:
+                delivered.append((agent_id, replace(message, hold=None)))
         else:
             _reject(tx, message_id)
-    return len(due)
+    return ExpiredHolds(len(due), delivered)
 
 
 class HoldsSql(Runner):
@@ -217,6 +224,6 @@ class HoldsSql(Runner):
 
         return await self._write(review)
 
-    async def expire_inbound_holds(self, now: float) -> int:
+    async def expire_inbound_holds(self, now: float) -> ExpiredHolds:
         """Resolve overdue inbound holds by their agents' expiration actions."""
         return await self._write(lambda tx: _expire(tx, now))
