@@ -431,6 +431,26 @@ class ReceivedEvents:
         return sender
 
 
+def inbound_review_event(
+    user_id: str,
+    message: ReceivedMessage,
+    approved: bool,
+    now: float,
+    reason: str | None = None,
+) -> NewEvent:
+    """How a review of inbound mail its agent's gate held ended, as e2a tells it with
+    `direction` `inbound`: `email.review_approved` (delivered to the agent now) or
+    `email.review_rejected` (never delivered), with the reviewer's (or the expiry's) `reason`
+    when there is one."""
+    event_type = REVIEW_APPROVED if approved else REVIEW_REJECTED
+    data = _inbound_data(message, **{"from": message.from_addr}, subject=message.subject)
+    if reason:
+        data["reason"] = reason
+    event_id = derived_event_id(message.id, event_type)
+    stored = envelope(event_type, event_id, now, data)
+    return _message_event(user_id, message, event_type, event_id, now, stored)
+
+
 def _epoch(text: str, otherwise: float) -> float:
     try:
         return parse_timestamp(text).timestamp()

@@ -473,6 +473,45 @@ async def test_an_agent_key_reads_no_event_of_mail_held_from_its_agent(
     assert hold["subject"] == "Secret hold"
 
 
+async def review_events(account: Account, event_type: str) -> dict[str, dict[str, Any]]:
+    """The `data` of the account's logged events of `event_type`, by message id."""
+    listed = await account.http.get("/v1/events", params={"type": event_type})
+    assert listed.status_code == 200, listed.text
+    return {item["data"]["message_id"]: item["data"] for item in listed.json()["items"]}
+
+
+async def test_an_inbound_review_is_told_as_email_review_approved_or_rejected(
+    running: RunningGateway, owner: Account
+) -> None:
+    """A reviewer's (or the expiry's) decision on held inbound mail is an event, as e2a fires
+    it with `direction` `inbound`: subscribers to email.review_rejected hear of a rejection,
+    and of the reviewer's reason, which the answer gives back too."""
+    inbound = {"policy": "allowlist", "allowlist": ["friend@example.org"], "action": "review"}
+    await protect(owner, BOT, protection(inbound=inbound, holds={"on_expiry": "reject"}))
+    for subject in ("Let in", "Keep out", "Too slow"):
+        await send(running, "alice@example.org", letter("alice@example.org", subject))
+    held = {item["subject"]: item["id"] for item in await queue(owner)}
+    approved = await owner.http.post(f"/v1/reviews/{held['Let in']}/approve", json={})
+    assert approved.status_code == 200, approved.text
+    rejected = await owner.http.post(
+        f"/v1/reviews/{held['Keep out']}/reject", json={"reason": "looks like phishing"}
+    )
+    assert rejected.status_code == 200, rejected.text
+    assert rejected.json()["rejection_reason"] == "looks like phishing"
+    await running.gateway.storage.expire_inbound_holds(time.time() + 604801)
+
+    yes = await review_events(owner, "email.review_approved")
+    assert set(yes) == {held["Let in"]}
+    data = yes[held["Let in"]]
+    assert (data["direction"], data["agent_email"]) == ("inbound", BOT)
+    assert (data["from"], data["subject"]) == ("alice@example.org", "Let in")
+    no = await review_events(owner, "email.review_rejected")
+    assert set(no) == {held["Keep out"], held["Too slow"]}
+    assert no[held["Keep out"]]["direction"] == "inbound"
+    assert no[held["Keep out"]]["reason"] == "looks like phishing"
+    assert no[held["Too slow"]]["reason"] == "approval expired"
+
+
 async def test_an_inbound_hold_past_its_ttl_takes_the_agents_expiry_action(
     running: RunningGateway, owner: Account
 ) -> None:

@@ -64,6 +64,8 @@ class Resolved:
     direction: Literal["inbound", "outbound"]
     outbound: OutboundMessage | None = None
     inbound: InboundMessage | None = None
+    reason: str | None = None
+    """The reviewer's reason for rejecting inbound mail (a draft keeps its own)."""
 
     @property
     def message_id(self) -> str:
@@ -165,16 +167,20 @@ async def reject(
         except Conflict as exc:
             raise _not_pending(exc.message) from None
         return Resolved("outbound", outbound=dropped)
-    inbound = await _release(gateway, caller.user_id, message_id, False)
-    return Resolved("inbound", inbound=inbound)
+    inbound = await _release(gateway, caller.user_id, message_id, False, request.reason)
+    return Resolved("inbound", inbound=inbound, reason=request.reason)
 
 
 async def _release(
-    gateway: Gateway, user_id: str | None, message_id: str, approve: bool
+    gateway: Gateway,
+    user_id: str | None,
+    message_id: str,
+    approve: bool,
+    reason: str | None = None,
 ) -> InboundMessage:
     try:
         message = await gateway.storage.release_inbound(
-            user_id, message_id, approve, time.time(), idempotency.held_key()
+            user_id, message_id, approve, time.time(), idempotency.held_key(), reason
         )
     except AgentInTrash as exc:
         raise reviews.agent_in_trash(message_id, exc.agent_email) from None

@@ -1195,10 +1195,13 @@ class Holds(Protocol):
         approve: bool,
         now: float,
         settles: HeldKey | None = None,
+        reason: str | None = None,
     ) -> InboundMessage | None:
         """Approve (delivered now: its webhook job or its live listeners) or reject (kept
-        hidden) an inbound message held for review, exactly once, recording it on the
-        Idempotency-Key claim `settles` in the same commit (as `add_outbound`); NotPending
+        hidden) an inbound message held for review, exactly once, logging its
+        `email.review_approved` or `email.review_rejected` (with the reviewer's `reason`) and
+        recording it on the Idempotency-Key claim `settles` in the same commit (as
+        `add_outbound`); NotPending
         when it is not held, AgentInTrash when its agent is in the trash, None when it is not
         there (or not the user's)."""
         ...

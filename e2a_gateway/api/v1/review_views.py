@@ -105,7 +105,8 @@ def approval_view(message_id: str, outbound: OutboundMessage | None) -> tuple[di
 
 def reject_result_view(resolved: Resolved) -> dict[str, Any]:
     """RejectResultView of a rejection."""
-    reason = resolved.outbound.rejection_reason if resolved.outbound is not None else None
+    outbound = resolved.outbound
+    reason = outbound.rejection_reason if outbound is not None else resolved.reason
     return present(
         status="review_rejected", message_id=resolved.message_id, rejection_reason=reason
     )

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from e2a_gateway.clock import format_timestamp
-from e2a_gateway.events import ReceivedEvents
+from e2a_gateway.events import ReceivedEvents, inbound_review_event
 from e2a_gateway.storage.announcements import MessageStored
 from e2a_gateway.storage.base import (
     PAST_DEADLINE,
@@ -47,6 +47,9 @@ from e2a_gateway.storage.vocabulary import (
 
 EXPIRY_BATCH = 500
 """At most this many overdue inbound holds are resolved by one call."""
+EXPIRY_REASON = "approval expired"
+"""The reason the review events of a hold its agent's expiration action settled give (as a
+draft's do)."""
 WAITING = (
     f"((m.direction = '{OUTBOUND}' AND m.status = '{PENDING_APPROVAL}') OR "
     f"(m.direction = '{INBOUND}' AND m.hold = '{HELD_FOR_REVIEW}'))"
@@ -93,10 +96,13 @@ def _inbound_row(tx: Transaction, user_id: str | None, message_id: str, *, lock:
     return tx.first(query, params)
 
 
-def _release(tx: Transaction, message: InboundMessage, now: float) -> str | None:
+def _release(
+    tx: Transaction, message: InboundMessage, now: float, reason: str | None = None
+) -> str | None:
     """Deliver a held message now: as it would have been on arrival, its `email.received`
-    event logged (and fanned out to the account's webhooks) then; its agent's id (None when
-    the agent is gone), whose live listeners on this process are told after the commit."""
+    event logged (and fanned out to the account's webhooks) then, after its
+    `email.review_approved`; its agent's id (None when the agent is gone), whose live
+    listeners on this process are told after the commit."""
     row = tx.first("SELECT agent_mode, id FROM agents WHERE email = ?", (message.agent_email,))
     cloud = row is not None and row[0] == CLOUD
     tx.execute(  # reviewed_at: retention counts a released message's days from its release
@@ -104,6 +110,7 @@ def _release(tx: Transaction, message: InboundMessage, now: float) -> str | None
         "reviewed_at = ? WHERE id = ?",
         (DELIVERY_PENDING if cloud else None, format_timestamp(now), message.id),
     )
+    record_events(tx, [inbound_review_event(message.user_id, message, True, now, reason)])
     if row is None:
         return None
     if cloud:
@@ -114,11 +121,13 @@ def _release(tx: Transaction, message: InboundMessage, now: float) -> str | None
     return str(row[1])
 
 
-def _reject(tx: Transaction, message_id: str) -> None:
+def _reject(tx: Transaction, message: InboundMessage, now: float, reason: str | None) -> None:
+    """Drop a held message for good, its `email.review_rejected` event logged."""
     tx.execute(
         f"UPDATE messages SET hold = '{HOLD_REJECTED}', hold_expires_at = NULL WHERE id = ?",
-        (message_id,),
+        (message.id,),
     )
+    record_events(tx, [inbound_review_event(message.user_id, message, False, now, reason)])
 
 
 def _as_new(message: InboundMessage) -> NewInboundMessage:
@@ -152,13 +161,13 @@ def _expire(tx: Transaction, now: float) -> ExpiredHolds:
     )
     delivered: list[tuple[str, InboundMessage]] = []
     for message_id, action in due:
+        message = decode_message(_inbound_row(tx, None, message_id, lock=False))
         if action == EXPIRE_BY_APPROVING:
-            message = decode_message(_inbound_row(tx, None, message_id, lock=False))
-            agent_id = _release(tx, message, now)
+            agent_id = _release(tx, message, now, EXPIRY_REASON)
             if agent_id is not None:
                 delivered.append((agent_id, replace(message, hold=None)))
         else:
-            _reject(tx, message_id)
+            _reject(tx, message, now, EXPIRY_REASON)
     return ExpiredHolds(len(due), delivered)
 
 
@@ -196,10 +205,12 @@ class HoldsSql(Runner):
         approve: bool,
         now: float,
         settles: HeldKey | None = None,
+        reason: str | None = None,
     ) -> InboundMessage | None:
         """Approve or reject a held inbound message, once, and not past its deadline: its
         agent's expiration action decides it then (AgentInTrash while its agent is in the
-        trash); recorded on the Idempotency-Key claim `settles`."""
+        trash); its review event logged with `reason`, recorded on the Idempotency-Key claim
+        `settles`."""
 
         def review(tx: Transaction) -> InboundMessage | None:
             row = _inbound_row(tx, user_id, message_id, lock=True)
@@ -214,9 +225,9 @@ class HoldsSql(Runner):
             if deadline is not None and deadline <= now:
                 raise NotPending(PAST_DEADLINE)  # its agent's expiration action decides it
             if approve:
-                _release(tx, message, now)
+                _release(tx, message, now, reason)
             else:
-                _reject(tx, message_id)
+                _reject(tx, message, now, reason)
             if settles is not None:
                 settle_claim(tx, settles, message_id)
             reread = _inbound_row(tx, None, message_id, lock=False)
