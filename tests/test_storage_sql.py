@@ -100,7 +100,7 @@ def test_storage_is_the_union_of_disjoint_roles() -> None:
     together = set().union(*by_role)
     assert sum(len(methods) for methods in by_role) == len(together)  # no method in two roles
     assert set().union(*(protocol_methods(cls) for cls in base.Storage.__mro__)) == together
-    assert len(together) == 135  # …, sends counted as rate-limit hits, deliveries due re-read
+    assert len(together) == 136  # …, deliveries due re-read, trashed agents found by address
 
 
 @pytest.mark.parametrize("backend", [SqliteStorage, PostgresStorage])

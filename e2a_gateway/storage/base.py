@@ -1041,6 +1041,10 @@ class Directory(Protocol):
         """The agent at `email` whoever owns it: for routing inbound mail only."""
         ...
 
+    async def is_trashed_agent(self, email: str) -> bool:
+        """Whether `email` is the address of an agent in the trash, whoever owns it."""
+        ...
+
     async def newest_signing_seed(self, user_id: str) -> str | None:
         """The seed of the user's newest signing secret (the one deliveries are signed with)."""
         ...

@@ -23,12 +23,16 @@ import trio
 from e2a_gateway.addresses import AddressError, normalise_address
 from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.gateway import Gateway
+from e2a_gateway.inbound.postmaster import OPERATOR_MAILBOXES, is_own_hostname
 from e2a_gateway.local_delivery import deliver_locally
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.outbound.bounces import classify
 from e2a_gateway.outbound.dkim_signing import sign_as_sender
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
 from e2a_gateway.outbound.relay import RelayConnections
+from e2a_gateway.outbound.return_path import (
+    LOCAL_PART_PREFIX as RETURN_PATH_PREFIX,
+)
 from e2a_gateway.outbound.return_path import return_path_for, return_path_key
 from e2a_gateway.smtp.client import Outcome, Outgoing
 from e2a_gateway.storage.base import (
@@ -65,6 +69,7 @@ ACCEPTED = RECIPIENT_ACCEPTED
 LOCAL_PREFIX = RECIPIENT_LOCAL_PREFIX
 REFUSED_PREFIX = RECIPIENT_REFUSED_PREFIX
 GAVE_UP_PREFIX = "gave up: "
+NO_AGENT = "no agent at {address} on this gateway (deleted, in the trash, or never registered)"
 
 
 @dataclass(frozen=True)
@@ -411,14 +416,16 @@ class OutboundWorker(ClaimLoop):
         Returns (settled results, deferred reasons)."""
         local: list[Agent] = []
         remote: list[str] = []
-        for rcpt in pending:
-            agent = await self._gateway.storage.find_agent(rcpt)
-            if agent is None:
-                remote.append(rcpt)
-            else:
-                local.append(agent)
         results: dict[str, str] = {}
         deferred: dict[str, str] = {}
+        for rcpt in pending:
+            agent = await self._gateway.storage.find_agent(rcpt)
+            if agent is not None:
+                local.append(agent)
+            elif await self._refused_here(rcpt):
+                results[rcpt] = REFUSED_PREFIX + NO_AGENT.format(address=rcpt)
+            else:
+                remote.append(rcpt)
         if local:
             stored = await deliver_locally(
                 self._gateway, message.id, raw, sender, local, message.conversation_id, now
@@ -433,6 +440,23 @@ class OutboundWorker(ClaimLoop):
             results.update(settled)
             deferred.update(relay_deferred)
         return results, deferred
+
+    async def _refused_here(self, address: str) -> bool:
+        """Whether `address`, which names no agent in service, is one this gateway's SMTP
+        listener refuses (unknown user) and the relay would only bring back here to be refused,
+        as a bounce that suppresses the address: any on the shared domain but an operator
+        mailbox, a return path or one at `smtp.hostname`, and on a custom domain served here an
+        agent's in the trash (it may be restored). Other addresses on a custom domain still go
+        to the relay: only its TXT record made it ours, and its MX may deliver them elsewhere."""
+        local_part, _, domain = address.rpartition("@")
+        if self._gateway.is_shared_domain(domain):
+            return not (
+                local_part.lower() in OPERATOR_MAILBOXES
+                or local_part.lower().startswith(RETURN_PATH_PREFIX)
+                or is_own_hostname(self._gateway.settings, domain)
+            )
+        storage = self._gateway.storage
+        return await storage.is_served_domain(domain) and await storage.is_trashed_agent(address)
 
     async def _relay(
         self, message: OutboundMessage, recipients: list[str], raw: bytes

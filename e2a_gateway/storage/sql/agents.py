@@ -298,3 +298,12 @@ class AgentsSql(Runner):
             return decode_agent(row) if row else None
 
         return await self._read(read, routing=("agent", email))
+
+    async def is_trashed_agent(self, email: str) -> bool:
+        """Whether an agent in the trash has the address `email` (Storage.is_trashed_agent)."""
+        row = await self._read(
+            lambda tx: tx.first(
+                "SELECT 1 FROM agents WHERE email = ? AND deleted_at IS NOT NULL", (email,)
+            )
+        )
+        return row is not None
