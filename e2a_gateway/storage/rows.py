@@ -630,14 +630,14 @@ def chosen_conversation(
     referenced: str | None,
     claim: ConversationClaim | None,
     claimed_exists: bool,
-    claimed_by_sender: bool,
+    claimed_with_sender: bool,
 ) -> str | None:
     """The conversation a message joins (see Storage.conversation_for): the claim when the
-    agent has no message in it yet (`claimed_exists`), has one from the same sender
-    (`claimed_by_sender`) or the references lead to it; else where the references lead."""
+    agent has no message in it yet (`claimed_exists`), has one from or to the same sender
+    (`claimed_with_sender`) or the references lead to it; else where the references lead."""
     if claim is None:
         return referenced
-    if not claimed_exists or claimed_by_sender or referenced == claim.conversation_id:
+    if not claimed_exists or claimed_with_sender or referenced == claim.conversation_id:
         return claim.conversation_id
     return referenced
 

@@ -62,7 +62,7 @@ from e2a_gateway.storage.sql.jobs import add_job
 from e2a_gateway.storage.sql.mail_order import lock_agents_mail
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
-from e2a_gateway.storage.vocabulary import CLOUD, INBOUND, READ, UNREAD, WEBHOOK_JOB
+from e2a_gateway.storage.vocabulary import CLOUD, INBOUND, OUTBOUND, READ, UNREAD, WEBHOOK_JOB
 
 INBOUND_VALUES = value_marks(INBOUND_INSERT_COLUMNS)
 CONTENT_VALUES = value_marks(CONTENT_INSERT_COLUMNS)
@@ -237,6 +237,22 @@ def _referenced_conversation(
     return first_conversation((row[1:] for row in newest_first(rows)), rfc_message_ids)
 
 
+def _sent_to(tx: Transaction, in_agent: str, scope: tuple[str, str, str], sender: str) -> bool:
+    """Whether the agent sent mail in the conversation (`in_agent` over `scope`) to `sender`:
+    To, Cc or Bcc. The recipient lists are JSON; LIKE finds the candidates (`_` and `%` match
+    more, never less, for an address written as it is), each then read to be sure."""
+    pattern = f'%"{sender}"%'
+    rows = tx.all(
+        f"SELECT to_json, cc_json, bcc_json {in_agent} AND direction = '{OUTBOUND}' "
+        "AND (to_json LIKE ? OR cc_json LIKE ? OR bcc_json LIKE ?)",
+        (*scope, pattern, pattern, pattern),
+    )
+    return any(
+        sender in (address.lower() for column in row for address in json.loads(column))
+        for row in rows
+    )
+
+
 class MessagesSql(Runner):
     """`Mailboxes` in SQL."""
 
@@ -404,7 +420,10 @@ class MessagesSql(Runner):
                 f"EXISTS (SELECT 1 {in_agent} AND from_addr = ?)",
                 (*scope, *scope, claim.sender),
             )
-            return chosen_conversation(referenced, claim, bool(exists), bool(by_sender))
+            with_sender = bool(by_sender) or (
+                bool(exists) and _sent_to(tx, in_agent, scope, claim.sender)
+            )
+            return chosen_conversation(referenced, claim, bool(exists), with_sender)
 
         return await self._read(read)
 
