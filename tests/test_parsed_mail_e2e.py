@@ -130,3 +130,37 @@ async def test_a_multipart_message_without_a_boundary_shows_its_text(
     view = await received(running, await make_account("alice@example.com"), data)
     assert (view["text_body"], view["html_body"]) == ("Meet at 10, not 11.\n", None)
     assert view["attachments"] == []
+
+
+async def test_nul_in_header_fields_reads_as_a_replacement_character(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """A NUL in the Subject, the message ids or the conversation header (written raw, or in an
+    encoded word) is read as U+FFFD, as the database of every backend can keep it: the mail is
+    accepted and read back alike on SQLite and PostgreSQL, and threads on its ids."""
+    alice: Account = await make_account("alice@example.com")
+    data = (
+        b"From: Dani <dani@example.org>\r\n"
+        b"To: bot@agents.test\r\n"
+        b"Subject: =?utf-8?q?a=00b?= c\x00d\r\n"
+        b"Message-ID: <m\x001@example.org>\r\n"
+        b"In-Reply-To: <p\x00q@example.org>\r\n"
+        b"References: <r\x00s@example.org>\r\n"
+        b"X-E2A-Conversation-Id: cv\x00x\r\n"
+        b"\r\n"
+        b"Hi.\r\n"
+    )
+    message = await received(running, alice, data)
+    assert message["subject"] == "a\ufffdb c\ufffdd"
+    reply = (
+        b"From: Dani <dani@example.org>\r\n"
+        b"To: bot@agents.test\r\n"
+        b"Subject: again\r\n"
+        b"In-Reply-To: <m\x001@example.org>\r\n"
+        b"\r\n"
+        b"Hi again.\r\n"
+    )
+    second = await accept(running.gateway, ["bot@agents.test"], reply)
+    response = await alice.http.get(agent_path("bot@agents.test", f"/messages/{second}"))
+    assert response.status_code == 200, response.text
+    assert response.json()["conversation_id"] == message["conversation_id"]

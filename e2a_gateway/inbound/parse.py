@@ -148,18 +148,26 @@ def _readable_encoded_word(word: re.Match[str]) -> str:
 
 
 def _header_text(message: HeaderFields, name: str) -> str:
-    """A header unfolded, with RFC 2047 words decoded (`_readable_encoded_word`); '' when
-    absent."""
+    """A header unfolded, with RFC 2047 words decoded (`_readable_encoded_word`) and NUL read
+    as U+FFFD (`_without_nul`); '' when absent."""
     value = message.get(name)
     if value is None:
         return ""
     unfolded = _LINE_BREAK.sub("", str(value))
     if "=?" not in unfolded:  # no encoded word: nothing to decode (and parsing costs)
-        return unfolded
+        return _without_nul(unfolded)
     try:
-        return str(_UNSTRUCTURED(name, _ENCODED_WORD.sub(_readable_encoded_word, unfolded)))
+        decoded = str(_UNSTRUCTURED(name, _ENCODED_WORD.sub(_readable_encoded_word, unfolded)))
     except Exception:
-        return unfolded
+        decoded = unfolded
+    return _without_nul(decoded)
+
+
+def _without_nul(text: str) -> str:
+    """`text` with each NUL as U+FFFD: no mail means one, and PostgreSQL's text cannot hold it,
+    so a subject or message id that carries one is kept, and read back, alike on every
+    backend."""
+    return text.replace("\x00", "\ufffd")
 
 
 def _addresses(message: HeaderFields, name: str) -> list[str]:
