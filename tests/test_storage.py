@@ -2789,3 +2789,40 @@ async def test_templates_are_kept_per_account_with_unique_aliases(storage: Stora
     assert await storage.delete_template(owner, "tmpl_0001")
     assert await storage.get_template(owner, "tmpl_0001") is None
     await storage.add_template(template(owner, 14, "alias-1"), 3)  # room again, alias free
+
+
+async def test_subject_and_sender_search_folds_case_beyond_ascii(
+    storage: Storage, storage_url: str
+) -> None:
+    """`subject_text` and `from_text` match case-insensitively as Python lowercases text (as
+    addresses are lowercased): a subject is found by its own words whatever their case, on
+    every backend; letters beyond ASCII fold on SQLite always, on PostgreSQL as the database's
+    locale folds them (a database of the C locale matches them as written)."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    messages = [
+        replace(make_message("msg_uber", "a@agents.test"), subject="Über das Projekt"),
+        replace(make_message("msg_ete", "a@agents.test"), subject="ÉTÉ 2026"),
+        replace(
+            make_message("msg_jose", "a@agents.test"),
+            subject="plain",
+            from_addr="josé@exämple.org",
+        ),
+    ]
+    await storage.store_inbound(messages, 0.0)
+
+    async def found(**filters: str) -> list[str]:
+        page = await storage.filed_page(alice, "a@agents.test", MessageFilters(**filters), 10, None)
+        return [message.id for message in page]
+
+    assert await found(subject_text="Über") == ["msg_uber"]
+    assert await found(subject_text="ÉTÉ") == ["msg_ete"]
+    assert await found(from_text="JOSÉ@EXÄMPLE") == ["msg_jose"]
+    assert await found(subject_text="projekt") == ["msg_uber"]
+    folds = storage_url.startswith("sqlite") or run_sql(storage_url, "SELECT lower('Ü')") == [
+        ("ü",)
+    ]
+    if folds:
+        assert await found(subject_text="über") == ["msg_uber"]
+        assert await found(subject_text="été") == ["msg_ete"]
+        assert await found(subject_text="über DAS") == ["msg_uber"]

@@ -146,7 +146,13 @@ def _connect(path: str) -> sqlite3.Connection:
     connection.execute("PRAGMA foreign_keys = ON")
     connection.execute("PRAGMA synchronous = FULL")
     connection.create_function("e2a_sha256", 1, raw_digest, deterministic=True)
+    connection.create_function("e2a_lower", 1, _lowercase, deterministic=True)
     return connection
+
+
+def _lowercase(text: str | None) -> str | None:
+    """`text` lowercased as Python lowercases it (SQLite's own lower() folds ASCII alone)."""
+    return None if text is None else text.lower()
 
 
 def answer_weight(value: object) -> int:

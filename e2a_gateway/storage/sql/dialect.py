@@ -3,7 +3,8 @@
 Statements are written once with `?` placeholders; a `Dialect` turns them into its driver's
 paramstyle and supplies the few fragments the two databases do not share: boolean literals,
 the time, row locks (PostgreSQL's replicas) or their absence (SQLite's single writer), lists
-bound as one parameter, upserts that keep a row locked, advisory locks, and "no limit".
+bound as one parameter, upserts that keep a row locked, advisory locks, lowercasing, and "no
+limit".
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ class Dialect(abc.ABC):
         anywhere in it (no wildcards)."""
 
     @abc.abstractmethod
+    def lowercase(self, expression: str) -> str:
+        """The text `expression` lowercased: as Python lowercases it on SQLite, as the
+        database's locale does on PostgreSQL (ASCII alone in the C locale)."""
+
+    @abc.abstractmethod
     def list_param(self, values: Sequence[Any]) -> Any:
         """`values` as the one parameter of `in_list` or `not_in_list`."""
 
@@ -135,6 +141,9 @@ class SqliteDialect(Dialect):
     def contains_text(self, expression: str) -> str:
         return f"instr({expression}, ?) > 0"
 
+    def lowercase(self, expression: str) -> str:
+        return f"e2a_lower({expression})"  # registered on every connection (sqlite.py)
+
     def list_param(self, values: Sequence[Any]) -> Any:
         return orjson.dumps(list(values)).decode()
 
@@ -185,6 +194,9 @@ class PostgresDialect(Dialect):
 
     def contains_text(self, expression: str) -> str:
         return f"strpos({expression}, ?) > 0"
+
+    def lowercase(self, expression: str) -> str:
+        return f"lower({expression})"
 
     def list_param(self, values: Sequence[Any]) -> Any:
         return list(values)

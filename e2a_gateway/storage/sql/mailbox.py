@@ -18,6 +18,7 @@ from e2a_gateway.storage.base import (
     MessageFilters,
 )
 from e2a_gateway.storage.sql.agent_order import page_in_order
+from e2a_gateway.storage.sql.dialect import Dialect
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
@@ -64,9 +65,18 @@ CONVERSATION_COLUMNS = (
 
 
 def _like(text: str) -> str:
-    """`text` as a case-insensitive LIKE pattern matching it anywhere (`\\` escapes)."""
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    """`text` as a LIKE pattern matching it anywhere (`\\` escapes)."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def _holds_text(column: str, text: str, dialect: Dialect) -> tuple[str, list[str]]:
+    """The condition that `column` holds `text` anywhere, whatever the case, and its
+    parameters: the column lowercased holds `text` lowercased as Python lowercases it (as
+    addresses are stored), or the column holds `text` as written (so a subject is found by its
+    own words where the database lowercases fewer letters than Python does)."""
+    condition = f"({dialect.lowercase(column)} LIKE ? ESCAPE '\\' OR {column} LIKE ? ESCAPE '\\')"
+    return condition, [_like(text.lower()), _like(text)]
 
 
 def _decode(row: Sequence[Any], labels: list[str]) -> FiledMessage:
@@ -122,23 +132,22 @@ def _one(tx: Transaction, scope: tuple[str, str, str]) -> FiledMessage | None:
     return _with_labels(tx, [row])[0] if row else None
 
 
-def _filtered(filters: MessageFilters, dialect_in: str) -> tuple[str, list[Any]]:
-    """The conditions (after the agent's) of a listing with `filters`, and their parameters;
-    `dialect_in` is the condition that `m.direction` is in a list bound as one parameter."""
+def _filtered(filters: MessageFilters, dialect: Dialect) -> tuple[str, list[Any]]:
+    """The conditions (after the agent's) of a listing with `filters`, and their parameters
+    (the first condition's, the directions' list, excepted)."""
     conditions = [
-        dialect_in,
+        dialect.in_list("m.direction", "text"),
         "m.deleted_at IS NOT NULL" if filters.deleted else "m.deleted_at IS NULL",
     ]
     params: list[Any] = []
     if filters.read_status != "all":
         conditions.append(f"(m.direction = '{OUTBOUND}' OR m.status = ?)")
         params.append(filters.read_status)
-    if filters.from_text is not None:
-        conditions.append("lower(m.from_addr) LIKE ? ESCAPE '\\'")
-        params.append(_like(filters.from_text))
-    if filters.subject_text is not None:
-        conditions.append("lower(m.subject) LIKE ? ESCAPE '\\'")
-        params.append(_like(filters.subject_text))
+    for column, text in (("m.from_addr", filters.from_text), ("m.subject", filters.subject_text)):
+        if text is not None:
+            condition, texts = _holds_text(column, text, dialect)
+            conditions.append(condition)
+            params += texts
     if filters.conversation_id is not None:
         conditions.append("m.conversation_id = ?")
         params.append(filters.conversation_id)
@@ -168,7 +177,7 @@ class MailboxSql(Runner):
         after_seq: int | None,
     ) -> list[FiledMessage]:
         """A keyset page of the agent's messages matching `filters` (`page_in_order`)."""
-        conditions, params = _filtered(filters, self.dialect.in_list("m.direction", "text"))
+        conditions, params = _filtered(filters, self.dialect)
         where = f"{OF_AGENT} AND {conditions}"
         values: list[Any] = [user_id, agent_email, self.dialect.list_param(filters.directions)]
         values += params
