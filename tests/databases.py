@@ -117,11 +117,15 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
-def _create_database(cluster: str, template: str | None = None) -> str:
+def _create_database(
+    cluster: str, template: str | None = None, icu_locale: str | None = None
+) -> str:
     import psycopg
 
     name = f"e2a_t_{uuid.uuid4().hex[:16]}"
     copy_of = f' TEMPLATE "{template}"' if template else ""
+    if icu_locale is not None:
+        copy_of = f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}' LOCALE 'C'"
     with psycopg.connect(cluster, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"{copy_of}')
     return name
@@ -174,10 +178,12 @@ def _drop_database(cluster: str, name: str) -> None:
 
 
 @contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A new, empty database on the test cluster for one test, dropped afterwards."""
+def fresh_postgres_database(icu_locale: str | None = None) -> Iterator[str]:
+    """A new, empty database on the test cluster for one test, dropped afterwards; in the
+    cluster's C locale, or ordering and lowercasing text as ICU's `icu_locale` does (as a
+    database made in a locale such as en_US.UTF-8 does)."""
     cluster = require_postgres()
-    name = _create_database(cluster)
+    name = _create_database(cluster, icu_locale=icu_locale)
     try:
         yield _with_database(cluster, name)
     finally:

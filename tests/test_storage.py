@@ -87,12 +87,21 @@ NOW = "2026-01-01T00:00:00Z"
 @pytest.fixture(params=["sqlite", "postgres"])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The database URL of each backend, empty for each test (a sync fixture, so a skip keeps
-    its reason): a SQLite file in the test's directory, or a new database on the cluster."""
+    its reason): a SQLite file in the test's directory, or a new database on the cluster
+    (`postgres-en-US`, which a test asks for with `ANY_COLLATION`: one that orders and
+    lowercases text as the en_US locale does)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
-    with fresh_postgres_database() as url:
+    icu_locale = "en-US" if request.param == "postgres-en-US" else None
+    with fresh_postgres_database(icu_locale) as url:
         yield url
+
+
+ANY_COLLATION = pytest.mark.parametrize(
+    "storage_url", ["sqlite", "postgres", "postgres-en-US"], indirect=True
+)
+"""Run a test on each backend and on a PostgreSQL database in a locale other than C."""
 
 
 @pytest.fixture
@@ -2826,3 +2835,26 @@ async def test_subject_and_sender_search_folds_case_beyond_ascii(
         assert await found(subject_text="über") == ["msg_uber"]
         assert await found(subject_text="été") == ["msg_ete"]
         assert await found(subject_text="über DAS") == ["msg_uber"]
+
+
+@ANY_COLLATION
+async def test_labels_read_back_in_code_point_order_whatever_the_collation(
+    storage: Storage,
+) -> None:
+    """A message's labels, as a listing, one message, a change and an export give them, are
+    in code-point order (as e2a sorts them, and as a conversation gathers them), not in the
+    order of the database's collation, which in en_US passes over `-`, `_` and `:`."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.store_inbound([make_message("msg_1", "a@agents.test")], 0.0)
+    wanted = ["a-b", "a1", "a:z", "a_c", "aa"]
+    changed = await storage.change_labels(
+        alice, "a@agents.test", "msg_1", ["aa", "a_c", "a:z", "a1", "a-b"], [], 100
+    )
+    assert changed == wanted
+    (listed,) = await storage.filed_page(alice, "a@agents.test", MessageFilters(), 10, None)
+    assert listed.labels == wanted
+    one = await storage.filed_message(alice, "a@agents.test", "msg_1", mark_read=False)
+    assert one is not None and one.labels == wanted
+    exported = await storage.export_user(alice)
+    assert exported["mailbox"]["msg_1"]["labels"] == wanted

@@ -32,6 +32,7 @@ from e2a_gateway.storage.rows import (
 )
 from e2a_gateway.storage.sql.events import EVENT_COLUMNS, EVENTS_WITH_BODIES, decode_events
 from e2a_gateway.storage.sql.keyset import after_newest_first
+from e2a_gateway.storage.sql.mailbox import sorted_labels
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.subscribers import WEBHOOK_COLUMNS, decode_webhook
 from e2a_gateway.storage.sql.suppressions import SUPPRESSION_COLUMNS, decode_suppression
@@ -97,10 +98,12 @@ def _mailbox_state(tx: Transaction, user_id: str) -> dict[str, dict[str, Any]]:
     state: dict[str, dict[str, Any]] = {}
     for message_id, label in tx.all(
         "SELECT l.message_id, l.label FROM message_labels l "
-        "JOIN messages m ON m.id = l.message_id WHERE m.user_id = ? ORDER BY l.label",
+        "JOIN messages m ON m.id = l.message_id WHERE m.user_id = ?",
         (user_id,),
     ):
         state.setdefault(message_id, {}).setdefault("labels", []).append(label)
+    for record in state.values():
+        record["labels"] = sorted_labels(record["labels"])
     for message_id, deleted_at in tx.all(
         "SELECT id, deleted_at FROM messages WHERE user_id = ? AND deleted_at IS NOT NULL",
         (user_id,),

@@ -111,17 +111,23 @@ def _decode(row: Sequence[Any], labels: list[str]) -> FiledMessage:
 
 
 def _with_labels(tx: Transaction, rows: list[Any]) -> list[FiledMessage]:
-    """Decode `rows` (FILED_COLUMNS), each with its labels, sorted."""
+    """Decode `rows` (FILED_COLUMNS), each with its labels, sorted (`sorted_labels`)."""
     if not rows:
         return []
     labels: dict[str, list[str]] = {row[0]: [] for row in rows}
     for message_id, label in tx.all(
         "SELECT message_id, label FROM message_labels "
-        f"WHERE {tx.dialect.in_list('message_id', 'text')} ORDER BY label",
+        f"WHERE {tx.dialect.in_list('message_id', 'text')}",
         (tx.dialect.list_param(list(labels)),),
     ):
         labels[message_id].append(label)
-    return [_decode(row, labels[row[0]]) for row in rows]
+    return [_decode(row, sorted_labels(labels[row[0]])) for row in rows]
+
+
+def sorted_labels(labels: list[str]) -> list[str]:
+    """`labels` in code-point order, as e2a sorts them: sorted here, since a database's
+    `ORDER BY` follows its collation (PostgreSQL's en_US passes over `-`, `_` and `:`)."""
+    return sorted(labels)
 
 
 def _one(tx: Transaction, scope: tuple[str, str, str]) -> FiledMessage | None:
@@ -241,13 +247,14 @@ class MailboxSql(Runner):
                     "DELETE FROM message_labels WHERE message_id = ? AND label = ?",
                     (message_id, label),
                 )
-            labels = [
-                row[0]
-                for row in tx.all(
-                    "SELECT label FROM message_labels WHERE message_id = ? ORDER BY label",
-                    (message_id,),
-                )
-            ]
+            labels = sorted_labels(
+                [
+                    row[0]
+                    for row in tx.all(
+                        "SELECT label FROM message_labels WHERE message_id = ?", (message_id,)
+                    )
+                ]
+            )
             if len(labels) > max_labels:
                 raise LabelsRefused(f"a message carries at most {max_labels} labels")
             return labels
