@@ -467,3 +467,16 @@ async def test_an_agent_holding_the_notice_cannot_approve_by_replying_through_th
     assert row(gateway.settings, message.id)[:3] == ("pending_approval", None, None)
     await wait_until(lambda: bool(answers(sink)))
     assert f"came from {helper}, not from {OWNER}" in answers(sink)[-1].get_content()
+
+
+async def test_a_reason_holding_nul_is_kept_with_a_replacement_character(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    """A NUL in the reason of a `reject:` reply reads as U+FFFD, as in header text: the
+    rejection is recorded, with its reason, on PostgreSQL (whose text cannot hold NUL) as on
+    SQLite."""
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    await send_reply(running, notice, reply(notice, "reject: too\x00pushy"))
+    assert row(gateway.settings, message.id) == ("rejected", OWNER, "reply", "too\ufffdpushy")

@@ -60,7 +60,8 @@ class ReplyFacts:
 def parse_command(text: str | None, html: str | None = None) -> ReplyCommand | None:
     """The command in the first non-blank line of the reply's new text (quoted history and
     signature left out, whatever the client's quoting style); None when that line is not
-    `approve`, `reject` or `reject: <reason>` (any case; a trailing '.' or '!' is allowed)."""
+    `approve`, `reject` or `reject: <reason>` (any case; a trailing '.' or '!' is allowed).
+    A NUL in the reason reads as U+FFFD, as in header text: PostgreSQL's text cannot hold it."""
     new_text = split_reply(text, html).reply_text
     first = next((line.strip() for line in new_text.splitlines() if line.strip()), "")
     found = _COMMAND.fullmatch(first)
@@ -68,7 +69,7 @@ def parse_command(text: str | None, html: str | None = None) -> ReplyCommand | N
         return None
     if found["verb"].lower() == "approve":
         return None if found["reason"] is not None else ReplyCommand(approve=True)
-    reason = (found["reason"] or "").strip()[:MAX_REASON_LENGTH]
+    reason = (found["reason"] or "").strip()[:MAX_REASON_LENGTH].replace("\x00", "\ufffd")
     return ReplyCommand(approve=False, reason=reason or None)
 
 
