@@ -468,3 +468,22 @@ async def test_a_plain_delay_warning_is_no_bounce(
     warning = exim_delay_warning(return_path, CAROL)
     await smtp_send(running.addresses.smtp_port, [return_path], warning, sender="")
     assert await bounce_events(alice) == []
+
+
+async def test_a_diagnostic_holding_nul_is_recorded_with_a_replacement_character(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """A report whose Diagnostic-Code holds NUL (as a recipient's own server may write it) is
+    recorded, its NUL read as U+FFFD, on PostgreSQL (whose text cannot hold NUL) as on SQLite:
+    the message bounces and the address is suppressed, with the diagnostic as its reason."""
+    alice: Account = await make_account("alice@example.com")
+    return_path = await return_path_to_carol(alice, sink)
+    report = delivery_status_notification(return_path, CAROL).replace(
+        b"no such user", b"no such\x00user"
+    )
+    await smtp_send(running.addresses.smtp_port, [return_path], report, sender="")
+    listed = await alice.http.get("/v1/account/suppressions")
+    assert listed.status_code == 200, listed.text
+    (suppressed,) = listed.json()["items"]
+    assert suppressed["address"] == CAROL
+    assert suppressed["reason"] == "smtp; 550 5.1.1 no such\ufffduser"

@@ -730,5 +730,8 @@ def _unfolded(value: object) -> str | None:
 
 
 def _collapsed(text: str) -> str | None:
-    single = " ".join(text.split())
+    """`text` on one line, its runs of white space one space, NUL read as U+FFFD (it is kept as
+    a suppression's reason, which PostgreSQL's text could not hold), cut to
+    MAX_DIAGNOSTIC_CHARS; None when blank."""
+    single = " ".join(text.replace("\x00", "\ufffd").split())
     return single[:MAX_DIAGNOSTIC_CHARS] if single else None
