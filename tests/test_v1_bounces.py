@@ -487,3 +487,21 @@ async def test_a_diagnostic_holding_nul_is_recorded_with_a_replacement_character
     (suppressed,) = listed.json()["items"]
     assert suppressed["address"] == CAROL
     assert suppressed["reason"] == "smtp; 550 5.1.1 no such\ufffduser"
+
+
+async def test_a_relay_refusal_holding_nul_is_recorded_with_a_replacement_character(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """A relay's reply holding NUL is read with U+FFFD in its place: the refused send fails at
+    once and its bounce is recorded, on PostgreSQL (whose text cannot hold NUL) as on
+    SQLite."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    sink.rcpt_answers[CAROL] = "550 5.1.1 no such\x00user"
+    sent = await send(alice, bot, CAROL)
+    assert sent.status_code == 422, sent.text
+    assert "550 5.1.1 no such\ufffduser" in sent.json()["error"]["message"]
+    listed = await alice.http.get("/v1/account/suppressions")
+    assert listed.status_code == 200, listed.text
+    (suppressed,) = listed.json()["items"]
+    assert suppressed["reason"] == "RCPT TO: 550 5.1.1 no such\ufffduser"

@@ -56,7 +56,9 @@ class ReplyReader:
             del self._buffer[: end + 1]
             if len(raw) < 3 or not raw[:3].isdigit() or raw[3:4] not in (b"", b" ", b"-"):
                 raise ClientProtocolError(f"not an SMTP reply line: {raw[:80]!r}")
-            self._lines.append(raw[4:].decode("utf-8", "replace"))
+            # NUL reads as U+FFFD: a reply's text is kept (a send's error, a bounce's detail),
+            # and PostgreSQL's text cannot hold NUL
+            self._lines.append(raw[4:].decode("utf-8", "replace").replace("\x00", "\ufffd"))
             if raw[3:4] != b"-":
                 replies.append(ServerReply(int(raw[:3]), tuple(self._lines)))
                 self._lines = []
