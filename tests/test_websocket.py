@@ -731,3 +731,26 @@ async def test_access_lost_before_subscribing_is_caught_by_asking_again(
     revoked = await alice.http.delete(f"/api/v1/users/me/api-keys/{keys[0]['id']}", headers=headers)
     assert revoked.status_code == 204
     assert await lost_access(storage, listener, agent) is Ended.KEY_REVOKED
+
+
+async def test_an_ack_naming_no_storable_id_is_ignored_and_the_socket_stays_open(
+    running: RunningGateway, alice: Account, agent: str, connected: Any
+) -> None:
+    """An ack whose message id holds NUL (which PostgreSQL text can neither hold nor be
+    compared with) or a lone surrogate names no message: it is ignored, as an unknown id is,
+    and the socket goes on, on every backend; the next ack still marks read."""
+    first = await accept(running.gateway, [agent], mail("One"))
+    second = await accept(running.gateway, [agent], mail("Two"))
+    async with connected() as ws:
+        await next_frames(ws, 2)
+        await ws.send_message('{"type": "ack", "message_id": "msg_\\u0000"}')
+        await ws.send_message('{"type": "ack", "message_id": "msg_\\ud800"}')
+        await ws.send_message(json.dumps({"type": "ack", "message_id": first}))
+
+        async def only_second_unread() -> bool:
+            return await unread_ids(alice, agent) == [second]
+
+        await wait_until(only_second_unread)
+        await smtp_send(running.addresses.smtp_port, [agent], mail("Still open"))
+        (live,) = await next_frames(ws, 1)
+    assert live["subject"] == "Still open"

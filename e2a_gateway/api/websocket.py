@@ -37,6 +37,7 @@ from e2a_gateway.operations.errors import (
 from e2a_gateway.storage.base import Agent
 from e2a_gateway.web.context import bearer_key, current_gateway
 from e2a_gateway.web.errors import status_of
+from e2a_gateway.web.json_bodies import text_problem
 from e2a_gateway.web.socket_counts import SocketEnding, counted_socket, ended_reason, push
 from e2a_gateway.web.socket_shutdown import going_away_when_cancelled
 
@@ -217,7 +218,8 @@ def _with_reading(frame: dict[str, Any], reading: dict[str, Any] | None) -> str:
 
 
 async def _receive_acks(admitted: _Admitted) -> None:
-    """Read client frames: `ack` marks a message read; anything else is ignored."""
+    """Read client frames: `ack` marks a message read; anything else is ignored, an ack whose
+    id no database could hold or look up (NUL, a lone surrogate) too, as naming no message."""
     gateway = current_gateway()
     while True:
         data = await websocket.receive()
@@ -229,7 +231,9 @@ async def _receive_acks(admitted: _Admitted) -> None:
             continue
         if isinstance(frame, dict) and frame.get("type") == "ack":
             message_id = frame.get("message_id")
-            if isinstance(message_id, str) and await messages.acknowledge(
-                gateway, admitted.caller, admitted.agent, message_id
+            if (
+                isinstance(message_id, str)
+                and text_problem(message_id) is None
+                and await messages.acknowledge(gateway, admitted.caller, admitted.agent, message_id)
             ):
                 gateway.metrics.delivered("websocket", "acked")
