@@ -762,3 +762,21 @@ async def test_gateway_stops_promptly_while_a_tool_call_waits(tmp_path: Path) ->
             await ended.wait()
     # The client's call ended with an error (the server went away), not a hang.
     assert len(outcome) == 1
+
+
+async def test_an_argument_holding_nul_is_refused_as_invalid(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """A tool argument holding NUL (which PostgreSQL text can neither hold nor be compared
+    with) is refused as `invalid_request` naming it, as the REST API refuses it in a body, on
+    SQLite and PostgreSQL alike, never an internal error."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    async with mcp_client(running, alice.key) as client:
+        error = await failure(
+            client, "list_messages", {"agent_email": bot, "subject_contains": "a\x00"}
+        )
+        assert error["code"] == "invalid_request", error
+        assert "subject_contains: must not contain NUL" in error["message"], error
+        listed = await call(client, "list_messages", {"agent_email": bot, "subject_contains": "a"})
+        assert listed["messages"] == []

@@ -29,6 +29,7 @@ from e2a_gateway.addresses import only_agent
 from e2a_gateway.mcp.port import GatewayPort
 from e2a_gateway.mcp.tiers import E2A_ANNOTATIONS
 from e2a_gateway.v1 import Attachment, E2AApiError
+from e2a_gateway.web.json_bodies import unfit_value
 
 log = logging.getLogger("e2a.mcp")
 
@@ -364,7 +365,15 @@ def _invalid_arguments(name: str, exc: ValidationError) -> str:
 async def call_tool(
     tool: ToolSpec[Any], caller: ToolCaller, arguments: dict[str, Any]
 ) -> types.CallToolResult:
-    """Run `tool` for `caller`; every failure becomes a tool error, never a traceback."""
+    """Run `tool` for `caller`; every failure becomes a tool error, never a traceback. An
+    argument no store can keep (NUL, a lone surrogate, an out-of-range number) is refused as
+    the REST API refuses it in a body."""
+    unfit = unfit_value(arguments)
+    if unfit is not None:
+        where, problem = unfit
+        return tool_error(
+            "invalid_request", f"invalid arguments for {tool.name}: {where.lstrip('.')}: {problem}"
+        )
     try:
         parsed = tool.arguments.model_validate(arguments)
     except ValidationError as exc:

@@ -40,7 +40,7 @@ class UnfitValue(NotAJsonObject):
 
 def json_object(raw: bytes) -> dict[str, Any]:
     """`raw` parsed as a JSON object; NotAJsonObject saying why it is not one, UnfitValue
-    naming a value in it that no request may carry (`_unfit`)."""
+    naming a value in it that no request may carry (`unfit_value`)."""
     within_item_bound(raw)
     try:
         data = json.loads(raw, parse_constant=_no_constant, parse_int=_bounded_int)
@@ -52,7 +52,7 @@ def json_object(raw: bytes) -> dict[str, Any]:
         raise _too_deep()
     if not isinstance(data, dict):
         raise NotAJsonObject("request body must be a JSON object")
-    found = _unfit(data)
+    found = unfit_value(data)
     if found is not None:
         raise UnfitValue("body" + found[0], found[1])
     return data
@@ -106,7 +106,7 @@ def json_depth(value: object) -> int:
     return deepest
 
 
-def _unfit(value: object) -> tuple[str, str] | None:
+def unfit_value(value: object) -> tuple[str, str] | None:
     """The first (path below `value`, problem) of what no request may carry: a string or key
     with NUL (PostgreSQL text cannot hold it) or a lone surrogate (not Unicode text, so never
     encoded as UTF-8), an integer outside INTEGERS, a number too large for a float (`1e400`);
@@ -123,12 +123,12 @@ def _unfit(value: object) -> tuple[str, str] | None:
             problem = text_problem(key)
             if problem is not None:
                 return "", f"keys {problem}"
-            found = _unfit(child)
+            found = unfit_value(child)
             if found is not None:
                 return f".{key}{found[0]}", found[1]
     elif isinstance(value, list):
         for index, child in enumerate(value):
-            found = _unfit(child)
+            found = unfit_value(child)
             if found is not None:
                 return f"[{index}]{found[0]}", found[1]
     return None
@@ -149,7 +149,7 @@ def text_problem(text: str) -> str | None:
 
 
 def _bounded_int(digits: str) -> int:
-    """`digits` as an integer; one too long to be in INTEGERS as just past them (`_unfit` then
+    """`digits` as an integer; one too long to be in INTEGERS as just past them (`unfit_value` then
     names it), rather than converted (Python refuses past 4300 digits, in words of its own)."""
     if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
         return INTEGERS.start - 1 if digits.startswith("-") else INTEGERS.stop
