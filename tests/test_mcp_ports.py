@@ -300,7 +300,11 @@ async def test_inbound_holds_are_reviewed_alike(running: RunningGateway, make_ac
         approved = await run(remote, "approve_review", {"message_id": keep, "subject": "x"})
         assert approved == {"status": "review_approved", "message_id": keep}
         rejected = await run(local, "reject_review", {"message_id": drop, "reason": "spam"})
-        assert rejected == {"status": "review_rejected", "message_id": drop}
+        assert rejected == {
+            "status": "review_rejected",
+            "message_id": drop,
+            "rejection_reason": "spam",
+        }
         again = await run(remote, "reject_message", {"message_id": drop})
         assert again[0] == "error" and again[1]["status"] == 409
         assert [item["id"] for item in (await run(local, "list_reviews"))["reviews"]] == [spare]
