@@ -24,6 +24,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.web.context import bind_gateway
 from e2a_gateway.web.json_provider import OrjsonProvider
 from e2a_gateway.web.request_text import refuse_nul
+from e2a_gateway.web.routing import DeferredBuildRule
 
 
 def guard_requests(app: ASGIFramework, settings: HttpSettings) -> ASGIFramework:
@@ -41,6 +42,7 @@ def _announces_body(headers: Headers) -> bool:
 def create_app(gateway: Gateway) -> QuartTrio:
     """Build the app serving `gateway`."""
     app = QuartTrio("e2a")
+    app.url_rule_class = DeferredBuildRule  # before any route is added
     # No redirects made by the router: it would build their Location from the request's Host
     # header (`//` merged, a slash added). A path that is not a route is a plain 404.
     app.url_map.merge_slashes = False
