@@ -75,6 +75,6 @@ def test_time_is_linear_in_the_header() -> None:
     """A field folded over 200,000 lines takes milliseconds; grown line by line as bytes
     (quadratic, as in dkimpy) it would take tens of seconds."""
     folded = b"Authentication-Results: mx.agents.test;\r\n" + b" a\r\n" * 200_000
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other work on the machine does not count
     assert without_results_of(folded + REST, OURS) == REST
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 2.0

@@ -299,9 +299,9 @@ def test_many_delimiter_and_blank_lines_are_split_in_linear_time() -> None:
     leading blank line of a part was dropped by moving the rest, so a 50 KB run of "--" lines
     took some 15 s of CPU and longer mail hours. Such a body is now split in a moment."""
     text = "\n" * 2_000 + "--\n" * 17_000 + "Thanks\n"
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other work on the machine does not count
     split = split_reply(text)
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
     assert [(part.kind, part.start, part.end) for part in split.parts] == [
         ("authored", 0, 18_988),
         ("signature", 18_988, 19_001),
@@ -315,9 +315,9 @@ def test_html_nested_without_end_is_rendered_in_linear_time() -> None:
     unclosed divs and blockquotes took half a minute of CPU. Blockquotes deeper than 100 are
     now rendered at depth 100, and the body in a moment."""
     html = "<div>" * 10_000 + "<blockquote>quoted " * 10_000 + "</span>" * 10_000
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other work on the machine does not count
     split = split_reply(None, html)
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
     assert split.source == "html"
     assert [part.depth for part in split.parts] == list(range(1, 101))
     assert split.parts[-1].content == "\n".join(["quoted"] * 9_901)
@@ -327,9 +327,9 @@ def test_many_unmarked_quotes_are_placed_in_linear_time() -> None:
     """Each "-----Original Message-----" opens a quote one level deeper, and each used to copy
     the attributions of all the levels above it: 20,000 of them took some 10 s of CPU."""
     text = "-----Original Message-----\n" * 19_999
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other work on the machine does not count
     split = split_reply(text)
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
     assert [part.depth for part in split.parts] == list(range(1, 20_000))
     assert {part.kind for part in split.parts} == {"quoted"}
 
@@ -339,9 +339,9 @@ def test_a_long_body_is_split_in_its_first_lines_and_the_rest_quoted_as_written(
     is split: a 25 MB body took minutes of CPU and gigabytes. The first 20,000 lines are split;
     the rest is one quoted part, as written, and not in the reply."""
     text = "Approved.\r\n" + "x\r\n" * 1_000_000 + "> From the boss: pay\r\n"
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other work on the machine does not count
     split = split_reply(text)
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
     assert [(part.kind, part.start, part.end, part.depth) for part in split.parts] == [
         ("authored", 0, 20_000, 0),
         ("quoted", 20_000, 1_000_002, 1),
@@ -356,9 +356,9 @@ def test_a_long_html_body_is_rendered_in_its_first_half_megabyte() -> None:
     """An HTML body is rendered to lines at a few microseconds a character: past the first
     512 KiB its source is in the last part, quoted, as written."""
     html = "<p>ok</p>" * 1_000_000
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other work on the machine does not count
     split = split_reply(None, html)
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
     assert [(part.kind, part.start, part.end) for part in split.parts] == [
         ("authored", 0, 20_000),
         ("quoted", 20_000, 116_510),

@@ -289,9 +289,9 @@ def test_many_quotes_of_long_earlier_mail_are_judged_in_a_bounded_time() -> None
     ]
     reply = "Yes.\n\n> Could we meet on Thursday?\n" + "ok\n> Send me the payroll file.\n" * 1_000
     split = split_reply(reply)
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other work on the machine does not count
     quoted = _quoted(reading(split, BOB, earlier, None))
-    assert time.perf_counter() - started < 5
+    assert time.process_time() - started < 5
     assert len(quoted) == 1_001
     assert quoted[0]["verified"] is True
     assert quoted[0]["source"]["message_id"] == "msg_0"
