@@ -4,6 +4,10 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 BUILD_STAMP = $(VENV)/.installed-build
+# `make test` runs the suite in one process per CPU, at most four (pytest-xdist), each test
+# module whole in one of them; TEST_WORKERS=0 runs it in this process alone.
+TEST_WORKERS ?= auto
+PYTEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxprocesses 4 --dist loadfile)
 # What the one-file executable is built from: rebuilt only when one of these changes.
 BINARY_SOURCES = packaging/e2a.spec $(shell find e2a_gateway -type f -not -path '*/__pycache__/*')
 
@@ -22,10 +26,10 @@ run: install  ## run the gateway on ./e2a.db (SMTP 127.0.0.1:2525, HTTP 127.0.0.
 	E2A_SHARED_DOMAIN=$${E2A_SHARED_DOMAIN:-agents.localhost} $(BIN)/e2a serve
 
 test: install  ## run the whole test suite; with E2A_TEST_POSTGRES_URL set, again on PostgreSQL
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_PARALLEL)
 	@if [ -n "$${E2A_TEST_POSTGRES_URL:-}" ]; then \
 		echo "== again, every gateway under test on PostgreSQL (E2A_TEST_BACKEND=postgres)"; \
-		E2A_TEST_BACKEND=postgres $(BIN)/pytest --backend-dependent-only; \
+		E2A_TEST_BACKEND=postgres $(BIN)/pytest $(PYTEST_PARALLEL) --backend-dependent-only; \
 	fi
 
 pg: install  ## tests with gateways on a throwaway PostgreSQL 15 (127.0.0.1, temp dir); ARGS=... for pytest
