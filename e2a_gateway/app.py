@@ -42,6 +42,7 @@ from e2a_gateway.startup import (
 from e2a_gateway.storage import POSTGRES_SCHEMES, redacted_url, sole_gateway
 from e2a_gateway.storage.group_commit import GroupCommitter
 from e2a_gateway.workers.approvals import ApprovalWorker
+from e2a_gateway.workers.certificate_watch import CertificateWatch, served_certificate
 from e2a_gateway.workers.outbound import OutboundWorker
 from e2a_gateway.workers.retention import RetentionWorker
 from e2a_gateway.workers.supervisor import supervise
@@ -191,6 +192,7 @@ async def run_gateway(
     for warning in check_production(settings):
         log.warning("production: %s", warning)
     smtp_limits, smtp_listener_limits, smtp_tls = smtp_options(settings)
+    smtp_certificate = served_certificate(settings)
     check_dkim_pair(settings)
     check_relay_trust(settings)
     smtp_sock = bind_tcp(
@@ -259,6 +261,9 @@ async def run_gateway(
         nursery.start_soon(supervise, "approval worker", ApprovalWorker(gateway).run)
         nursery.start_soon(supervise, "retention worker", RetentionWorker(gateway).run)
         nursery.start_soon(supervise, "webhook auto-disable", AutoDisableSweep(gateway).run)
+        if smtp_certificate is not None:
+            watch = CertificateWatch(gateway, smtp_certificate)
+            nursery.start_soon(supervise, "certificate watch", watch.run)
         bound = BoundAddresses(
             smtp_host=smtp_address[0],
             smtp_port=smtp_address[1],

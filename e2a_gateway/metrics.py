@@ -324,6 +324,13 @@ class Metrics:
             "Pushes to an open WebSocket that failed",
             registry=registry,
         )
+        self.tls_certificate_expiry = Gauge(
+            "e2a_tls_certificate_expiry_timestamp_seconds",
+            "When the certificate a listener offers expires (its notAfter), as Unix time, by "
+            "listener (smtp: STARTTLS, smtp.tls_cert); no series without a certificate",
+            ["listener"],
+            registry=registry,
+        )
         for reason in SMTP_REJECTION_REASONS:
             self.smtp_rejected.labels(reason)
         for channel, outcomes in DELIVERY_OUTCOMES.items():
@@ -411,6 +418,10 @@ class Metrics:
     def relay_connection_opened(self) -> None:
         """The send worker opened a connection to the relay."""
         self.relay_connections.inc()
+
+    def certificate_served(self, listener: str, not_after: float) -> None:
+        """`listener` (smtp) offers a TLS certificate that expires at Unix time `not_after`."""
+        self.tls_certificate_expiry.labels(listener).set(not_after)
 
     def outbound_settled(self, outcome: str) -> None:
         """An outbound message reached its final outcome (one of E2A_OUTBOUND_OUTCOMES)."""
