@@ -4,7 +4,9 @@ one agent's sending becomes another's receiving, so it belongs to neither direct
 The gateway itself vouches for the sender (it authenticated the agent's API key), so the
 message is stored as inbound mail with entity type `agent` and `Verified: true`, signed per
 recipient owner exactly like mail that arrived over SMTP (inbound's pure pieces: the delivered
-form, the identity claim, the trace fields). It must not touch the relay.
+form, the identity claim, the trace fields). It must not touch the relay. Mail to the
+operator's mailboxes here (postmaster and abuse at the domains the gateway serves) is local too:
+it reaches the agent that takes postmaster mail, as it would over SMTP.
 
 Each recipient's copy has an id derived from the sent message's and the recipient's address,
 so delivering again what was delivered (the worker's retry after a crash that came between
@@ -25,6 +27,7 @@ from e2a_gateway.inbound.gate import PASSED, gate_verdict
 from e2a_gateway.inbound.identity import delivered_message, identity_claim
 from e2a_gateway.inbound.parse import HeaderSummary, summarise_headers
 from e2a_gateway.inbound.pipeline import announce_stored, attachments_off_loop
+from e2a_gateway.inbound.postmaster import OPERATOR_MAILBOXES, is_own_hostname, postmaster_agent
 from e2a_gateway.inbound.trace import local_received_field, return_path_field
 from e2a_gateway.mailauth.results import AuthResults
 from e2a_gateway.signing.credentials import derive_signing_secret
@@ -60,6 +63,33 @@ def local_authentication_results(hostname: str, sender: str) -> bytes:
         f"Authentication-Results: {hostname};\r\n"
         f" auth=pass (local delivery by {hostname}) smtp.auth={sender}\r\n"
     ).encode()
+
+
+async def is_operator_mailbox_here(gateway: Gateway, address: str) -> bool:
+    """Whether `address` (normalised) is postmaster or abuse at a domain this gateway serves —
+    its shared domain, `smtp.hostname` or a verified domain — whose mail the SMTP listener
+    takes for the agent that receives postmaster mail."""
+    local_part, _, domain = address.rpartition("@")
+    if local_part.lower() not in OPERATOR_MAILBOXES:
+        return False
+    return (
+        gateway.is_shared_domain(domain)
+        or is_own_hostname(gateway.settings, domain)
+        or await gateway.storage.is_served_domain(domain)
+    )
+
+
+async def local_recipient(gateway: Gateway, address: str) -> Agent | None:
+    """The agent of this deployment that mail to `address` (normalised) is delivered to, as
+    the SMTP listener would deliver it: the agent at the address, else for an operator mailbox
+    here the agent that takes postmaster mail (the postmaster inbox is created if need be).
+    None: no agent here takes it.
+
+    Raises NoPostmaster when no user could own the postmaster inbox."""
+    agent = await gateway.storage.find_agent(address)
+    if agent is not None or not await is_operator_mailbox_here(gateway, address):
+        return agent
+    return await postmaster_agent(gateway.settings, gateway.storage)
 
 
 def copy_id(sent_id: str, recipient: str) -> str:

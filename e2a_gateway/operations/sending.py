@@ -27,6 +27,7 @@ from e2a_gateway.events import blocked_send_event
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.parse import attachment_data, parse_body, summarise_headers
+from e2a_gateway.local_delivery import is_operator_mailbox_here
 from e2a_gateway.operations import idempotency, lifecycle, templates
 from e2a_gateway.operations.agents import owned_agent, owned_agents
 from e2a_gateway.operations.caller import Caller
@@ -281,9 +282,11 @@ async def _refuse_suppressed(gateway: Gateway, agent: Agent, recipients: list[st
 
 
 async def _method(gateway: Gateway, recipients: list[str]) -> Literal["smtp", "local"]:
-    """`local` when every recipient is an agent of this deployment, else `smtp`."""
+    """`local` when every recipient is an agent of this deployment or an operator mailbox
+    here (delivered to the agent that takes postmaster mail), else `smtp`."""
     for address in recipients:
-        if await gateway.storage.find_agent(address) is None:
+        here = await gateway.storage.find_agent(address) is not None
+        if not (here or await is_operator_mailbox_here(gateway, address)):
             return "smtp"
     return "local"
 

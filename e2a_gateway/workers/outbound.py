@@ -23,8 +23,8 @@ import trio
 from e2a_gateway.addresses import AddressError, normalise_address
 from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.inbound.postmaster import OPERATOR_MAILBOXES, is_own_hostname
-from e2a_gateway.local_delivery import deliver_locally
+from e2a_gateway.inbound.postmaster import is_own_hostname
+from e2a_gateway.local_delivery import deliver_locally, local_recipient
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.outbound.bounces import classify
 from e2a_gateway.outbound.dkim_signing import sign_as_sender
@@ -412,29 +412,36 @@ class OutboundWorker(ClaimLoop):
     async def _deliver(
         self, message: OutboundMessage, sender: Agent, raw: bytes, pending: list[str], now: float
     ) -> tuple[dict[str, str], dict[str, str]]:
-        """Deliver to the pending recipients: agents here locally, the rest via the relay.
+        """Deliver to the pending recipients: agents here (and the operator's mailboxes, to the
+        agent that takes postmaster mail) locally, the rest via the relay.
         Returns (settled results, deferred reasons)."""
-        local: list[Agent] = []
+        local: dict[str, Agent] = {}  # recipient → the agent it is delivered to
         remote: list[str] = []
         results: dict[str, str] = {}
         deferred: dict[str, str] = {}
         for rcpt in pending:
-            agent = await self._gateway.storage.find_agent(rcpt)
+            agent = await local_recipient(self._gateway, rcpt)
             if agent is not None:
-                local.append(agent)
+                local[rcpt] = agent
             elif await self._refused_here(rcpt):
                 results[rcpt] = REFUSED_PREFIX + NO_AGENT.format(address=rcpt)
             else:
                 remote.append(rcpt)
         if local:
             stored = await deliver_locally(
-                self._gateway, message.id, raw, sender, local, message.conversation_id, now
+                self._gateway,
+                message.id,
+                raw,
+                sender,
+                list(local.values()),
+                message.conversation_id,
+                now,
             )
-            for agent in local:
+            for rcpt, agent in local.items():
                 if agent.email in stored:
-                    results[agent.email] = LOCAL_PREFIX + stored[agent.email]
+                    results[rcpt] = LOCAL_PREFIX + stored[agent.email]
                 else:
-                    deferred[agent.email] = "the recipient's owner has no signing secret yet"
+                    deferred[rcpt] = "the recipient's owner has no signing secret yet"
         if remote:
             settled, relay_deferred = await self._relay(message, remote, raw)
             results.update(settled)
@@ -444,15 +451,15 @@ class OutboundWorker(ClaimLoop):
     async def _refused_here(self, address: str) -> bool:
         """Whether `address`, which names no agent in service, is one this gateway's SMTP
         listener refuses (unknown user) and the relay would only bring back here to be refused,
-        as a bounce that suppresses the address: any on the shared domain but an operator
-        mailbox, a return path or one at `smtp.hostname`, and on a custom domain served here an
-        agent's in the trash (it may be restored). Other addresses on a custom domain still go
-        to the relay: only its TXT record made it ours, and its MX may deliver them elsewhere."""
+        as a bounce that suppresses the address: any on the shared domain but a return path or
+        one at `smtp.hostname`, and on a custom domain served here an agent's in the trash (it
+        may be restored). Other addresses on a custom domain still go to the relay: only its TXT
+        record made it ours, and its MX may deliver them elsewhere. (Operator mailboxes here
+        never come this far: they are delivered locally.)"""
         local_part, _, domain = address.rpartition("@")
         if self._gateway.is_shared_domain(domain):
             return not (
-                local_part.lower() in OPERATOR_MAILBOXES
-                or local_part.lower().startswith(RETURN_PATH_PREFIX)
+                local_part.lower().startswith(RETURN_PATH_PREFIX)
                 or is_own_hostname(self._gateway.settings, domain)
             )
         storage = self._gateway.storage
