@@ -20,11 +20,25 @@ ALLOWED_HEADERS = (
     "Mcp-Protocol-Version",
     "Mcp-Session-Id",
     "X-E2A-Agent-Email",
+    "X-Request-Id",
 )
-"""Request headers a page may send: the API key, JSON bodies, and the MCP transport's headers
-(`Last-Event-ID` resumes an MCP event stream, `X-E2A-Agent-Email` names the default agent)."""
-EXPOSED_HEADERS = ("Mcp-Session-Id", "Mcp-Protocol-Version", "Retry-After", "WWW-Authenticate")
-"""Answer headers a page may read beyond the CORS-safelisted ones."""
+"""Request headers a page may send: the API key, JSON bodies, the MCP transport's headers
+(`Last-Event-ID` resumes an MCP event stream, `X-E2A-Agent-Email` names the default agent) and
+its own request id, which `/v1` answers echo."""
+EXPOSED_HEADERS = (
+    "Content-Disposition",
+    "Mcp-Session-Id",
+    "Mcp-Protocol-Version",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "Retry-After",
+    "WWW-Authenticate",
+    "X-Request-Id",
+)
+"""Answer headers a page may read beyond the CORS-safelisted ones: the MCP session, how long to
+wait and why a key was refused, `/v1`'s request id and `RateLimit-*` budget, and the file name
+of a download (an attachment, the account export)."""
 PREFLIGHT_MAX_AGE_SECONDS = 600
 
 

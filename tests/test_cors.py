@@ -138,6 +138,28 @@ async def test_answers_to_an_allowed_origin_are_labelled(http: httpx.AsyncClient
     assert "mcp-session-id" not in opened.headers  # stateless, as e2a's /mcp
 
 
+async def test_a_page_can_read_the_v1_answer_headers_a_client_reads(
+    http: httpx.AsyncClient,
+) -> None:
+    """`/v1` answers carry a request id, e2a's `RateLimit-*` headers and, on downloads, a file
+    name: a page reads them only when they are exposed. It may send its own request id too."""
+    answer = await http.get(
+        "/v1/agents/bot@agents.test/messages",
+        headers=key_of(http) | {"Origin": UI, "X-Request-Id": "page-1"},
+    )
+    assert answer.status_code == 404, answer.text  # a counted read, answered with the headers
+    rate_headers = {"ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"}
+    assert answer.headers["x-request-id"] == "page-1"
+    assert rate_headers <= set(answer.headers)
+    exposed = listed(answer.headers["access-control-expose-headers"])
+    assert {"x-request-id", "content-disposition"} | rate_headers <= exposed
+    asked = await http.options(
+        "/v1/agents", headers=preflight(UI, "GET", "authorization, x-request-id")
+    )
+    assert asked.status_code == 200
+    assert "x-request-id" in listed(asked.headers["access-control-allow-headers"])
+
+
 async def test_other_origins_get_no_cors_headers(http: httpx.AsyncClient) -> None:
     asked = await http.options(
         "/api/v1/send", headers=preflight(OTHER, "POST", "authorization, content-type")
