@@ -5,7 +5,8 @@ The gateway itself vouches for the sender (it authenticated the agent's API key)
 message is stored as inbound mail with entity type `agent` and `Verified: true`, signed per
 recipient owner exactly like mail that arrived over SMTP (inbound's pure pieces: the delivered
 form, the identity claim, the trace fields). It must not touch the relay. Mail to the
-operator's mailboxes here (postmaster and abuse at the domains the gateway serves) is local too:
+operator's mailboxes here (postmaster and abuse at the shared domain and `smtp.hostname`) is
+local too:
 it reaches the agent that takes postmaster mail, as it would over SMTP.
 
 Each recipient's copy has an id derived from the sent message's and the recipient's address,
@@ -65,18 +66,16 @@ def local_authentication_results(hostname: str, sender: str) -> bytes:
     ).encode()
 
 
-async def is_operator_mailbox_here(gateway: Gateway, address: str) -> bool:
-    """Whether `address` (normalised) is postmaster or abuse at a domain this gateway serves —
-    its shared domain, `smtp.hostname` or a verified domain — whose mail the SMTP listener
-    takes for the agent that receives postmaster mail."""
+def is_operator_mailbox_here(gateway: Gateway, address: str) -> bool:
+    """Whether `address` (normalised) is postmaster or abuse at the gateway's own names — its
+    shared domain or `smtp.hostname` — whose mail the SMTP listener takes for the agent that
+    receives postmaster mail. Not at a user's verified domain: its TXT record made it one the
+    gateway serves, but its postmaster and abuse desk are that user's, and its MX may take
+    their mail elsewhere, so an agent's mail to them goes to the relay."""
     local_part, _, domain = address.rpartition("@")
     if local_part.lower() not in OPERATOR_MAILBOXES:
         return False
-    return (
-        gateway.is_shared_domain(domain)
-        or is_own_hostname(gateway.settings, domain)
-        or await gateway.storage.is_served_domain(domain)
-    )
+    return gateway.is_shared_domain(domain) or is_own_hostname(gateway.settings, domain)
 
 
 async def local_recipient(gateway: Gateway, address: str) -> Agent | None:
@@ -87,7 +86,7 @@ async def local_recipient(gateway: Gateway, address: str) -> Agent | None:
 
     Raises NoPostmaster when no user could own the postmaster inbox."""
     agent = await gateway.storage.find_agent(address)
-    if agent is not None or not await is_operator_mailbox_here(gateway, address):
+    if agent is not None or not is_operator_mailbox_here(gateway, address):
         return agent
     return await postmaster_agent(gateway.settings, gateway.storage)
 

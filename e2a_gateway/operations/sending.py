@@ -286,7 +286,7 @@ async def _method(gateway: Gateway, recipients: list[str]) -> Literal["smtp", "l
     here (delivered to the agent that takes postmaster mail), else `smtp`."""
     for address in recipients:
         here = await gateway.storage.find_agent(address) is not None
-        if not (here or await is_operator_mailbox_here(gateway, address)):
+        if not (here or is_operator_mailbox_here(gateway, address)):
             return "smtp"
     return "local"
 
