@@ -25,6 +25,7 @@ from trio_websocket import (
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
+from e2a_gateway.api import websocket as websocket_face
 from e2a_gateway.api.websocket import DRAIN_PAGE_SIZE, MAX_READING_FRAME_BYTES
 from e2a_gateway.app import (
     WEBSOCKET_PING_SECONDS,
@@ -37,6 +38,7 @@ from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.config import Settings
 from e2a_gateway.gateway import Gateway, open_gateway
 from e2a_gateway.hub import (
+    LATE_NOTICE_SECONDS,
     SUBSCRIBER_BUFFER,
     Channel,
     Ended,
@@ -307,6 +309,35 @@ async def test_a_live_notification_of_a_message_already_drained_is_not_sent_agai
     assert following["subject"] == "Next one"
 
 
+async def test_mail_committed_during_the_drain_is_sent_exactly_once(
+    running: RunningGateway, agent: str, connected: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mail committed between two pages of the drain is both in the drain's last page and in
+    the live queue: the client gets it once, and the mail after it too."""
+    backlog = [
+        await accept(running.gateway, [agent], mail(f"Backlog {n}"))
+        for n in range(DRAIN_PAGE_SIZE + 1)
+    ]
+    during: list[str] = []
+    unread_page = websocket_face.messages.unread_page
+
+    async def page_with_a_commit_before_the_second(*args: Any) -> Any:
+        if args[-1] is not None and not during:  # the second page: a message comes meanwhile
+            during.append(await accept(running.gateway, [agent], mail("During the drain")))
+        return await unread_page(*args)
+
+    monkeypatch.setattr(
+        websocket_face.messages, "unread_page", page_with_a_commit_before_the_second
+    )
+    async with connected() as ws:
+        drained = await next_frames(ws, len(backlog) + 1)
+        assert [frame["message_id"] for frame in drained] == backlog + during
+        after = await accept(running.gateway, [agent], mail("After the drain"))
+        (following,) = await next_frames(ws, 1)
+        assert following["message_id"] == after
+        await assert_silent(ws)
+
+
 @asynccontextmanager
 async def pinging_gateway(
     settings: Settings, resolver: FixtureResolver, ping_seconds: float
@@ -555,6 +586,44 @@ async def test_a_revocation_overrides_falling_behind() -> None:
         hub.revoke(Revocation("key", "hash_1"))
         assert slow.ended is Ended.KEY_REVOKED
         assert await slow.receive() is None
+
+
+async def test_a_drains_ids_are_skipped_then_forgotten(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The notices queued during the drain and those coming soon after are skipped when the
+    drain sent their messages; once they are consumed and LATE_NOTICE_SECONDS have passed, the
+    drained ids are let go, whether notices come or not."""
+    hub = Hub()
+    with hub.subscribe(listener()) as subscription:
+        hub.publish("agt_slow", {"message_id": "msg_during"})  # committed during the drain
+        hub.publish("agt_slow", {"message_id": "msg_after_page"})  # after its page was read
+        subscription.drained({"msg_old_1", "msg_old_2", "msg_during"})
+        assert subscription.skipping == 3
+        assert await subscription.receive() == {"message_id": "msg_after_page"}
+        await trio.sleep(LATE_NOTICE_SECONDS / 2)
+        hub.publish("agt_slow", {"message_id": "msg_old_1"})  # a late notice of a drained one
+        hub.publish("agt_slow", {"message_id": "msg_new"})
+        assert await subscription.receive() == {"message_id": "msg_new"}
+        assert subscription.skipping == 3
+        with trio.move_on_after(LATE_NOTICE_SECONDS):  # idle: released while waiting
+            await subscription.receive()
+        assert subscription.skipping == 0
+
+
+async def test_a_slow_reader_skips_every_notice_queued_during_the_drain(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Notices queued before the drain ended are checked against its ids however late they
+    are read."""
+    hub = Hub()
+    with hub.subscribe(listener()) as subscription:
+        hub.publish("agt_slow", {"message_id": "msg_during"})
+        hub.publish("agt_slow", {"message_id": "msg_live"})
+        subscription.drained({"msg_during"})
+        await trio.sleep(LATE_NOTICE_SECONDS * 2)
+        assert await subscription.receive() == {"message_id": "msg_live"}
+        assert subscription.skipping == 0
 
 
 def test_the_hub_counts_open_subscriptions_per_key_and_channel() -> None:

@@ -165,10 +165,8 @@ async def _serve(admitted: _Admitted, subscription: Subscription, ending: Socket
         # Read before the drain: a client acking as the backlog comes would otherwise fill the
         # receive queues, and the HTTP server, no longer reading, would miss its pongs.
         nursery.start_soon(_receive_acks, admitted)
-        drained = await _send_unread(admitted, subscription)
+        subscription.drained(await _send_unread(admitted, subscription))
         async for frame in subscription:
-            if frame["message_id"] in drained:
-                continue
             reading = await trust.peek_reading(
                 gateway, admitted.caller.user_id, admitted.agent.email, frame["message_id"]
             )

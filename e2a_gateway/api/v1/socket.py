@@ -137,8 +137,8 @@ async def _serve(
                 await websocket.receive()  # the protocol is server to client: frames ignored
 
         async def push() -> None:
-            sent = await _send_unread(caller, agent, subscription)
-            await _relay(caller, agent, subscription, sent)
+            subscription.drained(await _send_unread(caller, agent, subscription))
+            await _relay(caller, agent, subscription)
             ended = subscription.ended or Ended.BEHIND
             code = CLOSE_TRY_AGAIN_LATER if ended is Ended.BEHIND else CLOSE_POLICY_VIOLATION
             ending.closing(ended_reason(ended))
@@ -168,14 +168,13 @@ async def _send_unread(caller: Caller, agent: Agent, subscription: Subscription)
     return sent
 
 
-async def _relay(caller: Caller, agent: Agent, subscription: Subscription, sent: set[str]) -> None:
-    """Send each message the hub announces, but those the drain sent already."""
+async def _relay(caller: Caller, agent: Agent, subscription: Subscription) -> None:
+    """Send each message the hub announces (the subscription skips those the drain sent)."""
     gateway = current_gateway()
     async for frame in subscription:
-        message_id = frame["message_id"]
-        if message_id in sent:
-            continue
-        message = await gateway.storage.peek_inbound(caller.user_id, agent.email, message_id)
+        message = await gateway.storage.peek_inbound(
+            caller.user_id, agent.email, frame["message_id"]
+        )
         if message is None:
             continue  # deleted meanwhile
         await push(gateway, received_envelope(message).decode())
