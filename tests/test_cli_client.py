@@ -697,6 +697,7 @@ def test_listen_forward_posts_the_full_message_and_never_replies(
 
     assert sent_by(live, account.key, bot) == []
     assert unread(live, account.key, human) == 0
+    assert unread(live, account.key, bot) == 0  # the handler took it: read
 
 
 def test_listen_forward_to_a_responses_url_asks_the_model_and_replies(

@@ -77,6 +77,7 @@ def test_a_refused_reply_is_reported_and_listening_goes_on(
     assert "First" in out and "Second" in out
     assert "reply to" in err and "422" in err and "e2a: " not in err
     assert len(target.requests) == 2
+    assert unread(live, account.key, bot) == 0  # answered, or refused for good: both read
     wait_until(lambda: unread(live, account.key, human) == 1)
     assert replies_to(cli, human) == ["Model says hi."]
 
@@ -207,8 +208,8 @@ def test_a_token_no_header_can_carry_is_refused_without_showing_it(
 
 @pytest.fixture
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Short pauses between model attempts."""
-    monkeypatch.setattr(listen, "MODEL_RETRY_SECONDS", 0.05)
+    """Short pauses between forward attempts."""
+    monkeypatch.setattr(listen, "FORWARD_RETRY_SECONDS", 0.05)
 
 
 def one_message(live: LiveGateway, account: Account, cli: Cli) -> tuple[str, str]:
@@ -219,11 +220,52 @@ def one_message(live: LiveGateway, account: Account, cli: Cli) -> tuple[str, str
     return bot, human
 
 
+@pytest.mark.parametrize(
+    ("script", "tried"),
+    [([(503, b"down")] * 3, 3), ([(404, b"no such hook")], 1), ([(302, b"elsewhere")], 1)],
+)
+def test_a_message_the_handler_does_not_take_stays_unread_and_comes_again(
+    live: LiveGateway,
+    account: Account,
+    cli: Cli,
+    target: FakeTarget,
+    quick_retries: None,
+    script: list[tuple[int, Any]],
+    tried: int,
+) -> None:
+    """A handler that is down (5xx, tried three times) or refuses (another status) has not
+    taken the message: it stays unread, stderr says so, the exit code is 1; the next listen
+    forwards it again, and only the handler's 2xx marks it read."""
+    bot, _ = one_message(live, account, cli)
+    target.script = list(script)
+    code, out, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url("/hook"))
+    assert code == 1, err
+    assert "Question" in out and len(target.requests) == tried
+    assert "left unread" in err and unread(live, account.key, bot) == 1
+    code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url("/hook"))
+    assert code == 0, err
+    assert len(target.requests) == tried + 1
+    assert target.requests[0].body == target.requests[-1].body
+    assert unread(live, account.key, bot) == 0
+
+
+def test_a_handler_down_for_a_moment_is_tried_again(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget, quick_retries: None
+) -> None:
+    """A 503 or a 429, then a 2xx: the message is forwarded, and read only then."""
+    bot, _ = one_message(live, account, cli)
+    target.script = [(503, b"busy"), (429, b"slow down")]
+    code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url("/hook"))
+    assert code == 0, err
+    assert len(target.requests) == 3
+    assert "HTTP 503; trying again" in err and "HTTP 429; trying again" in err
+    assert unread(live, account.key, bot) == 0
+
+
 def test_a_model_that_fails_for_a_moment_is_asked_again(
     live: LiveGateway, account: Account, cli: Cli, target: FakeTarget, quick_retries: None
 ) -> None:
-    """The message is marked read once fetched: a 503 or a 429 of the model must not lose
-    its reply for good."""
+    """A 503 or a 429 of the model must not lose its reply."""
     bot, human = one_message(live, account, cli)
     target.script = [(503, b"busy"), (429, {"error": {"message": "slow down"}})]
     code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url())
@@ -254,16 +296,16 @@ def test_a_model_without_an_answer_gets_no_reply_and_fails_the_listen(
     asked: int,
     said: str,
 ) -> None:
-    """Nothing is replied, stderr names the message left unanswered and how to answer it,
-    and the exit code says a message went unanswered."""
+    """Nothing is replied, stderr names the message left unread, and the exit code says a
+    message went unanswered; the message comes again to the next listen."""
     bot, human = one_message(live, account, cli)
     target.script = list(script)
     code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url())
     assert code == 1, err
     assert len(target.requests) == asked and said in err
-    (message_id,) = re.findall(r"(msg_\w+) is left unanswered", err)
-    assert f"e2a reply {message_id}" in err
+    assert re.search(r"msg_\w+ is left unanswered and unread", err)
     assert "replied to" not in err and unread(live, account.key, human) == 0
+    assert unread(live, account.key, bot) == 1
 
 
 def test_an_html_only_message_is_shown_to_the_model_as_its_text(
@@ -314,18 +356,15 @@ def test_a_password_in_the_forward_url_is_never_printed(
     """`--forward https://user:password@host/…` (Basic auth for a handler): stderr, which
     often goes to logs, shows the URL without its password, whatever happens."""
     bot, human = local_agents(cli, account, "basic", "basichuman")
-    for number in range(3):
-        send(cli, human, bot, f"Basic {number}")
-    wait_until(lambda: unread(live, account.key, bot) == 3)
-    target.script = [(500, b"down")] * 2 + [(503, b"down")] * 3
+    send(cli, human, bot, "Basic")
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+    target.script = [(500, b"down")] * 3 + [(503, b"down")] * 3
     port = target.url().split(":")[2].split("/")[0]
-    for path in ("/hook", "/hook", "/v1/responses"):
+    for path in ("/hook", "/v1/responses"):  # both fail: the message stays unread
         url = f"http://hook-user:hunter2@127.0.0.1:{port}{path}"
         code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", url)
         assert code == 1, err
         assert "hunter2" not in err and f"127.0.0.1:{port}{path}" in err
-    send(cli, human, bot, "Basic 4")
-    wait_until(lambda: unread(live, account.key, bot) == 1)
     code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", url)
     assert code == 0 and "replied to" in err and "hunter2" not in err
     assert all(r.authorization and r.authorization.startswith("Basic ") for r in target.requests)

@@ -100,6 +100,26 @@ async def test_message_is_stored_byte_exact_and_readable(
     assert read["status"] == "read"
 
 
+async def test_mark_read_false_reads_a_message_in_full_and_leaves_it_unread(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """`e2a listen --forward` reads a message this way, and marks it read (a plain GET) only
+    once its handler has taken it; any other value than true or false is refused."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await new_agent(alice, "bot")
+    assert await smtp_send(running, [bot]) == {}
+    (summary,) = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
+    path = agent_path(bot, f"/messages/{summary['message_id']}")
+
+    peeked = (await alice.http.get(f"{path}?mark_read=false")).json()
+    assert peeked["status"] == "unread" and peeked["raw_message"]
+    assert (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"] != []
+    refused = await alice.http.get(f"{path}?mark_read=no")
+    assert refused.status_code == 400 and "mark_read" in refused.json()["error"]["message"]
+    assert (await alice.http.get(f"{path}?mark_read=true")).json()["status"] == "read"
+    assert (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"] == []
+
+
 async def test_unknown_agent_and_foreign_domain_are_refused(
     running: RunningGateway, make_account: Any
 ) -> None:

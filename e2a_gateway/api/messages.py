@@ -1,4 +1,5 @@
-"""Inbound messages of an agent: keyset-paginated list and full read (which marks read)."""
+"""Inbound messages of an agent: keyset-paginated list and full read (which marks read, unless
+asked not to)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from quart import Blueprint, request
 
 from e2a_gateway.api.auth import requires_caller
-from e2a_gateway.api.requests import page_size
+from e2a_gateway.api.requests import mark_read, page_size
 from e2a_gateway.operations import messages, trust
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.messages import (
@@ -43,9 +44,11 @@ async def list_messages(caller: Caller, email: str) -> dict[str, Any]:
 @blueprint.get("/agents/<email>/messages/<message_id>")
 @requires_caller
 async def get_message(caller: Caller, email: str, message_id: str) -> dict[str, Any]:
-    """GET /agents/{email}/messages/{id}: the full message with its reading; marks it read."""
+    """GET /agents/{email}/messages/{id}: the full message with its reading; marks it read
+    unless `?mark_read=false` (a client that marks it read once it has handled it)."""
     gateway = current_gateway()
+    marking = mark_read()
     message = await messages.read_message(
-        gateway, caller, email, message_id, mark_read=request.method != "HEAD"
+        gateway, caller, email, message_id, mark_read=marking and request.method != "HEAD"
     )
     return {**message_full_view(message), **await trust.reading_of(gateway, message)}

@@ -285,7 +285,14 @@ OPERATIONS: dict[str, Operation] = {
         "inbox",
         "Read one inbound message in full (marks it read)",
         {200: Reply("The message.", schemas.InboundMessage)},
-        errors={429: ("rate_limited",)},
+        errors={400: ("invalid_request",), 429: ("rate_limited",)},
+        query=(
+            Param(
+                "mark_read",
+                "`false` leaves the message unread (to mark it read once it is handled).",
+                {"type": "boolean", "default": True},
+            ),
+        ),
     ),
     "outbound.reply": Operation(
         "sending",

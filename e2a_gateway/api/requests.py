@@ -1,6 +1,6 @@
 """Reading a REST request: its body as JSON, at most MAX_JSON_DEPTH deep, an object holding
 nothing no request may carry, validated against the operation's request model (unknown fields
-refused); `/api/v1`'s `page_size`."""
+refused); `/api/v1`'s `page_size` and `mark_read`."""
 
 from __future__ import annotations
 
@@ -52,3 +52,12 @@ def page_size() -> int:
     ):
         raise Invalid("invalid_request", f"page_size must be an integer from 1 to {MAX_PAGE_SIZE}")
     return int(raw)
+
+
+def mark_read() -> bool:
+    """The `mark_read` query parameter of a message's full read: `true` (the default) or
+    `false` (read it in full, leave it unread); Invalid otherwise."""
+    raw = request.args.get("mark_read", "true")
+    if raw not in ("true", "false"):
+        raise Invalid("invalid_request", "mark_read must be true or false")
+    return raw == "true"

@@ -5,7 +5,8 @@ with `--json`. `--forward URL` POSTs the full message JSON to URL; with `--forwa
 (the gateway's contract), or to a URL whose path ends in `/v1/responses` (e2a's CLI rule), the
 POST is instead an OpenAI Responses API request whose output text is sent back as the reply,
 except to automatic mail (RFC 3834, see automatic_mail.py), which the model is not even asked
-about. A failing forward is reported on stderr and listening goes on.
+about. A forwarded message is marked read only once the URL took it (2xx): one it did not take
+is reported on stderr, stays unread for the next connection, and listening goes on.
 """
 
 from __future__ import annotations
@@ -41,12 +42,13 @@ RATE_LIMIT_WAIT_SECONDS = 60.0
 """How long to wait when the gateway limits reads or replies without saying for how long."""
 MAX_MODEL_BODY_CHARS = 100_000
 """The most of an email's body a model request carries (about 25,000 tokens)."""
-MODEL_ATTEMPTS = 3
-"""How many times a model request that got no answer, a 429 or a 5xx is made in all."""
-MODEL_RETRY_SECONDS = 2.0
-"""The first pause before a model request is made again (doubling after each)."""
-MAX_MODEL_WAIT_SECONDS = 60.0
-"""The longest a model's Retry-After is waited for."""
+FORWARD_ATTEMPTS = 3
+"""How many times a forward (or model request) that got no answer, a 429 or a 5xx is made in
+all."""
+FORWARD_RETRY_SECONDS = 2.0
+"""The first pause before a forward is made again (doubling after each)."""
+MAX_FORWARD_WAIT_SECONDS = 60.0
+"""The longest a forward target's Retry-After is waited for."""
 EXIT_TIMEOUT = 6
 """`--once --until` reached its deadline with no message: e2a's CLI exits 6 and prints
 TIMEOUT."""
@@ -235,11 +237,14 @@ class Fetched:
     email: AsyncInboundEmail
 
 
-async def _fetch(client: AsyncE2AClient, agent: str, message_id: str) -> Fetched:
-    """GET the message (marking it read): its exact JSON, and the SDK's parsed email."""
+async def _fetch(
+    client: AsyncE2AClient, agent: str, message_id: str, *, mark_read: bool
+) -> Fetched:
+    """GET the message (marking it read when `mark_read`): its exact JSON, and the SDK's parsed
+    email."""
     from e2a_gateway.v1 import AsyncInboundEmail
 
-    detail = await client.api.get_message(agent, message_id)
+    detail = await client.api.get_message(agent, message_id, mark_read=mark_read)
     payload = detail.model_dump(mode="json", by_alias=True, exclude_unset=True)
     return Fetched(payload, AsyncInboundEmail(payload, client.reply, trusted=True))
 
@@ -248,61 +253,68 @@ def _headers(args: argparse.Namespace) -> dict[str, str]:
     return {"Authorization": f"Bearer {args.forward_token}"} if args.forward_token else {}
 
 
-async def _forward(http: httpx.AsyncClient, message: Fetched, args: argparse.Namespace) -> bool:
-    """Forward one message; in Responses mode, reply with the model's answer. True when the
-    forward target took it (2xx)."""
+@dataclass(frozen=True)
+class Handoff:
+    """What became of one forwarded message: `done` when it is to be marked read (the target
+    took it, or it is not to be answered, or its reply was given or refused for good), and
+    `failed` when something went wrong (the exit code is then 1)."""
+
+    done: bool
+    failed: bool = False
+
+
+async def _forward(http: httpx.AsyncClient, message: Fetched, args: argparse.Namespace) -> Handoff:
+    """Forward one message; in Responses mode, reply with the model's answer."""
     message_id = message.payload.get("message_id")
     if not asks_a_model(args):
-        response = await http.post(args.forward, json=message.payload, headers=_headers(args))
-        if response.status_code >= 300:
-            _note(
-                f"  forward of {message_id} to {shown_url(args.forward)} failed: "
-                f"HTTP {response.status_code}"
-            )
-            return False
+        response = await _post_patiently(http, args, message.payload)
+        if response is None:
+            _note(f"  {message_id} is left unread: it comes again on the next connection")
+            return Handoff(done=False, failed=True)
         _note(f"  forwarded {message_id} to {shown_url(args.forward)}: HTTP {response.status_code}")
-        return True
+        return Handoff(done=True)
     email = message.email
     reason = not_to_answer(email.raw_message, email.sender, email.recipient)
     if reason is not None:
         _note(f"  not answering {message_id}, automatic mail ({reason}): the model is not asked")
-        return True
+        return Handoff(done=True)
     data = {**email_json(email), "verified": email.is_verified}
-    text = await _ask_model(http, args, responses_request(data, args.model))
+    response = await _post_patiently(http, args, responses_request(data, args.model))
+    text = None if response is None else _answer_text(response, shown_url(args.forward))
     if text is None:
         _note(
-            f"  {message_id} is left unanswered (it is marked read: answer it with "
-            f"`e2a reply {message_id}`)"
+            f"  {message_id} is left unanswered and unread: it comes again on the next connection"
         )
-        return False
-    return await _reply_patiently(message, text)
+        return Handoff(done=False, failed=True)
+    return Handoff(done=True, failed=not await _reply_patiently(message, text))
 
 
-async def _ask_model(
-    http: httpx.AsyncClient, args: argparse.Namespace, request: dict[str, Any]
-) -> str | None:
-    """POST `request` to the model; its output text, or None (said on stderr) when it gave
-    none. No answer, a 429 and a 5xx are tried again, MODEL_ATTEMPTS times in all, after the
-    Retry-After it names (at most MAX_MODEL_WAIT_SECONDS) or a doubling pause."""
+async def _post_patiently(
+    http: httpx.AsyncClient, args: argparse.Namespace, body: dict[str, Any]
+) -> httpx.Response | None:
+    """POST `body` to the forward URL; its 2xx answer, or None (said on stderr) when it gave
+    none. No answer, a 429 and a 5xx are tried again, FORWARD_ATTEMPTS times in all, after the
+    Retry-After it names (at most MAX_FORWARD_WAIT_SECONDS) or a doubling pause; another status
+    is not."""
     import httpx
 
-    pause = MODEL_RETRY_SECONDS
-    for attempt in range(1, MODEL_ATTEMPTS + 1):
+    pause = FORWARD_RETRY_SECONDS
+    for attempt in range(1, FORWARD_ATTEMPTS + 1):
         try:
-            response = await http.post(args.forward, json=request, headers=_headers(args))
+            response = await http.post(args.forward, json=body, headers=_headers(args))
         except httpx.HTTPError as exc:
             problem, wait = f"no answer ({exc})", pause
         else:
             if response.status_code < 300:
-                return _answer_text(response, shown_url(args.forward))
+                return response
             problem = f"HTTP {response.status_code}"
             if response.status_code != 429 and response.status_code < 500:
-                _note(f"  {shown_url(args.forward)} answered {problem}: not replying")
+                _note(f"  {shown_url(args.forward)} answered {problem}")
                 return None
             asked = _retry_after(response.headers.get("retry-after"))
-            wait = pause if asked is None else min(asked, MAX_MODEL_WAIT_SECONDS)
-        if attempt == MODEL_ATTEMPTS:
-            _note(f"  {shown_url(args.forward)}: {problem}, {MODEL_ATTEMPTS} times: not replying")
+            wait = pause if asked is None else min(asked, MAX_FORWARD_WAIT_SECONDS)
+        if attempt == FORWARD_ATTEMPTS:
+            _note(f"  {shown_url(args.forward)}: {problem}, {FORWARD_ATTEMPTS} times")
             return None
         _note(f"  {shown_url(args.forward)}: {problem}; trying again in {wait:g} s")
         await anyio.sleep(wait)
@@ -334,8 +346,8 @@ def _answer_text(response: httpx.Response, url: str) -> str | None:
 
 async def _reply_patiently(message: Fetched, text: str) -> bool:
     """Send `text` as the reply to `message`; over the agent's send limit (429), wait as the
-    gateway asks and try again (the message is already read: a reply given up is lost). True
-    when the gateway took the reply; any other refusal, or no answer, is said on stderr."""
+    gateway asks and try again (the model has answered: a reply given up is lost). True when
+    the gateway took the reply; any other refusal, or no answer, is said on stderr."""
     import httpx
 
     from e2a_gateway.v1 import E2AApiError
@@ -381,16 +393,18 @@ class Outcome:
     forward_failed: bool = False
 
 
-async def _fetch_patiently(client: AsyncE2AClient, agent: str, message_id: str) -> Fetched:
-    """Fetch one message; over the account's read limit (429), wait as the gateway asks and
-    try again. Each fetch is shielded, as it marks the message read; the waits between them
-    can be interrupted."""
+async def _fetch_patiently(
+    client: AsyncE2AClient, agent: str, message_id: str, *, mark_read: bool = True
+) -> Fetched:
+    """Fetch one message (marking it read when `mark_read`); over the account's read limit
+    (429), wait as the gateway asks and try again. Each fetch is shielded, as it may mark the
+    message read; the waits between them can be interrupted."""
     from e2a_gateway.v1 import E2AApiError
 
     while True:
         try:
             with anyio.CancelScope(shield=True):
-                return await _fetch(client, agent, message_id)
+                return await _fetch(client, agent, message_id, mark_read=mark_read)
         except E2AApiError as exc:
             if exc.status_code != 429:
                 raise
@@ -405,18 +419,15 @@ async def _show(
     message: Fetched,
     as_json: bool,
     outcome: Outcome,
-) -> None:
-    """Print one fetched message and forward it when asked."""
-    import httpx
-
+) -> bool:
+    """Print one fetched message and forward it when asked; True when it is to be marked read
+    (it was forwarded, or there is no forward)."""
     _print(email_json(message.email), as_json=as_json)
-    if args.forward:
-        try:
-            delivered = await _forward(http, message, args)
-        except httpx.HTTPError as exc:
-            _note(f"  cannot forward to {shown_url(args.forward)}: {exc}")
-            delivered = False
-        outcome.forward_failed |= not delivered
+    if not args.forward:
+        return True
+    handoff = await _forward(http, message, args)
+    outcome.forward_failed |= handoff.failed
+    return handoff.done
 
 
 async def listen_loop(
@@ -438,11 +449,18 @@ async def listen_loop(
             async for notification in notifications:
                 if args.conversation and notification.conversation_id != args.conversation:
                     continue  # not fetched, so it stays unread for whoever wants it
-                message = await _fetch_patiently(client, agent, notification.message_id)
-                # Fetching marked it read: it is shown (and forwarded) even if the --until
-                # deadline passes meanwhile.
+                # Forwarded, it is marked read once the target took it (a second fetch);
+                # else fetching marks it read.
+                forwarding = bool(args.forward)
+                message = await _fetch_patiently(
+                    client, agent, notification.message_id, mark_read=not forwarding
+                )
+                # It is shown (and forwarded, and marked read) even if the --until deadline
+                # passes meanwhile.
                 with anyio.CancelScope(shield=True):
-                    await _show(http, args, message, as_json, outcome)
+                    done = await _show(http, args, message, as_json, outcome)
+                    if forwarding and done:
+                        await _fetch_patiently(client, agent, notification.message_id)
                 outcome.handled += 1
                 if limit is not None and outcome.handled >= limit:
                     return

@@ -141,9 +141,11 @@ class E2AApi:
         """`GET /agents/{email}/messages`."""
         return self.call(_list_messages(agent_email, status, page_size, token))
 
-    def get_message(self, agent_email: str, message_id: str) -> MessageDetail:
-        """`GET /agents/{email}/messages/{id}` (marks it read)."""
-        call = endpoints.get_message(agent_email, message_id)
+    def get_message(
+        self, agent_email: str, message_id: str, *, mark_read: bool = True
+    ) -> MessageDetail:
+        """`GET /agents/{email}/messages/{id}` (marks it read, unless not `mark_read`)."""
+        call = endpoints.get_message(agent_email, message_id, mark_read=mark_read)
         return self.call(endpoints.as_model(call, MessageDetail))
 
     def reply_to_message(
@@ -268,9 +270,11 @@ class AsyncE2AApi:
         """`GET /agents/{email}/messages`."""
         return await self.call(_list_messages(agent_email, status, page_size, token))
 
-    async def get_message(self, agent_email: str, message_id: str) -> MessageDetail:
-        """`GET /agents/{email}/messages/{id}` (marks it read)."""
-        call = endpoints.get_message(agent_email, message_id)
+    async def get_message(
+        self, agent_email: str, message_id: str, *, mark_read: bool = True
+    ) -> MessageDetail:
+        """`GET /agents/{email}/messages/{id}` (marks it read, unless not `mark_read`)."""
+        call = endpoints.get_message(agent_email, message_id, mark_read=mark_read)
         return await self.call(endpoints.as_model(call, MessageDetail))
 
     async def reply_to_message(

@@ -203,9 +203,13 @@ def list_messages(
     return Call("GET", _agent(agent_email, "/messages"), _message_list, params=params)
 
 
-def get_message(agent_email: str, message_id: str) -> Call[dict[str, Any]]:
-    """`GET /agents/{email}/messages/{id}` (marks it read)."""
-    return Call("GET", _agent(agent_email, f"/messages/{_segment(message_id)}"), _json)
+def get_message(
+    agent_email: str, message_id: str, *, mark_read: bool = True
+) -> Call[dict[str, Any]]:
+    """`GET /agents/{email}/messages/{id}` (marks it read, unless not `mark_read`)."""
+    params = None if mark_read else {"mark_read": "false"}
+    path = _agent(agent_email, f"/messages/{_segment(message_id)}")
+    return Call("GET", path, _json, params=params)
 
 
 def reply(
