@@ -75,7 +75,7 @@ from e2a_gateway.storage.new_inbound import ByContent, NewInboundMessage
 from e2a_gateway.storage.sql.messages import _inbox_query
 from e2a_gateway.storage.sql.transaction import Transaction
 from tests.conftest import make_settings
-from tests.databases import fresh_postgres_database
+from tests.databases import fresh_postgres_database, query
 from tests.delivery_support import wait_until
 from tests.test_signing_identity import claim_for
 
@@ -1147,6 +1147,46 @@ async def test_pages_of_all_mail_merge_unread_and_settled_mail_in_arrival_order(
         "msg_7",
     ]
     assert await mailbox(MessageFilters(directions=("inbound",))) == inbound[::-1]
+
+
+@pytest.mark.parametrize("by_expiry", [False, True])
+async def test_a_released_hold_takes_the_next_place_in_its_agents_mail(
+    storage: Storage, storage_url: str, by_expiry: bool
+) -> None:
+    """Held mail, released by a reviewer or by its agent's expiration action, comes after all
+    of its agent's mail so far, as if it arrived then: a page after the last one read before
+    the release finds it, and `since` the release time too (`created_at` is the release;
+    `received_at` stays its arrival). No place is given twice: mail stored later comes after
+    it, even once the released message is gone."""
+    alice = await add_user(storage)
+    agent = make_agent(alice, "a@agents.test")
+    await storage.add_agent(replace(agent, hitl_expiration_action="approve"))
+    arrived = parse_timestamp(NOW).timestamp()
+    deadline = arrived + 7200
+    held = replace(make_message("msg_held", "a@agents.test"), hold_expires_at=deadline)
+    await storage.store_inbound([held], 1.0)
+    await storage.store_inbound([make_message("msg_after", "a@agents.test")], 2.0)
+    (read,) = (await storage.list_inbound(alice, "a@agents.test", "all", 10, None)).messages
+    assert read.id == "msg_after"
+
+    released_at = deadline if by_expiry else arrived + 3600
+    if by_expiry:
+        assert (await storage.expire_inbound_holds(released_at)).resolved == 1
+    else:
+        assert await storage.release_inbound(alice, "msg_held", True, released_at) is not None
+    page = await storage.list_inbound(alice, "a@agents.test", "all", 10, read.seq)
+    (released,) = page.messages
+    assert released.id == "msg_held" and released.seq > read.seq
+    assert released.created_at == format_timestamp(released_at)
+    assert released.received_at == NOW
+    since = MessageFilters(since=format_timestamp(released_at), newest_first=False)
+    listed = await storage.filed_page(alice, "a@agents.test", since, 10, None)
+    assert [message.id for message in listed] == ["msg_held"]
+
+    query(storage_url, "DELETE FROM messages WHERE id = ?", ("msg_held",))
+    await storage.store_inbound([make_message("msg_later", "a@agents.test")], 3.0)
+    (later,) = (await storage.list_inbound(alice, "a@agents.test", "all", 10, read.seq)).messages
+    assert later.id == "msg_later" and later.seq > released.seq
 
 
 async def test_an_inbox_page_is_the_owners_agent_and_the_same_mail_as_the_full_listing(

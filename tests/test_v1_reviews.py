@@ -651,6 +651,91 @@ async def test_a_websocket_hears_of_held_mail_its_expiry_delivers(
             raise AssertionError(f"the agent heard of the released mail twice: {frame}")
 
 
+async def test_held_mail_released_reaches_pollers_that_paged_past_its_arrival(
+    running: RunningGateway, owner: Account
+) -> None:
+    """Held mail enters the inbox when it is released, not when it arrived: a client paging
+    the inbox with a cursor (`/v1`, `/api/v1`) or polling with `since` has already passed the
+    place and time it arrived at, and still gets it from its next poll, once. Its
+    `received_at` stays the time it arrived."""
+    inbound = {"policy": "allowlist", "allowlist": ["friend@example.org"], "action": "review"}
+    await protect(owner, BOT, protection(inbound=inbound))
+    v1_messages = v1_agent(BOT, "/messages")
+    api_messages = f"/api/v1/agents/{quote(BOT, safe='')}/messages"
+    start = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    async def since_poll(since: str) -> list[dict[str, Any]]:
+        params = {"read_status": "all", "since": since}
+        answer = await owner.http.get(v1_messages, params=params)
+        assert answer.status_code == 200, answer.text
+        items: list[dict[str, Any]] = answer.json()["items"]
+        return items
+
+    async def cursor_page(cursor: str | None) -> tuple[list[str], str | None]:
+        params = {"read_status": "all", "sort": "asc", "limit": "2"}
+        answer = await owner.http.get(
+            v1_messages, params={**params, **({"cursor": cursor} if cursor else {})}
+        )
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        return [item["subject"] for item in page["items"]], page["next_cursor"]
+
+    async def token_page(token: str | None) -> tuple[list[str], str | None]:
+        params = {"status": "all", "page_size": "2", **({"token": token} if token else {})}
+        answer = await owner.http.get(api_messages, params=params)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        return [item["subject"] for item in page["messages"]], page["next_token"]
+
+    assert await since_poll(start) == []  # nothing newer yet
+    await send(running, "friend@example.org", letter("friend@example.org", "First"))
+    await send(running, "alice@example.org", letter("alice@example.org", "Held"))
+    (held,) = await queue(owner)
+    # it arrived an hour ago, and waited for a reviewer since
+    database = running.gateway.settings.database.url
+    arrived = datetime.fromtimestamp(time.time() - 3600, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    query(
+        database,
+        "UPDATE messages SET created_at = ?, received_at = ? WHERE id = ?",
+        (arrived, arrived, held["id"]),
+    )
+    await send(running, "friend@example.org", letter("friend@example.org", "Second"))
+    await send(running, "friend@example.org", letter("friend@example.org", "Third"))
+
+    # each client has paged past where (and when) the held mail arrived
+    seen = await since_poll(start)
+    assert sorted(item["subject"] for item in seen) == ["First", "Second", "Third"]
+    since = max(item["created_at"] for item in seen)
+    cursor_seen, cursor = await cursor_page(None)
+    token_seen, token = await token_page(None)
+    assert cursor_seen == token_seen == ["First", "Second"]
+    assert cursor is not None and token is not None
+
+    approved = await owner.http.post(f"/v1/reviews/{held['id']}/approve", json={})
+    assert approved.status_code == 200, approved.text
+
+    polled = await since_poll(since)
+    (released,) = [item for item in polled if item["id"] == held["id"]]  # once
+    assert released["created_at"] >= since
+    while cursor is not None:
+        subjects, cursor = await cursor_page(cursor)
+        cursor_seen += subjects
+    while token is not None:
+        subjects, token = await token_page(token)
+        token_seen += subjects
+    assert cursor_seen == token_seen == ["First", "Second", "Third", "Held"]
+    unread = await owner.http.get(api_messages)
+    assert [item["subject"] for item in unread.json()["messages"]] == [
+        "First",
+        "Second",
+        "Third",
+        "Held",
+    ]
+    full = (await owner.http.get(f"{api_messages}/{held['id']}")).json()
+    assert full["received_at"] == arrived  # when it arrived; created_at: when it was let in
+    assert full["created_at"] >= since
+
+
 async def test_a_flagging_gate_delivers_with_the_reason(
     running: RunningGateway, owner: Account
 ) -> None:

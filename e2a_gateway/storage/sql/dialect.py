@@ -3,8 +3,8 @@
 Statements are written once with `?` placeholders; a `Dialect` turns them into its driver's
 paramstyle and supplies the few fragments the two databases do not share: boolean literals,
 the time, row locks (PostgreSQL's replicas) or their absence (SQLite's single writer), lists
-bound as one parameter, upserts that keep a row locked, advisory locks, lowercasing, and "no
-limit".
+bound as one parameter, renumbering a row, upserts that keep a row locked, advisory locks,
+lowercasing, and "no limit".
 """
 
 from __future__ import annotations
@@ -93,6 +93,12 @@ class Dialect(abc.ABC):
         """The value an INSERT gives `column`, numbering the rows of `table` in order."""
 
     @abc.abstractmethod
+    def renumber(self, table: str, column: str, key: str) -> list[str]:
+        """Statements, each taking the one parameter `?`, that give the row of `table` whose
+        `key` is `?` the next number of `column` (numbering the rows in order), as an INSERT
+        would: a number greater than any given before, also to rows deleted since."""
+
+    @abc.abstractmethod
     def insert_or_lock(self, key: str) -> str:
         """The ON CONFLICT clause of an INSERT that leaves an existing row with the same `key`
         as it is, but locked until the commit (so nobody deletes it meanwhile)."""
@@ -150,6 +156,17 @@ class SqliteDialect(Dialect):
     def next_in_sequence(self, table: str, column: str) -> str:
         return f"(SELECT coalesce(max({column}), 0) + 1 FROM {table})"
 
+    def renumber(self, table: str, column: str, key: str) -> list[str]:
+        # AUTOINCREMENT keeps the largest number it gave in sqlite_sequence, and an UPDATE
+        # leaves that as it was: kept up here, no INSERT later gives this number again
+        given = f"(SELECT seq FROM sqlite_sequence WHERE name = '{table}')"
+        return [
+            f"UPDATE {table} SET {column} = max(coalesce({given}, 0), "
+            f"(SELECT coalesce(max({column}), 0) FROM {table})) + 1 WHERE {key} = ?",
+            f"UPDATE sqlite_sequence SET seq = (SELECT {column} FROM {table} WHERE {key} = ?) "
+            f"WHERE name = '{table}'",
+        ]
+
     def insert_or_lock(self, key: str) -> str:
         return f"ON CONFLICT ({key}) DO NOTHING"
 
@@ -203,6 +220,9 @@ class PostgresDialect(Dialect):
 
     def next_in_sequence(self, table: str, column: str) -> str:
         return "DEFAULT"  # an identity column: concurrent inserts never share a number
+
+    def renumber(self, table: str, column: str, key: str) -> list[str]:
+        return [f"UPDATE {table} SET {column} = DEFAULT WHERE {key} = ?"]  # the identity's next
 
     def insert_or_lock(self, key: str) -> str:
         return f"ON CONFLICT ({key}) DO UPDATE SET {key} = excluded.{key}"

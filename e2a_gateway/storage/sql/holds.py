@@ -4,7 +4,11 @@ held mail of an agent in the trash is out of the queue and waits for it (no revi
 
 A release locks the row, so two reviewers (or a reviewer and the expiry) never both move it; a
 released message gets what it would have had on arrival, in the same commit: a cloud agent's
-its webhook job, a local agent's an announcement to its live listeners.
+its webhook job, a local agent's an announcement to its live listeners, and its place in its
+agent's mail. Released, it enters the inbox then: it takes the next `seq` of its agent's mail
+(under the agent's mail lock, taken before the row's lock, as `mail_order` orders new mail) and
+`created_at` becomes the time of its release, so a client paging by cursor or polling with
+`since` past where it arrived still gets it, once; `received_at` stays the time it arrived.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from e2a_gateway.storage.rows import MESSAGE_COLUMNS, decode_message
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.idempotency import settle_claim
 from e2a_gateway.storage.sql.jobs import add_job
+from e2a_gateway.storage.sql.mail_order import lock_agents_mail
 from e2a_gateway.storage.sql.outbound import agent_in_service, agent_trashed
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -99,17 +104,21 @@ def _inbound_row(tx: Transaction, user_id: str | None, message_id: str, *, lock:
 def _release(
     tx: Transaction, message: InboundMessage, now: float, reason: str | None = None
 ) -> str | None:
-    """Deliver a held message now: as it would have been on arrival, its `email.received`
-    event logged (and fanned out to the account's webhooks) then, after its
-    `email.review_approved`; its agent's id (None when the agent is gone), whose live
-    listeners on this process are told after the commit."""
+    """Deliver a held message now, its agent's mail lock held (`mail_order`): as it would
+    have been on arrival, placed in its agent's mail as if it arrived now (its next `seq`,
+    `created_at` now), its `email.received` event logged (and fanned out to the account's
+    webhooks) then, after its `email.review_approved`; its agent's id (None when the agent is
+    gone), whose live listeners on this process are told after the commit."""
     row = tx.first("SELECT agent_mode, id FROM agents WHERE email = ?", (message.agent_email,))
     cloud = row is not None and row[0] == CLOUD
+    released_at = format_timestamp(now)
     tx.execute(  # reviewed_at: retention counts a released message's days from its release
         "UPDATE messages SET hold = NULL, hold_expires_at = NULL, delivery_status = ?, "
-        "reviewed_at = ? WHERE id = ?",
-        (DELIVERY_PENDING if cloud else None, format_timestamp(now), message.id),
+        "reviewed_at = ?, created_at = ? WHERE id = ?",
+        (DELIVERY_PENDING if cloud else None, released_at, released_at, message.id),
     )
+    for statement in tx.dialect.renumber("messages", "seq", "id"):
+        tx.execute(statement, (message.id,))
     record_events(tx, [inbound_review_event(message.user_id, message, True, now, reason)])
     if row is None:
         return None
@@ -151,24 +160,42 @@ def _as_new(message: InboundMessage) -> NewInboundMessage:
 
 
 def _expire(tx: Transaction, now: float) -> ExpiredHolds:
-    due = tx.all(
-        "SELECT m.id, a.hitl_expiration_action FROM messages m "
-        "JOIN agents a ON a.email = m.agent_email "
+    overdue = (
+        "FROM messages m JOIN agents a ON a.email = m.agent_email "
         f"WHERE m.direction = '{INBOUND}' AND m.hold = '{HELD_FOR_REVIEW}' "
-        "AND a.deleted_at IS NULL AND m.hold_expires_at <= ? ORDER BY m.hold_expires_at, m.seq "
-        f"LIMIT {EXPIRY_BATCH}{tx.dialect.skip_locked(of='m')}",
+        "AND a.deleted_at IS NULL AND m.hold_expires_at <= ?"
+    )
+    # the mail locks of the agents whose overdue mail is to be released, before any held row's
+    # lock, in the order a release by a reviewer takes them
+    releasing = {
+        str(agent_email)
+        for (agent_email,) in tx.all(
+            f"SELECT DISTINCT m.agent_email {overdue} "
+            f"AND a.hitl_expiration_action = '{EXPIRE_BY_APPROVING}'",
+            (now,),
+        )
+    }
+    lock_agents_mail(tx, releasing)
+    due = tx.all(
+        f"SELECT m.id, a.hitl_expiration_action, m.agent_email {overdue} "
+        f"ORDER BY m.hold_expires_at, m.seq LIMIT {EXPIRY_BATCH}"
+        f"{tx.dialect.skip_locked(of='m')}",
         (now,),
     )
+    resolved = 0
     delivered: list[tuple[str, InboundMessage]] = []
-    for message_id, action in due:
+    for message_id, action, agent_email in due:
+        if action == EXPIRE_BY_APPROVING and agent_email not in releasing:
+            continue  # overdue since the locks were taken: the next sweep releases it
         message = decode_message(_inbound_row(tx, None, message_id, lock=False))
+        resolved += 1
         if action == EXPIRE_BY_APPROVING:
             agent_id = _release(tx, message, now, EXPIRY_REASON)
             if agent_id is not None:
                 delivered.append((agent_id, replace(message, hold=None)))
         else:
             _reject(tx, message, now, EXPIRY_REASON)
-    return ExpiredHolds(len(due), delivered)
+    return ExpiredHolds(resolved, delivered)
 
 
 class HoldsSql(Runner):
@@ -213,6 +240,11 @@ class HoldsSql(Runner):
         `settles`."""
 
         def review(tx: Transaction) -> InboundMessage | None:
+            if approve:  # its agent's mail lock before its row's, as storing new mail takes it
+                found = _inbound_row(tx, user_id, message_id, lock=False)
+                if found is None:
+                    return None
+                lock_agents_mail(tx, [decode_message(found).agent_email])
             row = _inbound_row(tx, user_id, message_id, lock=True)
             if row is None:
                 return None

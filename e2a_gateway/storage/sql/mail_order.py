@@ -3,8 +3,9 @@
 PostgreSQL numbers a row (`seq`) when it is inserted, not when it commits: two transactions
 storing mail of one agent at once may commit the later number first, and a reader paging by
 `seq` past it would never see the earlier one. Every transaction that stores mail of an agent,
-received or sent, first takes that agent's lock, so they take turns; under a single writer
-(SQLite) they do anyway.
+received or sent, first takes that agent's lock, so they take turns; so does one that gives a
+held message its place in its agent's mail as it is released (before locking that message's
+row). Under a single writer (SQLite) they take turns anyway.
 """
 
 from __future__ import annotations
