@@ -31,6 +31,7 @@ from e2a_gateway.storage.base import (
     SigningSecret,
     StorageUnavailable,
 )
+from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from e2a_gateway.workers.webhook_policy import delivery_id
 from e2a_gateway.workers.webhooks import MAX_PER_HOST, WebhookWorker
@@ -865,3 +866,57 @@ async def test_a_record_storage_fails_costs_only_its_job(
     assert f"webhook {unrecorded}: attempt not recorded" in caplog.text
     assert await delivery_status(alice, fast, unrecorded) == "delivered"
     assert len(receiver.requests) == 3
+
+
+async def test_held_mail_is_posted_once_when_released_by_review_or_expiry(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+) -> None:
+    """A cloud agent's mail held for review is posted to its webhook once it is released, by a
+    reviewer or by its expiry (action approve), once each, days after it arrived: its
+    `received_at` is its arrival, and the retry window runs from the release."""
+    agent = await create_agent(alice, "hooked", receiver.url)
+    stored = await alice.http.put(
+        f"/api/v1/agents/{agent}", json={"hitl_expiration_action": "approve"}
+    )
+    assert stored.status_code == 200, stored.text
+    clock.now = time.time()
+    arrived = clock.now - 3 * DELIVERY_WINDOW
+    held = []
+    for subject, waits in (("Reviewed", 4 * DELIVERY_WINDOW), ("Expired", 2 * DELIVERY_WINDOW)):
+        message = NewInboundMessage(
+            id=new_id("msg"),
+            agent_email=agent,
+            envelope_from="alice@example.org",
+            from_addr="alice@example.org",
+            reply_to=None,
+            to=[agent],
+            cc=[],
+            subject=subject,
+            conversation_id=None,
+            rfc_message_id=None,
+            raw_message=f"Subject: {subject}\r\n\r\nhi\r\n".encode(),
+            auth_headers={},
+            authentication_results={},
+            received_at=format_timestamp(arrived),
+            hold_expires_at=arrived + waits,
+            flag_reason="not on the allowlist",
+        )
+        await quiet.gateway.storage.store_inbound([message], arrived)
+        held.append(message.id)
+    assert await worker.deliver_due(clock.now) == 0  # held: nothing to post
+
+    approved = await alice.http.post(f"/v1/reviews/{held[0]}/approve", json={})
+    assert approved.status_code == 200, approved.text
+    assert (await quiet.gateway.storage.expire_inbound_holds(clock.now)).resolved == 1
+    assert await worker.deliver_due(clock.now + 1) == 2
+    posted = {json.loads(request.body)["message_id"]: request for request in receiver.requests}
+    assert set(posted) == set(held) and len(receiver.requests) == 2
+    for message_id in held:
+        assert json.loads(posted[message_id].body)["received_at"] == format_timestamp(arrived)
+        assert await delivery_status(alice, agent, message_id) == "delivered"
+    assert await worker.deliver_due(clock.now + DELIVERY_WINDOW) == 0
+    assert len(receiver.requests) == 2
