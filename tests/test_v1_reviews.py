@@ -734,6 +734,9 @@ async def test_held_mail_released_reaches_pollers_that_paged_past_its_arrival(
     full = (await owner.http.get(f"{api_messages}/{held['id']}")).json()
     assert full["received_at"] == arrived  # when it arrived; created_at: when it was let in
     assert full["created_at"] >= since
+    lifecycle = await owner.http.get(v1_agent(BOT, f"/messages/{held['id']}/lifecycle"))
+    accepted = lifecycle.json()["items"][0]
+    assert (accepted["stage"], accepted["occurred_at"]) == ("accepted", arrived)
 
 
 async def test_a_flagging_gate_delivers_with_the_reason(

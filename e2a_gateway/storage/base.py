@@ -603,6 +603,9 @@ class FiledMessage:
     flag_reason: str | None = None
     """Why the agent's gate did not pass the message (inbound: its sender; outbound: a
     recipient), when it did not: delivered or sent flagged, or held for review."""
+    received_at: str | None = None
+    """When mail received was accepted (`created_at` is when it came into the mailbox: for
+    mail its agent's gate held for review, its release)."""
 
 
 @dataclass(frozen=True)

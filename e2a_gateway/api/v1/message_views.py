@@ -213,6 +213,7 @@ def lifecycle_transitions(message: FiledMessage) -> list[dict[str, Any]]:
     steps: list[tuple[str, str, str, str, bool]] = []
     at = message.created_at
     if message.direction == "inbound":
+        at = message.received_at or at  # its arrival, also for mail released from a hold
         local = message.authentication_results.get("auth") == "pass"
         steps.append(
             (
