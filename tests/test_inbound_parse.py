@@ -68,6 +68,9 @@ def test_encoded_words_are_decoded_beside_raw_utf8(subject: str, text: str) -> N
         ("=?x-unknown?Q?na=EFve?=", "naïve"),  # else windows-1252
         ("=?us-ascii?Q?h=C3=A9llo?=", "héllo"),
         ("=?utf-8?q?caf=C3=A9?= =?x-mac-roman?q?_Caf=8E?=", "café Café"),
+        ("=?iso-8859-1?q?=93Offer=94_=80_10?=", "“Offer” € 10"),  # Windows' Latin-1
+        ("=?ISO-2022-JP?B?GyRCLSFGfEtcGyhC?=", "①日本"),  # Windows' JIS X 0208
+        ("=?shift_jis?B?h0CT+pZ7?=", "①日本"),
     ],
 )
 def test_encoded_words_in_charsets_python_does_not_know_are_read_in_theirs(

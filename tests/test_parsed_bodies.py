@@ -79,6 +79,39 @@ def test_charsets_python_does_not_know_by_their_label_are_read_in_theirs(
     assert parse_body(html).html == f"<p>{text}</p>\n"
 
 
+# ISO-2022-JP as Windows writes it: ① (NEC row 13), then 日本, then ASCII again.
+ISO_2022_JP_NEC = b"\x1b$B-!F|K\\\x1b(B ok"
+
+
+@pytest.mark.parametrize(
+    ("charset", "body", "text"),
+    [
+        (b"iso-8859-1", b"\x93Offer\x94 \x96 10 \x80", "“Offer” \u2013 10 €"),  # Outlook's Latin-1
+        (b"latin1", b"caf\xe9 \x85", "café …"),
+        (b"iso-8859-9", b"\x93\xddstanbul\x94", "“İstanbul”"),
+        (b"tis-620", b"\x95\xca\xc7\xd1", "•สวั"),
+        (b"shift_jis", b"\x87@\x93\xfa\x96{", "①日本"),  # NEC special characters
+        (b"iso-2022-jp", ISO_2022_JP_NEC, "①日本 ok"),
+        (b"iso-2022-jp", b"ok \x1b$(D\x22\x2f\x1b(B fine", "ok \u02d8 fine"),  # JIS X 0212
+        (b"euc-kr", b"\x8cc\xb9\xe6", "똠방"),  # Windows' Korean beyond EUC-KR
+        (b"big5", b"\x88V\xa4\xa4", "Ā中"),  # HKSCS
+    ],
+)
+def test_charsets_are_read_as_mail_readers_read_them(
+    charset: bytes, body: bytes, text: str
+) -> None:
+    # Senders label Windows' wider charsets with the standard names; mail readers (WHATWG's
+    # Encoding Standard) read the labels so, and show no C1 control or escape sequence.
+    raw = text_part(b"text/plain; charset=" + charset, body + b"\r\n")
+    assert parse_body(raw).text == text + "\n"
+
+
+def test_iso_2022_jp_invalid_in_every_reading_never_shows_its_escape_sequences() -> None:
+    raw = text_part(b"text/plain; charset=iso-2022-jp", b"\x1b$B\x7f\x7fF|K\\\x1b(B ok\r\n")
+    text = parse_body(raw).text
+    assert text is not None and "\x1b" not in text and text.endswith("ok\n")
+
+
 @pytest.mark.parametrize(
     ("content_type", "body", "text"),
     [

@@ -8,7 +8,7 @@ from typing import Any
 
 from e2a_gateway.app import RunningGateway
 from tests.conftest import Account, agent_path
-from tests.delivery_support import accept, create_agent
+from tests.delivery_support import accept, create_agent, smtp_send
 
 HEADER = (
     b"From: Dani <dani@example.org>\r\n"
@@ -48,6 +48,28 @@ async def test_hebrew_in_iso_8859_8_i_reads_as_hebrew(
     view = await received(running, await make_account("alice@example.com"), data)
     assert view["subject"] == "שלום"
     assert view["text_body"] == "שלום\n"
+
+
+async def test_japanese_and_latin_1_as_windows_writes_them_read_over_smtp(
+    running: RunningGateway, make_account: Any
+) -> None:
+    # Outlook labels “smart quotes” and € ISO-8859-1, and writes ① (NEC's row 13) into
+    # ISO-2022-JP: agents read them as mail readers show them, no C1 control nor escape.
+    account = await make_account("alice@example.com")
+    bot = await create_agent(account, "bot")
+    data = HEADER + (
+        b"Subject: =?iso-8859-1?q?=93Angebot=94_f=FCr_10_=80?=\r\n"
+        b"Content-Type: text/plain; charset=ISO-2022-JP\r\n"
+        b"Content-Transfer-Encoding: 7bit\r\n"
+        b"\r\n"
+        b"\x1b$B-!F|K\\\x1b(B\r\n"
+    )
+    await smtp_send(running.addresses.smtp_port, [bot], data)
+    listing = await account.http.get(agent_path(bot, "/messages"))
+    (summary,) = listing.json()["messages"]
+    assert summary["subject"] == "“Angebot” für 10 €"
+    response = await account.http.get(agent_path(bot, f"/messages/{summary['message_id']}"))
+    assert response.json()["text_body"] == "①日本\n"
 
 
 async def test_a_forwarded_message_is_listed_and_downloaded_and_keeps_out_of_the_body(

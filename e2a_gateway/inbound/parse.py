@@ -18,9 +18,10 @@ import email.utils
 import hashlib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage, Message, MIMEPart
+from functools import partial
 
 from cachetools import LRUCache, cached
 
@@ -105,23 +106,113 @@ than senders write in (GB2312 for GBK, EUC-KR for Windows' Korean), with the cod
 in, as WHATWG's Encoding Standard (browsers, Thunderbird) maps them."""
 
 
-def _decoded_text(data: bytes, charset: str | None) -> str:
-    """`data` as text in MIME charset `charset` (us-ascii when None, `_CHARSET_ALIASES`
-    followed). Bytes that a charset Python does not know labels, or that are invalid in theirs,
-    read as UTF-8 when they are; else in the declared charset with U+FFFD for what is invalid,
-    or, for an unknown or 7-bit charset, as windows-1252. Never raises."""
-    label = (charset or "us-ascii").strip().lower()
+_READ_AS = {"iso8859-1": "cp1252", "iso8859-9": "cp1254", "iso8859-11": "cp874", "tis-620": "cp874"}
+"""Charsets (by Python's codec name) whose text senders write in Windows' superset of them,
+with that superset: Outlook labels text with “smart quotes” and € `iso-8859-1`. Latin-1 reads
+any byte, so those would show as C1 control characters; WHATWG's Encoding Standard (browsers,
+Thunderbird) reads the labels as the superset."""
+
+_ISO_2022_JP_ESCAPE = re.compile(rb"\x1b(\(B|\(J|\(I|\$@|\$B)")
+
+
+def _iso_2022_jp_as_windows_reads_it(data: bytes) -> str:
+    """ISO-2022-JP `data` read with Windows' JIS X 0208 (code page 932: NEC's row 13 of ①, ㈱,
+    Ⅲ, and IBM's extensions), which Windows mailers write and WHATWG's decoder reads: each
+    two-byte run turned into Shift_JIS, half-width katakana into its byte. ValueError when
+    `data` is not ISO-2022-JP."""
+    pieces = _ISO_2022_JP_ESCAPE.split(data)
+    shift_jis = bytearray(pieces[0])
+    for escape, run in zip(pieces[1::2], pieces[2::2], strict=True):
+        if escape in (b"$@", b"$B"):
+            if len(run) % 2 or not all(0x21 <= byte <= 0x7E for byte in run):
+                raise ValueError("not JIS X 0208")
+            for first, second in zip(run[::2], run[1::2], strict=True):
+                lead = (first + 1) // 2 + (0x70 if first <= 0x5E else 0xB0)
+                trail = second + 0x1F + (second >= 0x60) if first % 2 else second + 0x7E
+                shift_jis += bytes((lead, trail))
+        elif escape == b"(I":
+            if not all(0x21 <= byte <= 0x5F for byte in run):
+                raise ValueError("not half-width katakana")
+            shift_jis += bytes(byte + 0x80 for byte in run)
+        elif b"\x1b" in run:
+            raise ValueError("an escape sequence of another ISO-2022 charset")
+        else:
+            shift_jis += run
+    if b"\x1b" in pieces[0]:
+        raise ValueError("an escape sequence of another ISO-2022 charset")
+    return _windows_japanese(bytes(shift_jis))
+
+
+def _iso_2022_jp_wider(data: bytes) -> str:
+    """ISO-2022-JP `data` as Windows reads it (`_iso_2022_jp_as_windows_reads_it`), else as
+    ISO-2022-JP-2 (JIS X 0212 and the other charsets RFC 1554 adds); ValueError when neither
+    reads it."""
+    try:
+        return _iso_2022_jp_as_windows_reads_it(data)
+    except ValueError:
+        return data.decode("iso2022_jp_2")
+
+
+_CODE_PAGE_932_SINGLE_BYTES = re.compile("[\uf8f0-\uf8f3]")
+"""What Python's cp932 reads bytes 0xA0, 0xFD, 0xFE and 0xFF as: private-use characters for
+bytes Shift_JIS has no character for."""
+
+
+def _windows_japanese(data: bytes) -> str:
+    """`data` in code page 932, Windows' Shift_JIS; ValueError where it has no character."""
+    text = data.decode("cp932")
+    if _CODE_PAGE_932_SINGLE_BYTES.search(text):
+        raise ValueError("not Shift_JIS")
+    return text
+
+
+_WIDER: dict[str, Callable[[bytes], str]] = {
+    "shift_jis": _windows_japanese,
+    "iso2022_jp": _iso_2022_jp_wider,
+    "euc_kr": lambda data: data.decode("cp949"),
+    "big5": lambda data: data.decode("big5hkscs"),
+}
+"""Charsets (by Python's codec name) narrower than what senders labelling text with them write,
+with a reading in the wider charset (Windows' Japanese and Korean, Hong Kong's Big5), tried when
+the text is invalid in the narrow one, as WHATWG's decoders read those labels."""
+
+
+def _codec(label: str) -> str | None:
+    """Python's codec for MIME charset `label` (`_CHARSET_ALIASES` followed, `_READ_AS`
+    applied); None when Python knows none."""
     label = _CHARSET_ALIASES.get(label, label)
-    for codec in (label, "utf-8"):
+    try:
+        name = codecs.lookup(label).name
+    except (LookupError, ValueError):
+        return None
+    return _READ_AS.get(name, name)
+
+
+def _decoded_text(data: bytes, charset: str | None) -> str:
+    """`data` as text in MIME charset `charset` (us-ascii when None), read as `_codec` names,
+    or in the wider charset `_WIDER` names when invalid in that. Bytes that a charset Python
+    does not know labels, or 8-bit bytes invalid in theirs, read as UTF-8 when they are (7-bit
+    bytes invalid in a known charset are in a 7-bit one such as ISO-2022-JP, never UTF-8);
+    else in the declared charset with U+FFFD for what is invalid, or, for an unknown or 7-bit
+    charset, as windows-1252. Never raises."""
+    codec = _codec((charset or "us-ascii").strip().lower())
+    readings: list[Callable[[bytes], str]] = []
+    if codec is not None:
+        readings.append(partial(bytes.decode, encoding=codec))
+        if codec in _WIDER:
+            readings.append(_WIDER[codec])
+    if codec is None or not data.isascii():
+        readings.append(partial(bytes.decode, encoding="utf-8"))
+    for reading in readings:
         try:
-            return data.decode(codec)
+            return reading(data)
         except (LookupError, ValueError):
             continue
-    try:
-        if codecs.lookup(label).name != "ascii":
-            return data.decode(label, "replace")
-    except (LookupError, ValueError):
-        pass
+    if codec is not None and codec != "ascii":
+        try:
+            return data.decode(codec, "replace")
+        except LookupError:
+            pass
     return data.decode("cp1252", "replace")
 
 
