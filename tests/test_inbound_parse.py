@@ -79,6 +79,31 @@ def test_encoded_words_in_charsets_python_does_not_know_are_read_in_theirs(
     assert summarise_headers(headers(f"Subject: {subject}")).subject == text
 
 
+@pytest.mark.parametrize(
+    ("subject", "text"),
+    [
+        ("=?utf-8?q?caf=C3?= =?utf-8?q?=A9?=", "café"),
+        ("=?UTF-8?B?5pel5pys6Kqe44G=?=\r\n =?utf-8?B?ruaXpQ==?= ok", "日本語の日 ok"),
+        ("=?utf-8?q?caf=C3?= =?utf-8?b?!!?= =?utf-8?q?=A9?=", "café"),  # a word of no bytes
+    ],
+)
+def test_a_character_split_between_encoded_words_reads_whole_as_the_sdk_reads_it(
+    subject: str, text: str
+) -> None:
+    # RFC 2047 wants each word whole, but senders split a character's bytes between words of
+    # one charset; Python's email package (and every SDK with it) joins them, as mail readers do.
+    raw = headers(f"Subject: {subject}")
+    assert summarise_headers(raw).subject == text
+    assert parse_raw_email(raw).subject == text
+
+
+def test_a_character_split_between_encoded_words_of_any_charset_reads_whole() -> None:
+    subject = "=?shift_jis?b?k/qW?= =?shift_jis?b?ew==?= =?utf-8?q?_caf=C3?= =?utf-8?q?=A9?="
+    assert summarise_headers(headers(f"Subject: {subject}")).subject == "日本 café"
+    broken = "=?utf-8?q?caf=C3?= =?utf-8?b?Y?= =?utf-8?q?=A9?="  # a word that holds no bytes
+    assert summarise_headers(headers(f"Subject: {broken}")).subject.startswith("caf\ufffd")
+
+
 def test_octets_that_are_not_utf8_read_as_replacement_characters_as_the_sdk_reads_them() -> None:
     raw = b"From: x@example.org\r\nSubject: Gr\xfc\xdfe \xe6\x97\xa5\r\n\r\nbody\r\n"
     summary = summarise_headers(raw)

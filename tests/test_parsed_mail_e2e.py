@@ -72,6 +72,18 @@ async def test_japanese_and_latin_1_as_windows_writes_them_read_over_smtp(
     assert response.json()["text_body"] == "①日本\n"
 
 
+async def test_a_subject_splitting_a_character_between_encoded_words_reads_whole(
+    running: RunningGateway, make_account: Any
+) -> None:
+    account = await make_account("alice@example.com")
+    bot = await create_agent(account, "bot")
+    subject = b"Subject: =?utf-8?b?UmU6IOaXpeacrOiq?=\r\n =?utf-8?b?nuOBruS8muitsA==?=\r\n"
+    await smtp_send(running.addresses.smtp_port, [bot], HEADER + subject + b"\r\nhi\r\n")
+    listing = await account.http.get(agent_path(bot, "/messages"))
+    (summary,) = listing.json()["messages"]
+    assert summary["subject"] == "Re: 日本語の会議"
+
+
 async def test_a_forwarded_message_is_listed_and_downloaded_and_keeps_out_of_the_body(
     running: RunningGateway, make_account: Any
 ) -> None:

@@ -219,27 +219,57 @@ def _decoded_text(data: bytes, charset: str | None) -> str:
 _ENCODED_WORD = re.compile(r"=\?([^?*\s]*)(?:\*[^?\s]*)?\?[bBqQ]\?[^?\s]*\?=")
 
 
-def _readable_encoded_word(word: re.Match[str]) -> str:
-    """An RFC 2047 encoded word as it stands when Python reads it in its charset, else its text
-    as `_decoded_text` reads it, encoded again as UTF-8."""
-    charset = word.group(1)
+_ENCODED_WORDS = re.compile(rf"{_ENCODED_WORD.pattern}(?:[ \t]+{_ENCODED_WORD.pattern})*")
+"""Encoded words with only whitespace between them, which RFC 2047 drops."""
+
+
+def _word_bytes(word: str) -> bytes | None:
+    """The bytes RFC 2047 encoded word `word` holds; None when it holds none (bad base64)."""
     try:
-        ((data, _),) = email.header.decode_header(word.group(0))
+        ((data, _),) = email.header.decode_header(word)
     except (email.errors.HeaderParseError, ValueError):
-        return word.group(0)
-    if not isinstance(data, bytes):
-        return word.group(0)
+        return None
+    return data if isinstance(data, bytes) else None
+
+
+def _readable_text(charset: str, words: list[str], data: bytes) -> str:
+    """Encoded `words` in `charset`, which hold `data`, as they stand when Python reads them
+    in their charset, else `data` as `_decoded_text` reads it, encoded again as UTF-8."""
     text = _decoded_text(data, charset)
     try:
-        if data.decode(charset) == text:
-            return word.group(0)
+        if len(words) == 1 and data.decode(charset) == text:
+            return words[0]
     except (LookupError, ValueError):
         pass
     return "=?utf-8?b?" + base64.b64encode(text.encode("utf-8", "replace")).decode() + "?="
 
 
+def _readable_encoded_words(run: re.Match[str]) -> str:
+    """A run of RFC 2047 encoded words made readable (`_readable_text`), the bytes of adjacent
+    words in one charset read together: senders split a character's bytes between two words,
+    and Python's `email` package (every SDK with it) and mail readers join them. A word that
+    holds no bytes stays as it is."""
+    readable: list[str] = []
+    words: list[str] = []
+    charset, data = "", b""
+    for word in _ENCODED_WORD.finditer(run.group(0)):
+        held = _word_bytes(word.group(0))
+        if words and (held is None or word.group(1).lower() != charset.lower()):
+            readable.append(_readable_text(charset, words, data))
+            words, data = [], b""
+        if held is None:
+            readable.append(word.group(0))
+            continue
+        charset = word.group(1)
+        words.append(word.group(0))
+        data += held
+    if words:
+        readable.append(_readable_text(charset, words, data))
+    return " ".join(readable)
+
+
 def _header_text(message: HeaderFields, name: str) -> str:
-    """A header unfolded, with RFC 2047 words decoded (`_readable_encoded_word`) and NUL read
+    """A header unfolded, with RFC 2047 words decoded (`_readable_encoded_words`) and NUL read
     as U+FFFD (`_without_nul`); '' when absent."""
     value = message.get(name)
     if value is None:
@@ -248,7 +278,7 @@ def _header_text(message: HeaderFields, name: str) -> str:
     if "=?" not in unfolded:  # no encoded word: nothing to decode (and parsing costs)
         return _without_nul(unfolded)
     try:
-        decoded = str(_UNSTRUCTURED(name, _ENCODED_WORD.sub(_readable_encoded_word, unfolded)))
+        decoded = str(_UNSTRUCTURED(name, _ENCODED_WORDS.sub(_readable_encoded_words, unfolded)))
     except Exception:
         decoded = unfolded
     return _without_nul(decoded)
