@@ -140,6 +140,47 @@ def test_bytes_invalid_in_a_known_charset_keep_the_rest_of_its_text() -> None:
     assert parse_body(shift_jis).text == "日本 \ufffd\ufffd\n"
 
 
+def attached(fields: bytes) -> bytes:
+    """A message with a text part and one attachment whose MIME fields are `fields`."""
+    return (
+        b"From: a@example.org\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b"--b\r\n" + fields + b"\r\n\r\nAAAA\r\n--b--\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "filename"),
+    [
+        (
+            b'Content-Type: application/pdf; name="=?ISO-2022-JP?B?GyRCLSFGfEtcGyhC?=.pdf"',
+            "①日本.pdf",
+        ),
+        (
+            b"Content-Type: application/pdf\r\n"
+            b'Content-Disposition: attachment; filename="=?iso-8859-1?q?=93Offer=94_=80.pdf?="',
+            "“Offer” €.pdf",
+        ),
+        (
+            b'Content-Type: application/pdf; name="=?x-sjis?b?h0A=?=.pdf"\r\n'
+            b"Content-Disposition: attachment;\r\n"
+            b' filename="=?utf-8?q?caf=C3?=\r\n =?utf-8?q?=A9?=.pdf"',
+            "café.pdf",
+        ),
+        (b'Content-Type: application/pdf; name="=?x-sjis?b?h0A=?=.pdf"', "①.pdf"),
+        (b'Content-Type: application/pdf; name="plain =?.pdf"', "plain =?.pdf"),
+    ],
+)
+def test_encoded_words_in_a_filename_read_as_in_a_subject(fields: bytes, filename: str) -> None:
+    # Senders put RFC 2047 words in quoted filenames (RFC 2047 forbids it, every reader reads
+    # them): their charsets are read as a subject's are, not as Python's codecs alone read them.
+    (attachment,) = parse_body(attached(fields)).attachments
+    assert attachment.filename == filename
+    found = attachment_data(attached(fields), 0)
+    assert found is not None and found[0].filename == filename
+
+
 FORWARDED = (
     b"From: promo@shop.example\r\n"
     b"Subject: SALE\r\n"

@@ -84,6 +84,27 @@ async def test_a_subject_splitting_a_character_between_encoded_words_reads_whole
     assert summary["subject"] == "Re: 日本語の会議"
 
 
+async def test_a_japanese_filename_from_windows_is_listed_as_written(
+    running: RunningGateway, make_account: Any
+) -> None:
+    account = await make_account("alice@example.com")
+    bot = await create_agent(account, "bot")
+    data = HEADER + (
+        b"Subject: t\r\n"
+        b'Content-Type: multipart/mixed; boundary="XX"\r\n'
+        b"\r\n"
+        b"--XX\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b'--XX\r\nContent-Type: application/pdf; name="=?ISO-2022-JP?B?GyRCLSFGfEtcGyhC?=.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n"
+        b"--XX--\r\n"
+    )
+    await smtp_send(running.addresses.smtp_port, [bot], data)
+    listing = await account.http.get(agent_path(bot, "/messages"))
+    (summary,) = listing.json()["messages"]
+    view = await account.http.get(agent_path(bot, f"/messages/{summary['message_id']}"))
+    assert [item["filename"] for item in view.json()["attachments"]] == ["①日本.pdf"]
+
+
 async def test_a_forwarded_message_is_listed_and_downloaded_and_keeps_out_of_the_body(
     running: RunningGateway, make_account: Any
 ) -> None:

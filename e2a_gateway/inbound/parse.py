@@ -453,9 +453,37 @@ def _attachment_bytes(part: EmailMessage) -> bytes:
     return decoded if isinstance(decoded, bytes) else b""
 
 
+_FILENAME_PARAMETERS = (("content-disposition", "filename"), ("content-type", "name"))
+"""Where a part names its file, in the order `Message.get_filename` looks."""
+
+
+def _filename(part: MIMEPart) -> str | None:
+    """The filename `part` names (`Message.get_filename`), its RFC 2047 encoded words, which
+    senders put in quoted filenames though RFC 2047 forbids it and every reader reads them,
+    read as a subject's are (`_readable_encoded_words`): the `email` package reads ISO-2022-JP
+    with ① or labels it has no codec for as they stand, and Latin-1 as C1 controls."""
+    filename = part.get_filename()
+    if filename is None:
+        return None
+    fields = {
+        name.lower(): _LINE_BREAK.sub("", value) for name, value in reversed(list(part.raw_items()))
+    }  # the first of each, as `get_filename` reads it
+    if not any("=?" in fields.get(field, "") for field, _ in _FILENAME_PARAMETERS):
+        return filename
+    for field, parameter in _FILENAME_PARAMETERS:
+        value = fields.get(field)
+        if value is None:
+            continue
+        readable = _ENCODED_WORDS.sub(_readable_encoded_words, value)
+        named = getattr(READING.header_factory(field, readable), "params", {}).get(parameter)
+        if named is not None:
+            return str(named).strip()
+    return filename
+
+
 def _attachment(part: EmailMessage, data: bytes) -> Attachment:
     """The metadata of attachment `part`, whose decoded bytes are `data`."""
-    filename = part.get_filename()
+    filename = _filename(part)
     if filename is None and part.is_multipart():
         filename = _ATTACHED_MESSAGE_FILENAME
     content_id = part.get("Content-ID")
