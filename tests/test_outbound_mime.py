@@ -26,8 +26,9 @@ pytestmark = pytest.mark.backend_independent
 PDF = b"%PDF-1.4 \x00\xff binary"
 
 
-def parse(raw: bytes) -> EmailMessage:
-    message = email.message_from_bytes(raw, policy=email.policy.default)
+def parse(raw: bytes, *, raw_headers: bool = False) -> EmailMessage:
+    policy = email.policy.compat32 if raw_headers else email.policy.default
+    message = email.message_from_bytes(raw, policy=policy, _class=EmailMessage)
     assert isinstance(message, EmailMessage)
     return message
 
@@ -255,7 +256,7 @@ def test_reply_to_display_names_are_quoted_or_encoded() -> None:
         ),
     )
     raw = build_message(draft, message_id="<x@agents.test>", date=0)
-    assert b"Reply-To: Support Desk <help@example.com>, " in raw
+    assert b"Reply-To: Support Desk <help@example.com>," in raw
     assert b'"Doe, Jane" <jane@example.com>' in raw
     assert reply_to_of(raw) == [
         ("Support Desk", "help@example.com"),
@@ -265,6 +266,51 @@ def test_reply_to_display_names_are_quoted_or_encoded() -> None:
         ("", "plain@example.com"),
     ]
     assert [line for line in raw.split(b"\r\n") if len(line) > 78] == []
+
+
+def rfc2047_text(value: str) -> str:
+    """`value` of a header as RFC 2047 reads it: whitespace between two encoded words is no
+    part of the text (section 6.2), as mail readers read it."""
+    return str(email.header.make_header(email.header.decode_header(value)))
+
+
+def written_names(raw: bytes, field: str) -> list[tuple[str, str]]:
+    """The mailboxes of address `field` in `raw`, their display names read as RFC 2047 says."""
+    values = parse(raw).get_all(field) or []
+    unfolded = [value.replace("\r\n", "") for value in parse(raw, raw_headers=True).get_all(field)]
+    assert len(unfolded) == len(values)
+    return [(rfc2047_text(name), address) for name, address in email.utils.getaddresses(unfolded)]
+
+
+WORDS = "Grüße 日本 Angebot für Ihre 会議 の 予定 München über Straße 2024 café naïve Привет мир"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_spaces_in_long_subjects_and_display_names_beyond_ascii_are_kept(seed: int) -> None:
+    # The email package folds such text into encoded words with a space between two words
+    # as folding whitespace, which RFC 2047 readers drop: "München über" read "Münchenüber".
+    words = WORDS.split()
+    text = " ".join(words[(seed * 7 + index * (seed % 5 + 1)) % len(words)] for index in range(24))
+    mailbox = f'"{text}" <r@example.org>'
+    draft = Draft(
+        from_addr="bot@agents.test",
+        to=[mailbox, "plain@example.org"],
+        cc=[mailbox],
+        subject=text,
+        text="",
+        reply_to=f"{mailbox}, Desk <d@example.org>",
+    )
+    raw = build_message(draft, message_id="<x@agents.test>", date=0)
+    head = raw.split(b"\r\n\r\n")[0]
+    assert head.isascii() and max(len(line) for line in head.split(b"\r\n")) <= 78
+    subject = parse(raw, raw_headers=True)["Subject"].replace("\r\n", "")
+    assert rfc2047_text(subject) == text
+    assert written_names(raw, "To") == [(text, "r@example.org"), ("", "plain@example.org")]
+    assert written_names(raw, "Cc") == [(text, "r@example.org")]
+    assert written_names(raw, "Reply-To") == [(text, "r@example.org"), ("Desk", "d@example.org")]
+    read = parse(raw)
+    assert read["Subject"] == text  # and the email package reads them back too
+    assert [a.addr_spec for a in read["To"].addresses] == ["r@example.org", "plain@example.org"]
 
 
 @pytest.mark.parametrize(

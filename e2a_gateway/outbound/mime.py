@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.header
 import email.policy
 import email.utils
 import re
@@ -227,6 +228,62 @@ def _set_tokens(message: EmailMessage, name: str, tokens: list[str]) -> None:
         message[name] = " ".join(tokens)
 
 
+MAX_HEADER_LINE = 78
+"""RFC 5322 section 2.1.1: the length a header line should keep within, CRLF aside."""
+_FOLDING = "\r\n "
+
+
+def _encoded_words(text: str, field: str | None) -> str:
+    """`text` as RFC 2047 encoded words of UTF-8, whole, its spaces inside the words, folded
+    into lines within MAX_HEADER_LINE: the first after `field: ` (after a folding space when
+    `field` is None), the others after a folding space.
+
+    The `email` package folds such text with the space between two of its words as folding
+    whitespace, which RFC 2047 readers drop (section 6.2): in one long subject or display name
+    beyond ASCII in five, "München über" read "Münchenüber"."""
+    if field is None:
+        header = email.header.Header(text, "utf-8", maxlinelen=MAX_HEADER_LINE - 1)
+    else:
+        header = email.header.Header(text, "utf-8", MAX_HEADER_LINE, field)
+    return header.encode(splitchars="", linesep=_FOLDING[:2])
+
+
+def _set_subject(message: EmailMessage, subject: str) -> None:
+    """Subject: beyond ASCII as `_encoded_words`, else as the `email` package writes it."""
+    if subject.isascii():
+        message["Subject"] = subject
+    else:
+        message.set_raw("Subject", _encoded_words(subject, "Subject"))
+
+
+def _set_mailboxes(message: EmailMessage, name: str, value: str | list[Address]) -> None:
+    """Address field `name` holding the mailboxes of `value` (written as `address_as_written`
+    reads them), one to a line, each display name beyond ASCII as `_encoded_words`; without
+    one, or with a group, as the `email` package writes it."""
+    header = SEVEN_BIT.header_factory(name, value)
+    groups = getattr(header, "groups", ())
+    mailboxes = [mailbox for group in groups for mailbox in group.addresses]
+    if any(group.display_name is not None for group in groups) or all(
+        mailbox.display_name.isascii() for mailbox in mailboxes
+    ):
+        message[name] = value
+        return
+    written = []
+    for index, mailbox in enumerate(mailboxes):
+        field = name if index == 0 else None
+        if mailbox.display_name.isascii():
+            folded = SEVEN_BIT.header_factory(name, [mailbox]).fold(policy=SEVEN_BIT)
+            written.append(folded.removeprefix(f"{name}: ").removesuffix("\r\n"))
+            continue
+        words = _encoded_words(mailbox.display_name, field)
+        first = f"{field}: " if field else " "
+        last = first + words if _FOLDING not in words else " " + words.rpartition(_FOLDING)[2]
+        address = f"<{mailbox.addr_spec}>"
+        fits = len(last) + 1 + len(address) <= MAX_HEADER_LINE
+        written.append(words + (" " if fits else _FOLDING) + address)
+    message.set_raw(name, f",{_FOLDING}".join(written))
+
+
 def _fits_7bit(data: bytes) -> bool:
     """Whether `data` can go into the message as it is, 7-bit: ASCII, no line longer than
     MAX_LINE_OCTETS. A longer line would make the whole message invalid (RFC 5322 section
@@ -244,14 +301,14 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
         for value in values:
             check_header_value(name, value)
     message = EmailMessage(policy=SEVEN_BIT)
-    message["From"] = draft.from_addr
+    _set_mailboxes(message, "From", draft.from_addr)
     if draft.to:  # a forward may go to Cc only: no empty To field (RFC 5322 needs an address)
-        message["To"] = ", ".join(draft.to)
+        _set_mailboxes(message, "To", ", ".join(draft.to))
     if draft.cc:
-        message["Cc"] = ", ".join(draft.cc)
+        _set_mailboxes(message, "Cc", ", ".join(draft.cc))
     if draft.reply_to:
-        message["Reply-To"] = reply_to_header(draft.reply_to)
-    message["Subject"] = draft.subject
+        _set_mailboxes(message, "Reply-To", reply_to_header(draft.reply_to))
+    _set_subject(message, draft.subject)
     message["Date"] = email.utils.formatdate(date, usegmt=True)
     message["Message-ID"] = message_id
     if draft.auto_submitted:
