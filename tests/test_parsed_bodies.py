@@ -8,6 +8,7 @@ import pytest
 
 from e2a_gateway.inbound import parse
 from e2a_gateway.inbound.parse import Attachment, attachment_data, parse_body
+from e2a_gateway.inbound.reply_commands import ReplyCommand, parse_command
 
 pytestmark = pytest.mark.backend_independent
 
@@ -104,6 +105,21 @@ def test_charsets_are_read_as_mail_readers_read_them(
     # Encoding Standard) read the labels so, and show no C1 control or escape sequence.
     raw = text_part(b"text/plain; charset=" + charset, body + b"\r\n")
     assert parse_body(raw).text == text + "\n"
+
+
+@pytest.mark.parametrize(
+    ("charset", "body"),
+    [
+        (b"utf-8", b"\xef\xbb\xbfapprove"),  # PowerShell's Send-MailMessage -Encoding UTF8
+        (b"iso-8859-1", b"\xef\xbb\xbfapprove"),  # the byte order mark decides, as WHATWG says
+        (b"utf-16", b"\xff\xfea\x00p\x00p\x00r\x00o\x00v\x00e\x00"),
+        (b"utf-16", b"\xfe\xff\x00a\x00p\x00p\x00r\x00o\x00v\x00e"),
+    ],
+)
+def test_a_byte_order_mark_is_no_part_of_the_text(charset: bytes, body: bytes) -> None:
+    raw = text_part(b"text/plain; charset=" + charset, body)
+    assert parse_body(raw).text == "approve"
+    assert parse_command(parse_body(raw).text) == ReplyCommand(approve=True)
 
 
 def test_iso_2022_jp_invalid_in_every_reading_never_shows_its_escape_sequences() -> None:

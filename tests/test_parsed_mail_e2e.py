@@ -105,6 +105,25 @@ async def test_a_japanese_filename_from_windows_is_listed_as_written(
     assert [item["filename"] for item in view.json()["attachments"]] == ["①日本.pdf"]
 
 
+async def test_a_byte_order_mark_does_not_reach_the_agent(
+    running: RunningGateway, make_account: Any
+) -> None:
+    # PowerShell's Send-MailMessage -Encoding UTF8 starts the body with one.
+    account = await make_account("alice@example.com")
+    bot = await create_agent(account, "bot")
+    data = HEADER + (
+        b"Subject: t\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: base64\r\n"
+        b"\r\n" + base64.b64encode("\ufeffDeploy finished.\r\n".encode()) + b"\r\n"
+    )
+    await smtp_send(running.addresses.smtp_port, [bot], data)
+    listing = await account.http.get(agent_path(bot, "/messages"))
+    (summary,) = listing.json()["messages"]
+    view = await account.http.get(agent_path(bot, f"/messages/{summary['message_id']}"))
+    assert view.json()["text_body"] == "Deploy finished.\n"
+
+
 async def test_a_forwarded_message_is_listed_and_downloaded_and_keeps_out_of_the_body(
     running: RunningGateway, make_account: Any
 ) -> None:

@@ -177,6 +177,14 @@ with a reading in the wider charset (Windows' Japanese and Korean, Hong Kong's B
 the text is invalid in the narrow one, as WHATWG's decoders read those labels."""
 
 
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+"""Byte order marks and the charset each says the text is in."""
+
+
 def _codec(label: str) -> str | None:
     """Python's codec for MIME charset `label` (`_CHARSET_ALIASES` followed, `_READ_AS`
     applied); None when Python knows none."""
@@ -194,7 +202,12 @@ def _decoded_text(data: bytes, charset: str | None) -> str:
     does not know labels, or 8-bit bytes invalid in theirs, read as UTF-8 when they are (7-bit
     bytes invalid in a known charset are in a 7-bit one such as ISO-2022-JP, never UTF-8);
     else in the declared charset with U+FFFD for what is invalid, or, for an unknown or 7-bit
-    charset, as windows-1252. Never raises."""
+    charset, as windows-1252. A byte order mark decides the charset and is no part of the
+    text (as WHATWG's `decode` reads it). Never raises."""
+    for mark, encoding in _BYTE_ORDER_MARKS:
+        if data.startswith(mark):
+            data, charset = data[len(mark) :], encoding
+            break
     codec = _codec((charset or "us-ascii").strip().lower())
     readings: list[Callable[[bytes], str]] = []
     if codec is not None:
