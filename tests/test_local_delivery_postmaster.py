@@ -19,6 +19,7 @@ from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import Account, agent_path, make_settings
 from tests.delivery_support import create_agent, open_account, wait_until
 from tests.relay_support import Sink, relay_port, sink
+from tests.test_postmaster import first_account, verified_domain
 
 __all__ = ["relay_port", "sink"]  # fixtures
 
@@ -29,21 +30,6 @@ INBOX = "postmaster@agents.test"
 def settings(tmp_path: Path, relay_port: int) -> Settings:
     relay = {"host": "127.0.0.1", "port": relay_port, "tls": "none", "timeout_seconds": 10}
     return make_settings(tmp_path, outbound_smtp=relay)
-
-
-async def first_account(running: RunningGateway, make_account: Any, email: str) -> Account:
-    """An account created a second before any other: the operator, who owns the inbox."""
-    await running.gateway.storage.ensure_user("usr_first", email, "2020-01-01T00:00:00Z")
-    account: Account = await make_account(email)
-    return account
-
-
-async def verified_domain(account: Account, resolver: FixtureResolver, domain: str) -> None:
-    created = await account.http.post("/api/v1/domains", json={"domain": domain})
-    assert created.status_code == 201, created.text
-    resolver.set_txt(domain, [created.json()["verification_token"]])
-    verified = await account.http.post(f"/api/v1/domains/{domain}/verify")
-    assert verified.status_code == 200, verified.text
 
 
 async def inbox(account: Account, agent: str) -> list[dict[str, Any]]:

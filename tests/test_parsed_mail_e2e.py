@@ -27,6 +27,20 @@ async def received(running: RunningGateway, account: Account, data: bytes) -> di
     return dict(response.json())
 
 
+async def received_over_smtp(
+    running: RunningGateway, account: Account, data: bytes
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The listing entry and the message view of `data`, sent over SMTP to a new agent `bot`
+    of `account`."""
+    bot = await create_agent(account, "bot")
+    await smtp_send(running.addresses.smtp_port, [bot], data)
+    listing = await account.http.get(agent_path(bot, "/messages"))
+    (summary,) = listing.json()["messages"]
+    response = await account.http.get(agent_path(bot, f"/messages/{summary['message_id']}"))
+    assert response.status_code == 200, response.text
+    return dict(summary), dict(response.json())
+
+
 async def downloaded(account: Account, message_id: str, index: int) -> bytes:
     """Attachment `index` of message `message_id` of `bot`, as getAttachment hands it over."""
     path = f"/v1/agents/bot%40agents.test/messages/{message_id}/attachments/{index}?inline=true"
@@ -55,8 +69,6 @@ async def test_japanese_and_latin_1_as_windows_writes_them_read_over_smtp(
 ) -> None:
     # Outlook labels “smart quotes” and € ISO-8859-1, and writes ① (NEC's row 13) into
     # ISO-2022-JP: agents read them as mail readers show them, no C1 control nor escape.
-    account = await make_account("alice@example.com")
-    bot = await create_agent(account, "bot")
     data = HEADER + (
         b"Subject: =?iso-8859-1?q?=93Angebot=94_f=FCr_10_=80?=\r\n"
         b"Content-Type: text/plain; charset=ISO-2022-JP\r\n"
@@ -64,31 +76,24 @@ async def test_japanese_and_latin_1_as_windows_writes_them_read_over_smtp(
         b"\r\n"
         b"\x1b$B-!F|K\\\x1b(B\r\n"
     )
-    await smtp_send(running.addresses.smtp_port, [bot], data)
-    listing = await account.http.get(agent_path(bot, "/messages"))
-    (summary,) = listing.json()["messages"]
+    account = await make_account("alice@example.com")
+    summary, view = await received_over_smtp(running, account, data)
     assert summary["subject"] == "“Angebot” für 10 €"
-    response = await account.http.get(agent_path(bot, f"/messages/{summary['message_id']}"))
-    assert response.json()["text_body"] == "①日本\n"
+    assert view["text_body"] == "①日本\n"
 
 
 async def test_a_subject_splitting_a_character_between_encoded_words_reads_whole(
     running: RunningGateway, make_account: Any
 ) -> None:
-    account = await make_account("alice@example.com")
-    bot = await create_agent(account, "bot")
     subject = b"Subject: =?utf-8?b?UmU6IOaXpeacrOiq?=\r\n =?utf-8?b?nuOBruS8muitsA==?=\r\n"
-    await smtp_send(running.addresses.smtp_port, [bot], HEADER + subject + b"\r\nhi\r\n")
-    listing = await account.http.get(agent_path(bot, "/messages"))
-    (summary,) = listing.json()["messages"]
+    account = await make_account("alice@example.com")
+    summary, _ = await received_over_smtp(running, account, HEADER + subject + b"\r\nhi\r\n")
     assert summary["subject"] == "Re: 日本語の会議"
 
 
 async def test_a_japanese_filename_from_windows_is_listed_as_written(
     running: RunningGateway, make_account: Any
 ) -> None:
-    account = await make_account("alice@example.com")
-    bot = await create_agent(account, "bot")
     data = HEADER + (
         b"Subject: t\r\n"
         b'Content-Type: multipart/mixed; boundary="XX"\r\n'
@@ -98,30 +103,22 @@ async def test_a_japanese_filename_from_windows_is_listed_as_written(
         b"Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n"
         b"--XX--\r\n"
     )
-    await smtp_send(running.addresses.smtp_port, [bot], data)
-    listing = await account.http.get(agent_path(bot, "/messages"))
-    (summary,) = listing.json()["messages"]
-    view = await account.http.get(agent_path(bot, f"/messages/{summary['message_id']}"))
-    assert [item["filename"] for item in view.json()["attachments"]] == ["①日本.pdf"]
+    _, view = await received_over_smtp(running, await make_account("alice@example.com"), data)
+    assert [item["filename"] for item in view["attachments"]] == ["①日本.pdf"]
 
 
 async def test_a_byte_order_mark_does_not_reach_the_agent(
     running: RunningGateway, make_account: Any
 ) -> None:
     # PowerShell's Send-MailMessage -Encoding UTF8 starts the body with one.
-    account = await make_account("alice@example.com")
-    bot = await create_agent(account, "bot")
     data = HEADER + (
         b"Subject: t\r\n"
         b"Content-Type: text/plain; charset=utf-8\r\n"
         b"Content-Transfer-Encoding: base64\r\n"
         b"\r\n" + base64.b64encode("\ufeffDeploy finished.\r\n".encode()) + b"\r\n"
     )
-    await smtp_send(running.addresses.smtp_port, [bot], data)
-    listing = await account.http.get(agent_path(bot, "/messages"))
-    (summary,) = listing.json()["messages"]
-    view = await account.http.get(agent_path(bot, f"/messages/{summary['message_id']}"))
-    assert view.json()["text_body"] == "Deploy finished.\n"
+    _, view = await received_over_smtp(running, await make_account("alice@example.com"), data)
+    assert view["text_body"] == "Deploy finished.\n"
 
 
 async def test_a_forwarded_message_is_listed_and_downloaded_and_keeps_out_of_the_body(

@@ -31,7 +31,6 @@ from e2a_gateway.storage.base import (
     SigningSecret,
     StorageUnavailable,
 )
-from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from e2a_gateway.workers.webhook_policy import delivery_id
 from e2a_gateway.workers.webhooks import MAX_PER_HOST, WebhookWorker
@@ -53,7 +52,15 @@ from tests.delivery_support import (
 )
 from tests.http_receiver import CLOSE, HANG, Answer, HttpReceiver, Received, answer_in_turn
 from tests.test_signing_identity import sdk_verifies
-from tests.webhook_support import FakeClock, alice, job_due_at, quiet, receiver, settings
+from tests.webhook_support import (
+    FakeClock,
+    alice,
+    job_due_at,
+    quiet,
+    receiver,
+    settings,
+    store_received,
+)
 
 __all__ = ["alice", "quiet", "receiver", "settings"]  # fixtures
 
@@ -885,28 +892,10 @@ async def test_held_mail_is_posted_once_when_released_by_review_or_expiry(
     assert stored.status_code == 200, stored.text
     clock.now = time.time()
     arrived = clock.now - 3 * DELIVERY_WINDOW
-    held = []
-    for subject, waits in (("Reviewed", 4 * DELIVERY_WINDOW), ("Expired", 2 * DELIVERY_WINDOW)):
-        message = NewInboundMessage(
-            id=new_id("msg"),
-            agent_email=agent,
-            envelope_from="alice@example.org",
-            from_addr="alice@example.org",
-            reply_to=None,
-            to=[agent],
-            cc=[],
-            subject=subject,
-            conversation_id=None,
-            rfc_message_id=None,
-            raw_message=f"Subject: {subject}\r\n\r\nhi\r\n".encode(),
-            auth_headers={},
-            authentication_results={},
-            received_at=format_timestamp(arrived),
-            hold_expires_at=arrived + waits,
-            flag_reason="not on the allowlist",
-        )
-        await quiet.gateway.storage.store_inbound([message], arrived)
-        held.append(message.id)
+    held = [
+        await store_received(quiet, agent, arrived, subject, hold_expires_at=arrived + waits)
+        for subject, waits in (("Reviewed", 4 * DELIVERY_WINDOW), ("Expired", 2 * DELIVERY_WINDOW))
+    ]
     assert await worker.deliver_due(clock.now) == 0  # held: nothing to post
 
     approved = await alice.http.post(f"/v1/reviews/{held[0]}/approve", json={})

@@ -69,8 +69,16 @@ def job_due_at(settings: Settings, message_id: str) -> float | None:
     return float(rows[0][0]) if rows else None
 
 
-async def store_received(quiet: QuietGateway, agent: str, now: float, subject: str = "Old") -> str:
-    """Store an inbound message for `agent` as if it arrived at `now`; its id."""
+async def store_received(
+    quiet: QuietGateway,
+    agent: str,
+    now: float,
+    subject: str = "Old",
+    *,
+    hold_expires_at: float | None = None,
+) -> str:
+    """Store an inbound message for `agent` as if it arrived at `now` (held for review until
+    `hold_expires_at` when given, as its gate holds mail not on the allowlist); its id."""
     message = NewInboundMessage(
         id=new_id("msg"),
         agent_email=agent,
@@ -86,6 +94,8 @@ async def store_received(quiet: QuietGateway, agent: str, now: float, subject: s
         auth_headers={},
         authentication_results={},
         received_at=format_timestamp(now),
+        hold_expires_at=hold_expires_at,
+        flag_reason=None if hold_expires_at is None else "not on the allowlist",
     )
     await quiet.gateway.storage.store_inbound([message], now)
     return message.id
