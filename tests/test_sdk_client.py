@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
+import http.server
 import itertools
 import json
 import queue
@@ -755,6 +757,74 @@ def test_api_errors_keep_status_code_and_message() -> None:
     dated = {"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}
     later = httpx.Response(503, text="down", headers=dated, request=request)
     assert E2AApiError.from_response(later).retry_after is None
+
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """A web server in front of the gateway's address: it redirects every request to https
+    (`redirect`), or answers every request with its own 502 error page."""
+
+    redirect = True
+    page = (
+        b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+        b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+        b"</body>\r\n</html>\r\n"
+    )
+
+    def _answer(self) -> None:
+        if self.redirect:
+            self.send_response(308)
+            self.send_header("Location", f"https://gateway.example{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(502)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(self.page)))
+        self.end_headers()
+        self.wfile.write(self.page)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def proxy(redirect: bool) -> Iterator[str]:
+    """A `_Proxy` on loopback; yields its URL."""
+    handler = type("Handler", (_Proxy,), {"redirect": redirect})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_redirect_is_an_error_not_a_success() -> None:
+    """A base URL that redirects (http:// in front of an https-only proxy): every call raises,
+    deletes included, saying where to point the client; nothing is reported done."""
+    with proxy(redirect=True) as url, E2AClient(api_key="e2a_x", base_url=url) as client:
+        for attempt in (
+            lambda: client.delete_agent("bot@agents.example"),
+            lambda: client.delete_domain("example.com"),
+            lambda: client.api.delete_api_key("key_1"),
+            client.list_agents,
+        ):
+            with pytest.raises(E2AApiError) as raised:
+                attempt()
+            assert (raised.value.status_code, raised.value.code) == (308, "redirected")
+            assert "https://gateway.example/api/v1/" in raised.value.message
+
+        async def delete_async() -> None:
+            async with AsyncE2AClient(api_key="e2a_x", base_url=url) as client:
+                await client.delete_agent("bot@agents.example")
+
+        with pytest.raises(E2AApiError) as raised:
+            trio.run(delete_async)
+        assert (raised.value.status_code, raised.value.code) == (308, "redirected")
 
 
 # Packaging

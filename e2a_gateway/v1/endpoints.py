@@ -48,9 +48,19 @@ class Call(Generic[T]):
 
 
 def check(response: httpx.Response) -> httpx.Response:
-    """`response` when it is a success, else raise `E2AApiError`."""
+    """`response` when it is a success, else raise `E2AApiError`: for an error status, and
+    for a redirect, which the client does not follow (a request sent again elsewhere could
+    write twice) and which is no answer of the API (a delete would look done)."""
     if response.status_code >= 400:
         raise E2AApiError.from_response(response)
+    if response.is_redirect:
+        where = response.headers.get("location", "")
+        raise E2AApiError(
+            response.status_code,
+            f"{response.request.method} {response.url} was redirected to {where}: "
+            "set the base URL to the address the gateway answers at itself",
+            "redirected",
+        )
     return response
 
 
