@@ -827,6 +827,24 @@ def test_a_redirect_is_an_error_not_a_success() -> None:
         assert (raised.value.status_code, raised.value.code) == (308, "redirected")
 
 
+def test_an_error_page_of_a_proxy_is_summed_up_not_shown() -> None:
+    """A proxy's 502 page in front of the gateway: the error says what answered, in one
+    sentence, without the page's HTML."""
+    with (
+        proxy(redirect=False) as url,
+        E2AClient(api_key="e2a_x", base_url=url) as client,
+        pytest.raises(E2AApiError) as raised,
+    ):
+        client.get_messages(agent_email="bot@agents.example")
+    error = raised.value
+    assert (error.status_code, error.code) == (502, None)
+    assert "<" not in error.message and "\n" not in error.message, error.message
+    assert error.message == (
+        "HTTP 502 Bad Gateway: an HTML page, not the e2a API's JSON error "
+        "(a proxy or another web server answered for the gateway)"
+    )
+
+
 # Packaging
 
 ISOLATION_CHECK = """

@@ -45,10 +45,27 @@ class E2AApiError(Exception):
 
     @classmethod
     def from_response(cls, response: httpx.Response) -> E2AApiError:
-        """The error an HTTP answer of status >= 400 stands for."""
-        error = cls.from_body(response.status_code, response.text)
+        """The error an HTTP answer of status >= 400 stands for. An HTML page (a proxy's
+        error page, say) is summed up in a sentence rather than kept as the message."""
+        if _is_html(response):
+            status = f"{response.status_code} {response.reason_phrase}".strip()
+            error = cls(
+                response.status_code,
+                f"HTTP {status}: an HTML page, not the e2a API's JSON error "
+                "(a proxy or another web server answered for the gateway)",
+            )
+        else:
+            error = cls.from_body(response.status_code, response.text)
         error.retry_after = _seconds(response.headers.get("retry-after"))
         return error
+
+
+def _is_html(response: httpx.Response) -> bool:
+    """Whether an answer is a web page: by its Content-Type, else by its first character."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind:
+        return kind in ("text/html", "application/xhtml+xml")
+    return response.text.lstrip().startswith("<")
 
 
 def _seconds(value: str | None) -> float | None:

@@ -147,7 +147,7 @@ async def connect_websocket(
             body = (await response.aread()).decode("utf-8", "replace")
             if response.status_code >= 500 or response.status_code in RETRYABLE_STATUSES:
                 raise WebSocketRejected(f"HTTP {response.status_code}: {body[:200]}")
-            raise E2AApiError.from_body(response.status_code, body)
+            raise E2AApiError.from_response(response)
         if response.headers.get("sec-websocket-accept") != _accept_token(key):
             raise WebSocketRejected("the server answered the upgrade with a wrong accept key")
         async with WebSocket(response.extensions["network_stream"], idle_seconds) as socket:
