@@ -7,6 +7,8 @@ with mail arriving over real SMTP.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 from urllib.parse import quote
 
@@ -96,6 +98,44 @@ async def test_trash_restore_and_conversation_of_a_message(
         )
         assert unknown["code"] == "not_found" and unknown["status"] == 404
         assert unknown["retryable"] is False
+
+
+ATTACHED = (
+    "From: Alice <alice@example.org>\r\nTo: {to}\r\nSubject: Scan\r\nMIME-Version: 1.0\r\n"
+    "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+    "Attached.\r\n--b\r\nContent-Type: application/pdf\r\n"
+    "Content-Disposition: attachment; filename=scan.pdf\r\n"
+    "Content-Transfer-Encoding: base64\r\n\r\n{data}\r\n--b--\r\n"
+)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_restored_message_is_answered_without_its_raw_bytes(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    """restore_message answers the message with its attachments as metadata, never its raw
+    MIME: a restored mail with a large attachment does not flood the model's context."""
+    account: Account = await make_account(f"restore-raw-{transport}@example.com")
+    agent = await create_agent(account, f"restore-raw-{transport}")
+    data = base64.encodebytes(b"%PDF" + b"\x00" * 300_000).decode().replace("\n", "\r\n")
+    await smtp_send(
+        running.addresses.smtp_port, [agent], ATTACHED.format(to=agent, data=data).encode()
+    )
+    async with opener(transport, running)(account.key, agent) as client:
+
+        async def arrived() -> bool:
+            return bool((await call(client, "list_messages", {}))["messages"])
+
+        await wait_until(arrived)
+        [row] = (await call(client, "list_messages", {}))["messages"]
+        message_id = row["message_id"]
+        await call(client, "delete_message", {"message_id": message_id, "confirm": True})
+        restored = await call(client, "restore_message", {"message_id": message_id})
+    assert restored["id"] == message_id and restored["subject"] == "Scan"
+    assert "raw_message" not in restored
+    [attachment] = restored["attachments"]
+    assert attachment["filename"] == "scan.pdf" and attachment["size_bytes"] == 300_004
+    assert len(json.dumps(restored)) < 20_000
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -123,9 +123,11 @@ async def delete_message(caller: ToolCaller, arguments: DeleteMessageArguments) 
 
 
 async def restore_message(caller: ToolCaller, arguments: RestoreMessageArguments) -> dict[str, Any]:
-    """Bring a message back from the trash: the message."""
+    """Bring a message back from the trash: the message as `/v1` answers it, without its raw
+    MIME (attachments stay metadata; get_attachment fetches one)."""
     email = await caller.agent(arguments.email)
-    return await caller.port.restore_message(email, arguments.message_id)
+    restored = await caller.port.restore_message(email, arguments.message_id)
+    return {name: value for name, value in restored.items() if name != "raw_message"}
 
 
 async def restore_agent(caller: ToolCaller, arguments: RestoreAgentArguments) -> dict[str, Any]:
@@ -195,7 +197,8 @@ MAILBOX_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
         "restore_message",
         "Restore a message from trash",
-        "Bring a trashed message back; answers the message. A live message answers not_in_trash.",
+        "Bring a trashed message back; answers the message without its raw MIME (attachments "
+        "as metadata). A live message answers not_in_trash.",
         RestoreMessageArguments,
         restore_message,
         read_only=False,
