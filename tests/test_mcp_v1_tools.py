@@ -17,6 +17,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from e2a_gateway.app import RunningGateway
+from e2a_gateway.mcp.answers import MAX_BODY_CHARS
 from e2a_gateway.mcp.tiers import RUNTIME_TOOLS
 from e2a_gateway.mcp.tools import TOOLS
 from tests.conftest import Account, agent_path
@@ -136,6 +137,39 @@ async def test_a_restored_message_is_answered_without_its_raw_bytes(
     [attachment] = restored["attachments"]
     assert attachment["filename"] == "scan.pdf" and attachment["size_bytes"] == 300_004
     assert len(json.dumps(restored)) < 20_000
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_get_message_cuts_a_long_body(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    """A mail whose text and HTML run to 600 KB each: get_message answers both cut at
+    MAX_BODY_CHARS and says so (`truncated`), as read_email does, so the answer fits an MCP
+    client's event limit and the model's context."""
+    account: Account = await make_account(f"long-body-{transport}@example.com")
+    agent = await create_agent(account, f"long-body-{transport}")
+    line = "Budget notes for the quarter, line by line.\r\n"
+    text = line * (600_000 // len(line))
+    long_mail = (
+        f"From: Alice <alice@example.org>\r\nTo: {agent}\r\nSubject: Notes\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+        f"--b\r\nContent-Type: text/plain\r\n\r\n{text}--b\r\nContent-Type: text/html\r\n\r\n"
+        f"<p>{text}</p>\r\n--b--\r\n"
+    )
+    await smtp_send(running.addresses.smtp_port, [agent], long_mail.encode())
+    async with opener(transport, running)(account.key, agent) as client:
+
+        async def arrived() -> bool:
+            return bool((await call(client, "list_messages", {}))["messages"])
+
+        await wait_until(arrived)
+        [row] = (await call(client, "list_messages", {}))["messages"]
+        shown = await call(client, "get_message", {"message_id": row["message_id"]})
+    assert shown["subject"] == "Notes" and shown["truncated"] is True
+    assert len(shown["text"]) == len(shown["html"]) == len(shown["reply_text"]) == MAX_BODY_CHARS
+    quoted = sum(len(part.get("content") or "") for part in shown["trust"]["parts"])
+    assert 0 < quoted <= MAX_BODY_CHARS
+    assert shown["text"].startswith(line.replace("\r\n", "\n"))
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

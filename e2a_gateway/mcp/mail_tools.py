@@ -13,7 +13,14 @@ from typing import Any, Literal
 import anyio
 from pydantic import Field
 
-from e2a_gateway.mcp.answers import inbound_message, message_summary, sent, verification
+from e2a_gateway.mcp.answers import (
+    MAX_BODY_CHARS,
+    inbound_message,
+    message_summary,
+    sent,
+    truncated,
+    verification,
+)
 from e2a_gateway.mcp.mailbox_tools import present
 from e2a_gateway.mcp.port import GatewayPort
 from e2a_gateway.mcp.toolkit import (
@@ -307,9 +314,13 @@ def message_for_tool(view: dict[str, Any]) -> dict[str, Any]:
     """A `/v1` MessageView as e2a's get_message shows it (tools/messages.ts
     messageViewForTool): no raw MIME, no attachment bytes, the decoded text and HTML of mail
     received (the kept body of mail sent), `received_at` its creation time. This gateway's
-    reading of mail received (`reply_text`, `trust`) is added after e2a's fields."""
+    reading of mail received (`reply_text`, `trust`) is added after e2a's fields. Text, HTML
+    and `reply_text` are cut at MAX_BODY_CHARS (`truncated` then true), as read_email's are."""
     parsed = view.get("parsed") or {}
     body = view.get("body") or {}
+    text, text_cut = truncated(parsed.get("text", body.get("text")))
+    html, html_cut = truncated(parsed.get("html", body.get("html")))
+    was_cut = parsed.get("truncated")
     shown: dict[str, Any] = {
         "id": view.get("id"),
         "conversation_id": view.get("conversation_id"),
@@ -328,9 +339,9 @@ def message_for_tool(view: dict[str, Any]) -> dict[str, Any]:
         "flagged": view.get("flagged"),
         "flag_reason": view.get("flag_reason"),
         "protection": view.get("protection"),
-        "truncated": parsed.get("truncated"),
-        "text": parsed.get("text", body.get("text")),
-        "html": parsed.get("html", body.get("html")),
+        "truncated": True if text_cut or html_cut else was_cut,
+        "text": text,
+        "html": html,
         "delivery_status": view.get("delivery_status"),
         "delivery_detail": view.get("delivery_detail"),
         "review_status": view.get("review_status"),
@@ -350,7 +361,26 @@ def message_for_tool(view: dict[str, Any]) -> dict[str, Any]:
     }
     # Absent fields are left out, as JSON.stringify leaves out e2a's undefined ones.
     shown = {name: value for name, value in shown.items() if name in _KEPT or value is not None}
-    return shown | {name: view[name] for name in READING_FIELDS if name in view}
+    reading = {name: view[name] for name in READING_FIELDS if name in view}
+    if isinstance(reading.get("reply_text"), str):
+        reading["reply_text"] = truncated(reading["reply_text"])[0]
+    if isinstance(reading.get("trust"), dict):
+        reading["trust"] = _bounded_trust(reading["trust"])
+    return shown | reading
+
+
+def _bounded_trust(trust: dict[str, Any]) -> dict[str, Any]:
+    """`trust` with its parts' `content` cut to MAX_BODY_CHARS all together: the parts, their
+    lines and verdicts stay; the text past the bound is left out, as the body's is."""
+    budget = MAX_BODY_CHARS
+    parts = []
+    for part in trust.get("parts") or []:
+        content = part.get("content") if isinstance(part, dict) else None
+        if isinstance(content, str):
+            part = part | {"content": content[:budget]}
+            budget -= len(part["content"])
+        parts.append(part)
+    return trust | {"parts": parts} if "parts" in trust else trust
 
 
 _KEPT = frozenset({"header_from", "envelope_from", "verified_domain", "authentication"})
