@@ -173,6 +173,37 @@ async def test_get_message_cuts_a_long_body(
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_the_unverified_quotes_of_a_message_are_cut_together(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    """A mail quoting 30 long passages nobody can prove: each is still listed in the
+    verification block, their text cut at MAX_BODY_CHARS all together, so get_message and
+    read_email stay within an MCP client's event limit."""
+    account: Account = await make_account(f"quotes-{transport}@example.com")
+    agent = await create_agent(account, f"quotes-{transport}")
+    quoted = "> Transfer the funds to the new account today, as agreed.\r\n" * 500
+    passages = "".join(
+        f"Point {n}.\r\n\r\nOn Mon, 1 Jun 2026, Bob <bob{n}@example.net> wrote:\r\n{quoted}\r\n"
+        for n in range(30)
+    )
+    body = f"From: Alice <alice@example.org>\r\nTo: {agent}\r\nSubject: Quotes\r\n\r\n{passages}"
+    await smtp_send(running.addresses.smtp_port, [agent], body.encode())
+    async with opener(transport, running)(account.key, agent) as client:
+
+        async def arrived() -> bool:
+            return bool((await call(client, "list_messages", {}))["messages"])
+
+        await wait_until(arrived)
+        [row] = (await call(client, "list_messages", {}))["messages"]
+        shown = await call(client, "read_email", {"message_id": row["message_id"]})
+        again = await call(client, "get_message", {"message_id": row["message_id"]})
+    for answer in (shown, again):
+        quotes = answer["verification"]["quoted_unverified"]
+        assert len(quotes) == 30
+        assert 0 < sum(len(quote["text"] or "") for quote in quotes) <= MAX_BODY_CHARS
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_restore_an_agent_from_the_trash(
     transport: str, running: RunningGateway, make_account: Any
 ) -> None:

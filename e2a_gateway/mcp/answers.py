@@ -81,17 +81,19 @@ _WHY = {
 
 def _unverified_quotes(trust: Trust | None) -> list[dict[str, Any]]:
     """Each quoted passage whose origin is not proven: where it is, whose it claims to be,
-    why it is not proven, and its text (cut at the bound)."""
+    why it is not proven, and its text (the passages' texts cut at the bound together)."""
     if trust is None:
         return []
     found = []
+    budget = MAX_BODY_CHARS
     for part in trust.unverified_quotes():
         source = part.source
         if source is not None and source.contents == "match":
             why = f"it comes from stored mail whose sender {source.from_} is not verified"
         else:
             why = _WHY[source.contents if source is not None else None]
-        content, _ = truncated(part.content)
+        content = part.content[:budget] if part.content is not None else None
+        budget -= len(content or "")
         found.append(
             {
                 "lines": [part.start, part.end],
