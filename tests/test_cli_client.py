@@ -49,6 +49,7 @@ from tests.cli_support import (  # noqa: F401 (fixtures)
     unread,
     wait_until,
 )
+from tests.test_sdk_client import proxy
 
 # Login and config
 
@@ -131,6 +132,24 @@ def test_login_to_a_server_that_is_no_gateway_says_to_check_the_url(cli: Cli, ho
     assert f"{url} does not answer as an e2a gateway" in err and "check --url" in err
     assert "<html" not in err.lower()
     assert not (home / ".e2a" / "config.json").exists()
+
+
+def test_login_to_a_redirecting_url_names_where_it_points(
+    cli: Cli, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An http:// URL in front of an https-only proxy: login says where it redirects, and
+    `domains delete` through it fails instead of printing that the domain was deleted."""
+    with proxy(redirect=True) as url:
+        code, out, err = cli("login", "--url", url, "--api-key", "e2a_" + "0" * 64)
+        assert (code, out) == (1, "")
+        assert f"{url}/api/v1/info was redirected to https://gateway.example/api/v1/info" in err
+        assert not (home / ".e2a" / "config.json").exists()
+
+        monkeypatch.setenv("E2A_URL", url)
+        monkeypatch.setenv("E2A_API_KEY", "e2a_" + "0" * 64)
+        code, out, err = cli("domains", "delete", "x.example")
+        assert (code, out) == (1, ""), (out, err)
+        assert "redirected to https://gateway.example/api/v1/domains/x.example" in err, err
 
 
 def test_a_web_page_answering_200_is_no_gateway_either(

@@ -552,6 +552,8 @@ def cmd_login(ctx: Context) -> None:
     try:
         info = fetch_info(url)
     except E2AApiError as exc:
+        if exc.code == "redirected":  # names where to: an http:// URL of an https gateway
+            raise ClientError(exc.message) from None
         status = f"{exc.status_code}, not JSON" if exc.code == "invalid_answer" else exc.status_code
         raise ClientError(
             f"{url} does not answer as an e2a gateway (GET /api/v1/info: {status}); check --url"
