@@ -2,7 +2,7 @@
 
 Sockets are bound before anything starts, so a taken port fails fast with a one-line reason.
 Everything runs in one trio nursery; cancelling it (SIGINT/SIGTERM) stops every task, waits
-for database writes in flight, and closes storage.
+for database writes in flight, gives back the job leases still held, and closes storage.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import errno
 import logging
 import signal
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
@@ -40,6 +42,7 @@ from e2a_gateway.startup import (
     smtp_options,
 )
 from e2a_gateway.storage import POSTGRES_SCHEMES, redacted_url, sole_gateway
+from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.storage.group_commit import GroupCommitter
 from e2a_gateway.workers.approvals import ApprovalWorker
 from e2a_gateway.workers.certificate_watch import CertificateWatch, served_certificate
@@ -54,6 +57,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("e2a")
 
 WEBSOCKET_PING_SECONDS = 30.0
+LEASE_RELEASE_SECONDS = 10.0
+"""Bound on giving back the job leases when the gateway stops."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,22 @@ async def _note_stopping(gateway: Gateway) -> None:
         gateway.stopping = True
 
 
+@asynccontextmanager
+async def leases_given_back(gateway: Gateway) -> AsyncIterator[None]:
+    """On the way out, once every worker has stopped, free the job leases this replica still
+    holds (what a stop cut short, or claimed and never began), so that the other replicas take
+    that work at once rather than after the leases run out. Failing to (the database is away)
+    only leaves the work to its leases."""
+    try:
+        yield
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(LEASE_RELEASE_SECONDS):
+            try:
+                await gateway.storage.release_leases()
+            except StorageUnavailable as exc:
+                log.warning("job leases not given back on the way out (%s): left to run out", exc)
+
+
 async def run_gateway(
     settings: Settings,
     *,
@@ -210,6 +231,7 @@ async def run_gateway(
     async with (
         sole_gateway(settings.database.url),
         open_gateway(settings, resolver) as gateway,
+        leases_given_back(gateway),
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(_note_stopping, gateway)

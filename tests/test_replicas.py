@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import smtplib
 import subprocess
 import sys
@@ -51,6 +52,7 @@ KILL_MESSAGES = 30
 SLOW_ANSWER_SECONDS = 1.0
 WEBHOOK_TIMEOUT_SECONDS = 3
 LEASE_SECONDS = 6
+LONG_LEASE_SECONDS = 40
 DELIVERY_SLACK_SECONDS = 8.0
 SIMULTANEOUS_ROUNDS = 8
 SETTLE_SECONDS = 1.0
@@ -443,6 +445,49 @@ async def test_replica_killed_mid_delivery_leaves_its_jobs_to_the_other_after_th
         else:
             assert len(times) == 1, f"{subject} delivered {len(times)} times"
             assert times[0] > killed_at
+
+
+async def test_a_stopped_replica_leaves_its_jobs_to_the_others_at_once(
+    tmp_path: Path, database: str
+) -> None:
+    """A holds jobs (some POSTs in flight, some queued) when it is stopped with SIGTERM, as in a
+    rolling restart or a scale-down; B, a replica with another name, delivers them all at once,
+    not after A's leases: a stop gives back the leases of what it did not finish. Only the
+    POSTs A had in flight are seen twice."""
+    receiver = HttpReceiver(lambda _: Answer(200, delay=SLOW_ANSWER_SECONDS))
+    timing = f"timeout_seconds = {WEBHOOK_TIMEOUT_SECONDS}\nlease_seconds = {LONG_LEASE_SECONDS}\n"
+    subjects = [f"s{n}" for n in range(KILL_MESSAGES)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(receiver.serve)
+        dns_port = await nursery.start(serve_dns, {})
+        async with replica(tmp_path, "a", database, dns_port, timing) as a:
+            key = await bootstrap(a)
+            agent = await create_agent(
+                a, key, {"slug": "hook", "agent_mode": "cloud", "webhook_url": receiver.url}
+            )
+            await trio.to_thread.run_sync(send_mail, a.smtp_port, agent, subjects)
+            await receiver.wait_in_flight(8)  # A's per-host limit: 8 POSTs held by the receiver
+            claimed_at = trio.current_time()
+            a.process.send_signal(signal.SIGTERM)
+            assert await trio.to_thread.run_sync(lambda: a.process.wait(timeout=30)) == 0
+            in_flight_at_stop = {json.loads(r.body)["subject"] for r in receiver.requests}
+        async with replica(tmp_path, "b", database, dns_port, timing):
+            with trio.fail_after(DELIVERY_SECONDS):
+                while True:
+                    if await trio.to_thread.run_sync(_all_delivered, database, KILL_MESSAGES):
+                        break
+                    await trio.sleep(0.2)  # polling the database: no event crosses processes
+            delivered_at = trio.current_time()
+        nursery.cancel_scope.cancel()
+
+    received: dict[str, int] = {}
+    for request in receiver.requests:
+        subject = json.loads(request.body)["subject"]
+        received[subject] = received.get(subject, 0) + 1
+    assert set(received) == set(subjects)
+    assert len(in_flight_at_stop) == 8
+    assert {subject for subject, times in received.items() if times > 1} <= in_flight_at_stop
+    assert delivered_at < claimed_at + LONG_LEASE_SECONDS / 2, "B waited for A's leases"
 
 
 def _all_delivered(database_url: str, expected: int) -> bool:

@@ -1450,8 +1450,9 @@ class JobQueueStore(Protocol):
 
     async def release_leases(self) -> None:
         """At start-up, free the leases a previous run of this replica held on jobs and on
-        `/v1` webhook deliveries: every lease on SQLite (one process works the queues), the
-        ones stamped with this replica's name on PostgreSQL (other replicas' leases stay)."""
+        `/v1` webhook deliveries, and on stopping, once its workers have, those it still
+        holds: every lease on SQLite (one process works the queues), the ones stamped with this
+        replica's name on PostgreSQL (other replicas' leases stay)."""
         ...
 
     async def claim_jobs(

@@ -76,9 +76,10 @@ class JobsSql(Runner):
 
     async def release_leases(self) -> None:
         """At start-up, free the leases a previous run of this process held on jobs and on
-        `/v1` webhook deliveries: every lease under a single writer (this process alone works
-        the queues), else those stamped with this replica's name, and only those (other
-        replicas may hold live leases on this database).
+        `/v1` webhook deliveries, and on stopping, once its workers have, those it still holds:
+        every lease under a single writer (this process alone works the queues), else those
+        stamped with this replica's name, and only those (other replicas may hold live leases
+        on this database).
 
         A crashed replica that does not come back holds its work until the leases expire; then
         any replica claims it."""
