@@ -39,6 +39,7 @@ from e2a_gateway.storage.vocabulary import JOB_KINDS
 from tests.databases import fresh_postgres_database, require_postgres
 from tests.dns_server import serve_dns
 from tests.http_receiver import Answer, HttpReceiver
+from tests.severable_route import severable_route
 from tests.test_cli import free_port
 
 pytestmark = pytest.mark.backend_independent
@@ -53,6 +54,7 @@ SLOW_ANSWER_SECONDS = 1.0
 WEBHOOK_TIMEOUT_SECONDS = 3
 LEASE_SECONDS = 6
 LONG_LEASE_SECONDS = 40
+CUT_OFF_SECONDS = 60.0
 DELIVERY_SLACK_SECONDS = 8.0
 SIMULTANEOUS_ROUNDS = 8
 SETTLE_SECONDS = 1.0
@@ -488,6 +490,61 @@ async def test_a_stopped_replica_leaves_its_jobs_to_the_others_at_once(
     assert len(in_flight_at_stop) == 8
     assert {subject for subject, times in received.items() if times > 1} <= in_flight_at_stop
     assert delivered_at < claimed_at + LONG_LEASE_SECONDS / 2, "B waited for A's leases"
+
+
+async def test_a_replica_cut_off_from_its_database_says_so_and_recovers(
+    tmp_path: Path, database: str
+) -> None:
+    """A's database host vanishes without a word (a partition, a host that died, a failover
+    to another address: packets dropped, no reset). Within a minute A answers /readyz 503 and
+    refuses mail with 451, rather than hanging each request until the kernel gives up on its
+    connections (about 15 minutes), while B, which still reaches the database, serves on;
+    once the route is back, A is ready again and takes mail."""
+    server = urlsplit(database)
+    assert server.port is not None
+    with severable_route(server.port) as route:
+        cut_url = database.replace(server.netloc.split("@")[-1], f"{route.host}:{route.port}")
+        async with trio.open_nursery() as nursery:
+            dns_port = await nursery.start(serve_dns, {})
+            async with (
+                replica(tmp_path, "a", cut_url, dns_port) as a,
+                replica(tmp_path, "b", database, dns_port) as b,
+                httpx.AsyncClient(timeout=CUT_OFF_SECONDS * 2) as http,
+            ):
+                key = await bootstrap(b)
+                agent = await create_agent(b, key, {"slug": "bot", "agent_mode": "local"})
+                assert (await http.get(f"{a.http_url}/readyz")).status_code == 200
+                route.sever()
+                with trio.fail_after(CUT_OFF_SECONDS):
+                    answer = await http.get(f"{a.http_url}/readyz")
+                    assert (answer.status_code, answer.json()["reason"]) == (
+                        503,
+                        "database unreachable",
+                    )
+                    refused = await trio.to_thread.run_sync(_send_refused, a.smtp_port, agent)
+                assert refused[0] == 451
+                assert (await http.get(f"{b.http_url}/readyz")).status_code == 200
+                route.mend()
+                with trio.fail_after(CUT_OFF_SECONDS):
+                    while True:
+                        if (await http.get(f"{a.http_url}/readyz")).status_code == 200:
+                            break
+                        await trio.sleep(0.5)  # opens a connection anew each time
+                await trio.to_thread.run_sync(send_mail, a.smtp_port, agent, ["back"])
+            nursery.cancel_scope.cancel()
+
+
+def _send_refused(smtp_port: int, recipient: str) -> tuple[int, bytes]:
+    """The reply refusing a message to `recipient` over SMTP (AssertionError when taken)."""
+    raw = f"From: a@example.org\r\nTo: {recipient}\r\nSubject: cut off\r\n\r\nhello\r\n"
+    try:
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=CUT_OFF_SECONDS) as client:
+            client.sendmail("a@example.org", [recipient], raw.encode())
+    except smtplib.SMTPRecipientsRefused as refused:
+        return refused.recipients[recipient]
+    except smtplib.SMTPDataError as refused:
+        return refused.smtp_code, refused.smtp_error
+    raise AssertionError("a replica cut off from its database took a message")
 
 
 def _all_delivered(database_url: str, expected: int) -> bool:

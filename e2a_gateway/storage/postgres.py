@@ -42,12 +42,18 @@ MIGRATION_LOCK = 0x6532615F6D6967  # "e2a_mig"
 # LISTEN/NOTIFY channel on which commits are announced to the other replicas
 # (e2a_gateway.hub.fanout).
 FANOUT_CHANNEL = "e2a_fanout"
-LISTEN_KEEPALIVES = {
+DEAD_PEER_SETTINGS = {
     "keepalives": 1,
     "keepalives_idle": 10,
     "keepalives_interval": 5,
     "keepalives_count": 3,
+    "tcp_user_timeout": 25_000,
 }
+"""libpq's TCP settings on every connection (the URL may set others): a server that stops
+answering without a word — a partition, a host that died, a failover to another address —
+is given up on within about 25 s, whether the connection sits idle (keepalives) or waits for a
+query's answer (`tcp_user_timeout`, in milliseconds), instead of after the kernel's own
+retries, some 15 minutes in which every call on it would hang."""
 
 
 _CONNECT_HINTS = (
@@ -175,10 +181,13 @@ class PostgresStorage(SqlStorage):
     # -- plumbing ---------------------------------------------------------------------------
 
     def _connect(self) -> Connection:
-        """A new connection in autocommit mode (transactions are explicit), in a thread."""
+        """A new connection in autocommit mode (transactions are explicit), in a thread; a
+        server that stops answering fails its calls within DEAD_PEER_SETTINGS' bound."""
         params = psycopg.conninfo.conninfo_to_dict(self.url)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
         params.setdefault("application_name", "e2a")
+        for key, value in DEAD_PEER_SETTINGS.items():
+            params.setdefault(key, value)
         try:
             return psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
         except psycopg.Error as exc:
@@ -190,7 +199,7 @@ class PostgresStorage(SqlStorage):
         params = psycopg.conninfo.conninfo_to_dict(self.url)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
         params.setdefault("application_name", "e2a-fanout")
-        for key, value in LISTEN_KEEPALIVES.items():
+        for key, value in DEAD_PEER_SETTINGS.items():
             params.setdefault(key, value)
         try:
             connection = psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
