@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import dkim
+import psycopg
 import pytest
 import trio
 import trustme
@@ -35,6 +36,7 @@ from e2a_gateway.outbound.return_path import parse_return_path, return_path_key
 from e2a_gateway.storage.base import OutboundMessage
 from e2a_gateway.workers.outbound import OutboundWorker, relay_bounces, settle
 from tests.conftest import Account, agent_path, make_settings
+from tests.databases import fresh_postgres_database
 from tests.delivery_support import (
     agent_id,
     create_agent,
@@ -738,3 +740,59 @@ async def test_an_attachment_type_with_parameters_reaches_the_relay(
     assert part.get_param("charset") == "utf-8"
     assert part.get_filename() == "people.csv"
     assert part.get_payload(decode=True) == csv
+
+
+async def test_an_outcome_whose_commit_fails_once_is_recorded_not_sent_again(
+    tmp_path: Path, sink: Sink, relay_port: int
+) -> None:
+    """The relay takes the message, and the commit of that outcome fails once (on PostgreSQL:
+    a deadlock's victim, a statement cancelled, a connection lost). The outcome is committed
+    again as it was, `sent`: not turned into an internal error whose retry sends the message
+    to its recipients a second time."""
+    with fresh_postgres_database() as url:
+        settings = relay_settings(tmp_path, relay_port, database={"url": url})
+        async with open_setup(settings) as setup:
+            message = await queue(setup)
+            locker = await trio.to_thread.run_sync(psycopg.connect, url)
+            try:
+                await trio.to_thread.run_sync(
+                    locker.execute,
+                    "SELECT 1 FROM messages WHERE id = %s FOR UPDATE",
+                    (message.id,),
+                )
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(setup.worker.deliver_due, NOW)
+                    waiting = await _waiting_on_a_lock(url)
+                    await trio.to_thread.run_sync(_cancel, url, waiting)
+                    await _waiting_on_a_lock(url)  # the outcome, committed once more
+                    await trio.to_thread.run_sync(locker.rollback)
+            finally:
+                await trio.to_thread.run_sync(locker.close)
+            after = await stored(setup, message.id)
+            assert (after.status, after.send_error) == ("sent", None)
+            assert await setup.worker.deliver_due(NOW + 3 * 3600) == 0
+    assert len(sink.received) == 1
+
+
+async def _waiting_on_a_lock(url: str) -> int:
+    """The process id of the session of `url`'s database that waits for a row lock."""
+    with trio.fail_after(10):
+        while True:
+            pids = await trio.to_thread.run_sync(_lock_waiters, url)
+            if pids:
+                return pids[0]
+            await trio.sleep(0.05)  # polling the server: it tells nobody of a waiter
+
+
+def _lock_waiters(url: str) -> list[int]:
+    with psycopg.connect(url, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+def _cancel(url: str, pid: int) -> None:
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute("SELECT pg_cancel_backend(%s)", (pid,))

@@ -369,7 +369,7 @@ class OutboundWorker(ClaimLoop):
         if verdict.outcome == "retry" and results:
             # Only a retry needs them (one write fewer per message on the common path).
             await storage.record_recipient_results(message.id, results)
-        await self._outcomes.submit(
+        recorded = await self._record(
             SendAttempt(
                 job.id,
                 message.id,
@@ -382,11 +382,35 @@ class OutboundWorker(ClaimLoop):
                 relay_bounces(results),
             )
         )
+        if not recorded:
+            return
         metrics = self._gateway.metrics
         metrics.outbound_attempted(verdict.outcome, now - job.run_at, handed_off)
         if (terminal := verdict.terminal_outcome) is not None:
             metrics.outbound_settled(terminal)
         log.info("outbound %s: %s (%s)", message.id, verdict.outcome, verdict.error or "ok")
+
+    async def _record(self, attempt: SendAttempt) -> bool:
+        """Commit the outcome of an attempt that handed the message on (or tried to). A commit
+        that fails (a deadlock's victim, a statement cancelled, a connection lost) is made once
+        more with the same outcome, never recorded as an internal error, whose retry would send
+        the message again to those who have it. False when that fails too: the job is then
+        left to its lease, and attempted again once it runs out."""
+        try:
+            await self._outcomes.submit(attempt)
+            return True
+        except StorageUnavailable as exc:
+            log.warning("outbound %s: outcome not recorded (%s); again", attempt.message_id, exc)
+        try:
+            await self._outcomes.submit(attempt)
+            return True
+        except StorageUnavailable as exc:
+            log.error(
+                "outbound %s: outcome not recorded (%s); attempted again after its lease",
+                attempt.message_id,
+                exc,
+            )
+            return False
 
     def return_path(self, message: OutboundMessage, recipient: str) -> str:
         """The envelope sender of the hand-off to `recipient`: `bounces+<token>@<the agent's
