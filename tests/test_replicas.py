@@ -13,6 +13,7 @@ import signal
 import smtplib
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ WEBHOOK_TIMEOUT_SECONDS = 3
 LEASE_SECONDS = 6
 LONG_LEASE_SECONDS = 40
 CUT_OFF_SECONDS = 60.0
+HELD_POST_SECONDS = 4
+CLAIMS_FAILED_SECONDS = 2.0
+HELD_LEASE_SECONDS = 8
 DELIVERY_SLACK_SECONDS = 8.0
 SIMULTANEOUS_ROUNDS = 8
 SETTLE_SECONDS = 1.0
@@ -545,6 +549,56 @@ def _send_refused(smtp_port: int, recipient: str) -> tuple[int, bytes]:
     except smtplib.SMTPDataError as refused:
         return refused.smtp_code, refused.smtp_error
     raise AssertionError("a replica cut off from its database took a message")
+
+
+async def test_a_claim_that_fails_leaves_the_posts_in_flight_alone(
+    tmp_path: Path, database: str
+) -> None:
+    """A worker's look at the queue fails (the database cancelled it: a blip, a failover, an
+    administrator) while a webhook POST is in flight. The worker looks again later; the POST
+    goes on and is recorded, and the receiver gets the message once, not again after the
+    lease because the failed look took the POST in flight down with it."""
+    receiver = HttpReceiver(lambda _: Answer(200, delay=HELD_POST_SECONDS))
+    timing = f"timeout_seconds = {HELD_POST_SECONDS + 2}\nlease_seconds = {HELD_LEASE_SECONDS}\n"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(receiver.serve)
+        dns_port = await nursery.start(serve_dns, {})
+        async with replica(tmp_path, "a", database, dns_port, timing) as a:
+            key = await bootstrap(a)
+            agent = await create_agent(
+                a, key, {"slug": "hook", "agent_mode": "cloud", "webhook_url": receiver.url}
+            )
+            await trio.to_thread.run_sync(send_mail, a.smtp_port, agent, ["once"])
+            await receiver.wait_in_flight(1)
+            await trio.to_thread.run_sync(_fail_the_next_claims, database)
+            with trio.fail_after(DELIVERY_SECONDS):
+                while True:
+                    if await trio.to_thread.run_sync(_all_delivered, database, 1):
+                        break
+                    await trio.sleep(0.2)  # polling the database: no event crosses processes
+            await trio.sleep(HELD_LEASE_SECONDS + 1)  # a POST cut short is sent again by now
+        nursery.cancel_scope.cancel()
+    assert [json.loads(request.body)["subject"] for request in receiver.requests] == ["once"]
+
+
+def _fail_the_next_claims(database_url: str) -> None:
+    """Lock the job queue until the gateway's workers wait for it, cancel their looks, and
+    let go."""
+    with psycopg.connect(database_url) as locker, psycopg.connect(database_url) as admin:
+        admin.autocommit = True
+        locker.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        cancelled: set[int] = set()
+        until = time.monotonic() + CLAIMS_FAILED_SECONDS  # every worker looks meanwhile
+        while time.monotonic() < until:
+            for (pid,) in admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).fetchall():
+                admin.execute("SELECT pg_cancel_backend(%s)", (pid,))
+                cancelled.add(pid)
+            time.sleep(0.02)
+        locker.rollback()
+    assert cancelled, "no worker looked at the queue"
 
 
 def _all_delivered(database_url: str, expected: int) -> bool:

@@ -1,14 +1,19 @@
 """The round loop shared by the workers that claim due jobs: look, start what was claimed, and
-wait for a wake-up (jobs committed or a slot freed) or the poll interval when idle."""
+wait for a wake-up (jobs committed or a slot freed) or the poll interval when idle. A look the
+database fails is tried again at the next round; the attempts in flight go on meanwhile."""
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import trio
 
 from e2a_gateway.gateway import Gateway
+from e2a_gateway.storage.base import StorageUnavailable
+
+log = logging.getLogger("e2a.workers")
 
 
 class ClaimLoop(ABC):
@@ -25,6 +30,8 @@ class ClaimLoop(ABC):
         self._clock = clock
         self._poll_seconds = poll_seconds
         self._wake = trio.Event()
+        self._unavailable = False
+        """Whether the last look failed for storage (said once, until a look works)."""
 
     @abstractmethod
     def _in_flight(self) -> int:
@@ -49,11 +56,25 @@ class ClaimLoop(ABC):
                 idle = await self._look(nursery)
 
     async def _look(self, nursery: trio.Nursery) -> bool:
-        """Claim what is due and has room; True when nothing was or no slot is left, so the
-        worker should wait. The wake-up is armed first: work arriving meanwhile is not missed."""
+        """Claim what is due and has room; True when nothing was or no slot is left, or storage
+        failed the look, so the worker should wait. The wake-up is armed first: work arriving
+        meanwhile is not missed."""
         self._wake = trio.Event()
         free = self.max_in_flight - self._in_flight()
-        claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
+        try:
+            claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
+        except StorageUnavailable as exc:
+            # Not a crash: that would cancel the attempts in flight, to be made again after
+            # their leases (a POST or a send twice). Look again after the poll interval.
+            if not self._unavailable:
+                log.warning(
+                    "%s jobs: cannot look at the queue (%s); trying again", self.job_kind, exc
+                )
+            self._unavailable = True
+            return True
+        if self._unavailable:
+            log.info("%s jobs: looking at the queue again", self.job_kind)
+            self._unavailable = False
         return claimed == 0 or self._in_flight() >= self.max_in_flight
 
     def _wake_up(self) -> None:
