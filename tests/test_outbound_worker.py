@@ -796,3 +796,22 @@ def _lock_waiters(url: str) -> list[int]:
 def _cancel(url: str, pid: int) -> None:
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute("SELECT pg_cancel_backend(%s)", (pid,))
+
+
+async def test_a_worker_run_again_after_its_run_ended_still_sends(setup: Setup, sink: Sink) -> None:
+    """Its supervisor runs the same worker again after a crash: the grace period its end began
+    is over then, and the new run hands mail to the relay instead of deferring all of it as
+    if the gateway were stopping."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(setup.worker.run)
+        nursery.cancel_scope.cancel()  # the run ends, as a crash ends it
+    async with trio.open_nursery() as nursery:
+        await nursery.start(setup.worker.run)
+        message = await queue(setup)
+        with trio.fail_after(10):
+            while True:
+                if (await stored(setup, message.id)).status == "sent":
+                    break
+                await trio.sleep(0.05)  # polling storage: the test has no hook on the worker
+        nursery.cancel_scope.cancel()
+    assert len(sink.received) == 1

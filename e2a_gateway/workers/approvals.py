@@ -196,7 +196,7 @@ class ApprovalWorker:
         the queue is done. Once cancelled, the notices and answers being handed to the relay get
         `smtp.shutdown_grace_seconds` to finish, so a restart does not mail them twice."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._grace.stop_when_cancelled)
+            await nursery.start(self._grace.stop_when_cancelled)
             nursery.start_soon(self._expire_forever)
             await nursery.start(self._answer_forever)
             added, claimed = await self._look()

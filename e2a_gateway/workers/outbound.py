@@ -259,7 +259,7 @@ class OutboundWorker(ClaimLoop):
         as handed off rather than handed off again after a restart (its recipients would get
         it twice)."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._grace.stop_when_cancelled)
+            await nursery.start(self._grace.stop_when_cancelled)
             await nursery.start(self._relay_connections.keep_connections)
             await nursery.start(super().run)
             task_status.started()

@@ -59,8 +59,14 @@ class StopGrace:
         for scope in self._scopes:
             scope.deadline = min(scope.deadline, self._deadline)
 
-    async def stop_when_cancelled(self) -> None:
-        """Wait until cancelled, then `stop()`: run it beside the work, in the worker's nursery."""
+    async def stop_when_cancelled(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Begin a run: the grace period an earlier one's end began is over (a supervisor runs
+        a crashed worker again, and must not find it stopping); then wait until cancelled, and
+        `stop()`. Start it with `nursery.start`, beside the work, in the worker's nursery."""
+        self._deadline = None
+        task_status.started()
         try:
             await trio.sleep_forever()
         finally:
