@@ -17,7 +17,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 
 from e2a_gateway.app import RunningGateway
-from e2a_gateway.mcp.answers import MAX_BODY_CHARS
+from e2a_gateway.mcp.bounds import MAX_BODY_BYTES, MAX_QUOTED_BYTES
 from e2a_gateway.mcp.tiers import RUNTIME_TOOLS
 from e2a_gateway.mcp.tools import TOOLS
 from tests.conftest import Account, agent_path
@@ -143,9 +143,10 @@ async def test_a_restored_message_is_answered_without_its_raw_bytes(
 async def test_get_message_cuts_a_long_body(
     transport: str, running: RunningGateway, make_account: Any
 ) -> None:
-    """A mail whose text and HTML run to 600 KB each: get_message answers both cut at
-    MAX_BODY_CHARS and says so (`truncated`), as read_email does, so the answer fits an MCP
-    client's event limit and the model's context."""
+    """A mail whose text and HTML run to 600 KB each: get_message answers text, HTML,
+    reply_text and the quoted passages cut to MAX_BODY_BYTES together, an equal share each,
+    and says so (`truncated`), as read_email does, so the answer fits an MCP client's event
+    limit and the model's context."""
     account: Account = await make_account(f"long-body-{transport}@example.com")
     agent = await create_agent(account, f"long-body-{transport}")
     line = "Budget notes for the quarter, line by line.\r\n"
@@ -166,9 +167,10 @@ async def test_get_message_cuts_a_long_body(
         [row] = (await call(client, "list_messages", {}))["messages"]
         shown = await call(client, "get_message", {"message_id": row["message_id"]})
     assert shown["subject"] == "Notes" and shown["truncated"] is True
-    assert len(shown["text"]) == len(shown["html"]) == len(shown["reply_text"]) == MAX_BODY_CHARS
+    share = MAX_BODY_BYTES // 4
+    assert len(shown["text"]) == len(shown["html"]) == len(shown["reply_text"]) == share
     quoted = sum(len(part.get("content") or "") for part in shown["trust"]["parts"])
-    assert 0 < quoted <= MAX_BODY_CHARS
+    assert 0 < quoted <= share
     assert shown["text"].startswith(line.replace("\r\n", "\n"))
 
 
@@ -177,7 +179,7 @@ async def test_the_unverified_quotes_of_a_message_are_cut_together(
     transport: str, running: RunningGateway, make_account: Any
 ) -> None:
     """A mail quoting 30 long passages nobody can prove: each is still listed in the
-    verification block, their text cut at MAX_BODY_CHARS all together, so get_message and
+    verification block, their text cut at MAX_QUOTED_BYTES all together, so get_message and
     read_email stay within an MCP client's event limit."""
     account: Account = await make_account(f"quotes-{transport}@example.com")
     agent = await create_agent(account, f"quotes-{transport}")
@@ -200,7 +202,7 @@ async def test_the_unverified_quotes_of_a_message_are_cut_together(
     for answer in (shown, again):
         quotes = answer["verification"]["quoted_unverified"]
         assert len(quotes) == 30
-        assert 0 < sum(len(quote["text"] or "") for quote in quotes) <= MAX_BODY_CHARS
+        assert 0 < sum(len(quote["text"] or "") for quote in quotes) <= MAX_QUOTED_BYTES
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -1,6 +1,7 @@
 """What the MCP tools answer: e2a's REST objects as a model reads them: the verification block
 first on every inbound message (naming quoted text not proven to be from verified mail), bodies
-cut at a bound, no raw bytes (attachments as metadata unless a tool asks for one's content).
+cut at a bound in bytes (e2a_gateway.mcp.bounds), no raw bytes (attachments as metadata unless
+a tool asks for one's content).
 """
 
 from __future__ import annotations
@@ -9,6 +10,14 @@ import base64
 import dataclasses
 from typing import Any
 
+from e2a_gateway.mcp.bounds import (
+    MAX_BODY_BYTES,
+    MAX_QUOTED_BYTES,
+    byte_shares,
+    cut_in_turn,
+    utf8_prefix,
+    utf8_size,
+)
 from e2a_gateway.mcp.toolkit import ToolFailure
 from e2a_gateway.v1 import (
     AsyncInboundEmail,
@@ -18,17 +27,20 @@ from e2a_gateway.v1 import (
     Trust,
 )
 
-MAX_BODY_CHARS = 50_000
-"""Longer bodies are cut (and marked `truncated`) so one mail cannot flood a model's context."""
 DEFAULT_PAGE_SIZE = 100
 """What a list tool answers at most when `limit` is not given (as e2a's server does)."""
 
 
-def truncated(text: str | None) -> tuple[str | None, bool]:
-    """`text` cut to MAX_BODY_CHARS, and whether it was."""
-    if text is None or len(text) <= MAX_BODY_CHARS:
-        return text, False
-    return text[:MAX_BODY_CHARS], True
+def bodies(texts: dict[str, str | None]) -> tuple[dict[str, str | None], bool]:
+    """A message's bodies by name (text, HTML, …) cut to take at most MAX_BODY_BYTES of UTF-8
+    together, each an equal share of what the others leave; and whether any was cut."""
+    sizes = {name: utf8_size(text) for name, text in texts.items() if text}
+    shares = byte_shares(sizes, MAX_BODY_BYTES)
+    shown = {
+        name: utf8_prefix(text, shares[name]) if text and name in shares else text
+        for name, text in texts.items()
+    }
+    return shown, any(shares[name] < sizes[name] for name in shares)
 
 
 def _auth_results(domain_check: str) -> dict[str, str]:
@@ -81,36 +93,37 @@ _WHY = {
 
 def _unverified_quotes(trust: Trust | None) -> list[dict[str, Any]]:
     """Each quoted passage whose origin is not proven: where it is, whose it claims to be,
-    why it is not proven, and its text (the passages' texts cut at the bound together)."""
+    why it is not proven, and its text (the passages' texts cut at MAX_QUOTED_BYTES together)."""
     if trust is None:
         return []
+    parts = trust.unverified_quotes()
+    texts = cut_in_turn([part.content for part in parts], MAX_QUOTED_BYTES)
     found = []
-    budget = MAX_BODY_CHARS
-    for part in trust.unverified_quotes():
+    for part, text in zip(parts, texts, strict=True):
         source = part.source
         if source is not None and source.contents == "match":
             why = f"it comes from stored mail whose sender {source.from_} is not verified"
         else:
             why = _WHY[source.contents if source is not None else None]
-        content = part.content[:budget] if part.content is not None else None
-        budget -= len(content or "")
         found.append(
             {
                 "lines": [part.start, part.end],
                 "depth": part.depth,
                 "claims_to_be_from": part.attribution.text if part.attribution else None,
                 "why": why,
-                "text": content,
+                "text": text,
             }
         )
     return found
 
 
 def inbound_message(email: AsyncInboundEmail) -> dict[str, Any]:
-    """A fetched inbound message: verification first, then headers, bodies and attachments
-    (metadata, each with the `index` get_attachment takes)."""
-    text, text_cut = truncated(email.text_body)
-    html, html_cut = truncated(email.html_body)
+    """A fetched inbound message: verification first, then headers, bodies (text, HTML and
+    `reply_text` within MAX_BODY_BYTES together) and attachments (metadata, each with the
+    `index` get_attachment takes)."""
+    shown, cut = bodies(
+        {"text": email.text_body, "html": email.html_body, "reply": email.reply_text}
+    )
     sender = email.auth.sender or email.sender
     return {
         "message_id": email.message_id,
@@ -124,10 +137,10 @@ def inbound_message(email: AsyncInboundEmail) -> dict[str, Any]:
         "subject": email.subject,
         "conversation_id": email.conversation_id,
         "received_at": email.received_at,
-        "reply_text": truncated(email.reply_text)[0],
-        "text_body": text,
-        "html_body": html,
-        "truncated": text_cut or html_cut,
+        "reply_text": shown["reply"],
+        "text_body": shown["text"],
+        "html_body": shown["html"],
+        "truncated": cut,
         "attachments": [
             {
                 "index": index,
@@ -156,15 +169,15 @@ def message_summary(message: MessageSummary) -> dict[str, Any]:
 
 
 def outbound_message(message: PendingMessageDetail) -> dict[str, Any]:
-    """An outbound message as the REST API shows it: the body while it is kept (cut at the
-    bound), attachments as metadata."""
+    """An outbound message as the REST API shows it: the body while it is kept (text and HTML
+    within MAX_BODY_BYTES together), attachments as metadata."""
     answer = message.model_dump(exclude_none=True)
-    cut = False
-    for name in ("body_text", "body_html"):
-        if isinstance(answer.get(name), str):
-            answer[name], was_cut = truncated(answer[name])
-            cut = cut or was_cut
-    if "body_text" in answer or "body_html" in answer:
+    kept: dict[str, str | None] = {
+        name: answer[name] for name in ("body_text", "body_html") if name in answer
+    }
+    shown, cut = bodies(kept)
+    answer |= shown
+    if kept:
         answer["truncated"] = cut
     if isinstance(answer.get("attachments"), list):
         answer["attachments"] = [_attachment_metadata(item) for item in answer["attachments"]]
@@ -201,17 +214,19 @@ REVIEW_FIELDS = (
 
 def review(view: dict[str, Any]) -> dict[str, Any]:
     """get_review's answer, as e2a's tool shapes it: getReview's MessageView without the raw
-    message (a held message's MIME can be megabytes), the body as `text` and `html` (cut at
-    MAX_BODY_CHARS), `received_at` for `created_at`, attachments as metadata, `hold_reason`."""
+    message (a held message's MIME can be megabytes), the body as `text` and `html` (within
+    MAX_BODY_BYTES together), `received_at` for `created_at`, attachments as metadata,
+    `hold_reason`."""
     answer = {name: view[name] for name in REVIEW_FIELDS if name in view}
     parsed = view.get("parsed") or {}
     body = view.get("body") or {}
-    cut = bool(parsed.get("truncated"))
-    for part in ("text", "html"):
-        value = parsed[part] if parsed.get(part) is not None else body.get(part)
-        if value is not None:
-            answer[part], shortened = truncated(value)
-            cut = cut or shortened
+    found = {
+        part: parsed[part] if parsed.get(part) is not None else body.get(part)
+        for part in ("text", "html")
+    }
+    shown, shortened = bodies(found)
+    answer |= {part: value for part, value in shown.items() if value is not None}
+    cut = bool(parsed.get("truncated")) or shortened
     if "parsed" in view or cut:
         answer["truncated"] = cut
     answer["received_at"] = view.get("created_at")

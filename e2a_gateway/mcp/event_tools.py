@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import Field
 
 from e2a_gateway.mcp.answers import listed
+from e2a_gateway.mcp.bounds import bounded_row
 from e2a_gateway.mcp.mailbox_tools import present
 from e2a_gateway.mcp.toolkit import Arguments, PageArguments, ToolCaller, ToolSpec
 
@@ -54,7 +55,8 @@ async def list_events(caller: ToolCaller, arguments: ListEventsArguments) -> dic
         "limit",
     )
     page = await caller.port.list_events(query)
-    return listed("events", page["items"], page.get("next_cursor"))
+    rows = [bounded_row(item) for item in page["items"]]
+    return listed("events", rows, page.get("next_cursor"))
 
 
 async def get_event(caller: ToolCaller, arguments: EventArguments) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from e2a_gateway.mcp.answers import inbound_message, outbound_message, sent
+from e2a_gateway.mcp.bounds import bounded_row
 from e2a_gateway.mcp.toolkit import Arguments, NoArguments, ToolCaller, ToolSpec
 from e2a_gateway.v1 import MessageSummary
 
@@ -90,7 +91,7 @@ async def get_inbox(caller: ToolCaller, arguments: InboxArguments) -> dict[str, 
     )
     return {
         "agent": agent,
-        "messages": [_summary(message) for message in page.messages],
+        "messages": [bounded_row(_summary(message)) for message in page.messages],
         "next_page": page.next_token,
         "note": "`from` is what the sender claims; read_email shows whether it is verified",
     }

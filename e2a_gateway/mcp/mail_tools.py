@@ -14,12 +14,18 @@ import anyio
 from pydantic import Field
 
 from e2a_gateway.mcp.answers import (
-    MAX_BODY_CHARS,
     inbound_message,
     message_summary,
     sent,
-    truncated,
     verification,
+)
+from e2a_gateway.mcp.bounds import (
+    MAX_BODY_BYTES,
+    bounded_row,
+    byte_shares,
+    cut_in_turn,
+    utf8_prefix,
+    utf8_size,
 )
 from e2a_gateway.mcp.mailbox_tools import present
 from e2a_gateway.mcp.port import GatewayPort
@@ -249,11 +255,11 @@ async def list_messages(caller: ToolCaller, arguments: ListMessagesArguments) ->
         if token:
             query["cursor"] = token
         found = await caller.port.list_agent_messages(agent, query)
-        rows = [summary_row(item) for item in found["items"]]
+        rows = [bounded_row(summary_row(item)) for item in found["items"]]
         following = found.get("next_cursor")
     else:
         page = await caller.port.get_messages(status or "unread", size, token, agent)
-        rows = [message_summary(message) for message in page.messages]
+        rows = [bounded_row(message_summary(message)) for message in page.messages]
         following = page.next_token
     answer: dict[str, Any] = {
         "agent_email": agent,
@@ -314,12 +320,23 @@ def message_for_tool(view: dict[str, Any]) -> dict[str, Any]:
     """A `/v1` MessageView as e2a's get_message shows it (tools/messages.ts
     messageViewForTool): no raw MIME, no attachment bytes, the decoded text and HTML of mail
     received (the kept body of mail sent), `received_at` its creation time. This gateway's
-    reading of mail received (`reply_text`, `trust`) is added after e2a's fields. Text, HTML
-    and `reply_text` are cut at MAX_BODY_CHARS (`truncated` then true), as read_email's are."""
+    reading of mail received (`reply_text`, `trust`) is added after e2a's fields. Text, HTML,
+    `reply_text` and the quoted passages of `trust` take at most MAX_BODY_BYTES of UTF-8
+    together (`truncated` true when cut), as read_email's do."""
     parsed = view.get("parsed") or {}
     body = view.get("body") or {}
-    text, text_cut = truncated(parsed.get("text", body.get("text")))
-    html, html_cut = truncated(parsed.get("html", body.get("html")))
+    reading = {name: view[name] for name in READING_FIELDS if name in view}
+    found = {
+        "text": parsed.get("text", body.get("text")),
+        "html": parsed.get("html", body.get("html")),
+        "reply_text": reading.get("reply_text"),
+    }
+    texts, trust, cut = _bounded_bodies(found, reading.get("trust"))
+    if "trust" in reading:
+        reading["trust"] = trust
+    if "reply_text" in texts:
+        reading["reply_text"] = texts["reply_text"]
+    text, html = texts.get("text"), texts.get("html")
     was_cut = parsed.get("truncated")
     shown: dict[str, Any] = {
         "id": view.get("id"),
@@ -339,7 +356,7 @@ def message_for_tool(view: dict[str, Any]) -> dict[str, Any]:
         "flagged": view.get("flagged"),
         "flag_reason": view.get("flag_reason"),
         "protection": view.get("protection"),
-        "truncated": True if text_cut or html_cut else was_cut,
+        "truncated": True if cut else was_cut,
         "text": text,
         "html": html,
         "delivery_status": view.get("delivery_status"),
@@ -361,26 +378,42 @@ def message_for_tool(view: dict[str, Any]) -> dict[str, Any]:
     }
     # Absent fields are left out, as JSON.stringify leaves out e2a's undefined ones.
     shown = {name: value for name, value in shown.items() if name in _KEPT or value is not None}
-    reading = {name: view[name] for name in READING_FIELDS if name in view}
-    if isinstance(reading.get("reply_text"), str):
-        reading["reply_text"] = truncated(reading["reply_text"])[0]
-    if isinstance(reading.get("trust"), dict):
-        reading["trust"] = _bounded_trust(reading["trust"])
     return shown | reading
 
 
-def _bounded_trust(trust: dict[str, Any]) -> dict[str, Any]:
-    """`trust` with its parts' `content` cut to MAX_BODY_CHARS all together: the parts, their
-    lines and verdicts stay; the text past the bound is left out, as the body's is."""
-    budget = MAX_BODY_CHARS
-    parts = []
-    for part in trust.get("parts") or []:
-        content = part.get("content") if isinstance(part, dict) else None
-        if isinstance(content, str):
-            part = part | {"content": content[:budget]}
-            budget -= len(part["content"])
-        parts.append(part)
-    return trust | {"parts": parts} if "parts" in trust else trust
+def _bounded_bodies(found: dict[str, Any], trust: Any) -> tuple[dict[str, str], Any, bool]:
+    """The bodies in `found` (those that are strings) and the quoted passages of `trust` cut to
+    MAX_BODY_BYTES of UTF-8 together, an equal share each (bounds.byte_shares); and whether
+    any was cut."""
+    texts = {name: value for name, value in found.items() if isinstance(value, str)}
+    quotes = _trust_contents(trust) if isinstance(trust, dict) else []
+    sizes = {name: utf8_size(value) for name, value in texts.items()}
+    sizes["trust"] = sum(utf8_size(quote) for quote in quotes)
+    shares = byte_shares(sizes, MAX_BODY_BYTES)
+    texts = {name: utf8_prefix(value, shares[name]) for name, value in texts.items()}
+    if isinstance(trust, dict):
+        trust = _bounded_trust(trust, cut_in_turn(quotes, shares["trust"]))
+    return texts, trust, any(shares[name] < sizes[name] for name in sizes)
+
+
+def _trust_contents(trust: dict[str, Any]) -> list[str | None]:
+    """The text of each part of `trust` (None for a part without)."""
+    return [
+        part["content"] if isinstance(part, dict) and isinstance(part.get("content"), str) else None
+        for part in trust.get("parts") or []
+    ]
+
+
+def _bounded_trust(trust: dict[str, Any], contents: list[str | None]) -> dict[str, Any]:
+    """`trust` with its parts' `content` replaced by `contents` (cut): the parts, their lines
+    and verdicts stay; the text past the bound is left out, as the body's is."""
+    if "parts" not in trust:
+        return trust
+    parts = [
+        part if content is None else part | {"content": content}
+        for part, content in zip(trust["parts"] or [], contents, strict=True)
+    ]
+    return trust | {"parts": parts}
 
 
 _KEPT = frozenset({"header_from", "envelope_from", "verified_domain", "authentication"})

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from e2a_gateway.mcp.answers import listed
+from e2a_gateway.mcp.bounds import bounded_row
 from e2a_gateway.mcp.toolkit import (
     REPLY_TO,
     Arguments,
@@ -136,9 +137,13 @@ async def restore_agent(caller: ToolCaller, arguments: RestoreAgentArguments) ->
 
 
 async def get_conversation(caller: ToolCaller, arguments: ConversationArguments) -> dict[str, Any]:
-    """One conversation with its participants, labels and messages, oldest first."""
+    """One conversation with its participants, labels and messages, oldest first (its strings
+    and lists cut as a list row's are)."""
     email = await caller.agent(arguments.email)
-    return await caller.port.get_conversation(email, arguments.conversation_id)
+    found: dict[str, Any] = bounded_row(
+        await caller.port.get_conversation(email, arguments.conversation_id)
+    )
+    return found
 
 
 async def list_conversations(
@@ -148,7 +153,8 @@ async def list_conversations(
     email = await caller.agent(arguments.email)
     query = present(arguments, "since", "until", "cursor", "limit")
     page = await caller.port.list_conversations(email, query)
-    return listed("conversations", page["items"], page.get("next_cursor"))
+    rows = [bounded_row(item) for item in page["items"]]
+    return listed("conversations", rows, page.get("next_cursor"))
 
 
 async def update_message_labels(caller: ToolCaller, arguments: LabelsArguments) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import Field
 
 from e2a_gateway.mcp.answers import listed, review
+from e2a_gateway.mcp.bounds import bounded_row
 from e2a_gateway.mcp.mailbox_tools import present
 from e2a_gateway.mcp.toolkit import (
     Arguments,
@@ -89,7 +90,7 @@ async def list_pending_messages(caller: ToolCaller, _: NoArguments) -> dict[str,
     query: dict[str, Any] = {"limit": 100}
     for _page in range(MAX_QUEUE_PAGES):
         page = await caller.port.list_reviews(query)
-        held.extend(page["items"])
+        held.extend(bounded_row(item) for item in page["items"])
         if not page.get("next_cursor"):
             break
         query = {"limit": 100, "cursor": page["next_cursor"]}
@@ -99,7 +100,8 @@ async def list_pending_messages(caller: ToolCaller, _: NoArguments) -> dict[str,
 async def list_reviews(caller: ToolCaller, arguments: PageArguments) -> dict[str, Any]:
     """One page of the account's review queue, newest first."""
     page = await caller.port.list_reviews(present(arguments, "cursor", "limit"))
-    return listed("reviews", page["items"], page.get("next_cursor"))
+    rows = [bounded_row(item) for item in page["items"]]
+    return listed("reviews", rows, page.get("next_cursor"))
 
 
 async def get_review(caller: ToolCaller, arguments: HeldMessageArguments) -> dict[str, Any]:

@@ -4,8 +4,9 @@ runs, answers and fails.
 A failure is a tool error (`isError`) in e2a's two forms: the text `e2a error [code]: message`
 (`(retryable)` after the code when a retry may succeed) and `structuredContent` with `code`,
 `message`, `retryable` and, when the gateway answered, its HTTP `status` (and the
-`retry_after_seconds` its `Retry-After` asked for). Runs under asyncio
-or trio (anyio only).
+`retry_after_seconds` its `Retry-After` asked for). No answer takes more than
+MAX_ANSWER_BYTES (e2a_gateway.mcp.bounds): an MCP client refuses a larger message. Runs under
+asyncio or trio (anyio only).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import mcp_types as types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from e2a_gateway.addresses import only_agent
+from e2a_gateway.mcp.bounds import MAX_ANSWER_BYTES, fitted
 from e2a_gateway.mcp.port import GatewayPort
 from e2a_gateway.mcp.tiers import E2A_ANNOTATIONS
 from e2a_gateway.v1 import Attachment, E2AApiError
@@ -349,9 +351,34 @@ def tool_error(
     )
 
 
-def _result(answer: dict[str, Any]) -> types.CallToolResult:
+def _rendered(answer: dict[str, Any]) -> types.CallToolResult:
     text = json.dumps(answer, ensure_ascii=False, indent=1)
     return types.CallToolResult(content=[types.TextContent(text=text)], structured_content=answer)
+
+
+def _encoded_size(result: types.CallToolResult) -> int:
+    """How many bytes `result` takes as the transports send it (JSON, UTF-8)."""
+    return len(result.model_dump_json(by_alias=True, exclude_none=True).encode())
+
+
+def _result(name: str, answer: dict[str, Any]) -> types.CallToolResult:
+    """A successful call's answer, as text and structured content, within MAX_ANSWER_BYTES:
+    a larger one has its longest strings cut (CUT_MARK), or, when that is not enough (too
+    many items), is refused with a tool error saying to ask for fewer."""
+    result = _rendered(answer)
+    size = _encoded_size(result)
+    if size <= MAX_ANSWER_BYTES:
+        return result
+    shrunk = fitted(answer, lambda smaller: _encoded_size(_rendered(smaller)))
+    if shrunk is not None:
+        return _rendered(shrunk)
+    return tool_error(
+        "answer_too_large",
+        f"{name}: the answer would take {size:,} bytes, more than the {MAX_ANSWER_BYTES:,} "
+        "an MCP answer may: ask for fewer items at once (a smaller limit or page_size; "
+        "list_reviews pages the review queue, list_messages with conversation_id a "
+        "conversation), or read them one by one",
+    )
 
 
 def _invalid_arguments(name: str, exc: ValidationError) -> str:
@@ -382,7 +409,7 @@ async def call_tool(
     taken = tuple(name for name in AGENT_ARGUMENTS if name in fields)
     names = _agent_argument.set(taken or (("agent",) if "agent" in fields else ()))
     try:
-        return _result(await tool.run(caller, parsed))
+        return _result(tool.name, await tool.run(caller, parsed))
     except ToolFailure as exc:
         return tool_error(exc.code, f"{tool.name}: {exc.message}")
     except E2AApiError as exc:
