@@ -16,6 +16,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from e2a_gateway.config import OutboundSmtpSettings
+from e2a_gateway.outbound import relay as relay_module
 from e2a_gateway.outbound.relay import RelayConnections, hand_off
 from e2a_gateway.smtp.client import Outgoing
 from tests.relay_support import Sink, free_port, relay_on_loopback
@@ -641,3 +642,55 @@ async def test_a_relay_taking_one_transaction_per_connection_gets_a_connection_e
     outcomes = await relay.hand_off_each([outgoing(number) for number in range(3)])
     assert [outcome.accepted for outcome in outcomes] == [[f"r{n}@example.org"] for n in range(3)]
     assert relay.connections_opened == 3 and len(sink.received) == 3
+
+
+@pytest.fixture
+def openssl_looks_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A host whose CA bundle is not where the OpenSSL in use looks: the one-file executable
+    built on Debian (OpenSSL's directory /usr/lib/ssl) running on Fedora, say."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-bundle.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "no-such-directory"))
+    relay_module._verifying_context.cache_clear()
+    yield
+    relay_module._verifying_context.cache_clear()
+
+
+async def test_system_bundle_is_trusted_where_openssl_does_not_look(
+    openssl_looks_elsewhere: None,
+    tls_relay: int,
+    ca: trustme.CA,
+    sink: Sink,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    system_bundle = tmp_path / "ca-bundle.crt"  # the relay's CA, as the operator installed it
+    ca.cert_pem.write_to_path(str(system_bundle))
+    monkeypatch.setattr(
+        relay_module, "SYSTEM_CA_BUNDLES", (str(tmp_path / "absent.crt"), str(system_bundle))
+    )
+    outcome = await hand_off(
+        settings(tls_relay, host="localhost", tls="starttls", username="agent", password="s3cret"),
+        "mx.agents.test",
+        Outgoing("bot@agents.test", ("a@example.org",), DATA),
+    )
+    assert outcome.accepted == ["a@example.org"], outcome
+    assert sink.received[0][2] == DATA
+
+
+async def test_without_any_system_bundle_certifi_is_trusted(
+    openssl_looks_elsewhere: None,
+    tls_relay: int,
+    sink: Sink,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(relay_module, "SYSTEM_CA_BUNDLES", (str(tmp_path / "absent.crt"),))
+    outcome = await hand_off(
+        settings(tls_relay, host="localhost", tls="starttls", username="agent", password="s3cret"),
+        "mx.agents.test",
+        Outgoing("bot@agents.test", ("a@example.org",), DATA),
+    )
+    # certifi's public CAs do not include the test CA: the relay is refused, not trusted blindly.
+    assert outcome.accepted == [] and "CERTIFICATE_VERIFY_FAILED" in (outcome.error or "")
+    context = relay_module._verifying_context(None)
+    assert context.cert_store_stats()["x509_ca"] > 100  # certifi's bundle was loaded

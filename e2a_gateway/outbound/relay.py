@@ -17,11 +17,13 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import certifi
 import trio
 
 from e2a_gateway.config import OutboundSmtpSettings
@@ -77,8 +79,35 @@ def tls_context(settings: OutboundSmtpSettings) -> ssl.SSLContext:
 def _verifying_context(ca_file: Path | None) -> ssl.SSLContext:
     """`tls_context` for a CA bundle (None: the system's)."""
     context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    if ca_file is None and (bundle := _system_bundle_elsewhere()) is not None:
+        context.load_verify_locations(cafile=bundle)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+SYSTEM_CA_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu, Arch, Alpine
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL, Rocky, AlmaLinux
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",  # RHEL, CentOS
+    "/etc/ssl/ca-bundle.pem",  # openSUSE, SLES
+    "/etc/ssl/cert.pem",  # Alpine, Arch
+)
+"""Where Linux distributions keep the system's CA bundle."""
+
+
+def _system_bundle_elsewhere() -> str | None:
+    """The CA bundle to trust when the OpenSSL in use finds none where it looks (None when it
+    does): its directory is the build machine's, so a one-file executable built on Debian
+    (`/usr/lib/ssl`) would trust no relay on Fedora (`/etc/pki/tls`). The first of
+    SYSTEM_CA_BUNDLES that exists, else certifi's bundle. SSL_CERT_FILE and SSL_CERT_DIR
+    still choose, as OpenSSL's own paths."""
+    found = ssl.get_default_verify_paths()
+    if found.cafile is not None or found.capath is not None:
+        return None
+    for bundle in SYSTEM_CA_BUNDLES:
+        if os.path.isfile(bundle):
+            return bundle
+    return certifi.where()
 
 
 async def hand_off(settings: OutboundSmtpSettings, hostname: str, message: Outgoing) -> Outcome:
