@@ -3,9 +3,11 @@
 import multiprocessing
 
 from e2a_gateway.cli.main import main
+from e2a_gateway.launcher import die_with_launcher
 
 if __name__ == "__main__":
     # SMTP acceptor processes (smtp.processes) are spawned: in the one-file executable the
     # spawned process must run the acceptor, not the command line.
     multiprocessing.freeze_support()
+    die_with_launcher()
     raise SystemExit(main())

@@ -9,7 +9,11 @@ it with exit code 0. CI builds the binary before the tests; elsewhere they are s
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
+import signal
 import smtplib
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -117,6 +121,32 @@ def test_sigkill_stops_the_launcher_and_the_gateway(gateway: GatewayProcess) -> 
     while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
         time.sleep(0.05)
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+
+
+@requires_binary
+def test_sigkill_to_the_launcher_alone_stops_the_gateway(gateway: GatewayProcess) -> None:
+    # A supervisor or an operator kills the process it started, the launcher, not its group:
+    # the gateway must not go on serving unseen, holding its ports and the database.
+    assert gateway.process is not None
+    launcher = gateway.process.pid
+    pids = process_tree(launcher)
+    assert len(pids) >= 2, pids
+    os.kill(launcher, signal.SIGKILL)
+    assert gateway.process.wait(timeout=10) == -signal.SIGKILL
+    children = pids[1:]
+    deadline = time.monotonic() + 10
+    try:
+        while time.monotonic() < deadline and any(
+            Path(f"/proc/{pid}").exists() for pid in children
+        ):
+            time.sleep(0.05)
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the group outlives its leader
+            os.killpg(launcher, signal.SIGKILL)
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", gateway.smtp_port))  # free for the next start
 
 
 @requires_binary
