@@ -18,6 +18,8 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from e2a_gateway import __version__
 from e2a_gateway.app import RunningGateway
 from tests.conftest import Account
 from tests.sdk_v1 import SDK_VERSION, run_sdk, sdk5_python, value
-from tests.venvs import cache_dir
+from tests.venvs import cache_dir, cached_venv
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SECONDS = 300
@@ -170,3 +172,30 @@ async def test_their_client_installed_beside_ours_talks_to_our_gateway(
     assert value(made[0], "DeploymentInfoView")["gateway_version"] == __version__
     assert value(made[1])["email"] == address
     assert [agent["email"] for agent in value(made[2])] == [address]
+
+
+def test_the_oldest_setuptools_allowed_builds_the_wheel(tmp_path: Path) -> None:
+    # A build without isolation (an offline index, a distribution's own setuptools) uses the
+    # setuptools it finds, so [build-system] must name the oldest one that reads this
+    # pyproject.toml: the license as an SPDX expression needs setuptools 77.
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    [floor] = [requirement for requirement in requires if requirement.startswith("setuptools")]
+    oldest = floor.replace(">=", "==")
+    python = cached_venv(f"build-{oldest}", [oldest, "wheel"])
+    source = tmp_path / "e2a-gateway"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCES))
+    wheel_dir = tmp_path / "wheel"
+    command = [str(python), "-m", "pip", "--disable-pip-version-check", "wheel", "--quiet"]
+    command += ["--no-deps", "--no-build-isolation", "--wheel-dir", str(wheel_dir), str(source)]
+    built = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_SECONDS,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    [wheel] = wheel_dir.glob("e2a_gateway-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        [metadata] = [name for name in archive.namelist() if name.endswith("/METADATA")]
+        assert "License-Expression: Apache-2.0" in archive.read(metadata).decode()
