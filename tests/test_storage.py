@@ -29,7 +29,7 @@ import e2a_gateway.storage.sqlite
 from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import run_gateway
 from e2a_gateway.clock import format_timestamp, parse_timestamp
-from e2a_gateway.events import derived_event_id
+from e2a_gateway.events import derived_event_id, new_event
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.rate_windows import RateCount, RateLimit
 from e2a_gateway.storage import open_storage
@@ -2065,19 +2065,29 @@ class PauseAfter:
     """Holds the transaction that runs a statement beginning with `prefix` in its worker thread,
     right after that statement, until `resume()`: another replica acts in between."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, prefix: str, *, once: bool = False) -> None:
+        """`once`: only the first transaction to run the statement is held."""
         self.reached = threading.Event()
         self._resumed = threading.Event()
         execute = Transaction.execute
 
-        def execute_then_pause(tx: Transaction, query: str, *args: Any, **kwargs: Any) -> Any:
-            cursor = execute(tx, query, *args, **kwargs)
-            if query.startswith(prefix):
+        def pause_after(query: str) -> None:
+            if query.startswith(prefix) and not (once and self.reached.is_set()):
                 self.reached.set()
                 self._resumed.wait(PAUSE_SECONDS)
+
+        def execute_then_pause(tx: Transaction, query: str, *args: Any, **kwargs: Any) -> Any:
+            cursor = execute(tx, query, *args, **kwargs)
+            pause_after(query)
             return cursor
 
+        def executemany_then_pause(tx: Transaction, query: str, rows: Any) -> None:
+            executemany(tx, query, rows)
+            pause_after(query)
+
+        executemany = Transaction.executemany
         monkeypatch.setattr(Transaction, "execute", execute_then_pause)
+        monkeypatch.setattr(Transaction, "executemany", executemany_then_pause)
 
     async def wait(self) -> None:
         """Return once the statement has run, its transaction held."""
@@ -2096,6 +2106,38 @@ async def done_or_waiting_for_a_lock(postgres_db: str, done: Callable[[], bool])
         "WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
     await wait_until(lambda: done() or run_sql(postgres_db, waiting) != [(0,)], PAUSE_SECONDS)
+
+
+async def test_an_event_committed_late_is_listed_above_those_seen_before(
+    replicas: tuple[Storage, Storage], postgres_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas log an event of one account at once, the first held in its transaction
+    after its insert: whatever a reader listed meanwhile, the events it did not see yet are
+    all listed above (newer than) those it saw, so a reader paging down to the newest event it
+    had seen misses none. (PostgreSQL numbers a row when it is inserted, not when it commits.)"""
+    first, second = replicas
+    alice = await add_user(first)
+    pause = PauseAfter(monkeypatch, "INSERT INTO events", once=True)
+
+    logged: list[str] = []
+
+    async def log(storage: Storage, name: str) -> None:
+        data = {"message_id": f"msg_{name}"}
+        await storage.log_events([new_event(alice, "email.sent", data, 0.0, event_id=name)])
+        logged.append(name)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(log, first, "evt_first")
+        try:
+            await pause.wait()
+            nursery.start_soon(log, second, "evt_second")
+            await done_or_waiting_for_a_lock(postgres_db, lambda: "evt_second" in logged)
+            seen = [event.id for event in await second.list_events(alice, EventFilter(), 10, None)]
+        finally:
+            pause.resume()
+    listed = [event.id for event in await second.list_events(alice, EventFilter(), 10, None)]
+    assert sorted(listed) == ["evt_first", "evt_second"]
+    assert listed[len(listed) - len(seen) :] == seen
 
 
 async def _trashed_bot(storage: Storage) -> str:

@@ -270,6 +270,7 @@ class PostgresStorage(SqlStorage):
             connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         transaction = Transaction(connection, self.dialect, psycopg.IntegrityError)
         result = work(transaction)
+        transaction.end()
         _notify(connection, *encode_payloads(self.process_tag, transaction.announcements))
         return result, transaction.announcements
 

@@ -253,6 +253,7 @@ class SqliteStorage(SqlStorage):
                 transaction = Transaction(self._writer, self.dialect, sqlite3.IntegrityError)
                 try:
                     result = work(transaction)
+                    transaction.end()
                 except BaseException:
                     self._writer.execute("ROLLBACK")
                     raise

@@ -89,11 +89,29 @@ def queue_delivery(
     return delivery_id
 
 
+EVENTS_LOCK = 0x657674
+"""The key space of the accounts' event-log locks: (EVENTS_LOCK, the user's id)."""
+
+
 def record_events(tx: Transaction, events: Sequence[NewEvent | FoldedCopy]) -> None:
+    """Log `events` as `tx` commits (`_log_events`): they are written last, under their
+    accounts' event-log locks, so the events of one account are numbered in the order they
+    commit. (PostgreSQL numbers a row as it is inserted: an event inserted early in a long
+    transaction would commit after later-numbered ones, below what a reader had already
+    listed.) Holding the locks only for the last statements, no transaction waits for them
+    while it holds a lock another one takes before logging its events."""
+    tx.gathered("events", partial(_log_events, tx)).extend(events)
+
+
+def _log_events(tx: Transaction, events: Sequence[NewEvent | FoldedCopy]) -> None:
     """Log `events`: each a row of its own, but a further copy's `email.received`
     (`FoldedCopy`), which is listed in its first copy's row (migration 33) and found by its id
     through `event_copies`. Queue a delivery of each, in order, to every enabled webhook of its
     account that it matches; the delivery worker looks once the transaction commits."""
+    owners = {event.first.user_id if isinstance(event, FoldedCopy) else event.user_id
+              for event in events}  # fmt: skip
+    for user_id in sorted(owners):
+        tx.lock(user_id, space=EVENTS_LOCK)
     whole: list[NewEvent] = []
     copies: dict[str, list[list[str | None]]] = {}
     for event in events:

@@ -7,7 +7,7 @@ says what should be told once it commits (`announce`). Never commits itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from typing import Any, Protocol
 
@@ -54,6 +54,7 @@ class Transaction:
         """What the work announced, in order, for the backend to tell once it commits."""
         self._connection = connection
         self._integrity_error = integrity_error
+        self._gathered: dict[str, tuple[list[Any], Callable[[list[Any]], None]]] = {}
 
     def execute(
         self, query: str, params: Sequence[Any] = (), *, conflict: Exception | None = None
@@ -101,6 +102,21 @@ class Transaction:
             self.execute(
                 f"SELECT 1 FROM {table} WHERE {key} = ?{self.dialect.for_update()}", (value,)
             )
+
+    def gathered(self, name: str, at_end: Callable[[list[Any]], None]) -> list[Any]:
+        """The list of what the work gathers under `name`, to add to: once the work is done,
+        right before the commit (`end`), `at_end` (the first call's) is given all of it, in
+        order, as the transaction's last statements."""
+        if name not in self._gathered:
+            self._gathered[name] = ([], at_end)
+        return self._gathered[name][0]
+
+    def end(self) -> None:
+        """Hand what was `gathered` to its `at_end`; the backend calls it once the work is
+        done, before it commits."""
+        while self._gathered:
+            items, at_end = self._gathered.pop(next(iter(self._gathered)))
+            at_end(items)
 
     def announce(self, announcement: Announcement) -> None:
         """Have `announcement` told to this process's commit observer and to the other
