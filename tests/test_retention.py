@@ -3,7 +3,10 @@ backend — and never mail with work pending, mail awaiting approval, or anythin
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +28,8 @@ from e2a_gateway.storage.base import (
     Webhook,
     WebhookAttempt,
 )
+from e2a_gateway.storage.sqlite import SqliteStorage
+from e2a_gateway.workers.approvals import ApprovalWorker
 from e2a_gateway.workers.retention import RetentionWorker, SweepResult
 from tests.conftest import make_settings
 from tests.delivery_support import queued_jobs, wait_until
@@ -339,3 +344,45 @@ async def test_settled_webhook_deliveries_go_with_the_events_pending_ones_stay(
     assert swept == SweepResult(0, 0, webhook_deliveries=2)
     exposed = gateway.metrics.render(None).decode()
     assert 'e2a_retention_deleted_total{kind="webhook_deliveries"} 2.0' in exposed
+
+
+PARTIAL_INDEXES = frozenset({"messages_held", "messages_outbound_status"})
+"""Indexes holding only the rows a sweep is after (mail held or awaiting approval): reading one
+whole reads those rows alone."""
+
+
+async def test_the_sweeps_read_what_they_look_for_not_the_whole_mailbox(tmp_path: Path) -> None:
+    """The retention sweep (hourly) and the approval worker's expiry pass (every 15 s) run
+    while the mailbox grows, the retention sweep under SQLite's write lock: each statement
+    they run finds its rows through an index, never by reading every message or event of the
+    gateway. (Finding no old mail in the trash, or no old event, once read them all.)"""
+    url = f"sqlite:///{tmp_path / 'e2a.db'}"
+    settings = make_settings(tmp_path, database={"url": url}, retention={"days": 30})
+    async with open_gateway(settings, FixtureResolver()) as gateway:
+        storage = gateway.storage
+        assert isinstance(storage, SqliteStorage)
+        alice = await add_user(storage)
+        await storage.add_agent(make_agent(alice, "local@agents.test"))
+        await store_at(storage, "msg_recent", "local@agents.test", RECENT)
+        await storage.trash_message(alice, "local@agents.test", "msg_recent", format_timestamp(NOW))
+        statements: list[str] = []
+        for connection in (storage._writer, *storage._readers):
+            connection.set_trace_callback(statements.append)
+        await RetentionWorker(gateway, pause=0).sweep(NOW)
+        await ApprovalWorker(gateway, clock=lambda: NOW).expire_due(NOW)
+        for connection in (storage._writer, *storage._readers):
+            connection.set_trace_callback(None)
+    reads = [
+        sql
+        for sql in statements
+        if sql.lstrip().upper().startswith(("SELECT", "DELETE", "UPDATE", "WITH"))
+    ]
+    assert any("deleted_at <" in sql for sql in reads) and any(
+        "hold_expires_at" in sql for sql in reads
+    )
+    with closing(sqlite3.connect(tmp_path / "e2a.db")) as db:
+        for sql in reads:
+            plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+            for step in plan:
+                scan = re.fullmatch(r"SCAN (\w+)(?: USING (?:COVERING )?INDEX (\w+))?", step)
+                assert scan is None or scan.group(2) in PARTIAL_INDEXES, (sql, plan)

@@ -393,12 +393,14 @@ class EventsSql(Runner):
         """Delete up to `limit` rows of events made before `cutoff`, oldest first (a row with
         the copies folded into it goes whole), and the shared envelopes of migration 31 that no
         event is left to read (all that share one were made at its time); how many events
-        went."""
+        went. The rows are found by `events_created`: taken in `seq` order, a sweep with
+        nothing to delete would read the whole log."""
 
         def sweep(tx: Transaction) -> int:
             deleted = tx.all(
                 "DELETE FROM events WHERE seq IN (SELECT seq FROM events "
-                f"WHERE created_epoch < ? ORDER BY seq LIMIT ?{tx.dialect.skip_locked()}) "
+                f"WHERE created_epoch < ? ORDER BY created_epoch LIMIT ?"
+                f"{tx.dialect.skip_locked()}) "
                 "RETURNING copies",
                 (cutoff, limit),
             )

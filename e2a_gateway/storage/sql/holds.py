@@ -166,12 +166,15 @@ def _expire(tx: Transaction, now: float) -> ExpiredHolds:
         "AND a.deleted_at IS NULL AND m.hold_expires_at <= ?"
     )
     # the mail locks of the agents whose overdue mail is to be released, before any held row's
-    # lock, in the order a release by a reviewer takes them
+    # lock, in the order a release by a reviewer takes them: those of the batch's mail below
+    # (one row per message, made distinct here: asked for DISTINCT, SQLite would walk all mail
+    # in the agents' index instead of the held mail in `messages_held`)
     releasing = {
         str(agent_email)
         for (agent_email,) in tx.all(
-            f"SELECT DISTINCT m.agent_email {overdue} "
-            f"AND a.hitl_expiration_action = '{EXPIRE_BY_APPROVING}'",
+            f"SELECT m.agent_email {overdue} "
+            f"AND a.hitl_expiration_action = '{EXPIRE_BY_APPROVING}' "
+            f"ORDER BY m.hold_expires_at, m.seq LIMIT {EXPIRY_BATCH}",
             (now,),
         )
     }

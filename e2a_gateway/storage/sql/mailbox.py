@@ -313,7 +313,8 @@ class MailboxSql(Runner):
         return count == 1
 
     async def delete_trashed_before(self, cutoff: str, limit: int) -> int:
-        """Delete up to `limit` messages trashed before `cutoff`, longest trashed first."""
+        """Delete up to `limit` messages trashed before `cutoff`, longest trashed first, found
+        by `messages_trashed` (migration 39), which holds the trashed mail alone."""
         return await self._write(
             lambda tx: (
                 tx.execute(
