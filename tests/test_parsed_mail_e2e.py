@@ -235,3 +235,32 @@ async def test_nul_in_header_fields_reads_as_a_replacement_character(
     response = await alice.http.get(agent_path("bot@agents.test", f"/messages/{second}"))
     assert response.status_code == 200, response.text
     assert response.json()["conversation_id"] == message["conversation_id"]
+
+
+async def test_rfc_2231_filenames_in_windows_charsets_read_as_mail_readers_show_them(
+    running: RunningGateway, make_account: Any
+) -> None:
+    # RFC 2231 parameters name their charset as encoded words do; Windows mailers label
+    # Windows-1252 `iso-8859-1` and write NEC's ① into Shift_JIS and ISO-2022-JP. A name in
+    # ISO-2022-JP with ① made the whole message unreadable: it was refused at DATA.
+    parts = [
+        b"Content-Disposition: attachment; filename*=windows-1252''Caf%E9.pdf",
+        b"Content-Disposition: attachment; filename*=iso-8859-1''%93Offer%94%20%80.pdf",
+        b"Content-Disposition: attachment; filename*=shift_jis''%87%40%93%FA%96%7B.pdf",
+        b"Content-Disposition: attachment; filename*=iso-2022-jp''%1B%24B%2D%21F%7CK%5C%1B%28B.pdf",
+        b"Content-Disposition: attachment;\r\n filename*0*=windows-1252''%93Caf;\r\n"
+        b' filename*1*=%E9%94; filename*2=".pdf"',
+        b"Content-Disposition: attachment; filename*=utf-8''Caf%C3%A9.pdf",
+    ]
+    data = HEADER + b'Subject: t\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n'
+    data += b"--XX\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+    for fields in parts:
+        data += b"--XX\r\nContent-Type: application/pdf\r\n" + fields + b"\r\n"
+        data += b"Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n"
+    data += b"--XX--\r\n"
+    account = await make_account("alice@example.com")
+    _, view = await received_over_smtp(running, account, data)
+    names = ["Café.pdf", "“Offer” €.pdf", "①日本.pdf", "①日本.pdf", "“Café”.pdf", "Café.pdf"]
+    assert [item["filename"] for item in view["attachments"]] == names
+    listed = await account.http.get(f"/v1/agents/bot%40agents.test/messages/{view['message_id']}")
+    assert [item["filename"] for item in listed.json()["attachments"]] == names

@@ -18,8 +18,10 @@ import email.utils
 import hashlib
 import re
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from email.headerregistry import BaseHeader
 from email.message import EmailMessage, Message, MIMEPart
 from functools import partial
 
@@ -362,6 +364,83 @@ def _part_text(part: MIMEPart) -> str | None:
     return _decoded_text(payload, part.get_content_charset()).replace("\r\n", "\n")
 
 
+_PARAMETER_SEGMENT = re.compile(r'(?:"(?:[^"\\]|\\.)*"?|[^;"])+')
+"""One `;`-separated segment of a MIME field (its value, or one parameter), quotes kept whole."""
+_EXTENDED_PARAMETER = re.compile(r"\s*([^\s=*]+)\*(\d+)?(\*)?\s*=\s*(.*?)\s*", re.DOTALL)
+"""An RFC 2231 parameter section: `name*=v`, `name*0*=v` (extended) or `name*1=v`."""
+_PARAMETER_FIELDS = frozenset({"content-type", "content-disposition"})
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+def _unquoted(value: str) -> str:
+    """A parameter value without the quotes of a quoted string and their escapes."""
+    if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+        return _QUOTED_PAIR.sub(r"\1", value[1:-1])
+    return value
+
+
+def _parameter_text(sections: list[tuple[int, bool, str]]) -> str:
+    """The text of an RFC 2231 parameter from its (number, extended, value) sections: their
+    bytes joined in order, so a character split between two sections reads whole, and read in
+    the charset the first names as `_decoded_text` reads text parts."""
+    charset: str | None = None
+    data = b""
+    for number, extended, value in sorted(sections, key=lambda section: section[0]):
+        value = _unquoted(value)
+        if not extended:
+            data += value.encode("utf-8", "surrogateescape")
+            continue
+        if number == 0 and value.count("'") >= 2:
+            charset, _, value = value.split("'", 2)
+        data += urllib.parse.unquote_to_bytes(value)
+    return _decoded_text(data, charset or None)
+
+
+def _readable_parameters(value: str) -> str:
+    """A MIME field's `value` with each RFC 2231 parameter (`filename*=iso-8859-1''%93…`)
+    written again in UTF-8, its text read as `_parameter_text` reads it: the `email` package
+    reads the charset with Python's codec alone (Latin-1 as C1 controls, Shift_JIS without
+    NEC's ①), and a multibyte charset that cannot read the bytes made it raise for the whole
+    message."""
+    segments = _PARAMETER_SEGMENT.findall(value)
+    sections: dict[str, list[tuple[int, bool, str]]] = {}
+    first: dict[str, int] = {}
+    for index, segment in enumerate(segments[1:], start=1):
+        found = _EXTENDED_PARAMETER.fullmatch(segment)
+        if found is None:
+            continue
+        name, number, star, text = found.groups()
+        extended = number is None or star is not None
+        sections.setdefault(name.lower(), []).append((int(number or 0), extended, text))
+        first.setdefault(name.lower(), index)
+    if not any(extended for named in sections.values() for _, extended, _ in named):
+        return value
+    kept = [segments[0]]
+    for index, segment in enumerate(segments[1:], start=1):
+        found = _EXTENDED_PARAMETER.fullmatch(segment)
+        if found is None:
+            kept.append(segment)
+        elif first[found.group(1).lower()] == index:
+            text = _parameter_text(sections[found.group(1).lower()])
+            encoded = urllib.parse.quote(text.encode("utf-8", "replace"), safe="")
+            kept.append(f" {found.group(1)}*=utf-8''{encoded}")
+    return ";".join(kept)
+
+
+class _ParametersAsReadersRead(HeaderClassesOnce):
+    """The header classes e2a reads mail with, Content-Type and Content-Disposition read with
+    their RFC 2231 parameters made readable first (`_readable_parameters`)."""
+
+    def __call__(self, name: str, value: str) -> BaseHeader:
+        if name.lower() in _PARAMETER_FIELDS and "*" in value:
+            value = _readable_parameters(value)
+        return super().__call__(name, value)
+
+
+_READING_PARAMETERS = READING.clone(header_factory=_ParametersAsReadersRead())
+"""`READING`, RFC 2231 parameters read as mail readers read them."""
+
+
 _ATTACHED_MESSAGE_FILENAME = "forwarded.eml"
 """The filename of an attached message whose part names none."""
 
@@ -372,7 +451,7 @@ _WRITING = READING.clone(refold_source="none", linesep="\r\n")
 
 def _message(raw: bytes) -> EmailMessage:
     """`raw` parsed by the stdlib."""
-    message = email.message_from_bytes(raw, policy=READING)
+    message = email.message_from_bytes(raw, policy=_READING_PARAMETERS)
     assert isinstance(message, EmailMessage)
     return message
 
@@ -488,7 +567,8 @@ def _filename(part: MIMEPart) -> str | None:
         if value is None:
             continue
         readable = _ENCODED_WORDS.sub(_readable_encoded_words, value)
-        named = getattr(READING.header_factory(field, readable), "params", {}).get(parameter)
+        header = _READING_PARAMETERS.header_factory(field, readable)
+        named = getattr(header, "params", {}).get(parameter)
         if named is not None:
             return str(named).strip()
     return filename
