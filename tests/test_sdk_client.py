@@ -204,6 +204,57 @@ def test_sync_client_reads_parsed_mail_and_replies_locally(live: LiveGateway) ->
         assert (missing.value.status_code, missing.value.code) == (404, "not_found")
 
 
+WINDOWS_MAIL = (
+    b"From: Dani <alice@example.org>\r\n"
+    b"To: sdk-charsets@agents.test\r\n"
+    b"Subject: =?iso-8859-1?q?=93Angebot=94_f=FCr_10_=80?=\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="XX"\r\n'
+    b"\r\n"
+    b"--XX\r\n"
+    b"Content-Type: text/plain; charset=iso-8859-1\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n"
+    b"\r\n"
+    b"\x93Offer\x94 for 10 \x80\r\n"
+    b"--XX\r\n"
+    b"Content-Type: text/html; charset=shift_jis\r\n"
+    b"Content-Transfer-Encoding: 8bit\r\n"
+    b"\r\n"
+    b"<p>\x87\x40\x93\xfa\x96\x7b</p>\r\n"
+    b"--XX\r\n"
+    b"Content-Type: application/pdf\r\n"
+    b"Content-Disposition: attachment; filename*=windows-1252''%93Caf%E9%94.pdf\r\n"
+    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n"
+    b"--XX\r\n"
+    b'Content-Type: application/pdf; name="=?shift_jis?b?h0A=?=.pdf"\r\n'
+    b"Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n"
+    b"--XX--\r\n"
+)
+
+
+def test_the_sdk_reads_windows_charsets_as_the_rest_api_does(live: LiveGateway) -> None:
+    """Outlook labels Windows-1252 `iso-8859-1`, Windows' Shift_JIS holds NEC's ①: the SDK read
+    them with Python's codecs alone (C1 controls, U+FFFD), so an agent saw another subject,
+    body and filenames than the REST API and the dashboard show for the same message."""
+    key = live.new_key("charsets@example.com")
+    with E2AClient(api_key=key, base_url=live.url) as client:
+        client.register_agent("sdk-charsets", agent_mode="local")
+        with smtplib.SMTP("127.0.0.1", live.running.addresses.smtp_port, timeout=10) as smtp:
+            smtp.ehlo("mail.example.org")
+            assert smtp.sendmail(SENDER, ["sdk-charsets@agents.test"], WINDOWS_MAIL) == {}
+        (summary,) = client.get_messages(agent_email="sdk-charsets@agents.test").messages
+        read = client.get_message(summary.message_id, agent_email="sdk-charsets@agents.test")
+    view = httpx.get(
+        f"{live.url}/api/v1/agents/sdk-charsets%40agents.test/messages/{summary.message_id}",
+        headers={"Authorization": f"Bearer {key}"},
+    ).json()
+    assert view["subject"] == read.subject == "“Angebot” für 10 €"
+    assert view["text_body"] == read.text_body == "“Offer” for 10 €"
+    assert view["html_body"] == read.html_body == "<p>①日本</p>"
+    names = [item["filename"] for item in view["attachments"]]
+    assert names == [item.filename for item in read.attachments] == ["“Café”.pdf", "①.pdf"]
+
+
 def test_sync_client_approves_and_rejects_held_mail(live: LiveGateway) -> None:
     with E2AClient(api_key=live.new_key("hitl@example.com"), base_url=live.url) as client:
         client.register_agent("held", agent_mode="local")
@@ -854,7 +905,9 @@ for name in ("trio", "quart", "quart_trio", "hypercorn", "dkim", "spf", "dns", "
 import e2a_gateway.v1
 ours = (m for m in sys.modules if m.startswith("e2a_gateway."))
 loaded = sorted(m for m in ours if not m.startswith("e2a_gateway.v1"))
-assert loaded == [], loaded
+# Mail is read as the gateway reads it: with the pure, standard-library-only modules it uses.
+shared = ["e2a_gateway.charsets", "e2a_gateway.email_policies", "e2a_gateway.rfc5322"]
+assert loaded == shared, loaded
 from e2a_gateway.cli.main import main
 err = io.StringIO()
 with contextlib.redirect_stderr(err):

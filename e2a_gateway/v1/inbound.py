@@ -2,7 +2,8 @@
 
 A webhook body is untrusted until `verify_signature` succeeds; until then every claim field
 raises `UnverifiedEmailError`. Messages fetched over the authenticated REST API start
-verified. MIME parsing uses the standard library only; no I/O here.
+verified. MIME parsing uses the standard library only, its charsets read as the gateway
+reads them (`e2a_gateway.charsets`); no I/O here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from email.message import EmailMessage
 from email.parser import HeaderParser
 from typing import Any
 
+from e2a_gateway.charsets import READING_PARAMETERS, decoded_text, field_text, part_filename
+from e2a_gateway.rfc5322 import HeaderFields, header_text
 from e2a_gateway.v1.errors import UnverifiedEmailError
 from e2a_gateway.v1.models import Trust
 from e2a_gateway.v1.signature import MAX_AGE_SECONDS, AuthHeaders, verify_auth_headers
@@ -108,28 +111,31 @@ class ParsedBody:
 
 
 def _part_text(part: EmailMessage) -> str:
-    try:
-        return str(part.get_content())
-    except (LookupError, ValueError, AssertionError):
-        payload = part.get_payload(decode=True)
-        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+    """A text part's content in its charset, read as the gateway reads it (`decoded_text`),
+    with LF line endings."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    return decoded_text(payload, part.get_content_charset()).replace("\r\n", "\n")
 
 
 def _as_attachment(part: EmailMessage) -> Attachment:
     payload = part.get_payload(decode=True)
     data = payload if isinstance(payload, bytes) else b""
-    return Attachment(part.get_filename() or "unnamed", part.get_content_type(), data)
+    return Attachment(part_filename(part) or "unnamed", part.get_content_type(), data)
 
 
 def parse_raw_email(raw: bytes) -> ParsedBody:
-    """The subject, first text/plain and text/html bodies, and attachments of `raw`. A message
-    the stdlib's MIME parser gives up on reads as empty, as the gateway reads no body of it
-    either: fields nesting comments a few thousand deep (it reads them by recursion), or a
-    parameter ending in `*` with no value (`charset*`, an IndexError)."""
+    """The subject, first text/plain and text/html bodies, and attachments of `raw`, their
+    charsets read as the gateway reads them (`e2a_gateway.charsets`: Windows' supersets, as
+    mail readers read the labels), so the SDK and the REST API agree on the same message. A
+    message the stdlib's MIME parser gives up on reads as empty, as the gateway reads no body
+    of it either: fields nesting comments a few thousand deep (it reads them by recursion), or
+    a parameter ending in `*` with no value (`charset*`, an IndexError)."""
     try:
-        message = email.message_from_bytes(raw, policy=email.policy.default)
+        message = email.message_from_bytes(raw, policy=READING_PARAMETERS)
         assert isinstance(message, EmailMessage)
-        parsed = ParsedBody(subject=str(message.get("Subject", "") or ""))
+        parsed = ParsedBody(subject=field_text(HeaderFields(header_text(raw)), "Subject"))
         _read_parts(message, parsed)
     except (RecursionError, IndexError):
         return ParsedBody()
