@@ -118,6 +118,21 @@ def normalise_domain(domain: str) -> str:
     return ascii_form
 
 
+INTERNATIONALISED_UNSUPPORTED = (
+    "a local part beyond ASCII: internationalised addresses (RFC 6531, SMTPUTF8) are not supported"
+)
+"""Why e2a sends no mail to an address `internationalised` finds: its messages are 7-bit, and
+its SMTP client does not ask a relay for SMTPUTF8, which such an address needs all the way."""
+
+
+def internationalised(address: str) -> bool:
+    """Whether `address` (`local@domain`) has a local part beyond ASCII (RFC 6531): mail to it
+    needs SMTPUTF8, which nothing e2a sends uses. A domain beyond ASCII does not count: it is
+    sent to as A-labels."""
+    local, sep, _ = address.strip().rpartition("@")
+    return bool(sep) and not local.isascii()
+
+
 def normalise_address(address: str) -> str:
     """Return `local@domain` lowercased with a normalised domain; raise AddressError if invalid.
 
@@ -125,13 +140,10 @@ def normalise_address(address: str) -> str:
     `%` and `!` routing tricks can never name an agent. A local part beyond ASCII (RFC 6531) is
     refused with its own reason: nothing e2a sends can carry it.
     """
-    local, sep, domain = address.strip().rpartition("@")
-    if sep and not local.isascii():
+    if internationalised(address):
         # Checked before lowercasing, which would turn some (KELVIN SIGN) into another address.
-        raise AddressError(
-            f"{address!r} has a local part beyond ASCII: internationalised addresses (RFC 6531, "
-            "SMTPUTF8) are not supported"
-        )
+        raise AddressError(f"{address!r} has {INTERNATIONALISED_UNSUPPORTED}")
+    local, sep, domain = address.strip().rpartition("@")
     local = local.lower()
     if not sep or not local or len(local) > 64 or not _LOCAL_PATTERN.match(local):
         raise AddressError(f"{address!r} is not a valid email address")

@@ -8,7 +8,14 @@ import json
 
 from pydantic import BaseModel, Field
 
-from e2a_gateway.addresses import AddressError, Mailbox, normalise_address, parse_mailbox
+from e2a_gateway.addresses import (
+    AddressError,
+    Mailbox,
+    internationalised,
+    lowercase_address,
+    normalise_address,
+    parse_mailbox,
+)
 from e2a_gateway.operations.errors import Invalid, Unprocessable
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.outbound.mime import (
@@ -57,6 +64,26 @@ def checked_addresses(field: str, values: list[str], *, code: str | None = None)
             raise Invalid(code or "invalid_header", str(exc)) from None
         except AddressError as exc:
             raise Invalid(code or "invalid_email", f"{field}: {exc}") from None
+        if address not in found:
+            found.append(address)
+    return found
+
+
+def carried_addresses(field: str, values: list[str], *, code: str | None = None) -> list[str]:
+    """The addresses a reply-all copies from the message it answers, as `checked_addresses`
+    takes them, except that an address with a local part beyond ASCII (`internationalised`),
+    which e2a cannot send to, is kept as the message named it (lowercased) rather than
+    refusing the whole reply: the hand-off refuses that recipient alone, saying why, and the
+    reply goes to the others."""
+    found: list[str] = []
+    for value in values:
+        if not internationalised(value):
+            address = checked_addresses(field, [value], code=code)[0]
+        else:
+            try:
+                address = lowercase_address(check_header_value(field, value))
+            except InvalidDraft as exc:
+                raise Invalid(code or "invalid_header", str(exc)) from None
         if address not in found:
             found.append(address)
     return found

@@ -34,6 +34,7 @@ from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.drafts import (
     MAX_RECIPIENTS,
     AttachmentIn,
+    carried_addresses,
     checked_addresses,
     checked_attachments,
     checked_mailbox,
@@ -154,7 +155,7 @@ async def reply(
     cc = checked_addresses("cc", request.cc)
     if request.reply_all:
         others = [a for a in [*original.to, *original.cc] if a not in (agent.email, *to)]
-        cc = checked_addresses("cc", [*others, *cc])
+        cc = list(dict.fromkeys([*carried_addresses("cc", others), *cc]))
     in_reply_to = original.rfc_message_id if fits_header(original.rfc_message_id) else None
     message = await _new_message(
         gateway,
@@ -586,7 +587,7 @@ async def reply_to_message(
         references = _references_onto(original.raw_message, in_reply_to)
         quoted = parse_body(original.raw_message).text
         sender, when = original.from_addr, original.received_at
-    copied = checked_addresses("cc", others, code=V1_BAD_RECIPIENT)
+    copied = carried_addresses("cc", others, code=V1_BAD_RECIPIENT)
     kept = [a for a in copied if a not in (agent.email, *to)]
     cc = list(dict.fromkeys([*kept, *extra_cc]))
     within_recipient_bound(to, cc, bcc)  # reply_all counted as it expands

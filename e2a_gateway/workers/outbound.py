@@ -20,7 +20,12 @@ from typing import Literal
 
 import trio
 
-from e2a_gateway.addresses import AddressError, normalise_address
+from e2a_gateway.addresses import (
+    INTERNATIONALISED_UNSUPPORTED,
+    AddressError,
+    internationalised,
+    normalise_address,
+)
 from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.inbound.postmaster import is_own_hostname
@@ -70,6 +75,8 @@ LOCAL_PREFIX = RECIPIENT_LOCAL_PREFIX
 REFUSED_PREFIX = RECIPIENT_REFUSED_PREFIX
 GAVE_UP_PREFIX = "gave up: "
 NO_AGENT = "no agent at {address} on this gateway (deleted, in the trash, or never registered)"
+UNSENDABLE = f"not handed to the relay: {INTERNATIONALISED_UNSUPPORTED}"
+"""Why a recipient a reply-all carried (`internationalised`) was refused here."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,9 @@ def recipients_of(message: OutboundMessage) -> list[str]:
 
 
 def draft_of(message: OutboundMessage) -> Draft:
-    """The stored message as a Draft; InvalidDraft when it cannot be built safely."""
+    """The stored message as a Draft; InvalidDraft when it cannot be built safely. Recipients
+    it is not sent to (`internationalised`: a reply-all carries them, the hand-off refuses
+    them) are not named in its To and Cc, whose 7-bit fields cannot write them."""
     attachments = [
         decode_attachment(
             index,
@@ -118,8 +127,8 @@ def draft_of(message: OutboundMessage) -> Draft:
     ]
     return Draft(
         from_addr=message.agent_email,
-        to=message.to,
-        cc=message.cc,
+        to=[address for address in message.to if not internationalised(address)],
+        cc=[address for address in message.cc if not internationalised(address)],
         subject=message.subject,
         text=message.body_text or "",
         html=message.body_html,
@@ -444,6 +453,9 @@ class OutboundWorker(ClaimLoop):
         results: dict[str, str] = {}
         deferred: dict[str, str] = {}
         for rcpt in pending:
+            if internationalised(rcpt):
+                results[rcpt] = REFUSED_PREFIX + UNSENDABLE
+                continue
             agent = await local_recipient(self._gateway, rcpt)
             if agent is not None:
                 local[rcpt] = agent
