@@ -306,16 +306,25 @@ async def run_gateway(
         task_status.started(RunningGateway(bound, gateway))
 
 
+ECHO_SECONDS = 0.5
+"""How soon after the signal that began a drain the same signal is taken for an echo of it,
+not a second one: a Ctrl-C in a terminal reaches the whole process group, so the one-file
+executable's launcher gets it too and passes it on to the gateway a moment later."""
+
+
 async def serve_until_signal(settings: Settings) -> None:
     """Run the gateway until SIGINT or SIGTERM, drain for `http.drain_seconds` (a second
-    signal ends the drain), then shut it down cleanly."""
+    signal ends the drain, but not the same signal again within ECHO_SECONDS), then shut it
+    down cleanly."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             running: RunningGateway = await nursery.start(run_gateway, settings)
             nursery.start_soon(load_then_settle)
-            async for received in signals:
-                log.info("received %s, shutting down", signal.Signals(received).name)
+            first = 0
+            async for first in signals:
+                log.info("received %s, shutting down", signal.Signals(first).name)
                 break
+            first_at = trio.current_time()
             drain = settings.http.drain_seconds
             if drain > 0:
                 running.gateway.draining = True
@@ -326,6 +335,8 @@ async def serve_until_signal(settings: Settings) -> None:
                 )
                 with trio.move_on_after(drain):
                     async for received in signals:
+                        if received == first and trio.current_time() - first_at < ECHO_SECONDS:
+                            continue  # the same Ctrl-C, passed on by the executable's launcher
                         log.info("received %s again, stopping now", signal.Signals(received).name)
                         break
             nursery.cancel_scope.cancel()

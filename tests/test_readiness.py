@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from e2a_gateway.app import RunningGateway
+from e2a_gateway.app import ECHO_SECONDS, RunningGateway
 from tests.test_cli import free_port, launch, run_e2a, write_config
 
 DRAIN_SECONDS = 3.0
@@ -84,6 +84,7 @@ def test_a_second_signal_ends_the_drain(tmp_path: Path) -> None:
         while readiness(url)[0] == 200:
             assert time.monotonic() < deadline, "/readyz did not turn 503 on SIGTERM"
             time.sleep(0.05)
+        time.sleep(ECHO_SECONDS)  # later than an echo of the first could come
         signalled = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 0
@@ -93,6 +94,32 @@ def test_a_second_signal_ends_the_drain(tmp_path: Path) -> None:
             process.kill()
         process.wait(timeout=10)
     assert "stopping now" in (process.stderr.read() if process.stderr else "")
+
+
+def test_one_ctrl_c_passed_on_twice_still_drains(tmp_path: Path) -> None:
+    """A Ctrl-C reaches the one-file executable's launcher and the gateway both, and the
+    launcher passes it on: the gateway gets SIGINT twice within milliseconds. That is one
+    request to stop, so the drain goes on; a SIGINT sent after it ends the drain."""
+    process, url, _ = serve(tmp_path, 120)
+    try:
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.01)
+        process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while readiness(url)[0] == 200:
+            assert time.monotonic() < deadline, "/readyz did not turn 503 on SIGINT"
+            time.sleep(0.05)
+        time.sleep(ECHO_SECONDS)
+        assert process.poll() is None, "the echo of the first SIGINT stopped the drain"
+        assert readiness(url) == (503, {"status": "not_ready", "reason": "draining"})
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+    stderr = process.stderr.read() if process.stderr else ""
+    assert stderr.count("received SIGINT again, stopping now") == 1, stderr
 
 
 @pytest.mark.parametrize("value", ["-1", "301", '"soon"'])
