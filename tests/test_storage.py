@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 import trio
 
@@ -48,6 +49,7 @@ from e2a_gateway.storage.base import (
     FiledMessage,
     FinishedAttempt,
     HeldKey,
+    IdempotencyClaim,
     InUse,
     JobQueueState,
     LastOne,
@@ -639,6 +641,41 @@ async def test_an_idempotency_claim_is_released_or_taken_over_once_stale(storage
     await storage.complete_idempotency_key(alice, "k1", taken.token, 200, b"mine", 403.0)
     replay = await storage.claim_idempotency_key(alice, "k1", "req-c", 404.0, 0.0)
     assert replay.answer == b"mine"
+
+
+async def test_a_claim_let_go_while_another_waits_for_it_is_claimed_again(
+    storage: Storage, storage_url: str
+) -> None:
+    """Replicas on PostgreSQL: a retry that finds the key claimed waits for the claim's row; if
+    the first request lets go of its claim meanwhile (it failed), the retry claims the key
+    rather than answering 503 for a row that is no longer there."""
+    if storage_url.startswith("sqlite:"):
+        pytest.skip("one writer: a claim never waits for another")
+    alice = await add_user(storage)
+    first = await storage.claim_idempotency_key(alice, "k1", "req-a", 100.0, 0.0)
+    assert first.outcome == "acquired"
+    with psycopg.connect(storage_url) as holder, psycopg.connect(storage_url) as admin:
+        admin.autocommit = True
+        holder.execute("SELECT 1 FROM idempotency_keys WHERE key_hash = 'k1' FOR UPDATE")
+        found: list[IdempotencyClaim] = []
+
+        async def retry() -> None:
+            found.append(await storage.claim_idempotency_key(alice, "k1", "req-a", 101.0, 0.0))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(retry)
+            await wait_until(
+                lambda: bool(
+                    admin.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                        "AND wait_event_type = 'Lock'"
+                    ).fetchall()
+                )
+            )
+            holder.execute("DELETE FROM idempotency_keys WHERE key_hash = 'k1'")
+            holder.commit()
+    (claim,) = found
+    assert claim.outcome == "acquired" and claim.token not in (None, first.token)
 
 
 async def test_a_send_settles_its_idempotency_claim_with_its_message(storage: Storage) -> None:

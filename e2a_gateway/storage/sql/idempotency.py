@@ -10,28 +10,52 @@ single writer (SQLite), so two requests with the same key never both write.
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
-from e2a_gateway.storage.base import ClaimLost, HeldKey, IdempotencyClaim
+from e2a_gateway.storage.base import ClaimLost, HeldKey, IdempotencyClaim, StorageUnavailable
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
+
+CLAIM_ATTEMPTS = 3
+"""How often a claim tries again when the key's row it waited for went away meanwhile."""
 
 
 def _claim(
     tx: Transaction, user_id: str, key_hash: str, request_hash: str, now: float, stale: float
 ) -> IdempotencyClaim:
     token = secrets.token_hex(16)
-    inserted = tx.execute(
-        "INSERT INTO idempotency_keys (user_id, key_hash, request_hash, token, claimed_at) "
-        "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        (user_id, key_hash, request_hash, token, now),
-    ).rowcount
-    if inserted == 1:
-        return IdempotencyClaim("acquired", token)
-    stored_hash, status, answer, claimed_at, made_id = tx.one(
-        "SELECT request_hash, status, answer, claimed_at, made_id FROM idempotency_keys "
-        f"WHERE user_id = ? AND key_hash = ?{tx.dialect.for_update()}",
-        (user_id, key_hash),
-    )
+    for _ in range(CLAIM_ATTEMPTS):
+        inserted = tx.execute(
+            "INSERT INTO idempotency_keys (user_id, key_hash, request_hash, token, claimed_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (user_id, key_hash, request_hash, token, now),
+        ).rowcount
+        if inserted == 1:
+            return IdempotencyClaim("acquired", token)
+        row = tx.first(
+            "SELECT request_hash, status, answer, claimed_at, made_id FROM idempotency_keys "
+            f"WHERE user_id = ? AND key_hash = ?{tx.dialect.for_update()}",
+            (user_id, key_hash),
+        )
+        if row is not None:
+            return _claim_held(tx, user_id, key_hash, request_hash, now, stale, token, row)
+        # the claim this one waited for was let go (its request failed): claim the key anew
+    raise StorageUnavailable(f"idempotency key claimed and let go {CLAIM_ATTEMPTS} times over")
+
+
+def _claim_held(
+    tx: Transaction,
+    user_id: str,
+    key_hash: str,
+    request_hash: str,
+    now: float,
+    stale: float,
+    token: str,
+    row: tuple[Any, ...],
+) -> IdempotencyClaim:
+    """The answer to a claim of a key whose row (`row`, locked) is there already: its stored
+    answer, what it made, in flight, or taken over once stale."""
+    stored_hash, status, answer, claimed_at, made_id = row
     if status is not None or made_id is not None:
         if stored_hash != request_hash:
             return IdempotencyClaim("mismatch")
