@@ -79,10 +79,11 @@ class Dialect(abc.ABC):
         """The condition that the text `expression` holds the text bound as one parameter,
         anywhere in it (no wildcards)."""
 
-    @abc.abstractmethod
     def lowercase(self, expression: str) -> str:
-        """The text `expression` lowercased: as Python lowercases it on SQLite, as the
-        database's locale does on PostgreSQL (ASCII alone in the C locale)."""
+        """The text `expression` lowercased beyond ASCII, whatever the database's locale:
+        `e2a_lower`, Python's `str.lower` on SQLite (registered on every connection), ICU's
+        root locale on PostgreSQL (migration 40; lower() where the server has no ICU)."""
+        return f"e2a_lower({expression})"
 
     @abc.abstractmethod
     def list_param(self, values: Sequence[Any]) -> Any:
@@ -147,9 +148,6 @@ class SqliteDialect(Dialect):
     def contains_text(self, expression: str) -> str:
         return f"instr({expression}, ?) > 0"
 
-    def lowercase(self, expression: str) -> str:
-        return f"e2a_lower({expression})"  # registered on every connection (sqlite.py)
-
     def list_param(self, values: Sequence[Any]) -> Any:
         return orjson.dumps(list(values)).decode()
 
@@ -211,9 +209,6 @@ class PostgresDialect(Dialect):
 
     def contains_text(self, expression: str) -> str:
         return f"strpos({expression}, ?) > 0"
-
-    def lowercase(self, expression: str) -> str:
-        return f"lower({expression})"
 
     def list_param(self, values: Sequence[Any]) -> Any:
         return list(values)
