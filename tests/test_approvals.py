@@ -10,11 +10,14 @@ import email.policy
 import hashlib
 import hmac
 import html
+import logging
 import re
+import sqlite3
 import string
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -759,6 +762,103 @@ async def test_a_stopping_worker_lets_the_notice_in_flight_finish(
                 await account.http.aclose()
     assert len(sink.notices()) == 1
     assert job_kinds(settings, message.id) == []
+
+
+@dataclass
+class HeldSink(Sink):
+    """Has each message once its DATA is in (`data_arrived`), and answers once `go` is set."""
+
+    data_arrived: threading.Event = field(default_factory=threading.Event)
+    go: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        answer = await super().handle_DATA(server, session, envelope)
+        self.data_arrived.set()
+        await asyncio.to_thread(self.go.wait, 60)
+        return answer
+
+
+@contextmanager
+def messages_locked(database_url: str) -> Iterator[None]:
+    """Fail the gateway's statements on the messages table while the block runs, as a busy or
+    failing database does: on SQLite another connection holds the database exclusively (a
+    write gives up after its busy timeout); on PostgreSQL another session holds the table
+    locked and each statement waiting for it is cancelled."""
+    if database_url.startswith("sqlite:///"):
+        with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as locker:
+            locker.execute("BEGIN EXCLUSIVE")
+            yield
+            locker.rollback()
+        return
+    import psycopg
+
+    stop = threading.Event()
+
+    def cancel_waiters() -> None:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            while not stop.wait(0.02):
+                admin.execute(
+                    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+
+    with psycopg.connect(database_url) as locker:
+        locker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        canceller = threading.Thread(target=cancel_waiters)
+        canceller.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            canceller.join()
+            locker.rollback()
+
+
+async def test_a_sweep_the_database_fails_is_made_again_and_spares_the_notices_in_flight(
+    tmp_path: Path, resolver: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The expiry sweep fails while the relay holds a notice: the failure is logged (without
+    the message's subject or body), the notice is handed off once and its job dropped, and the
+    next sweep expires what the failed one could not."""
+    sink = HeldSink()
+    with relay_on_loopback(sink) as port:
+        settings = relay_settings(tmp_path, port)
+        # the relay holds the notice past SQLite's busy timeout (10 s), and must not time out
+        settings.outbound_smtp.timeout_seconds = 30
+        async with quiet_gateway(settings, resolver) as quiet:
+            gateway = quiet.gateway
+            account = await open_account(gateway, quiet.http_url, OWNER)
+            async with account.http:
+                owner = await hitl_owner(gateway, account)
+                silent = await hitl_owner(gateway, account, "silent")
+                changes = AgentChanges(approval_notifications=False)
+                await gateway.storage.update_agent(silent.user_id, silent.agent, changes)
+                start = time.time() + 30  # the jobs added from now on are due
+                clock = [start]
+                overdue = await add_pending(gateway, silent, start + 60)
+                worker = ApprovalWorker(gateway, clock=lambda: clock[0], expiry_seconds=0.1)
+                with caplog.at_level(logging.INFO, logger="e2a"):
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(worker.run)
+                        notified = await add_pending(gateway, owner, start + 3600)
+                        assert await trio.to_thread.run_sync(sink.data_arrived.wait, 10)
+                        with messages_locked(settings.database.url):
+                            clock[0] = start + 120  # `overdue` is due from now on
+                            await wait_until(
+                                lambda: "approval expiry: the database failed" in caplog.text,
+                                seconds=30,  # SQLite's busy timeout is 10 s
+                            )
+                        sink.go.set()
+                        await wait_until(
+                            lambda: (
+                                stored_row(settings, overdue.id)[0] == "expired_rejected"
+                                and job_kinds(settings, notified.id) == []
+                            )
+                        )
+                        nursery.cancel_scope.cancel()
+    assert len(sink.notices()) == 1
+    assert "crashed" not in caplog.text
+    assert SUBJECT not in caplog.text and BODY not in caplog.text
 
 
 async def test_a_link_past_the_review_deadline_says_the_expiry_action_decides(

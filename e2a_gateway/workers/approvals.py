@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 
@@ -27,12 +29,20 @@ from e2a_gateway.outbound.relay import hand_off
 from e2a_gateway.signing.magic_links import Action, issue_token, link_key
 from e2a_gateway.signing.reply_tokens import generate_reply_token, reply_address
 from e2a_gateway.smtp.client import Outgoing
-from e2a_gateway.storage.base import Agent, Job, OutboundMessage, ReplyToken, User
+from e2a_gateway.storage.base import (
+    Agent,
+    Job,
+    OutboundMessage,
+    ReplyToken,
+    StorageError,
+    User,
+)
 from e2a_gateway.storage.vocabulary import APPROVAL_ANSWER_JOB, APPROVAL_NOTICE_JOB
 from e2a_gateway.workers.retry_schedules import APPROVAL_NOTICE
 from e2a_gateway.workers.stop_grace import StopGrace
 
 log = logging.getLogger("e2a.approvals")
+T = TypeVar("T")
 
 EXPIRY_INTERVAL_SECONDS = 15.0
 NOTICE_POLL_SECONDS = 5.0
@@ -171,9 +181,30 @@ async def lands_in_an_inbox_here(gateway: Gateway, address: str) -> bool:
     return local in OPERATOR_MAILBOXES and await gateway.storage.is_served_domain(domain)
 
 
+@contextmanager
+def _left_to_its_lease(what: str, job: Job) -> Iterator[None]:
+    """Log a storage failure of the block handling `job` instead of raising it: the job keeps
+    its lease and is claimed again once the lease runs out, and the work beside it goes on."""
+    try:
+        yield
+    except StorageError as exc:
+        log.warning(
+            "%s for %s: the database failed (%s); tried again after its lease",
+            what,
+            job.message_id,
+            exc,
+        )
+
+
 class ApprovalWorker:
     """Sends approval notices and applies expiry. `send_due_notices(now)` and
-    `expire_due(now)` each do one round (tests pass their own clock); `run()` loops forever.
+    `expire_due(now)` each do one round (tests pass their own clock); `run()` loops forever,
+    sweeping for expiry every `expiry_seconds`.
+
+    A round the database fails (a lost connection, a lock wait cancelled, a database that
+    takes no writes) is logged and made again at the next tick, and a notice or answer it
+    fails is left to its job's lease: ending the worker would cut short the hand-offs in flight
+    beside it, which a restart mails again.
     """
 
     def __init__(
@@ -181,10 +212,14 @@ class ApprovalWorker:
         gateway: Gateway,
         clock: Callable[[], float] = time.time,
         poll_seconds: float = NOTICE_POLL_SECONDS,
+        expiry_seconds: float = EXPIRY_INTERVAL_SECONDS,
     ) -> None:
         self._gateway = gateway
         self._clock = clock
         self._poll_seconds = poll_seconds
+        self._expiry_seconds = expiry_seconds
+        self._failing: set[str] = set()
+        """The rounds whose last try the database failed (each said once, until one works)."""
         self._warned_no_relay = False
         self._signer = gateway.dkim_signer
         self._grace = StopGrace(gateway.settings.smtp.shutdown_grace_seconds, "approval mails")
@@ -209,9 +244,25 @@ class ApprovalWorker:
 
     async def _look(self) -> tuple[trio.Event, int]:
         """Send the notices due now: the wake-up for notices added meanwhile (armed before
-        looking) and how many were claimed."""
+        looking) and how many were claimed (none when the database failed the claim)."""
         added = self._gateway.jobs.added(APPROVAL_NOTICE_JOB)
-        return added, await self.send_due_notices(self._clock())
+        claimed = await self._round("approval notices", self.send_due_notices(self._clock()))
+        return added, claimed or 0
+
+    async def _round(self, what: str, work: Awaitable[T]) -> T | None:
+        """Await one round of `what`; None when the database failed it, said in the log once
+        until a round of `what` works again."""
+        try:
+            result = await work
+        except StorageError as exc:
+            if what not in self._failing:
+                log.warning("%s: the database failed (%s); trying again", what, exc)
+                self._failing.add(what)
+            return None
+        if what in self._failing:
+            log.info("%s: the database answers again", what)
+            self._failing.discard(what)
+        return result
 
     async def _answer_forever(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -221,11 +272,11 @@ class ApprovalWorker:
         started = False
         while True:
             added = self._gateway.jobs.added(APPROVAL_ANSWER_JOB)
-            claimed = await self.send_due_answers(self._clock())
+            claimed = await self._round("approval answers", self.send_due_answers(self._clock()))
             if not started:
                 started = True
                 task_status.started()
-            if claimed < NOTICE_BATCH:
+            if (claimed or 0) < NOTICE_BATCH:
                 with trio.move_on_after(self._poll_seconds):
                     await added.wait()
 
@@ -242,7 +293,7 @@ class ApprovalWorker:
         async def handle(batch: list[Job]) -> None:
             async with limiter:
                 for job in batch:
-                    with self._grace.shielded():
+                    with self._grace.shielded(), _left_to_its_lease("approval answer", job):
                         await self._answer(job, now)
 
         async with trio.open_nursery() as nursery:
@@ -286,9 +337,10 @@ class ApprovalWorker:
             await storage.finish_job(job.id, retry_at)
 
     async def _expire_forever(self) -> None:
+        """Sweep for expiry every `expiry_seconds` (at once on start), until cancelled."""
         while True:
-            await self.expire_due(self._clock())
-            await trio.sleep(EXPIRY_INTERVAL_SECONDS)
+            await self._round("approval expiry", self.expire_due(self._clock()))
+            await trio.sleep(self._expiry_seconds)
 
     async def expire_due(self, now: float) -> list[OutboundMessage]:
         """Apply the expiration action to every message overdue at `now` (the commit of an
@@ -319,7 +371,7 @@ class ApprovalWorker:
 
         async def handle(job: Job) -> None:
             async with limiter:
-                with self._grace.shielded():
+                with self._grace.shielded(), _left_to_its_lease("approval notice", job):
                     await self._notify(job, now)
 
         async with trio.open_nursery() as nursery:
