@@ -258,6 +258,35 @@ async def test_a_report_delivered_again_is_recorded_once(
     assert len(await bounce_events(alice, "domain.suppression_added")) == 1
 
 
+async def test_a_report_naming_the_recipient_twice_is_recorded_once(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """A failure notice that names the recipient in two spellings (the address as sent, and as
+    the remote server echoed it, in lower case) is one bounce: the sender hears 250, not 451
+    again and again."""
+    alice: Account = await make_account("alice@example.com")
+    return_path = await return_path_to_carol(alice, sink)
+    notice = (
+        "From: MAILER-DAEMON@mx.example.org\r\n"
+        f"To: {return_path}\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "\r\n"
+        "I'm sorry to have to inform you that your message could not\r\n"
+        "be delivered to one or more recipients.\r\n"
+        "\r\n"
+        "<Carol@example.org>: host mx.example.org said: 550 5.1.1 <carol@example.org>:\r\n"
+        "    Recipient address rejected: User unknown in local recipient table\r\n"
+    ).encode()
+    await smtp_send(running.addresses.smtp_port, [return_path], notice, sender="")
+
+    (bounced,) = await bounce_events(alice)
+    assert (bounced["data"]["delivered_to"], bounced["data"]["bounce_type"]) == (
+        CAROL,
+        "permanent",
+    )
+    assert len(await bounce_events(alice, "domain.suppression_added")) == 1
+
+
 async def test_a_delay_report_is_no_bounce(
     running: RunningGateway, make_account: Any, sink: Sink
 ) -> None:

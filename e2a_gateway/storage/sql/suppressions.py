@@ -106,11 +106,16 @@ def bounce_recorded(
     """Record `bounced` (recipients of `message`) inside `tx`: `email.bounced` for each, and for
     a permanent bounce the address suppressed for the account (`domain.suppression_added`) and,
     when `settle`, the message `bounced`. What was recorded already about a recipient (the same
-    type and detail) is left as it is. True when any newly recorded was a permanent bounce."""
+    type and detail), and so is a recipient `bounced` names twice (a report naming them in two
+    spellings). True when any newly recorded was a permanent bounce."""
     events: list[NewEvent] = []
     permanent = False
+    seen: set[str] = set()
     for item in bounced:
         event_id = _bounce_event_id(message.id, item)
+        if event_id in seen:
+            continue  # named again in this report
+        seen.add(event_id)
         if tx.first("SELECT 1 FROM events WHERE id = ?", (event_id,)) is not None:
             continue  # the same report again (a sender retrying it): recorded already
         extra: dict[str, Any] = {"bounce_type": item.bounce_type}
