@@ -774,6 +774,42 @@ async def test_an_outcome_whose_commit_fails_once_is_recorded_not_sent_again(
     assert len(sink.received) == 1
 
 
+async def test_a_read_the_database_fails_costs_the_send_no_attempt(
+    tmp_path: Path, sink: Sink, relay_port: int
+) -> None:
+    """A message the relay deferred four times, whose fifth attempt cannot read it (on
+    PostgreSQL: a statement cancelled, a deadlock's victim, a connection lost): the database's
+    failure is no internal error of the message, whose retries are few and would fail it for
+    good; the job is left to its lease, and sent once that has run out."""
+    with fresh_postgres_database() as url:
+        settings = relay_settings(tmp_path, relay_port, database={"url": url})
+        async with open_setup(settings) as setup:
+            sink.answer = "451 4.3.0 try again later"
+            message = await queue(setup)
+            now = NOW
+            for _ in range(4):
+                assert await setup.worker.deliver_due(now) == 1
+                now += 3 * 3600
+            sink.answer = "250 OK"
+            locker = await trio.to_thread.run_sync(psycopg.connect, url)
+            try:
+                await trio.to_thread.run_sync(
+                    locker.execute, "LOCK TABLE messages IN ACCESS EXCLUSIVE MODE"
+                )
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(setup.worker.deliver_due, now)
+                    waiting = await _waiting_on_a_lock(url)  # reading the message to send
+                    await trio.to_thread.run_sync(_cancel, url, waiting)
+                    await trio.to_thread.run_sync(locker.rollback)
+            finally:
+                await trio.to_thread.run_sync(locker.close)
+            after = await stored(setup, message.id)
+            assert (after.status, after.body_text) == ("queued", "Numbers attached.\n")
+            assert await setup.worker.deliver_due(now + 3 * 3600) == 1  # once the lease is out
+            assert (await stored(setup, message.id)).status == "sent"
+    assert len(sink.received) == 1
+
+
 async def _waiting_on_a_lock(url: str) -> int:
     """The process id of the session of `url`'s database that waits for a row lock."""
     with trio.fail_after(10):

@@ -307,11 +307,19 @@ class OutboundWorker(ClaimLoop):
         """Attempt one job, finishing it when the worker stops (within the grace period); an
         unexpected error is logged and recorded as a retry on the OUTBOUND_INTERNAL_ERROR
         schedule (a failure once it gives up), so a broken message cannot loop forever nor stop
-        the other sends."""
+        the other sends. A failure of the database is none of the message's: the job is left to
+        its lease, no attempt counted (the internal error's few retries would fail the message
+        for good)."""
         try:
             with self._grace.shielded():
                 try:
                     await self.attempt(job, now)
+                except StorageUnavailable as exc:
+                    log.warning(
+                        "outbound %s: the database failed (%s); attempted again after its lease",
+                        job.message_id,
+                        exc,
+                    )
                 except Exception:
                     log.exception("sending %s failed unexpectedly", job.message_id)
                     await self._record_unexpected_failure(job, now)
