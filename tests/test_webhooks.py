@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import trio
 
@@ -35,7 +36,7 @@ from e2a_gateway.workers.webhook_connections import WebhookConnections
 from e2a_gateway.workers.webhook_policy import delivery_id
 from e2a_gateway.workers.webhooks import MAX_PER_HOST, WebhookWorker
 from tests.conftest import Account, make_settings
-from tests.databases import gateway_backend, query
+from tests.databases import fresh_postgres_database, gateway_backend, query
 from tests.delivery_support import (
     QuietGateway,
     accept,
@@ -873,6 +874,63 @@ async def test_a_record_storage_fails_costs_only_its_job(
     assert f"webhook {unrecorded}: attempt not recorded" in caplog.text
     assert await delivery_status(alice, fast, unrecorded) == "delivered"
     assert len(receiver.requests) == 3
+
+
+async def test_an_attempt_the_database_fails_is_left_to_its_lease(
+    tmp_path: Path,
+    resolver: FixtureResolver,
+    receiver: HttpReceiver,
+    connections: WebhookConnections,
+    clock: FakeClock,
+) -> None:
+    """The first attempt keeps the message's reading, and that write fails (on PostgreSQL: a
+    statement cancelled, a deadlock's victim, a connection lost). No attempt is recorded (its
+    error would show the database's address to the account) and nothing is posted; the job is
+    left to its lease, then delivered."""
+    with fresh_postgres_database() as url:
+        settings = make_settings(tmp_path, webhooks={"allow_private": True}, database={"url": url})
+        async with quiet_gateway(settings, resolver) as opened:
+            account = await open_account(opened.gateway, opened.http_url, "alice@example.com")
+            async with account.http:
+                agent = await create_agent(account, "hook", receiver.url)
+                message_id = await accept_at(opened, clock, agent)
+                worker = WebhookWorker(opened.gateway, connections, clock=clock)
+                locker = await trio.to_thread.run_sync(psycopg.connect, url)
+                try:
+                    await trio.to_thread.run_sync(
+                        locker.execute,
+                        "SELECT 1 FROM messages WHERE id = %s FOR UPDATE",
+                        (message_id,),
+                    )
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(worker.deliver_due, clock.now)
+                        await trio.to_thread.run_sync(cancel_a_lock_waiter, url)
+                        await trio.to_thread.run_sync(locker.rollback)
+                finally:
+                    await trio.to_thread.run_sync(locker.close)
+                assert await recorded_attempts(opened.gateway, message_id) == []
+                assert receiver.requests == []
+                assert await delivery_status(account, agent, message_id) == "pending"
+                assert await worker.deliver_due(clock.now + LEASE + 1) == 1
+                assert await delivery_status(account, agent, message_id) == "delivered"
+    assert len(receiver.requests) == 1
+
+
+def cancel_a_lock_waiter(url: str) -> None:
+    """Cancel the statement of the first session found waiting for a lock on `url`'s
+    database."""
+    deadline = time.monotonic() + WAIT
+    with psycopg.connect(url, autocommit=True) as admin:
+        while time.monotonic() < deadline:
+            waiting = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if waiting is not None:
+                admin.execute("SELECT pg_cancel_backend(%s)", waiting)
+                return
+            time.sleep(0.02)  # polling the server: it tells nobody of a waiter
+    raise AssertionError("no session waited for the lock")
 
 
 async def test_held_mail_is_posted_once_when_released_by_review_or_expiry(

@@ -292,12 +292,20 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
 
         Whatever a job's data does to the attempt, the worker goes on: an unexpected error is
         logged and recorded as this attempt's error, and the job is retried on the usual
-        schedule like an attempt that got no answer."""
+        schedule like an attempt that got no answer. A failure of the database before the POST
+        (keeping the message's reading) is none of the attempt's: nothing is posted or recorded
+        (the error would show the database's address to the account), and the job is left to
+        its lease."""
         message = delivery.message
         attempt_number = job.attempts + 1
         started, started_monotonic = self._clock(), trio.current_time()
         try:
             answer = await self._post(delivery, attempt_number, started, lease)
+        except StorageUnavailable as exc:
+            log.warning(
+                "webhook %s: the database failed (%s); not sent, left to its lease", message.id, exc
+            )
+            return None
         except Exception as exc:
             log.exception("webhook %s: attempt failed unexpectedly", message.id)
             reason = f"internal error: {type(exc).__name__}: {exc}"
