@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -40,6 +41,7 @@ from e2a_gateway.storage.base import (
     AlreadyExists,
     ApiKey,
     ApprovalAnswer,
+    BouncedRecipient,
     ClaimLost,
     ConversationClaim,
     Domain,
@@ -1615,6 +1617,36 @@ def make_outbound(
         created_at=NOW,
         created_epoch=100.0,
     )
+
+
+async def test_two_copies_of_one_report_recorded_at_once_are_recorded_once(
+    storage: Storage, storage_url: str
+) -> None:
+    """Two gateways (replicas, on PostgreSQL) record the same bounce and the same complaint at
+    the same moment: each copy's transaction succeeds, and each is recorded once."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "bot@agents.test"))
+    other = open_storage(storage_url)
+    bounced = [BouncedRecipient("x@example.org", "permanent", "550 5.1.1 no such user")]
+    try:
+        for index in range(10):
+            message_id = f"msg_{index}"
+            await storage.add_outbound(make_outbound(alice, "bot@agents.test", message_id, "sent"))
+            async with trio.open_nursery() as nursery:
+                for copy in (storage, other):
+                    nursery.start_soon(copy.record_bounce, message_id, bounced, 200.0)
+                    nursery.start_soon(
+                        copy.record_complaint, message_id, ["hidden@example.org"], "abuse", 200.0
+                    )
+            events = await storage.list_events(alice, EventFilter(message_id=message_id), 10, None)
+            about = Counter(event.type for event in events)
+            assert about == {
+                "email.bounced": 1,
+                "email.complained": 1,
+                **({"domain.suppression_added": 2} if index == 0 else {}),
+            }
+    finally:
+        await other.close()
 
 
 async def test_outbound_expiry_applies_each_agents_action(storage: Storage) -> None:
