@@ -359,6 +359,10 @@ class LimitSettings(Section):
     """Request limits (429 with Retry-After when exceeded), each from 1 to MAX_RATE_LIMIT."""
 
     sends_per_agent_per_minute: int = Field(default=60, ge=1, le=MAX_RATE_LIMIT)
+    sends_per_conversation_per_hour: int = Field(default=30, ge=1, le=MAX_RATE_LIMIT)
+    """Messages one agent may send into one conversation per hour: two agents replying to
+    each other, or an agent answering an auto-responder, stop within the hour's first
+    minute instead of mailing each other at the send limit for ever."""
     agent_registrations_per_ip_per_hour: int = Field(default=20, ge=1, le=MAX_RATE_LIMIT)
     agent_registrations_per_user_per_hour: int = Field(default=20, ge=1, le=MAX_RATE_LIMIT)
     message_polls_per_user_per_minute: int = Field(default=600, ge=1, le=MAX_RATE_LIMIT)

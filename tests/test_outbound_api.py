@@ -15,6 +15,7 @@ from e2a_gateway.app import RunningGateway
 from e2a_gateway.inbound.pipeline import InboundMailSink
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
 from tests.conftest import SHARED_DOMAIN, Account, agent_path
+from tests.delivery_support import wait_until
 
 
 def error_code(response: httpx.Response, status: int) -> str:
@@ -794,3 +795,61 @@ async def test_deleting_sent_mail_frees_no_place_in_the_send_limit(
     limited = await alice.http.post("/api/v1/send", json=body)
     assert error_code(limited, 429) == "rate_limited"
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
+
+
+async def test_two_agents_replying_to_each_other_stop_at_the_conversation_limit(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """Two agents that answer every message they get (here one through `/api/v1`, the other
+    through `/v1`) would mail each other at the send limit for ever. Each may send
+    `limits.sends_per_conversation_per_hour` messages into one conversation in an hour: the
+    next reply is 429 `rate_limited` naming the conversation, stored and counted nowhere,
+    while the same agent still sends into another conversation."""
+    running.gateway.settings.limits.sends_per_conversation_per_hour = 3
+    alice: Account = await make_account("alice@example.com")
+    ping = await agent(alice, "ping")
+    pong = await agent(alice, "pong")
+    opened = await alice.http.post(
+        "/api/v1/send", json={"from": ping, "to": [pong], "subject": "hello", "body": "0"}
+    )
+    assert opened.status_code == 200 and opened.json()["status"] == "sent", opened.text
+
+    async def reply(address: str, number: int) -> httpx.Response:
+        """Answer the newest of the messages `address` got, once the `number`th arrived (a
+        reply through `/v1` is handed on by the send worker)."""
+        path = f"/v1/agents/{address}/messages"
+        inbound: list[dict[str, Any]] = []
+
+        async def arrived() -> bool:
+            listed = await alice.http.get(path, params={"read_status": "all", "limit": 20})
+            inbound[:] = listed.json()["items"]
+            return len(inbound) == (number + 1) // 2
+
+        await wait_until(arrived)
+        newest = inbound[0]["id"]
+        if address == pong:
+            return await alice.http.post(f"{path}/{newest}/reply", json={"text": str(number)})
+        path = agent_path(address, f"/messages/{newest}/reply")
+        return await alice.http.post(path, json={"body": str(number)})
+
+    answers: list[tuple[str, httpx.Response]] = []
+    for number in range(1, 20):  # pong answers first, then each answers the other
+        address = pong if number % 2 else ping
+        answers.append((address, await reply(address, number)))
+        if answers[-1][1].status_code == 429:
+            break
+    # ping's opening message starts the conversation; each then replies three times in it
+    assert [(who, answer.status_code < 300) for who, answer in answers] == [
+        (pong, True), (ping, True), (pong, True), (ping, True), (pong, True), (ping, True),
+        (pong, False),
+    ], [(who, answer.status_code, answer.text) for who, answer in answers]  # fmt: skip
+    refused = answers[-1][1]
+    assert error_code(refused, 429) == "rate_limited"
+    assert "3 messages per hour in one conversation" in refused.json()["error"]["message"]
+    assert 3500 <= int(refused.headers["Retry-After"]) <= 3600
+    sent = await alice.http.get(f"/v1/agents/{pong}/messages", params={"direction": "outbound"})
+    assert len(sent.json()["items"]) == 3
+    elsewhere = await alice.http.post(
+        "/api/v1/send", json={"from": pong, "to": [ping], "subject": "new", "body": "n"}
+    )
+    assert elsewhere.status_code == 200, elsewhere.text

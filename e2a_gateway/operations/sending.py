@@ -11,6 +11,7 @@ is durably accepted, and the worker records its progress on the message.
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -74,6 +75,7 @@ reply's header larger than relays keep (Postfix drops what exceeds its 100 KiB
 SEND_WAIT_SECONDS = 5.0
 SEND_POLL_SECONDS = 0.05
 SEND_RATE_WINDOW_SECONDS = 60
+CONVERSATION_RATE_WINDOW_SECONDS = 3600
 
 
 class SendBody(RequestBody):
@@ -239,37 +241,74 @@ async def _sender(gateway: Gateway, caller: Caller, requested: str | None) -> Ag
     return next(agent for agent in agents if agent.email == chosen)
 
 
+def _send_limit_key(agent_email: str) -> str:
+    return f"send:agent:{agent_email}"
+
+
 def _send_limit(gateway: Gateway, agent_email: str) -> RateLimit:
     """The agent's send limit: `limits.sends_per_agent_per_minute` in any minute."""
     return RateLimit(
-        f"send:agent:{agent_email}",
+        _send_limit_key(agent_email),
         SEND_RATE_WINDOW_SECONDS,
         gateway.settings.limits.sends_per_agent_per_minute,
     )
 
 
-def _send_refusal(limit: RateLimit, agent_email: str, room_at: float, now: float) -> RateLimited:
-    """The refusal of a send over `limit`, with the whole seconds (at least 1) until the
-    window has room again at `room_at`."""
-    wait = max(1, math.ceil(room_at - now))
-    return RateLimited(
-        "rate_limited",
-        f"{agent_email} may send {limit.limit} messages per minute; retry in {wait} seconds",
-        wait,
+def conversation_of(message: OutboundMessage) -> str | None:
+    """What `message` continues: its `conversation_id` when it has one, else the thread it
+    replies in, named by the thread's first Message-ID (the first of its References, which a
+    reply always keeps, else the message it answers); None for a message that starts one."""
+    if message.conversation_id:
+        return message.conversation_id
+    return message.references[0] if message.references else message.in_reply_to
+
+
+def _conversation_limit(gateway: Gateway, agent_email: str, conversation: str) -> RateLimit:
+    """The agent's limit in one `conversation` (`conversation_of`):
+    `limits.sends_per_conversation_per_hour` in any hour, which ends a reply loop (two
+    agents, or an agent and an auto-responder, answering each other) within minutes."""
+    digest = hashlib.sha256(conversation.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return RateLimit(
+        f"send:conversation:{agent_email}:{digest}",
+        CONVERSATION_RATE_WINDOW_SECONDS,
+        gateway.settings.limits.sends_per_conversation_per_hour,
     )
+
+
+def _send_refusal(
+    limit: RateLimit, message: OutboundMessage, room_at: float, now: float
+) -> RateLimited:
+    """The refusal of `message` over `limit` (the agent's send limit, or its conversation's),
+    with the whole seconds (at least 1) until the window has room again at `room_at`."""
+    wait = max(1, math.ceil(room_at - now))
+    if limit.key != _send_limit_key(message.agent_email):
+        text = (
+            f"{message.agent_email} may send {limit.limit} messages per hour in one "
+            f"conversation, and has in {conversation_of(message)} (a reply loop with another "
+            f"agent or an auto-responder?); retry in {wait} seconds"
+        )
+    else:
+        text = (
+            f"{message.agent_email} may send {limit.limit} messages per minute; "
+            f"retry in {wait} seconds"
+        )
+    return RateLimited("rate_limited", text, wait)
 
 
 async def _store(gateway: Gateway, message: OutboundMessage) -> None:
     """Store the new message, settling the request's Idempotency-Key claim, and count it
-    against the agent's send limit in the same commit; RateLimited, storing nothing, when
-    the limit is full."""
-    limit = _send_limit(gateway, message.agent_email)
+    against the agent's send limit and its conversation's in the same commit; RateLimited,
+    storing nothing and counting nothing, when either is full."""
+    limits = [_send_limit(gateway, message.agent_email)]
+    if (conversation := conversation_of(message)) is not None:
+        limits.append(_conversation_limit(gateway, message.agent_email, conversation))
     try:
         await gateway.storage.add_outbound(
-            message, settles=idempotency.held_key(), send_limit=limit
+            message, settles=idempotency.held_key(), send_limits=limits
         )
     except RateFull as full:
-        raise _send_refusal(limit, message.agent_email, full.room_at, time.time()) from None
+        limit = next((limit for limit in limits if limit.key == full.key), limits[0])
+        raise _send_refusal(limit, message, full.room_at, time.time()) from None
 
 
 async def _refuse_suppressed(gateway: Gateway, agent: Agent, recipients: list[str]) -> None:

@@ -64,17 +64,18 @@ class LastOne(StorageError):
 
 
 class RateFull(StorageError):
-    """Refused because the rate limit the write was weighed against has no room: nothing was
-    written; there is room again at `room_at` (epoch seconds)."""
+    """Refused because a rate limit the write was weighed against has no room: nothing was
+    written; there is room again at `room_at` (epoch seconds) in the limit keyed `key`."""
 
-    def __init__(self, room_at: float) -> None:
+    def __init__(self, room_at: float, key: str = "") -> None:
         super().__init__(f"no room until {room_at}")
         self.room_at = room_at
+        self.key = key
 
-    def __reduce__(self) -> tuple[type[RateFull], tuple[float]]:
-        """Rebuilt from when there is room again when unpickled (as an SMTP acceptor would
-        receive it)."""
-        return type(self), (self.room_at,)
+    def __reduce__(self) -> tuple[type[RateFull], tuple[float, str]]:
+        """Rebuilt from when there is room again, and where, when unpickled (as an SMTP
+        acceptor would receive it)."""
+        return type(self), (self.room_at, self.key)
 
 
 class ClaimLost(StorageError):
@@ -1228,17 +1229,17 @@ class Outbox(Protocol):
         self,
         message: OutboundMessage,
         settles: HeldKey | None = None,
-        send_limit: RateLimit | None = None,
+        send_limits: Sequence[RateLimit] = (),
     ) -> None:
         """Store an outbound message; in the same commit a `queued` one gets its `outbound`
         send job and a `pending_approval` one its `approval_notice` job, and the claim
         `settles` (of the request's Idempotency-Key) records the message, so a retry answers
         it even when the request dies before its answer is kept. ClaimLost, storing nothing,
-        when that claim is no longer held. With `send_limit` (its key the sender's), the
-        message is counted as a send against it in the same commit, one send of the key at a
-        time (concurrent sends never both take the last place; the count is kept apart from
-        the messages, so deleting one frees no place): RateFull, storing nothing, when the
-        window is full."""
+        when that claim is no longer held. The message is counted as a send against each of
+        `send_limits` (their keys the sender's, or its conversation's) in the same commit, one
+        send of a key at a time (concurrent sends never both take the last place; the count
+        is kept apart from the messages, so deleting one frees no place), against all of them
+        or none: RateFull, storing nothing, when a window is full (the first such, in order)."""
         ...
 
     async def list_outbound(

@@ -354,13 +354,13 @@ def cancel_sends_in(tx: Transaction, agent_email: str, now: float) -> int:
     return len(due)
 
 
-def _refuse_when_full(tx: Transaction, limit: RateLimit, now: float) -> None:
-    """Count a send made at `now` against `limit` (a row of its own, kept apart from the
-    messages, so deleting one frees no place); RateFull when the window is full: there is
-    room again when the oldest send counted leaves it."""
-    (count,) = weigh_hits(tx, [limit], now)
-    if not count.allowed:
-        raise RateFull(count.oldest_leaves_at)
+def _refuse_when_full(tx: Transaction, limits: Sequence[RateLimit], now: float) -> None:
+    """Count a send made at `now` against each of `limits` (a row of its own, kept apart from
+    the messages, so deleting one frees no place), or against none; RateFull for the first
+    whose window is full: there is room again when the oldest send it counted leaves it."""
+    for limit, count in zip(limits, weigh_hits(tx, limits, now), strict=True):
+        if not count.allowed:
+            raise RateFull(count.oldest_leaves_at, limit.key)
 
 
 class OutboundSql(Runner):
@@ -370,17 +370,17 @@ class OutboundSql(Runner):
         self,
         message: OutboundMessage,
         settles: HeldKey | None = None,
-        send_limit: RateLimit | None = None,
+        send_limits: Sequence[RateLimit] = (),
     ) -> None:
         """Insert an outbound message, and in the same commit its send job (queued) or its
         approval-notice job (pending approval) and its record on the Idempotency-Key claim
         `settles`; under the agent's mail lock, so it commits in its place in the agent's
-        mail; counted against `send_limit` in the same commit (RateFull when it is full)."""
+        mail; counted against `send_limits` in the same commit (RateFull when one is full)."""
 
         def insert(tx: Transaction) -> None:
             lock_agents_mail(tx, [message.agent_email])
-            if send_limit is not None:
-                _refuse_when_full(tx, send_limit, message.created_epoch)
+            if send_limits:
+                _refuse_when_full(tx, send_limits, message.created_epoch)
             tx.execute(
                 f"INSERT INTO messages ({OUTBOUND_INSERT_COLUMNS}) VALUES "
                 f"(?, ?, ?, '{OUTBOUND}', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{{}}', '{{}}', "
