@@ -260,12 +260,29 @@ class DatabaseSettings(Section):
     url: str = "sqlite:///./e2a.db"
     replica_id: str = ""
     """This replica's name on a shared database; empty: `<host name>/<http.listen>`."""
+    pooled: bool = False
+    """`url` goes through a connection pooler in transaction mode (PgBouncer, Supavisor, RDS
+    Proxy): no statement is prepared on the server, since the next transaction may run on
+    another server session (docs/replicas.md, "Connection poolers")."""
+    listen_url: str = ""
+    """The connection that LISTENs for the other replicas' news; empty: `url`. It must reach
+    PostgreSQL directly or through a pooler in session mode, never in transaction mode."""
 
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("use sqlite:///path/to/e2a.db or postgresql://user:pass@host/db")
+        return value
+
+    @field_validator("listen_url")
+    @classmethod
+    def _check_listen_url(cls, value: str) -> str:
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "use postgresql://user:pass@host/db, a direct connection to the database of "
+                "database.url (or empty: database.url itself)"
+            )
         return value
 
 

@@ -100,7 +100,13 @@ async def open_gateway(
     production a missing or weak `signing.hmac_secret` is refused before storage is opened."""
     check_signing_secret(settings)
     jobs = JobQueue()
-    storage = open_storage(settings.database.url, settings.replica_id, jobs.committed)
+    storage = open_storage(
+        settings.database.url,
+        settings.replica_id,
+        jobs.committed,
+        pooled=settings.database.pooled,
+        listen_url=settings.database.listen_url,
+    )
     try:
         applied = await storage.migrate()
         if applied:

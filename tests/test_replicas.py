@@ -80,11 +80,12 @@ def _env() -> dict[str, str]:
 
 
 def write_config(
-    directory: Path, database_url: str, dns_port: int, webhooks: str = ""
+    directory: Path, database_url: str, dns_port: int, webhooks: str = "", database: str = ""
 ) -> tuple[Path, int, int]:
-    """A config for one replica on free loopback ports. Its DNS is a loopback server with an
-    empty zone: nothing leaves the machine, and SPF/DMARC lookups end at once (NXDOMAIN)
-    instead of waiting out a timeout per message."""
+    """A config for one replica on free loopback ports (`database`: extra lines for its
+    [database] section). Its DNS is a loopback server with an empty zone: nothing leaves the
+    machine, and SPF/DMARC lookups end at once (NXDOMAIN) instead of waiting out a timeout per
+    message."""
     directory.mkdir(parents=True, exist_ok=True)
     smtp_port, http_port = free_port(), free_port()
     path = directory / "e2a.toml"
@@ -92,7 +93,7 @@ def write_config(
         'shared_domain = "agents.test"\n'
         f'[smtp]\nlisten = "127.0.0.1:{smtp_port}"\nhostname = "mx.agents.test"\n'
         f'[http]\nlisten = "127.0.0.1:{http_port}"\n'
-        f"[database]\nurl = {json.dumps(database_url)}\n"
+        f"[database]\nurl = {json.dumps(database_url)}\n{database}"
         f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\ntimeout_seconds = 1\n'
         f"[webhooks]\nallow_private = true\n{webhooks}"
         "[limits]\nagent_registrations_per_ip_per_hour = 100000\n"
@@ -138,11 +139,18 @@ def spawn_serve(config: Path) -> subprocess.Popen[str]:
 
 @asynccontextmanager
 async def replica(
-    tmp_path: Path, name: str, database_url: str, dns_port: int, webhooks: str = ""
+    tmp_path: Path,
+    name: str,
+    database_url: str,
+    dns_port: int,
+    webhooks: str = "",
+    database: str = "",
 ) -> AsyncIterator[Replica]:
-    """Start one replica (`webhooks`: extra lines for its [webhooks] section) and yield it once
-    healthy; kill it on exit."""
-    config, smtp_port, http_port = write_config(tmp_path / name, database_url, dns_port, webhooks)
+    """Start one replica (`webhooks`, `database`: extra lines for those sections) and yield it
+    once healthy; kill it on exit."""
+    config, smtp_port, http_port = write_config(
+        tmp_path / name, database_url, dns_port, webhooks, database
+    )
     process = spawn_serve(config)
     running = Replica(name, config, smtp_port, f"http://127.0.0.1:{http_port}", process)
     try:

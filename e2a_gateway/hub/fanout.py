@@ -12,6 +12,7 @@ makes every local WebSocket client reconnect, and clients re-drain unread mail f
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any, Protocol
 
 import psycopg
@@ -23,7 +24,7 @@ from e2a_gateway.hub.job_queue import JobQueue
 from e2a_gateway.storage.announcements import AccessEnded, JobsAdded, SocketClaimed
 from e2a_gateway.storage.base import Storage, StorageUnavailable
 from e2a_gateway.storage.notify_payloads import Resync, decode_payload
-from e2a_gateway.storage.postgres import PostgresStorage
+from e2a_gateway.storage.postgres import CHECK_CHANNEL, PostgresStorage
 
 log = logging.getLogger("e2a.hub")
 
@@ -34,6 +35,8 @@ FIRST_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
 MAX_NOTIFIES_PER_WAKE = 10_000
 """Bounds one read of the connection; the rest are handled on the next turn."""
+CHECK_SECONDS = 5.0
+"""How long a new LISTEN connection has to hear a notification sent through the pool."""
 
 
 class Fanout(Protocol):
@@ -46,6 +49,11 @@ class Fanout(Protocol):
 
 class ConnectionLost(Exception):
     """The LISTEN connection stopped answering or was closed."""
+
+
+class Unheard(Exception):
+    """The LISTEN connection did not hear a notification sent through the pool: it goes
+    through a pooler in transaction mode. The message says what to set."""
 
 
 def relay_payload(hub: Hub, origin: str, payload: str) -> set[str]:
@@ -101,13 +109,21 @@ class PostgresFanout:
         self._max_backoff = max_backoff_seconds
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen and relay until cancelled, reconnecting whenever the connection is lost."""
+        """Listen and relay until cancelled, reconnecting whenever the connection is lost.
+
+        A LISTEN connection that does not hear what the pool NOTIFYs (a pooler in transaction
+        mode) is refused: the first time with StorageUnavailable, before reporting started, so
+        the gateway does not start; later with an error in the log, and tried again."""
         backoff = FIRST_BACKOFF_SECONDS
         reported = False
         while True:
             try:
-                connection = await trio.to_thread.run_sync(self._storage.connect_listener)
-            except StorageUnavailable as exc:
+                connection = await self._listen()
+            except Unheard as exc:
+                if not reported:
+                    raise StorageUnavailable(str(exc)) from None
+                log.error("fan-out: %s; retrying in %.1f s", exc, backoff)
+            except (StorageUnavailable, ConnectionLost, psycopg.Error, OSError) as exc:
                 log.warning("fan-out: cannot LISTEN (%s); retrying in %.1f s", exc, backoff)
             else:
                 if reported:
@@ -132,6 +148,26 @@ class PostgresFanout:
             await trio.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)
 
+    async def _listen(self) -> psycopg.Connection[Any]:
+        """A new LISTEN connection, once it has heard a token NOTIFYed through the pool (what
+        else it hears meanwhile is relayed); Unheard when nothing came within CHECK_SECONDS."""
+        connection = await trio.to_thread.run_sync(self._storage.connect_listener)
+        try:
+            pgconn = connection.pgconn
+            pgconn.nonblocking = 1
+            fileno = connection.fileno()
+            token = secrets.token_hex(8)
+            await self._storage.notify_check(token)
+            with trio.move_on_after(CHECK_SECONDS):
+                while not self._dispatch(pgconn, token):
+                    await trio.lowlevel.wait_readable(fileno)
+                    _consume(pgconn)
+                return connection
+            raise Unheard(self._storage.unheard(CHECK_SECONDS))
+        except BaseException:
+            connection.close()
+            raise
+
     async def _relay(self, connection: psycopg.Connection[Any]) -> None:
         """Relay notifications from `connection` until it fails (raises) or we are cancelled."""
         pgconn = connection.pgconn
@@ -146,16 +182,22 @@ class PostgresFanout:
                 _consume(pgconn)
             self._dispatch(pgconn)
 
-    def _dispatch(self, pgconn: psycopg.pq.abc.PGconn) -> None:
-        """Relay every notification already read from the server."""
+    def _dispatch(self, pgconn: psycopg.pq.abc.PGconn, token: str = "") -> bool:
+        """Relay every notification already read from the server; whether `token` came on
+        CHECK_CHANNEL among them (other replicas' checks are dropped)."""
         job_kinds: set[str] = set()
+        heard = False
         for _ in range(MAX_NOTIFIES_PER_WAKE):
             notify = pgconn.notifies()
             if notify is None:
                 break
+            if notify.relname.decode() == CHECK_CHANNEL:
+                heard |= bool(token) and notify.extra.decode() == token
+                continue
             job_kinds |= relay_payload(self._hub, self._origin, notify.extra.decode())
         if job_kinds:
             self._jobs.jobs_added(job_kinds)
+        return heard
 
 
 def _consume(pgconn: psycopg.pq.abc.PGconn) -> None:

@@ -27,12 +27,21 @@ def redacted_url(url: str) -> str:
     return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
-def open_storage(url: str, holder: str = "", on_commit: CommitObserver | None = None) -> Storage:
+def open_storage(
+    url: str,
+    holder: str = "",
+    on_commit: CommitObserver | None = None,
+    *,
+    pooled: bool = False,
+    listen_url: str = "",
+) -> Storage:
     """The backend for `url`, not yet migrated; StorageUnavailable if it cannot open.
 
     `holder` names this replica on the job leases it takes (see `Storage.release_leases`);
     `on_commit` hears, on the event loop, what each write announced once it has committed
-    (e.g. jobs added, to wake this process's workers)."""
+    (e.g. jobs added, to wake this process's workers). PostgreSQL only: `pooled` says `url`
+    goes through a pooler in transaction mode, and `listen_url` (empty: `url`) is where the
+    other replicas' news is heard (`database.pooled`, `database.listen_url`)."""
     if url.startswith("sqlite:///"):
         from e2a_gateway.storage.sqlite import SqliteStorage
 
@@ -40,7 +49,7 @@ def open_storage(url: str, holder: str = "", on_commit: CommitObserver | None = 
     if url.startswith(POSTGRES_SCHEMES):
         from e2a_gateway.storage.postgres import PostgresStorage
 
-        return PostgresStorage.open(url, holder, on_commit)
+        return PostgresStorage.open(url, holder, on_commit, pooled=pooled, listen_url=listen_url)
     raise StorageUnavailable(
         f"database.url: {url.split('://')[0]} is not supported — use sqlite:///path/to/e2a.db "
         "or postgresql://user:password@host:5432/dbname"

@@ -42,6 +42,9 @@ MIGRATION_LOCK = 0x6532615F6D6967  # "e2a_mig"
 # LISTEN/NOTIFY channel on which commits are announced to the other replicas
 # (e2a_gateway.hub.fanout).
 FANOUT_CHANNEL = "e2a_fanout"
+# The channel on which a replica checks that its LISTEN connection hears what the pool NOTIFYs
+# (e2a_gateway.hub.fanout): through a pooler in transaction mode it hears nothing.
+CHECK_CHANNEL = "e2a_listen_check"
 DEAD_PEER_SETTINGS = {
     "keepalives": 1,
     "keepalives_idle": 10,
@@ -85,14 +88,14 @@ _CONNECT_HINTS = (
 )
 
 
-def connect_error_message(display_url: str, exc: Exception) -> str:
-    """A message for an operator: which URL, what failed, what to do about it."""
+def connect_error_message(display_url: str, exc: Exception, key: str = "database.url") -> str:
+    """A message for an operator: which setting (`key`) and URL, what failed, what to do."""
     text = str(exc)
     for pattern, hint in _CONNECT_HINTS:
         if pattern.search(text):
-            return f"database.url: cannot connect to {display_url}: {hint}"
+            return f"{key}: cannot connect to {display_url}: {hint.replace('database.url', key)}"
     first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return f"database.url: cannot connect to {display_url}: {first_line}"
+    return f"{key}: cannot connect to {display_url}: {first_line}"
 
 
 def _takes_no_writes(display_url: str, why: str) -> str:
@@ -114,6 +117,17 @@ def _translate_errors(display_url: str) -> Iterator[None]:
         yield
     except psycopg.IntegrityError:
         raise
+    except (
+        psycopg.errors.DuplicatePreparedStatement,
+        psycopg.errors.InvalidSqlStatementName,
+    ) as exc:
+        # A statement psycopg prepared on one server session, looked for (or prepared again)
+        # on another: only a pooler in transaction mode swaps sessions under a connection.
+        raise StorageUnavailable(
+            f"postgres ({display_url}): {str(exc).strip()} — database.url goes through a "
+            "connection pooler in transaction mode (PgBouncer, Supavisor, RDS Proxy): set "
+            'database.pooled = true (docs/replicas.md, "Connection poolers")'
+        ) from exc
     except psycopg.errors.ReadOnlySqlTransaction as exc:
         raise StorageUnavailable(_takes_no_writes(display_url, str(exc))) from exc
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
@@ -152,11 +166,20 @@ class PostgresStorage(SqlStorage):
         holder: str = "",
         pool_size: int = POOL_SIZE,
         on_commit: CommitObserver | None = None,
+        *,
+        pooled: bool = False,
+        listen_url: str = "",
     ):
         super().__init__(on_commit)
         self.url = url
         self.holder = holder
         self.display_url = redacted_url(url)
+        self.pooled = pooled
+        """`url` goes through a pooler in transaction mode: prepare nothing on the server."""
+        self.listen_url = listen_url or url
+        self.listen_key = "database.listen_url" if listen_url else "database.url"
+        """The setting that names `listen_url`, for messages to the operator."""
+        self.listen_display_url = redacted_url(self.listen_url)
         self._idle: list[Connection] = []
         self._slots = trio.Semaphore(pool_size)
         self._closed = False
@@ -165,38 +188,50 @@ class PostgresStorage(SqlStorage):
 
     @classmethod
     def open(
-        cls, url: str, holder: str = "", on_commit: CommitObserver | None = None
+        cls,
+        url: str,
+        holder: str = "",
+        on_commit: CommitObserver | None = None,
+        *,
+        pooled: bool = False,
+        listen_url: str = "",
     ) -> PostgresStorage:
-        """Check `url` and return a backend that connects on first use (not yet migrated);
-        `on_commit` hears what each write announced once it has committed."""
-        try:
-            psycopg.conninfo.conninfo_to_dict(url)
-        except psycopg.ProgrammingError as exc:
-            raise StorageUnavailable(
-                f"database.url: {redacted_url(url)} is not a valid PostgreSQL URL ({exc}) — "
-                "use postgresql://user:password@host:5432/dbname"
-            ) from exc
-        return cls(url, holder, on_commit=on_commit)
+        """Check `url` (and `listen_url`) and return a backend that connects on first use (not
+        yet migrated); `on_commit` hears what each write announced once it has committed."""
+        for key, value in (("database.url", url), ("database.listen_url", listen_url)):
+            try:
+                psycopg.conninfo.conninfo_to_dict(value)
+            except psycopg.ProgrammingError as exc:
+                raise StorageUnavailable(
+                    f"{key}: {redacted_url(value)} is not a valid PostgreSQL URL ({exc}) — "
+                    "use postgresql://user:password@host:5432/dbname"
+                ) from exc
+        return cls(url, holder, on_commit=on_commit, pooled=pooled, listen_url=listen_url)
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _connect(self) -> Connection:
         """A new connection in autocommit mode (transactions are explicit), in a thread; a
-        server that stops answering fails its calls within DEAD_PEER_SETTINGS' bound."""
+        server that stops answering fails its calls within DEAD_PEER_SETTINGS' bound. Behind
+        a pooler in transaction mode (`pooled`) it prepares no statement on the server: the
+        next transaction may run on a server session that does not have it, or has another
+        client's under the same name."""
         params = psycopg.conninfo.conninfo_to_dict(self.url)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
         params.setdefault("application_name", "e2a")
         for key, value in DEAD_PEER_SETTINGS.items():
             params.setdefault(key, value)
+        prepare: dict[str, Any] = {"prepare_threshold": None} if self.pooled else {}
         try:
-            return psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
+            return psycopg.connect(**params, autocommit=True, **prepare)  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise StorageUnavailable(connect_error_message(self.display_url, exc)) from exc
 
     def connect_listener(self) -> Connection:
-        """A dedicated connection (outside the pool) that LISTENs on FANOUT_CHANNEL; blocking,
-        so call it in a thread. TCP keepalives let a silently dead peer be noticed."""
-        params = psycopg.conninfo.conninfo_to_dict(self.url)
+        """A dedicated connection (outside the pool) to `listen_url` that LISTENs on
+        FANOUT_CHANNEL and CHECK_CHANNEL; blocking, so call it in a thread. TCP keepalives let
+        a silently dead peer be noticed."""
+        params = psycopg.conninfo.conninfo_to_dict(self.listen_url)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
         params.setdefault("application_name", "e2a-fanout")
         for key, value in DEAD_PEER_SETTINGS.items():
@@ -204,13 +239,41 @@ class PostgresStorage(SqlStorage):
         try:
             connection = psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
         except psycopg.Error as exc:
-            raise StorageUnavailable(connect_error_message(self.display_url, exc)) from exc
+            raise StorageUnavailable(
+                connect_error_message(self.listen_display_url, exc, self.listen_key)
+            ) from exc
         try:
-            connection.execute(f"LISTEN {FANOUT_CHANNEL}")
+            connection.execute(f"LISTEN {FANOUT_CHANNEL}; LISTEN {CHECK_CHANNEL}")
         except psycopg.Error as exc:
             connection.close()
-            raise StorageUnavailable(f"postgres ({self.display_url}): LISTEN: {exc}") from exc
+            raise StorageUnavailable(
+                f"postgres ({self.listen_display_url}): LISTEN: {exc}"
+            ) from exc
         return connection
+
+    async def notify_check(self, token: str) -> None:
+        """NOTIFY `token` on CHECK_CHANNEL through the pool, as commits announce their news:
+        a listener that hears it hears the other replicas."""
+        await self._run(lambda connection: _notify_on(connection, CHECK_CHANNEL, token))
+
+    def unheard(self, seconds: float) -> str:
+        """What to tell the operator when the LISTEN connection did not hear `notify_check`'s
+        token within `seconds`."""
+        if self.listen_key == "database.url":
+            fix = (
+                "set database.listen_url to a direct connection to PostgreSQL (or a pooler in "
+                "session mode), and database.pooled = true"
+            )
+        else:
+            fix = "point it at PostgreSQL directly, or at a pooler in session mode"
+        return (
+            f"{self.listen_key}: the LISTEN connection to {self.listen_display_url} heard "
+            f"nothing of a notification within {seconds:g} s, so this replica would miss the "
+            "other replicas' news (mail for its WebSocket clients, revoked keys): it goes "
+            "through a connection pooler in transaction mode (PgBouncer, Supavisor, RDS "
+            f"Proxy), which lends its LISTEN session to other clients — {fix} "
+            '(docs/replicas.md, "Connection poolers")'
+        )
 
     def _give_back(self, connection: Connection) -> None:
         """Keep a healthy connection for the next call; close a broken one."""
@@ -330,9 +393,14 @@ class PostgresStorage(SqlStorage):
 def _notify(db: Connection, *payloads: str) -> None:
     """Announce `payloads` on FANOUT_CHANNEL, in one round trip, when (and only if) the
     transaction commits."""
+    _notify_on(db, FANOUT_CHANNEL, *payloads)
+
+
+def _notify_on(db: Connection, channel: str, *payloads: str) -> None:
+    """NOTIFY `payloads` on `channel`, in one round trip, when the transaction commits."""
     if payloads:
         db.execute(
             "SELECT pg_notify(%s, payload) "
             "FROM unnest(%s::text[]) WITH ORDINALITY AS p(payload, n) ORDER BY n",
-            (FANOUT_CHANNEL, list(payloads)),
+            (channel, list(payloads)),
         )
