@@ -37,6 +37,7 @@ from trio_websocket import (
 from e2a_gateway.hub import Ended, Hub, Listener
 from e2a_gateway.hub.fanout import PostgresFanout, relay_payload
 from e2a_gateway.hub.job_queue import JobQueue
+from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.storage.postgres import FANOUT_CHANNEL, PostgresStorage
 from e2a_gateway.storage.vocabulary import JOB_KINDS
 from tests.databases import fresh_postgres_database, require_postgres
@@ -710,6 +711,22 @@ async def test_fanout_listening_at_last_after_a_failed_start_makes_clients_re_dr
             nursery.cancel_scope.cancel()
     finally:
         await storage.close()
+
+
+async def test_fanout_listening_to_another_database_refuses_to_start(database: str) -> None:
+    """A `database.listen_url` that does not lead to the database the pool NOTIFYs on would
+    hear no other replica: the fan-out does not start, and says which setting to fix."""
+    with fresh_postgres_database() as elsewhere:
+        storage = PostgresStorage.open(database, listen_url=elsewhere)
+        fanout = PostgresFanout(storage, Hub(), JobQueue())
+        try:
+            with pytest.raises(StorageUnavailable) as refused:
+                await fanout.run()
+        finally:
+            await storage.close()
+    message = str(refused.value)
+    assert message.startswith("database.listen_url: the LISTEN connection to ")
+    assert "it is not the database of database.url" in message
 
 
 async def test_fanout_relays_notifications_and_recovers_from_a_lost_connection(

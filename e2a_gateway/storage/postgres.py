@@ -260,18 +260,23 @@ class PostgresStorage(SqlStorage):
         """What to tell the operator when the LISTEN connection did not hear `notify_check`'s
         token within `seconds`."""
         if self.listen_key == "database.url":
+            cause = ""
             fix = (
                 "set database.listen_url to a direct connection to PostgreSQL (or a pooler in "
                 "session mode), and database.pooled = true"
             )
         else:
-            fix = "point it at PostgreSQL directly, or at a pooler in session mode"
+            cause = ", or it is not the database of database.url"
+            fix = (
+                "point it at the database of database.url, directly or through a pooler in "
+                "session mode"
+            )
         return (
             f"{self.listen_key}: the LISTEN connection to {self.listen_display_url} heard "
             f"nothing of a notification within {seconds:g} s, so this replica would miss the "
             "other replicas' news (mail for its WebSocket clients, revoked keys): it goes "
             "through a connection pooler in transaction mode (PgBouncer, Supavisor, RDS "
-            f"Proxy), which lends its LISTEN session to other clients — {fix} "
+            f"Proxy), which lends its LISTEN session to other clients{cause} — {fix} "
             '(docs/replicas.md, "Connection poolers")'
         )
 
