@@ -563,6 +563,11 @@ def _describe(error: Any) -> str:
             f"{key}: unknown setting — remove it or check its spelling against config.example.toml"
         )
     got = error.get("input")
+    if isinstance(got, str) and "://" in got:
+        # A URL may carry a password (database.url): never into the terminal or the log.
+        from e2a_gateway.storage import redacted_url
+
+        got = redacted_url(got)
     return f"{key}: {error['msg']} (got {got!r}; fix it in the config file or {env_name})"
 
 

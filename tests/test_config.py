@@ -114,6 +114,19 @@ def test_bad_settings_name_the_key(
     assert fragment in str(caught.value)
 
 
+@pytest.mark.parametrize("variable", ["E2A_DATABASE_URL", "E2A_DATABASE_LISTEN_URL"])
+def test_a_refused_url_is_named_without_its_password(variable: str) -> None:
+    """A database URL written as another library spells it (SQLAlchemy's `+psycopg`) is
+    refused naming the URL, but never its password: the message goes to the terminal and the
+    service's log."""
+    environ = {variable: "postgresql+psycopg://e2a:hunter2@db.example.com:5432/e2a"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ=environ)
+    message = str(caught.value)
+    assert "hunter2" not in message
+    assert "postgresql+psycopg://e2a@db.example.com:5432/e2a" in message
+
+
 def test_the_sending_domain_is_written_as_mail_carries_it() -> None:
     """`outbound_smtp.from_domain` in any case, with a root's dot or in U-labels is the domain
     relayed mail's envelope and DKIM signature carry, so the gateway knows its own mail when it
