@@ -4,6 +4,7 @@ clock for retries."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
@@ -33,7 +34,7 @@ from e2a_gateway.ids import new_id
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.outbound.mime import new_message_id
 from e2a_gateway.outbound.return_path import parse_return_path, return_path_key
-from e2a_gateway.storage.base import OutboundMessage
+from e2a_gateway.storage.base import OutboundMessage, SendAttempt
 from e2a_gateway.workers.outbound import OutboundWorker, relay_bounces, settle
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import fresh_postgres_database
@@ -851,3 +852,83 @@ async def test_a_worker_run_again_after_its_run_ended_still_sends(setup: Setup, 
                 await trio.sleep(0.05)  # polling storage: the test has no hook on the worker
         nursery.cancel_scope.cancel()
     assert len(sink.received) == 1
+
+
+class HeldRelay(Sink):
+    """A relay that answers the end of DATA only once `release` is set; `data_arrived` is set
+    once the end of DATA is in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data_arrived = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.data_arrived.set()
+        await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 10)
+        return await super().handle_DATA(server, session, envelope)
+
+
+LEASE = 10 + 60
+"""The lease of a send under `relay_settings` (`outbound_smtp.timeout_seconds` + 60 s)."""
+
+
+async def test_a_send_whose_lease_passed_to_another_claim_leaves_that_claim_s_outcome(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay is slow to answer, the send's lease runs out, and another replica claims the
+    job and records its own attempt (deferred, due again later) before the relay answers.
+    The late outcome is not written over it (the job stays, as the other replica left it),
+    and says so in the log; the recipient the relay took stays settled, so the job's next
+    attempt ends the message `sent` without handing it to them a second time."""
+    relay = HeldRelay()
+    port = free_port()
+    controller = start_sink(relay, port)
+    try:
+        async with open_setup(relay_settings(tmp_path, port)) as setup:
+            storage = setup.gateway.storage
+            message = await queue(setup)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(setup.worker.deliver_due, NOW)
+                assert await trio.to_thread.run_sync(relay.data_arrived.wait, 10)
+                taken_at = NOW + LEASE + 1
+                (job,) = await storage.claim_jobs("outbound", taken_at, 10, LEASE)
+                other = SendAttempt(
+                    job.id, message.id, "retry", "smtp", "451 try later", taken_at + 300,
+                    leased_until=taken_at + LEASE,
+                )  # fmt: skip
+                assert await storage.finish_outbound([other]) == []
+                relay.release.set()
+            after = await stored(setup, message.id)
+            assert (after.status, after.send_error) == ("queued", "451 try later")
+            assert await storage.recipient_results(message.id) == {EXTERNAL: "accepted"}
+            assert "another claim took the job" in caplog.text
+            assert await setup.worker.deliver_due(taken_at + 300) == 1
+            assert (await stored(setup, message.id)).status == "sent"
+    finally:
+        controller.stop()
+    assert len(relay.received) == 1
+
+
+async def test_a_send_claimed_again_by_its_own_worker_meanwhile_is_recorded_once(
+    tmp_path: Path,
+) -> None:
+    """The send's lease runs out while the relay holds the message and the same worker claims
+    the job again: it starts no second attempt, and the attempt under way, now under the new
+    lease, records its outcome."""
+    relay = HeldRelay()
+    port = free_port()
+    controller = start_sink(relay, port)
+    try:
+        async with open_setup(relay_settings(tmp_path, port)) as setup:
+            message = await queue(setup)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(setup.worker.deliver_due, NOW)
+                assert await trio.to_thread.run_sync(relay.data_arrived.wait, 10)
+                assert await setup.worker.deliver_due(NOW + LEASE + 1) == 1
+                relay.release.set()
+            assert (await stored(setup, message.id)).status == "sent"
+            assert await setup.worker.deliver_due(NOW + 3 * 3600) == 0
+    finally:
+        controller.stop()
+    assert len(relay.received) == 1

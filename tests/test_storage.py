@@ -1699,6 +1699,58 @@ async def test_outbound_finish_states_and_scrubbing(storage: Storage) -> None:
     assert await storage.claim_jobs("outbound", 1e9, 10, 60) == []
 
 
+async def test_a_send_outcome_after_its_job_passed_to_another_claim_is_not_written(
+    storage: Storage,
+) -> None:
+    """A send's lease ran out mid-send and another claim took the job and recorded the message
+    `sent`. The first claim's late outcome (`failed`) is not written over it (the message stays
+    `sent`, with one `email.sent` and no `email.failed`) and is named in the answer. While the
+    job is still to be done, the late attempt's results are kept for the recipients the
+    message has none for, so the next attempt does not hand it to them again."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
+    (first,) = await storage.claim_jobs("outbound", 100.0, 10, 60)  # until 160
+    (second,) = await storage.claim_jobs("outbound", 161.0, 10, 60)  # ran out: until 221
+    assert second.id == first.id
+    taken = SendAttempt(
+        first.id, "msg_1", "sent", "smtp", None, None,
+        {"x@example.org": "accepted"}, 170.0, leased_until=221.0,
+    )  # fmt: skip
+    late = SendAttempt(
+        first.id, "msg_1", "failed", "smtp", "554 refused", None,
+        {"x@example.org": "refused: 554", "hidden@example.org": "accepted"}, 180.0,
+        leased_until=160.0,
+    )  # fmt: skip
+    assert await storage.finish_outbound([taken]) == []
+    assert await storage.finish_outbound([late]) == ["msg_1"]
+    sent = await storage.get_outbound(alice, "msg_1")
+    assert sent is not None and (sent.status, sent.send_error) == ("sent", None)
+    events = await storage.list_events(alice, EventFilter(), 10, None)
+    assert sorted(event.type for event in events) == ["email.delivered", "email.sent"]
+    assert await storage.recipient_results("msg_1") == {}
+
+    await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_2", "queued"))
+    (job,) = await storage.claim_jobs("outbound", 300.0, 10, 60)  # until 360
+    assert len(await storage.claim_jobs("outbound", 361.0, 10, 60)) == 1  # until 421
+    await storage.record_recipient_results("msg_2", {"x@example.org": "refused: 550"})
+    current = SendAttempt(job.id, "msg_2", "retry", "smtp", "452 full", 600.0, leased_until=421.0)
+    retry = SendAttempt(
+        job.id, "msg_2", "retry", "smtp", "451 busy", 500.0,
+        {"x@example.org": "accepted", "hidden@example.org": "accepted"}, leased_until=360.0,
+    )  # fmt: skip
+    assert await storage.finish_outbound([current, retry]) == ["msg_2"]
+    queued = await storage.get_outbound(alice, "msg_2")
+    assert queued is not None and queued.send_error == "452 full"
+    assert await storage.recipient_results("msg_2") == {
+        "x@example.org": "refused: 550",
+        "hidden@example.org": "accepted",
+    }
+    assert await storage.claim_jobs("outbound", 599.0, 10, 60) == []
+    (again,) = await storage.claim_jobs("outbound", 600.0, 10, 60)
+    assert (again.id, again.attempts) == (job.id, 1)
+
+
 async def test_job_queue_states_by_kind(storage: Storage) -> None:
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "a@agents.test"))

@@ -533,7 +533,9 @@ class SendAttempt:
     """What one attempt to send an outbound message came to, to record (`Outbox.finish_outbound`):
     `outcome` with the `method` used and the `error` if any, `retry_at` when retrying, the
     per-recipient `results`, the relay's 5xx refusals in `bounced`, made at `now` (default: the
-    wall clock)."""
+    wall clock). `leased_until` is the lease the attempt was made under (its claim's): the
+    outcome is written only while the job still holds it (None: whoever records it holds the
+    job's row itself)."""
 
     job_id: int
     message_id: str
@@ -544,6 +546,7 @@ class SendAttempt:
     results: Mapping[str, str] | None = None
     now: float | None = None
     bounced: Sequence[BouncedRecipient] = ()
+    leased_until: float | None = None
 
 
 MessageDirection = Literal["inbound", "outbound"]
@@ -1281,14 +1284,20 @@ class Outbox(Protocol):
         of an agent in the trash wait for it."""
         ...
 
-    async def finish_outbound(self, attempts: Sequence[SendAttempt]) -> None:
+    async def finish_outbound(self, attempts: Sequence[SendAttempt]) -> list[str]:
         """Record send attempts, all in one transaction: sent/failed are terminal (body
         scrubbed, job dropped; an expired-approved message that fails ends `expired_rejected`),
         retry reschedules. A terminal attempt logs its events (`email.sent` and
         `email.delivered` per recipient in its `results` that was accepted, or `email.failed`),
         made at its `now`, in the same transaction; so are the relay's 5xx refusals in its
         `bounced` (`email.bounced`, a hard bounce suppressed, and a message no recipient got
-        ends `bounced`)."""
+        ends `bounced`).
+
+        An attempt whose job no longer holds its `leased_until` (the lease ran out and another
+        claim took the job, or finished it) is not written: the job and the message stay as
+        that claim has them, and only its `results` for recipients not settled yet are kept,
+        so the job's next attempt does not hand the message to them again. The ids of the
+        messages whose attempts were not written."""
         ...
 
     async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:

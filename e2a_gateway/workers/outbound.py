@@ -15,7 +15,7 @@ import random
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import trio
@@ -251,8 +251,13 @@ class OutboundWorker(ClaimLoop):
         self._signer = gateway.dkim_signer
         self._lease = gateway.settings.outbound_smtp.timeout_seconds + LEASE_MARGIN_SECONDS
         self._in_flight_ids: set[str] = set()
+        self._leases: dict[int, float] = {}
+        """The lease this worker holds on each job it is attempting (job id → until)."""
+        self._passed: set[str] = set()
+        """Messages whose outcome storage did not write: their job had passed to another
+        claim (taken out by the attempt that submitted it)."""
         self._grace = StopGrace(gateway.settings.smtp.shutdown_grace_seconds, "sends")
-        self._outcomes = GroupCommit(gateway.storage.finish_outbound, what="send outcomes")
+        self._outcomes = GroupCommit(self._commit_outcomes, what="send outcomes")
         self._relay_connections = RelayConnections(
             gateway.settings.outbound_smtp,
             gateway.settings.smtp.hostname,
@@ -296,10 +301,14 @@ class OutboundWorker(ClaimLoop):
         """Claim due jobs and start an attempt for each one not already being sent here."""
         jobs = await self._gateway.storage.claim_jobs(OUTBOUND_JOB, now, limit, self._lease)
         for job in jobs:
-            # A lease dropped under us (another worker's start-up release) must not send twice.
+            # A lease dropped under us (another worker's start-up release) or run out while the
+            # attempt goes on must not send twice: the attempt under way holds the new lease.
             if job.message_id in self._in_flight_ids:
+                if job.id in self._leases:
+                    self._leases[job.id] = now + self._lease
                 continue
             self._in_flight_ids.add(job.message_id)
+            self._leases[job.id] = now + self._lease
             nursery.start_soon(self._attempt_guarded, job, now)
         return len(jobs)
 
@@ -325,6 +334,7 @@ class OutboundWorker(ClaimLoop):
                     await self._record_unexpected_failure(job, now)
         finally:
             self._in_flight_ids.discard(job.message_id)
+            self._leases.pop(job.id, None)
             self._wake.set()
 
     async def _record_unexpected_failure(self, job: Job, now: float) -> None:
@@ -333,14 +343,13 @@ class OutboundWorker(ClaimLoop):
             job.attempts + 1, now=now, first_at=job.created_at, uniform=self._uniform
         )
         outcome: SendOutcome = "failed" if retry_at is None else "retry"
+        attempt = SendAttempt(job.id, job.message_id, outcome, "smtp", error, retry_at)
         try:
-            await self._outcomes.submit(
-                SendAttempt(job.id, job.message_id, outcome, "smtp", error, retry_at)
-            )
+            recorded = await self._submit(attempt)
         except StorageUnavailable as exc:
             log.error("could not record the failure of %s: %s", job.message_id, exc)
             return
-        if outcome == "failed":
+        if recorded and outcome == "failed":
             self._gateway.metrics.outbound_settled("failed_local_retries")
 
     async def attempt(self, job: Job, now: float) -> None:
@@ -354,10 +363,9 @@ class OutboundWorker(ClaimLoop):
             return
         sender = await storage.find_agent(message.agent_email)
         if sender is None:  # in the trash (a purged agent's mail went with it)
-            await self._outcomes.submit(
-                SendAttempt(job.id, message.id, "failed", "smtp", AGENT_DELETED_ERROR, None)
-            )
-            self._gateway.metrics.outbound_settled("failed_cancelled")
+            cancelled = SendAttempt(job.id, message.id, "failed", "smtp", AGENT_DELETED_ERROR, None)
+            if await self._submit(cancelled):
+                self._gateway.metrics.outbound_settled("failed_cancelled")
             return
         try:
             raw = self.compose(message)
@@ -365,10 +373,8 @@ class OutboundWorker(ClaimLoop):
             if not isinstance(exc, InvalidDraft):
                 log.exception("outbound %s cannot be built", message.id)
             reason = f"cannot build the message: {exc}"[:MAX_ERROR_CHARS]
-            await self._outcomes.submit(
-                SendAttempt(job.id, message.id, "failed", "smtp", reason, None)
-            )
-            self._gateway.metrics.outbound_settled("failed_invalid")
+            if await self._submit(SendAttempt(job.id, message.id, "failed", "smtp", reason, None)):
+                self._gateway.metrics.outbound_settled("failed_invalid")
             return
         settled = await storage.recipient_results(message.id)
         pending = [rcpt for rcpt in recipients_of(message) if rcpt not in settled]
@@ -407,20 +413,44 @@ class OutboundWorker(ClaimLoop):
             metrics.outbound_settled(terminal)
         log.info("outbound %s: %s (%s)", message.id, verdict.outcome, verdict.error or "ok")
 
+    async def _commit_outcomes(self, attempts: list[SendAttempt]) -> None:
+        """Write the outcomes of attempts (one transaction), noting those storage did not write
+        because their job had passed to another claim."""
+        self._passed.update(await self._gateway.storage.finish_outbound(attempts))
+
+    async def _submit(self, attempt: SendAttempt) -> bool:
+        """Commit the outcome of an attempt under the lease this worker holds on its job; False
+        when storage did not write it because the job had passed to another claim meanwhile
+        (its lease ran out during the attempt). That claim's attempt then decides the message,
+        and its outcome is not overwritten; the recipients this attempt settled stay settled,
+        so it does not hand the message to them again. Raises StorageUnavailable as
+        `GroupCommit.submit` does."""
+        fenced = replace(attempt, leased_until=self._leases.get(attempt.job_id))
+        await self._outcomes.submit(fenced)
+        if attempt.message_id not in self._passed:
+            return True
+        self._passed.discard(attempt.message_id)
+        log.warning(
+            "outbound %s: the lease ran out during the attempt and another claim took the job; "
+            "this attempt's outcome (%s) is not recorded, the other's stands",
+            attempt.message_id,
+            attempt.outcome,
+        )
+        return False
+
     async def _record(self, attempt: SendAttempt) -> bool:
         """Commit the outcome of an attempt that handed the message on (or tried to). A commit
         that fails (a deadlock's victim, a statement cancelled, a connection lost) is made once
         more with the same outcome, never recorded as an internal error, whose retry would send
         the message again to those who have it. False when that fails too: the job is then
-        left to its lease, and attempted again once it runs out."""
+        left to its lease, and attempted again once it runs out; False too when the job had
+        passed to another claim (`_submit`)."""
         try:
-            await self._outcomes.submit(attempt)
-            return True
+            return await self._submit(attempt)
         except StorageUnavailable as exc:
             log.warning("outbound %s: outcome not recorded (%s); again", attempt.message_id, exc)
         try:
-            await self._outcomes.submit(attempt)
-            return True
+            return await self._submit(attempt)
         except StorageUnavailable as exc:
             log.error(
                 "outbound %s: outcome not recorded (%s); attempted again after its lease",

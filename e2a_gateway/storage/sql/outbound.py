@@ -54,7 +54,7 @@ from e2a_gateway.storage.rows import (
 )
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.idempotency import settle_claim
-from e2a_gateway.storage.sql.jobs import add_job, retry_job
+from e2a_gateway.storage.sql.jobs import add_job, current_leases, retry_job
 from e2a_gateway.storage.sql.mail_order import lock_agents_mail
 from e2a_gateway.storage.sql.rate_limits import weigh_hits
 from e2a_gateway.storage.sql.runner import Runner
@@ -327,6 +327,28 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
         bounce_recorded(tx, message, attempt.bounced, moment, settle=attempt.outcome == "failed")
 
 
+def _keep_settled(tx: Transaction, attempt: SendAttempt) -> None:
+    """Inside `tx`, for an attempt whose job has passed to another claim: while the job is
+    still to be done, add its results for the recipients the message has none for yet (the
+    relay or an inbox took it for them, or refused it for good), leaving those already settled
+    as they are, so that its next attempt does not hand the message to them again."""
+    if (
+        not attempt.results
+        or tx.first("SELECT 1 FROM jobs WHERE id = ?", (attempt.job_id,)) is None
+    ):
+        return
+    row = tx.first(RECIPIENT_RESULTS + tx.dialect.for_update(), (attempt.message_id,))
+    if row is None:
+        return
+    stored = recipient_results(row[0])
+    fresh = {rcpt: result for rcpt, result in attempt.results.items() if rcpt not in stored}
+    if fresh:
+        tx.execute(
+            "UPDATE messages SET auth_results_json = ? WHERE id = ?",
+            (merged_recipient_results(row[0], fresh), attempt.message_id),
+        )
+
+
 def cancel_sends_in(tx: Transaction, agent_email: str, now: float) -> int:
     """Inside `tx` (the agent going to the trash): cancel the agent's mail still to be handed
     on whose send job no worker holds now, as `agent_deleted` with its events. A recipient a
@@ -459,20 +481,32 @@ class OutboundSql(Runner):
         """Apply the agents' expiration actions to overdue pending messages."""
         return await self._write(lambda tx: _expire(tx, now))
 
-    async def finish_outbound(self, attempts: Sequence[SendAttempt]) -> None:
+    async def finish_outbound(self, attempts: Sequence[SendAttempt]) -> list[str]:
         """Record send attempts in one transaction, each as `_finish` does, in the order of
         their messages' ids (replicas finishing batches that touch the same rows take their
         locks in one order). A retry reschedules the job; sent or failed drops it and scrubs
         the body. Handed on, a queued message becomes sent and an expired-approved one stays
         expired-approved, both with `sent_at`; an expired-approved message that fails ends
-        expired-rejected with the reason."""
+        expired-rejected with the reason. Attempts whose job has passed to another claim are
+        not written (`_keep_settled` keeps their settled recipients); their messages' ids."""
         ordered = sorted(attempts, key=lambda attempt: attempt.message_id)
 
-        def finish_all(tx: Transaction) -> None:
+        def finish_all(tx: Transaction) -> list[str]:
+            fenced = [attempt.job_id for attempt in ordered if attempt.leased_until is not None]
+            leases = current_leases(tx, "jobs", "bigint", fenced) if fenced else {}
+            passed: list[str] = []
             for attempt in ordered:
-                _finish(tx, attempt)
+                if (
+                    attempt.leased_until is None
+                    or leases.get(attempt.job_id) == attempt.leased_until
+                ):
+                    _finish(tx, attempt)
+                else:
+                    _keep_settled(tx, attempt)
+                    passed.append(attempt.message_id)
+            return passed
 
-        await self._write(finish_all)
+        return await self._write(finish_all)
 
     async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
         """Merge `results` into the message's per-recipient results."""
