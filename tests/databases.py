@@ -228,6 +228,21 @@ def drop_template() -> None:
         _drop_database(cluster, _templates.pop())
 
 
+def run_out_leases(database_url: str, seconds: float) -> None:
+    """Let `seconds` pass for the leases held on a gateway's PostgreSQL database (on jobs and on
+    `/v1` webhook deliveries) by moving them back: leases there are timed by the database's
+    clock, which a test's fake clock does not move. Nothing on SQLite, where the time a test
+    passes to the claims times them."""
+    if database_url.startswith("sqlite:///"):
+        return
+    for table in ("jobs", "webhook_deliveries"):
+        query(
+            database_url,
+            f"UPDATE {table} SET locked_until = locked_until - ? WHERE locked_until IS NOT NULL",
+            (seconds,),
+        )
+
+
 def query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Rows of one query (`?` placeholders) run straight on a gateway's database, either
     backend: for tests that check what was stored, beneath the API."""

@@ -23,7 +23,7 @@ from e2a_gateway.signing.magic_links import issue_token, link_key
 from e2a_gateway.workers.approvals import ApprovalWorker
 from e2a_gateway.workers.outbound import OutboundWorker
 from tests.conftest import Account, make_settings
-from tests.databases import query
+from tests.databases import query, run_out_leases
 from tests.delivery_support import create_agent, open_account, quiet_gateway, wait_until
 from tests.relay_support import Sink, relay_port, sink
 from tests.test_approvals import OWNER, add_pending, hitl_owner, job_kinds, relay_settings
@@ -224,6 +224,7 @@ async def test_a_send_job_claimed_after_the_trash_is_failed_as_agent_deleted(
         ("queued",)
     ]
     sink.rcpt_answers.clear()
+    run_out_leases(database, 2 * HOUR)
     worker = OutboundWorker(running.gateway)
     assert await worker.deliver_due(time.time() + 2 * HOUR) == 1
     assert sink.received == []

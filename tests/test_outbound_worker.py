@@ -37,7 +37,7 @@ from e2a_gateway.outbound.return_path import parse_return_path, return_path_key
 from e2a_gateway.storage.base import OutboundMessage, SendAttempt
 from e2a_gateway.workers.outbound import OutboundWorker, relay_bounces, settle
 from tests.conftest import Account, agent_path, make_settings
-from tests.databases import fresh_postgres_database
+from tests.databases import fresh_postgres_database, run_out_leases
 from tests.delivery_support import (
     agent_id,
     create_agent,
@@ -892,10 +892,11 @@ async def test_a_send_whose_lease_passed_to_another_claim_leaves_that_claim_s_ou
                 nursery.start_soon(setup.worker.deliver_due, NOW)
                 assert await trio.to_thread.run_sync(relay.data_arrived.wait, 10)
                 taken_at = NOW + LEASE + 1
+                run_out_leases(setup.gateway.settings.database.url, LEASE + 1)
                 (job,) = await storage.claim_jobs("outbound", taken_at, 10, LEASE)
                 other = SendAttempt(
                     job.id, message.id, "retry", "smtp", "451 try later", taken_at + 300,
-                    leased_until=taken_at + LEASE,
+                    leased_until=job.leased_until,
                 )  # fmt: skip
                 assert await storage.finish_outbound([other]) == []
                 relay.release.set()
@@ -925,6 +926,7 @@ async def test_a_send_claimed_again_by_its_own_worker_meanwhile_is_recorded_once
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(setup.worker.deliver_due, NOW)
                 assert await trio.to_thread.run_sync(relay.data_arrived.wait, 10)
+                run_out_leases(setup.gateway.settings.database.url, LEASE + 1)
                 assert await setup.worker.deliver_due(NOW + LEASE + 1) == 1
                 relay.release.set()
             assert (await stored(setup, message.id)).status == "sent"

@@ -79,7 +79,7 @@ async def deliver(storage: Storage, message_id: str, at: float, outcome: str) ->
     )
     retry_at = at + 3600 if outcome == "retrying" else None
     await storage.finish_webhook_attempts(
-        [FinishedAttempt(job.id, message_id, attempt, outcome, retry_at, at + 60)]  # type: ignore[arg-type]
+        [FinishedAttempt(job.id, message_id, attempt, outcome, retry_at, job.leased_until)]  # type: ignore[arg-type]
     )
 
 
@@ -314,7 +314,11 @@ async def settled_delivery(
     retry_at = NOW + 3600 if outcome == "pending" else None
     code = 200 if outcome == "delivered" else 500
     await storage.finish_subscriber_attempts(
-        [SubscriberAttempt(claimed.delivery.id, 1, at, code, None, 3, outcome, retry_at, at + 60)]
+        [
+            SubscriberAttempt(
+                claimed.delivery.id, 1, at, code, None, 3, outcome, retry_at, claimed.leased_until
+            )
+        ]
     )
     return delivery_id
 

@@ -1699,6 +1699,17 @@ async def test_outbound_finish_states_and_scrubbing(storage: Storage) -> None:
     assert await storage.claim_jobs("outbound", 1e9, 10, 60) == []
 
 
+BRIEF = 0.3
+"""A lease short enough to run out within a test. Leases are timed by the database's clock on
+PostgreSQL, whatever time a test passes, so tests that let one run out pass the real time and
+wait for it."""
+
+
+async def outlast(until: float) -> None:
+    """Wait until a lease until `until` (real time) has run out."""
+    await trio.sleep(max(0.0, until - time.time()) + 0.05)
+
+
 async def test_a_send_outcome_after_its_job_passed_to_another_claim_is_not_written(
     storage: Storage,
 ) -> None:
@@ -1710,17 +1721,18 @@ async def test_a_send_outcome_after_its_job_passed_to_another_claim_is_not_writt
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "a@agents.test"))
     await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
-    (first,) = await storage.claim_jobs("outbound", 100.0, 10, 60)  # until 160
-    (second,) = await storage.claim_jobs("outbound", 161.0, 10, 60)  # ran out: until 221
-    assert second.id == first.id
+    (first,) = await storage.claim_jobs("outbound", time.time(), 10, BRIEF)
+    await outlast(first.leased_until)
+    (second,) = await storage.claim_jobs("outbound", time.time(), 10, 60)
+    assert second.id == first.id and second.leased_until > first.leased_until
     taken = SendAttempt(
         first.id, "msg_1", "sent", "smtp", None, None,
-        {"x@example.org": "accepted"}, 170.0, leased_until=221.0,
+        {"x@example.org": "accepted"}, 170.0, leased_until=second.leased_until,
     )  # fmt: skip
     late = SendAttempt(
         first.id, "msg_1", "failed", "smtp", "554 refused", None,
         {"x@example.org": "refused: 554", "hidden@example.org": "accepted"}, 180.0,
-        leased_until=160.0,
+        leased_until=first.leased_until,
     )  # fmt: skip
     assert await storage.finish_outbound([taken]) == []
     assert await storage.finish_outbound([late]) == ["msg_1"]
@@ -1731,13 +1743,19 @@ async def test_a_send_outcome_after_its_job_passed_to_another_claim_is_not_writt
     assert await storage.recipient_results("msg_1") == {}
 
     await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_2", "queued"))
-    (job,) = await storage.claim_jobs("outbound", 300.0, 10, 60)  # until 360
-    assert len(await storage.claim_jobs("outbound", 361.0, 10, 60)) == 1  # until 421
+    (job,) = await storage.claim_jobs("outbound", time.time(), 10, BRIEF)
+    await outlast(job.leased_until)
+    (taken_over,) = await storage.claim_jobs("outbound", time.time(), 10, 60)
     await storage.record_recipient_results("msg_2", {"x@example.org": "refused: 550"})
-    current = SendAttempt(job.id, "msg_2", "retry", "smtp", "452 full", 600.0, leased_until=421.0)
+    retry_at = time.time() + 3600
+    current = SendAttempt(
+        job.id, "msg_2", "retry", "smtp", "452 full", retry_at,
+        leased_until=taken_over.leased_until,
+    )  # fmt: skip
     retry = SendAttempt(
-        job.id, "msg_2", "retry", "smtp", "451 busy", 500.0,
-        {"x@example.org": "accepted", "hidden@example.org": "accepted"}, leased_until=360.0,
+        job.id, "msg_2", "retry", "smtp", "451 busy", time.time(),
+        {"x@example.org": "accepted", "hidden@example.org": "accepted"},
+        leased_until=job.leased_until,
     )  # fmt: skip
     assert await storage.finish_outbound([current, retry]) == ["msg_2"]
     queued = await storage.get_outbound(alice, "msg_2")
@@ -1746,8 +1764,8 @@ async def test_a_send_outcome_after_its_job_passed_to_another_claim_is_not_writt
         "x@example.org": "refused: 550",
         "hidden@example.org": "accepted",
     }
-    assert await storage.claim_jobs("outbound", 599.0, 10, 60) == []
-    (again,) = await storage.claim_jobs("outbound", 600.0, 10, 60)
+    assert await storage.claim_jobs("outbound", retry_at - 1, 10, 60) == []
+    (again,) = await storage.claim_jobs("outbound", retry_at, 10, 60)
     assert (again.id, again.attempts) == (job.id, 1)
 
 
@@ -1785,26 +1803,34 @@ async def test_a_webhook_job_taken_by_another_claim_keeps_that_claim_s_outcome(
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "hook@agents.test", mode="cloud"))
     await storage.store_inbound([make_message("msg_1", "hook@agents.test")], 0.0)
-    (job,) = await storage.claim_webhook_jobs(10.0, None, 60, {}, 16)  # until 70
-    assert await storage.renew_job_lease(job.id, 70.0, 100.0)
-    assert not await storage.renew_job_lease(job.id, 70.0, 130.0)
+    (job,) = await storage.claim_webhook_jobs(time.time(), None, BRIEF, {}, 16)
+    renewed = await storage.renew_job_lease(job.id, job.leased_until, time.time() + 0.01, BRIEF)
+    assert renewed is not None and renewed > job.leased_until
+    assert await storage.renew_job_lease(job.id, job.leased_until, time.time(), 60) is None
     url = "https://hooks.example.com/x"
-    assert await storage.webhook_job_due(job.id, 100.0, url)
-    assert not await storage.webhook_job_due(job.id, 100.0, "https://hooks.example.com/y")
-    (taken,) = await storage.claim_webhook_jobs(101.0, None, 60, {}, 16)  # until 161
-    assert taken.id == job.id
-    assert not await storage.renew_job_lease(job.id, 100.0, 200.0)
-    assert not await storage.webhook_job_due(job.id, 100.0, url)  # passed to another claim
-    assert await storage.webhook_job_due(job.id, 161.0, url)
+    assert await storage.webhook_job_due(job.id, renewed, url)
+    assert not await storage.webhook_job_due(job.id, renewed, "https://hooks.example.com/y")
+    await outlast(renewed)
+    (taken,) = await storage.claim_webhook_jobs(time.time(), None, 60, {}, 16)
+    assert taken.id == job.id and taken.leased_until > renewed
+    assert await storage.renew_job_lease(job.id, renewed, time.time(), 60) is None
+    assert not await storage.webhook_job_due(job.id, renewed, url)  # passed to another claim
+    assert await storage.webhook_job_due(job.id, taken.leased_until, url)
     late = FinishedAttempt(
-        job.id, "msg_1", WebhookAttempt(1, NOW, 200, None, 5), "delivered", None, 100.0
+        job.id, "msg_1", WebhookAttempt(1, NOW, 200, None, 5), "delivered", None, renewed
     )
     await storage.finish_webhook_attempts([late])
     assert await storage.webhook_attempts(alice, "msg_1") == []
-    assert await storage.claim_webhook_jobs(160.0, None, 60, {}, 16) == []  # still leased
+    assert await storage.claim_webhook_jobs(time.time(), None, 60, {}, 16) == []  # still leased
 
+    retry_at = time.time()
     current = FinishedAttempt(
-        job.id, "msg_1", WebhookAttempt(1, NOW, 500, None, 5), "retrying", 300.0, 161.0
+        job.id,
+        "msg_1",
+        WebhookAttempt(1, NOW, 500, None, 5),
+        "retrying",
+        retry_at,
+        taken.leased_until,
     )
     await storage.finish_webhook_attempts([late, current])
     assert [attempt.status_code for attempt in await storage.webhook_attempts(alice, "msg_1")] == [
@@ -1812,7 +1838,7 @@ async def test_a_webhook_job_taken_by_another_claim_keeps_that_claim_s_outcome(
     ]
     message = await storage.peek_inbound(alice, "hook@agents.test", "msg_1")
     assert message is not None and message.delivery_status == "retrying"
-    (again,) = await storage.claim_webhook_jobs(300.0, None, 60, {}, 16)
+    (again,) = await storage.claim_webhook_jobs(retry_at, None, 60, {}, 16)
     assert (again.id, again.attempts) == (job.id, 1)
 
 
@@ -1831,24 +1857,29 @@ async def test_a_delivery_taken_by_another_claim_keeps_that_claim_s_outcome(
         (delivery,) = await storage.delivery_page(alice, webhook.id, None, 10, None) or []
         return delivery.status, delivery.attempts, delivery.last_status_code
 
-    (claimed,) = await storage.claim_subscriber_deliveries(10.0, None, 60, {}, 16)  # until 70
+    (claimed,) = await storage.claim_subscriber_deliveries(time.time(), None, 60, {}, 16)
     await storage.release_subscriber_deliveries([delivery_id])
-    (claimed,) = await storage.claim_subscriber_deliveries(10.0, None, 60, {}, 16)
+    (claimed,) = await storage.claim_subscriber_deliveries(time.time(), None, BRIEF, {}, 16)
     assert claimed.delivery.id == delivery_id
-    assert await storage.renew_delivery_lease(delivery_id, 70.0, 100.0)
-    assert not await storage.renew_delivery_lease(delivery_id, 70.0, 130.0)
-    assert await storage.subscriber_delivery_due(delivery_id, 100.0, claimed.url)
-    assert not await storage.subscriber_delivery_due(delivery_id, 100.0, claimed.url + "/y")
-    assert await storage.claim_subscriber_deliveries(101.0, None, 60, {}, 16)  # until 161
-    assert not await storage.renew_delivery_lease(delivery_id, 100.0, 200.0)
-    assert not await storage.subscriber_delivery_due(delivery_id, 100.0, claimed.url)
-    assert await storage.subscriber_delivery_due(delivery_id, 161.0, claimed.url)
-    late = SubscriberAttempt(delivery_id, 1, 90.0, 200, None, 5, "delivered", None, 100.0)
+    leased = claimed.leased_until
+    renewed = await storage.renew_delivery_lease(delivery_id, leased, time.time() + 0.01, BRIEF)
+    assert renewed is not None and renewed > leased
+    assert await storage.renew_delivery_lease(delivery_id, leased, time.time(), 60) is None
+    assert await storage.subscriber_delivery_due(delivery_id, renewed, claimed.url)
+    assert not await storage.subscriber_delivery_due(delivery_id, renewed, claimed.url + "/y")
+    await outlast(renewed)
+    (taken,) = await storage.claim_subscriber_deliveries(time.time(), None, 60, {}, 16)
+    assert await storage.renew_delivery_lease(delivery_id, renewed, time.time(), 60) is None
+    assert not await storage.subscriber_delivery_due(delivery_id, renewed, claimed.url)
+    assert await storage.subscriber_delivery_due(delivery_id, taken.leased_until, claimed.url)
+    late = SubscriberAttempt(delivery_id, 1, 90.0, 200, None, 5, "delivered", None, renewed)
     await storage.finish_subscriber_attempts([late])
     assert await shown() == ("pending", 0, None)
-    assert await storage.claim_subscriber_deliveries(160.0, None, 60, {}, 16) == []
+    assert await storage.claim_subscriber_deliveries(time.time(), None, 60, {}, 16) == []
 
-    current = SubscriberAttempt(delivery_id, 1, 150.0, 500, "HTTP 500", 5, "pending", 400.0, 161.0)
+    current = SubscriberAttempt(
+        delivery_id, 1, 150.0, 500, "HTTP 500", 5, "pending", 400.0, taken.leased_until
+    )
     await storage.finish_subscriber_attempts([late, current])
     assert await shown() == ("pending", 1, 500)
     stored = await storage.get_webhook(alice, webhook.id)
@@ -2103,11 +2134,55 @@ async def test_replica_start_keeps_other_leases(replicas: tuple[Storage, Storage
     alice = await add_user(first)
     await first.add_agent(make_agent(alice, "a@agents.test"))
     await first.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
-    (job,) = await first.claim_jobs("outbound", 100.0, 10, 60)
+    (job,) = await first.claim_jobs("outbound", time.time(), 10, BRIEF)
     await second.release_leases()
-    assert await second.claim_jobs("outbound", 159.0, 10, 60) == []
-    (taken_over,) = await second.claim_jobs("outbound", 160.5, 10, 60)
+    assert await second.claim_jobs("outbound", time.time(), 10, 60) == []
+    await outlast(job.leased_until)
+    (taken_over,) = await second.claim_jobs("outbound", time.time(), 10, 60)
     assert taken_over.id == job.id
+
+
+async def test_a_replica_whose_clock_runs_ahead_takes_no_lease_another_holds(
+    replicas: tuple[Storage, Storage],
+) -> None:
+    """Replica B's clock runs 90 s ahead of A's. The outbound send, webhook POST and `/v1`
+    delivery that A has just claimed for 60 s are not taken by B (which would send the mail or
+    POST a second time): leases are timed by the database's clock. Nor does B, its agent
+    going to the trash, cancel the send A holds. Once A's lease has run out by the
+    database's clock, B takes them, whatever A's clock says."""
+    first, second = replicas
+    alice = await add_user(first)
+    await first.add_agent(make_agent(alice, "a@agents.test"))
+    await first.add_agent(make_agent(alice, "hook@agents.test", mode="cloud"))
+    await first.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
+    await first.store_inbound([make_message("msg_2", "hook@agents.test")], 0.0)
+    webhook = await _webhook_with_deliveries(first, alice, 0)
+    await first.add_test_delivery(alice, webhook.id, "evt_1", "email.received", b"{}", 10.0)
+    now = time.time()
+    (send,) = await first.claim_jobs("outbound", now, 10, 60)
+    (post,) = await first.claim_webhook_jobs(now, None, 60, {}, 16)
+    (delivery,) = await first.claim_subscriber_deliveries(now, None, 60, {}, 16)
+
+    ahead = now + 90
+    assert await second.claim_jobs("outbound", ahead, 10, 60) == []
+    assert await second.claim_webhook_jobs(ahead, None, 60, {}, 16) == []
+    assert await second.claim_subscriber_deliveries(ahead, None, 60, {}, 16) == []
+    assert await second.trash_agent(alice, "a@agents.test", format_timestamp(ahead))
+    held = await first.get_outbound(None, "msg_1")
+    assert held is not None and held.status == "queued"
+    assert {state.kind: state.state for state in await second.job_queue_states(ahead)} == {
+        "outbound": "running",
+        "webhook": "running",
+    }
+
+    renewed = await first.renew_job_lease(post.id, post.leased_until, now, BRIEF)
+    assert renewed is not None
+    await first.release_jobs([send.id])
+    await first.release_subscriber_deliveries([delivery.delivery.id])
+    await outlast(renewed)
+    behind = time.time() - 90
+    (taken,) = await second.claim_webhook_jobs(behind, None, 60, {}, 16)
+    assert taken.id == post.id
 
 
 async def test_restarted_replica_frees_only_the_leases_held_under_its_name(
@@ -2672,7 +2747,7 @@ async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> 
     for job in await storage.claim_webhook_jobs(10.0, None, 60, {}, 1000):
         attempt = WebhookAttempt(1, NOW, 500, None, 5)
         await storage.finish_webhook_attempts(
-            [FinishedAttempt(job.id, job.message_id, attempt, "retrying", 20.0, 10.0 + 60)]
+            [FinishedAttempt(job.id, job.message_id, attempt, "retrying", 20.0, job.leased_until)]
         )
 
     export = await storage.export_user(alice)

@@ -18,6 +18,7 @@ from e2a_gateway.workers.subscribers import SubscriberWorker
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from e2a_gateway.workers.webhooks import MAX_PER_HOST, MAX_QUEUED_PER_HOST
 from tests.conftest import Account
+from tests.databases import run_out_leases
 from tests.delivery_support import QuietGateway, open_account, wait_until
 from tests.http_receiver import HANG, Answer, HttpReceiver, Received, answer_in_turn
 from tests.test_webhook_auto_disable import deliveries, make_hook, queue_tests
@@ -126,6 +127,7 @@ async def test_a_record_storage_fails_costs_only_its_delivery(
             assert [item["attempts"] for item in await deliveries(alice, slow, "delivered")] == [1]
             assert await worker.deliver_due(clock.now) == 0  # still leased
             monkeypatch.setattr(storage, "finish_subscriber_attempts", finish)
+            run_out_leases(quiet.gateway.settings.database.url, LEASE + 1)
             assert await worker.deliver_due(clock.now + LEASE + 1) == 1
     assert f"webhook delivery {unrecorded}: attempt not recorded" in caplog.text
     assert [item["attempts"] for item in await deliveries(alice, fast, "delivered")] == [1]
@@ -177,6 +179,7 @@ async def test_a_delivery_waiting_for_its_host_is_not_posted_once_its_webhook_is
                 receiver.release()
         assert [request.target for request in receiver.requests] == ["/hook/busy"] * MAX_PER_HOST
         if change == "webhook moved":  # left to its lease, then sent where it now goes
+            run_out_leases(quiet.gateway.settings.database.url, LEASE + 1)
             await worker.deliver_due(clock.now + LEASE + 1)
             moved = [request for request in receiver.requests if request.target == "/hook/moved"]
             assert len(moved) == 1

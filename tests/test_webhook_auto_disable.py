@@ -95,7 +95,7 @@ async def settle(
                 3,
                 outcome,
                 at + 10 * 86_400 if outcome == "pending" else None,
-                at + 60.0,
+                claimed[0].leased_until,
             )
             for delivery_id, outcome in zip(queued, outcomes, strict=True)
         ]

@@ -36,7 +36,7 @@ from e2a_gateway.workers.webhook_connections import WebhookConnections
 from e2a_gateway.workers.webhook_policy import delivery_id
 from e2a_gateway.workers.webhooks import MAX_PER_HOST, WebhookWorker
 from tests.conftest import Account, make_settings
-from tests.databases import fresh_postgres_database, gateway_backend, query
+from tests.databases import fresh_postgres_database, gateway_backend, query, run_out_leases
 from tests.delivery_support import (
     QuietGateway,
     accept,
@@ -601,6 +601,7 @@ async def test_a_job_waiting_for_its_host_is_not_posted_once_its_agent_is_gone(
     posted = [json.loads(request.body)["message_id"] for request in receiver.requests]
     assert message_id not in posted
     if change == "webhook moved":  # left to its lease, then sent where it now goes
+        run_out_leases(quiet.gateway.settings.database.url, LEASE + 1)
         await worker.deliver_due(clock.now + LEASE + 1)
         moved = [request for request in receiver.requests if request.target == "/hook/moved"]
         assert [json.loads(request.body)["message_id"] for request in moved] == [message_id]
@@ -870,6 +871,7 @@ async def test_a_record_storage_fails_costs_only_its_job(
         assert await delivery_status(alice, fast, unrecorded) == "pending"
         assert await worker.deliver_due(clock.now) == 0  # still leased
         monkeypatch.setattr(storage, "finish_webhook_attempts", finish)
+        run_out_leases(quiet.gateway.settings.database.url, LEASE + 1)
         assert await worker.deliver_due(clock.now + LEASE + 1) == 1
     assert f"webhook {unrecorded}: attempt not recorded" in caplog.text
     assert await delivery_status(alice, fast, unrecorded) == "delivered"

@@ -339,7 +339,8 @@ class MessagePage:
 
 @dataclass(frozen=True)
 class Job:
-    """A unit of background work claimed from the queue under a lease."""
+    """A unit of background work claimed from the queue under a lease, until `leased_until`
+    (on the clock leases are judged by: the database's, when replicas share it)."""
 
     id: int
     kind: str
@@ -347,6 +348,7 @@ class Job:
     attempts: int
     run_at: float
     created_at: float
+    leased_until: float
 
 
 JobState = Literal["available", "running", "retryable", "scheduled"]
@@ -824,12 +826,13 @@ class SubscriberDelivery:
 
 @dataclass(frozen=True)
 class ClaimedDelivery:
-    """A due delivery leased to the worker, with its webhook's URL and signing seeds (the
-    previous one only while its grace lasts)."""
+    """A due delivery leased to the worker until `leased_until` (as `Job.leased_until`), with
+    its webhook's URL and signing seeds (the previous one only while its grace lasts)."""
 
     delivery: SubscriberDelivery
     url: str
     seeds: list[str]
+    leased_until: float
 
 
 @dataclass(frozen=True)
@@ -1468,12 +1471,19 @@ class JobQueueStore(Protocol):
     async def claim_jobs(
         self, kind: str, now: float, limit: int, lease_seconds: float
     ) -> list[Job]:
-        """Lease due jobs of `kind` (`outbound`, `approval_notice`), oldest first."""
+        """Lease due jobs of `kind` (`outbound`, `approval_notice`), oldest first, for
+        `lease_seconds`. Leases are judged by the database's clock when replicas share it (one
+        whose own clock runs ahead takes no lease another still holds), else by `now`; due
+        means `run_at` at or before `now`."""
         ...
 
-    async def renew_job_lease(self, job_id: int, leased_until: float, until: float) -> bool:
-        """Move the lease of a claimed job from `leased_until` on to `until`; False when the
-        job no longer holds that lease (another claim has taken it since, or it is gone)."""
+    async def renew_job_lease(
+        self, job_id: int, leased_until: float, now: float, lease_seconds: float
+    ) -> float | None:
+        """Move the lease of a claimed job from `leased_until` on to `lease_seconds` after now
+        (the database's clock when replicas share it, else `now`) and answer that time; None
+        when the job no longer holds that lease (another claim has taken it since, or it is
+        gone)."""
         ...
 
     async def finish_job(self, job_id: int, retry_at: float | None) -> None:
@@ -1502,11 +1512,11 @@ class WebhookDeliveries(Protocol):
         room: Mapping[str, int],
         default_room: int,
     ) -> list[Job]:
-        """Lease due webhook jobs until `now + lease_seconds`, oldest due first, looking at no
-        more than `limit` (None: every) of them and taking at most `room[url]` jobs for each
-        webhook URL (`default_room` for URLs not in `room`), so a busy receiver's backlog stays
-        in the queue. Nobody else can claim a leased job until the lease expires. The jobs of an
-        agent in the trash are not claimed: they wait for its restore."""
+        """Lease due webhook jobs for `lease_seconds` (as `claim_jobs`), oldest due first,
+        looking at no more than `limit` (None: every) of them and taking at most `room[url]`
+        jobs for each webhook URL (`default_room` for URLs not in `room`), so a busy receiver's
+        backlog stays in the queue. Nobody else can claim a leased job until the lease
+        expires. The jobs of an agent in the trash are not claimed: they wait for its restore."""
         ...
 
     async def webhook_deliveries(self, message_ids: list[str]) -> dict[str, WebhookDelivery]:
@@ -1756,9 +1766,9 @@ class Subscribers(Protocol):
         room: Mapping[str, int],
         default_room: int,
     ) -> list[ClaimedDelivery]:
-        """Lease due deliveries of enabled webhooks until `now + lease_seconds`, oldest due
-        first, looking at no more than `limit` (None: every) and taking at most `room[url]`
-        (else `default_room`) per URL."""
+        """Lease due deliveries of enabled webhooks for `lease_seconds` (as `claim_jobs`),
+        oldest due first, looking at no more than `limit` (None: every) and taking at most
+        `room[url]` (else `default_room`) per URL."""
         ...
 
     async def release_subscriber_deliveries(self, delivery_ids: list[str]) -> None:
@@ -1766,11 +1776,11 @@ class Subscribers(Protocol):
         ...
 
     async def renew_delivery_lease(
-        self, delivery_id: str, leased_until: float, until: float
-    ) -> bool:
-        """Move the lease of a claimed delivery from `leased_until` on to `until`; False when
-        the delivery no longer holds that lease (another claim has taken it since, or it is
-        gone)."""
+        self, delivery_id: str, leased_until: float, now: float, lease_seconds: float
+    ) -> float | None:
+        """Move the lease of a claimed delivery from `leased_until` on to `lease_seconds` after
+        now (as `renew_job_lease`) and answer that time; None when the delivery no longer holds
+        that lease (another claim has taken it since, or it is gone)."""
         ...
 
     async def subscriber_delivery_due(

@@ -654,18 +654,27 @@ def first_conversation(rows: Iterable[Sequence[Any]], rfc_message_ids: list[str]
     return None
 
 
+def decode_job(row: Sequence[Any], leased_until: float) -> Job:
+    """A job from a JOB_COLUMNS row, as its claim leased it until `leased_until`."""
+    job_id, kind, message_id, attempts, run_at, created_at = row
+    return Job(job_id, kind, message_id, attempts, run_at, created_at, leased_until)
+
+
 def jobs_within_room(
-    candidates: Iterable[Sequence[Any]], room: Mapping[str, int], default_room: int
+    candidates: Iterable[Sequence[Any]],
+    room: Mapping[str, int],
+    default_room: int,
+    leased_until: float,
 ) -> list[Job]:
     """From JOB_COLUMNS rows each followed by its webhook URL, in order: the jobs that fit, at
-    most `room[url]` (else `default_room`) per URL."""
+    most `room[url]` (else `default_room`) per URL, as leased until `leased_until`."""
     left = dict(room)
     jobs = []
     for *job, url in candidates:
         free = left.get(url, default_room)
         if free > 0:
             left[url] = free - 1
-            jobs.append(Job(*job))
+            jobs.append(decode_job(job, leased_until))
     return jobs
 
 

@@ -305,10 +305,10 @@ class OutboundWorker(ClaimLoop):
             # attempt goes on must not send twice: the attempt under way holds the new lease.
             if job.message_id in self._in_flight_ids:
                 if job.id in self._leases:
-                    self._leases[job.id] = now + self._lease
+                    self._leases[job.id] = job.leased_until
                 continue
             self._in_flight_ids.add(job.message_id)
-            self._leases[job.id] = now + self._lease
+            self._leases[job.id] = job.leased_until
             nursery.start_soon(self._attempt_guarded, job, now)
         return len(jobs)
 

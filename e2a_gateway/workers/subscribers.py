@@ -82,6 +82,7 @@ class SubscriberWorker(HostPacedWorker[SubscriberAttempt]):
             queue.queued += 1
             self._active += 1
             lease = Lease(
+                item.leased_until,
                 now + self._lease_seconds,
                 partial(storage.renew_delivery_lease, item.delivery.id),
                 partial(storage.subscriber_delivery_due, item.delivery.id, url=item.url),

@@ -77,14 +77,18 @@ class Answer:
 
 @dataclass
 class Lease:
-    """The lease a claim took on one job: until `until` (the claim's `now + lease_seconds`, or as
-    renewed since). `renew(until, new_until)` moves it on, and answers False once the job holds
-    it no longer (another claim has taken it). `still_due(until)` answers whether the job, under
-    that lease, is still to be sent as claimed (False once it, or its agent, account or webhook,
-    was deleted, disabled, trashed or pointed elsewhere)."""
+    """The lease a claim took on one job: until `until` as storage holds it (the claim's, or as
+    renewed since), which ends no sooner than `ends` on this worker's clock (the clock read
+    before the claim or renewal, plus the lease's seconds: storage times leases by the
+    database's clock, which may differ from this one). `renew(until, now, seconds)` moves it
+    on to `seconds` from now and answers the new `until`, or None once the job holds it no
+    longer (another claim has taken it). `still_due(until)` answers whether the job, under that
+    lease, is still to be sent as claimed (False once it, or its agent, account or webhook, was
+    deleted, disabled, trashed or pointed elsewhere)."""
 
     until: float
-    renew: Callable[[float, float], Awaitable[bool]]
+    ends: float
+    renew: Callable[[float, float, float], Awaitable[float | None]]
     still_due: Callable[[float], Awaitable[bool]]
 
 
@@ -170,17 +174,16 @@ class HostPacedWorker(ClaimLoop, Generic[A]):
         failed the renewal or the read; the POST is then not made here (the job, if any is
         left, is left to its lease)."""
         now = self._clock()
-        if lease.until - now < self._attempt_timeout + LEASE_MARGIN:
-            until = now + self._lease_seconds
+        if lease.ends - now < self._attempt_timeout + LEASE_MARGIN:
             try:
-                renewed = await lease.renew(lease.until, until)
+                renewed = await lease.renew(lease.until, now, self._lease_seconds)
             except StorageUnavailable as exc:
                 log.warning("%s: lease not renewed (%s); not sent, left to its lease", what, exc)
                 return False
-            if not renewed:
+            if renewed is None:
                 log.info("%s: its lease passed to another claim while it waited; not sent", what)
                 return False
-            lease.until = until
+            lease.until, lease.ends = renewed, now + self._lease_seconds
         try:
             due = await lease.still_due(lease.until)
         except StorageUnavailable as exc:
@@ -250,6 +253,7 @@ class WebhookWorker(HostPacedWorker[FinishedAttempt]):
             queue.queued += 1
             self._active += 1
             lease = Lease(
+                job.leased_until,
                 now + self._lease_seconds,
                 partial(storage.renew_job_lease, job.id),
                 partial(storage.webhook_job_due, job.id, url=url),

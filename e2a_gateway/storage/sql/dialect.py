@@ -35,6 +35,10 @@ class Dialect(abc.ABC):
     """The column that orders `api_keys` rows by insertion (ties of `created_at`)."""
     utc_now: ClassVar[str]
     """The current time as RFC 3339 UTC text (`2026-01-01T00:00:00Z`), to the second."""
+    lease_clock: ClassVar[str | None]
+    """The database's clock in seconds since the epoch, by which leases are judged when
+    several processes share the database (their own clocks may disagree); None under a single
+    writer, whose own clock is the database's."""
 
     @abc.abstractmethod
     def sql(self, query: str) -> str:
@@ -120,6 +124,7 @@ class SqliteDialect(Dialect):
     single_writer = True
     insertion_order = "rowid"
     utc_now = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')"
+    lease_clock = None
 
     def sql(self, query: str) -> str:
         return query
@@ -182,6 +187,7 @@ class PostgresDialect(Dialect):
     single_writer = False
     insertion_order = "seq"
     utc_now = """to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+    lease_clock = "CAST(extract(epoch FROM clock_timestamp()) AS double precision)"
 
     def sql(self, query: str) -> str:
         return query.replace("%", "%%").replace("?", "%s")

@@ -2,7 +2,9 @@
 
 A job is queued in the same transaction as the message it is about, and announced so that every
 replica's workers look. A claim leases jobs, passing over those another replica is claiming, so
-nobody else takes them until the lease lapses; a restarted process frees its own leases.
+nobody else takes them until the lease lapses; a restarted process frees its own leases. Leases
+are timed by the database's clock (`lease_time`), so a replica whose clock runs ahead takes no
+lease another still holds.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import TypeVar
 
 from e2a_gateway.storage.announcements import JobsAdded
 from e2a_gateway.storage.base import Job, JobQueueState
-from e2a_gateway.storage.rows import JOB_COLUMNS
+from e2a_gateway.storage.rows import JOB_COLUMNS, decode_job
 from e2a_gateway.storage.sql.dialect import ListType
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -36,6 +38,30 @@ def add_job(tx: Transaction, kind: str, message_id: str, now: float) -> int:
     )
     tx.announce(JobsAdded(kind))
     return int(job_id)
+
+
+def lease_time(tx: Transaction, now: float) -> float:
+    """The time leases are judged by in `tx`: the database's clock when several processes share
+    it (a replica whose own clock ran ahead would take leases the others still hold, one
+    running behind would keep its own too long), else `now`, the single writer's clock."""
+    if tx.dialect.lease_clock is None:
+        return now
+    (clock,) = tx.one(f"SELECT {tx.dialect.lease_clock}")
+    return float(clock)
+
+
+def renew_lease(
+    tx: Transaction, table: str, key: int | str, leased_until: float, now: float, seconds: float
+) -> float | None:
+    """Lease the row `key` of `table` (`jobs`, `webhook_deliveries`) for `seconds` from
+    `lease_time` if it is still leased until `leased_until`: until when, or None when it has
+    passed to another claim (or is gone)."""
+    until = lease_time(tx, now) + seconds
+    renewed = tx.execute(
+        f"UPDATE {table} SET locked_until = ? WHERE id = ? AND locked_until = ?",
+        (until, key, leased_until),
+    ).rowcount
+    return until if renewed else None
 
 
 def lease(tx: Transaction, job_ids: list[int], until: float, holder: str) -> None:
@@ -102,29 +128,28 @@ class JobsSql(Runner):
         another replica is claiming are passed over, not waited for."""
 
         def claim(tx: Transaction) -> list[Job]:
+            leased_at = lease_time(tx, now)
             rows = tx.all(
                 f"SELECT {JOB_COLUMNS} FROM jobs WHERE kind = ? AND run_at <= ? "
                 "AND (locked_until IS NULL OR locked_until < ?) "
                 f"ORDER BY run_at, id LIMIT ?{tx.dialect.skip_locked()}",
-                (kind, now, now, limit),
+                (kind, now, leased_at, limit),
             )
-            lease(tx, [row[0] for row in rows], now + lease_seconds, self.holder)
-            return [Job(*row) for row in rows]
+            until = leased_at + lease_seconds
+            lease(tx, [row[0] for row in rows], until, self.holder)
+            return [decode_job(row, until) for row in rows]
 
         return await self._write(claim, durable=False)
 
-    async def renew_job_lease(self, job_id: int, leased_until: float, until: float) -> bool:
-        """Lease the job until `until` if it is still leased until `leased_until`."""
-        renewed = await self._write(
-            lambda tx: (
-                tx.execute(
-                    "UPDATE jobs SET locked_until = ? WHERE id = ? AND locked_until = ?",
-                    (until, job_id, leased_until),
-                ).rowcount
-            ),
+    async def renew_job_lease(
+        self, job_id: int, leased_until: float, now: float, lease_seconds: float
+    ) -> float | None:
+        """Lease the job for `lease_seconds` more if it is still leased until `leased_until`
+        (`renew_lease`)."""
+        return await self._write(
+            lambda tx: renew_lease(tx, "jobs", job_id, leased_until, now, lease_seconds),
             durable=False,
         )
-        return bool(renewed)
 
     async def finish_job(self, job_id: int, retry_at: float | None) -> None:
         """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
@@ -148,15 +173,16 @@ class JobsSql(Runner):
         )
 
     async def job_queue_states(self, now: float) -> list[JobQueueState]:
-        """Jobs per kind and state at `now` (leased: `running`; else due: `available`; else
-        tried before: `retryable`; else `scheduled`), with each group's earliest `run_at`."""
+        """Jobs per kind and state at `now` (leased, by `lease_time`: `running`; else due:
+        `available`; else tried before: `retryable`; else `scheduled`), with each group's
+        earliest `run_at`."""
         rows = await self._read(
             lambda tx: tx.all(
                 "SELECT kind, CASE WHEN locked_until IS NOT NULL AND locked_until >= ? "
                 "THEN 'running' WHEN run_at <= ? THEN 'available' "
                 "WHEN attempts > 0 THEN 'retryable' ELSE 'scheduled' END AS state, "
                 "count(*), min(run_at) FROM jobs GROUP BY kind, state ORDER BY kind, state",
-                (now, now),
+                (lease_time(tx, now), now),
             )
         )
         return [

@@ -54,7 +54,7 @@ from e2a_gateway.storage.rows import (
 )
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.idempotency import settle_claim
-from e2a_gateway.storage.sql.jobs import add_job, current_leases, retry_job
+from e2a_gateway.storage.sql.jobs import add_job, current_leases, lease_time, retry_job
 from e2a_gateway.storage.sql.mail_order import lock_agents_mail
 from e2a_gateway.storage.sql.rate_limits import weigh_hits
 from e2a_gateway.storage.sql.runner import Runner
@@ -360,7 +360,7 @@ def cancel_sends_in(tx: Transaction, agent_email: str, now: float) -> int:
         f"WHERE j.kind = '{OUTBOUND_JOB}' AND m.agent_email = ? AND m.direction = '{OUTBOUND}' "
         "AND (j.locked_until IS NULL OR j.locked_until < ?) ORDER BY m.seq"
         f"{tx.dialect.for_update(of='j')}",
-        (agent_email, now),
+        (agent_email, lease_time(tx, now)),
     )
     for job_id, message_id in due:
         stored = tx.first(RECIPIENT_RESULTS, (message_id,))

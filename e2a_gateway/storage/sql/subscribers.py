@@ -25,7 +25,7 @@ from e2a_gateway.storage.base import (
 )
 from e2a_gateway.storage.sql.events import queue_delivery
 from e2a_gateway.storage.sql.idempotency import settle_claim
-from e2a_gateway.storage.sql.jobs import current_leases
+from e2a_gateway.storage.sql.jobs import current_leases, lease_time, renew_lease
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
@@ -328,6 +328,8 @@ class SubscribersSql(Runner):
 
         def claim(tx: Transaction) -> list[ClaimedDelivery]:
             dialect = tx.dialect
+            leased_at = lease_time(tx, now)
+            until = leased_at + lease_seconds
             rows = tx.all(
                 f"SELECT {DELIVERY_COLUMNS}, w.url, w.seed, w.previous_seed, w.previous_until "
                 "FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id "
@@ -336,7 +338,12 @@ class SubscribersSql(Runner):
                 "AND (d.locked_until IS NULL OR d.locked_until < ?) "
                 f"AND {dialect.not_in_list('w.url', 'text')} "
                 f"ORDER BY d.run_at, d.seq LIMIT ?{dialect.skip_locked(of='d')}",
-                (now, now, dialect.list_param(full), dialect.no_limit if limit is None else limit),
+                (
+                    now,
+                    leased_at,
+                    dialect.list_param(full),
+                    dialect.no_limit if limit is None else limit,
+                ),
             )
             left = dict(room)
             claimed: list[ClaimedDelivery] = []
@@ -349,13 +356,13 @@ class SubscribersSql(Runner):
                 seeds = [seed]
                 if previous_seed and previous_until is not None and previous_until > now:
                     seeds.append(previous_seed)
-                claimed.append(ClaimedDelivery(_decode_delivery(row[:-4]), url, seeds))
+                claimed.append(ClaimedDelivery(_decode_delivery(row[:-4]), url, seeds, until))
             if claimed:
                 tx.execute(
                     "UPDATE webhook_deliveries SET locked_until = ?, locked_by = ? "
                     f"WHERE {dialect.in_list('id', 'text')}",
                     (
-                        now + lease_seconds,
+                        until,
                         self.holder,
                         dialect.list_param([item.delivery.id for item in claimed]),
                     ),
@@ -376,20 +383,16 @@ class SubscribersSql(Runner):
         )
 
     async def renew_delivery_lease(
-        self, delivery_id: str, leased_until: float, until: float
-    ) -> bool:
-        """Lease the delivery until `until` if it is still leased until `leased_until`."""
-        renewed = await self._write(
-            lambda tx: (
-                tx.execute(
-                    "UPDATE webhook_deliveries SET locked_until = ? "
-                    "WHERE id = ? AND locked_until = ?",
-                    (until, delivery_id, leased_until),
-                ).rowcount
+        self, delivery_id: str, leased_until: float, now: float, lease_seconds: float
+    ) -> float | None:
+        """Lease the delivery for `lease_seconds` more if it is still leased until
+        `leased_until` (`renew_lease`)."""
+        return await self._write(
+            lambda tx: renew_lease(
+                tx, "webhook_deliveries", delivery_id, leased_until, now, lease_seconds
             ),
             durable=False,
         )
-        return bool(renewed)
 
     async def subscriber_delivery_due(
         self, delivery_id: str, leased_until: float, url: str

@@ -23,7 +23,7 @@ from e2a_gateway.storage.rows import (
     retry_params,
 )
 from e2a_gateway.storage.sql.accounts import mark_signed
-from e2a_gateway.storage.sql.jobs import current_leases, lease
+from e2a_gateway.storage.sql.jobs import current_leases, lease, lease_time
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import CLOUD, WEBHOOK_JOB
@@ -93,6 +93,7 @@ class WebhooksSql(Runner):
 
         def claim(tx: Transaction) -> list[Job]:
             dialect = tx.dialect
+            leased_at = lease_time(tx, now)
             candidates = tx.all(
                 "SELECT j.id, j.kind, j.message_id, j.attempts, j.run_at, j.created_at, "
                 f"{WEBHOOK_URL} FROM jobs j JOIN messages m ON m.id = j.message_id "
@@ -104,13 +105,14 @@ class WebhooksSql(Runner):
                 (
                     WEBHOOK_JOB,
                     now,
-                    now,
+                    leased_at,
                     dialect.list_param(full),
                     dialect.no_limit if limit is None else limit,
                 ),
             )
-            jobs = jobs_within_room(candidates, room, default_room)
-            lease(tx, [job.id for job in jobs], now + lease_seconds, self.holder)
+            until = leased_at + lease_seconds
+            jobs = jobs_within_room(candidates, room, default_room, until)
+            lease(tx, [job.id for job in jobs], until, self.holder)
             return jobs
 
         return await self._write(claim, durable=False)
