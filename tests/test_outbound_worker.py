@@ -806,6 +806,7 @@ async def test_a_read_the_database_fails_costs_the_send_no_attempt(
                 await trio.to_thread.run_sync(locker.close)
             after = await stored(setup, message.id)
             assert (after.status, after.body_text) == ("queued", "Numbers attached.\n")
+            await trio.to_thread.run_sync(run_out_leases, url, 3 * 3600)
             assert await setup.worker.deliver_due(now + 3 * 3600) == 1  # once the lease is out
             assert (await stored(setup, message.id)).status == "sent"
     assert len(sink.received) == 1

@@ -913,6 +913,7 @@ async def test_an_attempt_the_database_fails_is_left_to_its_lease(
                 assert await recorded_attempts(opened.gateway, message_id) == []
                 assert receiver.requests == []
                 assert await delivery_status(account, agent, message_id) == "pending"
+                await trio.to_thread.run_sync(run_out_leases, url, LEASE + 1)
                 assert await worker.deliver_due(clock.now + LEASE + 1) == 1
                 assert await delivery_status(account, agent, message_id) == "delivered"
     assert len(receiver.requests) == 1
