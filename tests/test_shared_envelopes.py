@@ -16,6 +16,7 @@ from e2a_gateway.events import derived_event_id, received_envelope
 from e2a_gateway.storage import open_storage
 from e2a_gateway.storage.base import EventFilter, Storage
 from e2a_gateway.storage.new_inbound import NewInboundMessage
+from tests.export_support import whole_export
 from tests.test_storage import (  # noqa: F401  (storage and storage_url are fixtures)
     NOW,
     add_user,
@@ -113,7 +114,7 @@ async def test_copies_read_their_own_envelopes_from_one_row(
     counted = await storage.get_event(owner, further.id)
     assert counted is not None and counted.deliveries.matched_webhooks == 2
 
-    exported = await storage.export_user(owner)
+    exported = await whole_export(storage, owner)
     assert [json.loads(expected[copy.id]) for copy in copies[:3]] == [
         {
             name: value

@@ -81,6 +81,7 @@ from e2a_gateway.storage.sql.transaction import Transaction
 from tests.conftest import make_settings
 from tests.databases import fresh_postgres_database, query
 from tests.delivery_support import wait_until
+from tests.export_support import whole_export
 from tests.test_signing_identity import claim_for
 
 pytestmark = pytest.mark.backend_independent
@@ -1403,7 +1404,7 @@ async def test_copies_of_one_message_share_one_content_row(
         alice, "a0@agents.test", MessageFilters(subject_text="for all"), 10, None
     )
     assert [message.id for message in found] == ["msg_copy0"]
-    exported = await storage.export_user(bob)
+    exported = await whole_export(storage, bob)
     assert [(m["id"], m["subject"]) for m in exported["messages"]] == [("msg_copy2", "One for all")]
 
     assert await storage.delete_agent(alice, "a0@agents.test")
@@ -2750,7 +2751,7 @@ async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> 
             [FinishedAttempt(job.id, job.message_id, attempt, "retrying", 20.0, job.leased_until)]
         )
 
-    export = await storage.export_user(alice)
+    export = await whole_export(storage, alice)
     assert export["user"] == {"id": alice, "email": "alice@example.com", "created_at": NOW}
     assert [agent["email"] for agent in export["agents"]] == ["alice@agents.test"]
     assert [domain["domain"] for domain in export["domains"]] == ["alice.example"]
@@ -2788,7 +2789,7 @@ async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> 
     assert await storage.delete_user(alice) == dict.fromkeys(deleted, 0)
     await storage.add_agent(make_agent(bob, "alice@agents.test"))  # the address is free again
 
-    bob_export = await storage.export_user(bob)
+    bob_export = await whole_export(storage, bob)
     assert len(bob_export["messages"]) == 2 and len(bob_export["api_keys"]) == 1
     assert await storage.user_for_key_hash("hash-bob") is not None
     assert await storage.get_outbound(bob, "out_bob") is not None
@@ -3134,5 +3135,5 @@ async def test_labels_read_back_in_code_point_order_whatever_the_collation(
     assert listed.labels == wanted
     one = await storage.filed_message(alice, "a@agents.test", "msg_1", mark_read=False)
     assert one is not None and one.labels == wanted
-    exported = await storage.export_user(alice)
+    exported = await whole_export(storage, alice)
     assert exported["mailbox"]["msg_1"]["labels"] == wanted

@@ -12,7 +12,6 @@ from urllib.parse import quote
 
 import pytest
 
-from e2a_gateway.api.v1.account import export_view
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
 from tests.conftest import Account, make_settings
@@ -162,68 +161,3 @@ async def test_the_exported_messages_keep_their_labels_and_the_trash(
     legacy = (await alice.http.get("/api/v1/users/me/export")).json()
     assert set(legacy) == EXPORT_KEYS
     assert all("labels" not in message for message in legacy["messages"])
-
-
-class CountedWalks(list[dict[str, Any]]):
-    """The export's messages, counting how often the whole list is walked."""
-
-    walks = 0
-
-    def __iter__(self) -> Any:
-        self.walks += 1
-        return super().__iter__()
-
-
-def test_an_export_of_many_agents_walks_their_messages_once() -> None:
-    """Each exported agent's counts of mail (last week's received and sent, drafts awaiting
-    review) come from one pass over the messages: an account of a thousand agents and a
-    million messages is not walked a thousand times on the event loop, stalling every other
-    request and SMTP session meanwhile."""
-    gates = {"policy": "open", "action": "flag", "allowlist": []}
-    agents = [
-        {
-            "email": f"a{number}@agents.test",
-            "name": "",
-            "domain": "agents.test",
-            "created_at": "2026-01-01T00:00:00Z",
-            "hitl_ttl_seconds": 60,
-            "hitl_expiration_action": "reject",
-            "approval_notifications": True,
-            "inbound_gate": gates,
-            "outbound_gate": gates,
-        }
-        for number in range(50)
-    ]
-    recent, old = "2999-01-01T00:00:00Z", "2000-01-01T00:00:00Z"
-    messages = CountedWalks(
-        [
-            {"id": "m1", "agent_email": "a0@agents.test", "direction": "inbound"}
-            | {"created_at": recent, "status": "read"},
-            {"id": "m2", "agent_email": "a0@agents.test", "direction": "inbound"}
-            | {"created_at": old, "status": "unread"},
-            {"id": "m3", "agent_email": "a0@agents.test", "direction": "outbound"}
-            | {"created_at": recent, "status": "sent"},
-            {"id": "m4", "agent_email": "a1@agents.test", "direction": "outbound"}
-            | {"created_at": old, "status": "pending_approval"},
-        ]
-    )
-    exported = {
-        "generated_at": "2026-01-01T00:00:00Z",
-        "user": {"id": "usr_1", "email": "alice@example.com", "created_at": old},
-        "agents": agents,
-        "domains": [],
-        "api_keys": [],
-        "messages": messages,
-        "suppressions": [],
-        "webhooks": [],
-        "templates": [],
-        "events": [],
-        "mailbox": {},
-    }
-    view = export_view(exported, "usr_1", "agents.test")
-    counts = [
-        (agent["inbound_7d"], agent["outbound_7d"], agent["pending_count"])
-        for agent in view["agents"]
-    ]
-    assert counts == [(1, 1, 0), (0, 0, 1)] + [(0, 0, 0)] * 48
-    assert messages.walks <= 2  # the counts, and the exported list of messages

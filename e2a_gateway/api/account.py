@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response, current_app, request
 
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.requests import read_body
@@ -12,10 +14,12 @@ from e2a_gateway.operations import account, keys
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import Invalid
 from e2a_gateway.operations.keys import CreateApiKey, CreateSigningSecret
+from e2a_gateway.storage.base import ExportedMessage
 from e2a_gateway.web.context import current_gateway
+from e2a_gateway.web.streamed_json import json_document, streamed_response
 from e2a_gateway.web.views import api_key_view, signing_secret_view
 
-V1_RECORDS = frozenset({"suppressions", "webhooks", "templates", "events", "mailbox"})
+V1_RECORDS = frozenset({"suppressions", "webhooks", "templates"})
 """Export keys of what only the `/v1` face has (its contract lists them; this one's does not)."""
 
 blueprint = Blueprint("account", __name__)
@@ -75,11 +79,29 @@ async def revoke_api_key(caller: Caller, key_id: str) -> Response:
 
 @blueprint.get("/users/me/export")
 @requires_caller
-async def export_user(caller: Caller) -> dict[str, Any]:
+async def export_user(caller: Caller) -> Response:
     """GET /users/me/export: everything stored about the caller, never hashes or secrets, in
-    this face's documented keys (the records only `/v1` has are in `/v1/account/export`)."""
-    exported = await account.export_account(current_gateway(), caller)
-    return {key: value for key, value in exported.items() if key not in V1_RECORDS}
+    this face's documented keys (the records only `/v1` has are in `/v1/account/export`),
+    sent as it is read from one snapshot (web.streamed_json)."""
+    gateway = current_gateway()
+
+    async def members() -> AsyncGenerator[tuple[str, Any], None]:
+        async with account.export_account(gateway, caller) as exported:
+            for name, value in exported.head.items():
+                if name not in V1_RECORDS:
+                    yield name, value
+            yield "messages", _messages(exported.source.messages())
+
+    return await streamed_response(json_document(members(), current_app.json.dumps))
+
+
+async def _messages(
+    pages: AsyncGenerator[list[ExportedMessage], None],
+) -> AsyncGenerator[list[dict[str, Any]], None]:
+    """The pages of an export's messages, their metadata alone (labels and trash are `/v1`'s)."""
+    async with aclosing(pages):
+        async for page in pages:
+            yield [message for message, _ in page]
 
 
 @blueprint.delete("/users/me")

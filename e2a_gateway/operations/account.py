@@ -3,12 +3,16 @@ with all it owns in one transaction."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from e2a_gateway.clock import utc_now
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Revocation
 from e2a_gateway.operations.caller import Caller
+from e2a_gateway.storage.base import UserExport
 
 EXPORT_SCHEMA_VERSION = "1"
 SELF_HOSTED_LIMITS = {
@@ -35,15 +39,25 @@ async def account_usage(gateway: Gateway, caller: Caller) -> dict[str, int]:
     }
 
 
-async def export_account(gateway: Gateway, caller: Caller) -> dict[str, Any]:
-    """Everything stored about the caller, from one snapshot; never hashes, secrets or bodies."""
+@dataclass(frozen=True)
+class AccountExport:
+    """An account's export being read from one snapshot: its `head` (`schema_version`,
+    `generated_at` and the storage's records) and the storage's export (`source`), from
+    which its messages, the agents' counts of them and its events log are read page by page."""
+
+    head: dict[str, Any]
+    source: UserExport
+
+
+@asynccontextmanager
+async def export_account(gateway: Gateway, caller: Caller) -> AsyncIterator[AccountExport]:
+    """Everything stored about the caller, from one snapshot held while the block runs; never
+    hashes, secrets or bodies."""
     caller.require_account("export the account")
-    exported = await gateway.storage.export_user(caller.user_id)
-    return {
-        "schema_version": EXPORT_SCHEMA_VERSION,
-        "generated_at": utc_now(),
-        **exported,
-    }
+    async with gateway.storage.export_user(caller.user_id) as source:
+        records = await source.records()
+        head = {"schema_version": EXPORT_SCHEMA_VERSION, "generated_at": utc_now(), **records}
+        yield AccountExport(head, source)
 
 
 async def delete_account(gateway: Gateway, caller: Caller) -> dict[str, int]:

@@ -8,7 +8,8 @@ check. SQL lives in `e2a_gateway.storage.sql` only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
@@ -895,6 +896,49 @@ class Lifecycle(Protocol):
         ...
 
 
+class ExportedMessage(NamedTuple):
+    """A message of an export: its metadata, JSON-ready (`e2a_gateway.storage.rows.
+    export_message`), and what its owner did to it (`filed`: `labels`, sorted, when it has
+    any; `deleted_at` when it is in the trash)."""
+
+    message: dict[str, Any]
+    filed: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MessageCounts:
+    """An agent's mail as an export shows it: messages received and sent since a time, and
+    drafts awaiting review."""
+
+    inbound_since: int = 0
+    outbound_since: int = 0
+    pending: int = 0
+
+
+class UserExport(Protocol):
+    """One user's export, read from one snapshot: the records at once, the messages and the
+    events log page by page (an account of many messages is never held whole)."""
+
+    async def records(self) -> dict[str, Any]:
+        """`user` (None when there is none), `agents`, `domains`, `api_keys`,
+        `signing_secrets`, `suppressions`, `webhooks` (never a secret) and `templates`,
+        JSON-ready, oldest first."""
+        ...
+
+    async def message_counts(self, since: str) -> dict[str, MessageCounts]:
+        """Each agent's counts of the exported messages (by address; an agent without mail is
+        left out): received and sent at or after `since`, and awaiting review."""
+        ...
+
+    def messages(self) -> AsyncGenerator[list[ExportedMessage], None]:
+        """The user's messages, inbound and outbound alike, oldest first, a page at a time."""
+        ...
+
+    def events(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The user's events log, JSON-ready, oldest first, a page at a time."""
+        ...
+
+
 class Accounts(Protocol):
     """Users and their credentials: API keys (by hash), signing secrets, export and deletion."""
 
@@ -940,12 +984,10 @@ class Accounts(Protocol):
         newest first by `(created_at, id)`, after the position `after` when given."""
         ...
 
-    async def export_user(self, user_id: str) -> dict[str, Any]:
-        """Everything stored about the user, JSON-ready (`e2a_gateway.storage.rows.user_export`):
-        `user`, `agents`, `domains`, `api_keys`, `signing_secrets`, `messages` (metadata of
-        inbound and outbound mail), `suppressions`, `webhooks` (subscribers) and `events` (the
-        log), read in one transaction. Never a key hash, signing seed or secret; no raw message
-        bytes or bodies."""
+    def export_user(self, user_id: str) -> AbstractAsyncContextManager[UserExport]:
+        """Everything stored about the user, read from one snapshot held while the block runs
+        (one connection; it is given back however the block ends). Never a key hash, signing
+        seed or secret; no raw message bytes or bodies."""
         ...
 
     async def delete_user(self, user_id: str) -> dict[str, int]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any, TypeVar
 
@@ -26,7 +26,7 @@ from e2a_gateway.storage.migrations import load_migrations
 from e2a_gateway.storage.notify_payloads import encode_payloads
 from e2a_gateway.storage.sql.dialect import POSTGRES
 from e2a_gateway.storage.sql.lifecycle import applied_versions, record_migration
-from e2a_gateway.storage.sql.runner import Answer, Routing, Work
+from e2a_gateway.storage.sql.runner import Answer, Routing, Snapshot, Work
 from e2a_gateway.storage.sql.store import SqlStorage
 from e2a_gateway.storage.sql.transaction import Transaction
 
@@ -153,6 +153,45 @@ def _transact(
                 raise _Dropped from exc
             raise
         return work(connection)
+
+
+def _begin_snapshot(connection: Connection, display_url: str, reused: bool) -> None:
+    """Open a REPEATABLE READ, READ ONLY transaction on `connection` (in a worker thread) and
+    take its snapshot; _Dropped when the `reused` connection turns out broken."""
+    with _translate_errors(display_url):
+        try:
+            connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            connection.execute("SELECT 1")  # the snapshot is taken by the first statement
+        except psycopg.OperationalError as exc:
+            if reused and connection.broken:
+                raise _Dropped from exc
+            _end_snapshot(connection)
+            raise
+
+
+def _end_snapshot(connection: Connection) -> None:
+    """End the transaction `_begin_snapshot` opened; a connection that cannot is closed (the
+    pool then passes it over)."""
+    try:
+        connection.execute("ROLLBACK")
+    except psycopg.Error:
+        connection.close()
+
+
+class _PostgresSnapshot(Snapshot):
+    """Reads on one connection inside the transaction `_snapshot` holds."""
+
+    def __init__(self, connection: Connection, display_url: str) -> None:
+        self._connection = connection
+        self._display_url = display_url
+
+    async def read(self, work: Work[T]) -> T:
+        """Run `work` in the held snapshot, in a worker thread."""
+        return await trio.to_thread.run_sync(self._read, work)
+
+    def _read(self, work: Work[T]) -> T:
+        with _translate_errors(self._display_url):
+            return work(Transaction(self._connection, POSTGRES, psycopg.IntegrityError))
 
 
 class PostgresStorage(SqlStorage):
@@ -322,6 +361,38 @@ class PostgresStorage(SqlStorage):
         time."""
         result, _ = await self._run(partial(self._unit, work, snapshot))
         return result
+
+    @asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[Snapshot]:
+        """Hold a pooled connection in one REPEATABLE READ, READ ONLY transaction while the
+        block runs; it is rolled back and the connection given back to the pool however the
+        block ends, a cancelled one included (a broken connection is closed)."""
+        if self._closed:
+            raise StorageUnavailable(f"postgres ({self.display_url}): storage is closed")
+        async with self._slots:
+            while True:
+                reused = bool(self._idle)
+                if reused:
+                    connection = self._idle.pop()
+                else:
+                    connection = await trio.to_thread.run_sync(self._connect)
+                try:
+                    await trio.to_thread.run_sync(
+                        _begin_snapshot, connection, self.display_url, reused
+                    )
+                except _Dropped:
+                    self._give_back(connection)
+                    continue  # closed by _give_back; the next idle one, or a new one
+                except BaseException:
+                    self._give_back(connection)
+                    raise
+                break
+            try:
+                yield _PostgresSnapshot(connection, self.display_url)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_end_snapshot, connection)
+                self._give_back(connection)
 
     async def _commit(
         self, work: Work[T], *, changes_routing: bool, durable: bool

@@ -722,11 +722,11 @@ def user_export(
     domain_rows: Iterable[Sequence[Any]],
     api_key_rows: Iterable[Sequence[Any]],
     signing_secret_rows: Iterable[Sequence[Any]],
-    message_rows: Iterable[Sequence[Any]],
 ) -> dict[str, Any]:
-    """The JSON-ready export of one user from rows selected with `id, email, created_at`,
-    AGENT_COLUMNS, DOMAIN_COLUMNS, API_KEY_COLUMNS, EXPORT_SIGNING_SECRET_COLUMNS and
-    EXPORT_MESSAGE_COLUMNS. Holds no key hash, signing seed or secret."""
+    """The JSON-ready records of one user's export from rows selected with `id, email,
+    created_at`, AGENT_COLUMNS, DOMAIN_COLUMNS, API_KEY_COLUMNS and
+    EXPORT_SIGNING_SECRET_COLUMNS (its messages: `export_message`). Holds no key hash, signing
+    seed or secret."""
     user = (
         {"id": user_row[0], "email": user_row[1], "created_at": user_row[2]}
         if user_row is not None
@@ -801,11 +801,11 @@ def user_export(
         "domains": domains,
         "api_keys": api_keys,
         "signing_secrets": signing_secrets,
-        "messages": [_export_message(row) for row in message_rows],
     }
 
 
-def _export_message(row: Sequence[Any]) -> dict[str, Any]:
+def export_message(row: Sequence[Any]) -> dict[str, Any]:
+    """The JSON-ready metadata of an exported message from a row of EXPORT_MESSAGE_COLUMNS."""
     inbound = row[1] == "inbound"
     message: dict[str, Any] = {
         "id": row[0],

@@ -13,8 +13,8 @@ import logging
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,7 +31,7 @@ from e2a_gateway.storage.sql.lifecycle import (
     record_migration,
     recorded_versions,
 )
-from e2a_gateway.storage.sql.runner import Answer, Routing, Work
+from e2a_gateway.storage.sql.runner import Answer, Routing, Snapshot, Work
 from e2a_gateway.storage.sql.store import SqlStorage
 from e2a_gateway.storage.sql.transaction import Transaction
 
@@ -324,6 +324,24 @@ class SqliteStorage(SqlStorage):
                 self._answers[answer] = value
         return value
 
+    @asynccontextmanager
+    async def _snapshot(self) -> AsyncIterator[Snapshot]:
+        """Hold a reader connection in one read transaction while the block runs (its snapshot
+        is taken by its first read). Meanwhile one reader fewer serves other reads, and no
+        checkpoint can copy the log past the snapshot (docs/architecture.md); both end with
+        the block, a cancelled one included."""
+        async with self._reader_slots:
+            connection = self._readers.pop()
+            try:
+                await trio.to_thread.run_sync(_begin_read, connection)
+                try:
+                    yield _SqliteSnapshot(connection)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(_end_read, connection)
+            finally:
+                self._readers.append(connection)
+
     async def announce(self, news: Sequence[Announcement]) -> None:
         """Nothing to do: this process is the only one on the database, so no other replica
         has to hear of `news`."""
@@ -388,6 +406,28 @@ def _read_on(connection: sqlite3.Connection, work: Work[T], snapshot: bool) -> T
         try:
             return work(transaction)
         finally:
+            connection.execute("COMMIT")
+
+
+class _SqliteSnapshot(Snapshot):
+    """Reads on one reader connection inside the read transaction `_snapshot` holds."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+
+    async def read(self, work: Work[T]) -> T:
+        """Run `work` in the held snapshot, in a worker thread."""
+        return await trio.to_thread.run_sync(_read_on, self._connection, work, False)
+
+
+def _begin_read(connection: sqlite3.Connection) -> None:
+    with _translate_errors():
+        connection.execute("BEGIN")
+
+
+def _end_read(connection: sqlite3.Connection) -> None:
+    with _translate_errors():
+        if connection.in_transaction:
             connection.execute("COMMIT")
 
 

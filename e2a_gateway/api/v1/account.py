@@ -4,10 +4,11 @@ delete with `?confirm=DELETE`), and its API keys (account or agent scope)."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any, Literal
 
-from quart import Blueprint
+from quart import Blueprint, Response, current_app
 
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.v1.bodies import QueryParams, read_json, read_query
@@ -19,8 +20,9 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import account, keys
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.keys import CreateScopedApiKey
-from e2a_gateway.storage.base import ApiKey
+from e2a_gateway.storage.base import ApiKey, ExportedMessage, MessageCounts
 from e2a_gateway.web.context import current_gateway
+from e2a_gateway.web.streamed_json import json_document, streamed_response
 
 blueprint = Blueprint("v1_account", __name__)
 
@@ -92,14 +94,31 @@ async def account_view(gateway: Gateway, caller: Caller) -> dict[str, Any]:
 
 @blueprint.get("/account/export")
 @requires_caller
-async def export_account(caller: Caller) -> tuple[dict[str, Any], int, dict[str, str]]:
+async def export_account(caller: Caller) -> Response:
     """exportAccount: everything stored about the account (account keys only), in e2a's
     export envelope; the records keep what `/api/v1`'s export shows under e2a's names. Offered
-    as a download named as e2a names it, `e2a-export-<user id>.json`."""
-    exported = await account.export_account(current_gateway(), caller)
-    view = export_view(exported, caller.user_id, current_gateway().settings.shared_domain)
+    as a download named as e2a names it, `e2a-export-<user id>.json`, and sent as it is read
+    from one snapshot (web.streamed_json)."""
+    gateway = current_gateway()
+
+    async def members() -> AsyncGenerator[tuple[str, Any], None]:
+        async with account.export_account(gateway, caller) as exported:
+            since = format_timestamp(time.time() - WEEK_SECONDS)
+            counts = await exported.source.message_counts(since)
+            view = export_view(
+                exported.head, caller.user_id, gateway.settings.shared_domain, counts
+            )
+            for name in HEAD_MEMBERS:
+                yield name, view[name]
+            yield "messages", _exported_messages(exported.source.messages())
+            for name in RECORD_MEMBERS:
+                yield name, view[name]
+            yield "events", exported.source.events()
+            yield "protection_events", []
+
     disposition = f'attachment; filename="e2a-export-{caller.user_id}.json"'
-    return view, 200, {"Content-Disposition": disposition}
+    chunks = json_document(members(), current_app.json.dumps)
+    return await streamed_response(chunks, [("Content-Disposition", disposition)])
 
 
 @blueprint.delete("/account")
@@ -136,27 +155,39 @@ OFF_SCAN_REVIEW, OFF_SCAN_BLOCK = 0.5, 0.9
 `off` keeps the historical pair; nothing is scanned)."""
 
 
-def export_view(exported: dict[str, Any], user_id: str, shared_domain: str) -> dict[str, Any]:
-    """UserExport: the gateway's export (operations.account) under e2a's names and shapes.
-    Suppressions are e2a's SuppressionExportEntry (`agent_email` only on an agent's own);
-    `webhooks` (never a secret), `templates` (as TemplateView) and `events` (each as
-    `/v1/events` shows it, without delivery counts) are records of the account e2a's envelope
-    leaves room for."""
-    user = exported.get("user") or {}
-    messages = exported["messages"]
-    mailbox = exported["mailbox"]
-    domain_rows = exported["domains"]
+HEAD_MEMBERS = (
+    "schema_version",
+    "generated_at",
+    "user",
+    "agents",
+    "domains",
+    "api_keys",
+    "signing_secrets",
+)
+RECORD_MEMBERS = ("suppressions", "webhooks", "templates")
+"""The members of the `/v1` export before its messages, and between them and its events."""
+
+
+def export_view(
+    head: dict[str, Any], user_id: str, shared_domain: str, counts: dict[str, MessageCounts]
+) -> dict[str, Any]:
+    """UserExport's members other than its messages and events: the gateway's export head
+    (operations.account) under e2a's names and shapes, each agent with its `counts` of mail
+    (by address). Suppressions are e2a's SuppressionExportEntry (`agent_email` only on an
+    agent's own); `webhooks` (never a secret) and `templates` (as TemplateView) are records
+    of the account e2a's envelope leaves room for."""
+    user = head.get("user") or {}
+    domain_rows = head["domains"]
     verified = {row["domain"] for row in domain_rows if row["verified"]} | {shared_domain}
-    agent_rows = exported["agents"]
-    counts = _message_counts(messages, format_timestamp(time.time() - WEEK_SECONDS))
+    agent_rows = head["agents"]
     return {
-        **{key: value for key, value in exported.items() if key != "mailbox"},
+        **head,
         "schema_version": EXPORT_SCHEMA_VERSION,
         "user": {
             "id": user.get("id", user_id),
             "email": user.get("email", ""),
             "name": user.get("email", ""),
-            "created_at": user.get("created_at", exported["generated_at"]),
+            "created_at": user.get("created_at", head["generated_at"]),
         },
         "agents": [
             _export_agent(
@@ -177,46 +208,27 @@ def export_view(exported: dict[str, Any], user_id: str, shared_domain: str) -> d
             )
             for row in domain_rows
         ],
-        "api_keys": [present(**key) for key in exported["api_keys"]],
-        "messages": [
-            _export_message(message, mailbox.get(message["id"], {})) for message in messages
-        ],
-        "suppressions": [present(**entry) for entry in exported["suppressions"]],
-        "webhooks": [present(**webhook) for webhook in exported["webhooks"]],
-        "templates": [present(**template) for template in exported["templates"]],
-        "events": exported["events"],
-        "protection_events": [],
+        "api_keys": [present(**key) for key in head["api_keys"]],
+        "suppressions": [present(**entry) for entry in head["suppressions"]],
+        "webhooks": [present(**webhook) for webhook in head["webhooks"]],
+        "templates": [present(**template) for template in head["templates"]],
     }
 
 
-@dataclass(frozen=True)
-class _MessageCounts:
-    """What an exported agent shows of its mail: messages received and sent over the last
-    week, and drafts awaiting review."""
-
-    inbound_7d: int = 0
-    outbound_7d: int = 0
-    pending: int = 0
+_NO_MESSAGES = MessageCounts()
 
 
-_NO_MESSAGES = _MessageCounts()
-
-
-def _message_counts(messages: list[dict[str, Any]], week_ago: str) -> dict[str, _MessageCounts]:
-    """Each agent's `_MessageCounts`, from one pass over the account's exported messages (an
-    export of many agents and many messages must not walk the messages once per agent)."""
-    tallies: dict[str, list[int]] = {}
-    for message in messages:
-        tally = tallies.setdefault(message["agent_email"], [0, 0, 0])
-        if message["created_at"] >= week_ago:
-            tally[0 if message["direction"] == "inbound" else 1] += 1
-        if message["status"] == "pending_approval":
-            tally[2] += 1
-    return {email: _MessageCounts(*tally) for email, tally in tallies.items()}
+async def _exported_messages(
+    pages: AsyncGenerator[list[ExportedMessage], None],
+) -> AsyncGenerator[list[dict[str, Any]], None]:
+    """The pages of an export's messages, each message as e2a's Message."""
+    async with aclosing(pages):
+        async for page in pages:
+            yield [_export_message(message, filed) for message, filed in page]
 
 
 def _export_agent(
-    row: dict[str, Any], user_id: str, domain_verified: bool, counts: _MessageCounts
+    row: dict[str, Any], user_id: str, domain_verified: bool, counts: MessageCounts
 ) -> dict[str, Any]:
     """AgentIdentity of an exported agent: its settings in e2a's protection terms, the gates
     as getAgentProtection shows them."""
@@ -234,8 +246,8 @@ def _export_agent(
         ttl_seconds=row["hitl_ttl_seconds"],
         on_expiry=row["hitl_expiration_action"],
         suppress_notifications=not row["approval_notifications"],
-        inbound_7d=counts.inbound_7d,
-        outbound_7d=counts.outbound_7d,
+        inbound_7d=counts.inbound_since,
+        outbound_7d=counts.outbound_since,
         pending_count=counts.pending,
         inbound_policy=gate["policy"],
         inbound_policy_action=gate["action"],

@@ -9,12 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from e2a_gateway.clock import format_timestamp, utc_now
 from e2a_gateway.storage.announcements import AccessEnded
-from e2a_gateway.storage.base import ApiKey, KeyHolder, LastOne, LimitReached, SigningSecret, User
+from e2a_gateway.storage.base import (
+    ApiKey,
+    ExportedMessage,
+    KeyHolder,
+    LastOne,
+    LimitReached,
+    MessageCounts,
+    SigningSecret,
+    User,
+    UserExport,
+)
 from e2a_gateway.storage.rows import (
     AGENT_COLUMNS,
     API_KEY_COLUMNS,
@@ -27,13 +39,14 @@ from e2a_gateway.storage.rows import (
     api_key_params,
     decode_api_key,
     decode_signing_secret,
+    export_message,
     signing_secret_params,
     user_export,
 )
 from e2a_gateway.storage.sql.events import EVENT_COLUMNS, EVENTS_WITH_BODIES, decode_events
 from e2a_gateway.storage.sql.keyset import after_newest_first
 from e2a_gateway.storage.sql.mailbox import sorted_labels
-from e2a_gateway.storage.sql.runner import Runner
+from e2a_gateway.storage.sql.runner import Runner, Snapshot
 from e2a_gateway.storage.sql.subscribers import WEBHOOK_COLUMNS, decode_webhook
 from e2a_gateway.storage.sql.suppressions import SUPPRESSION_COLUMNS, decode_suppression
 from e2a_gateway.storage.sql.templates import TEMPLATE_COLUMNS, decode_template
@@ -92,30 +105,10 @@ def _user(row: Any) -> User | None:
     return User(*row) if row else None
 
 
-def _mailbox_state(tx: Transaction, user_id: str) -> dict[str, dict[str, Any]]:
-    """What the user did to their messages, by message id: the labels put on each (sorted)
-    and when one went to the trash; messages with neither are left out."""
-    state: dict[str, dict[str, Any]] = {}
-    for message_id, label in tx.all(
-        "SELECT l.message_id, l.label FROM message_labels l "
-        "JOIN messages m ON m.id = l.message_id WHERE m.user_id = ?",
-        (user_id,),
-    ):
-        state.setdefault(message_id, {}).setdefault("labels", []).append(label)
-    for record in state.values():
-        record["labels"] = sorted_labels(record["labels"])
-    for message_id, deleted_at in tx.all(
-        "SELECT id, deleted_at FROM messages WHERE user_id = ? AND deleted_at IS NOT NULL",
-        (user_id,),
-    ):
-        state.setdefault(message_id, {})["deleted_at"] = deleted_at
-    return state
-
-
 def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
-    """The user's suppressions, webhook subscribers (never a seed), email templates, events
-    log and the labels and trash of their messages (`mailbox`, by message id), JSON-ready,
-    oldest first: what the export holds beside its users, agents, keys and messages."""
+    """The user's suppressions, webhook subscribers (never a seed) and email templates,
+    JSON-ready, oldest first: what the export holds beside its users, agents, keys, messages
+    and events."""
     suppressions = [
         decode_suppression(row)
         for row in tx.all(
@@ -135,16 +128,7 @@ def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
             f"SELECT {TEMPLATE_COLUMNS} FROM templates WHERE user_id = ? ORDER BY seq", (user_id,)
         )
     ]
-    events = [
-        event
-        for row in tx.all(
-            f"SELECT {EVENT_COLUMNS} FROM {EVENTS_WITH_BODIES} WHERE e.user_id = ? ORDER BY e.seq",
-            (user_id,),
-        )
-        for event in decode_events(row)
-    ]
     return {
-        "mailbox": _mailbox_state(tx, user_id),
         "suppressions": [
             {
                 "address": item.address,
@@ -183,16 +167,130 @@ def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
             }
             for template in templates
         ],
-        "events": [
-            {
-                **json.loads(event.envelope),
-                "agent_email": event.agent_email,
-                "conversation_id": event.conversation_id,
-                "message_id": event.message_id,
-            }
-            for event in events
-        ],
     }
+
+
+EXPORT_PAGE = 200
+"""Messages or event rows an export reads at a time: what it holds of them at once."""
+
+
+class SqlUserExport:
+    """A user's export (`e2a_gateway.storage.base.UserExport`) read through `snapshot`."""
+
+    def __init__(self, snapshot: Snapshot, user_id: str) -> None:
+        self._snapshot = snapshot
+        self._user_id = user_id
+
+    async def records(self) -> dict[str, Any]:
+        """The user, agents, domains, keys, signing secrets (never hashes or seeds),
+        suppressions, webhook subscribers and templates, oldest first."""
+
+        def read(tx: Transaction) -> dict[str, Any]:
+            def rows(query: str) -> list[Any]:
+                return tx.all(query, (self._user_id,))
+
+            return user_export(
+                tx.first(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (self._user_id,)),
+                rows(
+                    f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? "
+                    "ORDER BY created_at, email"
+                ),
+                rows(
+                    f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? "
+                    "ORDER BY created_at, domain"
+                ),
+                rows(
+                    f"SELECT {API_KEY_COLUMNS} FROM {API_KEYS_WITH_AGENTS} WHERE k.user_id = ? "
+                    f"ORDER BY k.created_at, k.{tx.dialect.insertion_order}"
+                ),
+                rows(
+                    f"SELECT {EXPORT_SIGNING_SECRET_COLUMNS} FROM signing_secrets "
+                    "WHERE user_id = ? ORDER BY seq"
+                ),
+            ) | _exported_records(tx, self._user_id)
+
+        return await self._snapshot.read(read)
+
+    async def message_counts(self, since: str) -> dict[str, MessageCounts]:
+        """Per agent address: messages received and sent at or after `since`, and those
+        awaiting review."""
+        rows = await self._snapshot.read(
+            lambda tx: tx.all(
+                "SELECT agent_email, "
+                "sum(CASE WHEN created_at >= ? AND direction = 'inbound' THEN 1 ELSE 0 END), "
+                "sum(CASE WHEN created_at >= ? AND direction <> 'inbound' THEN 1 ELSE 0 END), "
+                "sum(CASE WHEN status = 'pending_approval' THEN 1 ELSE 0 END) "
+                "FROM messages WHERE user_id = ? GROUP BY agent_email",
+                (since, since, self._user_id),
+            )
+        )
+        return {row[0]: MessageCounts(int(row[1]), int(row[2]), int(row[3])) for row in rows}
+
+    async def messages(self) -> AsyncGenerator[list[ExportedMessage], None]:
+        """The user's messages, oldest first, EXPORT_PAGE at a time, each with its labels and
+        its time in the trash."""
+        after = 0
+        while True:
+            page = await self._snapshot.read(partial(_message_page, self._user_id, after))
+            if not page:
+                return
+            after = page[-1][0]
+            yield [message for _, message in page]
+
+    async def events(self) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The user's events log, oldest first, EXPORT_PAGE rows at a time."""
+        after = 0
+        while True:
+            rows = await self._snapshot.read(partial(_event_rows, self._user_id, after))
+            if not rows:
+                return
+            after = int(rows[-1][0])
+            yield [
+                {
+                    **json.loads(event.envelope),
+                    "agent_email": event.agent_email,
+                    "conversation_id": event.conversation_id,
+                    "message_id": event.message_id,
+                }
+                for row in rows
+                for event in decode_events(row)
+            ]
+
+
+def _event_rows(user_id: str, after: int, tx: Transaction) -> list[Any]:
+    """Up to EXPORT_PAGE rows of the user's events log after `seq` `after`, oldest first."""
+    return tx.all(
+        f"SELECT {EVENT_COLUMNS} FROM {EVENTS_WITH_BODIES} "
+        "WHERE e.user_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
+        (user_id, after, EXPORT_PAGE),
+    )
+
+
+def _message_page(user_id: str, after: int, tx: Transaction) -> list[tuple[int, ExportedMessage]]:
+    """Up to EXPORT_PAGE of the user's messages after `seq` `after`, oldest first, each with
+    its `seq`."""
+    rows = tx.all(
+        f"SELECT {EXPORT_MESSAGE_COLUMNS}, m.seq, m.deleted_at FROM messages_with_content m "
+        "WHERE m.user_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?",
+        (user_id, after, EXPORT_PAGE),
+    )
+    labels: dict[str, list[str]] = {}
+    if rows:
+        for message_id, label in tx.all(
+            "SELECT message_id, label FROM message_labels "
+            f"WHERE {tx.dialect.in_list('message_id', 'text')}",
+            (tx.dialect.list_param([row[0] for row in rows]),),
+        ):
+            labels.setdefault(message_id, []).append(label)
+    page = []
+    for row in rows:
+        filed: dict[str, Any] = {}
+        if row[0] in labels:
+            filed["labels"] = sorted_labels(labels[row[0]])
+        if row[-1] is not None:
+            filed["deleted_at"] = row[-1]
+        page.append((int(row[-2]), ExportedMessage(export_message(row), filed)))
+    return page
 
 
 class AccountsSql(Runner):
@@ -301,38 +399,12 @@ class AccountsSql(Runner):
 
         return [decode_api_key(row) for row in await self._read(page)]
 
-    async def export_user(self, user_id: str) -> dict[str, Any]:
-        """Everything stored about the user, from one snapshot (no hashes or seeds)."""
-
-        def export(tx: Transaction) -> dict[str, Any]:
-            def rows(query: str) -> list[Any]:
-                return tx.all(query, (user_id,))
-
-            return user_export(
-                tx.first(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,)),
-                rows(
-                    f"SELECT {AGENT_COLUMNS} FROM agents WHERE user_id = ? "
-                    "ORDER BY created_at, email"
-                ),
-                rows(
-                    f"SELECT {DOMAIN_COLUMNS} FROM domains WHERE user_id = ? "
-                    "ORDER BY created_at, domain"
-                ),
-                rows(
-                    f"SELECT {API_KEY_COLUMNS} FROM {API_KEYS_WITH_AGENTS} WHERE k.user_id = ? "
-                    f"ORDER BY k.created_at, k.{tx.dialect.insertion_order}"
-                ),
-                rows(
-                    f"SELECT {EXPORT_SIGNING_SECRET_COLUMNS} FROM signing_secrets "
-                    "WHERE user_id = ? ORDER BY seq"
-                ),
-                rows(
-                    f"SELECT {EXPORT_MESSAGE_COLUMNS} FROM messages_with_content m "
-                    "WHERE m.user_id = ? ORDER BY m.seq"
-                ),
-            ) | _exported_records(tx, user_id)
-
-        return await self._read(export, snapshot=True)
+    @asynccontextmanager
+    async def export_user(self, user_id: str) -> AsyncIterator[UserExport]:
+        """The user's export, read from one snapshot held while the block runs (no hashes or
+        seeds)."""
+        async with self._snapshot() as snapshot:
+            yield SqlUserExport(snapshot, user_id)
 
     async def delete_user(self, user_id: str) -> dict[str, int]:
         """Delete the user and all they own in one transaction; rows deleted per table. Other

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import ClassVar, TypeVar
 
 from e2a_gateway.storage.announcements import Announcement, CommitObserver
@@ -23,6 +24,15 @@ Routing = tuple[str, str] | None
 Answer = tuple[str, str] | None
 """The key of a read's answer that `_read` may remember until the next write of any kind (what
 it asks, of what: every value the query depends on, its owner's scope included), or None."""
+
+
+class Snapshot(abc.ABC):
+    """Reads in one consistent snapshot held open between them, on one connection: a document
+    read page by page (an account's export) sees no commit made after its first read."""
+
+    @abc.abstractmethod
+    async def read(self, work: Work[T]) -> T:
+        """Run `work`, which only reads, in the snapshot."""
 
 
 class Runner(abc.ABC):
@@ -50,6 +60,11 @@ class Runner(abc.ABC):
         a routing answer (an agent by address, a served domain, a newest signing seed) that the
         backend may remember until a write marked `changes_routing` (`_write`); `answer` names
         one it may remember until the next write of any kind (an inbox page, a message)."""
+
+    @abc.abstractmethod
+    def _snapshot(self) -> AbstractAsyncContextManager[Snapshot]:
+        """Hold one connection in one read-only snapshot while the block runs, however it ends
+        (an exception, a cancellation); the connection is free again afterwards."""
 
     def _remembered(self, routing: tuple[str, str]) -> object | None:
         """The routing answer `routing` as remembered now, or None when none is (a backend
