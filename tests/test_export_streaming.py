@@ -10,26 +10,31 @@ import socket
 import sqlite3
 import tracemalloc
 from contextlib import aclosing
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 import trio
 import trio.lowlevel
 
-from e2a_gateway.app import RunningGateway
+from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.storage.base import MessageCounts, Storage
 from e2a_gateway.storage.postgres import PostgresStorage
 from e2a_gateway.storage.sqlite import SqliteStorage
-from tests.conftest import Account
+from tests.conftest import Account, make_settings
 from tests.databases import query
 from tests.delivery_support import create_agent, wait_until
 from tests.export_support import whole_export
-from tests.test_storage import (  # noqa: F401  (storage and storage_url are fixtures)
+from tests.test_storage import (  # noqa: F401  (storage, storage_url, postgres_db: fixtures)
     add_user,
     make_agent,
     make_message,
     make_outbound,
+    postgres_db,
     storage,
     storage_url,
 )
@@ -118,14 +123,7 @@ async def test_a_client_gone_mid_export_frees_the_snapshot(
     store = running.gateway.storage
     assert isinstance(store, SqliteStorage)
     await store_many(store, bot, MANY)  # more than the sockets between hold
-    url = urlsplit(running.addresses.http_url)
-    client = trio.socket.socket()
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65_536)  # no room for all of it
-    await client.connect((url.hostname, url.port))
-    await client.send(
-        b"GET /v1/account/export HTTP/1.1\r\nHost: gateway\r\n"
-        b"Authorization: Bearer " + alice.key.encode() + b"\r\n\r\n"
-    )
+    client = await _export_request(running, alice.key)
     assert (await client.recv(65_536)).startswith(b"HTTP/1.1 200 ")
     await store.store_inbound([make_message("msg_after", bot)], 2.0)
     assert not _checkpoint_completes(store.path)  # the export's snapshot holds the log
@@ -232,3 +230,53 @@ async def _holds_snapshot(store: Storage, url: str) -> bool:
         "AND state LIKE 'idle in transaction%%'",
     )
     return bool(rows[0][0])
+
+
+async def test_a_database_lost_mid_export_cuts_the_body_short(
+    postgres_db: str,  # noqa: F811
+    nursery: trio.Nursery,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A database lost after the export's first bytes (its PostgreSQL session ended) cannot
+    become an error answer any more: the connection closes before the body's last chunk, so
+    the client is left with a truncated body, never a valid document, and the gateway logs
+    why."""
+    settings = make_settings(tmp_path, database={"url": postgres_db})
+    running: RunningGateway = await nursery.start(
+        partial(run_gateway, settings, resolver=FixtureResolver())
+    )
+    gateway = running.gateway
+    alice, issued, _ = await bootstrap_user(gateway.storage, gateway.server_key, "a@example.com")
+    await gateway.storage.add_agent(make_agent(alice.id, "bot@agents.test"))
+    await store_many(gateway.storage, "bot@agents.test", MANY)
+    client = await _export_request(running, issued.plaintext)
+    received = await client.recv(65_536)
+    assert received.startswith(b"HTTP/1.1 200 ") and b"chunked" in received.lower()
+    ended = query(
+        postgres_db,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND state LIKE 'idle in transaction%%'",
+    )
+    assert ended == [(True,)]
+    with trio.fail_after(10):
+        while chunk := await client.recv(1 << 20):
+            received += chunk
+    client.close()
+    assert not received.endswith(b"\r\n0\r\n\r\n")  # never the body's last chunk
+    assert "a streamed answer was cut short after" in caplog.text
+    assert await gateway.storage.get_user(alice.id) is not None  # the pool serves on
+
+
+async def _export_request(running: RunningGateway, key: str) -> trio.socket.SocketType:
+    """A client of the `/v1` export that reads slowly: its receive buffer holds a little of
+    the document, so the gateway is still sending it while the test looks."""
+    url = urlsplit(running.addresses.http_url)
+    client = trio.socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65_536)
+    await client.connect((url.hostname, url.port))
+    await client.send(
+        b"GET /v1/account/export HTTP/1.1\r\nHost: gateway\r\n"
+        b"Authorization: Bearer " + key.encode() + b"\r\n\r\n"
+    )
+    return client

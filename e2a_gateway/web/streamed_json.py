@@ -1,5 +1,5 @@
 """JSON documents too large to hold, sent as they are read: a document's members are written
-one by one, and a member read a page at a time (an async iterator of lists) as one array.
+one by one, and a member read a page at a time (an async generator of lists) as one array.
 
 The answer is started only once its first bytes are ready, so a failure before them (the
 database down, a refusal) is the usual JSON error; one after them cuts the body short (the
@@ -78,8 +78,8 @@ class _Body:
                 chunk = await self._chunks.__anext__()
             except StopAsyncIteration:
                 raise
-            except Exception:
-                log.exception("a streamed answer was cut short after %d bytes", self._sent)
+            except Exception as exc:
+                log.error("a streamed answer was cut short after %d bytes: %s", self._sent, exc)
                 raise
         self._sent += len(chunk)
         return chunk
