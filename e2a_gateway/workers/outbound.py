@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -39,6 +38,7 @@ from e2a_gateway.outbound.return_path import (
     LOCAL_PART_PREFIX as RETURN_PATH_PREFIX,
 )
 from e2a_gateway.outbound.return_path import return_path_for, return_path_key
+from e2a_gateway.outbound.rollup import RELAY_REFUSAL
 from e2a_gateway.smtp.client import Outcome, Outgoing
 from e2a_gateway.storage.base import (
     Agent,
@@ -200,13 +200,6 @@ def dated(message: OutboundMessage) -> float:
     if message.reviewed_at is not None:
         return parse_timestamp(message.reviewed_at).timestamp()
     return message.created_epoch
-
-
-RELAY_REFUSAL = re.compile(r"^RCPT TO: (5\d\d)(?:[ -](5\.\d{1,3}\.\d{1,3}))?")
-"""A relay's permanent reply to one recipient (`RCPT TO: 550 5.1.1 …`): its code and, when
-given, its enhanced code. Only RCPT's reply is about the address: a refusal while the session
-is set up (greeting, EHLO, STARTTLS, AUTH), of the sender (MAIL FROM) or of the message (DATA)
-fails the message, but says nothing of its recipients, and suppresses none of them."""
 
 
 def relay_bounces(results: Mapping[str, str]) -> list[BouncedRecipient]:
@@ -400,7 +393,7 @@ class OutboundWorker(ClaimLoop):
                 verdict.method,
                 verdict.error,
                 verdict.retry_at,
-                {**settled, **results},
+                {**settled, **results, **verdict.gave_up},
                 now,
                 relay_bounces(results),
             )

@@ -16,6 +16,7 @@ from e2a_gateway.mailauth.evidence import Evidence, evidence_of
 from e2a_gateway.operations.drafts import attachment_size
 from e2a_gateway.operations.mailbox import OpenedMessage
 from e2a_gateway.operations.sending import Submission
+from e2a_gateway.outbound.rollup import delivery_state
 from e2a_gateway.storage.base import ConversationSummary, FiledMessage, OutboundMessage
 
 SEND_STATUSES = {
@@ -304,16 +305,11 @@ def _delivered_to(message: FiledMessage) -> str:
 def _outbound_state(message: FiledMessage) -> dict[str, Any]:
     # e2a's review_status: the review's outcome, `sent` once approved and for mail never held
     state: dict[str, Any] = {"review_status": REVIEW_STATUSES.get(message.status, "sent")}
-    if message.status in ("failed", "bounced"):  # bounced: refused, or reported back, if sent
-        state["delivery_status"] = message.status
-    elif message.complained_at is not None:  # handed on, then reported as unwanted
-        state["delivery_status"] = "complained"
-    elif message.sent_at is not None or message.status == "sent":
-        state["delivery_status"] = "sent"
-    elif message.status in ("queued", "expired_approved"):
-        state["delivery_status"] = "deferred" if message.send_error else "accepted"
-    if message.send_error and message.status in ("queued", "failed", "bounced"):
-        state["delivery_detail"] = message.send_error
+    status, detail = delivery_state(message)
+    if status is not None:
+        state["delivery_status"] = status
+    if detail is not None:
+        state["delivery_detail"] = detail
     return state
 
 

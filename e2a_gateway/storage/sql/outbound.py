@@ -7,6 +7,7 @@ loses its body. A review or expiry locks the row, so two replicas never both mov
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -306,19 +307,20 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
     tx.execute("DELETE FROM jobs WHERE id = ?", (attempt.job_id,))
     row = _outbound_row(tx, None, message_id)
     moment = time.time() if attempt.now is None else attempt.now
+    stored = tx.first(RECIPIENT_RESULTS, (message_id,))
+    settled = {**recipient_results(stored[0] if stored else None), **(attempt.results or {})}
     if row is not None:
-        stored = tx.first(RECIPIENT_RESULTS, (message_id,))
-        settled = {**recipient_results(stored[0] if stored else None), **(attempt.results or {})}
         record_events(
             tx,
             _hand_off_events(decode_outbound(row), attempt.outcome, method, error, settled, moment),
         )
     if attempt.outcome == "sent":
+        # Each recipient's result is kept: `/v1` reports the worst of them (outbound/rollup.py).
         tx.execute(
             f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
             f"THEN status ELSE '{SENT}' END, sent_at = {tx.dialect.utc_now}, "
-            f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
-            (method, error, message_id),
+            f"method = ?, send_error = ?, auth_results_json = ?, {SCRUB} WHERE id = ?",
+            (method, error, json.dumps(settled), message_id),
         )
     else:
         _fail(tx, message_id, method, error)

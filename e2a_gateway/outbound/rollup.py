@@ -1,0 +1,86 @@
+"""The delivery state `/v1` reports of a message sent (e2a's MessageView `delivery_status`,
+api/openapi.yaml at 220fe0a7): the worst of its recipients' states by e2a's precedence, and a
+`delivery_detail` naming the recipients that did not get it and why. Pure functions of what the
+gateway keeps of the message: its state, its last hand-off error and its recipients' results
+(`auth_results_json` of the outbound row, as the send worker records them)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from e2a_gateway.storage.base import FiledMessage
+from e2a_gateway.storage.rows import (
+    RECIPIENT_ACCEPTED,
+    RECIPIENT_LOCAL_PREFIX,
+    RECIPIENT_REFUSED_PREFIX,
+)
+from e2a_gateway.storage.vocabulary import BOUNCED, EXPIRED_APPROVED, FAILED, QUEUED, SENT
+
+PRECEDENCE = (
+    "accepted",
+    "sending",
+    "sent",
+    "deferred",
+    "delivered",
+    "failed",
+    "bounced",
+    "complained",
+)
+"""e2a's delivery states, least to most severe (internal/delivery/status.go's rank): a
+message's `delivery_status` is the last of these that any of its recipients is in."""
+
+RELAY_REFUSAL = re.compile(r"^RCPT TO: (5\d\d)(?:[ -](5\.\d{1,3}\.\d{1,3}))?")
+"""A relay's permanent reply to one recipient (`RCPT TO: 550 5.1.1 …`): its code and, when
+given, its enhanced code. Only RCPT's reply is about the address: a refusal while the session
+is set up (greeting, EHLO, STARTTLS, AUTH), of the sender (MAIL FROM) or of the message (DATA)
+fails the message, but says nothing of its recipients, and suppresses none of them."""
+
+
+def recipient_state(result: str) -> str:
+    """The delivery state of a recipient whose hand-off came to `result`: `sent` when the relay
+    or a local inbox took it, `bounced` when the relay refused its address for good (a 5xx to
+    its RCPT), else `failed` (refused otherwise, or given up on)."""
+    if result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX):
+        return "sent"
+    refused = result.startswith(RECIPIENT_REFUSED_PREFIX)
+    if refused and RELAY_REFUSAL.match(result.removeprefix(RECIPIENT_REFUSED_PREFIX)):
+        return "bounced"
+    return "failed"
+
+
+def delivery_state(message: FiledMessage) -> tuple[str | None, str | None]:
+    """`delivery_status` and `delivery_detail` of the outbound `message`; (None, None) while a
+    reviewer holds it or once one refused it (it was never to be handed on)."""
+    results: Mapping[str, str] = message.authentication_results
+    handed_on = message.sent_at is not None or message.status == SENT
+    if message.status in (FAILED, BOUNCED):
+        states = [message.status]
+    elif handed_on:
+        # A message handed on keeps a hand-off error only when a recipient did not get it
+        # (refused, given up on, or its agent trashed before a retry reached it).
+        states = [FAILED if message.send_error else "sent"]
+    elif message.status in (QUEUED, EXPIRED_APPROVED):
+        states = ["deferred" if message.send_error else "accepted"]
+    else:
+        return None, None
+    states += [recipient_state(result) for result in results.values()]
+    if message.complained_at is not None:
+        states.append("complained")
+    rollup = max(states, key=PRECEDENCE.index)
+    waiting = not handed_on and message.status in (QUEUED, EXPIRED_APPROVED)
+    return rollup, _detail(message, results, waiting=waiting)
+
+
+def _detail(message: FiledMessage, results: Mapping[str, str], *, waiting: bool) -> str | None:
+    """Who did not get the message and why. Once it is settled, its hand-off error names them
+    all; while recipients are retried (`waiting`), it names those (deferred), and the results
+    name the ones an earlier attempt refused."""
+    if not waiting:
+        return message.send_error or None
+    refused = [
+        f"{recipient}: {result}"
+        for recipient, result in results.items()
+        if recipient_state(result) != "sent"
+    ]
+    return "; ".join([*refused, *filter(None, [message.send_error])]) or None

@@ -1,0 +1,128 @@
+"""A message sent to several recipients reports on `/v1` the worst of their delivery states
+(e2a's `delivery_status` rollup, api/openapi.yaml at 220fe0a7) and a `delivery_detail` naming
+those who did not get it: read by id and in a listing over HTTP, by e2a's 5.x SDK and through
+the MCP tools, with a relay on loopback refusing or deferring one recipient at RCPT. `/api/v1`
+keeps its 2.x shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
+from tests.conftest import Account, make_settings
+from tests.delivery_support import create_agent
+from tests.mcp_support import call
+from tests.relay_support import Sink, relay_port, sink
+from tests.sdk_v1 import run_sdk, sdk5_python, value
+from tests.test_mcp_names import opener
+
+pytestmark = pytest.mark.slow
+
+__all__ = ["relay_port", "sdk5_python", "sink"]  # fixtures
+
+CAROL = "carol@example.org"
+DAVE = "dave@example.org"
+ERIN = "erin@example.org"
+FRANK = "frank@example.org"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, relay_port: int) -> Settings:
+    relay = {"host": "127.0.0.1", "port": relay_port, "tls": "none", "timeout_seconds": 10}
+    return make_settings(tmp_path, outbound_smtp=relay)
+
+
+def messages(agent: str, suffix: str = "") -> str:
+    return f"/v1/agents/{quote(agent, safe='')}/messages{suffix}"
+
+
+async def send_and_wait(alice: Account, agent: str, body: dict[str, Any]) -> str:
+    """Send `body` from `agent` over `/v1`, waiting for the first hand-off; the message's id."""
+    sent = await alice.http.post(messages(agent), params={"wait": "sent"}, json=body)
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["status"] == "sent"
+    return str(sent.json()["message_id"])
+
+
+async def shown_everywhere(
+    running: RunningGateway, alice: Account, agent: str, message_id: str
+) -> list[dict[str, Any]]:
+    """The message as `/v1` shows it by id and in its outbound listing, and as the MCP tools
+    `get_message` and `list_messages` show it."""
+    by_id = await alice.http.get(messages(agent, f"/{message_id}"))
+    assert by_id.status_code == 200, by_id.text
+    page = await alice.http.get(messages(agent), params={"direction": "outbound"})
+    assert page.status_code == 200, page.text
+    (listed,) = [item for item in page.json()["items"] if item["id"] == message_id]
+    async with opener("http", running)(alice.key, agent) as client:
+        tool = await call(client, "get_message", {"message_id": message_id})
+        rows = await call(client, "list_messages", {"direction": "outbound"})
+    (row,) = [item for item in rows["messages"] if item["message_id"] == message_id]
+    return [by_id.json(), listed, tool, row]
+
+
+async def test_a_recipient_refused_at_rcpt_makes_the_message_bounced_and_named(
+    running: RunningGateway, make_account: Any, sink: Sink, sdk5_python: Path
+) -> None:
+    sink.rcpt_answers[CAROL] = "550 5.1.1 no such user"
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    body = {"to": [DAVE, CAROL], "cc": [ERIN], "subject": "Hi", "text": "Hello"}
+    message_id = await send_and_wait(alice, bot, body)
+    assert sorted(rcpt for _, rcpts, _ in sink.received for rcpt in rcpts) == [DAVE, ERIN]
+
+    for view in await shown_everywhere(running, alice, bot, message_id):
+        assert view["delivery_status"] == "bounced", view  # the worst: not `sent`
+        detail = view["delivery_detail"]
+        assert CAROL in detail and "550 5.1.1 no such user" in detail, detail
+        assert DAVE not in detail and ERIN not in detail
+
+    steps = await run_sdk(
+        sdk5_python,
+        running.addresses.http_url,
+        {"default": alice.key},
+        [{"do": "messages.get", "args": [bot, message_id]}],
+    )
+    seen = value(steps[0], "MessageView")
+    assert seen["delivery_status"] == "bounced" and CAROL in seen["delivery_detail"]
+
+    legacy = await alice.http.get(f"/api/v1/messages/{message_id}")
+    assert legacy.status_code == 200, legacy.text
+    assert legacy.json()["status"] == "sent"  # the 2.x contract's states, as before
+    assert CAROL in legacy.json()["error"]
+
+
+async def test_a_deferred_recipient_beside_a_sent_one_makes_the_message_deferred(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    sink.rcpt_answers[FRANK] = "451 4.3.0 try again later"
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    message_id = await send_and_wait(
+        alice, bot, {"to": [ERIN, FRANK], "subject": "Hi", "text": "Hello"}
+    )
+    assert [rcpt for _, rcpts, _ in sink.received for rcpt in rcpts] == [ERIN]
+
+    for view in await shown_everywhere(running, alice, bot, message_id):
+        assert view["delivery_status"] == "deferred", view
+        detail = view["delivery_detail"]
+        assert FRANK in detail and "451 4.3.0 try again later" in detail, detail
+        assert ERIN not in detail
+
+
+async def test_every_recipient_taken_reads_sent_without_detail(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    message_id = await send_and_wait(
+        alice, bot, {"to": [ERIN], "cc": [FRANK], "subject": "Hi", "text": "Hello"}
+    )
+    for view in await shown_everywhere(running, alice, bot, message_id):
+        assert view["delivery_status"] == "sent", view
+        assert "delivery_detail" not in view
