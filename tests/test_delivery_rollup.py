@@ -92,6 +92,17 @@ def outbound(status: str, results: dict[str, str], **fields: Any) -> FiledMessag
             id="bounced-while-another-is-retried",
         ),
         pytest.param(
+            outbound(
+                "bounced",
+                {"a": "bounced: smtp; 550 5.1.1 gone", "b": "accepted", "c": GAVE_UP},
+                sent_at=SENT_AT,
+                send_error=f"c: {GAVE_UP}",
+            ),
+            "bounced",
+            f"c: {GAVE_UP}; a: bounced: smtp; 550 5.1.1 gone",
+            id="bounce-reported-after-hand-off",
+        ),
+        pytest.param(
             outbound("queued", {}),
             "accepted",
             None,

@@ -1,11 +1,12 @@
 """A message sent to several recipients reports on `/v1` the worst of their delivery states
 (e2a's `delivery_status` rollup, api/openapi.yaml at 220fe0a7) and a `delivery_detail` naming
 those who did not get it: read by id and in a listing over HTTP, by e2a's 5.x SDK and through
-the MCP tools, with a relay on loopback refusing or deferring one recipient at RCPT. `/api/v1`
-keeps its 2.x shape."""
+the MCP tools, with a relay on loopback refusing or deferring one recipient at RCPT, or a
+bounce report coming back for one. `/api/v1` keeps its 2.x shape."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -14,12 +15,14 @@ import pytest
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
+from e2a_gateway.workers.outbound import OutboundWorker
 from tests.conftest import Account, make_settings
-from tests.delivery_support import create_agent
+from tests.delivery_support import create_agent, smtp_send
 from tests.mcp_support import call
 from tests.relay_support import Sink, relay_port, sink
 from tests.sdk_v1 import run_sdk, sdk5_python, value
 from tests.test_mcp_names import opener
+from tests.test_v1_bounces import delivery_status_notification
 
 pytestmark = pytest.mark.slow
 
@@ -126,3 +129,52 @@ async def test_every_recipient_taken_reads_sent_without_detail(
     for view in await shown_everywhere(running, alice, bot, message_id):
         assert view["delivery_status"] == "sent", view
         assert "delivery_detail" not in view
+
+
+async def report_bounce(running: RunningGateway, sink: Sink, recipient: str) -> None:
+    """A permanent bounce report for `recipient`, sent over SMTP to its copy's return path."""
+    return_path, _ = sink.copy_to(recipient)
+    report = delivery_status_notification(return_path, recipient)
+    await smtp_send(running.addresses.smtp_port, [return_path], report, sender="")
+
+
+async def test_a_bounce_report_for_one_recipient_names_it(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    message_id = await send_and_wait(
+        alice, bot, {"to": [ERIN, DAVE], "subject": "Hi", "text": "Hello"}
+    )
+    await report_bounce(running, sink, ERIN)
+    for view in await shown_everywhere(running, alice, bot, message_id):
+        assert view["delivery_status"] == "bounced", view
+        detail = view["delivery_detail"]
+        assert ERIN in detail and "550 5.1.1 no such user" in detail, detail
+        assert DAVE not in detail
+
+
+async def test_a_bounce_report_does_not_stop_the_retries_of_another_recipient(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """Erin's copy is taken and reported bounced while Frank's is deferred: Frank still gets
+    the message when it is retried, and the message ends `bounced`, naming Erin alone."""
+    sink.rcpt_answers[FRANK] = "451 4.3.0 try again later"
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    message_id = await send_and_wait(
+        alice, bot, {"to": [ERIN, FRANK], "subject": "Hi", "text": "Hello"}
+    )
+    await report_bounce(running, sink, ERIN)
+    for view in await shown_everywhere(running, alice, bot, message_id):
+        assert view["delivery_status"] == "bounced", view  # outranks Frank's `deferred`
+        assert ERIN in view["delivery_detail"] and FRANK in view["delivery_detail"]
+
+    sink.rcpt_answers.clear()
+    assert await OutboundWorker(running.gateway).deliver_due(time.time() + 3600) == 1
+    assert [rcpt for _, rcpts, _ in sink.received for rcpt in rcpts] == [ERIN, FRANK]
+    for view in await shown_everywhere(running, alice, bot, message_id):
+        assert view["delivery_status"] == "bounced", view
+        assert ERIN in view["delivery_detail"] and FRANK not in view["delivery_detail"]
+    legacy = await alice.http.get(f"/api/v1/messages/{message_id}")
+    assert legacy.json()["status"] == "failed"  # bounced, in the 2.x contract's words

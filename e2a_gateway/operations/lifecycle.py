@@ -22,7 +22,9 @@ two approvals racing send once), and every check of a status in Python asks here
 
     A message the relay refused with 5xx for every recipient is `bounced` rather than
     `failed`; a sent message a permanent bounce report comes back for moves to `bounced`
-    too (its body is long gone). `bounced` is final.
+    too (its body is long gone). A report about mail still being handed on to others (a
+    recipient deferred) waits for its send job, which makes it `bounced` once it ends.
+    `bounced` is final.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from e2a_gateway.storage.base import FiledMessage
 from e2a_gateway.storage.rows import (
     RECIPIENT_ACCEPTED,
+    RECIPIENT_BOUNCED_PREFIX,
     RECIPIENT_LOCAL_PREFIX,
     RECIPIENT_REFUSED_PREFIX,
 )
@@ -40,9 +41,12 @@ fails the message, but says nothing of its recipients, and suppresses none of th
 def recipient_state(result: str) -> str:
     """The delivery state of a recipient whose hand-off came to `result`: `sent` when the relay
     or a local inbox took it, `bounced` when the relay refused its address for good (a 5xx to
-    its RCPT), else `failed` (refused otherwise, or given up on)."""
+    its RCPT) or a permanent bounce report came back for it, else `failed` (refused otherwise,
+    or given up on)."""
     if result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX):
         return "sent"
+    if result.startswith(RECIPIENT_BOUNCED_PREFIX):
+        return "bounced"
     refused = result.startswith(RECIPIENT_REFUSED_PREFIX)
     if refused and RELAY_REFUSAL.match(result.removeprefix(RECIPIENT_REFUSED_PREFIX)):
         return "bounced"
@@ -73,14 +77,18 @@ def delivery_state(message: FiledMessage) -> tuple[str | None, str | None]:
 
 
 def _detail(message: FiledMessage, results: Mapping[str, str], *, waiting: bool) -> str | None:
-    """Who did not get the message and why. Once it is settled, its hand-off error names them
-    all; while recipients are retried (`waiting`), it names those (deferred), and the results
-    name the ones an earlier attempt refused."""
-    if not waiting:
-        return message.send_error or None
-    refused = [
+    """Who did not get the message and why. While recipients are retried (`waiting`), the
+    hand-off error names those (deferred) and the results the ones an earlier attempt refused or
+    a report bounced; once settled, the hand-off error names every recipient the hand-off did
+    not reach, and the results those a bounce report came back for afterwards."""
+    missed = [
         f"{recipient}: {result}"
         for recipient, result in results.items()
         if recipient_state(result) != "sent"
+        and (waiting or result.startswith(RECIPIENT_BOUNCED_PREFIX))
     ]
-    return "; ".join([*refused, *filter(None, [message.send_error])]) or None
+    error = message.send_error or ""
+    named = [entry for entry in missed if entry not in error]
+    if waiting:
+        return "; ".join([*named, *filter(None, [error])]) or None
+    return "; ".join([*filter(None, [error]), *named]) or None

@@ -681,13 +681,22 @@ def jobs_within_room(
 RECIPIENT_ACCEPTED = "accepted"
 RECIPIENT_LOCAL_PREFIX = "local "
 RECIPIENT_REFUSED_PREFIX = "refused: "
+RECIPIENT_BOUNCED_PREFIX = "bounced: "
 """How the send worker records a settled recipient of an outbound message: the relay accepted
-it, a local inbox took it (`local <how>`), or the relay refused it (`refused: <reply>`)."""
+it, a local inbox took it (`local <how>`), or the relay refused it (`refused: <reply>`); and how
+a permanent bounce report about a recipient the relay took is recorded (`bounced: <detail>`)."""
 AGENT_DELETED_ERROR = (
     f"{AGENT_DELETED}: the sending agent was moved to the trash before this message was sent; "
     "restoring the agent does not send it"
 )
 """The send error (and `email.failed` reason) of a send cancelled by its agent's trash."""
+
+
+# Outbound rows never use `auth_results_json` for authentication results (those are about
+# inbound senders); for them it holds the per-recipient hand-off results instead.
+RECIPIENT_RESULTS = (
+    f"SELECT auth_results_json FROM messages WHERE id = ? AND direction = '{OUTBOUND}'"
+)
 
 
 def recipient_results(stored: str | None) -> dict[str, str]:

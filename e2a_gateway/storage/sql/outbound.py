@@ -45,7 +45,9 @@ from e2a_gateway.storage.rows import (
     OUTBOUND_INSERT_COLUMNS,
     OUTBOUND_STATUS_INDEX,
     RECIPIENT_ACCEPTED,
+    RECIPIENT_BOUNCED_PREFIX,
     RECIPIENT_LOCAL_PREFIX,
+    RECIPIENT_RESULTS,
     decode_outbound,
     edit_assignments,
     merged_recipient_results,
@@ -63,6 +65,7 @@ from e2a_gateway.storage.sql.suppressions import bounce_recorded, suppressed_in
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import (
     AGENT_DELETED,
+    BOUNCED,
     EXPIRE_BY_APPROVING,
     EXPIRED_APPROVED,
     EXPIRED_REJECTED,
@@ -93,13 +96,6 @@ def agent_trashed(tx: Transaction, agent_email: str) -> bool:
     """Whether the agent at `agent_email` is in the trash."""
     row = tx.first("SELECT deleted_at FROM agents WHERE email = ?", (agent_email,))
     return row is not None and row[0] is not None
-
-
-# Outbound rows never use `auth_results_json` for authentication results (those are about
-# inbound senders); for them it holds the per-recipient hand-off results instead.
-RECIPIENT_RESULTS = (
-    f"SELECT auth_results_json FROM messages WHERE id = ? AND direction = '{OUTBOUND}'"
-)
 
 
 def _outbound_row(
@@ -316,11 +312,13 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
         )
     if attempt.outcome == "sent":
         # Each recipient's result is kept: `/v1` reports the worst of them (outbound/rollup.py).
+        # A permanent bounce reported while others were retried makes it `bounced` now.
+        reported = any(r.startswith(RECIPIENT_BOUNCED_PREFIX) for r in settled.values())
         tx.execute(
             f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
-            f"THEN status ELSE '{SENT}' END, sent_at = {tx.dialect.utc_now}, "
+            f"THEN status ELSE ? END, sent_at = {tx.dialect.utc_now}, "
             f"method = ?, send_error = ?, auth_results_json = ?, {SCRUB} WHERE id = ?",
-            (method, error, json.dumps(settled), message_id),
+            (BOUNCED if reported else SENT, method, error, json.dumps(settled), message_id),
         )
     else:
         _fail(tx, message_id, method, error)

@@ -9,6 +9,7 @@ which of its recipients are suppressed.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -23,7 +24,13 @@ from e2a_gateway.events import (
     recipient_event,
 )
 from e2a_gateway.storage.base import BouncedRecipient, NewEvent, OutboundMessage, Suppression
-from e2a_gateway.storage.rows import OUTBOUND_COLUMNS, decode_outbound
+from e2a_gateway.storage.rows import (
+    OUTBOUND_COLUMNS,
+    RECIPIENT_BOUNCED_PREFIX,
+    RECIPIENT_RESULTS,
+    decode_outbound,
+    recipient_results,
+)
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -156,6 +163,23 @@ def bounce_recorded(
     return permanent
 
 
+def _record_reported(tx: Transaction, message_id: str, bounced: Sequence[BouncedRecipient]) -> None:
+    """Keep each permanent bounce of a report among the message's per-recipient results
+    (`bounced: <detail>`, in place of the relay's acceptance), which `/v1` rolls up."""
+    reported = [item for item in bounced if item.bounce_type == "permanent"]
+    if not reported:
+        return
+    (stored,) = tx.first(RECIPIENT_RESULTS, (message_id,)) or (None,)
+    results = recipient_results(stored)
+    keys = {recipient.lower(): recipient for recipient in results}
+    for item in reported:
+        key = keys.get(item.address.lower(), item.address.lower())
+        results[key] = RECIPIENT_BOUNCED_PREFIX + (item.detail or "permanent bounce reported")
+    tx.execute(
+        "UPDATE messages SET auth_results_json = ? WHERE id = ?", (json.dumps(results), message_id)
+    )
+
+
 def _bounce_event_id(message_id: str, item: BouncedRecipient) -> str:
     """The id of the `email.bounced` event of `item` about `message_id`: the same for every
     copy of one report, so a report delivered again logs nothing more (a later report saying
@@ -257,7 +281,11 @@ class SuppressionsSql(Runner):
             ]
             if not ours:
                 return False
-            bounce_recorded(tx, message, ours, now)
+            # Mail still handed on to others (a recipient deferred) is settled by its send job,
+            # which a final state would stop: it is `bounced` once that job is done.
+            waiting = message.status in (QUEUED, EXPIRED_APPROVED)
+            bounce_recorded(tx, message, ours, now, settle=not waiting)
+            _record_reported(tx, message.id, ours)
             return True
 
         return await self._write(record)
