@@ -85,6 +85,12 @@ async def test_a_recipient_refused_at_rcpt_makes_the_message_bounced_and_named(
         assert CAROL in detail and "550 5.1.1 no such user" in detail, detail
         assert DAVE not in detail and ERIN not in detail
 
+    lifecycle = await alice.http.get(messages(bot, f"/{message_id}/lifecycle"))
+    assert lifecycle.status_code == 200, lifecycle.text
+    steps = [(step["stage"], step["outcome"]) for step in lifecycle.json()["items"]]
+    assert ("submission", "accepted") in steps  # two got it; the third bounced, suppressed:
+    assert steps[-2:] == [("delivery", "bounced"), ("suppression", "applied")]
+
     steps = await run_sdk(
         sdk5_python,
         running.addresses.http_url,

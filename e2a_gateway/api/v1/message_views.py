@@ -16,7 +16,7 @@ from e2a_gateway.mailauth.evidence import Evidence, evidence_of
 from e2a_gateway.operations.drafts import attachment_size
 from e2a_gateway.operations.mailbox import OpenedMessage
 from e2a_gateway.operations.sending import Submission
-from e2a_gateway.outbound.rollup import delivery_state
+from e2a_gateway.outbound.rollup import delivery_state, recipient_state
 from e2a_gateway.storage.base import ConversationSummary, FiledMessage, OutboundMessage
 
 SEND_STATUSES = {
@@ -265,7 +265,11 @@ def lifecycle_transitions(message: FiledMessage) -> list[dict[str, Any]]:
             steps.append(("submission", "failed", "submission.provider_rejected", at, False))
         elif message.status == "queued" and message.send_error:
             steps.append(("submission", "deferred", "submission.temporary_failure", at, True))
-        if message.status == "bounced":  # refused at hand-off, or reported back after it
+        bounced = message.status == "bounced" or any(  # also one recipient among others
+            recipient_state(result) == "bounced"
+            for result in message.authentication_results.values()
+        )
+        if bounced:  # refused at hand-off, or reported back after it
             when = message.sent_at or at
             steps.append(("delivery", "bounced", "delivery.permanent_bounce", when, False))
             steps.append(("suppression", "applied", "suppression.hard_bounce_applied", when, False))
