@@ -1,8 +1,8 @@
 """A message sent to several recipients reports on `/v1` the worst of their delivery states
 (e2a's `delivery_status` rollup, api/openapi.yaml at 220fe0a7) and a `delivery_detail` naming
-those who did not get it: read by id and in a listing over HTTP, by e2a's 5.x SDK and through
-the MCP tools, with a relay on loopback refusing or deferring one recipient at RCPT, or a
-bounce report coming back for one. `/api/v1` keeps its 2.x shape."""
+those who did not get it: read by id and in a listing over HTTP, by e2a's 5.x SDK, through the
+MCP tools and in the account's export, with a relay on loopback refusing or deferring one
+recipient at RCPT, or a bounce report coming back for one. `/api/v1` keeps its 2.x shape."""
 
 from __future__ import annotations
 
@@ -100,10 +100,21 @@ async def test_a_recipient_refused_at_rcpt_makes_the_message_bounced_and_named(
     seen = value(steps[0], "MessageView")
     assert seen["delivery_status"] == "bounced" and CAROL in seen["delivery_detail"]
 
+    export = await alice.http.get("/v1/account/export")
+    assert export.status_code == 200, export.text
+    (exported,) = [item for item in export.json()["messages"] if item["id"] == message_id]
+    assert exported["delivery_status"] == "bounced" and CAROL in exported["delivery_detail"]
+
     legacy = await alice.http.get(f"/api/v1/messages/{message_id}")
     assert legacy.status_code == 200, legacy.text
     assert legacy.json()["status"] == "sent"  # the 2.x contract's states, as before
     assert CAROL in legacy.json()["error"]
+    (legacy_export,) = [
+        item
+        for item in (await alice.http.get("/api/v1/users/me/export")).json()["messages"]
+        if item["id"] == message_id
+    ]
+    assert "delivery_status" not in legacy_export and "mailbox" not in legacy_export
 
 
 async def test_a_deferred_recipient_beside_a_sent_one_makes_the_message_deferred(

@@ -54,40 +54,58 @@ def recipient_state(result: str) -> str:
 
 
 def delivery_state(message: FiledMessage) -> tuple[str | None, str | None]:
-    """`delivery_status` and `delivery_detail` of the outbound `message`; (None, None) while a
-    reviewer holds it or once one refused it (it was never to be handed on)."""
-    results: Mapping[str, str] = message.authentication_results
-    handed_on = message.sent_at is not None or message.status == SENT
-    if message.status in (FAILED, BOUNCED):
-        states = [message.status]
+    """`delivery_status` and `delivery_detail` of the outbound `message` (`rollup`)."""
+    return rollup(
+        message.status,
+        sent_at=message.sent_at,
+        send_error=message.send_error,
+        complained_at=message.complained_at,
+        results=message.authentication_results,
+    )
+
+
+def rollup(
+    status: str,
+    *,
+    sent_at: str | None,
+    send_error: str | None,
+    complained_at: str | None,
+    results: Mapping[str, str],
+) -> tuple[str | None, str | None]:
+    """`delivery_status` and `delivery_detail` of an outbound message in `status`, handed on at
+    `sent_at`, its last hand-off error `send_error`, first complained about at `complained_at`,
+    its recipients' `results`; (None, None) while a reviewer holds it or once one refused it
+    (it was never to be handed on)."""
+    handed_on = sent_at is not None or status == SENT
+    if status in (FAILED, BOUNCED):
+        states = [status]
     elif handed_on:
         # A message handed on keeps a hand-off error only when a recipient did not get it
         # (refused, given up on, or its agent trashed before a retry reached it).
-        states = [FAILED if message.send_error else "sent"]
-    elif message.status in (QUEUED, EXPIRED_APPROVED):
-        states = ["deferred" if message.send_error else "accepted"]
+        states = [FAILED if send_error else "sent"]
+    elif status in (QUEUED, EXPIRED_APPROVED):
+        states = ["deferred" if send_error else "accepted"]
     else:
         return None, None
     states += [recipient_state(result) for result in results.values()]
-    if message.complained_at is not None:
+    if complained_at is not None:
         states.append("complained")
-    rollup = max(states, key=PRECEDENCE.index)
-    waiting = not handed_on and message.status in (QUEUED, EXPIRED_APPROVED)
-    return rollup, _detail(message, results, waiting=waiting)
+    worst = max(states, key=PRECEDENCE.index)
+    waiting = not handed_on and status in (QUEUED, EXPIRED_APPROVED)
+    return worst, _detail(send_error or "", results, waiting=waiting)
 
 
-def _detail(message: FiledMessage, results: Mapping[str, str], *, waiting: bool) -> str | None:
+def _detail(error: str, results: Mapping[str, str], *, waiting: bool) -> str | None:
     """Who did not get the message and why. While recipients are retried (`waiting`), the
-    hand-off error names those (deferred) and the results the ones an earlier attempt refused or
-    a report bounced; once settled, the hand-off error names every recipient the hand-off did
-    not reach, and the results those a bounce report came back for afterwards."""
+    hand-off `error` names those (deferred) and the results the ones an earlier attempt refused
+    or a report bounced; once settled, the hand-off error names every recipient the hand-off
+    did not reach, and the results those a bounce report came back for afterwards."""
     missed = [
         f"{recipient}: {result}"
         for recipient, result in results.items()
         if recipient_state(result) != "sent"
         and (waiting or result.startswith(RECIPIENT_BOUNCED_PREFIX))
     ]
-    error = message.send_error or ""
     named = [entry for entry in missed if entry not in error]
     if waiting:
         return "; ".join([*named, *filter(None, [error])]) or None

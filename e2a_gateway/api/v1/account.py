@@ -20,6 +20,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import account, keys
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.keys import CreateScopedApiKey
+from e2a_gateway.outbound.rollup import rollup
 from e2a_gateway.storage.base import ApiKey, ExportedMessage, MessageCounts
 from e2a_gateway.web.context import current_gateway
 from e2a_gateway.web.streamed_json import json_document, streamed_response
@@ -268,9 +269,18 @@ def _export_agent(
 
 def _export_message(message: dict[str, Any], filed: dict[str, Any]) -> dict[str, Any]:
     """Message of an exported message: its envelope and state, the labels put on it and when
-    it went to the trash (`filed`, as getMessage shows them), never its body."""
+    it went to the trash (`filed`, as getMessage shows them), and for mail sent its delivery
+    rollup as getMessage reads it; never its body."""
     inbound = message["direction"] == "inbound"
     reply_to = message.get("reply_to")
+    delivery = filed.get("delivery") or {}
+    delivery_status, delivery_detail = rollup(
+        message.get("status") or "",
+        sent_at=delivery.get("sent_at"),
+        send_error=message.get("send_error"),
+        complained_at=delivery.get("complained_at"),
+        results=delivery.get("results") or {},
+    )
     return {
         **present(
             id=message["id"],
@@ -286,7 +296,8 @@ def _export_message(message: dict[str, Any], filed: dict[str, Any]) -> dict[str,
             conversation_id=message.get("conversation_id"),
             email_message_id=message.get("rfc_message_id"),
             status=message.get("status"),
-            delivery_status=message.get("delivery_status"),
+            delivery_status=message.get("delivery_status") if inbound else delivery_status,
+            delivery_detail=None if inbound else delivery_detail,
             size_bytes=message.get("size_bytes"),
             deleted_at=filed.get("deleted_at"),
         ),

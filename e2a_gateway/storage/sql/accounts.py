@@ -40,6 +40,7 @@ from e2a_gateway.storage.rows import (
     decode_api_key,
     decode_signing_secret,
     export_message,
+    recipient_results,
     signing_secret_params,
     user_export,
 )
@@ -51,7 +52,7 @@ from e2a_gateway.storage.sql.subscribers import WEBHOOK_COLUMNS, decode_webhook
 from e2a_gateway.storage.sql.suppressions import SUPPRESSION_COLUMNS, decode_suppression
 from e2a_gateway.storage.sql.templates import TEMPLATE_COLUMNS, decode_template
 from e2a_gateway.storage.sql.transaction import Transaction
-from e2a_gateway.storage.vocabulary import ACCOUNT_SCOPE
+from e2a_gateway.storage.vocabulary import ACCOUNT_SCOPE, OUTBOUND
 
 USER_COLUMNS = "id, email, created_at"
 
@@ -270,7 +271,8 @@ def _message_page(user_id: str, after: int, tx: Transaction) -> list[tuple[int, 
     """Up to EXPORT_PAGE of the user's messages after `seq` `after`, oldest first, each with
     its `seq`."""
     rows = tx.all(
-        f"SELECT {EXPORT_MESSAGE_COLUMNS}, m.seq, m.deleted_at FROM messages_with_content m "
+        f"SELECT {EXPORT_MESSAGE_COLUMNS}, m.sent_at, m.complained_at, m.auth_results_json, "
+        "m.seq, m.deleted_at FROM messages_with_content m "
         "WHERE m.user_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?",
         (user_id, after, EXPORT_PAGE),
     )
@@ -289,7 +291,15 @@ def _message_page(user_id: str, after: int, tx: Transaction) -> list[tuple[int, 
             filed["labels"] = sorted_labels(labels[row[0]])
         if row[-1] is not None:
             filed["deleted_at"] = row[-1]
-        page.append((int(row[-2]), ExportedMessage(export_message(row), filed)))
+        message = export_message(row)
+        if message["direction"] == OUTBOUND:  # what its delivery rollup reads
+            sent_at, complained_at, results = row[-5:-2]
+            filed["delivery"] = {
+                "sent_at": sent_at,
+                "complained_at": complained_at,
+                "results": recipient_results(results),
+            }
+        page.append((int(row[-2]), ExportedMessage(message, filed)))
     return page
 
 
