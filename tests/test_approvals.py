@@ -613,6 +613,12 @@ async def test_an_auto_approval_that_cannot_be_sent_ends_expired_rejected(
     assert "550 5.1.1 no such user" in view["rejection_reason"]
     assert stored_row(gateway.settings, message.id) == ("expired_rejected", None, None, None)
     assert [rcpts for _, rcpts, _ in sink.received if OWNER not in rcpts] == []
+    # /v1: the review's outcome, and a delivery that was tried: refused at RCPT for everyone
+    shown = await account.http.get(f"/v1/agents/{keen.agent}/messages/{message.id}")
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["review_status"] == "review_expired_rejected"
+    assert shown.json()["delivery_status"] == "bounced"
+    assert "carol@example.org: refused: RCPT TO: 550" in shown.json()["delivery_detail"]
 
 
 async def race_approvals(

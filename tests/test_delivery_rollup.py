@@ -121,6 +121,13 @@ def outbound(status: str, results: dict[str, str], **fields: Any) -> FiledMessag
             id="failed",
         ),
         pytest.param(outbound("pending_approval", {}), None, None, id="held-for-review"),
+        pytest.param(outbound("expired_rejected", {}), None, None, id="rejected-at-expiry"),
+        pytest.param(
+            outbound("expired_rejected", {"a": GAVE_UP}, send_error=f"a: {GAVE_UP}"),
+            "failed",
+            f"a: {GAVE_UP}",
+            id="approved-at-expiry-then-not-sent",
+        ),
     ],
 )
 def test_the_rollup_is_the_worst_recipient_state(

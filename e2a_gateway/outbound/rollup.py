@@ -16,7 +16,14 @@ from e2a_gateway.storage.rows import (
     RECIPIENT_LOCAL_PREFIX,
     RECIPIENT_REFUSED_PREFIX,
 )
-from e2a_gateway.storage.vocabulary import BOUNCED, EXPIRED_APPROVED, FAILED, QUEUED, SENT
+from e2a_gateway.storage.vocabulary import (
+    BOUNCED,
+    EXPIRED_APPROVED,
+    EXPIRED_REJECTED,
+    FAILED,
+    QUEUED,
+    SENT,
+)
 
 PRECEDENCE = (
     "accepted",
@@ -74,11 +81,13 @@ def rollup(
 ) -> tuple[str | None, str | None]:
     """`delivery_status` and `delivery_detail` of an outbound message in `status`, handed on at
     `sent_at`, its last hand-off error `send_error`, first complained about at `complained_at`,
-    its recipients' `results`; (None, None) while a reviewer holds it or once one refused it
-    (it was never to be handed on)."""
+    its recipients' `results`; (None, None) while a reviewer holds it or once a review refused
+    it (it was never to be handed on)."""
     handed_on = sent_at is not None or status == SENT
     if status in (FAILED, BOUNCED):
         states = [status]
+    elif status == EXPIRED_REJECTED and send_error:  # approved at expiry, then not sent
+        states = [FAILED]
     elif handed_on:
         # A message handed on keeps a hand-off error only when a recipient did not get it
         # (refused, given up on, or its agent trashed before a retry reached it).

@@ -249,19 +249,22 @@ def _record_recipients(tx: Transaction, message_id: str, results: Mapping[str, s
         )
 
 
-def _fail(tx: Transaction, message_id: str, method: str, error: str | None) -> None:
+def _fail(
+    tx: Transaction, message_id: str, method: str, error: str | None, results: Mapping[str, str]
+) -> None:
     """A send that reached nobody: `failed`, or (an auto-approval) `expired_rejected` with the
-    reason; the body goes."""
+    reason, each recipient's result kept; the body goes."""
     tx.execute(
         f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
         f"THEN '{EXPIRED_REJECTED}' ELSE '{FAILED}' END, "
         f"rejection_reason = CASE WHEN status = '{EXPIRED_APPROVED}' "
         "THEN ? ELSE rejection_reason END, "
-        f"method = ?, send_error = ?, {SCRUB} WHERE id = ?",
+        f"method = ?, send_error = ?, auth_results_json = ?, {SCRUB} WHERE id = ?",
         (
             f"approved at expiry, but sending failed: {error or 'no reason given'}",
             method,
             error,
+            json.dumps(results),
             message_id,
         ),
     )
@@ -321,7 +324,7 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
             (BOUNCED if reported else SENT, method, error, json.dumps(settled), message_id),
         )
     else:
-        _fail(tx, message_id, method, error)
+        _fail(tx, message_id, method, error, settled)
     if row is not None and attempt.bounced:
         message = decode_outbound(row)
         bounce_recorded(tx, message, attempt.bounced, moment, settle=attempt.outcome == "failed")
