@@ -17,7 +17,8 @@ async def whole_export(storage: Accounts, user_id: str) -> dict[str, Any]:
         async for page in export.messages():
             for message, filed in page:
                 exported["messages"].append(message)
-                if filed:
-                    exported["mailbox"][message["id"]] = filed
+                kept = {key: value for key, value in filed.items() if key != "delivery"}
+                if kept:  # labels and trash; a sent message's delivery is its rollup's input
+                    exported["mailbox"][message["id"]] = kept
         exported["events"] = [event async for page in export.events() for event in page]
     return exported
