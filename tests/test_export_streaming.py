@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 import trio
 import trio.lowlevel
+from quart_trio import QuartTrio
 
 from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import RunningGateway, run_gateway
@@ -281,3 +283,32 @@ async def _export_request(running: RunningGateway, key: str) -> trio.socket.Sock
         b"Authorization: Bearer " + key.encode() + b"\r\n\r\n"
     )
     return client
+
+
+async def test_an_export_is_not_cut_by_the_limit_on_other_answers(
+    tmp_path: Path, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every other answer must be sent within the app's RESPONSE_TIMEOUT; an export that takes
+    longer to send (here that limit made 50 ms, and a slow client reading a thousand messages)
+    is sent whole, within its own limit (STREAM_SECONDS)."""
+    defaults = {**QuartTrio.default_config, "RESPONSE_TIMEOUT": 0.05}
+    monkeypatch.setattr(QuartTrio, "default_config", defaults)
+    running: RunningGateway = await nursery.start(
+        partial(run_gateway, make_settings(tmp_path), resolver=FixtureResolver())
+    )
+    gateway = running.gateway
+    alice, issued, _ = await bootstrap_user(gateway.storage, gateway.server_key, "a@example.com")
+    await gateway.storage.add_agent(make_agent(alice.id, "bot@agents.test"))
+    await store_many(gateway.storage, "bot@agents.test", 1_000)
+    headers = {"Authorization": f"Bearer {issued.plaintext}"}
+    async with httpx.AsyncClient(base_url=running.addresses.http_url, headers=headers) as http:
+        ordinary = await http.get("/api/health")  # well within the limit
+        assert ordinary.status_code == 200
+        for path in ("/v1/account/export", "/api/v1/users/me/export"):
+            async with http.stream("GET", path, timeout=60) as response:
+                assert response.status_code == 200
+                body = b""
+                async for chunk in response.aiter_raw():
+                    body += chunk
+                    await trio.sleep(0.02)  # a slow reader
+            assert len(json.loads(body)["messages"]) == 1_000, path

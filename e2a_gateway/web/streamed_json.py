@@ -17,6 +17,11 @@ from quart import Response
 
 log = logging.getLogger("e2a.http")
 
+STREAM_SECONDS = 900.0
+"""How long a streamed answer may take to send, in place of the app's `RESPONSE_TIMEOUT`
+(60 s, which bounds every other answer): a large export to a slow client, or on slow
+hardware, takes longer, and is cut once this passes (it holds a database snapshot meanwhile)."""
+
 Dumps = Callable[[Any], str]
 """Writes one JSON value (the app's JSON provider's `dumps`)."""
 
@@ -48,10 +53,12 @@ async def json_document(
 async def streamed_response(
     chunks: AsyncGenerator[bytes, None], headers: Iterable[tuple[str, str]] = ()
 ) -> Response:
-    """A 200 `application/json` answer of `chunks`, sent as they come (chunked). Its first
-    chunk is read here: what fails before it raises, as any view's failure does."""
+    """A 200 `application/json` answer of `chunks`, sent as they come (chunked), within
+    STREAM_SECONDS. Its first chunk is read here: what fails before it raises, as any view's
+    failure does."""
     first = await chunks.__anext__()
     response = Response(_Body(first, chunks), status=200, content_type="application/json")
+    response.timeout = STREAM_SECONDS
     for name, value in headers:
         response.headers[name] = value
     return response
