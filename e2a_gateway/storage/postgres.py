@@ -333,20 +333,31 @@ class PostgresStorage(SqlStorage):
         if self._closed:
             raise StorageUnavailable(f"postgres ({self.display_url}): storage is closed")
         async with self._slots:
-            while True:
-                reused = bool(self._idle)
-                if reused:
-                    connection = self._idle.pop()
-                else:
-                    connection = await trio.to_thread.run_sync(self._connect)
-                try:
-                    return await trio.to_thread.run_sync(
-                        _transact, connection, self.display_url, work, reused
-                    )
-                except _Dropped:
-                    continue  # closed below; the next idle one, or a new one, takes the work
-                finally:
-                    self._give_back(connection)
+            connection, result = await self._started(
+                lambda connection, reused: _transact(connection, self.display_url, work, reused)
+            )
+            self._give_back(connection)
+            return result
+
+    async def _started(self, start: Callable[[Connection, bool], T]) -> tuple[Connection, T]:
+        """A pooled connection (an idle one, else a new one) on which `start` ran, in a worker
+        thread (told whether the connection was used before), and what it returned; the caller
+        holds a slot and gives the connection back. An idle connection the server dropped
+        meanwhile (a restart of the database: `_Dropped`) is closed and passed over, so `start`
+        runs once, on a live one; on any other failure the connection is given back here."""
+        while True:
+            reused = bool(self._idle)
+            if reused:
+                connection = self._idle.pop()
+            else:
+                connection = await trio.to_thread.run_sync(self._connect)
+            try:
+                return connection, await trio.to_thread.run_sync(start, connection, reused)
+            except _Dropped:
+                self._give_back(connection)  # closed: the next idle one, or a new one
+            except BaseException:
+                self._give_back(connection)
+                raise
 
     async def _read(
         self,
@@ -370,23 +381,9 @@ class PostgresStorage(SqlStorage):
         if self._closed:
             raise StorageUnavailable(f"postgres ({self.display_url}): storage is closed")
         async with self._slots:
-            while True:
-                reused = bool(self._idle)
-                if reused:
-                    connection = self._idle.pop()
-                else:
-                    connection = await trio.to_thread.run_sync(self._connect)
-                try:
-                    await trio.to_thread.run_sync(
-                        _begin_snapshot, connection, self.display_url, reused
-                    )
-                except _Dropped:
-                    self._give_back(connection)
-                    continue  # closed by _give_back; the next idle one, or a new one
-                except BaseException:
-                    self._give_back(connection)
-                    raise
-                break
+            connection, _ = await self._started(
+                lambda connection, reused: _begin_snapshot(connection, self.display_url, reused)
+            )
             try:
                 yield _PostgresSnapshot(connection, self.display_url)
             finally:
