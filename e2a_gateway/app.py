@@ -32,6 +32,7 @@ from e2a_gateway.mailauth.dns_answers import Resolver
 from e2a_gateway.mcp.http import MOUNT_PATH as MCP_PATH
 from e2a_gateway.mcp.http import McpEndpoint
 from e2a_gateway.production import check_production
+from e2a_gateway.redacted import redacted_url
 from e2a_gateway.smtp.server import serve_smtp
 from e2a_gateway.startup import (
     StartupError,
@@ -41,7 +42,7 @@ from e2a_gateway.startup import (
     load_then_settle,
     smtp_options,
 )
-from e2a_gateway.storage import POSTGRES_SCHEMES, redacted_url, sole_gateway
+from e2a_gateway.storage import POSTGRES_SCHEMES, sole_gateway
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.storage.group_commit import GroupCommitter
 from e2a_gateway.workers.approvals import ApprovalWorker

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from e2a_gateway.env_names import E2A_ALIASES, unknown_variable_warnings
+from e2a_gateway.redacted import redacted_url
 
 ENV_PREFIX = "E2A_"
 
@@ -565,8 +566,6 @@ def _describe(error: Any) -> str:
     got = error.get("input")
     if isinstance(got, str) and "://" in got:
         # A URL may carry a password (database.url): never into the terminal or the log.
-        from e2a_gateway.storage import redacted_url
-
         got = redacted_url(got)
     return f"{key}: {error['msg']} (got {got!r}; fix it in the config file or {env_name})"
 

@@ -12,7 +12,8 @@ from typing import Any, get_args, get_type_hints
 
 import pytest
 
-from e2a_gateway.storage import base, redacted_url, vocabulary
+from e2a_gateway.redacted import redacted_url
+from e2a_gateway.storage import base, vocabulary
 from e2a_gateway.storage.postgres import PostgresStorage
 from e2a_gateway.storage.sql.dialect import POSTGRES, SQLITE
 from e2a_gateway.storage.sql.store import SqlStorage
@@ -100,7 +101,9 @@ def test_storage_is_the_union_of_disjoint_roles() -> None:
     together = set().union(*by_role)
     assert sum(len(methods) for methods in by_role) == len(together)  # no method in two roles
     assert set().union(*(protocol_methods(cls) for cls in base.Storage.__mro__)) == together
-    assert len(together) == 136  # …, deliveries due re-read, trashed agents found by address
+    # …, deliveries due re-read, trashed agents found by address; the export is read in a
+    # held snapshot, an async context (`export_user`), no longer a coroutine counted here
+    assert len(together) == 135
 
 
 @pytest.mark.parametrize("backend", [SqliteStorage, PostgresStorage])

@@ -4,27 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
 
 from e2a_gateway.storage.announcements import CommitObserver
 from e2a_gateway.storage.base import Storage, StorageUnavailable
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-
-
-def redacted_url(url: str) -> str:
-    """`url` without its password (and without query parameters that could carry one); a URL
-    with no host part keeps its form (`sqlite:///./e2a.db`, not `sqlite:/./e2a.db`)."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return url.split("://")[0] + "://…"
-    user = f"{parts.username}@" if parts.username else ""
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
 def open_storage(

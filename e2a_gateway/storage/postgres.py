@@ -19,7 +19,7 @@ import psycopg
 import psycopg.conninfo
 import trio
 
-from e2a_gateway.storage import redacted_url
+from e2a_gateway.redacted import redacted_url
 from e2a_gateway.storage.announcements import Announcement, CommitObserver
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.storage.migrations import load_migrations
