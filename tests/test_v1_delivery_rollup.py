@@ -6,7 +6,10 @@ recipient at RCPT, or a bounce report coming back for one. `/api/v1` keeps its 2
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -15,9 +18,10 @@ import pytest
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
+from e2a_gateway.storage.base import BouncedRecipient
 from e2a_gateway.workers.outbound import OutboundWorker
 from tests.conftest import Account, make_settings
-from tests.delivery_support import create_agent, smtp_send
+from tests.delivery_support import create_agent, smtp_send, wait_until
 from tests.mcp_support import call
 from tests.relay_support import Sink, relay_port, sink
 from tests.sdk_v1 import run_sdk, sdk5_python, value
@@ -195,3 +199,49 @@ async def test_a_bounce_report_does_not_stop_the_retries_of_another_recipient(
         assert ERIN in view["delivery_detail"] and FRANK not in view["delivery_detail"]
     legacy = await alice.http.get(f"/api/v1/messages/{message_id}")
     assert legacy.json()["status"] == "failed"  # bounced, in the 2.x contract's words
+
+
+@dataclass
+class HeldSink(Sink):
+    """A relay that takes the copy, then holds its answer to the end of DATA until `release`
+    is set: the moment between the relay accepting mail and the sender hearing so."""
+
+    release: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(
+            (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
+        released = await asyncio.to_thread(self.release.wait, 10)
+        return "250 OK" if released else "451 4.3.0 not released"
+
+
+@pytest.mark.parametrize("sink", [HeldSink()])
+async def test_a_bounce_reported_before_the_attempt_is_saved_is_kept(
+    running: RunningGateway, make_account: Any, sink: HeldSink
+) -> None:
+    """Erin's bounce report is recorded after the relay took her copy but before the send
+    worker heard the relay's 250 and saved the attempt: the saved attempt does not write
+    `accepted` over it, and the message reads `bounced`, naming her."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    sent = await alice.http.post(
+        messages(bot), json={"to": [ERIN, DAVE], "subject": "Hi", "text": "Hello"}
+    )
+    assert sent.status_code == 202, sent.text
+    message_id = sent.json()["message_id"]
+    await wait_until(lambda: len(sink.received) == 1)
+    report = BouncedRecipient(ERIN, "permanent", "550 5.1.1 no such user")
+    assert await running.gateway.storage.record_bounce(message_id, [report], time.time())
+    sink.release.set()
+
+    async def settled() -> bool:
+        stored = await running.gateway.storage.get_outbound(None, message_id)
+        return stored is not None and stored.sent_at is not None
+
+    await wait_until(settled)
+    for view in await shown_everywhere(running, alice, bot, message_id):
+        assert view["delivery_status"] == "bounced", view
+        assert ERIN in view["delivery_detail"] and DAVE not in view["delivery_detail"]
+    results = await running.gateway.storage.recipient_results(message_id)
+    assert results == {ERIN: "bounced: 550 5.1.1 no such user", DAVE: "accepted"}

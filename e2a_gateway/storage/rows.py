@@ -705,9 +705,24 @@ def recipient_results(stored: str | None) -> dict[str, str]:
     return results
 
 
+def settled_recipient_results(
+    stored: Mapping[str, str], results: Mapping[str, str]
+) -> dict[str, str]:
+    """`results` of an attempt on top of the `stored` ones, but for the recipients a bounce
+    report came back for: a bounce is final for its recipient, so an attempt that heard the
+    relay take a copy before the report was recorded does not write `accepted` over it."""
+    reported = {
+        recipient: result
+        for recipient, result in stored.items()
+        if result.startswith(RECIPIENT_BOUNCED_PREFIX)
+    }
+    return {**stored, **results, **reported}
+
+
 def merged_recipient_results(stored: str | None, results: Mapping[str, str]) -> str:
-    """The `auth_results_json` holding `results` on top of the stored ones."""
-    return json.dumps({**json.loads(stored or "{}"), **results})
+    """The `auth_results_json` holding `results` on top of the stored ones (a reported bounce
+    kept, `settled_recipient_results`)."""
+    return json.dumps(settled_recipient_results(recipient_results(stored), results))
 
 
 # -- data rights: a user's export, shaped once for both backends -------------------------------

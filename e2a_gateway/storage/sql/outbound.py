@@ -54,6 +54,7 @@ from e2a_gateway.storage.rows import (
     outbound_job_kind,
     outbound_params,
     recipient_results,
+    settled_recipient_results,
 )
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.idempotency import settle_claim
@@ -307,7 +308,9 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
     row = _outbound_row(tx, None, message_id)
     moment = time.time() if attempt.now is None else attempt.now
     stored = tx.first(RECIPIENT_RESULTS, (message_id,))
-    settled = {**recipient_results(stored[0] if stored else None), **(attempt.results or {})}
+    settled = settled_recipient_results(
+        recipient_results(stored[0] if stored else None), attempt.results or {}
+    )
     if row is not None:
         record_events(
             tx,
