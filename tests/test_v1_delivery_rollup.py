@@ -25,12 +25,13 @@ from tests.delivery_support import create_agent, smtp_send, wait_until
 from tests.mcp_support import call
 from tests.relay_support import Sink, relay_port, sink
 from tests.sdk_v1 import run_sdk, sdk5_python, value
+from tests.test_dashboard import browser, sign_in
 from tests.test_mcp_names import opener
 from tests.test_v1_bounces import delivery_status_notification
 
 pytestmark = pytest.mark.slow
 
-__all__ = ["relay_port", "sdk5_python", "sink"]  # fixtures
+__all__ = ["browser", "relay_port", "sdk5_python", "sink"]  # fixtures
 
 CAROL = "carol@example.org"
 DAVE = "dave@example.org"
@@ -245,3 +246,38 @@ async def test_a_bounce_reported_before_the_attempt_is_saved_is_kept(
         assert ERIN in view["delivery_detail"] and DAVE not in view["delivery_detail"]
     results = await running.gateway.storage.recipient_results(message_id)
     assert results == {ERIN: "bounced: 550 5.1.1 no such user", DAVE: "accepted"}
+
+
+async def test_a_bounce_reported_after_a_clean_hand_off_is_named_on_api_v1_and_the_dashboard(
+    running: RunningGateway, make_account: Any, sink: Sink, browser: Any
+) -> None:
+    """The relay took the message for both; a report then bounces Erin's copy: `/api/v1`'s
+    `error` and the dashboard's Outbound page name her and the report's diagnostic, as `/v1`
+    does, and leave Dave out."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    message_id = await send_and_wait(
+        alice, bot, {"to": [ERIN, DAVE], "subject": "Quarterly plan", "text": "Hello"}
+    )
+    await report_bounce(running, sink, ERIN)
+
+    legacy = await alice.http.get(f"/api/v1/messages/{message_id}")
+    assert legacy.status_code == 200, legacy.text
+    assert legacy.json()["status"] == "failed"  # bounced, in the 2.x contract's words
+    error = legacy.json()["error"]
+    assert isinstance(error, str)
+    assert f"{ERIN}: bounced: " in error and "550 5.1.1 no such user" in error, error
+    assert DAVE not in error
+    listed = await alice.http.get("/api/v1/messages", params={"status": "failed"})
+    assert listed.status_code == 200, listed.text
+    (item,) = [m for m in listed.json()["messages"] if m["id"] == message_id]
+    assert item["error"] == error
+
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    page = await client.get("/outbound")
+    assert page.status_code == 200
+    row = page.text[page.text.index("Quarterly plan") :]
+    row = row[: row.index("</tr>")]
+    assert "bounced" in row and ERIN in row and "550 5.1.1 no such user" in row, row
+    assert DAVE not in row.split("<br>", 1)[-1]

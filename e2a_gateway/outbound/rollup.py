@@ -104,6 +104,14 @@ def rollup(
     return worst, _detail(send_error or "", results, waiting=waiting)
 
 
+def reported_error(send_error: str | None, results: Mapping[str, str]) -> str | None:
+    """What went wrong with an outbound message, as `/api/v1`'s `error` and the dashboard show
+    it: its last hand-off error `send_error`, then each recipient a bounce report came back for
+    (`carol@example.org: bounced: <the report's diagnostic>`), which the hand-off error cannot
+    name (the relay had taken the message for them); None when neither says anything."""
+    return _detail(send_error or "", results, waiting=False)
+
+
 def _detail(error: str, results: Mapping[str, str], *, waiting: bool) -> str | None:
     """Who did not get the message and why. While recipients are retried (`waiting`), the
     hand-off `error` names those (deferred) and the results the ones an earlier attempt refused

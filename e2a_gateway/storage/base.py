@@ -513,6 +513,9 @@ class OutboundMessage:
     """How the review was decided; None while pending and for reviews made before e2a kept it."""
     flag_reason: str | None = None
     """Why the agent's outbound gate flagged the send (sent, annotated) or held it."""
+    recipient_results: dict[str, str] = field(default_factory=dict)
+    """Each recipient's hand-off result, as the send worker and bounce reports keep them
+    (`accepted`, `refused: …`, `bounced: <the report's diagnostic>`, …); empty before."""
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,8 @@ OUTBOUND_COLUMNS = (
     "id, user_id, agent_email, kind, to_json, cc_json, bcc_json, subject, body_text, body_html, "
     "attachments_json, conversation_id, in_reply_to, references_json, rfc_message_id, status, "
     "approval_expires_at, created_at, created_epoch, reviewed_at, rejection_reason, method, "
-    "edited, send_error, sent_at, reply_to, reviewed_by, review_method, flag_reason"
+    "edited, send_error, sent_at, reply_to, reviewed_by, review_method, flag_reason, "
+    "auth_results_json"
 )
 DOMAIN_COLUMNS = "user_id, domain, verification_token, verified, created_at, verified_at"
 SIGNING_SECRET_COLUMNS = "id, user_id, name, seed, secret_prefix, created_at, last_signed_at"
@@ -226,6 +227,7 @@ def decode_outbound(row: Sequence[Any]) -> OutboundMessage:
         reviewed_by=row[26],
         review_method=row[27],
         flag_reason=row[28],
+        recipient_results=recipient_results(row[29]),
     )
 
 

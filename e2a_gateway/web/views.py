@@ -14,6 +14,7 @@ from e2a_gateway.operations import lifecycle
 from e2a_gateway.operations.agents import AgentEntry
 from e2a_gateway.operations.sending import Submission
 from e2a_gateway.outbound.dkim_signing import DkimKeyRecord
+from e2a_gateway.outbound.rollup import reported_error
 from e2a_gateway.storage.base import (
     ApiKey,
     Domain,
@@ -131,8 +132,8 @@ def message_full_view(message: InboundMessage) -> dict[str, Any]:
 
 
 def outbound_view(message: OutboundMessage) -> dict[str, Any]:
-    """The Outbound message object: the body only while it is kept, the hand-off error only
-    where it explains the state."""
+    """The Outbound message object: the body only while it is kept, what went wrong (the
+    hand-off error, and the bounces reported since) only where it explains the state."""
     view: dict[str, Any] = {
         "id": message.id,
         "message_id": message.id,
@@ -164,8 +165,9 @@ def outbound_view(message: OutboundMessage) -> dict[str, Any]:
         view["body_text"] = message.body_text
         view["body_html"] = message.body_html
         view["attachments"] = message.attachments or []
-    if message.send_error and message.status in lifecycle.SEND_ERROR_SHOWN:
-        view["error"] = message.send_error
+    error = reported_error(message.send_error, message.recipient_results)
+    if error and message.status in lifecycle.SEND_ERROR_SHOWN:
+        view["error"] = error
     return view
 
 
