@@ -120,8 +120,16 @@ def outbound(status: str, results: dict[str, str], **fields: Any) -> FiledMessag
             "cannot build the message: x",
             id="failed",
         ),
-        pytest.param(outbound("pending_approval", {}), None, None, id="held-for-review"),
-        pytest.param(outbound("expired_rejected", {}), None, None, id="rejected-at-expiry"),
+        pytest.param(outbound("pending_approval", {}), "accepted", None, id="held-for-review"),
+        pytest.param(
+            outbound("rejected", {}), "failed", "rejected in review; not sent", id="rejected"
+        ),
+        pytest.param(
+            outbound("expired_rejected", {}),
+            "failed",
+            "not approved before its approval deadline; not sent",
+            id="rejected-at-expiry",
+        ),
         pytest.param(
             outbound("expired_rejected", {"a": GAVE_UP}, send_error=f"a: {GAVE_UP}"),
             "failed",

@@ -281,3 +281,55 @@ async def test_a_bounce_reported_after_a_clean_hand_off_is_named_on_api_v1_and_t
     row = row[: row.index("</tr>")]
     assert "bounced" in row and ERIN in row and "550 5.1.1 no such user" in row, row
     assert DAVE not in row.split("<br>", 1)[-1]
+
+
+async def test_held_mail_reads_accepted_and_mail_a_review_stopped_reads_failed(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """As e2a's async-send contract (§1.3, §3.1) has it: held for review, a message's
+    `delivery_status` is `accepted` (the hold shows in `review_status`); rejected by a reviewer
+    or at its approval deadline it is never sent, and reads `failed` with why, never a
+    permanent `accepted`."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    turned_on = await alice.http.put(
+        f"/api/v1/agents/{quote(bot, safe='')}", json={"hitl_enabled": True}
+    )
+    assert turned_on.status_code == 200, turned_on.text
+    held = []
+    for subject in ("first", "second", "third"):
+        answer = await alice.http.post(
+            messages(bot), json={"to": [ERIN], "subject": subject, "text": "Draft."}
+        )
+        assert answer.json()["status"] == "pending_review", answer.text
+        held.append(answer.json()["message_id"])
+    pending, rejected, expired = held
+
+    for view in await shown_everywhere(running, alice, bot, pending):
+        assert view["review_status"] == "pending_review", view
+        assert view["delivery_status"] == "accepted", view
+        assert "delivery_detail" not in view
+
+    refused = await alice.http.post(f"/v1/reviews/{rejected}/reject", json={"reason": "No."})
+    assert refused.status_code == 200, refused.text
+    for view in await shown_everywhere(running, alice, bot, rejected):
+        assert view["review_status"] == "review_rejected", view
+        assert view["delivery_status"] == "failed", view
+        assert "rejected" in view["delivery_detail"], view
+
+    async def exported() -> dict[str, dict[str, Any]]:
+        export = await alice.http.get("/v1/account/export")
+        assert export.status_code == 200, export.text
+        return {item["id"]: item for item in export.json()["messages"]}
+
+    before = await exported()
+    assert before[pending]["delivery_status"] == "accepted"
+    assert before[rejected]["delivery_status"] == "failed"
+
+    await running.gateway.storage.expire_outbound(time.time() + 30 * 86400)  # both still held
+    for message_id in (pending, expired):
+        for view in await shown_everywhere(running, alice, bot, message_id):
+            assert view["review_status"] == "review_expired_rejected", view
+            assert view["delivery_status"] == "failed", view
+            assert "deadline" in view["delivery_detail"], view
+    assert (await exported())[expired]["delivery_status"] == "failed"

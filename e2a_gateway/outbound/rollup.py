@@ -21,7 +21,9 @@ from e2a_gateway.storage.vocabulary import (
     EXPIRED_APPROVED,
     EXPIRED_REJECTED,
     FAILED,
+    PENDING_APPROVAL,
     QUEUED,
+    REJECTED,
     SENT,
 )
 
@@ -37,6 +39,13 @@ PRECEDENCE = (
 )
 """e2a's delivery states, least to most severe (internal/delivery/status.go's rank): a
 message's `delivery_status` is the last of these that any of its recipients is in."""
+
+NOT_SENT = {
+    REJECTED: "rejected in review; not sent",
+    EXPIRED_REJECTED: "not approved before its approval deadline; not sent",
+}
+"""The `delivery_detail` of mail a review stopped: e2a's `email.failed` reasons
+`review_rejected` and `review_expired`, in words."""
 
 RELAY_REFUSAL = re.compile(r"^RCPT TO: (5\d\d)(?:[ -](5\.\d{1,3}\.\d{1,3}))?")
 """A relay's permanent reply to one recipient (`RCPT TO: 550 5.1.1 …`): its code and, when
@@ -60,7 +69,7 @@ def recipient_state(result: str) -> str:
     return "failed"
 
 
-def delivery_state(message: FiledMessage) -> tuple[str | None, str | None]:
+def delivery_state(message: FiledMessage) -> tuple[str, str | None]:
     """`delivery_status` and `delivery_detail` of the outbound `message` (`rollup`)."""
     return rollup(
         message.status,
@@ -78,24 +87,27 @@ def rollup(
     send_error: str | None,
     complained_at: str | None,
     results: Mapping[str, str],
-) -> tuple[str | None, str | None]:
+) -> tuple[str, str | None]:
     """`delivery_status` and `delivery_detail` of an outbound message in `status`, handed on at
     `sent_at`, its last hand-off error `send_error`, first complained about at `complained_at`,
-    its recipients' `results`; (None, None) while a reviewer holds it or once a review refused
-    it (it was never to be handed on)."""
+    its recipients' `results`. As e2a's async-send contract (§1.3, §3.1) has it, mail a reviewer
+    holds reads `accepted` (the hold shows in its review state), and mail a review stopped,
+    never to be sent, reads `failed`, saying why (`NOT_SENT`), never a permanent `accepted`."""
     handed_on = sent_at is not None or status == SENT
+    if status == PENDING_APPROVAL:
+        return "accepted", None
+    if status in NOT_SENT and not (status == EXPIRED_REJECTED and send_error):
+        return FAILED, NOT_SENT[status]
     if status in (FAILED, BOUNCED):
         states = [status]
-    elif status == EXPIRED_REJECTED and send_error:  # approved at expiry, then not sent
+    elif status == EXPIRED_REJECTED:  # approved at expiry, then not sent
         states = [FAILED]
     elif handed_on:
         # A message handed on keeps a hand-off error only when a recipient did not get it
         # (refused, given up on, or its agent trashed before a retry reached it).
         states = [FAILED if send_error else "sent"]
-    elif status in (QUEUED, EXPIRED_APPROVED):
+    else:  # QUEUED, EXPIRED_APPROVED: waiting for its hand-off
         states = ["deferred" if send_error else "accepted"]
-    else:
-        return None, None
     states += [recipient_state(result) for result in results.values()]
     if complained_at is not None:
         states.append("complained")

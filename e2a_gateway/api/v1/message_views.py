@@ -310,8 +310,7 @@ def _outbound_state(message: FiledMessage) -> dict[str, Any]:
     # e2a's review_status: the review's outcome, `sent` once approved and for mail never held
     state: dict[str, Any] = {"review_status": REVIEW_STATUSES.get(message.status, "sent")}
     status, detail = delivery_state(message)
-    if status is not None:
-        state["delivery_status"] = status
+    state["delivery_status"] = status
     if detail is not None:
         state["delivery_detail"] = detail
     return state
