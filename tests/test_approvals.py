@@ -36,7 +36,7 @@ from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.signing.credentials import derive_signing_secret, hash_api_key
 from e2a_gateway.signing.magic_links import LINK_GRACE_SECONDS, Action, issue_token, link_key
 from e2a_gateway.storage.base import AgentChanges, NotPending, OutboundMessage
-from e2a_gateway.workers.approvals import ApprovalWorker
+from e2a_gateway.workers.approvals import MAX_NOTICES_IN_FLIGHT, ApprovalWorker
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import query
 from tests.delivery_support import create_agent, open_account, quiet_gateway, wait_until
@@ -782,6 +782,70 @@ class HeldSink(Sink):
         self.data_arrived.set()
         await asyncio.to_thread(self.go.wait, 60)
         return answer
+
+
+@dataclass
+class FirstHeldSink(Sink):
+    """Holds its first `held` messages once their DATA is in, until `go` is set (a relay slow to
+    answer them); answers the rest at once."""
+
+    held: int = 0
+    go: threading.Event = field(default_factory=threading.Event)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        answer = await super().handle_DATA(server, session, envelope)
+        if self.held > 0:
+            self.held -= 1
+            await asyncio.to_thread(self.go.wait, 60)
+        return answer
+
+
+async def test_a_notice_taken_by_another_claim_while_it_waited_is_not_mailed_twice(
+    tmp_path: Path, resolver: Any
+) -> None:
+    """A round claims more notices than it hands off at once; one waits for a slot behind a
+    relay slow to answer until its lease runs out, and another replica's claim mails it. The
+    waiting round then neither mails the reviewer that notice again nor touches its job."""
+    sink = FirstHeldSink(held=MAX_NOTICES_IN_FLIGHT)
+    with relay_on_loopback(sink) as port:
+        settings = relay_settings(tmp_path, port)
+        settings.outbound_smtp.timeout_seconds = 30  # the held notices must not time out
+        lease = 2 * 30 + 60
+        url = settings.database.url
+        async with quiet_gateway(settings, resolver) as quiet:
+            gateway = quiet.gateway
+            account = await open_account(gateway, quiet.http_url, OWNER)
+            async with account.http:
+                owner = await hitl_owner(gateway, account)
+                deadline = time.time() + 3600
+                messages = [
+                    await add_pending(gateway, owner, deadline)
+                    for _ in range(MAX_NOTICES_IN_FLIGHT + 1)
+                ]
+                now = time.time()
+                first = ApprovalWorker(gateway, clock=lambda: now)
+                second = ApprovalWorker(gateway, clock=lambda: now + 1)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(first.send_due_notices, now)
+                    await wait_until(lambda: len(sink.received) == MAX_NOTICES_IN_FLIGHT)
+                    prepared = {
+                        message_id
+                        for (message_id,) in query(
+                            url, "SELECT message_id FROM approval_reply_tokens"
+                        )
+                    }
+                    (waiting,) = [m.id for m in messages if m.id not in prepared]
+                    # The waiting notice's lease runs out (on the clock leases are judged by).
+                    query(
+                        url,
+                        "UPDATE jobs SET locked_until = locked_until - ? WHERE message_id = ?",
+                        (lease + 1, waiting),
+                    )
+                    assert await second.send_due_notices(now + 1) == 1
+                    assert job_kinds(settings, waiting) == []
+                    sink.go.set()
+    assert len(sink.notices()) == MAX_NOTICES_IN_FLIGHT + 1
+    assert all(job_kinds(settings, message.id) == [] for message in messages)
 
 
 @contextmanager

@@ -1711,6 +1711,39 @@ async def outlast(until: float) -> None:
     await trio.sleep(max(0.0, until - time.time()) + 0.05)
 
 
+async def test_a_job_finished_under_a_lease_it_no_longer_holds_is_left_to_its_new_claim(
+    storage: Storage,
+) -> None:
+    """An approval notice's or answer's lease ran out while it waited and another claim took
+    the job: the first claim's finish (done, or due again later) changes nothing, and the
+    job's current claim finishes it."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.add_outbound(make_outbound(alice, "a@agents.test", "out_1", "pending_approval"))
+    (first,) = await storage.claim_jobs("approval_notice", time.time(), 10, BRIEF)
+    await outlast(first.leased_until)
+    (second,) = await storage.claim_jobs("approval_notice", time.time(), 10, 60)
+    assert second.id == first.id
+    assert not await storage.finish_job(first.id, None, first.leased_until)
+    assert not await storage.finish_job(first.id, time.time() + 3600, first.leased_until)
+    assert await storage.claim_jobs("approval_notice", time.time(), 10, 60) == []  # still held
+    assert await storage.finish_job(second.id, None, second.leased_until)
+    assert await storage.claim_jobs("approval_notice", 1e12, 10, 60) == []
+
+    await storage.add_reply_token(ReplyToken("token", "out_1", "owner@example.com", "<n@x>", 1.0))
+    answer = ApprovalAnswer("out_1", "e2a@x", "owner@example.com", b"answer")
+    assert await storage.add_approval_answer(answer, "token", 5, time.time())
+    (late,) = await storage.claim_jobs("approval_answer", time.time(), 10, BRIEF)
+    await outlast(late.leased_until)
+    (current,) = await storage.claim_jobs("approval_answer", time.time(), 10, 60)
+    taken = await storage.next_approval_answer("out_1", late.id)
+    assert taken is not None
+    assert not await storage.finish_approval_answer(late.id, taken.id, late.leased_until)
+    assert await storage.next_approval_answer("out_1", current.id) == taken
+    assert await storage.finish_approval_answer(current.id, taken.id, current.leased_until)
+    assert await storage.next_approval_answer("out_1", current.id) is None
+
+
 async def test_a_send_outcome_after_its_job_passed_to_another_claim_is_not_written(
     storage: Storage,
 ) -> None:

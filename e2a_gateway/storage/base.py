@@ -1498,8 +1498,13 @@ class ApprovalReplies(Protocol):
         hand on one answer twice)."""
         ...
 
-    async def finish_approval_answer(self, job_id: int, answer_id: int) -> None:
-        """An answer was handed on (or refused for good): drop it and its job together."""
+    async def finish_approval_answer(
+        self, job_id: int, answer_id: int, leased_until: float | None = None
+    ) -> bool:
+        """An answer was handed on (or refused for good): drop it and its job together. Given
+        `leased_until`, the lease the hand-off was made under, only while the job still holds
+        it: not once it has passed to another claim (whose hand-off decides). Whether they
+        were dropped."""
         ...
 
 
@@ -1531,8 +1536,13 @@ class JobQueueStore(Protocol):
         gone)."""
         ...
 
-    async def finish_job(self, job_id: int, retry_at: float | None) -> None:
-        """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
+    async def finish_job(
+        self, job_id: int, retry_at: float | None, leased_until: float | None = None
+    ) -> bool:
+        """Drop a done job, or put it back due at `retry_at` with one more attempt counted.
+        Given `leased_until`, the lease the work was done under, only while the job still holds
+        it: a job whose lease ran out and passed to another claim is that claim's to finish.
+        Whether it was done."""
         ...
 
     async def release_jobs(self, job_ids: list[int]) -> None:

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import trio
@@ -280,11 +280,57 @@ class ApprovalWorker:
                 with trio.move_on_after(self._poll_seconds):
                     await added.wait()
 
+    def _lease_seconds(self) -> float:
+        """How long a claim or a renewal leases an approval job: two hand-offs and a minute."""
+        return self._gateway.settings.outbound_smtp.timeout_seconds * 2 + 60
+
+    async def _renewed(self, job: Job, what: str, now: float) -> Job | None:
+        """`job` with its lease renewed as its turn comes (it may have waited for a slot behind
+        slow hand-offs), so that its own hand-off ends within the lease; None (logged) when the
+        lease passed to another claim meanwhile, or the job is gone: that claim mails it, this
+        one must not mail it again."""
+        until = await self._gateway.storage.renew_job_lease(
+            job.id, job.leased_until, now, self._lease_seconds()
+        )
+        if until is None:
+            log.info(
+                "%s for %s: taken by another claim while it waited; not mailed here",
+                what,
+                job.message_id,
+            )
+            return None
+        return replace(job, leased_until=until)
+
+    @staticmethod
+    def _passed(done: bool, what: str, job: Job) -> None:
+        """Log that `job` was not finished (`done` False): its lease ran out and passed to
+        another claim, whose outcome stands."""
+        if not done:
+            log.warning(
+                "%s for %s: the lease ran out during the attempt and another claim took the "
+                "job; this attempt's outcome is not recorded",
+                what,
+                job.message_id,
+            )
+
+    async def _finish(self, job: Job, retry_at: float | None, what: str) -> None:
+        """Drop `job`, or put it back due at `retry_at`, under the lease it was handled under."""
+        done = await self._gateway.storage.finish_job(job.id, retry_at, job.leased_until)
+        self._passed(done, what, job)
+
+    async def _finish_answer(self, job: Job, answer_id: int) -> None:
+        """Drop an answer handed on (or given up) and its job, under the job's lease."""
+        storage = self._gateway.storage
+        done = await storage.finish_approval_answer(job.id, answer_id, job.leased_until)
+        self._passed(done, "approval answer", job)
+
     async def send_due_answers(self, now: float) -> int:
         """Claim up to NOTICE_BATCH due reply-answer jobs and hand each answer to the relay,
-        one held message's answers at a time; return how many jobs were claimed."""
-        lease = self._gateway.settings.outbound_smtp.timeout_seconds * 2 + 60
-        jobs = await self._gateway.storage.claim_jobs(APPROVAL_ANSWER_JOB, now, NOTICE_BATCH, lease)
+        one held message's answers at a time, each under its job's lease renewed as its turn
+        comes (`_renewed`); return how many jobs were claimed."""
+        jobs = await self._gateway.storage.claim_jobs(
+            APPROVAL_ANSWER_JOB, now, NOTICE_BATCH, self._lease_seconds()
+        )
         by_message: dict[str, list[Job]] = {}
         for job in jobs:
             by_message.setdefault(job.message_id, []).append(job)
@@ -294,7 +340,9 @@ class ApprovalWorker:
             async with limiter:
                 for job in batch:
                     with self._grace.shielded(), _left_to_its_lease("approval answer", job):
-                        await self._answer(job, now)
+                        held = await self._renewed(job, "approval answer", now)
+                        if held is not None:
+                            await self._answer(held, now)
 
         async with trio.open_nursery() as nursery:
             for batch in by_message.values():
@@ -308,11 +356,11 @@ class ApprovalWorker:
         settings = self._gateway.settings
         answer = await storage.next_approval_answer(job.message_id, job.id)
         if answer is None:
-            await storage.finish_job(job.id, None)
+            await self._finish(job, None, "approval answer")
             return
         if not settings.outbound_smtp.host:
             log.warning("answer to an approval reply not mailed: outbound_smtp.host is not set")
-            await storage.finish_approval_answer(job.id, answer.id)
+            await self._finish_answer(job, answer.id)
             return
         outcome = await hand_off(
             settings.outbound_smtp,
@@ -325,16 +373,16 @@ class ApprovalWorker:
         )
         if answer.recipient in outcome.accepted or answer.recipient in outcome.refused:
             log.info("answer to an approval reply about %s handed on", job.message_id)
-            await storage.finish_approval_answer(job.id, answer.id)
+            await self._finish_answer(job, answer.id)
             return
         retry_at = APPROVAL_NOTICE.next_attempt_at(
             job.attempts + 1, now=now, first_at=job.created_at
         )
         if retry_at is None:
             log.warning("answer to an approval reply about %s abandoned", job.message_id)
-            await storage.finish_approval_answer(job.id, answer.id)
+            await self._finish_answer(job, answer.id)
         else:
-            await storage.finish_job(job.id, retry_at)
+            await self._finish(job, retry_at, "approval answer")
 
     async def _expire_forever(self) -> None:
         """Sweep for expiry every `expiry_seconds` (at once on start), until cancelled."""
@@ -364,15 +412,19 @@ class ApprovalWorker:
         return expired
 
     async def send_due_notices(self, now: float) -> int:
-        """Claim up to NOTICE_BATCH due notice jobs and handle each; return how many."""
-        lease = self._gateway.settings.outbound_smtp.timeout_seconds * 2 + 60
-        jobs = await self._gateway.storage.claim_jobs(APPROVAL_NOTICE_JOB, now, NOTICE_BATCH, lease)
+        """Claim up to NOTICE_BATCH due notice jobs and handle each, MAX_NOTICES_IN_FLIGHT at
+        once, under its job's lease renewed as its turn comes (`_renewed`); return how many."""
+        jobs = await self._gateway.storage.claim_jobs(
+            APPROVAL_NOTICE_JOB, now, NOTICE_BATCH, self._lease_seconds()
+        )
         limiter = trio.CapacityLimiter(MAX_NOTICES_IN_FLIGHT)
 
         async def handle(job: Job) -> None:
             async with limiter:
                 with self._grace.shielded(), _left_to_its_lease("approval notice", job):
-                    await self._notify(job, now)
+                    held = await self._renewed(job, "approval notice", now)
+                    if held is not None:
+                        await self._notify(held, now)
 
         async with trio.open_nursery() as nursery:
             for job in jobs:
@@ -386,7 +438,7 @@ class ApprovalWorker:
         settings = self._gateway.settings
         message = await storage.get_outbound(None, job.message_id, live=True)
         if message is None or not lifecycle.awaits_review(message.status):
-            await storage.finish_job(job.id, None)
+            await self._finish(job, None, "approval notice")
             return
         if not settings.outbound_smtp.host:
             if not self._warned_no_relay:
@@ -395,11 +447,11 @@ class ApprovalWorker:
                     "outbound_smtp.host is not set: approval notices are not emailed; review "
                     "pending messages over the API or the CLI"
                 )
-            await storage.finish_job(job.id, None)
+            await self._finish(job, None, "approval notice")
             return
         notice = await self._prepare(message, now)
         if notice is None:
-            await storage.finish_job(job.id, None)
+            await self._finish(job, None, "approval notice")
             return
         outcome = await hand_off(
             settings.outbound_smtp,
@@ -412,14 +464,14 @@ class ApprovalWorker:
         )
         if notice.recipient in outcome.accepted:
             log.info("approval notice for %s sent to %s", message.id, notice.recipient)
-            await storage.finish_job(job.id, None)
+            await self._finish(job, None, "approval notice")
         elif notice.recipient in outcome.refused:
             log.warning(
                 "approval notice for %s refused by the relay: %s",
                 message.id,
                 outcome.refused[notice.recipient],
             )
-            await storage.finish_job(job.id, None)
+            await self._finish(job, None, "approval notice")
         else:
             await self._retry_later(job, message, now, outcome.error or str(outcome.deferred))
 
@@ -473,7 +525,7 @@ class ApprovalWorker:
         deadline = message.approval_expires_at
         if retry_at is None or (deadline is not None and retry_at >= deadline):
             log.warning("approval notice for %s abandoned (deadline near): %s", message.id, error)
-            await self._gateway.storage.finish_job(job.id, None)
+            await self._finish(job, None, "approval notice")
             return
         log.info("approval notice for %s deferred: %s", message.id, error)
-        await self._gateway.storage.finish_job(job.id, retry_at)
+        await self._finish(job, retry_at, "approval notice")

@@ -14,7 +14,7 @@ from e2a_gateway.storage.base import (
     ReplyToken,
     ReviewedBy,
 )
-from e2a_gateway.storage.sql.jobs import add_job
+from e2a_gateway.storage.sql.jobs import add_job, holds_lease
 from e2a_gateway.storage.sql.outbound import review_in
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -125,11 +125,17 @@ class ApprovalRepliesSql(Runner):
             return None
         return ApprovalAnswer(row[0], row[1], row[2], bytes(row[3]), int(row[4]))
 
-    async def finish_approval_answer(self, job_id: int, answer_id: int) -> None:
-        """Drop a handed-on answer and its job together."""
+    async def finish_approval_answer(
+        self, job_id: int, answer_id: int, leased_until: float | None = None
+    ) -> bool:
+        """Drop a handed-on answer and its job together; given `leased_until`, only while the
+        job still holds that lease (`holds_lease`). Whether they were dropped."""
 
-        def finish(tx: Transaction) -> None:
+        def finish(tx: Transaction) -> bool:
+            if not holds_lease(tx, job_id, leased_until):
+                return False
             tx.execute("DELETE FROM approval_answers WHERE id = ?", (answer_id,))
             tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            return True
 
-        await self._write(finish)
+        return await self._write(finish)

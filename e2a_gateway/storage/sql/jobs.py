@@ -89,6 +89,15 @@ def current_leases(
     return {key: float(until) for key, until in rows}
 
 
+def holds_lease(tx: Transaction, job_id: int, leased_until: float | None) -> bool:
+    """Whether the job `job_id` still holds the lease until `leased_until` (None: whatever it
+    holds), its row locked until the commit (`current_leases`); False once the lease has passed
+    to another claim, or the job is gone."""
+    if leased_until is None:
+        return True
+    return current_leases(tx, "jobs", "bigint", [job_id]).get(job_id) == leased_until
+
+
 def retry_job(tx: Transaction, job_id: int, retry_at: float | None) -> None:
     """Put a claimed job back, due at `retry_at`, with one more attempt counted."""
     tx.execute(
@@ -151,16 +160,23 @@ class JobsSql(Runner):
             durable=False,
         )
 
-    async def finish_job(self, job_id: int, retry_at: float | None) -> None:
-        """Drop a done job, or put it back due at `retry_at` with one more attempt counted."""
+    async def finish_job(
+        self, job_id: int, retry_at: float | None, leased_until: float | None = None
+    ) -> bool:
+        """Drop a done job, or put it back due at `retry_at` with one more attempt counted;
+        given `leased_until`, only while the job still holds that lease (`holds_lease`).
+        Whether it was done."""
 
-        def finish(tx: Transaction) -> None:
+        def finish(tx: Transaction) -> bool:
+            if not holds_lease(tx, job_id, leased_until):
+                return False
             if retry_at is None:
                 tx.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             else:
                 retry_job(tx, job_id, retry_at)
+            return True
 
-        await self._write(finish)
+        return await self._write(finish)
 
     async def release_jobs(self, job_ids: list[int]) -> None:
         """Give claimed jobs back as they were (lease dropped, no attempt counted)."""
