@@ -22,6 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -254,3 +255,39 @@ def query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tup
     with psycopg.connect(database_url, autocommit=True) as db:
         cursor = db.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
         return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+
+@contextmanager
+def table_locked(database_url: str, table: str) -> Iterator[None]:
+    """Fail the gateway's statements on `table` while the block runs, as a busy or failing
+    database does: on SQLite another connection holds the database exclusively (a write gives
+    up after its busy timeout, 10 s); on PostgreSQL another session holds the table locked and
+    each statement waiting for it is cancelled."""
+    if database_url.startswith("sqlite:///"):
+        with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as locker:
+            locker.execute("BEGIN EXCLUSIVE")
+            yield
+            locker.rollback()
+        return
+    import psycopg
+
+    stop = threading.Event()
+
+    def cancel_waiters() -> None:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            while not stop.wait(0.02):
+                admin.execute(
+                    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+
+    with psycopg.connect(database_url) as locker:
+        locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")  # type: ignore[arg-type]
+        canceller = threading.Thread(target=cancel_waiters)
+        canceller.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            canceller.join()
+            locker.rollback()

@@ -12,12 +12,10 @@ import hmac
 import html
 import logging
 import re
-import sqlite3
 import string
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -38,7 +36,7 @@ from e2a_gateway.signing.magic_links import LINK_GRACE_SECONDS, Action, issue_to
 from e2a_gateway.storage.base import AgentChanges, NotPending, OutboundMessage
 from e2a_gateway.workers.approvals import MAX_NOTICES_IN_FLIGHT, ApprovalWorker
 from tests.conftest import Account, agent_path, make_settings
-from tests.databases import query
+from tests.databases import query, table_locked
 from tests.delivery_support import create_agent, open_account, quiet_gateway, wait_until
 from tests.relay_support import free_port, relay_on_loopback
 
@@ -848,42 +846,6 @@ async def test_a_notice_taken_by_another_claim_while_it_waited_is_not_mailed_twi
     assert all(job_kinds(settings, message.id) == [] for message in messages)
 
 
-@contextmanager
-def messages_locked(database_url: str) -> Iterator[None]:
-    """Fail the gateway's statements on the messages table while the block runs, as a busy or
-    failing database does: on SQLite another connection holds the database exclusively (a
-    write gives up after its busy timeout); on PostgreSQL another session holds the table
-    locked and each statement waiting for it is cancelled."""
-    if database_url.startswith("sqlite:///"):
-        with closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as locker:
-            locker.execute("BEGIN EXCLUSIVE")
-            yield
-            locker.rollback()
-        return
-    import psycopg
-
-    stop = threading.Event()
-
-    def cancel_waiters() -> None:
-        with psycopg.connect(database_url, autocommit=True) as admin:
-            while not stop.wait(0.02):
-                admin.execute(
-                    "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-
-    with psycopg.connect(database_url) as locker:
-        locker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-        canceller = threading.Thread(target=cancel_waiters)
-        canceller.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            canceller.join()
-            locker.rollback()
-
-
 async def test_a_sweep_the_database_fails_is_made_again_and_spares_the_notices_in_flight(
     tmp_path: Path, resolver: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -912,7 +874,7 @@ async def test_a_sweep_the_database_fails_is_made_again_and_spares_the_notices_i
                         await nursery.start(worker.run)
                         notified = await add_pending(gateway, owner, start + 3600)
                         assert await trio.to_thread.run_sync(sink.data_arrived.wait, 10)
-                        with messages_locked(settings.database.url):
+                        with table_locked(settings.database.url, "messages"):
                             clock[0] = start + 120  # `overdue` is due from now on
                             await wait_until(
                                 lambda: "approval expiry: the database failed" in caplog.text,

@@ -3,6 +3,7 @@ backend — and never mail with work pending, mail awaiting approval, or anythin
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -31,7 +32,9 @@ from e2a_gateway.storage.base import (
 from e2a_gateway.storage.sqlite import SqliteStorage
 from e2a_gateway.workers.approvals import ApprovalWorker
 from e2a_gateway.workers.retention import RetentionWorker, SweepResult
+from e2a_gateway.workers.supervisor import supervise
 from tests.conftest import make_settings
+from tests.databases import table_locked
 from tests.delivery_support import queued_jobs, wait_until
 from tests.test_storage import (  # noqa: F401  (storage_url is a fixture)
     BIG,
@@ -229,6 +232,39 @@ async def test_the_running_worker_sweeps_at_start_with_its_clock(gateway: Gatewa
         nursery.start_soon(RetentionWorker(gateway, clock=lambda: NOW, pause=0).run)
         await wait_until(swept)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_sweep_the_database_fails_is_said_once_and_made_at_the_next_tick(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database fails the sweep (another connection holds it): the worker says so once, as
+    a warning without a traceback or anything of the mail, is neither ended nor restarted, and
+    its next sweep deletes what the failed one could not."""
+    storage = gateway.storage
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await store_at(storage, "msg_old", "a@agents.test", OLD)
+    await store_at(storage, "msg_recent", "a@agents.test", RECENT)
+    worker = RetentionWorker(gateway, clock=lambda: NOW, pause=0, interval_seconds=0.1)
+
+    async def swept() -> bool:
+        return await inbound_ids(storage, alice, "a@agents.test") == ["msg_recent"]
+
+    with caplog.at_level(logging.INFO, logger="e2a"):
+        async with trio.open_nursery() as nursery:
+            with table_locked(gateway.settings.database.url, "messages"):
+                nursery.start_soon(supervise, "retention worker", worker.run)
+                await wait_until(
+                    lambda: "retention: the database failed" in caplog.text,
+                    seconds=30,  # SQLite's busy timeout is 10 s
+                )
+            await wait_until(swept)
+            nursery.cancel_scope.cancel()
+    failed = [record for record in caplog.records if "database failed" in record.getMessage()]
+    assert len(failed) == 1
+    assert failed[0].levelno == logging.WARNING and failed[0].exc_info is None
+    assert "crashed" not in caplog.text and "Traceback" not in caplog.text
+    assert "msg_old" not in caplog.text
 
 
 async def test_raw_bytes_shared_by_recipients_go_with_the_last_of_them(

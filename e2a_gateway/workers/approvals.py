@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 import trio
 
@@ -39,10 +38,10 @@ from e2a_gateway.storage.base import (
 )
 from e2a_gateway.storage.vocabulary import APPROVAL_ANSWER_JOB, APPROVAL_NOTICE_JOB
 from e2a_gateway.workers.retry_schedules import APPROVAL_NOTICE
+from e2a_gateway.workers.rounds import Rounds
 from e2a_gateway.workers.stop_grace import StopGrace
 
 log = logging.getLogger("e2a.approvals")
-T = TypeVar("T")
 
 EXPIRY_INTERVAL_SECONDS = 15.0
 NOTICE_POLL_SECONDS = 5.0
@@ -218,8 +217,7 @@ class ApprovalWorker:
         self._clock = clock
         self._poll_seconds = poll_seconds
         self._expiry_seconds = expiry_seconds
-        self._failing: set[str] = set()
-        """The rounds whose last try the database failed (each said once, until one works)."""
+        self._rounds = Rounds(log)
         self._warned_no_relay = False
         self._signer = gateway.dkim_signer
         self._grace = StopGrace(gateway.settings.smtp.shutdown_grace_seconds, "approval mails")
@@ -246,23 +244,8 @@ class ApprovalWorker:
         """Send the notices due now: the wake-up for notices added meanwhile (armed before
         looking) and how many were claimed (none when the database failed the claim)."""
         added = self._gateway.jobs.added(APPROVAL_NOTICE_JOB)
-        claimed = await self._round("approval notices", self.send_due_notices(self._clock()))
+        claimed = await self._rounds.run("approval notices", self.send_due_notices(self._clock()))
         return added, claimed or 0
-
-    async def _round(self, what: str, work: Awaitable[T]) -> T | None:
-        """Await one round of `what`; None when the database failed it, said in the log once
-        until a round of `what` works again."""
-        try:
-            result = await work
-        except StorageError as exc:
-            if what not in self._failing:
-                log.warning("%s: the database failed (%s); trying again", what, exc)
-                self._failing.add(what)
-            return None
-        if what in self._failing:
-            log.info("%s: the database answers again", what)
-            self._failing.discard(what)
-        return result
 
     async def _answer_forever(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -272,7 +255,9 @@ class ApprovalWorker:
         started = False
         while True:
             added = self._gateway.jobs.added(APPROVAL_ANSWER_JOB)
-            claimed = await self._round("approval answers", self.send_due_answers(self._clock()))
+            claimed = await self._rounds.run(
+                "approval answers", self.send_due_answers(self._clock())
+            )
             if not started:
                 started = True
                 task_status.started()
@@ -387,7 +372,7 @@ class ApprovalWorker:
     async def _expire_forever(self) -> None:
         """Sweep for expiry every `expiry_seconds` (at once on start), until cancelled."""
         while True:
-            await self._round("approval expiry", self.expire_due(self._clock()))
+            await self._rounds.run("approval expiry", self.expire_due(self._clock()))
             await trio.sleep(self._expiry_seconds)
 
     async def expire_due(self, now: float) -> list[OutboundMessage]:

@@ -26,6 +26,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.agents import TRASH_DAYS
 from e2a_gateway.operations.idempotency import KEPT_SECONDS as IDEMPOTENCY_KEPT_SECONDS
 from e2a_gateway.operations.mailbox import TRASH_KEPT_SECONDS
+from e2a_gateway.workers.rounds import Rounds
 
 log = logging.getLogger("e2a.retention")
 
@@ -59,7 +60,8 @@ class SweepResult:
 
 class RetentionWorker:
     """Deletes what is older than `retention.days`. `sweep(now)` does one round (tests pass
-    their own time); `run()` sweeps at start and then every SWEEP_INTERVAL_SECONDS."""
+    their own time); `run()` sweeps at start and then every `interval_seconds`
+    (SWEEP_INTERVAL_SECONDS)."""
 
     def __init__(
         self,
@@ -67,17 +69,21 @@ class RetentionWorker:
         clock: Callable[[], float] = time.time,
         pause: float = BATCH_PAUSE_SECONDS,
         batch_size: int = BATCH_SIZE,
+        interval_seconds: float = SWEEP_INTERVAL_SECONDS,
     ) -> None:
         self._gateway = gateway
         self._clock = clock
         self._pause = pause
         self._batch_size = batch_size
+        self._interval_seconds = interval_seconds
+        self._rounds = Rounds(log)
 
     async def run(self) -> None:
-        """Sweep until cancelled."""
+        """Sweep every `interval_seconds` until cancelled; a sweep the database fails is said
+        once in the log and made again at the next (`Rounds`)."""
         while True:
-            await self.sweep(self._clock())
-            await trio.sleep(SWEEP_INTERVAL_SECONDS)
+            await self._rounds.run("retention", self.sweep(self._clock()))
+            await trio.sleep(self._interval_seconds)
 
     async def sweep(self, now: float) -> SweepResult:
         """Delete every message, webhook attempt and piece of feedback from before

@@ -17,6 +17,7 @@ import trio
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.webhooks import disable_failing_webhooks
 from e2a_gateway.storage.base import Webhook
+from e2a_gateway.workers.rounds import Rounds
 
 log = logging.getLogger("e2a.webhooks.v1")
 
@@ -27,17 +28,26 @@ the start, as here."""
 
 class AutoDisableSweep:
     """Turns off chronically failing webhooks. `sweep(now)` does one round (tests pass their
-    own time); `run()` sweeps every SWEEP_INTERVAL_SECONDS, the first after one interval."""
+    own time); `run()` sweeps every `interval_seconds` (SWEEP_INTERVAL_SECONDS), the first
+    after one interval."""
 
-    def __init__(self, gateway: Gateway, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        clock: Callable[[], float] = time.time,
+        interval_seconds: float = SWEEP_INTERVAL_SECONDS,
+    ) -> None:
         self._gateway = gateway
         self._clock = clock
+        self._interval_seconds = interval_seconds
+        self._rounds = Rounds(log)
 
     async def run(self) -> None:
-        """Sweep until cancelled."""
+        """Sweep every `interval_seconds` until cancelled; a sweep the database fails is said
+        once in the log and made again at the next (`Rounds`)."""
         while True:
-            await trio.sleep(SWEEP_INTERVAL_SECONDS)
-            await self.sweep(self._clock())
+            await trio.sleep(self._interval_seconds)
+            await self._rounds.run("webhook auto-disable", self.sweep(self._clock()))
 
     async def sweep(self, now: float) -> list[Webhook]:
         """Turn off, as of `now`, each webhook that e2a's rule finds failing; those turned
