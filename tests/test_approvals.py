@@ -33,7 +33,13 @@ from e2a_gateway.ids import new_id
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.signing.credentials import derive_signing_secret, hash_api_key
 from e2a_gateway.signing.magic_links import LINK_GRACE_SECONDS, Action, issue_token, link_key
-from e2a_gateway.storage.base import AgentChanges, NotPending, OutboundMessage
+from e2a_gateway.storage.base import (
+    AgentChanges,
+    ApprovalAnswer,
+    NotPending,
+    OutboundMessage,
+    ReplyToken,
+)
 from e2a_gateway.workers.approvals import MAX_NOTICES_IN_FLIGHT, ApprovalWorker
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import query, table_locked
@@ -783,18 +789,17 @@ class HeldSink(Sink):
 
 
 @dataclass
-class FirstHeldSink(Sink):
-    """Holds its first `held` messages once their DATA is in, until `go` is set (a relay slow to
-    answer them); answers the rest at once."""
+class GatedSink(Sink):
+    """Holds its n-th message, once its DATA is in, until `gates[n]` is set (a relay slow to
+    answer it); answers those beyond the gates at once."""
 
-    held: int = 0
-    go: threading.Event = field(default_factory=threading.Event)
+    gates: list[threading.Event] = field(default_factory=list)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         answer = await super().handle_DATA(server, session, envelope)
-        if self.held > 0:
-            self.held -= 1
-            await asyncio.to_thread(self.go.wait, 60)
+        arrived = len(self.received) - 1
+        if arrived < len(self.gates):
+            await asyncio.to_thread(self.gates[arrived].wait, 60)
         return answer
 
 
@@ -804,7 +809,8 @@ async def test_a_notice_taken_by_another_claim_while_it_waited_is_not_mailed_twi
     """A round claims more notices than it hands off at once; one waits for a slot behind a
     relay slow to answer until its lease runs out, and another replica's claim mails it. The
     waiting round then neither mails the reviewer that notice again nor touches its job."""
-    sink = FirstHeldSink(held=MAX_NOTICES_IN_FLIGHT)
+    go = threading.Event()
+    sink = GatedSink(gates=[go] * MAX_NOTICES_IN_FLIGHT)
     with relay_on_loopback(sink) as port:
         settings = relay_settings(tmp_path, port)
         settings.outbound_smtp.timeout_seconds = 30  # the held notices must not time out
@@ -841,9 +847,64 @@ async def test_a_notice_taken_by_another_claim_while_it_waited_is_not_mailed_twi
                     )
                     assert await second.send_due_notices(now + 1) == 1
                     assert job_kinds(settings, waiting) == []
-                    sink.go.set()
+                    go.set()
     assert len(sink.notices()) == MAX_NOTICES_IN_FLIGHT + 1
     assert all(job_kinds(settings, message.id) == [] for message in messages)
+
+
+async def test_an_answer_taken_by_another_claim_while_it_waited_is_not_mailed_twice(
+    tmp_path: Path, resolver: Any
+) -> None:
+    """A held message's two answers to replies go one after the other; the second waits behind
+    a relay slow to answer the first until its lease runs out, and another replica's claim
+    hands it to the relay. The waiting round then does not mail the reviewer that answer again,
+    nor drop it before the other claim has handed it on."""
+    first_answered, second_answered = threading.Event(), threading.Event()
+    sink = GatedSink(gates=[first_answered, second_answered])
+    with relay_on_loopback(sink) as port:
+        settings = relay_settings(tmp_path, port)
+        settings.outbound_smtp.timeout_seconds = 30  # the held answers must not time out
+        lease = 2 * 30 + 60
+        url = settings.database.url
+        async with quiet_gateway(settings, resolver) as quiet:
+            gateway = quiet.gateway
+            account = await open_account(gateway, quiet.http_url, OWNER)
+            async with account.http:
+                owner = await hitl_owner(gateway, account)
+                message = await add_pending(gateway, owner, time.time() + 3600)
+                now = time.time()
+                token = ReplyToken("token", message.id, OWNER, "<notice@x>", now)
+                await gateway.storage.add_reply_token(token)
+                for text in ("first", "second"):
+                    data = f"From: e2a@x\r\nTo: {OWNER}\r\nSubject: {text}\r\n\r\n.\r\n"
+                    answer = ApprovalAnswer(message.id, "e2a@x", OWNER, data.encode())
+                    assert await gateway.storage.add_approval_answer(answer, "token", 5, now)
+                first = ApprovalWorker(gateway, clock=lambda: now)
+                second = ApprovalWorker(gateway, clock=lambda: now + 1)
+                first_done = trio.Event()
+
+                async def first_round() -> None:
+                    await first.send_due_answers(now)
+                    first_done.set()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(first_round)
+                    await wait_until(lambda: len(sink.received) == 1)
+                    ((waiting,),) = query(
+                        url, "SELECT max(id) FROM jobs WHERE kind = 'approval_answer'"
+                    )
+                    query(  # its lease runs out (on the clock leases are judged by)
+                        url,
+                        "UPDATE jobs SET locked_until = locked_until - ? WHERE id = ?",
+                        (lease + 1, waiting),
+                    )
+                    nursery.start_soon(second.send_due_answers, now + 1)
+                    await wait_until(lambda: len(sink.received) == 2)
+                    first_answered.set()
+                    await first_done.wait()
+                    second_answered.set()
+    assert sorted(str(mail["Subject"]) for mail in sink.notices()) == ["first", "second"]
+    assert job_kinds(settings, message.id) == ["approval_notice"]
 
 
 async def test_a_sweep_the_database_fails_is_made_again_and_spares_the_notices_in_flight(
