@@ -375,6 +375,10 @@ async def test_the_confirmation_form_acts_wherever_the_page_was_opened(
     assert stored_row(gateway.settings, message.id)[0] == "queued"
 
 
+SENT_ON = ("sent", "failed")
+"""What an approved message becomes once the send worker has taken it."""
+
+
 async def test_post_approves_once_then_409(
     running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
 ) -> None:
@@ -386,10 +390,13 @@ async def test_post_approves_once_then_409(
     assert response.status_code == 200 and "Approved" in response.text
     assert_page_headers(response)
     status, body_text, _, _ = stored_row(gateway.settings, message.id)
-    assert (status, body_text) == ("queued", BODY)
-    assert "outbound" in job_kinds(gateway.settings, message.id)
+    if status == "queued":  # the running gateway's send worker has not taken it yet
+        assert body_text == BODY and "outbound" in job_kinds(gateway.settings, message.id)
+    else:  # it has already: handed on, or given up on (no relay in these tests)
+        assert status in SENT_ON, status
     again = await anonymous.post("/api/v1/approve", data={"token": token})
-    assert again.status_code == 409 and "queued" in again.text
+    assert again.status_code == 409
+    assert any(state in again.text for state in ("queued", *SENT_ON)), again.text
     assert_page_headers(again)
     shown = await anonymous.get("/api/v1/approve", params={"token": token})
     assert shown.status_code == 409
