@@ -1678,6 +1678,34 @@ async def test_outbound_expiry_applies_each_agents_action(storage: Storage) -> N
     assert later is not None and later.status == "pending_approval"
 
 
+async def test_a_bounce_report_after_an_auto_approved_message_went_out_bounces_it(
+    storage: Storage,
+) -> None:
+    """A message approved at its review deadline stays `expired_approved` once handed on; a
+    permanent bounce report that comes back for it afterwards makes it `bounced`, as it does a
+    `sent` one (no send job is left to settle it later)."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "keep@agents.test"))
+    await storage.update_agent(
+        alice, "keep@agents.test", AgentChanges(hitl_expiration_action="approve")
+    )
+    await storage.add_outbound(
+        make_outbound(alice, "keep@agents.test", "msg_keep", "pending_approval", 200.0)
+    )
+    assert [m.id for m in await storage.expire_outbound(200.0)] == ["msg_keep"]
+    (job,) = await storage.claim_jobs("outbound", 1000.0, 10, 60)
+    await storage.finish_outbound(
+        [SendAttempt(job.id, "msg_keep", "sent", "smtp", None, None, {"x@example.org": "accepted"})]
+    )
+    handed_on = await storage.get_outbound(alice, "msg_keep")
+    assert handed_on is not None and handed_on.status == "expired_approved"
+
+    bounced = [BouncedRecipient("x@example.org", "permanent", "550 5.1.1 no such user")]
+    assert await storage.record_bounce("msg_keep", bounced, 1100.0)
+    reported = await storage.get_outbound(alice, "msg_keep")
+    assert reported is not None and reported.status == "bounced"
+
+
 async def test_outbound_finish_states_and_scrubbing(storage: Storage) -> None:
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "a@agents.test"))

@@ -282,8 +282,10 @@ class SuppressionsSql(Runner):
             if not ours:
                 return False
             # Mail still handed on to others (a recipient deferred) is settled by its send job,
-            # which a final state would stop: it is `bounced` once that job is done.
-            waiting = message.status in (QUEUED, EXPIRED_APPROVED)
+            # which a final state would stop: it is `bounced` once that job is done. Mail
+            # approved at its deadline stays `expired_approved` once handed on (`sent_at`): no
+            # job is left to settle it, so the report does.
+            waiting = message.sent_at is None and message.status in (QUEUED, EXPIRED_APPROVED)
             bounce_recorded(tx, message, ours, now, settle=not waiting)
             _record_reported(tx, message.id, ours)
             return True
