@@ -9,7 +9,7 @@ import json
 import socket
 import sqlite3
 import tracemalloc
-from contextlib import aclosing
+from contextlib import AsyncExitStack, aclosing
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.storage.base import MessageCounts, Storage
-from e2a_gateway.storage.postgres import PostgresStorage
+from e2a_gateway.storage.postgres import POOL_SIZE, PostgresStorage
 from e2a_gateway.storage.sqlite import SqliteStorage
 from tests.conftest import Account, make_settings
 from tests.databases import query
@@ -136,6 +136,48 @@ async def test_a_client_gone_mid_export_frees_the_snapshot(
         async with trio.open_nursery() as nursery:
             for _ in range(2):
                 nursery.start_soon(store.list_agents, "nobody")
+
+
+async def test_exports_to_clients_that_stop_reading_leave_the_reads_served(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """Two exports sent to clients that stop reading (a download paused, a client stuck) are
+    held for as long as their answers may take; meanwhile every other read is served: they
+    take none of the readers the gateway's other work shares."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    store = running.gateway.storage
+    assert isinstance(store, SqliteStorage)
+    await store_many(store, bot, MANY)  # more than the sockets between hold
+    clients = [await _export_request(running, alice.key) for _ in range(2)]
+    try:
+        for client in clients:
+            assert (await client.recv(65_536)).startswith(b"HTTP/1.1 200 ")
+        with trio.fail_after(5):
+            assert await store.list_agents("nobody") == []
+        answer = await alice.http.get("/v1/agents")
+        assert answer.status_code == 200, answer.text
+    finally:
+        for client in clients:
+            client.close()
+
+
+async def test_exports_held_open_take_no_connection_other_work_needs(
+    storage: Storage,  # noqa: F811
+) -> None:
+    """More exports held open at once (each sent to a client that stopped reading) than the
+    connections the gateway's other work shares: reads and writes are served meanwhile."""
+    alice = await add_user(storage, "alice@example.com")
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    with trio.fail_after(10):
+        async with AsyncExitStack() as held:
+            for _ in range(POOL_SIZE + 1):
+                export = await held.enter_async_context(storage.export_user(alice))
+                records = await export.records()
+                assert [agent["email"] for agent in records["agents"]] == ["a@agents.test"]
+            listed = await storage.list_agents(alice)
+            assert [agent.email for agent in listed] == ["a@agents.test"]
+            await storage.store_inbound([make_message("msg_meanwhile", "a@agents.test")], 2.0)
 
 
 def _checkpoint_completes(path: str) -> bool:

@@ -155,26 +155,21 @@ def _transact(
         return work(connection)
 
 
-def _begin_snapshot(connection: Connection, display_url: str, reused: bool) -> None:
+def _begin_snapshot(connection: Connection, display_url: str) -> None:
     """Open a REPEATABLE READ, READ ONLY transaction on `connection` (in a worker thread) and
-    take its snapshot; _Dropped when the `reused` connection turns out broken."""
+    take its snapshot."""
     with _translate_errors(display_url):
-        try:
-            connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            connection.execute("SELECT 1")  # the snapshot is taken by the first statement
-        except psycopg.OperationalError as exc:
-            if reused and connection.broken:
-                raise _Dropped from exc
-            _end_snapshot(connection)
-            raise
+        connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        connection.execute("SELECT 1")  # the snapshot is taken by the first statement
 
 
 def _end_snapshot(connection: Connection) -> None:
-    """End the transaction `_begin_snapshot` opened; a connection that cannot is closed (the
-    pool then passes it over)."""
+    """End the transaction `_begin_snapshot` opened, and close `connection`."""
     try:
         connection.execute("ROLLBACK")
     except psycopg.Error:
+        pass  # closing it ends the transaction on the server all the same
+    finally:
         connection.close()
 
 
@@ -375,21 +370,20 @@ class PostgresStorage(SqlStorage):
 
     @asynccontextmanager
     async def _snapshot(self) -> AsyncIterator[Snapshot]:
-        """Hold a pooled connection in one REPEATABLE READ, READ ONLY transaction while the
-        block runs; it is rolled back and the connection given back to the pool however the
-        block ends, a cancelled one included (a broken connection is closed)."""
+        """Hold a connection of its own, opened for the block (none of the pool's: a block that
+        lasts, an export sent to a client that stopped reading, makes no other work wait for
+        a connection), in one REPEATABLE READ, READ ONLY transaction while the block runs; it
+        is rolled back and the connection closed however the block ends, a cancelled one
+        included."""
         if self._closed:
             raise StorageUnavailable(f"postgres ({self.display_url}): storage is closed")
-        async with self._slots:
-            connection, _ = await self._started(
-                lambda connection, reused: _begin_snapshot(connection, self.display_url, reused)
-            )
-            try:
-                yield _PostgresSnapshot(connection, self.display_url)
-            finally:
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(_end_snapshot, connection)
-                self._give_back(connection)
+        connection = await trio.to_thread.run_sync(self._connect)
+        try:
+            await trio.to_thread.run_sync(_begin_snapshot, connection, self.display_url)
+            yield _PostgresSnapshot(connection, self.display_url)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_end_snapshot, connection)
 
     async def _commit(
         self, work: Work[T], *, changes_routing: bool, durable: bool

@@ -326,21 +326,21 @@ class SqliteStorage(SqlStorage):
 
     @asynccontextmanager
     async def _snapshot(self) -> AsyncIterator[Snapshot]:
-        """Hold a reader connection in one read transaction while the block runs (its snapshot
-        is taken by its first read). Meanwhile one reader fewer serves other reads, and no
-        checkpoint can copy the log past the snapshot (docs/architecture.md); both end with
-        the block, a cancelled one included."""
-        async with self._reader_slots:
-            connection = self._readers.pop()
+        """Hold a connection of its own, opened for the block, in one read transaction while
+        the block runs (its snapshot is taken by its first read). It is none of the readers
+        the other reads share: a block that lasts (an export sent to a client that stopped
+        reading) makes no other read wait. Meanwhile no checkpoint can copy the log past the
+        snapshot (docs/architecture.md); both end with the block, a cancelled one included."""
+        connection = await trio.to_thread.run_sync(_open_snapshot_connection, self.path)
+        try:
+            await trio.to_thread.run_sync(_begin_read, connection)
             try:
-                await trio.to_thread.run_sync(_begin_read, connection)
-                try:
-                    yield _SqliteSnapshot(connection)
-                finally:
-                    with trio.CancelScope(shield=True):
-                        await trio.to_thread.run_sync(_end_read, connection)
+                yield _SqliteSnapshot(connection)
             finally:
-                self._readers.append(connection)
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(_end_read, connection)
+        finally:
+            connection.close()
 
     async def announce(self, news: Sequence[Announcement]) -> None:
         """Nothing to do: this process is the only one on the database, so no other replica
@@ -418,6 +418,12 @@ class _SqliteSnapshot(Snapshot):
     async def read(self, work: Work[T]) -> T:
         """Run `work` in the held snapshot, in a worker thread."""
         return await trio.to_thread.run_sync(_read_on, self._connection, work, False)
+
+
+def _open_snapshot_connection(path: str) -> sqlite3.Connection:
+    """A new connection to `path` for one snapshot (`SqliteStorage._snapshot`)."""
+    with _translate_errors():
+        return _connect(path)
 
 
 def _begin_read(connection: sqlite3.Connection) -> None:
