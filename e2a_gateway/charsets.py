@@ -263,8 +263,9 @@ def _unquoted(value: str) -> str:
 
 def _parameter_text(sections: list[tuple[int, bool, str]]) -> str:
     """The text of an RFC 2231 parameter from its (number, extended, value) sections: their
-    bytes joined in order, so a character split between two sections reads whole, and read in
-    the charset the first names as `decoded_text` reads text parts."""
+    bytes joined in order (%-encoded, or 8-bit as some mailers write them), so a character
+    split between two sections reads whole, and read in the charset the first names as
+    `decoded_text` reads text parts."""
     charset: str | None = None
     data = b""
     for number, extended, value in sorted(sections, key=lambda section: section[0]):
@@ -274,7 +275,8 @@ def _parameter_text(sections: list[tuple[int, bool, str]]) -> str:
             continue
         if number == 0 and value.count("'") >= 2:
             charset, _, value = value.split("'", 2)
-        data += urllib.parse.unquote_to_bytes(value)
+        # the bytes of a value written 8-bit (not %-encoded) as they came (`surrogateescape`)
+        data += urllib.parse.unquote_to_bytes(value.encode("utf-8", "surrogateescape"))
     return decoded_text(data, charset or None)
 
 

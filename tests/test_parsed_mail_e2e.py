@@ -264,3 +264,19 @@ async def test_rfc_2231_filenames_in_windows_charsets_read_as_mail_readers_show_
     assert [item["filename"] for item in view["attachments"]] == names
     listed = await account.http.get(f"/v1/agents/bot%40agents.test/messages/{view['message_id']}")
     assert [item["filename"] for item in listed.json()["attachments"]] == names
+
+
+async def test_rfc_2231_filenames_with_raw_8bit_bytes_read_as_they_stand(
+    running: RunningGateway, make_account: Any
+) -> None:
+    # Some mailers write a name's UTF-8 bytes as they are rather than %-encoded; the message
+    # is readable, the name in its charset, and so is a text part's content beside it.
+    data = HEADER + b'Subject: t\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n'
+    data += b"--XX\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+    data += b"--XX\r\nContent-Type: application/pdf\r\n"
+    data += b"Content-Disposition: attachment; filename*=utf-8''Caf\xc3\xa9%20menu.pdf\r\n"
+    data += b"Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--XX--\r\n"
+    account = await make_account("alice@example.com")
+    _, view = await received_over_smtp(running, account, data)
+    assert view["text_body"].strip() == "hi"
+    assert [item["filename"] for item in view["attachments"]] == ["Café menu.pdf"]
