@@ -1706,6 +1706,40 @@ async def test_a_bounce_report_after_an_auto_approved_message_went_out_bounces_i
     assert reported is not None and reported.status == "bounced"
 
 
+async def test_a_bounce_reported_while_an_auto_approved_message_is_retried_bounces_it_after(
+    storage: Storage,
+) -> None:
+    """Mail approved at its review deadline, taken for one recipient and deferred for the
+    other: a permanent bounce report for the first leaves the other's retries be, and the
+    message is `bounced` once the retry hands it on."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "keep@agents.test"))
+    await storage.update_agent(
+        alice, "keep@agents.test", AgentChanges(hitl_expiration_action="approve")
+    )
+    await storage.add_outbound(
+        make_outbound(alice, "keep@agents.test", "msg_keep", "pending_approval", 200.0)
+    )
+    assert [m.id for m in await storage.expire_outbound(200.0)] == ["msg_keep"]
+    (job,) = await storage.claim_jobs("outbound", 1000.0, 10, 60)
+    taken = {"x@example.org": "accepted"}
+    await storage.finish_outbound(
+        [SendAttempt(job.id, "msg_keep", "retry", "smtp", "451 busy", 1100.0, taken)]
+    )
+    bounced = [BouncedRecipient("x@example.org", "permanent", "550 5.1.1 no such user")]
+    assert await storage.record_bounce("msg_keep", bounced, 1050.0)
+    waiting = await storage.get_outbound(alice, "msg_keep")
+    assert waiting is not None and waiting.status == "expired_approved"
+
+    (again,) = await storage.claim_jobs("outbound", 1100.0, 10, 60)
+    rest = {"hidden@example.org": "accepted"}
+    await storage.finish_outbound(
+        [SendAttempt(again.id, "msg_keep", "sent", "smtp", None, None, rest)]
+    )
+    settled = await storage.get_outbound(alice, "msg_keep")
+    assert settled is not None and settled.status == "bounced"
+
+
 async def test_outbound_finish_states_and_scrubbing(storage: Storage) -> None:
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "a@agents.test"))

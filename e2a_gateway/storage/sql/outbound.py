@@ -318,13 +318,15 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
         )
     if attempt.outcome == "sent":
         # Each recipient's result is kept: `/v1` reports the worst of them (outbound/rollup.py).
-        # A permanent bounce reported while others were retried makes it `bounced` now.
+        # A permanent bounce reported while others were retried makes it `bounced` now, mail
+        # approved at its deadline included (which otherwise stays `expired_approved`).
         reported = any(r.startswith(RECIPIENT_BOUNCED_PREFIX) for r in settled.values())
         tx.execute(
-            f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
-            f"THEN status ELSE ? END, sent_at = {tx.dialect.utc_now}, "
+            f"UPDATE messages SET status = CASE WHEN ? THEN '{BOUNCED}' "
+            f"WHEN status = '{EXPIRED_APPROVED}' THEN status ELSE '{SENT}' END, "
+            f"sent_at = {tx.dialect.utc_now}, "
             f"method = ?, send_error = ?, auth_results_json = ?, {SCRUB} WHERE id = ?",
-            (BOUNCED if reported else SENT, method, error, json.dumps(settled), message_id),
+            (reported, method, error, json.dumps(settled), message_id),
         )
     else:
         _fail(tx, message_id, method, error, settled)
