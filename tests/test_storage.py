@@ -1740,6 +1740,42 @@ async def test_a_bounce_reported_while_an_auto_approved_message_is_retried_bounc
     assert settled is not None and settled.status == "bounced"
 
 
+async def test_a_bounce_reported_before_the_hand_off_is_recorded_is_kept(
+    storage: Storage,
+) -> None:
+    """The relay took the message and its bounce report came back before the attempt's
+    outcome was written: the outcome's `accepted` does not overwrite the report, and the
+    message ends `bounced`."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
+    (job,) = await storage.claim_jobs("outbound", 100.0, 10, 60)
+    bounced = [BouncedRecipient("x@example.org", "permanent", "550 5.1.1 no such user")]
+    assert await storage.record_bounce("msg_1", bounced, 100.0)
+    taken = {"x@example.org": "accepted", "hidden@example.org": "accepted"}
+    await storage.finish_outbound([SendAttempt(job.id, "msg_1", "sent", "smtp", None, None, taken)])
+    settled = await storage.get_outbound(alice, "msg_1")
+    assert settled is not None and settled.status == "bounced"
+    results = await storage.recipient_results("msg_1")
+    assert results["x@example.org"].startswith("bounced: ")
+
+
+async def test_a_bounce_reported_before_any_result_is_kept_as_the_message_names_them(
+    storage: Storage,
+) -> None:
+    """A report for a recipient the message spells in capitals, before any result was
+    recorded for them, is kept under that spelling: the send worker reads it as settled."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    message = replace(
+        make_outbound(alice, "a@agents.test", "msg_1", "queued"), to=["Carol@Example.org"]
+    )
+    await storage.add_outbound(message)
+    bounced = [BouncedRecipient("carol@example.org", "permanent", "550 5.1.1 no such user")]
+    assert await storage.record_bounce("msg_1", bounced, 100.0)
+    assert list(await storage.recipient_results("msg_1")) == ["Carol@Example.org"]
+
+
 async def test_outbound_finish_states_and_scrubbing(storage: Storage) -> None:
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "a@agents.test"))

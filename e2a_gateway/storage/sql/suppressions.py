@@ -173,7 +173,7 @@ def _record_reported(tx: Transaction, message_id: str, bounced: Sequence[Bounced
     results = recipient_results(stored)
     keys = {recipient.lower(): recipient for recipient in results}
     for item in reported:
-        key = keys.get(item.address.lower(), item.address.lower())
+        key = keys.get(item.address.lower(), item.address)  # as the message names them
         results[key] = RECIPIENT_BOUNCED_PREFIX + (item.detail or "permanent bounce reported")
     tx.execute(
         "UPDATE messages SET auth_results_json = ? WHERE id = ?", (json.dumps(results), message_id)
