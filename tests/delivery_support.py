@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import logging
 import smtplib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import httpx
+import pytest
 import trio
 
 from e2a_gateway.accounts import bootstrap_user
@@ -26,8 +28,9 @@ from e2a_gateway.mailauth.dns_answers import Resolver
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
 from e2a_gateway.storage.base import Storage, WebhookAttempt, jobs_per_kind
 from e2a_gateway.storage.new_inbound import NewInboundMessage
+from e2a_gateway.workers.supervisor import supervise
 from tests.conftest import Account
-from tests.databases import query
+from tests.databases import query, table_locked
 
 SENDER = "alice@example.org"
 PEER = "192.0.2.25"
@@ -211,3 +214,31 @@ async def wait_until(
 async def queued_jobs(storage: Storage) -> dict[str, int]:
     """How many jobs of each kind are queued now, whatever their state."""
     return jobs_per_kind(await storage.job_queue_states(time.time()))
+
+
+async def through_a_failing_database(
+    caplog: pytest.LogCaptureFixture,
+    database_url: str,
+    table: str,
+    worker: tuple[str, Callable[[], Awaitable[None]]],
+    rounds: str,
+    done: Callable[[], Awaitable[bool]],
+) -> None:
+    """Run the `worker` (its name, its `run`) under the gateway's supervisor while `table` is
+    locked (`table_locked`) until it says its `rounds` met a failing database, then until
+    `done`; check that it said so once, as a warning without a traceback, and was neither
+    ended nor restarted."""
+    with caplog.at_level(logging.INFO, logger="e2a"):
+        async with trio.open_nursery() as nursery:
+            with table_locked(database_url, table):
+                nursery.start_soon(supervise, *worker)
+                await wait_until(
+                    lambda: f"{rounds}: the database failed" in caplog.text,
+                    seconds=30,  # SQLite's busy timeout is 10 s
+                )
+            await wait_until(done)
+            nursery.cancel_scope.cancel()
+    failed = [record for record in caplog.records if "database failed" in record.getMessage()]
+    assert len(failed) == 1
+    assert failed[0].levelno == logging.WARNING and failed[0].exc_info is None
+    assert "crashed" not in caplog.text and "Traceback" not in caplog.text

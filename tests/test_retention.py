@@ -3,7 +3,6 @@ backend — and never mail with work pending, mail awaiting approval, or anythin
 
 from __future__ import annotations
 
-import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -32,10 +31,8 @@ from e2a_gateway.storage.base import (
 from e2a_gateway.storage.sqlite import SqliteStorage
 from e2a_gateway.workers.approvals import ApprovalWorker
 from e2a_gateway.workers.retention import RetentionWorker, SweepResult
-from e2a_gateway.workers.supervisor import supervise
 from tests.conftest import make_settings
-from tests.databases import table_locked
-from tests.delivery_support import queued_jobs, wait_until
+from tests.delivery_support import queued_jobs, through_a_failing_database, wait_until
 from tests.test_storage import (  # noqa: F401  (storage_url is a fixture)
     BIG,
     add_user,
@@ -250,20 +247,9 @@ async def test_a_sweep_the_database_fails_is_said_once_and_made_at_the_next_tick
     async def swept() -> bool:
         return await inbound_ids(storage, alice, "a@agents.test") == ["msg_recent"]
 
-    with caplog.at_level(logging.INFO, logger="e2a"):
-        async with trio.open_nursery() as nursery:
-            with table_locked(gateway.settings.database.url, "messages"):
-                nursery.start_soon(supervise, "retention worker", worker.run)
-                await wait_until(
-                    lambda: "retention: the database failed" in caplog.text,
-                    seconds=30,  # SQLite's busy timeout is 10 s
-                )
-            await wait_until(swept)
-            nursery.cancel_scope.cancel()
-    failed = [record for record in caplog.records if "database failed" in record.getMessage()]
-    assert len(failed) == 1
-    assert failed[0].levelno == logging.WARNING and failed[0].exc_info is None
-    assert "crashed" not in caplog.text and "Traceback" not in caplog.text
+    url = gateway.settings.database.url
+    running = ("retention worker", worker.run)
+    await through_a_failing_database(caplog, url, "messages", running, "retention", swept)
     assert "msg_old" not in caplog.text
 
 

@@ -6,7 +6,6 @@ SDK, and deliveries that stop and resume. The MCP tools show the same."""
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import time
 from contextlib import closing
@@ -36,12 +35,11 @@ from e2a_gateway.storage.base import (
 )
 from e2a_gateway.storage.sql.subscribers import CHRONICALLY_FAILING
 from e2a_gateway.workers.subscribers import SubscriberWorker
-from e2a_gateway.workers.supervisor import supervise
 from e2a_gateway.workers.webhook_auto_disable import AutoDisableSweep
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from tests.conftest import Account
-from tests.databases import fresh_postgres_database, table_locked
-from tests.delivery_support import QuietGateway, wait_until
+from tests.databases import fresh_postgres_database
+from tests.delivery_support import QuietGateway, through_a_failing_database
 from tests.http_receiver import Answer, HttpReceiver, Received
 from tests.mcp_support import call, failure
 from tests.sdk_v1 import error, run_sdk, sdk5_python, value
@@ -245,20 +243,11 @@ async def test_a_sweep_the_database_fails_is_said_once_and_made_at_the_next_tick
         shown = await gateway.storage.get_webhook(alice, chronic.id)
         return shown is not None and shown.auto_disabled_at == now
 
-    with caplog.at_level(logging.INFO, logger="e2a"):
-        async with trio.open_nursery() as nursery:
-            with table_locked(gateway.settings.database.url, "webhooks"):
-                nursery.start_soon(supervise, "webhook auto-disable", sweep.run)
-                await wait_until(
-                    lambda: "webhook auto-disable: the database failed" in caplog.text,
-                    seconds=30,  # SQLite's busy timeout is 10 s
-                )
-            await wait_until(turned_off)
-            nursery.cancel_scope.cancel()
-    failed = [record for record in caplog.records if "database failed" in record.getMessage()]
-    assert len(failed) == 1
-    assert failed[0].levelno == logging.WARNING and failed[0].exc_info is None
-    assert "crashed" not in caplog.text and "Traceback" not in caplog.text
+    url = gateway.settings.database.url
+    running = ("webhook auto-disable", sweep.run)
+    await through_a_failing_database(
+        caplog, url, "webhooks", running, "webhook auto-disable", turned_off
+    )
 
 
 def test_the_sweep_reads_only_settled_deliveries_by_their_index(tmp_path: Path) -> None:
