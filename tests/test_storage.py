@@ -53,6 +53,7 @@ from e2a_gateway.storage.base import (
     HeldKey,
     IdempotencyClaim,
     InUse,
+    Job,
     JobQueueState,
     LastOne,
     LimitReached,
@@ -1678,12 +1679,9 @@ async def test_outbound_expiry_applies_each_agents_action(storage: Storage) -> N
     assert later is not None and later.status == "pending_approval"
 
 
-async def test_a_bounce_report_after_an_auto_approved_message_went_out_bounces_it(
-    storage: Storage,
-) -> None:
-    """A message approved at its review deadline stays `expired_approved` once handed on; a
-    permanent bounce report that comes back for it afterwards makes it `bounced`, as it does a
-    `sent` one (no send job is left to settle it later)."""
+async def approved_at_its_deadline(storage: Storage) -> tuple[str, Job]:
+    """A user's message `msg_keep`, held for review and approved when its deadline passed (its
+    agent's expiration action), and its send job, claimed; the user's id and the job."""
     alice = await add_user(storage)
     await storage.add_agent(make_agent(alice, "keep@agents.test"))
     await storage.update_agent(
@@ -1694,6 +1692,16 @@ async def test_a_bounce_report_after_an_auto_approved_message_went_out_bounces_i
     )
     assert [m.id for m in await storage.expire_outbound(200.0)] == ["msg_keep"]
     (job,) = await storage.claim_jobs("outbound", 1000.0, 10, 60)
+    return alice, job
+
+
+async def test_a_bounce_report_after_an_auto_approved_message_went_out_bounces_it(
+    storage: Storage,
+) -> None:
+    """A message approved at its review deadline stays `expired_approved` once handed on; a
+    permanent bounce report that comes back for it afterwards makes it `bounced`, as it does a
+    `sent` one (no send job is left to settle it later)."""
+    alice, job = await approved_at_its_deadline(storage)
     await storage.finish_outbound(
         [SendAttempt(job.id, "msg_keep", "sent", "smtp", None, None, {"x@example.org": "accepted"})]
     )
@@ -1712,16 +1720,7 @@ async def test_a_bounce_reported_while_an_auto_approved_message_is_retried_bounc
     """Mail approved at its review deadline, taken for one recipient and deferred for the
     other: a permanent bounce report for the first leaves the other's retries be, and the
     message is `bounced` once the retry hands it on."""
-    alice = await add_user(storage)
-    await storage.add_agent(make_agent(alice, "keep@agents.test"))
-    await storage.update_agent(
-        alice, "keep@agents.test", AgentChanges(hitl_expiration_action="approve")
-    )
-    await storage.add_outbound(
-        make_outbound(alice, "keep@agents.test", "msg_keep", "pending_approval", 200.0)
-    )
-    assert [m.id for m in await storage.expire_outbound(200.0)] == ["msg_keep"]
-    (job,) = await storage.claim_jobs("outbound", 1000.0, 10, 60)
+    alice, job = await approved_at_its_deadline(storage)
     taken = {"x@example.org": "accepted"}
     await storage.finish_outbound(
         [SendAttempt(job.id, "msg_keep", "retry", "smtp", "451 busy", 1100.0, taken)]
