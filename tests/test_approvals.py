@@ -15,7 +15,8 @@ import re
 import string
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -810,6 +811,25 @@ class GatedSink(Sink):
         return answer
 
 
+HOLD_SECONDS = 30
+"""How long a hand-off may take in the tests whose relay holds it (it must not time out)."""
+
+
+@asynccontextmanager
+async def relayed_gateway(
+    tmp_path: Path, resolver: Any, sink: Any
+) -> AsyncIterator[tuple[Settings, Gateway, Owner]]:
+    """A quiet gateway handing its mail to `sink` on 127.0.0.1 within HOLD_SECONDS, and an
+    account's agent that asks for review: its settings, the gateway and the agent's owner."""
+    with relay_on_loopback(sink) as port:
+        settings = relay_settings(tmp_path, port)
+        settings.outbound_smtp.timeout_seconds = HOLD_SECONDS
+        async with quiet_gateway(settings, resolver) as quiet:
+            account = await open_account(quiet.gateway, quiet.http_url, OWNER)
+            async with account.http:
+                yield settings, quiet.gateway, await hitl_owner(quiet.gateway, account)
+
+
 async def test_a_notice_taken_by_another_claim_while_it_waited_is_not_mailed_twice(
     tmp_path: Path, resolver: Any
 ) -> None:
@@ -818,43 +838,33 @@ async def test_a_notice_taken_by_another_claim_while_it_waited_is_not_mailed_twi
     waiting round then neither mails the reviewer that notice again nor touches its job."""
     go = threading.Event()
     sink = GatedSink(gates=[go] * MAX_NOTICES_IN_FLIGHT)
-    with relay_on_loopback(sink) as port:
-        settings = relay_settings(tmp_path, port)
-        settings.outbound_smtp.timeout_seconds = 30  # the held notices must not time out
-        lease = 2 * 30 + 60
+    async with relayed_gateway(tmp_path, resolver, sink) as (settings, gateway, owner):
+        lease = 2 * HOLD_SECONDS + 60
         url = settings.database.url
-        async with quiet_gateway(settings, resolver) as quiet:
-            gateway = quiet.gateway
-            account = await open_account(gateway, quiet.http_url, OWNER)
-            async with account.http:
-                owner = await hitl_owner(gateway, account)
-                deadline = time.time() + 3600
-                messages = [
-                    await add_pending(gateway, owner, deadline)
-                    for _ in range(MAX_NOTICES_IN_FLIGHT + 1)
-                ]
-                now = time.time()
-                first = ApprovalWorker(gateway, clock=lambda: now)
-                second = ApprovalWorker(gateway, clock=lambda: now + 1)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(first.send_due_notices, now)
-                    await wait_until(lambda: len(sink.received) == MAX_NOTICES_IN_FLIGHT)
-                    prepared = {
-                        message_id
-                        for (message_id,) in query(
-                            url, "SELECT message_id FROM approval_reply_tokens"
-                        )
-                    }
-                    (waiting,) = [m.id for m in messages if m.id not in prepared]
-                    # The waiting notice's lease runs out (on the clock leases are judged by).
-                    query(
-                        url,
-                        "UPDATE jobs SET locked_until = locked_until - ? WHERE message_id = ?",
-                        (lease + 1, waiting),
-                    )
-                    assert await second.send_due_notices(now + 1) == 1
-                    assert job_kinds(settings, waiting) == []
-                    go.set()
+        deadline = time.time() + 3600
+        messages = [
+            await add_pending(gateway, owner, deadline) for _ in range(MAX_NOTICES_IN_FLIGHT + 1)
+        ]
+        now = time.time()
+        first = ApprovalWorker(gateway, clock=lambda: now)
+        second = ApprovalWorker(gateway, clock=lambda: now + 1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first.send_due_notices, now)
+            await wait_until(lambda: len(sink.received) == MAX_NOTICES_IN_FLIGHT)
+            prepared = {
+                message_id
+                for (message_id,) in query(url, "SELECT message_id FROM approval_reply_tokens")
+            }
+            (waiting,) = [m.id for m in messages if m.id not in prepared]
+            # The waiting notice's lease runs out (on the clock leases are judged by).
+            query(
+                url,
+                "UPDATE jobs SET locked_until = locked_until - ? WHERE message_id = ?",
+                (lease + 1, waiting),
+            )
+            assert await second.send_due_notices(now + 1) == 1
+            assert job_kinds(settings, waiting) == []
+            go.set()
     assert len(sink.notices()) == MAX_NOTICES_IN_FLIGHT + 1
     assert all(job_kinds(settings, message.id) == [] for message in messages)
 
@@ -868,48 +878,39 @@ async def test_an_answer_taken_by_another_claim_while_it_waited_is_not_mailed_tw
     nor drop it before the other claim has handed it on."""
     first_answered, second_answered = threading.Event(), threading.Event()
     sink = GatedSink(gates=[first_answered, second_answered])
-    with relay_on_loopback(sink) as port:
-        settings = relay_settings(tmp_path, port)
-        settings.outbound_smtp.timeout_seconds = 30  # the held answers must not time out
-        lease = 2 * 30 + 60
+    async with relayed_gateway(tmp_path, resolver, sink) as (settings, gateway, owner):
+        lease = 2 * HOLD_SECONDS + 60
         url = settings.database.url
-        async with quiet_gateway(settings, resolver) as quiet:
-            gateway = quiet.gateway
-            account = await open_account(gateway, quiet.http_url, OWNER)
-            async with account.http:
-                owner = await hitl_owner(gateway, account)
-                message = await add_pending(gateway, owner, time.time() + 3600)
-                now = time.time()
-                token = ReplyToken("token", message.id, OWNER, "<notice@x>", now)
-                await gateway.storage.add_reply_token(token)
-                for text in ("first", "second"):
-                    data = f"From: e2a@x\r\nTo: {OWNER}\r\nSubject: {text}\r\n\r\n.\r\n"
-                    answer = ApprovalAnswer(message.id, "e2a@x", OWNER, data.encode())
-                    assert await gateway.storage.add_approval_answer(answer, "token", 5, now)
-                first = ApprovalWorker(gateway, clock=lambda: now)
-                second = ApprovalWorker(gateway, clock=lambda: now + 1)
-                first_done = trio.Event()
+        message = await add_pending(gateway, owner, time.time() + 3600)
+        now = time.time()
+        token = ReplyToken("token", message.id, OWNER, "<notice@x>", now)
+        await gateway.storage.add_reply_token(token)
+        for text in ("first", "second"):
+            data = f"From: e2a@x\r\nTo: {OWNER}\r\nSubject: {text}\r\n\r\n.\r\n"
+            answer = ApprovalAnswer(message.id, "e2a@x", OWNER, data.encode())
+            assert await gateway.storage.add_approval_answer(answer, "token", 5, now)
+        first = ApprovalWorker(gateway, clock=lambda: now)
+        second = ApprovalWorker(gateway, clock=lambda: now + 1)
+        first_done = trio.Event()
 
-                async def first_round() -> None:
-                    await first.send_due_answers(now)
-                    first_done.set()
+        async def first_round() -> None:
+            await first.send_due_answers(now)
+            first_done.set()
 
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(first_round)
-                    await wait_until(lambda: len(sink.received) == 1)
-                    ((waiting,),) = query(
-                        url, "SELECT max(id) FROM jobs WHERE kind = 'approval_answer'"
-                    )
-                    query(  # its lease runs out (on the clock leases are judged by)
-                        url,
-                        "UPDATE jobs SET locked_until = locked_until - ? WHERE id = ?",
-                        (lease + 1, waiting),
-                    )
-                    nursery.start_soon(second.send_due_answers, now + 1)
-                    await wait_until(lambda: len(sink.received) == 2)
-                    first_answered.set()
-                    await first_done.wait()
-                    second_answered.set()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(first_round)
+            await wait_until(lambda: len(sink.received) == 1)
+            ((waiting,),) = query(url, "SELECT max(id) FROM jobs WHERE kind = 'approval_answer'")
+            query(  # its lease runs out (on the clock leases are judged by)
+                url,
+                "UPDATE jobs SET locked_until = locked_until - ? WHERE id = ?",
+                (lease + 1, waiting),
+            )
+            nursery.start_soon(second.send_due_answers, now + 1)
+            await wait_until(lambda: len(sink.received) == 2)
+            first_answered.set()
+            await first_done.wait()
+            second_answered.set()
     assert sorted(str(mail["Subject"]) for mail in sink.notices()) == ["first", "second"]
     assert job_kinds(settings, message.id) == ["approval_notice"]
 
