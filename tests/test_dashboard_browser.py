@@ -199,6 +199,8 @@ def scenario(
             page.set_viewport_size({"width": 375, "height": 812})
             menu.get_by_role("link", name="Agents").click()
             page.get_by_role("link", name="helpdesk@agents.test").click()
+            # the inbox shown (a page still loading has no document to measure)
+            expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 375, f"the inbox is {width}px wide at a 375px viewport"
             page.screenshot(path=str(screenshots / "phone-inbox.png"), full_page=True)
