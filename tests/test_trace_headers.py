@@ -96,6 +96,7 @@ def test_received_field_layout() -> None:
         # A HELO that is no domain is not copied into the header (it stays in the session log).
         ("not a (domain); x", "192.0.2.25", "from [192.0.2.25] ([192.0.2.25])"),
         ("[not an address]", "2001:db8::1", "from [IPv6:2001:db8::1] ([IPv6:2001:db8::1])"),
+        ("[IPv6:fe80::1%eth0]", "2001:db8::1", "from [IPv6:2001:db8::1] ([IPv6:2001:db8::1])"),
     ],
 )
 def test_the_from_clause_names_helo_and_address(helo: str, client_ip: str, shown: str) -> None:
@@ -310,3 +311,25 @@ async def test_a_client_name_dns_cannot_confirm_is_left_out(
     # The failure was not remembered: the next message from the client names it.
     assert received[0].startswith("from mail.example.org ([127.0.0.1]) by ")
     assert received[1].startswith("from mail.example.org (client.example.org [127.0.0.1]) by ")
+
+
+async def test_a_scoped_ipv6_helo_never_writes_into_the_received_line(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """Python reads anything after `%` as an IPv6 scope, but an address literal (RFC 5321
+    section 4.1.3) has none: such an EHLO would put the client's own trace clauses into ours."""
+    account: Account = await make_account("trace-scope@example.com")
+    bot = await create_agent(account, "bot")
+    forged = "[IPv6:fe80::1%x) by mx.trusted.example (e2a) with ESMTPS id msg_forged for <ceo@x>]"
+
+    def send_as_forger() -> None:
+        with smtplib.SMTP("127.0.0.1", running.addresses.smtp_port, timeout=10) as client:
+            client.ehlo(forged)
+            assert client.sendmail("alice@example.org", [bot], MESSAGE) == {}
+
+    await trio.to_thread.run_sync(send_as_forger)
+
+    _, raw = await stored(account, bot)
+    received = " ".join(str(email.message_from_bytes(raw)["Received"]).split())
+    assert received.startswith(f"from [127.0.0.1] (client.example.org [127.0.0.1]) by {HOSTNAME} ")
+    assert "trusted" not in received

@@ -70,14 +70,18 @@ def address_literal(ip: str) -> str:
 
 def _from_domain(helo: str, client_ip: str) -> str:
     """The HELO name when it is a domain or an address literal, in A-label form when it is an
-    internationalised name; else the client's address literal (the HELO stays in the log)."""
+    internationalised name; else the client's address literal (the HELO stays in the log).
+    An address literal holds an address alone: Python reads anything after `%` as an IPv6
+    scope, which RFC 5321 has not, and would let the client write clauses into our line."""
     if helo.startswith("[") and helo.endswith("]"):
         literal = helo[1:-1]
         if literal[:5].lower() == "ipv6:":
             literal = literal[5:]
         try:
-            ipaddress.ip_address(literal)
+            address = ipaddress.ip_address(literal)
         except ValueError:
+            return address_literal(client_ip)
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
             return address_literal(client_ip)
         return helo
     try:
