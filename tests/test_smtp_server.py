@@ -304,6 +304,40 @@ async def test_session_is_logged_in_one_line_without_the_body(
     )
 
 
+async def test_messages_refused_for_their_content_are_logged_with_their_envelope(
+    nursery: trio.Nursery, sink: MemorySink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A message read to its end and refused (bare line endings, size; by DATA or BDAT) is
+    in the session's line like every other message: who sent it to whom, and the reply."""
+    caplog.set_level(logging.INFO, logger="e2a.smtp")
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    limits = SessionLimits(max_message_bytes=50)
+    await nursery.start(partial(serve_smtp, listeners, sink, HOST, limits))
+    transaction = b"MAIL FROM:<sender@example.org>\r\nRCPT TO:<alice@agents.test>\r\n"
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        await client.send(b"EHLO client.example\r\n" + transaction + b"DATA\r\n")
+        await client.replies(4)
+        await client.send(b"Subject: hi\r\n\r\nsecret\nbody\r\n.\r\n")
+        assert codes([await client.reply()]) == ["550 5.6.11"]
+        await client.send(transaction + b"BDAT 60 LAST\r\n" + b"x" * 58 + b"\r\nQUIT\r\n")
+        replies = codes(await client.replies(4))
+        assert replies == ["250 2.1.0", "250 2.1.5", "552 5.3.4", "221 2.0.0"]
+        await client.rest()
+        await client.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+    [record] = caplog.records
+    refused = "from=<sender@example.org> to=<alice@agents.test> refused {}"
+    assert record.getMessage() == (
+        "SMTP session client=127.0.0.1 helo='client.example' tls=no "
+        f"messages=[{refused.format('550 5.6.11')}; {refused.format('552 5.3.4')}] refused=[] "
+        "end=221 2.0.0 mx.agents.test closing connection"
+    )
+    assert sink.stored == []
+
+
 async def test_a_long_session_logs_a_line_for_each_full_set_of_entries(
     port: int, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

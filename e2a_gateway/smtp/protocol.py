@@ -72,6 +72,7 @@ __all__ = [
     "LocalProtocolError",
     "Mailbox",
     "MessageReceived",
+    "MessageRefusal",
     "RecipientRequested",
     "Reply",
     "ServerSession",
@@ -165,6 +166,16 @@ class Reply:
     """A complete reply to write to the client: one or more CRLF-terminated lines."""
 
     data: bytes
+
+
+@dataclasses.dataclass(frozen=True)
+class MessageRefusal(Reply):
+    """A `Reply` that refuses a message read to its end for what it holds (size, bare line
+    endings, line length, header limits); written like any reply, it also names the
+    transaction it ends, so that the shell can log what was refused."""
+
+    mail_from: str = ""
+    recipients: tuple[Mailbox, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -473,7 +484,7 @@ class ServerSession:
             return False
         problem = self._reader.problem
         if problem is not None:
-            self._end_transaction(_reply(*problem.value))
+            self._refuse_message(problem)
             return True
         self._state = SessionState.AWAITING_MESSAGE
         envelope = Envelope(
@@ -509,7 +520,7 @@ class ServerSession:
             return True
         problem = content.problem(final=chunk.last)
         if problem is not None:
-            self._end_transaction(_reply(*problem.value))
+            self._refuse_message(problem)
         elif chunk.last:
             self._state = SessionState.AWAITING_MESSAGE
             envelope = Envelope(
@@ -759,6 +770,16 @@ class ServerSession:
                 _reply(421, "4.7.0", f"{self._hostname} Too many errors, closing connection")
             )
             self._close()
+
+    def _refuse_message(self, problem: _ContentProblem) -> None:
+        """End the transaction whose message was read and found to have `problem`."""
+        code, enhanced, text = problem.value
+        refusal = MessageRefusal(
+            _reply(code, enhanced, text).data,
+            self._transaction.mail_from,
+            tuple(self._transaction.recipients),
+        )
+        self._end_transaction(refusal)
 
     def _end_transaction(self, reply: Reply) -> None:
         """Forget the mail transaction and answer with `reply`."""

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import ssl
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +32,7 @@ from e2a_gateway.smtp.protocol import (
     Envelope,
     Mailbox,
     MessageReceived,
+    MessageRefusal,
     RecipientRequested,
     Reply,
     ServerSession,
@@ -501,6 +503,8 @@ class _ClientConnection:
             event = self._session.next_event()
             if isinstance(event, Reply):
                 outgoing += event.data
+                if isinstance(event, MessageRefusal):
+                    self._note_refusal(event)
                 continue
             if outgoing and not isinstance(event, RecipientRequested):
                 # Replies wait while recipients are checked, and go out together before anything
@@ -645,11 +649,15 @@ class _ClientConnection:
         )
         self._log_when_full()
 
+    def _note_refusal(self, refusal: MessageRefusal) -> None:
+        """A message the session refused once it was read: in the log like every other."""
+        status = " ".join(_status_line(refusal.data).split(" ")[:2])
+        summary = _summary(refusal.mail_from, refusal.recipients)
+        self._messages.append(f"{summary} refused {status}")
+        self._log_when_full()
+
     async def _deliver(self, envelope: Envelope) -> None:
-        recipients = redact_reply_tokens(
-            ",".join(f"<{mailbox.address}>" for mailbox in envelope.recipients)
-        )
-        summary = f"from=<{envelope.mail_from}> to={recipients}"
+        summary = _summary(envelope.mail_from, envelope.recipients)
         try:
             queue_id = await self._sink.accept_message(envelope, self.peer)
         except MessageNotStored as error:
@@ -686,6 +694,12 @@ class _ClientConnection:
         )
         self._messages.clear()
         self._refused_recipients.clear()
+
+
+def _summary(mail_from: str, recipients: Iterable[Mailbox]) -> str:
+    """A transaction's envelope as the session's log line names it (reply tokens redacted)."""
+    addresses = redact_reply_tokens(",".join(f"<{mailbox.address}>" for mailbox in recipients))
+    return f"from=<{mail_from}> to={addresses}"
 
 
 def _release(counts: collections.Counter[str], key: str) -> None:
