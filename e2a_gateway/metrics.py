@@ -37,11 +37,14 @@ SMTP_REJECTION_REASONS = (
     "relay_denied",
     "recipient_check_failed",
     "not_stored",
+    "message_refused",
     "connection_limit",
 )
 """Why the SMTP listener refused mail: a recipient that is not an agent (550 5.1.1), a domain
 this gateway does not serve (550 5.7.1), a recipient check that failed (451), a message that
-could not be committed (451), a connection over `smtp.max_sessions[_per_ip]` (421)."""
+could not be committed (451), a message read to its end and refused for what it holds (552
+too big, 550 5.6.11 bare line endings, 500 5.5.2 a line too long, a header limit), a
+connection over `smtp.max_sessions[_per_ip]` (421)."""
 
 DELIVERY_OUTCOMES = {
     "webhook": ("delivered", "retrying", "failed"),

@@ -60,10 +60,10 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def send_refusing(port: int, recipients: list[str]) -> dict[str, Any]:
+def send_refusing(port: int, recipients: list[str], message: bytes | None = None) -> dict[str, Any]:
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
         client.ehlo("mail.example.org")
-        return dict(client.sendmail(SENDER, recipients, mail("Counted")))
+        return dict(client.sendmail(SENDER, recipients, message or mail("Counted")))
 
 
 async def test_counters_move_with_smtp_deliveries_and_requests(
@@ -86,6 +86,10 @@ async def test_counters_move_with_smtp_deliveries_and_requests(
         [happy, failing, "nobody@agents.test", "someone@elsewhere.example"],
     )
     assert set(refused) == {"nobody@agents.test", "someone@elsewhere.example"}
+    # A message read to its end and refused for what it holds (a line over 1,000 octets).
+    too_long = mail("Refused", body="x" * 1200)
+    with pytest.raises(smtplib.SMTPDataError, match=r"5\.5\.2"):
+        await trio.to_thread.run_sync(send_refusing, running.addresses.smtp_port, [happy], too_long)
 
     async def settled() -> bool:
         now = await scrape(anonymous)
@@ -101,7 +105,8 @@ async def test_counters_move_with_smtp_deliveries_and_requests(
     assert value(after, "e2a_smtp_rejected_total", reason="unknown_user") == 1
     assert value(after, "e2a_smtp_rejected_total", reason="relay_denied") == 1
     assert value(after, "e2a_smtp_rejected_total", reason="not_stored") == 0
-    assert value(after, "e2a_smtp_sessions_total") == 1
+    assert value(after, "e2a_smtp_rejected_total", reason="message_refused") == 1
+    assert value(after, "e2a_smtp_sessions_total") == 2
     # One group commit stored the DATA's two copies, one per agent.
     assert value(after, "e2a_inbound_commit_seconds_count") == 1
     assert 0 < value(after, "e2a_inbound_commit_seconds_sum") < 60

@@ -654,6 +654,7 @@ class _ClientConnection:
         status = " ".join(_status_line(refusal.data).split(" ")[:2])
         summary = _summary(refusal.mail_from, refusal.recipients)
         self._messages.append(f"{summary} refused {status}")
+        self._observer.mail_rejected("message_refused")
         self._log_when_full()
 
     async def _deliver(self, envelope: Envelope) -> None:
