@@ -1303,6 +1303,18 @@ def test_data_cannot_follow_bdat_in_one_transaction() -> None:
     assert [envelope.data for envelope in dialogue.envelopes] == [b"hi!"]
 
 
+def test_recipients_cannot_be_added_between_bdat_chunks() -> None:
+    """RFC 3030: the recipients are settled before the first chunk; a RCPT between chunks
+    is out of sequence and the message goes to those accepted before it."""
+    dialogue = in_state(T)
+    late = b"RCPT TO:<bob@agents.test>\r\n"
+    assert dialogue.statuses(b"BDAT 2\r\nhi" + late) == ["250 2.0.0", "503 5.5.1"]
+    assert dialogue.statuses(b"BDAT 1 LAST\r\n!") == ["250 2.0.0"]
+    (envelope,) = dialogue.envelopes
+    assert envelope.recipients == [Mailbox("alice", "agents.test")]
+    assert envelope.data == b"hi!"
+
+
 def test_a_chunk_in_progress_is_in_flight_and_finishes_before_shutdown() -> None:
     dialogue = in_state(T)
     assert dialogue.send(b"BDAT 11 LAST\r\nhalf ") == []

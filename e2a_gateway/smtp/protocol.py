@@ -545,7 +545,7 @@ class ServerSession:
         try:
             recipient = _plain_recipient(line)
             if recipient is not None:
-                self._require_transaction()
+                self._require_open_recipients()
                 self._request_recipient(recipient)
                 return
             verb, argument = _split_command_line(line)
@@ -667,8 +667,15 @@ class ServerSession:
         if self._state not in (SessionState.MAIL, SessionState.RCPT):
             raise _CommandError(503, "5.5.1", "Need MAIL command")
 
-    def _rcpt(self, argument: str) -> None:
+    def _require_open_recipients(self) -> None:
+        """Refuse a RCPT outside a transaction, or once its message has begun in chunks (RFC
+        3030: the recipients are settled before the first BDAT)."""
         self._require_transaction()
+        if self._transaction.chunks is not None:
+            raise _CommandError(503, "5.5.1", "RCPT cannot follow BDAT in one transaction")
+
+    def _rcpt(self, argument: str) -> None:
+        self._require_open_recipients()
         path, parameters = _split_path_argument(argument, "TO:", "RCPT TO:<address>")
         if parameters:
             raise _CommandError(555, "5.5.4", f"Unsupported parameter {min(parameters)}")
