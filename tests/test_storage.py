@@ -1878,7 +1878,9 @@ async def test_a_send_outcome_after_its_job_passed_to_another_claim_is_not_writt
     (job,) = await storage.claim_jobs("outbound", time.time(), 10, BRIEF)
     await outlast(job.leased_until)
     (taken_over,) = await storage.claim_jobs("outbound", time.time(), 10, 60)
-    await storage.record_recipient_results("msg_2", {"x@example.org": "refused: 550"})
+    await storage.record_recipient_results(
+        "msg_2", {"x@example.org": "refused: 550"}, job.id, taken_over.leased_until
+    )
     retry_at = time.time() + 3600
     current = SendAttempt(
         job.id, "msg_2", "retry", "smtp", "452 full", retry_at,
@@ -1899,6 +1901,43 @@ async def test_a_send_outcome_after_its_job_passed_to_another_claim_is_not_writt
     assert await storage.claim_jobs("outbound", retry_at - 1, 10, 60) == []
     (again,) = await storage.claim_jobs("outbound", retry_at, 10, 60)
     assert (again.id, again.attempts) == (job.id, 1)
+
+
+async def test_recipient_results_saved_for_a_retry_under_a_lost_lease_leave_the_claim_s(
+    storage: Storage,
+) -> None:
+    """A send's lease ran out mid-send and another claim took the job: it handed the message
+    to x, deferred y and saved x's result for its retry. The first claim, late, saves its
+    own results for the retry (the relay refused x, took z): they do not overwrite x's, whose
+    copy went out and would otherwise be reported refused; z, which the message has no
+    result for yet, is kept so that no retry sends it to z again."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    await storage.add_outbound(make_outbound(alice, "a@agents.test", "msg_1", "queued"))
+    (late,) = await storage.claim_jobs("outbound", time.time(), 10, BRIEF)
+    await outlast(late.leased_until)
+    (current,) = await storage.claim_jobs("outbound", time.time(), 10, 60)
+    await storage.record_recipient_results(
+        "msg_1", {"x@example.org": "accepted"}, current.id, current.leased_until
+    )
+    await storage.record_recipient_results(
+        "msg_1",
+        {"x@example.org": "refused: 550 mailbox full", "z@example.org": "accepted"},
+        late.id,
+        late.leased_until,
+    )
+    assert await storage.recipient_results("msg_1") == {
+        "x@example.org": "accepted",
+        "z@example.org": "accepted",
+    }
+    await storage.record_recipient_results(
+        "msg_1", {"y@example.org": "refused: 550 no such user"}, current.id, current.leased_until
+    )
+    assert await storage.recipient_results("msg_1") == {
+        "x@example.org": "accepted",
+        "y@example.org": "refused: 550 no such user",
+        "z@example.org": "accepted",
+    }
 
 
 async def test_job_queue_states_by_kind(storage: Storage) -> None:

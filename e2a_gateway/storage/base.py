@@ -1348,9 +1348,18 @@ class Outbox(Protocol):
         messages whose attempts were not written."""
         ...
 
-    async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
+    async def record_recipient_results(
+        self,
+        message_id: str,
+        results: Mapping[str, str],
+        job_id: int,
+        leased_until: float | None = None,
+    ) -> None:
         """Merge per-recipient results (address → how it was settled) into an outbound
-        message, so a retry hands off only the recipients still pending."""
+        message, so a retry hands off only the recipients still pending. `leased_until` is
+        the lease of its send job `job_id` the attempt was made under: once that lease has
+        passed to another claim, whose results stand, only recipients the message has no
+        result for yet are added (as `finish_outbound` keeps a late attempt's)."""
         ...
 
     async def recipient_results(self, message_id: str) -> dict[str, str]:

@@ -384,7 +384,9 @@ class OutboundWorker(ClaimLoop):
         )
         if verdict.outcome == "retry" and results:
             # Only a retry needs them (one write fewer per message on the common path).
-            await storage.record_recipient_results(message.id, results)
+            await storage.record_recipient_results(
+                message.id, results, job.id, self._leases.get(job.id)
+            )
         recorded = await self._record(
             SendAttempt(
                 job.id,

@@ -58,7 +58,13 @@ from e2a_gateway.storage.rows import (
 )
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.idempotency import settle_claim
-from e2a_gateway.storage.sql.jobs import add_job, current_leases, lease_time, retry_job
+from e2a_gateway.storage.sql.jobs import (
+    add_job,
+    current_leases,
+    holds_lease,
+    lease_time,
+    retry_job,
+)
 from e2a_gateway.storage.sql.mail_order import lock_agents_mail
 from e2a_gateway.storage.sql.rate_limits import weigh_hits
 from e2a_gateway.storage.sql.runner import Runner
@@ -240,8 +246,19 @@ def _refuse_suppressed(
         raise RecipientsSuppressed(suppressed)
 
 
-def _record_recipients(tx: Transaction, message_id: str, results: Mapping[str, str]) -> None:
-    """Merge `results` into the message's per-recipient results (row locked meanwhile)."""
+def _record_recipients(
+    tx: Transaction,
+    message_id: str,
+    results: Mapping[str, str],
+    job_id: int,
+    leased_until: float | None,
+) -> None:
+    """Merge `results` into the message's per-recipient results (row locked meanwhile) while
+    the job `job_id` holds the lease until `leased_until` (None: whatever it holds); once it
+    has passed to another claim, only as `_add_unsettled` does."""
+    if not holds_lease(tx, job_id, leased_until):
+        _add_unsettled(tx, job_id, message_id, results)
+        return
     row = tx.first(RECIPIENT_RESULTS + tx.dialect.for_update(), (message_id,))
     if row is not None:
         tx.execute(
@@ -335,25 +352,25 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
         bounce_recorded(tx, message, attempt.bounced, moment, settle=attempt.outcome == "failed")
 
 
-def _keep_settled(tx: Transaction, attempt: SendAttempt) -> None:
-    """Inside `tx`, for an attempt whose job has passed to another claim: while the job is
-    still to be done, add its results for the recipients the message has none for yet (the
-    relay or an inbox took it for them, or refused it for good), leaving those already settled
-    as they are, so that its next attempt does not hand the message to them again."""
-    if (
-        not attempt.results
-        or tx.first("SELECT 1 FROM jobs WHERE id = ?", (attempt.job_id,)) is None
-    ):
+def _add_unsettled(
+    tx: Transaction, job_id: int, message_id: str, results: Mapping[str, str] | None
+) -> None:
+    """Inside `tx`, for the results of an attempt whose job has passed to another claim: while
+    the job is still to be done, add those for the recipients the message has none for yet
+    (the relay or an inbox took it for them, or refused it for good), leaving those already
+    settled as they are (the claim holding the job may have written them), so that its next
+    attempt does not hand the message to them again."""
+    if not results or tx.first("SELECT 1 FROM jobs WHERE id = ?", (job_id,)) is None:
         return
-    row = tx.first(RECIPIENT_RESULTS + tx.dialect.for_update(), (attempt.message_id,))
+    row = tx.first(RECIPIENT_RESULTS + tx.dialect.for_update(), (message_id,))
     if row is None:
         return
     stored = recipient_results(row[0])
-    fresh = {rcpt: result for rcpt, result in attempt.results.items() if rcpt not in stored}
+    fresh = {rcpt: result for rcpt, result in results.items() if rcpt not in stored}
     if fresh:
         tx.execute(
             "UPDATE messages SET auth_results_json = ? WHERE id = ?",
-            (merged_recipient_results(row[0], fresh), attempt.message_id),
+            (merged_recipient_results(row[0], fresh), message_id),
         )
 
 
@@ -496,7 +513,7 @@ class OutboundSql(Runner):
         the body. Handed on, a queued message becomes sent and an expired-approved one stays
         expired-approved, both with `sent_at`; an expired-approved message that fails ends
         expired-rejected with the reason. Attempts whose job has passed to another claim are
-        not written (`_keep_settled` keeps their settled recipients); their messages' ids."""
+        not written (`_add_unsettled` keeps their settled recipients); their messages' ids."""
         ordered = sorted(attempts, key=lambda attempt: attempt.message_id)
 
         def finish_all(tx: Transaction) -> list[str]:
@@ -510,15 +527,24 @@ class OutboundSql(Runner):
                 ):
                     _finish(tx, attempt)
                 else:
-                    _keep_settled(tx, attempt)
+                    _add_unsettled(tx, attempt.job_id, attempt.message_id, attempt.results)
                     passed.append(attempt.message_id)
             return passed
 
         return await self._write(finish_all)
 
-    async def record_recipient_results(self, message_id: str, results: Mapping[str, str]) -> None:
-        """Merge `results` into the message's per-recipient results."""
-        await self._write(lambda tx: _record_recipients(tx, message_id, results))
+    async def record_recipient_results(
+        self,
+        message_id: str,
+        results: Mapping[str, str],
+        job_id: int,
+        leased_until: float | None = None,
+    ) -> None:
+        """Merge `results` into the message's per-recipient results while its send job
+        `job_id` holds the lease until `leased_until` (`_record_recipients`)."""
+        await self._write(
+            lambda tx: _record_recipients(tx, message_id, results, job_id, leased_until)
+        )
 
     async def recipient_results(self, message_id: str) -> dict[str, str]:
         """The outbound message's settled recipients (empty when none or no such message)."""
