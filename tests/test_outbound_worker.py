@@ -34,7 +34,7 @@ from e2a_gateway.ids import new_id
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.outbound.mime import new_message_id
 from e2a_gateway.outbound.return_path import parse_return_path, return_path_key
-from e2a_gateway.storage.base import OutboundMessage, SendAttempt
+from e2a_gateway.storage.base import Job, OutboundMessage, SendAttempt
 from e2a_gateway.workers.outbound import OutboundWorker, relay_bounces, settle
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import fresh_postgres_database, run_out_leases
@@ -932,6 +932,82 @@ async def test_a_send_claimed_again_by_its_own_worker_meanwhile_is_recorded_once
                 relay.release.set()
             assert (await stored(setup, message.id)).status == "sent"
             assert await setup.worker.deliver_due(NOW + 3 * 3600) == 0
+    finally:
+        controller.stop()
+    assert len(relay.received) == 1
+
+
+async def test_a_send_whose_lease_ran_out_before_its_hand_off_is_not_handed_off(
+    setup: Setup, sink: Sink, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database stalls between the claim of a send and its hand-off for longer than the
+    lease, and another replica claims the job meanwhile. The stalled attempt hands nothing to
+    the relay (the other claim sends the message: the recipient would get it twice), and the
+    other claim's lease and outcome stand."""
+    storage = setup.gateway.storage
+    message = await queue(setup)
+    taken_at = NOW + LEASE + 1
+    taken: list[Job] = []
+    read = storage.recipient_results
+
+    async def stalled(message_id: str) -> dict[str, str]:
+        """The read before the hand-off, answered only once the lease ran out and another
+        replica claimed the job."""
+        results = await read(message_id)
+        await trio.to_thread.run_sync(
+            run_out_leases, setup.gateway.settings.database.url, LEASE + 1
+        )
+        taken.extend(await storage.claim_jobs("outbound", taken_at, 10, LEASE))
+        return results
+
+    monkeypatch.setattr(storage, "recipient_results", stalled)
+    assert await setup.worker.deliver_due(NOW) == 1
+    monkeypatch.undo()
+    assert sink.received == []
+    assert "not handed off" in caplog.text
+    (other,) = taken
+    assert (await stored(setup, message.id)).status == "queued"
+    sent = SendAttempt(
+        other.id, message.id, "sent", "smtp", None, None, {EXTERNAL: "accepted"}, taken_at,
+        leased_until=other.leased_until,
+    )  # fmt: skip
+    assert await storage.finish_outbound([sent]) == []  # the other claim's lease stood
+    assert (await stored(setup, message.id)).status == "sent"
+
+
+async def test_a_send_stalled_for_most_of_its_lease_renews_it_before_the_hand_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stall of 45 s between the claim of a send and its hand-off leaves less of its 70 s
+    lease than the hand-off may take (10 s) and a margin: the lease is renewed before the
+    hand-off, so no other replica takes the job while the relay holds the message, and the
+    send is recorded once. (Leases are timed by the test's clock on SQLite; on PostgreSQL by
+    the database's, which the stall does not move: there the renewal is only seen to keep
+    the lease that this worker holds.)"""
+    relay = HeldRelay()
+    port = free_port()
+    controller = start_sink(relay, port)
+    try:
+        async with open_setup(relay_settings(tmp_path, port)) as setup:
+            storage = setup.gateway.storage
+            clock = [NOW]
+            worker = OutboundWorker(setup.gateway, clock=lambda: clock[0], uniform=no_jitter)
+            message = await queue(setup)
+            read = storage.recipient_results
+
+            async def stalled(message_id: str) -> dict[str, str]:
+                """The read before the hand-off, answered 45 s late."""
+                clock[0] += 45
+                return await read(message_id)
+
+            monkeypatch.setattr(storage, "recipient_results", stalled)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker.deliver_due, NOW)
+                assert await trio.to_thread.run_sync(relay.data_arrived.wait, 10)
+                assert await storage.claim_jobs("outbound", NOW + LEASE + 1, 10, LEASE) == []
+                relay.release.set()
+            monkeypatch.undo()
+            assert (await stored(setup, message.id)).status == "sent"
     finally:
         controller.stop()
     assert len(relay.received) == 1

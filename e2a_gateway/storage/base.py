@@ -1545,6 +1545,11 @@ class JobQueueStore(Protocol):
         gone)."""
         ...
 
+    async def job_lease_held(self, job_id: int, leased_until: float) -> bool:
+        """Whether the claimed job still holds its lease until `leased_until` (one read): False
+        once the lease has passed to another claim, or the job is gone."""
+        ...
+
     async def finish_job(
         self, job_id: int, retry_at: float | None, leased_until: float | None = None
     ) -> bool:

@@ -3,9 +3,11 @@
 relay (`outbound_smtp`).
 
 Every recipient is settled once: results are stored per recipient before the message's state
-changes, so a retry hands off only the recipients that were deferred. It never holds mail that
-storage does not also hold. The outcomes of the attempts that end meanwhile are committed
-together (`GroupCommit`): one transaction, one sync of the disk, for all of them.
+changes, so a retry hands off only the recipients that were deferred; a message goes to the
+relay only while its job still holds this worker's lease, so a replica that stalled past it
+never sends what another claim sends. It never holds mail that storage does not also hold.
+The outcomes of the attempts that end meanwhile are committed together (`GroupCommit`): one
+transaction, one sync of the disk, for all of them.
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ log = logging.getLogger("e2a.outbound")
 POLL_SECONDS = 1.0
 MAX_IN_FLIGHT = 32
 LEASE_MARGIN_SECONDS = 60.0
+RENEW_MARGIN_SECONDS = 30.0
+"""A lease with less than the hand-off's time (`outbound_smtp.timeout_seconds`) and this much
+left when the hand-off begins is renewed first (the claim's lease has its time and
+LEASE_MARGIN_SECONDS: a stall of the database or the process since the claim wore it down)."""
 MAX_ERROR_CHARS = 1000
 NO_RELAY = (
     "outbound_smtp.host is not set — configure outbound_smtp to send mail beyond this deployment"
@@ -77,6 +83,19 @@ GAVE_UP_PREFIX = "gave up: "
 NO_AGENT = "no agent at {address} on this gateway (deleted, in the trash, or never registered)"
 UNSENDABLE = f"not handed to the relay: {INTERNATIONALISED_UNSUPPORTED}"
 """Why a recipient a reply-all carried (`internationalised`) was refused here."""
+LEASE_LOST = "not handed off: the send's lease passed to another claim, which sends it"
+"""Why an attempt whose lease ran out before its hand-off left the relay's recipients alone."""
+
+
+@dataclass
+class HeldLease:
+    """The lease this worker holds on a job it is attempting: until `until` as storage holds it
+    (the claim's, or as renewed since), which ends no sooner than `ends` on this worker's clock
+    (the clock read before the claim or renewal, plus the lease's seconds: storage times
+    leases by the database's clock, which may differ from this one)."""
+
+    until: float
+    ends: float
 
 
 @dataclass(frozen=True)
@@ -244,8 +263,8 @@ class OutboundWorker(ClaimLoop):
         self._signer = gateway.dkim_signer
         self._lease = gateway.settings.outbound_smtp.timeout_seconds + LEASE_MARGIN_SECONDS
         self._in_flight_ids: set[str] = set()
-        self._leases: dict[int, float] = {}
-        """The lease this worker holds on each job it is attempting (job id → until)."""
+        self._leases: dict[int, HeldLease] = {}
+        """The lease this worker holds on each job it is attempting (by job id)."""
         self._passed: set[str] = set()
         """Messages whose outcome storage did not write: their job had passed to another
         claim (taken out by the attempt that submitted it)."""
@@ -296,12 +315,13 @@ class OutboundWorker(ClaimLoop):
         for job in jobs:
             # A lease dropped under us (another worker's start-up release) or run out while the
             # attempt goes on must not send twice: the attempt under way holds the new lease.
+            held = HeldLease(job.leased_until, now + self._lease)
             if job.message_id in self._in_flight_ids:
                 if job.id in self._leases:
-                    self._leases[job.id] = job.leased_until
+                    self._leases[job.id] = held
                 continue
             self._in_flight_ids.add(job.message_id)
-            self._leases[job.id] = job.leased_until
+            self._leases[job.id] = held
             nursery.start_soon(self._attempt_guarded, job, now)
         return len(jobs)
 
@@ -372,7 +392,7 @@ class OutboundWorker(ClaimLoop):
         settled = await storage.recipient_results(message.id)
         pending = [rcpt for rcpt in recipients_of(message) if rcpt not in settled]
         started = trio.current_time()
-        results, deferred = await self._deliver(message, sender, raw, pending, now)
+        results, deferred = await self._deliver(job, message, sender, raw, pending, now)
         handed_off = trio.current_time() - started
         verdict = settle(
             {**settled, **results},
@@ -385,7 +405,7 @@ class OutboundWorker(ClaimLoop):
         if verdict.outcome == "retry" and results:
             # Only a retry needs them (one write fewer per message on the common path).
             await storage.record_recipient_results(
-                message.id, results, job.id, self._leases.get(job.id)
+                message.id, results, job.id, self._lease_until(job.id)
             )
         recorded = await self._record(
             SendAttempt(
@@ -420,7 +440,7 @@ class OutboundWorker(ClaimLoop):
         and its outcome is not overwritten; the recipients this attempt settled stay settled,
         so it does not hand the message to them again. Raises StorageUnavailable as
         `GroupCommit.submit` does."""
-        fenced = replace(attempt, leased_until=self._leases.get(attempt.job_id))
+        fenced = replace(attempt, leased_until=self._lease_until(attempt.job_id))
         await self._outcomes.submit(fenced)
         if attempt.message_id not in self._passed:
             return True
@@ -430,6 +450,37 @@ class OutboundWorker(ClaimLoop):
             "this attempt's outcome (%s) is not recorded, the other's stands",
             attempt.message_id,
             attempt.outcome,
+        )
+        return False
+
+    def _lease_until(self, job_id: int) -> float | None:
+        """Until when storage leases the job to this worker's attempt (None: not claimed here)."""
+        held = self._leases.get(job_id)
+        return held.until if held is not None else None
+
+    async def _lease_held(self, job: Job) -> bool:
+        """Whether the attempt at `job` may hand its message to the relay now: the
+        job still holds this worker's lease (one read), renewed first when a stall since the
+        claim (the database's, the process's) left less of it than the hand-off may take
+        (`outbound_smtp.timeout_seconds`) and RENEW_MARGIN_SECONDS. False (logged) once the
+        lease has passed to another claim, or the job is gone: that claim sends the message,
+        and this attempt must not send it too. Raises StorageUnavailable when storage fails
+        the read or the renewal (nothing is sent then either)."""
+        held = self._leases.get(job.id)
+        if held is None:  # not claimed by this worker's loop: nothing to hold
+            return True
+        storage = self._gateway.storage
+        now = self._clock()
+        hand_off_seconds = self._gateway.settings.outbound_smtp.timeout_seconds
+        if held.ends - now < hand_off_seconds + RENEW_MARGIN_SECONDS:
+            until = await storage.renew_job_lease(job.id, held.until, now, self._lease)
+            if until is not None:
+                held.until, held.ends = until, now + self._lease
+                return True
+        elif await storage.job_lease_held(job.id, held.until):
+            return True
+        log.warning(
+            "outbound %s: its lease passed to another claim; not handed off", job.message_id
         )
         return False
 
@@ -476,11 +527,17 @@ class OutboundWorker(ClaimLoop):
         return sign_as_sender(self._signer, raw, message.agent_email)
 
     async def _deliver(
-        self, message: OutboundMessage, sender: Agent, raw: bytes, pending: list[str], now: float
+        self,
+        job: Job,
+        message: OutboundMessage,
+        sender: Agent,
+        raw: bytes,
+        pending: list[str],
+        now: float,
     ) -> tuple[dict[str, str], dict[str, str]]:
-        """Deliver to the pending recipients: agents here (and the operator's mailboxes, to the
-        agent that takes postmaster mail) locally, the rest via the relay.
-        Returns (settled results, deferred reasons)."""
+        """Deliver to the pending recipients of `job`'s message: agents here (and the
+        operator's mailboxes, to the agent that takes postmaster mail) locally, the rest via
+        the relay. Returns (settled results, deferred reasons)."""
         local: dict[str, Agent] = {}  # recipient → the agent it is delivered to
         remote: list[str] = []
         results: dict[str, str] = {}
@@ -512,7 +569,7 @@ class OutboundWorker(ClaimLoop):
                 else:
                     deferred[rcpt] = "the recipient's owner has no signing secret yet"
         if remote:
-            settled, relay_deferred = await self._relay(message, remote, raw)
+            settled, relay_deferred = await self._relay(job, message, remote, raw)
             results.update(settled)
             deferred.update(relay_deferred)
         return results, deferred
@@ -535,14 +592,18 @@ class OutboundWorker(ClaimLoop):
         return await storage.is_served_domain(domain) and await storage.is_trashed_agent(address)
 
     async def _relay(
-        self, message: OutboundMessage, recipients: list[str], raw: bytes
+        self, job: Job, message: OutboundMessage, recipients: list[str], raw: bytes
     ) -> tuple[dict[str, str], dict[str, str]]:
         """Hand off to `outbound_smtp`, one transaction per recipient with its own return path
         (a recipient sees only theirs, and a report to it can be about them alone); without a
-        relay every remote recipient is refused."""
+        relay every remote recipient is refused. Only while `job` still holds this worker's
+        lease (`_lease_held`): once another claim has it, every recipient is left to that
+        claim (deferred here), so the message is not sent twice."""
         settings = self._gateway.settings
         if not settings.outbound_smtp.host:
             return dict.fromkeys(recipients, REFUSED_PREFIX + NO_RELAY), {}
+        if not await self._lease_held(job):
+            return {}, dict.fromkeys(recipients, LEASE_LOST)
         outcomes = await self._relay_connections.hand_off_each(
             [Outgoing(self.return_path(message, rcpt), (rcpt,), raw) for rcpt in recipients],
             lambda: self._grace.stopping,

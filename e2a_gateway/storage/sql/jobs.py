@@ -160,6 +160,15 @@ class JobsSql(Runner):
             durable=False,
         )
 
+    async def job_lease_held(self, job_id: int, leased_until: float) -> bool:
+        """Whether the job is still leased until `leased_until` (one read)."""
+        row = await self._read(
+            lambda tx: tx.first(
+                "SELECT 1 FROM jobs WHERE id = ? AND locked_until = ?", (job_id, leased_until)
+            )
+        )
+        return row is not None
+
     async def finish_job(
         self, job_id: int, retry_at: float | None, leased_until: float | None = None
     ) -> bool:
