@@ -205,6 +205,9 @@ class HttpSettings(ListenSection):
     cors_allowed_origins: list[str] = Field(default_factory=list)
     max_websockets_per_key: int = Field(default=20, ge=1, le=10_000)
     """Open agent WebSockets one API key may hold on this process; more answer 429."""
+    max_concurrent_exports: int = Field(default=2, ge=1, le=1000)
+    """Account exports this process sends at once, whoever asks: each holds a database
+    connection (and a snapshot) of its own for as long as it is sent; more answer 429."""
     drain_seconds: float = Field(default=0.0, ge=0, le=300)
     """On SIGTERM or SIGINT, go on serving this long with `GET /readyz` answering 503
     `draining` before stopping, so a load balancer takes this replica out first."""

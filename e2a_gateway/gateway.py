@@ -53,6 +53,8 @@ class Gateway:
     )
     """The keys whose use this process recorded in the last KEY_USE_SECONDS: a key's
     `last_used_at` is written at most that often per process, not on every request."""
+    exports_running: int = 0
+    """Account exports this process is sending now (at most `http.max_concurrent_exports`)."""
     smtp_address: tuple[str, int] | None = None
     """Where this process's SMTP listener is bound (host, port), once it is: what
     `GET /selftest` connects to."""

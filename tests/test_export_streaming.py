@@ -162,6 +162,48 @@ async def test_exports_to_clients_that_stop_reading_leave_the_reads_served(
             client.close()
 
 
+async def test_exports_beyond_the_gateway_s_cap_are_refused_until_one_ends(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """Two exports sent to clients that stopped reading are as many as the gateway sends at
+    once (`http.max_concurrent_exports`, 2 by default), each holding a database connection of
+    its own: a third, from another account too and on either face, is refused with 429, a
+    JSON error naming the setting and `Retry-After`, and opens no connection. Once one of the
+    two ends, an export is sent again."""
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    bot = await create_agent(alice, "bot")
+    await store_many(running.gateway.storage, bot, MANY)  # more than the sockets between hold
+    clients = [await _export_request(running, alice.key) for _ in range(2)]
+    try:
+        for client in clients:
+            assert (await client.recv(65_536)).startswith(b"HTTP/1.1 200 ")
+        refused = await bob.http.get("/api/v1/users/me/export")
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["Content-Type"] == "application/json"
+        assert refused.headers["Retry-After"] == "30"
+        error = refused.json()["error"]
+        assert error["code"] == "too_many_exports"
+        assert "http.max_concurrent_exports" in error["message"]
+        refused = await bob.http.get("/v1/account/export")
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["Retry-After"] == "30"
+        error = refused.json()["error"]
+        assert error["code"] == "rate_limited" and error["details"]["retry_after_seconds"] == 30
+        assert "http.max_concurrent_exports" in error["message"]
+    finally:
+        clients[0].close()
+    try:
+
+        async def exported() -> bool:
+            answer = await bob.http.get("/api/v1/users/me/export")
+            return answer.status_code == 200 and answer.json()["user"]["email"] == bob.email
+
+        await wait_until(exported)
+    finally:
+        clients[1].close()
+
+
 async def test_exports_held_open_take_no_connection_other_work_needs(
     storage: Storage,  # noqa: F811
 ) -> None:

@@ -444,6 +444,10 @@ OPERATIONS: dict[str, Operation] = {
         "account",
         "Export everything stored about the caller",
         {200: Reply("The export; never hashes, secrets or message bodies.", schemas.UserExport)},
+        description="Streamed from one database snapshot. The gateway sends at most "
+        "`http.max_concurrent_exports` exports at once (default 2, whoever asks); beyond "
+        "them the request is refused with 429 and `Retry-After`.",
+        errors={429: ("too_many_exports",)},
     ),
     "account.delete_user": Operation(
         "account",

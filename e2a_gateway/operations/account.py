@@ -12,9 +12,12 @@ from e2a_gateway.clock import utc_now
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Revocation
 from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.errors import RateLimited
 from e2a_gateway.storage.base import UserExport
 
 EXPORT_SCHEMA_VERSION = "1"
+EXPORT_RETRY_SECONDS = 30
+"""The `Retry-After` of an export refused while the most allowed are being sent."""
 SELF_HOSTED_LIMITS = {
     "max_agents": 1_000_000,
     "max_domains": 1_000_000,
@@ -52,12 +55,25 @@ class AccountExport:
 @asynccontextmanager
 async def export_account(gateway: Gateway, caller: Caller) -> AsyncIterator[AccountExport]:
     """Everything stored about the caller, from one snapshot held while the block runs; never
-    hashes, secrets or bodies."""
+    hashes, secrets or bodies. RateLimited while `http.max_concurrent_exports` exports are
+    being sent already (by anyone): each holds a database connection of its own meanwhile."""
     caller.require_account("export the account")
-    async with gateway.storage.export_user(caller.user_id) as source:
-        records = await source.records()
-        head = {"schema_version": EXPORT_SCHEMA_VERSION, "generated_at": utc_now(), **records}
-        yield AccountExport(head, source)
+    limit = gateway.settings.http.max_concurrent_exports
+    if gateway.exports_running >= limit:
+        raise RateLimited(
+            "too_many_exports",
+            f"{limit} account exports are being sent already, the most this gateway sends at "
+            f"once (http.max_concurrent_exports); try again in {EXPORT_RETRY_SECONDS} seconds",
+            EXPORT_RETRY_SECONDS,
+        )
+    gateway.exports_running += 1
+    try:
+        async with gateway.storage.export_user(caller.user_id) as source:
+            records = await source.records()
+            head = {"schema_version": EXPORT_SCHEMA_VERSION, "generated_at": utc_now(), **records}
+            yield AccountExport(head, source)
+    finally:
+        gateway.exports_running -= 1
 
 
 async def delete_account(gateway: Gateway, caller: Caller) -> dict[str, int]:

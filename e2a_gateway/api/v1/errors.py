@@ -104,6 +104,7 @@ RENAMED: dict[str, tuple[int | None, str]] = {
     "invalid_json": (None, "invalid_request"),
     "invalid_email": (None, "invalid_request"),
     "too_many_websockets": (None, "rate_limited"),
+    "too_many_exports": (None, "rate_limited"),
     "dns_unavailable": (None, "inbound_mx_check_failed"),
     "payload_too_large": (413, "payload_too_large"),
     "malformed_expires_at": (422, "invalid_request"),
