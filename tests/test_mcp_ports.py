@@ -963,3 +963,36 @@ def test_every_served_tool_is_compared() -> None:
     here as a string), so a new tool cannot go uncompared."""
     named = set(re.findall(r'"([a-z_]+)"', Path(__file__).read_text()))
     assert {tool.name for tool in TOOLS} - named == set()
+
+
+DOT_IDS = (".", "..")
+"""Ids that an HTTP client resolves as relative steps (RFC 3986 §5.2.4) unless escaped."""
+
+
+async def test_dot_segment_ids_reach_no_other_route(
+    running: RunningGateway, make_account: Any
+) -> None:
+    account: Account = await make_account("ports-dots@example.com")
+    agent = await create_agent(account, "ports-dots")
+    trashed = await create_agent(account, "ports-dots-trashed")
+    assert (await account.http.delete(f"/v1/agents/{trashed}?confirm=DELETE")).is_success
+    async with both_ports(running, account.key, agent) as ports:
+        for odd in DOT_IDS:
+            for name, arguments in (
+                ("get_message", {"message_id": odd}),
+                ("get_attachment", {"message_id": odd, "attachment_index": 0}),
+                ("restore_message", {"message_id": odd, "email": trashed}),
+                ("update_message_labels", {"message_id": odd, "add_labels": ["x"]}),
+                ("get_agent", {"email": odd}),
+                ("get_event", {"event_id": odd}),
+                ("get_webhook", {"id": odd}),
+                ("get_template", {"id": odd}),
+                ("delete_api_key", {"id": odd, "confirm": True}),
+                ("verify_domain", {"domain": odd}),
+                ("get_review", {"message_id": odd}),
+            ):
+                answer = await same(ports, name, arguments)
+                assert answer[0] == "error" and answer[1]["status"] in {404, 422}, (name, odd)
+    # `restore_message` of message ".." did not restore the agent it names.
+    listed = await account.http.get("/v1/agents", params={"deleted": "true"})
+    assert [item["email"] for item in listed.json()["items"]] == [trashed]

@@ -4,7 +4,6 @@ gateway (`e2a mcp` on stdio). Imports no server module."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 import anyio
 import httpx
@@ -14,7 +13,7 @@ from e2a_gateway.v1 import (
     DeploymentInfo,
     fetch_info,
 )
-from e2a_gateway.v1.endpoints import Call
+from e2a_gateway.v1.endpoints import Call, path_segment
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -32,8 +31,9 @@ def _query_value(value: Any) -> Any:
 
 
 def _v1_path(*segments: str) -> str:
-    """`/v1/{segment}/…`, each segment escaped (an address or an id may hold any character)."""
-    return "/v1/" + "/".join(quote(part, safe="") for part in segments)
+    """`/v1/{segment}/…`, each segment escaped (an address or an id may hold any character,
+    or be `..`)."""
+    return "/v1/" + "/".join(path_segment(part) for part in segments)
 
 
 def _once(idempotency_key: str | None) -> dict[str, str] | None:

@@ -96,12 +96,16 @@ def resolve_base_url(base_url: str | None) -> str:
     return (url or DEFAULT_BASE_URL).rstrip("/")
 
 
-def _segment(value: str) -> str:
-    return quote(value, safe="")
+def path_segment(value: str) -> str:
+    """`value` as one segment of a request path: every reserved character escaped (`/` too),
+    and a segment of only dots (`.`, `..`) escaped as well, which an HTTP client would
+    otherwise resolve as a step to the parent path (RFC 3986 §5.2.4), another route."""
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted and not quoted.strip(".") else quoted
 
 
 def _agent(email: str, suffix: str = "") -> str:
-    return f"{API}/agents/{_segment(email)}{suffix}"
+    return f"{API}/agents/{path_segment(email)}{suffix}"
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -195,12 +199,12 @@ def register_domain(domain: str) -> Call[Domain]:
 
 def verify_domain(domain: str) -> Call[Domain]:
     """`POST /domains/{domain}/verify`."""
-    return Call("POST", f"{API}/domains/{_segment(domain)}/verify", _model(Domain))
+    return Call("POST", f"{API}/domains/{path_segment(domain)}/verify", _model(Domain))
 
 
 def delete_domain(domain: str) -> Call[None]:
     """`DELETE /domains/{domain}`."""
-    return Call("DELETE", f"{API}/domains/{_segment(domain)}", _nothing)
+    return Call("DELETE", f"{API}/domains/{path_segment(domain)}", _nothing)
 
 
 def list_messages(
@@ -218,7 +222,7 @@ def get_message(
 ) -> Call[dict[str, Any]]:
     """`GET /agents/{email}/messages/{id}` (marks it read, unless not `mark_read`)."""
     params = None if mark_read else {"mark_read": "false"}
-    path = _agent(agent_email, f"/messages/{_segment(message_id)}")
+    path = _agent(agent_email, f"/messages/{path_segment(message_id)}")
     return Call("GET", path, _json, params=params)
 
 
@@ -249,7 +253,7 @@ def reply(
 
 def reply_payload(agent_email: str, message_id: str, payload: dict[str, Any]) -> Call[SendResult]:
     """`POST /agents/{email}/messages/{id}/reply` with a ready JSON body."""
-    path = _agent(agent_email, f"/messages/{_segment(message_id)}/reply")
+    path = _agent(agent_email, f"/messages/{path_segment(message_id)}/reply")
     return Call("POST", path, _send_result, json=payload)
 
 
@@ -304,18 +308,18 @@ def list_pending_messages() -> Call[ListPendingMessagesResponse]:
 
 def get_pending_message(message_id: str) -> Call[PendingMessageDetail]:
     """`GET /messages/{id}`."""
-    return Call("GET", f"{API}/messages/{_segment(message_id)}", _model(PendingMessageDetail))
+    return Call("GET", f"{API}/messages/{path_segment(message_id)}", _model(PendingMessageDetail))
 
 
 def approve_message(message_id: str, overrides: dict[str, Any]) -> Call[PendingMessageDetail]:
     """`POST /messages/{id}/approve`, with edits when `overrides` has any."""
-    path = f"{API}/messages/{_segment(message_id)}/approve"
+    path = f"{API}/messages/{path_segment(message_id)}/approve"
     return Call("POST", path, _model(PendingMessageDetail), json=_present(**overrides))
 
 
 def reject_message(message_id: str, reason: str) -> Call[PendingMessageDetail]:
     """`POST /messages/{id}/reject`."""
-    path = f"{API}/messages/{_segment(message_id)}/reject"
+    path = f"{API}/messages/{path_segment(message_id)}/reject"
     body = {"reason": reason} if reason else {}
     return Call("POST", path, _model(PendingMessageDetail), json=body)
 
@@ -327,7 +331,7 @@ def list_api_keys() -> Call[ListApiKeysResponse]:
 
 def delete_api_key(key_id: str) -> Call[None]:
     """`DELETE /users/me/api-keys/{id}`: revoke a key for good."""
-    return Call("DELETE", f"{API}/users/me/api-keys/{_segment(key_id)}", _nothing)
+    return Call("DELETE", f"{API}/users/me/api-keys/{path_segment(key_id)}", _nothing)
 
 
 def get_info() -> Call[DeploymentInfo]:
