@@ -248,3 +248,34 @@ def test_e2a_mcp_needs_no_gateway_module() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert finished.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("mail.example.com", "it must start with http:// or https://"),
+        ("ftp://mail.example.com", "it must start with http:// or https://"),
+        ("http://", "it names no host"),
+        ("http://[::1", "Invalid IPv6 URL"),
+        ("http://127.0.0.1:99999", "Port out of range 0-65535"),
+    ],
+)
+def test_a_gateway_url_that_cannot_be_one_exits_1_with_a_clear_message(url: str, why: str) -> None:
+    # Before: a traceback, a JSON-RPC error "unhandled errors in a TaskGroup" with code 0, or
+    # every tool call answered "gateway_unreachable (retryable)" for a setting no retry fixes.
+    env = {"PATH": "/usr/bin:/bin", "E2A_URL": url, "E2A_API_KEY": "e2a_" + "0" * 64}
+    finished = subprocess.run(
+        [sys.executable, "-m", "e2a_gateway", "mcp"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert finished.returncode == 1
+    assert finished.stderr == (
+        f"e2a mcp: E2A_URL ({url!r}) is not a gateway URL: {why} — set it to your gateway's "
+        "URL (http.public_url, e.g. https://mail.example.com)\n"
+    )
+    assert finished.stdout == ""

@@ -16,6 +16,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -185,6 +186,45 @@ GATEWAY_URL_VARIABLES = ("E2A_BASE_URL", "E2A_URL", "E2A_API_URL")
 one e2a's own MCP server reads."""
 
 
+def gateway_url_problem(url: str) -> str | None:
+    """Why `url` cannot name a gateway, or None: no request could reach one with it, so
+    `e2a mcp` says so at start rather than answer every tool call `gateway_unreachable`."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsed here: a port out of range raises
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        return str(exc)
+    if parts.scheme.lower() not in ("http", "https"):
+        return "it must start with http:// or https://"
+    if not parts.hostname:
+        return "it names no host"
+    return None
+
+
+def _gateway_url() -> str | None:
+    """The gateway's URL from the first of GATEWAY_URL_VARIABLES set; None, after saying on
+    stderr what to set, when none is or it cannot name a gateway."""
+    variable, url = next(
+        (
+            (name, value)
+            for name in GATEWAY_URL_VARIABLES
+            if (value := os.environ.get(name, "").strip())
+        ),
+        ("E2A_BASE_URL", ""),
+    )
+    problem = gateway_url_problem(url) if url else None
+    if url and problem is None:
+        return url
+    complaint = f"({url!r}) is not a gateway URL: {problem}" if url else "is not set"
+    print(
+        f"e2a mcp: {variable} {complaint} — set it to your gateway's URL (http.public_url, "
+        "e.g. https://mail.example.com)",
+        file=sys.stderr,
+    )
+    return None
+
+
 def run_stdio() -> int:
     """`e2a mcp`: serve over stdio using E2A_API_KEY, E2A_AGENT_EMAIL and E2A_BASE_URL (or
     another of GATEWAY_URL_VARIABLES). Without a URL it refuses to start rather than hand the
@@ -197,16 +237,8 @@ def run_stdio() -> int:
             file=sys.stderr,
         )
         return 1
-    base_url = next(
-        (url for name in GATEWAY_URL_VARIABLES if (url := os.environ.get(name, "").strip())),
-        None,
-    )
+    base_url = _gateway_url()
     if base_url is None:
-        print(
-            "e2a mcp: E2A_BASE_URL is not set — set it to your gateway's URL "
-            "(http.public_url, e.g. https://mail.example.com)",
-            file=sys.stderr,
-        )
         return 1
     agent_email = os.environ.get("E2A_AGENT_EMAIL", "").strip()
     try:
