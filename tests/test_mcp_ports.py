@@ -996,3 +996,53 @@ async def test_dot_segment_ids_reach_no_other_route(
     # `restore_message` of message ".." did not restore the agent it names.
     listed = await account.http.get("/v1/agents", params={"deleted": "true"})
     assert [item["email"] for item in listed.json()["items"]] == [trashed]
+
+
+SLASH_CALLS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("get_message", "message_id", {}),
+    ("delete_message", "message_id", {"confirm": True}),
+    ("restore_message", "message_id", {}),
+    ("get_attachment", "message_id", {"attachment_index": 0}),
+    ("reply_to_message", "message_id", {"body": "x"}),
+    ("forward_message", "message_id", {"to": ["a@example.org"]}),
+    ("get_message_lifecycle", "message_id", {}),
+    ("update_message_labels", "message_id", {"add_labels": ["x"]}),
+    ("get_review", "message_id", {}),
+    ("approve_review", "message_id", {}),
+    ("reject_review", "message_id", {}),
+    ("get_pending_message", "message_id", {}),
+    ("approve_pending_message", "message_id", {}),
+    ("get_conversation", "conversation_id", {}),
+    ("get_event", "event_id", {}),
+    ("redeliver_event", "event_id", {}),
+    ("get_webhook", "id", {}),
+    ("delete_webhook", "id", {"confirm": True}),
+    ("rotate_webhook_secret", "id", {}),
+    ("test_webhook", "id", {}),
+    ("list_webhook_deliveries", "id", {}),
+    ("update_webhook", "id", {"description": "x"}),
+    ("delete_api_key", "id", {"confirm": True}),
+    ("get_domain", "domain", {}),
+    ("verify_domain", "domain", {}),
+    ("delete_domain", "domain", {"confirm": True}),
+    ("get_template", "id", {}),
+    ("delete_template", "id", {"confirm": True}),
+    ("get_starter_template", "alias", {}),
+    ("get_agent", "email", {}),
+    ("get_protection", "email", {}),
+    ("restore_agent", "email", {}),
+)
+"""Every tool naming one object in its request path, with the argument that names it."""
+
+
+async def test_ids_holding_a_slash_answer_alike(running: RunningGateway, make_account: Any) -> None:
+    # The gateway decodes %2F before it routes a request, so a path segment holding "/" meets
+    # no route ("no such endpoint"); over /mcp the same id is simply not found.
+    account: Account = await make_account("ports-slash@example.com")
+    agent = await create_agent(account, "ports-slash")
+    async with both_ports(running, account.key, agent) as ports:
+        for odd in ("a/b", "msg_x/..", "/", "a%2Fb", "a%2fb/"):
+            for name, argument, rest in SLASH_CALLS:
+                answer = await same(ports, name, {argument: odd} | rest)
+                assert answer[0] == "error", (name, odd, answer)
+                assert answer[1]["code"].endswith("not_found"), (name, odd, answer)

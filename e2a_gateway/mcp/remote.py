@@ -3,7 +3,8 @@ gateway (`e2a mcp` on stdio). Imports no server module."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import anyio
 import httpx
@@ -11,9 +12,27 @@ import httpx
 from e2a_gateway.v1 import (
     AsyncE2AClient,
     DeploymentInfo,
+    E2AApiError,
     fetch_info,
 )
+from e2a_gateway.v1.api import AsyncE2AApi
 from e2a_gateway.v1.endpoints import Call, path_segment
+
+T = TypeVar("T")
+
+HELD_NOT_FOUND = "no held message with this id in your account"
+NOT_FOUND = {
+    "agents": "agent not found",
+    "messages": "message not found",
+    "conversations": "conversation not found",
+    "events": "event not found",
+    "webhooks": "webhook not found",
+    "templates": "template not found",
+    "api-keys": "API key not found",
+    "domains": "domain not found",
+    "reviews": HELD_NOT_FOUND,
+}
+"""The gateway's answer for an unknown object, by the path's collection of it."""
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -36,6 +55,37 @@ def _v1_path(*segments: str) -> str:
     return "/v1/" + "/".join(path_segment(part) for part in segments)
 
 
+def unroutable(path: str) -> E2AApiError | None:
+    """The refusal for a request path whose object's id holds `/` (escaped `%2F`), else None.
+    The gateway decodes `%2F` before it routes, so no route takes such a path ("no such
+    endpoint"); no object has such an id, so the answer is the gateway's for an unknown one,
+    as `/mcp`, which looks the id up, answers."""
+    segments = path.split("/")
+    for index, segment in enumerate(segments[1:], start=1):
+        value = unquote(segment)
+        if "/" not in value:
+            continue
+        collection = segments[index - 1]
+        if collection == "starter-templates":
+            message = f"no starter template {value!r}: GET /v1/starter-templates lists them"
+            return E2AApiError(404, message, "starter_template_not_found")
+        if collection == "messages" and segments[index - 2] == "v1":
+            return E2AApiError(404, HELD_NOT_FOUND, "not_found")  # /api/v1's held mail
+        return E2AApiError(404, NOT_FOUND.get(collection, "not found"), "not_found")
+    return None
+
+
+class RoutedApi(AsyncE2AApi):
+    """The raw API client, answering itself a request no gateway route can take."""
+
+    async def call(self, call: Call[T]) -> T:
+        """Perform one request, unless its path names an id no object has (`unroutable`)."""
+        refused = unroutable(call.path)
+        if refused is not None:
+            raise refused
+        return await super().call(call)
+
+
 def _once(idempotency_key: str | None) -> dict[str, str] | None:
     """The Idempotency-Key header of a write, when a key is given."""
     return None if idempotency_key is None else {"Idempotency-Key": idempotency_key}
@@ -43,6 +93,8 @@ def _once(idempotency_key: str | None) -> dict[str, str] | None:
 
 class SdkPort(AsyncE2AClient):
     """`GatewayPort` as the SDK client, with what the tools ask that it lacks."""
+
+    api_class = RoutedApi
 
     @property
     def gateway_url(self) -> str:

@@ -46,6 +46,9 @@ class AsyncE2AClient:
         timeout: seconds per request.
     """
 
+    api_class: type[AsyncE2AApi] = AsyncE2AApi
+    """The raw client this one is built on (a subclass may change how its calls are made)."""
+
     def __init__(
         self,
         api_key: str | None = None,
@@ -53,7 +56,7 @@ class AsyncE2AClient:
         base_url: str | None = None,
         timeout: float = 30,
     ) -> None:
-        self.api = AsyncE2AApi(api_key, base_url, timeout)
+        self.api = self.api_class(api_key, base_url, timeout)
         """The raw API client underneath (one method per endpoint)."""
         self.api_key = self.api.api_key
         self.base_url = self.api.base_url
