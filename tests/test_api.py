@@ -239,6 +239,22 @@ async def test_development_mode_verifies_without_dns(make_account: Any) -> None:
     assert response.status_code == 200 and response.json()["verified"] is True
 
 
+async def test_an_address_no_path_can_name_is_refused_for_an_agent(make_account: Any) -> None:
+    """A `/` is allowed in an email address's local part, but the API names an agent by its
+    address in the request path, where a `/` (escaped or not) splits the path: such an agent
+    could never be read, changed or deleted. It is refused when registered, saying why."""
+    alice: Account = await make_account("alice@example.com")
+    await alice.http.post("/api/v1/domains", json={"domain": "dev.example"})
+    assert (await alice.http.post("/api/v1/domains/dev.example/verify")).status_code == 200
+    for api, mode in (("/api/v1", {"agent_mode": "local"}), ("/v1", {})):
+        register = await alice.http.post(
+            f"{api}/agents", json={"email": "sales/eu@dev.example", **mode}
+        )
+        assert register.status_code in (400, 422), register.text
+        assert "/" in register.text and "path" in register.text
+    assert (await alice.http.get("/api/v1/agents")).json()["agents"] == []
+
+
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [

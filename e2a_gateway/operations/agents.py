@@ -321,6 +321,12 @@ async def _address_for(gateway: Gateway, caller: Caller, request: CreateAgent) -
     except AddressError as exc:
         raise Invalid("invalid_email", str(exc)) from None
     local, _, domain = address.partition("@")
+    if "/" in local:
+        raise Invalid(
+            "invalid_email",
+            f"{address!r}: an agent's address may not hold '/': the API names an agent by its "
+            "address in request paths, where a '/' splits the path",
+        )
     if gateway.is_shared_domain(domain):
         return await _address_for(gateway, caller, CreateAgent(slug=local))
     owned = await gateway.storage.get_domain(caller.user_id, domain)
