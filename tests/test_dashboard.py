@@ -849,6 +849,54 @@ async def test_approving_the_review_form_unchanged_is_no_edit(browser, make_acco
     assert message["edited"] is False
 
 
+async def test_a_refused_review_form_keeps_the_reviewers_edits(browser, make_account) -> None:
+    """An approval the rules refuse (here a mistyped address) shows the review form again with
+    what the reviewer typed, so fixing the mistake does not mean rewriting every edit."""
+    alice = await make_account("alice@example.com")
+    await local_agent(alice, "drafter")
+    made = await alice.http.put(agent_path("drafter@agents.test"), json={"hitl_enabled": True})
+    assert made.status_code == 200, made.text
+    sent = await alice.http.post(
+        "/api/v1/send",
+        json={
+            "from": "drafter@agents.test",
+            "to": ["x@example.org"],
+            "subject": "Offer",
+            "body": "We can go as low as 9,000 USD.",
+        },
+    )
+    assert sent.status_code == 202, sent.text
+    message_id = sent.json()["message_id"]
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    fields = _FormFields()
+    fields.feed((await client.get(f"/approvals/{message_id}")).text)
+    typed = {
+        "to": "x@example.org, bob@",
+        "cc": "carol@example.org",
+        "subject": "Our offer",
+        "body_text": "Our price is 12,000 USD.\r\nBest regards\r\n",
+    }
+    refused = await client.post(f"/approvals/{message_id}/approve", data={**fields.values, **typed})
+    assert refused.status_code == 400, refused.text
+    assert "to: " in refused.text
+    shown = _FormFields()
+    shown.feed(refused.text)
+    assert {name: shown.values[name] for name in typed} == typed
+    message = (await alice.http.get(f"/api/v1/messages/{message_id}")).json()
+    assert message["status"] == "pending_approval" and message["subject"] == "Offer"
+    fixed = await client.post(
+        f"/approvals/{message_id}/approve", data={**shown.values, "to": "x@example.org"}
+    )
+    assert fixed.status_code == 303, fixed.text
+    message = (await alice.http.get(f"/api/v1/messages/{message_id}")).json()
+    assert (message["subject"], message["cc"], message["edited"]) == (
+        "Our offer",
+        ["carol@example.org"],
+        True,
+    )
+
+
 async def test_a_bad_approval_time_is_refused_with_the_api_message(browser, make_account) -> None:
     alice = await make_account("alice@example.com")
     address = await local_agent(alice, "timer")

@@ -51,12 +51,28 @@ async def approvals(session: Session) -> Response:
     return await _approvals_page(session)
 
 
+EDITABLE_FIELDS = ("to", "cc", "bcc", "subject", "body_text", "body_html")
+"""The review form's fields a reviewer types into."""
+
+
 async def _review_page(
-    session: Session, message_id: str, status: int = 200, error: str | None = None
+    session: Session,
+    message_id: str,
+    status: int = 200,
+    error: str | None = None,
+    typed: Mapping[str, str] | None = None,
 ) -> Response:
+    """The review page of a held message; after a refused approval, its form holds what the
+    reviewer `typed` rather than the message as held, so their edits are not lost."""
     found = await reviews.outbound_message(current_gateway(), session.caller, message_id)
+    kept = {name: typed[name] for name in EDITABLE_FIELDS if typed and name in typed}
     return await page(
-        "review.html", session, status=status, error=error, message=outbound_view(found)
+        "review.html",
+        session,
+        status=status,
+        error=error,
+        message=outbound_view(found),
+        typed=kept,
     )
 
 
@@ -97,7 +113,9 @@ async def approve(session: Session, message_id: str) -> Response:
     except NotFound:
         raise
     except OperationError as refused:
-        return await _review_page(session, message_id, status_of(refused), refused.message)
+        return await _review_page(
+            session, message_id, status_of(refused), refused.message, typed=form
+        )
     return done("dashboard.approvals", "approved")
 
 
