@@ -400,6 +400,40 @@ def test_approve_edit_of_the_text_of_an_html_message_sends_the_text_alone(
     assert not read.get("html_body"), read.get("html_body")
 
 
+SUBJECT_EDITOR = """\
+import sys
+from pathlib import Path
+path = Path(sys.argv[1])
+path.write_bytes(path.read_bytes().replace(b"subject: Draft", b"subject: Final"))
+"""
+
+
+def test_approve_edit_of_the_subject_alone_keeps_a_crlf_body_and_its_html(
+    live: LiveGateway, account: Account, cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body the agent wrote with CRLF line ends is not edited by an edit of the subject alone:
+    the text goes out as written, and the HTML part with it."""
+    held, peer = f"{account.prefix}-ch@{DOMAIN}", f"{account.prefix}-cp@{DOMAIN}"
+    register(cli, held, peer)
+    assert cli("agents", "update", held, "--hitl")[0] == 0
+    sent = cli.json(
+        "send", "--agent", held, "--to", peer, "--subject", "Draft",
+        "--body", "Hello,\r\nthe offer is below.\r\n", "--html", "<p>The <b>offer</b></p>",
+    )  # fmt: skip
+    editor = tmp_path / "editor.py"
+    editor.write_text(SUBJECT_EDITOR)
+    monkeypatch.setenv("EDITOR", f"{sys.executable} {editor}")
+    code, out, err = cli("pending", "approve", sent["message_id"], "--edit")
+    assert code == 0, err
+    assert "edited: subject)" in out and "HTML part" not in out, out
+
+    wait_until(lambda: unread(live, account.key, peer) == 1)
+    (final,) = cli.json("inbox", "--agent", peer)
+    read = cli.json("read", final["message_id"], "--agent", peer)
+    assert read["subject"] == "Final"
+    assert read["html_body"] and "<b>offer</b>" in read["html_body"]
+
+
 # whoami
 
 

@@ -148,16 +148,23 @@ def parse_edited(text: str) -> dict[str, Any]:
     return fields
 
 
+def _line_feeds(text: str) -> str:
+    """`text` with CRLF and lone CR line ends as LF, as the edited file is read back (Python's
+    universal newlines), so a body the agent wrote with CRLF does not read as changed."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def changed_fields(edited: dict[str, Any], message: PendingMessageDetail) -> dict[str, Any]:
-    """Only what the reviewer changed, so the gateway's `edited` flag stays truthful. A changed
-    body of a message with an HTML part drops that part (`body_html: ""`): it still says what
-    the text said before, and mail clients show it rather than the text."""
+    """Only what the reviewer changed, so the gateway's `edited` flag stays truthful (the body
+    compared line ends aside). A changed body of a message with an HTML part drops that part
+    (`body_html: ""`): it still says what the text said before, and mail clients show it
+    rather than the text."""
     original: dict[str, Any] = {
         "subject": message.subject or "",
         "to": list(message.to or []),
         "cc": list(message.cc or []),
         "bcc": list(message.bcc or []),
-        "body_text": (message.body_text or "").rstrip("\n"),
+        "body_text": _line_feeds(message.body_text or "").rstrip("\n"),
     }
     changes = {name: value for name, value in edited.items() if original.get(name) != value}
     if "body_text" in changes and message.body_html:
