@@ -912,6 +912,47 @@ async def test_a_bad_approval_time_is_refused_with_the_api_message(browser, make
         assert says in response.text and "hitl_ttl_seconds" in response.text
 
 
+class _Checked(html.parser.HTMLParser):
+    """The names of a page's checked check boxes."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.names: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        if tag == "input" and named.get("type") == "checkbox" and "checked" in named:
+            self.names.add(str(named.get("name")))
+
+
+async def test_refused_agent_settings_come_back_as_typed(browser, make_account) -> None:
+    """Settings the rules refuse come back in the form as they were typed: turning approval on
+    with a mistyped time must not show the box unchecked again, or correcting the time and
+    saving would leave the agent sending unreviewed."""
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "guarded")
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    typed = {
+        "name": "Guarded bot",
+        "agent_mode": "local",
+        "hitl_enabled": "on",
+        "hitl_ttl_seconds": "1h",
+        "hitl_expiration_action": "approve",
+        "csrf_token": await session_csrf(client),
+    }
+    refused = await client.post(f"/agents/{quote(address, safe='')}", data=typed)
+    assert refused.status_code == 400 and "hitl_ttl_seconds" in refused.text
+    fields, checked = _FormFields(), _Checked()
+    fields.feed(refused.text)
+    checked.feed(refused.text)
+    assert (fields.values["name"], fields.values["hitl_ttl_seconds"]) == ("Guarded bot", "1h")
+    assert "hitl_enabled" in checked.names and "approval_notifications" not in checked.names
+    assert 'value="approve" selected' in refused.text
+    agent = (await alice.http.get(agent_path(address))).json()
+    assert (agent["hitl_enabled"], agent["name"]) == (False, "guarded")
+
+
 async def test_the_approval_list_says_what_its_preview_leaves_out(browser, make_account) -> None:
     """The reviewer's screen previews the text part only, beside a one-click Approve: a held
     message's HTML part (what most mail programs show) and attachments must not go out

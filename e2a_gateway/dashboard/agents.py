@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from quart import Response, request, stream_with_context, url_for
 
 from e2a_gateway.dashboard.auth import Session, requires_session
@@ -78,11 +81,45 @@ async def create_agent(session: Session) -> Response:
     return done("dashboard.agent", "agent_created", email=entry.agent.email)
 
 
+SETTINGS_FIELDS = (
+    "name",
+    "webhook_url",
+    "agent_mode",
+    "hitl_ttl_seconds",
+    "hitl_expiration_action",
+)
+"""The settings form's fields typed or chosen; its check boxes count by being sent at all."""
+SETTINGS_BOXES = ("hitl_enabled", "approval_notifications")
+
+
+def settings_shown(agent: Mapping[str, Any], typed: Mapping[str, str] | None) -> dict[str, Any]:
+    """The values the settings form shows: the agent's, or after a refused save what was
+    `typed` (a check box unticked included), so that correcting one field does not quietly
+    undo the others — turning approval off among them."""
+    shown = {name: agent[name] for name in (*SETTINGS_FIELDS, *SETTINGS_BOXES)}
+    if typed is not None:
+        shown.update({name: typed[name] for name in SETTINGS_FIELDS if typed.get(name)})
+        shown.update({name: name in typed for name in SETTINGS_BOXES})
+    return shown
+
+
 async def _agent_page(
-    session: Session, email: str, status: int = 200, error: str | None = None
+    session: Session,
+    email: str,
+    status: int = 200,
+    error: str | None = None,
+    typed: Mapping[str, str] | None = None,
 ) -> Response:
     entry = await get_agent(current_gateway(), session.caller, email)
-    return await page("agent.html", session, status=status, error=error, agent=agent_view(entry))
+    agent = agent_view(entry)
+    return await page(
+        "agent.html",
+        session,
+        status=status,
+        error=error,
+        agent=agent,
+        settings=settings_shown(agent, typed),
+    )
 
 
 @blueprint.get("/agents/<email>")
@@ -119,7 +156,7 @@ async def update_agent(session: Session, email: str) -> Response:
     except NotFound:
         raise
     except OperationError as refused:
-        return await _agent_page(session, email, status_of(refused), refused.message)
+        return await _agent_page(session, email, status_of(refused), refused.message, form)
     return done("dashboard.agent", "agent_saved", email=changed.agent.email)
 
 
