@@ -467,6 +467,25 @@ def test_pending_approve_and_reject(live: LiveGateway, account: Account, cli: Cl
     assert code == 1 and err.startswith("e2a: ")
 
 
+def test_pending_show_shows_the_html_part_a_reviewer_would_approve(
+    account: Account, cli: Cli
+) -> None:
+    """The HTML part is what most mail programs show: a reviewer reading a held message with
+    `pending show` before approving it sees that part too, not only an innocent text part."""
+    agent = f"{account.prefix}-html@{DOMAIN}"
+    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    assert cli("agents", "update", agent, "--hitl")[0] == 0
+    held = cli.json(
+        "send", "--agent", agent, "--to", "bob@example.org", "--subject", "Lunch",
+        "--body", "See you at noon.", "--html", "<p>Wire <b>9,000 USD</b> today</p>",
+    )  # fmt: skip
+    code, out, err = cli("pending", "show", held["message_id"])
+    assert code == 0, err
+    text, _, html_part = out.partition("HTML part")
+    assert "See you at noon." in text and "9,000 USD" not in text
+    assert "<p>Wire <b>9,000 USD</b> today</p>" in html_part
+
+
 def test_pending_show_says_why_a_message_failed_or_was_rejected(account: Account, cli: Cli) -> None:
     agent = f"{account.prefix}-why@{DOMAIN}"
     assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0

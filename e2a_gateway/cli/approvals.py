@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from e2a_gateway.v1.models import PendingMessageDetail
 
 BODY_SEPARATOR = "--- body ---"
+HTML_PART_HEADING = "--- HTML part (what most mail clients show instead of the text) ---"
+"""Above the HTML part in `pending show`: its source, which the reviewer approves too."""
 _ADDRESS_FIELDS = ("to", "cc", "bcc")
 
 
@@ -43,7 +45,8 @@ def cmd_pending_list(ctx: Context) -> None:
 
 
 def cmd_pending_show(ctx: Context) -> None:
-    """`pending show <id>`: one outbound message, its body while it is not final."""
+    """`pending show <id>`: one outbound message, its body (text, then the HTML part's source)
+    while it is not final."""
     message = ctx.client().get_pending_message(ctx.args.id)
     if ctx.json:
         print_json(outbound_json(message))
@@ -81,6 +84,9 @@ def cmd_pending_show(ctx: Context) -> None:
         print(f"(body not kept: the message is {message.status})")
     else:
         print("(no text body)")
+    if message.body_html:
+        print(f"\n{HTML_PART_HEADING}")
+        print(terminal_text(message.body_html.rstrip("\n"), multiline=True))
 
 
 TERMINAL_STATES = frozenset({"sent", "rejected", "expired_rejected", "failed", "bounced"})
