@@ -970,3 +970,24 @@ async def test_held_mail_is_posted_once_when_released_by_review_or_expiry(
         assert await delivery_status(alice, agent, message_id) == "delivered"
     assert await worker.deliver_due(clock.now + DELIVERY_WINDOW) == 0
     assert len(receiver.requests) == 2
+
+
+async def test_a_2xx_whose_body_never_ends_is_delivered_and_not_sent_again(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    connections: WebhookConnections,
+    clock: FakeClock,
+) -> None:
+    receiver.reply = lambda _: Answer(200, body=b"ok", endless=True)
+    worker = WebhookWorker(quiet.gateway, connections, clock=clock, attempt_timeout=1.0)
+    agent = await create_agent(alice, "streamer", receiver.url)
+    message_id = await accept_at(quiet, clock, agent)
+
+    with trio.fail_after(WAIT):
+        assert await worker.deliver_due(clock.now) == 1
+    (attempt,) = await recorded_attempts(quiet.gateway, message_id)
+    assert (attempt.status_code, attempt.error) == (200, None)
+    assert await delivery_status(alice, agent, message_id) == "delivered"
+    assert await worker.deliver_due(clock.now + DELIVERY_WINDOW) == 0
+    assert len(receiver.requests) == 1

@@ -374,8 +374,10 @@ async def post_pinned(
 ) -> Answer:
     """POST `body` to the webhook URL `target` once: the URL and every address of its host are
     checked against the SSRF rules, the connection goes to the address checked (reused when one
-    is idle), and the answer is judged by its status alone (at most a few bytes are read); it
-    gives up after `seconds`, resolving and connection included."""
+    is idle), and the answer is judged by its status alone; it gives up after `seconds`,
+    resolving and connection included. Once the status line is in, the answer stands: at most
+    a few bytes of its body are read, and a body that stalls or breaks off before the deadline
+    only costs the connection."""
     settings = gateway.settings
     deadline = trio.current_time() + seconds
     timed_out = Answer(None, error=f"timeout after {seconds:g} s")
@@ -406,10 +408,6 @@ async def post_pinned(
     try:
         with trio.fail_at(deadline):
             response = await connection.handle_async_request(post)
-            try:
-                await _read_at_most(response, MAX_RESPONSE_BYTES)
-            finally:
-                await response.aclose()
     except trio.TooSlowError:
         await connections.discard(connection)
         return timed_out
@@ -420,8 +418,22 @@ async def post_pinned(
         with trio.CancelScope(shield=True):
             await connections.discard(connection)
         raise
+    answer = Answer(response.status_code, response.headers.get("Retry-After"))
+    try:
+        with trio.fail_at(deadline):
+            try:
+                await _read_at_most(response, MAX_RESPONSE_BYTES)
+            finally:
+                await response.aclose()
+    except (trio.TooSlowError, httpx.HTTPError):  # the answer stands; the connection does not
+        await connections.discard(connection)
+        return answer
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await connections.discard(connection)
+        raise
     await connections.give_back(origin, connection)
-    return Answer(response.status_code, response.headers.get("Retry-After"))
+    return answer
 
 
 def host_of(url: str) -> str:
