@@ -201,9 +201,11 @@ def _resolve_now(resolver: Resolver, host: str) -> list[str]:
     return resolver.a(host) + resolver.aaaa(host)
 
 
-async def pinned_address(resolver: Resolver, parts: SplitResult, allow_private: bool) -> str:
-    """Resolve the URL's host through the gateway's resolver and return one address to connect
-    to, after the SSRF check.
+async def pinned_addresses(
+    resolver: Resolver, parts: SplitResult, allow_private: bool
+) -> list[str]:
+    """Resolve the URL's host through the gateway's resolver and return the addresses to connect
+    to, in the order to try them, after the SSRF check.
 
     `parts` is a URL that check_webhook_url returned. Every address the name resolves to must be
     public (unless private targets are allowed), so a name that mixes public and private answers
@@ -227,4 +229,4 @@ async def pinned_address(resolver: Resolver, parts: SplitResult, allow_private: 
             raise TargetRefused(
                 f"{host} resolves to non-public address {describe_address(refused[0])}"
             )
-    return addresses[0]
+    return list(dict.fromkeys(addresses))

@@ -11,9 +11,10 @@ import base64
 import itertools
 import json
 import logging
+import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -990,4 +991,70 @@ async def test_a_2xx_whose_body_never_ends_is_delivered_and_not_sent_again(
     assert (attempt.status_code, attempt.error) == (200, None)
     assert await delivery_status(alice, agent, message_id) == "delivered"
     assert await worker.deliver_due(clock.now + DELIVERY_WINDOW) == 0
+    assert len(receiver.requests) == 1
+
+
+async def test_a_name_with_an_address_that_refuses_is_delivered_through_the_next(
+    quiet: QuietGateway,
+    alice: Account,
+    resolver: FixtureResolver,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+) -> None:
+    # Round-robin DNS: nothing listens on the first address (the receiver is on 127.0.0.1
+    # only), the second answers. A dead address must not fail every attempt.
+    resolver.load_zone({"rr.hooks.test": {"A": ["127.0.0.2", "127.0.0.1"]}})
+    agent = await create_agent(alice, "round-robin", f"http://rr.hooks.test:{receiver.port}/hook")
+    message_id = await accept_at(quiet, clock, agent)
+
+    with trio.fail_after(WAIT):
+        assert await worker.deliver_due(clock.now) == 1
+    (attempt,) = await recorded_attempts(quiet.gateway, message_id)
+    assert (attempt.status_code, attempt.error) == (200, None)
+    assert await delivery_status(alice, agent, message_id) == "delivered"
+    (request,) = receiver.requests
+    assert request.headers["host"] == f"rr.hooks.test:{receiver.port}"
+
+
+@pytest.fixture
+def silent_address(receiver: HttpReceiver) -> Iterator[str]:
+    """127.0.0.3 at the receiver's port, where a connection is never accepted: the listener's
+    backlog is full, so the SYN of a new one is dropped, as a host gone dark drops it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.3", receiver.port))
+    listener.listen(0)
+    waiting = []
+    for _ in range(3):
+        queued = socket.socket()
+        queued.setblocking(False)
+        queued.connect_ex(("127.0.0.3", receiver.port))
+        waiting.append(queued)
+    try:
+        yield "127.0.0.3"
+    finally:
+        for queued in waiting:
+            queued.close()
+        listener.close()
+
+
+async def test_a_name_with_a_silent_address_is_delivered_through_the_next_in_time(
+    quiet: QuietGateway,
+    alice: Account,
+    resolver: FixtureResolver,
+    receiver: HttpReceiver,
+    connections: WebhookConnections,
+    clock: FakeClock,
+    silent_address: str,
+) -> None:
+    resolver.load_zone({"dark.hooks.test": {"A": [silent_address, "127.0.0.1"]}})
+    worker = WebhookWorker(quiet.gateway, connections, clock=clock, attempt_timeout=2.0)
+    agent = await create_agent(alice, "dark", f"http://dark.hooks.test:{receiver.port}/hook")
+    message_id = await accept_at(quiet, clock, agent)
+
+    with trio.fail_after(WAIT):
+        assert await worker.deliver_due(clock.now) == 1
+    (attempt,) = await recorded_attempts(quiet.gateway, message_id)
+    assert (attempt.status_code, attempt.error) == (200, None)
+    assert 900 <= attempt.duration_ms < 2000  # half the time went to the silent address
     assert len(receiver.requests) == 1

@@ -28,7 +28,7 @@ from e2a_gateway.webhook_targets import (
     TargetRefused,
     WebhookTargetError,
     check_webhook_url,
-    pinned_address,
+    pinned_addresses,
 )
 
 DEFAULT_HITL_TTL_SECONDS = 604800
@@ -289,7 +289,7 @@ async def checked_webhook_url(gateway: Gateway, url: str | None) -> str | None:
         url = check_webhook_url(
             url, require_https=settings.is_production, allow_private=allow_private
         )
-        await pinned_address(gateway.resolver, urlsplit(url), allow_private)
+        await pinned_addresses(gateway.resolver, urlsplit(url), allow_private)
     except (WebhookTargetError, TargetRefused) as exc:
         raise Invalid("invalid_webhook_url", str(exc)) from None
     except ConnectionError:

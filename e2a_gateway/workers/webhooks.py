@@ -17,8 +17,8 @@ from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Generic, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Generic, TypeVar
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 import trio
@@ -41,7 +41,7 @@ from e2a_gateway.webhook_targets import (
     TargetRefused,
     WebhookTargetError,
     check_webhook_url,
-    pinned_address,
+    pinned_addresses,
 )
 from e2a_gateway.workers.claim_loop import ClaimLoop
 from e2a_gateway.workers.retry_schedules import WEBHOOK_DELIVERY
@@ -373,35 +373,62 @@ async def post_pinned(
     seconds: float,
 ) -> Answer:
     """POST `body` to the webhook URL `target` once: the URL and every address of its host are
-    checked against the SSRF rules, the connection goes to the address checked (reused when one
+    checked against the SSRF rules, the connection goes to an address checked (reused when one
     is idle), and the answer is judged by its status alone; it gives up after `seconds`,
-    resolving and connection included. Once the status line is in, the answer stands: at most
-    a few bytes of its body are read, and a body that stalls or breaks off before the deadline
-    only costs the connection."""
+    resolving and connection included. An address that cannot be connected to (refused,
+    unreachable, or silent for its share of the time left) gives way to the next one, as
+    browsers and Go's dialer do. Once the status line is in, the answer stands: at most a few
+    bytes of its body are read, and a body that stalls or breaks off before the deadline only
+    costs the connection."""
     settings = gateway.settings
     deadline = trio.current_time() + seconds
     timed_out = Answer(None, error=f"timeout after {seconds:g} s")
+    allow_private = settings.webhooks.allow_private
     try:
         url = check_webhook_url(
-            target,
-            require_https=settings.is_production,
-            allow_private=settings.webhooks.allow_private,
+            target, require_https=settings.is_production, allow_private=allow_private
         )
         parts = urlsplit(url)
         with trio.fail_at(deadline):
-            address = await pinned_address(gateway.resolver, parts, settings.webhooks.allow_private)
+            addresses = await pinned_addresses(gateway.resolver, parts, allow_private)
     except (WebhookTargetError, TargetRefused) as exc:
         return Answer(None, error=f"target refused: {exc}"[:MAX_ERROR_CHARS], final=True)
     except ConnectionError as exc:
         return Answer(None, error=str(exc))
     except trio.TooSlowError:
         return timed_out
+    answer = timed_out
+    for left, address in zip(range(len(addresses), 0, -1), addresses, strict=True):
+        connect_seconds = max(0.0, deadline - trio.current_time()) / left if left > 1 else None
+        answer, connected = await _post_to(
+            connections, parts, address, body, headers, deadline, timed_out, connect_seconds
+        )
+        if connected:
+            break
+    return answer
+
+
+async def _post_to(
+    connections: WebhookConnections,
+    parts: SplitResult,
+    address: str,
+    body: bytes,
+    headers: Mapping[str, bytes],
+    deadline: float,
+    timed_out: Answer,
+    connect_seconds: float | None,
+) -> tuple[Answer, bool]:
+    """POST to the webhook URL `parts` at `address` by `deadline` (else answer `timed_out`),
+    a new connection given `connect_seconds` (None: until the deadline) to be made: the answer,
+    and whether a connection was made (else the next address may be tried)."""
     host_for_url = f"[{address}]" if ":" in address else address
     netloc = host_for_url + (f":{parts.port}" if parts.port else "")
     pinned_url = parts._replace(netloc=netloc).geturl()
     pairs = [(name.encode("ascii"), value) for name, value in headers.items()]
     pairs.append((b"Host", parts.netloc.encode("ascii")))
-    extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+    extensions: dict[str, Any] = {"timeout": {"connect": connect_seconds}}
+    if parts.scheme == "https":
+        extensions["sni_hostname"] = parts.hostname
     origin = (parts.scheme, address, parts.port, parts.hostname or "")
     connection = connections.borrow(origin)
     post = httpx.Request("POST", pinned_url, content=body, headers=pairs, extensions=extensions)
@@ -410,10 +437,11 @@ async def post_pinned(
             response = await connection.handle_async_request(post)
     except trio.TooSlowError:
         await connections.discard(connection)
-        return timed_out
+        return timed_out, True
     except httpx.HTTPError as exc:
         await connections.discard(connection)
-        return Answer(None, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        error = Answer(None, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        return error, not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
     except BaseException:  # cancelled mid-attempt (shutdown): close it, then go
         with trio.CancelScope(shield=True):
             await connections.discard(connection)
@@ -427,13 +455,13 @@ async def post_pinned(
                 await response.aclose()
     except (trio.TooSlowError, httpx.HTTPError):  # the answer stands; the connection does not
         await connections.discard(connection)
-        return answer
+        return answer, True
     except BaseException:
         with trio.CancelScope(shield=True):
             await connections.discard(connection)
         raise
     await connections.give_back(origin, connection)
-    return answer
+    return answer, True
 
 
 def host_of(url: str) -> str:
