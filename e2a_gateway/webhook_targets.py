@@ -198,7 +198,19 @@ class TargetRefused(Exception):
 
 
 def _resolve_now(resolver: Resolver, host: str) -> list[str]:
-    return resolver.a(host) + resolver.aaaa(host)
+    """The host's A then AAAA addresses. A lookup that fails while the other one finds addresses
+    is passed over (some nameservers never answer AAAA queries); only the addresses found are
+    connected to, so none goes unchecked. With nothing found, its DnsTemporaryError is raised."""
+    found: list[str] = []
+    failure: DnsTemporaryError | None = None
+    for lookup in (resolver.a, resolver.aaaa):
+        try:
+            found += lookup(host)
+        except DnsTemporaryError as exc:
+            failure = exc
+    if failure is not None and not found:
+        raise failure
+    return found
 
 
 async def pinned_addresses(

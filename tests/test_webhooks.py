@@ -1058,3 +1058,30 @@ async def test_a_name_with_a_silent_address_is_delivered_through_the_next_in_tim
     assert (attempt.status_code, attempt.error) == (200, None)
     assert 900 <= attempt.duration_ms < 2000  # half the time went to the silent address
     assert len(receiver.requests) == 1
+
+
+async def test_a_name_whose_aaaa_lookup_fails_is_delivered_to_its_a_address(
+    quiet: QuietGateway,
+    alice: Account,
+    resolver: FixtureResolver,
+    receiver: HttpReceiver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+) -> None:
+    # Some nameservers time out on AAAA queries for names that have none.
+    resolver.load_zone({"v4.hooks.test": {"A": ["127.0.0.1"]}})
+    resolver.failing_lookups.add(("v4.hooks.test", "AAAA"))
+    agent = await create_agent(alice, "v4", f"http://v4.hooks.test:{receiver.port}/hook")
+    message_id = await accept_at(quiet, clock, agent)
+
+    assert await worker.deliver_due(clock.now) == 1
+    (attempt,) = await recorded_attempts(quiet.gateway, message_id)
+    assert (attempt.status_code, attempt.error) == (200, None)
+
+    resolver.failing_lookups.add(("v4.hooks.test", "A"))  # now neither answers
+    second = await accept_at(quiet, clock, agent)
+    assert await worker.deliver_due(clock.now) == 1
+    (attempt,) = await recorded_attempts(quiet.gateway, second)
+    assert attempt.status_code is None
+    assert attempt.error is not None and attempt.error.startswith("cannot resolve v4.hooks.test")
+    assert await delivery_status(alice, agent, second) == "retrying"
