@@ -69,3 +69,26 @@ async def test_the_least_recently_used_origin_is_closed_first_beyond_max_idle() 
         assert connections.idle == 2
         assert connections.borrow(origins[0]) is not lent[0]
         assert connections.borrow(origins[2]) is lent[2]
+
+
+async def test_connections_given_back_together_beyond_max_idle_all_succeed() -> None:
+    """Closing the evicted connection lets other attempts run meanwhile: two giving back at
+    once must not both pick the same least recently used origin, nor fail."""
+    receiver = HttpReceiver()
+    async with trio.open_nursery() as nursery, WebhookConnections(max_idle=1) as connections:
+        await nursery.start(receiver.serve)
+        old: Origin = ("http", "127.0.0.1", receiver.port, "old.example")
+        new: Origin = ("http", "127.0.0.1", receiver.port, "new.example")
+        assert await post(connections, old, receiver.url) == 200
+        assert connections.idle == 1
+        statuses: list[int] = []
+
+        async def attempt() -> None:
+            statuses.append(await post(connections, new, receiver.url))
+
+        async with trio.open_nursery() as attempts:
+            for _ in range(3):
+                attempts.start_soon(attempt)
+        assert statuses == [200] * 3
+        assert connections.idle == 1
+        nursery.cancel_scope.cancel()

@@ -59,7 +59,10 @@ class WebhookConnections:
         )
 
     async def give_back(self, origin: Origin, transport: httpx.AsyncHTTPTransport) -> None:
-        """Keep `transport` for the next attempt to `origin`, unless that would keep too many."""
+        """Keep `transport` for the next attempt to `origin`, unless that would keep too many.
+
+        The idle lists are settled before any connection is closed: closing lets other
+        attempts borrow and give back meanwhile, and they must find the lists whole."""
         idle = self._idle.setdefault(origin, [])
         self._idle.move_to_end(origin)
         if len(idle) >= self._per_origin:
@@ -67,12 +70,16 @@ class WebhookConnections:
             return
         idle.append(transport)
         self._idle_count += 1
+        evicted: list[httpx.AsyncHTTPTransport] = []
         while self._idle_count > self._max_idle:
             oldest_origin, oldest = next(iter(self._idle.items()))
-            await self.discard(oldest.pop(0))
+            evicted.append(oldest.pop(0))
             self._idle_count -= 1
             if not oldest:
                 del self._idle[oldest_origin]
+        with trio.CancelScope(shield=True):
+            for old in evicted:
+                await self.discard(old)
 
     async def discard(self, transport: httpx.AsyncHTTPTransport) -> None:
         """Close a connection that must not be reused."""
