@@ -333,3 +333,39 @@ async def test_held_mail_reads_accepted_and_mail_a_review_stopped_reads_failed(
             assert view["delivery_status"] == "failed", view
             assert "deadline" in view["delivery_detail"], view
     assert (await exported())[expired]["delivery_status"] == "failed"
+
+
+async def test_mail_approved_at_its_deadline_keeps_its_review_status_once_it_bounces(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """A held message its agent approves when the approval deadline passes is handed on, and a
+    permanent bounce report then comes back for one recipient: it reads `bounced` with the
+    recipient named, and its `review_status` stays `review_expired_approved` (no human approved
+    it), by id, in listings, through the MCP tools and in the review's own view."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    turned_on = await alice.http.put(
+        f"/api/v1/agents/{quote(bot, safe='')}",
+        json={"hitl_enabled": True, "hitl_expiration_action": "approve"},
+    )
+    assert turned_on.status_code == 200, turned_on.text
+    held = await alice.http.post(
+        messages(bot), json={"to": [ERIN, DAVE], "subject": "Hi", "text": "Hello"}
+    )
+    assert held.json()["status"] == "pending_review", held.text
+    message_id = held.json()["message_id"]
+    later = time.time() + 30 * 86400
+    assert [m.id for m in await running.gateway.storage.expire_outbound(later)] == [message_id]
+    assert await OutboundWorker(running.gateway).deliver_due(later) == 1
+    for view in await shown_everywhere(running, alice, bot, message_id):
+        assert view["review_status"] == "review_expired_approved", view
+        assert view["delivery_status"] == "sent", view
+
+    await report_bounce(running, sink, ERIN)
+    for view in await shown_everywhere(running, alice, bot, message_id):
+        assert view["review_status"] == "review_expired_approved", view
+        assert view["delivery_status"] == "bounced", view
+        assert ERIN in view["delivery_detail"] and DAVE not in view["delivery_detail"]
+    review = await alice.http.get(f"/v1/reviews/{message_id}")
+    assert review.status_code == 200, review.text
+    assert review.json()["review_status"] == "review_expired_approved", review.text

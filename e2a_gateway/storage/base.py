@@ -616,6 +616,8 @@ class FiledMessage:
     received_at: str | None = None
     """When mail received was accepted (`created_at` is when it came into the mailbox: for
     mail its agent's gate held for review, its release)."""
+    review_method: str | None = None
+    """How the review of mail sent was decided (`expiry`: at its deadline), when one was."""
 
 
 @dataclass(frozen=True)

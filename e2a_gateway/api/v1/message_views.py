@@ -43,6 +43,18 @@ METHODS = {"smtp": "smtp", "local": "loopback"}
 """e2a's name for how the gateway handed a message on."""
 
 
+def review_status(status: str, review_method: str | None) -> str:
+    """e2a's `review_status` of an outbound message in `status` whose review (if any) was
+    decided by `review_method`: the review's outcome, `sent` once a person approved it and for
+    mail never held. Mail approved at its deadline keeps `review_expired_approved` whatever its
+    delivery did, a bounce included (which stores the message `bounced`)."""
+    if status in REVIEW_STATUSES:
+        return REVIEW_STATUSES[status]
+    if status == "bounced" and review_method == "expiry":
+        return REVIEW_STATUSES["expired_approved"]
+    return "sent"
+
+
 def send_result_view(submission: Submission) -> tuple[dict[str, Any], int]:
     """SendResultView of a message just submitted, and its status: 202 while it waits (for
     the send worker or a reviewer), 200 once sent or failed."""
@@ -307,8 +319,7 @@ def _delivered_to(message: FiledMessage) -> str:
 
 
 def _outbound_state(message: FiledMessage) -> dict[str, Any]:
-    # e2a's review_status: the review's outcome, `sent` once approved and for mail never held
-    state: dict[str, Any] = {"review_status": REVIEW_STATUSES.get(message.status, "sent")}
+    state: dict[str, Any] = {"review_status": review_status(message.status, message.review_method)}
     status, detail = delivery_state(message)
     state["delivery_status"] = status
     if detail is not None:

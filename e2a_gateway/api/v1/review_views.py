@@ -7,25 +7,17 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from e2a_gateway.api.v1.message_views import outbound_attachments, received_content
+from e2a_gateway.api.v1.message_views import (
+    outbound_attachments,
+    received_content,
+    review_status,
+)
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.attachments import attachment_meta_view
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import inbound_authentication, verified_domain
 from e2a_gateway.operations.review_queue import Resolved
 from e2a_gateway.storage.base import Agent, HeldMessage, InboundMessage, OutboundMessage
-
-REVIEW_STATUSES = {
-    "pending_approval": "pending_review",
-    "queued": "sent",
-    "sent": "sent",
-    "failed": "sent",
-    "rejected": "review_rejected",
-    "expired_approved": "review_expired_approved",
-    "expired_rejected": "review_expired_rejected",
-}
-"""An outbound message's status as e2a's MessageView `review_status` (an approved one reads as
-`sent`, whatever its delivery did)."""
 
 
 def outbound_gate(agent: Agent) -> dict[str, Any]:
@@ -143,7 +135,7 @@ def _outbound_detail(message: OutboundMessage) -> dict[str, Any]:
     expires = message.approval_expires_at
     return present(
         body=body,
-        review_status=REVIEW_STATUSES.get(message.status, message.status),
+        review_status=review_status(message.status, message.review_method),
         approval_expires_at=format_timestamp(expires) if expires is not None else None,
         rejection_reason=message.rejection_reason,
         hold_reason=_outbound_hold(message.flag_reason),

@@ -37,7 +37,7 @@ FILED_COLUMNS = (
     "m.delivery_status, m.auth_results_json, m.created_at, m.deleted_at, "
     "(SELECT length(r.raw) FROM raw_messages r WHERE r.digest = m.raw_digest), "
     "m.method, m.send_error, m.sent_at, m.reviewed_at, m.complained_at, m.bcc_json, "
-    "m.flag_reason, m.received_at"
+    "m.flag_reason, m.received_at, m.review_method"
 )
 """Columns of `messages m` for a FiledMessage (its labels are read apart)."""
 OF_AGENT = "m.user_id = ? AND m.agent_email = ? AND m.hold IS NULL"
@@ -108,6 +108,7 @@ def _decode(row: Sequence[Any], labels: list[str]) -> FiledMessage:
         bcc=json.loads(row[23] or "[]"),
         flag_reason=row[24],
         received_at=row[25] if row[2] == INBOUND else None,
+        review_method=row[26],
     )
 
 
