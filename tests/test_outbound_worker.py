@@ -35,7 +35,7 @@ from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.outbound.mime import new_message_id
 from e2a_gateway.outbound.return_path import parse_return_path, return_path_key
 from e2a_gateway.storage.base import Job, OutboundMessage, SendAttempt
-from e2a_gateway.workers.outbound import OutboundWorker, relay_bounces, settle
+from e2a_gateway.workers.outbound import OutboundWorker, relay_bounces, settle, unreached
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import fresh_postgres_database, run_out_leases
 from tests.delivery_support import (
@@ -563,6 +563,26 @@ def test_only_a_refused_rcpt_is_a_bounce() -> None:
     }
     bounced = {item.address: item.bounce_type for item in relay_bounces(results)}
     assert bounced == {"gone@example.org": "permanent", "full@example.org": "transient"}
+
+
+def test_every_recipient_not_reached_is_named_once_with_its_kind() -> None:
+    """A 5xx to RCPT is read as a bounce, any other refusal is `undetermined` and a recipient
+    given up on `transient`; those who got it are not named."""
+    results = {
+        "gone@example.org": "refused: RCPT TO: 550 5.1.1 no such user",
+        "sender@example.org": "refused: MAIL FROM: 550 5.7.1 sender not owned",
+        "ghost@agents.test": "refused: no agent at ghost@agents.test on this gateway",
+        "ok@example.org": "accepted",
+        "bot@agents.test": "local msg_1",
+    }
+    gave_up = {"slow@example.org": "gave up: RCPT TO: 451 4.3.0 try again later"}
+    named = {item.address: (item.bounce_type, item.detail) for item in unreached(results, gave_up)}
+    assert named == {
+        "gone@example.org": ("permanent", "RCPT TO: 550 5.1.1 no such user"),
+        "sender@example.org": ("undetermined", "MAIL FROM: 550 5.7.1 sender not owned"),
+        "ghost@agents.test": ("undetermined", "no agent at ghost@agents.test on this gateway"),
+        "slow@example.org": ("transient", "RCPT TO: 451 4.3.0 try again later"),
+    }
 
 
 def test_settle_policy_on_plain_data() -> None:

@@ -538,7 +538,8 @@ SendOutcome = Literal["sent", "failed", "retry"]
 class SendAttempt:
     """What one attempt to send an outbound message came to, to record (`Outbox.finish_outbound`):
     `outcome` with the `method` used and the `error` if any, `retry_at` when retrying, the
-    per-recipient `results`, the relay's 5xx refusals in `bounced`, made at `now` (default: the
+    per-recipient `results`, the recipients it settled without reaching in `bounced` (the
+    relay's 5xx to RCPT, other refusals, those given up on), made at `now` (default: the
     wall clock). `leased_until` is the lease the attempt was made under (its claim's): the
     outcome is written only while the job still holds it (None: whoever records it holds the
     job's row itself)."""
@@ -1339,9 +1340,9 @@ class Outbox(Protocol):
         scrubbed, job dropped; an expired-approved message that fails ends `expired_rejected`),
         retry reschedules. A terminal attempt logs its events (`email.sent` and
         `email.delivered` per recipient in its `results` that was accepted, or `email.failed`),
-        made at its `now`, in the same transaction; so are the relay's 5xx refusals in its
-        `bounced` (`email.bounced`, a hard bounce suppressed, and a message no recipient got
-        ends `bounced`).
+        made at its `now`, in the same transaction; so, for a retry too, are the recipients
+        in its `bounced` (`email.bounced`, a hard bounce suppressed, and a message no recipient
+        got ends `bounced` after a hard bounce).
 
         An attempt whose job no longer holds its `leased_until` (the lease ran out and another
         claim took the job, or finished it) is not written: the job and the message stay as

@@ -236,6 +236,23 @@ def relay_bounces(results: Mapping[str, str]) -> list[BouncedRecipient]:
     return bounced
 
 
+def unreached(results: Mapping[str, str], gave_up: Mapping[str, str]) -> list[BouncedRecipient]:
+    """The recipients an attempt settled without reaching, each told of by an `email.bounced`
+    with the reason: one the relay refused at RCPT as `relay_bounces` reads it, one refused
+    otherwise (the relay's refusal of the session, the sender or the message, or a refusal
+    here) `undetermined`, which says nothing of the address, and one given up on after its
+    retries (`gave_up`) `transient`."""
+    bounced = {item.address: item for item in relay_bounces(results)}
+    for recipient, result in results.items():
+        if recipient not in bounced and result.startswith(REFUSED_PREFIX):
+            reason = result.removeprefix(REFUSED_PREFIX)
+            bounced[recipient] = BouncedRecipient(recipient, "undetermined", reason)
+    for recipient, result in gave_up.items():
+        reason = result.removeprefix(GAVE_UP_PREFIX)
+        bounced[recipient] = BouncedRecipient(recipient, "transient", reason)
+    return list(bounced.values())
+
+
 def _describe(reasons: Mapping[str, str]) -> str:
     return "; ".join(f"{rcpt}: {reason}" for rcpt, reason in reasons.items())[:MAX_ERROR_CHARS]
 
@@ -417,7 +434,7 @@ class OutboundWorker(ClaimLoop):
                 verdict.retry_at,
                 {**settled, **results, **verdict.gave_up},
                 now,
-                relay_bounces(results),
+                unreached(results, verdict.gave_up),
             )
         )
         if not recorded:

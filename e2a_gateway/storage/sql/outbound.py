@@ -27,6 +27,7 @@ from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.storage.base import (
     PAST_DEADLINE,
     AgentInTrash,
+    BouncedRecipient,
     HeldKey,
     NewEvent,
     NotPending,
@@ -320,6 +321,7 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
             "UPDATE messages SET send_error = ?, method = ? WHERE id = ?",
             (error, method, message_id),
         )
+        _told_unreached(tx, attempt, attempt.bounced)
         return
     tx.execute("DELETE FROM jobs WHERE id = ?", (attempt.job_id,))
     row = _outbound_row(tx, None, message_id)
@@ -352,14 +354,33 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
         bounce_recorded(tx, message, attempt.bounced, moment, settle=attempt.outcome == "failed")
 
 
+def _told_unreached(
+    tx: Transaction, attempt: SendAttempt, unreached: Sequence[BouncedRecipient]
+) -> None:
+    """Inside `tx`, for an attempt that leaves the message to be sent again: tell of the
+    recipients it settled without reaching now (`email.bounced`, a hard bounce suppressed),
+    rather than once the others are settled; the message's state is its send job's to decide."""
+    if not unreached:
+        return
+    row = _outbound_row(tx, None, attempt.message_id)
+    if row is not None:
+        moment = time.time() if attempt.now is None else attempt.now
+        bounce_recorded(tx, decode_outbound(row), unreached, moment, settle=False)
+
+
 def _add_unsettled(
-    tx: Transaction, job_id: int, message_id: str, results: Mapping[str, str] | None
+    tx: Transaction,
+    job_id: int,
+    message_id: str,
+    results: Mapping[str, str] | None,
+    attempt: SendAttempt | None = None,
 ) -> None:
     """Inside `tx`, for the results of an attempt whose job has passed to another claim: while
     the job is still to be done, add those for the recipients the message has none for yet
     (the relay or an inbox took it for them, or refused it for good), leaving those already
     settled as they are (the claim holding the job may have written them), so that its next
-    attempt does not hand the message to them again."""
+    attempt does not hand the message to them again; and tell of those of the `attempt`'s
+    unreached recipients it adds (`_told_unreached`)."""
     if not results or tx.first("SELECT 1 FROM jobs WHERE id = ?", (job_id,)) is None:
         return
     row = tx.first(RECIPIENT_RESULTS + tx.dialect.for_update(), (message_id,))
@@ -372,6 +393,9 @@ def _add_unsettled(
             "UPDATE messages SET auth_results_json = ? WHERE id = ?",
             (merged_recipient_results(row[0], fresh), message_id),
         )
+        if attempt is not None:
+            unreached = [item for item in attempt.bounced if item.address in fresh]
+            _told_unreached(tx, attempt, unreached)
 
 
 def cancel_sends_in(tx: Transaction, agent_email: str, now: float) -> int:
@@ -527,7 +551,9 @@ class OutboundSql(Runner):
                 ):
                     _finish(tx, attempt)
                 else:
-                    _add_unsettled(tx, attempt.job_id, attempt.message_id, attempt.results)
+                    _add_unsettled(
+                        tx, attempt.job_id, attempt.message_id, attempt.results, attempt
+                    )
                     passed.append(attempt.message_id)
             return passed
 
