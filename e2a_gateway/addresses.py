@@ -133,6 +133,27 @@ def internationalised(address: str) -> bool:
     return bool(sep) and not local.isascii()
 
 
+QUOTED_LOCAL_PART_UNSUPPORTED = (
+    "a quoted local part: e2a sends only to addresses whose local part is a plain dot-atom"
+)
+"""Why e2a sends no mail to `"sales team"@example.com`: `normalise_address` takes none."""
+
+
+def unsendable(address: str) -> str | None:
+    """Why e2a sends no mail to `address` (`local@domain`, as a header of mail received named
+    it), or None when it does (`normalise_address` takes it): a local part beyond ASCII, a
+    quoted or otherwise not dot-atom local part, a domain that is no fully qualified host name
+    (a dotless `intranet`, an address literal `[192.0.2.1]`)."""
+    if internationalised(address):
+        return INTERNATIONALISED_UNSUPPORTED
+    try:
+        normalise_address(address)
+    except AddressError as exc:
+        local = address.strip().rpartition("@")[0]
+        return QUOTED_LOCAL_PART_UNSUPPORTED if local.startswith('"') else str(exc)
+    return None
+
+
 def normalise_address(address: str) -> str:
     """Return `local@domain` lowercased with a normalised domain; raise AddressError if invalid.
 

@@ -18,6 +18,7 @@ from e2a_gateway.addresses import (
     normalise_domain,
     parse_mailbox,
     parse_mailboxes,
+    unsendable,
 )
 from e2a_gateway.mailauth.dmarc import normalise_domain as dmarc_domain
 from e2a_gateway.smtp.protocol import ServerSession, SessionLimits
@@ -186,3 +187,12 @@ def test_any_display_name_survives_formatting_and_parsing(name: str) -> None:
     assert mailbox == Mailbox(name.strip(), "a@example.com")
     assert parse_mailbox(format_mailbox(mailbox)) == mailbox
     assert parse_mailboxes(format_mailbox(mailbox) + ", b@example.com")[0] == mailbox
+
+
+def test_unsendable_says_why_e2a_sends_no_mail_to_an_address() -> None:
+    assert unsendable("bob@example.com") is None
+    assert unsendable("bob@Bücher.example") is None  # sent to as A-labels
+    assert "RFC 6531" in (unsendable("josé@example.com") or "")
+    assert "quoted local part" in (unsendable('"sales team"@example.com') or "")
+    assert "not a fully qualified domain name" in (unsendable("admin@intranet") or "")
+    assert "not a valid domain name" in (unsendable("lab@[192.0.2.1]") or "")

@@ -144,3 +144,57 @@ async def test_a_reply_to_the_internationalised_sender_alone_is_still_refused_sa
 async def _settled(alice: Account, path: str) -> bool:
     view = (await alice.http.get(path)).json()
     return bool(view["status"] == "sent" and view.get("error"))
+
+
+UNUSUAL = (
+    b"From: Human <human@example.org>\r\n"
+    b'To: bot@agents.test, Admin <Admin@Intranet>, "Sales Team" <"sales team"@example.com>\r\n'
+    b"Cc: boss@example.org, lab@[192.0.2.1]\r\n"
+    b"Subject: Plan\r\n"
+    b"Message-ID: <plan-unusual@example.org>\r\n"
+    b"\r\n"
+    b"Shall we?\r\n"
+)
+UNUSABLE = {
+    "admin@intranet": "'intranet' is not a fully qualified domain name",
+    '"sales team"@example.com': "a quoted local part",
+    "lab@[192.0.2.1]": "is not a valid domain name",
+}
+
+
+@pytest.mark.parametrize("face", ["api/v1", "v1"])
+async def test_reply_all_leaves_out_a_copied_address_it_cannot_send_to_saying_why(
+    running: RunningGateway, make_account: Any, sink: Sink, face: str
+) -> None:
+    """A reply-all to mail that copied an address with a dotless domain, a quoted local part or
+    an address literal goes to everyone else; each of those is refused alone, named with its
+    reason. The copies name them in Cc as the original did, the quoted local part quoted."""
+    alice: Account = await make_account("alice@example.com")
+    await create_agent(alice, "bot")
+    await smtp_send(running.addresses.smtp_port, ["bot@agents.test"], UNUSUAL)
+    (summary,) = (await alice.http.get(agent_path("bot@agents.test", "/messages"))).json()[
+        "messages"
+    ]
+    if face == "v1":
+        path = f"/v1/agents/bot%40agents.test/messages/{summary['message_id']}/reply"
+        replied = await alice.http.post(path, json={"text": "Yes.", "reply_all": True})
+    else:
+        path = agent_path("bot@agents.test", f"/messages/{summary['message_id']}/reply")
+        replied = await alice.http.post(path, json={"body": "Yes.", "reply_all": True})
+    assert replied.status_code in (200, 202), replied.text
+    reached = ["boss@example.org", "human@example.org"]
+    await wait_until(lambda: sum(len(rcpts) for _, rcpts, _ in sink.received) >= len(reached))
+    assert sorted(rcpt for _, rcpts, _ in sink.received for rcpt in rcpts) == reached
+    for _, _, raw in sink.received:
+        copy = email.message_from_bytes(raw, policy=email.policy.default)
+        copied = [address.addr_spec for address in copy["Cc"].addresses]
+        assert sorted(copied) == sorted([*UNUSABLE, "boss@example.org"]), copied
+    sent_id = replied.json()["message_id"]
+    await wait_until(lambda: _settled(alice, f"/api/v1/messages/{sent_id}"))
+    view = (await alice.http.get(f"/api/v1/messages/{sent_id}")).json()
+    assert view["status"] == "sent"
+    for address, reason in UNUSABLE.items():
+        assert address in view["cc"], view
+        entry = next(part for part in view["error"].split("; ") if part.startswith(address))
+        assert reason in entry, view["error"]
+    assert all(address not in view["error"] for address in reached)

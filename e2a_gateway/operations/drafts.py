@@ -11,10 +11,10 @@ from pydantic import BaseModel, Field
 from e2a_gateway.addresses import (
     AddressError,
     Mailbox,
-    internationalised,
     lowercase_address,
     normalise_address,
     parse_mailbox,
+    unsendable,
 )
 from e2a_gateway.operations.errors import Invalid, Unprocessable
 from e2a_gateway.operations.requests import RequestBody
@@ -71,13 +71,13 @@ def checked_addresses(field: str, values: list[str], *, code: str | None = None)
 
 def carried_addresses(field: str, values: list[str], *, code: str | None = None) -> list[str]:
     """The addresses a reply-all copies from the message it answers, as `checked_addresses`
-    takes them, except that an address with a local part beyond ASCII (`internationalised`),
-    which e2a cannot send to, is kept as the message named it (lowercased) rather than
-    refusing the whole reply: the hand-off refuses that recipient alone, saying why, and the
-    reply goes to the others."""
+    takes them, except that an address e2a cannot send to (`unsendable`: a local part beyond
+    ASCII or quoted, a dotless domain, an address literal) is kept as the message named it
+    (lowercased) rather than refusing the whole reply: the hand-off refuses that recipient
+    alone, saying why, and the reply goes to the others."""
     found: list[str] = []
     for value in values:
-        if not internationalised(value):
+        if unsendable(value) is None:
             address = checked_addresses(field, [value], code=code)[0]
         else:
             try:

@@ -22,10 +22,10 @@ from typing import Literal
 import trio
 
 from e2a_gateway.addresses import (
-    INTERNATIONALISED_UNSUPPORTED,
     AddressError,
     internationalised,
     normalise_address,
+    unsendable,
 )
 from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.gateway import Gateway
@@ -81,8 +81,8 @@ LOCAL_PREFIX = RECIPIENT_LOCAL_PREFIX
 REFUSED_PREFIX = RECIPIENT_REFUSED_PREFIX
 GAVE_UP_PREFIX = "gave up: "
 NO_AGENT = "no agent at {address} on this gateway (deleted, in the trash, or never registered)"
-UNSENDABLE = f"not handed to the relay: {INTERNATIONALISED_UNSUPPORTED}"
-"""Why a recipient a reply-all carried (`internationalised`) was refused here."""
+UNSENDABLE = "not handed to the relay: {reason}"
+"""Why a recipient a reply-all carried (`unsendable`) was refused here."""
 LEASE_LOST = "not handed off: the send's lease passed to another claim, which sends it"
 """Why an attempt whose lease ran out before its hand-off left the relay's recipients alone."""
 
@@ -133,8 +133,9 @@ def recipients_of(message: OutboundMessage) -> list[str]:
 
 def draft_of(message: OutboundMessage) -> Draft:
     """The stored message as a Draft; InvalidDraft when it cannot be built safely. Recipients
-    it is not sent to (`internationalised`: a reply-all carries them, the hand-off refuses
-    them) are not named in its To and Cc, whose 7-bit fields cannot write them."""
+    it is not sent to that its 7-bit To and Cc cannot write (`internationalised`: a reply-all
+    carries them, the hand-off refuses them) are not named there; others a reply-all carried
+    and the hand-off refuses (`unsendable`) are named as the message it answers named them."""
     attachments = [
         decode_attachment(
             index,
@@ -560,8 +561,8 @@ class OutboundWorker(ClaimLoop):
         results: dict[str, str] = {}
         deferred: dict[str, str] = {}
         for rcpt in pending:
-            if internationalised(rcpt):
-                results[rcpt] = REFUSED_PREFIX + UNSENDABLE
+            if (reason := unsendable(rcpt)) is not None:
+                results[rcpt] = REFUSED_PREFIX + UNSENDABLE.format(reason=reason)
                 continue
             agent = await local_recipient(self._gateway, rcpt)
             if agent is not None:
