@@ -280,3 +280,47 @@ async def test_a_draft_of_a_trashed_agent_is_noticed_again_only_once_restored(
     held = await_deadline(configured, message.id)
     assert held > time.time() + HOUR  # moved on by the hour in the trash
     assert b"/api/v1/approve?token=" in notice
+
+
+async def test_a_send_in_flight_at_the_trash_that_reached_someone_reads_sent(
+    running: RunningGateway, owner: Account, sink: Sink
+) -> None:
+    """A send in flight when the agent was trashed, which the relay took for Dave while
+    Carol's copy was deferred, is settled by its next attempt as the trash settles one no
+    worker held: `sent` (Dave got it), Carol named with the reason, and no `email.failed`
+    (which says that nobody got it)."""
+    dave = "dave@example.org"
+    sink.rcpt_answers[CAROL] = "451 4.3.0 try again later"
+    sent = await owner.http.post(
+        "/api/v1/send", json={"from": BOT, "to": [dave, CAROL], "subject": "Racing", "body": "Hi"}
+    )
+    message_id = sent.json()["message_id"]
+    database = running.gateway.settings.database.url
+    await wait_until(
+        lambda: (
+            query(database, "SELECT send_error FROM messages WHERE id = ?", (message_id,))[0][0]
+            is not None
+        )
+    )
+    assert [rcpts for _, rcpts, _ in sink.received] == [[dave]]
+    # as if a worker held the job right now
+    query(
+        database,
+        "UPDATE jobs SET locked_until = ? WHERE message_id = ?",
+        (time.time() + HOUR, message_id),
+    )
+    trashed = await owner.http.delete(
+        f"/v1/agents/{quote(BOT, safe='')}", params={"confirm": "DELETE"}
+    )
+    assert trashed.status_code == 200, trashed.text
+    sink.rcpt_answers.clear()
+    run_out_leases(database, 2 * HOUR)
+    assert await OutboundWorker(running.gateway).deliver_due(time.time() + 2 * HOUR) == 1
+    assert len(sink.received) == 1  # Carol's copy never went
+    ((status, error),) = query(
+        database, "SELECT status, send_error FROM messages WHERE id = ?", (message_id,)
+    )
+    assert status == "sent" and error.startswith("agent_deleted"), (status, error)
+    events = await owner.http.get("/v1/events", params={"message_id": message_id})
+    kinds = [item["type"] for item in events.json()["items"]]
+    assert "email.failed" not in kinds and "email.sent" in kinds, kinds

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 from e2a_gateway.clock import format_timestamp
@@ -312,6 +313,11 @@ def _hand_off_events(
     return events
 
 
+def _reached(result: str) -> bool:
+    """Whether a recipient's hand-off `result` says the relay or a local inbox took it."""
+    return result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX)
+
+
 def _finish(tx: Transaction, attempt: SendAttempt) -> None:
     """Inside `tx`: record a send attempt (OutboundSql.finish_outbound)."""
     message_id, method, error = attempt.message_id, attempt.method, attempt.error
@@ -330,6 +336,10 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
     settled = settled_recipient_results(
         recipient_results(stored[0] if stored else None), attempt.results or {}
     )
+    if attempt.outcome == "failed" and any(map(_reached, settled.values())):
+        # Given up on (its agent trashed, an internal error) after an earlier attempt reached
+        # a recipient: handed on to them, as the send worker settles it, the rest in `error`.
+        attempt = replace(attempt, outcome="sent")
     if row is not None:
         record_events(
             tx,
@@ -412,15 +422,9 @@ def cancel_sends_in(tx: Transaction, agent_email: str, now: float) -> int:
         (agent_email, lease_time(tx, now)),
     )
     for job_id, message_id in due:
-        stored = tx.first(RECIPIENT_RESULTS, (message_id,))
-        reached = [
-            result
-            for result in recipient_results(stored[0] if stored else None).values()
-            if result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX)
-        ]
-        outcome: SendOutcome = "sent" if reached else "failed"
-        _finish(
-            tx, SendAttempt(job_id, message_id, outcome, "smtp", AGENT_DELETED_ERROR, None, now=now)
+        _finish(  # `sent` when a retry reached someone (`_finish`)
+            tx,
+            SendAttempt(job_id, message_id, "failed", "smtp", AGENT_DELETED_ERROR, None, now=now),
         )
     return len(due)
 
