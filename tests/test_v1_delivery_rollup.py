@@ -369,3 +369,33 @@ async def test_mail_approved_at_its_deadline_keeps_its_review_status_once_it_bou
     review = await alice.http.get(f"/v1/reviews/{message_id}")
     assert review.status_code == 200, review.text
     assert review.json()["review_status"] == "review_expired_approved", review.text
+
+
+async def test_the_lifecycle_of_mail_approved_at_its_deadline_says_so_once_it_bounces(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """The reconstructed lifecycle of a message approved at its deadline, handed on, then
+    bounced for a recipient names its review `review.expired_approved`, not a person's
+    `review.approved`."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    turned_on = await alice.http.put(
+        f"/api/v1/agents/{quote(bot, safe='')}",
+        json={"hitl_enabled": True, "hitl_expiration_action": "approve"},
+    )
+    assert turned_on.status_code == 200, turned_on.text
+    held = await alice.http.post(
+        messages(bot), json={"to": [ERIN, DAVE], "subject": "Hi", "text": "Hello"}
+    )
+    message_id = held.json()["message_id"]
+    later = time.time() + 30 * 86400
+    assert [m.id for m in await running.gateway.storage.expire_outbound(later)] == [message_id]
+    assert await OutboundWorker(running.gateway).deliver_due(later) == 1
+    await report_bounce(running, sink, ERIN)
+
+    lifecycle = await alice.http.get(messages(bot, f"/{message_id}/lifecycle"))
+    assert lifecycle.status_code == 200, lifecycle.text
+    steps = [(step["stage"], step["reason_code"]) for step in lifecycle.json()["items"]]
+    assert ("review", "review.expired_approved") in steps, steps
+    assert ("review", "review.approved") not in steps, steps
+    assert ("delivery", "delivery.permanent_bounce") in steps, steps

@@ -43,16 +43,19 @@ METHODS = {"smtp": "smtp", "local": "loopback"}
 """e2a's name for how the gateway handed a message on."""
 
 
+def reviewed_as(status: str, review_method: str | None) -> str:
+    """The state an outbound message in `status`, its review (if any) decided by
+    `review_method`, had when its review ended: `status`, but `expired_approved` for mail
+    approved at its deadline that a bounce has since made `bounced`."""
+    return "expired_approved" if status == "bounced" and review_method == "expiry" else status
+
+
 def review_status(status: str, review_method: str | None) -> str:
     """e2a's `review_status` of an outbound message in `status` whose review (if any) was
     decided by `review_method`: the review's outcome, `sent` once a person approved it and for
     mail never held. Mail approved at its deadline keeps `review_expired_approved` whatever its
-    delivery did, a bounce included (which stores the message `bounced`)."""
-    if status in REVIEW_STATUSES:
-        return REVIEW_STATUSES[status]
-    if status == "bounced" and review_method == "expiry":
-        return REVIEW_STATUSES["expired_approved"]
-    return "sent"
+    delivery did, a bounce included (`reviewed_as`)."""
+    return REVIEW_STATUSES.get(reviewed_as(status, review_method), "sent")
 
 
 def send_result_view(submission: Submission) -> tuple[dict[str, Any], int]:
@@ -260,7 +263,7 @@ def lifecycle_transitions(message: FiledMessage) -> list[dict[str, Any]]:
             "rejected": ("rejected", "review.rejected"),
             "expired_rejected": ("rejected", "review.expired_rejected"),
             "expired_approved": ("approved", "review.expired_approved"),
-        }.get(message.status)
+        }.get(reviewed_as(message.status, message.review_method))
         if review is None and message.reviewed_at is not None:
             review = ("approved", "review.approved")
         if review is not None:
