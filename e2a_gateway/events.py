@@ -483,9 +483,10 @@ def outbound_event(
     *,
     method: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    event_id: str | None = None,
 ) -> NewEvent:
     """A message-level event about an outbound message (`email.sent`, `email.failed` with its
-    `reason` in `extra`, review events)."""
+    `reason` in `extra`, review events), with a fresh id unless `event_id` is given."""
     data = {**_outbound_data(message, method), **(extra or {})}
     if event_type == EMAIL_SENT and data["method"] != "loopback" and message.email_message_id:
         data.setdefault("provider_message_id", message.email_message_id)  # none for loopback
@@ -497,6 +498,7 @@ def outbound_event(
         agent_email=message.agent_email,
         conversation_id=message.conversation_id,
         message_id=message.id,
+        event_id=event_id,
     )
 
 

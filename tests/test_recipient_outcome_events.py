@@ -127,3 +127,24 @@ async def test_a_recipient_refused_here_is_told_of(
     assert ("email.delivered", ERIN) in seen and ("email.sent", None) in seen, seen
     suppressed = await alice.http.get("/v1/account/suppressions")
     assert suppressed.json()["items"] == [], suppressed.text
+
+
+async def test_a_recipient_reached_while_another_is_retried_is_told_of_at_once(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """The relay takes Erin's copy and defers Frank's: `email.sent` and Erin's
+    `email.delivered` are logged then, not once Frank is settled a day later; Frank's comes
+    when the retry reaches him, and nothing is logged twice."""
+    sink.rcpt_answers[FRANK] = "451 4.3.0 try again later"
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    message_id = await send(alice, bot, [ERIN, FRANK])
+    assert await outcomes(alice, message_id) == [("email.sent", None), ("email.delivered", ERIN)]
+
+    sink.rcpt_answers.pop(FRANK)
+    assert await OutboundWorker(running.gateway).deliver_due(time.time() + 3600) == 1
+    assert await outcomes(alice, message_id) == [
+        ("email.sent", None),
+        ("email.delivered", ERIN),
+        ("email.delivered", FRANK),
+    ]

@@ -7,6 +7,7 @@ loses its body. A review or expiry locks the row, so two replicas never both mov
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -298,7 +299,7 @@ def _hand_off_events(
     results: Mapping[str, str],
     now: float,
 ) -> list[NewEvent]:
-    """The events of a finished send: `email.sent` and an `email.delivered` per recipient the
+    """The events of a settled send: `email.sent` and an `email.delivered` per recipient the
     relay or a local inbox accepted, or `email.failed` with the reason (and, for a send its
     agent's trash cancelled, the `reason_code` `agent_deleted`)."""
     if outcome != "sent":
@@ -306,11 +307,47 @@ def _hand_off_events(
         if error is not None and error.startswith(f"{AGENT_DELETED}:"):
             failure.update(reason_code=AGENT_DELETED, retryable=False)
         return [outbound_event(message, EMAIL_FAILED, now, method=method, extra=failure)]
-    events = [outbound_event(message, EMAIL_SENT, now, method=method)]
+    return _reached_events(message, method, results, now)
+
+
+def _reached_events(
+    message: OutboundMessage,
+    method: Literal["smtp", "local"],
+    results: Mapping[str, str],
+    now: float,
+) -> list[NewEvent]:
+    """`email.sent` and an `email.delivered` per recipient in `results` the relay or a local
+    inbox accepted, each with an id derived from the message (and the recipient): an attempt
+    that reaches someone while others are retried logs them at once, and a later attempt
+    logs only those not logged yet (`_not_logged`)."""
+    sent_id = _outcome_event_id(message.id, EMAIL_SENT, "")
+    events = [outbound_event(message, EMAIL_SENT, now, method=method, event_id=sent_id)]
     for recipient, result in results.items():
-        if result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX):
-            events.append(recipient_event(message, EMAIL_DELIVERED, recipient, now))
+        if _reached(result):
+            event_id = _outcome_event_id(message.id, EMAIL_DELIVERED, recipient.lower())
+            events.append(
+                recipient_event(message, EMAIL_DELIVERED, recipient, now, event_id=event_id)
+            )
     return events
+
+
+def _outcome_event_id(message_id: str, event_type: str, recipient: str) -> str:
+    """The id of the `event_type` event of `message_id` (about `recipient`, or "" for the
+    message): the same on every attempt, so each is logged once."""
+    digest = hashlib.sha256(f"{message_id}|{event_type}|{recipient}".encode()).hexdigest()
+    return f"evt_{digest[:24]}"
+
+
+def _not_logged(tx: Transaction, events: list[NewEvent]) -> list[NewEvent]:
+    """Those of `events` no event of the log has the id of."""
+    logged = {
+        row[0]
+        for row in tx.all(
+            f"SELECT id FROM events WHERE {tx.dialect.in_list('id', 'text')}",
+            (tx.dialect.list_param([event.id for event in events]),),
+        )
+    }
+    return [event for event in events if event.id not in logged]
 
 
 def _reached(result: str) -> bool:
@@ -327,6 +364,7 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
             "UPDATE messages SET send_error = ?, method = ? WHERE id = ?",
             (error, method, message_id),
         )
+        _told_reached(tx, attempt)
         _told_unreached(tx, attempt, attempt.bounced)
         return
     tx.execute("DELETE FROM jobs WHERE id = ?", (attempt.job_id,))
@@ -341,10 +379,10 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
         # a recipient: handed on to them, as the send worker settles it, the rest in `error`.
         attempt = replace(attempt, outcome="sent")
     if row is not None:
-        record_events(
-            tx,
-            _hand_off_events(decode_outbound(row), attempt.outcome, method, error, settled, moment),
+        events = _hand_off_events(
+            decode_outbound(row), attempt.outcome, method, error, settled, moment
         )
+        record_events(tx, _not_logged(tx, events))
     if attempt.outcome == "sent":
         # Each recipient's result is kept: `/v1` reports the worst of them (outbound/rollup.py).
         # A permanent bounce reported while others were retried makes it `bounced` now, mail
@@ -362,6 +400,20 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
     if row is not None and attempt.bounced:
         message = decode_outbound(row)
         bounce_recorded(tx, message, attempt.bounced, moment, settle=attempt.outcome == "failed")
+
+
+def _told_reached(tx: Transaction, attempt: SendAttempt) -> None:
+    """Inside `tx`, for an attempt that leaves the message to be sent again: log `email.sent`
+    and the `email.delivered` of each recipient reached so far, those not logged yet."""
+    row = _outbound_row(tx, None, attempt.message_id)
+    stored = tx.first(RECIPIENT_RESULTS, (attempt.message_id,))
+    results = settled_recipient_results(
+        recipient_results(stored[0] if stored else None), attempt.results or {}
+    )
+    if row is not None and any(map(_reached, results.values())):
+        moment = time.time() if attempt.now is None else attempt.now
+        events = _reached_events(decode_outbound(row), attempt.method, results, moment)
+        record_events(tx, _not_logged(tx, events))
 
 
 def _told_unreached(
