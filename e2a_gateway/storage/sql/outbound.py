@@ -7,7 +7,6 @@ loses its body. A review or expiry locks the row, so two replicas never both mov
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from e2a_gateway.events import (
     REVIEW_APPROVED,
     REVIEW_REJECTED,
     REVIEW_REQUESTED,
+    derived_event_id,
     outbound_event,
     recipient_event,
 )
@@ -333,9 +333,8 @@ def _reached_events(
 
 def _outcome_event_id(message_id: str, event_type: str, recipient: str) -> str:
     """The id of the `event_type` event of `message_id` (about `recipient`, or "" for the
-    message): the same on every attempt, so each is logged once."""
-    digest = hashlib.sha256(f"{message_id}|{event_type}|{recipient}".encode()).hexdigest()
-    return f"evt_{digest[:24]}"
+    message): the same on every attempt, so each is logged once (`derived_event_id`)."""
+    return derived_event_id(message_id, f"{event_type}|{recipient}" if recipient else event_type)
 
 
 def _not_logged(tx: Transaction, events: list[NewEvent]) -> list[NewEvent]:
@@ -607,9 +606,7 @@ class OutboundSql(Runner):
                 ):
                     _finish(tx, attempt)
                 else:
-                    _add_unsettled(
-                        tx, attempt.job_id, attempt.message_id, attempt.results, attempt
-                    )
+                    _add_unsettled(tx, attempt.job_id, attempt.message_id, attempt.results, attempt)
                     passed.append(attempt.message_id)
             return passed
 
