@@ -13,6 +13,7 @@ import gc
 import http.server
 import itertools
 import json
+import logging
 import queue
 import smtplib
 import subprocess
@@ -555,6 +556,40 @@ def test_listen_under_asyncio(live: LiveGateway) -> None:
     asyncio.run(listen_for_mail(live, key, "ear-asyncio"))
 
 
+def test_listen_keeps_the_api_key_out_of_the_url_and_the_logs(
+    live: LiveGateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The key goes in an `Authorization: Bearer` header of the handshake: in the URL,
+    httpx's INFO log line of every (re)connection, and any reverse proxy's access log, would
+    record it."""
+    key = live.new_key("listen-quiet@example.com")
+    agent = "ear-quiet@agents.test"
+    with E2AClient(api_key=key, base_url=live.url) as sync:
+        sync.register_agent(agent.split("@")[0], agent_mode="local")
+    live.send_mail(agent, rich_mail(agent, "Hush"))
+
+    async def main() -> list[str]:
+        subjects = []
+        with anyio.fail_after(20):
+            async with (
+                AsyncE2AClient(key, agent_email=agent, base_url=live.url) as client,
+                aclosing(client.listen()) as stream,
+            ):
+                async for notification in stream:
+                    subjects.append(notification.subject)
+                    break
+        return subjects
+
+    with caplog.at_level(logging.DEBUG):
+        assert trio.run(main) == ["Hush"]
+    handshakes = [r.getMessage() for r in caplog.records if "/ws" in r.getMessage()]
+    assert handshakes, "httpx logs the handshake"
+    assert all(key not in line and "token=" not in line for line in handshakes)
+    assert websocket_url("https://mail.example.com/", "bot@example.com") == (
+        "wss://mail.example.com/api/v1/agents/bot%40example.com/ws"
+    )
+
+
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_listen_loop_can_be_left_with_break(live: LiveGateway, backend: str) -> None:
     """The published SDK's users write `async for …: break` without aclosing; the generator
@@ -585,8 +620,6 @@ def test_reconnect_backoff_is_jittered_and_capped() -> None:
         delays = list(itertools.islice(backoff_delays(10), 6))
         for delay, ceiling in zip(delays, [1, 2, 4, 8, 10, 10], strict=True):
             assert ceiling / 2 <= delay <= ceiling
-    url = websocket_url("https://mail.example.com", "bot@example.com", "e2a_k")
-    assert url == "wss://mail.example.com/api/v1/agents/bot%40example.com/ws?token=e2a_k"
 
 
 # Webhooks

@@ -457,33 +457,36 @@ def _check_websocket(report: Report, url: str, key: str, agent: Agent) -> None:
     import httpx
 
     from e2a_gateway.v1 import E2AApiError
-    from e2a_gateway.v1.notifications import websocket_url
+    from e2a_gateway.v1.notifications import bearer, websocket_url
     from e2a_gateway.v1.wsclient import WebSocketRejected, connect_websocket
 
-    address = websocket_url(url, agent.email or "", key)
+    address = websocket_url(url, agent.email or "")
 
     async def open_and_close() -> None:
         with anyio.fail_after(TIMEOUT_SECONDS * 2):
             async with connect_websocket(
-                address, handshake_seconds=TIMEOUT_SECONDS, idle_seconds=TIMEOUT_SECONDS
+                address,
+                headers=bearer(key),
+                handshake_seconds=TIMEOUT_SECONDS,
+                idle_seconds=TIMEOUT_SECONDS,
             ):
                 pass
 
-    shown = address.split("?")[0]
     try:
         anyio.run(open_and_close)
     except E2AApiError as exc:
-        report.add("websocket", "fail", f"{shown} refused: {exc.message} ({exc.status_code})", None)
+        refused = f"{address} refused: {exc.message} ({exc.status_code})"
+        report.add("websocket", "fail", refused, None)
     except (WebSocketRejected, httpx.HTTPError, TimeoutError, OSError) as exc:
         report.add(
             "websocket",
             "fail",
-            f"cannot open {shown}: {exc}",
+            f"cannot open {address}: {exc}",
             "a reverse proxy in front of the gateway must pass WebSocket upgrades "
             "(Upgrade and Connection headers) on /api/v1/agents/*/ws",
         )
     else:
-        report.add("websocket", "pass", f"{shown} accepts the agent's WebSocket")
+        report.add("websocket", "pass", f"{address} accepts the agent's WebSocket")
 
 
 # Running and printing

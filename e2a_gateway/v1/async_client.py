@@ -187,8 +187,10 @@ class AsyncE2AClient:
         `contextlib.aclosing` (or `await stream.aclose()`) when you stop early.
         """
         email = require_agent_email(self.agent_email, agent_email)
-        url = notifications.websocket_url(self.base_url, email, self.api_key)
-        return notifications.listen(url, reconnect=reconnect, max_backoff=max_backoff, ack=ack)
+        url = notifications.websocket_url(self.base_url, email)
+        return notifications.listen(
+            url, api_key=self.api_key, reconnect=reconnect, max_backoff=max_backoff, ack=ack
+        )
 
     # Agents
 

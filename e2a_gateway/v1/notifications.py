@@ -14,7 +14,7 @@ import random
 from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -61,12 +61,19 @@ class WSNotification:
         )
 
 
-def websocket_url(base_url: str, agent_email: str, api_key: str) -> str:
-    """`ws(s)://host/api/v1/agents/<email>/ws?token=<key>` for an HTTP(S) base URL."""
+def websocket_url(base_url: str, agent_email: str) -> str:
+    """`ws(s)://host/api/v1/agents/<email>/ws` for an HTTP(S) base URL. The API key is not in
+    it: `listen` sends it in a header (`bearer`), as a URL is written to logs (httpx's INFO line
+    of each request, a reverse proxy's access log)."""
     parts = urlsplit(base_url)
     scheme = "wss" if parts.scheme == "https" else "ws"
     path = f"{parts.path.rstrip('/')}/api/v1/agents/{quote(agent_email, safe='')}/ws"
-    return urlunsplit((scheme, parts.netloc, path, urlencode({"token": api_key}), ""))
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+def bearer(api_key: str) -> dict[str, str]:
+    """The handshake header that presents `api_key`."""
+    return {"Authorization": f"Bearer {api_key}"}
 
 
 def backoff_delays(max_backoff: float) -> Iterator[float]:
@@ -123,9 +130,15 @@ async def _acknowledge(socket: WebSocket, message_id: str) -> None:
 
 
 async def listen(
-    url: str, *, reconnect: bool = True, max_backoff: float = 30.0, ack: bool = False
+    url: str,
+    *,
+    api_key: str | None = None,
+    reconnect: bool = True,
+    max_backoff: float = 30.0,
+    ack: bool = False,
 ) -> AsyncGenerator[WSNotification, None]:
-    """Yield notifications from `url`, reconnecting after a dropped connection.
+    """Yield notifications from `url`, reconnecting after a dropped connection; `api_key`, when
+    given, is presented in an `Authorization: Bearer` header of each handshake.
 
     On every (re)connection the server first sends all unread messages, so nothing is lost
     while disconnected. With `ack`, a notification is acknowledged (marked read) when the
@@ -134,9 +147,10 @@ async def listen(
     """
     delays = backoff_delays(max_backoff)
     handled = _Handled()
+    headers = None if api_key is None else bearer(api_key)
     while True:
         try:
-            async with connect_websocket(url) as socket:
+            async with connect_websocket(url, headers=headers) as socket:
                 delays = backoff_delays(max_backoff)
                 while True:
                     notification = _parse_frame(await socket.receive_text())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from types import TracebackType
 
@@ -123,9 +123,14 @@ class WebSocket:
 
 @asynccontextmanager
 async def connect_websocket(
-    url: str, *, handshake_seconds: float = 30.0, idle_seconds: float = 75.0
+    url: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    handshake_seconds: float = 30.0,
+    idle_seconds: float = 75.0,
 ) -> AsyncIterator[WebSocket]:
-    """Open a WebSocket to `url` (`ws://` or `wss://`).
+    """Open a WebSocket to `url` (`ws://` or `wss://`), sending `headers` (an
+    `Authorization` one, say) with the upgrade request.
 
     A refusal the caller cannot fix by waiting (401, 404, 400…) raises `E2AApiError` from
     the server's answer; 5xx, 408 and 429 raise `WebSocketRejected`; network failures
@@ -133,7 +138,8 @@ async def connect_websocket(
     read and write.
     """
     key = base64.b64encode(os.urandom(16))
-    headers = {
+    upgrade = {
+        **(headers or {}),
         "Connection": "Upgrade",
         "Upgrade": "websocket",
         "Sec-WebSocket-Version": "13",
@@ -141,7 +147,7 @@ async def connect_websocket(
     }
     async with (
         httpx.AsyncClient(timeout=handshake_seconds) as http,
-        http.stream("GET", url, headers=headers) as response,
+        http.stream("GET", url, headers=upgrade) as response,
     ):
         if response.status_code != 101:
             body = (await response.aread()).decode("utf-8", "replace")
