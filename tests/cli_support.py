@@ -182,6 +182,8 @@ class FakeTarget:
     def __init__(self, answer: dict[str, Any] | bytes) -> None:
         self.requests: list[Recorded] = []
         self.script: list[tuple[int, dict[str, Any] | bytes]] = []
+        self.on_post: Callable[[Recorded], None] | None = None
+        """Called with each request before it is answered."""
         target = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -190,6 +192,8 @@ class FakeTarget:
                 body = json.loads(self.rfile.read(length))
                 auth = self.headers.get("Authorization")
                 target.requests.append(Recorded(self.path, auth, body))
+                if target.on_post is not None:
+                    target.on_post(target.requests[-1])
                 status, given = target.script.pop(0) if target.script else (200, answer)
                 payload = given if isinstance(given, bytes) else json.dumps(given).encode()
                 self.send_response(status)

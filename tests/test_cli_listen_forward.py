@@ -249,6 +249,37 @@ def test_a_message_the_handler_does_not_take_stays_unread_and_comes_again(
     assert unread(live, account.key, bot) == 0
 
 
+def test_a_message_deleted_before_it_is_read_is_skipped_and_listening_goes_on(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
+) -> None:
+    """Three messages notified at once; while the first is being forwarded, the second is
+    deleted for good. Fetching it then finds nothing: that is said on stderr and the third is
+    still forwarded, rather than the listener stopping with `404 not_found`."""
+    bot, human = local_agents(cli, account, "gbot", "ghuman")
+    for subject in ("First", "Gone", "Third"):
+        send(cli, human, bot, subject)
+    wait_until(lambda: unread(live, account.key, bot) == 3)
+    (gone,) = [m["message_id"] for m in cli.json("inbox", "--agent", bot) if m["subject"] == "Gone"]
+
+    def delete_the_second(_: Any) -> None:
+        if len(target.requests) == 1:  # to the trash, then out of it for good
+            for params in ({}, {"permanent": "true", "confirm": "DELETE"}):
+                response = httpx.delete(
+                    f"{live.url}/v1/agents/{bot}/messages/{gone}",
+                    params=params,
+                    headers={"Authorization": f"Bearer {account.key}"},
+                )
+                assert response.status_code == 200, response.text
+
+    target.on_post = delete_the_second
+    code, out, err = cli("listen", "--agent", bot, "--max", "2", "--forward", target.url("/hook"))
+    assert code == 0, err
+    assert "First" in out and "Third" in out and "Gone" not in out
+    assert [r.body["subject"] for r in target.requests] == ["First", "Third"]
+    assert f"{gone} is gone" in err and "e2a: " not in err
+    assert unread(live, account.key, bot) == 0
+
+
 def test_a_handler_down_for_a_moment_is_tried_again(
     live: LiveGateway, account: Account, cli: Cli, target: FakeTarget, quick_retries: None
 ) -> None:

@@ -6,7 +6,8 @@ with `--json`. `--forward URL` POSTs the full message JSON to URL; with `--forwa
 POST is instead an OpenAI Responses API request whose output text is sent back as the reply,
 except to automatic mail (RFC 3834, see automatic_mail.py), which the model is not even asked
 about. A forwarded message is marked read only once the URL took it (2xx): one it did not take
-is reported on stderr, stays unread for the next connection, and listening goes on.
+is reported on stderr, stays unread for the next connection, and listening goes on. A message
+deleted between its notification and its fetch is reported on stderr and skipped.
 """
 
 from __future__ import annotations
@@ -413,6 +414,22 @@ async def _fetch_patiently(
             await anyio.sleep(wait)
 
 
+async def _fetch_unless_gone(
+    client: AsyncE2AClient, agent: str, message_id: str, *, mark_read: bool = True
+) -> Fetched | None:
+    """`_fetch_patiently`, or None (said on stderr) when the message is gone: deleted since it
+    was announced, as by its owner while the listener worked through a backlog."""
+    from e2a_gateway.v1 import E2AApiError
+
+    try:
+        return await _fetch_patiently(client, agent, message_id, mark_read=mark_read)
+    except E2AApiError as exc:
+        if exc.status_code != 404:
+            raise
+    _note(f"  {message_id} is gone (deleted since it was announced): skipped")
+    return None
+
+
 async def _show(
     http: httpx.AsyncClient,
     args: argparse.Namespace,
@@ -452,15 +469,17 @@ async def listen_loop(
                 # Forwarded, it is marked read once the target took it (a second fetch);
                 # else fetching marks it read.
                 forwarding = bool(args.forward)
-                message = await _fetch_patiently(
+                message = await _fetch_unless_gone(
                     client, agent, notification.message_id, mark_read=not forwarding
                 )
+                if message is None:
+                    continue
                 # It is shown (and forwarded, and marked read) even if the --until deadline
                 # passes meanwhile.
                 with anyio.CancelScope(shield=True):
                     done = await _show(http, args, message, as_json, outcome)
                     if forwarding and done:
-                        await _fetch_patiently(client, agent, notification.message_id)
+                        await _fetch_unless_gone(client, agent, notification.message_id)
                 outcome.handled += 1
                 if limit is not None and outcome.handled >= limit:
                     return
