@@ -75,8 +75,8 @@ WEBSOCKET_END_REASONS = (
 )
 """Why an agent's WebSocket ended: the client left, a newer `/v1` connection replaced it
 (4000), it left a ping unanswered (1001), it fell too far behind (1013), its key, agent or
-account went (1008), something failed, or the gateway stopped (1001). e2a's reasons, and
-`behind` and `revoked`, which e2a's list has not."""
+account went or its agent became a cloud agent (1008), something failed, or the gateway
+stopped (1001). e2a's reasons, and `behind` and `revoked`, which e2a's list has not."""
 
 JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 """The states `e2a_queue_depth` reports for every kind of job, 0 included."""

@@ -705,6 +705,27 @@ async def test_revoking_a_key_closes_its_sockets_at_once_and_only_its_own(
     assert refused.value.status_code == 401
 
 
+async def test_a_socket_hears_no_mail_once_its_agent_became_a_cloud_agent(
+    running: RunningGateway, alice: Account, agent: str
+) -> None:
+    """Switched to cloud, the agent's mail goes to its webhook: an open socket is closed
+    (1008) rather than told of it too, and a reconnection is refused as for any cloud agent."""
+    async with open_websocket_url(ws_url(running, agent, alice.key)) as ws:
+        await assert_silent(ws)
+        switched = await alice.http.put(
+            agent_path(agent, ""),
+            json={"agent_mode": "cloud", "webhook_url": "https://hooks.example.com/x"},
+        )
+        assert switched.status_code == 200, switched.text
+        await smtp_send(running.addresses.smtp_port, [agent], mail("For the webhook"))
+        code, reason, heard = await closed_with(ws)
+    assert (code, reason, heard) == (1008, "the agent is now a cloud agent", [])
+    with trio.fail_after(WAIT), pytest.raises(ConnectionRejected) as refused:
+        async with open_websocket_url(ws_url(running, agent, alice.key)):
+            pass
+    assert refused.value.status_code == 400
+
+
 async def test_deleting_the_account_closes_its_sockets(
     running: RunningGateway, alice: Account, agent: str
 ) -> None:

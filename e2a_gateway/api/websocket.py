@@ -6,7 +6,8 @@ Checks happen before the upgrade (401 no or bad key, given as `?token=` or in an
 400 cloud agent, 429 too many connections for the key), and a plain GET of the same path gets
 the same answers. Delivery is at-least-once: a message stays unread until the client fetches
 it over REST or sends `{"type": "ack", "message_id"}`, and unread messages are sent again on
-the next connection. The connection is closed as soon as its agent is deleted or its key revoked.
+the next connection. The connection is closed as soon as its agent is deleted or its key revoked,
+and at the next mail once its agent is switched to cloud (webhook) delivery.
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ from e2a_gateway.storage.base import Agent
 from e2a_gateway.web.context import bearer_key, current_gateway
 from e2a_gateway.web.errors import status_of
 from e2a_gateway.web.json_bodies import text_problem
-from e2a_gateway.web.socket_counts import SocketEnding, counted_socket, ended_reason, push
+from e2a_gateway.web.socket_counts import (
+    REVOKED,
+    SocketEnding,
+    counted_socket,
+    ended_reason,
+    push,
+)
 from e2a_gateway.web.socket_shutdown import going_away_when_cancelled
 
 blueprint = Blueprint("websocket", __name__)
@@ -51,6 +58,8 @@ MAX_READING_FRAME_BYTES = 256 * 1024
 SDK's 1 MiB), so a long message cannot make a frame that its client refuses again and again."""
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_POLICY_VIOLATION = 1008
+TURNED_CLOUD = "the agent is now a cloud agent"
+"""The close reason of a connection whose agent was switched to cloud (webhook) delivery."""
 _LOST: dict[Ended, OperationError] = {
     Ended.KEY_REVOKED: Unauthorized("unauthorized", "unknown or revoked API key"),
     Ended.AGENT_DELETED: NotFound.of("agent"),
@@ -167,18 +176,31 @@ async def _serve(admitted: _Admitted, subscription: Subscription, ending: Socket
         nursery.start_soon(_receive_acks, admitted)
         subscription.drained(await _send_unread(admitted, subscription))
         async for frame in subscription:
+            if await _turned_cloud(admitted):
+                # Its mail goes to its webhook now; a reconnection is refused (400).
+                ending.closing(REVOKED)
+                await websocket.close(CLOSE_POLICY_VIOLATION, TURNED_CLOUD)
+                break
             reading = await trust.peek_reading(
                 gateway, admitted.caller.user_id, admitted.agent.email, frame["message_id"]
             )
             await push(gateway, _with_reading(frame, reading))
             gateway.metrics.delivered("websocket", "sent")
-        ended = subscription.ended or Ended.BEHIND
-        # Fell behind: the client reconnects and catches up from storage. Revoked: it is
-        # refused when it tries.
-        code = CLOSE_TRY_AGAIN_LATER if ended is Ended.BEHIND else CLOSE_POLICY_VIOLATION
-        ending.closing(ended_reason(ended))
-        await websocket.close(code, ended.value)
+        else:
+            ended = subscription.ended or Ended.BEHIND
+            # Fell behind: the client reconnects and catches up from storage. Revoked: it is
+            # refused when it tries.
+            code = CLOSE_TRY_AGAIN_LATER if ended is Ended.BEHIND else CLOSE_POLICY_VIOLATION
+            ending.closing(ended_reason(ended))
+            await websocket.close(code, ended.value)
         nursery.cancel_scope.cancel()
+
+
+async def _turned_cloud(admitted: _Admitted) -> bool:
+    """Whether the agent has been switched to a cloud agent since the connection opened (its
+    mail is the webhook's then, and the hub still tells of it, for the dashboard)."""
+    agent = await current_gateway().storage.get_agent(admitted.caller.user_id, admitted.agent.email)
+    return agent is not None and agent.id == admitted.agent.id and agent.agent_mode != "local"
 
 
 async def _send_unread(admitted: _Admitted, subscription: Subscription) -> set[str]:

@@ -27,12 +27,13 @@ ERROR = "error"
 SHUTDOWN = "shutdown"
 REPLACED = "replaced"
 PING_TIMEOUT_REASON = "ping_timeout"
+REVOKED = "revoked"
 
 
 def ended_reason(ended: Ended) -> str:
     """The reason counted for a subscription the hub ended: `behind` when its client fell too
     far behind, else `revoked` (its key, agent or account went)."""
-    return "behind" if ended is Ended.BEHIND else "revoked"
+    return "behind" if ended is Ended.BEHIND else REVOKED
 
 
 class SocketEnding:
