@@ -58,6 +58,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("e2a")
 
 WEBSOCKET_PING_SECONDS = 30.0
+MAX_CLIENT_MESSAGE_BYTES = 64 * 1024
+"""The longest WebSocket message a client may send (acks are a few dozen bytes); a longer one
+closes its connection with 1009 before it is all held in memory."""
 LEASE_RELEASE_SECONDS = 10.0
 """Bound on giving back the job leases when the gateway stops."""
 
@@ -130,7 +133,8 @@ async def serve_http(
     protocol code (`e2a_gateway.http_server`), behind CORS when `http.cors_allowed_origins` lists
     origins. The MCP session manager runs for as long as the server does. WebSockets are kept
     alive with ping frames every `ping_seconds` (the contract's 30 s) and closed when a pong
-    does not come in time (`e2a_gateway.http_server`); an idle HTTP connection is closed after
+    does not come in time (`e2a_gateway.http_server`), or with 1009 when a client sends a
+    message over MAX_CLIENT_MESSAGE_BYTES; an idle HTTP connection is closed after
     `http.keep_alive_seconds`."""
     http = gateway.settings.http
     config = HypercornConfig()
@@ -139,6 +143,7 @@ async def serve_http(
     config.graceful_timeout = 5.0
     config.keep_alive_timeout = http.keep_alive_seconds
     config.websocket_ping_interval = ping_seconds
+    config.websocket_max_message_size = MAX_CLIENT_MESSAGE_BYTES
     mcp = McpEndpoint(gateway)
     routed = MountedApp(create_app(gateway), MCP_PATH, mcp)
     async with mcp.running():

@@ -28,6 +28,7 @@ from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, Tex
 from e2a_gateway.api import websocket as websocket_face
 from e2a_gateway.api.websocket import DRAIN_PAGE_SIZE, MAX_READING_FRAME_BYTES
 from e2a_gateway.app import (
+    MAX_CLIENT_MESSAGE_BYTES,
     WEBSOCKET_PING_SECONDS,
     RunningGateway,
     bind_tcp,
@@ -844,3 +845,19 @@ async def test_an_ack_naming_no_storable_id_is_ignored_and_the_socket_stays_open
         await smtp_send(running.addresses.smtp_port, [agent], mail("Still open"))
         (live,) = await next_frames(ws, 1)
     assert live["subject"] == "Still open"
+
+
+async def test_a_client_frame_past_the_bound_closes_the_socket_with_1009(
+    running: RunningGateway, alice: Account, agent: str, connected: Any
+) -> None:
+    """Clients send acks of a few dozen bytes: a frame over 4 KiB is ignored, and one over
+    MAX_CLIENT_MESSAGE_BYTES is not even held in memory to be ignored (else every connection
+    could make the gateway hold megabytes): the socket is closed with 1009, message too big."""
+    async with connected() as ws:
+        await ws.send_message("x" * 5000)
+        await smtp_send(running.addresses.smtp_port, [agent], mail("Still open"))
+        (live,) = await next_frames(ws, 1)
+        assert live["subject"] == "Still open"
+        await ws.send_message("x" * (MAX_CLIENT_MESSAGE_BYTES + 1))
+        code, _, heard = await closed_with(ws)
+    assert (code, heard) == (1009, [])
