@@ -9,11 +9,16 @@ import base64
 import itertools
 import re
 import smtplib
+import threading
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 
+from bench._gateway_process import AGENT, GatewayProcess
+from bench._quiet_dns import QuietDns
 from e2a_gateway.cli import listen
 from e2a_gateway.operations import sending
 from tests.cli_support import (  # noqa: F401 (fixtures)
@@ -471,3 +476,47 @@ def test_a_forward_url_with_a_bad_port_is_refused_before_any_mail_is_read(
     assert code == 2, (out, err)
     assert "--forward" in err and "port" in err
     assert unread(live, account.key, bot) == 1
+
+
+@pytest.mark.slow
+def test_a_gateway_restarting_mid_message_leaves_it_unread_and_listening_goes_on(
+    tmp_path: Path, cli: Cli, target: FakeTarget, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway goes down while a message is being forwarded (a deploy): marking it read,
+    and reading the next one, find no gateway. That is said on stderr and both are left
+    unread; the listener reconnects once the gateway is back, is sent both again, and forwards
+    them (the first a second time: at least once), rather than stopping with `cannot reach the
+    gateway`."""
+    with QuietDns() as dns:
+        gateway = GatewayProcess(tmp_path, dns.address)
+        gateway.start()
+        try:
+            api = gateway.bootstrap()
+            key = api.headers["Authorization"].removeprefix("Bearer ")
+            for subject in ("Deploy", "After"):
+                raw = f"From: a@example.org\r\nTo: {AGENT}\r\nSubject: {subject}\r\n\r\nhi\r\n"
+                with smtplib.SMTP("127.0.0.1", gateway.smtp_port, timeout=10) as smtp:
+                    assert smtp.sendmail("a@example.org", [AGENT], raw.encode()) == {}
+            monkeypatch.setenv("E2A_URL", gateway.url)
+            monkeypatch.setenv("E2A_API_KEY", key)
+            restarted = threading.Thread(target=gateway.start)
+
+            def restart_once(_: Any) -> None:
+                if len(target.requests) == 1:
+                    gateway.kill()
+                    restarted.start()  # up again a moment after this forward is answered
+
+            target.on_post = restart_once
+            code, _, err = cli(
+                "listen", "--agent", AGENT, "--max", "3", "--forward", target.url("/hook")
+            )
+            restarted.join()
+            left = api.get(f"/agents/{quote(AGENT)}/messages").json()["messages"]
+            api.close()
+        finally:
+            gateway.kill()
+    assert code == 0, err
+    assert "left unread" in err and "cannot reach" not in err
+    forwarded = sorted(r.body["subject"] for r in target.requests)
+    assert forwarded == ["After", "Deploy", "Deploy"], err
+    assert left == []

@@ -7,7 +7,9 @@ POST is instead an OpenAI Responses API request whose output text is sent back a
 except to automatic mail (RFC 3834, see automatic_mail.py), which the model is not even asked
 about. A forwarded message is marked read only once the URL took it (2xx): one it did not take
 is reported on stderr, stays unread for the next connection, and listening goes on. A message
-deleted between its notification and its fetch is reported on stderr and skipped.
+deleted between its notification and its fetch is reported on stderr and skipped; one the
+gateway did not answer for (a restart) is left unread for the next connection, which the SDK
+opens once the gateway is back.
 """
 
 from __future__ import annotations
@@ -414,19 +416,32 @@ async def _fetch_patiently(
             await anyio.sleep(wait)
 
 
-async def _fetch_unless_gone(
+async def _fetch_unless_missed(
     client: AsyncE2AClient, agent: str, message_id: str, *, mark_read: bool = True
 ) -> Fetched | None:
-    """`_fetch_patiently`, or None (said on stderr) when the message is gone: deleted since it
-    was announced, as by its owner while the listener worked through a backlog."""
+    """`_fetch_patiently`, or None (said on stderr) when the message is gone (deleted since it
+    was announced, as by its owner while the listener worked through a backlog) or the gateway
+    did not answer (down for a deploy, say: the message is left unread, and the next
+    connection sends it again)."""
+    import httpx
+
     from e2a_gateway.v1 import E2AApiError
 
     try:
         return await _fetch_patiently(client, agent, message_id, mark_read=mark_read)
     except E2AApiError as exc:
-        if exc.status_code != 404:
+        if exc.status_code == 404:
+            _note(f"  {message_id} is gone (deleted since it was announced): skipped")
+            return None
+        if exc.status_code < 500:
             raise
-    _note(f"  {message_id} is gone (deleted since it was announced): skipped")
+        problem = f"HTTP {exc.status_code}"
+    except httpx.TransportError as exc:
+        problem = str(exc) or type(exc).__name__
+    _note(
+        f"  {message_id} is left unread: the gateway did not answer ({problem}); it comes "
+        "again on the next connection"
+    )
     return None
 
 
@@ -469,7 +484,7 @@ async def listen_loop(
                 # Forwarded, it is marked read once the target took it (a second fetch);
                 # else fetching marks it read.
                 forwarding = bool(args.forward)
-                message = await _fetch_unless_gone(
+                message = await _fetch_unless_missed(
                     client, agent, notification.message_id, mark_read=not forwarding
                 )
                 if message is None:
@@ -479,7 +494,7 @@ async def listen_loop(
                 with anyio.CancelScope(shield=True):
                     done = await _show(http, args, message, as_json, outcome)
                     if forwarding and done:
-                        await _fetch_unless_gone(client, agent, notification.message_id)
+                        await _fetch_unless_missed(client, agent, notification.message_id)
                 outcome.handled += 1
                 if limit is not None and outcome.handled >= limit:
                     return
