@@ -46,6 +46,7 @@ from e2a_gateway.web.socket_counts import (
     ended_reason,
     push,
 )
+from e2a_gateway.web.socket_failures import internal_error_when_failing
 from e2a_gateway.web.socket_shutdown import going_away_when_cancelled
 
 blueprint = Blueprint("websocket", __name__)
@@ -154,7 +155,11 @@ async def agent_socket(email: str) -> Response | None:
             if lost is not None:
                 return _refusal(_LOST[lost])
             await websocket.accept()
-            async with counted_socket(gateway) as ending, going_away_when_cancelled():
+            async with (
+                counted_socket(gateway) as ending,
+                going_away_when_cancelled(),
+                internal_error_when_failing(),
+            ):
                 await _serve(admitted, subscription, ending)
     except TooManyListeners:
         return _refusal(_too_many(limit))

@@ -41,6 +41,7 @@ from e2a_gateway.web.socket_counts import (
     ended_reason,
     push,
 )
+from e2a_gateway.web.socket_failures import internal_error_when_failing
 from e2a_gateway.web.socket_shutdown import going_away_when_cancelled
 
 blueprint = Blueprint("v1_socket", __name__)
@@ -114,7 +115,7 @@ async def agent_socket(email: str) -> Response | None:
                     ending.closing(ERROR)
                     await websocket.close(CLOSE_TRY_AGAIN_LATER, "storage unavailable; reconnect")
                     return None
-                async with going_away_when_cancelled():
+                async with going_away_when_cancelled(), internal_error_when_failing():
                     await _serve(caller, agent, subscription, claim, ending)
     return None
 
