@@ -26,6 +26,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
 from e2a_gateway.api import websocket as websocket_face
+from e2a_gateway.api.v1 import socket as v1_socket_face
 from e2a_gateway.api.websocket import DRAIN_PAGE_SIZE, MAX_READING_FRAME_BYTES
 from e2a_gateway.app import (
     MAX_CLIENT_MESSAGE_BYTES,
@@ -704,6 +705,40 @@ async def test_revoking_a_key_closes_its_sockets_at_once_and_only_its_own(
         async with open_websocket_url(ws_url(running, agent, laptop_key)):
             pass
     assert refused.value.status_code == 401
+
+
+@pytest.mark.parametrize("face", ["/api/v1", "/v1"])
+async def test_a_key_revoked_mid_drain_gets_no_further_frame(
+    running: RunningGateway,
+    alice: Account,
+    agent: str,
+    face: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Access ends at once: a key revoked while its socket drains a backlog is sent nothing
+    after the frame under way, on either face, however much of the page is left."""
+    for number in range(3):
+        await smtp_send(running.addresses.smtp_port, [agent], mail(f"Backlog {number}"))
+    created = await alice.http.post("/api/v1/users/me/api-keys", json={"name": "laptop"})
+    key, key_id = created.json()["key"], created.json()["id"]
+    module = websocket_face if face == "/api/v1" else v1_socket_face
+    real_push = module.push
+    pushed = 0
+
+    async def push_then_revoke(gateway: Gateway, text: str) -> None:
+        nonlocal pushed
+        await real_push(gateway, text)
+        pushed += 1
+        if pushed == 1:
+            revoked = await alice.http.delete(f"/api/v1/users/me/api-keys/{key_id}")
+            assert revoked.status_code == 204
+
+    monkeypatch.setattr(module, "push", push_then_revoke)
+    url = ws_url(running, agent, None).replace("/api/v1/", f"{face}/")
+    async with open_websocket_url(url, extra_headers=[("Authorization", f"Bearer {key}")]) as ws:
+        code, _, heard = await closed_with(ws)
+    assert code == 1008
+    assert len(heard) == 1 and pushed == 1
 
 
 async def test_a_socket_hears_no_mail_once_its_agent_became_a_cloud_agent(

@@ -152,13 +152,16 @@ async def _serve(
 
 
 async def _send_unread(caller: Caller, agent: Agent, subscription: Subscription) -> set[str]:
-    """Send every unread message, oldest first, page by page; their ids."""
+    """Send every unread message, oldest first, page by page (stopping as soon as access is
+    revoked meanwhile); their ids."""
     gateway = current_gateway()
     sent: set[str] = set()
     after: int | None = None
     while not subscription.revoked:
         page = await messages.unread_page(gateway, caller, agent, DRAIN_PAGE_SIZE, after)
         for message in page.messages:
+            if subscription.revoked:
+                break
             await push(gateway, received_envelope(message).decode())
             gateway.metrics.delivered("websocket", "sent")
             gateway.metrics.ws_drained.inc()
