@@ -445,3 +445,44 @@ def test_arc_checks_only_the_newest_message_signature() -> None:
     assert (asked.count(second.record_name), asked.count(first.record_name)) == (2, 1)
     altered_newest = twice.replace(b"The numbers are in.", b"The numbers are out.")
     assert verify_arc(resolver, altered_newest) == "fail"
+
+
+@pytest.mark.parametrize(
+    "added",
+    [
+        b"Subject: Wire the deposit to IBAN XX00 today\r\n",
+        b"Reply-To: payments@attacker.test\r\n",
+        b"Content-Type: text/html\r\n",
+    ],
+    ids=["subject", "reply-to", "content-type"],
+)
+def test_a_once_only_field_it_signs_given_again_unsigned_is_not_taken(added: bytes) -> None:
+    """RFC 6376 section 8.15: a verifier checks the bottom instance of a field it signed; a
+    second one put above it is unsigned, yet it is the one readers show. A signature that
+    covers fewer instances of a once-only field (RFC 5322 section 3.6, RFC 2045) than the
+    message holds does not pass."""
+    key = rsa_key("example.com")
+    once = b"Reply-To: alice@example.com\r\nContent-Type: text/plain\r\nSubject:"
+    message = MESSAGE.replace(b"Subject:", once, 1)
+    signature = dkim.sign(
+        message,
+        b"rsa1",
+        b"example.com",
+        key.private,
+        include_headers=[b"from", b"to", b"reply-to", b"subject", b"content-type"],
+    )
+    resolver = FixtureResolver.from_zone(key.zone())
+    assert verify_dkim(resolver, bytes(signature) + message).result == "pass"
+    verdict = verify_dkim(resolver, added + bytes(signature) + message)
+    assert verdict.result == "neutral"
+    assert "fields than it signs" in verdict.signatures[0].reason
+
+
+def test_once_only_fields_signed_over_their_count_pass() -> None:
+    """Signing a field more times than it appears (over-signing, RFC 6376 section 5.4.2) is
+    how a signer guards against the above: such a signature passes."""
+    key = rsa_key("example.com")
+    include = [b"from", b"from", b"subject", b"subject", b"reply-to", b"to", b"date"]
+    signature = dkim.sign(MESSAGE, b"rsa1", b"example.com", key.private, include_headers=include)
+    verdict = verify_dkim(FixtureResolver.from_zone(key.zone()), bytes(signature) + MESSAGE)
+    assert verdict.result == "pass"

@@ -7,8 +7,9 @@ bad message or bad DNS:
 - pass: the signature verified with the published key;
 - fail: the body hash or the signature did not match (the message was altered, or forged);
 - neutral: the signature field itself is unusable (syntax, missing tags, unknown algorithm,
-  expired, From not among the signed fields) — RFC 8601 section 2.7.1's "contained syntax
-  errors or were not otherwise able to be processed";
+  expired, From not among the signed fields), or leaves part of what readers show unsigned (an
+  `l=` shorter than the body, a once-only field given more often than it signs) — RFC 8601
+  section 2.7.1's "contained syntax errors or were not otherwise able to be processed";
 - permerror: the key cannot be used — no key record ("no key for signature"), revoked
   (empty `p=`), malformed, or smaller than 1024 bits (RFC 8301): RFC 6376's PERMFAIL cases
   that are not a verification failure;
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import binascii
 import functools
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +37,24 @@ MAX_SIGNATURES = 8
 
 # RFC 8617 section 4.2.1: a chain has at most 50 ARC sets; a longer one fails unchecked.
 MAX_ARC_SETS = 50
+
+# Fields a message has at most once (RFC 5322 section 3.6, RFC 2045): readers show the first.
+_ONCE_ONLY_FIELDS = (
+    b"date",
+    b"from",
+    b"sender",
+    b"reply-to",
+    b"to",
+    b"cc",
+    b"bcc",
+    b"message-id",
+    b"in-reply-to",
+    b"references",
+    b"subject",
+    b"mime-version",
+    b"content-type",
+    b"content-transfer-encoding",
+)
 
 # When several signatures disagree, the message's DKIM result is the first of these present.
 _PRECEDENCE: tuple[AuthResult, ...] = ("pass", "temperror", "fail", "permerror", "neutral")
@@ -68,8 +88,9 @@ def verify_dkim(resolver: Resolver, message: bytes) -> DkimVerdict:
     if verifier is None:
         return DkimVerdict("permerror", ())
     headers = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
+    counts = Counter(name.lower() for name, _value in verifier.headers)
     signatures = tuple(
-        _verify_signature(resolver, verifier, index, value)
+        _verify_signature(resolver, verifier, index, value, counts)
         for index, value in enumerate(headers[:MAX_SIGNATURES])
     )
     results = {sig.result for sig in signatures}
@@ -154,7 +175,11 @@ def _parsed(kind: Any, message: bytes) -> Any:
 
 
 def _verify_signature(
-    resolver: Resolver, verifier: dkim.DKIM, index: int, value: bytes
+    resolver: Resolver,
+    verifier: dkim.DKIM,
+    index: int,
+    value: bytes,
+    field_counts: Counter[bytes],
 ) -> DkimSignatureResult:
     dkim = dkimpy()
     tags = _tags(value)
@@ -172,6 +197,10 @@ def _verify_signature(
         return verdict("neutral", "unusable signature: i= is not an address in d=")
     if b"from" not in include_headers:  # RFC 6376 section 6.1.1; dkimpy does not check it
         return verdict("neutral", "unusable signature: From field not signed")
+    unsigned = _unsigned_once_only_field(include_headers, field_counts)
+    if unsigned is not None:
+        name = unsigned.decode("ascii")
+        return verdict("neutral", f"unusable signature: more {name} fields than it signs")
     if signature.get(b"a", b"").lower() == b"rsa-sha1":  # dkimpy still verifies it
         return verdict("permerror", "unusable signature: rsa-sha1 (RFC 8301 section 3.1)")
     if _leaves_body_unsigned(dkim, signature, verifier.body):
@@ -203,6 +232,20 @@ def _verify_signature(
     except ValueError as exc:  # an ed25519 signature of the wrong length
         return verdict("fail", f"malformed signature: {exc}")
     return verdict("pass") if valid else verdict("fail", "signature did not verify")
+
+
+def _unsigned_once_only_field(
+    include_headers: list[bytes], field_counts: Counter[bytes]
+) -> bytes | None:
+    """A once-only field the message has more instances of than the signature's `h=` names,
+    if any. The signature covers the bottom instances (RFC 6376 section 5.4.2), yet readers
+    show the first: one put above a signed Subject, Reply-To or Content-Type would be read as
+    signed (RFC 6376 section 8.15). Signers guard against it by naming such a field once more
+    than it appears; a signature that does not is not taken when the message has more."""
+    for name in _ONCE_ONLY_FIELDS:
+        if 0 < include_headers.count(name) < field_counts[name]:
+            return name
+    return None
 
 
 def _leaves_body_unsigned(dkim: Any, signature: dict[bytes, bytes], body: bytes) -> bool:
