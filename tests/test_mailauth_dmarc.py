@@ -262,3 +262,25 @@ def test_version_tag_must_come_first_and_match_exactly() -> None:
     )
     assert discover_policy(resolver, "a.test") is None
     assert discover_policy(resolver, "b.test") is None
+
+
+def test_alignment_modes_are_read_without_regard_to_case() -> None:
+    """RFC 7489's ABNF (`"r" / "s"`) is case-insensitive, as RFC 5234 section 2.3 has every
+    quoted string: `aspf=S` asks for strict alignment, and an SPF pass for a subdomain does
+    not verify mail from the organisational domain."""
+    policy = parse_policy("v=DMARC1; p=reject; adkim=S; aspf=S", published_at="example.com")
+    assert (policy.adkim, policy.aspf) == ("s", "s")
+    resolver = FixtureResolver({"_dmarc.example.com": ["v=DMARC1; p=reject; aspf=S; adkim=S"]})
+    verdict = evaluate_dmarc(
+        resolver,
+        Author(1, "example.com"),
+        spf_result="pass",
+        spf_domain="bounces.example.com",
+        dkim_domains=("mail.example.com",),
+    )
+    assert (verdict.result, verdict.aligned, verdict.aspf, verdict.adkim) == (
+        "fail",
+        False,
+        "s",
+        "s",
+    )

@@ -148,7 +148,8 @@ def discover_policy(resolver: Resolver, from_domain: str) -> DmarcPolicy | None:
 
 
 def parse_policy(record: str, *, published_at: str) -> DmarcPolicy:
-    """Parse a `v=DMARC1; p=…` record. Unknown tags and invalid optional values are ignored.
+    """Parse a `v=DMARC1; p=…` record. Unknown tags and invalid optional values are ignored;
+    tag values are read without regard to case.
 
     A missing or invalid `p=` is read as `p=none` when the record names a report address
     (`rua=`), as RFC 7489 section 6.6.3 asks; otherwise it raises InvalidPolicyRecord.
@@ -163,8 +164,8 @@ def parse_policy(record: str, *, published_at: str) -> DmarcPolicy:
         published_at=published_at,
         p=p,
         sp=_disposition(tags.get("sp")),
-        adkim="s" if tags.get("adkim") == "s" else "r",
-        aspf="s" if tags.get("aspf") == "s" else "r",
+        adkim=_mode(tags.get("adkim")),
+        aspf=_mode(tags.get("aspf")),
     )
 
 
@@ -220,6 +221,12 @@ def _tags(record: str) -> dict[str, str]:
         if separator:
             tags.setdefault(name.strip().lower(), value.strip())
     return tags
+
+
+def _mode(value: str | None) -> Alignment:
+    """An `adkim=`/`aspf=` value: strict for `s` in either case (RFC 7489's ABNF, like all
+    ABNF, is case-insensitive), relaxed for anything else."""
+    return "s" if (value or "").lower() == "s" else "r"
 
 
 def _disposition(value: str | None) -> Disposition | None:
