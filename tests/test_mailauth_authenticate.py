@@ -125,6 +125,23 @@ def test_several_from_addresses_are_never_verified() -> None:
     assert not results.verified
 
 
+def test_a_second_from_field_without_an_address_is_never_verified() -> None:
+    """RFC 5322 allows one From field. Readers show the first, here a name with no address,
+    while the attacker's own aligned address below it would have been the one verified."""
+    message = MESSAGE.replace(
+        b"From: Alice <alice@example.com>\r\n",
+        b'From: "Example Bank, CEO" <>\r\nFrom: mallory@attacker.test\r\n',
+    )
+    results = authenticate(
+        FixtureResolver.from_zone(zone_with()),
+        message,
+        client_ip=ATTACKER_IP,
+        mail_from="mallory@attacker.test",
+    )
+    assert (results.spf, results.dmarc, results.from_domain) == ("pass", "permerror", None)
+    assert not results.verified
+
+
 def test_message_without_from_is_dmarc_none_and_not_verified() -> None:
     message = MESSAGE.replace(b"From: Alice <alice@example.com>\r\n", b"")
     results = authenticate(

@@ -188,6 +188,8 @@ def test_unusable_author_is_never_aligned(author: Author, expected: str) -> None
         (b'From: "Alice A." <Alice@EXAMPLE.com.>', Author(1, "example.com")),
         (b"From: Alice <alice@example.com>,\r\n bob@example.net", Author(2, None)),
         (b"From: alice@example.com\r\nFrom: bob@example.net", Author(2, None)),
+        (b'From: "Bank CEO" <>\r\nFrom: bob@example.net', Author(2, None)),
+        (b"From: undisclosed-recipients:;\r\nFrom: bob@example.net", Author(2, None)),
         (b"To: bob@example.net", Author(0, None)),
         (b"From: undisclosed-recipients:;", Author(0, None)),
         (b"From: Alice", Author(1, None)),

@@ -31,9 +31,11 @@ _VERSION = re.compile(r"v\s*=\s*DMARC1\s*(;|$)")
 
 @dataclass(frozen=True)
 class Author:
-    """What the RFC 5322 `From:` field(s) name: how many addresses, and the domain of the one.
+    """What the RFC 5322 `From:` field(s) name: how many authors, and the domain of the one.
 
-    `domain` is set only when there is exactly one address and it has a domain.
+    `addresses` counts the addresses, and is at least the number of From fields: RFC 5322
+    allows one, and a second (addressless or not) is a second author readers may show.
+    `domain` is set only when there is exactly one author and it has a domain.
     """
 
     addresses: int
@@ -82,8 +84,9 @@ def author_of(message: bytes) -> Author:
     """The author's domain from the message's `From:` field(s), lowercased, IDNA-encoded."""
     values = HeaderFields(header_text(message)).get_all("From")
     addresses = [address for _name, address in field_addresses(values) if address]
-    if len(addresses) != 1:
-        return Author(len(addresses), None)
+    authors = max(len(addresses), len(values)) if len(values) > 1 else len(addresses)
+    if authors != 1:
+        return Author(authors, None)
     _local, at, domain = addresses[0].rpartition("@")
     return Author(1, (normalise_domain(domain) or None) if at else None)
 
