@@ -321,3 +321,31 @@ async def test_a_client_that_leaves_while_waiting_and_retries_sends_once(
     listed = await alice.http.get(messages(bot), params={"direction": "outbound"})
     assert [item["subject"] for item in listed.json()["items"]] == ["Once"]
     assert [recipients for _, recipients, _ in sink.received] == [[CAROL]]
+
+
+async def test_a_reply_to_mail_outside_any_conversation_starts_one_the_answer_joins(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """As e2a resolves a reply's conversation (the request's, else the original's, else a new
+    one): a reply to mail that named none anchors a new thread, which the answer to it joins by
+    its In-Reply-To, so the exchange reads as one conversation."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    first = await accept(
+        running.gateway, [bot], mail("Question", "Message-ID: <q1@example.org>\r\n")
+    )
+    replied = await alice.http.post(messages(bot, f"/{first}/reply"), json={"text": "Answer"})
+    assert replied.status_code == 202, replied.text
+    reply_id = replied.json()["message_id"]
+    reply = (await alice.http.get(messages(bot, f"/{reply_id}"))).json()
+    conversation = reply["conversation_id"]
+    assert conversation.startswith("conv_"), reply
+
+    sent = (await alice.http.get(f"/api/v1/messages/{reply_id}")).json()
+    headers = f"Message-ID: <q2@example.org>\r\nIn-Reply-To: {sent['email_message_id']}\r\n"
+    answer = await accept(running.gateway, [bot], mail("Re: Re: Question", headers))
+    answered = (await alice.http.get(messages(bot, f"/{answer}"))).json()
+    assert answered["conversation_id"] == conversation
+    thread = await alice.http.get(f"/v1/agents/{quote(bot, safe='')}/conversations/{conversation}")
+    assert thread.status_code == 200, thread.text
+    assert [item["id"] for item in thread.json()["messages"]] == [reply_id, answer]

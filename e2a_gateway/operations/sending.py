@@ -593,7 +593,8 @@ async def reply_to_message(
     must have been handed on while it still may be: it has no Message-ID to thread onto
     before; one that never will be, failed or rejected, is answered without threading onto
     it, as e2a answers it). `reply_all` adds the original's other recipients;
-    `quote_history` quotes the original's text beneath."""
+    `quote_history` quotes the original's text beneath. It is in the conversation the request
+    names, else the original's, else a new one (e2a's order), which the answer to it joins."""
     request.without_nul()
     agent = await owned_agent(gateway, caller, email)
     original = await _original(gateway, caller, agent, message_id)
@@ -649,7 +650,8 @@ async def reply_to_message(
         html=html,
         attachments=attachments,
         conversation_id=checked_text("conversation_id", request.conversation_id)
-        or original.conversation_id,
+        or original.conversation_id
+        or new_id("conv"),
         in_reply_to=in_reply_to,
         references=references,
         reply_to=_reply_to(request.reply_to),
