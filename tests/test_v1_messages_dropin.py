@@ -349,3 +349,28 @@ async def test_a_reply_to_mail_outside_any_conversation_starts_one_the_answer_jo
     thread = await alice.http.get(f"/v1/agents/{quote(bot, safe='')}/conversations/{conversation}")
     assert thread.status_code == 200, thread.text
     assert [item["id"] for item in thread.json()["messages"]] == [reply_id, answer]
+
+
+async def test_a_send_or_reply_with_an_empty_body_is_refused_never_sent_blank(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """e2a requires the text of a send and of a reply (400 `invalid_request`): an empty `text`
+    (an agent's empty output, say) is refused rather than mailed blank; `html` alone is a body."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    first = await accept(running.gateway, [bot], mail("Question"))
+    for path, body in (
+        (messages(bot), {"to": [CAROL], "subject": "Hi", "text": ""}),
+        (messages(bot, f"/{first}/reply"), {"text": ""}),
+        (messages(bot, f"/{first}/reply"), {"text": "", "html": ""}),
+    ):
+        refused = refusal(await alice.http.post(path, json=body), 400, "invalid_request")
+        assert "body" in refused["message"], refused
+    listed = await alice.http.get(messages(bot), params={"direction": "outbound"})
+    assert listed.json()["items"] == []
+    for path, body in (
+        (messages(bot), {"to": [CAROL], "subject": "Hi", "text": "", "html": "<p>Hi</p>"}),
+        (messages(bot, f"/{first}/reply"), {"text": "", "html": "<p>Thanks</p>"}),
+    ):
+        answered = await alice.http.post(path, json=body)
+        assert answered.status_code == 202, answered.text

@@ -494,6 +494,13 @@ class ComposeBody(RequestBody):
             if "\x00" in (getattr(self, name) or ""):
                 raise Invalid("invalid_request", f"{name} must not contain NUL characters")
 
+    def with_body(self) -> None:
+        """Invalid unless the text or the HTML body says something: e2a requires the text of
+        a send and of a reply, so an empty one (an agent's empty output, say) is refused rather
+        than mailed blank; HTML alone is a body here."""
+        if not self.text and not self.html:
+            raise Invalid("invalid_request", "give the message a body: 'text', 'html' or both")
+
     def unavailable(self) -> str | None:
         """The field that asks for what this gateway does not do, if any."""
         for name in ("unsubscribe", "send_at"):
@@ -565,8 +572,7 @@ async def _content(
     if not (request.template_id or request.template_alias):
         if request.template_data:
             raise Invalid("invalid_request", "template_data requires template_id or template_alias")
-        if request.text is None and request.html is None:
-            raise Invalid("invalid_request", "give the message a body: 'text', 'html' or both")
+        request.with_body()
         return request.subject, request.text or "", request.html
     if request.template_id and request.template_alias:
         raise Invalid("invalid_request", "template_id and template_alias are mutually exclusive")
@@ -598,6 +604,7 @@ async def reply_to_message(
     request.without_nul()
     agent = await owned_agent(gateway, caller, email)
     original = await _original(gateway, caller, agent, message_id)
+    request.with_body()
     unsent = (
         isinstance(original, OutboundMessage)
         and original.sent_at is None
