@@ -247,3 +247,20 @@ async def test_an_agent_is_not_made_on_a_domain_its_owner_deletes_meanwhile(
     monkeypatch.undo()
     refusal(await alice.http.get("/v1/agents/bot@corp.example"), 404, "not_found")
     assert await storage.find_agent("bot@corp.example") is None
+
+
+async def test_a_test_message_and_its_arrival_make_one_conversation(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """As e2a anchors testAgent's message in a new conversation, the copy the agent receives
+    joins it: the round trip reads as one thread of two messages."""
+    alice: Account = await make_account("alice@example.com")
+    await new_agent(alice)
+    tested = await alice.http.post(f"/v1/agents/{BOT}/test")
+    assert tested.status_code == 200, tested.text
+    sent = (await alice.http.get(f"/v1/agents/{BOT}/messages/{tested.json()['message_id']}")).json()
+    assert sent["conversation_id"].startswith("conv_"), sent
+    listed = await alice.http.get(f"/v1/agents/{BOT}/conversations")
+    (thread,) = listed.json()["items"]
+    assert thread["id"] == sent["conversation_id"]
+    assert (thread["inbound_count"], thread["outbound_count"]) == (1, 1), thread

@@ -200,7 +200,8 @@ def _bounded(chain: list[str]) -> list[str]:
 
 
 async def send_test(gateway: Gateway, caller: Caller, email: str) -> Submission:
-    """A test message from the caller's agent at `email` to itself."""
+    """A test message from the caller's agent at `email` to itself, in a new conversation (as
+    e2a anchors it), which the copy the agent receives joins."""
     agent = await owned_agent(gateway, caller, email)
     message = await _new_message(
         gateway,
@@ -214,7 +215,7 @@ async def send_test(gateway: Gateway, caller: Caller, email: str) -> Submission:
         body=f"This is a test message from e2a to {agent.email}. Delivery works.",
         html=None,
         attachments=[],
-        conversation_id=None,
+        conversation_id=new_id("conv"),
     )
     return await _submit(gateway, message)
 
