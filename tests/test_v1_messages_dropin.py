@@ -374,3 +374,26 @@ async def test_a_send_or_reply_with_an_empty_body_is_refused_never_sent_blank(
     ):
         answered = await alice.http.post(path, json=body)
         assert answered.status_code == 202, answered.text
+
+
+async def test_a_reply_to_sent_mail_with_no_to_is_refused_not_stored_to_nobody(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """A reply to mail the agent sent goes to its To; mail sent to Cc alone (a forward may be)
+    has none, and e2a refuses the reply (400 `invalid_recipient`) rather than accept a message
+    addressed to nobody that can only fail."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    first = await accept(running.gateway, [bot], mail("Question"))
+    forwarded = await alice.http.post(
+        messages(bot, f"/{first}/forward"),
+        params={"wait": "sent"},
+        json={"to": [], "cc": [CAROL], "text": "FYI"},
+    )
+    assert forwarded.json()["status"] == "sent", forwarded.text
+    reply = messages(bot, f"/{forwarded.json()['message_id']}/reply")
+    for body in ({"text": "Again"}, {"text": "Again", "reply_all": True, "cc": [DAVE]}):
+        refused = refusal(await alice.http.post(reply, json=body), 400, "invalid_recipient")
+        assert "no recipients" in refused["message"], refused
+    listed = await alice.http.get(messages(bot), params={"direction": "outbound"})
+    assert [item["id"] for item in listed.json()["items"]] == [forwarded.json()["message_id"]]

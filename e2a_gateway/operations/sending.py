@@ -599,9 +599,10 @@ async def reply_to_message(
     sender of mail it received (Reply-To, else From), to the recipients of mail it sent (which
     must have been handed on while it still may be: it has no Message-ID to thread onto
     before; one that never will be, failed or rejected, is answered without threading onto
-    it, as e2a answers it). `reply_all` adds the original's other recipients;
-    `quote_history` quotes the original's text beneath. It is in the conversation the request
-    names, else the original's, else a new one (e2a's order), which the answer to it joins."""
+    it, as e2a answers it; one sent with no To is refused, as e2a refuses it). `reply_all`
+    adds the original's other recipients; `quote_history` quotes the original's text beneath.
+    It is in the conversation the request names, else the original's, else a new one (e2a's
+    order), which the answer to it joins."""
     request.without_nul()
     agent = await owned_agent(gateway, caller, email)
     original = await _original(gateway, caller, agent, message_id)
@@ -621,6 +622,12 @@ async def reply_to_message(
     extra_cc = checked_addresses("cc", request.cc, code=V1_BAD_RECIPIENT)
     bcc = checked_addresses("bcc", request.bcc, code=V1_BAD_RECIPIENT)
     if isinstance(original, OutboundMessage):
+        if not original.to:  # sent to Cc or Bcc alone: e2a has no one to answer
+            raise Invalid(
+                V1_BAD_RECIPIENT,
+                f"cannot reply: message {message_id} was sent with no recipients in To, so "
+                "the reply has no recipients to go to; send a new message instead",
+            )
         to = checked_addresses("to", original.to, code=V1_BAD_RECIPIENT)
         others = original.cc if request.reply_all else []
         in_reply_to: str | None = None if unsent else original.email_message_id
