@@ -397,3 +397,37 @@ async def test_a_reply_to_sent_mail_with_no_to_is_refused_not_stored_to_nobody(
         assert "no recipients" in refused["message"], refused
     listed = await alice.http.get(messages(bot), params={"direction": "outbound"})
     assert [item["id"] for item in listed.json()["items"]] == [forwarded.json()["message_id"]]
+
+
+async def test_recipients_may_carry_a_display_name_as_e2a_takes_them(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """e2a takes each of `to`, `cc` and `bcc` as one RFC 5322 mailbox, optionally with a display
+    name (`Carol Example <carol@example.org>`); the mail goes to its address."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    body = {
+        "to": ["Carol Example <Carol@example.org>"],
+        "cc": ['"Dave, D." <dave@example.org>'],
+        "bcc": ["<erin@example.org>"],
+        "subject": "Hi",
+        "text": "Hello",
+    }
+    sent = await alice.http.post(messages(bot), params={"wait": "sent"}, json=body)
+    assert sent.status_code == 200 and sent.json()["status"] == "sent", sent.text
+    assert sorted(rcpt for _, recipients, _ in sink.received for rcpt in recipients) == [
+        CAROL,
+        DAVE,
+        ERIN,
+    ]
+    shown = (await alice.http.get(messages(bot, f"/{sent.json()['message_id']}"))).json()
+    assert (shown["to"], shown["cc"]) == ([CAROL], [DAVE])
+
+    first = await accept(running.gateway, [bot], mail("Question"))
+    replied = await alice.http.post(
+        messages(bot, f"/{first}/reply"), json={"text": "Hi", "cc": ["Carl <carl@example.org>"]}
+    )
+    assert replied.status_code == 202, replied.text
+    for wrong in ("Carol <carol@example.org", "Carol <not an address>", "a@example.org, b@x.org"):
+        refused = await alice.http.post(messages(bot), json={**body, "to": [wrong]})
+        refusal(refused, 400, "invalid_recipient")

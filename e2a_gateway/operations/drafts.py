@@ -69,6 +69,28 @@ def checked_addresses(field: str, values: list[str], *, code: str | None = None)
     return found
 
 
+def mailbox_addresses(field: str, values: list[str], *, code: str) -> list[str]:
+    """Recipients as e2a's `/v1` takes them, each one RFC 5322 mailbox that may carry a display
+    name (`Carol <carol@example.org>`, at most MAX_MAILBOX_CHARS in all): their addresses, as
+    `checked_addresses` gives them (the mail goes to the address; the name is not kept).
+    Invalid with `code`, naming the field, otherwise."""
+    addresses: list[str] = []
+    for value in values:
+        if "<" in value:
+            if len(value) > MAX_MAILBOX_CHARS:
+                raise Invalid(
+                    code,
+                    f"{field}: a recipient is at most {MAX_MAILBOX_CHARS} characters (display "
+                    "name and address together)",
+                )
+            try:
+                value = parse_mailbox(value).address
+            except AddressError as exc:
+                raise Invalid(code, f"{field}: {value[:80]!r}: {exc}") from None
+        addresses.append(value)
+    return checked_addresses(field, addresses, code=code)
+
+
 def carried_addresses(field: str, values: list[str], *, code: str | None = None) -> list[str]:
     """The addresses a reply-all copies from the message it answers, as `checked_addresses`
     takes them, except that an address e2a cannot send to (`unsendable`: a local part beyond

@@ -41,6 +41,7 @@ from e2a_gateway.operations.drafts import (
     checked_mailbox,
     checked_text,
     fits_header,
+    mailbox_addresses,
     suppressed_refusal,
     within_recipient_bound,
     within_size_bounds,
@@ -348,13 +349,23 @@ class _Addressees(TypedDict):
     bcc: list[str]
 
 
-def _addressees(request: _Addressed, code: str | None = None) -> _Addressees:
-    """The To, Cc and Bcc of `request`, each checked (Invalid naming the field otherwise, with
-    `code` when given)."""
+def _addressees(request: _Addressed) -> _Addressees:
+    """The To, Cc and Bcc of an `/api/v1` `request`, each checked (Invalid naming the field
+    otherwise)."""
     return {
-        "to": checked_addresses("to", request.to, code=code),
-        "cc": checked_addresses("cc", request.cc, code=code),
-        "bcc": checked_addresses("bcc", request.bcc, code=code),
+        "to": checked_addresses("to", request.to),
+        "cc": checked_addresses("cc", request.cc),
+        "bcc": checked_addresses("bcc", request.bcc),
+    }
+
+
+def _v1_addressees(request: _Addressed) -> _Addressees:
+    """The To, Cc and Bcc of a `/v1` `request`, each mailbox as e2a takes it, a display name
+    allowed (`mailbox_addresses`; `invalid_recipient` otherwise)."""
+    return {
+        "to": mailbox_addresses("to", request.to, code=V1_BAD_RECIPIENT),
+        "cc": mailbox_addresses("cc", request.cc, code=V1_BAD_RECIPIENT),
+        "bcc": mailbox_addresses("bcc", request.bcc, code=V1_BAD_RECIPIENT),
     }
 
 
@@ -545,7 +556,7 @@ async def send_message(
     agent = await owned_agent(gateway, caller, email)
     subject, text, html = await _content(gateway, caller, request)
     within_recipient_bound(request.to, request.cc, request.bcc)
-    addressees = _addressees(request, V1_BAD_RECIPIENT)
+    addressees = _v1_addressees(request)
     attachments = _v1_attachments(request.attachments, [])
     within_size_bounds(subject, text, html, attachments)
     message = await _new_message(
@@ -619,8 +630,8 @@ async def reply_to_message(
             "onto; retry once it is sent (or send it with ?wait=sent)",
         )
     within_recipient_bound(request.cc, request.bcc)
-    extra_cc = checked_addresses("cc", request.cc, code=V1_BAD_RECIPIENT)
-    bcc = checked_addresses("bcc", request.bcc, code=V1_BAD_RECIPIENT)
+    extra_cc = mailbox_addresses("cc", request.cc, code=V1_BAD_RECIPIENT)
+    bcc = mailbox_addresses("bcc", request.bcc, code=V1_BAD_RECIPIENT)
     if isinstance(original, OutboundMessage):
         if not original.to:  # sent to Cc or Bcc alone: e2a has no one to answer
             raise Invalid(
@@ -691,7 +702,7 @@ async def forward_message(
     if not request.to and not request.cc:
         raise Invalid("invalid_request", "at least one recipient in to or cc is required")
     within_recipient_bound(request.to, request.cc, request.bcc)
-    addressees = _addressees(request, V1_BAD_RECIPIENT)
+    addressees = _v1_addressees(request)
     if isinstance(original, OutboundMessage):
         raise Conflict(
             "conflict",
