@@ -431,3 +431,24 @@ async def test_recipients_may_carry_a_display_name_as_e2a_takes_them(
     for wrong in ("Carol <carol@example.org", "Carol <not an address>", "a@example.org, b@x.org"):
         refused = await alice.http.post(messages(bot), json={**body, "to": [wrong]})
         refusal(refused, 400, "invalid_recipient")
+
+
+async def test_a_reply_goes_to_every_reply_to_address(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """A reply to mail received goes to every mailbox its Reply-To names (RFC 5322 section
+    3.6.2; e2a takes them all as To), not only the first."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    headers = f"Reply-To: Carol <{CAROL}>, {DAVE}\r\n"
+    first = await accept(running.gateway, [bot], mail("Question", headers))
+    replied = await alice.http.post(
+        messages(bot, f"/{first}/reply"), params={"wait": "sent"}, json={"text": "Answer"}
+    )
+    assert replied.status_code == 200 and replied.json()["status"] == "sent", replied.text
+    assert sorted(rcpt for _, recipients, _ in sink.received for rcpt in recipients) == [
+        CAROL,
+        DAVE,
+    ]
+    shown = (await alice.http.get(messages(bot, f"/{replied.json()['message_id']}"))).json()
+    assert shown["to"] == [CAROL, DAVE]

@@ -33,6 +33,9 @@ class HeaderSummary:
 
     from_addr: str
     reply_to: str | None
+    """The first Reply-To address (the one stored with the message)."""
+    reply_to_all: list[str]
+    """Every Reply-To address, in order (where a reply goes)."""
     to: list[str]
     cc: list[str]
     subject: str
@@ -110,6 +113,7 @@ def summarise_headers(raw: bytes) -> HeaderSummary:
     return HeaderSummary(
         from_addr=from_list[0] if from_list else "",
         reply_to=reply_to_list[0] if reply_to_list else None,
+        reply_to_all=list(dict.fromkeys(reply_to_list)),
         to=_addresses(headers, "To"),
         cc=_addresses(headers, "Cc"),
         subject=field_text(headers, "Subject"),

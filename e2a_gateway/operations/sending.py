@@ -646,8 +646,7 @@ async def reply_to_message(
         references = _bounded([*references, in_reply_to] if in_reply_to else references)
         quoted, sender, when = original.body_text, original.agent_email, original.created_at
     else:
-        recipient = original.reply_to or original.from_addr
-        to = checked_addresses("to", [recipient], code=V1_BAD_RECIPIENT)
+        to = checked_addresses("to", _answered(original, agent), code=V1_BAD_RECIPIENT)
         others = [*original.to, *original.cc] if request.reply_all else []
         in_reply_to = original.rfc_message_id if fits_header(original.rfc_message_id) else None
         references = _references_onto(original.raw_message, in_reply_to)
@@ -766,6 +765,15 @@ async def _original(
     if found is None:
         raise NotFound.of("message")
     return found
+
+
+def _answered(original: InboundMessage, agent: Agent) -> list[str]:
+    """Who a reply to mail received goes to: every address its Reply-To names but the agent's
+    own (RFC 5322 section 3.6.2, as e2a takes them all); else, as the message keeps them, its
+    Reply-To or its From."""
+    named = summarise_headers(original.raw_message).reply_to_all
+    others = [address for address in named if address != agent.email]
+    return others or [original.reply_to or original.from_addr]
 
 
 def _reply_to(value: str | list[str] | None) -> str | None:
