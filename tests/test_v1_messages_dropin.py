@@ -452,3 +452,35 @@ async def test_a_reply_goes_to_every_reply_to_address(
     ]
     shown = (await alice.http.get(messages(bot, f"/{replied.json()['message_id']}"))).json()
     assert shown["to"] == [CAROL, DAVE]
+
+
+async def test_the_agent_is_never_among_the_copies_of_its_own_reply_or_forward(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """Copying the agent on its own reply or forward (Cc or Bcc, any case) would deliver it
+    its own mail, which an agent may answer in turn: as e2a does, the agent's address is left
+    out of both, and the mail goes to the others."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    first = await accept(running.gateway, [bot], mail("Question"))
+    own = bot.upper()
+    replied = await alice.http.post(
+        messages(bot, f"/{first}/reply"),
+        params={"wait": "sent"},
+        json={"text": "Answer", "cc": [own, DAVE], "bcc": [bot]},
+    )
+    assert replied.status_code == 200 and replied.json()["status"] == "sent", replied.text
+    forwarded = await alice.http.post(
+        messages(bot, f"/{first}/forward"),
+        params={"wait": "sent"},
+        json={"to": [CAROL], "cc": [bot], "bcc": [own], "text": "See below"},
+    )
+    assert forwarded.status_code == 200 and forwarded.json()["status"] == "sent", forwarded.text
+    for sent in (replied, forwarded):
+        shown = (await alice.http.get(messages(bot, f"/{sent.json()['message_id']}"))).json()
+        assert bot not in shown["cc"] and bot not in (shown.get("bcc") or [])
+    reached = sorted(rcpt for _, recipients, _ in sink.received for rcpt in recipients)
+    assert bot not in reached and DAVE in reached and CAROL in reached
+    listed = (await alice.http.get(messages(bot, ""), params={"direction": "all"})).json()
+    received = [item["id"] for item in listed["items"] if item["direction"] == "inbound"]
+    assert received == [first]

@@ -653,8 +653,9 @@ async def reply_to_message(
         quoted = parse_body(original.raw_message).text
         sender, when = original.from_addr, original.received_at
     copied = carried_addresses("cc", others, code=V1_BAD_RECIPIENT)
-    kept = [a for a in copied if a not in (agent.email, *to)]
-    cc = list(dict.fromkeys([*kept, *extra_cc]))
+    kept = [a for a in copied if a not in to]
+    cc = _without(agent.email, list(dict.fromkeys([*kept, *extra_cc])))
+    bcc = _without(agent.email, bcc)
     within_recipient_bound(to, cc, bcc)  # reply_all counted as it expands
     text, html = request.text, request.html
     if request.quote_history and quoted:
@@ -702,6 +703,12 @@ async def forward_message(
         raise Invalid("invalid_request", "at least one recipient in to or cc is required")
     within_recipient_bound(request.to, request.cc, request.bcc)
     addressees = _v1_addressees(request)
+    addressees["cc"] = _without(agent.email, addressees["cc"])
+    addressees["bcc"] = _without(agent.email, addressees["bcc"])
+    if not addressees["to"] and not addressees["cc"]:
+        raise Invalid(
+            "invalid_request", "at least one recipient other than the agent in to or cc is required"
+        )
     if isinstance(original, OutboundMessage):
         raise Conflict(
             "conflict",
@@ -765,6 +772,12 @@ async def _original(
     if found is None:
         raise NotFound.of("message")
     return found
+
+
+def _without(agent_email: str, addresses: list[str]) -> list[str]:
+    """`addresses` (lowercased) but the agent's own: copied on its own reply or forward, the
+    agent would receive its own mail and might answer it (e2a strips it from Cc and Bcc too)."""
+    return [address for address in addresses if address != agent_email]
 
 
 def _answered(original: InboundMessage, agent: Agent) -> list[str]:
