@@ -33,9 +33,6 @@ class HeaderSummary:
 
     from_addr: str
     reply_to: str | None
-    """The first Reply-To address (the one stored with the message)."""
-    reply_to_all: list[str]
-    """Every Reply-To address, in order (where a reply goes)."""
     to: list[str]
     cc: list[str]
     subject: str
@@ -86,6 +83,14 @@ def _addresses(message: HeaderFields, name: str) -> list[str]:
     return found
 
 
+def reply_recipients(raw: bytes) -> list[str]:
+    """Where a reply to the message `raw` goes (RFC 5322 section 3.6.2): every mailbox its
+    Reply-To names, else every mailbox of its From, lowercased (`lowercase_address`), in order;
+    [] when it names none."""
+    headers = HeaderFields(header_text(raw))
+    return _addresses(headers, "Reply-To") or _addresses(headers, "From")
+
+
 def _message_ids(text: str) -> list[str]:
     """Message-IDs (`<…>`) in a header value, in order."""
     ids = []
@@ -113,7 +118,6 @@ def summarise_headers(raw: bytes) -> HeaderSummary:
     return HeaderSummary(
         from_addr=from_list[0] if from_list else "",
         reply_to=reply_to_list[0] if reply_to_list else None,
-        reply_to_all=list(dict.fromkeys(reply_to_list)),
         to=_addresses(headers, "To"),
         cc=_addresses(headers, "Cc"),
         subject=field_text(headers, "Subject"),

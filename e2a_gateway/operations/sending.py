@@ -27,7 +27,12 @@ from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import blocked_send_event
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
-from e2a_gateway.inbound.parse import attachment_data, parse_body, summarise_headers
+from e2a_gateway.inbound.parse import (
+    attachment_data,
+    parse_body,
+    reply_recipients,
+    summarise_headers,
+)
 from e2a_gateway.local_delivery import is_operator_mailbox_here
 from e2a_gateway.operations import idempotency, lifecycle, templates
 from e2a_gateway.operations.agents import owned_agent, owned_agents
@@ -153,8 +158,7 @@ async def reply(
     original = await gateway.storage.read_inbound(caller.user_id, agent.email, message_id)
     if original is None:
         raise NotFound.of("message")
-    recipient = original.reply_to or original.from_addr
-    to = checked_addresses("to", [recipient])
+    to = _answered(agent, original)
     cc = checked_addresses("cc", request.cc)
     if request.reply_all:
         others = [a for a in [*original.to, *original.cc] if a not in (agent.email, *to)]
@@ -178,6 +182,20 @@ async def reply(
         references=_references_onto(original.raw_message, in_reply_to),
     )
     return await _submit(gateway, message)
+
+
+def _answered(agent: Agent, original: InboundMessage, code: str | None = None) -> list[str]:
+    """The To of a reply to `original`: every mailbox its Reply-To names, else its From
+    (`reply_recipients`), the agent's own address left out unless it is the only one. The
+    first is checked as a send's recipient (Invalid, with `code` when given, when it is no
+    address e2a can send to); the others are carried over as a reply-all carries the addresses
+    it copies (`carried_addresses`: one e2a cannot send to is refused alone at the hand-off)."""
+    named = reply_recipients(original.raw_message) or [original.reply_to or original.from_addr]
+    to = checked_addresses("to", named[:1], code=code)
+    for address in carried_addresses("to", named[1:], code=code):
+        if address not in to:
+            to.append(address)
+    return [address for address in to if address != agent.email] or to
 
 
 def _references_onto(raw: bytes, parent_id: str | None) -> list[str]:
@@ -646,7 +664,7 @@ async def reply_to_message(
         references = _bounded([*references, in_reply_to] if in_reply_to else references)
         quoted, sender, when = original.body_text, original.agent_email, original.created_at
     else:
-        to = checked_addresses("to", _answered(original, agent), code=V1_BAD_RECIPIENT)
+        to = _answered(agent, original, V1_BAD_RECIPIENT)
         others = [*original.to, *original.cc] if request.reply_all else []
         in_reply_to = original.rfc_message_id if fits_header(original.rfc_message_id) else None
         references = _references_onto(original.raw_message, in_reply_to)
@@ -778,15 +796,6 @@ def _without(agent_email: str, addresses: list[str]) -> list[str]:
     """`addresses` (lowercased) but the agent's own: copied on its own reply or forward, the
     agent would receive its own mail and might answer it (e2a strips it from Cc and Bcc too)."""
     return [address for address in addresses if address != agent_email]
-
-
-def _answered(original: InboundMessage, agent: Agent) -> list[str]:
-    """Who a reply to mail received goes to: every address its Reply-To names but the agent's
-    own (RFC 5322 section 3.6.2, as e2a takes them all); else, as the message keeps them, its
-    Reply-To or its From."""
-    named = summarise_headers(original.raw_message).reply_to_all
-    others = [address for address in named if address != agent.email]
-    return others or [original.reply_to or original.from_addr]
 
 
 def _reply_to(value: str | list[str] | None) -> str | None:

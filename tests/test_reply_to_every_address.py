@@ -1,0 +1,89 @@
+"""A reply to mail whose Reply-To (or From) names several mailboxes goes to every one of them
+(RFC 5322 section 3.6.2: replies go to the address(es) Reply-To names), end to end: the mail
+arrives over SMTP, the agent answers it over `/api/v1` and `/v1`, and the relay on loopback
+gets a copy for each; the agent's own address is never one of them."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
+from tests.conftest import Account, agent_path, make_settings
+from tests.delivery_support import create_agent, smtp_send, wait_until
+from tests.relay_support import Sink, relay_port, sink
+
+pytestmark = pytest.mark.slow
+
+__all__ = ["relay_port", "sink"]  # fixtures
+
+ORIGINAL = (
+    b"From: Human <human@example.org>\r\n"
+    b"Reply-To: Desk <desk@example.org>, Team <team@example.org>, bot@agents.test\r\n"
+    b"To: bot@agents.test\r\n"
+    b"Subject: Plan\r\n"
+    b"Message-ID: <plan@example.org>\r\n"
+    b"\r\n"
+    b"Shall we?\r\n"
+)
+FROM_TWO = (
+    b"From: human@example.org, partner@example.org\r\n"
+    b"Sender: human@example.org\r\n"
+    b"To: bot@agents.test\r\n"
+    b"Subject: Plan\r\n"
+    b"Message-ID: <plan-two@example.org>\r\n"
+    b"\r\n"
+    b"Shall we?\r\n"
+)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, relay_port: int) -> Settings:
+    relay = {"host": "127.0.0.1", "port": relay_port, "tls": "none", "timeout_seconds": 10}
+    return make_settings(tmp_path, outbound_smtp=relay)
+
+
+async def _reply(alice: Account, face: str, inbound_id: str) -> None:
+    if face == "v1":
+        path = f"/v1/agents/bot%40agents.test/messages/{inbound_id}/reply"
+        replied = await alice.http.post(path, json={"text": "Yes."})
+    else:
+        path = agent_path("bot@agents.test", f"/messages/{inbound_id}/reply")
+        replied = await alice.http.post(path, json={"body": "Yes."})
+    assert replied.status_code in (200, 202), replied.text
+
+
+@pytest.mark.parametrize("face", ["api/v1", "v1"])
+@pytest.mark.parametrize(
+    ("original", "expected"),
+    [
+        (ORIGINAL, ["desk@example.org", "team@example.org"]),
+        (FROM_TWO, ["human@example.org", "partner@example.org"]),
+    ],
+)
+async def test_a_reply_goes_to_every_mailbox_the_original_asks_replies_to_go_to(
+    running: RunningGateway,
+    make_account: Any,
+    sink: Sink,
+    face: str,
+    original: bytes,
+    expected: list[str],
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await create_agent(alice, "bot")
+    await smtp_send(running.addresses.smtp_port, ["bot@agents.test"], original)
+    (summary,) = (await alice.http.get(agent_path("bot@agents.test", "/messages"))).json()[
+        "messages"
+    ]
+    await _reply(alice, face, summary["message_id"])
+    await wait_until(lambda: sum(len(rcpts) for _, rcpts, _ in sink.received) >= len(expected))
+    assert sorted(rcpt for _, rcpts, _ in sink.received for rcpt in rcpts) == expected
+    for _, _, raw in sink.received:
+        copy = email.message_from_bytes(raw, policy=email.policy.default)
+        assert sorted(a.addr_spec for a in copy["To"].addresses) == expected
+        assert "Cc" not in copy
