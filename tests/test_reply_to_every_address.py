@@ -87,3 +87,47 @@ async def test_a_reply_goes_to_every_mailbox_the_original_asks_replies_to_go_to(
         copy = email.message_from_bytes(raw, policy=email.policy.default)
         assert sorted(a.addr_spec for a in copy["To"].addresses) == expected
         assert "Cc" not in copy
+
+
+NAMED_OTHERWISE = (
+    b"From: Human <human@example.org>\r\n"
+    b"To: Bot <BOT@Agents.Test.>, colleague@example.org\r\n"
+    b"Cc: human@example.org.\r\n"
+    b"Subject: Plan\r\n"
+    b"Message-ID: <plan-named@example.org>\r\n"
+    b"\r\n"
+    b"Shall we?\r\n"
+)
+
+
+@pytest.mark.parametrize("face", ["api/v1", "v1"])
+async def test_reply_all_leaves_out_the_agent_and_the_sender_however_the_original_wrote_them(
+    running: RunningGateway, make_account: Any, sink: Sink, face: str
+) -> None:
+    """The original names the agent (and its sender) with a trailing dot on the domain: the
+    same mailbox. A reply-all copies neither: the agent gets no copy of its own reply, and
+    the sender is named once."""
+    alice: Account = await make_account("alice@example.com")
+    await create_agent(alice, "bot")
+    await smtp_send(running.addresses.smtp_port, ["bot@agents.test"], NAMED_OTHERWISE)
+    (summary,) = (await alice.http.get(agent_path("bot@agents.test", "/messages"))).json()[
+        "messages"
+    ]
+    if face == "v1":
+        path = f"/v1/agents/bot%40agents.test/messages/{summary['message_id']}/reply"
+        replied = await alice.http.post(path, json={"text": "Yes.", "reply_all": True})
+    else:
+        path = agent_path("bot@agents.test", f"/messages/{summary['message_id']}/reply")
+        replied = await alice.http.post(path, json={"body": "Yes.", "reply_all": True})
+    assert replied.status_code in (200, 202), replied.text
+    sent_id = replied.json()["message_id"]
+    view = (await alice.http.get(f"/api/v1/messages/{sent_id}")).json()
+    assert view["to"] == ["human@example.org"] and view["cc"] == ["colleague@example.org"], view
+    await wait_until(lambda: sum(len(rcpts) for _, rcpts, _ in sink.received) >= 2)
+    await wait_until(lambda: _status(alice, f"/api/v1/messages/{sent_id}"), seconds=10)
+    inbox = (await alice.http.get(agent_path("bot@agents.test", "/messages?status=all"))).json()
+    assert len(inbox["messages"]) == 1, inbox  # the original alone: no copy of the reply
+
+
+async def _status(alice: Account, path: str) -> bool:
+    return bool((await alice.http.get(path)).json()["status"] == "sent")

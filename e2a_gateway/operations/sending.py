@@ -161,8 +161,10 @@ async def reply(
     to = _answered(agent, original)
     cc = checked_addresses("cc", request.cc)
     if request.reply_all:
-        others = [a for a in [*original.to, *original.cc] if a not in (agent.email, *to)]
-        cc = list(dict.fromkeys([*carried_addresses("cc", others), *cc]))
+        # compared as carried (normalised): the original may name the same mailbox otherwise
+        copied = carried_addresses("cc", [*original.to, *original.cc])
+        others = [a for a in copied if a not in (agent.email, *to)]
+        cc = list(dict.fromkeys([*others, *cc]))
     in_reply_to = original.rfc_message_id if fits_header(original.rfc_message_id) else None
     message = await _new_message(
         gateway,
