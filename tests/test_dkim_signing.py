@@ -85,3 +85,37 @@ def test_the_key_record_is_the_public_half_of_the_key(tmp_path: Path) -> None:
     record = DkimSigner("e2a", tmp_path / "dkim.pem").key_record("agents.test")
     assert (record.name, record.host) == ("e2a._domainkey.agents.test", "e2a._domainkey")
     assert record.value.encode() == expected
+
+
+THREADED = (
+    b"From: bot@agents.test\r\nTo: carol@example.org\r\nSubject: Hi\r\n"
+    b"X-E2A-Conversation-Id: conv_1\r\n\r\nNumbers.\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "tampered"),
+    [
+        # the conversation id changed, or one more put above it (a reader takes the first)
+        (THREADED, THREADED.replace(b"conv_1", b"conv_2")),
+        (THREADED, b"X-E2A-Conversation-Id: conv_2\r\n" + THREADED),
+        # one added to a message sent without
+        (MESSAGE, MESSAGE.replace(b"\r\n\r\n", b"\r\nX-E2A-Conversation-Id: conv_2\r\n\r\n")),
+    ],
+    ids=["changed", "one-more-above", "added"],
+)
+def test_the_conversation_id_is_signed_so_no_one_can_change_or_add_it(
+    tmp_path: Path, message: bytes, tampered: bytes
+) -> None:
+    """Mail relayed by this deployment and signed by its domain is trusted to name its
+    conversation (docs/delivery.md): the header that names it is signed, and signed once more
+    than it appears, so a copy replayed with another conversation id fails verification."""
+    record = write_rsa_key(tmp_path / "dkim.pem")
+    signed = DkimSigner("e2a", tmp_path / "dkim.pem").sign(message, "agents.test")
+    signature, _, _ = signed.partition(message)
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        return record if name == b"e2a._domainkey.agents.test." else b""
+
+    assert dkim.verify(signed, dnsfunc=dns)
+    assert not dkim.verify(signature + tampered, dnsfunc=dns)

@@ -11,6 +11,9 @@ from pathlib import Path
 
 from e2a_gateway.config import ConfigError
 from e2a_gateway.mailauth.dkim import dkimpy
+from e2a_gateway.outbound.mime import CONVERSATION_HEADER
+
+_CONVERSATION_FIELD = CONVERSATION_HEADER.lower().encode("ascii")
 
 
 class DkimKeyError(ConfigError):
@@ -80,8 +83,18 @@ class DkimSigner:
         return DkimKeyRecord(self.selector, domain, self._record_value)
 
     def sign(self, raw: bytes, domain: str) -> bytes:
-        """`raw` with a DKIM-Signature (relaxed/simple, rsa-sha256) for `domain` on top."""
-        signature: bytes = dkimpy().sign(raw, self._selector, domain.encode("ascii"), self._key)
+        """`raw` with a DKIM-Signature (relaxed/simple, rsa-sha256) for `domain` on top.
+
+        It signs dkimpy's default fields (From once more than it appears) and the conversation
+        id (`X-E2A-Conversation-Id`) once more than it appears, even when it does not: mail
+        relayed here and signed by our domain is trusted to name its conversation, so a copy
+        replayed with that field changed, or one added, must fail verification."""
+        signer = dkimpy().DKIM(raw)
+        present = sum(1 for name, _ in signer.headers if name.lower() == _CONVERSATION_FIELD)
+        fields = [*signer.default_sign_headers(), *[_CONVERSATION_FIELD] * (present + 1)]
+        signature: bytes = signer.sign(
+            self._selector, domain.encode("ascii"), self._key, include_headers=fields
+        )
         return signature + raw
 
 
