@@ -156,14 +156,16 @@ def test_a_forwarded_message_is_encapsulated_not_base64() -> None:
     [
         b"From: a@example.org\r\nSubject: Long\r\n\r\n" + b"x" * 2000 + b"\r\n",
         "From: a@example.org\r\nSubject: Grüße\r\n\r\nGrüße\r\n".encode() * 20,
+        b"From: a@example.org\r\nSubject: Nul\r\n\r\nbefore\x00after\r\n",
     ],
-    ids=["line-over-998-octets", "beyond-ascii"],
+    ids=["line-over-998-octets", "beyond-ascii", "nul"],
 )
 def test_a_forwarded_message_that_cannot_go_as_it_is_goes_base64(inner: bytes) -> None:
     """A line of more than 998 octets makes a message invalid (RFC 5322 section 2.1.1): a relay
     refuses it or breaks the line (and the DKIM signature with it). Such a message is attached
     base64-encoded, as one beyond ASCII is, in lines ending CRLF like the rest, and arrives
-    whole."""
+    whole. So is one holding a NUL, which no 7-bit (or 8-bit) data may (RFC 2045 section
+    2.7, RFC 5322 section 2.3)."""
     draft = Draft(
         from_addr="bot@agents.test",
         to=["c@example.org"],
@@ -174,6 +176,7 @@ def test_a_forwarded_message_that_cannot_go_as_it_is_goes_base64(inner: bytes) -
     raw = build_message(draft, message_id="<f@agents.test>", date=0)
     lines = raw.split(b"\r\n")
     assert not [line for line in lines if b"\n" in line or b"\r" in line or len(line) > 998]
+    assert b"\x00" not in raw
     (part,) = parse(raw).iter_attachments()
     assert part.get_content_type() == "message/rfc822"
     assert part["Content-Transfer-Encoding"] == "base64"

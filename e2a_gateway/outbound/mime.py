@@ -285,10 +285,15 @@ def _set_mailboxes(message: EmailMessage, name: str, value: str | list[Address])
 
 
 def _fits_7bit(data: bytes) -> bool:
-    """Whether `data` can go into the message as it is, 7-bit: ASCII, no line longer than
-    MAX_LINE_OCTETS. A longer line would make the whole message invalid (RFC 5322 section
-    2.1.1): a relay refuses it or breaks the line, which breaks the DKIM signature too."""
-    return data.isascii() and all(len(line) <= MAX_LINE_OCTETS for line in data.splitlines())
+    """Whether `data` can go into the message as it is, 7-bit: ASCII without NUL (which no
+    7-bit data may hold, RFC 2045 section 2.7), no line longer than MAX_LINE_OCTETS. A longer
+    line would make the whole message invalid (RFC 5322 section 2.1.1): a relay refuses it or
+    breaks the line, which breaks the DKIM signature too."""
+    return (
+        data.isascii()
+        and b"\x00" not in data
+        and all(len(line) <= MAX_LINE_OCTETS for line in data.splitlines())
+    )
 
 
 def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
