@@ -353,3 +353,46 @@ def test_bad_attachments(filename: str, content_type: str, data: str, problem: s
 )
 def test_reply_subject(subject: str, expected: str) -> None:
     assert reply_subject(subject) == expected
+
+
+def test_an_inline_image_goes_beside_the_html_that_shows_it() -> None:
+    """An attachment with a Content-ID (an inline image a forward carries over) goes with the
+    HTML in a multipart/related part (RFC 2387), inline, named by that id; without an HTML
+    body, or without an id, it is a file attached as any other."""
+    logo = Attachment("logo.png", "image/png", b"\x89PNG", content_id="logo@example.org")
+    report = Attachment("report.pdf", "application/pdf", b"%PDF")
+    draft = Draft(
+        from_addr="bot@agents.test",
+        to=["c@example.org"],
+        subject="Fwd: Numbers",
+        text="FYI",
+        html='<p>FYI</p><img src="cid:logo@example.org">',
+        attachments=[logo, report],
+    )
+    message = parse(build_message(draft, message_id="<i@agents.test>", date=0))
+    assert message.get_content_type() == "multipart/mixed"
+    body, attached = message.iter_parts()
+    text, related = body.iter_parts()
+    assert text.get_content_type() == "text/plain"
+    html, image = related.iter_parts()
+    assert (related.get_content_type(), html.get_content_type()) == (
+        "multipart/related",
+        "text/html",
+    )
+    assert image["Content-ID"] == "<logo@example.org>" and image.get_content() == b"\x89PNG"
+    assert image.get_content_disposition() == "inline"
+    assert attached.get_filename() == "report.pdf"
+
+    text_only = parse(
+        build_message(Draft(**{**draft.__dict__, "html": None}), message_id="<t@a>", date=0)
+    )
+    assert [part.get_filename() for part in text_only.iter_attachments()] == [
+        "logo.png",
+        "report.pdf",
+    ]
+
+
+def test_a_content_id_that_cannot_be_written_is_refused() -> None:
+    with pytest.raises(InvalidDraft, match=r"attachments\[0\]\.content_id"):
+        decode_attachment(0, "logo.png", "image/png", "iVBO", "<logo id@example.org>")
+    assert decode_attachment(0, "logo.png", "image/png", "iVBO", "<a@b>").content_id == "a@b"

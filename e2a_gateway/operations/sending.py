@@ -61,7 +61,7 @@ from e2a_gateway.operations.errors import (
 )
 from e2a_gateway.operations.requests import RequestBody, Verbatim
 from e2a_gateway.outbound.gate import outbound_verdict
-from e2a_gateway.outbound.mime import carriable_type, header_text, reply_subject
+from e2a_gateway.outbound.mime import bare_content_id, carriable_type, header_text, reply_subject
 from e2a_gateway.outbound.mime import new_message_id as rfc_message_id
 from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.storage.base import (
@@ -736,7 +736,9 @@ async def forward_message(
             "of sent mail, so it cannot be forwarded — forward a received message instead",
         )
     body = parse_body(original.raw_message)
-    carried = [_carried(original.raw_message, index) for index in range(len(body.attachments))]
+    carried = [
+        _carried(original.raw_message, index, body.html) for index in range(len(body.attachments))
+    ]
     banner = "---------- Forwarded message ----------"
     facts = [
         f"From: {original.from_addr}",
@@ -831,16 +833,22 @@ def _v1_attachments(
     return [*carried, *checked_attachments(items)]
 
 
-def _carried(raw: bytes, index: int) -> dict[str, str]:
-    """Attachment `index` of a received message, as a stored attachment (base64)."""
+def _carried(raw: bytes, index: int, html: str | None) -> dict[str, str]:
+    """Attachment `index` of a received message, as a stored attachment (base64), with its
+    Content-ID when its `html` shows it by a `cid:` URL (an inline image, which the forward's
+    quoted HTML shows again)."""
     found = attachment_data(raw, index)
     assert found is not None
     meta, data = found
-    return {
+    carried = {
         "filename": header_text((meta.filename or f"attachment-{index + 1}")[:255]),
         "content_type": carriable_type(meta.content_type),
         "data": base64.b64encode(data).decode("ascii"),
     }
+    content_id = bare_content_id(meta.content_id or "")
+    if content_id and html and f"cid:{content_id}".lower() in html.lower():
+        carried["content_id"] = content_id
+    return carried
 
 
 def _quote(

@@ -36,6 +36,8 @@ _BASE64_WHITESPACE = str.maketrans("", "", "\r\n \t")
 _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 """C0 controls but TAB, DEL, C1 controls (NEL among them) and the Unicode line and paragraph
 separators: each either breaks a header line or has no business in one."""
+_CONTENT_ID = re.compile(r"^[!-;=?-~]+$")
+"""A Content-ID without its angle brackets: printable ASCII but `<` and `>`, no spaces."""
 _FOLD = re.compile(r"\r\n(?=[ \t])")
 """A line break that folds a header field (before the whitespace continuing it)."""
 
@@ -66,6 +68,9 @@ class Attachment:
     data: bytes
     params: dict[str, str] = field(default_factory=dict)
     """The media type's parameters given with it (`charset`, say)."""
+    content_id: str | None = None
+    """The Content-ID (without angle brackets) by which the HTML body shows it (`cid:` URLs):
+    an inline image carried over from received mail; None for a file attached."""
 
 
 @dataclass(frozen=True)
@@ -154,10 +159,24 @@ def without_whitespace(data: str) -> str:
     return data.translate(_BASE64_WHITESPACE)
 
 
-def decode_attachment(index: int, filename: str, content_type: str, data: str) -> Attachment:
+def bare_content_id(value: str) -> str | None:
+    """The Content-ID `value` (`<…>` or bare) without its angle brackets; None when a message
+    cannot carry it: not printable ASCII, or holding spaces."""
+    bare = value.strip().removeprefix("<").removesuffix(">")
+    return bare if _CONTENT_ID.match(bare) else None
+
+
+def decode_attachment(
+    index: int, filename: str, content_type: str, data: str, content_id: str | None = None
+) -> Attachment:
     """Validate one attachment of a request: name, media type and standard base64 data (CR, LF,
-    space and tab between its characters are dropped first, as mail decoders drop them)."""
+    space and tab between its characters are dropped first, as mail decoders drop them), and
+    the Content-ID of an inline image carried over (`<…>` or bare; None for a file)."""
     label = f"attachments[{index}]"
+    if content_id is not None:
+        content_id = bare_content_id(content_id)
+        if content_id is None:
+            raise InvalidDraft(f"{label}.content_id must be printable ASCII without spaces")
     check_header_value(f"{label}.filename", filename)
     if not filename.strip():
         raise InvalidDraft(f"{label}.filename must not be empty")
@@ -174,7 +193,7 @@ def decode_attachment(index: int, filename: str, content_type: str, data: str) -
         raise InvalidDraft(f"{label}.data must be standard base64") from None
     if len(raw) > MAX_ATTACHMENT_BYTES:
         raise InvalidDraft(f"{label} is larger than {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MiB")
-    return Attachment(filename, media_type, raw, params)
+    return Attachment(filename, media_type, raw, params, content_id)
 
 
 def _media_type(label: str, content_type: str) -> tuple[str, dict[str, str]]:
@@ -296,6 +315,24 @@ def _fits_7bit(data: bytes) -> bool:
     )
 
 
+def _add_inline(message: EmailMessage, images: list[Attachment]) -> None:
+    """`images` (each with its Content-ID) beside the HTML body in a multipart/related part
+    (RFC 2387), inline, where its `cid:` URLs find them."""
+    html = message.get_body(("html",))
+    for image in images:
+        assert html is not None and image.content_id is not None
+        maintype, _, subtype = image.content_type.partition("/")
+        html.add_related(
+            image.data,
+            maintype=maintype,
+            subtype=subtype,
+            cid=f"<{image.content_id}>",
+            disposition="inline",
+            filename=image.filename,
+            params=image.params,
+        )
+
+
 def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
     """The message as bytes with CRLF line endings, ready for SMTP DATA or local delivery.
 
@@ -326,9 +363,12 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
         conversation = check_header_value("conversation_id", draft.conversation_id)
         _set_tokens(message, CONVERSATION_HEADER, [conversation])
     message.set_content(draft.text)
+    files = draft.attachments
     if draft.html:  # an empty HTML part is what clients would show: a blank message
         message.add_alternative(draft.html, subtype="html")
-    for attachment in draft.attachments:
+        files = [item for item in draft.attachments if item.content_id is None]
+        _add_inline(message, [item for item in draft.attachments if item.content_id])
+    for attachment in files:
         if attachment.content_type == "message/rfc822" and _fits_7bit(attachment.data):
             # a message encapsulated as it is (RFC 2046 section 5.2.1 allows no base64 there)
             forwarded = email.message_from_bytes(attachment.data, policy=SEVEN_BIT)

@@ -164,7 +164,11 @@ def outbound_view(message: OutboundMessage) -> dict[str, Any]:
     if lifecycle.body_kept(message.status, handed_on=message.sent_at is not None):
         view["body_text"] = message.body_text
         view["body_html"] = message.body_html
-        view["attachments"] = message.attachments or []
+        # as a request gives them (an inline image's Content-ID is the gateway's own)
+        view["attachments"] = [
+            {key: value for key, value in item.items() if key != "content_id"}
+            for item in message.attachments or []
+        ]
     error = reported_error(message.send_error, message.recipient_results)
     if error and message.status in lifecycle.SEND_ERROR_SHOWN:
         view["error"] = error

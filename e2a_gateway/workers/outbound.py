@@ -142,6 +142,7 @@ def draft_of(message: OutboundMessage) -> Draft:
             item.get("filename", ""),
             item.get("content_type", ""),
             item.get("data", ""),
+            item.get("content_id"),
         )
         for index, item in enumerate(message.attachments or [])
     ]
