@@ -131,3 +131,41 @@ async def test_reply_all_leaves_out_the_agent_and_the_sender_however_the_origina
 
 async def _status(alice: Account, path: str) -> bool:
     return bool((await alice.http.get(path)).json()["status"] == "sent")
+
+
+UNREACHABLE_TOO = (
+    b"From: Human <human@example.org>\r\n"
+    b"Reply-To: desk@example.org, Admin <admin@intranet>\r\n"
+    b"To: bot@agents.test\r\n"
+    b"Subject: Plan\r\n"
+    b"Message-ID: <plan-intranet@example.org>\r\n"
+    b"\r\n"
+    b"Shall we?\r\n"
+)
+
+
+async def test_a_reply_to_a_reply_that_named_an_address_e2a_cannot_send_to_goes_out(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """The Reply-To names, after the first, an address e2a cannot send to: the reply goes to
+    the first and names the other, refused alone. Answering that reply (a follow-up to the
+    same people) is not refused for it either."""
+    alice: Account = await make_account("alice@example.com")
+    await create_agent(alice, "bot")
+    await smtp_send(running.addresses.smtp_port, ["bot@agents.test"], UNREACHABLE_TOO)
+    (summary,) = (await alice.http.get(agent_path("bot@agents.test", "/messages"))).json()[
+        "messages"
+    ]
+    path = "/v1/agents/bot%40agents.test/messages/{}/reply"
+    first = await alice.http.post(path.format(summary["message_id"]), json={"text": "Yes."})
+    assert first.status_code == 202, first.text
+    first_id = first.json()["message_id"]
+    await wait_until(lambda: _status(alice, f"/api/v1/messages/{first_id}"))
+    view = (await alice.http.get(f"/api/v1/messages/{first_id}")).json()
+    assert view["to"] == ["desk@example.org", "admin@intranet"], view
+    assert "admin@intranet" in view["error"] and "desk@example.org" not in view["error"]
+
+    again = await alice.http.post(path.format(first_id), json={"text": "And then?"})
+    assert again.status_code == 202, again.text
+    await wait_until(lambda: len(sink.received) >= 2)
+    assert [rcpts for _, rcpts, _ in sink.received] == [["desk@example.org"]] * 2

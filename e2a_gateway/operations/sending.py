@@ -188,16 +188,23 @@ async def reply(
 
 def _answered(agent: Agent, original: InboundMessage, code: str | None = None) -> list[str]:
     """The To of a reply to `original`: every mailbox its Reply-To names, else its From
-    (`reply_recipients`), the agent's own address left out unless it is the only one. The
-    first is checked as a send's recipient (Invalid, with `code` when given, when it is no
-    address e2a can send to); the others are carried over as a reply-all carries the addresses
-    it copies (`carried_addresses`: one e2a cannot send to is refused alone at the hand-off)."""
+    (`reply_recipients`), as `_addressed_to` takes them, the agent's own address left out
+    unless it is the only one."""
     named = reply_recipients(original.raw_message) or [original.reply_to or original.from_addr]
+    to = _addressed_to(named, code)
+    return [address for address in to if address != agent.email] or to
+
+
+def _addressed_to(named: list[str], code: str | None = None) -> list[str]:
+    """The To of a reply naming the addresses `named`: the first checked as a send's recipient
+    (Invalid, with `code` when given, when it is no address e2a can send to), the others
+    carried as a reply-all carries the addresses it copies (`carried_addresses`: one e2a cannot
+    send to is refused alone at the hand-off), each once."""
     to = checked_addresses("to", named[:1], code=code)
     for address in carried_addresses("to", named[1:], code=code):
         if address not in to:
             to.append(address)
-    return [address for address in to if address != agent.email] or to
+    return to
 
 
 def _references_onto(raw: bytes, parent_id: str | None) -> list[str]:
@@ -659,7 +666,7 @@ async def reply_to_message(
                 f"cannot reply: message {message_id} was sent with no recipients in To, so "
                 "the reply has no recipients to go to; send a new message instead",
             )
-        to = checked_addresses("to", original.to, code=V1_BAD_RECIPIENT)
+        to = _addressed_to(original.to, V1_BAD_RECIPIENT)
         others = original.cc if request.reply_all else []
         in_reply_to: str | None = None if unsent else original.email_message_id
         references = [ref for ref in original.references if ref != in_reply_to]
