@@ -169,3 +169,32 @@ async def test_a_reply_to_a_reply_that_named_an_address_e2a_cannot_send_to_goes_
     assert again.status_code == 202, again.text
     await wait_until(lambda: len(sink.received) >= 2)
     assert [rcpts for _, rcpts, _ in sink.received] == [["desk@example.org"]] * 2
+
+
+@pytest.mark.parametrize("face", ["api/v1", "v1"])
+async def test_a_reply_to_a_reply_to_naming_crowds_is_refused_not_sent_to_them(
+    running: RunningGateway, make_account: Any, sink: Sink, face: str
+) -> None:
+    """Mail whose Reply-To names more addresses than a send may have (100 in a field on
+    `/api/v1`, 50 in all on `/v1`) would turn an agent's answer into mail to a crowd the
+    sender chose: the reply is refused, naming the bound, and nothing goes out."""
+    alice: Account = await make_account("alice@example.com")
+    await create_agent(alice, "bot")
+    crowd = ",\r\n ".join(f"victim{i}@example.net" for i in range(150)).encode()
+    data = ORIGINAL.replace(b"Desk <desk@example.org>, Team <team@example.org>", crowd)
+    await smtp_send(running.addresses.smtp_port, ["bot@agents.test"], data)
+    (summary,) = (await alice.http.get(agent_path("bot@agents.test", "/messages"))).json()[
+        "messages"
+    ]
+    if face == "v1":
+        path = f"/v1/agents/bot%40agents.test/messages/{summary['message_id']}/reply"
+        replied = await alice.http.post(path, json={"text": "Yes."})
+        assert replied.status_code == 400, replied.text
+        assert replied.json()["error"]["code"] == "too_many_recipients"
+    else:
+        path = agent_path("bot@agents.test", f"/messages/{summary['message_id']}/reply")
+        replied = await alice.http.post(path, json={"body": "Yes."})
+        assert replied.status_code == 400, replied.text
+        assert "at most 100" in replied.json()["error"]["message"]
+    sent = (await alice.http.get("/api/v1/messages?status=queued")).json()["messages"]
+    assert sent == [] and sink.received == []

@@ -165,6 +165,7 @@ async def reply(
         copied = carried_addresses("cc", [*original.to, *original.cc])
         others = [a for a in copied if a not in (agent.email, *to)]
         cc = list(dict.fromkeys([*others, *cc]))
+    _within_fields(to=to, cc=cc)
     in_reply_to = original.rfc_message_id if fits_header(original.rfc_message_id) else None
     message = await _new_message(
         gateway,
@@ -184,6 +185,20 @@ async def reply(
         references=_references_onto(original.raw_message, in_reply_to),
     )
     return await _submit(gateway, message)
+
+
+def _within_fields(**fields: list[str]) -> None:
+    """Invalid (`invalid_request`) when a reply would name more than MAX_RECIPIENTS addresses
+    in one of `fields`, as a send may not: the original chose them (its Reply-To, or its To
+    and Cc for a reply-all), and an agent's answer must not become mail to a crowd."""
+    for name, addresses in fields.items():
+        if len(addresses) > MAX_RECIPIENTS:
+            raise Invalid(
+                "invalid_request",
+                f"{name}: a reply names at most {MAX_RECIPIENTS} addresses there, and this one "
+                f"would name {len(addresses)} (the original's Reply-To or From, or its To and "
+                "Cc with reply_all)",
+            )
 
 
 def _answered(agent: Agent, original: InboundMessage, code: str | None = None) -> list[str]:
