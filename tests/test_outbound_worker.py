@@ -192,6 +192,33 @@ async def test_plain_send_reaches_the_relay_and_scrubs_the_body(setup: Setup, si
     assert await setup.worker.deliver_due(NOW + 3600) == 0  # the job is gone
 
 
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("Quarterly Reports", "Quarterly Reports"),
+        ('Støtte "Desk", EU', 'Støtte "Desk", EU'),
+        ("sender", ""),  # the default name, the address's own local part: the address alone
+    ],
+)
+async def test_the_from_field_shows_the_agents_name(
+    setup: Setup, sink: Sink, name: str, shown: str
+) -> None:
+    """Recipients see who writes, as e2a shows it: the agent's name as the From field's
+    display name (quoted or RFC 2047-encoded as it needs), unless it is the address's own
+    local part (the name an agent gets by default), which adds nothing."""
+    renamed = await setup.account.http.put(agent_path(setup.sender, ""), json={"name": name})
+    assert renamed.status_code == 200, renamed.text
+    await queue(setup)
+    assert await setup.worker.deliver_due(NOW) == 1
+    ((_, _, raw),) = sink.received
+    header = parsed(raw)["From"]
+    assert (header.addresses[0].display_name, header.addresses[0].addr_spec) == (
+        shown,
+        setup.sender,
+    )
+    assert raw.isascii()
+
+
 async def test_html_and_attachment_are_parsed_back(setup: Setup, sink: Sink) -> None:
     attachment = {
         "filename": "report.pdf",

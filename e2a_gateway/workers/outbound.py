@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -23,6 +24,8 @@ import trio
 
 from e2a_gateway.addresses import (
     AddressError,
+    Mailbox,
+    format_mailbox,
     internationalised,
     normalise_address,
     unsendable,
@@ -131,8 +134,22 @@ def recipients_of(message: OutboundMessage) -> list[str]:
     return list(addresses)
 
 
-def draft_of(message: OutboundMessage) -> Draft:
-    """The stored message as a Draft; InvalidDraft when it cannot be built safely. Recipients
+def sender_mailbox(address: str, name: str | None) -> str:
+    """The From field of mail an agent at `address` named `name` sends, as e2a writes it: its
+    name as the display name (control characters and runs of white space made single spaces),
+    unless the name is empty or the address's own local part (the name an agent gets by
+    default, which would add nothing); else the address alone."""
+    shown = " ".join(
+        "".join(" " if unicodedata.category(c)[0] == "C" else c for c in name or "").split()
+    )
+    if not shown or shown.lower() in (address, address.partition("@")[0]):
+        return address
+    return format_mailbox(Mailbox(shown, address))
+
+
+def draft_of(message: OutboundMessage, sender_name: str | None = None) -> Draft:
+    """The stored message as a Draft, from its agent, named `sender_name` (`sender_mailbox`);
+    InvalidDraft when it cannot be built safely. Recipients
     it is not sent to that its 7-bit To and Cc cannot write (`internationalised`: a reply-all
     carries them, the hand-off refuses them) are not named there; others a reply-all carried
     and the hand-off refuses (`unsendable`) are named as the message it answers named them."""
@@ -147,7 +164,7 @@ def draft_of(message: OutboundMessage) -> Draft:
         for index, item in enumerate(message.attachments or [])
     ]
     return Draft(
-        from_addr=message.agent_email,
+        from_addr=sender_mailbox(message.agent_email, sender_name),
         to=[address for address in message.to if not internationalised(address)],
         cc=[address for address in message.cc if not internationalised(address)],
         subject=message.subject,
@@ -400,7 +417,7 @@ class OutboundWorker(ClaimLoop):
                 self._gateway.metrics.outbound_settled("failed_cancelled")
             return
         try:
-            raw = self.compose(message)
+            raw = self.compose(message, sender)
         except Exception as exc:  # the stored message decides: trying again cannot help
             if not isinstance(exc, InvalidDraft):
                 log.exception("outbound %s cannot be built", message.id)
@@ -535,14 +552,14 @@ class OutboundWorker(ClaimLoop):
         except ValueError:
             return message.agent_email
 
-    def compose(self, message: OutboundMessage) -> bytes:
-        """The message's bytes as sent: MIME from storage, DKIM-signed when a key is set.
+    def compose(self, message: OutboundMessage, sender: Agent | None = None) -> bytes:
+        """The message's bytes as sent: MIME from storage, from its agent `sender` (by name),
+        DKIM-signed when a key is set.
 
         Raises InvalidDraft, or whatever the email package or the signer raise, when the stored
         message cannot be built."""
-        raw = build_message(
-            draft_of(message), message_id=message.email_message_id, date=dated(message)
-        )
+        draft = draft_of(message, sender.name if sender is not None else None)
+        raw = build_message(draft, message_id=message.email_message_id, date=dated(message))
         return sign_as_sender(self._signer, raw, message.agent_email)
 
     async def _deliver(
