@@ -82,6 +82,23 @@ async def test_a_reply_with_references_only_takes_the_newest_known_one(
     assert await conversation_of(running, alice, agent, headers) == "conv-b"
 
 
+@pytest.mark.parametrize(
+    "references",
+    [
+        pytest.param("<a@agents.test>,<b@agents.test>", id="commas"),
+        pytest.param("<a@agents.test>,\r\n <b@agents.test>", id="commas-folded"),
+        pytest.param("<a@agents.test><b@agents.test>", id="no-separator"),
+    ],
+)
+async def test_references_separated_by_commas_or_nothing_are_each_read(
+    running: RunningGateway, alice: Account, agent: str, references: str
+) -> None:
+    """Outlook on the web and other mailers separate References with commas: the newest id
+    still decides."""
+    headers = f"References: {references}\r\n"
+    assert await conversation_of(running, alice, agent, headers) == "conv-b"
+
+
 async def test_a_reply_to_a_message_without_conversation_stays_without(
     running: RunningGateway, alice: Account, agent: str
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email
 import hashlib
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,13 +92,14 @@ def reply_recipients(raw: bytes) -> list[str]:
     return _addresses(headers, "Reply-To") or _addresses(headers, "From")
 
 
+_MESSAGE_ID = re.compile(r"<[^<>\s]+>")
+
+
 def _message_ids(text: str) -> list[str]:
-    """Message-IDs (`<…>`) in a header value, in order."""
-    ids = []
-    for chunk in text.replace(">", "> ").split():
-        if chunk.startswith("<") and chunk.endswith(">") and len(chunk) > 2:
-            ids.append(chunk)
-    return ids
+    """Message-IDs (`<…>`) in a header value, in order, whatever separates them: whitespace
+    (RFC 5322), nothing (the whitespace is optional), or commas (as Outlook on the web and
+    other mailers write References)."""
+    return _MESSAGE_ID.findall(text)
 
 
 _SINGLE_TEXT_TYPES = frozenset({"text/plain", "text/html"})
