@@ -47,6 +47,7 @@ from e2a_gateway.operations.drafts import (
     checked_text,
     fits_header,
     mailbox_addresses,
+    named_besides,
     suppressed_refusal,
     within_recipient_bound,
     within_size_bounds,
@@ -161,6 +162,7 @@ async def reply(
     to = _answered(agent, original)
     cc = checked_addresses("cc", request.cc)
     if request.reply_all:
+        _within_fields(cc=[*named_besides([*original.to, *original.cc], (agent.email, *to)), *cc])
         # compared as carried (normalised): the original may name the same mailbox otherwise
         copied = carried_addresses("cc", [*original.to, *original.cc])
         others = [a for a in copied if a not in (agent.email, *to)]
@@ -206,6 +208,11 @@ def _answered(agent: Agent, original: InboundMessage, code: str | None = None) -
     (`reply_recipients`), as `_addressed_to` takes them, the agent's own address left out
     unless it is the only one."""
     named = reply_recipients(original.raw_message) or [original.reply_to or original.from_addr]
+    counted = named_besides(named, (agent.email,))  # counted before each is checked
+    if code is None:  # /api/v1: a field's bound
+        _within_fields(to=counted)
+    else:  # /v1: the bound of all recipients together
+        within_recipient_bound(counted)
     to = _addressed_to(named, code)
     return [address for address in to if address != agent.email] or to
 
@@ -694,6 +701,7 @@ async def reply_to_message(
         references = _references_onto(original.raw_message, in_reply_to)
         quoted = parse_body(original.raw_message).text
         sender, when = original.from_addr, original.received_at
+    within_recipient_bound(to, [*named_besides(others, (agent.email, *to)), *extra_cc], bcc)
     copied = carried_addresses("cc", others, code=V1_BAD_RECIPIENT)
     kept = [a for a in copied if a not in to]
     cc = _without(agent.email, list(dict.fromkeys([*kept, *extra_cc])))
