@@ -559,18 +559,31 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _variable_for(location: tuple[str, ...]) -> str:
+    """The variable that sets what an error at `location` is about: the setting's own (an
+    entry of a list is set with the whole list), or a section's `E2A_<SECTION>_*` ones."""
+    paths = {path: name for name, path in setting_env_names().items()}
+    for length in (2, 1):
+        if location[:length] in paths:
+            return paths[location[:length]]
+    return f"the {ENV_PREFIX}{location[0].upper()}_* variables"
+
+
 def _describe(error: Any) -> str:
-    key = ".".join(str(part) for part in error["loc"])
-    env_name = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+    location = tuple(str(part) for part in error["loc"])
+    key = ".".join(location)
     if error["type"] == "extra_forbidden":
         return (
             f"{key}: unknown setting — remove it or check its spelling against config.example.toml"
         )
+    fix = f"fix it in the config file or {_variable_for(location)}"
     got = error.get("input")
+    if isinstance(got, dict):  # a whole section: its keys are named in the message
+        return f"{key}: {error['msg']} ({fix})"
     if isinstance(got, str) and "://" in got:
         # A URL may carry a password (database.url): never into the terminal or the log.
         got = redacted_url(got)
-    return f"{key}: {error['msg']} (got {got!r}; fix it in the config file or {env_name})"
+    return f"{key}: {error['msg']} (got {got!r}; {fix})"
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:

@@ -114,6 +114,30 @@ def test_bad_settings_name_the_key(
     assert fragment in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[http]\ncors_allowed_origins = [1]\n", "or E2A_HTTP_CORS_ALLOWED_ORIGINS)"),
+        ('[dns]\nnameservers = ["192.0.2.1", 5]\n', "or E2A_DNS_NAMESERVERS)"),
+        (
+            "[webhooks]\ntimeout_seconds = 30\nlease_seconds = 20\n",
+            "or the E2A_WEBHOOKS_* variables)",
+        ),
+        ("smtp = 5\n", "or the E2A_SMTP_* variables)"),
+    ],
+)
+def test_the_variable_named_for_a_fix_exists(tmp_path: Path, text: str, fragment: str) -> None:
+    """A bad list entry or a section-wide problem names a variable the operator can set
+    (E2A_DNS_NAMESERVERS, the section's E2A_WEBHOOKS_*), never one that sets nothing
+    (E2A_DNS_NAMESERVERS_1, E2A_WEBHOOKS)."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    message = str(caught.value)
+    assert fragment in message
+    named = set(re.findall(r"E2A_[A-Z0-9_]+\b(?!\*)", message))
+    assert named <= set(setting_env_names()), named
+
+
 @pytest.mark.parametrize("variable", ["E2A_DATABASE_URL", "E2A_DATABASE_LISTEN_URL"])
 def test_a_refused_url_is_named_without_its_password(variable: str) -> None:
     """A database URL written as another library spells it (SQLAlchemy's `+psycopg`) is
