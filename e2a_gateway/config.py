@@ -559,6 +559,17 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+URL_SETTINGS = {("database", "url"), ("database", "listen_url")}
+"""Settings whose value may carry a password: shown only as `redacted_url` shows them."""
+SECRET_SETTINGS = {
+    ("signing", "hmac_secret"),
+    ("outbound_smtp", "password"),
+    ("operators", "selftest_secret"),
+    *URL_SETTINGS,
+}
+"""Settings whose value an error message never shows (a URL's, but for its password)."""
+
+
 def _variable_for(location: tuple[str, ...]) -> str:
     """The variable that sets what an error at `location` is about: the setting's own (an
     entry of a list is set with the whole list), or a section's `E2A_<SECTION>_*` ones."""
@@ -580,6 +591,9 @@ def _describe(error: Any) -> str:
     got = error.get("input")
     if isinstance(got, dict):  # a whole section: its keys are named in the message
         return f"{key}: {error['msg']} ({fix})"
+    secret = location[:2] in SECRET_SETTINGS
+    if secret and not (location[:2] in URL_SETTINGS and isinstance(got, str) and "://" in got):
+        return f"{key}: {error['msg']} (the value is not shown: it is a secret; {fix})"
     if isinstance(got, str) and "://" in got:
         # A URL may carry a password (database.url): never into the terminal or the log.
         got = redacted_url(got)

@@ -151,6 +151,27 @@ def test_a_refused_url_is_named_without_its_password(variable: str) -> None:
     assert "postgresql+psycopg://e2a@db.example.com:5432/e2a" in message
 
 
+@pytest.mark.parametrize(
+    ("text", "environ", "key"),
+    [
+        ("[outbound_smtp]\npassword = 73190542\n", {}, "outbound_smtp.password"),
+        ("[signing]\nhmac_secret = 73190542\n", {}, "signing.hmac_secret"),
+        ("[operators]\nselftest_secret = 73190542\n", {}, "operators.selftest_secret"),
+        ("", {"E2A_DATABASE_URL": "e2a:73190542@db.example.com/e2a"}, "database.url"),
+    ],
+)
+def test_a_refused_secret_is_named_without_its_value(
+    tmp_path: Path, text: str, environ: dict[str, str], key: str
+) -> None:
+    """A password or secret written as a TOML number, or a database URL without its scheme,
+    is refused naming the key, never echoing the secret to the terminal and the log."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ=environ)
+    message = str(caught.value)
+    assert key in message
+    assert "73190542" not in message
+
+
 def test_the_sending_domain_is_written_as_mail_carries_it() -> None:
     """`outbound_smtp.from_domain` in any case, with a root's dot or in U-labels is the domain
     relayed mail's envelope and DKIM signature carry, so the gateway knows its own mail when it
