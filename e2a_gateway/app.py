@@ -312,6 +312,16 @@ async def run_gateway(
         task_status.started(RunningGateway(bound, gateway))
 
 
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that stop the gateway cleanly: SIGINT, SIGTERM and SIGHUP. SIGHUP is a
+    terminal's hang-up (the SSH session `e2a serve` ran in has ended), or an operator used to
+    it meaning "reload": settings are read at start only, so it stops as SIGTERM does rather
+    than killing the process mid-work. Started with SIGHUP ignored (`nohup e2a serve`), the
+    gateway leaves it ignored."""
+    hang_up = () if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN else (signal.SIGHUP,)
+    return (signal.SIGINT, signal.SIGTERM, *hang_up)
+
+
 ECHO_SECONDS = 0.5
 """How soon after the signal that began a drain the same signal is taken for an echo of it,
 not a second one: a Ctrl-C in a terminal reaches the whole process group, so the one-file
@@ -319,10 +329,10 @@ executable's launcher gets it too and passes it on to the gateway a moment later
 
 
 async def serve_until_signal(settings: Settings) -> None:
-    """Run the gateway until SIGINT or SIGTERM, drain for `http.drain_seconds` (a second
-    signal ends the drain, but not the same signal again within ECHO_SECONDS), then shut it
-    down cleanly."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    """Run the gateway until one of `stop_signals`, drain for `http.drain_seconds` (a
+    second signal ends the drain, but not the same signal again within ECHO_SECONDS), then
+    shut it down cleanly."""
+    with trio.open_signal_receiver(*stop_signals()) as signals:
         async with trio.open_nursery() as nursery:
             running: RunningGateway = await nursery.start(run_gateway, settings)
             nursery.start_soon(load_then_settle)

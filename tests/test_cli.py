@@ -151,6 +151,41 @@ def test_serve_bootstrap_smtp_rest_and_sigterm(
     assert "hello" not in stderr and key not in stderr
 
 
+def test_a_hang_up_stops_serve_cleanly_unless_nohup_ignores_it(tmp_path: Path) -> None:
+    """SIGHUP (a terminal's hang-up) stops the gateway as SIGTERM does; under `nohup`, which
+    starts it with SIGHUP ignored, the hang-up stays ignored and the gateway goes on."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
+    for ignored in (False, True):
+        http_port = free_port()
+        config = write_config(tmp_path, free_port(), http_port)
+        process = subprocess.Popen(
+            [*E2A, "serve", "--config", str(config)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignored else None,
+        )
+        try:
+            url = f"http://127.0.0.1:{http_port}"
+            wait_healthy(url, process)
+            process.send_signal(signal.SIGHUP)
+            if ignored:
+                time.sleep(1.0)
+                assert process.poll() is None
+                assert httpx.get(f"{url}/api/health", timeout=5).status_code == 200
+                process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0
+            stderr = process.stderr.read() if process.stderr else ""
+            stopped_by = "SIGTERM" if ignored else "SIGHUP"
+            assert f"received {stopped_by}, shutting down" in stderr, stderr
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+
 def test_a_second_gateway_on_the_same_sqlite_file_refuses_to_start(
     server: tuple[Path, int, str, subprocess.Popen[str]], tmp_path: Path
 ) -> None:

@@ -485,10 +485,14 @@ def _acceptor_serving(root: int) -> int | None:
     return None
 
 
-def test_ctrl_c_leaves_the_acceptors_serving_through_the_drain(tmp_path: Path) -> None:
-    """A terminal's Ctrl-C (SIGINT to every process of the gateway) is the main process's to
-    act on: its acceptors go on serving through `http.drain_seconds` and stop with it, not at
-    once (to be restarted, with an error logged, in the middle of the drain)."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
+def test_a_terminal_signal_leaves_the_acceptors_serving_through_the_drain(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """A terminal's Ctrl-C, or its hang-up (SIGINT or SIGHUP to every process of the
+    gateway), is the main process's to act on: it drains and stops cleanly, and its acceptors
+    go on serving through `http.drain_seconds` and stop with it, not at once (to be
+    restarted, with an error logged, in the middle of the drain)."""
     with QuietDns() as dns:
         gateway = GatewayProcess(tmp_path, dns.address, smtp={"processes": 2}, log_level="info")
         config = gateway.config.read_text().replace("[http]\n", "[http]\ndrain_seconds = 2\n")
@@ -501,12 +505,13 @@ def test_ctrl_c_leaves_the_acceptors_serving_through_the_drain(tmp_path: Path) -
             while (acceptor := _acceptor_serving(root)) is None:
                 assert time.monotonic() < deadline, "no acceptor started"
                 time.sleep(0.05)
-            os.killpg(root, signal.SIGINT)
+            os.killpg(root, signum)
             time.sleep(1.0)  # within the drain
             assert _running(acceptor), gateway.log_text()
             assert gateway.wait(timeout=30) == 0
             assert not _running(acceptor)
             assert "exited with" not in gateway.log_text(), gateway.log_text()
+            assert f"received {signum.name}, shutting down" in gateway.log_text()
         finally:
             gateway.kill()
 

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run the gateway: SMTP, HTTP API and workers",
-        description="Run the gateway until SIGINT/SIGTERM.",
+        description="Run the gateway until SIGINT, SIGTERM or SIGHUP (each stops it cleanly).",
         epilog=EXAMPLES["serve"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

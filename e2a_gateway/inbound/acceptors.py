@@ -377,10 +377,11 @@ def acceptor_main(
     settings: Settings, server_key: str, listening: socket.socket, channel: socket.socket
 ) -> None:
     """An acceptor process: serve SMTP on `listening` until the main process says stop (or
-    is gone), or SIGTERM arrives; then shut the listener down gracefully. SIGINT is ignored:
-    a terminal's Ctrl-C reaches every process of the gateway, and the main process, which
-    may first drain (`http.drain_seconds`), stops its acceptors itself."""
+    is gone), or SIGTERM arrives; then shut the listener down gracefully. SIGINT and SIGHUP
+    are ignored: a terminal's Ctrl-C or hang-up reaches every process of the gateway, and the
+    main process, which may first drain (`http.drain_seconds`), stops its acceptors itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from e2a_gateway.logs import configure_logging
 
     configure_logging(settings.log.level, settings.log.format)
