@@ -100,6 +100,11 @@ def _bind_error(key: str, listen: str, exc: OSError) -> StartupError:
             f"{key} {listen}: permission denied — ports below 1024 need root or "
             "CAP_NET_BIND_SERVICE; choose a higher port or grant the capability"
         )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return StartupError(
+            f"{key} {listen}: not an address of this machine — set {key} to one its "
+            "interfaces have (`ip -brief address`), or 0.0.0.0 to listen on every IPv4 address"
+        )
     return StartupError(f"{key} {listen}: cannot listen: {exc.strerror or exc}")
 
 

@@ -21,8 +21,10 @@ import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
+from e2a_gateway.app import bind_tcp
 from e2a_gateway.cli.main import main
 from e2a_gateway.signing.magic_links import link_key, verify_token
+from e2a_gateway.startup import StartupError
 
 pytestmark = [pytest.mark.slow, pytest.mark.backend_independent]
 
@@ -232,6 +234,16 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert "smtp.listen" in lines[0] and "already in use" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_an_address_this_machine_lacks_is_one_clear_line() -> None:
+    """A listen address that is not this machine's (a VPS's floating IP, a typo) says so and
+    what to write instead, not only the system's "Cannot assign requested address"."""
+    with pytest.raises(StartupError) as caught:
+        bind_tcp("192.0.2.1", 2525, "smtp.listen", "192.0.2.1:2525")
+    message = str(caught.value)
+    assert message.startswith("smtp.listen 192.0.2.1:2525: ")
+    assert "not an address of this machine" in message and "0.0.0.0" in message
 
 
 def test_bad_config_key_stops_start_up(tmp_path: Path) -> None:
