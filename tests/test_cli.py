@@ -7,6 +7,7 @@ import email
 import email.policy
 import os
 import re
+import shutil
 import signal
 import smtplib
 import socket
@@ -244,6 +245,63 @@ def test_an_address_this_machine_lacks_is_one_clear_line() -> None:
     message = str(caught.value)
     assert message.startswith("smtp.listen 192.0.2.1:2525: ")
     assert "not an address of this machine" in message and "0.0.0.0" in message
+
+
+def as_unprivileged(command: list[str]) -> list[str]:
+    """`command` run without the power to ignore file permissions (root's capabilities
+    dropped with setpriv; as another user, as it is)."""
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be tested")
+    dropped = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--bounding-set={dropped}", f"--inh-caps={dropped}", *command]
+
+
+def test_a_database_folder_the_gateway_cannot_write_is_named(tmp_path: Path) -> None:
+    """SQLite writes its -wal and -shm files beside the database: a folder the gateway's
+    user cannot write stops the start naming that folder, not with SQLite's "attempt to write
+    a readonly database" about a file whose own permissions are right."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    database = f"sqlite:///{folder / 'e2a.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
+    env["E2A_DATABASE_URL"] = database
+    created = subprocess.run(
+        [*E2A, "migrate"], env=env, cwd=tmp_path, capture_output=True, timeout=60, check=False
+    )
+    assert created.returncode == 0, created.stderr
+    for side in folder.glob("e2a.db-*"):
+        side.unlink()
+    folder.chmod(0o555)
+    try:
+        result = subprocess.run(
+            as_unprivileged([*E2A, "migrate"]),
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        folder.chmod(0o755)
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("e2a:")]
+    assert len(lines) == 1, result.stderr
+    assert f"cannot write to the folder {folder}" in lines[0], lines[0]
+    (folder / "e2a.db").chmod(0o400)
+    result = subprocess.run(
+        as_unprivileged([*E2A, "migrate"]),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "cannot read and write the file" in result.stderr, result.stderr
 
 
 def test_bad_config_key_stops_start_up(tmp_path: Path) -> None:

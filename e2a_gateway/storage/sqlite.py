@@ -141,6 +141,23 @@ def sole_gateway(path: str) -> Iterator[None]:
         os.close(descriptor)
 
 
+def _open_advice(path: str) -> str:
+    """What to do about a database file at `path` that could not be opened: SQLite needs to
+    write the file and, for its -wal and -shm files, the folder it is in."""
+    folder = Path(path).expanduser().resolve().parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return (
+            f"this user cannot write to the folder {folder}, where SQLite keeps the database's "
+            "-wal and -shm files: give the user e2a runs as write permission on it"
+        )
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        return (
+            "this user cannot read and write the file: give the user e2a runs as read and "
+            "write permission on it"
+        )
+    return "check the path and its permissions"
+
+
 def _connect(path: str) -> sqlite3.Connection:
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
     connection.execute("PRAGMA foreign_keys = ON")
@@ -236,8 +253,7 @@ class SqliteStorage(SqlStorage):
             checkpointer = _connect(path)
         except (sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(
-                f"database.url: cannot open sqlite:///{path}: {exc} — check the path and its "
-                "permissions"
+                f"database.url: cannot open sqlite:///{path}: {exc} — {_open_advice(path)}"
             ) from exc
         return cls(path, writer, readers, checkpointer, holder, on_commit)
 
