@@ -61,6 +61,17 @@ def test_not_logged_in_says_how_to_fix(cli: Cli) -> None:
         assert "Not logged in: run `e2a login`" in err
 
 
+def test_a_broken_config_file_says_how_to_recover(cli: Cli, home: Path) -> None:
+    """A ~/.e2a/config.json that is not JSON (a hand edit gone wrong) stops every command,
+    `e2a login` and `e2a config set` included: the message says to fix or delete it."""
+    (home / ".e2a").mkdir()
+    (home / ".e2a" / "config.json").write_text('{"url": "http://127.0.0.1:8080",\n')
+    for args in (("whoami",), ("config", "set", "url", "http://127.0.0.1:8080")):
+        code, _, err = cli(*args)
+        assert code == 1
+        assert "config.json" in err and "fix or delete it, then `e2a login`" in err, err
+
+
 def test_login_validates_the_key_and_writes_a_private_config(
     live: LiveGateway, cli: Cli, home: Path
 ) -> None:

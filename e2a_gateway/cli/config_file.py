@@ -48,8 +48,14 @@ def load_config() -> dict[str, str]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
-        raise ConfigFileError(f"cannot read {path}: {exc}") from None
+    except OSError as exc:
+        raise ConfigFileError(
+            f"cannot read {path}: {exc.strerror or exc} — check its permissions"
+        ) from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise ConfigFileError(
+            f"{path} is not valid JSON ({exc}): fix or delete it, then `e2a login`"
+        ) from None
     if not isinstance(data, dict):
         raise ConfigFileError(f"{path} is not a JSON object: fix or delete it, then `e2a login`")
     return {str(key): str(value) for key, value in data.items() if value is not None}
