@@ -150,9 +150,26 @@ def _is_reserved_domain(domain: str) -> bool:
     return any(domain == name or domain.endswith(f".{name}") for name in RESERVED_DOMAINS)
 
 
+LOCAL_HOST_SUFFIXES = ("localhost", "localdomain", "local")
+"""Names a machine calls itself that no other host resolves (`raspberrypi.local`)."""
+
+
+def _is_local_host_name(hostname: str) -> bool:
+    """True when `hostname` is unqualified (`raspberrypi`) or a name only its own network knows."""
+    name = hostname.lower()
+    return "." not in name or any(name.endswith(f".{suffix}") for suffix in LOCAL_HOST_SUFFIXES)
+
+
 def _refusals(settings: Settings) -> list[str]:
     """Every production problem of `settings` (the signing secret aside), one line each."""
     problems: list[str] = []
+    if _is_local_host_name(settings.smtp.hostname):
+        problems.append(
+            f"smtp.hostname: {settings.smtp.hostname} is not a name other mail servers can "
+            "reach (unless set, it is the system's host name) — set it to this MX host's "
+            "public name, such as mx.example.com: users are told to point their domains' MX "
+            "records at it, and approval replies are addressed to it"
+        )
     if settings.shared_domain and _is_reserved_domain(settings.shared_domain):
         problems.append(
             f"shared_domain: {settings.shared_domain} is a reserved name that cannot receive "

@@ -134,6 +134,20 @@ def test_reserved_shared_domains_are_refused(tmp_path: Path, domain: str) -> Non
     )
 
 
+@pytest.mark.parametrize("hostname", ["raspberrypi", "localhost", "vps.localdomain", "e2a.local"])
+def test_a_host_name_mail_cannot_reach_is_refused(tmp_path: Path, hostname: str) -> None:
+    """smtp.hostname defaults to the system's name, on a Pi `raspberrypi`: users would be told
+    to point their domains' MX at it, and approval replies addressed to it, lost."""
+    smtp = {"listen": "127.0.0.1:0", "hostname": hostname}
+    message = refusal(production_settings(tmp_path, smtp=smtp))
+    assert message.startswith(f"smtp.hostname: {hostname} is not a name other mail servers"), (
+        message
+    )
+    assert "such as mx.example.com" in message
+    for public in ("mx.e2a-prod.net", "mx.agents.test"):
+        check_production(production_settings(tmp_path, smtp={**smtp, "hostname": public}))
+
+
 def test_a_weak_selftest_secret_is_refused_and_none_is_fine(tmp_path: Path) -> None:
     weak = production_settings(tmp_path, operators={"selftest_secret": "change-me"})
     assert refusal(weak).startswith("operators.selftest_secret: is shorter than 32 bytes")
