@@ -609,7 +609,8 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            # utf-8-sig: a byte-order mark (Windows editors write one) is no TOML statement
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
         except FileNotFoundError:
             raise ConfigError(
                 f"config file {path} does not exist — check the --config path"

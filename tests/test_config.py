@@ -229,6 +229,14 @@ def test_an_unreadable_config_file_is_one_line(tmp_path: Path) -> None:
         load_settings(latin, environ={})
 
 
+def test_a_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """Windows editors may save UTF-8 with a byte-order mark, invisible in any editor: the
+    file is read as written, not refused as "Invalid statement (at line 1, column 1)"."""
+    path = tmp_path / "e2a.toml"
+    path.write_bytes(b'\xef\xbb\xbfshared_domain = "agents.example.com"\r\n')
+    assert load_settings(path, environ={}).shared_domain == "agents.example.com"
+
+
 def test_missing_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "absent.toml", environ={})
