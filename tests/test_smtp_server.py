@@ -659,8 +659,11 @@ async def test_a_bad_hostname_fails_before_serving(nursery: trio.Nursery, sink: 
 
 
 async def test_shutdown_lets_a_message_being_sent_finish(
-    nursery: trio.Nursery, sink: MemorySink
+    nursery: trio.Nursery, sink: MemorySink, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A message being sent is finished; the log says what the stop waits for, and how long
+    at most (an operator watching a stop that takes 30 s knows why)."""
+    caplog.set_level(logging.INFO, logger="e2a.smtp")
     server = await start_stoppable_server(nursery, sink, ListenerLimits(shutdown_grace_period=5))
     with trio.fail_after(TIMEOUT):
         sending = await RawClient.connect(server.port)
@@ -674,6 +677,10 @@ async def test_shutdown_lets_a_message_being_sent_finish(
         assert codes(await sending.replies(4)) == ["250", "250 2.1.0", "250 2.1.5", "354"]
         server.stop()
         assert await idle.rest() == SHUTDOWN
+        assert (
+            "stopping: 1 SMTP session in flight gets up to 5 s to finish its message "
+            "(smtp.shutdown_grace_seconds)"
+        ) in caplog.text
         await sending.send(b"\r\nsecond half\r\n.\r\nNOOP\r\n")
         assert codes([await sending.reply()]) == ["250 2.0.0"]
         assert await sending.rest() == SHUTDOWN

@@ -345,6 +345,15 @@ class _Listener:
         self._sessions.deadline = trio.current_time() + grace + 2 * _GOODBYE_SECONDS
         for connection in list(self._connections):
             connection.shut_down(grace)
+        in_flight = sum(1 for connection in self._connections if connection.in_flight)
+        if in_flight:
+            logger.info(
+                "stopping: %s in flight %s up to %g s to finish %s (smtp.shutdown_grace_seconds)",
+                "1 SMTP session" if in_flight == 1 else f"{in_flight} SMTP sessions",
+                "gets" if in_flight == 1 else "get",
+                grace,
+                "its message" if in_flight == 1 else "their messages",
+            )
 
     async def _accept_all(self, sessions: trio.Nursery) -> None:
         try:
@@ -460,6 +469,11 @@ class _ClientConnection:
         self._refused_recipients: list[str] = []
         self._end = ""
         self._last_reply = b""
+
+    @property
+    def in_flight(self) -> bool:
+        """True while the client is in the middle of a mail transaction."""
+        return self._session.in_flight
 
     def shut_down(self, grace_period: float) -> None:
         """The listener is stopping: 421 now if idle, else after the transaction in flight.
