@@ -336,29 +336,47 @@ executable's launcher gets it too and passes it on to the gateway a moment later
 async def serve_until_signal(settings: Settings) -> None:
     """Run the gateway until one of `stop_signals`, drain for `http.drain_seconds` (a
     second signal ends the drain, but not the same signal again within ECHO_SECONDS), then
-    shut it down cleanly."""
+    shut it down cleanly. Signals that come while it stops are taken (and told of) rather
+    than acted on once it has stopped."""
     with trio.open_signal_receiver(*stop_signals()) as signals:
-        async with trio.open_nursery() as nursery:
-            running: RunningGateway = await nursery.start(run_gateway, settings)
-            nursery.start_soon(load_then_settle)
-            first = 0
-            async for first in signals:
-                log.info("received %s, shutting down", signal.Signals(first).name)
-                break
-            first_at = trio.current_time()
-            drain = settings.http.drain_seconds
-            if drain > 0:
-                running.gateway.draining = True
-                log.info(
-                    "draining for %g s: GET /readyz answers 503 while requests and mail are "
-                    "still served; a second signal stops at once",
-                    drain,
-                )
-                with trio.move_on_after(drain):
-                    async for received in signals:
-                        if received == first and trio.current_time() - first_at < ECHO_SECONDS:
-                            continue  # the same Ctrl-C, passed on by the executable's launcher
-                        log.info("received %s again, stopping now", signal.Signals(received).name)
-                        break
-            nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as stopping:
+            async with trio.open_nursery() as nursery:
+                running: RunningGateway = await nursery.start(run_gateway, settings)
+                nursery.start_soon(load_then_settle)
+                first = 0
+                async for first in signals:
+                    log.info("received %s, shutting down", signal.Signals(first).name)
+                    break
+                first_at = trio.current_time()
+                drain = settings.http.drain_seconds
+                if drain > 0:
+                    running.gateway.draining = True
+                    log.info(
+                        "draining for %g s: GET /readyz answers 503 while requests and mail "
+                        "are still served; a second signal stops at once",
+                        drain,
+                    )
+                    with trio.move_on_after(drain):
+                        async for received in signals:
+                            if received == first and trio.current_time() - first_at < ECHO_SECONDS:
+                                continue  # the same Ctrl-C, passed on by the launcher
+                            name = signal.Signals(received).name
+                            log.info("received %s again, stopping now", name)
+                            break
+                stopping.start_soon(_note_signals_while_stopping, signals, settings)
+                nursery.cancel_scope.cancel()
+            stopping.cancel_scope.cancel()
     log.info("e2a stopped")
+
+
+async def _note_signals_while_stopping(signals: AsyncIterator[int], settings: Settings) -> None:
+    """Say that the stop goes on whatever signal comes while it does (a Ctrl-C passed on by
+    the executable's launcher, an impatient one): left pending, it would be delivered again
+    once the receiver closes, and end a clean stop as if interrupted."""
+    async for received in signals:
+        log.info(
+            "received %s while stopping: mail in flight gets up to %g s to finish "
+            "(smtp.shutdown_grace_seconds)",
+            signal.Signals(received).name,
+            settings.smtp.shutdown_grace_seconds,
+        )

@@ -189,6 +189,28 @@ def test_a_hang_up_stops_serve_cleanly_unless_nohup_ignores_it(tmp_path: Path) -
             process.wait(timeout=10)
 
 
+def test_a_signal_repeated_while_stopping_still_stops_cleanly(tmp_path: Path) -> None:
+    """A Ctrl-C reaches the one-file executable's gateway twice (from the terminal, and
+    passed on by its launcher), and an impatient operator presses it again: the stop goes on
+    as begun, says it is still stopping, and ends as a clean stop does (exit 0, "e2a
+    stopped"), not with 130 once it is over."""
+    http_port = free_port()
+    config = write_config(tmp_path, free_port(), http_port)
+    process, _ = launch(config, http_port, tmp_path)
+    try:
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=15) == 0
+        stderr = process.stderr.read() if process.stderr else ""
+        assert "received SIGINT, shutting down" in stderr
+        assert stderr.rstrip().endswith("e2a stopped"), stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
 def test_a_second_gateway_on_the_same_sqlite_file_refuses_to_start(
     server: tuple[Path, int, str, subprocess.Popen[str]], tmp_path: Path
 ) -> None:
