@@ -7,6 +7,7 @@ import email
 import email.policy
 import os
 import re
+import resource
 import shutil
 import signal
 import smtplib
@@ -324,6 +325,34 @@ def test_a_database_folder_the_gateway_cannot_write_is_named(tmp_path: Path) -> 
     )
     assert result.returncode == 1, result.stderr
     assert "cannot read and write the file" in result.stderr, result.stderr
+
+
+def test_a_database_disk_that_takes_no_more_is_named(tmp_path: Path) -> None:
+    """A disk that takes no more (full, or a file-size limit: SQLite says "disk I/O error")
+    stops the start naming database.url, the file and what to check, not only SQLite's words."""
+    folder = tmp_path / "state"
+    folder.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
+    env["E2A_DATABASE_URL"] = f"sqlite:///{folder / 'e2a.db'}"
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    result = subprocess.run(
+        [*E2A, "migrate"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=small_disk,
+    )
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("e2a:")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"e2a: database.url: cannot write sqlite:///{folder / 'e2a.db'}: ")
+    assert f"df -h {folder}" in lines[0], lines[0]
 
 
 def test_bad_config_key_stops_start_up(tmp_path: Path) -> None:

@@ -141,6 +141,19 @@ def sole_gateway(path: str) -> Iterator[None]:
         os.close(descriptor)
 
 
+DISK_FAILURES = ("disk is full", "disk I/O error")
+"""How SQLite says its disk took no more (SQLITE_FULL, SQLITE_IOERR)."""
+
+
+def _disk_failure(path: str, failure: StorageUnavailable) -> str:
+    """What to say when the disk of the database at `path` took no more."""
+    folder = Path(path).expanduser().resolve().parent
+    return (
+        f"database.url: cannot write sqlite:///{path}: {failure} — is its disk full "
+        f"(`df -h {folder}`) or failing (`dmesg`)?"
+    )
+
+
 def _open_advice(path: str) -> str:
     """What to do about a database file at `path` that could not be opened: SQLite needs to
     write the file and, for its -wal and -shm files, the folder it is in."""
@@ -369,7 +382,17 @@ class SqliteStorage(SqlStorage):
 
         Each step checks the record again in its own write transaction, so another process
         migrating the same file at the same moment (`e2a migrate` beside a starting `e2a
-        serve`) applies each step once, and neither fails on a step the other applied."""
+        serve`) applies each step once, and neither fails on a step the other applied.
+        A disk that takes no more (full, failing, a file-size limit) is named with what to
+        check: migrating is the first write of every start."""
+        try:
+            return await self._migrate()
+        except StorageUnavailable as exc:
+            if not any(words in str(exc) for words in DISK_FAILURES):
+                raise
+            raise StorageUnavailable(_disk_failure(self.path, exc)) from exc
+
+    async def _migrate(self) -> list[int]:
         applied = await self._write(applied_versions)
         done: list[int] = []
         for migration in load_migrations("sqlite"):
