@@ -13,6 +13,7 @@ import sqlite3
 import stat
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import psycopg
@@ -2184,6 +2186,34 @@ async def test_postgres_cannot_connect_says_how_to_fix_without_password() -> Non
         "connection refused — is PostgreSQL running?"
     )
     await store.close()
+
+
+async def test_postgres_user_that_may_not_create_tables_is_told_the_grant(
+    postgres_db: str,
+) -> None:
+    """PostgreSQL 15 and later let no user but the database's owner create tables in schema
+    public: a user made with CREATE USER for a database someone else owns gets one line saying
+    which grant it lacks (never its password), not psycopg's traceback."""
+    role = f"e2a_r_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(postgres_db)
+    database = parts.path.lstrip("/")
+    with psycopg.connect(postgres_db, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 's3cret-pw'")
+        admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    host = f"{parts.hostname}:{parts.port}" if parts.port else parts.hostname
+    store = open_storage(f"postgresql://{role}:s3cret-pw@{host}/{database}")
+    try:
+        with pytest.raises(StorageUnavailable) as raised:
+            await store.migrate()
+    finally:
+        await store.close()
+        with psycopg.connect(postgres_db, autocommit=True) as admin:
+            admin.execute(f"DROP ROLE {role}")
+    message = str(raised.value)
+    assert message.startswith(f"database.url: user {role} may not create tables in {database}")
+    assert f"ALTER DATABASE {database} OWNER TO {role}" in message
+    assert f"GRANT CREATE ON SCHEMA public TO {role}" in message
+    assert "s3cret-pw" not in message
 
 
 async def test_postgres_replicas_migrate_once_and_record_versions(postgres_db: str) -> None:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 import psycopg.conninfo
@@ -104,6 +105,20 @@ def _takes_no_writes(display_url: str, why: str) -> str:
         f"postgres ({display_url}): the database takes no writes ({why}) — point database.url "
         "at the primary (a standby, or a database with default_transaction_read_only = on, is "
         "read-only)"
+    )
+
+
+def _may_not_create(url: str, refusal: Exception) -> str:
+    """What to tell the operator whose database user may not create e2a's tables (PostgreSQL
+    15 and later grant CREATE on schema public to the database's owner alone)."""
+    parts = urlsplit(url)
+    user = unquote(parts.username) if parts.username else "the user of database.url"
+    database = unquote(parts.path.lstrip("/")) or user
+    why = str(refusal).strip().splitlines()[0]
+    return (
+        f"database.url: user {user} may not create tables in {database} ({why}) — make it the "
+        f"database's owner (ALTER DATABASE {database} OWNER TO {user}) or, connected to "
+        f"{database}, GRANT CREATE ON SCHEMA public TO {user}"
     )
 
 
@@ -444,7 +459,10 @@ class PostgresStorage(SqlStorage):
                 done.append(migration.version)
             return done
 
-        return await self._run(apply_pending)
+        try:
+            return await self._run(apply_pending)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise StorageUnavailable(_may_not_create(self.url, exc)) from None
 
     async def upkeep(self) -> None:
         """Nothing to do: PostgreSQL keeps its own log (its checkpointer and autovacuum)."""
