@@ -55,8 +55,15 @@ class Section(BaseModel):
 def parse_listen_address(value: str) -> tuple[str, int]:
     """Split `host:port` (or `[v6]:port`) into its parts; raise ValueError when malformed."""
     host, sep, port_text = value.rpartition(":")
-    if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
-        raise ValueError(f"expected host:port, got {value!r}")
+    port_given = port_text.isascii() and port_text.isdigit()
+    if sep and not host and port_given:  # Go's ":2525", as e2a's own config writes it
+        raise ValueError(
+            f"expected host:port, got {value!r}: write 0.0.0.0:{port_text} to listen on every "
+            f"IPv4 address, or 127.0.0.1:{port_text} for this machine alone"
+        )
+    if not sep or not host or not port_given:
+        example = f"127.0.0.1:{value}" if value.isascii() and value.isdigit() else "127.0.0.1:2525"
+        raise ValueError(f"expected host:port such as {example}, got {value!r}")
     port = int(port_text)
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is out of range 0-65535")

@@ -83,6 +83,9 @@ def test_env_overrides_file(tmp_path: Path) -> None:
         ("[smtpp]\n", {}, "smtpp: unknown setting"),
         ('[smtp]\nlisten = "no-port"\n', {}, "smtp.listen"),
         ('[smtp]\nlisten = "127.0.0.1:70000"\n', {}, "out of range"),
+        # e2a's own config writes ":2525" (Go's every address): say how to write that here
+        ('[smtp]\nlisten = ":2525"\n', {}, "write 0.0.0.0:2525 to listen on every IPv4"),
+        ("", {"E2A_HTTP_LISTEN": "8080"}, "such as 127.0.0.1:8080"),
         ('env = "staging"\n', {}, "env:"),
         ("", {"E2A_SMTP_MAX_RECIPIENTS": "many"}, "E2A_SMTP_MAX_RECIPIENTS"),
         ('[database]\nurl = "mysql://x"\n', {}, "database.url"),
