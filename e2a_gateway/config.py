@@ -632,7 +632,13 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
                 "path and its permissions"
             ) from None
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+            hint = ""
+            if path.suffix.lower() in (".yaml", ".yml"):
+                hint = (
+                    " — e2a's YAML configuration is not read here: write its settings as TOML, "
+                    "after config.example.toml"
+                )
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}{hint}") from None
     data = _merge(data, env_overrides(environ))
     try:
         return Settings.model_validate(data)

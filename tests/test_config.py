@@ -240,6 +240,19 @@ def test_a_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     assert load_settings(path, environ={}).shared_domain == "agents.example.com"
 
 
+def test_e2a_yaml_config_is_refused_saying_this_one_is_toml(tmp_path: Path) -> None:
+    """An operator moving from e2a, whose configuration is YAML, passes its config.yaml: the
+    refusal says this gateway reads TOML, not only where the TOML parser stumbled."""
+    path = tmp_path / "config.yaml"
+    path.write_text('smtp:\n  listen_addr: ":2525"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    message = str(caught.value)
+    assert "is not valid TOML" in message and "(at line 1, column 5)" in message
+    assert "e2a's YAML configuration is not read here" in message
+    assert "config.example.toml" in message
+
+
 def test_missing_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "absent.toml", environ={})
