@@ -451,6 +451,10 @@ def test_migrate_then_bootstrap_in_process(
     assert main(["bootstrap", "--email", "Me@Example.com"]) == 0
     made = capsys.readouterr()
     assert made.out.strip().startswith("e2a_") and "Warning" not in made.err
+    # The database is named: a key made in the wrong one (run from another folder, without
+    # --config) is seen at once, not when the gateway refuses it.
+    assert "Created user me@example.com (usr_" in made.err
+    assert ") in sqlite:///./e2a.db, whose gateway now takes this API key" in made.err
     # An address the gateway itself receives mail for gets no approval notices: said at once.
     monkeypatch.setenv("E2A_SHARED_DOMAIN", "agents.example.com")
     assert main(["bootstrap", "--email", "owner@agents.example.com"]) == 0

@@ -20,6 +20,7 @@ from e2a_gateway.app import serve_until_signal
 from e2a_gateway.config import ConfigError, Settings, env_warnings, load_settings
 from e2a_gateway.gateway import open_gateway
 from e2a_gateway.logs import configure_logging
+from e2a_gateway.redacted import redacted_url
 from e2a_gateway.startup import StartupError
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.workers.approvals import lands_in_an_inbox_here
@@ -63,7 +64,13 @@ async def _bootstrap(settings: Settings, email: str) -> None:
     async with open_gateway(settings) as gateway:
         user, issued, created = await bootstrap_user(gateway.storage, gateway.server_key, address)
         served_here = await lands_in_an_inbox_here(gateway, user.email)
-    print(f"{'Created' if created else 'Found'} user {user.email} ({user.id}).", file=sys.stderr)
+    # The database named: a key made in another one (run from another folder without
+    # --config, on ./e2a.db there) is seen now, not when the gateway refuses it.
+    print(
+        f"{'Created' if created else 'Found'} user {user.email} ({user.id}) in "
+        f"{redacted_url(settings.database.url)}, whose gateway now takes this API key.",
+        file=sys.stderr,
+    )
     if served_here:
         print(
             f"Warning: {user.email} is an address this gateway receives mail for (its shared "
