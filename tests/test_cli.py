@@ -486,6 +486,23 @@ def test_a_database_a_newer_e2a_migrated_is_said_so(
     assert "migrated by a newer e2a (schema versions 9001 are unknown" in said, said
 
 
+def test_a_database_path_under_a_tilde_says_to_write_it_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sqlite:///~/e2a.db` is not in the home folder (SQLite expands no `~`): the refusal
+    says so, rather than "No such file or directory" about a folder that exists."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in list(os.environ):
+        if name.startswith("E2A_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("E2A_DATABASE_URL", "sqlite:///~/e2a.db")
+    assert main(["migrate"]) == 1
+    said = capsys.readouterr().err
+    assert "e2a: database.url: cannot open sqlite:///~/e2a.db: " in said
+    assert "~ is not the home folder here: write the whole path" in said, said
+
+
 def test_usage_errors_exit_2() -> None:
     with pytest.raises(SystemExit) as caught:
         main(["bootstrap"])

@@ -147,7 +147,7 @@ DISK_FAILURES = ("disk is full", "disk I/O error")
 
 def _disk_failure(path: str, failure: StorageUnavailable) -> str:
     """What to say when the disk of the database at `path` took no more."""
-    folder = Path(path).expanduser().resolve().parent
+    folder = Path(path).resolve().parent
     return (
         f"database.url: cannot write sqlite:///{path}: {failure} — is its disk full "
         f"(`df -h {folder}`) or failing (`dmesg`)?"
@@ -157,7 +157,7 @@ def _disk_failure(path: str, failure: StorageUnavailable) -> str:
 def _open_advice(path: str) -> str:
     """What to do about a database file at `path` that could not be opened: SQLite needs to
     write the file and, for its -wal and -shm files, the folder it is in."""
-    folder = Path(path).expanduser().resolve().parent
+    folder = Path(path).resolve().parent
     if not os.access(folder, os.W_OK | os.X_OK):
         return (
             f"this user cannot write to the folder {folder}, where SQLite keeps the database's "
@@ -248,7 +248,12 @@ class SqliteStorage(SqlStorage):
         """Open (creating if needed) the database file at `path` in WAL mode; `on_commit`
         hears what each write announced once it has committed."""
         if path != ":memory:":
-            parent = Path(path).expanduser().resolve().parent
+            if path.startswith("~"):
+                raise StorageUnavailable(
+                    f"database.url: cannot open sqlite:///{path}: ~ is not the home folder "
+                    "here: write the whole path (sqlite:////home/you/e2a.db)"
+                )
+            parent = Path(path).resolve().parent
             if not parent.is_dir():
                 raise StorageUnavailable(
                     f"database.url: cannot open sqlite:///{path}: directory {parent} does not "
