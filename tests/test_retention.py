@@ -27,6 +27,7 @@ from e2a_gateway.storage.base import (
     SubscriberStatus,
     Webhook,
     WebhookAttempt,
+    WebhookChanges,
 )
 from e2a_gateway.storage.sqlite import SqliteStorage
 from e2a_gateway.workers.approvals import ApprovalWorker
@@ -324,21 +325,25 @@ async def test_feedback_goes_after_retention_days(gateway: Gateway) -> None:
 
 
 async def settled_delivery(
-    storage: Storage, webhook: Webhook, at: float, outcome: SubscriberStatus
+    storage: Storage,
+    webhook: Webhook,
+    at: float,
+    outcome: SubscriberStatus,
+    retry_at: float = NOW + 3600,
 ) -> str:
     """Queue one `/v1` delivery to `webhook` at `at` and attempt it once, leaving it `outcome`
-    (`pending`: a retry due after the sweep)."""
+    (`pending`: a retry due at `retry_at`, by default after the sweep)."""
     delivery_id = await storage.add_test_delivery(
         webhook.user_id, webhook.id, f"evt_{outcome}_{at}", "email.received", b"{}", at
     )
     assert delivery_id is not None
     (claimed,) = await storage.claim_subscriber_deliveries(at, None, 60.0, {}, 1000)
-    retry_at = NOW + 3600 if outcome == "pending" else None
     code = 200 if outcome == "delivered" else 500
+    due = retry_at if outcome == "pending" else None
     await storage.finish_subscriber_attempts(
         [
             SubscriberAttempt(
-                claimed.delivery.id, 1, at, code, None, 3, outcome, retry_at, claimed.leased_until
+                claimed.delivery.id, 1, at, code, None, 3, outcome, due, claimed.leased_until
             )
         ]
     )
@@ -370,6 +375,32 @@ async def test_settled_webhook_deliveries_go_with_the_events_pending_ones_stay(
     assert swept == SweepResult(0, 0, webhook_deliveries=2)
     exposed = gateway.metrics.render(None).decode()
     assert 'e2a_retention_deleted_total{kind="webhook_deliveries"} 2.0' in exposed
+
+
+async def test_deliveries_waiting_for_a_disabled_webhook_go_with_their_events(
+    gateway: Gateway,
+) -> None:
+    """A disabled webhook's deliveries wait unattempted, so they never settle: past 30 days
+    once their next attempt has been due for 30 days they go, as their events have (their
+    copies of the envelope with them), rather than be kept for as long as the webhook stays
+    off, and are not sent months late once it is enabled again. A recent one still waits."""
+    storage = gateway.storage
+    alice = await add_user(storage)
+    webhook = Webhook(
+        "wh_1", alice, "https://hooks.example.com/x", "", ["email.received"], [], [], True, "s", ""
+    )
+    await storage.add_webhook(webhook, 20)
+    past_window = NOW - EVENT_RETENTION_SECONDS - 60
+    recent = await settled_delivery(storage, webhook, RECENT, "pending", RECENT + 60)
+    await settled_delivery(storage, webhook, past_window, "pending", past_window + 30)
+    changed = await storage.update_webhook(alice, webhook.id, WebhookChanges(enabled=False), NOW)
+    assert changed is not None and not changed.enabled
+
+    swept = await RetentionWorker(gateway, pause=0, batch_size=1).sweep(NOW)
+
+    kept = await storage.delivery_page(alice, webhook.id, None, 10, None)
+    assert kept is not None and [delivery.id for delivery in kept] == [recent]
+    assert swept == SweepResult(0, 0, webhook_deliveries=1)
 
 
 PARTIAL_INDEXES = frozenset({"messages_held", "messages_outbound_status"})

@@ -1740,9 +1740,10 @@ class EventLog(Protocol):
 
     async def delete_webhook_deliveries_before(self, cutoff: float, limit: int) -> int:
         """Delete up to `limit` deliveries to webhooks queued before the epoch `cutoff` and
-        settled (delivered or failed for good; a pending one is left to its worker), oldest
-        first, in one short transaction; how many went. Each holds a copy of its event's
-        envelope, which must not outlive the events' window."""
+        settled (delivered or failed for good; a pending one is left to its worker, unless its
+        webhook is disabled and its attempt has been due since before `cutoff`), oldest first,
+        in one short transaction; how many went. Each holds a copy of its event's envelope,
+        which must not outlive the events' window."""
         ...
 
     async def log_events(self, events: Sequence[NewEvent]) -> None:

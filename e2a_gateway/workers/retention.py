@@ -2,7 +2,8 @@
 attempt records and feedback older than `retention.days`, idempotency keys past their window,
 messages in the `/v1` trash for longer than TRASH_KEPT_SECONDS, agents in the trash for longer
 than TRASH_DAYS (with their messages), `/v1` events older than 30 days with the settled
-deliveries of that time to webhooks (each a copy of an event), and the records of dashboard
+deliveries of that time to webhooks (each a copy of an event) and those a disabled webhook
+has left waiting, and the records of dashboard
 sessions signed out once the sessions have expired.
 
 It deletes in small batches, each its own short transaction, and pauses between batches, so

@@ -414,20 +414,33 @@ class EventsSql(Runner):
         return await self._write(sweep)
 
     async def delete_webhook_deliveries_before(self, cutoff: float, limit: int) -> int:
-        """Delete up to `limit` settled deliveries queued before `cutoff`, oldest first, found
-        by the partial index `webhook_deliveries_settled` (whose condition the query repeats,
-        as SQLite needs); how many went."""
-        return await self._write(
-            lambda tx: (
-                tx.execute(
-                    "DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM "
-                    f"webhook_deliveries WHERE status IN ('{DELIVERY_DONE}', '{DELIVERY_FAILED}') "
-                    "AND created_epoch < ? ORDER BY created_epoch "
-                    f"LIMIT ?{tx.dialect.skip_locked()})",
-                    (cutoff, limit),
-                ).rowcount
-            )
-        )
+        """Delete up to `limit` deliveries queued before `cutoff`, oldest first: the settled
+        ones, found by the partial index `webhook_deliveries_settled` (whose condition the
+        query repeats, as SQLite needs), then those waiting for a disabled webhook whose next
+        attempt has been due since before `cutoff` (found by `webhook_deliveries_due`): no
+        worker attempts them, so they never settle; how many went."""
+
+        def sweep(tx: Transaction) -> int:
+            settled = tx.execute(
+                "DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM "
+                f"webhook_deliveries WHERE status IN ('{DELIVERY_DONE}', '{DELIVERY_FAILED}') "
+                "AND created_epoch < ? ORDER BY created_epoch "
+                f"LIMIT ?{tx.dialect.skip_locked()})",
+                (cutoff, limit),
+            ).rowcount
+            if settled >= limit:
+                return settled
+            stranded = tx.execute(
+                "DELETE FROM webhook_deliveries WHERE seq IN (SELECT d.seq FROM "
+                "webhook_deliveries d WHERE d.run_at < ? AND d.created_epoch < ? "
+                f"AND d.status = '{DELIVERY_WAITING}' AND EXISTS (SELECT 1 FROM webhooks w "
+                f"WHERE w.id = d.webhook_id AND w.enabled = {tx.dialect.false}) "
+                f"ORDER BY d.run_at LIMIT ?{tx.dialect.skip_locked()})",
+                (cutoff, cutoff, limit - settled),
+            ).rowcount
+            return settled + stranded
+
+        return await self._write(sweep)
 
     async def log_events(self, events: Sequence[NewEvent]) -> None:
         """Log `events` in a transaction of their own, queued to the webhooks they match."""
