@@ -1,0 +1,148 @@
+"""An erased account leaves nothing behind, over real SMTP, HTTP and database: after
+`DELETE /api/v1/users/me`, no row of any table names the user, their agents' ids or their
+messages, and every raw message only they held is gone, while another account's copy of mail
+they shared, and all that account owns, stays whole."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from e2a_gateway.app import RunningGateway
+from e2a_gateway.config import Settings
+from tests.conftest import Account, agent_path, make_settings
+from tests.databases import query
+from tests.delivery_support import agent_id, create_agent, mail, smtp_send
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, webhooks={"allow_private": True})
+
+
+def tables(url: str) -> list[str]:
+    """Every table of the gateway's database."""
+    if url.startswith("sqlite:///"):
+        found = query(url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    else:
+        found = query(
+            url,
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+        )
+    return sorted(str(row[0]) for row in found)
+
+
+def rows_naming(url: str, needles: set[str]) -> dict[str, list[tuple[Any, ...]]]:
+    """Per table, the rows in which any of `needles` appears (in any column, as text)."""
+    found: dict[str, list[tuple[Any, ...]]] = {}
+    for table in tables(url):
+        for row in query(url, f"SELECT * FROM {table}"):
+            text = " ".join(
+                bytes(value).decode("utf-8", "replace")
+                if isinstance(value, bytes | memoryview)
+                else str(value)
+                for value in row
+            )
+            if any(needle in text for needle in needles):
+                found.setdefault(table, []).append(row)
+    return found
+
+
+def v1_messages(agent: str, suffix: str = "") -> str:
+    return f"/v1/agents/{quote(agent, safe='')}/messages{suffix}"
+
+
+async def inbound_ids(account: Account, agent: str) -> dict[str, str]:
+    listed = await account.http.get(v1_messages(agent), params={"read_status": "all"})
+    assert listed.status_code == 200, listed.text
+    return {item["subject"]: item["id"] for item in listed.json()["items"]}
+
+
+async def test_an_erased_account_leaves_no_row_behind_and_spares_the_other(
+    running: RunningGateway, make_account: Any
+) -> None:
+    url = running.gateway.settings.database.url
+    port = running.addresses.smtp_port
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    alice_bot = await create_agent(alice, "alicebot")
+    alice_aide = await create_agent(alice, "aliceaide")
+    bob_bot = await create_agent(bob, "bobbot")
+
+    # mail both accounts hold (one raw message, one shared content row), mail only alice holds
+    await smtp_send(port, [alice_bot, alice_aide, bob_bot], mail("Shared"))
+    await smtp_send(port, [alice_bot], mail("Alice only", body="Alice's secret."))
+    ids = await inbound_ids(alice, alice_bot)
+    trashed = await alice.http.delete(v1_messages(alice_bot, f"/{ids['Shared']}"))
+    assert trashed.status_code == 200, trashed.text
+    labelled = await alice.http.patch(
+        v1_messages(alice_bot, f"/{ids['Alice only']}"), json={"add_labels": ["keep"]}
+    )
+    assert labelled.status_code == 200, labelled.text
+    # alice writes to bob's agent (delivered here) and holds a draft for approval
+    sent = await alice.http.post(
+        v1_messages(alice_bot),
+        json={"to": [bob_bot], "subject": "To Bob", "text": "From Alice."},
+        headers={"Idempotency-Key": "once"},
+    )
+    assert sent.status_code in (200, 202), sent.text
+    held = await alice.http.put(
+        agent_path(alice_aide), json={"hitl_enabled": True, "hitl_ttl_seconds": 3600}
+    )
+    assert held.status_code == 200, held.text
+    draft = await alice.http.post(
+        "/api/v1/send",
+        json={"from": alice_aide, "to": ["x@example.org"], "subject": "Draft", "body": "Wait."},
+    )
+    assert draft.status_code == 202, draft.text
+    for created in (
+        await alice.http.post(
+            "/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["email.received"]}
+        ),
+        await alice.http.post(
+            "/v1/templates",
+            json={"name": "T", "alias": "t", "subject": "S", "text": "x", "html": "<p>x</p>"},
+        ),
+        await alice.http.post(
+            f"/v1/agents/{quote(alice_bot, safe='')}/suppressions",
+            json={"address": "nobody@example.org"},
+        ),
+        await alice.http.post("/api/v1/users/me/signing-secrets", json={"name": "second"}),
+    ):
+        assert created.status_code in (200, 201), created.text
+
+    user_id = str(query(url, "SELECT id FROM users WHERE email = ?", (alice.email,))[0][0])
+    alice_ids = {user_id, await agent_id(running.gateway, alice_bot)}
+    alice_ids.add(await agent_id(running.gateway, alice_aide))
+    alice_ids |= {
+        str(row[0]) for row in query(url, "SELECT id FROM messages WHERE user_id = ?", (user_id,))
+    }
+    alice_only_raw = {
+        str(row[0])
+        for row in query(
+            url,
+            "SELECT raw_digest FROM messages WHERE user_id = ? AND raw_digest IS NOT NULL",
+            (user_id,),
+        )
+    }
+    bob_before = (await bob.http.get("/api/v1/users/me/export")).json()
+    raw_before = {str(row[0]) for row in query(url, "SELECT digest FROM raw_messages")}
+
+    erased = await alice.http.delete("/api/v1/users/me?confirm=DELETE")
+    assert erased.status_code == 200, erased.text
+
+    left = rows_naming(url, alice_ids)
+    left.pop("rate_limit_hits", None)  # counts of the last hour, not the account's data
+    left.pop("raw_messages", None)  # bob's copy's Received: names the SMTP transaction's id
+    assert left == {}
+    raw_after = {str(row[0]) for row in query(url, "SELECT digest FROM raw_messages")}
+    assert raw_after == raw_before - alice_only_raw
+    assert query(url, "SELECT count(*) FROM message_contents")[0][0] == 1  # bob's copy's
+    bob_after = (await bob.http.get("/api/v1/users/me/export")).json()
+    for name in ("user", "agents", "api_keys", "signing_secrets", "messages"):
+        assert bob_after[name] == bob_before[name]
+    assert sorted(m["subject"] for m in bob_after["messages"]) == ["Shared", "To Bob"]
