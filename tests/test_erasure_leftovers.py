@@ -5,17 +5,22 @@ they shared, and all that account owns, stays whole."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+import trio
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
+from e2a_gateway.storage.sqlite import SqliteStorage
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import query
 from tests.delivery_support import agent_id, create_agent, mail, smtp_send
+from tests.test_storage import add_user, make_agent, make_message
 
 
 @pytest.fixture
@@ -146,3 +151,34 @@ async def test_an_erased_account_leaves_no_row_behind_and_spares_the_other(
     for name in ("user", "agents", "api_keys", "signing_secrets", "messages"):
         assert bob_after[name] == bob_before[name]
     assert sorted(m["subject"] for m in bob_after["messages"]) == ["Shared", "To Bob"]
+
+
+async def test_mail_erased_from_sqlite_is_overwritten_in_the_file(tmp_path: Path) -> None:
+    """SQLite leaves deleted rows' bytes in the pages it frees unless told to overwrite them:
+    whatever the build's default, the gateway's connections overwrite them, so an erased
+    account's mail cannot be read back out of the database file."""
+    path = tmp_path / "e2a.db"
+    storage = SqliteStorage.open(str(path))
+    try:
+        await storage.migrate()
+        for connection in (storage._writer, *storage._readers, storage._checkpointer):
+            assert connection.execute("PRAGMA secure_delete").fetchone() == (1,)
+        alice = await add_user(storage, "alice@example.com")
+        await storage.add_agent(make_agent(alice, "bot@agents.test"))
+        for number, size in enumerate((100, 6000, 70000)):  # in a page, overflowing, many pages
+            body = b"ERASED-MARKER " + b"x" * size
+            raw = b"Subject: ERASED-MARKER\r\n\r\n" + body + b"\r\n"
+            message = make_message(f"msg_{number}", "bot@agents.test", raw)
+            await storage.store_inbound([message], 0.0)
+        await storage.delete_user(alice)
+    finally:
+        await storage.close()
+    assert await trio.to_thread.run_sync(files_holding, tmp_path, b"ERASED-MARKER") == []
+
+
+def files_holding(directory: Path, needle: bytes) -> list[str]:
+    """The files in `directory` whose bytes hold `needle`, once the log of its SQLite database
+    `e2a.db` has been copied into the file and emptied."""
+    with closing(sqlite3.connect(directory / "e2a.db")) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    return [file.name for file in directory.iterdir() if needle in file.read_bytes()]
