@@ -403,6 +403,36 @@ async def test_deliveries_waiting_for_a_disabled_webhook_go_with_their_events(
     assert swept == SweepResult(0, 0, webhook_deliveries=1)
 
 
+async def test_agents_purged_from_the_trash_go_one_per_transaction(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent purged from the trash goes with all its mail in one transaction, which holds
+    the database (SQLite's single writer) for as long as that mail takes to delete: each
+    transaction purges one agent, never a whole batch of them, and the sweep pauses in
+    between as it does between batches of anything else."""
+    storage = gateway.storage
+    alice = await add_user(storage)
+    for number in range(3):
+        address = f"bot{number}@agents.test"
+        await storage.add_agent(make_agent(alice, address))
+        await store_at(storage, f"msg_{number}", address, RECENT)
+        assert await storage.trash_agent(alice, address, format_timestamp(OLD)) is not None
+    purge = storage.purge_agents_trashed_before
+    purged: list[int] = []
+
+    async def counted(cutoff: str, limit: int) -> int:
+        purged.append(await purge(cutoff, limit))
+        return purged[-1]
+
+    monkeypatch.setattr(storage, "purge_agents_trashed_before", counted)
+
+    swept = await RetentionWorker(gateway, pause=0).sweep(NOW)
+
+    assert swept.trashed_agents == 3
+    assert purged == [1, 1, 1, 0]
+    assert await storage.list_agents(alice, trashed=True) == []
+
+
 PARTIAL_INDEXES = frozenset({"messages_held", "messages_outbound_status"})
 """Indexes holding only the rows a sweep is after (mail held or awaiting approval): reading one
 whole reads those rows alone."""

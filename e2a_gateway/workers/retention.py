@@ -39,6 +39,9 @@ BATCH_PAUSE_SECONDS = 0.05
 MAX_BATCHES_PER_SWEEP = 500
 """A bound on one sweep (100,000 rows of each kind by default); the next sweep goes on where
 this one stopped."""
+AGENTS_PER_BATCH = 1
+"""Agents purged from the trash per transaction: each goes with all its mail at once (its
+messages, their jobs, labels and attempts), as many rows as it kept, so one at a time."""
 SECONDS_PER_DAY = 86_400
 Cutoff = TypeVar("Cutoff", str, float)
 """Before when rows go: RFC 3339 text (messages, attempts) or epoch seconds (idempotency)."""
@@ -116,6 +119,7 @@ class RetentionWorker:
                 "trashed_agents",
                 storage.purge_agents_trashed_before,
                 format_timestamp(now - TRASH_DAYS * SECONDS_PER_DAY),
+                AGENTS_PER_BATCH,
             ),
             webhook_deliveries=await self._in_batches(
                 "webhook_deliveries",
@@ -157,16 +161,22 @@ class RetentionWorker:
         return result
 
     async def _in_batches(
-        self, kind: str, delete: Callable[[Cutoff, int], Awaitable[int]], cutoff: Cutoff
+        self,
+        kind: str,
+        delete: Callable[[Cutoff, int], Awaitable[int]],
+        cutoff: Cutoff,
+        batch_size: int | None = None,
     ) -> int:
-        """Call `delete(cutoff, batch size)` until a batch comes back short (or the sweep's
-        bound is reached), pausing between batches; return the total deleted."""
+        """Call `delete(cutoff, batch size)` (the worker's unless `batch_size` is given) until
+        a batch comes back short (or the sweep's bound is reached), pausing between batches;
+        return the total deleted."""
+        size = self._batch_size if batch_size is None else batch_size
         total = 0
         for _ in range(MAX_BATCHES_PER_SWEEP):
-            deleted = await delete(cutoff, self._batch_size)
+            deleted = await delete(cutoff, size)
             total += deleted
             self._gateway.metrics.retention_deleted.labels(kind).inc(deleted)
-            if deleted < self._batch_size:
+            if deleted < size:
                 break
             await trio.sleep(self._pause)
         return total
