@@ -86,12 +86,15 @@ class Outgoing:
 
 @dataclass
 class Outcome:
-    """How the hand-off went, per recipient. `error` explains a session-wide failure."""
+    """How the hand-off went, per recipient. `error` explains a session-wide failure;
+    `taken` is the text of the relay's 250 reply to the message's DATA (None until then), which
+    may name the id the relay gave it."""
 
     accepted: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
     deferred: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+    taken: str | None = None
 
 
 @dataclass(frozen=True)
@@ -478,6 +481,7 @@ class ClientSession:
     def _on_body(self, reply: ServerReply) -> Action:
         if reply.code != 250:
             return self._fail_all(reply, "end of DATA")
+        self._outcome.taken = reply.text
         return self._delivered()
 
     def _on_empty_body(self, reply: ServerReply) -> Action:

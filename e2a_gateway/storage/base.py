@@ -542,7 +542,9 @@ class SendAttempt:
     relay's 5xx to RCPT, other refusals, those given up on), made at `now` (default: the
     wall clock). `leased_until` is the lease the attempt was made under (its claim's): the
     outcome is written only while the job still holds it (None: whoever records it holds the
-    job's row itself)."""
+    job's row itself). `relay_ids` holds the id the relay named for each recipient it took
+    (`e2a_gateway.relay_ids`): a reply naming it in its references joins the message's
+    conversation (`Mailboxes.conversation_for`); kept even when the outcome is not written."""
 
     job_id: int
     message_id: str
@@ -554,6 +556,7 @@ class SendAttempt:
     now: float | None = None
     bounced: Sequence[BouncedRecipient] = ()
     leased_until: float | None = None
+    relay_ids: Mapping[str, str] | None = None
 
 
 MessageDirection = Literal["inbound", "outbound"]

@@ -44,6 +44,7 @@ from e2a_gateway.outbound.return_path import (
 )
 from e2a_gateway.outbound.return_path import return_path_for, return_path_key
 from e2a_gateway.outbound.rollup import RELAY_REFUSAL
+from e2a_gateway.relay_ids import relay_message_id
 from e2a_gateway.smtp.client import Outcome, Outgoing
 from e2a_gateway.storage.base import (
     Agent,
@@ -176,6 +177,17 @@ def draft_of(message: OutboundMessage, sender_name: str | None = None) -> Draft:
         references=message.references,
         reply_to=message.reply_to,
     )
+
+
+def relay_ids(outcomes: list[Outcome]) -> dict[str, str]:
+    """The id the relay named for each recipient it took (`relay_message_id`), of
+    transactions of one recipient each; a recipient whose reply named none is left out."""
+    named: dict[str, str] = {}
+    for outcome in outcomes:
+        relay_id = relay_message_id(outcome.taken) if outcome.taken else None
+        if relay_id is not None:
+            named.update(dict.fromkeys(outcome.accepted, relay_id))
+    return named
 
 
 def relay_results(outcome: Outcome) -> tuple[dict[str, str], dict[str, str]]:
@@ -428,7 +440,7 @@ class OutboundWorker(ClaimLoop):
         settled = await storage.recipient_results(message.id)
         pending = [rcpt for rcpt in recipients_of(message) if rcpt not in settled]
         started = trio.current_time()
-        results, deferred = await self._deliver(job, message, sender, raw, pending, now)
+        results, deferred, named = await self._deliver(job, message, sender, raw, pending, now)
         handed_off = trio.current_time() - started
         verdict = settle(
             {**settled, **results},
@@ -454,6 +466,7 @@ class OutboundWorker(ClaimLoop):
                 {**settled, **results, **verdict.gave_up},
                 now,
                 unreached(results, verdict.gave_up),
+                relay_ids=named,
             )
         )
         if not recorded:
@@ -570,14 +583,16 @@ class OutboundWorker(ClaimLoop):
         raw: bytes,
         pending: list[str],
         now: float,
-    ) -> tuple[dict[str, str], dict[str, str]]:
+    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         """Deliver to the pending recipients of `job`'s message: agents here (and the
         operator's mailboxes, to the agent that takes postmaster mail) locally, the rest via
-        the relay. Returns (settled results, deferred reasons)."""
+        the relay. Returns (settled results, deferred reasons, the id the relay named for
+        each recipient it took: `relay_ids`)."""
         local: dict[str, Agent] = {}  # recipient → the agent it is delivered to
         remote: list[str] = []
         results: dict[str, str] = {}
         deferred: dict[str, str] = {}
+        named: dict[str, str] = {}
         for rcpt in pending:
             if (reason := unsendable(rcpt)) is not None:
                 results[rcpt] = REFUSED_PREFIX + UNSENDABLE.format(reason=reason)
@@ -605,10 +620,10 @@ class OutboundWorker(ClaimLoop):
                 else:
                     deferred[rcpt] = "the recipient's owner has no signing secret yet"
         if remote:
-            settled, relay_deferred = await self._relay(job, message, remote, raw)
+            settled, relay_deferred, named = await self._relay(job, message, remote, raw)
             results.update(settled)
             deferred.update(relay_deferred)
-        return results, deferred
+        return results, deferred, named
 
     async def _refused_here(self, address: str) -> bool:
         """Whether `address`, which names no agent in service, is one this gateway's SMTP
@@ -629,17 +644,18 @@ class OutboundWorker(ClaimLoop):
 
     async def _relay(
         self, job: Job, message: OutboundMessage, recipients: list[str], raw: bytes
-    ) -> tuple[dict[str, str], dict[str, str]]:
+    ) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
         """Hand off to `outbound_smtp`, one transaction per recipient with its own return path
         (a recipient sees only theirs, and a report to it can be about them alone); without a
         relay every remote recipient is refused. Only while `job` still holds this worker's
         lease (`_lease_held`): once another claim has it, every recipient is left to that
-        claim (deferred here), so the message is not sent twice."""
+        claim (deferred here), so the message is not sent twice. Returns (settled, deferred,
+        the id the relay named per recipient it took)."""
         settings = self._gateway.settings
         if not settings.outbound_smtp.host:
-            return dict.fromkeys(recipients, REFUSED_PREFIX + NO_RELAY), {}
+            return dict.fromkeys(recipients, REFUSED_PREFIX + NO_RELAY), {}, {}
         if not await self._lease_held(job):
-            return {}, dict.fromkeys(recipients, LEASE_LOST)
+            return {}, dict.fromkeys(recipients, LEASE_LOST), {}
         outcomes = await self._relay_connections.hand_off_each(
             [Outgoing(self.return_path(message, rcpt), (rcpt,), raw) for rcpt in recipients],
             lambda: self._grace.stopping,
@@ -652,4 +668,4 @@ class OutboundWorker(ClaimLoop):
             one_settled, one_deferred = relay_results(outcome)
             settled.update(one_settled)
             deferred.update(one_deferred)
-        return settled, deferred
+        return settled, deferred, relay_ids(outcomes)

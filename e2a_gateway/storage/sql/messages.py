@@ -10,6 +10,7 @@ skips none.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import replace
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import trio
 
 from e2a_gateway.events import ReceivedEvents
+from e2a_gateway.relay_ids import id_left
 from e2a_gateway.storage.announcements import MessageStored
 from e2a_gateway.storage.base import (
     Agent,
@@ -225,7 +227,9 @@ def _named_by(
 def _referenced_conversation(
     tx: Transaction, user_id: str, agent_email: str, rfc_message_ids: list[str]
 ) -> str | None:
-    """The conversation of the first of `rfc_message_ids` naming a message of the agent."""
+    """The conversation of the first of `rfc_message_ids` naming a message of the agent: by
+    its Message-ID, else — an id before the first one that does — as `<relay id@any domain>`,
+    mail the agent sent that the relay took under that id (`_relay_named`)."""
     if not rfc_message_ids:
         return None
     named, named_params = _named_by(tx, user_id, agent_email, rfc_message_ids)
@@ -234,7 +238,37 @@ def _referenced_conversation(
         f"WHERE {named}",
         named_params,
     )
-    return first_conversation((row[1:] for row in newest_first(rows)), rfc_message_ids)
+    found = [row[1:] for row in newest_first(rows)]
+    matched = {row[0] for row in found}
+    unmatched = list(itertools.takewhile(lambda rfc_id: rfc_id not in matched, rfc_message_ids))
+    found += _relay_named(tx, user_id, agent_email, unmatched)
+    return first_conversation(found, rfc_message_ids)
+
+
+def _relay_named(
+    tx: Transaction, user_id: str, agent_email: str, rfc_message_ids: list[str]
+) -> list[tuple[str, str | None]]:
+    """`(rfc_message_id, conversation_id)`, newest first, for each of `rfc_message_ids` whose
+    left part (`id_left`) is the id the relay named for mail the user's agent sent (a relay
+    such as Amazon SES gives the message a Message-ID of its own, `<id@…amazonses.com>`)."""
+    by_left: dict[str, list[str]] = {}
+    for rfc_id in rfc_message_ids:
+        if (left := id_left(rfc_id)) is not None:
+            by_left.setdefault(left, []).append(rfc_id)
+    if not by_left:
+        return []
+    rows = tx.all(
+        "SELECT m.seq, r.relay_id, m.conversation_id FROM relay_message_ids r "
+        "JOIN messages m ON m.id = r.message_id "
+        f"WHERE {tx.dialect.in_list('r.relay_id', 'text')} AND m.user_id = ? "
+        f"AND m.agent_email = ? AND m.direction = '{OUTBOUND}'",
+        (tx.dialect.list_param(list(by_left)), user_id, agent_email),
+    )
+    return [
+        (rfc_id, conversation)
+        for _, relay_id, conversation in newest_first(rows)
+        for rfc_id in by_left[relay_id]
+    ]
 
 
 def _sent_to(tx: Transaction, in_agent: str, scope: tuple[str, str, str], sender: str) -> bool:

@@ -401,6 +401,18 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
         bounce_recorded(tx, message, attempt.bounced, moment, settle=attempt.outcome == "failed")
 
 
+def _keep_relay_ids(tx: Transaction, attempt: SendAttempt) -> None:
+    """Inside `tx`: keep the id the relay named for each recipient of the attempt, unless its
+    message is gone (deleted meanwhile)."""
+    for recipient, relay_id in (attempt.relay_ids or {}).items():
+        tx.execute(
+            "INSERT INTO relay_message_ids (message_id, recipient, relay_id) "
+            "SELECT id, ?, ? FROM messages WHERE id = ? "
+            "ON CONFLICT (message_id, recipient) DO NOTHING",
+            (recipient, relay_id, attempt.message_id),
+        )
+
+
 def _told_reached(tx: Transaction, attempt: SendAttempt) -> None:
     """Inside `tx`, for an attempt that leaves the message to be sent again: log `email.sent`
     and the `email.delivered` of each recipient reached so far, those not logged yet."""
@@ -592,7 +604,8 @@ class OutboundSql(Runner):
         the body. Handed on, a queued message becomes sent and an expired-approved one stays
         expired-approved, both with `sent_at`; an expired-approved message that fails ends
         expired-rejected with the reason. Attempts whose job has passed to another claim are
-        not written (`_add_unsettled` keeps their settled recipients); their messages' ids."""
+        not written (`_add_unsettled` keeps their settled recipients); their messages' ids.
+        The ids the relay named (`SendAttempt.relay_ids`) are kept either way: it took them."""
         ordered = sorted(attempts, key=lambda attempt: attempt.message_id)
 
         def finish_all(tx: Transaction) -> list[str]:
@@ -600,6 +613,7 @@ class OutboundSql(Runner):
             leases = current_leases(tx, "jobs", "bigint", fenced) if fenced else {}
             passed: list[str] = []
             for attempt in ordered:
+                _keep_relay_ids(tx, attempt)
                 if (
                     attempt.leased_until is None
                     or leases.get(attempt.job_id) == attempt.leased_until
