@@ -16,7 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -54,10 +54,28 @@ def write_config(tmp_path: Path, smtp_port: int, http_port: int) -> Path:
     return path
 
 
-def run_e2a(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_e2a(
+    *args: str,
+    cwd: Path,
+    database: str | None = None,
+    unprivileged: bool = False,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`e2a args` in `cwd`, with no E2A_* setting of this process's but `database` (as
+    E2A_DATABASE_URL), `unprivileged` (`as_unprivileged`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
+    if database is not None:
+        env["E2A_DATABASE_URL"] = database
+    command = [*E2A, *args]
     return subprocess.run(
-        [*E2A, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+        as_unprivileged(command) if unprivileged else command,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -288,25 +306,13 @@ def test_a_database_folder_the_gateway_cannot_write_is_named(tmp_path: Path) -> 
     folder = tmp_path / "state"
     folder.mkdir()
     database = f"sqlite:///{folder / 'e2a.db'}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
-    env["E2A_DATABASE_URL"] = database
-    created = subprocess.run(
-        [*E2A, "migrate"], env=env, cwd=tmp_path, capture_output=True, timeout=60, check=False
-    )
+    created = run_e2a("migrate", cwd=tmp_path, database=database)
     assert created.returncode == 0, created.stderr
     for side in folder.glob("e2a.db-*"):
         side.unlink()
     folder.chmod(0o555)
     try:
-        result = subprocess.run(
-            as_unprivileged([*E2A, "migrate"]),
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = run_e2a("migrate", cwd=tmp_path, database=database, unprivileged=True)
     finally:
         folder.chmod(0o755)
     assert result.returncode == 1, result.stderr
@@ -314,15 +320,7 @@ def test_a_database_folder_the_gateway_cannot_write_is_named(tmp_path: Path) -> 
     assert len(lines) == 1, result.stderr
     assert f"cannot write to the folder {folder}" in lines[0], lines[0]
     (folder / "e2a.db").chmod(0o400)
-    result = subprocess.run(
-        as_unprivileged([*E2A, "migrate"]),
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_e2a("migrate", cwd=tmp_path, database=database, unprivileged=True)
     assert result.returncode == 1, result.stderr
     assert "cannot read and write the file" in result.stderr, result.stderr
 
@@ -332,22 +330,12 @@ def test_a_database_disk_that_takes_no_more_is_named(tmp_path: Path) -> None:
     stops the start naming database.url, the file and what to check, not only SQLite's words."""
     folder = tmp_path / "state"
     folder.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
-    env["E2A_DATABASE_URL"] = f"sqlite:///{folder / 'e2a.db'}"
 
     def small_disk() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 
-    result = subprocess.run(
-        [*E2A, "migrate"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        preexec_fn=small_disk,
-    )
+    database = f"sqlite:///{folder / 'e2a.db'}"
+    result = run_e2a("migrate", cwd=tmp_path, database=database, preexec_fn=small_disk)
     assert result.returncode == 1, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("e2a:")]
     assert len(lines) == 1, result.stderr
