@@ -159,7 +159,7 @@ async def reply(
     original = await gateway.storage.read_inbound(caller.user_id, agent.email, message_id)
     if original is None:
         raise NotFound.of("message")
-    to = _answered(agent, original)
+    to = _answered(agent, original, lambda named: _within_fields(to=named))
     cc = checked_addresses("cc", request.cc)
     if request.reply_all:
         _within_fields(cc=[*named_besides([*original.to, *original.cc], (agent.email, *to)), *cc])
@@ -203,16 +203,18 @@ def _within_fields(**fields: list[str]) -> None:
             )
 
 
-def _answered(agent: Agent, original: InboundMessage, code: str | None = None) -> list[str]:
+def _answered(
+    agent: Agent,
+    original: InboundMessage,
+    within_bound: Callable[[list[str]], None],
+    code: str | None = None,
+) -> list[str]:
     """The To of a reply to `original`: every mailbox its Reply-To names, else its From
     (`reply_recipients`), as `_addressed_to` takes them, the agent's own address left out
-    unless it is the only one."""
+    unless it is the only one. They are held to `within_bound` (the API's bound on a reply's
+    recipients) as the original names them, before each is checked."""
     named = reply_recipients(original.raw_message) or [original.reply_to or original.from_addr]
-    counted = named_besides(named, (agent.email,))  # counted before each is checked
-    if code is None:  # /api/v1: a field's bound
-        _within_fields(to=counted)
-    else:  # /v1: the bound of all recipients together
-        within_recipient_bound(counted)
+    within_bound(named_besides(named, (agent.email,)))
     to = _addressed_to(named, code)
     return [address for address in to if address != agent.email] or to
 
@@ -695,7 +697,7 @@ async def reply_to_message(
         references = _bounded([*references, in_reply_to] if in_reply_to else references)
         quoted, sender, when = original.body_text, original.agent_email, original.created_at
     else:
-        to = _answered(agent, original, V1_BAD_RECIPIENT)
+        to = _answered(agent, original, within_recipient_bound, V1_BAD_RECIPIENT)
         others = [*original.to, *original.cc] if request.reply_all else []
         in_reply_to = original.rfc_message_id if fits_header(original.rfc_message_id) else None
         references = _references_onto(original.raw_message, in_reply_to)

@@ -442,23 +442,18 @@ def _told_unreached(
 
 
 def _add_unsettled(
-    tx: Transaction,
-    job_id: int,
-    message_id: str,
-    results: Mapping[str, str] | None,
-    attempt: SendAttempt | None = None,
-) -> None:
+    tx: Transaction, job_id: int, message_id: str, results: Mapping[str, str] | None
+) -> dict[str, str]:
     """Inside `tx`, for the results of an attempt whose job has passed to another claim: while
     the job is still to be done, add those for the recipients the message has none for yet
     (the relay or an inbox took it for them, or refused it for good), leaving those already
     settled as they are (the claim holding the job may have written them), so that its next
-    attempt does not hand the message to them again; and tell of those of the `attempt`'s
-    unreached recipients it adds (`_told_unreached`)."""
+    attempt does not hand the message to them again; those added."""
     if not results or tx.first("SELECT 1 FROM jobs WHERE id = ?", (job_id,)) is None:
-        return
+        return {}
     row = tx.first(RECIPIENT_RESULTS + tx.dialect.for_update(), (message_id,))
     if row is None:
-        return
+        return {}
     stored = recipient_results(row[0])
     fresh = {rcpt: result for rcpt, result in results.items() if rcpt not in stored}
     if fresh:
@@ -466,9 +461,7 @@ def _add_unsettled(
             "UPDATE messages SET auth_results_json = ? WHERE id = ?",
             (merged_recipient_results(row[0], fresh), message_id),
         )
-        if attempt is not None:
-            unreached = [item for item in attempt.bounced if item.address in fresh]
-            _told_unreached(tx, attempt, unreached)
+    return fresh
 
 
 def cancel_sends_in(tx: Transaction, agent_email: str, now: float) -> int:
@@ -620,7 +613,9 @@ class OutboundSql(Runner):
                 ):
                     _finish(tx, attempt)
                 else:
-                    _add_unsettled(tx, attempt.job_id, attempt.message_id, attempt.results, attempt)
+                    added = _add_unsettled(tx, attempt.job_id, attempt.message_id, attempt.results)
+                    unreached = [item for item in attempt.bounced if item.address in added]
+                    _told_unreached(tx, attempt, unreached)
                     passed.append(attempt.message_id)
             return passed
 
