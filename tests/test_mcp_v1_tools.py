@@ -101,6 +101,36 @@ async def test_trash_restore_and_conversation_of_a_message(
         assert unknown["retryable"] is False
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_long_conversation_comes_a_page_at_a_time(
+    transport: str, running: RunningGateway, make_account: Any
+) -> None:
+    """get_conversation shows a thread's first 50 messages unless asked for another limit,
+    with `next_cursor` while more remain: a long thread never comes back whole."""
+    account: Account = await make_account(f"long-thread-{transport}@example.com")
+    agent = await create_agent(account, f"long-thread-{transport}")
+    subjects = [f"#{number}" for number in range(61)]
+    for subject in subjects:
+        await store_with_conversation(running.gateway, agent, "conv-long", subject=subject)
+    async with opener(transport, running)(account.key, agent) as client:
+        first = await call(client, "get_conversation", {"conversation_id": "conv-long"})
+        assert [m["subject"] for m in first["messages"]] == subjects[:50]
+        assert first["message_count"] == 61
+        rest = await call(
+            client,
+            "get_conversation",
+            {"conversation_id": "conv-long", "cursor": first["next_cursor"]},
+        )
+        assert [m["subject"] for m in rest["messages"]] == subjects[50:]
+        assert "next_cursor" not in rest
+        one = await call(client, "get_conversation", {"conversation_id": "conv-long", "limit": 1})
+        assert [m["subject"] for m in one["messages"]] == subjects[:1] and one["next_cursor"]
+        forged = await failure(
+            client, "get_conversation", {"conversation_id": "conv-long", "cursor": "bm9wZQ.bm9wZQ"}
+        )
+        assert forged["code"] == "invalid_cursor" and forged["status"] == 400
+
+
 ATTACHED = (
     "From: Alice <alice@example.org>\r\nTo: {to}\r\nSubject: Scan\r\nMIME-Version: 1.0\r\n"
     "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"

@@ -559,6 +559,50 @@ async def test_get_conversation_lists_every_message_and_checks_the_id(
     assert stranger.status_code == 404  # the agent is looked up first, as e2a does
 
 
+async def test_get_conversation_pages_its_messages_when_asked(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """With `limit` (or a cursor) getConversation answers one page of the thread's messages,
+    oldest first, and `next_cursor` until the last; the counts, participants and labels stay
+    those of the whole thread. A cursor of another thread is refused, never read."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    for number in range(205):
+        await store_with_conversation(running.gateway, bot, "long-thread", subject=f"#{number}")
+    await store_with_conversation(running.gateway, bot, "other-thread", subject="Other")
+    whole = (await alice.http.get(conversation_path(bot, "long-thread"))).json()
+    assert len(whole["messages"]) == 205 and whole["next_cursor"] is None
+
+    seen: list[str] = []
+    pages = 0
+    params: dict[str, Any] = {"limit": 100}
+    while True:
+        answer = await alice.http.get(conversation_path(bot, "long-thread"), params=params)
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        pages += 1
+        assert len(page["messages"]) <= 100
+        assert page["message_count"] == 205
+        assert page["participants"] == whole["participants"]
+        seen += [item["subject"] for item in page["messages"]]
+        if page["next_cursor"] is None:
+            break
+        params = {"cursor": page["next_cursor"], "limit": 100}
+    assert pages == 3
+    assert seen == [item["subject"] for item in whole["messages"]]
+
+    first = await alice.http.get(conversation_path(bot, "long-thread"), params={"limit": 1})
+    cursor = first.json()["next_cursor"]
+    elsewhere = await alice.http.get(
+        conversation_path(bot, "other-thread"), params={"cursor": cursor}
+    )
+    assert elsewhere.status_code == 400, elsewhere.text
+    assert elsewhere.json()["error"]["code"] == "invalid_cursor"
+    for bad in ({"limit": 0}, {"limit": 101}, {"page": 2}):
+        refused = await alice.http.get(conversation_path(bot, "long-thread"), params=bad)
+        assert refused.status_code in (400, 422), (bad, refused.text)
+
+
 @pytest.mark.parametrize(
     ("filename", "header"),
     [

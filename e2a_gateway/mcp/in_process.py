@@ -19,11 +19,15 @@ from e2a_gateway.api.v1.account import account_view
 from e2a_gateway.api.v1.agents import AgentsQuery, agent_listing
 from e2a_gateway.api.v1.agents import agent_view as v1_agent_view
 from e2a_gateway.api.v1.bodies import validated, with_numbers_as_written
-from e2a_gateway.api.v1.conversations import ListConversationsQuery, conversation_listing
+from e2a_gateway.api.v1.conversations import (
+    ConversationQuery,
+    ListConversationsQuery,
+    conversation_detail,
+    conversation_listing,
+)
 from e2a_gateway.api.v1.errors import V1Error, refusal
 from e2a_gateway.api.v1.events import EventQuery, event_listing, event_view, redelivery
 from e2a_gateway.api.v1.message_views import (
-    conversation_detail_view,
     send_result_view,
     update_result_view,
 )
@@ -524,10 +528,16 @@ class OperationsPort:
         """Bring one of the caller's agents back from the trash."""
         return v1_agent_view(await self._run_v1(agents.restore_agent, email))
 
-    async def get_conversation(self, email: str, conversation_id: str) -> dict[str, Any]:
-        """One conversation of an agent with its messages."""
-        summary, found = await self._run_v1(mailbox.conversation, email, conversation_id)
-        return conversation_detail_view(summary, found)
+    async def get_conversation(
+        self, email: str, conversation_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One conversation of an agent with its messages (a page of them)."""
+
+        async def detail(gateway: Gateway, caller: Caller) -> dict[str, Any]:
+            checked = validated(ConversationQuery, query, "query")
+            return await conversation_detail(gateway, caller, email, conversation_id, checked)
+
+        return await self._run_v1(detail)
 
     async def list_conversations(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
         """One page of an agent's conversations, most recently active first."""

@@ -25,6 +25,8 @@ from e2a_gateway.mcp.toolkit import (
 )
 
 AGENT = "The agent; defaults to yours (E2A_AGENT_EMAIL, or the key's only agent)."
+CONVERSATION_PAGE = 50
+"""The messages get_conversation shows at once unless asked for another `limit`."""
 
 
 class DeleteMessageArguments(Arguments):
@@ -48,8 +50,9 @@ class RestoreAgentArguments(Arguments):
     email: str = Field(min_length=1, description="The trashed agent's full address.")
 
 
-class ConversationArguments(Arguments):
-    """Arguments of get_conversation."""
+class ConversationArguments(PageArguments):
+    """Arguments of get_conversation: its messages a page at a time (`limit` default
+    CONVERSATION_PAGE)."""
 
     conversation_id: str = Field(min_length=1, description="The conversation's id.")
     email: str | None = Field(default=None, description=AGENT)
@@ -137,13 +140,16 @@ async def restore_agent(caller: ToolCaller, arguments: RestoreAgentArguments) ->
 
 
 async def get_conversation(caller: ToolCaller, arguments: ConversationArguments) -> dict[str, Any]:
-    """One conversation with its participants, labels and messages, oldest first (its strings
-    and lists cut as a list row's are)."""
+    """One conversation with its participants and labels, and a page of its messages, oldest
+    first (its strings and lists cut as a list row's are); `next_cursor` while more remain."""
     email = await caller.agent(arguments.email)
-    found: dict[str, Any] = bounded_row(
-        await caller.port.get_conversation(email, arguments.conversation_id)
-    )
-    return found
+    query = {"limit": CONVERSATION_PAGE, **present(arguments, "cursor", "limit")}
+    found = await caller.port.get_conversation(email, arguments.conversation_id, query)
+    next_cursor = found.pop("next_cursor", None)
+    answer: dict[str, Any] = bounded_row(found)
+    if next_cursor:
+        answer["next_cursor"] = next_cursor
+    return answer
 
 
 async def list_conversations(
@@ -221,8 +227,9 @@ MAILBOX_TOOLS: tuple[ToolSpec[Any], ...] = (
     ToolSpec(
         "get_conversation",
         "Get a single conversation with all member messages",
-        "One thread: counts, participants, labels and every live message in it, oldest "
-        "first. Use the conversation_id of any message.",
+        "One thread: counts, participants, labels and its live messages, oldest first, "
+        f"{CONVERSATION_PAGE} at a time (`limit` 1-100). Pass next_cursor back as `cursor` "
+        "while it is present for the next messages. Use the conversation_id of any message.",
         ConversationArguments,
         get_conversation,
     ),

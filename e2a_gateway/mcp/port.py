@@ -278,8 +278,11 @@ class GatewayPort(Protocol):
         """Bring one of the caller's agents back from the trash; the agent as `/v1` shows it."""
         ...
 
-    async def get_conversation(self, email: str, conversation_id: str) -> dict[str, Any]:
-        """One conversation of an agent with its messages, as `/v1` shows it."""
+    async def get_conversation(
+        self, email: str, conversation_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One conversation of an agent with its messages, as `/v1` shows it (`query`: cursor,
+        limit: one page of its messages)."""
         ...
 
     async def list_conversations(self, email: str, query: dict[str, Any]) -> dict[str, Any]:

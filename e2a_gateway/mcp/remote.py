@@ -161,9 +161,12 @@ class SdkPort(AsyncE2AClient):
         """`POST /v1/agents/{email}/restore`."""
         return await self._v1("POST", _v1_path("agents", email, "restore"))
 
-    async def get_conversation(self, email: str, conversation_id: str) -> dict[str, Any]:
+    async def get_conversation(
+        self, email: str, conversation_id: str, query: dict[str, Any]
+    ) -> dict[str, Any]:
         """`GET /v1/agents/{email}/conversations/{id}`."""
-        return await self._v1("GET", _v1_path("agents", email, "conversations", conversation_id))
+        path = _v1_path("agents", email, "conversations", conversation_id)
+        return await self._v1("GET", path, query=query)
 
     async def list_conversations(self, email: str, query: dict[str, Any]) -> dict[str, Any]:
         """`GET /v1/agents/{email}/conversations`."""

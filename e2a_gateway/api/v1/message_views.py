@@ -198,11 +198,13 @@ def conversation_summary_view(conversation: ConversationSummary) -> dict[str, An
 
 
 def conversation_detail_view(
-    conversation: ConversationSummary, messages: list[FiledMessage]
+    conversation: ConversationSummary,
+    messages: list[FiledMessage],
+    listed: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """ConversationDetailView: the summary, its participants (every sender, delivered-to
-    address and recipient, Bcc included, as e2a gathers them) and labels, both sorted, and its
-    messages."""
+    """ConversationDetailView: the summary, the participants (every sender, delivered-to
+    address and recipient, Bcc included, as e2a gathers them) and labels of its `messages`,
+    both sorted, and those messages — or `listed`, the views of the page of them shown."""
     participants: set[str] = set()
     labels: set[str] = set()
     for message in messages:
@@ -219,7 +221,9 @@ def conversation_detail_view(
         **conversation_summary_view(conversation),
         "participants": sorted(participants),
         "labels": sorted(labels),
-        "messages": [message_summary_view(message) for message in messages],
+        "messages": (
+            [message_summary_view(message) for message in messages] if listed is None else listed
+        ),
     }
 
 
