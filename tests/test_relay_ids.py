@@ -17,7 +17,7 @@ from e2a_gateway.config import Settings
 from e2a_gateway.relay_ids import id_left, relay_message_id
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import query
-from tests.delivery_support import create_agent, mail, smtp_send, wait_until
+from tests.delivery_support import SENDER, create_agent, mail, smtp_send, wait_until
 from tests.relay_support import Sink, relay_port
 
 __all__ = ["relay_port"]  # fixtures
@@ -143,3 +143,72 @@ async def test_the_relays_ids_go_with_the_account(
     assert user is not None
     await running.gateway.storage.delete_user(user.user_id)
     await wait_until(lambda: query(url, "SELECT count(*) FROM relay_message_ids") == [(0,)])
+
+
+class NumberingSes(Sink):
+    """A relay answering each transaction's end of DATA as Amazon SES does, with an id of its
+    own: SES_ID for the first, then the same id counting on (`…-000001`, …)."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.answer = f"250 Ok {SES_ID[:-6]}{len(self.received):06d}"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def ses_message_id(sink: Sink, recipient: str, domain: str = "email.amazonses.com") -> str:
+    """The Message-ID SES gave the newest copy it took for `recipient`."""
+    number = max(n for n, (_, rcpts, _) in enumerate(sink.received) if recipient in rcpts)
+    return f"<{SES_ID[:-6]}{number:06d}@{domain}>"
+
+
+async def answered_over_smtp(
+    running: RunningGateway, account: Account, agent: str, sender: str, answering: str
+) -> str | None:
+    """`sender` answers `agent` over SMTP, naming the Message-ID `answering` in In-Reply-To
+    and References; the conversation_id `/api/v1` lists the answer with."""
+    subject = f"Re: {sender} on {answering}"
+    headers = f"In-Reply-To: {answering}\r\nReferences: {answering}\r\n"
+    raw = mail(subject, headers).replace(f"<{SENDER}>".encode(), f"<{sender}>".encode())
+    await smtp_send(running.addresses.smtp_port, [agent], raw)
+    listing = (await account.http.get(agent_path(agent, "/messages?status=all"))).json()
+    (answer,) = [m for m in listing["messages"] if m["subject"] == subject]
+    conversation = answer["conversation_id"]
+    return None if conversation is None else str(conversation)
+
+
+@pytest.mark.parametrize("sink", [NumberingSes()], ids=["ses"])
+async def test_api_v1_mail_and_the_answers_of_each_recipient_keep_the_agents_conversation(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """A 2.x client sends over `/api/v1` naming its conversation, to two people through SES,
+    which gives each copy its own Message-ID: each one's answer joins the conversation, the
+    agent's `/api/v1` reply to one of them stays in it without naming it, and the answer to
+    that reply joins it too. Mail sent naming no conversation has none, nor has its answer:
+    the 2.x contract leaves conversation ids to the agents (`null` on first contact)."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    dave, erin = "dave@example.org", "erin@example.org"
+    body = {"from": bot, "to": [SENDER, dave], "subject": "Offer", "body": "Our offer."}
+    sent = await alice.http.post("/api/v1/send", json={**body, "conversation_id": "deal-42"})
+    assert sent.status_code == 200, sent.text
+    assert len(sink.received) == 2
+
+    for person in (SENDER, dave):
+        answering = ses_message_id(sink, person, "eu-west-1.amazonses.com")
+        assert await answered_over_smtp(running, alice, bot, person, answering) == "deal-42"
+
+    listing = (await alice.http.get(agent_path(bot, "/messages?status=all"))).json()
+    (answer,) = [m for m in listing["messages"] if m["from"] == SENDER]
+    replied = await alice.http.post(
+        agent_path(bot, f"/messages/{answer['message_id']}/reply"), json={"body": "Deal."}
+    )
+    assert replied.status_code == 200, replied.text
+    reply = (await alice.http.get(f"/api/v1/messages/{replied.json()['message_id']}")).json()
+    assert reply["conversation_id"] == "deal-42"
+    answering = ses_message_id(sink, SENDER)
+    assert await answered_over_smtp(running, alice, bot, SENDER, answering) == "deal-42"
+
+    plain = await alice.http.post("/api/v1/send", json={**body, "to": [erin]})
+    assert plain.status_code == 200, plain.text
+    first_contact = (await alice.http.get(f"/api/v1/messages/{plain.json()['message_id']}")).json()
+    assert first_contact["conversation_id"] is None
+    assert await answered_over_smtp(running, alice, bot, erin, ses_message_id(sink, erin)) is None
