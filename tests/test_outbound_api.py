@@ -289,6 +289,19 @@ async def test_test_endpoint_sends_to_the_agent_itself(make_account: Any) -> Non
     assert pending["type"] == "test" and pending["to"] == [bot] and pending["method"] == "local"
 
 
+async def test_the_test_message_invents_no_conversation_on_api_v1(make_account: Any) -> None:
+    """The 2.x contract leaves conversation ids to the agents (`/v1` anchors its test message in
+    a new one, as e2a does): the test message and the copy the agent receives are in none."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await agent(alice, "tester")
+    response = await alice.http.post(agent_path(bot, "/test"))
+    assert response.status_code == 200, response.text
+    sent = (await alice.http.get(f"/api/v1/messages/{response.json()['message_id']}")).json()
+    assert sent["type"] == "test" and sent["conversation_id"] is None, sent
+    (arrived,) = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
+    assert arrived["conversation_id"] is None, arrived
+
+
 async def test_agent_to_agent_conversation_round_trip(make_account: Any) -> None:
     alice: Account = await make_account("alice@example.com")
     bob: Account = await make_account("bob@example.com")

@@ -60,7 +60,9 @@ async def reply(caller: Caller, email: str, message_id: str) -> tuple[dict[str, 
 @requires_caller
 async def send_test(caller: Caller, email: str) -> tuple[dict[str, Any], int]:
     """POST /agents/{email}/test: a test message from the agent to itself."""
-    return submission_answer(await sending.send_test(current_gateway(), caller, email))
+    return submission_answer(
+        await sending.send_test(current_gateway(), caller, email, new_conversation=False)
+    )
 
 
 @blueprint.get("/messages")

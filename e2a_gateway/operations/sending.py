@@ -251,9 +251,12 @@ def _bounded(chain: list[str]) -> list[str]:
     return [chain[0], *chain[1 - MAX_REFERENCES :]]
 
 
-async def send_test(gateway: Gateway, caller: Caller, email: str) -> Submission:
-    """A test message from the caller's agent at `email` to itself, in a new conversation (as
-    e2a anchors it), which the copy the agent receives joins."""
+async def send_test(
+    gateway: Gateway, caller: Caller, email: str, *, new_conversation: bool
+) -> Submission:
+    """A test message from the caller's agent at `email` to itself; with `new_conversation`
+    (`/v1`, as e2a anchors it) in a new conversation, which the copy the agent receives joins,
+    else in none (`/api/v1`: the 2.x contract leaves conversation ids to the agents)."""
     agent = await owned_agent(gateway, caller, email)
     message = await _new_message(
         gateway,
@@ -267,7 +270,7 @@ async def send_test(gateway: Gateway, caller: Caller, email: str) -> Submission:
         body=f"This is a test message from e2a to {agent.email}. Delivery works.",
         html=None,
         attachments=[],
-        conversation_id=new_id("conv"),
+        conversation_id=new_id("conv") if new_conversation else None,
     )
     return await _submit(gateway, message)
 

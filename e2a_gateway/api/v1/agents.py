@@ -159,7 +159,7 @@ async def restore_agent(caller: Caller, email: str) -> dict[str, Any]:
 @requires_caller
 async def test_agent(caller: Caller, email: str) -> tuple[dict[str, Any], int]:
     """testAgent: a test message from the agent to itself (200 sent, 202 held for review)."""
-    submission = await sending.send_test(current_gateway(), caller, email)
+    submission = await sending.send_test(current_gateway(), caller, email, new_conversation=True)
     view = submission_view(submission)
     if submission.held:
         return {**view, "status": HELD}, 202
