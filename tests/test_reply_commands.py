@@ -130,7 +130,7 @@ def facts(**changes: object) -> ReplyFacts:
         "dmarc": "pass",
         "dmarc_domain": "example.com",
         "referenced": ("<notice@mx.agents.test>",),
-        "auto_submitted": None,
+        "automatic": None,
     }
     values.update(changes)
     return ReplyFacts(**values)  # type: ignore[arg-type]
@@ -141,8 +141,7 @@ def facts(**changes: object) -> ReplyFacts:
     [
         ({}, False, None),
         ({"from_addr": "Owner@Example.COM", "dmarc_domain": "EXAMPLE.com"}, False, None),
-        ({"auto_submitted": "no"}, False, None),
-        ({"auto_submitted": "auto-replied"}, False, "automatic"),
+        ({"automatic": "X-Autoreply: yes"}, False, "automatic"),
         ({"from_addr": "mallory@example.com"}, False, "wrong_sender"),
         ({"from_addr": ""}, False, "wrong_sender"),
         ({"dmarc": "fail"}, False, "no_dmarc_pass"),

@@ -4,12 +4,12 @@ Each notification is fetched (which marks it read) and printed, as one JSON obje
 with `--json`. `--forward URL` POSTs the full message JSON to URL; with `--forward-token`
 (the gateway's contract), or to a URL whose path ends in `/v1/responses` (e2a's CLI rule), the
 POST is instead an OpenAI Responses API request whose output text is sent back as the reply,
-except to automatic mail (RFC 3834, see automatic_mail.py), which the model is not even asked
-about. A forwarded message is marked read only once the URL took it (2xx): one it did not take
-is reported on stderr, stays unread for the next connection, and listening goes on. A message
-deleted between its notification and its fetch is reported on stderr and skipped; one the
-gateway did not answer for (a restart) is left unread for the next connection, which the SDK
-opens once the gateway is back.
+except to automatic mail (RFC 3834, see e2a_gateway/automatic_mail.py), which the model is not
+even asked about. A forwarded message is marked read only once the URL took it (2xx): one it
+did not take is reported on stderr, stays unread for the next connection, and listening goes
+on. A message deleted between its notification and its fetch is reported on stderr and
+skipped; one the gateway did not answer for (a restart) is left unread for the next
+connection, which the SDK opens once the gateway is back.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from e2a_gateway.cli.automatic_mail import not_to_answer
+from e2a_gateway.automatic_mail import delivered_return_path, header_fields, not_to_answer
 from e2a_gateway.cli.compose import html_text
 from e2a_gateway.cli.output import cell, email_json
 from e2a_gateway.clock import parse_timestamp
@@ -277,7 +277,8 @@ async def _forward(http: httpx.AsyncClient, message: Fetched, args: argparse.Nam
         _note(f"  forwarded {message_id} to {shown_url(args.forward)}: HTTP {response.status_code}")
         return Handoff(done=True)
     email = message.email
-    reason = not_to_answer(email.raw_message, email.sender, email.recipient)
+    fields = header_fields(email.raw_message)
+    reason = not_to_answer(fields, delivered_return_path(fields), email.sender, email.recipient)
     if reason is not None:
         _note(f"  not answering {message_id}, automatic mail ({reason}): the model is not asked")
         return Handoff(done=True)

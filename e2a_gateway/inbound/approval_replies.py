@@ -14,6 +14,7 @@ import time
 
 import trio
 
+from e2a_gateway.automatic_mail import header_fields, not_to_answer
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.inbound.parse import parse_body, summarise_headers
 from e2a_gateway.inbound.postmaster import is_own_hostname
@@ -27,7 +28,6 @@ from e2a_gateway.inbound.reply_commands import (
 from e2a_gateway.mailauth.results import AuthResults
 from e2a_gateway.operations import lifecycle, reviews
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
-from e2a_gateway.rfc5322 import HeaderFields, header_text
 from e2a_gateway.signing.reply_tokens import hash_reply_token, token_in_local_part
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
 from e2a_gateway.smtp.server import MessageNotStored, RecipientVerdict
@@ -50,16 +50,18 @@ MAX_ANSWERS = 5
 notice cannot flood its reviewer."""
 
 
-def reply_facts(data: bytes, auth: AuthResults) -> ReplyFacts:
-    """The facts `refusal_of` judges a reply by, from its bytes and its authentication."""
+def reply_facts(data: bytes, auth: AuthResults, mail_from: str, own: str) -> ReplyFacts:
+    """The facts `refusal_of` judges a reply by, from its bytes, its authentication, its
+    envelope sender (`mail_from`, '' for the null sender) and the address notices come from
+    (`own`): whether it is automatic mail is judged as everywhere in e2a (`automatic_mail`)."""
     headers = summarise_headers(data)
-    auto_submitted = HeaderFields(header_text(data)).get("Auto-Submitted")
+    automatic = not_to_answer(header_fields(data), mail_from.lower(), headers.from_addr, own)
     return ReplyFacts(
         from_addr=headers.from_addr,
         dmarc=auth.dmarc,
         dmarc_domain=auth.from_domain,
         referenced=tuple(headers.referenced_ids()),
-        auto_submitted=str(auto_submitted) if auto_submitted is not None else None,
+        automatic=automatic,
     )
 
 
@@ -103,8 +105,8 @@ class ApprovalReplies:
         return RecipientVerdict.ACCEPT if stored is not None else RecipientVerdict.UNKNOWN_USER
 
     async def handle(self, token: str, envelope: Envelope, auth: AuthResults, now: float) -> None:
-        """Act on one reply to a notice, or commit the answer saying why not (none for an
-        automatic reply); MessageNotStored when storage could not commit either."""
+        """Act on one reply to a notice, or commit the answer saying why not (none for
+        automatic mail); MessageNotStored when storage could not commit either."""
         try:
             await self._handle(token, envelope, auth, now)
         except StorageUnavailable as exc:
@@ -118,7 +120,10 @@ class ApprovalReplies:
         if stored is None:
             log.info("approval reply dropped: its held message was deleted since RCPT")
             return
-        facts = await trio.to_thread.run_sync(reply_facts, envelope.data, auth)
+        own = notice_sender(self._gateway.settings)
+        facts = await trio.to_thread.run_sync(
+            reply_facts, envelope.data, auth, envelope.mail_from, own
+        )
         standing_now = ""
         refusal = refusal_of(
             facts, stored.reviewer, stored.notice_message_id, stored.used_at is not None
@@ -172,7 +177,8 @@ class ApprovalReplies:
         now: float,
         standing_now: str = "",
     ) -> None:
-        """Commit the mail telling the reviewer (only them) why the reply did nothing;
+        """Commit the mail telling the reviewer (only them) why the reply did nothing (none for
+        automatic mail);
         `standing_now` says more where the refusal needs it (`answer_text`), else how the
         message stands is said."""
         log.info("approval reply for %s not acted on: %s", stored.message_id, refusal)

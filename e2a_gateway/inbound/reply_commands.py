@@ -2,8 +2,9 @@
 
 A reply acts only when it comes from the reviewer the notice was mailed to, with DMARC passing
 for that address's domain, answers the notice itself (its Message-ID in In-Reply-To or
-References), is not an automatic reply, and its first line of new text is `approve`, `reject`
-or `reject: <reason>`. Anything else is a `Refusal`, explained to the reviewer by `answer_text`.
+References), is not automatic mail (by any of the markers `e2a_gateway.automatic_mail` knows),
+and its first line of new text is `approve`, `reject` or `reject: <reason>`. Anything else is
+a `Refusal`, explained to the reviewer by `answer_text` (automatic mail never is).
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ class ReplyFacts:
     """The From domain DMARC was evaluated for."""
     referenced: tuple[str, ...]
     """The Message-IDs in In-Reply-To and References."""
-    auto_submitted: str | None
-    """The Auto-Submitted field (RFC 3834), None when absent."""
+    automatic: str | None
+    """Why the reply is automatic mail no one may answer (`automatic_mail.not_to_answer`: an
+    out-of-office reply by any of its markers, a bounce, bulk or list mail), None when it is
+    not."""
 
 
 def parse_command(text: str | None, html: str | None = None) -> ReplyCommand | None:
@@ -80,7 +83,7 @@ def refusal_of(
     when it may (its command still to be read). Checked in this order: an automatic reply,
     the sender, DMARC for the sender's domain, that it answers the notice, that the token is
     unspent."""
-    if facts.auto_submitted is not None and facts.auto_submitted.strip().lower() != "no":
+    if facts.automatic is not None:
         return "automatic"
     if not facts.from_addr or comparable_entry(facts.from_addr) != comparable_entry(reviewer):
         return "wrong_sender"  # compared with the domain as A-labels, as addresses are stored
@@ -102,7 +105,7 @@ def answer_text(
     it (for `past_deadline`: `sent anyway` or `discarded`), its agent (for `agent_in_trash`),
     or which addresses are suppressed (for `recipient_suppressed`)."""
     why = {
-        "automatic": "it was an automatic reply (Auto-Submitted).",
+        "automatic": f"it was automatic mail ({facts.automatic}).",
         "wrong_sender": (
             f"it came from {facts.from_addr or 'no From address'}, not from {reviewer}, the "
             "address the notice was sent to. If you did not send it, someone else has seen "

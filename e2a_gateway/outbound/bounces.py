@@ -27,6 +27,7 @@ from typing import Literal
 
 from flufl.bounce import all_failures
 
+from e2a_gateway.automatic_mail import DAEMON_SENDER, auto_reply_marker
 from e2a_gateway.rfc5322 import field_addresses
 
 BounceType = Literal["permanent", "transient", "undetermined"]
@@ -102,7 +103,6 @@ _DELAY_NOTICE = re.compile(
 )
 """What a delay warning says (Exim's, Sendmail's, Exchange's in their plain forms): the message
 is still being tried."""
-_DAEMON_SENDER = re.compile(r"^(?:mailer-daemon|postmaster|mail-daemon|mdaemon)@", re.IGNORECASE)
 _FAILURE_SUBJECT = re.compile(
     r"undeliver|undelivered mail|returned mail|delivery (?:status notification|failure|failed"
     r"|has failed|problem)|mail delivery (?:failed|failure|system|subsystem)|failure notice"
@@ -409,22 +409,15 @@ def _complaint(message: email.message.Message, part: email.message.Message) -> C
 
 
 def _auto_reply_marker(message: email.message.Message) -> str | None:
-    """The header that marks `message` as an automatic response, if any. Mail from a mailer
-    daemon is never one: MTAs put `Auto-Submitted: auto-replied` on their bounces."""
-    sender = _sender(message)
-    if _DAEMON_SENDER.match(sender):
+    """The header that marks `message` as an automatic response, if any (the markers every
+    part of e2a goes by, `e2a_gateway.automatic_mail`; then an "Automatic reply:" or "Out of
+    Office:" subject that names no delivery failure). Mail from a mailer daemon is never one:
+    MTAs put `Auto-Submitted: auto-replied` on their bounces."""
+    if DAEMON_SENDER.match(_sender(message)):
         return None
-    auto_submitted = _unfolded(message.get("auto-submitted"))
-    if auto_submitted and auto_submitted.split(";")[0].strip().lower() != "no":
-        return f"Auto-Submitted: {auto_submitted}"
-    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"):
-        if message.get(name) is not None:
-            return f"{name}: {_unfolded(message.get(name))}"
-    precedence = (_unfolded(message.get("precedence")) or "").lower()
-    if precedence == "auto_reply":
-        return "Precedence: auto_reply"
-    if (_unfolded(message.get("x-apple-action")) or "").lower() == "vacation":
-        return "X-Apple-Action: vacation"
+    marker = auto_reply_marker(message)
+    if marker is not None:
+        return marker
     subject = _unfolded(message.get("subject")) or ""
     if _AUTO_REPLY_SUBJECT.match(subject) and not _FAILURE_SUBJECT.search(subject):
         return f"Subject: {subject}"
@@ -486,7 +479,7 @@ def _looks_like_failure_notice(message: email.message.Message) -> bool:
     sender = _sender(message)
     subject = _unfolded(message.get("subject")) or ""
     return bool(
-        _DAEMON_SENDER.match(sender)
+        DAEMON_SENDER.match(sender)
         or _FAILURE_SUBJECT.search(subject)
         or message.get("x-failed-recipients")
     )
@@ -500,7 +493,7 @@ def _addresses_near_codes(text: str) -> set[str]:
     for i, paragraph in enumerate(paragraphs):
         following = paragraphs[i + 1] if i + 1 < len(paragraphs) else ""
         if _has_code(paragraph) or (_has_code(following) and not _ADDRESS.search(following)):
-            found.update(a for a in _ADDRESS.findall(paragraph) if not _DAEMON_SENDER.match(a))
+            found.update(a for a in _ADDRESS.findall(paragraph) if not DAEMON_SENDER.match(a))
     return found
 
 
