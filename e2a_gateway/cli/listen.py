@@ -4,12 +4,13 @@ Each notification is fetched (which marks it read) and printed, as one JSON obje
 with `--json`. `--forward URL` POSTs the full message JSON to URL; with `--forward-token`
 (the gateway's contract), or to a URL whose path ends in `/v1/responses` (e2a's CLI rule), the
 POST is instead an OpenAI Responses API request whose output text is sent back as the reply,
-except to automatic mail (RFC 3834, see e2a_gateway/automatic_mail.py), which the model is not
-even asked about. A forwarded message is marked read only once the URL took it (2xx): one it
-did not take is reported on stderr, stays unread for the next connection, and listening goes
-on. A message deleted between its notification and its fetch is reported on stderr and
-skipped; one the gateway did not answer for (a restart) is left unread for the next
-connection, which the SDK opens once the gateway is back.
+except to automatic mail (RFC 3834, see e2a_gateway/automatic_mail.py) and to a sender whose
+From failed DMARC (a reply would be backscatter), which the model is not even asked about. A
+forwarded message is marked read only once the URL took it (2xx): one it did not take is
+reported on stderr, stays unread for the next connection, and listening goes on. A message
+deleted between its notification and its fetch is reported on stderr and skipped; one the
+gateway did not answer for (a restart) is left unread for the next connection, which the SDK
+opens once the gateway is back.
 """
 
 from __future__ import annotations
@@ -136,7 +137,8 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
         help="POST each message's full JSON (with raw_message and auth_headers, so the "
         "handler can verify it with the SDK) to URL, and reply nothing. With --forward-token, "
         f"or to a URL whose path ends in {RESPONSES_PATH}, the POST is an OpenAI Responses "
-        "API request instead, and the model's output text is sent back as the reply",
+        "API request instead, and the model's output text is sent back as the reply (never "
+        "to automatic mail, nor to a sender whose From failed DMARC)",
     )
     parser.add_argument(
         "--forward-token",
@@ -203,6 +205,22 @@ def responses_request(email: dict[str, Any], model: str) -> dict[str, Any]:
         f"{BODY_BEGINS}\n{_defused(body)}\n{BODY_ENDS}"
     )
     return {"model": model, "input": text}
+
+
+def failed_sender(payload: dict[str, Any]) -> str | None:
+    """Why the sender of a message (its REST JSON) must never be answered automatically, or
+    None: DMARC failed for its From domain, so the From may name someone who never wrote,
+    and a reply would be backscatter to them. A sender that is only not proven (`dmarc=none`,
+    a domain publishing no policy; `temperror`) may be answered: the model is told it is
+    not verified."""
+    results = payload.get("authentication_results") or {}
+    dmarc = str(results.get("dmarc") or "").lower() if isinstance(results, dict) else ""
+    if dmarc != "fail":
+        return None
+    return (
+        f"its sender {payload.get('from') or 'without a From'} failed authentication "
+        "(dmarc=fail): a reply could go to someone who never wrote"
+    )
 
 
 def _defused(body: str) -> str:
@@ -281,6 +299,10 @@ async def _forward(http: httpx.AsyncClient, message: Fetched, args: argparse.Nam
     reason = not_to_answer(fields, delivered_return_path(fields), email.sender, email.recipient)
     if reason is not None:
         _note(f"  not answering {message_id}, automatic mail ({reason}): the model is not asked")
+        return Handoff(done=True)
+    failed = failed_sender(message.payload)
+    if failed is not None:
+        _note(f"  not answering {message_id}: {failed}; the model is not asked")
         return Handoff(done=True)
     data = {**email_json(email), "verified": email.is_verified}
     response = await _post_patiently(http, args, responses_request(data, args.model))
