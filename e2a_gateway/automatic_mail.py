@@ -81,9 +81,26 @@ def not_to_answer(
     fields: email.message.Message, return_path: str | None, sender: str, own: str
 ) -> str | None:
     """Why the message with header `fields` must get no automatic answer, or None when it may
-    get one. `return_path` is its envelope sender ('' for the null sender, None when unknown),
-    `sender` its From address, `own` the address an answer would come from (the agent, the
-    gateway's notice sender): mail from it would be answered by itself."""
+    get one: it is automatic mail (`automatic_mail_reason`), or its sender asks for no
+    automatic answer (`X-Auto-Response-Suppress`)."""
+    reason = automatic_mail_reason(fields, return_path, sender, own)
+    if reason is not None:
+        return reason
+    suppress = fields.get("X-Auto-Response-Suppress")
+    if suppress is not None and _SUPPRESSED & set(re.split(r"[\s,]+", str(suppress).lower())):
+        return f"X-Auto-Response-Suppress: {_shown(suppress)}"
+    return None
+
+
+def automatic_mail_reason(
+    fields: email.message.Message, return_path: str | None, sender: str, own: str
+) -> str | None:
+    """Why the message with header `fields` is automatic mail no person wrote (an
+    auto-reply's marker, a bounce, bulk or list mail, mail from `own`), or None. `return_path`
+    is its envelope sender ('' for the null sender, None when unknown), `sender` its From
+    address, `own` the address an answer would come from (the agent, the gateway's notice
+    sender): mail from it would be answered by itself. A person's mail that only asks for no
+    automatic answer (`X-Auto-Response-Suppress`, which Outlook can set) is not automatic."""
     if return_path == "":
         return "a bounce: its return path is empty"
     addresses = [address for address in (return_path, sender.strip().lower()) if address]
@@ -95,9 +112,6 @@ def not_to_answer(
     marker = auto_reply_marker(fields)
     if marker is not None:
         return marker
-    suppress = fields.get("X-Auto-Response-Suppress")
-    if suppress is not None and _SUPPRESSED & set(re.split(r"[\s,]+", str(suppress).lower())):
-        return f"X-Auto-Response-Suppress: {_shown(suppress)}"
     precedence = _keyword(fields.get("Precedence"))
     if precedence in _BULK_PRECEDENCE:
         return f"Precedence: {precedence}"

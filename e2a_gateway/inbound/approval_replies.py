@@ -14,7 +14,7 @@ import time
 
 import trio
 
-from e2a_gateway.automatic_mail import header_fields, not_to_answer
+from e2a_gateway.automatic_mail import automatic_mail_reason, header_fields
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.inbound.parse import parse_body, summarise_headers
 from e2a_gateway.inbound.postmaster import is_own_hostname
@@ -55,7 +55,9 @@ def reply_facts(data: bytes, auth: AuthResults, mail_from: str, own: str) -> Rep
     envelope sender (`mail_from`, '' for the null sender) and the address notices come from
     (`own`): whether it is automatic mail is judged as everywhere in e2a (`automatic_mail`)."""
     headers = summarise_headers(data)
-    automatic = not_to_answer(header_fields(data), mail_from.lower(), headers.from_addr, own)
+    automatic = automatic_mail_reason(
+        header_fields(data), mail_from.lower(), headers.from_addr, own
+    )
     return ReplyFacts(
         from_addr=headers.from_addr,
         dmarc=auth.dmarc,

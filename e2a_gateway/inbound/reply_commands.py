@@ -55,9 +55,9 @@ class ReplyFacts:
     referenced: tuple[str, ...]
     """The Message-IDs in In-Reply-To and References."""
     automatic: str | None
-    """Why the reply is automatic mail no one may answer (`automatic_mail.not_to_answer`: an
-    out-of-office reply by any of its markers, a bounce, bulk or list mail), None when it is
-    not."""
+    """Why the reply is automatic mail no one may answer (`automatic_mail.automatic_mail_reason`:
+    an out-of-office reply by any of its markers, a bounce, bulk or list mail), None when it
+    is not."""
 
 
 def parse_command(text: str | None, html: str | None = None) -> ReplyCommand | None:
