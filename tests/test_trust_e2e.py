@@ -25,7 +25,7 @@ from trio_websocket import open_websocket_url
 from e2a_gateway.api.schemas import InboundMessage as InboundMessageSchema
 from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.mailauth.resolver import Zone
-from e2a_gateway.operations.trust import peek_reading
+from e2a_gateway.operations.trust import reading_of
 from e2a_gateway.signing.credentials import hash_api_key
 from e2a_gateway.v1 import AsyncE2AClient, Trust, UnverifiedEmailError
 from tests.conftest import Account, agent_path, make_settings
@@ -311,7 +311,9 @@ async def test_a_reply_is_judged_against_earlier_mail_nobody_has_read_yet(
     earlier_message = await storage.peek_inbound(user.id, agent, earlier_id)
     assert earlier_message is not None and earlier_message.reading is None  # read from raw
 
-    found = await peek_reading(running.gateway, user.id, agent, reply_id)
+    reply = await storage.peek_inbound(user.id, agent, reply_id)
+    assert reply is not None
+    found = await reading_of(running.gateway, reply)
 
     assert found is not None and found["reply_text"] == NEW_TEXT
     quoted_part = found["trust"]["parts"][1]

@@ -186,9 +186,12 @@ async def _serve(admitted: _Admitted, subscription: Subscription, ending: Socket
                 ending.closing(REVOKED)
                 await websocket.close(CLOSE_POLICY_VIOLATION, TURNED_CLOUD)
                 break
-            reading = await trust.peek_reading(
-                gateway, admitted.caller.user_id, admitted.agent.email, frame["message_id"]
+            message = await gateway.storage.peek_inbound(
+                admitted.caller.user_id, admitted.agent.email, frame["message_id"]
             )
+            if message is not None and subscription.sent_by_drain(message.seq):
+                continue  # a late notice of mail the drain sent
+            reading = await trust.reading_of(gateway, message) if message is not None else None
             await push(gateway, _with_reading(frame, reading))
             gateway.metrics.delivered("websocket", "sent")
         else:
@@ -208,11 +211,11 @@ async def _turned_cloud(admitted: _Admitted) -> bool:
     return agent is not None and agent.id == admitted.agent.id and agent.agent_mode != "local"
 
 
-async def _send_unread(admitted: _Admitted, subscription: Subscription) -> set[str]:
+async def _send_unread(admitted: _Admitted, subscription: Subscription) -> int:
     """Send every unread message, oldest first, page by page (stopping if access is revoked
-    meanwhile); return their ids."""
+    meanwhile); return the `seq` of the last one sent (0: none)."""
     gateway = current_gateway()
-    sent: set[str] = set()
+    sent = 0
     after: int | None = None
     while not subscription.revoked:
         page = await messages.unread_page(
@@ -225,7 +228,7 @@ async def _send_unread(admitted: _Admitted, subscription: Subscription) -> set[s
             await push(gateway, _with_reading(notification_frame(message), reading))
             gateway.metrics.delivered("websocket", "sent")
             gateway.metrics.ws_drained.inc()
-            sent.add(message.id)
+            sent = message.seq
         if page.next_after is None:
             break
         after = page.next_after

@@ -29,10 +29,6 @@ from e2a_gateway.storage.announcements import RevokedKind
 log = logging.getLogger("e2a.hub")
 
 SUBSCRIBER_BUFFER = 1024
-LATE_NOTICE_SECONDS = 60.0
-"""How long after a drain of unread mail the live notice of a message it sent may still be
-published: a message is announced just after its commit (on another replica, when its NOTIFY is
-relayed), so a drain can read it before its notice comes."""
 
 Channel = Literal["websocket", "dashboard"]
 
@@ -88,8 +84,8 @@ class Subscription:
     """One listener's stream of notifications, until the hub ends it or the listener leaves.
 
     After falling behind, the notifications already buffered are still handed out; once
-    access is revoked, nothing more is. The notices of messages a drain sent are skipped (see
-    `drained`)."""
+    access is revoked, nothing more is. Whether a notice is of mail a drain of unread mail
+    sent already is for its reader to ask (`drained`, `sent_by_drain`)."""
 
     def __init__(
         self, listener: Listener, receive: trio.MemoryReceiveChannel[dict[str, Any]]
@@ -99,33 +95,22 @@ class Subscription:
         """Why the hub ended it; None while it is live."""
         self._receive = receive
         self._expires = _deadline_of(listener.key_expires_at)
-        self._drained: set[str] = set()
-        self._queued_at_drain = 0
-        self._forget_drained_at = -math.inf
+        self._drained_through = 0
 
-    def drained(self, message_ids: set[str]) -> None:
-        """Skip the notices of `message_ids`, which a drain of unread mail that just ended sent
-        (mail committed while it ran is both in the drain and in this subscription): those
-        queued now, and those that come within LATE_NOTICE_SECONDS. Then the ids are
-        forgotten, so a connection does not hold its backlog's ids for its whole life."""
-        self._drained = message_ids
-        self._queued_at_drain = self._receive.statistics().current_buffer_used
-        self._forget_drained_at = trio.current_time() + LATE_NOTICE_SECONDS
+    def drained(self, through_seq: int) -> None:
+        """A drain of the agent's unread mail just ended, the last message it sent numbered
+        `through_seq` in the agent's mail (its `seq`; 0 when it sent none)."""
+        self._drained_through = through_seq
 
-    @property
-    def skipping(self) -> int:
-        """How many message ids of the last drain it still skips the notices of."""
-        return len(self._drained)
-
-    def _forget_drained_when_due(self) -> None:
-        """Forget the drained ids once no notice queued before the drain ended is left and
-        LATE_NOTICE_SECONDS have passed since."""
-        if (
-            self._drained
-            and not self._queued_at_drain
-            and trio.current_time() >= self._forget_drained_at
-        ):
-            self._drained = set()
+    def sent_by_drain(self, seq: int) -> bool:
+        """Whether the notice of the message numbered `seq` in its agent's mail is of one the
+        drain covered, however late the notice comes: an agent's mail commits in the order it
+        is numbered (a held message released takes the next number), and every notice is
+        published after its commit, so mail numbered up to the drain's last message was
+        committed before the drain read it (sent then, or already read); later numbers are
+        mail the drain never saw. Nothing is kept per message: a connection that drained a
+        large backlog holds no ids."""
+        return seq <= self._drained_through
 
     @property
     def revoked(self) -> bool:
@@ -140,32 +125,16 @@ class Subscription:
             self.ended = Ended.KEY_EXPIRED
 
     async def receive(self) -> dict[str, Any] | None:
-        """The next notification but of a message the last drain sent, or None once the
-        subscription has ended."""
-        while True:
-            frame = await self._next()
-            if frame is None:
+        """The next notification, or None once the subscription has ended."""
+        if self.revoked:
+            return None
+        with trio.move_on_at(self._expires):
+            try:
+                frame = await self._receive.receive()
+            except (trio.EndOfChannel, trio.ClosedResourceError):
                 return None
-            self._queued_at_drain = max(self._queued_at_drain - 1, 0)
-            skipped = frame.get("message_id") in self._drained
-            self._forget_drained_when_due()
-            if not skipped:
-                return frame
-
-    async def _next(self) -> dict[str, Any] | None:
-        """The next notification, or None once the subscription has ended; the drained ids are
-        forgotten when due while it waits."""
-        while not self.revoked:
-            # While notices queued before the drain ended are left, they come without waiting.
-            due = self._drained and not self._queued_at_drain
-            wake = self._forget_drained_at if due else math.inf
-            with trio.move_on_at(min(self._expires, wake)):
-                try:
-                    frame = await self._receive.receive()
-                except (trio.EndOfChannel, trio.ClosedResourceError):
-                    return None
-                return None if self.revoked else frame
-            self._forget_drained_when_due()
+            return None if self.revoked else frame
+        self._note_expiry()
         return None
 
     def __aiter__(self) -> Subscription:

@@ -54,15 +54,6 @@ async def reading_of(gateway: Gateway, message: InboundMessage) -> dict[str, Any
     return computed
 
 
-async def peek_reading(
-    gateway: Gateway, user_id: str, agent_email: str, message_id: str
-) -> dict[str, Any] | None:
-    """The reading of one of the user's agent's messages, leaving it unread (a notification
-    built from the message as it was accepted); None when it is gone."""
-    message = await gateway.storage.peek_inbound(user_id, agent_email, message_id)
-    return await reading_of(gateway, message) if message is not None else None
-
-
 def _split_message(message: InboundMessage) -> tuple[ReplySplit, list[str], str | None]:
     """The split of the message's body, the Message-IDs it names and the one it answers."""
     body = parse_body(message.raw_message)

@@ -151,11 +151,11 @@ async def _serve(
         nursery.start_soon(push)
 
 
-async def _send_unread(caller: Caller, agent: Agent, subscription: Subscription) -> set[str]:
+async def _send_unread(caller: Caller, agent: Agent, subscription: Subscription) -> int:
     """Send every unread message, oldest first, page by page (stopping as soon as access is
-    revoked meanwhile); their ids."""
+    revoked meanwhile); the `seq` of the last one sent (0: none)."""
     gateway = current_gateway()
-    sent: set[str] = set()
+    sent = 0
     after: int | None = None
     while not subscription.revoked:
         page = await messages.unread_page(gateway, caller, agent, DRAIN_PAGE_SIZE, after)
@@ -165,7 +165,7 @@ async def _send_unread(caller: Caller, agent: Agent, subscription: Subscription)
             await push(gateway, received_envelope(message).decode())
             gateway.metrics.delivered("websocket", "sent")
             gateway.metrics.ws_drained.inc()
-            sent.add(message.id)
+            sent = message.seq
         if page.next_after is None:
             break
         after = page.next_after
@@ -179,7 +179,7 @@ async def _relay(caller: Caller, agent: Agent, subscription: Subscription) -> No
         message = await gateway.storage.peek_inbound(
             caller.user_id, agent.email, frame["message_id"]
         )
-        if message is None:
-            continue  # deleted meanwhile
+        if message is None or subscription.sent_by_drain(message.seq):
+            continue  # deleted meanwhile, or a late notice of mail the drain sent
         await push(gateway, received_envelope(message).decode())
         gateway.metrics.delivered("websocket", "sent")
