@@ -38,13 +38,15 @@ SMTP_REJECTION_REASONS = (
     "recipient_check_failed",
     "not_stored",
     "message_refused",
+    "memory_limit",
     "connection_limit",
 )
 """Why the SMTP listener refused mail: a recipient that is not an agent (550 5.1.1), a domain
 this gateway does not serve (550 5.7.1), a recipient check that failed (451), a message that
 could not be committed (451), a message read to its end and refused for what it holds (552
-too big, 550 5.6.11 bare line endings, 500 5.5.2 a line too long, a header limit), a
-connection over `smtp.max_sessions[_per_ip]` (421)."""
+too big, 550 5.6.11 bare line endings, 500 5.5.2 a line too long, a header limit), a message
+the memory for messages being received had no room for (452 4.3.1,
+`smtp.max_message_memory_bytes`), a connection over `smtp.max_sessions[_per_ip]` (421)."""
 
 DELIVERY_OUTCOMES = {
     "webhook": ("delivered", "retrying", "failed"),
@@ -86,11 +88,13 @@ E2A_SMTP_OUTCOMES = {
     "relay_denied": "rejected_unverified_domain",
     "recipient_check_failed": "tempfail",
     "not_stored": "tempfail",
+    "memory_limit": "tempfail",
 }
 """e2a's `e2a_smtp_inbound_total` outcome of each SMTP refusal counted here (a refused
 connection has none); `accepted` counts the 250s. A recipient check that failed (451 to RCPT)
-is a `tempfail` like a commit that failed: both are the gateway's failures, which e2a's
-acceptance SLI counts against it."""
+is a `tempfail` like a commit that failed, and like a message the memory for messages had no
+room for (452 4.3.1): all are the gateway's failures, which e2a's acceptance SLI counts
+against it."""
 
 E2A_WEBHOOK_OUTCOMES = {
     "delivered": "delivered",

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from e2a_gateway.smtp.header_limits import HeaderSectionCheck
+from e2a_gateway.smtp.message_memory import MessageMemory, memory_for_message
 from e2a_gateway.smtp.protocol import (
     Awaiting,
     ConnectionClosed,
@@ -19,6 +20,7 @@ from e2a_gateway.smtp.protocol import (
     LocalProtocolError,
     Mailbox,
     MessageReceived,
+    MessageRefusal,
     RecipientRequested,
     Reply,
     ServerSession,
@@ -56,8 +58,17 @@ class Dialogue:
     after dropping whatever the test feeds through `during_handshake`.
     """
 
-    def __init__(self, *, tls: bool = False, during_handshake: bytes = b"", **limits: int) -> None:
-        self.session = ServerSession(HOST, SessionLimits(**limits), tls_available=tls)
+    def __init__(
+        self,
+        *,
+        tls: bool = False,
+        during_handshake: bytes = b"",
+        memory: MessageMemory | None = None,
+        **limits: int,
+    ) -> None:
+        self.session = ServerSession(
+            HOST, SessionLimits(**limits), tls_available=tls, memory=memory
+        )
         self.requested: list[Mailbox] = []
         self.envelopes: list[Envelope] = []
         self.closed = False
@@ -1041,12 +1052,166 @@ def test_line_rules_decide_before_the_header_limits() -> None:
 
 
 def test_a_header_flood_is_not_kept_while_it_is_read() -> None:
-    dialogue = Dialogue()
+    memory = MessageMemory(2**40)
+    dialogue = Dialogue(memory=memory)
     dialogue.send(message(b"X-Flood: start\r\n"))
     for _ in range(200):
         assert dialogue.send(b"\ta\r\n" * 4096) == []
-    assert len(dialogue.session._reader._content) == 0
+    assert memory.held == 0
     assert dialogue.statuses(b"\r\nbody\r\n.\r\n") == ["554 5.6.0"]
+
+
+# The memory for messages being received, shared by sessions
+
+
+def events_until_idle(session: ServerSession, data: bytes | None = None) -> list[Event]:
+    """Feed `data` (b"": the client closed); every event up to the next one needing the
+    shell, or none left."""
+    if data is not None:
+        session.receive_data(data)
+    events = []
+    while (event := session.next_event()) is not None:
+        events.append(event)
+        if isinstance(event, RecipientRequested):
+            session.accept_recipient()
+        elif isinstance(event, MessageReceived | ConnectionClosed):
+            break
+    return events
+
+
+def statuses_of(events: list[Event]) -> list[str]:
+    return [status(event.data) for event in events if isinstance(event, Reply)]
+
+
+FILLER = b"".join(b"line %05d of a message that fills memory\r\n" % n for n in range(2000))
+"""2000 well-formed message lines, 86,000 octets."""
+QUARTER = FILLER[: len(FILLER) // 4]
+"""500 of them."""
+
+
+def test_a_message_holds_what_its_buffer_takes_until_it_is_answered() -> None:
+    memory = MessageMemory(10**6)
+    session = ServerSession(HOST, SessionLimits(), memory=memory)
+    events_until_idle(session, message(b""))
+    for start in range(0, len(FILLER), 5000):
+        end = min(start + 5000, len(FILLER))
+        events_until_idle(session, FILLER[start:end])
+        assert end - 2 <= memory.held <= memory_for_message(end)  # a CR may wait for its LF
+    [received] = events_until_idle(session, b".\r\n")
+    assert isinstance(received, MessageReceived)
+    assert memory.held == len(FILLER)  # handed over: held until answered
+    session.message_accepted("Q1")
+    assert memory.held == 0
+
+
+def test_a_message_that_outgrows_the_memory_left_is_refused_452_and_the_session_goes_on() -> None:
+    memory = MessageMemory(50_000)
+    dialogue = Dialogue(memory=memory)
+    dialogue.send(message(b""))
+    events = events_until_idle(dialogue.session, FILLER + b".\r\n")
+    [refusal] = events
+    assert isinstance(refusal, MessageRefusal) and refusal.out_of_memory
+    assert refusal.data == b"452 4.3.1 Insufficient system storage, try again later\r\n"
+    assert refusal.recipients == (Mailbox("alice", "agents.test"),)
+    assert memory.held == 0
+    assert dialogue.statuses(MAIL + RCPT + b"DATA\r\n" + QUARTER + b".\r\n") == [
+        "250 2.1.0",
+        "250 2.1.5",
+        "354",
+        "250 2.0.0",
+    ]
+    assert dialogue.envelopes[0].data == QUARTER
+
+
+def test_a_message_refused_for_what_it_holds_is_told_so_rather_than_to_retry() -> None:
+    dialogue = Dialogue(memory=MessageMemory(10_000))
+    assert dialogue.statuses(message(FILLER + b"bare\nline\r\n.\r\n"))[-1] == "550 5.6.11"
+
+
+def test_data_is_refused_452_when_the_declared_size_does_not_fit() -> None:
+    memory = MessageMemory(50_000)
+    dialogue = Dialogue(memory=memory)
+    dialogue.send(EHLO)
+    sized = b"MAIL FROM:<sender@example.org> SIZE=60000\r\n"
+    assert dialogue.statuses(sized + RCPT + b"DATA\r\n") == ["250 2.1.0", "250 2.1.5", "452 4.3.1"]
+    assert dialogue.session.state is R  # the transaction is over; no content follows
+    assert dialogue.statuses(MAIL + RCPT + b"DATA\r\nsmall\r\n.\r\n")[-1] == "250 2.0.0"
+    assert memory.held == 0
+
+
+def test_sessions_sharing_the_memory_wait_for_each_other() -> None:
+    memory = MessageMemory(120_000)
+    first = Dialogue(memory=memory)
+    second = Dialogue(memory=memory)
+    first.send(message(FILLER))
+    assert second.statuses(message(FILLER + b".\r\n"))[-1] == "452 4.3.1"
+    assert first.statuses(b".\r\n") == ["250 2.0.0"]
+    assert second.statuses(MAIL + RCPT + b"DATA\r\n" + FILLER + b".\r\n")[-1] == "250 2.0.0"
+    assert first.envelopes[0].data == second.envelopes[0].data == FILLER
+    assert memory.held == 0
+
+
+def test_a_bdat_chunk_that_does_not_fit_is_refused_452_after_its_octets() -> None:
+    memory = MessageMemory(50_000)
+    dialogue = Dialogue(memory=memory)
+    chunk = QUARTER + QUARTER
+    bdat = b"BDAT %d" % len(chunk)
+    replies = dialogue.statuses(
+        EHLO + MAIL + RCPT + bdat + b"\r\n" + chunk + bdat + b" LAST\r\n" + chunk
+    )
+    assert replies[-2:] == ["250 2.0.0", "452 4.3.1"]
+    assert memory.held == 0
+    assert dialogue.session.state is R
+    assert dialogue.statuses(b"NOOP\r\n") == ["250 2.0.0"]
+    replies = dialogue.statuses(MAIL + RCPT + bdat + b" LAST\r\n" + chunk)
+    assert replies[-1] == "250 2.0.0"
+    assert dialogue.envelopes[0].data == chunk
+
+
+def in_data(memory: MessageMemory) -> ServerSession:
+    session = ServerSession(HOST, SessionLimits(), memory=memory)
+    events_until_idle(session, message(FILLER))
+    assert memory.held >= len(FILLER)
+    return session
+
+
+def awaiting_answer(memory: MessageMemory) -> ServerSession:
+    session = ServerSession(HOST, SessionLimits(), memory=memory)
+    assert isinstance(events_until_idle(session, message(FILLER + b".\r\n"))[-1], MessageReceived)
+    return session
+
+
+def between_chunks(memory: MessageMemory) -> ServerSession:
+    session = ServerSession(HOST, SessionLimits(), memory=memory)
+    events_until_idle(session, EHLO + MAIL + RCPT + b"BDAT %d\r\n" % len(FILLER) + FILLER)
+    assert session.state is T
+    return session
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (in_data, lambda session: session.close()),
+        (in_data, lambda session: session.time_out(Timeout.MESSAGE)),
+        (in_data, lambda session: events_until_idle(session, b"")),  # the client closed
+        (in_data, lambda session: session.shut_down(immediately=True)),
+        (awaiting_answer, lambda session: session.message_failed(451, "4.3.0", "Try later")),
+        (awaiting_answer, lambda session: session.close()),
+        (awaiting_answer, lambda session: session.shut_down(immediately=True)),
+        (between_chunks, lambda session: events_until_idle(session, b"RSET\r\n")),
+        (between_chunks, lambda session: events_until_idle(session, EHLO)),
+        (between_chunks, lambda session: session.close()),
+    ],
+)
+def test_every_end_of_a_message_gives_its_memory_back(
+    start: Callable[[MessageMemory], ServerSession], end: Callable[[ServerSession], object]
+) -> None:
+    memory = MessageMemory(10**6)
+    session = start(memory)
+    end(session)
+    assert memory.held == 0
+    session.close()
+    assert memory.held == 0
 
 
 # Command lines
@@ -1571,7 +1736,7 @@ def test_chunk_line_rules_checked_as_octets_arrive_agree_with_the_whole_content(
     content: bytes, points: list[int]
 ) -> None:
     limits = SessionLimits(max_line_length=12, max_message_bytes=100)
-    chunked = _ChunkedContent(limits)
+    chunked = _ChunkedContent(limits, MessageMemory(2**40))
     for piece in split_at(content, points):
         chunked.add(piece)
     problem = chunked.problem(final=True)

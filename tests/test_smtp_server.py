@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import re
 import smtplib
+import socket
 import ssl
+import struct
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -79,6 +81,7 @@ async def start_server(
     idle_timeout: float = 30.0,
     tls: ssl.SSLContext | None = None,
     limits: ListenerLimits | None = None,
+    observer: smtp_server.SmtpObserver | None = None,
 ) -> int:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port: int = listeners[0].socket.getsockname()[1]
@@ -91,6 +94,7 @@ async def start_server(
             SessionLimits(),
             listener_limits=limits or ListenerLimits(idle_timeout=idle_timeout),
             tls=tls,
+            observer=observer,
         )
     )
     return port
@@ -196,6 +200,10 @@ class RawClient:
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+    def reset(self) -> None:
+        """Make closing the connection reset it (RST) rather than end it."""
+        self._stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     async def _line(self) -> bytes:
         while (end := self._buffer.find(b"\r\n")) == -1:
@@ -733,6 +741,122 @@ async def test_a_transaction_outlasting_the_grace_period_is_abandoned(
         assert 0.3 <= trio.current_time() - started < 3
     assert sink.stored == []
     assert "end=shutdown grace period expired" in caplog.text
+
+
+class Refusals:
+    """An observer that keeps the reasons of refusals."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def session_started(self) -> None:
+        pass
+
+    def session_ended(self) -> None:
+        pass
+
+    def message_accepted(self) -> None:
+        pass
+
+    def mail_rejected(self, reason: str) -> None:
+        self.reasons.append(reason)
+
+
+FILLER = b"".join(b"line %05d of a message that fills memory\r\n" % n for n in range(2000))
+"""A message of 2000 lines, 86,000 octets."""
+TRANSACTION = b"MAIL FROM:<sender@example.org>\r\nRCPT TO:<alice@agents.test>\r\nDATA\r\n"
+
+
+async def holding_a_message(port: int) -> RawClient:
+    """A client that has sent all of FILLER but its terminator, read by the server."""
+    client = await RawClient.connect(port)
+    await client.reply()
+    await client.send(b"EHLO first.example\r\n" + TRANSACTION)
+    assert codes(await client.replies(4)) == ["250", "250 2.1.0", "250 2.1.5", "354"]
+    await client.send(FILLER)
+    await trio.testing.wait_all_tasks_blocked()
+    return client
+
+
+async def test_a_message_the_memory_cannot_take_is_deferred_until_another_is_done(
+    nursery: trio.Nursery, sink: MemorySink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While one session holds most of smtp.max_message_memory_bytes, another's message that
+    outgrows the rest is read to its end and answered 452 4.3.1 (counted, logged); its session
+    goes on, and once the first message is stored, intact, the retry is taken."""
+    refusals = Refusals()
+    limits = ListenerLimits(max_message_memory=120_000)
+    port = await start_server(nursery, sink, limits=limits, observer=refusals)
+    second_message = FILLER[: len(FILLER) // 2]
+    with trio.fail_after(TIMEOUT):
+        first = await holding_a_message(port)
+        second = await RawClient.connect(port)
+        await second.reply()
+        await second.send(b"EHLO second.example\r\n" + TRANSACTION + second_message + b".\r\n")
+        replies = await second.replies(5)
+        assert codes(replies) == ["250", "250 2.1.0", "250 2.1.5", "354", "452 4.3.1"]
+        assert replies[-1] == b"452 4.3.1 Insufficient system storage, try again later\r\n"
+        await second.send(b"NOOP\r\n")
+        assert codes([await second.reply()]) == ["250 2.0.0"]
+        await first.send(b".\r\nQUIT\r\n")
+        assert codes(await first.replies(2)) == ["250 2.0.0", "221 2.0.0"]
+        await second.send(TRANSACTION + second_message + b".\r\nQUIT\r\n")
+        assert codes(await second.replies(5)) == [
+            "250 2.1.0",
+            "250 2.1.5",
+            "354",
+            "250 2.0.0",
+            "221 2.0.0",
+        ]
+    assert [envelope.data for envelope, _ in sink.stored] == [FILLER, second_message]
+    assert refusals.reasons == ["memory_limit"]
+    [warning] = [record for record in caplog.records if record.levelno == logging.WARNING]
+    assert warning.getMessage().startswith(
+        "SMTP client 127.0.0.1: message refused with 452 4.3.1: the messages being received hold "
+    )
+    assert "of the 120000 octets allowed (smtp.max_message_memory_bytes)" in warning.getMessage()
+
+
+async def test_data_is_deferred_at_once_when_its_declared_size_does_not_fit(
+    nursery: trio.Nursery, sink: MemorySink
+) -> None:
+    port = await start_server(nursery, sink, limits=ListenerLimits(max_message_memory=120_000))
+    with trio.fail_after(TIMEOUT):
+        first = await holding_a_message(port)
+        second = await RawClient.connect(port)
+        await second.reply()
+        await second.send(
+            b"EHLO second.example\r\nMAIL FROM:<sender@example.org> SIZE=40000\r\n"
+            b"RCPT TO:<alice@agents.test>\r\nDATA\r\nRSET\r\n"
+        )
+        assert codes(await second.replies(5)) == [
+            "250",
+            "250 2.1.0",
+            "250 2.1.5",
+            "452 4.3.1",
+            "250 2.0.0",
+        ]
+        await first.send(b".\r\n")
+        assert codes([await first.reply()]) == ["250 2.0.0"]
+    assert [envelope.data for envelope, _ in sink.stored] == [FILLER]
+
+
+@pytest.mark.parametrize("reset", [False, True], ids=["closed", "reset"])
+async def test_a_client_gone_mid_message_gives_its_memory_back(
+    nursery: trio.Nursery, sink: MemorySink, reset: bool
+) -> None:
+    """Whether the client closes its side or the connection breaks (a reset: the session
+    ends on an error), what it held is free for the next message at once."""
+    port = await start_server(nursery, sink, limits=ListenerLimits(max_message_memory=120_000))
+    with trio.fail_after(TIMEOUT):
+        gone = await holding_a_message(port)
+        if reset:
+            gone.reset()
+        await gone.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        _, data_reply = await send_mail(port, ["bob@agents.test"], FILLER)
+    assert data_reply == (250, b"2.0.0 Ok: queued as msg_1")
+    assert [envelope.data for envelope, _ in sink.stored] == [FILLER]
 
 
 async def test_sessions_over_the_total_limit_are_turned_away(

@@ -49,6 +49,12 @@ Choices it makes on the gateway's behalf:
 * On shutdown the session answers `421 4.3.2` as soon as no transaction is in flight: a message
   whose DATA or BDAT has begun, or a decision the shell is making, is finished and answered
   first.
+* A message's octets are reserved in the `MessageMemory` the session shares with the others as
+  they arrive, and given back once the message is answered or abandoned. DATA, or a BDAT
+  chunk, that would not fit in what is left (the SIZE declared with MAIL counting) is refused
+  with `452 4.3.1`; so is a message that outgrows it, after its terminator or chunk, nothing of
+  it kept. The transaction ends; the session goes on. A content problem that would refuse the
+  message anyway (found so far, for BDAT) decides the reply instead.
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ from typing import TypeAlias
 
 from e2a_gateway.addresses import a_label_domain
 from e2a_gateway.smtp.header_limits import HeaderProblem, HeaderSectionCheck
+from e2a_gateway.smtp.message_memory import MessageBuffer, MessageMemory
 
 __all__ = [
     "Awaiting",
@@ -171,11 +178,14 @@ class Reply:
 @dataclasses.dataclass(frozen=True)
 class MessageRefusal(Reply):
     """A `Reply` that refuses a message read to its end for what it holds (size, bare line
-    endings, line length, header limits); written like any reply, it also names the
-    transaction it ends, so that the shell can log what was refused."""
+    endings, line length, header limits), or a message the memory for messages has no room
+    for (`out_of_memory`); written like any reply, it also names the transaction it ends, so
+    that the shell can log what was refused."""
 
     mail_from: str = ""
     recipients: tuple[Mailbox, ...] = ()
+    out_of_memory: bool = False
+    """Refused with `452 4.3.1` because the `MessageMemory` was full, not for what it holds."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -269,14 +279,24 @@ class ServerSession:
 
     With `tls_available` the session offers STARTTLS and emits `TlsRequested` when a client
     takes it up; the shell must then secure the connection and call `tls_started`.
+
+    Messages are held in `memory`, shared with the listener's other sessions (without it, the
+    session's own, without limit); the shell calls `close` when the connection has ended,
+    however it ended, to give back what the session held.
     """
 
     def __init__(
-        self, hostname: str, limits: SessionLimits, *, tls_available: bool = False
+        self,
+        hostname: str,
+        limits: SessionLimits,
+        *,
+        tls_available: bool = False,
+        memory: MessageMemory | None = None,
     ) -> None:
         check_hostname(hostname)
         self._hostname = hostname
         self._limits = limits
+        self._memory = memory or MessageMemory(_NO_MEMORY_LIMIT)
         self._tls_available = tls_available
         self._secure = False
         self._shutting_down = False
@@ -292,7 +312,7 @@ class ServerSession:
         self._extended = False
         self._transaction = _Transaction()
         self._pending_recipient: Mailbox | None = None
-        self._reader = _MessageReader(limits)
+        self._reader = _MessageReader(limits, self._memory)
         self._chunk: _Chunk | None = None
 
     @property
@@ -402,7 +422,7 @@ class ServerSession:
         self._discarding_long_line = False
         self._helo = ""
         self._extended = False
-        self._transaction = _Transaction()
+        self._drop_transaction()
         self._state = SessionState.GREETING
         self._close_if_shutting_down()
 
@@ -430,9 +450,20 @@ class ServerSession:
         self._shutting_down = True
         if immediately:
             self._pending_recipient = None
-            self._transaction = _Transaction()
+            self._drop_transaction()
             self._state = SessionState.READY if self._helo else SessionState.GREETING
         self._close_if_shutting_down()
+
+    def close(self) -> None:
+        """The connection has ended, however that came about (the client went away, a clock
+        ran out, the shell was cancelled, or the session closed it): whatever was in flight is
+        dropped and its memory given back. Nothing more is emitted; calling it again is
+        harmless."""
+        self._pending_recipient = None
+        self._state = SessionState.CLOSED
+        self._buffer.clear()
+        self._events.clear()
+        self._drop_transaction()
 
     @property
     def in_flight(self) -> bool:
@@ -589,7 +620,7 @@ class ServerSession:
             raise _CommandError(501, "5.5.4", f"Syntax: {'EHLO' if extended else 'HELO'} domain")
         self._helo = argument
         self._extended = extended
-        self._transaction = _Transaction()
+        self._drop_transaction()
         self._state = SessionState.READY
         if extended:
             self._events.append(_reply_lines(250, [self._hostname, *self._extensions()]))
@@ -644,7 +675,9 @@ class ServerSession:
                 _reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
             )
             return
-        self._transaction = _Transaction(mail_from=sender, smtputf8=options.smtputf8)
+        self._transaction = _Transaction(
+            mail_from=sender, smtputf8=options.smtputf8, size=options.size
+        )
         self._state = SessionState.MAIL
         self._events.append(_SENDER_OK)
 
@@ -710,7 +743,11 @@ class ServerSession:
             return
         if self._transaction.chunks is not None:
             raise _CommandError(503, "5.5.1", "DATA cannot follow BDAT in one transaction")
-        self._reader = _MessageReader(self._limits)
+        reader = _MessageReader(self._limits, self._memory)
+        if not reader.can_hold(self._transaction.size or 0):
+            self._refuse_message(_ContentProblem.OUT_OF_MEMORY)
+            return
+        self._reader = reader
         self._messages_begun += 1
         self._state = SessionState.DATA
         self._events.append(_reply_lines(354, ["End data with <CR><LF>.<CR><LF>"]))
@@ -735,10 +772,12 @@ class ServerSession:
         elif not self._transaction.recipients:
             into = _CommandError(554, "5.5.1", "No valid recipients")
         else:
-            if self._transaction.chunks is None:
-                self._transaction.chunks = _ChunkedContent(self._limits)
+            chunks = self._transaction.chunks
+            if chunks is None:
+                chunks = self._transaction.chunks = _ChunkedContent(self._limits, self._memory)
                 self._messages_begun += 1
-            into = self._transaction.chunks
+            chunks.expect(max(self._transaction.size or 0, chunks.size + int(size)))
+            into = chunks
         self._chunk = _Chunk(int(size), last=last, into=into, resume=self._state)
         self._state = SessionState.CHUNK
 
@@ -785,19 +824,28 @@ class ServerSession:
             _reply(code, enhanced, text).data,
             self._transaction.mail_from,
             tuple(self._transaction.recipients),
+            out_of_memory=problem is _ContentProblem.OUT_OF_MEMORY,
         )
         self._end_transaction(refusal)
 
     def _end_transaction(self, reply: Reply) -> None:
         """Forget the mail transaction and answer with `reply`."""
-        self._transaction = _Transaction()
+        self._drop_transaction()
         self._state = SessionState.READY if self._helo else SessionState.GREETING
         self._events.append(reply)
         self._close_if_shutting_down()
 
+    def _drop_transaction(self) -> None:
+        """Forget the mail transaction, and give back the memory its message held."""
+        self._reader.discard()
+        if self._transaction.chunks is not None:
+            self._transaction.chunks.discard()
+        self._transaction = _Transaction()
+
     def _close(self) -> None:
         self._state = SessionState.CLOSED
         self._buffer.clear()
+        self._drop_transaction()
         self._events.append(ConnectionClosed())
 
     def _receiving_chunks(self) -> bool:
@@ -864,6 +912,8 @@ class _Transaction:
 
     mail_from: str = ""
     smtputf8: bool = False
+    size: int | None = None
+    """The message size MAIL declared (SIZE=), if it did."""
     recipients: list[Mailbox] = dataclasses.field(default_factory=list)
     chunks: _ChunkedContent | None = None
     """The message so far when it comes by BDAT (None until the first chunk is taken)."""
@@ -908,6 +958,8 @@ def _reply_lines(code: int, lines: list[str]) -> Reply:
     return Reply(text.encode("utf-8"))
 
 
+_NO_MEMORY_LIMIT = 2**62
+"""The limit of a session's own `MessageMemory`, when the shell gives it none to share."""
 _SENDER_OK = _reply(250, "2.1.0", "Ok")
 _RECIPIENT_OK = _reply(250, "2.1.5", "Ok")
 """The replies to MAIL and RCPT, the same every time: made once, not once per recipient."""
@@ -1131,6 +1183,8 @@ class _ContentProblem(enum.Enum):
     TOO_MANY_HEADER_FIELDS = (552, "5.3.4", "Too many header fields")
     HEADER_FIELD_FOLDED_TOO_OFTEN = (554, "5.6.0", "Header field folded over too many lines")
     HEADER_TOO_LARGE = (552, "5.3.4", "Header section exceeds fixed maximum size")
+    OUT_OF_MEMORY = (452, "4.3.1", "Insufficient system storage, try again later")
+    """Last: a message refused anyway for what it holds is told so, not asked to come back."""
 
 
 _HEADER_PROBLEMS = {
@@ -1168,11 +1222,11 @@ class _MessageReader:
     the input was split into reads.
     """
 
-    def __init__(self, limits: SessionLimits) -> None:
+    def __init__(self, limits: SessionLimits, memory: MessageMemory) -> None:
         self._max_message_bytes = limits.max_message_bytes
         self._max_line_length = limits.max_line_length
         self._headers = _header_check(limits)
-        self._content = bytearray()
+        self._content = MessageBuffer(memory)
         self._size = 0
         self._line_length = 0
         self._at_line_start = True
@@ -1189,11 +1243,17 @@ class _MessageReader:
         del buffer[:consumed]
         return finished
 
+    def can_hold(self, octets: int) -> bool:
+        """Whether the memory left would take a message of `octets` octets."""
+        return self._content.can_hold(octets)
+
     def take_content(self) -> bytes:
-        """Hand over the message read so far; the reader keeps no copy."""
-        content = bytes(self._content)
-        self._content = bytearray()
-        return content
+        """Hand over the message read so far; its memory stays reserved until `discard`."""
+        return self._content.take()
+
+    def discard(self) -> None:
+        """Drop what was read, and give back the memory of the message (taken or not)."""
+        self._content.discard()
 
     def _scan(self, buffer: bytearray) -> tuple[int, bool]:
         position = 0
@@ -1273,9 +1333,9 @@ class _MessageReader:
     def _keep(self, content: bytes | bytearray) -> None:
         """Keep `content` while the message can still be accepted; after that, nothing."""
         if self._problems or self._headers.problem is not None:
-            self._content.clear()
-        else:
-            self._content += content
+            self._content.discard()
+        elif not self._content.keep(content):
+            self._problems.add(_ContentProblem.OUT_OF_MEMORY)
 
     def _check(self, buffer: bytearray, start: int, end: int) -> None:
         """Check the text `buffer[start:end]` (no line ending) and the running totals."""
@@ -1293,11 +1353,11 @@ class _ChunkedContent:
     header section within its limits — checked as the octets arrive, so that the work per
     chunk is bounded by the chunk and both ways in accept and refuse the same messages."""
 
-    def __init__(self, limits: SessionLimits) -> None:
+    def __init__(self, limits: SessionLimits, memory: MessageMemory) -> None:
         self._max_message_bytes = limits.max_message_bytes
         self._max_line_length = limits.max_line_length
         self._headers = _header_check(limits)
-        self._content = bytearray()
+        self._content = MessageBuffer(memory)
         self.size = 0
         self._line_length = 0
         """Octets of the line being read so far, a CR held back at the end not counted."""
@@ -1313,15 +1373,26 @@ class _ChunkedContent:
         self._headers.feed(octets)
         self._check_lines(b"\r" + octets if self._held_cr else octets)
         if self._problems or self._headers.problem is not None:
-            self._content.clear()
-        else:
-            self._content += octets
+            self._content.discard()
+        elif not self._content.keep(octets):
+            self._problems.add(_ContentProblem.OUT_OF_MEMORY)
+
+    def expect(self, octets: int) -> None:
+        """The message will have at least `octets` octets in all (a BDAT's chunk size, MAIL's
+        SIZE): when the memory left would not take them, nothing more is kept and the chunk
+        is refused once read."""
+        if not self._problems and not self._content.can_hold(octets):
+            self._problems.add(_ContentProblem.OUT_OF_MEMORY)
+            self._content.discard()
 
     def problem(self, *, final: bool) -> _ContentProblem | None:
-        """Why the message must be refused: its size at once, the rest after the last chunk."""
+        """Why the message must be refused: its size or a lack of memory at once, the rest
+        after the last chunk."""
         if _ContentProblem.TOO_BIG in self._problems:
             return _ContentProblem.TOO_BIG
         if not final:
+            if _ContentProblem.OUT_OF_MEMORY in self._problems:
+                return _ContentProblem.OUT_OF_MEMORY
             return None
         problems = set(self._problems)
         if self._held_cr:
@@ -1331,10 +1402,12 @@ class _ChunkedContent:
         return _deciding_problem(problems, self._headers)
 
     def take_content(self) -> bytes:
-        """Hand over the whole message; nothing is kept."""
-        content = bytes(self._content)
-        self._content = bytearray()
-        return content
+        """Hand over the whole message; its memory stays reserved until `discard`."""
+        return self._content.take()
+
+    def discard(self) -> None:
+        """Drop the chunks received, and give back the memory of the message (taken or not)."""
+        self._content.discard()
 
     def _check_lines(self, text: bytes) -> None:
         """Check `text`, which continues the line being read: no bare CR or LF, no line over the

@@ -1,10 +1,11 @@
 """Trio listener for inbound SMTP: one task per connection, each driving a `ServerSession`.
 
 It moves bytes between sockets and sessions, secures connections that ask for STARTTLS, keeps
-the connection limits and the clocks (silence, each command line, each message as a whole),
-shuts down gracefully and turns the sessions' decision requests into `MailSink` calls. It must
-not interpret SMTP (protocol.py does) nor store mail (the sink does), and nothing a client or a
-sink does may take the listener or another session down.
+the connection limits, the memory all sessions may hold for messages (`MessageMemory`) and the
+clocks (silence, each command line, each message as a whole), shuts down gracefully and turns
+the sessions' decision requests into `MailSink` calls. It must not interpret SMTP (protocol.py
+does) nor store mail (the sink does), and nothing a client or a sink does may take the
+listener or another session down.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Protocol
 import trio
 
 from e2a_gateway.signing.reply_tokens import redact_reply_tokens
+from e2a_gateway.smtp.message_memory import MessageMemory
 from e2a_gateway.smtp.protocol import (
     Awaiting,
     ConnectionClosed,
@@ -101,8 +103,10 @@ class SmtpObserver(Protocol):
     """What the listener reports as it works (the gateway's metrics). Each call returns at once.
 
     Reasons for `mail_rejected`: `unknown_user` and `relay_denied` (550 to RCPT),
-    `recipient_check_failed` (451 to RCPT), `not_stored` (451 after DATA) and
-    `connection_limit` (421 to a connection over the listener's limits)."""
+    `recipient_check_failed` (451 to RCPT), `not_stored` (451 after DATA), `message_refused`
+    (a message refused for what it holds), `memory_limit` (452 4.3.1: the memory for messages
+    being received was full) and `connection_limit` (421 to a connection over the listener's
+    limits)."""
 
     def session_started(self) -> None:
         """A connection is being served."""
@@ -159,6 +163,10 @@ class ListenerLimits:
     """Seconds a whole message may take: DATA to its terminator, or BDAT to its LAST chunk."""
     shutdown_grace_period: float = 30.0
     """Seconds that transactions in flight get to finish once the listener is cancelled."""
+    max_message_memory: int = 134_217_728
+    """Octets all sessions together may hold of messages being received, from a message's
+    first octet until it is answered; DATA or BDAT that would not fit gets 452 4.3.1. It should
+    take one message of `SessionLimits.max_message_bytes` (`memory_for_message`)."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -324,6 +332,7 @@ class _Listener:
         self._per_ip: collections.Counter[str] = collections.Counter()
         self._per_network: collections.Counter[str] = collections.Counter()
         self._declining = 0
+        self._memory = MessageMemory(listener_limits.max_message_memory)
         self._accepting = trio.CancelScope()
         self._sessions = trio.CancelScope(shield=True)
         self._shutting_down = False
@@ -389,9 +398,19 @@ class _Listener:
         elif self._per_network[network] >= limits.max_sessions_per_network:
             self._decline(stream, peer, sessions, "Too many connections from your network")
         else:
-            session = ServerSession(self._hostname, self._limits, tls_available=bool(self._tls))
+            session = ServerSession(
+                self._hostname, self._limits, tls_available=bool(self._tls), memory=self._memory
+            )
             connection = _ClientConnection(
-                stream, peer, network, session, self._sink, self._tls, limits, self._observer
+                stream,
+                peer,
+                network,
+                session,
+                self._sink,
+                self._tls,
+                limits,
+                self._observer,
+                self._memory,
             )
             self._observer.session_started()
             self._connections.add(connection)
@@ -444,6 +463,7 @@ class _ClientConnection:
         tls: ssl.SSLContext | None,
         limits: ListenerLimits,
         observer: SmtpObserver,
+        memory: MessageMemory,
     ) -> None:
         self.peer = peer
         self.network = network
@@ -461,6 +481,7 @@ class _ClientConnection:
         self._reading_deadline = math.inf
         """When that command line or message must be complete."""
         self._observer = observer
+        self._memory = memory
         self._scope = trio.CancelScope()
         self._receive_scope: trio.CancelScope | None = None
         self._shutting_down = False
@@ -502,6 +523,7 @@ class _ClientConnection:
             logger.exception("SMTP session with %s failed", self.peer)
             self._end = "internal error"
         finally:
+            self._session.close()  # gives back the memory of a message in flight
             if isinstance(self._stream, trio.SocketStream):
                 self._stream.socket.close()  # nothing to say at closing, unlike TLS
             else:
@@ -532,8 +554,10 @@ class _ClientConnection:
                     await self._receive()
                 case RecipientRequested(address=mailbox):
                     await self._decide_recipient(mailbox)
-                case MessageReceived(envelope=envelope):
-                    await self._deliver(envelope)
+                case MessageReceived():
+                    # Not bound to a name of its own: the message would stay in memory until
+                    # the session's next one, long after its memory was given back.
+                    await self._deliver(event.envelope)
                 case TlsRequested():
                     if not await self._start_tls():
                         return
@@ -668,7 +692,19 @@ class _ClientConnection:
         status = " ".join(_status_line(refusal.data).split(" ")[:2])
         summary = _summary(refusal.mail_from, refusal.recipients)
         self._messages.append(f"{summary} refused {status}")
-        self._observer.mail_rejected("message_refused")
+        if refusal.out_of_memory:
+            logger.warning(
+                "SMTP client %s: message refused with %s: the messages being received hold "
+                "%d of the %d octets allowed (smtp.max_message_memory_bytes); the client will "
+                "retry",
+                self.peer,
+                status,
+                self._memory.held,
+                self._memory.limit,
+            )
+            self._observer.mail_rejected("memory_limit")
+        else:
+            self._observer.mail_rejected("message_refused")
         self._log_when_full()
 
     async def _deliver(self, envelope: Envelope) -> None:
