@@ -187,6 +187,9 @@ class SmtpSettings(ListenSection):
     shutdown_grace_seconds: float = Field(default=30.0, gt=0, le=3600)
     processes: int = Field(default=1, ge=1, le=64)
     """Processes accepting SMTP: the main one and `processes - 1` acceptors (docs/smtp.md)."""
+    max_message_memory_bytes: int = Field(default=134_217_728, ge=1_048_576, le=2**40)
+    """Memory each SMTP process may hold for messages being received, all its sessions
+    together; more get 452 4.3.1 (docs/smtp.md, "Memory for messages being received")."""
 
     @field_validator("hostname")
     @classmethod

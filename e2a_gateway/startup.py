@@ -16,6 +16,7 @@ from e2a_gateway.mailauth.dkim import dkimpy
 from e2a_gateway.mailauth.dmarc import load_public_suffix_list
 from e2a_gateway.mailauth.spf import pyspf
 from e2a_gateway.outbound.relay import tls_context
+from e2a_gateway.smtp.message_memory import memory_for_message
 from e2a_gateway.smtp.protocol import SessionLimits, check_hostname
 from e2a_gateway.smtp.server import ListenerLimits, server_tls_context
 
@@ -44,6 +45,7 @@ def smtp_options(
             tls = server_tls_context(smtp.tls_cert, smtp.tls_key)
         except ValueError as exc:
             raise StartupError(f"smtp.tls_cert/smtp.tls_key: {exc}") from None
+    check_message_memory(smtp.max_message_memory_bytes, smtp.max_message_bytes)
     limits = SessionLimits(
         max_message_bytes=smtp.max_message_bytes,
         max_recipients=smtp.max_recipients,
@@ -64,8 +66,22 @@ def smtp_options(
         command_timeout=smtp.command_timeout_seconds,
         data_timeout=smtp.data_timeout_seconds,
         shutdown_grace_period=smtp.shutdown_grace_seconds,
+        max_message_memory=smtp.max_message_memory_bytes,
     )
     return limits, listener_limits, tls
+
+
+def check_message_memory(memory: int, max_message_bytes: int) -> None:
+    """StartupError unless an SMTP process's memory for messages takes one message of the
+    largest size: such a message would be answered 452 4.3.1 every time the client retried,
+    until it gave up days later."""
+    needed = memory_for_message(max_message_bytes)
+    if memory < needed:
+        raise StartupError(
+            f"smtp.max_message_memory_bytes: {memory} cannot hold one message of "
+            f"smtp.max_message_bytes ({max_message_bytes}), which takes up to {needed} octets "
+            f"while it is read — set it to at least {needed}, or lower smtp.max_message_bytes"
+        )
 
 
 def check_dkim_pair(settings: Settings) -> None:

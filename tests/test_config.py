@@ -15,6 +15,7 @@ from e2a_gateway.config import (
     setting_env_names,
 )
 from e2a_gateway.env_names import E2A_ALIASES, UNUSED_E2A_VARIABLES
+from e2a_gateway.startup import StartupError, smtp_options
 
 pytestmark = pytest.mark.backend_independent
 
@@ -448,3 +449,19 @@ def test_the_advice_names_real_settings() -> None:
     }
     assert advised and advised <= set(names)
     assert all(path in names.values() for path in E2A_ALIASES.values())
+
+
+def test_the_memory_for_messages_reaches_the_listener_and_takes_a_largest_message() -> None:
+    """smtp.max_message_memory_bytes bounds what one SMTP process holds of messages being
+    received; a value that cannot take one message of smtp.max_message_bytes (which would be
+    deferred on every retry) stops the start with what to set."""
+    _, listener_limits, _ = smtp_options(load_settings(None, environ={}))
+    assert listener_limits.max_message_memory == 134_217_728
+    small = load_settings(None, environ={"E2A_SMTP_MAX_MESSAGE_MEMORY_BYTES": "20000000"})
+    with pytest.raises(StartupError) as caught:
+        smtp_options(small)
+    assert str(caught.value) == (
+        "smtp.max_message_memory_bytes: 20000000 cannot hold one message of "
+        "smtp.max_message_bytes (26214400), which takes up to 29491208 octets while it is read "
+        "— set it to at least 29491208, or lower smtp.max_message_bytes"
+    )
