@@ -119,3 +119,31 @@ async def test_a_block_on_an_international_address_is_lifted_by_the_name_it_was_
     lifted = await owner.http.delete(path, params={"confirm": "DELETE"})
     assert lifted.status_code == 200, lifted.text
     assert (await owner.http.get("/v1/account/suppressions")).json()["items"] == []
+
+
+async def test_a_block_on_an_address_holding_a_slash_is_lifted_sent_as_2f(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """`/` is legal in a local part (RFC 5322 atext); sent as `%2F`, it names the block, on the
+    agent's list and on the account's, instead of splitting the path."""
+    owner: Account = await make_account("owner@example.com")
+    bot = await create_agent(owner, "bot")
+    added = await owner.http.post(suppressions_path(bot), json={"address": "Sales/EU@example.org"})
+    assert added.status_code in (200, 201), added.text
+    assert added.json()["address"] == "sales/eu@example.org"
+    path = suppressions_path(bot, "sales/eu@example.org")
+    assert "%2F" in path
+    lifted = await owner.http.delete(path, params={"confirm": "DELETE"})
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json() == {"deleted": True, "address": "sales/eu@example.org"}
+    assert await listed(owner.http, bot) == []
+
+    user_id = (await owner.http.get("/v1/account")).json()["user"]["id"]
+    await running.gateway.storage.add_suppression(
+        user_id, None, "sales/eu@example.org", None, time.time()
+    )
+    path = f"/v1/account/suppressions/{quote('sales/eu@example.org', safe='')}"
+    lifted = await owner.http.delete(path, params={"confirm": "DELETE"})
+    assert lifted.status_code == 200, lifted.text
+    assert lifted.json() == {"deleted": True, "address": "sales/eu@example.org"}
+    assert (await owner.http.get("/v1/account/suppressions")).json()["items"] == []

@@ -60,7 +60,7 @@ async def list_suppressions(caller: Caller) -> dict[str, Any]:
     )
 
 
-@blueprint.delete("/account/suppressions/<address>")
+@blueprint.delete("/account/suppressions/<path:address>")
 @requires_caller
 async def delete_suppression(caller: Caller, address: str) -> dict[str, Any]:
     """deleteSuppression (`?confirm=DELETE`): sends to the address are allowed again."""
@@ -94,7 +94,7 @@ async def create_agent_suppression(caller: Caller, email: str) -> dict[str, Any]
     return suppression_view(added)
 
 
-@blueprint.delete("/agents/<email>/suppressions/<address>")
+@blueprint.delete("/agents/<email>/suppressions/<path:address>")
 @requires_caller
 async def delete_agent_suppression(caller: Caller, email: str, address: str) -> dict[str, Any]:
     """deleteAgentSuppression (`?confirm=DELETE`)."""
