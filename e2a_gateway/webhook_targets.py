@@ -10,6 +10,7 @@ the IPv4 address it reaches.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import re
 import unicodedata
 from urllib.parse import SplitResult, urlsplit, urlunsplit
@@ -30,6 +31,7 @@ _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Zs"})
 _DECIMAL = re.compile(r"[0-9]+")
 _OCTAL = re.compile(r"0[0-7]+")
 _HEX = re.compile(r"0[xX][0-9a-fA-F]*")
+log = logging.getLogger("e2a.webhooks")
 _PRIVATE_HINT = "operators can allow private targets with webhooks.allow_private = true"
 
 
@@ -194,7 +196,9 @@ def check_webhook_url(url: str, *, require_https: bool, allow_private: bool) -> 
 
 
 class TargetRefused(Exception):
-    """The webhook host resolves to an address the gateway will not call."""
+    """The webhook host resolves to an address the gateway will not call. The message names
+    the host, never the address: it reaches API callers, and the address would map the
+    operator's internal DNS for them (the operator's log has it)."""
 
 
 def _resolve_now(resolver: Resolver, host: str) -> list[str]:
@@ -221,8 +225,8 @@ async def pinned_addresses(
 
     `parts` is a URL that check_webhook_url returned. Every address the name resolves to must be
     public (unless private targets are allowed), so a name that mixes public and private answers
-    cannot be used for rebinding. Raises TargetRefused for a forbidden address, ConnectionError
-    when DNS gives no usable answer."""
+    cannot be used for rebinding. Raises TargetRefused for a forbidden address (logged for the
+    operator with the address), ConnectionError when DNS gives no usable answer."""
     host = parts.hostname or ""
     try:
         addresses = [str(ipaddress.ip_address(host))]
@@ -238,7 +242,11 @@ async def pinned_addresses(
     if not allow_private:
         refused = [address for address in addresses if not is_public_address(address)]
         if refused:
+            log.warning(
+                "webhook target %s refused: it resolves to %s", host, describe_address(refused[0])
+            )
             raise TargetRefused(
-                f"{host} resolves to non-public address {describe_address(refused[0])}"
+                f"webhook_url host {host} resolves to a private, loopback or link-local "
+                f"address; use a host that resolves to public addresses only ({_PRIVATE_HINT})"
             )
     return list(dict.fromkeys(addresses))

@@ -19,6 +19,7 @@ from e2a_gateway.webhook_targets import (
     ipv4_spelling,
     is_public_address,
 )
+from e2a_gateway.workers.subscribers import SubscriberWorker
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from e2a_gateway.workers.webhooks import WebhookWorker
 from tests.conftest import Account, agent_path, make_settings
@@ -195,6 +196,16 @@ async def test_registration_refuses_private_targets_in_any_spelling(
     assert_refused(await register(alice, url), "webhooks.allow_private")
 
 
+def refused_name(host: str) -> str:
+    """What a caller is told of a webhook host that resolves to an address it may not reach:
+    the host it gave and how to fix it, never the address (the operator's internal DNS)."""
+    return (
+        f"webhook_url host {host} resolves to a private, loopback or link-local address; "
+        "use a host that resolves to public addresses only (operators can allow private "
+        "targets with webhooks.allow_private = true)"
+    )
+
+
 @pytest.mark.parametrize(("address", "described"), REACHES.values(), ids=REACHES.keys())
 async def test_registration_refuses_names_resolving_to_ipv6_forms_of_private_addresses(
     make_account: Any, resolver: FixtureResolver, address: str, described: str
@@ -205,8 +216,11 @@ async def test_registration_refuses_names_resolving_to_ipv6_forms_of_private_add
     assert response.status_code == 400, response.text
     assert response.json()["error"] == {
         "code": "invalid_webhook_url",
-        "message": f"sneaky.hooks.test resolves to non-public address {described}",
+        "message": refused_name("sneaky.hooks.test"),
     }
+    # An address the caller wrote in the URL is named back, with the IPv4 one it reaches.
+    literal = await register(alice, f"https://[{address}]/x")
+    assert_refused(literal, f"points at {described}, a private")
 
 
 async def test_registration_stores_the_normal_form(make_account: Any, running: Any) -> None:
@@ -227,13 +241,9 @@ def strict(tmp_path: Path) -> Settings:
     return settings
 
 
-@pytest.mark.parametrize(("address", "described"), REACHES.values(), ids=REACHES.keys())
+@pytest.mark.parametrize("address", FORMS.values(), ids=FORMS.keys())
 async def test_a_name_rebound_to_an_ipv6_form_of_a_private_address_is_refused_at_delivery(
-    strict: Settings,
-    resolver: FixtureResolver,
-    receiver: HttpReceiver,
-    address: str,
-    described: str,
+    strict: Settings, resolver: FixtureResolver, receiver: HttpReceiver, address: str
 ) -> None:
     resolver.load_zone({"rebound.hooks.test": {"A": [PUBLIC]}})
     async with quiet_gateway(strict, resolver) as quiet:
@@ -247,9 +257,7 @@ async def test_a_name_rebound_to_an_ipv6_form_of_a_private_address_is_refused_at
             assert await worker.deliver_due(time.time()) == 1
             assert await delivery_status(account, agent, message_id) == "failed"
             (attempt,) = await recorded_attempts(quiet.gateway, message_id)
-    assert attempt.error == (
-        f"target refused: rebound.hooks.test resolves to non-public address {described}"
-    )
+    assert attempt.error == f"target refused: {refused_name('rebound.hooks.test')}"
     assert receiver.requests == []
 
 
@@ -281,3 +289,56 @@ async def receiver(nursery: Any) -> HttpReceiver:
     started = HttpReceiver()
     await nursery.start(started.serve)
     return started
+
+
+async def test_no_refusal_a_caller_can_read_names_the_address_a_host_resolves_to(
+    strict: Settings, resolver: FixtureResolver, receiver: HttpReceiver
+) -> None:
+    """The guard is no oracle for the operator's DNS: registering or changing an agent's
+    webhook (/api/v1), creating or changing a /v1 webhook, and the delivery logs of a refused
+    attempt (/api/v1 dead letters, /v1 webhook deliveries after a test delivery) name the host
+    the caller gave, never the internal address it resolves to."""
+    internal = "10.20.30.40"
+    host = "inside.hooks.test"
+    url = f"http://{host}:{receiver.port}/hook"
+    resolver.load_zone({host: {"A": [internal]}})
+    async with quiet_gateway(strict, resolver) as quiet:
+        account = await open_account(quiet.gateway, quiet.http_url, "alice@example.com")
+        async with account.http, WebhookConnections() as connections:
+            http = account.http
+            local = await http.post("/api/v1/agents", json={"slug": "inner", "agent_mode": "local"})
+            assert local.status_code == 201, local.text
+            inner = local.json()["email"]
+            answers = [
+                await register(account, url),
+                await http.put(agent_path(inner), json={"agent_mode": "cloud", "webhook_url": url}),
+                await http.post("/v1/webhooks", json={"url": url, "events": ["email.received"]}),
+            ]
+            resolver.load_zone({host: {"A": [PUBLIC]}})
+            agent = await create_agent(account, "rebound", url)
+            made = await http.post("/v1/webhooks", json={"url": url, "events": ["email.received"]})
+            assert made.status_code in (200, 201), made.text
+            hook = made.json()["id"]
+            resolver.load_zone({host: {"A": [internal]}})
+            answers.append(await http.patch(f"/v1/webhooks/{hook}", json={"url": url + "2"}))
+            for answer in answers:
+                assert answer.status_code == 400, answer.text
+                error = answer.json()["error"]
+                assert error["code"] == "invalid_webhook_url", answer.text
+                assert error["message"].endswith(refused_name(host)), answer.text
+
+            message_id = await accept(quiet.gateway, [agent], mail())
+            assert await WebhookWorker(quiet.gateway, connections).deliver_due(time.time()) == 1
+            assert await delivery_status(account, agent, message_id) == "failed"
+            (letter,) = (await http.get(agent_path(agent, "/dead-letters"))).json()["dead_letters"]
+            assert letter["last_error"] == f"target refused: {refused_name(host)}"
+
+            tested = await http.post(f"/v1/webhooks/{hook}/test", json={})
+            assert tested.status_code in (200, 202), tested.text
+            worker = SubscriberWorker(quiet.gateway, connections)
+            assert await worker.deliver_due(time.time()) == 2  # the mail's event, and the test
+            deliveries = (await http.get(f"/v1/webhooks/{hook}/deliveries")).json()["items"]
+            assert [item["last_error"] for item in deliveries] == [
+                f"target refused: {refused_name(host)}"
+            ] * 2
+    assert receiver.requests == []
