@@ -19,7 +19,7 @@ from e2a_gateway.attachments import Attachment, attachment_meta_view
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.ids import derived_id, new_id
 from e2a_gateway.mailauth.results import dmarc_policy_named
-from e2a_gateway.rfc5322 import header_section
+from e2a_gateway.rfc5322 import address_list, header_section
 from e2a_gateway.storage.base import FoldedCopy, NewEvent, OutboundMessage
 from e2a_gateway.storage.new_inbound import ByContent, NewInboundMessage
 
@@ -244,7 +244,7 @@ def _received_data(message: ReceivedMessage, sender: _Sender) -> dict[str, Any]:
         verified_domain=sender.verified_domain,
         to=message.to,
         cc=message.cc,
-        reply_to=[message.reply_to] if message.reply_to else [],
+        reply_to=address_list(message.reply_to),
         authentication=sender.authentication,
         delivered_to=message.agent_email,
         subject=message.subject,
@@ -404,7 +404,7 @@ class ReceivedEvents:
             data.update(reason_source="sender_gate")
         elif message.hold_expires_at is None:
             event_type = EMAIL_FLAGGED
-            data.update(reply_to=[message.reply_to] if message.reply_to else [], policy=policy)
+            data.update(reply_to=address_list(message.reply_to), policy=policy)
         else:
             event_type = REVIEW_REQUESTED
             data.update(

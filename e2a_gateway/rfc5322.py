@@ -105,6 +105,12 @@ def field_addresses(values: Iterable[str]) -> list[tuple[str, str]]:
         return email.utils.getaddresses([without_comments(value) for value in values])
 
 
+def address_list(value: str | None) -> list[str]:
+    """The addresses of an RFC 5322 address list as e2a keeps one (a message's `reply_to`:
+    `desk@example.org, team@example.org`), in order; [] for None or ""."""
+    return [address for _, address in field_addresses([value]) if address] if value else []
+
+
 def without_comments(value: str) -> str:
     """A structured field's `value` with its comments (RFC 5322 section 3.2.2, nested or not)
     removed; quoted strings and quoted pairs are kept as they are."""

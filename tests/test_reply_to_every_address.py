@@ -198,3 +198,27 @@ async def test_a_reply_to_a_reply_to_naming_crowds_is_refused_not_sent_to_them(
         assert "at most 100" in replied.json()["error"]["message"]
     sent = (await alice.http.get("/api/v1/messages?status=queued")).json()["messages"]
     assert sent == [] and sink.received == []
+
+
+async def test_every_reply_to_address_is_shown_where_the_message_is(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """The message's views show each mailbox its Reply-To names, in order: `/v1` lists them
+    (getMessage, listMessages, the email.received event, the account export), `/api/v1`'s
+    export writes them as one RFC 5322 address list, and `/api/v1`'s webhook `from`, which
+    the contract makes one address, stays the first."""
+    alice: Account = await make_account("alice@example.com")
+    await create_agent(alice, "bot")
+    await smtp_send(running.addresses.smtp_port, ["bot@agents.test"], ORIGINAL)
+    every = ["desk@example.org", "team@example.org", "bot@agents.test"]
+    messages = "/v1/agents/bot%40agents.test/messages"
+    (listed,) = (await alice.http.get(f"{messages}?read_status=all")).json()["items"]
+    assert listed["reply_to"] == every
+    opened = (await alice.http.get(f"{messages}/{listed['id']}")).json()
+    assert opened["reply_to"] == every
+    (event,) = (await alice.http.get("/v1/events?type=email.received")).json()["items"]
+    assert event["data"]["reply_to"] == every
+    (exported,) = (await alice.http.get("/v1/account/export")).json()["messages"]
+    assert exported["reply_to"] == every
+    (kept,) = (await alice.http.get("/api/v1/users/me/export")).json()["messages"]
+    assert kept["reply_to"] == "desk@example.org, team@example.org, bot@agents.test"

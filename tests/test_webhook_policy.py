@@ -104,6 +104,12 @@ def test_from_is_reply_to_when_present_and_null_conversation_stays_null() -> Non
     assert body["conversation_id"] is None
 
 
+def test_from_is_the_first_reply_to_address_when_it_names_several() -> None:
+    """The contract's `from` is one address: the first of a Reply-To naming several."""
+    several = stored_message(reply_to='"desk, eu"@example.org, team@example.org')
+    assert json.loads(webhook_body(several, READING, {}))["from"] == '"desk, eu"@example.org'
+
+
 def test_each_attempt_is_signed_afresh_with_the_given_time() -> None:
     message = stored_message()
     first = build_request(message, READING, SECRET, 1, NOW)

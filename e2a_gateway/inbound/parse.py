@@ -34,6 +34,7 @@ class HeaderSummary:
 
     from_addr: str
     reply_to: str | None
+    """Every mailbox of Reply-To, as an RFC 5322 address list (`address_list` reads it)."""
     to: list[str]
     cc: list[str]
     subject: str
@@ -119,7 +120,7 @@ def summarise_headers(raw: bytes) -> HeaderSummary:
     in_reply_to = _message_ids(field_text(headers, "In-Reply-To"))
     return HeaderSummary(
         from_addr=from_list[0] if from_list else "",
-        reply_to=reply_to_list[0] if reply_to_list else None,
+        reply_to=", ".join(reply_to_list) or None,
         to=_addresses(headers, "To"),
         cc=_addresses(headers, "Cc"),
         subject=field_text(headers, "Subject"),

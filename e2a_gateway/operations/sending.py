@@ -65,6 +65,7 @@ from e2a_gateway.outbound.gate import outbound_verdict
 from e2a_gateway.outbound.mime import bare_content_id, carriable_type, header_text, reply_subject
 from e2a_gateway.outbound.mime import new_message_id as rfc_message_id
 from e2a_gateway.rate_windows import RateLimit
+from e2a_gateway.rfc5322 import address_list
 from e2a_gateway.storage.base import (
     Agent,
     InboundMessage,
@@ -213,7 +214,9 @@ def _answered(
     (`reply_recipients`), as `_addressed_to` takes them, the agent's own address left out
     unless it is the only one. They are held to `within_bound` (the API's bound on a reply's
     recipients) as the original names them, before each is checked."""
-    named = reply_recipients(original.raw_message) or [original.reply_to or original.from_addr]
+    named = reply_recipients(original.raw_message) or (
+        address_list(original.reply_to) or [original.from_addr]
+    )
     within_bound(named_besides(named, (agent.email,)))
     to = _addressed_to(named, code)
     return [address for address in to if address != agent.email] or to

@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 from e2a_gateway.clock import format_timestamp
+from e2a_gateway.rfc5322 import address_list
 from e2a_gateway.signing.identity import claim_from_headers
 from e2a_gateway.storage.base import InboundMessage
 
@@ -39,12 +40,12 @@ def delivery_id(message_id: str) -> str:
 def webhook_body(
     message: InboundMessage, reading: Mapping[str, Any], auth_headers: dict[str, str]
 ) -> bytes:
-    """The JSON body: the contract's fields, `from` being Reply-To when present, and the
-    message's `reply_text` and `trust` map (docs/replies.md)."""
+    """The JSON body: the contract's fields, `from` being Reply-To's first address when present,
+    and the message's `reply_text` and `trust` map (docs/replies.md)."""
     payload = {
         "message_id": message.id,
         "conversation_id": message.conversation_id,
-        "from": message.reply_to or message.from_addr,
+        "from": (address_list(message.reply_to) or [message.from_addr])[0],
         "to": message.to,
         "cc": message.cc,
         "recipient": message.agent_email,

@@ -21,6 +21,7 @@ from e2a_gateway.operations import account, keys
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.keys import CreateScopedApiKey
 from e2a_gateway.outbound.rollup import rollup
+from e2a_gateway.rfc5322 import address_list
 from e2a_gateway.storage.base import ApiKey, ExportedMessage, MessageCounts
 from e2a_gateway.web.context import current_gateway
 from e2a_gateway.web.streamed_json import json_document, streamed_response
@@ -292,7 +293,9 @@ def _export_message(message: dict[str, Any], filed: dict[str, Any]) -> dict[str,
             to=message.get("to"),
             cc=message.get("cc"),
             bcc=message.get("bcc"),
-            reply_to=[reply_to] if isinstance(reply_to, str) else None,
+            reply_to=(address_list(reply_to) if inbound else [reply_to])
+            if isinstance(reply_to, str)
+            else None,
             conversation_id=message.get("conversation_id"),
             email_message_id=message.get("rfc_message_id"),
             status=message.get("status"),

@@ -17,6 +17,7 @@ from e2a_gateway.operations.drafts import attachment_size
 from e2a_gateway.operations.mailbox import OpenedMessage
 from e2a_gateway.operations.sending import Submission
 from e2a_gateway.outbound.rollup import delivery_state, recipient_state
+from e2a_gateway.rfc5322 import address_list
 from e2a_gateway.storage.base import ConversationSummary, FiledMessage, OutboundMessage
 
 SEND_STATUSES = {
@@ -86,7 +87,7 @@ def message_summary_view(message: FiledMessage) -> dict[str, Any]:
         "verified_domain": _domain(message.from_addr) if inbound and dmarc_pass else None,
         "to": message.to,
         "cc": message.cc,
-        "reply_to": [message.reply_to] if inbound and message.reply_to else [],
+        "reply_to": address_list(message.reply_to) if inbound else [],
         "delivered_to": _delivered_to(message),
         "subject": message.subject,
         "read_status": message.status if inbound else "",

@@ -17,6 +17,7 @@ from e2a_gateway.attachments import attachment_meta_view
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import inbound_authentication, verified_domain
 from e2a_gateway.operations.review_queue import Resolved
+from e2a_gateway.rfc5322 import address_list
 from e2a_gateway.storage.base import Agent, HeldMessage, InboundMessage, OutboundMessage
 
 
@@ -172,7 +173,7 @@ def _inbound_detail(message: InboundMessage) -> dict[str, Any]:
         ),
         "to": message.to,
         "cc": message.cc,
-        "reply_to": [message.reply_to] if message.reply_to else [],
+        "reply_to": address_list(message.reply_to),
         "delivered_to": message.agent_email,
         "subject": message.subject,
         "conversation_id": message.conversation_id or "",
