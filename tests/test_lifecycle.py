@@ -182,11 +182,15 @@ async def _finish(storage: Storage, message_id: str, event: Event) -> None:
     outcome = OUTCOMES[event]
     retry_at = 1e9 if outcome == "retry" else None
     # A relay's 5xx for the recipient: the message bounced (a hard bounce).
-    bounced = (
-        [BouncedRecipient("x@example.org", "permanent", "550 5.1.1")] if event == "bounce" else []
-    )
+    bounce = event == "bounce"
+    bounced = [BouncedRecipient("x@example.org", "permanent", "550 5.1.1")] if bounce else []
+    results = {"x@example.org": "refused: RCPT TO: 550 5.1.1"} if bounce else None
     await storage.finish_outbound(
-        [SendAttempt(job.id, message_id, outcome, "smtp", "451 busy", retry_at, bounced=bounced)]
+        [
+            SendAttempt(
+                job.id, message_id, outcome, "smtp", "451 busy", retry_at, results, bounced=bounced
+            )
+        ]
     )
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage, MIMEPart
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import dkim
 import psycopg
@@ -351,6 +352,61 @@ async def test_5xx_is_final(setup: Setup, sink: Sink) -> None:
     assert after.status == "bounced" and "550 5.1.1 no such user" in (after.send_error or "")
     assert after.body_text is None
     assert await setup.worker.deliver_due(NOW + 86400) == 0
+
+
+GONE = "gone@example.net"
+BUSY = "busy@example.net"
+HARD = "550 5.1.1 no such user"
+SOFT = "450 4.2.1 mailbox busy"
+FULL = "552 5.2.2 mailbox full"
+
+
+async def views(setup: Setup, message_id: str) -> tuple[str, str, str]:
+    """The message's state as stored, as `/api/v1` shows it and `/v1`'s `delivery_status`."""
+    api = await setup.account.http.get(f"/api/v1/messages/{message_id}")
+    assert api.status_code == 200, api.text
+    v1 = await setup.account.http.get(
+        f"/v1/agents/{quote(setup.sender, safe='')}/messages/{message_id}"
+    )
+    assert v1.status_code == 200, v1.text
+    stored_status = (await stored(setup, message_id)).status
+    return stored_status, api.json()["status"], v1.json()["delivery_status"]
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "expected"),
+    [
+        # One refused for good, the other given up on: the refusal came first, or last.
+        ({GONE: HARD, BUSY: SOFT}, {BUSY: SOFT}, ("bounced", "failed", "bounced")),
+        ({GONE: SOFT, BUSY: SOFT}, {GONE: HARD, BUSY: SOFT}, ("bounced", "failed", "bounced")),
+        # Both refused for good, in one attempt or one after the other.
+        ({GONE: HARD, BUSY: HARD}, {}, ("bounced", "failed", "bounced")),
+        ({GONE: HARD, BUSY: SOFT}, {BUSY: HARD}, ("bounced", "failed", "bounced")),
+        ({GONE: SOFT, BUSY: HARD}, {GONE: HARD}, ("bounced", "failed", "bounced")),
+        # A 5xx at RCPT that says nothing bad of the address (its mailbox full) is refused for
+        # good all the same: not suppressed, but no retry either.
+        ({GONE: FULL, BUSY: SOFT}, {BUSY: SOFT}, ("bounced", "failed", "bounced")),
+        # Given up on after temporary failures only.
+        ({GONE: SOFT, BUSY: SOFT}, {GONE: SOFT, BUSY: SOFT}, ("failed", "failed", "failed")),
+    ],
+)
+async def test_mail_nobody_got_ends_the_same_whatever_the_order_of_its_refusals(
+    setup: Setup,
+    sink: Sink,
+    first: dict[str, str],
+    last: dict[str, str],
+    expected: tuple[str, str, str],
+) -> None:
+    sink.rcpt_answers.update(first)
+    message = await queue(setup, to=[GONE, BUSY])
+    await setup.worker.deliver_due(NOW)
+    sink.rcpt_answers.clear()
+    sink.rcpt_answers.update(last)
+    await setup.worker.deliver_due(NOW + 86400)  # the last attempt: the 24 h have run out
+
+    assert sink.received == []
+    assert await views(setup, message.id) == expected
+    assert await setup.worker.deliver_due(NOW + 2 * 86400) == 0  # settled
 
 
 async def test_each_recipient_has_a_transaction_and_a_return_path_of_its_own(

@@ -181,6 +181,7 @@ async def test_a_synchronous_550_is_a_bounce(
     assert sent.status_code == 422, sent.text  # nothing was sent: said at once
     assert sent.json()["error"]["code"] == "send_failed"
     assert "550 5.1.1 no such user" in sent.json()["error"]["message"]
+    assert "(kept as failed: GET /api/v1/messages/" in sent.json()["error"]["message"]
     listed = await alice.http.get("/api/v1/messages", params={"status": "failed"})
     assert listed.status_code == 200, listed.text
     (message,) = listed.json()["messages"]  # bounced: failed, as /api/v1 says it

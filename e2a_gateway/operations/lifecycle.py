@@ -20,10 +20,11 @@ two approvals racing send once), and every check of a status in Python asks here
       final once its state has no moves or once it was handed on; it then takes no event and
       its body is scrubbed.
 
-    A message the relay refused with 5xx for every recipient is `bounced` rather than
-    `failed`; a sent message a permanent bounce report comes back for moves to `bounced`
-    too (its body is long gone). A report about mail still being handed on to others (a
-    recipient deferred) waits for its send job, which makes it `bounced` once it ends.
+    A message nobody got is `bounced` rather than `failed` when the relay refused any of its
+    recipients with 5xx at RCPT (in whichever attempt) or a report bounced one; a sent message
+    a permanent bounce report comes back for moves to `bounced` too (its body is long gone).
+    A report about mail still being handed on to others (a recipient deferred) waits for its
+    send job, which makes it `bounced` once it ends.
     `bounced` is final.
 """
 

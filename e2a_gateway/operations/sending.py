@@ -513,12 +513,14 @@ async def _submit(gateway: Gateway, message: OutboundMessage) -> Submission:
 
 
 def _refuse_failed(message: OutboundMessage, status: OutboundStatus, error: str | None) -> None:
-    """Undeliverable (`send_failed`) when the message `status` says failed: nothing was sent."""
+    """Undeliverable (`send_failed`) when the message `status` says failed: nothing was sent.
+    It is kept as `failed` in the contract's words, as `GET /api/v1/messages/{id}` shows it
+    (a `bounced` message too: `/api/v1` has no such state)."""
     if status in (FAILED, BOUNCED):
         raise Undeliverable(
             "send_failed",
             f"message {message.id} was not sent: {error or 'no reason recorded'} "
-            f"(kept as {status}: GET /api/v1/messages/{message.id})",
+            f"(kept as {FAILED}: GET /api/v1/messages/{message.id})",
         )
 
 

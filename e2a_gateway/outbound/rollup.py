@@ -6,7 +6,6 @@ gateway keeps of the message: its state, its last hand-off error and its recipie
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from e2a_gateway.storage.base import FiledMessage
@@ -14,7 +13,7 @@ from e2a_gateway.storage.rows import (
     RECIPIENT_ACCEPTED,
     RECIPIENT_BOUNCED_PREFIX,
     RECIPIENT_LOCAL_PREFIX,
-    RECIPIENT_REFUSED_PREFIX,
+    bounced_result,
 )
 from e2a_gateway.storage.vocabulary import (
     BOUNCED,
@@ -47,12 +46,6 @@ NOT_SENT = {
 """The `delivery_detail` of mail a review stopped: e2a's `email.failed` reasons
 `review_rejected` and `review_expired`, in words."""
 
-RELAY_REFUSAL = re.compile(r"^RCPT TO: (5\d\d)(?:[ -](5\.\d{1,3}\.\d{1,3}))?")
-"""A relay's permanent reply to one recipient (`RCPT TO: 550 5.1.1 …`): its code and, when
-given, its enhanced code. Only RCPT's reply is about the address: a refusal while the session
-is set up (greeting, EHLO, STARTTLS, AUTH), of the sender (MAIL FROM) or of the message (DATA)
-fails the message, but says nothing of its recipients, and suppresses none of them."""
-
 
 def recipient_state(result: str) -> str:
     """The delivery state of a recipient whose hand-off came to `result`: `sent` when the relay
@@ -61,12 +54,7 @@ def recipient_state(result: str) -> str:
     or given up on)."""
     if result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX):
         return "sent"
-    if result.startswith(RECIPIENT_BOUNCED_PREFIX):
-        return "bounced"
-    refused = result.startswith(RECIPIENT_REFUSED_PREFIX)
-    if refused and RELAY_REFUSAL.match(result.removeprefix(RECIPIENT_REFUSED_PREFIX)):
-        return "bounced"
-    return "failed"
+    return "bounced" if bounced_result(result) else "failed"
 
 
 def delivery_state(message: FiledMessage) -> tuple[str, str | None]:

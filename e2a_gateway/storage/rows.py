@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -687,6 +688,26 @@ RECIPIENT_BOUNCED_PREFIX = "bounced: "
 """How the send worker records a settled recipient of an outbound message: the relay accepted
 it, a local inbox took it (`local <how>`), or the relay refused it (`refused: <reply>`); and how
 a permanent bounce report about a recipient the relay took is recorded (`bounced: <detail>`)."""
+RELAY_REFUSAL = re.compile(r"^RCPT TO: (5\d\d)(?:[ -](5\.\d{1,3}\.\d{1,3}))?")
+"""A relay's permanent reply to one recipient (`RCPT TO: 550 5.1.1 …`): its code and, when
+given, its enhanced code. Only RCPT's reply is about the address: a refusal while the session
+is set up (greeting, EHLO, STARTTLS, AUTH), of the sender (MAIL FROM) or of the message (DATA)
+fails the message, but says nothing of its recipients, and suppresses none of them."""
+
+
+def bounced_result(result: str) -> bool:
+    """Whether a recipient's `result` says its mail bounced: the relay refused the address for
+    good (a 5xx to its RCPT) or a permanent bounce report came back for it. Such a recipient is
+    `bounced` on `/v1` (outbound/rollup.py), and mail that reached nobody and bounced for one of
+    its recipients is stored as `bounced` rather than `failed`, in whichever attempt that was."""
+    if result.startswith(RECIPIENT_BOUNCED_PREFIX):
+        return True
+    refused = result.startswith(RECIPIENT_REFUSED_PREFIX)
+    return (
+        refused and RELAY_REFUSAL.match(result.removeprefix(RECIPIENT_REFUSED_PREFIX)) is not None
+    )
+
+
 AGENT_DELETED_ERROR = (
     f"{AGENT_DELETED}: the sending agent was moved to the trash before this message was sent; "
     "restoring the agent does not send it"

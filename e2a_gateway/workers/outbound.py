@@ -43,7 +43,6 @@ from e2a_gateway.outbound.return_path import (
     LOCAL_PART_PREFIX as RETURN_PATH_PREFIX,
 )
 from e2a_gateway.outbound.return_path import return_path_for, return_path_key
-from e2a_gateway.outbound.rollup import RELAY_REFUSAL
 from e2a_gateway.relay_ids import relay_message_id
 from e2a_gateway.smtp.client import Outcome, Outgoing
 from e2a_gateway.storage.base import (
@@ -61,6 +60,7 @@ from e2a_gateway.storage.rows import (
     RECIPIENT_ACCEPTED,
     RECIPIENT_LOCAL_PREFIX,
     RECIPIENT_REFUSED_PREFIX,
+    RELAY_REFUSAL,
 )
 from e2a_gateway.storage.vocabulary import OUTBOUND_JOB
 from e2a_gateway.workers.claim_loop import ClaimLoop

@@ -51,6 +51,7 @@ from e2a_gateway.storage.rows import (
     RECIPIENT_BOUNCED_PREFIX,
     RECIPIENT_LOCAL_PREFIX,
     RECIPIENT_RESULTS,
+    bounced_result,
     decode_outbound,
     edit_assignments,
     merged_recipient_results,
@@ -273,11 +274,15 @@ def _record_recipients(
 def _fail(
     tx: Transaction, message_id: str, method: str, error: str | None, results: Mapping[str, str]
 ) -> None:
-    """A send that reached nobody: `failed`, or (an auto-approval) `expired_rejected` with the
-    reason, each recipient's result kept; the body goes."""
+    """A send that reached nobody: `bounced` when it bounced for any recipient, in whichever
+    attempt (`bounced_result`: the relay refused the address for good, or a report came back),
+    else `failed` (given up on after temporary failures, or refused in a way that says nothing
+    of the addresses) — the same whatever the order of the attempts; or (an auto-approval)
+    `expired_rejected` with the reason. Each recipient's result is kept; the body goes."""
+    final = BOUNCED if any(map(bounced_result, results.values())) else FAILED
     tx.execute(
         f"UPDATE messages SET status = CASE WHEN status = '{EXPIRED_APPROVED}' "
-        f"THEN '{EXPIRED_REJECTED}' ELSE '{FAILED}' END, "
+        f"THEN '{EXPIRED_REJECTED}' ELSE '{final}' END, "
         f"rejection_reason = CASE WHEN status = '{EXPIRED_APPROVED}' "
         "THEN ? ELSE rejection_reason END, "
         f"method = ?, send_error = ?, auth_results_json = ?, {SCRUB} WHERE id = ?",
@@ -398,7 +403,7 @@ def _finish(tx: Transaction, attempt: SendAttempt) -> None:
         _fail(tx, message_id, method, error, settled)
     if row is not None and attempt.bounced:
         message = decode_outbound(row)
-        bounce_recorded(tx, message, attempt.bounced, moment, settle=attempt.outcome == "failed")
+        bounce_recorded(tx, message, attempt.bounced, moment, settle=False)  # settled above
 
 
 def _keep_relay_ids(tx: Transaction, attempt: SendAttempt) -> None:
