@@ -211,6 +211,54 @@ async def test_dns_that_never_answers_degrades_to_temperror(
         silent.close()
 
 
+def our_results(raw: bytes) -> bytes:
+    """The gateway's `Authentication-Results` field of the stored `raw`, unfolded."""
+    lines = raw.split(b"\r\n")
+    start = lines.index(next(x for x in lines if x.startswith(b"Authentication-Results: mx.")))
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i][:1].isspace())
+    return b"".join(lines[start:end])
+
+
+INTERNATIONAL_FROM = "Ana <ana@B\u00fccher.Example>"
+"""An author on an internationalised domain, `xn--bcher-kva.example` in A-labels."""
+
+
+async def test_an_internationalised_author_domain_is_written_in_a_labels(
+    gateway: RunningGateway,
+) -> None:
+    account, _ = await account_with_bot(gateway)
+    data = mail(INTERNATIONAL_FROM, "idn author")
+    await trio.to_thread.run_sync(send, gateway.addresses.smtp_port, "ana@nospf.example", data)
+    raw = base64.b64decode((await received(account, "idn author"))["raw_message"])
+    assert b" header.from=xn--bcher-kva.example" in our_results(raw)
+    await account.http.aclose()
+
+
+async def test_authentication_that_timed_out_writes_the_author_domain_in_a_labels(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """The temperror results of authentication given up on name the author's domain as the
+    results of a finished check do: lowercase A-labels, never `?` for each letter beyond ASCII."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        settings = make_settings(
+            tmp_path,
+            dns={"nameservers": [f"127.0.0.1:{silent.getsockname()[1]}"], "timeout_seconds": 1},
+        )
+        running: RunningGateway = await nursery.start(partial(run_gateway, settings))
+        account, _ = await account_with_bot(running)
+        data = mail(INTERNATIONAL_FROM, "idn author, slow dns")
+        await trio.to_thread.run_sync(send, running.addresses.smtp_port, "ana@nospf.example", data)
+        message = await received(account, "idn author, slow dns")
+        assert message["authentication_results"]["dmarc"] == "temperror"
+        results = our_results(base64.b64decode(message["raw_message"]))
+        assert b" dmarc=temperror header.from=xn--bcher-kva.example" in results, results
+        await account.http.aclose()
+    finally:
+        silent.close()
+
+
 async def test_authentication_results_forged_in_our_name_are_not_stored(
     gateway: RunningGateway,
 ) -> None:

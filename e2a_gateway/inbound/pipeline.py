@@ -43,6 +43,7 @@ from e2a_gateway.inbound.trace import (
     transmission_type,
 )
 from e2a_gateway.mailauth.authenticate import RecentSenders, authenticate_from_recent, check_sender
+from e2a_gateway.mailauth.dmarc import author_of
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError
 from e2a_gateway.mailauth.results import AuthResults, without_results_of
 from e2a_gateway.signing.credentials import derive_signing_secret
@@ -145,7 +146,8 @@ class InboundMailSink:
     async def authenticate(self, envelope: Envelope, peer: str) -> AuthResults:
         """SPF, DKIM, DMARC and ARC of the message, within `dns.timeout_seconds`; temperror
         results when the deadline passes, so neither DNS trouble nor a message that is slow to
-        parse holds the session longer. A check that outlasts the deadline is abandoned in its
+        parse holds the session longer (naming the author's domain as a finished check does:
+        `author_of`, lowercase A-labels). A check that outlasts the deadline is abandoned in its
         worker thread; the SMTP header limits bound what it can still cost.
 
         Unsigned mail with a small header from a sender judged in the last seconds is answered
@@ -167,8 +169,8 @@ class InboundMailSink:
             checked.remember_in(self._recent_senders)
             return checked.results
         log.warning("authentication of mail from %s timed out after %.1f s", peer, deadline)
-        headers = await trio.to_thread.run_sync(summarise_headers, envelope.data)
-        return AuthResults.temporary_failure(headers.from_addr.rpartition("@")[2] or None)
+        author = await trio.to_thread.run_sync(author_of, envelope.data)
+        return AuthResults.temporary_failure(author.domain)
 
     async def _client_name(self, peer: str) -> str | None:
         """The client's forward-confirmed reverse DNS name for the Received line; None when it

@@ -68,7 +68,8 @@ class AuthResults:
 
     @classmethod
     def temporary_failure(cls, from_domain: str | None) -> AuthResults:
-        """All-`temperror` results, for when authentication could not finish in time."""
+        """All-`temperror` results, for when authentication could not finish in time;
+        `from_domain` as a finished check names it (`dmarc.author_of`: lowercase A-labels)."""
         return cls(
             spf="temperror",
             spf_domain="",
