@@ -810,6 +810,31 @@ async def test_deleting_sent_mail_frees_no_place_in_the_send_limit(
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
 
 
+async def test_an_address_freed_and_taken_again_keeps_its_owner_s_send_count_and_no_other(
+    make_account: Any, running: RunningGateway
+) -> None:
+    """The send limit counts an owner's sends from an address: deleting the agent and creating
+    it again does not give its owner a fresh minute, and another owner who takes the freed
+    address does not inherit (nor learn) the count of the mail sent from it before."""
+    running.gateway.settings.limits.sends_per_agent_per_minute = 1
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    body = {"to": ["x@example.org"], "subject": "s", "body": "b"}
+    gone = {"confirm": "DELETE", "permanent": "true"}
+
+    address = await agent(alice, "reborn", hitl=True)
+    assert (await alice.http.post("/api/v1/send", json=body)).status_code == 202
+    assert (await alice.http.delete(f"/v1/agents/{address}", params=gone)).status_code == 200
+    assert await agent(alice, "reborn", hitl=True) == address
+    again = await alice.http.post("/api/v1/send", json=body)
+    assert error_code(again, 429) == "rate_limited"  # the same owner's minute goes on
+
+    assert (await alice.http.delete(f"/v1/agents/{address}", params=gone)).status_code == 200
+    assert await agent(bob, "reborn", hitl=True) == address
+    taken = await bob.http.post("/api/v1/send", json=body)
+    assert taken.status_code == 202, taken.text  # another owner's sends are not counted
+
+
 async def test_two_agents_replying_to_each_other_stop_at_the_conversation_limit(
     make_account: Any, running: RunningGateway
 ) -> None:

@@ -122,7 +122,7 @@ async def approve(
         renamed = {"text": "body_text", "html": "body_html"}
         edits = parse_request(ApproveBody, {renamed.get(k, k): v for k, v in asked.items()})
         if lifecycle.awaits_review(outbound.status):
-            await _count_approval(gateway, outbound.agent_email)
+            await _count_approval(gateway, outbound)
         try:
             sent = await reviews.approve(gateway, caller, message_id, edits)
         except Conflict as exc:
@@ -134,12 +134,13 @@ async def approve(
     return Resolved("inbound", inbound=inbound)
 
 
-async def _count_approval(gateway: Gateway, agent_email: str) -> None:
-    """Count the approval of a held send of the agent at `agent_email` (e2a weighs each one
-    as a send: `limits.sends_per_agent_per_minute` approvals of the agent's drafts in any
-    minute); RateLimited, approving nothing, past it."""
+async def _count_approval(gateway: Gateway, draft: OutboundMessage) -> None:
+    """Count the approval of `draft`, a held send (e2a weighs each one as a send:
+    `limits.sends_per_agent_per_minute` approvals of the agent's drafts in any minute, counted
+    by its owner and address as the send limit is); RateLimited, approving nothing, past it."""
+    agent_email = draft.agent_email
     limit = RateLimit(
-        f"send_approval:agent:{agent_email}",
+        f"send_approval:agent:{draft.user_id}:{agent_email}",
         APPROVAL_WINDOW_SECONDS,
         gateway.settings.limits.sends_per_agent_per_minute,
     )

@@ -300,14 +300,18 @@ async def _sender(gateway: Gateway, caller: Caller, requested: str | None) -> Ag
     return next(agent for agent in agents if agent.email == chosen)
 
 
-def _send_limit_key(agent_email: str) -> str:
-    return f"send:agent:{agent_email}"
+def _send_limit_key(message: OutboundMessage) -> str:
+    """The key `message` is counted under against its agent's send limit: its owner's and its
+    address's, so an agent deleted and created again at the address by its owner goes on
+    with the count, and one another owner creates at a freed address starts with none."""
+    return f"send:agent:{message.user_id}:{message.agent_email}"
 
 
-def _send_limit(gateway: Gateway, agent_email: str) -> RateLimit:
-    """The agent's send limit: `limits.sends_per_agent_per_minute` in any minute."""
+def _send_limit(gateway: Gateway, message: OutboundMessage) -> RateLimit:
+    """The send limit of `message`'s agent: `limits.sends_per_agent_per_minute` in any minute
+    (`_send_limit_key`)."""
     return RateLimit(
-        _send_limit_key(agent_email),
+        _send_limit_key(message),
         SEND_RATE_WINDOW_SECONDS,
         gateway.settings.limits.sends_per_agent_per_minute,
     )
@@ -322,13 +326,14 @@ def conversation_of(message: OutboundMessage) -> str | None:
     return message.references[0] if message.references else message.in_reply_to
 
 
-def _conversation_limit(gateway: Gateway, agent_email: str, conversation: str) -> RateLimit:
-    """The agent's limit in one `conversation` (`conversation_of`):
+def _conversation_limit(gateway: Gateway, message: OutboundMessage, conversation: str) -> RateLimit:
+    """The limit of `message`'s agent (its owner's, at its address) in one `conversation`
+    (`conversation_of`):
     `limits.sends_per_conversation_per_hour` in any hour, which ends a reply loop (two
     agents, or an agent and an auto-responder, answering each other) within minutes."""
     digest = hashlib.sha256(conversation.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return RateLimit(
-        f"send:conversation:{agent_email}:{digest}",
+        f"send:conversation:{message.user_id}:{message.agent_email}:{digest}",
         CONVERSATION_RATE_WINDOW_SECONDS,
         gateway.settings.limits.sends_per_conversation_per_hour,
     )
@@ -340,7 +345,7 @@ def _send_refusal(
     """The refusal of `message` over `limit` (the agent's send limit, or its conversation's),
     with the whole seconds (at least 1) until the window has room again at `room_at`."""
     wait = max(1, math.ceil(room_at - now))
-    if limit.key != _send_limit_key(message.agent_email):
+    if limit.key != _send_limit_key(message):
         text = (
             f"{message.agent_email} may send {limit.limit} messages per hour in one "
             f"conversation, and has in {conversation_of(message)} (a reply loop with another "
@@ -358,9 +363,9 @@ async def _store(gateway: Gateway, message: OutboundMessage) -> None:
     """Store the new message, settling the request's Idempotency-Key claim, and count it
     against the agent's send limit and its conversation's in the same commit; RateLimited,
     storing nothing and counting nothing, when either is full."""
-    limits = [_send_limit(gateway, message.agent_email)]
+    limits = [_send_limit(gateway, message)]
     if (conversation := conversation_of(message)) is not None:
-        limits.append(_conversation_limit(gateway, message.agent_email, conversation))
+        limits.append(_conversation_limit(gateway, message, conversation))
     try:
         await gateway.storage.add_outbound(
             message, settles=idempotency.held_key(), send_limits=limits
