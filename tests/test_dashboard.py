@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html.parser
 import json
+import logging
 import re
 import smtplib
 import time
@@ -1071,3 +1072,60 @@ async def test_only_a_refused_session_cookie_is_deleted(browser, make_account) -
     assert (await sign_in(client, alice.key)).status_code == 303
     onward = await client.get("/signin", params={"next": "/approvals"})
     assert onward.status_code == 303 and onward.headers["location"] == "/approvals"
+
+
+def assert_guarded(response: httpx.Response) -> None:
+    """The dashboard's security headers are on `response`."""
+    where = f"{response.request.method} {response.request.url.path} ({response.status_code})"
+    assert "frame-ancestors 'none'" in response.headers.get("content-security-policy", ""), where
+    assert response.headers.get("x-frame-options") == "DENY", where
+    assert response.headers.get("x-content-type-options") == "nosniff", where
+    assert response.headers.get("referrer-policy") == "same-origin", where
+
+
+async def test_every_dashboard_answer_carries_the_security_headers(
+    browser, make_account, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Redirects (sign-in's, which sets the session cookie, above all), the event stream, the
+    dashboard's own files and its error pages are dashboard answers too: each carries the
+    security headers, and an error is a page saying what went wrong, never JSON for a program
+    nor a stack trace."""
+    alice = await make_account("alice@example.com")
+    address = quote(await local_agent(alice, "guarded"), safe="")
+    client = browser()
+    assert_guarded(await client.get("/agents"))  # 303 to the sign-in page
+    signed_in = await sign_in(client, alice.key)
+    assert signed_in.status_code == 303 and "e2a_session=" in signed_in.headers["set-cookie"]
+    assert_guarded(signed_in)
+    assert signed_in.headers["cache-control"] == "no-store"  # a cookie-setting redirect
+    assert_guarded(await client.get("/"))
+    assert_guarded(await client.get("/assets/dashboard.js"))
+    async with client.stream("GET", f"/agents/{address}/events") as stream:
+        assert stream.status_code == 200
+        assert_guarded(stream)
+    for path, status in (
+        ("/assets/missing.css", 404),  # a dashboard route that found nothing
+        ("/signout", 405),  # a dashboard path, wrong method
+        ("/agents/guarded%40agents.test/nothing-here", 404),  # a dashboard path, no route
+    ):
+        response = await client.get(path)
+        assert response.status_code == status, path
+        assert response.headers["content-type"].startswith("text/html"), path
+        assert "That did not work" in response.text, path
+        assert_guarded(response)
+    assert (await client.get("/signout")).headers["allow"]  # still says which methods do
+
+    def broken(*args: object) -> object:
+        raise RuntimeError("a bug in the agent list")
+
+    monkeypatch.setattr("e2a_gateway.dashboard.agents.list_agents", broken)
+    with caplog.at_level(logging.ERROR, logger="e2a"):
+        crashed = await client.get("/agents")
+    assert crashed.status_code == 500
+    assert crashed.headers["content-type"].startswith("text/html")
+    assert "gateway log has details" in crashed.text and "RuntimeError" not in crashed.text
+    assert_guarded(crashed)
+    assert "a bug in the agent list" in caplog.text  # the log has them
+    # The API's own answers stay JSON.
+    missing = await alice.http.get("/api/v1/nothing-here")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

@@ -17,11 +17,13 @@ from quart import (
     Blueprint,
     Response,
     abort,
+    current_app,
     render_template,
     request,
     send_from_directory,
     url_for,
 )
+from werkzeug.exceptions import HTTPException
 
 from e2a_gateway.dashboard.auth import (
     CSRF_FIELD,
@@ -134,6 +136,68 @@ async def on_refused(exc: OperationError) -> Response:
     return response
 
 
+HTTP_ERRORS = {
+    404: "There is no such page. Follow the dashboard's links rather than typing addresses.",
+    405: "This page does not take that kind of request; use the dashboard's links and buttons.",
+    413: "What was sent is too large for the gateway (http.max_request_bytes).",
+}
+
+
+async def _http_error_page(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    message = HTTP_ERRORS.get(status, exc.description or exc.name)
+    response = await page("error.html", None, status=status, message=message)
+    response.headers.update({name: value for name, value in exc.get_headers() if name == "Allow"})
+    return response
+
+
+@blueprint.errorhandler(HTTPException)
+async def on_http_exception(exc: HTTPException) -> Response:
+    """An HTTP error raised by a dashboard route (a missing asset, a body too large)."""
+    return await _http_error_page(exc)
+
+
+@blueprint.errorhandler(Exception)
+async def on_unexpected(exc: Exception) -> Response:
+    """A bug: logged with its traceback; the page says only that the log has details."""
+    log.exception("unhandled error in a dashboard request handler")
+    return await page(
+        "error.html", None, status=500, message="Internal error; the gateway log has details."
+    )
+
+
+def _dashboard_path(path: str) -> bool:
+    """Whether `path` is among the dashboard's: its first segment begins one of its routes."""
+    first = path.split("/", 2)[1] if path.startswith("/") else None
+    return any(
+        rule.rule.split("/", 2)[1] == first
+        for rule in current_app.url_map.iter_rules()
+        if rule.endpoint.startswith(f"{blueprint.name}.")
+    )
+
+
+@blueprint.before_app_request
+async def refuse_unrouted() -> Response | None:
+    """A request for a dashboard path that no route takes (a mistyped address, a GET of a
+    form's action) gets the dashboard's error page, not the REST API's JSON."""
+    exc = request.routing_exception
+    if isinstance(exc, HTTPException) and _dashboard_path(request.path):
+        return await _http_error_page(exc)
+    return None
+
+
+@blueprint.after_app_request
+async def guard(response: Response) -> Response:
+    """Give every dashboard answer — pages, redirects, errors, its files, the event stream —
+    the security headers (those a route set itself are kept)."""
+    if request.blueprint == blueprint.name or (
+        request.url_rule is None and _dashboard_path(request.path)
+    ):
+        for name, value in PAGE_HEADERS.items():
+            response.headers.setdefault(name, value)
+    return response
+
+
 @blueprint.errorhandler(StorageUnavailable)
 async def on_storage_unavailable(exc: StorageUnavailable) -> Response:
     """The database does not answer: say so, without details."""
@@ -171,7 +235,9 @@ async def asset(filename: str) -> Response:
     name too long for the filesystem was an error 500)."""
     if filename not in ASSETS:
         abort(404)
-    return await send_from_directory(ASSETS_FOLDER, filename)
+    response = await send_from_directory(ASSETS_FOLDER, filename)
+    response.headers["Cache-Control"] = "no-cache"  # kept, but checked again (ETag)
+    return response
 
 
 @blueprint.get("/signin")
