@@ -1129,3 +1129,48 @@ async def test_every_dashboard_answer_carries_the_security_headers(
     # The API's own answers stay JSON.
     missing = await alice.http.get("/api/v1/nothing-here")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+async def test_a_huge_text_body_is_shown_in_part(
+    browser, make_account, running: RunningGateway
+) -> None:
+    """A message with megabytes of text would stall the browser that renders it: the message
+    page shows its beginning and says how much more the raw source holds; the reviewer's list
+    previews a held message's beginning and says the rest is on its review page."""
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "bulky")
+    line = "the quick brown fox jumps over the lazy dog " * 2 + "\r\n"
+    text = "FIRST LINE\r\n" + line * (3_000_000 // len(line)) + "LAST LINE\r\n"
+    raw = f"From: carol@example.org\r\nTo: {address}\r\nSubject: Bulky\r\n\r\n{text}".encode()
+
+    def send_mail() -> None:
+        with smtplib.SMTP(running.addresses.smtp_host, running.addresses.smtp_port) as smtp:
+            smtp.sendmail("carol@example.org", [address], raw)
+
+    await trio.to_thread.run_sync(send_mail)
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    inbox = await client.get(f"/agents/{quote(address, safe='')}/inbox")
+    message_id = re.search(r'data-id="([^"]+)"', inbox.text)
+    assert message_id is not None
+    page = await client.get(f"/agents/{quote(address, safe='')}/inbox/{message_id.group(1)}")
+    assert page.status_code == 200
+    assert len(page.content) < 300_000
+    assert "FIRST LINE" in page.text and "LAST LINE" not in page.text
+    assert "more characters" in page.text and "raw source" in page.text
+
+    held = await alice.http.put(agent_path(address), json={"hitl_enabled": True})
+    assert held.status_code == 200, held.text
+    sent = await alice.http.post(
+        "/api/v1/send",
+        json={"to": ["x@example.org"], "subject": "Long", "body": "OPENING\n" + "words " * 200_000},
+    )
+    assert sent.status_code == 202, sent.text
+    approvals = await client.get("/approvals")
+    assert approvals.status_code == 200
+    assert len(approvals.content) < 50_000
+    card = approvals.text[approvals.text.index(f'id="subject-{sent.json()["message_id"]}"') :]
+    assert "OPENING" in card and "more characters" in card
+    assert f'href="/approvals/{sent.json()["message_id"]}"' in card
+    review = await client.get(f"/approvals/{sent.json()['message_id']}")
+    assert review.text.count("words ") == 200_000  # the review form edits all of it

@@ -92,6 +92,14 @@ def minute_utc(value: str | None) -> str:
     return f"{value[:10]} {value[11:16]} UTC"
 
 
+@blueprint.app_template_filter("clip")
+def clip(text: str | None, limit: int) -> tuple[str, int]:
+    """The first `limit` characters of `text` and how many more it holds: pages show a long
+    body in part, so that megabytes of mail do not stall the browser."""
+    text = text or ""
+    return text[:limit], max(0, len(text) - limit)
+
+
 async def page(
     template: str, session: Session | None, *, status: int = 200, **context: Any
 ) -> Response:
