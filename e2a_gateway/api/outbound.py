@@ -2,8 +2,9 @@
 
 A send answers 202 while the message is held for approval; 422 `send_failed` when it was
 refused for good while the operation waited for its hand-off; else 200 `sent`, as e2a 2.x
-clients expect (operations.sending says how long it waits, docs/api.md why `sent`). `/send`
-honours an Idempotency-Key as `/v1`'s sendMessage does, so a retried send is made once.
+clients expect (operations.sending says how long it waits, docs/api.md why `sent`). `/send`,
+replies and approvals honour an Idempotency-Key as `/v1`'s writes do (the e2a 2.x SDKs send one
+on each), so a retried send, reply or approval is made once and answered again.
 
 A message stored as `bounced` (a state `/v1` has and the contract's `/api/v1` does not) shows
 here as `failed`, its `error` saying why, and is listed with `status=failed`.
@@ -32,7 +33,8 @@ blueprint = Blueprint("outbound", __name__)
 
 
 async def stored_send(caller: Caller, message_id: str) -> tuple[dict[str, Any], int]:
-    """POST /send's answer for the message its first request stored and never answered."""
+    """A send's or reply's answer for the message its first request stored and never
+    answered."""
     return submission_answer(await sending.stored_send(current_gateway(), caller, message_id))
 
 
@@ -48,8 +50,10 @@ async def send(caller: Caller) -> tuple[dict[str, Any], int]:
 
 @blueprint.post("/agents/<email>/messages/<message_id>/reply")
 @requires_caller
+@idempotent_making(stored_send)
 async def reply(caller: Caller, email: str, message_id: str) -> tuple[dict[str, Any], int]:
-    """POST …/reply: answer an inbound message, threaded."""
+    """POST …/reply: answer an inbound message, threaded; a retry with the same
+    Idempotency-Key and body answers the first reply again instead of sending twice."""
     body = await read_body(ReplyBody)
     return submission_answer(
         await sending.reply(current_gateway(), caller, email, message_id, body)
@@ -104,10 +108,17 @@ def _listed_order(message: OutboundMessage) -> tuple[float, float]:
     return (first if first is not None else message.created_epoch, message.created_epoch)
 
 
+async def approved(caller: Caller, message_id: str) -> dict[str, Any]:
+    """An approval's answer for the message its first request approved and never answered."""
+    return outbound_view(await reviews.outbound_message(current_gateway(), caller, message_id))
+
+
 @blueprint.post("/messages/<message_id>/approve")
 @requires_caller
+@idempotent_making(approved)
 async def approve(caller: Caller, message_id: str) -> dict[str, Any]:
-    """POST /messages/{id}/approve, optionally with edits (then `edited: true`)."""
+    """POST /messages/{id}/approve, optionally with edits (then `edited: true`); a retry with
+    the same Idempotency-Key and body answers the first approval again instead of a 409."""
     body = await read_body(ApproveBody, allow_empty=True)
     return outbound_view(await reviews.approve(current_gateway(), caller, message_id, body))
 

@@ -1,6 +1,7 @@
 """`Idempotency-Key` on the writes e2a lists (sendMessage, replyToMessage, forwardMessage,
-approveReview, createWebhook, rotateWebhookSecret, createApiKey), and on `/api/v1/send` (what
-e2a's first MCP tool, `send_email`, sends through): a retry with the same key and the same
+approveReview, createWebhook, rotateWebhookSecret, createApiKey), and on `/api/v1`'s send,
+reply and approve (the e2a 2.x SDKs send a key on each; `send_email`, e2a's first MCP tool,
+sends through the first): a retry with the same key and the same
 request — its method, path and raw body, byte for byte — gets the first answer again instead of
 writing twice (operations.idempotency keeps it at least 24 hours). A send's key is settled with
 its message, so a retry after a crash between the two answers that message
