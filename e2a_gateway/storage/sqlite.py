@@ -281,7 +281,11 @@ class SqliteStorage(SqlStorage):
     # -- the runner -------------------------------------------------------------------------
 
     def _transact(self, work: Work[T], durable: bool) -> tuple[T, list[Announcement]]:
-        """Run `work` in one `BEGIN IMMEDIATE` transaction on the writer (in its thread)."""
+        """Run `work` in one `BEGIN IMMEDIATE` transaction on the writer (in its thread).
+
+        Whatever fails, the work or the COMMIT itself (a deferred constraint, a full disk, a
+        busy database: SQLite then leaves the transaction open), the transaction is rolled
+        back, so nothing of it is stored and the writer is ready for the next one."""
         with _translate_errors():
             if not durable:
                 self._writer.execute("PRAGMA synchronous = OFF")
@@ -291,10 +295,11 @@ class SqliteStorage(SqlStorage):
                 try:
                     result = work(transaction)
                     transaction.end()
+                    self._writer.execute("COMMIT")
                 except BaseException:
-                    self._writer.execute("ROLLBACK")
+                    if self._writer.in_transaction:  # some failures end it themselves
+                        self._writer.execute("ROLLBACK")
                     raise
-                self._writer.execute("COMMIT")
                 return result, transaction.announcements
             finally:
                 if not durable:
