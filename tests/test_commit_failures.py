@@ -8,10 +8,15 @@ server swallows the answer to COMMIT and closes)."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import sqlite3
-from contextlib import closing
+import threading
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from functools import partial
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import trio
@@ -19,7 +24,7 @@ import trio
 from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import make_settings
-from tests.databases import query
+from tests.databases import fresh_postgres_database, query
 from tests.delivery_support import create_agent, open_account
 from tests.test_read_only_database import smtp_answer
 
@@ -71,3 +76,116 @@ async def test_sqlite_a_commit_that_fails_stores_nothing_and_the_next_mail_is_st
     assert await trio.to_thread.run_sync(smtp_answer, port, agent, "last") == 250
     assert stored_subjects(url) == ["before", "after", "last"]
     assert query(url, "SELECT count(*) FROM commit_child") == [(0,)]
+
+
+class CommitDropper:
+    """A TCP proxy between the gateway and PostgreSQL that, once `doom`ed, lets the server
+    commit the first transaction carrying `marker` and then drops that connection before its
+    client hears the answer to COMMIT: the outcome of the commit is unknown to the gateway,
+    though the mail is stored."""
+
+    COMMIT = b"COMMIT\x00"
+    """COMMIT as it goes over the wire: the query sent, and the server's answer's tag."""
+
+    def __init__(self, server: tuple[str, int]) -> None:
+        self._server = server
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._marker: bytes | None = None
+        self.dropped = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def doom(self, marker: bytes) -> None:
+        """Drop, after its commit, the next transaction that carries `marker`."""
+        with self._lock:
+            self._marker = marker
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self._server)
+            doomed = threading.Event()
+            threading.Thread(
+                target=self._to_server, args=(client, server, doomed), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._to_client, args=(server, client, doomed), daemon=True
+            ).start()
+
+    def _to_server(
+        self, client: socket.socket, server: socket.socket, doomed: threading.Event
+    ) -> None:
+        carries = False
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                with self._lock:
+                    if self._marker is not None and self._marker in data:
+                        carries, self._marker = True, None
+                if carries and self.COMMIT in data:
+                    doomed.set()  # before the server can answer
+                server.sendall(data)
+        _close(client, server)
+
+    def _to_client(
+        self, server: socket.socket, client: socket.socket, doomed: threading.Event
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                if doomed.is_set() and self.COMMIT in data:
+                    self.dropped += 1
+                    break  # the server committed; its client never hears so
+                client.sendall(data)
+        _close(client, server)
+
+
+def _close(*sockets: socket.socket) -> None:
+    for each in sockets:
+        with contextlib.suppress(OSError):
+            each.shutdown(socket.SHUT_RDWR)
+        each.close()
+
+
+@contextmanager
+def commit_dropper(database_url: str) -> Iterator[tuple[CommitDropper, str]]:
+    """A `CommitDropper` in front of the server of `database_url`, and the URL through it."""
+    parts = urlsplit(database_url)
+    assert parts.hostname is not None and parts.port is not None
+    dropper = CommitDropper((parts.hostname, parts.port))
+    netloc = parts.netloc.replace(f"{parts.hostname}:{parts.port}", f"127.0.0.1:{dropper.port}")
+    query_string = "&".join(filter(None, [parts.query, "sslmode=disable"]))
+    try:
+        yield dropper, urlunsplit((parts.scheme, netloc, parts.path, query_string, ""))
+    finally:
+        dropper.close()
+
+
+async def test_postgres_mail_committed_by_a_commit_whose_answer_was_lost_gets_250_once(
+    tmp_path: Path,
+) -> None:
+    with fresh_postgres_database() as url, commit_dropper(url) as (dropper, proxied):
+        async with trio.open_nursery() as gateway_nursery:
+            settings = make_settings(tmp_path, database={"url": proxied})
+            running: RunningGateway = await gateway_nursery.start(
+                partial(run_gateway, settings, resolver=FixtureResolver())
+            )
+            account = await open_account(
+                running.gateway, running.addresses.http_url, "o@example.com"
+            )
+            async with account.http:
+                agent = await create_agent(account, "bot")
+            port = running.addresses.smtp_port
+
+            assert await trio.to_thread.run_sync(smtp_answer, port, agent, "before") == 250
+            dropper.doom(b"committed-unheard")
+            answer = await trio.to_thread.run_sync(smtp_answer, port, agent, "committed-unheard")
+            assert answer == 250 and dropper.dropped == 1
+            assert await trio.to_thread.run_sync(smtp_answer, port, agent, "after") == 250
+            assert stored_subjects(url) == ["before", "committed-unheard", "after"]
+            gateway_nursery.cancel_scope.cancel()

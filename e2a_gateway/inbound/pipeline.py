@@ -349,14 +349,39 @@ class InboundMailSink:
 
     async def _commit_and_announce(self, prepared: Prepared, now: float) -> None:
         """Commit one DATA's messages (and their jobs) in one transaction, then tell live
-        listeners; MessageNotStored when storage could not commit them."""
+        listeners; MessageNotStored when storage could not commit them.
+
+        A commit that failed may have been stored all the same: a connection lost while
+        PostgreSQL committed leaves the outcome unknown (and a group commit's retry of the
+        DATA on its own then breaks on the ids stored). So a failure is checked against what
+        is stored: the client hears 250 when the messages are, and 451 (its retry stores them
+        once) only when they are not."""
         messages = [message for _, message in prepared]
         try:
             await (self._committer or self._gateway.storage).store_inbound(messages, now)
-        except StorageUnavailable as exc:
-            log.error("could not store message from %s: %s", messages[0].client_ip, exc)
-            raise MessageNotStored(str(exc)) from exc
+        except Exception as exc:
+            if not await self._stored_all_the_same(messages):
+                if not isinstance(exc, StorageUnavailable):
+                    raise
+                log.error("could not store message from %s: %s", messages[0].client_ip, exc)
+                raise MessageNotStored(str(exc)) from exc
+            log.warning(
+                "message from %s is stored though its commit seemed to fail (%s)",
+                messages[0].client_ip,
+                exc,
+            )
         announce_stored(self._gateway.hub, prepared)
+
+    async def _stored_all_the_same(self, messages: list[NewInboundMessage]) -> bool:
+        """Whether `messages`, whose commit failed, are stored (all of them, as they were
+        committed together); asked on a connection other than the one that failed. False
+        when storage cannot say either."""
+        copies = [(message.agent_email, message.id) for message in messages]
+        try:
+            stored = await self._gateway.storage.stored_copies(copies)
+        except StorageUnavailable:
+            return False
+        return len(stored) == len(copies)
 
     async def _recipient_agents(self, recipients: list[Mailbox]) -> list[Agent]:
         """The agents behind the accepted recipients, each once, skipping any deleted since RCPT."""
