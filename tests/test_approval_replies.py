@@ -10,6 +10,8 @@ import email.policy
 import logging
 import smtplib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -336,6 +338,72 @@ async def test_a_second_reply_is_told_the_message_was_already_decided(
     assert f"by {OWNER} (reply)" in answer.get_content()
     status, _, method, reason = row(gateway.settings, message.id)
     assert status in {"queued", "sent"} and method == "reply" and reason is None
+
+
+@contextmanager
+def inbound_mail_fails(database_url: str) -> Iterator[None]:
+    """Fail every insert of inbound mail while the block runs, as a full disk would: a trigger
+    on `messages` (an approval's review, which inserts no inbound mail, still commits)."""
+    if database_url.startswith("sqlite:///"):
+        make = [
+            "CREATE TRIGGER inbound_fails BEFORE INSERT ON messages "
+            "WHEN NEW.direction = 'inbound' BEGIN SELECT RAISE(ABORT, 'disk is full'); END"
+        ]
+        drop = ["DROP TRIGGER inbound_fails"]
+    else:
+        make = [
+            "CREATE FUNCTION inbound_fails() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'disk is full' USING ERRCODE = 'disk_full'; END $$",
+            "CREATE TRIGGER inbound_fails BEFORE INSERT ON messages FOR EACH ROW "
+            "WHEN (NEW.direction = 'inbound') EXECUTE FUNCTION inbound_fails()",
+        ]
+        drop = ["DROP TRIGGER inbound_fails ON messages", "DROP FUNCTION inbound_fails()"]
+    for statement in make:
+        query(database_url, statement)
+    try:
+        yield
+    finally:
+        for statement in drop:
+            query(database_url, statement)
+
+
+def _data_answer(port: int, rcpts: list[str], data: bytes) -> int:
+    """The reply code to DATA of `data` from the owner to `rcpts`."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("mail.example.com")
+        try:
+            client.sendmail(OWNER, rcpts, data)
+        except smtplib.SMTPDataError as refused:
+            return int(refused.smtp_code)
+        return 250
+
+
+async def test_a_reply_also_to_an_agent_retried_after_451_is_neither_acted_on_again_nor_answered(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    """The reply's approval commits before the agent's copy; when the copy fails (451), the
+    sender's retry of the same reply finds its own approval done and stores the copy only."""
+    gateway = running.gateway
+    url = gateway.settings.database.url
+    port = running.addresses.smtp_port
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    data = reply(notice, "approve")
+    rcpts = [str(notice["Reply-To"]), owner.agent]
+    with inbound_mail_fails(url):
+        assert await trio.to_thread.run_sync(_data_answer, port, rcpts, data) == 451
+    assert row(gateway.settings, message.id)[1:3] == (OWNER, "reply")
+    assert await trio.to_thread.run_sync(_data_answer, port, rcpts, data) == 250
+    assert waiting_answers(gateway.settings) == 0  # committed before the 250
+    copies = query(
+        url,
+        "SELECT count(*) FROM messages_with_content WHERE agent_email = ? "
+        "AND direction = 'inbound' AND subject LIKE ?",
+        (owner.agent, "Re: %"),
+    )
+    assert copies == [(1,)]
+    await wait_until(lambda: any("alice@example.org" in r for _, r, _ in sink.received))
+    assert answers(sink) == []
 
 
 async def test_automatic_replies_are_neither_acted_on_nor_answered(

@@ -64,6 +64,7 @@ def reply_facts(data: bytes, auth: AuthResults, mail_from: str, own: str) -> Rep
         dmarc_domain=auth.from_domain,
         referenced=tuple(headers.referenced_ids()),
         automatic=automatic,
+        message_id=headers.message_id,
     )
 
 
@@ -126,6 +127,10 @@ class ApprovalReplies:
         facts = await trio.to_thread.run_sync(
             reply_facts, envelope.data, auth, envelope.mail_from, own
         )
+        if stored.used_by is not None and stored.used_by == facts.message_id:
+            # the sender's retry of the reply that acted (its copies for agents failed): done
+            log.info("approval reply for %s acted on already", stored.message_id)
+            return
         standing_now = ""
         refusal = refusal_of(
             facts, stored.reviewer, stored.notice_message_id, stored.used_at is not None
@@ -141,7 +146,7 @@ class ApprovalReplies:
             else:
                 try:
                     reviewed = await storage.review_by_reply(
-                        token_hash, command.approve, command.reason, now
+                        token_hash, command.approve, command.reason, now, facts.message_id
                     )
                 except AgentInTrash as exc:
                     refusal, standing_now = "agent_in_trash", exc.agent_email

@@ -58,6 +58,8 @@ class ReplyFacts:
     """Why the reply is automatic mail no one may answer (`automatic_mail.automatic_mail_reason`:
     an out-of-office reply by any of its markers, a bounce, bulk or list mail), None when it
     is not."""
+    message_id: str | None = None
+    """The reply's own Message-ID, None when it has none."""
 
 
 def parse_command(text: str | None, html: str | None = None) -> ReplyCommand | None:

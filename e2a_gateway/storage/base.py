@@ -1457,7 +1457,8 @@ class Mailbox(Protocol):
 @dataclass(frozen=True)
 class ReplyToken:
     """A notice's reply token as stored: its hash, the held message and reviewer it is bound
-    to, the notice's own Message-ID, and when a reply acted on it (None until one did)."""
+    to, the notice's own Message-ID, and when a reply acted on it (None until one did) and
+    that reply's Message-ID (None when it had none)."""
 
     token_hash: str
     message_id: str
@@ -1465,6 +1466,7 @@ class ReplyToken:
     notice_message_id: str
     created_at: float
     used_at: float | None = None
+    used_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1493,11 +1495,17 @@ class ApprovalReplies(Protocol):
         ...
 
     async def review_by_reply(
-        self, token_hash: str, approve: bool, reason: str | None, now: float
+        self,
+        token_hash: str,
+        approve: bool,
+        reason: str | None,
+        now: float,
+        reply_id: str | None = None,
     ) -> OutboundMessage | None:
         """Approve or reject the token's message for its reviewer (`reply`) and mark the token
-        used, in one transaction: NotPending when the token was used or the message is no
-        longer pending (nothing changes), None when the token or message is gone."""
+        used by the reply with the Message-ID `reply_id`, in one transaction: NotPending when
+        the token was used or the message is no longer pending (nothing changes), None when the
+        token or message is gone."""
         ...
 
     async def add_approval_answer(

@@ -14,18 +14,25 @@ from e2a_gateway.storage.base import (
     ReplyToken,
     ReviewedBy,
 )
+from e2a_gateway.storage.rows import value_marks
 from e2a_gateway.storage.sql.jobs import add_job, holds_lease
 from e2a_gateway.storage.sql.outbound import review_in
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import APPROVAL_ANSWER_JOB, OUTBOUND, REVIEW_BY_REPLY
 
-TOKEN_COLUMNS = "token_hash, message_id, reviewer, notice_message_id, created_at, used_at"
+TOKEN_COLUMNS = "token_hash, message_id, reviewer, notice_message_id, created_at, used_at, used_by"
+TOKEN_VALUES = value_marks(TOKEN_COLUMNS)
 ANSWER_COLUMNS = "message_id, sender, recipient, data, id"
 
 
 def _review_by_reply(
-    tx: Transaction, token_hash: str, approve: bool, reason: str | None, now: float
+    tx: Transaction,
+    token_hash: str,
+    approve: bool,
+    reason: str | None,
+    now: float,
+    reply_id: str | None,
 ) -> OutboundMessage | None:
     row = tx.first(
         "SELECT message_id, reviewer, used_at FROM approval_reply_tokens "
@@ -45,7 +52,8 @@ def _review_by_reply(
         tx, None, message_id, approve, None, reason, now, ReviewedBy(REVIEW_BY_REPLY, reviewer)
     )
     tx.execute(
-        "UPDATE approval_reply_tokens SET used_at = ? WHERE token_hash = ?", (now, token_hash)
+        "UPDATE approval_reply_tokens SET used_at = ?, used_by = ? WHERE token_hash = ?",
+        (now, reply_id, token_hash),
     )
     return reviewed
 
@@ -76,7 +84,7 @@ class ApprovalRepliesSql(Runner):
         """Store a notice's reply token (by hash)."""
         await self._write(
             lambda tx: tx.execute(
-                f"INSERT INTO approval_reply_tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO approval_reply_tokens ({TOKEN_COLUMNS}) VALUES ({TOKEN_VALUES})",
                 (
                     token.token_hash,
                     token.message_id,
@@ -84,6 +92,7 @@ class ApprovalRepliesSql(Runner):
                     token.notice_message_id,
                     token.created_at,
                     token.used_at,
+                    token.used_by,
                 ),
             )
         )
@@ -99,10 +108,18 @@ class ApprovalRepliesSql(Runner):
         return ReplyToken(*row) if row is not None else None
 
     async def review_by_reply(
-        self, token_hash: str, approve: bool, reason: str | None, now: float
+        self,
+        token_hash: str,
+        approve: bool,
+        reason: str | None,
+        now: float,
+        reply_id: str | None = None,
     ) -> OutboundMessage | None:
-        """Review the token's message for its reviewer and spend the token, in one commit."""
-        return await self._write(lambda tx: _review_by_reply(tx, token_hash, approve, reason, now))
+        """Review the token's message for its reviewer and spend the token, by the reply with
+        the Message-ID `reply_id`, in one commit."""
+        return await self._write(
+            lambda tx: _review_by_reply(tx, token_hash, approve, reason, now, reply_id)
+        )
 
     async def add_approval_answer(
         self, answer: ApprovalAnswer, token_hash: str, limit: int, now: float
