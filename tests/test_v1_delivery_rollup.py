@@ -399,3 +399,41 @@ async def test_the_lifecycle_of_mail_approved_at_its_deadline_says_so_once_it_bo
     assert ("review", "review.expired_approved") in steps, steps
     assert ("review", "review.approved") not in steps, steps
     assert ("delivery", "delivery.permanent_bounce") in steps, steps
+
+
+async def lifecycle_of(alice: Account, agent: str, message_id: str) -> list[tuple[Any, ...]]:
+    """The message's `/v1` lifecycle: (stage, outcome, reason_code, recipient) per step."""
+    lifecycle = await alice.http.get(messages(agent, f"/{message_id}/lifecycle"))
+    assert lifecycle.status_code == 200, lifecycle.text
+    return [
+        (step["stage"], step["outcome"], step["reason_code"], step.get("recipient"))
+        for step in lifecycle.json()["items"]
+    ]
+
+
+async def test_the_lifecycle_shows_a_suppression_only_for_the_address_it_suppressed(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """Mailbox full (552 5.2.2) and a DMARC refusal (5.7.26) bounce the recipient but say
+    nothing bad of the address: e2a suppresses neither, and its lifecycle says no suppression
+    was applied to them. The unknown user (550 5.1.1) is suppressed, and says so."""
+    sink.rcpt_answers[CAROL] = "552 5.2.2 mailbox full"
+    sink.rcpt_answers[DAVE] = "550 5.1.1 no such user"
+    sink.rcpt_answers[FRANK] = "550 5.7.26 unauthenticated mail is refused by DMARC policy"
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    body = {"to": [CAROL, DAVE, ERIN, FRANK], "subject": "Hi", "text": "Hello"}
+    message_id = await send_and_wait(alice, bot, body)
+
+    suppressed = (await alice.http.get("/v1/account/suppressions")).json()["items"]
+    assert [item["address"] for item in suppressed] == [DAVE]
+    steps = await lifecycle_of(alice, bot, message_id)
+    assert ("submission", "accepted", "submission.upstream_accepted", None) in steps, steps
+    applied = [step for step in steps if step[0] == "suppression"]
+    assert applied == [("suppression", "applied", "suppression.hard_bounce_applied", DAVE)]
+    bounced = {step[3]: step[2] for step in steps if step[0] == "delivery"}
+    assert bounced == {  # as each recipient's `email.bounced` types it
+        CAROL: "delivery.transient_bounce",
+        DAVE: "delivery.permanent_bounce",
+        FRANK: "delivery.transient_bounce",
+    }, steps

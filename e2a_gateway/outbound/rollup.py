@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from e2a_gateway.outbound.bounces import BounceType, classify
 from e2a_gateway.storage.base import FiledMessage
 from e2a_gateway.storage.rows import (
     RECIPIENT_ACCEPTED,
     RECIPIENT_BOUNCED_PREFIX,
     RECIPIENT_LOCAL_PREFIX,
+    RECIPIENT_REFUSED_PREFIX,
+    RELAY_REFUSAL,
     bounced_result,
 )
 from e2a_gateway.storage.vocabulary import (
@@ -55,6 +58,26 @@ def recipient_state(result: str) -> str:
     if result == RECIPIENT_ACCEPTED or result.startswith(RECIPIENT_LOCAL_PREFIX):
         return "sent"
     return "bounced" if bounced_result(result) else "failed"
+
+
+def refusal_bounce_type(result: str) -> BounceType | None:
+    """How the relay's refusal of a recipient at RCPT (`result`, `refused: RCPT TO: 5xx …`)
+    bounced it, by its enhanced code else its reply code (`classify`): `permanent` when the
+    address itself failed, `transient` when it did not (mailbox full, the sender's
+    authentication refused); None for any other result."""
+    if not result.startswith(RECIPIENT_REFUSED_PREFIX):
+        return None
+    refusal = RELAY_REFUSAL.match(result.removeprefix(RECIPIENT_REFUSED_PREFIX))
+    return None if refusal is None else classify(refusal.group(2) or refusal.group(1))
+
+
+def bounce_type(result: str) -> BounceType | None:
+    """How a recipient whose hand-off came to `result` bounced, as its `email.bounced` event
+    says: `permanent` for a bounce report (only permanent ones are kept among the results), a
+    refusal at RCPT as `refusal_bounce_type` reads it; None when it did not bounce."""
+    if result.startswith(RECIPIENT_BOUNCED_PREFIX):
+        return "permanent"
+    return refusal_bounce_type(result)
 
 
 def delivery_state(message: FiledMessage) -> tuple[str, str | None]:

@@ -1701,6 +1701,14 @@ class Suppressions(Protocol):
         """Those of `addresses` (lowercase) the account, or its agent `agent_email`, suppressed."""
         ...
 
+    async def suppressions_from(
+        self, user_id: str, message_id: str, addresses: list[str]
+    ) -> list[Suppression]:
+        """The account's suppressions of those of `addresses` (lowercase) that the outbound
+        message `message_id` added (a hard bounce or a complaint about it), oldest first: none
+        for an address already suppressed before, or whose suppression was lifted since."""
+        ...
+
     async def suppression_page(
         self, user_id: str, agent_email: str | None, limit: int, before_seq: int | None
     ) -> list[Suppression]:

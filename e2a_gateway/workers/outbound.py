@@ -35,7 +35,6 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.inbound.postmaster import is_own_hostname
 from e2a_gateway.local_delivery import deliver_locally, local_recipient
 from e2a_gateway.operations import lifecycle
-from e2a_gateway.outbound.bounces import classify
 from e2a_gateway.outbound.dkim_signing import sign_as_sender
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
 from e2a_gateway.outbound.relay import RelayConnections
@@ -43,6 +42,7 @@ from e2a_gateway.outbound.return_path import (
     LOCAL_PART_PREFIX as RETURN_PATH_PREFIX,
 )
 from e2a_gateway.outbound.return_path import return_path_for, return_path_key
+from e2a_gateway.outbound.rollup import refusal_bounce_type
 from e2a_gateway.relay_ids import relay_message_id
 from e2a_gateway.smtp.client import Outcome, Outgoing
 from e2a_gateway.storage.base import (
@@ -60,7 +60,6 @@ from e2a_gateway.storage.rows import (
     RECIPIENT_ACCEPTED,
     RECIPIENT_LOCAL_PREFIX,
     RECIPIENT_REFUSED_PREFIX,
-    RELAY_REFUSAL,
 )
 from e2a_gateway.storage.vocabulary import OUTBOUND_JOB
 from e2a_gateway.workers.claim_loop import ClaimLoop
@@ -254,17 +253,12 @@ def dated(message: OutboundMessage) -> float:
 
 def relay_bounces(results: Mapping[str, str]) -> list[BouncedRecipient]:
     """The recipients the relay refused with a 5xx reply to their RCPT: bounces, as a report
-    would say (`RELAY_REFUSAL`)."""
-    bounced = []
-    for recipient, result in results.items():
-        if not result.startswith(REFUSED_PREFIX):
-            continue
-        reply = result.removeprefix(REFUSED_PREFIX)
-        code = RELAY_REFUSAL.match(reply)
-        if code is not None:
-            status = code.group(2) or code.group(1)
-            bounced.append(BouncedRecipient(recipient, classify(status), reply))
-    return bounced
+    would say (`refusal_bounce_type`)."""
+    return [
+        BouncedRecipient(recipient, kind, result.removeprefix(REFUSED_PREFIX))
+        for recipient, result in results.items()
+        if (kind := refusal_bounce_type(result)) is not None
+    ]
 
 
 def unreached(results: Mapping[str, str], gave_up: Mapping[str, str]) -> list[BouncedRecipient]:

@@ -6,6 +6,7 @@ and the (beta) lifecycle, reconstructed from the states the gateway keeps. Pure 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 from e2a_gateway.api.v1.views import present
@@ -16,9 +17,15 @@ from e2a_gateway.mailauth.evidence import Evidence, evidence_of
 from e2a_gateway.operations.drafts import attachment_size
 from e2a_gateway.operations.mailbox import OpenedMessage
 from e2a_gateway.operations.sending import Submission
-from e2a_gateway.outbound.rollup import delivery_state, recipient_state
+from e2a_gateway.outbound.rollup import bounce_type, delivery_state
 from e2a_gateway.rfc5322 import address_list
-from e2a_gateway.storage.base import ConversationSummary, FiledMessage, OutboundMessage
+from e2a_gateway.storage.base import (
+    ConversationSummary,
+    FiledMessage,
+    OutboundMessage,
+    Suppression,
+)
+from e2a_gateway.storage.vocabulary import SUPPRESSED_BY_BOUNCE, SUPPRESSED_BY_COMPLAINT
 
 SEND_STATUSES = {
     "pending_approval": "pending_review",
@@ -228,10 +235,13 @@ def conversation_detail_view(
     }
 
 
-def lifecycle_transitions(message: FiledMessage) -> list[dict[str, Any]]:
+def lifecycle_transitions(
+    message: FiledMessage, suppressions: Sequence[Suppression] = ()
+) -> list[dict[str, Any]]:
     """MessageLifecycleTransition entries (beta), reconstructed from what the gateway keeps of
-    the message: its arrival and authentication, or its acceptance, review and hand-off."""
-    steps: list[tuple[str, str, str, str, bool]] = []
+    the message: its arrival and authentication, or its acceptance, review, hand-off, each
+    recipient's bounce and complaint, and the `suppressions` it added (`suppressions_from`)."""
+    steps: list[tuple[str, str, str, str, bool, str | None]] = []
     at = message.created_at
     if message.direction == "inbound":
         at = message.received_at or at  # its arrival, also for mail released from a hold
@@ -243,6 +253,7 @@ def lifecycle_transitions(message: FiledMessage) -> list[dict[str, Any]]:
                 "acceptance.local_loopback" if local else "acceptance.inbound_smtp",
                 at,
                 False,
+                None,
             )
         )
         dmarc = message.authentication_results.get("dmarc")
@@ -257,12 +268,12 @@ def lifecycle_transitions(message: FiledMessage) -> list[dict[str, Any]]:
             outcome = (
                 "passed" if dmarc == "pass" else "failed" if dmarc == "fail" else "indeterminate"
             )
-            steps.append(("authentication", outcome, reason, at, dmarc == "temperror"))
+            steps.append(("authentication", outcome, reason, at, dmarc == "temperror", None))
     else:
-        steps.append(("accepted", "accepted", "acceptance.outbound_api", at, False))
+        steps.append(("accepted", "accepted", "acceptance.outbound_api", at, False, None))
         held = message.status == "pending_approval" or message.reviewed_at is not None
         if held:
-            steps.append(("review", "pending", "review.hold_created", at, False))
+            steps.append(("review", "pending", "review.hold_created", at, False, None))
         reviewed = message.reviewed_at or at
         review = {
             "rejected": ("rejected", "review.rejected"),
@@ -272,34 +283,59 @@ def lifecycle_transitions(message: FiledMessage) -> list[dict[str, Any]]:
         if review is None and message.reviewed_at is not None:
             review = ("approved", "review.approved")
         if review is not None:
-            steps.append(("review", review[0], review[1], reviewed, False))
+            steps.append(("review", review[0], review[1], reviewed, False, None))
         if message.status in ("queued", "sent", "failed", "bounced", "expired_approved"):
-            steps.append(("queued", "enqueued", "queue.outbound_submission", reviewed, False))
+            steps.append(("queued", "enqueued", "queue.outbound_submission", reviewed, False, None))
         local = message.method == "local"
         if message.sent_at is not None or message.status == "sent":
             reason = (
                 "submission.local_loopback_accepted" if local else "submission.upstream_accepted"
             )
-            steps.append(("submission", "accepted", reason, message.sent_at or at, False))
+            steps.append(("submission", "accepted", reason, message.sent_at or at, False, None))
         elif message.status == "failed":
-            steps.append(("submission", "failed", "submission.provider_rejected", at, False))
+            steps.append(("submission", "failed", "submission.provider_rejected", at, False, None))
         elif message.status == "queued" and message.send_error:
-            steps.append(("submission", "deferred", "submission.temporary_failure", at, True))
-        bounced = message.status == "bounced" or any(  # also one recipient among others
-            recipient_state(result) == "bounced"
-            for result in message.authentication_results.values()
-        )
-        if bounced:  # refused at hand-off, or reported back after it
+            steps.append(("submission", "deferred", "submission.temporary_failure", at, True, None))
+        applied = {
+            suppression.address: suppression.created_at
+            for suppression in suppressions
+            if suppression.source == SUPPRESSED_BY_BOUNCE
+        }
+        for recipient, result in message.authentication_results.items():
+            kind = bounce_type(result)  # refused at hand-off, or reported back after it
+            if kind is None:
+                continue
             when = message.sent_at or at
-            steps.append(("delivery", "bounced", "delivery.permanent_bounce", when, False))
-            steps.append(("suppression", "applied", "suppression.hard_bounce_applied", when, False))
+            reason = f"delivery.{kind}_bounce"
+            steps.append(("delivery", "bounced", reason, when, kind == "transient", recipient))
+            suppressed = applied.get(recipient.lower())
+            if suppressed is not None:
+                steps.append(
+                    (
+                        "suppression",
+                        "applied",
+                        "suppression.hard_bounce_applied",
+                        suppressed,
+                        False,
+                        recipient,
+                    )
+                )
         if message.complained_at is not None:
             complained = message.complained_at
             steps.append(
-                ("complaint", "reported", "complaint.recipient_reported", complained, False)
+                ("complaint", "reported", "complaint.recipient_reported", complained, False, None)
             )
-            steps.append(
-                ("suppression", "applied", "suppression.complaint_applied", complained, False)
+            steps.extend(
+                (
+                    "suppression",
+                    "applied",
+                    "suppression.complaint_applied",
+                    suppression.created_at,
+                    False,
+                    suppression.address,
+                )
+                for suppression in suppressions
+                if suppression.source == SUPPRESSED_BY_COMPLAINT
             )
     return [
         {
@@ -315,7 +351,8 @@ def lifecycle_transitions(message: FiledMessage) -> list[dict[str, Any]]:
             "occurred_at": occurred,
             "reconstructed": True,
         }
-        for number, (stage, outcome, reason, occurred, retryable) in enumerate(steps)
+        | ({"recipient": recipient} if recipient is not None else {})
+        for number, (stage, outcome, reason, occurred, retryable, recipient) in enumerate(steps)
     ]
 
 

@@ -352,7 +352,13 @@ async def lifecycle_listing(
     """One page of the message's transitions (getMessageLifecycle's answer), for `/v1` and
     the MCP tools alike."""
     filed = await mailbox.filed_as_it_is(gateway, caller, email, message_id)
-    transitions = lifecycle_transitions(filed)
+    suppressions = []
+    if filed.direction == "outbound":
+        recipients = dict.fromkeys(a.lower() for a in [*filed.to, *filed.cc, *filed.bcc])
+        suppressions = await gateway.storage.suppressions_from(
+            caller.user_id, filed.id, list(recipients)
+        )
+    transitions = lifecycle_transitions(filed, suppressions)
 
     async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[tuple[int, dict[str, Any]]]:
         start = _position(after) or 0

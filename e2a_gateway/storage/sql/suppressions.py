@@ -2,8 +2,8 @@
 outbound message it names (its events, the account's suppression of a hard-bounced address, the
 message's `bounced` state) in one transaction, and so is a complaint (its event, once, and the
 account's suppression of the address that complained); suppressions are listed, added and lifted per
-account or per agent (an agent's new one logged as `agent.suppression_added`), and a send asks
-which of its recipients are suppressed.
+account or per agent (an agent's new one logged as `agent.suppression_added`), a send asks
+which of its recipients are suppressed, and a message's lifecycle which suppressions it added.
 """
 
 from __future__ import annotations
@@ -306,6 +306,22 @@ class SuppressionsSql(Runner):
         if not addresses:
             return []
         return await self._read(lambda tx: suppressed_in(tx, user_id, agent_email, addresses))
+
+    async def suppressions_from(
+        self, user_id: str, message_id: str, addresses: list[str]
+    ) -> list[Suppression]:
+        """The account's suppressions of `addresses` the message added, oldest first."""
+        if not addresses:
+            return []
+        rows = await self._read(
+            lambda tx: tx.all(
+                f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE user_id = ? "
+                f"AND agent_email = ? AND {tx.dialect.in_list('address', 'text')} "
+                "AND source_message_id = ? ORDER BY seq",
+                (user_id, EVERY_AGENT, tx.dialect.list_param(addresses), message_id),
+            )
+        )
+        return [decode_suppression(row) for row in rows]
 
     async def suppression_page(
         self, user_id: str, agent_email: str | None, limit: int, before_seq: int | None
