@@ -437,3 +437,41 @@ async def test_the_lifecycle_shows_a_suppression_only_for_the_address_it_suppres
         DAVE: "delivery.permanent_bounce",
         FRANK: "delivery.transient_bounce",
     }, steps
+
+
+@pytest.mark.parametrize(
+    ("refusal", "suppressed"),
+    [("552 5.2.2 mailbox full", False), ("550 5.1.1 no such user", True)],
+)
+async def test_mail_nobody_got_shows_its_refused_hand_off_whether_bounced_or_failed(
+    running: RunningGateway, make_account: Any, sink: Sink, refusal: str, suppressed: bool
+) -> None:
+    """A message the relay refused for its only recipient at RCPT (`bounced`) shows the hand-off
+    refused, as one refused at DATA (`failed`) does, then the bounce; a suppression only when
+    the refusal suppressed the address."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    sink.answer = "554 5.6.0 message refused"
+    failed = await alice.http.post(
+        messages(bot), params={"wait": "sent"}, json={"to": [ERIN], "subject": "Hi", "text": "x"}
+    )
+    assert failed.json()["status"] == "failed", failed.text
+    sink.answer = "250 OK"
+    sink.rcpt_answers[CAROL] = refusal
+    bounced = await alice.http.post(
+        messages(bot), params={"wait": "sent"}, json={"to": [CAROL], "subject": "Hi", "text": "x"}
+    )
+    assert bounced.status_code == 200, bounced.text
+    bounced_id = bounced.json()["message_id"]
+    viewed = await alice.http.get(messages(bot, f"/{bounced_id}"))
+    assert viewed.json()["delivery_status"] == "bounced", viewed.text
+
+    refused = ("submission", "failed", "submission.provider_rejected", None)
+    failed_steps = await lifecycle_of(alice, bot, failed.json()["message_id"])
+    assert failed_steps[-1] == refused, failed_steps
+    steps = await lifecycle_of(alice, bot, bounced_id)
+    kind = "permanent" if suppressed else "transient"
+    expected = [refused, ("delivery", "bounced", f"delivery.{kind}_bounce", CAROL)]
+    if suppressed:
+        expected.append(("suppression", "applied", "suppression.hard_bounce_applied", CAROL))
+    assert steps[-len(expected) :] == expected, steps

@@ -292,7 +292,7 @@ def lifecycle_transitions(
                 "submission.local_loopback_accepted" if local else "submission.upstream_accepted"
             )
             steps.append(("submission", "accepted", reason, message.sent_at or at, False, None))
-        elif message.status == "failed":
+        elif message.status in ("failed", "bounced"):  # nobody got it: refused, or given up on
             steps.append(("submission", "failed", "submission.provider_rejected", at, False, None))
         elif message.status == "queued" and message.send_error:
             steps.append(("submission", "deferred", "submission.temporary_failure", at, True, None))
