@@ -18,6 +18,7 @@ import orjson
 from e2a_gateway.attachments import Attachment, attachment_meta_view
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.ids import derived_id, new_id
+from e2a_gateway.mailauth.dmarc import author_domain
 from e2a_gateway.mailauth.results import dmarc_policy_named
 from e2a_gateway.rfc5322 import address_list, header_section
 from e2a_gateway.storage.base import FoldedCopy, NewEvent, OutboundMessage
@@ -155,9 +156,9 @@ DMARC_STATUSES = frozenset({"pass", "fail", "none", "temperror", "permerror"})
 
 
 def verified_domain(from_addr: str, results: Mapping[str, str]) -> str | None:
-    """The From domain when DMARC passed for it; else None."""
-    domain = from_addr.rpartition("@")[2].lower()
-    return domain if domain and results.get("dmarc") == "pass" else None
+    """The From domain when DMARC passed for it, as DMARC judged it (`author_domain`: lowercase
+    A-labels, as the Authentication-Results field names it); else None."""
+    return author_domain(from_addr) if results.get("dmarc") == "pass" else None
 
 
 def inbound_authentication(
@@ -178,7 +179,7 @@ def inbound_authentication(
         "dkim": [],
         "dmarc": {
             "status": _known(results.get("dmarc"), DMARC_STATUSES),
-            "domain": from_addr.rpartition("@")[2].lower() or None,
+            "domain": author_domain(from_addr),
             "policy": policy or "none",
             "aligned_by": [],
         },

@@ -398,3 +398,39 @@ async def test_mime_parameters_the_stdlib_cannot_read_are_accepted_and_read(
         assert response.status_code == 200, response.text
         full = response.json()
         assert (full["text_body"], full["html_body"], full["attachments"]) == (None, None, [])
+
+
+async def test_an_internationalised_author_domain_is_shown_as_a_labels(
+    running: RunningGateway, make_account: Any, resolver: FixtureResolver
+) -> None:
+    """DMARC authenticates the From's domain as A-labels, and the Authentication-Results field
+    names it so: `verified_domain` and `authentication.dmarc.domain` of the `email.received`
+    event, of `/v1`'s message and of its listing name it as A-labels too, whatever case and
+    script the From wrote it in."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await new_agent(alice, "bot")
+    resolver.set_txt("xn--bcher-kva.example", ["v=spf1 ip4:127.0.0.1 -all"])
+    resolver.set_txt("_dmarc.xn--bcher-kva.example", ["v=DMARC1; p=reject"])
+    data = (
+        "From: Shop <someone@Bücher.Example>\r\nTo: bot@agents.test\r\nSubject: Order\r\n"
+        "Message-ID: <order@xn--bcher-kva.example>\r\n\r\nYour books shipped.\r\n"
+    ).encode()
+    port = running.addresses.smtp_port
+    await trio.to_thread.run_sync(send_utf8, port, "shop@bücher.example", [bot], data)
+
+    domain = "xn--bcher-kva.example"
+    events = await alice.http.get("/v1/events", params={"type": "email.received"})
+    (event,) = events.json()["items"]
+    assert event["data"]["verified_domain"] == domain, event
+    assert event["data"]["authentication"]["dmarc"]["domain"] == domain, event
+    path = f"/v1/agents/{quote(bot, safe='')}/messages"
+    (listed,) = (await alice.http.get(path)).json()["items"]
+    assert listed["verified_domain"] == domain, listed
+    viewed = (await alice.http.get(f"{path}/{listed['id']}")).json()
+    assert viewed["verified_domain"] == domain, viewed
+    assert viewed["authentication"]["dmarc"] == {
+        "status": "pass",
+        "domain": domain,
+        "policy": "reject",
+        "aligned_by": ["spf"],
+    }

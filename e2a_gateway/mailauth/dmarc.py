@@ -87,8 +87,14 @@ def author_of(message: bytes) -> Author:
     authors = max(len(addresses), len(values)) if len(values) > 1 else len(addresses)
     if authors != 1:
         return Author(authors, None)
-    _local, at, domain = addresses[0].rpartition("@")
-    return Author(1, (normalise_domain(domain) or None) if at else None)
+    return Author(1, author_domain(addresses[0]))
+
+
+def author_domain(address: str) -> str | None:
+    """The domain of the author `address` as DMARC judges it (`normalise_domain`: lowercase,
+    an internationalised domain as A-labels); None when the address names no domain."""
+    _local, at, domain = address.rpartition("@")
+    return (normalise_domain(domain) or None) if at else None
 
 
 def evaluate_dmarc(

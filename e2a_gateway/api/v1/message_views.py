@@ -12,6 +12,7 @@ from typing import Any
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.attachments import Attachment, attachment_meta_view
 from e2a_gateway.clock import format_timestamp
+from e2a_gateway.events import verified_domain
 from e2a_gateway.inbound.parse import parse_body
 from e2a_gateway.mailauth.evidence import Evidence, evidence_of
 from e2a_gateway.operations.drafts import attachment_size
@@ -85,13 +86,14 @@ def send_result_view(submission: Submission) -> tuple[dict[str, Any], int]:
 def message_summary_view(message: FiledMessage) -> dict[str, Any]:
     """MessageSummaryView: a message as a listing shows it."""
     inbound = message.direction == "inbound"
-    dmarc_pass = message.authentication_results.get("dmarc") == "pass"
     view: dict[str, Any] = {
         "id": message.id,
         "direction": message.direction,
         "header_from": message.from_addr or None,
         "envelope_from": (message.envelope_from or None) if inbound else None,
-        "verified_domain": _domain(message.from_addr) if inbound and dmarc_pass else None,
+        "verified_domain": (
+            verified_domain(message.from_addr, message.authentication_results) if inbound else None
+        ),
         "to": message.to,
         "cc": message.cc,
         "reply_to": address_list(message.reply_to) if inbound else [],
@@ -403,10 +405,6 @@ def _authentication(evidence: Evidence) -> dict[str, Any]:
 _SPF = frozenset({"pass", "fail", "none", "neutral", "softfail", "temperror", "permerror"})
 _DKIM = frozenset({"pass", "fail", "none", "neutral", "policy", "temperror", "permerror"})
 _DMARC = frozenset({"pass", "fail", "none", "temperror", "permerror"})
-
-
-def _domain(address: str) -> str | None:
-    return address.rpartition("@")[2].lower() or None
 
 
 def _instant(seconds: float) -> str:
