@@ -168,6 +168,23 @@ def test_automatic_mail_is_never_answered(
     assert "automatic mail" in err and said in err and "replied to" not in err
 
 
+def test_the_header_that_says_why_mail_is_not_answered_cannot_drive_the_terminal(
+    live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
+) -> None:
+    """stderr names the header that makes mail automatic: its value is written by whoever
+    sent the mail, so its escape sequences (here, retitling the terminal's window and
+    clearing the screen) and control characters are removed."""
+    (bot,) = local_agents(cli, account, "escapes")
+    smtp_mail(live, SENDER, bot, "X-Autoreply: yes \x1b]0;pwned\x07\x1b[2J\x08 away\r\n")
+    wait_until(lambda: unread(live, account.key, bot) == 1)
+
+    code, _, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url())
+    assert code == 0, err
+    assert "automatic mail (X-Autoreply: yes away)" in err
+    assert target.requests == []
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]", err), repr(err)
+
+
 def test_mail_marked_not_automatic_is_answered(
     live: LiveGateway, account: Account, cli: Cli, target: FakeTarget
 ) -> None:

@@ -30,7 +30,7 @@ import anyio
 
 from e2a_gateway.automatic_mail import delivered_return_path, header_fields, not_to_answer
 from e2a_gateway.cli.compose import html_text
-from e2a_gateway.cli.output import cell, email_json
+from e2a_gateway.cli.output import cell, email_json, terminal_text
 from e2a_gateway.clock import parse_timestamp
 
 if TYPE_CHECKING:  # the SDK and httpx load when `e2a listen` runs (see client_commands.py)
@@ -247,7 +247,11 @@ def output_text(answer: Any) -> str:
 
 
 def _note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    """One line on stderr, its indentation kept and the rest made terminal-safe: it can
+    quote what a message's sender wrote (the header that makes it automatic mail) and what
+    the gateway answered."""
+    indent = text[: len(text) - len(text.lstrip(" "))]
+    print(indent + terminal_text(text), file=sys.stderr, flush=True)
 
 
 @dataclass
