@@ -294,6 +294,32 @@ def test_reply_with_cc_bcc_and_attachment(
     ]
 
 
+def test_send_and_reply_retried_with_an_idempotency_key_go_out_once(
+    live: LiveGateway, account: Account, cli: Cli
+) -> None:
+    """e2a's `--idempotency-key K`: a script that runs the same send or reply again (after a
+    timeout, say) with its key is answered the first message again, and nothing is sent
+    twice; another key sends anew."""
+    bot, human = (f"{account.prefix}-{n}@{DOMAIN}" for n in ("ib", "ih"))
+    register(cli, bot, human)
+    send = ("send", "--agent", human, "--to", bot, "--subject", "Q", "--body", "?")
+    first = cli.json(*send, "--idempotency-key", "job-7-send")
+    again = cli.json(*send, "--idempotency-key", "job-7-send")
+    assert again["message_id"] == first["message_id"]
+    other = cli.json(*send, "--idempotency-key", "job-8-send")
+    assert other["message_id"] != first["message_id"]
+    wait_until(lambda: unread(live, account.key, bot) == 2)
+
+    message = cli.json("inbox", "--agent", bot)[0]["message_id"]
+    reply = ("reply", message, "--agent", bot, "--body", "Answer.")
+    code, out, err = cli(*reply, "--idempotency-key", "job-7-reply")
+    assert code == 0, err
+    assert cli(*reply, "--idempotency-key", "job-7-reply") == (code, out, err)
+    wait_until(lambda: unread(live, account.key, human) == 1)
+    time.sleep(0.3)
+    assert unread(live, account.key, human) == 1
+
+
 def test_inbox_pages_with_token(live: LiveGateway, account: Account, cli: Cli) -> None:
     agent = f"{account.prefix}-pages@{DOMAIN}"
     register(cli, agent)

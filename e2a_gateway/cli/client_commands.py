@@ -177,6 +177,15 @@ def _addresses(parser: argparse.ArgumentParser, flag: str, help_text: str) -> No
     parser.add_argument(f"--{flag}", action="append", metavar="ADDR", help=help_text)
 
 
+def _idempotency_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--idempotency-key",
+        metavar="KEY",
+        help="a key of your choosing: running the same command again with it (a retry) is "
+        "answered the first message again instead of sending twice",
+    )
+
+
 def _account_commands(commands: Any) -> None:
     login = _add(
         commands,
@@ -353,6 +362,7 @@ def _mail_commands(commands: Any) -> None:
     reply.add_argument("--reply-all", action="store_true", help="copy the other recipients")
     _addresses(reply, "cc", "copy (repeatable)")
     _addresses(reply, "bcc", "blind copy (repeatable)")
+    _idempotency_option(reply)
     _agent_option(reply)
 
     send = _add(
@@ -372,6 +382,7 @@ def _mail_commands(commands: Any) -> None:
         metavar="ID",
         help="the thread this message belongs to",
     )
+    _idempotency_option(send)
     _agent_option(send)
 
 
@@ -828,6 +839,7 @@ def cmd_reply(ctx: Context) -> None:
         bcc=_list(args.bcc) or None,
         attachments=attachments(args),
         agent_email=ctx.agent(),
+        idempotency_key=args.idempotency_key,
     )
     _sent(ctx, result, "Replied")
 
@@ -846,6 +858,7 @@ def cmd_send(ctx: Context) -> None:
         conversation_id=args.conversation_id,
         attachments=attachments(args),
         agent_email=ctx.agent(),
+        idempotency_key=args.idempotency_key,
     )
     _sent(ctx, result, "Sent")
 

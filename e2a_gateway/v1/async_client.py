@@ -119,8 +119,12 @@ class AsyncE2AClient:
         conversation_id: str | None = None,
         attachments: list[Attachment] | None = None,
         agent_email: str | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> SendResult:
-        """Reply to an inbound message (to its Reply-To or From, subject `Re: …`, threaded)."""
+        """Reply to an inbound message (to its Reply-To or From, subject `Re: …`, threaded).
+        With an `idempotency_key`, a repeat answers the first reply instead of replying
+        again."""
         email = require_agent_email(self.agent_email, agent_email)
         return await self._call(
             endpoints.reply(
@@ -133,6 +137,7 @@ class AsyncE2AClient:
                 bcc=bcc,
                 conversation_id=conversation_id,
                 attachments=attachments,
+                idempotency_key=idempotency_key,
             )
         )
 

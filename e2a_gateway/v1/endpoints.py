@@ -237,8 +237,10 @@ def reply(
     bcc: list[str] | None = None,
     conversation_id: str | None = None,
     attachments: list[Attachment] | None = None,
+    idempotency_key: str | None = None,
 ) -> Call[SendResult]:
-    """`POST /agents/{email}/messages/{id}/reply`."""
+    """`POST /agents/{email}/messages/{id}/reply`. With an `idempotency_key`, a repeat
+    answers the first reply instead of replying again."""
     payload = _present(
         body=body,
         html_body=html_body,
@@ -248,7 +250,10 @@ def reply(
         conversation_id=conversation_id,
         attachments=_attachments(attachments),
     )
-    return reply_payload(agent_email, message_id, payload)
+    call = reply_payload(agent_email, message_id, payload)
+    if idempotency_key is not None:
+        call = replace(call, headers={"Idempotency-Key": idempotency_key})
+    return call
 
 
 def reply_payload(agent_email: str, message_id: str, payload: dict[str, Any]) -> Call[SendResult]:
