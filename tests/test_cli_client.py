@@ -61,6 +61,27 @@ def test_not_logged_in_says_how_to_fix(cli: Cli) -> None:
         assert "Not logged in: run `e2a login`" in err
 
 
+def test_a_refused_key_says_which_key_and_how_to_fix_it(
+    account: Account, cli: Cli, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key the gateway refuses (revoked, mistyped) names where it came from and what to do,
+    and never prints the key."""
+    bogus = "e2a_" + "0" * 64
+    monkeypatch.setenv("E2A_API_KEY", bogus)
+    code, out, err = cli("inbox")
+    assert (code, out) == (1, "")
+    assert "unknown or revoked API key (401 unauthorized)" in err
+    assert "E2A_API_KEY" in err and "`e2a login`" in err and bogus not in err
+    monkeypatch.delenv("E2A_API_KEY")
+
+    path = home / ".e2a" / "config.json"
+    values = json.loads(path.read_text())
+    path.write_text(json.dumps({**values, "api_key": bogus}))
+    code, out, err = cli("agents", "list")
+    assert (code, out) == (1, "")
+    assert str(path) in err and "`e2a login`" in err and "E2A_API_KEY" not in err
+
+
 def test_a_broken_config_file_says_how_to_recover(cli: Cli, home: Path) -> None:
     """A ~/.e2a/config.json that is not JSON (a hand edit gone wrong) stops every command,
     `e2a login` and `e2a config set` included: the message says to fix or delete it."""

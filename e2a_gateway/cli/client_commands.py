@@ -970,6 +970,13 @@ def cmd_config(ctx: Context) -> None:
 # Dispatch
 
 
+def _key_hint() -> str:
+    """What to do about a key the gateway refused: where it came from, and `e2a login`."""
+    if env_override("api_key"):
+        return ": the key in E2A_API_KEY is refused; set a valid one or unset it and `e2a login`"
+    return f": the key saved in {config_path()} is refused; run `e2a login` with a valid key"
+
+
 def run_client_command(args: argparse.Namespace) -> int:
     """Run a parsed client command; returns the exit code."""
     import httpx
@@ -992,7 +999,8 @@ def run_client_command(args: argparse.Namespace) -> int:
         return 1
     except E2AApiError as exc:
         code = f"{exc.status_code} {exc.code}" if exc.code else str(exc.status_code)
-        print(f"e2a: {terminal_text(exc.message)} ({code})", file=sys.stderr)
+        hint = _key_hint() if exc.status_code == 401 else ""
+        print(f"e2a: {terminal_text(exc.message)} ({code}){hint}", file=sys.stderr)
         return 1
     except httpx.HTTPError as exc:
         url = getattr(args, "url", None) or effective("url", ctx.values)
