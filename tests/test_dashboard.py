@@ -1174,3 +1174,40 @@ async def test_a_huge_text_body_is_shown_in_part(
     assert f'href="/approvals/{sent.json()["message_id"]}"' in card
     review = await client.get(f"/approvals/{sent.json()['message_id']}")
     assert review.text.count("words ") == 200_000  # the review form edits all of it
+
+
+async def test_a_head_request_marks_no_message_read(
+    browser, make_account, running: RunningGateway
+) -> None:
+    """HEAD asks what a GET would answer and changes nothing: neither the message page nor
+    its raw download marks the message read that way; a GET of either does."""
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "peeked")
+
+    def send_mail() -> None:
+        with smtplib.SMTP(running.addresses.smtp_host, running.addresses.smtp_port) as smtp:
+            smtp.sendmail(
+                "carol@example.org",
+                [address],
+                f"From: carol@example.org\r\nTo: {address}\r\nSubject: Peek\r\n\r\nHi\r\n",
+            )
+
+    await trio.to_thread.run_sync(send_mail)
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    inbox = f"/agents/{quote(address, safe='')}/inbox"
+    found = re.search(r'data-id="([^"]+)"', (await client.get(inbox)).text)
+    assert found is not None
+    message = f"{inbox}/{found.group(1)}"
+
+    async def unread() -> bool:
+        listed = await client.get(inbox, params={"status": "unread"})
+        return f'data-id="{found.group(1)}"' in listed.text
+
+    for path in (message, f"{message}/raw"):
+        looked = await client.head(path)
+        assert looked.status_code == 200
+        assert await unread(), path
+    raw = await client.get(f"{message}/raw")
+    assert raw.status_code == 200 and b"Subject: Peek" in raw.content
+    assert not await unread()

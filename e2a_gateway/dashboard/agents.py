@@ -251,8 +251,14 @@ async def message(session: Session, email: str, message_id: str) -> Response:
 @blueprint.get("/agents/<email>/inbox/<message_id>/raw")
 @requires_session
 async def raw_message(session: Session, email: str, message_id: str) -> Response:
-    """The message's exact bytes as delivered, as a download."""
-    found = await messages.read_message(current_gateway(), session.caller, email, message_id)
+    """The message's exact bytes as delivered, as a download (marked read, but not by HEAD)."""
+    found = await messages.read_message(
+        current_gateway(),
+        session.caller,
+        email,
+        message_id,
+        mark_read=request.method != "HEAD",
+    )
     return Response(
         found.raw_message,
         content_type="message/rfc822",
