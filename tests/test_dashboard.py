@@ -4,6 +4,7 @@ the live inbox stream, and that the REST API around it is untouched."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html.parser
 import json
 import logging
@@ -986,10 +987,80 @@ async def test_the_approval_list_says_what_its_preview_leaves_out(browser, make_
     assert "invoice.pdf" in card
 
 
-async def test_the_outbound_page_shows_the_latest_mail(
-    browser, make_account, running: RunningGateway
+def outbound_row(
+    user_id: str, agent_email: str, subject: str, status: str, epoch: float, **fields: Any
+) -> OutboundMessage:
+    """An outbound message of `agent_email`, as storage keeps it, made at `epoch`, with
+    `fields` as given."""
+    message_id = new_id("msg")
+    message = OutboundMessage(
+        id=message_id,
+        user_id=user_id,
+        agent_email=agent_email,
+        kind="send",
+        to=["x@example.org"],
+        cc=[],
+        bcc=[],
+        subject=subject,
+        body_text=None,
+        body_html=None,
+        attachments=None,
+        conversation_id=None,
+        in_reply_to=None,
+        references=[],
+        email_message_id=f"<{message_id}@agents.test>",
+        status=status,  # type: ignore[arg-type]
+        approval_expires_at=None,
+        created_at=format_timestamp(epoch),
+        created_epoch=epoch,
+    )
+    return dataclasses.replace(message, **fields)
+
+
+def watch_outbound_reads(storage: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record what `storage` is asked for a user's outbound mail from now on (the workers'
+    reads, by no user, aside): the name of each whole message read, and a note of each summary
+    page read (failing on one too large)."""
+    reads: list[str] = []
+
+    def whole(name: str) -> Any:
+        method = getattr(storage, name)
+
+        async def read(user_id: str | None, *args: Any, **kwargs: Any) -> Any:
+            if user_id is not None:
+                reads.append(name)
+            return await method(user_id, *args, **kwargs)
+
+        return read
+
+    summaries = storage.outbound_summaries
+
+    async def summary_page(*args: Any, **kwargs: Any) -> Any:
+        found = await summaries(*args, **kwargs)
+        limit = args[3] if len(args) > 3 else kwargs["limit"]
+        assert len(found) <= limit <= 201  # a page, and one more to know whether one follows
+        for summary in found:
+            assert len(repr(summary)) < 4_000, repr(summary)[:300]
+        reads.append(f"summaries of {len(found)}")
+        return found
+
+    for name in ("list_outbound", "get_outbound"):
+        monkeypatch.setattr(storage, name, whole(name))
+    monkeypatch.setattr(storage, "outbound_summaries", summary_page)
+    return reads
+
+
+def page_link(html: str, path: str) -> str | None:
+    """The address of the page `html` links to at `path` with a `page` token, if any."""
+    found = re.search(rf'href="({re.escape(path)}\?[^"]*page=[^"]+)"', html)
+    return found.group(1).replace("&amp;", "&") if found else None
+
+
+async def test_the_outbound_page_shows_the_latest_mail_a_page_at_a_time(
+    browser, make_account, running: RunningGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With more sent mail than storage lists at once, the page still shows the newest."""
+    """However much mail was sent, the page shows the newest 200, read as summaries (never
+    whole messages), and links to the older ones, its filter kept."""
     alice = await make_account("alice@example.com")
     address = await local_agent(alice, "busy")
     storage = running.gateway.storage
@@ -997,37 +1068,79 @@ async def test_the_outbound_page_shows_the_latest_mail(
     assert user is not None
     start = time.time() - 10_000
     for number in range(501):
-        message_id = new_id("msg")
-        await storage.add_outbound(
-            OutboundMessage(
-                id=message_id,
-                user_id=user.id,
-                agent_email=address,
-                kind="send",
-                to=["x@example.org"],
-                cc=[],
-                bcc=[],
-                subject=f"number {number:03d}",
-                body_text=None,
-                body_html=None,
-                attachments=None,
-                conversation_id=None,
-                in_reply_to=None,
-                references=[],
-                email_message_id=f"<{message_id}@agents.test>",
-                status="sent",
-                approval_expires_at=None,
-                created_at=format_timestamp(start + number),
-                created_epoch=start + number,
-            )
-        )
+        row = outbound_row(user.id, address, f"number {number:03d}", "sent", start + number)
+        await storage.add_outbound(row)
     client = browser()
     assert (await sign_in(client, alice.key)).status_code == 303
+    reads = watch_outbound_reads(storage, monkeypatch)
     page = await client.get("/outbound")
     assert page.status_code == 200
     assert "number 500" in page.text and "number 301" in page.text
     assert "number 300" not in page.text and "number 000" not in page.text
     assert page.text.index("number 500") < page.text.index("number 499")
+    assert reads == ["summaries of 201"]
+    filtered = await client.get("/outbound", params={"status": "sent", "agent": address})
+    older = page_link(filtered.text, "/outbound")
+    assert older is not None and "status=sent" in older and "agent=" in older
+    second = await client.get(older)
+    assert "number 300" in second.text and "number 101" in second.text
+    assert "number 301" not in second.text and "number 100" not in second.text
+    last = page_link(second.text, "/outbound")
+    assert last is not None
+    third = await client.get(last)
+    assert "number 100" in third.text and "number 000" in third.text
+    assert page_link(third.text, "/outbound") is None
+    assert not [read for read in reads if not read.startswith("summaries")]
+
+
+async def test_the_approval_list_reads_a_page_of_summaries(
+    browser, make_account, running: RunningGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many large held messages: the reviewer's screen reads one page of them, soonest
+    deadline first, without their bodies or attachments' contents (only a preview of the text
+    and the attachments' names), and links to the next page."""
+    alice = await make_account("alice@example.com")
+    address = await local_agent(alice, "careful")
+    storage = running.gateway.storage
+    user = await storage.user_for_key_hash(hash_api_key(alice.key))
+    assert user is not None
+    now = time.time()
+    for number in range(30):
+        attachment = {
+            "filename": f"file{number:02d}.pdf",
+            "content_type": "application/pdf",
+            "data": "QUJD" * 50_000,
+        }
+        row = outbound_row(
+            user.id,
+            address,
+            f"held {number:02d}",
+            "pending_approval",
+            now - number,
+            approval_expires_at=now + 3_600 + number,
+            body_text=f"TEXT {number:02d} " + "long words " * 20_000,
+            body_html="<p>" + "html " * 20_000 + "</p>",
+            attachments=[attachment],
+        )
+        await storage.add_outbound(row)
+    client = browser()
+    assert (await sign_in(client, alice.key)).status_code == 303
+    reads = watch_outbound_reads(storage, monkeypatch)
+    page = await client.get("/approvals")
+    assert page.status_code == 200
+    assert reads == ["summaries of 26"]
+    assert "held 00" in page.text and "held 24" in page.text and "held 25" not in page.text
+    assert page.text.index("held 00") < page.text.index("held 01")
+    card = page.text[page.text.index("held 00") :]
+    assert "TEXT 00 long words" in card and "more characters" in card
+    assert "HTML part" in card and "file00.pdf" in card and "QUJD" not in page.text
+    later = page_link(page.text, "/approvals")
+    assert later is not None
+    second = await client.get(later)
+    assert "held 25" in second.text and "held 29" in second.text
+    assert "held 24" not in second.text
+    assert page_link(second.text, "/approvals") is None
+    assert not [read for read in reads if not read.startswith("summaries")]
 
 
 async def test_a_form_holding_nul_is_refused(browser, make_account) -> None:

@@ -63,6 +63,7 @@ from e2a_gateway.storage.base import (
     NotPending,
     OutboundEdits,
     OutboundMessage,
+    OutboundSummary,
     RecipientsSuppressed,
     ReplyToken,
     SendAttempt,
@@ -1679,6 +1680,90 @@ async def test_outbound_expiry_applies_each_agents_action(storage: Storage) -> N
     assert job.message_id == "msg_keep"
     later = await storage.get_outbound(alice, "msg_later")
     assert later is not None and later.status == "pending_approval"
+
+
+async def test_outbound_summaries_leave_bodies_and_attachment_data_out(storage: Storage) -> None:
+    """A page of outbound mail as lists show it is bounded however large the mail: at most
+    the page size, with no body or attachment contents, only the beginning of the text (in
+    characters) when asked for; other users' mail and trashed agents' are never in it."""
+    alice, bob = await add_user(storage), await add_user(storage, "bob@example.com")
+    for user, email in ((alice, "a@agents.test"), (alice, "gone@agents.test"), (bob, "b@x.test")):
+        await storage.add_agent(make_agent(user, email))
+    huge = "é" * 300_000
+    data = "QUJD" * 250_000  # a megabyte of attachment
+    deadlines = [500.0, 300.0, 900.0, 100.0, 700.0]
+    for index, deadline in enumerate(deadlines):
+        await storage.add_outbound(
+            replace(
+                make_outbound(alice, "a@agents.test", f"held_{index}", "pending_approval"),
+                approval_expires_at=deadline,
+                body_text=f"START{index}" + huge,
+                body_html="<p>" + huge + "</p>",
+                attachments=[
+                    {"filename": "big.bin", "content_type": "application/pdf", "data": data},
+                    {"filename": "note.txt", "content_type": "text/plain", "data": "aGk="},
+                ],
+            )
+        )
+    await storage.add_outbound(
+        replace(
+            make_outbound(alice, "a@agents.test", "plain", "pending_approval", 1000.0),
+            body_text=None,
+            body_html=None,
+            attachments=None,
+        )
+    )
+    await storage.add_outbound(make_outbound(alice, "a@agents.test", "queued_1", "queued"))
+    await storage.add_outbound(make_outbound(alice, "gone@agents.test", "gone_1", "queued"))
+    await storage.add_outbound(make_outbound(bob, "b@x.test", "bobs", "pending_approval", 50.0))
+    await storage.trash_agent(alice, "gone@agents.test", "2026-01-02T00:00:00Z")
+
+    def bounded(summaries: list[OutboundSummary]) -> None:
+        for summary in summaries:
+            shown = repr(summary)
+            assert len(shown) < 3_000, shown[:200]
+            assert "QUJD" not in shown and "<p>" not in shown
+
+    first = await storage.outbound_summaries(
+        alice, "pending_approval", None, 2, None, by_deadline=True, preview_chars=2_000
+    )
+    bounded(first)
+    assert [summary.id for summary in first] == ["held_3", "held_1"]
+    preview = first[0].preview
+    assert preview is not None
+    assert preview.text == "START3" + "é" * 1_994
+    assert preview.text_length == 300_006
+    assert preview.has_html is True
+    assert preview.attachment_names == ["big.bin", "note.txt"]
+    assert (first[0].to, first[0].bcc, first[0].approval_expires_at) == (
+        ["x@example.org"],
+        ["hidden@example.org"],
+        100.0,
+    )
+    rest = await storage.outbound_summaries(
+        alice, "pending_approval", None, 10, first[-1].seq, by_deadline=True, preview_chars=2_000
+    )
+    bounded(rest)
+    assert [summary.id for summary in rest] == ["held_0", "held_4", "held_2", "plain"]
+    plain = rest[-1].preview
+    assert plain is not None
+    assert (plain.text, plain.text_length, plain.has_html, plain.attachment_names) == (
+        None,
+        0,
+        False,
+        [],
+    )
+
+    newest = await storage.outbound_summaries(alice, None, None, 3, None)
+    bounded(newest)
+    assert [summary.id for summary in newest] == ["queued_1", "plain", "held_4"]
+    assert all(summary.preview is None for summary in newest)
+    older = await storage.outbound_summaries(alice, None, "a@agents.test", 10, newest[-1].seq)
+    assert [summary.id for summary in older] == ["held_3", "held_2", "held_1", "held_0"]
+    queued = await storage.outbound_summaries(alice, "queued", None, 10, None)
+    assert [(summary.id, summary.status) for summary in queued] == [("queued_1", "queued")]
+    assert await storage.outbound_summaries(bob, "queued", None, 10, None) == []
+    assert [s.id for s in await storage.outbound_summaries(bob, None, None, 10, None)] == ["bobs"]
 
 
 async def approved_at_its_deadline(storage: Storage) -> tuple[str, Job]:

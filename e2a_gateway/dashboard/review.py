@@ -13,14 +13,21 @@ from e2a_gateway.dashboard.site import blueprint, done, page
 from e2a_gateway.operations import lifecycle, reviews
 from e2a_gateway.operations.agents import owned_agents
 from e2a_gateway.operations.errors import NotFound, OperationError
+from e2a_gateway.operations.messages import decode_page_token, encode_page_token
 from e2a_gateway.operations.requests import parse_request
 from e2a_gateway.operations.reviews import ApproveBody
+from e2a_gateway.storage.base import OutboundSummary
 from e2a_gateway.storage.vocabulary import PENDING_APPROVAL
 from e2a_gateway.web.context import current_gateway
 from e2a_gateway.web.errors import status_of
-from e2a_gateway.web.views import outbound_view
+from e2a_gateway.web.views import outbound_summary_view, outbound_view
 
-HISTORY_LIMIT = 200
+APPROVALS_PAGE_SIZE = 25
+"""Held messages on one page of the reviewer's screen."""
+PREVIEW_CHARS = 2_000
+"""How much of a held message's text its card on the reviewer's screen shows."""
+HISTORY_PAGE_SIZE = 200
+"""Messages on one page of the outbound history."""
 _ADDRESS_SPLIT = re.compile(r"[,\s;]+")
 
 
@@ -29,26 +36,51 @@ def address_list(text: str) -> list[str]:
     return [part for part in _ADDRESS_SPLIT.split(text.strip()) if part]
 
 
+def _page_of(found: list[OutboundSummary], size: int) -> tuple[list[OutboundSummary], str | None]:
+    """The first `size` of `found` (read `size + 1` at a time) and the token of the page after
+    them, None when there is none."""
+    shown = found[:size]
+    return shown, encode_page_token(shown[-1].seq) if len(found) > size else None
+
+
+def _page_asked() -> int | None:
+    """The position the request's `page` token names, None for the first page."""
+    token = request.args.get("page")
+    return decode_page_token(token) if token else None
+
+
 async def _approvals_page(
-    session: Session, status: int = 200, error: str | None = None
+    session: Session, status: int = 200, error: str | None = None, after: int | None = None
 ) -> Response:
-    pending = await reviews.outbound_messages(
-        current_gateway(), session.caller, PENDING_APPROVAL, None
+    """A page of held messages, soonest deadline first, after the one at `after`: read
+    without their bodies, each with the beginning of its text (PREVIEW_CHARS)."""
+    found = await reviews.outbound_summaries(
+        current_gateway(),
+        session.caller,
+        PENDING_APPROVAL,
+        None,
+        APPROVALS_PAGE_SIZE + 1,
+        after,
+        by_deadline=True,
+        preview_chars=PREVIEW_CHARS,
     )
+    pending, next_page = _page_of(found, APPROVALS_PAGE_SIZE)
     return await page(
         "approvals.html",
         session,
         status=status,
         error=error,
-        messages=[outbound_view(message) for message in pending],
+        messages=[outbound_summary_view(message) for message in pending],
+        next_page=next_page,
     )
 
 
 @blueprint.get("/approvals")
 @requires_session
 async def approvals(session: Session) -> Response:
-    """The reviewer's screen: every message waiting for approval, soonest deadline first."""
-    return await _approvals_page(session)
+    """The reviewer's screen: the messages waiting for approval, soonest deadline first, a
+    page at a time."""
+    return await _approvals_page(session, after=_page_asked())
 
 
 EDITABLE_FIELDS = ("to", "cc", "bcc", "subject", "body_text", "body_html")
@@ -137,26 +169,28 @@ async def reject(session: Session, message_id: str) -> Response:
 @blueprint.get("/outbound")
 @requires_session
 async def outbound(session: Session) -> Response:
-    """Sent and held mail with its state, newest first; filter by status and agent."""
+    """Sent and held mail with its state, newest first, a page at a time; filter by status
+    and agent."""
     gateway = current_gateway()
     status = request.args.get("status", "")
     agent_filter = request.args.get("agent") or None
-    statuses = [status] if status else list(lifecycle.STATES)
-    found = [
-        message
-        for each in statuses
-        for message in await reviews.outbound_messages(
-            gateway, session.caller, each, agent_filter, newest_first=True
-        )
-    ]
-    found.sort(key=lambda message: message.created_epoch, reverse=True)
+    found = await reviews.outbound_summaries(
+        gateway,
+        session.caller,
+        status or None,
+        agent_filter,
+        HISTORY_PAGE_SIZE + 1,
+        _page_asked(),
+    )
+    shown, next_page = _page_of(found, HISTORY_PAGE_SIZE)
     return await page(
         "outbound.html",
         session,
-        messages=[outbound_view(message) for message in found[:HISTORY_LIMIT]],
+        messages=[outbound_summary_view(message) for message in shown],
         statuses=lifecycle.STATES,
         shown=status,
         agent_filter=agent_filter or "",
         agents=await owned_agents(gateway, session.caller),
-        limit=HISTORY_LIMIT,
+        page_size=HISTORY_PAGE_SIZE,
+        next_page=next_page,
     )

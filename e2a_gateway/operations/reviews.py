@@ -33,6 +33,7 @@ from e2a_gateway.storage.base import (
     NotPending,
     OutboundEdits,
     OutboundMessage,
+    OutboundSummary,
     RecipientsSuppressed,
     ReviewedBy,
     ReviewMethod,
@@ -87,13 +88,49 @@ async def outbound_messages(
 ) -> list[OutboundMessage]:
     """The caller's outbound messages in `status`, optionally of one of their agents, in
     storage's order (`list_outbound`: a bounded list, the most recent with `newest_first`)."""
+    agent_email = await _listed_agent(gateway, caller, status, agent_filter)
+    return await gateway.storage.list_outbound(
+        caller.user_id, status, agent_email, newest_first=newest_first
+    )
+
+
+async def outbound_summaries(
+    gateway: Gateway,
+    caller: Caller,
+    status: str | None,
+    agent_filter: str | None,
+    limit: int,
+    after_seq: int | None,
+    *,
+    by_deadline: bool = False,
+    preview_chars: int | None = None,
+) -> list[OutboundSummary]:
+    """A page of the caller's outbound messages (in `status`, of one of their agents, when
+    given) without their bodies or attachments' contents, as `Outbox.outbound_summaries`
+    orders and previews them: what a list shows, however large the mail."""
+    agent_email = await _listed_agent(gateway, caller, status, agent_filter)
+    return await gateway.storage.outbound_summaries(
+        caller.user_id,
+        status,
+        agent_email,
+        limit,
+        after_seq,
+        by_deadline=by_deadline,
+        preview_chars=preview_chars,
+    )
+
+
+async def _listed_agent(
+    gateway: Gateway, caller: Caller, status: str | None, agent_filter: str | None
+) -> str | None:
+    """The address of the caller's agent `agent_filter` a listing of outbound mail in
+    `status` (None: any) is limited to, if any; Invalid for a status e2a has not, NotFound
+    for an agent not theirs."""
     caller.require_account("list the review queue")
-    if status not in lifecycle.STATES:
+    if status is not None and status not in lifecycle.STATES:
         raise Invalid("invalid_request", f"status must be one of {', '.join(lifecycle.STATES)}")
     agent = await owned_agent(gateway, caller, agent_filter) if agent_filter else None
-    return await gateway.storage.list_outbound(
-        caller.user_id, status, agent.email if agent else None, newest_first=newest_first
-    )
+    return agent.email if agent else None
 
 
 async def outbound_message(gateway: Gateway, caller: Caller, message_id: str) -> OutboundMessage:

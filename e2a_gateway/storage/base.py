@@ -519,6 +519,50 @@ class OutboundMessage:
 
 
 @dataclass(frozen=True)
+class BodyPreview:
+    """What a list shows of an outbound message's body, read without the body itself: the
+    beginning of its text, the text's length, whether it has an HTML part, and the names of
+    its attachments (not their contents)."""
+
+    text: str | None
+    """The text part's first characters (as many as asked for); None without a text part."""
+    text_length: int
+    """The text part's length in characters (0 without one)."""
+    has_html: bool
+    attachment_names: list[str]
+
+
+@dataclass(frozen=True)
+class OutboundSummary:
+    """An outbound message as a list shows it (`Outbox.outbound_summaries`): its envelope and
+    state, never its body or its attachments' contents, so a page of them stays small however
+    large the mail; with `preview` when one was asked for."""
+
+    id: str
+    seq: int
+    """Its place in the order messages were stored (the newest-first listing's keyset)."""
+    agent_email: str
+    to: list[str]
+    cc: list[str]
+    bcc: list[str]
+    subject: str
+    status: OutboundStatus
+    approval_expires_at: float | None
+    created_at: str
+    reviewed_at: str | None
+    rejection_reason: str | None
+    method: Literal["smtp", "local"] | None
+    edited: bool
+    send_error: str | None
+    sent_at: str | None
+    reviewed_by: str | None
+    review_method: ReviewMethod | None
+    recipient_results: dict[str, str]
+    """Each recipient's hand-off result (as `OutboundMessage.recipient_results`)."""
+    preview: BodyPreview | None = None
+
+
+@dataclass(frozen=True)
 class OutboundEdits:
     """What a reviewer may change when approving: fields left None keep their value."""
 
@@ -1305,6 +1349,26 @@ class Outbox(Protocol):
         """The user's outbound messages in `status` (soonest-expiring first while pending, else
         oldest first; the most recent first with `newest_first`), at most a fixed number,
         leaving out those in the trash and those of agents in the trash."""
+        ...
+
+    async def outbound_summaries(
+        self,
+        user_id: str,
+        status: str | None,
+        agent_email: str | None,
+        limit: int,
+        after_seq: int | None,
+        *,
+        by_deadline: bool = False,
+        preview_chars: int | None = None,
+    ) -> list[OutboundSummary]:
+        """Up to `limit` of the user's outbound messages (in `status`, of the agent at
+        `agent_email`, when given), leaving out those in the trash and those of agents in the
+        trash: newest first (by `seq`), those stored before the message at `after_seq` when
+        given; with `by_deadline`, soonest deadline (else oldest) first, those after the
+        message at `after_seq` in that order. Bodies and attachments' contents are never
+        read; with `preview_chars`, each carries a preview of them (its text's first
+        `preview_chars` characters, cut in the database)."""
         ...
 
     async def get_outbound(

@@ -23,6 +23,7 @@ from e2a_gateway.storage.base import (
     Agent,
     AgentChanges,
     ApiKey,
+    BodyPreview,
     ConversationClaim,
     Domain,
     FinishedAttempt,
@@ -32,6 +33,7 @@ from e2a_gateway.storage.base import (
     MessagePage,
     OutboundEdits,
     OutboundMessage,
+    OutboundSummary,
     SigningSecret,
     StoredEarlier,
 )
@@ -74,6 +76,13 @@ OUTBOUND_COLUMNS = (
     "edited, send_error, sent_at, reply_to, reviewed_by, review_method, flag_reason, "
     "auth_results_json"
 )
+OUTBOUND_SUMMARY_COLUMNS = (
+    "m.id, m.seq, m.agent_email, m.to_json, m.cc_json, m.bcc_json, m.subject, m.status, "
+    "m.approval_expires_at, m.created_at, m.reviewed_at, m.rejection_reason, m.method, "
+    "m.edited, m.send_error, m.sent_at, m.reviewed_by, m.review_method, m.auth_results_json"
+)
+"""Columns of `messages m` for an OutboundSummary: no body, no attachments; a preview's four
+columns (text's beginning, its length, has HTML, attachment names) may follow."""
 DOMAIN_COLUMNS = "user_id, domain, verification_token, verified, created_at, verified_at"
 SIGNING_SECRET_COLUMNS = "id, user_id, name, seed, secret_prefix, created_at, last_signed_at"
 API_KEY_COLUMNS = (
@@ -229,6 +238,37 @@ def decode_outbound(row: Sequence[Any]) -> OutboundMessage:
         review_method=row[27],
         flag_reason=row[28],
         recipient_results=recipient_results(row[29]),
+    )
+
+
+def decode_outbound_summary(row: Sequence[Any]) -> OutboundSummary:
+    """An OutboundSummary from OUTBOUND_SUMMARY_COLUMNS, and its preview when the row has
+    the preview's columns after them."""
+    preview = None
+    if len(row) > 19:
+        text, length, has_html, names = row[19:23]
+        preview = BodyPreview(text, length or 0, bool(has_html), json.loads(names))
+    return OutboundSummary(
+        id=row[0],
+        seq=row[1],
+        agent_email=row[2],
+        to=json.loads(row[3]),
+        cc=json.loads(row[4]),
+        bcc=json.loads(row[5]),
+        subject=row[6],
+        status=row[7],
+        approval_expires_at=row[8],
+        created_at=row[9],
+        reviewed_at=row[10],
+        rejection_reason=row[11],
+        method=row[12],
+        edited=bool(row[13]),
+        send_error=row[14],
+        sent_at=row[15],
+        reviewed_by=row[16],
+        review_method=row[17],
+        recipient_results=recipient_results(row[18]),
+        preview=preview,
     )
 
 

@@ -21,6 +21,7 @@ from e2a_gateway.storage.base import (
     InboundMessage,
     InboxEntry,
     OutboundMessage,
+    OutboundSummary,
     SigningSecret,
 )
 from e2a_gateway.storage.vocabulary import SENT
@@ -169,10 +170,48 @@ def outbound_view(message: OutboundMessage) -> dict[str, Any]:
             {key: value for key, value in item.items() if key != "content_id"}
             for item in message.attachments or []
         ]
-    error = reported_error(message.send_error, message.recipient_results)
-    if error and message.status in lifecycle.SEND_ERROR_SHOWN:
-        view["error"] = error
+    view.update(_shown_error(message.status, message.send_error, message.recipient_results))
     return view
+
+
+def outbound_summary_view(summary: OutboundSummary) -> dict[str, Any]:
+    """An outbound message as the dashboard's lists show it, named as `outbound_view` names
+    it, without body or attachments: with the preview read in their place, if any, and how
+    many characters of the text it leaves out (`preview_left`)."""
+    view: dict[str, Any] = {
+        "id": summary.id,
+        "agent_id": summary.agent_email,
+        "to": summary.to,
+        "cc": summary.cc,
+        "bcc": summary.bcc,
+        "subject": summary.subject,
+        "status": summary.status,
+        "approval_expires_at": (
+            format_timestamp(summary.approval_expires_at)
+            if summary.approval_expires_at is not None
+            else None
+        ),
+        "created_at": summary.created_at,
+        "reviewed_at": summary.reviewed_at,
+        "rejection_reason": summary.rejection_reason,
+        "reviewed_by": summary.reviewed_by,
+        "review_method": summary.review_method,
+        "method": summary.method,
+        "edited": summary.edited,
+        "sent_at": summary.sent_at,
+    }
+    if summary.preview is not None:
+        view["preview"] = summary.preview
+        view["preview_left"] = summary.preview.text_length - len(summary.preview.text or "")
+    view.update(_shown_error(summary.status, summary.send_error, summary.recipient_results))
+    return view
+
+
+def _shown_error(status: str, send_error: str | None, results: dict[str, str]) -> dict[str, str]:
+    """`{"error": …}` when what went wrong with an outbound message explains its `status`,
+    else nothing."""
+    error = reported_error(send_error, results)
+    return {"error": error} if error and status in lifecycle.SEND_ERROR_SHOWN else {}
 
 
 def submission_view(submission: Submission) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Statements are written once with `?` placeholders; a `Dialect` turns them into i
 paramstyle and supplies the few fragments the two databases do not share: boolean literals,
 the time, row locks (PostgreSQL's replicas) or their absence (SQLite's single writer), lists
 bound as one parameter, renumbering a row, upserts that keep a row locked, advisory locks,
-lowercasing, and "no limit".
+lowercasing, the fields of a JSON array's objects, and "no limit".
 """
 
 from __future__ import annotations
@@ -83,6 +83,12 @@ class Dialect(abc.ABC):
         """The condition that the text `expression` holds the text bound as one parameter,
         anywhere in it (no wildcards)."""
 
+    @abc.abstractmethod
+    def field_of_each(self, expression: str, key: str) -> str:
+        """A JSON array (as text) of the `key` field of each object in the JSON array held by
+        the text `expression`, in order (`[]` when it is NULL): the database reads the array,
+        the caller gets only the fields."""
+
     def lowercase(self, expression: str) -> str:
         """The text `expression` lowercased beyond ASCII, whatever the database's locale:
         `e2a_lower`, Python's `str.lower` on SQLite (registered on every connection), ICU's
@@ -153,6 +159,12 @@ class SqliteDialect(Dialect):
     def contains_text(self, expression: str) -> str:
         return f"instr({expression}, ?) > 0"
 
+    def field_of_each(self, expression: str, key: str) -> str:
+        return (
+            f"(SELECT json_group_array(json_extract(j.value, '$.{key}')) "
+            f"FROM json_each({expression}) AS j)"
+        )
+
     def list_param(self, values: Sequence[Any]) -> Any:
         return orjson.dumps(list(values)).decode()
 
@@ -215,6 +227,12 @@ class PostgresDialect(Dialect):
 
     def contains_text(self, expression: str) -> str:
         return f"strpos({expression}, ?) > 0"
+
+    def field_of_each(self, expression: str, key: str) -> str:
+        return (
+            f"(SELECT coalesce(json_agg(j.value ->> '{key}' ORDER BY j.n), '[]')::text "
+            f"FROM json_array_elements({expression}::json) WITH ORDINALITY AS j(value, n))"
+        )
 
     def list_param(self, values: Sequence[Any]) -> Any:
         return list(values)

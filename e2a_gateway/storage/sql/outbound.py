@@ -35,6 +35,7 @@ from e2a_gateway.storage.base import (
     NotPending,
     OutboundEdits,
     OutboundMessage,
+    OutboundSummary,
     RateFull,
     RecipientsSuppressed,
     ReviewedBy,
@@ -47,12 +48,14 @@ from e2a_gateway.storage.rows import (
     OUTBOUND_COLUMNS,
     OUTBOUND_INSERT_COLUMNS,
     OUTBOUND_STATUS_INDEX,
+    OUTBOUND_SUMMARY_COLUMNS,
     RECIPIENT_ACCEPTED,
     RECIPIENT_BOUNCED_PREFIX,
     RECIPIENT_LOCAL_PREFIX,
     RECIPIENT_RESULTS,
     bounced_result,
     decode_outbound,
+    decode_outbound_summary,
     edit_assignments,
     merged_recipient_results,
     outbound_job_kind,
@@ -499,6 +502,56 @@ def _refuse_when_full(tx: Transaction, limits: Sequence[RateLimit], now: float) 
             raise RateFull(count.oldest_leaves_at, limit.key)
 
 
+def _summaries(
+    tx: Transaction,
+    user_id: str,
+    status: str | None,
+    agent_email: str | None,
+    limit: int,
+    after_seq: int | None,
+    by_deadline: bool,
+    preview_chars: int | None,
+) -> list[OutboundSummary]:
+    """Inside `tx`: a page of the user's live outbound mail as `OutboundSql.outbound_summaries`
+    lists it; the bodies stay in the database, which cuts a preview from them."""
+    columns = OUTBOUND_SUMMARY_COLUMNS
+    if preview_chars is not None:
+        columns += (
+            f", substr(m.body_text, 1, {int(preview_chars)}), length(m.body_text), "
+            "(m.body_html IS NOT NULL AND m.body_html <> ''), "
+            + tx.dialect.field_of_each("m.attachments_json", "filename")
+        )
+    query = (
+        f"SELECT {columns} FROM messages m WHERE m.user_id = ? "
+        f"AND m.direction = '{OUTBOUND}' AND m.deleted_at IS NULL "
+        f"AND {agent_in_service('m.agent_email')}"
+    )
+    params: list[Any] = [user_id]
+    if status is not None:
+        query += " AND m.status = ?"
+        params.append(status)
+    if agent_email is not None:
+        query += " AND m.agent_email = ?"
+        params.append(agent_email)
+    if by_deadline:
+        deadline = "coalesce({0}.approval_expires_at, {0}.created_epoch)"
+        if after_seq is not None:
+            query += (
+                f" AND ({deadline.format('m')}, m.seq) > "
+                f"(SELECT {deadline.format('p')}, p.seq FROM messages p "
+                "WHERE p.seq = ? AND p.user_id = ?)"
+            )
+            params += [after_seq, user_id]
+        query += f" ORDER BY {deadline.format('m')}, m.seq LIMIT ?"
+    else:
+        if after_seq is not None:
+            query += " AND m.seq < ?"
+            params.append(after_seq)
+        query += " ORDER BY m.seq DESC LIMIT ?"
+    params.append(limit)
+    return [decode_outbound_summary(row) for row in tx.all(query, params)]
+
+
 class OutboundSql(Runner):
     """`Outbox` in SQL."""
 
@@ -558,6 +611,26 @@ class OutboundSql(Runner):
             )
         rows = await self._read(lambda tx: tx.all(query, params))
         return [decode_outbound(row) for row in rows]
+
+    async def outbound_summaries(
+        self,
+        user_id: str,
+        status: str | None,
+        agent_email: str | None,
+        limit: int,
+        after_seq: int | None,
+        *,
+        by_deadline: bool = False,
+        preview_chars: int | None = None,
+    ) -> list[OutboundSummary]:
+        """A page of the user's live outbound mail without bodies or attachments' contents:
+        newest first before `after_seq`, or soonest deadline first after it (`by_deadline`),
+        each with a preview of `preview_chars` characters when given (`_summaries`)."""
+        return await self._read(
+            lambda tx: _summaries(
+                tx, user_id, status, agent_email, limit, after_seq, by_deadline, preview_chars
+            )
+        )
 
     async def get_outbound(
         self, user_id: str | None, message_id: str, *, live: bool = False
