@@ -499,7 +499,8 @@ async def listen_loop(
 
     limit = 1 if args.once else args.max
     async with (
-        AsyncE2AClient(api_key=key, agent_email=agent, base_url=url) as client,
+        # max_retries=0: the reads and replies below wait out a 429 themselves, saying so.
+        AsyncE2AClient(api_key=key, agent_email=agent, base_url=url, max_retries=0) as client,
         httpx.AsyncClient(timeout=120) as http,
     ):
         _note(f"Listening for mail to {agent} (Ctrl-C to stop)…")

@@ -96,6 +96,18 @@ class SdkPort(AsyncE2AClient):
 
     api_class = RoutedApi
 
+    def __init__(
+        self,
+        api_key: str | None = None,
+        agent_email: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 30,
+    ) -> None:
+        """The SDK client making each call once: a tool answers a refusal (429, 503) at once,
+        with the wait its `Retry-After` asks (`retry_after_seconds`), and the model decides,
+        rather than holding the tool call for as long as the gateway asks."""
+        super().__init__(api_key, agent_email, base_url, timeout, max_retries=0)
+
     @property
     def gateway_url(self) -> str:
         """The base URL the client calls."""

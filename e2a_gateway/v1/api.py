@@ -2,13 +2,16 @@
 
 `E2AApi` (sync) and `AsyncE2AApi` (asyncio or trio) are the published 2.x SDK's raw
 clients; `E2AClient` and `AsyncE2AClient` are built on them (`client.api`). What each call
-sends lives in `e2a_gateway.v1.endpoints`; here is only the HTTP I/O.
+sends lives in `e2a_gateway.v1.endpoints`, when a refused call is made again
+`e2a_gateway.v1.retries`; here is only the HTTP I/O.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, TypeVar
 
+import anyio
 import httpx
 from pydantic import BaseModel
 
@@ -36,6 +39,7 @@ from e2a_gateway.v1.models import (
     UpdateAgentRequest,
     VerifyDomainResponse,
 )
+from e2a_gateway.v1.retries import MAX_RETRIES, retry_delay
 
 T = TypeVar("T")
 
@@ -58,10 +62,16 @@ def _list_messages(
 
 
 def _reply(
-    agent_email: str, message_id: str, body: ReplyToMessageRequest
+    agent_email: str, message_id: str, body: ReplyToMessageRequest, idempotency_key: str | None
 ) -> endpoints.Call[SendEmailResponse]:
-    call = endpoints.reply_payload(agent_email, message_id, _body(body))
+    call = endpoints.reply_payload(agent_email, message_id, _body(body), idempotency_key)
     return endpoints.as_model(call, SendEmailResponse)
+
+
+def _send(body: SendEmailRequest, idempotency_key: str | None) -> endpoints.Call[SendEmailResponse]:
+    return endpoints.as_model(
+        endpoints.send_payload(_body(body), idempotency_key), SendEmailResponse
+    )
 
 
 class E2AApi:
@@ -71,13 +81,21 @@ class E2AApi:
         api_key: API key; defaults to `E2A_API_KEY`.
         base_url: the gateway; defaults to `E2A_BASE_URL`, then `E2A_URL`, then e2a.dev.
         timeout: seconds per request.
+        max_retries: how many times a call refused with 429, 502, 503 or 504 is made again,
+            after the wait its `Retry-After` asks (`e2a_gateway.v1.retries`); 0: never.
     """
 
     def __init__(
-        self, api_key: str | None = None, base_url: str | None = None, timeout: float = 30
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 30,
+        *,
+        max_retries: int = MAX_RETRIES,
     ) -> None:
         self.api_key = endpoints.resolve_api_key(api_key)
         self.base_url = endpoints.resolve_base_url(base_url)
+        self.max_retries = max_retries
         self._client = httpx.Client(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {self.api_key}"},
@@ -85,11 +103,18 @@ class E2AApi:
         )
 
     def call(self, call: endpoints.Call[T]) -> T:
-        """Perform one request; raise `E2AApiError` unless the answer is a success."""
-        response = self._client.request(
-            call.method, call.path, json=call.json, params=call.params, headers=call.headers
-        )
-        return endpoints.answer(call, response)
+        """Perform one request, again after a refusal `retries.retry_delay` allows; raise
+        `E2AApiError` unless the answer is a success."""
+        retries_made = 0
+        while True:
+            response = self._client.request(
+                call.method, call.path, json=call.json, params=call.params, headers=call.headers
+            )
+            delay = retry_delay(call, response, retries_made, self.max_retries)
+            if delay is None:
+                return endpoints.answer(call, response)
+            time.sleep(delay)
+            retries_made += 1
 
     def list_agents(self) -> ListAgentsResponse:
         """`GET /agents`."""
@@ -149,14 +174,23 @@ class E2AApi:
         return self.call(endpoints.as_model(call, MessageDetail))
 
     def reply_to_message(
-        self, agent_email: str, message_id: str, body: ReplyToMessageRequest
+        self,
+        agent_email: str,
+        message_id: str,
+        body: ReplyToMessageRequest,
+        *,
+        idempotency_key: str | None = None,
     ) -> SendEmailResponse:
-        """`POST /agents/{email}/messages/{id}/reply`."""
-        return self.call(_reply(agent_email, message_id, body))
+        """`POST /agents/{email}/messages/{id}/reply`; a repeat with the same
+        `idempotency_key` answers the first reply (without one, the SDK makes one per call)."""
+        return self.call(_reply(agent_email, message_id, body, idempotency_key))
 
-    def send_email(self, body: SendEmailRequest) -> SendEmailResponse:
-        """`POST /send`."""
-        return self.call(endpoints.as_model(endpoints.send_payload(_body(body)), SendEmailResponse))
+    def send_email(
+        self, body: SendEmailRequest, *, idempotency_key: str | None = None
+    ) -> SendEmailResponse:
+        """`POST /send`; a repeat with the same `idempotency_key` answers the first send
+        (without one, the SDK makes one per call)."""
+        return self.call(_send(body, idempotency_key))
 
     def list_pending_messages(self) -> ListPendingMessagesResponse:
         """`GET /messages?status=pending_approval`."""
@@ -167,10 +201,16 @@ class E2AApi:
         return self.call(endpoints.get_pending_message(message_id))
 
     def approve_message(
-        self, message_id: str, overrides: ApprovePendingMessageRequest | None = None
+        self,
+        message_id: str,
+        overrides: ApprovePendingMessageRequest | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> ApprovePendingMessageResponse:
-        """`POST /messages/{id}/approve`, with edits when `overrides` sets any."""
-        return self.call(endpoints.approve_message(message_id, _body(overrides)))
+        """`POST /messages/{id}/approve`, with edits when `overrides` sets any; a repeat with
+        the same `idempotency_key` answers the first approval instead of a 409."""
+        call = endpoints.approve_message(message_id, _body(overrides), idempotency_key)
+        return self.call(call)
 
     def reject_message(self, message_id: str, reason: str = "") -> RejectPendingMessageResponse:
         """`POST /messages/{id}/reject`."""
@@ -203,10 +243,16 @@ class AsyncE2AApi:
     """The asynchronous twin of `E2AApi` (every call awaited), under asyncio or trio."""
 
     def __init__(
-        self, api_key: str | None = None, base_url: str | None = None, timeout: float = 30
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float = 30,
+        *,
+        max_retries: int = MAX_RETRIES,
     ) -> None:
         self.api_key = endpoints.resolve_api_key(api_key)
         self.base_url = endpoints.resolve_base_url(base_url)
+        self.max_retries = max_retries
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {self.api_key}"},
@@ -214,11 +260,18 @@ class AsyncE2AApi:
         )
 
     async def call(self, call: endpoints.Call[T]) -> T:
-        """Perform one request; raise `E2AApiError` unless the answer is a success."""
-        response = await self._client.request(
-            call.method, call.path, json=call.json, params=call.params, headers=call.headers
-        )
-        return endpoints.answer(call, response)
+        """Perform one request, again after a refusal `retries.retry_delay` allows; raise
+        `E2AApiError` unless the answer is a success."""
+        retries_made = 0
+        while True:
+            response = await self._client.request(
+                call.method, call.path, json=call.json, params=call.params, headers=call.headers
+            )
+            delay = retry_delay(call, response, retries_made, self.max_retries)
+            if delay is None:
+                return endpoints.answer(call, response)
+            await anyio.sleep(delay)
+            retries_made += 1
 
     async def list_agents(self) -> ListAgentsResponse:
         """`GET /agents`."""
@@ -278,15 +331,23 @@ class AsyncE2AApi:
         return await self.call(endpoints.as_model(call, MessageDetail))
 
     async def reply_to_message(
-        self, agent_email: str, message_id: str, body: ReplyToMessageRequest
+        self,
+        agent_email: str,
+        message_id: str,
+        body: ReplyToMessageRequest,
+        *,
+        idempotency_key: str | None = None,
     ) -> SendEmailResponse:
-        """`POST /agents/{email}/messages/{id}/reply`."""
-        return await self.call(_reply(agent_email, message_id, body))
+        """`POST /agents/{email}/messages/{id}/reply`; a repeat with the same
+        `idempotency_key` answers the first reply (without one, the SDK makes one per call)."""
+        return await self.call(_reply(agent_email, message_id, body, idempotency_key))
 
-    async def send_email(self, body: SendEmailRequest) -> SendEmailResponse:
-        """`POST /send`."""
-        call = endpoints.as_model(endpoints.send_payload(_body(body)), SendEmailResponse)
-        return await self.call(call)
+    async def send_email(
+        self, body: SendEmailRequest, *, idempotency_key: str | None = None
+    ) -> SendEmailResponse:
+        """`POST /send`; a repeat with the same `idempotency_key` answers the first send
+        (without one, the SDK makes one per call)."""
+        return await self.call(_send(body, idempotency_key))
 
     async def list_pending_messages(self) -> ListPendingMessagesResponse:
         """`GET /messages?status=pending_approval`."""
@@ -297,10 +358,16 @@ class AsyncE2AApi:
         return await self.call(endpoints.get_pending_message(message_id))
 
     async def approve_message(
-        self, message_id: str, overrides: ApprovePendingMessageRequest | None = None
+        self,
+        message_id: str,
+        overrides: ApprovePendingMessageRequest | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> ApprovePendingMessageResponse:
-        """`POST /messages/{id}/approve`, with edits when `overrides` sets any."""
-        return await self.call(endpoints.approve_message(message_id, _body(overrides)))
+        """`POST /messages/{id}/approve`, with edits when `overrides` sets any; a repeat with
+        the same `idempotency_key` answers the first approval instead of a 409."""
+        call = endpoints.approve_message(message_id, _body(overrides), idempotency_key)
+        return await self.call(call)
 
     async def reject_message(
         self, message_id: str, reason: str = ""

@@ -33,6 +33,7 @@ from e2a_gateway.v1.models import (
     PendingMessageDetail,
 )
 from e2a_gateway.v1.notifications import WSNotification
+from e2a_gateway.v1.retries import MAX_RETRIES
 from e2a_gateway.v1.signature import MAX_AGE_SECONDS
 
 
@@ -44,6 +45,8 @@ class AsyncE2AClient:
         agent_email: the agent used when a call names none; defaults to `E2A_AGENT_EMAIL`.
         base_url: the gateway; defaults to `E2A_BASE_URL`, then `E2A_URL`, then e2a.dev.
         timeout: seconds per request.
+        max_retries: how many times a call refused with 429, 502, 503 or 504 is made again,
+            after the wait its `Retry-After` asks (`e2a_gateway.v1.retries`); 0: never.
     """
 
     api_class: type[AsyncE2AApi] = AsyncE2AApi
@@ -55,8 +58,10 @@ class AsyncE2AClient:
         agent_email: str | None = None,
         base_url: str | None = None,
         timeout: float = 30,
+        *,
+        max_retries: int = MAX_RETRIES,
     ) -> None:
-        self.api = self.api_class(api_key, base_url, timeout)
+        self.api = self.api_class(api_key, base_url, timeout, max_retries=max_retries)
         """The raw API client underneath (one method per endpoint)."""
         self.api_key = self.api.api_key
         self.base_url = self.api.base_url
@@ -123,8 +128,8 @@ class AsyncE2AClient:
         idempotency_key: str | None = None,
     ) -> SendResult:
         """Reply to an inbound message (to its Reply-To or From, subject `Re: …`, threaded).
-        With an `idempotency_key`, a repeat answers the first reply instead of replying
-        again."""
+        A repeat with the same `idempotency_key` answers the first reply instead of replying
+        again (without one, the SDK makes one per call, which covers its own retries)."""
         email = require_agent_email(self.agent_email, agent_email)
         return await self._call(
             endpoints.reply(
@@ -156,7 +161,8 @@ class AsyncE2AClient:
         idempotency_key: str | None = None,
     ) -> SendResult:
         """Send a new message from the agent (optional when the key has exactly one agent).
-        With an `idempotency_key`, a repeat answers the first send instead of sending again."""
+        A repeat with the same `idempotency_key` answers the first send instead of sending
+        again (without one, the SDK makes one per call, which covers its own retries)."""
         return await self._call(
             endpoints.send(
                 agent_email or self.agent_email or None,
@@ -270,8 +276,11 @@ class AsyncE2AClient:
         to: list[str] | None = None,
         cc: list[str] | None = None,
         bcc: list[str] | None = None,
+        idempotency_key: str | None = None,
     ) -> PendingMessageDetail:
-        """Approve a held message, optionally with edits."""
+        """Approve a held message, optionally with edits. A repeat with the same
+        `idempotency_key` answers the first approval instead of a 409 (without one, the SDK
+        makes one per call, which covers its own retries)."""
         overrides = {
             "subject": subject,
             "body_text": body_text,
@@ -280,7 +289,8 @@ class AsyncE2AClient:
             "cc": cc,
             "bcc": bcc,
         }
-        return await self._call(endpoints.approve_message(message_id, overrides))
+        call = endpoints.approve_message(message_id, overrides, idempotency_key)
+        return await self._call(call)
 
     async def reject_message(self, message_id: str, reason: str = "") -> PendingMessageDetail:
         """Reject a held message; it is never sent."""

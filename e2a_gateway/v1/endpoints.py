@@ -7,6 +7,7 @@ The clients only perform the I/O, so both speak exactly the same protocol. No I/
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
@@ -33,6 +34,8 @@ M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_BASE_URL = "https://e2a.dev"
 API = "/api/v1"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPEATABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,13 @@ class Call(Generic[T]):
     json: dict[str, Any] | None = None
     params: dict[str, str] | None = None
     headers: dict[str, str] | None = None
+
+    @property
+    def repeatable(self) -> bool:
+        """Whether making the request twice does no more than making it once: a read, a PUT or
+        DELETE, or a write carrying an Idempotency-Key (the gateway answers a repeat with the
+        first answer)."""
+        return self.method in REPEATABLE_METHODS or IDEMPOTENCY_HEADER in (self.headers or {})
 
 
 def check(response: httpx.Response) -> httpx.Response:
@@ -126,7 +136,22 @@ def _model(model: type[M]) -> Callable[[httpx.Response], M]:
 
 def as_model(call: Call[Any], model: type[M]) -> Call[M]:
     """The same request, its answer read as `model` (for the raw API's typed answers)."""
-    return Call(call.method, call.path, _model(model), json=call.json, params=call.params)
+    return Call(
+        call.method,
+        call.path,
+        _model(model),
+        json=call.json,
+        params=call.params,
+        headers=call.headers,
+    )
+
+
+def keyed(call: Call[T], idempotency_key: str | None) -> Call[T]:
+    """`call` with an Idempotency-Key: `idempotency_key`, else a new random one, so the
+    gateway answers a repeat of it (a retry) with the first answer instead of writing twice.
+    A key of your own (the id of the job a send is for, say) makes your own retries safe too."""
+    key = uuid.uuid4().hex if idempotency_key is None else idempotency_key
+    return replace(call, headers={**(call.headers or {}), IDEMPOTENCY_HEADER: key})
 
 
 def _send_result(response: httpx.Response) -> SendResult:
@@ -239,8 +264,7 @@ def reply(
     attachments: list[Attachment] | None = None,
     idempotency_key: str | None = None,
 ) -> Call[SendResult]:
-    """`POST /agents/{email}/messages/{id}/reply`. With an `idempotency_key`, a repeat
-    answers the first reply instead of replying again."""
+    """`POST /agents/{email}/messages/{id}/reply`, with an Idempotency-Key (`keyed`)."""
     payload = _present(
         body=body,
         html_body=html_body,
@@ -250,16 +274,15 @@ def reply(
         conversation_id=conversation_id,
         attachments=_attachments(attachments),
     )
-    call = reply_payload(agent_email, message_id, payload)
-    if idempotency_key is not None:
-        call = replace(call, headers={"Idempotency-Key": idempotency_key})
-    return call
+    return reply_payload(agent_email, message_id, payload, idempotency_key)
 
 
-def reply_payload(agent_email: str, message_id: str, payload: dict[str, Any]) -> Call[SendResult]:
-    """`POST /agents/{email}/messages/{id}/reply` with a ready JSON body."""
+def reply_payload(
+    agent_email: str, message_id: str, payload: dict[str, Any], idempotency_key: str | None
+) -> Call[SendResult]:
+    """`POST /agents/{email}/messages/{id}/reply` with a ready JSON body, keyed (`keyed`)."""
     path = _agent(agent_email, f"/messages/{path_segment(message_id)}/reply")
-    return Call("POST", path, _send_result, json=payload)
+    return keyed(Call("POST", path, _send_result, json=payload), idempotency_key)
 
 
 def send(
@@ -275,8 +298,8 @@ def send(
     attachments: list[Attachment] | None = None,
     idempotency_key: str | None = None,
 ) -> Call[SendResult]:
-    """`POST /send`; `sender` may be None when the caller has exactly one agent. With an
-    `idempotency_key`, a repeat answers the first send instead of sending again."""
+    """`POST /send`, with an Idempotency-Key (`keyed`); `sender` may be None when the caller
+    has exactly one agent."""
     payload = _present(
         to=to,
         subject=subject,
@@ -289,15 +312,12 @@ def send(
     )
     if sender:
         payload["from"] = sender
-    call = send_payload(payload)
-    if idempotency_key is not None:
-        call = replace(call, headers={"Idempotency-Key": idempotency_key})
-    return call
+    return send_payload(payload, idempotency_key)
 
 
-def send_payload(payload: dict[str, Any]) -> Call[SendResult]:
-    """`POST /send` with a ready JSON body."""
-    return Call("POST", f"{API}/send", _send_result, json=payload)
+def send_payload(payload: dict[str, Any], idempotency_key: str | None) -> Call[SendResult]:
+    """`POST /send` with a ready JSON body, keyed (`keyed`)."""
+    return keyed(Call("POST", f"{API}/send", _send_result, json=payload), idempotency_key)
 
 
 def send_test_email(agent_email: str) -> Call[dict[str, Any]]:
@@ -316,10 +336,14 @@ def get_pending_message(message_id: str) -> Call[PendingMessageDetail]:
     return Call("GET", f"{API}/messages/{path_segment(message_id)}", _model(PendingMessageDetail))
 
 
-def approve_message(message_id: str, overrides: dict[str, Any]) -> Call[PendingMessageDetail]:
-    """`POST /messages/{id}/approve`, with edits when `overrides` has any."""
+def approve_message(
+    message_id: str, overrides: dict[str, Any], idempotency_key: str | None = None
+) -> Call[PendingMessageDetail]:
+    """`POST /messages/{id}/approve`, with edits when `overrides` has any, and an
+    Idempotency-Key (`keyed`)."""
     path = f"{API}/messages/{path_segment(message_id)}/approve"
-    return Call("POST", path, _model(PendingMessageDetail), json=_present(**overrides))
+    call = Call("POST", path, _model(PendingMessageDetail), json=_present(**overrides))
+    return keyed(call, idempotency_key)
 
 
 def reject_message(message_id: str, reason: str) -> Call[PendingMessageDetail]:

@@ -56,7 +56,7 @@ class E2AApiError(Exception):
             )
         else:
             error = cls.from_body(response.status_code, response.text)
-        error.retry_after = _seconds(response.headers.get("retry-after"))
+        error.retry_after = retry_after_seconds(response.headers.get("retry-after"))
         return error
 
 
@@ -68,7 +68,7 @@ def _is_html(response: httpx.Response) -> bool:
     return response.text.lstrip().startswith("<")
 
 
-def _seconds(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
     """A `Retry-After` given in seconds; None when absent or an HTTP date."""
     try:
         seconds = float(value) if value is not None else None

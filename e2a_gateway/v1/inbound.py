@@ -412,8 +412,11 @@ class InboundEmail(_GatedEmail):
         bcc: list[str] | None = None,
         conversation_id: str | None = None,
         attachments: list[Attachment] | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> SendResult:
-        """Reply from the agent this message was delivered to."""
+        """Reply from the agent this message was delivered to; a repeat with the same
+        `idempotency_key` answers the first reply instead of replying again."""
         return self._reply(
             self.message_id,
             body,
@@ -424,6 +427,7 @@ class InboundEmail(_GatedEmail):
             conversation_id=conversation_id,
             attachments=attachments,
             agent_email=self.recipient,
+            idempotency_key=idempotency_key,
         )
 
 
@@ -445,8 +449,11 @@ class AsyncInboundEmail(_GatedEmail):
         bcc: list[str] | None = None,
         conversation_id: str | None = None,
         attachments: list[Attachment] | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> SendResult:
-        """Reply from the agent this message was delivered to."""
+        """Reply from the agent this message was delivered to; a repeat with the same
+        `idempotency_key` answers the first reply instead of replying again."""
         return await self._reply(
             self.message_id,
             body,
@@ -457,4 +464,5 @@ class AsyncInboundEmail(_GatedEmail):
             conversation_id=conversation_id,
             attachments=attachments,
             agent_email=self.recipient,
+            idempotency_key=idempotency_key,
         )
