@@ -120,10 +120,10 @@ class Cli:
         captured = self.capsys.readouterr()
         return code, captured.out, captured.err
 
-    def json(self, *args: str) -> Any:
-        """Run with --json, require success and decode stdout."""
+    def json(self, *args: str, expect: int = 0) -> Any:
+        """Run with --json, require exit code `expect` (success) and decode stdout."""
         code, out, err = self(*args, "--json")
-        assert code == 0, err
+        assert code == expect, err
         return json.loads(out)
 
 

@@ -69,7 +69,7 @@ def test_a_refused_key_says_which_key_and_how_to_fix_it(
     bogus = "e2a_" + "0" * 64
     monkeypatch.setenv("E2A_API_KEY", bogus)
     code, out, err = cli("inbox")
-    assert (code, out) == (1, "")
+    assert (code, out) == (4, "")  # e2a's CLI's exit code for a refused key
     assert "unknown or revoked API key (401 unauthorized)" in err
     assert "E2A_API_KEY" in err and "`e2a login`" in err and bogus not in err
     monkeypatch.delenv("E2A_API_KEY")
@@ -78,7 +78,7 @@ def test_a_refused_key_says_which_key_and_how_to_fix_it(
     values = json.loads(path.read_text())
     path.write_text(json.dumps({**values, "api_key": bogus}))
     code, out, err = cli("agents", "list")
-    assert (code, out) == (1, "")
+    assert (code, out) == (4, "")
     assert str(path) in err and "`e2a login`" in err and "E2A_API_KEY" not in err
 
 
@@ -288,7 +288,7 @@ def test_agents_register_list_update_delete(account: Account, cli: Cli) -> None:
 
 def test_agent_api_errors_and_usage_errors(account: Account, cli: Cli) -> None:
     code, out, err = cli("agents", "delete", f"{account.prefix}-ghost@{DOMAIN}")
-    assert (code, out) == (1, "")
+    assert (code, out) == (5, "")  # refused for good: e2a's CLI's exit code 5
     assert err.startswith("e2a: ") and "(404 not_found)" in err
 
     assert cli("agents", "register")[0] == 2
@@ -368,7 +368,7 @@ def test_inbox_read_reply_and_send(live: LiveGateway, account: Account, cli: Cli
     assert "Verified: yes (an agent of this gateway" in out
 
     code, out, err = cli("read", "msg_does_not_exist")
-    assert (code, out) == (1, "") and "404" in err
+    assert (code, out) == (5, "") and "404" in err
 
 
 def test_inbox_table_lines_up_wide_characters_and_cuts_long_subjects(
@@ -478,8 +478,10 @@ def test_pending_approve_and_reject(live: LiveGateway, account: Account, cli: Cl
     code, out, err = cli("pending")
     assert (code, out) == (0, "") and "Nothing is waiting" in err
     code, out, _ = cli("send", "--agent", held, "--to", peer, "--subject", "One", "--body", "1")
-    assert code == 0 and "held for approval" in out
-    second = cli.json("send", "--agent", held, "--to", peer, "--subject", "Two", "--body", "2")
+    assert code == 3 and "held for approval" in out  # e2a's CLI's exit code for held mail
+    second = cli.json(
+        "send", "--agent", held, "--to", peer, "--subject", "Two", "--body", "2", expect=3
+    )
     assert second["status"] == "pending_approval"
 
     code, out, _ = cli("pending")
@@ -496,7 +498,7 @@ def test_pending_approve_and_reject(live: LiveGateway, account: Account, cli: Cl
     wait_until(lambda: unread(live, account.key, peer) == 1)
     assert cli.json("pending") == []
     code, _, err = cli("approve", pending["Two"])
-    assert code == 1 and err.startswith("e2a: ")
+    assert code == 5 and err.startswith("e2a: ")  # no longer held: refused for good
 
 
 def test_pending_show_shows_the_html_part_a_reviewer_would_approve(
@@ -509,7 +511,7 @@ def test_pending_show_shows_the_html_part_a_reviewer_would_approve(
     assert cli("agents", "update", agent, "--hitl")[0] == 0
     held = cli.json(
         "send", "--agent", agent, "--to", "bob@example.org", "--subject", "Lunch",
-        "--body", "See you at noon.", "--html", "<p>Wire <b>9,000 USD</b> today</p>",
+        "--body", "See you at noon.", "--html", "<p>Wire <b>9,000 USD</b> today</p>", expect=3,
     )  # fmt: skip
     code, out, err = cli("pending", "show", held["message_id"])
     assert code == 0, err
@@ -525,7 +527,7 @@ def test_pending_show_says_why_a_message_failed_or_was_rejected(account: Account
     code, _, err = cli(
         "send", "--agent", agent, "--to", "bob@example.org", "--subject", "Out", "--body", "1"
     )
-    assert code == 1 and "(422 send_failed)" in err
+    assert code == 5 and "(422 send_failed)" in err
     failed = re.search(r"GET /api/v1/messages/(msg_\w+)", err)
     assert failed, err
     code, out, err = cli("pending", "show", failed[1])
@@ -537,7 +539,16 @@ def test_pending_show_says_why_a_message_failed_or_was_rejected(account: Account
 
     assert cli("agents", "update", agent, "--hitl")[0] == 0
     held = cli.json(
-        "send", "--agent", agent, "--to", "bob@example.org", "--subject", "Held", "--body", "2"
+        "send",
+        "--agent",
+        agent,
+        "--to",
+        "bob@example.org",
+        "--subject",
+        "Held",
+        "--body",
+        "2",
+        expect=3,
     )
     code, out, _ = cli("pending", "show", held["message_id"])
     assert "Expires:" in out and out.rstrip().endswith("2")
@@ -572,7 +583,7 @@ def test_domains_add_list_verify_delete(account: Account, cli: Cli) -> None:
     assert [d["verified"] for d in cli.json("domains", "list")] == [True]
     assert cli("domains", "delete", domain) == (0, f"Deleted {domain}\n", "")
     code, _, err = cli("domains", "delete", domain)
-    assert code == 1 and "404" in err
+    assert code == 5 and "404" in err
 
 
 # Listen
@@ -834,12 +845,12 @@ def test_listen_usage_and_cloud_agent_errors(account: Account, cli: Cli) -> None
     assert code == 2 and "--forward-token needs --forward" in err
     agent = f"{account.prefix}-cloud@{DOMAIN}"
     code, _, err = cli("agents", "register", agent.split("@")[0], "--mode", "cloud")
-    assert code == 1 and "cloud agents need a webhook_url" in err  # the server's message
+    assert code == 5 and "cloud agents need a webhook_url" in err  # the server's message
     hook = "https://hooks.example.com/e2a"
     code, _, err = cli("agents", "register", agent.split("@")[0], "--webhook-url", hook)
     assert code == 0, err
     code, out, err = cli("listen", "--max", "1")
-    assert (code, out.strip()) == (1, "") and err.splitlines()[-1].startswith("e2a: ")
+    assert (code, out.strip()) == (5, "") and err.splitlines()[-1].startswith("e2a: ")
 
 
 # Help

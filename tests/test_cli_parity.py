@@ -336,7 +336,7 @@ def test_inbox_pages_with_token(live: LiveGateway, account: Account, cli: Cli) -
     rest = cli.json("inbox", "--agent", agent, "--limit", "2", "--token", token)
     assert [m["subject"] for m in rest] == ["Page 2"]
     code, _, err = cli("inbox", "--agent", agent, "--token", "garbage")
-    assert code == 1 and err.startswith("e2a: ")
+    assert code == 5 and err.startswith("e2a: ")
 
 
 # Approvals
@@ -361,7 +361,9 @@ def test_pending_list_show_approve_edit_and_reject(
     register(cli, held, peer)
     assert cli("agents", "update", held, "--hitl")[0] == 0
     for subject in ("Draft", "Other"):
-        out = cli.json("send", "--agent", held, "--to", peer, "--subject", subject, "--body", "v1")
+        out = cli.json(
+            "send", "--agent", held, "--to", peer, "--subject", subject, "--body", "v1", expect=3
+        )
         assert out["status"] == "pending_approval"
     listed = {m["subject"]: m["id"] for m in cli.json("pending", "list")}
     assert set(listed) == {"Draft", "Other"} and cli.json("pending") == cli.json("pending", "list")
@@ -410,7 +412,7 @@ def test_approve_edit_of_the_text_of_an_html_message_sends_the_text_alone(
     assert cli("agents", "update", held, "--hitl")[0] == 0
     sent = cli.json(
         "send", "--agent", held, "--to", peer, "--subject", "Draft",
-        "--body", "Pay 500 EUR", "--html", "<p>Pay <b>500 EUR</b></p>",
+        "--body", "Pay 500 EUR", "--html", "<p>Pay <b>500 EUR</b></p>", expect=3,
     )  # fmt: skip
     editor = tmp_path / "editor.py"
     editor.write_text(EDITOR)
@@ -445,6 +447,7 @@ def test_approve_edit_of_the_subject_alone_keeps_a_crlf_body_and_its_html(
     sent = cli.json(
         "send", "--agent", held, "--to", peer, "--subject", "Draft",
         "--body", "Hello,\r\nthe offer is below.\r\n", "--html", "<p>The <b>offer</b></p>",
+        expect=3,
     )  # fmt: skip
     editor = tmp_path / "editor.py"
     editor.write_text(SUBJECT_EDITOR)
@@ -550,7 +553,7 @@ def test_doctor_says_what_to_fix(account: Account, cli: Cli) -> None:
     with dns_server(BROKEN_ZONE) as port:
         code, out, err = cli("doctor", "--nameserver", f"127.0.0.1:{port}")
         json_code, json_out, _ = cli("doctor", "--nameserver", f"127.0.0.1:{port}", "--json")
-    assert code == json_code == 1, err
+    assert code == json_code == 9, err  # a failed check: e2a's CLI's exit code 9
     report = json.loads(json_out)
     checks = {check["id"]: check for check in report["checks"]}
     assert checks["dns.mx"]["status"] == "fail"
@@ -571,7 +574,7 @@ def test_doctor_without_a_gateway_or_with_a_bad_key(
     monkeypatch.setenv("E2A_URL", live.url)
     monkeypatch.setenv("E2A_API_KEY", "e2a_" + "0" * 64)
     code, out, _ = cli("doctor")
-    assert code == 1 and "✓ gateway.health" in out and "✗ api.key" in out
+    assert code == 4 and "✓ gateway.health" in out and "✗ api.key" in out
     assert "e2a login" in out
 
 

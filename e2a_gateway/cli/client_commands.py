@@ -4,8 +4,9 @@
 them from there, with `E2A_URL`/`E2A_BASE_URL`, `E2A_API_KEY` and `E2A_AGENT_EMAIL` taking
 precedence. The spellings of e2a's own CLI work too (`pending approve`, `domains register`,
 `--hitl-expiration-action`, `config get api_url`), beside ours (`approve`, `domains add`,
-`--hitl-expire`). Output is a table for people and JSON with `--json`. Exit codes: 0 success,
-1 an error the user can fix (API errors print the server's message), 2 bad usage.
+`--hitl-expire`). Output is a table for people and JSON with `--json`. Exit codes are e2a's
+CLI's (`exit_codes`): API errors print the server's message and exit 4 (key refused), 5
+(refused for good) or 1 (transient); 2 is bad usage, 3 a send held for review.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import textwrap
 from typing import TYPE_CHECKING, Any
 
 from e2a_gateway.addresses import only_agent
+from e2a_gateway.cli import exit_codes
 from e2a_gateway.cli.approvals import (
     cmd_approve,
     cmd_pending_list,
@@ -43,6 +45,19 @@ from e2a_gateway.cli.context import ClientError, Context, Handler, UsageError
 from e2a_gateway.cli.doctor import add_doctor_arguments, cmd_doctor
 from e2a_gateway.cli.listen import add_listen_arguments, cmd_listen_with
 from e2a_gateway.cli.output import email_json, print_fields, print_json, print_table, terminal_text
+from e2a_gateway.cli.v1_commands import (
+    agent_path,
+    cmd_agents_create,
+    cmd_agents_get,
+    cmd_keys_create,
+    cmd_keys_delete,
+    cmd_keys_list,
+    cmd_messages_get,
+    cmd_messages_lifecycle,
+    cmd_messages_list,
+    message_path,
+    send_with_reply_to,
+)
 
 # The SDK (and httpx) is imported when a client command runs, not with this module: `e2a serve`
 # builds the same argument parser, and the gateway starts faster without loading the SDK.
@@ -96,11 +111,23 @@ EXAMPLES = {
     "config list": "example:\n  e2a config list --json",
     "config get": "example:\n  e2a config get url\n  e2a config get api_url    (e2a's name)",
     "config set": "example:\n  e2a config set agent_email helpdesk@agents.example.com",
+    "messages": "example:\n  e2a messages list --direction inbound --read-status unread",
+    "messages list": "example:\n  e2a messages list --since 2026-07-01T00:00:00Z --json\n"
+    "  e2a messages list | while IFS=$'\\t' read -r id from at; do …; done",
+    "messages get": "example:\n  e2a messages get msg_123 --text",
+    "messages lifecycle": "example:\n  e2a messages lifecycle msg_123",
+    "agents create": "example:\n  e2a agents create bot@example.com --name 'Support bot'",
+    "agents get": "example:\n  e2a agents get bot@example.com --json",
+    "keys": "example:\n  e2a keys create --agent bot@example.com\n  e2a keys list",
+    "keys create": "example:\n  e2a keys create\n"
+    "  KEY=$(e2a keys create --agent bot@example.com --name ci)",
+    "keys list": "example:\n  e2a keys list --json",
+    "keys delete": "example:\n  e2a keys delete key_123",
 }
 
 CLIENT_COMMANDS = frozenset(
     {"login", "whoami", "doctor", "agents", "domains", "inbox", "read", "reply", "send"}
-    | {"pending", "approve", "reject", "config", "listen"}
+    | {"pending", "approve", "reject", "config", "listen", "messages", "keys"}
 )
 """The top-level commands this module handles."""
 
@@ -217,7 +244,8 @@ def _account_commands(commands: Any) -> None:
         "/api/health and /api/v1/info, the key works, the agent exists, the DNS of the "
         "agent's domain (MX to the gateway's SMTP host, the verification TXT, SPF, DKIM, "
         "DMARC) and, for a local agent, its WebSocket. Each check prints ✓ or ✗ with what "
-        "to fix; exit 1 when one failed. Every step gives up after 5 seconds.",
+        "to fix; exit 9 when one failed, 8 for warnings only, 4 for a refused key, 1 when the "
+        "gateway does not answer. Every step gives up after 5 seconds.",
     )
     _agent_option(doctor)
     add_doctor_arguments(doctor)
@@ -284,6 +312,43 @@ def _agent_commands(commands: Any) -> None:
         "Delete an agent and all its messages.",
     )
     delete.add_argument("email", help="the agent's address (a bare slug: on the shared domain)")
+    create = _add(
+        agent_commands,
+        "agents create",
+        cmd_agents_create,
+        "create an agent (e2a's CLI's spelling): prints its address",
+        "Create an agent at EMAIL (a bare name: on the shared domain) and print its address.",
+    )
+    create.add_argument("email", help="the agent's address (a bare name: on the shared domain)")
+    create.add_argument("--name", help="display name")
+    get = _add(
+        agent_commands,
+        "agents get",
+        cmd_agents_get,
+        "show one agent",
+        "Show one agent: email, name, domain (verified or not) and when it was created.",
+    )
+    get.add_argument("email", help="the agent's address (a bare name: on the shared domain)")
+
+
+def _key_commands(commands: Any) -> None:
+    keys = _add(commands, "keys", None, "create, list and revoke API keys", "Manage API keys.")
+    actions = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    create = _add(
+        actions,
+        "keys create",
+        cmd_keys_create,
+        "create an API key: prints it once",
+        "Create an API key, for the whole account or (--agent) bound to one agent, and print "
+        "it alone on stdout: it is shown only this once.",
+    )
+    create.add_argument("--agent", metavar="EMAIL", help="bind the key to this agent")
+    create.add_argument("--name", help="a name to recognise it by")
+    _add(actions, "keys list", cmd_keys_list, "list your API keys", "List API keys (not revoked).")
+    delete = _add(
+        actions, "keys delete", cmd_keys_delete, "revoke an API key", "Revoke an API key for good."
+    )
+    delete.add_argument("id", help="the key's id (from `e2a keys list`)")
 
 
 def _domain_commands(commands: Any) -> None:
@@ -362,6 +427,7 @@ def _mail_commands(commands: Any) -> None:
     reply.add_argument("--reply-all", action="store_true", help="copy the other recipients")
     _addresses(reply, "cc", "copy (repeatable)")
     _addresses(reply, "bcc", "blind copy (repeatable)")
+    _reply_to_option(reply)
     _idempotency_option(reply)
     _agent_option(reply)
 
@@ -382,8 +448,59 @@ def _mail_commands(commands: Any) -> None:
         metavar="ID",
         help="the thread this message belongs to",
     )
+    _reply_to_option(send)
     _idempotency_option(send)
     _agent_option(send)
+
+    messages = _add(
+        commands,
+        "messages",
+        None,
+        "list and fetch an agent's messages (e2a's CLI's scripting commands)",
+        "An agent's messages, received and sent, through the gateway's /v1 API, as e2a's CLI "
+        "prints them: tab-separated lines, or one JSON object per line with --json.",
+    )
+    actions = messages.add_subparsers(dest="messages_command", metavar="ACTION", required=True)
+    listing = _add(
+        actions,
+        "messages list",
+        cmd_messages_list,
+        "list messages, oldest first: ID, FROM, CREATED per line",
+        "List messages oldest first, read and unread alike (not marking them read): "
+        "`ID<TAB>FROM<TAB>CREATED` per line, or NDJSON with --json.",
+    )
+    listing.add_argument("--direction", choices=("inbound", "outbound", "all"))
+    listing.add_argument("--since", metavar="TIME", help="from this RFC 3339 time on (inclusive)")
+    listing.add_argument("--conversation", "--conversation-id", dest="conversation", metavar="ID")
+    listing.add_argument("--read-status", choices=("unread", "read", "all"), default="all")
+    listing.add_argument("--limit", type=_positive, metavar="N", help="at most N messages")
+    _agent_option(listing)
+    get = _add(
+        actions,
+        "messages get",
+        cmd_messages_get,
+        "print one message as JSON (marks it read)",
+        "Print one message as one line of JSON, or with --text only its text (the reply "
+        "without the quoted history). Marks mail received read.",
+    )
+    get.add_argument("id", help="the message id")
+    get.add_argument("--text", action="store_true", help="print the parsed text body only")
+    _agent_option(get)
+    lifecycle = _add(
+        actions,
+        "messages lifecycle",
+        cmd_messages_lifecycle,
+        "a message's lifecycle transitions (beta)",
+        "Print one page of the message's lifecycle transitions as JSON (beta in e2a).",
+    )
+    lifecycle.add_argument("id", help="the message id")
+    lifecycle.add_argument("--cursor", help="continue from a previous page")
+    lifecycle.add_argument("--limit", type=int, metavar="N", help="page size, 1 to 100")
+    _agent_option(lifecycle)
+
+
+def _reply_to_option(parser: argparse.ArgumentParser) -> None:
+    _addresses(parser, "reply-to", "where replies should go (repeatable, up to 5)")
 
 
 def _approval_commands(commands: Any) -> None:
@@ -470,6 +587,7 @@ def add_client_commands(commands: Any) -> None:
     """Register the client commands on the `e2a` parser's subparsers."""
     _account_commands(commands)
     _agent_commands(commands)
+    _key_commands(commands)
     _domain_commands(commands)
     _mail_commands(commands)
     _approval_commands(commands)
@@ -526,7 +644,9 @@ def _print_dkim_record(domain: Domain) -> None:
     print(record.value)
 
 
-def _sent(ctx: Context, result: Any, verb: str) -> None:
+def _sent(ctx: Context, result: Any, verb: str) -> int:
+    """Print what a send or reply answered; its exit code: 3 when held for review, 7 when it
+    failed or answered a status this CLI does not know (as e2a's CLI)."""
     if ctx.json:
         print_json(dataclasses.asdict(result))
     elif result.status == "pending_approval":
@@ -536,6 +656,36 @@ def _sent(ctx: Context, result: Any, verb: str) -> None:
         )
     else:
         print(f"{verb} {result.message_id} ({result.method}, {result.status})")
+    return sent_exit_code(result.status, result.message_id)
+
+
+def _sent_v1(ctx: Context, answer: dict[str, Any], verb: str) -> int:
+    """Print what a `/v1` send or reply answered (as `_sent`); its exit code."""
+    status, message_id = str(answer.get("status") or ""), str(answer.get("message_id") or "")
+    if ctx.json:
+        print_json(answer)
+    else:
+        print(f"{verb} {message_id} ({answer.get('method')}, {status})")
+    return sent_exit_code(status, message_id)
+
+
+def sent_exit_code(status: str, message_id: str) -> int:
+    """The exit code of a send that answered `status` (a `/api/v1` or a `/v1` status): 0 sent
+    or accepted, 3 held for review (stderr says it did not go out), 7 failed or unknown."""
+    if status in ("sent", "accepted"):
+        return exit_codes.OK
+    if status in ("pending_approval", "pending_review"):
+        print(
+            f"e2a: {message_id} is held for review and did NOT go out yet (exit 3)",
+            file=sys.stderr,
+        )
+        return exit_codes.HELD
+    print(
+        f"e2a: {message_id} answered status {terminal_text(status)!r}, not sent: do not retry, "
+        f"look at the message (`e2a pending show {message_id}`)",
+        file=sys.stderr,
+    )
+    return exit_codes.SEND_OUTCOME
 
 
 # Commands
@@ -826,10 +976,22 @@ def _list(values: list[str] | None) -> list[str]:
     return [item.strip() for value in values or [] for item in value.split(",") if item.strip()]
 
 
-def cmd_reply(ctx: Context) -> None:
+def cmd_reply(ctx: Context) -> int:
     """`reply <id> --body …`."""
     args = ctx.args
     bodies = message_bodies(args)
+    if args.reply_to:
+        path = message_path(ctx.agent(), args.id, "/reply")
+        fields = {
+            "text": bodies.text,
+            "html": bodies.html,
+            "reply_all": args.reply_all,
+            "cc": _list(args.cc),
+            "bcc": _list(args.bcc),
+            "reply_to": _list(args.reply_to),
+            "attachments": [a.to_wire() for a in attachments(args) or []],
+        }
+        return _sent_v1(ctx, send_with_reply_to(ctx, path, fields), "Replied")
     result = ctx.client().reply(
         args.id,
         bodies.text,
@@ -841,13 +1003,27 @@ def cmd_reply(ctx: Context) -> None:
         agent_email=ctx.agent(),
         idempotency_key=args.idempotency_key,
     )
-    _sent(ctx, result, "Replied")
+    return _sent(ctx, result, "Replied")
 
 
-def cmd_send(ctx: Context) -> None:
+def cmd_send(ctx: Context) -> int:
     """`send --to … --subject … --body …`."""
     args = ctx.args
     bodies = message_bodies(args)
+    if args.reply_to:
+        fields = {
+            "to": _list(args.to),
+            "subject": args.subject,
+            "text": bodies.text,
+            "html": bodies.html,
+            "cc": _list(args.cc),
+            "bcc": _list(args.bcc),
+            "reply_to": _list(args.reply_to),
+            "conversation_id": args.conversation_id,
+            "attachments": [a.to_wire() for a in attachments(args) or []],
+        }
+        answer = send_with_reply_to(ctx, agent_path(ctx.agent(), "/messages"), fields)
+        return _sent_v1(ctx, answer, "Sent")
     result = ctx.client().send(
         _list(args.to),
         args.subject,
@@ -860,7 +1036,7 @@ def cmd_send(ctx: Context) -> None:
         agent_email=ctx.agent(),
         idempotency_key=args.idempotency_key,
     )
-    _sent(ctx, result, "Sent")
+    return _sent(ctx, result, "Sent")
 
 
 def cmd_listen(ctx: Context) -> int:
@@ -993,19 +1169,21 @@ def run_client_command(args: argparse.Namespace) -> int:
         return handler(ctx) or 0
     except (UsageError, ComposeError) as exc:
         print(f"e2a {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     except ClientError as exc:
         print(f"e2a: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.ERROR
     except E2AApiError as exc:
         code = f"{exc.status_code} {exc.code}" if exc.code else str(exc.status_code)
         hint = _key_hint() if exc.status_code == 401 else ""
         print(f"e2a: {terminal_text(exc.message)} ({code}){hint}", file=sys.stderr)
-        return 1
+        if exc.code in ("redirected", "invalid_answer"):  # not the gateway answering
+            return exit_codes.ERROR
+        return exit_codes.for_api_status(exc.status_code)
     except httpx.HTTPError as exc:
         url = getattr(args, "url", None) or effective("url", ctx.values)
         print(f"e2a: cannot reach the gateway at {url}: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.ERROR
     except httpx.InvalidURL as exc:  # not an HTTPError: raised before any request is made
         url = getattr(args, "url", None) or effective("url", ctx.values)
         print(

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
+from e2a_gateway.cli import exit_codes
 from e2a_gateway.cli.config_file import effective
 from e2a_gateway.cli.context import Context
 from e2a_gateway.cli.output import print_json, terminal_text, use_colour
@@ -537,8 +538,25 @@ def print_report(report: Report) -> None:
     )
 
 
+def exit_code(report: Report) -> int:
+    """`doctor`'s exit code, as e2a's CLI's: 4 when the key is refused (or missing), 1 when the
+    gateway does not answer (a retry may help), 9 when another check failed (configuration to
+    fix), 8 for warnings only, else 0."""
+    failed = {check.id for check in report.checks if check.status == "fail"}
+    if "api.key" in failed:
+        return exit_codes.AUTH
+    if failed & {"gateway.health", "gateway.info"}:
+        return exit_codes.ERROR
+    if failed:
+        return exit_codes.CONFIG
+    if any(check.status == "warn" for check in report.checks):
+        return exit_codes.WARN
+    return exit_codes.OK
+
+
 def cmd_doctor(ctx: Context) -> int:
-    """`doctor`: exit 1 when a check failed, else 0."""
+    """`doctor`: exit 0 healthy, 8 warnings, 9 a failed check, 4 a refused key, 1 no
+    gateway (see `exit_code`)."""
     report = run_checks(ctx)
     if ctx.json:
         print_json(
@@ -551,4 +569,4 @@ def cmd_doctor(ctx: Context) -> int:
         )
     else:
         print_report(report)
-    return 1 if report.failed else 0
+    return exit_code(report)

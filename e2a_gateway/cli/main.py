@@ -3,9 +3,9 @@ commands (login, agents, inbox, …).
 
 The client commands need only the SDK's dependencies; the gateway's commands are imported
 when they run, and say how to install the `server` extra when it is missing.
-Exit codes: 0 success, 1 an error the user can fix (the message says how), 2 bad usage,
-6 `listen --once --until` saw no message in time (as e2a's CLI), 141 the reader of stdout
-went away (a closed pipe).
+Exit codes: e2a's CLI's (`exit_codes`: 0 success, 1 transient or fixable, 2 bad usage, 3 held
+for review, 4 key refused, 5 request refused, 6 listen timeout, 7 send failed, 8/9 doctor
+warnings/failures), and 141 when the reader of stdout went away (a closed pipe).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="e2a: a self-hosted email gateway for AI agents.",
         epilog="Run `e2a COMMAND --help` for a command's options and an example.",
     )
-    parser.add_argument("--version", action="version", version=f"e2a {__version__}")
+    parser.add_argument("-v", "--version", action="version", version=f"e2a {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = commands.add_parser(

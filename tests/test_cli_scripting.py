@@ -1,0 +1,158 @@
+# ruff: noqa: F811 (the fixtures imported from tests.cli_support are this module's parameters)
+"""e2a's CLI's scripting surface (`@e2a/cli` 2.0.0) against a live gateway: its commands
+(`messages`, `agents create|get`, `keys`, `--reply-to`) and its frozen exit codes, which
+scripts branch on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli_support import (  # noqa: F401 (fixtures)
+    DOMAIN,
+    SENDER,
+    Account,
+    Cli,
+    LiveGateway,
+    account,
+    cli,
+    home,
+    live,
+    unread,
+    wait_until,
+)
+
+
+def _agent(cli: Cli, account: Account, name: str) -> str:
+    address = f"{account.prefix}-{name}@{DOMAIN}"
+    code, out, err = cli("agents", "create", address, "--name", name.title())
+    assert (code, out, err) == (0, f"{address}\n", "")
+    return address
+
+
+def test_exit_codes_of_refused_requests(
+    account: Account, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4 for a refused key, 5 for a request refused for good (404, 422), 2 for bad usage."""
+    agent = _agent(cli, account, "codes")
+    assert cli("read", "msg_missing", "--agent", agent)[0] == 5
+    assert cli("messages", "get", "msg_missing", "--agent", agent)[0] == 5
+    assert cli("agents", "register", "--email", f"x@{DOMAIN}", "--mode", "cloud")[0] == 5
+    assert cli("messages", "get", "m", "--text", "--json", "--agent", agent)[0] == 2
+    monkeypatch.setenv("E2A_API_KEY", "e2a_" + "0" * 64)
+    code, out, err = cli("messages", "list", "--agent", agent)
+    assert (code, out) == (4, "") and "401" in err
+
+
+def test_held_send_exits_3_and_reply_to_goes_out(
+    live: LiveGateway, account: Account, cli: Cli
+) -> None:
+    """A send held for review exits 3 (`== 3` in a script), with --json too; a sent one 0.
+    `--reply-to` is sent as the message's Reply-To."""
+    held, peer = _agent(cli, account, "held"), _agent(cli, account, "peer")
+    assert cli("agents", "update", held, "--hitl")[0] == 0
+    code, out, err = cli("send", "--agent", held, "--to", peer, "--subject", "S", "--body", "b")
+    assert code == 3 and "held for approval" in out and "did NOT go out" in err
+    code, out, _ = cli(
+        "send", "--agent", held, "--to", peer, "--subject", "S", "--body", "b", "--json"
+    )
+    assert code == 3 and json.loads(out)["status"] == "pending_approval"
+    code, out, _ = cli(
+        "send", "--agent", held, "--to", peer, "--subject", "S", "--body", "b",
+        "--reply-to", f"desk@{DOMAIN}",
+    )  # fmt: skip
+    assert code == 3 and ", pending_review)" in out
+
+    sender = _agent(cli, account, "sender")
+    code, out, err = cli(
+        "send", "--agent", sender, "--to", peer, "--subject", "Hi", "--body", "hello",
+        "--reply-to", f"desk@{DOMAIN}",
+    )  # fmt: skip
+    assert code == 0, err
+    wait_until(lambda: unread(live, account.key, peer) == 1)
+    lines = cli("messages", "list", "--agent", peer, "--json")[1].splitlines()
+    message_id = json.loads(lines[0])["id"]
+    code, out, _ = cli("messages", "get", message_id, "--agent", peer)
+    assert code == 0 and len(out.splitlines()) == 1
+    assert f"desk@{DOMAIN}" in json.dumps(json.loads(out)["replyTo"])
+    code, out, err = cli(
+        "reply", message_id, "--agent", peer, "--body", "ok", "--reply-to", f"team@{DOMAIN}"
+    )
+    assert code == 0, err
+
+
+def test_messages_list_and_get_as_e2a_cli_prints_them(
+    live: LiveGateway, account: Account, cli: Cli
+) -> None:
+    """`messages list`: oldest first, read ones too, `ID<TAB>FROM<TAB>CREATED`, NDJSON with
+    --json in e2a's SDK shape; `messages get --text` the text only, terminal-safe."""
+    agent = _agent(cli, account, "box")
+    live.send_mail(agent, "First", "one\n")
+    live.send_mail(agent, "Second \x1b]0;pwned\x07", "two \x1b[2Jcleared\n")
+    wait_until(lambda: unread(live, account.key, agent) == 2)
+    code, out, err = cli("messages", "list", "--agent", agent)
+    assert code == 0, err
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert len(rows) == 2 and all(len(row) == 3 for row in rows)
+    assert rows[0][1] == f"Alice <{SENDER}>" or SENDER in rows[0][1]
+    assert rows[0][2].endswith("Z") and rows[0][2][19] == "."
+    first, second = rows[0][0], rows[1][0]
+
+    code, out, _ = cli("messages", "get", second, "--agent", agent, "--text")
+    assert (code, out) == (0, "two cleared\n")
+    assert cli("messages", "list", "--agent", agent, "--read-status", "unread")[1].startswith(first)
+    lines = cli("messages", "list", "--agent", agent, "--json")[1].splitlines()
+    parsed = [json.loads(line) for line in lines]
+    assert [m["id"] for m in parsed] == [first, second]
+    assert "createdAt" in parsed[0] and "created_at" not in parsed[0]
+    assert cli("messages", "list", "--agent", agent, "--limit", "1")[1].count("\n") == 1
+    assert cli("messages", "list", "--agent", agent, "--since", rows[0][2])[1].count("\n") == 2
+    assert cli("messages", "list", "--agent", agent, "--since", "2999-01-01T00:00:00Z")[1] == ""
+    with pytest.raises(SystemExit) as exit_info:
+        cli("messages", "list", "--agent", agent, "--direction", "sideways")
+    assert exit_info.value.code == 2
+    code, out, _ = cli("messages", "lifecycle", second, "--agent", agent)
+    assert code == 0 and "items" in json.loads(out)
+
+
+def test_agents_get_and_keys(account: Account, cli: Cli) -> None:
+    """`agents get` prints e2a's labelled lines; `keys create --agent` prints the key alone
+    on stdout, `keys list` shows it bound, `keys delete` revokes it."""
+    agent = _agent(cli, account, "keys")
+    code, out, _ = cli("agents", "get", agent)
+    assert code == 0 and out.splitlines()[0] == f"email:    {agent}"
+    assert f"domain:   {DOMAIN} (" in out and "name:     Keys" in out
+    code, out, err = cli("keys", "create", "--agent", agent, "--name", "ci")
+    assert code == 0 and out.startswith("e2a_") and out.count("\n") == 1
+    assert "agent-scoped" in err and "Shown once" in err
+    key_id = err.split()[1]
+    rows = [line.split("\t") for line in cli("keys", "list")[1].splitlines()]
+    assert [key_id, "agent", agent, "ci"] in [[r[0], r[2], r[3], r[4]] for r in rows]
+    assert cli("keys", "delete", key_id) == (0, f"revoked {key_id}\n", "")
+    assert key_id not in cli("keys", "list")[1]
+
+
+def test_version_short_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    from e2a_gateway.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-v"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("e2a ")
+
+
+def test_doctor_exit_codes_follow_e2a_cli() -> None:
+    """0 healthy, 8 warnings only, 9 a failed check, 4 a refused key, 1 no gateway."""
+    from e2a_gateway.cli.doctor import Report, exit_code
+
+    def report(*findings: tuple[str, str]) -> Report:
+        result = Report(url="http://gateway")
+        for id, status in findings:
+            result.add(id, status, "detail")  # type: ignore[arg-type]
+        return result
+
+    assert exit_code(report(("api.key", "pass"), ("dns.spf", "pass"))) == 0
+    assert exit_code(report(("api.key", "pass"), ("dns.dmarc", "warn"))) == 8
+    assert exit_code(report(("dns.mx", "fail"), ("dns.dmarc", "warn"))) == 9
+    assert exit_code(report(("gateway.health", "pass"), ("api.key", "fail"))) == 4
+    assert exit_code(report(("gateway.health", "fail"))) == 1
