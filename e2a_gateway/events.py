@@ -161,13 +161,23 @@ def verified_domain(from_addr: str, results: Mapping[str, str]) -> str | None:
     return author_domain(from_addr) if results.get("dmarc") == "pass" else None
 
 
+def delivered_locally(results: Mapping[str, str]) -> bool:
+    """Whether a message with these kept verdicts was delivered by another agent of this
+    gateway (`e2a_gateway.local_delivery`), which authenticated the agent by its API key: no
+    SMTP peer, so no SPF, DKIM or DMARC was evaluated."""
+    return results.get("auth") == "pass"
+
+
 def inbound_authentication(
     from_addr: str, results: Mapping[str, str], raw_message: bytes
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """e2a's Authentication of an inbound message: the verdicts the gateway kept, and the DMARC
     policy its Authentication-Results field names (`none` when the sender publishes none).
     Per-signature DKIM detail and which mechanism aligned are not read: `dkim` and
-    `aligned_by` list none."""
+    `aligned_by` list none. None for mail delivered locally, as e2a has it for providerless
+    loopback delivery (no authenticating SMTP peer) and as getMessage shows it."""
+    if delivered_locally(results):
+        return None
     ours = _FIRST_RESULTS.search(header_section(raw_message), 0, 65536)
     policy = dmarc_policy_named(ours.group(1).decode("utf-8", "replace")) if ours else None
     return {
@@ -196,7 +206,7 @@ class _Sender:
     what it carries attached."""
 
     verified_domain: str | None
-    authentication: dict[str, Any]
+    authentication: dict[str, Any] | None
     attachments: list[dict[str, Any]]
 
 

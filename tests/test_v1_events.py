@@ -137,7 +137,6 @@ async def test_a_websocket_frame_is_the_logged_event_and_the_webhook_body(
         with trio.fail_after(WAIT):
             frame = json.loads(await socket.get_message())
     assert frame["type"] == "email.received" and frame["data"]["subject"] == "Same everywhere"
-    assert frame["data"]["authentication"] is not None
     message_id = frame["data"]["message_id"]
     assert frame["id"][4:16] == message_id[4:16]  # begins with the message's time: in order
 
@@ -154,6 +153,57 @@ async def test_a_websocket_frame_is_the_logged_event_and_the_webhook_body(
     async with open_websocket_url(url, extra_headers=bearer(alice.key)) as again:
         with trio.fail_after(WAIT):  # still unread: drained on connect, named alike
             assert json.loads(await again.get_message()) == frame
+
+
+async def test_mail_another_agent_delivered_here_has_no_authentication_in_its_events(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    """Mail one agent of this gateway sends another is delivered without SMTP: no peer was
+    authenticated, so `authentication` is null in its `email.received` event (WebSocket and
+    log), in the `email.review_requested` event and the review of a copy the inbound gate
+    held, as getMessage shows it and as e2a's EmailReceivedData has it for providerless
+    loopback delivery. An object whose DMARC `status` is `none` would say that DMARC was
+    evaluated and the domain publishes no policy: `e2a listen` (the npm CLI) printed
+    `DMARC: none` instead of `DMARC: not evaluated (providerless delivery)`."""
+    writer = await create_agent(alice, "writer")
+    reader = await create_agent(alice, "reader")
+    wary = await create_agent(alice, "wary")
+    held_gate = {"policy": "allowlist", "allowlist": [], "action": "review"}
+    protected = await alice.http.put(
+        f"/v1/agents/{quote(wary, safe='')}/protection",
+        json={
+            "inbound": {"gate": held_gate, "scan": {}},
+            "outbound": {"gate": {}, "scan": {}},
+            "holds": {},
+        },
+    )
+    assert protected.status_code == 200, protected.text
+
+    url = ws_url(quiet.http_url, reader)
+    async with open_websocket_url(url, extra_headers=bearer(alice.key)) as socket:
+        await trio.sleep(0.2)  # connected, nothing unread yet
+        await send_local(quiet, alice, writer, reader, "Next door")
+        with trio.fail_after(WAIT):
+            frame = json.loads(await socket.get_message())
+    data = frame["data"]
+    assert (data["header_from"], data["authentication"], data["verified_domain"]) == (
+        writer,
+        None,
+        None,
+    )
+    assert envelope_of(await one_event(alice, frame["id"])) == frame
+    shown = await alice.http.get(
+        f"/v1/agents/{quote(reader, safe='')}/messages/{data['message_id']}"
+    )
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["authentication"] is None
+
+    await send_local(quiet, alice, writer, wary, "Held next door")
+    (requested,) = await listed(alice, type="email.review_requested")
+    assert requested["data"]["authentication"] is None
+    review = await alice.http.get(f"/v1/reviews/{requested['data']['message_id']}")
+    assert review.status_code == 200, review.text
+    assert review.json()["authentication"] is None
 
 
 def smtp_send_bytes(port: int, recipients: list[str], data: bytes) -> None:

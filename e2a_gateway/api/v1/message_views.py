@@ -12,7 +12,7 @@ from typing import Any
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.attachments import Attachment, attachment_meta_view
 from e2a_gateway.clock import format_timestamp
-from e2a_gateway.events import verified_domain
+from e2a_gateway.events import delivered_locally, verified_domain
 from e2a_gateway.inbound.parse import parse_body
 from e2a_gateway.mailauth.evidence import Evidence, evidence_of
 from e2a_gateway.operations.drafts import attachment_size
@@ -247,7 +247,7 @@ def lifecycle_transitions(
     at = message.created_at
     if message.direction == "inbound":
         at = message.received_at or at  # its arrival, also for mail released from a hold
-        local = message.authentication_results.get("auth") == "pass"
+        local = delivered_locally(message.authentication_results)
         steps.append(
             (
                 "accepted",
