@@ -11,7 +11,7 @@ PYTEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --maxproc
 # What the one-file executable is built from: rebuilt only when one of these changes.
 BINARY_SOURCES = packaging/e2a.spec $(shell find e2a_gateway -type f -not -path '*/__pycache__/*')
 
-.PHONY: install run test pg lint bench bench-smtp bench-fanout bench-rest binary footprint clean
+.PHONY: install run test test-npm-cli pg lint bench bench-smtp bench-fanout bench-rest binary footprint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("e2a needs Python >= 3.11 (found %s)" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -31,6 +31,9 @@ test: install  ## run the whole test suite; with E2A_TEST_POSTGRES_URL set, agai
 		echo "== again, every gateway under test on PostgreSQL (E2A_TEST_BACKEND=postgres)"; \
 		E2A_TEST_BACKEND=postgres $(BIN)/pytest $(PYTEST_PARALLEL) --backend-dependent-only; \
 	fi
+
+test-npm-cli: install  ## e2a's npm CLI (@e2a/cli 2.0.0) against a gateway; E2A_TEST_NPM_CLI=... to install other packages
+	$(BIN)/pytest -rs tests/test_npm_cli.py
 
 pg: install  ## tests with gateways on a throwaway PostgreSQL 15 (127.0.0.1, temp dir); ARGS=... for pytest
 	@set -e; pg_env=$$(packaging/pg-test-cluster.sh start); eval "$$pg_env"; \
