@@ -350,7 +350,7 @@ def test_inbox_read_reply_and_send(live: LiveGateway, account: Account, cli: Cli
     }
 
     sent = cli.json("send", "--to", peer, "--subject", "Hi peer", "--body", "hello")
-    assert sent["method"] == "local" and sent["message_id"]
+    assert sent["method"] == "loopback" and sent["messageId"]
     wait_until(lambda: unread(live, account.key, peer) == 1)
     (arrived,) = cli.json("inbox", "--agent", peer)
     assert arrived["sender"] == inbox_agent
@@ -482,7 +482,7 @@ def test_pending_approve_and_reject(live: LiveGateway, account: Account, cli: Cl
     second = cli.json(
         "send", "--agent", held, "--to", peer, "--subject", "Two", "--body", "2", expect=3
     )
-    assert second["status"] == "pending_approval"
+    assert second["status"] == "pending_review"
 
     code, out, _ = cli("pending")
     header, *rows = out.splitlines()
@@ -513,7 +513,7 @@ def test_pending_show_shows_the_html_part_a_reviewer_would_approve(
         "send", "--agent", agent, "--to", "bob@example.org", "--subject", "Lunch",
         "--body", "See you at noon.", "--html", "<p>Wire <b>9,000 USD</b> today</p>", expect=3,
     )  # fmt: skip
-    code, out, err = cli("pending", "show", held["message_id"])
+    code, out, err = cli("pending", "show", held["messageId"])
     assert code == 0, err
     text, _, html_part = out.partition("HTML part")
     assert "See you at noon." in text and "9,000 USD" not in text
@@ -550,10 +550,10 @@ def test_pending_show_says_why_a_message_failed_or_was_rejected(account: Account
         "2",
         expect=3,
     )
-    code, out, _ = cli("pending", "show", held["message_id"])
+    code, out, _ = cli("pending", "show", held["messageId"])
     assert "Expires:" in out and out.rstrip().endswith("2")
-    assert cli("reject", held["message_id"], "--reason", "wrong tone")[0] == 0
-    code, out, err = cli("pending", "show", held["message_id"])
+    assert cli("reject", held["messageId"], "--reason", "wrong tone")[0] == 0
+    code, out, err = cli("pending", "show", held["messageId"])
     assert code == 0, err
     fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     assert fields["Status"].strip() == "rejected" and fields["Reason"].strip() == "wrong tone"
@@ -760,7 +760,7 @@ def test_listen_forward_posts_the_full_message_and_never_replies(
         assert cli("agents", "register", address.split("@")[0], "--mode", "local")[0] == 0
     secret = new_signing_secret(live, account.key)
     sent = cli.json("send", "--agent", human, "--to", bot, "--subject", "Forward me", "--body", "x")
-    assert sent["method"] == "local"
+    assert sent["method"] == "loopback"
     wait_until(lambda: unread(live, account.key, bot) == 1)
 
     code, out, err = cli("listen", "--agent", bot, "--max", "1", "--forward", target.url("/hook"))
@@ -789,7 +789,7 @@ def test_listen_forward_to_a_responses_url_asks_the_model_and_replies(
     for address in (bot, human):
         assert cli("agents", "register", address.split("@")[0], "--mode", "local")[0] == 0
     sent = cli.json("send", "--agent", human, "--to", bot, "--subject", "Q", "--body", "2+2?")
-    assert sent["method"] == "local"
+    assert sent["method"] == "loopback"
     wait_until(lambda: unread(live, account.key, bot) == 1)
 
     code, _, err = cli(

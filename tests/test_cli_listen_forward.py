@@ -51,7 +51,7 @@ def send(cli: Cli, sender: str, recipient: str, subject: str, body: str = "Hello
     sent = cli.json(
         "send", "--agent", sender, "--to", recipient, "--subject", subject, "--body", body
     )
-    assert sent["method"] == "local"
+    assert sent["method"] == "loopback"
 
 
 def replies_to(cli: Cli, human: str) -> list[str]:

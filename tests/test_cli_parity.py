@@ -209,7 +209,7 @@ def test_send_with_bcc_attachments_and_body_files(
         "--body-file", str(body), "--attach", str(report), "--attach", str(table),
         "--attach", str(blob),
     )  # fmt: skip
-    assert sent["method"] == "local"
+    assert sent["method"] == "loopback"
     wait_until(
         lambda: unread(live, account.key, to) == 1 and unread(live, account.key, hidden) == 1
     )
@@ -282,7 +282,7 @@ def test_reply_with_cc_bcc_and_attachment(
         "reply", message["message_id"], "--agent", bot, "--body", "See attached.",
         "--cc", boss, "--bcc", audit, "--attach", str(note),
     )  # fmt: skip
-    assert replied["method"] == "local"
+    assert replied["method"] == "loopback"
     for mailbox in (human, boss, audit):
         wait_until(lambda mailbox=mailbox: unread(live, account.key, mailbox) == 1)
     with E2AClient(api_key=account.key, base_url=live.url) as client:
@@ -305,9 +305,9 @@ def test_send_and_reply_retried_with_an_idempotency_key_go_out_once(
     send = ("send", "--agent", human, "--to", bot, "--subject", "Q", "--body", "?")
     first = cli.json(*send, "--idempotency-key", "job-7-send")
     again = cli.json(*send, "--idempotency-key", "job-7-send")
-    assert again["message_id"] == first["message_id"]
+    assert again["messageId"] == first["messageId"]
     other = cli.json(*send, "--idempotency-key", "job-8-send")
-    assert other["message_id"] != first["message_id"]
+    assert other["messageId"] != first["messageId"]
     wait_until(lambda: unread(live, account.key, bot) == 2)
 
     message = cli.json("inbox", "--agent", bot)[0]["message_id"]
@@ -364,7 +364,7 @@ def test_pending_list_show_approve_edit_and_reject(
         out = cli.json(
             "send", "--agent", held, "--to", peer, "--subject", subject, "--body", "v1", expect=3
         )
-        assert out["status"] == "pending_approval"
+        assert out["status"] == "pending_review"
     listed = {m["subject"]: m["id"] for m in cli.json("pending", "list")}
     assert set(listed) == {"Draft", "Other"} and cli.json("pending") == cli.json("pending", "list")
 
@@ -417,7 +417,7 @@ def test_approve_edit_of_the_text_of_an_html_message_sends_the_text_alone(
     editor = tmp_path / "editor.py"
     editor.write_text(EDITOR)
     monkeypatch.setenv("EDITOR", f"{sys.executable} {editor}")
-    code, out, err = cli("pending", "approve", sent["message_id"], "--edit")
+    code, out, err = cli("pending", "approve", sent["messageId"], "--edit")
     assert code == 0, err
     assert "body_html" in out and "HTML part" in out
 
@@ -452,7 +452,7 @@ def test_approve_edit_of_the_subject_alone_keeps_a_crlf_body_and_its_html(
     editor = tmp_path / "editor.py"
     editor.write_text(SUBJECT_EDITOR)
     monkeypatch.setenv("EDITOR", f"{sys.executable} {editor}")
-    code, out, err = cli("pending", "approve", sent["message_id"], "--edit")
+    code, out, err = cli("pending", "approve", sent["messageId"], "--edit")
     assert code == 0, err
     assert "edited: subject)" in out and "HTML part" not in out, out
 
@@ -621,7 +621,7 @@ def test_listen_once_takes_the_first_message_of_a_conversation(
             "send", "--agent", human, "--to", bot, "--subject", subject, "--body", "x",
             "--conversation-id", conversation,
         )  # fmt: skip
-        assert sent["method"] == "local"
+        assert sent["method"] == "loopback"
     wait_until(lambda: unread(live, account.key, bot) == 2)
 
     code, out, err = cli(

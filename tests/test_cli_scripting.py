@@ -57,7 +57,7 @@ def test_held_send_exits_3_and_reply_to_goes_out(
     code, out, _ = cli(
         "send", "--agent", held, "--to", peer, "--subject", "S", "--body", "b", "--json"
     )
-    assert code == 3 and json.loads(out)["status"] == "pending_approval"
+    assert code == 3 and json.loads(out)["status"] == "pending_review"
     code, out, _ = cli(
         "send", "--agent", held, "--to", peer, "--subject", "S", "--body", "b",
         "--reply-to", f"desk@{DOMAIN}",
@@ -156,3 +156,56 @@ def test_doctor_exit_codes_follow_e2a_cli() -> None:
     assert exit_code(report(("dns.mx", "fail"), ("dns.dmarc", "warn"))) == 9
     assert exit_code(report(("gateway.health", "pass"), ("api.key", "fail"))) == 4
     assert exit_code(report(("gateway.health", "fail"))) == 1
+
+
+SEND_RESULT_KEYS = (
+    "approvalExpiresAt",
+    "edited",
+    "messageId",
+    "method",
+    "providerMessageId",
+    "sentAs",
+    "status",
+)
+"""e2a's SDK's SendResultView, as its CLI prints it with --json (the model's key order)."""
+
+
+def _send_result(out: str) -> dict[str, object]:
+    """One compact JSON line in e2a's CLI's send shape; its object."""
+    assert out.endswith("\n") and out.count("\n") == 1, out
+    result = json.loads(out)
+    assert out == json.dumps(result, separators=(",", ":")) + "\n"
+    assert list(result) == [key for key in SEND_RESULT_KEYS if key in result], result
+    return dict(result)
+
+
+def test_send_and_reply_json_print_e2a_send_result(
+    live: LiveGateway, account: Account, cli: Cli
+) -> None:
+    """`send`/`reply --json` print one compact line in e2a's SDK's camelCase SendResultView
+    (what scripts pipe to `jq -r .messageId`), with `/v1`'s statuses: `pending_review` for a
+    held one (exit 3)."""
+    sender, peer = _agent(cli, account, "jsender"), _agent(cli, account, "jpeer")
+    code, out, err = cli(
+        "send", "--agent", sender, "--to", peer, "--subject", "Hi", "--body", "hello", "--json"
+    )
+    assert code == 0, err
+    sent = _send_result(out)
+    assert str(sent["messageId"]).startswith("msg_") and sent["status"] in ("sent", "accepted")
+    assert sent["method"] == "loopback" and sent["sentAs"] == "own_address"
+
+    wait_until(lambda: unread(live, account.key, peer) == 1)
+    message_id = json.loads(cli("messages", "list", "--agent", peer, "--json")[1])["id"]
+    code, out, err = cli("reply", message_id, "--agent", peer, "--body", "thanks", "--json")
+    assert code == 0, err
+    assert _send_result(out)["status"] in ("sent", "accepted")
+
+    assert cli("agents", "update", sender, "--hitl")[0] == 0
+    code, out, err = cli(
+        "send", "--agent", sender, "--to", peer, "--subject", "S", "--body", "b", "--json"
+    )
+    held = _send_result(out)
+    assert code == 3 and held["status"] == "pending_review" and "did NOT go out" in err
+    expires = str(held["approvalExpiresAt"])
+    assert expires.endswith("Z") and expires[19] == "." and len(expires) == 24
+    assert cli("pending", "show", str(held["messageId"]))[0] == 0

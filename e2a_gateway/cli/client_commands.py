@@ -56,7 +56,8 @@ from e2a_gateway.cli.v1_commands import (
     cmd_messages_lifecycle,
     cmd_messages_list,
     message_path,
-    send_with_reply_to,
+    send_result_line,
+    send_v1,
 )
 
 # The SDK (and httpx) is imported when a client command runs, not with this module: `e2a serve`
@@ -644,12 +645,10 @@ def _print_dkim_record(domain: Domain) -> None:
     print(record.value)
 
 
-def _sent(ctx: Context, result: Any, verb: str) -> int:
+def _sent(result: Any, verb: str) -> int:
     """Print what a send or reply answered; its exit code: 3 when held for review, 7 when it
     failed or answered a status this CLI does not know (as e2a's CLI)."""
-    if ctx.json:
-        print_json(dataclasses.asdict(result))
-    elif result.status == "pending_approval":
+    if result.status == "pending_approval":
         print(
             f"{verb} {result.message_id}: held for approval until {result.approval_expires_at} "
             f"(`e2a approve {result.message_id}`)"
@@ -660,10 +659,11 @@ def _sent(ctx: Context, result: Any, verb: str) -> int:
 
 
 def _sent_v1(ctx: Context, answer: dict[str, Any], verb: str) -> int:
-    """Print what a `/v1` send or reply answered (as `_sent`); its exit code."""
+    """Print what a `/v1` send or reply answered (as `_sent`, or with --json as e2a's CLI
+    does: `send_result_line`); its exit code."""
     status, message_id = str(answer.get("status") or ""), str(answer.get("message_id") or "")
     if ctx.json:
-        print_json(answer)
+        send_result_line(answer)
     else:
         print(f"{verb} {message_id} ({answer.get('method')}, {status})")
     return sent_exit_code(status, message_id)
@@ -980,7 +980,7 @@ def cmd_reply(ctx: Context) -> int:
     """`reply <id> --body …`."""
     args = ctx.args
     bodies = message_bodies(args)
-    if args.reply_to:
+    if args.reply_to or ctx.json:
         path = message_path(ctx.agent(), args.id, "/reply")
         fields = {
             "text": bodies.text,
@@ -991,7 +991,7 @@ def cmd_reply(ctx: Context) -> int:
             "reply_to": _list(args.reply_to),
             "attachments": [a.to_wire() for a in attachments(args) or []],
         }
-        return _sent_v1(ctx, send_with_reply_to(ctx, path, fields), "Replied")
+        return _sent_v1(ctx, send_v1(ctx, path, fields), "Replied")
     result = ctx.client().reply(
         args.id,
         bodies.text,
@@ -1003,14 +1003,14 @@ def cmd_reply(ctx: Context) -> int:
         agent_email=ctx.agent(),
         idempotency_key=args.idempotency_key,
     )
-    return _sent(ctx, result, "Replied")
+    return _sent(result, "Replied")
 
 
 def cmd_send(ctx: Context) -> int:
     """`send --to … --subject … --body …`."""
     args = ctx.args
     bodies = message_bodies(args)
-    if args.reply_to:
+    if args.reply_to or ctx.json:
         fields = {
             "to": _list(args.to),
             "subject": args.subject,
@@ -1022,7 +1022,7 @@ def cmd_send(ctx: Context) -> int:
             "conversation_id": args.conversation_id,
             "attachments": [a.to_wire() for a in attachments(args) or []],
         }
-        answer = send_with_reply_to(ctx, agent_path(ctx.agent(), "/messages"), fields)
+        answer = send_v1(ctx, agent_path(ctx.agent(), "/messages"), fields)
         return _sent_v1(ctx, answer, "Sent")
     result = ctx.client().send(
         _list(args.to),
@@ -1036,7 +1036,7 @@ def cmd_send(ctx: Context) -> int:
         agent_email=ctx.agent(),
         idempotency_key=args.idempotency_key,
     )
-    return _sent(ctx, result, "Sent")
+    return _sent(result, "Sent")
 
 
 def cmd_listen(ctx: Context) -> int:

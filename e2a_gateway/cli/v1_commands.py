@@ -239,12 +239,31 @@ def cmd_keys_delete(ctx: Context) -> None:
     print(f"revoked {terminal_text(str(answer.get('id') or ctx.args.id))}")
 
 
-# send and reply with --reply-to (a field of `/v1` only)
+# send and reply through `/v1`: with --reply-to (a field of `/v1` only) or --json (its answer)
 
 
-def send_with_reply_to(ctx: Context, path: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """`POST` a send or reply carrying `reply_to` to the `/v1` `path` (under the agent), with
-    the command's `--idempotency-key`; its SendResultView (`status`, `message_id`, `method`)."""
+SEND_RESULT_FIELDS = (
+    "approval_expires_at",
+    "edited",
+    "message_id",
+    "method",
+    "provider_message_id",
+    "sent_as",
+    "status",
+)
+"""SendResultView's fields in the order e2a's SDK model holds them, which is the order its
+CLI prints them in with `--json` (fields the SDK does not know are left out)."""
+
+
+def send_result_line(answer: dict[str, Any]) -> None:
+    """A `/v1` SendResultView as `send`/`reply --json` of e2a's CLI prints it: one compact
+    line in the SDK's shape (`{"messageId":…,"method":…,"sentAs":…,"status":…}`)."""
+    print_line({field: answer[field] for field in SEND_RESULT_FIELDS if field in answer})
+
+
+def send_v1(ctx: Context, path: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """`POST` a send or reply to the `/v1` `path` (under the agent), with the command's
+    `--idempotency-key`; its SendResultView (`status`, `message_id`, `method`)."""
     body = {name: value for name, value in fields.items() if value}
     key = ctx.args.idempotency_key
     headers = {"Idempotency-Key": key} if key else None
