@@ -209,3 +209,37 @@ def test_send_and_reply_json_print_e2a_send_result(
     expires = str(held["approvalExpiresAt"])
     assert expires.endswith("Z") and expires[19] == "." and len(expires) == 24
     assert cli("pending", "show", str(held["messageId"]))[0] == 0
+
+
+def test_protection_get_and_set(account: Account, cli: Cli) -> None:
+    """`protection get|set` print e2a's summary (or one JSON line). As this gateway has no
+    content scan, `--outbound-review on` holds every send for review (an open gate would hold
+    nothing) and says so; `off` lets them go out again; a scan level is refused up front."""
+    agent, peer = _agent(cli, account, "guarded"), _agent(cli, account, "guardpeer")
+    code, out, err = cli("protection", "get", agent)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[:2] == ["outbound: gate=open/flag scan=off", "inbound:  gate=open/flag scan=off"]
+    assert lines[2].startswith("holds:    ttl=") and lines[2].endswith("notifications=enabled")
+    code, out, _ = cli("protection", "get", agent, "--json")
+    config = json.loads(out)
+    assert code == 0 and out.count("\n") == 1 and "ttlSeconds" in config["holds"]
+
+    code, out, err = cli("protection", "set", agent, "--outbound-review", "on")
+    assert code == 0, err
+    assert out.splitlines()[0] == "outbound: gate=allowlist/review scan=off"
+    assert "no content scan" in err and "every send" in err
+    send = ("send", "--agent", agent, "--to", peer, "--subject", "S", "--body", "b")
+    assert cli(*send)[0] == 3
+    code, out, err = cli("protection", "set", agent, "--outbound-review", "off")
+    assert (code, out.splitlines()[0]) == (0, "outbound: gate=open/flag scan=off"), err
+    assert cli(*send)[0] == 0
+
+    code, out, _ = cli("protection", "set", agent, "--suppress-notifications", "on", "--json")
+    assert code == 0 and json.loads(out)["holds"]["suppressNotifications"] is True
+    code, out, err = cli("protection", "set", agent, "--outbound-scan", "medium")
+    assert (code, out) == (2, "") and "only off" in err and "--outbound-review on" in err
+    assert cli("protection", "set", agent)[0] == 2
+    with pytest.raises(SystemExit) as exit_info:
+        cli("protection", "set", agent, "--inbound-review", "sideways")
+    assert exit_info.value.code == 2

@@ -46,6 +46,7 @@ from e2a_gateway.cli.doctor import add_doctor_arguments, cmd_doctor
 from e2a_gateway.cli.listen import add_listen_arguments, cmd_listen_with
 from e2a_gateway.cli.output import email_json, print_fields, print_json, print_table, terminal_text
 from e2a_gateway.cli.v1_commands import (
+    SCAN_LEVELS,
     agent_path,
     cmd_agents_create,
     cmd_agents_get,
@@ -55,6 +56,8 @@ from e2a_gateway.cli.v1_commands import (
     cmd_messages_get,
     cmd_messages_lifecycle,
     cmd_messages_list,
+    cmd_protection_get,
+    cmd_protection_set,
     message_path,
     send_result_line,
     send_v1,
@@ -124,11 +127,16 @@ EXAMPLES = {
     "  KEY=$(e2a keys create --agent bot@example.com --name ci)",
     "keys list": "example:\n  e2a keys list --json",
     "keys delete": "example:\n  e2a keys delete key_123",
+    "protection": "example:\n  e2a protection get bot@example.com\n"
+    "  e2a protection set bot@example.com --outbound-review on",
+    "protection get": "example:\n  e2a protection get bot@example.com --json",
+    "protection set": "example:\n  e2a protection set bot@example.com --outbound-review off\n"
+    "  e2a protection set bot@example.com --suppress-notifications on",
 }
 
 CLIENT_COMMANDS = frozenset(
     {"login", "whoami", "doctor", "agents", "domains", "inbox", "read", "reply", "send"}
-    | {"pending", "approve", "reject", "config", "listen", "messages", "keys"}
+    | {"pending", "approve", "reject", "config", "listen", "messages", "keys", "protection"}
 )
 """The top-level commands this module handles."""
 
@@ -350,6 +358,51 @@ def _key_commands(commands: Any) -> None:
         actions, "keys delete", cmd_keys_delete, "revoke an API key", "Revoke an API key for good."
     )
     delete.add_argument("id", help="the key's id (from `e2a keys list`)")
+
+
+def _protection_commands(commands: Any) -> None:
+    protection = _add(
+        commands,
+        "protection",
+        None,
+        "show or change an agent's protection (review holds)",
+        "An agent's protection config (beta in e2a): its inbound and outbound gates, content "
+        "scans (none on this gateway: always off) and holds.",
+    )
+    actions = protection.add_subparsers(dest="protection_command", metavar="ACTION", required=True)
+    get = _add(
+        actions,
+        "protection get",
+        cmd_protection_get,
+        "show an agent's gates, scans and holds",
+        "Show an agent's protection: each direction's gate (policy/action) and scan, and how "
+        "holds expire.",
+    )
+    get.add_argument("email", help="the agent's address (a bare name: on the shared domain)")
+    put = _add(
+        actions,
+        "protection set",
+        cmd_protection_set,
+        "turn review holds on or off, changing only what is given",
+        "Turn an agent's review on or off, changing only what is given. On holds what the "
+        "gate does not pass; as this gateway has no content scan, an open gate (which passes "
+        "everyone) becomes an allowlist with no entry, so that everything is held. Off lets "
+        "everything through (flagged when the gate does not pass it).",
+    )
+    put.add_argument("email", help="the agent's address (a bare name: on the shared domain)")
+    for flag, what in (
+        ("outbound-review", "hold the agent's sends for a person's review"),
+        ("inbound-review", "hold mail to the agent for a person's review"),
+        ("suppress-notifications", "send no notice email when a message is held"),
+    ):
+        put.add_argument(f"--{flag}", choices=("on", "off"), help=what)
+    for direction in ("outbound", "inbound"):
+        put.add_argument(
+            f"--{direction}-scan",
+            choices=SCAN_LEVELS,
+            metavar="LEVEL",
+            help="the content scan: only off here (this gateway has none)",
+        )
 
 
 def _domain_commands(commands: Any) -> None:
@@ -589,6 +642,7 @@ def add_client_commands(commands: Any) -> None:
     _account_commands(commands)
     _agent_commands(commands)
     _key_commands(commands)
+    _protection_commands(commands)
     _domain_commands(commands)
     _mail_commands(commands)
     _approval_commands(commands)

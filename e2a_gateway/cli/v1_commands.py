@@ -268,3 +268,104 @@ def send_v1(ctx: Context, path: str, fields: dict[str, Any]) -> dict[str, Any]:
     key = ctx.args.idempotency_key
     headers = {"Idempotency-Key": key} if key else None
     return v1_call(ctx, "POST", path, body=body, headers=headers)
+
+
+# protection (beta in e2a)
+
+SCAN_LEVELS = ("off", "low", "medium", "high")
+"""The content scan's sensitivities in e2a; this gateway has no content scan: `off` only."""
+
+
+def _protection_summary(config: dict[str, Any]) -> str:
+    """e2a's CLI's three lines: each direction's gate (policy/action) and scan, then holds."""
+
+    def direction(name: str) -> str:
+        gate, scan = config[name].get("gate") or {}, config[name].get("scan") or {}
+        policy, action = gate.get("policy") or "open", gate.get("action") or "flag"
+        return f"gate={policy}/{action} scan={scan.get('sensitivity') or 'off'}"
+
+    holds = config.get("holds") or {}
+    notifications = "suppressed" if holds.get("suppress_notifications") else "enabled"
+    return terminal_text(
+        f"outbound: {direction('outbound')}\ninbound:  {direction('inbound')}\n"
+        f"holds:    ttl={holds.get('ttl_seconds') or 604800}s "
+        f"on_expiry={holds.get('on_expiry') or 'reject'} notifications={notifications}",
+        multiline=True,
+    )
+
+
+def _print_protection(ctx: Context, config: dict[str, Any]) -> None:
+    if ctx.json:
+        print_line(config)
+    else:
+        print(_protection_summary(config))
+
+
+def cmd_protection_get(ctx: Context) -> None:
+    """`protection get <email>`: the agent's gates, scans and holds."""
+    _print_protection(
+        ctx, v1_call(ctx, "GET", agent_path(ctx.address(ctx.args.email), "/protection"))
+    )
+
+
+def _set_review(config: dict[str, Any], name: str, on: bool) -> str | None:
+    """Turn `name`'s (`inbound` or `outbound`) review on or off, as e2a's CLI does, for a
+    gateway without a content scan; what to tell the user about it, if anything.
+
+    e2a's CLI turns review on by holding what the gate does not pass and turning a scan on at
+    `medium`, which holds what an open gate lets through. Here, where the scan stays off, an
+    open gate would hold nothing: it becomes an allowlist with no entry, which holds everything
+    (for outbound mail, `agents update --hitl`'s gate). Off, it lets everything through: the
+    action becomes `flag`, and an allowlist with no entry (which would flag every message) is
+    opened again."""
+    gate = config[name].setdefault("gate", {})
+    config[name]["scan"] = {"sensitivity": "off"}
+    what = "send" if name == "outbound" else "message received"
+    if not on:
+        gate["action"] = "flag"
+        if gate.get("policy") == "allowlist" and not gate.get("allowlist"):
+            gate["policy"], gate["allowlist"] = "open", []
+        return None
+    gate["action"] = "review"
+    if (gate.get("policy") or "open") == "open":
+        gate["policy"], gate["allowlist"] = "allowlist", []
+        return (
+            f"{name} review on: this gateway has no content scan (scan stays off), and an open "
+            f"gate holds nothing, so the gate is now an allowlist with no entry: every {what} "
+            "is held for review"
+        )
+    return (
+        f"{name} review on: this gateway has no content scan (scan stays off): a {what} is "
+        f"held when the {gate.get('policy')} gate does not pass it"
+    )
+
+
+def cmd_protection_set(ctx: Context) -> None:
+    """`protection set <email> [--outbound-review on|off] [--inbound-review on|off]
+    [--suppress-notifications on|off]`: change only those, read first and written whole."""
+    args = ctx.args
+    for name in ("outbound", "inbound"):
+        level = getattr(args, f"{name}_scan")
+        if level not in (None, "off"):
+            raise UsageError(
+                f"this gateway has no content scan: --{name}-scan takes only off (to hold mail "
+                f"for a person, use --{name}-review on)"
+            )
+    reviews = {"outbound": args.outbound_review, "inbound": args.inbound_review}
+    if all(v is None for v in (*reviews.values(), args.suppress_notifications)):
+        raise UsageError(
+            "nothing to change: give --outbound-review, --inbound-review or "
+            "--suppress-notifications (on or off)"
+        )
+    path = agent_path(ctx.address(args.email), "/protection")
+    # Read first, and write only after a read that worked: the PUT replaces the whole config.
+    config = v1_call(ctx, "GET", path)
+    notes = [_set_review(config, name, mode == "on") for name, mode in reviews.items() if mode]
+    if args.suppress_notifications is not None:
+        config.setdefault("holds", {})["suppress_notifications"] = (
+            args.suppress_notifications == "on"
+        )
+    _print_protection(ctx, v1_call(ctx, "PUT", path, body=config))
+    for note in notes:
+        if note:
+            print(f"e2a: {note}", file=sys.stderr)
