@@ -104,6 +104,7 @@ def test_login_validates_the_key_and_writes_a_private_config(
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text()) == {
         "api_key": key,
+        "key_scope": "account",
         "shared_domain": DOMAIN,
         "url": live.url,
     }

@@ -58,6 +58,7 @@ from e2a_gateway.cli.v1_commands import (
     cmd_messages_list,
     cmd_protection_get,
     cmd_protection_set,
+    key_scope,
     message_path,
     send_result_line,
     send_v1,
@@ -146,8 +147,15 @@ DESCRIPTION_WIDTH = 88
 INBOX_LIMIT = 20
 """How many messages `e2a inbox` lists without --limit."""
 
-CONFIG_KEYS = (*KEYS, *E2A_KEYS)
-"""The names `e2a config get|set` accepts: ours and e2a's CLI's."""
+CONFIG_KEYS = (*KEYS, *E2A_KEYS, "key_scope")
+"""The names `e2a config get|set` accepts: ours and e2a's CLI's (`key_scope`, the key's scope
+as `e2a login` found it, can be read but not set)."""
+EXAMPLES.update(
+    {
+        f"config {key}": f"example:\n  e2a config {key}    (`e2a config get {key}`)"
+        for key in CONFIG_KEYS
+    }
+)
 
 
 # Parser
@@ -632,6 +640,17 @@ def _config_command(commands: Any) -> None:
     _add(actions, "config list", cmd_config, "show every setting", "Show every setting.")
     get = _add(actions, "config get", cmd_config, "print one setting", "Print one setting.")
     get.add_argument("key", choices=CONFIG_KEYS)
+    for key in CONFIG_KEYS:  # `e2a config api_key`: e2a's CLI's shorthand for `config get`
+        bare = actions.add_parser(
+            key,
+            description=f"Print {key} (`e2a config get {key}`).",
+            epilog=EXAMPLES[f"config {key}"],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        bare.set_defaults(config_command="get", key=key)
+        bare.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts"
+        )
     put = _add(actions, "config set", cmd_config, "save one setting", "Save one setting.")
     put.add_argument("key", choices=CONFIG_KEYS)
     put.add_argument("value")
@@ -780,10 +799,14 @@ def cmd_login(ctx: Context) -> None:
             if exc.status_code == 401:
                 raise ClientError(f"the gateway refused this API key: {exc.message}") from None
             raise
+        scope = key_scope(client)
     values = dict(ctx.values)
     set_saved(values, "url", url)
     set_saved(values, "api_key", key)
     values.pop("agent_email", None)
+    values.pop("key_scope", None)
+    if scope:
+        values["key_scope"] = scope
     if info.shared_domain:
         values["shared_domain"] = info.shared_domain
     else:
@@ -1154,10 +1177,14 @@ def cmd_config(ctx: Context) -> None:
     args = ctx.args
     action = getattr(args, "config_command", None)
     if action == "set":
+        if args.key == "key_scope":
+            raise UsageError("key_scope is not set by hand: `e2a login` records the key's scope")
         if canonical_key(args.key) == "url":
             _check_url(args.value)
         values = dict(ctx.values)
         set_saved(values, args.key, args.value)
+        if canonical_key(args.key) == "api_key":
+            values.pop("key_scope", None)  # that of the previous key
         path = save_config(values)
         if ctx.json:
             print_json(
@@ -1173,6 +1200,8 @@ def cmd_config(ctx: Context) -> None:
         return
     if action == "get":
         value = effective(args.key, ctx.values)
+        if value is None and args.key == "key_scope":
+            raise ClientError("key_scope is not known: `e2a login` records the key's scope")
         if value is None:
             raise ClientError(f"{args.key} is not set: `e2a config set {args.key} VALUE`")
         if ctx.json:

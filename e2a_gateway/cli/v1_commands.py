@@ -25,6 +25,8 @@ from e2a_gateway.clock import parse_timestamp
 if TYPE_CHECKING:
     import httpx
 
+    from e2a_gateway.v1 import E2AClient
+
 MAX_PAGE_SIZE = 100
 """The largest page `/v1` lists; `messages list` asks for it to drain a mailbox in few calls."""
 
@@ -51,6 +53,19 @@ def v1_call(
 
     call = Call(method, f"/v1{path}", _object, json=body, params=params, headers=headers)
     return ctx.client().api.call(call)
+
+
+def key_scope(client: E2AClient) -> str | None:
+    """The scope of `client`'s key (`account` or `agent`, from `GET /v1/account`), which
+    `e2a login` records as e2a's CLI does; None when the gateway does not say."""
+    from e2a_gateway.v1 import E2AApiError
+    from e2a_gateway.v1.endpoints import Call
+
+    try:
+        scope = client.api.call(Call("GET", "/v1/account", _object)).get("scope")
+    except E2AApiError:
+        return None
+    return scope if isinstance(scope, str) and scope else None
 
 
 def agent_path(email: str, suffix: str = "") -> str:
