@@ -257,3 +257,21 @@ def test_config_key_scope_and_bare_key(account: Account, cli: Cli) -> None:
     assert cli("config", "set", "api_key", account.key)[0] == 0
     code, out, err = cli("config", "get", "key_scope")
     assert (code, out) == (1, "") and "e2a login" in err
+
+
+def test_doctor_json_carries_e2a_schema_and_exit_code() -> None:
+    """`doctor --json` is e2a's versioned report: `schema` `e2a.doctor/v1`, `status`,
+    `exit_code` (what the command exits with) and a `summary` of counts."""
+    from e2a_gateway.cli.doctor import Report, report_json
+
+    report = Report(url="http://gateway", agent="bot@agents.test")
+    report.add("api.key", "pass", "accepted")
+    report.add("dns.dmarc", "warn", "no DMARC record", "publish one")
+    report.add("websocket", "skip", "webhook agent")
+    document = report_json(report)
+    assert document["schema"] == "e2a.doctor/v1" and document["deployment_url"] == "http://gateway"
+    assert (document["status"], document["exit_code"]) == ("warnings", 8)
+    assert document["summary"] == {"pass": 1, "warn": 1, "fail": 0, "skip": 1}
+    assert [check["id"] for check in document["checks"]] == ["api.key", "dns.dmarc", "websocket"]
+    report.add("dns.mx", "fail", "no MX")
+    assert (report_json(report)["status"], report_json(report)["exit_code"]) == ("failed", 9)

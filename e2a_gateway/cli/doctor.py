@@ -9,15 +9,19 @@ once. It sends no mail, marks nothing read and changes nothing. Every network st
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
+from e2a_gateway import __version__
 from e2a_gateway.cli import exit_codes
 from e2a_gateway.cli.config_file import effective
 from e2a_gateway.cli.context import Context
 from e2a_gateway.cli.output import print_json, terminal_text, use_colour
+from e2a_gateway.cli.v1_commands import js_time
+from e2a_gateway.clock import format_timestamp
 
 if TYPE_CHECKING:
     from e2a_gateway.mailauth.dns_answers import Resolver
@@ -554,19 +558,39 @@ def exit_code(report: Report) -> int:
     return exit_codes.OK
 
 
+REPORT_STATUS = {exit_codes.OK: "healthy", exit_codes.WARN: "warnings"}
+"""e2a's report `status` of an exit code; any other is `failed`."""
+
+
+def report_json(report: Report) -> dict[str, Any]:
+    """`doctor --json`: e2a's CLI's versioned report (`schema` `e2a.doctor/v1`, `status`,
+    `exit_code`, `summary`), with ours beside it (`url`, `agent`, `ok`); each check has its
+    `id`, `status` (`pass`/`warn`/`fail`/`skip`), `detail` and `fix`."""
+    code = exit_code(report)
+    summary = dict.fromkeys(("pass", "warn", "fail", "skip"), 0)
+    for check in report.checks:
+        summary[check.status] += 1
+    return {
+        "schema": "e2a.doctor/v1",
+        "generated_at": js_time(format_timestamp(time.time())),
+        "cli_version": __version__,
+        "deployment_url": report.url,
+        "status": REPORT_STATUS.get(code, "failed"),
+        "exit_code": code,
+        "summary": summary,
+        "url": report.url,
+        "agent": report.agent,
+        "ok": not report.failed,
+        "checks": [asdict(check) for check in report.checks],
+    }
+
+
 def cmd_doctor(ctx: Context) -> int:
     """`doctor`: exit 0 healthy, 8 warnings, 9 a failed check, 4 a refused key, 1 no
     gateway (see `exit_code`)."""
     report = run_checks(ctx)
     if ctx.json:
-        print_json(
-            {
-                "url": report.url,
-                "agent": report.agent,
-                "ok": not report.failed,
-                "checks": [asdict(check) for check in report.checks],
-            }
-        )
+        print_json(report_json(report))
     else:
         print_report(report)
     return exit_code(report)
