@@ -358,7 +358,8 @@ def test_inbox_read_reply_and_send(live: LiveGateway, account: Account, cli: Cli
 
     code, out, err = cli("reply", arrived["message_id"], "--agent", peer, "--body", "thanks")
     assert code == 0, err
-    assert out.startswith("Replied ") and "local" in out
+    assert re.fullmatch(r"msg_\w+\n", out), out  # the id alone, as e2a's CLI prints it
+    assert err.startswith(f"Replied {out.strip()} ") and "local" in err
     wait_until(lambda: unread(live, account.key, inbox_agent) == 2)
     subjects = [m["subject"] for m in cli.json("inbox")]
     assert subjects == ["Invoice 8", "Re: Hi peer"]
@@ -478,8 +479,9 @@ def test_pending_approve_and_reject(live: LiveGateway, account: Account, cli: Cl
 
     code, out, err = cli("pending")
     assert (code, out) == (0, "") and "Nothing is waiting" in err
-    code, out, _ = cli("send", "--agent", held, "--to", peer, "--subject", "One", "--body", "1")
-    assert code == 3 and "held for approval" in out  # e2a's CLI's exit code for held mail
+    code, out, err = cli("send", "--agent", held, "--to", peer, "--subject", "One", "--body", "1")
+    assert code == 3 and "held for approval" in err  # e2a's CLI's exit code for held mail
+    assert re.fullmatch(r"msg_\w+\n", out), out  # its id alone, to approve it with
     second = cli.json(
         "send", "--agent", held, "--to", peer, "--subject", "Two", "--body", "2", expect=3
     )

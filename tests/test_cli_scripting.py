@@ -53,16 +53,17 @@ def test_held_send_exits_3_and_reply_to_goes_out(
     held, peer = _agent(cli, account, "held"), _agent(cli, account, "peer")
     assert cli("agents", "update", held, "--hitl")[0] == 0
     code, out, err = cli("send", "--agent", held, "--to", peer, "--subject", "S", "--body", "b")
-    assert code == 3 and "held for approval" in out and "did NOT go out" in err
+    assert code == 3 and "held for approval" in err and "did NOT go out" in err
+    assert out.startswith("msg_") and out.count("\n") == 1  # the id alone: ID=$(e2a send …)
     code, out, _ = cli(
         "send", "--agent", held, "--to", peer, "--subject", "S", "--body", "b", "--json"
     )
     assert code == 3 and json.loads(out)["status"] == "pending_review"
-    code, out, _ = cli(
+    code, _, err = cli(
         "send", "--agent", held, "--to", peer, "--subject", "S", "--body", "b",
         "--reply-to", f"desk@{DOMAIN}",
     )  # fmt: skip
-    assert code == 3 and ", pending_review)" in out
+    assert code == 3 and ", pending_review)" in err
 
     sender = _agent(cli, account, "sender")
     code, out, err = cli(

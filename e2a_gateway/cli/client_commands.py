@@ -719,15 +719,18 @@ def _print_dkim_record(domain: Domain) -> None:
 
 
 def _sent(result: Any, verb: str) -> int:
-    """Print what a send or reply answered; its exit code: 3 when held for review, 7 when it
-    failed or answered a status this CLI does not know (as e2a's CLI)."""
+    """Print what a send or reply answered, as e2a's CLI does: the message's id alone on
+    stdout (`ID=$(e2a send …)`), what became of it on stderr; its exit code: 3 when held for
+    review, 7 when it failed or answered a status this CLI does not know."""
+    print(result.message_id)
     if result.status == "pending_approval":
-        print(
-            f"{verb} {result.message_id}: held for approval until {result.approval_expires_at} "
-            f"(`e2a approve {result.message_id}`)"
+        note = (
+            f"{verb} {result.message_id}: held for approval until "
+            f"{result.approval_expires_at} (`e2a approve {result.message_id}`)"
         )
     else:
-        print(f"{verb} {result.message_id} ({result.method}, {result.status})")
+        note = f"{verb} {result.message_id} ({result.method}, {result.status})"
+    print(note, file=sys.stderr)
     return sent_exit_code(result.status, result.message_id)
 
 
@@ -738,7 +741,8 @@ def _sent_v1(ctx: Context, answer: dict[str, Any], verb: str) -> int:
     if ctx.json:
         send_result_line(answer)
     else:
-        print(f"{verb} {message_id} ({answer.get('method')}, {status})")
+        print(message_id)
+        print(f"{verb} {message_id} ({answer.get('method')}, {status})", file=sys.stderr)
     return sent_exit_code(status, message_id)
 
 
