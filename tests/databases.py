@@ -17,6 +17,7 @@ databases themselves.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -255,6 +256,47 @@ def query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tup
     with psycopg.connect(database_url, autocommit=True) as db:
         cursor = db.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
         return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+
+@contextmanager
+def traced_statements(storage: Any) -> Iterator[list[str]]:
+    """While the block runs, the statements (SELECT, DELETE, UPDATE, WITH) a SQLite storage's
+    connections run, their parameters written in: the list is filled as they run."""
+    statements: list[str] = []
+    connections = (storage._writer, *storage._readers)
+    for connection in connections:
+        connection.set_trace_callback(statements.append)
+    reads: list[str] = []
+    try:
+        yield reads
+    finally:
+        for connection in connections:
+            connection.set_trace_callback(None)
+        reads.extend(
+            sql
+            for sql in statements
+            if sql.lstrip().upper().startswith(("SELECT", "DELETE", "UPDATE", "WITH"))
+        )
+
+
+def full_scans(
+    path: Path, statements: list[str], partial_indexes: frozenset[str] = frozenset()
+) -> list[tuple[str, list[str]]]:
+    """The statements whose plan on the SQLite database at `path` reads a whole table (or a
+    whole index but one of `partial_indexes`, which hold only the rows looked for), with
+    their plans. Foreign keys are on, as on the gateway's connections: a statement's plan
+    holds its cascades too."""
+    found = []
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA foreign_keys = ON")
+        for sql in statements:
+            plan = [str(row[3]) for row in db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+            for step in plan:
+                scan = re.fullmatch(r"SCAN (\w+)(?: USING (?:COVERING )?INDEX (\w+))?", step)
+                if scan is not None and scan.group(2) not in partial_indexes:
+                    found.append((sql, plan))
+                    break
+    return found
 
 
 @contextmanager

@@ -18,9 +18,9 @@ from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
 from e2a_gateway.storage.sqlite import SqliteStorage
 from tests.conftest import Account, agent_path, make_settings
-from tests.databases import query
+from tests.databases import full_scans, query, traced_statements
 from tests.delivery_support import agent_id, create_agent, mail, smtp_send
-from tests.test_storage import add_user, make_agent, make_message
+from tests.test_storage import add_user, make_agent, make_message, make_outbound
 
 
 @pytest.fixture
@@ -182,3 +182,44 @@ def files_holding(directory: Path, needle: bytes) -> list[str]:
     with closing(sqlite3.connect(directory / "e2a.db")) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     return [file.name for file in directory.iterdir() if needle in file.read_bytes()]
+
+
+USER_CASCADE_SCAN = "DELETE FROM users WHERE id = 'usr_alice'"
+"""The one statement of an account's deletion allowed to read all of `messages`: deleting the
+user's row, whose cascade along `messages.user_id` (kept for the other tables' sake) finds
+no row left but has no index by user to look with."""
+
+
+async def test_erasing_an_account_finds_its_mail_through_indexes(tmp_path: Path) -> None:
+    """Deleting an account holds SQLite's single writer while it runs, and `messages` keeps no
+    index by user (storing inbound mail would maintain it): each statement finds the
+    account's mail through its agents' indexes, never by reading every message of the
+    gateway, and the account's mail of every kind still goes, the other account's stays."""
+    path = tmp_path / "e2a.db"
+    storage = SqliteStorage.open(str(path))
+    try:
+        await storage.migrate()
+        alice = await add_user(storage, "alice@example.com")
+        bob = await add_user(storage, "bob@example.com")
+        for address in ("cloud@agents.test", "local@agents.test"):
+            await storage.add_agent(
+                make_agent(alice, address, "cloud" if "cloud" in address else "local")
+            )
+        await storage.add_agent(make_agent(bob, "bob@agents.test"))
+        await storage.store_inbound(
+            [
+                make_message("msg_cloud", "cloud@agents.test"),
+                make_message("msg_local", "local@agents.test"),
+                make_message("msg_bob", "bob@agents.test"),
+            ],
+            0.0,
+        )
+        await storage.add_outbound(make_outbound(alice, "local@agents.test", "out_a", "queued"))
+        with traced_statements(storage) as statements:
+            deleted = await storage.delete_user(alice)
+        assert deleted["messages"] == 3 and deleted["jobs"] == 2
+        remaining = storage._writer.execute("SELECT id, user_id FROM messages").fetchall()
+        assert remaining == [("msg_bob", bob)]
+    finally:
+        await storage.close()
+    assert {sql for sql, _ in full_scans(path, statements)} == {USER_CASCADE_SCAN}

@@ -3,10 +3,7 @@ backend — and never mail with work pending, mail awaiting approval, or anythin
 
 from __future__ import annotations
 
-import re
-import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,6 +30,7 @@ from e2a_gateway.storage.sqlite import SqliteStorage
 from e2a_gateway.workers.approvals import ApprovalWorker
 from e2a_gateway.workers.retention import RetentionWorker, SweepResult
 from tests.conftest import make_settings
+from tests.databases import full_scans, traced_statements
 from tests.delivery_support import queued_jobs, through_a_failing_database, wait_until
 from tests.test_storage import (  # noqa: F401  (storage_url is a fixture)
     BIG,
@@ -452,24 +450,10 @@ async def test_the_sweeps_read_what_they_look_for_not_the_whole_mailbox(tmp_path
         await storage.add_agent(make_agent(alice, "local@agents.test"))
         await store_at(storage, "msg_recent", "local@agents.test", RECENT)
         await storage.trash_message(alice, "local@agents.test", "msg_recent", format_timestamp(NOW))
-        statements: list[str] = []
-        for connection in (storage._writer, *storage._readers):
-            connection.set_trace_callback(statements.append)
-        await RetentionWorker(gateway, pause=0).sweep(NOW)
-        await ApprovalWorker(gateway, clock=lambda: NOW).expire_due(NOW)
-        for connection in (storage._writer, *storage._readers):
-            connection.set_trace_callback(None)
-    reads = [
-        sql
-        for sql in statements
-        if sql.lstrip().upper().startswith(("SELECT", "DELETE", "UPDATE", "WITH"))
-    ]
+        with traced_statements(storage) as reads:
+            await RetentionWorker(gateway, pause=0).sweep(NOW)
+            await ApprovalWorker(gateway, clock=lambda: NOW).expire_due(NOW)
     assert any("deleted_at <" in sql for sql in reads) and any(
         "hold_expires_at" in sql for sql in reads
     )
-    with closing(sqlite3.connect(tmp_path / "e2a.db")) as db:
-        for sql in reads:
-            plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}")]
-            for step in plan:
-                scan = re.fullmatch(r"SCAN (\w+)(?: USING (?:COVERING )?INDEX (\w+))?", step)
-                assert scan is None or scan.group(2) in PARTIAL_INDEXES, (sql, plan)
+    assert full_scans(tmp_path / "e2a.db", reads, PARTIAL_INDEXES) == []

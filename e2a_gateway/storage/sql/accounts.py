@@ -427,19 +427,24 @@ class AccountsSql(Runner):
         until PostgreSQL failed one of them (the deletion answered 503, or the mail 451).
         Whatever such a writer commits meanwhile goes with the agents and the user, by
         cascade. The rest of the user's records go after the lock, as the changes to signing
-        secrets take it first."""
-        owned = "user_id = ? OR agent_email IN (SELECT email FROM agents WHERE user_id = ?)"
+        secrets take it first.
+
+        The mail is found agent by agent, through the indexes led by the agent's address:
+        every message names one of its user's agents (the agent it was received or sent by),
+        and `messages` keeps no index of its own by user, which storing inbound mail would
+        have to maintain; asking by user read every message of the gateway."""
+        mine = "agent_email IN (SELECT email FROM agents WHERE user_id = ?)"
         mail = {
             "webhook_attempts": (
                 "DELETE FROM webhook_attempts WHERE message_id IN "
-                f"(SELECT id FROM messages WHERE {owned})",
-                (user_id, user_id),
+                f"(SELECT id FROM messages WHERE {mine})",
+                (user_id,),
             ),
             "jobs": (
-                f"DELETE FROM jobs WHERE message_id IN (SELECT id FROM messages WHERE {owned})",
-                (user_id, user_id),
+                f"DELETE FROM jobs WHERE message_id IN (SELECT id FROM messages WHERE {mine})",
+                (user_id,),
             ),
-            "messages": (f"DELETE FROM messages WHERE {owned}", (user_id, user_id)),
+            "messages": (f"DELETE FROM messages WHERE {mine}", (user_id,)),
             "agents": ("DELETE FROM agents WHERE user_id = ?", (user_id,)),
         }
         records = {
