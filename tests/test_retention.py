@@ -16,6 +16,7 @@ from e2a_gateway.gateway import Gateway, open_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.storage.base import (
     AgentChanges,
+    AgentPurge,
     Feedback,
     FinishedAttempt,
     SendAttempt,
@@ -30,7 +31,7 @@ from e2a_gateway.storage.sqlite import SqliteStorage
 from e2a_gateway.workers.approvals import ApprovalWorker
 from e2a_gateway.workers.retention import RetentionWorker, SweepResult
 from tests.conftest import make_settings
-from tests.databases import full_scans, traced_statements
+from tests.databases import full_scans, query, traced_statements
 from tests.delivery_support import queued_jobs, through_a_failing_database, wait_until
 from tests.test_storage import (  # noqa: F401  (storage_url is a fixture)
     BIG,
@@ -401,34 +402,68 @@ async def test_deliveries_waiting_for_a_disabled_webhook_go_with_their_events(
     assert swept == SweepResult(0, 0, webhook_deliveries=1)
 
 
-async def test_agents_purged_from_the_trash_go_one_per_transaction(
+async def test_an_agent_with_much_mail_is_purged_over_bounded_transactions(
     gateway: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An agent purged from the trash goes with all its mail in one transaction, which holds
-    the database (SQLite's single writer) for as long as that mail takes to delete: each
-    transaction purges one agent, never a whole batch of them, and the sweep pauses in
-    between as it does between batches of anything else."""
+    """Purging an agent from the trash holds the database (SQLite's single writer) for as
+    long as its transaction takes: an agent that kept more mail than one batch goes over
+    several transactions, each deleting at most a batch of rows (its messages first, the
+    agent last), with the sweep's pause in between, until nothing of it is left; the next
+    agent in the trash goes on in the same transactions."""
     storage = gateway.storage
     alice = await add_user(storage)
-    for number in range(3):
-        address = f"bot{number}@agents.test"
-        await storage.add_agent(make_agent(alice, address))
-        await store_at(storage, f"msg_{number}", address, RECENT)
-        assert await storage.trash_agent(alice, address, format_timestamp(OLD)) is not None
+    for address, count in (("big@agents.test", 12), ("small@agents.test", 2)):
+        await storage.add_agent(make_agent(alice, address, "cloud"))
+        for number in range(count):
+            await store_at(storage, f"msg_{address[0]}{number}", address, RECENT)
+    for at, address in ((OLD, "big@agents.test"), (OLD + 1, "small@agents.test")):
+        assert await storage.trash_agent(alice, address, format_timestamp(at)) is not None
     purge = storage.purge_agents_trashed_before
-    purged: list[int] = []
+    batches: list[AgentPurge] = []
 
-    async def counted(cutoff: str, limit: int) -> int:
-        purged.append(await purge(cutoff, limit))
-        return purged[-1]
+    async def counted(cutoff: str, limit: int) -> AgentPurge:
+        batches.append(await purge(cutoff, limit))
+        return batches[-1]
 
     monkeypatch.setattr(storage, "purge_agents_trashed_before", counted)
 
-    swept = await RetentionWorker(gateway, pause=0).sweep(NOW)
+    swept = await RetentionWorker(gateway, pause=0, batch_size=5).sweep(NOW)
 
-    assert swept.trashed_agents == 3
-    assert purged == [1, 1, 1, 0]
+    assert swept.trashed_agents == 2
+    assert batches == [
+        AgentPurge(messages=5),
+        AgentPurge(messages=5),
+        AgentPurge(agents=1, messages=4),  # big's last two, big, then small's two
+        AgentPurge(agents=1),
+    ]
     assert await storage.list_agents(alice, trashed=True) == []
+    url = gateway.settings.database.url
+    assert query(url, "SELECT count(*) FROM messages") == [(0,)]
+    assert query(url, "SELECT count(*) FROM jobs") == [(0,)]
+
+
+async def test_a_purge_stopped_half_way_goes_on_where_it_stopped(gateway: Gateway) -> None:
+    """A gateway stopped in the middle of purging an agent (its earlier transactions
+    committed) keeps the agent in the trash with the mail not yet purged; the next sweep
+    purges the rest and then the agent."""
+    storage = gateway.storage
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "big@agents.test"))
+    for number in range(7):
+        await store_at(storage, f"msg_{number}", "big@agents.test", RECENT)
+    await storage.trash_agent(alice, "big@agents.test", format_timestamp(OLD))
+    cutoff = format_timestamp(NOW - 30 * DAY)
+
+    assert await storage.purge_agents_trashed_before(cutoff, 5) == AgentPurge(messages=5)
+
+    assert [agent.email for agent in await storage.list_agents(alice, trashed=True)] == [
+        "big@agents.test"
+    ]
+    url = gateway.settings.database.url
+    assert query(url, "SELECT count(*) FROM messages") == [(2,)]
+    swept = await RetentionWorker(gateway, pause=0, batch_size=5).sweep(NOW)
+    assert swept.trashed_agents == 1
+    assert query(url, "SELECT count(*) FROM messages") == [(0,)]
 
 
 PARTIAL_INDEXES = frozenset({"messages_held", "messages_outbound_status"})

@@ -40,6 +40,7 @@ from e2a_gateway.storage import open_storage
 from e2a_gateway.storage.base import (
     Agent,
     AgentChanges,
+    AgentPurge,
     AlreadyExists,
     ApiKey,
     ApprovalAnswer,
@@ -994,7 +995,7 @@ async def test_the_trash_keeps_an_agent_out_of_service_until_restored_or_purged(
         await storage.add_agent(make_agent(bob, "bot@agents.test"))
     assert await storage.restore_agent(bob, "bot@agents.test") is None
     # The purge takes only what was trashed before the cutoff.
-    assert await storage.purge_agents_trashed_before("2026-01-05T00:00:00Z", 10) == 1
+    assert await storage.purge_agents_trashed_before("2026-01-05T00:00:00Z", 10) == AgentPurge(1)
     assert await storage.get_agent(alice, "old@agents.test", trashed=True) is None
     restored = await storage.restore_agent(alice, "bot@agents.test")
     assert restored is not None and restored.deleted_at is None and restored.name == "bot"
@@ -1002,7 +1003,7 @@ async def test_the_trash_keeps_an_agent_out_of_service_until_restored_or_purged(
     assert await storage.find_agent("bot@agents.test") is not None
     page = await storage.list_inbound(alice, "bot@agents.test", "all", 10, None)
     assert [m.id for m in page.messages] == ["msg_1"]
-    assert await storage.purge_agents_trashed_before("2027-01-01T00:00:00Z", 10) == 0
+    assert await storage.purge_agents_trashed_before("2027-01-01T00:00:00Z", 10) == AgentPurge()
 
 
 async def test_a_trashed_agents_webhook_jobs_wait_for_its_restore(storage: Storage) -> None:
@@ -2683,9 +2684,9 @@ async def test_a_purge_never_deletes_an_agent_restored_after_it_chose_it(
     restores it: the restore waits for the purge and finds the agent gone, rather than
     answering with an agent the purge then deletes, mail and all."""
     alice = await _trashed_bot(replicas[0])
-    pause = PauseAfter(monkeypatch, "SELECT id FROM agents WHERE deleted_at IS NOT NULL")
+    pause = PauseAfter(monkeypatch, "SELECT id, user_id, email FROM agents WHERE deleted_at")
     outcome = await _purge_and_restore(replicas, alice, postgres_db, pause, purge_first=True)
-    assert outcome == {"purged": 1, "restored": None}
+    assert outcome == {"purged": AgentPurge(agents=1, messages=1), "restored": None}
     assert await replicas[0].get_agent(alice, "bot@agents.test") is None
     assert run_sql(postgres_db, "SELECT count(*) FROM messages") == [(0,)]
 
@@ -2698,7 +2699,7 @@ async def test_a_purge_passes_over_an_agent_being_restored(
     alice = await _trashed_bot(replicas[0])
     pause = PauseAfter(monkeypatch, "UPDATE agents SET deleted_at = NULL")
     outcome = await _purge_and_restore(replicas, alice, postgres_db, pause, purge_first=False)
-    assert outcome["purged"] == 0 and outcome["restored"] is not None
+    assert outcome["purged"] == AgentPurge() and outcome["restored"] is not None
     assert await replicas[0].get_agent(alice, "bot@agents.test") is not None
     page = await replicas[0].list_inbound(alice, "bot@agents.test", "all", 10, None)
     assert [message.id for message in page.messages] == ["msg_1"]

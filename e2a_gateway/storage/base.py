@@ -959,6 +959,19 @@ class ExportedMessage(NamedTuple):
 
 
 @dataclass(frozen=True)
+class AgentPurge:
+    """What one transaction of the trash's purge deleted: agents, and messages of theirs."""
+
+    agents: int = 0
+    messages: int = 0
+
+    @property
+    def rows(self) -> int:
+        """Agents and messages together: what the transaction's bound counts."""
+        return self.agents + self.messages
+
+
+@dataclass(frozen=True)
 class MessageCounts:
     """An agent's mail as an export shows it: messages received and sent since a time, and
     drafts awaiting review."""
@@ -2084,10 +2097,13 @@ class Retention(Protocol):
         """Delete up to `limit` pieces of feedback sent before `cutoff` (RFC 3339 UTC), oldest
         first, in one short transaction; returns how many went."""
 
-    async def purge_agents_trashed_before(self, cutoff: str, limit: int) -> int:
-        """Delete for good up to `limit` agents trashed before `cutoff` (RFC 3339 UTC), with
-        their messages and the keys bound to them, in one short transaction; returns how many
-        went."""
+    async def purge_agents_trashed_before(self, cutoff: str, limit: int) -> AgentPurge:
+        """Delete for good, in one short transaction of at most `limit` rows, agents trashed
+        before `cutoff` (RFC 3339 UTC) with their messages, oldest trashed first: an agent's
+        messages go (up to what is left of `limit`) before the agent itself, which goes (with
+        the keys bound to it) in the transaction that finds it has none left, so an agent that
+        kept much mail is purged over several transactions, and a purge stopped half-way goes
+        on where it stopped. What went."""
         ...
 
     async def delete_signouts_before(self, cutoff: float, limit: int) -> int:

@@ -27,6 +27,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.agents import TRASH_DAYS
 from e2a_gateway.operations.idempotency import KEPT_SECONDS as IDEMPOTENCY_KEPT_SECONDS
 from e2a_gateway.operations.mailbox import TRASH_KEPT_SECONDS
+from e2a_gateway.storage.base import AgentPurge
 from e2a_gateway.workers.rounds import Rounds
 
 log = logging.getLogger("e2a.retention")
@@ -39,9 +40,6 @@ BATCH_PAUSE_SECONDS = 0.05
 MAX_BATCHES_PER_SWEEP = 500
 """A bound on one sweep (100,000 rows of each kind by default); the next sweep goes on where
 this one stopped."""
-AGENTS_PER_BATCH = 1
-"""Agents purged from the trash per transaction: each goes with all its mail at once (its
-messages, their jobs, labels and attempts), as many rows as it kept, so one at a time."""
 SECONDS_PER_DAY = 86_400
 Cutoff = TypeVar("Cutoff", str, float)
 """Before when rows go: RFC 3339 text (messages, attempts) or epoch seconds (idempotency)."""
@@ -119,7 +117,6 @@ class RetentionWorker:
                 "trashed_agents",
                 storage.purge_agents_trashed_before,
                 format_timestamp(now - TRASH_DAYS * SECONDS_PER_DAY),
-                AGENTS_PER_BATCH,
             ),
             webhook_deliveries=await self._in_batches(
                 "webhook_deliveries",
@@ -163,20 +160,19 @@ class RetentionWorker:
     async def _in_batches(
         self,
         kind: str,
-        delete: Callable[[Cutoff, int], Awaitable[int]],
+        delete: Callable[[Cutoff, int], Awaitable[int | AgentPurge]],
         cutoff: Cutoff,
-        batch_size: int | None = None,
     ) -> int:
-        """Call `delete(cutoff, batch size)` (the worker's unless `batch_size` is given) until
-        a batch comes back short (or the sweep's bound is reached), pausing between batches;
-        return the total deleted."""
-        size = self._batch_size if batch_size is None else batch_size
+        """Call `delete(cutoff, batch size)` until a batch comes back short (or the sweep's
+        bound is reached), pausing between batches; return the total deleted (of the trash's
+        purge, the agents: its batches count their messages too)."""
         total = 0
         for _ in range(MAX_BATCHES_PER_SWEEP):
-            deleted = await delete(cutoff, size)
+            batch = await delete(cutoff, self._batch_size)
+            rows, deleted = (batch, batch) if isinstance(batch, int) else (batch.rows, batch.agents)
             total += deleted
             self._gateway.metrics.retention_deleted.labels(kind).inc(deleted)
-            if deleted < size:
+            if rows < self._batch_size:
                 break
             await trio.sleep(self._pause)
         return total

@@ -13,7 +13,13 @@ from typing import Any
 
 from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.storage.announcements import AccessEnded
-from e2a_gateway.storage.base import Agent, AgentChanges, AlreadyExists, DomainNotHeld
+from e2a_gateway.storage.base import (
+    Agent,
+    AgentChanges,
+    AgentPurge,
+    AlreadyExists,
+    DomainNotHeld,
+)
 from e2a_gateway.storage.rows import AGENT_COLUMNS, agent_assignments, agent_params, decode_agent
 from e2a_gateway.storage.sql.jobs import add_job
 from e2a_gateway.storage.sql.outbound import cancel_sends_in
@@ -258,28 +264,49 @@ class AgentsSql(Runner):
 
         return await self._write(restore, changes_routing=True)
 
-    async def purge_agents_trashed_before(self, cutoff: str, limit: int) -> int:
-        """Delete for good up to `limit` agents trashed before `cutoff`, oldest first (their
-        messages and jobs cascade, their keys are revoked); how many went. An agent a restore
-        holds is passed over, and one restored since it was chosen is not deleted."""
+    async def purge_agents_trashed_before(self, cutoff: str, limit: int) -> AgentPurge:
+        """Delete for good agents trashed before `cutoff`, oldest first, with their messages,
+        in one transaction of at most `limit` rows (Storage.purge_agents_trashed_before). Each
+        agent's messages are found through the indexes led by its address, their jobs go
+        before them (the order the workers take them in), and the agent goes once it has no
+        message left (its keys are revoked). An agent a restore holds is passed over, and one
+        restored since is not touched again."""
 
-        def purge(tx: Transaction) -> int:
-            chosen = tx.all(
-                "SELECT id FROM agents WHERE deleted_at IS NOT NULL AND deleted_at < ? "
-                f"ORDER BY deleted_at LIMIT ?{tx.dialect.skip_locked()}",
-                (cutoff, limit),
-            )
-            purged = 0
-            for (agent_id,) in chosen:
-                if deleted := tx.first(
-                    "DELETE FROM agents WHERE id = ? AND deleted_at IS NOT NULL "
-                    "AND deleted_at < ? RETURNING user_id, email",
-                    (agent_id, cutoff),
-                ):
-                    _forget_agent(tx, agent_id, deleted[0], deleted[1])
-                    tx.announce(AccessEnded("agent", agent_id))
-                    purged += 1
-            return purged
+        def purge(tx: Transaction) -> AgentPurge:
+            agents = messages = 0
+            while messages + agents < limit:
+                chosen = tx.first(
+                    "SELECT id, user_id, email FROM agents WHERE deleted_at IS NOT NULL "
+                    f"AND deleted_at < ? ORDER BY deleted_at LIMIT 1{tx.dialect.skip_locked()}",
+                    (cutoff,),
+                )
+                if chosen is None:
+                    break
+                agent_id, user_id, email = chosen
+                room = limit - messages - agents
+                ids = [
+                    row[0]
+                    for row in tx.all(
+                        "SELECT id FROM messages WHERE agent_email = ? LIMIT ?", (email, room)
+                    )
+                ]
+                if ids:
+                    listed = tx.dialect.list_param(ids)
+                    tx.execute(
+                        f"DELETE FROM jobs WHERE {tx.dialect.in_list('message_id', 'text')}",
+                        (listed,),
+                    )
+                    messages += tx.execute(
+                        f"DELETE FROM messages WHERE {tx.dialect.in_list('id', 'text')}",
+                        (listed,),
+                    ).rowcount
+                if len(ids) == room:
+                    break  # the agent may have more: the next transaction goes on
+                tx.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
+                _forget_agent(tx, agent_id, user_id, email)
+                tx.announce(AccessEnded("agent", agent_id))
+                agents += 1
+            return AgentPurge(agents, messages)
 
         return await self._write(purge, changes_routing=True)
 
