@@ -146,6 +146,7 @@ async def test_bodies_over_the_bound_are_a_413_on_every_route(
     message = assert_json_error(response, 413, "payload_too_large")
     assert f"at most {SMALL_LIMIT} bytes (http.max_request_bytes)" in message
     assert response.headers["connection"] == "close"
+    assert ("x-request-id" in response.headers) == path.startswith("/api/v1/")
     assert (await small.http.get("/api/v1/agents")).json() == {"agents": []}
 
 

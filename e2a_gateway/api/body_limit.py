@@ -94,6 +94,9 @@ class BodyLimit:
                 "max_bytes": self._max_bytes,
             }
             extra.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
+        elif path == "/api/v1" or path.startswith("/api/v1/"):  # the header only, as its others
+            request_id = request_id_for(_header(scope["headers"], b"x-request-id"))
+            extra.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
         body = json.dumps({"error": error}).encode()
         headers = [
             (b"content-type", b"application/json"),

@@ -1,12 +1,13 @@
 """The REST face in one piece: every blueprint of `/api/v1` (with health, info, metrics and the
-self-test), and the JSON errors `{"error": {"code", "message"}}` for every answer no other face
-renders itself (a refused operation, an unknown route, storage down, a bug)."""
+self-test), the request id (`X-Request-Id`) on each of its answers, and the JSON errors
+`{"error": {"code", "message"}}` for every answer no other face renders itself (a refused
+operation, an unknown route, storage down, a bug; the log line about it names the request id)."""
 
 from __future__ import annotations
 
 import logging
 
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -27,7 +28,9 @@ from e2a_gateway.api import (
 from e2a_gateway.api.errors import error_response, http_exception_response
 from e2a_gateway.operations.errors import OperationError
 from e2a_gateway.storage.base import StorageUnavailable
+from e2a_gateway.web.context import current_request_id
 from e2a_gateway.web.errors import headers_of, status_of
+from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
 
 log = logging.getLogger("e2a.api")
 
@@ -53,6 +56,13 @@ def register_api(app: QuartTrio) -> None:
     ):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
 
+    @app.after_request
+    async def stamp_request_id(response: Response) -> Response:
+        """Every `/api/v1` answer names its request id, as `/v1`'s do."""
+        if request.path == API_PREFIX or request.path.startswith(API_PREFIX + "/"):
+            response.headers[REQUEST_ID_HEADER] = current_request_id()
+        return response
+
     @app.errorhandler(OperationError)
     async def on_refused(exc: OperationError) -> Response:
         return error_response(status_of(exc), exc.code, exc.message, headers_of(exc))
@@ -63,7 +73,7 @@ def register_api(app: QuartTrio) -> None:
 
     @app.errorhandler(StorageUnavailable)
     async def on_storage_unavailable(exc: StorageUnavailable) -> Response:
-        log.error("storage unavailable: %s", exc)
+        log.error("storage unavailable (request %s): %s", current_request_id(), exc)
         return error_response(
             503,
             "storage_unavailable",
@@ -73,5 +83,5 @@ def register_api(app: QuartTrio) -> None:
 
     @app.errorhandler(Exception)
     async def on_unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error in request handler")
+        log.exception("unhandled error in request handler (request %s)", current_request_id())
         return error_response(500, "internal_error", "internal error; the gateway log has details")

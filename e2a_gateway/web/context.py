@@ -1,4 +1,5 @@
-"""What a request brings along: the gateway the Quart app serves, and the API key it presents.
+"""What a request brings along: the gateway the Quart app serves, the API key it presents, and
+its request id.
 
 The app is bound to its gateway once, where it is assembled; handlers of every Quart face find
 it here instead of reaching into the app's configuration themselves.
@@ -6,10 +7,12 @@ it here instead of reaching into the app's configuration themselves.
 
 from __future__ import annotations
 
-from quart import Quart, current_app
+from quart import Quart, current_app, g, has_request_context, request, websocket
 from werkzeug.datastructures import Headers
 
 from e2a_gateway.gateway import Gateway
+from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
+from e2a_gateway.web.request_ids import request_id_for
 
 _GATEWAY = "E2A_GATEWAY"
 
@@ -31,3 +34,13 @@ def bearer_key(headers: Headers) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
+
+
+def current_request_id() -> str:
+    """This request's id (the client's X-Request-Id when sane, else a new `req_…`): the one
+    its answer names and the log lines about it quote, the same for the whole request."""
+    found: str | None = g.get("e2a_request_id")
+    if found is None:
+        headers = request.headers if has_request_context() else websocket.headers
+        found = g.e2a_request_id = request_id_for(headers.get(REQUEST_ID_HEADER))
+    return found

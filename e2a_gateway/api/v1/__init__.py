@@ -33,7 +33,6 @@ from e2a_gateway.api.v1 import (
 )
 from e2a_gateway.api.v1.errors import (
     V1Error,
-    current_request_id,
     error_answer,
     http_refusal,
     refusal,
@@ -41,6 +40,7 @@ from e2a_gateway.api.v1.errors import (
 from e2a_gateway.api.v1.rate_headers import stamp_rate_headers
 from e2a_gateway.operations.errors import OperationError
 from e2a_gateway.storage.base import StorageUnavailable
+from e2a_gateway.web.context import current_request_id
 from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
 
 log = logging.getLogger("e2a.api.v1")
@@ -101,14 +101,14 @@ async def _on_http_exception(exc: HTTPException) -> Response:
 
 @blueprint.errorhandler(StorageUnavailable)
 async def _on_storage_unavailable(exc: StorageUnavailable) -> Response:
-    log.error("storage unavailable: %s", exc)
+    log.error("storage unavailable (request %s): %s", current_request_id(), exc)
     message = "the database is not answering; try again shortly"
     return error_answer(V1Error(503, "internal_error", message, None, {"Retry-After": "5"}))
 
 
 @blueprint.errorhandler(Exception)
 async def _on_unexpected(exc: Exception) -> Response:
-    log.exception("unhandled error in a /v1 request handler")
+    log.exception("unhandled error in a /v1 request handler (request %s)", current_request_id())
     message = "internal error; the gateway log has details"
     return error_answer(V1Error(500, "internal_error", message))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from quart import Response, g, has_request_context, request, websocket
+from quart import Response, request
 from werkzeug.exceptions import HTTPException
 
 from e2a_gateway.operations.errors import (
@@ -20,8 +20,7 @@ from e2a_gateway.operations.errors import (
     Undeliverable,
 )
 from e2a_gateway.web import errors as web_errors
-from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
-from e2a_gateway.web.request_ids import request_id_for
+from e2a_gateway.web.context import current_request_id
 
 CODES = frozenset(
     {
@@ -199,15 +198,6 @@ def http_refusal(exc: HTTPException) -> V1Error:
     if code == "invalid_request":
         details = field_errors(("", message))
     return V1Error(status, code, message, details, headers)
-
-
-def current_request_id() -> str:
-    """This request's id (the client's X-Request-Id when sane, else a new `req_…`)."""
-    found: str | None = g.get("e2a_request_id")
-    if found is None:
-        headers = request.headers if has_request_context() else websocket.headers
-        found = g.e2a_request_id = request_id_for(headers.get(REQUEST_ID_HEADER))
-    return found
 
 
 def error_answer(error: V1Error) -> Response:
