@@ -8,6 +8,7 @@ copies, inbox pages, `whoami`, `doctor` (DNS from a local server) and `listen --
 from __future__ import annotations
 
 import argparse
+import http.server
 import json
 import queue
 import sys
@@ -576,6 +577,55 @@ def test_doctor_without_a_gateway_or_with_a_bad_key(
     code, out, _ = cli("doctor")
     assert code == 4 and "✓ gateway.health" in out and "✗ api.key" in out
     assert "e2a login" in out
+
+
+class _HalfAlive(http.server.BaseHTTPRequestHandler):
+    """A gateway that answers its health and info, then drops every API call (counted)."""
+
+    dropped: list[str] = []
+
+    def do_GET(self) -> None:
+        answers = {
+            "/api/health": {"storage": {"backend": "sqlite"}},
+            "/api/v1/info": {"version": "0", "shared_domain": DOMAIN},
+        }
+        if self.path not in answers:
+            self.dropped.append(self.path)
+            self.close_connection = True
+            return  # nothing said: the client sees the connection closed
+        body = json.dumps(answers[self.path]).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_gateway_that_stops_answering_is_said_at_once(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Doctor makes each check once (no retries behind it) and client commands say `cannot
+    reach the gateway`, exit 1, as for any call given no answer."""
+    dropped: list[str] = []
+    handler = type("Handler", (_HalfAlive,), {"dropped": dropped})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("E2A_URL", url)
+    monkeypatch.setenv("E2A_API_KEY", "e2a_" + "0" * 64)
+    try:
+        code, _, err = cli("doctor")
+        assert code == 1 and f"cannot reach the gateway at {url}" in err, err
+        assert dropped == ["/api/v1/users/me/api-keys"]
+        code, out, err = cli("agents", "list")
+        assert (code, out) == (1, "") and f"cannot reach the gateway at {url}" in err
+        assert "Traceback" not in err and err.count("\n") == 1
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # listen --once --until --conversation

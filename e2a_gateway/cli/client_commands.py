@@ -770,7 +770,7 @@ def sent_exit_code(status: str, message_id: str) -> int:
 
 def cmd_login(ctx: Context) -> None:
     """Validate the key, discover the shared domain, save the config file."""
-    from e2a_gateway.v1 import E2AApiError, E2AClient, fetch_info
+    from e2a_gateway.v1 import E2AApiError, E2AClient, E2AConnectionError, fetch_info
 
     args = ctx.args
     interactive = sys.stdin.isatty()
@@ -789,6 +789,8 @@ def cmd_login(ctx: Context) -> None:
     _check_url(url)
     try:
         info = fetch_info(url)
+    except E2AConnectionError:
+        raise  # said as `cannot reach the gateway` by run_client_command
     except E2AApiError as exc:
         if exc.code == "redirected":  # names where to: an http:// URL of an https gateway
             raise ClientError(exc.message) from None
@@ -1244,7 +1246,7 @@ def run_client_command(args: argparse.Namespace) -> int:
     """Run a parsed client command; returns the exit code."""
     import httpx
 
-    from e2a_gateway.v1 import E2AApiError
+    from e2a_gateway.v1 import E2AApiError, E2AConnectionError
 
     try:
         ctx = Context(args, load_config())
@@ -1259,6 +1261,10 @@ def run_client_command(args: argparse.Namespace) -> int:
         return exit_codes.USAGE
     except ClientError as exc:
         print(f"e2a: {exc}", file=sys.stderr)
+        return exit_codes.ERROR
+    except E2AConnectionError as exc:  # no answer: a retry may help
+        url = getattr(args, "url", None) or effective("url", ctx.values)
+        print(f"e2a: cannot reach the gateway at {url}: {exc.__cause__}", file=sys.stderr)
         return exit_codes.ERROR
     except E2AApiError as exc:
         code = f"{exc.status_code} {exc.code}" if exc.code else str(exc.status_code)

@@ -152,10 +152,12 @@ def _json(response: Any) -> dict[str, Any]:
 
 def _check_key(report: Report, client: E2AClient, key: str) -> bool:
     """The key is accepted; True when it is."""
-    from e2a_gateway.v1 import E2AApiError
+    from e2a_gateway.v1 import E2AApiError, E2AConnectionError
 
     try:
         keys = client.api.list_api_keys().api_keys
+    except E2AConnectionError:
+        raise  # no answer, not a refusal: said as such by run_client_command
     except E2AApiError as exc:
         report.add(
             "api.key",
@@ -509,7 +511,10 @@ def run_checks(ctx: Context) -> Report:
         return report
     if info is None:
         return report
-    client = E2AClient(api_key=key, agent_email="", base_url=report.url, timeout=TIMEOUT_SECONDS)
+    # max_retries=0: a check reports what it saw; a gateway that stops answering is not waited for.
+    client = E2AClient(
+        api_key=key, agent_email="", base_url=report.url, timeout=TIMEOUT_SECONDS, max_retries=0
+    )
     with client:
         if not _check_key(report, client, key):
             return report

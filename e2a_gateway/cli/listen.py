@@ -377,14 +377,15 @@ async def _reply_patiently(message: Fetched, text: str) -> bool:
     """Send `text` as the reply to `message`; over the agent's send limit (429), wait as the
     gateway asks and try again (the model has answered: a reply given up is lost). True when
     the gateway took the reply; any other refusal, or no answer, is said on stderr."""
-    import httpx
-
-    from e2a_gateway.v1 import E2AApiError
+    from e2a_gateway.v1 import E2AApiError, E2AConnectionError
 
     message_id = message.payload.get("message_id")
     while True:
         try:
             sent = await message.email.reply(text)
+        except E2AConnectionError as exc:
+            _note(f"  reply to {message_id} failed: {exc.__cause__}")
+            return False
         except E2AApiError as exc:
             if exc.status_code != 429:
                 _note(f"  reply to {message_id} refused: HTTP {exc.status_code}: {exc.message}")
@@ -393,9 +394,6 @@ async def _reply_patiently(message: Fetched, text: str) -> bool:
             _note(f"  reply to {message_id}: {exc.message}; waiting {wait:g} s")
             await anyio.sleep(wait)
             continue
-        except httpx.HTTPError as exc:
-            _note(f"  reply to {message_id} failed: {exc}")
-            return False
         if sent.status == "pending_approval":
             _note(
                 f"  reply to {message_id} is held for approval: {sent.message_id} (send it "
@@ -449,12 +447,12 @@ async def _fetch_unless_missed(
     was announced, as by its owner while the listener worked through a backlog) or the gateway
     did not answer (down for a deploy, say: the message is left unread, and the next
     connection sends it again)."""
-    import httpx
-
-    from e2a_gateway.v1 import E2AApiError
+    from e2a_gateway.v1 import E2AApiError, E2AConnectionError
 
     try:
         return await _fetch_patiently(client, agent, message_id, mark_read=mark_read)
+    except E2AConnectionError as exc:
+        problem = str(exc.__cause__) or type(exc.__cause__).__name__
     except E2AApiError as exc:
         if exc.status_code == 404:
             _note(f"  {message_id} is gone (deleted since it was announced): skipped")
@@ -462,8 +460,6 @@ async def _fetch_unless_missed(
         if exc.status_code < 500:
             raise
         problem = f"HTTP {exc.status_code}"
-    except httpx.TransportError as exc:
-        problem = str(exc) or type(exc).__name__
     _note(
         f"  {message_id} is left unread: the gateway did not answer ({problem}); it comes "
         "again on the next connection"

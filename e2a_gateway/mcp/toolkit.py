@@ -30,7 +30,7 @@ from e2a_gateway.addresses import only_agent
 from e2a_gateway.mcp.bounds import MAX_ANSWER_BYTES, fitted
 from e2a_gateway.mcp.port import GatewayPort
 from e2a_gateway.mcp.tiers import E2A_ANNOTATIONS
-from e2a_gateway.v1 import Attachment, E2AApiError
+from e2a_gateway.v1 import Attachment, E2AApiError, E2AConnectionError
 from e2a_gateway.web.json_bodies import unfit_value
 
 log = logging.getLogger("e2a.mcp")
@@ -412,14 +412,21 @@ async def call_tool(
         return _result(tool.name, await tool.run(caller, parsed))
     except ToolFailure as exc:
         return tool_error(exc.code, f"{tool.name}: {exc.message}")
+    except E2AConnectionError as exc:
+        return tool_error(
+            "gateway_unreachable",
+            f"cannot reach the e2a gateway at {caller.port.gateway_url}: "
+            f"{exc.__cause__ or type(exc.__cause__).__name__}",
+            retryable=exc.retryable,
+            status=0,
+        )
     except E2AApiError as exc:
         # The refusal's code and message as the REST API answers it, and its status.
-        status = exc.status_code
         return tool_error(
             exc.code or "error",
             exc.message,
-            retryable=retryable(exc.code, status),
-            status=status,
+            retryable=exc.retryable,
+            status=exc.status_code,
             retry_after=exc.retry_after,
         )
     except httpx.HTTPError as exc:
@@ -437,47 +444,3 @@ async def call_tool(
         )
     finally:
         _agent_argument.reset(names)
-
-
-RETRYABLE_CODES = frozenset({"idempotency_in_flight", "rate_limited"})
-"""Codes a retry may clear, whatever their status (e2a's SDK, errors.ts CODE_TABLE)."""
-NOT_RETRYABLE_CODES = frozenset(
-    {
-        "not_implemented",
-        "events_log_disabled",
-        "idempotency_key_reuse",
-        "unauthorized",
-        "forbidden",
-        "blocked_by_policy",
-        "not_found",
-        "gone",
-        "conflict",
-        "message_not_pending",
-        "webhook_cooldown",
-        "webhook_disabled",
-        "bad_request",
-        "unprocessable_entity",
-        "domain_not_verified",
-        "recipient_suppressed",
-        "limit_exceeded",
-        "template_limit_reached",
-        "webhook_limit_reached",
-    }
-)
-"""Codes a retry never clears, whatever their status (a 501 `not_implemented` included)."""
-
-
-def retryable(code: str | None, status: int) -> bool:
-    """Whether a retry may succeed, as e2a's SDK decides it: by the error's code first (its
-    code table, then the `*_not_found`, `*_taken` and `invalid_*` families), else by the
-    status (408, 429 and 5xx)."""
-    code = code or ""
-    if code in RETRYABLE_CODES:
-        return True
-    if (
-        code in NOT_RETRYABLE_CODES
-        or code.endswith(("_not_found", "_taken", "_exists"))
-        or code.startswith("invalid_")
-    ):
-        return False
-    return status in (408, 429) or 500 <= status <= 599

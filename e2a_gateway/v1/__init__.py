@@ -9,7 +9,21 @@ from e2a_gateway.v1.api import AsyncE2AApi, E2AApi
 from e2a_gateway.v1.async_client import AsyncE2AClient
 from e2a_gateway.v1.async_client import fetch_info as fetch_info_async
 from e2a_gateway.v1.client import E2AClient, fetch_info
-from e2a_gateway.v1.errors import E2AApiError, InvalidSignatureError, UnverifiedEmailError
+from e2a_gateway.v1.errors import (
+    E2AApiError,
+    E2AAuthError,
+    E2AConflictError,
+    E2AConnectionError,
+    E2AIdempotencyError,
+    E2ALimitExceededError,
+    E2ANotFoundError,
+    E2APermissionError,
+    E2ARateLimitError,
+    E2AServerError,
+    E2AValidationError,
+    InvalidSignatureError,
+    UnverifiedEmailError,
+)
 from e2a_gateway.v1.inbound import (
     AsyncInboundEmail,
     Attachment,
@@ -75,7 +89,17 @@ __all__ = [
     "Domain",
     "E2AApi",
     "E2AApiError",
+    "E2AAuthError",
     "E2AClient",
+    "E2AConflictError",
+    "E2AConnectionError",
+    "E2AIdempotencyError",
+    "E2ALimitExceededError",
+    "E2ANotFoundError",
+    "E2APermissionError",
+    "E2ARateLimitError",
+    "E2AServerError",
+    "E2AValidationError",
     "InboundEmail",
     "InvalidSignatureError",
     "ListAgentsResponse",

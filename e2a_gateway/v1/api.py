@@ -16,6 +16,7 @@ import httpx
 from pydantic import BaseModel
 
 from e2a_gateway.v1 import endpoints
+from e2a_gateway.v1.errors import E2AConnectionError
 from e2a_gateway.v1.models import (
     Agent,
     ApprovePendingMessageRequest,
@@ -81,8 +82,9 @@ class E2AApi:
         api_key: API key; defaults to `E2A_API_KEY`.
         base_url: the gateway; defaults to `E2A_BASE_URL`, then `E2A_URL`, then e2a.dev.
         timeout: seconds per request.
-        max_retries: how many times a call refused with 429, 502, 503 or 504 is made again,
-            after the wait its `Retry-After` asks (`e2a_gateway.v1.retries`); 0: never.
+        max_retries: how many times a call refused with 429, 502, 503 or 504, or given no
+            answer, is made again, after the wait its `Retry-After` asks (else a short
+            pause), when a repeat cannot make it twice (`e2a_gateway.v1.retries`); 0: never.
     """
 
     def __init__(
@@ -103,16 +105,21 @@ class E2AApi:
         )
 
     def call(self, call: endpoints.Call[T]) -> T:
-        """Perform one request, again after a refusal `retries.retry_delay` allows; raise
-        `E2AApiError` unless the answer is a success."""
+        """Perform one request, again after a refusal or no answer `retries.retry_delay`
+        allows; raise `E2AApiError` unless the answer is a success (`E2AConnectionError`
+        when there was none)."""
         retries_made = 0
         while True:
-            response = self._client.request(
-                call.method, call.path, json=call.json, params=call.params, headers=call.headers
-            )
-            delay = retry_delay(call, response, retries_made, self.max_retries)
+            outcome: httpx.Response | E2AConnectionError
+            try:
+                outcome = self._client.request(
+                    call.method, call.path, json=call.json, params=call.params, headers=call.headers
+                )
+            except httpx.TransportError as exc:
+                outcome = E2AConnectionError.wrapping(exc, self.base_url)
+            delay = retry_delay(call, outcome, retries_made, self.max_retries)
             if delay is None:
-                return endpoints.answer(call, response)
+                return endpoints.settle(call, outcome)
             time.sleep(delay)
             retries_made += 1
 
@@ -260,16 +267,21 @@ class AsyncE2AApi:
         )
 
     async def call(self, call: endpoints.Call[T]) -> T:
-        """Perform one request, again after a refusal `retries.retry_delay` allows; raise
-        `E2AApiError` unless the answer is a success."""
+        """Perform one request, again after a refusal or no answer `retries.retry_delay`
+        allows; raise `E2AApiError` unless the answer is a success (`E2AConnectionError`
+        when there was none)."""
         retries_made = 0
         while True:
-            response = await self._client.request(
-                call.method, call.path, json=call.json, params=call.params, headers=call.headers
-            )
-            delay = retry_delay(call, response, retries_made, self.max_retries)
+            outcome: httpx.Response | E2AConnectionError
+            try:
+                outcome = await self._client.request(
+                    call.method, call.path, json=call.json, params=call.params, headers=call.headers
+                )
+            except httpx.TransportError as exc:
+                outcome = E2AConnectionError.wrapping(exc, self.base_url)
+            delay = retry_delay(call, outcome, retries_made, self.max_retries)
             if delay is None:
-                return endpoints.answer(call, response)
+                return endpoints.settle(call, outcome)
             await anyio.sleep(delay)
             retries_made += 1
 

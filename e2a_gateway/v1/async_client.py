@@ -21,7 +21,7 @@ from e2a_gateway.v1.client import (
     signed_payload,
     webhook_payload,
 )
-from e2a_gateway.v1.errors import InvalidSignatureError
+from e2a_gateway.v1.errors import E2AConnectionError, InvalidSignatureError
 from e2a_gateway.v1.inbound import AsyncInboundEmail, Attachment, MessageList, SendResult
 from e2a_gateway.v1.models import (
     Agent,
@@ -45,8 +45,9 @@ class AsyncE2AClient:
         agent_email: the agent used when a call names none; defaults to `E2A_AGENT_EMAIL`.
         base_url: the gateway; defaults to `E2A_BASE_URL`, then `E2A_URL`, then e2a.dev.
         timeout: seconds per request.
-        max_retries: how many times a call refused with 429, 502, 503 or 504 is made again,
-            after the wait its `Retry-After` asks (`e2a_gateway.v1.retries`); 0: never.
+        max_retries: how many times a call refused with 429, 502, 503 or 504, or given no
+            answer, is made again, after the wait its `Retry-After` asks (else a short
+            pause), when a repeat cannot make it twice (`e2a_gateway.v1.retries`); 0: never.
     """
 
     api_class: type[AsyncE2AApi] = AsyncE2AApi
@@ -328,9 +329,13 @@ class AsyncE2AClient:
 
 
 async def fetch_info(base_url: str | None = None, timeout: float = 30) -> DeploymentInfo:  # noqa: ASYNC109
-    """The deployment's public settings (shared domain, URL, version); no key needed."""
+    """The deployment's public settings (shared domain, URL, version); no key needed. Made
+    once: no answer raises `E2AConnectionError` at once."""
     call = endpoints.get_info()
-    async with httpx.AsyncClient(
-        base_url=endpoints.resolve_base_url(base_url), timeout=timeout
-    ) as http:
-        return endpoints.answer(call, await http.request(call.method, call.path))
+    url = endpoints.resolve_base_url(base_url)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout) as http:
+        try:
+            response = await http.request(call.method, call.path)
+        except httpx.TransportError as exc:
+            raise E2AConnectionError.wrapping(exc, url) from exc
+        return endpoints.answer(call, response)

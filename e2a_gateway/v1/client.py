@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from e2a_gateway.v1 import endpoints
 from e2a_gateway.v1.api import E2AApi
-from e2a_gateway.v1.errors import InvalidSignatureError
+from e2a_gateway.v1.errors import E2AConnectionError, InvalidSignatureError
 from e2a_gateway.v1.inbound import Attachment, InboundEmail, MessageList, SendResult
 from e2a_gateway.v1.models import (
     Agent,
@@ -77,8 +77,9 @@ class E2AClient:
         agent_email: the agent used when a call names none; defaults to `E2A_AGENT_EMAIL`.
         base_url: the gateway; defaults to `E2A_BASE_URL`, then `E2A_URL`, then e2a.dev.
         timeout: seconds per request.
-        max_retries: how many times a call refused with 429, 502, 503 or 504 is made again,
-            after the wait its `Retry-After` asks (`e2a_gateway.v1.retries`); 0: never.
+        max_retries: how many times a call refused with 429, 502, 503 or 504, or given no
+            answer, is made again, after the wait its `Retry-After` asks (else a short
+            pause), when a repeat cannot make it twice (`e2a_gateway.v1.retries`); 0: never.
     """
 
     def __init__(
@@ -329,7 +330,13 @@ class E2AClient:
 
 
 def fetch_info(base_url: str | None = None, timeout: float = 30) -> DeploymentInfo:
-    """The deployment's public settings (shared domain, URL, version); no key needed."""
+    """The deployment's public settings (shared domain, URL, version); no key needed. Made
+    once: no answer raises `E2AConnectionError` at once."""
     call = endpoints.get_info()
-    with httpx.Client(base_url=endpoints.resolve_base_url(base_url), timeout=timeout) as http:
-        return endpoints.answer(call, http.request(call.method, call.path))
+    url = endpoints.resolve_base_url(base_url)
+    with httpx.Client(base_url=url, timeout=timeout) as http:
+        try:
+            response = http.request(call.method, call.path)
+        except httpx.TransportError as exc:
+            raise E2AConnectionError.wrapping(exc, url) from exc
+        return endpoints.answer(call, response)

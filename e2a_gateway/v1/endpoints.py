@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel
 
-from e2a_gateway.v1.errors import E2AApiError
+from e2a_gateway.v1.errors import E2AApiError, E2AConnectionError
 from e2a_gateway.v1.inbound import Attachment, MessageList, SendResult, summary_from_json
 from e2a_gateway.v1.models import (
     Agent,
@@ -90,6 +90,14 @@ def answer(call: Call[T], response: httpx.Response) -> T:
             "an e2a gateway?",
             "invalid_answer",
         ) from exc
+
+
+def settle(call: Call[T], outcome: httpx.Response | E2AConnectionError) -> T:
+    """What `call` came to: its answer read (`answer`), or, when there was none, the
+    `E2AConnectionError` saying so raised."""
+    if isinstance(outcome, E2AConnectionError):
+        raise outcome
+    return answer(call, outcome)
 
 
 def resolve_api_key(api_key: str | None) -> str:
