@@ -4,7 +4,8 @@ twice); and the gateway goes on storing the mail that follows.
 
 The failures are real: on SQLite a deferred foreign key that breaks at COMMIT; on PostgreSQL a
 connection that drops right after the server committed (a proxy between the gateway and the
-server swallows the answer to COMMIT and closes)."""
+server swallows the answer to COMMIT and closes), or while the server is still committing (the
+proxy closes as soon as COMMIT has gone to the server, which a deferred trigger keeps busy)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 import trio
 
 from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.inbound import pipeline
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import make_settings
 from tests.databases import fresh_postgres_database, query
@@ -78,11 +81,33 @@ async def test_sqlite_a_commit_that_fails_stores_nothing_and_the_next_mail_is_st
     assert query(url, "SELECT count(*) FROM commit_child") == [(0,)]
 
 
+SLOW_COMMIT_SECONDS = 1.0
+COMMITS_SLOWLY = f"""
+CREATE FUNCTION commit_slowly() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_sleep({SLOW_COMMIT_SECONDS});
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER commit_slowly AFTER INSERT ON messages
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (starts_with(NEW.subject, 'slow'))
+    EXECUTE FUNCTION commit_slowly();
+"""
+"""Mail whose subject starts with `slow` keeps the server busy at COMMIT for
+SLOW_COMMIT_SECONDS (each copy) before it commits."""
+
+
+def commit_slowly(database_url: str) -> None:
+    """Install COMMITS_SLOWLY in the database of `database_url`."""
+    with psycopg.connect(database_url, autocommit=True) as db:
+        db.execute(COMMITS_SLOWLY)
+
+
 class CommitDropper:
     """A TCP proxy between the gateway and PostgreSQL that, once `doom`ed, lets the server
     commit the first transaction carrying `marker` and then drops that connection before its
     client hears the answer to COMMIT: the outcome of the commit is unknown to the gateway,
-    though the mail is stored."""
+    though the mail is stored. Doomed `early`, it drops the connection as soon as COMMIT has
+    gone to the server, which may still be committing when the gateway hears of the loss."""
 
     COMMIT = b"COMMIT\x00"
     """COMMIT as it goes over the wire: the query sent, and the server's answer's tag."""
@@ -93,13 +118,15 @@ class CommitDropper:
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._marker: bytes | None = None
+        self._early = False
         self.dropped = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def doom(self, marker: bytes) -> None:
-        """Drop, after its commit, the next transaction that carries `marker`."""
+    def doom(self, marker: bytes, *, early: bool = False) -> None:
+        """Drop, after its commit (or, `early`, once its COMMIT is sent), the next transaction
+        that carries `marker`."""
         with self._lock:
-            self._marker = marker
+            self._marker, self._early = marker, early
 
     def close(self) -> None:
         self._listener.close()
@@ -131,6 +158,9 @@ class CommitDropper:
                 if carries and self.COMMIT in data:
                     doomed.set()  # before the server can answer
                 server.sendall(data)
+                if doomed.is_set() and self._early:
+                    self.dropped += 1
+                    break  # the server has COMMIT to run; its client hears nothing more
         _close(client, server)
 
     def _to_client(
@@ -138,7 +168,7 @@ class CommitDropper:
     ) -> None:
         with contextlib.suppress(OSError):
             while data := server.recv(65536):
-                if doomed.is_set() and self.COMMIT in data:
+                if doomed.is_set() and not self._early and self.COMMIT in data:
                     self.dropped += 1
                     break  # the server committed; its client never hears so
                 client.sendall(data)
@@ -188,4 +218,55 @@ async def test_postgres_mail_committed_by_a_commit_whose_answer_was_lost_gets_25
             assert answer == 250 and dropper.dropped == 1
             assert await trio.to_thread.run_sync(smtp_answer, port, agent, "after") == 250
             assert stored_subjects(url) == ["before", "committed-unheard", "after"]
+            gateway_nursery.cancel_scope.cancel()
+
+
+async def test_postgres_mail_whose_lost_commit_the_server_is_still_running_gets_250_once(
+    tmp_path: Path,
+) -> None:
+    with fresh_postgres_database() as url, commit_dropper(url) as (dropper, proxied):
+        async with trio.open_nursery() as gateway_nursery:
+            settings = make_settings(tmp_path, database={"url": proxied})
+            running: RunningGateway = await gateway_nursery.start(
+                partial(run_gateway, settings, resolver=FixtureResolver())
+            )
+            account = await open_account(
+                running.gateway, running.addresses.http_url, "o@example.com"
+            )
+            async with account.http:
+                agent = await create_agent(account, "bot")
+            port = running.addresses.smtp_port
+            commit_slowly(url)
+
+            dropper.doom(b"slow-unheard", early=True)
+            answer = await trio.to_thread.run_sync(smtp_answer, port, agent, "slow-unheard")
+            assert dropper.dropped == 1
+            assert answer == 250  # stored once the server finished; a 451 would store it twice
+            assert await trio.to_thread.run_sync(smtp_answer, port, agent, "after") == 250
+            assert stored_subjects(url) == ["slow-unheard", "after"]
+            gateway_nursery.cancel_scope.cancel()
+
+
+async def test_postgres_mail_whose_lost_commit_outlasts_the_wait_gets_451(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "COMMIT_SETTLE_SECONDS", SLOW_COMMIT_SECONDS / 5)
+    with fresh_postgres_database() as url, commit_dropper(url) as (dropper, proxied):
+        async with trio.open_nursery() as gateway_nursery:
+            settings = make_settings(tmp_path, database={"url": proxied})
+            running: RunningGateway = await gateway_nursery.start(
+                partial(run_gateway, settings, resolver=FixtureResolver())
+            )
+            account = await open_account(
+                running.gateway, running.addresses.http_url, "o@example.com"
+            )
+            async with account.http:
+                agent = await create_agent(account, "bot")
+            port = running.addresses.smtp_port
+            commit_slowly(url)
+
+            dropper.doom(b"slow-unsettled", early=True)
+            answer = await trio.to_thread.run_sync(smtp_answer, port, agent, "slow-unsettled")
+            assert answer == 451 and dropper.dropped == 1
+            assert await trio.to_thread.run_sync(smtp_answer, port, agent, "after") == 250
             gateway_nursery.cancel_scope.cancel()

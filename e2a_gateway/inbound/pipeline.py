@@ -57,6 +57,9 @@ from e2a_gateway.storage.new_inbound import NewInboundMessage
 log = logging.getLogger("e2a.inbound")
 
 AUTH_THREADS = 16
+COMMIT_SETTLE_SECONDS = 30.0
+"""How long a DATA whose commit's outcome is unknown waits for the server to end that commit
+before it is checked; past it the client hears 451 (`_stored_all_the_same`)."""
 INLINE_MAX_BYTES = 16 * 1024
 """Messages up to this size get their delivered form built on the event loop: for them the
 work costs less than handing it to a worker thread and back."""
@@ -354,8 +357,9 @@ class InboundMailSink:
         A commit that failed may have been stored all the same: a connection lost while
         PostgreSQL committed leaves the outcome unknown (and a group commit's retry of the
         DATA on its own then breaks on the ids stored). So a failure is checked against what
-        is stored: the client hears 250 when the messages are, and 451 (its retry stores them
-        once) only when they are not."""
+        is stored, once the server has ended that commit: the client hears 250 when the
+        messages are, and 451 (its retry stores them once) when they are not, or when the
+        server did not end the commit within COMMIT_SETTLE_SECONDS."""
         messages = [message for _, message in prepared]
         try:
             await (self._committer or self._gateway.storage).store_inbound(messages, now)
@@ -374,12 +378,21 @@ class InboundMailSink:
 
     async def _stored_all_the_same(self, messages: list[NewInboundMessage]) -> bool:
         """Whether `messages`, whose commit failed, are stored (all of them, as they were
-        committed together); asked on a connection other than the one that failed. False
-        when storage cannot say either."""
+        committed together); asked on a connection other than the one that failed, once any
+        transaction still storing mail of their agents (the lost commit, which the server may
+        still be running) has ended. False when storage cannot say either."""
         copies = [(message.agent_email, message.id) for message in messages]
         try:
-            stored = await self._gateway.storage.stored_copies(copies)
-        except StorageUnavailable:
+            stored = await self._gateway.storage.stored_copies(
+                copies, settle_within=COMMIT_SETTLE_SECONDS
+            )
+        except StorageUnavailable as exc:
+            log.warning(
+                "could not check whether the message from %s was stored after its commit "
+                "failed (%s); answering 451",
+                messages[0].client_ip,
+                exc,
+            )
             return False
         return len(stored) == len(copies)
 

@@ -1178,10 +1178,19 @@ class Mailboxes(Protocol):
         whatever deletes it (retention, agent or account deletion)."""
         ...
 
-    async def stored_copies(self, copies: list[tuple[str, str]]) -> set[str]:
+    async def stored_copies(
+        self, copies: list[tuple[str, str]], *, settle_within: float | None = None
+    ) -> set[str]:
         """Which of `copies`, (agent address, message id) pairs, are stored: the ids of those
         that are messages of those agents, in whatever state (held, read, in the trash). For
-        local delivery, whose retry after a crash must not store a copy twice."""
+        local delivery, whose retry after a crash must not store a copy twice, and inbound
+        mail whose commit failed.
+
+        `settle_within` seconds: first wait until any transaction that stored mail of all of
+        their agents and is still running has ended (a commit whose answer was lost, which
+        the server may still be running: what it stores shows only then), and raise
+        StorageUnavailable when that takes longer. No wait where a transaction is over when
+        its client hears of it (SQLite)."""
         ...
 
     async def list_inbound(

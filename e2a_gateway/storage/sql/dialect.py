@@ -119,6 +119,12 @@ class Dialect(abc.ABC):
         """A statement and its parameters that take a lock on `name` (in the key `space`, when
         given) until the commit; an empty statement under a single writer."""
 
+    @abc.abstractmethod
+    def lock_timeout(self, seconds: float) -> tuple[str, tuple[Any, ...]]:
+        """A statement and its parameters after which, until the transaction ends, a wait for
+        a lock that outlasts `seconds` fails the statement (StorageUnavailable); an empty
+        statement under a single writer."""
+
 
 class SqliteDialect(Dialect):
     """SQLite: one writer, booleans stored as integers, lists bound as JSON."""
@@ -188,6 +194,9 @@ class SqliteDialect(Dialect):
     def advisory_lock(self, name: str, space: int | None = None) -> tuple[str, tuple[Any, ...]]:
         return "", ()
 
+    def lock_timeout(self, seconds: float) -> tuple[str, tuple[Any, ...]]:
+        return "", ()
+
 
 class PostgresDialect(Dialect):
     """PostgreSQL: several replicas write at once, so rows and names are locked."""
@@ -250,6 +259,10 @@ class PostgresDialect(Dialect):
         if space is None:
             return "SELECT pg_advisory_xact_lock(hashtext(?))", (name,)
         return "SELECT pg_advisory_xact_lock(?, hashtext(?))", (space, name)
+
+    def lock_timeout(self, seconds: float) -> tuple[str, tuple[Any, ...]]:
+        # SET LOCAL lock_timeout, with the value as a parameter
+        return "SELECT set_config('lock_timeout', ?, true)", (f"{max(1, round(seconds * 1000))}ms",)
 
 
 SQLITE = SqliteDialect()

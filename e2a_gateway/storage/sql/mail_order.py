@@ -6,6 +6,8 @@ storing mail of one agent at once may commit the later number first, and a reade
 received or sent, first takes that agent's lock, so they take turns; so does one that gives a
 held message its place in its agent's mail as it is released (before locking that message's
 row). Under a single writer (SQLite) they take turns anyway.
+
+The same locks tell when such a transaction has ended: `await_agents_mail`.
 """
 
 from __future__ import annotations
@@ -23,3 +25,13 @@ def lock_agents_mail(tx: Transaction, agent_emails: Iterable[str]) -> None:
     transactions storing mail for several agents never wait for each other in a circle."""
     for agent_email in sorted(set(agent_emails)):
         tx.lock(agent_email, space=AGENT_MAIL_LOCK)
+
+
+def await_agents_mail(tx: Transaction, agent_emails: Iterable[str], within: float) -> None:
+    """Wait until every transaction that stored mail of all of `agent_emails` and was still
+    running has ended, committed or rolled back: it held their mail locks to its end, so once
+    this one holds one of them (until it ends) that one is over. A commit whose answer was
+    lost may still be running on the server, and what it stored shows only once it has ended.
+    StorageUnavailable when that takes longer than `within` seconds; nothing under a single
+    writer, whose transactions are over when their client hears of them."""
+    tx.lock(min(agent_emails), space=AGENT_MAIL_LOCK, within=within)

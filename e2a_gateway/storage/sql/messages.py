@@ -61,7 +61,7 @@ from e2a_gateway.storage.sql.agent_order import page_in_order
 from e2a_gateway.storage.sql.agents import agent_row, owned_agent_answer
 from e2a_gateway.storage.sql.events import record_events
 from e2a_gateway.storage.sql.jobs import add_job
-from e2a_gateway.storage.sql.mail_order import lock_agents_mail
+from e2a_gateway.storage.sql.mail_order import await_agents_mail, lock_agents_mail
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 from e2a_gateway.storage.vocabulary import CLOUD, INBOUND, OUTBOUND, READ, UNREAD, WEBHOOK_JOB
@@ -302,13 +302,18 @@ class MessagesSql(Runner):
             raw = raw_messages_of(messages)
         await self._write(lambda tx: _store(tx, messages, raw, now))
 
-    async def stored_copies(self, copies: list[tuple[str, str]]) -> set[str]:
-        """Which of `copies`, (agent address, message id) pairs, are stored (on a reader)."""
+    async def stored_copies(
+        self, copies: list[tuple[str, str]], *, settle_within: float | None = None
+    ) -> set[str]:
+        """Which of `copies`, (agent address, message id) pairs, are stored (on a reader);
+        `settle_within`: once a transaction still storing mail of their agents has ended."""
         if not copies:
             return set()
         agent_of = {message_id: agent_email for agent_email, message_id in copies}
 
         def read(tx: Transaction) -> set[str]:
+            if settle_within is not None:
+                await_agents_mail(tx, agent_of.values(), settle_within)
             rows = tx.all(
                 f"SELECT id, agent_email FROM messages WHERE {tx.dialect.in_list('id', 'text')}",
                 (tx.dialect.list_param(list(agent_of)),),

@@ -88,12 +88,17 @@ class Transaction:
         """Every row `query` returns."""
         return self.execute(query, params).fetchall()
 
-    def lock(self, name: str, space: int | None = None) -> None:
+    def lock(self, name: str, space: int | None = None, *, within: float | None = None) -> None:
         """Hold a lock on `name` (in the key `space`) until the transaction ends, so other
-        replicas' transactions on the same name take turns; nothing under a single writer."""
+        replicas' transactions on the same name take turns; nothing under a single writer.
+        `within`: StorageUnavailable when the lock is not had within that many seconds (the
+        bound then holds for every lock the rest of the transaction waits for)."""
         statement, params = self.dialect.advisory_lock(name, space)
-        if statement:
-            self.execute(statement, params)
+        if not statement:
+            return
+        if within is not None:
+            self.execute(*self.dialect.lock_timeout(within))
+        self.execute(statement, params)
 
     def lock_row(self, table: str, key: str, value: Any) -> None:
         """Lock the row of `table` whose `key` is `value` until the transaction ends, so other
