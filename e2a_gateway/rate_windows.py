@@ -88,6 +88,14 @@ def freeing_position(counted: int, limit: RateLimit) -> int | None:
     return limit.limit - 1 if counted > limit.limit else None
 
 
+def on_clock(count: RateCount, ahead: float) -> RateCount:
+    """`count`, weighed on one clock, told on another running `ahead` seconds ahead of it
+    (behind when negative): the same wait, as the caller's clock reads it."""
+    return RateCount(
+        count.limit, count.allowed, count.hits, count.oldest_leaves_at + ahead, count.now + ahead
+    )
+
+
 def uncounted(count: RateCount) -> RateCount:
     """`count` of a request another limit refused: not counted here either."""
     if not count.allowed:

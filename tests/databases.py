@@ -245,6 +245,20 @@ def run_out_leases(database_url: str, seconds: float) -> None:
         )
 
 
+def age_rate_limits(database_url: str, seconds: float) -> None:
+    """Let `seconds` pass for the requests counted against rate limits on a gateway's PostgreSQL
+    database by moving them back: they are dated, and their windows judged, by the database's
+    clock, which a test's made-up times do not move. Nothing on SQLite, where the time a test
+    passes to the weighing dates them."""
+    if database_url.startswith("sqlite:///"):
+        return
+    query(
+        database_url,
+        "UPDATE rate_limit_hits SET at = at - ?, expires_at = expires_at - ?",
+        (seconds, seconds),
+    )
+
+
 def query(database_url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Rows of one query (`?` placeholders) run straight on a gateway's database, either
     backend: for tests that check what was stored, beneath the API."""

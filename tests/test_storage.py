@@ -84,7 +84,7 @@ from e2a_gateway.storage.new_inbound import ByContent, NewInboundMessage
 from e2a_gateway.storage.sql.messages import _inbox_query
 from e2a_gateway.storage.sql.transaction import Transaction
 from tests.conftest import make_settings
-from tests.databases import fresh_postgres_database, query
+from tests.databases import age_rate_limits, fresh_postgres_database, query
 from tests.delivery_support import wait_until
 from tests.export_support import whole_export
 from tests.test_signing_identity import claim_for
@@ -3090,54 +3090,86 @@ async def hit_one(
     return count
 
 
+class WindowClock:
+    """Made-up time for weighing requests on either backend: `now` to pass, and on PostgreSQL,
+    which dates requests by its own clock, the counted requests moved back as time passes."""
+
+    def __init__(self, storage_url: str, now: float) -> None:
+        self.storage_url = storage_url
+        self.now = now
+
+    def passes(self, seconds: float) -> None:
+        """Let `seconds` pass."""
+        self.now += seconds
+        age_rate_limits(self.storage_url, seconds)
+
+
+def refused_for(count: RateCount, seconds: float) -> bool:
+    """Whether `count` was refused with `seconds` to wait, less at most the moment the test
+    itself took since (the database's clock runs on between calls, a made-up one does not)."""
+    return count.wait is not None and seconds - 0.5 < count.wait <= seconds
+
+
 async def test_rate_limit_slides_per_key_and_counts_only_allowed_requests(
-    storage: Storage,
+    storage: Storage, storage_url: str
 ) -> None:
-    start = 1_800_000_030.0  # half-way through a clock minute: no fixed window starts here
+    # half-way through a clock minute: no fixed window starts here
+    clock = WindowClock(storage_url, 1_800_000_030.0)
+
+    async def hit(key: str = "poll:alice", window_seconds: int = 60, limit: int = 3) -> RateCount:
+        return await hit_one(storage, key, window_seconds, limit, clock.now)
+
     for n in range(3):
-        count = await hit_one(storage, "poll:alice", 60, 3, start + n)
+        count = await hit()
         assert (count.wait, count.hits, count.remaining) == (None, n + 1, 2 - n)
         assert count.reset_seconds == 60 - n  # until the first request leaves the window
-    over = await hit_one(storage, "poll:alice", 60, 3, start + 15)
-    assert (over.allowed, over.wait, over.hits, over.remaining, over.reset_seconds) == (
-        False,
-        45,
-        3,
-        0,
-        45,
-    )
+        clock.passes(1)
+    clock.passes(12)  # 15 s after the first
+    over = await hit()
+    assert (over.allowed, over.hits, over.remaining, over.reset_seconds) == (False, 3, 0, 45)
+    assert refused_for(over, 45)
     # Refused requests are not counted: asking again and again does not push the turn away.
+    clock.passes(5)
     for n in range(5):
-        assert (await hit_one(storage, "poll:alice", 60, 3, start + 20 + n)).wait == 40 - n
-    assert (await hit_one(storage, "poll:alice", 60, 3, start + 59.5)).wait == 0.5
+        assert refused_for(await hit(), 40 - n)
+        clock.passes(1)
     # Another key has its own count.
-    assert (await hit_one(storage, "poll:bob", 60, 3, start + 20)).hits == 1
-    # The window slides: at start + 60 the first request has left it, one place is free;
-    # the second and third leave a second and two seconds later.
-    freed = await hit_one(storage, "poll:alice", 60, 3, start + 60)
+    assert (await hit("poll:bob")).hits == 1
+    clock.passes(34.5)  # 59.5 s after the first
+    assert refused_for(await hit(), 0.5)
+    # The window slides: 60 s after the first request it has left, one place is free; the
+    # second and third leave a second and two seconds later.
+    clock.passes(0.5)
+    freed = await hit()
     assert (freed.wait, freed.hits, freed.reset_seconds) == (None, 3, 1)
-    assert (await hit_one(storage, "poll:alice", 60, 3, start + 60.5)).wait == 0.5
-    assert (await hit_one(storage, "poll:alice", 60, 3, start + 61)).wait is None
+    clock.passes(0.5)
+    assert refused_for(await hit(), 0.5)
+    clock.passes(0.5)
+    assert (await hit()).wait is None
     # Different window lengths on one clock.
-    assert (await hit_one(storage, "register:ip", 3600, 1, start)).wait is None
-    assert (await hit_one(storage, "register:ip", 3600, 1, start + 100)).wait == 3500
+    assert (await hit("register:ip", 3600, 1)).wait is None
+    clock.passes(100)
+    assert refused_for(await hit("register:ip", 3600, 1), 3500)
 
 
 async def test_a_request_weighed_against_two_limits_counts_against_both_or_neither(
-    storage: Storage,
+    storage: Storage, storage_url: str
 ) -> None:
-    now = 1_800_000_000.0
+    clock = WindowClock(storage_url, 1_800_000_000.0)
     account = RateLimit("register:user:alice", 3600, 5)
     address = RateLimit("register:ip:10.0.0.1", 3600, 2)
     for n in range(2):
-        both = await storage.hit_rate_limits([account, address], now + n)
+        both = await storage.hit_rate_limits([account, address], clock.now)
         assert [(count.allowed, count.hits) for count in both] == [(True, n + 1), (True, n + 1)]
+        clock.passes(1)
+    clock.passes(8)  # 10 s after the first
     for n in range(3):  # the address refuses: the account's budget is not spent meanwhile
-        refused = await storage.hit_rate_limits([account, address], now + 10 + n)
+        refused = await storage.hit_rate_limits([account, address], clock.now)
         assert [(count.allowed, count.hits) for count in refused] == [(True, 2), (False, 2)]
         assert (refused[0].wait, refused[0].remaining) == (None, 3)
-        assert refused[1].wait == 3600 - 10 - n
-    alone = await hit_one(storage, account.key, 3600, 5, now + 20)
+        assert refused_for(refused[1], 3600 - 10 - n)
+        clock.passes(1)
+    alone = await hit_one(storage, account.key, 3600, 5, clock.now)
     assert (alone.hits, alone.remaining) == (3, 2)  # two counted before, this one the third
 
 
@@ -3145,21 +3177,14 @@ async def test_rate_limit_prunes_requests_that_left_their_windows(storage_url: s
     store = open_storage(storage_url)
     await store.migrate()
     try:
-        start = 1_800_000_000.0
+        clock = WindowClock(storage_url, 1_800_000_000.0)
         for n in range(5):
-            await hit_one(store, f"old:{n}", 60, 10, start)
-        await hit_one(store, "fresh", 60, 10, start + 3600)
+            await hit_one(store, f"old:{n}", 60, 10, clock.now)
+        clock.passes(3600)
+        await hit_one(store, "fresh", 60, 10, clock.now)
     finally:
         await store.close()
-    if storage_url.startswith("sqlite"):
-        with sqlite3.connect(storage_url.removeprefix("sqlite:///")) as db:
-            keys = [row[0] for row in db.execute("SELECT key FROM rate_limit_hits")]
-    else:
-        import psycopg
-
-        with psycopg.connect(storage_url) as pg:
-            keys = [row[0] for row in pg.execute("SELECT key FROM rate_limit_hits")]
-    assert keys == ["fresh"]
+    assert [row[0] for row in query(storage_url, "SELECT key FROM rate_limit_hits")] == ["fresh"]
 
 
 async def test_replicas_share_one_rate_limit(replicas: tuple[Storage, Storage]) -> None:
@@ -3176,7 +3201,32 @@ async def test_replicas_share_one_rate_limit(replicas: tuple[Storage, Storage]) 
     allowed = sorted(count.hits for count in counts if count.allowed)
     assert allowed == list(range(1, 11))  # none lost, none counted twice, never eleven
     refused = [count for count in counts if not count.allowed]
-    assert [(count.hits, count.wait) for count in refused] == [(10, 3600.0)] * 6
+    assert [(count.hits, count.reset_seconds) for count in refused] == [(10, 3600)] * 6
+    assert all(refused_for(count, 3600) for count in refused)
+
+
+async def test_replicas_whose_clocks_disagree_still_share_one_rate_limit(
+    replicas: tuple[Storage, Storage], postgres_db: str
+) -> None:
+    """Requests are dated, and windows judged, by the database's clock: a replica whose clock
+    runs a minute ahead does not take another's requests for gone (and let a limit through
+    twice), and one running a minute behind does not keep them too long; each is told the
+    wait on its own clock."""
+    first, second = replicas
+    ahead, behind = 60.5, -60.5
+    limit = RateLimit("send:agent:a@agents.test", 60, 10)
+
+    async def hit(store: Storage, skew: float) -> RateCount:
+        (count,) = await store.hit_rate_limits([limit], time.time() + skew)
+        return count
+
+    counts = [await hit(first, 0.0) for _ in range(10)]
+    counts += [await hit(second, ahead) for _ in range(10)]
+    assert sum(count.allowed for count in counts) == 10
+    # Refused until the first replica's first request leaves the window, a minute from then.
+    assert all(refused_for(refused, 60) for refused in counts[10:])
+    age_rate_limits(postgres_db, 61)
+    assert (await hit(second, behind)).allowed  # the first replica's requests have left
 
 
 async def test_threading_reads_only_the_owners_messages_and_weighs_claims(

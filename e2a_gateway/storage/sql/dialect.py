@@ -36,9 +36,9 @@ class Dialect(abc.ABC):
     utc_now: ClassVar[str]
     """The current time as RFC 3339 UTC text (`2026-01-01T00:00:00Z`), to the second."""
     lease_clock: ClassVar[str | None]
-    """The database's clock in seconds since the epoch, by which leases are judged when
-    several processes share the database (their own clocks may disagree); None under a single
-    writer, whose own clock is the database's."""
+    """The database's clock in seconds since the epoch, by which leases and rate-limit
+    windows are judged when several processes share the database (their own clocks may
+    disagree); None under a single writer, whose own clock is the database's."""
 
     @abc.abstractmethod
     def sql(self, query: str) -> str:

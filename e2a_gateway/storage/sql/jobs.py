@@ -41,9 +41,10 @@ def add_job(tx: Transaction, kind: str, message_id: str, now: float) -> int:
 
 
 def lease_time(tx: Transaction, now: float) -> float:
-    """The time leases are judged by in `tx`: the database's clock when several processes share
-    it (a replica whose own clock ran ahead would take leases the others still hold, one
-    running behind would keep its own too long), else `now`, the single writer's clock."""
+    """The time leases (and rate-limit windows, `rate_limits`) are judged by in `tx`: the
+    database's clock when several processes share it (a replica whose own clock ran ahead would
+    take leases the others still hold, one running behind would keep its own too long), else
+    `now`, the single writer's clock."""
     if tx.dialect.lease_clock is None:
         return now
     (clock,) = tx.one(f"SELECT {tx.dialect.lease_clock}")

@@ -2,6 +2,11 @@
 
 Each allowed request is a row (`rate_limit_hits`); weighing one takes a lock on its key, so
 concurrent replicas weigh a key's requests one at a time and never both take its last place.
+Requests are dated, and their windows judged, by the database's clock when several processes
+share it (`lease_time`, as leases are): replicas whose own clocks disagree still count one
+window, where the one running ahead would take the others' requests for gone too early (and
+let a limit through up to twice) and the one running behind would refuse too long. The counts
+are told back on the caller's clock, so its waits (`Retry-After`) are right for it.
 Requests that have left their window are pruned a bounded batch at a time, passing over rows
 another transaction is already deleting.
 """
@@ -14,11 +19,13 @@ from e2a_gateway.rate_windows import (
     RateCount,
     RateLimit,
     freeing_position,
+    on_clock,
     uncounted,
     weigh,
     window_cutoff,
 )
 from e2a_gateway.storage.rows import RATE_LIMIT_PRUNE_BATCH
+from e2a_gateway.storage.sql.jobs import lease_time
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 
@@ -27,19 +34,22 @@ RATE_LIMIT_LOCK = 0x65326172
 
 
 def weigh_hits(tx: Transaction, limits: Sequence[RateLimit], now: float) -> list[RateCount]:
-    """Prune a batch of requests that have left their windows, weigh one request against
-    each of `limits` (their keys locked in order, until `tx` commits) and count it against
-    every one of them when all allow it, else against none."""
+    """Prune a batch of requests that have left their windows, weigh one request made at `now`
+    (the caller's clock) against each of `limits` (their keys locked in order, until `tx`
+    commits) and count it against every one of them when all allow it, else against none.
+    Requests are dated by `lease_time` (the database's clock when it is shared); the counts
+    are on the caller's clock."""
+    clock = lease_time(tx, now)
     tx.execute(
         "DELETE FROM rate_limit_hits WHERE id IN (SELECT id FROM rate_limit_hits "
         f"WHERE expires_at <= ? LIMIT ?{tx.dialect.skip_locked()})",
-        (now, RATE_LIMIT_PRUNE_BATCH),
+        (clock, RATE_LIMIT_PRUNE_BATCH),
     )
     for key in sorted({limit.key for limit in limits}):
         tx.lock(key, space=RATE_LIMIT_LOCK)
     counts = []
     for limit in limits:
-        cutoff = window_cutoff(now, limit.window_seconds)
+        cutoff = window_cutoff(clock, limit.window_seconds)
         counted, first_to_leave = tx.one(
             "SELECT count(*), min(at) FROM rate_limit_hits WHERE key = ? AND at > ?",
             (limit.key, cutoff),
@@ -51,12 +61,12 @@ def weigh_hits(tx: Transaction, limits: Sequence[RateLimit], now: float) -> list
                 "ORDER BY at DESC LIMIT 1 OFFSET ?",
                 (limit.key, cutoff, newest),
             )
-        counts.append(weigh(int(counted), first_to_leave, limit, now))
+        counts.append(on_clock(weigh(int(counted), first_to_leave, limit, clock), now - clock))
     if not all(count.allowed for count in counts):
         return [uncounted(count) for count in counts]
     tx.executemany(
         "INSERT INTO rate_limit_hits (key, at, expires_at) VALUES (?, ?, ?)",
-        [(limit.key, now, now + limit.window_seconds) for limit in limits],
+        [(limit.key, clock, clock + limit.window_seconds) for limit in limits],
     )
     return counts
 
