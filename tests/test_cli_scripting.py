@@ -276,3 +276,23 @@ def test_doctor_json_carries_e2a_schema_and_exit_code() -> None:
     assert [check["id"] for check in document["checks"]] == ["api.key", "dns.dmarc", "websocket"]
     report.add("dns.mx", "fail", "no MX")
     assert (report_json(report)["status"], report_json(report)["exit_code"]) == ("failed", 9)
+
+
+def test_listen_once_text_prints_what_the_sender_wrote(
+    live: LiveGateway, account: Account, cli: Cli
+) -> None:
+    """`listen --once --text` (e2a's blocking wait for one reply) prints the reply's text alone,
+    without the quoted history, as `messages get --text` does, and marks it read; `--text`
+    without `--once` is a usage error, as in e2a's CLI."""
+    agent = _agent(cli, account, "waiter")
+    code, out, err = cli("listen", "--agent", agent, "--text")
+    assert (code, out) == (2, "") and "--once" in err
+    body = "Sounds good, ship it.\n\nOn Mon, 6 Jul 2026, Bob wrote:\n> the plan\n> in full\n"
+    live.send_mail(agent, "Re: plan", body)
+    wait_until(lambda: unread(live, account.key, agent) == 1)
+    code, out, err = cli("listen", "--agent", agent, "--once", "--text", "--until", "60s")
+    assert (code, out) == (0, "Sounds good, ship it.\n"), err
+    assert unread(live, account.key, agent) == 0
+    message_id = cli("messages", "list", "--agent", agent)[1].split("\t")[0]
+    code, out, _ = cli("messages", "get", message_id, "--agent", agent, "--text")
+    assert (code, out) == (0, "Sounds good, ship it.\n")

@@ -32,6 +32,7 @@ from e2a_gateway.automatic_mail import delivered_return_path, header_fields, not
 from e2a_gateway.cli import exit_codes
 from e2a_gateway.cli.compose import html_text
 from e2a_gateway.cli.output import cell, email_json, terminal_text
+from e2a_gateway.cli.v1_commands import get_message_call, message_text
 from e2a_gateway.clock import parse_timestamp
 
 if TYPE_CHECKING:  # the SDK and httpx load when `e2a listen` runs (see client_commands.py)
@@ -169,6 +170,12 @@ def add_listen_arguments(parser: argparse.ArgumentParser) -> None:
         f"{exit_codes.TIMEOUT}",
     )
     parser.add_argument("--max", type=_positive, metavar="N", help="stop after N messages")
+    parser.add_argument(
+        "--text",
+        action="store_true",
+        help="with --once: print what the sender wrote (the text without quoted history, as "
+        "`messages get --text`) instead of the summary or JSON",
+    )
 
 
 def shown_url(url: str) -> str:
@@ -469,19 +476,28 @@ async def _fetch_unless_missed(
 
 async def _show(
     http: httpx.AsyncClient,
+    client: AsyncE2AClient,
+    agent: str,
     args: argparse.Namespace,
     message: Fetched,
     as_json: bool,
     outcome: Outcome,
 ) -> bool:
     """Print one fetched message and forward it when asked; True when it is to be marked read
-    (it was forwarded, or there is no forward)."""
-    _print(email_json(message.email), as_json=as_json)
-    if not args.forward:
-        return True
-    handoff = await _forward(http, message, args)
-    outcome.forward_failed |= handoff.failed
-    return handoff.done
+    (it was forwarded, or there is no forward). With `--text`, what is printed is the text of
+    the message's `/v1` view, fetched once it is to be marked read (that fetch marks it read):
+    a message whose forward failed prints nothing and stays unread."""
+    if not args.text:
+        _print(email_json(message.email), as_json=as_json)
+    done = True
+    if args.forward:
+        handoff = await _forward(http, message, args)
+        outcome.forward_failed |= handoff.failed
+        done = handoff.done
+    if args.text and done:
+        view = await client.api.call(get_message_call(agent, message.payload["message_id"]))
+        print(message_text(view), flush=True)
+    return done
 
 
 async def listen_loop(
@@ -515,7 +531,7 @@ async def listen_loop(
                 # It is shown (and forwarded, and marked read) even if the --until deadline
                 # passes meanwhile.
                 with anyio.CancelScope(shield=True):
-                    done = await _show(http, args, message, as_json, outcome)
+                    done = await _show(http, client, agent, args, message, as_json, outcome)
                     if forwarding and done:
                         await _fetch_unless_missed(client, agent, notification.message_id)
                 outcome.handled += 1

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import httpx
 
     from e2a_gateway.v1 import E2AClient
+    from e2a_gateway.v1.endpoints import Call
 
 MAX_PAGE_SIZE = 100
 """The largest page `/v1` lists; `messages list` asks for it to drain a mailbox in few calls."""
@@ -153,15 +154,33 @@ def cmd_messages_list(ctx: Context) -> None:
             return
 
 
+def get_message_call(agent: str, message_id: str) -> Call[dict[str, Any]]:
+    """`GET /v1/agents/{email}/messages/{id}` (getMessage, which marks mail received read), for
+    the SDK's sync or async client."""
+    from e2a_gateway.v1.endpoints import Call
+
+    return Call("GET", f"/v1{message_path(agent, message_id)}", _object)
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """What `--text` prints of a `/v1` message: what the sender wrote (`reply_text`, without
+    quoted history and signature) for mail received, else its parsed or body text; stripped
+    and terminal-safe. An empty `reply_text` (a reply that only quotes) prints empty, as
+    e2a's CLI prints an empty parsed text."""
+    text = message.get("reply_text")
+    if not isinstance(text, str):
+        parsed, body = message.get("parsed") or {}, message.get("body") or {}
+        text = parsed.get("text") if parsed.get("text") is not None else body.get("text")
+    return terminal_text((text or "").strip(), multiline=True)
+
+
 def cmd_messages_get(ctx: Context) -> None:
     """`messages get <id> [--text]`: the message as JSON (one line), or its text only."""
     if ctx.args.text and ctx.json:
         raise UsageError("--text and --json are mutually exclusive")
-    message = v1_call(ctx, "GET", message_path(ctx.agent(), ctx.args.id))
+    message = ctx.client().api.call(get_message_call(ctx.agent(), ctx.args.id))
     if ctx.args.text:
-        parsed, body = message.get("parsed") or {}, message.get("body") or {}
-        text = parsed.get("text") if parsed.get("text") is not None else body.get("text")
-        print(terminal_text((text or "").strip(), multiline=True))
+        print(message_text(message))
         return
     print_line(message)
 
