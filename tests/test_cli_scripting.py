@@ -296,3 +296,29 @@ def test_listen_once_text_prints_what_the_sender_wrote(
     message_id = cli("messages", "list", "--agent", agent)[1].split("\t")[0]
     code, out, _ = cli("messages", "get", message_id, "--agent", agent, "--text")
     assert (code, out) == (0, "Sounds good, ship it.\n")
+
+
+def test_whoami_json_is_e2a_account_view(
+    account: Account, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`whoami --json` prints e2a's AccountView on one line (user, scope, agentEmail for an
+    agent key, planCode, limits, usage, in its SDK's camelCase), as e2a's CLI does, plus the
+    gateway's own keys (url, version, key, agents, agent_email: the default agent)."""
+    agent = _agent(cli, account, "who")
+    code, out, err = cli("whoami", "--json")
+    assert code == 0 and out.count("\n") == 1, err
+    me = json.loads(out)
+    assert me["scope"] == "account" and "agentEmail" not in me and me["user"]["email"]
+    assert {"planCode", "upgradeUrl"} <= me.keys()
+    assert {"maxAgents", "maxMessagesMonth"} <= me["limits"].keys()
+    assert me["usage"]["agents"] == 1 and "messagesMonth" in me["usage"]
+    assert (me["agents"], me["agent_email"]) == ([agent], agent) and me["url"]
+    code, out, _ = cli("keys", "create", "--agent", agent, "--name", "bound")
+    monkeypatch.setenv("E2A_API_KEY", out.strip())
+    code, out, err = cli("whoami", "--json")
+    assert code == 0, err
+    me = json.loads(out)
+    assert (me["scope"], me["agentEmail"]) == ("agent", agent)
+    assert (me["agents"], me["agent_email"]) == ([agent], agent)
+    code, out, err = cli("whoami")
+    assert code == 0 and f"(agent, bound to {agent})" in out, err

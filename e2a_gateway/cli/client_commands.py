@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import getpass
+import json
 import shlex
 import sys
 import textwrap
@@ -60,8 +61,10 @@ from e2a_gateway.cli.v1_commands import (
     cmd_protection_set,
     key_scope,
     message_path,
+    sdk_shape,
     send_result_line,
     send_v1,
+    v1_call,
 )
 
 # The SDK (and httpx) is imported when a client command runs, not with this module: `e2a serve`
@@ -1133,36 +1136,45 @@ def cmd_listen(ctx: Context) -> int:
 
 
 def cmd_whoami(ctx: Context) -> None:
-    """`whoami`: the gateway, this key, its agents and the default agent."""
+    """`whoami`: the gateway, this key (its scope, and the agent an agent key is bound to), its
+    agents and the default agent. With `--json`, e2a's AccountView followed by these."""
     from e2a_gateway.v1 import fetch_info
 
     client, key = ctx.client(), ctx.key
     info = fetch_info(ctx.url)
-    keys = client.api.list_api_keys().api_keys
-    mine = next((k for k in keys if k.key_prefix and key.startswith(k.key_prefix)), None)
-    agents = client.list_agents().agents
-    default = effective("agent_email", ctx.values)
+    account = v1_call(ctx, "GET", "/account")
+    bound = account.get("agent_email")
+    mine = None
+    if bound:  # an agent key may list neither keys nor agents (403): its agent is known
+        agents = [str(bound)]
+    else:
+        keys = client.api.list_api_keys().api_keys
+        mine = next((k for k in keys if k.key_prefix and key.startswith(k.key_prefix)), None)
+        agents = [agent.email for agent in client.list_agents().agents if agent.email]
+    default = str(bound) if bound else effective("agent_email", ctx.values)
     if default is None:
-        default = only_agent([agent.email for agent in agents if agent.email])
+        default = only_agent(agents)
     if ctx.json:
-        print_json(
-            {
-                "url": ctx.url,
-                "version": info.version,
-                "shared_domain": info.shared_domain or None,
-                "key": mine.model_dump(mode="json", exclude_none=True) if mine else None,
-                "agents": [a.email for a in agents],
-                "agent_email": default,
-            }
-        )
+        # e2a's CLI prints the AccountView alone; the gateway's keys follow it, none of them
+        # one of its names (its agentEmail is the key's bound agent, agent_email the default).
+        ours = {
+            "url": ctx.url,
+            "version": info.version,
+            "shared_domain": info.shared_domain or None,
+            "key": mine.model_dump(mode="json", exclude_none=True) if mine else None,
+            "agents": agents,
+            "agent_email": default,
+        }
+        print(json.dumps(sdk_shape(account) | ours, ensure_ascii=False, separators=(",", ":")))
         return
     named = f"{mine.name} ({mine.id}, {mine.key_prefix}…)" if mine else f"{key[:12]}…"
+    scope = f"{account.get('scope')}" + (f", bound to {bound}" if bound else "")
     print_fields(
         [
             ("Gateway", f"{ctx.url} (e2a {info.version})"),
             ("Shared domain", info.shared_domain or "none"),
-            ("Key", named),
-            ("Agents", [a.email for a in agents] or "none yet"),
+            ("Key", f"{named} ({scope})"),
+            ("Agents", agents or "none yet"),
             ("Default agent", default or "none: pass --agent or `e2a config set agent_email`"),
         ]
     )
