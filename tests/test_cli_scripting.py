@@ -249,15 +249,20 @@ def test_protection_get_and_set(account: Account, cli: Cli) -> None:
 def test_config_key_scope_and_bare_key(account: Account, cli: Cli) -> None:
     """`e2a login` records the key's scope (`config get key_scope`, as e2a's CLI caches it),
     `e2a config api_url` is `config get api_url` (e2a's shorthand); a new key forgets the
-    scope, which only login or whoami can know."""
+    scope, which only login or whoami can know. An unset key prints nothing, exit 0."""
     assert cli("config", "get", "key_scope") == (0, "account\n", "")
     url = cli("config", "get", "api_url")[1]
     assert cli("config", "api_url") == (0, url, "")
     code, _, err = cli("config", "set", "key_scope", "agent")
     assert code == 2 and "e2a login" in err
     assert cli("config", "set", "api_key", account.key)[0] == 0
+    # Unset: nothing on stdout and exit 0, as e2a's CLI (`[ -n "$(e2a config get K)" ]`).
     code, out, err = cli("config", "get", "key_scope")
-    assert (code, out) == (1, "") and "e2a login" in err
+    assert (code, out) == (0, "") and "e2a login" in err
+    code, out, err = cli("config", "key_scope")
+    assert (code, out) == (0, "") and "e2a login" in err
+    code, out, _ = cli("config", "get", "key_scope", "--json")
+    assert code == 0 and json.loads(out) == {"key_scope": None}
 
 
 def test_doctor_json_carries_e2a_schema_and_exit_code() -> None:

@@ -1219,14 +1219,15 @@ def cmd_config(ctx: Context) -> None:
             )
         return
     if action == "get":
-        value = effective(args.key, ctx.values)
+        # Unset, stdout stays empty and the exit code 0, as in e2a's CLI; stderr says how.
+        value = effective(args.key, ctx.values) or None
         if value is None and args.key == "key_scope":
-            raise ClientError("key_scope is not known: `e2a login` records the key's scope")
-        if value is None:
-            raise ClientError(f"{args.key} is not set: `e2a config set {args.key} VALUE`")
+            print("key_scope is not known: `e2a login` records the key's scope", file=sys.stderr)
+        elif value is None:
+            print(f"{args.key} is not set: `e2a config set {args.key} VALUE`", file=sys.stderr)
         if ctx.json:
             print_json({args.key: value})
-        else:
+        elif value is not None:
             print(value)
         return
     rows = []
