@@ -566,6 +566,35 @@ def test_doctor_says_what_to_fix(account: Account, cli: Cli) -> None:
     assert "✗ dns.mx" in out and f"fix: publish MX {DOMAIN} → {MX_HOST}" in out
 
 
+def test_doctor_checks_a_named_domain_and_the_mcp_endpoint(
+    live: LiveGateway, account: Account, cli: Cli
+) -> None:
+    """`--domain D` checks D's records (no agent needed), a domain the account has not
+    registered is a failed check saying how to register it; `--mcp-url URL` checks that the
+    MCP endpoint is routed there (404 fails), as e2a's CLI does."""
+    custom = f"{account.prefix}-own.example.net"
+    assert cli("domains", "register", custom)[0] == 0
+    zone: Zone = {custom: {"MX": [(10, MX_HOST)]}, MX_HOST: {"A": ["192.0.2.25"]}}
+    with dns_server(zone) as port:
+        ns = ("--nameserver", f"127.0.0.1:{port}")
+        code, out, _ = cli("doctor", *ns, "--domain", custom, "--json")
+        assert code == 9  # its verification TXT is missing
+        checks = {check["id"]: check for check in json.loads(out)["checks"]}
+        assert checks["dns.mx"]["status"] == "pass" and custom in checks["dns.mx"]["detail"]
+        assert checks["dns.verification"]["status"] == "fail"
+        code, out, _ = cli("doctor", *ns, "--domain", "nobody.example.org")
+    assert code == 9 and "✗ domain.registered" in out and "dns.mx" not in out
+    assert "e2a domains register nobody.example.org" in out
+
+    code, out, _ = cli("doctor", "--mcp-url", f"{live.url}/mcp", "--json")
+    assert statuses(json.loads(out))["mcp.reachability"] == "pass", out
+    code, out, _ = cli("doctor", "--mcp-url", f"{live.url}/not-mcp")
+    assert code == 9 and "✗ mcp.reachability" in out and "404" in out
+    with pytest.raises(SystemExit) as exit_info:
+        cli("doctor", "--mcp-url", "mcp.example.com")
+    assert exit_info.value.code == 2
+
+
 def test_doctor_without_a_gateway_or_with_a_bad_key(
     live: LiveGateway, account: Account, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from e2a_gateway import __version__
 from e2a_gateway.cli import exit_codes
@@ -74,12 +75,36 @@ def add_doctor_arguments(parser: argparse.ArgumentParser) -> None:
         "domain, say); a custom domain's listed record is checked without it",
     )
     parser.add_argument(
+        "--domain",
+        metavar="DOMAIN",
+        help="check this domain's records (MX, verification TXT, SPF, DKIM, DMARC) instead "
+        "of the agent's domain; it must be registered (`e2a domains register`) or the "
+        "gateway's shared domain",
+    )
+    parser.add_argument(
+        "--mcp-url",
+        type=_http_url,
+        metavar="URL",
+        help="check that the gateway's MCP endpoint answers at URL (this gateway serves it "
+        "at /mcp); not checked without it",
+    )
+    parser.add_argument(
         "--nameserver",
         action="append",
         metavar="IP[:PORT]",
         help="ask this DNS server instead of the system's (repeatable), e.g. 1.1.1.1 to "
         "bypass a local cache",
     )
+
+
+def _http_url(text: str) -> str:
+    """`--mcp-url`: an absolute http(s) URL, as e2a's CLI requires (else exit 2)."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            f"must be an absolute http(s) URL, e.g. https://mail.example.com/mcp, got {text!r}"
+        )
+    return text
 
 
 # The gateway
@@ -436,7 +461,18 @@ def _dkim_public_key(record: str) -> str | None:
     return None
 
 
-def _check_dns(report: Report, ctx: Context, client: E2AClient, agent: Agent) -> None:
+def _check_dns(report: Report, ctx: Context, client: E2AClient, name: str, shared: str) -> None:
+    """The records of domain `name` (the agent's, or `--domain`'s); a `--domain` the account
+    has not registered, and that is not the `shared` domain, is a failed check."""
+    facts = _domain_facts(client, name)
+    if ctx.args.domain and facts.registered is None and name != shared:
+        report.add(
+            "domain.registered",
+            "fail",
+            f"{name} is not registered on this account",
+            f"register it with `e2a domains register {name}`, or check the spelling",
+        )
+        return
     dns = _resolver(ctx.args.nameserver)
     if dns is None:
         report.add(
@@ -447,7 +483,6 @@ def _check_dns(report: Report, ctx: Context, client: E2AClient, agent: Agent) ->
             "or use the e2a binary",
         )
         return
-    facts = _domain_facts(client, (agent.email or "").rpartition("@")[2])
     _check_mx(report, dns, facts)
     _check_verification(report, dns, facts)
     _check_sending_records(report, dns, facts, ctx.args.dkim_selector)
@@ -496,6 +531,44 @@ def _check_websocket(report: Report, url: str, key: str, agent: Agent) -> None:
         report.add("websocket", "pass", f"{address} accepts the agent's WebSocket")
 
 
+# MCP
+
+
+def _check_mcp(report: Report, url: str) -> None:
+    """`--mcp-url`: a GET of the endpoint, which carries no JSON-RPC request and so does
+    nothing. Any answer below 500 but 404/410 (the MCP server asks for a key, or for POST)
+    shows it is routed there."""
+    import httpx
+
+    try:
+        status = httpx.get(url, timeout=TIMEOUT_SECONDS).status_code
+    except httpx.HTTPError as exc:
+        report.add(
+            "mcp.reachability",
+            "fail",
+            f"cannot reach {url}: {exc}",
+            "check the URL, and that the gateway runs with its mcp extra installed",
+        )
+        return
+    if status in (404, 410):
+        report.add(
+            "mcp.reachability",
+            "fail",
+            f"HTTP {status}: no MCP endpoint at {url}",
+            "the gateway serves MCP at <its URL>/mcp, with its mcp extra installed "
+            "(pip install 'e2a-gateway[mcp]'); a reverse proxy must pass that path",
+        )
+    elif status >= 500:
+        report.add(
+            "mcp.reachability",
+            "fail",
+            f"HTTP {status} from {url}",
+            "the endpoint is routed but failing: see the gateway's log",
+        )
+    else:
+        report.add("mcp.reachability", "pass", f"{url} answered (HTTP {status})")
+
+
 # Running and printing
 
 
@@ -519,10 +592,16 @@ def run_checks(ctx: Context) -> Report:
         if not _check_key(report, client, key):
             return report
         agent = _check_agent(report, ctx, client)
-        if agent is None:
-            return report
-        _check_dns(report, ctx, client, agent)
-        _check_websocket(report, report.url, key, agent)
+        # --domain needs no agent; without it, the agent's domain is checked.
+        name = (ctx.args.domain or "").strip().rstrip(".").lower()
+        if not name and agent is not None:
+            name = (agent.email or "").rpartition("@")[2]
+        if name:
+            _check_dns(report, ctx, client, name, str(info.get("shared_domain") or ""))
+        if agent is not None:
+            _check_websocket(report, report.url, key, agent)
+    if ctx.args.mcp_url:
+        _check_mcp(report, ctx.args.mcp_url)
     return report
 
 
