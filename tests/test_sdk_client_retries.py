@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -186,6 +187,7 @@ class _Busy(http.server.BaseHTTPRequestHandler):
 
     gateway = ""
     refusals = 0
+    status, code = 503, "storage_unavailable"
     seen: list[tuple[str, str, str | None]] = []
 
     def _answer(self) -> None:
@@ -193,8 +195,8 @@ class _Busy(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         self.seen.append((self.command, self.path, self.headers.get("Idempotency-Key")))
         if len(self.seen) <= self.refusals:
-            page = b'{"error": {"code": "storage_unavailable", "message": "busy"}}'
-            self.send_response(503)
+            page = json.dumps({"error": {"code": self.code, "message": "busy"}}).encode()
+            self.send_response(self.status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Retry-After", "0")
             self.send_header("Content-Length", str(len(page)))
@@ -223,10 +225,14 @@ class _Busy(http.server.BaseHTTPRequestHandler):
 def busy_proxy(
     live: LiveGateway,  # noqa: F811
     refusals: int,
+    status: int = 503,
+    code: str = "storage_unavailable",
 ) -> Iterator[tuple[str, list[tuple[str, str, str | None]]]]:
-    """A `_Busy` proxy to the live gateway; yields its URL and the requests it saw."""
+    """A `_Busy` proxy to the live gateway, refusing with `status` and error `code`; yields
+    its URL and the requests it saw."""
     seen: list[tuple[str, str, str | None]] = []
-    handler = type("Handler", (_Busy,), {"gateway": live.url, "refusals": refusals, "seen": seen})
+    fields = {"gateway": live.url, "refusals": refusals, "seen": seen}
+    handler = type("Handler", (_Busy,), {**fields, "status": status, "code": code})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -272,4 +278,39 @@ def test_a_503_is_tried_again_with_the_same_idempotency_key(
     ):
         c.api.send_email(SendEmailRequest(from_="busy@agents.test", to=[peer], subject="No"))
     assert refused.value.status_code == 503 and len(seen) == 1
+    direct.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "tries"),
+    [
+        (500, "internal_error", 2),
+        (408, "request_timeout", 2),
+        (409, "idempotency_in_flight", 2),
+        (429, "rate_limited", 2),
+        (501, "not_implemented", 1),
+        (409, "conflict", 1),
+        (404, "not_found", 1),
+    ],
+)
+def test_what_is_retryable_is_what_is_tried_again(
+    live: LiveGateway,  # noqa: F811
+    status: int,
+    code: str,
+    tries: int,
+) -> None:
+    """A repeatable call is made again exactly when its error says `retryable` (408, 429, any
+    5xx but a 501 `not_implemented`, an `idempotency_in_flight` 409), as e2a's SDK 5.x does."""
+    direct = client_for(live, f"retry-{status}-{code}".replace("_", "-"))
+    with (
+        busy_proxy(live, refusals=1, status=status, code=code) as (url, seen),
+        E2AClient(direct.api_key, base_url=url) as client,
+    ):
+        if tries == 2:
+            assert client.list_agents().agents
+        else:
+            with pytest.raises(E2AApiError) as refused:
+                client.list_agents()
+            assert refused.value.retryable is False
+        assert len(seen) == tries
     direct.close()

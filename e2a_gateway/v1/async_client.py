@@ -45,7 +45,7 @@ class AsyncE2AClient:
         agent_email: the agent used when a call names none; defaults to `E2A_AGENT_EMAIL`.
         base_url: the gateway; defaults to `E2A_BASE_URL`, then `E2A_URL`, then e2a.dev.
         timeout: seconds per request.
-        max_retries: how many times a call refused with 429, 502, 503 or 504, or given no
+        max_retries: how many times a call refused with a `retryable` error, or given no
             answer, is made again, after the wait its `Retry-After` asks (else a short
             pause), when a repeat cannot make it twice (`e2a_gateway.v1.retries`); 0: never.
     """

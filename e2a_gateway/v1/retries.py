@@ -1,12 +1,14 @@
 """When the SDK makes a request again, and after how long: the policy both clients follow.
 
-A 429 (a rate limit), a 502, 503 or 504 (the gateway or the proxy before it is busy,
-restarting or draining), or no answer at all (`E2AConnectionError`: the connection refused,
-dropped or timed out) is tried again, at most `max_retries` times, for a call a repeat cannot
-make twice: a read, a PUT or DELETE, or a write carrying an Idempotency-Key (sends, replies and
-approvals always carry one). The wait is the answer's `Retry-After`; an answer asking for more
-than LONGEST_WAIT_SECONDS is raised at once (the caller decides whether to wait that long),
-and one naming no wait (no answer included) is tried after a jittered, doubling pause. No I/O here.
+An error whose `retryable` is true (`errors.is_retryable`, e2a's SDK 5.x rule: a 408, a 429,
+any 5xx but a 501 `not_implemented`, an `idempotency_in_flight` 409 while the first request
+with its key is still being made), or no answer at all (`E2AConnectionError`: the connection
+refused, dropped or timed out) is tried again, at most `max_retries` times, for a call a repeat
+cannot make twice: a read, a PUT or DELETE, or a write carrying an Idempotency-Key (sends,
+replies and approvals always carry one). The wait is the answer's `Retry-After`; an answer
+asking for more than LONGEST_WAIT_SECONDS is raised at once (the caller decides whether to wait
+that long), and one naming no wait (no answer included) is tried after a jittered, doubling
+pause. No I/O here.
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ from typing import Any
 import httpx
 
 from e2a_gateway.v1.endpoints import Call
-from e2a_gateway.v1.errors import E2AConnectionError, retry_after_seconds
+from e2a_gateway.v1.errors import E2AApiError, E2AConnectionError, retry_after_seconds
 
 MAX_RETRIES = 2
 """How many times a call is tried again by default (e2a's SDK 5.x tries as often)."""
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
 LONGEST_WAIT_SECONDS = 60.0
 """The longest `Retry-After` waited out; a longer one is raised with the error."""
 FIRST_PAUSE_SECONDS = 0.5
@@ -45,7 +46,7 @@ def retry_delay(
         return None
     if isinstance(outcome, E2AConnectionError):
         asked = None if outcome.retryable else float("inf")
-    elif outcome.status_code in RETRY_STATUSES:
+    elif outcome.is_error and E2AApiError.from_response(outcome).retryable:
         asked = retry_after_seconds(outcome.headers.get("retry-after"))
     else:
         return None
