@@ -11,11 +11,12 @@ import argparse
 import http.server
 import json
 import queue
+import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -655,6 +656,40 @@ def test_a_gateway_that_stops_answering_is_said_at_once(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_gateway_that_never_answers_fails_the_command_within_seconds(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway that takes connections and never answers: the CLI gives each try
+    `context.CLI_TIMEOUT_SECONDS` (10 s: about 32 s in all with the SDK's two retries, not
+    the SDK's 90 s), then says `cannot reach the gateway`, exit 1. Shortened here to 0.5 s."""
+    from e2a_gateway.cli import context
+    from e2a_gateway.v1.retries import MAX_RETRIES
+
+    assert context.CLI_TIMEOUT_SECONDS * (MAX_RETRIES + 1) <= 30
+    monkeypatch.setattr(context, "CLI_TIMEOUT_SECONDS", 0.5)
+    held: list[socket.socket] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def accept_and_hold() -> None:
+        with suppress(OSError):
+            while True:
+                held.append(listener.accept()[0])
+
+    threading.Thread(target=accept_and_hold, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    monkeypatch.setenv("E2A_URL", url)
+    monkeypatch.setenv("E2A_API_KEY", "e2a_" + "0" * 64)
+    try:
+        started = time.monotonic()
+        code, out, err = cli("agents", "list")
+        assert (code, out) == (1, "") and f"cannot reach the gateway at {url}" in err
+        assert time.monotonic() - started < 6 and len(held) == MAX_RETRIES + 1
+    finally:
+        listener.close()
+        for connection in held:
+            connection.close()
 
 
 # listen --once --until --conversation

@@ -28,6 +28,12 @@ class ClientError(Exception):
     """An error the user can fix; printed as one line, exit code 1."""
 
 
+CLI_TIMEOUT_SECONDS = 10.0
+"""How long a command waits for each answer (the SDK's default is 30 s). The SDK's two retries
+stay (a send that timed out is made again under the same Idempotency-Key, so it goes out once),
+so a gateway that takes connections and never answers fails a command in about 32 s, not 90."""
+
+
 class UsageError(Exception):
     """The command line is inconsistent in a way argparse cannot express; exit code 2."""
 
@@ -66,7 +72,9 @@ class Context:
         from e2a_gateway.v1 import E2AClient
 
         if self._client is None:
-            self._client = E2AClient(api_key=self.key, agent_email="", base_url=self.url)
+            self._client = E2AClient(
+                api_key=self.key, agent_email="", base_url=self.url, timeout=CLI_TIMEOUT_SECONDS
+            )
         return self._client
 
     def agent(self) -> str:
