@@ -25,7 +25,7 @@ from e2a_gateway.metrics import Metrics
 from e2a_gateway.outbound.dkim_signing import DkimKeyRecord, DkimSigner
 from e2a_gateway.production import check_signing_secret
 from e2a_gateway.storage import open_storage
-from e2a_gateway.storage.base import Lifecycle, Storage
+from e2a_gateway.storage.base import Lifecycle, Storage, StorageUnavailable
 
 log = logging.getLogger("e2a")
 
@@ -99,7 +99,8 @@ async def open_gateway(
     settings: Settings, resolver: Resolver | None = None
 ) -> AsyncIterator[Gateway]:
     """Open storage, apply migrations, settle the server key; close storage on exit. In
-    production a missing or weak `signing.hmac_secret` is refused before storage is opened."""
+    production a missing or weak `signing.hmac_secret` is refused before storage is opened; a
+    database a newer e2a migrated is refused (StorageUnavailable) before anything is written."""
     check_signing_secret(settings)
     jobs = JobQueue()
     storage = open_storage(
@@ -114,11 +115,11 @@ async def open_gateway(
         if applied:
             log.info("database migrated to version %d", applied[-1])
         if newer := await storage.unknown_migrations():
-            log.warning(
-                "the database was migrated by a newer e2a (schema versions %s are unknown to "
-                "this one), which this version may misread: run the newer e2a, or restore the "
-                "backup taken before the upgrade",
-                ", ".join(map(str, newer)),
+            raise StorageUnavailable(
+                "database.url: the database was migrated by a newer e2a (schema versions "
+                f"{', '.join(map(str, newer))} are unknown to this one), which this version "
+                "would misread and could damage: run the newer e2a, or restore the backup "
+                "taken before the upgrade (docs/deploy.md, Upgrades)"
             )
         server_key = await resolve_server_key(settings, storage)
         yield Gateway(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import email
 import email.policy
 import os
@@ -450,28 +451,49 @@ def test_migrate_then_bootstrap_in_process(
     assert "Warning: owner@agents.example.com is an address this gateway receives" in warned
 
 
-def test_a_database_a_newer_e2a_migrated_is_said_so(
+def test_a_database_a_newer_e2a_migrated_is_refused(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """An older e2a on a database a newer one migrated neither claims it is up to date nor
-    starts without a word: it names the versions it does not know."""
+    """An older e2a on a database a newer one migrated (a binary rolled back without the
+    backup) neither claims it is up to date nor runs on a schema it does not know: `migrate`,
+    `bootstrap` (and `serve`, through the same start) stop with a line naming the versions it
+    does not know and what to do, and write nothing."""
     monkeypatch.chdir(tmp_path)
     for name in list(os.environ):
         if name.startswith("E2A_"):
             monkeypatch.delenv(name)
     assert main(["migrate"]) == 0
     assert "database is up to date" in capsys.readouterr().err
-    with sqlite3.connect(tmp_path / "e2a.db") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "e2a.db")) as db, db:
         db.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) "
             "VALUES (9001, 'from the future', '2030-01-01T00:00:00Z')"
         )
-    assert main(["migrate"]) == 0
-    said = capsys.readouterr().err
-    assert "up to date" not in said and "newer e2a applied (9001)" in said
-    assert "migrated by a newer e2a (schema versions 9001 are unknown" in said, said
+    for command in (["migrate"], ["bootstrap", "--email", "owner@example.com"]):
+        assert main(command) == 1, command
+        said = capsys.readouterr()
+        assert "up to date" not in said.err and "API key" not in said.err and not said.out
+        refusal = said.err.splitlines()[-1]
+        assert refusal.startswith("e2a: database.url: the database was migrated by a newer e2a")
+        assert "(schema versions 9001 are unknown to this one)" in refusal
+        assert "restore the backup taken before the upgrade" in refusal
+    with contextlib.closing(sqlite3.connect(tmp_path / "e2a.db")) as db:
+        assert db.execute("SELECT count(*) FROM users").fetchone() == (0,)
+
+
+def test_migrate_help_says_how_to_back_up_first(capsys: pytest.CaptureFixture[str]) -> None:
+    """Migrations only go forward, so `e2a migrate --help` shows the backup to take before an
+    upgrade: SQLite's online backup (a copy of a WAL database's file may be torn), pg_dump."""
+    with pytest.raises(SystemExit) as ended:
+        main(["migrate", "--help"])
+    assert ended.value.code == 0
+    shown = capsys.readouterr().out
+    assert "only go forward" in shown
+    backup = """sqlite3 /var/lib/e2a/e2a.db ".backup '/var/backups/e2a/before-upgrade.db'\""""
+    assert backup in shown
+    assert "not cp" in shown and "pg_dump" in shown
 
 
 def test_a_database_path_under_a_tilde_says_to_write_it_whole(

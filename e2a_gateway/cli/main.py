@@ -29,7 +29,16 @@ EXAMPLES = {
         "example:\n  e2a serve --config e2a.toml\n  E2A_SHARED_DOMAIN=agents.example.com e2a serve"
     ),
     "bootstrap": "example:\n  e2a bootstrap --email you@example.com",
-    "migrate": "example:\n  e2a migrate --config e2a.toml",
+    "migrate": (
+        "Migrations only go forward: back up the database before an upgrade, and restore that\n"
+        "backup to go back to the older e2a. SQLite (safe while e2a runs; do not cp the file,\n"
+        "whose -wal holds recent commits):\n"
+        "  sqlite3 /var/lib/e2a/e2a.db \".backup '/var/backups/e2a/before-upgrade.db'\"\n"
+        "PostgreSQL:\n"
+        '  pg_dump --format=custom --file=before-upgrade.dump "$DATABASE_URL"\n'
+        "\n"
+        "example:\n  e2a migrate --config e2a.toml"
+    ),
     "mcp": "example:\n  E2A_BASE_URL=https://mail.example.com E2A_API_KEY=e2a_… "
     "E2A_AGENT_EMAIL=helpdesk@agents.example.com e2a mcp\n"
     "  (in an MCP client's config: command e2a, args [mcp] and these variables in env)",
