@@ -79,7 +79,7 @@ from e2a_gateway.storage.base import (
     jobs_per_kind,
 )
 from e2a_gateway.storage.group_commit import GroupCommitter
-from e2a_gateway.storage.migrations import load_migrations
+from e2a_gateway.storage.migrations import Migration, load_migrations
 from e2a_gateway.storage.new_inbound import ByContent, NewInboundMessage
 from e2a_gateway.storage.sql.messages import _inbox_query
 from e2a_gateway.storage.sql.transaction import Transaction
@@ -868,6 +868,45 @@ async def test_revoking_a_key_returns_its_hash_once(storage: Storage) -> None:
     await storage.add_api_key(ApiKey("apk_1", alice, "k", "e2a_0000", NOW, None, None), "h" * 64)
     assert await storage.revoke_api_key(alice, "apk_1", NOW) == "h" * 64
     assert await storage.revoke_api_key(alice, "apk_1", NOW) is None
+
+
+async def test_a_migration_that_fails_half_way_leaves_the_older_schema_and_runs_again(
+    storage_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step that fails after some of its statements (a full disk, a row the step did not
+    expect) leaves the database at the previous version, none of its statements kept, and
+    the next start applies it whole."""
+    backend = "sqlite" if storage_url.startswith("sqlite") else "postgres"
+    module = e2a_gateway.storage.sqlite if backend == "sqlite" else e2a_gateway.storage.postgres
+    every = load_migrations(backend)
+    latest = every[-1].version
+    step = "CREATE TABLE half_done (x INTEGER);\nALTER TABLE agents ADD COLUMN half_done TEXT;\n"
+    failing = Migration(latest + 1, "half_done", step + "INSERT INTO no_such_table VALUES (1);\n")
+    await migrated_to(storage_url, latest, monkeypatch)
+    monkeypatch.setattr(module, "load_migrations", lambda _: [*every, failing])
+    store = open_storage(storage_url)
+    try:
+        with pytest.raises(Exception, match="no_such_table"):
+            await store.migrate()
+    finally:
+        await store.close()
+    assert run_sql(storage_url, "SELECT max(version) FROM schema_migrations") == [(latest,)]
+    names = "SELECT count(*) FROM {} WHERE name = 'half_done'"
+    if backend == "sqlite":
+        assert run_sql(storage_url, names.format("sqlite_master")) == [(0,)]
+        assert run_sql(storage_url, names.format("pragma_table_info('agents')")) == [(0,)]
+    else:
+        tables = "SELECT count(*) FROM information_schema.columns WHERE column_name = 'half_done'"
+        assert run_sql(storage_url, tables) == [(0,)]
+        assert run_sql(storage_url, "SELECT to_regclass('half_done') IS NULL") == [(True,)]
+    fixed = Migration(latest + 1, "half_done", step)
+    monkeypatch.setattr(module, "load_migrations", lambda _: [*every, fixed])
+    store = open_storage(storage_url)
+    try:
+        assert await store.migrate() == [latest + 1]
+    finally:
+        await store.close()
+    assert run_sql(storage_url, "SELECT count(*) FROM half_done") == [(0,)]
 
 
 async def test_migration_8_gives_existing_agents_distinct_ids(
