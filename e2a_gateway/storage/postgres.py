@@ -440,7 +440,8 @@ class PostgresStorage(SqlStorage):
     # -- lifecycle --------------------------------------------------------------------------
 
     async def migrate(self) -> list[int]:
-        """Apply each migration newer than the recorded versions, one transaction each.
+        """Apply each migration newer than the recorded versions, all in one transaction (a
+        savepoint each): a start that fails or is killed half way leaves the version it found.
 
         Replicas starting together queue on an advisory lock, so each step runs once."""
         migrations = load_migrations("postgres")
