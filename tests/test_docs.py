@@ -119,7 +119,7 @@ EXAMPLE_VALUES = {
 }
 """Keys config.example.toml shows with an example rather than their default."""
 
-COMMENTED_SETTING = re.compile(r"^# ?([a-z_]+) = (.+?)(?:\s+#.*)?$")
+COMMENTED_SETTING = re.compile(r"^# ?([a-z0-9_]+) = (.+?)(?:\s+#.*)?$")
 
 
 def test_every_commented_setting_in_config_example_is_its_default(tmp_path: Path) -> None:
@@ -165,3 +165,140 @@ def test_the_loggers_the_documentation_shows_are_the_gateways() -> None:
     }
     assert shown
     assert shown - loggers == set()
+
+
+CLIENT_ONLY_ELSEWHERE = {"serve", "bootstrap", "migrate", "mcp"}
+"""The server commands (and `e2a mcp`), which README.md's table lists on rows of their own and
+docs/cli.md leaves to README.md."""
+
+
+def _subcommands() -> set[str]:
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
+def test_every_subcommand_is_in_the_command_tables() -> None:
+    """A command `e2a --help` lists is in README.md's table of commands and in docs/cli.md's,
+    so a reader of either learns it exists."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = re.search(r"^## Commands\n(.+?)\n\n", readme, flags=re.MULTILINE | re.DOTALL)
+    assert table, "README.md no longer has its table of commands"
+    in_readme = set(re.findall(r"`(?:e2a )?([a-z]+)", table.group(1)))
+    cli = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    in_cli = set(re.findall(r"`e2a ([a-z]+)", cli))
+    commands = _subcommands()
+    assert commands
+    assert commands - in_readme == set()
+    assert commands - CLIENT_ONLY_ELSEWHERE - in_cli == set()
+
+
+def test_the_exit_codes_docs_cli_md_lists_are_the_clients() -> None:
+    """docs/cli.md's table of exit codes names each code `e2a_gateway.cli.exit_codes` has, and
+    no other (141 is the shell's, for a reader that went away)."""
+    from e2a_gateway.cli import exit_codes
+
+    text = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    section = re.search(r"### Exit codes\n(.+?)\n\n```", text, flags=re.DOTALL)
+    assert section, "docs/cli.md no longer has its table of exit codes"
+    listed = {int(code) for code in re.findall(r"^\| `(\d+)` \|", section.group(1), re.MULTILINE)}
+    codes = {value for name, value in vars(exit_codes).items() if name.isupper()}
+    assert listed - {141} == codes
+
+
+def _settings_keys() -> set[str]:
+    """Every setting the settings model has, as `section.key` (top-level keys bare)."""
+    keys = set()
+    for name, value in load_settings(None, environ={}).model_dump().items():
+        if isinstance(value, dict):
+            keys |= {f"{name}.{key}" for key in value}
+        else:
+            keys.add(name)
+    return keys
+
+
+def test_config_example_lists_every_setting_and_no_other() -> None:
+    """config.example.toml "lists every key with its default" (README.md): each key of the
+    settings model is in it, and each key in it is one the gateway reads."""
+    section = ""
+    listed = set()
+    for line in (ROOT / "config.example.toml").read_text(encoding="utf-8").splitlines():
+        if header := re.match(r"^\[([a-z_]+)\]", line):
+            section = header.group(1)
+        elif setting := (COMMENTED_SETTING.match(line) or re.match(r"^([a-z0-9_]+) = ", line)):
+            listed.add(f"{section}.{setting.group(1)}" if section else setting.group(1))
+    assert listed ^ _settings_keys() == set()
+
+
+DOCTOR_CHECK = re.compile(r"^[a-z]+\.[a-z_]+$")
+
+
+def test_every_setting_the_documentation_names_exists() -> None:
+    """A setting written `section.key` in a document or an example is one the gateway reads (a
+    doctor check such as `dns.mx` or a file such as `http.py` is no setting)."""
+    keys = _settings_keys()
+    sections = {key.split(".")[0] for key in keys if "." in key}
+    doctor = (ROOT / "e2a_gateway" / "cli" / "doctor.py").read_text(encoding="utf-8")
+    checks = {name for name in re.findall(r"\"([a-z_.]+)\"", doctor) if DOCTOR_CHECK.match(name)}
+    unknown = []
+    for where, text in documented_texts():
+        for section, key in re.findall(r"`([a-z_]+)\.([a-z0-9_]+)[^`]*`", text):
+            name = f"{section}.{key}"
+            if section in sections and key != "py" and name not in checks and name not in keys:
+                unknown.append(f"{where}: {name}")
+    assert unknown == []
+
+
+def test_every_make_target_the_documentation_names_exists() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", makefile, flags=re.MULTILINE))
+    named = [
+        (where, target)
+        for where, text in documented_texts()
+        for target in re.findall(r"(?:`|^|\$ |[(;] ?)make ([a-z][a-z0-9-]*)", text, re.MULTILINE)
+    ]
+    assert len(named) > 5, "the pattern no longer finds the documented make targets"
+    assert [f"{where}: make {target}" for where, target in named if target not in targets] == []
+
+
+def test_the_metrics_operations_md_lists_are_the_gateways() -> None:
+    """Every metric /metrics serves is in docs/operations.md's tables, and every `e2a_…` series
+    a document names is one it serves (a counter by its `_total` name, a histogram's `_sum`,
+    `_count` and `_bucket` too)."""
+    from e2a_gateway.metrics import Metrics
+
+    served = set()
+    for family in Metrics().registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        served.add(name)
+        if family.type == "histogram":
+            served |= {f"{family.name}_{part}" for part in ("sum", "count", "bucket")}
+    operations = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    tabled = set(re.findall(r"^\| `(e2a_[a-z_]+)` \|", operations, flags=re.MULTILINE))
+    assert tabled, "docs/operations.md no longer has its table of metrics"
+    documented = {
+        (where, name)
+        for where, text in documented_texts()
+        for name in re.findall(r"(?<![\w/])(e2a_[a-z_]+?)(?:\{[^}]*\})?(?=[`\[ ,)])", text)
+        if re.search(r"_(total|seconds|active|jobs|up|depth|transactions|sum|count|bucket)$", name)
+    }
+    parts = {name for name in served if name.endswith(("_sum", "_count", "_bucket"))}
+    assert served - parts - tabled == set()
+    assert [f"{where}: {name}" for where, name in documented if name not in served] == []
+
+
+REPOSITORY_PATH = re.compile(
+    r"(?<![\w./-])((?:e2a_gateway|tests|packaging|bench|\.ci)/[\w./*-]*\w)"
+)
+
+
+def test_every_repository_path_the_documentation_names_exists() -> None:
+    """`e2a_gateway/…`, `tests/…`, `packaging/…`, `bench/…` and `.ci/…` as the documents name
+    them (a file, a folder, a glob, or a module without `.py`) are in the repository."""
+    missing = []
+    for where, text in documented_texts():
+        for path in set(REPOSITORY_PATH.findall(text)):
+            if not (any(ROOT.glob(path)) or (ROOT / f"{path}.py").exists()):
+                missing.append(f"{where}: {path}")
+    assert missing == []
