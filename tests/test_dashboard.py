@@ -1017,10 +1017,13 @@ def outbound_row(
     return dataclasses.replace(message, **fields)
 
 
-def watch_outbound_reads(storage: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def watch_outbound_reads(
+    storage: Any, monkeypatch: pytest.MonkeyPatch, most: int = 4_000, page: int = 201
+) -> list[str]:
     """Record what `storage` is asked for a user's outbound mail from now on (the workers'
     reads, by no user, aside): the name of each whole message read, and a note of each summary
-    page read (failing on one too large)."""
+    page read (failing on one of more than `page` summaries, or with a summary larger than
+    `most` characters)."""
     reads: list[str] = []
 
     def whole(name: str) -> Any:
@@ -1038,9 +1041,9 @@ def watch_outbound_reads(storage: Any, monkeypatch: pytest.MonkeyPatch) -> list[
     async def summary_page(*args: Any, **kwargs: Any) -> Any:
         found = await summaries(*args, **kwargs)
         limit = args[3] if len(args) > 3 else kwargs["limit"]
-        assert len(found) <= limit <= 201  # a page, and one more to know whether one follows
+        assert len(found) <= limit <= page  # a page, and one more to know whether one follows
         for summary in found:
-            assert len(repr(summary)) < 4_000, repr(summary)[:300]
+            assert len(repr(summary)) < most, repr(summary)[:300]
         reads.append(f"summaries of {len(found)}")
         return found
 

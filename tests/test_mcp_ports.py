@@ -11,20 +11,24 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from e2a_gateway.accounts import issue_api_key
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.mcp.bounds import MAX_BODY_BYTES
 from e2a_gateway.mcp.in_process import OperationsPort
 from e2a_gateway.mcp.remote import SdkPort
 from e2a_gateway.mcp.tools import TOOLS, TOOLS_BY_NAME, ToolCaller, call_tool
 from e2a_gateway.signing.credentials import hash_api_key
+from e2a_gateway.storage.base import OUTBOUND_LIST_LIMIT
 from tests.conftest import Account, agent_path
 from tests.delivery_support import (
     SENDER,
@@ -34,6 +38,7 @@ from tests.delivery_support import (
     store_with_conversation,
     wait_until,
 )
+from tests.test_dashboard import outbound_row, watch_outbound_reads
 
 VARYING = {
     "message_id",
@@ -151,6 +156,77 @@ async def test_reading_and_refusals_answer_alike(
             },
         )
         assert await run(local, "list_agents") == refused
+
+
+async def test_list_pending_reads_no_attachment_data_and_answers_alike(
+    running: RunningGateway, make_account: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held mail with large bodies and attachments: `list_pending` in-process reads one page of
+    summaries, with each body cut in the database to what the answer keeps and each
+    attachment's size but not its contents, and answers what it answers over `/api/v1`: the
+    same bodies, the same `truncated` marks (a text of exactly the bound whole, one character
+    more cut), the same attachment sizes."""
+    account: Account = await make_account("ports-held@example.com")
+    agent = await create_agent(account, "ports-held")
+    storage = running.gateway.storage
+    user = await storage.user_for_key_hash(hash_api_key(account.key))
+    assert user is not None
+    now = time.time()
+    bodies: list[tuple[str | None, str | None, list[dict[str, str]] | None]] = [
+        (
+            "T" + "é" * 130_000,
+            "<p>" + "x" * 200_000,
+            [
+                {
+                    "filename": "big.bin",
+                    "content_type": "application/pdf",
+                    "data": "QUJD" * 100_000,
+                },
+                {"filename": "a.txt", "content_type": "text/plain", "data": "QQ=="},
+            ],
+        ),
+        ("ab" * 70_000, None, None),
+        ("y" * 120_000, None, []),
+        ("z" * 120_001, "", None),
+        (
+            "short",
+            "<b>short</b>",
+            [{"filename": "b.txt", "content_type": "text/plain", "data": "QUI="}],
+        ),
+    ]
+    for number, (text, html, attachments) in enumerate(bodies):
+        await storage.add_outbound(
+            outbound_row(
+                user.id,
+                agent,
+                f"held {number}",
+                "pending_approval",
+                now - number,
+                approval_expires_at=now + 3_600 + number,
+                body_text=text,
+                body_html=html,
+                attachments=attachments,
+            )
+        )
+    await storage.add_outbound(outbound_row(user.id, agent, "queued", "queued", now))
+    async with both_ports(running, account.key, agent) as (remote, local):
+        over_http = await run(remote, "list_pending")
+        most = 2 * (MAX_BODY_BYTES + 1) + 4_000  # two bodies as far as an answer keeps them
+        reads = watch_outbound_reads(storage, monkeypatch, most, OUTBOUND_LIST_LIMIT)
+        in_process = await run(local, "list_pending")
+        assert reads == ["summaries of 5"]
+    assert in_process == over_http
+    listed = in_process["messages"]
+    assert [message["subject"] for message in listed] == [f"held {n}" for n in range(5)]
+    assert [message["truncated"] for message in listed] == [True, True, False, True, False]
+    assert listed[0]["attachments"] == [
+        {"filename": "big.bin", "content_type": "application/pdf", "size": 300_000},
+        {"filename": "a.txt", "content_type": "text/plain", "size": 1},
+    ]
+    assert listed[4]["attachments"] == [
+        {"filename": "b.txt", "content_type": "text/plain", "size": 2}
+    ]
+    assert "QUJD" not in json.dumps(in_process)
 
 
 async def test_sending_and_reviewing_answer_alike(

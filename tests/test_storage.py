@@ -44,6 +44,7 @@ from e2a_gateway.storage.base import (
     AlreadyExists,
     ApiKey,
     ApprovalAnswer,
+    AttachmentInfo,
     BouncedRecipient,
     ClaimLost,
     ConversationClaim,
@@ -1804,6 +1805,89 @@ async def test_outbound_summaries_leave_bodies_and_attachment_data_out(storage: 
     assert [(summary.id, summary.status) for summary in queued] == [("queued_1", "queued")]
     assert await storage.outbound_summaries(bob, "queued", None, 10, None) == []
     assert [s.id for s in await storage.outbound_summaries(bob, None, None, 10, None)] == ["bobs"]
+
+
+async def test_outbound_summaries_carry_bodies_cut_and_attachment_sizes(storage: Storage) -> None:
+    """Asked for bodies, a page of outbound mail carries each body cut in the database to as
+    many characters as asked for, and each attachment's name, type and decoded size computed
+    there too: never an attachment's contents, nor more of a body than asked for."""
+    alice = await add_user(storage)
+    await storage.add_agent(make_agent(alice, "a@agents.test"))
+    big = "QUJD" * 250_000  # 750,000 bytes once decoded
+    await storage.add_outbound(
+        replace(
+            make_outbound(alice, "a@agents.test", "held_big", "pending_approval", 100.0),
+            kind="reply",
+            conversation_id="conv_1",
+            body_text="START" + "é" * 300_000,
+            body_html="<p>" + "ü" * 300_000 + "</p>",
+            attachments=[
+                {"filename": "big.bin", "content_type": "application/pdf", "data": big},
+                {"filename": "one.txt", "content_type": "text/plain", "data": "QQ=="},
+                {"filename": "two.txt", "content_type": "text/plain", "data": "QUI="},
+                {"filename": "empty.txt", "content_type": "text/plain", "data": ""},
+                {
+                    "filename": "logo.png",
+                    "content_type": "image/png",
+                    "data": "iVBORw0K",
+                    "content_id": "logo@example.org",
+                },
+            ],
+        )
+    )
+    await storage.add_outbound(
+        replace(
+            make_outbound(alice, "a@agents.test", "held_plain", "pending_approval", 200.0),
+            body_text="short",
+            body_html=None,
+            attachments=None,
+        )
+    )
+    await storage.add_outbound(
+        replace(
+            make_outbound(alice, "a@agents.test", "held_html", "pending_approval", 300.0),
+            body_text=None,
+            body_html="",
+            attachments=[],
+        )
+    )
+    found = await storage.outbound_summaries(
+        alice, "pending_approval", None, 10, None, by_deadline=True, body_chars=1_001
+    )
+    for summary in found:
+        assert "QUJD" not in repr(summary) and len(repr(summary)) < 6_000, repr(summary)[:200]
+        assert summary.preview is None
+    assert [summary.id for summary in found] == ["held_big", "held_plain", "held_html"]
+    first = found[0]
+    assert (first.kind, first.conversation_id, first.email_message_id) == (
+        "reply",
+        "conv_1",
+        "<held_big@agents.test>",
+    )
+    assert first.content is not None
+    assert first.content.text == "START" + "é" * 996
+    assert first.content.html == "<p>" + "ü" * 998
+    assert first.content.attachments == [
+        AttachmentInfo("big.bin", "application/pdf", 750_000),
+        AttachmentInfo("one.txt", "text/plain", 1),
+        AttachmentInfo("two.txt", "text/plain", 2),
+        AttachmentInfo("empty.txt", "text/plain", 0),
+        AttachmentInfo("logo.png", "image/png", 6),
+    ]
+    plain, html_only = found[1].content, found[2].content
+    assert plain is not None and html_only is not None
+    assert (plain.text, plain.html, plain.attachments) == ("short", None, [])
+    assert (html_only.text, html_only.html, html_only.attachments) == (None, "", [])
+    both = await storage.outbound_summaries(
+        alice, "pending_approval", None, 1, None, by_deadline=True, preview_chars=3, body_chars=4
+    )
+    assert both[0].preview is not None and both[0].preview.text == "STA"
+    assert both[0].preview.attachment_names[0] == "big.bin"
+    assert both[0].content is not None and both[0].content.text == "STAR"
+    bare = await storage.outbound_summaries(
+        alice, "pending_approval", None, 1, None, by_deadline=True
+    )
+    assert bare[0].content is None and bare[0].kind == "reply"
 
 
 async def approved_at_its_deadline(storage: Storage) -> tuple[str, Job]:

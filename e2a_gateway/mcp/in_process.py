@@ -64,6 +64,7 @@ from e2a_gateway.api.v1.webhooks import (
 )
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.gateway import Gateway
+from e2a_gateway.mcp.bounds import MAX_BODY_BYTES
 from e2a_gateway.operations import (
     agents,
     domains,
@@ -99,7 +100,12 @@ from e2a_gateway.operations.sending import (
 )
 from e2a_gateway.operations.templates import CreateTemplate, UpdateTemplate, ValidateTemplate
 from e2a_gateway.operations.webhooks import CreateWebhook, UpdateWebhook
-from e2a_gateway.storage.base import ApiKey, OutboundMessage, StorageUnavailable
+from e2a_gateway.storage.base import (
+    OUTBOUND_LIST_LIMIT,
+    ApiKey,
+    OutboundMessage,
+    StorageUnavailable,
+)
 from e2a_gateway.storage.base import Domain as StoredDomain
 from e2a_gateway.storage.vocabulary import PENDING_APPROVAL
 from e2a_gateway.v1 import (
@@ -125,6 +131,7 @@ from e2a_gateway.web.views import (
     info_view,
     message_full_view,
     message_summary_view,
+    outbound_content_view,
     outbound_view,
     submission_answer,
     submission_view,
@@ -433,9 +440,26 @@ class OperationsPort:
         return _send_result(submission_view(await self._run(submit)))
 
     async def list_pending_messages(self) -> ListPendingMessagesResponse:
-        """The caller's outbound messages held for approval."""
-        held = await self._run(reviews.outbound_messages, PENDING_APPROVAL, None)
-        return ListPendingMessagesResponse(messages=[_detail(message) for message in held])
+        """The caller's outbound messages held for approval, as `GET /api/v1/messages` lists
+        them (soonest deadline first, at most OUTBOUND_LIST_LIMIT) but read as summaries:
+        each body cut in the database one character past what an answer keeps of it
+        (MAX_BODY_BYTES, so `truncated` comes out as from the whole body), and each
+        attachment's decoded `size` in place of its data."""
+        held = await self._run(
+            reviews.outbound_summaries,
+            PENDING_APPROVAL,
+            None,
+            OUTBOUND_LIST_LIMIT,
+            None,
+            by_deadline=True,
+            body_chars=MAX_BODY_BYTES + 1,
+        )
+        return ListPendingMessagesResponse(
+            messages=[
+                PendingMessageDetail.model_validate(outbound_content_view(summary))
+                for summary in held
+            ]
+        )
 
     async def approve_message(
         self,

@@ -104,10 +104,12 @@ async def outbound_summaries(
     *,
     by_deadline: bool = False,
     preview_chars: int | None = None,
+    body_chars: int | None = None,
 ) -> list[OutboundSummary]:
     """A page of the caller's outbound messages (in `status`, of one of their agents, when
-    given) without their bodies or attachments' contents, as `Outbox.outbound_summaries`
-    orders and previews them: what a list shows, however large the mail."""
+    given) without their whole bodies or attachments' contents, as
+    `Outbox.outbound_summaries` orders, previews and cuts them: what a list shows, however
+    large the mail."""
     agent_email = await _listed_agent(gateway, caller, status, agent_filter)
     return await gateway.storage.outbound_summaries(
         caller.user_id,
@@ -117,6 +119,7 @@ async def outbound_summaries(
         after_seq,
         by_deadline=by_deadline,
         preview_chars=preview_chars,
+        body_chars=body_chars,
     )
 
 

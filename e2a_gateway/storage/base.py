@@ -433,6 +433,8 @@ class RecipientsSuppressed(StorageError):
         return type(self), (self.addresses,)
 
 
+OUTBOUND_LIST_LIMIT = 500
+"""At most this many messages are listed by one `Outbox.list_outbound` call."""
 PAST_DEADLINE = "past its review deadline"
 """Why a held message (either way) takes no review once its deadline has passed, before the
 expiry sweep has applied its agent's expiration action (`NotPending`'s reason)."""
@@ -533,6 +535,27 @@ class BodyPreview:
 
 
 @dataclass(frozen=True)
+class AttachmentInfo:
+    """An outbound attachment as a list shows it: its name, its type and its size in bytes
+    once decoded (computed where it is stored, from its base64's length), never its contents."""
+
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class OutboundContent:
+    """An outbound message's content as a list that shows it reads it, cut where it is stored:
+    its bodies' first characters (as many as asked for; None without that part) and its
+    attachments' `AttachmentInfo`, in order."""
+
+    text: str | None
+    html: str | None
+    attachments: list[AttachmentInfo]
+
+
+@dataclass(frozen=True)
 class OutboundSummary:
     """An outbound message as a list shows it (`Outbox.outbound_summaries`): its envelope and
     state, never its body or its attachments' contents, so a page of them stays small however
@@ -542,6 +565,7 @@ class OutboundSummary:
     seq: int
     """Its place in the order messages were stored (the newest-first listing's keyset)."""
     agent_email: str
+    kind: Literal["send", "reply", "test"]
     to: list[str]
     cc: list[str]
     bcc: list[str]
@@ -559,7 +583,11 @@ class OutboundSummary:
     review_method: ReviewMethod | None
     recipient_results: dict[str, str]
     """Each recipient's hand-off result (as `OutboundMessage.recipient_results`)."""
+    conversation_id: str | None
+    email_message_id: str
     preview: BodyPreview | None = None
+    content: OutboundContent | None = None
+    """Its bodies cut and its attachments' sizes, when asked for (`body_chars`)."""
 
 
 @dataclass(frozen=True)
@@ -1369,8 +1397,8 @@ class Outbox(Protocol):
         self, user_id: str, status: str, agent_email: str | None, *, newest_first: bool = False
     ) -> list[OutboundMessage]:
         """The user's outbound messages in `status` (soonest-expiring first while pending, else
-        oldest first; the most recent first with `newest_first`), at most a fixed number,
-        leaving out those in the trash and those of agents in the trash."""
+        oldest first; the most recent first with `newest_first`), at most
+        OUTBOUND_LIST_LIMIT, leaving out those in the trash and those of agents in the trash."""
         ...
 
     async def outbound_summaries(
@@ -1383,14 +1411,17 @@ class Outbox(Protocol):
         *,
         by_deadline: bool = False,
         preview_chars: int | None = None,
+        body_chars: int | None = None,
     ) -> list[OutboundSummary]:
         """Up to `limit` of the user's outbound messages (in `status`, of the agent at
         `agent_email`, when given), leaving out those in the trash and those of agents in the
         trash: newest first (by `seq`), those stored before the message at `after_seq` when
         given; with `by_deadline`, soonest deadline (else oldest) first, those after the
         message at `after_seq` in that order. Bodies and attachments' contents are never
-        read; with `preview_chars`, each carries a preview of them (its text's first
-        `preview_chars` characters, cut in the database)."""
+        read whole; with `preview_chars`, each carries a preview of them (its text's first
+        `preview_chars` characters, cut in the database); with `body_chars`, its `content`
+        (text and HTML each cut to `body_chars` characters in the database, and its
+        attachments' names, types and decoded sizes)."""
         ...
 
     async def get_outbound(

@@ -23,6 +23,7 @@ from e2a_gateway.storage.base import (
     Agent,
     AgentChanges,
     ApiKey,
+    AttachmentInfo,
     BodyPreview,
     ConversationClaim,
     Domain,
@@ -31,6 +32,7 @@ from e2a_gateway.storage.base import (
     InboxEntry,
     Job,
     MessagePage,
+    OutboundContent,
     OutboundEdits,
     OutboundMessage,
     OutboundSummary,
@@ -79,10 +81,14 @@ OUTBOUND_COLUMNS = (
 OUTBOUND_SUMMARY_COLUMNS = (
     "m.id, m.seq, m.agent_email, m.to_json, m.cc_json, m.bcc_json, m.subject, m.status, "
     "m.approval_expires_at, m.created_at, m.reviewed_at, m.rejection_reason, m.method, "
-    "m.edited, m.send_error, m.sent_at, m.reviewed_by, m.review_method, m.auth_results_json"
+    "m.edited, m.send_error, m.sent_at, m.reviewed_by, m.review_method, m.auth_results_json, "
+    "m.kind, m.conversation_id, m.rfc_message_id"
 )
 """Columns of `messages m` for an OutboundSummary: no body, no attachments; a preview's four
-columns (text's beginning, its length, has HTML, attachment names) may follow."""
+columns (text's beginning, its length, has HTML, attachment names) may follow, then the
+content's three (text and HTML cut, attachment infos)."""
+_SUMMARY_WIDTH = 22
+"""How many columns OUTBOUND_SUMMARY_COLUMNS are."""
 DOMAIN_COLUMNS = "user_id, domain, verification_token, verified, created_at, verified_at"
 SIGNING_SECRET_COLUMNS = "id, user_id, name, seed, secret_prefix, created_at, last_signed_at"
 API_KEY_COLUMNS = (
@@ -241,13 +247,19 @@ def decode_outbound(row: Sequence[Any]) -> OutboundMessage:
     )
 
 
-def decode_outbound_summary(row: Sequence[Any]) -> OutboundSummary:
-    """An OutboundSummary from OUTBOUND_SUMMARY_COLUMNS, and its preview when the row has
-    the preview's columns after them."""
-    preview = None
-    if len(row) > 19:
-        text, length, has_html, names = row[19:23]
-        preview = BodyPreview(text, length or 0, bool(has_html), json.loads(names))
+def decode_outbound_summary(
+    row: Sequence[Any], *, preview: bool = False, content: bool = False
+) -> OutboundSummary:
+    """An OutboundSummary from OUTBOUND_SUMMARY_COLUMNS, with its preview when `preview`
+    (the preview's columns follow them) and its content when `content` (its columns last)."""
+    shown = None
+    if preview:
+        text, length, has_html, names = row[_SUMMARY_WIDTH : _SUMMARY_WIDTH + 4]
+        shown = BodyPreview(text, length or 0, bool(has_html), json.loads(names))
+    cut = None
+    if content:
+        text, html, infos = row[-3:]
+        cut = OutboundContent(text, html, [AttachmentInfo(*info) for info in json.loads(infos)])
     return OutboundSummary(
         id=row[0],
         seq=row[1],
@@ -268,7 +280,11 @@ def decode_outbound_summary(row: Sequence[Any]) -> OutboundSummary:
         reviewed_by=row[16],
         review_method=row[17],
         recipient_results=recipient_results(row[18]),
-        preview=preview,
+        kind=row[19],
+        conversation_id=row[20],
+        email_message_id=row[21],
+        preview=shown,
+        content=cut,
     )
 
 

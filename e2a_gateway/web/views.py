@@ -135,7 +135,41 @@ def message_full_view(message: InboundMessage) -> dict[str, Any]:
 def outbound_view(message: OutboundMessage) -> dict[str, Any]:
     """The Outbound message object: the body only while it is kept, what went wrong (the
     hand-off error, and the bounces reported since) only where it explains the state."""
-    view: dict[str, Any] = {
+    view = _outbound_envelope(message)
+    if lifecycle.body_kept(message.status, handed_on=message.sent_at is not None):
+        view["body_text"] = message.body_text
+        view["body_html"] = message.body_html
+        # as a request gives them (an inline image's Content-ID is the gateway's own)
+        view["attachments"] = [
+            {key: value for key, value in item.items() if key != "content_id"}
+            for item in message.attachments or []
+        ]
+    view.update(_shown_error(message.status, message.send_error, message.recipient_results))
+    return view
+
+
+def outbound_content_view(summary: OutboundSummary) -> dict[str, Any]:
+    """The Outbound message object of a summary read with its content (`body_chars`), as
+    `outbound_view` shows the whole message but with the bodies as far as they were read and
+    each attachment's decoded `size` in place of its `data`."""
+    view = _outbound_envelope(summary)
+    content = summary.content
+    if content is not None and lifecycle.body_kept(
+        summary.status, handed_on=summary.sent_at is not None
+    ):
+        view["body_text"] = content.text
+        view["body_html"] = content.html
+        view["attachments"] = [
+            {"filename": item.filename, "content_type": item.content_type, "size": item.size}
+            for item in content.attachments
+        ]
+    view.update(_shown_error(summary.status, summary.send_error, summary.recipient_results))
+    return view
+
+
+def _outbound_envelope(message: OutboundMessage | OutboundSummary) -> dict[str, Any]:
+    """The fields of the Outbound message object every state shows."""
+    return {
         "id": message.id,
         "message_id": message.id,
         "agent_id": message.agent_email,
@@ -162,16 +196,6 @@ def outbound_view(message: OutboundMessage) -> dict[str, Any]:
         "edited": message.edited,
         "sent_at": message.sent_at,
     }
-    if lifecycle.body_kept(message.status, handed_on=message.sent_at is not None):
-        view["body_text"] = message.body_text
-        view["body_html"] = message.body_html
-        # as a request gives them (an inline image's Content-ID is the gateway's own)
-        view["attachments"] = [
-            {key: value for key, value in item.items() if key != "content_id"}
-            for item in message.attachments or []
-        ]
-    view.update(_shown_error(message.status, message.send_error, message.recipient_results))
-    return view
 
 
 def outbound_summary_view(summary: OutboundSummary) -> dict[str, Any]:

@@ -89,6 +89,14 @@ class Dialect(abc.ABC):
         the text `expression`, in order (`[]` when it is NULL): the database reads the array,
         the caller gets only the fields."""
 
+    @abc.abstractmethod
+    def attachment_infos(self, expression: str) -> str:
+        """A JSON array (as text) of `[filename, content_type, size]` for each stored
+        attachment in the JSON array held by the text `expression`, in order (`[]` when it is
+        NULL): `size` is the decoded size of its `data`, base64 without whitespace as stored,
+        computed from the base64's length and padding, as `drafts.attachment_size` computes
+        it. The database reads the data; the caller gets only the sizes."""
+
     def lowercase(self, expression: str) -> str:
         """The text `expression` lowercased beyond ASCII, whatever the database's locale:
         `e2a_lower`, Python's `str.lower` on SQLite (registered on every connection), ICU's
@@ -171,6 +179,18 @@ class SqliteDialect(Dialect):
             f"FROM json_each({expression}) AS j)"
         )
 
+    def attachment_infos(self, expression: str) -> str:
+        data = "json_extract(j.value, '$.data')"
+        size = (
+            f"length({data}) / 4 * 3 - (substr({data}, -1, 1) = '=') "
+            f"- (length({data}) > 1 AND substr({data}, -2, 1) = '=')"
+        )
+        return (
+            "(SELECT json_group_array(json_array(json_extract(j.value, '$.filename'), "
+            f"json_extract(j.value, '$.content_type'), {size})) "
+            f"FROM json_each({expression}) AS j)"
+        )
+
     def list_param(self, values: Sequence[Any]) -> Any:
         return orjson.dumps(list(values)).decode()
 
@@ -240,6 +260,18 @@ class PostgresDialect(Dialect):
     def field_of_each(self, expression: str, key: str) -> str:
         return (
             f"(SELECT coalesce(json_agg(j.value ->> '{key}' ORDER BY j.n), '[]')::text "
+            f"FROM json_array_elements({expression}::json) WITH ORDINALITY AS j(value, n))"
+        )
+
+    def attachment_infos(self, expression: str) -> str:
+        data = "(j.value ->> 'data')"
+        size = (
+            f"octet_length({data}) / 4 * 3 - (right({data}, 1) = '=')::int "
+            f"- (left(right({data}, 2), 1) = '=' AND octet_length({data}) > 1)::int"
+        )
+        return (
+            "(SELECT coalesce(json_agg(json_build_array(j.value ->> 'filename', "
+            f"j.value ->> 'content_type', {size}) ORDER BY j.n), '[]')::text "
             f"FROM json_array_elements({expression}::json) WITH ORDINALITY AS j(value, n))"
         )
 

@@ -27,6 +27,7 @@ from e2a_gateway.events import (
 )
 from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.storage.base import (
+    OUTBOUND_LIST_LIMIT,
     PAST_DEADLINE,
     AgentInTrash,
     BouncedRecipient,
@@ -97,8 +98,6 @@ SCRUB = "body_text = NULL, body_html = NULL, attachments_json = NULL"
 """The assignments that drop an outbound message's body (on reaching a terminal status)."""
 EXPIRY_BATCH = 500
 """At most this many overdue messages are expired by one call."""
-LIST_LIMIT = 500
-"""At most this many messages are listed by one call."""
 
 
 def agent_in_service(column: str) -> str:
@@ -511,15 +510,23 @@ def _summaries(
     after_seq: int | None,
     by_deadline: bool,
     preview_chars: int | None,
+    body_chars: int | None,
 ) -> list[OutboundSummary]:
     """Inside `tx`: a page of the user's live outbound mail as `OutboundSql.outbound_summaries`
-    lists it; the bodies stay in the database, which cuts a preview from them."""
+    lists it; the bodies and attachments stay in the database, which cuts a preview or the
+    content from them."""
     columns = OUTBOUND_SUMMARY_COLUMNS
     if preview_chars is not None:
         columns += (
             f", substr(m.body_text, 1, {int(preview_chars)}), length(m.body_text), "
             "(m.body_html IS NOT NULL AND m.body_html <> ''), "
             + tx.dialect.field_of_each("m.attachments_json", "filename")
+        )
+    if body_chars is not None:
+        columns += (
+            f", substr(m.body_text, 1, {int(body_chars)}), "
+            f"substr(m.body_html, 1, {int(body_chars)}), "
+            + tx.dialect.attachment_infos("m.attachments_json")
         )
     query = (
         f"SELECT {columns} FROM messages m WHERE m.user_id = ? "
@@ -549,7 +556,12 @@ def _summaries(
             params.append(after_seq)
         query += " ORDER BY m.seq DESC LIMIT ?"
     params.append(limit)
-    return [decode_outbound_summary(row) for row in tx.all(query, params)]
+    return [
+        decode_outbound_summary(
+            row, preview=preview_chars is not None, content=body_chars is not None
+        )
+        for row in tx.all(query, params)
+    ]
 
 
 class OutboundSql(Runner):
@@ -592,8 +604,9 @@ class OutboundSql(Runner):
         self, user_id: str, status: str, agent_email: str | None, *, newest_first: bool = False
     ) -> list[OutboundMessage]:
         """The user's outbound messages in `status` (soonest-expiring first while pending, else
-        oldest first; the most recent first with `newest_first`), at most LIST_LIMIT, leaving
-        out those in the trash and those of agents in the trash."""
+        oldest first; the most recent first with `newest_first`), at most
+        OUTBOUND_LIST_LIMIT, leaving out those in the trash and those of agents in the
+        trash."""
         query = (
             f"SELECT {OUTBOUND_COLUMNS} FROM messages WHERE user_id = ? "
             f"AND direction = '{OUTBOUND}' AND status = ? AND deleted_at IS NULL "
@@ -604,10 +617,11 @@ class OutboundSql(Runner):
             query += " AND agent_email = ?"
             params.append(agent_email)
         if newest_first:
-            query += f" ORDER BY created_epoch DESC, seq DESC LIMIT {LIST_LIMIT}"
+            query += f" ORDER BY created_epoch DESC, seq DESC LIMIT {OUTBOUND_LIST_LIMIT}"
         else:
             query += (
-                f" ORDER BY coalesce(approval_expires_at, created_epoch), seq LIMIT {LIST_LIMIT}"
+                " ORDER BY coalesce(approval_expires_at, created_epoch), seq "
+                f"LIMIT {OUTBOUND_LIST_LIMIT}"
             )
         rows = await self._read(lambda tx: tx.all(query, params))
         return [decode_outbound(row) for row in rows]
@@ -622,13 +636,23 @@ class OutboundSql(Runner):
         *,
         by_deadline: bool = False,
         preview_chars: int | None = None,
+        body_chars: int | None = None,
     ) -> list[OutboundSummary]:
-        """A page of the user's live outbound mail without bodies or attachments' contents:
-        newest first before `after_seq`, or soonest deadline first after it (`by_deadline`),
-        each with a preview of `preview_chars` characters when given (`_summaries`)."""
+        """A page of the user's live outbound mail without whole bodies or attachments'
+        contents: newest first before `after_seq`, or soonest deadline first after it
+        (`by_deadline`), each with a preview of `preview_chars` characters and its bodies cut
+        at `body_chars` characters with its attachments' sizes, when given (`_summaries`)."""
         return await self._read(
             lambda tx: _summaries(
-                tx, user_id, status, agent_email, limit, after_seq, by_deadline, preview_chars
+                tx,
+                user_id,
+                status,
+                agent_email,
+                limit,
+                after_seq,
+                by_deadline,
+                preview_chars,
+                body_chars,
             )
         )
 
