@@ -194,15 +194,25 @@ def comparable_entry(entry: str) -> str:
 def lowercase_address(address: str) -> str:
     """An address as e2a reports a sender or recipient named in a header (RFC 6532 allows
     UTF-8 there): lowercased by Unicode's default case mapping (`str.lower`, locale-independent;
-    not case folding, so "ß" stays "ß"), then NFC-normalised.
+    not case folding, so "ß" stays "ß"), then NFC-normalised, its domain as A-labels
+    (`a_label_domain`), so a mailbox reads in the one form e2a stores agents, recipients and
+    authenticated domains in, however the message spelled it: `JOSÉ@Exämple.org` is
+    `josé@xn--exmple-cua.org`. A domain that is no host name (an address literal, a name
+    `a_label_domain` refuses) stays as written, lowercased.
 
-    The domain keeps the form the message gave it (U-labels stay U-labels, A-labels stay
-    A-labels): the result is for reading and signing, not routing (`normalise_address` routes).
-    Control characters other than tab are removed: a quoted local part may hold a folded line
-    break or an obsolete control character, and the address goes into the signed
-    X-E2A-Auth-Sender HTTP header, where they are not allowed.
+    The local part keeps its characters: the result is for reading, signing and answering,
+    not routing (`normalise_address` routes). Control characters other than tab are removed:
+    a quoted local part may hold a folded line break or an obsolete control character, and the
+    address goes into the signed X-E2A-Auth-Sender HTTP header, where they are not allowed.
     """
-    return unicodedata.normalize("NFC", _ADDRESS_CONTROLS.sub("", address).strip().lower())
+    lowered = unicodedata.normalize("NFC", _ADDRESS_CONTROLS.sub("", address).strip().lower())
+    local, at, domain = lowered.rpartition("@")
+    if not at or domain.isascii():
+        return lowered
+    try:
+        return f"{local}@{a_label_domain(domain)}"
+    except ValueError:
+        return lowered
 
 
 def check_slug(slug: str) -> str:

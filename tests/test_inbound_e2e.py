@@ -434,3 +434,49 @@ async def test_an_internationalised_author_domain_is_shown_as_a_labels(
         "policy": "reject",
         "aligned_by": ["spf"],
     }
+
+
+async def test_an_agent_on_an_idn_domain_and_its_correspondents_read_in_one_form(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """An agent registered as `Bot@Bücher.example` is `bot@xn--bcher-kva.example`; mail sent
+    with SMTPUTF8 to it in U-labels reaches it, and every address the message names reads with
+    its domain as A-labels, as the agent's own address, `envelope_from` and `verified_domain`
+    do: `to` holds the agent's address, and a From written `JOSÉ@Exämple.org` is the
+    `josé@xn--exmple-cua.org` a reply goes to, on `/api/v1`, `/v1`, events and the signed
+    sender alike."""
+    alice: Account = await make_account("alice@example.com")
+    assert (await alice.http.post("/v1/domains", json={"domain": "Bücher.example"})).is_success
+    verified = await alice.http.post(f"/api/v1/domains/{quote('bücher.example')}/verify")
+    assert verified.status_code == 200, verified.text
+    registered = await alice.http.post(
+        "/api/v1/agents", json={"email": "Bot@Bücher.example", "agent_mode": "local"}
+    )
+    assert registered.status_code == 201, registered.text
+    bot = registered.json()["email"]
+    assert bot == "bot@xn--bcher-kva.example"
+    sender = "josé@xn--exmple-cua.org"
+    data = (
+        'From: "José" <JOSÉ@Exämple.org>\r\nTo: Bot <bot@Bücher.example>\r\n'
+        "Cc: Ann <ann@EXÄMPLE.org>, bob@xn--exmple-cua.org\r\nReply-To: <josé@exämple.org>\r\n"
+        "Subject: Grüße\r\nMessage-ID: <grüße@exämple.org>\r\n\r\nViele Grüße.\r\n"
+    ).encode()
+    port = running.addresses.smtp_port
+    await trio.to_thread.run_sync(send_utf8, port, "josé@exämple.org", ["bot@Bücher.example"], data)
+
+    cc = ["ann@xn--exmple-cua.org", "bob@xn--exmple-cua.org"]
+    (summary,) = (await alice.http.get(agent_path("bot@bücher.example", "/messages"))).json()[
+        "messages"
+    ]
+    assert (summary["recipient"], summary["to"]) == (bot, [bot])
+    assert (summary["from"], summary["cc"]) == (sender, cc)
+    message_id = summary["message_id"]
+    full = (await alice.http.get(agent_path(bot, f"/messages/{message_id}"))).json()
+    assert full["auth_headers"]["X-E2A-Auth-Sender"] == sender
+    viewed = (await alice.http.get(f"/v1/agents/{quote(bot)}/messages/{message_id}")).json()
+    assert viewed["header_from"] == viewed["envelope_from"] == sender, viewed
+    assert (viewed["to"], viewed["cc"], viewed["reply_to"]) == ([bot], cc, [sender])
+    (event,) = (await alice.http.get("/v1/events", params={"type": "email.received"})).json()[
+        "items"
+    ]
+    assert (event["data"]["header_from"], event["data"]["to"]) == (sender, [bot]), event

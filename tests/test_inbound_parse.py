@@ -24,7 +24,7 @@ def headers(*lines: str) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\nbody\r\n").encode()
 
 
-def test_raw_utf8_subject_and_addresses_read_as_written() -> None:
+def test_raw_utf8_subject_and_addresses_read_with_their_domains_as_a_labels() -> None:
     summary = summarise_headers(
         headers(
             'From: "José" <josé@exämple.org>',
@@ -35,10 +35,10 @@ def test_raw_utf8_subject_and_addresses_read_as_written() -> None:
         )
     )
     assert summary.subject == "Grüße 日本"
-    assert summary.from_addr == "josé@exämple.org"
-    assert summary.to == ["ünal@exämple.org", "bot@agents.test"]
-    assert summary.cc == ["山田@例え.jp"]
-    assert summary.reply_to == "antwort@exämple.org"
+    assert summary.from_addr == "josé@xn--exmple-cua.org"
+    assert summary.to == ["ünal@xn--exmple-cua.org", "bot@agents.test"]
+    assert summary.cc == ["山田@xn--r8jz45g.jp"]
+    assert summary.reply_to == "antwort@xn--exmple-cua.org"
 
 
 @pytest.mark.parametrize(
@@ -115,17 +115,20 @@ def test_octets_that_are_not_utf8_read_as_replacement_characters_as_the_sdk_read
 def test_addresses_are_lowercased_and_normalised_to_nfc() -> None:
     decomposed = unicodedata.normalize("NFD", "JOSÉ@EXÄMPLE.ORG")
     summary = summarise_headers(headers(f"From: <{decomposed}>"))
-    assert summary.from_addr == "josé@exämple.org"
+    assert summary.from_addr == "josé@xn--exmple-cua.org"
 
 
 @pytest.mark.parametrize(
     ("address", "reported"),
     [
         ("Alice@Example.ORG", "alice@example.org"),
-        ("JOSÉ@EXÄMPLE.ORG", "josé@exämple.org"),
-        ("STRASSE@straße.de", "strasse@straße.de"),  # lowercase, not case folding: ß stays
+        ("JOSÉ@EXÄMPLE.ORG", "josé@xn--exmple-cua.org"),  # the domain as A-labels
+        ("STRASSE@straße.de", "strasse@xn--strae-oqa.de"),  # lowercase, not case folding: ß stays
+        ("STRAẞE@x.org", "straße@x.org"),  # the local part keeps its characters
         ("user@XN--EXMPLE-CUA.ORG", "user@xn--exmple-cua.org"),  # A-labels stay A-labels
         (unicodedata.normalize("NFD", "é@x.org"), "é@x.org"),
+        ("user@[IPv6:2001:DB8::1]", "user@[ipv6:2001:db8::1]"),  # no host name: as written
+        ("user@ex ämple.org", "user@ex ämple.org"),  # no host name: as written, lowercased
     ],
 )
 def test_lowercase_address(address: str, reported: str) -> None:

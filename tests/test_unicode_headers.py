@@ -3,7 +3,8 @@
 One message with raw UTF-8 in its Subject, its From display name and its From address is sent
 by smtplib with SMTPUTF8 to a live gateway, for a local and a cloud agent. REST, the WebSocket
 frame, the webhook body, MCP, the dashboard, `e2a read` (a CLI subprocess) and the published
-2.2.0 SDK all show the same Subject and sender, and the signed sender verifies.
+2.2.0 SDK all show the same Subject and sender (its domain as A-labels), and the signed
+sender verifies.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from tests.venvs import cached_venv
 
 SUBJECT = "Grüße 日本"
 SENDER = "josé@exämple.org"
+SHOWN = "josé@xn--exmple-cua.org"
+"""The sender as every surface shows it: its domain as A-labels, as e2a stores domains."""
 MESSAGE = (
     f'From: "José" <{SENDER}>\r\n'
     "To: intl@agents.test, intl-hook@agents.test\r\n"
@@ -130,16 +133,16 @@ async def test_utf8_headers_read_back_identically_everywhere(
     with trio.fail_after(10):
         async with open_websocket_url(ws_url(running, local, account.key)) as ws:
             frame = json.loads(await ws.get_message())
-    assert (frame["subject"], frame["from"]) == (SUBJECT, SENDER)
+    assert (frame["subject"], frame["from"]) == (SUBJECT, SHOWN)
 
     # REST: the summary and the full message.
     listing = (await account.http.get(agent_path(local, "/messages"))).json()
     (summary,) = listing["messages"]
-    assert (summary["subject"], summary["from"]) == (SUBJECT, SENDER)
+    assert (summary["subject"], summary["from"]) == (SUBJECT, SHOWN)
     message_id = summary["message_id"]
     full = (await account.http.get(agent_path(local, f"/messages/{message_id}"))).json()
-    assert (full["subject"], full["from"]) == (SUBJECT, SENDER)
-    assert full["auth_headers"]["X-E2A-Auth-Sender"] == SENDER
+    assert (full["subject"], full["from"]) == (SUBJECT, SHOWN)
+    assert full["auth_headers"]["X-E2A-Auth-Sender"] == SHOWN
     assert base64.b64decode(full["raw_message"]).endswith(MESSAGE)
     assert full["text_body"] == "Viele Grüße.\n"
 
@@ -147,22 +150,22 @@ async def test_utf8_headers_read_back_identically_everywhere(
     # and the published SDK verifies the claim.
     (hook,) = await receiver.wait_for(1)
     body = json.loads(hook.body)
-    assert (body["subject"], body["from"]) == (SUBJECT, SENDER)
-    assert body["auth_headers"]["X-E2A-Auth-Sender"] == SENDER
-    assert hook.headers["x-e2a-auth-sender"].encode("latin-1").decode("utf-8") == SENDER
+    assert (body["subject"], body["from"]) == (SUBJECT, SHOWN)
+    assert body["auth_headers"]["X-E2A-Auth-Sender"] == SHOWN
+    assert hook.headers["x-e2a-auth-sender"].encode("latin-1").decode("utf-8") == SHOWN
     request = {"body": base64.b64encode(hook.body).decode(), "secret": secret}
     sdk = await run_sdk(sdk_python, PARSE_WEBHOOK, request)
-    assert (sdk["subject"], sdk["sender"], sdk["signed_sender"]) == (SUBJECT, SENDER, SENDER)
+    assert (sdk["subject"], sdk["sender"], sdk["signed_sender"]) == (SUBJECT, SHOWN, SHOWN)
     assert sdk["text_body"].strip() == "Viele Grüße."
 
     # MCP, through the official client.
     async with mcp_client(running, account.key, agent=local) as client:
         inbox = await call(client, "get_inbox", {"status": "all"})
         (item,) = inbox["messages"]
-        assert (item["subject"], item["from"]) == (SUBJECT, SENDER)
+        assert (item["subject"], item["from"]) == (SUBJECT, SHOWN)
         email = await call(client, "read_email", {"message_id": message_id})
-    assert (email["subject"], email["from"]) == (SUBJECT, SENDER)
-    assert email["verification"]["sender"] == SENDER
+    assert (email["subject"], email["from"]) == (SUBJECT, SHOWN)
+    assert email["verification"]["sender"] == SHOWN
 
     # The dashboard: the inbox row and the message page.
     async with httpx.AsyncClient(base_url=running.addresses.http_url, timeout=10) as browser:
@@ -172,7 +175,7 @@ async def test_utf8_headers_read_back_identically_everywhere(
     for shown in (inbox_page, page):
         assert shown.status_code == 200
         text = html.unescape(shown.text)
-        assert SUBJECT in text and SENDER in text and "\ufffd" not in text
+        assert SUBJECT in text and SHOWN in text and "\ufffd" not in text
     assert f"<h1>{SUBJECT}</h1>" in html.unescape(page.text)
 
     # The CLI, as a user runs it.
@@ -184,10 +187,10 @@ async def test_utf8_headers_read_back_identically_everywhere(
     shown = dict(
         line.split(":", 1) for line in shown_text.splitlines() if line[:1].isupper() and ":" in line
     )
-    assert shown["Subject"].strip() == SUBJECT and shown["From"].strip() == SENDER
+    assert shown["Subject"].strip() == SUBJECT and shown["From"].strip() == SHOWN
     as_json = json.loads(
         await trio.to_thread.run_sync(
             lambda: run_cli(running, account, home, "read", message_id, "--agent", local, "--json")
         )
     )
-    assert (as_json["subject"], as_json["from"]) == (SUBJECT, SENDER)
+    assert (as_json["subject"], as_json["from"]) == (SUBJECT, SHOWN)
