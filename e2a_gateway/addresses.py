@@ -215,6 +215,19 @@ def lowercase_address(address: str) -> str:
         return lowered
 
 
+def address_search_text(text: str) -> str:
+    """A search term for addresses as `lowercase_address` reports them: the text after its last
+    `@`, when beyond ASCII and a domain name (or its first labels), as A-labels, so
+    `JOSÉ@Exämple.org` and `@exämple` find `josé@xn--exmple-cua.org`; anything else as given."""
+    before, at, after = text.rpartition("@")
+    if not at or after.isascii():
+        return text
+    try:
+        return f"{before}@{a_label_domain(after)}"
+    except ValueError:
+        return text
+
+
 def check_slug(slug: str) -> str:
     """Return `slug` if it may name an agent on the shared domain, else raise AddressError."""
     if not SLUG_PATTERN.match(slug):

@@ -480,3 +480,8 @@ async def test_an_agent_on_an_idn_domain_and_its_correspondents_read_in_one_form
         "items"
     ]
     assert (event["data"]["header_from"], event["data"]["to"]) == (sender, [bot]), event
+    for spelling in ("JOSÉ@Exämple.org", "josé@xn--exmple-cua", "@exämple"):
+        found = await alice.http.get(
+            f"/v1/agents/{quote(bot)}/messages", params={"from": spelling, "read_status": "all"}
+        )
+        assert [item["id"] for item in found.json()["items"]] == [message_id], spelling
