@@ -225,24 +225,25 @@ def _readable_encoded_words(run: re.Match[str]) -> str:
 
 def field_text(message: HeaderFields, name: str) -> str:
     """A header unfolded, with RFC 2047 words decoded (`_readable_encoded_words`) and NUL read
-    as U+FFFD (`_without_nul`); '' when absent."""
+    as U+FFFD (`without_nul`); '' when absent."""
     value = message.get(name)
     if value is None:
         return ""
     unfolded = _LINE_BREAK.sub("", str(value))
     if "=?" not in unfolded:  # no encoded word: nothing to decode (and parsing costs)
-        return _without_nul(unfolded)
+        return without_nul(unfolded)
     try:
         decoded = str(_UNSTRUCTURED(name, _ENCODED_WORDS.sub(_readable_encoded_words, unfolded)))
     except Exception:
         decoded = unfolded
-    return _without_nul(decoded)
+    return without_nul(decoded)
 
 
-def _without_nul(text: str) -> str:
+def without_nul(text: str) -> str:
     """`text` with each NUL as U+FFFD: no mail means one, and PostgreSQL's text cannot hold it,
     so a subject or message id that carries one is kept, and read back, alike on every
-    backend."""
+    backend, and received text quoted into mail of ours puts none into a 7bit part (RFC 2045
+    section 2.7)."""
     return text.replace("\x00", "\ufffd")
 
 

@@ -23,6 +23,7 @@ import trio
 from pydantic import Field
 
 from e2a_gateway.addresses import Mailbox, format_mailbox, only_agent
+from e2a_gateway.charsets import without_nul
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import blocked_send_event
 from e2a_gateway.gateway import Gateway
@@ -714,7 +715,7 @@ async def reply_to_message(
         others = [*original.to, *original.cc] if request.reply_all else []
         in_reply_to = original.rfc_message_id if fits_header(original.rfc_message_id) else None
         references = _references_onto(original.raw_message, in_reply_to)
-        quoted = parse_body(original.raw_message).text
+        quoted = without_nul(parse_body(original.raw_message).text or "")
         sender, when = original.from_addr, original.received_at
     within_recipient_bound(to, [*named_besides(others, (agent.email, *to)), *extra_cc], bcc)
     copied = carried_addresses("cc", others, code=V1_BAD_RECIPIENT)
@@ -791,11 +792,11 @@ async def forward_message(
         f"Subject: {header_text(original.subject[: templates.MAX_SUBJECT_CHARS])}",
         f"To: {', '.join(original.to)}",
     ]
-    original_text = (body.text or "")[:QUOTE_MAX_CHARS]
+    original_text = without_nul(body.text or "")[:QUOTE_MAX_CHARS]
     text = "\n".join([request.text, "", banner, *facts, "", original_text])
     html = None
     if request.html is not None:
-        quoted_html = body.html if body.html is not None else _as_html(original_text)
+        quoted_html = without_nul(body.html) if body.html is not None else _as_html(original_text)
         html = (
             f"{request.html}<br><br><div>{escape(banner)}<br>"
             + "<br>".join(escape(fact) for fact in facts)
