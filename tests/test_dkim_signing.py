@@ -119,3 +119,20 @@ def test_the_conversation_id_is_signed_so_no_one_can_change_or_add_it(
 
     assert dkim.verify(signed, dnsfunc=dns)
     assert not dkim.verify(signature + tampered, dnsfunc=dns)
+
+
+def test_a_to_or_date_an_mta_adds_to_mail_without_one_leaves_the_signature_intact(
+    tmp_path: Path,
+) -> None:
+    """To, Cc, Date and the like are signed once more than they appear only where they do:
+    an MTA adds `To: undisclosed-recipients:;` to mail that has neither To nor Cc, and a Date
+    to mail without one, and the copy must still verify."""
+    record = write_rsa_key(tmp_path / "dkim.pem")
+    bcc_only = b"From: bot@agents.test\r\nSubject: Hi\r\n\r\nNumbers.\r\n"
+    signed = DkimSigner("e2a", tmp_path / "dkim.pem").sign(bcc_only, "agents.test")
+    added = b"To: undisclosed-recipients:;\r\nDate: Mon, 01 Jan 2035 00:00:00 +0000\r\n\r\n"
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        return record if name == b"e2a._domainkey.agents.test." else b""
+
+    assert dkim.verify(signed.replace(b"\r\n\r\n", b"\r\n" + added, 1), dnsfunc=dns)

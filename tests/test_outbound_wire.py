@@ -115,3 +115,44 @@ async def test_a_nul_in_the_mail_answered_or_forwarded_reaches_no_one(
         assert part is not None
         assert "Total\ufffd due" in part.get_content()
     assert verifies(raw, key_record)
+
+
+def tampered(raw: bytes, field: bytes) -> bytes:
+    """`raw` with `field` added on top of its header, above the signature, as one replaying a
+    copy it received would add it: a verifier reads the bottom-most instance of a field the
+    signature names once, a reader the topmost."""
+    return field + b"\r\n" + raw
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        b"Reply-To: payments@attacker.example",
+        b"Subject: Updated bank details",
+        b"To: victim@example.net",
+        b"Cc: victim@example.net",
+        b"Date: Mon, 01 Jan 2035 00:00:00 +0000",
+        b"Message-ID: <replayed@attacker.example>",
+        b"In-Reply-To: <thread@victim.example>",
+        b"References: <thread@victim.example>",
+        b"Content-Type: text/html; charset=utf-8",
+    ],
+    ids=lambda field: field.partition(b":")[0].decode(),
+)
+async def test_a_field_added_to_a_signed_copy_fails_verification(
+    running: RunningGateway, make_account: Any, sink: Sink, key_record: bytes, field: bytes
+) -> None:
+    """A signed copy replayed with a Reply-To added (or a second Subject, To, Cc, Date, …, on
+    top, which mail readers show) passed verification: only From was signed once more than it
+    appears. Every field a reader shows or threads by now is, and Reply-To even when the
+    message has none."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    raw = await relayed(
+        sink,
+        alice,
+        f"/v1/agents/{quote(bot, safe='')}/messages",
+        {"to": [CAROL], "cc": ["dave@example.org"], "subject": "Invoice", "text": "Pay 10."},
+    )
+    assert verifies(raw, key_record)
+    assert not verifies(tampered(raw, field), key_record)

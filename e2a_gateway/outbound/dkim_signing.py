@@ -13,7 +13,29 @@ from e2a_gateway.config import ConfigError
 from e2a_gateway.mailauth.dkim import dkimpy
 from e2a_gateway.outbound.mime import CONVERSATION_HEADER
 
-_CONVERSATION_FIELD = CONVERSATION_HEADER.lower().encode("ascii")
+_SIGNED_EVEN_ABSENT = (
+    b"from",
+    b"reply-to",
+    b"subject",
+    b"in-reply-to",
+    b"references",
+    CONVERSATION_HEADER.lower().encode("ascii"),
+)
+"""Fields signed once more than they appear, also when they do not (RFC 6376 section 8.15), so
+a copy replayed with one added (a Reply-To sending answers elsewhere, a second Subject or From
+on top, which readers show, a conversation id) fails verification. No relay adds any of them."""
+_SIGNED_ONCE_MORE = (
+    b"to",
+    b"cc",
+    b"date",
+    b"message-id",
+    b"mime-version",
+    b"content-type",
+    b"content-transfer-encoding",
+)
+"""Fields signed once more than they appear where they do: a second one added fails
+verification. Where one is absent it is left unsigned: an MTA may add it (a `To:
+undisclosed-recipients:;` to mail without To or Cc), which must not break the signature."""
 
 
 class DkimKeyError(ConfigError):
@@ -85,13 +107,17 @@ class DkimSigner:
     def sign(self, raw: bytes, domain: str) -> bytes:
         """`raw` with a DKIM-Signature (relaxed/simple, rsa-sha256) for `domain` on top.
 
-        It signs dkimpy's default fields (From once more than it appears) and the conversation
-        id (`X-E2A-Conversation-Id`) once more than it appears, even when it does not: mail
-        relayed here and signed by our domain is trusted to name its conversation, so a copy
-        replayed with that field changed, or one added, must fail verification."""
+        It signs dkimpy's default fields (those RFC 6376 recommends, present), each once more
+        than it appears (`_SIGNED_ONCE_MORE`), and From, Reply-To, Subject, the threading
+        fields and the conversation id (`X-E2A-Conversation-Id`) also where the message has
+        none (`_SIGNED_EVEN_ABSENT`): mail relayed here and signed by our domain is trusted to
+        name its conversation, and a signed copy replayed with a field added must fail
+        verification rather than show the reader what the sender never wrote."""
         signer = dkimpy().DKIM(raw)
-        present = sum(1 for name, _ in signer.headers if name.lower() == _CONVERSATION_FIELD)
-        fields = [*signer.default_sign_headers(), *[_CONVERSATION_FIELD] * (present + 1)]
+        signer.add_frozen((*_SIGNED_EVEN_ABSENT, *_SIGNED_ONCE_MORE))
+        present = {name.lower() for name, _ in signer.headers}
+        absent = [name for name in _SIGNED_EVEN_ABSENT if name not in present]
+        fields = [*signer.default_sign_headers(), *absent]
         signature: bytes = signer.sign(
             self._selector, domain.encode("ascii"), self._key, include_headers=fields
         )
