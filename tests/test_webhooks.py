@@ -232,19 +232,34 @@ async def test_a_500_is_retried_with_doubling_backoff_until_delivered(
     assert len({h["x-e2a-auth-signature"] for h in headers}) == 3
 
 
-@pytest.mark.parametrize("retry_after", ["600", "HTTP-DATE"])
+@pytest.fixture
+def far_from_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The gateway's process in a time zone 13 hours 45 minutes from UTC, as a server set to
+    local time may run."""
+    monkeypatch.setenv("TZ", "Pacific/Chatham")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("retry_after", ["600", "GMT", "-0000", "+0000"])
 async def test_429_waits_at_least_retry_after(
     quiet: QuietGateway,
     alice: Account,
     receiver: HttpReceiver,
     worker: WebhookWorker,
     clock: FakeClock,
+    far_from_utc: None,
     retry_after: str,
 ) -> None:
+    """Retry-After in seconds or as an HTTP date, whatever zone the date is written in (RFC
+    5322's `-0000` is UTC too) and whatever the server's own zone."""
     agent = await create_agent(alice, "limited", receiver.url)
     message_id = await accept_at(quiet, clock, agent)
-    if retry_after == "HTTP-DATE":
-        retry_after = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(clock.now + 600))
+    if not retry_after.isdigit():
+        moment = time.gmtime(clock.now + 600)
+        retry_after = time.strftime(f"%a, %d %b %Y %H:%M:%S {retry_after}", moment)
     receiver.reply = answer_in_turn(Answer(429, {"Retry-After": retry_after}), Answer(200))
 
     assert await worker.deliver_due(clock.now) == 1

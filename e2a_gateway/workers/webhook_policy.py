@@ -11,6 +11,7 @@ import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
@@ -87,7 +88,8 @@ def judge_answer(status_code: int | None) -> Verdict:
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if absent
-    or unreadable."""
+    or unreadable. A date in RFC 5322's `-0000` (or with no zone) is read as UTC, as HTTP dates
+    are, never in the server's own zone."""
     if not value:
         return None
     text = value.strip()
@@ -97,4 +99,6 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # `-0000`: parsedate_to_datetime leaves the zone out
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now)
