@@ -10,9 +10,10 @@ from datetime import datetime
 
 _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
-    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-5][0-9])"
 )
-"""RFC 3339's date-time: full date, `T`, time with seconds (a fraction allowed) and its offset."""
+"""RFC 3339's date-time: full date, `T`, time with seconds (a fraction allowed) and its offset
+(whose minutes run to 59: `+02:75` is no offset, where `fromisoformat` reads it as `+03:15`)."""
 
 
 @functools.lru_cache(maxsize=256)

@@ -47,6 +47,8 @@ def test_an_rfc_3339_time_is_read_with_its_offset(text: str, expected: datetime)
         "2026-02-30T00:00:00Z",  # no such day
         "2026-01-31T24:00:00Z",
         "2026-01-31T12:00:00+24:00",
+        "2026-01-31T12:00:00+02:60",  # an offset's minutes run to 59, as a time's do
+        "2026-01-31T12:00:00-00:99",
         "0000-01-01T00:00:00Z",
         "\uff12\uff10\uff12\uff16-01-31T12:00:00Z",  # digits, but not ASCII ones (fullwidth)
         " 2026-01-31T12:00:00Z",

@@ -519,6 +519,7 @@ async def test_a_loopback_send_lists_its_attachments_in_email_received(
         {"since": "2026-01-01"},  # a date without its time
         {"until": "2026-01-01T12:00:00"},  # a time without its offset
         {"since": "yesterday"},
+        {"until": "2026-01-01T12:00:00-01:60"},  # an offset's minutes run to 59
     ],
 )
 async def test_a_filter_time_that_is_no_rfc_3339_time_is_invalid_filter(
