@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import smtplib
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -12,6 +13,7 @@ import pytest
 import trio
 
 from e2a_gateway.app import RunningGateway
+from e2a_gateway.clock import parse_timestamp
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import SHARED_DOMAIN, Account, agent_path
 from tests.databases import query
@@ -485,3 +487,46 @@ async def test_an_agent_on_an_idn_domain_and_its_correspondents_read_in_one_form
             f"/v1/agents/{quote(bot)}/messages", params={"from": spelling, "read_status": "all"}
         )
         assert [item["id"] for item in found.json()["items"]] == [message_id], spelling
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        None,  # no Date field
+        b"yesterday, around noon",
+        b"Mon, 32 Jan 2026 25:61:00 +0000",  # no such day nor time
+        b"Fri, 31 Dec 9999 23:59:59 +0000",  # far in the future
+        b"1 Jan 99999999999 00:00 +0000",  # past any year a date can hold
+    ],
+)
+async def test_mail_whatever_its_date_field_is_taken_and_dated_by_its_arrival(
+    running: RunningGateway, make_account: Any, date: bytes | None
+) -> None:
+    """A message's Date field is the sender's claim: missing, unreadable or far from now
+    (in the message, or in a message it attaches), the mail is taken and read, and every
+    listing dates it by when it arrived; the field stays as written in the raw message."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await new_agent(alice, "bot")
+    dated = b"" if date is None else b"Date: " + date + b"\r\n"
+    data = (
+        b"From: alice@example.org\r\nTo: bot@agents.test\r\nSubject: when?\r\n" + dated
+        + b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        b"--b\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"From: bob@example.org\r\nSubject: earlier\r\n" + dated + b"\r\nfirst\r\n--b--\r\n"
+    )  # fmt: skip
+    before = time.time()
+    assert await smtp_send(running, [bot], data) == {}
+    (summary,) = (await alice.http.get(agent_path(bot, "/messages"))).json()["messages"]
+    response = await alice.http.get(agent_path(bot, f"/messages/{summary['message_id']}"))
+    assert response.status_code == 200, response.text
+    full = response.json()
+    assert full["text_body"] == "see attached"
+    assert base64.b64decode(full["raw_message"]).endswith(data)
+    for when in (summary["created_at"], full["received_at"]):
+        assert before - 1 <= parse_timestamp(when).timestamp() <= time.time() + 1, when
+    v1 = await alice.http.get(f"/v1/agents/{quote(bot)}/messages/{summary['message_id']}")
+    assert v1.status_code == 200, v1.text
+    assert v1.json()["created_at"] == summary["created_at"]
+    events = await alice.http.get("/v1/events", params={"message_id": summary["message_id"]})
+    assert [event["created_at"] for event in events.json()["items"]] == [full["received_at"]]
