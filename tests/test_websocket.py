@@ -66,9 +66,10 @@ from tests.delivery_support import (
 )
 
 WAIT = 10.0
-ACKED_BACKLOG = 500
-ACKED_DRAIN_PING_SECONDS = 0.2
-"""Pings often enough that a backlog of ACKED_BACKLOG takes several of them to drain."""
+ACKED_BACKLOG = 1500
+ACKED_DRAIN_PING_SECONDS = 0.5
+"""Pings often enough that a backlog of ACKED_BACKLOG takes several of them to drain, and not
+so often that a busy machine (CI, two workers, PostgreSQL) misses a pong by scheduling alone."""
 FRAME_KEYS = {"message_id", "from", "recipient", "subject", "received_at", "reply_text", "trust"}
 
 
