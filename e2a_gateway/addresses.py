@@ -206,19 +206,13 @@ def lowercase_address(address: str) -> str:
     address goes into the signed X-E2A-Auth-Sender HTTP header, where they are not allowed.
     """
     lowered = unicodedata.normalize("NFC", _ADDRESS_CONTROLS.sub("", address).strip().lower())
-    local, at, domain = lowered.rpartition("@")
-    if not at or domain.isascii():
-        return lowered
-    try:
-        return f"{local}@{a_label_domain(domain)}"
-    except ValueError:
-        return lowered
+    return domain_as_a_labels(lowered)
 
 
-def address_search_text(text: str) -> str:
-    """A search term for addresses as `lowercase_address` reports them: the text after its last
-    `@`, when beyond ASCII and a domain name (or its first labels), as A-labels, so
-    `JOSÉ@Exämple.org` and `@exämple` find `josé@xn--exmple-cua.org`; anything else as given."""
+def domain_as_a_labels(text: str) -> str:
+    """`text` with what follows its last `@`, when beyond ASCII and a domain name (or its first
+    labels), as A-labels; anything else as given. The form `lowercase_address` gives a domain,
+    so a search term `JOSÉ@Exämple.org` or `@exämple` finds `josé@xn--exmple-cua.org`."""
     before, at, after = text.rpartition("@")
     if not at or after.isascii():
         return text

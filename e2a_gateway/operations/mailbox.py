@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from e2a_gateway.addresses import address_search_text
+from e2a_gateway.addresses import domain_as_a_labels
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.gateway import Gateway
@@ -113,7 +113,7 @@ def listing_filters(
     return MessageFilters(
         directions=directions,
         read_status=read_status,
-        from_text=address_search_text(from_text) if from_text else None,
+        from_text=domain_as_a_labels(from_text) if from_text else None,
         subject_text=subject_text or None,
         conversation_id=conversation_id or None,
         labels=tuple(dict.fromkeys(wanted)),

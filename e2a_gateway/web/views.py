@@ -199,31 +199,10 @@ def _outbound_envelope(message: OutboundMessage | OutboundSummary) -> dict[str, 
 
 
 def outbound_summary_view(summary: OutboundSummary) -> dict[str, Any]:
-    """An outbound message as the dashboard's lists show it, named as `outbound_view` names
-    it, without body or attachments: with the preview read in their place, if any, and how
-    many characters of the text it leaves out (`preview_left`)."""
-    view: dict[str, Any] = {
-        "id": summary.id,
-        "agent_id": summary.agent_email,
-        "to": summary.to,
-        "cc": summary.cc,
-        "bcc": summary.bcc,
-        "subject": summary.subject,
-        "status": summary.status,
-        "approval_expires_at": (
-            format_timestamp(summary.approval_expires_at)
-            if summary.approval_expires_at is not None
-            else None
-        ),
-        "created_at": summary.created_at,
-        "reviewed_at": summary.reviewed_at,
-        "rejection_reason": summary.rejection_reason,
-        "reviewed_by": summary.reviewed_by,
-        "review_method": summary.review_method,
-        "method": summary.method,
-        "edited": summary.edited,
-        "sent_at": summary.sent_at,
-    }
+    """An outbound message as the dashboard's lists show it: the fields every state shows
+    (`_outbound_envelope`), without body or attachments, with the preview read in their
+    place, if any, and how many characters of the text it leaves out (`preview_left`)."""
+    view = _outbound_envelope(summary)
     if summary.preview is not None:
         view["preview"] = summary.preview
         view["preview_left"] = summary.preview.text_length - len(summary.preview.text or "")
