@@ -19,7 +19,7 @@ from e2a_gateway.config import Settings
 from e2a_gateway.storage.sqlite import SqliteStorage
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import full_scans, query, traced_statements
-from tests.delivery_support import agent_id, create_agent, mail, smtp_send
+from tests.delivery_support import agent_id, create_agent, mail, smtp_send, wait_until
 from tests.test_storage import add_user, make_agent, make_message, make_outbound
 
 
@@ -95,6 +95,11 @@ async def test_an_erased_account_leaves_no_row_behind_and_spares_the_other(
         headers={"Idempotency-Key": "once"},
     )
     assert sent.status_code in (200, 202), sent.text
+
+    async def bob_holds_alices_mail() -> bool:
+        return "To Bob" in await inbound_ids(bob, bob_bot)
+
+    await wait_until(bob_holds_alices_mail)  # delivered by a worker, after the 202
     held = await alice.http.put(
         agent_path(alice_aide), json={"hitl_enabled": True, "hitl_ttl_seconds": 3600}
     )
