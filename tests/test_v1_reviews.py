@@ -545,15 +545,23 @@ async def test_a_hold_ttl_of_zero_means_the_default_week_not_an_instant_expiry(
 
 
 async def test_an_inbound_hold_past_its_ttl_takes_no_late_review(
-    running: RunningGateway, owner: Account
+    running: RunningGateway, owner: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inbound = {"policy": "domain", "allowlist": ["partner.example"], "action": "review"}
     await protect(owner, BOT, protection(inbound=inbound, holds={"on_expiry": "reject"}))
     await send(running, "alice@example.org", letter("alice@example.org", "Too late"))
     (item,) = await queue(owner)
     database = running.gateway.settings.database.url
-    past = time.time() - 1  # the deadline has passed; the sweep has not come yet
-    query(database, "UPDATE messages SET hold_expires_at = ? WHERE id = ?", (past, item["id"]))
+
+    async def paused(self: ApprovalWorker, now: float) -> list[Any]:
+        return []
+
+    # the deadline passes before the worker's next sweep: its sweeps (every 15 s) are paused,
+    # and one already under way judges by a clock read before the deadline
+    monkeypatch.setattr(ApprovalWorker, "expire_due", paused)
+    deadline = time.time() + 0.05
+    query(database, "UPDATE messages SET hold_expires_at = ? WHERE id = ?", (deadline, item["id"]))
+    await trio.sleep(max(0.0, deadline - time.time()) + 0.05)
     late = await owner.http.post(f"/v1/reviews/{item['id']}/approve", json={})
     assert late.status_code == 409, late.text
     assert late.json()["error"]["code"] == "message_not_pending"
