@@ -8,19 +8,23 @@ no worker of its own, so retry timing is exact and instant; the rest run the wor
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import logging
 import socket
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 import trio
+import trustme
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.clock import format_timestamp, parse_timestamp
@@ -345,6 +349,45 @@ async def test_a_closed_connection_and_a_refused_one_are_retried(
     assert refused_attempt.error is not None and "ConnectError" in refused_attempt.error
     assert await delivery_status(alice, closing_agent, closed) == "retrying"
     assert await delivery_status(alice, refusing_agent, refused) == "retrying"
+
+
+async def test_a_receiver_whose_tls_certificate_is_not_trusted_is_told_why(
+    quiet: QuietGateway,
+    alice: Account,
+    resolver: FixtureResolver,
+    worker: WebhookWorker,
+    clock: FakeClock,
+    nursery: trio.Nursery,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A certificate no public CA signed is refused before anything is sent, and the attempt's
+    error (in the dead letters, the log) says so, not just `ConnectError`."""
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("tls.hooks.test").configure_cert(tls)
+    requests: list[bytes] = []
+
+    async def serve(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        with contextlib.suppress(trio.BrokenResourceError):
+            requests.append(await stream.receive_some(65536))
+
+    listeners = await nursery.start(partial(trio.serve_ssl_over_tcp, serve, 0, tls))
+    port = listeners[0].transport_listener.socket.getsockname()[1]
+    resolver.load_zone({"tls.hooks.test": {"A": ["127.0.0.1"]}})
+    agent = await create_agent(alice, "self-signed", f"https://tls.hooks.test:{port}/hook")
+    message_id = await accept_at(quiet, clock, agent)
+
+    caplog.set_level(logging.INFO, logger="e2a.webhooks")
+    assert await worker.deliver_due(clock.now) == 1
+    (attempt,) = await recorded_attempts(quiet.gateway, message_id)
+    assert attempt.status_code is None and attempt.error is not None
+    assert attempt.error.startswith(
+        "the TLS certificate of tls.hooks.test was not accepted "
+        "(certificate verify failed: unable to get local issuer certificate)"
+    )
+    assert "intermediate" in attempt.error  # how to mend it
+    assert attempt.error in caplog.text
+    assert await delivery_status(alice, agent, message_id) == "retrying"
+    assert requests == []
 
 
 async def test_an_endless_answer_is_not_read_past_the_limit(

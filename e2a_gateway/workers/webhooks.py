@@ -12,6 +12,7 @@ SSRF rules at each attempt and the connection is pinned to the address that was 
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
@@ -440,7 +441,7 @@ async def _post_to(
         return timed_out, True
     except httpx.HTTPError as exc:
         await connections.discard(connection)
-        error = Answer(None, error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS])
+        error = Answer(None, error=describe_failure(exc, parts.hostname or "")[:MAX_ERROR_CHARS])
         return error, not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
     except BaseException:  # cancelled mid-attempt (shutdown): close it, then go
         with trio.CancelScope(shield=True):
@@ -462,6 +463,28 @@ async def _post_to(
         raise
     await connections.give_back(origin, connection)
     return answer, True
+
+
+def describe_failure(exc: httpx.HTTPError, host: str) -> str:
+    """What went wrong with a POST to `host`, for the attempt's record and the log: the verdict
+    on the receiver's TLS certificate or handshake when that was it (httpx's own message is
+    empty then), else the error's type and the first message along its causes."""
+    message = ""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"the TLS certificate of {host} was not accepted (certificate verify failed: "
+                f"{cause.verify_message}); the receiver must serve a certificate for {host} "
+                "from a public certificate authority, with its intermediate certificates"
+            )
+        if isinstance(cause, ssl.SSLError):
+            return f"the TLS handshake with {host} failed ({cause.reason or cause})"
+        message = message or str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(exc).__name__}: {message}"
 
 
 def host_of(url: str) -> str:
