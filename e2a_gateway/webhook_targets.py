@@ -3,8 +3,8 @@
 
 The same rules apply at registration and again at each delivery: the URL text is checked and
 normalised, then every address its host resolves to (through the gateway's resolver) must be
-public. An IPv6 address that carries an IPv4 one (mapped, compatible, NAT64, 6to4) is judged by
-the IPv4 address it reaches.
+public. An IPv6 address that carries an IPv4 one (mapped, compatible, translated, NAT64, 6to4)
+is judged by the IPv4 address it reaches.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ NAT64_LOCAL_PREFIX = ipaddress.IPv6Network("64:ff9b:1::/48")
 """RFC 8215 local-use NAT64 prefix: translates into the operator's own network."""
 IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
 """RFC 4291 §2.5.5.1 IPv4-compatible addresses (deprecated): `::a.b.c.d`."""
+IPV4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")
+"""RFC 2765 §2.1 IPv4-translated addresses (SIIT): `::ffff:0:a.b.c.d`, which a stateless
+translator turns into the IPv4 address."""
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Zs"})
 _DECIMAL = re.compile(r"[0-9]+")
 _OCTAL = re.compile(r"0[0-7]+")
@@ -41,12 +44,13 @@ class WebhookTargetError(ValueError):
 
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address that `ip` reaches when it is IPv4-mapped (`::ffff:a.b.c.d`),
-    IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) or 6to4 (`2002::/16`); else None."""
+    IPv4-compatible (`::a.b.c.d`), IPv4-translated (`::ffff:0:a.b.c.d`), NAT64 (`64:ff9b::/96`)
+    or 6to4 (`2002::/16`); else None."""
     if ip.ipv4_mapped is not None:
         return ip.ipv4_mapped
     if ip.sixtofour is not None:
         return ip.sixtofour
-    if ip in NAT64_PREFIX or ip in IPV4_COMPATIBLE:
+    if ip in NAT64_PREFIX or ip in IPV4_COMPATIBLE or ip in IPV4_TRANSLATED:
         return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
     return None
 

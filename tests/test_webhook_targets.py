@@ -45,6 +45,11 @@ REACHES = {
     "6to4-private": ("2002:c0a8:101::1", "2002:c0a8:101::1 (which reaches 192.168.1.1)"),
     "compatible-private": ("::192.168.1.1", "::c0a8:101 (which reaches 192.168.1.1)"),
     "nat64-local-use": ("64:ff9b:1::5db8:d70e", "64:ff9b:1::5db8:d70e"),
+    "translated": ("::ffff:0:127.0.0.1", "::ffff:0:7f00:1 (which reaches 127.0.0.1)"),
+    "translated-metadata": (
+        "::ffff:0:169.254.169.254",
+        "::ffff:0:a9fe:a9fe (which reaches 169.254.169.254)",
+    ),
 }
 """IPv6 forms of loopback and private IPv4 addresses, and how refusals describe them."""
 FORMS = {name: address for name, (address, _) in REACHES.items()}
@@ -60,7 +65,14 @@ def test_ipv6_forms_of_private_ipv4_addresses_are_not_public(address: str) -> No
 
 @pytest.mark.parametrize(
     "address",
-    ["::ffff:93.184.215.14", "64:ff9b::5db8:d70e", "2002:5db8:d70e::1", PUBLIC, "2606:4700::1"],
+    [
+        "::ffff:93.184.215.14",
+        "::ffff:0:93.184.215.14",
+        "64:ff9b::5db8:d70e",
+        "2002:5db8:d70e::1",
+        PUBLIC,
+        "2606:4700::1",
+    ],
 )
 def test_ipv6_forms_of_public_addresses_stay_public(address: str) -> None:
     assert is_public_address(address)
