@@ -13,6 +13,7 @@ from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
 from tests.conftest import Account
 from tests.delivery_support import QuietGateway, accept, create_agent, mail
 from tests.test_mailauth_dkim import rsa_key
+from tests.test_v1_reviews import conforms
 from tests.webhook_support import alice, quiet, settings
 
 __all__ = ["alice", "quiet", "settings"]  # fixtures
@@ -63,7 +64,12 @@ async def test_a_policy_another_server_reported_is_not_shown_as_the_domains(
         "policy": "none",
         "aligned_by": [],
     }
-    assert (view["dmarc"]["status"], view["dmarc"]["policy"]) == ("none", None)
+    assert view["dmarc"] == {
+        "status": "none",
+        "domain": "example.org",
+        "policy": None,
+        "aligned_by": [],
+    }
 
 
 async def test_spf_is_not_shown_aligned_where_the_record_asks_for_strict(
@@ -135,3 +141,31 @@ async def test_a_signature_naming_a_domain_in_u_labels_does_not_hide_the_evidenc
     (signature,) = view["dkim"]
     assert signature["domain"] == "xn--bcher-kva.example"
     assert signature["status"] == "permerror"
+
+
+async def test_alignment_is_shown_only_for_a_pass_judged_under_a_dmarc_record(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    """e2a's schema: `aligned` is null unless the mechanism passed and the author's domain
+    publishes a DMARC record. example.org publishes none, so its SPF pass and esp.example's
+    DKIM pass are not judged; bank.example publishes one, but nothing passed for it."""
+    bot = await create_agent(alice, "bot")
+    unjudged = await accept(quiet.gateway, [bot], ESP.sign(mail("No record")))
+    _, view = await shown(alice, bot, unjudged)
+    conforms(view["spf"], "SPFResult")
+    conforms(view["dkim"][0], "DKIMResult")
+    assert view["spf"] == {"status": "pass", "domain": "example.org", "aligned": None}
+    assert [(sig["status"], sig["aligned"]) for sig in view["dkim"]] == [("pass", None)]
+    assert view["dmarc"] == {
+        "status": "none",
+        "domain": "example.org",
+        "policy": None,
+        "aligned_by": [],
+    }
+
+    data = b"From: ceo@bank.example\r\nTo: bot@agents.test\r\nSubject: Wire\r\n\r\nPay.\r\n"
+    failed = await accept(quiet.gateway, [bot], data, mail_from="ceo@bank.example")
+    _, view = await shown(alice, bot, failed)
+    conforms(view, "Authentication")
+    assert view["spf"] == {"status": "none", "domain": "bank.example", "aligned": None}
+    assert (view["dmarc"]["status"], view["dmarc"]["policy"]) == ("fail", "reject")

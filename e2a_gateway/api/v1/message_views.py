@@ -375,29 +375,36 @@ def _outbound_state(message: FiledMessage) -> dict[str, Any]:
 
 
 def _authentication(evidence: Evidence) -> dict[str, Any]:
-    """Authentication: SPF, each DKIM signature, DMARC, as e2a's schema words them."""
+    """Authentication: SPF, each DKIM signature, DMARC, as e2a's schema words them. As e2a has
+    it, a mechanism's `aligned` is null unless it passed and the author's domain publishes a
+    DMARC record (the record's modes are what alignment is judged by), and `aligned_by` is
+    empty unless DMARC passed."""
+    judged = evidence.dmarc_policy is not None
+    dmarc = evidence.dmarc if evidence.dmarc in _DMARC else "permerror"
+
+    def aligned(result: str, value: bool | None) -> bool | None:
+        return value if judged and result == "pass" else None
+
     return {
         "spf": {
             "status": evidence.spf if evidence.spf in _SPF else "permerror",
             "domain": evidence.spf_domain,
-            "aligned": evidence.spf_aligned,
+            "aligned": aligned(evidence.spf, evidence.spf_aligned),
         },
         "dkim": [
-            present(
-                status=sig.result if sig.result in _DKIM else "permerror",
-                domain=sig.domain,
-                selector=sig.selector,
-                aligned=sig.aligned,
-                detail=sig.reason,
-            )
-            | {"domain": sig.domain, "selector": sig.selector, "aligned": sig.aligned}
+            present(status=sig.result if sig.result in _DKIM else "permerror", detail=sig.reason)
+            | {
+                "domain": sig.domain,
+                "selector": sig.selector,
+                "aligned": aligned(sig.result, sig.aligned),
+            }
             for sig in evidence.dkim
         ],
         "dmarc": {
-            "status": evidence.dmarc if evidence.dmarc in _DMARC else "permerror",
+            "status": dmarc,
             "domain": evidence.dmarc_domain,
             "policy": evidence.dmarc_policy,
-            "aligned_by": list(evidence.aligned_by),
+            "aligned_by": list(evidence.aligned_by) if dmarc == "pass" else [],
         },
     }
 
