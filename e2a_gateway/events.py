@@ -172,7 +172,8 @@ def inbound_authentication(
     from_addr: str, results: Mapping[str, str], raw_message: bytes
 ) -> dict[str, Any] | None:
     """e2a's Authentication of an inbound message: the verdicts the gateway kept, and the DMARC
-    policy its Authentication-Results field names (`none` when the sender publishes none).
+    policy its Authentication-Results field names (null when the sender publishes no record, as
+    e2a and getMessage have it).
     Per-signature DKIM detail and which mechanism aligned are not read: `dkim` and
     `aligned_by` list none. None for mail delivered locally, as e2a has it for providerless
     loopback delivery (no authenticating SMTP peer) and as getMessage shows it."""
@@ -190,7 +191,7 @@ def inbound_authentication(
         "dmarc": {
             "status": _known(results.get("dmarc"), DMARC_STATUSES),
             "domain": author_domain(from_addr),
-            "policy": policy or "none",
+            "policy": policy,
             "aligned_by": [],
         },
     }
