@@ -5,7 +5,10 @@ twice); and the gateway goes on storing the mail that follows.
 The failures are real: on SQLite a deferred foreign key that breaks at COMMIT; on PostgreSQL a
 connection that drops right after the server committed (a proxy between the gateway and the
 server swallows the answer to COMMIT and closes), or while the server is still committing (the
-proxy closes as soon as COMMIT has gone to the server, which a deferred trigger keeps busy)."""
+proxy closes as soon as COMMIT has gone to the server, which a deferred trigger keeps busy), or
+one the server never hears of: the proxy swallows COMMIT and closes the gateway's side only, so
+the server's side stays open and silent (a NAT or a network that died) and the transaction
+stays idle in it, its locks held, until the server ends it."""
 
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import trio
 from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.inbound import pipeline
 from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.storage import postgres
 from tests.conftest import make_settings
 from tests.databases import fresh_postgres_database, query
 from tests.delivery_support import create_agent, open_account
@@ -107,7 +111,10 @@ class CommitDropper:
     commit the first transaction carrying `marker` and then drops that connection before its
     client hears the answer to COMMIT: the outcome of the commit is unknown to the gateway,
     though the mail is stored. Doomed `early`, it drops the connection as soon as COMMIT has
-    gone to the server, which may still be committing when the gateway hears of the loss."""
+    gone to the server, which may still be committing when the gateway hears of the loss.
+    Doomed `unheard`, it swallows that COMMIT and closes the gateway's side only: the server's
+    side stays open and says nothing (until `close`), as when a NAT or the network between
+    died, and the server sees a transaction idle, holding its locks."""
 
     COMMIT = b"COMMIT\x00"
     """COMMIT as it goes over the wire: the query sent, and the server's answer's tag."""
@@ -119,17 +126,20 @@ class CommitDropper:
         self._lock = threading.Lock()
         self._marker: bytes | None = None
         self._early = False
+        self._unheard = False
+        self._silenced: list[socket.socket] = []
         self.dropped = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def doom(self, marker: bytes, *, early: bool = False) -> None:
-        """Drop, after its commit (or, `early`, once its COMMIT is sent), the next transaction
-        that carries `marker`."""
+    def doom(self, marker: bytes, *, early: bool = False, unheard: bool = False) -> None:
+        """Drop, after its commit (or, `early`, once its COMMIT is sent; or, `unheard`, in
+        place of its COMMIT), the next transaction that carries `marker`."""
         with self._lock:
-            self._marker, self._early = marker, early
+            self._marker, self._early, self._unheard = marker, early, unheard
 
     def close(self) -> None:
         self._listener.close()
+        _close(*self._silenced)
 
     def _accept(self) -> None:
         while True:
@@ -157,6 +167,11 @@ class CommitDropper:
                         carries, self._marker = True, None
                 if carries and self.COMMIT in data:
                     doomed.set()  # before the server can answer
+                    if self._unheard:
+                        self.dropped += 1
+                        self._silenced.append(server)
+                        _close(client)
+                        return  # the server waits, in the transaction, for what never comes
                 server.sendall(data)
                 if doomed.is_set() and self._early:
                     self.dropped += 1
@@ -269,4 +284,36 @@ async def test_postgres_mail_whose_lost_commit_outlasts_the_wait_gets_451(
             answer = await trio.to_thread.run_sync(smtp_answer, port, agent, "slow-unsettled")
             assert answer == 451 and dropper.dropped == 1
             assert await trio.to_thread.run_sync(smtp_answer, port, agent, "after") == 250
+            gateway_nursery.cancel_scope.cancel()
+
+
+async def test_postgres_mail_whose_commit_the_server_never_heard_frees_its_agent_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server never hears of the gateway's loss: it ends the transaction left idle (and
+    frees its agent's mail lock) well within the wait, so the DATA is checked, and answered
+    451 because nothing was stored; the retry, and the agent's other mail, are stored at once
+    and once."""
+    monkeypatch.setattr(postgres, "IDLE_IN_TRANSACTION_SECONDS", SLOW_COMMIT_SECONDS)
+    monkeypatch.setattr(pipeline, "COMMIT_SETTLE_SECONDS", SLOW_COMMIT_SECONDS * 5)
+    with fresh_postgres_database() as url, commit_dropper(url) as (dropper, proxied):
+        async with trio.open_nursery() as gateway_nursery:
+            settings = make_settings(tmp_path, database={"url": proxied})
+            running: RunningGateway = await gateway_nursery.start(
+                partial(run_gateway, settings, resolver=FixtureResolver())
+            )
+            account = await open_account(
+                running.gateway, running.addresses.http_url, "o@example.com"
+            )
+            async with account.http:
+                agent = await create_agent(account, "bot")
+            port = running.addresses.smtp_port
+
+            dropper.doom(b"never-heard", unheard=True)
+            answer = await trio.to_thread.run_sync(smtp_answer, port, agent, "never-heard")
+            assert answer == 451 and dropper.dropped == 1
+            assert "could not check whether" not in caplog.text  # the wait did not run out
+            assert await trio.to_thread.run_sync(smtp_answer, port, agent, "after") == 250
+            assert await trio.to_thread.run_sync(smtp_answer, port, agent, "never-heard") == 250
+            assert stored_subjects(url) == ["after", "never-heard"]
             gateway_nursery.cancel_scope.cancel()

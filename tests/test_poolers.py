@@ -5,7 +5,8 @@ A real PgBouncer on loopback in front of the test cluster, `pool_mode = transact
 `database.pooled = true` the pool's statements run however often, from however many
 connections, and with `database.listen_url` pointing past the pooler two replicas hear each
 other; a LISTEN connection through the pooler (which would hear nothing) stops the gateway at
-start with a message saying what to set.
+start with a message saying what to set; and a write transaction whose client vanished
+without the pooler hearing of it is ended by the server all the same, freeing its locks.
 
 Skipped (with a message) unless E2A_TEST_POSTGRES_URL names a test cluster and
 E2A_TEST_PGBOUNCER names a PgBouncer binary (or a script running one); docs/replicas.md says
@@ -24,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -31,12 +33,20 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-from e2a_gateway.storage import open_storage
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.inbound import pipeline
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.storage import open_storage, postgres
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.storage.postgres import PostgresStorage
+from tests.conftest import make_settings
 from tests.databases import fresh_postgres_database, require_postgres
+from tests.delivery_support import create_agent as create_agent_in_process
+from tests.delivery_support import open_account
 from tests.dns_server import serve_dns
 from tests.test_cli import free_port
+from tests.test_commit_failures import SLOW_COMMIT_SECONDS, commit_dropper, stored_subjects
+from tests.test_read_only_database import smtp_answer
 from tests.test_replicas import (
     NOTIFY_SECONDS,
     bootstrap,
@@ -240,3 +250,39 @@ async def test_two_replicas_through_the_pooler_hear_each_other(
                         heard.append(json.loads(await ws.get_message())["subject"])
             assert heard == subjects
         nursery.cancel_scope.cancel()
+
+
+async def test_a_write_whose_client_vanished_behind_the_pooler_frees_its_agent_at_once(
+    tmp_path: Path,
+    pooler: Pooler,
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The pooler lends the gateway a server session per transaction, so the bound on idling
+    in a transaction is set in each write: the server ends the one whose COMMIT never came
+    (the link between gateway and pooler died unheard), and the agent's mail goes on."""
+    monkeypatch.setattr(postgres, "IDLE_IN_TRANSACTION_SECONDS", SLOW_COMMIT_SECONDS)
+    monkeypatch.setattr(pipeline, "COMMIT_SETTLE_SECONDS", SLOW_COMMIT_SECONDS * 5)
+    with commit_dropper(pooler.url_for(database)) as (dropper, proxied):
+        async with trio.open_nursery() as gateway_nursery:
+            settings = make_settings(
+                tmp_path, database={"url": proxied, "pooled": True, "listen_url": database}
+            )
+            running: RunningGateway = await gateway_nursery.start(
+                partial(run_gateway, settings, resolver=FixtureResolver())
+            )
+            account = await open_account(
+                running.gateway, running.addresses.http_url, "o@example.com"
+            )
+            async with account.http:
+                agent = await create_agent_in_process(account, "bot")
+            port = running.addresses.smtp_port
+
+            dropper.doom(b"never-heard", unheard=True)
+            answer = await trio.to_thread.run_sync(smtp_answer, port, agent, "never-heard")
+            assert answer == 451 and dropper.dropped == 1
+            assert "could not check whether" not in caplog.text  # the wait did not run out
+            assert await trio.to_thread.run_sync(smtp_answer, port, agent, "after") == 250
+            assert stored_subjects(database) == ["after"]
+            gateway_nursery.cancel_scope.cancel()

@@ -58,6 +58,15 @@ answering without a word — a partition, a host that died, a failover to anothe
 is given up on within about 25 s, whether the connection sits idle (keepalives) or waits for a
 query's answer (`tcp_user_timeout`, in milliseconds), instead of after the kernel's own
 retries, some 15 minutes in which every call on it would hang."""
+IDLE_IN_TRANSACTION_SECONDS = 10.0
+"""How long the server lets a transaction of the pool sit idle (its client sending nothing)
+before it ends the session, rolling the transaction back and freeing its locks
+(`idle_in_transaction_session_timeout`). The gateway never leaves one idle that long: its work
+runs statement after statement in a worker thread, with no network, sleep or wait of its own
+in between. So only a transaction whose client is gone without the server hearing of it (a NAT
+or a network that died, a host that vanished) is ended; it may hold agents' mail locks, which
+a DATA whose commit's outcome is unknown waits for (`pipeline.COMMIT_SETTLE_SECONDS`, well
+above this) and the agents' other mail queues on."""
 
 
 _CONNECT_HINTS = (
@@ -155,11 +164,27 @@ class _Dropped(Exception):
     ran on it, and the work may run on another connection."""
 
 
+def _bound_idle(connection: Connection, *, local: bool) -> None:
+    """Have the server end the session once a transaction sits idle for longer than
+    IDLE_IN_TRANSACTION_SECONDS: for the session, or (`local`) for the open transaction only."""
+    connection.execute(
+        "SELECT set_config('idle_in_transaction_session_timeout', %s, %s)",
+        (f"{round(IDLE_IN_TRANSACTION_SECONDS * 1000)}ms", local),
+    )
+
+
 def _transact(
-    connection: Connection, display_url: str, work: Callable[[Connection], T], reused: bool
+    connection: Connection,
+    display_url: str,
+    work: Callable[[Connection], T],
+    reused: bool,
+    *,
+    bound_idle: bool,
 ) -> T:
     """Run `work` in one transaction on `connection` (in a worker thread); _Dropped when the
-    `reused` connection turns out broken before the transaction began."""
+    `reused` connection turns out broken before the transaction began. `bound_idle`: set the
+    bound on idling in a transaction for this transaction (a round trip more), where the
+    session is a pooler's (`PostgresStorage._run`)."""
     with _translate_errors(display_url), ExitStack() as transaction:
         try:
             transaction.enter_context(connection.transaction())
@@ -167,6 +192,8 @@ def _transact(
             if reused and connection.broken:
                 raise _Dropped from exc
             raise
+        if bound_idle:
+            _bound_idle(connection, local=True)
         return work(connection)
 
 
@@ -276,6 +303,22 @@ class PostgresStorage(SqlStorage):
         except psycopg.Error as exc:
             raise StorageUnavailable(connect_error_message(self.display_url, exc)) from exc
 
+    def _connect_to_pool(self) -> Connection:
+        """A new connection for the pool (`_connect`), in a thread, whose transactions the
+        server ends once idle for IDLE_IN_TRANSACTION_SECONDS: set here for the session, one
+        round trip for the connection's life, or behind a pooler in transaction mode in each
+        write transaction (`_run`)."""
+        connection = self._connect()
+        if self.pooled:
+            return connection
+        try:
+            with _translate_errors(self.display_url):
+                _bound_idle(connection, local=False)
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
     def connect_listener(self) -> Connection:
         """A dedicated connection (outside the pool) to `listen_url` that LISTENs on
         FANOUT_CHANNEL and CHECK_CHANNEL; blocking, so call it in a thread. TCP keepalives let
@@ -336,15 +379,23 @@ class PostgresStorage(SqlStorage):
         else:
             self._idle.append(connection)
 
-    async def _run(self, work: Callable[[Connection], T]) -> T:
+    async def _run(self, work: Callable[[Connection], T], *, writes: bool = False) -> T:
         """Run `work` in one transaction on a pooled connection, in a worker thread. Idle
         connections the server dropped meanwhile (a restart of the database) are closed and
-        passed over, so the work runs once, on a live one."""
+        passed over, so the work runs once, on a live one.
+
+        The server ends the transaction should it sit idle for IDLE_IN_TRANSACTION_SECONDS
+        (`_connect_to_pool`). Behind a pooler in transaction mode the session is the pooler's,
+        so that bound is set in each transaction that `writes` (and may hold locks that other
+        writes wait for), a round trip more; reads, the most frequent, go without it."""
         if self._closed:
             raise StorageUnavailable(f"postgres ({self.display_url}): storage is closed")
+        bound_idle = self.pooled and writes
         async with self._slots:
             connection, result = await self._started(
-                lambda connection, reused: _transact(connection, self.display_url, work, reused)
+                lambda connection, reused: _transact(
+                    connection, self.display_url, work, reused, bound_idle=bound_idle
+                )
             )
             self._give_back(connection)
             return result
@@ -360,7 +411,7 @@ class PostgresStorage(SqlStorage):
             if reused:
                 connection = self._idle.pop()
             else:
-                connection = await trio.to_thread.run_sync(self._connect)
+                connection = await trio.to_thread.run_sync(self._connect_to_pool)
             try:
                 return connection, await trio.to_thread.run_sync(start, connection, reused)
             except _Dropped:
@@ -389,7 +440,9 @@ class PostgresStorage(SqlStorage):
         lasts, an export sent to a client that stopped reading, makes no other work wait for
         a connection), in one REPEATABLE READ, READ ONLY transaction while the block runs; it
         is rolled back and the connection closed however the block ends, a cancelled one
-        included."""
+        included. Its transaction may sit idle as long as the block waits (for a client reading
+        an export), so it has no IDLE_IN_TRANSACTION_SECONDS bound; it reads only, and takes
+        no lock the gateway's writes wait for."""
         if self._closed:
             raise StorageUnavailable(f"postgres ({self.display_url}): storage is closed")
         connection = await trio.to_thread.run_sync(self._connect)
@@ -404,7 +457,7 @@ class PostgresStorage(SqlStorage):
         self, work: Work[T], *, changes_routing: bool, durable: bool
     ) -> tuple[T, list[Announcement]]:
         """Run `work` in one transaction; every commit waits for the disk."""
-        return await self._run(partial(self._unit, work, False))
+        return await self._run(partial(self._unit, work, False), writes=True)
 
     def _unit(
         self, work: Work[T], snapshot: bool, connection: Connection
@@ -461,7 +514,7 @@ class PostgresStorage(SqlStorage):
             return done
 
         try:
-            return await self._run(apply_pending)
+            return await self._run(apply_pending, writes=True)
         except psycopg.errors.InsufficientPrivilege as exc:
             raise StorageUnavailable(_may_not_create(self.url, exc)) from None
 
