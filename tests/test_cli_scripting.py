@@ -303,6 +303,27 @@ def test_listen_once_text_prints_what_the_sender_wrote(
     assert (code, out) == (0, "Sounds good, ship it.\n")
 
 
+def test_listen_text_with_json_is_a_usage_error_as_messages_get(
+    live: LiveGateway, account: Account, cli: Cli
+) -> None:
+    """`listen --once --text --json` asks for two outputs: refused (exit 2) before any mail
+    is read, with the words `messages get --text --json` is refused with, in either order."""
+    agent = _agent(cli, account, "both")
+    live.send_mail(agent, "Waiting", "Still here.\n")
+    wait_until(lambda: unread(live, account.key, agent) == 1)
+    refusal = "error: --text and --json are mutually exclusive\n"
+    assert cli("messages", "get", "m", "--text", "--json", "--agent", agent)[2:] == (
+        f"e2a messages: {refusal}",
+    )
+    expected = f"e2a listen: {refusal}"
+    for args in (
+        ("listen", "--agent", agent, "--once", "--text", "--json", "--until", "5s"),
+        ("listen", "--json", "--text", "--once", "--agent", agent),
+    ):
+        assert cli(*args) == (2, "", expected)
+    assert unread(live, account.key, agent) == 1
+
+
 def test_whoami_json_is_e2a_account_view(
     account: Account, cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:

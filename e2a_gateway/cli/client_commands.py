@@ -1129,7 +1129,7 @@ def cmd_listen(ctx: Context) -> int:
     """`listen [--forward URL [--forward-token T]] [--once] [--until WHEN] …`."""
     if ctx.args.forward_token and not ctx.args.forward:
         raise UsageError("--forward-token needs --forward URL (it is that POST's bearer token)")
-    if ctx.args.text and not ctx.args.once:
+    if ctx.text and not ctx.args.once:
         raise UsageError("--text requires --once (it prints the one message listen waits for)")
     agent = ctx.agent()
     return cmd_listen_with(ctx.args, ctx.url, ctx.key, agent, as_json=ctx.json)

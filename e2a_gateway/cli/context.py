@@ -52,6 +52,15 @@ class Context:
         return bool(getattr(self.args, "json", False))
 
     @property
+    def text(self) -> bool:
+        """Whether the user asked for the text alone (`--text`); UsageError when `--json`
+        asks for JSON as well, as e2a's CLI refuses `messages get --text --json`."""
+        text = bool(getattr(self.args, "text", False))
+        if text and self.json:
+            raise UsageError("--text and --json are mutually exclusive")
+        return text
+
+    @property
     def url(self) -> str:
         """The gateway URL (environment, then config file)."""
         url = effective("url", self.values)

@@ -176,10 +176,9 @@ def message_text(message: dict[str, Any]) -> str:
 
 def cmd_messages_get(ctx: Context) -> None:
     """`messages get <id> [--text]`: the message as JSON (one line), or its text only."""
-    if ctx.args.text and ctx.json:
-        raise UsageError("--text and --json are mutually exclusive")
+    text = ctx.text
     message = ctx.client().api.call(get_message_call(ctx.agent(), ctx.args.id))
-    if ctx.args.text:
+    if text:
         print(message_text(message))
         return
     print_line(message)
