@@ -9,6 +9,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 import trio
 
@@ -227,6 +228,39 @@ async def test_pagination_walks_every_message_once(
         if token is None:
             break
     assert len(seen) == 6 and len(set(seen)) == 6
+
+
+async def test_a_page_token_continues_only_the_listing_that_made_it(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """A token is a position in one listing: used on another agent's inbox, with another
+    status or on the dead letters, it is refused (400 `invalid_token`) rather than read as a
+    position there, which would silently skip that listing's mail. Tokens made before
+    listings were named in them still continue."""
+    alice: Account = await make_account("alice@example.com")
+    first, second = await new_agent(alice, "first"), await new_agent(alice, "second")
+    for _ in range(3):
+        assert await smtp_send(running, [first, second]) == {}
+
+    async def page(agent: str, query: str) -> httpx.Response:
+        return await alice.http.get(agent_path(agent, query))
+
+    token = (await page(first, "/messages?status=all&page_size=1")).json()["next_token"]
+    for agent, path in (
+        (second, f"/messages?status=all&page_size=1&token={token}"),
+        (first, f"/messages?page_size=1&token={token}"),  # status=unread
+        (first, f"/dead-letters?token={token}"),
+    ):
+        refused = await page(agent, path)
+        assert refused.status_code == 400, (path, refused.text)
+        error = refused.json()["error"]
+        assert error["code"] == "invalid_token" and "another listing" in error["message"]
+    upper = first.upper()  # the same agent, however its address is cased
+    same = await page(upper, f"/messages?status=all&page_size=1&token={token}")
+    assert same.status_code == 200 and len(same.json()["messages"]) == 1
+    older = base64.urlsafe_b64encode(b"v1:0").decode().rstrip("=")
+    everything = await page(second, f"/messages?status=all&token={older}")
+    assert len(everything.json()["messages"]) == 3
 
 
 async def test_another_user_sees_nothing_of_the_first(

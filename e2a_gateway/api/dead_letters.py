@@ -12,6 +12,7 @@ from e2a_gateway.api.requests import page_size
 from e2a_gateway.operations import dead_letters
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.messages import (
+    agent_listing,
     decode_page_token,
     encode_page_token,
 )
@@ -41,16 +42,18 @@ def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:
 async def list_dead_letters(caller: Caller, email: str) -> dict[str, Any]:
     """GET /agents/{email}/dead-letters?page_size=&token=, oldest first."""
     token = request.args.get("token")
+    listing = agent_listing("dead-letters", email)
     page = await dead_letters.dead_letter_page(
         current_gateway(),
         caller,
         email,
         page_size(),
-        decode_page_token(token) if token else None,
+        decode_page_token(token, listing) if token else None,
     )
+    following = page.next_after
     return {
         "dead_letters": [dead_letter_view(letter) for letter in page.letters],
-        "next_token": encode_page_token(page.next_after) if page.next_after is not None else None,
+        "next_token": encode_page_token(following, listing) if following is not None else None,
     }
 
 

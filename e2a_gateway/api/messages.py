@@ -12,6 +12,7 @@ from e2a_gateway.api.requests import mark_read, page_size
 from e2a_gateway.operations import messages, trust
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.messages import (
+    agent_listing,
     decode_page_token,
     encode_page_token,
 )
@@ -27,17 +28,19 @@ async def list_messages(caller: Caller, email: str) -> dict[str, Any]:
     """GET /agents/{email}/messages?status=&page_size=&token=."""
     status = messages.status_filter(request.args.get("status", "unread"))
     token = request.args.get("token")
+    listing = agent_listing("inbox", email, status)
     page = await messages.inbox_page(
         current_gateway(),
         caller,
         email,
         status,
         page_size(),
-        decode_page_token(token) if token else None,
+        decode_page_token(token, listing) if token else None,
     )
+    following = page.next_after
     return {
         "messages": [message_summary_view(message) for message in page.messages],
-        "next_token": encode_page_token(page.next_after) if page.next_after is not None else None,
+        "next_token": encode_page_token(following, listing) if following is not None else None,
     }
 
 

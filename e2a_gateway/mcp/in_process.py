@@ -347,7 +347,8 @@ class OperationsPort:
 
         async def page(gateway: Gateway, caller: Caller) -> MessageList:
             shown = messages.status_filter(status)
-            after = messages.decode_page_token(token) if token else None
+            listing = messages.agent_listing("inbox", agent_email or "", shown)
+            after = messages.decode_page_token(token, listing) if token else None
             found = await messages.inbox_page(
                 gateway, caller, agent_email or "", shown, page_size, after
             )
@@ -355,7 +356,9 @@ class OperationsPort:
             return MessageList(
                 messages=[summary_from_json(message_summary_view(m)) for m in found.messages],
                 next_token=(
-                    messages.encode_page_token(following) if following is not None else None
+                    messages.encode_page_token(following, listing)
+                    if following is not None
+                    else None
                 ),
             )
 

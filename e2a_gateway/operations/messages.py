@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.agents import agent_address, owned_agent
@@ -41,25 +42,52 @@ def status_filter(text: str) -> StatusFilter:
     return found
 
 
-def encode_page_token(seq: int) -> str:
-    """An opaque page token for the position after `seq`."""
-    return base64.urlsafe_b64encode(f"v1:{seq}".encode()).decode().rstrip("=")
+def encode_page_token(seq: int, listing: str | None = None) -> str:
+    """An opaque page token for the position after `seq`; with `listing` (a listing's name,
+    `agent_listing`), one that continues that listing alone."""
+    text = f"v1:{seq}" if listing is None else f"v2:{_listing_tag(listing)}:{seq}"
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode_page_token(token: str) -> int:
-    """The position encoded in a page token; Invalid when it was not made by us."""
+def decode_page_token(token: str, listing: str | None = None) -> int:
+    """The position encoded in a page token; Invalid when it was not made by us, or, given
+    `listing`, when it was made for another listing (a token without one, made before
+    listings were named in tokens, continues any)."""
     try:
         text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        version, _, seq = text.partition(":")
-        if version != "v1" or not (seq.isascii() and seq.isdigit()) or len(seq) > MAX_SEQ_DIGITS:
+        version, _, rest = text.partition(":")
+        if version == "v1":
+            tag, seq = None, rest
+        elif version == "v2" and listing is not None:
+            tag, _, seq = rest.partition(":")
+        else:
+            raise ValueError(text)
+        if not (seq.isascii() and seq.isdigit()) or len(seq) > MAX_SEQ_DIGITS:
             raise ValueError(text)
         if int(seq) > MAX_SEQ:
             raise ValueError(text)
-        return int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise Invalid(
             "invalid_token", "token is not a page token from this API; start without it"
         ) from None
+    if tag is not None and listing is not None and tag != _listing_tag(listing):
+        raise Invalid(
+            "invalid_token",
+            "this token belongs to another listing (another agent, status or list); start "
+            "without it",
+        )
+    return int(seq)
+
+
+def agent_listing(kind: str, email: str, status: StatusFilter | None = None) -> str:
+    """The name of a listing `kind` (`inbox`, `dead-letters`) of the agent at `email` (however
+    its address is written) by `status`, which its page tokens continue alone."""
+    return f"{kind} {agent_address(email)} {status or ''}"
+
+
+def _listing_tag(listing: str) -> str:
+    """A listing's name as its page tokens carry it (short; it need not be secret)."""
+    return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
 
 async def inbox_page(
