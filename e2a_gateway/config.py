@@ -172,7 +172,14 @@ class SmtpSettings(ListenSection):
     max_recipients: int = Field(default=100, ge=1, le=10_000)
     max_line_length: int = Field(default=1000, ge=1000, le=1_000_000)
     max_command_length: int = Field(default=512, ge=512, le=65_536)
-    max_errors: int = Field(default=10, ge=1, le=1000)
+    max_errors: int = Field(default=20, ge=1, le=1000)
+    """Error replies since the client last delivered a message in the session; then 421."""
+    errors_before_delay: int = Field(default=10, ge=0, le=1000)
+    """Error replies since the client last delivered a message answered without delay."""
+    error_delay_seconds: float = Field(default=1.0, ge=0, le=60)
+    """How long each error reply past `errors_before_delay` is held back."""
+    max_junk_commands: int = Field(default=100, ge=1, le=100_000)
+    """NOOP, RSET, VRFY, HELP and EXPN since the client last delivered a message; then 421."""
     max_header_fields: int = Field(default=1000, ge=1, le=1_000_000)
     max_header_bytes: int = Field(default=262_144, ge=1024, le=1_073_741_824)
     max_header_continuation_lines: int = Field(default=1000, ge=1, le=100_000_000)

@@ -465,3 +465,17 @@ def test_the_memory_for_messages_reaches_the_listener_and_takes_a_largest_messag
         "smtp.max_message_bytes (26214400), which takes up to 29491208 octets while it is read "
         "— set it to at least 29491208, or lower smtp.max_message_bytes"
     )
+
+
+def test_the_error_limits_reach_the_sessions_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    """smtp.max_errors, errors_before_delay, error_delay_seconds and max_junk_commands (docs/
+    smtp.md, "Errors and address probing") become the sessions' limits."""
+    limits, _, _ = smtp_options(load_settings(None, environ={}))
+    assert (limits.errors_before_delay, limits.max_errors) == (10, 20)
+    assert (limits.error_delay, limits.max_junk_commands) == (1.0, 100)
+    path = write(tmp_path, "[smtp]\nmax_errors = 5\nerror_delay_seconds = 0.25\n")
+    limits, _, _ = smtp_options(load_settings(path, environ={}))
+    assert (limits.max_errors, limits.error_delay) == (5, 0.25)
+    for bad in ("error_delay_seconds = -1", "error_delay_seconds = 600", "max_junk_commands = 0"):
+        with pytest.raises(ConfigError, match=rf"smtp\.{bad.split(' ')[0]}"):
+            load_settings(write(tmp_path, f"[smtp]\n{bad}\n"), environ={})

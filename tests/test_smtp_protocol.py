@@ -21,6 +21,7 @@ from e2a_gateway.smtp.protocol import (
     Mailbox,
     MessageReceived,
     MessageRefusal,
+    Pause,
     RecipientRequested,
     Reply,
     ServerSession,
@@ -76,7 +77,8 @@ class Dialogue:
         self.during_handshake = during_handshake
 
     def send(self, data: bytes) -> list[bytes]:
-        """Feed `data`, answer every decision, return the replies in order."""
+        """Feed `data`, answer every decision, return the replies in order, each `Pause` as
+        `PAUSE` among them."""
         self.session.receive_data(data)
         return self.drain()
 
@@ -88,6 +90,9 @@ class Dialogue:
                 break
             if isinstance(event, Reply):
                 replies.append(event.data)
+            elif isinstance(event, Pause):
+                assert event.seconds == self.session._limits.error_delay
+                replies.append(PAUSE)
             elif isinstance(event, RecipientRequested):
                 self.requested.append(event.address)
                 if event.address.local.startswith("unknown"):
@@ -106,6 +111,10 @@ class Dialogue:
 
     def statuses(self, data: bytes) -> list[str]:
         return [status(reply) for reply in self.send(data)]
+
+
+PAUSE = b"pause\r\n"
+"""A `Pause` among a `Dialogue`'s replies (its `status` is "pause")."""
 
 
 def status(reply: bytes) -> str:
@@ -1271,13 +1280,86 @@ def test_too_many_errors_close_the_session() -> None:
     assert dialogue.session.state is CLOSED
 
 
-def test_refused_recipients_and_messages_do_not_count_as_errors() -> None:
-    dialogue = in_state(M, max_errors=2, max_message_bytes=10)
-    dialogue.send(b"RCPT TO:<unknown1@agents.test>\r\nRCPT TO:<unknown2@agents.test>\r\n")
-    dialogue.send(RCPT + b"DATA\r\n" + b"x" * 20 + b"\r\n.\r\n")
-    assert not dialogue.closed
-    assert dialogue.statuses(b"FOO\r\n") == ["500 5.5.2"]
+def unknown_recipients(count: int) -> bytes:
+    return b"".join(b"RCPT TO:<unknown%d@agents.test>\r\n" % number for number in range(count))
+
+
+def test_refused_recipients_and_messages_count_as_errors() -> None:
+    """Every error reply counts, a refused recipient and a refused message too."""
+    dialogue = in_state(M, max_errors=4, max_message_bytes=10)
+    assert dialogue.statuses(unknown_recipients(2)) == ["550 5.1.1", "550 5.1.1"]
+    assert dialogue.statuses(RCPT + b"DATA\r\n" + b"x" * 20 + b"\r\n.\r\n") == [
+        "250 2.1.5",
+        "354",
+        "552 5.3.4",
+    ]
     assert dialogue.statuses(b"FOO\r\n") == ["500 5.5.2", "421 4.7.0"]
+    assert dialogue.closed
+
+
+def test_a_harvester_is_slowed_then_cut_off_and_its_other_recipients_are_never_looked_up() -> None:
+    dialogue = in_state(M)  # 10 errors answered at once, 10 after a pause each, then 421
+    statuses = dialogue.statuses(unknown_recipients(5000))
+    assert statuses == ["550 5.1.1"] * 10 + ["pause", "550 5.1.1"] * 10 + ["421 4.7.0"]
+    assert dialogue.closed
+    assert len(dialogue.requested) == 20
+
+
+def test_an_accepted_message_starts_the_count_over() -> None:
+    dialogue = in_state(M, max_errors=3, errors_before_delay=1, max_junk_commands=2)
+    delivery = unknown_recipients(2) + RCPT + b"NOOP\r\nNOOP\r\nDATA\r\nhi\r\n.\r\n"
+    assert dialogue.statuses(delivery) == [
+        *["550 5.1.1", "pause", "550 5.1.1"],
+        *["250 2.1.5", "250 2.0.0", "250 2.0.0", "354", "250 2.0.0"],
+    ]
+    assert dialogue.statuses(MAIL + delivery) == [
+        *["250 2.1.0", "550 5.1.1", "pause", "550 5.1.1"],
+        *["250 2.1.5", "250 2.0.0", "250 2.0.0", "354", "250 2.0.0"],
+    ]
+    assert dialogue.statuses(MAIL + unknown_recipients(3)) == [
+        *["250 2.1.0", "550 5.1.1", "pause", "550 5.1.1", "pause", "550 5.1.1", "421 4.7.0"]
+    ]
+
+
+def test_recipients_past_max_recipients_do_not_count_as_errors() -> None:
+    """`452 4.5.3` is what a client pipelining a long list must expect, not its error."""
+    dialogue = in_state(M, max_recipients=1, max_errors=2)
+    assert dialogue.statuses(RCPT * 5 + b"DATA\r\nhi\r\n.\r\n") == [
+        *["250 2.1.5", "452 4.5.3", "452 4.5.3", "452 4.5.3", "452 4.5.3", "354", "250 2.0.0"]
+    ]
+    assert not dialogue.closed
+
+
+def test_no_pause_without_an_error_delay() -> None:
+    dialogue = in_state(M, error_delay=0, errors_before_delay=0, max_errors=3)
+    assert dialogue.statuses(unknown_recipients(3)) == ["550 5.1.1"] * 3 + ["421 4.7.0"]
+
+
+@pytest.mark.parametrize("junk", [b"NOOP", b"RSET", b"VRFY alice", b"HELP", b"EXPN staff"])
+def test_too_many_junk_commands_close_the_session(junk: bytes) -> None:
+    dialogue = in_state(R, max_junk_commands=3, max_errors=1000)
+    replies = dialogue.send((junk + b"\r\n") * 4 + b"NOOP\r\n")
+    assert len(replies) == 4
+    assert replies[-1] == (
+        b"421 4.7.0 mx.agents.test Too many commands without mail, closing connection\r\n"
+    )
+    assert dialogue.closed
+
+
+def test_junk_commands_count_from_the_last_accepted_message() -> None:
+    dialogue = in_state(R, max_junk_commands=2)
+    for _ in range(3):
+        assert dialogue.statuses(b"NOOP\r\nRSET\r\n" + MAIL + RCPT + b"DATA\r\nhi\r\n.\r\n") == [
+            *["250 2.0.0", "250 2.0.0", "250 2.1.0", "250 2.1.5", "354", "250 2.0.0"]
+        ]
+    assert dialogue.statuses(b"NOOP\r\nNOOP\r\nNOOP\r\n") == ["250 2.0.0"] * 2 + ["421 4.7.0"]
+
+
+def test_session_limits_name_a_bad_value() -> None:
+    with pytest.raises(ValueError, match=r"SessionLimits\.error_delay must be at least 0"):
+        SessionLimits(error_delay=-1)
+    with pytest.raises(ValueError, match=r"SessionLimits\.max_junk_commands must be at least 1"):
+        SessionLimits(max_junk_commands=0)
 
 
 # End of the connection

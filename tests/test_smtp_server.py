@@ -82,6 +82,7 @@ async def start_server(
     tls: ssl.SSLContext | None = None,
     limits: ListenerLimits | None = None,
     observer: smtp_server.SmtpObserver | None = None,
+    session_limits: SessionLimits | None = None,
 ) -> int:
     listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
     port: int = listeners[0].socket.getsockname()[1]
@@ -91,7 +92,7 @@ async def start_server(
             listeners,
             sink,
             HOST,
-            SessionLimits(),
+            session_limits or SessionLimits(),
             listener_limits=limits or ListenerLimits(idle_timeout=idle_timeout),
             tls=tls,
             observer=observer,
@@ -113,7 +114,10 @@ class StoppableServer:
 
 
 async def start_stoppable_server(
-    nursery: trio.Nursery, sink: MemorySink, limits: ListenerLimits
+    nursery: trio.Nursery,
+    sink: MemorySink,
+    limits: ListenerLimits,
+    session_limits: SessionLimits | None = None,
 ) -> StoppableServer:
     scope = trio.CancelScope()
     stopped = trio.Event()
@@ -122,7 +126,11 @@ async def start_stoppable_server(
         try:
             with scope:
                 async with trio.open_nursery() as inner:
-                    task_status.started(await start_server(inner, sink, limits=limits))
+                    task_status.started(
+                        await start_server(
+                            inner, sink, limits=limits, session_limits=session_limits
+                        )
+                    )
         finally:
             stopped.set()
 
@@ -1197,3 +1205,102 @@ async def test_pipelined_recipients_are_answered_together(nursery: trio.Nursery)
         sink.bob_checked.set()
         assert codes(await client.replies(4)) == ["250 2.1.0", "250 2.1.5", "250 2.1.5", "354"]
         await client.aclose()
+
+
+# Errors and junk commands since the client last delivered mail
+
+
+ERROR_DELAY = 0.1
+"""The error delay the tests below use; the counts are the defaults."""
+TOO_MANY_ERRORS = b"421 4.7.0 mx.agents.test Too many errors, closing connection\r\n"
+
+
+def recipients_lines(addresses: list[str]) -> bytes:
+    return b"".join(b"RCPT TO:<%s>\r\n" % address.encode() for address in addresses)
+
+
+async def test_a_harvester_is_slowed_then_cut_off_before_its_other_recipients_are_looked_up(
+    nursery: trio.Nursery, sink: MemorySink
+) -> None:
+    """Directory harvest: 5,000 pipelined RCPTs for unknown agents. The first ten refusals
+    come at once, the next ten each after the error delay, then 421; only twenty addresses
+    are ever looked up."""
+    port = await start_server(nursery, sink, session_limits=SessionLimits(error_delay=ERROR_DELAY))
+    probes = [f"guess{number}@agents.test" for number in range(5000)]
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        await client.send(b"EHLO harvester.example\r\nMAIL FROM:<x@example.org>\r\n")
+        await client.replies(2)
+        started = trio.current_time()
+        await client.send(recipients_lines(probes))
+        refusals = await client.replies(20)
+        elapsed = trio.current_time() - started
+        assert await client.rest() == TOO_MANY_ERRORS
+    assert codes(refusals) == ["550 5.1.1"] * 20
+    assert elapsed >= 10 * ERROR_DELAY
+    assert [mailbox.local for mailbox in sink.checked] == [f"guess{n}" for n in range(20)]
+
+
+async def test_an_mta_with_stale_recipients_still_delivers_to_the_valid_ones(
+    nursery: trio.Nursery, sink: MemorySink
+) -> None:
+    """A list server's transaction with 15 agents that no longer exist and 5 that do, stale
+    ones first: slowed past the tenth refusal, never cut off; the message is stored, and the
+    count starts over, so the next such transaction in the session is delivered too."""
+    valid = ["alice@agents.test", "bob@agents.test"] + [f"a{n}@agents.test" for n in range(3)]
+    sink.agents |= set(valid)
+    stale = [f"left{number}@agents.test" for number in range(15)]
+    port = await start_server(nursery, sink, session_limits=SessionLimits(error_delay=ERROR_DELAY))
+    transaction = b"MAIL FROM:<list@example.org>\r\n" + recipients_lines(stale + valid)
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        await client.send(b"EHLO lists.example.org\r\n")
+        await client.reply()
+        for _ in range(2):
+            await client.send(transaction + b"DATA\r\n")
+            replies = codes(await client.replies(22))
+            assert replies == ["250 2.1.0", *["550 5.1.1"] * 15, *["250 2.1.5"] * 5, "354"]
+            await client.send(b"Subject: digest\r\n\r\nhello\r\n.\r\n")
+            assert codes([await client.reply()]) == ["250 2.0.0"]
+        await client.send(b"QUIT\r\n")
+        assert codes([await client.reply()]) == ["221 2.0.0"]
+    assert [len(envelope.recipients) for envelope, _ in sink.stored] == [5, 5]
+
+
+async def test_a_noop_flood_is_cut_off(nursery: trio.Nursery, sink: MemorySink) -> None:
+    """NOOP before each timeout cannot hold a connection: past 100 of them without mail, 421."""
+    port = await start_server(nursery, sink)
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(port)
+        await client.reply()
+        await client.send(b"EHLO idler.example\r\n")
+        await client.reply()
+        for _ in range(100):
+            await client.send(b"NOOP\r\n")
+            assert codes([await client.reply()]) == ["250 2.0.0"]
+        await client.send(b"NOOP\r\n")
+        assert await client.rest() == (
+            b"421 4.7.0 mx.agents.test Too many commands without mail, closing connection\r\n"
+        )
+
+
+async def test_shutdown_cuts_an_error_delay_short(nursery: trio.Nursery, sink: MemorySink) -> None:
+    server = await start_stoppable_server(
+        nursery,
+        sink,
+        ListenerLimits(shutdown_grace_period=5),
+        SessionLimits(errors_before_delay=0, error_delay=60),
+    )
+    with trio.fail_after(TIMEOUT):
+        client = await RawClient.connect(server.port)
+        await client.reply()
+        await client.send(b"EHLO client.example\r\nMAIL FROM:<x@example.org>\r\n")
+        await client.replies(2)
+        await client.send(b"RCPT TO:<nobody@agents.test>\r\n")
+        await trio.testing.wait_all_tasks_blocked()
+        server.stop()
+        rest = await client.rest()
+        await server.stopped.wait()
+    assert rest == b"550 5.1.1 <nobody@agents.test>: no such agent here\r\n" + SHUTDOWN

@@ -27,9 +27,19 @@ Choices it makes on the gateway's behalf:
   applied: they would merge names that IDNA 2008 keeps apart, and mail must never reach the
   wrong domain. A non-ASCII label that lowercases to ASCII is refused for the same reason.
 * `RCPT TO:<Postmaster>` without a domain names the postmaster at this server's hostname.
-* Error replies to commands the session could not execute (syntax, sequence, unknown command,
-  over-long line) count towards `max_errors`; after that many the session answers
-  `421 4.7.0` and closes. Refused recipients and messages do not count.
+* Every error reply counts as one of the client's errors: to a command the session could not
+  execute (syntax, sequence, unknown command, over-long line), a refused recipient, a refused
+  message — all but `452 4.5.3` to a recipient past `max_recipients`, which a client that
+  pipelines a long list must expect and which reveals nothing. The count starts over when a
+  message is accepted, as Postfix's does: an MTA delivering mail with some stale recipients
+  keeps going, a client probing addresses (directory harvest) or sending garbage does not.
+  Past `errors_before_delay` errors each error reply is preceded by a `Pause` of `error_delay`
+  seconds, which the shell waits out; at `max_errors` the error reply is followed by
+  `421 4.7.0` and the session closes, the rest of its input unread (no recipient in it is
+  looked up).
+* NOOP, RSET, VRFY, HELP and EXPN deliver nothing: past `max_junk_commands` of them since the
+  last accepted message the session answers `421 4.7.0` instead and closes, so a client
+  cannot hold a connection by sending NOOP before each timeout.
 * Every reply carries an enhanced status code (RFC 2034, RFC 3463) except where RFC 2034 leaves
   it out: the greeting, the reply to EHLO and HELO, and the 354 intermediate reply.
 
@@ -63,6 +73,7 @@ import dataclasses
 import enum
 import functools
 import ipaddress
+import math
 import re
 from collections import deque
 from typing import TypeAlias
@@ -80,6 +91,7 @@ __all__ = [
     "Mailbox",
     "MessageReceived",
     "MessageRefusal",
+    "Pause",
     "RecipientRequested",
     "Reply",
     "ServerSession",
@@ -101,7 +113,14 @@ class SessionLimits:
     """Octets in one text line of a message, CRLF included, transparency dot not."""
     max_command_length: int = 512
     """Octets in one command line, CRLF included."""
-    max_errors: int = 10
+    max_errors: int = 20
+    """Error replies since the client's last accepted message before `421 4.7.0`."""
+    errors_before_delay: int = 10
+    """Error replies since the client's last accepted message answered without a `Pause`."""
+    error_delay: float = 1.0
+    """Seconds of the `Pause` before each error reply past `errors_before_delay` (0: none)."""
+    max_junk_commands: int = 100
+    """NOOP, RSET, VRFY, HELP and EXPN since the client's last accepted message; more: 421."""
     max_header_fields: int = 1000
     """Fields in a message's header section."""
     max_header_bytes: int = 262_144
@@ -112,8 +131,14 @@ class SessionLimits:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value < 1:
-                raise ValueError(f"SessionLimits.{field.name} must be at least 1, not {value}")
+            least = 0 if field.name in _MAY_BE_ZERO else 1
+            if not least <= value < math.inf:
+                raise ValueError(
+                    f"SessionLimits.{field.name} must be at least {least}, not {value}"
+                )
+
+
+_MAY_BE_ZERO = frozenset({"errors_before_delay", "error_delay"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -203,6 +228,14 @@ class MessageReceived:
 
 
 @dataclasses.dataclass(frozen=True)
+class Pause:
+    """Write the replies so far, then wait `seconds` before going on: the next reply is an
+    error to a client past `SessionLimits.errors_before_delay`. A shutdown may cut it short."""
+
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
 class TlsRequested:
     """STARTTLS was accepted and its 220 emitted: write it, do the TLS handshake as the server,
     then call `tls_started` (or close the connection if the handshake fails)."""
@@ -213,7 +246,9 @@ class ConnectionClosed:
     """The session is over (QUIT, a 421, or the client went away): close the connection."""
 
 
-Event: TypeAlias = Reply | RecipientRequested | MessageReceived | TlsRequested | ConnectionClosed
+Event: TypeAlias = (
+    Reply | RecipientRequested | MessageReceived | Pause | TlsRequested | ConnectionClosed
+)
 
 
 class SessionState(enum.Enum):
@@ -305,6 +340,9 @@ class ServerSession:
         self._peer_closed = False
         self._events: deque[Event] = deque()
         self._errors = 0
+        """Error replies since the last accepted message."""
+        self._junk_commands = 0
+        """NOOP, RSET, VRFY, HELP and EXPN since the last accepted message."""
         self._commands_read = 0
         self._messages_begun = 0
         self._discarding_long_line = False
@@ -394,7 +432,7 @@ class ServerSession:
         reply = _refusal(code, enhanced, text)
         self._take_pending_recipient()
         self._state = SessionState.RCPT if self._transaction.recipients else SessionState.MAIL
-        self._events.append(reply)
+        self._refuse(reply)
         self._close_if_shutting_down()
 
     def message_accepted(self, queue_id: str) -> None:
@@ -402,13 +440,14 @@ class ServerSession:
         if not queue_id or not queue_id.isascii() or not queue_id.isprintable():
             raise LocalProtocolError(f"queue id {queue_id!r} cannot appear in a reply")
         self._expect_state(SessionState.AWAITING_MESSAGE)
+        self._errors = self._junk_commands = 0
         self._end_transaction(_reply(250, "2.0.0", f"Ok: queued as {queue_id}"))
 
     def message_failed(self, code: int, enhanced: str, text: str) -> None:
         """Answer the pending `MessageReceived` with a 4xx or 5xx reply: nothing was stored."""
         reply = _refusal(code, enhanced, text)
         self._expect_state(SessionState.AWAITING_MESSAGE)
-        self._end_transaction(reply)
+        self._end_transaction(reply, refused=True)
 
     def tls_started(self) -> None:
         """Answer the pending `TlsRequested`: the handshake is done.
@@ -598,22 +637,42 @@ class ServerSession:
                 self._data(argument)
             case "BDAT":
                 self._bdat(argument)
-            case "RSET":
-                self._rset(argument)
-            case "NOOP":
-                self._events.append(_reply(250, "2.0.0", "Ok"))
+            case "RSET" | "NOOP" | "VRFY" | "HELP" | "EXPN":
+                self._junk_command(verb, argument)
             case "QUIT":
                 self._quit(argument)
-            case "VRFY":
-                self._vrfy(argument)
-            case "HELP":
-                self._events.append(_reply(214, "2.0.0", f"Commands: {' '.join(_COMMANDS)}"))
             case "STARTTLS":
                 self._starttls(argument)
             case _ if verb in _NOT_OFFERED:
                 raise _CommandError(502, "5.5.1", "Command not implemented")
             case _:
                 raise _CommandError(500, "5.5.2", "Unknown command")
+
+    def _junk_command(self, verb: str, argument: str) -> None:
+        """A command that delivers nothing; past `max_junk_commands` of them since the last
+        accepted message, `421 4.7.0` instead, and the session closes."""
+        self._junk_commands += 1
+        if self._junk_commands > self._limits.max_junk_commands:
+            self._events.append(
+                _reply(
+                    421,
+                    "4.7.0",
+                    f"{self._hostname} Too many commands without mail, closing connection",
+                )
+            )
+            self._close()
+            return
+        match verb:
+            case "RSET":
+                self._rset(argument)
+            case "NOOP":
+                self._events.append(_reply(250, "2.0.0", "Ok"))
+            case "VRFY":
+                self._vrfy(argument)
+            case "HELP":
+                self._events.append(_reply(214, "2.0.0", f"Commands: {' '.join(_COMMANDS)}"))
+            case _:  # EXPN
+                raise _CommandError(502, "5.5.1", "Command not implemented")
 
     def _introduce(self, argument: str, *, extended: bool) -> None:
         if not argument:
@@ -671,9 +730,7 @@ class ServerSession:
         except _AddressError as error:
             raise _CommandError(501, "5.1.7", f"Bad sender address syntax: {error}") from None
         if options.size is not None and options.size > self._limits.max_message_bytes:
-            self._events.append(
-                _reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
-            )
+            self._refuse(_reply(552, "5.3.4", "Message size exceeds fixed maximum message size"))
             return
         self._transaction = _Transaction(
             mail_from=sender, smtputf8=options.smtputf8, size=options.size
@@ -739,7 +796,7 @@ class ServerSession:
             raise _CommandError(501, "5.5.4", "Syntax: DATA")
         self._require_transaction()
         if not self._transaction.recipients:
-            self._events.append(_reply(554, "5.5.1", "No valid recipients"))
+            self._refuse(_reply(554, "5.5.1", "No valid recipients"))
             return
         if self._transaction.chunks is not None:
             raise _CommandError(503, "5.5.1", "DATA cannot follow BDAT in one transaction")
@@ -801,16 +858,24 @@ class ServerSession:
 
     def _close_if_shutting_down(self) -> None:
         """After a transaction or decision ends: the 421 of a pending shutdown, if any."""
-        if self._shutting_down and not self.in_flight:
+        if self._shutting_down and self._state is not SessionState.CLOSED and not self.in_flight:
             self._events.append(
                 _reply(421, "4.3.2", f"{self._hostname} Service shutting down, closing connection")
             )
             self._close()
 
     def _refuse_command(self, error: _CommandError) -> None:
-        """Answer a command that could not be executed; close after too many of them."""
-        self._events.append(error.reply)
+        """Answer a command that could not be executed."""
+        self._refuse(error.reply)
+
+    def _refuse(self, reply: Reply) -> None:
+        """Answer with `reply`, an error: one more of the client's errors since its last
+        accepted message. Past `errors_before_delay` of them the reply waits a `Pause`; at
+        `max_errors` it is followed by `421 4.7.0` and the session closes."""
         self._errors += 1
+        if self._errors > self._limits.errors_before_delay and self._limits.error_delay:
+            self._events.append(Pause(self._limits.error_delay))
+        self._events.append(reply)
         if self._errors >= self._limits.max_errors:
             self._events.append(
                 _reply(421, "4.7.0", f"{self._hostname} Too many errors, closing connection")
@@ -826,13 +891,16 @@ class ServerSession:
             tuple(self._transaction.recipients),
             out_of_memory=problem is _ContentProblem.OUT_OF_MEMORY,
         )
-        self._end_transaction(refusal)
+        self._end_transaction(refusal, refused=True)
 
-    def _end_transaction(self, reply: Reply) -> None:
-        """Forget the mail transaction and answer with `reply`."""
+    def _end_transaction(self, reply: Reply, *, refused: bool = False) -> None:
+        """Forget the mail transaction and answer with `reply`, an error if `refused`."""
         self._drop_transaction()
         self._state = SessionState.READY if self._helo else SessionState.GREETING
-        self._events.append(reply)
+        if refused:
+            self._refuse(reply)
+        else:
+            self._events.append(reply)
         self._close_if_shutting_down()
 
     def _drop_transaction(self) -> None:
@@ -899,7 +967,7 @@ _COMMANDS = (
     "VRFY",
     "HELP",
 )
-_NOT_OFFERED = frozenset({"EXPN", "TURN", "ETRN", "AUTH"})
+_NOT_OFFERED = frozenset({"TURN", "ETRN", "AUTH"})
 _MAIL_PARAMETERS = frozenset({"SIZE", "BODY", "SMTPUTF8"})
 _BODY_TYPES = frozenset({"7BIT", "8BITMIME"})
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -35,6 +35,7 @@ from e2a_gateway.smtp.protocol import (
     Mailbox,
     MessageReceived,
     MessageRefusal,
+    Pause,
     RecipientRequested,
     Reply,
     ServerSession,
@@ -483,12 +484,15 @@ class _ClientConnection:
         self._observer = observer
         self._memory = memory
         self._scope = trio.CancelScope()
-        self._receive_scope: trio.CancelScope | None = None
+        self._wait_scope: trio.CancelScope | None = None
+        """The wait for the client, or a `Pause`, that a shutdown cuts short."""
         self._shutting_down = False
         self._tls_version = ""
         self._messages: list[str] = []
         self._refused_recipients: list[str] = []
         self._end = ""
+        self._said_goodbye = False
+        """The session ended the dialogue with its last reply (QUIT, a 421)."""
         self._last_reply = b""
 
     @property
@@ -504,8 +508,8 @@ class _ClientConnection:
         self._scope.deadline = min(self._scope.deadline, trio.current_time() + grace_period)
         self._shutting_down = True
         self._session.shut_down()
-        if not self._session.in_flight and self._receive_scope is not None:
-            self._receive_scope.cancel()
+        if not self._session.in_flight and self._wait_scope is not None:
+            self._wait_scope.cancel()
 
     async def serve(self) -> None:
         """Hold the dialogue until either side ends it, then log one line about the session."""
@@ -524,13 +528,17 @@ class _ClientConnection:
             self._end = "internal error"
         finally:
             self._session.close()  # gives back the memory of a message in flight
+            self._log_session()
             if isinstance(self._stream, trio.SocketStream):
-                self._stream.socket.close()  # nothing to say at closing, unlike TLS
+                try:
+                    if self._said_goodbye:
+                        await self._linger(self._stream.socket)
+                finally:
+                    self._stream.socket.close()  # nothing to say at closing, unlike TLS
             else:
                 with trio.move_on_after(_GOODBYE_SECONDS):
                     await self._stream.aclose()
                 await trio.aclose_forcefully(self._stream)
-            self._log_session()
 
     async def _converse(self) -> None:
         await self._send(self._session.greeting())
@@ -558,12 +566,29 @@ class _ClientConnection:
                     # Not bound to a name of its own: the message would stay in memory until
                     # the session's next one, long after its memory was given back.
                     await self._deliver(event.envelope)
+                case Pause(seconds=seconds):
+                    await self._pause(seconds)
                 case TlsRequested():
                     if not await self._start_tls():
                         return
                 case ConnectionClosed():
                     self._end = self._end or _status_line(self._last_reply)
+                    self._said_goodbye = True
                     return
+
+    async def _linger(self, socket: trio.socket.SocketType) -> None:
+        """The session ended the dialogue (QUIT, a 421): end the server's side after its last
+        reply and read what the client still sends until it closes, for `_GOODBYE_SECONDS` at
+        most. Closed with input unread (a client that pipelined past a 421), the socket would
+        reset the connection, and the client could lose the replies it has not read yet, the
+        421 among them."""
+        try:
+            socket.shutdown(trio.socket.SHUT_WR)
+            with trio.move_on_after(_GOODBYE_SECONDS):
+                while await self._read_some():
+                    pass
+        except (OSError, trio.BrokenResourceError):
+            pass  # the client is gone already
 
     async def _abandon(self) -> None:
         """The grace period is over: tell the client (if it still listens) and give up."""
@@ -607,9 +632,9 @@ class _ClientConnection:
             self._reading_deadline = now + self._reading_timeouts[reading[0]]
         data: bytes | bytearray | None = None
         deadline = min(now + self._idle_timeout, self._reading_deadline)
-        with trio.CancelScope(deadline=deadline) as self._receive_scope:
+        with trio.CancelScope(deadline=deadline) as self._wait_scope:
             data = await self._read_some()
-        self._receive_scope = None
+        self._wait_scope = None
         if data is not None:
             if not data:
                 self._end = "client closed the connection"
@@ -620,6 +645,15 @@ class _ClientConnection:
                 timeout = Timeout.COMMAND if reading[0] is Awaiting.COMMAND else Timeout.MESSAGE
             self._end = f"{timeout.name.lower()} timeout"
             self._session.time_out(timeout)
+
+    async def _pause(self, seconds: float) -> None:
+        """Hold back the next reply `seconds` (a client past its errors), unless the listener
+        is stopping: the client's replies so far are already written."""
+        if self._shutting_down:
+            return
+        with trio.move_on_after(seconds) as self._wait_scope:
+            await trio.sleep_forever()
+        self._wait_scope = None
 
     async def _read_some(self) -> bytes | bytearray:
         """The next bytes from the client, b"" once it has closed. On a plain connection the
