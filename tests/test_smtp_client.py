@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from e2a_gateway.smtp.client import (
     Action,
@@ -206,10 +208,27 @@ def test_reply_reader_joins_multiline_replies_across_chunks() -> None:
         (b".start\nbare lf", b"..start\r\nbare lf\r\n.\r\n"),
         (b"", b"\r\n.\r\n"),
         (b"x\r\n.\r\ny", b"x\r\n..\r\ny\r\n.\r\n"),
+        # a bare CR ends a line too: `\r.\r` never reaches a relay as a lone dot (smuggling)
+        (b"a\r.\rb", b"a\r\n..\r\nb\r\n.\r\n"),
+        (b"x\r", b"x\r\n.\r\n"),
+        (b".\r\r\n\n\r", b"..\r\n\r\n\r\n\r\n.\r\n"),
     ],
 )
 def test_dot_stuffing(data: bytes, wire: bytes) -> None:
     assert dot_stuff(data) == wire
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b".", b"x", b"\r\n"])).map(b"".join))
+def test_dot_stuffed_data_has_only_crlf_line_ends_and_one_end_of_data(data: bytes) -> None:
+    """Whatever the message holds, the relay sees CRLF line ends only and a single CRLF.CRLF,
+    the last five octets: no lenient reading of CR or LF can end the data early."""
+    wire = dot_stuff(data)
+    assert wire.count(b"\r") == wire.count(b"\n") == wire.count(b"\r\n")
+    assert wire.find(b"\r\n.\r\n") == len(wire) - 5
+    assert not wire.startswith(b".\r\n")
+    lines = wire[:-3].split(b"\r\n")[:-1]
+    unstuffed = [line[1:] if line.startswith(b".") else line for line in lines]
+    assert unstuffed == (data.splitlines() or [b""])  # splitlines: a line ends at CRLF, CR or LF
 
 
 SECOND = Outgoing("bot@agents.test", ("c@example.org",), b"Subject: y\r\n\r\nagain\r\n")
