@@ -6,11 +6,12 @@ that names the key and says how to fix it. Nothing here opens sockets or databas
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -597,10 +598,27 @@ def _variable_for(location: tuple[str, ...]) -> str:
     return f"the {ENV_PREFIX}{location[0].upper()}_* variables"
 
 
+def _resembled_setting(location: tuple[str, ...]) -> str | None:
+    """The known key (`section.key`, or a top-level key or section) most like the unknown one
+    at `location`, if any is close enough to be a misspelling of it."""
+    *section, name = location
+    if not section:
+        known: Iterable[str] = Settings.model_fields
+    elif len(section) == 1 and section[0] in _section_fields():
+        known = _section_fields()[section[0]].model_fields
+    else:
+        return None
+    close = difflib.get_close_matches(name, known, n=1)
+    return ".".join([*section, close[0]]) if close else None
+
+
 def _describe(error: Any) -> str:
     location = tuple(str(part) for part in error["loc"])
     key = ".".join(location)
     if error["type"] == "extra_forbidden":
+        guess = _resembled_setting(location)
+        if guess is not None:
+            return f"{key}: unknown setting — did you mean {guess}? (see config.example.toml)"
         return (
             f"{key}: unknown setting — remove it or check its spelling against config.example.toml"
         )

@@ -121,6 +121,33 @@ def test_bad_settings_name_the_key(
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [
+        (
+            '[smtp]\nlisen = "127.0.0.1:25"\n',
+            "smtp.lisen: unknown setting — did you mean smtp.listen?",
+        ),
+        ("[smtpp]\n", "smtpp: unknown setting — did you mean smtp?"),
+        ('shared_domian = "agents.example.com"\n', "did you mean shared_domain?"),
+        ("[retention]\nday = 7\n", "retention.day: unknown setting — did you mean retention.days?"),
+        ("[dkim]\nselecter = 'e2a'\n", "did you mean dkim.selector?"),
+    ],
+)
+def test_an_unknown_key_names_the_setting_it_resembles(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    """A misspelt key is refused naming the setting it most resembles, as a misspelt
+    variable is warned about; a key like none of them is only refused."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={})
+    assert fragment in str(caught.value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, "[smtp]\nzzzz = 1\n"), environ={})
+    assert "smtp.zzzz: unknown setting — remove it" in str(caught.value)
+    assert "did you mean" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
         ("[http]\ncors_allowed_origins = [1]\n", "or E2A_HTTP_CORS_ALLOWED_ORIGINS)"),
         ('[dns]\nnameservers = ["192.0.2.1", 5]\n', "or E2A_DNS_NAMESERVERS)"),
         (
