@@ -143,6 +143,20 @@ def sole_gateway(path: str) -> Iterator[None]:
 
 DISK_FAILURES = ("disk is full", "disk I/O error")
 """How SQLite says its disk took no more (SQLITE_FULL, SQLITE_IOERR)."""
+DISK_REFUSAL_SECONDS = 10.0
+"""How long `ping` says the database takes no writes after the disk refused one, before it
+tries a write of its own to see: a small write may still fit where a message did not."""
+DISK_PROBE = "disk_probe"
+"""The `server_state` row `ping`'s probe writes (the time of the last probe)."""
+
+
+def _probe_disk(tx: Transaction) -> None:
+    """A write that changes a row, so SQLite has to write to disk to commit it."""
+    tx.execute(
+        "INSERT INTO server_state (name, value) VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ')) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (DISK_PROBE,),
+    )
 
 
 def _disk_failure(path: str, failure: StorageUnavailable) -> str:
@@ -243,6 +257,9 @@ class SqliteStorage(SqlStorage):
         self._checkpointer = checkpointer
         self._logged_since_checkpoint = False
         self._wake_upkeep: trio.Event | None = None
+        self._disk_refusal: str | None = None
+        """What the disk's last refusal of a write said, until `ping`'s probe write succeeds."""
+        self._disk_refused_at = 0.0
 
     @classmethod
     def open(
@@ -314,11 +331,19 @@ class SqliteStorage(SqlStorage):
         worker's claim that found nothing to claim changes none); one that `changes_routing`
         clears the routing answers too.
         `durable=False` commits without waiting for the disk (the WAL frames reach it with the
-        next durable commit)."""
+        next durable commit).
+        A disk that takes no more (full, failing, a file-size limit) is named with what to
+        check, and `ping` says the database takes no writes for a while (see there)."""
         async with self._write_lock:
             changes = self._writer.total_changes
             try:
                 return await trio.to_thread.run_sync(self._transact, work, durable)
+            except StorageUnavailable as exc:
+                if not any(words in str(exc) for words in DISK_FAILURES):
+                    raise
+                self._disk_refusal = _disk_failure(self.path, exc)
+                self._disk_refused_at = trio.current_time()
+                raise StorageUnavailable(self._disk_refusal) from exc
             finally:
                 if self._writer.total_changes != changes:  # not a worker's empty claim
                     self._answers.clear()
@@ -397,15 +422,7 @@ class SqliteStorage(SqlStorage):
         migrating the same file at the same moment (`e2a migrate` beside a starting `e2a
         serve`) applies each step once, and neither fails on a step the other applied.
         A disk that takes no more (full, failing, a file-size limit) is named with what to
-        check: migrating is the first write of every start."""
-        try:
-            return await self._migrate()
-        except StorageUnavailable as exc:
-            if not any(words in str(exc) for words in DISK_FAILURES):
-                raise
-            raise StorageUnavailable(_disk_failure(self.path, exc)) from exc
-
-    async def _migrate(self) -> list[int]:
+        check (`_commit`): migrating is the first write of every start."""
         applied = await self._write(applied_versions)
         done: list[int] = []
         for migration in load_migrations("sqlite"):
@@ -423,6 +440,21 @@ class SqliteStorage(SqlStorage):
             if await self._write(apply):
                 done.append(migration.version)
         return done
+
+    async def ping(self) -> None:
+        """Raise StorageUnavailable unless a trivial query answers and the disk takes writes: a
+        full disk answers reads while every message is refused. After the disk refused a write
+        it is taken for full for DISK_REFUSAL_SECONDS, then until a write of `ping`'s own
+        succeeds (each refused one starts the wait again)."""
+        await super().ping()
+        if self._disk_refusal is None:
+            return
+        if trio.current_time() - self._disk_refused_at >= DISK_REFUSAL_SECONDS:
+            with contextlib.suppress(StorageUnavailable):  # refused again: said below
+                await self._write(_probe_disk)
+                self._disk_refusal = None
+                return
+        raise StorageUnavailable(self._disk_refusal)
 
     async def upkeep(self) -> None:
         """Copy the write-ahead log into the database in the background, CHECKPOINT_SECONDS
