@@ -780,3 +780,42 @@ async def test_an_argument_holding_nul_is_refused_as_invalid(
         assert "subject_contains: must not contain NUL" in error["message"], error
         listed = await call(client, "list_messages", {"agent_email": bot, "subject_contains": "a"})
         assert listed["messages"] == []
+
+
+async def test_an_argument_of_the_wrong_json_type_is_refused_not_coerced(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """Arguments are checked against the JSON types `tools/list` declares, as e2a's zod
+    schemas check them: `confirm: 1` does not confirm a deletion and `"5"` is no number; a
+    JSON number with no fraction (5.0) is an integer, as in JSON Schema and in e2a."""
+    owner: Account = await make_account("mcp-types@example.com")
+    agent = await create_agent(owner, "mcp-types")
+    await smtp_send(running.addresses.smtp_port, [agent], mail("Keep me"))
+    async with mcp_client(running, owner.key, agent=agent) as client:
+        [message] = (await call(client, "list_messages"))["messages"]
+        message_id = message["message_id"]
+        for name, arguments, where in (
+            ("delete_message", {"message_id": message_id, "confirm": 1}, "confirm"),
+            ("delete_message", {"message_id": message_id, "confirm": 1.0}, "confirm"),
+            ("delete_message", {"message_id": message_id, "confirm": "true"}, "confirm"),
+            ("delete_agent", {"email": agent, "confirm": 1}, "confirm"),
+            ("list_messages", {"limit": "5"}, "limit"),
+            ("list_messages", {"limit": True}, "limit"),
+            ("list_messages", {"deleted": "yes"}, "deleted"),
+            ("list_messages", {"deleted": 0}, "deleted"),
+            ("get_attachment", {"message_id": message_id, "attachment_index": "0"}, "attachment"),
+            ("wait_for_email", {"timeout_seconds": "1"}, "timeout_seconds"),
+            ("list_agents", {"deleted": "false"}, "deleted"),
+        ):
+            error = await failure(client, name, arguments)
+            assert error["code"] == "invalid_request", (name, arguments, error)
+            assert error["message"].startswith(f"invalid arguments for {name}: {where}"), error
+            assert "status" not in error  # refused before any request
+        # Nothing was deleted on a guess.
+        assert [m["message_id"] for m in (await call(client, "list_messages"))["messages"]] == [
+            message_id
+        ]
+        assert (await call(client, "get_agent", {"email": agent}))["email"] == agent
+        # 5.0 is the JSON integer 5.
+        listed = await call(client, "list_messages", {"limit": 1.0, "read_status": "all"})
+        assert [m["message_id"] for m in listed["messages"]] == [message_id]

@@ -15,6 +15,7 @@ from e2a_gateway.addresses import AddressError, normalise_domain
 from e2a_gateway.mcp.answers import listed, page_of
 from e2a_gateway.mcp.toolkit import (
     Arguments,
+    Confirm,
     NoArguments,
     PageArguments,
     ToolCaller,
@@ -26,7 +27,6 @@ from e2a_gateway.v1 import Agent
 SCOPE = "account"
 """An account key's scope, whoami's answer when `/v1`'s account view names none."""
 
-Confirm = Literal[True]
 CONFIRM = Field(description="Must be true: you confirm this cannot be undone.")
 
 

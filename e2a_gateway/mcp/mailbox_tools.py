@@ -8,7 +8,7 @@ MCP shape (a named array, `next_cursor` only while more remain).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
@@ -18,6 +18,7 @@ from e2a_gateway.mcp.toolkit import (
     REPLY_TO,
     Arguments,
     AttachmentsArgument,
+    Confirm,
     PageArguments,
     ToolCaller,
     ToolSpec,
@@ -34,7 +35,7 @@ class DeleteMessageArguments(Arguments):
 
     message_id: str = Field(min_length=1, description="The message to move to the trash.")
     email: str | None = Field(default=None, description=AGENT)
-    confirm: Literal[True] = Field(description="Must be true: you confirm the deletion.")
+    confirm: Confirm = Field(description="Must be true: you confirm the deletion.")
 
 
 class RestoreMessageArguments(Arguments):

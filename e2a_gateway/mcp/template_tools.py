@@ -4,13 +4,13 @@ account's templates, and read the starter catalog. send_message names a template
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field
 
 from e2a_gateway.mcp.answers import listed
 from e2a_gateway.mcp.mailbox_tools import present
-from e2a_gateway.mcp.toolkit import Arguments, PageArguments, ToolCaller, ToolSpec
+from e2a_gateway.mcp.toolkit import Arguments, Confirm, PageArguments, ToolCaller, ToolSpec
 
 TEMPLATE_ID = Field(min_length=1, description="The template's id (tmpl_…).")
 SYNTAX = (
@@ -71,7 +71,7 @@ class UpdateTemplateArguments(TemplateArguments):
 class DeleteTemplateArguments(TemplateArguments):
     """Arguments of delete_template."""
 
-    confirm: Literal[True] = Field(description="Must be true: you confirm the deletion.")
+    confirm: Confirm = Field(description="Must be true: you confirm the deletion.")
 
 
 class ValidateTemplateArguments(Arguments):

@@ -20,11 +20,19 @@ import re
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import httpx
 import mcp_types as types
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from e2a_gateway.addresses import only_agent
 from e2a_gateway.mcp.bounds import MAX_ANSWER_BYTES, fitted
@@ -137,9 +145,32 @@ def either(arguments: BaseModel, *names: str) -> Any:
 
 
 class Arguments(BaseModel):
-    """A tool's arguments: unknown names are refused."""
+    """A tool's arguments: unknown names are refused, and each value must be of the JSON type
+    its schema declares, as e2a's schemas check them (`"5"` is no integer, `1` no boolean);
+    a number without a fraction (`5.0`) is an integer, as in JSON Schema."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {
+            name: int(value) if isinstance(value, float) and value.is_integer() else value
+            for name, value in data.items()
+        }
+
+
+def _boolean(value: Any) -> Any:
+    # pydantic takes 1 for the literal True, even in strict mode.
+    if not isinstance(value, bool):
+        raise ValueError("Input should be true, a JSON boolean")
+    return value
+
+
+Confirm = Annotated[Literal[True], BeforeValidator(_boolean)]
+"""e2a's `confirm: true` of a destructive tool: only the JSON `true` confirms."""
 
 
 class NoArguments(Arguments):

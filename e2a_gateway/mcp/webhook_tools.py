@@ -10,7 +10,7 @@ from pydantic import Field
 
 from e2a_gateway.mcp.answers import listed
 from e2a_gateway.mcp.mailbox_tools import present
-from e2a_gateway.mcp.toolkit import Arguments, PageArguments, ToolCaller, ToolSpec
+from e2a_gateway.mcp.toolkit import Arguments, Confirm, PageArguments, ToolCaller, ToolSpec
 
 WEBHOOK_ID = Field(min_length=1, description="The webhook's id (wh_…).")
 
@@ -61,7 +61,7 @@ class UpdateWebhookArguments(WebhookArguments):
 class DeleteWebhookArguments(WebhookArguments):
     """Arguments of delete_webhook."""
 
-    confirm: Literal[True] = Field(description="Must be true: you confirm the deletion.")
+    confirm: Confirm = Field(description="Must be true: you confirm the deletion.")
 
 
 class TestWebhookArguments(WebhookArguments):
