@@ -236,7 +236,12 @@ async def test_the_first_eleven_with_e2a_arguments(
         second = await call(
             client,
             "list_messages",
-            {"agent_email": support, "status": "all", "page_size": 1, "token": first["next_token"]},
+            {
+                "agent_email": support,
+                "status": "unread",
+                "page_size": 1,
+                "token": first["next_token"],
+            },
         )
         assert [m["subject"] for m in second["messages"]] == ["Second"]
         message = await call(
