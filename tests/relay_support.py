@@ -1,17 +1,21 @@
 """An SMTP relay on 127.0.0.1 for the tests that send mail out: aiosmtpd serving a test's
 handler on a free loopback port, stopped when the test is done; `Sink`, a handler recording
-what it accepted, and the fixtures `sink` and `relay_port` (import them by name)."""
+what it accepted, and the fixtures `sink` and `relay_port` (import them by name). For a relay
+that misbehaves as a test needs (replies aiosmtpd would never give), `ScriptedRelay` served by
+`scripted_relay`."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
+import trio
 from aiosmtpd.controller import Controller
 
 
@@ -77,3 +81,70 @@ def relay_port(sink: Sink) -> Iterator[int]:
     """`sink` served as a relay on 127.0.0.1; its port."""
     with relay_on_loopback(sink) as port:
         yield port
+
+
+@dataclass
+class ScriptedRelay:
+    """A relay that answers as a test scripts it, one command at a time: `greeting` first,
+    then for each command the reply `answers` gives for its verb (`b"EHLO"`, `b"MAIL"`,
+    `b"RCPT"`, `b"DATA"`, `b"RSET"`, `b"STARTTLS"`, …; `b"."` for the end of data), else
+    `250 ok` (`354 go` to DATA). `after_data`, when set, is done with the stream instead of
+    answering the end of data. `commands` records every line the client sent outside data,
+    `bodies` every message's data."""
+
+    greeting: bytes = b"220 relay.test ESMTP\r\n"
+    answers: dict[bytes, bytes] = field(default_factory=dict)
+    after_data: Callable[[trio.SocketStream], Awaitable[None]] | None = None
+    commands: list[bytes] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        """Speak to one client until it quits or leaves."""
+        buffer = bytearray()
+
+        async def line() -> bytes:
+            while b"\r\n" not in buffer:
+                data = await stream.receive_some(65536)
+                if not data:
+                    raise trio.BrokenResourceError("client left")
+                buffer.extend(data)
+            end = buffer.index(b"\r\n") + 2
+            text = bytes(buffer[:end])
+            del buffer[:end]
+            return text
+
+        try:
+            await stream.send_all(self.greeting)
+            while True:
+                command = await line()
+                self.commands.append(command)
+                verb = command.split(b" ", 1)[0].strip().upper()
+                if verb == b"QUIT":
+                    await stream.send_all(b"221 bye\r\n")
+                    return
+                answer = self.answers.get(verb, b"354 go\r\n" if verb == b"DATA" else b"250 ok\r\n")
+                await stream.send_all(answer)
+                if verb != b"DATA" or not answer.startswith(b"354"):
+                    continue
+                body = bytearray()
+                while (text := await line()) != b".\r\n":
+                    body += text
+                self.bodies.append(bytes(body))
+                if self.after_data is not None:
+                    await self.after_data(stream)
+                    return
+                await stream.send_all(self.answers.get(b".", b"250 ok\r\n"))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+
+@asynccontextmanager
+async def scripted_relay(
+    serve: Callable[[trio.SocketStream], Awaitable[None]],
+) -> AsyncIterator[int]:
+    """Serve `serve` (a `ScriptedRelay`'s, or any handler of one connection) on 127.0.0.1 in
+    the test's own trio run; yield its port."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), serve, 0)
+        yield listeners[0].socket.getsockname()[1]
+        nursery.cancel_scope.cancel()

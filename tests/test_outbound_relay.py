@@ -19,7 +19,13 @@ from e2a_gateway.config import OutboundSmtpSettings
 from e2a_gateway.outbound import relay as relay_module
 from e2a_gateway.outbound.relay import RelayConnections, hand_off
 from e2a_gateway.smtp.client import Outgoing
-from tests.relay_support import Sink, free_port, relay_on_loopback
+from tests.relay_support import (
+    ScriptedRelay,
+    Sink,
+    free_port,
+    relay_on_loopback,
+    scripted_relay,
+)
 
 pytestmark = pytest.mark.backend_independent
 
@@ -293,6 +299,40 @@ async def test_relay_down_defers() -> None:
     )
     assert outcome.accepted == [] and "a@example.org" in outcome.deferred
     assert outcome.error is not None and "127.0.0.1" in outcome.error
+
+
+async def test_a_reply_that_never_ends_is_cut_short_not_held_in_memory() -> None:
+    """A relay sending continuation lines without end (`220-…` forever) must not make the
+    gateway gather them until its timeout — hundreds of megabytes in seconds on a fast link:
+    the reply is refused once it is too long, and the message waits for a retry."""
+
+    async def endless_greeting(stream: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            while True:
+                await stream.send_all((b"220-" + b"x" * 1000 + b"\r\n") * 64)
+
+    async with scripted_relay(endless_greeting) as port:
+        with trio.fail_after(5):  # far less than the hand-off's own timeout
+            outcome = await hand_off(
+                settings(port, timeout_seconds=60),
+                "mx.agents.test",
+                Outgoing("bot@agents.test", ("a@example.org",), DATA),
+            )
+    assert list(outcome.deferred) == ["a@example.org"] and not outcome.refused
+    assert "reply too long" in (outcome.error or "")
+
+
+@pytest.mark.parametrize("answer", [b"999 what\r\n", b"100 continue\r\n", b"650 no\r\n"])
+async def test_a_reply_code_smtp_does_not_have_is_no_refusal(answer: bytes) -> None:
+    """Only 2xx to 5xx are SMTP replies (RFC 5321 section 4.2): anything else says nothing of
+    the message, which waits for a retry instead of failing for good."""
+    relay = ScriptedRelay(answers={b".": answer})
+    async with scripted_relay(relay.serve) as port:
+        outcome = await hand_off(
+            settings(port), "mx.agents.test", Outgoing("bot@agents.test", ("a@example.org",), DATA)
+        )
+    assert list(outcome.deferred) == ["a@example.org"] and not outcome.refused, outcome
+    assert "not an SMTP reply" in (outcome.error or "")
 
 
 class CountingSink(Sink):

@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from e2a_gateway.smtp.client import (
+    MAX_REPLY_LINE,
+    MAX_REPLY_LINES,
     Action,
     ClientProtocolError,
     ClientSession,
@@ -199,6 +201,27 @@ def test_reply_reader_joins_multiline_replies_across_chunks() -> None:
     assert reader.feed(b"354 go\r\n221 bye\r\n") == [reply(354, "go"), reply(221, "bye")]
     with pytest.raises(ClientProtocolError):
         reader.feed(b"HTTP/1.1 400 Bad Request\r\n")
+
+
+def test_reply_reader_bounds_a_reply_however_it_arrives() -> None:
+    """A reply is at most MAX_REPLY_LINES lines of at most MAX_REPLY_LINE octets, whether a
+    long line comes in one read or many."""
+    reader = ReplyReader()
+    line = b"250-" + b"x" * 100 + b"\r\n"
+    assert reader.feed(line * (MAX_REPLY_LINES - 1)) == []
+    with pytest.raises(ClientProtocolError, match="reply too long"):
+        reader.feed(line)
+    for chunks in ([b"250 " + b"x" * MAX_REPLY_LINE + b"\r\n"], [b"250 ", b"x" * MAX_REPLY_LINE]):
+        reader = ReplyReader()
+        with pytest.raises(ClientProtocolError, match="reply line too long"):
+            for chunk in chunks:
+                reader.feed(chunk)
+
+
+@pytest.mark.parametrize("line", [b"100 go on", b"999 what", b"650 no", b"0 ok"])
+def test_reply_reader_refuses_codes_smtp_does_not_have(line: bytes) -> None:
+    with pytest.raises(ClientProtocolError, match="not an SMTP reply"):
+        ReplyReader().feed(line + b"\r\n")
 
 
 @pytest.mark.parametrize(

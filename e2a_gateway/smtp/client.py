@@ -16,6 +16,10 @@ from typing import Literal
 
 TlsMode = Literal["starttls", "implicit", "none"]
 MAX_REPLY_LINE = 4096
+"""The longest reply line taken, in octets (RFC 5321 section 4.5.3.1.5 allows 512)."""
+MAX_REPLY_LINES = 200
+"""The most lines one reply may have (an EHLO reply has a dozen or two): a relay sending
+continuation lines without end is cut off, not gathered until the hand-off times out."""
 
 
 class ClientProtocolError(Exception):
@@ -41,7 +45,9 @@ class ServerReply:
 
 
 class ReplyReader:
-    """Splits bytes from the server into complete replies (RFC 5321 section 4.2)."""
+    """Splits bytes from the server into complete replies (RFC 5321 section 4.2), each at
+    most MAX_REPLY_LINES lines of MAX_REPLY_LINE octets; a line that is no reply (no code,
+    or a code outside 2xx-5xx) or a reply longer than that raises ClientProtocolError."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
@@ -54,8 +60,17 @@ class ReplyReader:
         while (end := self._buffer.find(b"\n")) != -1:
             raw = bytes(self._buffer[:end]).rstrip(b"\r")
             del self._buffer[: end + 1]
-            if len(raw) < 3 or not raw[:3].isdigit() or raw[3:4] not in (b"", b" ", b"-"):
+            if len(raw) > MAX_REPLY_LINE:
+                raise ClientProtocolError("reply line too long")
+            if (
+                len(raw) < 3
+                or raw[:1] not in (b"2", b"3", b"4", b"5")
+                or not raw[:3].isdigit()
+                or raw[3:4] not in (b"", b" ", b"-")
+            ):
                 raise ClientProtocolError(f"not an SMTP reply line: {raw[:80]!r}")
+            if len(self._lines) >= MAX_REPLY_LINES - 1 and raw[3:4] == b"-":
+                raise ClientProtocolError(f"reply too long: over {MAX_REPLY_LINES} lines")
             # NUL reads as U+FFFD: a reply's text is kept (a send's error, a bounce's detail),
             # and PostgreSQL's text cannot hold NUL
             self._lines.append(raw[4:].decode("utf-8", "replace").replace("\x00", "\ufffd"))
