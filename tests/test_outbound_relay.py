@@ -242,6 +242,42 @@ async def test_a_relay_that_is_silent_after_connecting_is_not_blamed_on_tls(
     assert "implicit" not in (outcome.error or "")
 
 
+@pytest.mark.parametrize(
+    ("relay", "tls", "said"),
+    [
+        (ScriptedRelay(greeting=b"554 5.7.1 no service for you\r\n"), "none", "greeting: 554"),
+        (ScriptedRelay(answers={b"EHLO": b"550 5.7.1 bad hostname\r\n"}), "none", "EHLO: 550"),
+        (
+            ScriptedRelay(
+                answers={
+                    b"EHLO": b"250-relay.test\r\n250 STARTTLS\r\n",
+                    b"STARTTLS": b"502 5.5.1 not implemented\r\n",
+                }
+            ),
+            "starttls",
+            "STARTTLS: 502",
+        ),
+    ],
+    ids=["greeting", "EHLO", "STARTTLS"],
+)
+async def test_a_relay_refusing_the_session_defers_the_message(
+    relay: ScriptedRelay, tls: str, said: str
+) -> None:
+    """A 5xx before any message was given says nothing of the message: the relay refuses the
+    gateway (its address, its name in EHLO) or cannot start TLS, which mending the relay or
+    e2a's settings cures. The message waits for a retry, as with a wrong password or STARTTLS
+    not offered, rather than failing for good for every recipient."""
+    async with scripted_relay(relay.serve) as port:
+        outcome = await hand_off(
+            settings(port, tls=tls),
+            "mx.agents.test",
+            Outgoing("bot@agents.test", ("a@example.org",), DATA),
+        )
+    assert list(outcome.deferred) == ["a@example.org"] and outcome.refused == {}, outcome
+    assert said in (outcome.error or "")
+    assert not any(command.startswith(b"MAIL") for command in relay.commands)
+
+
 async def test_a_wrong_password_defers_the_message(
     tls_settings: OutboundSmtpSettings, sink: Sink
 ) -> None:

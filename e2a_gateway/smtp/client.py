@@ -4,7 +4,9 @@ It speaks ESMTP to a relay: EHLO, STARTTLS when asked (the I/O shell performs th
 and calls `tls_started`), AUTH PLAIN or LOGIN, then per message MAIL, one RCPT per recipient
 and DATA with dot-stuffing; RSET after a transaction the relay left open, QUIT at the end. It
 never imports trio and never touches a socket. Each message's outcome says, per recipient,
-whether the relay accepted it, refused it for good (5xx) or for now (4xx).
+whether the relay accepted it, refused it for good (5xx) or for now (4xx); a refusal while
+the session is set up (greeting to AUTH) is about the gateway, not the message, and leaves it
+for now whatever its code.
 """
 
 from __future__ import annotations
@@ -320,11 +322,14 @@ class ClientSession:
         return self._command(_State.EHLO, f"EHLO {self._hostname}")
 
     def _fail_all(self, reply: ServerReply, during: str) -> Action:
-        """The message cannot go through (the reply says whether for now or for good). A
-        session that was being set up, or that the relay is closing, ends with QUIT; otherwise
-        the transaction is over and the connection can carry the next message."""
+        """The message cannot go through (the reply says whether for now or for good; while
+        the session is set up, for now: `_setup_failed`). A session that the relay is closing
+        ends with QUIT; otherwise the transaction is over and the connection can carry the
+        next message."""
+        if self._state in _SETTING_UP:
+            return self._setup_failed(reply, during)
         self._fail_message(reply, during)
-        if self._state in _SETTING_UP or reply.code == SERVICE_CLOSING:
+        if reply.code == SERVICE_CLOSING:
             return self.quit()
         if self._state is _State.MAIL or self._state is _State.BODY:
             return self._delivered()  # no transaction was begun, or it has ended
@@ -360,12 +365,12 @@ class ClientSession:
 
     def _on_greeting(self, reply: ServerReply) -> Action:
         if reply.code != 220:
-            return self._fail_all(reply, "greeting")
+            return self._setup_failed(reply, "greeting")
         return self._send_ehlo()
 
     def _on_ehlo(self, reply: ServerReply) -> Action:
         if reply.code != 250:
-            return self._fail_all(reply, "EHLO")
+            return self._setup_failed(reply, "EHLO")
         self._extensions = {}
         for line in reply.lines[1:]:
             keyword, _, params = line.partition(" ")
@@ -374,13 +379,15 @@ class ClientSession:
             if "STARTTLS" not in self._extensions:
                 # Nothing goes out in clear, and the message waits: a relay whose certificate
                 # did not load, or a man in the middle stripping STARTTLS, refuses nothing.
-                return self._fail_all(ServerReply(454, ("relay does not offer STARTTLS",)), "EHLO")
+                return self._setup_failed(
+                    ServerReply(454, ("relay does not offer STARTTLS",)), "EHLO"
+                )
             return self._command(_State.STARTTLS, "STARTTLS")
         return self._authenticate_or_mail()
 
     def _on_starttls(self, reply: ServerReply) -> Action:
         if reply.code != 220:
-            return self._fail_all(reply, "STARTTLS")
+            return self._setup_failed(reply, "STARTTLS")
         return StartTls()
 
     def _authenticate_or_mail(self) -> Action:
@@ -393,14 +400,17 @@ class ClientSession:
             return self._command(_State.AUTH, f"AUTH PLAIN {token}")
         if "LOGIN" in mechanisms:
             return self._command(_State.AUTH_LOGIN, "AUTH LOGIN")
-        return self._auth_failed(
+        return self._setup_failed(
             ServerReply(454, ("relay offers neither AUTH PLAIN nor AUTH LOGIN",)), "AUTH"
         )
 
-    def _auth_failed(self, reply: ServerReply, during: str) -> Action:
-        """AUTH refused or impossible: the fault is in the gateway's credentials or the relay's
-        set-up, not in the message, so every recipient waits for a retry whatever the code (as
-        Postfix's `smtp_sasl_auth_soft_bounce`): mail sent before a password is mended still
+    def _setup_failed(self, reply: ServerReply, during: str) -> Action:
+        """The relay refused the session before any message was given (its greeting, EHLO,
+        STARTTLS, AUTH) or cannot give what the settings require: the fault is in the relay's
+        or the gateway's set-up (the gateway's address or name refused, TLS unavailable, a
+        wrong password), not in the message, so every recipient waits for a retry whatever
+        the code (as Postfix's `smtp_skip_5xx_greeting`, mandatory TLS and
+        `smtp_sasl_auth_soft_bounce` have it): mail sent before the set-up is mended still
         goes. The session ends."""
         self._defer_rest(f"{during}: {reply.code} {reply.text}")
         return self.quit()
@@ -408,7 +418,7 @@ class ClientSession:
     def _on_login_prompt(self, reply: ServerReply) -> Action:
         """AUTH LOGIN: 334 asks for the username, then for the password."""
         if reply.code != 334 or self._credentials is None:
-            return self._auth_failed(reply, "AUTH LOGIN")
+            return self._setup_failed(reply, "AUTH LOGIN")
         if self._state is _State.AUTH_LOGIN:
             username = base64.b64encode(self._credentials.username.encode()).decode()
             return self._command(_State.AUTH_LOGIN_USERNAME, username)
@@ -417,7 +427,7 @@ class ClientSession:
 
     def _on_auth(self, reply: ServerReply) -> Action:
         if reply.code != 235:
-            return self._auth_failed(reply, "AUTH")
+            return self._setup_failed(reply, "AUTH")
         return self._set_up()
 
     def _set_up(self) -> Action:
