@@ -278,6 +278,33 @@ async def test_a_relay_refusing_the_session_defers_the_message(
     assert not any(command.startswith(b"MAIL") for command in relay.commands)
 
 
+async def close_at_once(stream: trio.SocketStream) -> None:
+    await stream.aclose()
+
+
+async def stall(stream: trio.SocketStream) -> None:
+    await trio.sleep_forever()
+
+
+@pytest.mark.parametrize("after_data", [close_at_once, stall], ids=["closed", "silent"])
+async def test_no_answer_to_the_end_of_data_defers_and_says_it_may_arrive_twice(
+    after_data: Callable[[trio.SocketStream], Awaitable[None]],
+) -> None:
+    """The relay took the whole message and then closed the connection, or said nothing until
+    the timeout: it may hold the message or not. It is retried (never lost), and the reason
+    says the retry may deliver it twice, unlike a connection lost before the data."""
+    relay = ScriptedRelay(after_data=after_data)
+    async with scripted_relay(relay.serve) as port:
+        outcome = await hand_off(
+            settings(port, timeout_seconds=1),
+            "mx.agents.test",
+            Outgoing("bot@agents.test", ("a@example.org",), DATA),
+        )
+    assert len(relay.bodies) == 1
+    assert list(outcome.deferred) == ["a@example.org"] and not outcome.refused, outcome
+    assert "may deliver it twice" in outcome.deferred["a@example.org"]
+
+
 async def test_a_wrong_password_defers_the_message(
     tls_settings: OutboundSmtpSettings, sink: Sink
 ) -> None:

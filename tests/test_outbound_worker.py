@@ -35,8 +35,15 @@ from e2a_gateway.ids import new_id
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.outbound.mime import new_message_id
 from e2a_gateway.outbound.return_path import parse_return_path, return_path_key
+from e2a_gateway.smtp.client import Outcome
 from e2a_gateway.storage.base import Job, OutboundMessage, SendAttempt
-from e2a_gateway.workers.outbound import OutboundWorker, relay_bounces, settle, unreached
+from e2a_gateway.workers.outbound import (
+    OutboundWorker,
+    relay_bounces,
+    relay_results,
+    settle,
+    unreached,
+)
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import fresh_postgres_database, run_out_leases
 from tests.delivery_support import (
@@ -666,6 +673,17 @@ def test_every_recipient_not_reached_is_named_once_with_its_kind() -> None:
         "ghost@agents.test": ("undetermined", "no agent at ghost@agents.test on this gateway"),
         "slow@example.org": ("transient", "RCPT TO: 451 4.3.0 try again later"),
     }
+
+
+def test_a_deferral_names_the_session_error_once() -> None:
+    """The session's error adds to a recipient's reason when it says more, and is not said
+    twice when it is that reason."""
+    lost = "connection lost"
+    refused = "relay 127.0.0.1:25: ConnectionRefusedError: [Errno 111] Connection refused"
+    _, alone = relay_results(Outcome(deferred={"a@x.org": lost}, error=lost))
+    _, explained = relay_results(Outcome(deferred={"a@x.org": lost}, error=refused))
+    assert alone == {"a@x.org": lost}
+    assert explained == {"a@x.org": f"{lost} ({refused})"}
 
 
 def test_settle_policy_on_plain_data() -> None:

@@ -200,6 +200,12 @@ _STAGES = {
 """What each state waits for, as outcomes name it."""
 SERVICE_CLOSING = 421
 """The reply with which a server closes the connection (RFC 5321 section 3.8)."""
+UNANSWERED_DATA = (
+    "connection lost after the message was sent, before the relay answered: it may have "
+    "taken it, and the retry may deliver it twice"
+)
+"""Why a message whose end of data the relay never answered is deferred (RFC 5321 section
+6.1: it cannot be known to be delivered, so it is sent again, as Postfix does)."""
 
 
 def dot_stuff(data: bytes) -> bytes:
@@ -300,9 +306,12 @@ class ClientSession:
         return handler(reply)
 
     def connection_lost(self) -> Outcome:
-        """The connection broke: every recipient of the message in progress not yet accepted
-        is deferred. Returns that message's outcome."""
-        if self._state not in (_State.IDLE, _State.RSET, _State.QUIT, _State.DONE):
+        """The connection broke (or timed out): every recipient of the message in progress
+        not yet accepted is deferred; once its data was sent the relay may hold it, which the
+        reason says (`UNANSWERED_DATA`). Returns that message's outcome."""
+        if self._state is _State.BODY:
+            self._defer_rest(UNANSWERED_DATA)
+        elif self._state not in (_State.IDLE, _State.RSET, _State.QUIT, _State.DONE):
             self._defer_rest("connection lost")
         self._state = _State.DONE
         return self._outcome

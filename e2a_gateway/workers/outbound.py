@@ -194,9 +194,9 @@ def relay_results(outcome: Outcome) -> tuple[dict[str, str], dict[str, str]]:
     settled = dict.fromkeys(outcome.accepted, ACCEPTED)
     settled.update({rcpt: REFUSED_PREFIX + reason for rcpt, reason in outcome.refused.items()})
     # A session-wide error ("relay host:port: connection refused") explains more than the
-    # per-recipient "connection lost".
+    # per-recipient "connection lost" (and is not said twice when it is the same).
     deferred = {
-        rcpt: f"{reason} ({outcome.error})" if outcome.error else reason
+        rcpt: f"{reason} ({outcome.error})" if outcome.error not in (None, reason) else reason
         for rcpt, reason in outcome.deferred.items()
     }
     return settled, deferred
