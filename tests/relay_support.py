@@ -90,7 +90,7 @@ class ScriptedRelay:
     `b"RCPT"`, `b"DATA"`, `b"RSET"`, `b"STARTTLS"`, …; `b"."` for the end of data), else
     `250 ok` (`354 go` to DATA). `after_data`, when set, is done with the stream instead of
     answering the end of data. `commands` records every line the client sent outside data,
-    `bodies` every message's data."""
+    `bodies` every message's data (dot-unstuffed)."""
 
     greeting: bytes = b"220 relay.test ESMTP\r\n"
     answers: dict[bytes, bytes] = field(default_factory=dict)
@@ -128,7 +128,7 @@ class ScriptedRelay:
                     continue
                 body = bytearray()
                 while (text := await line()) != b".\r\n":
-                    body += text
+                    body += text[1:] if text.startswith(b".") else text
                 self.bodies.append(bytes(body))
                 if self.after_data is not None:
                     await self.after_data(stream)

@@ -305,6 +305,23 @@ async def test_no_answer_to_the_end_of_data_defers_and_says_it_may_arrive_twice(
     assert "may deliver it twice" in outcome.deferred["a@example.org"]
 
 
+async def test_a_message_over_the_relays_size_is_refused_before_a_word_of_it_is_sent() -> None:
+    """A relay that announces SIZE but only refuses at the end of the data (or not at all)
+    is sent no message larger than it takes (RFC 1870): it is refused at once with its size
+    and the relay's, and the messages before and after it go out on the same connection."""
+    relay = ScriptedRelay(answers={b"EHLO": b"250-relay.test\r\n250 SIZE 200\r\n"})
+    big = Outgoing("bot@agents.test", ("big@example.org",), DATA + b"x" * 200 + b"\r\n")
+    async with scripted_relay(relay.serve) as port:
+        connections = RelayConnections(settings(port), "mx.agents.test")
+        small, large, after = await connections.hand_off_each([outgoing(0), big, outgoing(1)])
+    assert small.accepted == ["r0@example.org"] and after.accepted == ["r1@example.org"]
+    assert not large.accepted and not large.deferred, large
+    assert f"{len(big.data)} octets" in large.refused["big@example.org"]
+    assert "at most 200" in large.refused["big@example.org"]
+    assert relay.bodies == [DATA, DATA] and connections.connections_opened == 1
+    assert sum(command.startswith(b"MAIL") for command in relay.commands) == 2
+
+
 async def test_a_wrong_password_defers_the_message(
     tls_settings: OutboundSmtpSettings, sink: Sink
 ) -> None:

@@ -247,6 +247,10 @@ class RelayConnections:
         kept = connection is not None
         session = connection.session if connection is not None else self._new_session()
         first = session.begin(message)
+        if isinstance(first, Delivered):  # refused on a kept connection, the relay not asked
+            assert connection is not None
+            held.append(connection)
+            return first.outcome
         try:
             with trio.fail_at(deadline):
                 if connection is None:

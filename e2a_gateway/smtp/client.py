@@ -446,13 +446,21 @@ class ClientSession:
             return Ready()
         return self._send_mail()
 
-    def _send_mail(self) -> SendBytes:
+    def _send_mail(self) -> SendBytes | Delivered:
         """MAIL, and with PIPELINING (RFC 2920) every RCPT and DATA in the same write: the
-        replies then come in order, and only the message's body waits for 354."""
+        replies then come in order, and only the message's body waits for 354. A message
+        larger than the relay's SIZE is refused for good without a word to the relay
+        (RFC 1870 section 6.1), which stays idle for the next one."""
         assert self._message is not None
         params = ""
         if "SIZE" in self._extensions:
-            params += f" SIZE={len(self._message.data)}"
+            size = len(self._message.data)
+            limit = self._extensions["SIZE"].strip()
+            if limit.isdigit() and 0 < int(limit) < size:
+                reason = f"SIZE: the message is {size} octets, the relay takes at most {limit}"
+                self._fail_pending(self._outcome.refused, reason)
+                return self._delivered()
+            params += f" SIZE={size}"
         if "8BITMIME" in self._extensions and any(b > 127 for b in self._message.data):
             params += " BODY=8BITMIME"
         mail = self._command(_State.MAIL, f"MAIL FROM:<{self._message.mail_from}>{params}")
