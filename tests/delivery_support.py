@@ -26,8 +26,9 @@ from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.pipeline import InboundMailSink
 from e2a_gateway.mailauth.dns_answers import Resolver
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
-from e2a_gateway.storage.base import Storage, WebhookAttempt, jobs_per_kind
+from e2a_gateway.storage.base import OutboundMessage, Storage, WebhookAttempt, jobs_per_kind
 from e2a_gateway.storage.new_inbound import NewInboundMessage
+from e2a_gateway.workers.approvals import ApprovalWorker
 from e2a_gateway.workers.supervisor import supervise
 from tests.conftest import Account
 from tests.databases import query, table_locked
@@ -209,6 +210,31 @@ async def wait_until(
             if await holds if inspect.isawaitable(holds) else holds:
                 return
             await trio.sleep(0.01)
+
+
+DEADLINE_AHEAD_SECONDS = 0.05
+"""How far ahead `expiry_sweeps_paused` puts the deadline it gives."""
+
+
+def expiry_sweeps_paused(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Pause the expiry sweeps of the running gateway's approval worker (one at its start, then
+    one every 15 s) for the rest of the test, so that a review deadline the test lets pass is
+    not decided by a sweep that happened to fall after it; return such a deadline, just ahead,
+    for the test to store and then `await deadline_passed(deadline)`. (A sweep already under way
+    keeps its own code, but it read its clock before that deadline and leaves it alone.)"""
+
+    async def paused(self: ApprovalWorker, now: float) -> list[OutboundMessage]:
+        return []
+
+    monkeypatch.setattr(ApprovalWorker, "expire_due", paused)
+    return time.time() + DEADLINE_AHEAD_SECONDS
+
+
+async def deadline_passed(deadline: float) -> None:
+    """Return once `deadline` (one `expiry_sweeps_paused` gave, a fraction of a second ahead)
+    is in the past."""
+    await trio.sleep(max(0.0, deadline - time.time()) + DEADLINE_AHEAD_SECONDS)
+    assert time.time() > deadline
 
 
 async def queued_jobs(storage: Storage) -> dict[str, int]:

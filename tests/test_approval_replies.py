@@ -28,7 +28,14 @@ from e2a_gateway.signing.reply_tokens import generate_reply_token
 from e2a_gateway.workers.approvals import ApprovalWorker
 from tests.conftest import agent_path, make_settings
 from tests.databases import query
-from tests.delivery_support import agent_scoped_client, create_agent, smtp_send, wait_until
+from tests.delivery_support import (
+    agent_scoped_client,
+    create_agent,
+    deadline_passed,
+    expiry_sweeps_paused,
+    smtp_send,
+    wait_until,
+)
 from tests.test_approvals import (
     OWNER,
     MakeAccount,
@@ -510,7 +517,7 @@ async def test_every_way_of_reviewing_records_who_and_how(
 
 
 async def test_a_reply_the_gateway_cannot_act_on_yet_or_any_more_says_why(
-    running: RunningGateway, owner: Owner, sink: Sink
+    running: RunningGateway, owner: Owner, sink: Sink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reply past the review deadline (before the sweep), or while the agent is in the
     trash, is not told the message "was already decided (pending_approval)": it is told the
@@ -519,11 +526,11 @@ async def test_a_reply_the_gateway_cannot_act_on_yet_or_any_more_says_why(
     database = gateway.settings.database.url
     late = await add_pending(gateway, owner, time.time() + 3600)
     notice = await notice_for(sink, late.id)
-    query(
-        database,
-        "UPDATE messages SET approval_expires_at = ? WHERE id = ?",
-        (time.time() - 1, late.id),
-    )
+    # the deadline passes before the expiry sweep (every 15 s) comes, and stays so while the
+    # reply is answered
+    deadline = expiry_sweeps_paused(monkeypatch)
+    query(database, "UPDATE messages SET approval_expires_at = ? WHERE id = ?", (deadline, late.id))
+    await deadline_passed(deadline)
     await send_reply(running, notice, reply(notice, "approve"))
     await wait_until(lambda: bool(answers(sink)))
     text = answers(sink)[-1].get_content()

@@ -44,7 +44,14 @@ from e2a_gateway.storage.base import (
 from e2a_gateway.workers.approvals import MAX_NOTICES_IN_FLIGHT, ApprovalWorker
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import query, table_locked
-from tests.delivery_support import create_agent, open_account, quiet_gateway, wait_until
+from tests.delivery_support import (
+    create_agent,
+    deadline_passed,
+    expiry_sweeps_paused,
+    open_account,
+    quiet_gateway,
+    wait_until,
+)
 from tests.relay_support import free_port, relay_on_loopback
 
 PUBLIC_URL = "https://e2a.example"
@@ -963,15 +970,20 @@ async def test_a_sweep_the_database_fails_is_made_again_and_spares_the_notices_i
 
 
 async def test_a_link_past_the_review_deadline_says_the_expiry_action_decides(
-    running: RunningGateway, owner: Owner, anonymous: httpx.AsyncClient
+    running: RunningGateway,
+    owner: Owner,
+    anonymous: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Between the deadline and the expiry sweep the message is still stored as pending, but
     no review is taken any more: the link says so, instead of offering a button that cannot
     work and then calling the message "pending approval" and "no longer awaiting approval"."""
     gateway = running.gateway
-    deadline = time.time() - 5  # passed; the sweep (every 15 s) has not come to it yet
+    # the deadline passes before the sweep (every 15 s, and one at the gateway's start) comes
+    deadline = expiry_sweeps_paused(monkeypatch)
     message = await add_pending(gateway, owner, deadline)
     token = await token_for(gateway, owner, message.id, "approve", deadline)
+    await deadline_passed(deadline)
     for method in ("GET", "POST"):
         response = await anonymous.request(method, "/api/v1/approve", params={"token": token})
         assert response.status_code == 409, (method, response.text)

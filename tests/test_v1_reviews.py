@@ -25,7 +25,7 @@ from e2a_gateway.signing.magic_links import issue_token, link_key
 from e2a_gateway.workers.approvals import ApprovalWorker
 from tests.conftest import Account
 from tests.databases import query
-from tests.delivery_support import create_agent
+from tests.delivery_support import create_agent, deadline_passed, expiry_sweeps_paused
 from tests.test_v1_openapi import e2a_document
 
 WAIT = 10
@@ -552,16 +552,10 @@ async def test_an_inbound_hold_past_its_ttl_takes_no_late_review(
     await send(running, "alice@example.org", letter("alice@example.org", "Too late"))
     (item,) = await queue(owner)
     database = running.gateway.settings.database.url
-
-    async def paused(self: ApprovalWorker, now: float) -> list[Any]:
-        return []
-
-    # the deadline passes before the worker's next sweep: its sweeps (every 15 s) are paused,
-    # and one already under way judges by a clock read before the deadline
-    monkeypatch.setattr(ApprovalWorker, "expire_due", paused)
-    deadline = time.time() + 0.05
+    # the deadline passes before the worker's next sweep (every 15 s)
+    deadline = expiry_sweeps_paused(monkeypatch)
     query(database, "UPDATE messages SET hold_expires_at = ? WHERE id = ?", (deadline, item["id"]))
-    await trio.sleep(max(0.0, deadline - time.time()) + 0.05)
+    await deadline_passed(deadline)
     late = await owner.http.post(f"/v1/reviews/{item['id']}/approve", json={})
     assert late.status_code == 409, late.text
     assert late.json()["error"]["code"] == "message_not_pending"
