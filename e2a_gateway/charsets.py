@@ -12,6 +12,7 @@ import codecs
 import email.errors
 import email.header
 import re
+import unicodedata
 import urllib.parse
 from collections.abc import Callable
 from email.headerregistry import BaseHeader
@@ -330,7 +331,32 @@ _FILENAME_PARAMETERS = (("content-disposition", "filename"), ("content-type", "n
 """Where a part names its file, in the order `Message.get_filename` looks."""
 
 
+_BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Characters that reorder the text around them: `invoice`, U+202E, `fdp.exe` shows as
+`invoiceexe.pdf`."""
+_PATH_SEPARATORS = re.compile(r"[/\\]")
+
+
+def _file_name(named: str) -> str | None:
+    """A filename a part gives, as a file's name: its last path segment (`../../etc/passwd`
+    is `passwd`, `C:\\x\\report.pdf` is `report.pdf`), without control characters (line
+    breaks, NUL, C1) nor bidirectional controls, trimmed; None when nothing else is left
+    (`..`)."""
+    name = _PATH_SEPARATORS.split(named)[-1]
+    name = "".join(
+        ch for ch in name if unicodedata.category(ch) != "Cc" and ch not in _BIDI_CONTROLS
+    ).strip()
+    return None if name in ("", ".", "..") else name
+
+
 def part_filename(part: MIMEPart) -> str | None:
+    """The name of the file `part` names (`_named_filename`), as a file's name (`_file_name`:
+    no path, no control character); None when it names none."""
+    named = _named_filename(part)
+    return None if named is None else _file_name(named)
+
+
+def _named_filename(part: MIMEPart) -> str | None:
     """The filename `part` names (`Message.get_filename`), its RFC 2047 encoded words, which
     senders put in quoted filenames though RFC 2047 forbids it and every reader reads them,
     read as a subject's are (`_readable_encoded_words`): the `email` package reads ISO-2022-JP

@@ -280,3 +280,39 @@ async def test_rfc_2231_filenames_with_raw_8bit_bytes_read_as_they_stand(
     _, view = await received_over_smtp(running, account, data)
     assert view["text_body"].strip() == "hi"
     assert [item["filename"] for item in view["attachments"]] == ["Café menu.pdf"]
+
+
+async def test_attachment_filenames_are_names_not_paths_nor_controls(
+    running: RunningGateway, make_account: Any
+) -> None:
+    # An agent saving attachments under the names it is given must not write outside its
+    # folder, nor be shown a name whose controls hide its real extension or break a log line.
+    names = [
+        b'filename="../../etc/passwd"',
+        b'filename="C:\\\\Users\\\\x\\\\report.pdf"',
+        b"filename*=utf-8''%2Fabs%2Fa%0D%0Ab%00c%07.txt",
+        b"filename*=utf-8''invoice%E2%80%AEfdp.exe",
+        b'filename=".."',
+        b'filename="notes.txt"',
+        b'filename="notes.txt"',
+    ]
+    data = HEADER + b'Subject: t\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n'
+    data += b"--XX\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+    for number, name in enumerate(names):
+        data += b"--XX\r\nContent-Type: application/octet-stream\r\n"
+        data += b"Content-Disposition: attachment; " + name + b"\r\n\r\n"
+        data += b"file %d\r\n" % number
+    data += b"--XX--\r\n"
+    alice = await make_account("alice@example.com")
+    _, view = await received_over_smtp(running, alice, data)
+    expected = ["passwd", "report.pdf", "abc.txt", "invoicefdp.exe", None, "notes.txt", "notes.txt"]
+    assert [item["filename"] for item in view["attachments"]] == expected
+    path = f"/v1/agents/bot%40agents.test/messages/{view['message_id']}"
+    listed = (await alice.http.get(path)).json()["attachments"]
+    assert [item.get("filename") for item in listed] == expected
+    events = await alice.http.get("/v1/events", params={"type": "email.received"})
+    (event,) = events.json()["items"]
+    assert [item.get("filename") for item in event["data"]["attachments"]] == expected
+    for number in range(len(names)):
+        assert await downloaded(alice, view["message_id"], number) == b"file %d" % number
+
