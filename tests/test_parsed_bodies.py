@@ -309,7 +309,10 @@ def test_html_around_inline_images_is_joined_in_document_order() -> None:
     )
     body = parse_body(raw)
     assert (body.text, body.html) == (None, "<p>Before</p><p>After</p><p>Last</p>")
-    assert body.attachments == (Attachment("a.png", "image/png", 8, "<a1>"),)
+    assert body.attachments == (
+        Attachment("a.png", "image/png", 8, "<a1>"),
+        Attachment(None, "image/png", 3, "<b2>"),  # it names no file: listed after the others
+    )
 
 
 def test_later_text_parts_that_are_attachments_stay_out_of_the_body() -> None:

@@ -316,3 +316,71 @@ async def test_attachment_filenames_are_names_not_paths_nor_controls(
     for number in range(len(names)):
         assert await downloaded(alice, view["message_id"], number) == b"file %d" % number
 
+
+async def test_parts_naming_no_file_are_listed_after_the_others_and_download_whole(
+    running: RunningGateway, make_account: Any
+) -> None:
+    # An image the HTML shows by cid: with no filename (as many mailing tools write it), a
+    # calendar invitation beside the text, and a PGP/MIME encrypted body: none is the text or
+    # HTML body, and each must reach the agent, after the parts listed before them.
+    logo = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    data = HEADER + b'Subject: t\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n'
+    data += b'--XX\r\nContent-Type: multipart/related; boundary="RR"\r\n\r\n'
+    data += b'--RR\r\nContent-Type: multipart/alternative; boundary="AA"\r\n\r\n'
+    data += b"--AA\r\nContent-Type: text/plain\r\n\r\nSee you then.\r\n"
+    data += b'--AA\r\nContent-Type: text/html\r\n\r\n<p>See you then.</p><img src="cid:logo@x">\r\n'
+    data += b"--AA\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\nBEGIN:VCALENDAR\r\n"
+    data += b"END:VCALENDAR\r\n--AA--\r\n"
+    data += b"--RR\r\nContent-Type: image/png\r\nContent-ID: <logo@x>\r\n"
+    data += b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(logo).replace(
+        b"\n", b"\r\n"
+    )
+    data += b"--RR--\r\n"
+    data += b"--XX\r\nContent-Type: application/pdf\r\n"
+    data += b'Content-Disposition: attachment; filename="agenda.pdf"\r\n\r\n%PDF-\r\n'
+    data += b"--XX--\r\n"
+    alice = await make_account("alice@example.com")
+    _, view = await received_over_smtp(running, alice, data)
+    assert (view["text_body"], view["html_body"]) == (
+        "See you then.",
+        '<p>See you then.</p><img src="cid:logo@x">',
+    )
+    assert view["attachments"] == [
+        {
+            "filename": "agenda.pdf",
+            "content_type": "application/pdf",
+            "size": 5,
+            "content_id": None,
+        },
+        {
+            "filename": None,
+            "content_type": "text/calendar",
+            "size": 30,
+            "content_id": None,
+        },
+        {"filename": None, "content_type": "image/png", "size": 264, "content_id": "<logo@x>"},
+    ]
+    assert await downloaded(alice, view["message_id"], 1) == b"BEGIN:VCALENDAR\r\nEND:VCALENDAR"
+    assert await downloaded(alice, view["message_id"], 2) == logo
+
+    encrypted = HEADER + (
+        b"Subject: secret\r\n"
+        b'Content-Type: multipart/encrypted; protocol="application/pgp-encrypted";'
+        b' boundary="EE"\r\n\r\n'
+        b"--EE\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n"
+        b"--EE\r\nContent-Type: application/octet-stream\r\n\r\n"
+        b"-----BEGIN PGP MESSAGE-----\r\nhQEMA\r\n-----END PGP MESSAGE-----\r\n"
+        b"--EE--\r\n"
+    )
+    await smtp_send(running.addresses.smtp_port, ["bot@agents.test"], encrypted)
+    listing = (await alice.http.get(agent_path("bot@agents.test", "/messages"))).json()
+    (secret,) = [item for item in listing["messages"] if item["subject"] == "secret"]
+    path = f"/v1/agents/bot%40agents.test/messages/{secret['message_id']}"
+    listed = (await alice.http.get(path)).json()["attachments"]
+    assert [item["content_type"] for item in listed] == [
+        "application/pgp-encrypted",
+        "application/octet-stream",
+    ]
+    assert await downloaded(alice, secret["message_id"], 1) == (
+        b"-----BEGIN PGP MESSAGE-----\r\nhQEMA\r\n-----END PGP MESSAGE-----"
+    )

@@ -196,13 +196,18 @@ def _attachment_parts(message: EmailMessage) -> list[EmailMessage]:
     """The parts listed as attachments, in the order of their indexes: every leaf part with a
     filename or a Content-Disposition that is not the first text/plain or text/html part,
     in document order, attached messages' parts included; then each attached message
-    (message/rfc822, message/global) itself.
+    (message/rfc822, message/global) itself; then every other leaf part that is not text/plain
+    or text/html (body text) nor a multipart part the parser could not split (read as text):
+    an image the HTML shows by `cid:` naming no file, a calendar invitation, the encrypted
+    part of PGP/MIME.
 
-    Attached messages come last, and their parts stay listed, because a message keeps the
-    indexes it was given when accepted (`encode_attachments`), and those accepted before
-    attached messages were listed must find their attachments at the same indexes."""
+    Attached messages and then parts naming no file come last, and attached messages' parts
+    stay listed, because a message keeps the indexes it was given when accepted
+    (`encode_attachments`), and those accepted before they were listed must find their
+    attachments at the same indexes."""
     listed: list[EmailMessage] = []
     attached: list[EmailMessage] = []
+    unnamed: list[EmailMessage] = []
     seen: set[str] = set()
     for part in message.walk():
         content_type = part.get_content_type()
@@ -219,8 +224,10 @@ def _attachment_parts(message: EmailMessage) -> list[EmailMessage]:
         elif disposition in ("attachment", "inline") or part.get_filename():
             role = "attachment"
             listed.append(part)
+        elif content_type not in _SINGLE_TEXT_TYPES and part.get_content_maintype() != "multipart":
+            unnamed.append(part)
         seen.add(role)
-    return listed + attached
+    return listed + attached + unnamed
 
 
 def _attachment_bytes(part: EmailMessage) -> bytes:
