@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+import trio
+
 from e2a_gateway.addresses import domain_as_a_labels
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.clock import format_timestamp, parse_timestamp
@@ -229,7 +231,9 @@ async def attachment(
     """Attachment `index` (0-based, in the order the message view lists them) of a message of
     the caller's agent, with its decoded bytes; NotFound (`attachment_not_found`) otherwise."""
     opened = await open_message(gateway, caller, email, message_id)
-    found = attachment_data(opened.raw, index) if opened.raw else None
+    found = None
+    if opened.raw:  # parsing mail of thousands of parts takes seconds: not on the event loop
+        found = await trio.to_thread.run_sync(attachment_data, opened.raw, index)
     if found is None:
         raise NotFound(
             "attachment_not_found",

@@ -29,6 +29,7 @@ from e2a_gateway.events import blocked_send_event
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
 from e2a_gateway.inbound.parse import (
+    ParsedBody,
     attachment_data,
     parse_body,
     reply_recipients,
@@ -781,10 +782,7 @@ async def forward_message(
             f"message {message_id} was sent by this agent; the gateway does not keep the body "
             "of sent mail, so it cannot be forwarded — forward a received message instead",
         )
-    body = parse_body(original.raw_message)
-    carried = [
-        _carried(original.raw_message, index, body.html) for index in range(len(body.attachments))
-    ]
+    body, carried = await trio.to_thread.run_sync(_forwarded_content, original.raw_message)
     banner = "---------- Forwarded message ----------"
     facts = [
         f"From: {original.from_addr}",
@@ -877,6 +875,13 @@ def _v1_attachments(
             + (f" ({len(carried)} carried over from the original)" if carried else ""),
         )
     return [*carried, *checked_attachments(items)]
+
+
+def _forwarded_content(raw: bytes) -> tuple[ParsedBody, list[dict[str, str]]]:
+    """The body of received message `raw` and its attachments as a forward carries them
+    (`_carried`): parsed in a worker thread, as mail of thousands of parts takes seconds."""
+    body = parse_body(raw)
+    return body, [_carried(raw, index, body.html) for index in range(len(body.attachments))]
 
 
 def _carried(raw: bytes, index: int, html: str | None) -> dict[str, str]:
