@@ -9,7 +9,7 @@ from quart import Blueprint, request
 
 from e2a_gateway.api.auth import requires_caller
 from e2a_gateway.api.requests import mark_read, page_size
-from e2a_gateway.operations import messages, trust
+from e2a_gateway.operations import mailbox, messages, trust
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.messages import (
     agent_listing,
@@ -54,4 +54,5 @@ async def get_message(caller: Caller, email: str, message_id: str) -> dict[str, 
     message = await messages.read_message(
         gateway, caller, email, message_id, mark_read=marking and request.method != "HEAD"
     )
-    return {**message_full_view(message), **await trust.reading_of(gateway, message)}
+    body = await mailbox.parsed_body(message.raw_message)
+    return {**message_full_view(message, body), **await trust.reading_of(gateway, message)}

@@ -22,6 +22,7 @@ from e2a_gateway.operations.agents import (
     remove_agent,
 )
 from e2a_gateway.operations.errors import Invalid, NotFound, OperationError
+from e2a_gateway.operations.mailbox import parsed_body
 from e2a_gateway.operations.messages import decode_page_token, encode_page_token
 from e2a_gateway.storage.base import StatusFilter
 from e2a_gateway.web.context import current_gateway
@@ -243,7 +244,7 @@ async def message(session: Session, email: str, message_id: str) -> Response:
         "message.html",
         session,
         agent=agent_view(entry),
-        message=message_full_view(found),
+        message=message_full_view(found, await parsed_body(found.raw_message)),
         attempts=attempts,
     )
 

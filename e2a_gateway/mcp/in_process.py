@@ -86,6 +86,7 @@ from e2a_gateway.operations.domains import CreateDomain
 from e2a_gateway.operations.errors import OperationError
 from e2a_gateway.operations.idempotency import Answer, run_once
 from e2a_gateway.operations.keys import CreateScopedApiKey
+from e2a_gateway.operations.mailbox import parsed_body
 from e2a_gateway.operations.protection import ProtectionConfig
 from e2a_gateway.operations.requests import parse_request
 from e2a_gateway.operations.review_queue import ApproveReview, RejectReview
@@ -371,7 +372,8 @@ class OperationsPort:
 
         async def read(gateway: Gateway, caller: Caller) -> dict[str, Any]:
             found = await messages.read_message(gateway, caller, agent_email or "", message_id)
-            return {**message_full_view(found), **await trust.reading_of(gateway, found)}
+            body = await parsed_body(found.raw_message)
+            return {**message_full_view(found, body), **await trust.reading_of(gateway, found)}
 
         return AsyncInboundEmail(await self._run(read), self.reply, trusted=True)
 

@@ -9,7 +9,7 @@ from typing import Any
 from e2a_gateway import __version__
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.config import Settings
-from e2a_gateway.inbound.parse import parse_body
+from e2a_gateway.inbound.parse import ParsedBody
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.operations.agents import AgentEntry
 from e2a_gateway.operations.sending import Submission
@@ -104,9 +104,9 @@ def message_summary_view(message: InboundMessage | InboxEntry) -> dict[str, Any]
     }
 
 
-def message_full_view(message: InboundMessage) -> dict[str, Any]:
-    """The full inbound message: summary, signed headers, raw bytes and parsed body."""
-    body = parse_body(message.raw_message)
+def message_full_view(message: InboundMessage, body: ParsedBody) -> dict[str, Any]:
+    """The full inbound message: summary, signed headers, raw bytes and its parsed `body`
+    (`parsed_body`)."""
     view = message_summary_view(message)
     view.update(
         {

@@ -13,7 +13,7 @@ from e2a_gateway.api.v1.views import present
 from e2a_gateway.attachments import Attachment, attachment_meta_view
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import delivered_locally, verified_domain
-from e2a_gateway.inbound.parse import parse_body
+from e2a_gateway.inbound.parse import ParsedBody
 from e2a_gateway.mailauth.evidence import Evidence, evidence_of
 from e2a_gateway.operations.drafts import attachment_size
 from e2a_gateway.operations.mailbox import OpenedMessage
@@ -123,9 +123,12 @@ def message_summary_view(message: FiledMessage) -> dict[str, Any]:
 _NULLABLE = frozenset({"header_from", "envelope_from", "verified_domain"})
 
 
-def message_view(opened: OpenedMessage, authserv_id: str) -> dict[str, Any]:
+def message_view(
+    opened: OpenedMessage, authserv_id: str, body: ParsedBody | None
+) -> dict[str, Any]:
     """MessageView: one message in full, with the evidence of its authentication (mail received
-    over SMTP) and its attachments' metadata."""
+    over SMTP) and its attachments' metadata; `body` is mail received's, parsed from its raw
+    bytes (`parsed_body`)."""
     filed = opened.filed
     view = message_summary_view(filed)
     view.setdefault("conversation_id", "")
@@ -135,7 +138,8 @@ def message_view(opened: OpenedMessage, authserv_id: str) -> dict[str, Any]:
         if evidence is None:
             view["verified_domain"] = None
         view["raw_message"] = base64.b64encode(opened.raw).decode("ascii")
-        return view | received_content(opened.raw)
+        assert body is not None
+        return view | received_content(body)
     draft = opened.outbound
     view["authentication"] = None
     view["raw_message"] = None
@@ -150,9 +154,9 @@ def message_view(opened: OpenedMessage, authserv_id: str) -> dict[str, Any]:
     return view
 
 
-def received_content(raw: bytes) -> dict[str, Any]:
-    """MessageView's `body`, `parsed` and `attachments` (metadata) of mail received as `raw`."""
-    body = parse_body(raw)
+def received_content(body: ParsedBody) -> dict[str, Any]:
+    """MessageView's `body`, `parsed` and `attachments` (metadata) of mail received, parsed as
+    `body`."""
     return {
         "body": present(text=body.text, html=body.html),
         "parsed": present(text=body.text or "", html=body.html, truncated=False),

@@ -379,7 +379,8 @@ async def message_with_reading(
     gateway: Gateway, caller: Caller, opened: mailbox.OpenedMessage
 ) -> dict[str, Any]:
     """The message view, with `reply_text` and `trust` for mail received (docs/replies.md)."""
-    view = message_view(opened, gateway.settings.smtp.hostname)
+    body = await mailbox.parsed_body(opened.raw) if opened.raw is not None else None
+    view = message_view(opened, gateway.settings.smtp.hostname, body)
     reading = await trust.reading_of_filed(gateway, caller.user_id, opened.filed)
     if reading is not None:
         view.update(reading)

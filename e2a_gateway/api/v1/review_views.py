@@ -16,6 +16,7 @@ from e2a_gateway.api.v1.views import present
 from e2a_gateway.attachments import attachment_meta_view
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import inbound_authentication, verified_domain
+from e2a_gateway.inbound.parse import parse_body
 from e2a_gateway.operations.review_queue import Resolved
 from e2a_gateway.rfc5322 import address_list
 from e2a_gateway.storage.base import Agent, HeldMessage, InboundMessage, OutboundMessage
@@ -187,4 +188,4 @@ def _inbound_detail(message: InboundMessage) -> dict[str, Any]:
         if message.hold == "pending_review"
         else "review_rejected",
         "hold_reason": _inbound_hold(message.flag_reason),
-    } | received_content(message.raw_message)
+    } | received_content(parse_body(message.raw_message))
