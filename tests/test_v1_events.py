@@ -1,8 +1,8 @@
 """The `/v1` events log as e2a shows it, over real HTTP, WebSocket and SMTP: the list carries
 the fan-out's status and the delivery counts as getEvent does; one `email.received` has one id
 and one `data` on the WebSocket, in the log and in a webhook's body; a redelivery goes only to
-a webhook the event matched, once a day; `until` is exclusive; a loopback `email.sent` names no
-provider message id."""
+a webhook the event matched, once a day; `type` matches one type exactly; `until` is exclusive;
+a loopback `email.sent` names no provider message id."""
 
 from __future__ import annotations
 
@@ -384,6 +384,26 @@ async def test_until_is_exclusive_and_since_inclusive(quiet: QuietGateway, alice
     assert await found(until=at + 1) == [message_id]
     assert await found(since=at) == [message_id]
     assert await found(since=at, until=at) == []
+
+
+async def test_the_type_filter_matches_one_type_exactly_as_e2as(
+    quiet: QuietGateway, alice: Account
+) -> None:
+    """e2a's listEvents compares `type` with each event's type and nothing more: a type it never
+    sends, or several joined by commas, is no error (400 `invalid_event_type` is
+    createWebhook's and testWebhook's), just a filter nothing matches."""
+    writer = await create_agent(alice, "writer")
+    reader = await create_agent(alice, "reader")
+    await send_local(quiet, alice, writer, reader, "Filtered")
+    assert {item["type"] for item in await listed(alice)} == {
+        "email.received",
+        "email.sent",
+        "email.delivered",
+    }
+    assert [item["type"] for item in await listed(alice, type="email.sent")] == ["email.sent"]
+    assert await listed(alice, type="nope") == []
+    assert await listed(alice, type="email.sent,email.received") == []
+    assert await listed(alice, type="Email.Sent") == []
 
 
 async def test_a_loopback_send_names_no_provider_message_id(
