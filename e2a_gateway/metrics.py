@@ -209,7 +209,7 @@ class Metrics:
         )
         self.storage_up = Gauge(
             "e2a_storage_up",
-            "1 when storage answered at scrape time, else 0",
+            "1 when storage answered and took writes at scrape time (as /api/health says), else 0",
             registry=registry,
         )
         self.retention_deleted = Counter(
@@ -434,10 +434,11 @@ class Metrics:
         """An outbound message reached its final outcome (one of E2A_OUTBOUND_OUTCOMES)."""
         self.e2a_outbound_terminal.labels(outcome).inc()
 
-    def render(self, queues: QueueReading | None) -> bytes:
+    def render(self, queues: QueueReading | None, *, storage_up: bool) -> bytes:
         """The metrics in Prometheus text format; `queues` is what storage said of the job
-        queues just now, or None when it did not answer."""
-        self.storage_up.set(0 if queues is None else 1)
+        queues just now, or None when it did not answer; `storage_up` is whether storage passed
+        the health check just now (it answers and takes writes: `Storage.ping`)."""
+        self.storage_up.set(1 if storage_up else 0)
         if queues is not None:
             depths = jobs_per_kind(queues.states)
             found = {(state.kind, state.state): state for state in queues.states}

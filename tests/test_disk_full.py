@@ -1,7 +1,8 @@
 """`e2a serve` on SQLite whose disk takes no more while it runs (here a file-size limit, which
 SQLite meets as a full disk does): mail is answered 451 and nothing of it is stored, the
 health and readiness checks say the database takes no writes and what to check, and once the
-disk takes writes again both come up by themselves and mail is stored again."""
+disk takes writes again both come up by themselves and mail is stored again. The metric
+`e2a_storage_up` follows the same verdict."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 from e2a_gateway.storage.sqlite import DISK_REFUSAL_SECONDS
 from tests.test_cli import E2A, free_port, run_e2a, wait_healthy, write_config
 from tests.test_commit_failures import stored_subjects
+from tests.test_metrics import samples_of, value
 
 pytestmark = [pytest.mark.slow, pytest.mark.backend_independent]
 
@@ -38,9 +40,17 @@ def smtp_code(port: int, subject: str) -> int:
     return 250
 
 
+def storage_up(url: str) -> float:
+    """`e2a_storage_up` as `GET /metrics` reports it now."""
+    scraped = httpx.get(f"{url}/metrics", timeout=10)
+    assert scraped.status_code == 200, scraped.text
+    return value(samples_of(scraped.text), "e2a_storage_up")
+
+
 def test_a_full_disk_refuses_mail_shows_in_health_and_recovers(tmp_path: Path) -> None:
     smtp_port, http_port = free_port(), free_port()
     config = write_config(tmp_path, smtp_port, http_port)
+    config.write_text(config.read_text() + "[metrics]\nenabled = true\n")
     boot = run_e2a("bootstrap", "--email", "me@example.com", "--config", str(config), cwd=tmp_path)
     assert boot.returncode == 0, boot.stderr
     headers = {"Authorization": f"Bearer {boot.stdout.strip()}"}
@@ -62,6 +72,7 @@ def test_a_full_disk_refuses_mail_shows_in_health_and_recovers(tmp_path: Path) -
     url = f"http://127.0.0.1:{http_port}"
     try:
         wait_healthy(url, process)
+        assert storage_up(url) == 1
         agent = {"slug": "bot", "agent_mode": "local"}
         created = httpx.post(f"{url}/api/v1/agents", headers=headers, json=agent, timeout=10)
         assert created.status_code == 201, created.text
@@ -79,6 +90,7 @@ def test_a_full_disk_refuses_mail_shows_in_health_and_recovers(tmp_path: Path) -
         assert "is its disk full" in storage["detail"] and f"df -h {tmp_path}" in storage["detail"]
         ready = httpx.get(f"{url}/readyz", timeout=10)
         assert ready.status_code == 503, ready.text
+        assert storage_up(url) == 0
 
         # Room again (the operator freed space): up within DISK_REFUSAL_SECONDS, without
         # waiting for mail to show that the disk takes writes.
@@ -89,6 +101,7 @@ def test_a_full_disk_refuses_mail_shows_in_health_and_recovers(tmp_path: Path) -
             assert time.monotonic() < deadline, "the health check did not come up again"
             time.sleep(0.5)
         assert httpx.get(f"{url}/readyz", timeout=10).status_code == 200
+        assert storage_up(url) == 1
         assert smtp_code(smtp_port, "after") == 250
     finally:
         process.terminate()

@@ -332,7 +332,7 @@ def test_queue_lag_is_how_long_the_oldest_due_job_has_waited() -> None:
             JobQueueState("webhook", "retryable", 1, 1060.0),
         ],
     )
-    samples = samples_of(metrics.render(reading).decode())
+    samples = samples_of(metrics.render(reading, storage_up=True).decode())
     assert value(samples, "e2a_queue_oldest_age_seconds", queue="outbound") == 60
     assert value(samples, "e2a_queue_jobs", kind="outbound") == 3
     assert value(samples, "e2a_queue_depth", queue="outbound", state="available") == 2

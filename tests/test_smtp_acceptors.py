@@ -192,7 +192,7 @@ async def add_agent(main: Main, email: str = AGENT) -> None:
 
 
 def metric(metrics: Metrics, name: str) -> float:
-    for line in metrics.render(None).decode().splitlines():
+    for line in metrics.render(None, storage_up=False).decode().splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return 0.0

@@ -23,7 +23,8 @@ blueprint = Blueprint("observability", __name__)
 @blueprint.get("/metrics")
 async def metrics() -> Response:
     """GET /metrics: every counter, histogram and gauge; the queues' depth and lag are read
-    from storage now."""
+    from storage now, and storage is up when it passes the health check's `ping` (a full disk
+    answers reads, so the queues are shown, but it is down)."""
     gateway = current_gateway()
     if not gateway.settings.metrics.enabled:
         raise NotFound("not_found", "metrics are off; set metrics.enabled = true to serve /metrics")
@@ -33,7 +34,13 @@ async def metrics() -> Response:
         queues = QueueReading(now, await gateway.storage.job_queue_states(now))
     except StorageUnavailable:
         queues = None
-    return Response(gateway.metrics.render(queues), content_type=CONTENT_TYPE)
+    up = queues is not None
+    if up:
+        try:
+            await gateway.storage.ping()
+        except StorageUnavailable:
+            up = False
+    return Response(gateway.metrics.render(queues, storage_up=up), content_type=CONTENT_TYPE)
 
 
 def time_requests(app: QuartTrio) -> None:
