@@ -90,6 +90,7 @@ def test_a_full_disk_refuses_mail_shows_in_health_and_recovers(tmp_path: Path) -
         assert "is its disk full" in storage["detail"] and f"df -h {tmp_path}" in storage["detail"]
         ready = httpx.get(f"{url}/readyz", timeout=10)
         assert ready.status_code == 503, ready.text
+        assert ready.json() == {"status": "not_ready", "reason": storage["detail"]}
         assert storage_up(url) == 0
 
         # Room again (the operator freed space): up within DISK_REFUSAL_SECONDS, without

@@ -1,7 +1,7 @@
 """GET /readyz, e2a's readiness probe: ready while the replica should get traffic; 503 with
 the reason while it drains before a stop (`http.drain_seconds`, by a real SIGTERM to
-`e2a serve`) or while its database does not answer — and /api/health, the liveness probe,
-stays up while it drains."""
+`e2a serve`) or while its database does not answer or take writes, saying why as the health
+check does — and /api/health, the liveness probe, stays up while it drains."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ async def test_ready_until_the_database_stops_answering(
     await running.gateway.storage.close()
     down = await anonymous.get("/readyz")
     assert down.status_code == 503
-    assert down.json() == {"status": "not_ready", "reason": "database unreachable"}
+    health = (await anonymous.get("/api/health")).json()
+    assert down.json() == {"status": "not_ready", "reason": health["storage"]["detail"]}
 
 
 def readiness(url: str) -> tuple[int, dict[str, str]]:

@@ -33,16 +33,17 @@ async def health() -> tuple[dict[str, Any], int]:
 @blueprint.get("/readyz")
 async def readiness() -> tuple[dict[str, Any], int]:
     """GET /readyz, e2a's readiness probe: 200 `ready` while this replica should be sent
-    traffic; 503 `not_ready` with the reason while it drains before a stop, or while its
-    database does not answer. Migrations are applied before the gateway listens, so a replica
+    traffic; 503 `not_ready` with the reason while it drains before a stop (`draining`), or
+    while its database does not answer or take writes (what the storage says, as in the
+    health check's `detail`). Migrations are applied before the gateway listens, so a replica
     that answers has its schema."""
     gateway = current_gateway()
     if gateway.draining:
         return {"status": "not_ready", "reason": "draining"}, 503
     try:
         await gateway.storage.ping()
-    except StorageUnavailable:
-        return {"status": "not_ready", "reason": "database unreachable"}, 503
+    except StorageUnavailable as exc:
+        return {"status": "not_ready", "reason": str(exc)}, 503
     return {"status": "ready"}, 200
 
 
