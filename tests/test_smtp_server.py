@@ -28,6 +28,7 @@ from e2a_gateway.smtp.server import (
     ListenerLimits,
     MessageNotStored,
     RecipientVerdict,
+    StorageFull,
     client_network,
     serve_smtp,
     server_tls_context,
@@ -271,6 +272,15 @@ async def test_storage_failure_asks_the_client_to_retry(port: int, sink: MemoryS
     with trio.fail_after(TIMEOUT):
         _, data_reply = await send_mail(port, ["alice@agents.test"])
     assert data_reply == (451, b"4.3.0 Temporary storage failure, try again later")
+    assert sink.stored == []
+
+
+async def test_full_storage_is_answered_452_4_3_1(port: int, sink: MemorySink) -> None:
+    """As Postfix answers when its queue's file system is full (RFC 3463: mail system full)."""
+    sink.storage_failure = StorageFull("database.url: cannot write sqlite:///e2a.db: disk full")
+    with trio.fail_after(TIMEOUT):
+        _, data_reply = await send_mail(port, ["alice@agents.test"])
+    assert data_reply == (452, b"4.3.1 Insufficient system storage, try again later")
     assert sink.stored == []
 
 

@@ -16,6 +16,7 @@ import trio
 
 from e2a_gateway.automatic_mail import automatic_mail_reason, header_fields
 from e2a_gateway.gateway import Gateway
+from e2a_gateway.inbound.not_stored import not_stored
 from e2a_gateway.inbound.parse import parse_body, summarise_headers
 from e2a_gateway.inbound.postmaster import is_own_hostname
 from e2a_gateway.inbound.reply_commands import (
@@ -30,7 +31,7 @@ from e2a_gateway.operations import lifecycle, reviews
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
 from e2a_gateway.signing.reply_tokens import hash_reply_token, token_in_local_part
 from e2a_gateway.smtp.protocol import Envelope, Mailbox
-from e2a_gateway.smtp.server import MessageNotStored, RecipientVerdict
+from e2a_gateway.smtp.server import RecipientVerdict
 from e2a_gateway.storage.base import (
     PAST_DEADLINE,
     AgentInTrash,
@@ -114,7 +115,7 @@ class ApprovalReplies:
             await self._handle(token, envelope, auth, now)
         except StorageUnavailable as exc:
             log.error("approval reply not handled: %s", exc)
-            raise MessageNotStored(str(exc)) from exc
+            raise not_stored(exc) from exc
 
     async def _handle(self, token: str, envelope: Envelope, auth: AuthResults, now: float) -> None:
         storage = self._gateway.storage

@@ -27,6 +27,7 @@ from e2a_gateway.ids import new_id, new_ids
 from e2a_gateway.inbound.approval_replies import ApprovalReplies
 from e2a_gateway.inbound.gate import aligned_from, gate_verdict
 from e2a_gateway.inbound.identity import copies_claim, delivered_message, produced_here
+from e2a_gateway.inbound.not_stored import not_stored
 from e2a_gateway.inbound.parse import HeaderSummary, attachments_of, summarise_headers
 from e2a_gateway.inbound.postmaster import (
     NoPostmaster,
@@ -368,7 +369,7 @@ class InboundMailSink:
                 if not isinstance(exc, StorageUnavailable):
                     raise
                 log.error("could not store message from %s: %s", messages[0].client_ip, exc)
-                raise MessageNotStored(str(exc)) from exc
+                raise not_stored(exc) from exc
             log.warning(
                 "message from %s is stored though its commit seemed to fail (%s)",
                 messages[0].client_ip,

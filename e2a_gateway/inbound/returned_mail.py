@@ -15,6 +15,7 @@ import trio
 
 from e2a_gateway.addresses import AddressError, normalise_address
 from e2a_gateway.gateway import Gateway
+from e2a_gateway.inbound.not_stored import not_stored
 from e2a_gateway.outbound.bounces import SOLE_ADDRESSEE, Bounce, Complaint, read_returned_mail
 from e2a_gateway.outbound.return_path import (
     LOCAL_PART_PREFIX,
@@ -23,7 +24,6 @@ from e2a_gateway.outbound.return_path import (
     return_path_key,
 )
 from e2a_gateway.smtp.protocol import Mailbox
-from e2a_gateway.smtp.server import MessageNotStored
 from e2a_gateway.storage.base import BouncedRecipient, StorageUnavailable
 
 log = logging.getLogger("e2a.inbound.bounces")
@@ -83,7 +83,7 @@ class ReturnedMail:
             try:
                 matched = await self._gateway.storage.record_bounce(path.message_id, about, now)
             except StorageUnavailable as exc:
-                raise MessageNotStored(str(exc)) from exc
+                raise not_stored(exc) from exc
             log.info(
                 "bounce for %s (%s): %s",
                 path.message_id,
@@ -97,7 +97,7 @@ class ReturnedMail:
         try:
             message = await self._gateway.storage.get_outbound(None, path.message_id)
         except StorageUnavailable as exc:
-            raise MessageNotStored(str(exc)) from exc
+            raise not_stored(exc) from exc
         if message is None:
             return None
         for address in [*message.to, *message.cc, *message.bcc]:
@@ -112,7 +112,7 @@ class ReturnedMail:
         try:
             message = await self._gateway.storage.get_outbound(None, message_id)
         except StorageUnavailable as exc:
-            raise MessageNotStored(str(exc)) from exc
+            raise not_stored(exc) from exc
         if message is None:
             return False
         return len({a.lower() for a in [*message.to, *message.cc, *message.bcc]}) == 1
@@ -141,7 +141,7 @@ class ReturnedMail:
                     path.message_id, named, reason[:MAX_REASON_CHARS], now
                 )
             except StorageUnavailable as exc:
-                raise MessageNotStored(str(exc)) from exc
+                raise not_stored(exc) from exc
             log.info(
                 "complaint (%s) about %s: %s",
                 complaint.feedback_type,

@@ -51,6 +51,7 @@ __all__ = [
     "MessageNotStored",
     "RecipientVerdict",
     "SmtpObserver",
+    "StorageFull",
     "client_network",
     "serve_smtp",
     "server_tls_context",
@@ -84,6 +85,12 @@ class MessageNotStored(Exception):
     """The sink could not commit a message; the client is told to try again later (451 4.3.0)."""
 
 
+class StorageFull(MessageNotStored):
+    """The sink could not commit a message because its storage took no more (the database's
+    disk is full); the client is told so and to try again later (452 4.3.1, as RFC 3463's
+    "mail system full" and Postfix's "Insufficient system storage")."""
+
+
 class MailSink(Protocol):
     """What the listener needs from the gateway: recipient decisions and durable storage."""
 
@@ -95,7 +102,8 @@ class MailSink(Protocol):
         """Commit the message for all its recipients and return its id.
 
         The client hears 250 only after this returns. Raise `MessageNotStored` when the
-        message could not be committed; `peer` is the client's IP address.
+        message could not be committed (`StorageFull` when storage took no more); `peer` is
+        the client's IP address.
         """
         ...
 
@@ -104,10 +112,10 @@ class SmtpObserver(Protocol):
     """What the listener reports as it works (the gateway's metrics). Each call returns at once.
 
     Reasons for `mail_rejected`: `unknown_user` and `relay_denied` (550 to RCPT),
-    `recipient_check_failed` (451 to RCPT), `not_stored` (451 after DATA), `message_refused`
-    (a message refused for what it holds), `memory_limit` (452 4.3.1: the memory for messages
-    being received was full) and `connection_limit` (421 to a connection over the listener's
-    limits)."""
+    `recipient_check_failed` (451 to RCPT), `not_stored` (451 after DATA, 452 4.3.1 when
+    storage is full), `message_refused` (a message refused for what it holds), `memory_limit`
+    (452 4.3.1: the memory for messages being received was full) and `connection_limit` (421
+    to a connection over the listener's limits)."""
 
     def session_started(self) -> None:
         """A connection is being served."""
@@ -743,10 +751,13 @@ class _ClientConnection:
 
     async def _deliver(self, envelope: Envelope) -> None:
         summary = _summary(envelope.mail_from, envelope.recipients)
+        reply = (451, "4.3.0", "Temporary storage failure, try again later")
         try:
             queue_id = await self._sink.accept_message(envelope, self.peer)
         except MessageNotStored as error:
             logger.warning("SMTP client %s: message not stored: %s", self.peer, error)
+            if isinstance(error, StorageFull):
+                reply = (452, "4.3.1", "Insufficient system storage, try again later")
         except Exception:
             logger.exception("SMTP client %s: storing a message failed", self.peer)
         else:
@@ -756,7 +767,7 @@ class _ClientConnection:
             self._log_when_full()
             return
         self._observer.mail_rejected("not_stored")
-        self._session.message_failed(451, "4.3.0", "Temporary storage failure, try again later")
+        self._session.message_failed(*reply)
         self._messages.append(f"{summary} not stored")
         self._log_when_full()
 

@@ -40,6 +40,12 @@ class StorageUnavailable(StorageError):
     """The database cannot be reached or refused the write; the caller should retry later."""
 
 
+class DiskFull(StorageUnavailable):
+    """The database's disk refused a write (full, failing, over a file-size limit): nothing
+    of it is stored; the caller should retry once space is freed. Its text names the database
+    and what to check."""
+
+
 class AlreadyExists(StorageError):
     """A unique resource (agent address, domain) is already taken."""
 

@@ -22,7 +22,7 @@ import trio
 from cachetools import LRUCache
 
 from e2a_gateway.storage.announcements import Announcement, CommitObserver
-from e2a_gateway.storage.base import InboundMessage, InboxPage, StorageUnavailable
+from e2a_gateway.storage.base import DiskFull, InboundMessage, InboxPage, StorageUnavailable
 from e2a_gateway.storage.migrations import Migration, load_migrations
 from e2a_gateway.storage.rows import raw_digest
 from e2a_gateway.storage.sql.dialect import SQLITE
@@ -332,8 +332,9 @@ class SqliteStorage(SqlStorage):
         clears the routing answers too.
         `durable=False` commits without waiting for the disk (the WAL frames reach it with the
         next durable commit).
-        A disk that takes no more (full, failing, a file-size limit) is named with what to
-        check, and `ping` says the database takes no writes for a while (see there)."""
+        A disk that takes no more (full, failing, a file-size limit) raises DiskFull, which
+        names it with what to check, and `ping` says the database takes no writes for a while
+        (see there)."""
         async with self._write_lock:
             changes = self._writer.total_changes
             try:
@@ -343,7 +344,7 @@ class SqliteStorage(SqlStorage):
                     raise
                 self._disk_refusal = _disk_failure(self.path, exc)
                 self._disk_refused_at = trio.current_time()
-                raise StorageUnavailable(self._disk_refusal) from exc
+                raise DiskFull(self._disk_refusal) from exc
             finally:
                 if self._writer.total_changes != changes:  # not a worker's empty claim
                     self._answers.clear()
@@ -442,10 +443,10 @@ class SqliteStorage(SqlStorage):
         return done
 
     async def ping(self) -> None:
-        """Raise StorageUnavailable unless a trivial query answers and the disk takes writes: a
-        full disk answers reads while every message is refused. After the disk refused a write
-        it is taken for full for DISK_REFUSAL_SECONDS, then until a write of `ping`'s own
-        succeeds (each refused one starts the wait again)."""
+        """Raise StorageUnavailable unless a trivial query answers, DiskFull unless the disk
+        takes writes: a full disk answers reads while every message is refused. After the disk
+        refused a write it is taken for full for DISK_REFUSAL_SECONDS, then until a write of
+        `ping`'s own succeeds (each refused one starts the wait again)."""
         await super().ping()
         if self._disk_refusal is None:
             return
@@ -454,7 +455,7 @@ class SqliteStorage(SqlStorage):
                 await self._write(_probe_disk)
                 self._disk_refusal = None
                 return
-        raise StorageUnavailable(self._disk_refusal)
+        raise DiskFull(self._disk_refusal)
 
     async def upkeep(self) -> None:
         """Copy the write-ahead log into the database in the background, CHECKPOINT_SECONDS
