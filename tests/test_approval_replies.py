@@ -349,18 +349,19 @@ async def test_a_second_reply_is_told_the_message_was_already_decided(
 
 @contextmanager
 def inbound_mail_fails(database_url: str) -> Iterator[None]:
-    """Fail every insert of inbound mail while the block runs, as a full disk would: a trigger
-    on `messages` (an approval's review, which inserts no inbound mail, still commits)."""
+    """Fail every insert of inbound mail while the block runs, as a failing disk would (451;
+    a full one is answered 452: tests/test_disk_full.py): a trigger on `messages` (an
+    approval's review, which inserts no inbound mail, still commits)."""
     if database_url.startswith("sqlite:///"):
         make = [
             "CREATE TRIGGER inbound_fails BEFORE INSERT ON messages "
-            "WHEN NEW.direction = 'inbound' BEGIN SELECT RAISE(ABORT, 'disk is full'); END"
+            "WHEN NEW.direction = 'inbound' BEGIN SELECT RAISE(ABORT, 'I/O error'); END"
         ]
         drop = ["DROP TRIGGER inbound_fails"]
     else:
         make = [
             "CREATE FUNCTION inbound_fails() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "RAISE EXCEPTION 'disk is full' USING ERRCODE = 'disk_full'; END $$",
+            "RAISE EXCEPTION 'I/O error' USING ERRCODE = 'io_error'; END $$",
             "CREATE TRIGGER inbound_fails BEFORE INSERT ON messages FOR EACH ROW "
             "WHEN (NEW.direction = 'inbound') EXECUTE FUNCTION inbound_fails()",
         ]

@@ -2,21 +2,33 @@
 SQLite meets as a full disk does): mail is answered 452 4.3.1 (insufficient system storage)
 and nothing of it is stored, the health and readiness checks say the database takes no writes
 and what to check, and once the disk takes writes again both come up by themselves and mail
-is stored again. The metric `e2a_storage_up` follows the same verdict."""
+is stored again. The metric `e2a_storage_up` follows the same verdict.
+
+A PostgreSQL server whose disk is full (SQLSTATE 53100, raised here by a trigger, as filling a
+real server's disk needs root) is answered and reported the same way."""
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import smtplib
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
+import trio
 
-from e2a_gateway.storage.sqlite import DISK_REFUSAL_SECONDS
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.storage.sql import lifecycle
+from e2a_gateway.storage.sql.lifecycle import DISK_REFUSAL_SECONDS
+from tests.conftest import make_settings
+from tests.databases import fresh_postgres_database, query
+from tests.delivery_support import create_agent, open_account
 from tests.test_cli import E2A, free_port, run_e2a, wait_healthy, write_config
 from tests.test_commit_failures import stored_subjects
 from tests.test_metrics import samples_of, value
@@ -116,3 +128,57 @@ def test_a_full_disk_refuses_mail_shows_in_health_and_recovers(tmp_path: Path) -
     assert f"df -h {tmp_path}" in stderr  # the log of the refused mail says what to check
     assert BODY[:200] not in stderr
     assert stored_subjects(f"sqlite:///{tmp_path / 'e2a.db'}") == [*accepted, "after"]
+
+
+NO_ROOM = (
+    """CREATE FUNCTION no_room() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'could not extend file "base/16384/16385": No space left on device'
+            USING ERRCODE = 'disk_full', HINT = 'Check free disk space.';
+    END $$""",
+    "CREATE TRIGGER no_room BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION no_room()",
+)
+"""Every message refused as a PostgreSQL server whose disk is full refuses it (SQLSTATE 53100,
+with the server's own words); dropping the trigger is freeing the space."""
+
+
+async def test_a_full_postgresql_disk_is_named_in_smtp_health_and_metrics(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with fresh_postgres_database() as database:
+        async with trio.open_nursery() as gateway_nursery:
+            settings = make_settings(
+                tmp_path, database={"url": database}, metrics={"enabled": True}
+            )
+            running: RunningGateway = await gateway_nursery.start(
+                partial(run_gateway, settings, resolver=FixtureResolver())
+            )
+            url = running.addresses.http_url
+            account = await open_account(running.gateway, url, "o@example.com")
+            async with account.http:
+                assert await create_agent(account, "bot") == "bot@agents.test"
+            port = running.addresses.smtp_port
+            assert await trio.to_thread.run_sync(smtp_reply, port, "before") == "250"
+
+            for statement in NO_ROOM:
+                query(database, statement)
+            with caplog.at_level(logging.WARNING, logger="e2a"):
+                answer = await trio.to_thread.run_sync(smtp_reply, port, "refused")
+            assert answer == "452 4.3.1"
+            assert "No space left on device" in caplog.text and "df -h" in caplog.text
+            async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+                health = await http.get("/api/health")
+                assert health.status_code == 503, health.text
+                detail = health.json()["storage"]["detail"]
+                assert "No space left on device" in detail and "df -h" in detail
+                ready = await http.get("/readyz")
+                assert ready.json() == {"status": "not_ready", "reason": detail}
+                scraped = samples_of((await http.get("/metrics")).text)
+                assert value(scraped, "e2a_storage_up") == 0
+
+                query(database, "DROP TRIGGER no_room ON messages")  # the space freed
+                monkeypatch.setattr(lifecycle, "DISK_REFUSAL_SECONDS", 0.0)  # probe at once
+                assert (await http.get("/api/health")).status_code == 200
+            assert await trio.to_thread.run_sync(smtp_reply, port, "after") == "250"
+            assert stored_subjects(database) == ["before", "after"]
+            gateway_nursery.cancel_scope.cancel()

@@ -22,7 +22,7 @@ import trio
 
 from e2a_gateway.redacted import redacted_url
 from e2a_gateway.storage.announcements import Announcement, CommitObserver
-from e2a_gateway.storage.base import StorageUnavailable
+from e2a_gateway.storage.base import DiskFull, StorageUnavailable
 from e2a_gateway.storage.migrations import load_migrations
 from e2a_gateway.storage.notify_payloads import encode_payloads
 from e2a_gateway.storage.sql.dialect import POSTGRES
@@ -117,6 +117,16 @@ def _takes_no_writes(display_url: str, why: str) -> str:
     )
 
 
+def _disk_full(display_url: str, refusal: Exception) -> str:
+    """What to tell the operator of a database whose server's disk is full (SQLSTATE 53100)."""
+    why = str(refusal).strip().splitlines()[0]
+    return (
+        f"postgres ({display_url}): the database server's disk is full ({why}) — free space "
+        "on the database host: `df -h` of its data directory (SHOW data_directory) or of the "
+        "tablespace the message names"
+    )
+
+
 def _may_not_create(url: str, refusal: Exception) -> str:
     """What to tell the operator whose database user may not create e2a's tables (PostgreSQL
     15 and later grant CREATE on schema public to the database's owner alone)."""
@@ -134,7 +144,7 @@ def _may_not_create(url: str, refusal: Exception) -> str:
 @contextmanager
 def _translate_errors(display_url: str) -> Iterator[None]:
     """Turn lost connections, deadlocks, server-side failures and a database that takes no
-    writes into StorageUnavailable.
+    writes into StorageUnavailable; a server whose disk is full into DiskFull.
 
     Integrity errors pass through for the caller to interpret; programming errors are bugs."""
     try:
@@ -154,6 +164,8 @@ def _translate_errors(display_url: str) -> Iterator[None]:
         ) from exc
     except psycopg.errors.ReadOnlySqlTransaction as exc:
         raise StorageUnavailable(_takes_no_writes(display_url, str(exc))) from exc
+    except psycopg.errors.DiskFull as exc:
+        raise DiskFull(_disk_full(display_url, exc)) from exc
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         raise StorageUnavailable(f"postgres ({display_url}): {exc}".strip()) from exc
 
@@ -474,7 +486,8 @@ class PostgresStorage(SqlStorage):
 
     async def ping(self) -> None:
         """Raise StorageUnavailable unless the database answers and takes writes (a standby
-        answers reads, but every message, job and key would be refused)."""
+        answers reads, but every message, job and key would be refused); DiskFull while the
+        server's disk is taken for full (`LifecycleSql._disk_takes_writes`)."""
         refuses, recovering = await self._read(
             lambda tx: tx.one(
                 "SELECT current_setting('transaction_read_only') = 'on', pg_is_in_recovery()"
@@ -483,6 +496,7 @@ class PostgresStorage(SqlStorage):
         if refuses or recovering:
             why = "it is a standby, in recovery" if recovering else "transaction_read_only is on"
             raise StorageUnavailable(_takes_no_writes(self.display_url, why))
+        await self._disk_takes_writes()
 
     async def announce(self, news: Sequence[Announcement]) -> None:
         """NOTIFY the other replicas of `news` at once, in a transaction of its own that

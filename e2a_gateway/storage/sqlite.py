@@ -143,20 +143,6 @@ def sole_gateway(path: str) -> Iterator[None]:
 
 DISK_FAILURES = ("disk is full", "disk I/O error")
 """How SQLite says its disk took no more (SQLITE_FULL, SQLITE_IOERR)."""
-DISK_REFUSAL_SECONDS = 10.0
-"""How long `ping` says the database takes no writes after the disk refused one, before it
-tries a write of its own to see: a small write may still fit where a message did not."""
-DISK_PROBE = "disk_probe"
-"""The `server_state` row `ping`'s probe writes (the time of the last probe)."""
-
-
-def _probe_disk(tx: Transaction) -> None:
-    """A write that changes a row, so SQLite has to write to disk to commit it."""
-    tx.execute(
-        "INSERT INTO server_state (name, value) VALUES (?, strftime('%Y-%m-%dT%H:%M:%fZ')) "
-        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-        (DISK_PROBE,),
-    )
 
 
 def _disk_failure(path: str, failure: StorageUnavailable) -> str:
@@ -257,9 +243,6 @@ class SqliteStorage(SqlStorage):
         self._checkpointer = checkpointer
         self._logged_since_checkpoint = False
         self._wake_upkeep: trio.Event | None = None
-        self._disk_refusal: str | None = None
-        """What the disk's last refusal of a write said, until `ping`'s probe write succeeds."""
-        self._disk_refused_at = 0.0
 
     @classmethod
     def open(
@@ -333,8 +316,8 @@ class SqliteStorage(SqlStorage):
         `durable=False` commits without waiting for the disk (the WAL frames reach it with the
         next durable commit).
         A disk that takes no more (full, failing, a file-size limit) raises DiskFull, which
-        names it with what to check, and `ping` says the database takes no writes for a while
-        (see there)."""
+        names it with what to check (and `ping` says the database takes no writes for a while:
+        `LifecycleSql.ping`)."""
         async with self._write_lock:
             changes = self._writer.total_changes
             try:
@@ -342,9 +325,7 @@ class SqliteStorage(SqlStorage):
             except StorageUnavailable as exc:
                 if not any(words in str(exc) for words in DISK_FAILURES):
                     raise
-                self._disk_refusal = _disk_failure(self.path, exc)
-                self._disk_refused_at = trio.current_time()
-                raise DiskFull(self._disk_refusal) from exc
+                raise DiskFull(_disk_failure(self.path, exc)) from exc
             finally:
                 if self._writer.total_changes != changes:  # not a worker's empty claim
                     self._answers.clear()
@@ -441,21 +422,6 @@ class SqliteStorage(SqlStorage):
             if await self._write(apply):
                 done.append(migration.version)
         return done
-
-    async def ping(self) -> None:
-        """Raise StorageUnavailable unless a trivial query answers, DiskFull unless the disk
-        takes writes: a full disk answers reads while every message is refused. After the disk
-        refused a write it is taken for full for DISK_REFUSAL_SECONDS, then until a write of
-        `ping`'s own succeeds (each refused one starts the wait again)."""
-        await super().ping()
-        if self._disk_refusal is None:
-            return
-        if trio.current_time() - self._disk_refused_at >= DISK_REFUSAL_SECONDS:
-            with contextlib.suppress(StorageUnavailable):  # refused again: said below
-                await self._write(_probe_disk)
-                self._disk_refusal = None
-                return
-        raise DiskFull(self._disk_refusal)
 
     async def upkeep(self) -> None:
         """Copy the write-ahead log into the database in the background, CHECKPOINT_SECONDS

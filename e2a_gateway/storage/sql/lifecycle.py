@@ -6,12 +6,22 @@ whole scripts under an advisory lock on PostgreSQL); the record of what was appl
 
 from __future__ import annotations
 
+import contextlib
+
+import trio
+
+from e2a_gateway.storage.base import DiskFull, StorageUnavailable
 from e2a_gateway.storage.migrations import Migration, load_migrations
 from e2a_gateway.storage.sql.runner import Runner
 from e2a_gateway.storage.sql.transaction import Transaction
 
 SERVER_SECRET = "hmac_secret"
 """The `server_state` row of the development server secret."""
+DISK_REFUSAL_SECONDS = 10.0
+"""How long `ping` says the database takes no writes after its disk refused one, before it
+tries a write of its own to see: a small write may still fit where a message did not."""
+DISK_PROBE = "disk_probe"
+"""The `server_state` row `ping`'s probe writes (the time of the last probe)."""
 
 
 def applied_versions(tx: Transaction) -> set[int]:
@@ -21,6 +31,15 @@ def applied_versions(tx: Transaction) -> set[int]:
         "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
     return recorded_versions(tx)
+
+
+def _probe_disk(tx: Transaction) -> None:
+    """A write that changes a row, so the database has to write to disk to commit it."""
+    tx.execute(
+        f"INSERT INTO server_state (name, value) VALUES (?, {tx.dialect.utc_now}) "
+        "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        (DISK_PROBE,),
+    )
 
 
 def recorded_versions(tx: Transaction) -> set[int]:
@@ -41,8 +60,24 @@ class LifecycleSql(Runner):
     """`Lifecycle` in SQL, but for `migrate` and `close`, which each backend does its own way."""
 
     async def ping(self) -> None:
-        """Raise StorageUnavailable unless a trivial query answers."""
+        """Raise StorageUnavailable unless a trivial query answers, DiskFull while the disk
+        refuses writes (`_disk_takes_writes`)."""
         await self._read(lambda tx: tx.first("SELECT 1"))
+        await self._disk_takes_writes()
+
+    async def _disk_takes_writes(self) -> None:
+        """Raise DiskFull, saying what the disk said, while the database's disk is taken for
+        full: a full disk answers reads while every message is refused. After it refused a
+        write (`_write`) it is taken for full for DISK_REFUSAL_SECONDS, then until a write of
+        this check's own succeeds (each refused one starts the wait again)."""
+        if self._disk_refusal is None:
+            return
+        if trio.current_time() - self._disk_refused_at >= DISK_REFUSAL_SECONDS:
+            with contextlib.suppress(StorageUnavailable):  # refused again: said below
+                await self._write(_probe_disk)
+                self._disk_refusal = None
+                return
+        raise DiskFull(self._disk_refusal)
 
     async def pending_migrations(self) -> list[int]:
         """The versions of this code's migrations the database has not recorded."""

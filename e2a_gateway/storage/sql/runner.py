@@ -12,7 +12,10 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import ClassVar, TypeVar
 
+import trio
+
 from e2a_gateway.storage.announcements import Announcement, CommitObserver
+from e2a_gateway.storage.base import DiskFull
 from e2a_gateway.storage.sql.dialect import Dialect
 from e2a_gateway.storage.sql.transaction import Transaction
 
@@ -44,6 +47,10 @@ class Runner(abc.ABC):
 
     def __init__(self, on_commit: CommitObserver | None = None) -> None:
         self._on_commit = on_commit
+        self._disk_refusal: str | None = None
+        """What the database's disk said when it last refused a write (DiskFull), until a
+        write of `ping`'s own succeeds (`LifecycleSql.ping`)."""
+        self._disk_refused_at = 0.0
 
     @abc.abstractmethod
     async def _read(
@@ -79,10 +86,16 @@ class Runner(abc.ABC):
 
         `changes_routing` marks writes to agents, verified domains or signing secrets.
         `durable=False` may commit without waiting for the disk: only for job leases, which
-        every start frees anyway, and kept readings, which are computed again when lost."""
-        result, announcements = await self._commit(
-            work, changes_routing=changes_routing, durable=durable
-        )
+        every start frees anyway, and kept readings, which are computed again when lost.
+        A write the database's disk refused (DiskFull) is remembered for `ping`."""
+        try:
+            result, announcements = await self._commit(
+                work, changes_routing=changes_routing, durable=durable
+            )
+        except DiskFull as exc:
+            self._disk_refusal = str(exc)
+            self._disk_refused_at = trio.current_time()
+            raise
         if announcements and self._on_commit is not None:
             self._on_commit(announcements)
         return result
