@@ -23,6 +23,7 @@ from e2a_gateway.addresses import lowercase_address
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.charsets import READING_PARAMETERS, decoded_text, field_text, part_filename
 from e2a_gateway.email_policies import READING
+from e2a_gateway.inbound.nesting import within_nesting
 from e2a_gateway.rfc5322 import HeaderFields, field_addresses, header_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
@@ -152,8 +153,8 @@ _WRITING = READING.clone(refold_source="none", linesep="\r\n")
 
 
 def _message(raw: bytes) -> EmailMessage:
-    """`raw` parsed by the stdlib."""
-    message = email.message_from_bytes(raw, policy=READING_PARAMETERS)
+    """`raw` parsed by the stdlib, to MAX_NESTING levels (`within_nesting`)."""
+    message = email.message_from_bytes(within_nesting(raw), policy=READING_PARAMETERS)
     assert isinstance(message, EmailMessage)
     return message
 
