@@ -104,3 +104,30 @@ async def test_reading_mail_of_thousands_of_parts_not_read_lately_holds_up_nothi
         parse._parsed_bodies.clear()
         took, stall = await longest_stall(read)
         assert stall < took * BLOCKED_SHARE, (path, took, stall)
+
+
+async def test_reviewing_held_mail_of_thousands_of_parts_not_read_lately_holds_up_nothing(
+    running: RunningGateway, make_account: Any
+) -> None:
+    alice: Account = await make_account("alice@example.com")
+    await create_agent(alice, "bot")
+    gate = {"policy": "allowlist", "allowlist": ["friend@example.org"], "action": "review"}
+    protection = {
+        "inbound": {"gate": gate, "scan": {"sensitivity": "off"}},
+        "outbound": {"gate": {"policy": "open", "action": "flag"}, "scan": {}},
+        "holds": {},
+    }
+    answer = await alice.http.put("/v1/agents/bot%40agents.test/protection", json=protection)
+    assert answer.status_code == 200, answer.text
+    await smtp_send(running.addresses.smtp_port, ["bot@agents.test"], many_parts())
+    (held,) = (await alice.http.get("/v1/reviews")).json()["items"]
+
+    async def review() -> None:
+        response = await alice.http.get(f"/v1/reviews/{held['id']}")
+        assert response.status_code == 200, response.text
+        attachments = response.json()["attachments"]
+        assert (len(attachments), attachments[-1]["size_bytes"]) == (PARTS, 9)
+
+    parse._parsed_bodies.clear()
+    took, stall = await longest_stall(review)
+    assert stall < took * BLOCKED_SHARE, (took, stall)

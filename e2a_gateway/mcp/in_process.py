@@ -832,7 +832,7 @@ class OperationsPort:
     async def get_review(self, message_id: str) -> dict[str, Any]:
         """One reviewed message of the account in full."""
         found = await self._run_v1(review_queue.review_detail, message_id)
-        return review_detail_view(found)
+        return await review_detail_view(found)
 
     async def reject_review(self, message_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         """Reject a held message of either direction: `/v1`'s reject result."""

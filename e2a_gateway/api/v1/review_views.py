@@ -16,7 +16,7 @@ from e2a_gateway.api.v1.views import present
 from e2a_gateway.attachments import attachment_meta_view
 from e2a_gateway.clock import format_timestamp
 from e2a_gateway.events import inbound_authentication, verified_domain
-from e2a_gateway.inbound.parse import parse_body
+from e2a_gateway.operations.mailbox import parsed_body
 from e2a_gateway.operations.review_queue import Resolved
 from e2a_gateway.rfc5322 import address_list
 from e2a_gateway.storage.base import Agent, HeldMessage, InboundMessage, OutboundMessage
@@ -76,11 +76,12 @@ def review_item_view(item: HeldMessage) -> dict[str, Any]:
     }
 
 
-def review_detail_view(message: OutboundMessage | InboundMessage) -> dict[str, Any]:
-    """MessageView of a reviewed message: everything a reviewer decides on."""
+async def review_detail_view(message: OutboundMessage | InboundMessage) -> dict[str, Any]:
+    """MessageView of a reviewed message: everything a reviewer decides on (mail received
+    parsed in a worker thread, `parsed_body`)."""
     if isinstance(message, OutboundMessage):
         return _outbound_detail(message)
-    return _inbound_detail(message)
+    return _inbound_detail(message) | received_content(await parsed_body(message.raw_message))
 
 
 def send_result_view(resolved: Resolved) -> tuple[dict[str, Any], int]:
@@ -163,7 +164,7 @@ def _outbound_detail(message: OutboundMessage) -> dict[str, Any]:
 
 
 def _inbound_detail(message: InboundMessage) -> dict[str, Any]:
-    """MessageView of an inbound hold, with the body and attachments a reviewer decides on."""
+    """MessageView of an inbound hold, but its body and attachments (`received_content`)."""
     return {
         "id": message.id,
         "header_from": message.from_addr or None,
@@ -188,4 +189,4 @@ def _inbound_detail(message: InboundMessage) -> dict[str, Any]:
         if message.hold == "pending_review"
         else "review_rejected",
         "hold_reason": _inbound_hold(message.flag_reason),
-    } | received_content(parse_body(message.raw_message))
+    }

@@ -43,7 +43,7 @@ async def list_reviews(caller: Caller) -> dict[str, Any]:
 async def get_review(caller: Caller, message_id: str) -> dict[str, Any]:
     """getReview: one reviewed message in full."""
     message = await review_queue.review_detail(current_gateway(), caller, message_id)
-    return review_detail_view(message)
+    return await review_detail_view(message)
 
 
 async def approved_review(caller: Caller, message_id: str) -> tuple[dict[str, Any], int]:
