@@ -542,3 +542,37 @@ def test_a_notice_whose_from_nests_comments_deeply_is_read() -> None:
     assert [(r.address, r.bounce_type, r.status) for r in verdict.recipients] == [
         ("carol@example.net", "permanent", "5.1.1")
     ]
+
+
+def nested_bounce(depth: int) -> bytes:
+    """A delivery status notification whose returned message nests `depth` multiparts."""
+    head = (
+        b"From: MAILER-DAEMON@mx.example.net\r\nTo: bounce@agents.test\r\n"
+        b"Subject: Undelivered Mail\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\r\n\r\n'
+        b"--r\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+        b"--r\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; mx.example.net\r\n\r\n"
+        b"Final-Recipient: rfc822; gone@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n"
+        b'--r\r\nContent-Type: multipart/mixed; boundary="b0"\r\n\r\n'
+    )
+    opened = b"".join(
+        b'--b%d\r\nContent-Type: multipart/mixed; boundary="b%d"\r\n\r\n' % (level - 1, level)
+        for level in range(1, depth)
+    )
+    inner = b"--b%d\r\nContent-Type: text/plain\r\n\r\nThe returned text.\r\n" % (depth - 1)
+    closed = b"".join(b"--b%d--\r\n" % level for level in reversed(range(depth)))
+    return head + opened + inner + closed + b"--r--\r\n"
+
+
+def test_a_bounce_returning_mail_nested_past_the_parsers_reach_is_still_read() -> None:
+    """Returned mail nested a thousand levels deep made the stdlib's parser raise
+    RecursionError, so the bounce was never read (and its SMTP transaction failed); it is read
+    to e2a's nesting bound, as received mail is, and its report found."""
+    for depth in (5, 1200):
+        verdict = read_returned_mail(nested_bounce(depth))
+        assert isinstance(verdict, Bounce), depth
+        assert [(r.address, r.status) for r in verdict.recipients] == [
+            ("gone@example.net", "5.1.1")
+        ]
+        assert returned_message_id(nested_bounce(depth)) is None
