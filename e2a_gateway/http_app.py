@@ -25,6 +25,7 @@ from e2a_gateway.web.context import bind_gateway
 from e2a_gateway.web.json_provider import OrjsonProvider
 from e2a_gateway.web.request_text import refuse_nul
 from e2a_gateway.web.routing import DeferredBuildRule
+from e2a_gateway.web.socket_reading import ReadToTheEndConnection
 
 
 def guard_requests(app: ASGIFramework, settings: HttpSettings) -> ASGIFramework:
@@ -50,6 +51,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
     app.json = OrjsonProvider(app)
     app.request_class = ContinueRequest
     app.asgi_http_class = ContinueHTTPConnection
+    app.asgi_websocket_class = ReadToTheEndConnection  # a client's last acks count
     bind_gateway(app, gateway)
     app.config["MAX_CONTENT_LENGTH"] = gateway.settings.http.max_request_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True

@@ -47,6 +47,7 @@ from e2a_gateway.web.socket_counts import (
     push,
 )
 from e2a_gateway.web.socket_failures import internal_error_when_failing
+from e2a_gateway.web.socket_reading import next_frame
 from e2a_gateway.web.socket_shutdown import going_away_when_cancelled
 
 blueprint = Blueprint("websocket", __name__)
@@ -176,9 +177,14 @@ async def _serve(admitted: _Admitted, subscription: Subscription, ending: Socket
     subscription; then close, saying why. The client's acks are read all along."""
     gateway = current_gateway()
     async with trio.open_nursery() as nursery:
+
+        async def until_client_leaves() -> None:
+            await _receive_acks(admitted)
+            nursery.cancel_scope.cancel()  # every ack it sent is applied: the service ends
+
         # Read before the drain: a client acking as the backlog comes would otherwise fill the
         # receive queues, and the HTTP server, no longer reading, would miss its pongs.
-        nursery.start_soon(_receive_acks, admitted)
+        nursery.start_soon(until_client_leaves)
         subscription.drained(await _send_unread(admitted, subscription))
         async for frame in subscription:
             if await _turned_cloud(admitted):
@@ -246,11 +252,11 @@ def _with_reading(frame: dict[str, Any], reading: dict[str, Any] | None) -> str:
 
 
 async def _receive_acks(admitted: _Admitted) -> None:
-    """Read client frames: `ack` marks a message read; anything else is ignored, an ack whose
-    id no database could hold or look up (NUL, a lone surrogate) too, as naming no message."""
+    """Read client frames until the client has left and every frame it sent before is read:
+    `ack` marks a message read; anything else is ignored, an ack whose id no database could
+    hold or look up (NUL, a lone surrogate) too, as naming no message."""
     gateway = current_gateway()
-    while True:
-        data = await websocket.receive()
+    while (data := await next_frame()) is not None:
         if isinstance(data, bytes) or len(data) > MAX_CLIENT_FRAME_BYTES:
             continue
         try:

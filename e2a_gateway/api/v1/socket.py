@@ -42,6 +42,7 @@ from e2a_gateway.web.socket_counts import (
     push,
 )
 from e2a_gateway.web.socket_failures import internal_error_when_failing
+from e2a_gateway.web.socket_reading import next_frame
 from e2a_gateway.web.socket_shutdown import going_away_when_cancelled
 
 blueprint = Blueprint("v1_socket", __name__)
@@ -134,8 +135,9 @@ async def _serve(
             nursery.cancel_scope.cancel()
 
         async def until_client_leaves() -> None:
-            while True:
-                await websocket.receive()  # the protocol is server to client: frames ignored
+            while await next_frame() is not None:
+                pass  # the protocol is server to client: frames ignored
+            nursery.cancel_scope.cancel()
 
         async def push() -> None:
             subscription.drained(await _send_unread(caller, agent, subscription))
