@@ -54,6 +54,9 @@ PONG_WAIT_SECONDS = 10.0
 PING_TIMEOUT = "e2a.ping_timeout"
 """The key this server adds to a WebSocket's ASGI `extensions` when it closed the connection
 for want of a pong (the app counts why its connections end: `e2a_gateway.web.socket_counts`)."""
+STALLED = "e2a.stalled"
+"""The key this server adds to a WebSocket's ASGI `extensions` when it dropped the connection
+because the client took none of its frames for the idle timeout (it stopped reading)."""
 
 STOPPED_MID_REQUEST = (
     "the gateway stopped before it could answer (a restart or a deploy); retry the request, "
@@ -203,10 +206,21 @@ class _Connection(TCPServer):
                     with trio.fail_after(self.config.keep_alive_timeout):
                         await self.stream.send_all(view[start : start + WRITE_CHUNK])
             except trio.TooSlowError:
+                self._note_stalled()
                 await self.stream.aclose()  # ends the read loop too
                 await self.protocol.handle(Closed())
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.protocol.handle(Closed())
+
+    def _note_stalled(self) -> None:
+        """Tell the app, when the connection is a WebSocket's, that its client stopped reading
+        (`STALLED` in its ASGI extensions)."""
+        http11 = self.protocol.protocol
+        stream = http11.stream if isinstance(http11, _Http11) else None
+        if isinstance(stream, _PingedWebsocket):
+            extensions = stream.scope.get("extensions")
+            if extensions is not None:
+                extensions[STALLED] = {}
 
     async def _read_data(self) -> None:
         """hypercorn's read loop, giving up on a request body that stops arriving: no byte of

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import smtplib
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
@@ -567,12 +568,12 @@ async def test_acks_sent_right_before_leaving_are_all_applied(
         await assert_silent(ws)
 
 
-def _send_in_one_session(port: int, agent: str, count: int) -> None:
-    """Send `count` messages to `agent` in one SMTP session."""
+def _send_in_one_session(port: int, agent: str, count: int, body: str = "Hi there.") -> None:
+    """Send `count` messages with `body` to `agent` in one SMTP session."""
     with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:
         client.ehlo("mail.example.org")
         for number in range(count):
-            assert client.sendmail(SENDER, [agent], mail(f"Batch {number}")) == {}
+            assert client.sendmail(SENDER, [agent], mail(f"Batch {number}", body=body)) == {}
 
 
 async def test_acks_sent_during_the_drain_are_read_as_they_come(
@@ -602,6 +603,39 @@ async def test_acks_sent_during_the_drain_are_read_as_they_come(
 
             await wait_until(lambda: acked() == len(stored))
     assert received == stored
+
+
+async def test_a_client_that_reads_nothing_is_dropped_and_counted_behind(
+    tmp_path: Path, resolver: FixtureResolver, nursery: trio.Nursery
+) -> None:
+    """A client that stops reading altogether (a hung process, a full pipe) takes none of its
+    frames, not even a close frame: once it has taken nothing for `http.keep_alive_seconds`
+    its connection is dropped, and the gateway holds nothing more for it. The metrics count it
+    `behind`, as a client too far behind, not as one that left."""
+    settings = make_settings(tmp_path, http={"listen": "127.0.0.1:0", "keep_alive_seconds": 1})
+    running: RunningGateway = await nursery.start(partial(run_gateway, settings, resolver=resolver))
+    account = await open_account(running.gateway, running.addresses.http_url, "slow@example.com")
+    async with account.http:
+        agent = await create_agent(account, "stuck")
+    port = int(running.addresses.http_url.rsplit(":", 1)[1])
+    registry = running.gateway.metrics.registry
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connection = WSConnection(ConnectionType.CLIENT)
+    target = f"/api/v1/agents/{quote(agent)}/ws?token={account.key}"
+    async with stream:
+        await stream.send_all(connection.send(Request(host="127.0.0.1", target=target)))
+        connection.receive_data(await stream.receive_some(65536))
+        assert isinstance(next(connection.events()), AcceptConnection)
+        body = "\r\n".join(f"Line {n} of a report nobody reads." for n in range(3000))
+        await trio.to_thread.run_sync(
+            partial(_send_in_one_session, running.addresses.smtp_port, agent, 40, body)
+        )
+        # it reads nothing from here on
+        await wait_until(lambda: registry.get_sample_value("e2a_ws_connections_active") == 0)
+    ended = registry.get_sample_value("e2a_ws_disconnects_total", {"reason": "behind"})
+    left = registry.get_sample_value("e2a_ws_disconnects_total", {"reason": "client_close"})
+    assert ended == 1 and not left
 
 
 def listener(

@@ -3,10 +3,11 @@ accepted, how each ended, the unread messages pushed as one connects, and pushes
 
 `counted_socket` wraps the service of an accepted connection. A handler that closes the
 connection itself says why first (`SocketEnding.closing`); otherwise the way the service ended
-tells: the HTTP server closed it for a missing pong (`ping_timeout`, which it marks in the
-connection's ASGI extensions), it was cancelled while the gateway stops (`shutdown`) or
-otherwise (the client left: Quart-Trio cancels the handler when its client disconnects), or
-an exception ended it (`error`).
+tells: the HTTP server closed it for a missing pong (`ping_timeout`) or dropped it because its
+client took none of its frames for the idle timeout (`behind`), each marked in the
+connection's ASGI extensions, it was cancelled while the gateway stops (`shutdown`), it ended
+or was cancelled otherwise (the client left: its handler ends once it has read what the client
+sent, `e2a_gateway.web.socket_reading`), or an exception ended it (`error`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import trio
 from quart import websocket
 
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.http_server import PING_TIMEOUT
+from e2a_gateway.http_server import PING_TIMEOUT, STALLED
 from e2a_gateway.hub import Ended
 from e2a_gateway.web.socket_shutdown import being_cancelled
 
@@ -28,12 +29,13 @@ SHUTDOWN = "shutdown"
 REPLACED = "replaced"
 PING_TIMEOUT_REASON = "ping_timeout"
 REVOKED = "revoked"
+BEHIND = "behind"
 
 
 def ended_reason(ended: Ended) -> str:
     """The reason counted for a subscription the hub ended: `behind` when its client fell too
     far behind, else `revoked` (its key, agent or account went)."""
-    return "behind" if ended is Ended.BEHIND else REVOKED
+    return BEHIND if ended is Ended.BEHIND else REVOKED
 
 
 class SocketEnding:
@@ -63,8 +65,11 @@ async def counted_socket(gateway: Gateway) -> AsyncIterator[SocketEnding]:
         raise
     finally:
         reason = ending.reason
-        if reason is None and PING_TIMEOUT in (websocket.scope.get("extensions") or {}):
+        extensions = websocket.scope.get("extensions") or {}
+        if reason is None and PING_TIMEOUT in extensions:
             reason = PING_TIMEOUT_REASON
+        elif reason is None and STALLED in extensions:
+            reason = BEHIND  # it stopped reading: dropped, its frames untaken
         elif reason is None and being_cancelled():
             # Cancelled: by the gateway's stop, or by Quart-Trio as the client left. One
             # checkpoint lets the gateway's own cancellation mark it stopping.
