@@ -141,6 +141,7 @@ async def connected(running: RunningGateway, alice: Account, agent: str) -> Asyn
         ("no key", 401, "unauthorized"),
         ("wrong key", 401, "unauthorized"),
         ("other user's agent", 404, "not_found"),
+        ("key of another agent", 403, "forbidden"),
         ("no such agent", 404, "not_found"),
         ("cloud agent", 400, "not_local_agent"),
     ],
@@ -156,10 +157,15 @@ async def test_refused_before_the_upgrade_and_a_plain_get_says_why(
 ) -> None:
     mallory: Account = await make_account("mallory@example.com")
     cloud = await create_agent(alice, "cloudy", "https://hooks.example.com/x")
+    other = await create_agent(alice, "other-bot")
+    scoped = await alice.http.post(
+        "/v1/account/api-keys", json={"name": "other", "scope": "agent", "agent_email": other}
+    )
     target, key = {
         "no key": (agent, None),
         "wrong key": (agent, "e2a_" + "0" * 64),
         "other user's agent": (agent, mallory.key),
+        "key of another agent": (agent, scoped.json()["key"]),
         "no such agent": ("nobody@agents.test", alice.key),
         "cloud agent": (cloud, alice.key),
     }[who]
