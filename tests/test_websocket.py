@@ -574,6 +574,39 @@ async def test_acks_sent_right_before_leaving_are_all_applied(
         await assert_silent(ws)
 
 
+async def test_a_client_that_left_is_sent_nothing_while_its_last_acks_are_applied(
+    running: RunningGateway,
+    alice: Account,
+    agent: str,
+    connected: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Once the client has left, its service only applies the acks it sent: the drain of its
+    backlog stops, rather than going on pushing frames (and counting them sent) to nobody."""
+    backlog = 3 * DRAIN_PAGE_SIZE
+    for number in range(backlog):
+        await accept(running.gateway, [agent], mail(f"Backlog {number}"))
+    acknowledge = websocket_face.messages.acknowledge
+
+    async def slowly(*args: Any) -> bool:
+        await trio.sleep(0.2)  # a busy database
+        return await acknowledge(*args)
+
+    monkeypatch.setattr(websocket_face.messages, "acknowledge", slowly)
+    registry = running.gateway.metrics.registry
+    async with connected() as ws:
+        frames = await next_frames(ws, 5)
+        for frame in frames:
+            await ws.send_message(json.dumps({"type": "ack", "message_id": frame["message_id"]}))
+    subscribed = await agent_id(running.gateway, agent)
+    await wait_until(lambda: running.gateway.hub.subscriber_count(subscribed) == 0)
+    sent = registry.get_sample_value(
+        "e2a_deliveries_total", {"channel": "websocket", "outcome": "sent"}
+    )
+    assert len(await unread_ids(alice, agent)) == backlog - 5
+    assert sent is not None and sent < DRAIN_PAGE_SIZE
+
+
 def _send_in_one_session(port: int, agent: str, count: int, body: str = "Hi there.") -> None:
     """Send `count` messages with `body` to `agent` in one SMTP session."""
     with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:

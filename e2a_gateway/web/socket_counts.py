@@ -21,6 +21,7 @@ from quart import websocket
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.http_server import PING_TIMEOUT, STALLED
 from e2a_gateway.hub import Ended
+from e2a_gateway.web.socket_reading import client_left
 from e2a_gateway.web.socket_shutdown import being_cancelled
 
 CLIENT_CLOSE = "client_close"
@@ -82,7 +83,11 @@ async def counted_socket(gateway: Gateway) -> AsyncIterator[SocketEnding]:
 
 
 async def push(gateway: Gateway, text: str) -> None:
-    """Send one frame on the current WebSocket, counting a send that fails."""
+    """Send one frame on the current WebSocket, counting a send that fails. Once its client
+    has left nothing is sent: the service waits here until it is ended, as soon as what the
+    client sent before leaving has been read (`e2a_gateway.web.socket_reading`)."""
+    if client_left():
+        await trio.sleep_forever()
     try:
         await websocket.send(text)
     except Exception:

@@ -5,8 +5,8 @@ connection dropped), and with it the frames the client sent just before, still q
 handler (up to ten) or being worked on: a client that acked a batch and closed found some of
 that mail unread, sent again on its next connection. Here the client's leaving ends the
 queue instead: the handler reads what is left, then `next_frame` says the client left and
-the handler ends its service. A handler that does not end within LEAVING_SECONDS is
-cancelled, as before.
+the handler ends its service. Meanwhile nothing more is sent (`client_left`: the frames would
+go to nobody). A handler that does not end within LEAVING_SECONDS is cancelled, as before.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from quart_trio.asgi import TrioASGIWebsocketConnection
 
 LEAVING_SECONDS = 5.0
 """How long a handler has, once its client left, to read what it sent and end."""
+CLIENT_LEFT = "e2a.client_left"
+"""The key added to a WebSocket's ASGI `extensions` once its client has left."""
 
 
 class ReadToTheEndConnection(TrioASGIWebsocketConnection):
@@ -36,6 +38,9 @@ class ReadToTheEndConnection(TrioASGIWebsocketConnection):
                 await self.send_channel.send(event.get("bytes") or event.get("text") or b"")
             elif event["type"] == "websocket.disconnect":
                 break
+        extensions = self.scope.get("extensions")
+        if extensions is not None:
+            extensions[CLIENT_LEFT] = {}
         self.send_channel.close()
         await trio.sleep(LEAVING_SECONDS)
         nursery.cancel_scope.cancel()
@@ -48,3 +53,8 @@ async def next_frame() -> str | bytes | None:
         return await websocket.receive()
     except trio.EndOfChannel:
         return None
+
+
+def client_left() -> bool:
+    """Whether the current WebSocket's client has left (what it sent may still be unread)."""
+    return CLIENT_LEFT in (websocket.scope.get("extensions") or {})
