@@ -933,6 +933,7 @@ async def test_websockets_per_key_are_capped_with_a_clear_429(
     async with account.http:
         agent = await create_agent(account, "capped")
         other = await create_agent(account, "second")
+        third = await create_agent(account, "third")
         spare = await account.http.post("/api/v1/users/me/api-keys", json={"name": "spare"})
         spare_key = spare.json()["key"]
         url = ws_url(running, agent, account.key)
@@ -943,6 +944,10 @@ async def test_websockets_per_key_are_capped_with_a_clear_429(
             plain = await account.http.get(agent_path(agent, f"/ws?token={account.key}"))
             async with open_websocket_url(ws_url(running, agent, spare_key)) as by_spare:
                 await assert_silent(by_spare)  # another key has its own allowance
+            v1_url = ws_url(running, third, None).replace("/api/v1/", "/v1/")
+            bearer = [("Authorization", f"Bearer {account.key}")]
+            async with open_websocket_url(v1_url, extra_headers=bearer) as by_v1:
+                await assert_silent(by_v1)  # `/v1` sockets are one per agent, never refused
         async with open_websocket_url(url) as again:  # the first two are closed: room again
             await assert_silent(again)
     assert refused.value.status_code == 429
