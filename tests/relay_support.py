@@ -83,6 +83,25 @@ def relay_port(sink: Sink) -> Iterator[int]:
         yield port
 
 
+def line_reader(stream: trio.SocketStream) -> Callable[[], Awaitable[bytes]]:
+    """A function reading the client's next CRLF-ended line from `stream` (BrokenResourceError
+    once the client has left)."""
+    buffer = bytearray()
+
+    async def line() -> bytes:
+        while b"\r\n" not in buffer:
+            data = await stream.receive_some(65536)
+            if not data:
+                raise trio.BrokenResourceError("client left")
+            buffer.extend(data)
+        end = buffer.index(b"\r\n") + 2
+        text = bytes(buffer[:end])
+        del buffer[:end]
+        return text
+
+    return line
+
+
 @dataclass
 class ScriptedRelay:
     """A relay that answers as a test scripts it, one command at a time: `greeting` first,
@@ -100,19 +119,7 @@ class ScriptedRelay:
 
     async def serve(self, stream: trio.SocketStream) -> None:
         """Speak to one client until it quits or leaves."""
-        buffer = bytearray()
-
-        async def line() -> bytes:
-            while b"\r\n" not in buffer:
-                data = await stream.receive_some(65536)
-                if not data:
-                    raise trio.BrokenResourceError("client left")
-                buffer.extend(data)
-            end = buffer.index(b"\r\n") + 2
-            text = bytes(buffer[:end])
-            del buffer[:end]
-            return text
-
+        line = line_reader(stream)
         try:
             await stream.send_all(self.greeting)
             while True:

@@ -23,6 +23,7 @@ from tests.relay_support import (
     ScriptedRelay,
     Sink,
     free_port,
+    line_reader,
     relay_on_loopback,
     scripted_relay,
 )
@@ -655,19 +656,7 @@ async def silent_after_one_message(
     one a middlebox has dropped); later connections are served normally."""
     number = len(connections)
     connections.append(number)
-    buffer = bytearray()
-
-    async def line() -> bytes:
-        while b"\r\n" not in buffer:
-            data = await stream.receive_some(65536)
-            if not data:
-                raise trio.BrokenResourceError("client left")
-            buffer.extend(data)
-        end = buffer.index(b"\r\n") + 2
-        text = bytes(buffer[:end])
-        del buffer[:end]
-        return text
-
+    line = line_reader(stream)
     await stream.send_all(b"220 relay.test ESMTP\r\n")
     served = 0
     recipient = ""
