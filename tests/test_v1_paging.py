@@ -1,20 +1,30 @@
 """Cursor pages on `/v1` hold still while the listing changes, over real HTTP and SMTP: paging
 through a listing while mail arrives, events and deliveries are logged and rows are created and
 deleted between pages gives no row twice, skips no row that was there at the first page and is
-still there, and keeps the documented order."""
+still there, and keeps the documented order. A message's lifecycle likewise, paged while its
+delivery progresses (a relay on loopback defers then takes it, bounce reports come back)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
+import trio
 
 from e2a_gateway.app import RunningGateway
-from tests.conftest import Account
-from tests.delivery_support import mail, smtp_send
+from e2a_gateway.config import Settings
+from e2a_gateway.workers.outbound import OutboundWorker
+from tests.conftest import Account, make_settings
+from tests.delivery_support import create_agent, mail, smtp_send, wait_until
+from tests.relay_support import Sink, relay_port, sink
+from tests.test_v1_delivery_rollup import report_bounce
+
+__all__ = ["relay_port", "sink"]  # fixtures
 
 LIMIT = 2
 START = 5
@@ -22,6 +32,13 @@ START = 5
 DEAD_HOOK = "https://hooks.example.com/paged"
 """A webhook target with no address (the test DNS has none): its deliveries stay pending, each
 one a row."""
+
+
+@pytest.fixture
+def settings(tmp_path: Path, relay_port: int) -> Settings:
+    """Mail sent goes to the relay on loopback."""
+    relay = {"host": "127.0.0.1", "port": relay_port, "tls": "none", "timeout_seconds": 10}
+    return make_settings(tmp_path, outbound_smtp=relay)
 
 
 @dataclass
@@ -217,3 +234,86 @@ async def test_pages_hold_still_while_rows_come_and_go(
     assert [key for key in seen if key in before] == kept, (
         f"{listing.name}: rows of the first page's listing skipped or out of order"
     )
+
+
+def _step_key(step: dict[str, Any]) -> tuple[str, str]:
+    """Where a lifecycle step stands: e2a orders and pages them by `(occurred_at, id)`."""
+    return (step["occurred_at"], step["id"])
+
+
+async def test_a_lifecycle_paged_while_delivery_progresses_gives_each_step_once_in_order(
+    running: RunningGateway, make_account: Any, sink: Sink
+) -> None:
+    """The relay defers a message, then takes it (its `deferred` hand-off gives way to
+    `accepted`); bounce reports come back for two recipients a second apart, each adding a
+    bounce dated at the hand-off and a suppression dated when it was applied. Paged one step
+    at a time meanwhile, the lifecycle gives no step twice, keeps `(occurred_at, id)` order,
+    and skips no step that stood ahead of the cursor; a step keeps its id from page to page."""
+    account: Account = await make_account("pager@example.com")
+    agent = await create_agent(account, "bot")
+    sink.answer = "451 4.3.0 try again later"
+    recipients = ["carol@example.org", "dave@example.org", "erin@example.org"]
+    sent = await account.http.post(
+        f"/v1/agents/{quote(agent, safe='')}/messages",
+        json={"to": recipients, "subject": "Hi", "text": "Hello"},
+    )
+    assert sent.status_code in (200, 202), sent.text
+    path = f"/v1/agents/{quote(agent, safe='')}/messages/{sent.json()['message_id']}/lifecycle"
+
+    async def everything() -> list[dict[str, Any]]:
+        answer = await account.http.get(path, params={"limit": 100})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["next_cursor"] is None
+        steps: list[dict[str, Any]] = answer.json()["items"]
+        assert steps == sorted(steps, key=_step_key), "not in (occurred_at, id) order"
+        return steps
+
+    async def deferred() -> bool:
+        return any(step["outcome"] == "deferred" for step in await everything())
+
+    await wait_until(deferred)
+
+    async def taken() -> None:
+        sink.answer = "250 OK"
+        assert await OutboundWorker(running.gateway).deliver_due(time.time() + 3600) == 1
+
+    async def bounced(recipient: str) -> None:
+        await trio.sleep(1.0)  # a second later than what came before: its suppression too
+        await report_bounce(running, sink, recipient)
+
+    progress = [taken, lambda: bounced(recipients[0]), lambda: bounced(recipients[1])]
+    first = await everything()
+    owed = {step["id"] for step in first}  # there when paging began, or added ahead of it
+    known = {step["id"]: step for step in first}
+    seen: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 1} | ({"cursor": cursor} if cursor else {})
+        page = await account.http.get(path, params=params)
+        assert page.status_code == 200, page.text
+        seen.extend(page.json()["items"])
+        cursor = page.json()["next_cursor"]
+        if not progress:
+            if cursor is None:
+                break
+            continue
+        assert cursor is not None, "the steps ran out before the delivery progressed"
+        await progress.pop(0)()
+        for step in await everything():
+            if step["id"] not in known and _step_key(step) > _step_key(seen[-1]):
+                owed.add(step["id"])  # a new step ahead of the cursor
+            known.setdefault(step["id"], step)
+
+    final = await everything()
+    keys = [_step_key(step) for step in seen]
+    assert keys == sorted(set(keys)), f"a step given twice or out of order: {keys}"
+    missed = {step["id"] for step in final} & owed - {step["id"] for step in seen}
+    assert not missed, f"steps ahead of the cursor skipped: {missed}"
+    by_id = {step["id"]: step for step in final}
+    for step in seen:  # the same step under the same id, unless it gave way (deferred)
+        assert by_id.get(step["id"], step) == step, step
+    outcomes = [(step["stage"], step["outcome"], step.get("recipient")) for step in final]
+    assert ("submission", "deferred", None) not in outcomes, outcomes
+    for recipient in recipients[:2]:
+        assert ("delivery", "bounced", recipient) in outcomes, outcomes
+        assert ("suppression", "applied", recipient) in outcomes, outcomes

@@ -50,6 +50,21 @@ REVIEW_STATUSES = {
 }
 METHODS = {"smtp": "smtp", "local": "loopback"}
 """e2a's name for how the gateway handed a message on."""
+LIFECYCLE_ORDER = (
+    "acceptance.",
+    "authentication.",
+    "review.hold_created",
+    "review.",
+    "queue.",
+    "submission.",
+    "delivery.",
+    "suppression.hard_bounce_",
+    "complaint.",
+    "suppression.complaint_",
+)
+"""The steps of a lifecycle by reason code (its first matching prefix), in the order they
+happen: a step's id begins with its place here, so that steps of the same second, ordered by
+`(occurred_at, id)` as e2a orders them, read in that order."""
 
 
 def reviewed_as(status: str, review_method: str | None) -> str:
@@ -246,7 +261,10 @@ def lifecycle_transitions(
 ) -> list[dict[str, Any]]:
     """MessageLifecycleTransition entries (beta), reconstructed from what the gateway keeps of
     the message: its arrival and authentication, or its acceptance, review, hand-off, each
-    recipient's bounce and complaint, and the `suppressions` it added (`suppressions_from`)."""
+    recipient's bounce and complaint, and the `suppressions` it added (`suppressions_from`);
+    in e2a's order, by `(occurred_at, id)`. A step's id is the same on every request (the
+    message's id, its place in `LIFECYCLE_ORDER`, its reason code and recipient), so a cursor
+    standing on one holds still while the message's delivery progresses."""
     steps: list[tuple[str, str, str, str, bool, str | None]] = []
     at = message.created_at
     if message.direction == "inbound":
@@ -299,9 +317,11 @@ def lifecycle_transitions(
             )
             steps.append(("submission", "accepted", reason, message.sent_at or at, False, None))
         elif message.status in ("failed", "bounced"):  # nobody got it: refused, or given up on
-            steps.append(("submission", "failed", "submission.provider_rejected", at, False, None))
+            refused = ("submission", "failed", "submission.provider_rejected", reviewed)
+            steps.append((*refused, False, None))
         elif message.status == "queued" and message.send_error:
-            steps.append(("submission", "deferred", "submission.temporary_failure", at, True, None))
+            deferred = ("submission", "deferred", "submission.temporary_failure", reviewed)
+            steps.append((*deferred, True, None))
         applied = {
             suppression.address: suppression.created_at
             for suppression in suppressions
@@ -311,7 +331,7 @@ def lifecycle_transitions(
             kind = bounce_type(result)  # refused at hand-off, or reported back after it
             if kind is None:
                 continue
-            when = message.sent_at or at
+            when = message.sent_at or reviewed
             reason = f"delivery.{kind}_bounce"
             steps.append(("delivery", "bounced", reason, when, kind == "transient", recipient))
             suppressed = applied.get(recipient.lower())
@@ -343,9 +363,9 @@ def lifecycle_transitions(
                 for suppression in suppressions
                 if suppression.source == SUPPRESSED_BY_COMPLAINT
             )
-    return [
+    transitions = [
         {
-            "id": f"{message.id}:{number}",
+            "id": _step_id(message.id, reason, recipient),
             "message_id": message.id,
             "direction": message.direction,
             "stage": stage,
@@ -358,8 +378,24 @@ def lifecycle_transitions(
             "reconstructed": True,
         }
         | ({"recipient": recipient} if recipient is not None else {})
-        for number, (stage, outcome, reason, occurred, retryable, recipient) in enumerate(steps)
+        for stage, outcome, reason, occurred, retryable, recipient in steps
     ]
+    return sorted(transitions, key=lifecycle_position)
+
+
+def lifecycle_position(transition: dict[str, Any]) -> tuple[str, str]:
+    """Where a lifecycle transition stands in its listing: `(occurred_at, id)`, as e2a orders
+    and pages them (every `occurred_at` is in the one RFC 3339 form, so text order is time
+    order)."""
+    return (transition["occurred_at"], transition["id"])
+
+
+def _step_id(message_id: str, reason: str, recipient: str | None) -> str:
+    """A reconstructed step's id, the same on every request: `msg_…:07:delivery.permanent_bounce:
+    carol@example.org` (its place in `LIFECYCLE_ORDER`, reason code, recipient if any)."""
+    place = next(n for n, prefix in enumerate(LIFECYCLE_ORDER, 1) if reason.startswith(prefix))
+    step = f"{message_id}:{place:02d}:{reason}"
+    return step if recipient is None else f"{step}:{recipient.lower()}"
 
 
 def _delivered_to(message: FiledMessage) -> str:

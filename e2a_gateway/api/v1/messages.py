@@ -27,6 +27,7 @@ from e2a_gateway.api.v1.errors import V1Error, invalid
 from e2a_gateway.api.v1.idempotent import idempotent_making
 from e2a_gateway.api.v1.message_views import (
     attachment_view,
+    lifecycle_position,
     lifecycle_transitions,
     message_summary_view,
     message_view,
@@ -360,18 +361,13 @@ async def lifecycle_listing(
         )
     transitions = lifecycle_transitions(filed, suppressions)
 
-    async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[tuple[int, dict[str, Any]]]:
-        start = _position(after) or 0
-        numbered = list(enumerate(transitions, start=1))
-        return numbered[start : start + limit]
+    async def fetch(limit: int, after: tuple[Any, ...] | None) -> list[dict[str, Any]]:
+        start = _lifecycle_position(after)
+        later = [step for step in transitions if start is None or lifecycle_position(step) > start]
+        return later[:limit]
 
     return await keyset_page(
-        f"lifecycle {message_id}",
-        query,
-        fetch,
-        lambda row: (row[0],),
-        lambda row: row[1],
-        gateway,
+        f"lifecycle {message_id}", query, fetch, lifecycle_position, lambda step: step, gateway
     )
 
 
@@ -404,6 +400,15 @@ def _position(after: tuple[Any, ...] | None) -> int | None:
     if len(after) != 1 or not isinstance(after[0], int) or isinstance(after[0], bool):
         raise V1Error(400, "invalid_cursor", "this cursor does not belong to this listing")
     return after[0]
+
+
+def _lifecycle_position(after: tuple[Any, ...] | None) -> tuple[str, str] | None:
+    """The `(occurred_at, id)` a lifecycle cursor continues after; None on the first page."""
+    if after is None:
+        return None
+    if len(after) != 2 or not all(isinstance(part, str) for part in after):
+        raise V1Error(400, "invalid_cursor", "this cursor does not belong to this listing")
+    return (after[0], after[1])
 
 
 def _digest(text: str) -> str:
