@@ -19,7 +19,7 @@ from e2a_gateway.attachments import Attachment, attachment_meta_view
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.ids import derived_id, new_id
 from e2a_gateway.mailauth.dmarc import author_domain
-from e2a_gateway.mailauth.results import dmarc_policy_named
+from e2a_gateway.mailauth.results import dmarc_policy_named, spf_domain_named
 from e2a_gateway.rfc5322 import address_list, header_section
 from e2a_gateway.storage.base import FoldedCopy, NewEvent, OutboundMessage
 from e2a_gateway.storage.new_inbound import ByContent, NewInboundMessage
@@ -171,27 +171,28 @@ def delivered_locally(results: Mapping[str, str]) -> bool:
 def inbound_authentication(
     from_addr: str, results: Mapping[str, str], raw_message: bytes
 ) -> dict[str, Any] | None:
-    """e2a's Authentication of an inbound message: the verdicts the gateway kept, and the DMARC
-    policy its Authentication-Results field names (null when the sender publishes no record, as
-    e2a and getMessage have it).
+    """e2a's Authentication of an inbound message: the verdicts the gateway kept, the domain SPF
+    checked (the MAIL FROM's, or the HELO's for a null reverse path) and the DMARC policy, as
+    its Authentication-Results field names them and getMessage shows them (the policy null
+    when the sender publishes no record, as e2a has it).
     Per-signature DKIM detail and which mechanism aligned are not read: `dkim` and
     `aligned_by` list none. None for mail delivered locally, as e2a has it for providerless
     loopback delivery (no authenticating SMTP peer) and as getMessage shows it."""
     if delivered_locally(results):
         return None
     ours = _FIRST_RESULTS.search(header_section(raw_message), 0, 65536)
-    policy = dmarc_policy_named(ours.group(1).decode("utf-8", "replace")) if ours else None
+    field = ours.group(1).decode("utf-8", "replace") if ours else ""
     return {
         "spf": {
             "status": _known(results.get("spf"), SPF_STATUSES),
-            "domain": None,
+            "domain": spf_domain_named(field),
             "aligned": None,
         },
         "dkim": [],
         "dmarc": {
             "status": _known(results.get("dmarc"), DMARC_STATUSES),
             "domain": author_domain(from_addr),
-            "policy": policy,
+            "policy": dmarc_policy_named(field),
             "aligned_by": [],
         },
     }

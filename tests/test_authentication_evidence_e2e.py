@@ -67,6 +67,26 @@ async def test_a_policy_another_server_reported_is_not_shown_as_the_domains(
     assert view["dmarc"] == event["dmarc"]
 
 
+@pytest.mark.parametrize(
+    ("mail_from", "domain"),
+    [("alice@example.org", "example.org"), ("", "mail.example.org")],
+    ids=["mail-from", "null-reverse-path"],
+)
+async def test_the_event_names_the_domain_spf_checked_as_the_message_does(
+    quiet: QuietGateway, alice: Account, mail_from: str, domain: str
+) -> None:
+    """RFC 7208: SPF checks the MAIL FROM's domain, or the HELO's for a null reverse path (a
+    bounce). The `email.received` event names that domain as getMessage does; null there
+    says no SPF identity existed."""
+    bot = await create_agent(alice, "bot")
+    message_id = await accept(quiet.gateway, [bot], mail("Checked"), mail_from=mail_from)
+
+    event, view = await shown(alice, bot, message_id)
+    assert view["spf"]["domain"] == domain
+    assert event["spf"]["domain"] == view["spf"]["domain"]
+    assert event["spf"]["status"] == view["spf"]["status"]
+
+
 async def test_spf_is_not_shown_aligned_where_the_record_asks_for_strict(
     quiet: QuietGateway, alice: Account
 ) -> None:

@@ -11,7 +11,12 @@ from e2a_gateway.inbound.identity import delivered_message
 from e2a_gateway.mailauth.authenticate import authenticate_message
 from e2a_gateway.mailauth.evidence import evidence_of
 from e2a_gateway.mailauth.resolver import FixtureResolver, Zone
-from e2a_gateway.mailauth.results import AuthResults, dmarc_policy_named, without_results_of
+from e2a_gateway.mailauth.results import (
+    AuthResults,
+    dmarc_policy_named,
+    spf_domain_named,
+    without_results_of,
+)
 from tests.test_mailauth_dkim import rsa_key
 
 pytestmark = pytest.mark.backend_independent
@@ -103,6 +108,40 @@ def test_only_the_dmarc_results_own_policy_is_read() -> None:
         "mx.agents.test; spf=pass (p=reject); dmarc=none header.from=a.b",
     ):
         assert dmarc_policy_named(field) is None, field
+
+
+@pytest.mark.parametrize(
+    ("domain", "scope"),
+    [("mail.bank.example", "mailfrom"), ("mx.sender.test", "helo"), ('[203.0.113.9] "x"', "helo")],
+)
+def test_the_events_spf_domain_is_the_one_the_message_view_reads(domain: str, scope: str) -> None:
+    """The domain SPF checked, as the field names it (a HELO that is no token quoted): the
+    events read what `evidence_of` (authres) reads for getMessage."""
+    results = AuthResults(
+        spf="permerror",
+        spf_domain=domain,
+        spf_scope=scope,  # type: ignore[arg-type]
+        dkim="none",
+        dkim_signatures=(),
+        dmarc="none",
+        dmarc_policy=None,
+        from_domain="bank.example",
+        verified=False,
+    )
+    stored = delivered_message(letter("ceo@bank.example"), results.header(OURS), TRACE)
+    evidence = evidence_of(stored, OURS)
+    assert evidence is not None and evidence.spf_domain == domain
+    event = inbound_authentication("ceo@bank.example", results.as_dict(), stored)
+    assert event is not None and event["spf"]["domain"] == domain
+
+
+def test_only_the_spf_results_own_domain_is_read() -> None:
+    for field in (
+        'mx.agents.test; dkim=neutral reason="x; spf=pass smtp.mailfrom=evil.example"; dmarc=none',
+        "mx.agents.test; spf=temperror; dmarc=none header.from=a.b",
+        "mx.agents.test; spf=none (smtp.mailfrom=evil.example); dmarc=none",
+    ):
+        assert spf_domain_named(field) is None, field
 
 
 def test_spf_for_a_subdomain_is_not_aligned_when_the_record_asks_for_strict() -> None:

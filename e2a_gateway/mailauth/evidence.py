@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import authres
 
 from e2a_gateway.mailauth.dmarc import is_aligned, normalise_domain
-from e2a_gateway.mailauth.results import Alignment, dmarc_policy_named
+from e2a_gateway.mailauth.results import Alignment, dmarc_policy_named, unescaped
 from e2a_gateway.rfc5322 import HeaderFields, header_text
 
 
@@ -100,7 +100,7 @@ def _evidence(results: list[authres.AuthenticationResult], text: str) -> Evidenc
 def _property(result: authres.AuthenticationResult, kind: str, name: str) -> str | None:
     for prop in result.properties:
         if str(prop.type).lower() == kind and str(prop.name).lower() == name:
-            return str(prop.value) or None
+            return unescaped(str(prop.value)) or None  # authres keeps a quoted-pair's `\`
     return None
 
 

@@ -29,6 +29,10 @@ _LINE = re.compile(rb"[^\n]*\n|[^\n]+")
 _AUTHSERV_TOKEN = re.compile(r'[^\s;()"]+')
 _QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _DMARC_RESULT = re.compile(r"\s*dmarc\s*=\s*\w+\s*(?:\(\s*p\s*=\s*(\w+)\s*\))?", re.IGNORECASE)
+_SPF_RESULT = re.compile(
+    r'\s*spf\s*=\s*\w+\s*(?:smtp\.(?:mailfrom|helo)\s*=\s*("[0-9]+"|[^\s;()"]+))?', re.IGNORECASE
+)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _POLICY_PROPERTY = re.compile(r"\bpolicy\.dmarc\s*=\s*(\w+)", re.IGNORECASE)
 _DISPOSITIONS = frozenset({"none", "quarantine", "reject"})
 
@@ -146,6 +150,37 @@ def dmarc_policy_named(field: str) -> str | None:
         policy = (named.group(1) if named else result.group(1) or "").lower()
         return policy if policy in _DISPOSITIONS else None
     return None
+
+
+def spf_domain_named(field: str) -> str | None:
+    """The domain the spf result of an `Authentication-Results` field (`field` is its value)
+    names as checked: its `smtp.mailfrom` property, or `smtp.helo` for mail with a null
+    reverse path (RFC 7208 section 2.4); None when it names none.
+
+    Read only the gateway's own field so, as `dmarc_policy_named`: quoted-strings are set
+    aside before the field is cut into clauses, so none of a sender's text is taken for one.
+    """
+    quoted: list[str] = []
+
+    def set_aside(match: re.Match[str]) -> str:
+        quoted.append(unescaped(match.group(1)))
+        return f'"{len(quoted) - 1}"'
+
+    for clause in _QUOTED_STRING.sub(set_aside, field).split(";"):
+        result = _SPF_RESULT.match(clause)
+        if result is None:
+            continue
+        value = result.group(1)
+        if value is not None and value.startswith('"'):
+            value = quoted[int(value[1:-1])]
+        return value or None
+    return None
+
+
+def unescaped(text: str) -> str:
+    """The text a quoted-string of the field stands for (its content, `\\"` read as `"`),
+    as the gateway wrote it (`_quoted`)."""
+    return _QUOTED_PAIR.sub(r"\1", text)
 
 
 def _dkim_clause(sig: DkimSignatureResult) -> str:
