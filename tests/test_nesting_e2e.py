@@ -12,7 +12,7 @@ from typing import Any
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.inbound import parse
-from e2a_gateway.inbound.nesting import MAX_NESTING, NESTED_PART_FILENAME
+from e2a_gateway.mime_nesting import MAX_NESTING, NESTED_PART_FILENAME
 from tests.conftest import Account
 from tests.delivery_support import create_agent, smtp_send
 

@@ -23,7 +23,7 @@ from e2a_gateway.addresses import lowercase_address
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.charsets import READING_PARAMETERS, decoded_text, field_text, part_filename
 from e2a_gateway.email_policies import READING
-from e2a_gateway.inbound.nesting import within_nesting
+from e2a_gateway.mime_nesting import within_nesting
 from e2a_gateway.rfc5322 import HeaderFields, field_addresses, header_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"

@@ -28,7 +28,7 @@ from typing import Literal
 from flufl.bounce import all_failures
 
 from e2a_gateway.automatic_mail import DAEMON_SENDER, auto_reply_marker
-from e2a_gateway.inbound.nesting import within_nesting
+from e2a_gateway.mime_nesting import within_nesting
 from e2a_gateway.rfc5322 import field_addresses
 
 BounceType = Literal["permanent", "transient", "undetermined"]
