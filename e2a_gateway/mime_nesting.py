@@ -132,7 +132,8 @@ def _container(field: bytes) -> tuple[bool, bytes | None]:
     """Whether the Content-Type `field` (`Content-Type:` and its value, unfolded lines and
     all) makes a multipart or message part as the stdlib reads it, and its boundary. A field
     the stdlib cannot read (it raises reading it, and so gives up on the message there) counts
-    as one of no boundary."""
+    as one of no boundary, and so does one whose boundary, decoded (RFC 2231, or a byte read
+    as U+FFFD), no line of the message can hold, as the stdlib never finds it either."""
     part = EmailMessage(policy=READING_PARAMETERS)
     part.set_raw(
         *READING_PARAMETERS.header_source_parse([field.decode("ascii", "surrogateescape")])
@@ -143,7 +144,12 @@ def _container(field: bytes) -> tuple[bool, bytes | None]:
         boundary = part.get_boundary()
     except (RecursionError, IndexError):
         return True, None
-    return True, None if boundary is None else boundary.encode("ascii", "surrogateescape")
+    if boundary is None:
+        return True, None
+    try:
+        return True, boundary.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:  # decoded to text no line of the message can hold: none ends it
+        return True, None
 
 
 def _closed_level(text: bytes, opened: dict[bytes, list[int]]) -> int | None:

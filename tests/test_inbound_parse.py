@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from e2a_gateway.addresses import lowercase_address
 from e2a_gateway.inbound.parse import attachments_of, parse_body, summarise_headers
+from e2a_gateway.mime_nesting import within_nesting
 from e2a_gateway.rfc5322 import HeaderFields
 from e2a_gateway.v1.inbound import parse_raw_email
 
@@ -249,3 +250,19 @@ def test_the_shortcut_is_taken_for_text_and_not_for_mime() -> None:
     attached, png = shapes[4], shapes[6]
     assert attachments_of(attached, summarise_headers(attached))[0].filename == "a.txt"
     assert attachments_of(png, summarise_headers(png))[0].content_type == "image/png"
+
+
+@pytest.mark.parametrize(
+    "boundary", [b"boundary*=utf-8''%C3%A9", b'boundary="\xff\xfe"', b"boundary*=x''%FF"]
+)
+def test_a_boundary_no_line_can_hold_is_read_not_raised(boundary: bytes) -> None:
+    """A multipart whose boundary decodes to text beyond ASCII (RFC 2231, or bytes read as
+    U+FFFD) is read as the stdlib reads it (no line ends its parts) instead of failing the
+    nesting pre-scan, which would have refused the message."""
+    raw = (
+        b"From: a@example.org\r\nSubject: odd\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: multipart/mixed; " + boundary + b"\r\n\r\n"
+        b"--x\r\nContent-Type: text/plain\r\n\r\nHello.\r\n--x--\r\n"
+    )
+    parse_body(raw)  # raised UnicodeEncodeError
+    assert within_nesting(raw) == raw
