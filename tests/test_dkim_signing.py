@@ -136,3 +136,58 @@ def test_a_to_or_date_an_mta_adds_to_mail_without_one_leaves_the_signature_intac
         return record if name == b"e2a._domainkey.agents.test." else b""
 
     assert dkim.verify(signed.replace(b"\r\n\r\n", b"\r\n" + added, 1), dnsfunc=dns)
+
+
+SHORT_KEY = b"""-----BEGIN PRIVATE KEY-----
+MIIBVgIBADANBgkqhkiG9w0BAQEFAASCAUAwggE8AgEAAkEAr32I6wYsztECO24l
+gFr/kx1G5yNz5RaeSpBmfl2Bus+frUqNZeS76OZ4qmn61qmHtHzBXH4BJY5QH+PJ
+0U/W8QIDAQABAkEAhRVKVBFmwaC3dKJfRiu8TbCSKI82QLEacal4ULRQwX2ZIhcr
+SACvha2knYWm7MOPlIV86psn8BkweygEAKEOUQIhANlJGyck0FB0wUFDshUDVvDf
+QjgCRvLwx4zc4lVvpaT7AiEAzsINvyR7a3EHOfCWCzAhDmp5zYeAXuTO1hy+ALBY
+OAMCIQC77jIQ8hNGcyUu+IkPCZtpq//PB5Er0DsXx3fu4yjGfwIhALIZfIfrIBlT
+2pqxQD5Q7hih5VwC3bRgOj87sPuc69ELAiA/eoAPGhn5qC+Jew8sx2e7Xj5einRc
+x+XGbWVhk0tu9A==
+-----END PRIVATE KEY-----
+"""
+"""A 512-bit RSA key (`openssl genrsa 512`, made for this test; `cryptography` makes none
+shorter than 1024 bits)."""
+
+
+def test_a_key_shorter_than_1024_bits_is_refused_as_no_receiver_accepts_it(
+    tmp_path: Path,
+) -> None:
+    """RFC 8301 section 3.2: verifiers must not accept a signature by an RSA key shorter than
+    1024 bits, so a gateway signing with one would send mail whose every signature fails (and
+    with it DMARC). It is refused at start, saying how to make a usable key."""
+    (tmp_path / "dkim.pem").write_bytes(SHORT_KEY)
+    with pytest.raises(DkimKeyError) as refused:
+        DkimSigner("e2a", tmp_path / "dkim.pem")
+    message = str(refused.value)
+    assert message.startswith("dkim.private_key_path: ")
+    assert "512-bit" in message and "1024" in message
+    assert "openssl genrsa -out dkim.pem 2048" in message
+
+
+def test_a_1024_bit_key_signs_with_a_warning_to_use_2048_bits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 1024-bit key still verifies everywhere, but RFC 8301 asks signers for 2048 bits: it is
+    used, and the log says so once, when the key is loaded."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    (tmp_path / "dkim.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with caplog.at_level("WARNING", logger="e2a.outbound"):
+        signer = DkimSigner("e2a", tmp_path / "dkim.pem")
+    record = signer.key_record("agents.test").value.encode()
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        return record if name == b"e2a._domainkey.agents.test." else b""
+
+    assert dkim.verify(signer.sign(MESSAGE, "agents.test"), dnsfunc=dns)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "1024-bit" in warnings[0] and "2048" in warnings[0]

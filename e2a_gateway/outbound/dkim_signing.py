@@ -6,6 +6,7 @@ bytes in, signed bytes out; no I/O beyond reading the key once.
 from __future__ import annotations
 
 import base64
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from e2a_gateway.config import ConfigError
 from e2a_gateway.mailauth.dkim import dkimpy
 from e2a_gateway.outbound.mime import CONVERSATION_HEADER
 
+log = logging.getLogger("e2a.outbound")
+
+MIN_KEY_BITS = 1024
+"""RFC 8301 section 3.2: verifiers must not accept a signature by a shorter RSA key."""
+ADVISED_KEY_BITS = 2048
+"""RFC 8301 section 3.2: signers should use keys at least this long."""
 _SIGNED_EVEN_ABSENT = (
     b"from",
     b"reply-to",
@@ -62,6 +69,18 @@ class DkimKeyRecord:
         return f"{self.selector}._domainkey"
 
 
+def _rsa_key_bits(private_key_pem: bytes) -> int:
+    """The length in bits of the RSA private key in PEM. ValueError when the PEM holds no
+    private key, TypeError when it is not an RSA one."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = serialization.load_pem_private_key(private_key_pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise TypeError(f"a {type(key).__name__}, not an RSA key")
+    return key.key_size
+
+
 def public_key_record_value(private_key_pem: bytes) -> str:
     """`v=DKIM1; k=rsa; p=…`: the public half of an RSA private key in PEM (PKCS#1 or
     PKCS#8), as the DER SubjectPublicKeyInfo in base64 that `p=` carries. ValueError when the
@@ -79,7 +98,8 @@ class DkimSigner:
     """Signs outbound mail with the deployment's key (`dkim.selector`,
     `dkim.private_key_path`) for the sending agent's domain. The key is RSA: an ed25519-sha256
     signature alone (RFC 8463) fails at every receiver that does not know the algorithm, and
-    RFC 8463 asks for an RSA signature beside it."""
+    RFC 8463 asks for an RSA signature beside it. A key shorter than 1024 bits is refused (no
+    receiver accepts its signatures); one shorter than 2048 bits is used with a warning."""
 
     def __init__(self, selector: str, private_key_path: Path) -> None:
         try:
@@ -93,12 +113,29 @@ class DkimSigner:
         try:
             self.sign(b"From: probe@example.invalid\r\n\r\nprobe\r\n", "example.invalid")
             self._record_value = public_key_record_value(self._key)
+            bits = _rsa_key_bits(self._key)
         except (dkimpy().DKIMException, ValueError, TypeError) as exc:
             raise DkimKeyError(
                 f"dkim.private_key_path: {private_key_path} is not a usable RSA private key "
                 f"in PEM (PKCS#1 or PKCS#8; `openssl genrsa -out dkim.pem 2048` makes one): "
                 f"{exc}"
             ) from None
+        if bits < MIN_KEY_BITS:
+            raise DkimKeyError(
+                f"dkim.private_key_path: {private_key_path} is a {bits}-bit RSA key: receivers "
+                f"reject every DKIM signature by a key shorter than {MIN_KEY_BITS} bits (RFC "
+                f"8301); make a {ADVISED_KEY_BITS}-bit one (`openssl genrsa -out dkim.pem "
+                f"{ADVISED_KEY_BITS}`) and publish its record"
+            )
+        if bits < ADVISED_KEY_BITS:
+            log.warning(
+                "dkim.private_key_path: %s is a %d-bit RSA key; RFC 8301 asks for at least %d "
+                "bits (`openssl genrsa -out dkim.pem %d`, under a new dkim.selector)",
+                private_key_path,
+                bits,
+                ADVISED_KEY_BITS,
+                ADVISED_KEY_BITS,
+            )
 
     def key_record(self, domain: str) -> DkimKeyRecord:
         """The record that must publish this key for mail signed `d=domain` to verify."""
