@@ -121,3 +121,33 @@ async def test_the_name_check_judges_a_names_length(make_account: Any) -> None:
             error = refused.json()["error"]
             assert error["code"] == "invalid_domain", error
             assert "too long" in error["message"] and len(error["message"]) < 200
+
+
+async def test_a_txt_record_holding_the_token_among_other_text_proves_ownership(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """e2a verifies a domain when one of its apex TXT records holds the token: among other
+    records, and also with text around it — the quotes a DNS provider's form stored with the
+    value pasted into it, say. A record with another token, or the token cut short, proves
+    nothing; nor does the token published under another name."""
+    running.gateway.settings.env = "production"
+    resolver = running.gateway.resolver
+    assert isinstance(resolver, FixtureResolver)
+    alice: Account = await make_account("alice@example.com")
+    tokens = {}
+    for name in ("quoted.example", "other.example", "short.example", "elsewhere.example"):
+        made = await alice.http.post("/v1/domains", json={"domain": name})
+        tokens[name] = made.json()["verification_token"]
+    unrelated = ["v=spf1 include:relay.example.net ~all", "google-site-verification=abc"]
+    resolver.set_txt("quoted.example", [*unrelated, f'"{tokens["quoted.example"]}"'])
+    resolver.set_txt("other.example", [*unrelated, tokens["quoted.example"]])
+    resolver.set_txt("short.example", [tokens["short.example"][:-1]])
+    resolver.set_txt("www.elsewhere.example", [tokens["elsewhere.example"]])
+
+    for name in ("other.example", "short.example", "elsewhere.example"):
+        legacy = await alice.http.post(f"/api/v1/domains/{name}/verify")
+        assert legacy.status_code == 412, legacy.text
+        assert tokens[name] in legacy.json()["error"]["message"]
+        assert (await alice.http.post(f"/v1/domains/{name}/verify")).json()["verified"] is False
+    verified = await alice.http.post("/v1/domains/quoted.example/verify")
+    assert verified.status_code == 200 and verified.json()["verified"] is True, verified.text
