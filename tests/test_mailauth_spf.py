@@ -167,3 +167,21 @@ def test_pyspf_cannot_reach_dns_outside_a_check() -> None:
     query = pyspf.query(i="192.0.2.10", s="a@example.org", h="h.test")
     with pytest.raises(LookupError):
         query.dns_txt("example.org")
+
+
+@pytest.mark.parametrize(
+    ("client_ip", "expected"), [("192.0.2.10", "pass"), ("203.0.113.1", "fail")]
+)
+def test_a_quoted_local_part_holding_an_at_sign_checks_the_domain_after_it(
+    client_ip: str, expected: str
+) -> None:
+    """RFC 5321 lets a quoted local part hold `@`: the domain is what follows the last one,
+    and it is that domain's policy that says whether the client may send for it."""
+    resolver = FixtureResolver.from_zone(ZONE)
+    outcome = check_spf(
+        resolver,
+        client_ip=client_ip,
+        helo="client.test",
+        mail_from='"billing@victim.example"@example.org',
+    )
+    assert (outcome.result, outcome.domain) == (expected, "example.org")

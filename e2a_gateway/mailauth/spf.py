@@ -50,12 +50,19 @@ def check_spf(resolver: Resolver, *, client_ip: str, helo: str, mail_from: str) 
     scope: Literal["mailfrom", "helo"] = "mailfrom" if mail_from else "helo"
     local, at, domain = mail_from.rpartition("@")
     if at:
-        mail_from = f"{local}@{_a_labels(domain)}"
+        domain = _a_labels(domain)
+        mail_from = f"{local}@{domain}"
     helo = _a_labels(helo)
     try:
         query = spf.query(i=client_ip, s=mail_from, h=helo)
     except spf.PermError as exc:  # an unparsable client address
         return SpfResult("permerror", helo, scope, str(exc))
+    if at:
+        # pyspf splits the sender at its first `@`, but a quoted local part may hold one
+        # (`"billing@victim.example"@example.org`): the domain follows the last. No local
+        # part reads as `postmaster` (RFC 7208 section 4.3), as pyspf has it.
+        query.l, query.o = local or "postmaster", domain
+        query.d = domain
     token = _resolver.set(resolver)
     try:
         result, _code, explanation = query.check()
