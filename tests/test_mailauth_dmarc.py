@@ -286,3 +286,23 @@ def test_alignment_modes_are_read_without_regard_to_case() -> None:
         "s",
         "s",
     )
+
+
+def test_the_version_tag_name_is_read_without_regard_to_case() -> None:
+    """RFC 7489's ABNF spells the tag `"v"`, which matches `V` too (RFC 5234 section 2.3);
+    only its value must be exactly `DMARC1`. A `V=DMARC1` record is the domain's policy, and
+    its strict alignment holds: an SPF pass for a subdomain does not verify its mail."""
+    resolver = FixtureResolver({"_dmarc.example.com": ["V=DMARC1; p=reject; aspf=s"]})
+    verdict = evaluate_dmarc(
+        resolver,
+        Author(1, "example.com"),
+        spf_result="pass",
+        spf_domain="bounces.example.com",
+        dkim_domains=(),
+    )
+    assert (verdict.result, verdict.policy, verdict.aligned, verdict.aspf) == (
+        "fail",
+        "reject",
+        False,
+        "s",
+    )

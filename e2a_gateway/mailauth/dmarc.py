@@ -26,7 +26,8 @@ _DISPOSITIONS: dict[str, Disposition] = {
     "quarantine": "quarantine",
     "reject": "reject",
 }
-_VERSION = re.compile(r"v\s*=\s*DMARC1\s*(;|$)")
+# The version tag first, its name in either case (ABNF strings are), its value exactly DMARC1.
+_VERSION = re.compile(r"[vV]\s*=\s*DMARC1\s*(;|$)")
 
 
 @dataclass(frozen=True)
