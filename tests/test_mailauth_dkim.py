@@ -201,10 +201,40 @@ def test_malformed_key_is_permerror() -> None:
     assert verdict.signatures[0].reason.startswith("unusable key")
 
 
-def test_key_of_another_algorithm_fails() -> None:
+def test_key_of_another_algorithm_is_permerror() -> None:
+    """RFC 6376 6.1.2 step 8: a key unsuitable for the signature's a= is PERMFAIL
+    (inappropriate key algorithm), not a signature that failed to verify."""
     rsa_signed = rsa_key("example.com", "sel").sign(MESSAGE)
     ed_zone = ed25519_key("example.com", "sel").zone()
-    assert verify_dkim(FixtureResolver.from_zone(ed_zone), rsa_signed).result == "fail"
+    verdict = verify_dkim(FixtureResolver.from_zone(ed_zone), rsa_signed)
+    assert (verdict.result, verdict.signatures[0].reason) == (
+        "permerror",
+        "unusable key: its k= is not the signature's key type",
+    )
+
+
+@pytest.mark.parametrize(
+    ("restriction", "identity", "expected"),
+    [
+        ("h=sha256", None, "pass"),
+        ("h=sha1 : sha256", None, "pass"),
+        ("h=sha1", None, "permerror"),
+        ("t=s", b"alice@example.com", "pass"),
+        ("t=y:s", b"alice@mail.example.com", "permerror"),
+        ("t=y", b"alice@mail.example.com", "pass"),
+    ],
+)
+def test_a_key_record_restricting_its_use_is_obeyed(
+    restriction: str, identity: bytes | None, expected: str
+) -> None:
+    """RFC 6376 section 3.6.1: a key's h= names the hashes it may be used with (6.1.2 step 6:
+    any other is PERMFAIL, inappropriate hash algorithm), and its t=s flag forbids an i= in a
+    subdomain of d=. A signature the key's owner did not allow it for does not pass."""
+    key = rsa_key("example.com")
+    signed = dkim.sign(MESSAGE, b"rsa1", b"example.com", key.private, identity=identity)
+    record = f"{key.public_record}; {restriction}"
+    verdict = verify_dkim(FixtureResolver({key.record_name: [record]}), bytes(signed) + MESSAGE)
+    assert verdict.result == expected
 
 
 def test_dns_trouble_is_temperror() -> None:

@@ -11,8 +11,9 @@ bad message or bad DNS:
   `l=` shorter than the body, a once-only field given more often than it signs) — RFC 8601
   section 2.7.1's "contained syntax errors or were not otherwise able to be processed";
 - permerror: the key cannot be used — no key record ("no key for signature"), revoked
-  (empty `p=`), malformed, or smaller than 1024 bits (RFC 8301): RFC 6376's PERMFAIL cases
-  that are not a verification failure;
+  (empty `p=`), malformed, smaller than 1024 bits (RFC 8301), or not for this signature (its
+  `k=`, `h=` or `t=s` forbids it): RFC 6376's PERMFAIL cases that are not a verification
+  failure;
 - temperror: DNS could not answer for the key (RFC 6376's TEMPFAIL).
 """
 
@@ -213,8 +214,12 @@ def _verify_signature(
     if not records:
         return verdict("permerror", "no key for signature")
     key = records[0].encode("utf-8")
-    if _tags(key).get(b"p") == b"":
+    key_tags = _tags(key)
+    if key_tags.get(b"p") == b"":
         return verdict("permerror", "key revoked")
+    refusal = _key_refusal(key_tags, signature)
+    if refusal is not None:
+        return verdict("permerror", f"unusable key: {refusal}")
     try:
         verifier.pk, verifier.keysize, verifier.ktag, verifier.seqtlsrpt = dkim.evaluate_pk(
             key_name, key
@@ -246,6 +251,28 @@ def _unsigned_once_only_field(
         if 0 < include_headers.count(name) < field_counts[name]:
             return name
     return None
+
+
+def _key_refusal(key: dict[bytes, bytes], signature: dict[bytes, bytes]) -> str | None:
+    """Why the key record does not allow `signature`, if it does not (RFC 6376 section 3.6.1,
+    which dkimpy leaves unchecked but for the key's parsing): its `k=` is another key type
+    than the signature's `a=` (section 6.1.2 step 8), its `h=` does not name the signature's
+    hash (step 6), or its `t=s` flag forbids the `i=` domain to be a subdomain of `d=`."""
+    key_type, _dash, hash_name = signature.get(b"a", b"").lower().partition(b"-")
+    if key.get(b"k", b"rsa").lower() != key_type:
+        return "its k= is not the signature's key type"
+    if b"h" in key and hash_name not in _colon_list(key[b"h"]):
+        return f"its h= does not allow {hash_name.decode('ascii', 'replace')}"
+    if b"i" in signature and b"s" in _colon_list(key.get(b"t", b"")):
+        identity_domain = signature[b"i"].rpartition(b"@")[2]
+        if identity_domain.lower() != signature.get(b"d", b"").lower():
+            return "its t=s does not allow an i= in a subdomain of d="
+    return None
+
+
+def _colon_list(value: bytes) -> list[bytes]:
+    """A key record's colon-separated list (`h=sha1:sha256`, `t=y:s`), lowercased."""
+    return [item.strip().lower() for item in value.split(b":")]
 
 
 def _leaves_body_unsigned(dkim: Any, signature: dict[bytes, bytes], body: bytes) -> bool:
