@@ -49,6 +49,21 @@ MESSAGE = (
 )
 
 
+RSA_512_PRIVATE = (
+    b"-----BEGIN PRIVATE KEY-----\n"
+    b"MIIBVAIBADANBgkqhkiG9w0BAQEFAASCAT4wggE6AgEAAkEA0zCLEZGIYk7PZ1iF\n"
+    b"5S3UVnn6LCTVpMs8qC6+RKY2SltvMpQSYiIaf94ylg7suu8lDnwAhw9XKu8LgFRU\n"
+    b"WYCAUQIDAQABAkA9aQM3c5s2Ava6dXpR3xa8orGFfpyFU/fqa9U1/yMQUaiaRdte\n"
+    b"67pnihfFojflCNwto6oOw8nNlhBIgmxs1/0lAiEA+fxh4rScRtQYGPtDcnDSPyLx\n"
+    b"iEXAvfMwbbO9DnQDg2cCIQDYRTjJbQca+MfeeX5c67TTq7wEIZRWRi/xMwmvoIQD\n"
+    b"hwIgFBNHjRwx/KIluUPcW8FhsP5OZUIsw1RXTEgF47Y/XfsCIQCwcJDqq/tfAtY0\n"
+    b"59OyxU3KXtJOYILfe/WDB0uAsCjjowIgW5GXIS2+BLSprAgOBnLL62sa/8mi5pTW\n"
+    b"DbgXkKfng4w=\n"
+    b"-----END PRIVATE KEY-----\n"
+)
+"""A 512-bit RSA key, as some old signers still use (the cryptography package will not make one)."""
+
+
 @dataclass(frozen=True)
 class SigningKey:
     """A DKIM key pair for one selector of one domain, and its DNS record."""
@@ -199,6 +214,23 @@ def test_malformed_key_is_permerror() -> None:
     verdict = verify_dkim(resolver, key.sign(MESSAGE))
     assert verdict.result == "permerror"
     assert verdict.signatures[0].reason.startswith("unusable key")
+
+
+def test_a_key_under_1024_bits_is_permerror_though_the_signature_verifies() -> None:
+    """RFC 8301 section 3.2: verifiers must not consider signatures with RSA keys of fewer
+    than 1024 bits valid; one that verifies with such a key is not a pass."""
+    public = serialization.load_pem_private_key(RSA_512_PRIVATE, None).public_key()
+    der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    record = f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+    signed = dkim.sign(MESSAGE, b"old", b"example.com", RSA_512_PRIVATE)
+    resolver = FixtureResolver({"old._domainkey.example.com": [record]})
+    verdict = verify_dkim(resolver, bytes(signed) + MESSAGE)
+    assert (verdict.result, verdict.signatures[0].reason) == (
+        "permerror",
+        "unusable key: public key too small: 512",
+    )
 
 
 def test_key_of_another_algorithm_is_permerror() -> None:
