@@ -505,6 +505,34 @@ async def test_a_stopped_replica_leaves_its_jobs_to_the_others_at_once(
     assert delivered_at < claimed_at + LONG_LEASE_SECONDS / 2, "B waited for A's leases"
 
 
+async def test_replicas_started_at_once_on_an_empty_database_migrate_it_once(
+    tmp_path: Path, database: str
+) -> None:
+    """Three replicas started at the same moment on an empty database: one applies the
+    migrations while the others wait on its lock, then all three serve."""
+    async with trio.open_nursery() as nursery:
+        dns_port = await nursery.start(serve_dns, {})
+        replicas = []
+        for name in "abc":
+            config, smtp_port, http_port = write_config(tmp_path / name, database, dns_port)
+            process = spawn_serve(config)
+            replicas.append(
+                Replica(name, config, smtp_port, f"http://127.0.0.1:{http_port}", process)
+            )
+        logs = []
+        try:
+            for started in replicas:
+                await wait_healthy(started)
+        finally:
+            for started in replicas:
+                stop(started.process)
+                assert started.process.stderr is not None
+                logs.append(started.process.stderr.read())
+                started.process.stderr.close()
+        nursery.cancel_scope.cancel()
+    assert sum("database migrated to version" in log for log in logs) == 1, logs
+
+
 async def test_every_database_connection_gives_up_on_a_silent_server(database: str) -> None:
     """A database host that vanishes without a word (a partition, a host that died, a
     failover to another address: packets dropped, no reset) is given up on in about 25 s, not
