@@ -245,6 +245,7 @@ async def run_gateway(
         leases_given_back(gateway),
         trio.open_nursery() as nursery,
     ):
+        gateway.load_dkim_keys()
         nursery.start_soon(_note_stopping, gateway)
         gateway.smtp_address = (smtp_address[0], smtp_address[1])
         if settings.database.url.startswith(POSTGRES_SCHEMES):

@@ -360,10 +360,14 @@ class OutboundSmtpSettings(Section):
 
 
 class DkimSettings(Section):
-    """DKIM signing of outbound mail."""
+    """DKIM signing of outbound mail, and the key of the next rotation (`next_selector`,
+    `next_private_key_path`): its record is listed beside the signing one, nothing is signed
+    with it until the operator makes it the signing key."""
 
     selector: str | None = None
     private_key_path: OptionalPath = None
+    next_selector: str | None = None
+    next_private_key_path: OptionalPath = None
 
 
 class WebhookSettings(Section):

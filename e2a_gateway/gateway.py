@@ -74,11 +74,35 @@ class Gateway:
             return None
         return DkimSigner(dkim.selector, dkim.private_key_path)
 
+    @cached_property
+    def dkim_next_key(self) -> DkimSigner | None:
+        """The key of the next rotation when `dkim.next_selector` and
+        `dkim.next_private_key_path` are set (checked as the signing key is: DkimKeyError
+        naming `dkim.next_private_key_path`), else None. Only its record is shown: nothing is
+        signed with it until the operator makes it `dkim.private_key_path`."""
+        dkim = self.settings.dkim
+        if not (dkim.next_selector and dkim.next_private_key_path):
+            return None
+        return DkimSigner(
+            dkim.next_selector, dkim.next_private_key_path, setting="dkim.next_private_key_path"
+        )
+
+    def load_dkim_keys(self) -> None:
+        """Load the signing key and the next one now (DkimKeyError when one cannot be used), so
+        that a bad key stops the start rather than the first message or domain shown."""
+        _ = self.dkim_signer, self.dkim_next_key
+
     def dkim_record(self, domain: str) -> DkimKeyRecord | None:
         """The DKIM key record `domain` must publish for the mail its agents send to verify;
         None when outbound mail is not signed."""
         signer = self.dkim_signer
         return signer.key_record(domain) if signer is not None else None
+
+    def dkim_next_record(self, domain: str) -> DkimKeyRecord | None:
+        """The record `domain` must publish before the next key signs its mail (the next
+        rotation, `dkim.next_selector`); None when no rotation is under way."""
+        key = self.dkim_next_key
+        return key.key_record(domain) if key is not None else None
 
     def is_shared_domain(self, domain: str) -> bool:
         """True when `domain` is the deployment's shared domain."""

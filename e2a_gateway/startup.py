@@ -88,16 +88,37 @@ def check_message_memory(memory: int, max_message_bytes: int) -> None:
 
 
 def check_dkim_pair(settings: Settings) -> None:
-    """StartupError when only one of `dkim.selector` and `dkim.private_key_path` is set:
-    mail would go out unsigned while the operator believes it signed."""
+    """StartupError when only one of `dkim.selector` and `dkim.private_key_path` is set (mail
+    would go out unsigned while the operator believes it signed), or only one of
+    `dkim.next_selector` and `dkim.next_private_key_path`, or a next key without a signing one
+    or under the signing key's selector."""
     dkim = settings.dkim
-    if bool(dkim.selector) == (dkim.private_key_path is not None):
+    if bool(dkim.selector) != (dkim.private_key_path is not None):
+        missing = "dkim.selector" if not dkim.selector else "dkim.private_key_path"
+        raise StartupError(
+            f"{missing}: DKIM signing needs both dkim.selector and dkim.private_key_path — set "
+            "the other one too, or neither to send unsigned"
+        )
+    if not dkim.next_selector and dkim.next_private_key_path is None:
         return
-    missing = "dkim.selector" if not dkim.selector else "dkim.private_key_path"
-    raise StartupError(
-        f"{missing}: DKIM signing needs both dkim.selector and dkim.private_key_path — set "
-        "the other one too, or neither to send unsigned"
-    )
+    if bool(dkim.next_selector) != (dkim.next_private_key_path is not None):
+        missing = "dkim.next_selector" if not dkim.next_selector else "dkim.next_private_key_path"
+        raise StartupError(
+            f"{missing}: the next DKIM key needs both dkim.next_selector and "
+            "dkim.next_private_key_path — set the other one too, or neither"
+        )
+    if not dkim.selector:
+        raise StartupError(
+            "dkim.next_selector: a next key is for rotating the signing key, and the gateway "
+            "signs with none — set dkim.selector and dkim.private_key_path to these values "
+            "instead, and leave the next_ settings unset"
+        )
+    if (dkim.next_selector or "").lower() == dkim.selector.lower():
+        raise StartupError(
+            f"dkim.next_selector: {dkim.next_selector!r} is the signing key's selector — give "
+            "the next key a new one (e.g. the month, e2a202607), so that both records can be "
+            "published side by side"
+        )
 
 
 def check_relay_trust(settings: Settings) -> None:

@@ -21,7 +21,12 @@ blueprint = Blueprint("domains", __name__)
 def render_domain(domain: Domain) -> dict[str, Any]:
     """The Domain object with the MX host and DKIM key of this deployment."""
     gateway = current_gateway()
-    return domain_view(domain, gateway.settings.smtp.hostname, gateway.dkim_record(domain.domain))
+    return domain_view(
+        domain,
+        gateway.settings.smtp.hostname,
+        gateway.dkim_record(domain.domain),
+        gateway.dkim_next_record(domain.domain),
+    )
 
 
 @blueprint.get("/domains")

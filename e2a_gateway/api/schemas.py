@@ -138,11 +138,13 @@ class DkimKeyRecord(ResponseBody):
 
 class DnsRecords(ResponseBody):
     """The records a domain's owner publishes; `dkim` only when the gateway signs outbound
-    mail (`dkim.selector`)."""
+    mail (`dkim.selector`), `dkim_next` only while a key rotation is under way
+    (`dkim.next_selector`): the record of the key that signs after the switch."""
 
     mx: MxRecord
     txt: TxtRecord
     dkim: DkimKeyRecord | None = None
+    dkim_next: DkimKeyRecord | None = None
 
 
 class Domain(ResponseBody):

@@ -105,7 +105,13 @@ async def _domains_page(session: Session, status: int = 200, error: str | None =
         status=status,
         error=error,
         domains=[
-            domain_view(domain, mx_host, gateway.dkim_record(domain.domain)) for domain in found
+            domain_view(
+                domain,
+                mx_host,
+                gateway.dkim_record(domain.domain),
+                gateway.dkim_next_record(domain.domain),
+            )
+            for domain in found
         ],
     )
 

@@ -247,7 +247,12 @@ class OperationsPort:
     def _domain(self, domain: StoredDomain) -> Domain:
         gateway = self._gateway
         return Domain.model_validate(
-            domain_view(domain, gateway.settings.smtp.hostname, gateway.dkim_record(domain.domain))
+            domain_view(
+                domain,
+                gateway.settings.smtp.hostname,
+                gateway.dkim_record(domain.domain),
+                gateway.dkim_next_record(domain.domain),
+            )
         )
 
     @property

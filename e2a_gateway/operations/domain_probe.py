@@ -1,9 +1,10 @@
 """The live DNS probe that `/v1`'s verifyDomain reports beside `verified`: what DNS answers
 now for the records a domain lists besides its ownership TXT — the inbound MX pointing at
 `smtp.hostname` and, when the gateway DKIM-signs, the key record at
-`<selector>._domainkey.<domain>` — in e2a's probe words (`found`, `missing`, `mismatch`,
-`deferred`). Judging an answer is pure; the lookups go through the gateway's resolver in
-worker threads, each within `dns.timeout_seconds`.
+`<selector>._domainkey.<domain>` (and the next key's, while a rotation is under way) — in
+e2a's probe words (`found`, `missing`, `mismatch`, `deferred`). Judging an answer is pure;
+the lookups go through the gateway's resolver in worker threads, each within
+`dns.timeout_seconds`.
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ _T = TypeVar("_T")
 @dataclass(frozen=True)
 class DomainProbe:
     """The probe's outcome for each record; `dkim` None when the gateway lists no DKIM record
-    (it does not sign outbound mail)."""
+    (it does not sign outbound mail), `dkim_next` None when it lists no next key's record (no
+    key rotation under way)."""
 
     mx: str
     dkim: str | None
+    dkim_next: str | None = None
 
 
 def mx_outcome(records: list[MxRecord], mail_host: str) -> str:
@@ -69,10 +72,11 @@ def dkim_public_key(record: str) -> str | None:
 
 
 async def probe_domain(gateway: Gateway, domain: str) -> DomainProbe:
-    """Look up `domain`'s MX and, when the gateway signs, its DKIM key record, concurrently."""
+    """Look up `domain`'s MX and, when the gateway signs, its DKIM key record (and the next
+    key's, while a rotation is under way), concurrently."""
     outcomes: dict[str, str] = {}
     resolver = gateway.resolver
-    dkim = gateway.dkim_record(domain)
+    keys = {"dkim": gateway.dkim_record(domain), "dkim_next": gateway.dkim_next_record(domain)}
 
     async def probe_mx() -> None:
         outcomes["mx"] = await _probe(
@@ -82,16 +86,19 @@ async def probe_domain(gateway: Gateway, domain: str) -> DomainProbe:
             lambda records: mx_outcome(records, gateway.settings.smtp.hostname),
         )
 
-    async def probe_dkim(name: str, value: str) -> None:
-        outcomes["dkim"] = await _probe(
+    async def probe_dkim(key: str, name: str, value: str) -> None:
+        outcomes[key] = await _probe(
             gateway, resolver.txt, name, lambda records: dkim_outcome(records, value)
         )
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(probe_mx)
-        if dkim is not None:
-            nursery.start_soon(probe_dkim, dkim.name, dkim.value)
-    return DomainProbe(mx=outcomes["mx"], dkim=outcomes.get("dkim"))
+        for key, record in keys.items():
+            if record is not None:
+                nursery.start_soon(probe_dkim, key, record.name, record.value)
+    return DomainProbe(
+        mx=outcomes["mx"], dkim=outcomes.get("dkim"), dkim_next=outcomes.get("dkim_next")
+    )
 
 
 async def _probe(

@@ -99,14 +99,18 @@ class DkimSigner:
     `dkim.private_key_path`) for the sending agent's domain. The key is RSA: an ed25519-sha256
     signature alone (RFC 8463) fails at every receiver that does not know the algorithm, and
     RFC 8463 asks for an RSA signature beside it. A key shorter than 1024 bits is refused (no
-    receiver accepts its signatures); one shorter than 2048 bits is used with a warning."""
+    receiver accepts its signatures); one shorter than 2048 bits is used with a warning. Errors
+    and the warning name `setting`, the key's setting (`dkim.next_private_key_path` for the key
+    of the next rotation, loaded only for its record)."""
 
-    def __init__(self, selector: str, private_key_path: Path) -> None:
+    def __init__(
+        self, selector: str, private_key_path: Path, setting: str = "dkim.private_key_path"
+    ) -> None:
         try:
             self._key = private_key_path.read_bytes()
         except OSError as exc:
             raise DkimKeyError(
-                f"dkim.private_key_path: cannot read {private_key_path}: {exc.strerror or exc}"
+                f"{setting}: cannot read {private_key_path}: {exc.strerror or exc}"
             ) from None
         self._selector = selector.encode("ascii")
         self.selector = selector
@@ -116,21 +120,22 @@ class DkimSigner:
             bits = _rsa_key_bits(self._key)
         except (dkimpy().DKIMException, ValueError, TypeError) as exc:
             raise DkimKeyError(
-                f"dkim.private_key_path: {private_key_path} is not a usable RSA private key "
+                f"{setting}: {private_key_path} is not a usable RSA private key "
                 f"in PEM (PKCS#1 or PKCS#8; `openssl genrsa -out dkim.pem 2048` makes one): "
                 f"{exc}"
             ) from None
         if bits < MIN_KEY_BITS:
             raise DkimKeyError(
-                f"dkim.private_key_path: {private_key_path} is a {bits}-bit RSA key: receivers "
+                f"{setting}: {private_key_path} is a {bits}-bit RSA key: receivers "
                 f"reject every DKIM signature by a key shorter than {MIN_KEY_BITS} bits (RFC "
                 f"8301); make a {ADVISED_KEY_BITS}-bit one (`openssl genrsa -out dkim.pem "
                 f"{ADVISED_KEY_BITS}`) and publish its record"
             )
         if bits < ADVISED_KEY_BITS:
             log.warning(
-                "dkim.private_key_path: %s is a %d-bit RSA key; RFC 8301 asks for at least %d "
-                "bits (`openssl genrsa -out dkim.pem %d`, under a new dkim.selector)",
+                "%s: %s is a %d-bit RSA key; RFC 8301 asks for at least %d bits (`openssl "
+                "genrsa -out dkim.pem %d`, under a new selector)",
+                setting,
                 private_key_path,
                 bits,
                 ADVISED_KEY_BITS,

@@ -48,12 +48,14 @@ class DNSRecord(_Model):
 
 
 class DNSRecords(_Model):
-    """The records that route mail to the gateway (`mx`), prove ownership (`txt`) and publish
-    the key outbound mail is DKIM-signed with (`dkim`, when the gateway signs)."""
+    """The records that route mail to the gateway (`mx`), prove ownership (`txt`), publish
+    the key outbound mail is DKIM-signed with (`dkim`, when the gateway signs) and, while the
+    gateway's key is being rotated, the key that signs after the switch (`dkim_next`)."""
 
     mx: DNSRecord | None = None
     txt: DNSRecord | None = None
     dkim: DNSRecord | None = None
+    dkim_next: DNSRecord | None = None
 
 
 class Domain(_Model):

@@ -46,16 +46,24 @@ def agent_view(entry: AgentEntry) -> dict[str, Any]:
     }
 
 
-def domain_view(domain: Domain, mx_host: str, dkim: DkimKeyRecord | None) -> dict[str, Any]:
+def domain_view(
+    domain: Domain,
+    mx_host: str,
+    dkim: DkimKeyRecord | None,
+    dkim_next: DkimKeyRecord | None = None,
+) -> dict[str, Any]:
     """The Domain object, with the DNS records its owner must publish: the MX to `mx_host`,
     the ownership TXT and, when outbound mail is signed, the `dkim` key record (`host` under
-    the domain, as the others)."""
+    the domain, as the others) and, while a key rotation is under way, `dkim_next`: the record
+    of the key that signs after it, to publish beside the other before the switch."""
     records: dict[str, Any] = {
         "mx": {"host": "@", "value": mx_host, "priority": 10},
         "txt": {"host": "@", "value": domain.verification_token},
     }
     if dkim is not None:
         records["dkim"] = {"host": dkim.host, "value": dkim.value}
+    if dkim_next is not None:
+        records["dkim_next"] = {"host": dkim_next.host, "value": dkim_next.value}
     return {
         "domain": domain.domain,
         "verified": domain.verified,

@@ -45,7 +45,10 @@ def domain_view(gateway: Gateway, domain: Domain, agent_count: int) -> dict[str,
     TXT (checked when verified), the MX pointing at this gateway (its status follows the
     domain's) and, when outbound mail is DKIM-signed, the key record at
     `<selector>._domainkey.<domain>` (purpose `dkim`; no state is kept for it, so `pending`
-    rather than a claim; verifyDomain's live probe reports both as DNS has them). Sending
+    rather than a claim; verifyDomain's live probe reports both as DNS has them) and, while
+    a key rotation is under way, the next key's record (purpose `dkim_next`, `pending`: a
+    second `dkim` would be taken for the signing key by e2a's 5.x CLI, whose doctor keeps the
+    last record of each purpose). Sending
     needs no provisioning here (`sending_status` none): mail goes out through the gateway's
     relay."""
     status = "verified" if domain.verified else "pending"
@@ -67,17 +70,19 @@ def domain_view(gateway: Gateway, domain: Domain, agent_count: int) -> dict[str,
             "status": status,
         },
     ]
-    if (dkim := gateway.dkim_record(domain.domain)) is not None:
-        records.append(
-            {
-                "type": "TXT",
-                "name": dkim.name,
-                "value": dkim.value,
-                "priority": None,
-                "purpose": "dkim",
-                "status": "pending",
-            }
-        )
+    keys = (("dkim", gateway.dkim_record), ("dkim_next", gateway.dkim_next_record))
+    for purpose, record_of in keys:
+        if (dkim := record_of(domain.domain)) is not None:
+            records.append(
+                {
+                    "type": "TXT",
+                    "name": dkim.name,
+                    "value": dkim.value,
+                    "priority": None,
+                    "purpose": purpose,
+                    "status": "pending",
+                }
+            )
     return present(
         domain=domain.domain,
         verified=domain.verified,
@@ -139,7 +144,8 @@ async def get_domain(caller: Caller, name: str) -> dict[str, Any]:
 async def verify_domain(caller: Caller, name: str) -> dict[str, Any]:
     """verifyDomain: look the TXT record up now (`verified` says whether it proved ownership)
     and probe the MX and, when the gateway signs, the DKIM key record (`mx`, `dkim`: found,
-    missing, mismatch or deferred). No `spf`: the gateway lists no SPF record to probe."""
+    missing, mismatch or deferred), and the next key's while a rotation is under way
+    (`dkim_next`, absent otherwise). No `spf`: the gateway lists no SPF record to probe."""
     gateway = current_gateway()
     domain = await domains.check_domain(gateway, caller, name)
     probe = await probe_domain(gateway, domain.domain)
@@ -149,6 +155,7 @@ async def verify_domain(caller: Caller, name: str) -> dict[str, Any]:
         verified_at=domain.verified_at,
         mx=probe.mx,
         dkim=probe.dkim,
+        dkim_next=probe.dkim_next,
     )
 
 
