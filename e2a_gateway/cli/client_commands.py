@@ -709,7 +709,8 @@ def _print_domain(domain: Domain) -> None:
 
 
 def _print_dkim_record(domain: Domain) -> None:
-    """The DKIM key record the domain lists, in full (a table would cut the key short)."""
+    """The DKIM key record the domain lists, in full (a table would cut the key short), and
+    the next key's while the gateway's key is being rotated."""
     record = domain.dns_records.dkim if domain.dns_records else None
     if record is None or not record.host or not record.value:
         return
@@ -719,6 +720,15 @@ def _print_dkim_record(domain: Domain) -> None:
         "check it; `e2a doctor` does):"
     )
     print(record.value)
+    upcoming = domain.dns_records.dkim_next if domain.dns_records else None
+    if upcoming is None or not upcoming.host or not upcoming.value:
+        return
+    print(
+        f"\nThe gateway's DKIM key is being rotated: publish TXT "
+        f"{upcoming.host}.{domain.domain} with this value too, now, and keep the one above; "
+        "mail signed with the next key fails DKIM where it is missing:"
+    )
+    print(upcoming.value)
 
 
 def _sent(result: Any, verb: str) -> int:

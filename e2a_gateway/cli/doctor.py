@@ -27,7 +27,7 @@ from e2a_gateway.clock import format_timestamp
 if TYPE_CHECKING:
     from e2a_gateway.mailauth.dns_answers import Resolver
     from e2a_gateway.v1 import E2AClient
-    from e2a_gateway.v1.models import Agent, Domain
+    from e2a_gateway.v1.models import Agent, DNSRecord, Domain
 
 TIMEOUT_SECONDS = 5.0
 """The bound on every request and DNS lookup doctor makes."""
@@ -448,6 +448,34 @@ def _check_dkim(report: Report, dns: Resolver, facts: DomainFacts, selector: str
     else:
         matched = ", the gateway's key" if wanted else ""
         report.add("dns.dkim", "pass", f"DKIM key published at {where}{matched}")
+    if listed_host and records and records.dkim_next:
+        _check_next_dkim(report, dns, facts.name, records.dkim_next)
+
+
+def _check_next_dkim(report: Report, dns: Resolver, domain: str, listed: DNSRecord) -> None:
+    """The next key's record, while the gateway's key is being rotated: nothing is signed
+    with it yet, so one not published is a warning, naming the record to publish before the
+    operator switches keys."""
+    if not (listed.host and listed.value):
+        return
+    where = f"{listed.host}.{domain}"
+    keys = _lookup(report, "dns.dkim_next", f"TXT {where}", lambda: dns.txt(where))
+    if keys is None:
+        return
+    if _dkim_public_key(listed.value) in map(_dkim_public_key, keys):
+        report.add(
+            "dns.dkim_next",
+            "pass",
+            f"the next DKIM key is published at {where}: {domain} is ready for the switch",
+        )
+        return
+    report.add(
+        "dns.dkim_next",
+        "warn",
+        f"the gateway's DKIM key is being rotated and {where} does not publish the next key "
+        f"yet: once the gateway switches to it, mail from {domain} fails DKIM",
+        f'publish TXT {where} "{listed.value}" now (the whole value), beside the current one',
+    )
 
 
 def _dkim_public_key(record: str) -> str | None:
