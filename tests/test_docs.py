@@ -302,3 +302,20 @@ def test_every_repository_path_the_documentation_names_exists() -> None:
             if not (any(ROOT.glob(path)) or (ROOT / f"{path}.py").exists()):
                 missing.append(f"{where}: {path}")
     assert missing == []
+
+
+def test_the_mcp_tool_count_readme_gives_is_the_gateways() -> None:
+    """README.md's "N of e2a's M names" is what `tools/list` serves: how many of e2a's tool
+    names (its vendored list) the gateway has, out of how many."""
+    import json
+
+    from e2a_gateway.mcp.tools import TOOLS
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    stated = re.search(r"\((every one|\d+) of e2a's (\d+) names", readme)
+    assert stated, "README.md no longer says how many of e2a's tool names are served"
+    e2a_names = set(json.loads((ROOT / "tests/data/e2a/tool-names.v1.json").read_text()))
+    served = {tool.name for tool in TOOLS} & e2a_names
+    count, out_of = stated.groups()
+    assert int(out_of) == len(e2a_names)
+    assert (len(e2a_names) if count == "every one" else int(count)) == len(served)
