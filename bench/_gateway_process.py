@@ -94,7 +94,8 @@ class GatewayProcess:
     """One gateway deployment in `folder`; `start()`/`kill()`/`terminate()` its process.
 
     `command` runs e2a: this venv's `python -m e2a_gateway` by default, or e.g. `["dist/e2a"]`;
-    `log_level` None leaves the gateway's default level (info); `metrics` serves `GET /metrics`.
+    `log_level` None leaves the gateway's default level (info); `metrics` serves `GET /metrics`;
+    `dns_timeout_seconds` is `dns.timeout_seconds`, also the deadline on authenticating a message.
     """
 
     def __init__(
@@ -106,6 +107,7 @@ class GatewayProcess:
         command: Sequence[str] = E2A,
         log_level: str | None = "warning",
         metrics: bool = False,
+        dns_timeout_seconds: float = 2.0,
     ) -> None:
         self.folder = folder
         self.command = list(command)
@@ -120,7 +122,7 @@ class GatewayProcess:
             f"{smtp_lines}"
             f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n'
             f'[database]\nurl = "sqlite:///{folder / "e2a.db"}"\n'
-            f'[dns]\nnameservers = ["{dns}"]\ntimeout_seconds = 2\n'
+            f'[dns]\nnameservers = ["{dns}"]\ntimeout_seconds = {dns_timeout_seconds}\n'
             + (f'[log]\nlevel = "{log_level}"\n' if log_level else "")
             + ("[metrics]\nenabled = true\n" if metrics else "")
             # Load generators poll hard from one address; the production limits would throttle.
