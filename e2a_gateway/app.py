@@ -251,8 +251,19 @@ async def run_gateway(
         if settings.database.url.startswith(POSTGRES_SCHEMES):
             # Imported here: the fan-out loads psycopg, which SQLite deployments never need.
             from e2a_gateway.hub.fanout import fanout_for
+            from e2a_gateway.schema_watch import schema_watch_for
 
-            fanout = fanout_for(gateway.storage, gateway.hub, gateway.jobs)
+            schema = schema_watch_for(gateway)
+            if schema is not None:
+                # A newer e2a migrating the database takes this replica out of service.
+                gateway.schema_watch = schema
+                nursery.start_soon(supervise, "schema watch", schema.run)
+            fanout = fanout_for(
+                gateway.storage,
+                gateway.hub,
+                gateway.jobs,
+                schema_migrated=schema.wake if schema is not None else lambda: None,
+            )
             if fanout is not None:
                 # Other replicas' commits reach this process's WebSocket clients and workers.
                 await nursery.start(fanout.run)
@@ -274,6 +285,7 @@ async def run_gateway(
                 listener_limits=smtp_listener_limits,
                 tls=smtp_tls,
                 observer=gateway.metrics,
+                refusal=lambda: gateway.schema_refusal,
             )
         )
         if settings.smtp.processes > 1:

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from cachetools import TTLCache
 
@@ -26,6 +27,9 @@ from e2a_gateway.outbound.dkim_signing import DkimKeyRecord, DkimSigner
 from e2a_gateway.production import check_signing_secret
 from e2a_gateway.storage import open_storage
 from e2a_gateway.storage.base import Lifecycle, Storage, StorageUnavailable
+
+if TYPE_CHECKING:
+    from e2a_gateway.schema_watch import SchemaWatch
 
 log = logging.getLogger("e2a")
 
@@ -61,6 +65,13 @@ class Gateway:
     draining: bool = False
     """Set when a stop was asked for and `http.drain_seconds` runs: `GET /readyz` answers 503
     while everything else is still served."""
+    schema_refusal: str | None = None
+    """Set, for good, once the database holds schema versions this e2a does not know (a newer
+    one migrated it while this replica ran): why this replica takes no more work, and what to
+    do (`e2a_gateway.schema_watch`). `GET /readyz` answers 503 with it."""
+    schema_watch: SchemaWatch | None = None
+    """What checks the schema (PostgreSQL only: on SQLite nothing migrates the file while a
+    gateway holds it)."""
     stopping: bool = False
     """Set once the gateway has begun to stop (a signal, or its nursery cancelled): what tells
     a WebSocket ended by the stop from one whose client left (`e2a_gateway.web.socket_counts`)."""

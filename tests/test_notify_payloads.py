@@ -15,9 +15,11 @@ from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.notify_payloads import (
     MAX_NOTIFY_PAYLOAD_BYTES,
     Resync,
+    SchemaMigrated,
     StoredSummary,
     decode_payload,
     encode_payloads,
+    schema_payload,
 )
 from e2a_gateway.storage.vocabulary import JOB_KINDS, OUTBOUND_JOB, WEBHOOK_JOB
 
@@ -108,10 +110,18 @@ def test_jobs_true_without_origin_wakes_every_kind() -> None:
     assert decoded.news == tuple(JobsAdded(kind) for kind in JOB_KINDS)
 
 
+def test_a_migration_comes_back_as_its_schema_version() -> None:
+    decoded = decode_payload(schema_payload("me", 43))
+    assert decoded.origin == "me"
+    assert decoded.news == (SchemaMigrated(43),)
+
+
 @pytest.mark.parametrize(
     "payload",
     [
         "not json",
+        '{"schema": "43"}',
+        '{"schema": true}',
         "[1, 2]",
         "{}",
         '{"jobs": false}',
@@ -133,7 +143,18 @@ JSON_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
     max_leaves=8,
 )
-FIELDS = ["origin", "jobs", "revoke", "id", "agent_id", "resync", "agent", "from", "subject"]
+FIELDS = [
+    "origin",
+    "jobs",
+    "revoke",
+    "id",
+    "agent_id",
+    "resync",
+    "agent",
+    "from",
+    "subject",
+    "schema",
+]
 
 
 @given(

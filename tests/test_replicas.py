@@ -533,6 +533,126 @@ async def test_replicas_started_at_once_on_an_empty_database_migrate_it_once(
     assert sum("database migrated to version" in log for log in logs) == 1, logs
 
 
+NEWER_SCHEMA = 9001
+"""A schema version no e2a knows yet: what a newer e2a's migration records."""
+FENCE_SECONDS = 3.0
+"""How soon a running replica must stop taking work once a newer e2a announced its migration."""
+
+
+async def test_a_running_replica_stops_taking_work_once_a_newer_e2a_migrates(
+    tmp_path: Path, database: str
+) -> None:
+    """Replica B serves, with webhook POSTs in flight, when a newer e2a ("A") migrates the
+    database and announces it: B turns unready at once, saying to upgrade it; new SMTP
+    connections get 421 4.3.2, a session already open gets no 250; it claims no more jobs
+    (no POST starts after the announcement); and it says so once in its log. Upgraded (its
+    process restarted on a binary that knows the version), it delivers every message it had
+    acknowledged: nothing is lost."""
+    receiver = HttpReceiver(lambda _: Answer(200, delay=SLOW_ANSWER_SECONDS))
+    timing = f"timeout_seconds = {WEBHOOK_TIMEOUT_SECONDS}\nlease_seconds = {LEASE_SECONDS}\n"
+    subjects = [f"m{n}" for n in range(KILL_MESSAGES)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(receiver.serve)
+        dns_port = await nursery.start(serve_dns, {})
+        async with replica(tmp_path, "b", database, dns_port, timing) as b:
+            key = await bootstrap(b)
+            agent = await create_agent(
+                b, key, {"slug": "hook", "agent_mode": "cloud", "webhook_url": receiver.url}
+            )
+            await trio.to_thread.run_sync(send_mail, b.smtp_port, agent, subjects)
+            open_session = await trio.to_thread.run_sync(_greeted_session, b.smtp_port)
+            await receiver.wait_in_flight(8)  # B's per-host limit: 8 POSTs held by the receiver
+            await trio.to_thread.run_sync(_migrate_as_a_newer_e2a, database)
+            migrated_at = trio.current_time()
+            with trio.fail_after(FENCE_SECONDS):
+                while True:
+                    code, text = await trio.to_thread.run_sync(_greeting, b.smtp_port)
+                    if code == 421:
+                        break
+                    await trio.sleep(0.05)  # a new connection each time: no event to wait on
+            assert text.startswith("4.3.2 "), text
+            with pytest.raises(smtplib.SMTPResponseException) as no_250:
+                await trio.to_thread.run_sync(_send_on, open_session, agent)
+            assert no_250.value.smtp_code == 451, no_250.value
+            async with httpx.AsyncClient(timeout=5) as http:
+                ready = await http.get(f"{b.http_url}/readyz")
+                health = await http.get(f"{b.http_url}/api/health")
+            assert ready.status_code == 503, ready.text
+            assert ready.json()["status"] == "not_ready"
+            assert f"schema versions {NEWER_SCHEMA}" in ready.json()["reason"]
+            assert "upgrade this replica" in ready.json()["reason"]
+            assert health.status_code == 503, health.text
+            assert health.json()["storage"]["state"] == "schema_unknown", health.text
+            assert "upgrade this replica" in health.json()["storage"]["detail"]
+            await _notify(database, '{"jobs": true}')  # work to claim, were B to claim any
+            await trio.sleep(3 * SLOW_ANSWER_SECONDS)
+            assert b.process.poll() is None, "B should stay up, unready"
+            b.process.send_signal(signal.SIGTERM)
+            assert await trio.to_thread.run_sync(lambda: b.process.wait(timeout=30)) == 0
+            assert b.process.stderr is not None
+            log = b.process.stderr.read()
+        late = [r for r in receiver.requests if r.at > migrated_at + SLOW_ANSWER_SECONDS + 0.5]
+        assert not late, f"B began {len(late)} POSTs after the newer e2a migrated"
+        assert log.count("a newer e2a migrated the database while this replica ran") == 1, log
+        # The upgrade: B's process started again on a binary that knows the version (here the
+        # same one, the newer version's record taken back): every acknowledged message arrives.
+        await trio.to_thread.run_sync(_forget_newer_schema, database)
+        async with replica(tmp_path, "b", database, dns_port, timing):
+            with trio.fail_after(DELIVERY_SECONDS):
+                while True:
+                    if await trio.to_thread.run_sync(_all_delivered, database, KILL_MESSAGES):
+                        break
+                    await trio.sleep(0.2)  # polling the database: no event crosses processes
+        nursery.cancel_scope.cancel()
+    assert {json.loads(r.body)["subject"] for r in receiver.requests} == set(subjects)
+
+
+def _greeted_session(smtp_port: int) -> smtplib.SMTP:
+    """An SMTP session, greeted and past EHLO (blocking)."""
+    client = smtplib.SMTP("127.0.0.1", smtp_port, timeout=10)
+    client.ehlo()
+    return client
+
+
+def _send_on(client: smtplib.SMTP, recipient: str) -> None:
+    """Send one message on `client`, then close it (blocking)."""
+    raw = f"From: a@example.org\r\nTo: {recipient}\r\nSubject: late\r\n\r\nhello\r\n"
+    try:
+        refused = client.sendmail("a@example.org", [recipient], raw.encode())
+        assert refused == {}
+    except smtplib.SMTPRecipientsRefused as exc:
+        code, text = exc.recipients[recipient]
+        raise smtplib.SMTPResponseException(code, text) from None
+    finally:
+        client.close()
+
+
+def _greeting(smtp_port: int) -> tuple[int, str]:
+    """The code and text a new SMTP connection is greeted with (blocking)."""
+    with socket.create_connection(("127.0.0.1", smtp_port), timeout=10) as sock:
+        line = sock.makefile("rb").readline().decode()
+    code, _, text = line.rstrip("\r\n").partition(" ")
+    return int(code), text.removeprefix("mx.agents.test ")
+
+
+def _migrate_as_a_newer_e2a(database_url: str) -> None:
+    """What a newer e2a's start does to the database: record a schema version this one does
+    not know, and announce it to the running replicas in the same transaction."""
+    with psycopg.connect(database_url) as db:
+        db.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) "
+            "VALUES (%s, 'from the future', '2030-01-01T00:00:00Z')",
+            (NEWER_SCHEMA,),
+        )
+        payload = json.dumps({"origin": "newer", "schema": NEWER_SCHEMA})
+        db.execute("SELECT pg_notify(%s, %s)", (FANOUT_CHANNEL, payload))
+
+
+def _forget_newer_schema(database_url: str) -> None:
+    with psycopg.connect(database_url) as db:
+        db.execute("DELETE FROM schema_migrations WHERE version = %s", (NEWER_SCHEMA,))
+
+
 async def test_every_database_connection_gives_up_on_a_silent_server(database: str) -> None:
     """A database host that vanishes without a word (a partition, a host that died, a
     failover to another address: packets dropped, no reset) is given up on in about 25 s, not

@@ -17,11 +17,15 @@ blueprint = Blueprint("meta", __name__)
 
 @blueprint.get("/api/health")
 async def health() -> tuple[dict[str, Any], int]:
-    """GET /api/health: 200 ok, or 503 degraded when storage does not answer; both say which
+    """GET /api/health: 200 ok, or 503 degraded when storage does not answer, or holds a
+    schema a newer e2a migrated it to (`schema_unknown`: upgrade this replica); both say which
     storage backend is in use and whether it is up."""
     gateway = current_gateway()
     url = gateway.settings.database.url
     backend = "postgresql" if url.startswith(POSTGRES_SCHEMES) else "sqlite"
+    if gateway.schema_refusal is not None:
+        storage = {"backend": backend, "state": "schema_unknown", "detail": gateway.schema_refusal}
+        return {"status": "degraded", "storage": storage}, 503
     try:
         await gateway.storage.ping()
     except StorageUnavailable as exc:
@@ -35,11 +39,15 @@ async def readiness() -> tuple[dict[str, Any], int]:
     """GET /readyz, e2a's readiness probe: 200 `ready` while this replica should be sent
     traffic; 503 `not_ready` with the reason while it drains before a stop (`draining`), or
     while its database does not answer or take writes (what the storage says, as in the
-    health check's `detail`). Migrations are applied before the gateway listens, so a replica
-    that answers has its schema."""
+    health check's `detail`), or once a newer e2a migrated the database (checked here too: it
+    says to upgrade this replica)."""
     gateway = current_gateway()
     if gateway.draining:
         return {"status": "not_ready", "reason": "draining"}, 503
+    if gateway.schema_watch is not None:
+        await gateway.schema_watch.check()
+    if gateway.schema_refusal is not None:
+        return {"status": "not_ready", "reason": gateway.schema_refusal}, 503
     try:
         await gateway.storage.ping()
     except StorageUnavailable as exc:

@@ -44,7 +44,8 @@ class StorageState(ResponseBody):
     """Which storage backend is in use and whether it answers (`detail` says why not)."""
 
     backend: Literal["sqlite", "postgresql"]
-    state: Literal["up", "down"]
+    state: Literal["up", "down", "schema_unknown"]
+    """`schema_unknown`: a newer e2a migrated the database; this replica must be upgraded."""
     detail: str | None = None
 
 
@@ -56,7 +57,7 @@ class Health(ResponseBody):
 
 
 class HealthDegraded(ResponseBody):
-    """`GET /api/health` when storage does not answer."""
+    """`GET /api/health` when storage does not answer, or holds a schema this e2a does not know."""
 
     status: Literal["degraded"]
     storage: StorageState

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import psycopg
@@ -23,7 +24,7 @@ from e2a_gateway.hub import Hub, Revocation
 from e2a_gateway.hub.job_queue import JobQueue
 from e2a_gateway.storage.announcements import AccessEnded, JobsAdded, SocketClaimed
 from e2a_gateway.storage.base import Storage, StorageUnavailable
-from e2a_gateway.storage.notify_payloads import Resync, decode_payload
+from e2a_gateway.storage.notify_payloads import Resync, SchemaMigrated, decode_payload
 from e2a_gateway.storage.postgres import CHECK_CHANNEL, PostgresStorage
 
 log = logging.getLogger("e2a.hub")
@@ -56,10 +57,13 @@ class Unheard(Exception):
     through a pooler in transaction mode. The message says what to set."""
 
 
-def relay_payload(hub: Hub, origin: str, payload: str) -> set[str]:
-    """Hand one NOTIFY payload from a replica to `hub`. Returns the kinds of job it announced
-    (the caller wakes their workers once per batch). Own payloads were already handled locally
-    when the commit returned, and are skipped; malformed ones are logged and dropped."""
+def relay_payload(
+    hub: Hub, origin: str, payload: str, schema_migrated: Callable[[], None] = lambda: None
+) -> set[str]:
+    """Hand one NOTIFY payload from a replica to `hub` (a migration of the database to
+    `schema_migrated`). Returns the kinds of job it announced (the caller wakes their workers
+    once per batch). Own payloads were already handled locally when the commit returned, and
+    are skipped; malformed ones are logged and dropped."""
     try:
         decoded = decode_payload(payload)
     except ValueError as exc:
@@ -77,6 +81,8 @@ def relay_payload(hub: Hub, origin: str, payload: str) -> set[str]:
             hub.close_subscriptions(news.agent_id)
         elif isinstance(news, SocketClaimed):
             hub.sole.heard(news)
+        elif isinstance(news, SchemaMigrated):
+            schema_migrated()
         else:
             hub.publish_message(news.agent_id, news)
     return job_kinds
@@ -90,6 +96,8 @@ class PostgresFanout:
     capped exponential backoff; after every reconnect, and on first listening when the first
     attempt failed (started was reported without it), all local subscriptions are closed (the
     clients reconnect and re-drain), and the job workers are woken to look for missed work.
+    `schema_migrated` is called when a replica announces that it migrated the database, and
+    after every LISTEN but the first (such an announcement may have been missed meanwhile).
     """
 
     def __init__(
@@ -100,8 +108,10 @@ class PostgresFanout:
         *,
         keepalive_seconds: float = KEEPALIVE_SECONDS,
         max_backoff_seconds: float = MAX_BACKOFF_SECONDS,
+        schema_migrated: Callable[[], None] = lambda: None,
     ) -> None:
         self._storage = storage
+        self._schema_migrated = schema_migrated
         self._hub = hub
         self._jobs = jobs
         self._origin = storage.process_tag
@@ -132,6 +142,7 @@ class PostgresFanout:
                     log.info("fan-out: listening now; local WebSocket clients will re-drain")
                     self._hub.close_subscriptions()
                     self._jobs.jobs_added()
+                    self._schema_migrated()
                 backoff = FIRST_BACKOFF_SECONDS
                 if not reported:
                     task_status.started()
@@ -194,7 +205,9 @@ class PostgresFanout:
             if notify.relname.decode() == CHECK_CHANNEL:
                 heard |= bool(token) and notify.extra.decode() == token
                 continue
-            job_kinds |= relay_payload(self._hub, self._origin, notify.extra.decode())
+            job_kinds |= relay_payload(
+                self._hub, self._origin, notify.extra.decode(), self._schema_migrated
+            )
         if job_kinds:
             self._jobs.jobs_added(job_kinds)
         return heard
@@ -232,9 +245,15 @@ async def _ping(pgconn: psycopg.pq.abc.PGconn, fileno: int) -> None:
         raise ConnectionLost("ping failed")
 
 
-def fanout_for(storage: Storage, hub: Hub, jobs: JobQueue) -> Fanout | None:
+def fanout_for(
+    storage: Storage,
+    hub: Hub,
+    jobs: JobQueue,
+    schema_migrated: Callable[[], None] = lambda: None,
+) -> Fanout | None:
     """The cross-replica fan-out for `storage`, or None when one process is the only writer
-    (SQLite): then the hub's in-process publishing is all there is."""
+    (SQLite): then the hub's in-process publishing is all there is. `schema_migrated` hears
+    of another replica's migration (`PostgresFanout`)."""
     if isinstance(storage, PostgresStorage):
-        return PostgresFanout(storage, hub, jobs)
+        return PostgresFanout(storage, hub, jobs, schema_migrated=schema_migrated)
     return None

@@ -380,12 +380,14 @@ class ServerSession:
         """The 220 banner to send as soon as the connection is open."""
         return _reply_lines(220, [f"{self._hostname} ESMTP e2a"]).data
 
-    def decline(self, text: str) -> bytes:
-        """Instead of the greeting: the `421 4.7.0` that turns the client away; the session closes.
+    def decline(self, text: str, status: str = "4.7.0") -> bytes:
+        """Instead of the greeting: the `421 <status>` that turns the client away; the session
+        closes.
 
-        For a server at its connection limits (RFC 5321 section 3.1); `text` says which.
+        For a server at its connection limits (RFC 5321 section 3.1; 4.7.0), or one that takes
+        no mail for now (4.3.2); `text` says which.
         """
-        reply = _refusal(421, "4.7.0", f"{self._hostname} {text}")
+        reply = _refusal(421, status, f"{self._hostname} {text}")
         self._close()
         self._events.clear()
         return reply.data

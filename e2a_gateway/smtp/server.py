@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -284,13 +284,16 @@ async def serve_smtp(
     listener_limits: ListenerLimits | None = None,
     tls: ssl.SSLContext | None = None,
     observer: SmtpObserver | None = None,
+    refusal: Callable[[], str | None] = lambda: None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve SMTP on `listeners` until cancelled, then shut down gracefully.
 
     `hostname` names this server in the greeting and replies; a value that cannot appear in a
     reply raises ValueError before anything is served. With `tls`, sessions offer STARTTLS.
-    `observer` hears of sessions, accepted messages and refusals (for metrics).
+    `observer` hears of sessions, accepted messages and refusals (for metrics). While
+    `refusal` gives a reason, new connections are turned away with `421 4.3.2` (the gateway
+    takes no mail for now: try another MX host, or later).
 
     Cancelling this call is the shutdown signal. It returns once the listeners are closed and
     every session has ended: idle sessions get `421 4.3.2` at once, sessions with a transaction
@@ -307,6 +310,7 @@ async def serve_smtp(
         listener_limits or ListenerLimits(),
         tls,
         observer or _Unobserved(),
+        refusal,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(listener.run)
@@ -329,8 +333,10 @@ class _Listener:
         listener_limits: ListenerLimits,
         tls: ssl.SSLContext | None,
         observer: SmtpObserver,
+        refusal: Callable[[], str | None],
     ) -> None:
         self._listeners = listeners
+        self._refusal = refusal
         self._sink = sink
         self._hostname = hostname
         self._limits = limits
@@ -400,7 +406,10 @@ class _Listener:
         peer = _peer_ip(stream)
         network = client_network(peer, self._listener_limits)
         limits = self._listener_limits
-        if len(self._connections) >= limits.max_sessions:
+        if self._refusal() is not None:
+            # Said once, by whatever refuses (the gateway's schema watch), not per connection.
+            self._turn_away(stream, sessions, "Service not available, try later", "4.3.2")
+        elif len(self._connections) >= limits.max_sessions:
             self._decline(stream, peer, sessions, "Too many connections, try again later")
         elif self._per_ip[peer] >= limits.max_sessions_per_ip:
             self._decline(stream, peer, sessions, "Too many connections from your address")
@@ -441,10 +450,17 @@ class _Listener:
     ) -> None:
         logger.warning("SMTP client %s turned away: %s", peer, reason.lower())
         self._observer.mail_rejected("connection_limit")
+        self._turn_away(stream, sessions, reason, "4.7.0")
+
+    def _turn_away(
+        self, stream: trio.SocketStream, sessions: trio.Nursery, reason: str, status: str
+    ) -> None:
+        """Answer a new connection `421 <status> <reason>` and close it (without a word in a
+        flood of them)."""
         if self._declining >= self._listener_limits.max_sessions:
             stream.socket.close()  # a flood: not even a reply
             return
-        reply = ServerSession(self._hostname, self._limits).decline(reason)
+        reply = ServerSession(self._hostname, self._limits).decline(reason, status)
         self._declining += 1
         sessions.start_soon(self._send_refusal, stream, reply)
 

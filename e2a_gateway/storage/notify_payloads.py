@@ -48,7 +48,15 @@ class Resync:
     agent_id: str
 
 
-Heard = JobsAdded | AccessEnded | StoredSummary | Resync | SocketClaimed
+@dataclass(frozen=True)
+class SchemaMigrated:
+    """The database was migrated to schema `version`: every replica checks at once that it
+    knows the schema (`e2a_gateway.schema_watch`)."""
+
+    version: int
+
+
+Heard = JobsAdded | AccessEnded | StoredSummary | Resync | SocketClaimed | SchemaMigrated
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,12 @@ def encode_payloads(origin: str, announcements: Iterable[Announcement]) -> list[
     if job_kinds:
         payloads[json.dumps({"origin": origin, "jobs": list(job_kinds)})] = None
     return list(payloads)
+
+
+def schema_payload(origin: str, version: int) -> str:
+    """The payload a replica that migrated the database sends, in the migrating transaction:
+    the running replicas check that they know the schema `version` it now has."""
+    return json.dumps({"origin": origin, "schema": version})
 
 
 def _stored_payload(origin: str, stored: MessageStored) -> str:
@@ -145,6 +159,11 @@ def _news(decoded: dict[str, Any]) -> tuple[Heard, ...]:
         return (AccessEnded(kind, value),)
     if "claimed" in decoded:
         return (_claimed(decoded),)
+    if "schema" in decoded:
+        version = decoded["schema"]
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError("schema: expected an integer version")
+        return (SchemaMigrated(version),)
     agent_id = str(decoded["agent_id"])
     if decoded.get("resync"):
         return (Resync(agent_id),)

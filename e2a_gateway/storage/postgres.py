@@ -24,7 +24,7 @@ from e2a_gateway.redacted import redacted_url
 from e2a_gateway.storage.announcements import Announcement, CommitObserver
 from e2a_gateway.storage.base import DiskFull, StorageUnavailable
 from e2a_gateway.storage.migrations import load_migrations
-from e2a_gateway.storage.notify_payloads import encode_payloads
+from e2a_gateway.storage.notify_payloads import encode_payloads, schema_payload
 from e2a_gateway.storage.sql.dialect import POSTGRES
 from e2a_gateway.storage.sql.lifecycle import applied_versions, record_migration
 from e2a_gateway.storage.sql.runner import Answer, Routing, Snapshot, Work
@@ -271,6 +271,8 @@ class PostgresStorage(SqlStorage):
         self._idle: list[Connection] = []
         self._slots = trio.Semaphore(pool_size)
         self._closed = False
+        self._refusal: str | None = None
+        """Why every call is refused without touching the database (`refuse`), if it is."""
         self.process_tag = secrets.token_hex(8)
         """Tags this process's NOTIFY payloads, so its own fan-out listener can skip them."""
 
@@ -400,8 +402,7 @@ class PostgresStorage(SqlStorage):
         (`_connect_to_pool`). Behind a pooler in transaction mode the session is the pooler's,
         so that bound is set in each transaction that `writes` (and may hold locks that other
         writes wait for), a round trip more; reads, the most frequent, go without it."""
-        if self._closed:
-            raise StorageUnavailable(f"postgres ({self.display_url}): storage is closed")
+        self._check_open()
         bound_idle = self.pooled and writes
         async with self._slots:
             connection, result = await self._started(
@@ -411,6 +412,19 @@ class PostgresStorage(SqlStorage):
             )
             self._give_back(connection)
             return result
+
+    def _check_open(self) -> None:
+        """Raise StorageUnavailable once storage is closed, or refuses every call (`refuse`)."""
+        if self._refusal is not None:
+            raise StorageUnavailable(self._refusal)
+        if self._closed:
+            raise StorageUnavailable(f"postgres ({self.display_url}): storage is closed")
+
+    def refuse(self, reason: str) -> None:
+        """From now on refuse every call with StorageUnavailable(`reason`) before it reaches
+        the database (the database holds a schema this code would misread: a newer e2a
+        migrated it). Calls already running finish."""
+        self._refusal = reason
 
     async def _started(self, start: Callable[[Connection, bool], T]) -> tuple[Connection, T]:
         """A pooled connection (an idle one, else a new one) on which `start` ran, in a worker
@@ -455,8 +469,7 @@ class PostgresStorage(SqlStorage):
         included. Its transaction may sit idle as long as the block waits (for a client reading
         an export), so it has no IDLE_IN_TRANSACTION_SECONDS bound; it reads only, and takes
         no lock the gateway's writes wait for."""
-        if self._closed:
-            raise StorageUnavailable(f"postgres ({self.display_url}): storage is closed")
+        self._check_open()
         connection = await trio.to_thread.run_sync(self._connect)
         try:
             await trio.to_thread.run_sync(_begin_snapshot, connection, self.display_url)
@@ -510,7 +523,9 @@ class PostgresStorage(SqlStorage):
         """Apply each migration newer than the recorded versions, all in one transaction (a
         savepoint each): a start that fails or is killed half way leaves the version it found.
 
-        Replicas starting together queue on an advisory lock, so each step runs once."""
+        Replicas starting together queue on an advisory lock, so each step runs once. A
+        migration that applied anything announces the new version to the running replicas
+        (`schema_payload`), delivered when it commits."""
         migrations = load_migrations("postgres")
 
         def apply_pending(db: Connection) -> list[int]:
@@ -525,6 +540,8 @@ class PostgresStorage(SqlStorage):
                     db.execute(migration.sql)  # the whole script, as one simple query
                     record_migration(tx, migration)
                 done.append(migration.version)
+            if done:  # running replicas check at once that they know the schema
+                _notify(db, schema_payload(self.process_tag, done[-1]))
             return done
 
         try:

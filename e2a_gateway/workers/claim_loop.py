@@ -56,10 +56,13 @@ class ClaimLoop(ABC):
                 idle = await self._look(nursery)
 
     async def _look(self, nursery: trio.Nursery) -> bool:
-        """Claim what is due and has room; True when nothing was or no slot is left, or storage
-        failed the look, so the worker should wait. The wake-up is armed first: work arriving
+        """Claim what is due and has room; True when nothing was or no slot is left, storage
+        failed the look, or this replica refuses the database's schema, so the worker should
+        wait. The wake-up is armed first: work arriving
         meanwhile is not missed."""
         self._wake = trio.Event()
+        if self._gateway.schema_refusal is not None:
+            return True  # a newer e2a migrated the database: claim nothing (schema_watch)
         free = self.max_in_flight - self._in_flight()
         try:
             claimed = await self._dispatch(nursery, self._clock(), free) if free > 0 else 0
