@@ -28,6 +28,7 @@ from e2a_gateway.app import bind_tcp
 from e2a_gateway.cli.main import main
 from e2a_gateway.signing.magic_links import link_key, verify_token
 from e2a_gateway.startup import StartupError
+from e2a_gateway.storage.sqlite import sole_gateway
 
 pytestmark = [pytest.mark.slow, pytest.mark.backend_independent]
 
@@ -481,6 +482,48 @@ def test_a_database_a_newer_e2a_migrated_is_refused(
         assert "restore the backup taken before the upgrade" in refusal
     with contextlib.closing(sqlite3.connect(tmp_path / "e2a.db")) as db:
         assert db.execute("SELECT count(*) FROM users").fetchone() == (0,)
+
+
+def test_a_newer_e2a_does_not_migrate_the_sqlite_file_a_running_gateway_holds(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The new binary's `migrate` or `bootstrap`, run beside the older `e2a serve` still
+    holding the SQLite file, would change the schema under it: refused, saying to stop the
+    gateway first, and nothing is migrated. With nothing to migrate, bootstrap beside a
+    running gateway still works."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("E2A_"):
+            monkeypatch.delenv(name)
+    assert main(["migrate"]) == 0
+    capsys.readouterr()
+    database = tmp_path / "e2a.db"
+    with contextlib.closing(sqlite3.connect(database)) as db, db:
+        (newest,) = db.execute("SELECT max(version) FROM schema_migrations").fetchone()
+        db.execute("DELETE FROM schema_migrations WHERE version = ?", (newest,))  # an older one
+    with sole_gateway(str(database)):  # the running gateway's hold on its file
+        for command in (["migrate"], ["bootstrap", "--email", "owner@example.com"]):
+            assert main(command) == 1, command
+            said = capsys.readouterr()
+            refusal = said.err.splitlines()[-1]
+            assert refusal.startswith(
+                "e2a: database.url: sqlite:///./e2a.db is in use by a running"
+            )
+            assert f"(schema versions {newest})" in refusal and "stop it" in refusal
+            assert not said.out
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        recorded = db.execute("SELECT count(*) FROM schema_migrations WHERE version = ?", (newest,))
+        assert recorded.fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM users").fetchone() == (0,)
+    other = tmp_path / "current"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    assert main(["migrate"]) == 0
+    with sole_gateway(str(other / "e2a.db")):
+        assert main(["bootstrap", "--email", "owner@example.com"]) == 0
+    assert capsys.readouterr().out.strip().startswith("e2a_")
 
 
 def test_migrate_help_says_how_to_back_up_first(capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,7 @@ from e2a_gateway.gateway import open_gateway
 from e2a_gateway.logs import configure_logging
 from e2a_gateway.redacted import redacted_url
 from e2a_gateway.startup import StartupError
+from e2a_gateway.storage import refuse_migrating_under_a_gateway
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.workers.approvals import lands_in_an_inbox_here
 
@@ -61,6 +62,7 @@ async def _bootstrap(settings: Settings, email: str) -> None:
         address = normalise_address(email)
     except AddressError as exc:
         raise UserError(f"--email: {exc}") from None
+    await refuse_migrating_under_a_gateway(settings.database.url)
     async with open_gateway(settings) as gateway:
         user, issued, created = await bootstrap_user(gateway.storage, gateway.server_key, address)
         served_here = await lands_in_an_inbox_here(gateway, user.email)
@@ -84,6 +86,7 @@ async def _bootstrap(settings: Settings, email: str) -> None:
 
 
 async def _migrate(settings: Settings) -> None:
+    await refuse_migrating_under_a_gateway(settings.database.url)
     async with open_gateway(settings):
         pass
     print("database is up to date", file=sys.stderr)

@@ -52,3 +52,30 @@ async def sole_gateway(url: str) -> AsyncIterator[None]:
 
     with hold_file(url.removeprefix("sqlite:///")):
         yield
+
+
+async def refuse_migrating_under_a_gateway(url: str) -> None:
+    """Before a command other than `e2a serve` opens the database at `url` (which migrates
+    it): on SQLite, raise StorageUnavailable when a running `e2a serve` holds the file and
+    this e2a has migrations to apply, which that gateway would not know of: it would go on
+    running its older SQL on the newer schema. PostgreSQL replicas watch for a newer schema
+    themselves (docs/replicas.md)."""
+    if not url.startswith("sqlite:///"):
+        return
+    from e2a_gateway.storage.sqlite import SqliteStorage, held_by_a_gateway
+
+    path = url.removeprefix("sqlite:///")
+    if not held_by_a_gateway(path):
+        return
+    storage = SqliteStorage.open(path)
+    try:
+        pending = await storage.pending_migrations()
+    finally:
+        await storage.close()
+    if pending:
+        raise StorageUnavailable(
+            f"database.url: sqlite:///{path} is in use by a running `e2a serve`, and this e2a "
+            f"would migrate it (schema versions {', '.join(map(str, pending))}), which that "
+            "gateway would misread: stop it, run this command again, then start the new e2a "
+            "(docs/deploy.md, Upgrades)"
+        )

@@ -141,6 +141,22 @@ def sole_gateway(path: str) -> Iterator[None]:
         os.close(descriptor)
 
 
+def held_by_a_gateway(path: str) -> bool:
+    """Whether an `e2a serve` holds the database file at `path` now (`sole_gateway`): False
+    for a file that does not exist or cannot be opened."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)  # gives back the shared lock, if taken
+    return False
+
+
 DISK_FAILURES = ("disk is full", "disk I/O error")
 """How SQLite says its disk took no more (SQLITE_FULL, SQLITE_IOERR)."""
 
