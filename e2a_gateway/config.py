@@ -345,7 +345,13 @@ class OutboundSmtpSettings(Section):
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     ca_file: OptionalPath = None
     from_domain: str | None = None
-    timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    timeout_seconds: float = Field(default=300.0, gt=0, le=600)
+    """Each reply the relay owes a command (its greeting, EHLO, STARTTLS and the handshake,
+    AUTH, MAIL, RCPT, DATA, RSET), and the connect (at most 30 s of it)."""
+    data_timeout_seconds: float = Field(default=180.0, gt=0, le=3600)
+    """Sending a message's data: cut once it makes no progress for this long."""
+    end_of_data_timeout_seconds: float = Field(default=600.0, gt=0, le=3600)
+    """The relay's reply to the end of a message's data."""
     connection_idle_seconds: float = Field(default=5.0, ge=0, le=300)
     messages_per_connection: int = Field(default=100, ge=1, le=100_000)
 

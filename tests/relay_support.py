@@ -102,24 +102,53 @@ def line_reader(stream: trio.SocketStream) -> Callable[[], Awaitable[bytes]]:
     return line
 
 
+DATA_READ = 16384
+"""The most a `ScriptedRelay` with a `read_pause` reads of a message's data at once."""
+
+
 @dataclass
 class ScriptedRelay:
     """A relay that answers as a test scripts it, one command at a time: `greeting` first,
     then for each command the reply `answers` gives for its verb (`b"EHLO"`, `b"MAIL"`,
     `b"RCPT"`, `b"DATA"`, `b"RSET"`, `b"STARTTLS"`, …; `b"."` for the end of data), else
     `250 ok` (`354 go` to DATA). `after_data`, when set, is done with the stream instead of
-    answering the end of data. `commands` records every line the client sent outside data,
-    `bodies` every message's data (dot-unstuffed)."""
+    answering the end of data. `read_pause` makes a slow link: the relay waits that long before
+    each read of a message's data (of DATA_READ octets at most); past `stall_after` octets of
+    it the relay reads nothing more (a link that stalls). `commands` records every line the
+    client sent outside data, `bodies` every message's data (dot-unstuffed)."""
 
     greeting: bytes = b"220 relay.test ESMTP\r\n"
     answers: dict[bytes, bytes] = field(default_factory=dict)
     after_data: Callable[[trio.SocketStream], Awaitable[None]] | None = None
+    read_pause: float = 0.0
+    stall_after: int | None = None
     commands: list[bytes] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
 
     async def serve(self, stream: trio.SocketStream) -> None:
         """Speak to one client until it quits or leaves."""
-        line = line_reader(stream)
+        buffer = bytearray()
+        data_read = 0
+
+        async def line(in_data: bool = False) -> bytes:
+            nonlocal data_read
+            while b"\r\n" not in buffer:
+                if not in_data:
+                    data = await stream.receive_some(65536)
+                elif self.stall_after is not None and data_read >= self.stall_after:
+                    await trio.sleep_forever()
+                else:
+                    await trio.sleep(self.read_pause)
+                    data = await stream.receive_some(DATA_READ)
+                    data_read += len(data)
+                if not data:
+                    raise trio.BrokenResourceError("client left")
+                buffer.extend(data)
+            end = buffer.index(b"\r\n") + 2
+            text = bytes(buffer[:end])
+            del buffer[:end]
+            return text
+
         try:
             await stream.send_all(self.greeting)
             while True:
@@ -134,7 +163,7 @@ class ScriptedRelay:
                 if verb != b"DATA" or not answer.startswith(b"354"):
                     continue
                 body = bytearray()
-                while (text := await line()) != b".\r\n":
+                while (text := await line(in_data=True)) != b".\r\n":
                     body += text[1:] if text.startswith(b".") else text
                 self.bodies.append(bytes(body))
                 if self.after_data is not None:

@@ -214,7 +214,7 @@ async def test_starttls_to_a_relay_expecting_tls_at_once_says_what_to_set(
         Outgoing("bot@agents.test", ("a@example.org",), DATA),
     )
     assert list(outcome.deferred) == ["a@example.org"]
-    assert "timed out after" in (outcome.error or "")
+    assert "timed out: no greeting within 0.5 s" in (outcome.error or "")
     assert 'outbound_smtp.tls = "implicit"' in (outcome.error or "")
 
 
@@ -235,7 +235,7 @@ async def test_a_relay_that_is_silent_after_connecting_is_not_blamed_on_tls(
     """A relay that greets and then stalls timed out; no hint about the TLS mode."""
     sink.data_seconds = 2
     outcome = await hand_off(
-        settings(plain_relay, tls="none", timeout_seconds=0.5),
+        settings(plain_relay, tls="none", timeout_seconds=0.5, end_of_data_timeout_seconds=0.5),
         "mx.agents.test",
         Outgoing("bot@agents.test", ("a@example.org",), DATA),
     )
@@ -297,7 +297,7 @@ async def test_no_answer_to_the_end_of_data_defers_and_says_it_may_arrive_twice(
     relay = ScriptedRelay(after_data=after_data)
     async with scripted_relay(relay.serve) as port:
         outcome = await hand_off(
-            settings(port, timeout_seconds=1),
+            settings(port, end_of_data_timeout_seconds=1),
             "mx.agents.test",
             Outgoing("bot@agents.test", ("a@example.org",), DATA),
         )
@@ -729,19 +729,100 @@ async def test_messages_handed_off_together_share_one_connection(pipelining: boo
     ]
 
 
-async def test_messages_not_begun_within_the_timeout_are_deferred_untried() -> None:
-    """Handed off together, they share `timeout_seconds` (the worker's lease allows no more):
-    one not begun by then is deferred without a word to the relay, and retried later."""
-    sink = Sink(data_seconds=0.7)
+async def test_messages_handed_off_together_each_have_the_whole_of_their_bounds() -> None:
+    """Each transaction's steps are bounded on their own, not by a time the messages share:
+    three answered 0.4 s after their data each (1.2 s in all) all go through under bounds of
+    0.5 s."""
+    sink = Sink(data_seconds=0.4)
     with relay_on_loopback(sink) as port:
-        relay = RelayConnections(settings(port, timeout_seconds=1), "mx.agents.test")
+        relay = RelayConnections(
+            settings(port, timeout_seconds=0.5, end_of_data_timeout_seconds=0.5), "mx.agents.test"
+        )
         outcomes = await relay.hand_off_each([outgoing(number) for number in range(3)])
-        await trio.sleep(0.5)  # whatever the relay still does with the second
+    assert [outcome.accepted for outcome in outcomes] == [[f"r{n}@example.org"] for n in range(3)]
+
+
+async def test_after_a_step_timed_out_the_messages_not_begun_are_deferred_untried() -> None:
+    """A relay that leaves a step unanswered past its bound would do so to each message in
+    turn: once one timed out, the rest are deferred without a word to the relay, with its
+    reason, and retried later."""
+    sink = Sink(data_seconds=1.5)
+    with relay_on_loopback(sink) as port:
+        relay = RelayConnections(settings(port, end_of_data_timeout_seconds=0.5), "mx.agents.test")
+        with trio.fail_after(1.4):
+            outcomes = await relay.hand_off_each([outgoing(number) for number in range(3)])
+        await trio.sleep(1.2)  # whatever the relay still does with the first
     first, second, third = outcomes
-    assert first.accepted == ["r0@example.org"]
-    assert not second.accepted and "timed out after 1 s" in (second.error or "")
-    assert third.deferred == {"r2@example.org": f"relay 127.0.0.1:{port} timed out after 1 s"}
-    assert ["r2@example.org"] not in delivered(sink)
+    reason = f"relay 127.0.0.1:{port} timed out: no reply to end of DATA within 0.5 s"
+    assert not first.accepted and first.error == reason
+    assert "may deliver it twice" in first.deferred["r0@example.org"]
+    assert second.deferred == {"r1@example.org": reason}
+    assert third.deferred == {"r2@example.org": reason}
+    assert ["r1@example.org"] not in delivered(sink) and ["r2@example.org"] not in delivered(sink)
+
+
+def large_message(octets: int) -> bytes:
+    """A message of about `octets` octets, in lines of 78."""
+    line = b"x" * 76 + b"\r\n"
+    return b"From: bot@agents.test\r\nSubject: large\r\n\r\n" + line * (octets // len(line))
+
+
+async def test_a_large_message_over_a_slow_link_goes_through_once() -> None:
+    """The relay takes 3 MiB at about 1.5 MB/s (a slow link): some 2 s, four times every bound
+    (0.5 s). Sending the data is bounded by progress, not by its whole duration, so the
+    message goes through at the first attempt, once."""
+    relay = ScriptedRelay(read_pause=0.01)
+    message = large_message(3 << 20)
+    bounds = {"timeout_seconds": 0.5, "data_timeout_seconds": 0.5}
+    async with scripted_relay(relay.serve) as port:
+        started = trio.current_time()
+        outcome = await hand_off(
+            settings(port, **bounds, end_of_data_timeout_seconds=0.5),
+            "mx.agents.test",
+            Outgoing("bot@agents.test", ("a@example.org",), message),
+        )
+        took = trio.current_time() - started
+    assert outcome.accepted == ["a@example.org"], outcome
+    assert took > 1.5  # longer than any bound: the test throttled what it meant to
+    assert relay.bodies == [message]
+
+
+async def test_a_relay_that_stalls_mid_data_is_cut_after_the_data_timeout() -> None:
+    """The relay stops reading after 1 MiB of 3: the transfer makes no progress, and is cut
+    once `data_timeout_seconds` passed without any, not after the other bounds (longer here).
+    The message's end never went out, so the relay cannot hold it: the retry delivers it
+    once."""
+    relay = ScriptedRelay(stall_after=1 << 20)
+    async with scripted_relay(relay.serve) as port:
+        with trio.fail_after(3):
+            outcome = await hand_off(
+                settings(port, timeout_seconds=10, data_timeout_seconds=0.5),
+                "mx.agents.test",
+                Outgoing("bot@agents.test", ("a@example.org",), large_message(3 << 20)),
+            )
+    assert list(outcome.deferred) == ["a@example.org"] and not outcome.accepted, outcome
+    assert "made no progress for 0.5 s" in (outcome.error or "")
+    assert "twice" not in outcome.deferred["a@example.org"]
+    assert relay.bodies == []
+
+
+async def test_an_end_of_data_never_answered_is_cut_after_its_own_bound() -> None:
+    """The relay takes the data and says nothing more: the wait is cut after
+    `end_of_data_timeout_seconds` (here shorter than the other bounds), and the message is
+    deferred with a reason saying the retry may deliver it twice."""
+    relay = ScriptedRelay(after_data=stall)
+    async with scripted_relay(relay.serve) as port:
+        started = trio.current_time()
+        outcome = await hand_off(
+            settings(port, timeout_seconds=10, end_of_data_timeout_seconds=0.5),
+            "mx.agents.test",
+            Outgoing("bot@agents.test", ("a@example.org",), DATA),
+        )
+        took = trio.current_time() - started
+    assert 0.5 <= took < 2
+    assert len(relay.bodies) == 1
+    assert "no reply to end of DATA within 0.5 s" in (outcome.error or "")
+    assert "may deliver it twice" in outcome.deferred["a@example.org"]
 
 
 async def test_a_relay_taking_one_transaction_per_connection_gets_a_connection_each(

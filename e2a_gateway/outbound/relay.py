@@ -9,6 +9,12 @@ envelope and DATA in one write, then its body). Messages handed off together (`h
 a copy per recipient) go out one after another over one connection. A kept connection the
 relay has closed meanwhile (or that answers nothing for KEPT_ANSWER_SECONDS) is noticed before
 anything of the message was accepted, and the message goes out on a new connection instead.
+
+Every step is bounded on its own, as RFC 5321 section 4.5.3.2 and Postfix bound them, never the
+hand-off as a whole (a large message over a slow link takes as long as it takes): connecting
+(CONNECT_SECONDS at most), each reply the relay owes a command and the TLS handshake
+(`outbound_smtp.timeout_seconds`), sending the message's data (`data_timeout_seconds` without
+progress) and the reply to its end (`end_of_data_timeout_seconds`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import trio
 
 from e2a_gateway.config import OutboundSmtpSettings
 from e2a_gateway.smtp.client import (
+    END_OF_DATA,
     SERVICE_CLOSING,
     Action,
     ClientProtocolError,
@@ -52,6 +59,12 @@ STOPPING = "not handed off: the gateway was stopping"
 KEPT_ANSWER_SECONDS = 10.0
 """How long a kept connection may leave a message's first command unanswered before it counts
 as dead and the message goes out on a new connection (nothing of it was accepted yet)."""
+CONNECT_SECONDS = 30.0
+"""The longest a connect to the relay may take (Postfix's `smtp_connect_timeout`), unless
+`outbound_smtp.timeout_seconds` is shorter."""
+DATA_CHUNK = 65536
+"""A message's data is written in pieces of this many octets, each of which must go out within
+`outbound_smtp.data_timeout_seconds`: the bound is on progress, not on the whole transfer."""
 
 
 _IMPLICIT_HINT = (
@@ -133,6 +146,14 @@ class _Stale(Exception):
     """A kept connection turned out closed before the relay answered anything of the message."""
 
 
+class _TimedOut(Exception):
+    """A step of the hand-off outlasted its bound; the message says which."""
+
+
+class _DataStalled(_TimedOut):
+    """A message's data stopped going out before its end did: the relay cannot hold it."""
+
+
 class RelayConnections:
     """Messages handed to the relay, over connections kept open between them while
     `keep_connections` runs (otherwise each message has a connection of its own);
@@ -168,25 +189,27 @@ class RelayConnections:
         self, messages: Sequence[Outgoing], stopping: Callable[[], bool] = lambda: False
     ) -> list[Outcome]:
         """Deliver `messages` to the relay one transaction after another, each over the
-        connection the one before left open (a new one when the relay closed it), all within
-        `outbound_smtp.timeout_seconds`: a message not begun by then, or once `stopping()`
-        (the gateway stopping: what was handed off must be recorded in time), is deferred,
-        untried. Returns their outcomes, in order; every failure ends up in its message's
-        Outcome."""
+        connection the one before left open (a new one when the relay closed it), each step
+        within its own bound. Once a step of one outlasted its bound, the messages not begun
+        are deferred untried with its reason (a relay that stalls would stall each in turn);
+        so are those not begun once `stopping()` (the gateway stopping: what was handed off
+        must be recorded in time, or the send's lease lost). Returns their outcomes, in order;
+        every failure ends up in its message's Outcome."""
         settings = self._settings
         if not settings.host:
             return [_deferred(message, "outbound_smtp.host is not set") for message in messages]
-        deadline = trio.current_time() + settings.timeout_seconds
         held: list[_Connection] = []
         outcomes: list[Outcome] = []
+        timed_out: str | None = None
         try:
             for message in messages:
-                if trio.current_time() >= deadline:
-                    outcomes.append(_deferred(message, self._timed_out()))
+                if timed_out is not None:
+                    outcomes.append(_deferred(message, timed_out))
                 elif stopping():
                     outcomes.append(_deferred(message, STOPPING))
                 else:
-                    outcomes.append(await self._hand_off_one(message, held, deadline))
+                    outcome, timed_out = await self._hand_off_one(message, held)
+                    outcomes.append(outcome)
         except BaseException:  # cancelled (shutdown): the connection is not left open
             for connection in held:
                 await trio.aclose_forcefully(connection.stream)
@@ -196,17 +219,18 @@ class RelayConnections:
         return outcomes
 
     async def _hand_off_one(
-        self, message: Outgoing, held: list[_Connection], deadline: float
-    ) -> Outcome:
+        self, message: Outgoing, held: list[_Connection]
+    ) -> tuple[Outcome, str | None]:
         """`message` over the connection `held` for the next one, else a kept idle one, else a
-        new one; the connection it leaves open for another message goes back to `held`."""
+        new one; the connection it leaves open for another message goes back to `held`. Its
+        outcome, and the reason when a step outlasted its bound (`_send`)."""
         while held or self._idle:
             connection = (held or self._idle).pop()
             try:
-                return await self._send(connection, message, held, deadline)
+                return await self._send(connection, message, held)
             except _Stale:
                 continue
-        return await self._send(None, message, held, deadline)
+        return await self._send(None, message, held)
 
     async def keep_connections(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -239,40 +263,40 @@ class RelayConnections:
         connection: _Connection | None,
         message: Outgoing,
         held: list[_Connection],
-        deadline: float,
-    ) -> Outcome:
-        """`message` over a kept `connection`, or a new one when None, by `deadline`; the
-        connection goes to `held` when it can carry another message. Raises `_Stale` when the
-        kept connection turns out closed before the relay answered anything of it."""
+    ) -> tuple[Outcome, str | None]:
+        """`message` over a kept `connection`, or a new one when None; the connection goes to
+        `held` when it can carry another message. Its outcome, and the reason when a step
+        outlasted its bound (then the connection is closed). Raises `_Stale` when the kept
+        connection turns out closed before the relay answered anything of it."""
         kept = connection is not None
         session = connection.session if connection is not None else self._new_session()
         first = session.begin(message)
         if isinstance(first, Delivered):  # refused on a kept connection, the relay not asked
             assert connection is not None
             held.append(connection)
-            return first.outcome
+            return first.outcome, None
         try:
-            with trio.fail_at(deadline):
-                if connection is None:
-                    connection = await self._connect(session)
-                connection.answered = False
-                if first is not None:
-                    await self._write(connection, first)
-                return await self._converse(connection, kept, held)
+            if connection is None:
+                connection = await self._connect(session)
+            connection.answered = False
+            if first is not None:
+                await self._write(connection, first)
+            return await self._converse(connection, kept, held), None
         except _Stale:
             assert connection is not None
             log.debug("a kept connection to the relay was closed; opening another")
             await self._close(connection, polite=False)
             raise
-        except trio.TooSlowError:
+        except _TimedOut as exc:
             silent = connection is not None and not kept and not connection.answered
             if connection is not None:
                 await self._close(connection, polite=False)
-            outcome = session.connection_lost()
-            outcome.error = self._timed_out()
-            if silent and self._settings.tls != "implicit":
-                outcome.error += f" without a greeting{_IMPLICIT_HINT}"
-            return outcome
+            outcome = session.connection_lost(data_sent=not isinstance(exc, _DataStalled))
+            settings = self._settings
+            outcome.error = f"relay {settings.host}:{settings.port} timed out: {exc}"
+            if silent and settings.tls != "implicit":
+                outcome.error += _IMPLICIT_HINT
+            return outcome, outcome.error
         except (OSError, trio.BrokenResourceError, ssl.SSLError, ClientProtocolError) as exc:
             answered = connection is not None and connection.answered
             if connection is not None:
@@ -287,7 +311,7 @@ class RelayConnections:
                 hint = _STARTTLS_HINT
             detail = f"relay {settings.host}:{settings.port}: {type(cause).__name__}: {cause}"
             outcome.error = detail[: 500 - len(hint)] + hint
-            return outcome
+            return outcome, None
         except BaseException:  # cancelled (shutdown): the connection is not left open
             if connection is not None:
                 await trio.aclose_forcefully(connection.stream)
@@ -298,17 +322,26 @@ class RelayConnections:
     ) -> Outcome:
         """Feed the relay's replies to the session and do what it says until the message's
         transaction (or the session) ends; then hold the connection for the next message, or
-        close it."""
+        close it. Each reply is awaited within its bound (`_reply_seconds`), from the end of
+        what was sent before it; `_TimedOut` when it is not in by then."""
         session = connection.session
+        deadline: float | None = None
         while True:
+            if deadline is None:
+                deadline = trio.current_time() + self._reply_seconds(session)
+            # A kept connection a middlebox dropped without a word answers nothing.
+            stale_at = math.inf
             if kept and not connection.answered:
-                # A kept connection a middlebox dropped without a word answers nothing.
-                with trio.move_on_after(KEPT_ANSWER_SECONDS) as waiting:
-                    data = await connection.stream.receive_some(RECEIVE_BYTES)
-                if waiting.cancelled_caught:
-                    raise _Stale
-            else:
+                stale_at = trio.current_time() + KEPT_ANSWER_SECONDS
+            data: bytes | bytearray | None = None
+            with trio.move_on_at(min(deadline, stale_at)):
                 data = await connection.stream.receive_some(RECEIVE_BYTES)
+            if data is None:
+                if stale_at < deadline:
+                    raise _Stale
+                awaited = session.awaiting or "QUIT"
+                what = "no greeting" if awaited == "greeting" else f"no reply to {awaited}"
+                raise _TimedOut(f"{what} within {self._reply_seconds(session):g} s")
             if not data:
                 if kept and not connection.answered:
                     raise _Stale
@@ -320,6 +353,7 @@ class RelayConnections:
                 if kept and not connection.answered and reply.code == SERVICE_CLOSING:
                     raise _Stale  # it timed the connection out while it was kept
                 connection.answered = True
+                deadline = None  # the next reply's bound starts once this one is dealt with
                 action = session.receive_reply(reply)
                 if isinstance(action, StartTls):
                     await self._start_tls(connection)
@@ -343,10 +377,21 @@ class RelayConnections:
         connection.stream = trio.SSLStream(
             connection.stream, tls_context(settings), server_hostname=settings.host
         )
-        await connection.stream.do_handshake()
+        with trio.move_on_after(settings.timeout_seconds) as waiting:
+            await connection.stream.do_handshake()
+        if waiting.cancelled_caught:
+            raise _TimedOut(f"TLS handshake not done within {settings.timeout_seconds:g} s")
         # Anything the relay sent before the handshake is discarded, never trusted.
         connection.reader = ReplyReader()
         await self._write(connection, connection.session.tls_started())
+
+    def _reply_seconds(self, session: ClientSession) -> float:
+        """How long the reply `session` awaits may take: `end_of_data_timeout_seconds` for the
+        end of a message's data, `timeout_seconds` for any other."""
+        settings = self._settings
+        if session.awaiting == END_OF_DATA:
+            return settings.end_of_data_timeout_seconds
+        return settings.timeout_seconds
 
     def _new_session(self) -> ClientSession:
         return ClientSession(self._hostname, tls=self._settings.tls, credentials=self._credentials)
@@ -354,7 +399,12 @@ class RelayConnections:
     async def _connect(self, session: ClientSession) -> _Connection:
         settings = self._settings
         assert settings.host is not None
-        stream: trio.abc.Stream = await trio.open_tcp_stream(settings.host, settings.port)
+        bound = min(CONNECT_SECONDS, settings.timeout_seconds)
+        stream: trio.abc.Stream | None = None
+        with trio.move_on_after(bound):
+            stream = await trio.open_tcp_stream(settings.host, settings.port)
+        if stream is None:
+            raise _TimedOut(f"not connected within {bound:g} s")
         self.connections_opened += 1
         if self._on_connect is not None:
             self._on_connect()
@@ -363,16 +413,29 @@ class RelayConnections:
         return _Connection(stream, session)
 
     async def _write(self, connection: _Connection, action: Action) -> None:
+        """Send what the session asked for: a message's data (what it sends while it awaits
+        END_OF_DATA) piece by piece, each within `data_timeout_seconds`; a command within
+        `timeout_seconds`."""
         if not isinstance(action, SendBytes):
             raise ClientProtocolError(f"the session asked for {type(action).__name__} unexpectedly")
-        await connection.stream.send_all(action.data)
-
-    def _timed_out(self) -> str:
         settings = self._settings
-        return (
-            f"relay {settings.host}:{settings.port} timed out after "
-            f"{settings.timeout_seconds:.0f} s"
-        )
+        if connection.session.awaiting != END_OF_DATA:
+            with trio.move_on_after(settings.timeout_seconds) as waiting:
+                await connection.stream.send_all(action.data)
+            if waiting.cancelled_caught:
+                raise _TimedOut(f"a command not sent within {settings.timeout_seconds:g} s")
+            return
+        data = memoryview(action.data)
+        for start in range(0, len(data), DATA_CHUNK):
+            with trio.move_on_after(settings.data_timeout_seconds) as waiting:
+                await connection.stream.send_all(data[start : start + DATA_CHUNK])
+            if waiting.cancelled_caught:
+                # Unless the stalled piece was the last, the end of data never went out.
+                stalled = _DataStalled if start + DATA_CHUNK < len(data) else _TimedOut
+                raise stalled(
+                    f"the message's data made no progress for {settings.data_timeout_seconds:g} s"
+                    f" ({start} of {len(data)} octets sent)"
+                )
 
     def _can_carry_more(self, connection: _Connection) -> bool:
         """Whether `connection` may carry another message: `messages_per_connection`, and

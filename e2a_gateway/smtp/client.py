@@ -182,6 +182,9 @@ _SETTING_UP = frozenset(
         _State.AUTH_LOGIN_USERNAME,
     }
 )
+END_OF_DATA = "end of DATA"
+"""What a session that sent a message's data awaits (`ClientSession.awaiting`): the relay's
+reply to its end, which may take longer than a command's (RFC 5321 section 4.5.3.2.6)."""
 _STAGES = {
     _State.GREETING: "greeting",
     _State.EHLO: "EHLO",
@@ -193,9 +196,10 @@ _STAGES = {
     _State.MAIL: "MAIL FROM",
     _State.RCPT: "RCPT TO",
     _State.DATA: "DATA",
-    _State.BODY: "end of DATA",
-    _State.EMPTY_BODY: "end of DATA",
+    _State.BODY: END_OF_DATA,
+    _State.EMPTY_BODY: END_OF_DATA,
     _State.RSET: "RSET",
+    _State.QUIT: "QUIT",
 }
 """What each state waits for, as outcomes name it."""
 SERVICE_CLOSING = 421
@@ -267,6 +271,15 @@ class ClientSession:
         """Set up, with no message in progress: `begin` may be called."""
         return self._state is _State.IDLE
 
+    @property
+    def awaiting(self) -> str | None:
+        """What the session waits for the relay to answer ("greeting", "EHLO", "MAIL FROM",
+        …, END_OF_DATA; None when idle or over): the I/O shell bounds the wait accordingly.
+        Bytes to send while it awaits END_OF_DATA are the message's data."""
+        if self._state in (_State.IDLE, _State.DONE):
+            return None
+        return _STAGES[self._state]
+
     def begin(self, message: Outgoing) -> Action | None:
         """Take `message` as the next one: its MAIL command when idle, else None (it goes out
         once the session is set up). Only before the greeting or while idle."""
@@ -305,11 +318,12 @@ class ClientSession:
         }[self._state]
         return handler(reply)
 
-    def connection_lost(self) -> Outcome:
+    def connection_lost(self, *, data_sent: bool = True) -> Outcome:
         """The connection broke (or timed out): every recipient of the message in progress
         not yet accepted is deferred; once its data was sent the relay may hold it, which the
-        reason says (`UNANSWERED_DATA`). Returns that message's outcome."""
-        if self._state is _State.BODY:
+        reason says (`UNANSWERED_DATA`), unless `data_sent` is False (its end never went out).
+        Returns that message's outcome."""
+        if self._state is _State.BODY and data_sent:
             self._defer_rest(UNANSWERED_DATA)
         elif self._state not in (_State.IDLE, _State.RSET, _State.QUIT, _State.DONE):
             self._defer_rest("connection lost")
@@ -531,7 +545,7 @@ class ClientSession:
 
     def _on_body(self, reply: ServerReply) -> Action:
         if reply.code != 250:
-            return self._fail_all(reply, "end of DATA")
+            return self._fail_all(reply, END_OF_DATA)
         self._outcome.taken = reply.text
         return self._delivered()
 
