@@ -1132,3 +1132,36 @@ async def test_a_send_stalled_for_most_of_its_lease_renews_it_before_the_hand_of
     finally:
         controller.stop()
     assert len(relay.received) == 1
+
+
+async def test_a_hand_off_longer_than_the_lease_keeps_it_and_sends_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay holds the end of the data for 2 s (a large message, a slow link); the send's
+    lease is 1 s. The lease is renewed while the hand-off goes on, so another replica looking
+    for due sends all the while claims nothing, and the message goes out once."""
+    monkeypatch.setattr("e2a_gateway.workers.outbound.LEASE_MARGIN_SECONDS", 0.5)
+    relay = HeldRelay()
+    port = free_port()
+    controller = start_sink(relay, port)
+    bounds = {"timeout_seconds": 0.5, "end_of_data_timeout_seconds": 5}
+    try:
+        async with open_setup(relay_settings(tmp_path, port, outbound_smtp=bounds)) as setup:
+            storage = setup.gateway.storage
+            worker = OutboundWorker(setup.gateway, uniform=no_jitter)  # on the real clock
+            message = await queue(setup)
+            lease = 0.5 + 0.5
+            taken: list[Job] = []
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker.deliver_due, time.time())
+                assert await trio.to_thread.run_sync(relay.data_arrived.wait, 10)
+                with trio.move_on_after(2):  # another replica, looking all the while
+                    while True:
+                        taken += await storage.claim_jobs("outbound", time.time(), 10, lease)
+                        await trio.sleep(0.1)
+                relay.release.set()
+            assert taken == []
+            assert (await stored(setup, message.id)).status == "sent"
+    finally:
+        controller.stop()
+    assert len(relay.received) == 1

@@ -71,10 +71,8 @@ log = logging.getLogger("e2a.outbound")
 POLL_SECONDS = 1.0
 MAX_IN_FLIGHT = 32
 LEASE_MARGIN_SECONDS = 60.0
-RENEW_MARGIN_SECONDS = 30.0
-"""A lease with less than the hand-off's time (`outbound_smtp.timeout_seconds`) and this much
-left when the hand-off begins is renewed first (the claim's lease has its time and
-LEASE_MARGIN_SECONDS: a stall of the database or the process since the claim wore it down)."""
+"""A send's lease is `outbound_smtp.timeout_seconds` and this much; it is renewed every
+third of it while the send is handed off (`_keep_lease`), which takes as long as it takes."""
 MAX_ERROR_CHARS = 1000
 NO_RELAY = (
     "outbound_smtp.host is not set — configure outbound_smtp to send mail beyond this deployment"
@@ -504,8 +502,8 @@ class OutboundWorker(ClaimLoop):
     async def _lease_held(self, job: Job) -> bool:
         """Whether the attempt at `job` may hand its message to the relay now: the
         job still holds this worker's lease (one read), renewed first when a stall since the
-        claim (the database's, the process's) left less of it than the hand-off may take
-        (`outbound_smtp.timeout_seconds`) and RENEW_MARGIN_SECONDS. False (logged) once the
+        claim (the database's, the process's) left less than two thirds of it, so that it
+        lasts until `_keep_lease` first renews it. False (logged) once the
         lease has passed to another claim, or the job is gone: that claim sends the message,
         and this attempt must not send it too. Raises StorageUnavailable when storage fails
         the read or the renewal (nothing is sent then either)."""
@@ -514,8 +512,7 @@ class OutboundWorker(ClaimLoop):
             return True
         storage = self._gateway.storage
         now = self._clock()
-        hand_off_seconds = self._gateway.settings.outbound_smtp.timeout_seconds
-        if held.ends - now < hand_off_seconds + RENEW_MARGIN_SECONDS:
+        if held.ends - now < self._lease * 2 / 3:
             until = await storage.renew_job_lease(job.id, held.until, now, self._lease)
             if until is not None:
                 held.until, held.ends = until, now + self._lease
@@ -526,6 +523,41 @@ class OutboundWorker(ClaimLoop):
             "outbound %s: its lease passed to another claim; not handed off", job.message_id
         )
         return False
+
+    async def _keep_lease(self, job: Job, lost: list[bool]) -> None:
+        """Renew the lease this worker holds on `job` every third of it, until cancelled (the
+        hand-off is over): a large message over a slow link may take longer than any lease,
+        and another claim must not send it again meanwhile. Once the lease has passed to
+        another claim, or this worker's clock says it ran out unrenewed (the database failing
+        every renewal), `lost` gets an entry: no further recipient is handed off (that claim
+        sends to them). A renewal is never cut short: one the database made must be known, or
+        this attempt's outcome would not be recorded."""
+        storage = self._gateway.storage
+        while True:
+            await trio.sleep(self._lease / 3)
+            held = self._leases.get(job.id)
+            if held is None:
+                return
+            now = self._clock()
+            try:
+                with trio.CancelScope(shield=True):
+                    until = await storage.renew_job_lease(job.id, held.until, now, self._lease)
+            except StorageUnavailable as exc:
+                log.warning("outbound %s: lease not renewed (%s)", job.message_id, exc)
+                if held.ends <= self._clock():
+                    lost.append(True)
+                    return
+                continue
+            if until is not None:
+                held.until, held.ends = until, now + self._lease
+            elif self._leases.get(job.id) is held:  # not claimed again here meanwhile
+                log.warning(
+                    "outbound %s: its lease passed to another claim during the hand-off; "
+                    "no further recipient is handed off",
+                    job.message_id,
+                )
+                lost.append(True)
+                return
 
     async def _record(self, attempt: SendAttempt) -> bool:
         """Commit the outcome of an attempt that handed the message on (or tried to). A commit
@@ -650,10 +682,14 @@ class OutboundWorker(ClaimLoop):
             return dict.fromkeys(recipients, REFUSED_PREFIX + NO_RELAY), {}, {}
         if not await self._lease_held(job):
             return {}, dict.fromkeys(recipients, LEASE_LOST), {}
-        outcomes = await self._relay_connections.hand_off_each(
-            [Outgoing(self.return_path(message, rcpt), (rcpt,), raw) for rcpt in recipients],
-            lambda: self._grace.stopping,
-        )
+        lost: list[bool] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._keep_lease, job, lost)
+            outcomes = await self._relay_connections.hand_off_each(
+                [Outgoing(self.return_path(message, rcpt), (rcpt,), raw) for rcpt in recipients],
+                lambda: self._grace.stopping or bool(lost),
+            )
+            nursery.cancel_scope.cancel()
         settled: dict[str, str] = {}
         deferred: dict[str, str] = {}
         for error in dict.fromkeys(outcome.error for outcome in outcomes if outcome.error):
