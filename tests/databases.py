@@ -33,6 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from e2a_gateway.storage.sqlite import _connect as sqlite_connect
+
 POSTGRES_URL_VAR = "E2A_TEST_POSTGRES_URL"
 BACKEND_VAR = "E2A_TEST_BACKEND"
 BACKENDS = ("sqlite", "postgres")
@@ -298,11 +300,10 @@ def full_scans(
 ) -> list[tuple[str, list[str]]]:
     """The statements whose plan on the SQLite database at `path` reads a whole table (or a
     whole index but one of `partial_indexes`, which hold only the rows looked for), with
-    their plans. Foreign keys are on, as on the gateway's connections: a statement's plan
-    holds its cascades too."""
+    their plans. The connection is made as the gateway's are (foreign keys on, so that a
+    statement's plan holds its cascades too, and the gateway's SQL functions known)."""
     found = []
-    with closing(sqlite3.connect(path)) as db:
-        db.execute("PRAGMA foreign_keys = ON")
+    with closing(sqlite_connect(str(path))) as db:
         for sql in statements:
             plan = [str(row[3]) for row in db.execute(f"EXPLAIN QUERY PLAN {sql}")]
             for step in plan:

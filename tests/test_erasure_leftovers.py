@@ -1,7 +1,8 @@
 """An erased account leaves nothing behind, over real SMTP, HTTP and database: after
-`DELETE /api/v1/users/me`, no row of any table names the user, their agents' ids or their
-messages, and every raw message only they held is gone, while another account's copy of mail
-they shared, and all that account owns, stays whole."""
+`DELETE /api/v1/users/me`, no row of any table names the user, their address, their agents'
+ids or their messages (feedback sent with their address included), and every raw message
+only they held is gone, while another account's copy of mail they shared, and all that
+account owns, stays whole."""
 
 from __future__ import annotations
 
@@ -122,11 +123,17 @@ async def test_an_erased_account_leaves_no_row_behind_and_spares_the_other(
             json={"address": "nobody@example.org"},
         ),
         await alice.http.post("/api/v1/users/me/signing-secrets", json={"name": "second"}),
+        # feedback the gateway stamped with alice's address, and feedback typing it
+        await alice.http.post("/api/feedback", json={"message": "Alice's idea."}),
+        await bob.http.post(
+            "/api/feedback", json={"message": "Alice asked me.", "email": "ALICE@example.com"}
+        ),
+        await bob.http.post("/api/feedback", json={"message": "Bob's idea."}),
     ):
         assert created.status_code in (200, 201), created.text
 
     user_id = str(query(url, "SELECT id FROM users WHERE email = ?", (alice.email,))[0][0])
-    alice_ids = {user_id, await agent_id(running.gateway, alice_bot)}
+    alice_ids = {user_id, alice.email, await agent_id(running.gateway, alice_bot)}
     alice_ids.add(await agent_id(running.gateway, alice_aide))
     alice_ids |= {
         str(row[0]) for row in query(url, "SELECT id FROM messages WHERE user_id = ?", (user_id,))
@@ -156,6 +163,7 @@ async def test_an_erased_account_leaves_no_row_behind_and_spares_the_other(
     for name in ("user", "agents", "api_keys", "signing_secrets", "messages"):
         assert bob_after[name] == bob_before[name]
     assert sorted(m["subject"] for m in bob_after["messages"]) == ["Shared", "To Bob"]
+    assert query(url, "SELECT message, email FROM feedback") == [("Bob's idea.", bob.email)]
 
 
 async def test_mail_erased_from_sqlite_is_overwritten_in_the_file(tmp_path: Path) -> None:
@@ -193,6 +201,12 @@ USER_CASCADE_SCAN = "DELETE FROM users WHERE id = 'usr_alice'"
 """The one statement of an account's deletion allowed to read all of `messages`: deleting the
 user's row, whose cascade along `messages.user_id` (kept for the other tables' sake) finds
 no row left but has no index by user to look with."""
+FEEDBACK_SCAN = (
+    "DELETE FROM feedback WHERE e2a_lower(email) = "
+    "(SELECT e2a_lower(email) FROM users WHERE id = 'usr_alice')"
+)
+"""The other: the feedback sent with the account's address, looked for case-insensitively in
+a table the feedback limit and retention keep small (no index to maintain for it)."""
 
 
 async def test_erasing_an_account_finds_its_mail_through_indexes(tmp_path: Path) -> None:
@@ -227,4 +241,4 @@ async def test_erasing_an_account_finds_its_mail_through_indexes(tmp_path: Path)
         assert remaining == [("msg_bob", bob)]
     finally:
         await storage.close()
-    assert {sql for sql, _ in full_scans(path, statements)} == {USER_CASCADE_SCAN}
+    assert {sql for sql, _ in full_scans(path, statements)} == {USER_CASCADE_SCAN, FEEDBACK_SCAN}

@@ -427,7 +427,9 @@ class AccountsSql(Runner):
         until PostgreSQL failed one of them (the deletion answered 503, or the mail 451).
         Whatever such a writer commits meanwhile goes with the agents and the user, by
         cascade. The rest of the user's records go after the lock, as the changes to signing
-        secrets take it first.
+        secrets take it first, and with them the feedback that carries the user's address
+        (whatever its case): the gateway stamps it on feedback sent with the user's key, and
+        it is the user's own address when typed.
 
         The mail is found agent by agent, through the indexes led by the agent's address:
         every message names one of its user's agents (the agent it was received or sent by),
@@ -447,12 +449,20 @@ class AccountsSql(Runner):
             "messages": (f"DELETE FROM messages WHERE {mine}", (user_id,)),
             "agents": ("DELETE FROM agents WHERE user_id = ?", (user_id,)),
         }
-        records = {
-            "domains": ("DELETE FROM domains WHERE user_id = ?", (user_id,)),
-            "api_keys": ("DELETE FROM api_keys WHERE user_id = ?", (user_id,)),
-            "signing_secrets": ("DELETE FROM signing_secrets WHERE user_id = ?", (user_id,)),
-            "users": ("DELETE FROM users WHERE id = ?", (user_id,)),
-        }
+
+        def records(address: str) -> dict[str, tuple[str, tuple[Any, ...]]]:
+            """The statements deleting the rest, `address` the `email` column lowercased."""
+            return {
+                "domains": ("DELETE FROM domains WHERE user_id = ?", (user_id,)),
+                "api_keys": ("DELETE FROM api_keys WHERE user_id = ?", (user_id,)),
+                "signing_secrets": ("DELETE FROM signing_secrets WHERE user_id = ?", (user_id,)),
+                "feedback": (
+                    f"DELETE FROM feedback WHERE {address} = "
+                    f"(SELECT {address} FROM users WHERE id = ?)",
+                    (user_id,),
+                ),
+                "users": ("DELETE FROM users WHERE id = ?", (user_id,)),
+            }
 
         def delete(tx: Transaction) -> dict[str, int]:
             def run(statements: dict[str, tuple[str, tuple[Any, ...]]]) -> dict[str, int]:
@@ -463,7 +473,7 @@ class AccountsSql(Runner):
 
             counts = run(mail)
             _lock_user(tx, user_id)
-            counts |= run(records)
+            counts |= run(records(tx.dialect.lowercase("email")))
             tx.announce(AccessEnded("user", user_id))
             return {table: counts[table] for table in DELETED_TABLES}
 
