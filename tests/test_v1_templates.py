@@ -665,3 +665,41 @@ async def test_a_subject_renders_no_longer_than_a_send_may_give(
     )
     assert sent.status_code == 202, sent.text
     assert (await only_message(owner, reader))["subject"] == longest
+
+
+async def test_an_integer_past_64_bits_renders_as_written(
+    running: RunningGateway, owner: Account
+) -> None:
+    """e2a reads `template_data` and `test_data` keeping each number's digits, so a 20-digit
+    order number renders exactly; only a number too large for a 64-bit float is refused, as
+    e2a's server refuses one."""
+    sender = await create_agent(owner, "digits-sender")
+    reader = await create_agent(owner, "digits-reader")
+    made = {"name": "Order", "alias": "order", "subject": "Order {{n}}", "text": "No. {{n}}"}
+    assert (await owner.http.post("/v1/templates", json=made)).status_code == 201
+    digits = "18446744073709551616123"  # past 64 bits, and past a float's 17 digits
+    checked = await owner.http.post(
+        "/v1/templates/validate",
+        content=f'{{"subject": "{{{{n}}}}", "text": "x", "test_data": {{"n": -{digits}}}}}',
+    )
+    assert checked.status_code == 200, checked.text
+    assert checked.json()["rendered"]["subject"] == f"-{digits}"
+    sent = await owner.http.post(
+        messages_path(sender),
+        content=(
+            f'{{"to": ["{reader}"], "template_alias": "order", "template_data": {{"n": {digits}}}}}'
+        ),
+    )
+    assert sent.status_code == 202, sent.text
+    assert (await only_message(owner, reader))["subject"] == f"Order {digits}"
+    for written in ("1" * 400, "1e400"):  # a float cannot hold them
+        refused = await owner.http.post(
+            "/v1/templates/validate", content=f'{{"text": "x", "test_data": {{"n": [{written}]}}}}'
+        )
+        error = error_of(refused, 400)
+        assert error["details"]["fields"] == [
+            {
+                "location": "body.test_data.n[0]",
+                "message": "number out of range: too large for a 64-bit float",
+            }
+        ]

@@ -38,9 +38,11 @@ class UnfitValue(NotAJsonObject):
         self.problem = problem
 
 
-def json_object(raw: bytes) -> dict[str, Any]:
+def json_object(raw: bytes, *, numbers_as_written: str | None = None) -> dict[str, Any]:
     """`raw` parsed as a JSON object; NotAJsonObject saying why it is not one, UnfitValue
-    naming a value in it that no request may carry (`unfit_value`)."""
+    naming a value in it that no request may carry (`unfit_value`). Numbers in the member
+    `numbers_as_written` are kept only as the text they are written in (template data), so an
+    integer there may be of any size a 64-bit float can hold, as e2a's server reads one."""
     within_item_bound(raw)
     try:
         data = json.loads(raw, parse_constant=_no_constant, parse_int=_bounded_int)
@@ -52,6 +54,10 @@ def json_object(raw: bytes) -> dict[str, Any]:
         raise _too_deep()
     if not isinstance(data, dict):
         raise NotAJsonObject("request body must be a JSON object")
+    if numbers_as_written is not None and numbers_as_written in data:
+        # read as floats: checked against a float's range (the reader keeps their text)
+        written = json.loads(raw, parse_constant=_no_constant, parse_int=float)
+        data[numbers_as_written] = written[numbers_as_written]
     found = unfit_value(data)
     if found is not None:
         raise UnfitValue("body" + found[0], found[1])

@@ -38,7 +38,7 @@ async def read_json(
             raise invalid(400, "request body is empty; send a JSON object", ("body", "required"))
         raw = b"{}"
     try:
-        data = json_object(raw)
+        data = json_object(raw, numbers_as_written=numbers_as_written)
     except UnfitValue as exc:
         raise invalid(400, str(exc), (exc.location, exc.problem)) from None
     except NotAJsonObject as exc:
