@@ -625,6 +625,10 @@ async def test_template_source_is_kept_as_written(owner: Account) -> None:
     padded = {"to": ["someone@example.org"], "template_alias": " spaced "}
     missing = await owner.http.post(messages_path(sender), json=padded)
     assert error_of(missing, 404)["code"] == "template_not_found"  # looked up as written
+    upper = {"to": ["someone@example.org"], "template_alias": "SPACED"}
+    assert error_of(await owner.http.post(messages_path(sender), json=upper), 404)
+    other_case = await owner.http.post("/v1/templates", json=spaced | {"alias": "Spaced"})
+    assert other_case.status_code == 201, other_case.text  # aliases are case-sensitive, as in e2a
 
 
 async def test_a_sent_text_keeps_its_whitespace(running: RunningGateway, owner: Account) -> None:
@@ -659,6 +663,12 @@ async def test_a_subject_renders_no_longer_than_a_send_may_give(
         "part": "subject",
         "message": "rendered subject exceeds 2000 characters",
     }
+    injected = {"topic": "Hi\r\nBcc: eve@example.org"}
+    refused = await owner.http.post(
+        path, json={"to": [reader], "template_alias": "topic", "template_data": injected}
+    )
+    error = error_of(refused, 400)  # no header made of a value
+    assert error["code"] == "invalid_request" and "(found U+000D)" in error["message"]
     longest = "x" * 2000
     sent = await owner.http.post(
         path, json={"to": [reader], "template_alias": "topic", "template_data": {"topic": longest}}
