@@ -13,6 +13,7 @@ from typing import Any
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.inbound import parse
 from e2a_gateway.mime_nesting import MAX_NESTING, NESTED_PART_FILENAME
+from e2a_gateway.v1.inbound import parse_raw_email
 from tests.conftest import Account
 from tests.delivery_support import create_agent, smtp_send
 
@@ -110,3 +111,15 @@ async def test_mail_nested_as_deep_as_the_bound_reads_whole(
     shown = await view(alice, message_id)
     assert shown["parsed"]["text"] == "Top text.\n\nDeep text.\n" + "x\n" * 9 + "x"
     assert [item["filename"] for item in shown["attachments"]] == ["deep.txt"]
+
+
+def test_the_sdk_reads_over_nested_mail_as_the_gateway_does() -> None:
+    """The SDK's parse of a received message (`parse_raw_email`, for webhook and forwarded
+    mail) gives the same text as the gateway for mail nested past MAX_NESTING, in time: at a
+    thousand levels it read no text at all."""
+    raw = nested(1000)
+    started = time.monotonic()
+    parsed = parse_raw_email(raw)
+    assert time.monotonic() - started < ACCEPT_SECONDS
+    assert parsed.text_body.strip() == (parse.parse_body(raw).text or "").strip() == "Top text."
+    assert [a.filename for a in parsed.attachments] == [NESTED_PART_FILENAME]
