@@ -231,6 +231,9 @@ class HttpSettings(ListenSection):
     `draining` before stopping, so a load balancer takes this replica out first."""
     trusted_proxies: list[str] = Field(default_factory=list)
     """Reverse proxies (addresses or CIDR blocks) whose X-Forwarded-For names the client."""
+    ipv6_network_prefix: int = Field(default=64, ge=16, le=128)
+    """The per-address limits count an IPv6 client by its network of this prefix length (one
+    client usually holds a whole /64); an IPv4 client by its address."""
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ user per minute (counted in the process's memory); 429 `rate_limited` with `Retr
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,9 @@ import pytest
 import trio
 
 from e2a_gateway.api.proxies import client_address
-from e2a_gateway.app import RunningGateway
+from e2a_gateway.app import RunningGateway, bind_tcp, serve_http
 from e2a_gateway.config import proxy_networks
+from e2a_gateway.gateway import open_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import TEST_LIMITS, Account, agent_path, make_settings
 from tests.databases import query
@@ -202,6 +204,7 @@ async def test_without_trusted_proxies_x_forwarded_for_is_ignored(
         ("10.0.0.2", ["unknown"], "10.0.0.2"),
         ("10.0.0.2", ["198.51.100.7, garbage"], "10.0.0.2"),
         ("10.0.0.2", [], "10.0.0.2"),
+        ("::ffff:10.0.0.2", ["::ffff:198.51.100.7"], "198.51.100.7"),  # a dual-stack listener
     ],
 )
 def test_client_address_walks_back_through_trusted_proxies_only(
@@ -262,3 +265,51 @@ async def test_a_lowered_limit_is_waited_out_to_the_request_that_frees_a_place(
     registered = await register(alice, "late-2")
     assert_limited(registered, 3600)
     assert int(registered.headers["Retry-After"]) >= 3599, registered.headers
+
+
+async def feedback_from(client: httpx.AsyncClient, forwarded_for: str) -> httpx.Response:
+    return await client.post(
+        "/api/feedback", json={"message": "hello"}, headers={"X-Forwarded-For": forwarded_for}
+    )
+
+
+async def test_an_ipv6_client_is_counted_by_its_network(tmp_path: Path) -> None:
+    """One IPv6 client holds a whole /64 (2^64 addresses): counted per address, it would never
+    meet a per-address limit. Its network is counted; an IPv4 address written in IPv6 is the
+    IPv4 address."""
+    settings = make_settings(
+        tmp_path,
+        http={"listen": "127.0.0.1:0", "trusted_proxies": ["127.0.0.1"]},
+        limits={**TEST_LIMITS, "feedback_per_ip_per_hour": 2},
+    )
+    async with (
+        quiet_gateway(settings, FixtureResolver()) as quiet,
+        httpx.AsyncClient(base_url=quiet.http_url) as client,
+    ):
+        for address in ["2001:db8:1:2::1", "2001:db8:1:2:ffff::7"]:
+            assert (await feedback_from(client, address)).status_code == 200
+        assert_limited(await feedback_from(client, "2001:db8:1:2:abcd::99"), 3600)
+        assert (await feedback_from(client, "2001:db8:1:3::1")).status_code == 200
+        assert (await feedback_from(client, "198.51.100.7")).status_code == 200
+        assert (await feedback_from(client, "::ffff:198.51.100.7")).status_code == 200
+        assert_limited(await feedback_from(client, "198.51.100.7"), 3600)
+        assert (await feedback_from(client, "198.51.100.8")).status_code == 200
+
+
+async def test_a_dual_stack_listener_trusts_its_ipv4_proxies(tmp_path: Path) -> None:
+    """Listening on `[::]`, an IPv4 proxy connects as `::ffff:127.0.0.1`: it is still the
+    trusted 127.0.0.1, and its clients are told apart."""
+    settings = make_settings(
+        tmp_path,
+        http={"listen": "[::]:0", "trusted_proxies": ["127.0.0.1"]},
+        limits={**TEST_LIMITS, "feedback_per_ip_per_hour": 1},
+    )
+    sock = bind_tcp("::", 0, "http.listen", "[::]:0")
+    port = sock.getsockname()[1]
+    async with open_gateway(settings, FixtureResolver()) as gateway, trio.open_nursery() as nursery:
+        await nursery.start(partial(serve_http, gateway, sock))
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await feedback_from(client, "198.51.100.7")).status_code == 200
+            assert (await feedback_from(client, "198.51.100.8")).status_code == 200
+            assert_limited(await feedback_from(client, "198.51.100.8"), 3600)
+        nursery.cancel_scope.cancel()

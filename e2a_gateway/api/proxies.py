@@ -18,16 +18,20 @@ from e2a_gateway.config import IpNetwork
 
 def _address(text: str) -> str | None:
     """`text` as a canonical IP address, also when written `a.b.c.d:port` or `[v6]:port` as
-    some proxies do; None when it is no address."""
+    some proxies do, and an IPv4 address as itself when written in IPv6 (`::ffff:a.b.c.d`, as
+    a dual-stack listener sees IPv4 peers); None when it is no address."""
     text = text.strip()
     if text.startswith("["):
         text = text[1:].partition("]")[0]
     elif text.count(":") == 1:
         text = text.partition(":")[0]
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
 def _trusted(address: str, networks: Sequence[IpNetwork]) -> bool:

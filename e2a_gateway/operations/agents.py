@@ -20,7 +20,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.hub import Revocation
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import Conflict, Invalid, NotFound
-from e2a_gateway.operations.rate_limits import NamedLimit, count_request
+from e2a_gateway.operations.rate_limits import NamedLimit, count_request, counted_address
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.storage.base import Agent, AgentChanges, AlreadyExists, DomainNotHeld
@@ -136,7 +136,7 @@ async def register_agent(
         ),
         NamedLimit(
             RateLimit(
-                f"agent_registration:ip:{remote_addr}",
+                f"agent_registration:ip:{counted_address(gateway, remote_addr)}",
                 REGISTRATION_WINDOW_SECONDS,
                 limits.agent_registrations_per_ip_per_hour,
             ),

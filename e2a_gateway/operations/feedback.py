@@ -13,7 +13,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.ids import new_id
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import NotFound
-from e2a_gateway.operations.rate_limits import NamedLimit, count_request
+from e2a_gateway.operations.rate_limits import NamedLimit, count_request, counted_address
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.storage.base import Feedback
@@ -51,7 +51,9 @@ async def count_feedback(gateway: Gateway, remote_addr: str | None) -> None:
     proxies reveal it); RateLimited past `limits.feedback_per_ip_per_hour`. Counted before the
     body is read, so malformed requests use up the allowance too."""
     per_hour = gateway.settings.limits.feedback_per_ip_per_hour
-    limit = RateLimit(f"feedback:ip:{remote_addr}", WINDOW_SECONDS, per_hour)
+    limit = RateLimit(
+        f"feedback:ip:{counted_address(gateway, remote_addr)}", WINDOW_SECONDS, per_hour
+    )
     await count_request(
         gateway, NamedLimit(limit, "feedback submissions per hour from this address")
     )

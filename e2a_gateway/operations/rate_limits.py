@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from e2a_gateway.gateway import Gateway
+from e2a_gateway.networks import network_of
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.errors import RateLimited
 from e2a_gateway.rate_windows import RateCount, RateLimit
@@ -71,6 +72,15 @@ def count_poll(gateway: Gateway, caller: Caller) -> None:
         gateway.settings.limits.message_polls_per_user_per_minute,
     )
     count_local_request(gateway, NamedLimit(limit, "message reads per minute for this account"))
+
+
+def counted_address(gateway: Gateway, remote_addr: str | None) -> str:
+    """What a per-address limit counts a client at `remote_addr` (as trusted proxies reveal
+    it) by: an IPv4 address itself (also written in IPv6, `::ffff:a.b.c.d`), an IPv6 address
+    by its network of `http.ipv6_network_prefix` bits, since one client usually holds a whole
+    /64 and would otherwise never meet the limit."""
+    prefix = gateway.settings.http.ipv6_network_prefix
+    return network_of(remote_addr or "", 32, prefix).removesuffix("/32")
 
 
 def request_rate_count() -> RateCount | None:

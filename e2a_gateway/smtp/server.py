@@ -14,8 +14,6 @@ import collections
 import dataclasses
 import enum
 import errno
-import functools
-import ipaddress
 import logging
 import math
 import os
@@ -26,6 +24,7 @@ from typing import Protocol
 
 import trio
 
+from e2a_gateway.networks import network_of
 from e2a_gateway.signing.reply_tokens import redact_reply_tokens
 from e2a_gateway.smtp.message_memory import MessageMemory
 from e2a_gateway.smtp.protocol import (
@@ -194,22 +193,7 @@ def client_network(peer: str, limits: ListenerLimits) -> str:
     An IPv4 address mapped into IPv6 (a dual-stack listener) counts as IPv4. A peer that is no
     IP address is a network of its own.
     """
-    return _network_of(peer, limits.ipv4_network_prefix, limits.ipv6_network_prefix)
-
-
-@functools.lru_cache(maxsize=4096)
-def _network_of(peer: str, ipv4_prefix: int, ipv6_prefix: int) -> str:
-    """`client_network`, remembered: clients come back, and parsing costs more than a look-up."""
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return peer
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is None:
-            unscoped = ipaddress.IPv6Address(int(address))
-            return str(ipaddress.IPv6Network((unscoped, ipv6_prefix), strict=False))
-        address = address.ipv4_mapped
-    return str(ipaddress.IPv4Network((address, ipv4_prefix), strict=False))
+    return network_of(peer, limits.ipv4_network_prefix, limits.ipv6_network_prefix)
 
 
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
