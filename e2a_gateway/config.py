@@ -220,6 +220,9 @@ class HttpSettings(ListenSection):
     public_url: str = "http://localhost:8080"
     max_request_bytes: int = Field(default=41_943_040, ge=65_536, le=1_073_741_824)
     keep_alive_seconds: float = Field(default=15.0, gt=0, le=3600)
+    request_body_seconds: float = Field(default=60.0, gt=0, le=3600)
+    """A request body must arrive whole within this long of the route asking for it (a client
+    dribbling a byte at a time never trips `keep_alive_seconds`); else 408, closed."""
     cors_allowed_origins: list[str] = Field(default_factory=list)
     max_websockets_per_key: int = Field(default=20, ge=1, le=10_000)
     """Open agent WebSockets one API key may hold on this process; more answer 429."""

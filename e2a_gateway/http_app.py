@@ -31,8 +31,9 @@ from e2a_gateway.web.socket_reading import ReadToTheEndConnection
 def guard_requests(app: ASGIFramework, settings: HttpSettings) -> ASGIFramework:
     """`app` behind what every HTTP request passes before any route: the client's address
     taken from trusted proxies (`http.trusted_proxies`), and the bound on the body
-    (`http.max_request_bytes`)."""
-    return TrustedProxies(BodyLimit(app, settings.max_request_bytes), settings.trusted_networks)
+    (`http.max_request_bytes`) and on the time it takes to arrive (`http.request_body_seconds`)."""
+    bounded = BodyLimit(app, settings.max_request_bytes, settings.request_body_seconds)
+    return TrustedProxies(bounded, settings.trusted_networks)
 
 
 def _announces_body(headers: Headers) -> bool:
@@ -54,6 +55,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
     app.asgi_websocket_class = ReadToTheEndConnection  # a client's last acks count
     bind_gateway(app, gateway)
     app.config["MAX_CONTENT_LENGTH"] = gateway.settings.http.max_request_bytes
+    app.config["BODY_TIMEOUT"] = gateway.settings.http.request_body_seconds  # BodyLimit's
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     register_api(app)
     register_v1(app)  # e2a's current API at /v1, beside /api/v1

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+import trio
 
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import SHARED_DOMAIN, Account, agent_path, make_settings
@@ -393,3 +394,50 @@ async def test_an_mcp_body_of_millions_of_tiny_values_is_a_parse_error(make_acco
     error = response.json()["error"]
     assert error["code"] == -32700
     assert "too many JSON values" in error["message"]
+
+
+async def dribbled(http_url: str, head: bytes, wait: float) -> tuple[bytes, float]:
+    """Send `head` announcing 1000 bytes of body, then a byte every 0.2 s (never a gap the
+    idle timeout would end); what the gateway answered, and when, within `wait` seconds."""
+    port = int(http_url.rsplit(":", 1)[1])
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    started = time.monotonic()
+    answer = b""
+    async with stream, trio.open_nursery() as nursery:
+
+        async def drip() -> None:
+            await stream.send_all(head + b"Content-Length: 1000\r\n\r\n")
+            for _ in range(1000):
+                await trio.sleep(0.2)
+                await stream.send_all(b"x")
+
+        nursery.start_soon(drip)
+        with trio.move_on_after(wait):
+            while chunk := await stream.receive_some(65536):
+                answer += chunk
+        nursery.cancel_scope.cancel()
+    return answer, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /api/feedback HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n",
+        b"POST /signin HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+    ],
+)
+async def test_a_body_that_takes_too_long_to_arrive_is_a_408(tmp_path: Path, head: bytes) -> None:
+    """A body dribbled a byte at a time never lets the idle timeout end its connection: the
+    whole body must arrive within `http.request_body_seconds`, on every route, anonymous
+    ones (feedback, sign-in) included; else 408 and the connection is closed."""
+    settings = make_settings(tmp_path, http={"listen": "127.0.0.1:0", "request_body_seconds": 1.5})
+    async with quiet_gateway(settings, FixtureResolver()) as quiet:
+        answer, seconds = await dribbled(quiet.http_url, head, wait=10)
+    status, _, rest = answer.partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout", answer
+    assert 1.5 <= seconds < 4, seconds
+    head_part, _, body = rest.partition(b"\r\n\r\n")
+    assert b"connection: close" in head_part.lower()
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_timeout"
+    assert "http.request_body_seconds" in error["message"]

@@ -1,19 +1,26 @@
-"""The bound on every HTTP request body (`http.max_request_bytes`), enforced in front of every
-route — REST, dashboard and the MCP endpoint alike — before the app reads a byte too many.
+"""The bounds on every HTTP request body, its size (`http.max_request_bytes`) and the time it
+takes to arrive (`http.request_body_seconds`), enforced in front of every route — REST,
+dashboard and the MCP endpoint alike — before the app reads a byte too many or waits too long.
 
 A declared Content-Length over the bound is answered at once; a chunked body is counted as it
 arrives, and once it passes the bound the app is told the client left and the answer is sent
 here. Either way: 413 `payload_too_large` in the API's JSON error shape, and the connection is
 closed (the rest of the body is never read). Under `/v1` the answer is e2a's envelope, with a
 request id (`X-Request-Id`) and the sizes in `details`.
+
+A body not whole `request_body_seconds` after the app first asks for it (a client dribbling a
+byte at a time, which the idle timeout never ends) is answered the same way: the app is told
+the client left, and 408 `request_timeout` is sent here, the connection closed.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import trio
 from hypercorn.typing import (
     ASGIFramework,
     ASGIReceiveCallable,
@@ -32,16 +39,21 @@ from e2a_gateway.web.request_ids import request_id_for
 class _Progress:
     received: int = 0
     over: bool = False
+    late: bool = False
+    complete: bool = False
+    deadline: float = math.inf
     answered: bool = False
 
 
 class BodyLimit:
     """ASGI middleware: requests whose body exceeds `max_bytes` get 413 and never reach more
-    of `app` than the bytes up to the bound."""
+    of `app` than the bytes up to the bound; those whose body is not whole `body_seconds`
+    after the app first asks for it get 408."""
 
-    def __init__(self, app: ASGIFramework, max_bytes: int) -> None:
+    def __init__(self, app: ASGIFramework, max_bytes: int, body_seconds: float) -> None:
         self._app = app
         self._max_bytes = max_bytes
+        self._body_seconds = body_seconds
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -56,10 +68,20 @@ class BodyLimit:
         progress = _Progress()
 
         async def bounded_receive() -> ASGIReceiveEvent:
-            if progress.over:
+            if progress.over or progress.late:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if progress.complete:
+                return await receive()
+            if progress.deadline == math.inf:
+                progress.deadline = trio.current_time() + self._body_seconds
+            message: ASGIReceiveEvent = {"type": "http.disconnect"}
+            with trio.move_on_at(progress.deadline) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                progress.late = True
+                return message
             if message["type"] == "http.request":
+                progress.complete = not message.get("more_body", False)
                 progress.received += len(message.get("body", b""))
                 if progress.received > self._max_bytes:
                     progress.over = True
@@ -67,7 +89,7 @@ class BodyLimit:
             return message
 
         async def guarded_send(message: ASGISendEvent) -> None:
-            if progress.over and not progress.answered:
+            if (progress.over or progress.late) and not progress.answered:
                 return  # the app was told the client left; the refusal is sent below
             if message["type"] == "http.response.start":
                 progress.answered = True
@@ -76,6 +98,22 @@ class BodyLimit:
         await self._app(scope, bounded_receive, guarded_send)
         if progress.over and not progress.answered:
             await self._refuse(send, scope, progress.received)
+        elif progress.late and not progress.answered:
+            await self._refuse_late(send, scope, progress.received)
+
+    async def _refuse_late(self, send: ASGISendCallable, scope: HTTPScope, received: int) -> None:
+        error: dict[str, object] = {
+            "code": "request_timeout",
+            "message": f"request body too slow: it must arrive whole within "
+            f"{self._body_seconds:g} seconds (http.request_body_seconds); {received} bytes "
+            "came. Send it at once, or retry on a faster connection",
+        }
+        details = {
+            "scope": "request_body_time",
+            "actual_bytes": received,
+            "max_seconds": self._body_seconds,
+        }
+        await _send_error(send, scope, 408, error, details)
 
     async def _refuse(self, send: ASGISendCallable, scope: HTTPScope, received: int) -> None:
         error: dict[str, object] = {
@@ -83,29 +121,38 @@ class BodyLimit:
             "message": f"request body too large: at most {self._max_bytes} bytes "
             "(http.max_request_bytes)",
         }
-        extra: list[tuple[bytes, bytes]] = []
-        path = scope["path"]
-        if path == "/v1" or path.startswith("/v1/"):  # e2a's envelope, with a request id
-            request_id = request_id_for(_header(scope["headers"], b"x-request-id"))
-            error["request_id"] = request_id
-            error["details"] = {
-                "scope": "request_body",
-                "actual_bytes": received,
-                "max_bytes": self._max_bytes,
-            }
-            extra.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
-        elif path == "/api/v1" or path.startswith("/api/v1/"):  # the header only, as its others
-            request_id = request_id_for(_header(scope["headers"], b"x-request-id"))
-            extra.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
-        body = json.dumps({"error": error}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-            *extra,
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        details = {"scope": "request_body", "actual_bytes": received, "max_bytes": self._max_bytes}
+        await _send_error(send, scope, 413, error, details)
+
+
+async def _send_error(
+    send: ASGISendCallable,
+    scope: HTTPScope,
+    status: int,
+    error: dict[str, object],
+    details: dict[str, object],
+) -> None:
+    """Send `error` with `status` in the face's JSON error shape (e2a's envelope with
+    `details` and a request id under `/v1`) and close the connection."""
+    extra: list[tuple[bytes, bytes]] = []
+    path = scope["path"]
+    if path == "/v1" or path.startswith("/v1/"):  # e2a's envelope, with a request id
+        request_id = request_id_for(_header(scope["headers"], b"x-request-id"))
+        error["request_id"] = request_id
+        error["details"] = details
+        extra.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
+    elif path == "/api/v1" or path.startswith("/api/v1/"):  # the header only, as its others
+        request_id = request_id_for(_header(scope["headers"], b"x-request-id"))
+        extra.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
+    body = json.dumps({"error": error}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
