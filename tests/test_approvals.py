@@ -37,6 +37,7 @@ from e2a_gateway.signing.magic_links import LINK_GRACE_SECONDS, Action, issue_to
 from e2a_gateway.storage.base import (
     AgentChanges,
     ApprovalAnswer,
+    Job,
     NotPending,
     OutboundMessage,
     ReplyToken,
@@ -920,6 +921,33 @@ async def test_an_answer_taken_by_another_claim_while_it_waited_is_not_mailed_tw
             second_answered.set()
     assert sorted(str(mail["Subject"]) for mail in sink.notices()) == ["first", "second"]
     assert job_kinds(settings, message.id) == ["approval_notice"]
+
+
+async def test_a_notice_whose_hand_off_outlasts_its_lease_keeps_it_and_is_mailed_once(
+    tmp_path: Path, resolver: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The relay holds the end of a notice's data for 2 s (a slow link); the notice's lease is
+    1 s. The lease is renewed while the hand-off goes on, so another replica looking for due
+    notices all the while claims nothing, and the reviewer gets one notice."""
+    monkeypatch.setattr(ApprovalWorker, "_lease_seconds", lambda self: 1.0)
+    sink = HeldSink()
+    async with relayed_gateway(tmp_path, resolver, sink) as (settings, gateway, owner):
+        worker = ApprovalWorker(gateway)  # on the real clock
+        message = await add_pending(gateway, owner, time.time() + 3600)
+        taken: list[Job] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(worker.send_due_notices, time.time())
+            assert await trio.to_thread.run_sync(sink.data_arrived.wait, 10)
+            with trio.move_on_after(2):  # another replica, looking all the while
+                while True:
+                    taken += await gateway.storage.claim_jobs(
+                        "approval_notice", time.time(), 10, 1.0
+                    )
+                    await trio.sleep(0.1)
+            sink.go.set()
+        assert taken == []
+        assert job_kinds(settings, message.id) == []
+    assert len(sink.notices()) == 1
 
 
 async def test_a_sweep_the_database_fails_is_made_again_and_spares_the_notices_in_flight(

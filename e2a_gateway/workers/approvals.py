@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import trio
 
@@ -27,7 +27,7 @@ from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_me
 from e2a_gateway.outbound.relay import hand_off
 from e2a_gateway.signing.magic_links import Action, issue_token, link_key
 from e2a_gateway.signing.reply_tokens import generate_reply_token, reply_address
-from e2a_gateway.smtp.client import Outgoing
+from e2a_gateway.smtp.client import Outcome, Outgoing
 from e2a_gateway.storage.base import (
     Agent,
     Job,
@@ -37,6 +37,7 @@ from e2a_gateway.storage.base import (
     User,
 )
 from e2a_gateway.storage.vocabulary import APPROVAL_ANSWER_JOB, APPROVAL_NOTICE_JOB
+from e2a_gateway.workers.leases import HeldLease, lease_kept
 from e2a_gateway.workers.retry_schedules import APPROVAL_NOTICE
 from e2a_gateway.workers.rounds import Rounds
 from e2a_gateway.workers.stop_grace import StopGrace
@@ -269,11 +270,11 @@ class ApprovalWorker:
         """How long a claim or a renewal leases an approval job: two hand-offs and a minute."""
         return self._gateway.settings.outbound_smtp.timeout_seconds * 2 + 60
 
-    async def _renewed(self, job: Job, what: str, now: float) -> Job | None:
-        """`job` with its lease renewed as its turn comes (it may have waited for a slot behind
-        slow hand-offs), so that its own hand-off ends within the lease; None (logged) when the
-        lease passed to another claim meanwhile, or the job is gone: that claim mails it, this
-        one must not mail it again."""
+    async def _renewed(self, job: Job, what: str) -> HeldLease | None:
+        """The lease on `job`, renewed as its turn comes (it may have waited for a slot behind
+        slow hand-offs); None (logged) when the lease passed to another claim meanwhile, or the
+        job is gone: that claim mails it, this one must not mail it again."""
+        now = self._clock()
         until = await self._gateway.storage.renew_job_lease(
             job.id, job.leased_until, now, self._lease_seconds()
         )
@@ -284,7 +285,23 @@ class ApprovalWorker:
                 job.message_id,
             )
             return None
-        return replace(job, leased_until=until)
+        return HeldLease(until, now + self._lease_seconds())
+
+    async def _hand_off(self, job: Job, held: HeldLease, message: Outgoing, what: str) -> Outcome:
+        """Hand `message` to the relay, renewing the lease `held` on `job` every third of it
+        meanwhile (`lease_kept`): a slow link may make the hand-off outlast any lease, and
+        another replica must not mail it again. Should the lease pass to another claim all the
+        same (the database failing every renewal), finishing the job is left to that claim."""
+        settings = self._gateway.settings
+        async with lease_kept(
+            self._gateway.storage,
+            job.id,
+            lambda: held,
+            self._lease_seconds(),
+            self._clock,
+            f"{what} for {job.message_id}",
+        ):
+            return await hand_off(settings.outbound_smtp, settings.smtp.hostname, message)
 
     @staticmethod
     def _passed(done: bool, what: str, job: Job) -> None:
@@ -298,15 +315,16 @@ class ApprovalWorker:
                 job.message_id,
             )
 
-    async def _finish(self, job: Job, retry_at: float | None, what: str) -> None:
-        """Drop `job`, or put it back due at `retry_at`, under the lease it was handled under."""
-        done = await self._gateway.storage.finish_job(job.id, retry_at, job.leased_until)
+    async def _finish(self, job: Job, held: HeldLease, retry_at: float | None, what: str) -> None:
+        """Drop `job`, or put it back due at `retry_at`, under the lease `held` it was handled
+        under."""
+        done = await self._gateway.storage.finish_job(job.id, retry_at, held.until)
         self._passed(done, what, job)
 
-    async def _finish_answer(self, job: Job, answer_id: int) -> None:
-        """Drop an answer handed on (or given up) and its job, under the job's lease."""
+    async def _finish_answer(self, job: Job, held: HeldLease, answer_id: int) -> None:
+        """Drop an answer handed on (or given up) and its job, under the lease `held` on it."""
         storage = self._gateway.storage
-        done = await storage.finish_approval_answer(job.id, answer_id, job.leased_until)
+        done = await storage.finish_approval_answer(job.id, answer_id, held.until)
         self._passed(done, "approval answer", job)
 
     async def send_due_answers(self, now: float) -> int:
@@ -325,49 +343,46 @@ class ApprovalWorker:
             async with limiter:
                 for job in batch:
                     with self._grace.shielded(), _left_to_its_lease("approval answer", job):
-                        held = await self._renewed(job, "approval answer", now)
+                        held = await self._renewed(job, "approval answer")
                         if held is not None:
-                            await self._answer(held, now)
+                            await self._answer(job, held, now)
 
         async with trio.open_nursery() as nursery:
             for batch in by_message.values():
                 nursery.start_soon(handle, batch)
         return len(jobs)
 
-    async def _answer(self, job: Job, now: float) -> None:
+    async def _answer(self, job: Job, held: HeldLease, now: float) -> None:
         """Hand one answer to the relay: dropped with its job once sent or refused for good,
         else retried on the APPROVAL_NOTICE schedule until it gives up."""
         storage = self._gateway.storage
         settings = self._gateway.settings
         answer = await storage.next_approval_answer(job.message_id, job.id)
         if answer is None:
-            await self._finish(job, None, "approval answer")
+            await self._finish(job, held, None, "approval answer")
             return
         if not settings.outbound_smtp.host:
             log.warning("answer to an approval reply not mailed: outbound_smtp.host is not set")
-            await self._finish_answer(job, answer.id)
+            await self._finish_answer(job, held, answer.id)
             return
-        outcome = await hand_off(
-            settings.outbound_smtp,
-            settings.smtp.hostname,
-            Outgoing(
-                answer.sender,
-                (answer.recipient,),
-                sign_as_sender(self._signer, answer.data, answer.sender),
-            ),
+        outgoing = Outgoing(
+            answer.sender,
+            (answer.recipient,),
+            sign_as_sender(self._signer, answer.data, answer.sender),
         )
+        outcome = await self._hand_off(job, held, outgoing, "approval answer")
         if answer.recipient in outcome.accepted or answer.recipient in outcome.refused:
             log.info("answer to an approval reply about %s handed on", job.message_id)
-            await self._finish_answer(job, answer.id)
+            await self._finish_answer(job, held, answer.id)
             return
         retry_at = APPROVAL_NOTICE.next_attempt_at(
             job.attempts + 1, now=now, first_at=job.created_at
         )
         if retry_at is None:
             log.warning("answer to an approval reply about %s abandoned", job.message_id)
-            await self._finish_answer(job, answer.id)
+            await self._finish_answer(job, held, answer.id)
         else:
-            await self._finish(job, retry_at, "approval answer")
+            await self._finish(job, held, retry_at, "approval answer")
 
     async def _expire_forever(self) -> None:
         """Sweep for expiry every `expiry_seconds` (at once on start), until cancelled."""
@@ -407,23 +422,23 @@ class ApprovalWorker:
         async def handle(job: Job) -> None:
             async with limiter:
                 with self._grace.shielded(), _left_to_its_lease("approval notice", job):
-                    held = await self._renewed(job, "approval notice", now)
+                    held = await self._renewed(job, "approval notice")
                     if held is not None:
-                        await self._notify(held, now)
+                        await self._notify(job, held, now)
 
         async with trio.open_nursery() as nursery:
             for job in jobs:
                 nursery.start_soon(handle, job)
         return len(jobs)
 
-    async def _notify(self, job: Job, now: float) -> None:
+    async def _notify(self, job: Job, held: HeldLease, now: float) -> None:
         """Send one notice; drop its job when sent or pointless (the message resolved, or its
         agent in the trash: its links would lead nowhere), else reschedule it."""
         storage = self._gateway.storage
         settings = self._gateway.settings
         message = await storage.get_outbound(None, job.message_id, live=True)
         if message is None or not lifecycle.awaits_review(message.status):
-            await self._finish(job, None, "approval notice")
+            await self._finish(job, held, None, "approval notice")
             return
         if not settings.outbound_smtp.host:
             if not self._warned_no_relay:
@@ -432,33 +447,30 @@ class ApprovalWorker:
                     "outbound_smtp.host is not set: approval notices are not emailed; review "
                     "pending messages over the API or the CLI"
                 )
-            await self._finish(job, None, "approval notice")
+            await self._finish(job, held, None, "approval notice")
             return
         notice = await self._prepare(message, now)
         if notice is None:
-            await self._finish(job, None, "approval notice")
+            await self._finish(job, held, None, "approval notice")
             return
-        outcome = await hand_off(
-            settings.outbound_smtp,
-            settings.smtp.hostname,
-            Outgoing(
-                notice.sender,
-                (notice.recipient,),
-                sign_as_sender(self._signer, notice.data, notice.sender),
-            ),
+        outgoing = Outgoing(
+            notice.sender,
+            (notice.recipient,),
+            sign_as_sender(self._signer, notice.data, notice.sender),
         )
+        outcome = await self._hand_off(job, held, outgoing, "approval notice")
         if notice.recipient in outcome.accepted:
             log.info("approval notice for %s sent to %s", message.id, notice.recipient)
-            await self._finish(job, None, "approval notice")
+            await self._finish(job, held, None, "approval notice")
         elif notice.recipient in outcome.refused:
             log.warning(
                 "approval notice for %s refused by the relay: %s",
                 message.id,
                 outcome.refused[notice.recipient],
             )
-            await self._finish(job, None, "approval notice")
+            await self._finish(job, held, None, "approval notice")
         else:
-            await self._retry_later(job, message, now, outcome.error or str(outcome.deferred))
+            await self._retry_later(job, held, message, now, outcome.error or str(outcome.deferred))
 
     async def _prepare(self, message: OutboundMessage, now: float) -> Notice | None:
         """The notice for `message`, or None (logged) when its owner cannot be reached or
@@ -500,7 +512,7 @@ class ApprovalWorker:
         return notice
 
     async def _retry_later(
-        self, job: Job, message: OutboundMessage, now: float, error: str
+        self, job: Job, held: HeldLease, message: OutboundMessage, now: float, error: str
     ) -> None:
         """Reschedule on the APPROVAL_NOTICE schedule, or give up once the retry would come
         after the approval deadline (a notice is useless then)."""
@@ -510,7 +522,7 @@ class ApprovalWorker:
         deadline = message.approval_expires_at
         if retry_at is None or (deadline is not None and retry_at >= deadline):
             log.warning("approval notice for %s abandoned (deadline near): %s", message.id, error)
-            await self._finish(job, None, "approval notice")
+            await self._finish(job, held, None, "approval notice")
             return
         log.info("approval notice for %s deferred: %s", message.id, error)
-        await self._finish(job, retry_at, "approval notice")
+        await self._finish(job, held, retry_at, "approval notice")

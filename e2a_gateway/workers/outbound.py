@@ -63,6 +63,7 @@ from e2a_gateway.storage.rows import (
 )
 from e2a_gateway.storage.vocabulary import OUTBOUND_JOB
 from e2a_gateway.workers.claim_loop import ClaimLoop
+from e2a_gateway.workers.leases import HeldLease, lease_kept
 from e2a_gateway.workers.retry_schedules import OUTBOUND_HAND_OFF, OUTBOUND_INTERNAL_ERROR
 from e2a_gateway.workers.stop_grace import StopGrace
 
@@ -72,7 +73,7 @@ POLL_SECONDS = 1.0
 MAX_IN_FLIGHT = 32
 LEASE_MARGIN_SECONDS = 60.0
 """A send's lease is `outbound_smtp.timeout_seconds` and this much; it is renewed every
-third of it while the send is handed off (`_keep_lease`), which takes as long as it takes."""
+third of it while the send is handed off (`lease_kept`), which takes as long as it takes."""
 MAX_ERROR_CHARS = 1000
 NO_RELAY = (
     "outbound_smtp.host is not set — configure outbound_smtp to send mail beyond this deployment"
@@ -86,17 +87,6 @@ UNSENDABLE = "not handed to the relay: {reason}"
 """Why a recipient a reply-all carried (`unsendable`) was refused here."""
 LEASE_LOST = "not handed off: the send's lease passed to another claim, which sends it"
 """Why an attempt whose lease ran out before its hand-off left the relay's recipients alone."""
-
-
-@dataclass
-class HeldLease:
-    """The lease this worker holds on a job it is attempting: until `until` as storage holds it
-    (the claim's, or as renewed since), which ends no sooner than `ends` on this worker's clock
-    (the clock read before the claim or renewal, plus the lease's seconds: storage times
-    leases by the database's clock, which may differ from this one)."""
-
-    until: float
-    ends: float
 
 
 @dataclass(frozen=True)
@@ -503,7 +493,7 @@ class OutboundWorker(ClaimLoop):
         """Whether the attempt at `job` may hand its message to the relay now: the
         job still holds this worker's lease (one read), renewed first when a stall since the
         claim (the database's, the process's) left less than two thirds of it, so that it
-        lasts until `_keep_lease` first renews it. False (logged) once the
+        lasts until `lease_kept` first renews it. False (logged) once the
         lease has passed to another claim, or the job is gone: that claim sends the message,
         and this attempt must not send it too. Raises StorageUnavailable when storage fails
         the read or the renewal (nothing is sent then either)."""
@@ -523,41 +513,6 @@ class OutboundWorker(ClaimLoop):
             "outbound %s: its lease passed to another claim; not handed off", job.message_id
         )
         return False
-
-    async def _keep_lease(self, job: Job, lost: list[bool]) -> None:
-        """Renew the lease this worker holds on `job` every third of it, until cancelled (the
-        hand-off is over): a large message over a slow link may take longer than any lease,
-        and another claim must not send it again meanwhile. Once the lease has passed to
-        another claim, or this worker's clock says it ran out unrenewed (the database failing
-        every renewal), `lost` gets an entry: no further recipient is handed off (that claim
-        sends to them). A renewal is never cut short: one the database made must be known, or
-        this attempt's outcome would not be recorded."""
-        storage = self._gateway.storage
-        while True:
-            await trio.sleep(self._lease / 3)
-            held = self._leases.get(job.id)
-            if held is None:
-                return
-            now = self._clock()
-            try:
-                with trio.CancelScope(shield=True):
-                    until = await storage.renew_job_lease(job.id, held.until, now, self._lease)
-            except StorageUnavailable as exc:
-                log.warning("outbound %s: lease not renewed (%s)", job.message_id, exc)
-                if held.ends <= self._clock():
-                    lost.append(True)
-                    return
-                continue
-            if until is not None:
-                held.until, held.ends = until, now + self._lease
-            elif self._leases.get(job.id) is held:  # not claimed again here meanwhile
-                log.warning(
-                    "outbound %s: its lease passed to another claim during the hand-off; "
-                    "no further recipient is handed off",
-                    job.message_id,
-                )
-                lost.append(True)
-                return
 
     async def _record(self, attempt: SendAttempt) -> bool:
         """Commit the outcome of an attempt that handed the message on (or tried to). A commit
@@ -682,14 +637,20 @@ class OutboundWorker(ClaimLoop):
             return dict.fromkeys(recipients, REFUSED_PREFIX + NO_RELAY), {}, {}
         if not await self._lease_held(job):
             return {}, dict.fromkeys(recipients, LEASE_LOST), {}
-        lost: list[bool] = []
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._keep_lease, job, lost)
+        # Once the lease is lost (passed to another claim, or run out unrenewed: the database
+        # failing every renewal), no further recipient is handed off: that claim sends to them.
+        async with lease_kept(
+            self._gateway.storage,
+            job.id,
+            lambda: self._leases.get(job.id),
+            self._lease,
+            self._clock,
+            f"outbound {job.message_id}",
+        ) as kept:
             outcomes = await self._relay_connections.hand_off_each(
                 [Outgoing(self.return_path(message, rcpt), (rcpt,), raw) for rcpt in recipients],
-                lambda: self._grace.stopping or bool(lost),
+                lambda: self._grace.stopping or kept.lost,
             )
-            nursery.cancel_scope.cancel()
         settled: dict[str, str] = {}
         deferred: dict[str, str] = {}
         for error in dict.fromkeys(outcome.error for outcome in outcomes if outcome.error):
