@@ -41,10 +41,12 @@ from e2a_gateway.storage.base import (
     NotPending,
     OutboundMessage,
     ReplyToken,
+    StorageUnavailable,
 )
 from e2a_gateway.workers.approvals import MAX_NOTICES_IN_FLIGHT, ApprovalWorker
+from e2a_gateway.workers.leases import JOB_LEASE_SECONDS
 from tests.conftest import Account, agent_path, make_settings
-from tests.databases import query, table_locked
+from tests.databases import query, run_out_leases, table_locked
 from tests.delivery_support import (
     create_agent,
     deadline_passed,
@@ -825,13 +827,14 @@ HOLD_SECONDS = 30
 
 @asynccontextmanager
 async def relayed_gateway(
-    tmp_path: Path, resolver: Any, sink: Any
+    tmp_path: Path, resolver: Any, sink: Any, reply_seconds: float = HOLD_SECONDS
 ) -> AsyncIterator[tuple[Settings, Gateway, Owner]]:
-    """A quiet gateway handing its mail to `sink` on 127.0.0.1 within HOLD_SECONDS, and an
-    account's agent that asks for review: its settings, the gateway and the agent's owner."""
+    """A quiet gateway handing its mail to `sink` on 127.0.0.1 waiting `reply_seconds` for
+    each reply (`outbound_smtp.timeout_seconds`), and an account's agent that asks for review:
+    its settings, the gateway and the agent's owner."""
     with relay_on_loopback(sink) as port:
         settings = relay_settings(tmp_path, port)
-        settings.outbound_smtp.timeout_seconds = HOLD_SECONDS
+        settings.outbound_smtp.timeout_seconds = reply_seconds
         async with quiet_gateway(settings, resolver) as quiet:
             account = await open_account(quiet.gateway, quiet.http_url, OWNER)
             async with account.http:
@@ -847,7 +850,7 @@ async def test_a_notice_taken_by_another_claim_while_it_waited_is_not_mailed_twi
     go = threading.Event()
     sink = GatedSink(gates=[go] * MAX_NOTICES_IN_FLIGHT)
     async with relayed_gateway(tmp_path, resolver, sink) as (settings, gateway, owner):
-        lease = 2 * HOLD_SECONDS + 60
+        lease = JOB_LEASE_SECONDS
         url = settings.database.url
         deadline = time.time() + 3600
         messages = [
@@ -887,7 +890,7 @@ async def test_an_answer_taken_by_another_claim_while_it_waited_is_not_mailed_tw
     first_answered, second_answered = threading.Event(), threading.Event()
     sink = GatedSink(gates=[first_answered, second_answered])
     async with relayed_gateway(tmp_path, resolver, sink) as (settings, gateway, owner):
-        lease = 2 * HOLD_SECONDS + 60
+        lease = JOB_LEASE_SECONDS
         url = settings.database.url
         message = await add_pending(gateway, owner, time.time() + 3600)
         now = time.time()
@@ -929,7 +932,7 @@ async def test_a_notice_whose_hand_off_outlasts_its_lease_keeps_it_and_is_mailed
     """The relay holds the end of a notice's data for 2 s (a slow link); the notice's lease is
     1 s. The lease is renewed while the hand-off goes on, so another replica looking for due
     notices all the while claims nothing, and the reviewer gets one notice."""
-    monkeypatch.setattr(ApprovalWorker, "_lease_seconds", lambda self: 1.0)
+    monkeypatch.setattr("e2a_gateway.workers.approvals.JOB_LEASE_SECONDS", 1.0)
     sink = HeldSink()
     async with relayed_gateway(tmp_path, resolver, sink) as (settings, gateway, owner):
         worker = ApprovalWorker(gateway)  # on the real clock
@@ -946,6 +949,37 @@ async def test_a_notice_whose_hand_off_outlasts_its_lease_keeps_it_and_is_mailed
                     await trio.sleep(0.1)
             sink.go.set()
         assert taken == []
+        assert job_kinds(settings, message.id) == []
+    assert len(sink.notices()) == 1
+
+
+async def test_a_notice_claimed_by_a_replica_that_died_is_taken_over_within_two_minutes(
+    tmp_path: Path, resolver: Any, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `outbound_smtp.timeout_seconds` at its default (300 s), a replica claims a notice
+    and is gone before mailing it (its database failed it: nothing renews or finishes the job,
+    as after a crash). Another replica takes the job over once its lease of 2 minutes has run
+    out, not before, and the reviewer gets one notice."""
+    async with relayed_gateway(tmp_path, resolver, sink, reply_seconds=300) as (
+        settings,
+        gateway,
+        owner,
+    ):
+        storage = gateway.storage
+        message = await add_pending(gateway, owner, time.time() + 3600)
+        now = time.time()
+
+        async def gone(*args: Any, **kwargs: Any) -> None:
+            raise StorageUnavailable("connection lost")
+
+        monkeypatch.setattr(storage, "get_outbound", gone)
+        assert await ApprovalWorker(gateway, clock=lambda: now).send_due_notices(now) == 1
+        monkeypatch.undo()
+        other = ApprovalWorker(gateway)
+        run_out_leases(settings.database.url, 110)
+        assert await other.send_due_notices(now + 110) == 0
+        run_out_leases(settings.database.url, 11)
+        assert await other.send_due_notices(now + 121) == 1
         assert job_kinds(settings, message.id) == []
     assert len(sink.notices()) == 1
 

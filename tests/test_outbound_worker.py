@@ -36,7 +36,8 @@ from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.outbound.mime import new_message_id
 from e2a_gateway.outbound.return_path import parse_return_path, return_path_key
 from e2a_gateway.smtp.client import Outcome
-from e2a_gateway.storage.base import Job, OutboundMessage, SendAttempt
+from e2a_gateway.storage.base import Job, OutboundMessage, SendAttempt, StorageUnavailable
+from e2a_gateway.workers.leases import JOB_LEASE_SECONDS
 from e2a_gateway.workers.outbound import (
     OutboundWorker,
     relay_bounces,
@@ -991,8 +992,8 @@ class HeldRelay(Sink):
         return await super().handle_DATA(server, session, envelope)
 
 
-LEASE = 10 + 60
-"""The lease of a send under `relay_settings` (`outbound_smtp.timeout_seconds` + 60 s)."""
+LEASE = JOB_LEASE_SECONDS
+"""The lease of a send."""
 
 
 async def test_a_send_whose_lease_passed_to_another_claim_leaves_that_claim_s_outcome(
@@ -1099,12 +1100,12 @@ async def test_a_send_whose_lease_ran_out_before_its_hand_off_is_not_handed_off(
 async def test_a_send_stalled_for_most_of_its_lease_renews_it_before_the_hand_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A stall of 45 s between the claim of a send and its hand-off leaves less of its 70 s
-    lease than the hand-off may take (10 s) and a margin: the lease is renewed before the
-    hand-off, so no other replica takes the job while the relay holds the message, and the
-    send is recorded once. (Leases are timed by the test's clock on SQLite; on PostgreSQL by
-    the database's, which the stall does not move: there the renewal is only seen to keep
-    the lease that this worker holds.)"""
+    """A stall of 45 s between the claim of a send and its hand-off leaves less than two thirds
+    of its 120 s lease (that much lasts until the first renewal during the hand-off): the
+    lease is renewed before the hand-off, so no other replica takes the job while the relay
+    holds the message, and the send is recorded once. (Leases are timed by the test's clock
+    on SQLite; on PostgreSQL by the database's, which the stall does not move: there the
+    renewal is only seen to keep the lease that this worker holds.)"""
     relay = HeldRelay()
     port = free_port()
     controller = start_sink(relay, port)
@@ -1140,7 +1141,7 @@ async def test_a_hand_off_longer_than_the_lease_keeps_it_and_sends_once(
     """The relay holds the end of the data for 2 s (a large message, a slow link); the send's
     lease is 1 s. The lease is renewed while the hand-off goes on, so another replica looking
     for due sends all the while claims nothing, and the message goes out once."""
-    monkeypatch.setattr("e2a_gateway.workers.outbound.LEASE_MARGIN_SECONDS", 0.5)
+    monkeypatch.setattr("e2a_gateway.workers.outbound.JOB_LEASE_SECONDS", 1.0)
     relay = HeldRelay()
     port = free_port()
     controller = start_sink(relay, port)
@@ -1150,7 +1151,7 @@ async def test_a_hand_off_longer_than_the_lease_keeps_it_and_sends_once(
             storage = setup.gateway.storage
             worker = OutboundWorker(setup.gateway, uniform=no_jitter)  # on the real clock
             message = await queue(setup)
-            lease = 0.5 + 0.5
+            lease = 1.0
             taken: list[Job] = []
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(worker.deliver_due, time.time())
@@ -1165,3 +1166,31 @@ async def test_a_hand_off_longer_than_the_lease_keeps_it_and_sends_once(
     finally:
         controller.stop()
     assert len(relay.received) == 1
+
+
+async def test_a_send_claimed_by_a_replica_that_died_is_taken_over_within_two_minutes(
+    tmp_path: Path, sink: Sink, relay_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `outbound_smtp.timeout_seconds` at its default (300 s), a replica claims a send and
+    is gone before handing it off (its database failed it: nothing renews or finishes the job,
+    as after a crash). Another replica takes the job over once its lease of 2 minutes has run
+    out, not before, and the message goes out once."""
+    settings = relay_settings(tmp_path, relay_port, outbound_smtp={"timeout_seconds": 300})
+    async with open_setup(settings) as setup:
+        storage = setup.gateway.storage
+        url = settings.database.url
+        message = await queue(setup)
+
+        async def gone(*args: Any, **kwargs: Any) -> None:
+            raise StorageUnavailable("connection lost")
+
+        monkeypatch.setattr(storage, "get_outbound", gone)
+        dead = OutboundWorker(setup.gateway, clock=lambda: NOW, uniform=no_jitter)
+        assert await dead.deliver_due(NOW) == 1
+        monkeypatch.undo()
+        run_out_leases(url, 110)
+        assert await setup.worker.deliver_due(NOW + 110) == 0
+        run_out_leases(url, 11)
+        assert await setup.worker.deliver_due(NOW + 121) == 1
+        assert (await stored(setup, message.id)).status == "sent"
+    assert len(sink.received) == 1

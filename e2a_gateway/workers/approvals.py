@@ -37,7 +37,7 @@ from e2a_gateway.storage.base import (
     User,
 )
 from e2a_gateway.storage.vocabulary import APPROVAL_ANSWER_JOB, APPROVAL_NOTICE_JOB
-from e2a_gateway.workers.leases import HeldLease, lease_kept
+from e2a_gateway.workers.leases import JOB_LEASE_SECONDS, HeldLease, lease_kept
 from e2a_gateway.workers.retry_schedules import APPROVAL_NOTICE
 from e2a_gateway.workers.rounds import Rounds
 from e2a_gateway.workers.stop_grace import StopGrace
@@ -266,17 +266,13 @@ class ApprovalWorker:
                 with trio.move_on_after(self._poll_seconds):
                     await added.wait()
 
-    def _lease_seconds(self) -> float:
-        """How long a claim or a renewal leases an approval job: two hand-offs and a minute."""
-        return self._gateway.settings.outbound_smtp.timeout_seconds * 2 + 60
-
     async def _renewed(self, job: Job, what: str) -> HeldLease | None:
         """The lease on `job`, renewed as its turn comes (it may have waited for a slot behind
         slow hand-offs); None (logged) when the lease passed to another claim meanwhile, or the
         job is gone: that claim mails it, this one must not mail it again."""
         now = self._clock()
         until = await self._gateway.storage.renew_job_lease(
-            job.id, job.leased_until, now, self._lease_seconds()
+            job.id, job.leased_until, now, JOB_LEASE_SECONDS
         )
         if until is None:
             log.info(
@@ -285,7 +281,7 @@ class ApprovalWorker:
                 job.message_id,
             )
             return None
-        return HeldLease(until, now + self._lease_seconds())
+        return HeldLease(until, now + JOB_LEASE_SECONDS)
 
     async def _hand_off(self, job: Job, held: HeldLease, message: Outgoing, what: str) -> Outcome:
         """Hand `message` to the relay, renewing the lease `held` on `job` every third of it
@@ -297,7 +293,7 @@ class ApprovalWorker:
             self._gateway.storage,
             job.id,
             lambda: held,
-            self._lease_seconds(),
+            JOB_LEASE_SECONDS,
             self._clock,
             f"{what} for {job.message_id}",
         ):
@@ -332,7 +328,7 @@ class ApprovalWorker:
         one held message's answers at a time, each under its job's lease renewed as its turn
         comes (`_renewed`); return how many jobs were claimed."""
         jobs = await self._gateway.storage.claim_jobs(
-            APPROVAL_ANSWER_JOB, now, NOTICE_BATCH, self._lease_seconds()
+            APPROVAL_ANSWER_JOB, now, NOTICE_BATCH, JOB_LEASE_SECONDS
         )
         by_message: dict[str, list[Job]] = {}
         for job in jobs:
@@ -415,7 +411,7 @@ class ApprovalWorker:
         """Claim up to NOTICE_BATCH due notice jobs and handle each, MAX_NOTICES_IN_FLIGHT at
         once, under its job's lease renewed as its turn comes (`_renewed`); return how many."""
         jobs = await self._gateway.storage.claim_jobs(
-            APPROVAL_NOTICE_JOB, now, NOTICE_BATCH, self._lease_seconds()
+            APPROVAL_NOTICE_JOB, now, NOTICE_BATCH, JOB_LEASE_SECONDS
         )
         limiter = trio.CapacityLimiter(MAX_NOTICES_IN_FLIGHT)
 

@@ -2,9 +2,9 @@
 or answer), and its renewal while the hand-off goes on.
 
 A hand-off takes as long as it takes (each step of it has its own bound: a large message over a
-slow link goes on for many minutes), longer than a lease may last: the lease is renewed every
-third of it while the hand-off goes on, so that no other replica takes the job and mails it
-again meanwhile.
+slow link goes on for many minutes), so no lease is made to cover it: the lease is short, so
+that the jobs of a replica that dies are taken over soon, and renewed every third of it while
+the hand-off goes on, so that no other replica takes the job and mails it again meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +19,12 @@ import trio
 from e2a_gateway.storage.base import JobQueueStore, StorageUnavailable
 
 log = logging.getLogger("e2a.workers")
+
+JOB_LEASE_SECONDS = 120.0
+"""How long a claim or a renewal leases a job handed to the relay: the most a replica that
+died holds its jobs from the others. Renewed every third of it during a hand-off, so a renewal
+has two thirds of it (80 s) to be made: the event loop busy or the database slow for that long
+before a renewal is made lets another replica take the job."""
 
 RENEWALS_PER_LEASE = 3
 """A held lease is renewed this many times per its length while a hand-off goes on."""

@@ -63,7 +63,7 @@ from e2a_gateway.storage.rows import (
 )
 from e2a_gateway.storage.vocabulary import OUTBOUND_JOB
 from e2a_gateway.workers.claim_loop import ClaimLoop
-from e2a_gateway.workers.leases import HeldLease, lease_kept
+from e2a_gateway.workers.leases import JOB_LEASE_SECONDS, HeldLease, lease_kept
 from e2a_gateway.workers.retry_schedules import OUTBOUND_HAND_OFF, OUTBOUND_INTERNAL_ERROR
 from e2a_gateway.workers.stop_grace import StopGrace
 
@@ -71,9 +71,6 @@ log = logging.getLogger("e2a.outbound")
 
 POLL_SECONDS = 1.0
 MAX_IN_FLIGHT = 32
-LEASE_MARGIN_SECONDS = 60.0
-"""A send's lease is `outbound_smtp.timeout_seconds` and this much; it is renewed every
-third of it while the send is handed off (`lease_kept`), which takes as long as it takes."""
 MAX_ERROR_CHARS = 1000
 NO_RELAY = (
     "outbound_smtp.host is not set — configure outbound_smtp to send mail beyond this deployment"
@@ -291,7 +288,9 @@ class OutboundWorker(ClaimLoop):
         self._uniform = uniform
         self._return_path_key = return_path_key(gateway.server_key)
         self._signer = gateway.dkim_signer
-        self._lease = gateway.settings.outbound_smtp.timeout_seconds + LEASE_MARGIN_SECONDS
+        self._lease = JOB_LEASE_SECONDS
+        """A send's lease, renewed every third of it while the send is handed off, which takes
+        as long as it takes (`lease_kept`)."""
         self._in_flight_ids: set[str] = set()
         self._leases: dict[int, HeldLease] = {}
         """The lease this worker holds on each job it is attempting (by job id)."""
