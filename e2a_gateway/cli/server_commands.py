@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -108,6 +109,12 @@ def run_server_command(args: argparse.Namespace) -> int:
             # Measured with bench/smtp_ingest.py: about 10 % more messages per second at 50
             # sessions and a p99 at 200 msg/s of 6-8 ms instead of 4-23 ms.
             sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+            # A SIGINT or SIGTERM that comes once the gateway has stopped (a Ctrl-C passed on
+            # late by the one-file executable's launcher, on a busy machine) is ignored rather
+            # than ending a clean stop as an interrupt: while the gateway runs and stops, its
+            # signal receiver takes them, and gives these dispositions back when it closes.
+            for late in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(late, signal.SIG_IGN)
             trio.run(serve_until_signal, settings)
         elif args.command == "bootstrap":
             trio.run(_bootstrap, settings, args.email)
