@@ -19,7 +19,7 @@ from typing import Any, cast
 import h11
 import trio
 from hypercorn.config import Config
-from hypercorn.events import Closed, Event, RawData
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol import ProtocolWrapper
 from hypercorn.protocol.events import Body, EndBody, Request, Response, StreamClosed
 from hypercorn.protocol.h11 import STREAM_ID, H11Protocol, H11WSConnection
@@ -180,17 +180,26 @@ class _Connection(TCPServer):
                 await self.protocol.initiate()
                 await self.idle_task.restart(self._task_group, self._idle_timeout)
                 await self._read_until_stopped()
+                self._client_left = True
+                await self.idle_task.stop()  # nothing more will come: no need to wait for it
         except OSError:
             pass
         finally:
             with trio.CancelScope(shield=True):
                 await self._close()
 
+    _client_left = False
+    """The client closed its side (or the read failed): nothing more will come."""
+
     async def protocol_send(self, event: Event) -> None:
-        """Write, close or (re)start the idle timer, even from a cancelled request task."""
+        """Write, close or (re)start the idle timer, even from a cancelled request task; once
+        the client has left, an idle connection is not kept (hypercorn's timer held it, and
+        its file descriptor, for `keep_alive_timeout` after the client closed it)."""
         with trio.CancelScope(shield=True):
             if isinstance(event, RawData):
                 await self._write(event.data)
+            elif isinstance(event, Updated) and event.idle and self._client_left:
+                pass  # the connection closes as soon as the answer in progress is out
             else:
                 await super().protocol_send(event)
 

@@ -187,6 +187,24 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(tmp_pat
         assert 0.3 <= closed_after < 3
 
 
+async def test_a_keep_alive_connection_the_client_closes_is_let_go_at_once(
+    tmp_path: Path,
+) -> None:
+    async with gateway(tmp_path, keep_alive_seconds=60) as running:
+        await trio.sleep(0.5)  # let start-up's deferred loading open what it opens
+        gc.collect()
+        before = open_sockets()
+        connections = [await connect(running) for _ in range(20)]
+        for connection in connections:
+            await connection.send(get("/api/health"))
+            assert (await connection.answer()).status == 200
+        for connection in connections:
+            await connection.aclose()
+        with trio.fail_after(3):  # not after keep_alive_seconds
+            while open_sockets() > before:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+
+
 async def test_a_connection_that_never_sends_a_request_is_closed_too(tmp_path: Path) -> None:
     async with gateway(tmp_path, keep_alive_seconds=0.5) as running:
         connection = await connect(running)
