@@ -25,7 +25,7 @@ from e2a_gateway.config import Settings
 from e2a_gateway.cors import with_cors
 from e2a_gateway.gateway import Gateway, open_gateway
 from e2a_gateway.http_app import create_app, guard_requests
-from e2a_gateway.http_server import serve_asgi
+from e2a_gateway.http_server import ConnectionLimits, serve_asgi
 from e2a_gateway.inbound.acceptors import AcceptorPool
 from e2a_gateway.inbound.pipeline import InboundMailSink
 from e2a_gateway.mailauth.dns_answers import Resolver
@@ -140,7 +140,8 @@ async def serve_http(
     alive with ping frames every `ping_seconds` (the contract's 30 s) and closed when a pong
     does not come in time (`e2a_gateway.http_server`), or with 1009 when a client sends a
     message over MAX_CLIENT_MESSAGE_BYTES; an idle HTTP connection is closed after
-    `http.keep_alive_seconds`."""
+    `http.keep_alive_seconds`. At most `http.max_connections` connections are served at
+    once, `http.max_connections_per_ip` from one client network."""
     http = gateway.settings.http
     config = HypercornConfig()
     config.accesslog = None
@@ -156,6 +157,13 @@ async def serve_http(
             with_cors(guard_requests(routed, http), http.cors_allowed_origins),
             config,
             sock,
+            ConnectionLimits(
+                max_connections=http.max_connections,
+                max_connections_per_ip=http.max_connections_per_ip,
+                ipv6_network_prefix=http.ipv6_network_prefix,
+                trusted_proxies=http.trusted_networks,
+            ),
+            refused=gateway.metrics.http_connection_refused,
             task_status=task_status,
         )
 

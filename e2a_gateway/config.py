@@ -226,6 +226,13 @@ class HttpSettings(ListenSection):
     cors_allowed_origins: list[str] = Field(default_factory=list)
     max_websockets_per_key: int = Field(default=20, ge=1, le=10_000)
     """Open agent WebSockets one API key may hold on this process; more answer 429."""
+    max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    """Connections this process serves at once, from anyone; more are closed unserved. It
+    shares the process's file descriptors with SMTP and the database."""
+    max_connections_per_ip: int = Field(default=100, ge=1, le=1_000_000)
+    """Connections served at once from one client network (an IPv4 address, an IPv6 network
+    of `ipv6_network_prefix` bits) as the TCP peer, so `trusted_proxies` are exempt; more are
+    closed unserved."""
     max_concurrent_exports: int = Field(default=2, ge=1, le=1000)
     """Account exports this process sends at once, whoever asks: each holds a database
     connection (and a snapshot) of its own for as long as it is sent; more answer 429."""

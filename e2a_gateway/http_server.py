@@ -2,15 +2,19 @@
 e2a carries (closing, keep-alive timer, `100 Continue`, framing, reason phrases; docs/api.md)
 and e2a's WebSocket keep-alive (a ping every `websocket_ping_interval`, closed with 1001
 `ping_timeout` when no pong comes within PONG_WAIT_SECONDS). h11 and wsproto parse and frame
-every message: nothing here reads HTTP or WebSocket frames itself.
+every message: nothing here reads HTTP or WebSocket frames itself. The listener serves at most
+`ConnectionLimits` connections at once, in all and per client network; one over a limit is
+closed as soon as it is accepted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 import math
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from http import HTTPStatus
@@ -46,6 +50,12 @@ from wsproto.connection import ConnectionState as WsState
 from wsproto.events import CloseConnection, Message, Ping, Pong
 from wsproto.frame_protocol import CloseReason
 
+from e2a_gateway.api.proxies import is_trusted_proxy
+from e2a_gateway.config import IpNetwork
+from e2a_gateway.networks import network_of
+
+logger = logging.getLogger("e2a.http")
+
 WRITE_CHUNK = 65536
 """The most a write waits to hand to a client in one go: each piece must be taken within the
 idle timeout, so a slow reader is told from one that has stopped reading."""
@@ -62,27 +72,56 @@ STOPPED_MID_REQUEST = (
     "the gateway stopped before it could answer (a restart or a deploy); retry the request, "
     "with the same Idempotency-Key where it has one"
 )
+REFUSAL_LOG_SECONDS = 60.0
+"""Connections refused within this long of the last refusal logged are counted, not logged:
+one line per burst, however many connections it brings."""
 AMBIGUOUS_FRAMING = (
     "Content-Length and Transfer-Encoding together leave the body's length ambiguous "
     "(RFC 9112 section 6.1); send only one of them"
 )
 
 
+@dataclasses.dataclass(frozen=True)
+class ConnectionLimits:
+    """How many connections the HTTP listener serves at once (`http.max_connections*`)."""
+
+    max_connections: int
+    """Connections served at once, from anyone."""
+    max_connections_per_ip: int
+    """Connections served at once from one client network: an IPv4 address, or an IPv6
+    network of `ipv6_network_prefix` bits. The peer of the TCP connection counts (a request's
+    X-Forwarded-For is not read yet), so `trusted_proxies` are not held to this limit."""
+    ipv6_network_prefix: int
+    """The prefix length that makes an IPv6 client's network."""
+    trusted_proxies: Sequence[IpNetwork] = ()
+    """Reverse proxies, whose connections carry many clients' requests."""
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.max_connections_per_ip < 1:
+            raise ValueError("ConnectionLimits must allow at least one connection")
+
+
 async def serve_asgi(
     app: ASGIFramework,
     config: Config,
     sock: socket.socket,
+    limits: ConnectionLimits,
     *,
+    refused: Callable[[str], None] = lambda limit: None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` over HTTP/1.1 on the listening socket `sock` until cancelled: its lifespan
-    first, then one `_Connection` per accepted connection (h2c upgrades as hypercorn does).
-    The steps of hypercorn's `worker_serve`, which builds its own connection class."""
+    first, then one `_Connection` per accepted connection (h2c upgrades as hypercorn does)
+    within `limits`; each connection closed for a limit is reported as `refused(name)`, the
+    name `max_connections` or `max_connections_per_ip`. The steps of hypercorn's
+    `worker_serve`, which builds its own connection class."""
     wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
     state: LifespanState = {}
     lifespan = Lifespan(wrapped, config, state)
     context = _ServingContext(config.graceful_timeout)
-    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    listener = _CountedListener(
+        trio.SocketListener(trio.socket.from_stdlib_socket(sock)), limits, refused
+    )
     connection = partial(_Connection, wrapped, config, context, ConnectionState(state.copy()))
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
@@ -91,7 +130,10 @@ async def serve_asgi(
             try:
                 await connections.start(
                     partial(
-                        trio.serve_listeners, connection, [listener], handler_nursery=connections
+                        trio.serve_listeners,
+                        partial(listener.serve, connection),
+                        [listener],
+                        handler_nursery=connections,
                     )
                 )
                 task_status.started()
@@ -101,6 +143,107 @@ async def serve_asgi(
                 context.begin_grace()
         await lifespan.wait_for_shutdown()
         lifespan_nursery.cancel_scope.cancel()
+
+
+class _CountedListener(trio.abc.Listener[trio.SocketStream]):
+    """The listening socket, handing on only the connections within the limits: one over a
+    limit is closed at once, before a byte of it is read, without a task or an answer of its
+    own (a flood of them costs an accept and a close each). A client sees the connection
+    dropped before any answer, which HTTP clients and SDKs retry as a failed connection, and
+    a reverse proxy takes for a failed upstream (and tries another replica). A `503` written
+    unasked would race the request the client is sending, and the close with the request
+    unread resets the connection, often losing the answer anyway.
+
+    Counting costs a connection a dict update when it opens and when it closes; a request,
+    nothing."""
+
+    def __init__(
+        self,
+        listener: trio.SocketListener,
+        limits: ConnectionLimits,
+        refused: Callable[[str], None],
+    ) -> None:
+        self._listener = listener
+        self._limits = limits
+        self._refused = refused
+        self._open = 0
+        self._per_network: dict[str, int] = {}
+        self._admitted: dict[trio.SocketStream, str] = {}
+        self._quiet_until = -math.inf
+        self._unlogged = 0
+
+    async def accept(self) -> trio.SocketStream:
+        """The next connection within the limits."""
+        while True:
+            stream = await self._listener.accept()
+            if self._admit(stream):
+                return stream
+
+    async def aclose(self) -> None:
+        """Stop listening."""
+        await self._listener.aclose()
+
+    async def serve(
+        self, handler: Callable[[trio.SocketStream], Any], stream: trio.SocketStream
+    ) -> None:
+        """Serve a connection `accept` admitted with `handler`, and free its place after."""
+        network = self._admitted.pop(stream)
+        try:
+            await handler(stream)
+        finally:
+            self._open -= 1
+            left = self._per_network[network] - 1
+            if left:
+                self._per_network[network] = left
+            else:
+                del self._per_network[network]
+
+    def _admit(self, stream: trio.SocketStream) -> bool:
+        """Count `stream` in, or close it when over a limit."""
+        limits = self._limits
+        try:
+            peer = str(stream.socket.getpeername()[0])
+        except OSError:  # gone already
+            stream.socket.close()
+            return False
+        network = network_of(peer, 32, limits.ipv6_network_prefix)
+        held = self._per_network.get(network, 0)
+        if self._open >= limits.max_connections:
+            self._refuse(stream, peer, "max_connections", self._open)
+            return False
+        if held >= limits.max_connections_per_ip and not is_trusted_proxy(
+            peer, limits.trusted_proxies
+        ):
+            self._refuse(stream, peer, "max_connections_per_ip", held)
+            return False
+        self._open += 1
+        self._per_network[network] = held + 1
+        self._admitted[stream] = network
+        return True
+
+    def _refuse(self, stream: trio.SocketStream, peer: str, limit: str, held: int) -> None:
+        """Close `stream`, count it, and say so unless a line said so moments ago."""
+        stream.socket.close()
+        self._refused(limit)
+        now = trio.current_time()
+        if now < self._quiet_until:
+            self._unlogged += 1
+            return
+        whose = "open" if limit == "max_connections" else f"open from {peer}'s network"
+        since = f"; {self._unlogged} more refused since the last line" if self._unlogged else ""
+        logger.warning(
+            "HTTP connection from %s closed unserved: %d connections %s, the most "
+            "http.%s allows (raise it, or find the client holding them)%s; further refusals "
+            "for %g s are counted in e2a_http_connections_refused_total, not logged",
+            peer,
+            held,
+            whose,
+            limit,
+            since,
+            REFUSAL_LOG_SECONDS,
+        )
+        self._quiet_until = now + REFUSAL_LOG_SECONDS
+        self._unlogged = 0
 
 
 class _ServingContext(WorkerContext):

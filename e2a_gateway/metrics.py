@@ -48,6 +48,10 @@ too big, 550 5.6.11 bare line endings, 500 5.5.2 a line too long, a header limit
 the memory for messages being received had no room for (452 4.3.1,
 `smtp.max_message_memory_bytes`), a connection over `smtp.max_sessions[_per_ip]` (421)."""
 
+HTTP_CONNECTION_LIMITS = ("max_connections", "max_connections_per_ip")
+"""The limits an HTTP connection is closed unserved for: `http.max_connections` (the whole
+listener) and `http.max_connections_per_ip` (one client network)."""
+
 DELIVERY_OUTCOMES = {
     "webhook": ("delivered", "retrying", "failed"),
     "websocket": ("sent", "acked"),
@@ -240,6 +244,12 @@ class Metrics:
             ["method", "route", "status_class"],
             registry=registry,
         )
+        self.http_connections_refused = Counter(
+            "e2a_http_connections_refused",
+            "HTTP connections closed unserved for a connection limit, by limit",
+            ["limit"],
+            registry=registry,
+        )
         self.e2a_smtp_inbound = Counter(
             "e2a_smtp_inbound",
             "SMTP intake decisions, as e2a names them (one per 250 or 451 after DATA, one per "
@@ -340,6 +350,8 @@ class Metrics:
         )
         for reason in SMTP_REJECTION_REASONS:
             self.smtp_rejected.labels(reason)
+        for limit in HTTP_CONNECTION_LIMITS:
+            self.http_connections_refused.labels(limit)
         for channel, outcomes in DELIVERY_OUTCOMES.items():
             for outcome in outcomes:
                 self.deliveries.labels(channel, outcome)
@@ -406,6 +418,10 @@ class Metrics:
         self.http_latency.labels(method, route).observe(seconds)
         self.http_responses.labels(method, route, str(status)).inc()
         self.e2a_http_requests.labels(method, e2a_route(route), f"{status // 100}xx").inc()
+
+    def http_connection_refused(self, limit: str) -> None:
+        """An HTTP connection was closed unserved for `limit` (one of HTTP_CONNECTION_LIMITS)."""
+        self.http_connections_refused.labels(limit).inc()
 
     def webhook_attempted(self, status: str, status_code: int | None, seconds: float) -> None:
         """One `/v1` webhook attempt whose delivery is now `status` (delivered, pending or

@@ -251,7 +251,7 @@ async def test_the_connection_closes_after_an_answer_that_says_so(
 
 async def test_three_hundred_idle_connections_are_released(tmp_path: Path) -> None:
     count = 300
-    async with gateway(tmp_path, keep_alive_seconds=3) as running:
+    async with gateway(tmp_path, keep_alive_seconds=3, max_connections_per_ip=count) as running:
         await trio.sleep(0.5)  # let start-up's deferred loading open what it opens
         gc.collect()  # and earlier tests' leftovers close now, not during the count
         before = open_sockets()
@@ -617,3 +617,85 @@ async def test_status_lines_carry_reason_phrases(tmp_path: Path) -> None:
         assert (await broken.answer()).status_line == "HTTP/1.1 400 Bad Request"
         status_lines = re.compile(rb"HTTP/1\.1 \d{3} \S")
         assert status_lines.match(b"HTTP/1.1 200 OK")
+
+
+# How many connections are served at once
+
+
+async def connect_from(running: RunningGateway, address: str) -> RawConnection:
+    """A new connection to the gateway's HTTP port from the loopback address `address`."""
+    port = running.addresses.http_port
+    return RawConnection(await trio.open_tcp_stream("127.0.0.1", port, local_address=address))
+
+
+async def served(connection: RawConnection) -> bool:
+    """Whether `connection` is answered (200 to a health check), not closed unanswered."""
+    with contextlib.suppress(trio.BrokenResourceError):
+        await connection.send(get("/api/health"))
+    try:
+        return (await connection.answer()).status == 200
+    except (AssertionError, trio.BrokenResourceError):
+        return False
+
+
+def refusals(running: RunningGateway, limit: str) -> float:
+    """How many connections `/metrics` counts as closed unserved for `limit`."""
+    value = running.gateway.metrics.registry.get_sample_value(
+        "e2a_http_connections_refused_total", {"limit": limit}
+    )
+    return value or 0.0
+
+
+async def test_a_connection_over_max_connections_is_closed_and_the_others_served(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with gateway(tmp_path, max_connections=3, keep_alive_seconds=60) as running:
+        held = [await connect(running) for _ in range(3)]
+        for connection in held:
+            assert await served(connection)
+        for _ in range(2):  # a burst: closed at once, without an answer, logged once
+            extra = await connect(running)
+            assert not await served(extra)
+            assert extra.buffer == b""
+            await extra.aclose()
+        assert refusals(running, "max_connections") == 2
+        lines = [r.getMessage() for r in caplog.records if "closed unserved" in r.getMessage()]
+        assert len(lines) == 1 and "http.max_connections " in lines[0], lines
+        for connection in held:  # still served, kept alive
+            assert await served(connection)
+        await held.pop().aclose()  # frees its place
+        with trio.fail_after(5):
+            while not await served(replacement := await connect(running)):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+        held.append(replacement)
+        assert not await served(await connect(running))  # the place is taken again
+        for connection in held:
+            await connection.aclose()
+
+
+async def test_max_connections_per_ip_counts_each_client_address(tmp_path: Path) -> None:
+    async with gateway(tmp_path, max_connections_per_ip=2, keep_alive_seconds=60) as running:
+        first = [await connect_from(running, "127.0.0.1") for _ in range(2)]
+        for connection in first:
+            assert await served(connection)
+        assert not await served(await connect_from(running, "127.0.0.1"))
+        assert refusals(running, "max_connections_per_ip") == 1
+        other = await connect_from(running, "127.0.0.2")  # another client: its own count
+        assert await served(other)
+        assert refusals(running, "max_connections") == 0
+        await first[0].aclose()
+        with trio.fail_after(5):
+            while not await served(await connect_from(running, "127.0.0.1")):  # noqa: ASYNC110
+                await trio.sleep(0.05)
+
+
+async def test_a_trusted_proxy_is_not_held_to_max_connections_per_ip(tmp_path: Path) -> None:
+    async with gateway(
+        tmp_path, max_connections_per_ip=1, trusted_proxies=["127.0.0.2"], keep_alive_seconds=60
+    ) as running:
+        proxied = [await connect_from(running, "127.0.0.2") for _ in range(3)]
+        for connection in proxied:
+            assert await served(connection)
+        assert await served(await connect_from(running, "127.0.0.1"))
+        assert not await served(await connect_from(running, "127.0.0.1"))
+        assert refusals(running, "max_connections_per_ip") == 1

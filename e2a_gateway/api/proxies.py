@@ -39,6 +39,12 @@ def _trusted(address: str, networks: Sequence[IpNetwork]) -> bool:
     return any(ip in network for network in networks)
 
 
+def is_trusted_proxy(peer: str, trusted: Sequence[IpNetwork]) -> bool:
+    """Whether the connection's peer address `peer` is one of the `trusted` proxies."""
+    address = _address(peer)
+    return address is not None and _trusted(address, trusted)
+
+
 def client_address(peer: str, forwarded_for: Iterable[str], trusted: Sequence[IpNetwork]) -> str:
     """The address of the client: `peer` unless it is a trusted proxy, in which case the
     address that proxy reports (the last `X-Forwarded-For` entry), and so on while the hop
