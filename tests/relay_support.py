@@ -83,23 +83,30 @@ def relay_port(sink: Sink) -> Iterator[int]:
         yield port
 
 
-def line_reader(stream: trio.SocketStream) -> Callable[[], Awaitable[bytes]]:
-    """A function reading the client's next CRLF-ended line from `stream` (BrokenResourceError
-    once the client has left)."""
-    buffer = bytearray()
+class LineReader:
+    """Reads a client's CRLF-ended lines: `receive(in_data)` gives its next bytes (b"" once it
+    has left, then BrokenResourceError), told whether they belong to a message's data."""
 
-    async def line() -> bytes:
-        while b"\r\n" not in buffer:
-            data = await stream.receive_some(65536)
+    def __init__(self, receive: Callable[[bool], Awaitable[bytes]]) -> None:
+        self._receive = receive
+        self._buffer = bytearray()
+
+    async def __call__(self, in_data: bool = False) -> bytes:
+        """The next line, with its CRLF."""
+        while b"\r\n" not in self._buffer:
+            data = await self._receive(in_data)
             if not data:
                 raise trio.BrokenResourceError("client left")
-            buffer.extend(data)
-        end = buffer.index(b"\r\n") + 2
-        text = bytes(buffer[:end])
-        del buffer[:end]
+            self._buffer.extend(data)
+        end = self._buffer.index(b"\r\n") + 2
+        text = bytes(self._buffer[:end])
+        del self._buffer[:end]
         return text
 
-    return line
+
+def line_reader(stream: trio.SocketStream) -> LineReader:
+    """A LineReader of `stream`, reading whatever has come."""
+    return LineReader(lambda in_data: stream.receive_some(65536))
 
 
 DATA_READ = 16384
@@ -127,27 +134,20 @@ class ScriptedRelay:
 
     async def serve(self, stream: trio.SocketStream) -> None:
         """Speak to one client until it quits or leaves."""
-        buffer = bytearray()
         data_read = 0
 
-        async def line(in_data: bool = False) -> bytes:
+        async def receive(in_data: bool) -> bytes:
             nonlocal data_read
-            while b"\r\n" not in buffer:
-                if not in_data:
-                    data = await stream.receive_some(65536)
-                elif self.stall_after is not None and data_read >= self.stall_after:
-                    await trio.sleep_forever()
-                else:
-                    await trio.sleep(self.read_pause)
-                    data = await stream.receive_some(DATA_READ)
-                    data_read += len(data)
-                if not data:
-                    raise trio.BrokenResourceError("client left")
-                buffer.extend(data)
-            end = buffer.index(b"\r\n") + 2
-            text = bytes(buffer[:end])
-            del buffer[:end]
-            return text
+            if not in_data:
+                return await stream.receive_some(65536)
+            if self.stall_after is not None and data_read >= self.stall_after:
+                await trio.sleep_forever()
+            await trio.sleep(self.read_pause)
+            data = await stream.receive_some(DATA_READ)
+            data_read += len(data)
+            return data
+
+        line = LineReader(receive)
 
         try:
             await stream.send_all(self.greeting)
