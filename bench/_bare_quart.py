@@ -21,7 +21,8 @@ from hypercorn.config import Config
 from quart import Response
 from quart_trio import QuartTrio
 
-from e2a_gateway.http_server import serve_asgi
+from e2a_gateway.config import HttpSettings
+from e2a_gateway.http_server import ConnectionLimits, serve_asgi
 
 
 def make_app(inbox: bytes, message: bytes) -> QuartTrio:
@@ -51,7 +52,13 @@ async def serve(port: int, inbox: bytes, message: bytes) -> None:
     config.keep_alive_timeout = 15.0
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_asgi, make_app(inbox, message), config, listening)
+            http = HttpSettings()  # the gateway's default connection limits, as it serves
+            limits = ConnectionLimits(
+                max_connections=http.max_connections,
+                max_connections_per_ip=http.max_connections_per_ip,
+                ipv6_network_prefix=http.ipv6_network_prefix,
+            )
+            await nursery.start(serve_asgi, make_app(inbox, message), config, listening, limits)
             print("ready", flush=True)
             async for _ in signals:
                 break
