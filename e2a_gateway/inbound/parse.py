@@ -275,7 +275,21 @@ fields nesting comments a few thousand deep (it reads a comment in a comment by 
 IndexError for a parameter ending in `*` with no value (`charset*`)."""
 
 
-@cached(_parsed_bodies, key=lambda raw: hashlib.sha256(raw).digest(), lock=threading.Lock())
+_parsed_bodies_lock = threading.Lock()
+
+
+def _body_key(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+def kept_body(raw: bytes) -> ParsedBody | None:
+    """What `parse_body(raw)` answers when it has kept `raw`'s parsed body (a hash, no
+    parsing: fit for the event loop), else None."""
+    with _parsed_bodies_lock:
+        return _parsed_bodies.get(_body_key(raw))
+
+
+@cached(_parsed_bodies, key=_body_key, lock=_parsed_bodies_lock)
 def parse_body(raw: bytes) -> ParsedBody:
     """The text and HTML bodies (`_body`) and every attachment (`_attachment_parts`).
 

@@ -21,7 +21,7 @@ from e2a_gateway.addresses import domain_as_a_labels
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.clock import format_timestamp, parse_timestamp
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.inbound.parse import ParsedBody, attachment_data, parse_body
+from e2a_gateway.inbound.parse import ParsedBody, attachment_data, kept_body, parse_body
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.operations.agents import owned_agent
 from e2a_gateway.operations.caller import Caller
@@ -226,8 +226,11 @@ async def _agents_message(
 
 
 async def parsed_body(raw: bytes) -> ParsedBody:
-    """`parse_body(raw)` in a worker thread: it keeps what it parsed for a while, but mail not
-    read lately is parsed again, and thousands of parts take seconds, not on the event loop."""
+    """`parse_body(raw)`: what it kept, at once, else parsed in a worker thread (mail not read
+    lately is parsed again, and thousands of parts take seconds, not on the event loop)."""
+    kept = kept_body(raw)
+    if kept is not None:
+        return kept
     return await trio.to_thread.run_sync(parse_body, raw)
 
 
