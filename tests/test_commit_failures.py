@@ -16,8 +16,8 @@ import contextlib
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, closing, contextmanager
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -211,46 +211,40 @@ def commit_dropper(database_url: str) -> Iterator[tuple[CommitDropper, str]]:
         dropper.close()
 
 
+@asynccontextmanager
+async def agent_served_on(tmp_path: Path, url: str) -> AsyncIterator[tuple[int, str]]:
+    """A gateway on the database at `url` (through the test's proxy), serving one agent of a
+    new account: its SMTP port and the agent's address; stopped after the block."""
+    async with trio.open_nursery() as gateway_nursery:
+        settings = make_settings(tmp_path, database={"url": url})
+        running: RunningGateway = await gateway_nursery.start(
+            partial(run_gateway, settings, resolver=FixtureResolver())
+        )
+        account = await open_account(running.gateway, running.addresses.http_url, "o@example.com")
+        async with account.http:
+            agent = await create_agent(account, "bot")
+        yield running.addresses.smtp_port, agent
+        gateway_nursery.cancel_scope.cancel()
+
+
 async def test_postgres_mail_committed_by_a_commit_whose_answer_was_lost_gets_250_once(
     tmp_path: Path,
 ) -> None:
     with fresh_postgres_database() as url, commit_dropper(url) as (dropper, proxied):
-        async with trio.open_nursery() as gateway_nursery:
-            settings = make_settings(tmp_path, database={"url": proxied})
-            running: RunningGateway = await gateway_nursery.start(
-                partial(run_gateway, settings, resolver=FixtureResolver())
-            )
-            account = await open_account(
-                running.gateway, running.addresses.http_url, "o@example.com"
-            )
-            async with account.http:
-                agent = await create_agent(account, "bot")
-            port = running.addresses.smtp_port
-
+        async with agent_served_on(tmp_path, proxied) as (port, agent):
             assert await trio.to_thread.run_sync(smtp_answer, port, agent, "before") == 250
             dropper.doom(b"committed-unheard")
             answer = await trio.to_thread.run_sync(smtp_answer, port, agent, "committed-unheard")
             assert answer == 250 and dropper.dropped == 1
             assert await trio.to_thread.run_sync(smtp_answer, port, agent, "after") == 250
             assert stored_subjects(url) == ["before", "committed-unheard", "after"]
-            gateway_nursery.cancel_scope.cancel()
 
 
 async def test_postgres_mail_whose_lost_commit_the_server_is_still_running_gets_250_once(
     tmp_path: Path,
 ) -> None:
     with fresh_postgres_database() as url, commit_dropper(url) as (dropper, proxied):
-        async with trio.open_nursery() as gateway_nursery:
-            settings = make_settings(tmp_path, database={"url": proxied})
-            running: RunningGateway = await gateway_nursery.start(
-                partial(run_gateway, settings, resolver=FixtureResolver())
-            )
-            account = await open_account(
-                running.gateway, running.addresses.http_url, "o@example.com"
-            )
-            async with account.http:
-                agent = await create_agent(account, "bot")
-            port = running.addresses.smtp_port
+        async with agent_served_on(tmp_path, proxied) as (port, agent):
             commit_slowly(url)
 
             dropper.doom(b"slow-unheard", early=True)
@@ -259,7 +253,6 @@ async def test_postgres_mail_whose_lost_commit_the_server_is_still_running_gets_
             assert answer == 250  # stored once the server finished; a 451 would store it twice
             assert await trio.to_thread.run_sync(smtp_answer, port, agent, "after") == 250
             assert stored_subjects(url) == ["slow-unheard", "after"]
-            gateway_nursery.cancel_scope.cancel()
 
 
 async def test_postgres_mail_whose_lost_commit_outlasts_the_wait_gets_451(
@@ -267,24 +260,13 @@ async def test_postgres_mail_whose_lost_commit_outlasts_the_wait_gets_451(
 ) -> None:
     monkeypatch.setattr(pipeline, "COMMIT_SETTLE_SECONDS", SLOW_COMMIT_SECONDS / 5)
     with fresh_postgres_database() as url, commit_dropper(url) as (dropper, proxied):
-        async with trio.open_nursery() as gateway_nursery:
-            settings = make_settings(tmp_path, database={"url": proxied})
-            running: RunningGateway = await gateway_nursery.start(
-                partial(run_gateway, settings, resolver=FixtureResolver())
-            )
-            account = await open_account(
-                running.gateway, running.addresses.http_url, "o@example.com"
-            )
-            async with account.http:
-                agent = await create_agent(account, "bot")
-            port = running.addresses.smtp_port
+        async with agent_served_on(tmp_path, proxied) as (port, agent):
             commit_slowly(url)
 
             dropper.doom(b"slow-unsettled", early=True)
             answer = await trio.to_thread.run_sync(smtp_answer, port, agent, "slow-unsettled")
             assert answer == 451 and dropper.dropped == 1
             assert await trio.to_thread.run_sync(smtp_answer, port, agent, "after") == 250
-            gateway_nursery.cancel_scope.cancel()
 
 
 async def test_postgres_mail_whose_commit_the_server_never_heard_frees_its_agent_at_once(
@@ -297,18 +279,7 @@ async def test_postgres_mail_whose_commit_the_server_never_heard_frees_its_agent
     monkeypatch.setattr(postgres, "IDLE_IN_TRANSACTION_SECONDS", SLOW_COMMIT_SECONDS)
     monkeypatch.setattr(pipeline, "COMMIT_SETTLE_SECONDS", SLOW_COMMIT_SECONDS * 5)
     with fresh_postgres_database() as url, commit_dropper(url) as (dropper, proxied):
-        async with trio.open_nursery() as gateway_nursery:
-            settings = make_settings(tmp_path, database={"url": proxied})
-            running: RunningGateway = await gateway_nursery.start(
-                partial(run_gateway, settings, resolver=FixtureResolver())
-            )
-            account = await open_account(
-                running.gateway, running.addresses.http_url, "o@example.com"
-            )
-            async with account.http:
-                agent = await create_agent(account, "bot")
-            port = running.addresses.smtp_port
-
+        async with agent_served_on(tmp_path, proxied) as (port, agent):
             dropper.doom(b"never-heard", unheard=True)
             answer = await trio.to_thread.run_sync(smtp_answer, port, agent, "never-heard")
             assert answer == 451 and dropper.dropped == 1
@@ -316,4 +287,3 @@ async def test_postgres_mail_whose_commit_the_server_never_heard_frees_its_agent
             assert await trio.to_thread.run_sync(smtp_answer, port, agent, "after") == 250
             assert await trio.to_thread.run_sync(smtp_answer, port, agent, "never-heard") == 250
             assert stored_subjects(url) == ["after", "never-heard"]
-            gateway_nursery.cancel_scope.cancel()
