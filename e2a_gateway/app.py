@@ -261,7 +261,9 @@ async def run_gateway(
             from e2a_gateway.hub.fanout import fanout_for
             from e2a_gateway.schema_watch import schema_watch_for
 
-            schema = schema_watch_for(gateway)
+            # Once refused, the local WebSockets close: their clients reconnect to a ready
+            # replica.
+            schema = schema_watch_for(gateway.storage, gateway.hub.close_subscriptions)
             if schema is not None:
                 # A newer e2a migrating the database takes this replica out of service.
                 gateway.schema_watch = schema

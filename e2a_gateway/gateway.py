@@ -65,16 +65,19 @@ class Gateway:
     draining: bool = False
     """Set when a stop was asked for and `http.drain_seconds` runs: `GET /readyz` answers 503
     while everything else is still served."""
-    schema_refusal: str | None = None
-    """Set, for good, once the database holds schema versions this e2a does not know (a newer
-    one migrated it while this replica ran): why this replica takes no more work, and what to
-    do (`e2a_gateway.schema_watch`). `GET /readyz` answers 503 with it."""
     schema_watch: SchemaWatch | None = None
     """What checks the schema (PostgreSQL only: on SQLite nothing migrates the file while a
     gateway holds it)."""
     stopping: bool = False
     """Set once the gateway has begun to stop (a signal, or its nursery cancelled): what tells
     a WebSocket ended by the stop from one whose client left (`e2a_gateway.web.socket_counts`)."""
+
+    @property
+    def schema_refusal(self) -> str | None:
+        """Set, for good, once the database holds schema versions this e2a does not know (a
+        newer one migrated it while this replica ran): why this replica takes no more work,
+        and what to do (`e2a_gateway.schema_watch`). `GET /readyz` answers 503 with it."""
+        return None if self.schema_watch is None else self.schema_watch.refusal
 
     @cached_property
     def dkim_signer(self) -> DkimSigner | None:

@@ -9,15 +9,12 @@ the database.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import trio
 
-from e2a_gateway.storage.base import StorageUnavailable
+from e2a_gateway.storage.base import Storage, StorageUnavailable
 from e2a_gateway.storage.postgres import PostgresStorage
-
-if TYPE_CHECKING:
-    from e2a_gateway.gateway import Gateway
 
 log = logging.getLogger("e2a")
 
@@ -46,17 +43,23 @@ def newer_schema_refusal(newer: list[int]) -> str:
 
 class SchemaWatch:
     """Checks that the database's schema is one this e2a knows; once it is not, refuses every
-    storage call (SMTP then answers 421 and 451, the API 503), stops the job workers claiming,
-    closes the local WebSockets and sets `Gateway.schema_refusal`, for good: the process stays
-    up, unready, until it is stopped and upgraded."""
+    storage call (SMTP then answers 421 and 451, the API 503, the job workers claim nothing:
+    they read `refusal`, as `Gateway.schema_refusal`), calls `on_refused` (the gateway closes
+    its local WebSockets), for good: the process stays up, unready, until it is stopped and
+    upgraded."""
 
     def __init__(
-        self, gateway: Gateway, storage: PostgresStorage, interval: float = SCHEMA_CHECK_SECONDS
+        self,
+        storage: PostgresStorage,
+        on_refused: Callable[[], None],
+        interval: float = SCHEMA_CHECK_SECONDS,
     ) -> None:
-        self._gateway = gateway
         self._storage = storage
+        self._on_refused = on_refused
         self._interval = interval
         self._wake = trio.Event()
+        self.refusal: str | None = None
+        """Why this replica takes no more work, once the schema is refused."""
 
     def wake(self) -> None:
         """Check now (another replica announced a migration)."""
@@ -65,33 +68,33 @@ class SchemaWatch:
     async def check(self) -> None:
         """Look at the database's schema versions once; refuse service when a newer e2a
         migrated it. A database that does not answer is left to `ping` to report."""
-        if self._gateway.schema_refusal is not None:
+        if self.refusal is not None:
             return
         try:
             newer = await self._storage.unknown_migrations()
         except StorageUnavailable:
             return
-        if newer and self._gateway.schema_refusal is None:
+        if newer and self.refusal is None:
             self._refuse(newer_schema_refusal(newer))
 
     def _refuse(self, reason: str) -> None:
-        self._gateway.schema_refusal = reason
+        self.refusal = reason
         self._storage.refuse(REFUSED_CALL)
-        self._gateway.hub.close_subscriptions()  # their clients reconnect to a ready replica
+        self._on_refused()
         log.error("%s", reason)
 
     async def run(self) -> None:
         """Check when woken and every SCHEMA_CHECK_SECONDS, until the schema is refused."""
-        while self._gateway.schema_refusal is None:
+        while self.refusal is None:
             with trio.move_on_after(self._interval):
                 await self._wake.wait()
             self._wake = trio.Event()
             await self.check()
 
 
-def schema_watch_for(gateway: Gateway) -> SchemaWatch | None:
-    """The schema watch of a gateway on PostgreSQL; None on SQLite, whose file no other
-    process migrates while a gateway holds it (`e2a migrate` waits for it to stop)."""
-    if isinstance(gateway.storage, PostgresStorage):
-        return SchemaWatch(gateway, gateway.storage)
+def schema_watch_for(storage: Storage, on_refused: Callable[[], None]) -> SchemaWatch | None:
+    """The schema watch of a gateway's `storage` on PostgreSQL; None on SQLite, whose file no
+    other process migrates while a gateway holds it (`e2a migrate` refuses to, beside one)."""
+    if isinstance(storage, PostgresStorage):
+        return SchemaWatch(storage, on_refused)
     return None
