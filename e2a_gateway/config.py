@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from e2a_gateway.env_names import E2A_ALIASES, unknown_variable_warnings
+from e2a_gateway.networks import IpNetwork
 from e2a_gateway.redacted import redacted_url
 
 ENV_PREFIX = "E2A_"
@@ -121,9 +122,6 @@ def _nameserver_port(server: str, text: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise ValueError(f"nameserver {server!r}: the port must be a number from 1 to 65535")
     return int(text)
-
-
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def proxy_networks(entries: list[str]) -> list[IpNetwork]:

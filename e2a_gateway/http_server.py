@@ -50,9 +50,7 @@ from wsproto.connection import ConnectionState as WsState
 from wsproto.events import CloseConnection, Message, Ping, Pong
 from wsproto.frame_protocol import CloseReason
 
-from e2a_gateway.api.proxies import is_trusted_proxy
-from e2a_gateway.config import IpNetwork
-from e2a_gateway.networks import network_of
+from e2a_gateway.networks import IpNetwork, is_trusted_proxy, network_of
 
 logger = logging.getLogger("e2a.http")
 

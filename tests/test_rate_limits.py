@@ -12,11 +12,11 @@ import httpx
 import pytest
 import trio
 
-from e2a_gateway.api.proxies import client_address
 from e2a_gateway.app import RunningGateway, bind_tcp, serve_http
 from e2a_gateway.config import proxy_networks
 from e2a_gateway.gateway import open_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.networks import client_address
 from tests.conftest import TEST_LIMITS, Account, agent_path, make_settings
 from tests.databases import query
 from tests.delivery_support import open_account, quiet_gateway

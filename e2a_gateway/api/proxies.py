@@ -8,57 +8,11 @@ Every route, the per-address limits among them, then sees the client's address a
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 
-from e2a_gateway.config import IpNetwork
-
-
-def _address(text: str) -> str | None:
-    """`text` as a canonical IP address, also when written `a.b.c.d:port` or `[v6]:port` as
-    some proxies do, and an IPv4 address as itself when written in IPv6 (`::ffff:a.b.c.d`, as
-    a dual-stack listener sees IPv4 peers); None when it is no address."""
-    text = text.strip()
-    if text.startswith("["):
-        text = text[1:].partition("]")[0]
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
-
-
-def _trusted(address: str, networks: Sequence[IpNetwork]) -> bool:
-    ip = ipaddress.ip_address(address)
-    return any(ip in network for network in networks)
-
-
-def is_trusted_proxy(peer: str, trusted: Sequence[IpNetwork]) -> bool:
-    """Whether the connection's peer address `peer` is one of the `trusted` proxies."""
-    address = _address(peer)
-    return address is not None and _trusted(address, trusted)
-
-
-def client_address(peer: str, forwarded_for: Iterable[str], trusted: Sequence[IpNetwork]) -> str:
-    """The address of the client: `peer` unless it is a trusted proxy, in which case the
-    address that proxy reports (the last `X-Forwarded-For` entry), and so on while the hop
-    reached is trusted too. An entry that is no address ends the walk at the proxy before it."""
-    address = _address(peer)
-    if address is None:
-        return peer
-    hops = [entry for header in forwarded_for for entry in header.split(",")]
-    while hops and _trusted(address, trusted):
-        reported = _address(hops.pop())
-        if reported is None:
-            break
-        address = reported
-    return address
+from e2a_gateway.networks import IpNetwork, client_address
 
 
 class TrustedProxies:
