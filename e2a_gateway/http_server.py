@@ -9,6 +9,7 @@ closed as soon as it is accepted.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -50,7 +51,7 @@ from wsproto.connection import ConnectionState as WsState
 from wsproto.events import CloseConnection, Message, Ping, Pong
 from wsproto.frame_protocol import CloseReason
 
-from e2a_gateway.networks import IpNetwork, is_trusted_proxy, network_of
+from e2a_gateway.networks import IpNetwork, is_trusted_proxy, network_of, release
 
 logger = logging.getLogger("e2a.http")
 
@@ -165,7 +166,7 @@ class _CountedListener(trio.abc.Listener[trio.SocketStream]):
         self._limits = limits
         self._refused = refused
         self._open = 0
-        self._per_network: dict[str, int] = {}
+        self._per_network: collections.Counter[str] = collections.Counter()
         self._admitted: dict[trio.SocketStream, str] = {}
         self._quiet_until = -math.inf
         self._unlogged = 0
@@ -190,11 +191,7 @@ class _CountedListener(trio.abc.Listener[trio.SocketStream]):
             await handler(stream)
         finally:
             self._open -= 1
-            left = self._per_network[network] - 1
-            if left:
-                self._per_network[network] = left
-            else:
-                del self._per_network[network]
+            release(self._per_network, network)
 
     def _admit(self, stream: trio.SocketStream) -> bool:
         """Count `stream` in, or close it when over a limit."""
@@ -205,7 +202,7 @@ class _CountedListener(trio.abc.Listener[trio.SocketStream]):
             stream.socket.close()
             return False
         network = network_of(peer, 32, limits.ipv6_network_prefix)
-        held = self._per_network.get(network, 0)
+        held = self._per_network[network]
         if self._open >= limits.max_connections:
             self._refuse(stream, peer, "max_connections", self._open)
             return False
@@ -215,7 +212,7 @@ class _CountedListener(trio.abc.Listener[trio.SocketStream]):
             self._refuse(stream, peer, "max_connections_per_ip", held)
             return False
         self._open += 1
-        self._per_network[network] = held + 1
+        self._per_network[network] += 1
         self._admitted[stream] = network
         return True
 

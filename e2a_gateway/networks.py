@@ -5,11 +5,20 @@ no I/O."""
 
 from __future__ import annotations
 
+import collections
 import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def release(counts: collections.Counter[str], key: str) -> None:
+    """One connection fewer for the client `key` in `counts`, forgetting a key that has none
+    left (a client that came once holds no entry for good)."""
+    counts[key] -= 1
+    if not counts[key]:
+        del counts[key]
 
 
 @functools.lru_cache(maxsize=4096)

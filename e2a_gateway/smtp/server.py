@@ -24,7 +24,7 @@ from typing import Protocol
 
 import trio
 
-from e2a_gateway.networks import network_of
+from e2a_gateway.networks import network_of, release
 from e2a_gateway.signing.reply_tokens import redact_reply_tokens
 from e2a_gateway.smtp.message_memory import MessageMemory
 from e2a_gateway.smtp.protocol import (
@@ -426,8 +426,8 @@ class _Listener:
         finally:
             self._observer.session_ended()
             self._connections.discard(connection)
-            _release(self._per_ip, connection.peer)
-            _release(self._per_network, connection.network)
+            release(self._per_ip, connection.peer)
+            release(self._per_network, connection.network)
 
     def _decline(
         self, stream: trio.SocketStream, peer: str, sessions: trio.Nursery, reason: str
@@ -796,13 +796,6 @@ def _summary(mail_from: str, recipients: Iterable[Mailbox]) -> str:
     """A transaction's envelope as the session's log line names it (reply tokens redacted)."""
     addresses = redact_reply_tokens(",".join(f"<{mailbox.address}>" for mailbox in recipients))
     return f"from=<{mail_from}> to={addresses}"
-
-
-def _release(counts: collections.Counter[str], key: str) -> None:
-    """One session fewer for `key`, forgetting keys that have none left."""
-    counts[key] -= 1
-    if not counts[key]:
-        del counts[key]
 
 
 def _peer_ip(stream: trio.SocketStream) -> str:
