@@ -199,8 +199,11 @@ def scenario(
             page.set_viewport_size({"width": 375, "height": 812})
             menu.get_by_role("link", name="Agents").click()
             page.get_by_role("link", name="helpdesk@agents.test").click()
-            # the inbox shown (a page still loading has no document to measure)
+            # the inbox shown and styled: the heading is visible before the stylesheet has
+            # arrived, and the bare table is wider than a phone
             expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
+            page.wait_for_load_state("load")
+            expect(page.locator("#inbox thead")).to_have_css("position", "absolute")
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 375, f"the inbox is {width}px wide at a 375px viewport"
             page.screenshot(path=str(screenshots / "phone-inbox.png"), full_page=True)
