@@ -207,6 +207,15 @@ class RawClient:
         self._buffer.clear()
         return rest
 
+    async def ending(self) -> tuple[bytes, str]:
+        """Everything until the server ends the connection, and how: "closed" or "reset"."""
+        try:
+            return await self.rest(), "closed"
+        except trio.BrokenResourceError:
+            rest = bytes(self._buffer)
+            self._buffer.clear()
+            return rest, "reset"
+
     async def aclose(self) -> None:
         await self._stream.aclose()
 
@@ -1049,10 +1058,15 @@ async def test_starttls_is_not_offered_without_a_certificate(port: int) -> None:
 
 
 async def tls_client(
-    port: int, context: ssl.SSLContext, pipelined: bytes
+    port: int,
+    context: ssl.SSLContext,
+    pipelined: bytes,
+    stream: trio.SocketStream | None = None,
 ) -> tuple[bytes, trio.SSLStream[trio.SocketStream]]:
-    """Greeted, EHLO'd, STARTTLS (with `pipelined` in the same packet), handshake done."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    """Greeted, EHLO'd, STARTTLS (with `pipelined` in the same packet), handshake done; over
+    `stream` if given, else a new connection to `port`."""
+    if stream is None:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
     plain = RawClient(stream)
     await plain.reply()
     await plain.send(b"EHLO client.example\r\n")
@@ -1314,3 +1328,69 @@ async def test_shutdown_cuts_an_error_delay_short(nursery: trio.Nursery, sink: M
         rest = await client.rest()
         await server.stopped.wait()
     assert rest == b"550 5.1.1 <nobody@agents.test>: no such agent here\r\n" + SHUTDOWN
+
+
+# The last reply reaches a client that pipelined past it
+
+
+async def connect_slow_reader(port: int) -> trio.SocketStream:
+    """A connection whose receive window holds a few hundred octets: like a distant client,
+    it leaves most of the server's replies in the server's send buffer until it reads them."""
+    sock = trio.socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    await sock.connect(("127.0.0.1", port))
+    return trio.SocketStream(sock)
+
+
+async def wait_for_log(caplog: pytest.LogCaptureFixture, text: str) -> None:
+    while text not in caplog.text:  # noqa: ASYNC110 (logging has no event to wait on)
+        await trio.sleep(0.01)
+
+
+HELP = b"214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP\r\n"
+ENDINGS = {
+    "errors": (b"BOGUS\r\n" * 200, b"500 5.5.2 Unknown command\r\n" * 20 + TOO_MANY_ERRORS),
+    "junk": (
+        b"HELP\r\n" * 200,
+        HELP * 100
+        + b"421 4.7.0 mx.agents.test Too many commands without mail, closing connection\r\n",
+    ),
+    "quit": (b"QUIT\r\n" + b"NOOP\r\n" * 200, b"221 2.0.0 mx.agents.test closing connection\r\n"),
+}
+
+
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "tls"])
+@pytest.mark.parametrize("ending", ENDINGS)
+async def test_a_client_writing_past_the_last_reply_still_reads_it(
+    nursery: trio.Nursery,
+    sink: MemorySink,
+    server_tls: ssl.SSLContext,
+    client_tls: ssl.SSLContext,
+    caplog: pytest.LogCaptureFixture,
+    secure: bool,
+    ending: str,
+) -> None:
+    """A client pipelines 200 commands past a 421 (too many errors, too many commands without
+    mail) or a QUIT, has read none of the replies when the session ends, and keeps writing
+    after it: it still reads every reply, the last one included, and then the end of the
+    connection (over TLS, close_notify), not a reset that would have thrown replies away."""
+    caplog.set_level(logging.INFO, logger="e2a.smtp")
+    pipelined, replies = ENDINGS[ending]
+    port = await start_server(
+        nursery, sink, tls=server_tls, session_limits=SessionLimits(error_delay=0)
+    )
+    with trio.fail_after(TIMEOUT):
+        stream = await connect_slow_reader(port)
+        if secure:
+            _, secure_stream = await tls_client(port, client_tls, b"", stream)
+            client = RawClient(secure_stream)  # type: ignore[arg-type]
+        else:
+            client = RawClient(stream)
+            await client.reply()
+        await client.send(b"EHLO client.example\r\n")
+        await client.reply()
+        await client.send(pipelined)
+        await wait_for_log(caplog, "SMTP session client=127.0.0.1")
+        await client.send(b"NOOP\r\n" * 100)
+        await trio.sleep(0.1)  # the server's answer to these lines, if any, has arrived
+        assert await client.ending() == (replies, "closed")
