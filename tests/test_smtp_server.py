@@ -1355,7 +1355,10 @@ ENDINGS = {
         HELP * 100
         + b"421 4.7.0 mx.agents.test Too many commands without mail, closing connection\r\n",
     ),
-    "quit": (b"QUIT\r\n" + b"NOOP\r\n" * 200, b"221 2.0.0 mx.agents.test closing connection\r\n"),
+    "quit": (
+        b"HELP\r\n" * 50 + b"QUIT\r\n" + b"NOOP\r\n" * 200,
+        HELP * 50 + b"221 2.0.0 mx.agents.test closing connection\r\n",
+    ),
 }
 
 
@@ -1370,7 +1373,7 @@ async def test_a_client_writing_past_the_last_reply_still_reads_it(
     secure: bool,
     ending: str,
 ) -> None:
-    """A client pipelines 200 commands past a 421 (too many errors, too many commands without
+    """A client pipelines commands past a 421 (too many errors, too many commands without
     mail) or a QUIT, has read none of the replies when the session ends, and keeps writing
     after it: it still reads every reply, the last one included, and then the end of the
     connection (over TLS, close_notify), not a reset that would have thrown replies away."""

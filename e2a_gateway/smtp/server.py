@@ -11,6 +11,7 @@ listener or another session down.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import enum
 import errno
@@ -477,6 +478,8 @@ class _ClientConnection:
         self.peer = peer
         self.network = network
         self._stream: trio.abc.Stream = stream
+        self._socket = stream.socket
+        """The connection's socket, under TLS too."""
         self._session = session
         self._sink = sink
         self._tls = tls
@@ -537,16 +540,7 @@ class _ClientConnection:
         finally:
             self._session.close()  # gives back the memory of a message in flight
             self._log_session()
-            if isinstance(self._stream, trio.SocketStream):
-                try:
-                    if self._said_goodbye:
-                        await self._linger(self._stream.socket)
-                finally:
-                    self._stream.socket.close()  # nothing to say at closing, unlike TLS
-            else:
-                with trio.move_on_after(_GOODBYE_SECONDS):
-                    await self._stream.aclose()
-                await trio.aclose_forcefully(self._stream)
+            await self._close()
 
     async def _converse(self) -> None:
         await self._send(self._session.greeting())
@@ -584,19 +578,31 @@ class _ClientConnection:
                     self._said_goodbye = True
                     return
 
-    async def _linger(self, socket: trio.socket.SocketType) -> None:
-        """The session ended the dialogue (QUIT, a 421): end the server's side after its last
-        reply and read what the client still sends until it closes, for `_GOODBYE_SECONDS` at
-        most. Closed with input unread (a client that pipelined past a 421), the socket would
-        reset the connection, and the client could lose the replies it has not read yet, the
-        421 among them."""
+    async def _close(self) -> None:
+        """Close the connection (over TLS, after a close_notify); if the session ended the
+        dialogue (QUIT, a 421), after the `_linger`."""
+        if isinstance(self._stream, trio.SocketStream):
+            try:
+                if self._said_goodbye:
+                    await _linger(self._socket)
+            finally:
+                self._socket.close()  # nothing to say at closing, unlike TLS
+            return
+        # Closing the TLS stream closes its socket: a duplicate keeps the connection open
+        # for the linger that follows the close_notify.
+        lingering = None
+        if self._said_goodbye:
+            with contextlib.suppress(OSError):  # out of file descriptors: no linger
+                lingering = self._socket.dup()
         try:
-            socket.shutdown(trio.socket.SHUT_WR)
             with trio.move_on_after(_GOODBYE_SECONDS):
-                while await self._read_some():
-                    pass
-        except (OSError, trio.BrokenResourceError):
-            pass  # the client is gone already
+                await self._stream.aclose()  # close_notify, then the socket
+            await trio.aclose_forcefully(self._stream)
+            if lingering is not None:
+                await _linger(lingering)
+        finally:
+            if lingering is not None:
+                lingering.close()
 
     async def _abandon(self) -> None:
         """The grace period is over: tell the client (if it still listens) and give up."""
@@ -669,15 +675,7 @@ class _ClientConnection:
         then reads, where receive_some would try a read first, fail, and then wait."""
         if not isinstance(self._stream, trio.SocketStream):
             return await self._stream.receive_some(_RECEIVE_BYTES)
-        socket = self._stream.socket
-        while True:
-            await trio.lowlevel.wait_readable(socket)
-            try:
-                return os.read(socket.fileno(), _RECEIVE_BYTES)
-            except BlockingIOError:
-                continue  # woken without data after all
-            except OSError as error:
-                raise trio.BrokenResourceError(error) from error
+        return await _read_socket(self._socket)
 
     async def _start_tls(self) -> bool:
         """Secure the connection after STARTTLS's 220; False (and close) if the handshake fails."""
@@ -790,6 +788,35 @@ class _ClientConnection:
         )
         self._messages.clear()
         self._refused_recipients.clear()
+
+
+async def _linger(socket: trio.socket.SocketType) -> None:
+    """The session ended the dialogue (QUIT, a 421): end the server's side of the connection
+    after its last reply (and close_notify, over TLS) and read and drop what the client still
+    sends until it closes, for `_GOODBYE_SECONDS` at most. Closed with input unread (a client
+    that pipelined past a 421), the socket would reset the connection, and the replies the
+    client has not read yet would be lost, the 421 among them: the reset throws away what is
+    still in the server's send buffer, and some clients' systems what they had received."""
+    try:
+        socket.shutdown(trio.socket.SHUT_WR)
+        with trio.move_on_after(_GOODBYE_SECONDS):
+            while await _read_socket(socket):
+                pass
+    except (OSError, trio.BrokenResourceError):
+        pass  # the client is gone already
+
+
+async def _read_socket(socket: trio.socket.SocketType) -> bytes:
+    """The next bytes from `socket`, b"" once the client has closed (see
+    `_ClientConnection._read_some`)."""
+    while True:
+        await trio.lowlevel.wait_readable(socket)
+        try:
+            return os.read(socket.fileno(), _RECEIVE_BYTES)
+        except BlockingIOError:
+            continue  # woken without data after all
+        except OSError as error:
+            raise trio.BrokenResourceError(error) from error
 
 
 def _summary(mail_from: str, recipients: Iterable[Mailbox]) -> str:
