@@ -1,8 +1,10 @@
 """`e2a serve` on SQLite whose disk takes no more while it runs (here a file-size limit, which
-SQLite meets as a full disk does): mail is answered 452 4.3.1 (insufficient system storage)
-and nothing of it is stored, the health and readiness checks say the database takes no writes
-and what to check, and once the disk takes writes again both come up by themselves and mail
-is stored again. The metric `e2a_storage_up` follows the same verdict.
+SQLite meets as a failing disk, SQLITE_IOERR_WRITE; or SQLite's own limit on the database's
+size, which it meets as a full disk, SQLITE_FULL): mail is answered 452 4.3.1 (insufficient
+system storage) and nothing of it is stored, the health and readiness checks say the database
+takes no writes and what to check, and once the disk takes writes again both come up by
+themselves and mail is stored again. SQLite's failures are known by their result codes, never
+by their words. The metric `e2a_storage_up` follows the same verdict.
 
 A PostgreSQL server whose disk is full (SQLSTATE 53100, raised here by a trigger, as filling a
 real server's disk needs root) is answered and reported the same way."""
@@ -13,6 +15,7 @@ import logging
 import os
 import resource
 import smtplib
+import sqlite3
 import subprocess
 import time
 from functools import partial
@@ -24,8 +27,11 @@ import trio
 
 from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.storage.base import DiskFull, StorageUnavailable
 from e2a_gateway.storage.sql import lifecycle
 from e2a_gateway.storage.sql.lifecycle import DISK_REFUSAL_SECONDS
+from e2a_gateway.storage.sql.transaction import Transaction
+from e2a_gateway.storage.sqlite import SqliteStorage, disk_refused
 from tests.conftest import make_settings
 from tests.databases import fresh_postgres_database, query
 from tests.delivery_support import create_agent, open_account
@@ -128,6 +134,101 @@ def test_a_full_disk_refuses_mail_shows_in_health_and_recovers(tmp_path: Path) -
     assert f"df -h {tmp_path}" in stderr  # the log of the refused mail says what to check
     assert BODY[:200] not in stderr
     assert stored_subjects(f"sqlite:///{tmp_path / 'e2a.db'}") == [*accepted, "after"]
+
+
+ROOMY_PAGE_COUNT = 1073741823
+"""SQLite's default `max_page_count`: as many pages as a database file may have."""
+
+
+async def test_a_database_out_of_pages_refuses_mail_and_recovers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite's own limit on the database's size, met as a full disk is (SQLITE_FULL): the
+    # gateway knows it by that code, whatever the words of the error.
+    database = f"sqlite:///{tmp_path / 'e2a.db'}"
+    async with trio.open_nursery() as gateway_nursery:
+        settings = make_settings(tmp_path, database={"url": database})
+        running: RunningGateway = await gateway_nursery.start(
+            partial(run_gateway, settings, resolver=FixtureResolver())
+        )
+        storage = running.gateway.storage
+        assert isinstance(storage, SqliteStorage)
+        url = running.addresses.http_url
+        account = await open_account(running.gateway, url, "o@example.com")
+        async with account.http:
+            assert await create_agent(account, "bot") == "bot@agents.test"
+        port = running.addresses.smtp_port
+        assert await trio.to_thread.run_sync(smtp_reply, port, "before") == "250"
+
+        async def pages_allowed(pages: int | None) -> None:
+            """Let the database grow to `pages` more pages than it has (None: no limit)."""
+            async with storage._write_lock:  # no write runs on the writer meanwhile
+                (used,) = storage._writer.execute("PRAGMA page_count").fetchone()
+                limit = ROOMY_PAGE_COUNT if pages is None else used + pages
+                storage._writer.execute(f"PRAGMA max_page_count = {limit}")
+
+        await pages_allowed(2)
+        assert await trio.to_thread.run_sync(smtp_reply, port, "refused") == "452 4.3.1"
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            health = await http.get("/api/health")
+            assert health.status_code == 503, health.text
+            detail = health.json()["storage"]["detail"]
+            assert "is its disk full" in detail and f"df -h {tmp_path}" in detail
+
+            await pages_allowed(None)  # the space freed
+            monkeypatch.setattr(lifecycle, "DISK_REFUSAL_SECONDS", 0.0)  # probe at once
+            assert (await http.get("/api/health")).status_code == 200
+        assert await trio.to_thread.run_sync(smtp_reply, port, "after") == "250"
+        gateway_nursery.cancel_scope.cancel()
+    assert stored_subjects(database) == ["before", "after"]
+
+
+async def test_a_full_disk_is_known_by_sqlites_code_not_its_words(tmp_path: Path) -> None:
+    storage = SqliteStorage.open(str(tmp_path / "e2a.db"))
+    try:
+
+        def read_table(name: str) -> object:
+            def work(tx: Transaction) -> object:
+                return tx.all(f'SELECT * FROM "{name}"')
+
+            return work
+
+        # An error worded like a full disk, SQLITE_ERROR by its code: not a full disk.
+        with pytest.raises(StorageUnavailable) as refused:
+            await storage._write(read_table("disk is full"))
+        assert not isinstance(refused.value, DiskFull)
+        with pytest.raises(StorageUnavailable) as refused:
+            await storage._write(read_table("disk I/O error"))
+        assert not isinstance(refused.value, DiskFull)
+        await storage.ping()  # the database takes writes: nothing was taken for a full disk
+    finally:
+        await storage.close()
+
+    full = sqlite3.connect(":memory:")
+    full.execute("CREATE TABLE filler (data BLOB)")
+    full.execute("PRAGMA max_page_count = 2")
+    with pytest.raises(sqlite3.OperationalError) as really_full:
+        full.execute("INSERT INTO filler VALUES (zeroblob(100000))")
+    full.close()
+    assert really_full.value.sqlite_errorcode == sqlite3.SQLITE_FULL
+    assert disk_refused(really_full.value)
+    # A file-size limit is met as a failing disk, by an extended code (SQLITE_IOERR_WRITE).
+    failing = sqlite3.connect(tmp_path / "small.db", isolation_level=None)
+    failing.execute("CREATE TABLE filler (data BLOB)")
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, limits[1]))
+    try:
+        with pytest.raises(sqlite3.OperationalError) as really_failing:
+            failing.execute("INSERT INTO filler VALUES (zeroblob(100000))")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        failing.close()
+    assert really_failing.value.sqlite_errorcode == sqlite3.SQLITE_IOERR_WRITE
+    assert disk_refused(really_failing.value)
+    # An error that carries no code is known by SQLite's words.
+    assert disk_refused(sqlite3.OperationalError("database or disk is full"))
+    assert disk_refused(sqlite3.OperationalError("disk I/O error"))
+    assert not disk_refused(sqlite3.OperationalError("database is locked"))
 
 
 NO_ROOM = (

@@ -157,8 +157,21 @@ def held_by_a_gateway(path: str) -> bool:
     return False
 
 
-DISK_FAILURES = ("disk is full", "disk I/O error")
-"""How SQLite says its disk took no more (SQLITE_FULL, SQLITE_IOERR)."""
+DISK_FAILURE_CODES = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR})
+"""SQLite's primary result codes for a disk that took no more: full (SQLITE_FULL, also a
+database at its `max_page_count`) or failing (SQLITE_IOERR; an extended code such as
+SQLITE_IOERR_WRITE, what a file-size limit gives, is SQLITE_IOERR in its low byte)."""
+DISK_FAILURE_WORDS = ("disk is full", "disk I/O error")
+"""How SQLite words those failures, for an error that carries no code."""
+
+
+def disk_refused(error: sqlite3.Error) -> bool:
+    """Whether `error` says the database's disk took no more (DISK_FAILURE_CODES), known by
+    SQLite's result code; only an error without one is known by its words."""
+    code: int | None = getattr(error, "sqlite_errorcode", None)
+    if code is None:
+        return any(words in str(error) for words in DISK_FAILURE_WORDS)
+    return code & 0xFF in DISK_FAILURE_CODES
 
 
 def _disk_failure(path: str, failure: StorageUnavailable) -> str:
@@ -339,7 +352,8 @@ class SqliteStorage(SqlStorage):
             try:
                 return await trio.to_thread.run_sync(self._transact, work, durable)
             except StorageUnavailable as exc:
-                if not any(words in str(exc) for words in DISK_FAILURES):
+                cause = exc.__cause__
+                if not (isinstance(cause, sqlite3.Error) and disk_refused(cause)):
                     raise
                 raise DiskFull(_disk_failure(self.path, exc)) from exc
             finally:
