@@ -1,17 +1,18 @@
 """The running gateway's shared state: settings, storage, server key and DNS resolver.
 
-`open_gateway` opens and migrates storage (whose commits wake the job workers) and settles the
-server key; everything that serves requests (SMTP, HTTP, workers) receives the same `Gateway`.
+`open_gateway` opens and migrates storage (whose commits wake the job workers and make this
+process forget what it kept of erased mail) and settles the server key; everything that serves
+requests (SMTP, HTTP, workers) receives the same `Gateway`.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from typing import TYPE_CHECKING
 
 from cachetools import TTLCache
@@ -19,6 +20,7 @@ from cachetools import TTLCache
 from e2a_gateway.config import Settings
 from e2a_gateway.hub import Hub
 from e2a_gateway.hub.job_queue import JobQueue
+from e2a_gateway.inbound.parse import forget_bodies
 from e2a_gateway.local_rate_counts import LocalRateCounts
 from e2a_gateway.mailauth.dns_answers import Resolver
 from e2a_gateway.mailauth.resolver import DnsResolver
@@ -26,6 +28,7 @@ from e2a_gateway.metrics import Metrics
 from e2a_gateway.outbound.dkim_signing import DkimKeyRecord, DkimSigner
 from e2a_gateway.production import check_signing_secret
 from e2a_gateway.storage import open_storage
+from e2a_gateway.storage.announcements import Announcement, MailErased
 from e2a_gateway.storage.base import Lifecycle, Storage, StorageUnavailable
 
 if TYPE_CHECKING:
@@ -132,6 +135,15 @@ async def resolve_server_key(settings: Settings, storage: Lifecycle) -> str:
     return await storage.server_secret(secrets.token_hex(32))
 
 
+def heard_commit(jobs: JobQueue, announcements: Sequence[Announcement]) -> None:
+    """Storage's commit observer: wake the job workers (`JobQueue.committed`) and forget the
+    parsed bodies kept of erased mail (`MailErased`)."""
+    jobs.committed(announcements)
+    for erased in announcements:
+        if isinstance(erased, MailErased):
+            forget_bodies(bytes.fromhex(digest) for digest in erased.raw_digests)
+
+
 @asynccontextmanager
 async def open_gateway(
     settings: Settings, resolver: Resolver | None = None
@@ -144,7 +156,7 @@ async def open_gateway(
     storage = open_storage(
         settings.database.url,
         settings.replica_id,
-        jobs.committed,
+        partial(heard_commit, jobs),
         pooled=settings.database.pooled,
         listen_url=settings.database.listen_url,
     )

@@ -2,7 +2,8 @@
 `DELETE /api/v1/users/me`, no row of any table names the user, their address, their agents'
 ids or their messages (feedback sent with their address included), and every raw message
 only they held is gone, while another account's copy of mail they shared, and all that
-account owns, stays whole."""
+account owns, stays whole. Nor does this process keep the parsed bodies of an erased account's
+or agent's mail in memory."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import trio
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
+from e2a_gateway.inbound.parse import kept_body
 from e2a_gateway.storage.sqlite import SqliteStorage
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import full_scans, query, traced_statements
@@ -164,6 +166,62 @@ async def test_an_erased_account_leaves_no_row_behind_and_spares_the_other(
         assert bob_after[name] == bob_before[name]
     assert sorted(m["subject"] for m in bob_after["messages"]) == ["Shared", "To Bob"]
     assert query(url, "SELECT message, email FROM feedback") == [("Bob's idea.", bob.email)]
+
+
+def raw_of(url: str, agent: str, subject: str) -> bytes:
+    """The raw bytes of the message `subject` received by `agent`, as stored."""
+    rows = query(
+        url,
+        "SELECT r.raw FROM messages_with_content m JOIN raw_messages r ON r.digest = m.raw_digest "
+        "WHERE m.agent_email = ? AND m.subject = ?",
+        (agent, subject),
+    )
+    assert len(rows) == 1, rows
+    return bytes(rows[0][0])
+
+
+async def test_erased_mail_leaves_no_parsed_body_in_memory(
+    running: RunningGateway, make_account: Any
+) -> None:
+    url = running.gateway.settings.database.url
+    port = running.addresses.smtp_port
+    alice: Account = await make_account("alice@example.com")
+    bob: Account = await make_account("bob@example.com")
+    alice_bot = await create_agent(alice, "alicebot")
+    alice_aide = await create_agent(alice, "aliceaide")
+    bob_bot = await create_agent(bob, "bobbot")
+    await smtp_send(port, [alice_bot], mail("Bot's", body="For the bot alone."))
+    await smtp_send(port, [alice_aide], mail("Aide's", body="For the aide alone."))
+    await smtp_send(port, [alice_bot, bob_bot], mail("Shared", body="For both accounts."))
+
+    async def read(account: Account, agent: str, subject: str) -> str:
+        """Read the message `subject` of `agent` (the gateway keeps its parsed body); its
+        text."""
+        message_id = (await inbound_ids(account, agent))[subject]
+        answer = await account.http.get(v1_messages(agent, f"/{message_id}"))
+        assert answer.status_code == 200, answer.text
+        return str(answer.json()["parsed"]["text"])
+
+    held = {
+        "bot": raw_of(url, alice_bot, "Bot's"),
+        "aide": raw_of(url, alice_aide, "Aide's"),
+        "shared": raw_of(url, bob_bot, "Shared"),
+    }
+    for agent, subject in ((alice_bot, "Bot's"), (alice_aide, "Aide's"), (bob_bot, "Shared")):
+        await read(alice if agent != bob_bot else bob, agent, subject)
+    assert all(kept_body(raw) is not None for raw in held.values())
+
+    gone = await alice.http.delete(agent_path(alice_aide), params={"permanent": "true"})
+    assert gone.status_code == 200, gone.text
+    assert kept_body(held["aide"]) is None
+    assert kept_body(held["bot"]) is not None  # the account's other agent's mail stays kept
+
+    erased = await alice.http.delete("/api/v1/users/me?confirm=DELETE")
+    assert erased.status_code == 200, erased.text
+    assert kept_body(held["bot"]) is None
+    assert kept_body(held["shared"]) is None  # erased with alice's copy; bob's reads it again
+    assert await read(bob, bob_bot, "Shared") == "For both accounts.\n"
+    assert kept_body(held["shared"]) is not None
 
 
 async def test_mail_erased_from_sqlite_is_overwritten_in_the_file(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from e2a_gateway.storage.announcements import AccessEnded, JobsAdded, MessageStored
+from e2a_gateway.storage.announcements import AccessEnded, JobsAdded, MailErased, MessageStored
 from e2a_gateway.storage.new_inbound import NewInboundMessage
 from e2a_gateway.storage.notify_payloads import (
     MAX_NOTIFY_PAYLOAD_BYTES,
@@ -102,6 +102,14 @@ def test_one_payload_names_every_kind_of_job_a_commit_added() -> None:
     assert decode_payload(revocation).news == (AccessEnded("key", "hash"),)
     assert decode_payload(jobs).news == (JobsAdded(WEBHOOK_JOB), JobsAdded(OUTBOUND_JOB))
     assert encode_payloads(ORIGIN, []) == []
+
+
+def test_mail_erased_is_not_told_to_other_replicas() -> None:
+    # this process forgets what it kept of the mail; another's can no longer reach what it kept
+    erased = MailErased(("ab" * 32,))
+    assert encode_payloads(ORIGIN, [erased]) == []
+    (jobs,) = encode_payloads(ORIGIN, [erased, JobsAdded(WEBHOOK_JOB)])
+    assert decode_payload(jobs).news == (JobsAdded(WEBHOOK_JOB),)
 
 
 def test_jobs_true_without_origin_wakes_every_kind() -> None:

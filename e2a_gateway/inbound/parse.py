@@ -13,7 +13,7 @@ import email
 import hashlib
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage, Message, MIMEPart
 
@@ -289,6 +289,14 @@ def kept_body(raw: bytes) -> ParsedBody | None:
         return _parsed_bodies.get(_body_key(raw))
 
 
+def forget_bodies(digests: Iterable[bytes]) -> None:
+    """Forget the parsed bodies kept of the raw bytes whose SHA-256 digests are `digests`
+    (mail erased: nothing of it stays in memory until the cache's budget would push it out)."""
+    with _parsed_bodies_lock:
+        for digest in digests:
+            _parsed_bodies.pop(digest, None)
+
+
 @cached(_parsed_bodies, key=_body_key, lock=_parsed_bodies_lock)
 def parse_body(raw: bytes) -> ParsedBody:
     """The text and HTML bodies (`_body`) and every attachment (`_attachment_parts`).
@@ -296,7 +304,7 @@ def parse_body(raw: bytes) -> ParsedBody:
     Parsing costs about a millisecond per kilobyte of mail and the same bytes always read the
     same, so the most recently read bodies are kept, by the SHA-256 of their bytes, within
     PARSED_BODY_CACHE_BUDGET: reading a message again, as agents and the dashboard do, costs
-    a hash.
+    a hash. Those of erased mail are forgotten when the erasure commits (`forget_bodies`).
 
     A message the stdlib cannot parse has nothing readable (`_UNREADABLE`)."""
     try:

@@ -44,6 +44,16 @@ class MessageStored:
 
 
 @dataclass(frozen=True)
+class MailErased:
+    """Mail was erased with its account or agent: `raw_digests` are the digests (`raw_digest`)
+    of the raw messages it held, so this process forgets what it kept of them (their parsed
+    bodies). Told to this process alone: another replica's kept bodies of erased mail are
+    reachable by no request (the rows are gone), and age out as it reads other mail."""
+
+    raw_digests: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class SocketClaimed:
     """A `/v1` WebSocket took the agent `agent_id`'s connection slot on some replica. Claims are
     ordered by (`claimed_at`, `claim_id`): the greatest is the one connection left open, on
@@ -55,7 +65,7 @@ class SocketClaimed:
     claim_id: str
 
 
-Announcement = JobsAdded | AccessEnded | MessageStored | SocketClaimed
+Announcement = JobsAdded | AccessEnded | MessageStored | MailErased | SocketClaimed
 
 CommitObserver = Callable[[Sequence[Announcement]], None]
 """Called, on the event loop, with what one write announced, once that write has committed."""

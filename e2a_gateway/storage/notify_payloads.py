@@ -16,6 +16,7 @@ from e2a_gateway.storage.announcements import (
     AccessEnded,
     Announcement,
     JobsAdded,
+    MailErased,
     MessageStored,
     RevokedKind,
     SocketClaimed,
@@ -71,7 +72,7 @@ class Payload:
 def encode_payloads(origin: str, announcements: Iterable[Announcement]) -> list[str]:
     """The payloads telling other replicas of `announcements`: each message stored, each
     access ended and each WebSocket claimed once, in order, then one payload naming every kind
-    of job added."""
+    of job added. Mail erased is news for this process alone (`MailErased`)."""
     payloads: dict[str, None] = {}
     job_kinds: dict[str, None] = {}
     for announcement in announcements:
@@ -81,6 +82,8 @@ def encode_payloads(origin: str, announcements: Iterable[Announcement]) -> list[
             payloads[_revocation_payload(origin, announcement)] = None
         elif isinstance(announcement, SocketClaimed):
             payloads[_claim_payload(origin, announcement)] = None
+        elif isinstance(announcement, MailErased):
+            continue
         else:
             payloads[_stored_payload(origin, announcement)] = None
     if job_kinds:

@@ -44,6 +44,7 @@ from e2a_gateway.storage.rows import (
     signing_secret_params,
     user_export,
 )
+from e2a_gateway.storage.sql.erasure import announce_erased_mail
 from e2a_gateway.storage.sql.events import EVENT_COLUMNS, EVENTS_WITH_BODIES, decode_events
 from e2a_gateway.storage.sql.keyset import after_newest_first
 from e2a_gateway.storage.sql.mailbox import sorted_labels
@@ -434,7 +435,8 @@ class AccountsSql(Runner):
         The mail is found agent by agent, through the indexes led by the agent's address:
         every message names one of its user's agents (the agent it was received or sent by),
         and `messages` keeps no index of its own by user, which storing inbound mail would
-        have to maintain; asking by user read every message of the gateway."""
+        have to maintain; asking by user read every message of the gateway. What this process
+        kept of the erased mail goes when the deletion commits (`MailErased`)."""
         mine = "agent_email IN (SELECT email FROM agents WHERE user_id = ?)"
         mail = {
             "webhook_attempts": (
@@ -471,6 +473,7 @@ class AccountsSql(Runner):
                     for table, (query, params) in statements.items()
                 }
 
+            announce_erased_mail(tx, "SELECT email FROM agents WHERE user_id = ?", (user_id,))
             counts = run(mail)
             _lock_user(tx, user_id)
             counts |= run(records(tx.dialect.lowercase("email")))

@@ -21,6 +21,7 @@ from e2a_gateway.storage.base import (
     DomainNotHeld,
 )
 from e2a_gateway.storage.rows import AGENT_COLUMNS, agent_assignments, agent_params, decode_agent
+from e2a_gateway.storage.sql.erasure import announce_erased_mail
 from e2a_gateway.storage.sql.jobs import add_job
 from e2a_gateway.storage.sql.outbound import cancel_sends_in
 from e2a_gateway.storage.sql.runner import Runner
@@ -177,7 +178,8 @@ class AgentsSql(Runner):
 
     async def delete_agent(self, user_id: str, email: str) -> str | None:
         """Delete one of the user's agents (its messages cascade); its id, or None. Other
-        replicas hear of it when it commits, and end its live subscriptions.
+        replicas hear of it when it commits, and end its live subscriptions; this process
+        forgets what it kept of the agent's mail (`MailErased`).
 
         Its mail's jobs go before its mail, in the order the workers recording an attempt take
         them (the job, then its message): by cascade the message went first, and a send being
@@ -191,6 +193,7 @@ class AgentsSql(Runner):
             )
             if row is None:
                 return None
+            announce_erased_mail(tx, "?", (email,))
             tx.execute(
                 "DELETE FROM jobs WHERE message_id IN "
                 "(SELECT id FROM messages WHERE agent_email = ?)",
