@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from cachetools import TTLCache
 
+from e2a_gateway import kept_bodies
 from e2a_gateway.config import Settings
 from e2a_gateway.hub import Hub
 from e2a_gateway.hub.job_queue import JobQueue
-from e2a_gateway.inbound.parse import forget_bodies
 from e2a_gateway.local_rate_counts import LocalRateCounts
 from e2a_gateway.mailauth.dns_answers import Resolver
 from e2a_gateway.mailauth.resolver import DnsResolver
@@ -141,7 +141,7 @@ def heard_commit(jobs: JobQueue, announcements: Sequence[Announcement]) -> None:
     jobs.committed(announcements)
     for erased in announcements:
         if isinstance(erased, MailErased):
-            forget_bodies(bytes.fromhex(digest) for digest in erased.raw_digests)
+            kept_bodies.forget(bytes.fromhex(digest) for digest in erased.raw_digests)
 
 
 @asynccontextmanager

@@ -10,8 +10,8 @@ from typing import Any
 
 import trio
 
+from e2a_gateway import kept_bodies
 from e2a_gateway.app import RunningGateway
-from e2a_gateway.inbound import parse
 from tests.conftest import Account
 from tests.delivery_support import create_agent, smtp_send
 
@@ -103,7 +103,7 @@ async def test_reading_mail_of_thousands_of_parts_not_read_lately_holds_up_nothi
             attachments = response.json()["attachments"]
             assert (len(attachments), attachments[-1][listed]) == (PARTS, 9)
 
-        parse._parsed_bodies.clear()
+        kept_bodies.BODIES.clear()
         took, stall = await longest_stall(read)
         assert stall < took * BLOCKED_SHARE, (path, took, stall)
 
@@ -130,6 +130,6 @@ async def test_reviewing_held_mail_of_thousands_of_parts_not_read_lately_holds_u
         attachments = response.json()["attachments"]
         assert (len(attachments), attachments[-1]["size_bytes"]) == (PARTS, 9)
 
-    parse._parsed_bodies.clear()
+    kept_bodies.BODIES.clear()
     took, stall = await longest_stall(review)
     assert stall < took * BLOCKED_SHARE, (took, stall)

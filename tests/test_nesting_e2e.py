@@ -10,6 +10,7 @@ import base64
 import time
 from typing import Any
 
+from e2a_gateway import kept_bodies
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.inbound import parse
 from e2a_gateway.mime_nesting import MAX_NESTING, NESTED_PART_FILENAME
@@ -68,7 +69,7 @@ async def test_mail_nested_a_thousand_levels_is_taken_and_read_to_the_bound(
     data = nested(1000, lines=20_000)
     message_id, took = await received(running, alice, data)
     assert took < ACCEPT_SECONDS, took
-    parse._parsed_bodies.clear()
+    kept_bodies.BODIES.clear()
     shown = await view(alice, message_id)
     assert base64.b64decode(shown["raw_message"]).endswith(data)
     assert shown["parsed"]["text"] == "Top text."

@@ -6,6 +6,7 @@ from email.message import EmailMessage
 
 import pytest
 
+from e2a_gateway import kept_bodies
 from e2a_gateway.inbound import parse
 from e2a_gateway.inbound.parse import Attachment, attachment_data, parse_body
 from e2a_gateway.inbound.reply_commands import ReplyCommand, parse_command
@@ -42,13 +43,13 @@ def test_the_same_bytes_read_again_are_not_parsed_again() -> None:
 
 
 def test_a_body_larger_than_the_budget_is_parsed_each_time() -> None:
-    big = "x" * (parse.PARSED_BODY_CACHE_BUDGET // 2 + 1)  # text and html: over the budget
+    big = "x" * (kept_bodies.BUDGET // 2 + 1)  # text and html: over the budget
     raw = message(big)
     first = parse_body(raw)
     assert first.text is not None and len(first.text) == len(big) + 1
     again = parse_body(raw)
     assert again == first and again is not first
-    assert parse._parsed_bodies.currsize <= parse.PARSED_BODY_CACHE_BUDGET
+    assert kept_bodies.BODIES.currsize <= kept_bodies.BUDGET
 
 
 def text_part(content_type: bytes, body: bytes) -> bytes:

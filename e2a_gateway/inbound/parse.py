@@ -10,15 +10,14 @@ part is skipped.
 from __future__ import annotations
 
 import email
-import hashlib
 import re
-import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage, Message, MIMEPart
 
-from cachetools import LRUCache, cached
+from cachetools import cached
 
+from e2a_gateway import kept_bodies
 from e2a_gateway.addresses import lowercase_address
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.charsets import READING_PARAMETERS, decoded_text, field_text, part_filename
@@ -68,13 +67,6 @@ class ParsedBody:
     def size(self) -> int:
         """Roughly what it holds in memory, in characters, for the cache's budget."""
         return len(self.text or "") + len(self.html or "") + 200 * (1 + len(self.attachments))
-
-
-PARSED_BODY_CACHE_BUDGET = 16 * 1024 * 1024
-"""Characters of parsed bodies kept by `parse_body` (a body larger than this is not kept)."""
-_parsed_bodies: LRUCache[bytes, ParsedBody] = LRUCache(
-    PARSED_BODY_CACHE_BUDGET, getsizeof=lambda body: body.size
-)
 
 
 def _addresses(message: HeaderFields, name: str) -> list[str]:
@@ -275,36 +267,22 @@ fields nesting comments a few thousand deep (it reads a comment in a comment by 
 IndexError for a parameter ending in `*` with no value (`charset*`)."""
 
 
-_parsed_bodies_lock = threading.Lock()
-
-
-def _body_key(raw: bytes) -> bytes:
-    return hashlib.sha256(raw).digest()
-
-
 def kept_body(raw: bytes) -> ParsedBody | None:
     """What `parse_body(raw)` answers when it has kept `raw`'s parsed body (a hash, no
     parsing: fit for the event loop), else None."""
-    with _parsed_bodies_lock:
-        return _parsed_bodies.get(_body_key(raw))
+    with kept_bodies.LOCK:
+        body: ParsedBody | None = kept_bodies.BODIES.get(kept_bodies.key_of(raw))
+        return body
 
 
-def forget_bodies(digests: Iterable[bytes]) -> None:
-    """Forget the parsed bodies kept of the raw bytes whose SHA-256 digests are `digests`
-    (mail erased: nothing of it stays in memory until the cache's budget would push it out)."""
-    with _parsed_bodies_lock:
-        for digest in digests:
-            _parsed_bodies.pop(digest, None)
-
-
-@cached(_parsed_bodies, key=_body_key, lock=_parsed_bodies_lock)
+@cached(kept_bodies.BODIES, key=kept_bodies.key_of, lock=kept_bodies.LOCK)
 def parse_body(raw: bytes) -> ParsedBody:
     """The text and HTML bodies (`_body`) and every attachment (`_attachment_parts`).
 
     Parsing costs about a millisecond per kilobyte of mail and the same bytes always read the
     same, so the most recently read bodies are kept, by the SHA-256 of their bytes, within
-    PARSED_BODY_CACHE_BUDGET: reading a message again, as agents and the dashboard do, costs
-    a hash. Those of erased mail are forgotten when the erasure commits (`forget_bodies`).
+    kept_bodies.BUDGET: reading a message again, as agents and the dashboard do, costs
+    a hash (`kept_bodies`). Those of erased mail are forgotten when the erasure commits.
 
     A message the stdlib cannot parse has nothing readable (`_UNREADABLE`)."""
     try:
