@@ -307,6 +307,7 @@ async def run_gateway(
                 gateway.storage,
                 sink.deliver_handed_over,
                 gateway.metrics,
+                gateway.schema_watch,
             )
             await nursery.start(acceptors.serve)
         await nursery.start(serve_http, gateway, http_sock)

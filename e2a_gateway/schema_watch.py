@@ -44,9 +44,9 @@ def newer_schema_refusal(newer: list[int]) -> str:
 class SchemaWatch:
     """Checks that the database's schema is one this e2a knows; once it is not, refuses every
     storage call (SMTP then answers 421 and 451, the API 503, the job workers claim nothing:
-    they read `refusal`, as `Gateway.schema_refusal`), calls `on_refused` (the gateway closes
-    its local WebSockets), for good: the process stays up, unready, until it is stopped and
-    upgraded."""
+    they read `refusal`, as `Gateway.schema_refusal`; the SMTP acceptor processes are told,
+    awaiting `refused`), calls `on_refused` (the gateway closes its local WebSockets), for
+    good: the process stays up, unready, until it is stopped and upgraded."""
 
     def __init__(
         self,
@@ -58,8 +58,15 @@ class SchemaWatch:
         self._on_refused = on_refused
         self._interval = interval
         self._wake = trio.Event()
+        self._refused = trio.Event()
         self.refusal: str | None = None
         """Why this replica takes no more work, once the schema is refused."""
+
+    async def refused(self) -> str:
+        """Wait until the schema is refused (at once if it is); why, as `refusal`."""
+        while self.refusal is None:
+            await self._refused.wait()
+        return self.refusal
 
     def wake(self) -> None:
         """Check now (another replica announced a migration)."""
@@ -80,6 +87,7 @@ class SchemaWatch:
     def _refuse(self, reason: str) -> None:
         self.refusal = reason
         self._storage.refuse(REFUSED_CALL)
+        self._refused.set()
         self._on_refused()
         log.error("%s", reason)
 

@@ -34,6 +34,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from bench._gateway_process import process_tree
 from e2a_gateway.hub import Ended, Hub, Listener
 from e2a_gateway.hub.fanout import PostgresFanout, relay_payload
 from e2a_gateway.hub.job_queue import JobQueue
@@ -41,9 +42,11 @@ from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.storage.postgres import FANOUT_CHANNEL, PostgresStorage
 from e2a_gateway.storage.vocabulary import JOB_KINDS
 from tests.databases import fresh_postgres_database, require_postgres
+from tests.delivery_support import wait_until
 from tests.dns_server import serve_dns
 from tests.http_receiver import Answer, HttpReceiver
 from tests.test_cli import free_port
+from tests.test_smtp_acceptors import _acceptor_serving, _running
 
 pytestmark = pytest.mark.backend_independent
 
@@ -81,10 +84,15 @@ def _env() -> dict[str, str]:
 
 
 def write_config(
-    directory: Path, database_url: str, dns_port: int, webhooks: str = "", database: str = ""
+    directory: Path,
+    database_url: str,
+    dns_port: int,
+    webhooks: str = "",
+    database: str = "",
+    smtp: str = "",
 ) -> tuple[Path, int, int]:
-    """A config for one replica on free loopback ports (`database`: extra lines for its
-    [database] section). Its DNS is a loopback server with an empty zone: nothing leaves the
+    """A config for one replica on free loopback ports (`database`, `smtp`: extra lines for
+    those sections). Its DNS is a loopback server with an empty zone: nothing leaves the
     machine, and SPF/DMARC lookups end at once (NXDOMAIN) instead of waiting out a timeout per
     message."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -92,7 +100,7 @@ def write_config(
     path = directory / "e2a.toml"
     path.write_text(
         'shared_domain = "agents.test"\n'
-        f'[smtp]\nlisten = "127.0.0.1:{smtp_port}"\nhostname = "mx.agents.test"\n'
+        f'[smtp]\nlisten = "127.0.0.1:{smtp_port}"\nhostname = "mx.agents.test"\n{smtp}'
         f'[http]\nlisten = "127.0.0.1:{http_port}"\n'
         f"[database]\nurl = {json.dumps(database_url)}\n{database}"
         f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\ntimeout_seconds = 1\n'
@@ -146,11 +154,12 @@ async def replica(
     dns_port: int,
     webhooks: str = "",
     database: str = "",
+    smtp: str = "",
 ) -> AsyncIterator[Replica]:
-    """Start one replica (`webhooks`, `database`: extra lines for those sections) and yield it
-    once healthy; kill it on exit."""
+    """Start one replica (`webhooks`, `database`, `smtp`: extra lines for those sections) and
+    yield it once healthy; kill it on exit."""
     config, smtp_port, http_port = write_config(
-        tmp_path / name, database_url, dns_port, webhooks, database
+        tmp_path / name, database_url, dns_port, webhooks, database, smtp
     )
     process = spawn_serve(config)
     running = Replica(name, config, smtp_port, f"http://127.0.0.1:{http_port}", process)
@@ -605,6 +614,131 @@ async def test_a_running_replica_stops_taking_work_once_a_newer_e2a_migrates(
                     await trio.sleep(0.2)  # polling the database: no event crosses processes
         nursery.cancel_scope.cancel()
     assert {json.loads(r.body)["subject"] for r in receiver.requests} == set(subjects)
+
+
+STOP_SECONDS = 5.0
+"""How long the rest of a stopped replica's processes may take to end after it."""
+GREETINGS = 5
+"""New connections tried on a replica's acceptor process."""
+
+
+async def test_acceptor_processes_turn_connections_away_once_a_newer_e2a_migrates(
+    tmp_path: Path, database: str
+) -> None:
+    """With `smtp.processes = 2`, once a newer e2a migrated the database and the replica says
+    so (`GET /readyz` 503), no process of it greets a new connection with 220: the acceptor
+    answers `421 4.3.2` as the main process does, and so does one restarted after the
+    refusal. Stopped, the replica exits 0 as one process does, no process of it left running,
+    and says once why it took no more mail."""
+    async with trio.open_nursery() as nursery:
+        dns_port = await nursery.start(serve_dns, {})
+        async with replica(tmp_path, "b", database, dns_port, smtp="processes = 2\n") as b:
+            root = b.process.pid
+            await wait_until(lambda: _acceptor_serving(root) is not None, START_SECONDS)
+            first = _acceptor_serving(root)
+            assert first is not None
+            await trio.to_thread.run_sync(_migrate_as_a_newer_e2a, database)
+            async with httpx.AsyncClient(timeout=5) as http:
+
+                async def unready() -> bool:
+                    return (await http.get(f"{b.http_url}/readyz")).status_code == 503
+
+                await wait_until(unready, FENCE_SECONDS)
+            greetings = [await trio.to_thread.run_sync(_greeting, b.smtp_port)]
+            greetings += await _acceptor_greetings(root, b.smtp_port)
+            # An acceptor restarted after the refusal refuses too.
+            os.kill(first, signal.SIGKILL)
+            await wait_until(lambda: _acceptor_serving(root) not in (None, first), START_SECONDS)
+            tree = process_tree(root)
+            acceptors = _acceptors(root)
+            assert len(acceptors) == 1, acceptors
+            greetings += await _acceptor_greetings(root, b.smtp_port)
+            turned_away = [(421, text) for _, text in greetings if text.startswith("4.3.2 ")]
+            assert greetings == turned_away, greetings
+            b.process.send_signal(signal.SIGTERM)
+            assert await trio.to_thread.run_sync(lambda: b.process.wait(timeout=30)) == 0
+            assert b.process.stderr is not None
+            log = b.process.stderr.read()
+        nursery.cancel_scope.cancel()
+    assert not [pid for pid in acceptors if _running(pid)], "an acceptor outlived the main process"
+    # The rest (multiprocessing's resource tracker) once it sees the main process gone.
+    await wait_until(lambda: not any(map(_running, tree)), STOP_SECONDS)
+    assert log.count("a newer e2a migrated the database while this replica ran") == 1, log
+    assert log.count("exited with") == 1, log  # the one killed
+
+
+async def _acceptor_greetings(root: int, smtp_port: int) -> list[tuple[int, str]]:
+    """What GREETINGS new connections are greeted with while the main process `root` is
+    paused: every one goes to an acceptor."""
+    os.kill(root, signal.SIGSTOP)
+    try:
+        return [await trio.to_thread.run_sync(_greeting, smtp_port) for _ in range(GREETINGS)]
+    finally:
+        os.kill(root, signal.SIGCONT)
+
+
+async def test_a_replica_with_acceptors_refuses_a_newer_schema_before_any_greets(
+    tmp_path: Path, database: str
+) -> None:
+    """Started on a database a newer e2a migrated, a replica with `smtp.processes = 2` stops
+    as one with a single process does (exit 1, the same line naming the versions it does not
+    know), before any acceptor process starts and without a 220 to any client."""
+    async with trio.open_nursery() as nursery:
+        dns_port = await nursery.start(serve_dns, {})
+        async with replica(tmp_path, "first", database, dns_port):
+            pass  # the database migrated to this e2a's schema
+        await trio.to_thread.run_sync(_migrate_as_a_newer_e2a, database)
+        ended: dict[int, tuple[int, str]] = {}
+        for processes in (1, 2):
+            config, smtp_port, _ = write_config(
+                tmp_path / f"p{processes}", database, dns_port, smtp=f"processes = {processes}\n"
+            )
+            process = spawn_serve(config)
+            greeted: set[int | None] = set()
+            children: dict[int, bytes] = {}
+            try:
+                with trio.fail_after(START_SECONDS):
+                    while process.poll() is None:
+                        children.update(_acceptors(process.pid))
+                        greeted.add(await trio.to_thread.run_sync(_greeting_if_any, smtp_port))
+                assert process.stderr is not None
+                ended[processes] = (process.returncode, process.stderr.read().splitlines()[-1])
+            finally:
+                stop(process)
+                if process.stderr is not None:
+                    process.stderr.close()
+            assert 220 not in greeted, greeted
+            assert not children, f"acceptors started before the schema was refused: {children}"
+        nursery.cancel_scope.cancel()
+    code, said = ended[1]
+    assert code == 1
+    assert said.startswith("e2a: database.url: the database was migrated by a newer e2a"), said
+    assert f"(schema versions {NEWER_SCHEMA} are unknown to this one)" in said
+    assert ended[2] == ended[1]
+
+
+def _acceptors(root: int) -> dict[int, bytes]:
+    """The SMTP acceptor processes under `root`, with their command lines (Linux /proc)."""
+    found = {}
+    for pid in process_tree(root)[1:]:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in command:
+            found[pid] = command
+    return found
+
+
+def _greeting_if_any(smtp_port: int) -> int | None:
+    """The code a new SMTP connection is greeted with; None when it is refused, closed or
+    not greeted within a second (blocking)."""
+    try:
+        with socket.create_connection(("127.0.0.1", smtp_port), timeout=1) as sock:
+            line = sock.makefile("rb").readline()
+    except OSError:
+        return None
+    return int(line[:3]) if line[:3].isdigit() else None
 
 
 def _greeted_session(smtp_port: int) -> smtplib.SMTP:

@@ -7,7 +7,9 @@ hash). The recipient checks it asks of the main process (which answers from its 
 caches; an agent found is remembered for ROUTING_SECONDS), and it hands each message's arrival
 to the main process, which looks its agents up again, threads and signs each copy, adds them to
 its group commit and announces them before it answers: the client still hears 250 only after
-the commit, storage has one owner, and one group commit serves every process.
+the commit, storage has one owner, and one group commit serves every process. Once a newer e2a
+migrated the database (`e2a_gateway.schema_watch`), the main process tells its acceptors, which
+then turn new connections away with 421 as it does.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -32,6 +34,9 @@ from e2a_gateway.config import Settings
 from e2a_gateway.inbound.pipeline import Arrival
 from e2a_gateway.smtp.server import MessageNotStored, SmtpObserver
 from e2a_gateway.storage.base import Agent, Storage, StorageError
+
+if TYPE_CHECKING:
+    from e2a_gateway.schema_watch import SchemaWatch
 
 __all__ = ["AcceptorPool", "acceptor_main"]
 
@@ -161,8 +166,9 @@ class _Counts:
 
 class AcceptorPool:
     """The main process's side: starts `count` acceptors on `listening`, answers their
-    storage calls from `storage`, stores the arrivals they send with `deliver`, restarts any
-    that dies, and stops them on shutdown."""
+    storage calls from `storage`, stores the arrivals they send with `deliver`, tells them
+    when `schema` refuses the database (from then on they turn new connections away, as the
+    main process does), restarts any that dies, and stops them on shutdown."""
 
     def __init__(
         self,
@@ -173,6 +179,7 @@ class AcceptorPool:
         storage: Storage,
         deliver: Deliver,
         observer: SmtpObserver,
+        schema: SchemaWatch | None = None,
     ) -> None:
         self._settings = settings
         self._storage = storage
@@ -181,6 +188,7 @@ class AcceptorPool:
         self._count = count
         self._deliver = deliver
         self._observer = observer
+        self._schema = schema
         self._stopping = trio.Event()
         self._scope = trio.CancelScope(shield=True)
         self._processes: dict[int, Any] = {}
@@ -218,9 +226,12 @@ class AcceptorPool:
 
     async def _run_one(self, number: int) -> int | None:
         ours, theirs = socket.socketpair()
+        # Refused before it starts, an acceptor greets no client with 220 (told later, it
+        # would accept from the shared backlog until told).
+        refusal = None if self._schema is None else self._schema.refusal
         process = multiprocessing.get_context("spawn").Process(
             target=acceptor_main,
-            args=(self._settings, self._server_key, self._listening, theirs),
+            args=(self._settings, self._server_key, self._listening, theirs, refusal),
             name=f"e2a-smtp-{number}",
         )
         try:
@@ -233,7 +244,7 @@ class AcceptorPool:
         try:
             async with trio.open_nursery() as nursery:
                 watching = trio.CancelScope()
-                nursery.start_soon(self._stop_on_shutdown, channel, process, watching)
+                nursery.start_soon(self._instruct, channel, process, watching)
                 while (frame := await channel.receive()) is not None:
                     if frame[0] == "call":
                         nursery.start_soon(self._answer, channel, *frame[1:])
@@ -253,15 +264,23 @@ class AcceptorPool:
             del self._processes[number]
         return process.exitcode
 
-    async def _stop_on_shutdown(
-        self, channel: _Channel, process: Any, watching: trio.CancelScope
-    ) -> None:
+    async def _instruct(self, channel: _Channel, process: Any, watching: trio.CancelScope) -> None:
+        """Tell the acceptor when the schema is refused, and to stop on shutdown, until
+        `watching` is cancelled (it has ended)."""
         with watching:
-            await self._stopping.wait()
-            try:
-                await channel.send(("stop",))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                process.terminate()
+            async with trio.open_nursery() as telling:
+                if self._schema is not None:
+                    telling.start_soon(self._tell_refusal, channel, self._schema)
+                await self._stopping.wait()
+                try:
+                    await channel.send(("stop",))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    process.terminate()
+
+    async def _tell_refusal(self, channel: _Channel, schema: SchemaWatch) -> None:
+        reason = await schema.refused()
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await channel.send(("refuse", reason))
 
     async def _answer(
         self, channel: _Channel, request: int, name: str, args: tuple[Any, ...]
@@ -301,12 +320,15 @@ class AcceptorPool:
 class _MainProcess:
     """An acceptor's side of its channel: calls sent, answers awaited, counts reported."""
 
-    def __init__(self, channel: _Channel) -> None:
+    def __init__(self, channel: _Channel, refusal: str | None) -> None:
         self._channel = channel
         self._waiting: dict[int, trio.MemorySendChannel[tuple[bool, Any]]] = {}
         self._next = 0
         self.counts = _Counts()
         self.stop = trio.Event()
+        self.refusal = refusal
+        """Why the gateway takes no more mail, once the main process said so (its schema
+        watch refused the database): new connections are turned away with 421."""
 
     async def call(self, name: str, *args: Any) -> Any:
         """`name(*args)` in the main process: its value, or the exception it raised there.
@@ -346,6 +368,8 @@ class _MainProcess:
                 waiting = self._waiting.get(frame[1])
                 if waiting is not None:
                     waiting.send_nowait((frame[2], frame[3]))
+            elif frame[0] == "refuse":
+                self.refusal = frame[1]
             elif frame[0] == "stop":
                 self.stop.set()
         self.stop.set()
@@ -374,22 +398,32 @@ class _MainProcess:
 
 
 def acceptor_main(
-    settings: Settings, server_key: str, listening: socket.socket, channel: socket.socket
+    settings: Settings,
+    server_key: str,
+    listening: socket.socket,
+    channel: socket.socket,
+    refusal: str | None,
 ) -> None:
     """An acceptor process: serve SMTP on `listening` until the main process says stop (or
-    is gone), or SIGTERM arrives; then shut the listener down gracefully. SIGINT and SIGHUP
-    are ignored: a terminal's Ctrl-C or hang-up reaches every process of the gateway, and the
-    main process, which may first drain (`http.drain_seconds`), stops its acceptors itself."""
+    is gone), or SIGTERM arrives; then shut the listener down gracefully. While the gateway
+    refuses mail (`refusal`, given or told later), new connections get `421 4.3.2`. SIGINT
+    and SIGHUP are ignored: a terminal's Ctrl-C or hang-up reaches every process of the
+    gateway, and the main process, which may first drain (`http.drain_seconds`), stops its
+    acceptors itself."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from e2a_gateway.logs import configure_logging
 
     configure_logging(settings.log.level, settings.log.format)
-    trio.run(_serve, settings, server_key, listening, channel)
+    trio.run(_serve, settings, server_key, listening, channel, refusal)
 
 
 async def _serve(
-    settings: Settings, server_key: str, listening: socket.socket, channel: socket.socket
+    settings: Settings,
+    server_key: str,
+    listening: socket.socket,
+    channel: socket.socket,
+    refusal: str | None,
 ) -> None:
     from e2a_gateway.gateway import Gateway
     from e2a_gateway.hub.job_queue import JobQueue
@@ -399,7 +433,8 @@ async def _serve(
     from e2a_gateway.startup import load_then_settle, smtp_options
 
     limits, listener_limits, tls = smtp_options(settings)
-    main = _MainProcess(_Channel(trio.SocketStream(trio.socket.from_stdlib_socket(channel))))
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(channel))
+    main = _MainProcess(_Channel(stream), refusal)
     storage = cast(Storage, _StorageInMain(main))
     # Jobs are committed (and their workers woken) in the main process; this queue stays idle.
     resolver = DnsResolver.from_settings(settings.dns)
@@ -423,6 +458,7 @@ async def _serve(
                             listener_limits=listener_limits,
                             tls=tls,
                             observer=main.counts,
+                            refusal=lambda: main.refusal,
                         )
                     )
                     smtp.start_soon(_cancel_when_told, main.stop, signals, smtp.cancel_scope)
