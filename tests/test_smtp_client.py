@@ -392,3 +392,50 @@ def test_pipelined_data_accepted_without_recipients_ends_an_empty_message() -> N
     assert isinstance(delivered, Delivered) and session.idle
     assert set(delivered.outcome.refused) == set(MESSAGE.recipients)
     assert not delivered.outcome.accepted
+
+
+EAI_MESSAGE = Outgoing(
+    "bounces+x@agents.test",
+    ("josé@example.com",),
+    "To: josé@example.com\r\nSubject: x\r\n\r\nhi\r\n".encode(),
+)
+"""A message that needs SMTPUTF8 (RFC 6531): its envelope and its To field name an address
+beyond ASCII."""
+
+
+def test_a_message_needs_smtputf8_for_utf8_in_its_envelope_or_header_fields_only() -> None:
+    assert EAI_MESSAGE.needs_smtputf8
+    assert not MESSAGE.needs_smtputf8
+    header_only = Outgoing("a@agents.test", ("b@example.org",), "Cc: zoë@x.org\r\n\r\n".encode())
+    assert header_only.needs_smtputf8
+    body_only = Outgoing("a@agents.test", ("b@example.org",), "To: b@x.org\r\n\r\nZoë\r\n".encode())
+    assert not body_only.needs_smtputf8
+
+
+def test_smtputf8_and_8bitmime_are_asked_for_when_the_relay_offers_them() -> None:
+    session = session_for(EAI_MESSAGE)
+    session.receive_reply(reply(220))
+    mail = sent(session.receive_reply(reply(250, "relay.test", "8BITMIME", "SMTPUTF8")))
+    assert mail == b"MAIL FROM:<bounces+x@agents.test> BODY=8BITMIME SMTPUTF8\r\n"
+    assert sent(session.receive_reply(reply(250))) == "RCPT TO:<josé@example.com>\r\n".encode()
+
+
+def test_a_message_that_needs_smtputf8_fails_for_good_where_the_relay_does_not_offer_it() -> None:
+    """RFC 6531 section 3.2: never sent to a server without SMTPUTF8, nor downgraded; every
+    recipient fails for good (553 5.6.7) without a word to the relay, which stays usable."""
+    session = session_for(EAI_MESSAGE)
+    session.receive_reply(reply(220))
+    delivered = session.receive_reply(reply(250, "relay.test", "8BITMIME", "PIPELINING"))
+    assert isinstance(delivered, Delivered) and session.idle
+    (reason,) = delivered.outcome.refused.values()
+    assert list(delivered.outcome.refused) == ["josé@example.com"]
+    assert "553 5.6.7" in reason and "does not support internationalised mail" in reason
+    assert not delivered.outcome.accepted and not delivered.outcome.deferred
+    assert sent(session.begin(MESSAGE)).startswith(b"MAIL FROM:<bot@agents.test>")
+
+
+def test_a_message_that_needs_no_smtputf8_never_asks_for_it() -> None:
+    session = session_for(Outgoing("a@agents.test", ("bob@xn--bcher-kva.example",), b"x\r\n"))
+    session.receive_reply(reply(220))
+    mail = sent(session.receive_reply(reply(250, "relay.test", "SMTPUTF8")))
+    assert mail == b"MAIL FROM:<a@agents.test>\r\n"

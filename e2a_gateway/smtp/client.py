@@ -1,12 +1,12 @@
 """A sans-IO SMTP *client* session: replies in, commands out, one message after another.
 
 It speaks ESMTP to a relay: EHLO, STARTTLS when asked (the I/O shell performs the handshake
-and calls `tls_started`), AUTH PLAIN or LOGIN, then per message MAIL, one RCPT per recipient
-and DATA with dot-stuffing; RSET after a transaction the relay left open, QUIT at the end. It
-never imports trio and never touches a socket. Each message's outcome says, per recipient,
-whether the relay accepted it, refused it for good (5xx) or for now (4xx); a refusal while
-the session is set up (greeting to AUTH) is about the gateway, not the message, and leaves it
-for now whatever its code.
+and calls `tls_started`), AUTH PLAIN or LOGIN, then per message MAIL (with SMTPUTF8 when the
+message needs it, RFC 6531), one RCPT per recipient and DATA with dot-stuffing; RSET after a
+transaction the relay left open, QUIT at the end. It never imports trio and never touches a
+socket. Each message's outcome says, per recipient, whether the relay accepted it, refused it
+for good (5xx) or for now (4xx); a refusal while the session is set up (greeting to AUTH) is
+about the gateway, not the message, and leaves it for now whatever its code.
 """
 
 from __future__ import annotations
@@ -99,6 +99,16 @@ class Outgoing:
     mail_from: str
     recipients: tuple[str, ...]
     data: bytes
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """Whether the message can travel only with SMTPUTF8 (RFC 6531 section 3.2): an
+        envelope address beyond ASCII, or UTF-8 in its header fields (RFC 6532). An 8-bit body
+        alone needs 8BITMIME, not this."""
+        envelope = (self.mail_from, *self.recipients)
+        end = self.data.find(b"\r\n\r\n")
+        headers = self.data if end < 0 else self.data[:end]
+        return not all(address.isascii() for address in envelope) or not headers.isascii()
 
 
 @dataclass
@@ -210,6 +220,13 @@ UNANSWERED_DATA = (
 )
 """Why a message whose end of data the relay never answered is deferred (RFC 5321 section
 6.1: it cannot be known to be delivered, so it is sent again, as Postfix does)."""
+NO_SMTPUTF8 = (
+    "SMTPUTF8: 553 5.6.7 the receiving server does not support internationalised mail: the "
+    "message names an address beyond ASCII (RFC 6531, RFC 6532) and the relay does not offer "
+    "SMTPUTF8 (Non-ASCII addresses not permitted for that recipient); not sent, nor downgraded"
+)
+"""Why every recipient of a message that needs SMTPUTF8 fails for good at a relay whose EHLO
+does not offer it (RFC 6531 section 3.2: such a message is returned, never sent 7-bit)."""
 
 
 def dot_stuff(data: bytes) -> bytes:
@@ -464,9 +481,14 @@ class ClientSession:
         """MAIL, and with PIPELINING (RFC 2920) every RCPT and DATA in the same write: the
         replies then come in order, and only the message's body waits for 354. A message
         larger than the relay's SIZE is refused for good without a word to the relay
-        (RFC 1870 section 6.1), which stays idle for the next one."""
+        (RFC 1870 section 6.1), which stays idle for the next one; so is one that needs
+        SMTPUTF8 when the relay does not offer it (`NO_SMTPUTF8`), else it asks for it."""
         assert self._message is not None
         params = ""
+        smtputf8 = self._message.needs_smtputf8
+        if smtputf8 and "SMTPUTF8" not in self._extensions:
+            self._fail_pending(self._outcome.refused, NO_SMTPUTF8)
+            return self._delivered()
         if "SIZE" in self._extensions:
             size = len(self._message.data)
             limit = self._extensions["SIZE"].strip()
@@ -477,6 +499,8 @@ class ClientSession:
             params += f" SIZE={size}"
         if "8BITMIME" in self._extensions and any(b > 127 for b in self._message.data):
             params += " BODY=8BITMIME"
+        if smtputf8:
+            params += " SMTPUTF8"
         mail = self._command(_State.MAIL, f"MAIL FROM:<{self._message.mail_from}>{params}")
         self._pending_rcpt = 0
         self._mail_refused = False
