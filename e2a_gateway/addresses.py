@@ -119,16 +119,17 @@ def normalise_domain(domain: str) -> str:
 
 
 INTERNATIONALISED_UNSUPPORTED = (
-    "a local part beyond ASCII: internationalised addresses (RFC 6531, SMTPUTF8) are not supported"
+    "a local part beyond ASCII: an agent's address is plain ASCII (internationalised addresses, "
+    "RFC 6531, can be sent to but not taken by an agent)"
 )
-"""Why e2a sends no mail to an address `internationalised` finds: its messages are 7-bit, and
-its SMTP client does not ask a relay for SMTPUTF8, which such an address needs all the way."""
+"""Why no agent (nor any other address e2a takes as its own, such as a sender it is configured
+with) has an address `internationalised` finds: agent addresses are deliberately plain."""
 
 
 def internationalised(address: str) -> bool:
     """Whether `address` (`local@domain`) has a local part beyond ASCII (RFC 6531): mail to it
-    needs SMTPUTF8, which nothing e2a sends uses. A domain beyond ASCII does not count: it is
-    sent to as A-labels."""
+    needs SMTPUTF8 all the way. A domain beyond ASCII does not count: it is sent to as
+    A-labels."""
     local, sep, _ = address.strip().rpartition("@")
     return bool(sep) and not local.isascii()
 
@@ -136,18 +137,16 @@ def internationalised(address: str) -> bool:
 QUOTED_LOCAL_PART_UNSUPPORTED = (
     "a quoted local part: e2a sends only to addresses whose local part is a plain dot-atom"
 )
-"""Why e2a sends no mail to `"sales team"@example.com`: `normalise_address` takes none."""
+"""Why e2a sends no mail to `"sales team"@example.com`: `normalise_recipient` takes none."""
 
 
 def unsendable(address: str) -> str | None:
     """Why e2a sends no mail to `address` (`local@domain`, as a header of mail received named
-    it), or None when it does (`normalise_address` takes it): a local part beyond ASCII, a
-    quoted or otherwise not dot-atom local part, a domain that is no fully qualified host name
-    (a dotless `intranet`, an address literal `[192.0.2.1]`)."""
-    if internationalised(address):
-        return INTERNATIONALISED_UNSUPPORTED
+    it), or None when it does (`normalise_recipient` takes it): a quoted or otherwise not
+    dot-atom local part, a domain that is no fully qualified host name (a dotless `intranet`,
+    an address literal `[192.0.2.1]`) or not valid IDNA."""
     try:
-        normalise_address(address)
+        normalise_recipient(address)
     except AddressError as exc:
         local = address.strip().rpartition("@")[0]
         return QUOTED_LOCAL_PART_UNSUPPORTED if local.startswith('"') else str(exc)
@@ -159,7 +158,7 @@ def normalise_address(address: str) -> str:
 
     Agent addresses are deliberately plain: dot-atom local parts only, so quoted local parts,
     `%` and `!` routing tricks can never name an agent. A local part beyond ASCII (RFC 6531) is
-    refused with its own reason: nothing e2a sends can carry it.
+    refused with its own reason (`normalise_recipient` takes it, for mail sent out).
     """
     if internationalised(address):
         # Checked before lowercasing, which would turn some (KELVIN SIGN) into another address.
@@ -169,6 +168,83 @@ def normalise_address(address: str) -> str:
     if not sep or not local or len(local) > 64 or not _LOCAL_PATTERN.match(local):
         raise AddressError(f"{address!r} is not a valid email address")
     return f"{local}@{normalise_domain(domain)}"
+
+
+MAX_LOCAL_OCTETS = 64
+"""RFC 5321 section 4.5.3.1.1, in octets of UTF-8 for a local part beyond ASCII (RFC 6531
+section 3.3)."""
+_UTF8_ATOM = re.compile(r"^(?:[A-Za-z0-9!#$&'*+/=?^_`{|}~-]|[^\x00-\x7f])+$")
+"""An atom of a local part beyond ASCII: atext and UTF8-non-ascii (RFC 6531 section 3.3)."""
+_NOT_IN_ADDRESSES = frozenset({"Cc", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+"""Unicode categories no local part may hold: controls, surrogates (no valid UTF-8), private
+use, unassigned code points and white space of any kind."""
+_IDNA_LETTER_DIGITS = frozenset({"Ll", "Lo", "Lm", "Mn", "Mc", "Nd"})
+"""The categories of the characters a U-label may hold besides `-` (RFC 5892 section 2.1,
+LetterDigits; uppercase letters are lowercased first)."""
+
+
+def normalise_recipient(address: str) -> str:
+    """An address e2a sends mail to, as it goes into the envelope and the header fields: as
+    `normalise_address` gives it when its local part is ASCII, and a local part beyond ASCII
+    (RFC 6531) as it is given, case kept, once checked (`_check_utf8_local`). The domain is
+    always lowercase A-labels, which the relay looks it up by, and each label beyond ASCII must
+    be a valid IDNA U-label (`_check_u_labels`). Raises AddressError saying why otherwise."""
+    local, sep, domain = address.strip().rpartition("@")
+    if not sep:
+        raise AddressError(f"{address!r} is not a valid email address")
+    _check_u_labels(address, domain)
+    if local.isascii():
+        return normalise_address(address)
+    _check_utf8_local(address, local)
+    return f"{local}@{normalise_domain(domain)}"
+
+
+def _check_utf8_local(address: str, local: str) -> None:
+    """AddressError unless `local` (beyond ASCII) is a dot-atom of atext and UTF-8 characters
+    (RFC 6531 section 3.3) of at most MAX_LOCAL_OCTETS octets, without a control, surrogate,
+    private-use, unassigned or space character, in Unicode NFC (RFC 6532 section 3.1). An
+    address not in NFC is refused, not normalised: NFC may make it another one (KELVIN SIGN
+    becomes an ASCII K), and mail must never reach another mailbox than the one named."""
+    for char in local:
+        if unicodedata.category(char) in _NOT_IN_ADDRESSES:
+            raise AddressError(
+                f"{address!r} holds U+{ord(char):04X}, which no address may hold (a control, "
+                "space, surrogate, private-use or unassigned character)"
+            )
+    if unicodedata.normalize("NFC", local) != local:
+        raise AddressError(
+            f"{address!r} is not in Unicode NFC (RFC 6532 section 3.1): write its local part "
+            f"as {unicodedata.normalize('NFC', local)!r} if that is the mailbox meant"
+        )
+    if len(local.encode("utf-8")) > MAX_LOCAL_OCTETS:
+        raise AddressError(
+            f"{address!r} has a local part over {MAX_LOCAL_OCTETS} octets of UTF-8 (RFC 6531)"
+        )
+    if not all(atom and _UTF8_ATOM.match(atom) for atom in local.split(".")):
+        raise AddressError(f"{address!r} is not a valid email address")
+
+
+def _check_u_labels(address: str, domain: str) -> None:
+    """AddressError unless every label of `domain` beyond ASCII is a valid IDNA 2008 U-label,
+    as far as e2a checks (RFC 5891 section 4.2, RFC 5892 LetterDigits): letters, marks and
+    digits and `-` only, no `-` at either end nor in its third and fourth positions, no
+    combining mark first. Labels in ASCII are left to `normalise_domain`."""
+    for label in domain.rstrip(".").split("."):
+        if label.isascii():
+            continue
+        folded = unicodedata.normalize("NFC", label.lower())
+        valid = (
+            not folded.startswith("-")
+            and not folded.endswith("-")
+            and folded[2:4] != "--"
+            and not unicodedata.category(folded[0]).startswith("M")
+            and all(c == "-" or unicodedata.category(c) in _IDNA_LETTER_DIGITS for c in folded)
+        )
+        if not valid:
+            raise AddressError(
+                f"{address!r}: its domain label {label!r} is not a valid internationalised "
+                "domain name (IDNA, RFC 5891): only letters, digits and inner hyphens"
+            )
 
 
 def comparable_address(address: str) -> str:

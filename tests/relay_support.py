@@ -27,10 +27,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def relay_on_loopback(handler: object) -> Iterator[int]:
-    """Serve `handler` (an aiosmtpd handler) as an SMTP relay on 127.0.0.1; yield its port."""
+def relay_on_loopback(handler: object, *, smtputf8: bool = False) -> Iterator[int]:
+    """Serve `handler` (an aiosmtpd handler) as an SMTP relay on 127.0.0.1, offering SMTPUTF8
+    (RFC 6531) when `smtputf8`; yield its port."""
     port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller = Controller(handler, hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8)
     controller.start()
     try:
         yield port
@@ -45,6 +46,8 @@ class Sink:
     answer: str = "250 OK"
     rcpt_answers: dict[str, str] = field(default_factory=dict)
     received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    mail_options: list[list[str]] = field(default_factory=list)
+    """The MAIL FROM parameters of each message in `received` (`SMTPUTF8`, `BODY=8BITMIME`)."""
     data_seconds: float = 0.0
     """How long the relay takes to answer the end of DATA (a slow relay)."""
 
@@ -62,6 +65,7 @@ class Sink:
             self.received.append(
                 (envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
             )
+            self.mail_options.append(list(envelope.mail_options))
         return self.answer
 
     def copy_to(self, recipient: str) -> tuple[str, bytes]:

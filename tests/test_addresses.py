@@ -16,6 +16,7 @@ from e2a_gateway.addresses import (
     format_mailbox,
     normalise_address,
     normalise_domain,
+    normalise_recipient,
     parse_mailbox,
     parse_mailboxes,
     unsendable,
@@ -192,7 +193,45 @@ def test_any_display_name_survives_formatting_and_parsing(name: str) -> None:
 def test_unsendable_says_why_e2a_sends_no_mail_to_an_address() -> None:
     assert unsendable("bob@example.com") is None
     assert unsendable("bob@Bücher.example") is None  # sent to as A-labels
-    assert "RFC 6531" in (unsendable("josé@example.com") or "")
+    assert unsendable("josé@example.com") is None  # sent with SMTPUTF8 (RFC 6531)
+    assert "not in Unicode NFC" in (unsendable("\u212aate@example.com") or "")
     assert "quoted local part" in (unsendable('"sales team"@example.com') or "")
     assert "not a fully qualified domain name" in (unsendable("admin@intranet") or "")
     assert "not a valid domain name" in (unsendable("lab@[192.0.2.1]") or "")
+
+
+def test_a_recipient_beyond_ascii_keeps_its_local_part_and_gets_a_labels() -> None:
+    """RFC 6531: the local part as given (its case too: only ASCII ones are lowercased), the
+    domain as lowercase A-labels, which the relay looks it up by."""
+    assert normalise_recipient("José@Bücher.Example") == "José@xn--bcher-kva.example"
+    assert normalise_recipient("Bob@Bücher.example") == "bob@xn--bcher-kva.example"
+    assert normalise_recipient("用户@例子.测试") == "用户@xn--fsqu00a.xn--0zwm56d"
+
+
+@pytest.mark.parametrize(
+    ("address", "reason"),
+    [
+        ("\u212aate@example.org", "not in Unicode NFC"),  # NFC makes it kate@: never sent there
+        ("jos\u0065\u0301@example.com", "not in Unicode NFC"),
+        ("jos\x85é@example.com", "U+0085"),
+        ("jos\ud800é@example.com", "U+D800"),  # no valid UTF-8
+        ("jo\u3000sé@example.com", "U+3000"),
+        ("jo..sé@example.com", "not a valid email address"),
+        ('"josé"@example.com', "not a valid email address"),
+        ("é" * 33 + "@example.com", "over 64 octets"),
+        ("bob@☃.example", "not a valid internationalised domain name"),
+        ("bob@bü--cher.example", "not a valid internationalised domain name"),
+        ("bob@\u0301bücher.example", "not a valid internationalised domain name"),
+        ("josé@intranet", "not a fully qualified domain name"),
+    ],
+)
+def test_a_recipient_that_is_no_valid_address_is_refused_saying_why(
+    address: str, reason: str
+) -> None:
+    with pytest.raises(AddressError, match=re.escape(reason)):
+        normalise_recipient(address)
+
+
+def test_an_agent_address_stays_plain_ascii() -> None:
+    with pytest.raises(AddressError, match="an agent's address is plain ASCII"):
+        normalise_address("josé@example.com")

@@ -13,7 +13,7 @@ from e2a_gateway.addresses import (
     AddressError,
     Mailbox,
     lowercase_address,
-    normalise_address,
+    normalise_recipient,
     parse_mailbox,
     unsendable,
 )
@@ -53,14 +53,15 @@ class AttachmentIn(BaseModel):
 
 
 def checked_addresses(field: str, values: list[str], *, code: str | None = None) -> list[str]:
-    """Validated, lowercased, de-duplicated addresses; Invalid naming the field otherwise, with
+    """Validated, normalised (`normalise_recipient`: lowercased, but for a local part beyond
+    ASCII, RFC 6531), de-duplicated addresses; Invalid naming the field otherwise, with
     `code` when given (`/v1`: `invalid_recipient`), else `invalid_header` for a control
     character and `invalid_email` for what is no address."""
     found: list[str] = []
     for value in values:
         try:
             check_header_value(field, value)
-            address = _written_as_given(normalise_address(value))
+            address = _written_as_given(normalise_recipient(value))
         except InvalidDraft as exc:
             raise Invalid(code or "invalid_header", str(exc)) from None
         except AddressError as exc:
@@ -94,8 +95,8 @@ def mailbox_addresses(field: str, values: list[str], *, code: str) -> list[str]:
 
 def carried_addresses(field: str, values: list[str], *, code: str | None = None) -> list[str]:
     """The addresses a reply-all copies from the message it answers, as `checked_addresses`
-    takes them, except that an address e2a cannot send to (`unsendable`: a local part beyond
-    ASCII or quoted, a dotless domain, an address literal) is kept as the message named it
+    takes them, except that an address e2a cannot send to (`unsendable`: a quoted local part,
+    a dotless domain, an address literal) is kept as the message named it
     (lowercased) rather than refusing the whole reply: the hand-off refuses that recipient
     alone, saying why, and the reply goes to the others."""
     found: list[str] = []

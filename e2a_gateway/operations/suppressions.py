@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from e2a_gateway.addresses import AddressError, normalise_address
+from e2a_gateway.addresses import AddressError, normalise_recipient
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations.agents import owned_agent
 from e2a_gateway.operations.caller import Caller
@@ -15,8 +15,10 @@ from e2a_gateway.storage.base import Agent, Suppression
 
 
 def _address(raw: str) -> str:
+    """`raw` as a suppression stores it and a send compares it: any address e2a sends to
+    (`normalise_recipient`, an internationalised one too), lowercased."""
     try:
-        return normalise_address(raw).lower()
+        return normalise_recipient(raw).lower()
     except AddressError as exc:
         raise Invalid("invalid_request", f"address must be a valid email address: {exc}") from None
 

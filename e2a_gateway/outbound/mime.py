@@ -1,7 +1,9 @@
 """Building outbound messages with the stdlib `email` package. Pure: no I/O, no clock.
 
-Text, text + HTML alternative, attachments, every byte 7-bit; non-ASCII headers RFC
-2047-encoded (display names of Reply-To included); our own Message-ID and Date; threading
+Text, text + HTML alternative, attachments, every body 7-bit; non-ASCII headers RFC
+2047-encoded (display names of Reply-To included), except an address beyond ASCII (RFC 6531),
+which no encoded word may carry: a message naming one has its header fields in UTF-8 (RFC 6532,
+`UTF8_HEADERS`) and needs SMTPUTF8 to travel; our own Message-ID and Date; threading
 headers. A line break of any kind (CR, LF, NEL, U+2028, U+2029) or another control character
 in a header value is refused (also one an RFC 2047 encoded word in it decodes to), so a
 request can never inject a header nor make a message that cannot be built.
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 
-from e2a_gateway.addresses import AddressError, parse_mailboxes
+from e2a_gateway.addresses import AddressError, internationalised, parse_mailboxes
 from e2a_gateway.email_policies import HeaderClassesOnce
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
@@ -50,6 +52,10 @@ SEVEN_BIT = email.policy.SMTP.clone(
 would break the DKIM body hash (RFC 6376 section 5.3 asks signers for this), and a relay that
 does not offer 8BITMIME is never sent 8-bit data (RFC 6152). Header classes are made once
 (`HeaderClassesOnce`). A header set raw (`_set_tokens`) is written as it was set."""
+UTF8_HEADERS = SEVEN_BIT.clone(utf8=True)
+"""SEVEN_BIT for a message that names an address beyond ASCII (`josé@example.com`): its header
+fields are written in UTF-8 (RFC 6532), as such an address must be, its bodies still 7-bit. The
+relay must take it with SMTPUTF8 (RFC 6531); one that does not offer it is never given it."""
 MAX_LINE_OCTETS = 998
 """RFC 5322 section 2.1.1: the most a line of a message may hold, CRLF aside."""
 
@@ -108,7 +114,8 @@ def address_as_written(address: str) -> str:
     It differs from `address` when the package reads something in it as RFC 2047 encoded words
     (`=?utf-8?q?bob?=@example.com` is written `bob@example.com`): the message would then name
     another mailbox than the one its envelope goes to."""
-    folded = SEVEN_BIT.header_factory("to", address).fold(policy=SEVEN_BIT)
+    policy = SEVEN_BIT if address.isascii() else UTF8_HEADERS
+    folded = policy.header_factory("to", address).fold(policy=policy)
     return _FOLD.sub("", folded).removeprefix("to: ").removesuffix("\r\n")
 
 
@@ -291,7 +298,7 @@ def _set_mailboxes(message: EmailMessage, name: str, value: str | list[Address])
     for index, mailbox in enumerate(mailboxes):
         field = name if index == 0 else None
         if mailbox.display_name.isascii():
-            folded = SEVEN_BIT.header_factory(name, [mailbox]).fold(policy=SEVEN_BIT)
+            folded = SEVEN_BIT.header_factory(name, [mailbox]).fold(policy=message.policy)
             written.append(folded.removeprefix(f"{name}: ").removesuffix("\r\n"))
             continue
         words = _encoded_words(mailbox.display_name, field)
@@ -342,7 +349,8 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
     for name, values in (("to", draft.to), ("cc", draft.cc), ("references", draft.references)):
         for value in values:
             check_header_value(name, value)
-    message = EmailMessage(policy=SEVEN_BIT)
+    plain = not any(internationalised(address) for address in [*draft.to, *draft.cc])
+    message = EmailMessage(policy=SEVEN_BIT if plain else UTF8_HEADERS)
     _set_mailboxes(message, "From", draft.from_addr)
     if draft.to:  # a forward may go to Cc only: no empty To field (RFC 5322 needs an address)
         _set_mailboxes(message, "To", ", ".join(draft.to))

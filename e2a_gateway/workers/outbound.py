@@ -26,8 +26,7 @@ from e2a_gateway.addresses import (
     AddressError,
     Mailbox,
     format_mailbox,
-    internationalised,
-    normalise_address,
+    normalise_recipient,
     unsendable,
 )
 from e2a_gateway.clock import parse_timestamp
@@ -109,11 +108,12 @@ class Verdict:
 
 
 def recipients_of(message: OutboundMessage) -> list[str]:
-    """To, Cc and Bcc, normalised (lowercased where not a valid agent-style address), each once."""
+    """To, Cc and Bcc, normalised (`normalise_recipient`; lowercased where not a valid address),
+    each once."""
     addresses: dict[str, None] = {}
     for address in [*message.to, *message.cc, *message.bcc]:
         try:
-            addresses[normalise_address(address)] = None
+            addresses[normalise_recipient(address)] = None
         except AddressError:
             addresses[address.strip().lower()] = None
     return list(addresses)
@@ -134,10 +134,9 @@ def sender_mailbox(address: str, name: str | None) -> str:
 
 def draft_of(message: OutboundMessage, sender_name: str | None = None) -> Draft:
     """The stored message as a Draft, from its agent, named `sender_name` (`sender_mailbox`);
-    InvalidDraft when it cannot be built safely. Recipients
-    it is not sent to that its 7-bit To and Cc cannot write (`internationalised`: a reply-all
-    carries them, the hand-off refuses them) are not named there; others a reply-all carried
-    and the hand-off refuses (`unsendable`) are named as the message it answers named them."""
+    InvalidDraft when it cannot be built safely. Recipients a reply-all carried and the
+    hand-off refuses (`unsendable`) are named as the message it answers named them; an address
+    beyond ASCII (RFC 6531) is named as it is, in a header field of UTF-8 (RFC 6532)."""
     attachments = [
         decode_attachment(
             index,
@@ -150,8 +149,8 @@ def draft_of(message: OutboundMessage, sender_name: str | None = None) -> Draft:
     ]
     return Draft(
         from_addr=sender_mailbox(message.agent_email, sender_name),
-        to=[address for address in message.to if not internationalised(address)],
-        cc=[address for address in message.cc if not internationalised(address)],
+        to=list(message.to),
+        cc=list(message.cc),
         subject=message.subject,
         text=message.body_text or "",
         html=message.body_html,
