@@ -21,6 +21,8 @@ from e2a_gateway.config import Settings
 from tests.conftest import Account, make_settings
 from tests.delivery_support import create_agent, wait_until
 from tests.relay_support import Sink, relay_on_loopback, sink
+from tests.test_dkim_signing import write_rsa_key
+from tests.test_outbound_wire import verifies
 
 pytestmark = pytest.mark.slow
 
@@ -38,14 +40,21 @@ def offers_smtputf8() -> bool:
 
 @pytest.fixture
 def relay_port(sink: Sink, offers_smtputf8: bool) -> Iterator[int]:
+    """`sink` served on 127.0.0.1, offering SMTPUTF8 when `offers_smtputf8`."""
     with relay_on_loopback(sink, smtputf8=offers_smtputf8) as port:
         yield port
 
 
 @pytest.fixture
-def settings(tmp_path: Path, relay_port: int) -> Settings:
+def key_record(tmp_path: Path) -> bytes:
+    return write_rsa_key(tmp_path / "dkim.pem")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, relay_port: int, key_record: bytes) -> Settings:
     relay = {"host": "127.0.0.1", "port": relay_port, "tls": "none", "timeout_seconds": 10}
-    return make_settings(tmp_path, outbound_smtp=relay)
+    dkim_key = {"selector": "e2a", "private_key_path": str(tmp_path / "dkim.pem")}
+    return make_settings(tmp_path, outbound_smtp=relay, dkim=dkim_key)
 
 
 async def send(alice: Account, face: str, to: list[str], cc: list[str] | None = None) -> Any:
@@ -76,8 +85,10 @@ async def settled(alice: Account, message_id: str) -> dict[str, Any]:
 @pytest.mark.parametrize("offers_smtputf8", [True])
 @pytest.mark.parametrize("face", ["api/v1", "v1"])
 async def test_mail_to_an_internationalised_address_goes_out_with_smtputf8(
-    running: RunningGateway, make_account: Any, sink: Sink, face: str
+    running: RunningGateway, make_account: Any, sink: Sink, key_record: bytes, face: str
 ) -> None:
+    """Each copy goes with SMTPUTF8 and BODY=8BITMIME (the relay offers both), names José in
+    its To field in UTF-8, and its DKIM signature, over those UTF-8 fields, verifies."""
     alice: Account = await make_account("alice@example.com")
     await create_agent(alice, "bot")
     answer = await send(alice, face, [JOSE], [BOB])
@@ -94,6 +105,7 @@ async def test_mail_to_an_internationalised_address_goes_out_with_smtputf8(
         assert f"To: {JOSE}\r\n".encode() in raw  # UTF-8 as it is (RFC 6532), no encoded word
         assert [a.addr_spec for a in copy["To"].addresses] == [JOSE]
         assert str(copy["Subject"]) == "Grüße"
+        assert verifies(raw, key_record)
 
 
 @pytest.mark.parametrize("face", ["api/v1", "v1"])
