@@ -300,6 +300,11 @@ class DatabaseSettings(Section):
     listen_url: str = ""
     """The connection that LISTENs for the other replicas' news; empty: `url`. It must reach
     PostgreSQL directly or through a pooler in session mode, never in transaction mode."""
+    silent_server_seconds: int = Field(default=5, ge=1, le=600)
+    """PostgreSQL only: how long the server may leave the gateway's data unacknowledged (or,
+    a third longer, an idle connection's keepalive probes unanswered) before the connection is
+    given up on: the calls on it fail, SMTP answers 451 and the API 503. Set as libpq's
+    tcp_user_timeout and keepalives_*, unless `url` sets them itself."""
 
     @field_validator("url")
     @classmethod

@@ -159,6 +159,7 @@ async def open_gateway(
         partial(heard_commit, jobs),
         pooled=settings.database.pooled,
         listen_url=settings.database.listen_url,
+        silent_server_seconds=settings.database.silent_server_seconds,
     )
     try:
         applied = await storage.migrate()

@@ -108,6 +108,8 @@ def test_env_overrides_file(tmp_path: Path) -> None:
         # beyond what a database integer holds: every send would fail
         ("", {"E2A_LIMITS_SENDS_PER_AGENT_PER_MINUTE": str(2**63)}, "less than or equal"),
         ("[limits]\nmessage_polls_per_user_per_minute = 1e12\n", {}, "limits.message_polls"),
+        ("[database]\nsilent_server_seconds = 0\n", {}, "database.silent_server_seconds"),
+        ("", {"E2A_DATABASE_SILENT_SERVER_SECONDS": "soon"}, "E2A_DATABASE_SILENT_SERVER"),
     ],
 )
 def test_bad_settings_name_the_key(

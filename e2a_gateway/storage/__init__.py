@@ -18,6 +18,7 @@ def open_storage(
     *,
     pooled: bool = False,
     listen_url: str = "",
+    silent_server_seconds: int | None = None,
 ) -> Storage:
     """The backend for `url`, not yet migrated; StorageUnavailable if it cannot open.
 
@@ -25,15 +26,24 @@ def open_storage(
     `on_commit` hears, on the event loop, what each write announced once it has committed
     (e.g. jobs added, to wake this process's workers). PostgreSQL only: `pooled` says `url`
     goes through a pooler in transaction mode, and `listen_url` (empty: `url`) is where the
-    other replicas' news is heard (`database.pooled`, `database.listen_url`)."""
+    other replicas' news is heard (`database.pooled`, `database.listen_url`), and a server
+    silent for `silent_server_seconds` (None: the default) is given up on
+    (`database.silent_server_seconds`)."""
     if url.startswith("sqlite:///"):
         from e2a_gateway.storage.sqlite import SqliteStorage
 
         return SqliteStorage.open(url.removeprefix("sqlite:///"), holder, on_commit)
     if url.startswith(POSTGRES_SCHEMES):
-        from e2a_gateway.storage.postgres import PostgresStorage
+        from e2a_gateway.storage.postgres import SILENT_SERVER_SECONDS, PostgresStorage
 
-        return PostgresStorage.open(url, holder, on_commit, pooled=pooled, listen_url=listen_url)
+        return PostgresStorage.open(
+            url,
+            holder,
+            on_commit,
+            pooled=pooled,
+            listen_url=listen_url,
+            silent_server_seconds=silent_server_seconds or SILENT_SERVER_SECONDS,
+        )
     raise StorageUnavailable(
         f"database.url: {url.split('://')[0]} is not supported — use sqlite:///path/to/e2a.db "
         "or postgresql://user:password@host:5432/dbname"

@@ -46,18 +46,29 @@ FANOUT_CHANNEL = "e2a_fanout"
 # The channel on which a replica checks that its LISTEN connection hears what the pool NOTIFYs
 # (e2a_gateway.hub.fanout): through a pooler in transaction mode it hears nothing.
 CHECK_CHANNEL = "e2a_listen_check"
-DEAD_PEER_SETTINGS = {
-    "keepalives": 1,
-    "keepalives_idle": 10,
-    "keepalives_interval": 5,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 25_000,
-}
-"""libpq's TCP settings on every connection (the URL may set others): a server that stops
-answering without a word — a partition, a host that died, a failover to another address —
-is given up on within about 25 s, whether the connection sits idle (keepalives) or waits for a
-query's answer (`tcp_user_timeout`, in milliseconds), instead of after the kernel's own
-retries, some 15 minutes in which every call on it would hang."""
+SILENT_SERVER_SECONDS = 5
+"""How long, by default, a server may stay silent before a connection to it is given up on
+(`database.silent_server_seconds`, `dead_peer_settings`)."""
+
+
+def dead_peer_settings(seconds: int) -> dict[str, int]:
+    """libpq's TCP settings on every connection (the URL may set others) for a server silent
+    for `seconds`: one that stops answering without a word — a partition, a host that died, a
+    failover to another address — is given up on within about `seconds` when it leaves data
+    unacknowledged (`tcp_user_timeout`, in milliseconds: a query, a COMMIT, a connection
+    attempt), and a third more when the connection sits idle or waits for an answer with
+    nothing unacknowledged (keepalives: the first probe after `seconds` of silence, the
+    connection ended at the next one unanswered), instead of after the kernel's own retries,
+    some 15 minutes in which every call on it would hang."""
+    return {
+        "keepalives": 1,
+        "keepalives_idle": seconds,
+        "keepalives_interval": max(1, seconds // 3),
+        "keepalives_count": 3,
+        "tcp_user_timeout": seconds * 1000,
+    }
+
+
 IDLE_IN_TRANSACTION_SECONDS = 10.0
 """How long the server lets a transaction of the pool sit idle (its client sending nothing)
 before it ends the session, rolling the transaction back and freeing its locks
@@ -257,6 +268,7 @@ class PostgresStorage(SqlStorage):
         *,
         pooled: bool = False,
         listen_url: str = "",
+        silent_server_seconds: int = SILENT_SERVER_SECONDS,
     ):
         super().__init__(on_commit)
         self.url = url
@@ -268,6 +280,8 @@ class PostgresStorage(SqlStorage):
         self.listen_key = "database.listen_url" if listen_url else "database.url"
         """The setting that names `listen_url`, for messages to the operator."""
         self.listen_display_url = redacted_url(self.listen_url)
+        self.dead_peer = dead_peer_settings(silent_server_seconds)
+        """libpq's TCP settings on each connection, unless the URL sets them."""
         self._idle: list[Connection] = []
         self._slots = trio.Semaphore(pool_size)
         self._closed = False
@@ -285,9 +299,11 @@ class PostgresStorage(SqlStorage):
         *,
         pooled: bool = False,
         listen_url: str = "",
+        silent_server_seconds: int = SILENT_SERVER_SECONDS,
     ) -> PostgresStorage:
         """Check `url` (and `listen_url`) and return a backend that connects on first use (not
-        yet migrated); `on_commit` hears what each write announced once it has committed."""
+        yet migrated); `on_commit` hears what each write announced once it has committed; a
+        server silent for `silent_server_seconds` is given up on (`dead_peer_settings`)."""
         for key, value in (("database.url", url), ("database.listen_url", listen_url)):
             try:
                 psycopg.conninfo.conninfo_to_dict(value)
@@ -296,20 +312,27 @@ class PostgresStorage(SqlStorage):
                     f"{key}: {redacted_url(value)} is not a valid PostgreSQL URL ({exc}) — "
                     "use postgresql://user:password@host:5432/dbname"
                 ) from exc
-        return cls(url, holder, on_commit=on_commit, pooled=pooled, listen_url=listen_url)
+        return cls(
+            url,
+            holder,
+            on_commit=on_commit,
+            pooled=pooled,
+            listen_url=listen_url,
+            silent_server_seconds=silent_server_seconds,
+        )
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _connect(self) -> Connection:
         """A new connection in autocommit mode (transactions are explicit), in a thread; a
-        server that stops answering fails its calls within DEAD_PEER_SETTINGS' bound. Behind
+        server that stops answering fails its calls within `dead_peer`'s bound. Behind
         a pooler in transaction mode (`pooled`) it prepares no statement on the server: the
         next transaction may run on a server session that does not have it, or has another
         client's under the same name."""
         params = psycopg.conninfo.conninfo_to_dict(self.url)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
         params.setdefault("application_name", "e2a")
-        for key, value in DEAD_PEER_SETTINGS.items():
+        for key, value in self.dead_peer.items():
             params.setdefault(key, value)
         prepare: dict[str, Any] = {"prepare_threshold": None} if self.pooled else {}
         try:
@@ -340,7 +363,7 @@ class PostgresStorage(SqlStorage):
         params = psycopg.conninfo.conninfo_to_dict(self.listen_url)
         params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
         params.setdefault("application_name", "e2a-fanout")
-        for key, value in DEAD_PEER_SETTINGS.items():
+        for key, value in self.dead_peer.items():
             params.setdefault(key, value)
         try:
             connection = psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
@@ -430,21 +453,36 @@ class PostgresStorage(SqlStorage):
         """A pooled connection (an idle one, else a new one) on which `start` ran, in a worker
         thread (told whether the connection was used before), and what it returned; the caller
         holds a slot and gives the connection back. An idle connection the server dropped
-        meanwhile (a restart of the database: `_Dropped`) is closed and passed over, so `start`
-        runs once, on a live one; on any other failure the connection is given back here."""
+        meanwhile (a restart of the database, a partition: `_Dropped`) is closed, and with it
+        every connection that sat idle beside it (`_close_idle`), so `start` runs once, on a
+        new one; on any other failure the connection is given back here."""
         while True:
             reused = bool(self._idle)
+            idle_beside: list[Connection] = []
             if reused:
                 connection = self._idle.pop()
+                idle_beside = list(self._idle)
             else:
                 connection = await trio.to_thread.run_sync(self._connect_to_pool)
             try:
                 return connection, await trio.to_thread.run_sync(start, connection, reused)
             except _Dropped:
-                self._give_back(connection)  # closed: the next idle one, or a new one
+                self._give_back(connection)  # closed
+                await self._close_idle(idle_beside)
             except BaseException:
                 self._give_back(connection)
                 raise
+
+    async def _close_idle(self, connections: list[Connection]) -> None:
+        """Close those of `connections` that are still idle. They sat idle beside one the
+        server dropped, so they are most likely dropped too: a restart ends every session, and
+        a partition silences them all, where finding that out costs a silent server's whole
+        bound (`dead_peer`) on each in turn."""
+        stale = {id(connection) for connection in connections}
+        closing = [connection for connection in self._idle if id(connection) in stale]
+        self._idle = [connection for connection in self._idle if id(connection) not in stale]
+        for connection in closing:
+            await trio.to_thread.run_sync(connection.close)
 
     async def _read(
         self,
