@@ -1,0 +1,124 @@
+"""Reading large and oddly shaped mail costs time linear in its size, without the standard
+library's line-by-line parser going over a single-part body nor its header parser reading the
+same field again for every question asked of a part; and it reads exactly what the standard
+library reads.
+
+The guards count operations, not seconds: they cannot flake on a loaded machine."""
+
+from __future__ import annotations
+
+import email
+import email.feedparser
+from collections.abc import Iterator
+from email.message import Message
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from e2a_gateway.charsets import READING_PARAMETERS
+from e2a_gateway.inbound import parse
+from e2a_gateway.inbound.parse import parse_body
+from e2a_gateway.mime_nesting import within_nesting
+
+pytestmark = pytest.mark.backend_independent
+
+HEAD = b"From: Alice <alice@example.com>\r\nTo: bot@agents.test\r\nSubject: hi\r\n"
+
+
+def _lines_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A counter of the lines the standard library's parser reads from now on."""
+    count = [0]
+    readline = email.feedparser.BufferedSubFile.readline
+
+    def counted(self: Any) -> Any:
+        count[0] += 1
+        return readline(self)
+
+    monkeypatch.setattr(email.feedparser.BufferedSubFile, "readline", counted)
+    return count
+
+
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [(b"\r\n", "\n"), (b"a\r\n", "a\n"), (b"> a\r\n", "> a\n")],
+    ids=["blank", "one-character", "quoted"],
+)
+def test_a_single_part_body_of_many_lines_is_not_read_line_by_line(
+    monkeypatch: pytest.MonkeyPatch, line: bytes, text: str
+) -> None:
+    lines = 200_000
+    raw = HEAD + b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + line * lines
+    read = _lines_read(monkeypatch)
+    body = parse_body.__wrapped__(raw)  # type: ignore[attr-defined]
+    assert body.text == text * lines
+    assert body.html is None
+    assert body.attachments == ()
+    assert read[0] < 20  # the header lines, not the body's 200,000
+
+
+def test_a_quoted_printable_body_of_soft_line_breaks_reads_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = (
+        HEAD
+        + b"Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+        + b"ab=\r\n" * 100_000
+    )
+    read = _lines_read(monkeypatch)
+    body = parse_body.__wrapped__(raw)  # type: ignore[attr-defined]
+    assert body.html == "ab" * 100_000
+    assert read[0] < 20
+
+
+def _shape(part: Message) -> Iterator[tuple[str, object]]:
+    """Everything the parser decided about `part` and the parts in it."""
+    for each in part.walk():
+        yield "unixfrom", each.get_unixfrom()
+        yield "items", [(name, str(value)) for name, value in each.items()]
+        yield "type", each.get_content_type()
+        yield "preamble", each.preamble
+        yield "epilogue", each.epilogue
+        yield "payload", None if each.is_multipart() else each.get_payload()
+
+
+_HEADER_LINES = st.sampled_from(
+    [
+        "Subject: hi",
+        "X-Folded: a",
+        " continued",
+        "\tcontinued",
+        "From alice@example.com Mon Dec  7 00:00:00 2026",
+        "Content-Type: text/plain",
+        "Content-Type: text/html; charset=utf-8",
+        "Content-Type: message/rfc822",
+        "Content-Type: message/delivery-status",
+        'Content-Type: multipart/mixed; boundary="b"',
+        "Content-Type: multipart/mixed",
+        "Content-Transfer-Encoding: quoted-printable",
+        "not a header line",
+        ":",
+        "",
+    ]
+)
+_BODY_LINES = st.sampled_from(
+    ["", "text", "--b", "--b--", "Subject: inner", "Content-Type: text/plain", " folded", "a=", "."]
+)
+_ENDS = st.sampled_from(["\r\n", "\n", "\r"])
+
+
+@st.composite
+def _messages(draw: st.DrawFn) -> bytes:
+    header = [draw(_HEADER_LINES) + draw(_ENDS) for _ in range(draw(st.integers(0, 6)))]
+    separator = draw(st.sampled_from(["", "\r\n", "\n", "\r"]))
+    body = [draw(_BODY_LINES) + draw(_ENDS) for _ in range(draw(st.integers(0, 8)))]
+    tail = draw(st.sampled_from(["", "tail", "\r"]))
+    return ("".join(header) + separator + "".join(body) + tail).encode()
+
+
+@settings(max_examples=400, deadline=None)
+@given(_messages())
+def test_a_message_reads_exactly_as_the_standard_library_reads_it(raw: bytes) -> None:
+    whole = email.message_from_bytes(within_nesting(raw), policy=READING_PARAMETERS)
+    assert list(_shape(parse._message(raw))) == list(_shape(whole))
