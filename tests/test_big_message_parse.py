@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email
 import email.feedparser
+import email.headerregistry
 from collections.abc import Iterator
 from email.message import Message
 from typing import Any
@@ -17,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e2a_gateway.charsets import READING_PARAMETERS
+from e2a_gateway.charsets import READING_PARAMETERS, REMEMBERED_FIELDS
 from e2a_gateway.inbound import parse
-from e2a_gateway.inbound.parse import parse_body
+from e2a_gateway.inbound.parse import attachments_of, parse_body, summarise_headers
 from e2a_gateway.mime_nesting import within_nesting
 
 pytestmark = pytest.mark.backend_independent
@@ -37,6 +38,20 @@ def _lines_read(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         return readline(self)
 
     monkeypatch.setattr(email.feedparser.BufferedSubFile, "readline", counted)
+    return count
+
+
+def _parameter_fields_parsed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A counter of the Content-Type and Content-Disposition values parsed from now on."""
+    count = [0]
+    header = email.headerregistry.ParameterizedMIMEHeader
+    parse_value = header.parse.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: Any, value: str, kwds: dict[str, Any]) -> None:
+        count[0] += 1
+        parse_value(cls, value, kwds)
+
+    monkeypatch.setattr(header, "parse", classmethod(counted))
     return count
 
 
@@ -70,6 +85,35 @@ def test_a_quoted_printable_body_of_soft_line_breaks_reads_whole(
     body = parse_body.__wrapped__(raw)  # type: ignore[attr-defined]
     assert body.html == "ab" * 100_000
     assert read[0] < 20
+
+
+def _parts(count: int) -> bytes:
+    parts = b"".join(
+        b'--b\r\nContent-Type: application/octet-stream; name="a%d.bin"\r\n\r\nx\r\n' % index
+        for index in range(count)
+    )
+    return HEAD + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + parts + b"--b--\r\n"
+
+
+@pytest.mark.parametrize(
+    ("parts", "parses_per_part"),
+    [(REMEMBERED_FIELDS // 2, 1), (2000, 4)],
+    ids=["fields-kept", "more-fields-than-kept"],
+)
+def test_each_part_field_of_many_parts_is_parsed_once_per_pass(
+    monkeypatch: pytest.MonkeyPatch, parts: int, parses_per_part: int
+) -> None:
+    # Each part names another file: its Content-Type is parsed once while the fields read
+    # recently are kept, else once per pass over the parts (the parse, the bodies, the
+    # attachments listed, each attachment's facts), against a dozen times each before.
+    raw = _parts(parts)
+    parsed = _parameter_fields_parsed(monkeypatch)
+    attachments = attachments_of(raw, summarise_headers(raw))
+    assert [attachment.filename for attachment in attachments] == [
+        f"a{index}.bin" for index in range(parts)
+    ]
+    assert {attachment.size for attachment in attachments} == {1}
+    assert parsed[0] <= parses_per_part * parts + 5
 
 
 def _shape(part: Message) -> Iterator[tuple[str, object]]:
