@@ -146,6 +146,34 @@ async def test_cookie_is_secure_behind_https(tmp_path: Path, nursery: trio.Nurse
     assert "secure" in flags and "httponly" in flags and "samesite=strict" in flags
 
 
+async def test_cookie_is_secure_when_a_trusted_proxy_says_https(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Behind a TLS-terminating proxy listed in `http.trusted_proxies`, the proxy's
+    `X-Forwarded-Proto: https` makes the cookies Secure even when `http.public_url` is left at
+    http; the same header from a peer that is not a trusted proxy is ignored."""
+    flags_by_proxy = {}
+    for trusted in (["127.0.0.1"], []):
+        (tmp_path / str(len(trusted))).mkdir()
+        settings = make_settings(
+            tmp_path / str(len(trusted)),
+            http={"listen": "127.0.0.1:0", "trusted_proxies": trusted},
+        )
+        running: RunningGateway = await nursery.start(
+            partial(run_gateway, settings, resolver=FixtureResolver())
+        )
+        async with httpx.AsyncClient(base_url=running.addresses.http_url) as client:
+            said_https = await client.get("/signin", headers={"X-Forwarded-Proto": "https"})
+            said_http = await client.get("/signin", headers={"X-Forwarded-Proto": "http"})
+        flags_by_proxy[bool(trusted)] = [
+            [part.strip().lower() for part in set_cookie_header(answer, "e2a_signin=").split(";")]
+            for answer in (said_https, said_http)
+        ]
+    assert "secure" in flags_by_proxy[True][0]
+    assert "secure" not in flags_by_proxy[True][1]
+    assert "secure" not in flags_by_proxy[False][0]
+
+
 async def test_forms_without_the_csrf_token_are_refused(browser, make_account) -> None:
     alice = await make_account("alice@example.com")
     client = browser()

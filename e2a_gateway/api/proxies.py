@@ -1,22 +1,28 @@
-"""The client's address behind reverse proxies: `X-Forwarded-For` is believed only when the
-request comes from a proxy listed in `http.trusted_proxies`, and only as far back as the chain
-of trusted proxies goes; anyone else's header is ignored (it is theirs to forge).
+"""The client's address and scheme behind reverse proxies: `X-Forwarded-For` is believed only
+when the request comes from a proxy listed in `http.trusted_proxies`, and only as far back as the
+chain of trusted proxies goes; anyone else's header is ignored (it is theirs to forge). So is
+`X-Forwarded-Proto`: a trusted proxy that says the client used https (the value it set, the
+last) makes the request's scheme https.
 
 Every route, the per-address limits among them, then sees the client's address as
-`request.remote_addr`.
+`request.remote_addr`, and the dashboard marks its cookies Secure by `request.scheme`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 
-from e2a_gateway.networks import IpNetwork, client_address
+from e2a_gateway.networks import IpNetwork, client_address, is_trusted_proxy
+
+_SECURE_SCHEMES = {"http": "https", "websocket": "wss"}
+"""The scope's scheme, by scope type, for a request a trusted proxy received over TLS."""
 
 
 class TrustedProxies:
-    """ASGI middleware: the scope's `client` becomes the address `client_address` finds."""
+    """ASGI middleware: the scope's `client` becomes the address `client_address` finds, and
+    its `scheme` the secure one when a trusted proxy says https."""
 
     def __init__(self, app: ASGIFramework, trusted: Sequence[IpNetwork]) -> None:
         self._app = app
@@ -36,4 +42,18 @@ class TrustedProxies:
             if client != peer:
                 scope = scope.copy()
                 scope["client"] = (client, 0)
+            if _says_https(scope["headers"]) and is_trusted_proxy(peer, self._trusted):
+                scope = scope.copy()
+                scope["scheme"] = _SECURE_SCHEMES[scope["type"]]
         await self._app(scope, receive, send)
+
+
+def _says_https(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether the last `X-Forwarded-Proto` value — the one the nearest proxy set — is https."""
+    values = [
+        entry.strip().lower()
+        for name, value in headers
+        if name.lower() == b"x-forwarded-proto"
+        for entry in value.decode("latin-1").split(",")
+    ]
+    return bool(values) and values[-1] == "https"
