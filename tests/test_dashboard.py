@@ -203,6 +203,73 @@ async def test_forms_without_the_csrf_token_are_refused(browser, make_account) -
     assert response.status_code == 403
 
 
+async def test_forms_from_another_origin_are_refused(
+    browser, make_account, running: RunningGateway
+) -> None:
+    """A form POSTed from another site is refused even with the right token (a sibling
+    subdomain can plant the sign-in cookie its token is checked against); the dashboard's own
+    origin, or no Origin header at all, is accepted."""
+    alice = await make_account("alice@example.com")
+    own = running.addresses.http_url.rstrip("/")
+    client = browser()
+    form = await client.get("/signin")
+    for origin in ("https://evil.example", "null", own.replace("http://", "https://")):
+        refused = await client.post(
+            "/signin",
+            data={"api_key": alice.key, "csrf_token": csrf_token(form.text)},
+            headers={"Origin": origin},
+        )
+        assert refused.status_code == 403, origin
+        assert "e2a_session=" not in refused.headers.get("set-cookie", ""), origin
+    signed_in = await client.post(
+        "/signin",
+        data={"api_key": alice.key, "csrf_token": csrf_token(form.text)},
+        headers={"Origin": own},
+    )
+    assert signed_in.status_code == 303
+    token = await session_csrf(client)
+    for origin in ("https://evil.example", "null"):
+        response = await client.post(
+            "/credentials/api-keys",
+            data={"name": "forged", "csrf_token": token},
+            headers={"Origin": origin},
+        )
+        assert response.status_code == 403, origin
+        assert "another site" in response.text
+    keys = (await alice.http.get("/api/v1/users/me/api-keys")).json()["api_keys"]
+    assert [key["name"] for key in keys] == [keys[0]["name"]]
+    made = await client.post(
+        "/credentials/api-keys", data={"name": "mine", "csrf_token": token}, headers={"Origin": own}
+    )
+    assert made.status_code == 201
+
+
+async def test_the_public_url_is_an_origin_of_the_dashboard(
+    tmp_path: Path, nursery: trio.Nursery
+) -> None:
+    """Behind a proxy that gives the gateway a Host of its own, the browser's Origin is
+    `http.public_url`'s: accepted."""
+    settings = make_settings(
+        tmp_path, http={"listen": "127.0.0.1:0", "public_url": "https://e2a.example/base"}
+    )
+    running: RunningGateway = await nursery.start(
+        partial(run_gateway, settings, resolver=FixtureResolver())
+    )
+    _, issued, _ = await bootstrap_user(
+        running.gateway.storage, running.gateway.server_key, "alice@example.com"
+    )
+    async with httpx.AsyncClient(base_url=running.addresses.http_url) as client:
+        token = csrf_token((await client.get("/signin")).text)
+        for origin, status in (("https://e2a.example", 303), ("https://evil.example", 403)):
+            answer = await client.post(
+                "/signin",
+                data={"api_key": issued.plaintext, "csrf_token": token},
+                # The sign-in cookie is Secure (https public URL): sent by hand over http.
+                headers={"Origin": origin, "Cookie": f"e2a_signin={token}"},
+            )
+            assert answer.status_code == status, origin
+
+
 async def test_forged_or_revoked_sessions_do_not_count(
     browser, make_account, running: RunningGateway
 ) -> None:

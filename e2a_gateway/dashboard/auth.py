@@ -4,7 +4,7 @@ The cookie is HttpOnly, SameSite=Strict, and Secure whenever the dashboard is re
 https (directly or per `http.public_url`). Every request looks the API key up again, so a
 revoked key ends its sessions at once, and asks storage whether the session was signed out, so
 signing out ends it for every copy of the cookie on every replica. Every POST must carry the
-session's CSRF token.
+session's CSRF token, and, when it says where it comes from (`Origin`), come from the dashboard.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from quart import Response, request, url_for
 
+from e2a_gateway.config import web_origin
 from e2a_gateway.dashboard.sessions import (
     SESSION_SECONDS,
     SessionInvalid,
@@ -133,8 +134,33 @@ def signin_token() -> str:
     return request.cookies.get(SIGNIN_COOKIE) or secrets.token_hex(16)
 
 
+def check_origin() -> None:
+    """403 for a POST whose `Origin` is another site's. The token alone is not enough for the
+    sign-in form: a sibling subdomain can plant the cookie its token is checked against. The
+    dashboard's origins are the one the browser addressed (the request's scheme and `Host`) and
+    `http.public_url`'s (behind a proxy that gives the gateway a `Host` of its own). A request
+    without `Origin` (not a browser's, or an old one) is left to the token."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    public_origin = current_gateway().settings.http.public_origin
+    try:
+        own = {public_origin, web_origin(f"{request.scheme}://{request.host}")}
+        if web_origin(origin) in own:
+            return
+    except ValueError:  # `null`, or a Host no origin can have
+        pass
+    raise Forbidden(
+        "csrf_failed",
+        "this form was sent from another site, not the dashboard; if the dashboard's address is "
+        f"not {public_origin}, set http.public_url to it",
+    )
+
+
 async def check_signin_token() -> None:
-    """403 unless the sign-in form carries the token its cookie holds."""
+    """403 unless the sign-in form comes from the dashboard and carries the token its cookie
+    holds."""
+    check_origin()
     form = await request.form
     cookie = request.cookies.get(SIGNIN_COOKIE)
     if not cookie or not same_token(cookie, form.get(CSRF_FIELD)):
@@ -153,7 +179,8 @@ def requires_session(
     handler: Callable[Concatenate[Session, P], Awaitable[R]],
 ) -> Callable[P, Awaitable[R | Response]]:
     """Decorate a page so it runs only for a signed-in user (others go to the sign-in page),
-    receiving the session first; a POST must also carry the session's CSRF token (403)."""
+    receiving the session first; a POST must also come from the dashboard and carry the
+    session's CSRF token (403)."""
 
     @wraps(handler)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Response:
@@ -161,6 +188,7 @@ def requires_session(
         if session is None:
             return signin_redirect()
         if request.method == "POST":
+            check_origin()
             form = await request.form
             if not same_token(session.csrf_token, form.get(CSRF_FIELD)):
                 raise csrf_refused()
