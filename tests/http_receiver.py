@@ -34,13 +34,23 @@ class Received:
 class Answer:
     """Answer with `status`, `headers` and `body` after `delay` seconds (a slow receiver; the
     request counts as in flight meanwhile). An `endless` answer announces a body of a gigabyte,
-    sends `body` and then nothing more until the client goes away."""
+    sends `body` and then nothing more until the client goes away; a `broken` one announces
+    it too, sends `body` and closes the connection."""
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     endless: bool = False
+    broken: bool = False
     delay: float = 0.0
+
+
+@dataclass(frozen=True)
+class Trickle:
+    """Send a 200 answer one byte every `seconds`, status line first, without ever finishing
+    its head (a slowloris answer), until the client goes away."""
+
+    seconds: float
 
 
 class Hang:
@@ -51,7 +61,7 @@ class Close:
     """Close the connection without sending a response."""
 
 
-Reply = Answer | Hang | Close
+Reply = Answer | Hang | Close | Trickle
 HANG = Hang()
 CLOSE = Close()
 
@@ -125,12 +135,17 @@ class HttpReceiver:
                 if isinstance(reply, Hang):
                     await self._hang(stream)
                     return
+                if isinstance(reply, Trickle):
+                    await self._trickle(stream, reply.seconds)
+                    return
                 if reply.delay:
                     await self._hold(reply.delay)
                 try:
                     await self._answer(stream, connection, reply)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     return  # the client went away while the answer was delayed
+                if reply.broken:
+                    return
                 if reply.endless:
                     await self._hang(stream)
                     return
@@ -202,16 +217,31 @@ class HttpReceiver:
             self.in_flight -= 1
             self._notify()
 
+    async def _trickle(self, stream: trio.SocketStream, seconds: float) -> None:
+        """Send a head that never ends, a byte at a time, until the client goes away."""
+        head = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"z" * 2**20
+        self.in_flight += 1
+        self._notify()
+        try:
+            for byte in head:
+                await stream.send_all(bytes([byte]))
+                await trio.sleep(seconds)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the client gave up
+        finally:
+            self.in_flight -= 1
+            self._notify()
+
     async def _answer(
         self, stream: trio.SocketStream, connection: h11.Connection, reply: Answer
     ) -> None:
         headers = list(reply.headers.items())
-        length = 2**30 if reply.endless else len(reply.body)
+        length = 2**30 if reply.endless or reply.broken else len(reply.body)
         headers.append(("Content-Length", str(length)))
         data = connection.send(h11.Response(status_code=reply.status, headers=headers)) or b""
         if reply.body:
             data += connection.send(h11.Data(data=reply.body)) or b""
-        if not reply.endless:
+        if not (reply.endless or reply.broken):
             data += connection.send(h11.EndOfMessage()) or b""
         await stream.send_all(data)
 
