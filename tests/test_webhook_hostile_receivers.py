@@ -204,3 +204,24 @@ async def test_a_huge_retry_after_waits_at_most_until_the_window_ends(
     clock.now = due
     assert await worker.deliver_due(due) == 1
     assert await delivery_status(alice, busy, busy_message) == "failed"
+
+
+@pytest.mark.parametrize("status", [600, 799, 999])
+async def test_a_status_beyond_5xx_is_final(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    connections: WebhookConnections,
+    status: int,
+) -> None:
+    """Only 408, 429 and 5xx are retried (contract/delivery.md); a status no HTTP class
+    names is final, like other non-2xx answers."""
+    receiver.reply = lambda _: Answer(status)
+    agent = await create_agent(alice, "odd-status", receiver.url)
+    message_id, clock = await accept_now(quiet, agent)
+    worker = WebhookWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5.0)
+
+    assert await worker.deliver_due(clock.now) == 1
+    (attempt,) = await recorded_attempts(quiet.gateway, message_id)
+    assert attempt.status_code == status
+    assert await delivery_status(alice, agent, message_id) == "failed"

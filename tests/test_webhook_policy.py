@@ -154,6 +154,8 @@ def test_delivery_id_is_stable_and_prefixed() -> None:
         (401, "failed"),
         (404, "failed"),
         (410, "failed"),
+        (600, "failed"),
+        (999, "failed"),
     ],
 )
 def test_verdicts(status: int | None, verdict: str) -> None:

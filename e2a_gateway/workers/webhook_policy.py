@@ -76,12 +76,13 @@ def build_request(
 
 
 def judge_answer(status_code: int | None) -> Verdict:
-    """2xx delivered; 408, 429, 5xx and no answer (None) retry; anything else is final."""
+    """2xx delivered; 408, 429, 5xx and no answer (None) retry; anything else is final,
+    a status beyond 599 (which HTTP/1.1 lets a receiver send) included."""
     if status_code is None:
         return "retry"
     if 200 <= status_code < 300:
         return "delivered"
-    if status_code in RETRYABLE_STATUSES or status_code >= 500:
+    if status_code in RETRYABLE_STATUSES or 500 <= status_code < 600:
         return "retry"
     return "failed"
 
