@@ -5,6 +5,8 @@ record that storage fails to commit costs only its own delivery."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -184,3 +186,48 @@ async def test_a_delivery_waiting_for_its_host_is_not_posted_once_its_webhook_is
             moved = [request for request in receiver.requests if request.target == "/hook/moved"]
             assert len(moved) == 1
             assert [item["id"] for item in await deliveries(alice, hook, "delivered")] == [waiting]
+
+
+def signatures(request: Received, secret: str) -> tuple[int, list[bool]]:
+    """The request's signing time, and for each `v1=` of its `X-E2A-Signature` whether it is
+    the HMAC-SHA256 of `<t>.<the body bytes received>` keyed by `secret`."""
+    fields = [field.partition("=") for field in request.headers["x-e2a-signature"].split(",")]
+    (timestamp,) = [value for name, _, value in fields if name == "t"]
+    signed = timestamp.encode("ascii") + b"." + request.body
+    expected = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+    return int(timestamp), [
+        hmac.compare_digest(value, expected) for name, _, value in fields if name == "v1"
+    ]
+
+
+async def test_a_rotated_secret_signs_beside_the_old_one_for_24_hours_only(
+    quiet: QuietGateway, alice: Account, nursery: trio.Nursery
+) -> None:
+    """Each delivery is signed over the exact bytes sent at the attempt's own time; after a
+    rotation it carries a `v1=` for the new secret and one for the old, and once the 24 hours
+    of grace are over, the new one's alone."""
+    receiver = HttpReceiver()
+    await nursery.start(receiver.serve)
+    made = await alice.http.post(
+        "/v1/webhooks", json={"url": receiver.url, "events": ["email.received"]}
+    )
+    assert made.status_code == 201, made.text
+    hook, old = made.json()["id"], made.json()["signing_secret"]
+    rotated = await alice.http.post(f"/v1/webhooks/{hook}/rotate-secret")
+    assert rotated.status_code == 200, rotated.text
+    new = rotated.json()["signing_secret"]
+    start = time.time() + 1
+    clock = FakeClock(start)
+    async with WebhookConnections() as connections:
+        worker = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5)
+        for moment in (start, start + 24 * 3600 - 60, start + 24 * 3600 + 60):
+            clock.now = moment
+            await queue_tests(alice, hook, 1)
+            assert await worker.deliver_due(moment) == 1
+    during, late, after = await receiver.wait_for(3)
+    assert signatures(during, new)[1] == [True, False]
+    assert signatures(during, old)[1] == [False, True]
+    assert signatures(late, old)[1] == [False, True]
+    assert signatures(after, new)[1] == [True]
+    assert signatures(after, old)[1] == [False]
+    assert signatures(after, new)[0] == int(clock.now)
