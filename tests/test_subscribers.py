@@ -134,6 +134,8 @@ async def test_a_record_storage_fails_costs_only_its_delivery(
     assert f"webhook delivery {unrecorded}: attempt not recorded" in caplog.text
     assert [item["attempts"] for item in await deliveries(alice, fast, "delivered")] == [1]
     assert len(receiver.requests) == 3
+    repeats = [request.body for request in receiver.requests if request.target.endswith("/fast")]
+    assert len(repeats) == 2 and repeats[0] == repeats[1]  # the same event id: dropped as seen
 
 
 WAITING_DELIVERY_CHANGES = {

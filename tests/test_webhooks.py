@@ -937,6 +937,12 @@ async def test_a_record_storage_fails_costs_only_its_job(
     assert f"webhook {unrecorded}: attempt not recorded" in caplog.text
     assert await delivery_status(alice, fast, unrecorded) == "delivered"
     assert len(receiver.requests) == 3
+    repeats = [request for request in receiver.requests if request.target == "/fast"]
+    assert {
+        (request.headers["x-e2a-delivery-id"], request.headers["x-e2a-delivery-attempt"])
+        for request in repeats
+    } == {(delivery_id(unrecorded), "1")}  # a repeat the receiver can drop
+    assert len(repeats) == 2
 
 
 async def test_an_attempt_the_database_fails_is_left_to_its_lease(
