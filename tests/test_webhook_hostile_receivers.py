@@ -225,3 +225,48 @@ async def test_a_status_beyond_5xx_is_final(
     (attempt,) = await recorded_attempts(quiet.gateway, message_id)
     assert attempt.status_code == status
     assert await delivery_status(alice, agent, message_id) == "failed"
+
+
+OVERFLOWING_DATES = [
+    "Fri, 31 Dec 99999999999999999999 23:59:59 GMT",
+    "Fri, 31 Dec 2030 99999999999999999999:59:59 GMT",
+    "Fri, 31 Dec 2030 23:59:59 +99999999999999999999",
+]
+"""Retry-After dates whose numbers no C integer holds."""
+
+
+@pytest.mark.parametrize("retry_after", OVERFLOWING_DATES)
+async def test_a_retry_after_date_beyond_any_calendar_is_ignored_and_the_worker_goes_on(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    connections: WebhookConnections,
+    retry_after: str,
+) -> None:
+    """A receiver's unreadable Retry-After is no Retry-After: its delivery is retried on the
+    usual schedule, and the worker, the other deliveries and the `/v1` worker go on."""
+    receiver.reply = lambda request: (
+        Answer(503, {"Retry-After": retry_after}) if "/odd" in request.target else Answer(200)
+    )
+    odd = await create_agent(alice, "odd-date", receiver.url + "/odd")
+    calm = await create_agent(alice, "calm", receiver.url + "/calm")
+    made = await alice.http.post(
+        "/v1/webhooks", json={"url": receiver.url + "/odd/v1", "events": ["email.received"]}
+    )
+    assert made.status_code == 201, made.text
+    calm_message = await accept(quiet.gateway, [calm], mail())
+    odd_message, clock = await accept_now(quiet, odd)
+    worker = WebhookWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5.0)
+    subscribers = SubscriberWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5.0)
+
+    with trio.fail_after(WAIT):
+        assert await worker.deliver_due(clock.now) == 2
+        assert await subscribers.deliver_due(clock.now) == 2
+    assert await delivery_status(alice, calm, calm_message) == "delivered"
+    assert await delivery_status(alice, odd, odd_message) == "retrying"
+    due = job_due_at(quiet.gateway.settings, odd_message)
+    assert due is not None and clock.now + 24 <= due <= clock.now + 36  # 30 s ± 20 %
+    listed = await alice.http.get(f"/v1/webhooks/{made.json()['id']}/deliveries")
+    assert [(item["status"], item["last_status_code"]) for item in listed.json()["items"]] == [
+        ("pending", 503)
+    ] * 2

@@ -175,3 +175,15 @@ def test_retry_after_in_seconds_and_as_http_date() -> None:
     assert parse_retry_after("-5", NOW) is None
     assert parse_retry_after("\u00b2", NOW) is None  # a digit to str.isdigit, not to HTTP
     assert parse_retry_after("\u0663\u0660", NOW) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Fri, 31 Dec 99999999999999999999 23:59:59 GMT",
+        "Fri, 31 Dec 2030 99999999999999999999:59:59 GMT",
+        "Fri, 31 Dec 2030 23:59:59 +99999999999999999999",
+    ],
+)
+def test_a_retry_after_date_no_calendar_holds_is_unreadable(value: str) -> None:
+    assert parse_retry_after(value, NOW) is None

@@ -90,7 +90,8 @@ def judge_answer(status_code: int | None) -> Verdict:
 def parse_retry_after(value: str | None, now: float) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if absent
     or unreadable. A date in RFC 5322's `-0000` (or with no zone) is read as UTC, as HTTP dates
-    are, never in the server's own zone."""
+    are, never in the server's own zone. A date with a number no calendar holds (a year of
+    twenty digits) is unreadable: the header is the receiver's to write, whatever it says."""
     if not value:
         return None
     text = value.strip()
@@ -98,8 +99,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return float(text)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # `-0000`: parsedate_to_datetime leaves the zone out
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, when.timestamp() - now)
+    except (TypeError, ValueError, OverflowError):
         return None
-    if when.tzinfo is None:  # `-0000`: parsedate_to_datetime leaves the zone out
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - now)
