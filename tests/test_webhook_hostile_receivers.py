@@ -16,6 +16,7 @@ import trio
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.workers.subscribers import SubscriberWorker
 from e2a_gateway.workers.webhook_connections import WebhookConnections
+from e2a_gateway.workers.webhook_policy import delivery_id
 from e2a_gateway.workers.webhooks import WebhookWorker
 from tests.conftest import Account, make_settings
 from tests.delivery_support import (
@@ -270,3 +271,37 @@ async def test_a_retry_after_date_beyond_any_calendar_is_ignored_and_the_worker_
     assert [(item["status"], item["last_status_code"]) for item in listed.json()["items"]] == [
         ("pending", 503)
     ] * 2
+
+
+async def test_a_2xx_after_the_timeout_is_a_timeout_and_the_retry_is_the_same_delivery(
+    quiet: QuietGateway,
+    alice: Account,
+    receiver: HttpReceiver,
+    connections: WebhookConnections,
+) -> None:
+    """A receiver that answers 200 only after the attempt gave up gets the delivery again
+    (the same delivery id, the next attempt number), and it counts as delivered once."""
+    receiver.reply = lambda request: Answer(
+        200, delay=1.5 if request.headers["x-e2a-delivery-attempt"] == "1" else 0.0
+    )
+    agent = await create_agent(alice, "late", receiver.url)
+    message_id, clock = await accept_now(quiet, agent)
+    worker = WebhookWorker(quiet.gateway, connections, clock=clock, attempt_timeout=0.5)
+
+    with trio.fail_after(WAIT):
+        assert await worker.deliver_due(clock.now) == 1
+        await receiver.wait_in_flight(0)
+        due = job_due_at(quiet.gateway.settings, message_id)
+        assert due is not None
+        clock.now = due
+        assert await worker.deliver_due(due) == 1
+    attempts = await recorded_attempts(quiet.gateway, message_id)
+    assert [(a.attempt, a.status_code, a.error) for a in attempts] == [
+        (1, None, "timeout after 0.5 s"),
+        (2, 200, None),
+    ]
+    assert await delivery_status(alice, agent, message_id) == "delivered"
+    assert await worker.deliver_due(clock.now + DELIVERY_WINDOW) == 0
+    assert {request.headers["x-e2a-delivery-id"] for request in receiver.requests} == {
+        delivery_id(message_id)
+    }
