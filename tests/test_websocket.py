@@ -453,6 +453,42 @@ async def test_a_client_that_leaves_a_ping_unanswered_is_closed_ping_timeout(
     assert ended == 1
 
 
+async def test_mail_for_a_client_closed_for_ping_timeout_waits_without_an_error(
+    tmp_path: Path, resolver: FixtureResolver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that floods pings and reads nothing (so the pongs back up, and the close frame
+    after its unanswered ping waits behind them) is closed for ping_timeout; mail that comes
+    meanwhile is not pushed into the closed connection as an unhandled error: it waits,
+    unread, for the next connection, and the connection is counted ping_timeout."""
+    settings = make_settings(tmp_path, http={"keep_alive_seconds": 3})
+    async with pinging_gateway(settings, resolver, 0.3) as (gateway, port, account, agent):
+        registry = gateway.metrics.registry
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        connection = WSConnection(ConnectionType.CLIENT)
+        target = f"/api/v1/agents/{quote(agent)}/ws?token={account.key}"
+        async with stream:
+            await stream.send_all(connection.send(Request(host="127.0.0.1", target=target)))
+            connection.receive_data(await stream.receive_some(65536))
+            assert isinstance(next(connection.events()), AcceptConnection)
+            pings = b"".join(connection.send(Ping(b"p" * 120)) for _ in range(1000))
+            with trio.move_on_after(1.0):  # until its pongs fill both sides' buffers
+                while True:
+                    await stream.send_all(pings)
+            message_id = await accept(gateway, [agent], mail("While it floods"))
+            await wait_until(lambda: registry.get_sample_value("e2a_ws_connections_active") == 0)
+        reasons = {
+            reason: registry.get_sample_value("e2a_ws_disconnects_total", {"reason": reason})
+            for reason in ("ping_timeout", "error")
+        }
+        user = await gateway.storage.user_for_key_hash(hash_api_key(account.key))
+        assert user is not None
+        left = await gateway.storage.peek_inbound(user.id, agent, message_id)
+    assert [record.getMessage() for record in caplog.records if record.levelno >= 40] == []
+    assert reasons == {"ping_timeout": 1, "error": 0}
+    assert left is not None and left.status == "unread"
+
+
 async def _mute_raw_websocket(
     port: int, target: str, headers: list[tuple[str, str]]
 ) -> tuple[CloseConnection, int]:

@@ -6,7 +6,10 @@ handler (up to ten) or being worked on: a client that acked a batch and closed f
 that mail unread, sent again on its next connection. Here the client's leaving ends the
 queue instead: the handler reads what is left, then `next_frame` says the client left and
 the handler ends its service. Meanwhile nothing more is sent (`client_left`: the frames would
-go to nobody). A handler that does not end within LEAVING_SECONDS is cancelled, as before.
+go to nobody), nor once the HTTP server has closed the connection for a ping left unanswered
+(its close frame may wait behind pongs the client does not read, and a frame sent meanwhile
+would fail as an unhandled error). A handler that does not end within LEAVING_SECONDS is
+cancelled, as before.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import trio
 from hypercorn.typing import ASGIReceiveCallable
 from quart import websocket
 from quart_trio.asgi import TrioASGIWebsocketConnection
+
+from e2a_gateway.http_server import PING_TIMEOUT
 
 LEAVING_SECONDS = 5.0
 """How long a handler has, once its client left, to read what it sent and end."""
@@ -56,5 +61,7 @@ async def next_frame() -> str | bytes | None:
 
 
 def client_left() -> bool:
-    """Whether the current WebSocket's client has left (what it sent may still be unread)."""
-    return CLIENT_LEFT in (websocket.scope.get("extensions") or {})
+    """Whether the current WebSocket's client has left (what it sent may still be unread), or
+    the HTTP server took it for gone (no pong in time) and closed the connection."""
+    extensions = websocket.scope.get("extensions") or {}
+    return CLIENT_LEFT in extensions or PING_TIMEOUT in extensions
