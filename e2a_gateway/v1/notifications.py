@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import anyio
 import httpx
 
+from e2a_gateway.v1.errors import E2AApiError, error_class, is_retryable
 from e2a_gateway.v1.models import Trust
 from e2a_gateway.v1.wsclient import (
     WebSocket,
@@ -30,6 +31,12 @@ from e2a_gateway.v1.wsclient import (
 log = logging.getLogger("e2a.v1.listen")
 
 FIRST_BACKOFF_SECONDS = 1.0
+STABLE_SECONDS = 30.0
+"""A connection open this long (the server's ping interval) is a sound one: the pauses between
+reconnections start again from the first after it, as after one that delivered a
+notification."""
+REFUSED_CLOSE_CODES = range(4400, 4500)
+"""Close codes that carry an HTTP refusal of the connection (`4000 + status`, as 4401 for 401)."""
 
 
 @dataclass
@@ -125,6 +132,18 @@ class _Handled:
             self._ids.discard(self._order.popleft())
 
 
+def refusal_of(closed: WebSocketClosed) -> E2AApiError | None:
+    """The error a close code of REFUSED_CLOSE_CODES stands for when no reconnection can clear
+    it (4401, 4403, 4404…; not 4408 nor 4429, which waiting may clear); else None."""
+    if closed.code is None or closed.code not in REFUSED_CLOSE_CODES:
+        return None
+    status = closed.code - 4000
+    if is_retryable(None, status):
+        return None
+    message = closed.reason or f"the server refused the connection (close code {closed.code})"
+    return error_class(status, None)(status, message)
+
+
 async def _acknowledge(socket: WebSocket, message_id: str) -> None:
     await socket.send_text(json.dumps({"type": "ack", "message_id": message_id}))
 
@@ -143,19 +162,26 @@ async def listen(
     On every (re)connection the server first sends all unread messages, so nothing is lost
     while disconnected. With `ack`, a notification is acknowledged (marked read) when the
     caller asks for the next one, i.e. once it has been handled. A refused handshake (bad
-    key, unknown or cloud agent) raises `E2AApiError` and is never retried.
+    key, unknown or cloud agent), or a connection closed with a refusal's close code (4401,
+    4403, 4404…), raises `E2AApiError` and is never retried. The pauses between reconnections
+    start again from the first only after a connection that delivered a notification or
+    stayed open STABLE_SECONDS: a server that accepts each connection and closes it at once
+    is not hammered.
     """
     delays = backoff_delays(max_backoff)
     handled = _Handled()
     headers = None if api_key is None else bearer(api_key)
     while True:
+        opened_at: float | None = None
+        delivered = False
         try:
             async with connect_websocket(url, headers=headers) as socket:
-                delays = backoff_delays(max_backoff)
+                opened_at = anyio.current_time()
                 while True:
                     notification = _parse_frame(await socket.receive_text())
                     if notification is None:
                         continue
+                    delivered = True
                     if ack and notification.message_id in handled:
                         await _acknowledge(socket, notification.message_id)
                         continue
@@ -163,8 +189,17 @@ async def listen(
                     if ack:
                         handled.add(notification.message_id)
                         await _acknowledge(socket, notification.message_id)
-        except (WebSocketClosed, WebSocketRejected, httpx.HTTPError) as exc:
+        except WebSocketClosed as exc:
+            refused = refusal_of(exc)
+            if refused is not None:
+                raise refused from None
+            log.warning("e2a WebSocket disconnected: %s", exc)
+        except (WebSocketRejected, httpx.HTTPError) as exc:
             log.warning("e2a WebSocket disconnected: %s", exc)
         if not reconnect:
             return
+        if delivered or (
+            opened_at is not None and anyio.current_time() - opened_at >= STABLE_SECONDS
+        ):
+            delays = backoff_delays(max_backoff)
         await anyio.sleep(next(delays))

@@ -34,7 +34,13 @@ STREAM_ERRORS = (httpcore.NetworkError, httpcore.TimeoutException, OSError)
 
 
 class WebSocketClosed(Exception):
-    """The connection ended: closed by the server, dropped, or broke the protocol."""
+    """The connection ended: closed by the server (`code` and `reason` from its close frame),
+    dropped, or broke the protocol (`code` None)."""
+
+    def __init__(self, message: str, code: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
 
 
 class WebSocketRejected(Exception):
@@ -72,7 +78,11 @@ class WebSocket:
                 elif isinstance(event, CloseConnection):
                     if self._protocol.state is ConnectionState.REMOTE_CLOSING:
                         await self._write(self._protocol.send(event.response()))
-                    raise WebSocketClosed(f"closed by the server ({event.code} {event.reason})")
+                    raise WebSocketClosed(
+                        f"closed by the server ({event.code} {event.reason})",
+                        int(event.code),
+                        event.reason or "",
+                    )
                 elif isinstance(event, TextMessage | BytesMessage):
                     data = event.data
                     text = data if isinstance(data, str) else data.decode("utf-8", "replace")
