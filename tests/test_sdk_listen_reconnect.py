@@ -1,25 +1,34 @@
-"""How `AsyncE2AClient.listen()` reconnects, against a local WebSocket server (wsproto over a
+"""How `AsyncE2AClient.listen()` reconnects. Against a local WebSocket server (wsproto over a
 real socket on 127.0.0.1) that accepts each connection and closes it at once with a chosen
 code: it backs off (doubling, jittered) however often the handshake succeeds, and a close code
-that says the client is refused for good is raised, never retried."""
+that says the client is refused for good is raised, never retried. Against a running gateway:
+a key revoked while listening ends the listen with the gateway's 401, and a restart of the
+gateway loses and repeats nothing."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Request
 
-from e2a_gateway.app import RunningGateway
+from e2a_gateway.accounts import bootstrap_user
+from e2a_gateway.app import RunningGateway, run_gateway
+from e2a_gateway.config import Settings
+from e2a_gateway.mailauth.resolver import FixtureResolver
 from e2a_gateway.v1 import notifications
 from e2a_gateway.v1.errors import E2AApiError
 from e2a_gateway.v1.notifications import listen, websocket_url
-from tests.conftest import Account
+from tests.conftest import Account, make_settings
 from tests.delivery_support import accept, create_agent, mail
 
 FIRST_BACKOFF = 0.05
@@ -123,3 +132,64 @@ async def test_a_key_revoked_while_listening_ends_the_listen_with_its_401(
                 assert revoked.status_code == 204
     assert subjects == ["Before"]
     assert (refused.value.status_code, refused.value.code) == (401, "unauthorized")
+
+
+async def _serve_until_cancelled(
+    settings: Settings, task_status: trio.TaskStatus[tuple[trio.CancelScope, RunningGateway]]
+) -> None:
+    """Run a gateway in a cancel scope of its own; cancelling it stops the gateway as SIGTERM
+    stops `e2a serve`."""
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            started = await nursery.start(
+                partial(run_gateway, settings, resolver=FixtureResolver())
+            )
+            task_status.started((scope, started))
+
+
+async def test_listen_picks_up_after_a_gateway_restart_without_losing_or_repeating_mail(
+    tmp_path: Path, quick_backoff: None, nursery: trio.Nursery
+) -> None:
+    """A listener whose gateway stops (1001 `shutting_down`) reconnects once it is back (the
+    refused connections meanwhile are retried with backoff): the message it was handling when
+    the gateway stopped, whose ack was lost, is acknowledged rather than handed over again,
+    and mail the restarted gateway accepted before the listener was back comes, in order."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    settings = make_settings(tmp_path, http={"listen": f"127.0.0.1:{port}"})
+    scope, first = await nursery.start(_serve_until_cancelled, settings)
+    gateway = first.gateway
+    user, issued, _ = await bootstrap_user(gateway.storage, gateway.server_key, "a@example.com")
+    async with httpx.AsyncClient() as http:
+        made = await http.post(
+            f"{first.addresses.http_url}/api/v1/agents",
+            json={"slug": "bot", "agent_mode": "local"},
+            headers={"Authorization": f"Bearer {issued.plaintext}"},
+        )
+    assert made.status_code == 201, made.text
+    agent = "bot@agents.test"
+    ids = [await accept(gateway, [agent], mail(subject)) for subject in ("One", "Two")]
+    url = websocket_url(first.addresses.http_url, agent)
+    subjects: list[str] = []
+    with trio.fail_after(20):
+        async with aclosing(listen(url, api_key=issued.plaintext, ack=True)) as stream:
+            async for notification in stream:
+                subjects.append(notification.subject)
+                if notification.subject == "Two":  # its ack goes when the next is asked for
+                    scope.cancel()
+                    await trio.sleep(0.3)  # stopped; the listener tries, and is refused
+                    scope, second = await nursery.start(_serve_until_cancelled, settings)
+                    ids.append(await accept(second.gateway, [agent], mail("Three")))
+                if notification.subject == "Three":
+                    break
+    stored = [await second.gateway.storage.peek_inbound(user.id, agent, id_) for id_ in ids]
+    scope.cancel()
+    assert subjects == ["One", "Two", "Three"]
+    # "Two" acked on the new connection instead of handed over again; "Three" not yet asked past
+    assert [message.status if message else None for message in stored] == [
+        "read",
+        "read",
+        "unread",
+    ]

@@ -5,6 +5,7 @@ closing when access ends (agent, key or account gone), and the cap per API key."
 from __future__ import annotations
 
 import json
+import logging
 import smtplib
 import socket
 import time
@@ -220,6 +221,39 @@ async def test_the_bearer_header_opens_the_socket_as_the_token_does(
         async with open_websocket_url(url, extra_headers=headers) as ws:
             (frame,) = await next_frames(ws, 1)
     assert frame["message_id"] == stored
+
+
+CLIENT_LOGGERS = ("trio-websocket", "httpx", "httpcore")
+"""The test's own clients, which log the URLs they open; the gateway's loggers are the rest."""
+
+
+async def test_a_key_given_as_token_is_never_logged(
+    running: RunningGateway,
+    alice: Account,
+    agent: str,
+    connected: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`?token=` is allowed (browsers cannot set headers on a WebSocket), so a URL carries the
+    key: nothing the gateway logs, at any level, accepted or refused, quotes it."""
+    caplog.set_level(logging.DEBUG)
+    await accept(running.gateway, [agent], mail("One"))
+    async with connected() as ws:
+        await next_frames(ws, 1)
+    wrong = alice.key[:-4] + "0000"
+    with trio.fail_after(WAIT), pytest.raises(ConnectionRejected):
+        async with connected(wrong):
+            pass
+    base = running.addresses.http_url
+    plain = await alice.http.get(f"{base}{agent_path(agent, '/ws')}?token={wrong}")
+    assert plain.status_code == 401
+    quoting = {
+        record.name
+        for record in caplog.records
+        if alice.key in record.getMessage() or wrong in record.getMessage()
+    }
+    assert quoting, "the test's client logs the URL it opens: the capture must show it"
+    assert all(name.startswith(CLIENT_LOGGERS) for name in quoting), quoting
 
 
 async def test_connect_drains_every_unread_message_oldest_first_then_goes_live(
@@ -563,11 +597,15 @@ async def test_an_ack_marks_read_and_stops_redelivery(
     bob: Account = await make_account("bob@example.com")
     bobs_agent = await create_agent(bob, "bobs-bot")
     bobs_message = await accept(running.gateway, [bobs_agent], mail("Bob's"))
+    sibling = await create_agent(alice, "sibling-bot")
+    siblings_message = await accept(running.gateway, [sibling], mail("The sibling's"))
 
     async with connected() as ws:
         await next_frames(ws, 2)
         await ws.send_message("not json")
         await ws.send_message(json.dumps({"type": "ack", "message_id": bobs_message}))
+        await ws.send_message(json.dumps({"type": "ack", "message_id": siblings_message}))
+        await ws.send_message(json.dumps({"type": "ack", "message_id": "msg_no_such_message"}))
         await ws.send_message(json.dumps({"type": "ack", "message_id": first}))
         await ws.send_message(b"\x00binary")
 
@@ -584,6 +622,7 @@ async def test_an_ack_marks_read_and_stops_redelivery(
     assert [frame["message_id"] for frame in frames] == [second, live["message_id"]]
     bobs_unread = (await bob.http.get(agent_path(bobs_agent, "/messages"))).json()["messages"]
     assert [message["message_id"] for message in bobs_unread] == [bobs_message]
+    assert await unread_ids(alice, sibling) == [siblings_message]  # another agent's, same owner
 
 
 @pytest.mark.parametrize("leaving", ["close", "drop"])
