@@ -223,6 +223,19 @@ async def test_the_bearer_header_opens_the_socket_as_the_token_does(
     assert frame["message_id"] == stored
 
 
+async def test_the_v1_socket_reads_the_header_only_and_refuses_a_token_in_the_url(
+    running: RunningGateway, alice: Account, agent: str
+) -> None:
+    """delivery.md: `/v1`'s socket, as e2a's, takes the key in the header only: a key in
+    `?token=` alone is no key (401), before the upgrade."""
+    base = running.addresses.http_url.replace("http://", "ws://")
+    url = f"{base}/v1/agents/{quote(agent, safe='')}/ws?token={alice.key}"
+    with trio.fail_after(WAIT), pytest.raises(ConnectionRejected) as refused:
+        async with open_websocket_url(url):
+            pass
+    assert refused.value.status_code == 401
+
+
 CLIENT_LOGGERS = ("trio-websocket", "httpx", "httpcore")
 """The test's own clients, which log the URLs they open; the gateway's loggers are the rest."""
 
