@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from e2a_gateway.charsets import READING_PARAMETERS, REMEMBERED_FIELDS
 from e2a_gateway.inbound import parse
 from e2a_gateway.inbound.parse import attachments_of, parse_body, summarise_headers
-from e2a_gateway.mime_nesting import within_nesting
+from e2a_gateway.mime_bounds import within_bounds
 
 pytestmark = pytest.mark.backend_independent
 
@@ -164,5 +164,5 @@ def _messages(draw: st.DrawFn) -> bytes:
 @settings(max_examples=400, deadline=None)
 @given(_messages())
 def test_a_message_reads_exactly_as_the_standard_library_reads_it(raw: bytes) -> None:
-    whole = email.message_from_bytes(within_nesting(raw), policy=READING_PARAMETERS)
+    whole = email.message_from_bytes(within_bounds(raw), policy=READING_PARAMETERS)
     assert list(_shape(parse._message(raw))) == list(_shape(whole))

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from e2a_gateway.addresses import lowercase_address
 from e2a_gateway.inbound.parse import attachments_of, parse_body, summarise_headers
-from e2a_gateway.mime_nesting import within_nesting
+from e2a_gateway.mime_bounds import within_bounds
 from e2a_gateway.rfc5322 import HeaderFields
 from e2a_gateway.v1.inbound import parse_raw_email
 
@@ -265,4 +265,4 @@ def test_a_boundary_no_line_can_hold_is_read_not_raised(boundary: bytes) -> None
         b"--x\r\nContent-Type: text/plain\r\n\r\nHello.\r\n--x--\r\n"
     )
     parse_body(raw)  # raised UnicodeEncodeError
-    assert within_nesting(raw) == raw
+    assert within_bounds(raw) == raw

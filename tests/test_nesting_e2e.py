@@ -13,7 +13,7 @@ from typing import Any
 from e2a_gateway import kept_bodies
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.inbound import parse
-from e2a_gateway.mime_nesting import MAX_NESTING, NESTED_PART_FILENAME
+from e2a_gateway.mime_bounds import MAX_NESTING, NESTED_PART_FILENAME
 from e2a_gateway.v1.inbound import parse_raw_email
 from tests.conftest import Account
 from tests.delivery_support import create_agent, smtp_send

@@ -942,7 +942,7 @@ loaded = sorted(m for m in ours if not m.startswith("e2a_gateway.v1"))
 shared = [
     "e2a_gateway.charsets",
     "e2a_gateway.email_policies",
-    "e2a_gateway.mime_nesting",
+    "e2a_gateway.mime_bounds",
     "e2a_gateway.rfc5322",
 ]
 assert loaded == shared, loaded

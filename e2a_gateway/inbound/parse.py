@@ -22,7 +22,7 @@ from e2a_gateway.addresses import lowercase_address
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.charsets import READING_PARAMETERS, decoded_text, field_text, part_filename
 from e2a_gateway.email_policies import READING
-from e2a_gateway.mime_nesting import within_nesting
+from e2a_gateway.mime_bounds import within_bounds
 from e2a_gateway.rfc5322 import HeaderFields, field_addresses, header_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
@@ -145,7 +145,7 @@ _WRITING = READING.clone(refold_source="none", linesep="\r\n")
 
 
 def _message(raw: bytes) -> EmailMessage:
-    """`raw` parsed by the stdlib, to MAX_NESTING levels (`within_nesting`).
+    """`raw` parsed by the stdlib, to MAX_NESTING levels (`within_bounds`).
 
     The stdlib's parser reads a body line by line in Python (about half a microsecond a line:
     25 MB of empty lines took 7 s) to join the lines again, unchanged, as the payload of a
@@ -153,7 +153,7 @@ def _message(raw: bytes) -> EmailMessage:
     when it makes the message such a part, the rest of the text is its payload as it would
     have been (`_header_end` finds where the stdlib ends the header section). Multipart and
     message/* mail is parsed whole."""
-    text = within_nesting(raw).decode("ascii", "surrogateescape")  # as `message_from_bytes`
+    text = within_bounds(raw).decode("ascii", "surrogateescape")  # as `message_from_bytes`
     end, body = _header_end(text)
     message = email.message_from_string(text[:end], policy=READING_PARAMETERS)
     assert isinstance(message, EmailMessage)

@@ -28,7 +28,7 @@ from typing import Literal
 from flufl.bounce import all_failures
 
 from e2a_gateway.automatic_mail import DAEMON_SENDER, auto_reply_marker
-from e2a_gateway.mime_nesting import within_nesting
+from e2a_gateway.mime_bounds import within_bounds
 from e2a_gateway.rfc5322 import field_addresses
 
 BounceType = Literal["permanent", "transient", "undetermined"]
@@ -189,7 +189,7 @@ def read_returned_mail(raw: bytes) -> Verdict | None:
     """What a message that came back to one of our envelope senders is: a bounce, a complaint,
     an auto-reply, or None (none of these, a success-only delivery report, or a feedback report
     that complains of nothing: `not-spam`, `auth-failure`)."""
-    message = email.message_from_bytes(within_nesting(raw))
+    message = email.message_from_bytes(within_bounds(raw))
     feedback_part = _find_part(message, {"message/feedback-report"})
     if feedback_part is not None:
         complaint = _complaint(message, feedback_part)
@@ -237,7 +237,7 @@ def classify(status: str | None, action: str | None = None) -> BounceType:
 def returned_message_id(raw: bytes) -> str | None:
     """The Message-ID of the message a bounce or report returns (its `message/rfc822` or
     `text/rfc822-headers` part, else a `Message-ID:` line in the returned text), or None."""
-    return _returned_message_id(email.message_from_bytes(within_nesting(raw)))
+    return _returned_message_id(email.message_from_bytes(within_bounds(raw)))
 
 
 # RFC 3464 delivery status notifications

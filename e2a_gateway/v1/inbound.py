@@ -23,7 +23,7 @@ from email.parser import HeaderParser
 from typing import Any
 
 from e2a_gateway.charsets import READING_PARAMETERS, decoded_text, field_text, part_filename
-from e2a_gateway.mime_nesting import within_nesting
+from e2a_gateway.mime_bounds import within_bounds
 from e2a_gateway.rfc5322 import HeaderFields, header_text
 from e2a_gateway.v1.errors import UnverifiedEmailError
 from e2a_gateway.v1.models import Trust
@@ -133,9 +133,9 @@ def parse_raw_email(raw: bytes) -> ParsedBody:
     message the stdlib's MIME parser gives up on reads as empty, as the gateway reads no body
     of it either: fields nesting comments a few thousand deep (it reads them by recursion), or
     a parameter ending in `*` with no value (`charset*`, an IndexError). Parts nested deeper
-    than the gateway reads (`e2a_gateway.mime_nesting`) are one attachment, as there."""
+    than the gateway reads (`e2a_gateway.mime_bounds`) are one attachment, as there."""
     try:
-        message = email.message_from_bytes(within_nesting(raw), policy=READING_PARAMETERS)
+        message = email.message_from_bytes(within_bounds(raw), policy=READING_PARAMETERS)
         assert isinstance(message, EmailMessage)
         parsed = ParsedBody(subject=field_text(HeaderFields(header_text(raw)), "Subject"))
         _read_parts(message, parsed)

@@ -51,7 +51,7 @@ _CONTAINER = re.compile(rb"(?i)(?:multipart|message)[ \t\r\n]*/")
 the safe side, see the module's docstring)."""
 
 
-def within_nesting(raw: bytes) -> bytes:
+def within_bounds(raw: bytes) -> bytes:
     """`raw` as e2a parses it: itself when its parts nest MAX_NESTING levels or fewer (nearly
     all mail: nothing changes for it), else each part deeper is made a part of opaque bytes
     named NESTED_PART_FILENAME, its bytes the part as it came from its `Content-Type` field
