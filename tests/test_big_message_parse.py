@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from e2a_gateway.charsets import READING_PARAMETERS, REMEMBERED_FIELDS
 from e2a_gateway.inbound import parse
 from e2a_gateway.inbound.parse import attachments_of, parse_body, summarise_headers
-from e2a_gateway.mime_bounds import within_bounds
+from e2a_gateway.mime_bounds import MAX_NESTING, MAX_PARTS, MORE_PARTS_FILENAME, within_bounds
+from e2a_gateway.v1.inbound import parse_raw_email
 
 pytestmark = pytest.mark.backend_independent
 
@@ -97,7 +98,7 @@ def _parts(count: int) -> bytes:
 
 @pytest.mark.parametrize(
     ("parts", "parses_per_part"),
-    [(REMEMBERED_FIELDS // 2, 1), (2000, 4)],
+    [(REMEMBERED_FIELDS // 2, 1), (MAX_PARTS, 4)],
     ids=["fields-kept", "more-fields-than-kept"],
 )
 def test_each_part_field_of_many_parts_is_parsed_once_per_pass(
@@ -114,6 +115,83 @@ def test_each_part_field_of_many_parts_is_parsed_once_per_pass(
     ]
     assert {attachment.size for attachment in attachments} == {1}
     assert parsed[0] <= parses_per_part * parts + 5
+
+
+def test_mail_of_more_parts_than_the_bound_is_read_to_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 5,000 parts, each naming another file: the first MAX_PARTS are read, the rest is one
+    # attachment holding the message as it came from the next part on; the work done is
+    # that of MAX_PARTS parts, not of 5,000.
+    raw = _parts(5000)
+    parsed = _parameter_fields_parsed(monkeypatch)
+    read = _lines_read(monkeypatch)
+    body = parse_body.__wrapped__(raw)  # type: ignore[attr-defined]
+    *files, rest = body.attachments
+    assert [attachment.filename for attachment in files] == [
+        f"a{index}.bin" for index in range(MAX_PARTS)
+    ]
+    assert (rest.filename, rest.content_type) == (MORE_PARTS_FILENAME, "application/octet-stream")
+    assert parsed[0] <= 4 * (MAX_PARTS + 1) + 5  # the rest is one part more
+    assert read[0] <= 7 * MAX_PARTS  # six lines read per part: all 5,000 read 30,000
+    start = raw.index(b'Content-Type: application/octet-stream; name="a%d.bin"' % MAX_PARTS)
+    found = parse.attachment_data(raw, MAX_PARTS)
+    assert found is not None
+    assert found == (rest, raw[start:])  # nothing lost: the rest, byte for byte
+
+
+def test_mail_of_as_many_parts_as_the_bound_reads_whole() -> None:
+    raw = _parts(MAX_PARTS)
+    assert within_bounds(raw) == raw
+    assert [attachment.filename for attachment in parse_body(raw).attachments] == [
+        f"a{index}.bin" for index in range(MAX_PARTS)
+    ]
+
+
+def test_the_sdk_reads_mail_of_more_parts_than_the_bound_as_the_gateway_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = _parts(5000)
+    parsed = _parameter_fields_parsed(monkeypatch)
+    attachments = parse_raw_email(raw).attachments
+    assert [(item.filename, item.content_type, item.size) for item in attachments] == [
+        (item.filename, item.content_type, item.size) for item in parse_body(raw).attachments
+    ]
+    assert parsed[0] <= 8 * MAX_PARTS + 5
+
+
+def _reusing_the_outer_boundary_deep() -> bytes:
+    """Parts of the outermost multipart after a part nested deeper than MAX_NESTING whose
+    innermost multipart has the outermost's boundary: the stdlib never opens that one (its
+    Content-Type is in the opaque part), and ends it at each of those boundary lines."""
+    levels = [
+        b'Content-Type: multipart/mixed; boundary="n%d"\r\n\r\n--n%d\r\n' % (level, level)
+        for level in range(MAX_NESTING + 1)
+    ]
+    deep = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+    return (
+        HEAD
+        + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        + b"".join(levels)
+        + deep
+        + b"--b\r\nContent-Type: text/plain\r\n\r\nx\r\n" * 5000
+    )
+
+
+def _attached_messages(count: int) -> bytes:
+    """`count` parts, each an attached message of one text part."""
+    part = b"--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: in\r\n\r\ntext\r\n"
+    return HEAD + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' + part * count
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [_parts(5000), _reusing_the_outer_boundary_deep(), _attached_messages(5000)],
+    ids=["flat", "outer-boundary-reused-deep", "attached-messages"],
+)
+def test_the_stdlib_parses_at_most_the_bound_of_parts(raw: bytes) -> None:
+    parsed = email.message_from_bytes(within_bounds(raw), policy=READING_PARAMETERS)
+    assert len(list(parsed.walk())) <= MAX_PARTS + MAX_NESTING + 3
 
 
 def _shape(part: Message) -> Iterator[tuple[str, object]]:

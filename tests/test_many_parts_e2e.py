@@ -1,4 +1,4 @@
-"""Mail of thousands of parts is read in proportion to its size, and never on the gateway's
+"""Mail of as many parts as e2a reads is read in proportion to its size, and never on the gateway's
 one event loop: while an agent downloads one of its attachments (which parses the whole
 message again), the gateway goes on serving every other connection."""
 
@@ -12,10 +12,17 @@ import trio
 
 from e2a_gateway import kept_bodies
 from e2a_gateway.app import RunningGateway
+from e2a_gateway.mime_bounds import MAX_PARTS
 from tests.conftest import Account
 from tests.delivery_support import create_agent, smtp_send
 
-PARTS = 4000
+PARTS = MAX_PARTS - 1
+"""Named attachments beside the text: as many parts as e2a reads (`MAX_PARTS`)."""
+LINES = 2000
+"""Lines of each attachment: the stdlib's parser reads them one by one, so that parsing the
+message takes about a second."""
+LAST = b"file %d\r\n" % (PARTS - 1) + b"x\r\n" * (LINES - 1) + b"x"
+"""The bytes of the last attachment."""
 BLOCKED_SHARE = 1 / 3
 """Of the time a request takes, the most the event loop may run nothing else: parsing in a
 worker thread shares the GIL (and the garbage collector's pauses) with it, so some, but a
@@ -23,16 +30,19 @@ request parsing on the event loop holds it for all of its time."""
 
 
 def many_parts() -> bytes:
-    """A message of a text body and PARTS small named attachments (about 270 KB)."""
+    """A message of a text body and PARTS named attachments of LINES lines (about 6 MB)."""
     data = (
         b"From: Dani <dani@example.org>\r\nTo: bot@agents.test\r\nSubject: parts\r\n"
         b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n'
         b"--XX\r\nContent-Type: text/plain\r\n\r\nMany files.\r\n"
     )
-    for number in range(PARTS):
-        data += b"--XX\r\nContent-Type: application/octet-stream; name=p%d.bin\r\n" % number
-        data += b"\r\nfile %d\r\n" % number
-    return data + b"--XX--\r\n"
+    lines = b"x\r\n" * LINES
+    parts = (
+        b"--XX\r\nContent-Type: application/octet-stream; name=p%d.bin\r\n\r\nfile %d\r\n%s"
+        % (number, number, lines)
+        for number in range(PARTS)
+    )
+    return data + b"".join(parts) + b"--XX--\r\n"
 
 
 async def longest_stall(request: Any) -> tuple[float, float]:
@@ -68,24 +78,24 @@ async def received_many_parts(running: RunningGateway, account: Account) -> str:
     return str(summary["message_id"])
 
 
-async def test_downloading_an_attachment_of_thousands_holds_up_no_other_request(
+async def test_downloading_an_attachment_of_a_thousand_holds_up_no_other_request(
     running: RunningGateway, make_account: Any
 ) -> None:
     alice: Account = await make_account("alice@example.com")
     message_id = await received_many_parts(running, alice)
-    path = f"/v1/agents/bot%40agents.test/messages/{message_id}/attachments/3999"
+    path = f"/v1/agents/bot%40agents.test/messages/{message_id}/attachments/{PARTS - 1}"
 
     async def download() -> None:
         response = await alice.http.get(path, params={"inline": "true"})
         assert response.status_code == 200, response.text
-        assert response.json()["filename"] == "p3999.bin"
-        assert base64.b64decode(response.json()["data"]) == b"file 3999"
+        assert response.json()["filename"] == f"p{PARTS - 1}.bin"
+        assert base64.b64decode(response.json()["data"]) == LAST
 
     took, stall = await longest_stall(download)
     assert stall < took * BLOCKED_SHARE, (took, stall)
 
 
-async def test_reading_mail_of_thousands_of_parts_not_read_lately_holds_up_nothing(
+async def test_reading_mail_of_a_thousand_parts_not_read_lately_holds_up_nothing(
     running: RunningGateway, make_account: Any
 ) -> None:
     # Parsed bodies are kept for a while (`parse_body`); mail read after a restart, or after
@@ -101,14 +111,14 @@ async def test_reading_mail_of_thousands_of_parts_not_read_lately_holds_up_nothi
             response = await alice.http.get(path)
             assert response.status_code == 200, response.text
             attachments = response.json()["attachments"]
-            assert (len(attachments), attachments[-1][listed]) == (PARTS, 9)
+            assert (len(attachments), attachments[-1][listed]) == (PARTS, len(LAST))
 
         kept_bodies.BODIES.clear()
         took, stall = await longest_stall(read)
         assert stall < took * BLOCKED_SHARE, (path, took, stall)
 
 
-async def test_reviewing_held_mail_of_thousands_of_parts_not_read_lately_holds_up_nothing(
+async def test_reviewing_held_mail_of_a_thousand_parts_not_read_lately_holds_up_nothing(
     running: RunningGateway, make_account: Any
 ) -> None:
     alice: Account = await make_account("alice@example.com")
@@ -128,7 +138,7 @@ async def test_reviewing_held_mail_of_thousands_of_parts_not_read_lately_holds_u
         response = await alice.http.get(f"/v1/reviews/{held['id']}")
         assert response.status_code == 200, response.text
         attachments = response.json()["attachments"]
-        assert (len(attachments), attachments[-1]["size_bytes"]) == (PARTS, 9)
+        assert (len(attachments), attachments[-1]["size_bytes"]) == (PARTS, len(LAST))
 
     kept_bodies.BODIES.clear()
     took, stall = await longest_stall(review)

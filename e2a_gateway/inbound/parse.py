@@ -145,7 +145,7 @@ _WRITING = READING.clone(refold_source="none", linesep="\r\n")
 
 
 def _message(raw: bytes) -> EmailMessage:
-    """`raw` parsed by the stdlib, to MAX_NESTING levels (`within_bounds`).
+    """`raw` parsed by the stdlib, to MAX_NESTING levels and MAX_PARTS parts (`within_bounds`).
 
     The stdlib's parser reads a body line by line in Python (about half a microsecond a line:
     25 MB of empty lines took 7 s) to join the lines again, unchanged, as the payload of a

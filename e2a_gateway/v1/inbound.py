@@ -133,7 +133,8 @@ def parse_raw_email(raw: bytes) -> ParsedBody:
     message the stdlib's MIME parser gives up on reads as empty, as the gateway reads no body
     of it either: fields nesting comments a few thousand deep (it reads them by recursion), or
     a parameter ending in `*` with no value (`charset*`, an IndexError). Parts nested deeper
-    than the gateway reads (`e2a_gateway.mime_bounds`) are one attachment, as there."""
+    than the gateway reads (`e2a_gateway.mime_bounds`) are one attachment, as there, and so
+    are the parts after the first MAX_PARTS."""
     try:
         message = email.message_from_bytes(within_bounds(raw), policy=READING_PARAMETERS)
         assert isinstance(message, EmailMessage)
