@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from e2a_gateway.inbound.identity import delivered_message
 from e2a_gateway.signing.identity import (
     CopiesClaim,
     IdentityClaim,
@@ -155,6 +156,53 @@ def test_strip_auth_headers_removes_folded_fields_only_from_the_header_block() -
         b"\r\n"
         b"X-E2A-Auth-Verified: true stays in the body\r\n"
     )
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        b"=?utf-8?q?X-E2A-Auth-Verified?=",
+        b"=?UTF-8?Q?x=2De2a=2Dauth=2Dverified?=",
+        b"=?utf-8?b?WC1FMkEtQXV0aC1WZXJpZmllZA==?=",
+        b"=?utf-8?b?WC1FMkEtQXV0aC1WZXJpZmllZA?=",  # unpadded
+        b"X-=?utf-8?q?E2A-Auth?=-Verified",  # part of the name encoded
+        b"=?no-such-charset?q?X-E2A-Auth-Verified?=",
+    ],
+)
+def test_strip_auth_headers_removes_names_written_as_encoded_words(name: bytes) -> None:
+    raw = b"From: a@example.org\r\n" + name + b": true\r\n\tfolded\r\nSubject: s\r\n\r\nbody"
+    assert strip_auth_headers(raw) == b"From: a@example.org\r\nSubject: s\r\n\r\nbody"
+
+
+@pytest.mark.parametrize(
+    "name", [b"=?utf-8?q?X-Mailer?=", b"=?utf-8?b?!!!?=", b"=?utf-8?q?X_E2A_Auth_Verified?="]
+)
+def test_strip_auth_headers_keeps_other_encoded_word_names(name: bytes) -> None:
+    raw = b"From: a@example.org\r\n" + name + b": true\r\n\r\nbody"
+    assert strip_auth_headers(raw) == raw
+
+
+@pytest.mark.parametrize(
+    ("data", "kept"),
+    [
+        (
+            b" X-E2A-Auth-Verified: true\r\nFrom: a@example.org\r\n\r\nb",
+            b"From: a@example.org\r\n\r\nb",
+        ),
+        (b"\tdkim=pass\r\n more\r\nFrom: a\r\n\r\nb", b"From: a\r\n\r\nb"),
+        (b" only\r\n \r\n", b""),
+        (b" no line end", b""),
+        (b"From: a\r\n folded\r\n\r\nb", b"From: a\r\n folded\r\n\r\nb"),
+        (b"\r\n body", b"\r\n body"),
+        (b"", b""),
+    ],
+)
+def test_continuation_lines_before_the_first_field_are_not_delivered(
+    data: bytes, kept: bytes
+) -> None:
+    """They would read as more of the gateway's Authentication-Results, put above them."""
+    ours = b"Authentication-Results: mx.agents.test;\r\n dmarc=none\r\n"
+    assert delivered_message(data, ours, b"") == ours + kept
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,25 @@ from e2a_gateway.signing.identity import CopiesClaim, IdentityClaim, strip_auth_
 
 def delivered_message(data: bytes, authentication_results: bytes, trace: bytes) -> bytes:
     """The bytes agents receive (and the body hash covers): the trace fields, our A-R header,
-    then DATA without X-E2A-Auth-* headers."""
-    return trace + authentication_results + strip_auth_headers(data)
+    then DATA without X-E2A-Auth-* headers and without the continuation lines it may start
+    with (`without_leading_continuations`)."""
+    return trace + authentication_results + strip_auth_headers(without_leading_continuations(data))
+
+
+def without_leading_continuations(data: bytes) -> bytes:
+    """`data` without the lines starting with a space or tab that come before its first field.
+
+    A header section cannot start with one (RFC 5322 section 2.2.3): read alone, parsers drop
+    it. Put under our own fields it would read as more of our Authentication-Results, letting
+    the sender add verdicts to the gateway's, so it is not delivered.
+    """
+    start = 0
+    while data[start : start + 1] in (b" ", b"\t"):
+        end = data.find(b"\n", start)
+        if end == -1:
+            return b""
+        start = end + 1
+    return data[start:]
 
 
 def produced_here(auth: AuthResults, envelope_from: str, outbound_domain: str | None) -> bool:

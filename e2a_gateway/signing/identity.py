@@ -7,6 +7,8 @@ and a body hash over the exact bytes delivered. No I/O, no clock of its own.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -38,6 +40,9 @@ SIGNED_HEADERS = (
 
 
 _AUTH_FIELD = re.compile(rb"^x-e2a-auth-[^:]*:", re.IGNORECASE)
+_ENCODED_WORD = re.compile(rb"=\?[^?\s]*\?[bq]\?[^?\s]*\?=", re.IGNORECASE)
+"""An RFC 2047 encoded word: `=?charset?b-or-q?text?=`."""
+_AUTH_NAME = re.compile(r"\s*x-e2a-auth-", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -139,13 +144,39 @@ def split_header_block(raw: bytes) -> tuple[bytes, bytes]:
 
 
 def strip_auth_headers(raw: bytes) -> bytes:
-    """Remove every X-E2A-Auth-* header field (with its folded lines) from the header block."""
+    """Remove every X-E2A-Auth-* header field (with its folded lines) from the header block:
+    any case, and with a name written as RFC 2047 encoded words too (no parser should decode
+    a field name, but one that did must not find our claim there either)."""
     headers, rest = split_header_block(raw)
     kept: list[bytes] = []
     dropping = False
     for line in headers.splitlines(keepends=True):
         if line[:1] not in (b" ", b"\t"):
-            dropping = _AUTH_FIELD.match(line) is not None
+            dropping = _is_auth_field(line)
         if not dropping:
             kept.append(line)
     return b"".join(kept) + rest
+
+
+def _is_auth_field(line: bytes) -> bool:
+    """Whether the field starting on `line` is named X-E2A-Auth-*, read as written or with
+    the encoded words in its name decoded."""
+    if _AUTH_FIELD.match(line) is not None:
+        return True
+    name, colon, _ = line.partition(b":")
+    if not colon or _ENCODED_WORD.search(name) is None:
+        return False
+    decoded = _ENCODED_WORD.sub(_decoded_word, name).decode("latin-1")
+    return _AUTH_NAME.match(decoded) is not None
+
+
+def _decoded_word(word: re.Match[bytes]) -> bytes:
+    """The text of one RFC 2047 encoded word, as ASCII-compatible bytes (its charset is not
+    trusted: what matters is whether the name spells X-E2A-Auth-); itself when undecodable."""
+    _, _, encoding, text, _ = word.group(0).split(b"?")
+    try:
+        if encoding.lower() == b"q":
+            return binascii.a2b_qp(text.replace(b"_", b" "), header=True)
+        return base64.b64decode(text + b"=" * (-len(text) % 4))
+    except (ValueError, binascii.Error):
+        return word.group(0)
