@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -128,6 +129,135 @@ def test_tampering_and_stale_timestamps_are_refused(change: dict[str, str], now:
     raw = b"Subject: hi\r\n\r\nbody\r\n"
     headers = {**claim_for(raw).signed_headers(SECRET), **change}
     assert not sdk_verifies(headers, raw, SECRET, now)
+
+
+def signed_as(raw: bytes, headers: dict[str, str]) -> dict[str, str]:
+    """`headers` with the signature a forger holding the secret would compute: HMAC over the
+    eight values joined as the contract joins them. Only to show which header sets sign
+    alike; a forger without the secret has signatures the gateway made."""
+    canonical = "\n".join(
+        headers[name]
+        for name in (
+            "X-E2A-Auth-Verified",
+            "X-E2A-Auth-Sender",
+            "X-E2A-Auth-Entity-Type",
+            "X-E2A-Auth-Domain-Check",
+            "X-E2A-Auth-Delegation",
+            "X-E2A-Auth-Timestamp",
+            "X-E2A-Auth-Message-Id",
+            "X-E2A-Auth-Body-Hash",
+        )
+    )
+    mac = hmac.new(SECRET.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+    return {**headers, "X-E2A-Auth-Signature": mac}
+
+
+@pytest.mark.parametrize("signed", [True, False])
+@pytest.mark.parametrize("written", ["TRUE", "True", "FALSE", "False", "1", "0", "yes", "no", ""])
+def test_a_verified_value_other_than_true_or_false_is_refused(signed: bool, written: str) -> None:
+    """The SDK reads Verified as a boolean; were any other spelling accepted for the signed
+    `false`, a receiver reading the header itself could be shown `yes` under a valid claim."""
+    raw = b"Subject: hi\r\n\r\nbody\r\n"
+    headers = replace(claim_for(raw), verified=signed).signed_headers(SECRET)
+    assert sdk_verifies(headers, raw, SECRET, NOW)
+    assert not sdk_verifies({**headers, "X-E2A-Auth-Verified": written}, raw, SECRET, NOW)
+
+
+def test_values_holding_the_separator_are_refused() -> None:
+    """Values joined with newlines are unambiguous only while none holds one: these two header
+    sets join to the same string, so the signature of either would pass for the other."""
+    raw = b"Subject: hi\r\n\r\nbody\r\n"
+    headers = claim_for(raw).signed_headers(SECRET)
+    one = signed_as(
+        raw,
+        {**headers, "X-E2A-Auth-Sender": "ceo@bank.example\nagent", "X-E2A-Auth-Entity-Type": ""},
+    )
+    other = {
+        **one,
+        "X-E2A-Auth-Sender": "ceo@bank.example",
+        "X-E2A-Auth-Entity-Type": "agent\n",
+    }
+    assert contract_verify(one, raw, SECRET) and contract_verify(other, raw, SECRET)
+    assert not sdk_verifies(one, raw, SECRET, NOW)
+    assert not sdk_verifies(other, raw, SECRET, NOW)
+    carriage = signed_as(raw, {**headers, "X-E2A-Auth-Sender": "ceo@bank.example\r"})
+    assert not sdk_verifies(carriage, raw, SECRET, NOW)
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["sender", "entity_type", "domain_check", "delegation", "timestamp", "message_id"],
+)
+def test_the_gateway_refuses_to_sign_a_value_holding_the_separator(field: str) -> None:
+    raw = b"Subject: hi\r\n\r\nbody\r\n"
+    claim = replace(claim_for(raw), **{field: "a\nb"})
+    with pytest.raises(ValueError, match="line break"):
+        claim.signed_headers(SECRET)
+
+
+def test_a_name_given_twice_is_refused() -> None:
+    """One name in two cases: whichever the SDK read, a receiver looking up the other would
+    see a value nobody signed."""
+    raw = b"Subject: hi\r\n\r\nbody\r\n"
+    headers = replace(claim_for(raw), verified=False).signed_headers(SECRET)
+    twice = {"X-E2A-Auth-Verified": "true", **headers}
+    twice["x-e2a-auth-verified"] = "false"
+    assert not sdk_verifies(twice, raw, SECRET, NOW)
+    twice = {**headers, "x-e2a-auth-sender": headers["X-E2A-Auth-Sender"]}
+    assert not sdk_verifies(twice, raw, SECRET, NOW)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"X-E2A-Auth-Version": "2"},
+        {"X-E2A-Auth-Algorithm": "hmac-sha1"},
+        {"X-E2A-Auth-Anything-Else": ""},
+    ],
+)
+def test_a_claim_of_a_scheme_the_sdk_does_not_know_is_refused(change: dict[str, str]) -> None:
+    raw = b"Subject: hi\r\n\r\nbody\r\n"
+    headers = claim_for(raw).signed_headers(SECRET)
+    assert not sdk_verifies({**headers, **change}, raw, SECRET, NOW)
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        lambda mac: mac.upper(),
+        lambda mac: "sha256=" + mac,
+        lambda mac: "v1=" + mac,
+        lambda mac: "v2=" + mac,
+        lambda mac: mac + " ",
+        lambda mac: mac[:32],
+        lambda mac: hmac.new(b"x", b"y", hashlib.sha1).hexdigest(),
+    ],
+    ids=["uppercase", "sha256-prefix", "v1-prefix", "v2-prefix", "space", "half", "sha1"],
+)
+def test_a_signature_other_than_the_lowercase_hmac_sha256_hex_is_refused(written: Any) -> None:
+    raw = b"Subject: hi\r\n\r\nbody\r\n"
+    headers = claim_for(raw).signed_headers(SECRET)
+    signature = written(headers["X-E2A-Auth-Signature"])
+    assert not sdk_verifies({**headers, "X-E2A-Auth-Signature": signature}, raw, SECRET, NOW)
+
+
+def test_the_sdk_compares_signatures_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every comparison of a received value with an expected one goes through
+    `hmac.compare_digest`, never `==`."""
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def recording(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr("e2a_gateway.v1.signature.hmac.compare_digest", recording)
+    raw = b"Subject: hi\r\n\r\nbody\r\n"
+    headers = claim_for(raw).signed_headers(SECRET)
+    assert sdk_verifies(headers, raw, SECRET, NOW)
+    received = [a for a, _ in compared]
+    assert headers["X-E2A-Auth-Signature"].encode() in received
+    assert headers["X-E2A-Auth-Body-Hash"].encode() in received
 
 
 def test_other_body_or_secret_is_refused() -> None:

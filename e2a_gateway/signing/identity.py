@@ -75,7 +75,7 @@ class CopiesClaim:
     __slots__ = ("_before_message_id", "_body_hash", "_keyed", "_shared_headers")
 
     def __init__(self, claim: IdentityClaim) -> None:
-        self._body_hash = claim.body_hash
+        self._body_hash = _single_line(BODY_HASH, claim.body_hash)
         self._shared_headers = {
             VERIFIED: "true" if claim.verified else "false",
             SENDER: claim.sender,
@@ -85,6 +85,8 @@ class CopiesClaim:
             TIMESTAMP: claim.timestamp,
         }
         """The six headers before the message id, in contract order."""
+        for name, value in self._shared_headers.items():
+            _single_line(name, value)
         self._before_message_id = "".join(f"{value}\n" for value in self._shared_headers.values())
         """The canonical string up to the message id, its newline included."""
         self._keyed: dict[str, hmac.HMAC] = {}
@@ -94,7 +96,7 @@ class CopiesClaim:
     def canonical_string(self, message_id: str) -> str:
         """The canonical string of the copy `message_id`: the eight values joined with
         newlines, in contract order, no trailing newline."""
-        return f"{self._before_message_id}{message_id}\n{self._body_hash}"
+        return f"{self._before_message_id}{_single_line(MESSAGE_ID, message_id)}\n{self._body_hash}"
 
     def signed_headers(self, message_id: str, secret: str) -> dict[str, str]:
         """All nine X-E2A-Auth-* headers of the copy `message_id`, signed with `secret`."""
@@ -105,13 +107,22 @@ class CopiesClaim:
             )
             self._keyed[secret] = keyed
         mac = keyed.copy()
-        mac.update(f"{message_id}\n{self._body_hash}".encode())
+        mac.update(f"{_single_line(MESSAGE_ID, message_id)}\n{self._body_hash}".encode())
         return {
             **self._shared_headers,
             MESSAGE_ID: message_id,
             BODY_HASH: self._body_hash,
             SIGNATURE: mac.hexdigest(),
         }
+
+
+def _single_line(name: str, value: str) -> str:
+    """`value`, which is to be signed as `name`; ValueError when it holds a line break: the
+    canonical string joins the values with newlines, and is unambiguous only while none holds
+    one (the sender is read without control characters: `lowercase_address`)."""
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"{name}: a signed value cannot hold a line break: {value!r}")
+    return value
 
 
 def body_hash(raw: bytes) -> str:

@@ -15,6 +15,18 @@ from datetime import UTC, datetime
 
 MAX_AGE_SECONDS = 300
 MAX_FUTURE_SKEW_SECONDS = 30
+CLAIM_NAMES = (
+    "verified",
+    "sender",
+    "entity-type",
+    "domain-check",
+    "delegation",
+    "timestamp",
+    "message-id",
+    "body-hash",
+    "signature",
+)
+"""What follows `X-E2A-Auth-` in the nine headers of a claim (delivery.md), lowercased."""
 
 
 @dataclass(frozen=True)
@@ -34,17 +46,31 @@ class AuthHeaders:
     timestamp: str
     message_id: str
     body_hash: str
+    well_formed: bool = True
+    """False when the headers are not one claim as the gateway writes them, and so are never
+    verified: a name given twice (in two cases), a Verified other than `true` or `false`, or an
+    X-E2A-Auth-* header outside the nine (a version or algorithm this SDK does not know)."""
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> AuthHeaders:
-        """Read the claim from a header mapping (names as the gateway writes them)."""
+        """Read the claim from a header mapping (names in any case; other headers ignored)."""
         folded = {name.lower(): value for name, value in headers.items()}
+        claimed = [
+            name.lower()[len("x-e2a-auth-") :]
+            for name in headers
+            if name.lower().startswith("x-e2a-auth-")
+        ]
 
         def value(name: str) -> str:
             return str(folded.get(f"x-e2a-auth-{name}", ""))
 
+        well_formed = (
+            len(set(claimed)) == len(claimed)
+            and set(claimed) <= set(CLAIM_NAMES)
+            and value("verified") in ("true", "false")
+        )
         return cls(
-            verified=value("verified").lower() == "true",
+            verified=value("verified") == "true",
             sender=value("sender"),
             entity_type=value("entity-type"),
             domain_check=value("domain-check"),
@@ -53,21 +79,31 @@ class AuthHeaders:
             timestamp=value("timestamp"),
             message_id=value("message-id"),
             body_hash=value("body-hash"),
+            well_formed=well_formed,
         )
+
+    def signed_values(self) -> list[str]:
+        """The eight signed values, in the contract's order."""
+        return [
+            "true" if self.verified else "false",
+            self.sender,
+            self.entity_type,
+            self.domain_check,
+            self.delegation,
+            self.timestamp,
+            self.message_id,
+            self.body_hash,
+        ]
 
     def canonical_string(self) -> str:
         """The eight signed values joined with newlines, in the contract's order."""
-        return "\n".join(
-            [
-                "true" if self.verified else "false",
-                self.sender,
-                self.entity_type,
-                self.domain_check,
-                self.delegation,
-                self.timestamp,
-                self.message_id,
-                self.body_hash,
-            ]
+        return "\n".join(self.signed_values())
+
+    def unambiguous(self) -> bool:
+        """Whether these headers are one claim whose canonical string no other set of values
+        joins to: well formed, and no value holds a line break (the gateway signs none)."""
+        return self.well_formed and not any(
+            "\n" in value or "\r" in value for value in self.signed_values()
         )
 
 
@@ -100,11 +136,12 @@ def verify_auth_headers(
     now: float | None = None,
     max_age: float | None = MAX_AGE_SECONDS,
 ) -> bool:
-    """True when `raw_message` is what was signed, the HMAC under `secret` matches and the
+    """True when `raw_message` is what was signed, the claim is `unambiguous`, the HMAC under
+    `secret` matches and the
     timestamp is at most `max_age` seconds old (5 minutes; None: any age, for a claim stored
     when its message was accepted, as `e2a listen --forward` passes on) and at most 30 s in the
     future."""
-    if not auth.signature or not secret:
+    if not auth.signature or not secret or not auth.unambiguous():
         return False
     if not _same(auth.body_hash, hashlib.sha256(raw_message).hexdigest()):
         return False
