@@ -23,6 +23,7 @@ import trio
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.v1.inbound import InboundEmail, SendResult
 from tests.conftest import Account
 from tests.delivery_support import create_agent, new_signing_secret
 from tests.http_receiver import HttpReceiver
@@ -35,11 +36,11 @@ AUTHSERV_ID = "mx.agents.test"
 WAIT = 10.0
 
 
-def _send(port: int, helo: str, mail_from: str, recipient: str, data: bytes) -> None:
+def _send(port: int, helo: str, mail_from: str, recipients: list[str], data: bytes) -> None:
     with smtplib.SMTP("127.0.0.1", port, timeout=WAIT) as client:
         client.ehlo(helo)
         options = ["SMTPUTF8"] if not data.isascii() or not mail_from.isascii() else []
-        refused = client.sendmail(mail_from, [recipient], data, mail_options=options)
+        refused = client.sendmail(mail_from, recipients, data, mail_options=options)
     assert refused == {}, refused
 
 
@@ -70,7 +71,7 @@ async def delivered(
     headers (names lowercased) and the delivered bytes."""
     seen = len(receiver.requests)
     port = running.addresses.smtp_port
-    await trio.to_thread.run_sync(_send, port, helo, mail_from, agent, data)
+    await trio.to_thread.run_sync(_send, port, helo, mail_from, [agent], data)
     requests = await receiver.wait_for(seen + 1)
     request = requests[seen]
     body = json.loads(request.body)
@@ -380,3 +381,51 @@ async def test_the_null_return_path_from_a_foreign_helo_is_not_verified(
     assert_only_our_claim(body, http_headers, raw, secret)
     assert body["auth_headers"]["X-E2A-Auth-Verified"] == "false"
     assert body["auth_headers"]["X-E2A-Auth-Sender"] == "alice@example.org"
+
+
+def no_reply(*_args: Any, **_kwargs: Any) -> SendResult:
+    raise AssertionError("these tests only verify")
+
+
+def verifies(body: dict[str, Any], secret: str) -> bool:
+    """What an agent's receiver decides with the SDK (`parse_webhook` verifies so)."""
+    return InboundEmail(body, no_reply).verify_signature(secret)
+
+
+async def test_a_claim_replayed_onto_another_message_or_copy_fails(
+    running: RunningGateway,
+    receiver: HttpReceiver,
+    hooked: tuple[Account, str, str],
+) -> None:
+    """Each claim signs its copy's message id and the delivered bytes: moved onto another
+    message, or onto another agent's copy of the same DATA, it no longer verifies."""
+    alice, agent, secret = hooked
+    other = await create_agent(alice, "other", receiver.url)
+    mail = b"From: alice@example.org\r\nTo: hooked@agents.test\r\nSubject: %s\r\n\r\nHi.\r\n"
+    first, _, _ = await delivered(running, receiver, agent, mail % b"one")
+    second, _, _ = await delivered(running, receiver, agent, mail % b"two")
+    assert verifies(first, secret) and verifies(second, secret)
+    assert first["auth_headers"]["X-E2A-Auth-Verified"] == "true"
+
+    # the first message's claim on the second message, with or without its message id
+    assert not verifies({**second, "auth_headers": first["auth_headers"]}, secret)
+    moved = {**second, "auth_headers": first["auth_headers"], "message_id": first["message_id"]}
+    assert not verifies(moved, secret)
+
+    # one DATA for two agents of one owner: the same bytes, a claim per copy
+    seen = len(receiver.requests)
+    port = running.addresses.smtp_port
+    data = mail % b"both"
+    await trio.to_thread.run_sync(
+        _send, port, "mail.example.org", "alice@example.org", [agent, other], data
+    )
+    copies = [json.loads(request.body) for request in (await receiver.wait_for(seen + 2))[seen:]]
+    mine, theirs = sorted(copies, key=lambda body: body["recipient"] != agent)
+    assert (mine["recipient"], theirs["recipient"]) == (agent, other)
+    assert mine["raw_message"] == theirs["raw_message"]
+    assert verifies(mine, secret) and verifies(theirs, secret)
+    assert not verifies({**mine, "auth_headers": theirs["auth_headers"]}, secret)
+    swapped = {**theirs, "recipient": agent}  # signs the other copy's id: found in no inbox of ours
+    assert swapped["message_id"] != mine["message_id"]
+    listing = await alice.http.get(f"/api/v1/agents/{agent}/messages/{swapped['message_id']}")
+    assert listing.status_code == 404
