@@ -285,6 +285,22 @@ IDENTITIES = [
         "pass",
     ),
     (
+        "a From written with a space before its colon, which the stdlib skips",
+        "alice@example.org",
+        "From : ceo@bank.example\r\nFrom: alice@example.org\r\n",
+        "alice@example.org",
+        "false",
+        "permerror",
+    ),
+    (
+        "a From written with a tab before its colon, which ends the stdlib's header",
+        "alice@example.org",
+        "From: alice@example.org\r\nFrom\t: ceo@bank.example\r\n",
+        "alice@example.org",
+        "false",
+        "permerror",
+    ),
+    (
         "Sender aligned, From not",
         "alice@example.org",
         "From: ceo@bank.example\r\nSender: alice@example.org\r\n",

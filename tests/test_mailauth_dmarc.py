@@ -195,6 +195,15 @@ def test_unusable_author_is_never_aligned(author: Author, expected: str) -> None
         (b"From: Alice", Author(1, None)),
         ("From: Jürgen <j@bücher.example>".encode(), Author(1, "xn--bcher-kva.example")),
         (b"FROM:alice@example.com", Author(1, "example.com")),
+        # whitespace before the colon (obsolete syntax): a field the stdlib does not read,
+        # but other readers show
+        (b"From : ceo@bank.example\r\nFrom: bob@example.net", Author(2, None)),
+        (b"From: bob@example.net\r\nfrom\t: ceo@bank.example", Author(2, None)),
+        (b"From : ceo@bank.example", Author(0, None)),
+        (
+            b"From bob@example.net Mon Jan  1 00:00:00 2026\r\nFrom: bob@example.net",
+            Author(1, "example.net"),
+        ),
     ],
 )
 def test_author_of(header: bytes, expected: Author) -> None:

@@ -17,7 +17,7 @@ from publicsuffixlist import PublicSuffixList
 from e2a_gateway.addresses import a_label_domain
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError, Resolver
 from e2a_gateway.mailauth.results import Alignment, AuthResult
-from e2a_gateway.rfc5322 import HeaderFields, field_addresses, header_text
+from e2a_gateway.rfc5322 import HeaderFields, field_addresses, header_section, header_text
 
 Disposition = Literal["none", "quarantine", "reject"]
 
@@ -28,6 +28,8 @@ _DISPOSITIONS: dict[str, Disposition] = {
 }
 # The version tag first, its name in either case (ABNF strings are), its value exactly DMARC1.
 _VERSION = re.compile(r"[vV]\s*=\s*DMARC1\s*(;|$)")
+_OBSOLETE_FROM = re.compile(rb"^from[ \t]+:", re.IGNORECASE | re.MULTILINE)
+"""A `From` field with whitespace before its colon (`obs-optional`, RFC 5322 section 4.5)."""
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,15 @@ class InvalidPolicyRecord(Exception):
 
 
 def author_of(message: bytes) -> Author:
-    """The author's domain from the message's `From:` field(s), lowercased, IDNA-encoded."""
+    """The author's domain from the message's `From:` field(s), lowercased, IDNA-encoded.
+
+    A `From` written with whitespace before its colon (RFC 5322's obsolete syntax) counts as
+    one more field: the stdlib, and the gateway with it, reads no field there (it skips the
+    line, or ends the header section at it), but other mail readers show it as the author."""
     values = HeaderFields(header_text(message)).get_all("From")
+    fields = len(values) + len(_OBSOLETE_FROM.findall(header_section(message)))
     addresses = [address for _name, address in field_addresses(values) if address]
-    authors = max(len(addresses), len(values)) if len(values) > 1 else len(addresses)
+    authors = max(len(addresses), fields) if fields > 1 else len(addresses)
     if authors != 1:
         return Author(authors, None)
     return Author(1, author_domain(addresses[0]))
