@@ -7,6 +7,7 @@ import hmac
 from dataclasses import replace
 from typing import Any
 
+import httpx
 import pytest
 
 from e2a_gateway.inbound.identity import delivered_message
@@ -205,6 +206,11 @@ def test_a_name_given_twice_is_refused() -> None:
     assert not sdk_verifies(twice, raw, SECRET, NOW)
     twice = {**headers, "x-e2a-auth-sender": headers["X-E2A-Auth-Sender"]}
     assert not sdk_verifies(twice, raw, SECRET, NOW)
+    # an HTTP request's headers, as a webhook receiver holds them: other names may repeat
+    request = httpx.Headers([*headers.items(), ("Via", "1.1 a"), ("Via", "1.1 b")])
+    assert verify_auth_headers(AuthHeaders.from_headers(request), raw, SECRET, NOW)
+    repeated = httpx.Headers([*request.multi_items(), ("X-E2A-Auth-Verified", "true")])
+    assert not verify_auth_headers(AuthHeaders.from_headers(repeated), raw, SECRET, NOW)
 
 
 @pytest.mark.parametrize(

@@ -54,10 +54,11 @@ class AuthHeaders:
     @classmethod
     def from_headers(cls, headers: Mapping[str, str]) -> AuthHeaders:
         """Read the claim from a header mapping (names in any case; other headers ignored)."""
-        folded = {name.lower(): value for name, value in headers.items()}
+        pairs = list(headers.items())  # every pair, repeated names too, in multi-dicts
+        folded = {name.lower(): value for name, value in pairs}
         claimed = [
             name.lower()[len("x-e2a-auth-") :]
-            for name in headers
+            for name, _ in pairs
             if name.lower().startswith("x-e2a-auth-")
         ]
 
@@ -137,10 +138,9 @@ def verify_auth_headers(
     max_age: float | None = MAX_AGE_SECONDS,
 ) -> bool:
     """True when `raw_message` is what was signed, the claim is `unambiguous`, the HMAC under
-    `secret` matches and the
-    timestamp is at most `max_age` seconds old (5 minutes; None: any age, for a claim stored
-    when its message was accepted, as `e2a listen --forward` passes on) and at most 30 s in the
-    future."""
+    `secret` matches and the timestamp is at most `max_age` seconds old (5 minutes; None: any
+    age, for a claim stored when its message was accepted, as `e2a listen --forward` passes on)
+    and at most 30 s in the future."""
     if not auth.signature or not secret or not auth.unambiguous():
         return False
     if not _same(auth.body_hash, hashlib.sha256(raw_message).hexdigest()):
