@@ -18,11 +18,15 @@ from e2a_gateway.mailauth.spf import pyspf
 from e2a_gateway.outbound.relay import tls_context
 from e2a_gateway.smtp.message_memory import memory_for_message
 from e2a_gateway.smtp.protocol import SessionLimits, check_hostname
-from e2a_gateway.smtp.server import ListenerLimits, server_tls_context
+from e2a_gateway.smtp.server import ListenerLimits, TlsFileError, server_tls_context
 
 
 class StartupError(Exception):
     """The gateway cannot start; the message is one line saying why and what to do."""
+
+
+TLS_SETTINGS = {"certificate": "smtp.tls_cert", "private key": "smtp.tls_key"}
+"""The setting that names each STARTTLS file (`TlsFileError.role`)."""
 
 
 def smtp_options(
@@ -43,8 +47,9 @@ def smtp_options(
     if smtp.tls_cert is not None and smtp.tls_key is not None:
         try:
             tls = server_tls_context(smtp.tls_cert, smtp.tls_key)
-        except ValueError as exc:
-            raise StartupError(f"smtp.tls_cert/smtp.tls_key: {exc}") from None
+        except TlsFileError as exc:
+            setting = TLS_SETTINGS.get(exc.role or "", "smtp.tls_cert/smtp.tls_key")
+            raise StartupError(f"{setting}: {exc}") from None
     check_message_memory(smtp.max_message_memory_bytes, smtp.max_message_bytes)
     limits = SessionLimits(
         max_message_bytes=smtp.max_message_bytes,

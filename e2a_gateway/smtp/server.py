@@ -52,6 +52,7 @@ __all__ = [
     "RecipientVerdict",
     "SmtpObserver",
     "StorageFull",
+    "TlsFileError",
     "client_network",
     "serve_smtp",
     "server_tls_context",
@@ -197,10 +198,19 @@ def client_network(peer: str, limits: ListenerLimits) -> str:
     return network_of(peer, limits.ipv4_network_prefix, limits.ipv6_network_prefix)
 
 
+class TlsFileError(ValueError):
+    """A STARTTLS file cannot be used; `role` says which one ("certificate", "private key"),
+    None when the two do not go together."""
+
+    def __init__(self, message: str, role: str | None) -> None:
+        super().__init__(message)
+        self.role = role
+
+
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
     """A server-side TLS context for STARTTLS from a PEM certificate chain and its key.
 
-    Raises ValueError with a message naming the file when either cannot be loaded, the key's
+    Raises TlsFileError with a message naming the file when either cannot be loaded, the key's
     too when it is protected by a passphrase: the gateway starts unattended and never asks
     for one (OpenSSL would prompt on the terminal).
     """
@@ -212,42 +222,52 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
             certfile=os.fspath(cert), keyfile=os.fspath(key), password=_refuse_passphrase
         )
     except _PassphraseNeeded:
-        raise ValueError(
+        raise TlsFileError(
             f"{key} is protected by a passphrase, which the gateway cannot be given — "
             f"decrypt it once, e.g. `openssl pkey -in {key} -out <new key file>`, and point "
-            "smtp.tls_key at the result (readable by the gateway only)"
+            "smtp.tls_key at the result (readable by the gateway only)",
+            "private key",
         ) from None
-    except FileNotFoundError as error:
-        raise ValueError(f"{error.filename}: no such file") from None
+    except FileNotFoundError as error:  # removed since it was checked
+        role = "certificate" if error.filename == os.fspath(cert) else "private key"
+        raise TlsFileError(f"{error.filename}: no such file", role) from None
     except (ssl.SSLError, OSError) as error:
-        raise ValueError(
+        raise TlsFileError(
             f"cannot load certificate {cert} with key {key}: {error} — both must be PEM files "
-            "and the key must belong to the certificate"
+            "and the key must belong to the certificate",
+            None,
         ) from None
     return context
 
 
 def _check_pem(path: Path, marker: bytes, what: str, certbot_name: str) -> None:
-    """ValueError naming `path` alone when it cannot be read or holds no PEM `what`, saying
+    """TlsFileError naming `path` alone when it cannot be read or holds no PEM `what`, saying
     what belongs there (certbot's `certbot_name`)."""
     try:
         content = Path(path).read_bytes()
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such file") from None
+        raise TlsFileError(
+            f"{path}: no such file — give the path of the PEM {what} file "
+            f"(certbot: {certbot_name})",
+            what,
+        ) from None
     except IsADirectoryError:
-        raise ValueError(
-            f"{path} is a directory — give the PEM {what} file in it (certbot: {certbot_name})"
+        raise TlsFileError(
+            f"{path} is a directory — give the PEM {what} file in it (certbot: {certbot_name})",
+            what,
         ) from None
     except PermissionError:
-        raise ValueError(
+        raise TlsFileError(
             f"{path}: permission denied — make it readable by the user the gateway runs as, or "
-            "under systemd hand it over with LoadCredential= (docs/deploy.md)"
+            "under systemd hand it over with LoadCredential= (docs/deploy.md)",
+            what,
         ) from None
     except OSError as error:
-        raise ValueError(f"{path}: {error.strerror or error}") from None
+        raise TlsFileError(f"{path}: {error.strerror or error}", what) from None
     if marker not in content:
-        raise ValueError(
-            f"{path} holds no PEM {what} — give the {what} file here (certbot: {certbot_name})"
+        raise TlsFileError(
+            f"{path} holds no PEM {what} — give the {what} file here (certbot: {certbot_name})",
+            what,
         )
 
 
