@@ -113,7 +113,10 @@ def bind_tcp(host: str, port: int, key: str, listen: str) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise StartupError(f"{key} {listen}: cannot resolve host {host!r}: {exc}") from None
+        raise StartupError(
+            f"{key} {listen}: cannot resolve host {host!r}: {exc.strerror or exc} — set {key} to "
+            f"an IP address of this machine, or 0.0.0.0:{port} to listen on every IPv4 address"
+        ) from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:

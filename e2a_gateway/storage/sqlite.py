@@ -186,6 +186,10 @@ def _disk_failure(path: str, failure: StorageUnavailable) -> str:
 def _open_advice(path: str) -> str:
     """What to do about a database file at `path` that could not be opened: SQLite needs to
     write the file and, for its -wal and -shm files, the folder it is in."""
+    if os.path.isdir(path):
+        return (
+            f"it is a folder — name the database file in it, e.g. sqlite:///{Path(path) / 'e2a.db'}"
+        )
     folder = Path(path).resolve().parent
     if not os.access(folder, os.W_OK | os.X_OK):
         return (
