@@ -11,6 +11,7 @@ import ipaddress
 import os
 import socket
 import tomllib
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -52,6 +54,16 @@ class Section(BaseModel):
     """Base of every settings section: unknown keys are errors, values are checked on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_truth_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """TOML's `true` and `false` are no numbers (pydantic would read them as 1 and 0:
+        `max_recipients = true` one recipient)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+            raise ValueError("expected a number, not true or false")
+        return value
 
 
 def parse_listen_address(value: str) -> tuple[str, int]:
@@ -311,6 +323,8 @@ class DatabaseSettings(Section):
     def _check_url(cls, value: str) -> str:
         if not value.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("use sqlite:///path/to/e2a.db or postgresql://user:pass@host/db")
+        if not value.removeprefix("sqlite:///").strip() and value.startswith("sqlite:"):
+            raise ValueError("sqlite:/// names no file — write sqlite:///path/to/e2a.db")
         return value
 
     @field_validator("listen_url")
@@ -626,16 +640,40 @@ def _variable_for(location: tuple[str, ...]) -> str:
 
 def _resembled_setting(location: tuple[str, ...]) -> str | None:
     """The known key (`section.key`, or a top-level key or section) most like the unknown one
-    at `location`, if any is close enough to be a misspelling of it."""
+    at `location`, if any is close enough to be a misspelling of it; else the key of that
+    very name in another section (`[http] hostname` for smtp.hostname)."""
     *section, name = location
+    sections = _section_fields()
     if not section:
         known: Iterable[str] = Settings.model_fields
-    elif len(section) == 1 and section[0] in _section_fields():
-        known = _section_fields()[section[0]].model_fields
+    elif len(section) == 1 and section[0] in sections:
+        known = sections[section[0]].model_fields
     else:
         return None
     close = difflib.get_close_matches(name, known, n=1)
-    return ".".join([*section, close[0]]) if close else None
+    if close:
+        return ".".join([*section, close[0]])
+    elsewhere = [
+        f"{other}.{name}" for other, model in sections.items() if name in model.model_fields
+    ]
+    return elsewhere[0] if len(elsewhere) == 1 else None
+
+
+def _list_in_a_variable(location: tuple[str, ...], got: Any) -> str | None:
+    """How to write a list setting's variable, when `got` is a list written as TOML or JSON
+    (`["1.1.1.1"]`): a TOML list is a list, so such a string came from a variable."""
+    section = _section_fields().get(location[0]) if len(location) == 2 else None
+    field = section.model_fields.get(location[1]) if section else None
+    if field is None or typing.get_origin(field.annotation) is not list:
+        return None
+    if not (isinstance(got, str) and got.strip().startswith("[")):
+        return None
+    items = [item.strip(" \"'") for item in got.strip().strip("[]").split(",")]
+    example = ",".join(item for item in items if item)
+    return (
+        f"a list in a variable is written comma-separated, without brackets or quotes: "
+        f"{_variable_for(location)}={example}"
+    )
 
 
 def _describe(error: Any) -> str:
@@ -649,16 +687,26 @@ def _describe(error: Any) -> str:
             f"{key}: unknown setting — remove it or check its spelling against config.example.toml"
         )
     fix = f"fix it in the config file or {_variable_for(location)}"
+    message = str(error["msg"]).removeprefix("Value error, ")
     got = error.get("input")
-    if isinstance(got, dict):  # a whole section: its keys are named in the message
-        return f"{key}: {error['msg']} ({fix})"
+    if error["type"] == "model_type" and len(location) == 1:
+        message = f"should be a [{key}] table of settings, not a single value"
+    elif error["type"] == "path_type":
+        message = "should be a file path, written as a string"
+    hint = _list_in_a_variable(location[:2], got)
+    if hint is not None:
+        return f"{key}: {message} — {hint}"
+    if isinstance(got, dict):
+        if len(location) == 1:  # a whole section: its keys are named in the message
+            return f"{key}: {message} ({fix})"
+        return f"{key}: {message} (got a table; {fix})"
     secret = location[:2] in SECRET_SETTINGS
     if secret and not (location[:2] in URL_SETTINGS and isinstance(got, str) and "://" in got):
-        return f"{key}: {error['msg']} (the value is not shown: it is a secret; {fix})"
+        return f"{key}: {message} (the value is not shown: it is a secret; {fix})"
     if isinstance(got, str) and "://" in got:
         # A URL may carry a password (database.url): never into the terminal or the log.
         got = redacted_url(got)
-    return f"{key}: {error['msg']} (got {got!r}; {fix})"
+    return f"{key}: {message} (got {got!r}; {fix})"
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:
