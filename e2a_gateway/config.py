@@ -155,6 +155,14 @@ class ListenSection(Section):
 
     listen: str
 
+    @field_validator("listen", mode="before")
+    @classmethod
+    def _port_alone(cls, value: Any) -> Any:
+        """`listen = 25`, a port without its host, says what to write."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(f'expected "host:port" in quotes, such as "127.0.0.1:{value}"')
+        return value
+
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:

@@ -249,6 +249,12 @@ CASES: list[tuple[str, str, dict[str, str], tuple[str, ...]]] = [
         ("http.listen", "expected host:port such as 127.0.0.1:8080", "E2A_HTTP_LISTEN"),
     ),
     (
+        "port alone as a number",
+        "[smtp]\nlisten = 25\n",
+        {},
+        ("smtp.listen", 'such as "127.0.0.1:25"', "got 25"),
+    ),
+    (
         "port out of range",
         '[http]\nlisten = "127.0.0.1:80800"\n',
         {},
