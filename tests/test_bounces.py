@@ -296,6 +296,46 @@ def test_diagnostic_code_refines_an_unspecific_status() -> None:
     assert verdict.recipients[0].status == "5.1.1"
 
 
+def report_with_status(status: str, diagnostic: str | None) -> bytes:
+    """An RFC 3464 report of one failed recipient with `Status: <status>`."""
+    diagnostic_field = f"Diagnostic-Code: {diagnostic}\r\n" if diagnostic else ""
+    return (
+        "From: MAILER-DAEMON@mx.example.org\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n'
+        "\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.org\r\n\r\n"
+        f"Final-Recipient: rfc822; gone@example.net\r\nAction: failed\r\nStatus: {status}\r\n"
+        f"{diagnostic_field}--b--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "expected"),
+    [
+        ("5.1", None, (None, "undetermined", "Status: 5.1 (not an RFC 3463 status code)")),
+        ("5.1.1.1", None, (None, "undetermined", "Status: 5.1.1.1 (not an RFC 3463 status code)")),
+        ("abc", None, (None, "undetermined", "Status: abc (not an RFC 3463 status code)")),
+        (
+            "5.1",
+            "smtp; 550 5.1.1 no such user",
+            ("5.1.1", "permanent", "smtp; 550 5.1.1 no such user"),
+        ),
+        ("5.1.1 (user unknown)", None, ("5.1.1", "permanent", "5.1.1")),
+        ("5.1.10", None, ("5.1.10", "permanent", "5.1.10")),
+    ],
+)
+def test_a_status_that_is_no_status_code_is_not_guessed_at(
+    status: str, diagnostic: str | None, expected: tuple[str | None, str, str]
+) -> None:
+    """`5.1`, `5.1.1.1` and `abc` are no RFC 3463 codes: the code is the Diagnostic-Code's, else
+    none (`undetermined`: no address suppressed on a guess), and the detail quotes the Status."""
+    verdict = read_returned_mail(report_with_status(status, diagnostic))
+    assert isinstance(verdict, Bounce)
+    (recipient,) = verdict.recipients
+    assert (recipient.status, recipient.bounce_type, recipient.detail) == expected
+
+
 def test_non_standard_bounce_reads_code_and_remote_host_from_text() -> None:
     verdict = read("e2a/qmail_remote_rejected.eml")
     assert isinstance(verdict, Bounce)
