@@ -60,7 +60,7 @@ class ReturnedMail:
             log.info("returned mail that is no bounce (%s): not recorded", type(verdict).__name__)
             return
         bounced = [
-            BouncedRecipient(item.address, item.bounce_type, item.diagnostic or item.status)
+            BouncedRecipient(item.address, item.bounce_type, item.detail)
             for item in verdict.recipients
             if item.action != "delayed"  # still being tried: no bounce (yet)
         ]

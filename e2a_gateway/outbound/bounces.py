@@ -40,7 +40,8 @@ sole addressee."""
 _ENHANCED_STATUS = re.compile(r"(?<![\w.#])#?([45])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
 """A failure's enhanced status code in free text (4.x.x or 5.x.x, not inside an IP address)."""
 _REPLY_CODE = re.compile(r"(?<![\w.:/-])([45]\d\d)(?=[ :-])(?![\d.])")
-_DSN_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+_DSN_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+"""An RFC 3464 `Status` field's code: three parts, not the start of `5.1.1.1` or `5.1.1000`."""
 _NOT_ABOUT_THE_ADDRESS = {("2", "2"), ("2", "3"), ("3", "4"), ("1", "7"), ("1", "8")}
 """Mailbox full and message too large: RFC 3463 treats mailbox full as persistent transient, and
 neither says the address is bad, so neither suppresses it (as SES classifies them). Nor do the
@@ -141,6 +142,19 @@ class FailedRecipient:
     final_address: str | None = None
     """RFC 3464 `Final-Recipient` when it differs from `address` (the mailbox the reporting
     MTA was delivering to after forwarding or aliasing)."""
+    unreadable_status: str | None = None
+    """RFC 3464 `Status` as the report gives it when it holds no status code (`5.1`,
+    `5.1.1.1`, `abc`): no code is guessed from it, but the bounce says what was reported."""
+
+    @property
+    def detail(self) -> str | None:
+        """What the bounce's event says of the recipient (`smtp_detail`): the diagnostic, else
+        the status code, else the unreadable `Status` quoted; None when the report says none."""
+        if self.diagnostic or self.status:
+            return self.diagnostic or self.status
+        if self.unreadable_status:
+            return f"Status: {self.unreadable_status} (not an RFC 3463 status code)"
+        return None
 
 
 @dataclass(frozen=True)
@@ -278,7 +292,8 @@ def _failed_recipient(block: email.message.Message) -> FailedRecipient | None:
     address = _recipient_address(block)
     diagnostic = _unfolded(block.get("diagnostic-code"))
     status_field = _unfolded(block.get("status"))
-    status = _dsn_status(status_field) or _status_code(status_field)
+    reported = _dsn_status(status_field) or _status_code(status_field)
+    status = reported
     detailed = _status_code(diagnostic)
     if status is None or (_is_unspecific(status) and _refines(detailed, status)):
         status = detailed
@@ -295,6 +310,7 @@ def _failed_recipient(block: email.message.Message) -> FailedRecipient | None:
         diagnostic=diagnostic,
         remote_mta=_mta_name(block.get("remote-mta")),
         final_address=final if final and final.lower() != address.lower() else None,
+        unreadable_status=status_field if reported is None else None,
     )
 
 
