@@ -98,6 +98,12 @@ CASES = {
     "trailing dot": Case(b"<bot@agents.test.>", 250, "2.1.5", BOT),
     "mixed case": Case(b"<BoT@AgEnTs.TeSt>", 250, "2.1.5", BOT),
     "no such agent": Case(b"<nobody@agents.test>", *NO_SUCH_AGENT),
+    "a local part beyond ASCII": Case(
+        "<b\u00f6t@agents.test>".encode(), *NO_SUCH_AGENT, smtputf8=True
+    ),
+    "fullwidth local part": Case(
+        "<\uff42\uff4f\uff54@agents.test>".encode(), *NO_SUCH_AGENT, smtputf8=True
+    ),
     "two trailing dots": Case(b"<bot@agents.test..>", *BAD_SYNTAX),
     "empty label": Case(b"<bot@agents..test>", *BAD_SYNTAX),
     "host name, not postmaster": Case(b"<bot@mx.agents.test>", *NO_SUCH_AGENT),
