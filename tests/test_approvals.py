@@ -197,10 +197,19 @@ def job_kinds(settings: Settings, message_id: str) -> list[str]:
 
 
 def assert_page_headers(response: httpx.Response) -> None:
-    assert response.headers["content-type"].startswith("text/html")
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["x-frame-options"] == "DENY"
-    assert response.headers["referrer-policy"] == "no-referrer"
+    """The magic-link pages' security headers are on `response`: never cached, framed,
+    referred or sniffed as another type; a policy that allows no script, no `<base>` and
+    forms to this origin alone."""
+    where = f"{response.request.method} {response.request.url.path} ({response.status_code})"
+    assert response.headers["content-type"].startswith("text/html"), where
+    assert response.headers["cache-control"] == "no-store", where
+    assert response.headers["x-frame-options"] == "DENY", where
+    assert response.headers["referrer-policy"] == "no-referrer", where
+    assert response.headers.get("x-content-type-options") == "nosniff", where
+    policy = [part.strip() for part in response.headers["content-security-policy"].split(";")]
+    for directive in ("default-src 'none'", "base-uri 'none'", "form-action 'self'"):
+        assert directive in policy, (where, policy)
+    assert "frame-ancestors 'none'" in policy, (where, policy)
 
 
 def local_path(link: str) -> str:
@@ -420,8 +429,12 @@ async def test_post_rejects_and_scrubs_the_body(
     deadline = time.time() + 3600
     message = await add_pending(gateway, owner, deadline)
     token = await token_for(gateway, owner, message.id, "reject", deadline)
+    confirm = await anonymous.get("/api/v1/reject", params={"token": token})
+    assert confirm.status_code == 200 and "Reject this message?" in confirm.text
+    assert_page_headers(confirm)
     response = await anonymous.post("/api/v1/reject", data={"token": token})
     assert response.status_code == 200 and "Rejected" in response.text
+    assert_page_headers(response)
     assert stored_row(gateway.settings, message.id) == ("rejected", None, None, None)
     assert "outbound" not in job_kinds(gateway.settings, message.id)
     reused = await anonymous.post("/api/v1/reject", data={"token": token})
@@ -463,6 +476,7 @@ async def test_bad_tokens_get_400(
         "%%%.***",
         reject_token,  # a reject token on the approve link
         "",
+        f"{token}\x00",  # refused before the page runs (`refuse_nul`), as a page too
     ):
         for method in ("GET", "POST"):
             response = await anonymous.request(method, "/api/v1/approve", params={"token": bad})

@@ -1288,7 +1288,11 @@ async def test_only_a_refused_session_cookie_is_deleted(browser, make_account) -
 def assert_guarded(response: httpx.Response) -> None:
     """The dashboard's security headers are on `response`."""
     where = f"{response.request.method} {response.request.url.path} ({response.status_code})"
-    assert "frame-ancestors 'none'" in response.headers.get("content-security-policy", ""), where
+    policy = [
+        part.strip() for part in response.headers.get("content-security-policy", "").split(";")
+    ]
+    for directive in ("frame-ancestors 'none'", "base-uri 'none'", "form-action 'self'"):
+        assert directive in policy, (where, policy)
     assert response.headers.get("x-frame-options") == "DENY", where
     assert response.headers.get("x-content-type-options") == "nosniff", where
     assert response.headers.get("referrer-policy") == "same-origin", where

@@ -2,7 +2,8 @@
 
 `GET` only shows a confirmation page (mail scanners prefetch links); `POST` acts, through the
 same once-only transition as the REST review (operations.reviews). Every answer is a small HTML
-page that is never cached, framed or referred; everything interpolated into it is escaped.
+page that is never cached, framed, referred or sniffed as another type, and can set no
+`<base>`; everything interpolated into it is escaped.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ MAX_TOKEN_CHARS = 1024
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Robots-Tag": "noindex",
 }
