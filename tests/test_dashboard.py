@@ -90,6 +90,16 @@ def set_cookie_header(response: httpx.Response, name: str) -> str:
     return headers[0]
 
 
+def assert_host_only(cookie: str) -> None:
+    """`cookie` (a Set-Cookie value) is one browsers take from this host over https alone:
+    Secure, Path=/ and no Domain, as the `__Host-` prefix requires."""
+    flags = [part.strip().lower() for part in cookie.split(";")[1:]]
+    assert cookie.startswith("__Host-"), cookie
+    assert "secure" in flags and "path=/" in flags, cookie
+    assert not any(flag.startswith("domain") for flag in flags), cookie
+    assert "httponly" in flags and "samesite=strict" in flags, cookie
+
+
 async def test_pages_need_a_session(browser, running: RunningGateway) -> None:
     client = browser()
     response = await client.get("/agents/bot%40agents.test/inbox")
@@ -142,17 +152,16 @@ async def test_cookie_is_secure_behind_https(tmp_path: Path, nursery: trio.Nurse
     )
     async with httpx.AsyncClient(base_url=running.addresses.http_url) as client:
         response = await client.get("/signin")
-    flags = [part.strip().lower() for part in set_cookie_header(response, "e2a_signin=").split(";")]
-    assert "secure" in flags and "httponly" in flags and "samesite=strict" in flags
+    assert_host_only(set_cookie_header(response, "__Host-e2a_signin="))
 
 
 async def test_cookie_is_secure_when_a_trusted_proxy_says_https(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:
     """Behind a TLS-terminating proxy listed in `http.trusted_proxies`, the proxy's
-    `X-Forwarded-Proto: https` makes the cookies Secure even when `http.public_url` is left at
-    http; the same header from a peer that is not a trusted proxy is ignored."""
-    flags_by_proxy = {}
+    `X-Forwarded-Proto: https` makes the cookies Secure (and `__Host-`) even when
+    `http.public_url` is left at http; the same header from a peer that is not a trusted proxy
+    is ignored."""
     for trusted in (["127.0.0.1"], []):
         (tmp_path / str(len(trusted))).mkdir()
         settings = make_settings(
@@ -165,13 +174,74 @@ async def test_cookie_is_secure_when_a_trusted_proxy_says_https(
         async with httpx.AsyncClient(base_url=running.addresses.http_url) as client:
             said_https = await client.get("/signin", headers={"X-Forwarded-Proto": "https"})
             said_http = await client.get("/signin", headers={"X-Forwarded-Proto": "http"})
-        flags_by_proxy[bool(trusted)] = [
-            [part.strip().lower() for part in set_cookie_header(answer, "e2a_signin=").split(";")]
-            for answer in (said_https, said_http)
-        ]
-    assert "secure" in flags_by_proxy[True][0]
-    assert "secure" not in flags_by_proxy[True][1]
-    assert "secure" not in flags_by_proxy[False][0]
+        if trusted:
+            assert_host_only(set_cookie_header(said_https, "__Host-e2a_signin="))
+            plain = [set_cookie_header(said_http, "e2a_signin=")]
+        else:
+            plain = [set_cookie_header(answer, "e2a_signin=") for answer in (said_https, said_http)]
+        for cookie in plain:
+            assert "secure" not in [part.strip().lower() for part in cookie.split(";")]
+
+
+async def test_over_https_the_cookies_are_host_only(tmp_path: Path, nursery: trio.Nursery) -> None:
+    """Over https (here: a trusted proxy says so) the cookies are named `__Host-…`, which a
+    sibling subdomain cannot set for this host (cookie tossing) nor can plain http; a cookie
+    under the plain name, as a sibling can plant for the parent domain, is not read then, nor
+    a `__Host-` one on a plain http request. Signing out clears the `__Host-` cookie."""
+    settings = make_settings(
+        tmp_path, http={"listen": "127.0.0.1:0", "trusted_proxies": ["127.0.0.1"]}
+    )
+    running: RunningGateway = await nursery.start(
+        partial(run_gateway, settings, resolver=FixtureResolver())
+    )
+    _, issued, _ = await bootstrap_user(
+        running.gateway.storage, running.gateway.server_key, "alice@example.com"
+    )
+    https = {"X-Forwarded-Proto": "https"}
+    # The cookies are Secure: sent by hand, as the test talks plain http to the gateway.
+    async with httpx.AsyncClient(
+        base_url=running.addresses.http_url, headers=https, timeout=10
+    ) as client:
+        form = await client.get("/signin")
+        token = csrf_token(form.text)
+        signin_cookie = set_cookie_header(form, "__Host-e2a_signin=")
+        assert_host_only(signin_cookie)
+        assert signin_cookie.split(";")[0] == f"__Host-e2a_signin={token}"
+        fields = {"api_key": issued.plaintext, "csrf_token": token}
+        planted = await client.post(
+            "/signin", data=fields, headers={"Cookie": f"e2a_signin={token}"}
+        )
+        assert planted.status_code == 403
+        signed_in = await client.post(
+            "/signin", data=fields, headers={"Cookie": f"__Host-e2a_signin={token}"}
+        )
+        assert signed_in.status_code == 303, signed_in.text
+        session_cookie = set_cookie_header(signed_in, "__Host-e2a_session=")
+        assert_host_only(session_cookie)
+        assert not any(
+            value.startswith("e2a_") for value in signed_in.headers.get_list("set-cookie")
+        )
+        session = session_cookie.split(";")[0].split("=", 1)[1]
+
+        home = await client.get("/agents", headers={"Cookie": f"__Host-e2a_session={session}"})
+        assert home.status_code == 200
+        plain = await client.get("/agents", headers={"Cookie": f"e2a_session={session}"})
+        assert plain.status_code == 303
+        over_http = await client.get(
+            "/agents",
+            headers={"X-Forwarded-Proto": "http", "Cookie": f"__Host-e2a_session={session}"},
+        )
+        assert over_http.status_code == 303
+
+        signed_out = await client.post(
+            "/signout",
+            data={"csrf_token": csrf_token(home.text)},
+            headers={"Cookie": f"__Host-e2a_session={session}"},
+        )
+        assert signed_out.status_code == 303
+        cleared = set_cookie_header(signed_out, "__Host-e2a_session=")
+        assert_host_only(cleared)
+        assert "max-age=0" in cleared.lower()
 
 
 async def test_forms_without_the_csrf_token_are_refused(browser, make_account) -> None:
@@ -265,7 +335,7 @@ async def test_the_public_url_is_an_origin_of_the_dashboard(
                 "/signin",
                 data={"api_key": issued.plaintext, "csrf_token": token},
                 # The sign-in cookie is Secure (https public URL): sent by hand over http.
-                headers={"Origin": origin, "Cookie": f"e2a_signin={token}"},
+                headers={"Origin": origin, "Cookie": f"__Host-e2a_signin={token}"},
             )
             assert answer.status_code == status, origin
 

@@ -5,7 +5,8 @@ chain of trusted proxies goes; anyone else's header is ignored (it is theirs to 
 last) makes the request's scheme https.
 
 Every route, the per-address limits among them, then sees the client's address as
-`request.remote_addr`, and the dashboard marks its cookies Secure by `request.scheme`.
+`request.remote_addr`, and the dashboard marks its cookies Secure (and names them `__Host-…`)
+by `request.scheme`.
 """
 
 from __future__ import annotations

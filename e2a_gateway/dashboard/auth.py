@@ -1,7 +1,9 @@
 """Who is signed in to the dashboard: the session cookie, its CSRF token, and sign-in itself.
 
-The cookie is HttpOnly, SameSite=Strict, and Secure whenever the dashboard is reached over
-https (directly or per `http.public_url`). Every request looks the API key up again, so a
+The cookie is HttpOnly and SameSite=Strict; whenever the dashboard is reached over https it is
+also Secure and named with the `__Host-` prefix, which browsers take from this host alone (not
+from a sibling subdomain, not over http), and only the name fitting the request is read. Every
+request looks the API key up again, so a
 revoked key ends its sessions at once, and asks storage whether the session was signed out, so
 signing out ends it for every copy of the cookie on every replica. Every POST must carry the
 session's CSRF token, and, when it says where it comes from (`Origin`), come from the dashboard.
@@ -40,6 +42,9 @@ R = TypeVar("R")
 SESSION_COOKIE = "e2a_session"
 SIGNIN_COOKIE = "e2a_signin"
 """Holds the sign-in form's CSRF token before there is a session (double submit)."""
+HOST_ONLY_PREFIX = "__Host-"
+"""Over https the cookies' names begin with it: browsers then keep them only when set by this
+very host, Secure, with Path=/ and no Domain, so a sibling subdomain cannot plant one."""
 SIGNIN_SECONDS = 3600
 CSRF_FIELD = "csrf_token"
 _LOCAL_PATH = re.compile(r"/(?![/\\])[^\\\s\x00-\x1f\x7f]*\Z")
@@ -62,20 +67,35 @@ class Session:
         return self.caller.user
 
 
-def _secure() -> bool:
-    """True when cookies must be Secure: the request or the public URL is https."""
+def _over_https() -> bool:
+    """Whether the browser reaches the dashboard over https: the request's scheme is https (a
+    trusted proxy's say-so included, `api.proxies`) or the public URL is."""
     public_url = current_gateway().settings.http.public_url
     return request.scheme == "https" or public_url.startswith("https://")
 
 
+def cookie_name(name: str) -> str:
+    """The name a dashboard cookie has on this request: `__Host-` + `name` over https, `name`
+    over plain http (where browsers would refuse the prefixed one)."""
+    return f"{HOST_ONLY_PREFIX}{name}" if _over_https() else name
+
+
+def request_cookie(name: str) -> str | None:
+    """The dashboard cookie `name` as this request carries it under the name fitting its scheme;
+    over https a cookie under the plain name (one a sibling subdomain may have planted) is not
+    read."""
+    return request.cookies.get(cookie_name(name))
+
+
 def set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
-    """Set a dashboard cookie with the flags every dashboard cookie has."""
+    """Set a dashboard cookie with the flags every dashboard cookie has (no Domain: this host
+    only)."""
     response.set_cookie(
-        name,
+        cookie_name(name),
         value,
         max_age=max_age,
         path="/",
-        secure=_secure(),
+        secure=_over_https(),
         httponly=True,
         samesite="Strict",
     )
@@ -83,13 +103,15 @@ def set_cookie(response: Response, name: str, value: str, max_age: int) -> None:
 
 def clear_cookie(response: Response, name: str) -> None:
     """Tell the browser to forget a dashboard cookie."""
-    response.delete_cookie(name, path="/", secure=_secure(), httponly=True, samesite="Strict")
+    response.delete_cookie(
+        cookie_name(name), path="/", secure=_over_https(), httponly=True, samesite="Strict"
+    )
 
 
 async def current_session() -> Session | None:
     """The session the request's cookie proves, or None (absent, forged, expired, signed out,
     revoked)."""
-    token = request.cookies.get(SESSION_COOKIE)
+    token = request_cookie(SESSION_COOKIE)
     if not token:
         return None
     gateway = current_gateway()
@@ -131,12 +153,13 @@ def session_cookie_seconds() -> int:
 
 def signin_token() -> str:
     """The sign-in form's CSRF token: the one in the sign-in cookie, or a new one."""
-    return request.cookies.get(SIGNIN_COOKIE) or secrets.token_hex(16)
+    return request_cookie(SIGNIN_COOKIE) or secrets.token_hex(16)
 
 
 def check_origin() -> None:
     """403 for a POST whose `Origin` is another site's. The token alone is not enough for the
-    sign-in form: a sibling subdomain can plant the cookie its token is checked against. The
+    sign-in form: over plain http a sibling subdomain can plant the cookie its token is checked
+    against. The
     dashboard's origins are the one the browser addressed (the request's scheme and `Host`) and
     `http.public_url`'s (behind a proxy that gives the gateway a `Host` of its own). A request
     without `Origin` (not a browser's, or an old one) is left to the token."""
@@ -162,7 +185,7 @@ async def check_signin_token() -> None:
     holds."""
     check_origin()
     form = await request.form
-    cookie = request.cookies.get(SIGNIN_COOKIE)
+    cookie = request_cookie(SIGNIN_COOKIE)
     if not cookie or not same_token(cookie, form.get(CSRF_FIELD)):
         raise csrf_refused()
 
@@ -205,7 +228,7 @@ def signin_redirect() -> Response:
     target = request.full_path if request.method == "GET" else "/"
     location = url_for("dashboard.signin", next=target.rstrip("?"))
     response = Response("", status=303, headers={"Location": location})
-    if SESSION_COOKIE in request.cookies:
+    if request_cookie(SESSION_COOKIE) is not None:
         clear_cookie(response, SESSION_COOKIE)
     return response
 
