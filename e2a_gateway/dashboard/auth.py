@@ -3,10 +3,10 @@
 The cookie is HttpOnly and SameSite=Strict; whenever the dashboard is reached over https it is
 also Secure and named with the `__Host-` prefix, which browsers take from this host alone (not
 from a sibling subdomain, not over http), and only the name fitting the request is read. Every
-request looks the API key up again, so a
-revoked key ends its sessions at once, and asks storage whether the session was signed out, so
-signing out ends it for every copy of the cookie on every replica. Every POST must carry the
-session's CSRF token, and, when it says where it comes from (`Origin`), come from the dashboard.
+request looks the API key up again, so a revoked key ends its sessions at once, and asks storage
+whether the session was signed out, so signing out ends it for every copy of the cookie on every
+replica. Every POST must carry the session's CSRF token, and, when it says where it comes from
+(`Origin`), come from the dashboard.
 """
 
 from __future__ import annotations
@@ -159,10 +159,9 @@ def signin_token() -> str:
 def check_origin() -> None:
     """403 for a POST whose `Origin` is another site's. The token alone is not enough for the
     sign-in form: over plain http a sibling subdomain can plant the cookie its token is checked
-    against. The
-    dashboard's origins are the one the browser addressed (the request's scheme and `Host`) and
-    `http.public_url`'s (behind a proxy that gives the gateway a `Host` of its own). A request
-    without `Origin` (not a browser's, or an old one) is left to the token."""
+    against. The dashboard's origins are the one the browser addressed (the request's scheme and
+    `Host`) and `http.public_url`'s (behind a proxy that gives the gateway a `Host` of its own). A
+    request without `Origin` (not a browser's, or an old one) is left to the token."""
     origin = request.headers.get("Origin")
     if origin is None:
         return
