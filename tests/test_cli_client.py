@@ -16,11 +16,13 @@ import json
 import os
 import re
 import shlex
+import signal
 import smtplib
 import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -468,6 +470,26 @@ def test_a_closed_pipe_ends_the_command_quietly(
     )
     assert done.returncode in (0, 141)
     assert (done.stdout, done.stderr) == (b"[\n", b"")
+
+
+def test_ctrl_c_at_any_moment_ends_the_command_with_130_and_no_traceback(
+    live: LiveGateway, account: Account, cli: Cli, home: Path
+) -> None:
+    """SIGINT while `e2a listen` starts (loading its modules, reading the config, connecting)
+    or while it waits for mail: exit 130, nothing but listen's own lines on stderr."""
+    agent = f"{account.prefix}-ctrlc@{DOMAIN}"
+    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    command = [sys.executable, "-m", "e2a_gateway", "listen", "--agent", agent]
+    env = os.environ | {"HOME": str(home)}
+    for delay in (0.15, 0.25, 0.35, 0.45, 0.6, 0.8, 1.2, 3.0):
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        time.sleep(delay)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+        if b"init_import_site" in err:
+            continue  # still in Python's own start-up, before any of e2a runs
+        assert (process.returncode, b"Traceback" in err) == (130, False), (delay, err)
+        assert out == b"", (delay, out)
 
 
 def test_pending_approve_and_reject(live: LiveGateway, account: Account, cli: Cli) -> None:

@@ -1310,7 +1310,5 @@ def run_client_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    except KeyboardInterrupt:
-        return 130
     finally:
         ctx.close()

@@ -5,7 +5,9 @@ The client commands need only the SDK's dependencies; the gateway's commands are
 when they run, and say how to install the `server` extra when it is missing.
 Exit codes: e2a's CLI's (`exit_codes`: 0 success, 1 transient or fixable, 2 bad usage, 3 held
 for review, 4 key refused, 5 request refused, 6 listen timeout, 7 send failed, 8/9 doctor
-warnings/failures), and 141 when the reader of stdout went away (a closed pipe).
+warnings/failures), 130 when interrupted (Ctrl-C) and 141 when the reader of stdout went away
+(a closed pipe). This module imports little, so that a Ctrl-C while the command starts meets
+`main`'s handler rather than an import.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from e2a_gateway import __version__
-from e2a_gateway.cli.client_commands import CLIENT_COMMANDS, add_client_commands, run_client_command
 
 SERVER_MISSING = (
     "the gateway is not installed: install e2a-gateway with its server extra "
@@ -60,6 +61,8 @@ def _config_argument(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `e2a` command."""
+    from e2a_gateway.cli.client_commands import add_client_commands
+
     parser = argparse.ArgumentParser(
         prog="e2a",
         description="e2a: a self-hosted email gateway for AI agents.",
@@ -125,11 +128,14 @@ def _run_mcp() -> int:
 
 EXIT_CLOSED_PIPE = 141
 """What a shell reports for a command stopped by SIGPIPE (128 + 13), as `yes | head -1` does."""
+EXIT_INTERRUPTED = 130
+"""What a shell reports for a command stopped by SIGINT (128 + 2): Ctrl-C."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `e2a` command; returns the exit code. When the reader of stdout goes
-    away (`e2a inbox --json | head -1`), it stops quietly with `EXIT_CLOSED_PIPE`."""
+    away (`e2a inbox --json | head -1`), it stops quietly with `EXIT_CLOSED_PIPE`; Ctrl-C at
+    any moment (while it loads, waits for the gateway or listens) with `EXIT_INTERRUPTED`."""
     try:
         code = _run(argv)
         sys.stdout.flush()  # the last output is written here, not at exit where it can't fail
@@ -137,10 +143,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Anything still buffered for stdout would fail again when Python exits.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_CLOSED_PIPE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     return code
 
 
 def _run(argv: Sequence[str] | None) -> int:
+    from e2a_gateway.cli.client_commands import CLIENT_COMMANDS, run_client_command
+
     args = build_parser().parse_args(argv)
     if args.command in CLIENT_COMMANDS:
         return run_client_command(args)
