@@ -127,10 +127,57 @@ def test_login_reads_the_key_from_stdin_and_refuses_a_bad_one(
     assert json.loads((home / ".e2a" / "config.json").read_text())["api_key"] == key
 
     code, out, err = cli("login", "--url", live.url, "--api-key", "e2a_wrong")
-    assert (code, out) == (1, "")
+    assert (code, out) == (4, "")  # a refused key, as every other command says it
     assert "the gateway refused this API key" in err
     # A failed login leaves the previous config alone.
     assert json.loads((home / ".e2a" / "config.json").read_text())["api_key"] == key
+
+
+def test_a_key_with_a_character_no_key_has_is_refused_without_printing_it(
+    live: LiveGateway, account: Account, cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key read from a file with Windows line endings ends in a carriage return, one pasted
+    from a document may hold a non-ASCII character: neither can go in a header. It is a key
+    the gateway would refuse (exit 4) and the message never quotes it."""
+    for bad in (account.key + "\r", account.key + "\u00e9", "\u00e9" + account.key[1:]):
+        monkeypatch.setenv("E2A_API_KEY", bad)
+        code, out, err = cli("inbox", "--agent", f"x@{DOMAIN}")
+        assert (code, out) == (4, ""), err
+        assert "Traceback" not in err and account.key[4:] not in err and "E2A_API_KEY" in err
+        monkeypatch.delenv("E2A_API_KEY")
+        code, out, err = cli("login", "--url", live.url, "--api-key", bad)
+        assert (code, out) == (4, ""), err
+        assert "Traceback" not in err and account.key[4:] not in err and "--api-key" in err
+
+
+def test_login_with_an_agent_key_makes_its_agent_the_default(
+    live: LiveGateway, account: Account, cli: Cli, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An agent key (`e2a keys create --agent`) may not list the account's agents: login
+    takes its agent from `GET /v1/account`, and so does a command run with that key in
+    E2A_API_KEY and no agent configured."""
+    agent = f"{account.prefix}-bound@{DOMAIN}"
+    assert cli("agents", "register", agent.split("@")[0], "--mode", "local")[0] == 0
+    code, agent_key, err = cli("keys", "create", "--agent", agent)
+    assert code == 0, err
+    agent_key = agent_key.strip()
+    live.send_mail(agent, "For the bound agent", "Hello.\n")
+    wait_until(lambda: unread(live, account.key, agent) == 1)
+
+    code, out, err = cli("login", "--url", live.url, "--api-key", agent_key)
+    assert code == 0, err
+    assert f"Default agent: {agent}" in out
+    saved = json.loads((home / ".e2a" / "config.json").read_text())
+    assert (saved["agent_email"], saved["key_scope"]) == (agent, "agent")
+    code, out, err = cli("inbox")
+    assert code == 0 and "For the bound agent" in out, err
+
+    cli("config", "set", "api_key", account.key)
+    (home / ".e2a" / "config.json").unlink()
+    monkeypatch.setenv("E2A_URL", live.url)
+    monkeypatch.setenv("E2A_API_KEY", agent_key)
+    code, out, err = cli("inbox", "--all")
+    assert code == 0 and "For the bound agent" in out, err
 
 
 def test_config_get_of_an_unset_key_says_how_to_set_it(account: Account, cli: Cli) -> None:

@@ -42,7 +42,14 @@ from e2a_gateway.cli.config_file import (
     saved,
     set_saved,
 )
-from e2a_gateway.cli.context import ClientError, Context, Handler, UsageError
+from e2a_gateway.cli.context import (
+    ClientError,
+    Context,
+    Handler,
+    UsageError,
+    checked_key,
+    key_agents,
+)
 from e2a_gateway.cli.doctor import add_doctor_arguments, cmd_doctor
 from e2a_gateway.cli.listen import add_listen_arguments, cmd_listen_with
 from e2a_gateway.cli.output import email_json, print_fields, print_json, print_table, terminal_text
@@ -792,12 +799,13 @@ def cmd_login(ctx: Context) -> None:
         if not interactive:
             raise UsageError("--url is required when stdin is not a terminal")
         url = input("Gateway URL [http://127.0.0.1:8080]: ").strip() or "http://127.0.0.1:8080"
-    key = args.api_key
+    key, source = args.api_key, "given with --api-key"
     if not key:
         key = getpass.getpass("API key: ") if interactive else sys.stdin.readline()
-        key = key.strip()
+        key, source = key.strip(), "typed" if interactive else "read from stdin"
     if not key:
         raise ClientError("no API key: pass --api-key KEY (create one with `e2a bootstrap`)")
+    checked_key(key, source)
     url = url.rstrip("/")
     _check_url(url)
     try:
@@ -813,10 +821,12 @@ def cmd_login(ctx: Context) -> None:
         ) from None
     with E2AClient(api_key=key, agent_email="", base_url=url) as client:
         try:
-            agents = [a.email for a in client.list_agents().agents if a.email]
+            agents = key_agents(client)
         except E2AApiError as exc:
             if exc.status_code == 401:
-                raise ClientError(f"the gateway refused this API key: {exc.message}") from None
+                raise ClientError(
+                    f"the gateway refused this API key: {exc.message}", exit_codes.AUTH
+                ) from None
             raise
         scope = key_scope(client)
     values = dict(ctx.values)
@@ -1286,7 +1296,7 @@ def run_client_command(args: argparse.Namespace) -> int:
         return exit_codes.USAGE
     except ClientError as exc:
         print(f"e2a: {exc}", file=sys.stderr)
-        return exit_codes.ERROR
+        return exc.exit_code
     except E2AConnectionError as exc:  # no answer: a retry may help
         url = getattr(args, "url", None) or effective("url", ctx.values)
         print(f"e2a: cannot reach the gateway at {url}: {exc.__cause__}", file=sys.stderr)

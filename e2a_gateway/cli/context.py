@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from e2a_gateway.addresses import only_agent
-from e2a_gateway.cli.config_file import effective, saved
+from e2a_gateway.cli import exit_codes
+from e2a_gateway.cli.config_file import config_path, effective, env_override, saved
 
 if TYPE_CHECKING:
+    import httpx
+
     from e2a_gateway.v1 import E2AClient
 
 NOT_LOGGED_IN = "Not logged in: run `e2a login` (or set E2A_API_KEY and E2A_URL)"
@@ -25,7 +28,30 @@ NO_URL = (
 
 
 class ClientError(Exception):
-    """An error the user can fix; printed as one line, exit code 1."""
+    """An error the user can fix; printed as one line, exit code 1 (or the one given)."""
+
+    def __init__(self, message: str, exit_code: int = exit_codes.ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def checked_key(key: str, source: str) -> str:
+    """`key` when an HTTP header can carry it (visible ASCII, as every e2a key is); else a
+    ClientError with the exit code of a refused key, which names `source` (where the key came
+    from) and never quotes the key."""
+    if all("!" <= char <= "~" for char in key):
+        return key
+    raise ClientError(
+        f"the API key {source} has a character no API key has (a space, a line break, a "
+        "carriage return as a file with Windows line endings leaves, or a non-ASCII "
+        "character): give the key alone",
+        exit_codes.AUTH,
+    )
+
+
+def key_source() -> str:
+    """Where the key in use comes from, as a message names it."""
+    return "in E2A_API_KEY" if env_override("api_key") else f"saved in {config_path()}"
 
 
 CLI_TIMEOUT_SECONDS = 10.0
@@ -74,7 +100,7 @@ class Context:
         key = effective("api_key", self.values)
         if not key:
             raise ClientError(NOT_LOGGED_IN)
-        return key
+        return checked_key(key, key_source())
 
     def client(self) -> E2AClient:
         """An SDK client for the configured gateway and key."""
@@ -87,11 +113,12 @@ class Context:
         return self._client
 
     def agent(self) -> str:
-        """`--agent`, else the configured agent, else the key's only agent."""
+        """`--agent`, else the configured agent, else the key's only agent (an agent key's
+        is the agent it is bound to)."""
         chosen = getattr(self.args, "agent", None) or effective("agent_email", self.values)
         if chosen:
             return self.address(str(chosen))
-        agents = [a.email for a in self.client().list_agents().agents if a.email]
+        agents = key_agents(self.client())
         only = only_agent(agents)
         if only is not None:
             return only
@@ -120,6 +147,34 @@ class Context:
         """Close the HTTP connections, if any were opened."""
         if self._client is not None:
             self._client.close()
+
+
+def key_account(client: E2AClient) -> dict[str, Any]:
+    """`GET /v1/account` with `client`'s key: its `scope` and, for an agent key, the
+    `agent_email` it is bound to (an error raises `E2AApiError`)."""
+    from e2a_gateway.v1.endpoints import Call
+
+    def answer(response: httpx.Response) -> dict[str, Any]:
+        body = response.json()
+        return body if isinstance(body, dict) else {}
+
+    return client.api.call(Call("GET", "/v1/account", answer))
+
+
+def key_agents(client: E2AClient) -> list[str]:
+    """The agents `client`'s key reaches: the account's, or, for an agent key (which may not
+    list them), the one it is bound to."""
+    from e2a_gateway.v1 import E2AApiError
+
+    try:
+        return [agent.email for agent in client.list_agents().agents if agent.email]
+    except E2AApiError as exc:
+        if exc.status_code != 403:
+            raise
+        bound = key_account(client).get("agent_email")
+        if not bound:
+            raise
+        return [str(bound)]
 
 
 Handler = Callable[[Context], "int | None"]

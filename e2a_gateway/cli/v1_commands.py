@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from e2a_gateway.cli.context import Context, UsageError
+from e2a_gateway.cli.context import Context, UsageError, key_account
 from e2a_gateway.cli.output import terminal_text
 from e2a_gateway.clock import parse_timestamp
 
@@ -60,10 +60,9 @@ def key_scope(client: E2AClient) -> str | None:
     """The scope of `client`'s key (`account` or `agent`, from `GET /v1/account`), which
     `e2a login` records as e2a's CLI does; None when the gateway does not say."""
     from e2a_gateway.v1 import E2AApiError
-    from e2a_gateway.v1.endpoints import Call
 
     try:
-        scope = client.api.call(Call("GET", "/v1/account", _object)).get("scope")
+        scope = key_account(client).get("scope")
     except E2AApiError:
         return None
     return scope if isinstance(scope, str) and scope else None
