@@ -270,6 +270,41 @@ def test_send_and_reply_errors_are_usage_errors(account: Account, cli: Cli, tmp_
     assert exit_info.value.code == 2
 
 
+def test_an_attachment_no_gateway_takes_is_refused_before_it_is_read_whole(
+    account: Account, cli: Cli, tmp_path: Path
+) -> None:
+    """A file over the 25 MiB an e2a attachment may be (a disk image attached by mistake), or
+    one that never ends (`/dev/zero`), is a usage error before anything is read whole or
+    sent; so is a directory, and an idempotency key no header can carry."""
+    from e2a_gateway.cli.compose import MAX_ATTACHMENT_BYTES
+    from e2a_gateway.outbound.mime import MAX_ATTACHMENT_BYTES as GATEWAY_MAX
+
+    assert MAX_ATTACHMENT_BYTES == GATEWAY_MAX
+    sender = f"{account.prefix}-big@{DOMAIN}"
+    register(cli, sender)
+    huge = tmp_path / "disk.img"
+    with huge.open("wb") as handle:
+        handle.truncate(MAX_ATTACHMENT_BYTES + 1)  # sparse: costs no disk
+    base = ("send", "--agent", sender, "--to", sender, "--subject", "S", "--body", "x")
+    for path, words in (
+        (huge, "more than the 25 MiB"),
+        (Path("/dev/zero"), "more than the 25 MiB"),
+        (tmp_path, "Is a directory"),
+    ):
+        started = time.monotonic()
+        code, out, err = cli(*base, "--attach", str(path))
+        assert (code, out) == (2, ""), err
+        assert f"--attach {path}" in err and words in err, err
+        assert time.monotonic() - started < 10
+    for key in ("cl\u00e9", "a b", "k" * 256):
+        with pytest.raises(SystemExit) as stopped:  # argparse's usage error
+            cli(*base, "--idempotency-key", key)
+        err = cli.capsys.readouterr().err
+        assert stopped.value.code == 2 and "Traceback" not in err, err
+        assert "--idempotency-key" in err and "visible ASCII" in err, err
+    assert cli("messages", "list", "--agent", sender, "--direction", "outbound") == (0, "", "")
+
+
 def test_reply_with_cc_bcc_and_attachment(
     live: LiveGateway, account: Account, cli: Cli, tmp_path: Path
 ) -> None:

@@ -231,9 +231,20 @@ def _addresses(parser: argparse.ArgumentParser, flag: str, help_text: str) -> No
     parser.add_argument(f"--{flag}", action="append", metavar="ADDR", help=help_text)
 
 
+def _idempotency_key(text: str) -> str:
+    """`--idempotency-key`: 1 to 255 visible ASCII characters, as the API takes (and as an
+    HTTP header can carry)."""
+    if not 1 <= len(text) <= 255 or not all("!" <= char <= "~" for char in text):
+        raise argparse.ArgumentTypeError(
+            "must be 1 to 255 visible ASCII characters (no spaces), as the API takes"
+        )
+    return text
+
+
 def _idempotency_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--idempotency-key",
+        type=_idempotency_key,
         metavar="KEY",
         help="a key of your choosing: running the same command again with it (a retry) is "
         "answered the first message again instead of sending twice",

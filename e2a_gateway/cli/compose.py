@@ -48,6 +48,12 @@ _LINE_TAGS = frozenset(
 _HIDDEN_TAGS = frozenset({"head", "script", "style", "template", "title"})
 
 
+MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
+"""The largest attachment an e2a gateway takes (`/api/v1`'s bound; `/v1` takes 10 MiB, and
+says so). A larger file is refused before it is read whole: no gateway would take it, and a
+disk image (or `/dev/zero`) would fill the memory first."""
+
+
 class ComposeError(Exception):
     """A body or attachment file cannot be read; the message names the option and file."""
 
@@ -130,13 +136,27 @@ def attachments(args: argparse.Namespace) -> list[Attachment] | None:
     files: list[Attachment] = []
     for name in args.attach:
         path = Path(name)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ComposeError(f"--attach {name}: cannot read it ({exc})") from None
+        data = _attachment_bytes(name)
         content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         files.append(Attachment(path.name, content_type, data))
     return files
+
+
+def _attachment_bytes(name: str) -> bytes:
+    """The bytes of the `--attach` file `name`, read no further than MAX_ATTACHMENT_BYTES + 1
+    (a file that never ends, as `/dev/zero`, included); ComposeError when it cannot be read
+    or is larger."""
+    try:
+        with open(name, "rb") as handle:
+            data = handle.read(MAX_ATTACHMENT_BYTES + 1)
+    except OSError as exc:
+        raise ComposeError(f"--attach {name}: cannot read it ({exc})") from None
+    if len(data) > MAX_ATTACHMENT_BYTES:
+        raise ComposeError(
+            f"--attach {name}: it is more than the {MAX_ATTACHMENT_BYTES // (1024 * 1024)} MiB "
+            "an e2a attachment may be; share a link to it instead"
+        )
+    return data
 
 
 class _TextOfHtml(HTMLParser):
