@@ -132,6 +132,14 @@ def test_agents_get_and_keys(account: Account, cli: Cli) -> None:
     assert [key_id, "agent", agent, "ci"] in [[r[0], r[2], r[3], r[4]] for r in rows]
     assert cli("keys", "delete", key_id) == (0, f"revoked {key_id}\n", "")
     assert key_id not in cli("keys", "list")[1]
+    code, out, err = cli("keys", "create", "--name", "scripted")
+    other = err.split()[1]
+    # With --json, the revocation is JSON too (the /v1 answer, in the SDK's shape).
+    assert cli("keys", "delete", other, "--json") == (
+        0,
+        json.dumps({"deleted": True, "id": other}, separators=(",", ":")) + "\n",
+        "",
+    )
 
 
 def test_version_short_flag(capsys: pytest.CaptureFixture[str]) -> None:

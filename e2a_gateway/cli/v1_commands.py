@@ -263,11 +263,14 @@ def cmd_keys_list(ctx: Context) -> None:
 
 
 def cmd_keys_delete(ctx: Context) -> None:
-    """`keys delete <id>`: revoke it; prints `revoked <id>`."""
+    """`keys delete <id>`: revoke it; prints `revoked <id>`, or the answer as JSON."""
     from e2a_gateway.v1.endpoints import path_segment
 
     path = f"/account/api-keys/{path_segment(ctx.args.id)}"
     answer = v1_call(ctx, "DELETE", path, params={"confirm": "DELETE"})
+    if ctx.json:
+        print_line(answer)
+        return
     print(f"revoked {terminal_text(str(answer.get('id') or ctx.args.id))}")
 
 
