@@ -148,6 +148,10 @@ def test_a_key_with_a_character_no_key_has_is_refused_without_printing_it(
         code, out, err = cli("login", "--url", live.url, "--api-key", bad)
         assert (code, out) == (4, ""), err
         assert "Traceback" not in err and account.key[4:] not in err and "--api-key" in err
+    monkeypatch.setenv("E2A_API_KEY", account.key + "\r")
+    code, out, err = cli("doctor", "--agent", f"x@{DOMAIN}")
+    assert code == 4 and "Traceback" not in err and account.key[4:] not in out + err
+    assert "character no API key has" in out
 
 
 def test_login_with_an_agent_key_makes_its_agent_the_default(
@@ -171,6 +175,10 @@ def test_login_with_an_agent_key_makes_its_agent_the_default(
     assert (saved["agent_email"], saved["key_scope"]) == (agent, "agent")
     code, out, err = cli("inbox")
     assert code == 0 and "For the bound agent" in out, err
+
+    code, out, err = cli("doctor", "--json")
+    checks = {check["id"]: check["status"] for check in json.loads(out)["checks"]}
+    assert (checks["api.key"], checks["agent"]) == ("pass", "pass"), out
 
     cli("config", "set", "api_key", account.key)
     (home / ".e2a" / "config.json").unlink()

@@ -19,7 +19,14 @@ from urllib.parse import urlsplit
 from e2a_gateway import __version__
 from e2a_gateway.cli import exit_codes
 from e2a_gateway.cli.config_file import effective
-from e2a_gateway.cli.context import Context
+from e2a_gateway.cli.context import (
+    ClientError,
+    Context,
+    checked_key,
+    key_account,
+    key_agents,
+    key_source,
+)
 from e2a_gateway.cli.output import print_json, terminal_text, use_colour
 from e2a_gateway.cli.v1_commands import js_time
 from e2a_gateway.clock import format_timestamp
@@ -176,11 +183,13 @@ def _json(response: Any) -> dict[str, Any]:
 
 
 def _check_key(report: Report, client: E2AClient, key: str) -> bool:
-    """The key is accepted; True when it is."""
+    """The key is accepted (`GET /v1/account`, which an agent key may read too); True when it
+    is. An account key is named from the account's keys; an agent key, by its agent."""
     from e2a_gateway.v1 import E2AApiError, E2AConnectionError
 
     try:
-        keys = client.api.list_api_keys().api_keys
+        bound = key_account(client).get("agent_email")
+        keys = [] if bound else client.api.list_api_keys().api_keys
     except E2AConnectionError:
         raise  # no answer, not a refusal: said as such by run_client_command
     except E2AApiError as exc:
@@ -194,6 +203,8 @@ def _check_key(report: Report, client: E2AClient, key: str) -> bool:
         return False
     mine = next((k for k in keys if k.key_prefix and key.startswith(k.key_prefix)), None)
     name = f" ({mine.name})" if mine and mine.name else ""
+    if bound:
+        name = f" (agent key of {bound})"
     report.add("api.key", "pass", f"key {key[:12]}…{name} accepted")
     return True
 
@@ -204,7 +215,7 @@ def _check_agent(report: Report, ctx: Context, client: E2AClient) -> Agent | Non
 
     chosen = ctx.args.agent or effective("agent_email", ctx.values)
     if not chosen:
-        emails = [a.email for a in client.list_agents().agents if a.email]
+        emails = key_agents(client)
         if len(emails) != 1:
             report.add(
                 "agent",
@@ -491,8 +502,22 @@ def _dkim_public_key(record: str) -> str | None:
 
 def _check_dns(report: Report, ctx: Context, client: E2AClient, name: str, shared: str) -> None:
     """The records of domain `name` (the agent's, or `--domain`'s); a `--domain` the account
-    has not registered, and that is not the `shared` domain, is a failed check."""
-    facts = _domain_facts(client, name)
+    has not registered, and that is not the `shared` domain, is a failed check. An agent key
+    may not read the account's domains: the checks are skipped, saying so."""
+    from e2a_gateway.v1 import E2AApiError
+
+    try:
+        facts = _domain_facts(client, name)
+    except E2AApiError as exc:
+        if exc.status_code != 403:
+            raise
+        report.add(
+            "dns",
+            "skip",
+            f"this key may not read the account's domains ({exc.message})",
+            "run `e2a doctor` with an account key to check the DNS of " + name,
+        )
+        return
     if ctx.args.domain and facts.registered is None and name != shared:
         report.add(
             "domain.registered",
@@ -609,6 +634,11 @@ def run_checks(ctx: Context) -> Report:
     info = _check_gateway(report)
     if not key:
         report.add("api.key", "fail", "no API key", "run `e2a login` (or set E2A_API_KEY)")
+        return report
+    try:
+        checked_key(key, key_source())
+    except ClientError as exc:  # never sent, nor shown
+        report.add("api.key", "fail", str(exc), "run `e2a login` with the key alone")
         return report
     if info is None:
         return report
