@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
+import os
 import queue
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -302,6 +304,30 @@ def test_an_attachment_no_gateway_takes_is_refused_before_it_is_read_whole(
         err = cli.capsys.readouterr().err
         assert stopped.value.code == 2 and "Traceback" not in err, err
         assert "--idempotency-key" in err and "visible ASCII" in err, err
+    assert cli("messages", "list", "--agent", sender, "--direction", "outbound") == (0, "", "")
+
+
+def test_a_file_the_user_may_not_read_is_a_usage_error_naming_it(
+    account: Account, cli: Cli, home: Path, tmp_path: Path
+) -> None:
+    """`--attach` or `--body-file` naming a file the user may not read (run as `e2a` would be,
+    without root's power to read anything): exit 2, one line naming the option and the file,
+    and nothing sent."""
+    from tests.test_cli import as_unprivileged
+
+    sender = f"{account.prefix}-perm@{DOMAIN}"
+    register(cli, sender)
+    secret = tmp_path / "secret.pdf"
+    secret.write_bytes(b"%PDF-1.4\n")
+    secret.chmod(0)
+    base = ["send", "--agent", sender, "--to", sender, "--subject", "S"]
+    env = os.environ | {"HOME": str(home)}
+    for extra in (["--body", "x", "--attach", str(secret)], ["--body-file", str(secret)]):
+        command = as_unprivileged([sys.executable, "-m", "e2a_gateway", *base, *extra])
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr.count("\n") == 1 and "Permission denied" in done.stderr
+        assert f"{extra[-2]} {secret}" in done.stderr
     assert cli("messages", "list", "--agent", sender, "--direction", "outbound") == (0, "", "")
 
 
