@@ -543,7 +543,11 @@ def test_ctrl_c_at_any_moment_ends_the_command_with_130_and_no_traceback(
         out, err = process.communicate(timeout=30)
         if b"init_import_site" in err:
             continue  # still in Python's own start-up, before any of e2a runs
-        assert (process.returncode, b"Traceback" in err) == (130, False), (delay, err)
+        # A shell sees 130 either way: the exit code, or death by SIGINT (128 + 2), which
+        # CPython chooses at exit when the interrupt met an exec() in an import (a dataclass
+        # being built) even though e2a caught it.
+        assert process.returncode in (130, -signal.SIGINT), (delay, err)
+        assert b"Traceback" not in err, (delay, err)
         assert out == b"", (delay, out)
 
 
