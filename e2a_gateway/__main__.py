@@ -1,9 +1,12 @@
 """`python -m e2a_gateway` is the `e2a` command (and the one-file executable's entry point)."""
 
-import multiprocessing
+try:
+    import multiprocessing
 
-from e2a_gateway.cli.main import main
-from e2a_gateway.launcher import die_with_launcher
+    from e2a_gateway.cli.main import main
+    from e2a_gateway.launcher import die_with_launcher
+except KeyboardInterrupt:  # Ctrl-C while the command loads: EXIT_INTERRUPTED, as main() ends
+    raise SystemExit(130) from None
 
 if __name__ == "__main__":
     # SMTP acceptor processes (smtp.processes) are spawned: in the one-file executable the
