@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import logging
 import math
 import socket
@@ -43,6 +42,7 @@ from hypercorn.typing import (
     ASGISendEvent,
     ConnectionState,
     H11SendableEvent,
+    HTTPScope,
     LifespanState,
     Scope,
 )
@@ -52,6 +52,7 @@ from wsproto.events import CloseConnection, Message, Ping, Pong
 from wsproto.frame_protocol import CloseReason
 
 from e2a_gateway.networks import IpNetwork, is_trusted_proxy, network_of, release
+from e2a_gateway.web.refusals import refusal_answer
 
 logger = logging.getLogger("e2a.http")
 
@@ -504,7 +505,7 @@ class _Http11(H11Protocol):
     ) -> None:
         """Run the app for one request; its first read of the body lets the body come."""
         if scope["type"] == "http" and _framing_is_ambiguous(scope["headers"]):
-            await _refuse(send, 400, "invalid_request", AMBIGUOUS_FRAMING)
+            await _refuse(send, scope, 400, "invalid_request", AMBIGUOUS_FRAMING)
             return
 
         async def receive_body() -> ASGIReceiveEvent:
@@ -597,13 +598,12 @@ class _Http11(H11Protocol):
         code, message = _unreadable_request(
             status_code, refusal, self.config.h11_max_incomplete_size
         )
-        body = json.dumps({"error": {"code": code, "message": message}}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-            *self.config.response_headers("h11"),
-        ]
+        # A body h11 could not read (a chunk size that is not hex) comes after a head it
+        # could: that request's face shapes the answer. A head it could not read has none.
+        scope = getattr(self.stream, "scope", None)
+        path, request_headers = (scope["path"], scope["headers"]) if scope else ("", [])
+        headers, body = refusal_answer(path, request_headers, code, message)
+        headers += self.config.response_headers("h11")
         await self._send_h11_event(h11.Response(status_code=status_code, headers=headers))
         await self._send_h11_event(h11.Data(data=body))
         await self._send_h11_event(h11.EndOfMessage())
@@ -639,13 +639,8 @@ class _HttpRequest(HTTPStream):
         else:
             status_code, code, message = 500, "internal_error", "internal error; see the log"
             extra = []
-        body = json.dumps({"error": {"code": code, "message": message}}).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-            *extra,
-        ]
+        headers, body = refusal_answer(self.scope["path"], self.scope["headers"], code, message)
+        headers += extra
         await self.send(
             Response(stream_id=self.stream_id, headers=headers, status_code=status_code)
         )
@@ -746,19 +741,13 @@ def _framing_is_ambiguous(headers: Any) -> bool:
     return b"content-length" in names and b"transfer-encoding" in names
 
 
-async def _refuse(send: ASGISendCallable, status: int, code: str, message: str) -> None:
-    """Answer with e2a's JSON error and close the connection after it."""
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+async def _refuse(
+    send: ASGISendCallable, scope: HTTPScope, status: int, code: str, message: str
+) -> None:
+    """Answer the request `scope` with e2a's JSON error, in its face's shape, and close the
+    connection after it."""
+    headers, body = refusal_answer(scope["path"], scope["headers"], code, message)
     await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-            ],
-            "trailers": False,
-        }
+        {"type": "http.response.start", "status": status, "headers": headers, "trailers": False}
     )
     await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -443,15 +443,17 @@ async def test_an_open_event_stream_does_not_hold_up_the_stop(tmp_path: Path) ->
     assert stopped_after < 2, f"the gateway took {stopped_after:.1f} s to stop"
 
 
-async def test_a_request_cut_short_by_the_stop_is_told_to_retry(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", ["/api/v1/agents", "/v1/agents"])
+async def test_a_request_cut_short_by_the_stop_is_told_to_retry(tmp_path: Path, path: str) -> None:
     async with gateway(tmp_path) as running:
         key = await api_key(running)
         connection = await connect(running)
         head, body = post(
-            "/api/v1/agents",
+            path,
             b'{"slug": "cut", "agent_mode": "local"}',
             f"Authorization: Bearer {key}",
             "Content-Type: application/json",
+            "X-Request-Id: cut-1",
         )
         await connection.send(head + body[:5])  # the rest will not come in the stop's grace
         await trio.sleep(0.5)
@@ -462,6 +464,18 @@ async def test_a_request_cut_short_by_the_stop_is_told_to_retry(tmp_path: Path) 
     error = answer.json()["error"]  # type: ignore[index]
     assert error["code"] == "shutting_down"
     assert "retry" in error["message"]
+    assert_request_id(answer, path, "cut-1")
+
+
+def assert_request_id(answer: Answer, path: str, request_id: str) -> None:
+    """`answer` carries `request_id` as each API does: in X-Request-Id, and under `/v1` in the
+    error envelope too (e2a's ErrorBody requires it)."""
+    assert answer.headers["x-request-id"] == request_id
+    error = answer.json()["error"]  # type: ignore[index]
+    if path.startswith("/v1/"):
+        assert error["request_id"] == request_id
+    else:
+        assert "request_id" not in error
 
 
 # Request framing and 100 Continue
@@ -494,6 +508,40 @@ async def test_content_length_with_transfer_encoding_is_refused(tmp_path: Path, 
         assert answer.headers["connection"] == "close"
         assert await connection.closed_within(5) is not None
         assert connection.buffer == b""
+
+
+@pytest.mark.parametrize("path", ["/api/v1/agents", "/v1/agents"])
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        (("Content-Length: 12", "Transfer-Encoding: chunked"), b"2\r\n{}\r\n0\r\n\r\n"),
+        (("Transfer-Encoding: chunked",), b"zz\r\n{}\r\n0\r\n\r\n"),
+    ],
+    ids=["ambiguous-lengths", "chunk-size-not-hex"],
+)
+async def test_a_request_refused_for_its_framing_carries_its_request_id(
+    tmp_path: Path, path: str, framing: tuple[str, ...], body: bytes
+) -> None:
+    """Found by fuzzing: these refusals, made below the apps, had no request id, so under
+    `/v1` their body was not e2a's error envelope."""
+    async with gateway(tmp_path) as running:
+        key = await api_key(running)
+        connection = await connect(running)
+        head, _ = post(
+            path,
+            body,
+            f"Authorization: Bearer {key}",
+            "Content-Type: application/json",
+            "X-Request-Id: framing-1",
+            *framing,
+            length=False,
+        )
+        await connection.send(head + body)
+        answer = await connection.answer()
+        assert answer.status_line == "HTTP/1.1 400 Bad Request"
+        assert answer.json()["error"]["code"] == "invalid_request"  # type: ignore[index]
+        assert_request_id(answer, path, "framing-1")
+        assert await connection.closed_within(5) is not None
 
 
 @pytest.mark.parametrize(

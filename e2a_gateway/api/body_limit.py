@@ -15,7 +15,6 @@ the client left, and 408 `request_timeout` is sent here, the connection closed.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,8 +30,7 @@ from hypercorn.typing import (
     Scope,
 )
 
-from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
-from e2a_gateway.web.request_ids import request_id_for
+from e2a_gateway.web.refusals import refusal_answer
 
 
 @dataclass
@@ -102,65 +100,39 @@ class BodyLimit:
             await self._refuse_late(send, scope, progress.received)
 
     async def _refuse_late(self, send: ASGISendCallable, scope: HTTPScope, received: int) -> None:
-        error: dict[str, object] = {
-            "code": "request_timeout",
-            "message": f"request body too slow: it must arrive whole within "
-            f"{self._body_seconds:g} seconds (http.request_body_seconds); {received} bytes "
-            "came. Send it at once, or retry on a faster connection",
-        }
+        message = (
+            f"request body too slow: it must arrive whole within {self._body_seconds:g} seconds "
+            f"(http.request_body_seconds); {received} bytes came. Send it at once, or retry on "
+            "a faster connection"
+        )
         details = {
             "scope": "request_body_time",
             "actual_bytes": received,
             "max_seconds": self._body_seconds,
         }
-        await _send_error(send, scope, 408, error, details)
+        await _send_error(send, scope, 408, "request_timeout", message, details)
 
     async def _refuse(self, send: ASGISendCallable, scope: HTTPScope, received: int) -> None:
-        error: dict[str, object] = {
-            "code": "payload_too_large",
-            "message": f"request body too large: at most {self._max_bytes} bytes "
-            "(http.max_request_bytes)",
-        }
+        message = (
+            f"request body too large: at most {self._max_bytes} bytes (http.max_request_bytes)"
+        )
         details = {"scope": "request_body", "actual_bytes": received, "max_bytes": self._max_bytes}
-        await _send_error(send, scope, 413, error, details)
+        await _send_error(send, scope, 413, "payload_too_large", message, details)
 
 
 async def _send_error(
     send: ASGISendCallable,
     scope: HTTPScope,
     status: int,
-    error: dict[str, object],
+    code: str,
+    message: str,
     details: dict[str, object],
 ) -> None:
-    """Send `error` with `status` in the face's JSON error shape (e2a's envelope with
-    `details` and a request id under `/v1`) and close the connection."""
-    extra: list[tuple[bytes, bytes]] = []
-    path = scope["path"]
-    if path == "/v1" or path.startswith("/v1/"):  # e2a's envelope, with a request id
-        request_id = request_id_for(_header(scope["headers"], b"x-request-id"))
-        error["request_id"] = request_id
-        error["details"] = details
-        extra.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
-    elif path == "/api/v1" or path.startswith("/api/v1/"):  # the header only, as its others
-        request_id = request_id_for(_header(scope["headers"], b"x-request-id"))
-        extra.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
-    body = json.dumps({"error": error}).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-        *extra,
-    ]
+    """Send the error `code` with `status` in the face's JSON error shape (e2a's envelope
+    with `details` and a request id under `/v1`) and close the connection."""
+    headers, body = refusal_answer(scope["path"], scope["headers"], code, message, details)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
-    """The value of header `name` (lowercase), as text, or None."""
-    for key, value in headers:
-        if key.lower() == name:
-            return value.decode("latin-1")
-    return None
 
 
 def declared_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
