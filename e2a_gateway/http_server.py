@@ -51,8 +51,8 @@ from wsproto.connection import ConnectionState as WsState
 from wsproto.events import CloseConnection, Message, Ping, Pong
 from wsproto.frame_protocol import CloseReason
 
+from e2a_gateway.http_refusals import refusal_answer
 from e2a_gateway.networks import IpNetwork, is_trusted_proxy, network_of, release
-from e2a_gateway.web.refusals import refusal_answer
 
 logger = logging.getLogger("e2a.http")
 

@@ -30,7 +30,7 @@ from hypercorn.typing import (
     Scope,
 )
 
-from e2a_gateway.web.refusals import refusal_answer
+from e2a_gateway.http_refusals import refusal_answer
 
 
 @dataclass

@@ -27,10 +27,10 @@ from e2a_gateway.api import (
 )
 from e2a_gateway.api.errors import error_response, http_exception_response
 from e2a_gateway.operations.errors import OperationError
+from e2a_gateway.request_ids import HEADER as REQUEST_ID_HEADER
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.web.context import current_request_id
 from e2a_gateway.web.errors import headers_of, status_of
-from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
 
 log = logging.getLogger("e2a.api")
 

@@ -11,8 +11,8 @@ from quart import Quart, current_app, g, has_request_context, request, websocket
 from werkzeug.datastructures import Headers
 
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
-from e2a_gateway.web.request_ids import request_id_for
+from e2a_gateway.request_ids import HEADER as REQUEST_ID_HEADER
+from e2a_gateway.request_ids import request_id_for
 
 _GATEWAY = "E2A_GATEWAY"
 

@@ -39,9 +39,9 @@ from e2a_gateway.api.v1.errors import (
 )
 from e2a_gateway.api.v1.rate_headers import stamp_rate_headers
 from e2a_gateway.operations.errors import OperationError
+from e2a_gateway.request_ids import HEADER as REQUEST_ID_HEADER
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.web.context import current_request_id
-from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
 
 log = logging.getLogger("e2a.api.v1")
 

@@ -29,10 +29,10 @@ from e2a_gateway.operations import messages
 from e2a_gateway.operations.agents import owned_agent
 from e2a_gateway.operations.caller import Caller, authenticate
 from e2a_gateway.operations.errors import NotFound, OperationError, Unauthorized
+from e2a_gateway.request_ids import HEADER as REQUEST_ID_HEADER
+from e2a_gateway.request_ids import request_id_for
 from e2a_gateway.storage.base import Agent, StorageUnavailable
 from e2a_gateway.web.context import bearer_key, current_gateway
-from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
-from e2a_gateway.web.request_ids import request_id_for
 from e2a_gateway.web.socket_counts import (
     ERROR,
     REPLACED,

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 
-from e2a_gateway.web.request_ids import HEADER as REQUEST_ID_HEADER
-from e2a_gateway.web.request_ids import request_id_for
+from e2a_gateway.request_ids import HEADER as REQUEST_ID_HEADER
+from e2a_gateway.request_ids import request_id_for
 
 Headers = list[tuple[bytes, bytes]]
 
