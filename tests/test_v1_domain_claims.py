@@ -1,7 +1,8 @@
 """Registering and verifying a domain on `/v1` as e2a answers it: registering one the caller
 has already answers it as it stands (same token), another account's verified domain is 409
 `domain_taken`, and a verification whose DNS lookup fails reads as the record missing (200
-`verified: false`) — nothing changes in either case."""
+`verified: false`) — nothing changes in either case. The MX records point at the gateway
+throughout (`/v1` verifies a domain only then; test_v1_domain_probe)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ from typing import Any
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
 from tests.conftest import Account
+
+MAIL_HOST = "mx.agents.test"  # smtp.hostname of the test settings
+
+
+def route_here(resolver: FixtureResolver, *names: str) -> None:
+    """Publish an MX pointing at the gateway for each of `names`."""
+    resolver.load_zone({name: {"MX": [(10, MAIL_HOST)]} for name in names})
 
 
 async def test_registering_again_and_verifying_without_dns(
@@ -35,6 +43,7 @@ async def test_registering_again_and_verifying_without_dns(
     assert (unanswered.json()["domain"], unanswered.json()["verified"]) == ("corp.example", False)
     resolver.failing.clear()
 
+    route_here(resolver, "corp.example")
     resolver.set_txt("corp.example", [first.json()["verification_token"]])
     verified = await alice.http.post("/v1/domains/corp.example/verify")
     assert verified.status_code == 200 and verified.json()["verified"] is True
@@ -61,6 +70,7 @@ async def test_registering_again_a_domain_another_account_verified_meanwhile_is_
     early = await bob.http.post("/v1/domains", json={"domain": "corp.example"})
     assert early.status_code == 201, early.text
     claimed = await alice.http.post("/v1/domains", json={"domain": "corp.example"})
+    route_here(resolver, "corp.example")
     resolver.set_txt("corp.example", [claimed.json()["verification_token"]])
     verified = await alice.http.post("/v1/domains/corp.example/verify")
     assert verified.json()["verified"] is True
@@ -138,6 +148,7 @@ async def test_a_txt_record_holding_the_token_among_other_text_proves_ownership(
     for name in ("quoted.example", "other.example", "short.example", "elsewhere.example"):
         made = await alice.http.post("/v1/domains", json={"domain": name})
         tokens[name] = made.json()["verification_token"]
+    route_here(resolver, *tokens, "www.elsewhere.example")
     unrelated = ["v=spf1 include:relay.example.net ~all", "google-site-verification=abc"]
     resolver.set_txt("quoted.example", [*unrelated, f'"{tokens["quoted.example"]}"'])
     resolver.set_txt("other.example", [*unrelated, tokens["quoted.example"]])

@@ -6,6 +6,7 @@ fixture and a DNS server on loopback; e2a's SDK 5.8.1 parses the answer."""
 
 from __future__ import annotations
 
+import smtplib
 import socket
 import time
 from collections.abc import Iterator
@@ -115,6 +116,54 @@ async def test_each_record_is_found_missing_mismatched_or_deferred(
     resolver.load_zone({"found.example": {"TXT": [token], "MX": [(0, "")]}})  # a null MX
     again = await verify(alice, "found.example")  # verified already: the probe still runs
     assert (again["verified"], again["mx"]) == (True, "mismatch")
+
+
+def rcpt_reply(port: int, recipient: str) -> tuple[int, str]:
+    """What the gateway's SMTP listener answers a RCPT TO `recipient`."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("mail.example.org")
+        assert client.mail("someone@example.org")[0] == 250
+        code, text = client.rcpt(recipient)
+    return code, text.decode()
+
+
+async def test_verified_needs_the_mx_as_well_as_the_txt(
+    running: RunningGateway, resolver: FixtureResolver, make_account: Any
+) -> None:
+    """As e2a's verifyDomain: `verified` flips true only once the ownership TXT and the MX
+    pointing at this gateway are both published. With the TXT alone the domain stays pending
+    (its inbound records too), takes no agent and its mail is refused at RCPT."""
+    running.gateway.settings.env = "production"
+    alice: Account = await make_account("alice@example.com")
+    await register(alice, "corp.example")
+    token = (await alice.http.get("/v1/domains/corp.example")).json()["verification_token"]
+    smtp_port = running.addresses.smtp_port
+
+    for mx in ([], [(10, "mx.elsewhere.example")]):
+        resolver.load_zone({"corp.example": {"TXT": [token], "MX": mx}})
+        body = await verify(alice, "corp.example")
+        assert body["verified"] is False and "verified_at" not in body, body
+        assert body["mx"] == ("missing" if not mx else "mismatch")
+        shown = (await alice.http.get("/v1/domains/corp.example")).json()
+        assert shown["verified"] is False and "verified_at" not in shown
+        inbound = {r["purpose"]: r["status"] for r in shown["dns_records"]}
+        assert (inbound["ownership"], inbound["inbound_mx"]) == ("pending", "pending")
+        refused = await alice.http.post("/v1/agents", json={"email": "bot@corp.example"})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["code"] == "domain_not_verified"
+        code, _ = await trio.to_thread.run_sync(rcpt_reply, smtp_port, "bot@corp.example")
+        assert code == 550
+
+    resolver.load_zone({"corp.example": {"TXT": [token], "MX": [(10, MAIL_HOST)]}})
+    body = await verify(alice, "corp.example")
+    assert (body["verified"], body["mx"]) == (True, "found") and body["verified_at"]
+    shown = (await alice.http.get("/v1/domains/corp.example")).json()
+    inbound = {r["purpose"]: r["status"] for r in shown["dns_records"]}
+    assert (inbound["ownership"], inbound["inbound_mx"]) == ("verified", "verified")
+    made = await alice.http.post("/v1/agents", json={"email": "bot@corp.example"})
+    assert made.status_code == 201, made.text
+    code, _ = await trio.to_thread.run_sync(rcpt_reply, smtp_port, "bot@corp.example")
+    assert code == 250
 
 
 async def test_without_dkim_signing_only_the_mx_is_probed(

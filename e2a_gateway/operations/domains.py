@@ -1,4 +1,5 @@
-"""Custom domains: register, list, verify by a DNS TXT record at the apex, delete.
+"""Custom domains: register, list, verify (by the TXT record at the apex; on `/v1` the MX
+pointing at the gateway too), delete.
 
 A domain is the caller's once verified; the gateway's own names (the shared domain, the SMTP
 host name, the public URL's host) and IP addresses can never be registered.
@@ -16,6 +17,7 @@ from e2a_gateway.gateway import Gateway
 from e2a_gateway.mailauth.dns_answers import DnsTemporaryError
 from e2a_gateway.mailauth.resolver import lookup_txt
 from e2a_gateway.operations.caller import Caller
+from e2a_gateway.operations.domain_probe import FOUND, DomainProbe, probe_domain
 from e2a_gateway.operations.errors import (
     Conflict,
     Invalid,
@@ -102,26 +104,35 @@ async def register_domain(
 
 async def verify_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
     """Check the TXT record of the caller's domain and mark it verified (PreconditionUnmet,
-    saying which record to add, while it is missing)."""
+    saying which record to add, while it is missing): `/api/v1`'s verification, which the
+    TXT record alone decides."""
     caller.require_account("manage domains")
-    domain = await gateway.storage.get_domain(caller.user_id, _named_domain(name))
-    if domain is None:
-        raise NotFound.of("domain")
+    domain = await get_domain(gateway, caller, name)
     if not domain.verified and not await _txt_proves_ownership(gateway, domain):
         raise PreconditionUnmet(
             "verification_record_missing",
             f"add a TXT record at {domain.domain} with the value "
             f"'{domain.verification_token}', wait for DNS to update, then verify again",
         )
+    return await _mark_verified(gateway, caller, domain)
+
+
+async def verify_inbound(gateway: Gateway, caller: Caller, name: str) -> tuple[Domain, DomainProbe]:
+    """`/v1`'s verification (e2a's verifyDomain): probe the records the domain lists, then
+    mark it verified when its TXT record proves ownership and its MX points at this gateway
+    (both waived in development). Either missing, or DNS not answering, leaves it as it was
+    (e2a reads a failed lookup as a missing record); a verified domain stays verified."""
+    domain = await get_domain(gateway, caller, name)
+    probe = await probe_domain(gateway, domain.domain)
+    if domain.verified:
+        return domain, probe
     try:
-        verified = await gateway.storage.mark_domain_verified(
-            caller.user_id, domain.domain, utc_now()
-        )
-    except AlreadyExists:
-        raise Conflict("domain_exists", f"{domain.domain} is verified by another user") from None
-    if verified is None:
-        raise NotFound.of("domain")
-    return verified
+        owned = await _txt_proves_ownership(gateway, domain)
+    except Unavailable:
+        owned = False
+    if owned and _mx_routes_here(gateway, domain, probe):
+        domain = await _mark_verified(gateway, caller, domain)
+    return domain, probe
 
 
 async def get_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
@@ -131,16 +142,6 @@ async def get_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
     if domain is None:
         raise NotFound.of("domain")
     return domain
-
-
-async def check_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
-    """Verify the caller's domain as `verify_domain` does, but answer its state when the TXT
-    record is still missing, or DNS did not answer, instead of refusing (e2a's verify reports
-    `verified: false`)."""
-    try:
-        return await verify_domain(gateway, caller, name)
-    except (PreconditionUnmet, Unavailable):  # e2a reads a failed lookup as a missing record
-        return await get_domain(gateway, caller, name)
 
 
 async def agents_on_domain(gateway: Gateway, caller: Caller) -> dict[str, int]:
@@ -213,3 +214,27 @@ async def _txt_proves_ownership(gateway: Gateway, domain: Domain) -> bool:
         log.warning("development mode: %s verified without its TXT record", domain.domain)
         return True
     return False
+
+
+async def _mark_verified(gateway: Gateway, caller: Caller, domain: Domain) -> Domain:
+    """Mark the caller's `domain` verified (Conflict when another user holds it verified)."""
+    try:
+        verified = await gateway.storage.mark_domain_verified(
+            caller.user_id, domain.domain, utc_now()
+        )
+    except AlreadyExists:
+        raise Conflict("domain_exists", f"{domain.domain} is verified by another user") from None
+    if verified is None:
+        raise NotFound.of("domain")
+    return verified
+
+
+def _mx_routes_here(gateway: Gateway, domain: Domain, probe: DomainProbe) -> bool:
+    """True when the probe found an MX of `domain` pointing at this gateway; in development,
+    its absence is waived."""
+    if probe.mx == FOUND:
+        return True
+    if gateway.settings.is_production:
+        return False
+    log.warning("development mode: %s verified without its MX record (%s)", domain.domain, probe.mx)
+    return True

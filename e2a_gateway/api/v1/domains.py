@@ -1,6 +1,6 @@
 """Custom domains on `/v1`: list (cursor pages), register, get, verify (by the TXT record at
-the apex, with a live probe of the other records listed) and delete (`?confirm=DELETE`), each
-shown with the DNS records it needs."""
+the apex and the MX pointing at the gateway, with a live probe of the records listed) and
+delete (`?confirm=DELETE`), each shown with the DNS records it needs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from e2a_gateway.api.v1.views import present
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import domains
 from e2a_gateway.operations.caller import Caller
-from e2a_gateway.operations.domain_probe import probe_domain
 from e2a_gateway.operations.requests import RequestBody
 from e2a_gateway.storage.base import Domain
 from e2a_gateway.web.context import current_gateway
@@ -42,8 +41,8 @@ class RegisterDomainBody(RequestBody):
 
 def domain_view(gateway: Gateway, domain: Domain, agent_count: int) -> dict[str, Any]:
     """DomainView: the domain, its verification state and the records it needs: the ownership
-    TXT (checked when verified), the MX pointing at this gateway (its status follows the
-    domain's) and, when outbound mail is DKIM-signed, the key record at
+    TXT and the MX pointing at this gateway (both checked to verify the domain on `/v1`; their
+    status follows the domain's) and, when outbound mail is DKIM-signed, the key record at
     `<selector>._domainkey.<domain>` (purpose `dkim`; no state is kept for it, so `pending`
     rather than a claim; verifyDomain's live probe reports both as DNS has them) and, while
     a key rotation is under way, the next key's record (purpose `dkim_next`, `pending`: a
@@ -142,13 +141,11 @@ async def get_domain(caller: Caller, name: str) -> dict[str, Any]:
 @blueprint.post("/domains/<name>/verify")
 @requires_caller
 async def verify_domain(caller: Caller, name: str) -> dict[str, Any]:
-    """verifyDomain: look the TXT record up now (`verified` says whether it proved ownership)
-    and probe the MX and, when the gateway signs, the DKIM key record (`mx`, `dkim`: found,
-    missing, mismatch or deferred), and the next key's while a rotation is under way
-    (`dkim_next`, absent otherwise). No `spf`: the gateway lists no SPF record to probe."""
-    gateway = current_gateway()
-    domain = await domains.check_domain(gateway, caller, name)
-    probe = await probe_domain(gateway, domain.domain)
+    """verifyDomain: probe the MX and, when the gateway signs, the DKIM key record (`mx`,
+    `dkim`: found, missing, mismatch or deferred), and the next key's while a rotation is under
+    way (`dkim_next`, absent otherwise); `verified` turns true once the TXT record proves
+    ownership and the MX points at this gateway. No `spf`: the gateway lists no SPF record."""
+    domain, probe = await domains.verify_inbound(current_gateway(), caller, name)
     return present(
         domain=domain.domain,
         verified=domain.verified,
