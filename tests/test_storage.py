@@ -913,6 +913,17 @@ async def test_domain_verified_by_one_user_only(storage: Storage) -> None:
         await storage.add_domain(Domain(carol, "corp.example", "tok", False, NOW, None))
 
 
+async def test_a_domain_remembers_when_its_records_were_last_checked(storage: Storage) -> None:
+    alice = await add_user(storage, "alice@example.com")
+    await storage.add_domain(Domain(alice, "corp.example", "tok", False, NOW, None))
+    assert (await storage.get_domain(alice, "corp.example")).last_checked_at is None  # type: ignore[union-attr]
+    later = "2026-01-02T00:00:00Z"
+    checked = await storage.record_domain_check(alice, "corp.example", later)
+    assert checked is not None and checked.last_checked_at == later and not checked.verified
+    assert await storage.record_domain_check(alice, "other.example", later) is None
+    assert [d.last_checked_at for d in await storage.list_domains(alice)] == [later]
+
+
 async def test_domain_in_use_cannot_be_deleted(storage: Storage) -> None:
     alice = await add_user(storage)
     await storage.add_domain(Domain(alice, "corp.example", "tok", False, NOW, None))

@@ -166,6 +166,24 @@ async def test_verified_needs_the_mx_as_well_as_the_txt(
     assert code == 250
 
 
+async def test_each_verify_records_when_the_records_were_checked(
+    running: RunningGateway, resolver: FixtureResolver, make_account: Any
+) -> None:
+    """DomainView's `last_checked_at` is when verifyDomain last looked the records up, whatever
+    it found (absent before the first look), as on e2a."""
+    running.gateway.settings.env = "production"
+    alice: Account = await make_account("alice@example.com")
+    await register(alice, "corp.example")
+    assert "last_checked_at" not in (await alice.http.get("/v1/domains/corp.example")).json()
+    await verify(alice, "corp.example")
+    first = (await alice.http.get("/v1/domains/corp.example")).json()
+    assert first["verified"] is False and first["last_checked_at"] >= first["created_at"]
+    await trio.sleep(1.1)  # timestamps are to the second
+    await verify(alice, "corp.example")
+    listed = (await alice.http.get("/v1/domains")).json()["items"][0]
+    assert listed["last_checked_at"] > first["last_checked_at"]
+
+
 async def test_without_dkim_signing_only_the_mx_is_probed(
     tmp_path: Path, nursery: trio.Nursery
 ) -> None:

@@ -108,7 +108,10 @@ async def verify_domain(gateway: Gateway, caller: Caller, name: str) -> Domain:
     TXT record alone decides."""
     caller.require_account("manage domains")
     domain = await get_domain(gateway, caller, name)
-    if not domain.verified and not await _txt_proves_ownership(gateway, domain):
+    if domain.verified:
+        return domain
+    domain = await _looking_up(gateway, caller, domain)
+    if not await _txt_proves_ownership(gateway, domain):
         raise PreconditionUnmet(
             "verification_record_missing",
             f"add a TXT record at {domain.domain} with the value "
@@ -122,7 +125,7 @@ async def verify_inbound(gateway: Gateway, caller: Caller, name: str) -> tuple[D
     mark it verified when its TXT record proves ownership and its MX points at this gateway
     (both waived in development). Either missing, or DNS not answering, leaves it as it was
     (e2a reads a failed lookup as a missing record); a verified domain stays verified."""
-    domain = await get_domain(gateway, caller, name)
+    domain = await _looking_up(gateway, caller, await get_domain(gateway, caller, name))
     probe = await probe_domain(gateway, domain.domain)
     if domain.verified:
         return domain, probe
@@ -214,6 +217,14 @@ async def _txt_proves_ownership(gateway: Gateway, domain: Domain) -> bool:
         log.warning("development mode: %s verified without its TXT record", domain.domain)
         return True
     return False
+
+
+async def _looking_up(gateway: Gateway, caller: Caller, domain: Domain) -> Domain:
+    """`domain` as it stands once noted as having its DNS records looked up now."""
+    checked = await gateway.storage.record_domain_check(caller.user_id, domain.domain, utc_now())
+    if checked is None:
+        raise NotFound.of("domain")
+    return checked
 
 
 async def _mark_verified(gateway: Gateway, caller: Caller, domain: Domain) -> Domain:

@@ -186,6 +186,8 @@ class Domain:
     verified: bool
     created_at: str
     verified_at: str | None
+    last_checked_at: str | None = None
+    """When the gateway last looked up its DNS records to verify it (None: never)."""
 
 
 @dataclass(frozen=True)
@@ -1133,6 +1135,11 @@ class Directory(Protocol):
 
     async def mark_domain_verified(self, user_id: str, domain: str, now: str) -> Domain | None:
         """Mark the user's domain verified; AlreadyExists if another user verified it first."""
+        ...
+
+    async def record_domain_check(self, user_id: str, domain: str, now: str) -> Domain | None:
+        """Note that the user's domain had its DNS records looked up at `now`; None when it is
+        not theirs."""
         ...
 
     async def delete_domain(self, user_id: str, domain: str) -> bool:

@@ -89,7 +89,9 @@ columns (text's beginning, its length, has HTML, attachment names) may follow, t
 content's three (text and HTML cut, attachment infos)."""
 _SUMMARY_WIDTH = 22
 """How many columns OUTBOUND_SUMMARY_COLUMNS are."""
-DOMAIN_COLUMNS = "user_id, domain, verification_token, verified, created_at, verified_at"
+DOMAIN_COLUMNS = (
+    "user_id, domain, verification_token, verified, created_at, verified_at, last_checked_at"
+)
 SIGNING_SECRET_COLUMNS = "id, user_id, name, seed, secret_prefix, created_at, last_signed_at"
 API_KEY_COLUMNS = (
     "k.id, k.user_id, k.name, k.key_prefix, k.created_at, k.last_used_at, k.revoked_at, "
@@ -296,6 +298,7 @@ def decode_domain(row: Sequence[Any]) -> Domain:
         verified=bool(row[3]),
         created_at=row[4],
         verified_at=row[5],
+        last_checked_at=row[6],
     )
 
 

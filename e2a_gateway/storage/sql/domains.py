@@ -1,4 +1,5 @@
-"""The SQL of custom mail domains: registration, DNS verification, deletion, and the MX check.
+"""The SQL of custom mail domains: registration, DNS verification (and when it last looked),
+deletion, and the MX check.
 
 At most one user holds a domain verified (a unique index); registrations and verifications of
 one name take turns under a lock on it, so the check before each write holds until it commits.
@@ -79,6 +80,19 @@ class DomainsSql(Runner):
             return decode_domain(row) if row else None
 
         return await self._write(update, changes_routing=True)
+
+    async def record_domain_check(self, user_id: str, domain: str, now: str) -> Domain | None:
+        """Note the DNS look-up of the user's domain at `now`; None when not theirs."""
+
+        def update(tx: Transaction) -> Domain | None:
+            tx.execute(
+                "UPDATE domains SET last_checked_at = ? WHERE user_id = ? AND domain = ?",
+                (now, user_id, domain),
+            )
+            row = _domain_row(tx, user_id, domain)
+            return decode_domain(row) if row else None
+
+        return await self._write(update)
 
     async def delete_domain(self, user_id: str, domain: str) -> bool:
         """Delete the user's domain unless agents use it (InUse); False when not theirs. The
