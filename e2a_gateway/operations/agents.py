@@ -335,7 +335,8 @@ async def _address_for(gateway: Gateway, caller: Caller, request: CreateAgent) -
     if not owned.verified:
         raise Invalid(
             "domain_not_verified",
-            f"verify {domain} first (POST /api/v1/domains/{domain}/verify)",
+            f"verify {domain} first: publish its records, then POST /v1/domains/{domain}/verify "
+            f"(or /api/v1/domains/{domain}/verify)",
         )
     return address
 
