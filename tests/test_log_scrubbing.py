@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import signal
+import smtplib
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+import psycopg
 import pytest
 import trio
 from aiosmtpd.controller import Controller
@@ -35,7 +37,7 @@ from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
 from e2a_gateway.logs import JsonFormatter
 from tests.conftest import Account, agent_path, make_settings
-from tests.databases import gateway_database_url
+from tests.databases import gateway_backend, gateway_database_url
 from tests.delivery_support import (
     create_agent,
     mail,
@@ -510,3 +512,27 @@ async def run_the_flow(
             assert refused.status_code == 401
         await until(lambda: any("dave@example.net" in r for _, r, _ in sink.received), "mcp")
     return bootstrap_log
+
+
+async def test_a_refused_write_on_postgresql_logs_no_stored_data(
+    running: RunningGateway, make_account: Any, everything_logged: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL quotes the row it refused ("DETAIL: Failing row contains (…)"): a message
+    whose store fails logs why, never the subject or body it was storing."""
+    if gateway_backend() != "postgres":
+        pytest.skip("SQLite's errors quote no data; this is about PostgreSQL's")
+    alice: Account = await make_account("alice@example.com")
+    local = await create_agent(alice, "local")
+    subject, body = marker("refused-subject"), marker("refused-body")
+    with psycopg.connect(running.gateway.settings.database.url, autocommit=True) as database:
+        database.execute(
+            "ALTER TABLE messages ADD CONSTRAINT no_refused CHECK "
+            "(position('refused-subject' in subject) = 0)"
+        )
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        await smtp_send(running.addresses.smtp_port, [local], mail(subject, body=body))
+    assert refused.value.smtp_code == 451
+    logged = rendered(everything_logged.records)
+    assert "no_refused" in logged  # the reason is logged
+    for secret in (subject, body, body.encode().hex()):
+        assert secret not in logged, logged

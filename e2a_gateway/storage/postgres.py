@@ -153,13 +153,31 @@ def _may_not_create(url: str, refusal: Exception) -> str:
 
 
 @contextmanager
+def _quoting_no_data() -> Iterator[None]:
+    """Let a server error out with its message, hint and constraint named, but without its
+    DETAIL and CONTEXT: those quote the values of the row or statement refused ("Failing row
+    contains (…)", "Key (…)=(…)", "JSON data, line 1: …"), which may be a message's subject,
+    body or a token, and an error's message reaches the log and the traceback."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        primary = exc.diag.message_primary
+        if primary is not None:
+            hint = exc.diag.message_hint
+            exc.args = (f"{primary}\nHINT:  {hint}" if hint else primary, *exc.args[1:])
+        raise
+
+
+@contextmanager
 def _translate_errors(display_url: str) -> Iterator[None]:
     """Turn lost connections, deadlocks, server-side failures and a database that takes no
-    writes into StorageUnavailable; a server whose disk is full into DiskFull.
+    writes into StorageUnavailable; a server whose disk is full into DiskFull. No error leaves
+    with the data PostgreSQL quotes in its details (`_quoting_no_data`).
 
     Integrity errors pass through for the caller to interpret; programming errors are bugs."""
     try:
-        yield
+        with _quoting_no_data():
+            yield
     except psycopg.IntegrityError:
         raise
     except (
