@@ -482,6 +482,9 @@ async def run_the_flow(
             )
             assert refused.status_code == 401
             form = await stranger.get("/signin")
+            bad = {"api_key": WRONG_KEY, "csrf_token": csrf_token(form.text)}
+            assert (await stranger.post("/signin", data=bad)).status_code in (400, 401, 403)
+            form = await stranger.get("/signin")
             signin = await stranger.post(
                 "/signin", data={"api_key": key, "csrf_token": csrf_token(form.text)}
             )
