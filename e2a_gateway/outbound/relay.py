@@ -65,6 +65,13 @@ CONNECT_SECONDS = 30.0
 DATA_CHUNK = 65536
 """A message's data is written in pieces of this many octets, each of which must go out within
 `outbound_smtp.data_timeout_seconds`: the bound is on progress, not on the whole transfer."""
+INJECTED_BEFORE_TLS = (
+    "STARTTLS: the relay sent more after its 220 to STARTTLS, before TLS began (replies a man "
+    "in the middle injected would be read as the relay's over TLS); TLS not started, nothing sent"
+)
+"""Why a session ends when bytes follow the 220 to STARTTLS in what was read before the
+handshake (RFC 3207 section 5: the STARTTLS injection of CVE-2011-0411, seen from the client).
+Only an active attacker or a broken relay sends them; the message waits for a retry."""
 
 
 _IMPLICIT_HINT = (
@@ -349,13 +356,16 @@ class RelayConnections:
                 outcome.error = outcome.error or "relay closed the connection"
                 await self._close(connection, polite=False)
                 return outcome
-            for reply in connection.reader.feed(bytes(data)):
+            replies = connection.reader.feed(bytes(data))
+            for index, reply in enumerate(replies):
                 if kept and not connection.answered and reply.code == SERVICE_CLOSING:
                     raise _Stale  # it timed the connection out while it was kept
                 connection.answered = True
                 deadline = None  # the next reply's bound starts once this one is dealt with
                 action = session.receive_reply(reply)
                 if isinstance(action, StartTls):
+                    if index + 1 < len(replies) or connection.reader.holding:
+                        raise ClientProtocolError(INJECTED_BEFORE_TLS)
                     await self._start_tls(connection)
                     break
                 if isinstance(action, Delivered):
@@ -373,6 +383,10 @@ class RelayConnections:
                 await self._write(connection, action)
 
     async def _start_tls(self, connection: _Connection) -> None:
+        """The TLS handshake over `connection`, then EHLO again (RFC 3207 section 4.2: the
+        session forgets what the relay offered in clear). Nothing the relay sent in clear is
+        left to be read over TLS: `_converse` ends a session whose 220 to STARTTLS came with
+        more (`INJECTED_BEFORE_TLS`)."""
         settings = self._settings
         connection.stream = trio.SSLStream(
             connection.stream, tls_context(settings), server_hostname=settings.host
@@ -381,8 +395,6 @@ class RelayConnections:
             await connection.stream.do_handshake()
         if waiting.cancelled_caught:
             raise _TimedOut(f"TLS handshake not done within {settings.timeout_seconds:g} s")
-        # Anything the relay sent before the handshake is discarded, never trusted.
-        connection.reader = ReplyReader()
         await self._write(connection, connection.session.tls_started())
 
     def _reply_seconds(self, session: ClientSession) -> float:

@@ -83,6 +83,12 @@ class ReplyReader:
             raise ClientProtocolError("reply line too long")
         return replies
 
+    @property
+    def holding(self) -> bool:
+        """Whether bytes of a reply not yet complete are held (a partial line, or lines of a
+        multi-line reply that has not ended)."""
+        return bool(self._buffer or self._lines)
+
 
 @dataclass(frozen=True)
 class Credentials:
