@@ -180,11 +180,11 @@ class ScriptedRelay:
 
 @asynccontextmanager
 async def scripted_relay(
-    serve: Callable[[trio.SocketStream], Awaitable[None]],
+    serve: Callable[[trio.SocketStream], Awaitable[None]], host: str = "127.0.0.1"
 ) -> AsyncIterator[int]:
-    """Serve `serve` (a `ScriptedRelay`'s, or any handler of one connection) on 127.0.0.1 in
-    the test's own trio run; yield its port."""
+    """Serve `serve` (a `ScriptedRelay`'s, or any handler of one connection) on `host` (an
+    address of this machine) in the test's own trio run; yield its port."""
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(partial(trio.serve_tcp, host="127.0.0.1"), serve, 0)
+        listeners = await nursery.start(partial(trio.serve_tcp, host=host), serve, 0)
         yield listeners[0].socket.getsockname()[1]
         nursery.cancel_scope.cancel()

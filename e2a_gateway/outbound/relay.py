@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import logging
 import math
 import os
@@ -161,6 +162,11 @@ class _DataStalled(_TimedOut):
     """A message's data stopped going out before its end did: the relay cannot hold it."""
 
 
+class _ClearCredentials(Exception):
+    """The relay's password would go in clear to a relay off the loopback; the message says
+    what to set."""
+
+
 class RelayConnections:
     """Messages handed to the relay, over connections kept open between them while
     `keep_connections` runs (otherwise each message has a connection of its own);
@@ -289,6 +295,9 @@ class RelayConnections:
             if first is not None:
                 await self._write(connection, first)
             return await self._converse(connection, kept, held), None
+        except _ClearCredentials as exc:
+            outcome = _deferred(message, str(exc))
+            return outcome, outcome.error
         except _Stale:
             assert connection is not None
             log.debug("a kept connection to the relay was closed; opening another")
@@ -409,19 +418,32 @@ class RelayConnections:
         return ClientSession(self._hostname, tls=self._settings.tls, credentials=self._credentials)
 
     async def _connect(self, session: ClientSession) -> _Connection:
+        """A new connection to the relay for `session` (TLS from the first byte with
+        `tls = "implicit"`). Raises `_ClearCredentials` rather than carry a password in clear
+        to a relay off the loopback."""
         settings = self._settings
         assert settings.host is not None
         bound = min(CONNECT_SECONDS, settings.timeout_seconds)
-        stream: trio.abc.Stream | None = None
+        tcp: trio.SocketStream | None = None
         with trio.move_on_after(bound):
-            stream = await trio.open_tcp_stream(settings.host, settings.port)
-        if stream is None:
+            tcp = await trio.open_tcp_stream(settings.host, settings.port)
+        if tcp is None:
             raise _TimedOut(f"not connected within {bound:g} s")
+        if settings.tls == "none" and self._credentials is not None:
+            peer = _peer_address(tcp)
+            if not ipaddress.ip_address(peer).is_loopback:
+                await trio.aclose_forcefully(tcp)
+                raise _ClearCredentials(
+                    f"relay {settings.host}:{settings.port}: the password was not sent: "
+                    'outbound_smtp.tls = "none" sends it in clear, which e2a does only to a relay '
+                    f'on the loopback, and this one is at {peer} — use "starttls" or "implicit"'
+                )
         self.connections_opened += 1
         if self._on_connect is not None:
             self._on_connect()
+        stream: trio.abc.Stream = tcp
         if settings.tls == "implicit":
-            stream = trio.SSLStream(stream, tls_context(settings), server_hostname=settings.host)
+            stream = trio.SSLStream(tcp, tls_context(settings), server_hostname=settings.host)
         return _Connection(stream, session)
 
     async def _write(self, connection: _Connection, action: Action) -> None:
@@ -493,6 +515,14 @@ async def _say_quit(connection: _Connection) -> None:
     """QUIT, not waiting for its reply; a connection already broken is let be."""
     with contextlib.suppress(OSError, trio.BrokenResourceError, ssl.SSLError):
         await connection.stream.send_all(connection.session.quit().data)
+
+
+def _peer_address(stream: trio.SocketStream) -> str:
+    """The address `stream` is connected to, an IPv4 one mapped into IPv6 written as IPv4."""
+    address = ipaddress.ip_address(str(stream.socket.getpeername()[0]).partition("%")[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return str(address)
 
 
 def _deferred(message: Outgoing, reason: str) -> Outcome:
