@@ -319,6 +319,34 @@ async def test_starttls_with_auth(
     assert parsed(sink.received[0][2])["Message-ID"] == message.email_message_id
 
 
+async def test_a_relay_certificate_not_trusted_defers_with_the_reason_shown_and_logged(
+    tmp_path: Path, sink: Sink, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TLS required and the relay's certificate from a CA nobody trusts: nothing is sent, the
+    message waits (not bounced) with the reason in its `send_error` and in the log, and is
+    tried again 30 s later, not at once."""
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("localhost").configure_cert(server_context)
+    port = free_port()
+    controller = start_sink(
+        sink, port, server_hostname="localhost", tls_context=server_context, require_starttls=True
+    )
+    relay = {"host": "localhost", "tls": "starttls", "username": "agent", "password": "s3cret"}
+    try:
+        async with open_setup(relay_settings(tmp_path, port, outbound_smtp=relay)) as setup:
+            message = await queue(setup)
+            await setup.worker.deliver_due(NOW)
+            waiting = await stored(setup, message.id)
+            assert waiting.status == "queued"
+            assert "CERTIFICATE_VERIFY_FAILED" in (waiting.send_error or "")
+            assert await setup.worker.deliver_due(NOW + 29) == 0
+    finally:
+        controller.stop()
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+    assert "s3cret" not in caplog.text
+    assert sink.received == []
+
+
 async def test_4xx_is_retried_with_backoff_until_accepted(setup: Setup, sink: Sink) -> None:
     sink.answer = "451 4.3.0 try again later"
     message = await queue(setup)
