@@ -10,7 +10,9 @@ import email.policy
 import time
 from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +23,7 @@ from e2a_gateway.config import Settings
 from e2a_gateway.storage.base import NotPending
 from tests.conftest import Account
 from tests.delivery_support import wait_until
-from tests.relay_support import Sink, relay_port, sink  # noqa: F401 (fixtures)
+from tests.relay_support import Sink, relay_port, sink
 from tests.test_approvals import (
     OWNER,
     Owner,
@@ -32,13 +34,15 @@ from tests.test_approvals import (
     stored_row,
 )
 
+__all__ = ["relay_port", "sink"]  # fixtures
+
 ROUNDS = 4
 RECIPIENT = "alice@example.org"
 MakeAccount = Callable[[str], Awaitable[Account]]
 
 
 @pytest.fixture
-def settings(tmp_path: Path, relay_port: int) -> Settings:  # noqa: F811
+def settings(tmp_path: Path, relay_port: int) -> Settings:
     """The running gateway relays through the sink."""
     return relay_settings(tmp_path, relay_port)
 
@@ -48,7 +52,7 @@ async def owner(running: RunningGateway, make_account: MakeAccount) -> Owner:
     return await hitl_owner(running.gateway, await make_account(OWNER))
 
 
-def copies_sent(sink: Sink) -> list[EmailMessage]:  # noqa: F811
+def copies_sent(sink: Sink) -> list[EmailMessage]:
     """The held messages the relay accepted (the notices to the owner left out)."""
     return [
         email.message_from_bytes(data, _class=EmailMessage, policy=email.policy.default)
@@ -57,18 +61,32 @@ def copies_sent(sink: Sink) -> list[EmailMessage]:  # noqa: F811
     ]
 
 
-async def at_once(*requests: Callable[[], Awaitable[httpx.Response]]) -> list[httpx.Response]:
-    """Send `requests` concurrently; their answers in the order given."""
-    answers: list[httpx.Response | None] = [None] * len(requests)
+Request = tuple[str, dict[str, Any], dict[str, str]]
+"""A POST to make: its path, JSON body and headers."""
 
-    async def one(index: int) -> None:
-        answers[index] = await requests[index]()
+
+async def at_once(http: httpx.AsyncClient, *requests: Request) -> list[httpx.Response]:
+    """POST `requests` concurrently; their answers in the order given."""
+    answers: dict[int, httpx.Response] = {}
+
+    async def one(index: int, path: str, body: dict[str, Any], headers: dict[str, str]) -> None:
+        answers[index] = await http.post(path, json=body, headers=headers)
 
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            for index in range(len(requests)):
-                nursery.start_soon(one, index)
-    return [answer for answer in answers if answer is not None]
+            for index, (path, body, headers) in enumerate(requests):
+                nursery.start_soon(one, index, path, body, headers)
+    return [answers[index] for index in range(len(requests))]
+
+
+async def copies_arrived(sink: Sink, count: int) -> None:
+    """Wait until the relay holds `count` copies of held messages."""
+    await wait_until(partial(copies_counted, sink, count), 10)
+
+
+def copies_counted(sink: Sink, count: int) -> bool:
+    """Whether the relay holds `count` copies of held messages."""
+    return len(copies_sent(sink)) == count
 
 
 async def settled(running: RunningGateway, message_id: str) -> str:
@@ -93,16 +111,15 @@ async def test_approve_and_reject_at_once_resolve_once(
     owner: Owner,
     sink: Sink,
     approve_path: str,
-    reject_path: str,  # noqa: F811
+    reject_path: str,
 ) -> None:
     http = owner.account.http
     sent_before = 0
     for _ in range(ROUNDS):
         message = await add_pending(running.gateway, owner, time.time() + 3600)
-        approve, reject = await at_once(
-            lambda: http.post(approve_path.format(message.id), json={}),
-            lambda: http.post(reject_path.format(message.id), json={}),
-        )
+        approving: Request = (approve_path.format(message.id), {}, {})
+        rejecting: Request = (reject_path.format(message.id), {}, {})
+        approve, reject = await at_once(http, approving, rejecting)
         codes = sorted([approve.status_code, reject.status_code])
         assert codes in ([200, 409], [202, 409]), (approve.text, reject.text)
         loser = approve if approve.status_code == 409 else reject
@@ -113,8 +130,8 @@ async def test_approve_and_reject_at_once_resolve_once(
             assert job_kinds(running.gateway.settings, message.id).count("outbound") == 0
         else:
             assert status in ("sent", "failed"), status
-            await wait_until(lambda: len(copies_sent(sink)) == sent_before + 1, 10)
             sent_before += 1
+            await copies_arrived(sink, sent_before)
     await trio.sleep(0.5)  # no late second copy
     assert len(copies_sent(sink)) == sent_before
 
@@ -122,7 +139,7 @@ async def test_approve_and_reject_at_once_resolve_once(
 async def test_a_double_clicked_approval_sends_once(
     running: RunningGateway,
     owner: Owner,
-    sink: Sink,  # noqa: F811
+    sink: Sink,
 ) -> None:
     http = owner.account.http
     for round_ in range(ROUNDS):
@@ -130,19 +147,14 @@ async def test_a_double_clicked_approval_sends_once(
         path = f"/api/v1/messages/{message.id}/approve"
         if round_ % 2:  # the same click twice, with the client's Idempotency-Key
             headers = {"Idempotency-Key": f"click-{message.id}"}
-            answers = await at_once(
-                lambda: http.post(path, json={}, headers=headers),
-                lambda: http.post(path, json={}, headers=headers),
-            )
+            answers = await at_once(http, (path, {}, headers), (path, {}, headers))
             assert [a.status_code for a in answers if a.status_code != 409] != []
             assert all(a.status_code in (200, 409) for a in answers), [a.text for a in answers]
         else:
-            answers = await at_once(
-                lambda: http.post(path, json={}), lambda: http.post(path, json={})
-            )
+            answers = await at_once(http, (path, {}, {}), (path, {}, {}))
             assert sorted(a.status_code for a in answers) == [200, 409]
         await settled(running, message.id)
-        await wait_until(lambda: len(copies_sent(sink)) == round_ + 1, 10)
+        await copies_arrived(sink, round_ + 1)
     await trio.sleep(0.5)
     assert len(copies_sent(sink)) == ROUNDS
 
@@ -150,21 +162,20 @@ async def test_a_double_clicked_approval_sends_once(
 async def test_an_edited_approval_racing_a_plain_one_sends_one_version(
     running: RunningGateway,
     owner: Owner,
-    sink: Sink,  # noqa: F811
+    sink: Sink,
 ) -> None:
     http = owner.account.http
     for round_ in range(ROUNDS):
         message = await add_pending(running.gateway, owner, time.time() + 3600)
         path = f"/api/v1/messages/{message.id}/approve"
         edited, plain = await at_once(
-            lambda: http.post(path, json={"subject": "Edited by the reviewer"}),
-            lambda: http.post(path, json={}),
+            http, (path, {"subject": "Edited by the reviewer"}, {}), (path, {}, {})
         )
         assert sorted([edited.status_code, plain.status_code]) == [200, 409]
         winner = edited if edited.status_code == 200 else plain
         assert winner.json()["edited"] is (winner is edited)
         await settled(running, message.id)
-        await wait_until(lambda: len(copies_sent(sink)) == round_ + 1, 10)
+        await copies_arrived(sink, round_ + 1)
         subject = copies_sent(sink)[-1]["Subject"]
         assert subject == ("Edited by the reviewer" if winner is edited else message.subject)
     await trio.sleep(0.5)
@@ -177,32 +188,43 @@ async def test_an_approval_racing_the_expiry_at_the_deadline_resolves_once(
     """The reviewer approves a moment before the deadline while the sweep runs a moment after
     it: either the approval wins (the sweep finds nothing) or the sweep does (the approval is
     refused as no longer pending); never both, one send job at most."""
-    storage = running.gateway.storage
     for _ in range(ROUNDS * 2):
         deadline = time.time() + 3600
         message = await add_pending(running.gateway, owner, deadline)
-        results: dict[str, object] = {}
-
-        async def review() -> None:
-            try:
-                await storage.review_outbound(
-                    owner.user_id, message.id, True, None, None, deadline - 0.001
-                )
-            except NotPending:
-                results["review"] = "conflict"
-            else:
-                results["review"] = "ok"
-
-        async def sweep() -> None:
-            expired = await storage.expire_outbound(deadline + 0.001)
-            results["sweep"] = [m.id for m in expired if m.id == message.id]
-
-        with trio.fail_after(20):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(review)
-                nursery.start_soon(sweep)
-        swept = results["sweep"] == [message.id]
-        assert (results["review"] == "ok") != swept, results
+        approved, swept = await approve_and_sweep(running, owner, message.id, deadline)
+        assert approved != swept, (approved, swept)
         assert job_kinds(running.gateway.settings, message.id).count("outbound") <= 1
         status = stored_row(running.gateway.settings, message.id)[0]
-        assert status != "pending_approval"
+        assert status == ("queued" if approved else "expired_rejected") or status in (
+            "sent",
+            "failed",
+        ), status
+
+
+async def approve_and_sweep(
+    running: RunningGateway, owner: Owner, message_id: str, deadline: float
+) -> tuple[bool, bool]:
+    """Approve `message_id` a moment before `deadline` while the expiry sweep runs a moment
+    after it; whether the approval was taken, and whether the sweep expired the message."""
+    storage = running.gateway.storage
+    results: dict[str, bool] = {}
+
+    async def review() -> None:
+        try:
+            await storage.review_outbound(
+                owner.user_id, message_id, True, None, None, deadline - 0.001
+            )
+        except NotPending:
+            results["review"] = False
+        else:
+            results["review"] = True
+
+    async def sweep() -> None:
+        expired = await storage.expire_outbound(deadline + 0.001)
+        results["sweep"] = any(message.id == message_id for message in expired)
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(review)
+            nursery.start_soon(sweep)
+    return results["review"], results["sweep"]
