@@ -455,6 +455,10 @@ class LimitSettings(Section):
     message_polls_per_user_per_minute: int = Field(default=600, ge=1, le=MAX_RATE_LIMIT)
     feedback_per_ip_per_hour: int = Field(default=10, ge=1, le=MAX_RATE_LIMIT)
     """`POST /api/feedback` requests one client address may send per hour (e2a's 10)."""
+    approval_notices_per_user_per_hour: int = Field(default=30, ge=1, le=MAX_RATE_LIMIT)
+    """Approval notices one account's reviewer is mailed per hour, whatever its agents hold:
+    the others wait for room (or, with their deadline first, are not mailed), so a flood of
+    held mail never floods the reviewer's inbox."""
 
 
 class PostmasterSettings(Section):

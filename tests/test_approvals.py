@@ -45,8 +45,8 @@ from e2a_gateway.storage.base import (
 )
 from e2a_gateway.workers.approvals import MAX_NOTICES_IN_FLIGHT, ApprovalWorker
 from e2a_gateway.workers.leases import JOB_LEASE_SECONDS
-from tests.conftest import Account, agent_path, make_settings
-from tests.databases import query, run_out_leases, table_locked
+from tests.conftest import TEST_LIMITS, Account, agent_path, make_settings
+from tests.databases import age_rate_limits, query, run_out_leases, table_locked
 from tests.delivery_support import (
     create_agent,
     deadline_passed,
@@ -1093,3 +1093,43 @@ async def test_an_approval_that_empties_the_html_sends_the_edited_text_alone(
     assert "text/html" not in types, types
     text = mail.get_body(preferencelist=("plain",))
     assert text is not None and text.get_content().strip() == "Corrected figures"
+
+
+async def test_a_flood_of_held_mail_mails_the_reviewer_at_most_the_hourly_notices(
+    tmp_path: Path, resolver: Any, sink: Sink, relay_port: int
+) -> None:
+    """An agent holding mail by the hundred does not mail its reviewer a notice for each: at
+    most `limits.approval_notices_per_user_per_hour` an hour; the others wait for room in the
+    window, and one whose deadline comes before that room is not mailed at all (the message
+    stays in the review queue)."""
+    limits = {**TEST_LIMITS, "approval_notices_per_user_per_hour": 3}
+    configured = make_settings(
+        tmp_path,
+        http={"listen": "127.0.0.1:0", "public_url": PUBLIC_URL},
+        outbound_smtp={"host": "127.0.0.1", "port": relay_port, "tls": "none"},
+        limits=limits,
+    )
+    async with quiet_gateway(configured, resolver) as quiet:
+        account = await open_account(quiet.gateway, quiet.http_url, OWNER)
+        async with account.http:
+            owner = await hitl_owner(quiet.gateway, account)
+            held = [await add_pending(quiet.gateway, owner, time.time() + 86400) for _ in range(6)]
+            now = time.time()
+            worker = ApprovalWorker(quiet.gateway, clock=lambda: now)
+            assert await worker.send_due_notices(now) == 6
+            assert len(sink.notices()) == 3
+            waiting = [m.id for m in held if job_kinds(configured, m.id) == ["approval_notice"]]
+            assert len(waiting) == 3  # kept for when the window has room
+            assert await worker.send_due_notices(now + 60) == 0  # not before then
+            later = now + 3600 + 1
+            age_rate_limits(configured.database.url, 3601)  # the database's clock, on PostgreSQL
+            run_out_leases(configured.database.url, 3601)
+            assert await worker.send_due_notices(later) == 3
+            assert len(sink.notices()) == 6
+            assert all(job_kinds(configured, m.id) == [] for m in held)
+
+            soon = await add_pending(quiet.gateway, owner, later + 600)
+            assert await worker.send_due_notices(later + 2) == 1
+            assert len(sink.notices()) == 6  # the window's room comes after its deadline
+            assert job_kinds(configured, soon.id) == []
+            assert stored_row(configured, soon.id)[0] == "pending_approval"

@@ -25,6 +25,7 @@ from e2a_gateway.operations import lifecycle
 from e2a_gateway.outbound.dkim_signing import sign_as_sender
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, new_message_id
 from e2a_gateway.outbound.relay import hand_off
+from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.signing.magic_links import Action, issue_token, link_key
 from e2a_gateway.signing.reply_tokens import generate_reply_token, reply_address
 from e2a_gateway.smtp.client import Outcome, Outgoing
@@ -50,6 +51,8 @@ NOTICE_BATCH = 16
 MAX_NOTICES_IN_FLIGHT = 8
 EXPIRE_BATCH = 500
 """`expire_outbound` handles at most this many messages per call; a full batch means more."""
+NOTICE_WINDOW_SECONDS = 3600
+"""The window `limits.approval_notices_per_user_per_hour` counts an owner's notices in."""
 
 
 @dataclass(frozen=True)
@@ -445,7 +448,15 @@ class ApprovalWorker:
                 )
             await self._finish(job, held, None, "approval notice")
             return
-        notice = await self._prepare(message, now)
+        reviewer = await self._reviewer(message)
+        if reviewer is None:
+            await self._finish(job, held, None, "approval notice")
+            return
+        room_at = await self._notice_room(message, now)
+        if room_at is not None:
+            await self._wait_for_room(job, held, message, room_at)
+            return
+        notice = await self._prepare(message, *reviewer, now)
         if notice is None:
             await self._finish(job, held, None, "approval notice")
             return
@@ -468,9 +479,9 @@ class ApprovalWorker:
         else:
             await self._retry_later(job, held, message, now, outcome.error or str(outcome.deferred))
 
-    async def _prepare(self, message: OutboundMessage, now: float) -> Notice | None:
-        """The notice for `message`, or None (logged) when its owner cannot be reached or
-        has turned the agent's approval notifications off."""
+    async def _reviewer(self, message: OutboundMessage) -> tuple[User, Agent | None] | None:
+        """The owner to notify about `message` and its agent, or None (logged) when the owner
+        cannot be reached or has turned the agent's approval notifications off."""
         storage = self._gateway.storage
         owner = await storage.get_user(message.user_id)
         if owner is None:
@@ -493,6 +504,44 @@ class ApprovalWorker:
                 agent.email,
             )
             return None
+        return owner, agent
+
+    async def _notice_room(self, message: OutboundMessage, now: float) -> float | None:
+        """None when the owner's notices of the last hour leave room for this one (then
+        counted), else when they will (`limits.approval_notices_per_user_per_hour`)."""
+        limit = RateLimit(
+            f"approval_notice:user:{message.user_id}",
+            NOTICE_WINDOW_SECONDS,
+            self._gateway.settings.limits.approval_notices_per_user_per_hour,
+        )
+        (count,) = await self._gateway.storage.hit_rate_limits([limit], now)
+        return None if count.allowed else count.oldest_leaves_at
+
+    async def _wait_for_room(
+        self, job: Job, held: HeldLease, message: OutboundMessage, room_at: float
+    ) -> None:
+        """Put a notice the owner's hourly limit holds back until `room_at`, or drop it when
+        the message's deadline comes first (it stays in the review queue)."""
+        deadline = message.approval_expires_at
+        if deadline is not None and room_at >= deadline:
+            log.warning(
+                "approval notice for %s not sent: the reviewer was mailed %d notices in the "
+                "last hour (limits.approval_notices_per_user_per_hour), and the message's "
+                "deadline comes first; it waits in the review queue (API, CLI, dashboard)",
+                message.id,
+                self._gateway.settings.limits.approval_notices_per_user_per_hour,
+            )
+            await self._finish(job, held, None, "approval notice")
+            return
+        log.info("approval notice for %s waits for the reviewer's hourly limit", message.id)
+        await self._finish(job, held, room_at, "approval notice")
+
+    async def _prepare(
+        self, message: OutboundMessage, owner: User, agent: Agent | None, now: float
+    ) -> Notice | None:
+        """The notice for `message` to `owner`, its reply token stored; None (logged) when it
+        cannot be written."""
+        storage = self._gateway.storage
         key = link_key(self._gateway.server_key)
         settings = self._gateway.settings
         token = generate_reply_token()
