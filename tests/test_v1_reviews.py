@@ -875,3 +875,37 @@ async def test_an_approval_edit_the_gateway_cannot_take_is_refused_and_the_draft
     assert response.status_code == 400, response.text
     assert response.json()["error"]["code"] == "invalid_request"
     assert [item["id"] for item in await queue(owner)] == [held]
+
+
+async def test_an_inbound_hold_approved_and_rejected_at_once_is_resolved_once(
+    running: RunningGateway, owner: Account
+) -> None:
+    inbound = {"policy": "allowlist", "allowlist": [], "action": "review"}
+    await protect(owner, BOT, protection(inbound=inbound))
+    delivered = 0
+    for round_ in range(4):
+        await send(running, "alice@example.org", letter("alice@example.org", f"Race {round_}"))
+        [hold] = await queue(owner)
+        answers = await approve_and_reject(owner, hold["id"])
+        codes = sorted(answer.status_code for answer in answers.values())
+        assert codes == [200, 409], {k: v.text for k, v in answers.items()}
+        loser = next(answer for answer in answers.values() if answer.status_code == 409)
+        assert loser.json()["error"]["code"] == "message_not_pending"
+        delivered += answers["approve"].status_code == 200
+        subjects = await inbox_subjects(owner, BOT)
+        assert len(subjects) == delivered and len(set(subjects)) == delivered
+        assert await queue(owner) == []
+
+
+async def approve_and_reject(owner: Account, hold_id: str) -> dict[str, httpx.Response]:
+    """Approve and reject `hold_id` at the same moment; the answer to each."""
+    answers: dict[str, httpx.Response] = {}
+
+    async def review(verdict: str) -> None:
+        answers[verdict] = await owner.http.post(f"/v1/reviews/{hold_id}/{verdict}", json={})
+
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(review, "approve")
+            nursery.start_soon(review, "reject")
+    return answers
