@@ -864,7 +864,14 @@ async def test_retention_never_deletes_mail_still_waiting_for_review(
 
 @pytest.mark.parametrize(
     "edit",
-    [{"to": []}, {"subject": "x" * 1500}, {"to": ["not an address"]}, {"cc": ["a@b\r\nBcc: x"]}],
+    [
+        {"to": []},
+        {"subject": "x" * 1500},
+        {"to": ["not an address"]},
+        {"cc": ["a@b\r\nBcc: x"]},
+        {"text": ""},  # a send needs a body: the edit would leave the draft with none
+        {"text": "", "html": ""},
+    ],
 )
 async def test_an_approval_edit_the_gateway_cannot_take_is_refused_and_the_draft_waits(
     owner: Account, edit: dict[str, Any]

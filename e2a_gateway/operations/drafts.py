@@ -234,17 +234,25 @@ def edits_within_bounds(
     html: str | None,
     attachments: list[AttachmentIn] | None,
 ) -> None:
-    """e2a's `/v1` bounds on a held draft as a reviewer's edits (None: kept) would leave it:
-    its recipients together, then its attachments and its composed size."""
+    """e2a's `/v1` bounds on a held draft as a reviewer's edits (None: kept) would leave it,
+    as a send is held to them: its recipients together, a body (text, HTML or both), then its
+    attachments and its composed size."""
     within_recipient_bound(
         draft.to if to is None else to,
         draft.cc if cc is None else cc,
         draft.bcc if bcc is None else bcc,
     )
+    text_left = draft.body_text or "" if text is None else text
+    html_left = draft.body_html if html is None else html
+    if not text_left and not html_left:
+        raise Invalid(
+            "invalid_request",
+            "the edits would leave the message without a body: keep 'text' or 'html' (or both)",
+        )
     within_size_bounds(
         draft.subject if subject is None else subject,
-        draft.body_text or "" if text is None else text,
-        draft.body_html if html is None else html,
+        text_left,
+        html_left,
         draft.attachments or [] if attachments is None else checked_attachments(attachments),
     )
 
