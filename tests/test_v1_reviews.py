@@ -862,26 +862,51 @@ async def test_retention_never_deletes_mail_still_waiting_for_review(
     assert [item["id"] for item in await queue(owner)] == [held["Keep me"]]
 
 
+TERMS = {"filename": "terms.txt", "content_type": "text/plain", "data": "VGVybXMu"}
+
+
 @pytest.mark.parametrize(
-    "edit",
+    ("edit", "code"),
     [
-        {"to": []},
-        {"subject": "x" * 1500},
-        {"to": ["not an address"]},
-        {"cc": ["a@b\r\nBcc: x"]},
-        {"text": ""},  # a send needs a body: the edit would leave the draft with none
-        {"text": "", "html": ""},
+        ({"to": []}, "invalid_request"),
+        ({"subject": "x" * 1500}, "invalid_request"),
+        # recipients, a body and attachments are held to what sendMessage takes, refused alike
+        ({"to": ["not an address"]}, "invalid_recipient"),
+        ({"cc": ["a@b\r\nBcc: x"]}, "invalid_recipient"),
+        ({"text": ""}, "invalid_request"),  # the edit would leave the draft without a body
+        ({"text": "", "html": ""}, "invalid_request"),
+        ({"attachments": [TERMS] * 11}, "invalid_request"),  # a message carries at most 10
     ],
 )
 async def test_an_approval_edit_the_gateway_cannot_take_is_refused_and_the_draft_waits(
-    owner: Account, edit: dict[str, Any]
+    owner: Account, edit: dict[str, Any], code: str
 ) -> None:
     await protect(owner, BOT, protection(outbound_action="review"))
     held = await draft(owner, BOT, "Careful edits")
     response = await owner.http.post(f"/v1/reviews/{held}/approve", json=edit)
     assert response.status_code == 400, response.text
-    assert response.json()["error"]["code"] == "invalid_request"
+    assert response.json()["error"]["code"] == code
     assert [item["id"] for item in await queue(owner)] == [held]
+
+
+async def test_approval_edits_name_recipients_as_a_send_does(
+    running: RunningGateway, owner: Account
+) -> None:
+    """A recipient with a display name, as sendMessage takes it: the mail goes to its address."""
+    await protect(owner, BOT, protection(outbound_action="review"))
+    held = await draft(owner, BOT, "Named")
+    edit = {"to": ["Dave <Dave@Example.net>"], "cc": ['"Erin, E." <erin@example.net>']}
+    approved = await owner.http.post(f"/v1/reviews/{held}/approve", json=edit)
+    assert approved.status_code == 202, approved.text
+    ((to_json, cc_json),) = query(
+        running.gateway.settings.database.url,
+        "SELECT to_json, cc_json FROM messages WHERE id = ?",
+        (held,),
+    )
+    assert (json.loads(to_json), json.loads(cc_json)) == (
+        ["dave@example.net"],
+        ["erin@example.net"],
+    )
 
 
 async def test_an_inbound_hold_approved_and_rejected_at_once_is_resolved_once(

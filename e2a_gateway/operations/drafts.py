@@ -37,6 +37,10 @@ V1_MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 """e2a's bound on one attachment, decoded (`/v1`)."""
 V1_MAX_ATTACHMENTS_BYTES = 25 * 1024 * 1024
 """e2a's bound on all the attachments of one message, decoded (`/v1`)."""
+V1_MAX_ATTACHMENTS = 10
+"""e2a's bound on the attachments of one message (`/v1`)."""
+V1_BAD_RECIPIENT = "invalid_recipient"
+"""e2a's code for a recipient that is no address (`/v1`)."""
 V1_MAX_COMPOSED_BYTES = 10 * 1024 * 1024
 """e2a's bound on a composed message: subject, text, HTML and decoded attachments (`/v1`)."""
 MAX_MAILBOX_CHARS = 320
@@ -236,12 +240,16 @@ def edits_within_bounds(
 ) -> None:
     """e2a's `/v1` bounds on a held draft as a reviewer's edits (None: kept) would leave it,
     as a send is held to them: its recipients together, a body (text, HTML or both), then its
-    attachments and its composed size."""
+    attachments (at most V1_MAX_ATTACHMENTS) and its composed size."""
     within_recipient_bound(
         draft.to if to is None else to,
         draft.cc if cc is None else cc,
         draft.bcc if bcc is None else bcc,
     )
+    if attachments is not None and len(attachments) > V1_MAX_ATTACHMENTS:
+        raise Invalid(
+            "invalid_request", f"a message carries at most {V1_MAX_ATTACHMENTS} attachments"
+        )
     text_left = draft.body_text or "" if text is None else text
     html_left = draft.body_html if html is None else html
     if not text_left and not html_left:

@@ -19,7 +19,12 @@ from pydantic import Field
 from e2a_gateway.gateway import Gateway
 from e2a_gateway.operations import idempotency, lifecycle, reviews
 from e2a_gateway.operations.caller import Caller
-from e2a_gateway.operations.drafts import AttachmentIn, edits_within_bounds
+from e2a_gateway.operations.drafts import (
+    V1_BAD_RECIPIENT,
+    AttachmentIn,
+    edits_within_bounds,
+    mailbox_addresses,
+)
 from e2a_gateway.operations.errors import Conflict, NotFound
 from e2a_gateway.operations.rate_limits import NamedLimit, count_request
 from e2a_gateway.operations.requests import RequestBody, Verbatim, parse_request
@@ -117,8 +122,9 @@ async def approve(
                 html=request.html,
                 attachments=request.attachments,
             )
-        # checked as the gateway's own approval is (a subject of at most 998, `to` not empty)
-        asked = request.model_dump(exclude_none=True)
+        # checked as the gateway's own approval is (a subject of at most 998, `to` not empty),
+        # its recipients first taken as a send takes them (`edited_recipients`)
+        asked = request.model_dump(exclude_none=True) | edited_recipients(request)
         renamed = {"text": "body_text", "html": "body_html"}
         edits = parse_request(ApproveBody, {renamed.get(k, k): v for k, v in asked.items()})
         if lifecycle.awaits_review(outbound.status):
@@ -132,6 +138,17 @@ async def approve(
     # ignores them (docs/api.md)
     inbound = await _release(gateway, caller.user_id, message_id, True)
     return Resolved("inbound", inbound=inbound)
+
+
+def edited_recipients(request: ApproveReview) -> dict[str, list[str]]:
+    """The recipients `request` edits, each mailbox as `/v1`'s sendMessage takes it (a display
+    name allowed, the address kept; Invalid `invalid_recipient` naming the field otherwise)."""
+    fields = {"to": request.to, "cc": request.cc, "bcc": request.bcc}
+    return {
+        field: mailbox_addresses(field, values, code=V1_BAD_RECIPIENT)
+        for field, values in fields.items()
+        if values is not None
+    }
 
 
 async def _count_approval(gateway: Gateway, draft: OutboundMessage) -> None:

@@ -41,6 +41,8 @@ from e2a_gateway.operations.agents import owned_agent, owned_agents
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.drafts import (
     MAX_RECIPIENTS,
+    V1_BAD_RECIPIENT,
+    V1_MAX_ATTACHMENTS,
     AttachmentIn,
     carried_addresses,
     checked_addresses,
@@ -542,10 +544,7 @@ async def stored_send(gateway: Gateway, caller: Caller, message_id: str) -> Subm
 
 # -- e2a's current API (`/v1`): send, reply and forward from the agent named in the path -------
 
-V1_MAX_ATTACHMENTS = 10
 V1_MAX_REPLY_TO = 5
-V1_BAD_RECIPIENT = "invalid_recipient"
-"""e2a's code for a recipient that is no address."""
 SENT_WAIT_SECONDS = 15.0
 """How long `?wait=sent` holds a request for the message's terminal (or held) state."""
 QUOTE_MAX_CHARS = 100_000
