@@ -22,7 +22,7 @@ from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
 from e2a_gateway.storage.base import NotPending
 from tests.conftest import Account
-from tests.delivery_support import wait_until
+from tests.delivery_support import expiry_sweeps_paused, wait_until
 from tests.relay_support import Sink, relay_port, sink
 from tests.test_approvals import (
     OWNER,
@@ -182,23 +182,35 @@ async def test_an_edited_approval_racing_a_plain_one_sends_one_version(
     assert len(copies_sent(sink)) == ROUNDS
 
 
+@pytest.mark.parametrize("expiration", ["reject", "approve"])
 async def test_an_approval_racing_the_expiry_at_the_deadline_resolves_once(
-    running: RunningGateway, owner: Owner
+    running: RunningGateway,
+    make_account: MakeAccount,
+    sink: Sink,
+    expiration: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The reviewer approves a moment before the deadline while the sweep runs a moment after
     it: either the approval wins (the sweep finds nothing) or the sweep does (the approval is
-    refused as no longer pending); never both, one send job at most."""
+    refused as no longer pending); never both, and the message is sent at most once (once,
+    when the agent's expiration action approves too)."""
+    expiry_sweeps_paused(monkeypatch)  # the test runs the sweep
+    owner = await hitl_owner(running.gateway, await make_account(OWNER), expiration=expiration)
+    approvals = 0
     for _ in range(ROUNDS * 2):
-        deadline = time.time() + 3600
+        deadline = time.time() + 0.2  # the send job either review queues is due then
         message = await add_pending(running.gateway, owner, deadline)
         approved, swept = await approve_and_sweep(running, owner, message.id, deadline)
         assert approved != swept, (approved, swept)
-        assert job_kinds(running.gateway.settings, message.id).count("outbound") <= 1
-        status = stored_row(running.gateway.settings, message.id)[0]
-        assert status == ("queued" if approved else "expired_rejected") or status in (
-            "sent",
-            "failed",
-        ), status
+        status = await settled(running, message.id)
+        if approved or expiration == "approve":
+            approvals += 1
+            assert status in ("sent", "failed", "expired_approved"), status
+        else:
+            assert status == "expired_rejected", status
+        await copies_arrived(sink, approvals)
+    await trio.sleep(0.5)  # no late second copy
+    assert len(copies_sent(sink)) == approvals
 
 
 async def approve_and_sweep(
