@@ -603,3 +603,27 @@ async def test_a_reason_holding_nul_is_kept_with_a_replacement_character(
     notice = await notice_for(sink, message.id)
     await send_reply(running, notice, reply(notice, "reject: too\x00pushy"))
     assert row(gateway.settings, message.id) == ("rejected", OWNER, "reply", "too\ufffdpushy")
+
+
+async def test_a_reply_naming_a_second_author_beside_the_reviewer_is_refused(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    """A second From field (or address) makes the author ambiguous: DMARC cannot vouch for the
+    reviewer, so the reply does not act, whichever author a reader would show."""
+    _, answer = await refused_reply(
+        running,
+        owner,
+        sink,
+        lambda notice: reply(notice, "approve", extra="From: Mallory <mallory@example.com>\r\n"),
+    )
+    assert "DMARC did not pass for example.com (result: permerror)" in answer.get_content()
+
+
+async def test_approve_in_the_quoted_text_of_a_rejecting_reply_is_not_read(
+    running: RunningGateway, owner: Owner, sink: Sink
+) -> None:
+    gateway = running.gateway
+    message = await add_pending(gateway, owner, time.time() + 3600)
+    notice = await notice_for(sink, message.id)
+    await send_reply(running, notice, reply(notice, "reject: not yet\n\n> approve\n>\n> approve"))
+    assert row(gateway.settings, message.id) == ("rejected", OWNER, "reply", "not yet")
