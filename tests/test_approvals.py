@@ -55,6 +55,7 @@ from tests.delivery_support import (
     quiet_gateway,
     wait_until,
 )
+from tests.relay_support import Sink as RelaySink
 from tests.relay_support import free_port, relay_on_loopback
 
 PUBLIC_URL = "https://e2a.example"
@@ -1119,7 +1120,9 @@ async def test_a_flood_of_held_mail_mails_the_reviewer_at_most_the_hourly_notice
             assert await worker.send_due_notices(now) == 6
             assert len(sink.notices()) == 3
             waiting = [m.id for m in held if job_kinds(configured, m.id) == ["approval_notice"]]
-            assert len(waiting) == 3  # kept for when the window has room
+            assert len(waiting) == 3  # kept for when the window has room, no attempt counted
+            attempts = query(configured.database.url, "SELECT attempts FROM jobs", ())
+            assert sorted(row[0] for row in attempts) == [0, 0, 0]
             assert await worker.send_due_notices(now + 60) == 0  # not before then
             later = now + 3600 + 1
             age_rate_limits(configured.database.url, 3601)  # the database's clock, on PostgreSQL
@@ -1133,3 +1136,32 @@ async def test_a_flood_of_held_mail_mails_the_reviewer_at_most_the_hourly_notice
             assert len(sink.notices()) == 6  # the window's room comes after its deadline
             assert job_kinds(configured, soon.id) == []
             assert stored_row(configured, soon.id)[0] == "pending_approval"
+
+
+async def test_a_notice_the_relay_deferred_is_counted_once_against_the_hourly_notices(
+    tmp_path: Path, resolver: Any
+) -> None:
+    """The hourly limit counts notices, not attempts: a notice the relay deferred is not
+    counted again at its retry, so a relay outage does not use up the reviewer's hour."""
+    relay = RelaySink(rcpt_answers={OWNER: "451 4.3.0 try again later"})
+    with relay_on_loopback(relay) as port:
+        limits = {**TEST_LIMITS, "approval_notices_per_user_per_hour": 1}
+        configured = make_settings(
+            tmp_path,
+            http={"listen": "127.0.0.1:0", "public_url": PUBLIC_URL},
+            outbound_smtp={"host": "127.0.0.1", "port": port, "tls": "none"},
+            limits=limits,
+        )
+        async with quiet_gateway(configured, resolver) as quiet:
+            account = await open_account(quiet.gateway, quiet.http_url, OWNER)
+            async with account.http:
+                owner = await hitl_owner(quiet.gateway, account)
+                message = await add_pending(quiet.gateway, owner, time.time() + 86400)
+                now = time.time()
+                worker = ApprovalWorker(quiet.gateway, clock=lambda: now)
+                assert await worker.send_due_notices(now) == 1  # deferred by the relay
+                relay.rcpt_answers.clear()
+                run_out_leases(configured.database.url, 60)
+                assert await worker.send_due_notices(now + 60) == 1  # its retry
+                assert [rcpts for _, rcpts, _ in relay.received] == [[OWNER]]
+                assert job_kinds(configured, message.id) == []

@@ -1703,6 +1703,12 @@ class JobQueueStore(Protocol):
         Whether it was done."""
         ...
 
+    async def postpone_job(self, job_id: int, run_at: float, leased_until: float) -> bool:
+        """Put a claimed job back due at `run_at` without counting an attempt (it was not
+        tried: what it needs has no room yet), only while it still holds the lease
+        `leased_until`. Whether it was done."""
+        ...
+
     async def release_jobs(self, job_ids: list[int]) -> None:
         """Give claimed jobs back as they were (lease dropped, no attempt counted)."""
         ...

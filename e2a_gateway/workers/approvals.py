@@ -452,7 +452,7 @@ class ApprovalWorker:
         if reviewer is None:
             await self._finish(job, held, None, "approval notice")
             return
-        room_at = await self._notice_room(message, now)
+        room_at = await self._notice_room(job, message, now)
         if room_at is not None:
             await self._wait_for_room(job, held, message, room_at)
             return
@@ -506,9 +506,12 @@ class ApprovalWorker:
             return None
         return owner, agent
 
-    async def _notice_room(self, message: OutboundMessage, now: float) -> float | None:
+    async def _notice_room(self, job: Job, message: OutboundMessage, now: float) -> float | None:
         """None when the owner's notices of the last hour leave room for this one (then
-        counted), else when they will (`limits.approval_notices_per_user_per_hour`)."""
+        counted), else when they will (`limits.approval_notices_per_user_per_hour`). A notice
+        is counted once, at its first hand-off: one the relay deferred was counted then."""
+        if job.attempts > 0:
+            return None
         limit = RateLimit(
             f"approval_notice:user:{message.user_id}",
             NOTICE_WINDOW_SECONDS,
@@ -534,7 +537,8 @@ class ApprovalWorker:
             await self._finish(job, held, None, "approval notice")
             return
         log.info("approval notice for %s waits for the reviewer's hourly limit", message.id)
-        await self._finish(job, held, room_at, "approval notice")
+        done = await self._gateway.storage.postpone_job(job.id, room_at, held.until)
+        self._passed(done, "approval notice", job)
 
     async def _prepare(
         self, message: OutboundMessage, owner: User, agent: Agent | None, now: float

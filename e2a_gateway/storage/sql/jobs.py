@@ -188,6 +188,20 @@ class JobsSql(Runner):
 
         return await self._write(finish)
 
+    async def postpone_job(self, job_id: int, run_at: float, leased_until: float) -> bool:
+        """Put a claimed job back due at `run_at` without counting an attempt (it was not
+        tried), only while it still holds the lease `leased_until`; whether it was."""
+
+        def postpone(tx: Transaction) -> bool:
+            if not holds_lease(tx, job_id, leased_until):
+                return False
+            tx.execute(
+                "UPDATE jobs SET run_at = ?, locked_until = NULL WHERE id = ?", (run_at, job_id)
+            )
+            return True
+
+        return await self._write(postpone)
+
     async def release_jobs(self, job_ids: list[int]) -> None:
         """Give claimed jobs back as they were (lease dropped, no attempt counted)."""
         await self._write(
