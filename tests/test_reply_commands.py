@@ -193,6 +193,24 @@ def test_answers_explain_and_never_quote_the_reply() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "from_addr",
+    [
+        '"Cheap pills at https://pills.example, call 555 0100"@example.com',
+        "buy.cheap.pills.now.at.pills.example.call.555.0100.today@example.com",
+        "mallory@" + "spam-words-" * 20 + "example.com",
+        "mallory@[192.0.2.1]",
+    ],
+)
+def test_an_answer_to_a_stranger_never_carries_their_words(from_addr: str) -> None:
+    """Whoever holds a leaked notice may reply from any address; the answer goes to the
+    reviewer signed by e2a, so a From address that could carry a message of its own (quoted,
+    long, an address literal) is not written into it: only that it was another address."""
+    text = answer_text("wrong_sender", facts(from_addr=from_addr), "owner@example.com", "msg_1")
+    assert from_addr not in text and "pills" not in text and "spam-words" not in text
+    assert "came from another address, not from owner@example.com" in text
+
+
 def test_reply_tokens_are_random_lowercase_and_read_back_from_any_case() -> None:
     first, second = generate_reply_token(), generate_reply_token()
     assert first.plaintext != second.plaintext and len(first.plaintext) == 26

@@ -99,6 +99,20 @@ def refusal_of(
     return None
 
 
+PLAIN_ADDRESS = re.compile(r"[a-z0-9._+-]{1,40}@(?:[a-z0-9-]{1,40}\.){1,4}[a-z0-9-]{2,40}", re.I)
+"""A From address an answer to the reviewer may name: short, unquoted, a domain of a few
+labels. Anything else could carry words of its own into mail e2a signs."""
+
+
+def _named_sender(from_addr: str) -> str:
+    """The reply's From address as the reviewer's answer names it: itself when plain
+    (`PLAIN_ADDRESS`), else only that it was another address (whoever holds a leaked notice
+    may reply from any address, and the answer goes to the reviewer)."""
+    if not from_addr:
+        return "no From address"
+    return from_addr if PLAIN_ADDRESS.fullmatch(from_addr) else "another address"
+
+
 def answer_text(
     refusal: Refusal, facts: ReplyFacts, reviewer: str, message_id: str, standing: str = ""
 ) -> str:
@@ -109,7 +123,7 @@ def answer_text(
     why = {
         "automatic": f"it was automatic mail ({facts.automatic}).",
         "wrong_sender": (
-            f"it came from {facts.from_addr or 'no From address'}, not from {reviewer}, the "
+            f"it came from {_named_sender(facts.from_addr)}, not from {reviewer}, the "
             "address the notice was sent to. If you did not send it, someone else has seen "
             "the notice: review the message on the dashboard instead."
         ),
