@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import get_args
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -29,8 +28,11 @@ from e2a_gateway.storage.vocabulary import JOB_KINDS
 # No `*_created` series: they double the output and Prometheus does not need them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
-CONTENT_TYPE = CONTENT_TYPE_LATEST
-"""The media type of `Metrics.render()` (Prometheus text exposition format)."""
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The media type of `Metrics.render()`: the Prometheus text format, version 0.0.4, which
+`generate_latest` writes. Not prometheus_client's `CONTENT_TYPE_LATEST`, which names whatever
+version the installed library thinks newest (1.0.0 in recent releases, which tells a scraper
+to expect UTF-8 metric names and escaping this output never uses)."""
 
 SMTP_REJECTION_REASONS = (
     "unknown_user",

@@ -4,6 +4,7 @@ HTTP traffic, queue depth comes from storage, and labels never carry addresses o
 from __future__ import annotations
 
 import json
+import re
 import smtplib
 from pathlib import Path
 from typing import Any
@@ -400,3 +401,152 @@ async def test_request_methods_outside_http_share_one_label(
     assert methods - {"GET"} == {"PATCH", "OTHER"}  # GET: the scrapes
     other = {"method": "OTHER", "route": "/legacy", "status_class": "4xx"}
     assert value(samples, "e2a_http_requests_total", **other) == 50
+
+
+EXPOSITION_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""The media type of the text format /metrics writes (0.0.4: Prometheus's classic names)."""
+
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_COMMENT = re.compile(r"# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.*)")
+_SUFFIXES = {"counter": ("",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def exposition_faults(text: str) -> list[str]:
+    """What in `text` breaks the Prometheus text format (0.0.4) or its naming conventions:
+    a family's HELP or TYPE missing, repeated or after its samples; its samples apart; a
+    counter not named `_total`; a time not in `_seconds`; a histogram's buckets not ascending
+    to a `+Inf` equal to its `_count`, or without `_sum`. Parsed by the reference parser too."""
+    faults: list[str] = []
+    helps: dict[str, int] = {}
+    types: dict[str, str] = {}
+    sampled: set[str] = set()
+    finished: set[str] = set()
+    current: str | None = None
+
+    def now_in(family: str, number: int) -> None:
+        nonlocal current
+        if family != current:
+            if family in finished:
+                faults.append(f"{number}: {family} apart from the rest of it")
+            if current is not None:
+                finished.add(current)
+            current = family
+
+    for number, line in enumerate(text.splitlines(), 1):
+        if comment := _COMMENT.fullmatch(line):
+            kind, name, rest = comment.groups()
+            now_in(name, number)
+            if name in sampled:
+                faults.append(f"{number}: {kind} of {name} after its samples")
+            if kind == "HELP":
+                helps[name] = helps.get(name, 0) + 1
+            elif name in types:
+                faults.append(f"{number}: a second TYPE for {name}")
+            else:
+                types[name] = rest
+            continue
+        name_match = _NAME.match(line)
+        assert name_match is not None, f"{number}: not a sample: {line!r}"
+        sample = name_match.group()
+        family = next(
+            (
+                name
+                for name, kind in types.items()
+                if any(sample == name + suffix for suffix in _SUFFIXES.get(kind, ("",)))
+            ),
+            None,
+        )
+        if family is None:
+            faults.append(f"{number}: {sample} has no TYPE before it")
+            continue
+        now_in(family, number)
+        sampled.add(family)
+    faults += [f"{name}: HELP without TYPE" for name in helps if name not in types]
+    faults += [f"{name}: no HELP" for name in types if name not in helps]
+    faults += [f"{name}: {count} HELP lines" for name, count in helps.items() if count != 1]
+    for name, kind in types.items():
+        if kind == "counter" and not name.endswith("_total"):
+            faults.append(f"{name}: a counter not named _total")
+        if re.search(r"duration|latency|_age|wait|timestamp|_seconds", name) and not (
+            name.endswith("_seconds")
+        ):
+            faults.append(f"{name}: a time not in _seconds")
+        if re.search(r"_ms$|milli|_minutes|_hours|_kb$|_mb$", name):
+            faults.append(f"{name}: not in base units")
+    for family in text_string_to_metric_families(text):
+        if family.type != "histogram":
+            continue
+        series: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
+        for sample in family.samples:
+            labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+            seen = series.setdefault(labels, {"le": [], "counts": []})
+            if sample.name.endswith("_bucket"):
+                seen["le"].append(float(sample.labels["le"]))
+                seen["counts"].append(sample.value)
+            else:
+                seen[sample.name.rsplit("_", 1)[1]] = sample.value
+        for labels, seen in series.items():
+            where = f"{family.name}{dict(labels)}"
+            if seen["le"] != sorted(set(seen["le"])) or seen["le"][-1:] != [float("inf")]:
+                faults.append(f"{where}: buckets {seen['le']} not ascending to +Inf")
+            if seen["counts"] != sorted(seen["counts"]):
+                faults.append(f"{where}: bucket counts not cumulative")
+            if "sum" not in seen or seen.get("count") != seen["counts"][-1]:
+                faults.append(f"{where}: +Inf bucket, _count and _sum disagree: {seen}")
+    return faults
+
+
+async def test_the_exposition_follows_the_prometheus_text_format(
+    running: RunningGateway,
+    make_account: Any,
+    anonymous: httpx.AsyncClient,
+    nursery: trio.Nursery,
+) -> None:
+    """Every family once, HELP and TYPE before its samples, counters `_total`, times in
+    seconds, histograms whole; served as text 0.0.4 to GET and HEAD alike."""
+    alice: Account = await make_account("alice@example.com")
+    agent = await create_agent(alice, "hooked", (await serving(nursery, 200)).url)
+    await trio.to_thread.run_sync(send_refusing, running.addresses.smtp_port, [agent])
+
+    async def delivered() -> bool:
+        now = await scrape(anonymous)
+        return value(now, "e2a_deliveries_total", channel="webhook", outcome="delivered") == 1
+
+    await wait_until(delivered)
+    response = await anonymous.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == EXPOSITION_CONTENT_TYPE
+    assert exposition_faults(response.text) == []
+    assert "e2a_inbound_commit_seconds_bucket" in response.text  # histograms with samples
+    head = await anonymous.head("/metrics")
+    assert head.status_code == 200
+    assert head.headers["content-type"] == EXPOSITION_CONTENT_TYPE
+    assert head.content == b""
+
+
+def test_the_format_check_finds_what_breaks_the_format() -> None:
+    """`exposition_faults` is not vacuous: each fault it looks for is found."""
+    good = (
+        "# HELP a_total A.\n# TYPE a_total counter\na_total 1.0\n"
+        '# HELP h_seconds H.\n# TYPE h_seconds histogram\nh_seconds_bucket{le="1.0"} 1.0\n'
+        'h_seconds_bucket{le="+Inf"} 2.0\nh_seconds_count 2.0\nh_seconds_sum 3.0\n'
+    )
+    assert exposition_faults(good) == []
+    broken = {
+        "# TYPE a_total counter\na_total 1.0\n": "no HELP",
+        "# HELP a A.\n# TYPE a counter\na 1.0\n": "a counter not named _total",
+        "# HELP a_total A.\n# HELP a_total A.\n# TYPE a_total counter\na_total 1\n": "2 HELP",
+        "# HELP a_total A.\n# TYPE a_total counter\n# TYPE a_total counter\n": "second TYPE",
+        "# HELP a_total A.\na_total 1.0\n# TYPE a_total counter\n": "no TYPE before",
+        "# TYPE a_total counter\na_total 1.0\n# HELP a_total A.\n": "after its samples",
+        "# HELP a_ms A.\n# TYPE a_ms gauge\na_ms 1.0\n": "base units",
+        "# HELP wait A.\n# TYPE wait gauge\nwait 1.0\n": "_seconds",
+        good.replace('le="1.0"} 1.0', 'le="1.0"} 3.0'): "cumulative",
+        good.replace("h_seconds_count 2.0", "h_seconds_count 1.0"): "disagree",
+        good.replace('h_seconds_bucket{le="+Inf"} 2.0\n', ""): "to +Inf",
+        good.replace("h_seconds_sum 3.0\n", ""): "disagree",
+        good + "a_total 2.0\n": "apart",
+    }
+    for text, fault in broken.items():
+        found = exposition_faults(text)
+        assert any(fault in each for each in found), (text, found)
