@@ -550,3 +550,93 @@ def test_the_format_check_finds_what_breaks_the_format() -> None:
     for text, fault in broken.items():
         found = exposition_faults(text)
         assert any(fault in each for each in found), (text, found)
+
+
+def refused_by_rcpt(port: int, recipient: str) -> None:
+    """One SMTP session whose only recipient is refused, so no message is sent."""
+    with pytest.raises(smtplib.SMTPRecipientsRefused):
+        send_refusing(port, [recipient])
+
+
+def moved(before: Samples, after: Samples) -> dict[str, float]:
+    """The series that changed from `before` to `after`, as `name{labels}` → change, leaving
+    out what timing decides (a histogram's `_sum` and bounded buckets) and `/metrics`'s own
+    requests."""
+    changes = {}
+    for key in before.keys() | after.keys():
+        name, pairs = key
+        labels = dict(pairs)
+        if name.endswith("_sum") or labels.get("le", "+Inf") != "+Inf":
+            continue
+        if labels.get("route") == "/metrics":
+            continue
+        change = after.get(key, 0.0) - before.get(key, 0.0)
+        if change:
+            shown = ",".join(f"{k}={v}" for k, v in pairs)
+            changes[f"{name}{{{shown}}}"] = change
+    return changes
+
+
+async def test_traffic_moves_each_counter_by_its_amount_and_gauges_come_to_rest(
+    running: RunningGateway,
+    make_account: Any,
+    anonymous: httpx.AsyncClient,
+    nursery: trio.Nursery,
+) -> None:
+    """A message accepted, one refused, an API call, a webhook attempt on each API: every
+    series moves by exactly what happened, nothing else moves, and the gauges of work in
+    progress (SMTP sessions, queued jobs, their age, WebSockets) are back at rest after."""
+    alice: Account = await make_account("alice@example.com")
+    agent = await create_agent(alice, "hooked", (await serving(nursery, 200)).url)
+    hook = {"url": (await serving(nursery, 200)).url, "events": ["email.received"]}
+    assert (await alice.http.post("/v1/webhooks", json=hook)).status_code == 201
+    before = await scrape(anonymous)
+    port = running.addresses.smtp_port
+    await trio.to_thread.run_sync(send_refusing, port, [agent])
+    await trio.to_thread.run_sync(refused_by_rcpt, port, "nobody@agents.test")
+    assert (await alice.http.get(agent_path(agent))).status_code == 200
+
+    async def at_rest() -> bool:
+        now = await scrape(anonymous)
+        return (
+            value(now, "e2a_deliveries_total", channel="webhook", outcome="delivered") == 1
+            and value(now, "e2a_webhook_attempts_total", outcome="delivered", status_class="2xx")
+            == 1
+            and value(now, "e2a_smtp_sessions_active") == 0
+            and not any(v for (name, _), v in now.items() if name.startswith("e2a_queue_"))
+        )
+
+    await wait_until(at_rest)
+    after = await scrape(anonymous)
+    scrapes = value(
+        after, "e2a_http_responses_total", method="GET", route="/metrics", status="200"
+    ) - value(before, "e2a_http_responses_total", method="GET", route="/metrics", status="200")
+    agent_route = "method=GET,route=/api/v1/agents/<email>"
+    assert moved(before, after) == {
+        "e2a_smtp_sessions_total{}": 2,
+        "e2a_smtp_messages_accepted_total{}": 1,
+        "e2a_smtp_rejected_total{reason=unknown_user}": 1,
+        "e2a_smtp_inbound_total{outcome=accepted}": 1,
+        "e2a_smtp_inbound_total{outcome=rejected_unknown_recipient}": 1,
+        "e2a_inbound_commit_seconds_count{}": 1,
+        "e2a_inbound_commit_seconds_bucket{le=+Inf}": 1,
+        "e2a_inbound_commit_transactions_count{}": 1,
+        "e2a_inbound_commit_transactions_bucket{le=+Inf}": 1,
+        "e2a_inbound_messages_stored_total{}": 1,
+        "e2a_deliveries_total{channel=webhook,outcome=delivered}": 1,
+        "e2a_deliveries_total{channel=webhook_v1,outcome=delivered}": 1,
+        "e2a_webhook_attempts_total{outcome=delivered,status_class=2xx}": 1,
+        "e2a_webhook_attempt_duration_seconds_count{}": 1,
+        "e2a_webhook_attempt_duration_seconds_bucket{le=+Inf}": 1,
+        f"e2a_http_request_duration_seconds_count{{{agent_route}}}": 1,
+        f"e2a_http_request_duration_seconds_bucket{{le=+Inf,{agent_route}}}": 1,
+        f"e2a_http_responses_total{{{agent_route},status=200}}": 1,
+        # The API call and the scrapes: e2a files every route outside /v1 under /legacy.
+        "e2a_http_requests_total{method=GET,route=/legacy,status_class=2xx}": 1 + scrapes,
+    }
+    assert value(after, "e2a_smtp_sessions_active") == 0
+    assert value(after, "e2a_ws_connections_active") == 0
+    assert value(after, "e2a_storage_up") == 1
+    for (name, labels), count in after.items():
+        if name in ("e2a_queue_jobs", "e2a_queue_depth", "e2a_queue_oldest_age_seconds"):
+            assert count == 0, (name, labels)
