@@ -163,6 +163,14 @@ OTHER_METHOD = "OTHER"
 labels (each would be a series kept until the gateway stops)."""
 
 
+PER_REPLICA = " (per replica)"
+"""The end of the HELP of a metric this replica keeps alone (its SMTP acceptor processes
+included): with several replicas, sum them."""
+SHARED = " (shared: read from the database, the same on every replica)"
+"""The end of the HELP of a gauge read from the database at each scrape: every replica reports
+the same value, so take one (`max`), not their sum."""
+
+
 class Metrics:
     """Every metric of one gateway, in its own registry. Also the SMTP listener's observer
     (`e2a_gateway.smtp.server.SmtpObserver`)."""
@@ -171,182 +179,197 @@ class Metrics:
         self.registry = CollectorRegistry()
         registry = self.registry
         self.smtp_sessions = Counter(
-            "e2a_smtp_sessions", "SMTP connections served since start", registry=registry
+            "e2a_smtp_sessions",
+            "SMTP connections served since start" + PER_REPLICA,
+            registry=registry,
         )
         self.smtp_sessions_active = Gauge(
-            "e2a_smtp_sessions_active", "SMTP connections being served now", registry=registry
+            "e2a_smtp_sessions_active",
+            "SMTP connections being served now" + PER_REPLICA,
+            registry=registry,
         )
         self.smtp_accepted = Counter(
             "e2a_smtp_messages_accepted",
-            "Messages committed after DATA (one per SMTP transaction)",
+            "Messages committed after DATA (one per SMTP transaction)" + PER_REPLICA,
             registry=registry,
         )
         self.smtp_rejected = Counter(
             "e2a_smtp_rejected",
-            "Recipients, messages and connections the SMTP listener refused, by reason",
+            "Recipients, messages and connections the SMTP listener refused, by reason"
+            + PER_REPLICA,
             ["reason"],
             registry=registry,
         )
         self.deliveries = Counter(
             "e2a_deliveries",
-            "Delivery results by channel (webhook, websocket) and outcome",
+            "Delivery results by channel (webhook, webhook_v1, websocket) and outcome"
+            + PER_REPLICA,
             ["channel", "outcome"],
             registry=registry,
         )
         self.queue_depth = Gauge(
             "e2a_queue_jobs",
-            "Jobs waiting or in progress, by kind (read from storage at scrape time)",
+            "Jobs waiting or in progress, by kind" + SHARED,
             ["kind"],
             registry=registry,
         )
         self.e2a_queue_depth = Gauge(
             "e2a_queue_depth",
             "Jobs per kind and state: available (due), running (leased), retryable, scheduled "
-            "(e2a's name; read from storage at scrape time)",
+            "(e2a's name)" + SHARED,
             ["queue", "state"],
             registry=registry,
         )
         self.queue_oldest_age = Gauge(
             "e2a_queue_oldest_age_seconds",
             "Seconds the longest-waiting due job of each kind has waited for a worker, 0 when "
-            "none waits (e2a's name; read from storage at scrape time)",
+            "none waits (e2a's name)" + SHARED,
             ["queue"],
             registry=registry,
         )
         self.storage_up = Gauge(
             "e2a_storage_up",
-            "1 when storage answered and took writes at scrape time (as /api/health says), else 0",
+            "1 when storage answered and took writes at scrape time (as /api/health says), else 0"
+            + PER_REPLICA,
             registry=registry,
         )
         self.retention_deleted = Counter(
             "e2a_retention_deleted",
             "Rows the retention sweep deleted, by kind (messages, webhook_attempts, "
             "idempotency_keys, trashed_messages, feedback, events, trashed_agents, "
-            "webhook_deliveries, dashboard_signouts)",
+            "webhook_deliveries, dashboard_signouts)" + PER_REPLICA,
             ["kind"],
             registry=registry,
         )
         self.http_latency = Histogram(
             "e2a_http_request_duration_seconds",
-            "HTTP request latency by method and route template",
+            "HTTP request latency by method and route template" + PER_REPLICA,
             ["method", "route"],
             buckets=HTTP_LATENCY_BUCKETS,
             registry=registry,
         )
         self.http_responses = Counter(
             "e2a_http_responses",
-            "HTTP responses by method, route template and status code",
+            "HTTP responses by method, route template and status code" + PER_REPLICA,
             ["method", "route", "status"],
             registry=registry,
         )
         # e2a's own names, so its SLO queries and dashboards read this gateway too.
         self.e2a_http_requests = Counter(
             "e2a_http_requests",
-            "HTTP requests by method, e2a route pattern (/legacy outside /v1) and status class",
+            "HTTP requests by method, e2a route pattern (/legacy outside /v1) and status class"
+            + PER_REPLICA,
             ["method", "route", "status_class"],
             registry=registry,
         )
         self.http_connections_refused = Counter(
             "e2a_http_connections_refused",
-            "HTTP connections closed unserved for a connection limit, by limit",
+            "HTTP connections closed unserved for a connection limit, by limit" + PER_REPLICA,
             ["limit"],
             registry=registry,
         )
         self.e2a_smtp_inbound = Counter(
             "e2a_smtp_inbound",
             "SMTP intake decisions, as e2a names them (one per 250 or 451 after DATA, one per "
-            "refused RCPT)",
+            "refused RCPT)" + PER_REPLICA,
             ["outcome"],
             registry=registry,
         )
         self.e2a_webhook_attempts = Counter(
             "e2a_webhook_attempts",
-            "/v1 webhook delivery attempts by outcome and the endpoint's status class",
+            "/v1 webhook delivery attempts by outcome and the endpoint's status class"
+            + PER_REPLICA,
             ["outcome", "status_class"],
             registry=registry,
         )
         self.e2a_webhook_attempt_duration = Histogram(
             "e2a_webhook_attempt_duration_seconds",
-            "/v1 webhook delivery attempt duration",
+            "/v1 webhook delivery attempt duration" + PER_REPLICA,
             buckets=HTTP_LATENCY_BUCKETS,
             registry=registry,
         )
         self.e2a_outbound_queue_wait = Histogram(
             "e2a_outbound_queue_wait_seconds",
-            "Seconds each outbound attempt waited for a worker after it fell due",
+            "Seconds each outbound attempt waited for a worker after it fell due" + PER_REPLICA,
             buckets=OUTBOUND_SECONDS_BUCKETS,
             registry=registry,
         )
         self.e2a_outbound_attempts = Counter(
             "e2a_outbound_attempts",
-            "Outbound hand-off attempts by outcome (success, temporary_failure, permanent_failure)",
+            "Outbound hand-off attempts by outcome (success, temporary_failure, permanent_failure)"
+            + PER_REPLICA,
             ["outcome"],
             registry=registry,
         )
         self.e2a_outbound_attempt_duration = Histogram(
             "e2a_outbound_attempt_duration_seconds",
-            "Outbound hand-off attempt duration (local delivery and the relay)",
+            "Outbound hand-off attempt duration (local delivery and the relay)" + PER_REPLICA,
             buckets=OUTBOUND_SECONDS_BUCKETS,
             registry=registry,
         )
         self.e2a_outbound_terminal = Counter(
             "e2a_outbound_terminal",
-            "Outbound messages settled for good, once each, by outcome",
+            "Outbound messages settled for good, once each, by outcome" + PER_REPLICA,
             ["outcome"],
             registry=registry,
         )
         self.relay_connections = Counter(
             "e2a_outbound_relay_connections",
-            "Connections opened to the outbound relay (kept ones carry several messages)",
+            "Connections opened to the outbound relay (kept ones carry several messages)"
+            + PER_REPLICA,
             registry=registry,
         )
         self.inbound_commit_seconds = Histogram(
             "e2a_inbound_commit_seconds",
             "Seconds each group commit of inbound mail took, from taking its batch to knowing "
-            "the outcome; the rate of its sum is the share of time the commit was busy",
+            "the outcome; the rate of its sum is the share of time the commit was busy"
+            + PER_REPLICA,
             buckets=COMMIT_SECONDS_BUCKETS,
             registry=registry,
         )
         self.inbound_commit_transactions = Histogram(
             "e2a_inbound_commit_transactions",
             "SMTP transactions (DATAs, from every session and acceptor process) in each group "
-            "commit of inbound mail",
+            "commit of inbound mail" + PER_REPLICA,
             buckets=COMMIT_BATCH_BUCKETS,
             registry=registry,
         )
         self.inbound_messages_stored = Counter(
             "e2a_inbound_messages_stored",
-            "Inbound messages the group commit stored, one per recipient agent",
+            "Inbound messages the group commit stored, one per recipient agent" + PER_REPLICA,
             registry=registry,
         )
         self.ws_connections_active = Gauge(
             "e2a_ws_connections_active",
-            "Agents' WebSocket connections open now (/api/v1 and /v1)",
+            "Agents' WebSocket connections open now (/api/v1 and /v1)" + PER_REPLICA,
             registry=registry,
         )
         self.ws_connects = Counter(
-            "e2a_ws_connects", "Agents' WebSocket connections accepted", registry=registry
+            "e2a_ws_connects",
+            "Agents' WebSocket connections accepted" + PER_REPLICA,
+            registry=registry,
         )
         self.ws_disconnects = Counter(
             "e2a_ws_disconnects",
-            "Agents' WebSocket connections ended, by reason",
+            "Agents' WebSocket connections ended, by reason" + PER_REPLICA,
             ["reason"],
             registry=registry,
         )
         self.ws_drained = Counter(
             "e2a_ws_drained_messages",
-            "Unread messages pushed to a WebSocket as it connected",
+            "Unread messages pushed to a WebSocket as it connected" + PER_REPLICA,
             registry=registry,
         )
         self.ws_send_failures = Counter(
             "e2a_ws_send_failures",
-            "Pushes to an open WebSocket that failed",
+            "Pushes to an open WebSocket that failed" + PER_REPLICA,
             registry=registry,
         )
         self.tls_certificate_expiry = Gauge(
             "e2a_tls_certificate_expiry_timestamp_seconds",
             "When the certificate a listener offers expires (its notAfter), as Unix time, by "
-            "listener (smtp: STARTTLS, smtp.tls_cert); no series without a certificate",
+            "listener (smtp: STARTTLS, smtp.tls_cert); no series without a certificate"
+            + PER_REPLICA,
             ["listener"],
             registry=registry,
         )

@@ -17,7 +17,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.config import Settings
-from e2a_gateway.metrics import Metrics, QueueReading
+from e2a_gateway.metrics import PER_REPLICA, SHARED, Metrics, QueueReading
 from e2a_gateway.storage.base import JobQueueState, StorageUnavailable
 from tests.conftest import Account, agent_path, make_settings
 from tests.databases import reported_backend
@@ -640,3 +640,24 @@ async def test_traffic_moves_each_counter_by_its_amount_and_gauges_come_to_rest(
     for (name, labels), count in after.items():
         if name in ("e2a_queue_jobs", "e2a_queue_depth", "e2a_queue_oldest_age_seconds"):
             assert count == 0, (name, labels)
+
+
+SHARED_FAMILIES = {"e2a_queue_jobs", "e2a_queue_depth", "e2a_queue_oldest_age_seconds"}
+"""The metrics read from the database at each scrape; every other one is the replica's own."""
+
+
+def test_every_metric_says_whether_it_is_the_replicas_own_or_shared() -> None:
+    """With several replicas, a counter must be summed and a queue gauge must not: each HELP
+    says which it is."""
+    scopes = {
+        family.name: family.documentation[-len(SHARED) :]
+        if family.name in SHARED_FAMILIES
+        else family.documentation[-len(PER_REPLICA) :]
+        for family in Metrics().registry.collect()
+    }
+    assert scopes.keys() >= SHARED_FAMILIES
+    assert {
+        name: scope
+        for name, scope in scopes.items()
+        if scope != (SHARED if name in SHARED_FAMILIES else PER_REPLICA)
+    } == {}

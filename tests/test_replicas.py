@@ -26,6 +26,7 @@ import httpx
 import psycopg
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import (
     CloseReason,
     ConnectionClosed,
@@ -38,6 +39,7 @@ from bench._gateway_process import process_tree
 from e2a_gateway.hub import Ended, Hub, Listener
 from e2a_gateway.hub.fanout import PostgresFanout, relay_payload
 from e2a_gateway.hub.job_queue import JobQueue
+from e2a_gateway.metrics import PER_REPLICA, SHARED
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.storage.postgres import FANOUT_CHANNEL, PostgresStorage
 from e2a_gateway.storage.vocabulary import JOB_KINDS
@@ -46,6 +48,7 @@ from tests.delivery_support import wait_until
 from tests.dns_server import serve_dns
 from tests.http_receiver import Answer, HttpReceiver
 from tests.test_cli import free_port
+from tests.test_metrics import SHARED_FAMILIES, Samples, samples_of, value
 from tests.test_smtp_acceptors import _acceptor_serving, _running
 
 pytestmark = pytest.mark.backend_independent
@@ -91,10 +94,10 @@ def write_config(
     database: str = "",
     smtp: str = "",
 ) -> tuple[Path, int, int]:
-    """A config for one replica on free loopback ports (`database`, `smtp`: extra lines for
-    those sections). Its DNS is a loopback server with an empty zone: nothing leaves the
-    machine, and SPF/DMARC lookups end at once (NXDOMAIN) instead of waiting out a timeout per
-    message."""
+    """A config for one replica on free loopback ports, serving /metrics (`database`, `smtp`:
+    extra lines for those sections). Its DNS is a loopback server with an empty zone: nothing
+    leaves the machine, and SPF/DMARC lookups end at once (NXDOMAIN) instead of waiting out a
+    timeout per message."""
     directory.mkdir(parents=True, exist_ok=True)
     smtp_port, http_port = free_port(), free_port()
     path = directory / "e2a.toml"
@@ -105,6 +108,7 @@ def write_config(
         f"[database]\nurl = {json.dumps(database_url)}\n{database}"
         f'[dns]\nnameservers = ["127.0.0.1:{dns_port}"]\ntimeout_seconds = 1\n'
         f"[webhooks]\nallow_private = true\n{webhooks}"
+        "[metrics]\nenabled = true\n"
         "[limits]\nagent_registrations_per_ip_per_hour = 100000\n"
         "message_polls_per_user_per_minute = 100000\n"
     )
@@ -423,6 +427,62 @@ async def test_webhook_jobs_through_both_replicas_are_delivered_exactly_once(
     assert len(set(delivery_ids)) == MESSAGES
     subjects = {json.loads(request.body)["subject"] for request in receiver.requests}
     assert subjects == {f"m{n}" for n in range(MESSAGES)}
+
+
+async def scrape(replica: Replica) -> tuple[Samples, dict[str, str]]:
+    """`replica`'s /metrics: every sample, and each family's HELP."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.get(f"{replica.http_url}/metrics")
+    assert response.status_code == 200, response.text
+    helps = {
+        family.name: family.documentation
+        for family in text_string_to_metric_families(response.text)
+    }
+    return samples_of(response.text), helps
+
+
+async def test_two_replicas_count_their_own_traffic_and_report_one_shared_queue(
+    tmp_path: Path, database: str
+) -> None:
+    """Mail taken in by B is counted by B alone (per-replica metrics are summed across
+    replicas), while the queue gauges, read from the shared database, are the same on both —
+    and each HELP says which kind it is."""
+    receiver = HttpReceiver(lambda _: Answer(500))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(receiver.serve)
+        async with two_replicas(tmp_path, database) as (a, b):
+            key = await bootstrap(a)
+            body = {"slug": "hook", "agent_mode": "cloud", "webhook_url": receiver.url}
+            agent = await create_agent(b, key, body)
+            await trio.to_thread.run_sync(send_mail, b.smtp_port, agent, ["counted on b"])
+
+            async def waiting_for_its_retry() -> bool:
+                (on_a, _), (on_b, _) = await scrape(a), await scrape(b)
+                retrying = {"channel": "webhook", "outcome": "retrying"}
+                return (
+                    value(on_a, "e2a_deliveries_total", **retrying)
+                    + value(on_b, "e2a_deliveries_total", **retrying)
+                    == 1
+                    and value(on_a, "e2a_queue_jobs", kind="webhook") == 1
+                    and value(on_b, "e2a_queue_jobs", kind="webhook") == 1
+                )
+
+            await wait_until(waiting_for_its_retry, DELIVERY_SECONDS)
+            (on_a, helps_a), (on_b, helps_b) = await scrape(a), await scrape(b)
+        nursery.cancel_scope.cancel()
+    assert len(receiver.requests) == 1  # the retry is about 30 s away
+    assert value(on_a, "e2a_smtp_messages_accepted_total") == 0
+    assert value(on_b, "e2a_smtp_messages_accepted_total") == 1
+    assert value(on_b, "e2a_inbound_messages_stored_total") == 1
+
+    def shared(samples: Samples) -> Samples:
+        return {key: count for key, count in samples.items() if key[0] in SHARED_FAMILIES}
+
+    assert shared(on_a) == shared(on_b)
+    assert value(on_a, "e2a_queue_depth", queue="webhook", state="retryable") == 1
+    assert helps_a == helps_b
+    for name, help_text in helps_a.items():
+        assert help_text.endswith(SHARED if name in SHARED_FAMILIES else PER_REPLICA), name
 
 
 async def test_replica_killed_mid_delivery_leaves_its_jobs_to_the_other_after_the_lease(
