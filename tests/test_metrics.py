@@ -175,7 +175,14 @@ async def test_metrics_are_off_unless_enabled(
     running.gateway.settings.metrics.enabled = False
     response = await anonymous.get("/metrics")
     assert response.status_code == 404
-    assert "metrics.enabled" in response.json()["error"]["message"]
+    assert response.json() == {
+        "error": {
+            "code": "not_found",
+            "message": "metrics are off; set metrics.enabled = true to serve /metrics",
+        }
+    }
+    head = await anonymous.head("/metrics")
+    assert (head.status_code, head.headers["content-type"]) == (404, "application/json")
 
 
 async def test_health_reports_storage_down(
