@@ -11,17 +11,20 @@ import email
 import email.feedparser
 import email.headerregistry
 from collections.abc import Iterator
-from email.message import Message
+from email.message import EmailMessage, Message
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from e2a_gateway.charsets import READING_PARAMETERS, REMEMBERED_FIELDS
+from e2a_gateway.charsets import READING_PARAMETERS, REMEMBERED_FIELDS, field_text
 from e2a_gateway.inbound import parse
 from e2a_gateway.inbound.parse import attachments_of, parse_body, summarise_headers
 from e2a_gateway.mime_bounds import MAX_NESTING, MAX_PARTS, MORE_PARTS_FILENAME, within_bounds
+from e2a_gateway.mime_parse import parse_message
+from e2a_gateway.rfc5322 import HeaderFields, header_text
+from e2a_gateway.v1 import inbound as sdk_inbound
 from e2a_gateway.v1.inbound import parse_raw_email
 
 pytestmark = pytest.mark.backend_independent
@@ -71,6 +74,23 @@ def test_a_single_part_body_of_many_lines_is_not_read_line_by_line(
     assert body.text == text * lines
     assert body.html is None
     assert body.attachments == ()
+    assert read[0] < 20  # the header lines, not the body's 200,000
+
+
+@pytest.mark.parametrize(
+    ("line", "text"),
+    [(b"\r\n", "\n"), (b"a\r\n", "a\n"), (b"> a\r\n", "> a\n")],
+    ids=["blank", "one-character", "quoted"],
+)
+def test_the_sdk_reads_a_single_part_body_of_many_lines_not_line_by_line(
+    monkeypatch: pytest.MonkeyPatch, line: bytes, text: str
+) -> None:
+    lines = 200_000
+    raw = HEAD + b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + line * lines
+    read = _lines_read(monkeypatch)
+    body = parse_raw_email(raw)
+    assert (body.subject, body.text_body, body.html_body) == ("hi", text * lines, None)
+    assert body.attachments == []
     assert read[0] < 20  # the header lines, not the body's 200,000
 
 
@@ -243,4 +263,19 @@ def _messages(draw: st.DrawFn) -> bytes:
 @given(_messages())
 def test_a_message_reads_exactly_as_the_standard_library_reads_it(raw: bytes) -> None:
     whole = email.message_from_bytes(within_bounds(raw), policy=READING_PARAMETERS)
-    assert list(_shape(parse._message(raw))) == list(_shape(whole))
+    assert list(_shape(parse_message(raw))) == list(_shape(whole))
+
+
+@settings(max_examples=400, deadline=None)
+@given(_messages())
+def test_the_sdk_reads_a_message_exactly_as_the_standard_library_reads_it(raw: bytes) -> None:
+    try:
+        whole = email.message_from_bytes(within_bounds(raw), policy=READING_PARAMETERS)
+        assert isinstance(whole, EmailMessage)
+        expected = sdk_inbound.ParsedBody(
+            subject=field_text(HeaderFields(header_text(raw)), "Subject")
+        )
+        sdk_inbound._read_parts(whole, expected)
+    except (RecursionError, IndexError):
+        expected = sdk_inbound.ParsedBody()
+    assert parse_raw_email(raw) == expected

@@ -943,6 +943,7 @@ shared = [
     "e2a_gateway.charsets",
     "e2a_gateway.email_policies",
     "e2a_gateway.mime_bounds",
+    "e2a_gateway.mime_parse",
     "e2a_gateway.rfc5322",
 ]
 assert loaded == shared, loaded

@@ -9,7 +9,6 @@ part is skipped.
 
 from __future__ import annotations
 
-import email
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,9 +19,9 @@ from cachetools import cached
 from e2a_gateway import kept_bodies
 from e2a_gateway.addresses import lowercase_address
 from e2a_gateway.attachments import Attachment
-from e2a_gateway.charsets import READING_PARAMETERS, decoded_text, field_text, part_filename
+from e2a_gateway.charsets import decoded_text, field_text, part_filename
 from e2a_gateway.email_policies import READING
-from e2a_gateway.mime_bounds import within_bounds
+from e2a_gateway.mime_parse import parse_message
 from e2a_gateway.rfc5322 import HeaderFields, field_addresses, header_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
@@ -142,50 +141,6 @@ _ATTACHED_MESSAGE_FILENAME = "forwarded.eml"
 _ATTACHED_MESSAGES = frozenset({"message/rfc822", "message/global"})
 _WRITING = READING.clone(refold_source="none", linesep="\r\n")
 """Writes a parsed message back out with its header fields as they came."""
-
-
-def _message(raw: bytes) -> EmailMessage:
-    """`raw` parsed by the stdlib, to MAX_NESTING levels and MAX_PARTS parts (`within_bounds`).
-
-    The stdlib's parser reads a body line by line in Python (about half a microsecond a line:
-    25 MB of empty lines took 7 s) to join the lines again, unchanged, as the payload of a
-    part that is neither multipart nor message/*. So only the header section is given to it;
-    when it makes the message such a part, the rest of the text is its payload as it would
-    have been (`_header_end` finds where the stdlib ends the header section). Multipart and
-    message/* mail is parsed whole."""
-    text = within_bounds(raw).decode("ascii", "surrogateescape")  # as `message_from_bytes`
-    end, body = _header_end(text)
-    message = email.message_from_string(text[:end], policy=READING_PARAMETERS)
-    assert isinstance(message, EmailMessage)
-    if message.get_content_maintype() in ("multipart", "message"):
-        message = email.message_from_string(text, policy=READING_PARAMETERS)
-        assert isinstance(message, EmailMessage)
-    else:
-        left = message.get_payload()  # a last header line the parser read as the body's
-        assert isinstance(left, str)
-        message.set_payload(left + text[body:])
-    return message
-
-
-_PARSER_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)?")
-"""A line as the stdlib's parser cuts the text: up to CRLF, a CR alone or LF, inclusive."""
-_PARSER_HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")
-"""A line the stdlib's parser reads as part of the header section (its `headerRE`)."""
-
-
-def _header_end(text: str) -> tuple[int, int]:
-    """Where the stdlib's parser ends the header section of `text`, and where it starts the
-    body: at the first line that is not a header line, after it when it is empty (the
-    separator), at it when it is not (the parser keeps it for the body)."""
-    position = 0
-    while position < len(text):
-        line = _PARSER_LINE.match(text, position)
-        assert line is not None  # the pattern matches at any position
-        if not _PARSER_HEADER_LINE.match(line.group()):
-            empty = line.group() in ("\r\n", "\r", "\n")
-            return position, line.end() if empty else position
-        position = line.end()
-    return position, position
 
 
 def _own_parts(part: MIMEPart) -> Iterator[MIMEPart]:
@@ -323,7 +278,7 @@ def parse_body(raw: bytes) -> ParsedBody:
 
     A message the stdlib cannot parse has nothing readable (`_UNREADABLE`)."""
     try:
-        message = _message(raw)
+        message = parse_message(raw)
         text, html = _body(message)
         attachments = tuple(
             _attachment(part, _attachment_bytes(part)) for part in _attachment_parts(message)
@@ -343,7 +298,7 @@ def attachment_data(raw: bytes, index: int) -> tuple[Attachment, bytes] | None:
     """The attachment at `index` (parse_body's order) with its decoded bytes; None when the
     message has no such attachment (nor one the stdlib cannot parse, see `parse_body`)."""
     try:
-        found = _attachment_parts(_message(raw))
+        found = _attachment_parts(parse_message(raw))
         if not 0 <= index < len(found):
             return None
         data = _attachment_bytes(found[index])

@@ -22,8 +22,8 @@ from email.message import EmailMessage
 from email.parser import HeaderParser
 from typing import Any
 
-from e2a_gateway.charsets import READING_PARAMETERS, decoded_text, field_text, part_filename
-from e2a_gateway.mime_bounds import within_bounds
+from e2a_gateway.charsets import decoded_text, field_text, part_filename
+from e2a_gateway.mime_parse import parse_message
 from e2a_gateway.rfc5322 import HeaderFields, header_text
 from e2a_gateway.v1.errors import UnverifiedEmailError
 from e2a_gateway.v1.models import Trust
@@ -134,10 +134,10 @@ def parse_raw_email(raw: bytes) -> ParsedBody:
     of it either: fields nesting comments a few thousand deep (it reads them by recursion), or
     a parameter ending in `*` with no value (`charset*`, an IndexError). Parts nested deeper
     than the gateway reads (`e2a_gateway.mime_bounds`) are one attachment, as there, and so
-    are the parts after the first MAX_PARTS."""
+    are the parts after the first MAX_PARTS. A single-part body is taken whole, not read line
+    by line (`e2a_gateway.mime_parse`)."""
     try:
-        message = email.message_from_bytes(within_bounds(raw), policy=READING_PARAMETERS)
-        assert isinstance(message, EmailMessage)
+        message = parse_message(raw)
         parsed = ParsedBody(subject=field_text(HeaderFields(header_text(raw)), "Subject"))
         _read_parts(message, parsed)
     except (RecursionError, IndexError):
