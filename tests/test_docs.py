@@ -790,3 +790,38 @@ def test_the_values_the_command_synopses_show_are_the_parsers() -> None:
                     wrong.append(f"{command} {flag} takes no value")
     assert checked > 30, "the patterns no longer find the documented synopses"
     assert wrong == []
+
+
+ANSWERED_BEFORE_ANY_ROUTE = {
+    (405, "method_not_allowed"),
+    (408, "request_timeout"),
+    (500, "internal_error"),
+    (503, "shutting_down"),
+}
+"""api.md's codes that no route's description lists: the router's (a method the route does
+not take), the body's time bound, a bug, and a stop before the answer."""
+
+
+def test_the_error_codes_api_md_lists_are_in_the_openapi_document() -> None:
+    """Each status and code of api.md's table of `/api/v1` error codes is one the OpenAPI
+    document (`GET /api/v1/openapi.json`) lists for some route, so a client generated from
+    the document knows it; the few every route may answer are spelt in the gateway's code."""
+    from e2a_gateway.api.openapi import OPERATIONS, _all_errors, api_routes
+
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    table = re.search(r"^## Error codes\n(.+?)\n\n", text, flags=re.MULTILINE | re.DOTALL)
+    assert table, "docs/api.md no longer has its table of error codes"
+    listed = {
+        (int(status), code)
+        for status, codes in re.findall(r"^\| (\d{3}) \| ([^|]+) \|", table.group(1), re.M)
+        for code in re.findall(r"`([a-z_]+)`", codes)
+    }
+    assert len(listed) > 30
+    documented = set()
+    for route in api_routes(ServedRoutes().app.url_map):
+        operation = OPERATIONS[route.rule.endpoint]
+        for status, codes in _all_errors(operation, route).items():
+            documented |= {(status, code) for code in codes}
+    source = "\n".join(path.read_text("utf-8") for path in (ROOT / "e2a_gateway").rglob("*.py"))
+    assert {code for _, code in ANSWERED_BEFORE_ANY_ROUTE if f'"{code}"' not in source} == set()
+    assert sorted(listed - documented - ANSWERED_BEFORE_ANY_ROUTE) == []

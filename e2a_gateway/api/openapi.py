@@ -117,6 +117,21 @@ _REVIEW_ERRORS: dict[int, tuple[str, ...]] = {
     400: ("invalid_email", "invalid_header", "invalid_attachment"),
     409: ("conflict",),
 }
+_IDEMPOTENCY_ERRORS: dict[int, tuple[str, ...]] = {
+    409: ("idempotency_in_flight",),
+    422: ("idempotency_key_reuse",),
+}
+"""What a route taking an `Idempotency-Key` adds: the key's first request still being made,
+or the key used with another request (docs/api.md)."""
+
+
+def _idempotent(errors: dict[int, tuple[str, ...]]) -> dict[int, tuple[str, ...]]:
+    """`errors` of a route that takes an `Idempotency-Key`, with the key's own refusals."""
+    statuses = sorted(errors.keys() | _IDEMPOTENCY_ERRORS.keys())
+    return {
+        status: (*errors.get(status, ()), *_IDEMPOTENCY_ERRORS.get(status, ()))
+        for status in statuses
+    }
 
 
 def _link_page(action: str, acts: bool) -> Operation:
@@ -194,6 +209,7 @@ OPERATIONS: dict[str, Operation] = {
                 "reserved_slug",
                 "invalid_email",
                 "slug_registration_disabled",
+                "domain_not_registered",
                 "domain_not_verified",
                 "webhook_url_required",
                 "invalid_webhook_url",
@@ -300,7 +316,7 @@ OPERATIONS: dict[str, Operation] = {
         _SEND_REPLIES,
         description="Goes to the original's Reply-To, else its From, with `Re:` subject and "
         "threading headers.",
-        errors=_SEND_ERRORS,
+        errors=_idempotent(_SEND_ERRORS),
         body=ReplyBody,
     ),
     "websocket.explain_websocket": Operation(
@@ -328,7 +344,7 @@ OPERATIONS: dict[str, Operation] = {
         description="`from` may be left out when the caller has exactly one agent. A line "
         "break (CR, LF, NEL, U+2028, U+2029) or other control character in any header value "
         "is refused.",
-        errors=_SEND_ERRORS,
+        errors=_idempotent(_SEND_ERRORS),
         body=SendBody,
     ),
     "outbound.list_outbound": Operation(
@@ -362,7 +378,7 @@ OPERATIONS: dict[str, Operation] = {
         "review",
         "Approve a held message, optionally with edits",
         {200: Reply("The approved message (`edited` when changed).", schemas.OutboundMessage)},
-        errors=_REVIEW_ERRORS,
+        errors=_idempotent(_REVIEW_ERRORS),
         body=ApproveBody,
         body_optional=True,
     ),
