@@ -669,6 +669,20 @@ class ServedRoutes:
         """Whether the gateway serves `METHOD path`."""
         return self.endpoint(method, path) is not None
 
+    def statuses(self, method: str, path: str) -> set[int] | None:
+        """The statuses the OpenAPI document gives `METHOD path` (a route under `/api`), None
+        for a route it does not describe."""
+        from e2a_gateway.api.openapi import OPERATIONS, _replies, api_routes
+
+        try:
+            rule, _ = self.adapter.match(path, method=method, return_rule=True)
+        except HTTPException:
+            return None
+        for route in api_routes(self.app.url_map):
+            if route.rule is rule and route.method == method:
+                return set(_replies(OPERATIONS[rule.endpoint], route))
+        return None
+
     def body_model(self, endpoint: str) -> type[BaseModel] | None:
         """The model the endpoint reads its JSON body with: the OpenAPI document's for
         `/api/v1`, the one its handler passes to `read_json` for `/v1`."""
@@ -704,6 +718,33 @@ def test_every_route_the_documentation_names_is_served() -> None:
                     missing.append(f"{where}: {method} {path}")
     assert checked > 100, "the pattern no longer finds the documented routes"
     assert missing == []
+
+
+ROUTE_STATUS = re.compile(
+    r"`?(GET|POST|PUT|PATCH|DELETE) (/[^\s`]*)`?,? (?:answers |returns | +)(\d{3})\b"
+)
+"""A route with its answer's status: `POST /users/me/api-keys` answers 201, or a listing's
+`POST /api/v1/agents/{email}/dead-letters/redeliver   202`."""
+
+
+def test_the_statuses_the_documentation_gives_routes_are_in_the_openapi_document() -> None:
+    """A status a document says a route under `/api` answers is one the OpenAPI document gives
+    that route."""
+    routes = ServedRoutes()
+    checked = 0
+    wrong = []
+    for where, text in documented_texts():
+        for method, path, status in ROUTE_STATUS.findall(text):
+            example = _example_path(path)
+            for candidate in (example, f"/api/v1{example}"):
+                statuses = routes.statuses(method, candidate)
+                if statuses is not None:
+                    checked += 1
+                    if int(status) not in statuses:
+                        wrong.append(f"{where}: {method} {path} {status}: {sorted(statuses)}")
+                    break
+    assert checked >= 5, "the pattern no longer finds the documented statuses"
+    assert wrong == []
 
 
 CURL_VALUE_OPTIONS = {"-X", "-H", "-d", "--data", "--data-binary", "-o", "-u", "-F", "-T"}
