@@ -248,7 +248,8 @@ DOCTOR_CHECK = re.compile(r"^[a-z]+\.[a-z_]+$")
 
 def test_every_setting_the_documentation_names_exists() -> None:
     """A setting written `section.key` in a document or an example is one the gateway reads (a
-    doctor check such as `dns.mx` or a file such as `http.py` is no setting)."""
+    doctor check such as `dns.mx` or a file such as `http.py` is no setting), and a table
+    written `[section]` is one of its sections."""
     keys = _settings_keys()
     sections = {key.split(".")[0] for key in keys if "." in key}
     doctor = (ROOT / "e2a_gateway" / "cli" / "doctor.py").read_text(encoding="utf-8")
@@ -259,6 +260,9 @@ def test_every_setting_the_documentation_names_exists() -> None:
             name = f"{section}.{key}"
             if section in sections and key != "py" and name not in checks and name not in keys:
                 unknown.append(f"{where}: {name}")
+        for table in re.findall(r"`\[([a-z_]+)\]`", text):
+            if table not in sections:
+                unknown.append(f"{where}: [{table}]")
     assert unknown == []
 
 
@@ -468,10 +472,10 @@ def _read_variables() -> set[str]:
 
 
 def test_every_environment_variable_the_documentation_names_is_read() -> None:
-    """An `E2A_*` variable a document names is one the gateway reads (a setting's, or an alias
-    of one), one e2a_gateway.env_names lists as e2a's and not used here (the documents say so),
-    or one a client, test or tool of this repository reads; a family `E2A_X_*` has such
-    members."""
+    """An `E2A_*` variable a document or config.example.toml names is one the gateway reads
+    (a setting's, or an alias of one), one e2a_gateway.env_names lists as e2a's and not used
+    here (the documents say so), or one a client, test or tool of this repository reads; a
+    family `E2A_X_*` has such members."""
     from e2a_gateway.config import setting_env_names
     from e2a_gateway.env_names import (
         CLIENT_PREFIXES,
@@ -489,7 +493,8 @@ def test_every_environment_variable_the_documentation_names_is_read() -> None:
     families = {prefix.rstrip("_") for prefix in (*CLIENT_PREFIXES, *UNUSED_E2A_PREFIXES)}
     checked = 0
     unknown = []
-    for where, text in documented_texts():
+    example = ("config.example.toml", (ROOT / "config.example.toml").read_text(encoding="utf-8"))
+    for where, text in [*documented_texts(), example]:
         for name, family in VARIABLE.findall(text):
             checked += 1
             if family:
