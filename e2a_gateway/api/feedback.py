@@ -51,11 +51,12 @@ async def _bounded_body() -> bytes | None:
 
 
 async def _sender() -> Caller | None:
-    """The account of the API key the request carried, if it is valid (it need not carry one)."""
-    key = bearer_key(request.headers)
-    if key is None:
-        return None
+    """The account of the API key the request carried, if it is valid (it need not carry one;
+    several Authorization headers are no valid key either)."""
     try:
+        key = bearer_key(request.headers)
+        if key is None:
+            return None
         return await authenticate(current_gateway(), key)
     except Unauthorized:
         return None

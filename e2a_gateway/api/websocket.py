@@ -2,7 +2,7 @@
 frame with the message's reply text and trust map (docs/replies.md).
 
 Checks happen before the upgrade (401 no or bad key, given as `?token=` or in an
-`Authorization: Bearer` header, 404 not the caller's agent,
+`Authorization: Bearer` header, or two different ones, 404 not the caller's agent,
 400 cloud agent, 429 too many connections for the key), and a plain GET of the same path gets
 the same answers. Delivery is at-least-once: a message stays unread until the client fetches
 it over REST or sends `{"type": "ack", "message_id"}`, and unread messages are sent again on
@@ -86,12 +86,18 @@ class _Admitted:
 
 def _presented_key(args: Any, headers: Headers) -> str:
     """The API key in `?token=` (where WebSocket clients, which often cannot set headers, put
-    it), else the one in an `Authorization: Bearer` header; Unauthorized when neither is given.
-    A `?token=` wins over the header, so a bad one is refused whatever header comes with it."""
+    it) or in an `Authorization: Bearer` header; Unauthorized when neither is given, or when
+    both are and name different keys (which caller the connection is for would be a guess)."""
     token = args.get("token")
+    key = bearer_key(headers)
+    if token and key is not None and key != token:
+        raise Unauthorized(
+            "unauthorized",
+            "?token= and the Authorization header name different API keys: send exactly one "
+            "API key, in the URL or in the header",
+        )
     if token:
         return str(token)
-    key = bearer_key(headers)
     if key is None:
         raise Unauthorized(
             "unauthorized",

@@ -105,11 +105,11 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body})
 
 
-def _bearer_challenge(error: Unauthorized, key: str | None) -> str:
+def _bearer_challenge(error: Unauthorized, sent: bool) -> str:
     """`WWW-Authenticate` for a refused key (RFC 6750 section 3): the realm, and for a key that
     was sent, why it was refused. No `resource_metadata`: e2a keys are not OAuth tokens, and
     an MCP client that finds one starts an OAuth flow the gateway does not offer."""
-    if key is None:
+    if not sent:
         return 'Bearer realm="e2a"'
     description = error.message.replace('"', "'").replace("\\", "/")
     if not description.isascii():
@@ -278,11 +278,13 @@ class McpEndpoint:
         """The request's API key and its owner's id, or None once refused (401, or 503 when
         the database does not answer)."""
         headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]])
-        key = bearer_key(headers)
+        key = None
         try:
+            key = bearer_key(headers)
             caller = await authenticate(self._gateway, key)
         except Unauthorized as refused:
-            challenge = {"WWW-Authenticate": _bearer_challenge(refused, key)}
+            sent = key is not None or len(headers.getlist("Authorization")) > 1
+            challenge = {"WWW-Authenticate": _bearer_challenge(refused, sent)}
             await _send_error(send, status_of(refused), refused.code, refused.message, challenge)
             return None
         except StorageUnavailable as exc:

@@ -11,6 +11,7 @@ from quart import Quart, current_app, g, has_request_context, request, websocket
 from werkzeug.datastructures import Headers
 
 from e2a_gateway.gateway import Gateway
+from e2a_gateway.operations.errors import Unauthorized
 from e2a_gateway.request_ids import HEADER as REQUEST_ID_HEADER
 from e2a_gateway.request_ids import request_id_for
 
@@ -28,9 +29,20 @@ def current_gateway() -> Gateway:
     return found
 
 
+ONE_KEY_ONLY = (
+    "more than one Authorization header: send exactly one API key, in one "
+    "'Authorization: Bearer e2a_…' header"
+)
+
+
 def bearer_key(headers: Headers) -> str | None:
-    """The key in an `Authorization: Bearer …` header, or None."""
-    scheme, _, value = str(headers.get("Authorization", "")).partition(" ")
+    """The key in an `Authorization: Bearer …` header, or None; Unauthorized when the request
+    has several Authorization headers (even naming one key twice): which caller it speaks for
+    would be a guess, so it is refused rather than answered as the first one's."""
+    presented = headers.getlist("Authorization")
+    if len(presented) > 1:
+        raise Unauthorized("unauthorized", ONE_KEY_ONLY)
+    scheme, _, value = str(presented[0] if presented else "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return None
