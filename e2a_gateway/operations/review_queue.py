@@ -29,6 +29,7 @@ from e2a_gateway.operations.errors import Conflict, NotFound
 from e2a_gateway.operations.rate_limits import NamedLimit, count_request
 from e2a_gateway.operations.requests import RequestBody, Verbatim, parse_request
 from e2a_gateway.operations.reviews import ApproveBody
+from e2a_gateway.operations.templates import MAX_SUBJECT_CHARS
 from e2a_gateway.rate_windows import RateLimit
 from e2a_gateway.storage.base import (
     AgentInTrash,
@@ -47,13 +48,21 @@ QueuePosition = int
 class ApproveReview(RequestBody):
     """POST /v1/reviews/{id}/approve: optional edits of an outbound draft (ignored for inbound)."""
 
-    subject: Verbatim | None = Field(default=None, max_length=2000)
+    subject: Verbatim | None = Field(default=None, max_length=MAX_SUBJECT_CHARS)
     text: Verbatim | None = Field(default=None, max_length=1048576)
     html: Verbatim | None = Field(default=None, max_length=1048576)
     to: list[str] | None = None  # to, cc and bcc: at most 50 together (edits_within_bounds)
     cc: list[str] | None = None
     bcc: list[str] | None = None
     attachments: list[AttachmentIn] | None = Field(default=None, max_length=50)
+
+
+class _V1Edits(ApproveBody):
+    """The gateway's approval edits as `/v1` bounds them: a subject as long as `/v1`'s
+    sendMessage takes (MAX_SUBJECT_CHARS; ApproveBody's 998 is `/api/v1`'s, whose send takes
+    998), so a reviewer may give any subject the agent could have sent."""
+
+    subject: Verbatim | None = Field(default=None, max_length=MAX_SUBJECT_CHARS)
 
 
 class RejectReview(RequestBody):
@@ -122,11 +131,11 @@ async def approve(
                 html=request.html,
                 attachments=request.attachments,
             )
-        # checked as the gateway's own approval is (a subject of at most 998, `to` not empty),
-        # its recipients first taken as a send takes them (`edited_recipients`)
+        # checked as the gateway's own approval is (`to` not empty), its recipients first taken
+        # as a send takes them (`edited_recipients`)
         asked = request.model_dump(exclude_none=True) | edited_recipients(request)
         renamed = {"text": "body_text", "html": "body_html"}
-        edits = parse_request(ApproveBody, {renamed.get(k, k): v for k, v in asked.items()})
+        edits = parse_request(_V1Edits, {renamed.get(k, k): v for k, v in asked.items()})
         if lifecycle.awaits_review(outbound.status):
             await _count_approval(gateway, outbound)
         try:
