@@ -26,24 +26,25 @@ SECRET = "ab" * 32
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 
+SIGNED_FIELDS = (
+    "X-E2A-Auth-Verified",
+    "X-E2A-Auth-Sender",
+    "X-E2A-Auth-Entity-Type",
+    "X-E2A-Auth-Domain-Check",
+    "X-E2A-Auth-Delegation",
+    "X-E2A-Auth-Timestamp",
+    "X-E2A-Auth-Message-Id",
+    "X-E2A-Auth-Body-Hash",
+)
+"""The eight values the claim signs, in the order delivery.md joins them."""
+
+
 def contract_verify(headers: dict[str, str], raw: bytes, secret: str) -> bool:
     """delivery.md: hash the bytes, join eight values with \\n, HMAC-SHA256 keyed by the hex
     string's ASCII bytes, constant-time compare."""
     if hashlib.sha256(raw).hexdigest() != headers["X-E2A-Auth-Body-Hash"]:
         return False
-    canonical = "\n".join(
-        headers[name]
-        for name in (
-            "X-E2A-Auth-Verified",
-            "X-E2A-Auth-Sender",
-            "X-E2A-Auth-Entity-Type",
-            "X-E2A-Auth-Domain-Check",
-            "X-E2A-Auth-Delegation",
-            "X-E2A-Auth-Timestamp",
-            "X-E2A-Auth-Message-Id",
-            "X-E2A-Auth-Body-Hash",
-        )
-    )
+    canonical = "\n".join(headers[name] for name in SIGNED_FIELDS)
     expected = hmac.new(secret.encode(), canonical.encode(), hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, headers["X-E2A-Auth-Signature"])
 
@@ -136,19 +137,7 @@ def signed_as(raw: bytes, headers: dict[str, str]) -> dict[str, str]:
     """`headers` with the signature a forger holding the secret would compute: HMAC over the
     eight values joined as the contract joins them. Only to show which header sets sign
     alike; a forger without the secret has signatures the gateway made."""
-    canonical = "\n".join(
-        headers[name]
-        for name in (
-            "X-E2A-Auth-Verified",
-            "X-E2A-Auth-Sender",
-            "X-E2A-Auth-Entity-Type",
-            "X-E2A-Auth-Domain-Check",
-            "X-E2A-Auth-Delegation",
-            "X-E2A-Auth-Timestamp",
-            "X-E2A-Auth-Message-Id",
-            "X-E2A-Auth-Body-Hash",
-        )
-    )
+    canonical = "\n".join(headers[name] for name in SIGNED_FIELDS)
     mac = hmac.new(SECRET.encode(), canonical.encode(), hashlib.sha256).hexdigest()
     return {**headers, "X-E2A-Auth-Signature": mac}
 
