@@ -612,6 +612,34 @@ async def test_a_job_that_waited_out_most_of_its_lease_is_posted_once(
         assert await delivery_status(alice, agent, message_id) == "retrying"
 
 
+async def test_a_post_that_outlasts_the_configured_lease_is_made_once(
+    quiet: QuietGateway,
+    alice: Account,
+    connections: WebhookConnections,
+    clock: FakeClock,
+    nursery: trio.Nursery,
+) -> None:
+    """A slow receiver keeps the POST going past `webhooks.lease_seconds` (the worker's attempt
+    timeout is longer than it): the claim is leased for the timeout + 1 s instead, so another
+    replica claiming once the configured lease would have ended finds nothing to send again."""
+    receiver = HttpReceiver(lambda _: HANG)
+    await nursery.start(receiver.serve)
+    agent = await create_agent(alice, "slow", receiver.url)
+    message_id = await accept_at(quiet, clock, agent)
+    worker = WebhookWorker(quiet.gateway, connections, clock=clock, attempt_timeout=2 * LEASE)
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as running:
+            running.start_soon(worker.deliver_due, clock.now)
+            await receiver.wait_in_flight(1)
+            clock.now += LEASE + 10  # the configured lease is over, the attempt's timeout is not
+            other = WebhookWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5.0)
+            assert await other.deliver_due(clock.now) == 0
+            receiver.release()
+    assert [json.loads(r.body)["message_id"] for r in receiver.requests] == [message_id]
+    (attempt,) = await recorded_attempts(quiet.gateway, message_id)
+    assert attempt.attempt == 1
+
+
 WAITING_JOB_CHANGES = {
     "agent deleted": ("DELETE", "/api/v1/agents/{agent}", None),
     "agent trashed": ("DELETE", "/v1/agents/{agent}?confirm=DELETE", None),
