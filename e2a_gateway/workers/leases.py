@@ -5,6 +5,10 @@ A hand-off takes as long as it takes (each step of it has its own bound: a large
 slow link goes on for many minutes), so no lease is made to cover it: the lease is short, so
 that the jobs of a replica that dies are taken over soon, and renewed every third of it while
 the hand-off goes on, so that no other replica takes the job and mails it again meanwhile.
+
+The webhook workers hold their leases as `HeldLease` too, but keep them otherwise: a POST is
+bounded by its timeout, so their lease is made to outlast it and is renewed, when worn down,
+only as the POST starts (`webhooks.HostPacedWorker`).
 """
 
 from __future__ import annotations
@@ -32,10 +36,10 @@ RENEWALS_PER_LEASE = 3
 
 @dataclass
 class HeldLease:
-    """The lease a worker holds on a job: until `until` as storage holds it (the claim's, or as
-    renewed since), which ends no sooner than `ends` on the worker's clock (the clock read
-    before the claim or renewal, plus the lease's seconds: storage times leases by the
-    database's clock, which may differ from the worker's)."""
+    """The lease a worker holds on a job (or a `/v1` webhook delivery): until `until` as
+    storage holds it (the claim's, or as renewed since), which ends no sooner than `ends` on
+    the worker's clock (the clock read before the claim or renewal, plus the lease's seconds:
+    storage times leases by the database's clock, which may differ from the worker's)."""
 
     until: float
     ends: float

@@ -45,6 +45,7 @@ from e2a_gateway.webhook_targets import (
     pinned_addresses,
 )
 from e2a_gateway.workers.claim_loop import ClaimLoop
+from e2a_gateway.workers.leases import HeldLease
 from e2a_gateway.workers.retry_schedules import WEBHOOK_DELIVERY
 from e2a_gateway.workers.webhook_connections import WebhookConnections
 from e2a_gateway.workers.webhook_policy import build_request, judge_answer, parse_retry_after
@@ -77,18 +78,14 @@ class Answer:
 
 
 @dataclass
-class Lease:
-    """The lease a claim took on one job: until `until` as storage holds it (the claim's, or as
-    renewed since), which ends no sooner than `ends` on this worker's clock (the clock read
-    before the claim or renewal, plus the lease's seconds: storage times leases by the
-    database's clock, which may differ from this one). `renew(until, now, seconds)` moves it
-    on to `seconds` from now and answers the new `until`, or None once the job holds it no
-    longer (another claim has taken it). `still_due(until)` answers whether the job, under that
-    lease, is still to be sent as claimed (False once it, or its agent, account or webhook, was
-    deleted, disabled, trashed or pointed elsewhere)."""
+class Lease(HeldLease):
+    """The lease a claim took on one job or delivery (`HeldLease`), with the storage calls that
+    keep it: `renew(until, now, seconds)` moves it on to `seconds` from now and answers the new
+    `until`, or None once the job holds it no longer (another claim has taken it).
+    `still_due(until)` answers whether the job, under that lease, is still to be sent as claimed
+    (False once it, or its agent, account or webhook, was deleted, disabled, trashed or pointed
+    elsewhere)."""
 
-    until: float
-    ends: float
     renew: Callable[[float, float, float], Awaitable[float | None]]
     still_due: Callable[[float], Awaitable[bool]]
 
