@@ -14,7 +14,7 @@ import tomllib
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -27,10 +27,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from e2a_gateway.env_names import E2A_ALIASES, unknown_variable_warnings
 from e2a_gateway.networks import IpNetwork
 from e2a_gateway.redacted import redacted_url
+from e2a_gateway.secret_files import read_secret_file, readable_by_others
 
 ENV_PREFIX = "E2A_"
 
@@ -54,6 +56,42 @@ class Section(BaseModel):
     """Base of every settings section: unknown keys are errors, values are checked on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    secret_keys: ClassVar[tuple[str, ...]] = ()
+    """Keys that hold a secret, each with a sibling `<key>_file` naming a file that holds it
+    instead (Docker's secrets, systemd's credentials)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any, info: ValidationInfo) -> Any:
+        """Each secret whose `<key>_file` is set takes that file's content, read here, once,
+        when the settings are made (an assignment later re-validates, but reads nothing), and
+        then checked as a value written in the config file would be."""
+        assignment = info.field_name in cls.model_fields  # else the parent's field, or None
+        if not cls.secret_keys or not isinstance(data, dict) or assignment:
+            return data
+        section = _section_name(cls)
+        values = dict(data)
+        for key in cls.secret_keys:
+            path = _blank_is_unset(values.get(f"{key}_file"))
+            if not isinstance(path, str | os.PathLike):
+                continue  # unset, or not a path: the field's own check names it
+            if _blank_is_unset(values.get(key)) is not None:
+                raise PydanticCustomError(
+                    "secret_file",
+                    "{section}.{key} and {section}.{key}_file are both set — keep one of "
+                    "them: the secret, or the file that holds it",
+                    {"section": section, "key": key},
+                )
+            try:
+                values[key] = read_secret_file(Path(path))
+            except ValueError as exc:
+                raise PydanticCustomError(
+                    "secret_file",
+                    "{setting}: {problem}",
+                    {"setting": f"{section}.{key}_file", "problem": str(exc)},
+                ) from None
+        return values
 
     @field_validator("*", mode="before")
     @classmethod
@@ -310,7 +348,11 @@ class HttpSettings(ListenSection):
 class DatabaseSettings(Section):
     """Where the gateway keeps everything: an SQLite file or a PostgreSQL database."""
 
+    secret_keys = ("url", "listen_url")
+
     url: str = "sqlite:///./e2a.db"
+    url_file: OptionalPath = None
+    """A file holding `url` (which may carry a password), instead of `url` itself."""
     replica_id: str = ""
     """This replica's name on a shared database; empty: `<host name>/<http.listen>`."""
     pooled: bool = False
@@ -320,6 +362,8 @@ class DatabaseSettings(Section):
     listen_url: str = ""
     """The connection that LISTENs for the other replicas' news; empty: `url`. It must reach
     PostgreSQL directly or through a pooler in session mode, never in transaction mode."""
+    listen_url_file: OptionalPath = None
+    """A file holding `listen_url`, instead of `listen_url` itself."""
     silent_server_seconds: int = Field(default=5, ge=1, le=600)
     """PostgreSQL only: how long the server may leave the gateway's data unacknowledged (or,
     a third longer, an idle connection's keepalive probes unanswered) before the connection is
@@ -349,7 +393,11 @@ class DatabaseSettings(Section):
 class SigningSettings(Section):
     """The server key behind magic links and signing-secret derivation."""
 
+    secret_keys = ("hmac_secret",)
+
     hmac_secret: str | None = None
+    hmac_secret_file: OptionalPath = None
+    """A file holding `hmac_secret`, instead of `hmac_secret` itself."""
 
 
 class DnsSettings(Section):
@@ -376,10 +424,14 @@ class DnsSettings(Section):
 class OutboundSmtpSettings(Section):
     """The relay that carries agents' mail to the outside world."""
 
+    secret_keys = ("password",)
+
     host: str | None = None
     port: int = Field(default=587, ge=1, le=65535)
     username: str | None = None
     password: str | None = None
+    password_file: OptionalPath = None
+    """A file holding `password`, instead of `password` itself."""
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     ca_file: OptionalPath = None
     from_domain: str | None = None
@@ -478,11 +530,15 @@ class PostmasterSettings(Section):
 class OperatorSettings(Section):
     """Who runs the gateway: the accounts that see operator pages on the dashboard."""
 
+    secret_keys = ("selftest_secret",)
+
     accounts: list[str] = Field(default_factory=list)
     """Account email addresses (as `e2a bootstrap --email` created them) of the operators."""
     selftest_secret: str | None = None
     """The bearer token `GET /selftest` asks for (e2a's `E2A_INTERNAL_API_SECRET`). Unset:
     the probe is open in development and refused (503) in production."""
+    selftest_secret_file: OptionalPath = None
+    """A file holding `selftest_secret`, instead of `selftest_secret` itself."""
 
     @field_validator("accounts", mode="before")
     @classmethod
@@ -555,6 +611,11 @@ class Settings(Section):
     def is_production(self) -> bool:
         """True when `env = "production"`."""
         return self.env == "production"
+
+
+def _section_name(section: type[Section]) -> str:
+    """The name `Settings` gives the section `section` (its table in the config file)."""
+    return next(name for name, model in _section_fields().items() if model is section)
 
 
 def _section_fields() -> dict[str, type[Section]]:
@@ -632,12 +693,22 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 URL_SETTINGS = {("database", "url"), ("database", "listen_url")}
 """Settings whose value may carry a password: shown only as `redacted_url` shows them."""
 SECRET_SETTINGS = {
-    ("signing", "hmac_secret"),
-    ("outbound_smtp", "password"),
-    ("operators", "selftest_secret"),
-    *URL_SETTINGS,
+    (name, key) for name, section in _section_fields().items() for key in section.secret_keys
 }
-"""Settings whose value an error message never shows (a URL's, but for its password)."""
+"""Settings whose value an error message never shows (a URL's, but for its password); each
+may be read from a file instead, named by its sibling `<key>_file`."""
+
+
+def secret_file_warnings(settings: Settings) -> list[str]:
+    """What to tell the operator about the files secrets were read from: one warning per
+    file that users other than its owner may read."""
+    warnings = []
+    for section, key in sorted(SECRET_SETTINGS):
+        path = getattr(getattr(settings, section), f"{key}_file")
+        warning = readable_by_others(f"{section}.{key}_file", path) if path else None
+        if warning is not None:
+            warnings.append(warning)
+    return warnings
 
 
 def _variable_for(location: tuple[str, ...]) -> str:
@@ -688,9 +759,22 @@ def _list_in_a_variable(location: tuple[str, ...], got: Any) -> str | None:
     )
 
 
-def _describe(error: Any) -> str:
+def _secret_file_given(location: tuple[str, ...], data: Mapping[str, Any]) -> str | None:
+    """The file the secret at `location` was read from (its `<key>_file` in `data`), if so."""
+    if location[:2] not in SECRET_SETTINGS:
+        return None
+    section, key = location[:2]
+    values = data.get(section)
+    path = values.get(f"{key}_file") if isinstance(values, dict) else None
+    return str(path) if _blank_is_unset(path) is not None else None
+
+
+def _describe(error: Any, data: Mapping[str, Any]) -> str:
+    """One problem of `error` (pydantic's) in the settings `data`, as the operator reads it."""
     location = tuple(str(part) for part in error["loc"])
     key = ".".join(location)
+    if error["type"] == "secret_file":  # names its settings and file itself
+        return str(error["msg"])
     if error["type"] == "extra_forbidden":
         guess = _resembled_setting(location)
         if guess is not None:
@@ -699,6 +783,9 @@ def _describe(error: Any) -> str:
             f"{key}: unknown setting — remove it or check its spelling against config.example.toml"
         )
     fix = f"fix it in the config file or {_variable_for(location)}"
+    secret_file = _secret_file_given(location, data)
+    if secret_file is not None:
+        fix = f"fix the secret in {secret_file}, which {'.'.join(location[:2])}_file names"
     message = str(error["msg"]).removeprefix("Value error, ")
     got = error.get("input")
     if error["type"] == "model_type" and len(location) == 1:
@@ -757,5 +844,5 @@ def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(_describe(error) for error in exc.errors())
+        problems = "; ".join(_describe(error, data) for error in exc.errors())
         raise ConfigError(f"invalid configuration: {problems}") from None

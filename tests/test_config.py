@@ -12,6 +12,7 @@ from e2a_gateway.config import (
     env_warnings,
     load_settings,
     nameserver_address,
+    secret_file_warnings,
     setting_env_names,
 )
 from e2a_gateway.env_names import E2A_ALIASES, UNUSED_E2A_VARIABLES
@@ -508,3 +509,128 @@ def test_the_error_limits_reach_the_sessions_and_a_bad_one_is_named(tmp_path: Pa
     for bad in ("error_delay_seconds = -1", "error_delay_seconds = 600", "max_junk_commands = 0"):
         with pytest.raises(ConfigError, match=rf"smtp\.{bad.split(' ')[0]}"):
             load_settings(write(tmp_path, f"[smtp]\n{bad}\n"), environ={})
+
+
+# --- secrets read from files (Docker secrets, systemd credentials) ------------------------
+
+SECRET_FILE_CASES = [
+    ("outbound_smtp", "password", "relay pass word"),
+    ("signing", "hmac_secret", "9f" * 32),
+    ("operators", "selftest_secret", "selftest-token-73190542"),
+    ("database", "url", "sqlite:///./from-a-file.db"),
+    ("database", "listen_url", "postgresql://e2a:73190542@db.example.com/e2a"),
+]
+
+
+def _secret(settings: object, section: str, key: str) -> object:
+    return getattr(getattr(settings, section), key)
+
+
+@pytest.mark.parametrize(("section", "key", "secret"), SECRET_FILE_CASES)
+def test_a_secret_is_read_from_the_file_its_file_setting_names(
+    tmp_path: Path, section: str, key: str, secret: str
+) -> None:
+    """`X_file` in the config file, or `E2A_<SECTION>_<X>_FILE`, names a file whose text, but
+    for one trailing newline, is the secret (systemd's credentials, Docker's secrets)."""
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(secret + "\n", encoding="utf-8")
+    secret_file.chmod(0o600)
+    from_file = load_settings(write(tmp_path, f'[{section}]\n{key}_file = "{secret_file}"\n'), {})
+    assert _secret(from_file, section, key) == secret
+    variable = f"E2A_{section}_{key}_FILE".upper()
+    assert variable in setting_env_names()
+    from_variable = load_settings(None, environ={variable: str(secret_file)})
+    assert _secret(from_variable, section, key) == secret
+    assert secret_file_warnings(from_variable) == []
+
+
+def test_only_the_trailing_newline_of_a_secret_file_is_dropped(tmp_path: Path) -> None:
+    secret_file = tmp_path / "password"
+    secret_file.write_bytes(b"  spaced pass\r\n")
+    settings = load_settings(None, {"E2A_OUTBOUND_SMTP_PASSWORD_FILE": str(secret_file)})
+    assert settings.outbound_smtp.password == "  spaced pass"
+    secret_file.write_bytes(b"two\nlines\n\n")
+    settings = load_settings(None, {"E2A_OUTBOUND_SMTP_PASSWORD_FILE": str(secret_file)})
+    assert settings.outbound_smtp.password == "two\nlines\n"
+
+
+@pytest.mark.parametrize(("section", "key", "secret"), SECRET_FILE_CASES)
+def test_a_secret_and_its_file_both_set_is_refused_naming_both(
+    tmp_path: Path, section: str, key: str, secret: str
+) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(secret, encoding="utf-8")
+    text = f'[{section}]\n{key} = "{secret}"\n'
+    variable = f"E2A_{section}_{key}_FILE".upper()
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={variable: str(secret_file)})
+    message = str(caught.value)
+    assert f"{section}.{key} and {section}.{key}_file are both set" in message
+    assert "keep one" in message and secret not in message and "73190542" not in message
+
+
+@pytest.mark.parametrize(
+    ("content", "phrase"),
+    [
+        (None, "no such file"),
+        (b"", "is empty"),
+        (b"\n", "is empty"),
+        (b"\xff\xfe73190542", "not UTF-8"),
+    ],
+    ids=["missing", "empty", "a newline alone", "not text"],
+)
+def test_a_secret_file_that_gives_no_secret_is_refused_naming_setting_and_path(
+    tmp_path: Path, content: bytes | None, phrase: str
+) -> None:
+    secret_file = tmp_path / "relay-password"
+    if content is not None:
+        secret_file.write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={"E2A_OUTBOUND_SMTP_PASSWORD_FILE": str(secret_file)})
+    message = str(caught.value)
+    assert f"outbound_smtp.password_file: {secret_file}" in message, message
+    assert phrase in message and "73190542" not in message, message
+    assert "\n" not in message
+
+
+def test_a_secret_file_that_is_a_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={"E2A_SIGNING_HMAC_SECRET_FILE": str(tmp_path)})
+    assert f"signing.hmac_secret_file: {tmp_path} is a directory" in str(caught.value)
+
+
+def test_a_bad_secret_from_a_file_names_the_file_not_the_secret(tmp_path: Path) -> None:
+    """The secret is checked as if written in the config file, and the error points at the file
+    it came from, never showing the secret."""
+    secret_file = tmp_path / "database-url"
+    secret_file.write_text("mysql://e2a:73190542@db/e2a\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, environ={"E2A_DATABASE_URL_FILE": str(secret_file)})
+    message = str(caught.value)
+    assert "database.url:" in message and str(secret_file) in message, message
+    assert "73190542" not in message
+
+
+def test_a_secret_file_readable_by_others_is_warned_about(tmp_path: Path) -> None:
+    """Group- or world-readable: a warning naming the path (Docker's secrets are 0444 unless
+    told otherwise), never the secret; the gateway still starts."""
+    secret_file = tmp_path / "hmac"
+    secret_file.write_text("9f" * 32 + "\n", encoding="utf-8")
+    secret_file.chmod(0o640)
+    settings = load_settings(None, environ={"E2A_SIGNING_HMAC_SECRET_FILE": str(secret_file)})
+    warnings = secret_file_warnings(settings)
+    assert len(warnings) == 1, warnings
+    assert f"signing.hmac_secret_file: {secret_file}" in warnings[0]
+    assert "0640" in warnings[0] and "9f9f" not in warnings[0]
+
+
+def test_a_secret_file_is_read_once_when_the_settings_are_made(tmp_path: Path) -> None:
+    """Changing a setting later (validated on assignment) neither reads the file again nor
+    takes the secret read from it for a second value set beside the file."""
+    secret_file = tmp_path / "password"
+    secret_file.write_text("first\n", encoding="utf-8")
+    settings = load_settings(None, {"E2A_OUTBOUND_SMTP_PASSWORD_FILE": str(secret_file)})
+    secret_file.unlink()
+    settings.outbound_smtp.timeout_seconds = 30
+    assert settings.outbound_smtp.password == "first"
+    assert settings.outbound_smtp.timeout_seconds == 30

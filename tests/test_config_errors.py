@@ -602,3 +602,96 @@ def test_an_expired_certificate_is_an_error_in_the_log(tmp_path: Path) -> None:
     assert f"smtp.tls_cert {cert}:" in seen[-1] and "expired" in seen[-1], seen
     assert "renew it and restart e2a" in seen[-1]
     assert process.returncode == 0 and "Traceback" not in "".join(seen)
+
+
+# --- secrets read from files --------------------------------------------------------------
+
+
+def migrate(
+    folder: Path, config: str, variables: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`e2a migrate --config <folder>/e2a.toml` holding `config`, with no E2A_* variable but
+    `variables`: loads the settings and opens the database as `serve` does, then exits."""
+    path = folder / "e2a.toml"
+    path.write_text(config)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")} | variables
+    return subprocess.run(
+        [*E2A, "migrate", "--config", str(path)],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
+        check=False,
+    )
+
+
+def _secret_file(folder: Path, name: str, text: str, mode: int = 0o600) -> Path:
+    path = folder / name
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+    return path
+
+
+def test_the_database_url_from_a_file_is_the_database_used(tmp_path: Path) -> None:
+    database = tmp_path / "from-a-file.db"
+    url_file = _secret_file(tmp_path, "database-url", f"sqlite:///{database}\n")
+    config = base_config(tmp_path, database="pooled = false")
+    result = migrate(tmp_path, config, {"E2A_DATABASE_URL_FILE": str(url_file)})
+    assert result.returncode == 0, result.stderr
+    assert database.exists() and not (tmp_path / "e2a.db").exists()
+    assert "WARNING" not in result.stderr, result.stderr
+
+
+@pytest.mark.skipif(
+    not os.environ.get("E2A_TEST_POSTGRES_URL"), reason="needs E2A_TEST_POSTGRES_URL"
+)
+def test_a_postgresql_url_from_a_file_connects(tmp_path: Path) -> None:
+    url_file = _secret_file(tmp_path, "database-url", os.environ["E2A_TEST_POSTGRES_URL"] + "\n")
+    config = base_config(tmp_path, database=f'url_file = "{url_file}"')
+    result = migrate(tmp_path, config, {})
+    assert result.returncode == 0, result.stderr
+    assert "database is up to date" in result.stderr
+
+
+def test_a_secret_and_its_file_both_set_is_one_line(tmp_path: Path) -> None:
+    password_file = _secret_file(tmp_path, "relay-password", "hunter2\n")
+    config = base_config(tmp_path) + '[outbound_smtp]\npassword = "hunter2"\n'
+    result = serve(tmp_path, config, {"E2A_OUTBOUND_SMTP_PASSWORD_FILE": str(password_file)})
+    line = assert_refused(
+        result, "outbound_smtp.password and outbound_smtp.password_file are both set"
+    )
+    assert "hunter2" not in result.stderr, line
+
+
+def test_a_missing_secret_file_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-secret"
+    result = serve(tmp_path, base_config(tmp_path), {"E2A_SIGNING_HMAC_SECRET_FILE": str(missing)})
+    assert_refused(result, f"signing.hmac_secret_file: {missing}: no such file")
+
+
+def test_an_empty_secret_file_is_one_line(tmp_path: Path) -> None:
+    empty = _secret_file(tmp_path, "selftest-secret", "\n")
+    config = base_config(tmp_path) + f'[operators]\nselftest_secret_file = "{empty}"\n'
+    assert_refused(serve(tmp_path, config), f"operators.selftest_secret_file: {empty} is empty")
+
+
+def test_an_unreadable_secret_file_is_one_line(tmp_path: Path) -> None:
+    locked = _secret_file(tmp_path, "relay-password", "hunter2\n", mode=0o000)
+    result = serve(
+        tmp_path,
+        base_config(tmp_path),
+        {"E2A_OUTBOUND_SMTP_PASSWORD_FILE": str(locked)},
+        without=("dac_override", "dac_read_search"),
+    )
+    assert_refused(result, f"outbound_smtp.password_file: {locked}: permission denied")
+
+
+def test_a_secret_file_others_may_read_is_a_warning_in_the_log(tmp_path: Path) -> None:
+    secret = "9f" * 32
+    shared = _secret_file(tmp_path, "hmac-secret", secret + "\n", mode=0o644)
+    result = migrate(tmp_path, base_config(tmp_path), {"E2A_SIGNING_HMAC_SECRET_FILE": str(shared)})
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "WARNING" in line]
+    assert any(f"signing.hmac_secret_file: {shared}" in line for line in warnings), result.stderr
+    assert secret not in result.stderr

@@ -7,12 +7,13 @@ import base64
 import logging
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from e2a_gateway.config import OutboundSmtpSettings
+from e2a_gateway.config import OutboundSmtpSettings, load_settings
 from e2a_gateway.outbound.relay import hand_off
 from e2a_gateway.smtp.client import Outgoing
 from tests.relay_support import line_reader, scripted_relay
@@ -132,3 +133,24 @@ async def test_a_refused_password_defers_and_is_never_logged(
     assert "AUTH: 535 5.7.8 authentication failed" in (outcome.error or "")
     said = [caplog.text, outcome.error or "", *outcome.deferred.values()]
     assert not password_seen([text.encode() for text in said])
+
+
+async def test_a_password_read_from_a_file_is_the_one_auth_sends(tmp_path: Path) -> None:
+    """`outbound_smtp.password_file` (a Docker secret, a systemd credential) gives the relay
+    the file's text without its trailing newline."""
+    password_file = tmp_path / "relay-password"
+    password_file.write_text(PASSWORD + "\n", encoding="utf-8")
+    password_file.chmod(0o400)
+    relay = PlainRelay()
+    async with scripted_relay(relay.serve) as port:
+        config = tmp_path / "e2a.toml"
+        config.write_text(
+            f'[outbound_smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "none"\n'
+            f'username = "agent"\npassword_file = "{password_file}"\ntimeout_seconds = 5\n',
+            encoding="utf-8",
+        )
+        relay_settings = load_settings(config, environ={}).outbound_smtp
+        with trio.fail_after(10):
+            outcome = await hand_off(relay_settings, "mx.agents.test", MESSAGE)
+    assert outcome.accepted == ["a@example.org"], outcome
+    assert base64.b64encode(f"\0agent\0{PASSWORD}".encode()) in b"".join(relay.lines)

@@ -18,7 +18,13 @@ import trio
 from e2a_gateway.accounts import bootstrap_user
 from e2a_gateway.addresses import AddressError, normalise_address
 from e2a_gateway.app import serve_until_signal
-from e2a_gateway.config import ConfigError, Settings, env_warnings, load_settings
+from e2a_gateway.config import (
+    ConfigError,
+    Settings,
+    env_warnings,
+    load_settings,
+    secret_file_warnings,
+)
 from e2a_gateway.gateway import open_gateway
 from e2a_gateway.logs import configure_logging
 from e2a_gateway.redacted import redacted_url
@@ -99,7 +105,7 @@ def run_server_command(args: argparse.Namespace) -> int:
         path = _config_path(args.config)
         settings = load_settings(path)
         configure_logging(settings.log.level, settings.log.format)
-        for warning in env_warnings(os.environ):
+        for warning in [*env_warnings(os.environ), *secret_file_warnings(settings)]:
             log.warning("%s", warning)
         if path is None:
             log.info("no config file: running on defaults (see config.example.toml)")
