@@ -20,6 +20,8 @@ import re
 import unicodedata
 from typing import NamedTuple
 
+import idna
+
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}[a-z0-9]$")
 _LOCAL_PATTERN = re.compile(r"^[a-z0-9!#$&'*+/=?^_`{|}~-]+(\.[a-z0-9!#$&'*+/=?^_`{|}~-]+)*$")
 
@@ -178,9 +180,6 @@ _UTF8_ATOM = re.compile(r"^(?:[A-Za-z0-9!#$&'*+/=?^_`{|}~-]|[^\x00-\x7f])+$")
 _NOT_IN_ADDRESSES = frozenset({"Cc", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 """Unicode categories no local part may hold: controls, surrogates (no valid UTF-8), private
 use, unassigned code points and white space of any kind."""
-_IDNA_LETTER_DIGITS = frozenset({"Ll", "Lo", "Lm", "Mn", "Mc", "Nd"})
-"""The categories of the characters a U-label may hold besides `-` (RFC 5892 section 2.1,
-LetterDigits; uppercase letters are lowercased first)."""
 
 
 def normalise_recipient(address: str) -> str:
@@ -225,26 +224,20 @@ def _check_utf8_local(address: str, local: str) -> None:
 
 
 def _check_u_labels(address: str, domain: str) -> None:
-    """AddressError unless every label of `domain` beyond ASCII is a valid IDNA 2008 U-label,
-    as far as e2a checks (RFC 5891 section 4.2, RFC 5892 LetterDigits): letters, marks and
-    digits and `-` only, no `-` at either end nor in its third and fourth positions, no
-    combining mark first. Labels in ASCII are left to `normalise_domain`."""
+    """AddressError unless every label of `domain` beyond ASCII, lowercased and in NFC, is a
+    valid IDNA 2008 U-label, as the `idna` package judges it (RFC 5891 section 4.2: code
+    points, hyphens, an initial combining mark, contextual and bidi rules). Labels in ASCII are
+    left to `normalise_domain`."""
     for label in domain.rstrip(".").split("."):
         if label.isascii():
             continue
-        folded = unicodedata.normalize("NFC", label.lower())
-        valid = (
-            not folded.startswith("-")
-            and not folded.endswith("-")
-            and folded[2:4] != "--"
-            and not unicodedata.category(folded[0]).startswith("M")
-            and all(c == "-" or unicodedata.category(c) in _IDNA_LETTER_DIGITS for c in folded)
-        )
-        if not valid:
+        try:
+            idna.alabel(unicodedata.normalize("NFC", label.lower()))
+        except idna.IDNAError:
             raise AddressError(
                 f"{address!r}: its domain label {label!r} is not a valid internationalised "
                 "domain name (IDNA, RFC 5891): only letters, digits and inner hyphens"
-            )
+            ) from None
 
 
 def comparable_address(address: str) -> str:
