@@ -341,20 +341,26 @@ class PostgresStorage(SqlStorage):
 
     # -- plumbing ---------------------------------------------------------------------------
 
+    def _connection_params(self, url: str, application_name: str) -> dict[str, Any]:
+        """libpq's parameters for a connection to `url`: the URL's own, then a connect timeout,
+        `application_name` and the `dead_peer` settings where the URL sets none of its own."""
+        params = psycopg.conninfo.conninfo_to_dict(url)
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
+        params.setdefault("application_name", application_name)
+        for key, value in self.dead_peer.items():
+            params.setdefault(key, value)
+        return params
+
     def _connect(self) -> Connection:
         """A new connection in autocommit mode (transactions are explicit), in a thread; a
         server that stops answering fails its calls within `dead_peer`'s bound. Behind
         a pooler in transaction mode (`pooled`) it prepares no statement on the server: the
         next transaction may run on a server session that does not have it, or has another
         client's under the same name."""
-        params = psycopg.conninfo.conninfo_to_dict(self.url)
-        params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
-        params.setdefault("application_name", "e2a")
-        for key, value in self.dead_peer.items():
-            params.setdefault(key, value)
+        params = self._connection_params(self.url, "e2a")
         prepare: dict[str, Any] = {"prepare_threshold": None} if self.pooled else {}
         try:
-            return psycopg.connect(**params, autocommit=True, **prepare)  # type: ignore[arg-type]
+            return psycopg.connect(**params, autocommit=True, **prepare)
         except psycopg.Error as exc:
             raise StorageUnavailable(connect_error_message(self.display_url, exc)) from exc
 
@@ -378,13 +384,9 @@ class PostgresStorage(SqlStorage):
         """A dedicated connection (outside the pool) to `listen_url` that LISTENs on
         FANOUT_CHANNEL and CHECK_CHANNEL; blocking, so call it in a thread. TCP keepalives let
         a silently dead peer be noticed."""
-        params = psycopg.conninfo.conninfo_to_dict(self.listen_url)
-        params.setdefault("connect_timeout", CONNECT_TIMEOUT_SECONDS)
-        params.setdefault("application_name", "e2a-fanout")
-        for key, value in self.dead_peer.items():
-            params.setdefault(key, value)
+        params = self._connection_params(self.listen_url, "e2a-fanout")
         try:
-            connection = psycopg.connect(**params, autocommit=True)  # type: ignore[arg-type]
+            connection = psycopg.connect(**params, autocommit=True)
         except psycopg.Error as exc:
             raise StorageUnavailable(
                 connect_error_message(self.listen_display_url, exc, self.listen_key)
