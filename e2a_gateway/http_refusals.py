@@ -27,7 +27,7 @@ def refusal_answer(
     error: dict[str, object] = {"code": code, "message": message}
     extra: Headers = []
     if _under(path, "/v1") or _under(path, "/api/v1"):
-        request_id = request_id_for(_header(request_headers, b"x-request-id"))
+        request_id = request_id_for(asgi_header(request_headers, b"x-request-id"))
         extra.append((REQUEST_ID_HEADER.lower().encode(), request_id.encode()))
         if _under(path, "/v1"):
             error["request_id"] = request_id
@@ -47,8 +47,9 @@ def _under(path: str, prefix: str) -> bool:
     return path == prefix or path.startswith(prefix + "/")
 
 
-def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
-    """The value of header `name` (lowercase), as text, or None."""
+def asgi_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The value of header `name` (lowercase) among an ASGI scope's `headers`, as text (the
+    first when it is given more than once), or None."""
     for key, value in headers:
         if key.lower() == name:
             return value.decode("latin-1")

@@ -28,6 +28,7 @@ import pydantic_core
 from werkzeug.datastructures import Headers
 
 from e2a_gateway.gateway import Gateway
+from e2a_gateway.http_refusals import asgi_header
 from e2a_gateway.mcp.envelope import INVALID_REQUEST, PARSE_ERROR, invalid_request
 from e2a_gateway.operations.caller import authenticate
 from e2a_gateway.operations.errors import Unauthorized
@@ -115,13 +116,6 @@ def _bearer_challenge(error: Unauthorized, sent: bool) -> str:
     if not description.isascii():
         return 'Bearer realm="e2a", error="invalid_token"'
     return f'Bearer realm="e2a", error="invalid_token", error_description="{description}"'
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key.lower() == name:
-            return str(value.decode("latin-1"))
-    return None
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -224,7 +218,7 @@ class McpEndpoint:
         if scope["path"].rstrip("/") != MOUNT_PATH:
             await _send_error(send, 404, "not_found", f"no such endpoint; MCP is at {MOUNT_PATH}")
             return
-        origin = _header(scope, b"origin")
+        origin = asgi_header(scope["headers"], b"origin")
         if origin is not None and origin not in self._allowed_origins:
             # The streamable-HTTP spec's defence against DNS rebinding: a page on another
             # origin (a rebound name included) must not reach the endpoint.
