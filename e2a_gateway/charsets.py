@@ -254,6 +254,7 @@ _PARAMETER_SEGMENT = re.compile(r'(?:"(?:[^"\\]|\\.)*"?|[^;"])+')
 _EXTENDED_PARAMETER = re.compile(r"\s*([^\s=*]+)\*(\d+)?(\*)?\s*=\s*(.*?)\s*", re.DOTALL)
 """An RFC 2231 parameter section: `name*=v`, `name*0*=v` (extended) or `name*1=v`."""
 _PARAMETER_FIELDS = frozenset({"content-type", "content-disposition"})
+_TRANSFER_ENCODING = "content-transfer-encoding"
 _QUOTED_PAIR = re.compile(r"\\(.)")
 
 
@@ -348,7 +349,16 @@ class _ParametersAsReadersRead(HeaderClassesOnce):
     def _parsed(self, name: str, value: str) -> BaseHeader:
         if name.lower() in _PARAMETER_FIELDS and "*" in value:
             value = _readable_parameters(value)
-        return super().__call__(name, value)
+        header = super().__call__(name, value)
+        if name.lower() == _TRANSFER_ENCODING:
+            # `get_payload(decode=True)` compares the field's text, lowercased, with `base64`
+            # and `quoted-printable`; RFC 2045 lets a comment or whitespace surround the
+            # mechanism (`base64 `, `Quoted-Printable (Outlook)`), which the header class
+            # parses away (`cte`) but its text keeps: the body stayed encoded.
+            mechanism = getattr(header, "cte", None)
+            if isinstance(mechanism, str) and mechanism and str(header).lower() != mechanism:
+                header = super().__call__(name, mechanism)
+        return header
 
 
 READING_PARAMETERS = READING.clone(header_factory=_ParametersAsReadersRead())

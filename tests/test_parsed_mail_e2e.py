@@ -7,6 +7,7 @@ import base64
 from typing import Any
 
 from e2a_gateway.app import RunningGateway
+from e2a_gateway.v1 import AsyncE2AClient
 from tests.conftest import Account, agent_path
 from tests.delivery_support import accept, create_agent, smtp_send
 
@@ -384,3 +385,48 @@ async def test_parts_naming_no_file_are_listed_after_the_others_and_download_who
     assert await downloaded(alice, secret["message_id"], 1) == (
         b"-----BEGIN PGP MESSAGE-----\r\nhQEMA\r\n-----END PGP MESSAGE-----"
     )
+
+
+async def sdk_read(running: RunningGateway, account: Account, message_id: str) -> tuple[str, Any]:
+    """The text and HTML bodies of `message_id` of `bot` as the SDK reads them over REST (as
+    it reads a webhook's or WebSocket frame's raw message)."""
+    base_url = running.addresses.http_url
+    async with AsyncE2AClient(account.key, "bot@agents.test", base_url) as sdk:
+        email = await sdk.get_message(message_id)
+        return email.text_body, email.html_body
+
+
+async def test_a_transfer_encoding_with_trailing_space_or_a_comment_is_decoded(
+    running: RunningGateway, make_account: Any
+) -> None:
+    # RFC 2045 allows comments and whitespace around the mechanism; some mailers leave a
+    # trailing space. The body reached agents still base64- or quoted-printable-encoded.
+    data = HEADER + (
+        b"Subject: t\r\n"
+        b'Content-Type: multipart/mixed; boundary="XX"\r\n'
+        b"\r\n"
+        b"--XX\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: base64 \r\n"
+        b"\r\n" + base64.b64encode("Caf\u00e9 at 10.\n".encode()) + b"\r\n"
+        b"--XX\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: Quoted-Printable (Outlook)\r\n"
+        b"\r\n"
+        b"<p>Caf=C3=A9</p>\r\n"
+        b"--XX--\r\n"
+    )
+    alice = await make_account("alice@example.com")
+    _, view = await received_over_smtp(running, alice, data)
+    assert (view["text_body"], view["html_body"]) == ("Caf\u00e9 at 10.\n", "<p>Caf\u00e9</p>")
+    assert await sdk_read(running, alice, view["message_id"]) == ("Caf\u00e9 at 10.\n", "<p>Caf\u00e9</p>")
+    single = HEADER + (
+        b"Subject: t\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: BASE64\t\r\n\r\n" + base64.b64encode(b"ok\n") + b"\r\n"
+    )
+    await smtp_send(running.addresses.smtp_port, ["bot@agents.test"], single)
+    listing = (await alice.http.get(agent_path("bot@agents.test", "/messages"))).json()
+    (newest,) = [item for item in listing["messages"] if item["message_id"] != view["message_id"]]
+    path = agent_path("bot@agents.test", f"/messages/{newest['message_id']}")
+    assert (await alice.http.get(path)).json()["text_body"] == "ok\n"
+
