@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import email
 import re
-from email.message import EmailMessage
+from collections.abc import Iterator
+from email.message import EmailMessage, MIMEPart
 
-from e2a_gateway.charsets import READING_PARAMETERS
+from e2a_gateway.charsets import READING_PARAMETERS, decoded_text
 from e2a_gateway.mime_bounds import within_bounds
 
 _PARSER_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)?")
@@ -57,3 +58,46 @@ def _header_end(text: str) -> tuple[int, int]:
             return position, line.end() if empty else position
         position = line.end()
     return position, position
+
+
+def _part_text(part: MIMEPart) -> str | None:
+    """A text part's content in its charset (`decoded_text`), with LF line endings."""
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return None
+    return decoded_text(payload, part.get_content_charset()).replace("\r\n", "\n")
+
+
+def _own_parts(part: MIMEPart) -> Iterator[MIMEPart]:
+    """The leaf parts of `part` in document order, without those of attached messages
+    (message/*): their text is theirs, not this message's."""
+    if part.get_content_maintype() == "message":
+        return
+    if not part.is_multipart():
+        yield part
+        return
+    for child in part.iter_parts():
+        yield from _own_parts(child)
+
+
+def message_bodies(message: EmailMessage) -> tuple[str | None, str | None]:
+    """The text and HTML bodies of `message` (LF line endings): its first text/plain and
+    text/html parts that are not attachments, each followed, in document order, by the later
+    ones that name no file either, as a client sends the text after an inline PDF or image.
+    Texts are joined by a blank line, HTML as it is. A multipart part the parser could not
+    split (no boundary, or none found in it) reads as text/plain. The gateway's views and the
+    SDK (a webhook's or WebSocket frame's raw message) read a message's bodies with this."""
+    bodies: dict[str, list[str]] = {"text/plain": [], "text/html": []}
+    for part in _own_parts(message):
+        unsplit = part.get_content_maintype() == "multipart"  # a leaf: no parts found in it
+        found = bodies.get("text/plain" if unsplit else part.get_content_type())
+        if found is None or part.get_content_disposition() == "attachment":
+            continue
+        if found and part.get_filename() is not None:
+            continue  # a later part that names a file is an attachment, not more of the body
+        content = _part_text(part)
+        if content is not None:
+            found.append(content)
+    texts, htmls = bodies["text/plain"], bodies["text/html"]
+    text = "\n\n".join([*(item.rstrip("\n") for item in texts[:-1]), *texts[-1:]])
+    return (text if texts else None), ("".join(htmls) if htmls else None)

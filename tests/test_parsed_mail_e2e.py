@@ -419,7 +419,10 @@ async def test_a_transfer_encoding_with_trailing_space_or_a_comment_is_decoded(
     alice = await make_account("alice@example.com")
     _, view = await received_over_smtp(running, alice, data)
     assert (view["text_body"], view["html_body"]) == ("Caf\u00e9 at 10.\n", "<p>Caf\u00e9</p>")
-    assert await sdk_read(running, alice, view["message_id"]) == ("Caf\u00e9 at 10.\n", "<p>Caf\u00e9</p>")
+    assert await sdk_read(running, alice, view["message_id"]) == (
+        "Caf\u00e9 at 10.\n",
+        "<p>Caf\u00e9</p>",
+    )
     single = HEADER + (
         b"Subject: t\r\nContent-Type: text/plain; charset=utf-8\r\n"
         b"Content-Transfer-Encoding: BASE64\t\r\n\r\n" + base64.b64encode(b"ok\n") + b"\r\n"
@@ -430,3 +433,44 @@ async def test_a_transfer_encoding_with_trailing_space_or_a_comment_is_decoded(
     path = agent_path("bot@agents.test", f"/messages/{newest['message_id']}")
     assert (await alice.http.get(path)).json()["text_body"] == "ok\n"
 
+
+async def test_the_sdk_reads_the_bodies_the_gateway_shows(
+    running: RunningGateway, make_account: Any
+) -> None:
+    # A webhook or WebSocket agent reads the body with the SDK: the text of a forwarded
+    # message is the forwarded author's, not this message's; the text after an inline PDF
+    # is this message's; a multipart part with no boundary reads as text, as over REST.
+    forwarded = (
+        b"From: ceo@example.org\r\nSubject: old\r\nContent-Type: text/plain\r\n\r\n"
+        b"Approved: wire USD 9,000.\r\n"
+    )
+    messages = [
+        HEADER + b'Subject: t\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n'
+        b"--XX\r\nContent-Type: text/html\r\n\r\n<p>FYI</p>\r\n"
+        b"--XX\r\nContent-Type: message/rfc822\r\n\r\n" + forwarded + b"--XX--\r\n",
+        HEADER + b'Subject: t\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n'
+        b"--XX\r\nContent-Type: text/plain\r\n\r\nSigned:\r\n"
+        b"--XX\r\nContent-Type: application/pdf\r\nContent-Disposition: inline; "
+        b"filename=c.pdf\r\n\r\n%PDF-\r\n"
+        b"--XX\r\nContent-Type: text/plain\r\n\r\nWire by Friday.\r\n--XX--\r\n",
+        HEADER + b"Subject: t\r\nContent-Type: multipart/mixed\r\n\r\nMeet at 10.\r\n",
+    ]
+    shown = [(None, "<p>FYI</p>"), ("Signed:\n\nWire by Friday.", None), ("Meet at 10.\n", None)]
+    alice = await make_account("alice@example.com")
+    await create_agent(alice, "bot")
+    for number, data in enumerate(messages):
+        subject = b"Subject: message %d\r\n" % number
+        await smtp_send(
+            running.addresses.smtp_port,
+            ["bot@agents.test"],
+            data.replace(b"Subject: t\r\n", subject),
+        )
+    listing = (await alice.http.get(agent_path("bot@agents.test", "/messages"))).json()
+    by_subject = {item["subject"]: item["message_id"] for item in listing["messages"]}
+    for number, (text, html) in enumerate(shown):
+        message_id = by_subject[f"message {number}"]
+        view = (
+            await alice.http.get(agent_path("bot@agents.test", f"/messages/{message_id}"))
+        ).json()
+        assert (view["text_body"], view["html_body"]) == (text, html)
+        assert await sdk_read(running, alice, message_id) == (text or "", html)

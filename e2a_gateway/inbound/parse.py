@@ -10,18 +10,17 @@ part is skipped.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
-from email.message import EmailMessage, Message, MIMEPart
+from email.message import EmailMessage, Message
 
 from cachetools import cached
 
 from e2a_gateway import kept_bodies
 from e2a_gateway.addresses import lowercase_address
 from e2a_gateway.attachments import Attachment
-from e2a_gateway.charsets import decoded_text, field_text, part_filename
+from e2a_gateway.charsets import field_text, part_filename
 from e2a_gateway.email_policies import READING
-from e2a_gateway.mime_parse import parse_message
+from e2a_gateway.mime_parse import message_bodies, parse_message
 from e2a_gateway.rfc5322 import HeaderFields, field_addresses, header_text
 
 CONVERSATION_HEADER = "X-E2A-Conversation-Id"
@@ -127,54 +126,12 @@ def summarise_headers(raw: bytes) -> HeaderSummary:
     )
 
 
-def _part_text(part: MIMEPart) -> str | None:
-    """A text part's content in its charset (`decoded_text`), with LF line endings."""
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return None
-    return decoded_text(payload, part.get_content_charset()).replace("\r\n", "\n")
-
-
 _ATTACHED_MESSAGE_FILENAME = "forwarded.eml"
 """The filename of an attached message whose part names none."""
 
 _ATTACHED_MESSAGES = frozenset({"message/rfc822", "message/global"})
 _WRITING = READING.clone(refold_source="none", linesep="\r\n")
 """Writes a parsed message back out with its header fields as they came."""
-
-
-def _own_parts(part: MIMEPart) -> Iterator[MIMEPart]:
-    """The leaf parts of `part` in document order, without those of attached messages
-    (message/*): their text is theirs, not this message's."""
-    if part.get_content_maintype() == "message":
-        return
-    if not part.is_multipart():
-        yield part
-        return
-    for child in part.iter_parts():
-        yield from _own_parts(child)
-
-
-def _body(message: EmailMessage) -> tuple[str | None, str | None]:
-    """The text and HTML bodies of `message` (LF line endings): its first text/plain and
-    text/html parts that are not attachments, each followed, in document order, by the later
-    ones that name no file either, as a client sends the text after an inline PDF or image.
-    Texts are joined by a blank line, HTML as it is. A multipart part the parser could not
-    split (no boundary, or none found in it) reads as text/plain."""
-    bodies: dict[str, list[str]] = {"text/plain": [], "text/html": []}
-    for part in _own_parts(message):
-        unsplit = part.get_content_maintype() == "multipart"  # a leaf: no parts found in it
-        found = bodies.get("text/plain" if unsplit else part.get_content_type())
-        if found is None or part.get_content_disposition() == "attachment":
-            continue
-        if found and part.get_filename() is not None:
-            continue  # a later part that names a file is an attachment, not more of the body
-        content = _part_text(part)
-        if content is not None:
-            found.append(content)
-    texts, htmls = bodies["text/plain"], bodies["text/html"]
-    text = "\n\n".join([*(item.rstrip("\n") for item in texts[:-1]), *texts[-1:]])
-    return (text if texts else None), ("".join(htmls) if htmls else None)
 
 
 def _attachment_parts(message: EmailMessage) -> list[EmailMessage]:
@@ -269,7 +226,7 @@ def kept_body(raw: bytes) -> ParsedBody | None:
 
 @cached(kept_bodies.BODIES, key=kept_bodies.key_of, lock=kept_bodies.LOCK)
 def parse_body(raw: bytes) -> ParsedBody:
-    """The text and HTML bodies (`_body`) and every attachment (`_attachment_parts`).
+    """The text and HTML bodies (`message_bodies`) and every attachment (`_attachment_parts`).
 
     Parsing costs about a millisecond per kilobyte of mail and the same bytes always read the
     same, so the most recently read bodies are kept, by the SHA-256 of their bytes, within
@@ -279,7 +236,7 @@ def parse_body(raw: bytes) -> ParsedBody:
     A message the stdlib cannot parse has nothing readable (`_UNREADABLE`)."""
     try:
         message = parse_message(raw)
-        text, html = _body(message)
+        text, html = message_bodies(message)
         attachments = tuple(
             _attachment(part, _attachment_bytes(part)) for part in _attachment_parts(message)
         )

@@ -22,8 +22,8 @@ from email.message import EmailMessage
 from email.parser import HeaderParser
 from typing import Any
 
-from e2a_gateway.charsets import decoded_text, field_text, part_filename
-from e2a_gateway.mime_parse import parse_message
+from e2a_gateway.charsets import field_text, part_filename
+from e2a_gateway.mime_parse import message_bodies, parse_message
 from e2a_gateway.rfc5322 import HeaderFields, header_text
 from e2a_gateway.v1.errors import UnverifiedEmailError
 from e2a_gateway.v1.models import Trust
@@ -111,15 +111,6 @@ class ParsedBody:
     attachments: list[Attachment] = field(default_factory=list)
 
 
-def _part_text(part: EmailMessage) -> str:
-    """A text part's content in its charset, read as the gateway reads it (`decoded_text`),
-    with LF line endings."""
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    return decoded_text(payload, part.get_content_charset()).replace("\r\n", "\n")
-
-
 def _as_attachment(part: EmailMessage) -> Attachment:
     payload = part.get_payload(decode=True)
     data = payload if isinstance(payload, bytes) else b""
@@ -127,7 +118,8 @@ def _as_attachment(part: EmailMessage) -> Attachment:
 
 
 def parse_raw_email(raw: bytes) -> ParsedBody:
-    """The subject, first text/plain and text/html bodies, and attachments of `raw`, their
+    """The subject, text and HTML bodies (`message_bodies`, as the REST API shows them), and
+    attachments of `raw`, their
     charsets read as the gateway reads them (`e2a_gateway.charsets`: Windows' supersets, as
     mail readers read the labels), so the SDK and the REST API agree on the same message. A
     message the stdlib's MIME parser gives up on reads as empty, as the gateway reads no body
@@ -146,20 +138,18 @@ def parse_raw_email(raw: bytes) -> ParsedBody:
 
 
 def _read_parts(message: EmailMessage, parsed: ParsedBody) -> None:
-    """Fill `parsed` with the first text/plain and text/html bodies and the attachments of
-    `message`."""
+    """Fill `parsed` with the text and HTML bodies of `message`, as the gateway shows them
+    (`message_bodies`: an attached message's text is not this message's), and its
+    attachments."""
+    text, parsed.html_body = message_bodies(message)
+    parsed.text_body = text or ""
     for part in message.walk():
         assert isinstance(part, EmailMessage)
         content_type = part.get_content_type()
-        if part.is_multipart():
-            continue
-        if part.get_content_disposition() in ("attachment", "inline") and part.get_filename():
-            parsed.attachments.append(_as_attachment(part))
-        elif content_type == "text/plain" and not parsed.text_body:
-            parsed.text_body = _part_text(part)
-        elif content_type == "text/html" and parsed.html_body is None:
-            parsed.html_body = _part_text(part)
-        elif not content_type.startswith("text/"):
+        if part.is_multipart() or part.get_content_maintype() == "multipart":
+            continue  # a multipart part with no boundary to split it by is read as text
+        named = part.get_content_disposition() in ("attachment", "inline") and part.get_filename()
+        if named or not content_type.startswith("text/"):
             parsed.attachments.append(_as_attachment(part))
 
 
@@ -337,12 +327,12 @@ class _GatedEmail:
 
     @property
     def text_body(self) -> str:
-        """The first text/plain part ("" when none)."""
+        """The text body, as the gateway's REST API shows it ("" when none)."""
         return str(self._field("text_body"))
 
     @property
     def html_body(self) -> str | None:
-        """The first text/html part (None when none)."""
+        """The HTML body, as the gateway's REST API shows it (None when none)."""
         value = self._field("html_body")
         return None if value is None else str(value)
 
