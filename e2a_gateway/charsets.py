@@ -140,9 +140,37 @@ def _codec(label: str) -> str | None:
     return _READ_AS.get(name, name)
 
 
+_MISLABELLED_UTF8 = frozenset({"cp1252"})
+"""Charsets (by the codec `_codec` names) that scripts and old mailers label any text with
+(`iso-8859-1`, `latin1`, `windows-1252`), UTF-8 included: 8-bit bytes that are UTF-8, every
+multibyte sequence whole, are read as UTF-8 (Latin-1 text almost never is: `é` then an ASCII
+letter is not), so `Café` does not show as `CafÃ©`."""
+
+_META_CHARSET = re.compile(rb"""<meta\s[^>]*?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
+"""A `<meta charset=…>` element, or an `http-equiv` one whose content names a charset."""
+_META_PRESCAN_BYTES = 1024
+"""How far into an HTML document its <meta> is looked for (WHATWG's prescan)."""
+
+
+def html_charset(data: bytes) -> str | None:
+    """The charset HTML `data` names in a <meta> element within its first 1024 bytes, as
+    browsers (and mail readers) read an HTML part whose Content-Type names none; UTF-16
+    labels read as UTF-8, as WHATWG's prescan reads them (the bytes are ASCII-compatible
+    if the meta was found); None when it names none Python knows."""
+    found = _META_CHARSET.search(data[:_META_PRESCAN_BYTES])
+    if found is None:
+        return None
+    label = found.group(1).decode("ascii").lower()
+    codec = _codec(label)
+    if codec is None:
+        return None
+    return "utf-8" if codec.startswith("utf_16") else label
+
+
 def decoded_text(data: bytes, charset: str | None) -> str:
     """`data` as text in MIME charset `charset` (us-ascii when None), read as `_codec` names,
-    or in the wider charset `_WIDER` names when invalid in that. Bytes that a charset Python
+    or in the wider charset `_WIDER` names when invalid in that (as UTF-8 first when 8-bit
+    bytes labelled one of `_MISLABELLED_UTF8` are UTF-8). Bytes that a charset Python
     does not know labels, or 8-bit bytes invalid in theirs, read as UTF-8 when they are (7-bit
     bytes invalid in a known charset are in a 7-bit one such as ISO-2022-JP, never UTF-8);
     else in the declared charset with U+FFFD for what is invalid, or, for an unknown or 7-bit
@@ -154,6 +182,8 @@ def decoded_text(data: bytes, charset: str | None) -> str:
             break
     codec = _codec((charset or "us-ascii").strip().lower())
     readings: list[Callable[[bytes], str]] = []
+    if codec in _MISLABELLED_UTF8 and not data.isascii():
+        readings.append(partial(bytes.decode, encoding="utf-8"))
     if codec is not None:
         readings.append(partial(bytes.decode, encoding=codec))
         if codec in _WIDER:

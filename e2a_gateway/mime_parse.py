@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator
 from email.message import EmailMessage, MIMEPart
 
-from e2a_gateway.charsets import READING_PARAMETERS, decoded_text
+from e2a_gateway.charsets import READING_PARAMETERS, decoded_text, html_charset
 from e2a_gateway.mime_bounds import within_bounds
 
 _PARSER_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)?")
@@ -61,11 +61,15 @@ def _header_end(text: str) -> tuple[int, int]:
 
 
 def _part_text(part: MIMEPart) -> str | None:
-    """A text part's content in its charset (`decoded_text`), with LF line endings."""
+    """A text part's content in its charset (`decoded_text`), with LF line endings; HTML
+    that names none in its Content-Type in the one its <meta> names (`html_charset`)."""
     payload = part.get_payload(decode=True)
     if not isinstance(payload, bytes):
         return None
-    return decoded_text(payload, part.get_content_charset()).replace("\r\n", "\n")
+    charset = part.get_content_charset()
+    if charset is None and part.get_content_type() == "text/html":
+        charset = html_charset(payload)
+    return decoded_text(payload, charset).replace("\r\n", "\n")
 
 
 def _own_parts(part: MIMEPart) -> Iterator[MIMEPart]:

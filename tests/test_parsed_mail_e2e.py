@@ -474,3 +474,43 @@ async def test_the_sdk_reads_the_bodies_the_gateway_shows(
         ).json()
         assert (view["text_body"], view["html_body"]) == (text, html)
         assert await sdk_read(running, alice, message_id) == (text or "", html)
+
+
+async def test_html_naming_its_charset_in_a_meta_element_only_reads_in_it(
+    running: RunningGateway, make_account: Any
+) -> None:
+    # Web-to-mail tools send a page as it is: its Content-Type names no charset, its <meta>
+    # does, and mail readers (as browsers) read it in that one. Windows-1251 showed as Latin.
+    page = "<html><head><meta http-equiv='Content-Type' content='text/html; charset=windows-1251'>"
+    data = HEADER + (
+        b"Subject: t\r\n"
+        b"Content-Type: text/html\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n"
+        b"\r\n" + page.encode() + "</head><body>Привет</body></html>\r\n".encode("cp1251")
+    )
+    alice = await make_account("alice@example.com")
+    _, view = await received_over_smtp(running, alice, data)
+    assert view["html_body"] == page + "</head><body>Привет</body></html>\n"
+    assert (await sdk_read(running, alice, view["message_id"]))[1] == view["html_body"]
+
+
+async def test_utf8_labelled_latin_1_reads_as_utf8(
+    running: RunningGateway, make_account: Any
+) -> None:
+    # Scripts and old mailers label whatever they write iso-8859-1; bytes that are UTF-8
+    # (multibyte sequences, every one whole) say what they are, and showed as "CafÃ©".
+    # Windows' own Latin-1 (“smart quotes”, é alone) still reads as windows-1252.
+    data = HEADER + (
+        b"Subject: =?iso-8859-1?q?Caf=C3=A9_=E2=80=94_men=C3=BC?= =?windows-1252?q?_=93ok=94?=\r\n"
+        b"Content-Type: multipart/mixed; boundary=XX\r\n"
+        b"\r\n"
+        b"--XX\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\nCaf\xc3\xa9 \xe2\x80\x94 10 \xe2\x82\xac\r\n"
+        b"--XX\r\nContent-Type: text/html; charset=iso-8859-1\r\n"
+        b"Content-Transfer-Encoding: 8bit\r\n\r\n<p>Caf\xe9 \x93ok\x94</p>\r\n"
+        b"--XX--\r\n"
+    )
+    alice = await make_account("alice@example.com")
+    summary, view = await received_over_smtp(running, alice, data)
+    assert summary["subject"] == "Café — menü “ok”"
+    assert (view["text_body"], view["html_body"]) == ("Café — 10 €", "<p>Café “ok”</p>")
