@@ -408,13 +408,31 @@ _PATH_SEPARATORS = re.compile(r"[/\\]")
 def _file_name(named: str) -> str | None:
     """A filename a part gives, as a file's name: its last path segment (`../../etc/passwd`
     is `passwd`, `C:\\x\\report.pdf` is `report.pdf`), without control characters (line
-    breaks, NUL, C1) nor bidirectional controls, trimmed; None when nothing else is left
-    (`..`)."""
+    breaks, NUL, C1) nor bidirectional controls, trimmed, at most MAX_FILE_NAME_BYTES
+    (`_within_file_name_bytes`); None when nothing else is left (`..`)."""
     name = _PATH_SEPARATORS.split(named)[-1]
     name = "".join(
         ch for ch in name if unicodedata.category(ch) != "Cc" and ch not in _BIDI_CONTROLS
     ).strip()
-    return None if name in ("", ".", "..") else name
+    return None if name in ("", ".", "..") else _within_file_name_bytes(name)
+
+
+MAX_FILE_NAME_BYTES = 255
+"""The longest file name, in UTF-8 bytes, file systems take (NAME_MAX of Linux and macOS)."""
+_EXTENSION = re.compile(r"(?:\.[^.\s]{1,16}){1,2}$")
+"""The end of a name that says its type: `.pdf`, `.tar.gz`."""
+
+
+def _within_file_name_bytes(name: str) -> str:
+    """`name` cut to MAX_FILE_NAME_BYTES of UTF-8, before its extension (`_EXTENSION`),
+    which is kept, and between characters: saving a file of a longer name fails."""
+    if len(name.encode("utf-8", "surrogatepass")) <= MAX_FILE_NAME_BYTES:
+        return name
+    found = _EXTENSION.search(name)
+    extension = found.group() if found and found.start() > 0 else ""
+    room = MAX_FILE_NAME_BYTES - len(extension.encode("utf-8", "surrogatepass"))
+    stem = name[: len(name) - len(extension)].encode("utf-8", "surrogatepass")[:room]
+    return stem.decode("utf-8", "ignore").rstrip() + extension
 
 
 def part_filename(part: MIMEPart) -> str | None:

@@ -514,3 +514,28 @@ async def test_utf8_labelled_latin_1_reads_as_utf8(
     summary, view = await received_over_smtp(running, alice, data)
     assert summary["subject"] == "Café — menü “ok”"
     assert (view["text_body"], view["html_body"]) == ("Café — 10 €", "<p>Café “ok”</p>")
+
+
+async def test_an_attachment_name_longer_than_a_file_name_may_be_is_cut_keeping_its_extension(
+    running: RunningGateway, make_account: Any
+) -> None:
+    # File systems take names of at most 255 bytes: an agent saving the attachment under a
+    # 400-character (or 300 two-byte-character) name failed with ENAMETOOLONG.
+    names = ["a" * 400 + ".pdf", "é" * 300 + ".tar.gz", "x" * 300]
+    data = HEADER + b'Subject: t\r\nContent-Type: multipart/mixed; boundary="XX"\r\n\r\n'
+    data += b"--XX\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+    for name in names:
+        quoted = "".join(f"%{byte:02X}" for byte in name.encode())
+        data += b"--XX\r\nContent-Type: application/octet-stream\r\n"
+        sections = [quoted[start : start + 300] for start in range(0, len(quoted), 300)]
+        fields = ";\r\n ".join(
+            f"filename*{number}*={'utf-8' if number == 0 else ''}{'' if number else chr(39) * 2}"
+            f"{section}"
+            for number, section in enumerate(sections)
+        )
+        data += b"Content-Disposition: attachment;\r\n " + fields.encode() + b"\r\n\r\nfile\r\n"
+    data += b"--XX--\r\n"
+    _, view = await received_over_smtp(running, await make_account("alice@example.com"), data)
+    listed = [item["filename"] for item in view["attachments"]]
+    assert listed == ["a" * 251 + ".pdf", "é" * 124 + ".tar.gz", "x" * 255]
+    assert all(len(name.encode()) <= 255 for name in listed)
