@@ -14,6 +14,8 @@ from quart_trio.asgi import TrioASGIHTTPConnection
 from quart_trio.wrappers.request import TrioBody, TrioRequest
 from werkzeug.datastructures import Headers
 
+from e2a_gateway.web.forms import BoundedFormParser
+
 
 def expects_continue(headers: Headers, http_version: str) -> bool:
     """Whether the client waits for `100 Continue` before it sends the body (HTTP/1.1 only,
@@ -46,9 +48,11 @@ class ContinueBody(TrioBody):
 
 
 class ContinueRequest(TrioRequest):
-    """Quart-Trio's request with a `ContinueBody`."""
+    """Quart-Trio's request with a `ContinueBody`, whose forms are bounded in fields
+    (`e2a_gateway.web.forms`)."""
 
     body_class = ContinueBody
+    form_data_parser_class = BoundedFormParser  # a form's fields are counted first
 
     @property
     def awaits_continue(self) -> bool:
