@@ -562,3 +562,25 @@ async def test_the_view_names_only_the_filters_that_are_set(
     assert value(read[0], "WebhookView")["filters"] == {}
     sdk_listed = value(read[1], ["WebhookView", "WebhookView"])
     assert [item["filters"] for item in sdk_listed] == expected
+
+
+async def test_a_test_events_data_is_bounded(alice: Account) -> None:
+    """testWebhook's `data` is stored as the delivery's envelope, sent to the receiver and read
+    with each page of the delivery log: over 64 KiB as JSON it is refused (413
+    `payload_too_large`, with the sizes), and nothing is queued; at the bound it is queued."""
+    hook = await make_hook(alice)
+    path = f"/v1/webhooks/{hook['id']}"
+    too_big = {"blob": "x" * (4 * 1024 * 1024)}
+    refused = await alice.http.post(f"{path}/test", json={"data": too_big})
+    message = refusal(refused, 413, "payload_too_large")
+    assert "65536" in message, message
+    details = refused.json()["error"]["details"]
+    assert details["scope"] == "test_data" and details["max_bytes"] == 65536
+    assert details["actual_bytes"] > 4 * 1024 * 1024
+    assert (await alice.http.get(f"{path}/deliveries")).json()["items"] == []
+
+    fits = {"blob": "x" * (65536 - len('{"blob":""}'))}
+    tested = await alice.http.post(f"{path}/test", json={"data": fits})
+    assert tested.status_code == 200, tested.text
+    (delivery,) = (await alice.http.get(f"{path}/deliveries")).json()["items"]
+    assert delivery["id"] == tested.json()["delivery_id"]

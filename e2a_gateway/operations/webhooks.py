@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import orjson
 from pydantic import AfterValidator, ConfigDict, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -55,6 +56,10 @@ MAX_DESCRIPTION_BYTES = 200
 MAX_FILTER_ITEMS = 50
 MAX_FILTER_VALUE_BYTES = 200
 MAX_LABEL_BYTES = 64
+MAX_TEST_DATA_BYTES = 65_536
+"""The most a test event's `data` may take as JSON: it is stored as the delivery's envelope, sent
+to the receiver (again at each retry) and read with each page of the delivery log, so a 40 MiB
+request body made each of these 40 MiB. A real event's `data` is metadata, a few KiB."""
 CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]+")
 LABEL = re.compile(r"[a-z0-9:_-]+")
 
@@ -422,6 +427,14 @@ async def test_webhook(
     if chosen not in EVENT_TYPES:
         raise Invalid("invalid_event_type", f"unknown event type {_quoted(chosen)}")
     payload = data if data is not None else {"test": True}
+    size = len(orjson.dumps(payload))
+    if size > MAX_TEST_DATA_BYTES:
+        raise Invalid(
+            "payload_too_large",
+            f"a test event's data is at most {MAX_TEST_DATA_BYTES} bytes as JSON; this one is "
+            f"{size}: a real event's data is metadata, a few KiB",
+            {"scope": "test_data", "actual_bytes": size, "max_bytes": MAX_TEST_DATA_BYTES},
+        )
     event_id = new_id("evt")
     body = envelope(chosen, event_id, now, payload)
     delivery_id = await gateway.storage.add_test_delivery(
