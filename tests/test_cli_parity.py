@@ -810,3 +810,29 @@ def test_listen_once_takes_the_first_message_of_a_conversation(
     with E2AClient(api_key=account.key, base_url=live.url) as client:
         (left,) = client.get_messages(agent_email=bot).messages
     assert (left.subject, left.conversation_id) == ("Other thread", "conv_b")
+
+
+def test_a_body_file_no_gateway_takes_is_refused_before_it_is_read_whole(
+    account: Account, cli: Cli, tmp_path: Path
+) -> None:
+    """`--body-file` or `--html-file` naming a file over the 10 MiB an e2a message may be
+    composed of (a log attached as the body by mistake), or one that never ends
+    (`/dev/zero`), is a usage error before it is read whole or anything is sent."""
+    from e2a_gateway.cli.compose import MAX_BODY_BYTES
+    from e2a_gateway.operations.drafts import V1_MAX_COMPOSED_BYTES
+
+    assert MAX_BODY_BYTES == V1_MAX_COMPOSED_BYTES
+    sender = f"{account.prefix}-bigbody@{DOMAIN}"
+    register(cli, sender)
+    huge = tmp_path / "huge.log"
+    with huge.open("wb") as handle:
+        handle.truncate(MAX_BODY_BYTES + 1)  # sparse: costs no disk
+    base = ("send", "--agent", sender, "--to", sender, "--subject", "S")
+    for option in ("--body-file", "--html-file"):
+        for path in (huge, Path("/dev/zero")):
+            started = time.monotonic()
+            code, out, err = cli(*base, option, str(path))
+            assert (code, out) == (2, ""), err
+            assert f"{option} {path}" in err and "more than the 10 MiB" in err, err
+            assert time.monotonic() - started < 10
+    assert cli("messages", "list", "--agent", sender, "--direction", "outbound") == (0, "", "")

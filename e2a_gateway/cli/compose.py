@@ -52,6 +52,10 @@ MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024
 """The largest attachment an e2a gateway takes (`/api/v1`'s bound; `/v1` takes 10 MiB, and
 says so). A larger file is refused before it is read whole: no gateway would take it, and a
 disk image (or `/dev/zero`) would fill the memory first."""
+MAX_BODY_BYTES = 10 * 1024 * 1024
+"""The most a `--body-file`, `--html-file` or a body on stdin is read: an e2a message is
+composed of at most 10 MiB (`/v1`), so a larger file (or `/dev/zero`) is refused before it is
+read whole, as an attachment is."""
 
 
 class ComposeError(Exception):
@@ -92,23 +96,37 @@ def _read_stdin(option: str) -> str:
     """All of stdin as text; ComposeError when it is not UTF-8 (Python decodes a non-UTF-8
     stdin to lone surrogates, which no request can carry)."""
     try:
-        text = sys.stdin.read()
+        text = sys.stdin.read(MAX_BODY_BYTES + 1)
         text.encode("utf-8")
     except UnicodeError:
         raise ComposeError(
             f"{option} -: stdin is not UTF-8 text; convert it first "
             "(for example `iconv -f latin1 -t utf-8`)"
         ) from None
+    if len(text.encode("utf-8")) > MAX_BODY_BYTES:
+        raise _too_long(option, "-: stdin")
     return text
 
 
 def _read(option: str, name: str) -> str:
+    """The UTF-8 text of file `name`, read no further than MAX_BODY_BYTES + 1 characters."""
     if name == "-":
         return _read_stdin(option)
     try:
-        return Path(name).read_text(encoding="utf-8")
+        with open(name, encoding="utf-8") as handle:  # as Path.read_text: newlines as \n
+            text = handle.read(MAX_BODY_BYTES + 1)
     except (OSError, UnicodeDecodeError) as exc:
         raise ComposeError(f"{option} {name}: cannot read it ({exc})") from None
+    if len(text.encode("utf-8")) > MAX_BODY_BYTES:
+        raise _too_long(option, name)
+    return text
+
+
+def _too_long(option: str, name: str) -> ComposeError:
+    return ComposeError(
+        f"{option} {name}: it is more than the {MAX_BODY_BYTES // (1024 * 1024)} MiB an e2a "
+        "message may be composed of; send a shorter text, or share a link to it"
+    )
 
 
 def message_bodies(args: argparse.Namespace) -> Bodies:
