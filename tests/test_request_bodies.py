@@ -446,8 +446,8 @@ async def test_a_body_that_takes_too_long_to_arrive_is_a_408(tmp_path: Path, hea
 # -- forms: how many fields, not only how many bytes -------------------------------------------
 
 MANY_FIELDS = 2_000_000
-"""Far more fields than any form has, in 4 MB: parsing them all held the event loop for half a
-second (twenty million, in a body under the 40 MiB bound, for thirteen) and took gigabytes."""
+"""Far more fields than any form has, in 4 MB: parsing them all held the event loop for over a
+second (twenty million, under the 40 MiB bound, for thirteen) and took gigabytes."""
 
 
 @pytest.mark.parametrize("path", ["/signin", "/api/v1/approve"], ids=["dashboard", "approval"])
@@ -460,7 +460,7 @@ async def test_a_form_of_too_many_fields_is_refused_before_it_is_parsed(
     response = await anonymous.post(path, content=b"a&" * MANY_FIELDS, headers=FORM)
     assert response.status_code == 400, response.text[-500:]
     assert "at most 1000 fields" in response.text
-    assert time.monotonic() - started < 0.4
+    assert time.monotonic() - started < 1.0
     assert (await anonymous.get("/api/health")).status_code == 200
 
 
