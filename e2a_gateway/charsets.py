@@ -24,6 +24,7 @@ from e2a_gateway.email_policies import READING, HeaderClassesOnce
 from e2a_gateway.rfc5322 import HeaderFields
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_LINE_BREAKS = re.compile(r"[\r\n]+")
 _UNSTRUCTURED = HeaderClassesOnce(use_default_map=False)
 """Reads every field as unstructured text: RFC 2047 words decoded, anything else as it is."""
 
@@ -257,7 +258,8 @@ def _readable_encoded_words(run: re.Match[str]) -> str:
 
 def field_text(message: HeaderFields, name: str) -> str:
     """A header unfolded, with RFC 2047 words decoded (`_readable_encoded_words`) and NUL read
-    as U+FFFD (`without_nul`); '' when absent."""
+    as U+FFFD (`without_nul`); '' when absent. Line breaks a decoded word holds read as one
+    space each run, as a folded line does: the text stays one line."""
     value = message.get(name)
     if value is None:
         return ""
@@ -268,7 +270,7 @@ def field_text(message: HeaderFields, name: str) -> str:
         decoded = str(_UNSTRUCTURED(name, _ENCODED_WORDS.sub(_readable_encoded_words, unfolded)))
     except Exception:
         decoded = unfolded
-    return without_nul(decoded)
+    return without_nul(_LINE_BREAKS.sub(" ", decoded))
 
 
 def without_nul(text: str) -> str:

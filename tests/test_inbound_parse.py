@@ -59,6 +59,22 @@ def test_encoded_words_are_decoded_beside_raw_utf8(subject: str, text: str) -> N
 @pytest.mark.parametrize(
     ("subject", "text"),
     [
+        ("=?utf-8?q?Invoice=0D=0ADue_today?=", "Invoice Due today"),
+        ("=?utf-8?q?one=0Atwo?=", "one two"),
+        ("=?utf-8?b?YQ1i?=", "a b"),  # a lone CR
+        ("=?utf-8?q?a=0D=0A=0D=0A_b?= c", "a  b c"),
+    ],
+)
+def test_line_breaks_inside_encoded_words_read_as_a_space(subject: str, text: str) -> None:
+    """An encoded word may decode to CR or LF, which no header line holds: read as a folded
+    line is, one line with a space where each break was, so an agent that quotes the subject
+    into a send of its own (which refuses line breaks) or a header of its own is not broken."""
+    assert summarise_headers(headers(f"Subject: {subject}")).subject == text
+
+
+@pytest.mark.parametrize(
+    ("subject", "text"),
+    [
         ("=?iso-8859-8-i?B?+ezl7Q==?=", "שלום"),
         ("=?ISO-8859-8-I?Q?=F9=EC=E5=ED?= =?iso-8859-8-i?b?IPLl7O0=?=", "שלום עולם"),
         ("=?windows-874?B?ysfRyrTV?= ok", "สวัสดี ok"),
