@@ -200,7 +200,7 @@ async def test_erased_mail_leaves_no_parsed_body_in_memory(
         message_id = (await inbound_ids(account, agent))[subject]
         answer = await account.http.get(v1_messages(agent, f"/{message_id}"))
         assert answer.status_code == 200, answer.text
-        return str(answer.json()["parsed"]["text"])
+        return str(answer.json()["body"]["text"])
 
     held = {
         "bot": raw_of(url, alice_bot, "Bot's"),

@@ -368,7 +368,7 @@ async def test_inbound_holds_are_reviewed_alike(running: RunningGateway, make_ac
         spare, drop, keep = (item["id"] for item in listed["reviews"])
         detail = await run(remote, "get_review", {"message_id": keep})
         assert detail == await run(local, "get_pending_message", {"message_id": keep})
-        assert detail["direction"] == "inbound" and detail["text"] == "Held words.\n"
+        assert detail["direction"] == "inbound" and detail["text"] == "Held words."
         assert detail["header_from"] == SENDER and detail["truncated"] is False
         assert "raw_message" not in detail and detail["attachments"] == []
 

@@ -16,6 +16,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
+from e2a_gateway.api.v1.parsed_view import MAX_TEXT_BYTES
 from e2a_gateway.app import RunningGateway
 from e2a_gateway.mcp.bounds import MAX_BODY_BYTES, MAX_QUOTED_BYTES
 from e2a_gateway.mcp.tiers import RUNTIME_TOOLS
@@ -198,9 +199,14 @@ async def test_get_message_cuts_a_long_body(
         shown = await call(client, "get_message", {"message_id": row["message_id"]})
     assert shown["subject"] == "Notes" and shown["truncated"] is True
     share = MAX_BODY_BYTES // 4
-    assert len(shown["text"]) == len(shown["html"]) == len(shown["reply_text"]) == share
+    # the text is the API's parsed text, already within its 16 KiB; what it leaves of its
+    # share goes to the longer ones
+    assert len(shown["text"].encode()) <= MAX_TEXT_BYTES < share
+    assert share < len(shown["html"]) and abs(len(shown["html"]) - len(shown["reply_text"])) <= 1
     quoted = sum(len(part.get("content") or "") for part in shown["trust"]["parts"])
-    assert 0 < quoted <= share
+    assert quoted > 0
+    sizes = len(shown["text"]) + len(shown["html"]) + len(shown["reply_text"]) + quoted
+    assert sizes <= MAX_BODY_BYTES
     assert shown["text"].startswith(line.replace("\r\n", "\n"))
 
 
@@ -440,9 +446,13 @@ async def test_forward_a_message_and_read_its_lifecycle(
         ]
         assert copy["subject"] == "Fwd: Quarterly"
         shown = await call(client, "get_message", {"email": peer, "message_id": copy["message_id"]})
-        text = shown["text"].replace("\r\n", "\n")
-        assert text.startswith("FYI\n\n---------- Forwarded message ----------\n")
-        assert "Subject: Quarterly\n" in text and text.endswith("\nNumbers.\n")
+        # the text is the forwarder's own words (the API's parsed text, as on e2a); the mail
+        # it carries is a quoted part of the trust map, marked forwarded
+        assert shown["text"] == "FYI"
+        (carried,) = [part for part in shown["trust"]["parts"] if part["kind"] == "quoted"]
+        assert carried["attribution"]["forwarded"] is True
+        assert carried["attribution"]["subject"] == "Quarterly"
+        assert carried["content"].endswith("Numbers.")
         assert [a["filename"] for a in shown["attachments"]] == ["note.txt"]
 
         # The received message's lifecycle, one transition a page, then all at once.

@@ -136,8 +136,9 @@ async def test_send_reply_forward_with_idempotency_keys(
     assert answer["subject"] == "Re: Hello pal" and answer["header_from"] == pal
     full = value(made[7], "MessageView")
     assert full["reply_to"] == ["alt@agents.test"]
-    assert full["parsed"]["text"].startswith("Thanks!\n\nOn ")
-    assert "> Hi pal.\n> Second line." in full["parsed"]["text"]
+    assert full["parsed"]["text"] == "Thanks!"  # the agent's words: the quote left out
+    assert full["body"]["text"].startswith("Thanks!\n\nOn ")
+    assert "> Hi pal.\n> Second line." in full["body"]["text"]
     assert full["authentication"] is None  # delivered here, not over SMTP
     assert full["conversation_id"] == received["conversation_id"] != ""
     assert value(made[8], "SendResultView")["status"] == "sent"
@@ -154,8 +155,9 @@ async def test_send_reply_forward_with_idempotency_keys(
     forwarded = await alice.http.get(v1_path(pal), params={"subject_contains": "fwd:"})
     (fwd,) = forwarded.json()["items"]
     shown = (await alice.http.get(v1_path(pal, f"/{fwd['id']}"))).json()
-    assert shown["parsed"]["text"].startswith("FYI\n\n---------- Forwarded message ----------")
-    assert "From: pal@agents.test" in shown["parsed"]["text"]
+    assert shown["parsed"]["text"] == "FYI"  # the forwarder's words, as on e2a
+    assert shown["body"]["text"].startswith("FYI\n\n---------- Forwarded message ----------")
+    assert "From: pal@agents.test" in shown["body"]["text"]
     outbox = (await alice.http.get(v1_path(held), params={"direction": "outbound"})).json()
     (waiting,) = outbox["items"]
     assert waiting["review_status"] == "pending_review" and waiting["direction"] == "outbound"

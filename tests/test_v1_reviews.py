@@ -436,7 +436,7 @@ async def test_inbound_mail_the_gate_holds_waits_until_approved_or_rejected(
     assert detail["raw_message"] and detail["direction"] == "inbound"
     # what the reviewer decides on: the body as the agent would read it
     assert detail["body"] == {"text": "Hello agent.\n"}, detail["body"]
-    assert detail["parsed"]["text"] == "Hello agent.\n" and detail["attachments"] == []
+    assert detail["parsed"]["text"] == "Hello agent." and detail["attachments"] == []
     # held mail is not the agent's yet: not listed, not readable, no delivery job
     hidden = await owner.http.get(f"/api/v1/agents/{quote(BOT, safe='')}/messages/{hold['id']}")
     assert hidden.status_code == 404

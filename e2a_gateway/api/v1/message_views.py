@@ -9,6 +9,7 @@ import base64
 from collections.abc import Sequence
 from typing import Any
 
+from e2a_gateway.api.v1.parsed_view import Parts, parsed_view
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.attachments import Attachment, attachment_meta_view
 from e2a_gateway.clock import format_timestamp
@@ -139,11 +140,12 @@ _NULLABLE = frozenset({"header_from", "envelope_from", "verified_domain"})
 
 
 def message_view(
-    opened: OpenedMessage, authserv_id: str, body: ParsedBody | None
+    opened: OpenedMessage, authserv_id: str, body: ParsedBody | None, parts: Parts
 ) -> dict[str, Any]:
     """MessageView: one message in full, with the evidence of its authentication (mail received
     over SMTP) and its attachments' metadata; `body` is mail received's, parsed from its raw
-    bytes (`parsed_body`)."""
+    bytes (`parsed_body`), and `parts` the split of its text (of mail sent, of the text kept)
+    that `parsed` is made from (`parsed_view`)."""
     filed = opened.filed
     view = message_summary_view(filed)
     view.setdefault("conversation_id", "")
@@ -154,14 +156,14 @@ def message_view(
             view["verified_domain"] = None
         view["raw_message"] = base64.b64encode(opened.raw).decode("ascii")
         assert body is not None
-        return view | received_content(body)
+        return view | received_content(body, parts)
     draft = opened.outbound
     view["authentication"] = None
     view["raw_message"] = None
     text = draft.body_text if draft else None
     html = draft.body_html if draft else None
     view["body"] = present(text=text, html=html)
-    view["parsed"] = present(text=text or "", html=html, truncated=False)
+    view["parsed"] = parsed_view(parts, html)
     view["attachments"] = [
         attachment_meta_view(index, item)
         for index, item in enumerate(outbound_attachments(draft) if draft else [])
@@ -169,12 +171,12 @@ def message_view(
     return view
 
 
-def received_content(body: ParsedBody) -> dict[str, Any]:
+def received_content(body: ParsedBody, parts: Parts) -> dict[str, Any]:
     """MessageView's `body`, `parsed` and `attachments` (metadata) of mail received, parsed as
-    `body`."""
+    `body` and split into `parts`."""
     return {
         "body": present(text=body.text, html=body.html),
-        "parsed": present(text=body.text or "", html=body.html, truncated=False),
+        "parsed": parsed_view(parts, body.html),
         "attachments": [
             attachment_meta_view(index, item) for index, item in enumerate(body.attachments)
         ],

@@ -35,6 +35,7 @@ from e2a_gateway.api.v1.message_views import (
     update_result_view,
 )
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
+from e2a_gateway.api.v1.parsed_view import reading_parts, split_off_loop
 from e2a_gateway.api.v1.rate_headers import rate_limited
 from e2a_gateway.attachments import Attachment
 from e2a_gateway.gateway import Gateway
@@ -374,10 +375,19 @@ async def lifecycle_listing(
 async def message_with_reading(
     gateway: Gateway, caller: Caller, opened: mailbox.OpenedMessage
 ) -> dict[str, Any]:
-    """The message view, with `reply_text` and `trust` for mail received (docs/replies.md)."""
+    """The message view, with `reply_text` and `trust` for mail received (docs/replies.md);
+    `parsed` made from the split the reading kept (mail sent, or received and deleted since it
+    was opened: split now)."""
     body = await mailbox.parsed_body(opened.raw) if opened.raw is not None else None
-    view = message_view(opened, gateway.settings.smtp.hostname, body)
     reading = await trust.reading_of_filed(gateway, caller.user_id, opened.filed)
+    if reading is not None:
+        parts = reading_parts(reading)
+    elif body is not None:
+        parts = await split_off_loop(body.text, body.html)
+    else:
+        draft = opened.outbound
+        parts = await split_off_loop(draft.body_text, draft.body_html) if draft else []
+    view = message_view(opened, gateway.settings.smtp.hostname, body, parts)
     if reading is not None:
         view.update(reading)
     return view

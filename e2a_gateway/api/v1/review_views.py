@@ -12,6 +12,7 @@ from e2a_gateway.api.v1.message_views import (
     received_content,
     review_status,
 )
+from e2a_gateway.api.v1.parsed_view import split_off_loop
 from e2a_gateway.api.v1.views import present
 from e2a_gateway.attachments import attachment_meta_view
 from e2a_gateway.clock import format_timestamp
@@ -81,7 +82,9 @@ async def review_detail_view(message: OutboundMessage | InboundMessage) -> dict[
     parsed in a worker thread, `parsed_body`)."""
     if isinstance(message, OutboundMessage):
         return _outbound_detail(message)
-    return _inbound_detail(message) | received_content(await parsed_body(message.raw_message))
+    body = await parsed_body(message.raw_message)
+    parts = await split_off_loop(body.text, body.html)
+    return _inbound_detail(message) | received_content(body, parts)
 
 
 def send_result_view(resolved: Resolved) -> tuple[dict[str, Any], int]:
