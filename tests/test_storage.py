@@ -22,6 +22,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 from urllib.parse import urlsplit
 
 import orjson
@@ -3262,6 +3263,10 @@ async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> 
         await storage.add_outbound(
             make_outbound(user, f"{name}@agents.test", f"out_{name}", "pending_approval", 1e12)
         )
+        for _ in range(2):  # kept once, however often a send stores it
+            await storage.add_unsubscribe_token(
+                f"link-{name}", user, f"{name}@agents.test", "carol@example.org", 1.0
+            )
 
     for job in await storage.claim_webhook_jobs(10.0, None, 60, {}, 1000):
         attempt = WebhookAttempt(1, NOW, 500, None, 5)
@@ -3286,8 +3291,11 @@ async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> 
         ["hidden@example.org"],
         "send",
     )
+    assert export["unsubscribe_links"] == [
+        {"agent_email": "alice@agents.test", "address": "carol@example.org", "created_at": ANY}
+    ]
     text = repr(export)
-    for secret in ("hash-alice", "seed-alice", "draft body", "bob"):
+    for secret in ("hash-alice", "seed-alice", "draft body", "bob", "link-alice"):
         assert secret not in text
 
     deleted = await storage.delete_user(alice)
@@ -3299,8 +3307,12 @@ async def test_export_and_delete_user_touch_only_that_user(storage: Storage) -> 
         "signing_secrets": 1,
         "jobs": 2,  # the inbound message's webhook job and the outbound approval notice
         "webhook_attempts": 1,
+        "agent_unsubscribe_tokens": 1,
         "users": 1,
     }
+    assert await storage.find_unsubscribe_token("link-alice") is None
+    link = await storage.find_unsubscribe_token("link-bob")
+    assert link is not None and (link.user_id, link.address) == (bob, "carol@example.org")
     assert await storage.get_user(alice) is None
     assert await storage.user_for_key_hash("hash-alice") is None
     assert await storage.find_agent("alice@agents.test") is None

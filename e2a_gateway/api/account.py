@@ -19,7 +19,7 @@ from e2a_gateway.web.context import current_gateway
 from e2a_gateway.web.streamed_json import json_document, streamed_response
 from e2a_gateway.web.views import api_key_view, signing_secret_view
 
-V1_RECORDS = frozenset({"suppressions", "webhooks", "templates"})
+V1_RECORDS = frozenset({"suppressions", "webhooks", "templates", "unsubscribe_links"})
 """Export keys of what only the `/v1` face has (its contract lists them; this one's does not)."""
 
 blueprint = Blueprint("account", __name__)
@@ -114,4 +114,6 @@ async def delete_user(caller: Caller) -> dict[str, Any]:
             "deleting your account erases all its agents, domains, keys and messages for good; "
             f"repeat the request as DELETE /api/v1/users/me?confirm={DELETE_CONFIRMATION}",
         )
-    return {"deleted": await account.delete_account(current_gateway(), caller)}
+    deleted = await account.delete_account(current_gateway(), caller)
+    deleted.pop("agent_unsubscribe_tokens", None)  # the 2.x receipt's tables only (`/v1` has it)
+    return {"deleted": deleted}

@@ -526,6 +526,8 @@ class OutboundMessage:
     recipient_results: dict[str, str] = field(default_factory=dict)
     """Each recipient's hand-off result, as the send worker and bounce reports keep them
     (`accepted`, `refused: …`, `bounced: <the report's diagnostic>`, …); empty before."""
+    unsubscribe: str | None = None
+    """The managed unsubscribe the message was sent with (`managed`), or None."""
 
 
 @dataclass(frozen=True)
@@ -1806,6 +1808,17 @@ class Suppression:
     source_message_id: str | None = None
 
 
+@dataclass(frozen=True)
+class UnsubscribeScope:
+    """What one managed-unsubscribe link may do: suppress `address` for the agent
+    `agent_email` of the account `user_id` (the link's token is never stored, only its hash)."""
+
+    user_id: str
+    agent_email: str
+    address: str
+    created_at: str
+
+
 class Suppressions(Protocol):
     """Bounces recorded against the outbound message they are about, and the recipient
     suppression lists they (or the account) fill."""
@@ -1861,6 +1874,23 @@ class Suppressions(Protocol):
 
     async def delete_suppression(self, user_id: str, agent_email: str | None, address: str) -> bool:
         """Lift one suppression; False when there is none."""
+        ...
+
+    async def add_unsubscribe_token(
+        self, token_hash: str, user_id: str, agent_email: str, address: str, now: float
+    ) -> None:
+        """Keep what the managed-unsubscribe link of `token_hash` (the SHA-256 of its token, in
+        hex) may do; nothing when it is kept already (the token is the same every time)."""
+        ...
+
+    async def find_unsubscribe_token(self, token_hash: str) -> UnsubscribeScope | None:
+        """What the link of `token_hash` may do; None when no link has it."""
+        ...
+
+    async def unsubscribe_by_token(self, token_hash: str, now: float) -> UnsubscribeScope | None:
+        """In one transaction: the link's address suppressed for its agent (source
+        `unsubscribe`), with `agent.suppression_added` when that is new, once however many
+        ask at the same time; None, and nothing done, when no link has `token_hash`."""
         ...
 
 

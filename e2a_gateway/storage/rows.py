@@ -76,7 +76,7 @@ OUTBOUND_COLUMNS = (
     "attachments_json, conversation_id, in_reply_to, references_json, rfc_message_id, status, "
     "approval_expires_at, created_at, created_epoch, reviewed_at, rejection_reason, method, "
     "edited, send_error, sent_at, reply_to, reviewed_by, review_method, flag_reason, "
-    "auth_results_json"
+    "auth_results_json, unsubscribe"
 )
 OUTBOUND_SUMMARY_COLUMNS = (
     "m.id, m.seq, m.agent_email, m.to_json, m.cc_json, m.bcc_json, m.subject, m.status, "
@@ -246,6 +246,7 @@ def decode_outbound(row: Sequence[Any]) -> OutboundMessage:
         review_method=row[27],
         flag_reason=row[28],
         recipient_results=recipient_results(row[29]),
+        unsubscribe=row[30],
     )
 
 
@@ -540,7 +541,8 @@ OUTBOUND_INSERT_COLUMNS = (
     "from_addr, to_json, cc_json, bcc_json, subject, conversation_id, in_reply_to, "
     "references_json, rfc_message_id, status, auth_headers_json, "
     "auth_results_json, kind, body_text, body_html, attachments_json, "
-    "approval_expires_at, method, received_at, created_at, created_epoch, reply_to, flag_reason"
+    "approval_expires_at, method, received_at, created_at, created_epoch, reply_to, flag_reason, "
+    "unsubscribe"
 )
 
 
@@ -574,6 +576,7 @@ def outbound_params(message: OutboundMessage) -> tuple[Any, ...]:
         message.created_epoch,
         message.reply_to,
         message.flag_reason,
+        message.unsubscribe,
     )
 
 
@@ -954,6 +957,7 @@ DELETED_TABLES = (
     "signing_secrets",
     "jobs",
     "webhook_attempts",
+    "agent_unsubscribe_tokens",
     "users",
 )
 """The tables `delete_user` empties of a user's rows, in the order its counts are reported."""

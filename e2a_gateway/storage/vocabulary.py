@@ -58,6 +58,8 @@ EXPIRE_BY_REJECTING: Final = "reject"
 SUPPRESSED_BY_BOUNCE: Final = "bounce"
 SUPPRESSED_BY_COMPLAINT: Final = "complaint"
 SUPPRESSED_BY_HAND: Final = "manual"
+SUPPRESSED_BY_UNSUBSCRIBE: Final = "unsubscribe"
+"""A recipient's own opt-out, by a managed-unsubscribe link (one agent only)."""
 
 # What an API key may reach (`KeyScope`): its whole account, or one agent of it.
 ACCOUNT_SCOPE: Final = "account"

@@ -166,7 +166,7 @@ HEAD_MEMBERS = (
     "api_keys",
     "signing_secrets",
 )
-RECORD_MEMBERS = ("suppressions", "webhooks", "templates")
+RECORD_MEMBERS = ("suppressions", "webhooks", "templates", "unsubscribe_links")
 """The members of the `/v1` export before its messages, and between them and its events."""
 
 
@@ -214,6 +214,7 @@ def export_view(
         "suppressions": [present(**entry) for entry in head["suppressions"]],
         "webhooks": [present(**webhook) for webhook in head["webhooks"]],
         "templates": [present(**template) for template in head["templates"]],
+        "unsubscribe_links": head["unsubscribe_links"],
     }
 
 

@@ -108,9 +108,9 @@ def _user(row: Any) -> User | None:
 
 
 def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
-    """The user's suppressions, webhook subscribers (never a seed) and email templates,
-    JSON-ready, oldest first: what the export holds beside its users, agents, keys, messages
-    and events."""
+    """The user's suppressions, webhook subscribers (never a seed), email templates and
+    managed-unsubscribe links (what each may do, never its token or hash), JSON-ready, oldest
+    first: what the export holds beside its users, agents, keys, messages and events."""
     suppressions = [
         decode_suppression(row)
         for row in tx.all(
@@ -124,6 +124,11 @@ def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
             f"SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE user_id = ? ORDER BY seq", (user_id,)
         )
     ]
+    links = tx.all(
+        "SELECT agent_email, address, created_at FROM agent_unsubscribe_tokens "
+        "WHERE user_id = ? ORDER BY created_at, agent_email, address",
+        (user_id,),
+    )
     templates = [
         decode_template(row)
         for row in tx.all(
@@ -168,6 +173,10 @@ def _exported_records(tx: Transaction, user_id: str) -> dict[str, Any]:
                 if name not in ("user_id", "seq")
             }
             for template in templates
+        ],
+        "unsubscribe_links": [
+            {"agent_email": agent_email, "address": address, "created_at": created_at}
+            for agent_email, address, created_at in links
         ],
     }
 
@@ -458,6 +467,10 @@ class AccountsSql(Runner):
                 "domains": ("DELETE FROM domains WHERE user_id = ?", (user_id,)),
                 "api_keys": ("DELETE FROM api_keys WHERE user_id = ?", (user_id,)),
                 "signing_secrets": ("DELETE FROM signing_secrets WHERE user_id = ?", (user_id,)),
+                "agent_unsubscribe_tokens": (
+                    "DELETE FROM agent_unsubscribe_tokens WHERE user_id = ?",
+                    (user_id,),
+                ),
                 "feedback": (
                     f"DELETE FROM feedback WHERE {address} = "
                     f"(SELECT {address} FROM users WHERE id = ?)",

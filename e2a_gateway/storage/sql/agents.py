@@ -61,13 +61,18 @@ def _forget_agent(tx: Transaction, agent_id: str, user_id: str, email: str) -> N
     """What goes with an agent deleted for good, besides its mail and jobs (which cascade):
     the keys bound to it are revoked (no later agent ever has its id, so they could never be
     used again anyway, and they no longer clutter the owner's list of keys), and its own
-    suppressions go (an agent registered at the address later is another agent)."""
+    suppressions go, with the managed-unsubscribe links that would add them (an agent
+    registered at the address later is another agent)."""
     tx.execute(
         f"UPDATE api_keys SET revoked_at = {tx.dialect.utc_now} "
         "WHERE agent_id = ? AND revoked_at IS NULL",
         (agent_id,),
     )
     tx.execute("DELETE FROM suppressions WHERE user_id = ? AND agent_email = ?", (user_id, email))
+    tx.execute(
+        "DELETE FROM agent_unsubscribe_tokens WHERE user_id = ? AND agent_email = ?",
+        (user_id, email),
+    )
 
 
 def _resume_reviews(tx: Transaction, agent_email: str, paused: float) -> None:

@@ -23,7 +23,13 @@ from e2a_gateway.events import (
     new_event,
     recipient_event,
 )
-from e2a_gateway.storage.base import BouncedRecipient, NewEvent, OutboundMessage, Suppression
+from e2a_gateway.storage.base import (
+    BouncedRecipient,
+    NewEvent,
+    OutboundMessage,
+    Suppression,
+    UnsubscribeScope,
+)
 from e2a_gateway.storage.rows import (
     OUTBOUND_COLUMNS,
     RECIPIENT_BOUNCED_PREFIX,
@@ -44,6 +50,7 @@ from e2a_gateway.storage.vocabulary import (
     SUPPRESSED_BY_BOUNCE,
     SUPPRESSED_BY_COMPLAINT,
     SUPPRESSED_BY_HAND,
+    SUPPRESSED_BY_UNSUBSCRIBE,
 )
 
 SUPPRESSION_COLUMNS = "seq, address, source, created_at, agent_email, reason, source_message_id"
@@ -346,15 +353,7 @@ class SuppressionsSql(Runner):
         def add(tx: Transaction) -> Suppression:
             added = _suppress(tx, user_id, scope, address, SUPPRESSED_BY_HAND, reason, None, now)
             if added and agent_email:
-                data = {
-                    "agent_email": agent_email,
-                    "address": address,
-                    "source": SUPPRESSED_BY_HAND,
-                }
-                event = new_event(
-                    user_id, AGENT_SUPPRESSION_ADDED, data, now, agent_email=agent_email
-                )
-                record_events(tx, [event])
+                _tell_agent_suppression(tx, user_id, agent_email, address, SUPPRESSED_BY_HAND, now)
             row = tx.one(
                 f"SELECT {SUPPRESSION_COLUMNS} FROM suppressions WHERE user_id = ? "
                 "AND agent_email = ? AND address = ?",
@@ -376,3 +375,54 @@ class SuppressionsSql(Runner):
             )
         )
         return bool(deleted)
+
+    async def add_unsubscribe_token(
+        self, token_hash: str, user_id: str, agent_email: str, address: str, now: float
+    ) -> None:
+        """Keep the link's scope unless it is kept already."""
+        await self._write(
+            lambda tx: tx.execute(
+                f"INSERT INTO agent_unsubscribe_tokens ({UNSUBSCRIBE_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
+                (token_hash, user_id, agent_email, address, format_timestamp(now)),
+            )
+        )
+
+    async def find_unsubscribe_token(self, token_hash: str) -> UnsubscribeScope | None:
+        """The link's scope, or None."""
+        return await self._read(lambda tx: _unsubscribe_scope(tx, token_hash))
+
+    async def unsubscribe_by_token(self, token_hash: str, now: float) -> UnsubscribeScope | None:
+        """The link's address suppressed for its agent, told once; None for no such link."""
+
+        def unsubscribe(tx: Transaction) -> UnsubscribeScope | None:
+            scope = _unsubscribe_scope(tx, token_hash)
+            if scope is None:
+                return None
+            user_id, agent_email, address = scope.user_id, scope.agent_email, scope.address
+            source = SUPPRESSED_BY_UNSUBSCRIBE
+            if _suppress(tx, user_id, agent_email, address, source, None, None, now):
+                _tell_agent_suppression(tx, user_id, agent_email, address, source, now)
+            return scope
+
+        return await self._write(unsubscribe)
+
+
+UNSUBSCRIBE_COLUMNS = "token_hash, user_id, agent_email, address, created_at"
+
+
+def _unsubscribe_scope(tx: Transaction, token_hash: str) -> UnsubscribeScope | None:
+    row = tx.first(
+        f"SELECT {UNSUBSCRIBE_COLUMNS} FROM agent_unsubscribe_tokens WHERE token_hash = ?",
+        (token_hash,),
+    )
+    return UnsubscribeScope(*row[1:]) if row else None
+
+
+def _tell_agent_suppression(
+    tx: Transaction, user_id: str, agent_email: str, address: str, source: str, now: float
+) -> None:
+    """Log `agent.suppression_added` for the agent's new suppression of `address`."""
+    data = {"agent_email": agent_email, "address": address, "source": source}
+    event = new_event(user_id, AGENT_SUPPRESSION_ADDED, data, now, agent_email=agent_email)
+    record_events(tx, [event])
