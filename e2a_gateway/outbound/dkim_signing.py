@@ -39,10 +39,13 @@ _SIGNED_ONCE_MORE = (
     b"mime-version",
     b"content-type",
     b"content-transfer-encoding",
+    b"list-unsubscribe",
+    b"list-unsubscribe-post",
 )
 """Fields signed once more than they appear where they do: a second one added fails
-verification. Where one is absent it is left unsigned: an MTA may add it (a `To:
-undisclosed-recipients:;` to mail without To or Cc), which must not break the signature."""
+verification (RFC 8058 section 4 asks for both list fields under the signature). Where one is
+absent it is left unsigned: an MTA may add it (a `To: undisclosed-recipients:;` to mail without
+To or Cc), which must not break the signature."""
 
 
 class DkimKeyError(ConfigError):

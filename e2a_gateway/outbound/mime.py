@@ -98,6 +98,9 @@ class Draft:
     """The Reply-To mailboxes as `addresses.format_mailbox` writes them, joined with ", "."""
     auto_submitted: str | None = None
     """RFC 3834 `Auto-Submitted` (`auto-generated`, `auto-replied`) for mail e2a writes itself."""
+    list_unsubscribe: str | None = None
+    """The managed-unsubscribe link (an https URL): written as `List-Unsubscribe` with RFC
+    8058's `List-Unsubscribe-Post`, for the DKIM signature to cover."""
 
 
 def as_header_reads(value: str) -> str:
@@ -370,6 +373,10 @@ def build_message(draft: Draft, *, message_id: str, date: float) -> bytes:
     if draft.conversation_id:
         conversation = check_header_value("conversation_id", draft.conversation_id)
         _set_tokens(message, CONVERSATION_HEADER, [conversation])
+    if draft.list_unsubscribe:
+        link = check_header_value("list_unsubscribe", draft.list_unsubscribe)
+        _set_tokens(message, "List-Unsubscribe", [f"<{link}>"])
+        _set_tokens(message, "List-Unsubscribe-Post", ["List-Unsubscribe=One-Click"])
     message.set_content(draft.text)
     files = draft.attachments
     if draft.html:  # an empty HTML part is what clients would show: a blank message

@@ -35,6 +35,7 @@ from e2a_gateway.inbound.postmaster import is_own_hostname
 from e2a_gateway.local_delivery import deliver_locally, local_recipient
 from e2a_gateway.operations import lifecycle
 from e2a_gateway.outbound.dkim_signing import sign_as_sender
+from e2a_gateway.outbound.list_unsubscribe import MANAGED, unsubscribe_url, with_unsubscribe
 from e2a_gateway.outbound.mime import Draft, InvalidDraft, build_message, decode_attachment
 from e2a_gateway.outbound.relay import RelayConnections
 from e2a_gateway.outbound.return_path import (
@@ -43,6 +44,11 @@ from e2a_gateway.outbound.return_path import (
 from e2a_gateway.outbound.return_path import return_path_for, return_path_key
 from e2a_gateway.outbound.rollup import refusal_bounce_type
 from e2a_gateway.relay_ids import relay_message_id
+from e2a_gateway.signing.unsubscribe_tokens import (
+    hash_unsubscribe_token,
+    unsubscribe_key,
+    unsubscribe_token,
+)
 from e2a_gateway.smtp.client import Outcome, Outgoing
 from e2a_gateway.storage.base import (
     Agent,
@@ -286,6 +292,7 @@ class OutboundWorker(ClaimLoop):
         super().__init__(gateway, clock, poll_seconds)
         self._uniform = uniform
         self._return_path_key = return_path_key(gateway.server_key)
+        self._unsubscribe_key = unsubscribe_key(gateway.server_key)
         self._signer = gateway.dkim_signer
         self._lease = JOB_LEASE_SECONDS
         """A send's lease, renewed every third of it while the send is handed off, which takes
@@ -408,8 +415,9 @@ class OutboundWorker(ClaimLoop):
             if await self._submit(cancelled):
                 self._gateway.metrics.outbound_settled("failed_cancelled")
             return
+        link = await self._unsubscribe_link(message)
         try:
-            raw = self.compose(message, sender)
+            raw = self.compose(message, sender, link)
         except Exception as exc:  # the stored message decides: trying again cannot help
             if not isinstance(exc, InvalidDraft):
                 log.exception("outbound %s cannot be built", message.id)
@@ -544,15 +552,37 @@ class OutboundWorker(ClaimLoop):
         except ValueError:
             return message.agent_email
 
-    def compose(self, message: OutboundMessage, sender: Agent | None = None) -> bytes:
+    def compose(
+        self, message: OutboundMessage, sender: Agent | None = None, unsubscribe: str | None = None
+    ) -> bytes:
         """The message's bytes as sent: MIME from storage, from its agent `sender` (by name),
-        DKIM-signed when a key is set.
+        with the footer and the one-click fields of its managed-unsubscribe link `unsubscribe`
+        if it has one, DKIM-signed when a key is set.
 
         Raises InvalidDraft, or whatever the email package or the signer raise, when the stored
         message cannot be built."""
         draft = draft_of(message, sender.name if sender is not None else None)
+        if unsubscribe is not None:
+            draft = with_unsubscribe(draft, unsubscribe, message.agent_email)
         raw = build_message(draft, message_id=message.email_message_id, date=dated(message))
         return sign_as_sender(self._signer, raw, message.agent_email)
+
+    async def _unsubscribe_link(self, message: OutboundMessage) -> str | None:
+        """The managed-unsubscribe link of a message that opted in (None for one that did not),
+        its scope stored first, so that it works once the mail arrives. Its token is derived,
+        never drawn: each attempt, and each replica, makes the same link for the message's one
+        recipient (the request and any review edit were held to one). Raises
+        StorageUnavailable when the scope cannot be stored: nothing is sent with a dead link."""
+        recipients = recipients_of(message)
+        if message.unsubscribe != MANAGED or len(recipients) != 1:
+            return None
+        (address,) = recipients
+        user_id, agent_email = message.user_id, message.agent_email
+        token = unsubscribe_token(self._unsubscribe_key, user_id, agent_email, address)
+        await self._gateway.storage.add_unsubscribe_token(
+            hash_unsubscribe_token(token), user_id, agent_email, address, self._clock()
+        )
+        return unsubscribe_url(self._gateway.settings.http.public_url, token)
 
     async def _deliver(
         self,
