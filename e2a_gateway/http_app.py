@@ -1,4 +1,5 @@
-"""The gateway's HTTP app: the faces' routes (REST `/api/v1` and `/v1`, the dashboard at `/`) in
+"""The gateway's HTTP app: the faces' routes (REST `/api/v1` and `/v1`, the public pages of
+managed-unsubscribe links at `/u/`, the dashboard at `/`) in
 one Quart-Trio app bound to the gateway, and the guards every HTTP request passes first.
 
 This is the one place that knows every Quart face; the faces know operations and `e2a_gateway.web`,
@@ -13,6 +14,7 @@ from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers
 from werkzeug.exceptions import HTTPException
 
+from e2a_gateway import unsubscribe_links
 from e2a_gateway.api.body_limit import BodyLimit
 from e2a_gateway.api.expect_continue import ContinueHTTPConnection, ContinueRequest
 from e2a_gateway.api.proxies import TrustedProxies
@@ -59,6 +61,7 @@ def create_app(gateway: Gateway) -> QuartTrio:
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = True
     register_api(app)
     register_v1(app)  # e2a's current API at /v1, beside /api/v1
+    app.register_blueprint(unsubscribe_links.blueprint)  # public /u/{token}, no key nor session
     app.register_blueprint(dashboard_blueprint)  # the web UI at /, after the API routes
     app.before_request(refuse_nul)
 

@@ -14,7 +14,7 @@ import time
 from pydantic import Field
 
 from e2a_gateway.gateway import Gateway
-from e2a_gateway.operations import idempotency, lifecycle
+from e2a_gateway.operations import idempotency, lifecycle, unsubscribe
 from e2a_gateway.operations.agents import owned_agent
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.drafts import (
@@ -201,6 +201,8 @@ async def _review(
     now: float,
     by: ReviewedBy,
 ) -> OutboundMessage:
+    if approve and edits is not None:
+        await _edits_keep_one_recipient(gateway, user_id, message_id, edits)
     try:
         message = await gateway.storage.review_outbound(
             user_id, message_id, approve, edits, reason, now, by=by, settles=idempotency.held_key()
@@ -217,6 +219,25 @@ async def _review(
     if message is None:
         raise NotFound.of("message")
     return message
+
+
+async def _edits_keep_one_recipient(
+    gateway: Gateway, user_id: str | None, message_id: str, edits: OutboundEdits
+) -> None:
+    """Invalid when `edits` give a held message that opted into managed unsubscribe other than
+    one recipient (the message stays held). Its recipients change only by an approval, which
+    settles it, so they are the same when the approval is stored."""
+    if edits.to is None and edits.cc is None and edits.bcc is None:
+        return
+    message = await gateway.storage.get_outbound(user_id, message_id)
+    if message is None or message.unsubscribe is None:
+        return
+    unsubscribe.check_recipients(
+        message.unsubscribe,
+        to=message.to if edits.to is None else edits.to,
+        cc=message.cc if edits.cc is None else edits.cc,
+        bcc=message.bcc if edits.bcc is None else edits.bcc,
+    )
 
 
 def past_deadline(message: OutboundMessage, now: float) -> bool:

@@ -36,7 +36,7 @@ from e2a_gateway.inbound.parse import (
     summarise_headers,
 )
 from e2a_gateway.local_delivery import is_operator_mailbox_here
-from e2a_gateway.operations import idempotency, lifecycle, templates
+from e2a_gateway.operations import idempotency, lifecycle, templates, unsubscribe
 from e2a_gateway.operations.agents import owned_agent, owned_agents
 from e2a_gateway.operations.caller import Caller
 from e2a_gateway.operations.drafts import (
@@ -452,6 +452,7 @@ async def _new_message(
     in_reply_to: str | None = None,
     references: list[str] | None = None,
     reply_to: str | None = None,
+    unsubscribe: str | None = None,
 ) -> OutboundMessage:
     now = time.time()
     await _refuse_suppressed(gateway, agent, [*to, *cc, *bcc])
@@ -498,6 +499,7 @@ async def _new_message(
         method=await _method(gateway, [*to, *cc, *bcc]),
         reply_to=reply_to,
         flag_reason=verdict.reason,
+        unsubscribe=unsubscribe,
     )
 
 
@@ -551,6 +553,13 @@ QUOTE_MAX_CHARS = 100_000
 """The most of an original's text a quoted history or a forward carries."""
 
 
+class UnsubscribeOptions(RequestBody):
+    """e2a's UnsubscribeOptions (beta): the strict object `{"mode": "managed"}` opting one
+    message into the gateway's managed unsubscribe (`unsubscribe.managed`)."""
+
+    mode: Literal["managed"]
+
+
 class ComposeBody(RequestBody):
     """What every `/v1` write of a message may carry (e2a's request schemas, 220fe0a7). The
     recipients are bounded together, to, cc and bcc (`within_recipient_bound`), not each."""
@@ -562,7 +571,7 @@ class ComposeBody(RequestBody):
     reply_to: str | list[str] | None = None
     conversation_id: str | None = Field(default=None, max_length=200)
     attachments: list[AttachmentIn] = Field(default_factory=list)
-    unsubscribe: dict[str, object] | None = None
+    unsubscribe: UnsubscribeOptions | None = None
     send_at: str | None = None
 
     def without_nul(self) -> None:
@@ -580,10 +589,11 @@ class ComposeBody(RequestBody):
 
     def unavailable(self) -> str | None:
         """The field that asks for what this gateway does not do, if any."""
-        for name in ("unsubscribe", "send_at"):
-            if getattr(self, name, None) is not None:
-                return name
-        return None
+        return "send_at" if self.send_at is not None else None
+
+    def unsubscribe_mode(self) -> str | None:
+        """The managed unsubscribe the message opts into (`managed`), or None."""
+        return self.unsubscribe.mode if self.unsubscribe is not None else None
 
 
 class SendMessageBody(ComposeBody):
@@ -624,12 +634,14 @@ async def send_message(
     addressees = _v1_addressees(request)
     attachments = _v1_attachments(request.attachments, [])
     within_size_bounds(subject, text, html, attachments)
+    unsubscribe.check_recipients(request.unsubscribe_mode(), **addressees)
     message = await _new_message(
         gateway,
         caller,
         agent,
         kind="send",
         **addressees,
+        unsubscribe=request.unsubscribe_mode(),
         subject=checked_text("subject", subject) or "",
         body=text,
         html=html,
@@ -729,6 +741,7 @@ async def reply_to_message(
     subject = _answering_subject(reply_subject, original.subject)
     attachments = _v1_attachments(request.attachments, [])
     within_size_bounds(subject, text, html, attachments)
+    unsubscribe.check_recipients(request.unsubscribe_mode(), to=to, cc=cc, bcc=bcc)
     message = await _new_message(
         gateway,
         caller,
@@ -737,6 +750,7 @@ async def reply_to_message(
         to=to,
         cc=cc,
         bcc=bcc,
+        unsubscribe=request.unsubscribe_mode(),
         subject=subject,
         body=text,
         html=html,
@@ -802,12 +816,14 @@ async def forward_message(
     subject = _answering_subject(_forward_subject, original.subject)
     attachments = _v1_attachments(request.attachments, carried)
     within_size_bounds(subject, text, html, attachments)
+    unsubscribe.check_recipients(request.unsubscribe_mode(), **addressees)
     message = await _new_message(
         gateway,
         caller,
         agent,
         kind="send",
         **addressees,
+        unsubscribe=request.unsubscribe_mode(),
         subject=subject,
         body=text,
         html=html,
