@@ -3717,3 +3717,31 @@ async def test_labels_read_back_in_code_point_order_whatever_the_collation(
     assert one is not None and one.labels == wanted
     exported = await whole_export(storage, alice)
     assert exported["mailbox"]["msg_1"]["labels"] == wanted
+
+
+async def test_an_unsubscribe_link_suppresses_for_its_agent_once_and_goes_with_it(
+    storage: Storage,
+) -> None:
+    """A link's POST adds one suppression for its agent alone, told once however often; an
+    agent deleted for good takes its links with its own suppressions (a later agent at the
+    address is another agent)."""
+    alice = await add_user(storage)
+    for address in ("bot@agents.test", "pal@agents.test"):
+        await storage.add_agent(make_agent(alice, address))
+    await storage.add_unsubscribe_token(
+        "link-bot", alice, "bot@agents.test", "carol@example.org", 1.0
+    )
+    assert await storage.unsubscribe_by_token("link-none", 2.0) is None
+    for _ in range(3):
+        scope = await storage.unsubscribe_by_token("link-bot", 2.0)
+        assert scope is not None and scope.agent_email == "bot@agents.test"
+    recipients = ["carol@example.org"]
+    assert await storage.suppressed_among(alice, "bot@agents.test", recipients) == recipients
+    assert await storage.suppressed_among(alice, "pal@agents.test", recipients) == []
+    (added,) = await storage.suppression_page(alice, "bot@agents.test", 10, None)
+    assert (added.address, added.source) == ("carol@example.org", "unsubscribe")
+
+    assert await storage.delete_agent(alice, "bot@agents.test") is not None
+    assert await storage.find_unsubscribe_token("link-bot") is None
+    await storage.add_agent(make_agent(alice, "bot@agents.test"))
+    assert await storage.suppressed_among(alice, "bot@agents.test", recipients) == []
