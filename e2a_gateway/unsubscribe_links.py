@@ -50,10 +50,12 @@ _PAGE = (
 
 
 def page(title: str, body: str, status: int = 200) -> Response:
+    """A small HTML page titled `title` around `body` (HTML, already escaped)."""
     return Response(_PAGE.format(title=title, body=body), status, mimetype="text/html")
 
 
 def plain(status: int, text: str) -> Response:
+    """A one-line text answer: refusals say no more than their status."""
     return Response(text + "\n", status, mimetype="text/plain")
 
 
@@ -142,6 +144,7 @@ async def on_not_found(exc: NotFound) -> Response:
 
 @blueprint.errorhandler(OperationError)
 async def on_refusal(exc: OperationError) -> Response:
+    """Any other refusal of the link's operation: a bare 400, naming nothing."""
     return plain(400, "Bad Request")
 
 
@@ -153,6 +156,7 @@ async def on_storage_unavailable(exc: StorageUnavailable) -> Response:
 
 @blueprint.errorhandler(HTTPException)
 async def on_http_error(exc: HTTPException) -> Response:
+    """Werkzeug's refusals (405, 413, …) as one line of text, the page's own style."""
     status = exc.code or 500
     return plain(status, exc.name)
 
