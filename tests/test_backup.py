@@ -207,9 +207,7 @@ def test_a_dest_beside_a_leftover_log_is_refused(tmp_path: Path) -> None:
 
 def test_postgresql_is_refused_with_the_pg_dump_command(tmp_path: Path) -> None:
     url = "postgresql://e2a:hunter2@127.0.0.1:1/e2a"
-    result = run_e2a(
-        "backup", str(tmp_path / "x.db"), cwd=tmp_path, env={"E2A_DATABASE_URL": url}
-    )
+    result = run_e2a("backup", str(tmp_path / "x.db"), cwd=tmp_path, env={"E2A_DATABASE_URL": url})
     line = one_error_line(result, code=2)
     assert "pg_dump" in line and "--format=custom" in line, line
     assert "hunter2" not in result.stderr
@@ -280,3 +278,53 @@ def test_a_full_disk_leaves_no_dest_and_no_temp_file(tmp_path: Path) -> None:
     line = one_error_line(result)
     assert "disk" in line and f"df -h {out}" in line, line
     assert list(out.iterdir()) == []
+
+
+def test_commits_during_the_copy_do_not_start_it_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy is made from one snapshot: a writer committing all along (as a busy gateway
+    does) neither restarts a copy of many small steps nor finds its way half into it."""
+    from e2a_gateway.storage import backup
+
+    config = migrated(tmp_path)
+    database = tmp_path / "e2a.db"
+    writer = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("CREATE TABLE filler (n INTEGER PRIMARY KEY, body BLOB)")
+    for _ in range(400):
+        writer.execute("INSERT INTO filler (body) VALUES (?)", (os.urandom(4000),))
+    monkeypatch.setattr(backup, "PAGES_PER_STEP", 8)
+    monkeypatch.setattr(backup, "STEP_PAUSE_SECONDS", 0.001)
+    steps = 0
+    pause = backup._pause
+
+    def counted(status: int, remaining: int, total: int) -> None:
+        nonlocal steps
+        steps += 1
+        if steps > 1000:  # about 60 are needed: the copy keeps starting over
+            raise RuntimeError("the copy started over and over")
+        pause(status, remaining, total)
+
+    monkeypatch.setattr(backup, "_pause", counted)
+    stop = threading.Event()
+
+    def commit_all_along() -> None:
+        while not stop.is_set():
+            writer.execute("INSERT INTO filler (body) VALUES (?)", (os.urandom(4000),))
+
+    committer = threading.Thread(target=commit_all_along)
+    committer.start()
+    try:
+        made = backup.back_up(str(database), str(tmp_path / "copy.db"))
+    finally:
+        stop.set()
+        committer.join(10)
+        writer.close()
+    assert config.exists()
+    assert made.seconds < 10
+    with sqlite3.connect(tmp_path / "copy.db") as copy:
+        assert copy.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        copied = copy.execute("SELECT count(*) FROM filler").fetchone()[0]
+    with sqlite3.connect(database) as source:
+        assert source.execute("SELECT count(*) FROM filler").fetchone()[0] > copied >= 400

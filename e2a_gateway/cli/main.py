@@ -1,4 +1,4 @@
-"""The `e2a` command: the gateway's commands (serve, bootstrap, migrate) and the client
+"""The `e2a` command: the gateway's commands (serve, bootstrap, migrate, backup) and the client
 commands (login, agents, inbox, …).
 
 The client commands need only the SDK's dependencies; the gateway's commands are imported
@@ -34,11 +34,22 @@ EXAMPLES = {
         "Migrations only go forward: back up the database before an upgrade, and restore that\n"
         "backup to go back to the older e2a. SQLite (safe while e2a runs; do not cp the file,\n"
         "whose -wal holds recent commits):\n"
-        "  sqlite3 /var/lib/e2a/e2a.db \".backup '/var/backups/e2a/before-upgrade.db'\"\n"
+        "  e2a backup /var/backups/e2a/before-upgrade.db --config /etc/e2a/e2a.toml\n"
         "PostgreSQL:\n"
         '  pg_dump --format=custom --file=before-upgrade.dump "$DATABASE_URL"\n'
         "\n"
         "example:\n  e2a migrate --config e2a.toml"
+    ),
+    "backup": (
+        "The copy is taken from one snapshot while e2a serve goes on taking mail, written to a\n"
+        "temporary file beside DEST, checked (PRAGMA integrity_check), synced and only then\n"
+        "named DEST, mode 0600. Run it as the user e2a serve runs as. Prints one line: DEST,\n"
+        "its size, its schema version and the seconds taken. Exit 0 on success, 1 when it\n"
+        "could not (DEST exists, no database, a full disk: one line says why), 2 on PostgreSQL\n"
+        "(use pg_dump).\n"
+        "\n"
+        "example:\n"
+        "  e2a backup /var/backups/e2a/e2a-$(date +%F).db --config /etc/e2a/e2a.toml"
     ),
     "mcp": "example:\n  E2A_BASE_URL=https://mail.example.com E2A_API_KEY=e2a_… "
     "E2A_AGENT_EMAIL=helpdesk@agents.example.com e2a mcp\n"
@@ -99,6 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _config_argument(migrate)
+
+    backup = commands.add_parser(
+        "backup",
+        help="copy the SQLite database to a file, safely while the gateway runs",
+        description="Copy the gateway's SQLite database (database.url, read from the same "
+        "config as serve) to DEST with SQLite's online backup, while e2a serve keeps running.",
+        epilog=EXAMPLES["backup"],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    backup.add_argument("dest", metavar="DEST", help="the backup file to write (must not exist)")
+    backup.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    backup.add_argument(
+        "--quick",
+        action="store_true",
+        help="check the copy with PRAGMA quick_check instead of the slower integrity_check",
+    )
+    _config_argument(backup)
 
     commands.add_parser(
         "mcp",

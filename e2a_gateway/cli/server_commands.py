@@ -1,4 +1,4 @@
-"""The gateway's own commands: serve, bootstrap, migrate.
+"""The gateway's own commands: serve, bootstrap, migrate, backup.
 
 Imported only when one of them runs, because it needs the `server` extra (trio, Quart,
 hypercorn, the mail-authentication libraries); the client commands work without it.
@@ -29,7 +29,8 @@ from e2a_gateway.gateway import open_gateway
 from e2a_gateway.logs import configure_logging
 from e2a_gateway.redacted import redacted_url
 from e2a_gateway.startup import StartupError
-from e2a_gateway.storage import refuse_migrating_under_a_gateway
+from e2a_gateway.storage import POSTGRES_SCHEMES, refuse_migrating_under_a_gateway
+from e2a_gateway.storage.backup import BackupError, back_up
 from e2a_gateway.storage.base import StorageUnavailable
 from e2a_gateway.workers.approvals import lands_in_an_inbox_here
 
@@ -99,8 +100,42 @@ async def _migrate(settings: Settings) -> None:
     print("database is up to date", file=sys.stderr)
 
 
+EXIT_USAGE = 2
+"""`e2a backup` on PostgreSQL: a command for another database than this one's."""
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    """`e2a backup DEST`: copy the SQLite database; exit 2 on PostgreSQL."""
+    url = settings.database.url
+    if url.startswith(POSTGRES_SCHEMES):
+        print(
+            f"e2a: backup copies SQLite databases, and database.url is PostgreSQL "
+            f"({redacted_url(url)}): back it up with pg_dump, e.g. pg_dump --format=custom "
+            f'--file=/var/backups/e2a/e2a-$(date +%F).dump "$DATABASE_URL"',
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if not url.startswith("sqlite:///"):
+        raise UserError(f"database.url: {redacted_url(url)} is not an SQLite database")
+    # A SIGTERM (a systemd timer stopped) ends the copy between two steps and removes the
+    # temporary file, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        made = back_up(
+            url.removeprefix("sqlite:///"), args.dest, force=args.force, quick=args.quick
+        )
+    except BackupError as exc:
+        raise UserError(str(exc)) from None
+    print(made.line())
+    return 0
+
+
 def run_server_command(args: argparse.Namespace) -> int:
-    """Run `serve`, `bootstrap` or `migrate`; returns the exit code."""
+    """Run `serve`, `bootstrap`, `migrate` or `backup`; returns the exit code."""
     try:
         path = _config_path(args.config)
         settings = load_settings(path)
@@ -126,6 +161,8 @@ def run_server_command(args: argparse.Namespace) -> int:
             trio.run(_bootstrap, settings, args.email)
         elif args.command == "migrate":
             trio.run(_migrate, settings)
+        elif args.command == "backup":
+            return _backup(settings, args)
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:
