@@ -179,7 +179,7 @@ def test_the_loggers_the_documentation_shows_are_the_gateways() -> None:
     assert shown - loggers == set()
 
 
-CLIENT_ONLY_ELSEWHERE = {"serve", "bootstrap", "migrate", "mcp"}
+CLIENT_ONLY_ELSEWHERE = {"serve", "bootstrap", "migrate", "backup", "mcp"}
 """The server commands (and `e2a mcp`), which README.md's table lists on rows of their own and
 docs/cli.md leaves to README.md."""
 
