@@ -145,7 +145,8 @@ async def test_send_reply_forward_with_idempotency_keys(
     error(made[9], "E2AIdempotencyError", "idempotency_key_reuse", 422)
     assert value(made[10], "SendResultView")["status"] == "sent"
     subjects = [message["subject"] for message in value(made[11])]
-    assert subjects == ["Fwd: Re: Hello pal", "Re: Hello pal"]  # the first was read by get
+    # pal answered the first without opening it: as on e2a, a reply leaves it unread
+    assert subjects == ["Hello pal", "Fwd: Re: Hello pal", "Re: Hello pal"]
     pending = value(made[12], "SendResultView")
     assert pending["status"] == "pending_review" and "approval_expires_at" in pending
     refused = error(made[13], "E2AValidationError", "invalid_request", 422)

@@ -837,8 +837,9 @@ async def forward_message(
 async def _original(
     gateway: Gateway, caller: Caller, agent: Agent, message_id: str
 ) -> InboundMessage | OutboundMessage:
-    """The live message of `agent` that a reply or forward refers to; NotFound when it is not
-    the agent's, or is in the trash."""
+    """The live message of `agent` that a reply or forward refers to, its read state left as
+    it is (as e2a's GetRepliableMessage reads it: only opening a message marks it read);
+    NotFound when it is not the agent's, or is in the trash."""
     if "\x00" in message_id:
         raise NotFound.of("message")
     filed = await gateway.storage.filed_message(
@@ -849,7 +850,9 @@ async def _original(
         if filed.direction == "outbound":
             found = await gateway.storage.get_outbound(caller.user_id, message_id)
         else:
-            found = await gateway.storage.read_inbound(caller.user_id, agent.email, message_id)
+            found = await gateway.storage.read_inbound(
+                caller.user_id, agent.email, message_id, mark_read=False
+            )
     if found is None:
         raise NotFound.of("message")
     return found

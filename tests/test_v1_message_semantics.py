@@ -1,0 +1,48 @@
+"""Where the values of `/v1` message fields mean what they mean on e2a's server (220fe0a7:
+internal/identity/store.go, internal/webhook/store.go, internal/httpapi/messages.go), over real
+HTTP: which requests mark mail received read."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from e2a_gateway.app import RunningGateway
+from tests.conftest import Account
+from tests.delivery_support import accept, create_agent, mail
+
+
+def messages(agent: str, suffix: str = "") -> str:
+    return f"/v1/agents/{quote(agent, safe='')}/messages{suffix}"
+
+
+async def unread(account: Account, agent: str) -> list[str]:
+    """The ids of the agent's unread mail, as an SDK's default `messages.list` polls it."""
+    listed = await account.http.get(messages(agent))
+    assert listed.status_code == 200, listed.text
+    return [item["id"] for item in listed.json()["items"]]
+
+
+async def test_a_reply_or_forward_leaves_the_original_unread(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """e2a reads the message a reply or forward refers to without marking it read
+    (GetRepliableMessage): only getMessage, getAttachment and restoreMessage do. An agent that
+    answers from a webhook and leaves the mail for a later poll still finds it unread."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    pal = await create_agent(alice, "pal")
+    answered = await accept(running.gateway, [bot], mail("Answer me"))
+    passed_on = await accept(running.gateway, [bot], mail("Pass me on"))
+
+    replied = await alice.http.post(messages(bot, f"/{answered}/reply"), json={"text": "Thanks"})
+    assert replied.status_code == 202, replied.text
+    forwarded = await alice.http.post(
+        messages(bot, f"/{passed_on}/forward"), json={"to": [pal], "text": "FYI"}
+    )
+    assert forwarded.status_code == 202, forwarded.text
+    assert sorted(await unread(alice, bot)) == sorted([answered, passed_on])
+
+    shown = await alice.http.get(messages(bot, f"/{answered}"))
+    assert shown.status_code == 200 and shown.json()["read_status"] == "read", shown.text
+    assert await unread(alice, bot) == [passed_on]
