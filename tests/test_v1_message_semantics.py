@@ -46,3 +46,20 @@ async def test_a_reply_or_forward_leaves_the_original_unread(
     shown = await alice.http.get(messages(bot, f"/{answered}"))
     assert shown.status_code == 200 and shown.json()["read_status"] == "read", shown.text
     assert await unread(alice, bot) == [passed_on]
+
+
+async def test_restore_marks_the_message_read_and_says_so(
+    running: RunningGateway, make_account: Any
+) -> None:
+    """e2a's restoreMessage answers the message as getMessage reads it (marked read), so the
+    answer's `read_status` is the one a later list shows."""
+    alice: Account = await make_account("alice@example.com")
+    bot = await create_agent(alice, "bot")
+    message_id = await accept(running.gateway, [bot], mail("Trashed unread"))
+    deleted = await alice.http.delete(messages(bot, f"/{message_id}"))
+    assert deleted.status_code == 200, deleted.text
+
+    restored = await alice.http.post(messages(bot, f"/{message_id}/restore"))
+    assert restored.status_code == 200, restored.text
+    assert restored.json()["read_status"] == "read"
+    assert await unread(alice, bot) == []

@@ -37,7 +37,7 @@ from e2a_gateway.storage.base import (
     OutboundMessage,
     StatusFilter,
 )
-from e2a_gateway.storage.vocabulary import PENDING_APPROVAL
+from e2a_gateway.storage.vocabulary import PENDING_APPROVAL, READ
 
 MAX_LABELS_PER_MESSAGE = 100
 MAX_LABELS_PER_CHANGE = 50
@@ -325,7 +325,8 @@ async def purge(gateway: Gateway, caller: Caller, email: str, message_id: str) -
 
 
 async def restore(gateway: Gateway, caller: Caller, email: str, message_id: str) -> OpenedMessage:
-    """Bring a message of the caller's agent back from the trash; the message, live."""
+    """Bring a message of the caller's agent back from the trash; the message, live, and for
+    mail received marked read (e2a's restoreMessage answers it as getMessage reads it)."""
     message_id = _named(message_id)
     agent = await owned_agent(gateway, caller, email)
     before = await gateway.storage.restore_message(caller.user_id, agent.email, message_id)
@@ -337,8 +338,10 @@ async def restore(gateway: Gateway, caller: Caller, email: str, message_id: str)
     if filed.direction == "outbound":
         outbound = await gateway.storage.get_outbound(caller.user_id, message_id)
         return OpenedMessage(filed, None, outbound)
-    inbound = await gateway.storage.read_inbound(caller.user_id, agent.email, message_id)
-    return OpenedMessage(filed, inbound.raw_message if inbound else b"", None)
+    inbound = await gateway.storage.read_inbound(
+        caller.user_id, agent.email, message_id, mark_read=True
+    )
+    return OpenedMessage(replace(filed, status=READ), inbound.raw_message if inbound else b"", None)
 
 
 async def conversation_page(
