@@ -1,15 +1,23 @@
 """Where the values of `/v1` message fields mean what they mean on e2a's server (220fe0a7:
 internal/identity/store.go, internal/webhook/store.go, internal/httpapi/messages.go), over real
-HTTP: which requests mark mail received read."""
+HTTP: which requests mark mail received read, and what `webhook_status` / `webhook_error` say
+while a cloud agent's webhook is retried."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import quote
 
 from e2a_gateway.app import RunningGateway
+from e2a_gateway.workers.webhook_connections import WebhookConnections
+from e2a_gateway.workers.webhooks import WebhookWorker
 from tests.conftest import Account
-from tests.delivery_support import accept, create_agent, mail
+from tests.delivery_support import QuietGateway, accept, create_agent, mail
+from tests.http_receiver import Answer, HttpReceiver, answer_in_turn
+from tests.webhook_support import FakeClock, alice, quiet, receiver, settings
+
+__all__ = ["alice", "quiet", "receiver", "settings"]  # fixtures
 
 
 def messages(agent: str, suffix: str = "") -> str:
@@ -63,3 +71,40 @@ async def test_restore_marks_the_message_read_and_says_so(
     assert restored.status_code == 200, restored.text
     assert restored.json()["read_status"] == "read"
     assert await unread(alice, bot) == []
+
+
+async def test_webhook_status_reads_pending_while_retried_with_the_last_error(
+    quiet: QuietGateway, alice: Account, receiver: HttpReceiver
+) -> None:
+    """e2a keeps a webhook delivery `pending` while it is retried, with the last attempt's
+    error in `webhook_error`, `delivered` (no error) once it lands, `failed` when given up:
+    never a status of its own for a retry."""
+    receiver.reply = answer_in_turn(Answer(500), Answer(200))
+    agent = await create_agent(alice, "hooked", receiver.url)
+    message_id = await accept(quiet.gateway, [agent], mail("Hooked"))
+    clock = FakeClock(time.time())
+
+    async def views() -> tuple[dict[str, Any], dict[str, Any]]:
+        listed = await alice.http.get(messages(agent), params={"read_status": "all"})
+        assert listed.status_code == 200, listed.text
+        (item,) = listed.json()["items"]
+        shown = await alice.http.get(messages(agent, f"/{message_id}"))
+        assert shown.status_code == 200, shown.text
+        return item, shown.json()
+
+    item, shown = await views()
+    assert item["webhook_status"] == shown["webhook_status"] == "pending"
+    assert "webhook_error" not in shown
+
+    async with WebhookConnections() as connections:
+        worker = WebhookWorker(quiet.gateway, connections, clock=clock, attempt_timeout=5.0)
+        assert await worker.deliver_due(clock.now) == 1
+        item, shown = await views()
+        assert item["webhook_status"] == shown["webhook_status"] == "pending"
+        assert "500" in shown["webhook_error"], shown
+
+        clock.now += 3600
+        assert await worker.deliver_due(clock.now) == 1
+        item, shown = await views()
+        assert item["webhook_status"] == shown["webhook_status"] == "delivered"
+        assert "webhook_error" not in shown

@@ -26,6 +26,7 @@ from e2a_gateway.storage.base import (
     FiledMessage,
     OutboundMessage,
     Suppression,
+    WebhookAttempt,
 )
 from e2a_gateway.storage.vocabulary import SUPPRESSED_BY_BOUNCE, SUPPRESSED_BY_COMPLAINT
 
@@ -130,13 +131,35 @@ def message_summary_view(message: FiledMessage) -> dict[str, Any]:
         if message.size is not None:
             view["size_bytes"] = message.size
         if message.delivery_status:
-            view["webhook_status"] = message.delivery_status
+            view["webhook_status"] = webhook_status(message.delivery_status)
     else:
         view.update(_outbound_state(message))
     return {name: value for name, value in view.items() if value is not None or name in _NULLABLE}
 
 
 _NULLABLE = frozenset({"header_from", "envelope_from", "verified_domain"})
+
+
+def webhook_status(delivery_status: str) -> str:
+    """e2a's `webhook_status` of mail received by a cloud agent whose webhook delivery stands
+    at `delivery_status`: `pending` until it is delivered or given up on — also between the
+    retries this gateway records as `retrying` (e2a keeps the delivery `pending`, the last
+    attempt's error in `webhook_error`) — then `delivered` or `failed`."""
+    return "pending" if delivery_status == "retrying" else delivery_status
+
+
+def webhook_error(attempts: Sequence[WebhookAttempt]) -> str | None:
+    """e2a's `webhook_error`: why the last webhook attempt of `attempts` (oldest first)
+    failed, while the delivery is retried or once it failed; None before the first attempt
+    and once one delivered it (e2a clears the error then)."""
+    if not attempts:
+        return None
+    last = attempts[-1]
+    if last.status_code is not None and 200 <= last.status_code < 300:
+        return None
+    if last.error:
+        return last.error
+    return f"HTTP {last.status_code}" if last.status_code is not None else None
 
 
 def message_view(

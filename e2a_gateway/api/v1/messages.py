@@ -33,6 +33,7 @@ from e2a_gateway.api.v1.message_views import (
     message_view,
     send_result_view,
     update_result_view,
+    webhook_error,
 )
 from e2a_gateway.api.v1.pages import PageQuery, keyset_page
 from e2a_gateway.api.v1.parsed_view import reading_parts, split_off_loop
@@ -390,6 +391,11 @@ async def message_with_reading(
     view = message_view(opened, gateway.settings.smtp.hostname, body, parts)
     if reading is not None:
         view.update(reading)
+    if opened.filed.delivery_status in ("retrying", "failed") and opened.raw is not None:
+        attempts = await gateway.storage.webhook_attempts(caller.user_id, opened.filed.id)
+        error = webhook_error(attempts)
+        if error is not None:
+            view["webhook_error"] = error
     return view
 
 
