@@ -50,9 +50,7 @@ async def test_a_relay_that_knows_no_ehlo_gets_the_mail_after_helo(refusal: byte
 
 
 async def test_helo_refused_too_defers() -> None:
-    relay = ScriptedRelay(
-        answers={b"EHLO": b"502 5.5.2 no\r\n", b"HELO": b"550 5.7.1 go away\r\n"}
-    )
+    relay = ScriptedRelay(answers={b"EHLO": b"502 5.5.2 no\r\n", b"HELO": b"550 5.7.1 go away\r\n"})
     async with scripted_relay(relay.serve) as port:
         outcome = await hand_off(settings(port), "mx.agents.test", message())
     assert list(outcome.deferred) == ["a@example.org"] and not outcome.refused, outcome
@@ -133,7 +131,9 @@ async def extra_replies(stream: trio.SocketStream, extra_after: bytes, extra: by
     ("after", "extra"),
     [(b"EHLO", b"250 ok\r\n"), (b"DATA", b"250 2.0.0 queued\r\n"), (b"MAIL", b"250 ok\r\n")],
 )
-async def test_a_reply_to_a_command_not_yet_sent_ends_the_session(after: bytes, extra: bytes) -> None:
+async def test_a_reply_to_a_command_not_yet_sent_ends_the_session(
+    after: bytes, extra: bytes
+) -> None:
     """A reply that came before the command it would answer was sent (two replies to one
     command) would be read as the answer to the next one, and every reply after it one
     command late: a 250 meant for nothing would count as the relay taking a message it then

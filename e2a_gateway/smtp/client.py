@@ -1,8 +1,10 @@
 """A sans-IO SMTP *client* session: replies in, commands out, one message after another.
 
-It speaks ESMTP to a relay: EHLO, STARTTLS when asked (the I/O shell performs the handshake
-and calls `tls_started`), AUTH PLAIN or LOGIN, then per message MAIL (with SMTPUTF8 when the
-message needs it, RFC 6531), one RCPT per recipient and DATA with dot-stuffing; RSET after a
+It speaks ESMTP to a relay: EHLO (HELO, without extensions, to a server that does not know
+EHLO when neither STARTTLS nor AUTH is to follow), STARTTLS when asked (the I/O shell performs
+the handshake and calls `tls_started`), AUTH PLAIN or LOGIN, then per message MAIL (with
+SMTPUTF8 when the message needs it, RFC 6531), one RCPT per recipient and DATA with
+dot-stuffing; RSET after a
 transaction the relay left open, QUIT at the end. It never imports trio and never touches a
 socket. Each message's outcome says, per recipient, whether the relay accepted it, refused it
 for good (5xx) or for now (4xx); a refusal while the session is set up (greeting to AUTH) is
@@ -173,6 +175,7 @@ Action = SendBytes | StartTls | Ready | NeedMore | Delivered | Finished
 class _State(enum.Enum):
     GREETING = "greeting"
     EHLO = "ehlo"
+    HELO = "helo"
     STARTTLS = "starttls"
     AUTH = "auth"
     AUTH_LOGIN = "auth_login"
@@ -192,6 +195,7 @@ _SETTING_UP = frozenset(
     {
         _State.GREETING,
         _State.EHLO,
+        _State.HELO,
         _State.STARTTLS,
         _State.AUTH,
         _State.AUTH_LOGIN,
@@ -204,6 +208,7 @@ reply to its end, which may take longer than a command's (RFC 5321 section 4.5.3
 _STAGES = {
     _State.GREETING: "greeting",
     _State.EHLO: "EHLO",
+    _State.HELO: "HELO",
     _State.STARTTLS: "STARTTLS",
     _State.AUTH: "AUTH",
     _State.AUTH_LOGIN: "AUTH LOGIN",
@@ -220,6 +225,9 @@ _STAGES = {
 """What each state waits for, as outcomes name it."""
 SERVICE_CLOSING = 421
 """The reply with which a server closes the connection (RFC 5321 section 3.8)."""
+EHLO_UNKNOWN = frozenset({500, 502})
+"""EHLO's replies from a server that does not know the command (RFC 5321 section 3.2:
+"command not recognized", "command not implemented"), greeted with HELO instead."""
 UNANSWERED_DATA = (
     "connection lost after the message was sent, before the relay answered: it may have "
     "taken it, and the retry may deliver it twice"
@@ -325,6 +333,7 @@ class ClientSession:
         handler = {
             _State.GREETING: self._on_greeting,
             _State.EHLO: self._on_ehlo,
+            _State.HELO: self._on_helo,
             _State.STARTTLS: self._on_starttls,
             _State.AUTH: self._on_auth,
             _State.AUTH_LOGIN: self._on_login_prompt,
@@ -416,6 +425,11 @@ class ClientSession:
 
     def _on_ehlo(self, reply: ServerReply) -> Action:
         if reply.code != 250:
+            if reply.code in EHLO_UNKNOWN and self._may_do_without_extensions:
+                # A server that knows no EHLO (RFC 5321 section 3.2): HELO, and no extension
+                # at all. Another refusal (550 to the gateway's name) is no reason to retry.
+                self._extensions = {}
+                return self._command(_State.HELO, f"HELO {self._hostname}")
             return self._setup_failed(reply, "EHLO")
         self._extensions = {}
         for line in reply.lines[1:]:
@@ -430,6 +444,18 @@ class ClientSession:
                 )
             return self._command(_State.STARTTLS, "STARTTLS")
         return self._authenticate_or_mail()
+
+    @property
+    def _may_do_without_extensions(self) -> bool:
+        """Whether the session needs nothing EHLO alone offers: neither STARTTLS (still to
+        come) nor AUTH. HELO would otherwise carry the mail in clear or unauthenticated."""
+        tls_pending = self._tls == "starttls" and not self._secure
+        return not tls_pending and self._credentials is None
+
+    def _on_helo(self, reply: ServerReply) -> Action:
+        if reply.code != 250:
+            return self._setup_failed(reply, "HELO")
+        return self._set_up()
 
     def _on_starttls(self, reply: ServerReply) -> Action:
         if reply.code != 220:
