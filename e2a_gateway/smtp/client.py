@@ -51,11 +51,15 @@ class ServerReply:
 class ReplyReader:
     """Splits bytes from the server into complete replies (RFC 5321 section 4.2), each at
     most MAX_REPLY_LINES lines of MAX_REPLY_LINE octets; a line that is no reply (no code,
-    or a code outside 2xx-5xx) or a reply longer than that raises ClientProtocolError."""
+    or a code outside 2xx-5xx), a reply longer than that, or one whose lines disagree on
+    success (`550-…` then `250 …`: RFC 5321 section 4.2.1 has every line's code the same)
+    raises ClientProtocolError. Lines whose codes differ within one class (`250-…` then
+    `251 …`) read as the last line's code, as Postfix and smtplib read them."""
 
     def __init__(self) -> None:
         self._buffer = bytearray()
         self._lines: list[str] = []
+        self._first_class = b""
 
     def feed(self, data: bytes) -> list[ServerReply]:
         """Add bytes; return every reply they complete."""
@@ -73,6 +77,13 @@ class ReplyReader:
                 or raw[3:4] not in (b"", b" ", b"-")
             ):
                 raise ClientProtocolError(f"not an SMTP reply line: {raw[:80]!r}")
+            if self._lines and raw[:1] != self._first_class:
+                raise ClientProtocolError(
+                    f"the lines of a reply disagree: {self._first_class.decode()}xx, then "
+                    f"{raw[:80]!r}"
+                )
+            if not self._lines:
+                self._first_class = raw[:1]
             if len(self._lines) >= MAX_REPLY_LINES - 1 and raw[3:4] == b"-":
                 raise ClientProtocolError(f"reply too long: over {MAX_REPLY_LINES} lines")
             # NUL reads as U+FFFD: a reply's text is kept (a send's error, a bounce's detail),
