@@ -212,3 +212,19 @@ async def test_a_large_message_to_a_relay_offering_8bitmime_does_not_stall_the_g
         done = True
     assert outcome.accepted == ["a@example.org"], outcome
     assert longest < 0.4, f"the event loop stalled {longest:.3f} s"
+
+
+async def test_a_spare_reply_after_a_message_taken_keeps_the_connection_from_the_next() -> None:
+    """`250 queued` then a spare `250`: the message was taken (its reply came first), but the
+    spare would answer the next message's MAIL; that one goes out on a new connection."""
+    relay = ScriptedRelay(answers={b".": b"250 2.0.0 queued\r\n250 2.0.0 again\r\n"})
+    async with scripted_relay(relay.serve) as port, trio.open_nursery() as nursery:
+        connections = RelayConnections(settings(port), "mx.agents.test")
+        await nursery.start(connections.keep_connections)
+        first, second = await connections.hand_off_each(
+            [message("a@example.org"), message("b@example.org")]
+        )
+        nursery.cancel_scope.cancel()
+    assert first.accepted == ["a@example.org"] and second.accepted == ["b@example.org"]
+    assert connections.connections_opened == 2
+    assert len(relay.bodies) == 2

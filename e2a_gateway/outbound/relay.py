@@ -73,6 +73,13 @@ INJECTED_BEFORE_TLS = (
 """Why a session ends when bytes follow the 220 to STARTTLS in what was read before the
 handshake (RFC 3207 section 5: the STARTTLS injection of CVE-2011-0411, seen from the client).
 Only an active attacker or a broken relay sends them; the message waits for a retry."""
+EARLY_REPLY = (
+    "the relay sent a reply to a command before it was sent (two replies to one command): "
+    "each reply after it would be read as the answer to the command before"
+)
+"""Why a session ends when the replies read hold more than the commands sent so far ask for:
+a reply nobody asked for yet would answer the next command, a spare 250 taking a message the
+relay then refuses. The message waits for a retry, neither sent nor refused."""
 
 
 _IMPLICIT_HINT = (
@@ -160,6 +167,10 @@ class _TimedOut(Exception):
 
 class _DataStalled(_TimedOut):
     """A message's data stopped going out before its end did: the relay cannot hold it."""
+
+
+class _EarlyReply(ClientProtocolError):
+    """The relay answered a command not yet sent (`EARLY_REPLY`): nothing more went out."""
 
 
 class _ClearCredentials(Exception):
@@ -319,7 +330,8 @@ class RelayConnections:
                 await self._close(connection, polite=False)
             if kept and not answered and not isinstance(exc, ClientProtocolError):
                 raise _Stale from exc
-            outcome = session.connection_lost()
+            # after an early reply, what the session asked to send (a message's data) was not
+            outcome = session.connection_lost(data_sent=not isinstance(exc, _EarlyReply))
             cause = _first_cause(exc)
             settings = self._settings
             hint = ""
@@ -372,23 +384,28 @@ class RelayConnections:
                 connection.answered = True
                 deadline = None  # the next reply's bound starts once this one is dealt with
                 action = session.receive_reply(reply)
+                # Bytes read past this reply answer nothing sent yet (but the rest of a
+                # pipelined group, which the session takes as NeedMore)
+                early = index + 1 < len(replies) or connection.reader.holding
                 if isinstance(action, StartTls):
-                    if index + 1 < len(replies) or connection.reader.holding:
+                    if early:
                         raise ClientProtocolError(INJECTED_BEFORE_TLS)
                     await self._start_tls(connection)
                     break
                 if isinstance(action, Delivered):
                     connection.messages += 1
-                    if self._can_carry_more(connection):
+                    if not early and self._can_carry_more(connection):
                         held.append(connection)
-                    else:
-                        await self._close(connection)
+                    else:  # a relay out of step with its replies carries nothing more
+                        await self._close(connection, polite=not early)
                     return action.outcome
                 if isinstance(action, Finished):
                     await self._close(connection, polite=False)
                     return action.outcome
                 if isinstance(action, NeedMore):
                     continue  # a pipelined command's reply; the next one follows
+                if early and session.awaiting != "QUIT":
+                    raise _EarlyReply(EARLY_REPLY)
                 await self._write(connection, action)
 
     async def _start_tls(self, connection: _Connection) -> None:
