@@ -171,18 +171,16 @@ async def test_pipelined_replies_arriving_together_are_no_surprise() -> None:
     assert outcome.accepted == ["a@example.org", "b@example.org"], outcome
 
 
-async def test_a_large_message_to_a_relay_offering_8bitmime_does_not_stall_the_gateway() -> None:
-    """Whether a message needs BODY=8BITMIME is decided without looking at its bytes one by
-    one in Python (half a second for 25 MB, during which nothing else in the process runs:
-    the API, the SMTP listener, the other sends)."""
-    size = 40_000_000
-    data = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * (size // 1000)
+async def longest_stall_of_a_send(data: bytes, *, offers_8bitmime: bool) -> float:
+    """The longest the event loop went unserved (a 5 ms ticker's longest gap) while `data`
+    was handed to a relay on 127.0.0.1 that does, or does not, offer 8BITMIME."""
+    extensions = b"250-relay.test\r\n" + (b"250-8BITMIME\r\n" if offers_8bitmime else b"")
 
     async def sink(stream: trio.SocketStream) -> None:
         line = line_reader(stream)
         await stream.send_all(b"220 relay.test\r\n")
         await line()
-        await stream.send_all(b"250-relay.test\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n")
+        await stream.send_all(extensions + b"250 SIZE 100000000\r\n")
         for answer in (b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"):
             await line()
             await stream.send_all(answer)
@@ -211,7 +209,19 @@ async def test_a_large_message_to_a_relay_offering_8bitmime_does_not_stall_the_g
         outcome = await connections.hand_off(Outgoing("bot@agents.test", ("a@example.org",), data))
         done = True
     assert outcome.accepted == ["a@example.org"], outcome
-    assert longest < 0.4, f"the event loop stalled {longest:.3f} s"
+    return longest
+
+
+async def test_a_large_message_to_a_relay_offering_8bitmime_does_not_stall_the_gateway() -> None:
+    """Whether a message needs BODY=8BITMIME is decided without looking at its bytes one by
+    one in Python (half a second for 25 MB, during which nothing else in the process runs:
+    the API, the SMTP listener, the other sends). Measured against the same send to a relay
+    that does not offer it (no decision to make), so the machine's speed weighs on both: the
+    look at each byte made the first 0.5-0.7 s longer here."""
+    data = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 40_000
+    without = await longest_stall_of_a_send(data, offers_8bitmime=False)
+    offered = await longest_stall_of_a_send(data, offers_8bitmime=True)
+    assert offered < without + 0.3, f"the event loop stalled {offered:.3f} s ({without:.3f} s)"
 
 
 async def test_a_spare_reply_after_a_message_taken_keeps_the_connection_from_the_next() -> None:
