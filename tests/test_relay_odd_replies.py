@@ -238,3 +238,20 @@ async def test_a_spare_reply_after_a_message_taken_keeps_the_connection_from_the
     assert first.accepted == ["a@example.org"] and second.accepted == ["b@example.org"]
     assert connections.connections_opened == 2
     assert len(relay.bodies) == 2
+
+
+@pytest.mark.parametrize("answer", [b"250 2.0.0 ok", b"220 ready", b"334 go on"])
+async def test_data_answered_with_neither_354_nor_a_refusal_waits_for_a_retry(
+    answer: bytes,
+) -> None:
+    """A relay answering DATA with a reply that neither invites the data (354) nor refuses it
+    (4xx, 5xx) is out of step with the session: the message is not refused for good (it
+    bounced back to the agent before) but waits for a retry, its data unsent, and the session
+    ends rather than carry another message."""
+    relay = ScriptedRelay(answers={b"DATA": answer + b"\r\n"})
+    async with scripted_relay(relay.serve) as port:
+        outcome = await hand_off(settings(port), "mx.agents.test", message())
+    assert outcome.accepted == [] and not outcome.refused, outcome
+    assert list(outcome.deferred) == ["a@example.org"]
+    assert answer.decode() in (outcome.error or str(outcome.deferred))
+    assert b"RSET" not in verbs(relay) and verbs(relay)[-1] == b"QUIT"

@@ -608,6 +608,12 @@ class ClientSession:
         if reply.code != 354:
             if not self._outcome.accepted:  # every RCPT failed: their reasons say why
                 return self._command(_State.RSET, "RSET")
+            if reply.code < 400:
+                # neither an invitation nor a refusal: the relay is out of step with the
+                # session, so nothing it said is certain: the message waits for a retry
+                # (not refused for good), and this connection carries nothing more
+                self._fail_message(_out_of_step(reply), "DATA")
+                return self.quit()
             return self._fail_all(reply, "DATA")
         self._state = _State.BODY
         return SendBytes(dot_stuff(self._message.data))
@@ -633,3 +639,9 @@ class ClientSession:
     def _on_quit(self, reply: ServerReply) -> Action:
         self._state = _State.DONE
         return Finished(self._outcome)
+
+
+def _out_of_step(reply: ServerReply) -> ServerReply:
+    """A transient failure standing for `reply`, which answered a command as no relay in step
+    with the session would."""
+    return ServerReply(451, (f"the relay answered {reply.code} {reply.text}, out of step",))
