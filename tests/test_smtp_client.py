@@ -98,6 +98,25 @@ def test_auth_login() -> None:
 
 
 @pytest.mark.parametrize(
+    ("offered", "first"),
+    [
+        (("AUTH=LOGIN",), b"AUTH LOGIN\r\n"),
+        (("AUTH=LOGIN PLAIN",), b"AUTH PLAIN "),
+        (("AUTH=PLAIN", "AUTH LOGIN"), b"AUTH PLAIN "),
+        (("AUTH LOGIN", "AUTH=PLAIN LOGIN"), b"AUTH PLAIN "),
+    ],
+)
+def test_auth_offered_in_the_old_form_with_an_equals_sign(
+    offered: tuple[str, ...], first: bytes
+) -> None:
+    """Relays of Outlook's time (Exchange among them) list their mechanisms as `AUTH=LOGIN`,
+    alone or beside `AUTH LOGIN`: either names what the relay takes."""
+    session = session_for(credentials=Credentials("user", "secret"))
+    session.receive_reply(reply(220))
+    assert sent(session.receive_reply(reply(250, "relay.test", *offered))).startswith(first)
+
+
+@pytest.mark.parametrize(
     ("ehlo", "auth_reply", "expect"),
     [
         (reply(250, "relay.test"), None, "neither AUTH PLAIN nor AUTH LOGIN"),

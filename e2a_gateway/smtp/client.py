@@ -476,7 +476,7 @@ class ClientSession:
     def _authenticate_or_mail(self) -> Action:
         if self._credentials is None:
             return self._set_up()
-        mechanisms = self._extensions.get("AUTH", "").upper().split()
+        mechanisms = _auth_mechanisms(self._extensions)
         user, password = self._credentials.username, self._credentials.password
         if "PLAIN" in mechanisms:
             token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
@@ -645,3 +645,13 @@ def _out_of_step(reply: ServerReply) -> ServerReply:
     """A transient failure standing for `reply`, which answered a command as no relay in step
     with the session would."""
     return ServerReply(451, (f"the relay answered {reply.code} {reply.text}, out of step",))
+
+
+def _auth_mechanisms(extensions: dict[str, str]) -> set[str]:
+    """The SASL mechanisms an EHLO reply offers: `AUTH LOGIN PLAIN` (RFC 4954), and the form
+    relays of Outlook's time wrote before it, `AUTH=LOGIN PLAIN`, alone or beside it."""
+    mechanisms = set(extensions.get("AUTH", "").upper().split())
+    for keyword, params in extensions.items():
+        if keyword.startswith("AUTH="):
+            mechanisms.update(f"{keyword[len('AUTH=') :]} {params}".upper().split())
+    return mechanisms
