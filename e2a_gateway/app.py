@@ -108,6 +108,25 @@ def _bind_error(key: str, listen: str, exc: OSError) -> StartupError:
     return StartupError(f"{key} {listen}: cannot listen: {exc.strerror or exc}")
 
 
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
+"""Hosts that listen on every address of the machine (IPv4 only, or IPv6 and IPv4)."""
+
+
+def check_distinct_listeners(settings: Settings) -> None:
+    """StartupError when `http.listen` would bind an address `smtp.listen` holds: the bind
+    would fail "already in use", and point the operator at another process that is not
+    there. Port 0 (any free port) never clashes."""
+    smtp, http = settings.smtp, settings.http
+    if smtp.port == 0 or smtp.port != http.port:
+        return
+    if smtp.host != http.host and not {smtp.host, http.host} & WILDCARD_HOSTS:
+        return  # the same port on two addresses of this machine
+    raise StartupError(
+        f"http.listen {http.listen} and smtp.listen {smtp.listen} are on the same port — give "
+        f"each its own port (e.g. smtp.listen on 25 and http.listen on 8080)"
+    )
+
+
 def bind_tcp(host: str, port: int, key: str, listen: str) -> socket.socket:
     """Bind and listen on host:port, translating failures into StartupError."""
     try:
@@ -238,6 +257,7 @@ async def run_gateway(
     smtp_certificate = served_certificate(settings)
     check_dkim_pair(settings)
     check_relay_trust(settings)
+    check_distinct_listeners(settings)
     smtp_sock = bind_tcp(
         settings.smtp.host, settings.smtp.port, "smtp.listen", settings.smtp.listen
     )

@@ -395,6 +395,22 @@ def test_a_port_in_use(tmp_path: Path, key: str) -> None:
     assert_refused(result, f"{key}.listen 127.0.0.1:", "already in use", "free port")
 
 
+@pytest.mark.parametrize("smtp_host", ["127.0.0.1", "0.0.0.0"])
+def test_smtp_and_http_on_the_same_port(tmp_path: Path, smtp_host: str) -> None:
+    """Not "stop the other process": the other one is this gateway's own SMTP listener."""
+    port = free_port()
+    config = base_config(
+        tmp_path, smtp=f'listen = "{smtp_host}:{port}"', http=f'listen = "127.0.0.1:{port}"'
+    )
+    line = assert_refused(
+        serve(tmp_path, config),
+        f"http.listen 127.0.0.1:{port}",
+        f"smtp.listen {smtp_host}:{port}",
+        "give each its own port",
+    )
+    assert "other process" not in line
+
+
 @pytest.mark.parametrize(("key", "port"), [("smtp", 25), ("http", 80)])
 def test_a_privileged_port_without_permission(tmp_path: Path, key: str, port: int) -> None:
     config = base_config(tmp_path, **{key: f'listen = "127.0.0.1:{port}"'})
