@@ -4,6 +4,7 @@ traceback. Each case runs the real command in a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -468,6 +469,32 @@ def test_postgresql_that_refuses(
     url = f"postgresql://{user}@{parts.hostname}:{parts.port}{path}"
     result = serve(tmp_path, base_config(tmp_path, database=f'url = "{url}"'))
     assert_refused(result, "database.url: cannot connect to", *phrases)
+
+
+def test_postgresql_url_at_a_port_that_is_not_postgresql(tmp_path: Path) -> None:
+    """database.url at another service's port (here one that greets as an SMTP server does)."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+
+        def greet() -> None:
+            with contextlib.suppress(OSError):
+                client, _ = other.accept()
+                with client:
+                    client.sendall(b"220 mx.example.org ESMTP\r\n")
+                    client.recv(1024)
+
+        greeter = threading.Thread(target=greet, daemon=True)
+        greeter.start()
+        url = f'url = "postgresql://e2a:hunter2@127.0.0.1:{other.getsockname()[1]}/e2a"'
+        result = serve(tmp_path, base_config(tmp_path, database=url))
+    line = assert_refused(
+        result,
+        "database.url: cannot connect to postgresql://e2a@127.0.0.1:",
+        "does not answer as PostgreSQL",
+        "check the port in database.url",
+    )
+    assert "hunter2" not in line
 
 
 def test_sqlite_in_a_folder_that_does_not_exist(tmp_path: Path) -> None:

@@ -103,6 +103,11 @@ _CONNECT_HINTS = (
         "timed out — check the host, the port and any firewall between",
     ),
     (
+        re.compile(r"invalid response to SSL negotiation|expected authentication request", re.I),
+        "the server at that port does not answer as PostgreSQL — check the port in "
+        "database.url (PostgreSQL's default is 5432)",
+    ),
+    (
         re.compile(r"no pg_hba.conf entry", re.I),
         "the server refuses this client — allow it in pg_hba.conf",
     ),
