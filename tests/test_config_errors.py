@@ -647,6 +647,21 @@ def test_an_expired_certificate_is_an_error_in_the_log(tmp_path: Path) -> None:
     assert process.returncode == 0 and "Traceback" not in "".join(seen)
 
 
+# --- the DKIM key ------------------------------------------------------------------------
+
+
+def test_a_dkim_key_file_with_a_broken_body(tmp_path: Path) -> None:
+    """PEM armour around bytes that are no key: one line, however the parser words it."""
+    broken = tmp_path / "dkim.pem"
+    broken.write_text("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+    config = base_config(tmp_path) + f'[dkim]\nselector = "s1"\nprivate_key_path = "{broken}"\n'
+    result = serve(tmp_path, config)
+    assert_refused(
+        result, f"dkim.private_key_path: {broken} is not a usable RSA private key", "openssl"
+    )
+    assert result.stderr.rstrip().splitlines()[-1].startswith("e2a: "), result.stderr
+
+
 # --- secrets read from files --------------------------------------------------------------
 
 

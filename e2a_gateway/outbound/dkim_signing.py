@@ -125,7 +125,7 @@ class DkimSigner:
             raise DkimKeyError(
                 f"{setting}: {private_key_path} is not a usable RSA private key "
                 f"in PEM (PKCS#1 or PKCS#8; `openssl genrsa -out dkim.pem 2048` makes one): "
-                f"{exc}"
+                f"{' '.join(str(exc).split())}"  # dkimpy's words may run over lines
             ) from None
         if bits < MIN_KEY_BITS:
             raise DkimKeyError(
