@@ -383,37 +383,71 @@ executable's launcher gets it too and passes it on to the gateway a moment later
 async def serve_until_signal(settings: Settings) -> None:
     """Run the gateway until one of `stop_signals`, drain for `http.drain_seconds` (a
     second signal ends the drain, but not the same signal again within ECHO_SECONDS), then
-    shut it down cleanly. Signals that come while it stops are taken (and told of) rather
-    than acted on once it has stopped."""
+    shut it down cleanly. A signal while it starts stops the start, whatever it waits for.
+    Signals that come while it stops are taken (and told of) rather than acted on once it has
+    stopped."""
     with trio.open_signal_receiver(*stop_signals()) as signals:
         async with trio.open_nursery() as stopping:
             async with trio.open_nursery() as nursery:
-                running: RunningGateway = await nursery.start(run_gateway, settings)
-                nursery.start_soon(load_then_settle)
-                first = 0
-                async for first in signals:
-                    log.info("received %s, shutting down", signal.Signals(first).name)
-                    break
-                first_at = trio.current_time()
-                drain = settings.http.drain_seconds
-                if drain > 0:
-                    running.gateway.draining = True
-                    log.info(
-                        "draining for %g s: GET /readyz answers 503 while requests and mail "
-                        "are still served; a second signal stops at once",
-                        drain,
-                    )
-                    with trio.move_on_after(drain):
-                        async for received in signals:
-                            if received == first and trio.current_time() - first_at < ECHO_SECONDS:
-                                continue  # the same Ctrl-C, passed on by the launcher
-                            name = signal.Signals(received).name
-                            log.info("received %s again, stopping now", name)
-                            break
+                firsts: list[int] = []
+                arrived = trio.Event()
+                with trio.CancelScope() as starting:
+                    nursery.start_soon(_first_signal, signals, firsts, arrived, starting)
+                    running: RunningGateway = await nursery.start(run_gateway, settings)
+                if starting.cancelled_caught:
+                    # A start that waits (for the database, its migration lock) does not make
+                    # a stop wait for it.
+                    log.info("received %s while starting, stopping", _name(firsts[0]))
+                else:
+                    nursery.start_soon(load_then_settle)
+                    await arrived.wait()
+                    log.info("received %s, shutting down", _name(firsts[0]))
+                    await _drain(running, signals, firsts[0], settings.http.drain_seconds)
                 stopping.start_soon(_note_signals_while_stopping, signals, settings)
                 nursery.cancel_scope.cancel()
             stopping.cancel_scope.cancel()
     log.info("e2a stopped")
+
+
+async def _drain(
+    running: RunningGateway, signals: AsyncIterator[int], first: int, drain: float
+) -> None:
+    """Serve `drain` seconds more with GET /readyz answering 503 (none when 0), or until a
+    second signal (not `first` again within ECHO_SECONDS: the same Ctrl-C, passed on)."""
+    if drain <= 0:
+        return
+    first_at = trio.current_time()
+    running.gateway.draining = True
+    log.info(
+        "draining for %g s: GET /readyz answers 503 while requests and mail "
+        "are still served; a second signal stops at once",
+        drain,
+    )
+    with trio.move_on_after(drain):
+        async for received in signals:
+            if received == first and trio.current_time() - first_at < ECHO_SECONDS:
+                continue  # the same Ctrl-C, passed on by the launcher
+            log.info("received %s again, stopping now", _name(received))
+            break
+
+
+def _name(number: int) -> str:
+    return signal.Signals(number).name
+
+
+async def _first_signal(
+    signals: AsyncIterator[int],
+    received: list[int],
+    arrived: trio.Event,
+    starting: trio.CancelScope,
+) -> None:
+    """Wait for the first of `signals`: note it in `received`, set `arrived`, and cancel
+    `starting`, the gateway's start (nothing once it has started)."""
+    async for number in signals:
+        received.append(number)
+        arrived.set()
+        starting.cancel()
+        return
 
 
 async def _note_signals_while_stopping(signals: AsyncIterator[int], settings: Settings) -> None:

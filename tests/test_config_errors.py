@@ -497,6 +497,62 @@ def test_postgresql_url_at_a_port_that_is_not_postgresql(tmp_path: Path) -> None
     assert "hunter2" not in line
 
 
+@pytest.mark.skipif(
+    not os.environ.get("E2A_TEST_POSTGRES_URL"), reason="needs E2A_TEST_POSTGRES_URL"
+)
+def test_a_migration_lock_held_elsewhere_is_named_and_a_signal_ends_the_wait(
+    tmp_path: Path,
+) -> None:
+    """Another session holds e2a's migration lock (an `e2a migrate` that hangs, a session
+    left open): the start waits for it, as replicas starting together do, but says at once
+    which session holds it and how to end it; SIGTERM stops the wait, not only its end."""
+    import psycopg
+
+    from e2a_gateway.storage.postgres import MIGRATION_LOCK
+    from tests.databases import fresh_postgres_database
+
+    with (
+        fresh_postgres_database() as url,
+        psycopg.connect(url, application_name="stuck-migrate") as holder,
+    ):
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        holder_pid = holder.info.backend_pid
+        (tmp_path / "e2a.toml").write_text(base_config(tmp_path, database=f'url = "{url}"'))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("E2A_")}
+        process = subprocess.Popen(
+            [*E2A, "serve", "--config", str(tmp_path / "e2a.toml")],
+            cwd=tmp_path,
+            env=env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stderr or ()])
+        reader.start()
+        seen: list[str] = []
+        try:
+            deadline = time.monotonic() + TIMEOUT_SECONDS
+            while not any("WARNING" in line for line in seen):
+                seen.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+            stopping = time.monotonic()
+            process.terminate()
+            process.wait(timeout=TIMEOUT_SECONDS)
+            stopped_within = time.monotonic() - stopping
+        finally:
+            process.kill()
+            reader.join(timeout=TIMEOUT_SECONDS)
+        seen += list(lines.queue)
+    warning = next(line for line in seen if "WARNING" in line)
+    assert "database.url" in warning and "migration lock" in warning, warning
+    assert "stuck-migrate" in warning, warning
+    assert f"pg_terminate_backend({holder_pid})" in warning, warning
+    assert stopped_within < 5, (stopped_within, seen)
+    assert process.returncode == 0, seen
+    assert "Traceback" not in "".join(seen), seen
+    assert "e2a ready" not in "".join(seen), seen
+
+
 def test_sqlite_in_a_folder_that_does_not_exist(tmp_path: Path) -> None:
     url = f'url = "sqlite:///{tmp_path / "no" / "such" / "e2a.db"}"'
     result = serve(tmp_path, base_config(tmp_path, database=url))

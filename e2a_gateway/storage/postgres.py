@@ -8,8 +8,10 @@ a lease, so replicas never take the same job and take over a dead replica's once
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import ExitStack, asynccontextmanager, contextmanager
 from functools import partial
@@ -33,6 +35,14 @@ from e2a_gateway.storage.sql.transaction import Transaction
 
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
+
+log = logging.getLogger("e2a.storage")
+
+MIGRATION_LOCK_POLL_SECONDS = 0.25
+"""How often a start that waits for the migration lock (`_take_migration_lock`) asks again."""
+MIGRATION_LOCK_TELL_SECONDS = 1.0
+"""How long a start waits for the migration lock before the log names who holds it (shorter
+waits are replicas started together, taking turns)."""
 
 POOL_SIZE = 8
 CONNECT_TIMEOUT_SECONDS = 10
@@ -593,7 +603,7 @@ class PostgresStorage(SqlStorage):
 
         def apply_pending(db: Connection) -> list[int]:
             tx = Transaction(db, self.dialect, psycopg.IntegrityError)
-            tx.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+            _take_migration_lock(tx)
             applied = applied_versions(tx)
             done: list[int] = []
             for migration in migrations:
@@ -621,6 +631,56 @@ class PostgresStorage(SqlStorage):
         idle, self._idle = self._idle, []
         for connection in idle:
             await trio.to_thread.run_sync(connection.close)
+
+
+def _take_migration_lock(tx: Transaction) -> None:
+    """Hold MIGRATION_LOCK until `tx` ends (in a thread trio started), waiting while another
+    session holds it: replicas starting together queue here and migrate one at a time. A wait
+    of over MIGRATION_LOCK_TELL_SECONDS is told in the log, naming the session that holds the
+    lock and how to end it (an `e2a migrate` that hangs, a session left open, would hold the
+    start without a word); a cancelled start (SIGTERM, Ctrl-C) ends the wait."""
+    told = False
+    tell_at = time.monotonic() + MIGRATION_LOCK_TELL_SECONDS
+    while not tx.one("SELECT pg_try_advisory_xact_lock(?)", (MIGRATION_LOCK,))[0]:
+        if not told and time.monotonic() >= tell_at:
+            holder = _migration_lock_holder(tx)
+            if holder is not None:
+                log.warning("%s", holder)
+                told = True
+        trio.from_thread.check_cancelled()
+        time.sleep(MIGRATION_LOCK_POLL_SECONDS)
+    if told:
+        log.info("database.url: the migration lock is free, migrating")
+
+
+def _migration_lock_holder(tx: Transaction) -> str | None:
+    """What to tell the operator of the session that holds MIGRATION_LOCK; None once none
+    does. Its application and client show to a superuser, to pg_read_all_stats or to the
+    same user; its process id to anyone."""
+    row = tx.first(
+        "SELECT a.pid, a.application_name, host(a.client_addr), a.state,"
+        " to_char(a.xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+        " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+        " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND l.classid::bigint = ? AND l.objid::bigint = ?",
+        (MIGRATION_LOCK >> 32, MIGRATION_LOCK & 0xFFFFFFFF),
+    )
+    if row is None:
+        return None
+    pid, application, client, state, since = row
+    about = [
+        f"application {application!r}" if application else "",
+        f"from {client}" if client else "",
+    ]
+    if state:
+        about.append(f"{state} since {since} UTC" if since else state)
+    described = ", ".join(part for part in about if part)
+    return (
+        f"database.url: waiting for e2a's migration lock, held by session {pid}"
+        f"{f' ({described})' if described else ''} — another e2a migrating this database holds "
+        f"it until it is done; if none is, end that session (SELECT pg_terminate_backend({pid}))"
+    )
 
 
 def _notify(db: Connection, *payloads: str) -> None:
