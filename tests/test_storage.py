@@ -374,6 +374,30 @@ async def test_sqlite_migrations_run_once_when_two_processes_migrate_together(
     assert recorded == everything
 
 
+async def test_sqlite_locked_by_another_process_is_named_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program that holds the file in a write transaction (a sqlite3 shell, a backup tool):
+    the write that waited out the lock says which file and what to do, not only "database is
+    locked"."""
+    path = tmp_path / "held.db"
+    first = open_storage(f"sqlite:///{path}")
+    await first.migrate()
+    await first.close()
+    monkeypatch.setattr(e2a_gateway.storage.sqlite, "BUSY_TIMEOUT_SECONDS", 0.2)
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as holder:
+        holder.execute("BEGIN EXCLUSIVE")
+        storage = open_storage(f"sqlite:///{path}")
+        try:
+            with pytest.raises(StorageUnavailable) as refused:
+                await storage.migrate()
+        finally:
+            await storage.close()
+    message = str(refused.value)
+    assert f"database.url: sqlite:///{path} is locked by another process" in message, message
+    assert f"fuser -v {path}" in message, message
+
+
 @contextmanager
 def umask(mask: int) -> Iterator[None]:
     """Run with the process umask set to `mask` (restored afterwards)."""

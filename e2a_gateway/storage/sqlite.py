@@ -204,8 +204,31 @@ def _open_advice(path: str) -> str:
     return "check the path and its permissions"
 
 
+BUSY_TIMEOUT_SECONDS: float = 10
+"""How long a statement waits for another process's lock on the database file before it
+fails (SQLITE_BUSY, `_locked`)."""
+
+
+def locked(error: sqlite3.Error) -> bool:
+    """Whether `error` is SQLITE_BUSY: another process held the file past BUSY_TIMEOUT_SECONDS."""
+    code: int | None = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _locked(path: str) -> str:
+    """What to say when another process held the database at `path` too long."""
+    return (
+        f"database.url: sqlite:///{path} is locked by another process (waited "
+        f"{BUSY_TIMEOUT_SECONDS:g} s) — end the program that holds it, such as a sqlite3 shell "
+        f"or a backup left inside a transaction (`fuser -v {path}` names it); back a live "
+        "database up with sqlite3's .backup (docs/deploy.md, Backups)"
+    )
+
+
 def _connect(path: str) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10)
+    connection = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS
+    )
     connection.execute("PRAGMA foreign_keys = ON")
     # Deleted rows' bytes are overwritten, not left in the freed pages for anyone reading the
     # file to find: what a build without SQLITE_SECURE_DELETE would do.
@@ -357,6 +380,8 @@ class SqliteStorage(SqlStorage):
                 return await trio.to_thread.run_sync(self._transact, work, durable)
             except StorageUnavailable as exc:
                 cause = exc.__cause__
+                if isinstance(cause, sqlite3.Error) and locked(cause):
+                    raise StorageUnavailable(_locked(self.path)) from exc
                 if not (isinstance(cause, sqlite3.Error) and disk_refused(cause)):
                     raise
                 raise DiskFull(_disk_failure(self.path, exc)) from exc
