@@ -18,6 +18,7 @@ import smtplib
 import sqlite3
 import subprocess
 import time
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import trio
 
 from e2a_gateway.app import RunningGateway, run_gateway
 from e2a_gateway.mailauth.resolver import FixtureResolver
+from e2a_gateway.storage import sqlite as sqlite_backend
 from e2a_gateway.storage.base import DiskFull, StorageUnavailable
 from e2a_gateway.storage.sql import lifecycle
 from e2a_gateway.storage.sql.lifecycle import DISK_REFUSAL_SECONDS
@@ -283,3 +285,37 @@ async def test_a_full_postgresql_disk_is_named_in_smtp_health_and_metrics(
             assert await trio.to_thread.run_sync(smtp_reply, port, "after") == "250"
             assert stored_subjects(database) == ["before", "after"]
             gateway_nursery.cancel_scope.cancel()
+
+
+async def test_postmaster_mail_while_another_process_holds_the_database_is_451_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first mail to postmaster creates its inbox, a write: with the file held by another
+    program (a sqlite3 shell in a transaction) the sender hears 451 4.3.0 and the log says
+    which file is locked and what to do, in a line, not a traceback."""
+    monkeypatch.setattr(sqlite_backend, "BUSY_TIMEOUT_SECONDS", 0.2)
+    path = tmp_path / "e2a.db"
+    async with trio.open_nursery() as gateway_nursery:
+        settings = make_settings(tmp_path, database={"url": f"sqlite:///{path}"})
+        running: RunningGateway = await gateway_nursery.start(
+            partial(run_gateway, settings, resolver=FixtureResolver())
+        )
+        await open_account(running.gateway, running.addresses.http_url, "o@example.com")
+        port = running.addresses.smtp_port
+        raw = b"From: a@example.org\r\nTo: postmaster@agents.test\r\nSubject: x\r\n\r\nhi\r\n"
+
+        def send() -> str:
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                try:
+                    client.sendmail("a@example.org", ["postmaster@agents.test"], raw)
+                except smtplib.SMTPDataError as refused:
+                    return f"{refused.smtp_code} {refused.smtp_error.decode().split()[0]}"
+            return "250"
+
+        with closing(sqlite3.connect(path, isolation_level=None)) as holder:
+            holder.execute("BEGIN EXCLUSIVE")
+            caplog.clear()
+            assert await trio.to_thread.run_sync(send) == "451 4.3.0"
+        gateway_nursery.cancel_scope.cancel()
+    assert not [record for record in caplog.records if record.exc_info], caplog.text
+    assert f"sqlite:///{path} is locked by another process" in caplog.text, caplog.text

@@ -218,7 +218,16 @@ class InboundMailSink:
         """Store one message per recipient agent in one transaction; return the first id.
         What comes back to our return paths is recorded as a bounce instead, and a reply to an
         approval notice among the recipients is acted on (or answered) first; both are
-        committed before this returns."""
+        committed before this returns. Storage that fails on the way (a lookup, the
+        postmaster's inbox created, a bounce recorded) is MessageNotStored, as a failed commit
+        is: the client hears 451 (452 for a full disk), the log says why in a line."""
+        try:
+            return await self._accept_message(envelope, peer)
+        except StorageUnavailable as exc:
+            log.error("could not store message from %s: %s", peer, exc)
+            raise not_stored(exc) from exc
+
+    async def _accept_message(self, envelope: Envelope, peer: str) -> str:
         now = time.time()
         returned = {  # each sent message's bounce once, however often its return path is named
             path.message_id: path
