@@ -23,7 +23,7 @@ from hypercorn.config import Config as HypercornConfig
 from e2a_gateway.asgi_mount import MountedApp
 from e2a_gateway.config import Settings
 from e2a_gateway.cors import with_cors
-from e2a_gateway.gateway import Gateway, open_gateway
+from e2a_gateway.gateway import Gateway, dkim_next_key, dkim_signing_key, open_gateway
 from e2a_gateway.http_app import create_app, guard_requests
 from e2a_gateway.http_server import ConnectionLimits, serve_asgi
 from e2a_gateway.inbound.acceptors import AcceptorPool
@@ -258,6 +258,8 @@ async def run_gateway(
     check_dkim_pair(settings)
     check_relay_trust(settings)
     check_distinct_listeners(settings)
+    # Before the database is opened: a start refused for a bad key leaves it unmigrated.
+    dkim_keys = dkim_signing_key(settings), dkim_next_key(settings)
     smtp_sock = bind_tcp(
         settings.smtp.host, settings.smtp.port, "smtp.listen", settings.smtp.listen
     )
@@ -276,7 +278,7 @@ async def run_gateway(
         leases_given_back(gateway),
         trio.open_nursery() as nursery,
     ):
-        gateway.load_dkim_keys()
+        gateway.adopt_dkim_keys(*dkim_keys)
         nursery.start_soon(_note_stopping, gateway)
         gateway.smtp_address = (smtp_address[0], smtp_address[1])
         if settings.database.url.startswith(POSTGRES_SCHEMES):

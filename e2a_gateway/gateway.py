@@ -86,28 +86,20 @@ class Gateway:
     def dkim_signer(self) -> DkimSigner | None:
         """The signer of outbound mail when `dkim.selector` and `dkim.private_key_path` are set
         (loaded on first use; DkimKeyError when the key cannot sign), else None."""
-        dkim = self.settings.dkim
-        if not (dkim.selector and dkim.private_key_path):
-            return None
-        return DkimSigner(dkim.selector, dkim.private_key_path)
+        return dkim_signing_key(self.settings)
 
     @cached_property
     def dkim_next_key(self) -> DkimSigner | None:
-        """The key of the next rotation when `dkim.next_selector` and
-        `dkim.next_private_key_path` are set (checked as the signing key is: DkimKeyError
-        naming `dkim.next_private_key_path`), else None. Only its record is shown: nothing is
-        signed with it until the operator makes it `dkim.private_key_path`."""
-        dkim = self.settings.dkim
-        if not (dkim.next_selector and dkim.next_private_key_path):
-            return None
-        return DkimSigner(
-            dkim.next_selector, dkim.next_private_key_path, setting="dkim.next_private_key_path"
-        )
+        """The key of the next rotation (`dkim_next_key`), else None. Only its record is
+        shown: nothing is signed with it until the operator makes it `dkim.private_key_path`."""
+        return dkim_next_key(self.settings)
 
-    def load_dkim_keys(self) -> None:
-        """Load the signing key and the next one now (DkimKeyError when one cannot be used), so
-        that a bad key stops the start rather than the first message or domain shown."""
-        _ = self.dkim_signer, self.dkim_next_key
+    def adopt_dkim_keys(self, signer: DkimSigner | None, next_key: DkimSigner | None) -> None:
+        """Use the signing key and the next one loaded before the gateway was (`run_gateway`
+        loads them before it opens the database, so that a bad key stops the start before
+        anything is migrated)."""
+        self.dkim_signer = signer
+        self.dkim_next_key = next_key
 
     def dkim_record(self, domain: str) -> DkimKeyRecord | None:
         """The DKIM key record `domain` must publish for the mail its agents send to verify;
@@ -124,6 +116,27 @@ class Gateway:
     def is_shared_domain(self, domain: str) -> bool:
         """True when `domain` is the deployment's shared domain."""
         return bool(self.settings.shared_domain) and domain == self.settings.shared_domain
+
+
+def dkim_signing_key(settings: Settings) -> DkimSigner | None:
+    """The signer of outbound mail when `dkim.selector` and `dkim.private_key_path` are set
+    (DkimKeyError when the key cannot sign), else None."""
+    dkim = settings.dkim
+    if not (dkim.selector and dkim.private_key_path):
+        return None
+    return DkimSigner(dkim.selector, dkim.private_key_path)
+
+
+def dkim_next_key(settings: Settings) -> DkimSigner | None:
+    """The key of the next rotation when `dkim.next_selector` and `dkim.next_private_key_path`
+    are set (checked as the signing key is: DkimKeyError naming `dkim.next_private_key_path`),
+    else None."""
+    dkim = settings.dkim
+    if not (dkim.next_selector and dkim.next_private_key_path):
+        return None
+    return DkimSigner(
+        dkim.next_selector, dkim.next_private_key_path, setting="dkim.next_private_key_path"
+    )
 
 
 async def resolve_server_key(settings: Settings, storage: Lifecycle) -> str:

@@ -718,6 +718,17 @@ def test_a_dkim_key_file_with_a_broken_body(tmp_path: Path) -> None:
     assert result.stderr.rstrip().splitlines()[-1].startswith("e2a: "), result.stderr
 
 
+def test_a_bad_dkim_key_is_refused_before_the_database_is_migrated(tmp_path: Path) -> None:
+    """An upgrade whose start a bad key refuses leaves the database as the older e2a knows it:
+    going back to that version must not meet a schema "migrated by a newer e2a"."""
+    missing = tmp_path / "no-such-dkim.pem"
+    config = base_config(tmp_path) + f'[dkim]\nselector = "s1"\nprivate_key_path = "{missing}"\n'
+    result = serve(tmp_path, config)
+    assert_refused(result, f"dkim.private_key_path: cannot read {missing}")
+    assert "migrated" not in result.stderr, result.stderr
+    assert not (tmp_path / "e2a.db").exists()
+
+
 # --- secrets read from files --------------------------------------------------------------
 
 
