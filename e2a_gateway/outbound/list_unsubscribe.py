@@ -25,10 +25,12 @@ def unsubscribe_url(public_url: str, token: str) -> str:
 
 
 def text_footer(url: str, agent_email: str) -> str:
+    """The footer under a text part: who sends, and the link."""
     return f"\n\n--\nUnsubscribe from emails sent by {agent_email}: {url}\n"
 
 
 def html_footer(url: str, agent_email: str) -> str:
+    """The footer of an HTML part: a small paragraph with the link, its values escaped."""
     return (
         '<p style="font-size:12px;color:#666;margin-top:24px;">'
         f'<a href="{escape(url)}">Unsubscribe</a> from emails sent by {escape(agent_email)}</p>'
